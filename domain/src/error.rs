@@ -1,0 +1,87 @@
+//! Error vocabulary shared by every layer: the machine-readable codes of DOMAIN.md §11 and the
+//! validation report that lists every problem found (capped), each naming its field.
+
+use serde::{Deserialize, Serialize};
+
+/// The machine-readable error codes of DOMAIN.md §11.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    Validation,
+    NotFound,
+    Forbidden,
+    Unauthenticated,
+    Conflict,
+    BadRequest,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Validation => "VALIDATION",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::Conflict => "CONFLICT",
+            ErrorCode::BadRequest => "BAD_REQUEST",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
+}
+
+/// One problem with one field, e.g. `operations[2].params.dependsOn`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+/// At most this many problems are reported; more are counted, not listed, so a hostile payload
+/// cannot make the error larger than the request.
+pub const MAX_REPORTED_PROBLEMS: usize = 50;
+
+/// Every problem found in one request.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ValidationErrors {
+    pub errors: Vec<FieldError>,
+    /// Problems found beyond [`MAX_REPORTED_PROBLEMS`].
+    pub omitted: usize,
+}
+
+impl ValidationErrors {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        if self.errors.len() < MAX_REPORTED_PROBLEMS {
+            self.errors.push(FieldError { field: field.into(), message: message.into() });
+        } else {
+            self.omitted += 1;
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty() && self.omitted == 0
+    }
+    /// `Ok(())` when nothing was found, else the report.
+    pub fn into_result(self) -> Result<(), ValidationErrors> {
+        if self.is_empty() { Ok(()) } else { Err(self) }
+    }
+}
+
+impl std::fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{}: {}", e.field, e.message)?;
+        }
+        if self.omitted > 0 {
+            write!(f, "; and {} more problems not listed", self.omitted)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ValidationErrors {}

@@ -1,0 +1,16 @@
+//! pop's domain: what every object, state, rule and formula of DOMAIN.md means, as pure code.
+//!
+//! This crate must never do IO, spawn tasks, read a clock or draw random numbers: time and ids
+//! arrive inside commands, so replaying the same events always gives the same state.
+
+pub mod aggregate;
+pub mod codec;
+pub mod error;
+pub mod model;
+pub mod params;
+
+pub use aggregate::Aggregate;
+pub use codec::{CodecError, EventCodec};
+pub use error::{ErrorCode, FieldError, ValidationErrors};
+pub use model::*;
+pub use params::Params;

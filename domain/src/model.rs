@@ -1,0 +1,417 @@
+//! The objects of DOMAIN.md §2 with POP-compatible JSON: camelCase names, epoch-millisecond
+//! times, lenient parameter values. These are value types; rules live in other modules.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::params::Params;
+
+/// A UTC instant. On POP's JSON wire it is epoch milliseconds (see [`epoch_ms`]).
+pub type Timestamp = DateTime<Utc>;
+
+/// Serde helpers for POP's epoch-millisecond times. Reading is lenient: a number, a numeric
+/// string or an RFC 3339 string are all accepted, because POP clients send all three.
+pub mod epoch_ms {
+    use chrono::{DateTime, TimeZone, Utc};
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+    use serde_json::Value;
+
+    /// Parses one JSON value as a time; `None` for JSON null.
+    pub fn from_value(v: &Value) -> Result<Option<DateTime<Utc>>, String> {
+        match v {
+            Value::Null => Ok(None),
+            Value::Number(n) => {
+                let ms = n
+                    .as_i64()
+                    .or_else(|| n.as_f64().map(|f| f as i64))
+                    .ok_or_else(|| format!("time {n} is not an integer"))?;
+                Utc.timestamp_millis_opt(ms)
+                    .single()
+                    .map(Some)
+                    .ok_or_else(|| format!("time {ms} is out of range"))
+            }
+            Value::String(s) if s.trim().is_empty() => Ok(None),
+            Value::String(s) => {
+                if let Ok(ms) = s.trim().parse::<i64>() {
+                    return from_value(&Value::from(ms));
+                }
+                DateTime::parse_from_rfc3339(s.trim())
+                    .map(|t| Some(t.with_timezone(&Utc)))
+                    .map_err(|e| format!("time {s:?} is neither epoch milliseconds nor RFC 3339: {e}"))
+            }
+            other => Err(format!("time must be a number or a string, not {other}")),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i64(t.timestamp_millis())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let v = Value::deserialize(d)?;
+        from_value(&v).map_err(D::Error::custom)?.ok_or_else(|| D::Error::custom("time is null"))
+    }
+
+    /// The same for optional times.
+    pub mod option {
+        use chrono::{DateTime, Utc};
+        use serde::{Deserialize, Deserializer, Serializer, de::Error};
+        use serde_json::Value;
+
+        pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => s.serialize_some(&t.timestamp_millis()),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<DateTime<Utc>>, D::Error> {
+            let v = Value::deserialize(d)?;
+            super::from_value(&v).map_err(D::Error::custom)
+        }
+    }
+}
+
+/// The coarse state of an agenda or operation (DOMAIN.md §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ProcessingState {
+    #[default]
+    Waiting,
+    Executing,
+    Complete,
+}
+
+impl ProcessingState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcessingState::Waiting => "WAITING",
+            ProcessingState::Executing => "EXECUTING",
+            ProcessingState::Complete => "COMPLETE",
+        }
+    }
+}
+
+/// The well-known `processingStateMessage` values of DOMAIN.md §3.
+pub mod message {
+    pub const ADDED: &str = "added";
+    pub const QUEUED: &str = "queued";
+    pub const SCHEDULED: &str = "scheduled";
+    pub const PENDING: &str = "pending";
+    pub const SUCCEEDED: &str = "succeeded";
+    pub const FAILED: &str = "failed";
+    pub const CANCELLED: &str = "cancelled";
+    /// The diagnostic the reclaimer records (POP's exact text).
+    pub const TIMED_OUT: &str = "AgendaProgress timed out.";
+
+    /// Success is COMPLETE with message `succeeded`, compared case-insensitively.
+    pub fn is_succeeded(m: &str) -> bool {
+        m.eq_ignore_ascii_case(SUCCEEDED)
+    }
+    pub fn is_failed(m: &str) -> bool {
+        m.eq_ignore_ascii_case(FAILED)
+    }
+    pub fn is_cancelled(m: &str) -> bool {
+        m.eq_ignore_ascii_case(CANCELLED)
+    }
+}
+
+/// Which insight (queue) of which resource pool an agenda is bound to (DOMAIN.md §6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AgendaInsight {
+    pub resource_pool_id: String,
+    pub insight_id: String,
+}
+
+/// One step of an agenda's DAG.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Operation {
+    pub name: String,
+    /// Selects the handler. Optional in POP JSON; an empty type is allowed.
+    #[serde(rename = "type", default)]
+    pub op_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub payload: Value,
+    #[serde(default)]
+    pub params: Params,
+}
+
+impl Operation {
+    /// The `generatedOperationParent` param: the generator that added this operation.
+    pub fn generated_by(&self) -> Option<&str> {
+        self.params.get_str(crate::params::keys::GENERATED_OPERATION_PARENT)
+    }
+}
+
+/// An agenda: a workflow of operations that form a DAG.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Agenda {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cid: Option<String>,
+    #[serde(default)]
+    pub customer_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, with = "epoch_ms::option", skip_serializing_if = "Option::is_none")]
+    pub added_time: Option<Timestamp>,
+    #[serde(default, with = "epoch_ms::option", skip_serializing_if = "Option::is_none")]
+    pub updated_time: Option<Timestamp>,
+    #[serde(default)]
+    pub operations: Vec<Operation>,
+    #[serde(default)]
+    pub params: Params,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agenda_insight: Option<AgendaInsight>,
+}
+
+/// A reusable agenda body run with a payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AgendaTemplate {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cid: Option<String>,
+    #[serde(default)]
+    pub customer_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, with = "epoch_ms::option", skip_serializing_if = "Option::is_none")]
+    pub added_time: Option<Timestamp>,
+    #[serde(default, with = "epoch_ms::option", skip_serializing_if = "Option::is_none")]
+    pub updated_time: Option<Timestamp>,
+    #[serde(default)]
+    pub agenda: Agenda,
+    #[serde(default)]
+    pub static_parameters: Params,
+    #[serde(default)]
+    pub params: Params,
+    #[serde(default, deserialize_with = "crate::params::lenient_bool")]
+    pub is_global: bool,
+    #[serde(default)]
+    pub allowed_customer_ids: Vec<String>,
+    #[serde(default, deserialize_with = "crate::params::lenient_bool")]
+    pub is_default_template: bool,
+}
+
+/// A customer (tenant). Its `id` equals its `customerId`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Customer {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cid: Option<String>,
+    #[serde(default)]
+    pub customer_id: String,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default, with = "epoch_ms::option", skip_serializing_if = "Option::is_none")]
+    pub added_time: Option<Timestamp>,
+    #[serde(default, with = "epoch_ms::option", skip_serializing_if = "Option::is_none")]
+    pub updated_time: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_pool_id: Option<String>,
+}
+
+/// A farm of processing resources (typically a Kubernetes namespace).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourcePool {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cid: Option<String>,
+    #[serde(default)]
+    pub customer_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, with = "epoch_ms::option", skip_serializing_if = "Option::is_none")]
+    pub added_time: Option<Timestamp>,
+    #[serde(default, with = "epoch_ms::option", skip_serializing_if = "Option::is_none")]
+    pub updated_time: Option<Timestamp>,
+    /// Computed by the read side (the insights whose `resourcePoolId` is this pool); ignored
+    /// on input.
+    #[serde(default, skip_deserializing)]
+    pub insight_ids: Vec<String>,
+}
+
+/// How an insight's queue is filled (DOMAIN.md §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum SchedulingAlgorithm {
+    #[default]
+    FirstInFirstOut,
+    RoundRobin,
+    Priority,
+}
+
+/// A queue definition of a resource pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Insight {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cid: Option<String>,
+    #[serde(default)]
+    pub customer_id: String,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default, with = "epoch_ms::option", skip_serializing_if = "Option::is_none")]
+    pub added_time: Option<Timestamp>,
+    #[serde(default, with = "epoch_ms::option", skip_serializing_if = "Option::is_none")]
+    pub updated_time: Option<Timestamp>,
+    #[serde(default)]
+    pub resource_pool_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_name: Option<String>,
+    #[serde(default, deserialize_with = "crate::params::lenient_i64")]
+    pub queue_size: i64,
+    #[serde(default)]
+    pub scheduling_algorithm: SchedulingAlgorithm,
+    /// Mapper name (`operationType`, `operationName`, `paramMap`) → set of values.
+    #[serde(default)]
+    pub mappers: BTreeMap<String, BTreeSet<String>>,
+    #[serde(default, deserialize_with = "crate::params::lenient_bool")]
+    pub is_global: bool,
+    #[serde(default)]
+    pub allowed_customer_ids: Vec<String>,
+}
+
+/// Something that happened to an agenda or operation worth showing (errors, timeouts, logs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DiagnosticEvent {
+    #[serde(default)]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<i64>,
+    #[serde(default, with = "epoch_ms::option", skip_serializing_if = "Option::is_none")]
+    pub time: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack_trace: Option<String>,
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub payload: Value,
+}
+
+/// The progress of one operation. Its id is `<agendaProgressId>-<operation name>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationProgress {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub customer_id: String,
+    #[serde(default)]
+    pub agenda_progress_id: String,
+    /// The operation's name.
+    #[serde(default)]
+    pub operation: String,
+    #[serde(default)]
+    pub processing_state: ProcessingState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processing_state_message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent_complete: Option<f64>,
+    #[serde(default)]
+    pub diagnostic_events: Vec<DiagnosticEvent>,
+    #[serde(default)]
+    pub attempt_count: u32,
+    #[serde(default, with = "epoch_ms::option", skip_serializing_if = "Option::is_none")]
+    pub attempt_time: Option<Timestamp>,
+    #[serde(default, with = "epoch_ms::option", skip_serializing_if = "Option::is_none")]
+    pub started_time: Option<Timestamp>,
+    #[serde(default, with = "epoch_ms::option", skip_serializing_if = "Option::is_none")]
+    pub completed_time: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub result_payload: Value,
+    #[serde(default)]
+    pub params: Params,
+    #[serde(default, with = "epoch_ms::option", skip_serializing_if = "Option::is_none")]
+    pub added_time: Option<Timestamp>,
+    #[serde(default, with = "epoch_ms::option", skip_serializing_if = "Option::is_none")]
+    pub updated_time: Option<Timestamp>,
+}
+
+impl OperationProgress {
+    /// The id POP gives an operation's progress.
+    pub fn id_for(agenda_progress_id: &str, operation: &str) -> String {
+        format!("{agenda_progress_id}-{operation}")
+    }
+}
+
+/// The rolled-up progress of one agenda. Its id is the agenda's `progressId`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AgendaProgress {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cid: Option<String>,
+    #[serde(default)]
+    pub customer_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub agenda_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    #[serde(default)]
+    pub processing_state: ProcessingState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processing_state_message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent_complete: Option<f64>,
+    #[serde(default)]
+    pub operation_progress: Vec<OperationProgress>,
+    #[serde(default)]
+    pub diagnostic_events: Vec<DiagnosticEvent>,
+    #[serde(default)]
+    pub attempts_completed: u32,
+    #[serde(default)]
+    pub maximum_attempts: u32,
+    #[serde(default, with = "epoch_ms::option", skip_serializing_if = "Option::is_none")]
+    pub started_time: Option<Timestamp>,
+    #[serde(default, with = "epoch_ms::option", skip_serializing_if = "Option::is_none")]
+    pub completed_time: Option<Timestamp>,
+    #[serde(default)]
+    pub params: Params,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agenda_insight: Option<AgendaInsight>,
+    #[serde(default, with = "epoch_ms::option", skip_serializing_if = "Option::is_none")]
+    pub added_time: Option<Timestamp>,
+    #[serde(default, with = "epoch_ms::option", skip_serializing_if = "Option::is_none")]
+    pub updated_time: Option<Timestamp>,
+}
+
+/// The progress of every agenda sharing a linkId (DOMAIN.md §4.3). Computed on read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgressSummary {
+    pub link_id: String,
+    pub processing_state: ProcessingState,
+    pub processing_percent: Option<f64>,
+    pub progress_list: Vec<AgendaProgress>,
+}

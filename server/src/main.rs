@@ -1,0 +1,2 @@
+//! The `pop` binary (being written).
+fn main() {}

@@ -1,0 +1,1 @@
+//! pop event store (being written).
