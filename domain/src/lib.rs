@@ -3,11 +3,19 @@
 //! This crate must never do IO, spawn tasks, read a clock or draw random numbers: time and ids
 //! arrive inside commands, so replaying the same events always gives the same state.
 
+pub mod agenda;
 pub mod aggregate;
+pub mod binding;
 pub mod codec;
+pub mod config;
 pub mod error;
 pub mod model;
 pub mod params;
+pub mod references;
+pub mod rollup;
+pub mod template;
+pub mod text;
+pub mod validate;
 
 pub use aggregate::Aggregate;
 pub use codec::{CodecError, EventCodec};

@@ -1,0 +1,110 @@
+//! What callers may ask of an agenda (DOMAIN.md §3, §7, §8, §9). Every command carries `now`:
+//! the domain reads no clock, and ids (agenda, progress, lease) are chosen by the caller.
+
+use serde_json::Value;
+
+use crate::model::{Agenda, AgendaInsight, DiagnosticEvent, Operation, ProcessingState, Timestamp};
+use crate::params::Params;
+
+use super::rerun::RerunFlags;
+
+/// A request to the agenda aggregate of one stream (`agenda-<id>`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgendaCommand {
+    /// Records a new agenda: only on an empty stream. `agenda.id`, `progressId` and
+    /// `customerId` are set by the caller, and `insight` is the binding the caller computed
+    /// (DOMAIN.md §6). Ends WAITING/added, `doNotRun` agendas included.
+    Submit { agenda: Agenda, insight: AgendaInsight, now: Timestamp },
+    /// The scheduler moves an `added` agenda into its insight's queue.
+    Queue { now: Timestamp },
+    /// `getAgenda` hands a `queued` agenda to `holder` under a lease until `lease_expires`.
+    Claim { holder: String, lease_id: String, lease_expires: Timestamp, now: Timestamp },
+    /// `updateAgendaProgress` from the lease holder; renews the lease until `lease_expires`.
+    /// `lease_id`, when given, must be the current lease (POP clients do not know it).
+    ReportProgress {
+        holder: String,
+        lease_id: Option<String>,
+        lease_expires: Timestamp,
+        report: ProgressReport,
+        now: Timestamp,
+    },
+    /// Appends operations (a generator's output, or `updateAgenda`) and merges params.
+    Expand { operations: Vec<Operation>, params: Params, now: Timestamp },
+    /// A manual rerun of a COMPLETE agenda (DOMAIN.md §8).
+    Rerun { flags: RerunFlags, now: Timestamp },
+    /// The automatic retry of a COMPLETE/failed agenda with attempts left: a `continue` rerun.
+    Retry { now: Timestamp },
+    /// Ends any non-complete agenda as COMPLETE/cancelled.
+    Cancel { reason: Option<String>, now: Timestamp },
+    /// The reclaimer ends an expired lease of a `scheduled` or EXECUTING agenda.
+    Reclaim { now: Timestamp },
+}
+
+impl AgendaCommand {
+    /// The command's name in error messages ("cannot queue an agenda that is ...").
+    pub fn verb(&self) -> &'static str {
+        match self {
+            AgendaCommand::Submit { .. } => "submit",
+            AgendaCommand::Queue { .. } => "queue",
+            AgendaCommand::Claim { .. } => "claim",
+            AgendaCommand::ReportProgress { .. } => "report progress of",
+            AgendaCommand::Expand { .. } => "expand",
+            AgendaCommand::Rerun { .. } => "rerun",
+            AgendaCommand::Retry { .. } => "retry",
+            AgendaCommand::Cancel { .. } => "cancel",
+            AgendaCommand::Reclaim { .. } => "reclaim",
+        }
+    }
+
+    /// The time the command was issued.
+    pub fn now(&self) -> Timestamp {
+        match self {
+            AgendaCommand::Submit { now, .. }
+            | AgendaCommand::Queue { now }
+            | AgendaCommand::Claim { now, .. }
+            | AgendaCommand::ReportProgress { now, .. }
+            | AgendaCommand::Expand { now, .. }
+            | AgendaCommand::Rerun { now, .. }
+            | AgendaCommand::Retry { now }
+            | AgendaCommand::Cancel { now, .. }
+            | AgendaCommand::Reclaim { now } => *now,
+        }
+    }
+}
+
+/// What an executor reports in one `updateAgendaProgress`, already lifted from POP's
+/// AgendaProgress JSON by the API. The agenda's percent is deliberately absent: it is computed
+/// from the operations (DOMAIN.md §4.1), never taken from the executor.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ProgressReport {
+    /// The agenda state the executor claims. Only COMPLETE matters: `succeeded` is checked
+    /// against the operations, anything else is an executor failure. WAITING and EXECUTING
+    /// both mean "still working".
+    pub state: Option<ProcessingState>,
+    /// Free text while EXECUTING (e.g. `Running Operations`); the outcome when COMPLETE.
+    pub message: Option<String>,
+    /// Diagnostics to add to the agenda; ones already recorded are not added twice, because
+    /// POP executors resend their whole list with every report.
+    pub diagnostics: Vec<DiagnosticEvent>,
+    pub started: Option<Timestamp>,
+    pub completed: Option<Timestamp>,
+    /// Operation progress entries; entries that change nothing are dropped.
+    pub operations: Vec<OperationReport>,
+}
+
+/// One operation's progress as the executor reports it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct OperationReport {
+    /// The operation's name (matched case-insensitively, like every operation name).
+    pub name: String,
+    pub state: ProcessingState,
+    /// Free text while EXECUTING; required when COMPLETE (`succeeded` means success).
+    pub message: Option<String>,
+    /// 0 or more; values above 100 are kept but count as 100 in the agenda's percent.
+    pub percent: Option<f64>,
+    pub diagnostics: Vec<DiagnosticEvent>,
+    /// The operation's output; `None` or JSON null leaves the recorded one in place.
+    pub result_payload: Option<Value>,
+    pub started: Option<Timestamp>,
+    pub completed: Option<Timestamp>,
+}

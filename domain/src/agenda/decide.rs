@@ -1,0 +1,610 @@
+//! Decides what each agenda command causes, or why it is refused (DOMAIN.md §3, §4, §7–§9).
+//! Pure: the state and the command are the only inputs. Every rule that could refuse lives
+//! here, so `evolve` can apply any accepted event without checking.
+
+use std::collections::BTreeSet;
+
+use chrono::{TimeZone, Utc};
+
+use crate::error::ValidationErrors;
+use crate::model::{
+    Agenda, AgendaInsight, DiagnosticEvent, Operation, OperationProgress, ProcessingState,
+    Timestamp, message,
+};
+use crate::params::Params;
+use crate::text::{eq_ignore_case, fold_case};
+use crate::validate::{validate_agenda, validate_expansion};
+
+use super::command::{AgendaCommand, OperationReport, ProgressReport};
+use super::error::AgendaError;
+use super::event::*;
+use super::evolve::apply_operation_change;
+use super::rerun::{RerunFlags, plan_rerun};
+use super::state::{AgendaState, Lease, MAX_DIAGNOSTICS, RUNNING_MESSAGE, maximum_attempts};
+
+type Decision = Result<Vec<AgendaEvent>, AgendaError>;
+
+impl AgendaState {
+    pub(super) fn decide_command(&self, command: &AgendaCommand) -> Decision {
+        let now = ms(command.now());
+        if let AgendaCommand::Submit { agenda, insight, .. } = command {
+            return self.submit(agenda, insight, now);
+        }
+        if !self.exists() {
+            return Err(AgendaError::NotFound);
+        }
+        match command {
+            AgendaCommand::Submit { .. } => Err(self.illegal(command.verb())),
+            AgendaCommand::Queue { .. } => self.queue(now),
+            AgendaCommand::Claim { holder, lease_id, lease_expires, .. } => {
+                self.claim(holder, lease_id, ms(*lease_expires), now)
+            }
+            AgendaCommand::ReportProgress { holder, lease_id, lease_expires, report, .. } => {
+                self.report(holder, lease_id.as_deref(), ms(*lease_expires), report, now)
+            }
+            AgendaCommand::Expand { operations, params, .. } => {
+                self.expand(operations, params, now)
+            }
+            AgendaCommand::Rerun { flags, .. } => self.rerun(flags, now),
+            AgendaCommand::Retry { .. } => self.retry(now),
+            AgendaCommand::Cancel { reason, .. } => self.cancel(reason.as_deref(), now),
+            AgendaCommand::Reclaim { .. } => self.reclaim(now),
+        }
+    }
+
+    fn submit(&self, agenda: &Agenda, insight: &AgendaInsight, now: Timestamp) -> Decision {
+        if let Some(existing) = self.agenda() {
+            return Err(AgendaError::AlreadyExists { agenda_id: existing.id.clone() });
+        }
+        let mut errors = ValidationErrors::new();
+        if agenda.id.trim().is_empty() {
+            errors.push("id", "the agenda id is required");
+        }
+        if agenda.progress_id.as_deref().is_none_or(|p| p.trim().is_empty()) {
+            errors.push("progressId", "the agenda's progressId is required");
+        }
+        if insight.insight_id.trim().is_empty() {
+            errors.push("agendaInsight.insightId", "the agenda must be bound to an insight");
+        }
+        if insight.resource_pool_id.trim().is_empty() {
+            errors.push(
+                "agendaInsight.resourcePoolId",
+                "the agenda must be bound to a resource pool",
+            );
+        }
+        let maximum = check_maximum_attempts(&agenda.params, &mut errors);
+        if let Err(found) = validate_agenda(agenda) {
+            merge(&mut errors, found);
+        }
+        errors.into_result()?;
+        let mut agenda = agenda.clone();
+        agenda.agenda_insight = Some(insight.clone());
+        agenda.added_time = Some(now);
+        agenda.updated_time = Some(now);
+        Ok(vec![AgendaEvent::Submitted(AgendaSubmitted {
+            time: now,
+            agenda,
+            maximum_attempts: maximum,
+        })])
+    }
+
+    fn queue(&self, now: Timestamp) -> Decision {
+        if !self.is(ProcessingState::Waiting, message::ADDED) {
+            return Err(self.illegal("queue"));
+        }
+        if self.is_do_not_run() {
+            return Err(AgendaError::DoNotRun);
+        }
+        Ok(vec![AgendaEvent::Queued(AgendaQueued { time: now })])
+    }
+
+    fn claim(
+        &self,
+        holder: &str,
+        lease_id: &str,
+        lease_expires: Timestamp,
+        now: Timestamp,
+    ) -> Decision {
+        let mut errors = ValidationErrors::new();
+        if holder.trim().is_empty() {
+            errors.push("holder", "the lease holder is required");
+        }
+        if lease_id.trim().is_empty() {
+            errors.push("leaseId", "the lease id is required");
+        }
+        check_lease_expires(lease_expires, now, &mut errors);
+        errors.into_result()?;
+        if !self.is_queued() {
+            return Err(self.illegal("claim"));
+        }
+        Ok(vec![AgendaEvent::Claimed(AgendaClaimed {
+            time: now,
+            holder: holder.to_string(),
+            lease_id: lease_id.to_string(),
+            lease_expires,
+        })])
+    }
+
+    /// The lease check of every executor report: the agenda must be running under this
+    /// holder's current lease. A lease that expired but was not yet reclaimed still counts:
+    /// the late report is the best news the reclaimer could get.
+    fn check_holder(&self, holder: &str, lease_id: Option<&str>) -> Result<&Lease, AgendaError> {
+        if self.is_cancelled() {
+            return Err(AgendaError::AgendaCancelled);
+        }
+        if self.is_complete() {
+            return Err(AgendaError::AgendaComplete { message: self.message().to_string() });
+        }
+        let lease = match self.lease() {
+            Some(lease) if self.is_leased() => lease,
+            _ => {
+                return Err(AgendaError::LeaseLost {
+                    holder: holder.to_string(),
+                    state: self.processing_state(),
+                    message: self.message().to_string(),
+                });
+            }
+        };
+        if lease.holder != holder || lease_id.is_some_and(|id| id != lease.lease_id) {
+            return Err(AgendaError::LeaseSuperseded {
+                holder: holder.to_string(),
+                lease_id: lease_id.map(str::to_string),
+                current_holder: lease.holder.clone(),
+                current_lease_id: lease.lease_id.clone(),
+            });
+        }
+        Ok(lease)
+    }
+
+    fn report(
+        &self,
+        holder: &str,
+        lease_id: Option<&str>,
+        lease_expires: Timestamp,
+        report: &ProgressReport,
+        now: Timestamp,
+    ) -> Decision {
+        self.check_holder(holder, lease_id)?;
+        let targets = self.validate_report(report, lease_expires, now)?;
+
+        // Work on a copy of the operations so the outcome is judged on the state the report
+        // leads to, with the same code evolve runs.
+        let mut operations = self.progress.operation_progress.clone();
+        let mut changes = Vec::new();
+        for (r, index) in report.operations.iter().zip(targets) {
+            let Some(current) = operations.get_mut(index) else { continue };
+            if let Some(change) = operation_change(current, r, now)? {
+                apply_operation_change(current, &change, now);
+                changes.push(change);
+            }
+        }
+
+        let reported_complete = report.state == Some(ProcessingState::Complete);
+        let reported_success =
+            reported_complete && report.message.as_deref().is_some_and(message::is_succeeded);
+        let all_succeeded = !operations.is_empty() && operations.iter().all(succeeded);
+        if reported_success && !all_succeeded {
+            let pending = operations.iter().find(|p| !succeeded(p));
+            let detail = pending.map(|p| {
+                format!(
+                    "; operation {:?} is {}{}",
+                    p.operation,
+                    p.processing_state.as_str(),
+                    p.processing_state_message
+                        .as_ref()
+                        .map(|m| format!("/{m}"))
+                        .unwrap_or_default()
+                )
+            });
+            return Err(AgendaError::invalid(
+                "processingStateMessage",
+                format!(
+                    "the agenda is reported succeeded but not every operation succeeded{}",
+                    detail.unwrap_or_default()
+                ),
+            ));
+        }
+        let any_running =
+            operations.iter().any(|p| p.processing_state == ProcessingState::Executing);
+        let any_failed = operations
+            .iter()
+            .any(|p| p.processing_state == ProcessingState::Complete && !succeeded(p));
+        // §4.2: the executor's own failure (e.g. its pod was evicted after the last operation)
+        // fails the agenda even when every operation succeeded.
+        let outcome = if (reported_complete && !reported_success) || (any_failed && !any_running) {
+            Some(message::FAILED)
+        } else if all_succeeded {
+            Some(message::SUCCEEDED)
+        } else {
+            None
+        };
+
+        let executing_message = match (&report.message, reported_complete) {
+            (Some(m), false) if is_free_text(m) => m.clone(),
+            _ if self.processing_state() == ProcessingState::Executing => {
+                self.message().to_string()
+            }
+            _ => RUNNING_MESSAGE.to_string(),
+        };
+        let mut events = vec![AgendaEvent::ProgressReported(AgendaProgressReported {
+            time: now,
+            holder: holder.to_string(),
+            lease_expires,
+            message: executing_message,
+            started_time: match self.progress.started_time {
+                Some(_) => None,
+                None => Some(report.started.map(ms).unwrap_or(now)),
+            },
+            diagnostics: new_diagnostics(&self.progress.diagnostic_events, &report.diagnostics),
+            operations: changes,
+        })];
+        if let Some(outcome) = outcome {
+            events.push(AgendaEvent::Completed(AgendaCompleted {
+                time: now,
+                message: outcome.to_string(),
+                completed_time: report.completed.map(ms).unwrap_or(now),
+                attempts_completed: self.progress.attempts_completed.saturating_add(1),
+                cancelled_operations: unfinished(&operations),
+            }));
+        }
+        Ok(events)
+    }
+
+    /// Input checks of a report, every problem listed. Returns the index of each reported
+    /// operation in the agenda's progress list.
+    fn validate_report(
+        &self,
+        report: &ProgressReport,
+        lease_expires: Timestamp,
+        now: Timestamp,
+    ) -> Result<Vec<usize>, AgendaError> {
+        let mut errors = ValidationErrors::new();
+        check_lease_expires(lease_expires, now, &mut errors);
+        if report.state == Some(ProcessingState::Complete)
+            && report.message.as_deref().is_none_or(|m| m.trim().is_empty())
+        {
+            errors.push(
+                "processingStateMessage",
+                "a COMPLETE agenda needs processingStateMessage succeeded or failed",
+            );
+        }
+        let mut seen = BTreeSet::new();
+        let mut targets = Vec::with_capacity(report.operations.len());
+        for (i, r) in report.operations.iter().enumerate() {
+            let field = format!("operationProgress[{i}]");
+            let index = self
+                .progress
+                .operation_progress
+                .iter()
+                .position(|p| eq_ignore_case(&p.operation, &r.name));
+            match index {
+                Some(index) => targets.push(index),
+                None => errors.push(
+                    format!("{field}.operation"),
+                    format!("{:?} is not an operation of this agenda", r.name),
+                ),
+            }
+            if !seen.insert(fold_case(&r.name)) {
+                errors.push(
+                    format!("{field}.operation"),
+                    format!("operation {:?} is reported twice in one report", r.name),
+                );
+            }
+            if r.percent.is_some_and(|p| !p.is_finite() || p < 0.0) {
+                errors.push(
+                    format!("{field}.percentComplete"),
+                    format!("the percent of operation {:?} must be a number ≥ 0", r.name),
+                );
+            }
+            if r.state == ProcessingState::Complete
+                && r.message.as_deref().is_none_or(|m| m.trim().is_empty())
+            {
+                errors.push(
+                    format!("{field}.processingStateMessage"),
+                    format!(
+                        "operation {:?} is COMPLETE without processingStateMessage (succeeded or failed)",
+                        r.name
+                    ),
+                );
+            }
+        }
+        errors.into_result()?;
+        Ok(targets)
+    }
+
+    fn expand(&self, operations: &[Operation], params: &Params, now: Timestamp) -> Decision {
+        if self.is_complete() {
+            return Err(self.illegal("expand"));
+        }
+        let Some(agenda) = self.agenda() else { return Err(AgendaError::NotFound) };
+        let mut errors = ValidationErrors::new();
+        if let Err(found) = validate_expansion(agenda, operations) {
+            merge(&mut errors, found);
+        }
+        let mut merged = agenda.params.clone();
+        merged.merge(params);
+        let maximum = check_maximum_attempts(&merged, &mut errors);
+        errors.into_result()?;
+        if operations.is_empty() && params.is_empty() {
+            // A generator that found nothing to add: nothing happened.
+            return Ok(Vec::new());
+        }
+        Ok(vec![AgendaEvent::OperationsExpanded(OperationsExpanded {
+            time: now,
+            operations: operations.to_vec(),
+            params: params.clone(),
+            maximum_attempts: maximum,
+        })])
+    }
+
+    /// Rerun is allowed from any COMPLETE agenda: §3 names failed and cancelled, and POP's main
+    /// use of rerun is running (parts of) a succeeded agenda again. A running agenda must be
+    /// cancelled first, so two executors never work on one agenda.
+    fn rerun(&self, flags: &RerunFlags, now: Timestamp) -> Decision {
+        if !self.is_complete() {
+            return Err(self.illegal("rerun"));
+        }
+        self.rerun_events(flags.clone(), now)
+    }
+
+    fn rerun_events(&self, flags: RerunFlags, now: Timestamp) -> Decision {
+        let Some(agenda) = self.agenda() else { return Err(AgendaError::NotFound) };
+        let plan = plan_rerun(&agenda.operations, &self.progress.operation_progress, &flags.reset)?;
+        let readd = !flags.skip_execution && !self.is_do_not_run();
+        let mut events = vec![AgendaEvent::Rerun(AgendaRerun {
+            time: now,
+            flags,
+            reset_operations: plan.reset,
+            resumed_operations: plan.resumed,
+            removed_operations: plan.removed,
+        })];
+        if readd {
+            events.push(AgendaEvent::Readded(AgendaReadded { time: now }));
+        }
+        Ok(events)
+    }
+
+    fn retry(&self, now: Timestamp) -> Decision {
+        if !self.is_failed() {
+            return Err(self.illegal("retry"));
+        }
+        if self.attempts_left() == 0 {
+            return Err(AgendaError::NoAttemptsLeft {
+                attempts_completed: self.progress.attempts_completed,
+                maximum_attempts: self.maximum_attempts(),
+            });
+        }
+        let mut events = vec![AgendaEvent::RetryDecided(AgendaRetryDecided {
+            time: now,
+            attempt: self.progress.attempts_completed.saturating_add(1),
+            maximum_attempts: self.maximum_attempts(),
+        })];
+        events.extend(self.rerun_events(RerunFlags::continue_(), now)?);
+        Ok(events)
+    }
+
+    fn cancel(&self, reason: Option<&str>, now: Timestamp) -> Decision {
+        if self.is_complete() {
+            return Err(self.illegal("cancel"));
+        }
+        Ok(vec![AgendaEvent::Cancelled(AgendaCancelled {
+            time: now,
+            reason: reason.map(str::trim).filter(|r| !r.is_empty()).map(str::to_string),
+            attempts_completed: self.progress.attempts_completed.saturating_add(1),
+            cancelled_operations: unfinished(&self.progress.operation_progress),
+        })])
+    }
+
+    /// Ends an expired lease. The timed-out attempt counts as a completed attempt, so an agenda
+    /// whose workers always die is requeued at most `maximumAttempts - 1` times and then fails;
+    /// it is counted once, which is why the failure that may follow carries the same count.
+    fn reclaim(&self, now: Timestamp) -> Decision {
+        if !self.is_leased() {
+            return Err(self.illegal("reclaim"));
+        }
+        if let Some(lease) = self.lease().filter(|l| l.expires > now) {
+            return Err(AgendaError::LeaseNotExpired {
+                holder: lease.holder.clone(),
+                expires: lease.expires,
+            });
+        }
+        let (holder, lease_id, lease_expires) = match self.lease() {
+            Some(l) => (l.holder.clone(), l.lease_id.clone(), l.expires),
+            None => (String::new(), String::new(), now),
+        };
+        let attempts_completed = self.progress.attempts_completed.saturating_add(1);
+        let interrupted: Vec<String> = self
+            .progress
+            .operation_progress
+            .iter()
+            .filter(|p| p.processing_state == ProcessingState::Executing)
+            .map(|p| p.operation.clone())
+            .collect();
+        let mut events = vec![AgendaEvent::TimedOut(AgendaTimedOut {
+            time: now,
+            holder,
+            lease_id,
+            lease_expires,
+            attempts_completed,
+            interrupted_operations: interrupted,
+        })];
+        if attempts_completed < self.maximum_attempts() {
+            events.push(AgendaEvent::Requeued(AgendaRequeued { time: now }));
+        } else {
+            events.push(AgendaEvent::Completed(AgendaCompleted {
+                time: now,
+                message: message::FAILED.to_string(),
+                completed_time: now,
+                attempts_completed,
+                cancelled_operations: unfinished(&self.progress.operation_progress),
+            }));
+        }
+        Ok(events)
+    }
+
+    fn illegal(&self, command: &'static str) -> AgendaError {
+        AgendaError::IllegalTransition {
+            command,
+            state: self.processing_state(),
+            message: self.message().to_string(),
+        }
+    }
+}
+
+/// What a report changes in one operation, or `None` when it changes nothing (POP executors
+/// resend every entry with every report). Operations only move WAITING → EXECUTING → COMPLETE;
+/// a resent COMPLETE with the same outcome is accepted and changes nothing.
+fn operation_change(
+    current: &OperationProgress,
+    r: &OperationReport,
+    now: Timestamp,
+) -> Result<Option<OperationProgressChanged>, AgendaError> {
+    use ProcessingState::{Complete, Executing, Waiting};
+    let refuse = || AgendaError::OperationTransition {
+        operation: current.operation.clone(),
+        from: current.processing_state,
+        from_message: current.processing_state_message.clone(),
+        to: r.state,
+    };
+    let starts = match (current.processing_state, r.state) {
+        (Waiting, Waiting) => return Ok(None),
+        (Waiting, Executing | Complete) => true,
+        (Executing, Executing | Complete) => false,
+        (Complete, Complete) => {
+            let same = match (&current.processing_state_message, &r.message) {
+                (Some(a), Some(b)) => eq_ignore_case(a.trim(), b.trim()),
+                _ => false,
+            };
+            return if same { Ok(None) } else { Err(refuse()) };
+        }
+        (Executing, Waiting) | (Complete, Waiting | Executing) => return Err(refuse()),
+    };
+    let started = r.started.map(ms).unwrap_or(now);
+    let message = r.message.clone().filter(|m| r.state == Complete || is_free_text(m));
+    let is_success = r.state == Complete && message.as_deref().is_some_and(message::is_succeeded);
+    let percent = if is_success {
+        Some(100.0)
+    } else {
+        r.percent.map(super::state::round_percent).or(current.percent_complete)
+    };
+    let result_payload = r
+        .result_payload
+        .clone()
+        .filter(|v| !v.is_null() && *v != current.result_payload)
+        .unwrap_or_default();
+    let change = OperationProgressChanged {
+        operation: current.operation.clone(),
+        state: r.state,
+        message: if r.state == Executing && message.is_none() {
+            current.processing_state_message.clone().filter(|_| !starts)
+        } else {
+            message
+        },
+        percent,
+        diagnostics: new_diagnostics(&current.diagnostic_events, &r.diagnostics),
+        result_payload,
+        attempt_count: if starts {
+            current.attempt_count.saturating_add(1)
+        } else {
+            current.attempt_count
+        },
+        attempt_time: if starts { Some(started) } else { current.attempt_time },
+        started_time: if starts { Some(started) } else { current.started_time },
+        completed_time: if r.state == Complete {
+            Some(r.completed.map(ms).unwrap_or(now))
+        } else {
+            None
+        },
+    };
+    let unchanged = change.state == current.processing_state
+        && change.message == current.processing_state_message
+        && change.percent == current.percent_complete
+        && change.diagnostics.is_empty()
+        && change.result_payload.is_null()
+        && change.completed_time == current.completed_time;
+    Ok(if unchanged { None } else { Some(change) })
+}
+
+/// Whether an executor's message may stand as EXECUTING text: not blank and not one of the
+/// messages of §3 that mean another state. `EXECUTING/failed` would read as a failure to
+/// anything that looks at messages only, such as the ProgressSummary of §4.3.
+fn is_free_text(m: &str) -> bool {
+    const RESERVED: [&str; 7] = [
+        message::ADDED,
+        message::QUEUED,
+        message::SCHEDULED,
+        message::PENDING,
+        message::SUCCEEDED,
+        message::FAILED,
+        message::CANCELLED,
+    ];
+    !m.trim().is_empty() && !RESERVED.iter().any(|r| eq_ignore_case(m.trim(), r))
+}
+
+fn succeeded(p: &OperationProgress) -> bool {
+    p.processing_state == ProcessingState::Complete
+        && p.processing_state_message.as_deref().is_some_and(message::is_succeeded)
+}
+
+/// Operations that have not finished: a completion cancels them.
+fn unfinished(operations: &[OperationProgress]) -> Vec<String> {
+    operations
+        .iter()
+        .filter(|p| p.processing_state != ProcessingState::Complete)
+        .map(|p| p.operation.clone())
+        .collect()
+}
+
+/// The reported diagnostics not already recorded (POP executors resend their whole list),
+/// the newest [`MAX_DIAGNOSTICS`] at most, times truncated like every stored time.
+fn new_diagnostics(
+    recorded: &[DiagnosticEvent],
+    reported: &[DiagnosticEvent],
+) -> Vec<DiagnosticEvent> {
+    let mut fresh: Vec<DiagnosticEvent> = Vec::new();
+    for d in reported {
+        let d = DiagnosticEvent { time: d.time.map(ms), ..d.clone() };
+        if !recorded.contains(&d) && !fresh.contains(&d) {
+            fresh.push(d);
+        }
+    }
+    let excess = fresh.len().saturating_sub(MAX_DIAGNOSTICS);
+    fresh.drain(..excess);
+    fresh
+}
+
+fn check_lease_expires(lease_expires: Timestamp, now: Timestamp, errors: &mut ValidationErrors) {
+    if lease_expires <= now {
+        errors.push(
+            "leaseExpires",
+            format!(
+                "the lease must expire after now ({}), not at {}",
+                now.to_rfc3339(),
+                lease_expires.to_rfc3339()
+            ),
+        );
+    }
+}
+
+fn check_maximum_attempts(params: &Params, errors: &mut ValidationErrors) -> u32 {
+    maximum_attempts(params).unwrap_or_else(|value| {
+        errors.push(
+            "params.maximumAttempts",
+            format!("maximumAttempts must be an integer, not {value}"),
+        );
+        super::state::DEFAULT_MAXIMUM_ATTEMPTS
+    })
+}
+
+fn merge(into: &mut ValidationErrors, from: ValidationErrors) {
+    for e in from.errors {
+        into.push(e.field, e.message);
+    }
+    into.omitted += from.omitted;
+}
+
+/// Times are stored as epoch milliseconds; truncating here makes a decoded event equal the
+/// event that was decided, so a replay from the store equals the state the writer saw.
+pub(super) fn ms(t: Timestamp) -> Timestamp {
+    Utc.timestamp_millis_opt(t.timestamp_millis()).single().unwrap_or(t)
+}

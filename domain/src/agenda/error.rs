@@ -1,0 +1,92 @@
+//! Why the agenda aggregate refused a command. Each refusal maps to one DOMAIN.md §11 code:
+//! NOT_FOUND for a missing agenda, CONFLICT for a transition the current state forbids or a
+//! lease the caller does not hold, VALIDATION for bad input.
+
+use crate::error::{ErrorCode, ValidationErrors};
+use crate::model::{ProcessingState, Timestamp};
+
+/// A refused agenda command. Refusals change nothing.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AgendaError {
+    #[error("agenda not found")]
+    NotFound,
+    #[error("agenda {agenda_id:?} already exists")]
+    AlreadyExists { agenda_id: String },
+    #[error("invalid agenda request: {0}")]
+    Invalid(#[from] ValidationErrors),
+    /// The command is not an allowed transition from the agenda's state (DOMAIN.md §3).
+    #[error("cannot {command} an agenda that is {}/{message}", state.as_str())]
+    IllegalTransition { command: &'static str, state: ProcessingState, message: String },
+    /// A report from a holder whose lease is gone: reclaimed, or the agenda was rerun.
+    #[error(
+        "holder {holder:?} no longer holds the agenda's lease (the agenda is {}/{message})",
+        state.as_str()
+    )]
+    LeaseLost { holder: String, state: ProcessingState, message: String },
+    /// A report under a lease that another claim replaced.
+    #[error(
+        "the lease of holder {holder:?}{} was superseded by lease {current_lease_id:?} of holder {current_holder:?}",
+        lease_id.as_ref().map(|l| format!(" (lease {l:?})")).unwrap_or_default()
+    )]
+    LeaseSuperseded {
+        holder: String,
+        lease_id: Option<String>,
+        current_holder: String,
+        current_lease_id: String,
+    },
+    #[error("agenda is already COMPLETE/{message}")]
+    AgendaComplete { message: String },
+    #[error("agenda was cancelled")]
+    AgendaCancelled,
+    /// The reclaimer may only end a lease that has expired.
+    #[error("the lease of holder {holder:?} runs until {}; it has not expired", expires.to_rfc3339())]
+    LeaseNotExpired { holder: String, expires: Timestamp },
+    /// `doNotRun` agendas are kept for record and never queued.
+    #[error("agenda has params.doNotRun and is never queued")]
+    DoNotRun,
+    /// An operation may only move WAITING → EXECUTING → COMPLETE.
+    #[error(
+        "operation {operation:?} cannot go from {}{} to {}",
+        from.as_str(),
+        from_message.as_ref().map(|m| format!("/{m}")).unwrap_or_default(),
+        to.as_str()
+    )]
+    OperationTransition {
+        operation: String,
+        from: ProcessingState,
+        from_message: Option<String>,
+        to: ProcessingState,
+    },
+    /// The automatic retry found no attempts left.
+    #[error(
+        "no attempts left: {attempts_completed} of at most {maximum_attempts} attempts completed"
+    )]
+    NoAttemptsLeft { attempts_completed: u32, maximum_attempts: u32 },
+}
+
+impl AgendaError {
+    /// The machine-readable code (DOMAIN.md §11).
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            AgendaError::NotFound => ErrorCode::NotFound,
+            AgendaError::Invalid(_) => ErrorCode::Validation,
+            AgendaError::AlreadyExists { .. }
+            | AgendaError::IllegalTransition { .. }
+            | AgendaError::LeaseLost { .. }
+            | AgendaError::LeaseSuperseded { .. }
+            | AgendaError::AgendaComplete { .. }
+            | AgendaError::AgendaCancelled
+            | AgendaError::LeaseNotExpired { .. }
+            | AgendaError::DoNotRun
+            | AgendaError::OperationTransition { .. }
+            | AgendaError::NoAttemptsLeft { .. } => ErrorCode::Conflict,
+        }
+    }
+
+    /// One validation problem as an error.
+    pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let mut errors = ValidationErrors::new();
+        errors.push(field, message);
+        AgendaError::Invalid(errors)
+    }
+}

@@ -1,0 +1,274 @@
+//! Applies one agenda event to the state. Total: an event that does not fit (before the
+//! submission, naming an unknown operation, a second submission) is absorbed, never a panic,
+//! so any stored history replays. Projections call this same code.
+
+use crate::model::{
+    AgendaProgress, DiagnosticEvent, OperationProgress, ProcessingState, Timestamp, message,
+};
+use crate::params::keys;
+
+use super::event::*;
+use super::state::{AgendaState, Lease, MAX_DIAGNOSTICS, percent_complete};
+
+impl AgendaState {
+    pub(super) fn apply(&mut self, event: &AgendaEvent) {
+        if let AgendaEvent::Submitted(e) = event {
+            self.submitted(e);
+            return;
+        }
+        if self.agenda.is_none() {
+            return;
+        }
+        let time = event.time();
+        match event {
+            AgendaEvent::Submitted(_) => {}
+            AgendaEvent::Queued(_) => self.set_state(ProcessingState::Waiting, message::QUEUED),
+            AgendaEvent::Claimed(e) => {
+                self.set_state(ProcessingState::Waiting, message::SCHEDULED);
+                self.lease = Some(Lease {
+                    holder: e.holder.clone(),
+                    lease_id: e.lease_id.clone(),
+                    expires: e.lease_expires,
+                });
+            }
+            AgendaEvent::ProgressReported(e) => self.progress_reported(e),
+            AgendaEvent::Completed(e) => {
+                self.set_state(ProcessingState::Complete, &e.message);
+                self.progress.completed_time = Some(e.completed_time);
+                self.progress.attempts_completed = e.attempts_completed;
+                self.lease = None;
+                self.cancel_operations(&e.cancelled_operations, time);
+            }
+            AgendaEvent::OperationsExpanded(e) => self.expanded(e),
+            AgendaEvent::Rerun(e) => self.rerun_applied(e),
+            AgendaEvent::Readded(_) | AgendaEvent::Requeued(_) => {
+                self.set_state(ProcessingState::Waiting, message::ADDED);
+                self.lease = None;
+            }
+            // The retry decision is for the audit trail; the rerun that follows changes state.
+            AgendaEvent::RetryDecided(_) => {}
+            AgendaEvent::Cancelled(e) => {
+                self.set_state(ProcessingState::Complete, message::CANCELLED);
+                self.progress.completed_time = Some(time);
+                self.progress.attempts_completed = e.attempts_completed;
+                self.lease = None;
+                self.cancel_operations(&e.cancelled_operations, time);
+                if let Some(reason) = e.reason.as_deref().filter(|r| !r.trim().is_empty()) {
+                    let diagnostic = DiagnosticEvent {
+                        message: format!("Agenda cancelled: {reason}"),
+                        time: Some(time),
+                        ..DiagnosticEvent::default()
+                    };
+                    push_diagnostics(&mut self.progress.diagnostic_events, [diagnostic]);
+                }
+            }
+            AgendaEvent::TimedOut(e) => {
+                self.lease = None;
+                self.progress.attempts_completed = e.attempts_completed;
+                let diagnostic = DiagnosticEvent {
+                    message: message::TIMED_OUT.to_string(),
+                    time: Some(time),
+                    ..DiagnosticEvent::default()
+                };
+                push_diagnostics(&mut self.progress.diagnostic_events, [diagnostic]);
+                for p in self.operations_named(&e.interrupted_operations) {
+                    p.processing_state = ProcessingState::Waiting;
+                    p.processing_state_message = Some(message::PENDING.to_string());
+                    p.percent_complete = None;
+                    p.started_time = None;
+                    p.updated_time = Some(time);
+                }
+            }
+        }
+        self.progress.percent_complete = Some(percent_complete(&self.progress.operation_progress));
+        self.progress.updated_time = Some(time);
+        if let Some(agenda) = self.agenda.as_mut() {
+            agenda.updated_time = Some(time);
+        }
+    }
+
+    fn submitted(&mut self, e: &AgendaSubmitted) {
+        // A second submission cannot be decided; if a corrupt log holds one, the first wins.
+        if self.agenda.is_some() {
+            return;
+        }
+        let agenda = &e.agenda;
+        let progress_id = agenda.progress_id.clone().unwrap_or_else(|| agenda.id.clone());
+        let operation_progress = agenda
+            .operations
+            .iter()
+            .map(|op| new_operation_progress(&progress_id, &agenda.customer_id, &op.name, e.time))
+            .collect();
+        self.progress = AgendaProgress {
+            id: progress_id,
+            cid: agenda.cid.clone(),
+            customer_id: agenda.customer_id.clone(),
+            title: agenda.title.clone(),
+            agenda_id: agenda.id.clone(),
+            link_id: agenda.link_id.clone(),
+            external_id: agenda.params.get_text(keys::EXTERNAL_ID),
+            processing_state: ProcessingState::Waiting,
+            processing_state_message: Some(message::ADDED.to_string()),
+            percent_complete: Some(0.0),
+            operation_progress,
+            diagnostic_events: Vec::new(),
+            attempts_completed: 0,
+            maximum_attempts: e.maximum_attempts,
+            started_time: None,
+            completed_time: None,
+            params: agenda.params.clone(),
+            agenda_insight: agenda.agenda_insight.clone(),
+            added_time: Some(e.time),
+            updated_time: Some(e.time),
+        };
+        self.progress.percent_complete = Some(percent_complete(&self.progress.operation_progress));
+        self.agenda = Some(agenda.clone());
+        self.lease = None;
+    }
+
+    fn progress_reported(&mut self, e: &AgendaProgressReported) {
+        self.set_state(ProcessingState::Executing, &e.message);
+        if let Some(lease) = self.lease.as_mut() {
+            lease.expires = e.lease_expires;
+        }
+        if e.started_time.is_some() {
+            self.progress.started_time = e.started_time;
+        }
+        push_diagnostics(&mut self.progress.diagnostic_events, e.diagnostics.iter().cloned());
+        for change in &e.operations {
+            if let Some(p) = self
+                .progress
+                .operation_progress
+                .iter_mut()
+                .find(|p| p.operation == change.operation)
+            {
+                apply_operation_change(p, change, e.time);
+            }
+        }
+    }
+
+    fn expanded(&mut self, e: &OperationsExpanded) {
+        let Some(agenda) = self.agenda.as_mut() else { return };
+        for op in &e.operations {
+            // Names are unique (decide validated); a duplicate in a corrupt log is dropped.
+            if agenda.operations.iter().any(|o| o.name == op.name) {
+                continue;
+            }
+            agenda.operations.push(op.clone());
+            self.progress.operation_progress.push(new_operation_progress(
+                &self.progress.id,
+                &agenda.customer_id,
+                &op.name,
+                e.time,
+            ));
+        }
+        agenda.params.merge(&e.params);
+        self.progress.params = agenda.params.clone();
+        self.progress.external_id = agenda.params.get_text(keys::EXTERNAL_ID);
+        self.progress.maximum_attempts = e.maximum_attempts;
+    }
+
+    fn rerun_applied(&mut self, e: &AgendaRerun) {
+        self.set_state(ProcessingState::Waiting, message::PENDING);
+        self.lease = None;
+        self.progress.started_time = None;
+        self.progress.completed_time = None;
+        if let Some(agenda) = self.agenda.as_mut() {
+            agenda.operations.retain(|op| !e.removed_operations.contains(&op.name));
+        }
+        self.progress.operation_progress.retain(|p| !e.removed_operations.contains(&p.operation));
+        let time = e.time;
+        for p in self.operations_named(&e.reset_operations) {
+            to_pending(p, time);
+            p.diagnostic_events.clear();
+        }
+        for p in self.operations_named(&e.resumed_operations) {
+            to_pending(p, time);
+        }
+    }
+
+    fn set_state(&mut self, state: ProcessingState, message: &str) {
+        self.progress.processing_state = state;
+        self.progress.processing_state_message = Some(message.to_string());
+    }
+
+    fn cancel_operations(&mut self, names: &[String], time: Timestamp) {
+        for p in self.operations_named(names) {
+            p.processing_state = ProcessingState::Complete;
+            p.processing_state_message = Some(message::CANCELLED.to_string());
+            p.completed_time = Some(time);
+            p.updated_time = Some(time);
+        }
+    }
+
+    fn operations_named<'a>(
+        &'a mut self,
+        names: &'a [String],
+    ) -> impl Iterator<Item = &'a mut OperationProgress> + 'a {
+        self.progress.operation_progress.iter_mut().filter(|p| names.contains(&p.operation))
+    }
+}
+
+/// A fresh WAITING progress entry for a new operation.
+fn new_operation_progress(
+    progress_id: &str,
+    customer_id: &str,
+    operation: &str,
+    time: Timestamp,
+) -> OperationProgress {
+    OperationProgress {
+        id: OperationProgress::id_for(progress_id, operation),
+        customer_id: customer_id.to_string(),
+        agenda_progress_id: progress_id.to_string(),
+        operation: operation.to_string(),
+        processing_state: ProcessingState::Waiting,
+        added_time: Some(time),
+        updated_time: Some(time),
+        ..OperationProgress::default()
+    }
+}
+
+/// WAITING/pending, ready to run again: output and times of the last run cleared. The attempt
+/// count stays: it counts every start over the operation's life.
+fn to_pending(p: &mut OperationProgress, time: Timestamp) {
+    p.processing_state = ProcessingState::Waiting;
+    p.processing_state_message = Some(message::PENDING.to_string());
+    p.percent_complete = None;
+    p.result_payload = serde_json::Value::Null;
+    p.started_time = None;
+    p.completed_time = None;
+    p.updated_time = Some(time);
+}
+
+/// Sets an operation's progress to the values a report produced. Shared by `decide` (to see the
+/// outcome of a report before emitting it) and `evolve`, so both agree by construction.
+pub(super) fn apply_operation_change(
+    p: &mut OperationProgress,
+    change: &OperationProgressChanged,
+    time: Timestamp,
+) {
+    p.processing_state = change.state;
+    p.processing_state_message = change.message.clone();
+    p.percent_complete = change.percent;
+    p.attempt_count = change.attempt_count;
+    p.attempt_time = change.attempt_time;
+    p.started_time = change.started_time;
+    p.completed_time = change.completed_time;
+    if !change.result_payload.is_null() {
+        p.result_payload = change.result_payload.clone();
+    }
+    push_diagnostics(&mut p.diagnostic_events, change.diagnostics.iter().cloned());
+    p.updated_time = Some(time);
+}
+
+/// Appends diagnostics, keeping the newest [`MAX_DIAGNOSTICS`].
+fn push_diagnostics(
+    list: &mut Vec<DiagnosticEvent>,
+    new: impl IntoIterator<Item = DiagnosticEvent>,
+) {
+    list.extend(new);
+    if list.len() > MAX_DIAGNOSTICS {
+        let excess = list.len() - MAX_DIAGNOSTICS;
+        list.drain(..excess);
+    }
+}

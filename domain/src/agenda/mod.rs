@@ -1,0 +1,71 @@
+//! The agenda aggregate: one stream per agenda (`agenda-<id>`) holding every state change of
+//! DOMAIN.md §3 — submission, scheduling, leases, executor reports, expansion, rerun, retry,
+//! cancellation and reclaim — decided by pure rules and folded into POP's AgendaProgress.
+//!
+//! Decisions where DOMAIN.md is silent (also stated where each rule lives):
+//! - **Attempts.** `attemptsCompleted` counts attempts that ended: a completion (succeeded,
+//!   failed or cancelled) or a lease timeout. A timed-out attempt is requeued only while
+//!   `attemptsCompleted < min(20, maximumAttempts)`, else the agenda fails with that same
+//!   count, so a worker that always dies causes at most `maximumAttempts` attempts. Reruns do
+//!   not reset the count: automatic retries are bounded over the agenda's life, and only a
+//!   person's rerun goes beyond it. An operation's `attemptCount` grows each time it starts
+//!   (first reported EXECUTING or COMPLETE after WAITING).
+//! - **Failure cancels.** When an agenda completes without success (or is cancelled), its
+//!   operations that had not finished become COMPLETE/cancelled, so no progress entry looks
+//!   runnable on a finished agenda. §4.1's `completed` counts operations that ran to an end
+//!   (succeeded or failed); cancelled ones count as not done, so the percent shows the work
+//!   that actually happened.
+//! - **Rerun makes unfinished work runnable.** Reset operations are cleared; every other
+//!   operation that did not succeed (failed, cancelled, interrupted) goes back to
+//!   WAITING/pending keeping its diagnostics ("resumed"). Otherwise a stale failure from the
+//!   last attempt would fail the next attempt at its first report (§4.2). `continue` resets
+//!   nothing and resumes the rest.
+//! - **Timeouts interrupt.** Operations EXECUTING under an expired lease go back to
+//!   WAITING/pending; the next executor starts them again.
+//! - **Rerun from any COMPLETE** (succeeded too); retry only from COMPLETE/failed.
+//! - **Late reports.** A report under a lease that expired but was not yet reclaimed is
+//!   accepted: it is still the current lease.
+//! - **Executor claims.** The agenda's percent and state are derived from its operations; an
+//!   executor reporting `succeeded` while an operation has not succeeded is refused, and any
+//!   other COMPLETE report is a failure. Executors must expand a generator's output before
+//!   reporting the generator succeeded, or the agenda may already be complete.
+
+mod command;
+mod decide;
+mod error;
+mod event;
+mod evolve;
+mod rerun;
+mod state;
+
+pub use command::{AgendaCommand, OperationReport, ProgressReport};
+pub use error::AgendaError;
+pub use event::{
+    AgendaCancelled, AgendaClaimed, AgendaCompleted, AgendaEvent, AgendaProgressReported,
+    AgendaQueued, AgendaReadded, AgendaRequeued, AgendaRerun, AgendaRetryDecided, AgendaSubmitted,
+    AgendaTimedOut, EVENT_TYPES, OperationProgressChanged, OperationsExpanded, type_name,
+};
+pub use rerun::{RerunFlags, RerunPlan, RerunReset, flag, plan_rerun, reset_closure};
+pub use state::{
+    AgendaState, DEFAULT_MAXIMUM_ATTEMPTS, Lease, MAX_DIAGNOSTICS, MAXIMUM_ATTEMPTS_LIMIT,
+    RUNNING_MESSAGE, maximum_attempts, percent_complete, percent_from_counts, round_percent,
+};
+
+/// The stream category: agenda streams are named `agenda-<id>`.
+pub const CATEGORY: &str = "agenda";
+
+impl crate::Aggregate for AgendaState {
+    type Command = AgendaCommand;
+    type Event = AgendaEvent;
+    type Error = AgendaError;
+
+    const CATEGORY: &'static str = CATEGORY;
+
+    fn decide(&self, command: &AgendaCommand) -> Result<Vec<AgendaEvent>, AgendaError> {
+        self.decide_command(command)
+    }
+
+    fn evolve(&mut self, event: &AgendaEvent) {
+        self.apply(event);
+    }
+}

@@ -1,0 +1,289 @@
+//! Binding an agenda to an insight (DOMAIN.md §6): which queue of the customer's resource pool
+//! will run it. Pure: the caller loads the customer and the pool's insights and stores nothing
+//! when binding fails.
+
+use crate::model::{Agenda, AgendaInsight, Customer, Insight};
+use crate::params::{Params, keys, value_as_text};
+use crate::text::eq_ignore_case;
+
+/// The mapper names of an insight (`mappers` keys), compared case-insensitively.
+pub mod mappers {
+    /// Matches when any operation's `type` is in the set.
+    pub const OPERATION_TYPE: &str = "operationType";
+    /// Matches when any operation's `name` is in the set.
+    pub const OPERATION_NAME: &str = "operationName";
+    /// Values `key=value`; matches when the agenda's or any operation's params hold the pair.
+    pub const PARAM_MAP: &str = "paramMap";
+    /// Every mapper name pop understands.
+    pub const ALL: [&str; 3] = [OPERATION_TYPE, OPERATION_NAME, PARAM_MAP];
+}
+
+/// Why an agenda could not be bound.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BindingError {
+    #[error("customer {customer_id:?} does not exist")]
+    UnknownCustomer { customer_id: String },
+    #[error("customer {customer_id:?} has no resource pool, so no insight can run its agendas")]
+    NoResourcePool { customer_id: String },
+    #[error(
+        "no insight of resource pool {resource_pool_id:?} that customer {customer_id:?} may use matches the agenda's operation types, names or params"
+    )]
+    NoMatchingInsight { customer_id: String, resource_pool_id: String },
+}
+
+impl BindingError {
+    pub fn code(&self) -> crate::ErrorCode {
+        match self {
+            BindingError::UnknownCustomer { .. } | BindingError::NoResourcePool { .. } => {
+                crate::ErrorCode::Validation
+            }
+            BindingError::NoMatchingInsight { .. } => crate::ErrorCode::NotFound,
+        }
+    }
+
+    /// The request field at fault.
+    pub fn field(&self) -> &'static str {
+        match self {
+            BindingError::UnknownCustomer { .. } | BindingError::NoResourcePool { .. } => {
+                "customerId"
+            }
+            BindingError::NoMatchingInsight { .. } => "agendaInsight",
+        }
+    }
+}
+
+/// Whether `customer_id` may read and use `insight`: it is global, owned by that customer, or
+/// lists it in `allowedCustomerIds`; customer ids compare case-insensitively.
+pub fn may_use_insight(insight: &Insight, customer_id: &str) -> bool {
+    may_use(insight.is_global, &insight.customer_id, &insight.allowed_customer_ids, customer_id)
+}
+
+/// The visibility rule shared by insights and templates (DOMAIN.md §2).
+pub(crate) fn may_use(is_global: bool, owner: &str, allowed: &[String], customer_id: &str) -> bool {
+    is_global
+        || eq_ignore_case(owner, customer_id)
+        || allowed.iter().any(|a| eq_ignore_case(a, customer_id))
+}
+
+/// Binds `agenda` to an insight of `customer`'s resource pool (DOMAIN.md §6).
+///
+/// `customer` is the Customer whose id is the agenda's `customerId` (`None` when there is none);
+/// `insights` are candidate insights in any order: those of other pools or not usable by the
+/// customer are skipped, the rest are taken oldest first (then by id) so the choice does not
+/// depend on the order a store returns them in.
+pub fn bind_insight(
+    agenda: &Agenda,
+    customer: Option<&Customer>,
+    insights: &[Insight],
+) -> Result<AgendaInsight, BindingError> {
+    let customer_id = agenda.customer_id.as_str();
+    let customer = customer
+        .filter(|c| {
+            eq_ignore_case(&c.id, customer_id) || eq_ignore_case(&c.customer_id, customer_id)
+        })
+        .ok_or_else(|| BindingError::UnknownCustomer { customer_id: customer_id.to_string() })?;
+    let pool = customer
+        .resource_pool_id
+        .as_deref()
+        .filter(|p| !p.trim().is_empty())
+        .ok_or_else(|| BindingError::NoResourcePool { customer_id: customer_id.to_string() })?;
+
+    let mut matches: Vec<&Insight> = insights
+        .iter()
+        .filter(|i| i.resource_pool_id == pool && may_use_insight(i, customer_id))
+        .filter(|i| insight_matches(i, agenda))
+        .collect();
+    matches.sort_by(|a, b| (a.added_time, &a.id).cmp(&(b.added_time, &b.id)));
+
+    let preferred = agenda.params.get_text(keys::DEFAULT_INSIGHT).and_then(|wanted| {
+        matches
+            .iter()
+            .find(|i| eq_ignore_case(&i.title, &wanted) || eq_ignore_case(&i.id, &wanted))
+            .copied()
+    });
+    let chosen = preferred.or_else(|| matches.first().copied()).ok_or_else(|| {
+        BindingError::NoMatchingInsight {
+            customer_id: customer_id.to_string(),
+            resource_pool_id: pool.to_string(),
+        }
+    })?;
+    Ok(AgendaInsight {
+        resource_pool_id: chosen.resource_pool_id.clone(),
+        insight_id: chosen.id.clone(),
+    })
+}
+
+/// Whether any of the insight's mappers matches the agenda (mappers are OR-ed; unknown mapper
+/// names match nothing).
+pub fn insight_matches(insight: &Insight, agenda: &Agenda) -> bool {
+    insight.mappers.iter().any(|(mapper, values)| {
+        let any_value = |test: &dyn Fn(&str) -> bool| values.iter().any(|v| test(v));
+        if eq_ignore_case(mapper, mappers::OPERATION_TYPE) {
+            any_value(&|v| agenda.operations.iter().any(|op| eq_ignore_case(&op.op_type, v)))
+        } else if eq_ignore_case(mapper, mappers::OPERATION_NAME) {
+            any_value(&|v| agenda.operations.iter().any(|op| eq_ignore_case(&op.name, v)))
+        } else if eq_ignore_case(mapper, mappers::PARAM_MAP) {
+            any_value(&|v| {
+                let Some((key, value)) = v.split_once('=') else {
+                    return false;
+                };
+                let (key, value) = (key.trim(), value.trim());
+                holds_pair(&agenda.params, key, value)
+                    || agenda.operations.iter().any(|op| holds_pair(&op.params, key, value))
+            })
+        } else {
+            false
+        }
+    })
+}
+
+/// Whether `params` holds `key=value`, both compared case-insensitively; scalar values compare
+/// by their text, so `true` matches `"TRUE"` and `5` matches `"5"`.
+fn holds_pair(params: &Params, key: &str, value: &str) -> bool {
+    params.iter().any(|(k, v)| {
+        eq_ignore_case(k, key) && value_as_text(v).is_some_and(|t| eq_ignore_case(t.trim(), value))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+    use serde_json::json;
+
+    fn customer() -> Customer {
+        Customer {
+            id: "acme".into(),
+            customer_id: "acme".into(),
+            title: "Acme".into(),
+            resource_pool_id: Some("pool-1".into()),
+            ..Customer::default()
+        }
+    }
+
+    fn insight(id: &str, mappers: serde_json::Value) -> Insight {
+        serde_json::from_value(json!({
+            "id": id, "customerId": "acme", "title": format!("{id} title"),
+            "resourcePoolId": "pool-1", "queueSize": 5, "mappers": mappers,
+            "addedTime": 1_000,
+        }))
+        .unwrap()
+    }
+
+    fn agenda(extra: serde_json::Value) -> Agenda {
+        let mut body = json!({
+            "customerId": "acme",
+            "operations": [
+                {"name": "Sample.1", "type": "Sample", "params": {"codec": "H264"}},
+                {"name": "encode", "type": "ffmpeg"}
+            ]
+        });
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        serde_json::from_value(body).unwrap()
+    }
+
+    fn bound(agenda: &Agenda, insights: &[Insight]) -> Result<String, BindingError> {
+        bind_insight(agenda, Some(&customer()), insights).map(|b| {
+            assert_eq!(b.resource_pool_id, "pool-1");
+            b.insight_id
+        })
+    }
+
+    #[test]
+    fn missing_customer_is_a_validation_error_naming_it() {
+        let err = bind_insight(&agenda(json!({})), None, &[]).unwrap_err();
+        assert_eq!(err, BindingError::UnknownCustomer { customer_id: "acme".into() });
+        assert_eq!(err.code(), crate::ErrorCode::Validation);
+        assert!(err.to_string().contains("\"acme\""));
+    }
+
+    #[test]
+    fn customer_without_pool_is_a_validation_error() {
+        let c = Customer { resource_pool_id: None, ..customer() };
+        let err = bind_insight(&agenda(json!({})), Some(&c), &[]).unwrap_err();
+        assert_eq!(err.code(), crate::ErrorCode::Validation);
+    }
+
+    #[test]
+    fn mappers_match_type_name_and_params_ignoring_case() {
+        let a = agenda(json!({"params": {"priority": 5}}));
+        for mappers in [
+            json!({"operationType": ["SAMPLE"]}),
+            json!({"OperationName": ["sample.1"]}),
+            json!({"paramMap": ["CODEC=h264"]}),
+            json!({"paramMap": ["priority=5"]}),
+        ] {
+            assert_eq!(bound(&a, &[insight("i1", mappers.clone())]), Ok("i1".into()), "{mappers}");
+        }
+        for mappers in [
+            json!({"operationType": ["other"]}),
+            json!({"paramMap": ["codec"]}),
+            json!({"paramMap": ["codec=vp9"]}),
+            json!({"unknownMapper": ["Sample"]}),
+            json!({}),
+        ] {
+            let err = bound(&a, &[insight("i1", mappers.clone())]).unwrap_err();
+            assert_eq!(err.code(), crate::ErrorCode::NotFound, "{mappers}");
+        }
+    }
+
+    #[test]
+    fn mappers_are_or_ed() {
+        let i = insight("i1", json!({"operationType": ["nope"], "operationName": ["ENCODE"]}));
+        assert_eq!(bound(&agenda(json!({})), &[i]), Ok("i1".into()));
+    }
+
+    #[test]
+    fn only_usable_insights_of_the_customers_pool() {
+        let matching = json!({"operationType": ["sample"]});
+        let other_pool =
+            Insight { resource_pool_id: "pool-2".into(), ..insight("a", matching.clone()) };
+        let foreign = Insight { customer_id: "other".into(), ..insight("b", matching.clone()) };
+        let global = Insight { is_global: true, ..foreign.clone() };
+        let allowed = Insight {
+            id: "c".into(),
+            allowed_customer_ids: vec!["ACME".into()],
+            ..foreign.clone()
+        };
+        let a = agenda(json!({}));
+        assert!(bound(&a, &[other_pool.clone(), foreign.clone()]).is_err());
+        assert_eq!(bound(&a, &[other_pool.clone(), foreign.clone(), global]), Ok("b".into()));
+        assert_eq!(bound(&a, &[other_pool, foreign, allowed]), Ok("c".into()));
+    }
+
+    #[test]
+    fn owner_compares_ignoring_case() {
+        let i = Insight { customer_id: "ACME".into(), ..insight("i", json!({})) };
+        assert!(may_use_insight(&i, "acme"));
+        assert!(!may_use_insight(&i, "acme2"));
+    }
+
+    #[test]
+    fn first_match_in_a_stable_order() {
+        let m = json!({"operationType": ["sample"]});
+        let older =
+            Insight { added_time: Utc.timestamp_millis_opt(1).single(), ..insight("z", m.clone()) };
+        let a = agenda(json!({}));
+        let given = [insight("b", m.clone()), insight("a", m.clone()), older];
+        assert_eq!(bound(&a, &given), Ok("z".into()));
+        let mut reversed = given.clone();
+        reversed.reverse();
+        assert_eq!(bound(&a, &reversed), Ok("z".into()));
+        assert_eq!(bound(&a, &given[..2]), Ok("a".into()));
+    }
+
+    #[test]
+    fn default_insight_by_title_or_id_among_matches() {
+        let m = json!({"operationType": ["sample"]});
+        let given = [insight("a", m.clone()), insight("b", m.clone()), insight("c", json!({}))];
+        let by_title = agenda(json!({"params": {"defaultInsight": "B TITLE"}}));
+        assert_eq!(bound(&by_title, &given), Ok("b".into()));
+        let by_id = agenda(json!({"params": {"defaultInsight": "b"}}));
+        assert_eq!(bound(&by_id, &given), Ok("b".into()));
+        // A default that does not match the agenda is not chosen; the first match is.
+        let not_matching = agenda(json!({"params": {"defaultInsight": "c"}}));
+        assert_eq!(bound(&not_matching, &given), Ok("a".into()));
+    }
+}

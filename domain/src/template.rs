@@ -1,0 +1,220 @@
+//! Running an AgendaTemplate (DOMAIN.md §1, §5): the agenda body with the run payload
+//! (`@<pop.payload>`) and the static parameters (`@<name>`) filled in, ready to submit. Output
+//! references (`@<N.out>`) and run-time tokens stay for the executor.
+
+use serde_json::Value;
+
+use crate::binding::may_use;
+use crate::error::ValidationErrors;
+use crate::model::{Agenda, AgendaTemplate};
+use crate::params::Params;
+use crate::references::{self, ReferenceError, tokens};
+use crate::validate::validate_agenda;
+
+/// Whether `customer_id` may read and run `template`: global, owned, or listed in
+/// `allowedCustomerIds` (case-insensitive).
+pub fn may_use_template(template: &AgendaTemplate, customer_id: &str) -> bool {
+    may_use(template.is_global, &template.customer_id, &template.allowed_customer_ids, customer_id)
+}
+
+/// The agenda that running `template` with `payload` for `customer_id` (the caller's customer)
+/// submits, validated like any submission. The result has no id, progress id or insight yet:
+/// those are assigned when it is submitted.
+///
+/// Static parameters may themselves hold `@<pop.payload...>` references; they are resolved
+/// against the payload first, then substituted into the body (one level, never recursively).
+pub fn run_template(
+    template: &AgendaTemplate,
+    payload: &Value,
+    customer_id: &str,
+) -> Result<Agenda, ValidationErrors> {
+    let mut errors = ValidationErrors::new();
+    let payload_only = |name: &str| (name == tokens::PAYLOAD).then(|| payload.clone());
+    let mut statics = Params::new();
+    for (key, value) in template.static_parameters.iter() {
+        match references::resolve(value, &payload_only) {
+            Ok(v) => statics.insert(key.clone(), v),
+            Err(e) => errors.push(format!("staticParameters.{key}"), e.to_string()),
+        }
+    }
+    let lookup = |name: &str| {
+        if name == tokens::PAYLOAD { Some(payload.clone()) } else { statics.get(name).cloned() }
+    };
+    let agenda = fill_body(template, customer_id, &lookup, &mut errors);
+    errors.into_result()?;
+    validate_agenda(&agenda)?;
+    Ok(agenda)
+}
+
+/// Checks that a template holds a valid agenda body: its static parameters substituted, the run
+/// payload left as the `pop.payload` token it is. Field paths start with `agenda.`.
+pub fn validate_template(template: &AgendaTemplate) -> Result<(), ValidationErrors> {
+    let mut errors = ValidationErrors::new();
+    let lookup = |name: &str| template.static_parameters.get(name).cloned();
+    let agenda = fill_body(template, &template.customer_id, &lookup, &mut errors);
+    if let Err(body) = validate_agenda(&agenda) {
+        // The body's customer is the template's (checked by the template's own rules) or, at
+        // run time, the caller's; a blank one is not a problem of the body.
+        for e in body.errors.into_iter().filter(|e| e.field != "customerId") {
+            errors.push(format!("agenda.{}", e.field), e.message);
+        }
+        errors.omitted += body.omitted;
+    }
+    errors.into_result()
+}
+
+/// The template's body for `customer_id` with references resolved by `lookup` in operation
+/// payloads and params and in the agenda params; problems are added to `errors`.
+fn fill_body(
+    template: &AgendaTemplate,
+    customer_id: &str,
+    lookup: &impl Fn(&str) -> Option<Value>,
+    errors: &mut ValidationErrors,
+) -> Agenda {
+    let body = &template.agenda;
+    let mut agenda = Agenda {
+        id: String::new(),
+        cid: None,
+        customer_id: customer_id.to_string(),
+        title: body.title.clone().or_else(|| template.title.clone()),
+        added_time: None,
+        updated_time: None,
+        operations: body.operations.clone(),
+        params: resolve_params(&body.params, lookup, "params", errors),
+        link_id: body.link_id.clone(),
+        job_id: body.job_id.clone(),
+        progress_id: None,
+        agenda_insight: None,
+    };
+    for (i, op) in agenda.operations.iter_mut().enumerate() {
+        let label = format!("operation {:?}", op.name);
+        match references::resolve(&op.payload, lookup) {
+            Ok(v) => op.payload = v,
+            Err(e) => errors.push(format!("operations[{i}].payload"), describe(&label, &e)),
+        }
+        op.params = resolve_params(&op.params, lookup, &format!("operations[{i}].params"), errors);
+    }
+    agenda
+}
+
+fn resolve_params(
+    params: &Params,
+    lookup: &impl Fn(&str) -> Option<Value>,
+    field: &str,
+    errors: &mut ValidationErrors,
+) -> Params {
+    params
+        .iter()
+        .map(|(key, value)| {
+            let resolved = references::resolve(value, lookup).unwrap_or_else(|e| {
+                errors.push(format!("{field}.{key}"), e.to_string());
+                value.clone()
+            });
+            (key.clone(), resolved)
+        })
+        .collect()
+}
+
+fn describe(label: &str, e: &ReferenceError) -> String {
+    format!("{label}: {e}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn template() -> AgendaTemplate {
+        serde_json::from_value(json!({
+            "id": "t1",
+            "customerId": "owner",
+            "title": "Transcode",
+            "staticParameters": {
+                "preset": {"crf": 23},
+                "region": "us-east",
+                "source": "@<pop.payload::/input?none>"
+            },
+            "agenda": {
+                "params": {"externalId": "@<pop.payload::/id>"},
+                "operations": [
+                    {"name": "sample", "type": "sample", "payload": {
+                        "all": "@<pop.payload>",
+                        "url": "@<pop.payload::url>",
+                        "preset": "@<preset>",
+                        "where": "s3://@<region>/@<pop.payload::/id>",
+                        "src": "@<source>"
+                    }},
+                    {"name": "encode", "type": "ffmpeg", "payload": {
+                        "in": "@<sample.out::/actionData>",
+                        "agenda": "@<pop.agendaId>"
+                    }}
+                ]
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn run_fills_payload_and_static_parameters_and_keeps_outputs() {
+        let payload = json!({"id": 42, "url": "http://x", "input": "in.mp4"});
+        let agenda = run_template(&template(), &payload, "caller").unwrap();
+        assert_eq!(agenda.customer_id, "caller");
+        assert_eq!(agenda.title.as_deref(), Some("Transcode"));
+        assert_eq!(agenda.params.get("externalId"), Some(&json!(42)));
+        assert_eq!(
+            agenda.operations[0].payload,
+            json!({
+                "all": payload,
+                "url": "http://x",
+                "preset": {"crf": 23},
+                "where": "s3://us-east/42",
+                "src": "in.mp4"
+            })
+        );
+        assert_eq!(
+            agenda.operations[1].payload,
+            json!({"in": "@<sample.out::/actionData>", "agenda": "@<pop.agendaId>"})
+        );
+    }
+
+    #[test]
+    fn a_payload_missing_a_required_field_is_a_validation_error() {
+        let err = run_template(&template(), &json!({"url": "u"}), "caller").unwrap_err();
+        let fields: Vec<_> = err.errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, vec!["params.externalId", "operations[0].payload"]);
+        assert!(err.errors[1].message.contains("@<pop.payload::/id>"), "{err}");
+        assert!(err.errors[1].message.contains("\"sample\""), "{err}");
+    }
+
+    #[test]
+    fn the_result_is_validated() {
+        let mut t = template();
+        t.agenda.operations[1].params.insert("dependsOn", "smaple");
+        let err = run_template(&t, &json!({"id": 1, "url": "u"}), "caller").unwrap_err();
+        assert_eq!(err.errors[0].field, "operations[1].params.dependsOn");
+        assert!(run_template(&template(), &json!({"id": 1, "url": "u"}), " ").is_err());
+    }
+
+    #[test]
+    fn validate_template_accepts_payload_tokens_and_rejects_unknown_names() {
+        assert_eq!(validate_template(&template()), Ok(()));
+        let mut t = template();
+        t.agenda.operations[0].payload = json!("@<notAParameter>");
+        let err = validate_template(&t).unwrap_err();
+        assert_eq!(err.errors[0].field, "agenda.operations[0].payload");
+        t.agenda.operations.clear();
+        assert_eq!(validate_template(&t).unwrap_err().errors[0].field, "agenda.operations");
+    }
+
+    #[test]
+    fn visibility() {
+        let mut t = template();
+        assert!(may_use_template(&t, "OWNER"));
+        assert!(!may_use_template(&t, "other"));
+        t.allowed_customer_ids = vec!["Other".into()];
+        assert!(may_use_template(&t, "other"));
+        t.allowed_customer_ids.clear();
+        t.is_global = true;
+        assert!(may_use_template(&t, "anyone"));
+    }
+}

@@ -1,0 +1,705 @@
+//! Submission validation (DOMAIN.md §2, §5, §8): what an agenda, or the operations an expand
+//! appends, must satisfy before any event is written. Every problem is listed (capped by
+//! [`ValidationErrors`]), each with the field at fault and the operation named.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde_json::Value;
+
+use crate::error::ValidationErrors;
+use crate::model::{Agenda, Operation};
+use crate::params::{Params, keys};
+use crate::references::{self, is_token, operation_name, references_in};
+use crate::text::fold_case;
+
+/// At most this many operations per agenda, generated ones included: every progress report and
+/// projection update carries the whole operation list, so a bigger DAG belongs in several
+/// agendas sharing a `linkId`.
+pub const MAX_OPERATIONS: usize = 1_000;
+
+/// Operation names are ids shown in every progress entry and error message (in characters).
+pub const MAX_NAME_LENGTH: usize = 200;
+
+/// At most this many entries in one `params` map (the agenda's or an operation's): params are
+/// flags and small settings, not data, and are copied into every progress object.
+pub const MAX_PARAMS_ENTRIES: usize = 256;
+
+/// Deepest JSON nesting accepted in a payload or a param value. Every walk over a payload
+/// (reference search, replacement, encoding) recurses, so depth is bounded well below what
+/// would exhaust a stack; real payloads are a few levels deep.
+pub const MAX_PAYLOAD_DEPTH: usize = 64;
+
+/// Cycles found beyond this many are not reported: each names every operation on it, and after
+/// fixing the first ones a resubmission reveals the rest.
+pub const MAX_REPORTED_CYCLES: usize = 10;
+
+/// A cycle message names at most this many operations, so one long cycle stays readable.
+const MAX_NAMES_IN_CYCLE_MESSAGE: usize = 20;
+
+/// Checks a submitted agenda: customer, operations, names, params, references and the DAG.
+pub fn validate_agenda(agenda: &Agenda) -> Result<(), ValidationErrors> {
+    let mut errors = ValidationErrors::new();
+    if agenda.customer_id.trim().is_empty() {
+        errors.push("customerId", "customerId is required and must not be blank");
+    }
+    if agenda.operations.is_empty() {
+        errors.push("operations", "an agenda needs at least one operation");
+    }
+    check_params(&agenda.params, "params", "the agenda", &mut errors);
+    check_operations(&[], &agenda.operations, &mut errors);
+    errors.into_result()
+}
+
+/// Checks the operations an expand appends to `existing`, as a submission would be checked but
+/// against existing + new: names unique across both, references may name existing operations,
+/// no cycle through the new ones, the total within [`MAX_OPERATIONS`]. Field paths index
+/// `new_operations`. An empty list is valid (a generator may find nothing to add).
+pub fn validate_expansion(
+    existing: &Agenda,
+    new_operations: &[Operation],
+) -> Result<(), ValidationErrors> {
+    let mut errors = ValidationErrors::new();
+    check_operations(&existing.operations, new_operations, &mut errors);
+    errors.into_result()
+}
+
+/// The shared rules: `existing` were accepted before and are only context; `new` are checked.
+fn check_operations(existing: &[Operation], new: &[Operation], errors: &mut ValidationErrors) {
+    let total = existing.len() + new.len();
+    if total > MAX_OPERATIONS {
+        let message = if existing.is_empty() {
+            format!("{total} operations exceed the limit of {MAX_OPERATIONS} per agenda")
+        } else {
+            format!(
+                "{} existing and {} new operations exceed the limit of {MAX_OPERATIONS} per agenda",
+                existing.len(),
+                new.len()
+            )
+        };
+        errors.push("operations", message);
+    }
+
+    // Names compare case-insensitively for uniqueness; references must spell a name exactly
+    // (the executor looks outputs up by the exact name), with a hint when only the case differs.
+    let mut by_folded: HashMap<String, usize> = HashMap::new();
+    let mut exact: HashMap<&str, usize> = HashMap::new();
+    for (i, op) in existing.iter().enumerate() {
+        by_folded.entry(fold_case(&op.name)).or_insert(i);
+        exact.entry(op.name.as_str()).or_insert(i);
+    }
+    for (j, op) in new.iter().enumerate() {
+        let field = format!("operations[{j}].name");
+        if op.name.trim().is_empty() {
+            errors.push(field, format!("operations[{j}] has no name; every operation needs one"));
+            continue;
+        }
+        let length = op.name.chars().count();
+        if length > MAX_NAME_LENGTH {
+            errors.push(
+                field.clone(),
+                format!(
+                    "operation name {:?}... is {length} characters long; at most {MAX_NAME_LENGTH} are allowed",
+                    op.name.chars().take(40).collect::<String>()
+                ),
+            );
+        }
+        let index = existing.len() + j;
+        match by_folded.get(&fold_case(&op.name)) {
+            Some(&first) => {
+                let other = if first < existing.len() {
+                    format!("an existing operation {:?}", existing[first].name)
+                } else {
+                    format!("operations[{}]", first - existing.len())
+                };
+                errors.push(
+                    field,
+                    format!(
+                        "operation name {:?} is already used by {other} (names are compared case-insensitively)",
+                        op.name
+                    ),
+                );
+            }
+            None => {
+                by_folded.insert(fold_case(&op.name), index);
+            }
+        }
+        exact.entry(op.name.as_str()).or_insert(index);
+    }
+
+    let all: Vec<&Operation> = existing.iter().chain(new.iter()).collect();
+    let known = KnownNames { exact: &exact, all: &all };
+    for (j, op) in new.iter().enumerate() {
+        let label = label(op, j);
+        let prefix = format!("operations[{j}]");
+        check_params(&op.params, &format!("{prefix}.params"), &label, errors);
+        if depth_exceeds(&op.payload, MAX_PAYLOAD_DEPTH) {
+            errors.push(
+                format!("{prefix}.payload"),
+                format!("{label} has a payload nested deeper than {MAX_PAYLOAD_DEPTH} levels"),
+            );
+        } else {
+            let mut path = format!("{prefix}.payload");
+            check_payload_references(&op.payload, &mut path, &label, &known, errors);
+        }
+        check_depends_on(&op.params, &prefix, &label, &known, errors);
+        check_generator(&op.params, &prefix, &label, errors);
+    }
+
+    check_cycles(&all, existing.len(), &exact, errors);
+}
+
+/// The names references may point at, for messages that can suggest the right spelling.
+struct KnownNames<'a> {
+    exact: &'a HashMap<&'a str, usize>,
+    all: &'a [&'a Operation],
+}
+
+impl KnownNames<'_> {
+    /// `None` when `name` is an operation (or a token); otherwise why not.
+    fn problem(&self, name: &str) -> Option<String> {
+        if is_token(name) || self.exact.contains_key(name) {
+            return None;
+        }
+        let folded = fold_case(name);
+        let hint = self
+            .all
+            .iter()
+            .find(|op| fold_case(&op.name) == folded)
+            .map(|op| format!(" (did you mean {:?}? references spell names exactly)", op.name))
+            .unwrap_or_default();
+        Some(format!("the agenda has no operation {name:?}{hint}"))
+    }
+}
+
+fn label(op: &Operation, j: usize) -> String {
+    if op.name.trim().is_empty() {
+        format!("operations[{j}] (unnamed)")
+    } else {
+        format!("operation {:?}", op.name)
+    }
+}
+
+fn check_params(params: &Params, field: &str, owner: &str, errors: &mut ValidationErrors) {
+    if params.0.len() > MAX_PARAMS_ENTRIES {
+        errors.push(
+            field,
+            format!(
+                "{owner} has {} params; at most {MAX_PARAMS_ENTRIES} are allowed",
+                params.0.len()
+            ),
+        );
+    }
+    for (key, value) in params.iter() {
+        if depth_exceeds(value, MAX_PAYLOAD_DEPTH) {
+            errors.push(
+                format!("{field}.{key}"),
+                format!("{owner} has param {key:?} nested deeper than {MAX_PAYLOAD_DEPTH} levels"),
+            );
+        }
+    }
+}
+
+/// Whether `value` nests deeper than `max` (a scalar has depth 1). Iterative, so an absurdly
+/// deep value is rejected without recursing into it.
+pub fn depth_exceeds(value: &Value, max: usize) -> bool {
+    let mut stack = vec![(value, 1usize)];
+    while let Some((v, depth)) = stack.pop() {
+        if depth > max {
+            return true;
+        }
+        match v {
+            Value::Array(items) => stack.extend(items.iter().map(|item| (item, depth + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|item| (item, depth + 1))),
+            Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => {}
+        }
+    }
+    false
+}
+
+/// Reports every payload reference to a name that is neither an operation nor a token, at the
+/// path of the string holding it (e.g. `operations[1].payload.files[0]`). Only called on
+/// payloads within [`MAX_PAYLOAD_DEPTH`], so the recursion is bounded.
+fn check_payload_references(
+    value: &Value,
+    path: &mut String,
+    label: &str,
+    known: &KnownNames<'_>,
+    errors: &mut ValidationErrors,
+) {
+    match value {
+        Value::String(text) => {
+            for r in references_in(text) {
+                // `N.out` is fine when `N` exists; tokens are always known.
+                let Some(name) = operation_name(r.name) else {
+                    continue;
+                };
+                if let Some(problem) = known.problem(name) {
+                    errors
+                        .push(path.clone(), format!("{label} references {} but {problem}", r.text));
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                check_payload_references(item, path, label, known, errors);
+                path.truncate(len);
+            }
+        }
+        Value::Object(map) => {
+            for (key, item) in map {
+                let len = path.len();
+                path.push('.');
+                path.push_str(key);
+                check_payload_references(item, path, label, known, errors);
+                path.truncate(len);
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+fn check_depends_on(
+    params: &Params,
+    prefix: &str,
+    label: &str,
+    known: &KnownNames<'_>,
+    errors: &mut ValidationErrors,
+) {
+    let Some(value) = params.get(keys::DEPENDS_ON) else {
+        return;
+    };
+    let field = format!("{prefix}.params.{}", keys::DEPENDS_ON);
+    let well_formed = match value {
+        Value::Array(items) => {
+            items.iter().all(|v| matches!(v, Value::String(_) | Value::Number(_)))
+        }
+        Value::String(_) | Value::Number(_) | Value::Null => true,
+        Value::Bool(_) | Value::Object(_) => false,
+    };
+    if !well_formed {
+        errors.push(
+            field.clone(),
+            format!(
+                "{label} has a dependsOn that is neither a comma-separated string nor an array of names"
+            ),
+        );
+    }
+    for name in references::depends_on(params) {
+        if let Some(problem) = known.problem(&name) {
+            errors.push(field.clone(), format!("{label} depends on {name:?} but {problem}"));
+        }
+    }
+}
+
+/// `agenda.operation.generator` must say where the generated operations are in the output.
+fn check_generator(params: &Params, prefix: &str, label: &str, errors: &mut ValidationErrors) {
+    let Some(value) = params.get(keys::GENERATOR) else {
+        return;
+    };
+    let field = format!("{prefix}.params[{:?}]", keys::GENERATOR);
+    let Some(spec) = value.as_object() else {
+        errors.push(
+            field,
+            format!("{label} has a generator that is not an object {{operationsJsonPointer, paramsJsonPointer?}}"),
+        );
+        return;
+    };
+    if !matches!(spec.get("operationsJsonPointer"), Some(Value::String(_))) {
+        errors.push(
+            field.clone(),
+            format!("{label} has a generator without an operationsJsonPointer string"),
+        );
+    }
+    if !matches!(spec.get("paramsJsonPointer"), None | Some(Value::Null | Value::String(_))) {
+        errors.push(
+            field,
+            format!("{label} has a generator whose paramsJsonPointer is not a string"),
+        );
+    }
+}
+
+/// Where an edge of the dependency graph comes from, for the field path of a cycle report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum EdgeSource {
+    Payload,
+    DependsOn,
+}
+
+/// Finds dependency cycles through at least one new operation (indices `first_new..`) and
+/// reports each with every operation on it, in order.
+fn check_cycles(
+    all: &[&Operation],
+    first_new: usize,
+    exact: &HashMap<&str, usize>,
+    errors: &mut ValidationErrors,
+) {
+    // Edge u → v: operation u depends on operation v. Sorted so reports are deterministic.
+    let edges: Vec<BTreeMap<usize, EdgeSource>> = all
+        .iter()
+        .map(|op| {
+            let mut out = BTreeMap::new();
+            for name in references::depends_on(&op.params) {
+                if let Some(&v) = exact.get(name.as_str()) {
+                    out.insert(v, EdgeSource::DependsOn);
+                }
+            }
+            let mut from_payload = BTreeSet::new();
+            references::for_each_string(&op.payload, &mut |text| {
+                for r in references_in(text) {
+                    if let Some(v) = r.operation_name().and_then(|n| exact.get(n)) {
+                        from_payload.insert(*v);
+                    }
+                }
+            });
+            for v in from_payload {
+                out.entry(v).or_insert(EdgeSource::Payload);
+            }
+            out
+        })
+        .collect();
+
+    let cycles = find_cycles(&edges, MAX_REPORTED_CYCLES, first_new);
+    for cycle in cycles {
+        // Report at the first new operation on the cycle, where the submitter can fix it.
+        let Some(turn) = cycle.iter().position(|&u| u >= first_new) else {
+            continue;
+        };
+        let mut ordered = cycle.clone();
+        ordered.rotate_left(turn);
+        let (u, v) = (ordered[0], ordered[1 % ordered.len()]);
+        let source = edges[u].get(&v).copied().unwrap_or(EdgeSource::Payload);
+        let field = match source {
+            EdgeSource::DependsOn => format!("operations[{}].params.dependsOn", u - first_new),
+            EdgeSource::Payload => format!("operations[{}].payload", u - first_new),
+        };
+        let message = if ordered.len() == 1 {
+            format!("operation {:?} depends on itself", all[u].name)
+        } else {
+            let mut names: Vec<String> = ordered
+                .iter()
+                .chain(std::iter::once(&u))
+                .take(MAX_NAMES_IN_CYCLE_MESSAGE)
+                .map(|&i| format!("{:?}", all[i].name))
+                .collect();
+            if ordered.len() + 1 > MAX_NAMES_IN_CYCLE_MESSAGE {
+                names.push(format!("... ({} operations in all)", ordered.len()));
+            }
+            format!("dependency cycle: {}", names.join(" depends on "))
+        };
+        errors.push(field, message);
+    }
+}
+
+/// Up to `limit` elementary cycles (each as node indices, every node depending on the next and
+/// the last on the first), found by one iterative depth-first search: every back edge closes
+/// one cycle. Cycles only among nodes before `first_new` are skipped (they were accepted
+/// before and are not the submitter's to fix). Linear in nodes and edges plus the cycles copied.
+fn find_cycles(
+    edges: &[BTreeMap<usize, EdgeSource>],
+    limit: usize,
+    first_new: usize,
+) -> Vec<Vec<usize>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Unvisited,
+        OnPath(usize),
+        Done,
+    }
+    let mut marks = vec![Mark::Unvisited; edges.len()];
+    let mut cycles = Vec::new();
+    let mut path: Vec<usize> = Vec::new();
+    for root in 0..edges.len() {
+        if marks[root] != Mark::Unvisited {
+            continue;
+        }
+        // Each frame: a node and the iterator over its remaining edges.
+        let mut frames = vec![(root, edges[root].keys())];
+        marks[root] = Mark::OnPath(0);
+        path.push(root);
+        while let Some((u, next)) = frames.last_mut() {
+            let u = *u;
+            match next.next() {
+                Some(&v) if v < edges.len() => match marks[v] {
+                    Mark::Unvisited => {
+                        marks[v] = Mark::OnPath(path.len());
+                        path.push(v);
+                        frames.push((v, edges[v].keys()));
+                    }
+                    Mark::OnPath(at) => {
+                        let cycle = path[at..].to_vec();
+                        if cycle.iter().any(|&i| i >= first_new) {
+                            cycles.push(cycle);
+                            if cycles.len() >= limit {
+                                return cycles;
+                            }
+                        }
+                    }
+                    Mark::Done => {}
+                },
+                Some(_) => {}
+                None => {
+                    marks[u] = Mark::Done;
+                    path.pop();
+                    frames.pop();
+                }
+            }
+        }
+    }
+    cycles
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn agenda(ops: Value) -> Agenda {
+        serde_json::from_value(json!({"customerId": "acme", "operations": ops})).unwrap()
+    }
+
+    fn errors_of(agenda: &Agenda) -> Vec<(String, String)> {
+        match validate_agenda(agenda) {
+            Ok(()) => vec![],
+            Err(e) => e.errors.into_iter().map(|e| (e.field, e.message)).collect(),
+        }
+    }
+
+    fn fields_of(agenda: &Agenda) -> Vec<String> {
+        errors_of(agenda).into_iter().map(|(f, _)| f).collect()
+    }
+
+    #[test]
+    fn a_valid_dag_passes() {
+        let a = agenda(json!([
+            {"name": "sample.1", "type": "sample"},
+            {"name": "b", "payload": {"x": "@<sample.1.out::/actionData>", "n": "@<pop.agendaId>"}},
+            {"name": "c", "payload": "@<b>", "params": {"dependsOn": "sample.1, b"}}
+        ]));
+        assert_eq!(validate_agenda(&a), Ok(()));
+    }
+
+    #[test]
+    fn customer_and_operations_are_required() {
+        let a = Agenda { customer_id: "  ".into(), ..Agenda::default() };
+        assert_eq!(fields_of(&a), vec!["customerId", "operations"]);
+    }
+
+    #[test]
+    fn names_required_and_unique_ignoring_case() {
+        let a = agenda(json!([{"name": "Encode"}, {"name": ""}, {"name": "encode"}]));
+        let errors = errors_of(&a);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(errors[0].0, "operations[1].name");
+        assert_eq!(errors[1].0, "operations[2].name");
+        assert!(errors[1].1.contains("\"encode\"") && errors[1].1.contains("operations[0]"));
+    }
+
+    #[test]
+    fn every_problem_is_listed() {
+        let a = agenda(json!([
+            {"name": "a", "payload": {"list": ["x @<missing.out::/y>"]}},
+            {"name": "b", "params": {"dependsOn": "a, typo"}},
+            {"name": "c", "params": {"dependsOn": {"x": 1}}}
+        ]));
+        let errors = errors_of(&a);
+        let fields: Vec<_> = errors.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "operations[0].payload.list[0]",
+                "operations[1].params.dependsOn",
+                "operations[2].params.dependsOn"
+            ]
+        );
+        assert!(errors[0].1.contains("operation \"a\"") && errors[0].1.contains("\"missing\""));
+        assert!(errors[1].1.contains("operation \"b\"") && errors[1].1.contains("\"typo\""));
+    }
+
+    #[test]
+    fn wrong_case_reference_gets_a_hint() {
+        let a = agenda(json!([{"name": "Encode"}, {"name": "b", "payload": "@<encode.out>"}]));
+        let errors = errors_of(&a);
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].1.contains("did you mean \"Encode\""), "{}", errors[0].1);
+    }
+
+    #[test]
+    fn tokens_are_always_known() {
+        let a = agenda(json!([
+            {"name": "a", "payload": "@<pop.agendaId>-@<pop.operationName>-@<pop.payload::/x>"},
+        ]));
+        assert_eq!(validate_agenda(&a), Ok(()));
+    }
+
+    #[test]
+    fn cycles_name_every_operation_on_them() {
+        let a = agenda(json!([
+            {"name": "a", "payload": "@<c.out>"},
+            {"name": "b", "params": {"dependsOn": "a"}},
+            {"name": "c", "payload": {"in": "@<b.out::/x>"}},
+            {"name": "d", "params": {"dependsOn": "d"}}
+        ]));
+        let errors = errors_of(&a);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(errors[0].0, "operations[0].payload");
+        assert_eq!(
+            errors[0].1,
+            "dependency cycle: \"a\" depends on \"c\" depends on \"b\" depends on \"a\""
+        );
+        assert_eq!(errors[1].0, "operations[3].params.dependsOn");
+        assert!(errors[1].1.contains("\"d\" depends on itself"));
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let many: Vec<Value> =
+            (0..=MAX_OPERATIONS).map(|i| json!({"name": format!("op{i}")})).collect();
+        assert_eq!(fields_of(&agenda(Value::Array(many))), vec!["operations"]);
+
+        let long = "n".repeat(MAX_NAME_LENGTH + 1);
+        assert_eq!(fields_of(&agenda(json!([{"name": long}]))), vec!["operations[0].name"]);
+
+        let params: serde_json::Map<String, Value> =
+            (0..=MAX_PARAMS_ENTRIES).map(|i| (format!("k{i}"), json!(i))).collect();
+        let a = agenda(json!([{"name": "a", "params": params}]));
+        assert_eq!(fields_of(&a), vec!["operations[0].params"]);
+
+        let mut deep = json!("@<nowhere>");
+        for _ in 0..MAX_PAYLOAD_DEPTH {
+            deep = json!([deep]);
+        }
+        let a = agenda(json!([{"name": "a", "payload": deep}]));
+        assert_eq!(fields_of(&a), vec!["operations[0].payload"]);
+    }
+
+    #[test]
+    fn generator_spec_is_checked() {
+        let a = agenda(json!([
+            {"name": "g", "params": {"agenda.operation.generator": {"operationsJsonPointer": "/ops"}}},
+            {"name": "h", "params": {"agenda.operation.generator": {"paramsJsonPointer": 3}}}
+        ]));
+        let fields = fields_of(&a);
+        assert_eq!(fields.len(), 2);
+        assert!(fields.iter().all(|f| f == "operations[1].params[\"agenda.operation.generator\"]"));
+    }
+
+    #[test]
+    fn expansion_checks_against_existing_operations() {
+        let existing = agenda(json!([{"name": "gen"}, {"name": "Split"}]));
+        let new: Vec<Operation> = serde_json::from_value(json!([
+            {"name": "part1", "payload": "@<gen.out::/x>", "params": {"generatedOperationParent": "gen"}},
+            {"name": "split"},
+            {"name": "part2", "params": {"dependsOn": "part1, nope"}}
+        ]))
+        .unwrap();
+        let errors = validate_expansion(&existing, &new).unwrap_err().errors;
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, vec!["operations[1].name", "operations[2].params.dependsOn"]);
+        assert!(errors[0].message.contains("existing operation \"Split\""));
+        assert_eq!(validate_expansion(&existing, &[]), Ok(()));
+    }
+
+    #[test]
+    fn expansion_respects_the_total_limit() {
+        let ops: Vec<Value> =
+            (0..MAX_OPERATIONS).map(|i| json!({"name": format!("op{i}")})).collect();
+        let existing = agenda(Value::Array(ops));
+        let new = vec![Operation { name: "one.more".into(), ..Operation::default() }];
+        let errors = validate_expansion(&existing, &new).unwrap_err().errors;
+        assert_eq!(errors[0].field, "operations");
+    }
+
+    #[test]
+    fn expansion_rejects_cycles_through_new_operations() {
+        // An existing op cannot name a new one (it was validated), so a cycle needs new ops only,
+        // or a new op naming itself.
+        let existing = agenda(json!([{"name": "a"}]));
+        let new: Vec<Operation> = serde_json::from_value(json!([
+            {"name": "x", "payload": "@<y.out>", "params": {"dependsOn": "a"}},
+            {"name": "y", "payload": "@<x.out>"}
+        ]))
+        .unwrap();
+        let errors = validate_expansion(&existing, &new).unwrap_err().errors;
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field, "operations[0].payload");
+        assert!(errors[0].message.contains("\"x\" depends on \"y\" depends on \"x\""));
+    }
+
+    /// Operation `i` may depend on any `j < i`: always a DAG.
+    fn dag() -> impl Strategy<Value = Vec<Vec<usize>>> {
+        (2usize..18).prop_flat_map(|n| {
+            (0..n)
+                .map(|i| {
+                    if i == 0 {
+                        Just(vec![]).boxed()
+                    } else {
+                        prop::collection::vec(0..i, 0..4).boxed()
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+    }
+
+    fn agenda_from(deps: &[Vec<usize>], use_payload: bool) -> Agenda {
+        let ops = deps
+            .iter()
+            .enumerate()
+            .map(|(i, ds)| {
+                let names: Vec<String> = ds.iter().map(|d| format!("op{d}")).collect();
+                if use_payload {
+                    let refs: Vec<String> = names.iter().map(|n| format!("@<{n}.out>")).collect();
+                    json!({"name": format!("op{i}"), "payload": {"in": refs}})
+                } else {
+                    json!({"name": format!("op{i}"), "params": {"dependsOn": names.join(",")}})
+                }
+            })
+            .collect();
+        agenda(Value::Array(ops))
+    }
+
+    proptest! {
+        #[test]
+        fn generated_dags_validate(deps in dag(), use_payload in any::<bool>()) {
+            prop_assert_eq!(validate_agenda(&agenda_from(&deps, use_payload)), Ok(()));
+        }
+
+        #[test]
+        fn a_back_edge_is_rejected_naming_the_cycle(
+            deps in dag(), use_payload in any::<bool>(), pick in any::<prop::sample::Index>()
+        ) {
+            // Make a path from the last op back to op0, then close it: op0 depends on the last.
+            let mut deps = deps;
+            let last = deps.len() - 1;
+            for (i, ds) in deps.iter_mut().enumerate().skip(1) {
+                ds.push(i - 1);
+            }
+            let from = pick.index(last + 1);
+            deps[from].push(last);
+            let errors = validate_agenda(&agenda_from(&deps, use_payload)).unwrap_err().errors;
+            prop_assert!(!errors.is_empty());
+            prop_assert!(errors.iter().all(|e| e.message.contains("depend")));
+            let named_from = format!("\"op{from}\"");
+            let named_last = format!("\"op{last}\"");
+            prop_assert!(errors.iter().any(|e| e.message.contains(&named_from)
+                && e.message.contains(&named_last)));
+        }
+
+        #[test]
+        fn validation_never_panics(ops in prop::collection::vec(
+            ("[a-c]{0,2}", "(@<|>|a|b|c|\\.out|::|,| )*", "(a|b|c|,| )*"), 0..8)
+        ) {
+            let ops: Vec<Value> = ops
+                .into_iter()
+                .map(|(name, payload, depends)| json!({
+                    "name": name, "payload": {"p": payload}, "params": {"dependsOn": depends}
+                }))
+                .collect();
+            let a = agenda(Value::Array(ops.clone()));
+            let _ = validate_agenda(&a);
+            let _ = validate_expansion(&a, &a.operations);
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! Executor reports (DOMAIN.md §7): the agenda percent of §4.1 computed from operations, the
+//! agenda state of §4.2, operation transitions, attempt counting, diagnostics and expansion.
+
+mod agenda_support;
+
+use agenda_support::*;
+use pop_domain::agenda::{AgendaError, OperationReport, ProgressReport};
+use pop_domain::{Aggregate, DiagnosticEvent, ErrorCode, ProcessingState};
+use serde_json::json;
+
+use ProcessingState::{Complete, Executing, Waiting};
+
+const TEN: [&str; 10] = ["o1", "o2", "o3", "o4", "o5", "o6", "o7", "o8", "o9", "o10"];
+
+/// Ten operations, the first five succeeded, under w1's lease.
+fn five_of_ten_done() -> Vec<pop_domain::agenda::AgendaEvent> {
+    let mut commands = running(agenda_of(&TEN, json!({})));
+    commands.push(report("w1", 10, ops(TEN[..5].iter().map(|n| succeeded(n)).collect())));
+    history(commands)
+}
+
+#[test]
+fn percent_vectors_of_section_4_1_through_real_reports() {
+    // (0, 1, 0) → 0
+    let state = check(
+        &history(running(agenda_of(&["only"], json!({})))),
+        report("w1", 10, ops(vec![executing("only", 0.0)])),
+        Then::Types(vec!["AgendaProgressReported"]),
+    );
+    assert_eq!(state.progress().percent_complete, Some(0.0));
+
+    let given = five_of_ten_done();
+    assert_eq!(replay(&given).progress().percent_complete, Some(50.0), "(5, 10, 0) → 50");
+    for (percent, expected) in [(50.0, 55.0), (0.0, 50.0), (100.0, 60.0), (150.0, 60.0)] {
+        let state = check(
+            &given,
+            report("w1", 20, ops(vec![executing("o6", percent)])),
+            Then::Types(vec!["AgendaProgressReported"]),
+        );
+        assert_eq!(state.progress().percent_complete, Some(expected), "o6 at {percent}");
+        assert_eq!(state.operation("o6").unwrap().percent_complete, Some(percent));
+    }
+}
+
+#[test]
+fn the_executors_own_percent_and_state_are_not_trusted() {
+    // An executor claiming COMPLETE/succeeded with work left is refused, naming the operation.
+    let given = five_of_ten_done();
+    let claim_done = ProgressReport {
+        state: Some(Complete),
+        message: Some("succeeded".into()),
+        ..ProgressReport::default()
+    };
+    let e = replay(&given).decide(&report("w1", 20, claim_done)).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Validation);
+    assert!(e.to_string().contains("\"o6\" is WAITING"), "{e}");
+}
+
+#[test]
+fn every_operation_succeeded_completes_the_agenda_as_succeeded() {
+    let given = history(running(agenda_of(&["a", "b"], json!({}))));
+    let state = check(
+        &given,
+        report("w1", 10, ops(vec![succeeded("a"), succeeded("b")])),
+        Then::Types(vec!["AgendaProgressReported", "AgendaCompleted"]),
+    );
+    assert!(state.is_succeeded());
+    assert_eq!(state.progress().percent_complete, Some(100.0));
+    assert_eq!(state.progress().attempts_completed, 1);
+    assert_eq!(state.progress().completed_time, Some(t(10)));
+    assert!(state.lease().is_none());
+    let a = state.operation("a").unwrap();
+    assert_eq!(a.percent_complete, Some(100.0), "succeeded forces 100");
+    assert_eq!(a.result_payload, json!({"out": "a"}));
+    assert_eq!(
+        (a.attempt_count, a.attempt_time, a.started_time, a.completed_time),
+        (1, Some(t(10)), Some(t(10)), Some(t(10)))
+    );
+}
+
+#[test]
+fn a_failed_operation_fails_the_agenda_once_nothing_runs() {
+    let given = history(running(agenda_of(&["a", "b", "c"], json!({}))));
+    // b still runs: the agenda keeps EXECUTING.
+    let state = check(
+        &given,
+        report("w1", 10, ops(vec![failed("a"), executing("b", 40.0)])),
+        Then::Types(vec!["AgendaProgressReported"]),
+    );
+    assert_eq!(state.processing_state(), Executing);
+    assert_eq!(state.progress().percent_complete, Some(46.67), "(1 × 100 + 40) / 3");
+    // b ends: nothing runs, a failed → COMPLETE/failed, c (never started) is cancelled.
+    let mut given = given;
+    given.extend(
+        replay(&given)
+            .decide(&report("w1", 10, ops(vec![failed("a"), executing("b", 40.0)])))
+            .unwrap(),
+    );
+    let state = check(
+        &given,
+        report("w1", 20, ops(vec![succeeded("b")])),
+        Then::Types(vec!["AgendaProgressReported", "AgendaCompleted"]),
+    );
+    assert!(state.is_failed());
+    assert_eq!(op_state(&state, "c"), (Complete, "cancelled".into()));
+    assert_eq!(state.progress().percent_complete, Some(66.67), "cancelled c is not done");
+    assert_eq!(state.operation("a").unwrap().diagnostic_events[0].message, "a exited with 1");
+}
+
+#[test]
+fn an_executor_reporting_failure_fails_the_agenda() {
+    let given = history(running(agenda_of(&["a", "b"], json!({}))));
+    let failure = ProgressReport {
+        state: Some(Complete),
+        message: Some("failed".into()),
+        diagnostics: vec![DiagnosticEvent { message: "pod evicted".into(), ..Default::default() }],
+        operations: vec![executing("a", 10.0)],
+        ..ProgressReport::default()
+    };
+    let state = check(
+        &given,
+        report("w1", 10, failure),
+        Then::Types(vec!["AgendaProgressReported", "AgendaCompleted"]),
+    );
+    assert!(state.is_failed());
+    assert_eq!(op_state(&state, "a"), (Complete, "cancelled".into()));
+    assert_eq!(state.progress().diagnostic_events[0].message, "pod evicted");
+}
+
+#[test]
+fn an_executor_failure_wins_over_succeeded_operations() {
+    let given = history(running(agenda_of(&["a"], json!({}))));
+    let failure = ProgressReport {
+        state: Some(Complete),
+        message: Some("FAILED".into()),
+        operations: vec![succeeded("a")],
+        ..ProgressReport::default()
+    };
+    let state = check(
+        &given,
+        report("w1", 10, failure),
+        Then::Types(vec!["AgendaProgressReported", "AgendaCompleted"]),
+    );
+    assert!(state.is_failed());
+    assert_eq!(state.progress().percent_complete, Some(100.0));
+}
+
+#[test]
+fn outcome_messages_are_not_executing_text() {
+    // `EXECUTING/failed` would read as a failure to §4.3's summary.
+    let given = history(running(agenda_of(&["a", "b"], json!({}))));
+    let odd = ProgressReport {
+        state: Some(Executing),
+        message: Some("failed".into()),
+        ..ProgressReport::default()
+    };
+    let state = check(&given, report("w1", 10, odd), Then::Types(vec!["AgendaProgressReported"]));
+    assert_eq!(state.message(), "Running Operations");
+    let fine =
+        ProgressReport { message: Some("encoding 2 of 5".into()), ..ProgressReport::default() };
+    let state = check(&given, report("w1", 10, fine), Then::Types(vec!["AgendaProgressReported"]));
+    assert_eq!(state.message(), "encoding 2 of 5");
+}
+
+#[test]
+fn operations_only_move_forward() {
+    let given = {
+        let mut c = running(agenda_of(&["a", "b"], json!({})));
+        c.push(report("w1", 10, ops(vec![succeeded("a"), executing("b", 5.0)])));
+        history(c)
+    };
+    // Resending what is already recorded changes nothing: no operation entries in the event.
+    let state = replay(&given);
+    let events =
+        state.decide(&report("w1", 11, ops(vec![succeeded("a"), executing("b", 5.0)]))).unwrap();
+    let pop_domain::agenda::AgendaEvent::ProgressReported(e) = &events[0] else { panic!() };
+    assert!(e.operations.is_empty(), "{e:?}");
+    // Backwards or a changed outcome is a conflict naming the operation.
+    for (r, text) in [
+        (executing("a", 50.0), "operation \"a\" cannot go from COMPLETE/succeeded to EXECUTING"),
+        (failed("a"), "operation \"a\" cannot go from COMPLETE/succeeded to COMPLETE"),
+        (
+            OperationReport { name: "b".into(), state: Waiting, ..Default::default() },
+            "\"b\" cannot go from EXECUTING to WAITING",
+        ),
+    ] {
+        check(&given, report("w1", 12, ops(vec![r])), Then::Refused(ErrorCode::Conflict, text));
+    }
+}
+
+#[test]
+fn report_input_is_validated_listing_every_problem() {
+    let given = history(running(agenda_of(&["a", "b"], json!({}))));
+    let bad = ops(vec![
+        executing("nope", 1.0),
+        executing("a", -1.0),
+        executing("A", 3.0),
+        OperationReport { name: "b".into(), state: Complete, ..Default::default() },
+    ]);
+    let Err(AgendaError::Invalid(errors)) = replay(&given).decide(&report("w1", 10, bad)) else {
+        panic!("expected a validation error")
+    };
+    let fields: Vec<_> = errors.errors.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "operationProgress[0].operation",
+            "operationProgress[1].percentComplete",
+            "operationProgress[2].operation",
+            "operationProgress[3].processingStateMessage"
+        ]
+    );
+    assert!(errors.errors[0].message.contains("\"nope\""));
+}
+
+#[test]
+fn names_match_case_insensitively_and_diagnostics_are_not_duplicated() {
+    let given = history(running(agenda_of(&["Encode"], json!({}))));
+    let d =
+        DiagnosticEvent { message: "warming up".into(), time: Some(t(9)), ..Default::default() };
+    let r = OperationReport { diagnostics: vec![d.clone()], ..executing("encode", 10.0) };
+    let mut events = given.clone();
+    events.extend(replay(&events).decide(&report("w1", 10, ops(vec![r.clone()]))).unwrap());
+    // POP executors resend the whole list: the same diagnostic is not added twice.
+    let r2 = OperationReport { percent: Some(20.0), ..r };
+    events.extend(replay(&events).decide(&report("w1", 11, ops(vec![r2]))).unwrap());
+    let state = replay(&events);
+    let p = state.operation("Encode").unwrap();
+    assert_eq!(p.diagnostic_events, vec![d]);
+    assert_eq!(p.percent_complete, Some(20.0));
+    assert_eq!(p.attempt_count, 1, "one start, not one per report");
+}
+
+#[test]
+fn attempt_count_grows_each_time_an_operation_starts() {
+    // a fails, the agenda is retried with `continue`, a starts again.
+    let mut c = running(agenda_of(&["a"], json!({})));
+    c.extend([
+        report("w1", 10, ops(vec![executing("a", 10.0)])),
+        report("w1", 20, ops(vec![failed("a")])),
+        retry(30),
+        queue(31),
+        claim("w2", "l2", 32),
+        report("w2", 40, ops(vec![executing("a", 10.0)])),
+    ]);
+    let state = state_of(c);
+    let a = state.operation("a").unwrap();
+    assert_eq!((a.attempt_count, a.attempt_time), (2, Some(t(40))));
+    assert_eq!(a.diagnostic_events.len(), 1, "the last failure stays visible after continue");
+}
+
+#[test]
+fn expand_appends_waiting_operations_and_merges_params() {
+    let given = history(running(agenda_of(&["gen"], json!({"keep": 1}))));
+    let new = vec![
+        op("gen-1", json!({"in": "@<gen.out::/0>"}), json!({"generatedOperationParent": "gen"})),
+        op("gen-2", json!({}), json!({"generatedOperationParent": "gen"})),
+    ];
+    let when = pop_domain::agenda::AgendaCommand::Expand {
+        operations: new,
+        params: params(json!({"maximumAttempts": "7", "externalId": "ext-9"})),
+        now: t(15),
+    };
+    let state = check(&given, when, Then::Types(vec!["OperationsExpanded"]));
+    let names: Vec<_> = state.progress().operation_progress.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(names, ["progress-1-gen", "progress-1-gen-1", "progress-1-gen-2"]);
+    assert_eq!(state.agenda().unwrap().operations.len(), 3);
+    assert_eq!(state.progress().maximum_attempts, 7);
+    assert_eq!(state.progress().external_id.as_deref(), Some("ext-9"));
+    assert_eq!(state.progress().params.get_i64("keep"), Some(1));
+    // Colliding names are refused by validation, naming the operation.
+    check(
+        &history(running(agenda_of(&["gen"], json!({})))),
+        expand(vec![op("GEN", json!({}), json!({}))], 16),
+        Then::Refused(ErrorCode::Validation, "GEN"),
+    );
+    // Generated operations keep the agenda running until they succeed too.
+    let mut events = given.clone();
+    events.extend(
+        replay(&events).decide(&expand(vec![op("gen-1", json!({}), json!({}))], 15)).unwrap(),
+    );
+    let state = check(
+        &events,
+        report("w1", 20, ops(vec![succeeded("gen")])),
+        Then::Types(vec!["AgendaProgressReported"]),
+    );
+    assert_eq!(state.processing_state(), Executing);
+    assert_eq!(state.progress().percent_complete, Some(50.0));
+}
+
+#[test]
+fn an_empty_expansion_changes_nothing() {
+    check(
+        &history(running(agenda_of(&["gen"], json!({})))),
+        expand(vec![], 15),
+        Then::Types(vec![]),
+    );
+}
+
+#[test]
+fn a_five_operation_agenda_stays_small() {
+    // The read model targets ≤ 4 KiB per five-operation agenda; the state is that model.
+    let mut c = running(agenda_of(
+        &["probe", "encode-hd", "encode-sd", "package", "publish"],
+        json!({"externalId": "asset-42"}),
+    ));
+    c.push(report(
+        "w1",
+        10,
+        ops(vec![succeeded("probe"), executing("encode-hd", 40.0), executing("encode-sd", 35.0)]),
+    ));
+    let json = serde_json::to_vec(&state_of(c)).unwrap();
+    assert!(json.len() <= 4096, "{} bytes: {}", json.len(), String::from_utf8_lossy(&json));
+}

@@ -1,0 +1,219 @@
+//! Rerun and retry (DOMAIN.md §8): the reset-set vectors, what reset, resumed and removed
+//! operations look like afterwards, re-adding, and the bounds of the automatic retry.
+
+mod agenda_support;
+
+use std::collections::BTreeSet;
+
+use agenda_support::*;
+use pop_domain::agenda::{AgendaError, AgendaEvent, RerunReset, reset_closure};
+use pop_domain::{ErrorCode, ProcessingState, message};
+use serde_json::json;
+
+use ProcessingState::{Complete, Waiting};
+
+fn names(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn reset_vectors_of_section_8() {
+    let agenda = rerun_vector_agenda();
+    for (seeds, reset, removed) in [
+        (vec!["3"], vec!["3", "5"], vec![]),
+        (vec!["2"], vec!["2", "3"], vec!["4", "5"]),
+        (vec!["1"], vec!["1", "2", "3"], vec!["4", "5"]),
+    ] {
+        let seeds: BTreeSet<String> = seeds.iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            reset_closure(&agenda.operations, &seeds),
+            (names(&reset), names(&removed)),
+            "{seeds:?}"
+        );
+    }
+}
+
+/// The §8 agenda, run to COMPLETE/failed: 1, 2, 3 succeeded, 4 failed, 5 cancelled.
+fn vector_agenda_failed() -> Vec<AgendaEvent> {
+    let mut c = running(rerun_vector_agenda());
+    c.push(report(
+        "w1",
+        10,
+        ops(vec![succeeded("1"), succeeded("2"), succeeded("3"), failed("4")]),
+    ));
+    history(c)
+}
+
+#[test]
+fn rerun_events_carry_the_vectors() {
+    let given = vector_agenda_failed();
+    for (flags, reset, resumed, removed) in [
+        (vec!["operationsToReset=3"], vec!["3", "5"], vec!["4"], vec![]),
+        (vec!["operationsToReset=2"], vec!["2", "3"], vec![], vec!["4", "5"]),
+        (vec!["operationsToReset=1"], vec!["1", "2", "3"], vec![], vec!["4", "5"]),
+        (vec!["resetAll"], vec!["1", "2", "3"], vec![], vec!["4", "5"]),
+        (vec!["continue"], vec![], vec!["4", "5"], vec![]),
+    ] {
+        let events = pop_domain::Aggregate::decide(&replay(&given), &rerun(&flags, 20)).unwrap();
+        let AgendaEvent::Rerun(e) = &events[0] else { panic!("{events:?}") };
+        assert_eq!(
+            (&e.reset_operations, &e.resumed_operations, &e.removed_operations),
+            (&names(&reset), &names(&resumed), &names(&removed)),
+            "{flags:?}"
+        );
+        assert!(matches!(events[1], AgendaEvent::Readded(_)));
+    }
+}
+
+#[test]
+fn reset_operations_are_cleared_removed_ones_dropped_and_the_agenda_readded() {
+    let state = check(
+        &vector_agenda_failed(),
+        rerun(&["operationsToReset=2"], 20),
+        Then::Types(vec!["AgendaRerun", "AgendaReadded"]),
+    );
+    assert!(state.is_schedulable());
+    let op_names: Vec<_> =
+        state.progress().operation_progress.iter().map(|p| p.operation.as_str()).collect();
+    assert_eq!(op_names, ["1", "2", "3"]);
+    assert_eq!(state.agenda().unwrap().operations.len(), 3);
+    let one = state.operation("1").unwrap();
+    assert_eq!(
+        (one.processing_state, one.result_payload.clone()),
+        (Complete, json!({"out": "1"})),
+        "1 keeps its result"
+    );
+    let two = state.operation("2").unwrap();
+    assert_eq!(
+        (two.processing_state, two.processing_state_message.as_deref()),
+        (Waiting, Some("pending"))
+    );
+    assert!(
+        two.result_payload.is_null()
+            && two.diagnostic_events.is_empty()
+            && two.percent_complete.is_none()
+    );
+    assert_eq!(two.attempt_count, 1, "attempts over the operation's life are kept");
+    assert_eq!(state.progress().percent_complete, Some(33.33));
+    assert!(state.progress().completed_time.is_none());
+}
+
+#[test]
+fn skip_execution_and_do_not_run_leave_the_agenda_pending() {
+    let state = check(
+        &vector_agenda_failed(),
+        rerun(&["continue", "skipExecution"], 20),
+        Then::Types(vec!["AgendaRerun"]),
+    );
+    assert!(state.is(Waiting, message::PENDING));
+    assert!(!state.is_schedulable());
+}
+
+#[test]
+fn operations_to_reset_must_exist() {
+    check(
+        &vector_agenda_failed(),
+        rerun(&["operationsToReset=2,nine"], 20),
+        Then::Refused(ErrorCode::Validation, "\"nine\""),
+    );
+}
+
+#[test]
+fn a_running_agenda_must_be_cancelled_before_a_rerun() {
+    let given = history(running(rerun_vector_agenda()));
+    check(
+        &given,
+        rerun(&[], 20),
+        Then::Refused(ErrorCode::Conflict, "cannot rerun an agenda that is WAITING/scheduled"),
+    );
+}
+
+#[test]
+fn continue_keeps_succeeded_results_and_resumes_the_rest() {
+    let state = check(
+        &vector_agenda_failed(),
+        rerun(&["continue"], 20),
+        Then::Types(vec!["AgendaRerun", "AgendaReadded"]),
+    );
+    assert_eq!(state.operation("3").unwrap().processing_state, Complete);
+    let four = state.operation("4").unwrap();
+    assert_eq!((four.processing_state, four.diagnostic_events.len()), (Waiting, 1));
+    assert_eq!(state.progress().percent_complete, Some(60.0));
+}
+
+#[test]
+fn retry_is_a_continue_rerun_with_its_own_decision_event() {
+    let given = vector_agenda_failed();
+    let state = check(
+        &given,
+        retry(30),
+        Then::Types(vec!["AgendaRetryDecided", "AgendaRerun", "AgendaReadded"]),
+    );
+    let events = pop_domain::Aggregate::decide(&replay(&given), &retry(30)).unwrap();
+    let AgendaEvent::RetryDecided(d) = &events[0] else { panic!() };
+    assert_eq!((d.attempt, d.maximum_attempts), (2, 3));
+    let AgendaEvent::Rerun(r) = &events[1] else { panic!() };
+    assert_eq!(r.flags.reset, RerunReset::Continue);
+    assert!(state.is_schedulable());
+    // Only failed agendas are retried: a cancellation is a person's decision.
+    check(
+        &history(vec![submit(agenda_of(&["a"], json!({}))), cancel(5)]),
+        retry(30),
+        Then::Refused(ErrorCode::Conflict, "cannot retry an agenda that is COMPLETE/cancelled"),
+    );
+}
+
+/// Fails the one-operation agenda `attempts` times, retrying in between.
+fn failed_times(agenda_params: serde_json::Value, attempts: u32) -> Vec<AgendaEvent> {
+    let mut c = vec![submit(agenda_of(&["a"], agenda_params))];
+    for i in 0..attempts as i64 {
+        let at = i * 100;
+        if i > 0 {
+            c.push(retry(at));
+        }
+        c.extend([
+            queue(at + 1),
+            claim("w1", "l", at + 2),
+            report("w1", at + 3, ops(vec![failed("a")])),
+        ]);
+    }
+    history(c)
+}
+
+#[test]
+fn retries_stop_at_maximum_attempts() {
+    for (agenda_params, maximum) in [
+        (json!({}), 3),
+        (json!({"maximumAttempts": 5}), 5),
+        (json!({"maximumAttempts": "5"}), 5),
+        (json!({"maximumAttempts": 50}), 20),
+        (json!({"maximumAttempts": "0"}), 1),
+    ] {
+        let given = failed_times(agenda_params.clone(), maximum);
+        let state = replay(&given);
+        assert_eq!(state.progress().maximum_attempts, maximum, "{agenda_params}");
+        assert_eq!(state.progress().attempts_completed, maximum);
+        assert!(!state.can_retry());
+        check(
+            &given,
+            retry(10_000),
+            Then::Error(AgendaError::NoAttemptsLeft {
+                attempts_completed: maximum,
+                maximum_attempts: maximum,
+            }),
+        );
+        if maximum > 1 {
+            let before = failed_times(agenda_params.clone(), maximum - 1);
+            assert!(replay(&before).can_retry(), "{agenda_params}");
+            check(
+                &before,
+                retry(10_000),
+                Then::Types(vec!["AgendaRetryDecided", "AgendaRerun", "AgendaReadded"]),
+            );
+        }
+    }
+    assert_eq!(
+        AgendaError::NoAttemptsLeft { attempts_completed: 3, maximum_attempts: 3 }.code(),
+        ErrorCode::Conflict
+    );
+}

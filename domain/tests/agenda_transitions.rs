@@ -1,0 +1,409 @@
+//! Every processing-state transition of DOMAIN.md §3, allowed and refused, the lease rules of
+//! §7 and the reclaimer of §9, as `check(given, when, then)` tables.
+
+mod agenda_support;
+
+use agenda_support::*;
+use pop_domain::agenda::{AgendaCommand, AgendaError, AgendaEvent, AgendaQueued, ProgressReport};
+use pop_domain::{Aggregate, ErrorCode, ProcessingState, message};
+use serde_json::json;
+
+use ProcessingState::{Complete, Executing, Waiting};
+
+fn two_ops() -> pop_domain::Agenda {
+    agenda_of(&["a", "b"], json!({}))
+}
+
+/// Histories ending in each state of §3, named for the table.
+fn in_state(name: &str) -> Vec<AgendaEvent> {
+    let base = || vec![submit(two_ops()), queue(1), claim("w1", "l1", 2)];
+    let commands = match name {
+        "added" => vec![submit(two_ops())],
+        "queued" => vec![submit(two_ops()), queue(1)],
+        "scheduled" => base(),
+        "executing" => {
+            let mut c = base();
+            c.push(report("w1", 10, ops(vec![executing("a", 50.0)])));
+            c
+        }
+        "succeeded" | "failed" | "pending" => {
+            let mut c = base();
+            let outcome = if name == "succeeded" { succeeded("b") } else { failed("b") };
+            c.push(report("w1", 10, ops(vec![succeeded("a"), outcome])));
+            if name == "pending" {
+                c.push(rerun(&["skipExecution"], 20));
+            }
+            c
+        }
+        "cancelled" => vec![submit(two_ops()), cancel(5)],
+        other => panic!("no history for {other}"),
+    };
+    history(commands)
+}
+
+const ALL_STATES: [&str; 8] =
+    ["added", "queued", "scheduled", "executing", "succeeded", "failed", "cancelled", "pending"];
+
+fn state_label(name: &str) -> (ProcessingState, &'static str) {
+    match name {
+        "added" => (Waiting, "added"),
+        "queued" => (Waiting, "queued"),
+        "scheduled" => (Waiting, "scheduled"),
+        "executing" => (Executing, "Running Operations"),
+        "succeeded" => (Complete, "succeeded"),
+        "failed" => (Complete, "failed"),
+        "cancelled" => (Complete, "cancelled"),
+        "pending" => (Waiting, "pending"),
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn the_histories_reach_the_states_they_are_named_for() {
+    for name in ALL_STATES {
+        let state = replay(&in_state(name));
+        let (s, m) = state_label(name);
+        assert_eq!((state.processing_state(), state.message()), (s, m), "{name}");
+    }
+}
+
+/// One row: from which states a command is allowed; from every other state it must be refused
+/// with CONFLICT. `command` builds the command at a time after every history.
+struct Rule {
+    command: fn() -> AgendaCommand,
+    allowed_from: &'static [&'static str],
+    then_types: &'static [&'static str],
+}
+
+#[test]
+fn every_command_is_allowed_exactly_from_the_states_of_section_3() {
+    let rules = [
+        Rule { command: || queue(100), allowed_from: &["added"], then_types: &["AgendaQueued"] },
+        Rule {
+            command: || claim("w9", "l9", 100),
+            allowed_from: &["queued"],
+            then_types: &["AgendaClaimed"],
+        },
+        Rule {
+            command: || report("w1", 100, ProgressReport::default()),
+            allowed_from: &["scheduled", "executing"],
+            then_types: &["AgendaProgressReported"],
+        },
+        Rule {
+            command: || cancel(100),
+            allowed_from: &["added", "queued", "scheduled", "executing", "pending"],
+            then_types: &["AgendaCancelled"],
+        },
+        Rule {
+            command: || rerun(&[], 100),
+            allowed_from: &["succeeded", "failed", "cancelled"],
+            then_types: &["AgendaRerun", "AgendaReadded"],
+        },
+        Rule {
+            command: || retry(100),
+            allowed_from: &["failed"],
+            then_types: &["AgendaRetryDecided", "AgendaRerun", "AgendaReadded"],
+        },
+        Rule {
+            // Leases of the histories expire at t(302) or t(310).
+            command: || reclaim(1000),
+            allowed_from: &["scheduled", "executing"],
+            then_types: &["AgendaTimedOut", "AgendaRequeued"],
+        },
+        Rule {
+            command: || expand(vec![op("c", json!({}), json!({}))], 100),
+            allowed_from: &["added", "queued", "scheduled", "executing", "pending"],
+            then_types: &["OperationsExpanded"],
+        },
+        Rule { command: || submit(two_ops()), allowed_from: &[], then_types: &[] },
+    ];
+    for rule in &rules {
+        for from in ALL_STATES {
+            let given = in_state(from);
+            let when = (rule.command)();
+            let verb = when.verb();
+            let result = replay(&given).decide(&when);
+            if rule.allowed_from.contains(&from) {
+                let types: Vec<_> = match &result {
+                    Ok(events) => events.iter().map(pop_domain::EventCodec::event_type).collect(),
+                    Err(e) => panic!("{verb} from {from} refused: {e}"),
+                };
+                assert_eq!(types, rule.then_types, "{verb} from {from}");
+            } else {
+                match result {
+                    Err(e) => assert_eq!(e.code(), ErrorCode::Conflict, "{verb} from {from}: {e}"),
+                    Ok(events) => panic!("{verb} from {from} accepted: {events:?}"),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_command_on_a_missing_agenda_is_not_found() {
+    for when in [
+        queue(1),
+        claim("w1", "l1", 1),
+        report("w1", 1, ProgressReport::default()),
+        expand(vec![], 1),
+        rerun(&[], 1),
+        retry(1),
+        cancel(1),
+        reclaim(1),
+    ] {
+        check(&[], when, Then::Error(AgendaError::NotFound));
+    }
+    assert_eq!(AgendaError::NotFound.code(), ErrorCode::NotFound);
+}
+
+#[test]
+fn submission_records_a_waiting_added_agenda_with_waiting_operations() {
+    let state = check(&[], submit(two_ops()), Then::Types(vec!["AgendaSubmitted"]));
+    let p = state.progress();
+    assert_eq!(
+        (p.processing_state, p.processing_state_message.as_deref()),
+        (Waiting, Some("added"))
+    );
+    assert_eq!(p.id, "progress-1");
+    assert_eq!(p.agenda_id, "agenda-1");
+    assert_eq!(p.customer_id, "acme");
+    assert_eq!(p.maximum_attempts, 3);
+    assert_eq!(p.percent_complete, Some(0.0));
+    assert_eq!(p.agenda_insight, Some(insight()));
+    assert_eq!(p.added_time, Some(t(0)));
+    let ids: Vec<_> = p.operation_progress.iter().map(|o| o.id.as_str()).collect();
+    assert_eq!(ids, ["progress-1-a", "progress-1-b"]);
+    assert!(p.operation_progress.iter().all(|o| o.processing_state == Waiting
+        && o.customer_id == "acme"
+        && o.agenda_progress_id == "progress-1"));
+    assert!(state.is_schedulable());
+    assert_eq!(state.agenda().and_then(|a| a.agenda_insight.clone()), Some(insight()));
+}
+
+#[test]
+fn submission_is_validated_and_only_once() {
+    let given = history(vec![submit(two_ops())]);
+    check(&given, submit(two_ops()), Then::Refused(ErrorCode::Conflict, "already exists"));
+
+    let mut bad = agenda_of(&["a", "A"], json!({"maximumAttempts": "often"}));
+    bad.progress_id = None;
+    let state = check(&[], submit(bad), Then::Refused(ErrorCode::Validation, "progressId"));
+    assert!(!state.exists());
+    let Err(AgendaError::Invalid(errors)) =
+        replay(&[]).decide(&submit(agenda_of(&["a", "A"], json!({"maximumAttempts": "often"}))))
+    else {
+        panic!("expected validation errors")
+    };
+    let fields: Vec<_> = errors.errors.iter().map(|e| e.field.as_str()).collect();
+    assert!(fields.contains(&"params.maximumAttempts"), "{fields:?}");
+    assert!(fields.iter().any(|f| f.starts_with("operations[1]")), "{fields:?}");
+}
+
+#[test]
+fn do_not_run_agendas_are_recorded_but_never_queued() {
+    let given = history(vec![submit(agenda_of(&["a"], json!({"doNotRun": "true"})))]);
+    let state = replay(&given);
+    assert!(state.is(Waiting, message::ADDED));
+    assert!(!state.is_schedulable());
+    check(&given, queue(1), Then::Error(AgendaError::DoNotRun));
+}
+
+#[test]
+fn queue_and_claim_record_time_and_lease() {
+    let given = history(vec![submit(two_ops())]);
+    check(&given, queue(7), Then::Events(vec![AgendaEvent::Queued(AgendaQueued { time: t(7) })]));
+    let given = history(vec![submit(two_ops()), queue(1)]);
+    let state = check(&given, claim("w1", "l1", 2), Then::Types(vec!["AgendaClaimed"]));
+    assert!(state.is(Waiting, message::SCHEDULED));
+    let lease = state.lease().unwrap();
+    assert_eq!(
+        (lease.holder.as_str(), lease.lease_id.as_str(), lease.expires),
+        ("w1", "l1", t(302))
+    );
+    // A lease that is already over is bad input.
+    let when = AgendaCommand::Claim {
+        holder: "w1".into(),
+        lease_id: "l1".into(),
+        lease_expires: t(2),
+        now: t(2),
+    };
+    check(&given, when, Then::Refused(ErrorCode::Validation, "leaseExpires"));
+}
+
+#[test]
+fn only_the_current_lease_holder_may_report() {
+    let given = in_state("scheduled");
+    check(
+        &given,
+        report("w2", 10, ProgressReport::default()),
+        Then::Error(AgendaError::LeaseSuperseded {
+            holder: "w2".into(),
+            lease_id: None,
+            current_holder: "w1".into(),
+            current_lease_id: "l1".into(),
+        }),
+    );
+    check(
+        &given,
+        report_with_lease("w1", "l0", 10),
+        Then::Refused(ErrorCode::Conflict, "superseded"),
+    );
+    let state = check(
+        &given,
+        report_with_lease("w1", "l1", 10),
+        Then::Types(vec!["AgendaProgressReported"]),
+    );
+    assert_eq!(state.processing_state(), Executing);
+    assert_eq!(state.message(), "Running Operations");
+    assert_eq!(state.lease().unwrap().expires, t(310), "each report renews the lease");
+    assert_eq!(state.progress().started_time, Some(t(10)));
+}
+
+#[test]
+fn reports_on_queued_or_added_agendas_have_lost_their_lease() {
+    for from in ["added", "queued", "pending"] {
+        check(
+            &in_state(from),
+            report("w1", 100, ProgressReport::default()),
+            Then::Refused(ErrorCode::Conflict, "no longer holds"),
+        );
+    }
+}
+
+#[test]
+fn reports_after_cancel_complete_and_reclaim_are_rejected() {
+    let mut given = in_state("executing");
+    given.extend(replay(&given).decide(&cancel(20)).unwrap());
+    check(
+        &given,
+        report("w1", 30, ProgressReport::default()),
+        Then::Error(AgendaError::AgendaCancelled),
+    );
+
+    check(
+        &in_state("succeeded"),
+        report("w1", 30, ProgressReport::default()),
+        Then::Error(AgendaError::AgendaComplete { message: "succeeded".into() }),
+    );
+
+    // Reclaimed and requeued: the old holder lost its lease ...
+    let given = history(vec![submit(two_ops()), queue(1), claim("w1", "l1", 2), reclaim(400)]);
+    let state = replay(&given);
+    assert!(state.is(Waiting, message::ADDED));
+    check(
+        &given,
+        report("w1", 401, ProgressReport::default()),
+        Then::Refused(ErrorCode::Conflict, "no longer holds"),
+    );
+    // ... and once another worker claims it, the old lease is superseded, even by the same
+    // worker under its old lease id.
+    let given = history(vec![
+        submit(two_ops()),
+        queue(1),
+        claim("w1", "l1", 2),
+        reclaim(400),
+        queue(401),
+        claim("w1", "l2", 402),
+    ]);
+    check(
+        &given,
+        report_with_lease("w1", "l1", 403),
+        Then::Refused(ErrorCode::Conflict, "superseded"),
+    );
+    check(&given, report_with_lease("w1", "l2", 403), Then::Types(vec!["AgendaProgressReported"]));
+}
+
+#[test]
+fn a_late_report_before_the_reclaimer_ran_is_accepted() {
+    // The lease expired at t(302) but nobody reclaimed it: still the current lease.
+    check(
+        &in_state("scheduled"),
+        report("w1", 900, ProgressReport::default()),
+        Then::Types(vec!["AgendaProgressReported"]),
+    );
+}
+
+#[test]
+fn cancel_completes_with_cancelled_and_cancels_unfinished_operations() {
+    let state = check(&in_state("executing"), cancel(20), Then::Types(vec!["AgendaCancelled"]));
+    assert!(state.is_cancelled());
+    assert!(state.lease().is_none());
+    assert_eq!(state.progress().attempts_completed, 1);
+    assert_eq!(state.progress().completed_time, Some(t(20)));
+    assert_eq!(op_state(&state, "a"), (Complete, "cancelled".into()));
+    assert_eq!(op_state(&state, "b"), (Complete, "cancelled".into()));
+    assert_eq!(state.progress().percent_complete, Some(0.0), "cancelled work is not done work");
+    assert!(state.progress().diagnostic_events[0].message.contains("customer asked"));
+}
+
+#[test]
+fn reclaim_needs_an_expired_lease() {
+    check(
+        &in_state("scheduled"),
+        reclaim(301),
+        Then::Error(AgendaError::LeaseNotExpired { holder: "w1".into(), expires: t(302) }),
+    );
+    let state = check(
+        &in_state("scheduled"),
+        reclaim(302),
+        Then::Types(vec!["AgendaTimedOut", "AgendaRequeued"]),
+    );
+    assert!(state.is_schedulable());
+    assert!(state.lease().is_none());
+    let diagnostic = &state.progress().diagnostic_events[0];
+    assert_eq!(diagnostic.message, "AgendaProgress timed out.");
+    assert_eq!(diagnostic.time, Some(t(302)));
+    assert_eq!(state.progress().attempts_completed, 1);
+}
+
+#[test]
+fn reclaim_interrupts_executing_operations() {
+    let given = in_state("executing");
+    let state = check(&given, reclaim(1000), Then::Types(vec!["AgendaTimedOut", "AgendaRequeued"]));
+    assert_eq!(op_state(&state, "a"), (Waiting, "pending".into()));
+    assert_eq!(state.operation("a").unwrap().attempt_count, 1, "the attempt stays counted");
+    assert_eq!(state.progress().percent_complete, Some(0.0));
+}
+
+#[test]
+fn a_worker_that_always_dies_fails_the_agenda_after_maximum_attempts() {
+    for (agenda_params, attempts) in
+        [(json!({}), 3), (json!({"maximumAttempts": 1}), 1), (json!({"maximumAttempts": "5"}), 5)]
+    {
+        let mut commands = vec![submit(agenda_of(&["a"], agenda_params.clone()))];
+        let mut at = 0;
+        for _ in 0..attempts - 1 {
+            commands.extend([queue(at + 1), claim("w1", "l", at + 2), reclaim(at + 400)]);
+            at += 1000;
+        }
+        commands.extend([queue(at + 1), claim("w1", "l", at + 2)]);
+        let given = history(commands);
+        assert_eq!(replay(&given).progress().attempts_completed, attempts - 1);
+        let state = check(
+            &given,
+            reclaim(at + 400),
+            Then::Types(vec!["AgendaTimedOut", "AgendaCompleted"]),
+        );
+        assert!(state.is_failed(), "{agenda_params}");
+        assert_eq!(state.progress().attempts_completed, attempts, "counted once, not twice");
+        assert_eq!(op_state(&state, "a"), (Complete, "cancelled".into()));
+        let mut given = given;
+        given.extend(replay(&given).decide(&reclaim(at + 400)).unwrap());
+        check(
+            &given,
+            retry(at + 500),
+            Then::Error(AgendaError::NoAttemptsLeft {
+                attempts_completed: attempts,
+                maximum_attempts: attempts,
+            }),
+        );
+    }
+}
+
+#[test]
+fn errors_name_what_is_wrong() {
+    let e = replay(&in_state("queued")).decide(&queue(5)).unwrap_err();
+    assert_eq!(e.to_string(), "cannot queue an agenda that is WAITING/queued");
+    let e = replay(&in_state("succeeded")).decide(&cancel(50)).unwrap_err();
+    assert_eq!(e.to_string(), "cannot cancel an agenda that is COMPLETE/succeeded");
+}
