@@ -38,9 +38,9 @@ pub mod epoch_ms {
                 if let Ok(ms) = s.trim().parse::<i64>() {
                     return from_value(&Value::from(ms));
                 }
-                DateTime::parse_from_rfc3339(s.trim())
-                    .map(|t| Some(t.with_timezone(&Utc)))
-                    .map_err(|e| format!("time {s:?} is neither epoch milliseconds nor RFC 3339: {e}"))
+                DateTime::parse_from_rfc3339(s.trim()).map(|t| Some(t.with_timezone(&Utc))).map_err(
+                    |e| format!("time {s:?} is neither epoch milliseconds nor RFC 3339: {e}"),
+                )
             }
             other => Err(format!("time must be a number or a string, not {other}")),
         }
@@ -61,7 +61,10 @@ pub mod epoch_ms {
         use serde::{Deserialize, Deserializer, Serializer, de::Error};
         use serde_json::Value;
 
-        pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        pub fn serialize<S: Serializer>(
+            t: &Option<DateTime<Utc>>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
             match t {
                 Some(t) => s.serialize_some(&t.timestamp_millis()),
                 None => s.serialize_none(),
@@ -78,7 +81,9 @@ pub mod epoch_ms {
 }
 
 /// The coarse state of an agenda or operation (DOMAIN.md §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ProcessingState {
     #[default]

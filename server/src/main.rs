@@ -1,2 +1,34 @@
-//! The `pop` binary (being written).
-fn main() {}
+//! The `pop` binary: CLI, configuration, logging, wiring and shutdown. The only crate that
+//! reads the wall clock for commands, generates ids and picks a store backend.
+
+mod cli;
+mod demo;
+mod log_cmd;
+mod serve;
+
+use anyhow::Result;
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = cli::Cli::parse();
+    init_tracing(&cli.log_format);
+    match cli.command {
+        cli::Command::Serve(args) => serve::run(args).await,
+        cli::Command::Log(args) => log_cmd::run(args).await,
+        cli::Command::Demo(args) => demo::run(args).await,
+    }
+}
+
+/// Logs go to stderr so that commands such as `pop log` keep stdout for data. `RUST_LOG`
+/// filters (default `info`); `--log-format json` gives one JSON object per line for
+/// collectors.
+fn init_tracing(format: &cli::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        cli::LogFormat::Text => builder.init(),
+        cli::LogFormat::Json => builder.json().init(),
+    }
+}

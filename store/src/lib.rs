@@ -1,1 +1,106 @@
-//! pop event store (being written).
+//! pop's event store: the [`EventStore`] contract every backend keeps, the embedded SQLite
+//! backend, the one conformance suite every backend must pass, and command execution
+//! ([`execute`]) that turns a pure `decide` into an optimistic-concurrency append.
+//!
+//! The log is the only truth in pop. This crate must never:
+//! - change, reorder or re-serialise an event once `append` has returned (data and metadata
+//!   come back byte for byte);
+//! - acknowledge an append before it is durable to the degree the operator chose
+//!   ([`sqlite::Durability`]);
+//! - let a reader see a global position before every position below it is readable (a
+//!   subscriber that passes a position never gets an event at a lower one later);
+//! - read a clock other than the injected [`Clock`] for anything it stores as time (the only
+//!   other reading is the time prefix of the UUID v7 event ids [`execute`] mints), or panic on
+//!   bad input: every limit and conflict is a typed [`StoreError`];
+//! - know about the domain beyond the `Aggregate`/`EventCodec` traits used by [`execute`].
+
+mod cache;
+mod clock;
+pub mod conformance;
+mod error;
+mod event;
+pub mod execute;
+pub mod limits;
+mod position;
+pub mod sqlite;
+mod subscribe;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+pub use clock::{Clock, fixed_clock, system_clock};
+pub use error::{Limit, StoreError};
+pub use event::{
+    ActualVersion, AppendResult, Direction, EventMetadata, ExpectedVersion, NewEvent, RecordedEvent,
+};
+pub use execute::{ExecuteError, Executed, Executor};
+pub use position::{Position, PositionParseError};
+pub use sqlite::{Durability, SqliteOptions, SqliteStore};
+pub use subscribe::{ReadAfter, SUBSCRIPTION_BATCH, subscribe_by_polling};
+
+/// The contract every backend keeps (DESIGN.md, "The store contract"). Object safe, so the
+/// server holds an `Arc<dyn EventStore>` and picks the backend at runtime.
+///
+/// Versions: the first event of a stream has version 0; a stream's version is the version of
+/// its last event. Positions: global, opaque, strictly increasing in commit order.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends `events` to `stream` atomically if the stream is at `expected`.
+    ///
+    /// Returns the stream's new version and the global position of the last event. A
+    /// mismatch is [`StoreError::WrongExpectedVersion`]; a deleted stream is
+    /// [`StoreError::StreamDeleted`]. Re-sending an append whose event ids were already
+    /// written to this stream at the places this append would give them returns the original
+    /// result and writes nothing; event ids reused any other way are
+    /// [`StoreError::DuplicateEventId`]. An empty `events` is [`StoreError::EmptyAppend`].
+    ///
+    /// An append whose caller stops waiting (a dropped future, a timeout) may still commit;
+    /// re-sending it with the same event ids tells which.
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError>;
+
+    /// Reads up to `max` events of `stream` starting at version `from_version` (inclusive),
+    /// in `direction`. Backwards from `u64::MAX` reads the latest events.
+    ///
+    /// A stream that never existed reads as an empty list (not an error); a deleted stream is
+    /// [`StoreError::StreamDeleted`]. The result may hold fewer than `max` events before the
+    /// end (a byte cap, [`limits::MAX_READ_BATCH_BYTES`]); only an empty result means the end.
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        max: usize,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Reads up to `max` events of the global log after `after` (exclusive) in global order.
+    /// Events of deleted streams are gone. As with `read_stream`, only an empty result means
+    /// nothing more is committed yet.
+    async fn read_all(&self, after: Position, max: usize)
+    -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Every event after `after`, first those already committed (catch-up), then each new one
+    /// as it commits (live), in global order, each exactly once. The stream ends after an
+    /// `Err` (e.g. [`StoreError::Closed`]); resume from the last position seen.
+    fn subscribe_all(
+        &self,
+        after: Position,
+    ) -> BoxStream<'static, Result<RecordedEvent, StoreError>>;
+
+    /// Deletes `stream` if it is at `expected`: its events leave the log for good and a
+    /// tombstone stays, so the stream reads as deleted and can never be appended to again.
+    /// Deleting a stream that never existed (with `Any` or `NoStream`) leaves a tombstone too.
+    async fn delete_stream(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+    ) -> Result<(), StoreError>;
+
+    /// The position of the last committed event ([`Position::START`] for an empty log). May
+    /// be the position of an event since deleted.
+    async fn head(&self) -> Result<Position, StoreError>;
+}

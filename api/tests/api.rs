@@ -1,0 +1,623 @@
+//! End-to-end tests of the API over real HTTP and WebSocket: a server bound on 127.0.0.1:0
+//! with a SQLite store in a temp dir and the real projections runner. Waits are bounded
+//! (`support::WAIT`) and fail with a message; nothing asserts on timing.
+
+mod support;
+
+use std::future::IntoFuture;
+use std::time::Duration;
+
+use futures::StreamExt;
+use pop_api::ApiConfig;
+use serde_json::{Value, json};
+use support::*;
+
+const PROGRESS: &str = "query($id: String!, $p: String) { agendaProgress(id: $id, atLeastPosition: $p) { id agendaId customerId processingState processingStateMessage percentComplete operationProgress { id operation processingState } } }";
+
+#[tokio::test]
+async fn submit_then_read_progress_with_at_least_position() {
+    let s = start(ApiConfig::default()).await;
+    let seeded = s.seed().await;
+    let (id, position) = s.submit(ACME, "acme", "batch-1", &seeded).await;
+    let data = s.ok(ACME, PROGRESS, json!({"id": id, "p": position})).await;
+    let p = &data["agendaProgress"];
+    assert_eq!(p["agendaId"], id.as_str());
+    assert_eq!(p["customerId"], "acme");
+    assert_eq!(
+        (p["processingState"].as_str(), p["processingStateMessage"].as_str()),
+        (Some("WAITING"), Some("added"))
+    );
+    assert_eq!(p["operationProgress"].as_array().unwrap().len(), 2);
+    assert_eq!(p["operationProgress"][0]["id"], format!("{id}-probe"));
+
+    let data = s
+        .ok(
+            ACME,
+            "query($p: String) { agenda(id: \"x\") { id } agendas(atLeastPosition: $p) { items { id agendaInsight { insightId resourcePoolId } addedTime } position hasNextPage } progressSummary(linkId: \"batch-1\") { processingState processingPercent progressList { agendaId } } operationProgress(id: \"nope\") { id } }",
+            json!({"p": position}),
+        )
+        .await;
+    assert_eq!(data["agenda"], Value::Null);
+    let item = &data["agendas"]["items"][0];
+    assert_eq!(
+        item["agendaInsight"],
+        json!({"insightId": "transcode", "resourcePoolId": "pool-1"})
+    );
+    assert!(item["addedTime"].as_str().unwrap().contains('T'), "ISO-8601 times: {item}");
+    assert_eq!(data["progressSummary"]["processingState"], "WAITING");
+    assert_eq!(data["progressSummary"]["progressList"][0]["agendaId"], id.as_str());
+
+    // The agenda's own history, for audits.
+    let data = s
+        .ok(ACME, "query($id: String!) { agendaEvents(agendaId: $id) { items { type version position data metadata } hasNextPage } }", json!({"id": id}))
+        .await;
+    let events = &data["agendaEvents"]["items"];
+    assert_eq!(events[0]["type"], "AgendaSubmitted");
+    assert_eq!(events[0]["position"], position.as_str());
+    assert_eq!(events[0]["metadata"]["customerId"], "acme");
+    assert_eq!(events[0]["metadata"]["actor"], "user:acme-user");
+}
+
+#[tokio::test]
+async fn mutations_cover_rerun_expand_templates_and_config_crud() {
+    let s = start(ApiConfig::default()).await;
+    let seeded = s.seed().await;
+    let (id, _) = s.submit(ACME, "acme", "l", &seeded).await;
+    let data = s
+        .ok(
+            ACME_SERVICE,
+            "mutation($id: String!) { expandAgenda(agendaId: $id, operations: [{name: \"thumb\", type: \"ffmpeg\"}], params: {tier: \"gold\"}, cid: \"cid-expand\") { agenda { operations { name } params } cid position } }",
+            json!({"id": id}),
+        )
+        .await;
+    assert_eq!(data["expandAgenda"]["agenda"]["operations"].as_array().unwrap().len(), 3);
+    assert_eq!(data["expandAgenda"]["cid"], "cid-expand");
+    s.cancel(ACME, &id).await;
+    let data = s
+        .ok(
+            ACME,
+            "mutation($id: String!) { rerunAgenda(agendaId: $id, params: [\"operationsToReset=encode\"]) { progress { processingState processingStateMessage } position } }",
+            json!({"id": id}),
+        )
+        .await;
+    assert_eq!(data["rerunAgenda"]["progress"]["processingStateMessage"], "added");
+
+    // Templates: created by the admin, run by a user, the result submitted and bound.
+    s.ok(
+        ADMIN,
+        "mutation($t: JSON!) { createTemplate(template: $t) { object { id } } }",
+        json!({"t": {"id": "tpl", "customerId": "acme", "staticParameters": {"codec": "h264"},
+                      "agenda": {"operations": [{"name": "a", "type": "ffmpeg", "payload": "@<codec>-@<pop.payload::/file>"}]}}}),
+    )
+    .await;
+    let data = s
+        .ok(
+            ACME,
+            "mutation { runTemplate(templateId: \"tpl\", payload: {file: \"x.mov\"}, atLeastPosition: null) { agenda { customerId operations { payload } } } }",
+            json!({}),
+        )
+        .await;
+    let run = &data["runTemplate"]["agenda"];
+    assert_eq!(
+        (run["customerId"].as_str(), &run["operations"][0]["payload"]),
+        (Some("acme"), &json!("h264-x.mov"))
+    );
+
+    // Config CRUD returns the resulting object and a position.
+    let data = s
+        .ok(ADMIN, "mutation { updateCustomer(customer: {id: \"acme\", title: \"Acme Corp\", resourcePoolId: \"pool-1\"}) { object { title addedTime updatedTime } position } }", json!({}))
+        .await;
+    assert_eq!(data["updateCustomer"]["object"]["title"], "Acme Corp");
+    let data = s
+        .ok(
+            ADMIN,
+            "mutation { deleteInsight(id: \"transcode\") { object { id } deleted position } }",
+            json!({}),
+        )
+        .await;
+    let position = data["deleteInsight"]["position"].as_str().unwrap().to_string();
+    assert_eq!(data["deleteInsight"]["deleted"], true);
+    let data = s
+        .ok(ADMIN, "query($p: String) { insight(id: \"transcode\", atLeastPosition: $p) { id } resourcePool(id: \"pool-1\") { insightIds } }", json!({"p": position}))
+        .await;
+    assert_eq!(data, json!({"insight": null, "resourcePool": {"insightIds": []}}));
+}
+
+#[tokio::test]
+async fn unauthenticated_and_forbidden() {
+    let s = start(ApiConfig::default()).await;
+    let query = json!({"query": "{ me { name } }"});
+    for token in [None, Some("tok_not_a_known_token_0000000000")] {
+        let (status, body) = s.post(token, query.clone()).await;
+        assert_eq!(status, 401, "{body:#}");
+        assert_eq!(code(&body["errors"][0]), "UNAUTHENTICATED");
+        assert!(body["errors"][0]["extensions"]["cid"].is_string(), "{body:#}");
+    }
+    let me = s.ok(ACME, "{ me { name role customers } }", json!({})).await;
+    assert_eq!(me["me"], json!({"name": "acme-user", "role": "user", "customers": ["acme"]}));
+
+    let e = s
+        .err(
+            ACME_SERVICE,
+            "mutation($a: JSON!) { submitAgenda(agenda: $a) { position } }",
+            json!({"a": agenda("acme", "l")}),
+        )
+        .await;
+    assert_eq!(code(&e), "FORBIDDEN", "{e:#}");
+    let e = s
+        .err(
+            ACME,
+            "mutation { createCustomer(customer: {id: \"x\", title: \"x\"}) { position } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&e), "FORBIDDEN", "{e:#}");
+    let e = s.err(ACME, "{ events { items { type } } }", json!({})).await;
+    assert_eq!(code(&e), "FORBIDDEN", "{e:#}");
+    let e = s
+        .err(
+            ACME,
+            "mutation($a: JSON!) { submitAgenda(agenda: $a) { position } }",
+            json!({"a": agenda("globex", "l")}),
+        )
+        .await;
+    assert_eq!(code(&e), "FORBIDDEN", "{e:#}");
+}
+
+#[tokio::test]
+async fn every_error_has_a_code_a_cid_and_names_its_field() {
+    let s = start(ApiConfig::default()).await;
+    let seeded = s.seed().await;
+    const SUBMIT: &str = "mutation($a: JSON!, $cid: String, $p: String) { submitAgenda(agenda: $a, cid: $cid, atLeastPosition: $p) { position } }";
+
+    // VALIDATION lists every problem, with the client's cid.
+    let bad = json!({"customerId": "acme", "operations": [{"name": "a", "params": {"dependsOn": "ghost"}}, {"name": "A"}]});
+    let e = s.err(ACME, SUBMIT, json!({"a": bad, "cid": "my-cid", "p": seeded})).await;
+    assert_eq!(code(&e), "VALIDATION", "{e:#}");
+    assert_eq!(e["extensions"]["cid"], "my-cid");
+    let problems = e["extensions"]["problems"].as_array().unwrap();
+    assert!(problems.len() >= 2, "every problem listed: {e:#}");
+    assert!(problems.iter().all(|p| p["field"].is_string() && p["message"].is_string()));
+
+    // No matching insight: NOT_FOUND and nothing stored.
+    let unbound = json!({"customerId": "acme", "operations": [{"name": "a", "type": "cobol"}]});
+    let e = s.err(ACME, SUBMIT, json!({"a": unbound, "p": seeded})).await;
+    assert_eq!(code(&e), "NOT_FOUND", "{e:#}");
+    assert!(e["message"].as_str().unwrap().contains("agendaInsight"), "{e:#}");
+    assert!(e["extensions"]["cid"].is_string());
+    let data = s.ok(ADMIN, "{ events(first: 200) { items { type } } }", json!({})).await;
+    assert!(
+        data["events"]["items"].as_array().unwrap().iter().all(|e| e["type"] != "AgendaSubmitted")
+    );
+
+    // Unknown customer: VALIDATION on customerId.
+    let e = s.err(ADMIN, SUBMIT, json!({"a": agenda("nobody", "l"), "p": seeded})).await;
+    assert_eq!(
+        (code(&e), e["extensions"]["problems"][0]["field"].as_str()),
+        ("VALIDATION", Some("customerId"))
+    );
+
+    // NOT_FOUND on writes to what does not exist.
+    let e =
+        s.err(ACME, "mutation { rerunAgenda(agendaId: \"ghost\") { position } }", json!({})).await;
+    assert_eq!(code(&e), "NOT_FOUND");
+    assert!(e["message"].as_str().unwrap().contains("ghost"));
+
+    // CONFLICT: cancelling a cancelled agenda; creating an existing customer.
+    let (id, _) = s.submit(ACME, "acme", "l", &seeded).await;
+    s.cancel(ACME, &id).await;
+    let e = s
+        .err(
+            ACME,
+            "mutation($id: String!) { cancelAgenda(agendaId: $id) { position } }",
+            json!({"id": id}),
+        )
+        .await;
+    assert_eq!(code(&e), "CONFLICT", "{e:#}");
+    let e = s
+        .err(
+            ADMIN,
+            "mutation { createCustomer(customer: {id: \"acme\", title: \"again\"}) { position } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&e), "CONFLICT", "{e:#}");
+
+    // VALIDATION of rerun flags, cursors and positions.
+    let e = s.err(ACME, "mutation($id: String!) { rerunAgenda(agendaId: $id, params: [\"sometimes\"]) { position } }", json!({"id": id})).await;
+    assert_eq!(
+        (code(&e), e["extensions"]["problems"][0]["field"].as_str()),
+        ("VALIDATION", Some("params[0]"))
+    );
+    let e = s.err(ACME, "{ agendas(after: \"nonsense\") { position } }", json!({})).await;
+    assert_eq!(code(&e), "VALIDATION");
+    let e = s.err(ACME, "{ agendas(atLeastPosition: \"99999999\") { position } }", json!({})).await;
+    assert_eq!(code(&e), "VALIDATION", "beyond the head: {e:#}");
+    let e = s.err(ACME, "{ agendas(atLeastPosition: \"-1\") { position } }", json!({})).await;
+    assert_eq!(code(&e), "VALIDATION");
+
+    // BAD_REQUEST: what async-graphql refuses itself, and bodies that are not GraphQL.
+    let e = s.err(ACME, "{ agendas { nosuchfield } }", json!({})).await;
+    assert_eq!(code(&e), "BAD_REQUEST", "{e:#}");
+    assert!(e["extensions"]["cid"].is_string(), "{e:#}");
+    let e = s.err(ACME, "{ agendas(", json!({})).await;
+    assert_eq!(code(&e), "BAD_REQUEST");
+    let (status, body) = s.post(Some(ACME), json!("not a request")).await;
+    assert_eq!((status, code(&body["errors"][0])), (400, "BAD_REQUEST"));
+}
+
+#[tokio::test]
+async fn reads_time_out_with_a_code_when_projections_lag_and_readyz_says_so() {
+    let config = ApiConfig { read_wait: Duration::from_millis(100), ..ApiConfig::default() };
+    let s = start_with(config, false).await;
+    assert_eq!(s.get("/healthz").await.0, 200);
+    assert_eq!(s.get("/readyz").await.0, 503);
+    // A write the (stopped) projections never see.
+    let data = s
+        .ok(
+            ADMIN,
+            "mutation { createCustomer(customer: {id: \"acme\", title: \"A\"}) { position } }",
+            json!({}),
+        )
+        .await;
+    let position = data["createCustomer"]["position"].as_str().unwrap();
+    let e = s
+        .err(
+            ADMIN,
+            "query($p: String) { customers(atLeastPosition: $p) { position } }",
+            json!({"p": position}),
+        )
+        .await;
+    assert_eq!(code(&e), "TIMEOUT", "{e:#}");
+    assert!(e["extensions"]["cid"].is_string());
+}
+
+#[tokio::test]
+async fn limits_on_bodies_depth_pages_and_batches() {
+    let s = start(ApiConfig { max_body_bytes: 64 << 10, ..ApiConfig::default() }).await;
+    // Oversized body: refused before parsing.
+    let big = "x".repeat(100 << 10);
+    let (status, body) =
+        s.post(Some(ACME), json!({"query": "{ me { name } }", "variables": {"pad": big}})).await;
+    assert_eq!((status, code(&body["errors"][0])), (413, "BAD_REQUEST"), "{body:#}");
+
+    // Too deep: introspection nested past the depth limit.
+    let mut deep = "name".to_string();
+    for _ in 0..20 {
+        deep = format!("ofType {{ {deep} }}");
+    }
+    let e = s
+        .err(
+            ACME,
+            &format!("{{ __schema {{ types {{ fields {{ type {{ {deep} }} }} }} }} }}"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&e), "BAD_REQUEST", "{e:#}");
+    assert!(e["message"].as_str().unwrap().to_lowercase().contains("deep"), "{e:#}");
+
+    // Too big a page.
+    let e = s.err(ACME, "{ agendas(first: 100000) { position } }", json!({})).await;
+    assert_eq!(code(&e), "BAD_REQUEST", "{e:#}");
+    let e = s.err(ACME, "{ customers(first: 0) { position } }", json!({})).await;
+    assert_eq!(code(&e), "BAD_REQUEST", "{e:#}");
+
+    // Too many operations in one batch.
+    let batch: Vec<Value> = (0..17).map(|_| json!({"query": "{ me { name } }"})).collect();
+    let (status, body) = s.post(Some(ACME), Value::Array(batch)).await;
+    assert_eq!((status, code(&body["errors"][0])), (400, "BAD_REQUEST"), "{body:#}");
+
+    // GraphiQL's own introspection query fits the default limits.
+    let e = s.gql(ACME, "{ __schema { types { name fields { name type { name kind ofType { name kind ofType { name kind ofType { name kind ofType { name kind ofType { name kind ofType { name kind ofType { name kind } } } } } } } } } } } }", json!({})).await;
+    assert!(e.get("errors").is_none(), "{e:#}");
+}
+
+#[tokio::test]
+async fn isolation_of_every_query_and_mutation() {
+    let s = start(ApiConfig::default()).await;
+    let seeded = s.seed().await;
+    let (mine, _) = s.submit(ACME, "acme", "shared-link", &seeded).await;
+    let (theirs, position) = s.submit(GLOBEX, "globex", "shared-link", &seeded).await;
+
+    // Queries by id: another customer's objects look exactly like missing ones.
+    let data = s
+        .ok(
+            ACME,
+            "query($id: String!, $op: String!, $p: String) { agenda(id: $id, atLeastPosition: $p) { id } agendaProgress(id: $id) { id } operationProgress(id: $op) { id } agendaEvents(agendaId: $id) { position } customer(id: \"globex\") { id } }",
+            json!({"id": theirs, "op": format!("{theirs}-probe"), "p": position}),
+        )
+        .await;
+    assert_eq!(
+        data,
+        json!({"agenda": null, "agendaProgress": null, "operationProgress": null, "agendaEvents": null, "customer": null})
+    );
+
+    // Lists and summaries: only what the caller may see.
+    let data = s
+        .ok(
+            ACME,
+            "{ agendas { items { id } } agendaProgressList(filter: {linkId: \"shared-link\"}) { items { agendaId } } theirs: agendas(filter: {customerId: \"globex\"}) { items { id } } customers { items { id } } progressSummary(linkId: \"shared-link\") { progressList { agendaId } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(data["agendas"]["items"], json!([{"id": mine}]));
+    assert_eq!(data["agendaProgressList"]["items"], json!([{"agendaId": mine}]));
+    assert_eq!(data["theirs"]["items"], json!([]));
+    assert_eq!(data["customers"]["items"], json!([{"id": "acme"}]));
+    assert_eq!(data["progressSummary"]["progressList"], json!([{"agendaId": mine}]));
+    // The admin sees both.
+    let data = s.ok(ADMIN, "{ agendas { items { id } } }", json!({})).await;
+    assert_eq!(data["agendas"]["items"].as_array().unwrap().len(), 2);
+
+    // Every agenda mutation on another customer's agenda: NOT_FOUND, nothing changed.
+    for (token, mutation) in [
+        (ACME, "mutation($id: String!) { cancelAgenda(agendaId: $id) { position } }"),
+        (ACME, "mutation($id: String!) { rerunAgenda(agendaId: $id) { position } }"),
+        (
+            ACME_SERVICE,
+            "mutation($id: String!) { expandAgenda(agendaId: $id, operations: [{name: \"x\", type: \"ffmpeg\"}]) { position } }",
+        ),
+    ] {
+        let e = s.err(token, mutation, json!({"id": theirs})).await;
+        assert_eq!(code(&e), "NOT_FOUND", "{mutation}: {e:#}");
+    }
+    let data = s.ok(GLOBEX, PROGRESS, json!({"id": theirs})).await;
+    assert_eq!(data["agendaProgress"]["processingStateMessage"], "added", "untouched");
+
+    // Config writes by an admin limited to acme: other customers' objects are not found,
+    // objects for other customers cannot be created.
+    for mutation in [
+        "mutation { updateCustomer(customer: {id: \"globex\", title: \"mine now\"}) { position } }",
+        "mutation { deleteCustomer(id: \"globex\") { position } }",
+        "mutation { deleteInsight(id: \"transcode\") { position } }",
+        "mutation { updateResourcePool(resourcePool: {id: \"pool-1\", customerId: \"acme\"}) { position } }",
+    ] {
+        let e = s.err(ACME_ADMIN, mutation, json!({})).await;
+        assert_eq!(code(&e), "NOT_FOUND", "{mutation}: {e:#}");
+    }
+    let e = s.err(ACME_ADMIN, "mutation { createInsight(insight: {id: \"i2\", customerId: \"globex\", title: \"t\", resourcePoolId: \"pool-1\", queueSize: 1}) { position } }", json!({})).await;
+    assert_eq!(code(&e), "FORBIDDEN", "{e:#}");
+
+    // Templates: a globex template that is not shared is not found for acme.
+    s.ok(
+        ADMIN,
+        "mutation($t: JSON!) { createTemplate(template: $t) { position } }",
+        json!({"t": {"id": "gtpl", "customerId": "globex", "agenda": {"operations": [{"name": "a", "type": "ffmpeg"}]}}}),
+    )
+    .await;
+    let e =
+        s.err(ACME, "mutation { runTemplate(templateId: \"gtpl\") { position } }", json!({})).await;
+    assert_eq!(code(&e), "NOT_FOUND", "{e:#}");
+    let data =
+        s.ok(ACME, "{ template(id: \"gtpl\") { id } templates { items { id } } }", json!({})).await;
+    assert_eq!(data, json!({"template": null, "templates": {"items": []}}));
+}
+
+const SUB_PROGRESS: &str = "subscription($id: String!) { agendaProgress(id: $id) { position progress { agendaId customerId processingStateMessage } lagged resync } }";
+const SUB_CUSTOMER: &str = "subscription($c: String!, $p: String) { agendaProgressByCustomer(customerId: $c, afterPosition: $p) { position progress { agendaId customerId processingStateMessage } lagged missed resync truncated } }";
+const SUB_LINK: &str = "subscription($l: String!) { agendaProgressByLinkId(linkId: $l) { position progress { agendaId customerId processingStateMessage } lagged resync } }";
+const SUB_OPS: &str = "subscription($id: String!) { operationProgress(agendaId: $id) { agendaId operationProgress { operation processingState processingStateMessage } lagged resync } }";
+
+#[tokio::test]
+async fn isolation_of_every_subscription() {
+    let s = start(ApiConfig::default()).await;
+    let seeded = s.seed().await;
+    let (mine, _) = s.submit(ACME, "acme", "shared-link", &seeded).await;
+    let (theirs, position) = s.submit(GLOBEX, "globex", "shared-link", &seeded).await;
+    s.ok(
+        ADMIN,
+        "query($p: String) { agendas(atLeastPosition: $p) { position } }",
+        json!({"p": position}),
+    )
+    .await;
+
+    // Following another customer is refused outright.
+    let mut ws = RawWs::authed(&s.ws_url(), ACME).await;
+    ws.subscribe("c", SUB_CUSTOMER, json!({"c": "globex"})).await;
+    let m = ws.next().await;
+    assert_eq!((m["type"].as_str(), m["id"].as_str()), (Some("next"), Some("c")), "{m:#}");
+    assert_eq!(m["payload"]["errors"][0]["extensions"]["code"], "FORBIDDEN", "{m:#}");
+    assert_eq!(ws.next().await["type"], "complete");
+
+    // One connection, every other kind of subscription aimed at globex's agenda; then
+    // globex's agenda changes, then acme's. In log order the first is filtered everywhere,
+    // so the first thing each stream delivers must be about acme's agenda.
+    ws.subscribe("by-id", SUB_PROGRESS, json!({"id": theirs})).await;
+    ws.subscribe("ops", SUB_OPS, json!({"id": theirs})).await;
+    ws.subscribe("link", SUB_LINK, json!({"l": "shared-link"})).await;
+    ws.subscribe("mine", SUB_PROGRESS, json!({"id": mine})).await;
+    // The by-id subscription of acme's own agenda starts with its current state: once that
+    // arrived, every subscription above is registered (the server handles them in order).
+    let first = ws.next().await;
+    assert_eq!(first["id"], "mine", "no state of globex's agenda may be sent: {first:#}");
+    s.cancel(GLOBEX, &theirs).await;
+    s.cancel(ACME, &mine).await;
+    let mut seen_link = false;
+    let mut seen_mine = false;
+    while !(seen_link && seen_mine) {
+        let m = ws.next().await;
+        assert_eq!(m["type"], "next", "{m:#}");
+        let id = m["id"].as_str().unwrap();
+        assert!(id == "link" || id == "mine", "a subscription received globex's update: {m:#}");
+        let data = &m["payload"]["data"];
+        let progress = data.get("agendaProgressByLinkId").or(data.get("agendaProgress")).unwrap();
+        assert_eq!(progress["progress"]["customerId"], "acme", "{m:#}");
+        seen_link |= id == "link";
+        seen_mine |= id == "mine" && progress["progress"]["processingStateMessage"] == "cancelled";
+    }
+}
+
+/// A `GraphqlOperation` for graphql-ws-client without a typed client: the response is JSON.
+#[derive(serde::Serialize)]
+struct Op {
+    query: &'static str,
+    variables: Value,
+}
+
+impl graphql_ws_client::graphql::GraphqlOperation for Op {
+    type Response = Value;
+    type Error = serde_json::Error;
+    fn decode(&self, data: Value) -> Result<Value, serde_json::Error> {
+        Ok(data)
+    }
+}
+
+#[tokio::test]
+async fn graphql_ws_client_receives_progress_after_mutations() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let s = start(ApiConfig::default()).await;
+    let seeded = s.seed().await;
+    let (id, _) = s.submit(ACME, "acme", "l", &seeded).await;
+
+    let mut request = s.ws_url().into_client_request().unwrap();
+    request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
+    let (conn, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    // Spawn the connection actor before subscribing, or the subscribe never reaches the server.
+    let (client, actor) = graphql_ws_client::Client::build(conn)
+        .payload(json!({"token": ACME}))
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    tokio::spawn(actor.into_future());
+    let mut stream =
+        client.subscribe(Op { query: SUB_PROGRESS, variables: json!({"id": id}) }).await.unwrap();
+    let mut next = async || {
+        let item = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("an update within the wait")
+            .expect("the stream is open");
+        item.expect("decodes")
+    };
+    let first = next().await;
+    assert_eq!(
+        first["data"]["agendaProgress"]["progress"]["processingStateMessage"], "added",
+        "{first:#}"
+    );
+    s.cancel(ACME, &id).await;
+    let update = next().await;
+    assert_eq!(
+        update["data"]["agendaProgress"]["progress"]["processingStateMessage"], "cancelled",
+        "{update:#}"
+    );
+}
+
+#[tokio::test]
+async fn websocket_without_a_valid_token_is_refused() {
+    let s = start(ApiConfig::default()).await;
+    for payload in [json!({}), json!({"token": "tok_wrong_0000000000000000000000"})] {
+        let (_, answer) = RawWs::connect(&s.ws_url(), payload).await;
+        assert_ne!(answer["type"], "connection_ack", "{answer:#}");
+    }
+}
+
+/// A subscriber whose buffer overflows is told so, then gets the current state again.
+/// Current-thread runtime: a rerun writes two events in one append, the runner publishes both
+/// changes at once, and the forwarder sees both before the subscriber can take the first, so
+/// a buffer of one always overflows.
+#[tokio::test]
+async fn a_lagging_subscriber_is_told_and_resynced() {
+    let s = start(ApiConfig { subscriber_buffer: 1, ..ApiConfig::default() }).await;
+    let seeded = s.seed().await;
+    let mut ws = RawWs::authed(&s.ws_url(), ACME).await;
+    ws.subscribe("c", SUB_CUSTOMER, json!({"c": "acme", "p": seeded})).await;
+    let (id, _) = s.submit(ACME, "acme", "l", &seeded).await;
+    s.cancel(ACME, &id).await;
+    let data = s
+        .ok(
+            ACME,
+            "mutation($id: String!) { rerunAgenda(agendaId: $id) { position } }",
+            json!({"id": id}),
+        )
+        .await;
+    let rerun_at = data["rerunAgenda"]["position"].as_str().unwrap().to_string();
+
+    let mut lagged = None;
+    loop {
+        let m = ws.next().await;
+        assert_eq!(m["type"], "next", "{m:#}");
+        let item = m["payload"]["data"]["agendaProgressByCustomer"].clone();
+        if item["lagged"] == true {
+            assert!(item["missed"].as_u64().unwrap() >= 1, "{item:#}");
+            lagged = Some(item);
+            continue;
+        }
+        if lagged.is_some() {
+            // After the signal: the current state, marked as a resync.
+            assert_eq!(item["resync"], true, "{item:#}");
+            assert_eq!(item["progress"]["agendaId"], id.as_str());
+            let at: u64 = item["position"].as_str().unwrap().parse().unwrap();
+            assert!(
+                at >= rerun_at.parse().unwrap(),
+                "the resync shows the state after the rerun: {item:#}"
+            );
+            assert_eq!(item["progress"]["processingStateMessage"], "added", "{item:#}");
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn operation_progress_subscription_starts_with_every_operation() {
+    let s = start(ApiConfig::default()).await;
+    let seeded = s.seed().await;
+    let (id, position) = s.submit(ACME, "acme", "l", &seeded).await;
+    s.ok(ACME, PROGRESS, json!({"id": id, "p": position})).await;
+    let mut ws = RawWs::authed(&s.ws_url(), ACME).await;
+    ws.subscribe("ops", SUB_OPS, json!({"id": id})).await;
+    let m = ws.next().await;
+    let ops = &m["payload"]["data"]["operationProgress"];
+    assert_eq!(ops["operationProgress"].as_array().unwrap().len(), 2, "{m:#}");
+    s.cancel(ACME, &id).await;
+    let m = ws.next().await;
+    let ops = &m["payload"]["data"]["operationProgress"]["operationProgress"];
+    assert!(
+        ops.as_array().unwrap().iter().all(|o| o["processingStateMessage"] == "cancelled"),
+        "{m:#}"
+    );
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let s = start(ApiConfig::default()).await;
+    let seeded = s.seed().await;
+    s.ok(
+        ADMIN,
+        "query($p: String) { customers(atLeastPosition: $p) { position } }",
+        json!({"p": seeded}),
+    )
+    .await;
+    assert_eq!(s.get("/healthz").await.0, 200);
+    // Ready once caught up: the position above was applied, so the runner has caught up.
+    let (status, body) = s.get("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, text) = s.get("/metrics").await;
+    assert_eq!(status, 200);
+    for name in [
+        "pop_api_requests_total",
+        "pop_api_request_duration_seconds",
+        "pop_api_commands_total",
+        "pop_projection_lag_events",
+        "pop_store_head_position",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+    let (status, page) = s.get("/graphql").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("graphiql"), "{page}");
+}
+
+#[test]
+fn schema_sdl_matches_the_checked_in_file() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema.graphql");
+    let sdl = pop_api::sdl();
+    if std::env::var_os("UPDATE_SCHEMA").is_some() {
+        std::fs::write(&path, &sdl).unwrap();
+        return;
+    }
+    let golden = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        golden == sdl,
+        "api/schema.graphql is out of date; run `UPDATE_SCHEMA=1 cargo test -p pop-api --test api schema` and review the diff"
+    );
+}

@@ -1,0 +1,462 @@
+//! All read models together, and the one function that folds a decoded event into them.
+//! [`ReadModels`] is a pure value: the same events in the same order always give the same
+//! models, whatever was snapshotted or reloaded on the way (checked by
+//! [`ReadModels::fingerprint`] over the canonical JSON).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, Write};
+
+use pop_domain::agenda::AgendaState;
+use pop_domain::config::{ConfigEvent, ConfigObject};
+use pop_domain::{
+    Agenda, AgendaProgress, AgendaTemplate, Customer, EventCodec, Insight, OperationProgress,
+    ProgressSummary, ResourcePool,
+};
+use pop_store::Position;
+use serde::Deserialize;
+
+use crate::agendas::{AgendaEntry, AgendaModel, AgendaQuery, CorruptEntry};
+use crate::change::{Change, ChangeKind};
+use crate::configs::{ConfigModel, StoredConfig, arc};
+use crate::decode::{Decoded, DomainEvent, category, split_stream};
+use crate::query::{Cursor, Page, Visibility};
+
+/// The version of the canonical JSON shape (and so of the snapshot body). Bump it whenever
+/// the shape or the meaning of a read model changes: an old snapshot is then ignored and the
+/// models are rebuilt from the log, which is always correct.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Every read model, at one position of the log.
+#[derive(Debug, Default)]
+pub struct ReadModels {
+    position: Position,
+    agendas: AgendaModel,
+    customers: ConfigModel<Customer>,
+    pools: ConfigModel<ResourcePool>,
+    insights: ConfigModel<Insight>,
+    templates: ConfigModel<AgendaTemplate>,
+    /// Pool id → the live insights whose `resourcePoolId` is that pool. Kept even for pools
+    /// that do not exist (yet): an insight may name a pool created later.
+    pool_insights: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl ReadModels {
+    pub fn new() -> ReadModels {
+        ReadModels::default()
+    }
+
+    /// The position of the last event folded in (skipped ones included).
+    pub fn position(&self) -> Position {
+        self.position
+    }
+
+    /// Folds one event at `position`. When `changes` is given, the changes it caused are
+    /// pushed there (the rebuild path passes `None` and pays nothing for them).
+    ///
+    /// Only a corrupt settled agenda fails (see [`CorruptEntry`]); every event, known or
+    /// skipped, moves the position.
+    pub fn apply(
+        &mut self,
+        position: Position,
+        decoded: &Decoded,
+        changes: Option<&mut Vec<Change>>,
+    ) -> Result<(), CorruptEntry> {
+        if let Decoded::Event { id, event } = decoded {
+            match event {
+                DomainEvent::Agenda(e) => {
+                    let mut change = changes.is_some().then(|| {
+                        let mut c = Change::empty(position, ChangeKind::Agenda, e.event_type());
+                        c.operations = crate::change::operations_touched(e);
+                        c
+                    });
+                    if self.agendas.apply(id, e, change.as_mut())?
+                        && let (Some(changes), Some(change)) = (changes, change)
+                    {
+                        changes.push(change);
+                    }
+                }
+                DomainEvent::Customer(e) => {
+                    self.customers.apply(id, e);
+                    push_config(changes, position, ChangeKind::Customer, id, e);
+                }
+                DomainEvent::ResourcePool(e) => {
+                    self.pools.apply(id, e);
+                    self.refresh_pool(id);
+                    push_config(changes, position, ChangeKind::ResourcePool, id, e);
+                }
+                DomainEvent::Insight(e) => {
+                    let (before, after) = self.insights.apply(id, e);
+                    let old_pool = before.map(|i| i.resource_pool_id);
+                    let new_pool = after.map(|i| i.resource_pool_id.clone());
+                    let mut changes = changes;
+                    push_config(changes.as_deref_mut(), position, ChangeKind::Insight, id, e);
+                    if old_pool != new_pool {
+                        self.move_insight(id, old_pool, new_pool, position, changes);
+                    }
+                }
+                DomainEvent::Template(e) => {
+                    self.templates.apply(id, e);
+                    push_config(changes, position, ChangeKind::Template, id, e);
+                }
+            }
+        }
+        self.position = position;
+        Ok(())
+    }
+
+    /// The hook for streams deleted from the store (reapers): drops whatever read model the
+    /// stream fed. Nothing in the log announces a deletion yet; when the store gains a
+    /// stream-deleted marker event, decode it and route it here.
+    pub fn forget_stream(&mut self, position: Position, stream: &str) -> Option<Change> {
+        let (cat, id) = split_stream(stream)?;
+        let change = |kind, customer: &str| {
+            let mut c = Change::empty(position, kind, "StreamDeleted");
+            c.id = arc(id);
+            c.customer_id = arc(customer);
+            c.removed = true;
+            c
+        };
+        let change = match cat {
+            category::AGENDA => {
+                let entry = self.agendas.remove(id)?;
+                let mut c = change(ChangeKind::Agenda, entry.customer_id());
+                c.progress_id = Some(arc(entry.progress_id()));
+                c.link_id = entry.link_id().map(arc);
+                c.insight_id = entry.insight_id().map(arc);
+                c
+            }
+            category::CUSTOMER => {
+                change(ChangeKind::Customer, &self.customers.remove(id)?.customer_id)
+            }
+            category::RESOURCE_POOL => {
+                change(ChangeKind::ResourcePool, &self.pools.remove(id)?.customer_id)
+            }
+            category::INSIGHT => {
+                let insight = self.insights.remove(id)?;
+                self.move_insight(id, Some(insight.resource_pool_id), None, position, None);
+                change(ChangeKind::Insight, &insight.customer_id)
+            }
+            category::TEMPLATE => {
+                change(ChangeKind::Template, &self.templates.remove(id)?.customer_id)
+            }
+            _ => return None,
+        };
+        self.position = self.position.max(position);
+        Some(change)
+    }
+
+    fn move_insight(
+        &mut self,
+        insight_id: &str,
+        old_pool: Option<String>,
+        new_pool: Option<String>,
+        position: Position,
+        mut changes: Option<&mut Vec<Change>>,
+    ) {
+        if let Some(pool) = &old_pool
+            && let Some(set) = self.pool_insights.get_mut(pool)
+        {
+            set.remove(insight_id);
+            if set.is_empty() {
+                self.pool_insights.remove(pool);
+            }
+        }
+        if let Some(pool) = &new_pool {
+            self.pool_insights.entry(pool.clone()).or_default().insert(insight_id.to_string());
+        }
+        for pool in old_pool.iter().chain(new_pool.iter()) {
+            if self.refresh_pool(pool)
+                && let (Some(changes), Some(p)) = (changes.as_deref_mut(), self.pools.get(pool))
+            {
+                let mut c = Change::empty(position, ChangeKind::ResourcePool, "InsightMoved");
+                c.id = arc(pool);
+                c.customer_id = arc(&p.customer_id);
+                changes.push(c);
+            }
+        }
+    }
+
+    /// Sets a live pool's computed `insightIds`; whether they changed.
+    fn refresh_pool(&mut self, pool_id: &str) -> bool {
+        let ids: Vec<String> = self
+            .pool_insights
+            .get(pool_id)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        match self.pools.get_mut(pool_id) {
+            Some(pool) if pool.insight_ids != ids => {
+                pool.insight_ids = ids;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    // ---- queries --------------------------------------------------------------------------
+    // Single-object lookups return the object whatever its customer: the API checks
+    // `Visibility::sees` on the result and answers not-found (DOMAIN.md §10). Lists filter.
+
+    /// The agendas read model (entries, indexes, pages).
+    pub fn agendas(&self) -> &AgendaModel {
+        &self.agendas
+    }
+
+    pub fn agenda_entry(&self, id: &str) -> Option<&AgendaEntry> {
+        self.agendas.get(id)
+    }
+
+    pub fn agenda(&self, id: &str) -> Result<Option<Agenda>, CorruptEntry> {
+        self.agendas.get(id).map_or(Ok(None), AgendaEntry::agenda)
+    }
+
+    pub fn agenda_state(&self, id: &str) -> Result<Option<AgendaState>, CorruptEntry> {
+        self.agendas.get(id).map_or(Ok(None), |e| e.state().map(|s| Some(s.into_owned())))
+    }
+
+    /// By AgendaProgress id (the agenda's `progressId`).
+    pub fn agenda_progress(
+        &self,
+        progress_id: &str,
+    ) -> Result<Option<AgendaProgress>, CorruptEntry> {
+        self.agendas.by_progress_id(progress_id).map_or(Ok(None), |e| e.progress().map(Some))
+    }
+
+    /// By OperationProgress id (`<progressId>-<operation name>`).
+    pub fn operation_progress(&self, id: &str) -> Result<Option<OperationProgress>, CorruptEntry> {
+        self.agendas.operation_progress(id)
+    }
+
+    /// A page of agenda entries (cheap; decode with [`AgendaEntry::agenda`] /
+    /// [`AgendaEntry::progress`]).
+    pub fn select_agendas(&self, query: &AgendaQuery<'_>) -> Page<&AgendaEntry> {
+        self.agendas.select(query)
+    }
+
+    /// A page of AgendaProgress.
+    pub fn progress_page(
+        &self,
+        query: &AgendaQuery<'_>,
+    ) -> Result<Page<AgendaProgress>, CorruptEntry> {
+        let page = self.agendas.select(query);
+        let items = page.items.iter().map(|e| e.progress()).collect::<Result<_, _>>()?;
+        Ok(Page { items, next: page.next })
+    }
+
+    /// A page of agendas.
+    pub fn agenda_page(&self, query: &AgendaQuery<'_>) -> Result<Page<Agenda>, CorruptEntry> {
+        let page = self.agendas.select(query);
+        let mut items = Vec::with_capacity(page.items.len());
+        for entry in &page.items {
+            items.extend(entry.agenda()?);
+        }
+        Ok(Page { items, next: page.next })
+    }
+
+    /// DOMAIN.md §4.3, over the agendas of `link_id` the caller sees; computed on read.
+    pub fn progress_summary(
+        &self,
+        link_id: &str,
+        visibility: &Visibility,
+    ) -> Result<ProgressSummary, CorruptEntry> {
+        self.agendas.progress_summary(link_id, visibility)
+    }
+
+    pub fn customer(&self, id: &str) -> Option<&Customer> {
+        self.customers.get(id)
+    }
+
+    pub fn customers(
+        &self,
+        v: &Visibility,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Page<&Customer> {
+        self.customers.list(after, limit, |c| v.sees(&c.customer_id))
+    }
+
+    /// With `insightIds` computed from the live insights.
+    pub fn resource_pool(&self, id: &str) -> Option<&ResourcePool> {
+        self.pools.get(id)
+    }
+
+    pub fn resource_pools(
+        &self,
+        v: &Visibility,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Page<&ResourcePool> {
+        self.pools.list(after, limit, |p| v.sees(&p.customer_id))
+    }
+
+    pub fn insight(&self, id: &str) -> Option<&Insight> {
+        self.insights.get(id)
+    }
+
+    /// Insights the caller owns, that are global, or that are shared with it.
+    pub fn insights(&self, v: &Visibility, after: Option<&Cursor>, limit: usize) -> Page<&Insight> {
+        self.insights.list(after, limit, |i| {
+            v.sees_shared(&i.customer_id, i.is_global, &i.allowed_customer_ids)
+        })
+    }
+
+    /// Every live insight in id order (the scheduler walks them all).
+    pub fn all_insights(&self) -> impl Iterator<Item = &Insight> {
+        self.insights.live()
+    }
+
+    pub fn template(&self, id: &str) -> Option<&AgendaTemplate> {
+        self.templates.get(id)
+    }
+
+    /// Templates the caller owns, that are global, or that are shared with it.
+    pub fn templates(
+        &self,
+        v: &Visibility,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Page<&AgendaTemplate> {
+        self.templates.list(after, limit, |t| {
+            v.sees_shared(&t.customer_id, t.is_global, &t.allowed_customer_ids)
+        })
+    }
+
+    // ---- canonical form -------------------------------------------------------------------
+
+    /// Writes the canonical JSON of every read model: objects in id order, agenda states as
+    /// `serde_json` writes them (maps are `BTreeMap`s, so key order is fixed). Equal models
+    /// write equal bytes; this is the snapshot body and what [`Self::fingerprint`] hashes.
+    pub fn write_canonical(&self, w: &mut impl Write) -> io::Result<()> {
+        write!(w, "{{\"formatVersion\":{FORMAT_VERSION},\"position\":")?;
+        serde_json::to_writer(&mut *w, &self.position)?;
+        w.write_all(b",\"agendas\":[")?;
+        for (i, entry) in self.agendas.entries_by_id().into_iter().enumerate() {
+            if i > 0 {
+                w.write_all(b",")?;
+            }
+            w.write_all(b"{\"id\":")?;
+            serde_json::to_writer(&mut *w, entry.id())?;
+            w.write_all(b",\"state\":")?;
+            let json = entry.canonical_json().map_err(io::Error::other)?;
+            w.write_all(&json)?;
+            w.write_all(b"}")?;
+        }
+        w.write_all(b"],\"customers\":")?;
+        serde_json::to_writer(&mut *w, &self.customers.to_stored())?;
+        w.write_all(b",\"resourcePools\":")?;
+        serde_json::to_writer(&mut *w, &self.pools.to_stored())?;
+        w.write_all(b",\"insights\":")?;
+        serde_json::to_writer(&mut *w, &self.insights.to_stored())?;
+        w.write_all(b",\"templates\":")?;
+        serde_json::to_writer(&mut *w, &self.templates.to_stored())?;
+        w.write_all(b"}")
+    }
+
+    /// A stable 64-bit hash (FNV-1a) of the canonical JSON: equal for equal models, across
+    /// processes and Rust versions (unlike `DefaultHasher`, whose algorithm may change).
+    pub fn fingerprint(&self) -> io::Result<u64> {
+        let mut hasher = Fnv1a::default();
+        self.write_canonical(&mut hasher)?;
+        Ok(hasher.finish())
+    }
+
+    /// Reads models back from their canonical JSON.
+    pub fn from_canonical(json: &[u8]) -> Result<ReadModels, serde_json::Error> {
+        let stored: StoredModels = serde_json::from_slice(json)?;
+        if stored.format_version != FORMAT_VERSION {
+            return Err(<serde_json::Error as serde::de::Error>::custom(format!(
+                "format version {} is not {FORMAT_VERSION}",
+                stored.format_version
+            )));
+        }
+        let mut models = ReadModels {
+            position: stored.position,
+            customers: ConfigModel::from_stored(stored.customers),
+            pools: ConfigModel::from_stored(stored.resource_pools),
+            insights: ConfigModel::from_stored(stored.insights),
+            templates: ConfigModel::from_stored(stored.templates),
+            ..ReadModels::default()
+        };
+        for agenda in stored.agendas {
+            models.agendas.put(&agenda.id, agenda.state, None);
+        }
+        let links: Vec<(String, String)> =
+            models.insights.live().map(|i| (i.id.clone(), i.resource_pool_id.clone())).collect();
+        for (insight, pool) in links {
+            models.pool_insights.entry(pool).or_default().insert(insight);
+        }
+        let pools: Vec<String> = models.pool_insights.keys().cloned().collect();
+        for pool in pools {
+            models.refresh_pool(&pool);
+        }
+        Ok(models)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredModels {
+    format_version: u32,
+    position: Position,
+    agendas: Vec<StoredAgenda>,
+    customers: Vec<StoredConfig<Customer>>,
+    resource_pools: Vec<StoredConfig<ResourcePool>>,
+    insights: Vec<StoredConfig<Insight>>,
+    templates: Vec<StoredConfig<AgendaTemplate>>,
+}
+
+#[derive(Deserialize)]
+struct StoredAgenda {
+    id: String,
+    state: AgendaState,
+}
+
+fn push_config<T: ConfigObject>(
+    changes: Option<&mut Vec<Change>>,
+    position: Position,
+    kind: ChangeKind,
+    id: &str,
+    event: &ConfigEvent<T>,
+) {
+    if let Some(changes) = changes {
+        let mut c = Change::empty(position, kind, event.event_type());
+        c.id = arc(id);
+        c.customer_id = arc(event.object().customer_id());
+        c.removed = matches!(event, ConfigEvent::Deleted { .. });
+        changes.push(c);
+    }
+}
+
+/// FNV-1a, 64 bit: tiny, stable forever, good enough to tell two model states apart and to
+/// catch a torn or bit-flipped snapshot (it is not a defence against tampering).
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv1a {
+    pub fn update(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    pub fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl Write for Fnv1a {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

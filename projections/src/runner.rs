@@ -1,0 +1,575 @@
+//! The runner: tails the global log from its checkpoint into the read models, and tells the
+//! rest of the server what it has applied.
+//!
+//! **Pipeline.** A reader task follows `subscribe_all(checkpoint)` and decodes events in
+//! batches of at most [`MAX_APPLY_BATCH`] (decoding is most of the cost and needs no lock);
+//! the runner applies each batch under the write lock, then publishes the new position and
+//! the batch's changes. Reading, decoding and applying overlap, bounded by
+//! [`READ_AHEAD_BATCHES`].
+//!
+//! **Locking.** Readers take a `std::sync::RwLock` read lock, answer from the models and let
+//! go; the runner holds the write lock for one batch at a time, so a query waits at most one
+//! batch (about a millisecond, see [`MAX_APPLY_BATCH`]). A lookup by id under an uncontended read lock costs well
+//! under a microsecond plus the clone or decode of the answer, which leaves room for far more
+//! than 20,000 `agendaProgress(id)` queries a second. A snapshot-swap (an `Arc` of immutable
+//! models replaced per batch) would need persistent maps to be cheap; the lock needs nothing.
+//! Guards are not `Send`, so no one can hold one across an `.await`.
+//!
+//! **Read your writes.** [`Projections::applied`] is the position of the last applied event,
+//! also as a `watch` channel; [`Projections::wait_for`] waits (bounded) until it reaches a
+//! position a mutation returned.
+//!
+//! **Readiness.** [`Projections::caught_up`] turns true once the runner has applied the head
+//! the store had when the runner started (or found nothing left to read), and stays true:
+//! `/readyz` reports whether this replica has ever been current, not a momentary lag.
+//!
+//! **Change feed contract.** After a batch is applied, one [`Change`] per applied event that
+//! changed a read model is sent, in log order, on a `tokio::sync::broadcast` channel of
+//! [`CHANGE_FEED_CAPACITY`]. When a change at position P is received, the read models (and
+//! [`Projections::applied`]) are already at P or later, so a subscriber can re-read what it
+//! shows. A subscriber that falls more than the capacity behind gets
+//! `RecvError::Lagged(n)`: it has missed `n` changes and must resynchronise by re-reading the
+//! read models it shows (they hold every effect of the missed changes) and then continue with
+//! the next change it receives. Nothing is lost silently. Changes are not replayed for
+//! subscribers that connect later: a subscription starts from a read of the current models.
+//!
+//! **Snapshots.** Every [`RunnerConfig::snapshot_every_events`] events or
+//! [`RunnerConfig::snapshot_interval`], and at shutdown, the models are written to
+//! [`crate::snapshot`]; the runner does not apply events meanwhile (readers are not blocked).
+//!
+//! **No clock.** The read models never see a time other than the events' own. The tokio timer
+//! decides only *when* to snapshot and how long `wait_for` waits; rebuild progress reports
+//! elapsed time for people, not for the models.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use pop_store::{EventStore, Position, RecordedEvent, StoreError, limits::MAX_READ_BATCH};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::agendas::CorruptEntry;
+use crate::change::Change;
+use crate::decode::{DecodeError, Decoded, decode};
+use crate::models::ReadModels;
+use crate::snapshot::{self, SnapshotInfo, Unusable};
+
+/// Events applied per write-lock hold. The write lock stalls queries, so it is held for one
+/// bounded batch: folding costs a few microseconds per event, so 256 events keep a query's
+/// wait around a millisecond, while the lock and notification costs per batch stay negligible.
+pub const MAX_APPLY_BATCH: usize = 256;
+
+/// Decoded batches waiting between the reader and the applier: enough that reading and
+/// decoding the next batch overlaps applying this one, and bounds the memory to a few
+/// thousand events.
+pub const READ_AHEAD_BATCHES: usize = 4;
+
+/// Changes a feed subscriber may fall behind before it is told it lagged. A few seconds of
+/// peak write traffic, so a momentarily slow websocket client does not have to resynchronise,
+/// at a bounded cost (changes are a few hundred bytes; the channel holds one copy each).
+pub const CHANGE_FEED_CAPACITY: usize = 16_384;
+
+/// Events per read when rebuilding: the most the store serves in one read.
+pub const REBUILD_BATCH: usize = MAX_READ_BATCH;
+
+/// Consecutive failed resubscriptions before the runner gives up. A transient store error
+/// (a busy reader) heals in one retry; a store that keeps failing should surface as an
+/// error, not a silent stall.
+pub const MAX_STORE_RETRIES: u32 = 5;
+
+/// The first wait before resubscribing; doubles per consecutive failure.
+pub const STORE_RETRY_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The longest `wait_for` waits, whatever the caller asks: a request should fail visibly
+/// rather than hang when this replica cannot catch up.
+pub const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// Distinct kinds of skipped events logged at `warn`; later ones of an already-seen kind are
+/// only counted, so a newer replica writing many unknown events cannot flood the log.
+pub const MAX_WARNED_SKIP_KINDS: usize = 64;
+
+/// When snapshots are taken.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// Where the snapshot lives; `None` disables snapshots (every start rebuilds).
+    pub snapshot_dir: Option<PathBuf>,
+    /// Snapshot after this many applied events.
+    pub snapshot_every_events: u64,
+    /// Snapshot after this long with any applied event.
+    pub snapshot_interval: Duration,
+    /// The change feed's capacity (see [`CHANGE_FEED_CAPACITY`]).
+    pub change_feed_capacity: usize,
+}
+
+impl Default for RunnerConfig {
+    /// A restart replays at most about 100,000 events (well under a second) or five minutes
+    /// of traffic, while snapshots of large models stay infrequent.
+    fn default() -> Self {
+        RunnerConfig {
+            snapshot_dir: None,
+            snapshot_every_events: 100_000,
+            snapshot_interval: Duration::from_secs(300),
+            change_feed_capacity: CHANGE_FEED_CAPACITY,
+        }
+    }
+}
+
+/// Why the runner stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// A known event type that does not decode: a bug or a corrupt log. Folding past it would
+    /// serve wrong read models, so the runner stops.
+    #[error("the projections stopped at a bad event")]
+    Decode(#[from] DecodeError),
+    #[error("the projections stopped at a corrupt read model")]
+    Corrupt(#[from] CorruptEntry),
+    #[error("the projections cannot read the log")]
+    Store(#[from] StoreError),
+}
+
+/// `wait_for` gave up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the read models did not reach position {wanted} within {waited:?} (they are at {applied})"
+)]
+pub struct Timeout {
+    pub wanted: Position,
+    pub applied: Position,
+    pub waited: Duration,
+}
+
+struct Shared {
+    models: RwLock<ReadModels>,
+    applied: watch::Sender<Position>,
+    ready: watch::Sender<bool>,
+    changes: broadcast::Sender<Change>,
+    skipped: AtomicU64,
+}
+
+/// The handle the API, the scheduler and the reapers hold: cheap to clone.
+#[derive(Clone)]
+pub struct Projections {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Projections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Projections")
+            .field("applied", &self.applied())
+            .field("caught_up", &self.caught_up())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Projections {
+    /// A handle over fixed models with no runner (tests of the layers above).
+    pub fn with_models(models: ReadModels) -> Projections {
+        Projections::new(models, CHANGE_FEED_CAPACITY)
+    }
+
+    fn new(models: ReadModels, change_feed_capacity: usize) -> Projections {
+        let position = models.position();
+        // broadcast refuses a zero capacity; one is the smallest feed that works.
+        let (changes, _) = broadcast::channel(change_feed_capacity.max(1));
+        Projections {
+            shared: Arc::new(Shared {
+                models: RwLock::new(models),
+                applied: watch::Sender::new(position),
+                ready: watch::Sender::new(false),
+                changes,
+                skipped: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Read access to the models. Keep it short: the runner waits for readers to finish
+    /// before it applies the next batch.
+    pub fn read(&self) -> RwLockReadGuard<'_, ReadModels> {
+        // The runner never panics while holding the lock; if anything ever did, the models
+        // are still a consistent fold up to some event, so keep serving them.
+        self.shared.models.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, ReadModels> {
+        self.shared.models.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The position of the last applied event.
+    pub fn applied(&self) -> Position {
+        *self.shared.applied.borrow()
+    }
+
+    /// The applied position as it moves.
+    pub fn watch_applied(&self) -> watch::Receiver<Position> {
+        self.shared.applied.subscribe()
+    }
+
+    /// Waits until the models are at `position` or later, at most `timeout` (capped at
+    /// [`MAX_WAIT`]). Returns at once if they already are.
+    pub async fn wait_for(&self, position: Position, timeout: Duration) -> Result<(), Timeout> {
+        let waited = timeout.min(MAX_WAIT);
+        let mut rx = self.shared.applied.subscribe();
+        match tokio::time::timeout(waited, rx.wait_for(|p| *p >= position)).await {
+            Ok(Ok(_)) => Ok(()),
+            // The sender lives in `Shared`, which this handle keeps alive: it cannot close.
+            Ok(Err(_)) | Err(_) => {
+                Err(Timeout { wanted: position, applied: self.applied(), waited })
+            }
+        }
+    }
+
+    /// Whether the runner has been current with the log at least once since it started.
+    pub fn caught_up(&self) -> bool {
+        *self.shared.ready.borrow()
+    }
+
+    /// Readiness as it changes (false until caught up, then true for good).
+    pub fn watch_caught_up(&self) -> watch::Receiver<bool> {
+        self.shared.ready.subscribe()
+    }
+
+    /// A new change-feed subscription (see the module docs for the contract).
+    pub fn subscribe_changes(&self) -> broadcast::Receiver<Change> {
+        self.shared.changes.subscribe()
+    }
+
+    /// Events skipped since start (unknown category, type or schema version).
+    pub fn skipped_events(&self) -> u64 {
+        self.shared.skipped.load(Ordering::Relaxed)
+    }
+}
+
+/// The task that applies the log. Made by [`Runner::start`], driven by [`Runner::run`].
+pub struct Runner {
+    store: Arc<dyn EventStore>,
+    config: RunnerConfig,
+    handle: Projections,
+    warned: HashSet<String>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Runner {
+    /// Loads the snapshot when there is a usable one (else logs why and starts from position
+    /// 0) and returns the runner with the handle to its models.
+    pub async fn start(store: Arc<dyn EventStore>, config: RunnerConfig) -> (Runner, Projections) {
+        let models = match config.snapshot_dir.clone() {
+            None => ReadModels::new(),
+            Some(dir) => match tokio::task::spawn_blocking(move || snapshot::load(&dir)).await {
+                Ok(Ok(models)) => {
+                    tracing::info!(position = %models.position(), "projections snapshot loaded");
+                    models
+                }
+                Ok(Err(Unusable::Missing(path))) => {
+                    tracing::info!(path = %path.display(), "no projections snapshot; rebuilding from the log");
+                    ReadModels::new()
+                }
+                Ok(Err(why)) => {
+                    tracing::warn!(error = %why, "projections snapshot not used; rebuilding from the log");
+                    ReadModels::new()
+                }
+                Err(join) => {
+                    tracing::warn!(error = %join, "loading the projections snapshot failed; rebuilding from the log");
+                    ReadModels::new()
+                }
+            },
+        };
+        let handle = Projections::new(models, config.change_feed_capacity);
+        (Runner { store, config, handle: handle.clone(), warned: HashSet::new() }, handle)
+    }
+
+    /// Applies the log until `shutdown` completes (then snapshots and returns `Ok`) or an
+    /// error stops it.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), ProjectionError> {
+        let start_head = self.store.head().await?;
+        let mut applied = self.handle.applied();
+        self.check_caught_up(applied, start_head).await?;
+
+        let (tx, mut rx) = mpsc::channel(READ_AHEAD_BATCHES);
+        let reader = tokio::spawn(read_log(Arc::clone(&self.store), applied, tx));
+        let _abort_reader = AbortOnDrop(reader);
+
+        let mut since_snapshot: u64 = 0;
+        let mut ticker = tokio::time::interval(self.config.snapshot_interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        ticker.tick().await; // the first tick is immediate
+        tokio::pin!(shutdown);
+
+        let result = loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break Ok(()),
+                batch = rx.recv() => {
+                    let batch = match batch {
+                        Some(Ok(batch)) => batch,
+                        Some(Err(e)) => break Err(ProjectionError::Store(e)),
+                        None => break Err(ProjectionError::Store(StoreError::Closed)),
+                    };
+                    let n = batch.len() as u64;
+                    match self.apply_batch(batch) {
+                        Ok(position) => applied = position,
+                        Err(e) => break Err(e),
+                    }
+                    since_snapshot += n;
+                    if let Err(e) = self.check_caught_up(applied, start_head).await {
+                        break Err(e);
+                    }
+                    if since_snapshot >= self.config.snapshot_every_events {
+                        self.snapshot().await;
+                        since_snapshot = 0;
+                    }
+                }
+                _ = ticker.tick() => {
+                    if since_snapshot > 0 {
+                        self.snapshot().await;
+                        since_snapshot = 0;
+                    }
+                }
+            }
+        };
+        if since_snapshot > 0 {
+            self.snapshot().await;
+        }
+        if let Err(e) = &result {
+            tracing::error!(error = %ErrorChain(e), position = %applied, "projections stopped");
+        }
+        result
+    }
+
+    /// Applies one decoded batch: everything up to the first bad event, then the error.
+    fn apply_batch(&mut self, batch: DecodedBatch) -> Result<Position, ProjectionError> {
+        let mut changes = Vec::new();
+        let mut failure = None;
+        let position = {
+            let mut models = self.handle.write();
+            for (position, decoded) in batch {
+                let decoded = match decoded {
+                    Ok(d) => d,
+                    Err(e) => {
+                        failure = Some(ProjectionError::Decode(e));
+                        break;
+                    }
+                };
+                if let Decoded::Skipped(skip) = &decoded {
+                    self.handle.shared.skipped.fetch_add(1, Ordering::Relaxed);
+                    let kind = skip_kind(skip);
+                    if self.warned.len() < MAX_WARNED_SKIP_KINDS && self.warned.insert(kind) {
+                        tracing::warn!(%position, reason = %skip, "skipping events this build does not know (a newer replica may write them); counted in skipped_events");
+                    }
+                }
+                if let Err(e) = models.apply(position, &decoded, Some(&mut changes)) {
+                    failure = Some(ProjectionError::Corrupt(e));
+                    break;
+                }
+            }
+            models.position()
+        };
+        // Position first, then the changes: whoever receives a change can already read it.
+        self.handle.shared.applied.send_replace(position);
+        for change in changes {
+            // No subscriber is not an error: the feed is for whoever listens now.
+            let _ = self.handle.shared.changes.send(change);
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(position),
+        }
+    }
+
+    /// Marks the models ready once they reach the start head, or once nothing is left to
+    /// read after them (the events up to the head may have been deleted since).
+    async fn check_caught_up(
+        &self,
+        applied: Position,
+        start_head: Position,
+    ) -> Result<(), ProjectionError> {
+        if self.handle.caught_up() {
+            return Ok(());
+        }
+        if applied >= start_head || self.store.read_all(applied, 1).await?.is_empty() {
+            tracing::info!(position = %applied, "projections caught up with the log");
+            self.handle.shared.ready.send_replace(true);
+        }
+        Ok(())
+    }
+
+    async fn snapshot(&self) {
+        let Some(dir) = self.config.snapshot_dir.clone() else { return };
+        let shared = Arc::clone(&self.handle.shared);
+        let saved = tokio::task::spawn_blocking(move || {
+            let models = shared.models.read().unwrap_or_else(PoisonError::into_inner);
+            snapshot::save(&dir, &models)
+        })
+        .await;
+        match saved {
+            Ok(Ok(SnapshotInfo { position, bytes, .. })) => {
+                tracing::info!(%position, bytes, "projections snapshot written");
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %ErrorChain(&e), "projections snapshot not written")
+            }
+            Err(e) => tracing::warn!(error = %e, "projections snapshot task failed"),
+        }
+    }
+}
+
+type DecodedBatch = Vec<(Position, Result<Decoded, DecodeError>)>;
+
+fn skip_kind(skip: &crate::decode::Skip) -> String {
+    use crate::decode::Skip;
+    match skip {
+        Skip::UnknownCategory { stream } => {
+            format!("category {}", stream.split_once('-').map_or(stream.as_str(), |(c, _)| c))
+        }
+        Skip::UnknownType { event_type, .. } => format!("type {event_type}"),
+        Skip::UnknownVersion { event_type, version, .. } => format!("type {event_type} v{version}"),
+    }
+}
+
+fn decode_batch(events: &[RecordedEvent]) -> DecodedBatch {
+    events.iter().map(|e| (e.position, decode(e))).collect()
+}
+
+/// Follows the log after `after`, decoding it in batches, resubscribing after transient
+/// errors. Ends when the receiver is gone or after forwarding a lasting error.
+async fn read_log(
+    store: Arc<dyn EventStore>,
+    mut after: Position,
+    tx: mpsc::Sender<Result<DecodedBatch, StoreError>>,
+) {
+    let mut failures = 0u32;
+    loop {
+        let mut events = store.subscribe_all(after);
+        let error = loop {
+            let Some(first) = events.next().await else { break StoreError::Closed };
+            let first = match first {
+                Ok(e) => e,
+                Err(e) => break e,
+            };
+            let mut batch = vec![first];
+            let mut pending_error = None;
+            // Take whatever is ready without waiting: a busy log fills the batch, a quiet one
+            // sends each event as it comes.
+            while batch.len() < MAX_APPLY_BATCH {
+                match events.next().now_or_never() {
+                    Some(Some(Ok(e))) => batch.push(e),
+                    Some(Some(Err(e))) => {
+                        pending_error = Some(e);
+                        break;
+                    }
+                    Some(None) => {
+                        pending_error = Some(StoreError::Closed);
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            failures = 0;
+            after = batch.last().map_or(after, |e| e.position);
+            if tx.send(Ok(decode_batch(&batch))).await.is_err() {
+                return;
+            }
+            if let Some(e) = pending_error {
+                break e;
+            }
+        };
+        if matches!(error, StoreError::Closed) || failures >= MAX_STORE_RETRIES {
+            let _ = tx.send(Err(error)).await;
+            return;
+        }
+        tracing::warn!(error = %ErrorChain(&error), %after, "reading the log failed; resubscribing");
+        tokio::time::sleep(STORE_RETRY_BACKOFF * 2u32.pow(failures)).await;
+        failures += 1;
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// An error with its sources, for one log line.
+struct ErrorChain<'a>(&'a dyn std::error::Error);
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
+/// How far a rebuild has come.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RebuildProgress {
+    pub events: u64,
+    pub position: Position,
+    /// The store's head when the rebuild started (for a progress bar's total).
+    pub head: Position,
+    pub elapsed: Duration,
+    pub events_per_sec: f64,
+}
+
+/// Replays the whole log from position 0 into fresh read models, calling `on_progress`
+/// after every batch. Publishes nothing: the caller decides what to do with the result
+/// (write it as a snapshot, compare its fingerprint, serve it).
+pub async fn rebuild(
+    store: Arc<dyn EventStore>,
+    mut on_progress: impl FnMut(RebuildProgress),
+) -> Result<ReadModels, ProjectionError> {
+    let head = store.head().await?;
+    let started = Instant::now();
+    let (tx, mut rx) = mpsc::channel(READ_AHEAD_BATCHES);
+    let reader = tokio::spawn(async move {
+        let mut after = Position::START;
+        loop {
+            let batch = match store.read_all(after, REBUILD_BATCH).await {
+                Ok(batch) if batch.is_empty() => return,
+                Ok(batch) => batch,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            after = batch.last().map_or(after, |e| e.position);
+            if tx.send(Ok(decode_batch(&batch))).await.is_err() {
+                return;
+            }
+        }
+    });
+    let _abort_reader = AbortOnDrop(reader);
+    let mut models = ReadModels::new();
+    let mut events = 0u64;
+    while let Some(batch) = rx.recv().await {
+        for (position, decoded) in batch? {
+            models.apply(position, &decoded?, None)?;
+            events += 1;
+        }
+        let elapsed = started.elapsed();
+        let secs = elapsed.as_secs_f64();
+        on_progress(RebuildProgress {
+            events,
+            position: models.position(),
+            head,
+            elapsed,
+            events_per_sec: if secs > 0.0 { events as f64 / secs } else { 0.0 },
+        });
+    }
+    Ok(models)
+}

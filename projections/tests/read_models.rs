@@ -1,0 +1,384 @@
+//! The read models and their indexes, folded from a real SQLite log written by domain
+//! commands: lookups by id, lists by customer / link / state / insight / time, pagination,
+//! visibility, the progress summary, and the config models.
+// Helpers outside `#[test]` functions unwrap too: in a test binary a failing fixture is a
+// test bug, and the panic names it.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use pop_domain::ProcessingState;
+use pop_domain::agenda::AgendaState;
+use pop_projections::{
+    AgendaOrder, AgendaQuery, Cursor, Phase, ReadModels, Visibility, decode, rebuild,
+};
+use pop_store::{EventStore, Position};
+use support::*;
+
+async fn fold(log: &Log) -> ReadModels {
+    rebuild(log.dyn_store(), |_| {}).await.unwrap()
+}
+
+fn only(ids: &[&str]) -> Visibility {
+    Visibility::from_ids(ids.iter().copied())
+}
+
+fn ids<'a>(entries: impl IntoIterator<Item = &'a pop_projections::AgendaEntry>) -> Vec<String> {
+    entries.into_iter().map(|e| e.id().to_string()).collect()
+}
+
+/// Three customers' agendas in various states:
+/// - a1 (acme, link L, insight-1): succeeded
+/// - a2 (acme, link L, insight-1): executing
+/// - b1 (beta, link L, insight-2): queued
+/// - b2 (beta, no link, insight-1): added
+/// - c1 (gamma, link M, insight-1): cancelled
+async fn scenario() -> Log {
+    let log = Log::open().await.unwrap();
+    let names = ["x", "y"];
+    log.agenda("a1", submit(agenda("a1", "acme", Some("L"), &names), "insight-1", 10))
+        .await
+        .unwrap();
+    log.agenda("a2", submit(agenda("a2", "acme", Some("L"), &names), "insight-1", 20))
+        .await
+        .unwrap();
+    log.agenda("b1", submit(agenda("b1", "beta", Some("L"), &names), "insight-2", 30))
+        .await
+        .unwrap();
+    log.agenda("b2", submit(agenda("b2", "beta", None, &names), "insight-1", 40)).await.unwrap();
+    log.agenda("c1", submit(agenda("c1", "gamma", Some("M"), &names), "insight-1", 50))
+        .await
+        .unwrap();
+    for command in lifecycle(&names, 100) {
+        log.agenda("a1", command).await.unwrap();
+    }
+    for command in [queue(200), claim("w", 201), report("w", 202, vec![executing("x", 40.0)])] {
+        log.agenda("a2", command).await.unwrap();
+    }
+    log.agenda("b1", queue(300)).await.unwrap();
+    log.agenda("c1", cancel(400)).await.unwrap();
+    log
+}
+
+#[tokio::test]
+async fn agendas_progress_and_operations_by_id() {
+    let log = scenario().await;
+    let m = fold(&log).await;
+    assert_eq!(m.agendas().len(), 5);
+
+    let a1 = m.agenda_entry("a1").unwrap();
+    assert!(a1.is_settled(), "a COMPLETE agenda is held settled");
+    assert_eq!(a1.phase(), Phase::Succeeded);
+    assert_eq!(a1.progress_id(), "pa1");
+    let progress = m.agenda_progress("pa1").unwrap().unwrap();
+    assert_eq!(progress.processing_state, ProcessingState::Complete);
+    assert_eq!(progress.percent_complete, Some(100.0));
+    assert_eq!(progress.operation_progress.len(), 2);
+    assert_eq!(m.agenda("a1").unwrap().unwrap().operations.len(), 2);
+    // The agenda id is not a progress id.
+    assert!(m.agenda_progress("a1").unwrap().is_none());
+
+    let a2 = m.agenda_progress("pa2").unwrap().unwrap();
+    assert_eq!(a2.processing_state, ProcessingState::Executing);
+    assert_eq!(a2.percent_complete, Some(20.0));
+    assert!(!m.agenda_entry("a2").unwrap().is_settled());
+
+    let x = m.operation_progress("pa2-x").unwrap().unwrap();
+    assert_eq!((x.processing_state, x.percent_complete), (ProcessingState::Executing, Some(40.0)));
+    let y = m.operation_progress("pa1-y").unwrap().unwrap();
+    assert_eq!(y.result_payload["out"], "y done", "settled agendas keep operation results");
+    assert!(m.operation_progress("pa1-z").unwrap().is_none());
+    assert!(m.operation_progress("nothing").unwrap().is_none());
+}
+
+#[tokio::test]
+async fn the_read_model_state_is_the_domain_fold() {
+    let log = scenario().await;
+    let m = fold(&log).await;
+    // Replaying a1's stream with the domain's own evolve gives the same state.
+    let stream =
+        log.store.read_stream("agenda-a1", 0, 100, pop_store::Direction::Forwards).await.unwrap();
+    let mut expected = AgendaState::default();
+    for e in &stream {
+        if let pop_projections::Decoded::Event {
+            event: pop_projections::DomainEvent::Agenda(e),
+            ..
+        } = decode(e).unwrap()
+        {
+            pop_domain::Aggregate::evolve(&mut expected, &e);
+        }
+    }
+    assert_eq!(m.agenda_state("a1").unwrap().unwrap(), expected);
+}
+
+#[tokio::test]
+async fn operation_progress_ids_with_dashes_resolve() {
+    let log = Log::open().await.unwrap();
+    let mut a = agenda("x-1", "acme", None, &["get-data", "b"]);
+    a.progress_id = Some("p-1".to_string());
+    log.agenda("x-1", submit(a, "insight-1", 0)).await.unwrap();
+    let m = fold(&log).await;
+    assert_eq!(m.operation_progress("p-1-get-data").unwrap().unwrap().operation, "get-data");
+    assert_eq!(m.operation_progress("p-1-b").unwrap().unwrap().operation, "b");
+}
+
+#[tokio::test]
+async fn lists_by_customer_respect_visibility() {
+    let log = scenario().await;
+    let m = fold(&log).await;
+    let all = Visibility::All;
+    assert_eq!(
+        ids(m.select_agendas(&AgendaQuery::new(&all)).items),
+        ["a1", "a2", "b1", "b2", "c1"]
+    );
+    let acme_gamma = only(&["acme", "gamma"]);
+    assert_eq!(ids(m.select_agendas(&AgendaQuery::new(&acme_gamma)).items), ["a1", "a2", "c1"]);
+    let nobody = only(&["zeta"]);
+    assert!(m.select_agendas(&AgendaQuery::new(&nobody)).items.is_empty());
+    assert_eq!(Visibility::from_ids(["acme", "*"]), Visibility::All);
+}
+
+#[tokio::test]
+async fn lists_by_link_state_phase_and_insight() {
+    let log = scenario().await;
+    let m = fold(&log).await;
+    let all = Visibility::All;
+    let q = |f: &dyn Fn(&mut AgendaQuery)| {
+        let mut q = AgendaQuery::new(&all);
+        f(&mut q);
+        ids(m.select_agendas(&q).items)
+    };
+    assert_eq!(q(&|q| q.link_id = Some("L")), ["a1", "a2", "b1"]);
+    assert_eq!(q(&|q| q.processing_state = Some(ProcessingState::Complete)), ["a1", "c1"]);
+    assert_eq!(q(&|q| q.phase = Some(Phase::Queued)), ["b1"]);
+    assert_eq!(q(&|q| q.insight_id = Some("insight-1")), ["a1", "a2", "b2", "c1"]);
+    assert_eq!(
+        q(&|q| {
+            q.insight_id = Some("insight-1");
+            q.phase = Some(Phase::Added);
+        }),
+        ["b2"]
+    );
+    assert_eq!(m.agendas().count_in("insight-2", Phase::Queued), 1);
+    assert_eq!(m.agendas().count_in("insight-1", Phase::Queued), 0);
+    // By state in updated order: c1 was cancelled (t=400) after a1 completed (t≈107).
+    assert_eq!(
+        q(&|q| {
+            q.processing_state = Some(ProcessingState::Complete);
+            q.order = AgendaOrder::UpdatedTime;
+        }),
+        ["a1", "c1"]
+    );
+    // Most recently updated last: b2 untouched since t=40; c1 changed last.
+    assert_eq!(q(&|q| q.order = AgendaOrder::UpdatedTime), ["b2", "a1", "a2", "b1", "c1"]);
+    // A filter combined with visibility.
+    let beta = only(&["beta"]);
+    let mut query = AgendaQuery::new(&beta);
+    query.link_id = Some("L");
+    assert_eq!(ids(m.select_agendas(&query).items), ["b1"]);
+}
+
+#[tokio::test]
+async fn pages_are_stable_and_cover_everything_once() {
+    let log = Log::open().await.unwrap();
+    // Equal added times: the id breaks the tie.
+    for i in 0..23 {
+        let id = format!("n{:02}", 22 - i);
+        let customer = if i % 3 == 0 { "acme" } else { "beta" };
+        log.agenda(&id, submit(agenda(&id, customer, None, &["x"]), "insight-1", i / 5))
+            .await
+            .unwrap();
+    }
+    let m = fold(&log).await;
+    for visibility in [Visibility::All, only(&["acme", "beta"]), only(&["beta"])] {
+        let full = ids(m.select_agendas(&AgendaQuery::new(&visibility)).items);
+        let mut paged = Vec::new();
+        let mut after: Option<Cursor> = None;
+        loop {
+            let mut q = AgendaQuery::new(&visibility);
+            q.limit = 4;
+            q.after = after.as_ref();
+            let page = m.select_agendas(&q);
+            assert!(page.items.len() <= 4);
+            paged.extend(ids(page.items));
+            match page.next {
+                // Cursors survive their text form.
+                Some(c) => after = Some(c.to_string().parse().unwrap()),
+                None => break,
+            }
+        }
+        assert_eq!(paged, full, "{visibility:?}");
+        let unique: BTreeSet<_> = paged.iter().collect();
+        assert_eq!(unique.len(), paged.len());
+        // In (addedTime, id) order.
+        let keys: Vec<_> =
+            paged.iter().map(|id| (m.agenda_entry(id).unwrap().added_ms(), id.clone())).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+    }
+}
+
+#[tokio::test]
+async fn progress_summary_through_the_read_model() {
+    let log = scenario().await;
+    let m = fold(&log).await;
+    // L: a1 COMPLETE 100, a2 EXECUTING 20, b1 WAITING 0 → EXECUTING, 40.
+    let summary = m.progress_summary("L", &Visibility::All).unwrap();
+    assert_eq!(summary.processing_state, ProcessingState::Executing);
+    assert_eq!(summary.processing_percent, Some(40.0));
+    assert_eq!(summary.progress_list.len(), 3);
+    // beta sees only b1: all waiting.
+    let summary = m.progress_summary("L", &only(&["beta"])).unwrap();
+    assert_eq!(summary.processing_state, ProcessingState::Waiting);
+    assert_eq!(summary.progress_list.len(), 1);
+    // Nobody visible: empty, COMPLETE at 0.
+    let summary = m.progress_summary("L", &only(&["zeta"])).unwrap();
+    assert!(summary.progress_list.is_empty());
+    assert_eq!(summary.processing_state, ProcessingState::Complete);
+    // M holds only the cancelled one.
+    let summary = m.progress_summary("M", &Visibility::All).unwrap();
+    assert_eq!(summary.processing_state, ProcessingState::Complete);
+}
+
+#[tokio::test]
+async fn a_failure_fails_the_summary() {
+    let log = Log::open().await.unwrap();
+    for id in ["f1", "f2"] {
+        log.agenda(id, submit(agenda(id, "acme", Some("F"), &["x"]), "insight-1", 0))
+            .await
+            .unwrap();
+        log.agenda(id, queue(1)).await.unwrap();
+        log.agenda(id, claim("w", 2)).await.unwrap();
+    }
+    log.agenda("f1", report("w", 3, vec![failed("x")])).await.unwrap();
+    let m = fold(&log).await;
+    let summary = m.progress_summary("F", &Visibility::All).unwrap();
+    assert_eq!(
+        (summary.processing_state, summary.processing_percent),
+        (ProcessingState::Complete, None)
+    );
+    assert_eq!(m.agenda_entry("f1").unwrap().phase(), Phase::Failed);
+}
+
+#[tokio::test]
+async fn indexes_follow_an_agenda_through_rerun() {
+    let log = Log::open().await.unwrap();
+    log.agenda("r", submit(agenda("r", "acme", Some("R"), &["x"]), "insight-1", 0)).await.unwrap();
+    for command in lifecycle(&["x"], 0) {
+        log.agenda("r", command).await.unwrap();
+    }
+    let m = fold(&log).await;
+    assert!(m.agenda_entry("r").unwrap().is_settled());
+    log.agenda("r", rerun(50)).await.unwrap();
+    let m = fold(&log).await;
+    let r = m.agenda_entry("r").unwrap();
+    assert!(!r.is_settled(), "a rerun brings the agenda back to life");
+    assert_eq!(r.phase(), Phase::Added);
+    let all = Visibility::All;
+    let mut q = AgendaQuery::new(&all);
+    q.processing_state = Some(ProcessingState::Complete);
+    assert!(m.select_agendas(&q).items.is_empty(), "no stale index entry");
+    q.processing_state = Some(ProcessingState::Waiting);
+    assert_eq!(ids(m.select_agendas(&q).items), ["r"]);
+    assert_eq!(m.agendas().count_in("insight-1", Phase::Succeeded), 0);
+    assert_eq!(m.agendas().count_in("insight-1", Phase::Added), 1);
+}
+
+#[tokio::test]
+async fn config_models_with_computed_insight_ids_and_deletions() {
+    let log = Log::open().await.unwrap();
+    log.config(create(customer("acme"), 0)).await.unwrap();
+    log.config(create(customer("beta"), 1)).await.unwrap();
+    // An insight may name its pool before the pool exists.
+    log.config(create(insight("i2", "acme", "pool-1"), 2)).await.unwrap();
+    log.config(create(pool("pool-1", "acme"), 3)).await.unwrap();
+    log.config(create(pool("pool-2", "acme"), 4)).await.unwrap();
+    log.config(create(insight("i1", "acme", "pool-1"), 5)).await.unwrap();
+    let mut shared = insight("i3", "beta", "pool-2");
+    shared.allowed_customer_ids = vec!["ACME".to_string()];
+    log.config(create(shared, 6)).await.unwrap();
+    let m = fold(&log).await;
+    assert_eq!(m.resource_pool("pool-1").unwrap().insight_ids, ["i1", "i2"]);
+    assert_eq!(m.resource_pool("pool-2").unwrap().insight_ids, ["i3"]);
+
+    // Moving an insight updates both pools; deleting one removes it.
+    log.config(update(insight("i2", "acme", "pool-2"), 7)).await.unwrap();
+    log.config(delete::<pop_domain::Insight>("i3", 8)).await.unwrap();
+    log.config(delete::<pop_domain::Customer>("beta", 9)).await.unwrap();
+    let m = fold(&log).await;
+    assert_eq!(m.resource_pool("pool-1").unwrap().insight_ids, ["i1"]);
+    assert_eq!(m.resource_pool("pool-2").unwrap().insight_ids, ["i2"]);
+    assert!(m.insight("i3").is_none());
+    assert!(m.customer("beta").is_none());
+    let customers: Vec<_> =
+        m.customers(&Visibility::All, None, 10).items.into_iter().map(|c| c.id.clone()).collect();
+    assert_eq!(customers, ["acme"]);
+    assert_eq!(m.customer("acme").unwrap().title, "Customer acme");
+}
+
+#[tokio::test]
+async fn shared_and_global_insights_are_visible() {
+    let log = Log::open().await.unwrap();
+    let mut shared = insight("shared", "beta", "pool-1");
+    shared.allowed_customer_ids = vec!["ACME".to_string()];
+    let mut global = insight("global", "gamma", "pool-1");
+    global.is_global = true;
+    for i in [insight("own", "acme", "pool-1"), shared, global, insight("other", "beta", "pool-1")]
+    {
+        log.config(create(i, 0)).await.unwrap();
+    }
+    let m = fold(&log).await;
+    let seen: Vec<_> =
+        m.insights(&only(&["acme"]), None, 10).items.into_iter().map(|i| i.id.clone()).collect();
+    assert_eq!(seen, ["global", "own", "shared"]);
+    // Config lists paginate by id.
+    let first = m.insights(&Visibility::All, None, 2);
+    assert_eq!(first.items.len(), 2);
+    let second = m.insights(&Visibility::All, first.next.as_ref(), 2);
+    let all: Vec<_> = first.items.iter().chain(&second.items).map(|i| i.id.clone()).collect();
+    assert_eq!(all, ["global", "other", "own", "shared"]);
+    assert!(second.next.is_none());
+}
+
+#[tokio::test]
+async fn unknown_events_move_the_position_and_change_nothing() {
+    let log = scenario().await;
+    let before = fold(&log).await.fingerprint().unwrap();
+    log.raw("reaper-1", "ObjectsReaped", 1, b"{}").await.unwrap();
+    log.raw("agenda-a1", "AgendaTeleported", 1, b"{}").await.unwrap();
+    let last = log.raw("agenda-a1", "AgendaQueued", 9, b"{}").await.unwrap();
+    let m = fold(&log).await;
+    assert_eq!(m.position(), last);
+    assert_ne!(m.position(), Position::START);
+    // Same models apart from the position.
+    let mut again = fold(&log).await;
+    assert_eq!(m.fingerprint().unwrap(), again.fingerprint().unwrap());
+    again = ReadModels::from_canonical(&canonical(&again)).unwrap();
+    assert_eq!(m.fingerprint().unwrap(), again.fingerprint().unwrap());
+    assert_ne!(before, m.fingerprint().unwrap(), "the position is part of the models");
+}
+
+fn canonical(m: &ReadModels) -> Vec<u8> {
+    let mut out = Vec::new();
+    m.write_canonical(&mut out).unwrap();
+    out
+}
+
+#[tokio::test]
+async fn forgetting_a_deleted_stream_clears_every_index() {
+    let log = scenario().await;
+    let mut m = fold(&log).await;
+    let change = m.forget_stream(Position::from_sequence(10_000), "agenda-a2").unwrap();
+    assert!(change.removed);
+    assert_eq!(change.customer_id.as_ref(), "acme");
+    assert!(m.agenda_entry("a2").is_none());
+    assert!(m.agenda_progress("pa2").unwrap().is_none());
+    let all = Visibility::All;
+    let mut q = AgendaQuery::new(&all);
+    q.link_id = Some("L");
+    assert_eq!(ids(m.select_agendas(&q).items), ["a1", "b1"]);
+    assert!(m.forget_stream(Position::from_sequence(10_001), "agenda-a2").is_none());
+}

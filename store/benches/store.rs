@@ -1,0 +1,392 @@
+//! Store benchmark: durable (fsync) SQLite on a temp file under /tmp.
+//!
+//! - append throughput with 1, 16 and 256 concurrent appenders running agenda lifecycles (six
+//!   single-event appends per stream: NoStream, then Exact(0..4)), in events/s;
+//! - single-appender append latency, p50 and p99;
+//! - `read_all` of the whole log, alone and with decoding (data into `serde_json::Value`,
+//!   metadata into `EventMetadata`), in events/s.
+//!
+//! `cargo bench -p pop-store --bench store -- [--append-events N] [--read-events N]
+//! [--latency-appends N] [--appenders 1,16,256] [--runs 3] [--scale 10] [--normal]`
+//!
+//! Every figure is measured `--runs` times on a fresh store and the median printed. With
+//! `--scale K` the whole table is repeated with K times the data.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pop_store::{
+    Durability, EventMetadata, EventStore, ExpectedVersion, NewEvent, Position, SqliteOptions,
+    SqliteStore, StoreError,
+};
+use uuid::Uuid;
+
+/// Appends per agenda lifecycle: submitted, scheduled, started, two progress reports, done.
+const LIFECYCLE: u64 = 6;
+/// Events per `read_all` call. 1,000 (~0.7 MB) stays in the CPU caches between the reader
+/// and the decoder; the store's maximum (10,000) was measured slower.
+const READ_BATCH: usize = 1_000;
+/// Batches read ahead of each decoder in the pipelined read.
+const READ_AHEAD: usize = 4;
+/// Decoding tasks: one per core of the benchmark machine.
+const DECODERS: usize = 2;
+/// Events per append while filling the store for the read benchmark (one lifecycle at once).
+const FILL_APPENDERS: usize = 64;
+
+#[derive(Debug, Clone)]
+struct Args {
+    append_events: u64,
+    read_events: u64,
+    latency_appends: u64,
+    appenders: Vec<usize>,
+    runs: usize,
+    scale: u64,
+    durability: Durability,
+    /// Run only these parts: `append`, `latency`, `read` (all when empty).
+    only: Vec<String>,
+}
+
+impl Args {
+    fn runs_part(&self, part: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|p| p == part)
+    }
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        append_events: 120_000,
+        read_events: 1_000_000,
+        latency_appends: 3_000,
+        appenders: vec![1, 16, 256],
+        runs: 3,
+        scale: 1,
+        durability: Durability::Full,
+        only: Vec::new(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{arg} needs a value"));
+        let number = |v: String| v.replace('_', "").parse::<u64>().map_err(|e| format!("{v}: {e}"));
+        match arg.as_str() {
+            "--append-events" => args.append_events = number(value()?)?,
+            "--read-events" => args.read_events = number(value()?)?,
+            "--latency-appends" => args.latency_appends = number(value()?)?,
+            "--runs" => args.runs = number(value()?)?.max(1) as usize,
+            "--scale" => args.scale = number(value()?)?.max(1),
+            "--normal" => args.durability = Durability::Normal,
+            "--only" => args.only = value()?.split(',').map(str::to_owned).collect(),
+            "--appenders" => {
+                args.appenders = value()?
+                    .split(',')
+                    .map(|v| v.parse().map_err(|e| format!("{v}: {e}")))
+                    .collect::<Result<_, _>>()?
+            }
+            // `cargo bench` passes `--bench`; ignore it and anything else libtest-like.
+            _ => {}
+        }
+    }
+    Ok(args)
+}
+
+/// ~300 bytes of agenda-like JSON.
+fn data(stream: u64, step: u64) -> Vec<u8> {
+    format!(
+        r#"{{"agendaId":"agenda-{stream:012}","operationId":"op-{step}","state":"RUNNING","progress":{p},"message":"processing chunk {step} of 40 for the nightly ingest","updatedTime":1700000000{step:03},"params":{{"image":"registry.example.com/pop/worker:1.4.2","cpu":"2","memory":"4Gi","retries":3}}}}"#,
+        p = step * 20
+    )
+    .into_bytes()
+}
+
+/// ~150 bytes of metadata, as `EventMetadata` writes it.
+fn metadata(stream: u64) -> Vec<u8> {
+    let m = EventMetadata {
+        customer_id: Some(format!("customer-{:04}", stream % 1000)),
+        cid: Some(format!("cid-{stream:016}")),
+        causation_id: Some(Uuid::from_u128(u128::from(stream) << 64 | 0xabcdef)),
+        actor: Some("worker-7".to_owned()),
+    };
+    m.to_json().unwrap_or_default()
+}
+
+fn event(stream: u64, step: u64) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::now_v7(),
+        event_type: "AgendaProgressUpdated".to_owned(),
+        schema_version: 1,
+        data: data(stream, step),
+        metadata: metadata(stream),
+    }
+}
+
+async fn open(
+    dir: &tempfile::TempDir,
+    durability: Durability,
+) -> Result<Arc<SqliteStore>, StoreError> {
+    let options = SqliteOptions { durability, ..SqliteOptions::default() };
+    Ok(Arc::new(SqliteStore::open(dir.path().join("bench.db"), options).await?))
+}
+
+fn tempdir() -> Result<tempfile::TempDir, StoreError> {
+    tempfile::tempdir_in("/tmp").map_err(|e| StoreError::backend("temp dir", e))
+}
+
+/// One appender: lifecycles on fresh streams until `events` are appended. Returns the
+/// duration of every append when `latencies` is set.
+async fn run_lifecycles(
+    store: Arc<SqliteStore>,
+    appender: u64,
+    events: u64,
+    latencies: bool,
+) -> Result<Vec<Duration>, StoreError> {
+    let mut times = Vec::new();
+    let mut done = 0;
+    let mut stream_no = 0u64;
+    while done < events {
+        let id = appender << 32 | stream_no;
+        let stream = format!("agenda-{id:016x}");
+        for step in 0..LIFECYCLE.min(events - done) {
+            let expected = if step == 0 {
+                ExpectedVersion::NoStream
+            } else {
+                ExpectedVersion::Exact(step - 1)
+            };
+            let e = event(id, step);
+            let start = Instant::now();
+            store.append(&stream, expected, vec![e]).await?;
+            if latencies {
+                times.push(start.elapsed());
+            }
+            done += 1;
+        }
+        stream_no += 1;
+    }
+    Ok(times)
+}
+
+/// Events per second with `appenders` concurrent appenders.
+async fn append_throughput(args: &Args, appenders: usize, events: u64) -> Result<f64, StoreError> {
+    let dir = tempdir()?;
+    let store = open(&dir, args.durability).await?;
+    let per = events.div_ceil(appenders as u64);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..appenders as u64)
+        .map(|a| tokio::spawn(run_lifecycles(store.clone(), a, per, false)))
+        .collect();
+    for t in tasks {
+        t.await.map_err(|e| StoreError::backend("appender task", e))??;
+    }
+    let elapsed = start.elapsed();
+    store.close().await?;
+    Ok((per * appenders as u64) as f64 / elapsed.as_secs_f64())
+}
+
+async fn append_latency(args: &Args, appends: u64) -> Result<(Duration, Duration), StoreError> {
+    let dir = tempdir()?;
+    let store = open(&dir, args.durability).await?;
+    let mut times = run_lifecycles(store.clone(), 0, appends, true).await?;
+    store.close().await?;
+    times.sort();
+    let at =
+        |q: f64| times.get(((times.len() as f64 - 1.0) * q) as usize).copied().unwrap_or_default();
+    Ok((at(0.50), at(0.99)))
+}
+
+/// A store holding `events` lifecycle events, written in lifecycle-sized appends.
+async fn filled_store(
+    args: &Args,
+    events: u64,
+) -> Result<(tempfile::TempDir, Arc<SqliteStore>), StoreError> {
+    let dir = tempdir()?;
+    let store = open(&dir, args.durability).await?;
+    let streams = events.div_ceil(LIFECYCLE);
+    let per = streams.div_ceil(FILL_APPENDERS as u64);
+    let tasks: Vec<_> = (0..FILL_APPENDERS as u64)
+        .map(|a| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for s in (a * per)..((a + 1) * per).min(streams) {
+                    let count = LIFECYCLE.min(events - s * LIFECYCLE);
+                    let batch = (0..count).map(|step| event(s, step)).collect();
+                    store
+                        .append(&format!("agenda-{s:016x}"), ExpectedVersion::NoStream, batch)
+                        .await?;
+                }
+                Ok::<_, StoreError>(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.map_err(|e| StoreError::backend("fill task", e))??;
+    }
+    Ok((dir, store))
+}
+
+/// Reads the whole log; with `decode`, parses every event on [`DECODERS`] tasks while the
+/// next batches are read (decoding is per event and parallel; a projection folds the decoded
+/// batches in order afterwards). Returns events/s and the number of events.
+async fn read_all(store: &Arc<SqliteStore>, decode: bool) -> Result<(f64, u64), StoreError> {
+    let start = Instant::now();
+    let mut senders = Vec::new();
+    let mut decoders = Vec::new();
+    for _ in 0..DECODERS {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<pop_store::RecordedEvent>>(READ_AHEAD);
+        senders.push(tx);
+        decoders.push(tokio::spawn(async move {
+            let mut count = 0u64;
+            let mut checksum = 0u64;
+            while let Some(batch) = rx.recv().await {
+                count += batch.len() as u64;
+                if decode {
+                    checksum = checksum.wrapping_add(decode_batch(&batch)?);
+                }
+            }
+            std::hint::black_box(checksum);
+            Ok::<_, StoreError>(count)
+        }));
+    }
+    let mut after = Position::START;
+    for turn in 0.. {
+        let batch = store.read_all(after, READ_BATCH).await?;
+        let Some(last) = batch.last() else { break };
+        after = last.position;
+        if senders[turn % DECODERS].send(batch).await.is_err() {
+            break;
+        }
+    }
+    drop(senders);
+    let mut count = 0;
+    for d in decoders {
+        count += d.await.map_err(|e| StoreError::backend("decoder task", e))??;
+    }
+    Ok((count as f64 / start.elapsed().as_secs_f64(), count))
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn show(values: &[f64], unit: &str) -> String {
+    let runs: Vec<String> = values.iter().map(|v| format!("{v:.0}")).collect();
+    format!("{:>12.0} {unit:<5} runs: {}", median(values.to_vec()), runs.join(" "))
+}
+
+async fn table(args: &Args, scale: u64) -> Result<(), StoreError> {
+    let append_events = args.append_events * scale;
+    let read_events = args.read_events * scale;
+    let latency_appends = args.latency_appends * scale;
+    println!("\n== scale ×{scale} ==");
+    println!("{:<44} {:>12}", "figure", "median");
+    let appenders = if args.runs_part("append") { args.appenders.clone() } else { Vec::new() };
+    for appenders in appenders {
+        // A single fsync-bound appender would take minutes on the full count.
+        let events =
+            if appenders == 1 { latency_appends.min(append_events) } else { append_events };
+        let mut values = Vec::new();
+        for _ in 0..args.runs {
+            values.push(append_throughput(args, appenders, events).await?);
+        }
+        let label = format!("append, {appenders} appenders, {events} events");
+        println!("{label:<44} {}", show(&values, "ev/s"));
+    }
+    let mut p50s = Vec::new();
+    let mut p99s = Vec::new();
+    let latency_runs = if args.runs_part("latency") { args.runs } else { 0 };
+    for _ in 0..latency_runs {
+        let (p50, p99) = append_latency(args, latency_appends).await?;
+        p50s.push(p50.as_secs_f64() * 1e6);
+        p99s.push(p99.as_secs_f64() * 1e6);
+    }
+    if latency_runs > 0 {
+        println!(
+            "{:<44} {}",
+            format!("append latency p50, {latency_appends} appends"),
+            show(&p50s, "µs")
+        );
+        println!(
+            "{:<44} {}",
+            format!("append latency p99, {latency_appends} appends"),
+            show(&p99s, "µs")
+        );
+    }
+    if !args.runs_part("read") {
+        return Ok(());
+    }
+
+    let fill = Instant::now();
+    let (_dir, store) = filled_store(args, read_events).await?;
+    println!(
+        "{:<44} {:>12.1} s",
+        format!("(filling {read_events} events, 6 per append)"),
+        fill.elapsed().as_secs_f64()
+    );
+    for (decode, label) in [(false, "read_all"), (true, "read_all + decode")] {
+        let mut values = Vec::new();
+        let mut count = 0;
+        for _ in 0..args.runs {
+            let (rate, n) = read_all(&store, decode).await?;
+            values.push(rate);
+            count = n;
+        }
+        println!("{:<44} {}", format!("{label}, {count} events"), show(&values, "ev/s"));
+    }
+    // Decoding alone, on one thread, from events already in memory: the CPU cost a
+    // projection pays per event on top of the read.
+    let sample = store.read_all(Position::START, READ_BATCH).await?;
+    let mut values = Vec::new();
+    for _ in 0..args.runs {
+        let start = Instant::now();
+        let sum = decode_batch(&sample)?;
+        std::hint::black_box(sum);
+        values.push(sample.len() as f64 / start.elapsed().as_secs_f64());
+    }
+    println!(
+        "{:<44} {}",
+        format!("decode only, 1 thread, {} events", sample.len()),
+        show(&values, "ev/s")
+    );
+    store.close().await?;
+    Ok(())
+}
+
+/// The decode a projection does: data into a JSON value, metadata into `EventMetadata`.
+fn decode_batch(batch: &[pop_store::RecordedEvent]) -> Result<u64, StoreError> {
+    let mut sum = 0u64;
+    for e in batch {
+        let data: serde_json::Value =
+            serde_json::from_slice(&e.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let meta = EventMetadata::from_json(&e.metadata)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sum += data.as_object().map_or(0, |o| o.len() as u64)
+            + meta.actor.map_or(0, |a| a.len() as u64);
+    }
+    Ok(sum)
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("store bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    println!(
+        "pop-store bench: SQLite, durability {:?}, files under /tmp, {} runs per figure (median)",
+        args.durability, args.runs
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("store bench: no runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let scales: Vec<u64> = if args.scale > 1 { vec![1, args.scale] } else { vec![1] };
+    for scale in scales {
+        if let Err(e) = runtime.block_on(table(&args, scale)) {
+            eprintln!("store bench failed: {e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! The values that cross the store boundary: events going in, events coming out, expected
+//! versions and the metadata every pop event carries.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::Position;
+
+/// What the caller believes about a stream before appending (EventStoreDB semantics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ExpectedVersion {
+    /// No check at all.
+    Any,
+    /// The stream has no events yet (and was never deleted).
+    NoStream,
+    /// The stream has at least one event.
+    StreamExists,
+    /// The stream's last event has exactly this version (the first event is version 0).
+    Exact(u64),
+}
+
+impl ExpectedVersion {
+    /// Whether a stream whose last version is `current` (`None`: no events) satisfies this.
+    pub fn admits(self, current: Option<u64>) -> bool {
+        match self {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => current.is_none(),
+            ExpectedVersion::StreamExists => current.is_some(),
+            ExpectedVersion::Exact(v) => current == Some(v),
+        }
+    }
+
+    /// The version the first appended event would get if this expectation held, when that is
+    /// determined by the expectation alone (`Any` and `StreamExists` leave it open).
+    pub fn first_new_version(self) -> Option<u64> {
+        match self {
+            ExpectedVersion::NoStream => Some(0),
+            ExpectedVersion::Exact(v) => v.checked_add(1),
+            ExpectedVersion::Any | ExpectedVersion::StreamExists => None,
+        }
+    }
+}
+
+impl fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExpectedVersion::Any => f.write_str("any version"),
+            ExpectedVersion::NoStream => f.write_str("no stream"),
+            ExpectedVersion::StreamExists => f.write_str("an existing stream"),
+            ExpectedVersion::Exact(v) => write!(f, "version {v}"),
+        }
+    }
+}
+
+/// Where a stream actually is, as reported in a conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ActualVersion {
+    /// The stream has no events.
+    NoStream,
+    /// The version of the stream's last event.
+    Version(u64),
+}
+
+impl ActualVersion {
+    pub fn from_current(current: Option<u64>) -> ActualVersion {
+        current.map_or(ActualVersion::NoStream, ActualVersion::Version)
+    }
+}
+
+impl fmt::Display for ActualVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ActualVersion::NoStream => f.write_str("no stream"),
+            ActualVersion::Version(v) => write!(f, "version {v}"),
+        }
+    }
+}
+
+/// Which way `read_stream` walks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    Forwards,
+    Backwards,
+}
+
+/// An event to append. `data` and `metadata` are JSON bytes, stored and returned byte for
+/// byte; `metadata` may also be empty (no metadata). `Default` lets callers and tests name
+/// only the fields they care about, so fields added later (e.g. a per-event hash) do not
+/// break them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NewEvent {
+    /// Unique across the whole log; the key of idempotent re-appends. Not nil.
+    pub event_id: Uuid,
+    /// The persisted type name (never renamed once written).
+    pub event_type: String,
+    /// The shape version of `data` for this type.
+    pub schema_version: u32,
+    pub data: Vec<u8>,
+    pub metadata: Vec<u8>,
+}
+
+impl NewEvent {
+    /// The bytes this event weighs against the append limits.
+    pub fn size(&self) -> usize {
+        self.data.len() + self.metadata.len() + self.event_type.len()
+    }
+}
+
+/// An event as the log holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecordedEvent {
+    /// Global, in commit order.
+    pub position: Position,
+    pub stream: String,
+    /// Within the stream, from 0, contiguous.
+    pub version: u64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: u32,
+    pub data: Vec<u8>,
+    pub metadata: Vec<u8>,
+    /// When the store committed it, by the store's injected clock, to the microsecond.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// The result of a successful append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AppendResult {
+    /// The stream's version after the append: the version of its last event.
+    pub version: u64,
+    /// The global position of the last event appended (read-your-writes token).
+    pub position: Position,
+}
+
+/// The metadata every pop event carries, as camelCase JSON. Unknown fields are ignored when
+/// reading, so later fields can be added without breaking old readers.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventMetadata {
+    /// The tenant the event belongs to; `None` for system-wide streams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
+    /// The client's correlation id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cid: Option<String>,
+    /// The event (or command) that caused this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<Uuid>,
+    /// Who asked: a user, a worker, a reaper.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+}
+
+impl EventMetadata {
+    /// The JSON bytes stored in [`NewEvent::metadata`].
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(self)
+    }
+
+    /// Reads stored metadata bytes; empty bytes are empty metadata.
+    pub fn from_json(bytes: &[u8]) -> Result<EventMetadata, serde_json::Error> {
+        if bytes.is_empty() {
+            return Ok(EventMetadata::default());
+        }
+        serde_json::from_slice(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_version_rules() {
+        use ExpectedVersion::*;
+        let table = [
+            (Any, None, true),
+            (Any, Some(3), true),
+            (NoStream, None, true),
+            (NoStream, Some(0), false),
+            (StreamExists, None, false),
+            (StreamExists, Some(0), true),
+            (Exact(0), None, false),
+            (Exact(0), Some(0), true),
+            (Exact(2), Some(3), false),
+        ];
+        for (expected, current, admits) in table {
+            assert_eq!(expected.admits(current), admits, "{expected} vs {current:?}");
+        }
+    }
+
+    #[test]
+    fn metadata_is_camel_case_and_round_trips() {
+        let m = EventMetadata {
+            customer_id: Some("c1".into()),
+            cid: Some("corr".into()),
+            causation_id: Some(Uuid::nil()),
+            actor: Some("reaper".into()),
+        };
+        let json = String::from_utf8(m.to_json().unwrap()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"customerId":"c1","cid":"corr","causationId":"00000000-0000-0000-0000-000000000000","actor":"reaper"}"#
+        );
+        assert_eq!(EventMetadata::from_json(json.as_bytes()).unwrap(), m);
+        assert_eq!(EventMetadata::from_json(b"").unwrap(), EventMetadata::default());
+        assert_eq!(
+            EventMetadata::from_json(br#"{"actor":"a","later":1}"#).unwrap().actor.as_deref(),
+            Some("a")
+        );
+    }
+}

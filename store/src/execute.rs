@@ -1,0 +1,204 @@
+//! Command execution: load an aggregate's state from its stream, let the pure `decide` judge
+//! the command, and append the resulting events with the version the decision was based on.
+//! A concurrent writer shows up as a conflict; the command is then re-decided on the newer
+//! state, a bounded number of times.
+
+use std::any::Any;
+use std::sync::{Arc, Mutex};
+
+use pop_domain::aggregate::stream_name;
+use pop_domain::{Aggregate, CodecError, EventCodec};
+use uuid::Uuid;
+
+use crate::cache::GenerationalCache;
+use crate::limits::MAX_READ_BATCH;
+use crate::{
+    Direction, EventMetadata, EventStore, ExpectedVersion, NewEvent, Position, StoreError,
+};
+
+/// Attempts at one command before giving up on a stream that keeps changing. With N writers
+/// racing on one stream, a writer loses at most once per *other* writer's success, so ten
+/// attempts always get ten simultaneous commands on one agenda through; more contention than
+/// that on a single agenda is a client bug worth surfacing.
+pub const MAX_EXECUTE_ATTEMPTS: u32 = 10;
+
+/// Streams whose folded state (and version) the executor keeps, so a command on a busy
+/// aggregate reads only the events since its last command instead of the whole stream.
+/// Bounded because states can be large (an agenda with its operations).
+pub const STATE_CACHE_CAPACITY: usize = 10_000;
+
+/// Events read per query while loading a stream.
+const LOAD_BATCH: usize = MAX_READ_BATCH;
+
+/// What a command did.
+#[derive(Debug, Clone)]
+pub struct Executed<A: Aggregate> {
+    /// The events appended (empty: the command changed nothing).
+    pub events: Vec<A::Event>,
+    /// The state after the command.
+    pub state: A,
+    /// The stream's version after the command (`None`: the stream still has no events).
+    pub version: Option<u64>,
+    /// The global position of the last event appended, for read-your-writes; `None` when no
+    /// event was appended.
+    pub position: Option<Position>,
+}
+
+/// Why a command was not executed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError<E: std::error::Error + 'static> {
+    /// The domain refused the command.
+    #[error("the command was refused")]
+    Refused(#[source] E),
+    /// The store failed (including a deleted stream).
+    #[error("the event store failed")]
+    Store(#[from] StoreError),
+    /// A stored event could not be decoded, or a new one encoded.
+    #[error("an event could not be decoded or encoded")]
+    Codec(#[from] CodecError),
+    /// Other writers kept changing the stream.
+    #[error("stream {stream:?} kept changing; gave up after {attempts} attempts")]
+    Conflict { stream: String, attempts: u32 },
+}
+
+#[derive(Clone)]
+struct CachedState {
+    version: u64,
+    state: Arc<dyn Any + Send + Sync>,
+}
+
+/// Executes commands against an [`EventStore`]. Share one per process: it caches states.
+pub struct Executor {
+    store: Arc<dyn EventStore>,
+    states: Mutex<GenerationalCache<String, CachedState>>,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor").finish_non_exhaustive()
+    }
+}
+
+impl Executor {
+    pub fn new(store: Arc<dyn EventStore>) -> Executor {
+        Executor { store, states: Mutex::new(GenerationalCache::new(STATE_CACHE_CAPACITY)) }
+    }
+
+    /// The store commands are executed against.
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
+    /// Runs `command` on the aggregate `A` with id `id` (stream `<A::CATEGORY>-<id>`). Every
+    /// appended event carries `metadata` and a fresh UUID v7 id; time is whatever the command
+    /// carries (the domain reads no clock).
+    pub async fn execute<A: Aggregate>(
+        &self,
+        id: &str,
+        metadata: &EventMetadata,
+        command: &A::Command,
+    ) -> Result<Executed<A>, ExecuteError<A::Error>>
+    where
+        A::Command: Sync,
+    {
+        let stream = stream_name(A::CATEGORY, id);
+        let metadata = metadata.to_json().map_err(CodecError::Encode)?;
+        let (mut state, mut version) = self.cached::<A>(&stream);
+        for _ in 0..MAX_EXECUTE_ATTEMPTS {
+            self.catch_up(&stream, &mut state, &mut version).await?;
+            let events = state.decide(command).map_err(ExecuteError::Refused)?;
+            if events.is_empty() {
+                self.remember(&stream, version, &state);
+                return Ok(Executed { events, state, version, position: None });
+            }
+            let new_events = events
+                .iter()
+                .map(|e| {
+                    Ok(NewEvent {
+                        event_id: Uuid::now_v7(),
+                        event_type: e.event_type().to_owned(),
+                        schema_version: e.schema_version(),
+                        data: e.encode()?,
+                        metadata: metadata.clone(),
+                    })
+                })
+                .collect::<Result<Vec<_>, CodecError>>()?;
+            let expected = version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+            match self.store.append(&stream, expected, new_events).await {
+                Ok(appended) => {
+                    for e in &events {
+                        state.evolve(e);
+                    }
+                    let version = Some(appended.version);
+                    self.remember(&stream, version, &state);
+                    return Ok(Executed {
+                        events,
+                        state,
+                        version,
+                        position: Some(appended.position),
+                    });
+                }
+                // Someone else appended since we read: read their events and decide again.
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ExecuteError::Conflict { stream, attempts: MAX_EXECUTE_ATTEMPTS })
+    }
+
+    /// The current state of the aggregate `A` with id `id`, and its stream version.
+    pub async fn load<A: Aggregate>(
+        &self,
+        id: &str,
+    ) -> Result<(A, Option<u64>), ExecuteError<A::Error>> {
+        let stream = stream_name(A::CATEGORY, id);
+        let (mut state, mut version) = self.cached::<A>(&stream);
+        self.catch_up(&stream, &mut state, &mut version).await?;
+        self.remember(&stream, version, &state);
+        Ok((state, version))
+    }
+
+    /// Folds the events after `version` into `state`.
+    async fn catch_up<A: Aggregate>(
+        &self,
+        stream: &str,
+        state: &mut A,
+        version: &mut Option<u64>,
+    ) -> Result<(), ExecuteError<A::Error>> {
+        loop {
+            let from = version.map_or(0, |v| v.saturating_add(1));
+            let batch =
+                self.store.read_stream(stream, from, LOAD_BATCH, Direction::Forwards).await?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            for recorded in batch {
+                let event = <A::Event as EventCodec>::decode(
+                    &recorded.event_type,
+                    recorded.schema_version,
+                    &recorded.data,
+                )?;
+                state.evolve(&event);
+                *version = Some(recorded.version);
+            }
+        }
+    }
+
+    fn cached<A: Aggregate>(&self, stream: &str) -> (A, Option<u64>) {
+        // A poisoned lock or a state of another type (two aggregates sharing a category) is a
+        // cache miss: the stream is simply read from the start.
+        let hit = self.states.lock().ok().and_then(|mut c| c.get(stream));
+        match hit.and_then(|c| c.state.downcast_ref::<A>().map(|s| (s.clone(), c.version))) {
+            Some((state, version)) => (state, Some(version)),
+            None => (A::default(), None),
+        }
+    }
+
+    fn remember<A: Aggregate>(&self, stream: &str, version: Option<u64>, state: &A) {
+        let Some(version) = version else { return };
+        if let Ok(mut cache) = self.states.lock() {
+            let state: Arc<dyn Any + Send + Sync> = Arc::new(state.clone());
+            cache.insert(stream.to_owned(), CachedState { version, state });
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! The checkpointer: a thread with its own connection that copies the WAL back into the
+//! database file when the writer has written enough, so the writer never stalls a commit on
+//! a checkpoint (page copies plus an fsync of the database file).
+
+use std::path::Path;
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::thread::JoinHandle;
+
+use rusqlite::Connection;
+
+use super::schema;
+use crate::StoreError;
+
+/// Bytes the writer commits between two nudges of the checkpointer: 16 MiB of events is
+/// about 4,000 WAL pages, large enough to amortise the checkpoint's fsync, small enough to
+/// keep the WAL (which every reader searches) short.
+pub const CHECKPOINT_EVERY_BYTES: usize = 16 << 20;
+
+pub(crate) struct Checkpointer {
+    /// Capacity 1: a nudge while a checkpoint is pending or running folds into it.
+    wake: SyncSender<()>,
+    thread: JoinHandle<()>,
+}
+
+impl Checkpointer {
+    pub(crate) fn start(path: &Path) -> Result<Checkpointer, StoreError> {
+        let conn = Connection::open(path)
+            .map_err(|e| StoreError::backend("opening the checkpointer connection", e))?;
+        schema::configure_checkpointer(&conn)?;
+        let (wake, nudges) = mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("pop-store-checkpoint".to_owned())
+            .spawn(move || {
+                // Ends when the writer drops `wake`.
+                while nudges.recv().is_ok() {
+                    // PASSIVE: copy what no reader still needs, never wait for anyone.
+                    let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                    });
+                    match done {
+                        Ok((wal_pages, copied)) => {
+                            tracing::debug!(wal_pages, copied, "WAL checkpoint")
+                        }
+                        Err(error) => tracing::warn!(%error, "WAL checkpoint failed"),
+                    }
+                }
+                if let Err((_, error)) = conn.close() {
+                    tracing::warn!(%error, "closing the checkpointer connection failed");
+                }
+            })
+            .map_err(|e| StoreError::backend("starting the checkpointer thread", e))?;
+        Ok(Checkpointer { wake, thread })
+    }
+
+    /// Asks for a checkpoint; never blocks the writer.
+    pub(crate) fn nudge(&self) {
+        match self.wake.try_send(()) {
+            Ok(()) | Err(TrySendError::Full(())) => {}
+            Err(TrySendError::Disconnected(())) => {
+                tracing::warn!("the checkpointer stopped; the writer's autocheckpoint takes over");
+            }
+        }
+    }
+
+    /// Stops the thread after the checkpoint in progress, if any.
+    pub(crate) fn stop(self) {
+        drop(self.wake);
+        if self.thread.join().is_err() {
+            tracing::warn!("the checkpointer thread panicked");
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The embedded backend: one SQLite file in WAL mode, one writer thread that group-commits,
+//! readers on their own connections. The default for `pop serve`.
+
+mod checkpoint;
+mod reader;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::FutureExt;
+use futures::stream::BoxStream;
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::limits::{check_append, check_read_max, check_stream_name};
+use crate::subscribe::{ReadAfter, subscribe_by_polling};
+use crate::{
+    AppendResult, Clock, Direction, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent,
+    StoreError, system_clock,
+};
+
+pub use checkpoint::CHECKPOINT_EVERY_BYTES;
+pub use reader::READER_POOL_SIZE;
+pub use schema::SCHEMA_VERSION;
+pub use writer::{
+    MAX_GROUP_BYTES, MAX_GROUP_REQUESTS, STREAM_CACHE_CAPACITY, WRITER_QUEUE_CAPACITY,
+};
+
+/// When an append counts as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=FULL`: the WAL is fsync'd before `append` returns; an acknowledged event
+    /// survives a power loss. The default.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: fsync only at checkpoints; an acknowledged event survives a crash
+    /// of pop but maybe not of the machine. Much cheaper per commit on slow disks.
+    Normal,
+}
+
+/// How to open a SQLite store.
+#[derive(Clone)]
+pub struct SqliteOptions {
+    pub durability: Durability,
+    /// Stamps `recorded_at`.
+    pub clock: Clock,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions { durability: Durability::Full, clock: system_clock() }
+    }
+}
+
+impl std::fmt::Debug for SqliteOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteOptions")
+            .field("durability", &self.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The embedded event store. Cheap to share behind an `Arc`; dropping the last handle stops
+/// the writer after the requests already queued.
+pub struct SqliteStore {
+    path: PathBuf,
+    requests: mpsc::Sender<writer::Request>,
+    head: watch::Receiver<Position>,
+    readers: Arc<reader::Readers>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating the file and its parent directories if needed) and migrates the store
+    /// at `path`, and starts its writer thread.
+    pub async fn open(
+        path: impl AsRef<Path>,
+        options: SqliteOptions,
+    ) -> Result<SqliteStore, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let opened = path.clone();
+        let (conn, head) =
+            tokio::task::spawn_blocking(move || open_writer(&opened, options.durability))
+                .await
+                .map_err(|e| StoreError::backend("opening the store", e))??;
+
+        let (requests, rx) = mpsc::channel(WRITER_QUEUE_CAPACITY);
+        let (head_tx, head_rx) = watch::channel(Position::from_sequence(head));
+        let checkpointer = checkpoint::Checkpointer::start(&path)?;
+        let writer =
+            writer::Writer::new(conn, rx, head_tx, head, options.clock, Some(checkpointer));
+        std::thread::Builder::new()
+            .name("pop-store-writer".to_owned())
+            .spawn(move || writer.run())
+            .map_err(|e| StoreError::backend("starting the writer thread", e))?;
+        tracing::info!(path = %path.display(), head, "event store opened");
+        Ok(SqliteStore {
+            readers: Arc::new(reader::Readers::new(path.clone(), READER_POOL_SIZE)),
+            path,
+            requests,
+            head: head_rx,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Finishes the requests already queued, closes the writer's connection and refuses
+    /// further work with [`StoreError::Closed`]. Returns once the file is closed for writing,
+    /// so it can be reopened.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        let (reply, done) = oneshot::channel();
+        if self.requests.send(writer::Request::Close { reply }).await.is_ok() {
+            // An error here means the writer is already gone, which is what we want.
+            let _ = done.await;
+        }
+        self.readers.close();
+        Ok(())
+    }
+
+    fn read_after(&self) -> ReadAfter {
+        let readers = Arc::clone(&self.readers);
+        Arc::new(move |after, max| {
+            let readers = Arc::clone(&readers);
+            async move { readers.with(move |conn| reader::read_all(conn, after, max)).await }
+                .boxed()
+        })
+    }
+}
+
+fn open_writer(path: &Path, durability: Durability) -> Result<(Connection, u64), StoreError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| StoreError::backend("creating the store's directory", e))?;
+    }
+    let mut conn =
+        Connection::open(path).map_err(|e| StoreError::backend("opening the store file", e))?;
+    schema::configure_writer(&conn, durability)?;
+    schema::migrate(&mut conn)?;
+    let head = writer::stored_head(&conn)?;
+    Ok((conn, head))
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        let bytes = check_append(stream, &events)?;
+        let (reply, result) = oneshot::channel();
+        let request =
+            writer::Request::Append { stream: stream.to_owned(), expected, events, bytes, reply };
+        self.requests.send(request).await.map_err(|_| StoreError::Closed)?;
+        result.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        max: usize,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        check_stream_name(stream)?;
+        check_read_max(max)?;
+        let stream = stream.to_owned();
+        self.readers
+            .with(move |conn| reader::read_stream(conn, &stream, from_version, max, direction))
+            .await
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        check_read_max(max)?;
+        self.readers.with(move |conn| reader::read_all(conn, after, max)).await
+    }
+
+    fn subscribe_all(
+        &self,
+        after: Position,
+    ) -> BoxStream<'static, Result<RecordedEvent, StoreError>> {
+        subscribe_by_polling(self.read_after(), self.head.clone(), after)
+    }
+
+    async fn delete_stream(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+    ) -> Result<(), StoreError> {
+        check_stream_name(stream)?;
+        let (reply, result) = oneshot::channel();
+        let request = writer::Request::Delete { stream: stream.to_owned(), expected, reply };
+        self.requests.send(request).await.map_err(|_| StoreError::Closed)?;
+        result.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn head(&self) -> Result<Position, StoreError> {
+        Ok(*self.head.borrow())
+    }
+}

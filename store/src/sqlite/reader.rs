@@ -1,0 +1,236 @@
+//! Reads on their own connections: a small pool, each read on a blocking thread, never on the
+//! writer's connection (a long catch-up must not delay commits).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
+use tokio::sync::Semaphore;
+use uuid::Uuid;
+
+use super::schema;
+use super::writer::from_micros;
+use crate::cache::GenerationalCache;
+use crate::limits::MAX_READ_BATCH_BYTES;
+use crate::{Direction, Position, RecordedEvent, StoreError};
+
+/// Reads running at once. Each holds a connection and a blocking thread; with WAL they run
+/// in parallel with each other and with the writer. Four keeps two cores busy without
+/// letting catch-ups crowd out the tokio blocking pool.
+pub const READER_POOL_SIZE: usize = 4;
+
+/// Stream names each reader connection remembers by stream id, so `read_all` needs no join
+/// per event. Ids are never reused (tombstones keep their row), so entries never go stale;
+/// the bound only caps memory (100k names is a few MiB).
+const STREAM_NAME_CACHE: usize = 100_000;
+
+pub(crate) struct Readers {
+    path: PathBuf,
+    /// Idle connections; at most `READER_POOL_SIZE` exist because of `permits`.
+    idle: Mutex<Vec<ReaderConn>>,
+    permits: Arc<Semaphore>,
+}
+
+/// A reader connection and what it remembers.
+pub(crate) struct ReaderConn {
+    conn: Connection,
+    names: GenerationalCache<i64, String>,
+}
+
+fn backend(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+    move |e| StoreError::backend(context, e)
+}
+
+impl Readers {
+    pub(crate) fn new(path: PathBuf, size: usize) -> Readers {
+        Readers {
+            path,
+            idle: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(size.max(1))),
+        }
+    }
+
+    /// Runs `read` on a pooled connection on a blocking thread.
+    pub(crate) async fn with<T, F>(self: &Arc<Self>, read: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut ReaderConn) -> Result<T, StoreError> + Send + 'static,
+    {
+        let permit = self.permits.clone().acquire_owned().await.map_err(|_| StoreError::Closed)?;
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let mut conn = this.take()?;
+            let result = read(&mut conn);
+            this.put_back(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::backend("running a read", e))?
+    }
+
+    fn take(&self) -> Result<ReaderConn, StoreError> {
+        let pooled = self.idle.lock().map_err(|_| StoreError::Closed)?.pop();
+        match pooled {
+            Some(conn) => Ok(conn),
+            None => {
+                let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                let conn = Connection::open_with_flags(&self.path, flags)
+                    .map_err(backend("opening a reader connection"))?;
+                schema::configure_reader(&conn)?;
+                Ok(ReaderConn { conn, names: GenerationalCache::new(STREAM_NAME_CACHE) })
+            }
+        }
+    }
+
+    fn put_back(&self, conn: ReaderConn) {
+        // A poisoned pool only means a connection is not reused.
+        if let Ok(mut idle) = self.idle.lock()
+            && !self.permits.is_closed()
+        {
+            idle.push(conn);
+        }
+    }
+
+    /// Refuses new reads and closes idle connections.
+    pub(crate) fn close(&self) {
+        self.permits.close();
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+    }
+}
+
+fn clamp_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn position_sql(after: Position) -> Result<i64, StoreError> {
+    let sequence = after
+        .sequence()
+        .ok_or_else(|| StoreError::InvalidPosition { position: after.to_string() })?;
+    Ok(clamp_i64(sequence))
+}
+
+/// Columns: position, version, event_id, event_type, schema_version, data, metadata,
+/// recorded_at.
+fn event_from_row(row: &Row<'_>, stream: String) -> Result<RecordedEvent, StoreError> {
+    let read = backend("reading an event row");
+    let position: i64 = row.get(0).map_err(&read)?;
+    let version: i64 = row.get(1).map_err(&read)?;
+    let event_id = row.get_ref(2).map_err(&read)?.as_blob().map_err(|e| corrupt("event id", e))?;
+    let event_id = Uuid::from_slice(event_id).map_err(|e| corrupt("event id", e))?;
+    Ok(RecordedEvent {
+        position: Position::from_sequence(
+            u64::try_from(position).map_err(|e| corrupt("position", e))?,
+        ),
+        stream,
+        version: u64::try_from(version).map_err(|e| corrupt("version", e))?,
+        event_id,
+        event_type: row.get(3).map_err(&read)?,
+        schema_version: row.get(4).map_err(&read)?,
+        data: row.get(5).map_err(&read)?,
+        metadata: row.get(6).map_err(&read)?,
+        recorded_at: from_micros(row.get(7).map_err(&read)?)?,
+    })
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("stored {what} is invalid: {e}"))
+}
+
+/// Collects rows until the byte cap; `stream_of` names each row's stream.
+fn collect(
+    rows: &mut rusqlite::Rows<'_>,
+    max: usize,
+    mut stream_of: impl FnMut(&Row<'_>) -> Result<String, StoreError>,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let mut events = Vec::with_capacity(max.min(1024));
+    let mut bytes = 0usize;
+    while let Some(row) = rows.next().map_err(backend("reading events"))? {
+        let event = event_from_row(row, stream_of(row)?)?;
+        bytes += event.data.len() + event.metadata.len();
+        events.push(event);
+        if bytes >= MAX_READ_BATCH_BYTES {
+            break;
+        }
+    }
+    Ok(events)
+}
+
+pub(crate) fn read_all(
+    reader: &mut ReaderConn,
+    after: Position,
+    max: usize,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    if max == 0 {
+        return Ok(Vec::new());
+    }
+    let after = position_sql(after)?;
+    let ReaderConn { conn, names } = reader;
+    let mut statement = conn
+        .prepare_cached(
+            "SELECT position, version, event_id, event_type, schema_version, data, metadata, \
+             recorded_at, stream_id FROM events WHERE position > ?1 ORDER BY position LIMIT ?2",
+        )
+        .map_err(backend("reading the log"))?;
+    let mut name_of = conn
+        .prepare_cached("SELECT name FROM streams WHERE id = ?1")
+        .map_err(backend("reading stream names"))?;
+    let mut rows =
+        statement.query([after, clamp_i64(max as u64)]).map_err(backend("reading the log"))?;
+    collect(&mut rows, max, |row| {
+        let id: i64 = row.get(8).map_err(backend("reading an event row"))?;
+        if let Some(name) = names.get(&id) {
+            return Ok(name);
+        }
+        // Same read transaction as the events (the statement above is still open), so the
+        // stream row is there.
+        let name: String =
+            name_of.query_row([id], |r| r.get(0)).map_err(backend("reading a stream name"))?;
+        names.insert(id, name.clone());
+        Ok(name)
+    })
+}
+
+pub(crate) fn read_stream(
+    reader: &mut ReaderConn,
+    stream: &str,
+    from_version: u64,
+    max: usize,
+    direction: Direction,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    // One snapshot for the stream row and its events, so a concurrent delete cannot make a
+    // deleted stream read as empty.
+    let tx = reader.conn.transaction().map_err(backend("starting a read"))?;
+    let row: Option<(i64, Option<i64>)> = tx
+        .prepare_cached("SELECT id, deleted_at FROM streams WHERE name = ?1")
+        .and_then(|mut s| s.query_row([stream], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .map_err(backend("looking up a stream"))?;
+    let Some((id, deleted_at)) = row else {
+        return Ok(Vec::new());
+    };
+    if deleted_at.is_some() {
+        return Err(StoreError::StreamDeleted { stream: stream.to_owned() });
+    }
+    if max == 0 {
+        return Ok(Vec::new());
+    }
+    let sql = match direction {
+        Direction::Forwards => {
+            "SELECT position, version, event_id, event_type, schema_version, data, metadata, \
+             recorded_at FROM events WHERE stream_id = ?1 AND version >= ?2 \
+             ORDER BY version ASC LIMIT ?3"
+        }
+        Direction::Backwards => {
+            "SELECT position, version, event_id, event_type, schema_version, data, metadata, \
+             recorded_at FROM events WHERE stream_id = ?1 AND version <= ?2 \
+             ORDER BY version DESC LIMIT ?3"
+        }
+    };
+    let mut statement = tx.prepare_cached(sql).map_err(backend("reading a stream"))?;
+    let mut rows = statement
+        .query([id, clamp_i64(from_version), clamp_i64(max as u64)])
+        .map_err(backend("reading a stream"))?;
+    collect(&mut rows, max, |_| Ok(stream.to_owned()))
+}

@@ -1,0 +1,159 @@
+//! The SQLite schema as ordered migration steps, and the connection settings (PRAGMAs) of the
+//! writer and the readers, each with its reason.
+
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::Durability;
+use crate::StoreError;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` is the number applied. Never
+/// edit a step that has shipped: add one. Room is left for later steps such as a per-stream
+/// hash chain (`ALTER TABLE events ADD COLUMN hash BLOB`) and "as of" reads (already possible:
+/// `position` and `recorded_at` are indexed by order).
+const MIGRATIONS: &[&str] = &[
+    // 1: streams, the event log, and the log head.
+    "
+    -- One row per stream that ever had an event or was deleted. `version` is the version of
+    -- the last event (NULL: none); `deleted_at` (microseconds since the epoch) marks a
+    -- tombstone. Foreign keys are not declared: the single writer keeps them, and SQLite would
+    -- not check them without a per-connection PRAGMA anyway.
+    CREATE TABLE streams (
+        id          INTEGER PRIMARY KEY,
+        name        TEXT    NOT NULL UNIQUE,
+        version     INTEGER,
+        deleted_at  INTEGER
+    ) STRICT;
+
+    -- The global log. `position` is the rowid, assigned by the writer in commit order and
+    -- never reused (see `log.head`), so the table is stored in log order and `read_all` is a
+    -- range scan. `event_id` is the 16 uuid bytes. `recorded_at`: microseconds since epoch.
+    CREATE TABLE events (
+        position        INTEGER PRIMARY KEY,
+        stream_id       INTEGER NOT NULL,
+        version         INTEGER NOT NULL,
+        event_id        BLOB    NOT NULL UNIQUE,
+        event_type      TEXT    NOT NULL,
+        schema_version  INTEGER NOT NULL,
+        data            BLOB    NOT NULL,
+        metadata        BLOB    NOT NULL,
+        recorded_at     INTEGER NOT NULL
+    ) STRICT;
+
+    -- Stream reads and the per-stream version rule (also what deleting a stream scans).
+    CREATE UNIQUE INDEX events_by_stream ON events (stream_id, version);
+
+    -- The last position ever assigned. Kept apart from max(events.position) because deleting
+    -- a stream can remove the newest events, and a position must never be handed out twice
+    -- (a subscriber past it would skip the new event).
+    CREATE TABLE log (
+        id    INTEGER PRIMARY KEY CHECK (id = 1),
+        head  INTEGER NOT NULL
+    ) STRICT;
+    INSERT INTO log (id, head) VALUES (1, 0);
+    ",
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// How long a connection waits for a lock held by another connection before failing. Only a
+/// checkpoint or a second process can hold one; a writer blocked longer than this is better
+/// reported than hung.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Page cache of the writer, in KiB (negative `cache_size` is KiB): the stream index and the
+/// tail of the log stay in memory.
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
+
+/// Page cache of each reader, in KiB.
+const READER_CACHE_KIB: i64 = 16 * 1024;
+
+/// Bytes of the database file each reader maps into memory: reads of the log then copy from
+/// the page cache of the OS without a read() per page.
+const READER_MMAP_BYTES: i64 = 1 << 30;
+
+/// WAL pages after which the writer itself checkpoints. Normally the checkpointer thread does
+/// it long before (every `CHECKPOINT_EVERY_BYTES`); this is the safety net should it fall
+/// behind or stop: 64k pages is 256 MiB of WAL.
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 65_536;
+
+/// Bytes the WAL file is truncated to after a checkpoint, so one burst does not leave a huge
+/// file behind.
+const WAL_SIZE_LIMIT_BYTES: i64 = 64 << 20;
+
+fn backend(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+    move |e| StoreError::backend(context, e)
+}
+
+/// Settings of the one writer connection.
+pub(crate) fn configure_writer(
+    conn: &Connection,
+    durability: Durability,
+) -> Result<(), StoreError> {
+    let set = backend("configuring the writer connection");
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(&set)?;
+    // WAL: readers never block the writer nor the writer them, and a commit is one sequential
+    // write (plus one fsync) to the WAL.
+    let mode: String =
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).map_err(&set)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Corrupt(format!("the database refused WAL mode (got {mode:?})")));
+    }
+    // FULL: the WAL is fsync'd at every commit, so an acknowledged append survives a power
+    // loss. NORMAL: fsync only at checkpoints; survives a crash of the process, not of the
+    // machine. Group commit makes FULL affordable: one fsync per group, not per append.
+    let sync = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync).map_err(&set)?;
+    conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB).map_err(&set)?;
+    conn.pragma_update(None, "temp_store", "MEMORY").map_err(&set)?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES).map_err(&set)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES).map_err(&set)?;
+    // Every statement the writer runs is cached; a handful of SQL texts.
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(())
+}
+
+/// Settings of the checkpointer's connection.
+pub(crate) fn configure_checkpointer(conn: &Connection) -> Result<(), StoreError> {
+    let set = backend("configuring the checkpointer connection");
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(&set)?;
+    // Its own automatic checkpoints would be pointless: it only ever checkpoints.
+    conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(&set)?;
+    Ok(())
+}
+
+/// Settings of a reader connection.
+pub(crate) fn configure_reader(conn: &Connection) -> Result<(), StoreError> {
+    let set = backend("configuring a reader connection");
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(&set)?;
+    // A reader must never write: the single-writer design depends on it.
+    conn.pragma_update(None, "query_only", "ON").map_err(&set)?;
+    conn.pragma_update(None, "cache_size", -READER_CACHE_KIB).map_err(&set)?;
+    conn.pragma_update(None, "mmap_size", READER_MMAP_BYTES).map_err(&set)?;
+    conn.set_prepared_statement_cache_capacity(16);
+    Ok(())
+}
+
+/// Brings the schema up to [`SCHEMA_VERSION`], one transaction per step.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let fail = backend("migrating the schema");
+    let found: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(&fail)?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::UnsupportedSchema { found, supported: SCHEMA_VERSION });
+    }
+    for (done, step) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(&fail)?;
+        tx.execute_batch(step).map_err(&fail)?;
+        tx.pragma_update(None, "user_version", (done + 1) as i64).map_err(&fail)?;
+        tx.commit().map_err(&fail)?;
+        tracing::info!(schema_version = done + 1, "event store schema migrated");
+    }
+    Ok(())
+}

@@ -1,0 +1,631 @@
+//! The one writer: a dedicated OS thread that owns the write connection and group-commits.
+//!
+//! It takes every append and delete waiting in its queue (bounded by count and bytes), applies
+//! them in arrival order inside one transaction, commits once (one fsync for the whole group),
+//! publishes the new head, then answers each request. Each request is checked against the
+//! database plus the requests before it in the same group, so a refused request (conflict,
+//! deleted stream) never fails its batch-mates. Those checks happen before any write; the one
+//! refusal found only by writing (a reused event id hitting the unique index) makes the
+//! writer roll the group back and redo it with a savepoint per request, which is slower but
+//! isolates the offender. Only an engine failure (IO, disk full) fails a whole group.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+use super::checkpoint::{CHECKPOINT_EVERY_BYTES, Checkpointer};
+use crate::cache::GenerationalCache;
+use crate::limits::MAX_APPEND_BYTES;
+use crate::{ActualVersion, AppendResult, Clock, ExpectedVersion, NewEvent, Position, StoreError};
+
+/// Requests one group commit takes at most. Bounds the latency an append waits behind its
+/// batch-mates and the size of one transaction; 512 is twice the benchmark's largest number
+/// of concurrent appenders, so a full queue drains in about one group.
+pub const MAX_GROUP_REQUESTS: usize = 512;
+
+/// Bytes one group commit takes at most (data + metadata + type names). Equal to the largest
+/// single append, so every valid append fits a group on its own.
+pub const MAX_GROUP_BYTES: usize = MAX_APPEND_BYTES;
+
+/// Requests waiting for the writer. Callers beyond this wait in `send` (back-pressure) rather
+/// than piling up memory; two full groups keeps the writer busy while the next group queues.
+pub const WRITER_QUEUE_CAPACITY: usize = 2 * MAX_GROUP_REQUESTS;
+
+/// Streams whose id and version the writer remembers, to avoid a SELECT per append. 64k
+/// streams cost a few MiB and cover every stream active in a busy minute.
+pub const STREAM_CACHE_CAPACITY: usize = 64 * 1024;
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// What the writer is asked to do.
+pub(crate) enum Request {
+    Append {
+        stream: String,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        /// Size as counted by `limits::check_append`.
+        bytes: usize,
+        reply: Reply<AppendResult>,
+    },
+    Delete {
+        stream: String,
+        expected: ExpectedVersion,
+        reply: Reply<()>,
+    },
+    /// Finish the current group, close the connection, then answer.
+    Close {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+impl Request {
+    fn bytes(&self) -> usize {
+        match self {
+            Request::Append { bytes, .. } => *bytes,
+            Request::Delete { .. } | Request::Close { .. } => 0,
+        }
+    }
+}
+
+/// What the writer knows about a stream.
+#[derive(Debug, Clone, Copy)]
+struct StreamEntry {
+    id: i64,
+    /// The version of the last event; `None` before the first.
+    version: Option<u64>,
+    deleted: bool,
+}
+
+/// What a request of a committed group is answered with.
+enum Answer {
+    Appended(Result<AppendResult, StoreError>),
+    Deleted(Result<(), StoreError>),
+    /// For a request that needs no answer from the transaction.
+    Nothing,
+}
+
+/// Why a group did not commit.
+enum GroupError {
+    /// An engine failure: the whole group is rolled back and every request gets this error.
+    Fatal(StoreError),
+    /// A request broke a schema constraint (a reused event id). Without savepoints that would
+    /// take its batch-mates down, so the group is redone with a savepoint per request.
+    NeedSavepoints,
+}
+
+impl From<StoreError> for GroupError {
+    fn from(e: StoreError) -> Self {
+        GroupError::Fatal(e)
+    }
+}
+
+/// A group applied inside its (not yet committed) transaction.
+struct Applied {
+    head: u64,
+    /// The streams the group changed, as they will be once it commits.
+    overlay: HashMap<String, StreamEntry>,
+    answers: Vec<Answer>,
+}
+
+pub(crate) struct Writer {
+    conn: Connection,
+    rx: mpsc::Receiver<Request>,
+    head_tx: watch::Sender<Position>,
+    checkpointer: Option<Checkpointer>,
+    /// Bytes committed since the checkpointer was last nudged.
+    unchecked_bytes: usize,
+    state: State,
+}
+
+struct State {
+    /// The last position assigned by a committed transaction.
+    head: u64,
+    /// Committed state of recently used streams.
+    streams: GenerationalCache<String, StreamEntry>,
+    clock: Clock,
+    /// A request taken from the queue that did not fit the previous group.
+    carry: Option<Request>,
+}
+
+fn fatal(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+    move |e| StoreError::backend(context, e)
+}
+
+fn to_i64(value: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value} is out of range")))
+}
+
+fn to_u64(value: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value} is negative")))
+}
+
+/// Reads the log head as committed in the database.
+pub(crate) fn stored_head(conn: &Connection) -> Result<u64, StoreError> {
+    let head: i64 = conn
+        .prepare_cached("SELECT head FROM log WHERE id = 1")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(fatal("reading the log head"))?;
+    to_u64(head, "log head")
+}
+
+impl Writer {
+    pub(crate) fn new(
+        conn: Connection,
+        rx: mpsc::Receiver<Request>,
+        head_tx: watch::Sender<Position>,
+        head: u64,
+        clock: Clock,
+        checkpointer: Option<Checkpointer>,
+    ) -> Writer {
+        let state = State {
+            head,
+            streams: GenerationalCache::new(STREAM_CACHE_CAPACITY),
+            clock,
+            carry: None,
+        };
+        Writer { conn, rx, head_tx, checkpointer, unchecked_bytes: 0, state }
+    }
+
+    /// The writer thread's body: runs until the store is closed or dropped.
+    pub(crate) fn run(mut self) {
+        let mut close_reply = None;
+        while close_reply.is_none() {
+            let first = match self.state.carry.take() {
+                Some(r) => r,
+                None => match self.rx.blocking_recv() {
+                    Some(r) => r,
+                    // Every sender is gone: the store was dropped.
+                    None => break,
+                },
+            };
+            let mut group = Vec::new();
+            let mut bytes = 0usize;
+            let mut next = Some(first);
+            while let Some(request) = next.take() {
+                if let Request::Close { reply } = request {
+                    close_reply = Some(reply);
+                    break;
+                }
+                let size = request.bytes();
+                if !group.is_empty() && bytes.saturating_add(size) > MAX_GROUP_BYTES {
+                    self.state.carry = Some(request);
+                    break;
+                }
+                bytes = bytes.saturating_add(size);
+                group.push(request);
+                if group.len() >= MAX_GROUP_REQUESTS {
+                    break;
+                }
+                next = self.rx.try_recv().ok();
+            }
+            if !group.is_empty() {
+                self.commit_group(group, bytes);
+            }
+        }
+        // Requests still queued are dropped with the receiver: their callers see `Closed`.
+        drop(self.rx);
+        if let Some(checkpointer) = self.checkpointer.take() {
+            checkpointer.stop();
+        }
+        if let Err((_, e)) = self.conn.close() {
+            tracing::warn!(error = %e, "closing the event store's write connection failed");
+        }
+        if let Some(reply) = close_reply {
+            // The closer may have stopped waiting; nothing to do then.
+            let _ = reply.send(());
+        }
+    }
+
+    fn commit_group(&mut self, group: Vec<Request>, bytes: usize) {
+        // One timestamp per commit, truncated to what the schema stores, so the value an
+        // appender could observe equals what readers get back.
+        let now_micros = (self.state.clock)().timestamp_micros();
+        let mut result = apply_group(&mut self.conn, &mut self.state, &group, now_micros, false);
+        if matches!(result, Err(GroupError::NeedSavepoints)) {
+            result = apply_group(&mut self.conn, &mut self.state, &group, now_micros, true);
+        }
+        let answers = match result {
+            Ok(Applied { head, overlay, answers }) => {
+                for (name, entry) in overlay {
+                    self.state.streams.insert(name, entry);
+                }
+                if head != self.state.head {
+                    self.state.head = head;
+                    // Publish before answering: once an append returns, `head()` and every
+                    // subscriber can see its events.
+                    self.head_tx.send_replace(Position::from_sequence(head));
+                }
+                self.after_commit(bytes);
+                answers
+            }
+            Err(failure) => {
+                let error = match failure {
+                    GroupError::Fatal(e) => e,
+                    GroupError::NeedSavepoints => {
+                        StoreError::Corrupt("a constraint failed even with savepoints".to_owned())
+                    }
+                };
+                tracing::error!(%error, requests = group.len(), "event store group commit failed");
+                // The cache holds only committed state, but after an engine failure start
+                // afresh from the database.
+                self.state.streams.clear();
+                group
+                    .iter()
+                    .map(|r| match r {
+                        Request::Delete { .. } => Answer::Deleted(Err(error.clone())),
+                        _ => Answer::Appended(Err(error.clone())),
+                    })
+                    .collect()
+            }
+        };
+        for (request, answer) in group.into_iter().zip(answers) {
+            // A caller that stopped waiting is not an error: its events are committed.
+            match (request, answer) {
+                (Request::Append { reply, .. }, Answer::Appended(result)) => {
+                    let _ = reply.send(result);
+                }
+                (Request::Delete { reply, .. }, Answer::Deleted(result)) => {
+                    let _ = reply.send(result);
+                }
+                // `apply_group` answers each request with its own kind.
+                (Request::Close { reply }, _) => {
+                    let _ = reply.send(());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Hands WAL checkpointing to the checkpointer thread once enough was written, so the
+    /// writer never spends a commit copying pages and fsyncing the database file.
+    fn after_commit(&mut self, bytes: usize) {
+        self.unchecked_bytes = self.unchecked_bytes.saturating_add(bytes);
+        if self.unchecked_bytes >= CHECKPOINT_EVERY_BYTES
+            && let Some(checkpointer) = &self.checkpointer
+        {
+            checkpointer.nudge();
+            self.unchecked_bytes = 0;
+        }
+    }
+}
+
+/// Applies a group in one transaction and commits it.
+fn apply_group(
+    conn: &mut Connection,
+    state: &mut State,
+    group: &[Request],
+    now_micros: i64,
+    savepoints: bool,
+) -> Result<Applied, GroupError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(fatal("starting a group commit"))?;
+    let stored = stored_head(&tx)?;
+    if stored != state.head {
+        // Another process wrote to this file since our last commit: our cached versions and
+        // head are stale. Start over from the database (we hold the write lock now).
+        tracing::warn!(stored, ours = state.head, "another writer changed the event store");
+        state.streams.clear();
+        state.head = stored;
+    }
+    let mut head = state.head;
+    let mut overlay = HashMap::new();
+    let mut answers = Vec::with_capacity(group.len());
+    for request in group {
+        let answer = match request {
+            Request::Append { stream, expected, events, .. } => {
+                let mut group = Group { tx: &tx, state: &mut *state, overlay: &mut overlay };
+                Answer::Appended(
+                    group.append(&mut head, now_micros, stream, *expected, events, savepoints)?,
+                )
+            }
+            Request::Delete { stream, expected, .. } => {
+                let mut group = Group { tx: &tx, state: &mut *state, overlay: &mut overlay };
+                Answer::Deleted(group.delete(now_micros, stream, *expected)?)
+            }
+            // `run` never puts a Close into a group; answered in `commit_group` if it did.
+            Request::Close { .. } => Answer::Nothing,
+        };
+        answers.push(answer);
+    }
+    if head != state.head {
+        let head_sql = to_i64(head, "log head")?;
+        tx.prepare_cached("UPDATE log SET head = ?1 WHERE id = 1")
+            .and_then(|mut s| s.execute([head_sql]))
+            .map_err(fatal("advancing the log head"))?;
+    }
+    tx.commit().map_err(fatal("committing a group"))?;
+    Ok(Applied { head, overlay, answers })
+}
+
+/// A group in progress: its transaction, the writer's state, and the streams it changed.
+struct Group<'a, 't> {
+    tx: &'a Transaction<'t>,
+    state: &'a mut State,
+    overlay: &'a mut HashMap<String, StreamEntry>,
+}
+
+impl Group<'_, '_> {
+    /// The stream as this group sees it: earlier requests of the group, then the cache of
+    /// committed state, then the database.
+    fn resolve(&mut self, stream: &str) -> Result<Option<StreamEntry>, StoreError> {
+        if let Some(entry) = self.overlay.get(stream) {
+            return Ok(Some(*entry));
+        }
+        if let Some(entry) = self.state.streams.get(stream) {
+            return Ok(Some(entry));
+        }
+        let row: Option<(i64, Option<i64>, Option<i64>)> = self
+            .tx
+            .prepare_cached("SELECT id, version, deleted_at FROM streams WHERE name = ?1")
+            .and_then(|mut s| {
+                s.query_row([stream], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()
+            })
+            .map_err(fatal("looking up a stream"))?;
+        let Some((id, version, deleted_at)) = row else {
+            return Ok(None);
+        };
+        let entry = StreamEntry {
+            id,
+            version: version.map(|v| to_u64(v, "stream version")).transpose()?,
+            deleted: deleted_at.is_some(),
+        };
+        // Not touched by this group (it is not in the overlay), so this is committed state.
+        self.state.streams.insert(stream.to_owned(), entry);
+        Ok(Some(entry))
+    }
+
+    /// One append. `Ok(Err(_))`: this request is refused, the group goes on.
+    fn append(
+        &mut self,
+        head: &mut u64,
+        now_micros: i64,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+        savepoints: bool,
+    ) -> Result<Result<AppendResult, StoreError>, GroupError> {
+        let entry = self.resolve(stream)?;
+        if entry.is_some_and(|e| e.deleted) {
+            return Ok(Err(StoreError::StreamDeleted { stream: stream.to_owned() }));
+        }
+        let current = entry.and_then(|e| e.version);
+        if !expected.admits(current) {
+            // A re-sent append that already succeeded looks like a conflict: answer it with
+            // the original result instead.
+            return Ok(match replay(self.tx, entry, expected, events)? {
+                Replay::Same(result) => Ok(result),
+                Replay::Clash(_) | Replay::Absent => Err(StoreError::WrongExpectedVersion {
+                    stream: stream.to_owned(),
+                    expected,
+                    actual: ActualVersion::from_current(current),
+                }),
+            });
+        }
+
+        if savepoints {
+            savepoint(self.tx, "SAVEPOINT append")?;
+        }
+        let first_position = *head;
+        match insert(self.tx, entry, stream, current, events, head, now_micros) {
+            Ok((id, version)) => {
+                if savepoints {
+                    savepoint(self.tx, "RELEASE append")?;
+                }
+                let entry = StreamEntry { id, version: Some(version), deleted: false };
+                self.overlay.insert(stream.to_owned(), entry);
+                Ok(Ok(AppendResult { version, position: Position::from_sequence(*head) }))
+            }
+            Err(InsertError::Constraint(_)) if !savepoints => Err(GroupError::NeedSavepoints),
+            Err(InsertError::Constraint(source)) => {
+                savepoint(self.tx, "ROLLBACK TO append")?;
+                savepoint(self.tx, "RELEASE append")?;
+                *head = first_position;
+                // The only constraint a valid append can break is the unique event id.
+                match replay(self.tx, entry, expected, events)? {
+                    Replay::Same(result) => Ok(Ok(result)),
+                    Replay::Clash(event_id) => Ok(Err(StoreError::DuplicateEventId {
+                        stream: stream.to_owned(),
+                        event_id,
+                    })),
+                    Replay::Absent => Err(StoreError::backend("appending events", source).into()),
+                }
+            }
+            Err(InsertError::Fatal(e)) => Err(e.into()),
+        }
+    }
+
+    /// One delete: the events go, a tombstone stays.
+    fn delete(
+        &mut self,
+        now_micros: i64,
+        stream: &str,
+        expected: ExpectedVersion,
+    ) -> Result<Result<(), StoreError>, GroupError> {
+        let entry = self.resolve(stream)?;
+        if entry.is_some_and(|e| e.deleted) {
+            return Ok(Err(StoreError::StreamDeleted { stream: stream.to_owned() }));
+        }
+        let current = entry.and_then(|e| e.version);
+        if !expected.admits(current) {
+            return Ok(Err(StoreError::WrongExpectedVersion {
+                stream: stream.to_owned(),
+                expected,
+                actual: ActualVersion::from_current(current),
+            }));
+        }
+        let tx = self.tx;
+        let id = match entry {
+            Some(e) => {
+                tx.prepare_cached("DELETE FROM events WHERE stream_id = ?1")
+                    .and_then(|mut s| s.execute([e.id]))
+                    .map_err(fatal("deleting a stream's events"))?;
+                tx.prepare_cached("UPDATE streams SET deleted_at = ?2 WHERE id = ?1")
+                    .and_then(|mut s| s.execute([e.id, now_micros]))
+                    .map_err(fatal("marking a stream deleted"))?;
+                e.id
+            }
+            None => {
+                tx.prepare_cached("INSERT INTO streams (name, deleted_at) VALUES (?1, ?2)")
+                    .and_then(|mut s| s.execute(params![stream, now_micros]))
+                    .map_err(fatal("creating a tombstone"))?;
+                tx.last_insert_rowid()
+            }
+        };
+        self.overlay.insert(stream.to_owned(), StreamEntry { id, version: current, deleted: true });
+        Ok(Ok(()))
+    }
+}
+
+fn savepoint(tx: &Transaction<'_>, sql: &'static str) -> Result<(), StoreError> {
+    tx.prepare_cached(sql).and_then(|mut s| s.execute([])).map(|_| ()).map_err(fatal("savepoint"))
+}
+
+enum InsertError {
+    /// A constraint of the schema refused a row: decided by the caller.
+    Constraint(rusqlite::Error),
+    Fatal(StoreError),
+}
+
+impl From<StoreError> for InsertError {
+    fn from(e: StoreError) -> Self {
+        InsertError::Fatal(e)
+    }
+}
+
+fn classify(context: &'static str) -> impl Fn(rusqlite::Error) -> InsertError {
+    move |e| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::ConstraintViolation) => InsertError::Constraint(e),
+        _ => InsertError::Fatal(StoreError::backend(context, e)),
+    }
+}
+
+/// Writes the stream row and the events; returns the stream id and its new version.
+fn insert(
+    tx: &Transaction<'_>,
+    entry: Option<StreamEntry>,
+    stream: &str,
+    current: Option<u64>,
+    events: &[NewEvent],
+    head: &mut u64,
+    now_micros: i64,
+) -> Result<(i64, u64), InsertError> {
+    let first_version = current.map_or(Some(0), |v| v.checked_add(1));
+    let count = events.len() as u64;
+    let last_version = first_version
+        .and_then(|f| f.checked_add(count - 1))
+        .ok_or_else(|| StoreError::Corrupt(format!("stream {stream:?} version overflows")))?;
+    let first_version = last_version + 1 - count;
+    let last_version_sql = to_i64(last_version, "stream version")?;
+    let id = match entry {
+        Some(e) => {
+            tx.prepare_cached("UPDATE streams SET version = ?2 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![e.id, last_version_sql]))
+                .map_err(classify("updating a stream"))?;
+            e.id
+        }
+        None => {
+            tx.prepare_cached("INSERT INTO streams (name, version) VALUES (?1, ?2)")
+                .and_then(|mut s| s.execute(params![stream, last_version_sql]))
+                .map_err(classify("creating a stream"))?;
+            tx.last_insert_rowid()
+        }
+    };
+    let mut statement = tx
+        .prepare_cached(
+            "INSERT INTO events (position, stream_id, version, event_id, event_type, \
+             schema_version, data, metadata, recorded_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )
+        .map_err(classify("preparing the event insert"))?;
+    for (offset, event) in (0u64..).zip(events) {
+        let position = head
+            .checked_add(1)
+            .ok_or_else(|| StoreError::Corrupt("the log position overflows".to_owned()))?;
+        statement
+            .execute(params![
+                to_i64(position, "log position")?,
+                id,
+                to_i64(first_version + offset, "stream version")?,
+                event.event_id.as_bytes(),
+                event.event_type,
+                event.schema_version,
+                event.data,
+                event.metadata,
+                now_micros,
+            ])
+            .map_err(classify("appending an event"))?;
+        *head = position;
+    }
+    Ok((id, last_version))
+}
+
+/// Whether an append's events are already in the log.
+enum Replay {
+    /// Every event is in this stream, in order, where this append would have put them: the
+    /// original result.
+    Same(AppendResult),
+    /// At least one event id is in the log some other way.
+    Clash(Uuid),
+    /// None of the event ids is in the log.
+    Absent,
+}
+
+fn replay(
+    tx: &Transaction<'_>,
+    entry: Option<StreamEntry>,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+) -> Result<Replay, StoreError> {
+    let mut statement = tx
+        .prepare_cached("SELECT position, stream_id, version FROM events WHERE event_id = ?1")
+        .map_err(fatal("looking up event ids"))?;
+    let mut clash = None;
+    let mut same = true;
+    let mut first_version = 0u64;
+    let mut last_position = 0u64;
+    for (offset, event) in (0u64..).zip(events) {
+        let found: Option<(i64, i64, i64)> = statement
+            .query_row([event.event_id.as_bytes()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()
+            .map_err(fatal("looking up event ids"))?;
+        let Some((position, stream_id, version)) = found else {
+            same = false;
+            continue;
+        };
+        clash.get_or_insert(event.event_id);
+        let version = to_u64(version, "stream version")?;
+        if offset == 0 {
+            first_version = version;
+        }
+        same &= entry.is_some_and(|e| e.id == stream_id) && version == first_version + offset;
+        last_position = to_u64(position, "log position")?;
+    }
+    let Some(clash) = clash else {
+        return Ok(Replay::Absent);
+    };
+    let placed_as_expected = match expected {
+        ExpectedVersion::Any => true,
+        ExpectedVersion::StreamExists => first_version > 0,
+        ExpectedVersion::NoStream | ExpectedVersion::Exact(_) => {
+            expected.first_new_version() == Some(first_version)
+        }
+    };
+    if same && placed_as_expected {
+        let version = first_version + events.len() as u64 - 1;
+        return Ok(Replay::Same(AppendResult {
+            version,
+            position: Position::from_sequence(last_position),
+        }));
+    }
+    Ok(Replay::Clash(clash))
+}
+
+/// The time a commit stamps, as the schema stores it.
+pub(crate) fn from_micros(micros: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| StoreError::Corrupt(format!("recorded time {micros} is out of range")))
+}

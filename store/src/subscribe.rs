@@ -1,0 +1,91 @@
+//! Catch-up-then-live subscriptions built from two things any backend has: "read the log
+//! after P" and a watch of the committed head. The wake-up carries no events, only "the head
+//! moved"; each subscriber re-reads from its own checkpoint, so an event can be neither lost
+//! (the read sees everything committed) nor delivered twice (the checkpoint only moves
+//! forwards, past events actually delivered).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::stream::{self, BoxStream, StreamExt};
+use tokio::sync::watch;
+
+use crate::{Position, RecordedEvent, StoreError};
+
+/// Events a subscriber reads per query. Large enough that catching up a long log costs few
+/// queries, small enough that one subscriber holds little memory (it buffers one batch).
+pub const SUBSCRIPTION_BATCH: usize = 1_000;
+
+/// How a subscription reads the log: `read(after, max)` with `read_all` semantics.
+pub type ReadAfter = Arc<
+    dyn Fn(Position, usize) -> BoxFuture<'static, Result<Vec<RecordedEvent>, StoreError>>
+        + Send
+        + Sync,
+>;
+
+/// A subscription over `read` that wakes up when `head` changes.
+///
+/// The backend must only publish a head once every event at or below it is committed and
+/// readable (trivial with one writer; PostgreSQL must publish the gap-free head). When the
+/// head's sender is dropped (the store closed), the stream yields [`StoreError::Closed`] and
+/// ends.
+pub fn subscribe_by_polling(
+    read: ReadAfter,
+    head: watch::Receiver<Position>,
+    after: Position,
+) -> BoxStream<'static, Result<RecordedEvent, StoreError>> {
+    let state =
+        Subscription { read, head, checkpoint: after, buffer: VecDeque::new(), done: false };
+    stream::unfold(state, |mut s| async move {
+        let item = s.next().await?;
+        Some((item, s))
+    })
+    .boxed()
+}
+
+struct Subscription {
+    read: ReadAfter,
+    head: watch::Receiver<Position>,
+    /// The position of the last event handed out (or the starting point).
+    checkpoint: Position,
+    buffer: VecDeque<RecordedEvent>,
+    /// Set after an error: the stream has ended.
+    done: bool,
+}
+
+impl Subscription {
+    async fn next(&mut self) -> Option<Result<RecordedEvent, StoreError>> {
+        if self.done {
+            return None;
+        }
+        loop {
+            if let Some(event) = self.buffer.pop_front() {
+                self.checkpoint = event.position;
+                return Some(Ok(event));
+            }
+            // Mark the current head as seen *before* reading, so a commit that lands during
+            // the read wakes us up again rather than being slept through.
+            let head = *self.head.borrow_and_update();
+            if self.checkpoint < head {
+                match (self.read)(self.checkpoint, SUBSCRIPTION_BATCH).await {
+                    Ok(batch) if !batch.is_empty() => {
+                        self.buffer.extend(batch);
+                        continue;
+                    }
+                    // Nothing readable up to the head: the events there were deleted. Wait
+                    // for the next commit.
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
+                }
+            }
+            if self.head.changed().await.is_err() {
+                self.done = true;
+                return Some(Err(StoreError::Closed));
+            }
+        }
+    }
+}

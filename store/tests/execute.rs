@@ -1,0 +1,279 @@
+//! Command execution over the SQLite store, with a tiny counter aggregate defined here.
+
+// Test helpers outside `#[test]` functions fail loudly too.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use pop_domain::{Aggregate, CodecError, EventCodec};
+use pop_store::execute::MAX_EXECUTE_ATTEMPTS;
+use pop_store::{
+    ActualVersion, AppendResult, Direction, EventMetadata, EventStore, ExecuteError, Executor,
+    ExpectedVersion, NewEvent, Position, RecordedEvent, SqliteOptions, SqliteStore, StoreError,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Counter {
+    value: i64,
+    closed: bool,
+}
+
+#[derive(Debug)]
+enum CounterCommand {
+    Add(i64),
+    Close,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum CounterEvent {
+    Added { by: i64 },
+    Closed,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+enum CounterError {
+    #[error("the counter is closed")]
+    Closed,
+}
+
+impl EventCodec for CounterEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            CounterEvent::Added { .. } => "CounterAdded",
+            CounterEvent::Closed => "CounterClosed",
+        }
+    }
+    fn schema_version(&self) -> u32 {
+        1
+    }
+    fn encode(&self) -> Result<Vec<u8>, CodecError> {
+        serde_json::to_vec(self).map_err(CodecError::Encode)
+    }
+    fn decode(event_type: &str, version: u32, data: &[u8]) -> Result<Self, CodecError> {
+        if !matches!(event_type, "CounterAdded" | "CounterClosed") {
+            return Err(CodecError::UnknownType { event_type: event_type.to_owned() });
+        }
+        serde_json::from_slice(data).map_err(|source| CodecError::Malformed {
+            event_type: event_type.to_owned(),
+            version,
+            source,
+        })
+    }
+}
+
+impl Aggregate for Counter {
+    type Command = CounterCommand;
+    type Event = CounterEvent;
+    type Error = CounterError;
+    const CATEGORY: &'static str = "counter";
+
+    fn decide(&self, command: &CounterCommand) -> Result<Vec<CounterEvent>, CounterError> {
+        match command {
+            _ if self.closed => Err(CounterError::Closed),
+            CounterCommand::Add(0) => Ok(vec![]),
+            CounterCommand::Add(by) => Ok(vec![CounterEvent::Added { by: *by }]),
+            CounterCommand::Close => Ok(vec![CounterEvent::Closed]),
+        }
+    }
+
+    fn evolve(&mut self, event: &CounterEvent) {
+        match event {
+            CounterEvent::Added { by } => self.value = self.value.saturating_add(*by),
+            CounterEvent::Closed => self.closed = true,
+        }
+    }
+}
+
+async fn store() -> (tempfile::TempDir, Arc<SqliteStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("execute.db"), SqliteOptions::default()).await;
+    (dir, Arc::new(store.unwrap()))
+}
+
+fn meta() -> EventMetadata {
+    EventMetadata {
+        customer_id: Some("c1".into()),
+        actor: Some("test".into()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn executes_commands_and_appends_their_events() {
+    let (_dir, store) = store().await;
+    let executor = Executor::new(store.clone());
+    let first = executor.execute::<Counter>("a", &meta(), &CounterCommand::Add(2)).await.unwrap();
+    assert_eq!(first.events, vec![CounterEvent::Added { by: 2 }]);
+    assert_eq!(first.version, Some(0));
+    assert_eq!(first.state.value, 2);
+    let second = executor.execute::<Counter>("a", &meta(), &CounterCommand::Add(3)).await.unwrap();
+    assert_eq!(second.version, Some(1));
+    assert_eq!(second.state.value, 5);
+    assert!(second.position > first.position);
+
+    let stored = store.read_stream("counter-a", 0, 10, Direction::Forwards).await.unwrap();
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[1].position, second.position.unwrap());
+    assert_eq!(stored[1].event_type, "CounterAdded");
+    assert_eq!(EventMetadata::from_json(&stored[1].metadata).unwrap(), meta());
+    assert_eq!(stored[0].event_id.get_version_num(), 7, "event ids are UUID v7");
+    // A fresh executor (no cache) folds the same state from the stream.
+    let (state, version) = Executor::new(store.clone()).load::<Counter>("a").await.unwrap();
+    assert_eq!((state.value, version), (5, Some(1)));
+}
+
+#[tokio::test]
+async fn a_refusal_appends_nothing_and_a_no_op_returns_no_position() {
+    let (_dir, store) = store().await;
+    let executor = Executor::new(store.clone());
+    executor.execute::<Counter>("b", &meta(), &CounterCommand::Close).await.unwrap();
+    let head = store.head().await.unwrap();
+    let refused = executor.execute::<Counter>("b", &meta(), &CounterCommand::Add(1)).await;
+    assert!(matches!(refused, Err(ExecuteError::Refused(CounterError::Closed))), "{refused:?}");
+    assert_eq!(store.head().await.unwrap(), head);
+
+    let noop = executor.execute::<Counter>("c", &meta(), &CounterCommand::Add(0)).await.unwrap();
+    assert!(noop.events.is_empty());
+    assert_eq!((noop.version, noop.position), (None, None));
+}
+
+#[tokio::test]
+async fn sees_events_written_by_others_despite_its_cache() {
+    let (_dir, store) = store().await;
+    let one = Executor::new(store.clone());
+    let other = Executor::new(store.clone());
+    one.execute::<Counter>("d", &meta(), &CounterCommand::Add(1)).await.unwrap();
+    other.execute::<Counter>("d", &meta(), &CounterCommand::Add(10)).await.unwrap();
+    let r = one.execute::<Counter>("d", &meta(), &CounterCommand::Add(100)).await.unwrap();
+    assert_eq!((r.state.value, r.version), (111, Some(2)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_commands_on_one_stream_all_land() {
+    let (_dir, store) = store().await;
+    let executor = Arc::new(Executor::new(store.clone()));
+    // A writer loses at most once per other writer's success, so this many always succeed.
+    let writers = MAX_EXECUTE_ATTEMPTS as i64;
+    let mut tasks = Vec::new();
+    for _ in 0..writers {
+        let executor = executor.clone();
+        tasks.push(tokio::spawn(async move {
+            executor.execute::<Counter>("e", &meta(), &CounterCommand::Add(1)).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let (state, version) = executor.load::<Counter>("e").await.unwrap();
+    assert_eq!((state.value, version), (writers, Some(writers as u64 - 1)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn heavy_contention_loses_nothing() {
+    let (_dir, store) = store().await;
+    let executor = Arc::new(Executor::new(store.clone()));
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let executor = executor.clone();
+        tasks.push(tokio::spawn(async move {
+            executor.execute::<Counter>("f", &meta(), &CounterCommand::Add(1)).await
+        }));
+    }
+    let mut succeeded = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => succeeded += 1,
+            Err(ExecuteError::Conflict { attempts, .. }) => {
+                assert_eq!(attempts, MAX_EXECUTE_ATTEMPTS)
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    let (state, _) = executor.load::<Counter>("f").await.unwrap();
+    assert_eq!(state.value, succeeded, "every success is in the stream, nothing else is");
+}
+
+/// A store whose appends always conflict.
+struct AlwaysConflicting(Arc<SqliteStore>);
+
+#[async_trait]
+impl EventStore for AlwaysConflicting {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        _: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        Err(StoreError::WrongExpectedVersion {
+            stream: stream.into(),
+            expected,
+            actual: ActualVersion::Version(99),
+        })
+    }
+    async fn read_stream(
+        &self,
+        s: &str,
+        from: u64,
+        max: usize,
+        d: Direction,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.0.read_stream(s, from, max, d).await
+    }
+    async fn read_all(
+        &self,
+        after: Position,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.0.read_all(after, max).await
+    }
+    fn subscribe_all(
+        &self,
+        after: Position,
+    ) -> BoxStream<'static, Result<RecordedEvent, StoreError>> {
+        self.0.subscribe_all(after)
+    }
+    async fn delete_stream(&self, s: &str, e: ExpectedVersion) -> Result<(), StoreError> {
+        self.0.delete_stream(s, e).await
+    }
+    async fn head(&self) -> Result<Position, StoreError> {
+        self.0.head().await
+    }
+}
+
+#[tokio::test]
+async fn retries_are_bounded() {
+    let (_dir, store) = store().await;
+    let executor = Executor::new(Arc::new(AlwaysConflicting(store)));
+    let r = executor.execute::<Counter>("g", &meta(), &CounterCommand::Add(1)).await;
+    match r {
+        Err(ExecuteError::Conflict { stream, attempts }) => {
+            assert_eq!((stream.as_str(), attempts), ("counter-g", MAX_EXECUTE_ATTEMPTS));
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn undecodable_events_and_deleted_streams_are_typed_errors() {
+    let (_dir, store) = store().await;
+    let foreign = NewEvent {
+        event_id: Uuid::now_v7(),
+        event_type: "SomethingElse".into(),
+        schema_version: 1,
+        data: b"{}".to_vec(),
+        metadata: vec![],
+    };
+    store.append("counter-h", ExpectedVersion::NoStream, vec![foreign]).await.unwrap();
+    let executor = Executor::new(store.clone());
+    let r = executor.execute::<Counter>("h", &meta(), &CounterCommand::Add(1)).await;
+    assert!(matches!(r, Err(ExecuteError::Codec(CodecError::UnknownType { .. }))), "{r:?}");
+
+    executor.execute::<Counter>("i", &meta(), &CounterCommand::Add(1)).await.unwrap();
+    store.delete_stream("counter-i", ExpectedVersion::Any).await.unwrap();
+    let r = executor.execute::<Counter>("i", &meta(), &CounterCommand::Add(1)).await;
+    assert!(matches!(r, Err(ExecuteError::Store(StoreError::StreamDeleted { .. }))), "{r:?}");
+}
