@@ -83,9 +83,10 @@ async fn mutations_cover_rerun_expand_templates_and_config_crud() {
     assert_eq!(data["rerunAgenda"]["progress"]["processingStateMessage"], "added");
 
     // Templates: created by the admin, run by a user, the result submitted and bound.
-    s.ok(
+    let created = s
+        .ok(
         ADMIN,
-        "mutation($t: JSON!) { createTemplate(template: $t) { object { id } } }",
+        "mutation($t: JSON!) { createTemplate(template: $t) { object { id } position } }",
         json!({"t": {"id": "tpl", "customerId": "acme", "staticParameters": {"codec": "h264"},
                       "agenda": {"operations": [{"name": "a", "type": "ffmpeg", "payload": "@<codec>-@<pop.payload::/file>"}]}}}),
     )
@@ -93,8 +94,8 @@ async fn mutations_cover_rerun_expand_templates_and_config_crud() {
     let data = s
         .ok(
             ACME,
-            "mutation { runTemplate(templateId: \"tpl\", payload: {file: \"x.mov\"}, atLeastPosition: null) { agenda { customerId operations { payload } } } }",
-            json!({}),
+            "mutation($p: String) { runTemplate(templateId: \"tpl\", payload: {file: \"x.mov\"}, atLeastPosition: $p) { agenda { customerId operations { payload } } } }",
+            json!({"p": created["createTemplate"]["position"]}),
         )
         .await;
     let run = &data["runTemplate"]["agenda"];
@@ -118,7 +119,7 @@ async fn mutations_cover_rerun_expand_templates_and_config_crud() {
     let position = data["deleteInsight"]["position"].as_str().unwrap().to_string();
     assert_eq!(data["deleteInsight"]["deleted"], true);
     let data = s
-        .ok(ADMIN, "query($p: String) { insight(id: \"transcode\", atLeastPosition: $p) { id } resourcePool(id: \"pool-1\") { insightIds } }", json!({"p": position}))
+        .ok(ADMIN, "query($p: String) { insight(id: \"transcode\", atLeastPosition: $p) { id } resourcePool(id: \"pool-1\", atLeastPosition: $p) { insightIds } }", json!({"p": position}))
         .await;
     assert_eq!(data, json!({"insight": null, "resourcePool": {"insightIds": []}}));
 }
@@ -323,7 +324,7 @@ async fn isolation_of_every_query_and_mutation() {
     let data = s
         .ok(
             ACME,
-            "query($id: String!, $op: String!, $p: String) { agenda(id: $id, atLeastPosition: $p) { id } agendaProgress(id: $id) { id } operationProgress(id: $op) { id } agendaEvents(agendaId: $id) { position } customer(id: \"globex\") { id } }",
+            "query($id: String!, $op: String!, $p: String) { agenda(id: $id, atLeastPosition: $p) { id } agendaProgress(id: $id, atLeastPosition: $p) { id } operationProgress(id: $op, atLeastPosition: $p) { id } agendaEvents(agendaId: $id) { position } customer(id: \"globex\", atLeastPosition: $p) { id } }",
             json!({"id": theirs, "op": format!("{theirs}-probe"), "p": position}),
         )
         .await;

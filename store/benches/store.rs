@@ -3,7 +3,7 @@
 //! - append throughput with 1, 16 and 256 concurrent appenders running agenda lifecycles (six
 //!   single-event appends per stream: NoStream, then Exact(0..4)), in events/s;
 //! - single-appender append latency, p50 and p99;
-//! - `read_all` of the whole log, alone and with decoding (data into `serde_json::Value`,
+//! - `read_all` of the whole log, alone and with decoding (data into the domain's `AgendaEvent`,
 //!   metadata into `EventMetadata`), in events/s.
 //!
 //! `cargo bench -p pop-store --bench store -- [--append-events N] [--read-events N]
@@ -11,6 +11,10 @@
 //!
 //! Every figure is measured `--runs` times on a fresh store and the median printed. With
 //! `--scale K` the whole table is repeated with K times the data.
+
+/// The allocator the `pop` binary uses too, so the figures are the server's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -88,13 +92,81 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// ~300 bytes of agenda-like JSON.
-fn data(stream: u64, step: u64) -> Vec<u8> {
-    format!(
-        r#"{{"agendaId":"agenda-{stream:012}","operationId":"op-{step}","state":"RUNNING","progress":{p},"message":"processing chunk {step} of 40 for the nightly ingest","updatedTime":1700000000{step:03},"params":{{"image":"registry.example.com/pop/worker:1.4.2","cpu":"2","memory":"4Gi","retries":3}}}}"#,
-        p = step * 20
-    )
-    .into_bytes()
+/// The encoded events of one real agenda lifecycle (three operations): submitted, queued,
+/// claimed, progress reports, completed — decided by the domain itself, so the bytes and the
+/// decode cost are those pop really writes and reads. Computed once; every stream reuses them
+/// (the store neither compresses nor deduplicates, so this costs the same as distinct data).
+fn lifecycle() -> &'static [(String, u32, Vec<u8>)] {
+    static LIFECYCLE_EVENTS: std::sync::OnceLock<Vec<(String, u32, Vec<u8>)>> =
+        std::sync::OnceLock::new();
+    LIFECYCLE_EVENTS.get_or_init(|| {
+        use pop_domain::agenda::{AgendaCommand, AgendaState, OperationReport, ProgressReport};
+        use pop_domain::{Aggregate, EventCodec, ProcessingState};
+        let t = |s: i64| chrono::DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap_or_default();
+        let agenda: pop_domain::Agenda = serde_json::from_value(serde_json::json!({
+            "id": "0190f3a2-7b1c-7d2e-9f00-1234567890ab",
+            "progressId": "0190f3a2-7b1c-7d2e-9f00-1234567890ac",
+            "customerId": "customer-0042",
+            "title": "nightly ingest",
+            "linkId": "ingest-2026-11-27",
+            "operations": [
+                {"name": "probe", "type": "ffprobe", "payload": {"file": "s3://bucket/in.mov"}},
+                {"name": "encode", "type": "ffmpeg", "payload": {"input": "@<probe.out::/streams>", "preset": "slow"}},
+                {"name": "package", "type": "packager", "payload": {"video": "@<encode.out>"}}
+            ]
+        }))
+        .unwrap_or_default();
+        let holder = "worker-7".to_owned();
+        let lease = "lease-1".to_owned();
+        let report = |name: &str, state, msg: &str, pct| AgendaCommand::ReportProgress {
+            holder: holder.clone(),
+            lease_id: Some(lease.clone()),
+            lease_expires: t(600),
+            report: ProgressReport {
+                operations: vec![OperationReport {
+                    name: name.to_owned(),
+                    state,
+                    message: Some(msg.to_owned()),
+                    percent: Some(pct),
+                    started: Some(t(10)),
+                    result_payload: (state == ProcessingState::Complete)
+                        .then(|| serde_json::json!({"streams": ["video", "audio"], "duration": 5400.5})),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            now: t(20),
+        };
+        let commands = vec![
+            AgendaCommand::Submit {
+                agenda,
+                insight: pop_domain::AgendaInsight {
+                    resource_pool_id: "pool-1".into(),
+                    insight_id: "insight-1".into(),
+                },
+                now: t(0),
+            },
+            AgendaCommand::Queue { now: t(1) },
+            AgendaCommand::Claim {
+                holder: holder.clone(),
+                lease_id: lease.clone(),
+                lease_expires: t(300),
+                now: t(2),
+            },
+            report("probe", ProcessingState::Executing, "probing", 50.0),
+            report("probe", ProcessingState::Complete, "succeeded", 100.0),
+            report("encode", ProcessingState::Executing, "encoding", 40.0),
+        ];
+        let mut state = AgendaState::default();
+        let mut out = Vec::new();
+        for c in &commands {
+            for e in state.decide(c).unwrap_or_default() {
+                state.evolve(&e);
+                out.push((e.event_type().to_owned(), e.schema_version(), e.encode().unwrap_or_default()));
+            }
+        }
+        out
+    })
 }
 
 /// ~150 bytes of metadata, as `EventMetadata` writes it.
@@ -111,9 +183,9 @@ fn metadata(stream: u64) -> Vec<u8> {
 fn event(stream: u64, step: u64) -> NewEvent {
     NewEvent {
         event_id: Uuid::now_v7(),
-        event_type: "AgendaProgressUpdated".to_owned(),
-        schema_version: 1,
-        data: data(stream, step),
+        event_type: lifecycle()[step as usize % lifecycle().len()].0.clone(),
+        schema_version: lifecycle()[step as usize % lifecycle().len()].1,
+        data: lifecycle()[step as usize % lifecycle().len()].2.clone(),
         metadata: metadata(stream),
     }
 }
@@ -349,16 +421,18 @@ async fn table(args: &Args, scale: u64) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The decode a projection does: data into a JSON value, metadata into `EventMetadata`.
+/// The decode a projection does: data into the domain's `AgendaEvent` through the versioned
+/// codec, metadata into `EventMetadata`.
 fn decode_batch(batch: &[pop_store::RecordedEvent]) -> Result<u64, StoreError> {
+    use pop_domain::EventCodec;
     let mut sum = 0u64;
     for e in batch {
-        let data: serde_json::Value =
-            serde_json::from_slice(&e.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let event =
+            pop_domain::agenda::AgendaEvent::decode(&e.event_type, e.schema_version, &e.data)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let meta = EventMetadata::from_json(&e.metadata)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        sum += data.as_object().map_or(0, |o| o.len() as u64)
-            + meta.actor.map_or(0, |a| a.len() as u64);
+        sum += event.event_type().len() as u64 + meta.actor.map_or(0, |a| a.len() as u64);
     }
     Ok(sum)
 }

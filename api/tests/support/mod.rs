@@ -2,7 +2,9 @@
 //! projections runner), principals for two customers, a GraphQL-over-HTTP helper and a small
 //! raw graphql-transport-ws client that keeps the order of every message it receives.
 
-#![allow(dead_code)]
+// Test support panics on setup failures on purpose: a broken fixture should fail the test
+// loudly. Not every test uses every helper.
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;

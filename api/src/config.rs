@@ -1,0 +1,121 @@
+//! The API's knobs and the bounds behind them. Every limit the API enforces is a named constant
+//! here with the reason for its size; [`ApiConfig`] lets the server (and tests) choose within
+//! them.
+
+use std::time::Duration;
+
+/// Largest request body accepted on `POST /graphql`. The largest legitimate request is a
+/// submitted agenda, whose stored event is capped at 1 MiB by the store
+/// (`pop_store::limits::MAX_EVENT_DATA_BYTES`); 2 MiB leaves room for the GraphQL envelope and
+/// JSON escaping while refusing anything that could only be abuse before it is parsed.
+pub const MAX_REQUEST_BODY_BYTES: usize = 2 << 20;
+
+/// Deepest selection set a query may have. The deepest data query (summary → progress list
+/// → operation progress → diagnostic events → fields) is 5 levels, but GraphiQL's own
+/// introspection query nests `ofType` to depth 13; 16 admits it and still refuses queries
+/// that nest introspection types without end.
+pub const MAX_QUERY_DEPTH: usize = 16;
+
+/// Most complexity points (one per selected field, async-graphql's default) a query may cost.
+/// Every field of every object type selected at once is a few hundred, the introspection
+/// query about 150; 2,000 refuses queries that repeat selections through aliases to multiply
+/// the work of one request.
+pub const MAX_QUERY_COMPLEXITY: usize = 2_000;
+
+/// Items a list returns when the client does not say (`first`).
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+
+/// Most items a client may ask for in one page. The projections cap a page at
+/// `pop_projections::MAX_PAGE_SIZE` (1,000); the API keeps one response well under a few MiB
+/// with 500 agendas of a few KiB each.
+pub const MAX_PAGE_SIZE: usize = 500;
+
+/// Most events `agendaEvents`/`events` return in one page: events can be up to 1 MiB each,
+/// so this is lower than the read-model page size.
+pub const MAX_EVENT_PAGE_SIZE: usize = 200;
+
+/// Longest an `atLeastPosition` read waits for the projections by default. A healthy replica
+/// applies a write within milliseconds; seconds of lag mean something is wrong, and the client
+/// should see that as an error rather than hang.
+pub const DEFAULT_READ_WAIT: Duration = Duration::from_secs(5);
+
+/// Changes one subscriber may have queued before it is told it lagged (default). A dashboard
+/// renders one update per change; 256 covers a burst of a few hundred updates on one
+/// customer without a resync, at a few hundred bytes per queued change.
+pub const DEFAULT_SUBSCRIBER_BUFFER: usize = 256;
+
+/// Most objects a subscription re-sends after it lagged or when it resumes from an
+/// `afterPosition`. Past this the lagged item says `truncated` and the client re-lists with
+/// `atLeastPosition`.
+pub const MAX_RESYNC_ITEMS: usize = 500;
+
+/// Most log events a customer or linkId subscription reads to find the agendas that changed
+/// while it lagged (or since its `afterPosition`). The read models know what each agenda is
+/// now, not when it last changed; the log does. Bounded so one slow subscriber cannot make
+/// the server read the whole log; past it the resync is `truncated`.
+pub const MAX_RESYNC_SCAN: usize = 20_000;
+
+/// Most rerun params accepted in one `rerunAgenda` (the flags are four words; the rest is
+/// operation names, which `operationsToReset=a,b` already lists in one param).
+pub const MAX_RERUN_PARAMS: usize = 64;
+
+/// Longest cancel reason, in characters: it is stored in the event and shown in progress.
+pub const MAX_REASON_LENGTH: usize = 2_000;
+
+/// Longest client-supplied correlation id, in characters: it is copied into every event
+/// metadata and error.
+pub const MAX_CID_LENGTH: usize = 200;
+
+/// Most principals a token file or `POP_TOKENS` may hold: every request compares the
+/// presented token against each one (in constant time per token).
+pub const MAX_TOKENS: usize = 1_000;
+
+/// Largest token file read, in bytes.
+pub const MAX_TOKEN_FILE_BYTES: u64 = 1 << 20;
+
+/// How the API behaves; the defaults are what `pop serve` uses.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// See [`MAX_REQUEST_BODY_BYTES`].
+    pub max_body_bytes: usize,
+    /// See [`MAX_QUERY_DEPTH`].
+    pub max_depth: usize,
+    /// See [`MAX_QUERY_COMPLEXITY`].
+    pub max_complexity: usize,
+    /// See [`MAX_PAGE_SIZE`]; at most that.
+    pub max_page_size: usize,
+    /// How long an `atLeastPosition` read waits at most (capped by the projections'
+    /// `MAX_WAIT`).
+    pub read_wait: Duration,
+    /// See [`DEFAULT_SUBSCRIBER_BUFFER`]; at least 1.
+    pub subscriber_buffer: usize,
+    /// Whether GraphiQL is served on `GET /graphql`.
+    pub graphiql: bool,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            max_body_bytes: MAX_REQUEST_BODY_BYTES,
+            max_depth: MAX_QUERY_DEPTH,
+            max_complexity: MAX_QUERY_COMPLEXITY,
+            max_page_size: MAX_PAGE_SIZE,
+            read_wait: DEFAULT_READ_WAIT,
+            subscriber_buffer: DEFAULT_SUBSCRIBER_BUFFER,
+            graphiql: true,
+        }
+    }
+}
+
+impl ApiConfig {
+    /// The config with every knob clamped into its bounds.
+    pub(crate) fn bounded(mut self) -> ApiConfig {
+        self.max_body_bytes = self.max_body_bytes.clamp(1, MAX_REQUEST_BODY_BYTES);
+        self.max_depth = self.max_depth.clamp(1, MAX_QUERY_DEPTH);
+        self.max_complexity = self.max_complexity.clamp(1, MAX_QUERY_COMPLEXITY);
+        self.max_page_size = self.max_page_size.clamp(1, MAX_PAGE_SIZE);
+        self.read_wait = self.read_wait.min(pop_projections::runner::MAX_WAIT);
+        self.subscriber_buffer = self.subscriber_buffer.max(1);
+        self
+    }
+}

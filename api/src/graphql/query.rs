@@ -1,0 +1,504 @@
+//! Queries: every object by id (null when it does not exist *or* the caller may not see it —
+//! the two are indistinguishable on purpose), filtered cursor-paginated lists, progress
+//! summaries, and the event history for audits. Every query takes `atLeastPosition` and
+//! first waits (bounded) for the read models to reach it. Read-model access happens in
+//! synchronous blocks: the read guard cannot be held across an `.await`.
+
+use async_graphql::{Context, Enum, InputObject, Object, Result};
+use chrono::{DateTime, Utc};
+use pop_domain::agenda::CATEGORY as AGENDA_CATEGORY;
+use pop_domain::aggregate::stream_name;
+use pop_projections::{
+    AgendaEntry, AgendaOrder, AgendaQuery, CorruptEntry, Cursor, ReadModels, Visibility,
+};
+use pop_store::{Direction, Position};
+
+use crate::auth::{Action, Principal};
+use crate::config::MAX_EVENT_PAGE_SIZE;
+use crate::error::{ApiError, ApiResult};
+use crate::graphql::types::*;
+use crate::graphql::{
+    Services, authorize, page_size, parse_cursor, parse_position, services, wait_for,
+};
+
+/// The order of an agenda list.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AgendaListOrder {
+    /// By `(addedTime, id)`: stable, an agenda never moves.
+    #[default]
+    AddedTime,
+    /// By `(updatedTime, id)`: recently changed last; an agenda moves when it changes.
+    UpdatedTime,
+}
+
+/// Filters of agenda and agenda-progress lists (ANDed).
+#[derive(InputObject, Debug, Clone, Default)]
+pub struct AgendaFilter {
+    /// Only this customer's agendas (empty when the caller may not see that customer).
+    pub customer_id: Option<String>,
+    pub link_id: Option<String>,
+    /// `agendaInsight.insightId`.
+    pub insight_id: Option<String>,
+    pub processing_state: Option<ProcessingStateGql>,
+    /// Only agendas whose order time (`addedTime` or `updatedTime`, per `order`) is at or
+    /// after this.
+    pub from: Option<DateTime<Utc>>,
+    /// Only agendas whose order time is before this.
+    pub until: Option<DateTime<Utc>>,
+    pub order: Option<AgendaListOrder>,
+}
+
+pub struct QueryRoot;
+
+/// Pages of read-model entries, filtered for the caller, mapped by `map`.
+fn agenda_page<T: async_graphql::OutputType>(
+    models: &ReadModels,
+    principal: &Principal,
+    filter: &AgendaFilter,
+    after: Option<Cursor>,
+    limit: usize,
+    map: impl Fn(&AgendaEntry) -> Result<Option<T>, CorruptEntry>,
+) -> ApiResult<Page<T>> {
+    let position = models.position().to_string();
+    let empty = || Page {
+        items: Vec::new(),
+        end_cursor: None,
+        has_next_page: false,
+        position: position.clone(),
+    };
+    let visibility = match &filter.customer_id {
+        Some(c) if principal.sees(c) => Visibility::Customers([c.clone()].into()),
+        Some(_) => return Ok(empty()),
+        None => principal.customers.clone(),
+    };
+    let order = match filter.order.unwrap_or_default() {
+        AgendaListOrder::AddedTime => AgendaOrder::AddedTime,
+        AgendaListOrder::UpdatedTime => AgendaOrder::UpdatedTime,
+    };
+    let order_ms = |e: &AgendaEntry| match order {
+        AgendaOrder::AddedTime => e.added_ms(),
+        AgendaOrder::UpdatedTime => e.updated_ms(),
+    };
+    // `from` as a cursor: (from, "") sorts before every agenda at that time (ids are never
+    // empty), so the page starts at the first agenda at or after `from`.
+    let from = filter.from.map(|t| Cursor::new(t.timestamp_millis(), ""));
+    let start = match (after, from) {
+        (Some(a), Some(f)) => Some(a.max(f)),
+        (a, f) => a.or(f),
+    };
+    let until = filter.until.map(|t| t.timestamp_millis());
+    let query = AgendaQuery {
+        visibility: &visibility,
+        link_id: filter.link_id.as_deref(),
+        insight_id: filter.insight_id.as_deref(),
+        processing_state: filter.processing_state.map(Into::into),
+        phase: None,
+        order,
+        after: start.as_ref(),
+        limit,
+    };
+    let page = models.select_agendas(&query);
+    let mut items = Vec::with_capacity(page.items.len());
+    let mut cut = false;
+    for entry in &page.items {
+        if until.is_some_and(|u| order_ms(entry) >= u) {
+            cut = true;
+            break;
+        }
+        let item = map(entry)
+            .map_err(|e| ApiError::internal("reading an agenda from the read models", &e))?;
+        items.extend(item);
+    }
+    let next = if cut { None } else { page.next };
+    Ok(Page {
+        items,
+        has_next_page: next.is_some(),
+        end_cursor: next.map(|c| c.to_string()),
+        position,
+    })
+}
+
+fn config_page<'m, O, T: async_graphql::OutputType>(
+    models: &'m ReadModels,
+    page: pop_projections::Page<&'m O>,
+    map: impl Fn(&O) -> T,
+) -> Page<T> {
+    Page {
+        items: page.items.into_iter().map(map).collect(),
+        has_next_page: page.next.is_some(),
+        end_cursor: page.next.map(|c| c.to_string()),
+        position: models.position().to_string(),
+    }
+}
+
+fn corrupt(e: CorruptEntry) -> ApiError {
+    ApiError::internal("reading an agenda from the read models", &e)
+}
+
+/// Whether the caller may see the agenda of `entry`.
+fn sees_entry(principal: &Principal, entry: &AgendaEntry) -> bool {
+    principal.sees(entry.customer_id())
+}
+
+/// A page of a stream or of the log: reads `first` events, then one more to tell whether
+/// there are more (a read may return fewer than asked before the end, so a short page alone
+/// does not mean the end).
+async fn event_page(
+    services: &Services,
+    stream: Option<&str>,
+    after: Option<&str>,
+    first: usize,
+) -> ApiResult<Page<EventGql>> {
+    let store = &services.store;
+    let subject = stream.unwrap_or("the event log");
+    let fail = |e: pop_store::StoreError| crate::error::store(subject, &e);
+    let (events, more) = match stream {
+        Some(stream) => {
+            let from = match after {
+                None => 0,
+                Some(a) => a
+                    .trim()
+                    .parse::<u64>()
+                    .map_err(|_| {
+                        ApiError::invalid("after", format!("{a:?} is not a stream version"))
+                    })?
+                    .saturating_add(1),
+            };
+            let events =
+                store.read_stream(stream, from, first, Direction::Forwards).await.map_err(fail)?;
+            let next = events.last().map_or(from, |e| e.version.saturating_add(1));
+            let more = !events.is_empty()
+                && !store
+                    .read_stream(stream, next, 1, Direction::Forwards)
+                    .await
+                    .map_err(fail)?
+                    .is_empty();
+            (events, more)
+        }
+        None => {
+            let from = match after {
+                None => Position::START,
+                Some(a) => parse_position("after", a)?,
+            };
+            let events = store.read_all(from, first).await.map_err(fail)?;
+            let next = events.last().map_or(from, |e| e.position);
+            let more =
+                !events.is_empty() && !store.read_all(next, 1).await.map_err(fail)?.is_empty();
+            (events, more)
+        }
+    };
+    let end_cursor = events.last().map(|e| match stream {
+        Some(_) => e.version.to_string(),
+        None => e.position.to_string(),
+    });
+    Ok(Page {
+        items: events.iter().map(EventGql::from).collect(),
+        end_cursor,
+        has_next_page: more,
+        position: services.projections.applied().to_string(),
+    })
+}
+
+#[Object]
+impl QueryRoot {
+    /// The caller as the API sees it (name, role, customers).
+    async fn me(&self, ctx: &Context<'_>) -> Result<PrincipalGql> {
+        let caller = authorize(ctx, Action::Read)?;
+        Ok(PrincipalGql::from(&caller.principal))
+    }
+
+    /// An agenda by id; null when there is none the caller may see.
+    async fn agenda(
+        &self,
+        ctx: &Context<'_>,
+        id: String,
+        at_least_position: Option<String>,
+    ) -> Result<Option<AgendaGql>> {
+        let caller = authorize(ctx, Action::Read)?;
+        let services = services(ctx)?;
+        wait_for(services, at_least_position.as_deref()).await?;
+        let models = services.projections.read();
+        let Some(entry) = models.agenda_entry(&id).filter(|e| sees_entry(&caller.principal, e))
+        else {
+            return Ok(None);
+        };
+        Ok(entry.agenda().map_err(corrupt)?.as_ref().map(AgendaGql::from))
+    }
+
+    /// Agendas the caller may see, filtered, oldest first (or by `order`).
+    async fn agendas(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<AgendaFilter>,
+        first: Option<i32>,
+        after: Option<String>,
+        at_least_position: Option<String>,
+    ) -> Result<Page<AgendaGql>> {
+        let caller = authorize(ctx, Action::Read)?;
+        let services = services(ctx)?;
+        let limit = page_size(first, services.config.max_page_size)?;
+        let after = parse_cursor(after.as_deref())?;
+        wait_for(services, at_least_position.as_deref()).await?;
+        let models = services.projections.read();
+        let filter = filter.unwrap_or_default();
+        Ok(agenda_page(&models, &caller.principal, &filter, after, limit, |e| {
+            Ok(e.agenda()?.as_ref().map(AgendaGql::from))
+        })?)
+    }
+
+    /// An AgendaProgress by id (the agenda's `progressId`); null when not visible.
+    async fn agenda_progress(
+        &self,
+        ctx: &Context<'_>,
+        id: String,
+        at_least_position: Option<String>,
+    ) -> Result<Option<AgendaProgressGql>> {
+        let caller = authorize(ctx, Action::Read)?;
+        let services = services(ctx)?;
+        wait_for(services, at_least_position.as_deref()).await?;
+        let models = services.projections.read();
+        let Some(entry) =
+            models.agendas().by_progress_id(&id).filter(|e| sees_entry(&caller.principal, e))
+        else {
+            return Ok(None);
+        };
+        Ok(Some(AgendaProgressGql::from(&entry.progress().map_err(corrupt)?)))
+    }
+
+    /// AgendaProgress of the agendas the caller may see, filtered like `agendas`.
+    async fn agenda_progress_list(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<AgendaFilter>,
+        first: Option<i32>,
+        after: Option<String>,
+        at_least_position: Option<String>,
+    ) -> Result<Page<AgendaProgressGql>> {
+        let caller = authorize(ctx, Action::Read)?;
+        let services = services(ctx)?;
+        let limit = page_size(first, services.config.max_page_size)?;
+        let after = parse_cursor(after.as_deref())?;
+        wait_for(services, at_least_position.as_deref()).await?;
+        let models = services.projections.read();
+        let filter = filter.unwrap_or_default();
+        Ok(agenda_page(&models, &caller.principal, &filter, after, limit, |e| {
+            Ok(Some(AgendaProgressGql::from(&e.progress()?)))
+        })?)
+    }
+
+    /// An OperationProgress by id (`<agendaProgressId>-<operation name>`).
+    async fn operation_progress(
+        &self,
+        ctx: &Context<'_>,
+        id: String,
+        at_least_position: Option<String>,
+    ) -> Result<Option<OperationProgressGql>> {
+        let caller = authorize(ctx, Action::Read)?;
+        let services = services(ctx)?;
+        wait_for(services, at_least_position.as_deref()).await?;
+        let models = services.projections.read();
+        let found = models.operation_progress(&id).map_err(corrupt)?;
+        Ok(found
+            .filter(|p| caller.principal.sees(&p.customer_id))
+            .as_ref()
+            .map(OperationProgressGql::from))
+    }
+
+    /// DOMAIN.md §4.3 over the agendas with this linkId that the caller may see (a caller
+    /// who sees none gets an empty, COMPLETE summary).
+    async fn progress_summary(
+        &self,
+        ctx: &Context<'_>,
+        link_id: String,
+        at_least_position: Option<String>,
+    ) -> Result<ProgressSummaryGql> {
+        let caller = authorize(ctx, Action::Read)?;
+        let services = services(ctx)?;
+        wait_for(services, at_least_position.as_deref()).await?;
+        let models = services.projections.read();
+        let summary =
+            models.progress_summary(&link_id, &caller.principal.customers).map_err(corrupt)?;
+        Ok(ProgressSummaryGql::from(&summary))
+    }
+
+    /// The events of one agenda's stream, oldest first (`after`: a stream version from a
+    /// previous page's `endCursor`); null when the agenda does not exist or is not visible.
+    async fn agenda_events(
+        &self,
+        ctx: &Context<'_>,
+        agenda_id: String,
+        after: Option<String>,
+        first: Option<i32>,
+    ) -> Result<Option<Page<EventGql>>> {
+        let caller = authorize(ctx, Action::Read)?;
+        let services = services(ctx)?;
+        let first = page_size(first, MAX_EVENT_PAGE_SIZE)?;
+        // Visibility from the write side (the stream itself), so a just-submitted agenda's
+        // history is readable before the projections have it.
+        let visible = match services
+            .executor
+            .load::<pop_domain::agenda::AgendaState>(&agenda_id)
+            .await
+        {
+            Ok((state, _)) => state.agenda().is_some_and(|a| caller.principal.sees(&a.customer_id)),
+            Err(pop_store::ExecuteError::Store(pop_store::StoreError::StreamDeleted {
+                ..
+            })) => false,
+            Err(e) => return Err(crate::error::execute(&format!("agenda {agenda_id:?}"), e).into()),
+        };
+        if !visible {
+            return Ok(None);
+        }
+        let stream = stream_name(AGENDA_CATEGORY, &agenda_id);
+        Ok(Some(event_page(services, Some(&stream), after.as_deref(), first).await?))
+    }
+
+    /// The global event log after a position (admins only: it spans every customer).
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<String>,
+        first: Option<i32>,
+    ) -> Result<Page<EventGql>> {
+        authorize(ctx, Action::ReadLog)?;
+        let services = services(ctx)?;
+        let first = page_size(first, MAX_EVENT_PAGE_SIZE)?;
+        Ok(event_page(services, None, after.as_deref(), first).await?)
+    }
+
+    async fn customer(
+        &self,
+        ctx: &Context<'_>,
+        id: String,
+        at_least_position: Option<String>,
+    ) -> Result<Option<CustomerGql>> {
+        let caller = authorize(ctx, Action::Read)?;
+        let services = services(ctx)?;
+        wait_for(services, at_least_position.as_deref()).await?;
+        let models = services.projections.read();
+        Ok(models
+            .customer(&id)
+            .filter(|c| caller.principal.sees(&c.customer_id))
+            .map(CustomerGql::from))
+    }
+
+    async fn customers(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        at_least_position: Option<String>,
+    ) -> Result<Page<CustomerGql>> {
+        let caller = authorize(ctx, Action::Read)?;
+        let services = services(ctx)?;
+        let limit = page_size(first, services.config.max_page_size)?;
+        let after = parse_cursor(after.as_deref())?;
+        wait_for(services, at_least_position.as_deref()).await?;
+        let models = services.projections.read();
+        let page = models.customers(&caller.principal.customers, after.as_ref(), limit);
+        Ok(config_page(&models, page, |o| CustomerGql::from(o)))
+    }
+
+    async fn resource_pool(
+        &self,
+        ctx: &Context<'_>,
+        id: String,
+        at_least_position: Option<String>,
+    ) -> Result<Option<ResourcePoolGql>> {
+        let caller = authorize(ctx, Action::Read)?;
+        let services = services(ctx)?;
+        wait_for(services, at_least_position.as_deref()).await?;
+        let models = services.projections.read();
+        Ok(models
+            .resource_pool(&id)
+            .filter(|p| caller.principal.sees(&p.customer_id))
+            .map(ResourcePoolGql::from))
+    }
+
+    async fn resource_pools(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        at_least_position: Option<String>,
+    ) -> Result<Page<ResourcePoolGql>> {
+        let caller = authorize(ctx, Action::Read)?;
+        let services = services(ctx)?;
+        let limit = page_size(first, services.config.max_page_size)?;
+        let after = parse_cursor(after.as_deref())?;
+        wait_for(services, at_least_position.as_deref()).await?;
+        let models = services.projections.read();
+        let page = models.resource_pools(&caller.principal.customers, after.as_ref(), limit);
+        Ok(config_page(&models, page, |o| ResourcePoolGql::from(o)))
+    }
+
+    /// An insight the caller owns, or that is global or shared with one of its customers.
+    async fn insight(
+        &self,
+        ctx: &Context<'_>,
+        id: String,
+        at_least_position: Option<String>,
+    ) -> Result<Option<InsightGql>> {
+        let caller = authorize(ctx, Action::Read)?;
+        let services = services(ctx)?;
+        wait_for(services, at_least_position.as_deref()).await?;
+        let models = services.projections.read();
+        let v = &caller.principal.customers;
+        Ok(models
+            .insight(&id)
+            .filter(|i| v.sees_shared(&i.customer_id, i.is_global, &i.allowed_customer_ids))
+            .map(InsightGql::from))
+    }
+
+    async fn insights(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        at_least_position: Option<String>,
+    ) -> Result<Page<InsightGql>> {
+        let caller = authorize(ctx, Action::Read)?;
+        let services = services(ctx)?;
+        let limit = page_size(first, services.config.max_page_size)?;
+        let after = parse_cursor(after.as_deref())?;
+        wait_for(services, at_least_position.as_deref()).await?;
+        let models = services.projections.read();
+        let page = models.insights(&caller.principal.customers, after.as_ref(), limit);
+        Ok(config_page(&models, page, |o| InsightGql::from(o)))
+    }
+
+    /// A template the caller owns, or that is global or shared with one of its customers.
+    async fn template(
+        &self,
+        ctx: &Context<'_>,
+        id: String,
+        at_least_position: Option<String>,
+    ) -> Result<Option<AgendaTemplateGql>> {
+        let caller = authorize(ctx, Action::Read)?;
+        let services = services(ctx)?;
+        wait_for(services, at_least_position.as_deref()).await?;
+        let models = services.projections.read();
+        let v = &caller.principal.customers;
+        Ok(models
+            .template(&id)
+            .filter(|t| v.sees_shared(&t.customer_id, t.is_global, &t.allowed_customer_ids))
+            .map(AgendaTemplateGql::from))
+    }
+
+    async fn templates(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        at_least_position: Option<String>,
+    ) -> Result<Page<AgendaTemplateGql>> {
+        let caller = authorize(ctx, Action::Read)?;
+        let services = services(ctx)?;
+        let limit = page_size(first, services.config.max_page_size)?;
+        let after = parse_cursor(after.as_deref())?;
+        wait_for(services, at_least_position.as_deref()).await?;
+        let models = services.projections.read();
+        let page = models.templates(&caller.principal.customers, after.as_ref(), limit);
+        Ok(config_page(&models, page, |o| AgendaTemplateGql::from(o)))
+    }
+}

@@ -1,0 +1,556 @@
+//! The GraphQL shapes of DOMAIN.md's objects. Field names are POP's camelCase names; times are
+//! ISO-8601 (`DateTime`), free-form JSON (payloads, params, mappers) is the `JSON` scalar. Each
+//! type is built from its domain value, never the other way round: inputs arrive as POP JSON
+//! and are read by the domain's own serde rules.
+
+use async_graphql::{Enum, Json, SimpleObject};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use pop_domain::model;
+use pop_domain::params::Params;
+
+use crate::auth::{Principal, customer_ids};
+
+fn json<T: serde::Serialize>(value: &T) -> Json<Value> {
+    // Params and payloads are JSON already; serialising them cannot fail.
+    Json(serde_json::to_value(value).unwrap_or(Value::Null))
+}
+
+fn params(p: &Params) -> Json<Value> {
+    json(p)
+}
+
+/// `processingState` (DOMAIN.md §3).
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(name = "ProcessingState")]
+pub enum ProcessingStateGql {
+    Waiting,
+    Executing,
+    Complete,
+}
+
+impl From<model::ProcessingState> for ProcessingStateGql {
+    fn from(s: model::ProcessingState) -> Self {
+        match s {
+            model::ProcessingState::Waiting => ProcessingStateGql::Waiting,
+            model::ProcessingState::Executing => ProcessingStateGql::Executing,
+            model::ProcessingState::Complete => ProcessingStateGql::Complete,
+        }
+    }
+}
+
+impl From<ProcessingStateGql> for model::ProcessingState {
+    fn from(s: ProcessingStateGql) -> Self {
+        match s {
+            ProcessingStateGql::Waiting => model::ProcessingState::Waiting,
+            ProcessingStateGql::Executing => model::ProcessingState::Executing,
+            ProcessingStateGql::Complete => model::ProcessingState::Complete,
+        }
+    }
+}
+
+/// How an insight's queue is filled (DOMAIN.md §7), spelled as in POP's JSON.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(name = "SchedulingAlgorithm", rename_items = "PascalCase")]
+pub enum SchedulingAlgorithmGql {
+    FirstInFirstOut,
+    RoundRobin,
+    Priority,
+}
+
+impl From<model::SchedulingAlgorithm> for SchedulingAlgorithmGql {
+    fn from(s: model::SchedulingAlgorithm) -> Self {
+        match s {
+            model::SchedulingAlgorithm::FirstInFirstOut => SchedulingAlgorithmGql::FirstInFirstOut,
+            model::SchedulingAlgorithm::RoundRobin => SchedulingAlgorithmGql::RoundRobin,
+            model::SchedulingAlgorithm::Priority => SchedulingAlgorithmGql::Priority,
+        }
+    }
+}
+
+#[derive(SimpleObject, Debug, Clone)]
+#[graphql(name = "AgendaInsight")]
+pub struct AgendaInsightGql {
+    pub resource_pool_id: String,
+    pub insight_id: String,
+}
+
+impl From<&model::AgendaInsight> for AgendaInsightGql {
+    fn from(i: &model::AgendaInsight) -> Self {
+        AgendaInsightGql {
+            resource_pool_id: i.resource_pool_id.clone(),
+            insight_id: i.insight_id.clone(),
+        }
+    }
+}
+
+#[derive(SimpleObject, Debug, Clone)]
+#[graphql(name = "Operation")]
+pub struct OperationGql {
+    pub name: String,
+    #[graphql(name = "type")]
+    pub op_type: String,
+    pub id: Option<String>,
+    pub payload: Json<Value>,
+    pub params: Json<Value>,
+}
+
+impl From<&model::Operation> for OperationGql {
+    fn from(o: &model::Operation) -> Self {
+        OperationGql {
+            name: o.name.clone(),
+            op_type: o.op_type.clone(),
+            id: o.id.clone(),
+            payload: Json(o.payload.clone()),
+            params: params(&o.params),
+        }
+    }
+}
+
+#[derive(SimpleObject, Debug, Clone)]
+#[graphql(name = "Agenda")]
+pub struct AgendaGql {
+    pub id: String,
+    pub cid: Option<String>,
+    pub customer_id: String,
+    pub title: Option<String>,
+    pub added_time: Option<DateTime<Utc>>,
+    pub updated_time: Option<DateTime<Utc>>,
+    pub operations: Vec<OperationGql>,
+    pub params: Json<Value>,
+    pub link_id: Option<String>,
+    pub job_id: Option<String>,
+    pub progress_id: Option<String>,
+    pub agenda_insight: Option<AgendaInsightGql>,
+}
+
+impl From<&model::Agenda> for AgendaGql {
+    fn from(a: &model::Agenda) -> Self {
+        AgendaGql {
+            id: a.id.clone(),
+            cid: a.cid.clone(),
+            customer_id: a.customer_id.clone(),
+            title: a.title.clone(),
+            added_time: a.added_time,
+            updated_time: a.updated_time,
+            operations: a.operations.iter().map(OperationGql::from).collect(),
+            params: params(&a.params),
+            link_id: a.link_id.clone(),
+            job_id: a.job_id.clone(),
+            progress_id: a.progress_id.clone(),
+            agenda_insight: a.agenda_insight.as_ref().map(AgendaInsightGql::from),
+        }
+    }
+}
+
+#[derive(SimpleObject, Debug, Clone)]
+#[graphql(name = "DiagnosticEvent")]
+pub struct DiagnosticEventGql {
+    pub message: String,
+    pub status_code: Option<i64>,
+    pub time: Option<DateTime<Utc>>,
+    pub stack_trace: Option<String>,
+    pub payload: Json<Value>,
+}
+
+impl From<&model::DiagnosticEvent> for DiagnosticEventGql {
+    fn from(d: &model::DiagnosticEvent) -> Self {
+        DiagnosticEventGql {
+            message: d.message.clone(),
+            status_code: d.status_code,
+            time: d.time,
+            stack_trace: d.stack_trace.clone(),
+            payload: Json(d.payload.clone()),
+        }
+    }
+}
+
+#[derive(SimpleObject, Debug, Clone)]
+#[graphql(name = "OperationProgress")]
+pub struct OperationProgressGql {
+    pub id: String,
+    pub customer_id: String,
+    pub agenda_progress_id: String,
+    /// The operation's name.
+    pub operation: String,
+    pub processing_state: ProcessingStateGql,
+    pub processing_state_message: Option<String>,
+    pub percent_complete: Option<f64>,
+    pub diagnostic_events: Vec<DiagnosticEventGql>,
+    pub attempt_count: u32,
+    pub attempt_time: Option<DateTime<Utc>>,
+    pub started_time: Option<DateTime<Utc>>,
+    pub completed_time: Option<DateTime<Utc>>,
+    pub result_payload: Json<Value>,
+    pub params: Json<Value>,
+    pub added_time: Option<DateTime<Utc>>,
+    pub updated_time: Option<DateTime<Utc>>,
+}
+
+impl From<&model::OperationProgress> for OperationProgressGql {
+    fn from(p: &model::OperationProgress) -> Self {
+        OperationProgressGql {
+            id: p.id.clone(),
+            customer_id: p.customer_id.clone(),
+            agenda_progress_id: p.agenda_progress_id.clone(),
+            operation: p.operation.clone(),
+            processing_state: p.processing_state.into(),
+            processing_state_message: p.processing_state_message.clone(),
+            percent_complete: p.percent_complete,
+            diagnostic_events: p.diagnostic_events.iter().map(DiagnosticEventGql::from).collect(),
+            attempt_count: p.attempt_count,
+            attempt_time: p.attempt_time,
+            started_time: p.started_time,
+            completed_time: p.completed_time,
+            result_payload: Json(p.result_payload.clone()),
+            params: params(&p.params),
+            added_time: p.added_time,
+            updated_time: p.updated_time,
+        }
+    }
+}
+
+#[derive(SimpleObject, Debug, Clone)]
+#[graphql(name = "AgendaProgress")]
+pub struct AgendaProgressGql {
+    pub id: String,
+    pub cid: Option<String>,
+    pub customer_id: String,
+    pub title: Option<String>,
+    pub agenda_id: String,
+    pub link_id: Option<String>,
+    pub external_id: Option<String>,
+    pub processing_state: ProcessingStateGql,
+    pub processing_state_message: Option<String>,
+    pub percent_complete: Option<f64>,
+    pub operation_progress: Vec<OperationProgressGql>,
+    pub diagnostic_events: Vec<DiagnosticEventGql>,
+    pub attempts_completed: u32,
+    pub maximum_attempts: u32,
+    pub started_time: Option<DateTime<Utc>>,
+    pub completed_time: Option<DateTime<Utc>>,
+    pub params: Json<Value>,
+    pub agenda_insight: Option<AgendaInsightGql>,
+    pub added_time: Option<DateTime<Utc>>,
+    pub updated_time: Option<DateTime<Utc>>,
+}
+
+impl From<&model::AgendaProgress> for AgendaProgressGql {
+    fn from(p: &model::AgendaProgress) -> Self {
+        AgendaProgressGql {
+            id: p.id.clone(),
+            cid: p.cid.clone(),
+            customer_id: p.customer_id.clone(),
+            title: p.title.clone(),
+            agenda_id: p.agenda_id.clone(),
+            link_id: p.link_id.clone(),
+            external_id: p.external_id.clone(),
+            processing_state: p.processing_state.into(),
+            processing_state_message: p.processing_state_message.clone(),
+            percent_complete: p.percent_complete,
+            operation_progress: p
+                .operation_progress
+                .iter()
+                .map(OperationProgressGql::from)
+                .collect(),
+            diagnostic_events: p.diagnostic_events.iter().map(DiagnosticEventGql::from).collect(),
+            attempts_completed: p.attempts_completed,
+            maximum_attempts: p.maximum_attempts,
+            started_time: p.started_time,
+            completed_time: p.completed_time,
+            params: params(&p.params),
+            agenda_insight: p.agenda_insight.as_ref().map(AgendaInsightGql::from),
+            added_time: p.added_time,
+            updated_time: p.updated_time,
+        }
+    }
+}
+
+#[derive(SimpleObject, Debug, Clone)]
+#[graphql(name = "ProgressSummary")]
+pub struct ProgressSummaryGql {
+    pub link_id: String,
+    pub processing_state: ProcessingStateGql,
+    pub processing_percent: Option<f64>,
+    pub progress_list: Vec<AgendaProgressGql>,
+}
+
+impl From<&model::ProgressSummary> for ProgressSummaryGql {
+    fn from(s: &model::ProgressSummary) -> Self {
+        ProgressSummaryGql {
+            link_id: s.link_id.clone(),
+            processing_state: s.processing_state.into(),
+            processing_percent: s.processing_percent,
+            progress_list: s.progress_list.iter().map(AgendaProgressGql::from).collect(),
+        }
+    }
+}
+
+#[derive(SimpleObject, Debug, Clone)]
+#[graphql(name = "Customer")]
+pub struct CustomerGql {
+    pub id: String,
+    pub cid: Option<String>,
+    pub customer_id: String,
+    pub title: String,
+    pub added_time: Option<DateTime<Utc>>,
+    pub updated_time: Option<DateTime<Utc>>,
+    pub billing_code: Option<String>,
+    pub resource_pool_id: Option<String>,
+}
+
+impl From<&model::Customer> for CustomerGql {
+    fn from(c: &model::Customer) -> Self {
+        CustomerGql {
+            id: c.id.clone(),
+            cid: c.cid.clone(),
+            customer_id: c.customer_id.clone(),
+            title: c.title.clone(),
+            added_time: c.added_time,
+            updated_time: c.updated_time,
+            billing_code: c.billing_code.clone(),
+            resource_pool_id: c.resource_pool_id.clone(),
+        }
+    }
+}
+
+#[derive(SimpleObject, Debug, Clone)]
+#[graphql(name = "ResourcePool")]
+pub struct ResourcePoolGql {
+    pub id: String,
+    pub cid: Option<String>,
+    pub customer_id: String,
+    pub title: Option<String>,
+    pub added_time: Option<DateTime<Utc>>,
+    pub updated_time: Option<DateTime<Utc>>,
+    /// The insights whose `resourcePoolId` is this pool (computed by the read side).
+    pub insight_ids: Vec<String>,
+}
+
+impl From<&model::ResourcePool> for ResourcePoolGql {
+    fn from(p: &model::ResourcePool) -> Self {
+        ResourcePoolGql {
+            id: p.id.clone(),
+            cid: p.cid.clone(),
+            customer_id: p.customer_id.clone(),
+            title: p.title.clone(),
+            added_time: p.added_time,
+            updated_time: p.updated_time,
+            insight_ids: p.insight_ids.clone(),
+        }
+    }
+}
+
+#[derive(SimpleObject, Debug, Clone)]
+#[graphql(name = "Insight")]
+pub struct InsightGql {
+    pub id: String,
+    pub cid: Option<String>,
+    pub customer_id: String,
+    pub title: String,
+    pub added_time: Option<DateTime<Utc>>,
+    pub updated_time: Option<DateTime<Utc>>,
+    pub resource_pool_id: String,
+    pub queue_name: Option<String>,
+    pub queue_size: i64,
+    pub scheduling_algorithm: SchedulingAlgorithmGql,
+    /// Mapper name → list of values.
+    pub mappers: Json<Value>,
+    pub is_global: bool,
+    pub allowed_customer_ids: Vec<String>,
+}
+
+impl From<&model::Insight> for InsightGql {
+    fn from(i: &model::Insight) -> Self {
+        InsightGql {
+            id: i.id.clone(),
+            cid: i.cid.clone(),
+            customer_id: i.customer_id.clone(),
+            title: i.title.clone(),
+            added_time: i.added_time,
+            updated_time: i.updated_time,
+            resource_pool_id: i.resource_pool_id.clone(),
+            queue_name: i.queue_name.clone(),
+            queue_size: i.queue_size,
+            scheduling_algorithm: i.scheduling_algorithm.into(),
+            mappers: json(&i.mappers),
+            is_global: i.is_global,
+            allowed_customer_ids: i.allowed_customer_ids.clone(),
+        }
+    }
+}
+
+#[derive(SimpleObject, Debug, Clone)]
+#[graphql(name = "AgendaTemplate")]
+pub struct AgendaTemplateGql {
+    pub id: String,
+    pub cid: Option<String>,
+    pub customer_id: String,
+    pub title: Option<String>,
+    pub added_time: Option<DateTime<Utc>>,
+    pub updated_time: Option<DateTime<Utc>>,
+    /// The agenda body (POP JSON, references unresolved).
+    pub agenda: Json<Value>,
+    pub static_parameters: Json<Value>,
+    pub params: Json<Value>,
+    pub is_global: bool,
+    pub allowed_customer_ids: Vec<String>,
+    pub is_default_template: bool,
+}
+
+impl From<&model::AgendaTemplate> for AgendaTemplateGql {
+    fn from(t: &model::AgendaTemplate) -> Self {
+        AgendaTemplateGql {
+            id: t.id.clone(),
+            cid: t.cid.clone(),
+            customer_id: t.customer_id.clone(),
+            title: t.title.clone(),
+            added_time: t.added_time,
+            updated_time: t.updated_time,
+            agenda: json(&t.agenda),
+            static_parameters: params(&t.static_parameters),
+            params: params(&t.params),
+            is_global: t.is_global,
+            allowed_customer_ids: t.allowed_customer_ids.clone(),
+            is_default_template: t.is_default_template,
+        }
+    }
+}
+
+/// One stored event, for audits.
+#[derive(SimpleObject, Debug, Clone)]
+#[graphql(name = "Event")]
+pub struct EventGql {
+    pub event_id: String,
+    pub stream: String,
+    #[graphql(name = "type")]
+    pub event_type: String,
+    pub schema_version: u32,
+    /// The event's version within its stream (from 0).
+    pub version: u64,
+    /// The global log position.
+    pub position: String,
+    /// When the store committed it.
+    pub time: DateTime<Utc>,
+    pub data: Json<Value>,
+    pub metadata: Json<Value>,
+}
+
+impl From<&pop_store::RecordedEvent> for EventGql {
+    fn from(e: &pop_store::RecordedEvent) -> Self {
+        // Stored data and metadata are JSON (the store checks on append); an empty metadata
+        // reads as null.
+        let parse = |bytes: &[u8]| serde_json::from_slice(bytes).unwrap_or(Value::Null);
+        EventGql {
+            event_id: e.event_id.to_string(),
+            stream: e.stream.clone(),
+            event_type: e.event_type.clone(),
+            schema_version: e.schema_version,
+            version: e.version,
+            position: e.position.to_string(),
+            time: e.recorded_at,
+            data: Json(parse(&e.data)),
+            metadata: Json(parse(&e.metadata)),
+        }
+    }
+}
+
+/// One page of a list. `endCursor` goes into `after` for the next page; `position` is the
+/// log position the read models were at when the page was read (for `atLeastPosition` and a
+/// subscription's `afterPosition`).
+#[derive(SimpleObject, Debug, Clone)]
+#[graphql(concrete(name = "AgendaPage", params(AgendaGql)))]
+#[graphql(concrete(name = "AgendaProgressPage", params(AgendaProgressGql)))]
+#[graphql(concrete(name = "CustomerPage", params(CustomerGql)))]
+#[graphql(concrete(name = "ResourcePoolPage", params(ResourcePoolGql)))]
+#[graphql(concrete(name = "InsightPage", params(InsightGql)))]
+#[graphql(concrete(name = "AgendaTemplatePage", params(AgendaTemplateGql)))]
+#[graphql(concrete(name = "EventPage", params(EventGql)))]
+pub struct Page<T: async_graphql::OutputType> {
+    pub items: Vec<T>,
+    pub end_cursor: Option<String>,
+    pub has_next_page: bool,
+    pub position: String,
+}
+
+/// What an agenda mutation did: the agenda and its progress as the command left them, and
+/// the global position of its last event (`null` when the command changed nothing).
+#[derive(SimpleObject, Debug, Clone)]
+#[graphql(name = "AgendaResult")]
+pub struct AgendaResultGql {
+    pub agenda: Option<AgendaGql>,
+    pub progress: AgendaProgressGql,
+    pub position: Option<String>,
+    pub cid: String,
+}
+
+/// What a config mutation did (for a delete: the object as it was deleted).
+#[derive(SimpleObject, Debug, Clone)]
+#[graphql(concrete(name = "CustomerResult", params(CustomerGql)))]
+#[graphql(concrete(name = "ResourcePoolResult", params(ResourcePoolGql)))]
+#[graphql(concrete(name = "InsightResult", params(InsightGql)))]
+#[graphql(concrete(name = "AgendaTemplateResult", params(AgendaTemplateGql)))]
+pub struct ConfigResult<T: async_graphql::OutputType> {
+    pub object: T,
+    pub deleted: bool,
+    pub position: Option<String>,
+    pub cid: String,
+}
+
+/// The caller, as the API sees it.
+#[derive(SimpleObject, Debug, Clone)]
+#[graphql(name = "Principal")]
+pub struct PrincipalGql {
+    pub name: String,
+    pub role: String,
+    /// The customer ids it may see; `["*"]` for every customer.
+    pub customers: Vec<String>,
+}
+
+impl From<&Principal> for PrincipalGql {
+    fn from(p: &Principal) -> Self {
+        PrincipalGql {
+            name: p.name.clone(),
+            role: p.role.as_str().to_string(),
+            customers: match customer_ids(&p.customers) {
+                None => vec!["*".to_string()],
+                Some(ids) => ids.iter().cloned().collect(),
+            },
+        }
+    }
+}
+
+/// One item of an agenda progress subscription. Normally `progress` is the agenda's current
+/// progress after the change at `position`. When the subscriber fell behind, one item has
+/// `lagged: true` (`missed` changes may have been dropped, `progress` null) and the items
+/// after it re-send the current state (`resync: true`); `truncated` on the lagged item says
+/// the re-sent state was capped and the client should re-list with `atLeastPosition`.
+#[derive(SimpleObject, Debug, Clone)]
+#[graphql(name = "AgendaProgressUpdate")]
+pub struct AgendaProgressUpdate {
+    pub position: String,
+    pub progress: Option<AgendaProgressGql>,
+    /// The agenda left the read model (its stream was deleted).
+    pub removed: bool,
+    pub lagged: bool,
+    pub missed: u64,
+    pub resync: bool,
+    pub truncated: bool,
+}
+
+/// One item of an operation progress subscription: the operation progress entries the change
+/// touched (all of them on the first item and after a lag), with the same lag signalling as
+/// [`AgendaProgressUpdate`].
+#[derive(SimpleObject, Debug, Clone)]
+#[graphql(name = "OperationProgressUpdate")]
+pub struct OperationProgressUpdate {
+    pub position: String,
+    pub agenda_id: String,
+    pub operation_progress: Vec<OperationProgressGql>,
+    /// Names of operations the change removed (a rerun drops generated operations).
+    pub removed_operations: Vec<String>,
+    pub lagged: bool,
+    pub missed: u64,
+    pub resync: bool,
+}

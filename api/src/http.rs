@@ -1,0 +1,250 @@
+//! The axum router: `POST /graphql` (queries and mutations, bearer auth, body size limit),
+//! `GET /graphql` (GraphiQL), `GET /graphql/ws` (subscriptions over graphql-transport-ws and
+//! the legacy graphql-ws, authenticated by the `connection_init` payload or the upgrade's
+//! `Authorization` header), `/healthz`, `/readyz` and `/metrics`.
+
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
+use async_graphql::{BatchRequest, Data};
+use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{State, WebSocketUpgrade};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use uuid::Uuid;
+
+use crate::auth::{bearer, token_from_init_payload};
+use crate::config::MAX_CID_LENGTH;
+use crate::error::{ApiError, ErrorChain};
+use crate::graphql::Caller;
+use crate::metrics;
+use crate::state::AppState;
+
+/// The header a client may send its correlation id in (else one is generated); the response
+/// carries the cid back in it.
+pub const CID_HEADER: &str = "x-correlation-id";
+
+/// Most operations in one batched POST: each runs as its own request, so a batch multiplies
+/// the work one body can ask for.
+pub const MAX_BATCH_REQUESTS: usize = 16;
+
+/// The WebSocket path of subscriptions.
+pub const WS_PATH: &str = "/graphql/ws";
+
+/// The router of the API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/graphql", get(graphiql).post(graphql_post))
+        .route(WS_PATH, get(graphql_ws))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(state)
+}
+
+/// A GraphQL-shaped error response (`{"errors": [...]}`) for failures before execution.
+fn error_response(status: StatusCode, error: ApiError, cid: &str) -> Response {
+    let error = error.with_cid(cid);
+    metrics::error(error.code);
+    let body = serde_json::json!({
+        "errors": [{
+            "message": error.message,
+            "extensions": { "code": error.code, "cid": cid },
+        }]
+    });
+    let mut response = (status, axum::Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(cid) {
+        response.headers_mut().insert(CID_HEADER, v);
+    }
+    response
+}
+
+/// The request's cid: the client's header when usable, else a fresh UUID v7.
+fn request_cid(headers: &HeaderMap) -> String {
+    headers
+        .get(CID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && c.len() <= MAX_CID_LENGTH && !c.chars().any(char::is_control))
+        .map(str::to_string)
+        .unwrap_or_else(|| Uuid::now_v7().to_string())
+}
+
+fn header_principal(state: &AppState, headers: &HeaderMap) -> Option<crate::auth::Principal> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    state.authenticate(bearer(value)?)
+}
+
+async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let cid = request_cid(&headers);
+    // Authenticate before reading the body: an anonymous caller costs no parsing.
+    let Some(principal) = header_principal(&state, &headers) else {
+        return error_response(StatusCode::UNAUTHORIZED, ApiError::unauthenticated(), &cid);
+    };
+    let limit = state.config().max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        ApiError::bad_request(format!("the request body is larger than the limit of {limit} bytes"))
+    };
+    if declared.is_some_and(|n| n > limit as u64) {
+        return error_response(StatusCode::PAYLOAD_TOO_LARGE, too_large(), &cid);
+    }
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        // A body without a declared length that runs past the limit, or a broken upload.
+        Err(_) => return error_response(StatusCode::PAYLOAD_TOO_LARGE, too_large(), &cid),
+    };
+    let mut batch: BatchRequest = match serde_json::from_slice(&bytes) {
+        Ok(b) => b,
+        Err(e) => {
+            let error = ApiError::bad_request(format!("the body is not a GraphQL request: {e}"));
+            return error_response(StatusCode::BAD_REQUEST, error, &cid);
+        }
+    };
+    if let BatchRequest::Batch(requests) = &batch
+        && (requests.len() > MAX_BATCH_REQUESTS || requests.is_empty())
+    {
+        let error = ApiError::bad_request(format!(
+            "a batch holds 1 to {MAX_BATCH_REQUESTS} operations, not {}",
+            requests.len()
+        ));
+        return error_response(StatusCode::BAD_REQUEST, error, &cid);
+    }
+    for request in batch.iter_mut() {
+        request.data.insert(Caller { principal: principal.clone(), cid: cid.clone() });
+    }
+    let response = state.schema().execute_batch(batch).await;
+    let mut response = axum::Json(response).into_response();
+    if let Ok(v) = HeaderValue::from_str(&cid) {
+        response.headers_mut().insert(CID_HEADER, v);
+    }
+    response
+}
+
+async fn graphql_ws(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let from_header = header_principal(&state, &headers);
+    let cid = request_cid(&headers);
+    let limit = state.config().max_body_bytes;
+    let schema = state.schema().clone();
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| async move {
+            GraphQLWebSocket::new(socket, schema, protocol)
+                .on_connection_init(move |payload| async move {
+                    // The init payload's token wins; a browser cannot set headers on a
+                    // WebSocket, other clients may have used the upgrade's header.
+                    let principal = match token_from_init_payload(&payload) {
+                        Some(token) => state.authenticate(&token),
+                        None => from_header,
+                    };
+                    let Some(principal) = principal else {
+                        metrics::error("UNAUTHENTICATED");
+                        return Err(ApiError::unauthenticated().with_cid(&cid).into_graphql());
+                    };
+                    let mut data = Data::default();
+                    data.insert(Caller { principal, cid });
+                    Ok(data)
+                })
+                .serve()
+                .await
+        })
+}
+
+/// The process is up and serving HTTP.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready once the projections have caught up with the log (see the runner's readiness).
+async fn readyz(State(state): State<AppState>) -> Response {
+    let projections = state.projections();
+    if projections.caught_up() {
+        (StatusCode::OK, format!("ready at position {}\n", projections.applied())).into_response()
+    } else {
+        let body =
+            format!("projections catching up (applied position {})\n", projections.applied());
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    let projections = state.projections();
+    match state.store().head().await {
+        Ok(head) => metrics::projection_gauges(
+            head,
+            projections.applied(),
+            projections.caught_up(),
+            projections.skipped_events(),
+        ),
+        Err(e) => tracing::warn!(error = %ErrorChain(&e), "metrics: cannot read the log head"),
+    }
+    let Some(handle) = state.metrics_handle() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "another metrics recorder is installed\n")
+            .into_response();
+    };
+    handle.run_upkeep();
+    let mut response = handle.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+async fn graphiql(State(state): State<AppState>) -> Response {
+    if !state.config().graphiql {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    Html(GRAPHIQL_HTML).into_response()
+}
+
+/// GraphiQL from a CDN (nothing to build or vendor), pointed at this server's endpoints. The
+/// token is entered in GraphiQL's headers pane and also sent in the WebSocket's
+/// `connection_init` payload.
+const GRAPHIQL_HTML: &str = r#"<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8" />
+  <title>pop GraphiQL</title>
+  <style>body { margin: 0; height: 100vh; } #graphiql { height: 100vh; }</style>
+  <link rel="stylesheet" href="https://unpkg.com/graphiql@3/graphiql.min.css" />
+  <script crossorigin src="https://unpkg.com/react@18/umd/react.production.min.js"></script>
+  <script crossorigin src="https://unpkg.com/react-dom@18/umd/react-dom.production.min.js"></script>
+  <script crossorigin src="https://unpkg.com/graphiql@3/graphiql.min.js"></script>
+</head>
+<body>
+  <div id="graphiql">Loading GraphiQL…</div>
+  <script>
+    const wsUrl = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/graphql/ws';
+    const fetcher = GraphiQL.createFetcher({
+      url: location.origin + '/graphql',
+      subscriptionUrl: wsUrl,
+      wsConnectionParams: () => {
+        try {
+          const h = JSON.parse(localStorage.getItem('graphiql:headers') || '{}');
+          return { authorization: h.Authorization || h.authorization || '' };
+        } catch (e) { return {}; }
+      },
+    });
+    ReactDOM.createRoot(document.getElementById('graphiql')).render(
+      React.createElement(GraphiQL, {
+        fetcher,
+        defaultHeaders: '{"Authorization": "Bearer <token>"}',
+        shouldPersistHeaders: true,
+      }),
+    );
+  </script>
+</body>
+</html>
+"#;
