@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+#[cfg(test)]
+use chrono::TimeZone;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -16,7 +18,7 @@ pub type Timestamp = DateTime<Utc>;
 /// string or an RFC 3339 string are all accepted, because POP clients send all three.
 pub mod epoch_ms {
     use chrono::{DateTime, TimeZone, Utc};
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+    use serde::{Deserializer, Serializer, de::Error};
     use serde_json::Value;
 
     /// Parses one JSON value as a time; `None` for JSON null.
@@ -51,15 +53,55 @@ pub mod epoch_ms {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
-        let v = Value::deserialize(d)?;
-        from_value(&v).map_err(D::Error::custom)?.ok_or_else(|| D::Error::custom("time is null"))
+        d.deserialize_any(TimeVisitor)?.ok_or_else(|| D::Error::custom("time is null"))
+    }
+
+    fn from_millis<E: Error>(ms: i64) -> Result<Option<DateTime<Utc>>, E> {
+        Utc.timestamp_millis_opt(ms)
+            .single()
+            .map(Some)
+            .ok_or_else(|| E::custom(format!("time {ms} is out of range")))
+    }
+
+    /// Reads a time straight from the deserializer, without building a `serde_json::Value`
+    /// first: every event carries times, so this is on the replay hot path.
+    struct TimeVisitor;
+
+    impl<'de> serde::de::Visitor<'de> for TimeVisitor {
+        type Value = Option<DateTime<Utc>>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("epoch milliseconds (a number or numeric string) or an RFC 3339 string")
+        }
+        fn visit_i64<E: Error>(self, v: i64) -> Result<Self::Value, E> {
+            from_millis(v)
+        }
+        fn visit_u64<E: Error>(self, v: u64) -> Result<Self::Value, E> {
+            from_millis(
+                i64::try_from(v).map_err(|_| E::custom(format!("time {v} is out of range")))?,
+            )
+        }
+        fn visit_f64<E: Error>(self, v: f64) -> Result<Self::Value, E> {
+            from_millis(v as i64)
+        }
+        fn visit_str<E: Error>(self, v: &str) -> Result<Self::Value, E> {
+            from_value(&Value::String(v.to_owned())).map_err(E::custom)
+        }
+        fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(TimeVisitor)
+        }
     }
 
     /// The same for optional times.
     pub mod option {
         use chrono::{DateTime, Utc};
-        use serde::{Deserialize, Deserializer, Serializer, de::Error};
-        use serde_json::Value;
+        use serde::{Deserializer, Serializer};
 
         pub fn serialize<S: Serializer>(
             t: &Option<DateTime<Utc>>,
@@ -74,8 +116,7 @@ pub mod epoch_ms {
         pub fn deserialize<'de, D: Deserializer<'de>>(
             d: D,
         ) -> Result<Option<DateTime<Utc>>, D::Error> {
-            let v = Value::deserialize(d)?;
-            super::from_value(&v).map_err(D::Error::custom)
+            d.deserialize_any(super::TimeVisitor)
         }
     }
 }
@@ -419,4 +460,35 @@ pub struct ProgressSummary {
     pub processing_state: ProcessingState,
     pub processing_percent: Option<f64>,
     pub progress_list: Vec<AgendaProgress>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn times_are_read_leniently() {
+        let read = |v: Value| serde_json::from_value::<DiagnosticEvent>(json!({"time": v}));
+        let ms = 1_700_000_000_123_i64;
+        for v in [
+            json!(ms),
+            json!(ms.to_string()),
+            json!("2023-11-14T22:13:20.123Z"),
+            json!(1.700000000123e12),
+        ] {
+            let t = read(v.clone()).unwrap().time.unwrap();
+            assert_eq!(t.timestamp_millis(), ms, "{v}");
+        }
+        assert_eq!(read(json!(null)).unwrap().time, None);
+        assert_eq!(read(json!("")).unwrap().time, None);
+        assert!(read(json!("yesterday")).is_err());
+        assert!(read(json!(true)).is_err());
+        // Written back as epoch milliseconds.
+        let e = DiagnosticEvent {
+            time: Some(Utc.timestamp_millis_opt(ms).unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(serde_json::to_value(&e).unwrap()["time"], json!(ms));
+    }
 }

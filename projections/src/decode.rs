@@ -80,7 +80,7 @@ pub fn split_stream(stream: &str) -> Option<(&str, &str)> {
 /// Decodes one stored event; see the module docs for the three outcomes.
 pub fn decode(event: &RecordedEvent) -> Result<Decoded, DecodeError> {
     let Some((category, id)) = split_stream(&event.stream) else {
-        return Ok(Decoded::Skipped(Skip::UnknownCategory { stream: event.stream.clone() }));
+        return Ok(Decoded::Skipped(Skip::UnknownCategory { stream: event.stream.to_string() }));
     };
     let decoded = match category {
         category::AGENDA => typed::<AgendaEvent>(event).map(|e| e.map(DomainEvent::Agenda)),
@@ -88,7 +88,7 @@ pub fn decode(event: &RecordedEvent) -> Result<Decoded, DecodeError> {
         category::RESOURCE_POOL => typed(event).map(|e| e.map(DomainEvent::ResourcePool)),
         category::INSIGHT => typed(event).map(|e| e.map(DomainEvent::Insight)),
         category::TEMPLATE => typed(event).map(|e| e.map(DomainEvent::Template)),
-        _ => return Ok(Decoded::Skipped(Skip::UnknownCategory { stream: event.stream.clone() })),
+        _ => return Ok(Decoded::Skipped(Skip::UnknownCategory { stream: event.stream.to_string() })),
     }?;
     Ok(match decoded {
         Ok(event_value) => Decoded::Event { id: id.to_string(), event: event_value },
@@ -101,18 +101,18 @@ fn typed<E: EventCodec>(event: &RecordedEvent) -> Result<Result<E, Skip>, Decode
     match E::decode(&event.event_type, event.schema_version, &event.data) {
         Ok(decoded) => Ok(Ok(decoded)),
         Err(CodecError::UnknownType { .. }) => Ok(Err(Skip::UnknownType {
-            stream: event.stream.clone(),
-            event_type: event.event_type.clone(),
+            stream: event.stream.to_string(),
+            event_type: event.event_type.to_string(),
         })),
         Err(CodecError::UnknownVersion { version, .. }) => Ok(Err(Skip::UnknownVersion {
-            stream: event.stream.clone(),
-            event_type: event.event_type.clone(),
+            stream: event.stream.to_string(),
+            event_type: event.event_type.to_string(),
             version,
         })),
         Err(source) => Err(DecodeError {
             position: event.position,
-            stream: event.stream.clone(),
-            event_type: event.event_type.clone(),
+            stream: event.stream.to_string(),
+            event_type: event.event_type.to_string(),
             source,
         }),
     }

@@ -14,8 +14,8 @@ use pop_store::{Position, RecordedEvent};
 fn recorded(stream: &str, event: &impl EventCodec) -> RecordedEvent {
     RecordedEvent {
         position: Position::from_sequence(7),
-        stream: stream.to_string(),
-        event_type: event.event_type().to_string(),
+        stream: stream.into(),
+        event_type: event.event_type().into(),
         schema_version: event.schema_version(),
         data: event.encode().unwrap(),
         ..RecordedEvent::default()
@@ -25,8 +25,8 @@ fn recorded(stream: &str, event: &impl EventCodec) -> RecordedEvent {
 fn raw(stream: &str, event_type: &str, version: u32, data: &str) -> RecordedEvent {
     RecordedEvent {
         position: Position::from_sequence(42),
-        stream: stream.to_string(),
-        event_type: event_type.to_string(),
+        stream: stream.into(),
+        event_type: event_type.into(),
         schema_version: version,
         data: data.as_bytes().to_vec(),
         ..RecordedEvent::default()
@@ -92,8 +92,8 @@ fn unknown_categories_types_and_versions_are_skipped() {
     assert_eq!(
         skip(raw("agenda-a", "AgendaQueued", 2, "{}")),
         Skip::UnknownVersion {
-            stream: "agenda-a".to_string(),
-            event_type: "AgendaQueued".to_string(),
+            stream: "agenda-a".into(),
+            event_type: "AgendaQueued".into(),
             version: 2
         }
     );

@@ -78,9 +78,9 @@ fn render(e: &RecordedEvent) -> Value {
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&e.metadata).into_owned()));
     json!({
         "position": e.position.to_string(),
-        "stream": e.stream,
+        "stream": &*e.stream,
         "version": e.version,
-        "type": e.event_type,
+        "type": &*e.event_type,
         "schemaVersion": e.schema_version,
         "eventId": e.event_id,
         "recordedAt": e.recorded_at,

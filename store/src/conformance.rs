@@ -240,7 +240,7 @@ async fn read_whole_stream(
 
 fn ensure_matches(recorded: &RecordedEvent, sent: &NewEvent, what: &str) -> Check {
     ensure_eq!(recorded.event_id, sent.event_id, "{what}: event id");
-    ensure_eq!(recorded.event_type, sent.event_type, "{what}: event type");
+    ensure_eq!(&*recorded.event_type, sent.event_type.as_str(), "{what}: event type");
     ensure_eq!(recorded.schema_version, sent.schema_version, "{what}: schema version");
     ensure!(recorded.data == sent.data, "{what}: data differs byte for byte");
     ensure!(recorded.metadata == sent.metadata, "{what}: metadata differs byte for byte");
@@ -521,7 +521,7 @@ pub async fn read_stream_forwards_and_backwards<H: Harness>() -> Check {
         let got: Vec<u64> = events.iter().map(|e| e.version).collect();
         ensure_eq!(got, versions, "{what}: versions");
         for e in &events {
-            ensure_eq!(e.stream, s, "{what}: stream name");
+            ensure_eq!(&*e.stream, s.as_str(), "{what}: stream name");
             let index = usize::try_from(e.version).map_err(|_| Failure("version".into()))?;
             ensure_matches(e, &sent[index], &what)?;
         }
@@ -549,7 +549,7 @@ pub async fn read_all_is_ordered_and_resumable<H: Harness>() -> Check {
     ensure_eq!(all.len(), sent.len(), "events in the log");
     ensure_strictly_increasing(&all, "read_all")?;
     for (recorded, (stream, event)) in all.iter().zip(&sent) {
-        ensure_eq!(recorded.stream, *stream, "stream of an event in the log");
+        ensure_eq!(&*recorded.stream, stream.as_str(), "stream of an event in the log");
         ensure_matches(recorded, event, "read_all")?;
     }
     for page in [1, 7, 1000] {
@@ -811,7 +811,7 @@ pub async fn deleted_streams_vanish<H: Harness>() -> Check {
 
     store.delete_stream(&gone, ExpectedVersion::Exact(2)).await?;
     let all = read_everything(store.as_ref(), 10).await?;
-    ensure!(all.iter().all(|e| e.stream == keep), "read_all still has events of a deleted stream");
+    ensure!(all.iter().all(|e| *e.stream == *keep), "read_all still has events of a deleted stream");
     ensure_eq!(all.len(), 2, "events left in the log");
     expect_deleted(store.read_stream(&gone, 0, 10, Direction::Forwards).await, "reading it")?;
     ensure_eq!(store.head().await?, last.position, "a delete does not move the head");

@@ -1,6 +1,7 @@
 //! The values that cross the store boundary: events going in, events coming out, expected
 //! versions and the metadata every pop event carries.
 
+use std::sync::Arc;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -114,11 +115,12 @@ impl NewEvent {
 pub struct RecordedEvent {
     /// Global, in commit order.
     pub position: Position,
-    pub stream: String,
+    /// Shared, not copied per event: a read names each stream and type once per batch.
+    pub stream: Arc<str>,
     /// Within the stream, from 0, contiguous.
     pub version: u64,
     pub event_id: Uuid,
-    pub event_type: String,
+    pub event_type: Arc<str>,
     pub schema_version: u32,
     pub data: Vec<u8>,
     pub metadata: Vec<u8>,

@@ -137,7 +137,7 @@ async fn verify(db: &Path, acks: &[Ack], fresh: usize) -> usize {
     }
     let mut by_id = HashMap::new();
     for e in &all {
-        let next = next_version.entry(e.stream.as_str()).or_insert(0);
+        let next = next_version.entry(&*e.stream).or_insert(0);
         assert_eq!(e.version, *next, "stream {} has a gap", e.stream);
         *next += 1;
         assert!(by_id.insert(e.event_id, e).is_none(), "event {} twice", e.event_id);
@@ -148,7 +148,7 @@ async fn verify(db: &Path, acks: &[Ack], fresh: usize) -> usize {
         let first = ack.version + 1 - ack.event_ids.len() as u64;
         for (i, id) in ack.event_ids.iter().enumerate() {
             let e = by_id.get(id).unwrap_or_else(|| panic!("acknowledged event {id} is lost"));
-            assert_eq!(e.stream, ack.stream);
+            assert_eq!(&*e.stream, ack.stream.as_str());
             assert_eq!(e.version, first + i as u64);
         }
         let last = by_id[ack.event_ids.last().unwrap()];

@@ -118,7 +118,7 @@ async fn executes_commands_and_appends_their_events() {
     let stored = store.read_stream("counter-a", 0, 10, Direction::Forwards).await.unwrap();
     assert_eq!(stored.len(), 2);
     assert_eq!(stored[1].position, second.position.unwrap());
-    assert_eq!(stored[1].event_type, "CounterAdded");
+    assert_eq!(&*stored[1].event_type, "CounterAdded");
     assert_eq!(EventMetadata::from_json(&stored[1].metadata).unwrap(), meta());
     assert_eq!(stored[0].event_id.get_version_num(), 7, "event ids are UUID v7");
     // A fresh executor (no cache) folds the same state from the stream.

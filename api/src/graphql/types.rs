@@ -444,8 +444,8 @@ impl From<&pop_store::RecordedEvent> for EventGql {
         let parse = |bytes: &[u8]| serde_json::from_slice(bytes).unwrap_or(Value::Null);
         EventGql {
             event_id: e.event_id.to_string(),
-            stream: e.stream.clone(),
-            event_type: e.event_type.clone(),
+            stream: e.stream.to_string(),
+            event_type: e.event_type.to_string(),
             schema_version: e.schema_version,
             version: e.version,
             position: e.position.to_string(),

@@ -24,6 +24,10 @@ pub const READER_POOL_SIZE: usize = 4;
 /// the bound only caps memory (100k names is a few MiB).
 const STREAM_NAME_CACHE: usize = 100_000;
 
+/// Event type names each reader connection shares between the events it returns. A log has
+/// tens of types; the bound only matters for a log written by something else.
+const EVENT_TYPE_CACHE: usize = 1_024;
+
 pub(crate) struct Readers {
     path: PathBuf,
     /// Idle connections; at most `READER_POOL_SIZE` exist because of `permits`.
@@ -34,7 +38,9 @@ pub(crate) struct Readers {
 /// A reader connection and what it remembers.
 pub(crate) struct ReaderConn {
     conn: Connection,
-    names: GenerationalCache<i64, String>,
+    names: GenerationalCache<i64, Arc<str>>,
+    /// Event type names seen by this connection; there are few, so each read shares them.
+    types: GenerationalCache<Box<str>, Arc<str>>,
 }
 
 fn backend(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
@@ -78,7 +84,11 @@ impl Readers {
                 let conn = Connection::open_with_flags(&self.path, flags)
                     .map_err(backend("opening a reader connection"))?;
                 schema::configure_reader(&conn)?;
-                Ok(ReaderConn { conn, names: GenerationalCache::new(STREAM_NAME_CACHE) })
+                Ok(ReaderConn {
+                    conn,
+                    names: GenerationalCache::new(STREAM_NAME_CACHE),
+                    types: GenerationalCache::new(EVENT_TYPE_CACHE),
+                })
             }
         }
     }
@@ -114,7 +124,11 @@ fn position_sql(after: Position) -> Result<i64, StoreError> {
 
 /// Columns: position, version, event_id, event_type, schema_version, data, metadata,
 /// recorded_at.
-fn event_from_row(row: &Row<'_>, stream: String) -> Result<RecordedEvent, StoreError> {
+fn event_from_row(
+    row: &Row<'_>,
+    stream: Arc<str>,
+    types: &mut GenerationalCache<Box<str>, Arc<str>>,
+) -> Result<RecordedEvent, StoreError> {
     let read = backend("reading an event row");
     let position: i64 = row.get(0).map_err(&read)?;
     let version: i64 = row.get(1).map_err(&read)?;
@@ -127,7 +141,17 @@ fn event_from_row(row: &Row<'_>, stream: String) -> Result<RecordedEvent, StoreE
         stream,
         version: u64::try_from(version).map_err(|e| corrupt("version", e))?,
         event_id,
-        event_type: row.get(3).map_err(&read)?,
+        event_type: {
+            let name = row.get_ref(3).map_err(&read)?.as_str().map_err(|e| corrupt("event type", e))?;
+            match types.get(name) {
+                Some(shared) => shared,
+                None => {
+                    let shared: Arc<str> = Arc::from(name);
+                    types.insert(Box::from(name), Arc::clone(&shared));
+                    shared
+                }
+            }
+        },
         schema_version: row.get(4).map_err(&read)?,
         data: row.get(5).map_err(&read)?,
         metadata: row.get(6).map_err(&read)?,
@@ -143,12 +167,13 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
 fn collect(
     rows: &mut rusqlite::Rows<'_>,
     max: usize,
-    mut stream_of: impl FnMut(&Row<'_>) -> Result<String, StoreError>,
+    types: &mut GenerationalCache<Box<str>, Arc<str>>,
+    mut stream_of: impl FnMut(&Row<'_>) -> Result<Arc<str>, StoreError>,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let mut events = Vec::with_capacity(max.min(1024));
     let mut bytes = 0usize;
     while let Some(row) = rows.next().map_err(backend("reading events"))? {
-        let event = event_from_row(row, stream_of(row)?)?;
+        let event = event_from_row(row, stream_of(row)?, types)?;
         bytes += event.data.len() + event.metadata.len();
         events.push(event);
         if bytes >= MAX_READ_BATCH_BYTES {
@@ -167,7 +192,7 @@ pub(crate) fn read_all(
         return Ok(Vec::new());
     }
     let after = position_sql(after)?;
-    let ReaderConn { conn, names } = reader;
+    let ReaderConn { conn, names, types } = reader;
     let mut statement = conn
         .prepare_cached(
             "SELECT position, version, event_id, event_type, schema_version, data, metadata, \
@@ -179,7 +204,7 @@ pub(crate) fn read_all(
         .map_err(backend("reading stream names"))?;
     let mut rows =
         statement.query([after, clamp_i64(max as u64)]).map_err(backend("reading the log"))?;
-    collect(&mut rows, max, |row| {
+    collect(&mut rows, max, types, |row| {
         let id: i64 = row.get(8).map_err(backend("reading an event row"))?;
         if let Some(name) = names.get(&id) {
             return Ok(name);
@@ -188,7 +213,8 @@ pub(crate) fn read_all(
         // stream row is there.
         let name: String =
             name_of.query_row([id], |r| r.get(0)).map_err(backend("reading a stream name"))?;
-        names.insert(id, name.clone());
+        let name: Arc<str> = Arc::from(name);
+        names.insert(id, Arc::clone(&name));
         Ok(name)
     })
 }
@@ -202,7 +228,8 @@ pub(crate) fn read_stream(
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     // One snapshot for the stream row and its events, so a concurrent delete cannot make a
     // deleted stream read as empty.
-    let tx = reader.conn.transaction().map_err(backend("starting a read"))?;
+    let ReaderConn { conn, types, .. } = reader;
+    let tx = conn.transaction().map_err(backend("starting a read"))?;
     let row: Option<(i64, Option<i64>)> = tx
         .prepare_cached("SELECT id, deleted_at FROM streams WHERE name = ?1")
         .and_then(|mut s| s.query_row([stream], |r| Ok((r.get(0)?, r.get(1)?))).optional())
@@ -232,5 +259,6 @@ pub(crate) fn read_stream(
     let mut rows = statement
         .query([id, clamp_i64(from_version), clamp_i64(max as u64)])
         .map_err(backend("reading a stream"))?;
-    collect(&mut rows, max, |_| Ok(stream.to_owned()))
+    let name: Arc<str> = Arc::from(stream);
+    collect(&mut rows, max, types, |_| Ok(Arc::clone(&name)))
 }
