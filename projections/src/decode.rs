@@ -88,7 +88,9 @@ pub fn decode(event: &RecordedEvent) -> Result<Decoded, DecodeError> {
         category::RESOURCE_POOL => typed(event).map(|e| e.map(DomainEvent::ResourcePool)),
         category::INSIGHT => typed(event).map(|e| e.map(DomainEvent::Insight)),
         category::TEMPLATE => typed(event).map(|e| e.map(DomainEvent::Template)),
-        _ => return Ok(Decoded::Skipped(Skip::UnknownCategory { stream: event.stream.to_string() })),
+        _ => {
+            return Ok(Decoded::Skipped(Skip::UnknownCategory { stream: event.stream.to_string() }));
+        }
     }?;
     Ok(match decoded {
         Ok(event_value) => Decoded::Event { id: id.to_string(), event: event_value },

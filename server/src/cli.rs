@@ -27,8 +27,57 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print events of the log as JSON lines: the whole log, or one stream (an audit view).
     Log(LogArgs),
-    /// Run one demo agenda through its whole lifecycle on the embedded store.
+    /// Run one demo agenda through its whole lifecycle directly on the embedded store
+    /// (with `pop serve` stopped): shows the write side without the API.
     Demo(StoreArgs),
+    /// Submit a POP agenda JSON file to a running server.
+    Submit {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The agenda, as POP JSON.
+        file: PathBuf,
+    },
+    /// Show an agenda's progress.
+    Progress {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The agenda's progress id (the agenda id unless it was given another).
+        id: String,
+        /// Print the whole AgendaProgress as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Watch an agenda's progress live: a bar per operation and one for the agenda.
+    Watch {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+    },
+    /// Replay the log into fresh read models (progress bar, events/s, fingerprint).
+    Rebuild(RebuildArgs),
+}
+
+/// How the CLI helpers reach a running server.
+#[derive(Debug, Args, Clone)]
+pub struct ClientArgs {
+    /// The server's base URL.
+    #[arg(long, env = "POP_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// Bearer token; defaults to the admin token in the data directory.
+    #[arg(long, env = "POP_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Data directory holding the generated admin token (when --token is not given).
+    #[arg(long, env = "POP_DATA_DIR", default_value = "pop-data")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RebuildArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Also write the result as the snapshot `pop serve` starts from (stop the server first).
+    #[arg(long)]
+    pub snapshot: bool,
 }
 
 /// Where the embedded store lives.
@@ -54,6 +103,14 @@ pub struct ServeArgs {
     /// the machine).
     #[arg(long, env = "POP_DURABILITY", value_enum, default_value = "full")]
     pub durability: DurabilityArg,
+    /// Address to listen on. Loopback by default: expose it deliberately.
+    #[arg(long, env = "POP_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+    /// A JSON token file: `[{"token","name","role":"user|service|admin","customers":["*"]}]`.
+    /// Tokens also come from `POP_TOKENS` (the same JSON) and, on the embedded default, from
+    /// the admin token generated into the data directory on first start.
+    #[arg(long, env = "POP_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

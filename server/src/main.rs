@@ -2,9 +2,12 @@
 //! reads the wall clock for commands, generates ids and picks a store backend.
 
 mod cli;
+mod client;
 mod demo;
 mod log_cmd;
+mod rebuild;
 mod serve;
+mod tour;
 
 use anyhow::Result;
 use clap::Parser;
@@ -22,6 +25,16 @@ async fn main() -> Result<()> {
         cli::Command::Serve(args) => serve::run(args).await,
         cli::Command::Log(args) => log_cmd::run(args).await,
         cli::Command::Demo(args) => demo::run(args).await,
+        cli::Command::Submit { client, file } => {
+            tour::submit(&client::Client::new(&client)?, &file).await
+        }
+        cli::Command::Progress { client, id, json } => {
+            tour::progress(&client::Client::new(&client)?, &id, json).await
+        }
+        cli::Command::Watch { client, id } => {
+            tour::watch(&client::Client::new(&client)?, &id).await
+        }
+        cli::Command::Rebuild(args) => rebuild::run(args).await,
     }
 }
 

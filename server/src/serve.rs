@@ -1,38 +1,105 @@
-//! `pop serve`: opens the embedded store and runs until SIGINT/SIGTERM, then closes the store
-//! after the appends already queued, so nothing acknowledged is lost on a graceful stop.
+//! `pop serve`: the embedded default in one process — the store, the projections runner and
+//! the HTTP/GraphQL API. On SIGINT/SIGTERM it stops accepting requests, lets in-flight ones
+//! finish (bounded), stops the projections after a last snapshot, and closes the store after
+//! the appends already queued, so nothing acknowledged is lost on a graceful stop.
+
+use std::future::IntoFuture;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use pop_store::{Durability, EventStore, SqliteOptions, SqliteStore};
+use pop_api::{ApiConfig, AppState};
+use pop_projections::{Runner, RunnerConfig};
+use pop_store::{Durability, EventStore, Executor, SqliteOptions, SqliteStore};
+use tokio::sync::watch;
 
 use crate::cli::{DurabilityArg, ServeArgs};
 
+/// How long in-flight requests get to finish after a shutdown signal before the process
+/// stops waiting for them (Kubernetes' default grace period is 30 s; stay well inside it).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub async fn run(args: ServeArgs) -> Result<()> {
+    let data_dir = args.store.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
     let path = args.store.db_path();
     let durability = match args.durability {
         DurabilityArg::Full => Durability::Full,
         DurabilityArg::Normal => Durability::Normal,
     };
-    let store = SqliteStore::open(&path, SqliteOptions { durability, ..SqliteOptions::default() })
-        .await
-        .with_context(|| format!("opening the embedded store at {}", path.display()))?;
-    let head = store.head().await.context("reading the log head")?;
-    tracing::info!(
-        store = %path.display(),
-        head = %head,
-        ?durability,
-        "pop is serving its event store; the GraphQL API, projections and scheduler are not \
-         built yet (issue 3 onwards), so there is no network listener"
+    let store = Arc::new(
+        SqliteStore::open(&path, SqliteOptions { durability, ..SqliteOptions::default() })
+            .await
+            .with_context(|| format!("opening the embedded store at {}", path.display()))?,
     );
+    let log: Arc<dyn EventStore> = store.clone();
 
-    shutdown_signal().await;
-    tracing::info!("shutting down: finishing queued appends");
+    let (tokens, fresh_admin) = pop_api::load_tokens(args.token_file.as_deref(), Some(&data_dir))
+        .context("loading tokens")?;
+    if let Some(token) = fresh_admin {
+        // Printed once, on the first start; it stays in <data-dir>/admin.token (mode 0600).
+        println!(
+            "pop: generated an admin token (also in {}):",
+            data_dir.join(pop_api::auth::ADMIN_TOKEN_FILE).display()
+        );
+        println!("pop: {token}");
+    }
+
+    let (runner, projections) = Runner::start(
+        Arc::clone(&log),
+        RunnerConfig { snapshot_dir: Some(data_dir.join("snapshots")), ..RunnerConfig::default() },
+    )
+    .await;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let runner_task = tokio::spawn(runner.run(stopped(stop_rx.clone())));
+
+    let executor = Arc::new(Executor::new(Arc::clone(&log)));
+    let state = AppState::new(log, executor, projections, tokens, ApiConfig::default());
+    let listener = tokio::net::TcpListener::bind(&args.bind)
+        .await
+        .with_context(|| format!("binding {}", args.bind))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    // One stable line on stdout that scripts and tests read to find the port.
+    println!("pop: listening on http://{addr}/graphql");
+    tracing::info!(%addr, store = %path.display(), ?durability, "pop is serving");
+
+    let server = axum::serve(listener, pop_api::router(state))
+        .with_graceful_shutdown(shutdown_signal(stop_tx.clone()))
+        .into_future();
+    let mut served = tokio::spawn(server);
+    // Run until a signal (then give in-flight requests a bounded time) or until the server
+    // stops by itself.
+    let outcome = tokio::select! {
+        outcome = &mut served => Some(outcome),
+        () = stopped(stop_rx) => tokio::time::timeout(DRAIN_TIMEOUT, served).await.ok(),
+    };
+    let _ = stop_tx.send(true);
+    match outcome {
+        Some(Ok(Ok(()))) => tracing::info!("http server drained"),
+        Some(Ok(Err(e))) => tracing::error!(error = %e, "http server stopped with an error"),
+        Some(Err(e)) => tracing::error!(error = %e, "http server task failed"),
+        None => tracing::warn!(timeout = ?DRAIN_TIMEOUT, "requests still open at shutdown"),
+    }
+    match runner_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "projections stopped with an error"),
+        Err(e) => tracing::error!(error = %e, "projections task failed"),
+    }
     store.close().await.context("closing the store")?;
-    tracing::info!("store closed");
+    tracing::info!("store closed; bye");
     Ok(())
 }
 
-/// Resolves on Ctrl-C or SIGTERM (what Kubernetes sends before killing a pod).
-async fn shutdown_signal() {
+/// Resolves once the stop flag is set.
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    // An error means the sender is gone, which also means "stop".
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Resolves on Ctrl-C or SIGTERM (what Kubernetes sends before killing a pod) and raises the
+/// stop flag for everything else.
+async fn shutdown_signal(stop: watch::Sender<bool>) {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::warn!(error = %e, "cannot listen for Ctrl-C");
@@ -57,4 +124,6 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
+    tracing::info!("shutting down: draining requests, then closing the store");
+    let _ = stop.send(true);
 }

@@ -811,7 +811,10 @@ pub async fn deleted_streams_vanish<H: Harness>() -> Check {
 
     store.delete_stream(&gone, ExpectedVersion::Exact(2)).await?;
     let all = read_everything(store.as_ref(), 10).await?;
-    ensure!(all.iter().all(|e| *e.stream == *keep), "read_all still has events of a deleted stream");
+    ensure!(
+        all.iter().all(|e| *e.stream == *keep),
+        "read_all still has events of a deleted stream"
+    );
     ensure_eq!(all.len(), 2, "events left in the log");
     expect_deleted(store.read_stream(&gone, 0, 10, Direction::Forwards).await, "reading it")?;
     ensure_eq!(store.head().await?, last.position, "a delete does not move the head");

@@ -1,8 +1,8 @@
 //! The values that cross the store boundary: events going in, events coming out, expected
 //! versions and the metadata every pop event carries.
 
-use std::sync::Arc;
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -142,7 +142,8 @@ fn event_from_row(
         version: u64::try_from(version).map_err(|e| corrupt("version", e))?,
         event_id,
         event_type: {
-            let name = row.get_ref(3).map_err(&read)?.as_str().map_err(|e| corrupt("event type", e))?;
+            let name =
+                row.get_ref(3).map_err(&read)?.as_str().map_err(|e| corrupt("event type", e))?;
             match types.get(name) {
                 Some(shared) => shared,
                 None => {

@@ -1,0 +1,144 @@
+//! A small GraphQL client for the CLI helpers (`pop submit`, `pop progress`, `pop watch`):
+//! queries and mutations over HTTP, subscriptions over WebSocket with the
+//! `graphql-transport-ws` protocol — the same API any dashboard uses.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest, http::HeaderValue};
+
+use crate::cli::ClientArgs;
+
+/// A client bound to one server and token.
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    /// The token comes from `--token`/`POP_TOKEN`, else from the admin token the embedded
+    /// default generated into its data directory (the five-minute tour needs no setup).
+    pub fn new(args: &ClientArgs) -> Result<Client> {
+        let token = match &args.token {
+            Some(t) => t.clone(),
+            None => read_token(&args.data_dir.join(pop_api::auth::ADMIN_TOKEN_FILE))?,
+        };
+        Ok(Client {
+            http: reqwest::Client::new(),
+            base: args.server.trim_end_matches('/').to_owned(),
+            token,
+        })
+    }
+
+    /// Runs a query or mutation; GraphQL errors become one error naming code and message.
+    pub async fn graphql(&self, query: &str, variables: Value) -> Result<Value> {
+        let url = format!("{}/graphql", self.base);
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.token)
+            .json(&json!({"query": query, "variables": variables}))
+            .send()
+            .await
+            .with_context(|| format!("calling {url} (is `pop serve` running?)"))?;
+        let status = response.status();
+        let body: Value =
+            response.json().await.with_context(|| format!("reading {url} ({status})"))?;
+        check_errors(&body)?;
+        body.get("data").cloned().ok_or_else(|| anyhow!("{url} answered {status} without data"))
+    }
+
+    /// Subscribes and calls `on_next` with each `data` payload until it returns `false` or the
+    /// server completes the subscription.
+    pub async fn subscribe(
+        &self,
+        query: &str,
+        variables: Value,
+        mut on_next: impl FnMut(&Value) -> Result<bool>,
+    ) -> Result<()> {
+        let ws_base = if let Some(rest) = self.base.strip_prefix("https://") {
+            format!("wss://{rest}")
+        } else if let Some(rest) = self.base.strip_prefix("http://") {
+            format!("ws://{rest}")
+        } else {
+            self.base.clone()
+        };
+        let url = format!("{ws_base}/graphql/ws");
+        let mut request = url.as_str().into_client_request().context("the WebSocket URL")?;
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("graphql-transport-ws"));
+        let (mut ws, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .with_context(|| format!("connecting to {url} (is `pop serve` running?)"))?;
+        let send = |v: Value| tungstenite::Message::Text(v.to_string().into());
+        ws.send(send(json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {}", self.token)}})))
+            .await?;
+        ws.send(send(json!({"id": "1", "type": "subscribe", "payload": {"query": query, "variables": variables}})))
+            .await?;
+        while let Some(message) = ws.next().await {
+            let text = match message.context("reading the subscription")? {
+                tungstenite::Message::Text(t) => t,
+                tungstenite::Message::Close(frame) => {
+                    bail!("the server closed the subscription: {frame:?}")
+                }
+                _ => continue,
+            };
+            let msg: Value = serde_json::from_str(&text).context("a subscription message")?;
+            match msg["type"].as_str() {
+                Some("next") => {
+                    check_errors(&msg["payload"])?;
+                    if !on_next(&msg["payload"]["data"])? {
+                        let _ = ws.send(send(json!({"id": "1", "type": "complete"}))).await;
+                        let _ = ws.close(None).await;
+                        return Ok(());
+                    }
+                }
+                Some("error") => bail!("subscription refused: {}", msg["payload"]),
+                Some("complete") => return Ok(()),
+                Some("ping") => ws.send(send(json!({"type": "pong"}))).await?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_token(path: &Path) -> Result<String> {
+    let token = std::fs::read_to_string(path).with_context(|| {
+        format!("no --token given and no admin token at {} (set POP_TOKEN)", path.display())
+    })?;
+    Ok(token.trim().to_owned())
+}
+
+fn check_errors(body: &Value) -> Result<()> {
+    let Some(errors) = body.get("errors").and_then(Value::as_array) else { return Ok(()) };
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<String> = errors
+        .iter()
+        .map(|e| {
+            let code = e["extensions"]["code"].as_str().unwrap_or("ERROR");
+            let message = e["message"].as_str().unwrap_or("(no message)");
+            let mut line = format!("{code}: {message}");
+            if let Some(problems) = e["extensions"]["problems"].as_array() {
+                for p in problems {
+                    line.push_str(&format!(
+                        "\n  - {}: {}",
+                        p["field"].as_str().unwrap_or("?"),
+                        p["message"].as_str().unwrap_or("?")
+                    ));
+                }
+            }
+            if let Some(cid) = e["extensions"]["cid"].as_str() {
+                line.push_str(&format!(" (cid {cid})"));
+            }
+            line
+        })
+        .collect();
+    bail!("{}", lines.join("\n"))
+}
