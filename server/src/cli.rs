@@ -55,6 +55,16 @@ pub enum Command {
     },
     /// Replay the log into fresh read models (progress bar, events/s, fingerprint).
     Rebuild(RebuildArgs),
+    /// Send one GraphQL query or mutation to a running server and print the data as JSON.
+    Gql {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The query or mutation text.
+        query: String,
+        /// Variables as a JSON object.
+        #[arg(long, default_value = "{}")]
+        variables: String,
+    },
 }
 
 /// How the CLI helpers reach a running server.

@@ -35,6 +35,9 @@ async fn main() -> Result<()> {
             tour::watch(&client::Client::new(&client)?, &id).await
         }
         cli::Command::Rebuild(args) => rebuild::run(args).await,
+        cli::Command::Gql { client, query, variables } => {
+            tour::gql(&client::Client::new(&client)?, &query, &variables).await
+        }
     }
 }
 

@@ -153,6 +153,15 @@ pub async fn watch(client: &Client, id: &str) -> Result<()> {
     }
 }
 
+/// `pop gql`: one query or mutation, its data printed as pretty JSON.
+pub async fn gql(client: &Client, query: &str, variables: &str) -> Result<()> {
+    let variables: Value =
+        serde_json::from_str(variables).context("--variables must be a JSON object")?;
+    let data = client.graphql(query, variables).await?;
+    println!("{}", serde_json::to_string_pretty(&data)?);
+    Ok(())
+}
+
 fn percent(v: &Value) -> u64 {
     v.as_f64().unwrap_or(0.0).clamp(0.0, 100.0).round() as u64
 }
