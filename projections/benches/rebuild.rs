@@ -9,7 +9,6 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::alloc::System;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,11 +18,11 @@ use pop_projections::{ReadModels, rebuild, snapshot};
 use pop_store::EventStore;
 use support::{Fallible, Log, write_agendas};
 
-/// Counts every heap byte the process holds (the sum of live allocation sizes). Its atomic
-/// counter costs the multi-threaded rebuild some speed (about a fifth in our runs), so the
-/// rates printed here are a little pessimistic.
+/// Counts every heap byte the process holds (the sum of live allocation sizes) on top of
+/// mimalloc, the allocator the `pop` binary uses. The atomic counter costs the rebuild some
+/// speed, so the rates printed here are a little pessimistic.
 #[global_allocator]
-static HEAP: Cap<System> = Cap::new(System, usize::MAX);
+static HEAP: Cap<mimalloc::MiMalloc> = Cap::new(mimalloc::MiMalloc, usize::MAX);
 
 /// Customers the agendas are spread over (per-customer indexes are part of the cost).
 const CUSTOMERS: usize = 50;
