@@ -1,11 +1,9 @@
 //! The axum router: `POST /graphql` (queries and mutations, bearer auth, body size limit),
-//! `GET /graphql` (GraphiQL), `GET /graphql/ws` (subscriptions over graphql-transport-ws and
-//! the legacy graphql-ws, authenticated by the `connection_init` payload or the upgrade's
-//! `Authorization` header), `/healthz`, `/readyz` and `/metrics`.
+//! `GET /graphql` (GraphiQL), `GET /graphql/ws` (subscriptions, queries and mutations over
+//! graphql-transport-ws only — see [`crate::ws`] — authenticated by the `connection_init`
+//! payload or the upgrade's `Authorization` header), `/healthz`, `/readyz` and `/metrics`.
 
-use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
-use async_graphql::{BatchRequest, Data};
-use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use async_graphql::BatchRequest;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{State, WebSocketUpgrade};
@@ -14,12 +12,13 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use uuid::Uuid;
 
-use crate::auth::{bearer, token_from_init_payload};
+use crate::auth::bearer;
 use crate::config::MAX_CID_LENGTH;
 use crate::error::{ApiError, ErrorChain};
 use crate::graphql::Caller;
 use crate::metrics;
 use crate::state::AppState;
+use crate::ws::{self, WsLimits};
 
 /// The header a client may send its correlation id in (else one is generated); the response
 /// carries the cid back in it.
@@ -34,9 +33,19 @@ pub const WS_PATH: &str = "/graphql/ws";
 
 /// The router of the API.
 pub fn router(state: AppState) -> Router {
+    router_with(state, WsLimits::default())
+}
+
+/// The router with other WebSocket connection limits (tests shorten them).
+pub fn router_with(state: AppState, ws_limits: WsLimits) -> Router {
     Router::new()
         .route("/graphql", get(graphiql).post(graphql_post))
-        .route(WS_PATH, get(graphql_ws))
+        .route(
+            WS_PATH,
+            get(move |state: State<AppState>, headers: HeaderMap, upgrade: WebSocketUpgrade| {
+                graphql_ws(state, headers, upgrade, ws_limits)
+            }),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -125,40 +134,20 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
     response
 }
 
+/// Upgrades to graphql-transport-ws (selected when the client offers it; [`ws::serve`]
+/// closes with 4406 otherwise). Frames and messages are limited to the POST body limit.
 async fn graphql_ws(
     State(state): State<AppState>,
     headers: HeaderMap,
-    protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
+    limits: WsLimits,
 ) -> Response {
-    let from_header = header_principal(&state, &headers);
+    let header_principal = header_principal(&state, &headers);
     let cid = request_cid(&headers);
     let limit = state.config().max_body_bytes;
-    let schema = state.schema().clone();
-    upgrade
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .max_message_size(limit)
-        .max_frame_size(limit)
-        .on_upgrade(move |socket| async move {
-            GraphQLWebSocket::new(socket, schema, protocol)
-                .on_connection_init(move |payload| async move {
-                    // The init payload's token wins; a browser cannot set headers on a
-                    // WebSocket, other clients may have used the upgrade's header.
-                    let principal = match token_from_init_payload(&payload) {
-                        Some(token) => state.authenticate(&token),
-                        None => from_header,
-                    };
-                    let Some(principal) = principal else {
-                        metrics::error("UNAUTHENTICATED");
-                        return Err(ApiError::unauthenticated().with_cid(&cid).into_graphql());
-                    };
-                    let mut data = Data::default();
-                    data.insert(Caller { principal, cid });
-                    Ok(data)
-                })
-                .serve()
-                .await
-        })
+    upgrade.protocols([ws::PROTOCOL]).max_message_size(limit).max_frame_size(limit).on_upgrade(
+        move |socket| ws::serve(socket, ws::Upgrade { state, header_principal, cid, limits }),
+    )
 }
 
 /// The process is up and serving HTTP.

@@ -1,6 +1,7 @@
 //! pop's API: the axum router and the async-graphql schema — queries, mutations and
-//! graphql-ws subscriptions over DOMAIN.md's objects — with bearer-token auth, tenancy,
-//! read-your-writes (`atLeastPosition`), limits, health and Prometheus metrics.
+//! subscriptions (over graphql-transport-ws, served by [`ws`]) over DOMAIN.md's objects —
+//! with bearer-token auth, tenancy, read-your-writes (`atLeastPosition`), limits, health and
+//! Prometheus metrics.
 //!
 //! What the server calls: [`auth::load_tokens`] (token file, `POP_TOKENS`, the generated admin
 //! token of the embedded default), [`AppState::new`] (store, executor, projections handle,
@@ -21,7 +22,8 @@
 //! Map: [`config`] (limits and knobs), [`auth`] (tokens, principals, roles), [`error`] (codes
 //! and what leaks), [`graphql`] (schema: [`graphql::query`], [`graphql::mutation`],
 //! [`graphql::subscription`], [`graphql::types`]), [`feed`] (a subscriber's bounded view of the
-//! change feed with lag signalling), [`http`] (routes), [`metrics`], [`state`].
+//! change feed with lag signalling), [`http`] (routes), [`ws`] (the graphql-transport-ws
+//! server: close codes, connection and operation limits), [`metrics`], [`state`].
 
 pub mod auth;
 pub mod config;
@@ -31,9 +33,10 @@ pub mod graphql;
 pub mod http;
 pub mod metrics;
 pub mod state;
+pub mod ws;
 
 pub use auth::{Principal, Role, Tokens, ensure_admin_token, load_tokens};
 pub use config::ApiConfig;
 pub use graphql::{PopSchema, build_schema, sdl};
-pub use http::router;
+pub use http::{router, router_with};
 pub use state::AppState;

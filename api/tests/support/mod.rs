@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use pop_api::auth::{Role, Tokens, principal};
-use pop_api::{ApiConfig, AppState, router};
+use pop_api::ws::WsLimits;
+use pop_api::{ApiConfig, AppState, router_with};
 use pop_projections::{Projections, ReadModels, Runner, RunnerConfig};
 use pop_store::{EventStore, Executor, SqliteOptions, SqliteStore};
 use serde_json::{Value, json};
@@ -59,6 +60,15 @@ pub async fn start(config: ApiConfig) -> TestServer {
 
 /// A server; without `runner`, the projections never move (for timeout and readiness tests).
 pub async fn start_with(config: ApiConfig, runner: bool) -> TestServer {
+    start_full(config, runner, WsLimits::default()).await
+}
+
+/// A server with the real projections runner and other WebSocket limits.
+pub async fn start_with_ws_limits(config: ApiConfig, ws_limits: WsLimits) -> TestServer {
+    start_full(config, true, ws_limits).await
+}
+
+async fn start_full(config: ApiConfig, runner: bool, ws_limits: WsLimits) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn EventStore> = Arc::new(
         SqliteStore::open(dir.path().join("pop.db"), SqliteOptions::default()).await.unwrap(),
@@ -80,7 +90,7 @@ pub async fn start_with(config: ApiConfig, runner: bool) -> TestServer {
         AppState::new(Arc::clone(&store), Arc::clone(&executor), projections, tokens(), config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = router(state.clone());
+    let app = router_with(state.clone(), ws_limits);
     tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
     });
@@ -242,6 +252,40 @@ impl RawWs {
         raw.send(json!({"type": "connection_init", "payload": payload})).await;
         let answer = raw.next().await;
         (raw, answer)
+    }
+
+    /// Connects without initialising, offering `protocol` (none when `None`) and sending
+    /// `headers` with the upgrade; the handshake's error when the client refuses it.
+    pub async fn open(
+        url: &str,
+        protocol: Option<&str>,
+        headers: &[(&'static str, &str)],
+    ) -> Result<RawWs, tokio_tungstenite::tungstenite::Error> {
+        let mut request = url.into_client_request().unwrap();
+        if let Some(p) = protocol {
+            request.headers_mut().insert("Sec-WebSocket-Protocol", p.parse().unwrap());
+        }
+        for (name, value) in headers {
+            request.headers_mut().insert(*name, value.parse().unwrap());
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(RawWs { ws })
+    }
+
+    /// Sends a text frame as is (for malformed messages).
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.unwrap();
+    }
+
+    /// Expects the server to close with `code`; returns the reason.
+    pub async fn expect_close(&mut self, code: u16) -> String {
+        let m = self.next().await;
+        assert_eq!(
+            (m["type"].as_str(), m["code"].as_u64()),
+            (Some("close"), Some(code as u64)),
+            "{m:#}"
+        );
+        m["reason"].as_str().unwrap_or_default().to_string()
     }
 
     pub async fn authed(url: &str, token: &str) -> RawWs {

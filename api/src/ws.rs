@@ -1,0 +1,672 @@
+//! The graphql-transport-ws server on `GET /graphql/ws`: the protocol of the `graphql-ws`
+//! library (<https://github.com/enisdenjo/graphql-ws/blob/master/PROTOCOL.md>), written
+//! here over axum's WebSocket because async-graphql's handler closes with other codes than
+//! the reference client expects.
+//!
+//! One connection is one task owning the socket. It reads client messages in order, answers
+//! the ones that need an answer (`connection_ack`, `pong`), and runs each `subscribe` as its
+//! own task over `schema.execute_stream_with_session_data`, which sends `next`, `error` and
+//! `complete` back through one bounded channel; the connection task writes them. Because
+//! `connection_init` is decided as soon as it is read, a `subscribe` sent right behind it
+//! (without waiting for the ack) is handled after the ack.
+//!
+//! What the server does on each violation (the reference server's codes and reasons):
+//!
+//! | client does | server |
+//! |---|---|
+//! | offers no `graphql-transport-ws` subprotocol | accepts without one, closes 4406 `Subprotocol not acceptable` (a client that offered another protocol already fails its handshake: the answer names none) |
+//! | no `connection_init` within [`CONNECTION_INIT_TIMEOUT`] | 4408 `Connection initialisation timeout` |
+//! | a second `connection_init` | 4429 `Too many initialisation requests` |
+//! | `connection_init` without a valid token (payload, else the upgrade's header) | 4403 `Forbidden` |
+//! | `subscribe` before the ack | 4401 `Unauthorized` |
+//! | not JSON, not an object, unknown `type`, missing `id`, a bad payload, a server-only type, an unreadable or oversized frame | 4400 `Invalid message received: <why>` |
+//! | `subscribe` with the id of an active operation | 4409 `Subscriber for <id> already exists` |
+//! | `subscribe` beyond [`MAX_OPERATIONS_PER_CONNECTION`] active ones | an `error` message for that id (BAD_REQUEST); the connection stays open |
+//!
+//! Operation results: a request refused before it executes (syntax, validation, depth and
+//! complexity limits, unknown operation) is one `error` message with the errors array and
+//! no `complete`; anything that executed (queries and mutations: one result; subscriptions:
+//! a stream, including a resolver's refusal such as FORBIDDEN) is `next` messages then
+//! `complete`, as the reference server does. Every error carries pop's `extensions.code`
+//! and `extensions.cid` (the schema's extension stamps them from the connection's caller).
+//! A client's `complete` stops its operation at once and nothing more is sent for it.
+//! `ping` is answered with `pong` echoing the payload, before or after the ack.
+//!
+//! The legacy `graphql-ws` subprotocol of Apollo's unmaintained subscriptions-transport-ws is
+//! no longer served: only `graphql-transport-ws` (which, confusingly, is what the npm package
+//! `graphql-ws` speaks).
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::{Data, Request, Response, ServerError};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures::{FutureExt, StreamExt};
+use pop_domain::error::ErrorCode;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+use crate::auth::{Principal, token_from_init_payload};
+use crate::graphql::{Caller, PopSchema};
+use crate::metrics;
+use crate::state::AppState;
+
+/// The only subprotocol served.
+pub const PROTOCOL: &str = "graphql-transport-ws";
+
+/// How long a client has after the upgrade to send `connection_init`. An open socket that
+/// never authenticates costs a task and a file descriptor; 10 s is the reference server's
+/// default and plenty for any client, which sends it right after connecting.
+pub const CONNECTION_INIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most operations one connection may run at once. Each holds a subscriber buffer and a
+/// change-feed receiver; a dashboard follows a few agendas or customers, and a client with
+/// more can open another connection. Past it a `subscribe` gets an `error`, not a close, so
+/// the operations already running are not torn down by one too many.
+pub const MAX_OPERATIONS_PER_CONNECTION: usize = 100;
+
+/// Longest operation id, in bytes. The reference client uses UUIDs (36 bytes); the id is
+/// kept for as long as its operation runs and echoed in every message and in a 4409 reason.
+pub const MAX_OPERATION_ID_BYTES: usize = 128;
+
+/// Messages the operations of one connection may have queued for the socket. When the
+/// client reads slowly the operations wait here, and their subscriptions' own bounded
+/// buffers tell them they lagged; nothing grows without bound.
+pub const OUTBOUND_BUFFER: usize = 64;
+
+/// Longest one write to the socket may take. A client that stops reading would otherwise
+/// hold its connection, its operations and their buffers forever.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest the server waits for the client to answer its close frame before dropping the
+/// connection. Waiting at all lets the client read the close code before the TCP close.
+pub const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Longest close reason: a control frame carries at most 125 bytes, 2 of them the code.
+const MAX_CLOSE_REASON_BYTES: usize = 123;
+
+/// The close codes of graphql-transport-ws.
+pub mod close {
+    pub const BAD_REQUEST: u16 = 4400;
+    pub const UNAUTHORIZED: u16 = 4401;
+    pub const FORBIDDEN: u16 = 4403;
+    pub const SUBPROTOCOL_NOT_ACCEPTABLE: u16 = 4406;
+    pub const CONNECTION_INITIALISATION_TIMEOUT: u16 = 4408;
+    pub const SUBSCRIBER_ALREADY_EXISTS: u16 = 4409;
+    pub const TOO_MANY_INITIALISATION_REQUESTS: u16 = 4429;
+}
+
+/// The connection limits the router applies; the defaults are the constants above. Tests
+/// shorten them to see a timeout or a limit without waiting for the real one.
+#[derive(Debug, Clone, Copy)]
+pub struct WsLimits {
+    pub init_timeout: Duration,
+    pub max_operations: usize,
+    pub send_timeout: Duration,
+}
+
+impl Default for WsLimits {
+    fn default() -> Self {
+        WsLimits {
+            init_timeout: CONNECTION_INIT_TIMEOUT,
+            max_operations: MAX_OPERATIONS_PER_CONNECTION,
+            send_timeout: SEND_TIMEOUT,
+        }
+    }
+}
+
+/// What the upgrade request tells about the connection.
+pub(crate) struct Upgrade {
+    pub state: AppState,
+    /// The principal of the upgrade's `Authorization` header, used when the init payload
+    /// carries no token (a browser cannot set headers on a WebSocket; other clients may).
+    pub header_principal: Option<Principal>,
+    /// The connection's correlation id: every error of its operations carries it.
+    pub cid: String,
+    pub limits: WsLimits,
+}
+
+/// Serves one upgraded connection until either side closes it.
+pub(crate) async fn serve(mut socket: WebSocket, upgrade: Upgrade) {
+    if socket.protocol().is_none_or(|p| p.as_bytes() != PROTOCOL.as_bytes()) {
+        let reason = "Subprotocol not acceptable";
+        close_with(&mut socket, close::SUBPROTOCOL_NOT_ACCEPTABLE, reason, &upgrade).await;
+        return;
+    }
+    let (outbound, mut queued) = mpsc::channel(OUTBOUND_BUFFER);
+    let mut connection = Connection {
+        schema: upgrade.state.schema().clone(),
+        session: None,
+        init_received: false,
+        operations: Operations::default(),
+        generations: 0,
+        outbound,
+    };
+    let init_deadline = tokio::time::sleep(upgrade.limits.init_timeout);
+    tokio::pin!(init_deadline);
+    let (code, reason) = loop {
+        let reply = tokio::select! {
+            () = &mut init_deadline, if !connection.init_received => Step::Close(
+                close::CONNECTION_INITIALISATION_TIMEOUT,
+                "Connection initialisation timeout".into(),
+            ),
+            incoming = socket.recv() => match incoming {
+                None => return,
+                // The client closes: tungstenite has queued the answer to its close frame,
+                // and reading on sends it and ends the stream.
+                Some(Ok(Message::Close(_))) => {
+                    drop(connection);
+                    drain(&mut socket).await;
+                    return;
+                }
+                Some(Err(e)) => Step::Close(close::BAD_REQUEST, invalid(&e.to_string())),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => Step::Nothing,
+                Some(Ok(Message::Text(text))) => connection.receive(text.as_bytes(), &upgrade),
+                Some(Ok(Message::Binary(bytes))) => connection.receive(&bytes, &upgrade),
+            },
+            Some(out) = queued.recv() => match connection.operations.admit(&out) {
+                true => Step::Send(out.text),
+                false => Step::Nothing,
+            },
+        };
+        match reply {
+            Step::Nothing => {}
+            Step::Send(text) => {
+                let sent = tokio::time::timeout(
+                    upgrade.limits.send_timeout,
+                    socket.send(Message::Text(text.into())),
+                )
+                .await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    tracing::debug!(cid = upgrade.cid, "WebSocket write failed or timed out");
+                    return;
+                }
+            }
+            Step::Close(code, reason) => break (code, reason),
+        }
+    };
+    // Stop the operations before the close handshake: nothing more is sent for them.
+    drop(connection);
+    close_with(&mut socket, code, &reason, &upgrade).await;
+}
+
+/// What the connection task does next.
+enum Step {
+    Nothing,
+    Send(String),
+    Close(u16, String),
+}
+
+/// Sends a close frame, then reads until the client answers it (bounded), so the client
+/// sees the code before the TCP connection goes.
+async fn close_with(socket: &mut WebSocket, code: u16, reason: &str, upgrade: &Upgrade) {
+    tracing::debug!(cid = upgrade.cid, code, reason, "closing a WebSocket");
+    let frame = CloseFrame { code, reason: truncate(reason, MAX_CLOSE_REASON_BYTES).into() };
+    let limits = upgrade.limits;
+    let sent =
+        tokio::time::timeout(limits.send_timeout, socket.send(Message::Close(Some(frame)))).await;
+    if !matches!(sent, Ok(Ok(()))) {
+        return;
+    }
+    drain(socket).await;
+}
+
+/// Reads (and drops) what the client still sends until the close handshake is over, for at
+/// most [`CLOSE_HANDSHAKE_TIMEOUT`]: reading is what flushes tungstenite's queued answer to
+/// the client's close frame.
+async fn drain(socket: &mut WebSocket) {
+    let drain = async { while let Some(Ok(_)) = socket.recv().await {} };
+    let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, drain).await;
+}
+
+/// `text` cut to at most `max` bytes at a character boundary.
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// The 4400 reason for `why`.
+fn invalid(why: &str) -> String {
+    format!("Invalid message received: {why}")
+}
+
+/// One connection's protocol state.
+struct Connection {
+    schema: PopSchema,
+    /// The data every operation runs with (the caller), once `connection_init` was accepted.
+    session: Option<Arc<Data>>,
+    init_received: bool,
+    operations: Operations,
+    /// Numbers operations, so messages of a stopped operation are never sent for a new one
+    /// that reuses its id.
+    generations: u64,
+    outbound: mpsc::Sender<Outbound>,
+}
+
+impl Connection {
+    fn receive(&mut self, bytes: &[u8], upgrade: &Upgrade) -> Step {
+        let message = match ClientMessage::parse(bytes) {
+            Ok(m) => m,
+            Err(why) => return Step::Close(close::BAD_REQUEST, invalid(&why)),
+        };
+        match message {
+            ClientMessage::ConnectionInit { payload } => self.init(&payload, upgrade),
+            ClientMessage::Ping { payload } => {
+                Step::Send(encode(&ServerMessage::Pong { payload: payload.as_ref() }))
+            }
+            ClientMessage::Pong => Step::Nothing,
+            ClientMessage::Subscribe { id, request } => self.subscribe(id, *request, upgrade),
+            ClientMessage::Complete { id } => {
+                // An id that is not running may have just completed on its own: not an error.
+                self.operations.stop(&id);
+                Step::Nothing
+            }
+        }
+    }
+
+    fn init(&mut self, payload: &Value, upgrade: &Upgrade) -> Step {
+        if self.init_received {
+            return Step::Close(
+                close::TOO_MANY_INITIALISATION_REQUESTS,
+                "Too many initialisation requests".into(),
+            );
+        }
+        self.init_received = true;
+        // The init payload's token wins over the upgrade's header.
+        let principal = match token_from_init_payload(payload) {
+            Some(token) => upgrade.state.authenticate(&token),
+            None => upgrade.header_principal.clone(),
+        };
+        let Some(principal) = principal else {
+            metrics::error(ErrorCode::Unauthenticated.as_str());
+            tracing::info!(cid = upgrade.cid, "WebSocket connection_init without a valid token");
+            return Step::Close(close::FORBIDDEN, "Forbidden".into());
+        };
+        let mut data = Data::default();
+        data.insert(Caller { principal, cid: upgrade.cid.clone() });
+        self.session = Some(Arc::new(data));
+        Step::Send(encode(&ServerMessage::ConnectionAck))
+    }
+
+    fn subscribe(&mut self, id: String, request: Request, upgrade: &Upgrade) -> Step {
+        let Some(session) = &self.session else {
+            return Step::Close(close::UNAUTHORIZED, "Unauthorized".into());
+        };
+        if self.operations.running.contains_key(&id) {
+            return Step::Close(
+                close::SUBSCRIBER_ALREADY_EXISTS,
+                format!("Subscriber for {id} already exists"),
+            );
+        }
+        let max = upgrade.limits.max_operations;
+        if self.operations.running.len() >= max {
+            metrics::error(ErrorCode::BadRequest.as_str());
+            let message = format!(
+                "this connection already runs {max} operations, the most it may; complete one or open another connection"
+            );
+            let errors = json!([{
+                "message": message,
+                "extensions": {"code": ErrorCode::BadRequest.as_str(), "cid": upgrade.cid},
+            }]);
+            return Step::Send(encode(&ServerMessage::Error {
+                id: &id,
+                payload: Errors::Json(&errors),
+            }));
+        }
+        self.generations += 1;
+        let generation = self.generations;
+        let operation = Operation {
+            id: id.clone(),
+            generation,
+            outbound: self.outbound.clone(),
+            cid: upgrade.cid.clone(),
+        };
+        let stream = self.schema.execute_stream_with_session_data(request, Arc::clone(session));
+        let task = tokio::spawn(operation.run(stream));
+        self.operations.running.insert(id, Running { generation, task: task.abort_handle() });
+        Step::Nothing
+    }
+}
+
+/// The operations running on one connection. Dropping it (the connection ended) stops them.
+#[derive(Default)]
+struct Operations {
+    running: HashMap<String, Running>,
+}
+
+struct Running {
+    generation: u64,
+    task: AbortHandle,
+}
+
+impl Operations {
+    /// Stops the operation `id`, if it runs.
+    fn stop(&mut self, id: &str) {
+        if let Some(running) = self.running.remove(id) {
+            running.task.abort();
+        }
+    }
+
+    /// Whether `out` may be sent: its operation is still the one running under its id. The
+    /// last message of an operation ends it.
+    fn admit(&mut self, out: &Outbound) -> bool {
+        let current = self.running.get(&out.id).is_some_and(|r| r.generation == out.generation);
+        if current && out.last {
+            self.running.remove(&out.id);
+        }
+        current
+    }
+}
+
+impl Drop for Operations {
+    fn drop(&mut self) {
+        for running in self.running.values() {
+            running.task.abort();
+        }
+    }
+}
+
+/// A message of an operation, encoded, on its way to the socket.
+struct Outbound {
+    id: String,
+    generation: u64,
+    text: String,
+    /// `complete` or `error`: the operation is over.
+    last: bool,
+}
+
+/// One running `subscribe`.
+struct Operation {
+    id: String,
+    generation: u64,
+    outbound: mpsc::Sender<Outbound>,
+    cid: String,
+}
+
+impl Operation {
+    /// Forwards the results; a panic below becomes an INTERNAL `error` for this operation
+    /// instead of an id that stays taken until the connection ends.
+    async fn run(self, stream: futures::stream::BoxStream<'static, Response>) {
+        if AssertUnwindSafe(self.forward(stream)).catch_unwind().await.is_err() {
+            tracing::error!(cid = self.cid, id = self.id, "a WebSocket operation panicked");
+            let errors = json!([{
+                "message": "internal error while running the operation; see the server log",
+                "extensions": {"code": ErrorCode::Internal.as_str(), "cid": self.cid},
+            }]);
+            let text =
+                encode(&ServerMessage::Error { id: &self.id, payload: Errors::Json(&errors) });
+            self.send(text, true).await;
+        }
+    }
+
+    async fn forward(&self, mut stream: futures::stream::BoxStream<'static, Response>) {
+        let mut first = true;
+        while let Some(response) = stream.next().await {
+            if first && refused_before_execution(&response) {
+                let text = encode(&ServerMessage::Error {
+                    id: &self.id,
+                    payload: Errors::Schema(&response.errors),
+                });
+                self.send(text, true).await;
+                return;
+            }
+            first = false;
+            let text = encode(&ServerMessage::Next { id: &self.id, payload: &response });
+            if !self.send(text, false).await {
+                return;
+            }
+        }
+        self.send(encode(&ServerMessage::Complete { id: &self.id }), true).await;
+    }
+
+    /// Queues one message; `false` when the connection is gone.
+    async fn send(&self, text: String, last: bool) -> bool {
+        let out = Outbound { id: self.id.clone(), generation: self.generation, text, last };
+        self.outbound.send(out).await.is_ok()
+    }
+}
+
+/// Whether a response is the refusal of a request that never executed: no data, and errors
+/// that belong to no field (parse and validation errors, limits, an unknown operation).
+/// Errors raised while executing — a resolver's refusal included — always have a path.
+fn refused_before_execution(response: &Response) -> bool {
+    response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|e: &ServerError| e.path.is_empty())
+}
+
+/// A message from the server.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ServerMessage<'a> {
+    ConnectionAck,
+    Pong {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        payload: Option<&'a Value>,
+    },
+    Next {
+        id: &'a str,
+        payload: &'a Response,
+    },
+    Error {
+        id: &'a str,
+        payload: Errors<'a>,
+    },
+    Complete {
+        id: &'a str,
+    },
+}
+
+/// The errors array of an `error` message: the schema's, or one pop writes itself.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Errors<'a> {
+    Schema(&'a [ServerError]),
+    Json(&'a Value),
+}
+
+fn encode(message: &ServerMessage<'_>) -> String {
+    match serde_json::to_string(message) {
+        Ok(text) => text,
+        Err(e) => {
+            // Values built by the schema always encode; should one not, the client hears of
+            // it rather than waiting for a message that never comes.
+            tracing::error!(error = %e, "cannot encode a WebSocket message");
+            let id = match message {
+                ServerMessage::Next { id, .. }
+                | ServerMessage::Error { id, .. }
+                | ServerMessage::Complete { id } => *id,
+                _ => "",
+            };
+            json!({"id": id, "type": "error", "payload": [{
+                "message": "internal error while encoding the result; see the server log",
+                "extensions": {"code": ErrorCode::Internal.as_str()},
+            }]})
+            .to_string()
+        }
+    }
+}
+
+/// A message from the client, checked as the reference implementation checks it.
+enum ClientMessage {
+    ConnectionInit { payload: Value },
+    Ping { payload: Option<Value> },
+    Pong,
+    Subscribe { id: String, request: Box<Request> },
+    Complete { id: String },
+}
+
+impl ClientMessage {
+    /// The message, or why it is invalid (the 4400 reason).
+    fn parse(bytes: &[u8]) -> Result<ClientMessage, String> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON ({e})"))?;
+        let Value::Object(mut message) = value else {
+            return Err("a message is a JSON object".into());
+        };
+        let kind = match message.get("type") {
+            Some(Value::String(kind)) => kind.clone(),
+            Some(_) => return Err("the 'type' property is not a string".into()),
+            None => return Err("the 'type' property is missing".into()),
+        };
+        match kind.as_str() {
+            "connection_init" => {
+                Ok(ClientMessage::ConnectionInit { payload: optional_object(&message, &kind)? })
+            }
+            "ping" => {
+                let payload = optional_object(&message, &kind)?;
+                Ok(ClientMessage::Ping { payload: Some(payload).filter(|p| !p.is_null()) })
+            }
+            "pong" => {
+                optional_object(&message, &kind)?;
+                Ok(ClientMessage::Pong)
+            }
+            "subscribe" => {
+                let id = operation_id(&message, &kind)?;
+                let Some(Value::Object(payload)) = message.remove("payload") else {
+                    return Err("\"subscribe\" needs a 'payload' object".into());
+                };
+                Ok(ClientMessage::Subscribe { id, request: Box::new(request(payload)?) })
+            }
+            "complete" => Ok(ClientMessage::Complete { id: operation_id(&message, &kind)? }),
+            "connection_ack" | "next" | "error" => {
+                Err(format!("\"{kind}\" is sent by the server, not the client"))
+            }
+            _ => Err(format!("unknown message type {:?}", truncate(&kind, 32))),
+        }
+    }
+}
+
+/// The `payload` of an init, ping or pong: an object, or null when absent.
+fn optional_object(message: &Map<String, Value>, kind: &str) -> Result<Value, String> {
+    match message.get("payload") {
+        None | Some(Value::Null) => Ok(Value::Null),
+        Some(payload @ Value::Object(_)) => Ok(payload.clone()),
+        Some(_) => Err(format!("the payload of \"{kind}\" is an object, null or absent")),
+    }
+}
+
+fn operation_id(message: &Map<String, Value>, kind: &str) -> Result<String, String> {
+    match message.get("id") {
+        Some(Value::String(id)) if id.is_empty() => {
+            Err(format!("\"{kind}\" needs a non-empty 'id'"))
+        }
+        Some(Value::String(id)) if id.len() > MAX_OPERATION_ID_BYTES => {
+            Err(format!("an 'id' is at most {MAX_OPERATION_ID_BYTES} bytes"))
+        }
+        Some(Value::String(id)) => Ok(id.clone()),
+        Some(_) => Err(format!("the 'id' of \"{kind}\" is not a string")),
+        None => Err(format!("\"{kind}\" needs an 'id'")),
+    }
+}
+
+/// The GraphQL request of a `subscribe` payload: `query` a string, `variables` and
+/// `extensions` objects and `operationName` a string when present (null is absent).
+fn request(mut payload: Map<String, Value>) -> Result<Request, String> {
+    if !matches!(payload.get("query"), Some(Value::String(_))) {
+        return Err("the payload's 'query' is not a string".into());
+    }
+    for (field, object) in [("variables", true), ("extensions", true), ("operationName", false)] {
+        match payload.get(field) {
+            Some(Value::Null) => {
+                payload.remove(field);
+            }
+            Some(Value::Object(_)) if object => {}
+            Some(Value::String(_)) if !object => {}
+            None => {}
+            Some(_) => {
+                let shape = if object { "an object" } else { "a string" };
+                return Err(format!("the payload's '{field}' is not {shape}"));
+            }
+        }
+    }
+    serde_json::from_value(Value::Object(payload))
+        .map_err(|e| format!("the payload is not a GraphQL request ({e})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(text: &str) -> String {
+        match ClientMessage::parse(text.as_bytes()) {
+            Ok(_) => "ok".into(),
+            Err(why) => why,
+        }
+    }
+
+    #[test]
+    fn messages_are_checked_like_the_reference_does() {
+        for ok in [
+            r#"{"type":"connection_init"}"#,
+            r#"{"type":"connection_init","payload":null}"#,
+            r#"{"type":"connection_init","payload":{"token":"x"}}"#,
+            r#"{"type":"ping","payload":{"a":1}}"#,
+            r#"{"type":"pong"}"#,
+            r#"{"type":"subscribe","id":"1","payload":{"query":"{ a }"}}"#,
+            r#"{"type":"subscribe","id":"1","payload":{"query":"{ a }","variables":null,"operationName":null,"extensions":null}}"#,
+            r#"{"type":"subscribe","id":"1","payload":{"query":"{ a }","variables":{"x":1},"operationName":"A"}}"#,
+            r#"{"type":"complete","id":"1"}"#,
+        ] {
+            assert_eq!(reason(ok), "ok", "{ok}");
+        }
+        for (bad, why) in [
+            ("{", "not JSON"),
+            ("[]", "JSON object"),
+            (r#"{"id":"1"}"#, "'type' property is missing"),
+            (r#"{"type":1}"#, "not a string"),
+            (r#"{"type":"start","id":"1"}"#, "unknown message type"),
+            (r#"{"type":"next","id":"1","payload":{}}"#, "sent by the server"),
+            (r#"{"type":"connection_init","payload":"token"}"#, "is an object"),
+            (r#"{"type":"subscribe","payload":{"query":"{ a }"}}"#, "needs an 'id'"),
+            (r#"{"type":"subscribe","id":"","payload":{"query":"{ a }"}}"#, "non-empty"),
+            (r#"{"type":"subscribe","id":1,"payload":{"query":"{ a }"}}"#, "not a string"),
+            (r#"{"type":"subscribe","id":"1"}"#, "'payload' object"),
+            (r#"{"type":"subscribe","id":"1","payload":{}}"#, "'query'"),
+            (
+                r#"{"type":"subscribe","id":"1","payload":{"query":"{ a }","variables":[]}}"#,
+                "'variables'",
+            ),
+            (
+                r#"{"type":"subscribe","id":"1","payload":{"query":"{ a }","operationName":1}}"#,
+                "'operationName'",
+            ),
+            (r#"{"type":"complete"}"#, "needs an 'id'"),
+        ] {
+            let got = reason(bad);
+            assert!(got.contains(why), "{bad}: {got:?} should mention {why:?}");
+        }
+        let long =
+            format!(r#"{{"type":"complete","id":"{}"}}"#, "x".repeat(MAX_OPERATION_ID_BYTES + 1));
+        assert!(reason(&long).contains("at most"));
+    }
+
+    #[test]
+    fn close_reasons_fit_a_control_frame_at_a_character_boundary() {
+        let reason = invalid(&"é".repeat(200));
+        let cut = truncate(&reason, MAX_CLOSE_REASON_BYTES);
+        assert!(cut.len() <= MAX_CLOSE_REASON_BYTES && reason.starts_with(cut));
+        assert_eq!(truncate("short", MAX_CLOSE_REASON_BYTES), "short");
+    }
+
+    #[test]
+    fn server_messages_have_the_protocol_shape() {
+        assert_eq!(encode(&ServerMessage::ConnectionAck), r#"{"type":"connection_ack"}"#);
+        let ping = json!({"at": 1});
+        assert_eq!(
+            encode(&ServerMessage::Pong { payload: Some(&ping) }),
+            r#"{"type":"pong","payload":{"at":1}}"#
+        );
+        assert_eq!(encode(&ServerMessage::Pong { payload: None }), r#"{"type":"pong"}"#);
+        assert_eq!(encode(&ServerMessage::Complete { id: "a" }), r#"{"type":"complete","id":"a"}"#);
+    }
+}
