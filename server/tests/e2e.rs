@@ -1,0 +1,837 @@
+//! End-to-end tests of the real `pop` binary: each test starts `pop serve` as a child process on
+//! a temp data dir and `127.0.0.1:0`, reads the token and address from its stdout, and talks to
+//! it the way clients do — GraphQL over HTTP, subscriptions over a raw graphql-transport-ws
+//! WebSocket, and the CLI (`pop submit`, `pop progress`) as child processes. A guard kills the
+//! server on drop, so a failing test leaks no process. Every wait is bounded ([`WAIT`]) and
+//! fails with a message (and the server's log); nothing asserts on timing.
+
+// Test helpers panic on purpose: a broken fixture should fail the test loudly.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// Longest any test waits for one expected thing (the server's start, a message, an exit)
+/// before failing. Generous: the machine is shared and debug builds start slowly under load.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A user of customer `acme` (from the token file).
+const ACME: &str = "tok_e2e_acme_user_000000000000000";
+/// A user of customer `globex`.
+const GLOBEX: &str = "tok_e2e_globex_user_0000000000000";
+/// A resource pool's worker acting for `acme` (expansion is a service's job).
+const ACME_SERVICE: &str = "tok_e2e_acme_service_000000000000";
+
+/// The AgendaProgress fields the tests compare.
+const PROGRESS_FIELDS: &str = "id agendaId customerId linkId processingState \
+    processingStateMessage percentComplete attemptsCompleted maximumAttempts params \
+    operationProgress { id operation processingState processingStateMessage } \
+    diagnosticEvents { message } agendaInsight { resourcePoolId insightId }";
+
+fn progress_query() -> String {
+    format!(
+        "query($id: String!, $p: String) {{ agendaProgress(id: $id, atLeastPosition: $p) \
+         {{ {PROGRESS_FIELDS} }} }}"
+    )
+}
+
+fn progress_subscription() -> String {
+    format!(
+        "subscription($id: String!) {{ agendaProgress(id: $id) {{ position removed lagged \
+         resync progress {{ {PROGRESS_FIELDS} }} }} }}"
+    )
+}
+
+/// A temp dir holding the data dir, the token file and the server's log (appended to across
+/// restarts, so a failure shows every run).
+struct Harness {
+    dir: tempfile::TempDir,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let tokens = json!([
+            {"token": ACME, "name": "acme-user", "role": "user", "customers": ["acme"]},
+            {"token": GLOBEX, "name": "globex-user", "role": "user", "customers": ["globex"]},
+            {"token": ACME_SERVICE, "name": "acme-worker", "role": "service", "customers": ["acme"]},
+        ]);
+        std::fs::write(dir.path().join("tokens.json"), tokens.to_string()).unwrap();
+        Harness { dir }
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn token_file(&self) -> PathBuf {
+        self.dir.path().join("tokens.json")
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("pop.log")
+    }
+
+    /// `pop serve` with the token file.
+    fn start(&self) -> Pop {
+        Pop::start(&self.data_dir(), Some(&self.token_file()), &self.log())
+    }
+
+    /// `pop serve` with no token file: only the generated admin token is known.
+    fn start_without_token_file(&self) -> Pop {
+        Pop::start(&self.data_dir(), None, &self.log())
+    }
+}
+
+/// A running `pop serve`; killed (SIGKILL) and reaped on drop unless it already exited.
+struct Pop {
+    child: Child,
+    /// `host:port`.
+    addr: String,
+    /// The admin token (printed on first start, else read from the data dir).
+    admin: String,
+    /// Whether this start printed a freshly generated admin token.
+    generated_token: bool,
+    data_dir: PathBuf,
+    log: PathBuf,
+    http: reqwest::Client,
+}
+
+impl Drop for Pop {
+    fn drop(&mut self) {
+        // Errors mean it already exited (and was reaped by `wait` below or earlier).
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The last lines of a server log, for failure messages.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// A `pop` command with none of the `POP_*` variables of the environment, so the tests are
+/// hermetic.
+fn pop_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pop"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("POP_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("RUST_LOG", "info");
+    cmd
+}
+
+impl Pop {
+    fn start(data_dir: &Path, token_file: Option<&Path>, log: &Path) -> Pop {
+        let log_file =
+            std::fs::OpenOptions::new().create(true).append(true).open(log).expect("the log file");
+        let mut cmd = pop_command();
+        cmd.arg("serve").arg("--data-dir").arg(data_dir).args(["--bind", "127.0.0.1:0"]);
+        if let Some(path) = token_file {
+            cmd.arg("--token-file").arg(path);
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log_file));
+        let mut child = cmd.spawn().expect("spawning pop serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        // A thread reads stdout to its end (so the server never blocks on a full pipe) and
+        // hands each line over; the channel closes when the server exits.
+        let (tx, rx) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + WAIT;
+        let mut lines = Vec::new();
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix("pop: listening on http://") {
+                        let addr = rest
+                            .strip_suffix("/graphql")
+                            .unwrap_or_else(|| panic!("unexpected listening line {line:?}"));
+                        lines.push(line.clone());
+                        break addr.to_string();
+                    }
+                    lines.push(line);
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "pop serve did not print its address within {WAIT:?} ({e}); stdout so far: \
+                         {lines:#?}\nlog:\n{}",
+                        log_tail(log)
+                    );
+                }
+            }
+        };
+        let generated_token = lines.iter().any(|l| l.starts_with("pop: generated an admin token"));
+        let admin = if generated_token {
+            // The line after the announcement is `pop: <token>`.
+            let at = lines.iter().position(|l| l.starts_with("pop: generated")).unwrap();
+            lines[at + 1].strip_prefix("pop: ").expect("the token line").to_string()
+        } else {
+            std::fs::read_to_string(data_dir.join("admin.token"))
+                .expect("the admin token of an earlier start")
+                .trim()
+                .to_string()
+        };
+        Pop {
+            child,
+            addr,
+            admin,
+            generated_token,
+            data_dir: data_dir.to_path_buf(),
+            log: log.to_path_buf(),
+            http: reqwest::Client::builder().timeout(WAIT).build().expect("an HTTP client"),
+        }
+    }
+
+    fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// POSTs a GraphQL request; the HTTP status and the JSON body.
+    async fn post(&self, token: Option<&str>, query: &str, variables: Value) -> (u16, Value) {
+        let mut request = self
+            .http
+            .post(format!("{}/graphql", self.base()))
+            .json(&json!({"query": query, "variables": variables}));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST /graphql failed: {e}\nlog:\n{}", log_tail(&self.log)));
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("a response body");
+        let body =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+        (status, body)
+    }
+
+    /// Runs a query or mutation and returns `data`, failing on any error.
+    async fn ok(&self, token: &str, query: &str, variables: Value) -> Value {
+        let (status, body) = self.post(Some(token), query, variables).await;
+        assert!(
+            status == 200 && body.get("errors").is_none(),
+            "unexpected errors ({status}): {body:#}\nquery: {query}"
+        );
+        body["data"].clone()
+    }
+
+    /// Runs a query or mutation that must fail with exactly one error; returns its code.
+    async fn err_code(&self, token: &str, query: &str, variables: Value) -> String {
+        let (_, body) = self.post(Some(token), query, variables).await;
+        let errors = body["errors"]
+            .as_array()
+            .unwrap_or_else(|| panic!("expected an error, got {body:#}\nquery: {query}"));
+        assert_eq!(errors.len(), 1, "{body:#}");
+        errors[0]["extensions"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no code in {body:#}"))
+            .to_string()
+    }
+
+    /// The pool, customers `acme` and `globex` on it, and a global insight taking `ffmpeg`
+    /// operations; returns the position of the last write.
+    async fn seed(&self) -> String {
+        self.ok(
+            &self.admin,
+            "mutation($p: JSON!) { createResourcePool(resourcePool: $p) { position } }",
+            json!({"p": {"id": "pool-1", "customerId": "ops", "title": "Pool"}}),
+        )
+        .await;
+        for c in ["acme", "globex"] {
+            self.ok(
+                &self.admin,
+                "mutation($c: JSON!) { createCustomer(customer: $c) { position } }",
+                json!({"c": {"id": c, "title": c, "resourcePoolId": "pool-1"}}),
+            )
+            .await;
+        }
+        let data = self
+            .ok(
+                &self.admin,
+                "mutation($i: JSON!) { createInsight(insight: $i) { position } }",
+                json!({"i": {
+                    "id": "transcode", "customerId": "ops", "title": "Transcode",
+                    "resourcePoolId": "pool-1", "queueSize": 5, "isGlobal": true,
+                    "mappers": {"operationType": ["ffmpeg"]}
+                }}),
+            )
+            .await;
+        position(&data["createInsight"])
+    }
+
+    /// Submits [`agenda`] as `token`, waiting for config up to `after`; (agenda id, position).
+    async fn submit(
+        &self,
+        token: &str,
+        customer: &str,
+        link: &str,
+        after: &str,
+    ) -> (String, String) {
+        let data = self
+            .ok(
+                token,
+                "mutation($a: JSON!, $p: String) { submitAgenda(agenda: $a, atLeastPosition: $p) \
+                 { agenda { id agendaInsight { insightId } } position } }",
+                json!({"a": agenda(customer, link), "p": after}),
+            )
+            .await;
+        let r = &data["submitAgenda"];
+        assert_eq!(r["agenda"]["agendaInsight"]["insightId"], "transcode", "bound: {r:#}");
+        (r["agenda"]["id"].as_str().expect("an agenda id").to_string(), position(r))
+    }
+
+    async fn expand(&self, token: &str, id: &str, operation: &str) -> String {
+        let data = self
+            .ok(
+                token,
+                "mutation($id: String!, $ops: JSON!) { expandAgenda(agendaId: $id, operations: $ops, \
+                 params: {tier: \"gold\"}) { position } }",
+                json!({"id": id, "ops": [{"name": operation, "type": "ffmpeg"}]}),
+            )
+            .await;
+        position(&data["expandAgenda"])
+    }
+
+    async fn cancel(&self, token: &str, id: &str) -> String {
+        let data = self
+            .ok(
+                token,
+                "mutation($id: String!) { cancelAgenda(agendaId: $id, reason: \"e2e\") { position } }",
+                json!({"id": id}),
+            )
+            .await;
+        position(&data["cancelAgenda"])
+    }
+
+    async fn rerun(&self, token: &str, id: &str) -> String {
+        let data = self
+            .ok(
+                token,
+                "mutation($id: String!) { rerunAgenda(agendaId: $id) { position } }",
+                json!({"id": id}),
+            )
+            .await;
+        position(&data["rerunAgenda"])
+    }
+
+    /// The AgendaProgress as `token` sees it once the read models reached `at`.
+    async fn progress(&self, token: &str, id: &str, at: Option<&str>) -> Value {
+        let data = self.ok(token, &progress_query(), json!({"id": id, "p": at})).await;
+        data["agendaProgress"].clone()
+    }
+
+    /// A graphql-transport-ws connection initialised with `token`.
+    async fn ws(&self, token: &str) -> Ws {
+        let (ws, ack) = Ws::connect(
+            &format!("ws://{}/graphql/ws", self.addr),
+            json!({"authorization": format!("Bearer {token}")}),
+        )
+        .await;
+        assert_eq!(ack["type"], "connection_ack", "{ack:#}");
+        ws
+    }
+
+    /// Runs the `pop` CLI against this server (bounded); returns the finished output.
+    async fn cli(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = tokio::process::Command::from(pop_command());
+        cmd.args(args).arg("--server").arg(self.base()).kill_on_drop(true);
+        tokio::time::timeout(WAIT, cmd.output())
+            .await
+            .unwrap_or_else(|_| panic!("pop {args:?} did not finish within {WAIT:?}"))
+            .expect("running the pop CLI")
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    /// Sends SIGTERM with `kill -TERM` and waits (bounded) for the exit.
+    fn terminate(mut self) -> ExitStatus {
+        let sent = Command::new("kill").args(["-TERM", &self.pid()]).status().expect("kill");
+        assert!(sent.success(), "kill -TERM failed");
+        self.wait_exit("SIGTERM")
+    }
+
+    /// `kill -9`: no chance to flush, snapshot or close anything.
+    fn kill_9(mut self) {
+        let sent = Command::new("kill").args(["-9", &self.pid()]).status().expect("kill");
+        assert!(sent.success(), "kill -9 failed");
+        self.wait_exit("SIGKILL");
+    }
+
+    fn wait_exit(&mut self, after: &str) -> ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pop serve still running {WAIT:?} after {after}\nlog:\n{}",
+                log_tail(&self.log)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn position(result: &Value) -> String {
+    result["position"].as_str().unwrap_or_else(|| panic!("no position in {result:#}")).to_string()
+}
+
+/// A two-operation agenda bound by the `ffmpeg` mapper.
+fn agenda(customer: &str, link: &str) -> Value {
+    json!({
+        "customerId": customer,
+        "linkId": link,
+        "title": "transcode",
+        "operations": [
+            {"name": "probe", "type": "ffmpeg", "payload": {"src": "in.mp4"}},
+            {"name": "encode", "type": "ffmpeg", "payload": "@<probe.out::/streams>"}
+        ]
+    })
+}
+
+fn state(progress: &Value) -> (&str, &str) {
+    (
+        progress["processingState"].as_str().unwrap_or("?"),
+        progress["processingStateMessage"].as_str().unwrap_or("?"),
+    )
+}
+
+/// A raw graphql-transport-ws connection: every message in arrival order.
+struct Ws {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl Ws {
+    /// Connects and sends `connection_init` with `payload`; returns the connection and the
+    /// server's first answer (`connection_ack`, or the close it got instead).
+    async fn connect(url: &str, payload: Value) -> (Ws, Value) {
+        let mut request = url.into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+            .await
+            .expect("the WebSocket handshake within the wait")
+            .expect("the WebSocket handshake");
+        let mut ws = Ws { ws };
+        ws.send(json!({"type": "connection_init", "payload": payload})).await;
+        let answer = ws.next().await;
+        (ws, answer)
+    }
+
+    async fn send(&mut self, message: Value) {
+        self.ws.send(Message::text(message.to_string())).await.expect("a WebSocket send");
+    }
+
+    async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
+        self.send(json!({"id": id, "type": "subscribe",
+                         "payload": {"query": query, "variables": variables}}))
+            .await;
+    }
+
+    /// The next protocol message (pings answered); a close becomes `{"type": "close"}`.
+    async fn next(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("no WebSocket message within {WAIT:?}"));
+            match message {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(&t).expect("a JSON message");
+                    if v["type"] == "ping" {
+                        self.send(json!({"type": "pong"})).await;
+                        continue;
+                    }
+                    return v;
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return json!({"type": "close",
+                                  "code": frame.as_ref().map(|f| u16::from(f.code)),
+                                  "reason": frame.map(|f| f.reason.to_string())});
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return json!({"type": "close", "error": e.to_string()}),
+                None => return json!({"type": "close"}),
+            }
+        }
+    }
+
+    /// The next `agendaProgress` item of subscription `id`, which must be error-free.
+    async fn update(&mut self, id: &str) -> Value {
+        let m = self.next().await;
+        assert_eq!((m["type"].as_str(), m["id"].as_str()), (Some("next"), Some(id)), "{m:#}");
+        assert!(m["payload"].get("errors").is_none(), "{m:#}");
+        m["payload"]["data"]["agendaProgress"].clone()
+    }
+}
+
+/// Subscribe to an agenda through a real WebSocket, then change it with `expandAgenda`,
+/// `cancelAgenda` and `rerunAgenda`: each change arrives, in order, tagged with the position
+/// the mutation returned and showing the state it caused; `pop progress` prints the end state.
+#[tokio::test]
+async fn a_subscriber_sees_expand_cancel_and_rerun_and_pop_progress_agrees() {
+    let h = Harness::new();
+    let pop = h.start();
+    assert!(pop.generated_token, "the first start prints a generated admin token");
+    let seeded = pop.seed().await;
+    let (id, submitted) = pop.submit(ACME, "acme", "batch-1", &seeded).await;
+
+    let mut ws = pop.ws(ACME).await;
+    ws.subscribe("p", &progress_subscription(), json!({"id": id})).await;
+    let first = ws.update("p").await;
+    assert_eq!(state(&first["progress"]), ("WAITING", "added"), "current state first: {first:#}");
+    assert_eq!(first["progress"]["agendaId"], id.as_str());
+    assert_eq!(first["position"], submitted.as_str(), "nothing else was written: {first:#}");
+
+    let expanded = pop.expand(ACME_SERVICE, &id, "thumb").await;
+    let u = ws.update("p").await;
+    assert_eq!(u["position"], expanded.as_str(), "{u:#}");
+    assert_eq!(state(&u["progress"]), ("WAITING", "added"), "{u:#}");
+    let ops: Vec<&str> = u["progress"]["operationProgress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["operation"].as_str().unwrap())
+        .collect();
+    assert_eq!(ops, ["probe", "encode", "thumb"], "{u:#}");
+    assert_eq!(u["progress"]["params"]["tier"], "gold", "{u:#}");
+
+    let cancelled = pop.cancel(ACME, &id).await;
+    let u = ws.update("p").await;
+    assert_eq!(u["position"], cancelled.as_str(), "{u:#}");
+    assert_eq!(state(&u["progress"]), ("COMPLETE", "cancelled"), "{u:#}");
+    assert!(
+        u["progress"]["operationProgress"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["processingStateMessage"] == "cancelled"),
+        "every operation cancelled: {u:#}"
+    );
+    assert_eq!(u["progress"]["diagnosticEvents"][0]["message"], "Agenda cancelled: e2e", "{u:#}");
+
+    // A rerun appends two events (rerun, then re-added): one update per event, each showing
+    // the state current when it was rendered, the last one at the rerun's position.
+    let rerun = pop.rerun(ACME, &id).await;
+    let rerun_at: u64 = rerun.parse().unwrap();
+    loop {
+        let u = ws.update("p").await;
+        let at: u64 = u["position"].as_str().unwrap().parse().unwrap();
+        assert!(at <= rerun_at, "no update past the last write: {u:#}");
+        assert_eq!(u["progress"]["processingState"], "WAITING", "{u:#}");
+        if at == rerun_at {
+            assert_eq!(state(&u["progress"]), ("WAITING", "added"), "{u:#}");
+            break;
+        }
+    }
+
+    // The CLI reads the same state.
+    let out = pop.cli(&["progress", &id, "--token", ACME]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "pop progress failed: {}", String::from_utf8_lossy(&out.stderr));
+    let headline = stdout.lines().next().unwrap_or_default();
+    assert!(
+        headline.starts_with(&id) && headline.contains("WAITING / added"),
+        "pop progress printed:\n{stdout}"
+    );
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("  ")).count(), 3, "{stdout}");
+    let out = pop.cli(&["progress", &id, "--json", "--token", ACME]).await;
+    let json: Value = serde_json::from_slice(&out.stdout).expect("pop progress --json prints JSON");
+    assert_eq!(state(&json), ("WAITING", "added"), "{json:#}");
+    // Another customer's token sees nothing, and the CLI says so with a failing exit code.
+    let out = pop.cli(&["progress", &id, "--token", GLOBEX]).await;
+    assert!(!out.status.success(), "globex must not see acme's agenda");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NOT_FOUND"), "{out:?}");
+}
+
+/// `pop submit FILE` as a child process, the admin token taken from the data dir as in the
+/// five-minute tour; then a subscriber follows the submitted agenda through a cancel and
+/// `pop progress` prints the result.
+#[tokio::test]
+async fn pop_submit_from_a_file_then_subscription_and_pop_progress() {
+    let h = Harness::new();
+    let pop = h.start();
+    let seeded = pop.seed().await;
+    // `pop submit` sends no atLeastPosition: make sure the binding sees the config.
+    pop.ok(
+        &pop.admin,
+        "query($p: String) { customers(atLeastPosition: $p) { position } }",
+        json!({"p": seeded}),
+    )
+    .await;
+    let file = h.dir.path().join("agenda.json");
+    std::fs::write(&file, agenda("acme", "from-cli").to_string()).unwrap();
+
+    let data_dir = pop.data_dir.to_string_lossy().to_string();
+    let out = pop.cli(&["submit", file.to_str().unwrap(), "--data-dir", &data_dir]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "pop submit failed: {}", String::from_utf8_lossy(&out.stderr));
+    let id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("submitted agenda "))
+        .unwrap_or_else(|| panic!("no agenda id in:\n{stdout}"))
+        .trim()
+        .to_string();
+    assert!(stdout.contains("transcode (pool pool-1)"), "bound to the insight:\n{stdout}");
+    assert!(stdout.contains("WAITING / added"), "{stdout}");
+
+    let mut ws = pop.ws(ACME).await;
+    ws.subscribe("p", &progress_subscription(), json!({"id": id})).await;
+    let first = ws.update("p").await;
+    assert_eq!(state(&first["progress"]), ("WAITING", "added"), "{first:#}");
+    assert_eq!(first["progress"]["customerId"], "acme");
+    assert_eq!(first["progress"]["linkId"], "from-cli");
+
+    let cancelled = pop.cancel(ACME, &id).await;
+    let u = ws.update("p").await;
+    assert_eq!(u["position"], cancelled.as_str(), "{u:#}");
+    assert_eq!(state(&u["progress"]), ("COMPLETE", "cancelled"), "{u:#}");
+
+    let out = pop.cli(&["progress", &id, "--token", ACME]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.lines().next().unwrap_or_default().contains("COMPLETE / cancelled"), "{stdout}");
+}
+
+/// Read-your-writes: the `position` a mutation returns, passed as `atLeastPosition`, makes the
+/// very next read show that mutation's effect — for every kind of agenda mutation, many
+/// times over (a single lucky read would prove nothing).
+#[tokio::test]
+async fn a_mutations_position_as_at_least_position_reads_the_new_state() {
+    let h = Harness::new();
+    let pop = h.start();
+    let seeded = pop.seed().await;
+    for round in 0..10 {
+        let link = format!("ryw-{round}");
+        let (id, at) = pop.submit(ACME, "acme", &link, &seeded).await;
+        let p = pop.progress(ACME, &id, Some(&at)).await;
+        assert_eq!(state(&p), ("WAITING", "added"), "round {round} after submit: {p:#}");
+        let data = pop
+            .ok(
+                ACME,
+                "query($l: String!, $p: String) { agendas(filter: {linkId: $l}, atLeastPosition: $p) \
+                 { items { id } position } }",
+                json!({"l": link, "p": at}),
+            )
+            .await;
+        assert_eq!(data["agendas"]["items"], json!([{"id": id}]), "round {round}: {data:#}");
+
+        let at = pop.expand(ACME_SERVICE, &id, "thumb").await;
+        let p = pop.progress(ACME, &id, Some(&at)).await;
+        assert_eq!(p["operationProgress"].as_array().unwrap().len(), 3, "round {round}: {p:#}");
+
+        let at = pop.cancel(ACME, &id).await;
+        let p = pop.progress(ACME, &id, Some(&at)).await;
+        assert_eq!(state(&p), ("COMPLETE", "cancelled"), "round {round} after cancel: {p:#}");
+
+        let at = pop.rerun(ACME, &id).await;
+        let p = pop.progress(ACME, &id, Some(&at)).await;
+        assert_eq!(state(&p), ("WAITING", "added"), "round {round} after rerun: {p:#}");
+    }
+}
+
+/// Auth is on by default: a server started with no token configuration at all still refuses
+/// anonymous requests and sockets. With a token file, a user of one customer cannot see or
+/// touch another customer's agenda — not by query, mutation, CLI or subscription.
+#[tokio::test]
+async fn auth_is_on_by_default_and_customers_are_isolated() {
+    let bare = Harness::new();
+    let pop = bare.start_without_token_file();
+    for token in [None, Some("tok_not_a_known_token_00000000000")] {
+        let (status, body) = pop.post(token, "{ me { name } }", json!({})).await;
+        assert_eq!(status, 401, "{body:#}");
+        assert_eq!(body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{body:#}");
+    }
+    let me = pop.ok(&pop.admin, "{ me { name role customers } }", json!({})).await;
+    assert_eq!(me["me"], json!({"name": "admin", "role": "admin", "customers": ["*"]}));
+    let url = format!("ws://{}/graphql/ws", pop.addr);
+    for payload in [json!({}), json!({"authorization": "Bearer tok_not_a_known_token_00000000000"})]
+    {
+        let (_, answer) = Ws::connect(&url, payload.clone()).await;
+        // graphql-transport-ws: a refused `connection_init` closes with 4403 Forbidden.
+        assert_eq!(
+            (answer["type"].as_str(), answer["code"].as_u64()),
+            (Some("close"), Some(4403)),
+            "{payload}: {answer:#}"
+        );
+    }
+    drop(pop);
+
+    let h = Harness::new();
+    let pop = h.start();
+    let seeded = pop.seed().await;
+    let (mine, _) = pop.submit(ACME, "acme", "shared-link", &seeded).await;
+    let (theirs, at) = pop.submit(GLOBEX, "globex", "shared-link", &seeded).await;
+
+    // Globex asks about acme's agenda: nothing is there, as for an id that never existed.
+    let data = pop
+        .ok(
+            GLOBEX,
+            // Each field waits for the position itself: fields resolve concurrently.
+            "query($id: String!, $p: String) { agendaProgress(id: $id, atLeastPosition: $p) { id } \
+             agenda(id: $id, atLeastPosition: $p) { id } agendaEvents(agendaId: $id) { items { type } } \
+             progressSummary(linkId: \"shared-link\", atLeastPosition: $p) { progressList { agendaId } } \
+             agendas(atLeastPosition: $p) { items { id } } }",
+            json!({"id": mine, "p": at}),
+        )
+        .await;
+    assert_eq!(data["agendaProgress"], Value::Null, "{data:#}");
+    assert_eq!(data["agenda"], Value::Null, "{data:#}");
+    assert_eq!(data["agendaEvents"], Value::Null, "{data:#}");
+    assert_eq!(data["progressSummary"]["progressList"], json!([{"agendaId": theirs}]), "{data:#}");
+    assert_eq!(data["agendas"]["items"], json!([{"id": theirs}]), "{data:#}");
+    for mutation in [
+        "mutation($id: String!) { cancelAgenda(agendaId: $id) { position } }",
+        "mutation($id: String!) { rerunAgenda(agendaId: $id) { position } }",
+    ] {
+        let code = pop.err_code(GLOBEX, mutation, json!({"id": mine})).await;
+        assert_eq!(code, "NOT_FOUND", "{mutation}");
+    }
+    let code = pop
+        .err_code(
+            GLOBEX,
+            "mutation { cancelAgenda(agendaId: \"no-such-agenda\") { position } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, "NOT_FOUND", "an unknown id answers the same");
+    let p = pop.progress(ACME, &mine, None).await;
+    assert_eq!(state(&p), ("WAITING", "added"), "globex's cancel did nothing: {p:#}");
+
+    // Subscriptions: globex follows acme's agenda, then its own. Acme's agenda changes first,
+    // then globex's: the first thing globex's socket delivers after its own agenda's current
+    // state must be its own agenda's change.
+    let mut ws = pop.ws(GLOBEX).await;
+    ws.subscribe("theirs", &progress_subscription(), json!({"id": mine})).await;
+    ws.subscribe("own", &progress_subscription(), json!({"id": theirs})).await;
+    let first = ws.update("own").await;
+    assert_eq!(first["progress"]["agendaId"], theirs.as_str(), "{first:#}");
+    pop.cancel(ACME, &mine).await;
+    let cancelled = pop.cancel(GLOBEX, &theirs).await;
+    let u = ws.update("own").await;
+    assert_eq!(u["position"], cancelled.as_str(), "no acme change reached globex: {u:#}");
+    assert_eq!(state(&u["progress"]), ("COMPLETE", "cancelled"), "{u:#}");
+}
+
+/// SIGTERM stops the server cleanly (exit code 0, bounded), even with a subscriber connected;
+/// a restart on the same data dir reuses the admin token, starts from the snapshot the
+/// shutdown wrote, and serves every agenda exactly as before.
+#[tokio::test]
+async fn sigterm_exits_zero_and_a_restart_serves_the_same_state() {
+    let h = Harness::new();
+    let pop = h.start();
+    let seeded = pop.seed().await;
+    let (done, _) = pop.submit(ACME, "acme", "l", &seeded).await;
+    pop.cancel(ACME, &done).await;
+    let (live, _) = pop.submit(ACME, "acme", "l", &seeded).await;
+    let last = pop.expand(ACME_SERVICE, &live, "thumb").await;
+    let before_done = pop.progress(&pop.admin, &done, Some(&last)).await;
+    let before_live = pop.progress(&pop.admin, &live, Some(&last)).await;
+    assert_eq!(state(&before_done), ("COMPLETE", "cancelled"));
+    assert_eq!(before_live["operationProgress"].as_array().unwrap().len(), 3);
+
+    // An open subscription must not keep the server from stopping.
+    let mut ws = pop.ws(ACME).await;
+    ws.subscribe("p", &progress_subscription(), json!({"id": live})).await;
+    ws.update("p").await;
+
+    let log = pop.log.clone();
+    let started = Instant::now();
+    let status = pop.terminate();
+    eprintln!("pop serve stopped {:?} after SIGTERM", started.elapsed());
+    assert!(status.success(), "exit status {status:?} after SIGTERM\nlog:\n{}", log_tail(&log));
+    let snapshots =
+        std::fs::read_dir(h.data_dir().join("snapshots")).map(|d| d.count()).unwrap_or(0);
+    assert!(snapshots > 0, "the shutdown wrote a snapshot\nlog:\n{}", log_tail(&log));
+    // The subscriber is not left hanging: its connection ends with the process. (Today it
+    // ends with a reset, not a close frame: the shutdown does not close sockets itself.)
+    let end = ws.next().await;
+    assert_eq!(end["type"], "close", "{end:#}");
+
+    let pop = h.start();
+    assert!(!pop.generated_token, "a restart reuses the admin token");
+    let log = std::fs::read_to_string(&pop.log).unwrap_or_default();
+    assert!(
+        log.contains("projections snapshot loaded"),
+        "the restart starts from the snapshot:\n{}",
+        log_tail(&pop.log)
+    );
+    assert_eq!(pop.progress(&pop.admin, &done, Some(&last)).await, before_done);
+    assert_eq!(pop.progress(&pop.admin, &live, Some(&last)).await, before_live);
+    // And the restarted server carries on writing.
+    let at = pop.cancel(ACME, &live).await;
+    assert_eq!(state(&pop.progress(ACME, &live, Some(&at)).await), ("COMPLETE", "cancelled"));
+}
+
+/// What the server acknowledged survives `kill -9`: submissions and changes answered before
+/// the kill are there after a restart — both on a fresh data dir (rebuilt from the log) and
+/// after an earlier graceful stop (the snapshot it wrote plus the log after it).
+#[tokio::test]
+async fn acknowledged_changes_survive_kill_9() {
+    let h = Harness::new();
+    let pop = h.start();
+    let seeded = pop.seed().await;
+    // Concurrent acknowledged writes: each in its own group commit or sharing one.
+    let submits = (0..8).map(|_| pop.submit(ACME, "acme", "durable", &seeded));
+    let ids: Vec<String> =
+        futures::future::join_all(submits).await.into_iter().map(|(id, _)| id).collect();
+    pop.cancel(ACME, &ids[0]).await;
+    let expanded = pop.expand(ACME_SERVICE, &ids[1], "thumb").await;
+    pop.kill_9();
+
+    let pop = h.start();
+    // Sequential mutations: the last one acknowledged has the latest position.
+    let last = expanded;
+    for id in &ids {
+        let p = pop.progress(ACME, id, Some(&last)).await;
+        assert_eq!(p["agendaId"], id.as_str(), "agenda {id} lost by kill -9: {p:#}");
+    }
+    assert_eq!(state(&pop.progress(ACME, &ids[0], None).await), ("COMPLETE", "cancelled"));
+    let p = pop.progress(ACME, &ids[1], None).await;
+    assert_eq!(p["operationProgress"].as_array().unwrap().len(), 3, "{p:#}");
+
+    // Graceful stop (snapshot), restart, more acknowledged writes, kill -9, restart: the
+    // snapshot plus the log after it.
+    assert!(pop.terminate().success());
+    let pop = h.start();
+    pop.rerun(ACME, &ids[0]).await;
+    pop.cancel(ACME, &ids[2]).await;
+    let (late, submitted) = pop.submit(ACME, "acme", "durable", &seeded).await;
+    pop.kill_9();
+
+    let pop = h.start();
+    let log = std::fs::read_to_string(&pop.log).unwrap_or_default();
+    assert!(log.contains("projections snapshot loaded"), "{}", log_tail(&pop.log));
+    let last = submitted;
+    assert_eq!(state(&pop.progress(ACME, &ids[0], Some(&last)).await), ("WAITING", "added"));
+    assert_eq!(state(&pop.progress(ACME, &ids[2], None).await), ("COMPLETE", "cancelled"));
+    assert_eq!(state(&pop.progress(ACME, &late, None).await), ("WAITING", "added"));
+    assert_eq!(state(&pop.progress(ACME, &ids[3], None).await), ("WAITING", "added"));
+}
