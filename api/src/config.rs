@@ -44,6 +44,13 @@ pub const DEFAULT_READ_WAIT: Duration = Duration::from_secs(5);
 /// customer without a resync, at a few hundred bytes per queued change.
 pub const DEFAULT_SUBSCRIBER_BUFFER: usize = 256;
 
+/// Most subscriptions the server follows at once (all connections together). Each holds a
+/// buffer of up to [`DEFAULT_SUBSCRIBER_BUFFER`] queued changes and an entry in the feed's
+/// routing maps; 50,000 is five times the 10,000-subscriber fan-out the server is measured at
+/// (BENCHMARKS.md), and keeps the worst case (every buffer full) to a few hundred MiB of
+/// queued pointers. Past it a new subscription is refused with a clear error.
+pub const MAX_SUBSCRIBERS: usize = 50_000;
+
 /// Most objects a subscription re-sends after it lagged or when it resumes from an
 /// `afterPosition`. Past this the lagged item says `truncated` and the client re-lists with
 /// `atLeastPosition`.

@@ -1,15 +1,32 @@
-//! One subscriber's view of the projections' change feed: the changes it cares about, in a
-//! bounded buffer of its own, and an explicit [`FeedItem::Lagged`] whenever something it
-//! cares about may have been dropped — never a silent loss.
+//! The subscribers' view of the projections' change feed: one [`Dispatcher`] per process
+//! receives each change once and routes it by key to the subscribers that follow that key,
+//! each into a bounded buffer of its own, with an explicit [`FeedItem::Lagged`] whenever
+//! something a subscriber cares about may have been dropped — never a silent loss.
 //!
-//! A forwarder task per subscriber reads the shared `broadcast` feed, filters, and queues into
-//! an `mpsc` of the configured capacity. Two things can drop changes: the subscriber's own
-//! buffer is full (it consumes more slowly than changes arrive), or the forwarder itself fell
-//! behind the broadcast (`RecvError::Lagged`, which also counts changes of other customers:
-//! it cannot know, so it assumes the worst). Either way the forwarder counts what it dropped
-//! and delivers one `Lagged` item as soon as the buffer has room; the subscription then
-//! re-reads the current state from the read models, which hold every effect of the dropped
-//! changes (the runner's contract: a change is published after it is applied).
+//! Routing: a subscriber registers under one [`Key`] (an AgendaProgress id, an agenda id, a
+//! customer or a linkId) with a filter (the subscription's target and the caller's
+//! visibility). For each change the dispatcher looks up the subscribers of the change's keys
+//! only, applies each one's filter, and queues an `Arc` of the change: a change costs
+//! O(its subscribers), not O(all subscribers), and is never deep-cloned per subscriber.
+//!
+//! Lag: two things can drop changes. A subscriber's buffer is full (it consumes more slowly
+//! than changes arrive): the dispatcher never waits for it, it counts the change as missed.
+//! Or the dispatcher itself fell behind the broadcast (`RecvError::Lagged`, which also counts
+//! changes nobody follows: it cannot know, so every subscriber is told). Either way the
+//! subscriber gets one `Lagged` item with the count, queued behind the changes it already
+//! has; the subscription then re-reads the current state from the read models, which hold
+//! every effect of the dropped changes (the runner's contract: a change is published after it
+//! is applied). To always have room for that item, each buffer has one slot more than the
+//! changes it may hold, and at most one lag marker is queued at a time; the count itself
+//! lives beside the buffer, so changes dropped after the marker was queued are still counted
+//! in it.
+//!
+//! Leaving: dropping a [`FeedReceiver`] (the subscription stream was dropped) unregisters it
+//! at once; the dispatcher does no per-change liveness polling.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use pop_projections::Change;
 use tokio::sync::{broadcast, mpsc};
@@ -17,67 +34,330 @@ use tokio::sync::{broadcast, mpsc};
 /// What a subscriber receives.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FeedItem {
-    /// A change the subscriber's filter admitted.
-    Change(Change),
+    /// A change the subscriber's filter admitted, shared with every other subscriber of it.
+    Change(Arc<Change>),
     /// At least `missed` changes (possibly of interest) were dropped since the last item.
     Lagged { missed: u64 },
 }
 
-/// Starts the forwarder for one subscriber and returns its buffer. The forwarder ends when
-/// the receiver is dropped or the feed closes.
-pub fn forward<F>(
-    mut feed: broadcast::Receiver<Change>,
+/// What a subscriber follows: the one key of a change its subscription is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// An AgendaProgress, by its id (`Change::progress_id`).
+    Progress(Arc<str>),
+    /// An agenda, by its id (`Change::id`).
+    Agenda(Arc<str>),
+    /// Every change of a customer (`Change::customer_id`).
+    Customer(Arc<str>),
+    /// Every change of agendas sharing a linkId (`Change::link_id`).
+    Link(Arc<str>),
+}
+
+impl Key {
+    /// The keys a change may be followed under: at most one of each kind.
+    fn of(change: &Change) -> impl Iterator<Item = Key> {
+        [
+            change.progress_id.clone().map(Key::Progress),
+            Some(Key::Agenda(Arc::clone(&change.id))),
+            Some(Key::Customer(Arc::clone(&change.customer_id))),
+            change.link_id.clone().map(Key::Link),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+/// Why a subscriber could not join the feed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FeedError {
+    #[error("the server already follows {max} subscriptions, the most it may")]
+    Full { max: usize },
+}
+
+/// The process's one reader of the change feed. Cheap to share behind the API's services.
+pub struct Dispatcher {
+    registry: Arc<Mutex<Registry>>,
+    /// Changes one subscriber may have queued (its buffer holds one more slot, for the lag
+    /// marker).
     capacity: usize,
-    keep: F,
-) -> mpsc::Receiver<FeedItem>
-where
-    F: Fn(&Change) -> bool + Send + 'static,
-{
-    let (tx, rx) = mpsc::channel(capacity.max(1));
-    tokio::spawn(async move {
-        let mut missed: u64 = 0;
-        loop {
-            tokio::select! {
-                // Biased: report a lag as soon as there is room, before taking more changes,
-                // so the subscriber resynchronises as early as possible.
-                biased;
-                () = tx.closed() => return,
-                permit = tx.reserve(), if missed > 0 => match permit {
-                    Ok(permit) => {
-                        permit.send(FeedItem::Lagged { missed });
-                        missed = 0;
-                    }
-                    Err(_) => return,
-                },
-                next = feed.recv() => match next {
-                    Ok(change) if keep(&change) => {
-                        if missed > 0 {
-                            // Still lagging: the resync after the Lagged item covers it.
-                            missed = missed.saturating_add(1);
-                            continue;
-                        }
-                        match tx.try_send(FeedItem::Change(change)) {
-                            Ok(()) => {}
-                            Err(mpsc::error::TrySendError::Full(_)) => missed = 1,
-                            Err(mpsc::error::TrySendError::Closed(_)) => return,
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        missed = missed.saturating_add(n);
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
+    max_subscribers: usize,
+    /// Joins the projections' broadcast; called once, when the first subscriber registers
+    /// (inside the runtime), so no receiver sits unread before anyone listens.
+    subscribe: Box<dyn Fn() -> broadcast::Receiver<Change> + Send + Sync>,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("capacity", &self.capacity)
+            .field("max_subscribers", &self.max_subscribers)
+            .field("subscribers", &self.subscribers())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dispatcher {
+    /// A dispatcher over the broadcast `subscribe` joins, giving each subscriber a buffer of
+    /// `capacity` changes (at least 1) and admitting at most `max_subscribers` at once.
+    pub fn new<S>(capacity: usize, max_subscribers: usize, subscribe: S) -> Dispatcher
+    where
+        S: Fn() -> broadcast::Receiver<Change> + Send + Sync + 'static,
+    {
+        Dispatcher {
+            registry: Arc::new(Mutex::new(Registry::default())),
+            capacity: capacity.max(1),
+            max_subscribers,
+            subscribe: Box::new(subscribe),
+        }
+    }
+
+    /// Registers a subscriber of `key` whose filter is `keep`; from now on every change
+    /// published with that key and admitted by `keep` is queued for it. Must be called inside
+    /// a tokio runtime (the first call starts the dispatching task).
+    pub fn register<F>(&self, key: Key, keep: F) -> Result<FeedReceiver, FeedError>
+    where
+        F: Fn(&Change) -> bool + Send + 'static,
+    {
+        let mut registry = lock(&self.registry);
+        if registry.subscribers.len() >= self.max_subscribers {
+            return Err(FeedError::Full { max: self.max_subscribers });
+        }
+        // One slot more than the changes it may hold: room for the lag marker.
+        let (tx, rx) = mpsc::channel(self.capacity.saturating_add(1));
+        let missed = Arc::new(AtomicU64::new(0));
+        let id = registry.next_id;
+        registry.next_id += 1;
+        match registry.state {
+            // The feed is over: the receiver ends at once, as the subscription should.
+            Dispatch::Closed => drop(tx),
+            Dispatch::Running => registry.insert(id, key, keep, tx, Arc::clone(&missed)),
+            Dispatch::NotStarted => {
+                // Joined under the lock, before the first subscriber is in the maps: every
+                // change published from here on reaches the dispatcher after this subscriber
+                // is registered, so nothing between its initial read and its first change
+                // is lost.
+                let feed = (self.subscribe)();
+                tokio::spawn(dispatch(feed, Arc::downgrade(&self.registry)));
+                registry.state = Dispatch::Running;
+                registry.insert(id, key, keep, tx, Arc::clone(&missed));
             }
         }
-    });
-    rx
+        Ok(FeedReceiver { id, rx, missed, registry: Arc::downgrade(&self.registry) })
+    }
+
+    /// How many subscribers are registered.
+    pub fn subscribers(&self) -> usize {
+        lock(&self.registry).subscribers.len()
+    }
+}
+
+/// One subscriber's end of the feed. Dropping it unregisters the subscriber.
+#[derive(Debug)]
+pub struct FeedReceiver {
+    id: u64,
+    rx: mpsc::Receiver<Slot>,
+    /// Changes dropped since the last lag marker was taken (shared with the dispatcher).
+    missed: Arc<AtomicU64>,
+    registry: Weak<Mutex<Registry>>,
+}
+
+impl FeedReceiver {
+    /// The next item; `None` once the feed has closed.
+    pub async fn recv(&mut self) -> Option<FeedItem> {
+        match self.rx.recv().await? {
+            Slot::Change(change) => Some(FeedItem::Change(change)),
+            // Taking the count re-arms the marker: the next drop queues a new one.
+            Slot::Lagged => {
+                Some(FeedItem::Lagged { missed: self.missed.swap(0, Ordering::AcqRel).max(1) })
+            }
+        }
+    }
+}
+
+impl Drop for FeedReceiver {
+    fn drop(&mut self) {
+        if let Some(registry) = self.registry.upgrade() {
+            lock(&registry).remove(self.id);
+        }
+    }
+}
+
+/// What a subscriber's buffer holds.
+#[derive(Debug)]
+enum Slot {
+    Change(Arc<Change>),
+    /// Changes were dropped; how many is in the subscriber's `missed` counter.
+    Lagged,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Dispatch {
+    #[default]
+    NotStarted,
+    Running,
+    /// The broadcast closed (the projections are gone); nothing more will come.
+    Closed,
+}
+
+/// Who follows what. Guarded by one mutex: the dispatcher holds it for one change's
+/// deliveries (non-blocking `try_send`s), subscribers for one insert or remove.
+#[derive(Default)]
+struct Registry {
+    state: Dispatch,
+    next_id: u64,
+    subscribers: HashMap<u64, Subscriber>,
+    by_key: HashMap<Key, HashSet<u64>>,
+}
+
+struct Subscriber {
+    key: Key,
+    keep: Box<dyn Fn(&Change) -> bool + Send>,
+    tx: mpsc::Sender<Slot>,
+    missed: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("state", &self.state)
+            .field("subscribers", &self.subscribers.len())
+            .field("keys", &self.by_key.len())
+            .finish()
+    }
+}
+
+impl Registry {
+    fn insert<F>(
+        &mut self,
+        id: u64,
+        key: Key,
+        keep: F,
+        tx: mpsc::Sender<Slot>,
+        missed: Arc<AtomicU64>,
+    ) where
+        F: Fn(&Change) -> bool + Send + 'static,
+    {
+        self.by_key.entry(key.clone()).or_default().insert(id);
+        self.subscribers.insert(id, Subscriber { key, keep: Box::new(keep), tx, missed });
+    }
+
+    fn remove(&mut self, id: u64) {
+        let Some(subscriber) = self.subscribers.remove(&id) else { return };
+        if let Some(ids) = self.by_key.get_mut(&subscriber.key) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.by_key.remove(&subscriber.key);
+            }
+        }
+    }
+
+    /// Queues `change` for every subscriber of its keys whose filter admits it.
+    fn deliver(&mut self, change: Change) {
+        let change = Arc::new(change);
+        let mut gone = Vec::new();
+        for key in Key::of(&change) {
+            let Some(ids) = self.by_key.get(&key) else { continue };
+            for id in ids {
+                let Some(subscriber) = self.subscribers.get(id) else { continue };
+                if !(subscriber.keep)(&change) {
+                    continue;
+                }
+                if !subscriber.offer(&change) {
+                    gone.push(*id);
+                }
+            }
+        }
+        for id in gone {
+            self.remove(id);
+        }
+    }
+
+    /// The dispatcher missed `n` changes of the broadcast: every subscriber may have.
+    fn lagged(&mut self, n: u64) {
+        let gone: Vec<u64> =
+            self.subscribers.iter().filter(|(_, s)| !s.dropped(n)).map(|(id, _)| *id).collect();
+        for id in gone {
+            self.remove(id);
+        }
+    }
+
+    /// The feed closed: drop every sender so each subscription ends.
+    fn close(&mut self) {
+        self.state = Dispatch::Closed;
+        self.subscribers.clear();
+        self.by_key.clear();
+    }
+}
+
+impl Subscriber {
+    /// Queues a change, or counts it missed when the buffer is full; `false` when the
+    /// subscriber has gone.
+    fn offer(&self, change: &Arc<Change>) -> bool {
+        // Only the dispatcher sends, so the capacity seen here cannot shrink before the send.
+        // A change never takes the last free slot: that one is kept for the lag marker.
+        if self.tx.capacity() < 2 {
+            return self.dropped(1);
+        }
+        match self.tx.try_send(Slot::Change(Arc::clone(change))) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => self.dropped(1),
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Counts `n` missed changes and queues the lag marker unless one is already queued;
+    /// `false` when the subscriber has gone.
+    fn dropped(&self, n: u64) -> bool {
+        if self.missed.fetch_add(n, Ordering::AcqRel) > 0 {
+            // A marker is queued and not yet taken: it will report these too.
+            return !self.tx.is_closed();
+        }
+        // The counter was zero, so no marker is queued, and changes always leave one slot
+        // free: the marker fits.
+        debug_assert!(self.tx.is_closed() || self.tx.capacity() >= 1, "no room for the marker");
+        match self.tx.try_send(Slot::Lagged) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // Unreachable by the slot reserved above; should it happen, the subscriber
+                // would wait for a marker that never comes, so say so loudly.
+                tracing::error!("a subscriber's lag marker did not fit its buffer");
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// The dispatching task: receives each change once and routes it. Ends when the broadcast
+/// closes or the dispatcher (and every subscriber) is gone.
+async fn dispatch(mut feed: broadcast::Receiver<Change>, weak: Weak<Mutex<Registry>>) {
+    loop {
+        let next = feed.recv().await;
+        let Some(shared) = weak.upgrade() else { return };
+        let mut registry = lock(&shared);
+        match next {
+            Ok(change) => registry.deliver(change),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "the subscription dispatcher lagged on the change feed");
+                registry.lagged(n);
+            }
+            Err(broadcast::error::RecvError::Closed) => {
+                registry.close();
+                return;
+            }
+        }
+    }
+}
+
+/// The registry, also after a panic elsewhere while it was held: every operation on it leaves
+/// it consistent (maps are updated together, nothing runs user code between them but the
+/// filters, which only read).
+fn lock(registry: &Mutex<Registry>) -> MutexGuard<'_, Registry> {
+    registry.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use pop_projections::ChangeKind;
     use pop_store::Position;
 
@@ -100,55 +380,133 @@ mod tests {
         }
     }
 
-    /// On the current-thread runtime the forwarder runs only when the test awaits, so the
-    /// interleaving is fixed: every send below happens before the forwarder sees any of it.
+    fn dispatcher(feed: &broadcast::Sender<Change>, capacity: usize) -> Dispatcher {
+        let feed = feed.clone();
+        Dispatcher::new(capacity, 16, move || feed.subscribe())
+    }
+
+    fn customer(name: &str) -> Key {
+        Key::Customer(Arc::from(name))
+    }
+
+    fn describe(item: &FeedItem) -> String {
+        match item {
+            FeedItem::Change(c) => format!("change {}", c.position),
+            FeedItem::Lagged { missed } => format!("lagged {missed}"),
+        }
+    }
+
+    /// On the current-thread runtime the dispatcher runs only when the test awaits, so the
+    /// interleaving is fixed: every send below happens before the dispatcher sees any of it.
     #[tokio::test]
     async fn a_full_buffer_becomes_one_lagged_item_then_changes_continue() {
-        let (tx, rx) = broadcast::channel(64);
-        let mut items = forward(rx, 2, |c| c.customer_id.as_ref() == "acme");
+        let (tx, _) = broadcast::channel(64);
+        let feed = dispatcher(&tx, 2);
+        let mut items = feed.register(customer("acme"), |_| true).expect("registered");
         for n in 1..=5 {
             tx.send(change(n, "acme")).unwrap();
             tx.send(change(100 + n, "other")).unwrap();
         }
-        let positions = |item: &FeedItem| match item {
-            FeedItem::Change(c) => format!("change {}", c.position),
-            FeedItem::Lagged { missed } => format!("lagged {missed}"),
-        };
         let mut seen = Vec::new();
         for _ in 0..3 {
-            seen.push(positions(&items.recv().await.expect("an item")));
+            seen.push(describe(&items.recv().await.expect("an item")));
         }
         assert_eq!(seen, ["change 1", "change 2", "lagged 3"]);
         tx.send(change(6, "acme")).unwrap();
-        assert_eq!(positions(&items.recv().await.expect("an item")), "change 6");
+        assert_eq!(describe(&items.recv().await.expect("an item")), "change 6");
     }
 
     #[tokio::test]
     async fn a_lagged_broadcast_is_reported_not_swallowed() {
-        let (tx, rx) = broadcast::channel(2);
-        let mut items = forward(rx, 16, |_| true);
+        let (tx, _) = broadcast::channel(2);
+        let feed = dispatcher(&tx, 16);
+        let mut items = feed.register(customer("acme"), |_| true).expect("registered");
         for n in 1..=5 {
             tx.send(change(n, "acme")).unwrap();
         }
         // The broadcast kept only the last two; the three before them are reported missed.
         assert_eq!(items.recv().await, Some(FeedItem::Lagged { missed: 3 }));
         for n in 4..=5 {
-            assert_eq!(items.recv().await, Some(FeedItem::Change(change(n, "acme"))));
+            assert_eq!(items.recv().await, Some(FeedItem::Change(Arc::new(change(n, "acme")))));
         }
     }
 
     #[tokio::test]
-    async fn the_forwarder_ends_with_its_subscriber() {
-        let (tx, rx) = broadcast::channel(4);
-        let items = forward(rx, 1, |_| true);
-        drop(items);
-        // The forwarder notices the closed buffer and drops its broadcast receiver.
-        for _ in 0..100 {
-            if tx.receiver_count() == 0 {
-                return;
+    async fn changes_go_only_to_the_subscribers_of_their_keys_and_filters() {
+        let (tx, _) = broadcast::channel(64);
+        let feed = dispatcher(&tx, 16);
+        let mut by_progress = feed.register(Key::Progress(Arc::from("p1")), |_| true).unwrap();
+        let mut by_agenda = feed.register(Key::Agenda(Arc::from("a2")), |_| true).unwrap();
+        let mut by_link = feed.register(Key::Link(Arc::from("l1")), |_| true).unwrap();
+        // Registered under the key, but its filter (the caller's visibility) says no.
+        let mut hidden = feed.register(customer("acme"), |_| false).unwrap();
+        let mut c1 = change(1, "acme");
+        c1.progress_id = Some(Arc::from("p1"));
+        c1.link_id = Some(Arc::from("l1"));
+        tx.send(c1).unwrap();
+        tx.send(change(2, "acme")).unwrap();
+        tx.send(change(3, "globex")).unwrap();
+        let mut c4 = change(4, "globex");
+        c4.link_id = Some(Arc::from("l1"));
+        tx.send(c4).unwrap();
+        // A marker change every subscriber follows, so each can be read up to it.
+        let mut last = change(9, "acme");
+        last.id = Arc::from("a2");
+        last.progress_id = Some(Arc::from("p1"));
+        last.link_id = Some(Arc::from("l1"));
+        tx.send(last).unwrap();
+        async fn positions(items: &mut FeedReceiver) -> Vec<String> {
+            let mut seen = Vec::new();
+            loop {
+                let item = describe(&items.recv().await.expect("an item"));
+                let done = item == "change 9";
+                seen.push(item);
+                if done {
+                    return seen;
+                }
             }
-            tokio::task::yield_now().await;
         }
-        panic!("the forwarder kept its feed receiver after the subscriber left");
+        assert_eq!(positions(&mut by_progress).await, ["change 1", "change 9"]);
+        assert_eq!(positions(&mut by_agenda).await, ["change 2", "change 9"]);
+        assert_eq!(positions(&mut by_link).await, ["change 1", "change 4", "change 9"]);
+        assert!(hidden.rx.try_recv().is_err(), "a filtered-out subscriber got something");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_subscriber_is_unregistered_at_once() {
+        let (tx, _) = broadcast::channel(4);
+        let feed = dispatcher(&tx, 1);
+        let items = feed.register(customer("acme"), |_| true).expect("registered");
+        assert_eq!(feed.subscribers(), 1);
+        drop(items);
+        assert_eq!(feed.subscribers(), 0);
+        assert!(lock(&feed.registry).by_key.is_empty(), "an empty key stayed in the index");
+    }
+
+    #[tokio::test]
+    async fn past_the_subscriber_limit_registration_is_refused() {
+        let (tx, _) = broadcast::channel(4);
+        let feed = tx.clone();
+        let feed = Dispatcher::new(1, 2, move || feed.subscribe());
+        let _a = feed.register(customer("acme"), |_| true).expect("first");
+        let b = feed.register(customer("acme"), |_| true).expect("second");
+        assert_eq!(
+            feed.register(customer("acme"), |_| true).map(|_| ()),
+            Err(FeedError::Full { max: 2 })
+        );
+        drop(b);
+        assert!(feed.register(customer("acme"), |_| true).is_ok(), "room again after a leave");
+    }
+
+    #[tokio::test]
+    async fn a_closed_feed_ends_every_subscriber() {
+        let (tx, _) = broadcast::channel(4);
+        let feed = dispatcher(&tx, 4);
+        let mut items = feed.register(customer("acme"), |_| true).expect("registered");
+        drop(feed);
+        // The dispatcher holds the registry weakly; with the Dispatcher gone it is kept
+        // alive only by subscribers. Closing the broadcast ends the task either way.
+        drop(tx);
+        assert_eq!(items.recv().await, None);
     }
 }

@@ -135,7 +135,8 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
 }
 
 /// Upgrades to graphql-transport-ws (selected when the client offers it; [`ws::serve`]
-/// closes with 4406 otherwise). Frames and messages are limited to the POST body limit.
+/// closes with 4406 otherwise). Frames and messages are limited to the POST body limit; the
+/// socket buffers are sized in [`ws::READ_BUFFER_BYTES`] and [`ws::WRITE_BUFFER_BYTES`].
 async fn graphql_ws(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -145,9 +146,15 @@ async fn graphql_ws(
     let header_principal = header_principal(&state, &headers);
     let cid = request_cid(&headers);
     let limit = state.config().max_body_bytes;
-    upgrade.protocols([ws::PROTOCOL]).max_message_size(limit).max_frame_size(limit).on_upgrade(
-        move |socket| ws::serve(socket, ws::Upgrade { state, header_principal, cid, limits }),
-    )
+    upgrade
+        .protocols([ws::PROTOCOL])
+        .read_buffer_size(ws::READ_BUFFER_BYTES)
+        .write_buffer_size(ws::WRITE_BUFFER_BYTES)
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| {
+            ws::serve(socket, ws::Upgrade { state, header_principal, cid, limits })
+        })
 }
 
 /// The process is up and serving HTTP.

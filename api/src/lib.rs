@@ -21,8 +21,8 @@
 //!
 //! Map: [`config`] (limits and knobs), [`auth`] (tokens, principals, roles), [`error`] (codes
 //! and what leaks), [`graphql`] (schema: [`graphql::query`], [`graphql::mutation`],
-//! [`graphql::subscription`], [`graphql::types`]), [`feed`] (a subscriber's bounded view of the
-//! change feed with lag signalling), [`http`] (routes), [`ws`] (the graphql-transport-ws
+//! [`graphql::subscription`], [`graphql::types`]), [`feed`] (one dispatcher routing the change
+//! feed by key into the subscribers' bounded buffers, with lag signalling), [`http`] (routes), [`ws`] (the graphql-transport-ws
 //! server: close codes, connection and operation limits), [`metrics`], [`state`].
 
 pub mod auth;

@@ -1,16 +1,20 @@
 //! [`AppState`]: what the router's handlers share — the schema (which holds the store, the
-//! command executor and the projections handle), the known tokens, and the metrics handle.
+//! command executor and the projections handle), the known tokens, the metrics handle, and
+//! the shutdown signal the WebSocket connections watch.
 
 use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use pop_projections::Projections;
 use pop_store::{EventStore, Executor};
+use tokio::sync::watch;
 
 use crate::auth::{Principal, Tokens};
-use crate::config::ApiConfig;
+use crate::config::{ApiConfig, MAX_SUBSCRIBERS};
+use crate::feed::Dispatcher;
 use crate::graphql::{PopSchema, Services, build_schema};
 use crate::metrics;
+use crate::ws::SHUTDOWN_CLOSE_WAIT;
 
 /// The API's shared state. Cheap to clone.
 #[derive(Clone)]
@@ -23,6 +27,10 @@ struct Inner {
     schema: PopSchema,
     tokens: Tokens,
     metrics: Option<PrometheusHandle>,
+    /// Raised once by [`AppState::shutdown`]; every WebSocket connection watches it.
+    going_away: watch::Sender<bool>,
+    /// WebSocket connections being served, so shutdown can wait for their close frames.
+    open_sockets: watch::Sender<usize>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -45,8 +53,12 @@ impl AppState {
         tokens: Tokens,
         config: ApiConfig,
     ) -> AppState {
-        let services =
-            Arc::new(Services { store, executor, projections, config: config.bounded() });
+        let config = config.bounded();
+        let changes = projections.clone();
+        let feed = Dispatcher::new(config.subscriber_buffer, MAX_SUBSCRIBERS, move || {
+            changes.subscribe_changes()
+        });
+        let services = Arc::new(Services { store, executor, projections, config, feed });
         let schema = build_schema(Arc::clone(&services));
         AppState {
             inner: Arc::new(Inner {
@@ -54,6 +66,8 @@ impl AppState {
                 schema,
                 tokens,
                 metrics: metrics::prometheus_handle(),
+                going_away: watch::Sender::new(false),
+                open_sockets: watch::Sender::new(0),
             }),
         }
     }
@@ -79,7 +93,45 @@ impl AppState {
         self.inner.tokens.lookup(token).cloned()
     }
 
+    /// Tells every open WebSocket connection that the server is going away: each stops its
+    /// operations and closes with 1001 "going away". Waits until they have all closed, for at
+    /// most [`SHUTDOWN_CLOSE_WAIT`], so the process does not exit (resetting the sockets)
+    /// before the clients got their close frame. Connections upgraded afterwards are closed
+    /// the same way at once. Call it when the process is stopping, before waiting for the
+    /// HTTP server to drain: upgraded connections are not part of that drain.
+    pub async fn shutdown(&self) {
+        self.inner.going_away.send_replace(true);
+        let mut open = self.inner.open_sockets.subscribe();
+        let closed = open.wait_for(|n| *n == 0);
+        if tokio::time::timeout(SHUTDOWN_CLOSE_WAIT, closed).await.is_err() {
+            let still_open = *self.inner.open_sockets.borrow();
+            tracing::warn!(still_open, timeout = ?SHUTDOWN_CLOSE_WAIT, "WebSockets still open at shutdown");
+        }
+    }
+
+    /// The shutdown flag, for a WebSocket connection to watch.
+    pub(crate) fn going_away(&self) -> watch::Receiver<bool> {
+        self.inner.going_away.subscribe()
+    }
+
+    /// Counts a WebSocket connection as open until the guard is dropped.
+    pub(crate) fn socket_opened(&self) -> OpenSocket {
+        self.inner.open_sockets.send_modify(|n| *n += 1);
+        OpenSocket { open_sockets: self.inner.open_sockets.clone() }
+    }
+
     pub(crate) fn metrics_handle(&self) -> Option<&PrometheusHandle> {
         self.inner.metrics.as_ref()
+    }
+}
+
+/// One open WebSocket connection, counted while it lives.
+pub(crate) struct OpenSocket {
+    open_sockets: watch::Sender<usize>,
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        self.open_sockets.send_modify(|n| *n = n.saturating_sub(1));
     }
 }

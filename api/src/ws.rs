@@ -64,7 +64,7 @@ pub const PROTOCOL: &str = "graphql-transport-ws";
 pub const CONNECTION_INIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Most operations one connection may run at once. Each holds a subscriber buffer and a
-/// change-feed receiver; a dashboard follows a few agendas or customers, and a client with
+/// registration with the change-feed dispatcher; a dashboard follows a few agendas or customers, and a client with
 /// more can open another connection. Past it a `subscribe` gets an `error`, not a close, so
 /// the operations already running are not torn down by one too many.
 pub const MAX_OPERATIONS_PER_CONNECTION: usize = 100;
@@ -86,8 +86,30 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// connection. Waiting at all lets the client read the close code before the TCP close.
 pub const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Longest [`crate::AppState::shutdown`] waits for the open connections to send their
+/// 1001 close frame and see the client's answer. The frame is a few bytes and the answer one
+/// round trip; a client that has not answered by then is dropped. Well inside the server's
+/// 10 s drain and Kubernetes' default 30 s grace period.
+pub const SHUTDOWN_CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// Initial read buffer of one connection (tungstenite's default is 128 KiB, allocated and
+/// zeroed per socket: 1.25 GiB for 10,000 subscribers). A client sends `connection_init`,
+/// `subscribe`, `complete` and `pong`, all well under 1 KiB; a larger message (a mutation up
+/// to the body limit) grows the buffer for the frame it needs.
+pub const READ_BUFFER_BYTES: usize = 4 << 10;
+
+/// How much tungstenite may collect before writing to the socket. Zero writes each message
+/// at once: the connection task flushes after every message anyway, so a batching buffer
+/// would only hold memory. The write buffer then never holds more than the one message being
+/// written (the task writes one at a time, each bounded by [`SEND_TIMEOUT`]), which is why its
+/// maximum (`max_write_buffer_size`) is left at tungstenite's default.
+pub const WRITE_BUFFER_BYTES: usize = 0;
+
 /// Longest close reason: a control frame carries at most 125 bytes, 2 of them the code.
 const MAX_CLOSE_REASON_BYTES: usize = 123;
+
+/// The reason sent with [`close::GOING_AWAY`].
+const GOING_AWAY_REASON: &str = "Going away: the server is shutting down";
 
 /// The close codes of graphql-transport-ws.
 pub mod close {
@@ -98,6 +120,9 @@ pub mod close {
     pub const CONNECTION_INITIALISATION_TIMEOUT: u16 = 4408;
     pub const SUBSCRIBER_ALREADY_EXISTS: u16 = 4409;
     pub const TOO_MANY_INITIALISATION_REQUESTS: u16 = 4429;
+    /// RFC 6455's "going away": the server is shutting down (not a graphql-transport-ws code;
+    /// the reference client treats it as a reason to reconnect).
+    pub const GOING_AWAY: u16 = 1001;
 }
 
 /// The connection limits the router applies; the defaults are the constants above. Tests
@@ -132,6 +157,13 @@ pub(crate) struct Upgrade {
 
 /// Serves one upgraded connection until either side closes it.
 pub(crate) async fn serve(mut socket: WebSocket, upgrade: Upgrade) {
+    let _open = upgrade.state.socket_opened();
+    let mut going_away = upgrade.state.going_away();
+    let already_stopping = *going_away.borrow_and_update();
+    if already_stopping {
+        close_with(&mut socket, close::GOING_AWAY, GOING_AWAY_REASON, &upgrade).await;
+        return;
+    }
     if socket.protocol().is_none_or(|p| p.as_bytes() != PROTOCOL.as_bytes()) {
         let reason = "Subprotocol not acceptable";
         close_with(&mut socket, close::SUBPROTOCOL_NOT_ACCEPTABLE, reason, &upgrade).await;
@@ -150,6 +182,11 @@ pub(crate) async fn serve(mut socket: WebSocket, upgrade: Upgrade) {
     tokio::pin!(init_deadline);
     let (code, reason) = loop {
         let reply = tokio::select! {
+            // The server is stopping (or its state is gone, which means the same).
+            // (The flag's guard is dropped inside: it must not live across an await.)
+            () = async { drop(going_away.wait_for(|stop| *stop).await) } => {
+                Step::Close(close::GOING_AWAY, GOING_AWAY_REASON.into())
+            }
             () = &mut init_deadline, if !connection.init_received => Step::Close(
                 close::CONNECTION_INITIALISATION_TIMEOUT,
                 "Connection initialisation timeout".into(),

@@ -317,3 +317,26 @@ async fn past_the_operation_limit_a_subscribe_gets_an_error_and_the_rest_keep_ru
     seen.sort();
     assert_eq!(seen, ["b", "c"]);
 }
+
+#[tokio::test]
+async fn on_shutdown_every_socket_gets_a_going_away_close() {
+    let s = start(ApiConfig::default()).await;
+    let seeded = s.seed().await;
+    let (id, _) = s.submit(ACME, "acme", "l", &seeded).await;
+    // One connection with a running subscription, one that never initialised.
+    let mut following = authed(&s, ACME).await;
+    following.subscribe("p", SUB_PROGRESS, json!({"id": id})).await;
+    assert_eq!(following.next().await["type"], "next");
+    let mut idle = opened(&s).await;
+    let state = s.state.clone();
+    let shutdown = tokio::spawn(async move { state.shutdown().await });
+    for ws in [&mut following, &mut idle] {
+        let reason = ws.expect_close(close::GOING_AWAY).await;
+        assert!(reason.starts_with("Going away"), "{reason}");
+    }
+    drop((following, idle));
+    shutdown.await.expect("shutdown finished");
+    // A connection upgraded after the shutdown is told the same at once.
+    let mut late = opened(&s).await;
+    late.expect_close(close::GOING_AWAY).await;
+}

@@ -89,7 +89,9 @@ pub fn decode(event: &RecordedEvent) -> Result<Decoded, DecodeError> {
         category::INSIGHT => typed(event).map(|e| e.map(DomainEvent::Insight)),
         category::TEMPLATE => typed(event).map(|e| e.map(DomainEvent::Template)),
         _ => {
-            return Ok(Decoded::Skipped(Skip::UnknownCategory { stream: event.stream.to_string() }));
+            return Ok(Decoded::Skipped(Skip::UnknownCategory {
+                stream: event.stream.to_string(),
+            }));
         }
     }?;
     Ok(match decoded {

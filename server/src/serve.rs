@@ -64,7 +64,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     println!("pop: listening on http://{addr}/graphql");
     tracing::info!(%addr, store = %path.display(), ?durability, "pop is serving");
 
-    let server = axum::serve(listener, pop_api::router(state))
+    let server = axum::serve(listener, pop_api::router(state.clone()))
         .with_graceful_shutdown(shutdown_signal(stop_tx.clone()))
         .into_future();
     let mut served = tokio::spawn(server);
@@ -72,7 +72,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     // stops by itself.
     let outcome = tokio::select! {
         outcome = &mut served => Some(outcome),
-        () = stopped(stop_rx) => tokio::time::timeout(DRAIN_TIMEOUT, served).await.ok(),
+        () = stopped(stop_rx) => {
+            // WebSockets are not part of the HTTP drain: close them (1001) first.
+            state.shutdown().await;
+            tokio::time::timeout(DRAIN_TIMEOUT, served).await.ok()
+        }
     };
     let _ = stop_tx.send(true);
     match outcome {

@@ -24,6 +24,7 @@ use pop_store::{EventStore, Executor, Position};
 use crate::auth::{Action, Principal};
 use crate::config::{ApiConfig, DEFAULT_PAGE_SIZE, MAX_CID_LENGTH};
 use crate::error::{ApiError, ApiResult, ext};
+use crate::feed::Dispatcher;
 use crate::metrics;
 
 pub use mutation::MutationRoot;
@@ -39,6 +40,8 @@ pub struct Services {
     pub executor: Arc<Executor>,
     pub projections: Projections,
     pub config: ApiConfig,
+    /// Routes the projections' changes to the subscriptions (one reader of the feed).
+    pub feed: Dispatcher,
 }
 
 /// The authenticated caller of one request (HTTP) or connection (WebSocket), and the

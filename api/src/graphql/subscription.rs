@@ -23,12 +23,11 @@ use futures::StreamExt;
 use pop_domain::agenda::CATEGORY as AGENDA_CATEGORY;
 use pop_projections::{AgendaEntry, Change, ChangeKind, ReadModels};
 use pop_store::{Position, StoreError};
-use tokio::sync::mpsc;
 
 use crate::auth::{Action, Principal};
 use crate::config::{MAX_RESYNC_ITEMS, MAX_RESYNC_SCAN};
 use crate::error::ApiError;
-use crate::feed::{FeedItem, forward};
+use crate::feed::{FeedItem, FeedReceiver, Key};
 use crate::graphql::types::*;
 use crate::graphql::{Services, authorize, parse_position, services, wait_for};
 use crate::metrics;
@@ -69,6 +68,17 @@ impl Target {
                 Target::Link(link) => e.link_id() == Some(link.as_str()),
                 Target::Operations(agenda) => e.id() == agenda,
             }
+    }
+
+    /// The one key of a change this target follows: the dispatcher routes by it, and
+    /// [`Target::admits`] still decides (kind and visibility included).
+    fn key(&self) -> Key {
+        match self {
+            Target::Progress(id) => Key::Progress(Arc::from(id.as_str())),
+            Target::Customer(customer) => Key::Customer(Arc::from(customer.as_str())),
+            Target::Link(link) => Key::Link(Arc::from(link.as_str())),
+            Target::Operations(agenda) => Key::Agenda(Arc::from(agenda.as_str())),
+        }
     }
 
     /// Whether finding what changed needs the log (groups) or just the one object.
@@ -115,7 +125,7 @@ struct Sub {
     services: Arc<Services>,
     principal: Principal,
     target: Target,
-    feed: mpsc::Receiver<FeedItem>,
+    feed: FeedReceiver,
     pending: VecDeque<Out>,
     /// Everything up to here has been reflected in what was sent.
     delivered: Position,
@@ -338,11 +348,14 @@ async fn start(
     let principal = caller.principal.clone();
     let filter_target = target.clone();
     let filter_principal = principal.clone();
-    let feed = forward(
-        services.projections.subscribe_changes(),
-        services.config.subscriber_buffer,
-        move |c| filter_target.admits(c, &filter_principal),
-    );
+    let feed = services
+        .feed
+        .register(target.key(), move |c| filter_target.admits(c, &filter_principal))
+        .map_err(|e| {
+            ApiError::bad_request(format!(
+                "{e}; close other subscriptions or try again later (it is a server-wide bound)"
+            ))
+        })?;
     wait_for(&services, after_position.as_deref()).await?;
     let delivered = match after_position.as_deref() {
         Some(p) => parse_position("afterPosition", p)?,
