@@ -9,6 +9,8 @@ mod rebuild;
 mod serve;
 mod tour;
 
+use std::process::ExitCode;
+
 use anyhow::Result;
 use clap::Parser;
 
@@ -17,11 +19,23 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Errors end the process with one readable line (the whole cause chain) and exit code 1, not
+/// a debug dump: operators read these at 3 a.m.
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     init_tracing(&cli.log_format);
-    match cli.command {
+    match run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pop: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: cli::Command) -> Result<()> {
+    match command {
         cli::Command::Serve(args) => serve::run(args).await,
         cli::Command::Log(args) => log_cmd::run(args).await,
         cli::Command::Demo(args) => demo::run(args).await,
