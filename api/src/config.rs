@@ -80,6 +80,24 @@ pub const MAX_TOKENS: usize = 1_000;
 /// Largest token file read, in bytes.
 pub const MAX_TOKEN_FILE_BYTES: u64 = 1 << 20;
 
+/// How long a `getAgenda` lease lasts by default before the reclaimer may take the agenda back;
+/// every `updateAgendaProgress` renews it. Five minutes lets an executor report between
+/// operations of ordinary length without holding a dead executor's work for long.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(5 * 60);
+
+/// Shortest lease a server may configure (shorter ones expire before a report can arrive).
+pub const MIN_LEASE: Duration = Duration::from_secs(1);
+
+/// Longest lease a server may configure: past a day, a dead executor's work waits too long.
+pub const MAX_LEASE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Most agendas one `getAgenda` may ask for: each is one claim command.
+pub const MAX_GET_AGENDA_COUNT: usize = 100;
+
+/// How many queued candidates `getAgenda` looks at per agenda asked for: concurrent callers
+/// race for the oldest, and a caller that loses some claims tries the next ones.
+pub const GET_AGENDA_CANDIDATES_PER_ITEM: usize = 4;
+
 /// How the API behaves; the defaults are what `pop serve` uses.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
@@ -98,6 +116,8 @@ pub struct ApiConfig {
     pub subscriber_buffer: usize,
     /// Whether GraphiQL is served on `GET /graphql`.
     pub graphiql: bool,
+    /// See [`DEFAULT_LEASE`]; within [`MIN_LEASE`]..=[`MAX_LEASE`].
+    pub lease: Duration,
 }
 
 impl Default for ApiConfig {
@@ -110,6 +130,7 @@ impl Default for ApiConfig {
             read_wait: DEFAULT_READ_WAIT,
             subscriber_buffer: DEFAULT_SUBSCRIBER_BUFFER,
             graphiql: true,
+            lease: DEFAULT_LEASE,
         }
     }
 }
@@ -123,6 +144,7 @@ impl ApiConfig {
         self.max_page_size = self.max_page_size.clamp(1, MAX_PAGE_SIZE);
         self.read_wait = self.read_wait.min(pop_projections::runner::MAX_WAIT);
         self.subscriber_buffer = self.subscriber_buffer.max(1);
+        self.lease = self.lease.clamp(MIN_LEASE, MAX_LEASE);
         self
     }
 }

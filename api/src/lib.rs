@@ -23,7 +23,8 @@
 //! and what leaks), [`graphql`] (schema: [`graphql::query`], [`graphql::mutation`],
 //! [`graphql::subscription`], [`graphql::types`]), [`feed`] (one dispatcher routing the change
 //! feed by key into the subscribers' bounded buffers, with lag signalling), [`http`] (routes), [`ws`] (the graphql-transport-ws
-//! server: close codes, connection and operation limits), [`metrics`], [`state`].
+//! server: close codes, connection and operation limits), [`metrics`], [`scheduler`] (tops insight queues up from
+//! their `added` agendas), [`state`].
 
 pub mod auth;
 pub mod config;
@@ -32,6 +33,7 @@ pub mod feed;
 pub mod graphql;
 pub mod http;
 pub mod metrics;
+pub mod scheduler;
 pub mod state;
 pub mod ws;
 

@@ -121,6 +121,10 @@ pub struct ServeArgs {
     /// the admin token generated into the data directory on first start.
     #[arg(long, env = "POP_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// Whether this process runs the scheduler that tops insight queues up from their `added`
+    /// agendas (`false` records and tracks agendas without moving them to queues).
+    #[arg(long, env = "POP_SCHEDULER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub scheduler: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -1,5 +1,5 @@
-//! `pop serve`: the embedded default in one process — the store, the projections runner and
-//! the HTTP/GraphQL API. On SIGINT/SIGTERM it stops accepting requests, lets in-flight ones
+//! `pop serve`: the embedded default in one process — the store, the projections runner, the
+//! scheduler and the HTTP/GraphQL API. On SIGINT/SIGTERM it stops accepting requests, lets in-flight ones
 //! finish (bounded), stops the projections after a last snapshot, and closes the store after
 //! the appends already queued, so nothing acknowledged is lost on a graceful stop.
 
@@ -55,6 +55,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let runner_task = tokio::spawn(runner.run(stopped(stop_rx.clone())));
 
     let executor = Arc::new(Executor::new(Arc::clone(&log)));
+    let scheduler_task = args.scheduler.then(|| {
+        pop_api::scheduler::spawn(
+            Arc::clone(&executor),
+            projections.clone(),
+            stopped(stop_rx.clone()),
+        )
+    });
     let state = AppState::new(log, executor, projections, tokens, ApiConfig::default());
     let listener = tokio::net::TcpListener::bind(&args.bind)
         .await
@@ -84,6 +91,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         Some(Ok(Err(e))) => tracing::error!(error = %e, "http server stopped with an error"),
         Some(Err(e)) => tracing::error!(error = %e, "http server task failed"),
         None => tracing::warn!(timeout = ?DRAIN_TIMEOUT, "requests still open at shutdown"),
+    }
+    if let Some(task) = scheduler_task
+        && let Err(e) = task.await
+    {
+        tracing::error!(error = %e, "scheduler task failed");
     }
     match runner_task.await {
         Ok(Ok(())) => {}

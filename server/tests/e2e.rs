@@ -139,6 +139,9 @@ impl Pop {
             std::fs::OpenOptions::new().create(true).append(true).open(log).expect("the log file");
         let mut cmd = pop_command();
         cmd.arg("serve").arg("--data-dir").arg(data_dir).args(["--bind", "127.0.0.1:0"]);
+        // These tests follow agendas as the progress tracker records them (WAITING/added after
+        // a submit); the scheduler moving them on is tested in pop-api's scheduling tests.
+        cmd.args(["--scheduler", "false"]);
         if let Some(path) = token_file {
             cmd.arg("--token-file").arg(path);
         }

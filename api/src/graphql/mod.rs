@@ -7,6 +7,7 @@ pub mod mutation;
 pub mod query;
 pub mod subscription;
 pub mod types;
+mod work;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -27,12 +27,12 @@ use crate::auth::Action;
 use crate::config::{MAX_REASON_LENGTH, MAX_RERUN_PARAMS};
 use crate::error::{self, ApiError, ApiResult};
 use crate::graphql::types::*;
-use crate::graphql::{Caller, Services, authorize, mutation_cid, services, wait_for};
+use crate::graphql::{Caller, Services, authorize, mutation_cid, services, wait_for, work};
 use crate::metrics;
 
 pub struct MutationRoot;
 
-fn metadata(caller: &Caller, customer_id: &str, cid: &str) -> EventMetadata {
+pub(crate) fn metadata(caller: &Caller, customer_id: &str, cid: &str) -> EventMetadata {
     EventMetadata {
         customer_id: Some(customer_id.to_string()),
         cid: Some(cid.to_string()),
@@ -56,7 +56,7 @@ fn check_id(field: &str, id: &str) -> ApiResult<()> {
     Ok(())
 }
 
-fn agenda_result(executed: &Executed<AgendaState>, cid: &str) -> AgendaResultGql {
+pub(crate) fn agenda_result(executed: &Executed<AgendaState>, cid: &str) -> AgendaResultGql {
     AgendaResultGql {
         agenda: executed.state.agenda().map(AgendaGql::from),
         progress: AgendaProgressGql::from(executed.state.progress()),
@@ -131,7 +131,7 @@ async fn submit(
 }
 
 /// Runs `command` on agenda `id` if the caller may see it (NOT_FOUND otherwise).
-async fn on_agenda(
+pub(crate) async fn on_agenda(
     services: &Services,
     caller: &Caller,
     name: &'static str,
@@ -471,6 +471,38 @@ impl MutationRoot {
         }
         let command = AgendaCommand::Cancel { reason, now: Utc::now() };
         Ok(on_agenda(services, caller, "cancelAgenda", &agenda_id, command, &cid).await?)
+    }
+
+    /// Takes up to `count` (1..=100) of the oldest queued agendas of insight `insightId` for
+    /// the caller (role `service` or `admin`, allowed to use the insight), each moved to
+    /// `scheduled` under a lease held by the caller; returns them with their AgendaProgress.
+    /// Agendas another caller claimed first are skipped; an empty queue is an empty list.
+    async fn get_agenda(
+        &self,
+        ctx: &Context<'_>,
+        insight_id: String,
+        count: i32,
+        cid: Option<String>,
+    ) -> Result<Vec<AgendaResultGql>> {
+        let caller = authorize(ctx, Action::Work)?;
+        let services = services(ctx)?;
+        let cid = mutation_cid(caller, cid)?;
+        Ok(work::get_agenda(services, caller, &insight_id, count, &cid).await?)
+    }
+
+    /// An executor's report (POP AgendaProgress JSON; `id` required): state, message,
+    /// diagnostics, started/completed times and the changed `operationProgress` entries (by
+    /// `operation` name). Only the lease holder may report; each report renews the lease.
+    async fn update_agenda_progress(
+        &self,
+        ctx: &Context<'_>,
+        agenda_progress: Json<Value>,
+        cid: Option<String>,
+    ) -> Result<AgendaResultGql> {
+        let caller = authorize(ctx, Action::Work)?;
+        let services = services(ctx)?;
+        let cid = mutation_cid(caller, cid)?;
+        Ok(work::update_agenda_progress(services, caller, agenda_progress.0, &cid).await?)
     }
 
     /// Creates a customer (POP JSON; `id` and `customerId` are the same).

@@ -27,6 +27,8 @@ pub const ACME: &str = "tok_acme_00000000000000000000000";
 pub const GLOBEX: &str = "tok_globex_000000000000000000000";
 /// A resource pool's worker acting for `acme`.
 pub const ACME_SERVICE: &str = "tok_acme_service_000000000000000";
+/// A second resource pool worker acting for `acme` (a different lease holder).
+pub const ACME_SERVICE_2: &str = "tok_acme_service_2_0000000000000";
 /// An admin limited to `acme`.
 pub const ACME_ADMIN: &str = "tok_acme_admin_00000000000000000";
 
@@ -49,6 +51,7 @@ pub fn tokens() -> Tokens {
     t.insert(ACME, principal("acme-user", Role::User, &["acme"])).unwrap();
     t.insert(GLOBEX, principal("globex-user", Role::User, &["globex"])).unwrap();
     t.insert(ACME_SERVICE, principal("acme-worker", Role::Service, &["acme"])).unwrap();
+    t.insert(ACME_SERVICE_2, principal("acme-worker-2", Role::Service, &["acme"])).unwrap();
     t.insert(ACME_ADMIN, principal("acme-admin", Role::Admin, &["acme"])).unwrap();
     t
 }

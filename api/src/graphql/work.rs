@@ -1,0 +1,189 @@
+//! The resource pool's side of the API (DOMAIN.md §7): `getAgenda` hands queued agendas out
+//! under leases, `updateAgendaProgress` takes an executor's POP AgendaProgress report. Both
+//! are domain commands (`Claim`, `ReportProgress`) executed through the `Executor`, so a claim
+//! goes through the agenda stream's expected version and two callers can never both win it.
+
+use chrono::Utc;
+use serde_json::Value;
+use uuid::Uuid;
+
+use pop_domain::agenda::{AgendaCommand, AgendaState, OperationReport, ProgressReport};
+use pop_domain::binding::may_use_insight;
+use pop_domain::model::{AgendaProgress, Insight};
+use pop_projections::{AgendaQuery, Phase, Visibility};
+use pop_store::ExecuteError;
+
+use crate::config::{GET_AGENDA_CANDIDATES_PER_ITEM, MAX_GET_AGENDA_COUNT};
+use crate::error::{self, ApiError, ApiResult};
+use crate::graphql::mutation::{agenda_result, metadata, on_agenda};
+use crate::graphql::types::AgendaResultGql;
+use crate::graphql::{Caller, Services};
+use crate::metrics;
+
+/// Whether the caller may take work from `insight`: one of its customers may use it (`*` may
+/// use every insight).
+fn may_take_from(caller: &Caller, insight: &Insight) -> bool {
+    match &caller.principal.customers {
+        Visibility::All => true,
+        Visibility::Customers(ids) => ids.iter().any(|c| may_use_insight(insight, c)),
+    }
+}
+
+/// `getAgenda`: claims up to `count` of the oldest queued agendas of `insight_id` that the
+/// caller sees, for the caller, under a lease of the configured length. Agendas another caller
+/// claimed first are skipped.
+pub(crate) async fn get_agenda(
+    services: &Services,
+    caller: &Caller,
+    insight_id: &str,
+    count: i32,
+    cid: &str,
+) -> ApiResult<Vec<AgendaResultGql>> {
+    let with_cid = |e: ApiError| e.with_cid(cid);
+    let count = usize::try_from(count)
+        .ok()
+        .filter(|c| (1..=MAX_GET_AGENDA_COUNT).contains(c))
+        .ok_or_else(|| {
+            with_cid(ApiError::invalid(
+                "count",
+                format!("count must be within 1..={MAX_GET_AGENDA_COUNT}"),
+            ))
+        })?;
+    let candidates: Vec<(String, String)> = {
+        let models = services.projections.read();
+        let insight = models
+            .insight(insight_id)
+            .filter(|i| may_take_from(caller, i))
+            .ok_or_else(|| with_cid(ApiError::not_found("insight", insight_id)))?;
+        let mut query = AgendaQuery::new(&caller.principal.customers);
+        query.insight_id = Some(&insight.id);
+        query.phase = Some(Phase::Queued);
+        query.limit = count.saturating_mul(GET_AGENDA_CANDIDATES_PER_ITEM);
+        models
+            .select_agendas(&query)
+            .items
+            .iter()
+            .map(|e| (e.id().to_string(), e.customer_id().to_string()))
+            .collect()
+    };
+    let holder = caller.principal.name.clone();
+    let mut claimed = Vec::with_capacity(count);
+    for (id, customer) in candidates {
+        if claimed.len() >= count {
+            break;
+        }
+        let now = Utc::now();
+        let lease_expires = now + services.config.lease;
+        let command = AgendaCommand::Claim {
+            holder: holder.clone(),
+            lease_id: Uuid::now_v7().to_string(),
+            lease_expires,
+            now,
+        };
+        let executed = services
+            .executor
+            .execute::<AgendaState>(&id, &metadata(caller, &customer, cid), &command)
+            .await;
+        metrics::command("getAgenda", executed.is_ok());
+        match executed {
+            Ok(executed) => claimed.push(agenda_result(&executed, cid)),
+            // Someone else claimed it first (or it changed since the read): not ours.
+            Err(ExecuteError::Refused(_)) | Err(ExecuteError::Conflict { .. }) => continue,
+            Err(e) if claimed.is_empty() => {
+                return Err(with_cid(error::execute(&format!("agenda {id:?}"), e)));
+            }
+            Err(e) => {
+                // Hand out what was claimed; the leases of the rest are not ours anyway.
+                tracing::warn!(agenda = %id, error = %e, "getAgenda: claim failed");
+                break;
+            }
+        }
+    }
+    Ok(claimed)
+}
+
+/// `updateAgendaProgress`: reads the POP AgendaProgress JSON into a [`ProgressReport`] and runs
+/// `ReportProgress` for the caller as the lease holder, renewing the lease.
+pub(crate) async fn update_agenda_progress(
+    services: &Services,
+    caller: &Caller,
+    value: Value,
+    cid: &str,
+) -> ApiResult<AgendaResultGql> {
+    let with_cid = |e: ApiError| e.with_cid(cid);
+    let Some(object) = value.as_object() else {
+        return Err(with_cid(ApiError::invalid(
+            "agendaProgress",
+            "the agendaProgress must be a JSON object",
+        )));
+    };
+    let id = object
+        .get("id")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            with_cid(ApiError::invalid("agendaProgress.id", "the AgendaProgress id is required"))
+        })?;
+    let state_given = object.get("processingState").is_some_and(|s| !s.is_null());
+    let given_ops: Vec<bool> = object
+        .get("operationProgress")
+        .and_then(Value::as_array)
+        .map(|ops| {
+            ops.iter().map(|o| o.get("processingState").is_some_and(|s| !s.is_null())).collect()
+        })
+        .unwrap_or_default();
+    let progress: AgendaProgress = serde_json::from_value(value)
+        .map_err(|e| with_cid(ApiError::invalid("agendaProgress", e.to_string())))?;
+    let mut operations = Vec::with_capacity(progress.operation_progress.len());
+    for (index, op) in progress.operation_progress.into_iter().enumerate() {
+        if op.operation.trim().is_empty() {
+            return Err(with_cid(ApiError::invalid(
+                &format!("agendaProgress.operationProgress[{index}].operation"),
+                "the operation name is required",
+            )));
+        }
+        if !given_ops.get(index).copied().unwrap_or(false) {
+            return Err(with_cid(ApiError::invalid(
+                &format!("agendaProgress.operationProgress[{index}].processingState"),
+                "the operation's processingState is required",
+            )));
+        }
+        operations.push(OperationReport {
+            name: op.operation,
+            state: op.processing_state,
+            message: op.processing_state_message,
+            percent: op.percent_complete,
+            diagnostics: op.diagnostic_events,
+            result_payload: Some(op.result_payload).filter(|p| !p.is_null()),
+            started: op.started_time,
+            completed: op.completed_time,
+        });
+    }
+    let report = ProgressReport {
+        state: state_given.then_some(progress.processing_state),
+        message: progress.processing_state_message,
+        diagnostics: progress.diagnostic_events,
+        started: progress.started_time,
+        completed: progress.completed_time,
+        operations,
+    };
+    // The AgendaProgress id names the agenda (usually the same id; else through the read
+    // model, or the report's own `agendaId`).
+    let agenda_id = {
+        let models = services.projections.read();
+        models.agendas().by_progress_id(&id).map(|e| e.id().to_string())
+    }
+    .or_else(|| Some(progress.agenda_id.trim().to_string()).filter(|a| !a.is_empty()))
+    .unwrap_or(id);
+    let now = Utc::now();
+    let command = AgendaCommand::ReportProgress {
+        holder: caller.principal.name.clone(),
+        lease_id: None,
+        lease_expires: now + services.config.lease,
+        report,
+        now,
+    };
+    on_agenda(services, caller, "updateAgendaProgress", &agenda_id, command, cid).await
+}
