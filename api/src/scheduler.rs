@@ -9,16 +9,29 @@
 //! issuing commands it waits (bounded) until the projections have applied them before the
 //! next pass, which keeps it from counting a queue short and overfilling it.
 //!
-//! First slice: every insight is scheduled `FirstInFirstOut` (oldest `added` first);
-//! `RoundRobin` and `Priority` are still to come.
+//! Which agendas move is decided per insight by its `schedulingAlgorithm` through the pure
+//! planner [`pop_domain::scheduling::plan`]: `FirstInFirstOut` (oldest `added` first),
+//! `RoundRobin` (one per customer per round, in a remembered customer order) and `Priority`
+//! (higher `params.priority` first, FIFO within, with aging). The candidates are the
+//! schedulable `added` agendas among the oldest [`MAX_SCAN_PAGES`] pages of the insight, so
+//! under a backlog deeper than that, `RoundRobin` and `Priority` choose among the oldest part
+//! of it only.
+//!
+//! The remembered `RoundRobin` customer order of each insight lives in this scheduler's
+//! memory ([`Memory`]), not in the store: it only sharpens fairness between passes. A restart
+//! (or a second replica) starts from a fresh order, which is acceptable: the next pass serves
+//! every customer with work once per round again, customers first by their oldest work.
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use futures::future::join_all;
+use pop_domain::SchedulingAlgorithm;
 use pop_domain::agenda::{AgendaCommand, AgendaError, AgendaState};
+use pop_domain::scheduling::{self, Candidate, CustomerOrder};
 use pop_projections::{
     AgendaQuery, Change, ChangeKind, Cursor, MAX_PAGE_SIZE, Phase, Projections, Visibility,
 };
@@ -69,9 +82,10 @@ pub async fn run(
 ) {
     let mut changes = projections.subscribe_changes();
     let mut feed_open = true;
+    let mut memory = Memory::default();
     tokio::pin!(stop);
     loop {
-        if let Some(position) = pass(&executor, &projections).await
+        if let Some(position) = pass(&executor, &projections, &mut memory).await
             && projections.wait_for(position, APPLY_WAIT).await.is_err()
         {
             tracing::warn!(%position, "scheduler: projections did not apply its moves in time");
@@ -118,9 +132,21 @@ fn wakes(change: &Change) -> bool {
     }
 }
 
+/// What the scheduler carries from one pass to the next: the remembered `RoundRobin`
+/// customer order per insight id. In memory only (see the module doc: a restart starting
+/// fresh is acceptable).
+#[derive(Debug, Default)]
+pub struct Memory {
+    customer_orders: HashMap<String, CustomerOrder>,
+}
+
 /// One pass over every insight; returns the position of the last move it made, if any.
-pub async fn pass(executor: &Executor, projections: &Projections) -> Option<Position> {
-    let moves = plan(projections);
+pub async fn pass(
+    executor: &Executor,
+    projections: &Projections,
+    memory: &mut Memory,
+) -> Option<Position> {
+    let moves = plan(projections, memory, Utc::now().timestamp_millis());
     let mut last: Option<Position> = None;
     for chunk in moves.chunks(MAX_CONCURRENT_MOVES) {
         let results =
@@ -134,19 +160,35 @@ pub async fn pass(executor: &Executor, projections: &Projections) -> Option<Posi
     last
 }
 
-/// The agendas to queue now: for each insight, its oldest schedulable `added` agendas, as
-/// many as its queue has room for. Returns (agenda id, customer id) pairs.
-fn plan(projections: &Projections) -> Vec<(String, String)> {
+/// The agendas to queue now: for each insight, as many of its schedulable `added` agendas as
+/// its queue has room for, chosen by its scheduling algorithm. Returns (agenda id, customer
+/// id) pairs. `now_ms` (epoch ms) is the clock reading used for `Priority` aging.
+fn plan(projections: &Projections, memory: &mut Memory, now_ms: i64) -> Vec<(String, String)> {
     let models = projections.read();
     let all = Visibility::All;
     let mut moves = Vec::new();
+    let mut round_robin_insights: HashSet<&str> = HashSet::new();
     for insight in models.all_insights() {
+        let algorithm = insight.scheduling_algorithm;
+        if algorithm == SchedulingAlgorithm::RoundRobin {
+            round_robin_insights.insert(&insight.id);
+        }
         let size = usize::try_from(insight.queue_size.max(0)).unwrap_or(0).min(MAX_QUEUE_SIZE);
         let queued = models.agendas().count_in(&insight.id, Phase::Queued);
-        let mut room = size.saturating_sub(queued);
+        let room = size.saturating_sub(queued);
+        if room == 0 {
+            continue;
+        }
+        // FirstInFirstOut needs only the first `room` candidates; the others look at all the
+        // candidates of the scanned pages.
+        let enough = match algorithm {
+            SchedulingAlgorithm::FirstInFirstOut => room,
+            SchedulingAlgorithm::RoundRobin | SchedulingAlgorithm::Priority => usize::MAX,
+        };
+        let mut candidates: Vec<Candidate> = Vec::new();
         let mut after: Option<Cursor> = None;
-        for _ in 0..MAX_SCAN_PAGES {
-            if room == 0 {
+        'pages: for _ in 0..MAX_SCAN_PAGES {
+            if candidates.len() >= enough {
                 break;
             }
             let mut query = AgendaQuery::new(&all);
@@ -156,20 +198,44 @@ fn plan(projections: &Projections) -> Vec<(String, String)> {
             query.limit = MAX_PAGE_SIZE;
             let page = models.select_agendas(&query);
             for entry in &page.items {
-                if room == 0 {
-                    break;
+                if candidates.len() >= enough {
+                    break 'pages;
                 }
-                if entry.state().is_ok_and(|s| s.is_schedulable()) {
-                    moves.push((entry.id().to_string(), entry.customer_id().to_string()));
-                    room -= 1;
+                let Ok(state) = entry.state() else { continue };
+                if !state.is_schedulable() {
+                    continue;
                 }
+                let priority = match algorithm {
+                    SchedulingAlgorithm::Priority => {
+                        state.agenda().map_or(0, |a| Candidate::priority_of(&a.params))
+                    }
+                    SchedulingAlgorithm::FirstInFirstOut | SchedulingAlgorithm::RoundRobin => 0,
+                };
+                candidates.push(Candidate {
+                    id: entry.id().to_string(),
+                    customer_id: entry.customer_id().to_string(),
+                    added_ms: entry.added_ms(),
+                    priority,
+                });
             }
             match page.next {
                 Some(next) => after = Some(next),
                 None => break,
             }
         }
+        let remembered = memory.customer_orders.get(&insight.id).cloned().unwrap_or_default();
+        let planned = scheduling::plan(algorithm, room, &candidates, &remembered, now_ms);
+        if algorithm == SchedulingAlgorithm::RoundRobin {
+            memory.customer_orders.insert(insight.id.clone(), planned.customer_order);
+        }
+        for index in planned.picks {
+            if let Some(c) = candidates.get(index) {
+                moves.push((c.id.clone(), c.customer_id.clone()));
+            }
+        }
     }
+    // Forget the orders of insights that are gone or no longer round robin.
+    memory.customer_orders.retain(|id, _| round_robin_insights.contains(&id.as_str()));
     moves
 }
 

@@ -13,6 +13,7 @@ pub mod model;
 pub mod params;
 pub mod references;
 pub mod rollup;
+pub mod scheduling;
 pub mod template;
 pub mod text;
 pub mod validate;

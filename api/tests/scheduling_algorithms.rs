@@ -1,0 +1,143 @@
+//! The scheduler honours an insight's `schedulingAlgorithm` (DOMAIN.md §7) against a real
+//! server: passes are driven by hand ([`pop_api::scheduler::pass`], no background
+//! scheduler) so which agendas get queued is deterministic. `RoundRobin` gives each customer
+//! a turn before anyone's second; `Priority` queues the highest `params.priority` first.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use pop_api::ApiConfig;
+use pop_api::scheduler::{Memory, pass};
+use pop_domain::SchedulingAlgorithm;
+use pop_projections::{AgendaQuery, MAX_PAGE_SIZE, Phase, Visibility};
+use serde_json::{Value, json};
+use support::*;
+
+/// Pause between polls of the read models.
+const POLL: Duration = Duration::from_millis(20);
+
+const SUBMIT: &str = "mutation($a: JSON!, $p: String) { submitAgenda(agenda: $a, atLeastPosition: $p) { agenda { id } position } }";
+
+/// Seeds, then sets insight `transcode` to `algorithm` with `queue_size`; returns the
+/// position to submit after.
+async fn with_algorithm(s: &TestServer, algorithm: &str, queue_size: i64) -> String {
+    s.seed().await;
+    let data = s
+        .ok(
+            ADMIN,
+            "mutation($i: JSON!) { updateInsight(insight: $i) { position } }",
+            json!({"i": {
+                "id": "transcode", "customerId": "ops", "title": "Transcode",
+                "resourcePoolId": "pool-1", "queueSize": queue_size, "isGlobal": true,
+                "schedulingAlgorithm": algorithm,
+                "mappers": {"operationType": ["ffmpeg"]}
+            }}),
+        )
+        .await;
+    data["updateInsight"]["position"].as_str().expect("position").to_string()
+}
+
+async fn submit(s: &TestServer, token: &str, agenda: Value, after: &str) -> String {
+    let data = s.ok(token, SUBMIT, json!({"a": agenda, "p": after})).await;
+    data["submitAgenda"]["agenda"]["id"].as_str().expect("agenda id").to_string()
+}
+
+/// Waits (bounded) until `check` holds on the read models.
+async fn wait_until(s: &TestServer, what: &str, check: impl Fn(&TestServer) -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check(s) {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn count(s: &TestServer, phase: Phase) -> usize {
+    s.state.projections().read().agendas().count_in("transcode", phase)
+}
+
+fn algorithm_is(s: &TestServer, algorithm: SchedulingAlgorithm) -> bool {
+    s.state
+        .projections()
+        .read()
+        .all_insights()
+        .any(|i| i.id == "transcode" && i.scheduling_algorithm == algorithm)
+}
+
+fn queued(s: &TestServer) -> BTreeSet<String> {
+    let models = s.state.projections().read();
+    let all = Visibility::All;
+    let mut query = AgendaQuery::new(&all);
+    query.insight_id = Some("transcode");
+    query.phase = Some(Phase::Queued);
+    query.limit = MAX_PAGE_SIZE;
+    models.select_agendas(&query).items.iter().map(|e| e.id().to_string()).collect()
+}
+
+/// Runs one pass by hand and waits until its moves are applied.
+async fn one_pass(s: &TestServer, memory: &mut Memory, expect_queued: usize) {
+    pass(&s.executor, s.state.projections(), memory).await;
+    wait_until(s, "the pass's moves", |s| count(s, Phase::Queued) == expect_queued).await;
+}
+
+#[tokio::test]
+async fn round_robin_gives_every_customer_a_turn_first() {
+    let s = start(ApiConfig::default()).await;
+    let after = with_algorithm(&s, "RoundRobin", 2).await;
+    wait_until(&s, "RoundRobin", |s| algorithm_is(s, SchedulingAlgorithm::RoundRobin)).await;
+    let mut acme = Vec::new();
+    for i in 0..3 {
+        acme.push(submit(&s, ACME, agenda("acme", &format!("a-{i}")), &after).await);
+    }
+    let globex = submit(&s, GLOBEX, agenda("globex", "g-0"), &after).await;
+    wait_until(&s, "4 added", |s| count(s, Phase::Added) == 4).await;
+
+    let mut memory = Memory::default();
+    one_pass(&s, &mut memory, 2).await;
+    // FirstInFirstOut would have queued acme's two oldest.
+    assert_eq!(queued(&s), BTreeSet::from([acme[0].clone(), globex]));
+}
+
+#[tokio::test]
+async fn priority_queues_the_highest_first() {
+    let s = start(ApiConfig::default()).await;
+    let after = with_algorithm(&s, "Priority", 1).await;
+    wait_until(&s, "Priority", |s| algorithm_is(s, SchedulingAlgorithm::Priority)).await;
+    let with_priority = |link: &str, priority: Value| {
+        let mut a = agenda("acme", link);
+        a["params"] = json!({ "priority": priority });
+        a
+    };
+    submit(&s, ACME, agenda("acme", "none"), &after).await;
+    let urgent = submit(&s, ACME, with_priority("urgent", json!("5")), &after).await;
+    let low = submit(&s, ACME, with_priority("low", json!(1)), &after).await;
+    wait_until(&s, "3 added", |s| count(s, Phase::Added) == 3).await;
+
+    let mut memory = Memory::default();
+    one_pass(&s, &mut memory, 1).await;
+    assert_eq!(queued(&s), BTreeSet::from([urgent.clone()]));
+
+    // Room for one more: priority 1 beats the default 0 although it is younger.
+    s.ok(
+        ADMIN,
+        "mutation($i: JSON!) { updateInsight(insight: $i) { position } }",
+        json!({"i": {
+            "id": "transcode", "customerId": "ops", "title": "Transcode",
+            "resourcePoolId": "pool-1", "queueSize": 2, "isGlobal": true,
+            "schedulingAlgorithm": "Priority",
+            "mappers": {"operationType": ["ffmpeg"]}
+        }}),
+    )
+    .await;
+    wait_until(&s, "queueSize 2", |s| {
+        s.state
+            .projections()
+            .read()
+            .all_insights()
+            .any(|i| i.id == "transcode" && i.queue_size == 2)
+    })
+    .await;
+    one_pass(&s, &mut memory, 2).await;
+    assert_eq!(queued(&s), BTreeSet::from([urgent, low]));
+}
