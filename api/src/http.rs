@@ -185,6 +185,7 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         ),
         Err(e) => tracing::warn!(error = %ErrorChain(&e), "metrics: cannot read the log head"),
     }
+    metrics::insight_gauges(&projections.read());
     let Some(handle) = state.metrics_handle() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "another metrics recorder is installed\n")
             .into_response();

@@ -2,11 +2,33 @@
 //! (appends) by mutation, active subscriptions, and — computed at scrape time — how far the
 //! projections are behind the store's head. One process-wide recorder, installed on first
 //! use, because the `metrics` facade has one global recorder.
+//!
+//! Work metrics (issue 4, item 5):
+//! - `pop_insight_queue_depth{insight}` (gauge, scrape time): agendas of the insight in phase
+//!   `queued` (WAITING/queued) in this process's read models.
+//! - `pop_insight_waiting{insight}` (gauge, scrape time): agendas of the insight whose
+//!   processingState is WAITING (phases added, queued, scheduled, pending and any other
+//!   WAITING message). Both gauges cover the first [`MAX_EXPORTED_INSIGHTS`] insights in id
+//!   order; an insight no longer exported (deleted) is set to 0 at the next scrape.
+//! - `pop_claims_total{insight}` (counter): agendas this process handed out through
+//!   `getAgenda`.
+//! - `pop_claim_latency_seconds` (histogram): per claim, the claim's time minus the agenda's
+//!   `updatedTime` as read from the read model while it was `queued` — the time of its
+//!   `AgendaQueued` event (every event sets `updatedTime`, and nothing else happens to a
+//!   queued agenda), so a requeued agenda counts from its latest queueing.
+//! - `pop_lease_expiries_total` (counter): `AgendaTimedOut` changes this process's change feed
+//!   carried after the projections caught up (every lease expiry recorded in the log from then
+//!   on, whichever replica reclaimed it), counted by one small task per [`crate::AppState`]
+//!   (see [`spawn_lease_expiry_counter`]).
 
-use std::sync::OnceLock;
+use std::collections::BTreeSet;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use pop_domain::agenda::type_name;
+use pop_projections::{Change, Phase};
+use tokio::sync::{broadcast, watch};
 
 pub const REQUESTS: &str = "pop_api_requests_total";
 pub const REQUEST_SECONDS: &str = "pop_api_request_duration_seconds";
@@ -18,6 +40,20 @@ pub const PROJECTION_APPLIED: &str = "pop_projection_applied_position";
 pub const PROJECTION_LAG: &str = "pop_projection_lag_events";
 pub const PROJECTION_READY: &str = "pop_projection_ready";
 pub const PROJECTION_SKIPPED: &str = "pop_projection_skipped_events";
+pub const INSIGHT_QUEUE_DEPTH: &str = "pop_insight_queue_depth";
+pub const INSIGHT_WAITING: &str = "pop_insight_waiting";
+pub const CLAIMS: &str = "pop_claims_total";
+pub const CLAIM_LATENCY_SECONDS: &str = "pop_claim_latency_seconds";
+pub const LEASE_EXPIRIES: &str = "pop_lease_expiries_total";
+
+/// Most insights whose queue gauges one scrape exports: keeps a scrape's cost and the series
+/// count bounded however many insights are configured.
+pub const MAX_EXPORTED_INSIGHTS: usize = 1_000;
+
+/// Claim latency buckets in seconds: from a queue that is drained at once (milliseconds) to
+/// work that waits for a free executor for minutes.
+const CLAIM_LATENCY_BUCKETS: &[f64] =
+    &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
 
 /// Latency buckets in seconds: a read answers in well under a millisecond, a command in a few
 /// (an fsync'd append); anything near a second is a problem worth seeing in its own bucket.
@@ -32,7 +68,13 @@ pub fn prometheus_handle() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Full(REQUEST_SECONDS.to_string()), LATENCY_BUCKETS);
+                .set_buckets_for_metric(Matcher::Full(REQUEST_SECONDS.to_string()), LATENCY_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(CLAIM_LATENCY_SECONDS.to_string()),
+                        CLAIM_LATENCY_BUCKETS,
+                    )
+                });
             let recorder = match builder {
                 Ok(b) => b.build_recorder(),
                 Err(e) => {
@@ -94,4 +136,70 @@ pub(crate) fn projection_gauges(
     metrics::gauge!(PROJECTION_LAG).set(lag(head, applied) as f64);
     metrics::gauge!(PROJECTION_READY).set(if ready { 1.0 } else { 0.0 });
     metrics::gauge!(PROJECTION_SKIPPED).set(skipped as f64);
+}
+
+/// The insights the last scrape exported gauges for, so that one no longer exported (deleted,
+/// or pushed past the bound) is set to 0 rather than left at its last value.
+static EXPORTED_INSIGHTS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+/// The queue gauges of the first [`MAX_EXPORTED_INSIGHTS`] insights in id order, from the read
+/// models; insights exported before and not now are set to 0.
+pub(crate) fn insight_gauges(models: &pop_projections::ReadModels) {
+    let agendas = models.agendas();
+    let mut exported = BTreeSet::new();
+    for insight in models.all_insights().take(MAX_EXPORTED_INSIGHTS) {
+        let id = insight.id.clone();
+        let queued = agendas.count_in(&id, Phase::Queued);
+        let waiting: usize = WAITING_PHASES.iter().map(|p| agendas.count_in(&id, *p)).sum();
+        metrics::gauge!(INSIGHT_QUEUE_DEPTH, "insight" => id.clone()).set(queued as f64);
+        metrics::gauge!(INSIGHT_WAITING, "insight" => id.clone()).set(waiting as f64);
+        exported.insert(id);
+    }
+    let mut last = EXPORTED_INSIGHTS.lock().unwrap_or_else(PoisonError::into_inner);
+    for gone in last.difference(&exported) {
+        metrics::gauge!(INSIGHT_QUEUE_DEPTH, "insight" => gone.clone()).set(0.0);
+        metrics::gauge!(INSIGHT_WAITING, "insight" => gone.clone()).set(0.0);
+    }
+    *last = exported;
+}
+
+/// The phases whose agendas are WAITING (processingState WAITING, whatever the message).
+pub const WAITING_PHASES: [Phase; 5] =
+    [Phase::Added, Phase::Queued, Phase::Scheduled, Phase::Pending, Phase::Waiting];
+
+/// One agenda of `insight` handed out by `getAgenda`, `latency` after it was queued.
+pub(crate) fn claimed(insight: &str, latency: Duration) {
+    metrics::counter!(CLAIMS, "insight" => insight.to_string()).increment(1);
+    metrics::histogram!(CLAIM_LATENCY_SECONDS).record(latency.as_secs_f64());
+}
+
+/// Counts the `AgendaTimedOut` changes of `changes` into [`LEASE_EXPIRIES`] until the feed
+/// closes, once the projections have caught up (`caught_up`; the changes of the start-up
+/// replay are history, not expiries observed by this process). Spawned on the current Tokio runtime; without one nothing is counted (logged).
+/// A lagging receiver loses the changes it skipped (counted as missed in a log line), so the
+/// counter is a lower bound under a change-feed overload.
+pub(crate) fn spawn_lease_expiry_counter(
+    mut changes: broadcast::Receiver<Change>,
+    caught_up: watch::Receiver<bool>,
+) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        tracing::warn!("no Tokio runtime: {LEASE_EXPIRIES} is not counted");
+        return;
+    };
+    metrics::counter!(LEASE_EXPIRIES).increment(0);
+    runtime.spawn(async move {
+        loop {
+            match changes.recv().await {
+                // Not while replaying history at start-up: those expiries happened before.
+                Ok(change) if change.event_type == type_name::TIMED_OUT && *caught_up.borrow() => {
+                    metrics::counter!(LEASE_EXPIRIES).increment(1);
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "lease expiry counter lagged behind the change feed");
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
 }

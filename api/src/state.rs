@@ -54,6 +54,12 @@ impl AppState {
         config: ApiConfig,
     ) -> AppState {
         let config = config.bounded();
+        // The recorder first, so that the expiry counter registers with it.
+        let metrics_handle = metrics::prometheus_handle();
+        metrics::spawn_lease_expiry_counter(
+            projections.subscribe_changes(),
+            projections.watch_caught_up(),
+        );
         let changes = projections.clone();
         let feed = Dispatcher::new(config.subscriber_buffer, MAX_SUBSCRIBERS, move || {
             changes.subscribe_changes()
@@ -65,7 +71,7 @@ impl AppState {
                 services,
                 schema,
                 tokens,
-                metrics: metrics::prometheus_handle(),
+                metrics: metrics_handle,
                 going_away: watch::Sender::new(false),
                 open_sockets: watch::Sender::new(0),
             }),

@@ -384,6 +384,18 @@ impl AgendaModel {
         self.by_insight.get(insight_id).and_then(|p| p.get(&phase)).map_or(0, BTreeSet::len)
     }
 
+    /// Every agenda of any insight that is in `phase`, each insight's in `addedTime` order
+    /// (insights in no particular order). Only bound agendas can be `queued`, `scheduled` or
+    /// EXECUTING (they got there through an insight's queue), so for those phases this is all
+    /// of them — the reclaimer's candidates.
+    pub fn in_phase(&self, phase: Phase) -> impl Iterator<Item = &AgendaEntry> + '_ {
+        self.by_insight
+            .values()
+            .filter_map(move |phases| phases.get(&phase))
+            .flatten()
+            .filter_map(|(_, id)| self.entries.get(id))
+    }
+
     /// Applies one event of stream `agenda-<id>`. Keyed by the stream id: the log names the
     /// agenda, and `decide` made the submitted agenda's id equal to it.
     pub(crate) fn apply(

@@ -125,6 +125,10 @@ pub struct ServeArgs {
     /// agendas (`false` records and tracks agendas without moving them to queues).
     #[arg(long, env = "POP_SCHEDULER", default_value_t = true, action = clap::ArgAction::Set)]
     pub scheduler: bool,
+    /// Seconds between AgendaReclaimer cycles, which take back agendas whose lease expired
+    /// (the lease length is the API's); `0` turns the reclaimer off in this process.
+    #[arg(long, env = "POP_RECLAIM_INTERVAL", default_value_t = pop_reapers::DEFAULT_INTERVAL.as_secs())]
+    pub reclaim_interval: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -1,5 +1,5 @@
 //! `pop serve`: the embedded default in one process — the store, the projections runner, the
-//! scheduler and the HTTP/GraphQL API. On SIGINT/SIGTERM it stops accepting requests, lets in-flight ones
+//! scheduler, the AgendaReclaimer and the HTTP/GraphQL API. On SIGINT/SIGTERM it stops accepting requests, lets in-flight ones
 //! finish (bounded), stops the projections after a last snapshot, and closes the store after
 //! the appends already queued, so nothing acknowledged is lost on a graceful stop.
 
@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use pop_api::{ApiConfig, AppState};
 use pop_projections::{Runner, RunnerConfig};
+use pop_reapers::ReclaimerConfig;
 use pop_store::{Durability, EventStore, Executor, SqliteOptions, SqliteStore};
 use tokio::sync::watch;
 
@@ -62,6 +63,22 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             stopped(stop_rx.clone()),
         )
     });
+    // One process is the only replica of the embedded store, so it is the reclaimer's leader.
+    let reclaimer_task = (args.reclaim_interval > 0).then(|| {
+        let interval = Duration::from_secs(args.reclaim_interval);
+        let config = ReclaimerConfig {
+            interval,
+            max_run_time: pop_reapers::DEFAULT_MAX_RUN_TIME.min(interval),
+            ..ReclaimerConfig::default()
+        };
+        pop_reapers::reclaimer::spawn(
+            Arc::clone(&executor),
+            projections.clone(),
+            config,
+            chrono::Utc::now,
+            stopped(stop_rx.clone()),
+        )
+    });
     let state = AppState::new(log, executor, projections, tokens, ApiConfig::default());
     let listener = tokio::net::TcpListener::bind(&args.bind)
         .await
@@ -96,6 +113,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         && let Err(e) = task.await
     {
         tracing::error!(error = %e, "scheduler task failed");
+    }
+    if let Some(task) = reclaimer_task
+        && let Err(e) = task.await
+    {
+        tracing::error!(error = %e, "reclaimer task failed");
     }
     match runner_task.await {
         Ok(Ok(())) => {}

@@ -3,6 +3,7 @@
 //! caller, role checks, read-your-writes waits, page bounds, and the extension that gives
 //! every error a code and a cid.
 
+pub mod insight_stats;
 pub mod mutation;
 pub mod query;
 pub mod subscription;

@@ -343,7 +343,7 @@ impl From<&model::ResourcePool> for ResourcePoolGql {
 }
 
 #[derive(SimpleObject, Debug, Clone)]
-#[graphql(name = "Insight")]
+#[graphql(name = "Insight", complex)]
 pub struct InsightGql {
     pub id: String,
     pub cid: Option<String>,

@@ -49,7 +49,8 @@ pub(crate) async fn get_agenda(
                 format!("count must be within 1..={MAX_GET_AGENDA_COUNT}"),
             ))
         })?;
-    let candidates: Vec<(String, String)> = {
+    // (agenda id, customer id, updatedTime in ms: the time it was queued).
+    let candidates: Vec<(String, String, i64)> = {
         let models = services.projections.read();
         let insight = models
             .insight(insight_id)
@@ -63,12 +64,12 @@ pub(crate) async fn get_agenda(
             .select_agendas(&query)
             .items
             .iter()
-            .map(|e| (e.id().to_string(), e.customer_id().to_string()))
+            .map(|e| (e.id().to_string(), e.customer_id().to_string(), e.updated_ms()))
             .collect()
     };
     let holder = caller.principal.name.clone();
     let mut claimed = Vec::with_capacity(count);
-    for (id, customer) in candidates {
+    for (id, customer, queued_ms) in candidates {
         if claimed.len() >= count {
             break;
         }
@@ -86,7 +87,12 @@ pub(crate) async fn get_agenda(
             .await;
         metrics::command("getAgenda", executed.is_ok());
         match executed {
-            Ok(executed) => claimed.push(agenda_result(&executed, cid)),
+            Ok(executed) => {
+                let waited = (now.timestamp_millis() - queued_ms).max(0);
+                let waited = std::time::Duration::from_millis(waited.unsigned_abs());
+                metrics::claimed(insight_id, waited);
+                claimed.push(agenda_result(&executed, cid));
+            }
             // Someone else claimed it first (or it changed since the read): not ours.
             Err(ExecuteError::Refused(_)) | Err(ExecuteError::Conflict { .. }) => continue,
             Err(e) if claimed.is_empty() => {

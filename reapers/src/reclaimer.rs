@@ -1,0 +1,475 @@
+//! The AgendaReclaimer (DOMAIN.md §9): agendas `scheduled` or EXECUTING whose lease expired
+//! (`lease.expires <= now`; the lease is renewed by every report, so this is "no report for
+//! the lease length") get `AgendaCommand::Reclaim`. The domain records the timeout
+//! ("AgendaProgress timed out.") and requeues the agenda to `added` while attempts remain, else
+//! ends it COMPLETE/failed; the scheduler then queues it again like any `added` agenda.
+//!
+//! [`plan`] is pure; [`execute`] is idempotent: a second run of the same actions is refused by
+//! the domain (the agenda is no longer leased, or a newer lease has not expired) and counted as
+//! [`ReclaimReport::refused`], never an error. [`run`] is the loop `pop serve` spawns.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pop_domain::Timestamp;
+use pop_domain::agenda::{AgendaCommand, AgendaError, AgendaState};
+use pop_projections::{Phase, Projections, ReadModels};
+use pop_store::{EventMetadata, ExecuteError, Executor};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::{Instant, MissedTickBehavior};
+
+/// How often the reclaimer looks for expired leases. The lease itself is `ApiConfig.lease`
+/// (POP's `reclaimAge`, 5 min by default); a 30 s cycle reclaims an expired lease at most
+/// 10 % of a default lease late, and a cycle is one in-memory scan of the leased agendas, so
+/// running it more often than POP's 5 min costs next to nothing.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Most agendas reclaimed per cycle. When a whole resource pool dies, thousands of leases
+/// expire together; 500 per 30 s cycle (1,000/min) drains them without crowding clients out
+/// of the store's group commit (which takes up to 512 appends per transaction), and the
+/// oldest expiries go first.
+pub const DEFAULT_BATCH_SIZE: usize = 500;
+
+/// Longest one cycle issues commands; the rest of its batch waits for the next cycle. Below
+/// the interval so that cycles never pile up behind a slow store.
+pub const DEFAULT_MAX_RUN_TIME: Duration = Duration::from_secs(20);
+
+/// `Reclaim` commands in flight at once (they share the store's group commit).
+pub const MAX_CONCURRENT_RECLAIMS: usize = 64;
+
+/// The actor recorded in the metadata of the reclaimer's events.
+pub const ACTOR: &str = "system:reclaimer";
+
+/// How the reclaimer runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReclaimerConfig {
+    /// Time between cycles.
+    pub interval: Duration,
+    /// Most agendas reclaimed per cycle.
+    pub batch_size: usize,
+    /// Longest one cycle issues commands.
+    pub max_run_time: Duration,
+    /// Log what would be reclaimed, change nothing.
+    pub dry_run: bool,
+}
+
+impl Default for ReclaimerConfig {
+    fn default() -> ReclaimerConfig {
+        ReclaimerConfig {
+            interval: DEFAULT_INTERVAL,
+            batch_size: DEFAULT_BATCH_SIZE,
+            max_run_time: DEFAULT_MAX_RUN_TIME,
+            dry_run: false,
+        }
+    }
+}
+
+/// One agenda to reclaim, as the read model saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReclaimAction {
+    pub agenda_id: String,
+    pub customer_id: String,
+    /// The lease holder that stopped reporting (`None`: a leased agenda without a lease).
+    pub holder: Option<String>,
+    /// When its lease expired (`None`: no lease at all, reclaimable at once).
+    pub lease_expires: Option<Timestamp>,
+}
+
+/// What one [`execute`] did.
+#[derive(Debug, Default)]
+pub struct ReclaimReport {
+    /// Actions given.
+    pub planned: usize,
+    /// Timed out and requeued to `added` (attempts remain).
+    pub requeued: usize,
+    /// Timed out and ended COMPLETE/failed (attempts used up).
+    pub failed: usize,
+    /// Refused by the domain because the agenda moved on (reported, renewed, completed,
+    /// cancelled or already reclaimed), or kept changing under the command: nothing to do.
+    pub refused: usize,
+    /// Not attempted: the cycle's run time was used up (or dry run).
+    pub skipped: usize,
+    /// Commands that failed for another reason (the store, a codec); logged, retried next
+    /// cycle.
+    pub errors: Vec<ReclaimError>,
+}
+
+impl ReclaimReport {
+    /// Agendas whose lease was ended.
+    pub fn reclaimed(&self) -> usize {
+        self.requeued + self.failed
+    }
+}
+
+/// A reclaim command that failed for a reason other than the agenda having moved on.
+#[derive(Debug, thiserror::Error)]
+pub enum ReclaimError {
+    #[error("reclaiming agenda {agenda_id:?} failed")]
+    Execute {
+        agenda_id: String,
+        #[source]
+        source: ExecuteError<AgendaError>,
+    },
+    #[error("a reclaim task failed")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// The agendas to reclaim at `now`: `scheduled` or EXECUTING with `lease.expires <= now`,
+/// oldest expiry first, at most `config.batch_size`. Pure: the same models and `now` give the
+/// same plan.
+pub fn plan(now: Timestamp, models: &ReadModels, config: &ReclaimerConfig) -> Vec<ReclaimAction> {
+    let agendas = models.agendas();
+    let mut found = Vec::new();
+    for phase in [Phase::Scheduled, Phase::Executing] {
+        for entry in agendas.in_phase(phase) {
+            let state = match entry.state() {
+                Ok(state) => state,
+                Err(e) => {
+                    tracing::warn!(agenda = entry.id(), error = %e, "reclaimer: skipping an unreadable agenda");
+                    continue;
+                }
+            };
+            if !state.lease_expired(now) {
+                continue;
+            }
+            let lease = state.lease();
+            found.push(ReclaimAction {
+                agenda_id: entry.id().to_string(),
+                customer_id: entry.customer_id().to_string(),
+                holder: lease.map(|l| l.holder.clone()),
+                lease_expires: lease.map(|l| l.expires),
+            });
+        }
+    }
+    found.sort_by(|a, b| (a.lease_expires, &a.agenda_id).cmp(&(b.lease_expires, &b.agenda_id)));
+    found.truncate(config.batch_size);
+    found
+}
+
+/// Issues `Reclaim { now }` for each action (at most [`MAX_CONCURRENT_RECLAIMS`] at once),
+/// starting no new command after `deadline`. Idempotent: an agenda that moved on is refused by
+/// the domain and counted in [`ReclaimReport::refused`].
+pub async fn execute(
+    executor: &Arc<Executor>,
+    now: Timestamp,
+    actions: &[ReclaimAction],
+    deadline: Option<Instant>,
+) -> ReclaimReport {
+    let mut report = ReclaimReport { planned: actions.len(), ..ReclaimReport::default() };
+    let mut tasks: JoinSet<Outcome> = JoinSet::new();
+    let mut started = 0;
+    for action in actions {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        while tasks.len() >= MAX_CONCURRENT_RECLAIMS {
+            if let Some(done) = tasks.join_next().await {
+                count(&mut report, done);
+            }
+        }
+        started += 1;
+        let executor = Arc::clone(executor);
+        let action = action.clone();
+        tasks.spawn(async move { reclaim(&executor, now, action).await });
+    }
+    while let Some(done) = tasks.join_next().await {
+        count(&mut report, done);
+    }
+    report.skipped = actions.len() - started;
+    report
+}
+
+enum Outcome {
+    Requeued,
+    Failed,
+    Refused,
+    Error(ReclaimError),
+}
+
+fn count(report: &mut ReclaimReport, done: Result<Outcome, tokio::task::JoinError>) {
+    match done {
+        Ok(Outcome::Requeued) => report.requeued += 1,
+        Ok(Outcome::Failed) => report.failed += 1,
+        Ok(Outcome::Refused) => report.refused += 1,
+        Ok(Outcome::Error(e)) => report.errors.push(e),
+        Err(e) => report.errors.push(ReclaimError::Task(e)),
+    }
+}
+
+async fn reclaim(executor: &Executor, now: Timestamp, action: ReclaimAction) -> Outcome {
+    let metadata = EventMetadata {
+        customer_id: Some(action.customer_id.clone()),
+        cid: None,
+        causation_id: None,
+        actor: Some(ACTOR.to_string()),
+    };
+    let command = AgendaCommand::Reclaim { now };
+    match executor.execute::<AgendaState>(&action.agenda_id, &metadata, &command).await {
+        Ok(done) if done.state.is_failed() => {
+            tracing::info!(agenda = %action.agenda_id, holder = ?action.holder, "reclaimer: lease expired, attempts used up: failed");
+            Outcome::Failed
+        }
+        Ok(_) => {
+            tracing::info!(agenda = %action.agenda_id, holder = ?action.holder, "reclaimer: lease expired: requeued");
+            Outcome::Requeued
+        }
+        Err(ExecuteError::Refused(e)) => {
+            tracing::debug!(agenda = %action.agenda_id, reason = %e, "reclaimer: agenda moved on");
+            Outcome::Refused
+        }
+        Err(ExecuteError::Conflict { .. }) => {
+            tracing::debug!(agenda = %action.agenda_id, "reclaimer: agenda kept changing");
+            Outcome::Refused
+        }
+        Err(source) => {
+            Outcome::Error(ReclaimError::Execute { agenda_id: action.agenda_id, source })
+        }
+    }
+}
+
+/// One cycle at `now`: plans from the current read models and, unless `config.dry_run`,
+/// executes the plan within `config.max_run_time`. A dry run logs each action and reports
+/// them all as skipped.
+pub async fn run_once(
+    executor: &Arc<Executor>,
+    projections: &Projections,
+    now: Timestamp,
+    config: &ReclaimerConfig,
+) -> ReclaimReport {
+    let actions = plan(now, &projections.read(), config);
+    if config.dry_run {
+        for a in &actions {
+            tracing::info!(agenda = %a.agenda_id, holder = ?a.holder, lease_expires = ?a.lease_expires, "reclaimer (dry run): would reclaim");
+        }
+        return ReclaimReport {
+            planned: actions.len(),
+            skipped: actions.len(),
+            ..ReclaimReport::default()
+        };
+    }
+    execute(executor, now, &actions, Some(Instant::now() + config.max_run_time)).await
+}
+
+/// The reclaimer loop: a cycle every `config.interval` (the first at once) once the
+/// projections have caught up with the log, with `now` read from `clock`; returns when
+/// `shutdown` resolves, abandoning a cycle in progress (its commands are idempotent).
+pub async fn run(
+    executor: Arc<Executor>,
+    projections: Projections,
+    config: ReclaimerConfig,
+    clock: impl Fn() -> Timestamp + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    tokio::pin!(shutdown);
+    let mut ticker = tokio::time::interval(config.interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = ticker.tick() => {}
+        }
+        if !projections.caught_up() {
+            tracing::debug!("reclaimer: projections not caught up yet; skipping a cycle");
+            continue;
+        }
+        let report = tokio::select! {
+            () = &mut shutdown => return,
+            report = run_once(&executor, &projections, clock(), &config) => report,
+        };
+        log(&report, config.dry_run);
+    }
+}
+
+/// Starts [`run`] on the current runtime.
+pub fn spawn(
+    executor: Arc<Executor>,
+    projections: Projections,
+    config: ReclaimerConfig,
+    clock: impl Fn() -> Timestamp + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
+    tokio::spawn(run(executor, projections, config, clock, shutdown))
+}
+
+fn log(report: &ReclaimReport, dry_run: bool) {
+    for e in &report.errors {
+        tracing::warn!(error = %e, source = ?std::error::Error::source(e), "reclaimer: command failed");
+    }
+    if report.planned > 0 {
+        tracing::info!(
+            dry_run,
+            planned = report.planned,
+            requeued = report.requeued,
+            failed = report.failed,
+            refused = report.refused,
+            skipped = report.skipped,
+            errors = report.errors.len(),
+            "reclaimer cycle"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use pop_domain::agenda::{OperationReport, ProgressReport};
+    use pop_domain::{Agenda, AgendaInsight, Aggregate, Operation, ProcessingState};
+    use pop_projections::{Decoded, DomainEvent};
+    use pop_store::Position;
+
+    use super::*;
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_timestamp(secs, 0).unwrap()
+    }
+
+    fn submit(id: &str, at: i64) -> AgendaCommand {
+        AgendaCommand::Submit {
+            agenda: Agenda {
+                id: id.to_string(),
+                customer_id: "acme".to_string(),
+                progress_id: Some(format!("p{id}")),
+                operations: vec![Operation { name: "probe".to_string(), ..Operation::default() }],
+                ..Agenda::default()
+            },
+            insight: AgendaInsight {
+                resource_pool_id: "pool-1".to_string(),
+                insight_id: "transcode".to_string(),
+            },
+            now: t(at),
+        }
+    }
+
+    fn claim(at: i64, expires: i64) -> AgendaCommand {
+        AgendaCommand::Claim {
+            holder: "worker".to_string(),
+            lease_id: format!("lease-{at}"),
+            lease_expires: t(expires),
+            now: t(at),
+        }
+    }
+
+    fn report(at: i64, expires: i64, state: ProcessingState, message: &str) -> AgendaCommand {
+        AgendaCommand::ReportProgress {
+            holder: "worker".to_string(),
+            lease_id: None,
+            lease_expires: t(expires),
+            report: ProgressReport {
+                operations: vec![OperationReport {
+                    name: "probe".to_string(),
+                    state,
+                    message: Some(message.to_string()),
+                    ..OperationReport::default()
+                }],
+                ..ProgressReport::default()
+            },
+            now: t(at),
+        }
+    }
+
+    /// Read models of agendas decided in memory:
+    /// - `queued`: in the queue, no lease;
+    /// - `b`: claimed at 100, lease until 400 (`scheduled`);
+    /// - `c`: claimed at 100, a report at 200 renewed the lease until 500 (EXECUTING);
+    /// - `d`: claimed at 50, lease until 350 (`scheduled`);
+    /// - `done`: claimed, then succeeded (no lease left).
+    fn models() -> ReadModels {
+        let histories: Vec<(&str, Vec<AgendaCommand>)> = vec![
+            ("queued", vec![submit("queued", 1), AgendaCommand::Queue { now: t(2) }]),
+            ("b", vec![submit("b", 1), AgendaCommand::Queue { now: t(2) }, claim(100, 400)]),
+            (
+                "c",
+                vec![
+                    submit("c", 1),
+                    AgendaCommand::Queue { now: t(2) },
+                    claim(100, 400),
+                    report(200, 500, ProcessingState::Executing, "Running"),
+                ],
+            ),
+            ("d", vec![submit("d", 1), AgendaCommand::Queue { now: t(2) }, claim(50, 350)]),
+            (
+                "done",
+                vec![
+                    submit("done", 1),
+                    AgendaCommand::Queue { now: t(2) },
+                    claim(10, 310),
+                    report(20, 320, ProcessingState::Complete, "succeeded"),
+                ],
+            ),
+        ];
+        let mut models = ReadModels::new();
+        let mut position = 0;
+        for (id, commands) in histories {
+            let mut state = AgendaState::default();
+            for command in &commands {
+                for event in state.decide(command).unwrap() {
+                    state.evolve(&event);
+                    position += 1;
+                    let decoded =
+                        Decoded::Event { id: id.to_string(), event: DomainEvent::Agenda(event) };
+                    models.apply(Position::from_sequence(position), &decoded, None).unwrap();
+                }
+            }
+        }
+        models
+    }
+
+    fn ids(actions: &[ReclaimAction]) -> Vec<&str> {
+        actions.iter().map(|a| a.agenda_id.as_str()).collect()
+    }
+
+    #[test]
+    fn nothing_is_reclaimed_before_a_lease_expires() {
+        let m = models();
+        assert!(plan(t(349), &m, &ReclaimerConfig::default()).is_empty());
+    }
+
+    #[test]
+    fn a_lease_expiring_exactly_now_is_reclaimed_a_newer_one_is_not() {
+        let m = models();
+        let config = ReclaimerConfig::default();
+        assert_eq!(ids(&plan(t(350), &m, &config)), ["d"]);
+        assert_eq!(ids(&plan(t(399), &m, &config)), ["d"]);
+        assert_eq!(ids(&plan(t(400), &m, &config)), ["d", "b"]);
+        // A report renews the lease: `c` (EXECUTING) only expires at 500.
+        assert_eq!(ids(&plan(t(499), &m, &config)), ["d", "b"]);
+        assert_eq!(ids(&plan(t(500), &m, &config)), ["d", "b", "c"]);
+    }
+
+    #[test]
+    fn actions_name_the_holder_and_the_expiry() {
+        let m = models();
+        let actions = plan(t(500), &m, &ReclaimerConfig::default());
+        let c = actions.iter().find(|a| a.agenda_id == "c").unwrap();
+        assert_eq!(c.customer_id, "acme");
+        assert_eq!(c.holder.as_deref(), Some("worker"));
+        assert_eq!(c.lease_expires, Some(t(500)));
+    }
+
+    #[test]
+    fn the_batch_takes_the_oldest_expiries_first() {
+        let m = models();
+        let config = ReclaimerConfig { batch_size: 2, ..ReclaimerConfig::default() };
+        assert_eq!(ids(&plan(t(10_000), &m, &config)), ["d", "b"]);
+        let none = ReclaimerConfig { batch_size: 0, ..ReclaimerConfig::default() };
+        assert!(plan(t(10_000), &m, &none).is_empty());
+    }
+
+    #[test]
+    fn plan_is_a_function_of_its_inputs() {
+        let m = models();
+        let config = ReclaimerConfig::default();
+        assert_eq!(plan(t(450), &m, &config), plan(t(450), &models(), &config));
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = ReclaimerConfig::default();
+        assert_eq!(c.interval, Duration::from_secs(30));
+        assert_eq!(c.batch_size, 500);
+        assert!(c.max_run_time < c.interval);
+        assert!(!c.dry_run);
+    }
+}
