@@ -1,0 +1,521 @@
+//! Full-lifecycle benchmark: agendas flow through a real `pop serve` on loopback from
+//! submission to completion — `submitAgenda`, the scheduler queueing it, `getAgenda` handing it
+//! out under a lease, three `updateAgendaProgress` reports (one per operation, the last
+//! completing the agenda) — and the benchmark measures completed agendas per second and claim
+//! latency (submit acknowledged → handed out by `getAgenda`) p50/p99.
+//!
+//! Run it with `cargo bench -p pop-server --bench lifecycle -- [options]` (see `--help`), or
+//! through `bench/lifecycle.sh`, which takes the median of three runs. It starts its own
+//! release-built `pop serve` on a temp data dir (scheduler on, durable store by default),
+//! creates a pool, a customer and an insight with a large queue, then for `--seconds`:
+//! `--submitters` tasks submit 3-operation agendas while at most `--outstanding` are unfinished
+//! (a closed loop, so the backlog stays bounded), and `--pullers` tasks loop `getAgenda` with a
+//! count of 1..=8 (cycling) and run every agenda they get to completion. Every phase has a
+//! deadline.
+//!
+//! Without `--bench` (as `cargo test --benches` runs it) it does a small smoke run instead, so
+//! the benchmark cannot rot unnoticed.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use clap::Parser;
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+#[derive(Debug, Parser)]
+#[command(about = "pop scheduling and hand-out lifecycle benchmark")]
+struct Args {
+    /// How long agendas are submitted and worked.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Concurrent `getAgenda` callers, each running what it gets to completion.
+    #[arg(long, default_value_t = 16)]
+    pullers: usize,
+    /// Concurrent submitters.
+    #[arg(long, default_value_t = 8)]
+    submitters: usize,
+    /// Most agendas submitted but not yet completed (the submitters wait past it).
+    #[arg(long, default_value_t = 1_000)]
+    outstanding: usize,
+    /// The insight's `queueSize`.
+    #[arg(long, default_value_t = 1_000)]
+    queue_size: usize,
+    /// Store durability of the server (`full` fsyncs every commit).
+    #[arg(long, default_value = "full")]
+    durability: String,
+    /// Set by `cargo bench`; without it a small smoke run replaces the defaults.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+/// Longest the server start and seeding may take.
+const SETUP_DEADLINE: Duration = Duration::from_secs(60);
+/// How long after the end of the drive the in-flight work gets to finish.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+/// Pause of a puller that got nothing.
+const IDLE_PAUSE: Duration = Duration::from_millis(2);
+
+const SERVICE_TOKEN: &str = "tok_bench_lifecycle_service_00000000";
+const USER_TOKEN: &str = "tok_bench_lifecycle_user_00000000000";
+
+const SUBMIT: &str = "mutation($a: JSON!, $p: String) { submitAgenda(agenda: $a, atLeastPosition: $p) \
+    { agenda { id } } }";
+const GET_AGENDA: &str =
+    "mutation($i: String!, $n: Int!) { getAgenda(insightId: $i, count: $n) { agenda { id } } }";
+const UPDATE: &str = "mutation($p: JSON!) { updateAgendaProgress(agendaProgress: $p) { progress \
+    { processingState processingStateMessage } } }";
+
+const OPERATIONS: [&str; 3] = ["fetch", "encode", "publish"];
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> Result<()> {
+    let mut args = Args::parse();
+    if !args.bench {
+        // `cargo test --benches`: prove the code path end to end in a second or two.
+        args.seconds = 1;
+        args.pullers = 2;
+        args.submitters = 2;
+        args.outstanding = 20;
+        args.queue_size = 10;
+        println!("lifecycle: smoke run (use `cargo bench` for the real one)");
+    }
+    ensure!(args.seconds > 0 && args.pullers > 0 && args.submitters > 0, "need work to do");
+    ensure!(args.outstanding > 0 && args.queue_size > 0, "need room for agendas");
+    let deadline = SETUP_DEADLINE + DRAIN_DEADLINE + Duration::from_secs(args.seconds + 30);
+    tokio::time::timeout(deadline, bench(&args))
+        .await
+        .map_err(|_| anyhow!("the benchmark did not finish in time"))?
+}
+
+/// Submit acknowledgements and hand-outs meet here, whichever comes first.
+#[derive(Default)]
+struct Claims {
+    pending: Mutex<HashMap<String, Seen>>,
+    latency_micros: Mutex<Vec<u64>>,
+}
+
+enum Seen {
+    Submitted(Instant),
+    Claimed(Instant),
+}
+
+impl Claims {
+    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn record(&self, id: String, seen: Seen) {
+        let earlier = Self::lock(&self.pending).remove(&id);
+        let latency = match (earlier, seen) {
+            (None, seen) => {
+                Self::lock(&self.pending).insert(id, seen);
+                return;
+            }
+            (Some(Seen::Submitted(s)), Seen::Claimed(c))
+            | (Some(Seen::Claimed(c)), Seen::Submitted(s)) => c.saturating_duration_since(s),
+            // The same side twice would be a bug in the benchmark; count nothing.
+            _ => return,
+        };
+        Self::lock(&self.latency_micros).push(latency.as_micros() as u64);
+    }
+}
+
+struct Shared {
+    api: Api,
+    stop: AtomicBool,
+    claims: Claims,
+    outstanding: Semaphore,
+    submitted: AtomicU64,
+    completed: AtomicU64,
+    failed: AtomicU64,
+    get_calls: AtomicU64,
+    empty_gets: AtomicU64,
+}
+
+async fn bench(args: &Args) -> Result<()> {
+    let dir = tempfile::tempdir().context("a temp dir")?;
+    let server = Server::start(dir.path(), &args.durability)?;
+    let api = Api::new(&server)?;
+    let seeded = tokio::time::timeout(SETUP_DEADLINE, api.seed(args.queue_size))
+        .await
+        .context("seeding took too long")??;
+
+    let shared = Arc::new(Shared {
+        api,
+        stop: AtomicBool::new(false),
+        claims: Claims::default(),
+        outstanding: Semaphore::new(args.outstanding),
+        submitted: AtomicU64::new(0),
+        completed: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        get_calls: AtomicU64::new(0),
+        empty_gets: AtomicU64::new(0),
+    });
+
+    let cpu_before = server.cpu_ticks();
+    let start = Instant::now();
+    let submitters: Vec<_> = (0..args.submitters)
+        .map(|n| tokio::spawn(submitter(Arc::clone(&shared), n, seeded.clone())))
+        .collect();
+    let pullers: Vec<_> =
+        (0..args.pullers).map(|n| tokio::spawn(puller(Arc::clone(&shared), n))).collect();
+
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    let completed_at_end = shared.completed.load(Ordering::Relaxed);
+    let drive = start.elapsed();
+    let cpu_after = server.cpu_ticks();
+    shared.stop.store(true, Ordering::Relaxed);
+    // Unblock submitters waiting for room.
+    shared.outstanding.close();
+
+    let drain = async {
+        for task in submitters.into_iter().chain(pullers) {
+            task.await.context("a worker task")?;
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    tokio::time::timeout(DRAIN_DEADLINE, drain)
+        .await
+        .context("the workers did not stop in time")??;
+    let rss_peak = server.hwm_kib();
+    drop(server);
+
+    let mut latency = std::mem::take(&mut *Claims::lock(&shared.claims.latency_micros));
+    latency.sort_unstable();
+    let rate = completed_at_end as f64 / drive.as_secs_f64();
+    let cores = cpu_after.saturating_sub(cpu_before) as f64 / 100.0 / drive.as_secs_f64();
+    let failed = shared.failed.load(Ordering::Relaxed);
+    let gets = shared.get_calls.load(Ordering::Relaxed);
+    println!(
+        "lifecycle: {} submitted, {completed_at_end} completed in {drive:.1?} ({rate:.0} agendas/s, \
+         {:.0} API calls/s), {failed} failed calls; {gets} getAgenda calls ({} empty)",
+        shared.submitted.load(Ordering::Relaxed),
+        rate * 5.0,
+        shared.empty_gets.load(Ordering::Relaxed),
+    );
+    println!(
+        "lifecycle: claim latency (submit acknowledged -> handed out) over {} agendas: p50 {:.1} ms \
+         p90 {:.1} ms p99 {:.1} ms max {:.1} ms; server {cores:.2} cores, RSS peak {} MiB",
+        latency.len(),
+        ms(&latency, 0.50),
+        ms(&latency, 0.90),
+        ms(&latency, 0.99),
+        ms(&latency, 1.0),
+        rss_peak / 1024,
+    );
+    println!(
+        "RESULT agendas_per_s={rate:.0} completed={completed_at_end} seconds={:.1} claim_p50_ms={:.2} \
+         claim_p99_ms={:.2} server_cores={cores:.2} per_core={:.0} rss_peak_mib={} failed={failed}",
+        drive.as_secs_f64(),
+        ms(&latency, 0.50),
+        ms(&latency, 0.99),
+        if cores > 0.0 { rate / cores } else { 0.0 },
+        rss_peak / 1024,
+    );
+    ensure!(failed == 0, "{failed} calls failed");
+    ensure!(completed_at_end > 0, "no agenda completed");
+    Ok(())
+}
+
+/// Submits agendas while there is room, recording each acknowledgement's time.
+async fn submitter(shared: Arc<Shared>, n: usize, seeded: String) {
+    let mut i = 0u64;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let Ok(permit) = shared.outstanding.acquire().await else { break };
+        // Returned when the agenda completes (see `puller`).
+        permit.forget();
+        match shared.api.submit(n, i, &seeded).await {
+            Ok(id) => {
+                shared.submitted.fetch_add(1, Ordering::Relaxed);
+                shared.claims.record(id, Seen::Submitted(Instant::now()));
+            }
+            Err(e) => {
+                shared.outstanding.add_permits(1);
+                if shared.failed.fetch_add(1, Ordering::Relaxed) < 3 {
+                    eprintln!("lifecycle: a submit failed: {e:#}");
+                }
+            }
+        }
+        i += 1;
+    }
+}
+
+/// Loops `getAgenda` (count cycling 1..=8) and works every agenda it gets to completion.
+async fn puller(shared: Arc<Shared>, n: usize) {
+    let mut count = (n % 8) as i32 + 1;
+    while !shared.stop.load(Ordering::Relaxed) {
+        shared.get_calls.fetch_add(1, Ordering::Relaxed);
+        let ids = match shared.api.get_agenda(count).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                if shared.failed.fetch_add(1, Ordering::Relaxed) < 3 {
+                    eprintln!("lifecycle: getAgenda failed: {e:#}");
+                }
+                continue;
+            }
+        };
+        count = count % 8 + 1;
+        let claimed = Instant::now();
+        if ids.is_empty() {
+            shared.empty_gets.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(IDLE_PAUSE).await;
+            continue;
+        }
+        for id in &ids {
+            shared.claims.record(id.clone(), Seen::Claimed(claimed));
+        }
+        for id in ids {
+            match work(&shared.api, &id).await {
+                Ok(()) => {
+                    shared.completed.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    if shared.failed.fetch_add(1, Ordering::Relaxed) < 3 {
+                        eprintln!("lifecycle: working {id} failed: {e:#}");
+                    }
+                }
+            }
+            shared.outstanding.add_permits(1);
+        }
+    }
+}
+
+/// Three progress reports, one per operation; the last completes the agenda.
+async fn work(api: &Api, id: &str) -> Result<()> {
+    let mut last = Value::Null;
+    for (i, operation) in OPERATIONS.iter().enumerate() {
+        let mut report = json!({"id": id, "operationProgress": [
+            {"operation": operation, "processingState": "COMPLETE", "processingStateMessage": "succeeded"}
+        ]});
+        if i == 0 {
+            report["processingState"] = json!("EXECUTING");
+            report["processingStateMessage"] = json!("Running Operations");
+        }
+        last = api.call(SERVICE_TOKEN, UPDATE, json!({"p": report})).await?;
+    }
+    let p = &last["updateAgendaProgress"]["progress"];
+    if p["processingState"] != "COMPLETE" || p["processingStateMessage"] != "succeeded" {
+        bail!("agenda {id} did not complete: {p}");
+    }
+    Ok(())
+}
+
+/// The percentile `q` of sorted microseconds, in milliseconds.
+fn ms(sorted: &[u64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[index] as f64 / 1000.0
+}
+
+/// A `pop serve` child (scheduler on) on a temp data dir; SIGTERM, then SIGKILL, on drop.
+struct Server {
+    child: Child,
+    addr: String,
+    admin: String,
+}
+
+impl Server {
+    fn start(dir: &Path, durability: &str) -> Result<Server> {
+        let tokens = json!([
+            {"token": SERVICE_TOKEN, "name": "bench-worker", "role": "service", "customers": ["acme"]},
+            {"token": USER_TOKEN, "name": "bench-user", "role": "user", "customers": ["acme"]},
+        ]);
+        let token_file = dir.join("tokens.json");
+        std::fs::write(&token_file, tokens.to_string()).context("the token file")?;
+        let data_dir = dir.join("data");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pop"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--bind", "127.0.0.1:0", "--durability", durability, "--scheduler", "true"])
+            .arg("--token-file")
+            .arg(&token_file)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("spawning pop serve")?;
+        let stdout = child.stdout.take().context("piped stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut server = Server { child, addr: String::new(), admin: String::new() };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while server.addr.is_empty() {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .context("pop serve did not print its address")?;
+            if let Some(rest) = line.strip_prefix("pop: listening on http://") {
+                server.addr = rest.trim_end_matches("/graphql").to_string();
+            }
+        }
+        server.admin = std::fs::read_to_string(data_dir.join("admin.token"))
+            .context("the generated admin token")?
+            .trim()
+            .to_string();
+        Ok(server)
+    }
+
+    fn hwm_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// utime + stime in clock ticks (`/proc/PID/stat` fields 14 and 15).
+    fn cpu_ticks(&self) -> u64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        field(11) + field(12)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The GraphQL calls the benchmark makes.
+#[derive(Clone)]
+struct Api {
+    http: reqwest::Client,
+    url: String,
+    admin: String,
+}
+
+impl Api {
+    fn new(server: &Server) -> Result<Api> {
+        Ok(Api {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .pool_max_idle_per_host(1024)
+                .build()?,
+            url: format!("http://{}/graphql", server.addr),
+            admin: server.admin.clone(),
+        })
+    }
+
+    async fn call(&self, token: &str, query: &str, variables: Value) -> Result<Value> {
+        let body: Value = self
+            .http
+            .post(&self.url)
+            .bearer_auth(token)
+            .json(&json!({"query": query, "variables": variables}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if let Some(errors) = body.get("errors") {
+            bail!("GraphQL errors: {errors}");
+        }
+        Ok(body["data"].clone())
+    }
+
+    /// Pool, customer `acme` and a global insight taking `ffmpeg` operations with a queue of
+    /// `queue_size`; the last position.
+    async fn seed(&self, queue_size: usize) -> Result<String> {
+        let admin = self.admin.clone();
+        self.call(
+            &admin,
+            "mutation($p: JSON!) { createResourcePool(resourcePool: $p) { position } }",
+            json!({"p": {"id": "pool-1", "customerId": "ops", "title": "Pool"}}),
+        )
+        .await?;
+        self.call(
+            &admin,
+            "mutation($c: JSON!) { createCustomer(customer: $c) { position } }",
+            json!({"c": {"id": "acme", "title": "Acme", "resourcePoolId": "pool-1"}}),
+        )
+        .await?;
+        let data = self
+            .call(
+                &admin,
+                "mutation($i: JSON!) { createInsight(insight: $i) { position } }",
+                json!({"i": {
+                    "id": "transcode", "customerId": "ops", "title": "Transcode",
+                    "resourcePoolId": "pool-1", "queueSize": queue_size, "isGlobal": true,
+                    "mappers": {"operationType": ["ffmpeg"]}
+                }}),
+            )
+            .await?;
+        let position = data["createInsight"]["position"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("no position: {data}"))?;
+        // The pullers' first `getAgenda` must find the insight: wait for the read models.
+        let data = self
+            .call(
+                SERVICE_TOKEN,
+                "query($p: String) { insight(id: \"transcode\", atLeastPosition: $p) { id } }",
+                json!({"p": position}),
+            )
+            .await?;
+        ensure!(data["insight"]["id"] == "transcode", "the insight is not visible: {data}");
+        Ok(position)
+    }
+
+    /// One 3-operation agenda; its id once acknowledged.
+    async fn submit(&self, submitter: usize, i: u64, after: &str) -> Result<String> {
+        let operations: Vec<Value> = OPERATIONS
+            .iter()
+            .map(|name| json!({"name": name, "type": "ffmpeg", "payload": {"n": i}}))
+            .collect();
+        let agenda = json!({
+            "customerId": "acme",
+            "linkId": format!("life-{submitter}"),
+            "title": format!("lifecycle {submitter}/{i}"),
+            "operations": operations,
+        });
+        let data = self.call(USER_TOKEN, SUBMIT, json!({"a": agenda, "p": after})).await?;
+        data["submitAgenda"]["agenda"]["id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("no agenda id: {data}"))
+    }
+
+    /// Up to `count` agenda ids handed out to the service token.
+    async fn get_agenda(&self, count: i32) -> Result<Vec<String>> {
+        let data =
+            self.call(SERVICE_TOKEN, GET_AGENDA, json!({"i": "transcode", "n": count})).await?;
+        let list = data["getAgenda"].as_array().ok_or_else(|| anyhow!("not a list: {data}"))?;
+        list.iter()
+            .map(|g| {
+                g["agenda"]["id"].as_str().map(str::to_string).ok_or_else(|| anyhow!("no id: {g}"))
+            })
+            .collect()
+    }
+}
