@@ -9,16 +9,13 @@
 // Test helpers panic on purpose: a broken fixture should fail the test loudly.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+mod support;
+
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::{Pop, WAIT, log_tail};
 
-/// Longest any test waits for one expected thing before failing.
-const WAIT: Duration = Duration::from_secs(20);
 /// Pause between polls.
 const POLL: Duration = Duration::from_millis(25);
 
@@ -41,31 +38,22 @@ const PROGRESS: &str = "query($id: String!, $p: String) { agendaProgress(id: $id
     atLeastPosition: $p) { id processingState processingStateMessage percentComplete \
     operationProgress { operation processingState processingStateMessage } } }";
 
-/// A running `pop serve` (scheduler on) with its temp dir; killed and reaped on drop.
-struct Pop {
-    child: Child,
-    addr: String,
-    admin: String,
-    log: PathBuf,
-    http: reqwest::Client,
+/// A running `pop serve` with the scheduler on, and the temp dir holding its data, tokens and
+/// log (dropped after the server, so the log outlives it).
+struct Sched {
+    pop: Pop,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Pop {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Sched {
+    type Target = Pop;
+    fn deref(&self) -> &Pop {
+        &self.pop
     }
 }
 
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-impl Pop {
-    fn start() -> Pop {
+impl Sched {
+    fn start() -> Sched {
         let dir = tempfile::tempdir().expect("a temp dir");
         let tokens = json!([
             {"token": ACME, "name": "acme-user", "role": "user", "customers": ["acme"]},
@@ -74,95 +62,26 @@ impl Pop {
         ]);
         let token_file = dir.path().join("tokens.json");
         std::fs::write(&token_file, tokens.to_string()).unwrap();
-        let data_dir = dir.path().join("data");
-        let log = dir.path().join("pop.log");
-        let log_file = std::fs::File::create(&log).expect("the log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pop"));
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("POP_") {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.env("RUST_LOG", "info")
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .args(["--bind", "127.0.0.1:0", "--scheduler", "true"])
-            .arg("--token-file")
-            .arg(&token_file)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log_file));
-        let mut child = cmd.spawn().expect("spawning pop serve");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + WAIT;
-        let addr = loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) => {
-                    if let Some(rest) = line.strip_prefix("pop: listening on http://") {
-                        break rest.trim_end_matches("/graphql").to_string();
-                    }
-                }
-                Err(e) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("pop serve did not print its address ({e})\nlog:\n{}", log_tail(&log));
-                }
-            }
-        };
-        let admin = std::fs::read_to_string(data_dir.join("admin.token"))
-            .expect("the generated admin token")
-            .trim()
-            .to_string();
-        Pop {
-            child,
-            addr,
-            admin,
-            log,
-            http: reqwest::Client::builder().timeout(WAIT).build().expect("an HTTP client"),
-            _dir: dir,
-        }
-    }
-
-    async fn post(&self, token: &str, query: &str, variables: Value) -> Value {
-        let response = self
-            .http
-            .post(format!("http://{}/graphql", self.addr))
-            .bearer_auth(token)
-            .json(&json!({"query": query, "variables": variables}))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("POST /graphql failed: {e}\nlog:\n{}", log_tail(&self.log)));
-        let text = response.text().await.expect("a response body");
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
-    }
-
-    /// Runs a query or mutation and returns `data`, failing on any error.
-    async fn ok(&self, token: &str, query: &str, variables: Value) -> Value {
-        let body = self.post(token, query, variables).await;
-        assert!(body.get("errors").is_none(), "unexpected errors: {body:#}\nquery: {query}");
-        body["data"].clone()
+        let pop = Pop::start(
+            &dir.path().join("data"),
+            Some(&token_file),
+            &dir.path().join("pop.log"),
+            true,
+        );
+        Sched { pop, _dir: dir }
     }
 
     /// Pool, customer `acme` and a global insight taking `ffmpeg` operations; the last
     /// position.
     async fn seed(&self) -> String {
         self.ok(
-            &self.admin,
+            &self.pop.admin,
             "mutation($p: JSON!) { createResourcePool(resourcePool: $p) { position } }",
             json!({"p": {"id": "pool-1", "customerId": "ops", "title": "Pool"}}),
         )
         .await;
         self.ok(
-            &self.admin,
+            &self.pop.admin,
             "mutation($c: JSON!) { createCustomer(customer: $c) { position } }",
             json!({"c": {"id": "acme", "title": "acme", "resourcePoolId": "pool-1"}}),
         )
@@ -245,7 +164,7 @@ fn state(p: &Value) -> (&str, &str) {
 }
 
 /// Submits one agenda, waits until it is queued and claims it as [`ACME_SERVICE`].
-async fn submitted_and_claimed(pop: &Pop) -> String {
+async fn submitted_and_claimed(pop: &Sched) -> String {
     let seeded = pop.seed().await;
     let id = pop.submit(&seeded).await;
     pop.wait_queued(&id).await;
@@ -262,7 +181,7 @@ async fn submitted_and_claimed(pop: &Pop) -> String {
 
 #[tokio::test]
 async fn submit_queue_get_agenda_report_and_succeed() {
-    let pop = Pop::start();
+    let pop = Sched::start();
     let id = submitted_and_claimed(&pop).await;
 
     let (p, _) = pop
@@ -303,7 +222,7 @@ async fn submit_queue_get_agenda_report_and_succeed() {
 
 #[tokio::test]
 async fn a_failed_operation_fails_the_agenda() {
-    let pop = Pop::start();
+    let pop = Sched::start();
     let id = submitted_and_claimed(&pop).await;
 
     let (p, _) = pop

@@ -1,0 +1,180 @@
+//! The process harness the end-to-end test crates share: start the real `pop serve` on a temp
+//! data dir and `127.0.0.1:0`, read its address and admin token from stdout, talk GraphQL to it
+//! over HTTP, and kill and reap it on drop so a failing test leaks no process.
+
+// Each test crate uses a different part of this module.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// The bound on every wait: server start, HTTP calls, state changes.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A running `pop serve`; killed (SIGKILL) and reaped on drop unless it already exited.
+pub struct Pop {
+    pub child: Child,
+    /// `host:port`.
+    pub addr: String,
+    /// The admin token (printed on first start, else read from the data dir).
+    pub admin: String,
+    /// Whether this start printed a freshly generated admin token.
+    pub generated_token: bool,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub http: reqwest::Client,
+}
+
+impl Drop for Pop {
+    fn drop(&mut self) {
+        // Errors mean it already exited (and was reaped by `wait` below or earlier).
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The last lines of a server log, for failure messages.
+pub fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// A `pop` command with none of the `POP_*` variables of the environment, so the tests are
+/// hermetic.
+pub fn pop_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pop"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("POP_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("RUST_LOG", "info");
+    cmd
+}
+
+impl Pop {
+    /// Starts `pop serve` on `data_dir` (appending its log to `log`) and waits (bounded) for
+    /// its address; `scheduler` turns the scheduler on or off.
+    pub fn start(data_dir: &Path, token_file: Option<&Path>, log: &Path, scheduler: bool) -> Pop {
+        let log_file =
+            std::fs::OpenOptions::new().create(true).append(true).open(log).expect("the log file");
+        let mut cmd = pop_command();
+        cmd.arg("serve").arg("--data-dir").arg(data_dir).args(["--bind", "127.0.0.1:0"]);
+        cmd.args(["--scheduler", if scheduler { "true" } else { "false" }]);
+        if let Some(path) = token_file {
+            cmd.arg("--token-file").arg(path);
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log_file));
+        let mut child = cmd.spawn().expect("spawning pop serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        // A thread reads stdout to its end (so the server never blocks on a full pipe) and
+        // hands each line over; the channel closes when the server exits.
+        let (tx, rx) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + WAIT;
+        let mut lines = Vec::new();
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix("pop: listening on http://") {
+                        let addr = rest
+                            .strip_suffix("/graphql")
+                            .unwrap_or_else(|| panic!("unexpected listening line {line:?}"));
+                        lines.push(line.clone());
+                        break addr.to_string();
+                    }
+                    lines.push(line);
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "pop serve did not print its address within {WAIT:?} ({e}); stdout so far: \
+                         {lines:#?}\nlog:\n{}",
+                        log_tail(log)
+                    );
+                }
+            }
+        };
+        let generated_token = lines.iter().any(|l| l.starts_with("pop: generated an admin token"));
+        let admin = if generated_token {
+            // The line after the announcement is `pop: <token>`.
+            let at = lines.iter().position(|l| l.starts_with("pop: generated")).unwrap();
+            lines[at + 1].strip_prefix("pop: ").expect("the token line").to_string()
+        } else {
+            std::fs::read_to_string(data_dir.join("admin.token"))
+                .expect("the admin token of an earlier start")
+                .trim()
+                .to_string()
+        };
+        Pop {
+            child,
+            addr,
+            admin,
+            generated_token,
+            data_dir: data_dir.to_path_buf(),
+            log: log.to_path_buf(),
+            http: reqwest::Client::builder().timeout(WAIT).build().expect("an HTTP client"),
+        }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// POSTs a GraphQL request; the HTTP status and the JSON body.
+    pub async fn post(&self, token: Option<&str>, query: &str, variables: Value) -> (u16, Value) {
+        let mut request = self
+            .http
+            .post(format!("{}/graphql", self.base()))
+            .json(&json!({"query": query, "variables": variables}));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST /graphql failed: {e}\nlog:\n{}", log_tail(&self.log)));
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("a response body");
+        let body =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+        (status, body)
+    }
+
+    /// Runs a query or mutation and returns `data`, failing on any error.
+    pub async fn ok(&self, token: &str, query: &str, variables: Value) -> Value {
+        let (status, body) = self.post(Some(token), query, variables).await;
+        assert!(
+            status == 200 && body.get("errors").is_none(),
+            "unexpected errors ({status}): {body:#}\nquery: {query}"
+        );
+        body["data"].clone()
+    }
+
+    /// Runs a query or mutation that must fail with exactly one error; returns its code.
+    pub async fn err_code(&self, token: &str, query: &str, variables: Value) -> String {
+        let (_, body) = self.post(Some(token), query, variables).await;
+        let errors = body["errors"]
+            .as_array()
+            .unwrap_or_else(|| panic!("expected an error, got {body:#}\nquery: {query}"));
+        assert_eq!(errors.len(), 1, "{body:#}");
+        errors[0]["extensions"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no code in {body:#}"))
+            .to_string()
+    }
+}
