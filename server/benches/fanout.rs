@@ -15,9 +15,8 @@
 //! Without `--bench` (as `cargo test --benches` runs it) it does a small smoke run instead, so
 //! the benchmark cannot rot unnoticed.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -26,6 +25,7 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use clap::Parser;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use support::{Server, ms, self_cpu_ticks, ticks_per_second};
 use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -96,7 +96,7 @@ async fn main() -> Result<()> {
 
 async fn bench(args: &Args, followed: usize) -> Result<()> {
     let dir = tempfile::tempdir().context("a temp dir")?;
-    let server = Server::start(dir.path(), &args.durability)?;
+    let server = Server::start(dir.path(), &["--durability", args.durability.as_str()])?;
     let client = Api::new(&server)?;
     let base = Instant::now();
 
@@ -119,7 +119,7 @@ async fn bench(args: &Args, followed: usize) -> Result<()> {
         futures::stream::iter(0..args.subscribers)
             .map(|i| {
                 let url = url.clone();
-                let token = server.token.clone();
+                let token = server.admin.clone();
                 let agenda = i % followed;
                 let id = ids[agenda].clone();
                 async move { subscribe(&url, &token, &id).await.map(|ws| (agenda, ws)) }
@@ -272,15 +272,6 @@ async fn bench(args: &Args, followed: usize) -> Result<()> {
     Ok(())
 }
 
-/// The percentile `q` of sorted microseconds, in milliseconds.
-fn ms(sorted: &[u64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let index = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[index] as f64 / 1000.0
-}
-
 /// Opens one socket, subscribes to `agendaProgress(id)` and waits for its first item.
 async fn subscribe(url: &str, token: &str, id: &str) -> Result<Socket> {
     let mut request = url.into_client_request()?;
@@ -362,113 +353,6 @@ async fn read_updates(
     stats
 }
 
-/// A `pop serve` child on a temp data dir; SIGTERM, then SIGKILL, on drop.
-struct Server {
-    child: Child,
-    addr: String,
-    token: String,
-}
-
-impl Server {
-    fn start(data_dir: &Path, durability: &str) -> Result<Server> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pop"))
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--bind", "127.0.0.1:0", "--durability", durability])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("spawning pop serve")?;
-        let stdout = child.stdout.take().context("piped stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut server = Server { child, addr: String::new(), token: String::new() };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while server.addr.is_empty() {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .context("pop serve did not print its address")?;
-            if let Some(rest) = line.strip_prefix("pop: listening on http://") {
-                server.addr = rest.trim_end_matches("/graphql").to_string();
-            }
-        }
-        server.token = std::fs::read_to_string(data_dir.join("admin.token"))
-            .context("the generated admin token")?
-            .trim()
-            .to_string();
-        Ok(server)
-    }
-
-    fn status_kib(&self, key: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    }
-
-    fn rss_kib(&self) -> u64 {
-        self.status_kib("VmRSS:")
-    }
-
-    fn hwm_kib(&self) -> u64 {
-        self.status_kib("VmHWM:")
-    }
-
-    fn cpu_ticks(&self) -> u64 {
-        cpu_ticks(&format!("/proc/{}/stat", self.child.id()))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// utime + stime of a process, in clock ticks (`/proc/PID/stat` fields 14 and 15).
-fn cpu_ticks(stat_path: &str) -> u64 {
-    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
-    // The command name (field 2) may hold spaces; fields after its closing parenthesis are
-    // plain.
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    // After the name, field 3 (state) is index 0, so fields 14 and 15 are 11 and 12.
-    field(11) + field(12)
-}
-
-fn self_cpu_ticks() -> u64 {
-    cpu_ticks("/proc/self/stat")
-}
-
-/// Clock ticks per second; 100 on every Linux configuration this runs on.
-fn ticks_per_second() -> f64 {
-    100.0
-}
-
 /// The GraphQL calls the benchmark makes, as the generated admin.
 #[derive(Clone)]
 struct Api {
@@ -485,7 +369,7 @@ impl Api {
                 .pool_max_idle_per_host(1024)
                 .build()?,
             url: format!("http://{}/graphql", server.addr),
-            token: server.token.clone(),
+            token: server.admin.clone(),
         })
     }
 

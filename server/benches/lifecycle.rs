@@ -16,10 +16,10 @@
 //! Without `--bench` (as `cargo test --benches` runs it) it does a small smoke run instead, so
 //! the benchmark cannot rot unnoticed.
 
+mod support;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use clap::Parser;
 use serde_json::{Value, json};
+use std::ffi::OsStr;
+use support::{Server, ms};
 use tokio::sync::Semaphore;
 
 #[derive(Debug, Parser)]
@@ -141,7 +143,7 @@ struct Shared {
 
 async fn bench(args: &Args) -> Result<()> {
     let dir = tempfile::tempdir().context("a temp dir")?;
-    let server = Server::start(dir.path(), &args.durability)?;
+    let server = start_server(dir.path(), &args.durability)?;
     let api = Api::new(&server)?;
     let seeded = tokio::time::timeout(SETUP_DEADLINE, api.seed(args.queue_size))
         .await
@@ -307,106 +309,25 @@ async fn work(api: &Api, id: &str) -> Result<()> {
     Ok(())
 }
 
-/// The percentile `q` of sorted microseconds, in milliseconds.
-fn ms(sorted: &[u64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let index = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[index] as f64 / 1000.0
-}
-
-/// A `pop serve` child (scheduler on) on a temp data dir; SIGTERM, then SIGKILL, on drop.
-struct Server {
-    child: Child,
-    addr: String,
-    admin: String,
-}
-
-impl Server {
-    fn start(dir: &Path, durability: &str) -> Result<Server> {
-        let tokens = json!([
-            {"token": SERVICE_TOKEN, "name": "bench-worker", "role": "service", "customers": ["acme"]},
-            {"token": USER_TOKEN, "name": "bench-user", "role": "user", "customers": ["acme"]},
-        ]);
-        let token_file = dir.join("tokens.json");
-        std::fs::write(&token_file, tokens.to_string()).context("the token file")?;
-        let data_dir = dir.join("data");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pop"))
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .args(["--bind", "127.0.0.1:0", "--durability", durability, "--scheduler", "true"])
-            .arg("--token-file")
-            .arg(&token_file)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("spawning pop serve")?;
-        let stdout = child.stdout.take().context("piped stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut server = Server { child, addr: String::new(), admin: String::new() };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while server.addr.is_empty() {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .context("pop serve did not print its address")?;
-            if let Some(rest) = line.strip_prefix("pop: listening on http://") {
-                server.addr = rest.trim_end_matches("/graphql").to_string();
-            }
-        }
-        server.admin = std::fs::read_to_string(data_dir.join("admin.token"))
-            .context("the generated admin token")?
-            .trim()
-            .to_string();
-        Ok(server)
-    }
-
-    fn hwm_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// utime + stime in clock ticks (`/proc/PID/stat` fields 14 and 15).
-    fn cpu_ticks(&self) -> u64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-        field(11) + field(12)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts `pop serve` with the scheduler on and the bench's tokens, under `dir`.
+fn start_server(dir: &Path, durability: &str) -> Result<Server> {
+    let tokens = json!([
+        {"token": SERVICE_TOKEN, "name": "bench-worker", "role": "service", "customers": ["acme"]},
+        {"token": USER_TOKEN, "name": "bench-user", "role": "user", "customers": ["acme"]},
+    ]);
+    let token_file = dir.join("tokens.json");
+    std::fs::write(&token_file, tokens.to_string()).context("the token file")?;
+    Server::start(
+        &dir.join("data"),
+        &[
+            OsStr::new("--durability"),
+            OsStr::new(durability),
+            OsStr::new("--scheduler"),
+            OsStr::new("true"),
+            OsStr::new("--token-file"),
+            token_file.as_os_str(),
+        ],
+    )
 }
 
 /// The GraphQL calls the benchmark makes.

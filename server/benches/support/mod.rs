@@ -1,0 +1,133 @@
+//! What the benchmarks that drive a real `pop serve` share: starting the release binary on a
+//! temp data dir and reading its address and admin token, stopping it (SIGTERM, then SIGKILL)
+//! on drop, reading its memory and CPU from /proc, and percentiles.
+
+// Each benchmark uses a different part of this module.
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+/// The percentile `q` of sorted microseconds, in milliseconds.
+pub fn ms(sorted: &[u64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[index] as f64 / 1000.0
+}
+
+/// A `pop serve` child on a temp data dir; SIGTERM, then SIGKILL, on drop.
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+    pub admin: String,
+}
+
+impl Server {
+    /// Starts `pop serve --data-dir DATA_DIR --bind 127.0.0.1:0 ARGS…` and waits (bounded) for
+    /// its address; the admin token is the one it generated into the data dir.
+    pub fn start<S: AsRef<OsStr>>(data_dir: &Path, args: &[S]) -> Result<Server> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pop"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--bind", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("spawning pop serve")?;
+        let stdout = child.stdout.take().context("piped stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut server = Server { child, addr: String::new(), admin: String::new() };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while server.addr.is_empty() {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .context("pop serve did not print its address")?;
+            if let Some(rest) = line.strip_prefix("pop: listening on http://") {
+                server.addr = rest.trim_end_matches("/graphql").to_string();
+            }
+        }
+        server.admin = std::fs::read_to_string(data_dir.join("admin.token"))
+            .context("the generated admin token")?
+            .trim()
+            .to_string();
+        Ok(server)
+    }
+
+    pub fn status_kib(&self, key: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS:")
+    }
+
+    pub fn hwm_kib(&self) -> u64 {
+        self.status_kib("VmHWM:")
+    }
+
+    pub fn cpu_ticks(&self) -> u64 {
+        cpu_ticks(&format!("/proc/{}/stat", self.child.id()))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// utime + stime of a process, in clock ticks (`/proc/PID/stat` fields 14 and 15).
+pub fn cpu_ticks(stat_path: &str) -> u64 {
+    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
+    // The command name (field 2) may hold spaces; fields after its closing parenthesis are
+    // plain.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // After the name, field 3 (state) is index 0, so fields 14 and 15 are 11 and 12.
+    field(11) + field(12)
+}
+
+pub fn self_cpu_ticks() -> u64 {
+    cpu_ticks("/proc/self/stat")
+}
+
+/// Clock ticks per second; 100 on every Linux configuration this runs on.
+pub fn ticks_per_second() -> f64 {
+    100.0
+}
