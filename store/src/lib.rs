@@ -20,6 +20,7 @@ pub mod conformance;
 mod error;
 mod event;
 pub mod execute;
+pub mod leader;
 pub mod limits;
 mod position;
 pub mod sqlite;
@@ -34,6 +35,7 @@ pub use event::{
     ActualVersion, AppendResult, Direction, EventMetadata, ExpectedVersion, NewEvent, RecordedEvent,
 };
 pub use execute::{ExecuteError, Executed, Executor};
+pub use leader::{LeaderGuard, Leadership, ProcessLeadership};
 pub use position::{Position, PositionParseError};
 pub use sqlite::{Durability, SqliteOptions, SqliteStore};
 pub use subscribe::{ReadAfter, SUBSCRIPTION_BATCH, subscribe_by_polling};
