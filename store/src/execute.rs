@@ -2,6 +2,14 @@
 //! the command, and append the resulting events with the version the decision was based on.
 //! A concurrent writer shows up as a conflict; the command is then re-decided on the newer
 //! state, a bounded number of times.
+//!
+//! States are cached per stream with their version. A command on a cached stream is decided
+//! on the cached state without reading the store first (the hot path of a busy agenda: one
+//! append, no read); the append's expected version is what makes that safe — if anyone else
+//! appended (another replica, a process that bypassed this executor) the append conflicts and
+//! the command is re-decided on what the stream holds now. A refusal or a no-op decided on an
+//! unverified cached state is re-checked against the stream before it is reported, so a stale
+//! cache can cost a read but never a wrong answer.
 
 use std::any::Any;
 use std::sync::{Arc, Mutex};
@@ -103,10 +111,29 @@ impl Executor {
     {
         let stream = stream_name(A::CATEGORY, id);
         let metadata = metadata.to_json().map_err(CodecError::Encode)?;
-        let (mut state, mut version) = self.cached::<A>(&stream);
-        for _ in 0..MAX_EXECUTE_ATTEMPTS {
+        let (mut state, mut version, mut fresh) = match self.cached::<A>(&stream) {
+            // Optimistic: decide on the cached state and let the append's expected version
+            // tell whether another writer (another replica, or a delete) got there first.
+            Some((state, version)) => (state, Some(version), false),
+            None => (A::default(), None, true),
+        };
+        if fresh {
             self.catch_up(&stream, &mut state, &mut version).await?;
-            let events = state.decide(command).map_err(ExecuteError::Refused)?;
+        }
+        for _ in 0..MAX_EXECUTE_ATTEMPTS {
+            let decided = state.decide(command);
+            let events = match decided {
+                Ok(events) if fresh || !events.is_empty() => events,
+                // A refusal or a no-op judged on an unverified cached state is only reported
+                // after reading what the stream holds now: the cache may be behind.
+                _ if !fresh => {
+                    self.catch_up(&stream, &mut state, &mut version).await?;
+                    fresh = true;
+                    continue;
+                }
+                Ok(events) => events,
+                Err(e) => return Err(ExecuteError::Refused(e)),
+            };
             if events.is_empty() {
                 self.remember(&stream, version, &state);
                 return Ok(Executed { events, state, version, position: None });
@@ -139,7 +166,10 @@ impl Executor {
                     });
                 }
                 // Someone else appended since we read: read their events and decide again.
-                Err(e) if e.is_conflict() => continue,
+                Err(e) if e.is_conflict() => {
+                    self.catch_up(&stream, &mut state, &mut version).await?;
+                    fresh = true;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -152,7 +182,10 @@ impl Executor {
         id: &str,
     ) -> Result<(A, Option<u64>), ExecuteError<A::Error>> {
         let stream = stream_name(A::CATEGORY, id);
-        let (mut state, mut version) = self.cached::<A>(&stream);
+        let (mut state, mut version) = match self.cached::<A>(&stream) {
+            Some((state, version)) => (state, Some(version)),
+            None => (A::default(), None),
+        };
         self.catch_up(&stream, &mut state, &mut version).await?;
         self.remember(&stream, version, &state);
         Ok((state, version))
@@ -184,14 +217,12 @@ impl Executor {
         }
     }
 
-    fn cached<A: Aggregate>(&self, stream: &str) -> (A, Option<u64>) {
-        // A poisoned lock or a state of another type (two aggregates sharing a category) is a
-        // cache miss: the stream is simply read from the start.
-        let hit = self.states.lock().ok().and_then(|mut c| c.get(stream));
-        match hit.and_then(|c| c.state.downcast_ref::<A>().map(|s| (s.clone(), c.version))) {
-            Some((state, version)) => (state, Some(version)),
-            None => (A::default(), None),
-        }
+    /// The cached state of `stream` and its version, if any. A poisoned lock or a state of
+    /// another type (two aggregates sharing a category) is a miss: the stream is then read
+    /// from the start.
+    fn cached<A: Aggregate>(&self, stream: &str) -> Option<(A, u64)> {
+        let hit = self.states.lock().ok().and_then(|mut c| c.get(stream))?;
+        hit.state.downcast_ref::<A>().map(|s| (s.clone(), hit.version))
     }
 
     fn remember<A: Aggregate>(&self, stream: &str, version: Option<u64>, state: &A) {

@@ -26,12 +26,14 @@ struct Counter {
 enum CounterCommand {
     Add(i64),
     Close,
+    Reopen,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 enum CounterEvent {
     Added { by: i64 },
     Closed,
+    Reopened,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -45,6 +47,7 @@ impl EventCodec for CounterEvent {
         match self {
             CounterEvent::Added { .. } => "CounterAdded",
             CounterEvent::Closed => "CounterClosed",
+            CounterEvent::Reopened => "CounterReopened",
         }
     }
     fn schema_version(&self) -> u32 {
@@ -54,7 +57,7 @@ impl EventCodec for CounterEvent {
         serde_json::to_vec(self).map_err(CodecError::Encode)
     }
     fn decode(event_type: &str, version: u32, data: &[u8]) -> Result<Self, CodecError> {
-        if !matches!(event_type, "CounterAdded" | "CounterClosed") {
+        if !matches!(event_type, "CounterAdded" | "CounterClosed" | "CounterReopened") {
             return Err(CodecError::UnknownType { event_type: event_type.to_owned() });
         }
         serde_json::from_slice(data).map_err(|source| CodecError::Malformed {
@@ -73,6 +76,8 @@ impl Aggregate for Counter {
 
     fn decide(&self, command: &CounterCommand) -> Result<Vec<CounterEvent>, CounterError> {
         match command {
+            CounterCommand::Reopen if self.closed => Ok(vec![CounterEvent::Reopened]),
+            CounterCommand::Reopen => Ok(vec![]),
             _ if self.closed => Err(CounterError::Closed),
             CounterCommand::Add(0) => Ok(vec![]),
             CounterCommand::Add(by) => Ok(vec![CounterEvent::Added { by: *by }]),
@@ -84,6 +89,7 @@ impl Aggregate for Counter {
         match event {
             CounterEvent::Added { by } => self.value = self.value.saturating_add(*by),
             CounterEvent::Closed => self.closed = true,
+            CounterEvent::Reopened => self.closed = false,
         }
     }
 }
@@ -150,6 +156,22 @@ async fn sees_events_written_by_others_despite_its_cache() {
     other.execute::<Counter>("d", &meta(), &CounterCommand::Add(10)).await.unwrap();
     let r = one.execute::<Counter>("d", &meta(), &CounterCommand::Add(100)).await.unwrap();
     assert_eq!((r.state.value, r.version), (111, Some(2)));
+}
+
+#[tokio::test]
+async fn a_refusal_judged_on_a_stale_cache_is_checked_against_the_stream() {
+    let (_dir, store) = store().await;
+    let one = Executor::new(store.clone());
+    let other = Executor::new(store.clone());
+    one.execute::<Counter>("s", &meta(), &CounterCommand::Close).await.unwrap();
+    // `one` caches "closed"; `other` reopens behind its back.
+    other.execute::<Counter>("s", &meta(), &CounterCommand::Reopen).await.unwrap();
+    let r = one.execute::<Counter>("s", &meta(), &CounterCommand::Add(5)).await.unwrap();
+    assert_eq!((r.state.value, r.state.closed, r.version), (5, false, Some(2)));
+    // And the reverse: a no-op on the stale cache ("already open") is re-checked too.
+    other.execute::<Counter>("s", &meta(), &CounterCommand::Close).await.unwrap();
+    let r = one.execute::<Counter>("s", &meta(), &CounterCommand::Reopen).await.unwrap();
+    assert_eq!((r.events, r.version), (vec![CounterEvent::Reopened], Some(4)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
