@@ -125,6 +125,7 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
     }
     for request in batch.iter_mut() {
         request.data.insert(Caller { principal: principal.clone(), cid: cid.clone() });
+        state.parse_cached(request);
     }
     let response = state.schema().execute_batch(batch).await;
     let mut response = axum::Json(response).into_response();

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use async_graphql::parser::types::ExecutableDocument;
+
 use metrics_exporter_prometheus::PrometheusHandle;
 use pop_projections::Projections;
 use pop_store::{EventStore, Executor};
@@ -15,6 +17,39 @@ use crate::feed::Dispatcher;
 use crate::graphql::{PopSchema, Services, build_schema};
 use crate::metrics;
 use crate::ws::SHUTDOWN_CLOSE_WAIT;
+
+/// Queries longer than this are parsed every time (they are rarely repeated verbatim).
+const MAX_CACHED_QUERY_BYTES: usize = 4 * 1024;
+/// Distinct queries remembered; when full the cache starts over.
+const MAX_CACHED_QUERIES: usize = 512;
+
+/// Parsed GraphQL documents by query text. A full cache is cleared, not evicted entry by
+/// entry: clients send a handful of distinct queries, so a clear is rare and cheap.
+#[derive(Default)]
+struct QueryCache {
+    documents: std::sync::Mutex<std::collections::HashMap<String, ExecutableDocument>>,
+}
+
+impl QueryCache {
+    fn parse_into(&self, request: &mut async_graphql::Request) {
+        if request.query.len() > MAX_CACHED_QUERY_BYTES {
+            return;
+        }
+        let cached = self.documents.lock().ok().and_then(|d| d.get(&request.query).cloned());
+        if let Some(document) = cached {
+            request.set_parsed_query(document);
+            return;
+        }
+        // A query that does not parse is left to the schema, which reports the error.
+        let Ok(document) = async_graphql::parser::parse_query(&request.query) else { return };
+        let Ok(mut documents) = self.documents.lock() else { return };
+        if documents.len() >= MAX_CACHED_QUERIES {
+            documents.clear();
+        }
+        documents.insert(request.query.clone(), document.clone());
+        request.set_parsed_query(document);
+    }
+}
 
 /// The API's shared state. Cheap to clone.
 #[derive(Clone)]
@@ -31,6 +66,8 @@ struct Inner {
     going_away: watch::Sender<bool>,
     /// WebSocket connections being served, so shutdown can wait for their close frames.
     open_sockets: watch::Sender<usize>,
+    /// Parsed documents of the queries clients keep sending.
+    queries: QueryCache,
 }
 
 impl std::fmt::Debug for AppState {
@@ -46,6 +83,13 @@ impl AppState {
     /// The API over `store`, executing commands with `executor` (share the server's one: it
     /// caches aggregate states) and reading `projections` (whose runner the server drives).
     /// Installs the process's Prometheus recorder if none is installed yet.
+    /// Sets the parsed document of `request` from the cache of recently seen queries (parsing
+    /// and remembering it on a miss), so a client repeating one query pays for parsing once.
+    /// Depth and directive limits still run on every request.
+    pub(crate) fn parse_cached(&self, request: &mut async_graphql::Request) {
+        self.inner.queries.parse_into(request);
+    }
+
     pub fn new(
         store: Arc<dyn EventStore>,
         executor: Arc<Executor>,
@@ -64,7 +108,14 @@ impl AppState {
         let feed = Dispatcher::new(config.subscriber_buffer, MAX_SUBSCRIBERS, move || {
             changes.subscribe_changes()
         });
-        let services = Arc::new(Services { store, executor, projections, config, feed });
+        let services = Arc::new(Services {
+            store,
+            executor,
+            projections,
+            config,
+            feed,
+            claims: Default::default(),
+        });
         let schema = build_schema(Arc::clone(&services));
         AppState {
             inner: Arc::new(Inner {
@@ -74,6 +125,7 @@ impl AppState {
                 metrics: metrics_handle,
                 going_away: watch::Sender::new(false),
                 open_sockets: watch::Sender::new(0),
+                queries: QueryCache::default(),
             }),
         }
     }

@@ -9,8 +9,10 @@
 //! release-built `pop serve` on a temp data dir (scheduler on, durable store by default),
 //! creates a pool, a customer and an insight with a large queue, then for `--seconds`:
 //! `--submitters` tasks submit 3-operation agendas while at most `--outstanding` are unfinished
-//! (a closed loop, so the backlog stays bounded), and `--pullers` tasks loop `getAgenda` with a
-//! count of 1..=8 (cycling) and run every agenda they get to completion. Every phase has a
+//! (a closed loop, so the backlog stays bounded), and `--pullers` tasks loop `getAgenda` for as
+//! many agendas as they have free execution slots (`--in-flight`, default 8, like a resource
+//! pool's puller feeding its executors) and run each agenda they get to completion in its own
+//! task. Every phase has a
 //! deadline.
 //!
 //! Without `--bench` (as `cargo test --benches` runs it) it does a small smoke run instead, so
@@ -40,6 +42,9 @@ struct Args {
     /// Concurrent `getAgenda` callers, each running what it gets to completion.
     #[arg(long, default_value_t = 16)]
     pullers: usize,
+    /// Agendas each puller runs at once (it asks `getAgenda` for as many as it has free).
+    #[arg(long, default_value_t = 8)]
+    in_flight: usize,
     /// Concurrent submitters.
     #[arg(long, default_value_t = 8)]
     submitters: usize,
@@ -161,13 +166,14 @@ async fn bench(args: &Args) -> Result<()> {
         empty_gets: AtomicU64::new(0),
     });
 
+    let in_flight = args.in_flight.clamp(1, 8);
     let cpu_before = server.cpu_ticks();
     let start = Instant::now();
     let submitters: Vec<_> = (0..args.submitters)
         .map(|n| tokio::spawn(submitter(Arc::clone(&shared), n, seeded.clone())))
         .collect();
     let pullers: Vec<_> =
-        (0..args.pullers).map(|n| tokio::spawn(puller(Arc::clone(&shared), n))).collect();
+        (0..args.pullers).map(|_| tokio::spawn(puller(Arc::clone(&shared), in_flight))).collect();
 
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     let completed_at_end = shared.completed.load(Ordering::Relaxed);
@@ -249,12 +255,19 @@ async fn submitter(shared: Arc<Shared>, n: usize, seeded: String) {
     }
 }
 
-/// Loops `getAgenda` (count cycling 1..=8) and works every agenda it gets to completion.
-async fn puller(shared: Arc<Shared>, n: usize) {
-    let mut count = (n % 8) as i32 + 1;
+/// Loops `getAgenda` for as many agendas as it has free execution slots (`--in-flight`, like a
+/// resource pool's puller feeding its executors) and runs every agenda it gets to completion
+/// in its own task, so one puller's agendas execute concurrently.
+async fn puller(shared: Arc<Shared>, in_flight: usize) {
+    let slots = Arc::new(Semaphore::new(in_flight));
+    let budget = u32::try_from(in_flight).unwrap_or(u32::MAX);
     while !shared.stop.load(Ordering::Relaxed) {
+        // Wait for at least one free slot, then ask for as many agendas as are free.
+        let Ok(first) = Arc::clone(&slots).acquire_owned().await else { break };
+        let free = slots.available_permits();
+        let count = (free + 1).min(8);
         shared.get_calls.fetch_add(1, Ordering::Relaxed);
-        let ids = match shared.api.get_agenda(count).await {
+        let ids = match shared.api.get_agenda(count as i32).await {
             Ok(ids) => ids,
             Err(e) => {
                 if shared.failed.fetch_add(1, Ordering::Relaxed) < 3 {
@@ -263,30 +276,44 @@ async fn puller(shared: Arc<Shared>, n: usize) {
                 continue;
             }
         };
-        count = count % 8 + 1;
         let claimed = Instant::now();
         if ids.is_empty() {
             shared.empty_gets.fetch_add(1, Ordering::Relaxed);
+            drop(first);
             tokio::time::sleep(IDLE_PAUSE).await;
             continue;
         }
-        for id in &ids {
-            shared.claims.record(id.clone(), Seen::Claimed(claimed));
-        }
+        let mut first = Some(first);
         for id in ids {
-            match work(&shared.api, &id).await {
-                Ok(()) => {
-                    shared.completed.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    if shared.failed.fetch_add(1, Ordering::Relaxed) < 3 {
-                        eprintln!("lifecycle: working {id} failed: {e:#}");
+            shared.claims.record(id.clone(), Seen::Claimed(claimed));
+            // The first agenda takes the slot waited for; the others take free ones (there
+            // are as many as were asked for, and only this task takes slots).
+            let permit = match first.take() {
+                Some(permit) => permit,
+                None => match Arc::clone(&slots).acquire_owned().await {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+            };
+            let shared = Arc::clone(&shared);
+            tokio::spawn(async move {
+                match work(&shared.api, &id).await {
+                    Ok(()) => {
+                        shared.completed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        if shared.failed.fetch_add(1, Ordering::Relaxed) < 3 {
+                            eprintln!("lifecycle: working {id} failed: {e:#}");
+                        }
                     }
                 }
-            }
-            shared.outstanding.add_permits(1);
+                shared.outstanding.add_permits(1);
+                drop(permit);
+            });
         }
     }
+    // Wait for this puller's agendas to finish.
+    let _ = slots.acquire_many(budget).await;
 }
 
 /// Three progress reports, one per operation; the last completes the agenda.

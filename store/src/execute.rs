@@ -43,8 +43,8 @@ const LOAD_BATCH: usize = MAX_READ_BATCH;
 pub struct Executed<A: Aggregate> {
     /// The events appended (empty: the command changed nothing).
     pub events: Vec<A::Event>,
-    /// The state after the command.
-    pub state: A,
+    /// The state after the command (shared with the executor's cache: no copy is made).
+    pub state: Arc<A>,
     /// The stream's version after the command (`None`: the stream still has no events).
     pub version: Option<u64>,
     /// The global position of the last event appended, for read-your-writes; `None` when no
@@ -135,7 +135,7 @@ impl Executor {
                 Err(e) => return Err(ExecuteError::Refused(e)),
             };
             if events.is_empty() {
-                self.remember(&stream, version, &state);
+                let state = self.remember(&stream, version, state);
                 return Ok(Executed { events, state, version, position: None });
             }
             let new_events = events
@@ -157,7 +157,7 @@ impl Executor {
                         state.evolve(e);
                     }
                     let version = Some(appended.version);
-                    self.remember(&stream, version, &state);
+                    let state = self.remember(&stream, version, state);
                     return Ok(Executed {
                         events,
                         state,
@@ -187,8 +187,8 @@ impl Executor {
             None => (A::default(), None),
         };
         self.catch_up(&stream, &mut state, &mut version).await?;
-        self.remember(&stream, version, &state);
-        Ok((state, version))
+        let state = self.remember(&stream, version, state);
+        Ok((Arc::unwrap_or_clone(state), version))
     }
 
     /// Folds the events after `version` into `state`.
@@ -225,11 +225,23 @@ impl Executor {
         hit.state.downcast_ref::<A>().map(|s| (s.clone(), hit.version))
     }
 
-    fn remember<A: Aggregate>(&self, stream: &str, version: Option<u64>, state: &A) {
-        let Some(version) = version else { return };
+    /// Caches `state` at `version` (when the stream exists) and hands it back shared.
+    fn remember<A: Aggregate>(&self, stream: &str, version: Option<u64>, state: A) -> Arc<A> {
+        let state = Arc::new(state);
+        let Some(version) = version else { return state };
         if let Ok(mut cache) = self.states.lock() {
-            let state: Arc<dyn Any + Send + Sync> = Arc::new(state.clone());
-            cache.insert(stream.to_owned(), CachedState { version, state });
+            let shared: Arc<dyn Any + Send + Sync> = Arc::clone(&state) as _;
+            cache.insert(stream.to_owned(), CachedState { version, state: shared });
         }
+        state
+    }
+
+    /// Applies `f` to the cached state of the aggregate `A` with id `id`, without reading the
+    /// store: `None` when it is not cached. The state may be behind the stream, so use it only
+    /// for what never changes once set (an agenda's customer, say).
+    pub fn peek<A: Aggregate, R>(&self, id: &str, f: impl FnOnce(&A) -> R) -> Option<R> {
+        let stream = stream_name(A::CATEGORY, id);
+        let hit = self.states.lock().ok().and_then(|mut c| c.get(&stream))?;
+        hit.state.downcast_ref::<A>().map(f)
     }
 }

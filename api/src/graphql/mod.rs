@@ -44,6 +44,8 @@ pub struct Services {
     pub config: ApiConfig,
     /// Routes the projections' changes to the subscriptions (one reader of the feed).
     pub feed: Dispatcher,
+    /// Agendas this replica is claiming or has just claimed (`getAgenda`).
+    pub claims: work::ClaimBook,
 }
 
 /// The authenticated caller of one request (HTTP) or connection (WebSocket), and the

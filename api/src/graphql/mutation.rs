@@ -141,8 +141,22 @@ pub(crate) async fn on_agenda(
 ) -> ApiResult<AgendaResultGql> {
     let subject = agenda_subject(id);
     let with_cid = |e: ApiError| e.with_cid(cid);
-    let customer_id = match services.executor.load::<AgendaState>(id).await {
-        Ok((state, _)) => state.agenda().map(|a| a.customer_id.clone()),
+    // An agenda's customer never changes once it is submitted, so a cached state tells it
+    // without a read.
+    let cached = services
+        .executor
+        .peek::<AgendaState, _>(id, |state| state.agenda().map(|a| a.customer_id.clone()))
+        .flatten();
+    let loaded = match cached {
+        Some(customer_id) => Ok(Some(customer_id)),
+        None => services
+            .executor
+            .load::<AgendaState>(id)
+            .await
+            .map(|(state, _)| state.agenda().map(|a| a.customer_id.clone())),
+    };
+    let customer_id = match loaded {
+        Ok(customer_id) => customer_id,
         Err(pop_store::ExecuteError::Store(pop_store::StoreError::StreamDeleted { .. })) => None,
         Err(e) => return Err(with_cid(error::execute(&subject, e))),
     };

@@ -4,6 +4,7 @@
 //! goes through the agenda stream's expected version and two callers can never both win it.
 
 use chrono::Utc;
+use futures::future::join_all;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -69,43 +70,128 @@ pub(crate) async fn get_agenda(
     };
     let holder = caller.principal.name.clone();
     let mut claimed = Vec::with_capacity(count);
-    for (id, customer, queued_ms) in candidates {
-        if claimed.len() >= count {
+    let mut remaining = candidates.into_iter();
+    // Claim in rounds: reserve as many candidates as are still wanted (skipping those another
+    // call of this replica is claiming or has just claimed), claim them concurrently (their
+    // appends share one group commit), and go on with the next candidates for the ones lost.
+    while claimed.len() < count {
+        let wanted = count - claimed.len();
+        let round: Vec<(String, String, i64)> = {
+            let applied = services.projections.applied();
+            services.claims.reserve(&mut remaining, wanted, &applied)
+        };
+        if round.is_empty() {
             break;
         }
-        let now = Utc::now();
-        let lease_expires = now + services.config.lease;
-        let command = AgendaCommand::Claim {
-            holder: holder.clone(),
-            lease_id: Uuid::now_v7().to_string(),
-            lease_expires,
-            now,
-        };
-        let executed = services
-            .executor
-            .execute::<AgendaState>(&id, &metadata(caller, &customer, cid), &command)
-            .await;
-        metrics::command("getAgenda", executed.is_ok());
-        match executed {
-            Ok(executed) => {
-                let waited = (now.timestamp_millis() - queued_ms).max(0);
-                let waited = std::time::Duration::from_millis(waited.unsigned_abs());
-                metrics::claimed(insight_id, waited);
-                claimed.push(agenda_result(&executed, cid));
+        let attempts = round.iter().map(|(id, customer, _)| {
+            let now = Utc::now();
+            let command = AgendaCommand::Claim {
+                holder: holder.clone(),
+                lease_id: Uuid::now_v7().to_string(),
+                lease_expires: now + services.config.lease,
+                now,
+            };
+            async move {
+                let executed = services
+                    .executor
+                    .execute::<AgendaState>(id, &metadata(caller, customer, cid), &command)
+                    .await;
+                (now, executed)
             }
-            // Someone else claimed it first (or it changed since the read): not ours.
-            Err(ExecuteError::Refused(_)) | Err(ExecuteError::Conflict { .. }) => continue,
-            Err(e) if claimed.is_empty() => {
+        });
+        let results = join_all(attempts).await;
+        let mut failure = None;
+        for ((id, _, queued_ms), (now, executed)) in round.into_iter().zip(results) {
+            metrics::command("getAgenda", executed.is_ok());
+            match executed {
+                Ok(executed) => {
+                    services.claims.claimed(&id, executed.position);
+                    let waited = (now.timestamp_millis() - queued_ms).max(0);
+                    let waited = std::time::Duration::from_millis(waited.unsigned_abs());
+                    metrics::claimed(insight_id, waited);
+                    claimed.push(agenda_result(&executed, cid));
+                }
+                // Someone else claimed it first (or it changed since the read): not ours.
+                Err(ExecuteError::Refused(_)) | Err(ExecuteError::Conflict { .. }) => {
+                    services.claims.release(&id);
+                }
+                Err(e) => {
+                    services.claims.release(&id);
+                    tracing::warn!(agenda = %id, error = %e, "getAgenda: claim failed");
+                    failure.get_or_insert((id, e));
+                }
+            }
+        }
+        if let Some((id, e)) = failure {
+            if claimed.is_empty() {
                 return Err(with_cid(error::execute(&format!("agenda {id:?}"), e)));
             }
-            Err(e) => {
-                // Hand out what was claimed; the leases of the rest are not ours anyway.
-                tracing::warn!(agenda = %id, error = %e, "getAgenda: claim failed");
-                break;
-            }
+            // Hand out what was claimed; the leases of the rest are not ours anyway.
+            break;
         }
     }
     Ok(claimed)
+}
+
+/// This replica's book of agendas being claimed or just claimed, so concurrent `getAgenda`
+/// calls on one replica do not all race for the same oldest queued agendas. An agenda is in
+/// the book while its claim is in flight, and after a successful claim until the read models
+/// have applied it (from then on they no longer list it as queued). The book only spares
+/// wasted attempts: correctness comes from the claim's expected version, which also settles
+/// races between replicas.
+#[derive(Debug, Default)]
+pub struct ClaimBook {
+    /// Agenda id → `None` while its claim is in flight, the claim's position once claimed.
+    entries: std::sync::Mutex<std::collections::HashMap<String, Option<pop_store::Position>>>,
+}
+
+impl ClaimBook {
+    /// Takes up to `wanted` candidates from `candidates` that are not in the book and puts
+    /// them in it (in flight). Forgets claims the read models have applied (`applied`).
+    fn reserve<T>(
+        &self,
+        candidates: &mut impl Iterator<Item = (String, String, T)>,
+        wanted: usize,
+        applied: &pop_store::Position,
+    ) -> Vec<(String, String, T)> {
+        let Ok(mut entries) = self.entries.lock() else {
+            // A poisoned book only loses the optimisation.
+            return candidates.take(wanted).collect();
+        };
+        entries.retain(|_, position| position.as_ref().is_none_or(|p| p > applied));
+        let mut round = Vec::with_capacity(wanted);
+        for candidate in candidates.by_ref() {
+            if round.len() >= wanted {
+                break;
+            }
+            if let std::collections::hash_map::Entry::Vacant(slot) =
+                entries.entry(candidate.0.clone())
+            {
+                slot.insert(None);
+                round.push(candidate);
+            }
+        }
+        round
+    }
+
+    fn claimed(&self, id: &str, position: Option<pop_store::Position>) {
+        if let Ok(mut entries) = self.entries.lock() {
+            match position {
+                Some(position) => {
+                    entries.insert(id.to_string(), Some(position));
+                }
+                None => {
+                    entries.remove(id);
+                }
+            }
+        }
+    }
+
+    fn release(&self, id: &str) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(id);
+        }
+    }
 }
 
 /// `updateAgendaProgress`: reads the POP AgendaProgress JSON into a [`ProgressReport`] and runs
