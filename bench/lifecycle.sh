@@ -4,7 +4,7 @@
 # complete — then the median agendas/s and claim latency p50/p99. Extra arguments go to the
 # benchmark, e.g.
 #
-#   bench/lifecycle.sh                              # 16 pullers, 8 submitters, 20 s, durability full
+#   bench/lifecycle.sh                              # 16 pullers (8 in flight each), 32 submitters, 20 s, durability full
 #   RUNS=1 bench/lifecycle.sh --seconds 5 --durability normal
 #
 # Loopback only; every server is stopped (SIGTERM) and its temp dir removed by the benchmark.

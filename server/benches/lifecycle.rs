@@ -45,8 +45,9 @@ struct Args {
     /// Agendas each puller runs at once (it asks `getAgenda` for as many as it has free).
     #[arg(long, default_value_t = 8)]
     in_flight: usize,
-    /// Concurrent submitters.
-    #[arg(long, default_value_t = 8)]
+    /// Concurrent submitters (each waits for its submit's answer before the next: with too
+    /// few, submission and not hand-out would be what is measured).
+    #[arg(long, default_value_t = 32)]
     submitters: usize,
     /// Most agendas submitted but not yet completed (the submitters wait past it).
     #[arg(long, default_value_t = 1_000)]
