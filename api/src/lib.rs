@@ -33,6 +33,7 @@ pub mod feed;
 pub mod graphql;
 pub mod http;
 pub mod metrics;
+pub mod rest;
 pub mod scheduler;
 pub mod state;
 pub mod ws;
