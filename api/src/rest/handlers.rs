@@ -588,10 +588,11 @@ async fn update_progress(call: &Call<'_>) -> RestResult<Reply> {
     call.authorize(Action::Work)?;
     call.allow_params(&[])?;
     let object = call.object("updateAgendaProgress request")?;
-    let progress = match object.get("agendaProgress") {
+    let mut progress = match object.get("agendaProgress") {
         Some(p) => p.clone(),
         None => Value::Object(object.clone()),
     };
+    pop_json::numbers_from_strings(&mut progress);
     let cid = call.write_cid(object.get("cid"))?;
     let result =
         work::update_agenda_progress(call.services(), &call.caller, progress, &cid).await?;

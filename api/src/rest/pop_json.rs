@@ -109,6 +109,48 @@ pub(crate) fn progress(p: &AgendaProgressGql) -> model::AgendaProgress {
     }
 }
 
+/// Fields of an executor's report that POP clients send as numeric strings (`"50"`): the
+/// domain reads them as numbers, so they are converted here, at the POP wire, wherever they
+/// occur in the report (agenda, operation progress, diagnostic events). A string that is not
+/// a number is left alone for the domain to refuse with the field named.
+const NUMERIC_FIELDS: &[&str] =
+    &["percentComplete", "statusCode", "attemptsCompleted", "maximumAttempts", "attemptCount"];
+
+/// Most nesting [`numbers_from_strings`] walks (a report is three levels deep; payloads inside
+/// it are not touched past this).
+const MAX_NUMERIC_DEPTH: usize = 4;
+
+pub(crate) fn numbers_from_strings(value: &mut Value) {
+    fn walk(value: &mut Value, depth: usize) {
+        if depth > MAX_NUMERIC_DEPTH {
+            return;
+        }
+        match value {
+            Value::Object(map) => {
+                for (key, v) in map.iter_mut() {
+                    if let Value::String(text) = v
+                        && NUMERIC_FIELDS.contains(&key.as_str())
+                    {
+                        let text = text.trim();
+                        if let Ok(n) = text.parse::<i64>() {
+                            *v = Value::from(n);
+                        } else if let Some(n) =
+                            text.parse::<f64>().ok().and_then(serde_json::Number::from_f64)
+                        {
+                            *v = Value::Number(n);
+                        }
+                    } else if matches!(key.as_str(), "operationProgress" | "diagnosticEvents") {
+                        walk(v, depth + 1);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|i| walk(i, depth + 1)),
+            _ => {}
+        }
+    }
+    walk(value, 0);
+}
+
 /// A domain value as POP JSON.
 pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> ApiResult<Value> {
     serde_json::to_value(value).map_err(|e| ApiError::internal("writing POP JSON", &e))
@@ -118,6 +160,20 @@ pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> ApiResult<Value> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn numeric_strings_become_numbers_in_reports_only() {
+        let mut report = json!({"percentComplete": " 50 ", "resultPayload": {"percentComplete": "7"},
+            "operationProgress": [{"percentComplete": "12.5", "attemptCount": "x",
+                "diagnosticEvents": [{"statusCode": "2"}]}]});
+        numbers_from_strings(&mut report);
+        assert_eq!(
+            report,
+            json!({"percentComplete": 50, "resultPayload": {"percentComplete": "7"},
+            "operationProgress": [{"percentComplete": 12.5, "attemptCount": "x",
+                "diagnosticEvents": [{"statusCode": 2}]}]})
+        );
+    }
 
     #[test]
     fn progress_survives_the_graphql_shape() {
