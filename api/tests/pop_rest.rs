@@ -4,6 +4,9 @@
 //! answers POP's envelope with an honest status and pop's code; the served OpenAPI document
 //! is the checked-in one and names every route.
 
+// The helpers panic on a broken fixture or transport on purpose: the test should fail loudly.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::sync::Arc;

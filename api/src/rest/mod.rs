@@ -247,20 +247,21 @@ pub const ROUTES: &[Route] = &[
 #[derive(Debug)]
 pub(crate) struct RestError {
     status: StatusCode,
-    error: ApiError,
+    /// Boxed: results carrying it stay small on the success path.
+    error: Box<ApiError>,
     /// For 405: the methods the route does answer.
     allow: Option<String>,
 }
 
 impl From<ApiError> for RestError {
     fn from(error: ApiError) -> Self {
-        RestError { status: status_of(error.code), error, allow: None }
+        RestError { status: status_of(error.code), error: Box::new(error), allow: None }
     }
 }
 
 impl RestError {
     fn with_status(status: StatusCode, error: ApiError) -> RestError {
-        RestError { status, error, allow: None }
+        RestError { status, error: Box::new(error), allow: None }
     }
 }
 
@@ -469,7 +470,7 @@ async fn serve(
             .map_or("this route does not answer that method", |(_, why)| why);
         return Err(RestError {
             status: StatusCode::METHOD_NOT_ALLOWED,
-            error: ApiError::bad_request(format!("{method} {}: {why}", route.path)),
+            error: Box::new(ApiError::bad_request(format!("{method} {}: {why}", route.path))),
             allow: Some(route.methods.join(", ")),
         });
     }
