@@ -1,7 +1,8 @@
 //! The axum router: `POST /graphql` (queries and mutations, bearer auth, body size limit),
 //! `GET /graphql` (GraphiQL), `GET /graphql/ws` (subscriptions, queries and mutations over
 //! graphql-transport-ws only — see [`crate::ws`] — authenticated by the `connection_init`
-//! payload or the upgrade's `Authorization` header), `/healthz`, `/readyz` and `/metrics`.
+//! payload or the upgrade's `Authorization` header), `/healthz`, `/readyz`, `/metrics`, and
+//! everything under `/pop` to the POP-compatible REST surface ([`crate::rest`]).
 
 use async_graphql::BatchRequest;
 use axum::Router;
@@ -50,6 +51,7 @@ pub fn router_with(state: AppState, ws_limits: WsLimits) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route(crate::rest::BASE, axum::routing::any(crate::rest::dispatch))
+        .route(&format!("{}/", crate::rest::BASE), axum::routing::any(crate::rest::dispatch))
         .route(
             &format!("{}/{{*path}}", crate::rest::BASE),
             axum::routing::any(crate::rest::dispatch),
