@@ -436,6 +436,17 @@ async fn every_error_answers_the_envelope_with_an_honest_status() {
         call_with(&s, Some("tok_nobody_000000000000000000000"), "GET", "/pop/customer", None, &[])
             .await;
     envelope(&a, 401, "UNAUTHENTICATED");
+    // A write that names its own cid in the body reports that one, as on GraphQL.
+    let a = call_with(
+        &s,
+        Some(ACME),
+        "POST",
+        "/pop/agenda/service/rerun",
+        Some(r#"{"agendaId": "no-such", "cid": "body-cid-7"}"#),
+        &[("x-correlation-id", "header-cid")],
+    )
+    .await;
+    assert_eq!(envelope(&a, 404, "NOT_FOUND")["correlationId"], "body-cid-7");
 
     // 403: the role does not allow it.
     let a = call(&s, ACME, "POST", "/pop/customer", Some(json!({"id": "x", "title": "x"}))).await;

@@ -429,7 +429,7 @@ pub(crate) async fn dispatch(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let cid = request_cid(&headers);
+    let mut cid = request_cid(&headers);
     let mut response = match serve(&state, method, &uri, &headers, body, &cid).await {
         Ok(reply) => {
             let mut response = (StatusCode::OK, axum::Json(reply.body)).into_response();
@@ -438,7 +438,13 @@ pub(crate) async fn dispatch(
             }
             response
         }
-        Err(e) => envelope(e, &cid),
+        Err(e) => {
+            // A write that named its own cid (the body's `cid`) reports that one, as on GraphQL.
+            if let Some(own) = &e.error.cid {
+                cid.clone_from(own);
+            }
+            envelope(e, &cid)
+        }
     };
     if let Ok(v) = HeaderValue::from_str(&cid) {
         response.headers_mut().insert(CID_HEADER, v);
