@@ -352,6 +352,8 @@ async fn a_whole_lifecycle_through_the_rest_surface() {
     let a = ok(&s, ACME, "GET", "/pop/agenda?bylinkId=http%3A%2F%2Fmy.data.link.id%2Fjob-77", None)
         .await;
     assert_eq!(a.body["count"], 1, "{:#}", a.body);
+    let a = ok(&s, ACME, "GET", "/pop/agenda?byagendaid=agenda-refs-1", None).await;
+    assert_eq!(a.body["count"], 1, "{:#}", a.body);
     let a = ok(&s, ACME, "GET", "/pop/progress/agenda?byAgendaId=agenda-refs-1", None).await;
     assert_eq!(a.body["all"][0]["id"], "agenda-refs-1");
     let a = ok(&s, ACME, "GET", "/pop/agenda?byResourcePoolId=pool-east&limit=10", None).await;
@@ -745,4 +747,14 @@ async fn the_openapi_document_is_checked_in_and_names_every_route() {
         .sum();
     assert_eq!(operations, documented, "the document has operations the router does not serve");
     assert_eq!(paths.len(), pop_api::rest::ROUTES.len());
+
+    // Counted by route template and status in /metrics.
+    let (status, text) = s.get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        text.lines().any(|l| l.starts_with("pop_api_rest_requests_total")
+            && l.contains("route=\"/pop/openapi.json\"")
+            && l.contains("status=\"200\"")),
+        "{text}"
+    );
 }

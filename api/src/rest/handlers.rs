@@ -45,6 +45,7 @@ const LINK_ID: &str = "linkid";
 pub(crate) fn list_params(kind: Kind, item: bool) -> &'static [&'static str] {
     const AGENDA: &[&str] = &[
         BY_ID,
+        BY_AGENDA_ID,
         BY_CUSTOMER_ID,
         BY_LINK_ID,
         BY_AGENDA_PROGRESS_ID,
@@ -308,7 +309,10 @@ fn agenda_list(kind: Kind, call: &Call<'_>) -> RestResult<(Vec<Value>, Option<Cu
     // agenda id.
     let single: Option<Option<&AgendaEntry>> = match kind {
         Kind::Agenda => {
-            match (call.id.as_deref().or(call.param(BY_ID)), call.param(BY_AGENDA_PROGRESS_ID)) {
+            match (
+                call.id.as_deref().or(call.param(BY_ID)).or(call.param(BY_AGENDA_ID)),
+                call.param(BY_AGENDA_PROGRESS_ID),
+            ) {
                 (Some(id), _) => Some(visible_agenda(&models, principal, id)),
                 (None, Some(p)) => Some(visible_progress(&models, principal, p)),
                 (None, None) => None,

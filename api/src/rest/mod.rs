@@ -429,8 +429,10 @@ pub(crate) async fn dispatch(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let started = std::time::Instant::now();
     let mut cid = request_cid(&headers);
-    let mut response = match serve(&state, method, &uri, &headers, body, &cid).await {
+    let mut route = "unrouted";
+    let mut response = match serve(&state, method, &uri, &headers, body, &cid, &mut route).await {
         Ok(reply) => {
             let mut response = (StatusCode::OK, axum::Json(reply.body)).into_response();
             if let Some(p) = reply.position.and_then(|p| HeaderValue::from_str(&p).ok()) {
@@ -449,6 +451,7 @@ pub(crate) async fn dispatch(
     if let Ok(v) = HeaderValue::from_str(&cid) {
         response.headers_mut().insert(CID_HEADER, v);
     }
+    metrics::rest_request(route, response.status().as_u16(), started.elapsed());
     response
 }
 
@@ -459,6 +462,7 @@ async fn serve(
     headers: &HeaderMap,
     body: Body,
     cid: &str,
+    route_path: &mut &'static str,
 ) -> RestResult<Reply> {
     let segments = segments(uri.path())?;
     let Some((route, id)) = find_route(&segments) else {
@@ -468,6 +472,7 @@ async fn serve(
         )
         .into());
     };
+    *route_path = route.path;
     if !route.methods.contains(&method.as_str()) {
         let why = route
             .refused

@@ -112,7 +112,7 @@ fn query_param(name: &str) -> Value {
         "byId" => "The object's id.",
         "byCustomerId" => "Only objects of this customer.",
         "byLinkId" => "Only agendas with this linkId.",
-        "byAgendaId" => "Only the progress of this agenda.",
+        "byAgendaId" => "The agenda with this id (on progress lists: its progress).",
         "byAgendaProgressId" => {
             "Only the agenda (or operation progress) of this AgendaProgress id."
         }
