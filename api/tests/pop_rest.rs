@@ -555,6 +555,30 @@ async fn every_error_answers_the_envelope_with_an_honest_status() {
     let a = call(&s, ACME, "POST", "/pop/agenda", Some(bad)).await;
     let e = envelope(&a, 400, "VALIDATION");
     assert!(e["problems"].as_array().unwrap().len() >= 2, "{e:#}");
+    // An id no agenda can have is the client's mistake (400), on both surfaces, never a 500.
+    for path in ["/pop/agenda/service/rerun", "/pop/resourcepool/service/updateAgenda"] {
+        let a =
+            call(&s, ADMIN, "POST", path, Some(json!({"agendaId": "a\u{1}b", "operations": []})))
+                .await;
+        envelope(&a, 400, "VALIDATION");
+    }
+    let a = call(
+        &s,
+        ACME_SERVICE,
+        "POST",
+        "/pop/resourcepool/service/updateAgendaProgress",
+        Some(json!({"id": ">\u{18}"})),
+    )
+    .await;
+    envelope(&a, 400, "VALIDATION");
+    let e = s
+        .err(
+            ADMIN,
+            "mutation($id: String!) { rerunAgenda(agendaId: $id) { position } }",
+            json!({"id": "a\u{1}b"}),
+        )
+        .await;
+    assert_eq!(code(&e), "VALIDATION", "{e:#}");
     // Service field checks.
     let a = call(
         &s,

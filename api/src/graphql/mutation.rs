@@ -233,6 +233,9 @@ pub(crate) async fn on_agenda(
 ) -> ApiResult<AgendaResultGql> {
     let subject = agenda_subject(id);
     let with_cid = |e: ApiError| e.with_cid(cid);
+    // An id no agenda can have (control characters, too long) is the client's mistake, not a
+    // store failure.
+    check_id("agendaId", id).map_err(with_cid)?;
     let customer_id = match services.executor.load::<AgendaState>(id).await {
         Ok((state, _)) => state.agenda().map(|a| a.customer_id.clone()),
         Err(pop_store::ExecuteError::Store(pop_store::StoreError::StreamDeleted { .. })) => None,
