@@ -85,6 +85,8 @@ const WORDS: &[&str] = &[
     "%",
     "\u{0}",
     "é/ü",
+    "a\u{1}b",
+    "\u{18}",
 ];
 
 fn word() -> impl Strategy<Value = String> {
