@@ -241,6 +241,10 @@ pub fn store(subject: &str, e: &StoreError) -> ApiError {
         StoreError::LimitExceeded { .. } => {
             ApiError::bad_request(format!("{subject} is too large to store: {e}"))
         }
+        // Only a client's id makes a stream name invalid.
+        StoreError::InvalidStreamName { reason, .. } => {
+            ApiError::bad_request(format!("{subject} cannot exist: its stream name {reason}"))
+        }
         StoreError::WrongExpectedVersion { .. } => {
             ApiError::new(ErrorCode::Conflict, format!("{subject} changed concurrently; retry"))
         }

@@ -1,7 +1,8 @@
 //! The axum router: `POST /graphql` (queries and mutations, bearer auth, body size limit),
 //! `GET /graphql` (GraphiQL), `GET /graphql/ws` (subscriptions, queries and mutations over
 //! graphql-transport-ws only — see [`crate::ws`] — authenticated by the `connection_init`
-//! payload or the upgrade's `Authorization` header), `/healthz`, `/readyz` and `/metrics`.
+//! payload or the upgrade's `Authorization` header), `/healthz`, `/readyz`, `/metrics`, and
+//! everything under `/pop` to the POP-compatible REST surface ([`crate::rest`]).
 
 use async_graphql::BatchRequest;
 use axum::Router;
@@ -49,6 +50,12 @@ pub fn router_with(state: AppState, ws_limits: WsLimits) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .route(crate::rest::BASE, axum::routing::any(crate::rest::dispatch))
+        .route(&format!("{}/", crate::rest::BASE), axum::routing::any(crate::rest::dispatch))
+        .route(
+            &format!("{}/{{*path}}", crate::rest::BASE),
+            axum::routing::any(crate::rest::dispatch),
+        )
         .with_state(state)
 }
 
@@ -70,7 +77,7 @@ fn error_response(status: StatusCode, error: ApiError, cid: &str) -> Response {
 }
 
 /// The request's cid: the client's header when usable, else a fresh UUID v7.
-fn request_cid(headers: &HeaderMap) -> String {
+pub(crate) fn request_cid(headers: &HeaderMap) -> String {
     headers
         .get(CID_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -80,7 +87,10 @@ fn request_cid(headers: &HeaderMap) -> String {
         .unwrap_or_else(|| Uuid::now_v7().to_string())
 }
 
-fn header_principal(state: &AppState, headers: &HeaderMap) -> Option<crate::auth::Principal> {
+pub(crate) fn header_principal(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Option<crate::auth::Principal> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     state.authenticate(bearer(value)?)
 }
@@ -91,21 +101,9 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
     let Some(principal) = header_principal(&state, &headers) else {
         return error_response(StatusCode::UNAUTHORIZED, ApiError::unauthenticated(), &cid);
     };
-    let limit = state.config().max_body_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let too_large = || {
-        ApiError::bad_request(format!("the request body is larger than the limit of {limit} bytes"))
-    };
-    if declared.is_some_and(|n| n > limit as u64) {
-        return error_response(StatusCode::PAYLOAD_TOO_LARGE, too_large(), &cid);
-    }
-    let bytes = match axum::body::to_bytes(body, limit).await {
+    let bytes = match read_body(&headers, body, state.config().max_body_bytes).await {
         Ok(b) => b,
-        // A body without a declared length that runs past the limit, or a broken upload.
-        Err(_) => return error_response(StatusCode::PAYLOAD_TOO_LARGE, too_large(), &cid),
+        Err(e) => return error_response(StatusCode::PAYLOAD_TOO_LARGE, e, &cid),
     };
     let mut batch: BatchRequest = match serde_json::from_slice(&bytes) {
         Ok(b) => b,
@@ -133,6 +131,27 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
         response.headers_mut().insert(CID_HEADER, v);
     }
     response
+}
+
+/// Reads a request body of at most `limit` bytes; a larger one (declared or not) is
+/// BAD_REQUEST, answered with 413 by the callers.
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<axum::body::Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        ApiError::bad_request(format!("the request body is larger than the limit of {limit} bytes"))
+    };
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    // A body without a declared length that runs past the limit, or a broken upload.
+    axum::body::to_bytes(body, limit).await.map_err(|_| too_large())
 }
 
 /// Upgrades to graphql-transport-ws (selected when the client offers it; [`ws::serve`]

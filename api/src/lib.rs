@@ -22,7 +22,8 @@
 //! Map: [`config`] (limits and knobs), [`auth`] (tokens, principals, roles), [`error`] (codes
 //! and what leaks), [`graphql`] (schema: [`graphql::query`], [`graphql::mutation`],
 //! [`graphql::subscription`], [`graphql::types`]), [`feed`] (one dispatcher routing the change
-//! feed by key into the subscribers' bounded buffers, with lag signalling), [`http`] (routes), [`ws`] (the graphql-transport-ws
+//! feed by key into the subscribers' bounded buffers, with lag signalling), [`http`] (routes), [`rest`] (the POP-compatible
+//! REST surface under `/pop`, over the resolvers' own functions), [`ws`] (the graphql-transport-ws
 //! server: close codes, connection and operation limits), [`metrics`], [`scheduler`] (tops insight queues up from
 //! their `added` agendas), [`state`].
 
@@ -33,6 +34,7 @@ pub mod feed;
 pub mod graphql;
 pub mod http;
 pub mod metrics;
+pub mod rest;
 pub mod scheduler;
 pub mod state;
 pub mod ws;

@@ -32,6 +32,9 @@ use tokio::sync::{broadcast, watch};
 
 pub const REQUESTS: &str = "pop_api_requests_total";
 pub const REQUEST_SECONDS: &str = "pop_api_request_duration_seconds";
+/// Requests to the POP REST surface, by route template (a bounded set) and HTTP status.
+pub const REST_REQUESTS: &str = "pop_api_rest_requests_total";
+pub const REST_REQUEST_SECONDS: &str = "pop_api_rest_request_duration_seconds";
 pub const ERRORS: &str = "pop_api_errors_total";
 pub const COMMANDS: &str = "pop_api_commands_total";
 pub const SUBSCRIPTIONS_ACTIVE: &str = "pop_api_subscriptions_active";
@@ -98,6 +101,13 @@ pub(crate) fn request(elapsed: Duration, ok: bool) {
     let outcome = if ok { "ok" } else { "error" };
     metrics::counter!(REQUESTS, "outcome" => outcome).increment(1);
     metrics::histogram!(REQUEST_SECONDS).record(elapsed.as_secs_f64());
+}
+
+/// One request to the POP REST surface; `route` is the route's template (`/pop/agenda/{id}`)
+/// or `unrouted`, never the raw path, so the label set stays small.
+pub(crate) fn rest_request(route: &'static str, status: u16, elapsed: Duration) {
+    metrics::counter!(REST_REQUESTS, "route" => route, "status" => status.to_string()).increment(1);
+    metrics::histogram!(REST_REQUEST_SECONDS, "route" => route).record(elapsed.as_secs_f64());
 }
 
 pub(crate) fn error(code: &str) {

@@ -130,6 +130,11 @@ impl AppState {
         }
     }
 
+    /// What the resolvers use, for the REST surface, which calls the same functions.
+    pub(crate) fn services(&self) -> &Arc<Services> {
+        &self.inner.services
+    }
+
     pub fn schema(&self) -> &PopSchema {
         &self.inner.schema
     }

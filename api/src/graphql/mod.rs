@@ -8,7 +8,7 @@ pub mod mutation;
 pub mod query;
 pub mod subscription;
 pub mod types;
-mod work;
+pub(crate) mod work;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -85,7 +85,11 @@ pub(crate) fn caller<'a>(ctx: &Context<'a>) -> ApiResult<&'a Caller> {
 /// The caller, if its role allows `action` (FORBIDDEN otherwise: a role check reveals
 /// nothing about any object).
 pub(crate) fn authorize<'a>(ctx: &Context<'a>, action: Action) -> ApiResult<&'a Caller> {
-    let caller = caller(ctx)?;
+    authorize_caller(caller(ctx)?, action)
+}
+
+/// The role check of [`authorize`] for a caller the transport already has (the REST surface).
+pub(crate) fn authorize_caller(caller: &Caller, action: Action) -> ApiResult<&Caller> {
     if !caller.principal.role.allows(action) {
         return Err(ApiError::forbidden(format!(
             "principal {:?} has role {} and may not {}",

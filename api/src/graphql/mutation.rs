@@ -130,6 +130,98 @@ async fn submit(
     Ok(agenda_result(&executed, &cid))
 }
 
+/// Submits a POP agenda given as JSON (`submitAgenda`, REST `POST agenda`): it must be an
+/// object in POP's agenda shape.
+pub(crate) async fn submit_json(
+    services: &Services,
+    caller: &Caller,
+    agenda: Value,
+    cid: String,
+) -> ApiResult<AgendaResultGql> {
+    if !agenda.is_object() {
+        return Err(ApiError::invalid("agenda", "the agenda must be a JSON object").with_cid(&cid));
+    }
+    let agenda: Agenda = from_json("agenda", agenda).map_err(|e| e.with_cid(&cid))?;
+    submit(services, caller, agenda, cid).await
+}
+
+/// Runs template `template_id` (one the customer may use) with `payload` for `customer_id`
+/// (default: the caller's only customer) and submits the result.
+pub(crate) async fn run_template_for(
+    services: &Services,
+    caller: &Caller,
+    template_id: &str,
+    payload: Value,
+    customer_id: Option<String>,
+    cid: String,
+) -> ApiResult<AgendaResultGql> {
+    let with_cid = |e: ApiError| e.with_cid(&cid);
+    let customer = customer_id
+        .or_else(|| caller.principal.only_customer().map(str::to_string))
+        .ok_or_else(|| {
+            with_cid(ApiError::invalid("customerId", "name the customer to run the template for"))
+        })?;
+    if !caller.principal.sees(&customer) {
+        return Err(with_cid(ApiError::forbidden(format!(
+            "principal {:?} may not submit agendas for customer {customer:?}",
+            caller.principal.name
+        ))));
+    }
+    let template = {
+        let models = services.projections.read();
+        models.template(template_id).filter(|t| may_use_template(t, &customer)).cloned()
+    }
+    .ok_or_else(|| with_cid(ApiError::not_found("agenda template", template_id)))?;
+    let agenda = run_template(&template, &payload, &customer).map_err(|e| {
+        with_cid(ApiError::validation(
+            &format!("agenda template {template_id:?} run with this payload"),
+            e,
+        ))
+    })?;
+    submit(services, caller, agenda, cid).await
+}
+
+/// Reruns agenda `agenda_id` with POP's rerun params (DOMAIN.md §8).
+pub(crate) async fn rerun(
+    services: &Services,
+    caller: &Caller,
+    agenda_id: &str,
+    params: Vec<String>,
+    cid: &str,
+) -> ApiResult<AgendaResultGql> {
+    if params.len() > MAX_RERUN_PARAMS {
+        return Err(ApiError::invalid(
+            "params",
+            format!("at most {MAX_RERUN_PARAMS} rerun params"),
+        )
+        .with_cid(cid));
+    }
+    let flags = RerunFlags::parse(&params).map_err(|e| {
+        ApiError::validation(&format!("rerun of agenda {agenda_id:?}"), e).with_cid(cid)
+    })?;
+    let command = AgendaCommand::Rerun { flags, now: Utc::now() };
+    on_agenda(services, caller, "rerunAgenda", agenda_id, command, cid).await
+}
+
+/// Appends `operations` (POP JSON) to agenda `agenda_id` and merges `params` into its params.
+pub(crate) async fn expand(
+    services: &Services,
+    caller: &Caller,
+    agenda_id: &str,
+    operations: Value,
+    params: Option<Value>,
+    cid: &str,
+) -> ApiResult<AgendaResultGql> {
+    let operations: Vec<Operation> =
+        from_json("operations", operations).map_err(|e| e.with_cid(cid))?;
+    let params: Params = match params {
+        None => Params::new(),
+        Some(p) => from_json("params", p).map_err(|e| e.with_cid(cid))?,
+    };
+    let command = AgendaCommand::Expand { operations, params, now: Utc::now() };
+    on_agenda(services, caller, "expandAgenda", agenda_id, command, cid).await
+}
+
 /// Runs `command` on agenda `id` if the caller may see it (NOT_FOUND otherwise).
 pub(crate) async fn on_agenda(
     services: &Services,
@@ -141,6 +233,9 @@ pub(crate) async fn on_agenda(
 ) -> ApiResult<AgendaResultGql> {
     let subject = agenda_subject(id);
     let with_cid = |e: ApiError| e.with_cid(cid);
+    // An id no agenda can have (control characters, too long) is the client's mistake, not a
+    // store failure.
+    check_id("agendaId", id).map_err(with_cid)?;
     // An agenda's customer never changes once it is submitted, so a cached state tells it
     // without a read.
     let cached = services
@@ -173,7 +268,7 @@ pub(crate) async fn on_agenda(
 }
 
 /// The mutation names of one config kind, for metrics.
-trait ConfigNames: ConfigObject {
+pub(crate) trait ConfigNames: ConfigObject {
     const CREATE: &'static str;
     const UPDATE: &'static str;
     const DELETE: &'static str;
@@ -229,10 +324,18 @@ impl ConfigNames for AgendaTemplate {
     }
 }
 
-enum ConfigOp {
+pub(crate) enum ConfigOp {
     Create(Value),
     Update(Value),
     Delete(String),
+}
+
+/// What a config command did: the object as it is now (for a delete: as it was deleted).
+pub(crate) struct Configured<T> {
+    pub object: T,
+    pub deleted: bool,
+    pub position: Option<String>,
+    pub cid: String,
 }
 
 /// Create, update or delete one config object (admins, within their customers).
@@ -248,6 +351,23 @@ where
     let caller = authorize(ctx, Action::Configure)?;
     let services = services(ctx)?;
     let cid = mutation_cid(caller, cid)?;
+    let done = configure_with::<T>(services, caller, op, cid).await?;
+    Ok(ConfigResult {
+        object: G::from(&done.object),
+        deleted: done.deleted,
+        position: done.position,
+        cid: done.cid,
+    })
+}
+
+/// The command behind [`configure`] for a caller already allowed to configure (the REST
+/// surface checks the role itself).
+pub(crate) async fn configure_with<T: ConfigNames>(
+    services: &Services,
+    caller: &Caller,
+    op: ConfigOp,
+    cid: String,
+) -> ApiResult<Configured<T>> {
     let with_cid = |e: ApiError| e.with_cid(&cid);
     let now = Utc::now();
     let (id, name, command) = match op {
@@ -330,8 +450,8 @@ where
             )));
         }
     };
-    Ok(ConfigResult {
-        object: G::from(object),
+    Ok(Configured {
+        object: object.clone(),
         deleted,
         position: executed.position.map(|p| p.to_string()),
         cid,
@@ -358,13 +478,7 @@ impl MutationRoot {
             cid.or_else(|| agenda.0.get("cid").and_then(Value::as_str).map(str::to_string)),
         )?;
         wait_for(services, at_least_position.as_deref()).await.map_err(|e| e.with_cid(&cid))?;
-        if !agenda.0.is_object() {
-            return Err(ApiError::invalid("agenda", "the agenda must be a JSON object")
-                .with_cid(&cid)
-                .into());
-        }
-        let agenda: Agenda = from_json("agenda", agenda.0).map_err(|e| e.with_cid(&cid))?;
-        Ok(submit(services, caller, agenda, cid).await?)
+        Ok(submit_json(services, caller, agenda.0, cid).await?)
     }
 
     /// Runs a template the customer may use with `payload` and submits the result.
@@ -380,36 +494,9 @@ impl MutationRoot {
         let caller = authorize(ctx, Action::Submit)?;
         let services = services(ctx)?;
         let cid = mutation_cid(caller, cid)?;
-        let with_cid = |e: ApiError| e.with_cid(&cid);
-        wait_for(services, at_least_position.as_deref()).await.map_err(with_cid)?;
-        let customer = customer_id
-            .or_else(|| caller.principal.only_customer().map(str::to_string))
-            .ok_or_else(|| {
-                with_cid(ApiError::invalid(
-                    "customerId",
-                    "name the customer to run the template for",
-                ))
-            })?;
-        if !caller.principal.sees(&customer) {
-            return Err(with_cid(ApiError::forbidden(format!(
-                "principal {:?} may not submit agendas for customer {customer:?}",
-                caller.principal.name
-            )))
-            .into());
-        }
-        let template = {
-            let models = services.projections.read();
-            models.template(&template_id).filter(|t| may_use_template(t, &customer)).cloned()
-        }
-        .ok_or_else(|| with_cid(ApiError::not_found("agenda template", &template_id)))?;
+        wait_for(services, at_least_position.as_deref()).await.map_err(|e| e.with_cid(&cid))?;
         let payload = payload.map(|p| p.0).unwrap_or(Value::Null);
-        let agenda = run_template(&template, &payload, &customer).map_err(|e| {
-            with_cid(ApiError::validation(
-                &format!("agenda template {template_id:?} run with this payload"),
-                e,
-            ))
-        })?;
-        Ok(submit(services, caller, agenda, cid).await?)
+        Ok(run_template_for(services, caller, &template_id, payload, customer_id, cid).await?)
     }
 
     /// Reruns a COMPLETE agenda with POP's flags (`resetAll`, `continue`, `skipExecution`,
@@ -424,20 +511,7 @@ impl MutationRoot {
         let caller = authorize(ctx, Action::Rerun)?;
         let services = services(ctx)?;
         let cid = mutation_cid(caller, cid)?;
-        let params = params.unwrap_or_default();
-        if params.len() > MAX_RERUN_PARAMS {
-            return Err(ApiError::invalid(
-                "params",
-                format!("at most {MAX_RERUN_PARAMS} rerun params"),
-            )
-            .with_cid(&cid)
-            .into());
-        }
-        let flags = RerunFlags::parse(&params).map_err(|e| {
-            ApiError::validation(&format!("rerun of agenda {agenda_id:?}"), e).with_cid(&cid)
-        })?;
-        let command = AgendaCommand::Rerun { flags, now: Utc::now() };
-        Ok(on_agenda(services, caller, "rerunAgenda", &agenda_id, command, &cid).await?)
+        Ok(rerun(services, caller, &agenda_id, params.unwrap_or_default(), &cid).await?)
     }
 
     /// Appends operations to an agenda (validated like a submission against the existing
@@ -453,14 +527,7 @@ impl MutationRoot {
         let caller = authorize(ctx, Action::Expand)?;
         let services = services(ctx)?;
         let cid = mutation_cid(caller, cid)?;
-        let operations: Vec<Operation> =
-            from_json("operations", operations.0).map_err(|e| e.with_cid(&cid))?;
-        let params: Params = match params {
-            None => Params::new(),
-            Some(p) => from_json("params", p.0).map_err(|e| e.with_cid(&cid))?,
-        };
-        let command = AgendaCommand::Expand { operations, params, now: Utc::now() };
-        Ok(on_agenda(services, caller, "expandAgenda", &agenda_id, command, &cid).await?)
+        Ok(expand(services, caller, &agenda_id, operations.0, params.map(|p| p.0), &cid).await?)
     }
 
     /// Cancels a non-complete agenda (COMPLETE/cancelled); executors' later reports are

@@ -50,6 +50,14 @@ pub struct AgendaFilter {
 
 pub struct QueryRoot;
 
+/// One page of agenda read-model entries, mapped, with the cursor of the next page (`None`
+/// at the end) and the read models' position. Shared by GraphQL's lists and the REST surface.
+pub(crate) struct AgendaSlice<T> {
+    pub items: Vec<T>,
+    pub next: Option<Cursor>,
+    pub position: String,
+}
+
 /// Pages of read-model entries, filtered for the caller, mapped by `map`.
 fn agenda_page<T: async_graphql::OutputType>(
     models: &ReadModels,
@@ -59,13 +67,27 @@ fn agenda_page<T: async_graphql::OutputType>(
     limit: usize,
     map: impl Fn(&AgendaEntry) -> Result<Option<T>, CorruptEntry>,
 ) -> ApiResult<Page<T>> {
+    let slice = agenda_slice(models, principal, filter, after, limit, map)?;
+    Ok(Page {
+        items: slice.items,
+        has_next_page: slice.next.is_some(),
+        end_cursor: slice.next.map(|c| c.to_string()),
+        position: slice.position,
+    })
+}
+
+/// The agendas the caller may see that pass `filter`, from `after`, at most `limit`, mapped
+/// by `map` (which may skip an entry by answering `None`).
+pub(crate) fn agenda_slice<T>(
+    models: &ReadModels,
+    principal: &Principal,
+    filter: &AgendaFilter,
+    after: Option<Cursor>,
+    limit: usize,
+    map: impl Fn(&AgendaEntry) -> Result<Option<T>, CorruptEntry>,
+) -> ApiResult<AgendaSlice<T>> {
     let position = models.position().to_string();
-    let empty = || Page {
-        items: Vec::new(),
-        end_cursor: None,
-        has_next_page: false,
-        position: position.clone(),
-    };
+    let empty = || AgendaSlice { items: Vec::new(), next: None, position: position.clone() };
     let visibility = match &filter.customer_id {
         Some(c) if principal.sees(c) => Visibility::Customers([c.clone()].into()),
         Some(_) => return Ok(empty()),
@@ -110,12 +132,7 @@ fn agenda_page<T: async_graphql::OutputType>(
         items.extend(item);
     }
     let next = if cut { None } else { page.next };
-    Ok(Page {
-        items,
-        has_next_page: next.is_some(),
-        end_cursor: next.map(|c| c.to_string()),
-        position,
-    })
+    Ok(AgendaSlice { items, next, position })
 }
 
 fn config_page<'m, O, T: async_graphql::OutputType>(
@@ -131,13 +148,93 @@ fn config_page<'m, O, T: async_graphql::OutputType>(
     }
 }
 
-fn corrupt(e: CorruptEntry) -> ApiError {
+pub(crate) fn corrupt(e: CorruptEntry) -> ApiError {
     ApiError::internal("reading an agenda from the read models", &e)
 }
 
 /// Whether the caller may see the agenda of `entry`.
 fn sees_entry(principal: &Principal, entry: &AgendaEntry) -> bool {
     principal.sees(entry.customer_id())
+}
+
+// What each reader may see by id: one rule per object kind, shared by the GraphQL resolvers
+// and the REST surface. `None` both when the object does not exist and when it is invisible.
+
+/// The agenda entry with this id, if visible.
+pub(crate) fn visible_agenda<'m>(
+    models: &'m ReadModels,
+    principal: &Principal,
+    id: &str,
+) -> Option<&'m AgendaEntry> {
+    models.agenda_entry(id).filter(|e| sees_entry(principal, e))
+}
+
+/// The agenda entry whose AgendaProgress has this id, if visible.
+pub(crate) fn visible_progress<'m>(
+    models: &'m ReadModels,
+    principal: &Principal,
+    progress_id: &str,
+) -> Option<&'m AgendaEntry> {
+    models.agendas().by_progress_id(progress_id).filter(|e| sees_entry(principal, e))
+}
+
+/// The OperationProgress with this id, if visible.
+pub(crate) fn visible_operation_progress(
+    models: &ReadModels,
+    principal: &Principal,
+    id: &str,
+) -> ApiResult<Option<pop_domain::model::OperationProgress>> {
+    let found = models.operation_progress(id).map_err(corrupt)?;
+    Ok(found.filter(|p| principal.sees(&p.customer_id)))
+}
+
+pub(crate) fn visible_customer<'m>(
+    models: &'m ReadModels,
+    principal: &Principal,
+    id: &str,
+) -> Option<&'m pop_domain::model::Customer> {
+    models.customer(id).filter(|c| principal.sees(&c.customer_id))
+}
+
+pub(crate) fn visible_resource_pool<'m>(
+    models: &'m ReadModels,
+    principal: &Principal,
+    id: &str,
+) -> Option<&'m pop_domain::model::ResourcePool> {
+    models.resource_pool(id).filter(|p| principal.sees(&p.customer_id))
+}
+
+/// An insight the caller owns, or that is global or shared with one of its customers.
+pub(crate) fn visible_insight<'m>(
+    models: &'m ReadModels,
+    principal: &Principal,
+    id: &str,
+) -> Option<&'m pop_domain::model::Insight> {
+    let v = &principal.customers;
+    models
+        .insight(id)
+        .filter(|i| v.sees_shared(&i.customer_id, i.is_global, &i.allowed_customer_ids))
+}
+
+/// A template the caller owns, or that is global or shared with one of its customers.
+pub(crate) fn visible_template<'m>(
+    models: &'m ReadModels,
+    principal: &Principal,
+    id: &str,
+) -> Option<&'m pop_domain::model::AgendaTemplate> {
+    let v = &principal.customers;
+    models
+        .template(id)
+        .filter(|t| v.sees_shared(&t.customer_id, t.is_global, &t.allowed_customer_ids))
+}
+
+/// DOMAIN.md §4.3 over the agendas with this linkId that the caller may see.
+pub(crate) fn progress_summary(
+    models: &ReadModels,
+    principal: &Principal,
+    link_id: &str,
+) -> ApiResult<pop_domain::model::ProgressSummary> {
+    models.progress_summary(link_id, &principal.customers).map_err(corrupt)
 }
 
 /// A page of a stream or of the log: reads `first` events, then one more to tell whether
@@ -218,8 +315,7 @@ impl QueryRoot {
         let services = services(ctx)?;
         wait_for(services, at_least_position.as_deref()).await?;
         let models = services.projections.read();
-        let Some(entry) = models.agenda_entry(&id).filter(|e| sees_entry(&caller.principal, e))
-        else {
+        let Some(entry) = visible_agenda(&models, &caller.principal, &id) else {
             return Ok(None);
         };
         Ok(entry.agenda().map_err(corrupt)?.as_ref().map(AgendaGql::from))
@@ -257,9 +353,7 @@ impl QueryRoot {
         let services = services(ctx)?;
         wait_for(services, at_least_position.as_deref()).await?;
         let models = services.projections.read();
-        let Some(entry) =
-            models.agendas().by_progress_id(&id).filter(|e| sees_entry(&caller.principal, e))
-        else {
+        let Some(entry) = visible_progress(&models, &caller.principal, &id) else {
             return Ok(None);
         };
         Ok(Some(AgendaProgressGql::from(&entry.progress().map_err(corrupt)?)))
@@ -297,11 +391,8 @@ impl QueryRoot {
         let services = services(ctx)?;
         wait_for(services, at_least_position.as_deref()).await?;
         let models = services.projections.read();
-        let found = models.operation_progress(&id).map_err(corrupt)?;
-        Ok(found
-            .filter(|p| caller.principal.sees(&p.customer_id))
-            .as_ref()
-            .map(OperationProgressGql::from))
+        let found = visible_operation_progress(&models, &caller.principal, &id)?;
+        Ok(found.as_ref().map(OperationProgressGql::from))
     }
 
     /// DOMAIN.md §4.3 over the agendas with this linkId that the caller may see (a caller
@@ -316,8 +407,7 @@ impl QueryRoot {
         let services = services(ctx)?;
         wait_for(services, at_least_position.as_deref()).await?;
         let models = services.projections.read();
-        let summary =
-            models.progress_summary(&link_id, &caller.principal.customers).map_err(corrupt)?;
+        let summary = progress_summary(&models, &caller.principal, &link_id)?;
         Ok(ProgressSummaryGql::from(&summary))
     }
 
@@ -376,10 +466,7 @@ impl QueryRoot {
         let services = services(ctx)?;
         wait_for(services, at_least_position.as_deref()).await?;
         let models = services.projections.read();
-        Ok(models
-            .customer(&id)
-            .filter(|c| caller.principal.sees(&c.customer_id))
-            .map(CustomerGql::from))
+        Ok(visible_customer(&models, &caller.principal, &id).map(CustomerGql::from))
     }
 
     async fn customers(
@@ -409,10 +496,7 @@ impl QueryRoot {
         let services = services(ctx)?;
         wait_for(services, at_least_position.as_deref()).await?;
         let models = services.projections.read();
-        Ok(models
-            .resource_pool(&id)
-            .filter(|p| caller.principal.sees(&p.customer_id))
-            .map(ResourcePoolGql::from))
+        Ok(visible_resource_pool(&models, &caller.principal, &id).map(ResourcePoolGql::from))
     }
 
     async fn resource_pools(
@@ -443,11 +527,7 @@ impl QueryRoot {
         let services = services(ctx)?;
         wait_for(services, at_least_position.as_deref()).await?;
         let models = services.projections.read();
-        let v = &caller.principal.customers;
-        Ok(models
-            .insight(&id)
-            .filter(|i| v.sees_shared(&i.customer_id, i.is_global, &i.allowed_customer_ids))
-            .map(InsightGql::from))
+        Ok(visible_insight(&models, &caller.principal, &id).map(InsightGql::from))
     }
 
     async fn insights(
@@ -478,11 +558,7 @@ impl QueryRoot {
         let services = services(ctx)?;
         wait_for(services, at_least_position.as_deref()).await?;
         let models = services.projections.read();
-        let v = &caller.principal.customers;
-        Ok(models
-            .template(&id)
-            .filter(|t| v.sees_shared(&t.customer_id, t.is_global, &t.allowed_customer_ids))
-            .map(AgendaTemplateGql::from))
+        Ok(visible_template(&models, &caller.principal, &id).map(AgendaTemplateGql::from))
     }
 
     async fn templates(

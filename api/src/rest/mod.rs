@@ -1,0 +1,556 @@
+//! The POP-compatible REST surface under [`BASE`] (`/pop`): POP's data-object CRUD and
+//! service endpoints with POP's JSON shapes and error envelope, so POP's pullers, executors,
+//! handler images and scripts work unchanged. GraphQL stays primary: every handler here calls
+//! the same command and query functions the GraphQL resolvers call ([`crate::graphql`]), with
+//! the same bearer auth, roles, tenancy and limits; nothing here decides a rule of its own.
+//!
+//! One table, [`ROUTES`], is the truth for what is served: [`dispatch`] matches requests
+//! against it and [`openapi::document`] describes it, so a route cannot exist without being
+//! documented. Every failure answers POP's envelope with an honest HTTP status:
+//! `{"errorResponse": {title, description, responseCode, correlationId, code, problems?}}`,
+//! where `code` is pop's machine-readable code (DOMAIN.md §11) and `correlationId` the
+//! request's cid (from `X-Correlation-Id`, as on `/graphql`, else generated).
+
+mod handlers;
+pub mod openapi;
+mod pop_json;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use pop_domain::error::ErrorCode;
+
+use crate::error::{ApiError, TIMEOUT};
+use crate::graphql::Caller;
+use crate::http::{CID_HEADER, header_principal, request_cid};
+use crate::metrics;
+use crate::state::AppState;
+
+/// The path prefix of the REST surface.
+pub const BASE: &str = "/pop";
+
+/// The response header carrying the global log position of a write's last event: pass it as
+/// `atLeastPosition` to read your own write from any replica.
+pub const POSITION_HEADER: &str = "x-pop-position";
+
+/// Most query parameters one request may carry (the widest route accepts ten).
+pub const MAX_QUERY_PARAMS: usize = 16;
+
+/// Longest query parameter value, in characters: ids are at most 200, but linkIds and titles
+/// are free text that POP clients often fill with URLs.
+pub const MAX_QUERY_VALUE_LENGTH: usize = 2_000;
+
+/// What one route serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// The OpenAPI document of this surface (no token needed).
+    OpenApi,
+    /// A data-object collection: list by query parameters, create, update, delete.
+    Collection(Kind),
+    /// One data object by the id in the path.
+    Item(Kind),
+    Run,
+    Rerun,
+    GetAgenda,
+    UpdateAgendaProgress,
+    UpdateAgenda,
+    CreateAgenda,
+    Summary,
+}
+
+/// POP's data objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Agenda,
+    AgendaTemplate,
+    Customer,
+    Insight,
+    ResourcePool,
+    AgendaProgress,
+    OperationProgress,
+}
+
+impl Kind {
+    /// The object's name in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Agenda => "agenda",
+            Kind::AgendaTemplate => "agenda template",
+            Kind::Customer => "customer",
+            Kind::Insight => "insight",
+            Kind::ResourcePool => "resource pool",
+            Kind::AgendaProgress => "agenda progress",
+            Kind::OperationProgress => "operation progress",
+        }
+    }
+}
+
+/// One route: its path (OpenAPI syntax, `{id}` for the one path parameter), what it serves,
+/// the methods it answers, and the methods that make no sense for it in pop's model, which
+/// answer 405 with the reason (documented as such).
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    pub path: &'static str,
+    pub endpoint: Endpoint,
+    pub methods: &'static [&'static str],
+    pub refused: &'static [(&'static str, &'static str)],
+}
+
+const CRUD: &[&str] = &["GET", "POST", "PUT", "DELETE"];
+const ITEM: &[&str] = &["GET", "PUT", "DELETE"];
+const POST: &[&str] = &["POST"];
+
+const AGENDA_PUT: &str = "an agenda is immutable once submitted: expand it with \
+    resourcepool/service/updateAgenda, rerun it with agenda/service/rerun, or cancel it \
+    (GraphQL cancelAgenda)";
+const AGENDA_DELETE: &str = "agendas are not deleted on request: cancel a running one \
+    (GraphQL cancelAgenda); finished agendas are removed by the DataObjectReaper";
+const PROGRESS_WRITE: &str = "progress is created by submitting an agenda and changed only \
+    by its executor through resourcepool/service/updateAgendaProgress";
+
+/// Every route of the REST surface. Literal routes come before `{id}` routes, so
+/// `progress/agenda/service` is the summary, not the progress with id `service`.
+pub const ROUTES: &[Route] = &[
+    Route {
+        path: "/pop/openapi.json",
+        endpoint: Endpoint::OpenApi,
+        methods: &["GET"],
+        refused: &[],
+    },
+    Route { path: "/pop/agenda/service/run", endpoint: Endpoint::Run, methods: POST, refused: &[] },
+    Route {
+        path: "/pop/agenda/service/rerun",
+        endpoint: Endpoint::Rerun,
+        methods: POST,
+        refused: &[],
+    },
+    Route {
+        path: "/pop/resourcepool/service/getAgenda",
+        endpoint: Endpoint::GetAgenda,
+        methods: POST,
+        refused: &[],
+    },
+    Route {
+        path: "/pop/resourcepool/service/updateAgendaProgress",
+        endpoint: Endpoint::UpdateAgendaProgress,
+        methods: POST,
+        refused: &[],
+    },
+    Route {
+        path: "/pop/resourcepool/service/updateAgenda",
+        endpoint: Endpoint::UpdateAgenda,
+        methods: POST,
+        refused: &[],
+    },
+    Route {
+        path: "/pop/resourcepool/service/createAgenda",
+        endpoint: Endpoint::CreateAgenda,
+        methods: POST,
+        refused: &[],
+    },
+    Route {
+        path: "/pop/progress/agenda/service",
+        endpoint: Endpoint::Summary,
+        methods: &["GET", "POST"],
+        refused: &[],
+    },
+    Route {
+        path: "/pop/agenda",
+        endpoint: Endpoint::Collection(Kind::Agenda),
+        methods: &["GET", "POST"],
+        refused: &[("PUT", AGENDA_PUT), ("DELETE", AGENDA_DELETE)],
+    },
+    Route {
+        path: "/pop/agenda/{id}",
+        endpoint: Endpoint::Item(Kind::Agenda),
+        methods: &["GET"],
+        refused: &[("PUT", AGENDA_PUT), ("DELETE", AGENDA_DELETE)],
+    },
+    Route {
+        path: "/pop/agendatemplate",
+        endpoint: Endpoint::Collection(Kind::AgendaTemplate),
+        methods: CRUD,
+        refused: &[],
+    },
+    Route {
+        path: "/pop/agendatemplate/{id}",
+        endpoint: Endpoint::Item(Kind::AgendaTemplate),
+        methods: ITEM,
+        refused: &[],
+    },
+    Route {
+        path: "/pop/customer",
+        endpoint: Endpoint::Collection(Kind::Customer),
+        methods: CRUD,
+        refused: &[],
+    },
+    Route {
+        path: "/pop/customer/{id}",
+        endpoint: Endpoint::Item(Kind::Customer),
+        methods: ITEM,
+        refused: &[],
+    },
+    Route {
+        path: "/pop/insight",
+        endpoint: Endpoint::Collection(Kind::Insight),
+        methods: CRUD,
+        refused: &[],
+    },
+    Route {
+        path: "/pop/insight/{id}",
+        endpoint: Endpoint::Item(Kind::Insight),
+        methods: ITEM,
+        refused: &[],
+    },
+    Route {
+        path: "/pop/resourcepool",
+        endpoint: Endpoint::Collection(Kind::ResourcePool),
+        methods: CRUD,
+        refused: &[],
+    },
+    Route {
+        path: "/pop/resourcepool/{id}",
+        endpoint: Endpoint::Item(Kind::ResourcePool),
+        methods: ITEM,
+        refused: &[],
+    },
+    Route {
+        path: "/pop/progress/agenda",
+        endpoint: Endpoint::Collection(Kind::AgendaProgress),
+        methods: &["GET"],
+        refused: &[("POST", PROGRESS_WRITE), ("PUT", PROGRESS_WRITE), ("DELETE", PROGRESS_WRITE)],
+    },
+    Route {
+        path: "/pop/progress/agenda/{id}",
+        endpoint: Endpoint::Item(Kind::AgendaProgress),
+        methods: &["GET"],
+        refused: &[("PUT", PROGRESS_WRITE), ("DELETE", PROGRESS_WRITE)],
+    },
+    Route {
+        path: "/pop/progress/operation",
+        endpoint: Endpoint::Collection(Kind::OperationProgress),
+        methods: &["GET"],
+        refused: &[("POST", PROGRESS_WRITE), ("PUT", PROGRESS_WRITE), ("DELETE", PROGRESS_WRITE)],
+    },
+    Route {
+        path: "/pop/progress/operation/{id}",
+        endpoint: Endpoint::Item(Kind::OperationProgress),
+        methods: &["GET"],
+        refused: &[("PUT", PROGRESS_WRITE), ("DELETE", PROGRESS_WRITE)],
+    },
+];
+
+/// A failure of a REST request: the API error and the HTTP status it is answered with.
+#[derive(Debug)]
+pub(crate) struct RestError {
+    status: StatusCode,
+    /// Boxed: results carrying it stay small on the success path.
+    error: Box<ApiError>,
+    /// For 405: the methods the route does answer.
+    allow: Option<String>,
+}
+
+impl From<ApiError> for RestError {
+    fn from(error: ApiError) -> Self {
+        RestError { status: status_of(error.code), error: Box::new(error), allow: None }
+    }
+}
+
+impl RestError {
+    fn with_status(status: StatusCode, error: ApiError) -> RestError {
+        RestError { status, error: Box::new(error), allow: None }
+    }
+}
+
+pub(crate) type RestResult<T> = Result<T, RestError>;
+
+/// The HTTP status of an error code.
+pub fn status_of(code: &str) -> StatusCode {
+    match code {
+        c if c == ErrorCode::Validation.as_str() || c == ErrorCode::BadRequest.as_str() => {
+            StatusCode::BAD_REQUEST
+        }
+        c if c == ErrorCode::Unauthenticated.as_str() => StatusCode::UNAUTHORIZED,
+        c if c == ErrorCode::Forbidden.as_str() => StatusCode::FORBIDDEN,
+        c if c == ErrorCode::NotFound.as_str() => StatusCode::NOT_FOUND,
+        c if c == ErrorCode::Conflict.as_str() => StatusCode::CONFLICT,
+        // This replica's read models are behind the position asked for: retry.
+        TIMEOUT => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// POP's error envelope for `error`, with pop's code (and validation problems) inside.
+fn envelope(failure: RestError, cid: &str) -> Response {
+    let RestError { status, error, allow } = failure;
+    metrics::error(error.code);
+    let mut inner = serde_json::Map::new();
+    inner.insert("title".into(), json!(status.canonical_reason().unwrap_or("Error")));
+    inner.insert("description".into(), json!(error.message));
+    inner.insert("responseCode".into(), json!(status.as_u16()));
+    inner.insert("correlationId".into(), json!(cid));
+    inner.insert("code".into(), json!(error.code));
+    if !error.problems.is_empty() || error.code == ErrorCode::Validation.as_str() {
+        let problems: Vec<Value> = error
+            .problems
+            .iter()
+            .map(|p| json!({"field": p.field, "message": p.message}))
+            .collect();
+        inner.insert("problems".into(), Value::Array(problems));
+    }
+    if error.omitted > 0 {
+        inner.insert("omittedProblems".into(), json!(error.omitted));
+    }
+    let mut response =
+        (status, axum::Json(json!({"errorResponse": Value::Object(inner)}))).into_response();
+    if let Some(allow) = allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
+        response.headers_mut().insert(header::ALLOW, allow);
+    }
+    response
+}
+
+/// A successful answer: the JSON body and, for writes, the position of the last event.
+pub(crate) struct Reply {
+    body: Value,
+    position: Option<String>,
+}
+
+impl Reply {
+    fn json(body: Value) -> Reply {
+        Reply { body, position: None }
+    }
+}
+
+/// One REST request after routing and authentication.
+pub(crate) struct Call<'a> {
+    state: &'a AppState,
+    caller: Caller,
+    method: Method,
+    /// The decoded `{id}` of an item route.
+    id: Option<String>,
+    /// Query parameters, names lower-cased (POP clients spell them `byLinkId` and `bylinkId`).
+    params: Vec<(String, String)>,
+    body: Option<Value>,
+}
+
+/// Splits a request path (below the host) into decoded segments.
+fn segments(path: &str) -> RestResult<Vec<String>> {
+    path.trim_end_matches('/')
+        .split('/')
+        .skip(1)
+        .map(|s| {
+            percent_decode(s).ok_or_else(|| {
+                RestError::from(ApiError::bad_request(format!(
+                    "the path segment {s:?} is not valid percent-encoded UTF-8"
+                )))
+            })
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The route a path names and its `{id}`, if any.
+fn find_route(segments: &[String]) -> Option<(&'static Route, Option<String>)> {
+    ROUTES.iter().find_map(|route| {
+        let template: Vec<&str> = route.path.split('/').skip(1).collect();
+        if template.len() != segments.len() {
+            return None;
+        }
+        let mut id = None;
+        for (t, s) in template.iter().zip(segments) {
+            if *t == "{id}" {
+                if s.is_empty() {
+                    return None;
+                }
+                id = Some(s.clone());
+            } else if !t.eq_ignore_ascii_case(s) {
+                return None;
+            }
+        }
+        Some((route, id))
+    })
+}
+
+fn query_params(uri: &Uri) -> RestResult<Vec<(String, String)>> {
+    let axum::extract::Query(pairs) =
+        axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri).map_err(|e| {
+            ApiError::bad_request(format!("the query string is not valid: {}", e.body_text()))
+        })?;
+    if pairs.len() > MAX_QUERY_PARAMS {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_QUERY_PARAMS} query parameters, not {}",
+            pairs.len()
+        ))
+        .into());
+    }
+    let mut params: Vec<(String, String)> = Vec::with_capacity(pairs.len());
+    for (name, value) in pairs {
+        let lower = name.to_ascii_lowercase();
+        if value.chars().count() > MAX_QUERY_VALUE_LENGTH {
+            return Err(ApiError::invalid(
+                &name,
+                format!("at most {MAX_QUERY_VALUE_LENGTH} characters"),
+            )
+            .into());
+        }
+        if params.iter().any(|(n, _)| *n == lower) {
+            return Err(ApiError::invalid(&name, "given more than once").into());
+        }
+        params.push((lower, value));
+    }
+    Ok(params)
+}
+
+/// Every request under [`BASE`]: route, authenticate, read the body, run the endpoint, and
+/// answer POP JSON or POP's error envelope (with the cid in `X-Correlation-Id` either way).
+pub(crate) async fn dispatch(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = std::time::Instant::now();
+    let mut cid = request_cid(&headers);
+    let mut route = "unrouted";
+    let mut response = match serve(&state, method, &uri, &headers, body, &cid, &mut route).await {
+        Ok(reply) => {
+            let mut response = (StatusCode::OK, axum::Json(reply.body)).into_response();
+            if let Some(p) = reply.position.and_then(|p| HeaderValue::from_str(&p).ok()) {
+                response.headers_mut().insert(POSITION_HEADER, p);
+            }
+            response
+        }
+        Err(e) => {
+            // A write that named its own cid (the body's `cid`) reports that one, as on GraphQL.
+            if let Some(own) = &e.error.cid {
+                cid.clone_from(own);
+            }
+            envelope(e, &cid)
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&cid) {
+        response.headers_mut().insert(CID_HEADER, v);
+    }
+    metrics::rest_request(route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+async fn serve(
+    state: &AppState,
+    method: Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+    cid: &str,
+    route_path: &mut &'static str,
+) -> RestResult<Reply> {
+    let segments = segments(uri.path())?;
+    let Some((route, id)) = find_route(&segments) else {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no POP endpoint at {:?}; see {BASE}/openapi.json", uri.path()),
+        )
+        .into());
+    };
+    *route_path = route.path;
+    if !route.methods.contains(&method.as_str()) {
+        let why = route
+            .refused
+            .iter()
+            .find(|(m, _)| *m == method.as_str())
+            .map_or("this route does not answer that method", |(_, why)| why);
+        return Err(RestError {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            error: Box::new(ApiError::bad_request(format!("{method} {}: {why}", route.path))),
+            allow: Some(route.methods.join(", ")),
+        });
+    }
+    if route.endpoint == Endpoint::OpenApi {
+        return Ok(Reply::json(openapi::document()));
+    }
+    // Authenticate before reading the body: an anonymous caller costs no parsing.
+    let Some(principal) = header_principal(state, headers) else {
+        return Err(ApiError::unauthenticated().into());
+    };
+    let params = query_params(uri)?;
+    let body =
+        if method == Method::POST || method == Method::PUT {
+            let bytes = crate::http::read_body(headers, body, state.config().max_body_bytes)
+                .await
+                .map_err(|e| RestError::with_status(StatusCode::PAYLOAD_TOO_LARGE, e))?;
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                None
+            } else {
+                Some(serde_json::from_slice::<Value>(&bytes).map_err(|e| {
+                    ApiError::bad_request(format!("the request body is not JSON: {e}"))
+                })?)
+            }
+        } else {
+            None
+        };
+    let call = Call {
+        state,
+        caller: Caller { principal, cid: cid.to_string() },
+        method,
+        id,
+        params,
+        body,
+    };
+    handlers::handle(route.endpoint, call).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(path: &str) -> Option<(Endpoint, Option<String>)> {
+        let s = segments(path).ok()?;
+        find_route(&s).map(|(r, id)| (r.endpoint, id))
+    }
+
+    #[test]
+    fn literal_routes_win_and_ids_are_decoded() {
+        assert_eq!(route("/pop/progress/agenda/service"), Some((Endpoint::Summary, None)));
+        assert_eq!(
+            route("/pop/progress/agenda/p1/"),
+            Some((Endpoint::Item(Kind::AgendaProgress), Some("p1".into())))
+        );
+        assert_eq!(
+            route("/pop/customer/http%3A%2F%2Fx%2FAccount%2F1"),
+            Some((Endpoint::Item(Kind::Customer), Some("http://x/Account/1".into())))
+        );
+        assert_eq!(route("/pop/resourcepool/service/getagenda"), Some((Endpoint::GetAgenda, None)));
+        assert_eq!(route("/pop/nothing"), None);
+        assert_eq!(route("/pop/agenda//"), Some((Endpoint::Collection(Kind::Agenda), None)));
+        assert!(segments("/pop/agenda/%ZZ").is_err());
+    }
+
+    #[test]
+    fn statuses_are_honest() {
+        assert_eq!(status_of("VALIDATION"), StatusCode::BAD_REQUEST);
+        assert_eq!(status_of("NOT_FOUND"), StatusCode::NOT_FOUND);
+        assert_eq!(status_of("CONFLICT"), StatusCode::CONFLICT);
+        assert_eq!(status_of("TIMEOUT"), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status_of("INTERNAL"), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}

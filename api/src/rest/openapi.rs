@@ -1,0 +1,511 @@
+//! The OpenAPI 3 document of the REST surface, built from [`super::ROUTES`] so that every
+//! route, and every method a route refuses, is described. Checked in as `api/openapi.json`
+//! (`UPDATE_OPENAPI=1 cargo test -p pop-api --test pop_rest openapi` rewrites it) and served
+//! at `/pop/openapi.json`.
+
+use serde_json::{Map, Value, json};
+
+use super::handlers::{list_params, param_spelling};
+use super::{Endpoint, Kind, ROUTES, Route};
+
+/// The document served at `/pop/openapi.json` and checked in as `api/openapi.json`.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for route in ROUTES {
+        paths.insert(route.path.to_string(), path_item(route));
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "pop — POP-compatible REST surface",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": DESCRIPTION,
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": Value::Object(paths),
+        "components": components(),
+    })
+}
+
+const DESCRIPTION: &str = "POP's REST/JSON API over pop's commands and read models, so that POP \
+pullers, executors, handler images and scripts work unchanged. GraphQL (/graphql) is primary; \
+every endpoint here calls the same command and query functions with the same rules.\n\n\
+Auth: `Authorization: Bearer <token>` (the same tokens as GraphQL). Tenancy: reads return only \
+objects of the caller's customers (plus global/shared insights and templates); an object the \
+caller may not see answers 404 exactly like a missing one.\n\n\
+JSON: POP's field names; times are epoch milliseconds (numbers, numeric strings and RFC 3339 \
+are accepted on input); string-typed numbers and booleans (\"5\", \"true\") are accepted on \
+input. Data-object responses are `{all: [...], count}` (plus `next`, a cursor for `after`, when \
+a list has more). Writes answer the global log position of their last event in the \
+`X-Pop-Position` header: pass it as `atLeastPosition` to read your write from any replica.\n\n\
+Errors: always POP's envelope `{errorResponse: {title, description, responseCode, \
+correlationId, code, problems?, omittedProblems?}}` with an honest HTTP status. `code` is pop's \
+machine-readable code: VALIDATION (400, with `problems: [{field, message}]` listing every \
+problem), BAD_REQUEST (400; also on 405 and 413), UNAUTHENTICATED (401), FORBIDDEN (403: the \
+role, or a customer outside the token's set), NOT_FOUND (404), CONFLICT (409: a state the \
+object is not in, a lease held by another worker, a duplicate id), TIMEOUT (503: this replica \
+has not reached `atLeastPosition` in time; retry), INTERNAL (500). `correlationId` is the \
+request's `X-Correlation-Id` header when given (at most 200 printable characters), else a \
+generated id; it is also returned in that header and recorded in the events the request \
+caused.";
+
+fn schema_ref(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn kind_schema(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Agenda => "Agenda",
+        Kind::AgendaTemplate => "AgendaTemplate",
+        Kind::Customer => "Customer",
+        Kind::Insight => "Insight",
+        Kind::ResourcePool => "ResourcePool",
+        Kind::AgendaProgress => "AgendaProgress",
+        Kind::OperationProgress => "OperationProgress",
+    }
+}
+
+fn json_body(schema: Value) -> Value {
+    json!({"required": true, "content": {"application/json": {"schema": schema}}})
+}
+
+fn ok_response(description: &str, schema: Value) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": schema}}})
+}
+
+fn feed_of(kind: Kind) -> Value {
+    json!({
+        "type": "object",
+        "required": ["all", "count"],
+        "properties": {
+            "all": {"type": "array", "items": schema_ref(kind_schema(kind))},
+            "count": {"type": "integer"},
+            "next": {"type": "string", "description": "Cursor of the next page (pass as `after`); absent on the last page."},
+        },
+    })
+}
+
+/// The error responses every operation may answer.
+fn error_responses(responses: &mut Map<String, Value>, codes: &[&str]) {
+    for code in codes {
+        let description = match *code {
+            "400" => "VALIDATION or BAD_REQUEST",
+            "401" => "UNAUTHENTICATED: no or unknown bearer token",
+            "403" => "FORBIDDEN: the token's role or customers do not allow this",
+            "404" => "NOT_FOUND: no such object, or one the caller may not see",
+            "409" => "CONFLICT",
+            "413" => "BAD_REQUEST: the body is larger than the limit",
+            "503" => "TIMEOUT: atLeastPosition not reached in time; retry",
+            _ => "INTERNAL",
+        };
+        responses.insert(code.to_string(), error_response(description));
+    }
+}
+
+fn error_response(description: &str) -> Value {
+    ok_response(description, schema_ref("ErrorResponse"))
+}
+
+fn query_param(name: &str) -> Value {
+    let description = match name {
+        "byId" => "The object's id.",
+        "byCustomerId" => "Only objects of this customer.",
+        "byLinkId" => "Only agendas with this linkId.",
+        "byAgendaId" => "The agenda with this id (on progress lists: its progress).",
+        "byAgendaProgressId" => {
+            "Only the agenda (or operation progress) of this AgendaProgress id."
+        }
+        "byResourcePoolId" => "Only objects bound to (or belonging to) this resource pool.",
+        "byInsightId" => "Only agendas bound to this insight.",
+        "byTitle" => "Only objects with exactly this title.",
+        "limit" => "Most objects in one answer (1..=500; default 500).",
+        "after" => "The `next` cursor of a previous answer.",
+        "atLeastPosition" => {
+            "Wait (bounded) until the read models reach this log position (from X-Pop-Position)."
+        }
+        "linkId" => "The linkId to summarise.",
+        _ => "",
+    };
+    json!({
+        "name": name,
+        "in": "query",
+        "required": false,
+        "description": format!("{description} Parameter names are case-insensitive (`bylinkId` works)."),
+        "schema": {"type": "string"},
+    })
+}
+
+fn params(names: &[&str]) -> Vec<Value> {
+    names.iter().map(|n| query_param(n)).collect()
+}
+
+fn operation(
+    summary: &str,
+    parameters: Vec<Value>,
+    body: Option<Value>,
+    ok: Value,
+    errors: &[&str],
+) -> Value {
+    let mut responses = Map::new();
+    responses.insert("200".into(), ok);
+    error_responses(&mut responses, errors);
+    let mut op = Map::new();
+    op.insert("summary".into(), json!(summary));
+    if !parameters.is_empty() {
+        op.insert("parameters".into(), Value::Array(parameters));
+    }
+    if let Some(body) = body {
+        op.insert("requestBody".into(), body);
+    }
+    op.insert("responses".into(), Value::Object(responses));
+    Value::Object(op)
+}
+
+fn refused(why: &str) -> Value {
+    json!({
+        "summary": "Not supported in pop's model (405).",
+        "description": why,
+        "responses": {"405": error_response(&format!("BAD_REQUEST: {why}"))},
+    })
+}
+
+const READ_ERRORS: &[&str] = &["400", "401", "404", "500", "503"];
+const WRITE_ERRORS: &[&str] = &["400", "401", "403", "404", "409", "413", "500"];
+
+fn spelled(lower: &[&str]) -> Vec<&'static str> {
+    lower.iter().map(|p| param_spelling(p)).collect()
+}
+
+fn path_item(route: &Route) -> Value {
+    let mut item = Map::new();
+    let id_param = json!({
+        "name": "id", "in": "path", "required": true,
+        "description": "The object's id (percent-encode `/` and other reserved characters).",
+        "schema": {"type": "string"},
+    });
+    for method in route.methods {
+        let op = match (route.endpoint, *method) {
+            (Endpoint::OpenApi, _) => {
+                let mut op = operation(
+                    "This document (no token needed).",
+                    Vec::new(),
+                    None,
+                    ok_response("The OpenAPI document", json!({"type": "object"})),
+                    &[],
+                );
+                if let Value::Object(o) = &mut op {
+                    o.insert("security".into(), json!([]));
+                }
+                op
+            }
+            (Endpoint::Collection(kind), "GET") => operation(
+                &format!(
+                    "List {} objects the caller may see, filtered by the query parameters (ANDed).",
+                    kind.name()
+                ),
+                params(&spelled(list_params(kind, false))),
+                None,
+                ok_response("The matching objects", feed_of(kind)),
+                READ_ERRORS,
+            ),
+            (Endpoint::Item(kind), "GET") => operation(
+                &format!("One {} by id.", kind.name()),
+                params(&spelled(list_params(kind, true))),
+                None,
+                ok_response("The object (count 1)", feed_of(kind)),
+                READ_ERRORS,
+            ),
+            (Endpoint::Collection(Kind::Agenda), "POST") => operation(
+                "Submit an agenda (role user or admin). The server assigns id (unless given), progressId, cid, times and agendaInsight.",
+                params(&["atLeastPosition"]),
+                Some(json_body(schema_ref("Agenda"))),
+                ok_response("The agenda and its progress", schema_ref("AgendaResult")),
+                WRITE_ERRORS,
+            ),
+            (Endpoint::Collection(kind) | Endpoint::Item(kind), "POST" | "PUT") => operation(
+                &format!(
+                    "{} a {} (role admin, within its customers){}.",
+                    if *method == "POST" { "Create" } else { "Replace" },
+                    kind.name(),
+                    if matches!(route.endpoint, Endpoint::Item(_)) {
+                        "; the body's id defaults to the path's and must equal it"
+                    } else {
+                        ""
+                    }
+                ),
+                params(&["atLeastPosition"]),
+                Some(json_body(schema_ref(kind_schema(kind)))),
+                ok_response("The object as stored (count 1)", feed_of(kind)),
+                WRITE_ERRORS,
+            ),
+            (Endpoint::Collection(kind) | Endpoint::Item(kind), _) => operation(
+                &format!(
+                    "Delete a {} (role admin){}.",
+                    kind.name(),
+                    if matches!(route.endpoint, Endpoint::Item(_)) { "" } else { " named by byId" }
+                ),
+                params(if matches!(route.endpoint, Endpoint::Item(_)) {
+                    &["atLeastPosition"]
+                } else {
+                    &["byId", "atLeastPosition"]
+                }),
+                None,
+                ok_response("The object as deleted (count 1)", feed_of(kind)),
+                WRITE_ERRORS,
+            ),
+            (Endpoint::Run, _) => operation(
+                "Run an agenda template with a payload and submit the result (role user or admin).",
+                params(&["atLeastPosition"]),
+                Some(json_body(schema_ref("RunRequest"))),
+                ok_response("The submitted agenda and its progress", schema_ref("AgendaResult")),
+                WRITE_ERRORS,
+            ),
+            (Endpoint::Rerun, _) => operation(
+                "Rerun a COMPLETE agenda with POP's flags (role user or admin).",
+                Vec::new(),
+                Some(json_body(schema_ref("RerunRequest"))),
+                ok_response("The agenda and its reset progress", schema_ref("AgendaResult")),
+                WRITE_ERRORS,
+            ),
+            (Endpoint::GetAgenda, _) => operation(
+                "Take up to `count` queued agendas of an insight under a lease held by the caller (role service or admin). An empty queue is an empty list.",
+                Vec::new(),
+                Some(json_body(schema_ref("GetAgendaRequest"))),
+                ok_response(
+                    "The agendas handed out and their progress",
+                    schema_ref("AgendaResult"),
+                ),
+                WRITE_ERRORS,
+            ),
+            (Endpoint::UpdateAgendaProgress, _) => operation(
+                "An executor's progress report (role service or admin; only the lease holder). `id` is required; each report renews the lease.",
+                Vec::new(),
+                Some(json_body(schema_ref("UpdateAgendaProgressRequest"))),
+                ok_response(
+                    "The AgendaProgress after the report (count 1)",
+                    feed_of(Kind::AgendaProgress),
+                ),
+                WRITE_ERRORS,
+            ),
+            (Endpoint::UpdateAgenda, _) => operation(
+                "Expand an agenda: append operations (validated like a submission) and merge params (role service or admin).",
+                Vec::new(),
+                Some(json_body(schema_ref("UpdateAgendaRequest"))),
+                ok_response("The expanded agenda and its progress", schema_ref("AgendaResult")),
+                WRITE_ERRORS,
+            ),
+            (Endpoint::CreateAgenda, _) => operation(
+                "Submit an agenda given as `{agenda}` or as the whole body (same rights as POST /pop/agenda).",
+                params(&["atLeastPosition"]),
+                Some(json_body(schema_ref("CreateAgendaRequest"))),
+                ok_response("The agenda and its progress", schema_ref("AgendaResult")),
+                WRITE_ERRORS,
+            ),
+            (Endpoint::Summary, "GET") => operation(
+                "The ProgressSummary of the agendas with a linkId that the caller may see.",
+                params(&["linkId", "byLinkId", "atLeastPosition"]),
+                None,
+                ok_response("The summary", schema_ref("ProgressSummary")),
+                READ_ERRORS,
+            ),
+            (Endpoint::Summary, _) => operation(
+                "The ProgressSummary of the agendas with a linkId that the caller may see.",
+                params(&["atLeastPosition"]),
+                Some(json_body(schema_ref("SummaryRequest"))),
+                ok_response("The summary", schema_ref("ProgressSummary")),
+                READ_ERRORS,
+            ),
+        };
+        item.insert(method.to_ascii_lowercase(), op);
+    }
+    for (method, why) in route.refused {
+        item.insert(method.to_ascii_lowercase(), refused(why));
+    }
+    if route.path.contains("{id}") {
+        item.insert("parameters".into(), json!([id_param]));
+    }
+    Value::Object(item)
+}
+
+fn time(description: &str) -> Value {
+    json!({"type": "integer", "format": "int64", "description": format!("{description} Epoch milliseconds (server-set where the object says so).")})
+}
+
+fn string_map() -> Value {
+    json!({"type": "object", "additionalProperties": true, "description": "Values are strings or typed JSON; read leniently (\"5\" and 5 are both 5)."})
+}
+
+fn common(extra: Value) -> Value {
+    let mut properties = json!({
+        "id": {"type": "string"},
+        "cid": {"type": "string", "description": "Correlation id, server-set."},
+        "customerId": {"type": "string"},
+        "title": {"type": "string"},
+        "addedTime": time("Server-set."),
+        "updatedTime": time("Server-set."),
+    });
+    if let (Value::Object(p), Value::Object(e)) = (&mut properties, extra) {
+        p.extend(e);
+    }
+    json!({"type": "object", "properties": properties})
+}
+
+fn components() -> Value {
+    let any = json!({"description": "Any JSON value."});
+    let state = json!({"type": "string", "enum": ["WAITING", "EXECUTING", "COMPLETE"]});
+    let diagnostics = json!({"type": "array", "items": schema_ref("DiagnosticEvent")});
+    json!({
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "ErrorResponse": {
+                "type": "object",
+                "required": ["errorResponse"],
+                "properties": {"errorResponse": {
+                    "type": "object",
+                    "required": ["title", "description", "responseCode", "correlationId", "code"],
+                    "properties": {
+                        "title": {"type": "string", "description": "The HTTP reason phrase."},
+                        "description": {"type": "string", "description": "What went wrong, naming the field or object at fault."},
+                        "responseCode": {"type": "integer", "description": "The HTTP status."},
+                        "correlationId": {"type": "string", "description": "The request's cid."},
+                        "code": {"type": "string", "enum": ["VALIDATION", "BAD_REQUEST", "UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND", "CONFLICT", "TIMEOUT", "INTERNAL"], "description": "pop's machine-readable code (an addition to POP's envelope)."},
+                        "problems": {"type": "array", "items": {"type": "object", "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}, "description": "VALIDATION only: every problem found (capped)."},
+                        "omittedProblems": {"type": "integer", "description": "Problems found beyond those listed."},
+                    },
+                }},
+            },
+            "AgendaInsight": {"type": "object", "properties": {"resourcePoolId": {"type": "string"}, "insightId": {"type": "string"}}},
+            "Operation": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {
+                    "name": {"type": "string", "description": "Unique within the agenda, case-insensitively."},
+                    "type": {"type": "string", "description": "Selects the handler."},
+                    "id": {"type": "string"},
+                    "payload": {"description": "Any JSON; strings may hold references such as @<name.out::/pointer>."},
+                    "params": string_map(),
+                },
+            },
+            "Agenda": common(json!({
+                "operations": {"type": "array", "items": schema_ref("Operation")},
+                "params": string_map(),
+                "linkId": {"type": "string"},
+                "jobId": {"type": "string"},
+                "progressId": {"type": "string"},
+                "agendaInsight": schema_ref("AgendaInsight"),
+            })),
+            "AgendaTemplate": common(json!({
+                "agenda": schema_ref("Agenda"),
+                "staticParameters": string_map(),
+                "params": string_map(),
+                "isGlobal": {"type": "boolean"},
+                "allowedCustomerIds": {"type": "array", "items": {"type": "string"}},
+                "isDefaultTemplate": {"type": "boolean"},
+            })),
+            "Customer": common(json!({
+                "billingCode": {"type": "string"},
+                "resourcePoolId": {"type": "string"},
+            })),
+            "ResourcePool": common(json!({
+                "insightIds": {"type": "array", "items": {"type": "string"}, "description": "Computed: the insights of this pool; ignored on input."},
+            })),
+            "Insight": common(json!({
+                "resourcePoolId": {"type": "string"},
+                "queueName": {"type": "string"},
+                "queueSize": {"type": "integer", "minimum": 1},
+                "schedulingAlgorithm": {"type": "string", "enum": ["FirstInFirstOut", "RoundRobin", "Priority"]},
+                "mappers": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}, "description": "operationType, operationName, paramMap (key=value) → values."},
+                "isGlobal": {"type": "boolean"},
+                "allowedCustomerIds": {"type": "array", "items": {"type": "string"}},
+            })),
+            "DiagnosticEvent": {"type": "object", "properties": {
+                "message": {"type": "string"},
+                "statusCode": {"type": "integer"},
+                "time": time(""),
+                "stackTrace": {"type": "string"},
+                "payload": any,
+            }},
+            "OperationProgress": {"type": "object", "properties": {
+                "id": {"type": "string", "description": "<agendaProgressId>-<operation name>"},
+                "customerId": {"type": "string"},
+                "agendaProgressId": {"type": "string"},
+                "operation": {"type": "string", "description": "The operation's name."},
+                "processingState": state,
+                "processingStateMessage": {"type": "string"},
+                "percentComplete": {"type": "number"},
+                "diagnosticEvents": diagnostics,
+                "attemptCount": {"type": "integer"},
+                "attemptTime": time(""),
+                "startedTime": time(""),
+                "completedTime": time(""),
+                "resultPayload": any,
+                "params": string_map(),
+                "addedTime": time(""),
+                "updatedTime": time(""),
+            }},
+            "AgendaProgress": common(json!({
+                "agendaId": {"type": "string"},
+                "linkId": {"type": "string"},
+                "externalId": {"type": "string"},
+                "processingState": state,
+                "processingStateMessage": {"type": "string"},
+                "percentComplete": {"type": "number"},
+                "operationProgress": {"type": "array", "items": schema_ref("OperationProgress")},
+                "diagnosticEvents": diagnostics,
+                "attemptsCompleted": {"type": "integer"},
+                "maximumAttempts": {"type": "integer"},
+                "startedTime": time(""),
+                "completedTime": time(""),
+                "params": string_map(),
+                "agendaInsight": schema_ref("AgendaInsight"),
+            })),
+            "ProgressSummary": {"type": "object", "properties": {
+                "linkId": {"type": "string"},
+                "processingState": state,
+                "processingPercent": {"type": "number", "nullable": true, "description": "null when any agenda failed."},
+                "progressList": {"type": "array", "items": schema_ref("AgendaProgress")},
+            }},
+            "AgendaResult": {
+                "type": "object",
+                "required": ["all", "agendaProgresses", "count"],
+                "properties": {
+                    "all": {"type": "array", "items": schema_ref("Agenda")},
+                    "agendaProgresses": {"type": "array", "items": schema_ref("AgendaProgress")},
+                    "count": {"type": "integer"},
+                },
+            },
+            "RunRequest": {"type": "object", "required": ["agendaTemplateId"], "properties": {
+                "agendaTemplateId": {"type": "string"},
+                "payload": {"description": "The run payload (`@<pop.payload>`): JSON text in a string, as POP sends it, or JSON."},
+                "customerId": {"type": "string", "description": "Default: the token's only customer."},
+                "cid": {"type": "string"},
+            }},
+            "RerunRequest": {"type": "object", "required": ["agendaId"], "properties": {
+                "agendaId": {"type": "string"},
+                "params": {"type": "array", "maxItems": 64, "items": {"type": "string"}, "description": "resetAll (default), continue, skipExecution, operationsToReset=a,b"},
+                "cid": {"type": "string"},
+            }},
+            "GetAgendaRequest": {"type": "object", "required": ["insightId", "count"], "properties": {
+                "insightId": {"type": "string"},
+                "count": {"type": "integer", "minimum": 1, "maximum": 100, "description": "A number or a numeric string."},
+            }},
+            "UpdateAgendaProgressRequest": {"type": "object", "properties": {
+                "agendaProgress": schema_ref("AgendaProgress"),
+                "cid": {"type": "string"},
+            }, "description": "`{agendaProgress}`, or the AgendaProgress itself as the whole body."},
+            "UpdateAgendaRequest": {"type": "object", "required": ["agendaId", "operations"], "properties": {
+                "agendaId": {"type": "string"},
+                "operations": {"type": "array", "items": schema_ref("Operation")},
+                "params": string_map(),
+                "cid": {"type": "string"},
+            }},
+            "CreateAgendaRequest": {"type": "object", "properties": {
+                "agenda": schema_ref("Agenda"),
+            }, "description": "`{agenda}`, or the agenda itself as the whole body."},
+            "SummaryRequest": {"type": "object", "required": ["linkId"], "properties": {
+                "linkId": {"type": "string"},
+            }},
+        },
+    })
+}

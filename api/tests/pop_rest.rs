@@ -1,0 +1,784 @@
+//! The POP-compatible REST surface over real HTTP: POP-shaped fixtures
+//! (`tests/fixtures/pop/`) round-trip through CRUD; a whole lifecycle runs through `/pop`
+//! alone (submit → getAgenda → updateAgendaProgress → summary → rerun); every error path
+//! answers POP's envelope with an honest status and pop's code; the served OpenAPI document
+//! is the checked-in one and names every route.
+
+// The helpers panic on a broken fixture or transport on purpose: the test should fail loudly.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pop_api::ApiConfig;
+use pop_projections::Phase;
+use serde_json::{Value, json};
+use support::*;
+
+/// A REST answer: status, JSON body and the headers that matter.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    body: Value,
+    position: Option<String>,
+    cid: Option<String>,
+    allow: Option<String>,
+}
+
+async fn call_with(
+    s: &TestServer,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = s.http.request(method, format!("{}{path}", s.base));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(b) = body {
+        req = req.header("content-type", "application/json").body(b.to_string());
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let header = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let (position, cid, allow) =
+        (header("x-pop-position"), header("x-correlation-id"), header("allow"));
+    let text = resp.text().await.unwrap();
+    let body =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+    Answer { status, body, position, cid, allow }
+}
+
+async fn call(
+    s: &TestServer,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Answer {
+    let text = body.map(|b| b.to_string());
+    call_with(s, Some(token), method, path, text.as_deref(), &[]).await
+}
+
+/// Expects success and returns the answer.
+async fn ok(s: &TestServer, token: &str, method: &str, path: &str, body: Option<Value>) -> Answer {
+    let a = call(s, token, method, path, body).await;
+    assert_eq!(a.status, 200, "{method} {path}: {:#}", a.body);
+    a
+}
+
+/// Asserts POP's envelope with `status` and pop's `code`; returns the inner errorResponse.
+fn envelope(a: &Answer, status: u16, code: &str) -> Value {
+    assert_eq!(a.status, status, "{:#}", a.body);
+    let e = &a.body["errorResponse"];
+    assert!(e.is_object(), "no errorResponse: {:#}", a.body);
+    assert_eq!(e["responseCode"], status, "{e:#}");
+    assert_eq!(e["code"], code, "{e:#}");
+    assert!(!e["title"].as_str().unwrap_or_default().is_empty(), "{e:#}");
+    assert!(!e["description"].as_str().unwrap_or_default().is_empty(), "{e:#}");
+    let cid = e["correlationId"].as_str().unwrap_or_default();
+    assert!(!cid.is_empty(), "{e:#}");
+    assert_eq!(a.cid.as_deref(), Some(cid), "the header and the envelope carry one cid");
+    e.clone()
+}
+
+fn fixture(name: &str) -> Value {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pop").join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// Creates the fixtures' pool, customer `acme`, insight and template as the admin; returns
+/// the position of the last write.
+async fn seed_fixtures(s: &TestServer) -> String {
+    let mut last = String::new();
+    for (path, file) in [
+        ("/pop/resourcepool", "resourcepool.json"),
+        ("/pop/customer", "customer.json"),
+        ("/pop/insight", "insight.json"),
+        ("/pop/agendatemplate", "agendatemplate.json"),
+    ] {
+        let a = ok(s, ADMIN, "POST", path, Some(fixture(file))).await;
+        assert_eq!(a.body["count"], 1, "{:#}", a.body);
+        last = a.position.expect("a write answers its position");
+    }
+    // globex shares the pool, for tenancy checks.
+    let a = ok(
+        s,
+        ADMIN,
+        "POST",
+        "/pop/customer",
+        Some(json!({"id": "globex", "title": "Globex", "resourcePoolId": "pool-east"})),
+    )
+    .await;
+    let _ = last;
+    a.position.unwrap()
+}
+
+/// Every field of `expected` (an object) is in `actual` with the same value.
+fn contains(actual: &Value, expected: &Value) {
+    for (k, v) in expected.as_object().unwrap() {
+        assert_eq!(&actual[k], v, "field {k} of {actual:#}");
+    }
+}
+
+#[tokio::test]
+async fn config_fixtures_round_trip_through_crud() {
+    let s = start(ApiConfig::default()).await;
+    let at = seed_fixtures(&s).await;
+
+    // Customer: by path id, byId, lower-case byresourcepoolid, byTitle.
+    let a = ok(&s, ACME, "GET", &format!("/pop/customer/acme?atLeastPosition={at}"), None).await;
+    assert_eq!(a.body["count"], 1);
+    contains(&a.body["all"][0], &fixture("customer.json"));
+    let added = &a.body["all"][0]["addedTime"];
+    assert!(added.as_i64().is_some_and(|t| t > 1_600_000_000_000), "epoch ms: {added}");
+    let a = ok(&s, ADMIN, "GET", "/pop/customer?byresourcepoolid=pool-east", None).await;
+    assert_eq!(a.body["count"], 2, "{:#}", a.body);
+    let a = ok(&s, ADMIN, "GET", "/pop/customer?BYTITLE=Acme%20Media", None).await;
+    assert_eq!(a.body["all"][0]["id"], "acme", "{:#}", a.body);
+    // A user sees only its own customer.
+    let a = ok(&s, ACME, "GET", "/pop/customer", None).await;
+    assert_eq!(a.body["count"], 1, "{:#}", a.body);
+
+    // Insight: string-typed numbers and booleans read as POP did.
+    let a = ok(&s, ACME, "GET", "/pop/insight?byId=insight-transcode", None).await;
+    let insight = &a.body["all"][0];
+    assert_eq!(insight["queueSize"], 5);
+    assert_eq!(insight["isGlobal"], true);
+    assert_eq!(insight["mappers"], fixture("insight.json")["mappers"]);
+    assert_eq!(insight["schedulingAlgorithm"], "RoundRobin");
+    let a =
+        ok(&s, ACME, "GET", "/pop/insight?byResourcePoolId=pool-east&byCustomerId=ops", None).await;
+    assert_eq!(a.body["count"], 1, "{:#}", a.body);
+
+    // Resource pool: insightIds computed.
+    let a = ok(&s, ADMIN, "GET", "/pop/resourcepool/pool-east", None).await;
+    contains(&a.body["all"][0], &fixture("resourcepool.json"));
+    assert_eq!(a.body["all"][0]["insightIds"], json!(["insight-transcode"]));
+
+    // Template.
+    let a = ok(&s, ACME, "GET", "/pop/agendatemplate?bytitle=Transcode%20template", None).await;
+    let t = &a.body["all"][0];
+    assert_eq!(t["id"], "template-transcode");
+    assert_eq!(t["agenda"]["operations"], fixture("agendatemplate.json")["agenda"]["operations"]);
+    assert_eq!(t["isGlobal"], true);
+
+    // PUT by path id (the body's id filled in), then DELETE.
+    let mut changed = fixture("customer.json");
+    changed.as_object_mut().unwrap().remove("id");
+    changed["billingCode"] = json!("ACME-0043");
+    let a = ok(&s, ADMIN, "PUT", "/pop/customer/acme", Some(changed)).await;
+    assert_eq!(a.body["all"][0]["billingCode"], "ACME-0043");
+    let pos = a.position.unwrap();
+    let a = ok(&s, ACME, "GET", &format!("/pop/customer/acme?atLeastPosition={pos}"), None).await;
+    assert_eq!(a.body["all"][0]["billingCode"], "ACME-0043");
+    let a =
+        ok(&s, ADMIN, "POST", "/pop/resourcepool", Some(json!({"id": "tmp", "customerId": "ops"})))
+            .await;
+    let pos = a.position.unwrap();
+    let a =
+        ok(&s, ADMIN, "DELETE", &format!("/pop/resourcepool?byId=tmp&atLeastPosition={pos}"), None)
+            .await;
+    assert_eq!(a.body["all"][0]["id"], "tmp");
+    let pos = a.position.unwrap();
+    let a =
+        call(&s, ADMIN, "GET", &format!("/pop/resourcepool/tmp?atLeastPosition={pos}"), None).await;
+    envelope(&a, 404, "NOT_FOUND");
+}
+
+/// Starts a server with the fixtures and the scheduler.
+async fn scheduled() -> (TestServer, String) {
+    let s = start(ApiConfig::default()).await;
+    let at = seed_fixtures(&s).await;
+    pop_api::scheduler::spawn(
+        Arc::clone(&s.executor),
+        s.state.projections().clone(),
+        std::future::pending(),
+    );
+    (s, at)
+}
+
+async fn wait_queued(s: &TestServer, n: usize) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let q = s.state.projections().read().agendas().count_in("insight-transcode", Phase::Queued);
+        if q == n {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{q} queued, want {n}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_whole_lifecycle_through_the_rest_surface() {
+    let (s, at) = scheduled().await;
+
+    // Submit the agenda fixture (references, dependsOn, string-typed params).
+    let a = ok(
+        &s,
+        ACME,
+        "POST",
+        &format!("/pop/agenda?atLeastPosition={at}"),
+        Some(fixture("agenda.json")),
+    )
+    .await;
+    let agenda = &a.body["all"][0];
+    contains(
+        agenda,
+        &json!({"id": "agenda-refs-1", "customerId": "acme", "linkId": "http://my.data.link.id/job-77",
+                "progressId": "agenda-refs-1",
+                "agendaInsight": {"resourcePoolId": "pool-east", "insightId": "insight-transcode"}}),
+    );
+    assert_eq!(agenda["operations"], fixture("agenda.json")["operations"]);
+    assert!(agenda["addedTime"].is_i64(), "{agenda:#}");
+    assert_eq!(a.body["agendaProgresses"][0]["processingState"], "WAITING");
+    assert_eq!(a.body["agendaProgresses"][0]["maximumAttempts"], 2);
+
+    // Run the template with a payload given as JSON text.
+    let a = ok(&s, ACME, "POST", "/pop/agenda/service/run", Some(fixture("run.json"))).await;
+    let run = &a.body["all"][0];
+    assert_eq!(run["params"]["externalId"], 42, "{run:#}");
+    assert_eq!(
+        run["operations"][0]["payload"],
+        json!({"url": "http://media.example/in.mp4", "preset": {"crf": 23}, "where": "s3://us-east/42"})
+    );
+    let run_id = run["id"].as_str().unwrap().to_string();
+
+    // The scheduler queues both; a puller takes them (count as a string, as POP sends it).
+    wait_queued(&s, 2).await;
+    let a = ok(
+        &s,
+        ACME_SERVICE,
+        "POST",
+        "/pop/resourcepool/service/getAgenda",
+        Some(json!({"insightId": "insight-transcode", "count": "5"})),
+    )
+    .await;
+    assert_eq!(a.body["count"], 2, "{:#}", a.body);
+    let ids: Vec<&str> =
+        a.body["all"].as_array().unwrap().iter().map(|x| x["id"].as_str().unwrap()).collect();
+    assert!(ids.contains(&"agenda-refs-1") && ids.contains(&run_id.as_str()), "{ids:?}");
+    let progresses = a.body["agendaProgresses"].as_array().unwrap();
+    assert_eq!(progresses.len(), 2);
+    assert!(
+        progresses.iter().all(|p| p["processingStateMessage"] == "scheduled"),
+        "{progresses:#?}"
+    );
+    // Nothing left for anyone.
+    let a = ok(
+        &s,
+        ACME_SERVICE_2,
+        "POST",
+        "/pop/resourcepool/service/getAgenda",
+        Some(json!({"insightId": "insight-transcode", "count": 5})),
+    )
+    .await;
+    assert_eq!(a.body, json!({"all": [], "agendaProgresses": [], "count": 0}));
+
+    // Report: the wrapper form, then the bare AgendaProgress form POP executors also send.
+    let a = ok(
+        &s,
+        ACME_SERVICE,
+        "POST",
+        "/pop/resourcepool/service/updateAgendaProgress",
+        Some(json!({"agendaProgress": {"id": "agenda-refs-1", "processingState": "EXECUTING",
+            "processingStateMessage": "Running Operations", "startedTime": "1700000000000",
+            "operationProgress": [{"operation": "sample.1", "processingState": "EXECUTING", "percentComplete": "50"}]}})),
+    )
+    .await;
+    let p = &a.body["all"][0];
+    assert_eq!(
+        (p["processingState"].as_str(), p["percentComplete"].as_f64()),
+        (Some("EXECUTING"), Some(25.0)),
+        "{p:#}"
+    );
+    assert_eq!(p["startedTime"], 1_700_000_000_000_i64);
+    let a = ok(
+        &s,
+        ACME_SERVICE,
+        "POST",
+        "/pop/resourcepool/service/updateAgendaProgress",
+        Some(json!({"id": "agenda-refs-1", "processingState": "COMPLETE", "processingStateMessage": "succeeded",
+            "operationProgress": [
+                {"operation": "sample.1", "processingState": "COMPLETE", "processingStateMessage": "succeeded",
+                 "resultPayload": {"actionData": "s3://out/a.mp4", "width": 640, "height": 360}},
+                {"operation": "encode.1", "processingState": "COMPLETE", "processingStateMessage": "succeeded"}]})),
+    )
+    .await;
+    assert_eq!(a.body["all"][0]["processingStateMessage"], "succeeded");
+    let done = a.position.unwrap();
+
+    // The run agenda fails.
+    ok(
+        &s,
+        ACME_SERVICE,
+        "POST",
+        "/pop/resourcepool/service/updateAgendaProgress",
+        Some(json!({"agendaProgress": {"id": run_id, "operationProgress": [
+            {"operation": "sample", "processingState": "COMPLETE", "processingStateMessage": "failed",
+             "diagnosticEvents": [{"message": "no such file", "statusCode": "2"}]}]}})),
+    )
+    .await;
+
+    // Progress reads.
+    let a = ok(
+        &s,
+        ACME,
+        "GET",
+        &format!("/pop/progress/agenda/agenda-refs-1?atLeastPosition={done}"),
+        None,
+    )
+    .await;
+    assert_eq!(a.body["all"][0]["percentComplete"], 100.0);
+    let a =
+        ok(&s, ACME, "GET", "/pop/progress/operation?byAgendaProgressId=agenda-refs-1", None).await;
+    assert_eq!(a.body["count"], 2, "{:#}", a.body);
+    let sample =
+        a.body["all"].as_array().unwrap().iter().find(|o| o["operation"] == "sample.1").unwrap();
+    assert_eq!(sample["id"], "agenda-refs-1-sample.1");
+    assert_eq!(sample["resultPayload"]["width"], 640);
+    let a = ok(&s, ACME, "GET", "/pop/progress/operation/agenda-refs-1-encode.1", None).await;
+    assert_eq!(a.body["all"][0]["processingStateMessage"], "succeeded");
+    let a = ok(&s, ACME, "GET", "/pop/agenda?bylinkId=http%3A%2F%2Fmy.data.link.id%2Fjob-77", None)
+        .await;
+    assert_eq!(a.body["count"], 1, "{:#}", a.body);
+    let a = ok(&s, ACME, "GET", "/pop/agenda?byagendaid=agenda-refs-1", None).await;
+    assert_eq!(a.body["count"], 1, "{:#}", a.body);
+    let a = ok(&s, ACME, "GET", "/pop/progress/agenda?byAgendaId=agenda-refs-1", None).await;
+    assert_eq!(a.body["all"][0]["id"], "agenda-refs-1");
+    let a = ok(&s, ACME, "GET", "/pop/agenda?byResourcePoolId=pool-east&limit=10", None).await;
+    assert_eq!(a.body["count"], 2, "{:#}", a.body);
+    let a = ok(&s, ACME, "GET", "/pop/agenda?byTitle=Transcode%20from%20template", None).await;
+    assert_eq!(a.body["all"][0]["id"], run_id.as_str(), "{:#}", a.body);
+
+    // Summary by linkId, POST and GET.
+    let link = "http://my.data.link.id/job-77";
+    let a =
+        ok(&s, ACME, "POST", "/pop/progress/agenda/service", Some(json!({"linkId": link}))).await;
+    assert_eq!(a.body["processingState"], "COMPLETE", "{:#}", a.body);
+    assert_eq!(a.body["processingPercent"], 100.0);
+    assert_eq!(a.body["progressList"].as_array().unwrap().len(), 1);
+    let a = ok(
+        &s,
+        GLOBEX,
+        "GET",
+        "/pop/progress/agenda/service?linkId=http%3A%2F%2Fmy.data.link.id%2Fjob-77",
+        None,
+    )
+    .await;
+    assert_eq!(a.body["progressList"], json!([]), "globex sees none of acme's agendas");
+
+    // Rerun the failed one with POP's params; it goes back to WAITING/pending and re-added.
+    let a = ok(
+        &s,
+        ACME,
+        "POST",
+        "/pop/agenda/service/rerun",
+        Some(json!({"agendaId": run_id, "params": ["operationsToReset=sample"]})),
+    )
+    .await;
+    let p = &a.body["agendaProgresses"][0];
+    assert_eq!(p["processingState"], "WAITING", "{p:#}");
+
+    // Expand the running... the rerun agenda through updateAgenda (a service's call).
+    let a = ok(
+        &s,
+        ACME_SERVICE,
+        "POST",
+        "/pop/resourcepool/service/updateAgenda",
+        Some(json!({"agendaId": run_id, "operations": [{"name": "extra", "type": "ffmpeg", "payload": {}}],
+                    "params": {"expanded": "true"}})),
+    )
+    .await;
+    let ops = a.body["all"][0]["operations"].as_array().unwrap();
+    assert!(ops.iter().any(|o| o["name"] == "extra"), "{ops:#?}");
+
+    // createAgenda: a submission wrapped in {agenda}.
+    let mut second = fixture("agenda.json");
+    second["id"] = json!("agenda-refs-2");
+    let a = ok(
+        &s,
+        ACME,
+        "POST",
+        "/pop/resourcepool/service/createAgenda",
+        Some(json!({"agenda": second})),
+    )
+    .await;
+    assert_eq!(a.body["all"][0]["id"], "agenda-refs-2");
+}
+
+#[tokio::test]
+async fn every_error_answers_the_envelope_with_an_honest_status() {
+    let (s, at) = scheduled().await;
+    ok(
+        &s,
+        ACME,
+        "POST",
+        &format!("/pop/agenda?atLeastPosition={at}"),
+        Some(fixture("agenda.json")),
+    )
+    .await;
+
+    // 401: no token, a bad token; the client's correlation id comes back.
+    let a =
+        call_with(&s, None, "GET", "/pop/agenda", None, &[("x-correlation-id", "my-cid-1")]).await;
+    let e = envelope(&a, 401, "UNAUTHENTICATED");
+    assert_eq!(e["correlationId"], "my-cid-1");
+    let a =
+        call_with(&s, Some("tok_nobody_000000000000000000000"), "GET", "/pop/customer", None, &[])
+            .await;
+    envelope(&a, 401, "UNAUTHENTICATED");
+    // A write that names its own cid in the body reports that one, as on GraphQL.
+    let a = call_with(
+        &s,
+        Some(ACME),
+        "POST",
+        "/pop/agenda/service/rerun",
+        Some(r#"{"agendaId": "no-such", "cid": "body-cid-7"}"#),
+        &[("x-correlation-id", "header-cid")],
+    )
+    .await;
+    assert_eq!(envelope(&a, 404, "NOT_FOUND")["correlationId"], "body-cid-7");
+
+    // 403: the role does not allow it.
+    let a = call(&s, ACME, "POST", "/pop/customer", Some(json!({"id": "x", "title": "x"}))).await;
+    envelope(&a, 403, "FORBIDDEN");
+    let a = call(
+        &s,
+        ACME,
+        "POST",
+        "/pop/resourcepool/service/getAgenda",
+        Some(json!({"insightId": "insight-transcode", "count": 1})),
+    )
+    .await;
+    envelope(&a, 403, "FORBIDDEN");
+    let a = call(&s, ACME_SERVICE, "POST", "/pop/agenda", Some(fixture("agenda.json"))).await;
+    envelope(&a, 403, "FORBIDDEN");
+    // Naming a customer outside the caller's set.
+    let mut other = fixture("agenda.json");
+    other["customerId"] = json!("globex");
+    other["id"] = json!("other");
+    let a = call(&s, ACME, "POST", "/pop/agenda", Some(other)).await;
+    envelope(&a, 403, "FORBIDDEN");
+
+    // 404: unknown route, missing object, an object the caller may not see (read and write).
+    let a = call(&s, ACME, "GET", "/pop/nothing/here", None).await;
+    envelope(&a, 404, "NOT_FOUND");
+    let a = call(&s, ACME, "GET", "/pop/agenda/no-such", None).await;
+    envelope(&a, 404, "NOT_FOUND");
+    let a = call(&s, GLOBEX, "GET", "/pop/agenda/agenda-refs-1", None).await;
+    let invisible = envelope(&a, 404, "NOT_FOUND");
+    let a = call(&s, GLOBEX, "GET", "/pop/agenda/no-such-either", None).await;
+    let missing = envelope(&a, 404, "NOT_FOUND");
+    assert_eq!(
+        invisible["description"].as_str().unwrap().replace("agenda-refs-1", "X"),
+        missing["description"].as_str().unwrap().replace("no-such-either", "X"),
+        "invisible and missing read alike"
+    );
+    let a = call(
+        &s,
+        GLOBEX,
+        "POST",
+        "/pop/agenda/service/rerun",
+        Some(json!({"agendaId": "agenda-refs-1"})),
+    )
+    .await;
+    envelope(&a, 404, "NOT_FOUND");
+    let a = call(&s, ACME_ADMIN, "DELETE", "/pop/customer/globex", None).await;
+    envelope(&a, 404, "NOT_FOUND");
+    let a = call(
+        &s,
+        ACME_SERVICE,
+        "POST",
+        "/pop/resourcepool/service/getAgenda",
+        Some(json!({"insightId": "nope", "count": 1})),
+    )
+    .await;
+    envelope(&a, 404, "NOT_FOUND");
+    let a = call(
+        &s,
+        ACME,
+        "POST",
+        "/pop/agenda/service/run",
+        Some(json!({"agendaTemplateId": "nope", "payload": "{}"})),
+    )
+    .await;
+    envelope(&a, 404, "NOT_FOUND");
+
+    // 405 with Allow: verbs that make no sense in pop's model.
+    for (method, path) in [
+        ("PUT", "/pop/agenda"),
+        ("DELETE", "/pop/agenda/agenda-refs-1"),
+        ("POST", "/pop/progress/agenda"),
+        ("PUT", "/pop/progress/operation/x"),
+        ("GET", "/pop/resourcepool/service/getAgenda"),
+        ("PATCH", "/pop/customer"),
+    ] {
+        let a = call(&s, ADMIN, method, path, Some(json!({}))).await;
+        envelope(&a, 405, "BAD_REQUEST");
+        assert!(a.allow.is_some(), "{method} {path}: no Allow header");
+    }
+
+    // 400: not JSON, no body, not an object, unknown query parameter, bad limit, bad cursor.
+    let a = call_with(&s, Some(ACME), "POST", "/pop/agenda", Some("{not json"), &[]).await;
+    envelope(&a, 400, "BAD_REQUEST");
+    let a = call(&s, ACME, "POST", "/pop/agenda", None).await;
+    envelope(&a, 400, "BAD_REQUEST");
+    let a = call(&s, ACME, "POST", "/pop/agenda", Some(json!([1, 2]))).await;
+    envelope(&a, 400, "VALIDATION");
+    let a = call(&s, ACME, "GET", "/pop/agenda?byLnkId=x", None).await;
+    envelope(&a, 400, "BAD_REQUEST");
+    let a = call(&s, ACME, "GET", "/pop/agenda?limit=0", None).await;
+    envelope(&a, 400, "BAD_REQUEST");
+    let a = call(&s, ACME, "GET", "/pop/customer?after=garbage", None).await;
+    envelope(&a, 400, "VALIDATION");
+    let a = call(&s, ACME, "GET", "/pop/progress/operation", None).await;
+    envelope(&a, 400, "BAD_REQUEST");
+    let a = call(&s, ACME, "GET", "/pop/agenda?atLeastPosition=99999999", None).await;
+    envelope(&a, 400, "VALIDATION");
+
+    // 400 VALIDATION listing every problem: a dependsOn typo and a duplicate name.
+    let mut bad = fixture("agenda.json");
+    bad["id"] = json!("bad");
+    bad["operations"][1]["params"]["dependsOn"] = json!("smaple.1");
+    bad["operations"][1]["name"] = json!("SAMPLE.1");
+    let a = call(&s, ACME, "POST", "/pop/agenda", Some(bad)).await;
+    let e = envelope(&a, 400, "VALIDATION");
+    assert!(e["problems"].as_array().unwrap().len() >= 2, "{e:#}");
+    // An id no agenda can have is the client's mistake (400), on both surfaces, never a 500.
+    for path in ["/pop/agenda/service/rerun", "/pop/resourcepool/service/updateAgenda"] {
+        let a =
+            call(&s, ADMIN, "POST", path, Some(json!({"agendaId": "a\u{1}b", "operations": []})))
+                .await;
+        envelope(&a, 400, "VALIDATION");
+    }
+    let a = call(
+        &s,
+        ACME_SERVICE,
+        "POST",
+        "/pop/resourcepool/service/updateAgendaProgress",
+        Some(json!({"id": ">\u{18}"})),
+    )
+    .await;
+    envelope(&a, 400, "VALIDATION");
+    let e = s
+        .err(
+            ADMIN,
+            "mutation($id: String!) { rerunAgenda(agendaId: $id) { position } }",
+            json!({"id": "a\u{1}b"}),
+        )
+        .await;
+    assert_eq!(code(&e), "VALIDATION", "{e:#}");
+    // Service field checks.
+    let a = call(
+        &s,
+        ACME_SERVICE,
+        "POST",
+        "/pop/resourcepool/service/getAgenda",
+        Some(json!({"insightId": "insight-transcode", "count": "lots"})),
+    )
+    .await;
+    envelope(&a, 400, "VALIDATION");
+    let a = call(
+        &s,
+        ACME_SERVICE,
+        "POST",
+        "/pop/resourcepool/service/getAgenda",
+        Some(json!({"insightId": "insight-transcode", "count": 101})),
+    )
+    .await;
+    envelope(&a, 400, "VALIDATION");
+    let a = call(
+        &s,
+        ACME_SERVICE,
+        "POST",
+        "/pop/resourcepool/service/getAgenda",
+        Some(json!({"count": 1})),
+    )
+    .await;
+    envelope(&a, 400, "VALIDATION");
+    let a = call(
+        &s,
+        ACME_SERVICE,
+        "POST",
+        "/pop/resourcepool/service/updateAgendaProgress",
+        Some(json!({"agendaProgress": {"processingState": "EXECUTING"}})),
+    )
+    .await;
+    let e = envelope(&a, 400, "VALIDATION");
+    assert_eq!(e["problems"][0]["field"], "agendaProgress.id", "{e:#}");
+    let a = call(
+        &s,
+        ACME,
+        "POST",
+        "/pop/agenda/service/rerun",
+        Some(json!({"agendaId": "agenda-refs-1", "params": ["sideways"]})),
+    )
+    .await;
+    envelope(&a, 400, "VALIDATION");
+    let a = call(
+        &s,
+        ACME,
+        "POST",
+        "/pop/agenda/service/rerun",
+        Some(json!({"agendaId": "agenda-refs-1", "params": vec!["continue"; 65]})),
+    )
+    .await;
+    envelope(&a, 400, "VALIDATION");
+    let a = call(
+        &s,
+        ACME,
+        "POST",
+        "/pop/agenda/service/run",
+        Some(json!({"agendaTemplateId": "template-transcode", "payload": "{oops"})),
+    )
+    .await;
+    envelope(&a, 400, "VALIDATION");
+    let a = call(
+        &s,
+        ACME,
+        "POST",
+        "/pop/agenda/service/run",
+        Some(json!({"agendaTemplateId": "template-transcode", "payload": {"url": "u"}})),
+    )
+    .await;
+    envelope(&a, 400, "VALIDATION");
+    let a = call(&s, ACME, "POST", "/pop/progress/agenda/service", Some(json!({}))).await;
+    envelope(&a, 400, "VALIDATION");
+    let a =
+        call(&s, ADMIN, "PUT", "/pop/customer/acme", Some(json!({"id": "globex", "title": "x"})))
+            .await;
+    envelope(&a, 400, "VALIDATION");
+    let a = call(&s, ADMIN, "POST", "/pop/insight", Some(json!({"id": "q0", "customerId": "ops", "title": "Q", "resourcePoolId": "pool-east", "queueSize": "0"}))).await;
+    envelope(&a, 400, "VALIDATION");
+
+    // 409: a duplicate create; a report from a worker that does not hold the agenda.
+    let a = call(&s, ADMIN, "POST", "/pop/customer", Some(fixture("customer.json"))).await;
+    envelope(&a, 409, "CONFLICT");
+    wait_queued(&s, 1).await;
+    ok(
+        &s,
+        ACME_SERVICE,
+        "POST",
+        "/pop/resourcepool/service/getAgenda",
+        Some(json!({"insightId": "insight-transcode", "count": 1})),
+    )
+    .await;
+    let a = call(
+        &s,
+        ACME_SERVICE_2,
+        "POST",
+        "/pop/resourcepool/service/updateAgendaProgress",
+        Some(json!({"id": "agenda-refs-1", "processingState": "EXECUTING"})),
+    )
+    .await;
+    envelope(&a, 409, "CONFLICT");
+    // Rerun of an agenda that is not complete.
+    let a = call(
+        &s,
+        ACME,
+        "POST",
+        "/pop/agenda/service/rerun",
+        Some(json!({"agendaId": "agenda-refs-1"})),
+    )
+    .await;
+    envelope(&a, 409, "CONFLICT");
+}
+
+#[tokio::test]
+async fn limits_apply_as_on_graphql() {
+    let s = start(ApiConfig { max_body_bytes: 1_000, ..ApiConfig::default() }).await;
+    let big = json!({"id": "c", "title": "x".repeat(2_000)});
+    let a = call(&s, ADMIN, "POST", "/pop/customer", Some(big)).await;
+    envelope(&a, 413, "BAD_REQUEST");
+    let many: String = (0..20).map(|i| format!("p{i}=1")).collect::<Vec<_>>().join("&");
+    let a = call(&s, ADMIN, "GET", &format!("/pop/customer?{many}"), None).await;
+    envelope(&a, 400, "BAD_REQUEST");
+    let a = call(&s, ADMIN, "GET", "/pop/customer?byId=a&BYID=b", None).await;
+    envelope(&a, 400, "VALIDATION");
+    let a =
+        call(&s, ADMIN, "GET", &format!("/pop/agenda?byLinkId={}", "l".repeat(2_001)), None).await;
+    envelope(&a, 400, "VALIDATION");
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_checked_in_and_names_every_route() {
+    let s = start(ApiConfig::default()).await;
+    // Served without a token: it describes the API, not any data.
+    let a = call_with(&s, None, "GET", "/pop/openapi.json", None, &[]).await;
+    assert_eq!(a.status, 200);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.json");
+    let generated =
+        format!("{}\n", serde_json::to_string_pretty(&pop_api::rest::openapi::document()).unwrap());
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        checked_in == generated,
+        "api/openapi.json is out of date; run `UPDATE_OPENAPI=1 cargo test -p pop-api --test pop_rest openapi` and review the diff"
+    );
+    assert_eq!(
+        a.body,
+        serde_json::from_str::<Value>(&checked_in).unwrap(),
+        "the served document is the checked-in one"
+    );
+    assert_eq!(a.body["openapi"].as_str().map(|v| v.starts_with("3.")), Some(true));
+
+    // Every route and each of its methods (answered or refused) is documented, and nothing else.
+    let paths = a.body["paths"].as_object().unwrap();
+    let mut documented = 0;
+    for route in pop_api::rest::ROUTES {
+        let doc =
+            &paths.get(route.path).unwrap_or_else(|| panic!("{} is not documented", route.path));
+        for m in route.methods.iter().chain(route.refused.iter().map(|(m, _)| m)) {
+            let op = &doc[m.to_ascii_lowercase()];
+            assert!(op.is_object(), "{m} {} is not documented", route.path);
+            documented += 1;
+        }
+        for (m, _) in route.refused {
+            assert!(
+                doc[m.to_ascii_lowercase()]["responses"]["405"].is_object(),
+                "{m} {} must document its 405",
+                route.path
+            );
+        }
+        // And the route is really served: an anonymous call is never a routing 404.
+        let a = call_with(
+            &s,
+            None,
+            route.methods[0],
+            &route.path.replace("{id}", "x"),
+            Some("{}"),
+            &[],
+        )
+        .await;
+        assert_ne!(a.status, 404, "{} is not routed", route.path);
+    }
+    let operations: usize = paths
+        .values()
+        .map(|p| p.as_object().unwrap().keys().filter(|k| *k != "parameters").count())
+        .sum();
+    assert_eq!(operations, documented, "the document has operations the router does not serve");
+    assert_eq!(paths.len(), pop_api::rest::ROUTES.len());
+
+    // Counted by route template and status in /metrics.
+    let (status, text) = s.get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        text.lines().any(|l| l.starts_with("pop_api_rest_requests_total")
+            && l.contains("route=\"/pop/openapi.json\"")
+            && l.contains("status=\"200\"")),
+        "{text}"
+    );
+}
