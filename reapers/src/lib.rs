@@ -22,10 +22,12 @@
 //! - exit the process or panic on a failed command: failures are counted and logged, and the
 //!   next cycle tries again.
 
+pub mod data;
 pub mod process;
 pub mod reclaimer;
 pub mod retry;
 
+pub use data::DataReaperConfig;
 pub use process::{CycleReport, ProcessName, Services};
 pub use reclaimer::{
     DEFAULT_BATCH_SIZE, DEFAULT_INTERVAL, DEFAULT_MAX_RUN_TIME, ReclaimAction, ReclaimError,

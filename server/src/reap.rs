@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use pop_projections::{Runner, RunnerConfig};
 use pop_reapers::process::{self, ProcessName};
-use pop_reapers::{Backoff, ReclaimerConfig, RetryConfig, Services};
+use pop_reapers::{Backoff, DataReaperConfig, ReclaimerConfig, RetryConfig, Services};
 use pop_store::{EventStore, Executor, ProcessLeadership, SqliteOptions, SqliteStore};
 use tokio::task::JoinHandle;
 
@@ -54,6 +54,18 @@ pub fn retry_config(interval_secs: u64, args: &ReaperArgs) -> RetryConfig {
     }
 }
 
+pub fn data_config(interval_secs: u64, args: &ReaperArgs) -> DataReaperConfig {
+    let interval = Duration::from_secs(interval_secs.max(1));
+    DataReaperConfig {
+        interval,
+        max_run_time: max_run_time(pop_reapers::data::DEFAULT_MAX_RUN_TIME, interval),
+        dry_run: args.dry_run,
+        agenda_reap_age: Duration::from_secs(args.agenda_reap_age),
+        config_reap_age: Duration::from_secs(args.config_reap_age),
+        ..DataReaperConfig::default()
+    }
+}
+
 /// Starts the store-based processes `pop serve` runs (an interval of 0 turns one off), each
 /// stopping when `shutdown()` resolves.
 pub fn spawn_all<S, F>(
@@ -79,6 +91,15 @@ where
     if args.retry_interval > 0 {
         let config = retry_config(args.retry_interval, args);
         tasks.push(pop_reapers::retry::spawn(
+            services.clone(),
+            config,
+            chrono::Utc::now,
+            shutdown(),
+        ));
+    }
+    if args.data_reap_interval > 0 {
+        let config = data_config(args.data_reap_interval, args);
+        tasks.push(pop_reapers::data::spawn(
             services.clone(),
             config,
             chrono::Utc::now,
@@ -193,7 +214,25 @@ where
                 .await?;
             }
         }
-        ReaperName::Data | ReaperName::Pods => {
+        ReaperName::Data => {
+            let config = data_config(args.interval.unwrap_or(r.data_reap_interval), r);
+            if args.once {
+                let cycle = pop_reapers::data::run_once(services, now, &config);
+                report(
+                    process::once(ProcessName::Data, leadership.as_ref(), config.dry_run, cycle)
+                        .await,
+                );
+            } else {
+                forever(pop_reapers::data::spawn(
+                    services.clone(),
+                    config,
+                    chrono::Utc::now,
+                    stopped(),
+                ))
+                .await?;
+            }
+        }
+        ReaperName::Pods => {
             anyhow::bail!("`pop reap {:?}` is not available in this build", args.name)
         }
     }
