@@ -23,11 +23,13 @@
 //!   next cycle tries again.
 
 pub mod data;
+pub mod pods;
 pub mod process;
 pub mod reclaimer;
 pub mod retry;
 
 pub use data::DataReaperConfig;
+pub use pods::PodReaperConfig;
 pub use process::{CycleReport, ProcessName, Services};
 pub use reclaimer::{
     DEFAULT_BATCH_SIZE, DEFAULT_INTERVAL, DEFAULT_MAX_RUN_TIME, ReclaimAction, ReclaimError,

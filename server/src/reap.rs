@@ -14,7 +14,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use pop_projections::{Runner, RunnerConfig};
 use pop_reapers::process::{self, ProcessName};
-use pop_reapers::{Backoff, DataReaperConfig, ReclaimerConfig, RetryConfig, Services};
+use pop_reapers::{
+    Backoff, DataReaperConfig, PodReaperConfig, ReclaimerConfig, RetryConfig, Services,
+};
 use pop_store::{EventStore, Executor, ProcessLeadership, SqliteOptions, SqliteStore};
 use tokio::task::JoinHandle;
 
@@ -66,6 +68,44 @@ pub fn data_config(interval_secs: u64, args: &ReaperArgs) -> DataReaperConfig {
     }
 }
 
+pub fn pod_config(interval_secs: u64, args: &ReaperArgs) -> PodReaperConfig {
+    let interval = Duration::from_secs(interval_secs.max(1));
+    PodReaperConfig {
+        interval,
+        max_run_time: max_run_time(pop_reapers::pods::DEFAULT_MAX_RUN_TIME, interval),
+        dry_run: args.dry_run,
+        reap_age: Duration::from_secs(args.pod_reap_age),
+        ..PodReaperConfig::default()
+    }
+}
+
+/// The pods API of `namespace` (or of the client's default namespace: in a pod, its own) with
+/// the in-cluster or kubeconfig credentials.
+async fn pods_api(namespace: Option<&str>) -> Result<kube::Api<k8s_openapi::api::core::v1::Pod>> {
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster service account or kubeconfig)")?;
+    let namespace =
+        namespace.map_or_else(|| client.default_namespace().to_string(), str::to_string);
+    tracing::info!(%namespace, "pod reaper: watching pop's pods");
+    Ok(kube::Api::namespaced(client, &namespace))
+}
+
+/// Starts the pod reaper in `pop serve` when a namespace is configured.
+pub async fn spawn_pods<F>(
+    leadership: Arc<dyn pop_store::Leadership>,
+    args: &ReaperArgs,
+    shutdown: F,
+) -> Result<Option<JoinHandle<()>>>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let Some(namespace) = args.pod_reaper_namespace.as_deref() else { return Ok(None) };
+    let api = pods_api(Some(namespace)).await?;
+    let config = pod_config(args.pod_reap_interval, args);
+    Ok(Some(pop_reapers::pods::spawn(api, leadership, config, chrono::Utc::now, shutdown)))
+}
+
 /// Starts the store-based processes `pop serve` runs (an interval of 0 turns one off), each
 /// stopping when `shutdown()` resolves.
 pub fn spawn_all<S, F>(
@@ -111,6 +151,9 @@ where
 
 /// `pop reap <name>`.
 pub async fn run(args: ReapArgs) -> Result<()> {
+    if args.name == ReaperName::Pods {
+        return run_pods(&args).await;
+    }
     let path = args.store.db_path();
     anyhow::ensure!(path.exists(), "no store at {}", path.display());
     let store = Arc::new(
@@ -232,11 +275,37 @@ where
                 .await?;
             }
         }
-        ReaperName::Pods => {
-            anyhow::bail!("`pop reap {:?}` is not available in this build", args.name)
-        }
+        // Handled before the store is opened; kept total without a panic.
+        ReaperName::Pods => run_pods(args).await?,
     }
     Ok(())
+}
+
+/// `pop reap pods`: no store; the leader lock is this process's own (a CronJob runs one pod at
+/// a time with `concurrencyPolicy: Forbid`).
+async fn run_pods(args: &ReapArgs) -> Result<()> {
+    let r = &args.reapers;
+    let api = pods_api(r.pod_reaper_namespace.as_deref()).await?;
+    let config = pod_config(args.interval.unwrap_or(r.pod_reap_interval), r);
+    let leadership: Arc<dyn pop_store::Leadership> = Arc::new(ProcessLeadership::default());
+    if args.once {
+        let cycle = pop_reapers::pods::run_once(&api, chrono::Utc::now(), &config);
+        let done =
+            process::once(ProcessName::Pods, leadership.as_ref(), config.dry_run, cycle).await;
+        let failed = done.as_ref().is_some_and(|r| !r.errors.is_empty());
+        report(done);
+        anyhow::ensure!(!failed, "some pods could not be listed or deleted (see the log)");
+        Ok(())
+    } else {
+        forever(pop_reapers::pods::spawn(
+            api,
+            leadership,
+            config,
+            chrono::Utc::now,
+            std::future::pending(),
+        ))
+        .await
+    }
 }
 
 /// Prints what a `--once` cycle did (or that another replica leads) on stdout.

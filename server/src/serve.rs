@@ -70,10 +70,18 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         projections: projections.clone(),
         leadership: Arc::new(pop_store::ProcessLeadership::default()),
     };
-    let reaper_tasks = crate::reap::spawn_all(&services, args.reclaim_interval, &args.reapers, {
-        let stop_rx = stop_rx.clone();
-        move || stopped(stop_rx.clone())
-    });
+    let mut reaper_tasks =
+        crate::reap::spawn_all(&services, args.reclaim_interval, &args.reapers, {
+            let stop_rx = stop_rx.clone();
+            move || stopped(stop_rx.clone())
+        });
+    // The pod reaper only with `--pod-reaper-namespace`.
+    let pods = Arc::clone(&services.leadership);
+    reaper_tasks.extend(
+        crate::reap::spawn_pods(pods, &args.reapers, stopped(stop_rx.clone()))
+            .await
+            .context("starting the pod reaper")?,
+    );
     let state = AppState::new(log, executor, projections, tokens, ApiConfig::default());
     let listener = tokio::net::TcpListener::bind(&args.bind)
         .await
