@@ -208,3 +208,91 @@ where
     finish(process, dry_run, &report, started.elapsed());
     Some(report)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use pop_store::ProcessLeadership;
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    struct Nothing;
+
+    impl CycleReport for Nothing {
+        fn planned(&self) -> usize {
+            0
+        }
+        fn outcomes(&self) -> Vec<(&'static str, usize)> {
+            Vec::new()
+        }
+        fn errors(&self) -> Vec<String> {
+            Vec::new()
+        }
+    }
+
+    /// Runs the loop on paused time for `ticks` intervals and returns how many cycles ran.
+    async fn cycles_in(leadership: Arc<dyn Leadership>, ready: bool, ticks: u32) -> usize {
+        let count = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&count);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let interval = Duration::from_secs(60);
+        let task = tokio::spawn(async move {
+            run_loop(
+                ProcessName::Retry,
+                leadership,
+                interval,
+                false,
+                move || ready,
+                || {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    async { Nothing }
+                },
+                async move {
+                    let _ = stopped.await;
+                },
+            )
+            .await;
+        });
+        // The first cycle runs at once, then one per interval.
+        tokio::time::sleep(interval * ticks + Duration::from_secs(1)).await;
+        stop.send(()).unwrap();
+        task.await.unwrap();
+        count.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cycle_runs_at_once_and_then_every_interval() {
+        let n = cycles_in(Arc::new(ProcessLeadership::default()), true, 3).await;
+        assert_eq!(n, 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_cycle_runs_before_the_projections_are_ready() {
+        let n = cycles_in(Arc::new(ProcessLeadership::default()), false, 3).await;
+        assert_eq!(n, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_cycle_runs_while_another_replica_leads() {
+        let leadership = Arc::new(ProcessLeadership::default());
+        let other = leadership.try_lead(&ProcessName::Retry.lock()).await.unwrap().unwrap();
+        let n = cycles_in(leadership.clone(), true, 3).await;
+        assert_eq!(n, 0);
+        drop(other);
+        let n = cycles_in(leadership, true, 1).await;
+        assert_eq!(n, 2, "the lock is free again: cycles resume");
+    }
+
+    #[tokio::test]
+    async fn once_reports_none_when_another_replica_leads() {
+        let leadership = ProcessLeadership::default();
+        let _other = leadership.try_lead("reaper:data").await.unwrap().unwrap();
+        assert!(once(ProcessName::Data, &leadership, false, async { Nothing }).await.is_none());
+        let free = ProcessLeadership::default();
+        assert!(once(ProcessName::Data, &free, false, async { Nothing }).await.is_some());
+    }
+}
