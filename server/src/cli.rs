@@ -134,6 +134,10 @@ pub struct ServeArgs {
     /// (the lease length is the API's); `0` turns the reclaimer off in this process.
     #[arg(long, env = "POP_RECLAIM_INTERVAL", default_value_t = pop_reapers::DEFAULT_INTERVAL.as_secs())]
     pub reclaim_interval: u64,
+    /// Seconds a `getAgenda` lease lasts without a report (POP's `reclaimAge`); every
+    /// `updateAgendaProgress` renews it.
+    #[arg(long, env = "POP_LEASE", default_value_t = pop_api::config::DEFAULT_LEASE.as_secs())]
+    pub lease: u64,
     #[command(flatten)]
     pub reapers: ReaperArgs,
 }

@@ -82,7 +82,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             .await
             .context("starting the pod reaper")?,
     );
-    let state = AppState::new(log, executor, projections, tokens, ApiConfig::default());
+    let api_config = ApiConfig {
+        lease: Duration::from_secs(args.lease)
+            .clamp(pop_api::config::MIN_LEASE, pop_api::config::MAX_LEASE),
+        ..ApiConfig::default()
+    };
+    let state = AppState::new(log, executor, projections, tokens, api_config);
     let listener = tokio::net::TcpListener::bind(&args.bind)
         .await
         .with_context(|| format!("binding {}", args.bind))?;
