@@ -3,7 +3,8 @@
 //! up), [`retry`] (AgendaRetry: failed agendas with attempts left are rerun with `continue`
 //! after a backoff), [`data`] (DataObjectReaper: old finished agendas and deleted config
 //! objects leave the read models and the store, with an audit record kept) and [`pods`]
-//! (PodReaper: finished Kubernetes pods carrying pop's labels are deleted).
+//! (PodReaper: finished Kubernetes pods carrying pop's labels are deleted; behind the default
+//! `kube` feature).
 //!
 //! Each process is a pure `plan(now, inputs, &config) -> Vec<action>` plus an idempotent
 //! `execute`, and a loop ([`process::run_loop`]) that runs them every interval under a leader
@@ -23,12 +24,14 @@
 //!   next cycle tries again.
 
 pub mod data;
+#[cfg(feature = "kube")]
 pub mod pods;
 pub mod process;
 pub mod reclaimer;
 pub mod retry;
 
 pub use data::DataReaperConfig;
+#[cfg(feature = "kube")]
 pub use pods::PodReaperConfig;
 pub use process::{CycleReport, ProcessName, Services};
 pub use reclaimer::{

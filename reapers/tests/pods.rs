@@ -4,6 +4,7 @@
 //! precondition, 404 counts as gone, 409 (a re-created pod) as refused, an error mid-batch does
 //! not stop the rest, a failed list deletes nothing, and a dry run only lists.
 
+#![cfg(feature = "kube")]
 #![allow(clippy::unwrap_used)]
 
 use std::sync::{Arc, Mutex};
