@@ -179,6 +179,10 @@ pub struct ReaperArgs {
     /// Log what the timed processes would do and change nothing.
     #[arg(long = "reaper-dry-run", visible_alias = "dry-run", env = "POP_REAPER_DRY_RUN")]
     pub dry_run: bool,
+    /// Most actions per cycle for every timed process; `0` keeps each process's own default
+    /// (reclaimer 500, retry 500, data 2,000, pods 200).
+    #[arg(long, env = "POP_REAPER_BATCH_SIZE", default_value_t = 0)]
+    pub reaper_batch_size: usize,
     /// Seconds between AgendaRetry cycles; `0` turns automatic retries off in `pop serve`.
     #[arg(long, env = "POP_RETRY_INTERVAL", default_value_t = pop_reapers::retry::DEFAULT_INTERVAL.as_secs())]
     pub retry_interval: u64,

@@ -25,6 +25,11 @@ use crate::cli::{ReapArgs, ReaperArgs, ReaperName};
 /// Longest `pop reap` waits for the projections to catch up with the log before giving up.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// The batch size: the `--reaper-batch-size` override, else the process's default.
+fn batch(args: &ReaperArgs, default: usize) -> usize {
+    if args.reaper_batch_size == 0 { default } else { args.reaper_batch_size }
+}
+
 /// Each process's cycle is bounded below its interval, and never above its default.
 fn max_run_time(default: Duration, interval: Duration) -> Duration {
     default.min(interval)
@@ -34,9 +39,9 @@ pub fn reclaimer_config(interval_secs: u64, args: &ReaperArgs) -> ReclaimerConfi
     let interval = Duration::from_secs(interval_secs.max(1));
     ReclaimerConfig {
         interval,
+        batch_size: batch(args, pop_reapers::DEFAULT_BATCH_SIZE),
         max_run_time: max_run_time(pop_reapers::DEFAULT_MAX_RUN_TIME, interval),
         dry_run: args.dry_run,
-        ..ReclaimerConfig::default()
     }
 }
 
@@ -44,6 +49,7 @@ pub fn retry_config(interval_secs: u64, args: &ReaperArgs) -> RetryConfig {
     let interval = Duration::from_secs(interval_secs.max(1));
     RetryConfig {
         interval,
+        batch_size: batch(args, pop_reapers::retry::DEFAULT_BATCH_SIZE),
         max_run_time: max_run_time(pop_reapers::retry::DEFAULT_MAX_RUN_TIME, interval),
         dry_run: args.dry_run,
         backoff: Backoff {
@@ -52,7 +58,6 @@ pub fn retry_config(interval_secs: u64, args: &ReaperArgs) -> RetryConfig {
             max: Duration::from_secs(args.retry_backoff_max),
             jitter_percent: args.retry_jitter_percent.min(100),
         },
-        ..RetryConfig::default()
     }
 }
 
@@ -60,11 +65,11 @@ pub fn data_config(interval_secs: u64, args: &ReaperArgs) -> DataReaperConfig {
     let interval = Duration::from_secs(interval_secs.max(1));
     DataReaperConfig {
         interval,
+        batch_size: batch(args, pop_reapers::data::DEFAULT_BATCH_SIZE),
         max_run_time: max_run_time(pop_reapers::data::DEFAULT_MAX_RUN_TIME, interval),
         dry_run: args.dry_run,
         agenda_reap_age: Duration::from_secs(args.agenda_reap_age),
         config_reap_age: Duration::from_secs(args.config_reap_age),
-        ..DataReaperConfig::default()
     }
 }
 
@@ -72,10 +77,10 @@ pub fn pod_config(interval_secs: u64, args: &ReaperArgs) -> PodReaperConfig {
     let interval = Duration::from_secs(interval_secs.max(1));
     PodReaperConfig {
         interval,
+        batch_size: batch(args, pop_reapers::pods::DEFAULT_BATCH_SIZE),
         max_run_time: max_run_time(pop_reapers::pods::DEFAULT_MAX_RUN_TIME, interval),
         dry_run: args.dry_run,
         reap_age: Duration::from_secs(args.pod_reap_age),
-        ..PodReaperConfig::default()
     }
 }
 
