@@ -70,6 +70,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         projections: projections.clone(),
         leadership: Arc::new(pop_store::ProcessLeadership::default()),
     };
+    let api_config = ApiConfig {
+        lease: Duration::from_secs(args.lease)
+            .clamp(pop_api::config::MIN_LEASE, pop_api::config::MAX_LEASE),
+        ..ApiConfig::default()
+    };
+    let state = AppState::new(log, executor, projections, tokens, api_config);
+    // After the API state, which installs the metrics recorder the processes report to.
     let mut reaper_tasks =
         crate::reap::spawn_all(&services, args.reclaim_interval, &args.reapers, {
             let stop_rx = stop_rx.clone();
@@ -82,12 +89,6 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             .await
             .context("starting the pod reaper")?,
     );
-    let api_config = ApiConfig {
-        lease: Duration::from_secs(args.lease)
-            .clamp(pop_api::config::MIN_LEASE, pop_api::config::MAX_LEASE),
-        ..ApiConfig::default()
-    };
-    let state = AppState::new(log, executor, projections, tokens, api_config);
     let listener = tokio::net::TcpListener::bind(&args.bind)
         .await
         .with_context(|| format!("binding {}", args.bind))?;

@@ -207,6 +207,17 @@ async fn a_dead_worker_is_reclaimed_the_failure_retried_and_the_agenda_succeeds(
     for expected in ["AgendaTimedOut", "AgendaRequeued", "AgendaRetryDecided", "AgendaRerun"] {
         assert!(history.iter().any(|t| t == expected), "{expected} missing from {history:?}");
     }
+
+    // What the processes did is on /metrics.
+    let metrics = pop.http.get(format!("{}/metrics", pop.base())).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    for expected in [
+        r#"pop_process_actions_total{process="reclaimer",outcome="requeued"} 1"#,
+        r#"pop_process_actions_total{process="retry",outcome="retried"} 1"#,
+        r#"pop_process_cycles_total{process="retry",dry_run="false"}"#,
+    ] {
+        assert!(metrics.contains(expected), "{expected} not in /metrics:\n{metrics}");
+    }
 }
 
 #[tokio::test]
