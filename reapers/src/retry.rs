@@ -13,8 +13,9 @@
 //! [`execute`] is idempotent: a second `Retry` of an agenda that is no longer failed, or has no
 //! attempts left, is refused by the domain and counted, never an error.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::TimeDelta;
@@ -174,11 +175,45 @@ pub enum RetryError {
     Task(#[from] tokio::task::JoinError),
 }
 
+/// Failed agendas a cycle found without attempts left, by their `updatedTime`. Such an agenda
+/// can only become retryable through an event, and every event moves `updatedTime`, so the next
+/// cycle decodes only the failed agendas that are new or changed — not the thousands of
+/// exhausted ones kept until the data reaper removes them. A full scan every
+/// [`FULL_SCAN_EVERY`] cycles bounds what a same-millisecond change could hide.
+#[derive(Debug, Default)]
+pub struct ExhaustedMemo {
+    seen: HashMap<String, i64>,
+    cycles: u32,
+}
+
+/// Cycles between full scans of the failed agendas (10 min at the default interval).
+pub const FULL_SCAN_EVERY: u32 = 60;
+
 /// The agendas to retry at `now`: COMPLETE/failed with attempts left whose backoff ended at or
 /// before `now`, earliest due first, at most `config.batch_size`. Pure.
 pub fn plan(now: Timestamp, models: &ReadModels, config: &RetryConfig) -> Vec<RetryAction> {
+    plan_with(now, models, config, &mut ExhaustedMemo::default())
+}
+
+/// [`plan`] with a memo of the exhausted agendas carried from cycle to cycle; the result is
+/// the same as [`plan`]'s, only cheaper.
+pub fn plan_with(
+    now: Timestamp,
+    models: &ReadModels,
+    config: &RetryConfig,
+    memo: &mut ExhaustedMemo,
+) -> Vec<RetryAction> {
+    memo.cycles = memo.cycles.wrapping_add(1);
+    if memo.cycles % FULL_SCAN_EVERY == 0 {
+        memo.seen.clear();
+    }
+    let mut exhausted = HashMap::with_capacity(memo.seen.len());
     let mut found = Vec::new();
     for entry in models.agendas().in_phase(Phase::Failed) {
+        if memo.seen.get(entry.id()) == Some(&entry.updated_ms()) {
+            exhausted.insert(entry.id().to_string(), entry.updated_ms());
+            continue;
+        }
         let progress = match entry.progress() {
             Ok(p) => p,
             Err(e) => {
@@ -188,6 +223,7 @@ pub fn plan(now: Timestamp, models: &ReadModels, config: &RetryConfig) -> Vec<Re
         };
         let maximum = progress.maximum_attempts.clamp(1, MAXIMUM_ATTEMPTS_LIMIT);
         if progress.attempts_completed >= maximum {
+            exhausted.insert(entry.id().to_string(), entry.updated_ms());
             continue;
         }
         let ended = progress.completed_time.or(progress.updated_time).unwrap_or(now);
@@ -204,6 +240,7 @@ pub fn plan(now: Timestamp, models: &ReadModels, config: &RetryConfig) -> Vec<Re
             due,
         });
     }
+    memo.seen = exhausted;
     found.sort_by(|a, b| (a.due, &a.agenda_id).cmp(&(b.due, &b.agenda_id)));
     found.truncate(config.batch_size);
     found
@@ -287,7 +324,21 @@ pub async fn run_once(
     now: Timestamp,
     config: &RetryConfig,
 ) -> RetryReport {
-    let actions = plan(now, &projections.read(), config);
+    run_once_with(executor, projections, now, config, &Mutex::default()).await
+}
+
+/// [`run_once`] with the loop's [`ExhaustedMemo`].
+pub async fn run_once_with(
+    executor: &Arc<Executor>,
+    projections: &Projections,
+    now: Timestamp,
+    config: &RetryConfig,
+    memo: &Mutex<ExhaustedMemo>,
+) -> RetryReport {
+    let actions = match memo.lock() {
+        Ok(mut memo) => plan_with(now, &projections.read(), config, &mut memo),
+        Err(_) => plan(now, &projections.read(), config),
+    };
     if config.dry_run {
         for a in &actions {
             tracing::info!(agenda = %a.agenda_id, attempt = a.attempts_completed + 1, maximum = a.maximum_attempts, due = %a.due, "retry (dry run): would retry");
@@ -310,13 +361,14 @@ pub async fn run(
 ) {
     let Services { executor, projections, leadership, .. } = services;
     let ready = projections.clone();
+    let memo = Mutex::new(ExhaustedMemo::default());
     run_loop(
         ProcessName::Retry,
         leadership,
         config.interval,
         config.dry_run,
         move || ready.caught_up(),
-        || run_once(&executor, &projections, clock(), &config),
+        || run_once_with(&executor, &projections, clock(), &config, &memo),
         shutdown,
     )
     .await;
@@ -509,6 +561,22 @@ mod tests {
         let config = RetryConfig { batch_size: 2, ..no_jitter() };
         assert_eq!(ids(&plan(t(10_000), &m, &config)), ["early", "mid"]);
         assert_eq!(plan(t(10_000), &m, &config), plan(t(10_000), &m, &config));
+    }
+
+    #[test]
+    fn the_memo_skips_exhausted_agendas_until_they_change_and_plans_the_same() {
+        let m = models(vec![
+            ("exhausted", history("exhausted", 1, 1, 100)),
+            ("retryable", history("retryable", 3, 1, 100)),
+        ]);
+        let mut memo = ExhaustedMemo::default();
+        let config = no_jitter();
+        for _ in 0..3 {
+            let with = plan_with(t(10_000), &m, &config, &mut memo);
+            assert_eq!(with, plan(t(10_000), &m, &config));
+            assert_eq!(ids(&with), ["retryable"]);
+            assert_eq!(memo.seen.keys().collect::<Vec<_>>(), ["exhausted"]);
+        }
     }
 
     #[test]
