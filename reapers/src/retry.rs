@@ -204,7 +204,7 @@ pub fn plan_with(
     memo: &mut ExhaustedMemo,
 ) -> Vec<RetryAction> {
     memo.cycles = memo.cycles.wrapping_add(1);
-    if memo.cycles % FULL_SCAN_EVERY == 0 {
+    if memo.cycles.is_multiple_of(FULL_SCAN_EVERY) {
         memo.seen.clear();
     }
     let mut exhausted = HashMap::with_capacity(memo.seen.len());
