@@ -1,7 +1,9 @@
 //! The DataObjectReaper against a real embedded store and the real projections runner: an old
 //! finished agenda and an old deleted customer leave the read models and the store (their
 //! streams read as deleted), a record of each stays in the day's `reaps-<day>` stream, a dry
-//! run changes nothing, newer objects stay, and a repeat finds nothing. Times are fixed
+//! run changes nothing, newer objects stay, and a repeat finds nothing; a reap interrupted after
+//! the delete is finished by the next cycle, and a rerun or re-creation after the plan wins.
+//! Times are fixed
 //! instants; waits are bounded, never asserted.
 
 #![allow(clippy::unwrap_used)]
@@ -224,4 +226,70 @@ async fn a_rerun_after_the_plan_keeps_the_agenda() {
     let events =
         f.services.store.read_stream("agenda-old", 0, 100, Direction::Forwards).await.unwrap();
     assert!(events.iter().all(|e| &*e.event_type != "AgendaReaped"));
+}
+
+#[tokio::test]
+async fn a_reap_interrupted_after_the_delete_is_finished_by_the_next_cycle() {
+    let f = fixture().await;
+    f.finished("old", 100).await;
+    let now = t(4 * DAY);
+    // A crashed cycle: the agenda was closed and its stream deleted, but no record written.
+    let closed = f
+        .services
+        .executor
+        .execute::<AgendaState>(
+            "old",
+            &EventMetadata::default(),
+            &AgendaCommand::Reap { reason: "old".to_string(), cutoff: t(200), now },
+        )
+        .await
+        .unwrap();
+    f.caught_up(closed.position).await;
+    f.services
+        .store
+        .delete_stream("agenda-old", pop_store::ExpectedVersion::Exact(closed.version.unwrap()))
+        .await
+        .unwrap();
+    assert!(f.projections().read().agenda_entry("old").is_some(), "still visible");
+
+    let report = run_once(&f.services, now, &DataReaperConfig::default()).await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.agendas, 1);
+    f.settle().await;
+    assert!(f.projections().read().agenda_entry("old").is_none());
+    let audit = format!("reaps-{}", day_id(now));
+    let records = f.services.store.read_stream(&audit, 0, 10, Direction::Forwards).await.unwrap();
+    let ReapEvent::StreamReaped(r) =
+        ReapEvent::decode(&records[0].event_type, records[0].schema_version, &records[0].data)
+            .unwrap();
+    assert_eq!((r.stream.as_str(), r.last_version), ("agenda-old", None));
+}
+
+#[tokio::test]
+async fn a_config_object_created_again_after_the_plan_is_not_reaped() {
+    let f = fixture().await;
+    f.deleted_customer("gone", 200).await;
+    let now = t(4 * DAY);
+    let actions =
+        pop_reapers::data::plan(now, &f.projections().read(), &DataReaperConfig::default());
+    assert_eq!(actions.len(), 1);
+    let again = Customer {
+        id: "gone".to_string(),
+        customer_id: "gone".to_string(),
+        title: "back".to_string(),
+        ..Customer::default()
+    };
+    f.services
+        .executor
+        .execute::<ConfigAggregate<Customer>>(
+            "gone",
+            &EventMetadata::default(),
+            &ConfigCommand::Create { object: again, now: t(4 * DAY - 5), cid: "c".to_string() },
+        )
+        .await
+        .unwrap();
+    let report = pop_reapers::data::execute(&f.services, now, &actions, None).await;
+    assert_eq!((report.refused, report.configs), (1, 0), "{:?}", report.errors);
+    f.settle().await;
+    assert_eq!(f.projections().read().customer("gone").map(|c| c.title.as_str()), Some("back"));
 }
