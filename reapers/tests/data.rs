@@ -3,8 +3,7 @@
 //! streams read as deleted), a record of each stays in the day's `reaps-<day>` stream, a dry
 //! run changes nothing, newer objects stay, and a repeat finds nothing; a reap interrupted after
 //! the delete is finished by the next cycle, and a rerun or re-creation after the plan wins.
-//! Times are fixed
-//! instants; waits are bounded, never asserted.
+//! Times are fixed instants; waits are bounded, never asserted.
 
 #![allow(clippy::unwrap_used)]
 
