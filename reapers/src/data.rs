@@ -22,6 +22,7 @@
 //! never reaped; read them with `pop log --stream reaps-<day>` or the GraphQL `events` log.
 //! Consequence of the store's tombstones: a reaped id can never be used again for the same kind.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +68,16 @@ pub struct DataReaperConfig {
     pub agenda_reap_age: Duration,
     /// Age of a deleted config object's deletion at which its stream is reaped.
     pub config_reap_age: Duration,
+    /// Per config kind, by stream category (`customer`, `resourcepool`, `insight`,
+    /// `template`): an age that replaces `config_reap_age` for that kind.
+    pub config_reap_age_by_category: BTreeMap<String, Duration>,
+}
+
+impl DataReaperConfig {
+    /// The reap age of deleted config objects of stream category `category`.
+    pub fn config_age(&self, category: &str) -> Duration {
+        self.config_reap_age_by_category.get(category).copied().unwrap_or(self.config_reap_age)
+    }
 }
 
 impl Default for DataReaperConfig {
@@ -78,6 +89,7 @@ impl Default for DataReaperConfig {
             dry_run: false,
             agenda_reap_age: DEFAULT_REAP_AGE,
             config_reap_age: DEFAULT_REAP_AGE,
+            config_reap_age_by_category: BTreeMap::new(),
         }
     }
 }
@@ -175,8 +187,10 @@ pub fn plan(now: Timestamp, models: &ReadModels, config: &DataReaperConfig) -> V
             });
         }
     }
-    let config_cutoff = cutoff(now, config.config_reap_age);
     for deleted in models.deleted_configs() {
+        let category = deleted.stream.split_once('-').map(|(c, _)| c).unwrap_or_default();
+        let age = config.config_age(category);
+        let config_cutoff = cutoff(now, age);
         if deleted.updated_time.is_none_or(|u| u > config_cutoff) {
             continue;
         }
@@ -190,7 +204,7 @@ pub fn plan(now: Timestamp, models: &ReadModels, config: &DataReaperConfig) -> V
             reason: format!(
                 "deleted {} for at least {} s (config reapAge)",
                 deleted.kind,
-                config.config_reap_age.as_secs()
+                age.as_secs()
             ),
         });
     }
@@ -547,6 +561,11 @@ mod tests {
         let action = &plan(t(260), &m, &config)[0];
         assert_eq!((action.kind, action.customer_id.as_str()), ("customer", "gone"));
         assert_eq!((action.updated_time, action.cutoff), (Some(t(200)), t(200)));
+        // A per-kind age replaces the config age for that kind only.
+        let mut by_kind = config.clone();
+        by_kind.config_reap_age_by_category.insert("customer".to_string(), Duration::from_secs(61));
+        assert!(plan(t(260), &m, &by_kind).is_empty());
+        assert_eq!(streams(&plan(t(261), &m, &by_kind)), ["customer-gone"]);
     }
 
     #[test]

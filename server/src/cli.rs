@@ -142,6 +142,18 @@ pub struct ServeArgs {
     pub reapers: ReaperArgs,
 }
 
+/// `<category>=<seconds>` for --config-reap-age-by-kind.
+fn parse_kind_age(text: &str) -> Result<(String, u64), String> {
+    const CATEGORIES: [&str; 4] = ["customer", "resourcepool", "insight", "template"];
+    let (kind, secs) = text.split_once('=').ok_or("expected <category>=<seconds>")?;
+    let kind = kind.trim().to_ascii_lowercase();
+    if !CATEGORIES.contains(&kind.as_str()) {
+        return Err(format!("unknown config category {kind:?} (one of {})", CATEGORIES.join(", ")));
+    }
+    let secs = secs.trim().parse::<u64>().map_err(|e| format!("{secs:?}: {e}"))?;
+    Ok((kind, secs))
+}
+
 /// The timed processes `pop reap` runs by name.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum ReaperName {
@@ -209,6 +221,10 @@ pub struct ReaperArgs {
     /// Age (seconds since deletion) at which a deleted config object's stream is reaped.
     #[arg(long, env = "POP_CONFIG_REAP_AGE", default_value_t = 3 * 86_400)]
     pub config_reap_age: u64,
+    /// Per config kind, `<category>=<seconds>` (categories: customer, resourcepool, insight,
+    /// template), replacing --config-reap-age for that kind; repeat or comma-separate.
+    #[arg(long, env = "POP_CONFIG_REAP_AGE_BY_KIND", value_delimiter = ',', value_parser = parse_kind_age)]
+    pub config_reap_age_by_kind: Vec<(String, u64)>,
     /// Namespace whose finished pop pods the PodReaper deletes; without it `pop serve` runs
     /// no pod reaper (`pop reap pods` then uses the client's default namespace).
     #[arg(long, env = "POP_POD_REAPER_NAMESPACE")]

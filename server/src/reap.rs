@@ -70,6 +70,11 @@ pub fn data_config(interval_secs: u64, args: &ReaperArgs) -> DataReaperConfig {
         dry_run: args.dry_run,
         agenda_reap_age: Duration::from_secs(args.agenda_reap_age),
         config_reap_age: Duration::from_secs(args.config_reap_age),
+        config_reap_age_by_category: args
+            .config_reap_age_by_kind
+            .iter()
+            .map(|(kind, secs)| (kind.clone(), Duration::from_secs(*secs)))
+            .collect(),
     }
 }
 
