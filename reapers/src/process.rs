@@ -287,6 +287,61 @@ mod tests {
         assert_eq!(n, 2, "the lock is free again: cycles resume");
     }
 
+    /// A backend whose lock is lost (its connection died) while a cycle runs.
+    struct Flaky {
+        lose: tokio::sync::watch::Sender<bool>,
+    }
+
+    #[async_trait::async_trait]
+    impl Leadership for Flaky {
+        async fn try_lead(&self, name: &str) -> Result<Option<LeaderGuard>, pop_store::StoreError> {
+            self.lose.send_replace(false);
+            Ok(Some(LeaderGuard::new(name, self.lose.subscribe(), Box::new(()))))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cycle_whose_lock_is_lost_is_abandoned_and_the_next_one_runs() {
+        let (lose, _) = tokio::sync::watch::channel(false);
+        let leadership = Arc::new(Flaky { lose: lose.clone() });
+        let started = Arc::new(AtomicUsize::new(0));
+        let finished = Arc::new(AtomicUsize::new(0));
+        let (s, f) = (Arc::clone(&started), Arc::clone(&finished));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            run_loop(
+                ProcessName::Data,
+                leadership,
+                Duration::from_secs(60),
+                false,
+                || true,
+                || {
+                    let (s, f) = (Arc::clone(&s), Arc::clone(&f));
+                    async move {
+                        s.fetch_add(1, Ordering::SeqCst);
+                        // A long cycle: the lock is lost 10 s into it.
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        f.fetch_add(1, Ordering::SeqCst);
+                        Nothing
+                    }
+                },
+                async move {
+                    let _ = stopped.await;
+                },
+            )
+            .await;
+        });
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        lose.send_replace(true);
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        assert_eq!((started.load(Ordering::SeqCst), finished.load(Ordering::SeqCst)), (1, 0));
+        // The next tick takes the lock again and, left alone, the cycle completes.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!((started.load(Ordering::SeqCst), finished.load(Ordering::SeqCst)), (2, 1));
+        stop.send(()).unwrap();
+        task.await.unwrap();
+    }
+
     #[tokio::test]
     async fn once_reports_none_when_another_replica_leads() {
         let leadership = ProcessLeadership::default();
