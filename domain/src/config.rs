@@ -53,6 +53,8 @@ pub trait ConfigObject:
     /// Sets the server-owned fields: correlation id and times; clears computed fields.
     fn stamp(&mut self, cid: &str, added: Timestamp, updated: Timestamp);
     fn added_time(&self) -> Option<Timestamp>;
+    /// `updatedTime`: for a deleted object, when it was deleted.
+    fn updated_time(&self) -> Option<Timestamp>;
 }
 
 /// What an admin asks of a config object. Each carries the time and correlation id, since the
@@ -373,6 +375,9 @@ impl ConfigObject for Customer {
     fn added_time(&self) -> Option<Timestamp> {
         self.added_time
     }
+    fn updated_time(&self) -> Option<Timestamp> {
+        self.updated_time
+    }
 }
 
 impl ConfigObject for ResourcePool {
@@ -401,6 +406,9 @@ impl ConfigObject for ResourcePool {
     }
     fn added_time(&self) -> Option<Timestamp> {
         self.added_time
+    }
+    fn updated_time(&self) -> Option<Timestamp> {
+        self.updated_time
     }
 }
 
@@ -464,6 +472,9 @@ impl ConfigObject for Insight {
     fn added_time(&self) -> Option<Timestamp> {
         self.added_time
     }
+    fn updated_time(&self) -> Option<Timestamp> {
+        self.updated_time
+    }
 }
 
 impl ConfigObject for AgendaTemplate {
@@ -495,6 +506,9 @@ impl ConfigObject for AgendaTemplate {
     }
     fn added_time(&self) -> Option<Timestamp> {
         self.added_time
+    }
+    fn updated_time(&self) -> Option<Timestamp> {
+        self.updated_time
     }
 }
 

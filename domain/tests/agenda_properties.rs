@@ -62,6 +62,8 @@ enum Step {
     Retry,
     Cancel,
     Reclaim,
+    /// The data reaper closes the agenda (refused unless COMPLETE); later steps are refused.
+    Reap,
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +118,7 @@ fn step() -> impl Strategy<Value = Step> {
         6 => Just(Step::Retry),
         1 => Just(Step::Cancel),
         6 => Just(Step::Reclaim),
+        1 => Just(Step::Reap),
     ]
 }
 
@@ -219,6 +222,9 @@ fn command(step: &Step, now: Timestamp) -> AgendaCommand {
         Step::Cancel => AgendaCommand::Cancel { reason: None, now },
         // The reclaimer comes late enough for any lease to have expired.
         Step::Reclaim => AgendaCommand::Reclaim { now: later(10_000) },
+        Step::Reap => {
+            AgendaCommand::Reap { reason: "old".into(), cutoff: later(-1), now: later(1) }
+        }
     }
 }
 
@@ -444,6 +450,11 @@ fn arbitrary_event() -> impl Strategy<Value = AgendaEvent> {
                 })
             }
         ),
-        time.prop_map(|time| AgendaEvent::Requeued(AgendaRequeued { time })),
+        time.clone().prop_map(|time| AgendaEvent::Requeued(AgendaRequeued { time })),
+        time.prop_map(|time| AgendaEvent::Reaped(AgendaReaped {
+            time,
+            reason: "old".into(),
+            updated_time: Some(time),
+        })),
     ]
 }

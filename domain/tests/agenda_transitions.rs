@@ -407,3 +407,48 @@ fn errors_name_what_is_wrong() {
     let e = replay(&in_state("succeeded")).decide(&cancel(50)).unwrap_err();
     assert_eq!(e.to_string(), "cannot cancel an agenda that is COMPLETE/succeeded");
 }
+
+fn reap(cutoff: i64, at: i64) -> AgendaCommand {
+    AgendaCommand::Reap { reason: "old".to_string(), cutoff: t(cutoff), now: t(at) }
+}
+
+#[test]
+fn only_complete_agendas_updated_at_or_before_the_cutoff_are_reaped() {
+    // Completed at 10: a cutoff exactly at its updatedTime reaps it, an earlier one does not.
+    for name in ["succeeded", "failed", "cancelled"] {
+        let given = in_state(name);
+        let updated =
+            replay(&given).progress().updated_time.expect("a finished agenda has an updatedTime");
+        let updated = (updated - t(0)).num_seconds();
+        check(&given, reap(updated, 1_000), Then::Types(vec!["AgendaReaped"]));
+        check(
+            &given,
+            reap(updated - 1, 1_000),
+            Then::Refused(ErrorCode::Conflict, "after the reap cutoff"),
+        );
+    }
+    for name in ["added", "queued", "scheduled", "executing", "pending"] {
+        check(
+            &in_state(name),
+            reap(10_000, 10_000),
+            Then::Refused(ErrorCode::Conflict, "cannot reap"),
+        );
+    }
+}
+
+#[test]
+fn a_reaped_agenda_takes_no_more_commands_and_a_repeat_reap_changes_nothing() {
+    let mut given = in_state("failed");
+    given.extend(history_from(&given, reap(10_000, 10_000)));
+    let state = replay(&given);
+    assert!(state.is_reaped());
+    assert_eq!(state.progress().processing_state_message.as_deref(), Some("failed"));
+    check(&given, reap(10_000, 10_001), Then::Types(vec![]));
+    check(&given, retry(10_002), Then::Error(AgendaError::Reaped));
+    check(&given, rerun(&[], 10_002), Then::Refused(ErrorCode::NotFound, "reaped"));
+}
+
+/// The events `command` causes after `given`.
+fn history_from(given: &[AgendaEvent], command: AgendaCommand) -> Vec<AgendaEvent> {
+    replay(given).decide(&command).expect("the command is accepted")
+}

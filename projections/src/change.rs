@@ -89,6 +89,7 @@ pub(crate) fn operations_touched(event: &AgendaEvent) -> Vec<String> {
         | AgendaEvent::Claimed(_)
         | AgendaEvent::Readded(_)
         | AgendaEvent::RetryDecided(_)
-        | AgendaEvent::Requeued(_) => Vec::new(),
+        | AgendaEvent::Requeued(_)
+        | AgendaEvent::Reaped(_) => Vec::new(),
     }
 }

@@ -54,6 +54,14 @@ impl<T: ConfigObject> ConfigModel<T> {
         self.objects.values().filter_map(ConfigAggregate::live)
     }
 
+    /// Deleted objects still held as tombstones, in id order, with their id.
+    pub fn deleted(&self) -> impl Iterator<Item = (&str, &T)> {
+        self.objects.iter().filter_map(|(id, a)| match &a.lifecycle {
+            Lifecycle::Deleted(object) => Some((id.as_str(), object)),
+            Lifecycle::Absent | Lifecycle::Live(_) => None,
+        })
+    }
+
     /// One page of the live objects `visible` admits, in id order (cursor time is 0).
     pub fn list(
         &self,

@@ -13,6 +13,7 @@ use pop_domain::EventCodec;
 use pop_domain::agenda::AgendaEvent;
 use pop_domain::codec::CodecError;
 use pop_domain::config::{AgendaTemplateEvent, CustomerEvent, InsightEvent, ResourcePoolEvent};
+use pop_domain::reap::ReapEvent;
 use pop_store::{Position, RecordedEvent};
 
 /// A decoded event of one of the categories the read side folds.
@@ -23,6 +24,8 @@ pub enum DomainEvent {
     ResourcePool(ResourcePoolEvent),
     Insight(InsightEvent),
     Template(AgendaTemplateEvent),
+    /// A record of the data reaper's audit log (`reaps-<day>`): the named stream was deleted.
+    Reap(ReapEvent),
 }
 
 /// What [`decode`] made of one stored event.
@@ -70,6 +73,7 @@ pub mod category {
     pub const INSIGHT: &str = <pop_domain::Insight as pop_domain::config::ConfigObject>::CATEGORY;
     pub const TEMPLATE: &str =
         <pop_domain::AgendaTemplate as pop_domain::config::ConfigObject>::CATEGORY;
+    pub const REAPS: &str = pop_domain::reap::CATEGORY;
 }
 
 /// Splits `<category>-<id>` at the first `-`: categories never contain one, ids may.
@@ -88,6 +92,7 @@ pub fn decode(event: &RecordedEvent) -> Result<Decoded, DecodeError> {
         category::RESOURCE_POOL => typed(event).map(|e| e.map(DomainEvent::ResourcePool)),
         category::INSIGHT => typed(event).map(|e| e.map(DomainEvent::Insight)),
         category::TEMPLATE => typed(event).map(|e| e.map(DomainEvent::Template)),
+        category::REAPS => typed(event).map(|e| e.map(DomainEvent::Reap)),
         _ => {
             return Ok(Decoded::Skipped(Skip::UnknownCategory {
                 stream: event.stream.to_string(),

@@ -8,6 +8,7 @@ use std::io::{self, Write};
 
 use pop_domain::agenda::AgendaState;
 use pop_domain::config::{ConfigEvent, ConfigObject};
+use pop_domain::reap::{ReapEvent, STREAM_REAPED};
 use pop_domain::{
     Agenda, AgendaProgress, AgendaTemplate, Customer, EventCodec, Insight, OperationProgress,
     ProgressSummary, ResourcePool,
@@ -25,6 +26,19 @@ use crate::query::{Cursor, Page, Visibility};
 /// the shape or the meaning of a read model changes: an old snapshot is then ignored and the
 /// models are rebuilt from the log, which is always correct.
 pub const FORMAT_VERSION: u32 = 1;
+
+/// A deleted config object kept as a tombstone (see [`ReadModels::deleted_configs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletedConfig {
+    /// Its stream, `<category>-<id>`.
+    pub stream: String,
+    /// `customer`, `resource pool`, `insight` or `agenda template`.
+    pub kind: &'static str,
+    pub id: String,
+    pub customer_id: String,
+    /// When it was deleted.
+    pub updated_time: Option<pop_domain::Timestamp>,
+}
 
 /// Every read model, at one position of the log.
 #[derive(Debug, Default)]
@@ -98,15 +112,24 @@ impl ReadModels {
                     self.templates.apply(id, e);
                     push_config(changes, position, ChangeKind::Template, id, e);
                 }
+                // The reaper deleted (or is about to delete) the named stream: forget what it
+                // fed, exactly as a rebuild without its events would.
+                DomainEvent::Reap(ReapEvent::StreamReaped(e)) => {
+                    if let Some(mut change) = self.forget_stream(position, &e.stream) {
+                        change.event_type = STREAM_REAPED;
+                        if let Some(changes) = changes {
+                            changes.push(change);
+                        }
+                    }
+                }
             }
         }
         self.position = position;
         Ok(())
     }
 
-    /// The hook for streams deleted from the store (reapers): drops whatever read model the
-    /// stream fed. Nothing in the log announces a deletion yet; when the store gains a
-    /// stream-deleted marker event, decode it and route it here.
+    /// The hook for streams deleted from the store: drops whatever read model the stream fed.
+    /// The data reaper's `StreamReaped` records (stream `reaps-<day>`) are routed here.
     pub fn forget_stream(&mut self, position: Position, stream: &str) -> Option<Change> {
         let (cat, id) = split_stream(stream)?;
         let change = |kind, customer: &str| {
@@ -190,6 +213,28 @@ impl ReadModels {
             }
             _ => false,
         }
+    }
+
+    /// Every deleted config object still held as a tombstone (what the data reaper may reap):
+    /// customers, resource pools, insights and templates, in that order and by id.
+    pub fn deleted_configs(&self) -> Vec<DeletedConfig> {
+        fn of<T: ConfigObject>(model: &ConfigModel<T>, out: &mut Vec<DeletedConfig>) {
+            for (id, object) in model.deleted() {
+                out.push(DeletedConfig {
+                    stream: pop_domain::aggregate::stream_name(T::CATEGORY, id),
+                    kind: T::KIND,
+                    id: id.to_string(),
+                    customer_id: object.customer_id().to_string(),
+                    updated_time: object.updated_time(),
+                });
+            }
+        }
+        let mut out = Vec::new();
+        of(&self.customers, &mut out);
+        of(&self.pools, &mut out);
+        of(&self.insights, &mut out);
+        of(&self.templates, &mut out);
+        out
     }
 
     // ---- queries --------------------------------------------------------------------------

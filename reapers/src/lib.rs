@@ -1,25 +1,53 @@
-//! pop's timed processes (DOMAIN.md §9), so far the [`reclaimer`] (AgendaReclaimer): agendas
-//! handed out under a lease whose holder stopped reporting come back to the queue, or end
-//! COMPLETE/failed when their attempts are used up.
+//! pop's timed processes (DOMAIN.md §9): the [`reclaimer`] (AgendaReclaimer: agendas whose
+//! lease holder stopped reporting come back to the queue, or fail when their attempts are used
+//! up), [`retry`] (AgendaRetry: failed agendas with attempts left are rerun with `continue`
+//! after a backoff), [`data`] (DataObjectReaper: old finished agendas and deleted config
+//! objects leave the read models and the store, with an audit record kept) and [`pods`]
+//! (PodReaper: finished Kubernetes pods carrying pop's labels are deleted; behind the default
+//! `kube` feature).
 //!
-//! Each process is a pure `plan(now, &ReadModels, &config) -> Vec<action>` plus an idempotent
-//! `execute` that issues ordinary domain commands through the store's `Executor`, and a loop
-//! that runs them every interval with a maximum run time per cycle and a dry-run switch.
+//! Each process is a pure `plan(now, inputs, &config) -> Vec<action>` plus an idempotent
+//! `execute`, and a loop ([`process::run_loop`]) that runs them every interval under a leader
+//! lock, with a maximum run time per cycle, a batch size, a dry-run switch and metrics.
 //!
 //! This crate must never:
 //! - append events except through domain commands (`Executor::execute`): every action is a
 //!   command the domain's `decide` judges against the stream's current state, so a plan made
-//!   from a slightly stale read model can only be refused, never do harm;
+//!   from a slightly stale read model can only be refused, never do harm (the data reaper's
+//!   stream deletes come after a domain event that makes the stream final);
 //! - read a clock for domain time: `now` is passed in (to `plan`/`execute` by the caller, to
 //!   the loop as a clock function), so plans are reproducible and tests pick any instant;
 //!   tokio timers only pace the loop and bound a cycle's run time;
 //! - update a read model: the projections fold the events its commands cause, like any other;
+//! - touch a Kubernetes pod without pop's labels ([`pods::labels`]);
 //! - exit the process or panic on a failed command: failures are counted and logged, and the
 //!   next cycle tries again.
 
+pub mod data;
+#[cfg(feature = "kube")]
+pub mod pods;
+pub mod process;
 pub mod reclaimer;
+pub mod retry;
 
+pub use data::DataReaperConfig;
+#[cfg(feature = "kube")]
+pub use pods::PodReaperConfig;
+pub use process::{CycleReport, ProcessName, Services};
 pub use reclaimer::{
     DEFAULT_BATCH_SIZE, DEFAULT_INTERVAL, DEFAULT_MAX_RUN_TIME, ReclaimAction, ReclaimError,
     ReclaimReport, ReclaimerConfig,
 };
+pub use retry::{Backoff, RetryConfig};
+
+/// An error with its causes, `outer: inner: …`, for one log line.
+pub(crate) fn error_chain(e: &impl std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

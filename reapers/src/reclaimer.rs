@@ -17,7 +17,9 @@ use pop_domain::agenda::{AgendaCommand, AgendaError, AgendaState};
 use pop_projections::{Phase, Projections, ReadModels};
 use pop_store::{EventMetadata, ExecuteError, Executor};
 use tokio::task::{JoinHandle, JoinSet};
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
+
+use crate::process::{CycleReport, ProcessName, Services, run_loop};
 
 /// How often the reclaimer looks for expired leases. The lease itself is `ApiConfig.lease`
 /// (POP's `reclaimAge`, 5 min by default); a 30 s cycle reclaims an expired lease at most
@@ -251,62 +253,54 @@ pub async fn run_once(
     execute(executor, now, &actions, Some(Instant::now() + config.max_run_time)).await
 }
 
-/// The reclaimer loop: a cycle every `config.interval` (the first at once) once the
-/// projections have caught up with the log, with `now` read from `clock`; returns when
-/// `shutdown` resolves, abandoning a cycle in progress (its commands are idempotent).
+/// The reclaimer loop ([`crate::process::run_loop`]): a cycle every `config.interval` (the
+/// first at once) once the projections have caught up with the log, under the `reaper:reclaimer`
+/// leader lock, with `now` read from `clock`; returns when `shutdown` resolves, abandoning a
+/// cycle in progress (its commands are idempotent).
 pub async fn run(
-    executor: Arc<Executor>,
-    projections: Projections,
+    services: Services,
     config: ReclaimerConfig,
-    clock: impl Fn() -> Timestamp + Send + 'static,
+    clock: impl Fn() -> Timestamp + Send + Sync + 'static,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    tokio::pin!(shutdown);
-    let mut ticker = tokio::time::interval(config.interval);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => return,
-            _ = ticker.tick() => {}
-        }
-        if !projections.caught_up() {
-            tracing::debug!("reclaimer: projections not caught up yet; skipping a cycle");
-            continue;
-        }
-        let report = tokio::select! {
-            () = &mut shutdown => return,
-            report = run_once(&executor, &projections, clock(), &config) => report,
-        };
-        log(&report, config.dry_run);
-    }
+    let Services { executor, projections, leadership, .. } = services;
+    let ready = projections.clone();
+    run_loop(
+        ProcessName::Reclaimer,
+        leadership,
+        config.interval,
+        config.dry_run,
+        move || ready.caught_up(),
+        || run_once(&executor, &projections, clock(), &config),
+        shutdown,
+    )
+    .await;
 }
 
 /// Starts [`run`] on the current runtime.
 pub fn spawn(
-    executor: Arc<Executor>,
-    projections: Projections,
+    services: Services,
     config: ReclaimerConfig,
-    clock: impl Fn() -> Timestamp + Send + 'static,
+    clock: impl Fn() -> Timestamp + Send + Sync + 'static,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> JoinHandle<()> {
-    tokio::spawn(run(executor, projections, config, clock, shutdown))
+    tokio::spawn(run(services, config, clock, shutdown))
 }
 
-fn log(report: &ReclaimReport, dry_run: bool) {
-    for e in &report.errors {
-        tracing::warn!(error = %e, source = ?std::error::Error::source(e), "reclaimer: command failed");
+impl CycleReport for ReclaimReport {
+    fn planned(&self) -> usize {
+        self.planned
     }
-    if report.planned > 0 {
-        tracing::info!(
-            dry_run,
-            planned = report.planned,
-            requeued = report.requeued,
-            failed = report.failed,
-            refused = report.refused,
-            skipped = report.skipped,
-            errors = report.errors.len(),
-            "reclaimer cycle"
-        );
+    fn outcomes(&self) -> Vec<(&'static str, usize)> {
+        vec![
+            ("requeued", self.requeued),
+            ("failed", self.failed),
+            ("refused", self.refused),
+            ("skipped", self.skipped),
+        ]
+    }
+    fn errors(&self) -> Vec<String> {
+        self.errors.iter().map(crate::error_chain).collect()
     }
 }
 

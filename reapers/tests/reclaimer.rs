@@ -12,9 +12,11 @@ use std::time::Duration;
 use pop_domain::agenda::{AgendaCommand, AgendaState};
 use pop_domain::{Agenda, AgendaInsight, Operation, Params, Timestamp};
 use pop_projections::{Phase, Projections, Runner, RunnerConfig};
-use pop_reapers::ReclaimerConfig;
 use pop_reapers::reclaimer::{self, run_once};
-use pop_store::{EventMetadata, EventStore, Executor, SqliteOptions, SqliteStore};
+use pop_reapers::{ReclaimerConfig, Services};
+use pop_store::{
+    EventMetadata, EventStore, Executor, ProcessLeadership, SqliteOptions, SqliteStore,
+};
 use tokio::sync::oneshot;
 
 /// Longest a test waits for the projections or the loop.
@@ -25,6 +27,7 @@ fn t(secs: i64) -> Timestamp {
 }
 
 struct Fixture {
+    store: Arc<dyn EventStore>,
     executor: Arc<Executor>,
     projections: Projections,
     _dir: tempfile::TempDir,
@@ -37,10 +40,19 @@ async fn fixture() -> Fixture {
     );
     let (runner, projections) = Runner::start(Arc::clone(&store), RunnerConfig::default()).await;
     tokio::spawn(async move { runner.run(std::future::pending()).await.unwrap() });
-    Fixture { executor: Arc::new(Executor::new(store)), projections, _dir: dir }
+    Fixture { executor: Arc::new(Executor::new(Arc::clone(&store))), store, projections, _dir: dir }
 }
 
 impl Fixture {
+    fn services(&self) -> Services {
+        Services {
+            store: Arc::clone(&self.store),
+            executor: Arc::clone(&self.executor),
+            projections: self.projections.clone(),
+            leadership: Arc::new(ProcessLeadership::default()),
+        }
+    }
+
     async fn agenda(&self, id: &str, command: AgendaCommand) {
         let done = self
             .executor
@@ -131,15 +143,9 @@ async fn the_loop_reclaims_on_its_own_and_stops_on_shutdown() {
     let (stop, stopped) = oneshot::channel::<()>();
     let config =
         ReclaimerConfig { interval: Duration::from_millis(10), ..ReclaimerConfig::default() };
-    let task = reclaimer::spawn(
-        Arc::clone(&f.executor),
-        f.projections.clone(),
-        config,
-        || t(1_000),
-        async move {
-            let _ = stopped.await;
-        },
-    );
+    let task = reclaimer::spawn(f.services(), config, || t(1_000), async move {
+        let _ = stopped.await;
+    });
     f.wait_phase("a", Phase::Added).await;
     stop.send(()).unwrap();
     tokio::time::timeout(WAIT, task).await.unwrap().unwrap();

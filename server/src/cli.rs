@@ -55,6 +55,11 @@ pub enum Command {
     },
     /// Replay the log into fresh read models (progress bar, events/s, fingerprint).
     Rebuild(RebuildArgs),
+    /// Run one timed process (reclaimer, retry, data, pods) on its own: `--once` runs one
+    /// cycle and exits (for a Kubernetes CronJob), otherwise it loops like in `pop serve`.
+    /// Store-based processes open the store, catch the projections up to the head first, and
+    /// take the process's leader lock for each cycle.
+    Reap(ReapArgs),
     /// Send one GraphQL query or mutation to a running server and print the data as JSON.
     Gql {
         #[command(flatten)]
@@ -129,6 +134,107 @@ pub struct ServeArgs {
     /// (the lease length is the API's); `0` turns the reclaimer off in this process.
     #[arg(long, env = "POP_RECLAIM_INTERVAL", default_value_t = pop_reapers::DEFAULT_INTERVAL.as_secs())]
     pub reclaim_interval: u64,
+    /// Seconds a `getAgenda` lease lasts without a report (POP's `reclaimAge`); every
+    /// `updateAgendaProgress` renews it.
+    #[arg(long, env = "POP_LEASE", default_value_t = pop_api::config::DEFAULT_LEASE.as_secs())]
+    pub lease: u64,
+    #[command(flatten)]
+    pub reapers: ReaperArgs,
+}
+
+/// `<category>=<seconds>` for --config-reap-age-by-kind.
+fn parse_kind_age(text: &str) -> Result<(String, u64), String> {
+    const CATEGORIES: [&str; 4] = ["customer", "resourcepool", "insight", "template"];
+    let (kind, secs) = text.split_once('=').ok_or("expected <category>=<seconds>")?;
+    let kind = kind.trim().to_ascii_lowercase();
+    if !CATEGORIES.contains(&kind.as_str()) {
+        return Err(format!("unknown config category {kind:?} (one of {})", CATEGORIES.join(", ")));
+    }
+    let secs = secs.trim().parse::<u64>().map_err(|e| format!("{secs:?}: {e}"))?;
+    Ok((kind, secs))
+}
+
+/// The timed processes `pop reap` runs by name.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ReaperName {
+    /// AgendaReclaimer: agendas whose lease expired go back to the queue (or fail).
+    Reclaimer,
+    /// AgendaRetry: failed agendas with attempts left are rerun with `continue`.
+    Retry,
+    /// DataObjectReaper: old finished agendas and deleted config objects are removed.
+    Data,
+    /// PodReaper: finished Kubernetes pods labelled as pop's are deleted.
+    Pods,
+}
+
+#[derive(Debug, Args)]
+pub struct ReapArgs {
+    /// Which process.
+    #[arg(value_enum)]
+    pub name: ReaperName,
+    /// Run one cycle and exit (0 also when another replica holds the leader lock).
+    #[arg(long)]
+    pub once: bool,
+    /// Seconds between cycles when looping (default: the process's own interval).
+    #[arg(long)]
+    pub interval: Option<u64>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub reapers: ReaperArgs,
+}
+
+/// Settings of the timed processes, shared by `pop serve` and `pop reap`. Durations are in
+/// seconds; an interval of `0` turns that process off in `pop serve`.
+#[derive(Debug, Args, Clone)]
+pub struct ReaperArgs {
+    /// Log what the timed processes would do and change nothing.
+    #[arg(long = "reaper-dry-run", visible_alias = "dry-run", env = "POP_REAPER_DRY_RUN")]
+    pub dry_run: bool,
+    /// Most actions per cycle for every timed process; `0` keeps each process's own default
+    /// (reclaimer 500, retry 500, data 2,000, pods 200).
+    #[arg(long, env = "POP_REAPER_BATCH_SIZE", default_value_t = 0)]
+    pub reaper_batch_size: usize,
+    /// Seconds between AgendaRetry cycles; `0` turns automatic retries off in `pop serve`.
+    #[arg(long, env = "POP_RETRY_INTERVAL", default_value_t = pop_reapers::retry::DEFAULT_INTERVAL.as_secs())]
+    pub retry_interval: u64,
+    /// Seconds before the first retry of a failed agenda; doubled (see
+    /// --retry-backoff-multiplier) per further attempt.
+    #[arg(long, env = "POP_RETRY_BACKOFF", default_value_t = 30)]
+    pub retry_backoff: u64,
+    /// Growth of the retry delay per attempt.
+    #[arg(long, env = "POP_RETRY_BACKOFF_MULTIPLIER", default_value_t = 2)]
+    pub retry_backoff_multiplier: u32,
+    /// Longest retry delay, in seconds.
+    #[arg(long, env = "POP_RETRY_BACKOFF_MAX", default_value_t = 1800)]
+    pub retry_backoff_max: u64,
+    /// Spread of each retry delay, ± this percentage (derived from the agenda id, not random).
+    #[arg(long, env = "POP_RETRY_JITTER_PERCENT", default_value_t = 20)]
+    pub retry_jitter_percent: u32,
+    /// Seconds between DataObjectReaper cycles; `0` turns it off in `pop serve`.
+    #[arg(long, env = "POP_DATA_REAP_INTERVAL", default_value_t = 4 * 3600)]
+    pub data_reap_interval: u64,
+    /// Age (seconds since `updatedTime`) at which a COMPLETE agenda and its progress are
+    /// reaped.
+    #[arg(long, env = "POP_AGENDA_REAP_AGE", default_value_t = 3 * 86_400)]
+    pub agenda_reap_age: u64,
+    /// Age (seconds since deletion) at which a deleted config object's stream is reaped.
+    #[arg(long, env = "POP_CONFIG_REAP_AGE", default_value_t = 3 * 86_400)]
+    pub config_reap_age: u64,
+    /// Per config kind, `<category>=<seconds>` (categories: customer, resourcepool, insight,
+    /// template), replacing --config-reap-age for that kind; repeat or comma-separate.
+    #[arg(long, env = "POP_CONFIG_REAP_AGE_BY_KIND", value_delimiter = ',', value_parser = parse_kind_age)]
+    pub config_reap_age_by_kind: Vec<(String, u64)>,
+    /// Namespace whose finished pop pods the PodReaper deletes; without it `pop serve` runs
+    /// no pod reaper (`pop reap pods` then uses the client's default namespace).
+    #[arg(long, env = "POP_POD_REAPER_NAMESPACE")]
+    pub pod_reaper_namespace: Option<String>,
+    /// Seconds between PodReaper cycles.
+    #[arg(long, env = "POP_POD_REAP_INTERVAL", default_value_t = 300)]
+    pub pod_reap_interval: u64,
+    /// Age (seconds since a pod finished) at which it is deleted (POP: 1440 min).
+    #[arg(long, env = "POP_POD_REAP_AGE", default_value_t = 86_400)]
+    pub pod_reap_age: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

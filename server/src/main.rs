@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod demo;
 mod log_cmd;
+mod reap;
 mod rebuild;
 mod serve;
 mod tour;
@@ -49,6 +50,7 @@ async fn run(command: cli::Command) -> Result<()> {
             tour::watch(&client::Client::new(&client)?, &id).await
         }
         cli::Command::Rebuild(args) => rebuild::run(args).await,
+        cli::Command::Reap(args) => reap::run(args).await,
         cli::Command::Gql { client, query, variables } => {
             tour::gql(&client::Client::new(&client)?, &query, &variables).await
         }

@@ -1,5 +1,5 @@
 //! `pop serve`: the embedded default in one process — the store, the projections runner, the
-//! scheduler, the AgendaReclaimer and the HTTP/GraphQL API. On SIGINT/SIGTERM it stops accepting requests, lets in-flight ones
+//! scheduler, the timed processes (`reap.rs`) and the HTTP/GraphQL API. On SIGINT/SIGTERM it stops accepting requests, lets in-flight ones
 //! finish (bounded), stops the projections after a last snapshot, and closes the store after
 //! the appends already queued, so nothing acknowledged is lost on a graceful stop.
 
@@ -10,7 +10,6 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use pop_api::{ApiConfig, AppState};
 use pop_projections::{Runner, RunnerConfig};
-use pop_reapers::ReclaimerConfig;
 use pop_store::{Durability, EventStore, Executor, SqliteOptions, SqliteStore};
 use tokio::sync::watch;
 
@@ -63,23 +62,33 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             stopped(stop_rx.clone()),
         )
     });
-    // One process is the only replica of the embedded store, so it is the reclaimer's leader.
-    let reclaimer_task = (args.reclaim_interval > 0).then(|| {
-        let interval = Duration::from_secs(args.reclaim_interval);
-        let config = ReclaimerConfig {
-            interval,
-            max_run_time: pop_reapers::DEFAULT_MAX_RUN_TIME.min(interval),
-            ..ReclaimerConfig::default()
-        };
-        pop_reapers::reclaimer::spawn(
-            Arc::clone(&executor),
-            projections.clone(),
-            config,
-            chrono::Utc::now,
-            stopped(stop_rx.clone()),
-        )
-    });
-    let state = AppState::new(log, executor, projections, tokens, ApiConfig::default());
+    // The timed processes (reclaimer, retry, data reaper): one process is the only replica of
+    // the embedded store, so it leads every one of them.
+    let services = pop_reapers::Services {
+        store: Arc::clone(&log),
+        executor: Arc::clone(&executor),
+        projections: projections.clone(),
+        leadership: Arc::new(pop_store::ProcessLeadership::default()),
+    };
+    let api_config = ApiConfig {
+        lease: Duration::from_secs(args.lease)
+            .clamp(pop_api::config::MIN_LEASE, pop_api::config::MAX_LEASE),
+        ..ApiConfig::default()
+    };
+    let state = AppState::new(log, executor, projections, tokens, api_config);
+    // After the API state, which installs the metrics recorder the processes report to.
+    let mut reaper_tasks =
+        crate::reap::spawn_all(&services, args.reclaim_interval, &args.reapers, {
+            let stop_rx = stop_rx.clone();
+            move || stopped(stop_rx.clone())
+        });
+    // The pod reaper only with `--pod-reaper-namespace`.
+    let pods = Arc::clone(&services.leadership);
+    reaper_tasks.extend(
+        crate::reap::spawn_pods(pods, &args.reapers, stopped(stop_rx.clone()))
+            .await
+            .context("starting the pod reaper")?,
+    );
     let listener = tokio::net::TcpListener::bind(&args.bind)
         .await
         .with_context(|| format!("binding {}", args.bind))?;
@@ -114,10 +123,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     {
         tracing::error!(error = %e, "scheduler task failed");
     }
-    if let Some(task) = reclaimer_task
-        && let Err(e) = task.await
-    {
-        tracing::error!(error = %e, "reclaimer task failed");
+    for task in reaper_tasks {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "timed process task failed");
+        }
     }
     match runner_task.await {
         Ok(Ok(())) => {}

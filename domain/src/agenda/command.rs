@@ -38,6 +38,10 @@ pub enum AgendaCommand {
     Cancel { reason: Option<String>, now: Timestamp },
     /// The reclaimer ends an expired lease of a `scheduled` or EXECUTING agenda.
     Reclaim { now: Timestamp },
+    /// The data reaper closes a COMPLETE agenda whose `updatedTime` is at or before `cutoff`
+    /// for good, before deleting its stream: afterwards every other command is refused, so the
+    /// stream's version is final. A repeat changes nothing.
+    Reap { reason: String, cutoff: Timestamp, now: Timestamp },
 }
 
 impl AgendaCommand {
@@ -53,6 +57,7 @@ impl AgendaCommand {
             AgendaCommand::Retry { .. } => "retry",
             AgendaCommand::Cancel { .. } => "cancel",
             AgendaCommand::Reclaim { .. } => "reclaim",
+            AgendaCommand::Reap { .. } => "reap",
         }
     }
 
@@ -67,7 +72,8 @@ impl AgendaCommand {
             | AgendaCommand::Rerun { now, .. }
             | AgendaCommand::Retry { now }
             | AgendaCommand::Cancel { now, .. }
-            | AgendaCommand::Reclaim { now } => *now,
+            | AgendaCommand::Reclaim { now }
+            | AgendaCommand::Reap { now, .. } => *now,
         }
     }
 }

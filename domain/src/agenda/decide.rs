@@ -33,6 +33,12 @@ impl AgendaState {
         if !self.exists() {
             return Err(AgendaError::NotFound);
         }
+        if self.reaped {
+            return match command {
+                AgendaCommand::Reap { .. } => Ok(Vec::new()),
+                _ => Err(AgendaError::Reaped),
+            };
+        }
         match command {
             AgendaCommand::Submit { .. } => Err(self.illegal(command.verb())),
             AgendaCommand::Queue { .. } => self.queue(now),
@@ -49,7 +55,25 @@ impl AgendaState {
             AgendaCommand::Retry { .. } => self.retry(now),
             AgendaCommand::Cancel { reason, .. } => self.cancel(reason.as_deref(), now),
             AgendaCommand::Reclaim { .. } => self.reclaim(now),
+            AgendaCommand::Reap { reason, cutoff, .. } => self.reap(reason, *cutoff, now),
         }
+    }
+
+    /// Only a COMPLETE agenda not updated after `cutoff` (an age exactly at the bound is old
+    /// enough) may be reaped.
+    fn reap(&self, reason: &str, cutoff: Timestamp, now: Timestamp) -> Decision {
+        if !self.is_complete() {
+            return Err(self.illegal("reap"));
+        }
+        let updated = self.progress.updated_time;
+        if updated.is_some_and(|u| u > cutoff) {
+            return Err(AgendaError::NotOldEnough { updated, cutoff });
+        }
+        Ok(vec![AgendaEvent::Reaped(AgendaReaped {
+            time: now,
+            reason: reason.to_string(),
+            updated_time: updated,
+        })])
     }
 
     fn submit(&self, agenda: &Agenda, insight: &AgendaInsight, now: Timestamp) -> Decision {

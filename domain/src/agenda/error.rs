@@ -62,13 +62,19 @@ pub enum AgendaError {
         "no attempts left: {attempts_completed} of at most {maximum_attempts} attempts completed"
     )]
     NoAttemptsLeft { attempts_completed: u32, maximum_attempts: u32 },
+    /// The agenda was reaped: its stream is about to be deleted and takes no more commands.
+    #[error("agenda was reaped")]
+    Reaped,
+    /// The data reaper only reaps agendas last updated at or before its cutoff.
+    #[error("agenda was updated at {} , after the reap cutoff {}", updated.map(|u| u.to_rfc3339()).unwrap_or_default(), cutoff.to_rfc3339())]
+    NotOldEnough { updated: Option<Timestamp>, cutoff: Timestamp },
 }
 
 impl AgendaError {
     /// The machine-readable code (DOMAIN.md §11).
     pub fn code(&self) -> ErrorCode {
         match self {
-            AgendaError::NotFound => ErrorCode::NotFound,
+            AgendaError::NotFound | AgendaError::Reaped => ErrorCode::NotFound,
             AgendaError::Invalid(_) => ErrorCode::Validation,
             AgendaError::AlreadyExists { .. }
             | AgendaError::IllegalTransition { .. }
@@ -79,7 +85,8 @@ impl AgendaError {
             | AgendaError::LeaseNotExpired { .. }
             | AgendaError::DoNotRun
             | AgendaError::OperationTransition { .. }
-            | AgendaError::NoAttemptsLeft { .. } => ErrorCode::Conflict,
+            | AgendaError::NoAttemptsLeft { .. }
+            | AgendaError::NotOldEnough { .. } => ErrorCode::Conflict,
         }
     }
 

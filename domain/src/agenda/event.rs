@@ -32,6 +32,7 @@ pub const EVENT_TYPES: &[(&str, u32)] = &[
     (type_name::CANCELLED, 1),
     (type_name::TIMED_OUT, 1),
     (type_name::REQUEUED, 1),
+    (type_name::REAPED, 1),
 ];
 
 /// The persisted event type names.
@@ -48,6 +49,7 @@ pub mod type_name {
     pub const CANCELLED: &str = "AgendaCancelled";
     pub const TIMED_OUT: &str = "AgendaTimedOut";
     pub const REQUEUED: &str = "AgendaRequeued";
+    pub const REAPED: &str = "AgendaReaped";
 }
 
 /// Every event of an agenda stream.
@@ -65,6 +67,7 @@ pub enum AgendaEvent {
     Cancelled(AgendaCancelled),
     TimedOut(AgendaTimedOut),
     Requeued(AgendaRequeued),
+    Reaped(AgendaReaped),
 }
 
 /// An agenda was accepted and bound to an insight: WAITING/added, every operation WAITING.
@@ -284,6 +287,25 @@ pub struct AgendaRequeued {
     pub time: Timestamp,
 }
 
+/// The data reaper closed the finished agenda for good; its stream is deleted next and the
+/// audit record (`StreamReaped` in a `reaps-<day>` stream) makes the read models forget it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgendaReaped {
+    #[serde(rename = "time", with = "epoch_ms")]
+    pub time: Timestamp,
+    /// Why, in words (the age rule that selected it).
+    #[serde(rename = "reason")]
+    pub reason: String,
+    /// The agenda's `updatedTime` when it was reaped.
+    #[serde(
+        rename = "updatedTime",
+        default,
+        with = "epoch_ms::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub updated_time: Option<Timestamp>,
+}
+
 impl AgendaEvent {
     /// When it happened.
     pub fn time(&self) -> Timestamp {
@@ -300,6 +322,7 @@ impl AgendaEvent {
             AgendaEvent::Cancelled(e) => e.time,
             AgendaEvent::TimedOut(e) => e.time,
             AgendaEvent::Requeued(e) => e.time,
+            AgendaEvent::Reaped(e) => e.time,
         }
     }
 
@@ -317,6 +340,7 @@ impl AgendaEvent {
             AgendaEvent::Cancelled(e) => serde_json::to_vec(e),
             AgendaEvent::TimedOut(e) => serde_json::to_vec(e),
             AgendaEvent::Requeued(e) => serde_json::to_vec(e),
+            AgendaEvent::Reaped(e) => serde_json::to_vec(e),
         }
     }
 }
@@ -336,6 +360,7 @@ impl EventCodec for AgendaEvent {
             AgendaEvent::Cancelled(_) => type_name::CANCELLED,
             AgendaEvent::TimedOut(_) => type_name::TIMED_OUT,
             AgendaEvent::Requeued(_) => type_name::REQUEUED,
+            AgendaEvent::Reaped(_) => type_name::REAPED,
         }
     }
 
@@ -380,6 +405,7 @@ impl EventCodec for AgendaEvent {
             type_name::CANCELLED => AgendaEvent::Cancelled(from(data).map_err(malformed)?),
             type_name::TIMED_OUT => AgendaEvent::TimedOut(from(data).map_err(malformed)?),
             type_name::REQUEUED => AgendaEvent::Requeued(from(data).map_err(malformed)?),
+            type_name::REAPED => AgendaEvent::Reaped(from(data).map_err(malformed)?),
             other => return Err(CodecError::UnknownType { event_type: other.to_string() }),
         };
         Ok(event)

@@ -47,6 +47,12 @@ impl AgendaState {
             }
             // The retry decision is for the audit trail; the rerun that follows changes state.
             AgendaEvent::RetryDecided(_) => {}
+            // Closed for good; the progress stays as it was (times included) for the record.
+            AgendaEvent::Reaped(_) => {
+                self.reaped = true;
+                self.lease = None;
+                return;
+            }
             AgendaEvent::Cancelled(e) => {
                 self.set_state(ProcessingState::Complete, message::CANCELLED);
                 self.progress.completed_time = Some(time);

@@ -42,8 +42,9 @@ pub use command::{AgendaCommand, OperationReport, ProgressReport};
 pub use error::AgendaError;
 pub use event::{
     AgendaCancelled, AgendaClaimed, AgendaCompleted, AgendaEvent, AgendaProgressReported,
-    AgendaQueued, AgendaReadded, AgendaRequeued, AgendaRerun, AgendaRetryDecided, AgendaSubmitted,
-    AgendaTimedOut, EVENT_TYPES, OperationProgressChanged, OperationsExpanded, type_name,
+    AgendaQueued, AgendaReadded, AgendaReaped, AgendaRequeued, AgendaRerun, AgendaRetryDecided,
+    AgendaSubmitted, AgendaTimedOut, EVENT_TYPES, OperationProgressChanged, OperationsExpanded,
+    type_name,
 };
 pub use rerun::{RerunFlags, RerunPlan, RerunReset, flag, plan_rerun, reset_closure};
 pub use state::{

@@ -42,6 +42,9 @@ pub struct AgendaState {
     pub(super) progress: AgendaProgress,
     #[serde(rename = "lease", default, skip_serializing_if = "Option::is_none")]
     pub(super) lease: Option<Lease>,
+    /// Closed by the data reaper: no command applies any more.
+    #[serde(rename = "reaped", default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) reaped: bool,
 }
 
 impl AgendaState {
@@ -53,6 +56,11 @@ impl AgendaState {
     /// The POP AgendaProgress (empty before submission).
     pub fn progress(&self) -> &AgendaProgress {
         &self.progress
+    }
+
+    /// Whether the data reaper closed this agenda (its stream is being deleted).
+    pub fn is_reaped(&self) -> bool {
+        self.reaped
     }
 
     /// The current lease: only while `scheduled` or EXECUTING.

@@ -1,0 +1,588 @@
+//! AgendaRetry (DOMAIN.md §8, §9): an agenda that ended COMPLETE/failed while
+//! `attemptsCompleted < min(20, maximumAttempts)` is rerun with `continue` by
+//! `AgendaCommand::Retry`, whose `AgendaRetryDecided` event makes each decision visible in the
+//! agenda's history. **pop:** not at once, as POP did, but after an exponential backoff with
+//! jitter, so a failing dependency is not hammered by every agenda at the same instant.
+//!
+//! The delay before retry number `n` (the agenda has `n` attempts behind it) is
+//! `min(max, initial × multiplier^(n-1))`, spread by ±`jitter_percent` % and capped at `max`,
+//! counted from the agenda's `completedTime`. The jitter is not random: it is derived from a
+//! hash (FNV-1a) of the agenda id and `n`, so [`plan`] stays a pure function of its inputs and
+//! two replicas plan the same instant, while agendas that failed together still spread out.
+//!
+//! [`execute`] is idempotent: a second `Retry` of an agenda that is no longer failed, or has no
+//! attempts left, is refused by the domain and counted, never an error.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use pop_domain::Timestamp;
+use pop_domain::agenda::{AgendaCommand, AgendaError, AgendaState, MAXIMUM_ATTEMPTS_LIMIT};
+use pop_projections::{Phase, Projections, ReadModels};
+use pop_store::{EventMetadata, ExecuteError, Executor};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+
+use crate::process::{CycleReport, ProcessName, Services, run_loop};
+
+/// How often the retry process looks for failed agendas that are due. Short, because the
+/// backoff (not the interval) says when a retry is due; a cycle is one scan of the failed
+/// agendas in memory.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Most agendas retried per cycle: like the reclaimer's, a mass failure drains at 3,000/min
+/// without crowding clients out of the store's group commit; the earliest due go first.
+pub const DEFAULT_BATCH_SIZE: usize = 500;
+
+/// Longest one cycle issues commands; below the interval so cycles never pile up.
+pub const DEFAULT_MAX_RUN_TIME: Duration = Duration::from_secs(8);
+
+/// `Retry` commands in flight at once.
+pub const MAX_CONCURRENT_RETRIES: usize = 64;
+
+/// The actor recorded in the metadata of the retry's events.
+pub const ACTOR: &str = "system:retry";
+
+/// The backoff between attempts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backoff {
+    /// Delay before the first retry (default 30 s).
+    pub initial: Duration,
+    /// Growth per further attempt (default 2).
+    pub multiplier: u32,
+    /// Longest delay, jitter included (default 30 min).
+    pub max: Duration,
+    /// Spread of the delay, ± this percentage (default 20, at most 100).
+    pub jitter_percent: u32,
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff {
+            initial: Duration::from_secs(30),
+            multiplier: 2,
+            max: Duration::from_secs(30 * 60),
+            jitter_percent: 20,
+        }
+    }
+}
+
+impl Backoff {
+    /// No delay at all: POP's behaviour (retry at the next cycle).
+    pub fn none() -> Backoff {
+        Backoff { initial: Duration::ZERO, multiplier: 1, max: Duration::ZERO, jitter_percent: 0 }
+    }
+
+    /// The delay before retry number `attempt` (≥ 1: attempts already completed) of agenda
+    /// `agenda_id`. Pure and deterministic.
+    pub fn delay(&self, agenda_id: &str, attempt: u32) -> Duration {
+        let max_ms = duration_ms(self.max);
+        let exponent = attempt.saturating_sub(1).min(63);
+        let growth = u64::from(self.multiplier.max(1)).saturating_pow(exponent);
+        let base = duration_ms(self.initial).saturating_mul(growth).min(max_ms);
+        let spread = base.saturating_mul(u64::from(self.jitter_percent.min(100))) / 100;
+        let delay = if spread == 0 {
+            base
+        } else {
+            // A point in [base - spread, base + spread], chosen by the hash.
+            let offset = jitter_hash(agenda_id, attempt) % (2 * spread + 1);
+            (base - spread).saturating_add(offset)
+        };
+        Duration::from_millis(delay.min(max_ms))
+    }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// FNV-1a over the agenda id and the attempt number: stable across builds and platforms
+/// (unlike the std hasher), which keeps plans reproducible.
+fn jitter_hash(agenda_id: &str, attempt: u32) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in agenda_id.bytes().chain(attempt.to_le_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// How the retry process runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// Time between cycles.
+    pub interval: Duration,
+    /// Most agendas retried per cycle.
+    pub batch_size: usize,
+    /// Longest one cycle issues commands.
+    pub max_run_time: Duration,
+    /// Log what would be retried, change nothing.
+    pub dry_run: bool,
+    pub backoff: Backoff,
+}
+
+impl Default for RetryConfig {
+    fn default() -> RetryConfig {
+        RetryConfig {
+            interval: DEFAULT_INTERVAL,
+            batch_size: DEFAULT_BATCH_SIZE,
+            max_run_time: DEFAULT_MAX_RUN_TIME,
+            dry_run: false,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// One agenda to retry, as the read model saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryAction {
+    pub agenda_id: String,
+    pub customer_id: String,
+    /// Attempts completed so far; the retry starts attempt `attempts_completed + 1`.
+    pub attempts_completed: u32,
+    /// `min(20, maximumAttempts)`.
+    pub maximum_attempts: u32,
+    /// When the backoff after the last attempt ends.
+    pub due: Timestamp,
+}
+
+/// What one [`execute`] did.
+#[derive(Debug, Default)]
+pub struct RetryReport {
+    pub planned: usize,
+    /// Rerun with `continue` (back to `added`, or `pending` for `doNotRun` agendas).
+    pub retried: usize,
+    /// Refused by the domain: no longer failed, no attempts left, or kept changing.
+    pub refused: usize,
+    /// Not attempted: the cycle's run time was used up (or dry run).
+    pub skipped: usize,
+    pub errors: Vec<RetryError>,
+}
+
+/// A retry that failed for a reason other than the agenda having moved on.
+#[derive(Debug, thiserror::Error)]
+pub enum RetryError {
+    #[error("retrying agenda {agenda_id:?} failed")]
+    Execute {
+        agenda_id: String,
+        #[source]
+        source: ExecuteError<AgendaError>,
+    },
+    #[error("a retry task failed")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Failed agendas a cycle found without attempts left, by their `updatedTime`. Such an agenda
+/// can only become retryable through an event, and every event moves `updatedTime`, so the next
+/// cycle decodes only the failed agendas that are new or changed — not the thousands of
+/// exhausted ones kept until the data reaper removes them. A full scan every
+/// [`FULL_SCAN_EVERY`] cycles bounds what a same-millisecond change could hide.
+#[derive(Debug, Default)]
+pub struct ExhaustedMemo {
+    seen: HashMap<String, i64>,
+    cycles: u32,
+}
+
+/// Cycles between full scans of the failed agendas (10 min at the default interval).
+pub const FULL_SCAN_EVERY: u32 = 60;
+
+/// The agendas to retry at `now`: COMPLETE/failed with attempts left whose backoff ended at or
+/// before `now`, earliest due first, at most `config.batch_size`. Pure.
+pub fn plan(now: Timestamp, models: &ReadModels, config: &RetryConfig) -> Vec<RetryAction> {
+    plan_with(now, models, config, &mut ExhaustedMemo::default())
+}
+
+/// [`plan`] with a memo of the exhausted agendas carried from cycle to cycle; the result is
+/// the same as [`plan`]'s, only cheaper.
+pub fn plan_with(
+    now: Timestamp,
+    models: &ReadModels,
+    config: &RetryConfig,
+    memo: &mut ExhaustedMemo,
+) -> Vec<RetryAction> {
+    memo.cycles = memo.cycles.wrapping_add(1);
+    if memo.cycles.is_multiple_of(FULL_SCAN_EVERY) {
+        memo.seen.clear();
+    }
+    let mut exhausted = HashMap::with_capacity(memo.seen.len());
+    let mut found = Vec::new();
+    for entry in models.agendas().in_phase(Phase::Failed) {
+        if memo.seen.get(entry.id()) == Some(&entry.updated_ms()) {
+            exhausted.insert(entry.id().to_string(), entry.updated_ms());
+            continue;
+        }
+        let progress = match entry.progress() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(agenda = entry.id(), error = %e, "retry: skipping an unreadable agenda");
+                continue;
+            }
+        };
+        let maximum = progress.maximum_attempts.clamp(1, MAXIMUM_ATTEMPTS_LIMIT);
+        if progress.attempts_completed >= maximum {
+            exhausted.insert(entry.id().to_string(), entry.updated_ms());
+            continue;
+        }
+        let ended = progress.completed_time.or(progress.updated_time).unwrap_or(now);
+        let delay = config.backoff.delay(entry.id(), progress.attempts_completed.max(1));
+        let due = ended + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX);
+        if due > now {
+            continue;
+        }
+        found.push(RetryAction {
+            agenda_id: entry.id().to_string(),
+            customer_id: entry.customer_id().to_string(),
+            attempts_completed: progress.attempts_completed,
+            maximum_attempts: maximum,
+            due,
+        });
+    }
+    memo.seen = exhausted;
+    found.sort_by(|a, b| (a.due, &a.agenda_id).cmp(&(b.due, &b.agenda_id)));
+    found.truncate(config.batch_size);
+    found
+}
+
+/// Issues `Retry { now }` for each action (at most [`MAX_CONCURRENT_RETRIES`] at once),
+/// starting no new command after `deadline`. Idempotent.
+pub async fn execute(
+    executor: &Arc<Executor>,
+    now: Timestamp,
+    actions: &[RetryAction],
+    deadline: Option<Instant>,
+) -> RetryReport {
+    let mut report = RetryReport { planned: actions.len(), ..RetryReport::default() };
+    let mut tasks: JoinSet<Result<bool, RetryError>> = JoinSet::new();
+    let mut started = 0;
+    for action in actions {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        while tasks.len() >= MAX_CONCURRENT_RETRIES {
+            if let Some(done) = tasks.join_next().await {
+                count(&mut report, done);
+            }
+        }
+        started += 1;
+        let executor = Arc::clone(executor);
+        let action = action.clone();
+        tasks.spawn(async move { retry(&executor, now, action).await });
+    }
+    while let Some(done) = tasks.join_next().await {
+        count(&mut report, done);
+    }
+    report.skipped = actions.len() - started;
+    report
+}
+
+fn count(report: &mut RetryReport, done: Result<Result<bool, RetryError>, tokio::task::JoinError>) {
+    match done {
+        Ok(Ok(true)) => report.retried += 1,
+        Ok(Ok(false)) => report.refused += 1,
+        Ok(Err(e)) => report.errors.push(e),
+        Err(e) => report.errors.push(RetryError::Task(e)),
+    }
+}
+
+/// `Ok(true)`: retried; `Ok(false)`: refused because the agenda moved on.
+async fn retry(
+    executor: &Executor,
+    now: Timestamp,
+    action: RetryAction,
+) -> Result<bool, RetryError> {
+    let metadata = EventMetadata {
+        customer_id: Some(action.customer_id.clone()),
+        cid: None,
+        causation_id: None,
+        actor: Some(ACTOR.to_string()),
+    };
+    match executor
+        .execute::<AgendaState>(&action.agenda_id, &metadata, &AgendaCommand::Retry { now })
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(agenda = %action.agenda_id, attempt = action.attempts_completed + 1, maximum = action.maximum_attempts, "retry: failed agenda rerun (continue)");
+            Ok(true)
+        }
+        Err(ExecuteError::Refused(e)) => {
+            tracing::debug!(agenda = %action.agenda_id, reason = %e, "retry: agenda moved on");
+            Ok(false)
+        }
+        Err(ExecuteError::Conflict { .. }) => Ok(false),
+        Err(source) => Err(RetryError::Execute { agenda_id: action.agenda_id, source }),
+    }
+}
+
+/// One cycle at `now`: plans and, unless `config.dry_run`, executes within
+/// `config.max_run_time`. A dry run logs each action and reports them all as skipped.
+pub async fn run_once(
+    executor: &Arc<Executor>,
+    projections: &Projections,
+    now: Timestamp,
+    config: &RetryConfig,
+) -> RetryReport {
+    run_once_with(executor, projections, now, config, &Mutex::default()).await
+}
+
+/// [`run_once`] with the loop's [`ExhaustedMemo`].
+pub async fn run_once_with(
+    executor: &Arc<Executor>,
+    projections: &Projections,
+    now: Timestamp,
+    config: &RetryConfig,
+    memo: &Mutex<ExhaustedMemo>,
+) -> RetryReport {
+    let actions = match memo.lock() {
+        Ok(mut memo) => plan_with(now, &projections.read(), config, &mut memo),
+        Err(_) => plan(now, &projections.read(), config),
+    };
+    if config.dry_run {
+        for a in &actions {
+            tracing::info!(agenda = %a.agenda_id, attempt = a.attempts_completed + 1, maximum = a.maximum_attempts, due = %a.due, "retry (dry run): would retry");
+        }
+        return RetryReport {
+            planned: actions.len(),
+            skipped: actions.len(),
+            ..RetryReport::default()
+        };
+    }
+    execute(executor, now, &actions, Some(Instant::now() + config.max_run_time)).await
+}
+
+/// The retry loop (see [`crate::process::run_loop`]), under the `reaper:retry` lock.
+pub async fn run(
+    services: Services,
+    config: RetryConfig,
+    clock: impl Fn() -> Timestamp + Send + Sync + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let Services { executor, projections, leadership, .. } = services;
+    let ready = projections.clone();
+    let memo = Mutex::new(ExhaustedMemo::default());
+    run_loop(
+        ProcessName::Retry,
+        leadership,
+        config.interval,
+        config.dry_run,
+        move || ready.caught_up(),
+        || run_once_with(&executor, &projections, clock(), &config, &memo),
+        shutdown,
+    )
+    .await;
+}
+
+/// Starts [`run`] on the current runtime.
+pub fn spawn(
+    services: Services,
+    config: RetryConfig,
+    clock: impl Fn() -> Timestamp + Send + Sync + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
+    tokio::spawn(run(services, config, clock, shutdown))
+}
+
+impl CycleReport for RetryReport {
+    fn planned(&self) -> usize {
+        self.planned
+    }
+    fn outcomes(&self) -> Vec<(&'static str, usize)> {
+        vec![("retried", self.retried), ("refused", self.refused), ("skipped", self.skipped)]
+    }
+    fn errors(&self) -> Vec<String> {
+        self.errors.iter().map(crate::error_chain).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use pop_domain::agenda::{OperationReport, ProgressReport};
+    use pop_domain::{Agenda, AgendaInsight, Aggregate, Operation, Params, ProcessingState};
+    use pop_projections::{Decoded, DomainEvent};
+    use pop_store::Position;
+
+    use super::*;
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_timestamp(secs, 0).unwrap()
+    }
+
+    /// An agenda that failed `failures` times (each claim at `10 * k`, failure at `10 * k + 5`
+    /// except the last, which fails at `failed_at`), retried in between.
+    fn history(id: &str, maximum: u32, failures: u32, failed_at: i64) -> Vec<AgendaCommand> {
+        let mut params = Params::new();
+        params.insert("maximumAttempts", maximum);
+        let agenda = Agenda {
+            id: id.to_string(),
+            customer_id: "acme".to_string(),
+            progress_id: Some(id.to_string()),
+            operations: vec![Operation { name: "probe".to_string(), ..Operation::default() }],
+            params,
+            ..Agenda::default()
+        };
+        let insight =
+            AgendaInsight { resource_pool_id: "pool".to_string(), insight_id: "i".to_string() };
+        let mut commands = vec![AgendaCommand::Submit { agenda, insight, now: t(1) }];
+        for k in 1..=i64::from(failures) {
+            let at = if k == i64::from(failures) { failed_at } else { 10 * k + 5 };
+            commands.push(AgendaCommand::Queue { now: t(10 * k) });
+            commands.push(AgendaCommand::Claim {
+                holder: "w".to_string(),
+                lease_id: format!("l{k}"),
+                lease_expires: t(at + 300),
+                now: t(10 * k),
+            });
+            commands.push(AgendaCommand::ReportProgress {
+                holder: "w".to_string(),
+                lease_id: None,
+                lease_expires: t(at + 300),
+                report: ProgressReport {
+                    operations: vec![OperationReport {
+                        name: "probe".to_string(),
+                        state: ProcessingState::Complete,
+                        message: Some("failed".to_string()),
+                        ..OperationReport::default()
+                    }],
+                    ..ProgressReport::default()
+                },
+                now: t(at),
+            });
+            if k < i64::from(failures) {
+                commands.push(AgendaCommand::Retry { now: t(at) });
+            }
+        }
+        commands
+    }
+
+    fn models(histories: Vec<(&str, Vec<AgendaCommand>)>) -> ReadModels {
+        let mut models = ReadModels::new();
+        let mut position = 0;
+        for (id, commands) in histories {
+            let mut state = AgendaState::default();
+            for command in &commands {
+                for event in state.decide(command).unwrap() {
+                    state.evolve(&event);
+                    position += 1;
+                    let decoded =
+                        Decoded::Event { id: id.to_string(), event: DomainEvent::Agenda(event) };
+                    models.apply(Position::from_sequence(position), &decoded, None).unwrap();
+                }
+            }
+        }
+        models
+    }
+
+    fn ids(actions: &[RetryAction]) -> Vec<&str> {
+        actions.iter().map(|a| a.agenda_id.as_str()).collect()
+    }
+
+    fn no_jitter() -> RetryConfig {
+        RetryConfig {
+            backoff: Backoff { jitter_percent: 0, ..Backoff::default() },
+            ..RetryConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_failed_agenda_is_due_exactly_when_its_backoff_ends() {
+        // Failed once at 100: the first retry is due 30 s later.
+        let m = models(vec![("a", history("a", 3, 1, 100))]);
+        let config = no_jitter();
+        assert!(plan(t(129), &m, &config).is_empty());
+        assert_eq!(ids(&plan(t(130), &m, &config)), ["a"]);
+        let action = &plan(t(130), &m, &config)[0];
+        assert_eq!(
+            (action.attempts_completed, action.maximum_attempts, action.due),
+            (1, 3, t(130))
+        );
+    }
+
+    #[test]
+    fn the_backoff_grows_per_attempt_up_to_its_maximum() {
+        let b = Backoff { jitter_percent: 0, ..Backoff::default() };
+        let secs = |n| b.delay("a", n).as_secs();
+        assert_eq!([secs(1), secs(2), secs(3), secs(4)], [30, 60, 120, 240]);
+        assert_eq!(secs(7), 1_800, "capped at 30 min");
+        assert_eq!(secs(u32::MAX), 1_800, "no overflow");
+        // Second failure at 200: due 60 s later.
+        let m = models(vec![("a", history("a", 5, 2, 200))]);
+        assert!(plan(t(259), &m, &no_jitter()).is_empty());
+        assert_eq!(ids(&plan(t(260), &m, &no_jitter())), ["a"]);
+    }
+
+    #[test]
+    fn jitter_is_deterministic_bounded_and_spreads_agendas() {
+        let b = Backoff::default();
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..50 {
+            let id = format!("agenda-{i}");
+            let d = b.delay(&id, 1);
+            assert_eq!(d, b.delay(&id, 1), "same inputs, same delay");
+            assert!(d >= Duration::from_secs(24) && d <= Duration::from_secs(36), "{d:?}");
+            seen.insert(d);
+        }
+        assert!(seen.len() > 10, "agendas that failed together spread out: {seen:?}");
+        let big = Backoff { jitter_percent: 100, ..Backoff::default() };
+        assert!(big.delay("x", 20) <= big.max, "jitter never exceeds the maximum");
+    }
+
+    #[test]
+    fn exhausted_cancelled_and_succeeded_agendas_are_not_retried() {
+        // Three failures of three attempts: nothing left.
+        let exhausted = history("exhausted", 3, 3, 100);
+        let mut cancelled = history("cancelled", 3, 1, 100);
+        cancelled.truncate(1);
+        cancelled.push(AgendaCommand::Cancel { reason: None, now: t(50) });
+        let m = models(vec![
+            ("exhausted", exhausted),
+            ("cancelled", cancelled),
+            ("retryable", history("retryable", 3, 2, 100)),
+        ]);
+        assert_eq!(ids(&plan(t(100_000), &m, &no_jitter())), ["retryable"]);
+    }
+
+    #[test]
+    fn twenty_attempts_is_the_bound() {
+        let m = models(vec![("a", history("a", 20, 19, 100))]);
+        assert_eq!(plan(t(100_000), &m, &no_jitter())[0].maximum_attempts, 20);
+    }
+
+    #[test]
+    fn the_batch_takes_the_earliest_due_first() {
+        let m = models(vec![
+            ("late", history("late", 3, 1, 500)),
+            ("early", history("early", 3, 1, 100)),
+            ("mid", history("mid", 3, 1, 300)),
+        ]);
+        let config = RetryConfig { batch_size: 2, ..no_jitter() };
+        assert_eq!(ids(&plan(t(10_000), &m, &config)), ["early", "mid"]);
+        assert_eq!(plan(t(10_000), &m, &config), plan(t(10_000), &m, &config));
+    }
+
+    #[test]
+    fn the_memo_skips_exhausted_agendas_until_they_change_and_plans_the_same() {
+        let m = models(vec![
+            ("exhausted", history("exhausted", 1, 1, 100)),
+            ("retryable", history("retryable", 3, 1, 100)),
+        ]);
+        let mut memo = ExhaustedMemo::default();
+        let config = no_jitter();
+        for _ in 0..3 {
+            let with = plan_with(t(10_000), &m, &config, &mut memo);
+            assert_eq!(with, plan(t(10_000), &m, &config));
+            assert_eq!(ids(&with), ["retryable"]);
+            assert_eq!(memo.seen.keys().collect::<Vec<_>>(), ["exhausted"]);
+        }
+    }
+
+    #[test]
+    fn no_backoff_retries_at_once_like_pop() {
+        let m = models(vec![("a", history("a", 3, 1, 100))]);
+        let config = RetryConfig { backoff: Backoff::none(), ..RetryConfig::default() };
+        assert_eq!(ids(&plan(t(100), &m, &config)), ["a"]);
+    }
+}

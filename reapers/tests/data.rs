@@ -1,0 +1,294 @@
+//! The DataObjectReaper against a real embedded store and the real projections runner: an old
+//! finished agenda and an old deleted customer leave the read models and the store (their
+//! streams read as deleted), a record of each stays in the day's `reaps-<day>` stream, a dry
+//! run changes nothing, newer objects stay, and a repeat finds nothing; a reap interrupted after
+//! the delete is finished by the next cycle, and a rerun or re-creation after the plan wins.
+//! Times are fixed instants; waits are bounded, never asserted.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pop_domain::agenda::{AgendaCommand, AgendaState, OperationReport, ProgressReport};
+use pop_domain::config::{ConfigAggregate, ConfigCommand};
+use pop_domain::reap::{ReapEvent, day_id};
+use pop_domain::{
+    Agenda, AgendaInsight, Customer, EventCodec, Operation, ProcessingState, Timestamp,
+};
+use pop_projections::{Projections, Runner, RunnerConfig};
+use pop_reapers::Services;
+use pop_reapers::data::{DataReaperConfig, run_once};
+use pop_store::{
+    Direction, EventMetadata, EventStore, Executor, ProcessLeadership, SqliteOptions, SqliteStore,
+    StoreError,
+};
+
+const WAIT: Duration = Duration::from_secs(20);
+const DAY: i64 = 86_400;
+
+fn t(secs: i64) -> Timestamp {
+    Timestamp::from_timestamp(secs, 0).unwrap()
+}
+
+struct Fixture {
+    services: Services,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn EventStore> = Arc::new(
+        SqliteStore::open(dir.path().join("pop.db"), SqliteOptions::default()).await.unwrap(),
+    );
+    let (runner, projections) = Runner::start(Arc::clone(&store), RunnerConfig::default()).await;
+    tokio::spawn(async move { runner.run(std::future::pending()).await.unwrap() });
+    let services = Services {
+        executor: Arc::new(Executor::new(Arc::clone(&store))),
+        store,
+        projections,
+        leadership: Arc::new(ProcessLeadership::default()),
+    };
+    Fixture { services, _dir: dir }
+}
+
+impl Fixture {
+    fn projections(&self) -> &Projections {
+        &self.services.projections
+    }
+
+    /// Submits `id` and has it succeed at `done_at`.
+    async fn finished(&self, id: &str, done_at: i64) {
+        let agenda = Agenda {
+            id: id.to_string(),
+            customer_id: "acme".to_string(),
+            progress_id: Some(id.to_string()),
+            operations: vec![Operation { name: "probe".to_string(), ..Operation::default() }],
+            ..Agenda::default()
+        };
+        let insight =
+            AgendaInsight { resource_pool_id: "p".to_string(), insight_id: "i".to_string() };
+        let commands = [
+            AgendaCommand::Submit { agenda, insight, now: t(1) },
+            AgendaCommand::Queue { now: t(2) },
+            AgendaCommand::Claim {
+                holder: "w".to_string(),
+                lease_id: "l".to_string(),
+                lease_expires: t(done_at + 300),
+                now: t(3),
+            },
+            AgendaCommand::ReportProgress {
+                holder: "w".to_string(),
+                lease_id: None,
+                lease_expires: t(done_at + 300),
+                report: ProgressReport {
+                    operations: vec![OperationReport {
+                        name: "probe".to_string(),
+                        state: ProcessingState::Complete,
+                        message: Some("succeeded".to_string()),
+                        ..OperationReport::default()
+                    }],
+                    ..ProgressReport::default()
+                },
+                now: t(done_at),
+            },
+        ];
+        for c in &commands {
+            let done = self
+                .services
+                .executor
+                .execute::<AgendaState>(id, &EventMetadata::default(), c)
+                .await
+                .unwrap();
+            self.caught_up(done.position).await;
+        }
+    }
+
+    async fn deleted_customer(&self, id: &str, deleted_at: i64) {
+        let customer = Customer {
+            id: id.to_string(),
+            customer_id: id.to_string(),
+            title: id.to_string(),
+            ..Customer::default()
+        };
+        let commands = [
+            ConfigCommand::Create { object: customer, now: t(1), cid: "c".to_string() },
+            ConfigCommand::Delete { id: id.to_string(), now: t(deleted_at), cid: "c".to_string() },
+        ];
+        for c in &commands {
+            let done = self
+                .services
+                .executor
+                .execute::<ConfigAggregate<Customer>>(id, &EventMetadata::default(), c)
+                .await
+                .unwrap();
+            self.caught_up(done.position).await;
+        }
+    }
+
+    async fn caught_up(&self, position: Option<pop_store::Position>) {
+        if let Some(p) = position {
+            self.projections().wait_for(p, WAIT).await.unwrap();
+        }
+    }
+
+    async fn settle(&self) {
+        let head = self.services.store.head().await.unwrap();
+        self.projections().wait_for(head, WAIT).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn old_objects_leave_the_read_models_and_the_store_and_a_record_stays() {
+    let f = fixture().await;
+    f.finished("old", 100).await;
+    f.finished("new", 5 * DAY).await;
+    f.deleted_customer("gone", 200).await;
+    let now = t(4 * DAY);
+
+    let dry = DataReaperConfig { dry_run: true, ..DataReaperConfig::default() };
+    let report = run_once(&f.services, now, &dry).await;
+    assert_eq!((report.planned, report.skipped, report.agendas), (2, 2, 0));
+    assert!(f.projections().read().agenda_entry("old").is_some());
+
+    let config = DataReaperConfig::default();
+    let report = run_once(&f.services, now, &config).await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!((report.planned, report.agendas, report.configs), (2, 1, 1));
+    f.settle().await;
+    {
+        let models = f.projections().read();
+        assert!(models.agenda_entry("old").is_none());
+        assert!(models.agenda_progress("old").unwrap().is_none());
+        assert!(models.agenda_entry("new").is_some(), "newer agendas stay");
+        assert!(models.deleted_configs().is_empty());
+    }
+    for stream in ["agenda-old", "customer-gone"] {
+        let read = f.services.store.read_stream(stream, 0, 10, Direction::Forwards).await;
+        assert!(matches!(read, Err(StoreError::StreamDeleted { .. })), "{stream}: {read:?}");
+    }
+    let audit = format!("reaps-{}", day_id(now));
+    let records = f.services.store.read_stream(&audit, 0, 10, Direction::Forwards).await.unwrap();
+    let reaped: Vec<(String, String, Option<u64>)> = records
+        .iter()
+        .map(|e| {
+            let ReapEvent::StreamReaped(r) =
+                ReapEvent::decode(&e.event_type, e.schema_version, &e.data).unwrap();
+            assert!(r.reason.contains("reapAge"), "{}", r.reason);
+            (r.stream, r.customer_id, r.last_version)
+        })
+        .collect();
+    // The agenda's last version is its AgendaReaped (submit, queue, claim, report, complete,
+    // reaped: 0..=5); the customer's its deletion.
+    assert_eq!(
+        reaped,
+        [
+            ("agenda-old".to_string(), "acme".to_string(), Some(5)),
+            ("customer-gone".to_string(), "gone".to_string(), Some(1)),
+        ]
+    );
+    let metadata: serde_json::Value = serde_json::from_slice(&records[0].metadata).unwrap();
+    assert_eq!(metadata["actor"], "system:data-reaper", "{metadata}");
+
+    // Nothing left to do; a rebuild from the log agrees with the incremental models.
+    let report = run_once(&f.services, now, &config).await;
+    assert_eq!((report.planned, report.errors.len()), (0, 0));
+    let rebuilt = pop_projections::rebuild(Arc::clone(&f.services.store), |_| {}).await.unwrap();
+    assert!(rebuilt.agenda_entry("old").is_none());
+    assert_eq!(
+        rebuilt.fingerprint().unwrap(),
+        f.projections().read().fingerprint().unwrap(),
+        "rebuild equals the incremental read models"
+    );
+}
+
+#[tokio::test]
+async fn a_rerun_after_the_plan_keeps_the_agenda() {
+    let f = fixture().await;
+    f.finished("old", 100).await;
+    let now = t(4 * DAY);
+    let actions =
+        pop_reapers::data::plan(now, &f.projections().read(), &DataReaperConfig::default());
+    assert_eq!(actions.len(), 1);
+    // A person reruns it between the plan and the execution: it is no longer old enough.
+    f.services
+        .executor
+        .execute::<AgendaState>(
+            "old",
+            &EventMetadata::default(),
+            &AgendaCommand::Rerun { flags: Default::default(), now: t(4 * DAY - 10) },
+        )
+        .await
+        .unwrap();
+    let report = pop_reapers::data::execute(&f.services, now, &actions, None).await;
+    assert_eq!((report.refused, report.agendas), (1, 0), "{:?}", report.errors);
+    let events =
+        f.services.store.read_stream("agenda-old", 0, 100, Direction::Forwards).await.unwrap();
+    assert!(events.iter().all(|e| &*e.event_type != "AgendaReaped"));
+}
+
+#[tokio::test]
+async fn a_reap_interrupted_after_the_delete_is_finished_by_the_next_cycle() {
+    let f = fixture().await;
+    f.finished("old", 100).await;
+    let now = t(4 * DAY);
+    // A crashed cycle: the agenda was closed and its stream deleted, but no record written.
+    let closed = f
+        .services
+        .executor
+        .execute::<AgendaState>(
+            "old",
+            &EventMetadata::default(),
+            &AgendaCommand::Reap { reason: "old".to_string(), cutoff: t(200), now },
+        )
+        .await
+        .unwrap();
+    f.caught_up(closed.position).await;
+    f.services
+        .store
+        .delete_stream("agenda-old", pop_store::ExpectedVersion::Exact(closed.version.unwrap()))
+        .await
+        .unwrap();
+    assert!(f.projections().read().agenda_entry("old").is_some(), "still visible");
+
+    let report = run_once(&f.services, now, &DataReaperConfig::default()).await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.agendas, 1);
+    f.settle().await;
+    assert!(f.projections().read().agenda_entry("old").is_none());
+    let audit = format!("reaps-{}", day_id(now));
+    let records = f.services.store.read_stream(&audit, 0, 10, Direction::Forwards).await.unwrap();
+    let ReapEvent::StreamReaped(r) =
+        ReapEvent::decode(&records[0].event_type, records[0].schema_version, &records[0].data)
+            .unwrap();
+    assert_eq!((r.stream.as_str(), r.last_version), ("agenda-old", None));
+}
+
+#[tokio::test]
+async fn a_config_object_created_again_after_the_plan_is_not_reaped() {
+    let f = fixture().await;
+    f.deleted_customer("gone", 200).await;
+    let now = t(4 * DAY);
+    let actions =
+        pop_reapers::data::plan(now, &f.projections().read(), &DataReaperConfig::default());
+    assert_eq!(actions.len(), 1);
+    let again = Customer {
+        id: "gone".to_string(),
+        customer_id: "gone".to_string(),
+        title: "back".to_string(),
+        ..Customer::default()
+    };
+    f.services
+        .executor
+        .execute::<ConfigAggregate<Customer>>(
+            "gone",
+            &EventMetadata::default(),
+            &ConfigCommand::Create { object: again, now: t(4 * DAY - 5), cid: "c".to_string() },
+        )
+        .await
+        .unwrap();
+    let report = pop_reapers::data::execute(&f.services, now, &actions, None).await;
+    assert_eq!((report.refused, report.configs), (1, 0), "{:?}", report.errors);
+    f.settle().await;
+    assert_eq!(f.projections().read().customer("gone").map(|c| c.title.as_str()), Some("back"));
+}

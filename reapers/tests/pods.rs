@@ -1,0 +1,250 @@
+//! The PodReaper against a scripted mock of the Kubernetes API (`tower-test`; no API server can
+//! run here): the plan picks only pop's finished pods at or past the age bound (abnormal exits by
+//! start time), the list is label-selected and paged, every delete carries the listed UID as a
+//! precondition, 404 counts as gone, 409 (a re-created pod) as refused, an error mid-batch does
+//! not stop the rest, a failed list deletes nothing, and a dry run only lists.
+
+#![cfg(feature = "kube")]
+#![allow(clippy::unwrap_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Method, Request, Response};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
+use kube::api::Api;
+use kube::client::Body;
+use pop_domain::Timestamp;
+use pop_reapers::pods::{PodReaperConfig, labels, plan, run_once};
+use serde_json::{Value, json};
+
+fn t(rfc3339: &str) -> Timestamp {
+    chrono::DateTime::parse_from_rfc3339(rfc3339).unwrap().to_utc()
+}
+
+struct PodSpec<'a> {
+    name: &'a str,
+    phase: &'a str,
+    finished: Option<&'a str>,
+    started: Option<&'a str>,
+    pops: bool,
+}
+
+fn pod_json(p: &PodSpec<'_>) -> Value {
+    let labels = if p.pops {
+        json!({ labels::MANAGED_BY: "pop", labels::AGENDA_ID: format!("agenda-{}", p.name), labels::OPERATION_NAME: "probe" })
+    } else {
+        json!({ "app": "other" })
+    };
+    let mut status = json!({ "phase": p.phase });
+    if let Some(s) = p.started {
+        status["startTime"] = json!(s);
+    }
+    if let Some(f) = p.finished {
+        status["containerStatuses"] = json!([{
+            "name": "main", "image": "busybox", "imageID": "", "ready": false, "restartCount": 0,
+            "state": { "terminated": { "exitCode": 0, "finishedAt": f, "startedAt": "2026-01-01T00:00:00Z" } }
+        }]);
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": p.name,
+            "namespace": "work",
+            "uid": format!("uid-{}", p.name),
+            "labels": labels,
+            "creationTimestamp": "2026-01-01T00:00:00Z"
+        },
+        "status": status
+    })
+}
+
+fn pod(p: PodSpec<'_>) -> Pod {
+    serde_json::from_value(pod_json(&p)).unwrap()
+}
+
+fn done<'a>(name: &'a str, finished: &'a str) -> PodSpec<'a> {
+    PodSpec { name, phase: "Succeeded", finished: Some(finished), started: None, pops: true }
+}
+
+fn config(hours: u64) -> PodReaperConfig {
+    PodReaperConfig { reap_age: Duration::from_secs(hours * 3600), ..PodReaperConfig::default() }
+}
+
+fn names(actions: &[pop_reapers::pods::PodAction]) -> Vec<&str> {
+    actions.iter().map(|a| a.name.as_str()).collect()
+}
+
+#[test]
+fn plan_takes_only_pops_finished_pods_at_or_past_the_age() {
+    let pods = vec![
+        done("at-bound", "2026-01-02T00:00:00Z"),
+        done("newer", "2026-01-02T00:00:01Z"),
+        done("older", "2026-01-01T12:00:00Z"),
+        PodSpec { phase: "Failed", ..done("failed", "2026-01-01T13:00:00Z") },
+        PodSpec { phase: "Running", ..done("running", "2026-01-01T00:00:00Z") },
+        PodSpec { pops: false, ..done("not-ours", "2026-01-01T00:00:00Z") },
+        // Evicted before any container finished: judged by its start time.
+        PodSpec {
+            name: "evicted",
+            phase: "Failed",
+            finished: None,
+            started: Some("2026-01-01T18:00:00Z"),
+            pops: true,
+        },
+    ]
+    .into_iter()
+    .map(pod)
+    .collect::<Vec<_>>();
+    let now = t("2026-01-03T00:00:00Z");
+    let actions = plan(now, &pods, &config(24));
+    assert_eq!(names(&actions), ["older", "failed", "evicted", "at-bound"]);
+    assert_eq!(actions[0].uid, "uid-older");
+    assert_eq!(actions[0].agenda_id, "agenda-older");
+    let batch = PodReaperConfig { batch_size: 2, ..config(24) };
+    assert_eq!(names(&plan(now, &pods, &batch)), ["older", "failed"]);
+    assert_eq!(plan(now, &pods, &config(24)), actions, "pure");
+}
+
+/// One request the mock saw.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: Method,
+    uri: String,
+    body: Value,
+}
+
+/// Serves the API from `respond(method, path, query) -> (status, body)` and records requests.
+fn mock_api(
+    respond: impl Fn(&Method, &str, &str) -> (u16, Value) + Send + 'static,
+) -> (Api<Pod>, Arc<Mutex<Vec<Seen>>>) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Some((request, send)) = handle.next_request().await {
+            let method = request.method().clone();
+            let path = request.uri().path().to_string();
+            let query = request.uri().query().unwrap_or_default().to_string();
+            let bytes = request.into_body().collect_bytes().await.unwrap();
+            let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            log.lock().unwrap().push(Seen {
+                method: method.clone(),
+                uri: format!("{path}?{query}"),
+                body,
+            });
+            let (status, body) = respond(&method, &path, &query);
+            let response = Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                .unwrap();
+            send.send_response(response);
+        }
+    });
+    let client = Client::new(service, "work");
+    (Api::namespaced(client, "work"), seen)
+}
+
+fn status(code: u16, reason: &str) -> Value {
+    json!({ "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": format!("scripted {reason}"), "reason": reason, "code": code })
+}
+
+fn list(items: Vec<Value>, next: Option<&str>) -> Value {
+    json!({ "apiVersion": "v1", "kind": "PodList",
+            "metadata": { "continue": next.unwrap_or("") }, "items": items })
+}
+
+const PODS: &str = "/api/v1/namespaces/work/pods";
+
+#[tokio::test]
+async fn a_cycle_deletes_with_uid_preconditions_and_survives_404_409_and_errors() {
+    let (api, seen) = mock_api(|method, path, query| {
+        let old = "2026-01-01T00:00:00Z";
+        match (method.as_str(), path) {
+            ("GET", PODS) if !query.contains("continue=") => (
+                200,
+                list(
+                    vec![pod_json(&done("a-deleted", old)), pod_json(&done("b-gone", old))],
+                    Some("page-2"),
+                ),
+            ),
+            ("GET", PODS) => (
+                200,
+                list(
+                    vec![
+                        pod_json(&done("c-recreated", old)),
+                        pod_json(&done("d-error", old)),
+                        pod_json(&done("e-deleted", old)),
+                        // The server ignored the selector: the re-check must skip it.
+                        pod_json(&PodSpec { pops: false, ..done("x-not-ours", old) }),
+                    ],
+                    None,
+                ),
+            ),
+            ("DELETE", p) if p.ends_with("/b-gone") => (404, status(404, "NotFound")),
+            ("DELETE", p) if p.ends_with("/c-recreated") => (409, status(409, "Conflict")),
+            ("DELETE", p) if p.ends_with("/d-error") => (500, status(500, "InternalError")),
+            ("DELETE", p) => {
+                let name = p.rsplit('/').next().unwrap();
+                (200, pod_json(&done(name, old)))
+            }
+            _ => (400, status(400, "BadRequest")),
+        }
+    });
+    let report = run_once(&api, t("2026-01-03T00:00:00Z"), &config(24)).await;
+    assert_eq!(
+        (report.planned, report.deleted, report.gone, report.refused, report.errors.len()),
+        (5, 2, 1, 1, 1),
+        "{:?}",
+        report.errors
+    );
+    assert!(report.errors[0].to_string().contains("d-error"));
+
+    let seen = seen.lock().unwrap().clone();
+    let lists: Vec<&Seen> = seen.iter().filter(|s| s.method == Method::GET).collect();
+    assert_eq!(lists.len(), 2, "two pages");
+    for l in &lists {
+        assert!(
+            l.uri.contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dpop%2Cpop.agendaId"),
+            "{}",
+            l.uri
+        );
+    }
+    assert!(lists[1].uri.contains("continue=page-2"), "{}", lists[1].uri);
+    let mut deletes: Vec<(String, Value)> = seen
+        .iter()
+        .filter(|s| s.method == Method::DELETE)
+        .map(|s| (s.uri.clone(), s.body.clone()))
+        .collect();
+    deletes.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(deletes.len(), 5, "{deletes:?}");
+    for (uri, body) in &deletes {
+        let name = uri.split('?').next().unwrap().rsplit('/').next().unwrap();
+        assert_ne!(name, "x-not-ours");
+        assert_eq!(body["preconditions"]["uid"], format!("uid-{name}"), "{uri}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn a_failed_list_deletes_nothing() {
+    let (api, seen) = mock_api(|_, _, _| (503, status(503, "ServiceUnavailable")));
+    let report = run_once(&api, t("2026-01-03T00:00:00Z"), &config(24)).await;
+    assert_eq!((report.planned, report.errors.len()), (0, 1));
+    assert!(seen.lock().unwrap().iter().all(|s| s.method == Method::GET));
+}
+
+#[tokio::test]
+async fn a_dry_run_only_lists() {
+    let (api, seen) = mock_api(|method, _, _| match method.as_str() {
+        "GET" => (200, list(vec![pod_json(&done("a", "2026-01-01T00:00:00Z"))], None)),
+        _ => (400, status(400, "BadRequest")),
+    });
+    let dry = PodReaperConfig { dry_run: true, ..config(24) };
+    let report = run_once(&api, t("2026-01-03T00:00:00Z"), &dry).await;
+    assert_eq!((report.planned, report.skipped, report.deleted), (1, 1, 0));
+    assert!(seen.lock().unwrap().iter().all(|s| s.method == Method::GET));
+}

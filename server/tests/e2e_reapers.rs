@@ -1,0 +1,329 @@
+//! The timed processes end to end through the real `pop` binary, with short leases, intervals
+//! and ages given as `pop serve` flags: a worker that claims an agenda and dies is reclaimed,
+//! the agenda's failure is retried, and the third attempt succeeds; a retry that runs out of
+//! `maximumAttempts` ends failed and stays failed; an old finished agenda is reaped from the
+//! queries and the store while its reap record stays readable in the event log; and
+//! `pop reap <name> --once` runs one cycle on a stopped server's store. Every wait is bounded
+//! ([`WAIT`]) and fails with the server's log; nothing asserts on timing.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Pop, WAIT, log_tail, pop_command};
+
+const POLL: Duration = Duration::from_millis(50);
+const ACME: &str = "tok_e2e_acme_user_000000000000000";
+const WORKER: &str = "tok_e2e_acme_service_000000000000";
+
+const GET_AGENDA: &str = "mutation($n: Int!) { getAgenda(insightId: \"transcode\", count: $n) \
+    { agenda { id } } }";
+const UPDATE: &str =
+    "mutation($p: JSON!) { updateAgendaProgress(agendaProgress: $p) { position } }";
+const PROGRESS: &str = "query($id: String!) { agendaProgress(id: $id) { id processingState \
+    processingStateMessage attemptsCompleted maximumAttempts diagnosticEvents { message } } }";
+const HISTORY: &str = "query($id: String!) { agendaEvents(agendaId: $id, first: 200) \
+    { items { type } } }";
+
+struct Server {
+    pop: Pop,
+    dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Server {
+    type Target = Pop;
+    fn deref(&self) -> &Pop {
+        &self.pop
+    }
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = json!([
+            {"token": ACME, "name": "acme-user", "role": "user", "customers": ["acme"]},
+            {"token": WORKER, "name": "acme-worker", "role": "service", "customers": ["acme"]},
+        ]);
+        let token_file = dir.path().join("tokens.json");
+        std::fs::write(&token_file, tokens.to_string()).unwrap();
+        let pop = Pop::start_with(
+            &dir.path().join("data"),
+            Some(&token_file),
+            &dir.path().join("pop.log"),
+            true,
+            extra,
+        );
+        Server { pop, dir }
+    }
+
+    async fn seed(&self) -> String {
+        self.ok(
+            &self.admin,
+            "mutation($p: JSON!) { createResourcePool(resourcePool: $p) { position } }",
+            json!({"p": {"id": "pool-1", "customerId": "ops", "title": "Pool"}}),
+        )
+        .await;
+        self.ok(
+            &self.admin,
+            "mutation($c: JSON!) { createCustomer(customer: $c) { position } }",
+            json!({"c": {"id": "acme", "title": "acme", "resourcePoolId": "pool-1"}}),
+        )
+        .await;
+        let data = self
+            .ok(
+                &self.admin,
+                "mutation($i: JSON!) { createInsight(insight: $i) { position } }",
+                json!({"i": {
+                    "id": "transcode", "customerId": "ops", "title": "Transcode",
+                    "resourcePoolId": "pool-1", "queueSize": 5, "isGlobal": true,
+                    "mappers": {"operationType": ["ffmpeg"]}
+                }}),
+            )
+            .await;
+        data["createInsight"]["position"].as_str().unwrap().to_string()
+    }
+
+    async fn submit(&self, after: &str, maximum_attempts: u32) -> String {
+        let data = self
+            .ok(
+                ACME,
+                "mutation($a: JSON!, $p: String) { submitAgenda(agenda: $a, atLeastPosition: $p) \
+                 { agenda { id } } }",
+                json!({"p": after, "a": {
+                    "customerId": "acme", "title": "transcode",
+                    "params": {"maximumAttempts": maximum_attempts},
+                    "operations": [{"name": "probe", "type": "ffmpeg", "payload": {"src": "in.mp4"}}]
+                }}),
+            )
+            .await;
+        data["submitAgenda"]["agenda"]["id"].as_str().unwrap().to_string()
+    }
+
+    async fn progress(&self, id: &str) -> Value {
+        self.ok(ACME, PROGRESS, json!({"id": id})).await["agendaProgress"].clone()
+    }
+
+    /// Waits (bounded) until `check(progress)` holds; the progress.
+    async fn wait_for(&self, id: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let p = self.progress(id).await;
+            if check(&p) {
+                return p;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agenda {id}: not {what} within {WAIT:?}: {p:#}\nlog:\n{}",
+                log_tail(&self.log)
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn wait_state(&self, id: &str, state: &str, message: &str) -> Value {
+        self.wait_for(id, &format!("{state}/{message}"), |p| {
+            p["processingState"] == state && p["processingStateMessage"] == message
+        })
+        .await
+    }
+
+    /// Waits until the scheduler queued `id`, then claims it as the worker.
+    async fn claim(&self, id: &str) {
+        self.wait_state(id, "WAITING", "queued").await;
+        let data = self.ok(WORKER, GET_AGENDA, json!({"n": 1})).await;
+        let got = data["getAgenda"].as_array().unwrap();
+        assert_eq!(got.len(), 1, "{data:#}");
+        assert_eq!(got[0]["agenda"]["id"], id);
+    }
+
+    async fn finish(&self, id: &str, outcome: &str) {
+        self.ok(
+            WORKER,
+            UPDATE,
+            json!({"p": {"id": id, "operationProgress": [
+                {"operation": "probe", "processingState": "COMPLETE", "processingStateMessage": outcome}
+            ]}}),
+        )
+        .await;
+    }
+
+    async fn history(&self, id: &str) -> Vec<String> {
+        let data = self.ok(ACME, HISTORY, json!({"id": id})).await;
+        data["agendaEvents"]["items"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no history: {data:#}"))
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+/// Leases of 2 s, reclaim and retry every second, no retry backoff, no data reaping.
+const FAST: &[&str] = &[
+    "--lease",
+    "2",
+    "--reclaim-interval",
+    "1",
+    "--retry-interval",
+    "1",
+    "--retry-backoff",
+    "0",
+    "--retry-jitter-percent",
+    "0",
+    "--data-reap-interval",
+    "0",
+];
+
+#[tokio::test]
+async fn a_dead_worker_is_reclaimed_the_failure_retried_and_the_agenda_succeeds() {
+    let pop = Server::start(FAST);
+    let seeded = pop.seed().await;
+    let id = pop.submit(&seeded, 3).await;
+
+    // Attempt 1: the worker claims the agenda and dies (never reports).
+    pop.claim(&id).await;
+    let p = pop.wait_for(&id, "reclaimed", |p| p["attemptsCompleted"] == 1).await;
+    assert!(
+        p["diagnosticEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["message"] == "AgendaProgress timed out."),
+        "{p:#}"
+    );
+    // Attempt 2: it fails; the retry reruns it (continue) and the scheduler queues it again.
+    pop.claim(&id).await;
+    pop.finish(&id, "failed").await;
+    // Attempt 3 succeeds.
+    pop.claim(&id).await;
+    pop.finish(&id, "succeeded").await;
+    let p = pop.wait_state(&id, "COMPLETE", "succeeded").await;
+    assert_eq!(p["attemptsCompleted"], 3, "{p:#}");
+
+    let history = pop.history(&id).await;
+    for expected in ["AgendaTimedOut", "AgendaRequeued", "AgendaRetryDecided", "AgendaRerun"] {
+        assert!(history.iter().any(|t| t == expected), "{expected} missing from {history:?}");
+    }
+
+    // What the processes did is on /metrics.
+    let metrics = pop.http.get(format!("{}/metrics", pop.base())).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    for expected in [
+        r#"pop_process_actions_total{process="reclaimer",outcome="requeued"} 1"#,
+        r#"pop_process_actions_total{process="retry",outcome="retried"} 1"#,
+        r#"pop_process_cycles_total{process="retry",dry_run="false"}"#,
+    ] {
+        assert!(metrics.contains(expected), "{expected} not in /metrics:\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn a_retry_that_exhausts_maximum_attempts_ends_failed() {
+    let pop = Server::start(FAST);
+    let seeded = pop.seed().await;
+    let id = pop.submit(&seeded, 2).await;
+
+    pop.claim(&id).await;
+    pop.finish(&id, "failed").await;
+    // Retried once (attempt 2), which fails too: no attempts left.
+    pop.claim(&id).await;
+    pop.finish(&id, "failed").await;
+    let p = pop
+        .wait_for(&id, "failed twice", |p| {
+            p["attemptsCompleted"] == 2 && p["processingStateMessage"] == "failed"
+        })
+        .await;
+    assert_eq!(
+        (p["maximumAttempts"].as_i64(), p["processingState"].as_str()),
+        (Some(2), Some("COMPLETE"))
+    );
+    // Several retry cycles later it is still failed, retried exactly once.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let p = pop.progress(&id).await;
+    assert_eq!(
+        (p["processingState"].as_str(), p["processingStateMessage"].as_str()),
+        (Some("COMPLETE"), Some("failed")),
+        "{p:#}"
+    );
+    let retries = pop.history(&id).await.iter().filter(|t| *t == "AgendaRetryDecided").count();
+    assert_eq!(retries, 1);
+}
+
+#[tokio::test]
+async fn an_old_finished_agenda_is_reaped_from_queries_and_store_with_a_record_kept() {
+    let pop = Server::start(&[
+        "--retry-interval",
+        "0",
+        "--data-reap-interval",
+        "1",
+        "--agenda-reap-age",
+        "1",
+    ]);
+    let seeded = pop.seed().await;
+    let id = pop.submit(&seeded, 3).await;
+    pop.claim(&id).await;
+    pop.finish(&id, "succeeded").await;
+
+    // A second after it finished, the reaper removes it: queries no longer return it.
+    let deadline = Instant::now() + WAIT;
+    while !pop.progress(&id).await.is_null() {
+        assert!(
+            Instant::now() < deadline,
+            "not reaped within {WAIT:?}\nlog:\n{}",
+            log_tail(&pop.log)
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    let data =
+        pop.ok(ACME, "query($id: String!) { agenda(id: $id) { id } }", json!({"id": id})).await;
+    assert!(data["agenda"].is_null(), "{data:#}");
+    let data = pop.ok(ACME, HISTORY, json!({"id": id})).await;
+    assert!(data["agendaEvents"].is_null(), "{data:#}");
+
+    // The record stays in the log: what, whose, when and why.
+    let data = pop
+        .ok(&pop.admin, "{ events(first: 200) { items { stream type data metadata } } }", json!({}))
+        .await;
+    let items = data["events"]["items"].as_array().unwrap();
+    let stream = format!("agenda-{id}");
+    assert!(items.iter().all(|e| e["stream"] != stream.as_str()), "the agenda's events are gone");
+    let record = items
+        .iter()
+        .find(|e| e["type"] == "StreamReaped" && e["data"]["stream"] == stream.as_str())
+        .unwrap_or_else(|| panic!("no reap record for {stream} in {data:#}"));
+    assert!(record["stream"].as_str().unwrap().starts_with("reaps-"), "{record:#}");
+    assert_eq!(record["data"]["kind"], "agenda");
+    assert_eq!(record["data"]["customerId"], "acme");
+    assert!(record["data"]["reason"].as_str().unwrap().contains("reapAge"), "{record:#}");
+    assert_eq!(record["metadata"]["actor"], "system:data-reaper", "{record:#}");
+
+    // On the stopped server's store, `pop log` still shows the record, and the store-based
+    // processes run once from the CLI.
+    let data_dir = pop.data_dir.clone();
+    let Server { pop, dir } = pop;
+    let log_path = dir.path().join("reap-cli.log");
+    drop(pop);
+    let log = pop_command()
+        .args(["log", "--stream"])
+        .arg(record["stream"].as_str().unwrap())
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .output()
+        .unwrap();
+    assert!(log.status.success(), "{}", String::from_utf8_lossy(&log.stderr));
+    assert!(String::from_utf8_lossy(&log.stdout).contains(&stream));
+    for name in ["reclaimer", "retry", "data"] {
+        let out = pop_command()
+            .args(["reap", name, "--once", "--dry-run", "--data-dir"])
+            .arg(&data_dir)
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "pop reap {name}: {stdout}\n{}", log_tail(&log_path));
+        assert!(stdout.contains("pop reap: planned=0"), "pop reap {name}: {stdout}");
+    }
+}
