@@ -55,6 +55,9 @@ pub enum Command {
     },
     /// Replay the log into fresh read models (progress bar, events/s, fingerprint).
     Rebuild(RebuildArgs),
+    /// Run a resource pool's worker: claim agendas of the given insights and run their
+    /// operations with the handlers of a registry file, reporting progress.
+    Worker(WorkerArgs),
     /// Send one GraphQL query or mutation to a running server and print the data as JSON.
     Gql {
         #[command(flatten)]
@@ -129,6 +132,48 @@ pub struct ServeArgs {
     /// (the lease length is the API's); `0` turns the reclaimer off in this process.
     #[arg(long, env = "POP_RECLAIM_INTERVAL", default_value_t = pop_reapers::DEFAULT_INTERVAL.as_secs())]
     pub reclaim_interval: u64,
+    /// How long a `getAgenda` lease lasts (seconds, 1..=86400); every progress report renews
+    /// it. A worker that dies is noticed by the reclaimer once its lease expires.
+    #[arg(long, env = "POP_LEASE_SECONDS", default_value_t = pop_api::config::DEFAULT_LEASE.as_secs())]
+    pub lease_seconds: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Insight ids to take work from (repeat the flag or separate with commas).
+    #[arg(long = "insight", env = "POP_WORKER_INSIGHTS", value_delimiter = ',', required = true)]
+    pub insights: Vec<String>,
+    /// The handler registry (TOML); without it only the built-ins run (log, sample,
+    /// agendaUpdate).
+    #[arg(long, env = "POP_HANDLERS")]
+    pub handlers: Option<PathBuf>,
+    /// Most agendas executing at once.
+    #[arg(long, env = "POP_WORKER_MAX_AGENDAS", default_value_t = 4)]
+    pub max_agendas: usize,
+    /// Most operations of one agenda running at once.
+    #[arg(long, env = "POP_WORKER_MAX_PARALLEL", default_value_t = 8)]
+    pub max_parallel: usize,
+    /// Most operations (processes, pods) running at once per insight; no limit when absent.
+    #[arg(long, env = "POP_WORKER_MAX_OPERATIONS_PER_INSIGHT")]
+    pub max_operations_per_insight: Option<usize>,
+    /// A progress change reaches the server at most this many milliseconds after it happens
+    /// (changes within the window are sent together).
+    #[arg(long, env = "POP_WORKER_REPORT_INTERVAL_MS", default_value_t = 250)]
+    pub report_interval_ms: u64,
+    /// An agenda without changes is still reported this often (milliseconds), renewing its
+    /// lease; keep it well under the server's lease.
+    #[arg(long, env = "POP_WORKER_HEARTBEAT_MS", default_value_t = 30_000)]
+    pub heartbeat_ms: u64,
+    /// Longest pause between polls of empty queues (milliseconds); pauses start at 100 ms and
+    /// double while the queues stay empty.
+    #[arg(long, env = "POP_WORKER_MAX_IDLE_MS", default_value_t = 5_000)]
+    pub max_idle_ms: u64,
+    /// On SIGTERM/SIGINT, how long running operations may finish (seconds) before they are
+    /// stopped and their agendas handed back.
+    #[arg(long, env = "POP_WORKER_SHUTDOWN_GRACE", default_value_t = 30)]
+    pub shutdown_grace: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

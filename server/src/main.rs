@@ -8,6 +8,7 @@ mod log_cmd;
 mod rebuild;
 mod serve;
 mod tour;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -49,6 +50,7 @@ async fn run(command: cli::Command) -> Result<()> {
             tour::watch(&client::Client::new(&client)?, &id).await
         }
         cli::Command::Rebuild(args) => rebuild::run(args).await,
+        cli::Command::Worker(args) => worker::run(args).await,
         cli::Command::Gql { client, query, variables } => {
             tour::gql(&client::Client::new(&client)?, &query, &variables).await
         }

@@ -79,7 +79,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             stopped(stop_rx.clone()),
         )
     });
-    let state = AppState::new(log, executor, projections, tokens, ApiConfig::default());
+    let api_config =
+        ApiConfig { lease: Duration::from_secs(args.lease_seconds), ..ApiConfig::default() };
+    let state = AppState::new(log, executor, projections, tokens, api_config);
     let listener = tokio::net::TcpListener::bind(&args.bind)
         .await
         .with_context(|| format!("binding {}", args.bind))?;
@@ -137,7 +139,7 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 
 /// Resolves on Ctrl-C or SIGTERM (what Kubernetes sends before killing a pod) and raises the
 /// stop flag for everything else.
-async fn shutdown_signal(stop: watch::Sender<bool>) {
+pub(crate) async fn shutdown_signal(stop: watch::Sender<bool>) {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::warn!(error = %e, "cannot listen for Ctrl-C");

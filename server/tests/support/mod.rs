@@ -62,6 +62,17 @@ impl Pop {
     /// Starts `pop serve` on `data_dir` (appending its log to `log`) and waits (bounded) for
     /// its address; `scheduler` turns the scheduler on or off.
     pub fn start(data_dir: &Path, token_file: Option<&Path>, log: &Path, scheduler: bool) -> Pop {
+        Pop::start_with(data_dir, token_file, log, scheduler, &[])
+    }
+
+    /// [`Pop::start`] with extra `pop serve` flags (e.g. `--lease-seconds 2`).
+    pub fn start_with(
+        data_dir: &Path,
+        token_file: Option<&Path>,
+        log: &Path,
+        scheduler: bool,
+        extra: &[&str],
+    ) -> Pop {
         let log_file =
             std::fs::OpenOptions::new().create(true).append(true).open(log).expect("the log file");
         let mut cmd = pop_command();
@@ -70,6 +81,7 @@ impl Pop {
         if let Some(path) = token_file {
             cmd.arg("--token-file").arg(path);
         }
+        cmd.args(extra);
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log_file));
         let mut child = cmd.spawn().expect("spawning pop serve");
         let stdout = child.stdout.take().expect("piped stdout");
