@@ -148,7 +148,7 @@ pub async fn execute(
                     params: op.params.clone(),
                 };
                 let sink: ProgressSink = {
-                    let shared = reporter_handle(&reporter);
+                    let shared = reporter.progress_fn();
                     let name = name.clone();
                     Arc::new(move |p: Progress| shared(&name, p))
                 };
@@ -212,12 +212,6 @@ pub async fn execute(
             }
         }
     }
-}
-
-/// A progress callback that forwards to the reporter (cloneable into handler tasks).
-fn reporter_handle(reporter: &Reporter) -> Arc<dyn Fn(&str, Progress) + Send + Sync> {
-    let shared = reporter.progress_fn();
-    Arc::new(move |name: &str, p: Progress| shared(name, p.percent, p.message))
 }
 
 async fn finish(reporter: Reporter, status: Status, shutting_down: bool) -> Outcome {

@@ -15,6 +15,10 @@ use tokio::task::JoinHandle;
 use pop_domain::model::{DiagnosticEvent, ProcessingState, message};
 
 use crate::api::{ApiError, WorkApi};
+use crate::handler::Progress;
+
+/// Records progress of the named operation (see [`Reporter::progress_fn`]).
+pub type ProgressFn = Arc<dyn Fn(&str, Progress) + Send + Sync>;
 
 /// The agenda's message while its operations run.
 pub const RUNNING_MESSAGE: &str = "Running Operations";
@@ -133,7 +137,7 @@ impl Reporter {
 
     /// A running operation's progress.
     pub fn progress(&self, name: &str, percent: Option<f64>, text: Option<String>) {
-        self.progress_fn()(name, percent, text);
+        self.progress_fn()(name, Progress { percent, message: text });
     }
 
     pub fn succeeded(&self, name: &str, output: Value) {
@@ -154,9 +158,9 @@ impl Reporter {
     }
 
     /// [`Reporter::progress`] as a cloneable function, for handler tasks.
-    pub fn progress_fn(&self) -> Arc<dyn Fn(&str, Option<f64>, Option<String>) + Send + Sync> {
+    pub fn progress_fn(&self) -> ProgressFn {
         let shared = self.shared.clone();
-        Arc::new(move |name: &str, percent: Option<f64>, text: Option<String>| {
+        Arc::new(move |name: &str, Progress { percent, message: text }: Progress| {
             {
                 let mut p = lock(&shared.pending);
                 let r = p.ops.entry(name.to_string()).or_default();
