@@ -67,7 +67,13 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
         types.join(", ")
     );
     let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(crate::serve::shutdown_signal(stop_tx));
+    tokio::spawn(async move {
+        crate::serve::shutdown_signal(
+            stop_tx,
+            "no more claims; finishing or handing back the agendas in hand",
+        )
+        .await
+    });
     let stats = puller::run(env, config, stop_rx).await;
     tracing::info!(?stats, "worker stopped");
     println!(
