@@ -174,6 +174,12 @@ pub struct WorkerArgs {
     /// stopped and their agendas handed back.
     #[arg(long, env = "POP_WORKER_SHUTDOWN_GRACE", default_value_t = 30)]
     pub shutdown_grace: u64,
+    /// Namespace of the pods of `kind = "kubernetes"` handlers that name none.
+    #[arg(long, env = "POP_KUBE_NAMESPACE", default_value = "default")]
+    pub kube_namespace: String,
+    /// How often a handler's pod is looked at (milliseconds).
+    #[arg(long, env = "POP_KUBE_POLL_MS", default_value_t = 1_000)]
+    pub kube_poll_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

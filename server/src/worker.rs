@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use pop_worker::api::GraphqlApi;
 use pop_worker::execute::{ExecConfig, ExecEnv};
 use pop_worker::handler::Registry;
+use pop_worker::pod::KubePod;
 use pop_worker::puller::{self, PullConfig};
 use pop_worker::report::ReportConfig;
 
@@ -21,14 +22,27 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
     let api = GraphqlApi::new(&args.client.server, &token).context("the API client")?;
     let registry = match &args.handlers {
         Some(path) => {
-            let (registry, kube) = pop_worker::config::load(path)?;
-            if !kube.is_empty() {
-                let types: Vec<&str> = kube.iter().map(|k| k.op_type.as_str()).collect();
-                bail!(
-                    "{}: Kubernetes handlers ({}) are not available in this build",
-                    path.display(),
-                    types.join(", ")
-                );
+            let (mut registry, kube_specs) = pop_worker::config::load(path)?;
+            if !kube_specs.is_empty() {
+                // In a pod: the service account; elsewhere: the kubeconfig.
+                let client = kube::Client::try_default()
+                    .await
+                    .context("connecting to Kubernetes for the pod handlers")?;
+                for spec in kube_specs {
+                    let namespace =
+                        spec.namespace.clone().unwrap_or_else(|| args.kube_namespace.clone());
+                    registry.insert(
+                        spec.op_type.clone(),
+                        Arc::new(KubePod {
+                            client: client.clone(),
+                            namespace,
+                            image: spec.image,
+                            command: spec.command,
+                            timeout: spec.timeout,
+                            poll: Duration::from_millis(args.kube_poll_ms.max(100)),
+                        }),
+                    );
+                }
             }
             registry
         }

@@ -2,7 +2,7 @@
 //!
 //! The [`puller`] claims agendas by insight (`getAgenda`), the [`execute`] module runs each
 //! agenda's operation DAG with handlers chosen by operation type ([`handler`], [`builtin`],
-//! [`local`]), and [`report`] sends progress back (`updateAgendaProgress`). The scheduling
+//! [`local`], [`pod`]), and [`report`] sends progress back (`updateAgendaProgress`). The scheduling
 //! rules live in the pure [`plan`] state machine.
 //!
 //! This crate must never depend on the store, projections or API crates: it speaks to pop
@@ -15,5 +15,6 @@ pub mod execute;
 pub mod handler;
 pub mod local;
 pub mod plan;
+pub mod pod;
 pub mod puller;
 pub mod report;
