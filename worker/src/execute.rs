@@ -136,7 +136,6 @@ pub async fn execute(
                     );
                     continue;
                 };
-                reporter.started(&name);
                 let ctx = OperationContext {
                     agenda_id: agenda.id.clone(),
                     customer_id: agenda.customer_id.clone(),
@@ -159,6 +158,8 @@ pub async fn execute(
                         Some(s) => s.acquire_owned().await.ok(),
                         None => None,
                     };
+                    // EXECUTING only once it holds a slot of its insight.
+                    sink(Progress { percent: Some(0.0), message: None });
                     let result = handler.run(ctx, sink).await;
                     (name, result)
                 });
@@ -240,7 +241,7 @@ async fn finish(reporter: Reporter, status: Status, shutting_down: bool) -> Outc
         // report can find it already complete with the same outcome.
         Err(ApiError::Refused { code, message: m })
             if code == "CONFLICT"
-                && m.contains("complete")
+                && m.to_lowercase().contains("already complete")
                 && state == ProcessingState::Complete =>
         {
             outcome

@@ -87,7 +87,6 @@ pub async fn run(env: ExecEnv, config: PullConfig, shutdown: watch::Receiver<boo
             continue;
         }
         let mut got_any = false;
-        let mut transient = false;
         // One pass over the insights, starting where the last one stopped, so a busy insight
         // cannot starve the others.
         for k in 0..config.insights.len() {
@@ -114,7 +113,6 @@ pub async fn run(env: ExecEnv, config: PullConfig, shutdown: watch::Receiver<boo
                     }
                 }
                 Err(e) => {
-                    transient |= e.is_transient();
                     tracing::warn!(insight = %insight, error = %e, "getAgenda failed");
                 }
             }
@@ -124,7 +122,6 @@ pub async fn run(env: ExecEnv, config: PullConfig, shutdown: watch::Receiver<boo
             backoff = config.min_idle_backoff;
             continue;
         }
-        let _ = transient;
         // Idle (or the server is unreachable): wait, but wake for a finished execution or
         // shutdown; the backoff grows only while queues stay empty.
         tokio::select! {
