@@ -441,3 +441,52 @@ async fn a_deadlocked_agenda_fails_naming_the_blocked_operations() {
     // Nothing ran: the dead end was known before anything started.
     assert_eq!((s.runs("a"), s.runs("b"), s.runs("c")), (0, 0, 0));
 }
+
+/// SIGTERM stops a worker gracefully: it claims nothing more, lets the running operation
+/// finish within the grace period, reports it (the final report), hands the agenda back and
+/// exits 0; after the lease runs out another worker resumes the agenda without re-running it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_running_operation_reports_it_and_hands_the_agenda_back() {
+    let s = Setup::start(&["--lease-seconds", "2", "--reclaim-interval", "1"]).await;
+    let slow = format!(
+        "[handlers.slow]\nkind = \"local\"\ncommand = [{:?}]\ntimeout_seconds = 60\n\
+         env = {{ POP_RECORD_DIR = {:?}, STEP_SLEEP = \"1\" }}\n",
+        examples().join("handlers/step.sh"),
+        s.record()
+    );
+    let handlers = s.handlers("handlers.toml", &slow);
+    let mut worker = s.worker(WORKER_1, &handlers, "worker-1");
+    let id = s
+        .submit(json!({
+            "customerId": "acme", "title": "stopped",
+            "operations": [
+                {"name": "a", "type": "slow", "payload": {"n": 1}},
+                {"name": "b", "type": "step", "payload": {"a": "@<a.out::/input/n>"}}
+            ]
+        }))
+        .await;
+    s.wait_for(&id, "running a", LONG_WAIT, &[&worker], |p| {
+        op(p, "a")["processingState"] == "EXECUTING"
+    })
+    .await;
+    let pid = worker.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = worker.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the worker did not stop\n{}", log_tail(&worker.log));
+        tokio::time::sleep(POLL).await;
+    };
+    assert!(status.success(), "{status}\n{}", log_tail(&worker.log));
+    let p = s.progress(&id).await;
+    assert_eq!(op(&p, "a")["processingStateMessage"], "succeeded", "the final report: {p:#}");
+    assert_eq!(p["processingStateMessage"], "worker stopping; agenda handed back", "{p:#}");
+    assert_eq!((s.runs("a"), s.runs("b")), (1, 0), "b was not started after the signal");
+
+    let worker_2 = s.worker(WORKER_2, &handlers, "worker-2");
+    s.wait_for(&id, "succeeded", LONG_WAIT, &[&worker, &worker_2], complete("succeeded")).await;
+    assert_eq!((s.runs("a"), s.runs("b")), (1, 1));
+    assert_eq!(s.payload("b"), json!({"a": 1}));
+}
