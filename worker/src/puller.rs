@@ -22,6 +22,8 @@ pub struct PullConfig {
     /// Most operations running at once per insight (e.g. pods of a namespace); `None` for no
     /// limit beyond `max_agendas` × `max_parallel`.
     pub max_operations_per_insight: Option<usize>,
+    /// Most `getAgenda` calls in flight at once (see [`run`]).
+    pub max_concurrent_claims: usize,
     /// First pause after an empty poll; doubled per empty poll up to `max_idle_backoff`.
     pub min_idle_backoff: Duration,
     pub max_idle_backoff: Duration,
@@ -33,6 +35,7 @@ impl Default for PullConfig {
             insights: Vec::new(),
             max_agendas: 4,
             max_operations_per_insight: None,
+            max_concurrent_claims: 4,
             min_idle_backoff: Duration::from_millis(100),
             max_idle_backoff: Duration::from_secs(5),
         }
@@ -55,6 +58,12 @@ pub fn next_backoff(current: Duration, config: &PullConfig) -> Duration {
 }
 
 /// Runs until `shutdown` turns true, then drains its executors.
+///
+/// Up to `max_concurrent_claims` `getAgenda` calls run at once, each for the slots free when
+/// it started (those slots are reserved until it answers): every claim is a durable write on
+/// the server, and claims sent together share its group commit instead of queueing behind
+/// each other, which is what bounds a busy worker's throughput. Insights are asked in turn;
+/// only after every insight came back empty in a row does the puller pause (backoff).
 pub async fn run(env: ExecEnv, config: PullConfig, shutdown: watch::Receiver<bool>) -> PullStats {
     let slots: BTreeMap<String, Arc<Semaphore>> = config
         .max_operations_per_insight
@@ -67,70 +76,110 @@ pub async fn run(env: ExecEnv, config: PullConfig, shutdown: watch::Receiver<boo
         })
         .unwrap_or_default();
     let max_agendas = config.max_agendas.max(1);
+    let max_claims = config.max_concurrent_claims.max(1);
+    let insights = config.insights.len().max(1);
     let mut stats = PullStats::default();
     let mut executing: JoinSet<Outcome> = JoinSet::new();
+    type ClaimResult = (String, usize, Result<Vec<crate::api::Claimed>, crate::api::ApiError>);
+    let mut claims: JoinSet<ClaimResult> = JoinSet::new();
+    let mut reserved = 0usize;
     let mut backoff = config.min_idle_backoff;
+    let mut idle_until: Option<tokio::time::Instant> = None;
+    let mut empty_streak = 0usize;
     let mut next_insight = 0usize;
     let mut shutdown_rx = shutdown.clone();
 
+    let start = |c: crate::api::Claimed,
+                 insight: &str,
+                 executing: &mut JoinSet<Outcome>,
+                 stats: &mut PullStats| {
+        stats.claimed += 1;
+        tracing::info!(agenda = %c.agenda.id, insight = %insight, "claimed");
+        let env = env.clone();
+        let slots = slots.get(insight).cloned();
+        let shutdown = shutdown.clone();
+        executing.spawn(async move {
+            let id = c.agenda.id.clone();
+            let outcome = execute(&env, c, slots, shutdown).await;
+            tracing::info!(agenda = %id, outcome = ?outcome, "executed");
+            outcome
+        });
+    };
+
     while !*shutdown_rx.borrow() {
-        // Collect finished executions without waiting.
         while let Some(done) = executing.try_join_next() {
             count(&mut stats, done);
         }
-        let free = max_agendas.saturating_sub(executing.len());
-        if free == 0 {
-            tokio::select! {
-                done = executing.join_next() => if let Some(done) = done { count(&mut stats, done) },
-                _ = shutdown_rx.changed() => {}
-            }
+        let free = max_agendas.saturating_sub(executing.len() + reserved);
+        let idle = idle_until.is_some_and(|t| tokio::time::Instant::now() < t);
+        if free > 0 && claims.len() < max_claims && !idle && !config.insights.is_empty() {
+            idle_until = None;
+            let insight = config.insights[next_insight % insights].clone();
+            next_insight = next_insight.wrapping_add(1);
+            reserved += free;
+            let api = env.api.clone();
+            claims.spawn(async move {
+                let result = api.get_agenda(&insight, free).await;
+                (insight, free, result)
+            });
             continue;
         }
-        let mut got_any = false;
-        // One pass over the insights, starting where the last one stopped, so a busy insight
-        // cannot starve the others.
-        for k in 0..config.insights.len() {
-            let free = max_agendas.saturating_sub(executing.len());
-            if free == 0 {
-                break;
-            }
-            let insight = &config.insights[(next_insight + k) % config.insights.len()];
-            match env.api.get_agenda(insight, free).await {
-                Ok(claimed) => {
-                    for c in claimed {
-                        got_any = true;
-                        stats.claimed += 1;
-                        tracing::info!(agenda = %c.agenda.id, insight = %insight, "claimed");
-                        let env = env.clone();
-                        let slots = slots.get(insight).cloned();
-                        let shutdown = shutdown.clone();
-                        executing.spawn(async move {
-                            let id = c.agenda.id.clone();
-                            let outcome = execute(&env, c, slots, shutdown).await;
-                            tracing::info!(agenda = %id, outcome = ?outcome, "executed");
-                            outcome
-                        });
+        tokio::select! {
+            Some(done) = claims.join_next(), if !claims.is_empty() => {
+                match done {
+                    Ok((insight, asked, result)) => {
+                        reserved = reserved.saturating_sub(asked);
+                        match result {
+                            Ok(claimed) if !claimed.is_empty() => {
+                                empty_streak = 0;
+                                backoff = config.min_idle_backoff;
+                                for c in claimed {
+                                    start(c, &insight, &mut executing, &mut stats);
+                                }
+                            }
+                            Ok(_) => empty_streak += 1,
+                            Err(e) => {
+                                empty_streak += 1;
+                                tracing::warn!(insight = %insight, error = %e, "getAgenda failed");
+                            }
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "a getAgenda task failed"),
+                }
+                if claims.is_empty() {
+                    // Nothing is reserved once no claim is in flight (also after a failed task).
+                    reserved = 0;
+                    if empty_streak >= insights {
+                        // Idle (or the server is unreachable): pause; the pause grows only
+                        // while every queue stays empty.
+                        empty_streak = 0;
+                        idle_until = Some(tokio::time::Instant::now() + backoff);
+                        backoff = next_backoff(backoff, &config);
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(insight = %insight, error = %e, "getAgenda failed");
-                }
             }
-        }
-        next_insight = next_insight.wrapping_add(1);
-        if got_any {
-            backoff = config.min_idle_backoff;
-            continue;
-        }
-        // Idle (or the server is unreachable): wait, but wake for a finished execution or
-        // shutdown; the backoff grows only while queues stay empty.
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            Some(done) = executing.join_next(), if !executing.is_empty() => count(&mut stats, done),
+            _ = async {
+                match idle_until {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            }, if idle && claims.is_empty() => {
+                idle_until = None;
+            }
             _ = shutdown_rx.changed() => {}
         }
-        backoff = next_backoff(backoff, &config);
     }
     tracing::info!(executing = executing.len(), "stopping: no more claims; waiting for executions");
+    // Agendas claimed by calls still in flight are ours: they get a final report too (their
+    // executions see the shutdown at once and hand them back).
+    while let Some(done) = claims.join_next().await {
+        if let Ok((insight, _, Ok(claimed))) = done {
+            for c in claimed {
+                start(c, &insight, &mut executing, &mut stats);
+            }
+        }
+    }
     while let Some(done) = executing.join_next().await {
         count(&mut stats, done);
     }
