@@ -158,9 +158,9 @@ pub struct WorkerArgs {
     /// Most operations (processes, pods) running at once per insight; no limit when absent.
     #[arg(long, env = "POP_WORKER_MAX_OPERATIONS_PER_INSIGHT")]
     pub max_operations_per_insight: Option<usize>,
-    /// Most `getAgenda` calls in flight at once (claims sent together share the server's group
-    /// commit).
-    #[arg(long, env = "POP_WORKER_MAX_CONCURRENT_CLAIMS", default_value_t = 4)]
+    /// Most `getAgenda` calls in flight at once. More than 1 measured slower against one
+    /// server: concurrent calls race for the same oldest queued agendas.
+    #[arg(long, env = "POP_WORKER_MAX_CONCURRENT_CLAIMS", default_value_t = 1)]
     pub max_concurrent_claims: usize,
     /// A progress change reaches the server at most this many milliseconds after it happens
     /// (changes within the window are sent together).

@@ -35,7 +35,7 @@ impl Default for PullConfig {
             insights: Vec::new(),
             max_agendas: 4,
             max_operations_per_insight: None,
-            max_concurrent_claims: 4,
+            max_concurrent_claims: 1,
             min_idle_backoff: Duration::from_millis(100),
             max_idle_backoff: Duration::from_secs(5),
         }
@@ -59,11 +59,11 @@ pub fn next_backoff(current: Duration, config: &PullConfig) -> Duration {
 
 /// Runs until `shutdown` turns true, then drains its executors.
 ///
-/// Up to `max_concurrent_claims` `getAgenda` calls run at once, each for the slots free when
-/// it started (those slots are reserved until it answers): every claim is a durable write on
-/// the server, and claims sent together share its group commit instead of queueing behind
-/// each other, which is what bounds a busy worker's throughput. Insights are asked in turn;
-/// only after every insight came back empty in a row does the puller pause (backoff).
+/// Up to `max_concurrent_claims` `getAgenda` calls run at once (default 1), each for the slots
+/// free when it started (those slots are reserved until it answers). More than one looked like
+/// a way to share the server's group commit, but concurrent calls race for the same oldest
+/// queued agendas on the server and measured slower (BENCHMARKS.md, Worker). Insights are asked
+/// in turn; only after every insight came back empty in a row does the puller pause (backoff).
 pub async fn run(env: ExecEnv, config: PullConfig, shutdown: watch::Receiver<bool>) -> PullStats {
     let slots: BTreeMap<String, Arc<Semaphore>> = config
         .max_operations_per_insight
