@@ -3,7 +3,9 @@
 //! - `sample`: POP's sample handler; `payload.action` is `log` (log `actionData`),
 //!   `exception` (fail with `actionData` as message) or `externalExecute` (run the command
 //!   array in `actionData.command`, failing on a non-zero exit); the output is
-//!   `payload.resultPayload` (or `null`);
+//!   `payload.resultPayload` (or `null`). `externalExecute` runs whatever a submitter writes
+//!   into a payload on the worker's host, so the `sample` registered by default refuses it;
+//!   a registry that wants it maps a type to the built-in `sampleWithExternalExecute`;
 //! - `agendaUpdate`: the generator helper: returns its payload, so an operation with
 //!   `params["agenda.operation.generator"] = {"operationsJsonPointer": "/operations"}` adds
 //!   the operations listed in its payload.
@@ -17,6 +19,8 @@ use crate::handler::{Failure, Handler, OperationContext, Progress, ProgressSink,
 
 pub const LOG: &str = "log";
 pub const SAMPLE: &str = "sample";
+/// The sample handler with `externalExecute` allowed (only by name in the registry file).
+pub const SAMPLE_WITH_EXTERNAL_EXECUTE: &str = "sampleWithExternalExecute";
 pub const AGENDA_UPDATE: &str = "agendaUpdate";
 
 /// Most stdout/stderr bytes of an `externalExecute` kept in its output or diagnostic.
@@ -24,7 +28,7 @@ const MAX_CAPTURE: usize = 16 * 1024;
 
 pub fn register(registry: &mut Registry) {
     registry.insert(LOG, Arc::new(LogHandler));
-    registry.insert(SAMPLE, Arc::new(SampleHandler));
+    registry.insert(SAMPLE, Arc::new(SampleHandler { external_execute: false }));
     registry.insert(AGENDA_UPDATE, Arc::new(AgendaUpdateHandler));
 }
 
@@ -44,7 +48,10 @@ impl Handler for LogHandler {
 }
 
 #[derive(Debug)]
-pub struct SampleHandler;
+pub struct SampleHandler {
+    /// Whether the `externalExecute` action may run commands.
+    pub external_execute: bool,
+}
 
 #[async_trait]
 impl Handler for SampleHandler {
@@ -63,6 +70,10 @@ impl Handler for SampleHandler {
                     .unwrap_or_else(|| format!("sample exception: {data}")),
                 data,
             )),
+            "externalExecute" if !self.external_execute => Err(Failure::new(format!(
+                "sample: externalExecute is disabled on this worker (map the type to the built-in \
+                 {SAMPLE_WITH_EXTERNAL_EXECUTE:?} to allow it)"
+            ))),
             "externalExecute" => {
                 let command: Vec<String> = data
                     .get("command")
@@ -139,23 +150,31 @@ mod tests {
 
     #[tokio::test]
     async fn sample_actions_behave_like_pops_sample_handler() {
-        let ok = SampleHandler
+        let refused = SampleHandler { external_execute: false }
+            .run(
+                ctx(json!({"action": "externalExecute", "actionData": {"command": ["true"]}})),
+                sink(),
+            )
+            .await
+            .unwrap_err();
+        assert!(refused.message.contains("disabled"), "{}", refused.message);
+        let ok = SampleHandler { external_execute: true }
             .run(
                 ctx(json!({"action": "log", "actionData": "hi", "resultPayload": {"x": 1}})),
                 sink(),
             )
             .await;
         assert_eq!(ok, Ok(json!({"x": 1})));
-        let err = SampleHandler
+        let err = SampleHandler { external_execute: true }
             .run(ctx(json!({"action": "exception", "actionData": "boom"})), sink())
             .await;
         assert_eq!(err.unwrap_err().message, "boom");
-        let ran = SampleHandler
+        let ran = SampleHandler { external_execute: true }
             .run(ctx(json!({"action": "externalExecute", "actionData": {"command": ["sh", "-c", "echo out"]}})), sink())
             .await
             .unwrap();
         assert_eq!(ran["stdout"], "out\n");
-        let failed = SampleHandler
+        let failed = SampleHandler { external_execute: true }
             .run(ctx(json!({"action": "externalExecute", "actionData": {"command": ["sh", "-c", "echo bad >&2; exit 3"]}})), sink())
             .await
             .unwrap_err();

@@ -8,7 +8,8 @@
 //! env = { LEVEL = "3" }
 //!
 //! [handlers.log]
-//! kind = "builtin"                      # log | sample | agendaUpdate (registered anyway)
+//! kind = "builtin"                      # log | sample | agendaUpdate (registered anyway),
+//!                                       # or sampleWithExternalExecute (runs payload commands)
 //! builtin = "log"
 //! ```
 //!
@@ -152,10 +153,16 @@ pub fn parse(
             HandlerConfig::Builtin { builtin } => {
                 let mut builtins = Registry::default();
                 builtin::register(&mut builtins);
+                builtins.insert(
+                    builtin::SAMPLE_WITH_EXTERNAL_EXECUTE,
+                    Arc::new(builtin::SampleHandler { external_execute: true }),
+                );
                 let Some(handler) = builtins.get(&builtin) else {
                     return Err(invalid(
                         &op_type,
-                        &format!("no built-in {builtin:?} (log, sample, agendaUpdate)"),
+                        &format!(
+                            "no built-in {builtin:?} (log, sample, sampleWithExternalExecute, agendaUpdate)"
+                        ),
                     ));
                 };
                 registry.insert(op_type, handler);
