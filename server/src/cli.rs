@@ -60,6 +60,9 @@ pub enum Command {
     /// Store-based processes open the store, catch the projections up to the head first, and
     /// take the process's leader lock for each cycle.
     Reap(ReapArgs),
+    /// Run a resource pool's worker: claim agendas of the given insights and run their
+    /// operations with the handlers of a registry file, reporting progress.
+    Worker(WorkerArgs),
     /// Send one GraphQL query or mutation to a running server and print the data as JSON.
     Gql {
         #[command(flatten)]
@@ -136,7 +139,7 @@ pub struct ServeArgs {
     pub reclaim_interval: u64,
     /// Seconds a `getAgenda` lease lasts without a report (POP's `reclaimAge`); every
     /// `updateAgendaProgress` renews it.
-    #[arg(long, env = "POP_LEASE", default_value_t = pop_api::config::DEFAULT_LEASE.as_secs())]
+    #[arg(long, visible_alias = "lease-seconds", env = "POP_LEASE", default_value_t = pop_api::config::DEFAULT_LEASE.as_secs())]
     pub lease: u64,
     #[command(flatten)]
     pub reapers: ReaperArgs,
@@ -235,6 +238,54 @@ pub struct ReaperArgs {
     /// Age (seconds since a pod finished) at which it is deleted (POP: 1440 min).
     #[arg(long, env = "POP_POD_REAP_AGE", default_value_t = 86_400)]
     pub pod_reap_age: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Insight ids to take work from (repeat the flag or separate with commas).
+    #[arg(long = "insight", env = "POP_WORKER_INSIGHTS", value_delimiter = ',', required = true)]
+    pub insights: Vec<String>,
+    /// The handler registry (TOML); without it only the built-ins run (log, sample,
+    /// agendaUpdate).
+    #[arg(long, env = "POP_HANDLERS")]
+    pub handlers: Option<PathBuf>,
+    /// Most agendas executing at once.
+    #[arg(long, env = "POP_WORKER_MAX_AGENDAS", default_value_t = 4)]
+    pub max_agendas: usize,
+    /// Most operations of one agenda running at once.
+    #[arg(long, env = "POP_WORKER_MAX_PARALLEL", default_value_t = 8)]
+    pub max_parallel: usize,
+    /// Most operations (processes, pods) running at once per insight; no limit when absent.
+    #[arg(long, env = "POP_WORKER_MAX_OPERATIONS_PER_INSIGHT")]
+    pub max_operations_per_insight: Option<usize>,
+    /// Most `getAgenda` calls in flight at once. More than 1 measured slower against one
+    /// server: concurrent calls race for the same oldest queued agendas.
+    #[arg(long, env = "POP_WORKER_MAX_CONCURRENT_CLAIMS", default_value_t = 1)]
+    pub max_concurrent_claims: usize,
+    /// A progress change reaches the server at most this many milliseconds after it happens
+    /// (changes within the window are sent together).
+    #[arg(long, env = "POP_WORKER_REPORT_INTERVAL_MS", default_value_t = 250)]
+    pub report_interval_ms: u64,
+    /// An agenda without changes is still reported this often (milliseconds), renewing its
+    /// lease; keep it well under the server's lease.
+    #[arg(long, env = "POP_WORKER_HEARTBEAT_MS", default_value_t = 30_000)]
+    pub heartbeat_ms: u64,
+    /// Longest pause between polls of empty queues (milliseconds); pauses start at 100 ms and
+    /// double while the queues stay empty.
+    #[arg(long, env = "POP_WORKER_MAX_IDLE_MS", default_value_t = 5_000)]
+    pub max_idle_ms: u64,
+    /// On SIGTERM/SIGINT, how long running operations may finish (seconds) before they are
+    /// stopped and their agendas handed back.
+    #[arg(long, env = "POP_WORKER_SHUTDOWN_GRACE", default_value_t = 30)]
+    pub shutdown_grace: u64,
+    /// Namespace of the pods of `kind = "kubernetes"` handlers that name none.
+    #[arg(long, env = "POP_KUBE_NAMESPACE", default_value = "default")]
+    pub kube_namespace: String,
+    /// How often a handler's pod is looked at (milliseconds).
+    #[arg(long, env = "POP_KUBE_POLL_MS", default_value_t = 1_000)]
+    pub kube_poll_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

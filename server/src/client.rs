@@ -22,10 +22,7 @@ impl Client {
     /// The token comes from `--token`/`POP_TOKEN`, else from the admin token the embedded
     /// default generated into its data directory (the five-minute tour needs no setup).
     pub fn new(args: &ClientArgs) -> Result<Client> {
-        let token = match &args.token {
-            Some(t) => t.clone(),
-            None => read_token(&args.data_dir.join(pop_api::auth::ADMIN_TOKEN_FILE))?,
-        };
+        let token = token(args)?;
         Ok(Client {
             http: reqwest::Client::new(),
             base: args.server.trim_end_matches('/').to_owned(),
@@ -104,6 +101,14 @@ impl Client {
             }
         }
         Ok(())
+    }
+}
+
+/// The bearer token of `args`: `--token`/`POP_TOKEN`, else the generated admin token.
+pub fn token(args: &ClientArgs) -> Result<String> {
+    match &args.token {
+        Some(t) => Ok(t.clone()),
+        None => read_token(&args.data_dir.join(pop_api::auth::ADMIN_TOKEN_FILE)),
     }
 }
 

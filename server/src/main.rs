@@ -9,6 +9,7 @@ mod reap;
 mod rebuild;
 mod serve;
 mod tour;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -51,6 +52,7 @@ async fn run(command: cli::Command) -> Result<()> {
         }
         cli::Command::Rebuild(args) => rebuild::run(args).await,
         cli::Command::Reap(args) => reap::run(args).await,
+        cli::Command::Worker(args) => worker::run(args).await,
         cli::Command::Gql { client, query, variables } => {
             tour::gql(&client::Client::new(&client)?, &query, &variables).await
         }

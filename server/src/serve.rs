@@ -98,7 +98,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     tracing::info!(%addr, store = %path.display(), ?durability, "pop is serving");
 
     let server = axum::serve(listener, pop_api::router(state.clone()))
-        .with_graceful_shutdown(shutdown_signal(stop_tx.clone()))
+        .with_graceful_shutdown(shutdown_signal(
+            stop_tx.clone(),
+            "draining requests, then closing the store",
+        ))
         .into_future();
     let mut served = tokio::spawn(server);
     // Run until a signal (then give in-flight requests a bounded time) or until the server
@@ -146,7 +149,7 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 
 /// Resolves on Ctrl-C or SIGTERM (what Kubernetes sends before killing a pod) and raises the
 /// stop flag for everything else.
-async fn shutdown_signal(stop: watch::Sender<bool>) {
+pub(crate) async fn shutdown_signal(stop: watch::Sender<bool>, what: &str) {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::warn!(error = %e, "cannot listen for Ctrl-C");
@@ -171,6 +174,6 @@ async fn shutdown_signal(stop: watch::Sender<bool>) {
         () = ctrl_c => {},
         () = term => {},
     }
-    tracing::info!("shutting down: draining requests, then closing the store");
+    tracing::info!("shutting down: {what}");
     let _ = stop.send(true);
 }

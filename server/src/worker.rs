@@ -1,0 +1,99 @@
+//! `pop worker`: a resource pool's puller and executor (the `pop-worker` crate) against a
+//! running server, with handlers from a registry file. SIGINT/SIGTERM stop the claiming; the
+//! agendas in hand finish within the grace period or are handed back with a final report.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio::sync::watch;
+
+use pop_worker::api::GraphqlApi;
+use pop_worker::execute::{ExecConfig, ExecEnv};
+use pop_worker::handler::Registry;
+use pop_worker::pod::KubePod;
+use pop_worker::puller::{self, PullConfig};
+use pop_worker::report::ReportConfig;
+
+use crate::cli::WorkerArgs;
+
+pub async fn run(args: WorkerArgs) -> Result<()> {
+    let token = crate::client::token(&args.client)?;
+    let api = GraphqlApi::new(&args.client.server, &token).context("the API client")?;
+    let registry = match &args.handlers {
+        Some(path) => {
+            let (mut registry, kube_specs) = pop_worker::config::load(path)?;
+            if !kube_specs.is_empty() {
+                // In a pod: the service account; elsewhere: the kubeconfig.
+                let client = kube::Client::try_default()
+                    .await
+                    .context("connecting to Kubernetes for the pod handlers")?;
+                for spec in kube_specs {
+                    let namespace =
+                        spec.namespace.clone().unwrap_or_else(|| args.kube_namespace.clone());
+                    registry.insert(
+                        spec.op_type.clone(),
+                        Arc::new(KubePod {
+                            client: client.clone(),
+                            namespace,
+                            image: spec.image,
+                            command: spec.command,
+                            timeout: spec.timeout,
+                            poll: Duration::from_millis(args.kube_poll_ms.max(100)),
+                        }),
+                    );
+                }
+            }
+            registry
+        }
+        None => Registry::with_builtins(),
+    };
+    let insights: Vec<String> =
+        args.insights.iter().map(|i| i.trim().to_string()).filter(|i| !i.is_empty()).collect();
+    if insights.is_empty() {
+        bail!("--insight names no insight");
+    }
+    let env = ExecEnv {
+        api: Arc::new(api),
+        registry: Arc::new(registry),
+        config: ExecConfig {
+            max_parallel: args.max_parallel.max(1),
+            report: ReportConfig {
+                interval: Duration::from_millis(args.report_interval_ms),
+                heartbeat: Duration::from_millis(args.heartbeat_ms.max(1)),
+                ..ReportConfig::default()
+            },
+            shutdown_grace: Duration::from_secs(args.shutdown_grace),
+        },
+    };
+    let config = PullConfig {
+        insights: insights.clone(),
+        max_agendas: args.max_agendas.max(1),
+        max_operations_per_insight: args.max_operations_per_insight,
+        max_concurrent_claims: args.max_concurrent_claims.max(1),
+        max_idle_backoff: Duration::from_millis(args.max_idle_ms.max(100)),
+        ..PullConfig::default()
+    };
+    let types: Vec<&str> = env.registry.types().collect();
+    tracing::info!(insights = ?insights, handlers = ?types, server = %args.client.server, "worker started");
+    println!(
+        "pop: worker taking work from {} (handlers: {})",
+        insights.join(", "),
+        types.join(", ")
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        crate::serve::shutdown_signal(
+            stop_tx,
+            "no more claims; finishing or handing back the agendas in hand",
+        )
+        .await
+    });
+    let stats = puller::run(env, config, stop_rx).await;
+    tracing::info!(?stats, "worker stopped");
+    println!(
+        "pop: worker stopped: {} claimed, {} succeeded, {} failed, {} refused, {} handed back",
+        stats.claimed, stats.succeeded, stats.failed, stats.refused, stats.handed_back
+    );
+    Ok(())
+}

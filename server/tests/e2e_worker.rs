@@ -1,0 +1,492 @@
+//! End-to-end tests of `pop worker` against the real `pop serve`, with real local processes:
+//! the example handlers in `examples/handlers/` (bash scripts) record the resolved payload
+//! each operation received and count its runs in a temp directory, so the tests assert what
+//! actually flowed, not what the worker says. Every wait is bounded ([`WAIT`]) and fails with
+//! both logs; nothing asserts on timing.
+
+// Test helpers panic on purpose: a broken fixture should fail the test loudly.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Pop, WAIT, log_tail, pop_command};
+
+const POLL: Duration = Duration::from_millis(50);
+/// The state changes of these tests take a lease expiry and a reclaim on top of the runs.
+const LONG_WAIT: Duration = Duration::from_secs(60);
+
+const ACME: &str = "tok_e2e_acme_user_000000000000000";
+const WORKER_1: &str = "tok_e2e_worker_1_0000000000000000";
+const WORKER_2: &str = "tok_e2e_worker_2_0000000000000000";
+
+const PROGRESS: &str = "query($id: String!) { agendaProgress(id: $id) { processingState \
+    processingStateMessage attemptsCompleted diagnosticEvents { message payload } \
+    operationProgress { operation processingState processingStateMessage resultPayload \
+    diagnosticEvents { message payload } } } }";
+
+/// A running `pop worker`; killed (SIGKILL) and reaped on drop.
+struct Worker {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Setup {
+    pop: Pop,
+    dir: tempfile::TempDir,
+    /// The position of the last config write, so submissions see the customer and insight.
+    config_position: String,
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+impl Setup {
+    async fn start(serve_args: &[&str]) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = json!([
+            {"token": ACME, "name": "acme-user", "role": "user", "customers": ["acme"]},
+            {"token": WORKER_1, "name": "worker-1", "role": "service", "customers": ["acme"]},
+            {"token": WORKER_2, "name": "worker-2", "role": "service", "customers": ["acme"]},
+        ]);
+        let token_file = dir.path().join("tokens.json");
+        std::fs::write(&token_file, tokens.to_string()).unwrap();
+        let pop = Pop::start_with(
+            &dir.path().join("data"),
+            Some(&token_file),
+            &dir.path().join("pop.log"),
+            true,
+            serve_args,
+        );
+        let mut s = Setup { pop, dir, config_position: String::new() };
+        for (query, var) in [
+            (
+                "mutation($v: JSON!) { createResourcePool(resourcePool: $v) { position } }",
+                json!({"id": "farm", "customerId": "ops", "title": "Farm"}),
+            ),
+            (
+                "mutation($v: JSON!) { createCustomer(customer: $v) { position } }",
+                json!({"id": "acme", "title": "Acme", "resourcePoolId": "farm"}),
+            ),
+            (
+                "mutation($v: JSON!) { createInsight(insight: $v) { position } }",
+                json!({"id": "work", "customerId": "ops", "title": "Work", "resourcePoolId": "farm",
+                       "queueSize": 10, "isGlobal": true,
+                       "mappers": {"operationType": ["step", "fanout", "flaky", "slow"]}}),
+            ),
+        ] {
+            let data = s.pop.ok(&s.pop.admin, query, json!({"v": var})).await;
+            let result = data.as_object().unwrap().values().next().unwrap();
+            s.config_position = result["position"].as_str().unwrap().to_string();
+        }
+        s
+    }
+
+    fn record(&self) -> PathBuf {
+        self.dir.path().join("record")
+    }
+
+    /// Writes a handler registry with the example scripts; `extra` adds TOML.
+    fn handlers(&self, file: &str, extra: &str) -> PathBuf {
+        let step = examples().join("handlers/step.sh");
+        let fanout = examples().join("handlers/fanout.sh");
+        let record = self.record();
+        let text = format!(
+            "[handlers.step]\nkind = \"local\"\ncommand = [{step:?}]\ntimeout_seconds = 30\n\
+             env = {{ POP_RECORD_DIR = {record:?} }}\n\
+             [handlers.fanout]\nkind = \"local\"\ncommand = [{fanout:?}]\ntimeout_seconds = 30\n\
+             env = {{ POP_RECORD_DIR = {record:?} }}\n{extra}"
+        );
+        let path = self.dir.path().join(file);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn worker(&self, token: &str, handlers: &Path, name: &str) -> Worker {
+        let log = self.dir.path().join(format!("{name}.log"));
+        let log_file = std::fs::File::create(&log).unwrap();
+        let mut cmd = pop_command();
+        cmd.args(["worker", "--server", &self.pop.base(), "--token", token, "--insight", "work"])
+            .arg("--handlers")
+            .arg(handlers)
+            .args(["--report-interval-ms", "50", "--heartbeat-ms", "300", "--max-idle-ms", "200"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log_file));
+        Worker { child: cmd.spawn().expect("spawning pop worker"), log }
+    }
+
+    async fn submit(&self, agenda: Value) -> String {
+        let data = self
+            .pop
+            .ok(
+                ACME,
+                "mutation($a: JSON!, $p: String) { submitAgenda(agenda: $a, atLeastPosition: $p) \
+                 { agenda { id } } }",
+                json!({"a": agenda, "p": self.config_position}),
+            )
+            .await;
+        data["submitAgenda"]["agenda"]["id"].as_str().unwrap().to_string()
+    }
+
+    async fn progress(&self, id: &str) -> Value {
+        self.pop.ok(ACME, PROGRESS, json!({"id": id})).await["agendaProgress"].clone()
+    }
+
+    /// Polls until `check` holds for the agenda's progress (bounded).
+    async fn wait_for(
+        &self,
+        id: &str,
+        what: &str,
+        limit: Duration,
+        workers: &[&Worker],
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let p = self.progress(id).await;
+            // Null until the read model has the agenda (reads here do not wait for positions).
+            if !p.is_null() && check(&p) {
+                return p;
+            }
+            if Instant::now() > deadline {
+                let logs: Vec<String> = workers
+                    .iter()
+                    .map(|w| format!("worker log {}:\n{}", w.log.display(), log_tail(&w.log)))
+                    .collect();
+                panic!(
+                    "agenda {id}: not {what} within {limit:?}; progress: {p:#}\n{}\nserver log:\n{}",
+                    logs.join("\n"),
+                    log_tail(&self.pop.log)
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    fn runs(&self, op: &str) -> usize {
+        std::fs::read_to_string(self.record().join(format!("{op}.runs")))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    }
+
+    fn payload(&self, op: &str) -> Value {
+        let path = self.record().join(format!("{op}.payload.json"));
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{op} never ran ({}: {e})", path.display()));
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
+fn complete(message: &'static str) -> impl Fn(&Value) -> bool {
+    move |p| p["processingState"] == "COMPLETE" && p["processingStateMessage"] == message
+}
+
+fn op<'a>(progress: &'a Value, name: &str) -> &'a Value {
+    progress["operationProgress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["operation"] == name)
+        .unwrap_or_else(|| panic!("no operation {name} in {progress:#}"))
+}
+
+/// Six operations, one of them a generator that adds four more: references with pointers,
+/// fallbacks, text interpolation, tokens, `dependsOn`, and generated operations referring to
+/// the generator and to each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dag_with_references_and_a_generator_runs_to_success() {
+    let s = Setup::start(&[]).await;
+    let handlers = s.handlers("handlers.toml", "");
+    let worker = s.worker(WORKER_1, &handlers, "worker");
+    let id = s
+        .submit(json!({
+            "customerId": "acme", "title": "ten operations",
+            "operations": [
+                {"name": "ingest", "type": "step",
+                 "payload": {"file": "in.mov", "agenda": "@<pop.agendaId>", "me": "@<pop.operationName>"}},
+                {"name": "probe", "type": "step", "payload": {"src": "@<ingest.out::/input/file>"}},
+                {"name": "split", "type": "fanout", "payload": {"parts": 3, "of": "@<probe.out::operation>"},
+                 "params": {"agenda.operation.generator":
+                     {"operationsJsonPointer": "/operations", "paramsJsonPointer": "/params"}}},
+                {"name": "encode", "type": "step",
+                 "payload": {"input": "@<probe.out::/input>", "label": "--@<probe.out::/input/src>--@<pop.agendaId>--"}},
+                {"name": "thumb", "type": "step",
+                 "payload": {"at": "@<probe.out::/duration?60>", "none": "@<probe.out::/missing?>"}},
+                {"name": "package", "type": "step",
+                 "payload": {"video": "@<encode.out::/input/input/src>", "poster": "@<thumb.out::/input/at>"},
+                 "params": {"dependsOn": "split"}}
+            ]
+        }))
+        .await;
+    let p = s.wait_for(&id, "succeeded", LONG_WAIT, &[&worker], complete("succeeded")).await;
+
+    // Ten operations, generated ones included, all succeeded.
+    let ops = p["operationProgress"].as_array().unwrap();
+    let names: Vec<&str> = ops.iter().map(|o| o["operation"].as_str().unwrap()).collect();
+    assert_eq!(ops.len(), 10, "{names:?}");
+    for o in ops {
+        assert_eq!(o["processingStateMessage"], "succeeded", "{o:#}");
+    }
+
+    // What each process received, references resolved.
+    assert_eq!(s.payload("ingest"), json!({"file": "in.mov", "agenda": id, "me": "ingest"}));
+    assert_eq!(s.payload("probe"), json!({"src": "in.mov"}));
+    assert_eq!(s.payload("split"), json!({"parts": 3, "of": "probe"}));
+    assert_eq!(
+        s.payload("encode"),
+        json!({"input": {"src": "in.mov"}, "label": format!("--in.mov--{id}--")})
+    );
+    assert_eq!(s.payload("thumb"), json!({"at": "60", "none": null}));
+    assert_eq!(s.payload("package"), json!({"video": "in.mov", "poster": "60"}));
+    for i in 1..=3 {
+        assert_eq!(s.payload(&format!("part-{i}")), json!({"part": i, "of": 3}));
+    }
+    assert_eq!(s.payload("join"), json!({"parts": [1, 2, 3]}));
+    // Outputs are recorded as the operations' resultPayload.
+    assert_eq!(op(&p, "join")["resultPayload"]["input"], json!({"parts": [1, 2, 3]}));
+    // Every operation ran exactly once.
+    for name in names {
+        assert_eq!(s.runs(name), 1, "{name}");
+    }
+}
+
+/// A failing operation fails the agenda and stops its dependants; a `continue` rerun runs only
+/// what did not succeed, feeding it the recorded outputs of the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_fails_the_agenda_and_continue_resumes_without_rerunning() {
+    let s = Setup::start(&[]).await;
+    let allow = s.dir.path().join("allow-flaky");
+    let handlers = s.handlers(
+        "handlers.toml",
+        &format!(
+            "[handlers.flaky]\nkind = \"local\"\ncommand = [{:?}]\ntimeout_seconds = 30\n\
+             env = {{ POP_RECORD_DIR = {:?}, STEP_FAIL_UNLESS = {allow:?} }}\n",
+            examples().join("handlers/step.sh"),
+            s.record()
+        ),
+    );
+    let worker = s.worker(WORKER_1, &handlers, "worker");
+    let id = s
+        .submit(json!({
+            "customerId": "acme", "title": "flaky", "params": {"maximumAttempts": 1},
+            "operations": [
+                {"name": "a", "type": "step", "payload": {"n": 1}},
+                {"name": "b", "type": "flaky", "payload": {"from": "@<a.out::/input/n>"}},
+                {"name": "c", "type": "step", "payload": {"b": "@<b.out::/input>", "a": "@<a.out::/input>"}}
+            ]
+        }))
+        .await;
+    let p = s.wait_for(&id, "failed", LONG_WAIT, &[&worker], complete("failed")).await;
+    assert_eq!(op(&p, "a")["processingStateMessage"], "succeeded");
+    assert_eq!(op(&p, "b")["processingStateMessage"], "failed");
+    let diagnostic = &op(&p, "b")["diagnosticEvents"][0];
+    assert!(diagnostic["message"].as_str().unwrap().contains("exit status: 3"), "{diagnostic:#}");
+    let log = diagnostic["payload"]["log"].as_array().unwrap();
+    assert!(
+        log.iter().any(|l| l.as_str().unwrap().contains("does not exist; failing")),
+        "the log tail is the diagnostic payload: {diagnostic:#}"
+    );
+    assert_ne!(op(&p, "c")["processingStateMessage"], "succeeded");
+    assert_eq!((s.runs("a"), s.runs("b"), s.runs("c")), (1, 1, 0));
+
+    std::fs::write(&allow, "").unwrap();
+    s.pop
+        .ok(
+            ACME,
+            "mutation($id: String!) { rerunAgenda(agendaId: $id, params: [\"continue\"]) { position } }",
+            json!({"id": id}),
+        )
+        .await;
+    let p = s.wait_for(&id, "succeeded", LONG_WAIT, &[&worker], complete("succeeded")).await;
+    assert_eq!((s.runs("a"), s.runs("b"), s.runs("c")), (1, 2, 1), "a is not run again");
+    assert_eq!(s.payload("c"), json!({"b": {"from": 1}, "a": {"n": 1}}));
+    assert_eq!(op(&p, "c")["resultPayload"]["input"]["a"], json!({"n": 1}));
+}
+
+/// A worker killed with SIGKILL mid-run holds a lease nobody renews: the reclaimer requeues
+/// the agenda and a second worker finishes it, without re-running what had succeeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_is_reclaimed_and_another_worker_finishes() {
+    let s = Setup::start(&["--lease", "2", "--reclaim-interval", "1"]).await;
+    let step = examples().join("handlers/step.sh");
+    let slow = |sleep: &str| {
+        format!(
+            "[handlers.slow]\nkind = \"local\"\ncommand = [{step:?}]\ntimeout_seconds = 60\n\
+             env = {{ POP_RECORD_DIR = {:?}, STEP_SLEEP = {sleep:?} }}\n",
+            s.record()
+        )
+    };
+    let first = s.handlers("first.toml", &slow("30"));
+    let second = s.handlers("second.toml", &slow("0"));
+    let mut worker = s.worker(WORKER_1, &first, "worker-1");
+    let id = s
+        .submit(json!({
+            "customerId": "acme", "title": "killed",
+            "operations": [
+                {"name": "a", "type": "step", "payload": {"n": 1}},
+                {"name": "b", "type": "slow", "payload": {"a": "@<a.out::/input/n>"}},
+                {"name": "c", "type": "step", "payload": {"b": "@<b.out::/input/a>"}}
+            ]
+        }))
+        .await;
+    // Kill worker 1 once a's success is recorded and b is running.
+    s.wait_for(&id, "running b", LONG_WAIT, &[&worker], |p| {
+        op(p, "a")["processingStateMessage"] == "succeeded"
+            && op(p, "b")["processingState"] == "EXECUTING"
+    })
+    .await;
+    assert_eq!(s.runs("b"), 1);
+    worker.child.kill().unwrap();
+    worker.child.wait().unwrap();
+
+    let worker_2 = s.worker(WORKER_2, &second, "worker-2");
+    let p =
+        s.wait_for(&id, "succeeded", LONG_WAIT, &[&worker, &worker_2], complete("succeeded")).await;
+    assert!(
+        p["diagnosticEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["message"] == "AgendaProgress timed out."),
+        "the reclaim is on record: {p:#}"
+    );
+    assert_eq!((s.runs("a"), s.runs("b"), s.runs("c")), (1, 2, 1));
+    assert_eq!(s.payload("c"), json!({"b": 1}));
+}
+
+/// An agenda whose pending operations can never become ready fails at once with a diagnostic
+/// naming them. Submission rejects unknown names and cycles, so the dead end is made the only
+/// way it can arise: an earlier executor reported `a` failed while `b` still ran and then
+/// vanished; after the reclaim, `c` (which needs `a`) can never run in this attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlocked_agenda_fails_naming_the_blocked_operations() {
+    let s = Setup::start(&["--lease", "1", "--reclaim-interval", "1"]).await;
+    let handlers = s.handlers("handlers.toml", "");
+    let id = s
+        .submit(json!({
+            "customerId": "acme", "title": "dead end",
+            "operations": [
+                {"name": "a", "type": "step", "payload": {}},
+                {"name": "b", "type": "step", "payload": {}},
+                {"name": "c", "type": "step", "payload": {"a": "@<a.out>"}, "params": {"dependsOn": "b"}}
+            ]
+        }))
+        .await;
+    // The vanished executor, played by hand.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let data = s
+            .pop
+            .ok(
+                WORKER_1,
+                "mutation { getAgenda(insightId: \"work\", count: 1) { agenda { id } } }",
+                json!({}),
+            )
+            .await;
+        if data["getAgenda"].as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the agenda was never queued");
+        tokio::time::sleep(POLL).await;
+    }
+    s.pop
+        .ok(
+            WORKER_1,
+            "mutation($p: JSON!) { updateAgendaProgress(agendaProgress: $p) { position } }",
+            json!({"p": {"id": id, "processingState": "EXECUTING", "operationProgress": [
+                {"operation": "a", "processingState": "COMPLETE", "processingStateMessage": "failed"},
+                {"operation": "b", "processingState": "EXECUTING", "percentComplete": 10}
+            ]}}),
+        )
+        .await;
+    // Reclaimed (lease 1 s, reclaimer every second) and queued again before the worker starts.
+    s.wait_for(&id, "reclaimed", LONG_WAIT, &[], |p| {
+        p["diagnosticEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["message"] == "AgendaProgress timed out.")
+    })
+    .await;
+    let worker = s.worker(WORKER_2, &handlers, "worker");
+    let p = s.wait_for(&id, "failed", LONG_WAIT, &[&worker], complete("failed")).await;
+    let messages: Vec<&str> = p["diagnosticEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["message"].as_str())
+        .collect();
+    let deadlock = messages
+        .iter()
+        .find(|m| m.starts_with("deadlock:"))
+        .unwrap_or_else(|| panic!("no deadlock diagnostic in {messages:?}"));
+    assert!(deadlock.starts_with("deadlock: operations c can never become ready"), "{deadlock}");
+    assert!(
+        deadlock.contains("\"a\" (it is COMPLETE/failed from an earlier attempt)"),
+        "{deadlock}"
+    );
+    // Nothing ran: the dead end was known before anything started.
+    assert_eq!((s.runs("a"), s.runs("b"), s.runs("c")), (0, 0, 0));
+}
+
+/// SIGTERM stops a worker gracefully: it claims nothing more, lets the running operation
+/// finish within the grace period, reports it (the final report), hands the agenda back and
+/// exits 0; after the lease runs out another worker resumes the agenda without re-running it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_running_operation_reports_it_and_hands_the_agenda_back() {
+    let s = Setup::start(&["--lease", "2", "--reclaim-interval", "1"]).await;
+    let slow = format!(
+        "[handlers.slow]\nkind = \"local\"\ncommand = [{:?}]\ntimeout_seconds = 60\n\
+         env = {{ POP_RECORD_DIR = {:?}, STEP_SLEEP = \"1\" }}\n",
+        examples().join("handlers/step.sh"),
+        s.record()
+    );
+    let handlers = s.handlers("handlers.toml", &slow);
+    let mut worker = s.worker(WORKER_1, &handlers, "worker-1");
+    let id = s
+        .submit(json!({
+            "customerId": "acme", "title": "stopped",
+            "operations": [
+                {"name": "a", "type": "slow", "payload": {"n": 1}},
+                {"name": "b", "type": "step", "payload": {"a": "@<a.out::/input/n>"}}
+            ]
+        }))
+        .await;
+    s.wait_for(&id, "running a", LONG_WAIT, &[&worker], |p| {
+        op(p, "a")["processingState"] == "EXECUTING"
+    })
+    .await;
+    let pid = worker.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = worker.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the worker did not stop\n{}", log_tail(&worker.log));
+        tokio::time::sleep(POLL).await;
+    };
+    assert!(status.success(), "{status}\n{}", log_tail(&worker.log));
+    let p = s.progress(&id).await;
+    assert_eq!(op(&p, "a")["processingStateMessage"], "succeeded", "the final report: {p:#}");
+    assert_eq!(p["processingStateMessage"], "worker stopping; agenda handed back", "{p:#}");
+    assert_eq!((s.runs("a"), s.runs("b")), (1, 0), "b was not started after the signal");
+
+    let worker_2 = s.worker(WORKER_2, &handlers, "worker-2");
+    s.wait_for(&id, "succeeded", LONG_WAIT, &[&worker, &worker_2], complete("succeeded")).await;
+    assert_eq!((s.runs("a"), s.runs("b")), (1, 1));
+    assert_eq!(s.payload("b"), json!({"a": 1}));
+}

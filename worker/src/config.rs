@@ -1,0 +1,227 @@
+//! The handler registry file (TOML): which handler runs each operation type.
+//!
+//! ```toml
+//! [handlers.encode]
+//! kind = "local"                        # a local process per operation
+//! command = ["handlers/encode.sh", "--fast"]   # relative paths: from this file's folder
+//! timeout_seconds = 600                 # no output for this long fails the operation
+//! env = { LEVEL = "3" }
+//!
+//! [handlers.log]
+//! kind = "builtin"                      # log | sample | agendaUpdate (registered anyway),
+//!                                       # or sampleWithExternalExecute (runs payload commands)
+//! builtin = "log"
+//! ```
+//!
+//! The built-in types `log`, `sample` and `agendaUpdate` are registered unless the file maps
+//! the same type to something else.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::builtin;
+use crate::handler::Registry;
+use crate::local::LocalProcess;
+
+/// Default no-output timeout of a local process.
+pub const DEFAULT_TIMEOUT_SECONDS: u64 = 600;
+/// Largest registry file read.
+const MAX_FILE_BYTES: u64 = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path} is larger than {MAX_FILE_BYTES} bytes")]
+    TooLarge { path: String },
+    #[error("{path}: {source}")]
+    Parse { path: String, source: toml::de::Error },
+    #[error("{path}: handler {op_type:?}: {message}")]
+    Invalid { path: String, op_type: String, message: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    handlers: BTreeMap<String, HandlerConfig>,
+}
+
+/// One operation type's handler, as written in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum HandlerConfig {
+    Local {
+        command: Vec<String>,
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+        #[serde(default)]
+        working_dir: Option<PathBuf>,
+        #[serde(default = "default_timeout")]
+        timeout_seconds: u64,
+    },
+    Builtin {
+        builtin: String,
+    },
+    Kubernetes {
+        image: String,
+        #[serde(default)]
+        command: Vec<String>,
+        #[serde(default)]
+        namespace: Option<String>,
+        #[serde(default = "default_timeout")]
+        timeout_seconds: u64,
+    },
+}
+
+fn default_timeout() -> u64 {
+    DEFAULT_TIMEOUT_SECONDS
+}
+
+/// Kubernetes handlers found in the file, for the binary to build (it owns the kube client
+/// and the Kubernetes version choice).
+#[derive(Debug, Clone)]
+pub struct KubeHandlerSpec {
+    pub op_type: String,
+    pub image: String,
+    pub command: Vec<String>,
+    pub namespace: Option<String>,
+    pub timeout: Duration,
+}
+
+/// Reads the registry file: the registry (built-ins + local processes) and the Kubernetes
+/// handlers still to be attached.
+pub fn load(path: &Path) -> Result<(Registry, Vec<KubeHandlerSpec>), ConfigError> {
+    let shown = path.display().to_string();
+    let meta = std::fs::metadata(path)
+        .map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(ConfigError::TooLarge { path: shown });
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    parse(&text, &base, &shown)
+}
+
+/// [`load`] on text; relative command paths and working dirs are taken from `base`.
+pub fn parse(
+    text: &str,
+    base: &Path,
+    shown: &str,
+) -> Result<(Registry, Vec<KubeHandlerSpec>), ConfigError> {
+    let file: File = toml::from_str(text)
+        .map_err(|source| ConfigError::Parse { path: shown.to_string(), source })?;
+    let mut registry = Registry::with_builtins();
+    let mut kube = Vec::new();
+    let invalid = |op_type: &str, message: &str| ConfigError::Invalid {
+        path: shown.to_string(),
+        op_type: op_type.to_string(),
+        message: message.to_string(),
+    };
+    let relative = |p: &Path| if p.is_relative() { base.join(p) } else { p.to_path_buf() };
+    for (op_type, config) in file.handlers {
+        match config {
+            HandlerConfig::Local { command, env, working_dir, timeout_seconds } => {
+                let Some((program, args)) = command.split_first() else {
+                    return Err(invalid(&op_type, "command must name a program"));
+                };
+                if timeout_seconds == 0 {
+                    return Err(invalid(&op_type, "timeout_seconds must be at least 1"));
+                }
+                // A bare name (`python3`) is looked up on PATH; a path is from the file.
+                let program = if program.contains('/') {
+                    relative(Path::new(program))
+                } else {
+                    PathBuf::from(program)
+                };
+                registry.insert(
+                    op_type,
+                    Arc::new(LocalProcess {
+                        program,
+                        args: args.to_vec(),
+                        env,
+                        working_dir: working_dir.as_deref().map(relative),
+                        timeout: Duration::from_secs(timeout_seconds),
+                    }),
+                );
+            }
+            HandlerConfig::Builtin { builtin } => {
+                let mut builtins = Registry::default();
+                builtin::register(&mut builtins);
+                builtins.insert(
+                    builtin::SAMPLE_WITH_EXTERNAL_EXECUTE,
+                    Arc::new(builtin::SampleHandler { external_execute: true }),
+                );
+                let Some(handler) = builtins.get(&builtin) else {
+                    return Err(invalid(
+                        &op_type,
+                        &format!(
+                            "no built-in {builtin:?} (log, sample, sampleWithExternalExecute, agendaUpdate)"
+                        ),
+                    ));
+                };
+                registry.insert(op_type, handler);
+            }
+            HandlerConfig::Kubernetes { image, command, namespace, timeout_seconds } => {
+                if image.trim().is_empty() {
+                    return Err(invalid(&op_type, "image is required"));
+                }
+                kube.push(KubeHandlerSpec {
+                    op_type,
+                    image,
+                    command,
+                    namespace,
+                    timeout: Duration::from_secs(timeout_seconds.max(1)),
+                });
+            }
+        }
+    }
+    Ok((registry, kube))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_local_builtin_and_kubernetes_handlers() {
+        let text = r#"
+            [handlers.encode]
+            kind = "local"
+            command = ["handlers/encode.sh", "--fast"]
+            timeout_seconds = 5
+            [handlers.say]
+            kind = "builtin"
+            builtin = "log"
+            [handlers.transcode]
+            kind = "kubernetes"
+            image = "ffmpeg:7"
+        "#;
+        let (registry, kube) = parse(text, Path::new("/etc/pop"), "x.toml").unwrap();
+        let types: Vec<&str> = registry.types().collect();
+        assert_eq!(types, vec!["agendaUpdate", "encode", "log", "sample", "say"]);
+        assert_eq!(kube.len(), 1);
+        assert_eq!(kube[0].image, "ffmpeg:7");
+        assert_eq!(kube[0].timeout, Duration::from_secs(DEFAULT_TIMEOUT_SECONDS));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let err = parse("[handlers.x]\nkind = \"local\"\ncommand = []\n", Path::new("."), "h.toml")
+            .unwrap_err();
+        assert_eq!(err.to_string(), "h.toml: handler \"x\": command must name a program");
+        assert!(parse("[handlers.x]\nkind = \"ftp\"\n", Path::new("."), "h.toml").is_err());
+        let err = parse(
+            "[handlers.x]\nkind = \"builtin\"\nbuiltin = \"nope\"\n",
+            Path::new("."),
+            "h.toml",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("no built-in \"nope\""));
+    }
+}

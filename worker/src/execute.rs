@@ -1,0 +1,326 @@
+//! The executor: runs one claimed agenda to its end. It feeds the pure [`Plan`] with handler
+//! outcomes, starts what the plan says is ready (up to `max_parallel`, and within the
+//! insight's operation limit), expands the agenda through the API when a generator succeeds,
+//! and records every change with the [`Reporter`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use pop_domain::Params;
+use pop_domain::model::{DiagnosticEvent, Operation, ProcessingState, message};
+use pop_domain::params::keys;
+use pop_domain::references::normalize_pointer;
+
+use crate::api::{ApiError, Claimed, WorkApi};
+use crate::handler::{Failure, OperationContext, Progress, ProgressSink, Registry};
+use crate::plan::{Plan, Status, deadlock_message};
+use crate::report::{ReportConfig, Reporter};
+
+/// How often an expansion is tried when the server cannot be reached.
+const EXPAND_ATTEMPTS: u32 = 5;
+
+/// How executions behave.
+#[derive(Debug, Clone, Copy)]
+pub struct ExecConfig {
+    /// Most operations of one agenda running at once.
+    pub max_parallel: usize,
+    pub report: ReportConfig,
+    /// On shutdown, how long running operations may still finish before they are stopped and
+    /// the agenda is handed back.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ExecConfig {
+    fn default() -> Self {
+        ExecConfig {
+            max_parallel: 8,
+            report: ReportConfig::default(),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What an execution needs besides the agenda.
+#[derive(Clone)]
+pub struct ExecEnv {
+    pub api: Arc<dyn WorkApi>,
+    pub registry: Arc<Registry>,
+    pub config: ExecConfig,
+}
+
+impl std::fmt::Debug for ExecEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecEnv").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// How an execution ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Succeeded,
+    /// The agenda failed; the diagnostic says why.
+    Failed(String),
+    /// The server refused our reports (lease lost, cancelled, complete): work stopped.
+    Refused(String),
+    /// Shutdown came before the agenda finished: what finished was reported, the rest is left
+    /// to the reclaimer and the next worker (which resumes without re-running it).
+    HandedBack,
+}
+
+fn diagnostic(message: impl Into<String>, payload: Value) -> DiagnosticEvent {
+    DiagnosticEvent { message: message.into(), payload, ..DiagnosticEvent::default() }
+}
+
+/// Runs `claimed` to its end. `shutdown` turning true stops starting operations; running ones
+/// get `shutdown_grace` to finish. `insight_slots` bounds the operations running at once for
+/// the agenda's insight across every agenda of this worker.
+pub async fn execute(
+    env: &ExecEnv,
+    claimed: Claimed,
+    insight_slots: Option<Arc<Semaphore>>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Outcome {
+    let progress_id = claimed.progress_id();
+    let agenda = claimed.agenda;
+    let mut plan = Plan::new(&agenda.id, &agenda.operations, claimed.progress.as_ref());
+    let reporter =
+        Reporter::start(env.api.clone(), progress_id, agenda.id.clone(), env.config.report);
+    let mut refused = reporter.refused();
+    let insight = agenda.agenda_insight.clone().unwrap_or_default();
+    let mut running: JoinSet<(String, Result<Value, Failure>)> = JoinSet::new();
+    let mut stopping_since: Option<tokio::time::Instant> = None;
+
+    loop {
+        if let Some(e) = refused.borrow().clone() {
+            running.abort_all();
+            return Outcome::Refused(e.to_string());
+        }
+        let shutting_down = *shutdown.borrow();
+        if shutting_down && stopping_since.is_none() {
+            stopping_since = Some(tokio::time::Instant::now());
+        }
+        // Start what is ready (nothing once a failure or deadlock is known, or on shutdown).
+        if !shutting_down && !plan.is_stopping() {
+            let free = env.config.max_parallel.saturating_sub(plan.running());
+            for name in plan.ready(free) {
+                let Some(op) = plan.operation(&name).cloned() else { continue };
+                plan.start(&name);
+                let payload = match plan.resolved_payload(&name) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        plan.fail(&name);
+                        reporter.failed(
+                            &name,
+                            diagnostic(format!("resolving the payload: {e}"), Value::Null),
+                        );
+                        continue;
+                    }
+                };
+                let Some(handler) = env.registry.get(&op.op_type) else {
+                    plan.fail(&name);
+                    let types: Vec<&str> = env.registry.types().collect();
+                    reporter.failed(
+                        &name,
+                        diagnostic(
+                            format!(
+                                "no handler for operation type {:?} (this worker runs {})",
+                                op.op_type,
+                                types.join(", ")
+                            ),
+                            Value::Null,
+                        ),
+                    );
+                    continue;
+                };
+                let ctx = OperationContext {
+                    agenda_id: agenda.id.clone(),
+                    customer_id: agenda.customer_id.clone(),
+                    insight_id: insight.insight_id.clone(),
+                    resource_pool_id: insight.resource_pool_id.clone(),
+                    operation_name: name.clone(),
+                    operation_type: op.op_type.clone(),
+                    payload,
+                    params: op.params.clone(),
+                };
+                let sink: ProgressSink = {
+                    let shared = reporter.progress_fn();
+                    let name = name.clone();
+                    Arc::new(move |p: Progress| shared(&name, p))
+                };
+                let slots = insight_slots.clone();
+                running.spawn(async move {
+                    // Closed only if the semaphore is dropped, which the puller never does.
+                    let _permit = match slots {
+                        Some(s) => s.acquire_owned().await.ok(),
+                        None => None,
+                    };
+                    // EXECUTING only once it holds a slot of its insight.
+                    sink(Progress { percent: Some(0.0), message: None });
+                    let result = handler.run(ctx, sink).await;
+                    (name, result)
+                });
+            }
+        }
+
+        let status = plan.status();
+        if plan.running() == 0 && (status.is_finished() || shutting_down) {
+            return finish(reporter, status, shutting_down).await;
+        }
+
+        let grace_left = stopping_since
+            .map(|t| env.config.shutdown_grace.saturating_sub(t.elapsed()))
+            .unwrap_or(Duration::MAX);
+        tokio::select! {
+            joined = running.join_next(), if plan.running() > 0 => {
+                let Some(joined) = joined else { continue };
+                let (name, result) = match joined {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // A handler panicked: the operation is unknown here, so stop.
+                        tracing::error!(agenda = %agenda.id, error = %e, "a handler task failed");
+                        running.abort_all();
+                        reporter.diagnostic(diagnostic(format!("a handler crashed: {e}"), Value::Null));
+                        return finish(reporter, Status::Failed { failed: Vec::new() }, false).await;
+                    }
+                };
+                match result {
+                    Ok(output) => {
+                        if let Err(f) = expand_if_generator(env.api.as_ref(), &mut plan, &name, &output).await {
+                            plan.fail(&name);
+                            reporter.failed(&name, diagnostic(f.message, f.payload));
+                        } else {
+                            plan.succeed(&name, output.clone());
+                            reporter.succeeded(&name, output);
+                        }
+                    }
+                    Err(f) => {
+                        plan.fail(&name);
+                        reporter.failed(&name, diagnostic(f.message, f.payload));
+                    }
+                }
+            }
+            _ = refused.changed() => {}
+            _ = shutdown.changed(), if !shutting_down => {}
+            _ = tokio::time::sleep(grace_left), if stopping_since.is_some() => {
+                tracing::warn!(agenda = %agenda.id, running = plan.running(), "shutdown grace over; stopping running operations");
+                running.abort_all();
+                while running.join_next().await.is_some() {}
+                return finish(reporter, plan.status(), true).await;
+            }
+        }
+    }
+}
+
+async fn finish(reporter: Reporter, status: Status, shutting_down: bool) -> Outcome {
+    let (state, text, outcome) = match &status {
+        Status::Succeeded => (ProcessingState::Complete, message::SUCCEEDED, Outcome::Succeeded),
+        Status::Failed { failed } => {
+            let why = format!("operation(s) {} failed", failed.join(", "));
+            (ProcessingState::Complete, message::FAILED, Outcome::Failed(why))
+        }
+        Status::Deadlocked { blocked } => {
+            let why = deadlock_message(blocked);
+            reporter.diagnostic(diagnostic(
+                why.clone(),
+                json!({"blocked": blocked.iter().map(|b| &b.operation).collect::<Vec<_>>()}),
+            ));
+            (ProcessingState::Complete, message::FAILED, Outcome::Failed(why))
+        }
+        Status::Working => {
+            debug_assert!(shutting_down);
+            (ProcessingState::Executing, "worker stopping; agenda handed back", Outcome::HandedBack)
+        }
+    };
+    match reporter.finish(state, text).await {
+        Ok(()) => outcome,
+        // The server completes an agenda itself once its operations decide it, so a final
+        // report can find it already complete with the same outcome.
+        Err(ApiError::Refused { code, message: m })
+            if code == "CONFLICT"
+                && m.to_lowercase().contains("already complete")
+                && state == ProcessingState::Complete =>
+        {
+            outcome
+        }
+        Err(e) => Outcome::Refused(e.to_string()),
+    }
+}
+
+/// When `name` is a generator (`params["agenda.operation.generator"]`), adds the operations
+/// found at its `operationsJsonPointer` (each stamped `generatedOperationParent`) and the
+/// params at `paramsJsonPointer` to the agenda through the API, then to the plan, so they run
+/// in this execution. This happens before the generator is reported succeeded: the server
+/// completes an agenda whose operations all succeeded, and it must not do so before the new
+/// operations exist.
+async fn expand_if_generator(
+    api: &dyn WorkApi,
+    plan: &mut Plan,
+    name: &str,
+    output: &Value,
+) -> Result<(), Failure> {
+    let Some(spec) = plan.operation(name).and_then(|op| op.params.get(keys::GENERATOR)).cloned()
+    else {
+        return Ok(());
+    };
+    let at = |key: &str| -> Option<&Value> {
+        let pointer = spec.get(key)?.as_str()?;
+        match normalize_pointer(pointer) {
+            Some(p) => output.pointer(&p),
+            None => Some(output),
+        }
+    };
+    let operations: Vec<Operation> = match at("operationsJsonPointer") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
+            Failure::with_payload(
+                format!("generator output: the operations are not a list of operations: {e}"),
+                v.clone(),
+            )
+        })?,
+    };
+    let params: Params = match at("paramsJsonPointer") {
+        None | Some(Value::Null) => Params::new(),
+        Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
+            Failure::with_payload(
+                format!("generator output: the params are not an object: {e}"),
+                v.clone(),
+            )
+        })?,
+    };
+    let new: Vec<Operation> = operations
+        .into_iter()
+        .filter(|op| !plan.contains(&op.name))
+        .map(|mut op| {
+            op.params.insert(keys::GENERATED_OPERATION_PARENT, name);
+            op
+        })
+        .collect();
+    if new.is_empty() && params.is_empty() {
+        return Ok(());
+    }
+    let mut backoff = Duration::from_millis(100);
+    let mut attempt = 1;
+    loop {
+        match api.expand(plan.agenda_id(), &new, &params).await {
+            Ok(()) => break,
+            Err(e) if e.is_transient() && attempt < EXPAND_ATTEMPTS => {
+                tracing::warn!(error = %e, "expanding the agenda failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+                attempt += 1;
+            }
+            Err(e) => {
+                return Err(Failure::with_payload(
+                    format!("the server refused the generated operations: {e}"),
+                    json!({"operations": new}),
+                ));
+            }
+        }
+    }
+    plan.add_operations(&new);
+    Ok(())
+}

@@ -1,0 +1,295 @@
+//! The local process handler: one command per operation type.
+//!
+//! Contract with the process:
+//! - stdin: the resolved payload as one JSON document, then end of file; the same JSON is in
+//!   the file named by `POP_PAYLOAD_FILE`; `POP_AGENDA_ID`, `POP_OPERATION_NAME` and
+//!   `POP_OPERATION_TYPE` name the work;
+//! - stdout, one line at a time: a JSON object with a `result` key sets the operation's output
+//!   to that key's value (the last such line wins); any other JSON object with `percent`
+//!   and/or `message` is progress; every other line is log text;
+//! - exit status 0 is success (with `null` output when no `result` line came); a non-zero exit,
+//!   a signal, or no output on stdout/stderr for `timeout` (the process is then killed) is a
+//!   failure whose diagnostic payload holds the last log lines (stdout and stderr).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::mpsc;
+
+use crate::handler::{Failure, Handler, OperationContext, Progress, ProgressSink};
+
+/// How many log lines a failure carries.
+pub const LOG_TAIL_LINES: usize = 20;
+/// Longest log line kept (in bytes); longer lines are cut.
+const MAX_LINE: usize = 4096;
+
+/// One operation type's command.
+#[derive(Debug, Clone)]
+pub struct LocalProcess {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub working_dir: Option<PathBuf>,
+    /// A process that prints nothing for this long is killed and fails.
+    pub timeout: Duration,
+}
+
+static PAYLOAD_FILES: AtomicU64 = AtomicU64::new(0);
+
+enum Line {
+    Out(String),
+    Err(String),
+}
+
+/// Removes the payload file when the run ends, however it ends.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn cut(mut line: String) -> String {
+    if line.len() > MAX_LINE {
+        let mut end = MAX_LINE;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.truncate(end);
+    }
+    line
+}
+
+#[async_trait]
+impl Handler for LocalProcess {
+    async fn run(&self, ctx: OperationContext, progress: ProgressSink) -> Result<Value, Failure> {
+        let payload = serde_json::to_vec(&ctx.payload)
+            .map_err(|e| Failure::new(format!("encoding the payload: {e}")))?;
+        let file = TempFile(std::env::temp_dir().join(format!(
+            "pop-payload-{}-{}.json",
+            std::process::id(),
+            PAYLOAD_FILES.fetch_add(1, Ordering::Relaxed)
+        )));
+        std::fs::write(&file.0, &payload)
+            .map_err(|e| Failure::new(format!("writing {}: {e}", file.0.display())))?;
+
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args)
+            .envs(&self.env)
+            .env("POP_PAYLOAD_FILE", &file.0)
+            .env("POP_AGENDA_ID", &ctx.agenda_id)
+            .env("POP_OPERATION_NAME", &ctx.operation_name)
+            .env("POP_OPERATION_TYPE", &ctx.operation_type)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(dir) = &self.working_dir {
+            cmd.current_dir(dir);
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Failure::new(format!("starting {}: {e}", self.program.display())))?;
+        let program = self.program.display().to_string();
+
+        // Lines of both streams arrive on one channel, so the no-output timer sees either.
+        let (tx, mut rx) = mpsc::channel::<Line>(64);
+        if let Some(stdout) = child.stdout.take() {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stdout).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if tx.send(Line::Out(line)).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        if let Some(stderr) = child.stderr.take() {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if tx.send(Line::Err(line)).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        if let Some(mut stdin) = child.stdin.take() {
+            // A process that does not read stdin closes it early: not an error.
+            let _ = stdin.write_all(&payload).await;
+            let _ = stdin.shutdown().await;
+        }
+
+        let mut tail: VecDeque<String> = VecDeque::with_capacity(LOG_TAIL_LINES);
+        let mut keep = |line: String| {
+            if tail.len() == LOG_TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(cut(line));
+        };
+        let mut result = Value::Null;
+        loop {
+            match tokio::time::timeout(self.timeout, rx.recv()).await {
+                Ok(Some(Line::Out(line))) => match serde_json::from_str::<Value>(&line) {
+                    Ok(Value::Object(mut object)) => {
+                        if let Some(r) = object.remove("result") {
+                            result = r;
+                        } else if object.contains_key("percent") || object.contains_key("message") {
+                            progress(Progress {
+                                percent: object.get("percent").and_then(Value::as_f64),
+                                message: object
+                                    .get("message")
+                                    .and_then(Value::as_str)
+                                    .map(str::to_string),
+                            });
+                        } else {
+                            keep(line);
+                        }
+                    }
+                    _ => keep(line),
+                },
+                Ok(Some(Line::Err(line))) => keep(format!("stderr: {line}")),
+                Ok(None) => break,
+                Err(_) => {
+                    let _ = child.kill().await;
+                    let lines: Vec<String> = tail.into_iter().collect();
+                    return Err(Failure::with_payload(
+                        format!("{program} printed nothing for {:?} and was killed", self.timeout),
+                        json!({"log": lines}),
+                    ));
+                }
+            }
+        }
+        // Both streams closed: the process is exiting (or handed them to a child of its own).
+        let status = match tokio::time::timeout(self.timeout, child.wait()).await {
+            Ok(Ok(status)) => status,
+            Ok(Err(e)) => return Err(Failure::new(format!("waiting for {program}: {e}"))),
+            Err(_) => {
+                let _ = child.kill().await;
+                return Err(Failure::new(format!(
+                    "{program} closed its output but did not exit within {:?}",
+                    self.timeout
+                )));
+            }
+        };
+        if status.success() {
+            Ok(result)
+        } else {
+            let lines: Vec<String> = tail.into_iter().collect();
+            Err(Failure::with_payload(
+                format!("{program} failed: {status}"),
+                json!({"log": lines, "exitCode": status.code()}),
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn ctx(payload: Value) -> OperationContext {
+        OperationContext {
+            agenda_id: "ag-1".into(),
+            customer_id: "c".into(),
+            insight_id: "i".into(),
+            resource_pool_id: "p".into(),
+            operation_name: "op-1".into(),
+            operation_type: "sh".into(),
+            payload,
+            params: Default::default(),
+        }
+    }
+
+    fn sh(script: &str, timeout: Duration) -> LocalProcess {
+        LocalProcess {
+            program: "sh".into(),
+            args: vec!["-c".into(), script.into()],
+            env: BTreeMap::new(),
+            working_dir: None,
+            timeout,
+        }
+    }
+
+    fn recorder() -> (ProgressSink, Arc<Mutex<Vec<Progress>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        (Arc::new(move |p| s.lock().unwrap().push(p)), seen)
+    }
+
+    #[tokio::test]
+    async fn payload_in_result_and_progress_out() {
+        let script = r#"
+            read -r payload
+            echo "log line"
+            echo '{"percent": 50, "message": "half"}'
+            echo "{\"result\": {\"got\": $payload, \"file\": $(cat "$POP_PAYLOAD_FILE"), \"name\": \"$POP_OPERATION_NAME\", \"agenda\": \"$POP_AGENDA_ID\"}}"
+        "#;
+        let (sink, seen) = recorder();
+        let out =
+            sh(script, Duration::from_secs(10)).run(ctx(json!({"a": 1})), sink).await.unwrap();
+        assert_eq!(
+            out,
+            json!({"got": {"a": 1}, "file": {"a": 1}, "name": "op-1", "agenda": "ag-1"})
+        );
+        assert_eq!(
+            seen.lock().unwrap().clone(),
+            vec![Progress { percent: Some(50.0), message: Some("half".into()) }]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_last_result_line_wins_and_no_result_is_null() {
+        let (sink, _) = recorder();
+        let out = sh("echo '{\"result\": 1}'; echo '{\"result\": 2}'", Duration::from_secs(10))
+            .run(ctx(json!(null)), sink.clone())
+            .await;
+        assert_eq!(out, Ok(json!(2)));
+        assert_eq!(
+            sh("true", Duration::from_secs(10)).run(ctx(json!(null)), sink).await,
+            Ok(Value::Null)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_non_zero_exit_fails_with_the_log_tail() {
+        let (sink, _) = recorder();
+        let err = sh(
+            "for i in $(seq 1 30); do echo line $i; done; echo oops >&2; exit 4",
+            Duration::from_secs(10),
+        )
+        .run(ctx(json!(null)), sink)
+        .await
+        .unwrap_err();
+        assert!(err.message.contains("exit status: 4"), "{}", err.message);
+        let log = err.payload["log"].as_array().unwrap();
+        assert_eq!(log.len(), LOG_TAIL_LINES);
+        assert_eq!(log.last().unwrap(), "stderr: oops");
+        assert_eq!(err.payload["exitCode"], 4);
+    }
+
+    #[tokio::test]
+    async fn silence_longer_than_the_timeout_kills_the_process() {
+        let (sink, _) = recorder();
+        let started = std::time::Instant::now();
+        let err = sh("echo started; sleep 30", Duration::from_millis(300))
+            .run(ctx(json!(null)), sink)
+            .await
+            .unwrap_err();
+        assert!(err.message.contains("printed nothing"), "{}", err.message);
+        assert_eq!(err.payload["log"], json!(["started"]));
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+}

@@ -1,0 +1,267 @@
+//! The executor and reporter against a fake API and in-process handlers: what reaches the
+//! server, in which order, and what happens on refusals, transient failures and shutdown.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use pop_domain::Params;
+use pop_domain::model::{Agenda, Operation};
+use pop_worker::api::{ApiError, Claimed, WorkApi};
+use pop_worker::execute::{ExecConfig, ExecEnv, Outcome, execute};
+use pop_worker::handler::{Failure, Handler, OperationContext, Progress, ProgressSink, Registry};
+use pop_worker::report::ReportConfig;
+
+#[derive(Debug, Clone, PartialEq)]
+enum Call {
+    Report(Value),
+    Expand(Vec<String>, Value),
+}
+
+#[derive(Default)]
+struct FakeApi {
+    calls: Mutex<Vec<Call>>,
+    /// Errors to answer the next reports with, in order.
+    report_errors: Mutex<Vec<ApiError>>,
+}
+
+impl FakeApi {
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+    fn reports(&self) -> Vec<Value> {
+        self.calls()
+            .into_iter()
+            .filter_map(|c| if let Call::Report(r) = c { Some(r) } else { None })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl WorkApi for FakeApi {
+    async fn get_agenda(&self, _: &str, _: usize) -> Result<Vec<Claimed>, ApiError> {
+        Ok(Vec::new())
+    }
+    async fn update_progress(&self, report: &Value) -> Result<(), ApiError> {
+        let error = {
+            let mut errors = self.report_errors.lock().unwrap();
+            if errors.is_empty() { None } else { Some(errors.remove(0)) }
+        };
+        self.calls.lock().unwrap().push(Call::Report(report.clone()));
+        error.map_or(Ok(()), Err)
+    }
+    async fn expand(&self, _: &str, ops: &[Operation], params: &Params) -> Result<(), ApiError> {
+        let names = ops.iter().map(|o| o.name.clone()).collect();
+        self.calls.lock().unwrap().push(Call::Expand(names, json!(params)));
+        Ok(())
+    }
+}
+
+/// Echoes its payload; `{"fail": true}` fails; `{"sleep_ms": n}` sleeps; `{"chatty": n}` sends
+/// n progress updates first.
+struct Echo;
+
+#[async_trait]
+impl Handler for Echo {
+    async fn run(&self, ctx: OperationContext, progress: ProgressSink) -> Result<Value, Failure> {
+        for i in 0..ctx.payload["chatty"].as_u64().unwrap_or(0) {
+            progress(Progress { percent: Some(i as f64), message: None });
+        }
+        if let Some(ms) = ctx.payload["sleep_ms"].as_u64() {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        if ctx.payload["fail"] == json!(true) {
+            return Err(Failure::with_payload("told to fail", json!({"log": ["x"]})));
+        }
+        Ok(ctx.payload)
+    }
+}
+
+/// A generator: its output lists one operation that refers to the generator's own output.
+struct Gen;
+
+#[async_trait]
+impl Handler for Gen {
+    async fn run(&self, _: OperationContext, _: ProgressSink) -> Result<Value, Failure> {
+        Ok(
+            json!({"ops": [{"name": "g1", "type": "echo", "payload": {"seed": "@<gen.out::/seed>"}}],
+                  "seed": 7, "p": {"k": "v"}}),
+        )
+    }
+}
+
+fn op(name: &str, payload: Value, params: Value) -> Operation {
+    Operation {
+        name: name.into(),
+        op_type: "echo".into(),
+        id: None,
+        payload,
+        params: serde_json::from_value(params).unwrap(),
+    }
+}
+
+fn env(api: Arc<FakeApi>, grace: Duration) -> ExecEnv {
+    let mut registry = Registry::with_builtins();
+    registry.insert("echo", Arc::new(Echo));
+    registry.insert("gen", Arc::new(Gen));
+    ExecEnv {
+        api,
+        registry: Arc::new(registry),
+        config: ExecConfig {
+            max_parallel: 4,
+            report: ReportConfig {
+                interval: Duration::from_millis(20),
+                heartbeat: Duration::from_secs(60),
+                final_deadline: Duration::from_secs(10),
+            },
+            shutdown_grace: grace,
+        },
+    }
+}
+
+fn claimed(ops: Vec<Operation>) -> Claimed {
+    Claimed {
+        agenda: Agenda {
+            id: "ag".into(),
+            customer_id: "c".into(),
+            operations: ops,
+            ..Agenda::default()
+        },
+        progress: None,
+    }
+}
+
+fn no_shutdown() -> (watch::Sender<bool>, watch::Receiver<bool>) {
+    watch::channel(false)
+}
+
+/// The last reported state of each operation, merged over all reports.
+fn final_states(reports: &[Value]) -> BTreeMap<String, String> {
+    let mut states = BTreeMap::new();
+    for r in reports {
+        for o in r["operationProgress"].as_array().unwrap() {
+            let m = o["processingStateMessage"].as_str().unwrap_or("");
+            let state = format!("{}/{m}", o["processingState"].as_str().unwrap());
+            states.insert(o["operation"].as_str().unwrap().to_string(), state);
+        }
+    }
+    states
+}
+
+/// Every reported entry of one operation, in order.
+fn entries(reports: &[Value], name: &str) -> Vec<Value> {
+    reports
+        .iter()
+        .flat_map(|r| r["operationProgress"].as_array().unwrap().clone())
+        .filter(|o| o["operation"] == name)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_generator_expands_before_it_is_reported_succeeded_and_its_operations_run() {
+    let api = Arc::new(FakeApi::default());
+    let generator = json!({"agenda.operation.generator":
+        {"operationsJsonPointer": "/ops", "paramsJsonPointer": "/p"}});
+    let mut generator = op("gen", json!({}), generator);
+    generator.op_type = "gen".into();
+    let ops = vec![generator];
+    let (_stop, shutdown) = no_shutdown();
+    let outcome = execute(&env(api.clone(), Duration::ZERO), claimed(ops), None, shutdown).await;
+    assert_eq!(outcome, Outcome::Succeeded);
+    let calls = api.calls();
+    let expand_at = calls.iter().position(|c| matches!(c, Call::Expand(..))).unwrap();
+    assert_eq!(calls[expand_at], Call::Expand(vec!["g1".into()], json!({"k": "v"})));
+    let gen_succeeded_at = calls
+        .iter()
+        .position(|c| match c {
+            Call::Report(r) => final_states(std::slice::from_ref(r))
+                .get("gen")
+                .is_some_and(|s| s == "COMPLETE/succeeded"),
+            Call::Expand(..) => false,
+        })
+        .unwrap();
+    assert!(expand_at < gen_succeeded_at, "{calls:#?}");
+    let reports = api.reports();
+    let last = reports.last().unwrap();
+    assert_eq!(last["processingState"], "COMPLETE");
+    assert_eq!(last["processingStateMessage"], "succeeded");
+    assert_eq!(final_states(&reports).get("g1").unwrap(), "COMPLETE/succeeded");
+    let g1 = entries(&reports, "g1");
+    assert_eq!(g1.last().unwrap()["resultPayload"], json!({"seed": 7}));
+}
+
+#[tokio::test]
+async fn a_failure_stops_unstarted_operations_and_fails_with_diagnostics() {
+    let api = Arc::new(FakeApi::default());
+    let ops = vec![
+        op("a", json!({"fail": true}), json!({})),
+        op("b", json!({"x": "@<a.out>"}), json!({})),
+    ];
+    let (_stop, shutdown) = no_shutdown();
+    let outcome = execute(&env(api.clone(), Duration::ZERO), claimed(ops), None, shutdown).await;
+    assert!(matches!(outcome, Outcome::Failed(ref m) if m.contains('a')), "{outcome:?}");
+    let reports = api.reports();
+    let states = final_states(&reports);
+    assert_eq!(states.get("a").unwrap(), "COMPLETE/failed");
+    assert!(!states.contains_key("b"), "b never started: {states:?}");
+    let last = reports.last().unwrap();
+    assert_eq!(last["processingState"], "COMPLETE");
+    assert_eq!(last["processingStateMessage"], "failed");
+    let a = entries(&reports, "a");
+    let failed = a.last().unwrap();
+    assert_eq!(failed["diagnosticEvents"][0]["message"], "told to fail");
+    assert_eq!(failed["diagnosticEvents"][0]["payload"], json!({"log": ["x"]}));
+}
+
+#[tokio::test]
+async fn progress_is_coalesced_and_transient_failures_are_retried() {
+    let api = Arc::new(FakeApi::default());
+    *api.report_errors.lock().unwrap() =
+        vec![ApiError::Transient("down".into()), ApiError::Transient("still down".into())];
+    let ops = vec![op("a", json!({"chatty": 500, "sleep_ms": 100}), json!({}))];
+    let (_stop, shutdown) = no_shutdown();
+    let outcome = execute(&env(api.clone(), Duration::ZERO), claimed(ops), None, shutdown).await;
+    assert_eq!(outcome, Outcome::Succeeded);
+    let reports = api.reports();
+    assert!(reports.len() < 20, "500 progress updates went out as {} reports", reports.len());
+    assert_eq!(reports.last().unwrap()["processingStateMessage"], "succeeded");
+    assert_eq!(final_states(&reports).get("a").unwrap(), "COMPLETE/succeeded");
+}
+
+#[tokio::test]
+async fn a_refused_report_stops_the_execution() {
+    let api = Arc::new(FakeApi::default());
+    *api.report_errors.lock().unwrap() =
+        vec![ApiError::Refused { code: "CONFLICT".into(), message: "lease lost".into() }];
+    let ops = vec![op("a", json!({"sleep_ms": 5000}), json!({}))];
+    let started = std::time::Instant::now();
+    let (_stop, shutdown) = no_shutdown();
+    let outcome = execute(&env(api.clone(), Duration::ZERO), claimed(ops), None, shutdown).await;
+    assert!(matches!(outcome, Outcome::Refused(ref m) if m.contains("lease lost")), "{outcome:?}");
+    assert!(started.elapsed() < Duration::from_secs(4), "the running handler was stopped");
+}
+
+#[tokio::test]
+async fn shutdown_hands_the_agenda_back_with_a_final_report() {
+    let api = Arc::new(FakeApi::default());
+    let ops =
+        vec![op("quick", json!({}), json!({})), op("long", json!({"sleep_ms": 10_000}), json!({}))];
+    let (stop, shutdown) = watch::channel(false);
+    let env = env(api.clone(), Duration::from_millis(200));
+    let run = tokio::spawn(async move { execute(&env, claimed(ops), None, shutdown).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.send(true).unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(5), run).await.unwrap().unwrap();
+    assert_eq!(outcome, Outcome::HandedBack);
+    let reports = api.reports();
+    let last = reports.last().unwrap();
+    assert_eq!(last["processingState"], "EXECUTING");
+    assert_eq!(last["processingStateMessage"], "worker stopping; agenda handed back");
+    assert_eq!(final_states(&reports).get("quick").unwrap(), "COMPLETE/succeeded");
+}
