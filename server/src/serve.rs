@@ -1,5 +1,6 @@
-//! `pop serve`: the embedded default in one process — the store, the projections runner, the
-//! scheduler, the AgendaReclaimer and the HTTP/GraphQL API. On SIGINT/SIGTERM it stops accepting requests, lets in-flight ones
+//! `pop serve`: the store (embedded SQLite by default, or shared PostgreSQL), the projections
+//! runner, the scheduler and the AgendaReclaimer (each on the replica holding its leader
+//! lock), and the HTTP/GraphQL API. On SIGINT/SIGTERM it stops accepting requests, lets in-flight ones
 //! finish (bounded), stops the projections after a last snapshot, and closes the store after
 //! the appends already queued, so nothing acknowledged is lost on a graceful stop.
 
@@ -11,10 +12,12 @@ use anyhow::{Context, Result};
 use pop_api::{ApiConfig, AppState};
 use pop_projections::{Runner, RunnerConfig};
 use pop_reapers::ReclaimerConfig;
-use pop_store::{Durability, EventStore, Executor, SqliteOptions, SqliteStore};
+use pop_store::Executor;
 use tokio::sync::watch;
 
-use crate::cli::{DurabilityArg, ServeArgs};
+use crate::backend::Backend;
+use crate::cli::ServeArgs;
+use crate::leader::led;
 
 /// How long in-flight requests get to finish after a shutdown signal before the process
 /// stops waiting for them (Kubernetes' default grace period is 30 s; stay well inside it).
@@ -24,17 +27,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let data_dir = args.store.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
-    let path = args.store.db_path();
-    let durability = match args.durability {
-        DurabilityArg::Full => Durability::Full,
-        DurabilityArg::Normal => Durability::Normal,
-    };
-    let store = Arc::new(
-        SqliteStore::open(&path, SqliteOptions { durability, ..SqliteOptions::default() })
-            .await
-            .with_context(|| format!("opening the embedded store at {}", path.display()))?,
-    );
-    let log: Arc<dyn EventStore> = store.clone();
+    let backend = Backend::open(&args).await?;
+    let log = Arc::clone(&backend.log);
 
     let (tokens, fresh_admin) = pop_api::load_tokens(args.token_file.as_deref(), Some(&data_dir))
         .context("loading tokens")?;
@@ -56,14 +50,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let runner_task = tokio::spawn(runner.run(stopped(stop_rx.clone())));
 
     let executor = Arc::new(Executor::new(Arc::clone(&log)));
+    // With several replicas on one store, one of them runs each of these (leader locks).
     let scheduler_task = args.scheduler.then(|| {
-        pop_api::scheduler::spawn(
-            Arc::clone(&executor),
-            projections.clone(),
-            stopped(stop_rx.clone()),
-        )
+        let (executor, projections) = (Arc::clone(&executor), projections.clone());
+        led(Arc::clone(&backend.leadership), "scheduler", stop_rx.clone(), move |stop| {
+            pop_api::scheduler::spawn(Arc::clone(&executor), projections.clone(), stop)
+        })
     });
-    // One process is the only replica of the embedded store, so it is the reclaimer's leader.
     let reclaimer_task = (args.reclaim_interval > 0).then(|| {
         let interval = Duration::from_secs(args.reclaim_interval);
         let config = ReclaimerConfig {
@@ -71,13 +64,16 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             max_run_time: pop_reapers::DEFAULT_MAX_RUN_TIME.min(interval),
             ..ReclaimerConfig::default()
         };
-        pop_reapers::reclaimer::spawn(
-            Arc::clone(&executor),
-            projections.clone(),
-            config,
-            chrono::Utc::now,
-            stopped(stop_rx.clone()),
-        )
+        let (executor, projections) = (Arc::clone(&executor), projections.clone());
+        led(Arc::clone(&backend.leadership), "reclaimer", stop_rx.clone(), move |stop| {
+            pop_reapers::reclaimer::spawn(
+                Arc::clone(&executor),
+                projections.clone(),
+                config.clone(),
+                chrono::Utc::now,
+                stop,
+            )
+        })
     });
     let state = AppState::new(log, executor, projections, tokens, ApiConfig::default());
     let listener = tokio::net::TcpListener::bind(&args.bind)
@@ -86,7 +82,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let addr = listener.local_addr().context("reading the bound address")?;
     // One stable line on stdout that scripts and tests read to find the port.
     println!("pop: listening on http://{addr}/graphql");
-    tracing::info!(%addr, store = %path.display(), ?durability, "pop is serving");
+    tracing::info!(%addr, store = %backend.describe, "pop is serving");
 
     let server = axum::serve(listener, pop_api::router(state.clone()))
         .with_graceful_shutdown(shutdown_signal(stop_tx.clone()))
@@ -124,7 +120,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         Ok(Err(e)) => tracing::error!(error = %e, "projections stopped with an error"),
         Err(e) => tracing::error!(error = %e, "projections task failed"),
     }
-    store.close().await.context("closing the store")?;
+    backend.close().await?;
     tracing::info!("store closed; bye");
     Ok(())
 }

@@ -45,12 +45,12 @@ pub fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
-/// A `pop` command with none of the `POP_*` variables of the environment, so the tests are
+/// A `pop` command with none of the `POP_*` variables (nor `DATABASE_URL`) of the environment, so the tests are
 /// hermetic.
 pub fn pop_command() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pop"));
     for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("POP_") {
+        if key.to_string_lossy().starts_with("POP_") || key == "DATABASE_URL" {
             cmd.env_remove(key);
         }
     }
@@ -62,6 +62,17 @@ impl Pop {
     /// Starts `pop serve` on `data_dir` (appending its log to `log`) and waits (bounded) for
     /// its address; `scheduler` turns the scheduler on or off.
     pub fn start(data_dir: &Path, token_file: Option<&Path>, log: &Path, scheduler: bool) -> Pop {
+        Pop::start_on(data_dir, token_file, log, scheduler, None)
+    }
+
+    /// As [`Pop::start`], on the shared PostgreSQL store at `store` when given (`--store`).
+    pub fn start_on(
+        data_dir: &Path,
+        token_file: Option<&Path>,
+        log: &Path,
+        scheduler: bool,
+        store: Option<&str>,
+    ) -> Pop {
         let log_file =
             std::fs::OpenOptions::new().create(true).append(true).open(log).expect("the log file");
         let mut cmd = pop_command();
@@ -69,6 +80,9 @@ impl Pop {
         cmd.args(["--scheduler", if scheduler { "true" } else { "false" }]);
         if let Some(path) = token_file {
             cmd.arg("--token-file").arg(path);
+        }
+        if let Some(url) = store {
+            cmd.args(["--store", url]);
         }
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log_file));
         let mut child = cmd.spawn().expect("spawning pop serve");

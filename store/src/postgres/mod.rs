@@ -135,7 +135,8 @@ pub struct PgStore {
     requests: mpsc::Sender<writer::Request>,
     head: watch::Receiver<Position>,
     tail: tokio::task::JoinHandle<()>,
-    writers: Vec<tokio::task::JoinHandle<()>>,
+    closing: watch::Sender<bool>,
+    writers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -177,19 +178,33 @@ impl PgStore {
         let (head_tx, head_rx) = watch::channel(head);
         let tail = tokio::spawn(tail::run(config, Arc::clone(&shared), head_tx));
         let (requests, rx) = mpsc::channel(PG_WRITER_QUEUE_CAPACITY);
-        let queue = Arc::new(Mutex::new(writer::Queue::new(rx)));
+        let (closing, closing_rx) = watch::channel(false);
+        let queue = Arc::new(Mutex::new(writer::Queue::new(rx, closing_rx)));
         let writers = (0..options.writers.max(1))
             .map(|_| tokio::spawn(writer::run(Arc::clone(&shared), Arc::clone(&queue))))
             .collect();
         tracing::info!(%head, "PostgreSQL event store opened");
-        Ok(PgStore { shared, requests, head: head_rx, tail, writers })
+        Ok(PgStore {
+            shared,
+            requests,
+            head: head_rx,
+            tail,
+            closing,
+            writers: std::sync::Mutex::new(writers),
+        })
     }
 
-    /// Stops the writers (after the groups in flight) and the tailing task, and closes the
-    /// pool. Later calls fail with [`StoreError::Closed`].
+    /// Commits the appends already queued, stops the writers and the tailing task, and
+    /// closes the pool. Later calls fail with [`StoreError::Closed`].
     pub async fn close(&self) {
-        for writer in &self.writers {
-            writer.abort();
+        self.closing.send_replace(true);
+        let writers = match self.writers.lock() {
+            Ok(mut writers) => std::mem::take(&mut *writers),
+            Err(_) => Vec::new(),
+        };
+        for writer in writers {
+            // A writer that panicked has nothing left to commit.
+            let _ = writer.await;
         }
         self.tail.abort();
         self.shared.pool.close();
@@ -207,9 +222,8 @@ impl PgStore {
 impl Drop for PgStore {
     fn drop(&mut self) {
         self.tail.abort();
-        for writer in &self.writers {
-            writer.abort();
-        }
+        // Writers stop by themselves once the request sender (this handle's) is gone and the
+        // queue is drained.
     }
 }
 

@@ -14,7 +14,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::sync::{Mutex, mpsc, oneshot};
+use futures::FutureExt;
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
@@ -54,18 +55,27 @@ pub(crate) struct Queue {
     rx: mpsc::Receiver<Request>,
     /// A request that did not fit the previous group.
     carry: Option<Request>,
+    /// Turns true when the store closes: take what is queued, then stop.
+    closing: watch::Receiver<bool>,
 }
 
 impl Queue {
-    pub(crate) fn new(rx: mpsc::Receiver<Request>) -> Queue {
-        Queue { rx, carry: None }
+    pub(crate) fn new(rx: mpsc::Receiver<Request>, closing: watch::Receiver<bool>) -> Queue {
+        Queue { rx, carry: None, closing }
     }
 
-    /// The next group; `None` once the store is gone.
+    /// The next group; `None` once the store is gone or closed and the queue is drained.
     async fn next_group(&mut self) -> Option<Vec<Request>> {
         let first = match self.carry.take() {
             Some(r) => r,
-            None => self.rx.recv().await?,
+            None => tokio::select! {
+                r = self.rx.recv() => r?,
+                () = self.closing.wait_for(|c| *c).map(|_| ()) => {
+                    // Refuse new appends; what is already queued still commits.
+                    self.rx.close();
+                    self.rx.recv().await?
+                }
+            },
         };
         let mut bytes = first.bytes;
         let mut group = vec![first];
