@@ -212,14 +212,32 @@ const UPSERT_STREAMS: &str = "
     ON CONFLICT (name) DO UPDATE
     SET version = EXCLUDED.version, last_tx = EXCLUDED.last_tx, last_seq = EXCLUDED.last_seq";
 
-async fn try_group(
+/// Answers of a group, one per request.
+type Answers = Vec<Result<AppendResult, StoreError>>;
+
+async fn try_group(shared: &Shared, group: &[Request], now: i64) -> Result<Answers, GroupError> {
+    let client = shared.pool.get().await.map_err(pool_error)?;
+    let result = group_on(shared, &client, group, now).await;
+    if result.is_err() {
+        // The transaction may still be open (a refused statement, a dropped pipeline); never
+        // hand a connection in a transaction back to the pool. A connection that cannot even
+        // roll back is broken: detach it so the pool makes a new one.
+        if client.batch_execute("ROLLBACK").await.is_err() {
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
+    result
+}
+
+/// One group on one connection, in two round trips: BEGIN, the locks, the transaction id and
+/// the reads go out pipelined; then the writes, NOTIFY and COMMIT (a COMMIT after a failed
+/// statement only rolls back, so pipelining it is safe).
+async fn group_on(
     shared: &Shared,
+    tx: &deadpool_postgres::Client,
     group: &[Request],
     now: i64,
-) -> Result<Vec<Result<AppendResult, StoreError>>, GroupError> {
-    let mut client = shared.pool.get().await.map_err(pool_error)?;
-    let tx = client.transaction().await.map_err(classify("starting a group commit"))?;
-
+) -> Result<Answers, GroupError> {
     let mut keys: Vec<i64> = group.iter().map(|r| stream_key(&r.stream)).collect();
     keys.sort_unstable();
     keys.dedup();
@@ -247,11 +265,12 @@ async fn try_group(
     // Pipelined, executed in order: the locks, then (holding them) the transaction id.
     let (p_keys, p_names, p_ids): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1], _) =
         ([&keys], [&names], [&ids as &(dyn ToSql + Sync)]);
+    let begin = tx.batch_execute("BEGIN");
     let locked = tx.query(&lock, &p_keys);
     let xid = tx.query_one(&xid, &[]);
     let streams = tx.query(&streams, &p_names);
     let found = tx.query(&found, &p_ids);
-    let (_, xid, streams, found) = futures::try_join!(locked, xid, streams, found)
+    let (_, _, xid, streams, found) = futures::try_join!(begin, locked, xid, streams, found)
         .map_err(classify("reading the group's streams"))?;
     let read = |e| StoreError::backend("reading the group's streams", e);
     let tx_id: i64 = xid.try_get(0).map_err(read)?;
@@ -326,12 +345,17 @@ async fn try_group(
         let insert = tx.execute(&insert, &insert_params);
         let upsert = tx.execute(&upsert, &upsert_params);
         let notify = tx.execute(&notify, &notify_params);
-        futures::try_join!(insert, upsert, notify).map_err(classify("writing a group"))?;
         if let Some(hook) = &shared.before_commit {
+            futures::try_join!(insert, upsert, notify).map_err(classify("writing a group"))?;
             hook().await;
+        } else {
+            let commit = tx.batch_execute("COMMIT");
+            futures::try_join!(insert, upsert, notify, commit)
+                .map_err(classify("writing a group"))?;
+            return Ok(answers);
         }
     }
-    tx.commit().await.map_err(classify("committing a group"))?;
+    tx.batch_execute("COMMIT").await.map_err(classify("committing a group"))?;
     Ok(answers)
 }
 
