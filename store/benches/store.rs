@@ -12,6 +12,7 @@
 //!
 //! `cargo bench -p pop-store --bench store -- [--append-events N] [--read-events N]
 //! [--latency-appends N] [--appenders 1,16,256] [--runs 3] [--scale 10] [--normal] [--postgres]
+//! [--pg-writers 4]
 //! [--only append,latency,subscribe,read]`
 //!
 //! Every figure is measured `--runs` times on a fresh store and the median printed. With
@@ -55,6 +56,8 @@ struct Args {
     durability: Durability,
     /// Measure PostgreSQL instead of SQLite.
     postgres: bool,
+    /// PostgreSQL writer tasks (`PgOptions::writers`).
+    pg_writers: usize,
     /// Run only these parts: `append`, `latency`, `read` (all when empty).
     only: Vec<String>,
 }
@@ -75,6 +78,7 @@ fn parse_args() -> Result<Args, String> {
         scale: 1,
         durability: Durability::Full,
         postgres: false,
+        pg_writers: PgOptions::default().writers,
         only: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -89,6 +93,7 @@ fn parse_args() -> Result<Args, String> {
             "--scale" => args.scale = number(value()?)?.max(1),
             "--normal" => args.durability = Durability::Normal,
             "--postgres" => args.postgres = true,
+            "--pg-writers" => args.pg_writers = number(value()?)?.max(1) as usize,
             "--only" => args.only = value()?.split(',').map(str::to_owned).collect(),
             "--appenders" => {
                 args.appenders = value()?
@@ -244,7 +249,12 @@ async fn open(args: &Args) -> Result<Bench, StoreError> {
     if args.postgres {
         let cluster = CLUSTER.get().ok_or(StoreError::Closed)?;
         let url = cluster.create_database().await?;
-        let store = Arc::new(PgStore::connect(&url, PgOptions::default()).await?);
+        let options = PgOptions {
+            writers: args.pg_writers,
+            pool_size: args.pg_writers + 12,
+            ..PgOptions::default()
+        };
+        let store = Arc::new(PgStore::connect(&url, options).await?);
         return Ok(Bench { store: store.clone(), kind: Kind::Postgres { store, url }, _dir: None });
     }
     let dir = tempdir()?;

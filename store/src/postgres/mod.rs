@@ -276,7 +276,10 @@ impl EventStore for PgStore {
         &self,
         after: Position,
     ) -> BoxStream<'static, Result<RecordedEvent, StoreError>> {
-        subscribe_by_polling(self.read_after(), self.head.clone(), after)
+        let subscription = subscribe_by_polling(self.read_after(), self.head.clone(), after);
+        // The tailing task idles while nobody subscribes: have it read the head now.
+        self.shared.committed.notify_one();
+        subscription
     }
 
     async fn delete_stream(

@@ -167,7 +167,10 @@ pub(crate) async fn read_stream(
 }
 
 /// The highest position below the horizon, counting the last events of deleted streams (a
-/// delete never moves the head back), and whether committed events wait above the horizon.
+/// delete never moves the head back), and whether committed events wait above the horizon
+/// (the newest visible event is at or above it). Every part is a short walk of an index from
+/// its end, written as `ORDER BY … LIMIT 1` so the planner takes the index even before the
+/// table has statistics (an `EXISTS` was planned as a sequential scan of the whole log).
 const HEAD_SQL: &str = "
     WITH h AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS x),
     top AS (
@@ -180,7 +183,8 @@ const HEAD_SQL: &str = "
     ),
     best AS (SELECT tx_id, seq FROM top ORDER BY tx_id DESC, seq DESC LIMIT 1)
     SELECT (SELECT tx_id FROM best), (SELECT seq FROM best),
-           EXISTS (SELECT 1 FROM pop_events WHERE tx_id >= (SELECT x FROM h))";
+           COALESCE((SELECT tx_id FROM pop_events ORDER BY tx_id DESC, seq DESC LIMIT 1)
+                    >= (SELECT x FROM h), false)";
 
 /// The safe head and whether committed events wait above the horizon.
 pub(crate) async fn head_once(pool: &Pool) -> Result<(Position, bool), StoreError> {
@@ -232,7 +236,10 @@ pub(crate) async fn head(pool: &Pool) -> Result<Position, StoreError> {
 /// database on the same server, is still open below them).
 async fn pending(pool: &Pool) -> Result<bool, StoreError> {
     let client = pool.get().await.map_err(pool_error)?;
-    let sql = format!("SELECT EXISTS (SELECT 1 FROM pop_events WHERE tx_id >= {HORIZON})");
+    let sql = format!(
+        "SELECT COALESCE((SELECT tx_id FROM pop_events ORDER BY tx_id DESC, seq DESC LIMIT 1) \
+         >= {HORIZON}, false)"
+    );
     let fail = read_error("reading the horizon");
     let statement = client.prepare_cached(&sql).await.map_err(&fail)?;
     let row = client.query_one(&statement, &[]).await.map_err(&fail)?;

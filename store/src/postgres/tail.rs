@@ -77,6 +77,14 @@ async fn listen(
     let statement = prepare_head(&client).await?;
     let mut pause = PENDING_FIRST;
     loop {
+        if head.receiver_count() <= 1 {
+            // Only the store's own handle listens: nobody to publish to. `subscribe_all`
+            // wakes us when a subscriber arrives.
+            tokio::select! {
+                _ = wake.notified() => continue,
+                _ = head.closed() => return Ok(()),
+            }
+        }
         let (safe, pending) = head_on(&client, &statement).await?;
         head.send_if_modified(|current| {
             if safe > *current {
