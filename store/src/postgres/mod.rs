@@ -8,8 +8,8 @@
 //!   the event's number within it. Readers return only events of transactions below the
 //!   oldest running one (`pg_snapshot_xmin`), so an event can never commit below a position a
 //!   reader already passed (the sequence/commit-order trap).
-//! - Live tailing: the append transaction NOTIFYs; one task per store LISTENs, re-reads the
-//!   safe head and publishes it to subscribers (polling every second for missed
+//! - Live tailing: each group commit is followed by a NOTIFY; one task per store LISTENs,
+//!   re-reads the safe head and publishes it to subscribers (polling every second for missed
 //!   notifications); each subscriber re-reads from its checkpoint.
 
 mod leader;

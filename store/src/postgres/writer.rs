@@ -6,7 +6,7 @@
 //! id (its events' log position), read the streams' versions and look up the event ids, decide
 //! each append in arrival order against the database plus the appends before it in the group
 //! (so a refused append never fails its batch-mates), write the accepted events and streams,
-//! NOTIFY, commit. Taking the id after the locks keeps a stream's events in log order: whoever
+//! commit, NOTIFY (after the commit: see `announce`). Taking the id after the locks keeps a stream's events in log order: whoever
 //! wrote the stream before us committed before we got its lock, hence before our id existed.
 //! A unique-index violation (a concurrent writer elsewhere used the same event id, or a
 //! version raced despite the locks) rolls the group back and redoes it, bounded.
@@ -212,6 +212,17 @@ const UPSERT_STREAMS: &str = "
     ON CONFLICT (name) DO UPDATE
     SET version = EXCLUDED.version, last_tx = EXCLUDED.last_tx, last_seq = EXCLUDED.last_seq";
 
+/// Logs a failed NOTIFY. The NOTIFY goes out after the COMMIT, as its own transaction: a
+/// NOTIFY inside the append transaction takes PostgreSQL's global notification-queue lock at
+/// commit and holds it across the WAL flush, which serialises every commit of every replica
+/// (one fsync per group, measured). Outside, it needs no WAL flush. A lost notification (the
+/// process dies between the two) costs other replicas at most the tailing task's 1 s poll.
+fn announce(result: Result<u64, tokio_postgres::Error>) {
+    if let Err(error) = result {
+        tracing::warn!(%error, "notifying subscribers of a commit failed; they poll");
+    }
+}
+
 /// Answers of a group, one per request.
 type Answers = Vec<Result<AppendResult, StoreError>>;
 
@@ -344,16 +355,20 @@ async fn group_on(
         let notify_params: [&(dyn ToSql + Sync); 1] = [&CHANNEL];
         let insert = tx.execute(&insert, &insert_params);
         let upsert = tx.execute(&upsert, &upsert_params);
-        let notify = tx.execute(&notify, &notify_params);
         if let Some(hook) = &shared.before_commit {
-            futures::try_join!(insert, upsert, notify).map_err(classify("writing a group"))?;
+            futures::try_join!(insert, upsert).map_err(classify("writing a group"))?;
             hook().await;
+            tx.batch_execute("COMMIT").await.map_err(classify("committing a group"))?;
+            announce(tx.execute(&notify, &notify_params).await);
         } else {
             let commit = tx.batch_execute("COMMIT");
-            futures::try_join!(insert, upsert, notify, commit)
-                .map_err(classify("writing a group"))?;
-            return Ok(answers);
+            let written = futures::future::try_join3(insert, upsert, commit);
+            // Sent right behind the COMMIT, as a transaction of its own (see `announce`).
+            let (written, notified) = futures::join!(written, tx.execute(&notify, &notify_params));
+            written.map_err(classify("writing a group"))?;
+            announce(notified);
         }
+        return Ok(answers);
     }
     tx.batch_execute("COMMIT").await.map_err(classify("committing a group"))?;
     Ok(answers)
