@@ -51,8 +51,9 @@ async fn read_everything(store: &dyn EventStore) -> Vec<RecordedEvent> {
     }
 }
 
-/// 16 writers whose transactions stay open for random times (so they commit out of log
-/// order) while a subscriber on another store instance (another replica) tails the log: the
+/// 16 writers (each a store of its own, as replicas would be) whose transactions stay open for
+/// random times (so they commit out of log order) while a subscriber on another store
+/// instance tails the log: the
 /// subscriber's sequence is exactly the final log, nothing skipped, nothing repeated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tailing_never_skips_late_commits() {
@@ -66,13 +67,14 @@ async fn tailing_never_skips_late_commits() {
             tokio::time::sleep(random_pause(n.wrapping_mul(0x9e37_79b9_7f4a_7c15))).boxed()
         })
     };
-    let writer_options = PgOptions {
-        writers: WRITERS,
-        pool_size: WRITERS + 4,
-        before_commit: Some(hook),
-        ..PgOptions::default()
-    };
-    let writer = Arc::new(PgStore::connect(&url, writer_options).await.expect("writer store"));
+    // Each writer is a store of its own (a replica), so 16 transactions are open at once.
+    let writer_options =
+        PgOptions { writers: 1, pool_size: 2, before_commit: Some(hook), ..PgOptions::default() };
+    let mut writers = Vec::new();
+    for _ in 0..WRITERS {
+        let store = PgStore::connect(&url, writer_options.clone()).await.expect("writer store");
+        writers.push(Arc::new(store));
+    }
     let reader = PgStore::connect(&url, PgOptions::default()).await.expect("reader store");
 
     let total = WRITERS as u64 * APPENDS_PER_WRITER;
@@ -98,7 +100,7 @@ async fn tailing_never_skips_late_commits() {
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
         let (writer, highest, inversions) =
-            (Arc::clone(&writer), Arc::clone(&highest_acked), Arc::clone(&inversions));
+            (Arc::clone(&writers[w]), Arc::clone(&highest_acked), Arc::clone(&inversions));
         tasks.push(tokio::spawn(async move {
             let stream = format!("tail-{w}-{}", Uuid::new_v4().simple());
             for i in 0..APPENDS_PER_WRITER {

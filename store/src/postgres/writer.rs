@@ -13,9 +13,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use futures::FutureExt;
-use tokio::sync::{Mutex, mpsc, oneshot, watch};
+use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
@@ -50,6 +52,17 @@ pub(crate) struct Request {
     pub(crate) reply: oneshot::Sender<Result<AppendResult, StoreError>>,
 }
 
+/// The longest a writer holds a group back waiting for a commit in flight to land (see
+/// [`Queue::next_group`]). A commit is about one WAL fsync; past this, send anyway.
+const MAX_GATHER: Duration = Duration::from_millis(20);
+
+/// Groups between "taken from the queue" and "committed", and a wake-up when one lands.
+#[derive(Default)]
+pub(crate) struct Flight {
+    count: AtomicUsize,
+    landed: Notify,
+}
+
 /// The queue the writers share; whoever holds the lock is gathering the next group.
 pub(crate) struct Queue {
     rx: mpsc::Receiver<Request>,
@@ -57,11 +70,30 @@ pub(crate) struct Queue {
     carry: Option<Request>,
     /// Turns true when the store closes: take what is queued, then stop.
     closing: watch::Receiver<bool>,
+    flight: Arc<Flight>,
 }
 
 impl Queue {
     pub(crate) fn new(rx: mpsc::Receiver<Request>, closing: watch::Receiver<bool>) -> Queue {
-        Queue { rx, carry: None, closing }
+        Queue { rx, carry: None, closing, flight: Arc::default() }
+    }
+
+    /// Takes every queued request that fits; `false` once the group is full.
+    fn drain(&mut self, group: &mut Vec<Request>, bytes: &mut usize) -> bool {
+        while group.len() < PG_MAX_GROUP_REQUESTS && self.carry.is_none() {
+            let Ok(request) = self.rx.try_recv() else { return true };
+            self.add(group, bytes, request);
+        }
+        false
+    }
+
+    fn add(&mut self, group: &mut Vec<Request>, bytes: &mut usize, request: Request) {
+        if bytes.saturating_add(request.bytes) > MAX_GROUP_BYTES {
+            self.carry = Some(request);
+        } else {
+            *bytes += request.bytes;
+            group.push(request);
+        }
     }
 
     /// The next group; `None` once the store is gone or closed and the queue is drained.
@@ -79,15 +111,38 @@ impl Queue {
         };
         let mut bytes = first.bytes;
         let mut group = vec![first];
-        while group.len() < PG_MAX_GROUP_REQUESTS {
-            let Ok(request) = self.rx.try_recv() else { break };
-            if bytes.saturating_add(request.bytes) > MAX_GROUP_BYTES {
-                self.carry = Some(request);
+        // While another group is committing (about one fsync), the appenders it answers come
+        // straight back: gather until it lands (bounded) instead of sending a group of one
+        // and leaving everyone else for the next flush. With nothing in flight, go at once.
+        let deadline = tokio::time::Instant::now() + MAX_GATHER;
+        let flight = Arc::clone(&self.flight);
+        loop {
+            if !self.drain(&mut group, &mut bytes) || *self.closing.borrow() {
                 break;
             }
-            bytes += request.bytes;
-            group.push(request);
+            let landed = flight.landed.notified();
+            tokio::pin!(landed);
+            landed.as_mut().enable();
+            if flight.count.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            tokio::select! {
+                request = self.rx.recv() => match request {
+                    Some(request) => self.add(&mut group, &mut bytes, request),
+                    None => break,
+                },
+                () = &mut landed => {
+                    // Let the answered appenders send their next appends, take them, go.
+                    for _ in 0..4 {
+                        tokio::task::yield_now().await;
+                    }
+                    self.drain(&mut group, &mut bytes);
+                    break;
+                }
+                () = tokio::time::sleep_until(deadline) => break,
+            }
         }
+        self.flight.count.fetch_add(1, Ordering::AcqRel);
         Some(group)
     }
 }
@@ -95,9 +150,14 @@ impl Queue {
 /// A writer task's body: runs until the store is dropped.
 pub(crate) async fn run(shared: Arc<Shared>, queue: Arc<Mutex<Queue>>) {
     loop {
-        let group = { queue.lock().await.next_group().await };
+        let (group, flight) = {
+            let mut queue = queue.lock().await;
+            (queue.next_group().await, Arc::clone(&queue.flight))
+        };
         let Some(group) = group else { return };
         commit_group(&shared, group).await;
+        flight.count.fetch_sub(1, Ordering::AcqRel);
+        flight.landed.notify_waiters();
     }
 }
 
