@@ -98,9 +98,9 @@ async fn tailing_never_skips_late_commits() {
     let highest_acked = Arc::new(AtomicU64::new(0));
     let inversions = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
-    for w in 0..WRITERS {
+    for (w, writer) in writers.iter().enumerate() {
         let (writer, highest, inversions) =
-            (Arc::clone(&writers[w]), Arc::clone(&highest_acked), Arc::clone(&inversions));
+            (Arc::clone(writer), Arc::clone(&highest_acked), Arc::clone(&inversions));
         tasks.push(tokio::spawn(async move {
             let stream = format!("tail-{w}-{}", Uuid::new_v4().simple());
             for i in 0..APPENDS_PER_WRITER {
