@@ -8,6 +8,9 @@
 //! pop_store::conformance_suite!(my_backend::TestHarness);
 //! ```
 //!
+//! A backend that needs something the machine may lack (a PostgreSQL installation) returns
+//! `false` from [`Harness::available`] there, after saying so loudly; each test then returns.
+//!
 //! Checks return a [`Failure`] instead of panicking, so this module is ordinary library code;
 //! the generated tests turn a failure into a test failure. No check asserts on time: the only
 //! timeout ([`SUBSCRIBER_GUARD`]) turns a hang into a failure instead of a stuck test run.

@@ -1,6 +1,7 @@
 //! pop's event store: the [`EventStore`] contract every backend keeps, the embedded SQLite
-//! backend, the shared PostgreSQL backend, the one conformance suite every backend must pass, and command execution
-//! ([`execute`]) that turns a pure `decide` into an optimistic-concurrency append.
+//! backend, the shared PostgreSQL backend ([`postgres`]), the one conformance suite every
+//! backend must pass, and command execution ([`execute`]) that turns a pure `decide` into an
+//! optimistic-concurrency append.
 //!
 //! The log is the only truth in pop. This crate must never:
 //! - change, reorder or re-serialise an event once `append` has returned (data and metadata
