@@ -23,7 +23,8 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the service on the embedded store (a SQLite file in the data directory).
+    /// Run the service on the embedded store (a SQLite file in the data directory), or on a
+    /// shared PostgreSQL database with `--store`.
     Serve(ServeArgs),
     /// Print events of the log as JSON lines: the whole log, or one stream (an audit view).
     Log(LogArgs),
@@ -116,6 +117,12 @@ impl StoreArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub store: StoreArgs,
+    /// A shared PostgreSQL store (`postgres://user:password@host:5432/db`) for several
+    /// replicas; without it, the embedded store in the data directory. With PostgreSQL the
+    /// data directory only caches projection snapshots, and durability is the database's
+    /// (`synchronous_commit`).
+    #[arg(long = "store", env = "DATABASE_URL", hide_env_values = true)]
+    pub store_url: Option<String>,
     /// `full` fsyncs every commit before acknowledging it (an acknowledged append survives a
     /// power loss); `normal` fsyncs only at checkpoints (survives a crash of pop, maybe not of
     /// the machine).
@@ -183,6 +190,10 @@ pub struct ReapArgs {
     pub interval: Option<u64>,
     #[command(flatten)]
     pub store: StoreArgs,
+    /// The shared PostgreSQL store, as for `pop serve --store`; without it, the embedded
+    /// store in the data directory.
+    #[arg(long = "store", env = "DATABASE_URL", hide_env_values = true)]
+    pub store_url: Option<String>,
     #[command(flatten)]
     pub reapers: ReaperArgs,
 }

@@ -1,9 +1,11 @@
 //! The `pop` binary: CLI, configuration, logging, wiring and shutdown. The only crate that
 //! reads the wall clock for commands, generates ids and picks a store backend.
 
+mod backend;
 mod cli;
 mod client;
 mod demo;
+mod leader;
 mod log_cmd;
 mod reap;
 mod rebuild;

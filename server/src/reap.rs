@@ -17,7 +17,10 @@ use pop_reapers::process::{self, ProcessName};
 use pop_reapers::{
     Backoff, DataReaperConfig, PodReaperConfig, ReclaimerConfig, RetryConfig, Services,
 };
-use pop_store::{EventStore, Executor, ProcessLeadership, SqliteOptions, SqliteStore};
+use pop_store::Executor;
+
+use crate::backend::Backend;
+use crate::cli::DurabilityArg;
 use tokio::task::JoinHandle;
 
 use crate::cli::{ReapArgs, ReaperArgs, ReaperName};
@@ -164,14 +167,13 @@ pub async fn run(args: ReapArgs) -> Result<()> {
     if args.name == ReaperName::Pods {
         return run_pods(&args).await;
     }
-    let path = args.store.db_path();
-    anyhow::ensure!(path.exists(), "no store at {}", path.display());
-    let store = Arc::new(
-        SqliteStore::open(&path, SqliteOptions::default())
-            .await
-            .with_context(|| format!("opening the embedded store at {}", path.display()))?,
-    );
-    let log: Arc<dyn EventStore> = store.clone();
+    if args.store_url.is_none() {
+        let path = args.store.db_path();
+        anyhow::ensure!(path.exists(), "no store at {}", path.display());
+    }
+    let backend =
+        Backend::open(&args.store, args.store_url.as_deref(), DurabilityArg::Full).await?;
+    let log = Arc::clone(&backend.log);
     let (runner, projections) = Runner::start(Arc::clone(&log), RunnerConfig::default()).await;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -185,8 +187,8 @@ pub async fn run(args: ReapArgs) -> Result<()> {
         store: Arc::clone(&log),
         executor: Arc::new(Executor::new(Arc::clone(&log))),
         projections: projections.clone(),
-        // The embedded store is one process: this one. A shared store brings its own.
-        leadership: Arc::new(ProcessLeadership::default()),
+        // The embedded store's lock spans this process only; PostgreSQL's spans replicas.
+        leadership: Arc::clone(&backend.leadership),
     };
     let outcome = run_store_process(&args, &services, stopped).await;
     let _ = stop_tx.send(true);
@@ -195,7 +197,7 @@ pub async fn run(args: ReapArgs) -> Result<()> {
         Ok(Err(e)) => tracing::error!(error = %e, "projections stopped with an error"),
         Err(e) => tracing::error!(error = %e, "projections task failed"),
     }
-    store.close().await.context("closing the store")?;
+    backend.close().await?;
     outcome
 }
 
@@ -297,7 +299,8 @@ async fn run_pods(args: &ReapArgs) -> Result<()> {
     let r = &args.reapers;
     let api = pods_api(r.pod_reaper_namespace.as_deref()).await?;
     let config = pod_config(args.interval.unwrap_or(r.pod_reap_interval), r);
-    let leadership: Arc<dyn pop_store::Leadership> = Arc::new(ProcessLeadership::default());
+    let leadership: Arc<dyn pop_store::Leadership> =
+        Arc::new(pop_store::ProcessLeadership::default());
     if args.once {
         let cycle = pop_reapers::pods::run_once(&api, chrono::Utc::now(), &config);
         let done =

@@ -1,5 +1,6 @@
-//! `pop serve`: the embedded default in one process — the store, the projections runner, the
-//! scheduler, the timed processes (`reap.rs`) and the HTTP/GraphQL API. On SIGINT/SIGTERM it stops accepting requests, lets in-flight ones
+//! `pop serve`: the store (embedded SQLite by default, or shared PostgreSQL), the projections
+//! runner, the scheduler and the timed processes (`reap.rs`; each on the replica holding its
+//! leader lock), and the HTTP/GraphQL API. On SIGINT/SIGTERM it stops accepting requests, lets in-flight ones
 //! finish (bounded), stops the projections after a last snapshot, and closes the store after
 //! the appends already queued, so nothing acknowledged is lost on a graceful stop.
 
@@ -10,10 +11,12 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use pop_api::{ApiConfig, AppState};
 use pop_projections::{Runner, RunnerConfig};
-use pop_store::{Durability, EventStore, Executor, SqliteOptions, SqliteStore};
+use pop_store::Executor;
 use tokio::sync::watch;
 
-use crate::cli::{DurabilityArg, ServeArgs};
+use crate::backend::Backend;
+use crate::cli::ServeArgs;
+use crate::leader::led;
 
 /// How long in-flight requests get to finish after a shutdown signal before the process
 /// stops waiting for them (Kubernetes' default grace period is 30 s; stay well inside it).
@@ -23,17 +26,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let data_dir = args.store.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
-    let path = args.store.db_path();
-    let durability = match args.durability {
-        DurabilityArg::Full => Durability::Full,
-        DurabilityArg::Normal => Durability::Normal,
-    };
-    let store = Arc::new(
-        SqliteStore::open(&path, SqliteOptions { durability, ..SqliteOptions::default() })
-            .await
-            .with_context(|| format!("opening the embedded store at {}", path.display()))?,
-    );
-    let log: Arc<dyn EventStore> = store.clone();
+    let backend = Backend::open(&args.store, args.store_url.as_deref(), args.durability).await?;
+    let log = Arc::clone(&backend.log);
 
     let (tokens, fresh_admin) = pop_api::load_tokens(args.token_file.as_deref(), Some(&data_dir))
         .context("loading tokens")?;
@@ -55,20 +49,20 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let runner_task = tokio::spawn(runner.run(stopped(stop_rx.clone())));
 
     let executor = Arc::new(Executor::new(Arc::clone(&log)));
+    // With several replicas on one store, one of them runs each of these (leader locks).
     let scheduler_task = args.scheduler.then(|| {
-        pop_api::scheduler::spawn(
-            Arc::clone(&executor),
-            projections.clone(),
-            stopped(stop_rx.clone()),
-        )
+        let (executor, projections) = (Arc::clone(&executor), projections.clone());
+        led(Arc::clone(&backend.leadership), "scheduler", stop_rx.clone(), move |stop| {
+            pop_api::scheduler::spawn(Arc::clone(&executor), projections.clone(), stop)
+        })
     });
-    // The timed processes (reclaimer, retry, data reaper): one process is the only replica of
-    // the embedded store, so it leads every one of them.
+    // The timed processes (reclaimer, retry, data reaper) take the backend's leader lock for
+    // each cycle: the process itself on the embedded store, an advisory lock on PostgreSQL.
     let services = pop_reapers::Services {
         store: Arc::clone(&log),
         executor: Arc::clone(&executor),
         projections: projections.clone(),
-        leadership: Arc::new(pop_store::ProcessLeadership::default()),
+        leadership: Arc::clone(&backend.leadership),
     };
     let api_config = ApiConfig {
         lease: Duration::from_secs(args.lease)
@@ -95,7 +89,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let addr = listener.local_addr().context("reading the bound address")?;
     // One stable line on stdout that scripts and tests read to find the port.
     println!("pop: listening on http://{addr}/graphql");
-    tracing::info!(%addr, store = %path.display(), ?durability, "pop is serving");
+    tracing::info!(%addr, store = %backend.describe, "pop is serving");
 
     let server = axum::serve(listener, pop_api::router(state.clone()))
         .with_graceful_shutdown(shutdown_signal(
@@ -136,7 +130,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         Ok(Err(e)) => tracing::error!(error = %e, "projections stopped with an error"),
         Err(e) => tracing::error!(error = %e, "projections task failed"),
     }
-    store.close().await.context("closing the store")?;
+    backend.close().await?;
     tracing::info!("store closed; bye");
     Ok(())
 }

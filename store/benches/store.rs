@@ -1,13 +1,19 @@
-//! Store benchmark: durable (fsync) SQLite on a temp file under /tmp.
+//! Store benchmark: durable (fsync) SQLite on a temp file under /tmp, or (`--postgres`) a
+//! durable throwaway PostgreSQL cluster it starts itself (a fresh database per measurement).
 //!
 //! - append throughput with 1, 16 and 256 concurrent appenders running agenda lifecycles (six
 //!   single-event appends per stream: NoStream, then Exact(0..4)), in events/s;
 //! - single-appender append latency, p50 and p99;
+//! - append-to-subscriber latency, p50 and p99: one appender's events timed from the start of
+//!   `append` until a subscriber (on a second store handle — another replica for PostgreSQL)
+//!   receives them, while 16 other appenders load the store;
 //! - `read_all` of the whole log, alone and with decoding (data into the domain's `AgendaEvent`,
 //!   metadata into `EventMetadata`), in events/s.
 //!
 //! `cargo bench -p pop-store --bench store -- [--append-events N] [--read-events N]
-//! [--latency-appends N] [--appenders 1,16,256] [--runs 3] [--scale 10] [--normal]`
+//! [--latency-appends N] [--appenders 1,16,256] [--runs 3] [--scale 10] [--normal] [--postgres]
+//! [--pg-writers 4]
+//! [--only append,latency,subscribe,read]`
 //!
 //! Every figure is measured `--runs` times on a fresh store and the median printed. With
 //! `--scale K` the whole table is repeated with K times the data.
@@ -19,9 +25,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+use pop_store::test_cluster::{ClusterDurability, TestCluster};
 use pop_store::{
-    Durability, EventMetadata, EventStore, ExpectedVersion, NewEvent, Position, SqliteOptions,
-    SqliteStore, StoreError,
+    Durability, EventMetadata, EventStore, ExpectedVersion, NewEvent, PgOptions, PgStore, Position,
+    SqliteOptions, SqliteStore, StoreError,
 };
 use uuid::Uuid;
 
@@ -46,6 +54,10 @@ struct Args {
     runs: usize,
     scale: u64,
     durability: Durability,
+    /// Measure PostgreSQL instead of SQLite.
+    postgres: bool,
+    /// PostgreSQL writer tasks (`PgOptions::writers`).
+    pg_writers: usize,
     /// Run only these parts: `append`, `latency`, `read` (all when empty).
     only: Vec<String>,
 }
@@ -65,6 +77,8 @@ fn parse_args() -> Result<Args, String> {
         runs: 3,
         scale: 1,
         durability: Durability::Full,
+        postgres: false,
+        pg_writers: PgOptions::default().writers,
         only: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -78,6 +92,8 @@ fn parse_args() -> Result<Args, String> {
             "--runs" => args.runs = number(value()?)?.max(1) as usize,
             "--scale" => args.scale = number(value()?)?.max(1),
             "--normal" => args.durability = Durability::Normal,
+            "--postgres" => args.postgres = true,
+            "--pg-writers" => args.pg_writers = number(value()?)?.max(1) as usize,
             "--only" => args.only = value()?.split(',').map(str::to_owned).collect(),
             "--appenders" => {
                 args.appenders = value()?
@@ -190,12 +206,61 @@ fn event(stream: u64, step: u64) -> NewEvent {
     }
 }
 
-async fn open(
-    dir: &tempfile::TempDir,
-    durability: Durability,
-) -> Result<Arc<SqliteStore>, StoreError> {
-    let options = SqliteOptions { durability, ..SqliteOptions::default() };
-    Ok(Arc::new(SqliteStore::open(dir.path().join("bench.db"), options).await?))
+/// The cluster of a `--postgres` run (durable: fsync and synchronous commit on).
+static CLUSTER: std::sync::OnceLock<TestCluster> = std::sync::OnceLock::new();
+
+/// A fresh, empty store of the backend under test.
+struct Bench {
+    store: Arc<dyn EventStore>,
+    kind: Kind,
+    /// Where the SQLite file lives; deleted on drop.
+    _dir: Option<tempfile::TempDir>,
+}
+
+enum Kind {
+    Sqlite(Arc<SqliteStore>),
+    Postgres { store: Arc<PgStore>, url: String },
+}
+
+impl Bench {
+    async fn close(&self) -> Result<(), StoreError> {
+        match &self.kind {
+            Kind::Sqlite(store) => store.close().await,
+            Kind::Postgres { store, .. } => {
+                store.close().await;
+                Ok(())
+            }
+        }
+    }
+
+    /// A second handle on the same storage: another replica for PostgreSQL; the same store
+    /// for SQLite (one process owns the file).
+    async fn replica(&self) -> Result<Arc<dyn EventStore>, StoreError> {
+        match &self.kind {
+            Kind::Sqlite(store) => Ok(store.clone()),
+            Kind::Postgres { url, .. } => {
+                Ok(Arc::new(PgStore::connect(url, PgOptions::default()).await?))
+            }
+        }
+    }
+}
+
+async fn open(args: &Args) -> Result<Bench, StoreError> {
+    if args.postgres {
+        let cluster = CLUSTER.get().ok_or(StoreError::Closed)?;
+        let url = cluster.create_database().await?;
+        let options = PgOptions {
+            writers: args.pg_writers,
+            pool_size: args.pg_writers + 12,
+            ..PgOptions::default()
+        };
+        let store = Arc::new(PgStore::connect(&url, options).await?);
+        return Ok(Bench { store: store.clone(), kind: Kind::Postgres { store, url }, _dir: None });
+    }
+    let dir = tempdir()?;
+    let options = SqliteOptions { durability: args.durability, ..SqliteOptions::default() };
+    let store = Arc::new(SqliteStore::open(dir.path().join("bench.db"), options).await?);
+    Ok(Bench { store: store.clone(), kind: Kind::Sqlite(store), _dir: Some(dir) })
 }
 
 fn tempdir() -> Result<tempfile::TempDir, StoreError> {
@@ -205,7 +270,7 @@ fn tempdir() -> Result<tempfile::TempDir, StoreError> {
 /// One appender: lifecycles on fresh streams until `events` are appended. Returns the
 /// duration of every append when `latencies` is set.
 async fn run_lifecycles(
-    store: Arc<SqliteStore>,
+    store: Arc<dyn EventStore>,
     appender: u64,
     events: u64,
     latencies: bool,
@@ -237,8 +302,8 @@ async fn run_lifecycles(
 
 /// Events per second with `appenders` concurrent appenders.
 async fn append_throughput(args: &Args, appenders: usize, events: u64) -> Result<f64, StoreError> {
-    let dir = tempdir()?;
-    let store = open(&dir, args.durability).await?;
+    let bench = open(args).await?;
+    let store = bench.store.clone();
     let per = events.div_ceil(appenders as u64);
     let start = Instant::now();
     let tasks: Vec<_> = (0..appenders as u64)
@@ -248,15 +313,74 @@ async fn append_throughput(args: &Args, appenders: usize, events: u64) -> Result
         t.await.map_err(|e| StoreError::backend("appender task", e))??;
     }
     let elapsed = start.elapsed();
-    store.close().await?;
+    bench.close().await?;
     Ok((per * appenders as u64) as f64 / elapsed.as_secs_f64())
 }
 
 async fn append_latency(args: &Args, appends: u64) -> Result<(Duration, Duration), StoreError> {
-    let dir = tempdir()?;
-    let store = open(&dir, args.durability).await?;
-    let mut times = run_lifecycles(store.clone(), 0, appends, true).await?;
-    store.close().await?;
+    let bench = open(args).await?;
+    let mut times = run_lifecycles(bench.store.clone(), 0, appends, true).await?;
+    bench.close().await?;
+    times.sort();
+    let at =
+        |q: f64| times.get(((times.len() as f64 - 1.0) * q) as usize).copied().unwrap_or_default();
+    Ok((at(0.50), at(0.99)))
+}
+
+/// Append-to-subscriber latency: a probe appender's events timed from the start of `append`
+/// until a subscriber on a second handle receives them, under the load of 16 appenders.
+async fn subscriber_latency(args: &Args, probes: u64) -> Result<(Duration, Duration), StoreError> {
+    const LOAD_APPENDERS: u64 = 16;
+    let bench = open(args).await?;
+    let reader = bench.replica().await?;
+    let mut subscription = reader.subscribe_all(bench.store.head().await?);
+    let started = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let probe_ids = Arc::clone(&started);
+    let receiver = tokio::spawn(async move {
+        let mut times = Vec::with_capacity(probes as usize);
+        while (times.len() as u64) < probes {
+            let Some(event) = subscription.next().await else { break };
+            let event = event?;
+            let at = Instant::now();
+            let start = probe_ids.lock().ok().and_then(|mut m| m.remove(&event.event_id));
+            if let Some(start) = start {
+                times.push(at.saturating_duration_since(start));
+            }
+        }
+        Ok::<_, StoreError>(times)
+    });
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (1..=LOAD_APPENDERS)
+        .map(|a| {
+            let (store, stop) = (bench.store.clone(), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let mut round = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    run_lifecycles(store.clone(), a << 16 | round, LIFECYCLE, false).await?;
+                    round += 1;
+                }
+                Ok::<_, StoreError>(())
+            })
+        })
+        .collect();
+    let stream = "probe".to_owned();
+    for i in 0..probes {
+        let e = event(0, i);
+        if let Ok(mut m) = started.lock() {
+            m.insert(e.event_id, Instant::now());
+        }
+        let expected =
+            if i == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(i - 1) };
+        bench.store.append(&stream, expected, vec![e]).await?;
+        // Spread the probes out a little, as requests would be.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut times = receiver.await.map_err(|e| StoreError::backend("subscriber task", e))??;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in load {
+        t.await.map_err(|e| StoreError::backend("load task", e))??;
+    }
+    bench.close().await?;
     times.sort();
     let at =
         |q: f64| times.get(((times.len() as f64 - 1.0) * q) as usize).copied().unwrap_or_default();
@@ -264,12 +388,9 @@ async fn append_latency(args: &Args, appends: u64) -> Result<(Duration, Duration
 }
 
 /// A store holding `events` lifecycle events, written in lifecycle-sized appends.
-async fn filled_store(
-    args: &Args,
-    events: u64,
-) -> Result<(tempfile::TempDir, Arc<SqliteStore>), StoreError> {
-    let dir = tempdir()?;
-    let store = open(&dir, args.durability).await?;
+async fn filled_store(args: &Args, events: u64) -> Result<Bench, StoreError> {
+    let bench = open(args).await?;
+    let store = bench.store.clone();
     let streams = events.div_ceil(LIFECYCLE);
     let per = streams.div_ceil(FILL_APPENDERS as u64);
     let tasks: Vec<_> = (0..FILL_APPENDERS as u64)
@@ -290,13 +411,13 @@ async fn filled_store(
     for t in tasks {
         t.await.map_err(|e| StoreError::backend("fill task", e))??;
     }
-    Ok((dir, store))
+    Ok(bench)
 }
 
 /// Reads the whole log; with `decode`, parses every event on [`DECODERS`] tasks while the
 /// next batches are read (decoding is per event and parallel; a projection folds the decoded
 /// batches in order afterwards). Returns events/s and the number of events.
-async fn read_all(store: &Arc<SqliteStore>, decode: bool) -> Result<(f64, u64), StoreError> {
+async fn read_all(store: &Arc<dyn EventStore>, decode: bool) -> Result<(f64, u64), StoreError> {
     let start = Instant::now();
     let mut senders = Vec::new();
     let mut decoders = Vec::new();
@@ -381,12 +502,25 @@ async fn table(args: &Args, scale: u64) -> Result<(), StoreError> {
             show(&p99s, "µs")
         );
     }
+    let subscribe_runs = if args.runs_part("subscribe") { args.runs } else { 0 };
+    let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
+    for _ in 0..subscribe_runs {
+        let (p50, p99) = subscriber_latency(args, latency_appends.min(2_000)).await?;
+        p50s.push(p50.as_secs_f64() * 1e6);
+        p99s.push(p99.as_secs_f64() * 1e6);
+    }
+    if subscribe_runs > 0 {
+        let label = |q| format!("append-to-subscriber {q}, 16 loaders");
+        println!("{:<44} {}", label("p50"), show(&p50s, "µs"));
+        println!("{:<44} {}", label("p99"), show(&p99s, "µs"));
+    }
     if !args.runs_part("read") {
         return Ok(());
     }
 
     let fill = Instant::now();
-    let (_dir, store) = filled_store(args, read_events).await?;
+    let bench = filled_store(args, read_events).await?;
+    let store = bench.store.clone();
     println!(
         "{:<44} {:>12.1} s",
         format!("(filling {read_events} events, 6 per append)"),
@@ -417,7 +551,7 @@ async fn table(args: &Args, scale: u64) -> Result<(), StoreError> {
         format!("decode only, 1 thread, {} events", sample.len()),
         show(&values, "ev/s")
     );
-    store.close().await?;
+    bench.close().await?;
     Ok(())
 }
 
@@ -445,10 +579,28 @@ fn main() {
             std::process::exit(2);
         }
     };
-    println!(
-        "pop-store bench: SQLite, durability {:?}, files under /tmp, {} runs per figure (median)",
-        args.durability, args.runs
-    );
+    if args.postgres {
+        match TestCluster::start("the PostgreSQL store benchmark", ClusterDurability::Durable) {
+            Ok(Some(cluster)) => {
+                let _ = CLUSTER.set(cluster);
+            }
+            Ok(None) => std::process::exit(1),
+            Err(e) => {
+                eprintln!("store bench: starting PostgreSQL failed: {e}");
+                std::process::exit(1);
+            }
+        }
+        println!(
+            "pop-store bench: PostgreSQL (throwaway durable cluster, fsync on, synchronous_commit \
+             on), {} runs per figure (median)",
+            args.runs
+        );
+    } else {
+        println!(
+            "pop-store bench: SQLite, durability {:?}, files under /tmp, {} runs per figure (median)",
+            args.durability, args.runs
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

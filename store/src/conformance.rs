@@ -8,6 +8,9 @@
 //! pop_store::conformance_suite!(my_backend::TestHarness);
 //! ```
 //!
+//! A backend that needs something the machine may lack (a PostgreSQL installation) returns
+//! `false` from [`Harness::available`] there, after saying so loudly; each test then returns.
+//!
 //! Checks return a [`Failure`] instead of panicking, so this module is ordinary library code;
 //! the generated tests turn a failure into a test failure. No check asserts on time: the only
 //! timeout ([`SUBSCRIBER_GUARD`]) turns a hang into a failure instead of a stuck test run.
@@ -45,6 +48,12 @@ pub trait Harness: Sized + Send + Sync + 'static {
     /// the reopened one. `Ok(false)`: nothing outlives a close for this backend, and the
     /// reopen check has nothing to test.
     async fn reopen(&mut self) -> Result<bool, StoreError>;
+
+    /// Whether the backend can run here at all. `false` (e.g. no PostgreSQL installed) makes
+    /// every generated test return at once; the harness says so loudly itself.
+    fn available() -> bool {
+        true
+    }
 }
 
 /// Why a check failed.
@@ -129,6 +138,9 @@ macro_rules! conformance_suite {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $check() {
+                if !<$harness as $crate::conformance::Harness>::available() {
+                    return;
+                }
                 if let Err(failure) = $crate::conformance::$check::<$harness>().await {
                     panic!("conformance check `{}` failed: {}", stringify!($check), failure);
                 }

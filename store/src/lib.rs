@@ -1,6 +1,7 @@
 //! pop's event store: the [`EventStore`] contract every backend keeps, the embedded SQLite
-//! backend, the one conformance suite every backend must pass, and command execution
-//! ([`execute`]) that turns a pure `decide` into an optimistic-concurrency append.
+//! backend, the shared PostgreSQL backend ([`postgres`]), the one conformance suite every
+//! backend must pass, and command execution ([`execute`]) that turns a pure `decide` into an
+//! optimistic-concurrency append.
 //!
 //! The log is the only truth in pop. This crate must never:
 //! - change, reorder or re-serialise an event once `append` has returned (data and metadata
@@ -23,8 +24,11 @@ pub mod execute;
 pub mod leader;
 pub mod limits;
 mod position;
+pub mod postgres;
 pub mod sqlite;
 mod subscribe;
+#[cfg(feature = "test-cluster")]
+pub mod test_cluster;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -37,6 +41,7 @@ pub use event::{
 pub use execute::{ExecuteError, Executed, Executor};
 pub use leader::{LeaderGuard, Leadership, ProcessLeadership};
 pub use position::{Position, PositionParseError};
+pub use postgres::{PgLeadership, PgOptions, PgStore};
 pub use sqlite::{Durability, SqliteOptions, SqliteStore};
 pub use subscribe::{ReadAfter, SUBSCRIPTION_BATCH, subscribe_by_polling};
 

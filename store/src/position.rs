@@ -7,8 +7,9 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Where an event sits in the global log. Callers compare, store and print positions but never
-/// compute with them: a SQLite log numbers events 1, 2, 3…, while a KurrentDB log has a
-/// (commit, prepare) pair with gaps. Ordering is by commit, then prepare.
+/// compute with them: a SQLite log numbers events 1, 2, 3…, a PostgreSQL log has a
+/// (transaction id, sequence within the transaction) pair with gaps, a KurrentDB log a
+/// (commit, prepare) pair. Ordering is lexicographic: by the first part, then the second.
 ///
 /// Text form (stable; used in checkpoints and APIs): `"<n>"` when commit and prepare are the
 /// same number (every sequence backend), otherwise `"<commit>/<prepare>"`.
@@ -22,13 +23,14 @@ impl Position {
     /// Before the first event of any log: reading after it reads everything.
     pub const START: Position = Position { commit: 0, prepare: 0 };
 
-    /// For backends whose log is a single sequence (SQLite, PostgreSQL). `0` is
+    /// For backends whose log is a single sequence (SQLite). `0` is
     /// [`Position::START`]; events start at 1.
     pub const fn from_sequence(sequence: u64) -> Position {
         Position { commit: sequence, prepare: sequence }
     }
 
-    /// For backends with a two-part log position (KurrentDB's commit/prepare pair).
+    /// For backends with a two-part log position (PostgreSQL's transaction/sequence pair,
+    /// KurrentDB's commit/prepare pair).
     pub const fn new(commit: u64, prepare: u64) -> Position {
         Position { commit, prepare }
     }
@@ -132,6 +134,11 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn two_part_order_is_lexicographic(a in any::<(u64, u64)>(), b in any::<(u64, u64)>()) {
+            prop_assert_eq!(Position::new(a.0, a.1).cmp(&Position::new(b.0, b.1)), a.cmp(&b));
+        }
+
         #[test]
         fn text_round_trips(commit in any::<u64>(), prepare in any::<u64>()) {
             let p = Position::new(commit, prepare);

@@ -45,12 +45,12 @@ pub fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
-/// A `pop` command with none of the `POP_*` variables of the environment, so the tests are
+/// A `pop` command with none of the `POP_*` variables (nor `DATABASE_URL`) of the environment, so the tests are
 /// hermetic.
 pub fn pop_command() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pop"));
     for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("POP_") {
+        if key.to_string_lossy().starts_with("POP_") || key == "DATABASE_URL" {
             cmd.env_remove(key);
         }
     }
@@ -63,6 +63,19 @@ impl Pop {
     /// its address; `scheduler` turns the scheduler on or off.
     pub fn start(data_dir: &Path, token_file: Option<&Path>, log: &Path, scheduler: bool) -> Pop {
         Pop::start_with(data_dir, token_file, log, scheduler, &[])
+    }
+
+    /// As [`Pop::start`], on the shared PostgreSQL store at `store` when given (`--store`).
+    #[allow(dead_code)] // Not every test crate that shares this module runs replicas.
+    pub fn start_on(
+        data_dir: &Path,
+        token_file: Option<&Path>,
+        log: &Path,
+        scheduler: bool,
+        store: Option<&str>,
+    ) -> Pop {
+        let extra: Vec<&str> = store.map(|url| vec!["--store", url]).unwrap_or_default();
+        Pop::start_with(data_dir, token_file, log, scheduler, &extra)
     }
 
     /// [`Pop::start`] with extra `pop serve` arguments (short intervals, leases, ages).

@@ -1,0 +1,121 @@
+//! The store `pop serve` runs on: the embedded SQLite file under the data directory (the
+//! default) or a shared PostgreSQL database (`--store postgres://…` / `DATABASE_URL`), with
+//! the leadership that fits it.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use pop_store::{
+    Durability, EventStore, Leadership, PgLeadership, PgOptions, PgStore, ProcessLeadership,
+    SqliteOptions, SqliteStore,
+};
+
+use crate::cli::{DurabilityArg, StoreArgs};
+
+/// An open store and the leader locks that go with it.
+pub struct Backend {
+    pub log: Arc<dyn EventStore>,
+    pub leadership: Arc<dyn Leadership>,
+    /// For logs: the file, or the database URL without its password.
+    pub describe: String,
+    store: Store,
+}
+
+enum Store {
+    Sqlite(Arc<SqliteStore>),
+    Postgres(Arc<PgStore>),
+}
+
+impl Backend {
+    /// Opens the PostgreSQL store at `store_url`, or without it the embedded store in the
+    /// data directory of `store` with `durability`.
+    pub async fn open(
+        store: &StoreArgs,
+        store_url: Option<&str>,
+        durability: DurabilityArg,
+    ) -> Result<Backend> {
+        match store_url {
+            None => {
+                let path = store.db_path();
+                let durability = match durability {
+                    DurabilityArg::Full => Durability::Full,
+                    DurabilityArg::Normal => Durability::Normal,
+                };
+                let store = Arc::new(
+                    SqliteStore::open(
+                        &path,
+                        SqliteOptions { durability, ..SqliteOptions::default() },
+                    )
+                    .await
+                    .with_context(|| format!("opening the embedded store at {}", path.display()))?,
+                );
+                Ok(Backend {
+                    log: store.clone(),
+                    // One process is the only replica of the embedded store.
+                    leadership: Arc::new(ProcessLeadership::default()),
+                    describe: path.display().to_string(),
+                    store: Store::Sqlite(store),
+                })
+            }
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                let options = PgOptions::default();
+                let describe = redact(url);
+                let store = Arc::new(
+                    PgStore::connect(url, options.clone())
+                        .await
+                        .with_context(|| format!("opening the PostgreSQL store at {describe}"))?,
+                );
+                let leadership =
+                    PgLeadership::new(url, &options).context("setting up the leader locks")?;
+                Ok(Backend {
+                    log: store.clone(),
+                    leadership: Arc::new(leadership),
+                    describe,
+                    store: Store::Postgres(store),
+                })
+            }
+            Some(other) => bail!(
+                "--store {:?} is not a PostgreSQL URL (postgres://user@host/db); leave it out \
+                 for the embedded store in --data-dir",
+                redact(other)
+            ),
+        }
+    }
+
+    /// Closes the store after the appends already queued.
+    pub async fn close(&self) -> Result<()> {
+        match &self.store {
+            Store::Sqlite(store) => store.close().await.context("closing the store"),
+            Store::Postgres(store) => {
+                store.close().await;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The URL without a password, for logs and errors.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_stay_out_of_logs() {
+        assert_eq!(redact("postgres://pop:secret@db:5432/pop"), "postgres://pop:***@db:5432/pop");
+        assert_eq!(redact("postgres://pop@db/pop"), "postgres://pop@db/pop");
+        assert_eq!(redact("postgres://db/pop"), "postgres://db/pop");
+    }
+}

@@ -1,0 +1,305 @@
+//! Two `pop serve` replicas on one PostgreSQL database (a throwaway cluster for this test
+//! binary): the scheduler runs on one of them (leader lock) and still queues agendas;
+//! concurrent `getAgenda` calls on both never hand out one agenda twice; a subscription on one
+//! replica sees changes written through the other; a position returned by one is honoured by
+//! the other (`atLeastPosition`); after `kill -9` of the leader the other keeps serving and
+//! takes the scheduler over. Every wait is bounded ([`WAIT`]).
+
+// Test helpers panic on purpose: a broken fixture should fail the test loudly.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use pop_store::test_cluster::TestCluster;
+use serde_json::{Value, json};
+use support::{Pop, WAIT, log_tail};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const POLL: Duration = Duration::from_millis(25);
+/// Leader take-over: the database must notice the dead connection, then the survivor asks
+/// again every 2 s.
+const TAKEOVER: Duration = Duration::from_secs(30);
+
+const ADMIN: &str = "tok_replicas_admin_000000000000000";
+const ACME: &str = "tok_replicas_acme_user_0000000000";
+const WORKER_1: &str = "tok_replicas_worker_1_00000000000";
+const WORKER_2: &str = "tok_replicas_worker_2_00000000000";
+
+const GET_AGENDA: &str = "mutation($i: String!, $n: Int!) { getAgenda(insightId: $i, count: $n) \
+    { agenda { id } position } }";
+const UPDATE: &str = "mutation($p: JSON!) { updateAgendaProgress(agendaProgress: $p) { progress \
+    { id processingState processingStateMessage } position } }";
+const PROGRESS: &str = "query($id: String!, $p: String) { agendaProgress(id: $id, \
+    atLeastPosition: $p) { id processingState processingStateMessage } }";
+
+fn start(dir: &Path, name: &str, url: &str) -> Pop {
+    Pop::start_on(
+        &dir.join(name),
+        Some(&dir.join("tokens.json")),
+        &dir.join(format!("{name}.log")),
+        true,
+        Some(url),
+    )
+}
+
+fn leads_scheduler(pop: &Pop) -> bool {
+    std::fs::read_to_string(&pop.log)
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.contains("this replica leads") && l.contains("scheduler"))
+}
+
+fn state(p: &Value) -> (&str, &str) {
+    (
+        p["processingState"].as_str().unwrap_or_default(),
+        p["processingStateMessage"].as_str().unwrap_or_default(),
+    )
+}
+
+async fn seed(pop: &Pop) -> String {
+    pop.ok(
+        ADMIN,
+        "mutation($p: JSON!) { createResourcePool(resourcePool: $p) { position } }",
+        json!({"p": {"id": "pool-1", "customerId": "ops", "title": "Pool"}}),
+    )
+    .await;
+    pop.ok(
+        ADMIN,
+        "mutation($c: JSON!) { createCustomer(customer: $c) { position } }",
+        json!({"c": {"id": "acme", "title": "acme", "resourcePoolId": "pool-1"}}),
+    )
+    .await;
+    let data = pop
+        .ok(
+            ADMIN,
+            "mutation($i: JSON!) { createInsight(insight: $i) { position } }",
+            json!({"i": {
+                "id": "transcode", "customerId": "ops", "title": "Transcode",
+                "resourcePoolId": "pool-1", "queueSize": 20, "isGlobal": true,
+                "mappers": {"operationType": ["ffmpeg"]}
+            }}),
+        )
+        .await;
+    data["createInsight"]["position"].as_str().unwrap().to_string()
+}
+
+async fn submit(pop: &Pop, after: &str) -> String {
+    let data = pop
+        .ok(
+            ACME,
+            "mutation($a: JSON!, $p: String) { submitAgenda(agenda: $a, atLeastPosition: $p) \
+             { agenda { id } } }",
+            json!({"p": after, "a": {
+                "customerId": "acme", "linkId": "replicas", "title": "transcode",
+                "operations": [{"name": "probe", "type": "ffmpeg", "payload": {"src": "in.mp4"}}]
+            }}),
+        )
+        .await;
+    data["submitAgenda"]["agenda"]["id"].as_str().unwrap().to_string()
+}
+
+async fn wait_queued(pop: &Pop, id: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let data = pop.ok(ACME, PROGRESS, json!({"id": id, "p": null})).await;
+        if state(&data["agendaProgress"]) == ("WAITING", "queued") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agenda {id} not queued within {WAIT:?}: {data:#}\nlog:\n{}",
+            log_tail(&pop.log)
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+async fn get_agenda(pop: &Pop, token: &str) -> Vec<String> {
+    let data = pop.ok(token, GET_AGENDA, json!({"i": "transcode", "n": 1})).await;
+    data["getAgenda"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {data:#}"))
+        .iter()
+        .map(|g| g["agenda"]["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A raw graphql-transport-ws connection.
+struct Ws {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl Ws {
+    async fn connect(pop: &Pop, token: &str) -> Ws {
+        let mut request = format!("ws://{}/graphql/ws", pop.addr).into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+            .await
+            .expect("the WebSocket handshake within the wait")
+            .expect("the WebSocket handshake");
+        let mut ws = Ws { ws };
+        ws.send(json!({"type": "connection_init",
+                       "payload": {"authorization": format!("Bearer {token}")}}))
+            .await;
+        let ack = ws.next().await;
+        assert_eq!(ack["type"], "connection_ack", "{ack:#}");
+        ws
+    }
+
+    async fn send(&mut self, message: Value) {
+        self.ws.send(Message::text(message.to_string())).await.expect("a WebSocket send");
+    }
+
+    async fn next(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("no WebSocket message within {WAIT:?}"));
+            match message {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(&t).expect("a JSON message");
+                    if v["type"] == "ping" {
+                        self.send(json!({"type": "pong"})).await;
+                        continue;
+                    }
+                    return v;
+                }
+                Some(Ok(Message::Close(_))) | None => return json!({"type": "close"}),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return json!({"type": "close", "error": e.to_string()}),
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_on_one_postgres_database() {
+    let Some(cluster) = TestCluster::shared("two_replicas_on_one_postgres_database") else {
+        return;
+    };
+    let url = cluster.create_database().await.expect("a database");
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = json!([
+        {"token": ADMIN, "name": "admin", "role": "admin", "customers": ["*"]},
+        {"token": ACME, "name": "acme-user", "role": "user", "customers": ["acme"]},
+        {"token": WORKER_1, "name": "worker-1", "role": "service", "customers": ["acme"]},
+        {"token": WORKER_2, "name": "worker-2", "role": "service", "customers": ["acme"]},
+    ]);
+    std::fs::write(dir.path().join("tokens.json"), tokens.to_string()).unwrap();
+    let a = start(dir.path(), "a", &url);
+    let b = start(dir.path(), "b", &url);
+
+    // (a) One scheduler leader; agendas submitted on B get queued.
+    let seeded = seed(&a).await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(submit(&b, &seeded).await);
+    }
+    for id in &ids {
+        wait_queued(&a, id).await;
+    }
+    let leaders: Vec<&Pop> = [&a, &b].into_iter().filter(|p| leads_scheduler(p)).collect();
+    assert_eq!(leaders.len(), 1, "exactly one replica leads the scheduler");
+
+    // (b) Concurrent getAgenda on both replicas: no agenda handed out twice, all handed out.
+    let calls = [(&a, WORKER_1), (&b, WORKER_2), (&a, WORKER_2), (&b, WORKER_1)];
+    let mut handed = Vec::new();
+    for _ in 0..3 {
+        let round =
+            futures::future::join_all(calls.iter().map(|(pop, token)| get_agenda(pop, token)))
+                .await;
+        handed.extend(round.into_iter().flatten());
+    }
+    let unique: HashSet<&String> = handed.iter().collect();
+    assert_eq!(unique.len(), handed.len(), "an agenda was handed out twice: {handed:?}");
+    loop {
+        let more = get_agenda(&b, WORKER_1).await;
+        if more.is_empty() {
+            break;
+        }
+        handed.extend(more);
+    }
+    let unique: HashSet<&String> = handed.iter().collect();
+    assert_eq!(unique.len(), handed.len(), "an agenda was handed out twice: {handed:?}");
+    assert_eq!(unique.len(), ids.len(), "every queued agenda handed out once");
+
+    // (c) A subscription on A sees a change written through B; (d) B's position is honoured
+    // by a query on A.
+    let id = handed[0].clone();
+    let mut ws = Ws::connect(&a, ACME).await;
+    ws.send(json!({"id": "p", "type": "subscribe", "payload": {
+        "query": "subscription($id: String!) { agendaProgress(id: $id) { position \
+                  progress { processingState processingStateMessage } } }",
+        "variables": {"id": id}}}))
+        .await;
+    let first = ws.next().await;
+    assert_eq!(first["type"], "next", "{first:#}");
+    // Whoever got the agenda reports on replica B.
+    let holder = [WORKER_1, WORKER_2];
+    let mut reported = None;
+    for token in holder {
+        let (_, body) = b
+            .post(
+                Some(token),
+                UPDATE,
+                json!({"p": {"id": id, "processingState": "EXECUTING",
+                             "processingStateMessage": "Running Operations",
+                             "operationProgress": [{"operation": "probe",
+                                                    "processingState": "EXECUTING"}]}}),
+            )
+            .await;
+        if body.get("errors").is_none() {
+            reported = Some(body["data"]["updateAgendaProgress"].clone());
+            break;
+        }
+    }
+    let reported = reported.expect("the lease holder's report through B");
+    let position = reported["position"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let m = ws.next().await;
+        assert_eq!(m["type"], "next", "{m:#}");
+        let item = &m["payload"]["data"]["agendaProgress"];
+        if state(&item["progress"]) == ("EXECUTING", "Running Operations") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A's subscriber never saw B's write");
+    }
+    let on_a = a.ok(ACME, PROGRESS, json!({"id": id, "p": position})).await;
+    assert_eq!(
+        state(&on_a["agendaProgress"]),
+        ("EXECUTING", "Running Operations"),
+        "read-your-writes across replicas"
+    );
+
+    // (e) kill -9 the scheduler's leader: the other keeps serving and takes the scheduler
+    // over (a new agenda gets queued).
+    let (mut leader, survivor) = if leads_scheduler(&a) { (a, b) } else { (b, a) };
+    leader.child.kill().expect("kill -9 the leader");
+    leader.child.wait().expect("reap it");
+    let deadline = Instant::now() + TAKEOVER;
+    while !leads_scheduler(&survivor) {
+        assert!(
+            Instant::now() < deadline,
+            "the survivor did not take the scheduler over within {TAKEOVER:?}\nlog:\n{}",
+            log_tail(&survivor.log)
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    let after =
+        survivor.ok(ADMIN, "query { agendaProgress(id: \"none\") { id } }", json!({})).await;
+    assert!(after["agendaProgress"].is_null());
+    let late = submit(&survivor, &position).await;
+    wait_queued(&survivor, &late).await;
+    drop(leader);
+}

@@ -1,0 +1,298 @@
+//! The shared backend: PostgreSQL, for several `pop` replicas on one database.
+//!
+//! - Appends go through a few writer tasks that group-commit (like the SQLite writer, but
+//!   several groups may be in flight on different connections). Concurrency control is in the
+//!   database: a group takes a transaction-scoped advisory lock per stream before it reads the
+//!   streams' versions, so replicas never both win.
+//! - The log order is `(tx_id, seq)`: the writing transaction's id, taken after its locks, and
+//!   the event's number within it. Readers return only events of transactions below the
+//!   oldest running one (`pg_snapshot_xmin`), so an event can never commit below a position a
+//!   reader already passed (the sequence/commit-order trap).
+//! - Live tailing: each group commit is followed by a NOTIFY; one task per store LISTENs,
+//!   re-reads the safe head and publishes it to subscribers (polling every second for missed
+//!   notifications); each subscriber re-reads from its checkpoint.
+
+mod leader;
+mod reader;
+mod schema;
+mod tail;
+mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures::FutureExt;
+use futures::stream::BoxStream;
+use tokio::sync::{Mutex, Notify, mpsc, watch};
+use tokio_postgres::NoTls;
+
+use crate::limits::{check_append, check_read_max, check_stream_name};
+use crate::subscribe::{ReadAfter, subscribe_by_polling};
+use crate::{
+    AppendResult, Clock, Direction, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent,
+    StoreError, system_clock,
+};
+
+pub use leader::PgLeadership;
+pub use schema::PG_SCHEMA_VERSION;
+pub use writer::{PG_MAX_GROUP_REQUESTS, PG_WRITER_QUEUE_CAPACITY};
+
+/// The advisory-lock class (first key of the two-int key space) of everything pop locks:
+/// "pop" in ASCII. Stream locks use the one-bigint key space, which PostgreSQL keeps apart.
+pub(crate) const LOCK_CLASS: i32 = 0x706f70;
+
+/// The channel appends NOTIFY on commit (scoped to the database by PostgreSQL).
+pub(crate) const CHANNEL: &str = "pop_log";
+
+/// How long a read or head query waits for transactions that hold the gap-free horizon back
+/// (see [`reader::settled`]) before it answers with what is safe. Covers ordinary commits of
+/// other writers; only a transaction left open for longer makes a read return short.
+pub const PG_SETTLE_WAIT: Duration = Duration::from_secs(2);
+
+/// Called by a writer after it wrote a group and before it commits, with the transaction
+/// still open: tests use it to hold transactions open for random times.
+pub type CommitHook = Arc<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
+/// How to connect to a PostgreSQL store.
+#[derive(Clone)]
+pub struct PgOptions {
+    /// Stamps `recorded_at`.
+    pub clock: Clock,
+    /// Connections in the pool (writers and readers share it; the tailing task and each
+    /// leader lock have their own). 16 keeps a few groups and reads in flight per replica
+    /// without crowding `max_connections` (100 by default) when several replicas share it.
+    pub pool_size: usize,
+    /// Writer tasks, each committing one group at a time on its own connection.
+    pub writers: usize,
+    /// Any single statement running longer than this is cancelled by the server: a stuck
+    /// query fails rather than holding a connection (and the gap-free horizon) forever.
+    pub statement_timeout: Duration,
+    /// How long to wait for a new connection or a free one from the pool.
+    pub connect_timeout: Duration,
+    /// Test hook; `None` in production.
+    pub before_commit: Option<CommitHook>,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            clock: system_clock(),
+            pool_size: 16,
+            writers: 4,
+            statement_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            before_commit: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for PgOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgOptions")
+            .field("pool_size", &self.pool_size)
+            .field("writers", &self.writers)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds the connection settings from a URL (`postgres://user@host:port/db?...`) plus pop's
+/// session settings.
+pub(crate) fn pg_config(
+    url: &str,
+    options: &PgOptions,
+) -> Result<tokio_postgres::Config, StoreError> {
+    let mut config: tokio_postgres::Config =
+        url.parse().map_err(|e| StoreError::backend("parsing the PostgreSQL connection URL", e))?;
+    let mut session = config.get_options().unwrap_or("").to_owned();
+    // Durable commits unless the operator set otherwise on the server or in the URL.
+    session.push_str(&format!(" -c statement_timeout={}", options.statement_timeout.as_millis()));
+    config.options(session.trim());
+    if config.get_application_name().is_none() {
+        config.application_name("pop");
+    }
+    config.connect_timeout(options.connect_timeout);
+    config.keepalives(true);
+    config.keepalives_idle(Duration::from_secs(10));
+    Ok(config)
+}
+
+/// State shared by the store's handle, its writers and its readers.
+pub(crate) struct Shared {
+    pub(crate) pool: Pool,
+    pub(crate) clock: Clock,
+    pub(crate) before_commit: Option<CommitHook>,
+    /// Wakes the tailing task after a local commit, without waiting for the notification.
+    pub(crate) committed: Arc<Notify>,
+}
+
+/// The PostgreSQL event store. Cheap to share behind an `Arc`; several processes (replicas)
+/// may open the same database at once.
+pub struct PgStore {
+    shared: Arc<Shared>,
+    requests: mpsc::Sender<writer::Request>,
+    head: watch::Receiver<Position>,
+    tail: tokio::task::JoinHandle<()>,
+    closing: watch::Sender<bool>,
+    writers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// Connects to the database at `url`, migrates the schema and starts the writers and the
+    /// tailing task.
+    pub async fn connect(url: &str, options: PgOptions) -> Result<PgStore, StoreError> {
+        let config = pg_config(url, &options)?;
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(2))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(options.connect_timeout))
+            .create_timeout(Some(options.connect_timeout))
+            .recycle_timeout(Some(options.connect_timeout))
+            .build()
+            .map_err(|e| StoreError::backend("creating the PostgreSQL pool", e))?;
+        {
+            let mut client = pool.get().await.map_err(pool_error)?;
+            schema::migrate(&mut client).await?;
+        }
+        let head = reader::head_once(&pool).await?.0;
+        let committed = Arc::new(Notify::new());
+        let shared = Arc::new(Shared {
+            pool,
+            clock: options.clock.clone(),
+            before_commit: options.before_commit.clone(),
+            committed: Arc::clone(&committed),
+        });
+        let (head_tx, head_rx) = watch::channel(head);
+        let tail = tokio::spawn(tail::run(config, Arc::clone(&shared), head_tx));
+        let (requests, rx) = mpsc::channel(PG_WRITER_QUEUE_CAPACITY);
+        let (closing, closing_rx) = watch::channel(false);
+        let queue = Arc::new(Mutex::new(writer::Queue::new(rx, closing_rx)));
+        let writers = (0..options.writers.max(1))
+            .map(|_| tokio::spawn(writer::run(Arc::clone(&shared), Arc::clone(&queue))))
+            .collect();
+        tracing::info!(%head, "PostgreSQL event store opened");
+        Ok(PgStore {
+            shared,
+            requests,
+            head: head_rx,
+            tail,
+            closing,
+            writers: std::sync::Mutex::new(writers),
+        })
+    }
+
+    /// Commits the appends already queued, stops the writers and the tailing task, and
+    /// closes the pool. Later calls fail with [`StoreError::Closed`].
+    pub async fn close(&self) {
+        self.closing.send_replace(true);
+        let writers = match self.writers.lock() {
+            Ok(mut writers) => std::mem::take(&mut *writers),
+            Err(_) => Vec::new(),
+        };
+        for writer in writers {
+            // A writer that panicked has nothing left to commit.
+            let _ = writer.await;
+        }
+        self.tail.abort();
+        self.shared.pool.close();
+    }
+
+    fn read_after(&self) -> ReadAfter {
+        let shared = Arc::clone(&self.shared);
+        Arc::new(move |after, max| {
+            let shared = Arc::clone(&shared);
+            async move { reader::read_all(&shared.pool, after, max).await }.boxed()
+        })
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.tail.abort();
+        // Writers stop by themselves once the request sender (this handle's) is gone and the
+        // queue is drained.
+    }
+}
+
+pub(crate) fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    match e {
+        deadpool_postgres::PoolError::Closed => StoreError::Closed,
+        e => StoreError::backend("getting a PostgreSQL connection", e),
+    }
+}
+
+#[async_trait]
+impl EventStore for PgStore {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        let bytes = check_append(stream, &events)?;
+        let (reply, result) = tokio::sync::oneshot::channel();
+        let request = writer::Request { stream: stream.to_owned(), expected, events, bytes, reply };
+        self.requests.send(request).await.map_err(|_| StoreError::Closed)?;
+        result.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        max: usize,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        check_stream_name(stream)?;
+        check_read_max(max)?;
+        reader::read_stream(&self.shared.pool, stream, from_version, max, direction).await
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        check_read_max(max)?;
+        let pool = &self.shared.pool;
+        reader::settled(pool, || reader::read_all(pool, after, max), |events| events.len() >= max)
+            .await
+    }
+
+    fn subscribe_all(
+        &self,
+        after: Position,
+    ) -> BoxStream<'static, Result<RecordedEvent, StoreError>> {
+        let subscription = subscribe_by_polling(self.read_after(), self.head.clone(), after);
+        // The tailing task idles while nobody subscribes: have it read the head now.
+        self.shared.committed.notify_one();
+        subscription
+    }
+
+    async fn delete_stream(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+    ) -> Result<(), StoreError> {
+        check_stream_name(stream)?;
+        let now = (self.shared.clock)().timestamp_micros();
+        writer::delete(&self.shared, stream, expected, now).await
+    }
+
+    async fn head(&self) -> Result<Position, StoreError> {
+        reader::head(&self.shared.pool).await
+    }
+}

@@ -1,0 +1,604 @@
+//! The writers: a few tasks, each taking every append waiting in the shared queue (bounded by
+//! count and bytes) and committing them in one transaction on its own pooled connection.
+//!
+//! A group: lock each stream it touches with a transaction-scoped advisory lock (sorted, so
+//! groups of different writers or replicas never deadlock), only then take the transaction's
+//! id (its events' log position), read the streams' versions and look up the event ids, decide
+//! each append in arrival order against the database plus the appends before it in the group
+//! (so a refused append never fails its batch-mates), write the accepted events and streams,
+//! commit, NOTIFY (after the commit: see `announce`). Taking the id after the locks keeps a stream's events in log order: whoever
+//! wrote the stream before us committed before we got its lock, hence before our id existed.
+//! A unique-index violation (a concurrent writer elsewhere used the same event id, or a
+//! version raced despite the locks) rolls the group back and redoes it, bounded.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use super::reader::position;
+use super::{CHANNEL, Shared, pool_error};
+use crate::limits::MAX_APPEND_BYTES;
+use crate::{ActualVersion, AppendResult, ExpectedVersion, NewEvent, Position, StoreError};
+
+/// Appends one group commit takes at most. Bounds the advisory locks one transaction holds
+/// (PostgreSQL's lock table has 64 slots per connection by default, shared) and the latency
+/// an append waits behind its batch-mates; 256 matches the benchmark's largest number of
+/// concurrent appenders.
+pub const PG_MAX_GROUP_REQUESTS: usize = 256;
+
+/// Bytes one group takes at most: the largest single append, so every valid append fits.
+const MAX_GROUP_BYTES: usize = MAX_APPEND_BYTES;
+
+/// Appends waiting for a writer; callers beyond this wait in `send` (back-pressure).
+pub const PG_WRITER_QUEUE_CAPACITY: usize = 2 * PG_MAX_GROUP_REQUESTS;
+
+/// Times a group is redone after a unique violation, deadlock or serialisation failure. Each
+/// retry sees the other writer's committed events, so one retry normally settles it.
+const MAX_ATTEMPTS: usize = 3;
+
+pub(crate) struct Request {
+    pub(crate) stream: String,
+    pub(crate) expected: ExpectedVersion,
+    pub(crate) events: Vec<NewEvent>,
+    /// Size as counted by `limits::check_append`.
+    pub(crate) bytes: usize,
+    pub(crate) reply: oneshot::Sender<Result<AppendResult, StoreError>>,
+}
+
+/// The longest a writer holds a group back waiting for a commit in flight to land (see
+/// [`Queue::next_group`]). A commit is about one WAL fsync; past this, send anyway.
+const MAX_GATHER: Duration = Duration::from_millis(20);
+
+/// Groups between "taken from the queue" and "committed", and a wake-up when one lands.
+#[derive(Default)]
+pub(crate) struct Flight {
+    count: AtomicUsize,
+    landed: Notify,
+}
+
+/// The queue the writers share; whoever holds the lock is gathering the next group.
+pub(crate) struct Queue {
+    rx: mpsc::Receiver<Request>,
+    /// A request that did not fit the previous group.
+    carry: Option<Request>,
+    /// Turns true when the store closes: take what is queued, then stop.
+    closing: watch::Receiver<bool>,
+    flight: Arc<Flight>,
+}
+
+impl Queue {
+    pub(crate) fn new(rx: mpsc::Receiver<Request>, closing: watch::Receiver<bool>) -> Queue {
+        Queue { rx, carry: None, closing, flight: Arc::default() }
+    }
+
+    /// Takes every queued request that fits; `false` once the group is full.
+    fn drain(&mut self, group: &mut Vec<Request>, bytes: &mut usize) -> bool {
+        while group.len() < PG_MAX_GROUP_REQUESTS && self.carry.is_none() {
+            let Ok(request) = self.rx.try_recv() else { return true };
+            self.add(group, bytes, request);
+        }
+        false
+    }
+
+    fn add(&mut self, group: &mut Vec<Request>, bytes: &mut usize, request: Request) {
+        if bytes.saturating_add(request.bytes) > MAX_GROUP_BYTES {
+            self.carry = Some(request);
+        } else {
+            *bytes += request.bytes;
+            group.push(request);
+        }
+    }
+
+    /// The next group; `None` once the store is gone or closed and the queue is drained.
+    async fn next_group(&mut self) -> Option<Vec<Request>> {
+        let first = match self.carry.take() {
+            Some(r) => r,
+            None => tokio::select! {
+                r = self.rx.recv() => r?,
+                () = self.closing.wait_for(|c| *c).map(|_| ()) => {
+                    // Refuse new appends; what is already queued still commits.
+                    self.rx.close();
+                    self.rx.recv().await?
+                }
+            },
+        };
+        let mut bytes = first.bytes;
+        let mut group = vec![first];
+        // While another group is committing (about one fsync), the appenders it answers come
+        // straight back: gather until it lands (bounded) instead of sending a group of one
+        // and leaving everyone else for the next flush. With nothing in flight, go at once.
+        let deadline = tokio::time::Instant::now() + MAX_GATHER;
+        let flight = Arc::clone(&self.flight);
+        loop {
+            if !self.drain(&mut group, &mut bytes) || *self.closing.borrow() {
+                break;
+            }
+            let landed = flight.landed.notified();
+            tokio::pin!(landed);
+            landed.as_mut().enable();
+            if flight.count.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            tokio::select! {
+                request = self.rx.recv() => match request {
+                    Some(request) => self.add(&mut group, &mut bytes, request),
+                    None => break,
+                },
+                () = &mut landed => {
+                    // Let the answered appenders send their next appends, take them, go.
+                    for _ in 0..4 {
+                        tokio::task::yield_now().await;
+                    }
+                    self.drain(&mut group, &mut bytes);
+                    break;
+                }
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        self.flight.count.fetch_add(1, Ordering::AcqRel);
+        Some(group)
+    }
+}
+
+/// A writer task's body: runs until the store is dropped.
+pub(crate) async fn run(shared: Arc<Shared>, queue: Arc<Mutex<Queue>>) {
+    loop {
+        let (group, flight) = {
+            let mut queue = queue.lock().await;
+            (queue.next_group().await, Arc::clone(&queue.flight))
+        };
+        let Some(group) = group else { return };
+        commit_group(&shared, group).await;
+        flight.count.fetch_sub(1, Ordering::AcqRel);
+        flight.landed.notify_waiters();
+    }
+}
+
+/// Why a group did not commit.
+enum GroupError {
+    /// Worth redoing: a concurrent writer got in the way.
+    Retry(StoreError),
+    Fatal(StoreError),
+}
+
+fn classify(context: &'static str) -> impl Fn(tokio_postgres::Error) -> GroupError {
+    move |e| {
+        let retry = matches!(
+            e.code(),
+            Some(c) if *c == SqlState::UNIQUE_VIOLATION
+                || *c == SqlState::T_R_DEADLOCK_DETECTED
+                || *c == SqlState::T_R_SERIALIZATION_FAILURE
+        );
+        let error = StoreError::backend(context, e);
+        if retry { GroupError::Retry(error) } else { GroupError::Fatal(error) }
+    }
+}
+
+impl From<StoreError> for GroupError {
+    fn from(e: StoreError) -> Self {
+        GroupError::Fatal(e)
+    }
+}
+
+async fn commit_group(shared: &Shared, group: Vec<Request>) {
+    // One timestamp per commit, truncated to what the schema stores.
+    let now = (shared.clock)().timestamp_micros();
+    let mut attempt = 0;
+    let answers = loop {
+        attempt += 1;
+        match try_group(shared, &group, now).await {
+            Ok(answers) => {
+                shared.committed.notify_one();
+                break answers;
+            }
+            Err(GroupError::Retry(e)) if attempt < MAX_ATTEMPTS => {
+                tracing::debug!(error = %e, attempt, "group commit redone");
+            }
+            Err(GroupError::Retry(e) | GroupError::Fatal(e)) => {
+                tracing::error!(error = %e, requests = group.len(), "group commit failed");
+                break group.iter().map(|_| Err(e.clone())).collect();
+            }
+        }
+    };
+    for (request, answer) in group.into_iter().zip(answers) {
+        // A caller that stopped waiting is not an error: its events are committed.
+        let _ = request.reply.send(answer);
+    }
+}
+
+/// A 64-bit advisory-lock key per stream name (FNV-1a: stable across builds and replicas).
+/// Two names sharing a key only serialise each other's appends.
+fn stream_key(name: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in name.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+/// A stream as the group sees it.
+#[derive(Debug, Clone, Copy, Default)]
+struct StreamState {
+    version: Option<u64>,
+    deleted: bool,
+}
+
+/// Where an event id already sits in the log (or earlier in this group).
+#[derive(Debug, Clone)]
+struct Placed {
+    stream: String,
+    version: u64,
+    position: Position,
+}
+
+fn to_i64(value: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value} is out of range")))
+}
+
+/// The accepted events of a group, as columns for one `unnest` insert.
+#[derive(Default)]
+struct Columns<'a> {
+    seq: Vec<i64>,
+    stream: Vec<&'a str>,
+    version: Vec<i64>,
+    event_id: Vec<Uuid>,
+    event_type: Vec<&'a str>,
+    schema_version: Vec<i64>,
+    data: Vec<&'a [u8]>,
+    metadata: Vec<&'a [u8]>,
+}
+
+const INSERT_EVENTS: &str = "
+    INSERT INTO pop_events (tx_id, seq, stream, version, event_id, event_type, schema_version,
+                            data, metadata, recorded_at)
+    SELECT $1, t.seq, t.stream, t.version, t.event_id, t.event_type, t.schema_version,
+           t.data, t.metadata, $2
+    FROM unnest($3::bigint[], $4::text[], $5::bigint[], $6::uuid[], $7::text[], $8::bigint[],
+                $9::bytea[], $10::bytea[])
+         AS t(seq, stream, version, event_id, event_type, schema_version, data, metadata)";
+
+const UPSERT_STREAMS: &str = "
+    INSERT INTO pop_streams (name, version, last_tx, last_seq)
+    SELECT t.name, t.version, $1, t.last_seq
+    FROM unnest($2::text[], $3::bigint[], $4::bigint[]) AS t(name, version, last_seq)
+    ON CONFLICT (name) DO UPDATE
+    SET version = EXCLUDED.version, last_tx = EXCLUDED.last_tx, last_seq = EXCLUDED.last_seq";
+
+/// Logs a failed NOTIFY. The NOTIFY goes out after the COMMIT, as its own transaction: a
+/// NOTIFY inside the append transaction takes PostgreSQL's global notification-queue lock at
+/// commit and holds it across the WAL flush, which serialises every commit of every replica
+/// (one fsync per group, measured). Outside, it needs no WAL flush. A lost notification (the
+/// process dies between the two) costs other replicas at most the tailing task's 1 s poll.
+fn announce(result: Result<u64, tokio_postgres::Error>) {
+    if let Err(error) = result {
+        tracing::warn!(%error, "notifying subscribers of a commit failed; they poll");
+    }
+}
+
+/// Answers of a group, one per request.
+type Answers = Vec<Result<AppendResult, StoreError>>;
+
+async fn try_group(shared: &Shared, group: &[Request], now: i64) -> Result<Answers, GroupError> {
+    let client = shared.pool.get().await.map_err(pool_error)?;
+    let result = group_on(shared, &client, group, now).await;
+    if result.is_err() {
+        // The transaction may still be open (a refused statement, a dropped pipeline); never
+        // hand a connection in a transaction back to the pool. A connection that cannot even
+        // roll back is broken: detach it so the pool makes a new one.
+        if client.batch_execute("ROLLBACK").await.is_err() {
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
+    result
+}
+
+/// One group on one connection, in two round trips: BEGIN, the locks, the transaction id and
+/// the reads go out pipelined; then the writes, NOTIFY and COMMIT (a COMMIT after a failed
+/// statement only rolls back, so pipelining it is safe).
+async fn group_on(
+    shared: &Shared,
+    tx: &deadpool_postgres::Client,
+    group: &[Request],
+    now: i64,
+) -> Result<Answers, GroupError> {
+    let mut keys: Vec<i64> = group.iter().map(|r| stream_key(&r.stream)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut names: Vec<&str> = group.iter().map(|r| r.stream.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let ids: Vec<Uuid> = group.iter().flat_map(|r| r.events.iter().map(|e| e.event_id)).collect();
+
+    let statements = futures::try_join!(
+        tx.prepare_cached("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k"),
+        tx.prepare_cached("SELECT pg_current_xact_id()::text::bigint"),
+        tx.prepare_cached(
+            "SELECT name, version, deleted_at IS NOT NULL FROM pop_streams WHERE name = ANY($1)"
+        ),
+        tx.prepare_cached(
+            "SELECT event_id, stream, version, tx_id, seq FROM pop_events \
+             WHERE event_id = ANY($1)"
+        ),
+        tx.prepare_cached(INSERT_EVENTS),
+        tx.prepare_cached(UPSERT_STREAMS),
+        tx.prepare_cached("SELECT pg_notify($1, '')"),
+    )
+    .map_err(classify("preparing a group commit"))?;
+    let (lock, xid, streams, found, insert, upsert, notify) = statements;
+    // Pipelined, executed in order: the locks, then (holding them) the transaction id.
+    let (p_keys, p_names, p_ids): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1], _) =
+        ([&keys], [&names], [&ids as &(dyn ToSql + Sync)]);
+    let begin = tx.batch_execute("BEGIN");
+    let locked = tx.query(&lock, &p_keys);
+    let xid = tx.query_one(&xid, &[]);
+    let streams = tx.query(&streams, &p_names);
+    let found = tx.query(&found, &p_ids);
+    let (_, _, xid, streams, found) = futures::try_join!(begin, locked, xid, streams, found)
+        .map_err(classify("reading the group's streams"))?;
+    let read = |e| StoreError::backend("reading the group's streams", e);
+    let tx_id: i64 = xid.try_get(0).map_err(read)?;
+
+    let mut state: HashMap<String, StreamState> = HashMap::with_capacity(streams.len());
+    for row in &streams {
+        let version: Option<i64> = row.try_get(1).map_err(read)?;
+        let version = version
+            .map(|v| u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("version {v}"))))
+            .transpose()?;
+        state.insert(
+            row.try_get(0).map_err(read)?,
+            StreamState { version, deleted: row.try_get(2).map_err(read)? },
+        );
+    }
+    let mut placed: HashMap<Uuid, Placed> = HashMap::with_capacity(found.len());
+    for row in &found {
+        let version: i64 = row.try_get(2).map_err(read)?;
+        placed.insert(
+            row.try_get(0).map_err(read)?,
+            Placed {
+                stream: row.try_get(1).map_err(read)?,
+                version: u64::try_from(version)
+                    .map_err(|_| StoreError::Corrupt(format!("version {version}")))?,
+                position: position(row.try_get(3).map_err(read)?, row.try_get(4).map_err(read)?)?,
+            },
+        );
+    }
+
+    let mut columns = Columns::default();
+    let mut touched: HashMap<&str, (i64, i64)> = HashMap::new();
+    let mut seq = 0i64;
+    let mut answers = Vec::with_capacity(group.len());
+    for request in group {
+        let before = columns.seq.len();
+        let answer = decide(request, tx_id, &mut seq, &mut state, &mut placed, &mut columns);
+        if let Ok(result) = &answer
+            && columns.seq.len() > before
+        {
+            touched.insert(&request.stream, (to_i64(result.version, "stream version")?, seq));
+        }
+        answers.push(answer);
+    }
+
+    if !touched.is_empty() {
+        let (names, versions, last): (Vec<&str>, Vec<i64>, Vec<i64>) = {
+            let mut n = Vec::with_capacity(touched.len());
+            let mut v = Vec::with_capacity(touched.len());
+            let mut l = Vec::with_capacity(touched.len());
+            for (name, (version, last_seq)) in &touched {
+                n.push(*name);
+                v.push(*version);
+                l.push(*last_seq);
+            }
+            (n, v, l)
+        };
+        let c = &columns;
+        let insert_params: [&(dyn ToSql + Sync); 10] = [
+            &tx_id,
+            &now,
+            &c.seq,
+            &c.stream,
+            &c.version,
+            &c.event_id,
+            &c.event_type,
+            &c.schema_version,
+            &c.data,
+            &c.metadata,
+        ];
+        let upsert_params: [&(dyn ToSql + Sync); 4] = [&tx_id, &names, &versions, &last];
+        let notify_params: [&(dyn ToSql + Sync); 1] = [&CHANNEL];
+        let insert = tx.execute(&insert, &insert_params);
+        let upsert = tx.execute(&upsert, &upsert_params);
+        if let Some(hook) = &shared.before_commit {
+            futures::try_join!(insert, upsert).map_err(classify("writing a group"))?;
+            hook().await;
+            tx.batch_execute("COMMIT").await.map_err(classify("committing a group"))?;
+            announce(tx.execute(&notify, &notify_params).await);
+        } else {
+            let commit = tx.batch_execute("COMMIT");
+            let written = futures::future::try_join3(insert, upsert, commit);
+            // Sent right behind the COMMIT, as a transaction of its own (see `announce`).
+            let (written, notified) = futures::join!(written, tx.execute(&notify, &notify_params));
+            written.map_err(classify("writing a group"))?;
+            announce(notified);
+        }
+        return Ok(answers);
+    }
+    tx.batch_execute("COMMIT").await.map_err(classify("committing a group"))?;
+    Ok(answers)
+}
+
+/// One append of the group: refused, answered from an identical earlier append, or accepted
+/// (its events added to `columns` at the next positions of this transaction).
+fn decide<'a>(
+    request: &'a Request,
+    tx_id: i64,
+    seq: &mut i64,
+    state: &mut HashMap<String, StreamState>,
+    placed: &mut HashMap<Uuid, Placed>,
+    columns: &mut Columns<'a>,
+) -> Result<AppendResult, StoreError> {
+    let Request { stream, expected, events, .. } = request;
+    let current = state.get(stream).copied().unwrap_or_default();
+    if current.deleted {
+        return Err(StoreError::StreamDeleted { stream: stream.clone() });
+    }
+    let replay = replay(placed, stream, *expected, events);
+    if !expected.admits(current.version) {
+        // A re-sent append that already succeeded looks like a conflict: answer it with the
+        // original result instead.
+        return match replay {
+            Replay::Same(result) => Ok(result),
+            Replay::Clash(_) | Replay::Absent => Err(StoreError::WrongExpectedVersion {
+                stream: stream.clone(),
+                expected: *expected,
+                actual: ActualVersion::from_current(current.version),
+            }),
+        };
+    }
+    match replay {
+        Replay::Same(result) => return Ok(result),
+        Replay::Clash(event_id) => {
+            return Err(StoreError::DuplicateEventId { stream: stream.clone(), event_id });
+        }
+        Replay::Absent => {}
+    }
+    let first_version = current.version.map_or(Some(0), |v| v.checked_add(1));
+    let last_version = first_version
+        .and_then(|f| f.checked_add(events.len() as u64 - 1))
+        .ok_or_else(|| StoreError::Corrupt(format!("stream {stream:?} version overflows")))?;
+    let first_version = last_version + 1 - events.len() as u64;
+    // Check every number before touching the columns, so a refusal leaves them whole.
+    to_i64(last_version, "stream version")?;
+    for (offset, event) in (0u64..).zip(events) {
+        *seq += 1;
+        let version = first_version + offset;
+        columns.seq.push(*seq);
+        columns.stream.push(stream);
+        columns.version.push(version as i64);
+        columns.event_id.push(event.event_id);
+        columns.event_type.push(&event.event_type);
+        columns.schema_version.push(i64::from(event.schema_version));
+        columns.data.push(&event.data);
+        columns.metadata.push(&event.metadata);
+        placed.insert(
+            event.event_id,
+            Placed {
+                stream: stream.clone(),
+                version,
+                position: Position::new(tx_id as u64, *seq as u64),
+            },
+        );
+    }
+    state.insert(stream.clone(), StreamState { version: Some(last_version), deleted: false });
+    Ok(AppendResult { version: last_version, position: Position::new(tx_id as u64, *seq as u64) })
+}
+
+/// Whether an append's events are already in the log (or earlier in the group).
+enum Replay {
+    /// Every event is in this stream, in order, where this append would have put them.
+    Same(AppendResult),
+    /// At least one event id is in the log some other way.
+    Clash(Uuid),
+    /// None of the event ids is in the log.
+    Absent,
+}
+
+fn replay(
+    placed: &HashMap<Uuid, Placed>,
+    stream: &str,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+) -> Replay {
+    let mut clash = None;
+    let mut same = true;
+    let mut first_version = 0u64;
+    let mut last_position = Position::START;
+    for (offset, event) in (0u64..).zip(events) {
+        let Some(found) = placed.get(&event.event_id) else {
+            same = false;
+            continue;
+        };
+        clash.get_or_insert(event.event_id);
+        if offset == 0 {
+            first_version = found.version;
+        }
+        same &= found.stream == stream && found.version == first_version + offset;
+        last_position = found.position;
+    }
+    let Some(clash) = clash else {
+        return Replay::Absent;
+    };
+    let placed_as_expected = match expected {
+        ExpectedVersion::Any => true,
+        ExpectedVersion::StreamExists => first_version > 0,
+        ExpectedVersion::NoStream | ExpectedVersion::Exact(_) => {
+            expected.first_new_version() == Some(first_version)
+        }
+    };
+    if same && placed_as_expected {
+        let version = first_version + events.len() as u64 - 1;
+        return Replay::Same(AppendResult { version, position: last_position });
+    }
+    Replay::Clash(clash)
+}
+
+/// Deletes a stream in its own transaction, under the stream's advisory lock: the events go,
+/// a tombstone stays (with the position of the last event, so the head never moves back).
+pub(crate) async fn delete(
+    shared: &Shared,
+    stream: &str,
+    expected: ExpectedVersion,
+    now: i64,
+) -> Result<(), StoreError> {
+    let fail = |context| move |e| StoreError::backend(context, e);
+    let mut client = shared.pool.get().await.map_err(pool_error)?;
+    let tx = client.transaction().await.map_err(fail("starting a delete"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&stream_key(stream)])
+        .await
+        .map_err(fail("locking a stream"))?;
+    let row = tx
+        .query_opt(
+            "SELECT version, deleted_at IS NOT NULL FROM pop_streams WHERE name = $1",
+            &[&stream],
+        )
+        .await
+        .map_err(fail("looking up a stream"))?;
+    let (current, deleted) = match row {
+        Some(row) => {
+            let version: Option<i64> = row.try_get(0).map_err(fail("looking up a stream"))?;
+            let version = version
+                .map(|v| u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("version {v}"))))
+                .transpose()?;
+            (version, row.try_get::<_, bool>(1).map_err(fail("looking up a stream"))?)
+        }
+        None => (None, false),
+    };
+    if deleted {
+        return Err(StoreError::StreamDeleted { stream: stream.to_owned() });
+    }
+    if !expected.admits(current) {
+        return Err(StoreError::WrongExpectedVersion {
+            stream: stream.to_owned(),
+            expected,
+            actual: ActualVersion::from_current(current),
+        });
+    }
+    tx.execute("DELETE FROM pop_events WHERE stream = $1", &[&stream])
+        .await
+        .map_err(fail("deleting a stream's events"))?;
+    tx.execute(
+        "INSERT INTO pop_streams (name, deleted_at) VALUES ($1, $2) \
+         ON CONFLICT (name) DO UPDATE SET deleted_at = EXCLUDED.deleted_at",
+        &[&stream, &now],
+    )
+    .await
+    .map_err(fail("marking a stream deleted"))?;
+    tx.commit().await.map_err(fail("committing a delete"))
+}

@@ -1,0 +1,242 @@
+//! PostgreSQL-only behaviour beyond the conformance suite: tailing while transactions commit
+//! out of order, leader locks, and a database restart under a running store.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use pop_store::postgres::CommitHook;
+use pop_store::test_cluster::{ClusterDurability, TestCluster};
+use pop_store::{
+    EventStore, ExpectedVersion, Leadership, NewEvent, PgLeadership, PgOptions, PgStore, Position,
+    RecordedEvent, StoreError,
+};
+use tokio_postgres::NoTls;
+use uuid::Uuid;
+
+const WRITERS: usize = 16;
+const APPENDS_PER_WRITER: u64 = 40;
+/// The longest a test waits for something it knows will happen.
+const GUARD: Duration = Duration::from_secs(60);
+
+fn event(i: u64) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::new_v4(),
+        event_type: "Tailed".to_owned(),
+        schema_version: 1,
+        data: format!(r#"{{"i":{i}}}"#).into_bytes(),
+        metadata: Vec::new(),
+    }
+}
+
+/// A random pause of 0–15 ms from a per-call seed (no dependency needed).
+fn random_pause(seed: u64) -> Duration {
+    let mut x = seed | 1;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    Duration::from_micros(x.wrapping_mul(0x2545_f491_4f6c_dd1d) % 15_000)
+}
+
+async fn read_everything(store: &dyn EventStore) -> Vec<RecordedEvent> {
+    let mut all = Vec::new();
+    let mut after = Position::START;
+    loop {
+        let batch = store.read_all(after, 1_000).await.expect("read_all");
+        let Some(last) = batch.last() else { return all };
+        after = last.position;
+        all.extend(batch);
+    }
+}
+
+/// 16 writers (each a store of its own, as replicas would be) whose transactions stay open for
+/// random times (so they commit out of log order) while a subscriber on another store
+/// instance tails the log: the
+/// subscriber's sequence is exactly the final log, nothing skipped, nothing repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tailing_never_skips_late_commits() {
+    let Some(cluster) = TestCluster::shared("tailing_never_skips_late_commits") else { return };
+    let url = cluster.create_database().await.expect("database");
+    let calls = Arc::new(AtomicU64::new(0));
+    let hook: CommitHook = {
+        let calls = Arc::clone(&calls);
+        Arc::new(move || {
+            let n = calls.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(random_pause(n.wrapping_mul(0x9e37_79b9_7f4a_7c15))).boxed()
+        })
+    };
+    // Each writer is a store of its own (a replica), so 16 transactions are open at once.
+    let writer_options =
+        PgOptions { writers: 1, pool_size: 2, before_commit: Some(hook), ..PgOptions::default() };
+    let mut writers = Vec::new();
+    for _ in 0..WRITERS {
+        let store = PgStore::connect(&url, writer_options.clone()).await.expect("writer store");
+        writers.push(Arc::new(store));
+    }
+    let reader = PgStore::connect(&url, PgOptions::default()).await.expect("reader store");
+
+    let total = WRITERS as u64 * APPENDS_PER_WRITER;
+    let mut subscription = reader.subscribe_all(Position::START);
+    let tail = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while (seen.len() as u64) < total {
+            match tokio::time::timeout(GUARD, subscription.next()).await {
+                Ok(Some(Ok(e))) => seen.push(e),
+                other => panic!("subscription gave {other:?} after {} events", seen.len()),
+            }
+        }
+        // Nothing more may arrive: every event was delivered exactly once.
+        let extra = tokio::time::timeout(Duration::from_millis(1_500), subscription.next()).await;
+        assert!(extra.is_err(), "an event arrived twice or from nowhere: {extra:?}");
+        seen
+    });
+
+    // Commit-order inversions: an append acknowledged after one with a higher position. The
+    // trap only exists if this happens, so the test checks it did.
+    let highest_acked = Arc::new(AtomicU64::new(0));
+    let inversions = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for (w, writer) in writers.iter().enumerate() {
+        let (writer, highest, inversions) =
+            (Arc::clone(writer), Arc::clone(&highest_acked), Arc::clone(&inversions));
+        tasks.push(tokio::spawn(async move {
+            let stream = format!("tail-{w}-{}", Uuid::new_v4().simple());
+            for i in 0..APPENDS_PER_WRITER {
+                let expected =
+                    if i == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(i - 1) };
+                let r = writer.append(&stream, expected, vec![event(i)]).await.expect("append");
+                let commit = r.position.commit();
+                if highest.fetch_max(commit, Ordering::SeqCst) > commit {
+                    inversions.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("writer task");
+    }
+    let seen = tokio::time::timeout(GUARD, tail).await.expect("tail finished").expect("tail task");
+    let log = read_everything(&reader).await;
+    assert_eq!(log.len() as u64, total, "events in the log");
+    let ids = |events: &[RecordedEvent]| -> Vec<(Position, Uuid)> {
+        events.iter().map(|e| (e.position, e.event_id)).collect()
+    };
+    assert_eq!(ids(&seen), ids(&log), "the subscriber's sequence is the final log");
+    let unique: HashSet<Uuid> = seen.iter().map(|e| e.event_id).collect();
+    assert_eq!(unique.len(), seen.len(), "no event delivered twice");
+    assert!(
+        inversions.load(Ordering::Relaxed) > 0,
+        "no transaction committed out of log order: the test did not exercise the trap"
+    );
+    // Within each stream, the log order is the version order.
+    let mut last_version: std::collections::HashMap<&str, u64> = Default::default();
+    for e in &log {
+        if let Some(previous) = last_version.insert(&e.stream, e.version) {
+            assert_eq!(e.version, previous + 1, "stream {} out of order in the log", e.stream);
+        }
+    }
+}
+
+async fn admin(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.expect("admin connection");
+    tokio::spawn(connection);
+    client
+}
+
+/// Two leaderships on one database: one leader per name; dropping the guard hands it over;
+/// a terminated backend marks the guard lost and frees the name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_locks() {
+    let Some(cluster) = TestCluster::shared("leader_locks") else { return };
+    let url = cluster.create_database().await.expect("database");
+    let a = PgLeadership::new(&url, &PgOptions::default()).expect("leadership a");
+    let b = PgLeadership::new(&url, &PgOptions::default()).expect("leadership b");
+
+    let first = a.try_lead("scheduler").await.expect("ask").expect("the first asker leads");
+    assert!(first.is_held());
+    assert!(b.try_lead("scheduler").await.expect("ask").is_none(), "two leaders");
+    assert!(a.try_lead("scheduler").await.expect("ask").is_none(), "re-entrant on one replica");
+    let other = b.try_lead("reaper").await.expect("ask").expect("names are independent");
+
+    drop(first);
+    let mut second = None;
+    for _ in 0..100 {
+        if let Some(guard) = b.try_lead("scheduler").await.expect("ask") {
+            second = Some(guard);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut second = second.expect("a dropped guard frees the name");
+
+    // Terminate the backend that holds "scheduler" (and only that one).
+    let client = admin(&url).await;
+    let rows = client
+        .query(
+            "SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted \
+             AND l.objid = hashtext('scheduler')::oid AND l.database = \
+             (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[],
+        )
+        .await
+        .expect("find the lock holder");
+    assert_eq!(rows.len(), 1, "exactly one holder of the scheduler lock");
+    let pid: i32 = rows[0].get(0);
+    client.execute("SELECT pg_terminate_backend($1)", &[&pid]).await.expect("terminate");
+    tokio::time::timeout(GUARD, second.lost()).await.expect("the guard noticed the loss");
+    assert!(!second.is_held());
+    assert!(other.is_held(), "the other name's connection is untouched");
+    assert!(a.try_lead("scheduler").await.expect("ask").is_some(), "the lost name is free again");
+}
+
+/// The database restarts under a running store: appends fail with an error meanwhile, work
+/// again afterwards, and a subscriber that was waiting receives the new events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_a_database_restart() {
+    let Some(cluster) = TestCluster::start("survives_a_database_restart", ClusterDurability::Fast)
+        .expect("own cluster")
+    else {
+        return;
+    };
+    let url = cluster.create_database().await.expect("database");
+    let options = PgOptions { connect_timeout: Duration::from_secs(1), ..PgOptions::default() };
+    let store = Arc::new(PgStore::connect(&url, options).await.expect("store"));
+    let first =
+        store.append("restart", ExpectedVersion::NoStream, vec![event(0)]).await.expect("append");
+    let mut subscription = store.subscribe_all(first.position);
+
+    let stopper = tokio::task::spawn_blocking(move || cluster.stop().map(|()| cluster));
+    let cluster = stopper.await.expect("join").expect("stop");
+    let down = store.append("restart", ExpectedVersion::Exact(0), vec![event(1)]).await;
+    match &down {
+        Err(e @ StoreError::Backend { .. }) => {
+            let cause = std::error::Error::source(e).map(|s| s.to_string()).unwrap_or_default();
+            eprintln!("append while down: {e}: {cause}");
+        }
+        other => panic!("an append while the database is down is a backend error: {other:?}"),
+    }
+
+    let cluster = tokio::task::spawn_blocking(move || cluster.start_again().map(|()| cluster))
+        .await
+        .expect("join")
+        .expect("start again");
+    let mut again = None;
+    for _ in 0..100 {
+        match store.append("restart", ExpectedVersion::Exact(0), vec![event(1)]).await {
+            Ok(r) => {
+                again = Some(r);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let again = again.expect("appends work again after the restart");
+    assert_eq!(again.version, 1);
+    match tokio::time::timeout(GUARD, subscription.next()).await {
+        Ok(Some(Ok(e))) => assert_eq!(e.position, again.position, "the subscriber got it"),
+        other => panic!("subscription after the restart gave {other:?}"),
+    }
+    drop(cluster);
+}
