@@ -270,6 +270,11 @@ pub struct AgendaModel {
     by_link: HashMap<Arc<str>, BTreeSet<Key>>,
     /// Per insight and phase, in `addedTime` order: the scheduler's and `getAgenda`'s queues.
     by_insight: HashMap<Arc<str>, BTreeMap<Phase, BTreeSet<Key>>>,
+    /// While set (a rebuild or a snapshot load, before anyone queries), the indexes above are
+    /// not maintained per event: [`AgendaModel::build_indexes`] builds them once from the
+    /// entries' keys at the end. An agenda changes ~14 times in its life, and each change
+    /// would otherwise move it in four `updatedTime` sets.
+    deferred: bool,
 }
 
 /// A filtered, ordered, paginated agenda list. Filters are ANDed.
@@ -404,6 +409,33 @@ impl AgendaModel {
         event: &AgendaEvent,
         change: Option<&mut Change>,
     ) -> Result<bool, CorruptEntry> {
+        if let Some(entry) = self.entries.get_mut(id)
+            && let Body::Live(state) = &mut entry.body
+        {
+            // The common case: fold a live agenda where it lies, without moving its state.
+            state.evolve(event);
+            let keys = keys_of(
+                &self.by_customer,
+                &self.by_link,
+                &self.by_insight,
+                state,
+                Some(&entry.keys),
+            );
+            let old = std::mem::replace(&mut entry.keys, keys);
+            if state.is_complete() {
+                let body = std::mem::replace(&mut entry.body, Body::Settled(Box::default()));
+                if let Body::Live(state) = body {
+                    entry.body = settle(state);
+                }
+            }
+            let id = Arc::clone(&entry.id);
+            let keys = entry.keys.clone();
+            self.reindex(&id, Some(&old), Some(&keys));
+            if let Some(change) = change {
+                describe(change, &id, &keys);
+            }
+            return Ok(true);
+        }
         let mut state = match self.entries.get_mut(id) {
             Some(entry) => entry.take_state()?,
             None => AgendaState::default(),
@@ -420,24 +452,56 @@ impl AgendaModel {
     /// Inserts or replaces the entry `id` with `state` and re-indexes it.
     pub(crate) fn put(&mut self, id: &str, state: AgendaState, change: Option<&mut Change>) {
         let old = self.entries.get(id).map(|e| (Arc::clone(&e.id), e.keys.clone()));
-        let keys = self.keys_of(&state, old.as_ref().map(|(_, k)| k));
+        let keys = keys_of(
+            &self.by_customer,
+            &self.by_link,
+            &self.by_insight,
+            &state,
+            old.as_ref().map(|(_, k)| k),
+        );
         let id: Arc<str> = match &old {
             Some((id, _)) => Arc::clone(id),
             None => Arc::from(id),
         };
         self.reindex(&id, old.as_ref().map(|(_, k)| k), Some(&keys));
         if let Some(change) = change {
-            change.kind = ChangeKind::Agenda;
-            change.id = Arc::clone(&id);
-            change.customer_id = Arc::clone(&keys.customer);
-            change.progress_id = Some(Arc::clone(&keys.progress_id));
-            change.link_id = keys.link.clone();
-            change.insight_id = keys.insight.clone();
-            change.processing_state = Some(keys.state);
-            change.phase = Some(keys.phase);
+            describe(change, &id, &keys);
         }
-        let body = settle(state);
+        let body = settle(Box::new(state));
         self.entries.insert(Arc::clone(&id), AgendaEntry { id, keys, body });
+    }
+
+    /// Stops maintaining the indexes per event until [`AgendaModel::build_indexes`]: for a
+    /// rebuild or a snapshot load, where nobody queries before the end.
+    pub(crate) fn defer_indexes(&mut self) {
+        self.deferred = true;
+    }
+
+    /// Builds every index from the entries' keys (after [`AgendaModel::defer_indexes`]),
+    /// interning customer, link and insight ids again so each is stored once.
+    pub(crate) fn build_indexes(&mut self) {
+        if !self.deferred {
+            return;
+        }
+        self.deferred = false;
+        self.progress_ids.clear();
+        self.all = Partition::default();
+        self.by_customer.clear();
+        self.by_link.clear();
+        self.by_insight.clear();
+        let mut entries = std::mem::take(&mut self.entries);
+        for entry in entries.values_mut() {
+            let k = &mut entry.keys;
+            k.customer = intern(&self.by_customer, None, &k.customer);
+            if let Some(link) = k.link.as_mut() {
+                *link = intern(&self.by_link, None, link);
+            }
+            if let Some(insight) = k.insight.as_mut() {
+                *insight = intern(&self.by_insight, None, insight);
+            }
+            self.reindex(&entry.id, None, Some(&entry.keys));
+        }
+        self.entries = entries;
     }
 
     /// Drops an agenda and its index entries (the hook for streams deleted by a reaper).
@@ -447,40 +511,12 @@ impl AgendaModel {
         Some(entry)
     }
 
-    fn keys_of(&self, state: &AgendaState, old: Option<&Keys>) -> Keys {
-        let p = state.progress();
-        let progress_id = match old {
-            Some(k) if k.progress_id.as_ref() == p.id => Arc::clone(&k.progress_id),
-            _ => Arc::from(p.id.as_str()),
-        };
-        let customer = intern(&self.by_customer, old.map(|k| &k.customer), &p.customer_id);
-        let link = p
-            .link_id
-            .as_deref()
-            .map(|l| intern(&self.by_link, old.and_then(|k| k.link.as_ref()), l));
-        let insight = p
-            .agenda_insight
-            .as_ref()
-            .map(|i| intern(&self.by_insight, old.and_then(|k| k.insight.as_ref()), &i.insight_id));
-        let added = ms(p.added_time.or(state.agenda().and_then(|a| a.added_time)));
-        Keys {
-            progress_id,
-            customer,
-            link,
-            insight,
-            state: p.processing_state,
-            phase: Phase::of(
-                p.processing_state,
-                p.processing_state_message.as_deref().unwrap_or(""),
-            ),
-            added,
-            updated: ms(p.updated_time).max(added),
-        }
-    }
-
     /// Moves an agenda's index entries from `old` keys to `new` ones, touching only the
     /// indexes whose key changed (most events change only the updated time).
     fn reindex(&mut self, id: &Arc<str>, old: Option<&Keys>, new: Option<&Keys>) {
+        if self.deferred {
+            return;
+        }
         let added_key = |k: &Keys| (k.added, Arc::clone(id));
         let updated_key = |k: &Keys| (k.updated, Arc::clone(id));
 
@@ -642,16 +678,61 @@ impl AgendaModel {
     }
 }
 
+/// The keys of `state`, reusing `old`'s strings where unchanged and interning customer, link
+/// and insight ids through the index maps.
+fn keys_of<C, L, I>(
+    by_customer: &HashMap<Arc<str>, C>,
+    by_link: &HashMap<Arc<str>, L>,
+    by_insight: &HashMap<Arc<str>, I>,
+    state: &AgendaState,
+    old: Option<&Keys>,
+) -> Keys {
+    let p = state.progress();
+    let progress_id = match old {
+        Some(k) if k.progress_id.as_ref() == p.id => Arc::clone(&k.progress_id),
+        _ => Arc::from(p.id.as_str()),
+    };
+    let customer = intern(by_customer, old.map(|k| &k.customer), &p.customer_id);
+    let link = p.link_id.as_deref().map(|l| intern(by_link, old.and_then(|k| k.link.as_ref()), l));
+    let insight = p
+        .agenda_insight
+        .as_ref()
+        .map(|i| intern(by_insight, old.and_then(|k| k.insight.as_ref()), &i.insight_id));
+    let added = ms(p.added_time.or(state.agenda().and_then(|a| a.added_time)));
+    Keys {
+        progress_id,
+        customer,
+        link,
+        insight,
+        state: p.processing_state,
+        phase: Phase::of(p.processing_state, p.processing_state_message.as_deref().unwrap_or("")),
+        added,
+        updated: ms(p.updated_time).max(added),
+    }
+}
+
+/// What a change of agenda `id` with `keys` tells subscribers.
+fn describe(change: &mut Change, id: &Arc<str>, keys: &Keys) {
+    change.kind = ChangeKind::Agenda;
+    change.id = Arc::clone(id);
+    change.customer_id = Arc::clone(&keys.customer);
+    change.progress_id = Some(Arc::clone(&keys.progress_id));
+    change.link_id = keys.link.clone();
+    change.insight_id = keys.insight.clone();
+    change.processing_state = Some(keys.state);
+    change.phase = Some(keys.phase);
+}
+
 /// Holds COMPLETE agendas as JSON (see the module docs); the rest live.
-fn settle(state: AgendaState) -> Body {
+fn settle(state: Box<AgendaState>) -> Body {
     // Encoding a state cannot fail (string keys, finite numbers); if it ever did, the entry
     // would simply stay live.
     if state.is_complete()
-        && let Ok(json) = serde_json::to_vec(&state)
+        && let Ok(json) = serde_json::to_vec(state.as_ref())
     {
         return Body::Settled(lz4_flex::block::compress_prepend_size(&json).into_boxed_slice());
     }
-    Body::Live(Box::new(state))
+    Body::Live(state)
 }
 
 /// Merges the ordered `sources` (disjoint sets) from after `after`, keeping entries `pick`
@@ -691,4 +772,95 @@ fn merge_page<'m, T>(
         }
     }
     Page { items, next: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+    use pop_domain::agenda::AgendaCommand;
+    use pop_domain::{AgendaInsight, Operation};
+
+    fn t(secs: i64) -> Timestamp {
+        Utc.timestamp_millis_opt(1_736_935_200_000 + secs * 1000).single().unwrap_or_default()
+    }
+
+    /// Agenda `i`'s events: submitted, then (by `i`) queued, claimed, cancelled, rerun.
+    fn history(i: i64) -> Vec<AgendaEvent> {
+        let agenda = Agenda {
+            id: format!("a{i}"),
+            customer_id: format!("c{}", i % 3),
+            progress_id: Some(if i % 4 == 0 { format!("p{i}") } else { format!("a{i}") }),
+            link_id: (i % 2 == 0).then(|| format!("l{}", i % 5)),
+            operations: vec![Operation { name: "op".to_string(), ..Operation::default() }],
+            ..Agenda::default()
+        };
+        let insight = AgendaInsight {
+            resource_pool_id: "pool".to_string(),
+            insight_id: format!("i{}", i % 2),
+        };
+        let mut commands = vec![AgendaCommand::Submit { agenda, insight, now: t(i) }];
+        let steps = [
+            AgendaCommand::Queue { now: t(i + 1) },
+            AgendaCommand::Claim {
+                holder: "w".to_string(),
+                lease_id: "l".to_string(),
+                lease_expires: t(i + 100),
+                now: t(i + 2),
+            },
+            AgendaCommand::Cancel { reason: None, now: t(i + 3) },
+            AgendaCommand::Rerun { flags: Default::default(), now: t(i + 4) },
+        ];
+        commands.extend(steps.into_iter().take((i % 5) as usize));
+        let mut state = AgendaState::default();
+        let mut events = Vec::new();
+        for command in &commands {
+            for e in state.decide(command).expect("decides") {
+                state.evolve(&e);
+                events.push(e);
+            }
+        }
+        events
+    }
+
+    /// Every index, in a deterministic order.
+    fn indexes(m: &AgendaModel) -> String {
+        let customers: BTreeMap<_, _> =
+            m.by_customer.iter().map(|(k, v)| (k, format!("{v:?}"))).collect();
+        let links: BTreeMap<_, _> = m.by_link.iter().collect();
+        let insights: BTreeMap<_, _> = m.by_insight.iter().collect();
+        let progress: BTreeMap<_, _> = m.progress_ids.iter().collect();
+        format!("{:?} {customers:?} {links:?} {insights:?} {progress:?}", m.all)
+    }
+
+    #[test]
+    fn indexes_built_at_the_end_equal_indexes_kept_per_event() {
+        let (mut live, mut deferred) = (AgendaModel::default(), AgendaModel::default());
+        deferred.defer_indexes();
+        // Interleaved like a log: every agenda's first event, then every second one…
+        let histories: Vec<_> = (0..40).map(history).collect();
+        for step in 0..10 {
+            for (i, h) in histories.iter().enumerate() {
+                if let Some(e) = h.get(step) {
+                    let id = format!("a{i}");
+                    live.apply(&id, e, None).expect("applies");
+                    deferred.apply(&id, e, None).expect("applies");
+                }
+            }
+        }
+        assert!(live.entries.values().any(AgendaEntry::is_settled));
+        assert!(live.entries.values().any(|e| !e.is_settled()));
+        assert_eq!(indexes(&deferred), indexes(&AgendaModel::default()));
+        deferred.build_indexes();
+        assert_eq!(indexes(&live), indexes(&deferred));
+        assert!(!indexes(&live).is_empty());
+        // Customer ids are interned again: one allocation per customer.
+        let c0: Vec<_> = deferred
+            .entries
+            .values()
+            .filter(|e| e.customer_id() == "c0")
+            .map(|e| &e.keys.customer)
+            .collect();
+        assert!(c0.windows(2).all(|w| Arc::ptr_eq(w[0], w[1])));
+    }
 }

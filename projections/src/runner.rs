@@ -555,6 +555,8 @@ pub async fn rebuild(
     });
     let _abort_reader = AbortOnDrop(reader);
     let mut models = ReadModels::new();
+    // Nothing queries the models until they are returned: index them once at the end.
+    models.defer_indexes();
     let mut events = 0u64;
     while let Some(batch) = rx.recv().await {
         for (position, decoded) in batch? {
@@ -571,5 +573,6 @@ pub async fn rebuild(
             events_per_sec: if secs > 0.0 { events as f64 / secs } else { 0.0 },
         });
     }
+    models.build_indexes();
     Ok(models)
 }
