@@ -275,6 +275,23 @@ pub struct AgendaModel {
     /// entries' keys at the end. An agenda changes ~14 times in its life, and each change
     /// would otherwise move it in four `updatedTime` sets.
     deferred: bool,
+    /// Scratch space for settling, reused so that each settle allocates only its result.
+    buffers: SettleBuffers,
+}
+
+/// What [`settle`] reuses from one agenda to the next: the JSON text, the LZ4 output and the
+/// compressor's hash table (fresh ones cost a zeroed 8 KiB table and buffer growth each time).
+#[derive(Default)]
+struct SettleBuffers {
+    json: Vec<u8>,
+    compressed: Vec<u8>,
+    table: lz4_flex::block::CompressTable,
+}
+
+impl std::fmt::Debug for SettleBuffers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SettleBuffers").finish_non_exhaustive()
+    }
 }
 
 /// A filtered, ordered, paginated agenda list. Filters are ANDed.
@@ -425,7 +442,7 @@ impl AgendaModel {
             if state.is_complete() {
                 let body = std::mem::replace(&mut entry.body, Body::Settled(Box::default()));
                 if let Body::Live(state) = body {
-                    entry.body = settle(state);
+                    entry.body = settle(&mut self.buffers, state);
                 }
             }
             let id = Arc::clone(&entry.id);
@@ -467,7 +484,7 @@ impl AgendaModel {
         if let Some(change) = change {
             describe(change, &id, &keys);
         }
-        let body = settle(Box::new(state));
+        let body = settle(&mut self.buffers, Box::new(state));
         self.entries.insert(Arc::clone(&id), AgendaEntry { id, keys, body });
     }
 
@@ -723,16 +740,45 @@ fn describe(change: &mut Change, id: &Arc<str>, keys: &Keys) {
     change.phase = Some(keys.phase);
 }
 
-/// Holds COMPLETE agendas as JSON (see the module docs); the rest live.
-fn settle(state: Box<AgendaState>) -> Body {
-    // Encoding a state cannot fail (string keys, finite numbers); if it ever did, the entry
-    // would simply stay live.
-    if state.is_complete()
-        && let Ok(json) = serde_json::to_vec(state.as_ref())
-    {
-        return Body::Settled(lz4_flex::block::compress_prepend_size(&json).into_boxed_slice());
+/// Scratch buffers larger than this are freed after use.
+const SCRATCH_KEPT: usize = 1 << 20;
+
+/// Holds COMPLETE agendas as JSON (see the module docs); the rest live. The settled form is
+/// what `lz4_flex::block::compress_prepend_size` makes (the size as a little-endian `u32`, then
+/// the block), built in `buffers`.
+fn settle(buffers: &mut SettleBuffers, state: Box<AgendaState>) -> Body {
+    if !state.is_complete() {
+        return Body::Live(state);
     }
-    Body::Live(state)
+    buffers.json.clear();
+    // Encoding a state cannot fail (string keys, finite numbers), nor can compressing into a
+    // buffer of the maximum output size; if either ever did, the entry would simply stay live.
+    if serde_json::to_writer(&mut buffers.json, state.as_ref()).is_err() {
+        return Body::Live(state);
+    }
+    let Ok(size) = u32::try_from(buffers.json.len()) else { return Body::Live(state) };
+    let max = lz4_flex::block::get_maximum_output_size(buffers.json.len());
+    if buffers.compressed.len() < max {
+        buffers.compressed.resize(max, 0);
+    }
+    match lz4_flex::block::compress_into_with_table(
+        &buffers.json,
+        &mut buffers.compressed,
+        &mut buffers.table,
+    ) {
+        Ok(n) => {
+            if buffers.json.capacity() > SCRATCH_KEPT {
+                // A huge agenda: do not hold its size of scratch space forever.
+                buffers.json = Vec::new();
+                buffers.compressed = Vec::new();
+            }
+            let mut settled = Vec::with_capacity(4 + n);
+            settled.extend_from_slice(&size.to_le_bytes());
+            settled.extend_from_slice(buffers.compressed.get(..n).unwrap_or_default());
+            Body::Settled(settled.into_boxed_slice())
+        }
+        Err(_) => Body::Live(state),
+    }
 }
 
 /// Merges the ordered `sources` (disjoint sets) from after `after`, keeping entries `pick`
@@ -850,6 +896,14 @@ mod tests {
         }
         assert!(live.entries.values().any(AgendaEntry::is_settled));
         assert!(live.entries.values().any(|e| !e.is_settled()));
+        for e in live.entries.values().filter(|e| e.is_settled()) {
+            let state = e.state().expect("a settled agenda decodes");
+            assert!(state.is_complete());
+            assert_eq!(
+                e.canonical_json().expect("json"),
+                serde_json::to_vec(state.as_ref()).expect("json")
+            );
+        }
         assert_eq!(indexes(&deferred), indexes(&AgendaModel::default()));
         deferred.build_indexes();
         assert_eq!(indexes(&live), indexes(&deferred));
