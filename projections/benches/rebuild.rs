@@ -60,6 +60,19 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
+/// CPU seconds (user + system, every thread) this process has used, from `/proc/self/stat`
+/// (Linux; clock ticks of 1/100 s). `None` where that file is unavailable. On a shared machine
+/// the wall-clock rate swings with the load; the CPU time a rebuild takes swings much less.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name, which may itself contain spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(0.0)
@@ -116,6 +129,7 @@ async fn bench(args: Args) -> Fallible<()> {
 
     let mut rates = Vec::new();
     let mut read_rates = Vec::new();
+    let mut cpu_rates = Vec::new();
     for run in 1..=args.runs {
         // The store's share: reading the log without decoding or folding.
         let started = Instant::now();
@@ -130,17 +144,24 @@ async fn bench(args: Args) -> Fallible<()> {
         read_rates.push(read as f64 / started.elapsed().as_secs_f64());
 
         let started = Instant::now();
+        let cpu_before = cpu_seconds();
         let models = rebuilt(log.dyn_store()).await?;
         let secs = started.elapsed().as_secs_f64();
+        let cpu = cpu_seconds().zip(cpu_before).map(|(after, before)| after - before);
         let rate = events as f64 / secs;
         println!(
-            "  run {run}: rebuild {:.3} s, {:.0} events/s ({} agendas); read alone {:.0} events/s",
+            "  run {run}: rebuild {:.3} s, {:.0} events/s ({} agendas), {:.2} CPU s ({:.0} events per CPU-second); read alone {:.0} events/s",
             secs,
             rate,
             models.agendas().len(),
+            cpu.unwrap_or(0.0),
+            cpu.filter(|c| *c > 0.0).map_or(0.0, |c| events as f64 / c),
             read_rates.last().copied().unwrap_or(0.0)
         );
         rates.push(rate);
+        if let Some(cpu) = cpu.filter(|c| *c > 0.0) {
+            cpu_rates.push(events as f64 / cpu);
+        }
         if run == args.runs {
             let dir = tempfile::tempdir()?;
             let started = Instant::now();
@@ -164,6 +185,10 @@ async fn bench(args: Args) -> Fallible<()> {
         "rebuild rate (median): {rate:.0} events/s [target ≥ 500000: {}]; reading alone {:.0} events/s",
         if rate >= 500_000.0 { "met" } else { "NOT met" },
         median(read_rates)
+    );
+    println!(
+        "rebuild CPU cost (median): {:.0} events per CPU-second (all threads)",
+        median(cpu_rates)
     );
 
     let (settled, n) = bytes_per_agenda(args.memory_agendas, true).await?;

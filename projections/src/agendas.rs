@@ -270,6 +270,28 @@ pub struct AgendaModel {
     by_link: HashMap<Arc<str>, BTreeSet<Key>>,
     /// Per insight and phase, in `addedTime` order: the scheduler's and `getAgenda`'s queues.
     by_insight: HashMap<Arc<str>, BTreeMap<Phase, BTreeSet<Key>>>,
+    /// While set (a rebuild or a snapshot load, before anyone queries), the indexes above are
+    /// not maintained per event: [`AgendaModel::build_indexes`] builds them once from the
+    /// entries' keys at the end. An agenda changes ~14 times in its life, and each change
+    /// would otherwise move it in four `updatedTime` sets.
+    deferred: bool,
+    /// Scratch space for settling, reused so that each settle allocates only its result.
+    buffers: SettleBuffers,
+}
+
+/// What [`settle`] reuses from one agenda to the next: the JSON text, the LZ4 output and the
+/// compressor's hash table (fresh ones cost a zeroed 8 KiB table and buffer growth each time).
+#[derive(Default)]
+struct SettleBuffers {
+    json: Vec<u8>,
+    compressed: Vec<u8>,
+    table: lz4_flex::block::CompressTable,
+}
+
+impl std::fmt::Debug for SettleBuffers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SettleBuffers").finish_non_exhaustive()
+    }
 }
 
 /// A filtered, ordered, paginated agenda list. Filters are ANDed.
@@ -404,6 +426,33 @@ impl AgendaModel {
         event: &AgendaEvent,
         change: Option<&mut Change>,
     ) -> Result<bool, CorruptEntry> {
+        if let Some(entry) = self.entries.get_mut(id)
+            && let Body::Live(state) = &mut entry.body
+        {
+            // The common case: fold a live agenda where it lies, without moving its state.
+            state.evolve(event);
+            let keys = keys_of(
+                &self.by_customer,
+                &self.by_link,
+                &self.by_insight,
+                state,
+                Some(&entry.keys),
+            );
+            let old = std::mem::replace(&mut entry.keys, keys);
+            if state.is_complete() {
+                let body = std::mem::replace(&mut entry.body, Body::Settled(Box::default()));
+                if let Body::Live(state) = body {
+                    entry.body = settle(&mut self.buffers, state);
+                }
+            }
+            let id = Arc::clone(&entry.id);
+            let keys = entry.keys.clone();
+            self.reindex(&id, Some(&old), Some(&keys));
+            if let Some(change) = change {
+                describe(change, &id, &keys);
+            }
+            return Ok(true);
+        }
         let mut state = match self.entries.get_mut(id) {
             Some(entry) => entry.take_state()?,
             None => AgendaState::default(),
@@ -420,24 +469,56 @@ impl AgendaModel {
     /// Inserts or replaces the entry `id` with `state` and re-indexes it.
     pub(crate) fn put(&mut self, id: &str, state: AgendaState, change: Option<&mut Change>) {
         let old = self.entries.get(id).map(|e| (Arc::clone(&e.id), e.keys.clone()));
-        let keys = self.keys_of(&state, old.as_ref().map(|(_, k)| k));
+        let keys = keys_of(
+            &self.by_customer,
+            &self.by_link,
+            &self.by_insight,
+            &state,
+            old.as_ref().map(|(_, k)| k),
+        );
         let id: Arc<str> = match &old {
             Some((id, _)) => Arc::clone(id),
             None => Arc::from(id),
         };
         self.reindex(&id, old.as_ref().map(|(_, k)| k), Some(&keys));
         if let Some(change) = change {
-            change.kind = ChangeKind::Agenda;
-            change.id = Arc::clone(&id);
-            change.customer_id = Arc::clone(&keys.customer);
-            change.progress_id = Some(Arc::clone(&keys.progress_id));
-            change.link_id = keys.link.clone();
-            change.insight_id = keys.insight.clone();
-            change.processing_state = Some(keys.state);
-            change.phase = Some(keys.phase);
+            describe(change, &id, &keys);
         }
-        let body = settle(state);
+        let body = settle(&mut self.buffers, Box::new(state));
         self.entries.insert(Arc::clone(&id), AgendaEntry { id, keys, body });
+    }
+
+    /// Stops maintaining the indexes per event until [`AgendaModel::build_indexes`]: for a
+    /// rebuild or a snapshot load, where nobody queries before the end.
+    pub(crate) fn defer_indexes(&mut self) {
+        self.deferred = true;
+    }
+
+    /// Builds every index from the entries' keys (after [`AgendaModel::defer_indexes`]),
+    /// interning customer, link and insight ids again so each is stored once.
+    pub(crate) fn build_indexes(&mut self) {
+        if !self.deferred {
+            return;
+        }
+        self.deferred = false;
+        self.progress_ids.clear();
+        self.all = Partition::default();
+        self.by_customer.clear();
+        self.by_link.clear();
+        self.by_insight.clear();
+        let mut entries = std::mem::take(&mut self.entries);
+        for entry in entries.values_mut() {
+            let k = &mut entry.keys;
+            k.customer = intern(&self.by_customer, None, &k.customer);
+            if let Some(link) = k.link.as_mut() {
+                *link = intern(&self.by_link, None, link);
+            }
+            if let Some(insight) = k.insight.as_mut() {
+                *insight = intern(&self.by_insight, None, insight);
+            }
+            self.reindex(&entry.id, None, Some(&entry.keys));
+        }
+        self.entries = entries;
     }
 
     /// Drops an agenda and its index entries (the hook for streams deleted by a reaper).
@@ -447,40 +528,12 @@ impl AgendaModel {
         Some(entry)
     }
 
-    fn keys_of(&self, state: &AgendaState, old: Option<&Keys>) -> Keys {
-        let p = state.progress();
-        let progress_id = match old {
-            Some(k) if k.progress_id.as_ref() == p.id => Arc::clone(&k.progress_id),
-            _ => Arc::from(p.id.as_str()),
-        };
-        let customer = intern(&self.by_customer, old.map(|k| &k.customer), &p.customer_id);
-        let link = p
-            .link_id
-            .as_deref()
-            .map(|l| intern(&self.by_link, old.and_then(|k| k.link.as_ref()), l));
-        let insight = p
-            .agenda_insight
-            .as_ref()
-            .map(|i| intern(&self.by_insight, old.and_then(|k| k.insight.as_ref()), &i.insight_id));
-        let added = ms(p.added_time.or(state.agenda().and_then(|a| a.added_time)));
-        Keys {
-            progress_id,
-            customer,
-            link,
-            insight,
-            state: p.processing_state,
-            phase: Phase::of(
-                p.processing_state,
-                p.processing_state_message.as_deref().unwrap_or(""),
-            ),
-            added,
-            updated: ms(p.updated_time).max(added),
-        }
-    }
-
     /// Moves an agenda's index entries from `old` keys to `new` ones, touching only the
     /// indexes whose key changed (most events change only the updated time).
     fn reindex(&mut self, id: &Arc<str>, old: Option<&Keys>, new: Option<&Keys>) {
+        if self.deferred {
+            return;
+        }
         let added_key = |k: &Keys| (k.added, Arc::clone(id));
         let updated_key = |k: &Keys| (k.updated, Arc::clone(id));
 
@@ -642,16 +695,90 @@ impl AgendaModel {
     }
 }
 
-/// Holds COMPLETE agendas as JSON (see the module docs); the rest live.
-fn settle(state: AgendaState) -> Body {
-    // Encoding a state cannot fail (string keys, finite numbers); if it ever did, the entry
-    // would simply stay live.
-    if state.is_complete()
-        && let Ok(json) = serde_json::to_vec(&state)
-    {
-        return Body::Settled(lz4_flex::block::compress_prepend_size(&json).into_boxed_slice());
+/// The keys of `state`, reusing `old`'s strings where unchanged and interning customer, link
+/// and insight ids through the index maps.
+fn keys_of<C, L, I>(
+    by_customer: &HashMap<Arc<str>, C>,
+    by_link: &HashMap<Arc<str>, L>,
+    by_insight: &HashMap<Arc<str>, I>,
+    state: &AgendaState,
+    old: Option<&Keys>,
+) -> Keys {
+    let p = state.progress();
+    let progress_id = match old {
+        Some(k) if k.progress_id.as_ref() == p.id => Arc::clone(&k.progress_id),
+        _ => Arc::from(p.id.as_str()),
+    };
+    let customer = intern(by_customer, old.map(|k| &k.customer), &p.customer_id);
+    let link = p.link_id.as_deref().map(|l| intern(by_link, old.and_then(|k| k.link.as_ref()), l));
+    let insight = p
+        .agenda_insight
+        .as_ref()
+        .map(|i| intern(by_insight, old.and_then(|k| k.insight.as_ref()), &i.insight_id));
+    let added = ms(p.added_time.or(state.agenda().and_then(|a| a.added_time)));
+    Keys {
+        progress_id,
+        customer,
+        link,
+        insight,
+        state: p.processing_state,
+        phase: Phase::of(p.processing_state, p.processing_state_message.as_deref().unwrap_or("")),
+        added,
+        updated: ms(p.updated_time).max(added),
     }
-    Body::Live(Box::new(state))
+}
+
+/// What a change of agenda `id` with `keys` tells subscribers.
+fn describe(change: &mut Change, id: &Arc<str>, keys: &Keys) {
+    change.kind = ChangeKind::Agenda;
+    change.id = Arc::clone(id);
+    change.customer_id = Arc::clone(&keys.customer);
+    change.progress_id = Some(Arc::clone(&keys.progress_id));
+    change.link_id = keys.link.clone();
+    change.insight_id = keys.insight.clone();
+    change.processing_state = Some(keys.state);
+    change.phase = Some(keys.phase);
+}
+
+/// Scratch buffers larger than this are freed after use.
+const SCRATCH_KEPT: usize = 1 << 20;
+
+/// Holds COMPLETE agendas as JSON (see the module docs); the rest live. The settled form is
+/// what `lz4_flex::block::compress_prepend_size` makes (the size as a little-endian `u32`, then
+/// the block), built in `buffers`.
+fn settle(buffers: &mut SettleBuffers, state: Box<AgendaState>) -> Body {
+    if !state.is_complete() {
+        return Body::Live(state);
+    }
+    buffers.json.clear();
+    // Encoding a state cannot fail (string keys, finite numbers), nor can compressing into a
+    // buffer of the maximum output size; if either ever did, the entry would simply stay live.
+    if serde_json::to_writer(&mut buffers.json, state.as_ref()).is_err() {
+        return Body::Live(state);
+    }
+    let Ok(size) = u32::try_from(buffers.json.len()) else { return Body::Live(state) };
+    let max = lz4_flex::block::get_maximum_output_size(buffers.json.len());
+    if buffers.compressed.len() < max {
+        buffers.compressed.resize(max, 0);
+    }
+    match lz4_flex::block::compress_into_with_table(
+        &buffers.json,
+        &mut buffers.compressed,
+        &mut buffers.table,
+    ) {
+        Ok(n) => {
+            if buffers.json.capacity() > SCRATCH_KEPT {
+                // A huge agenda: do not hold its size of scratch space forever.
+                buffers.json = Vec::new();
+                buffers.compressed = Vec::new();
+            }
+            let mut settled = Vec::with_capacity(4 + n);
+            settled.extend_from_slice(&size.to_le_bytes());
+            settled.extend_from_slice(buffers.compressed.get(..n).unwrap_or_default());
+            Body::Settled(settled.into_boxed_slice())
+        }
+        Err(_) => Body::Live(state),
+    }
 }
 
 /// Merges the ordered `sources` (disjoint sets) from after `after`, keeping entries `pick`
@@ -691,4 +818,103 @@ fn merge_page<'m, T>(
         }
     }
     Page { items, next: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+    use pop_domain::agenda::AgendaCommand;
+    use pop_domain::{AgendaInsight, Operation};
+
+    fn t(secs: i64) -> Timestamp {
+        Utc.timestamp_millis_opt(1_736_935_200_000 + secs * 1000).single().unwrap_or_default()
+    }
+
+    /// Agenda `i`'s events: submitted, then (by `i`) queued, claimed, cancelled, rerun.
+    fn history(i: i64) -> Vec<AgendaEvent> {
+        let agenda = Agenda {
+            id: format!("a{i}"),
+            customer_id: format!("c{}", i % 3),
+            progress_id: Some(if i % 4 == 0 { format!("p{i}") } else { format!("a{i}") }),
+            link_id: (i % 2 == 0).then(|| format!("l{}", i % 5)),
+            operations: vec![Operation { name: "op".to_string(), ..Operation::default() }],
+            ..Agenda::default()
+        };
+        let insight = AgendaInsight {
+            resource_pool_id: "pool".to_string(),
+            insight_id: format!("i{}", i % 2),
+        };
+        let mut commands = vec![AgendaCommand::Submit { agenda, insight, now: t(i) }];
+        let steps = [
+            AgendaCommand::Queue { now: t(i + 1) },
+            AgendaCommand::Claim {
+                holder: "w".to_string(),
+                lease_id: "l".to_string(),
+                lease_expires: t(i + 100),
+                now: t(i + 2),
+            },
+            AgendaCommand::Cancel { reason: None, now: t(i + 3) },
+            AgendaCommand::Rerun { flags: Default::default(), now: t(i + 4) },
+        ];
+        commands.extend(steps.into_iter().take((i % 5) as usize));
+        let mut state = AgendaState::default();
+        let mut events = Vec::new();
+        for command in &commands {
+            for e in state.decide(command).expect("decides") {
+                state.evolve(&e);
+                events.push(e);
+            }
+        }
+        events
+    }
+
+    /// Every index, in a deterministic order.
+    fn indexes(m: &AgendaModel) -> String {
+        let customers: BTreeMap<_, _> =
+            m.by_customer.iter().map(|(k, v)| (k, format!("{v:?}"))).collect();
+        let links: BTreeMap<_, _> = m.by_link.iter().collect();
+        let insights: BTreeMap<_, _> = m.by_insight.iter().collect();
+        let progress: BTreeMap<_, _> = m.progress_ids.iter().collect();
+        format!("{:?} {customers:?} {links:?} {insights:?} {progress:?}", m.all)
+    }
+
+    #[test]
+    fn indexes_built_at_the_end_equal_indexes_kept_per_event() {
+        let (mut live, mut deferred) = (AgendaModel::default(), AgendaModel::default());
+        deferred.defer_indexes();
+        // Interleaved like a log: every agenda's first event, then every second one…
+        let histories: Vec<_> = (0..40).map(history).collect();
+        for step in 0..10 {
+            for (i, h) in histories.iter().enumerate() {
+                if let Some(e) = h.get(step) {
+                    let id = format!("a{i}");
+                    live.apply(&id, e, None).expect("applies");
+                    deferred.apply(&id, e, None).expect("applies");
+                }
+            }
+        }
+        assert!(live.entries.values().any(AgendaEntry::is_settled));
+        assert!(live.entries.values().any(|e| !e.is_settled()));
+        for e in live.entries.values().filter(|e| e.is_settled()) {
+            let state = e.state().expect("a settled agenda decodes");
+            assert!(state.is_complete());
+            assert_eq!(
+                e.canonical_json().expect("json"),
+                serde_json::to_vec(state.as_ref()).expect("json")
+            );
+        }
+        assert_eq!(indexes(&deferred), indexes(&AgendaModel::default()));
+        deferred.build_indexes();
+        assert_eq!(indexes(&live), indexes(&deferred));
+        assert!(!indexes(&live).is_empty());
+        // Customer ids are interned again: one allocation per customer.
+        let c0: Vec<_> = deferred
+            .entries
+            .values()
+            .filter(|e| e.customer_id() == "c0")
+            .map(|e| &e.keys.customer)
+            .collect();
+        assert!(c0.windows(2).all(|w| Arc::ptr_eq(w[0], w[1])));
+    }
 }

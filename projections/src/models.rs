@@ -241,6 +241,17 @@ impl ReadModels {
     // Single-object lookups return the object whatever its customer: the API checks
     // `Visibility::sees` on the result and answers not-found (DOMAIN.md §10). Lists filter.
 
+    /// Stops maintaining the agenda indexes per event, for a bulk load (rebuild, snapshot)
+    /// that nobody queries before it ends with [`ReadModels::build_indexes`].
+    pub(crate) fn defer_indexes(&mut self) {
+        self.agendas.defer_indexes();
+    }
+
+    /// Builds the agenda indexes once after [`ReadModels::defer_indexes`].
+    pub(crate) fn build_indexes(&mut self) {
+        self.agendas.build_indexes();
+    }
+
     /// The agendas read model (entries, indexes, pages).
     pub fn agendas(&self) -> &AgendaModel {
         &self.agendas
@@ -421,9 +432,11 @@ impl ReadModels {
             templates: ConfigModel::from_stored(stored.templates),
             ..ReadModels::default()
         };
+        models.agendas.defer_indexes();
         for agenda in stored.agendas {
             models.agendas.put(&agenda.id, agenda.state, None);
         }
+        models.agendas.build_indexes();
         let links: Vec<(String, String)> =
             models.insights.live().map(|i| (i.id.clone(), i.resource_pool_id.clone())).collect();
         for (insight, pool) in links {

@@ -548,16 +548,27 @@ pub async fn rebuild(
                 }
             };
             after = batch.last().map_or(after, |e| e.position);
-            if tx.send(Ok(decode_batch(&batch))).await.is_err() {
+            // Decoding is as heavy as folding: each batch is decoded on the blocking pool, so
+            // reading the next batches, decoding and folding share both cores instead of
+            // one task doing all the reading and decoding. The fold takes them in order.
+            let decoding = tokio::task::spawn_blocking(move || decode_batch(&batch));
+            if tx.send(Ok(decoding)).await.is_err() {
                 return;
             }
         }
     });
     let _abort_reader = AbortOnDrop(reader);
     let mut models = ReadModels::new();
+    // Nothing queries the models until they are returned: index them once at the end.
+    models.defer_indexes();
     let mut events = 0u64;
-    while let Some(batch) = rx.recv().await {
-        for (position, decoded) in batch? {
+    while let Some(decoding) = rx.recv().await {
+        let batch = match decoding?.await {
+            Ok(batch) => batch,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => panic!("the runtime shut down during a rebuild"),
+        };
+        for (position, decoded) in batch {
             models.apply(position, &decoded?, None)?;
             events += 1;
         }
@@ -571,5 +582,6 @@ pub async fn rebuild(
             events_per_sec: if secs > 0.0 { events as f64 / secs } else { 0.0 },
         });
     }
+    models.build_indexes();
     Ok(models)
 }
