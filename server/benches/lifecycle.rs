@@ -15,6 +15,10 @@
 //! task. Every phase has a
 //! deadline.
 //!
+//! With `--replicas N` it starts a durable throwaway PostgreSQL cluster and N `pop serve`
+//! replicas on it (`--store`) instead of one embedded server, and spreads submitters and
+//! pullers over the replicas (the scheduler runs on whichever holds its leader lock).
+//!
 //! Without `--bench` (as `cargo test --benches` runs it) it does a small smoke run instead, so
 //! the benchmark cannot rot unnoticed.
 
@@ -28,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use clap::Parser;
+use pop_store::test_cluster::{ClusterDurability, TestCluster};
 use serde_json::{Value, json};
 use std::ffi::OsStr;
 use support::{Server, ms};
@@ -58,6 +63,11 @@ struct Args {
     /// Store durability of the server (`full` fsyncs every commit).
     #[arg(long, default_value = "full")]
     durability: String,
+    /// Run this many `pop serve` replicas on one throwaway PostgreSQL cluster (durable:
+    /// fsync and synchronous commit on) instead of one server on the embedded store;
+    /// submitters and pullers are spread over the replicas.
+    #[arg(long, default_value_t = 0)]
+    replicas: usize,
     /// Set by `cargo bench`; without it a small smoke run replaces the defaults.
     #[arg(long, hide = true)]
     bench: bool,
@@ -136,7 +146,8 @@ impl Claims {
 }
 
 struct Shared {
-    api: Api,
+    /// One client per server; submitter and puller `n` use `apis[n % len]`.
+    apis: Vec<Api>,
     stop: AtomicBool,
     claims: Claims,
     outstanding: Semaphore,
@@ -149,14 +160,41 @@ struct Shared {
 
 async fn bench(args: &Args) -> Result<()> {
     let dir = tempfile::tempdir().context("a temp dir")?;
-    let server = start_server(dir.path(), &args.durability)?;
-    let api = Api::new(&server)?;
-    let seeded = tokio::time::timeout(SETUP_DEADLINE, api.seed(args.queue_size))
+    // Declared before the servers, so it is dropped (stopped) after them.
+    let cluster = if args.replicas > 0 {
+        let cluster =
+            TestCluster::start("the lifecycle benchmark on PostgreSQL", ClusterDurability::Durable)
+                .map_err(|e| anyhow!("starting PostgreSQL: {e}"))?
+                .ok_or_else(|| anyhow!("no PostgreSQL binaries: cannot run --replicas"))?;
+        Some(cluster)
+    } else {
+        None
+    };
+    let servers = match &cluster {
+        None => vec![start_server(dir.path(), &args.durability, None)?],
+        Some(cluster) => {
+            let url = cluster.create_database().await.context("a database")?;
+            let mut servers = Vec::with_capacity(args.replicas);
+            for n in 0..args.replicas {
+                let replica = dir.path().join(format!("replica-{n}"));
+                std::fs::create_dir_all(&replica).context("a replica dir")?;
+                servers.push(start_server(&replica, &args.durability, Some(&url))?);
+            }
+            servers
+        }
+    };
+    let apis = servers.iter().map(Api::new).collect::<Result<Vec<_>>>()?;
+    let seeded = tokio::time::timeout(SETUP_DEADLINE, apis[0].seed(args.queue_size))
         .await
         .context("seeding took too long")??;
+    for api in &apis[1..] {
+        tokio::time::timeout(SETUP_DEADLINE, api.wait_for_insight(&seeded))
+            .await
+            .context("a replica did not see the insight in time")??;
+    }
 
     let shared = Arc::new(Shared {
-        api,
+        apis,
         stop: AtomicBool::new(false),
         claims: Claims::default(),
         outstanding: Semaphore::new(args.outstanding),
@@ -168,18 +206,20 @@ async fn bench(args: &Args) -> Result<()> {
     });
 
     let in_flight = args.in_flight.clamp(1, 8);
-    let cpu_before = server.cpu_ticks();
+    let cpu = |servers: &[Server]| servers.iter().map(Server::cpu_ticks).sum::<u64>();
+    let cpu_before = cpu(&servers);
     let start = Instant::now();
     let submitters: Vec<_> = (0..args.submitters)
         .map(|n| tokio::spawn(submitter(Arc::clone(&shared), n, seeded.clone())))
         .collect();
-    let pullers: Vec<_> =
-        (0..args.pullers).map(|_| tokio::spawn(puller(Arc::clone(&shared), in_flight))).collect();
+    let pullers: Vec<_> = (0..args.pullers)
+        .map(|n| tokio::spawn(puller(Arc::clone(&shared), n, in_flight)))
+        .collect();
 
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     let completed_at_end = shared.completed.load(Ordering::Relaxed);
     let drive = start.elapsed();
-    let cpu_after = server.cpu_ticks();
+    let cpu_after = cpu(&servers);
     shared.stop.store(true, Ordering::Relaxed);
     // Unblock submitters waiting for room.
     shared.outstanding.close();
@@ -193,8 +233,9 @@ async fn bench(args: &Args) -> Result<()> {
     tokio::time::timeout(DRAIN_DEADLINE, drain)
         .await
         .context("the workers did not stop in time")??;
-    let rss_peak = server.hwm_kib();
-    drop(server);
+    let rss_peak = servers.iter().map(Server::hwm_kib).sum::<u64>();
+    drop(servers);
+    drop(cluster);
 
     let mut latency = std::mem::take(&mut *Claims::lock(&shared.claims.latency_micros));
     latency.sort_unstable();
@@ -240,7 +281,7 @@ async fn submitter(shared: Arc<Shared>, n: usize, seeded: String) {
         let Ok(permit) = shared.outstanding.acquire().await else { break };
         // Returned when the agenda completes (see `puller`).
         permit.forget();
-        match shared.api.submit(n, i, &seeded).await {
+        match shared.apis[n % shared.apis.len()].submit(n, i, &seeded).await {
             Ok(id) => {
                 shared.submitted.fetch_add(1, Ordering::Relaxed);
                 shared.claims.record(id, Seen::Submitted(Instant::now()));
@@ -259,7 +300,8 @@ async fn submitter(shared: Arc<Shared>, n: usize, seeded: String) {
 /// Loops `getAgenda` for as many agendas as it has free execution slots (`--in-flight`, like a
 /// resource pool's puller feeding its executors) and runs every agenda it gets to completion
 /// in its own task, so one puller's agendas execute concurrently.
-async fn puller(shared: Arc<Shared>, in_flight: usize) {
+async fn puller(shared: Arc<Shared>, n: usize, in_flight: usize) {
+    let api = &shared.apis[n % shared.apis.len()];
     let slots = Arc::new(Semaphore::new(in_flight));
     let budget = u32::try_from(in_flight).unwrap_or(u32::MAX);
     while !shared.stop.load(Ordering::Relaxed) {
@@ -268,7 +310,7 @@ async fn puller(shared: Arc<Shared>, in_flight: usize) {
         let free = slots.available_permits();
         let count = (free + 1).min(8);
         shared.get_calls.fetch_add(1, Ordering::Relaxed);
-        let ids = match shared.api.get_agenda(count as i32).await {
+        let ids = match api.get_agenda(count as i32).await {
             Ok(ids) => ids,
             Err(e) => {
                 if shared.failed.fetch_add(1, Ordering::Relaxed) < 3 {
@@ -298,7 +340,8 @@ async fn puller(shared: Arc<Shared>, in_flight: usize) {
             };
             let shared = Arc::clone(&shared);
             tokio::spawn(async move {
-                match work(&shared.api, &id).await {
+                let api = &shared.apis[n % shared.apis.len()];
+                match work(api, &id).await {
                     Ok(()) => {
                         shared.completed.fetch_add(1, Ordering::Relaxed);
                     }
@@ -338,24 +381,25 @@ async fn work(api: &Api, id: &str) -> Result<()> {
 }
 
 /// Starts `pop serve` with the scheduler on and the bench's tokens, under `dir`.
-fn start_server(dir: &Path, durability: &str) -> Result<Server> {
+fn start_server(dir: &Path, durability: &str, store: Option<&str>) -> Result<Server> {
     let tokens = json!([
         {"token": SERVICE_TOKEN, "name": "bench-worker", "role": "service", "customers": ["acme"]},
         {"token": USER_TOKEN, "name": "bench-user", "role": "user", "customers": ["acme"]},
     ]);
     let token_file = dir.join("tokens.json");
     std::fs::write(&token_file, tokens.to_string()).context("the token file")?;
-    Server::start(
-        &dir.join("data"),
-        &[
-            OsStr::new("--durability"),
-            OsStr::new(durability),
-            OsStr::new("--scheduler"),
-            OsStr::new("true"),
-            OsStr::new("--token-file"),
-            token_file.as_os_str(),
-        ],
-    )
+    let mut args = vec![
+        OsStr::new("--durability"),
+        OsStr::new(durability),
+        OsStr::new("--scheduler"),
+        OsStr::new("true"),
+        OsStr::new("--token-file"),
+        token_file.as_os_str(),
+    ];
+    if let Some(url) = store {
+        args.extend([OsStr::new("--store"), OsStr::new(url)]);
+    }
+    Server::start(&dir.join("data"), &args)
 }
 
 /// The GraphQL calls the benchmark makes.
@@ -435,6 +479,20 @@ impl Api {
             .await?;
         ensure!(data["insight"]["id"] == "transcode", "the insight is not visible: {data}");
         Ok(position)
+    }
+
+    /// Waits until this server's read models show the insight (written through another
+    /// replica at `position`).
+    async fn wait_for_insight(&self, position: &str) -> Result<()> {
+        let data = self
+            .call(
+                SERVICE_TOKEN,
+                "query($p: String) { insight(id: \"transcode\", atLeastPosition: $p) { id } }",
+                json!({"p": position}),
+            )
+            .await?;
+        ensure!(data["insight"]["id"] == "transcode", "the insight is not visible: {data}");
+        Ok(())
     }
 
     /// One 3-operation agenda; its id once acknowledged.
