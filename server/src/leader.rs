@@ -48,17 +48,26 @@ where
                     };
                     let mut task = start(stop);
                     let mut watching = shutdown.clone();
-                    tokio::select! {
+                    // `Some` when the task ended first: its handle must not be polled again.
+                    let ended = tokio::select! {
                         () = guard.lost() => {
                             tracing::warn!(name, "leader lock lost; stopping the task");
                             let _ = lost_tx.send(());
+                            None
                         }
-                        () = watching.wait_for(|s| *s).map(|_| ()) => {}
-                        _ = &mut task => {
-                            tracing::warn!(name, "the led task ended by itself");
+                        () = watching.wait_for(|s| *s).map(|_| ()) => None,
+                        joined = &mut task => {
+                            if !*shutdown.borrow() {
+                                tracing::warn!(name, "the led task ended by itself");
+                            }
+                            Some(joined)
                         }
-                    }
-                    if let Err(e) = task.await
+                    };
+                    let joined = match ended {
+                        Some(joined) => joined,
+                        None => task.await,
+                    };
+                    if let Err(e) = joined
                         && !e.is_cancelled()
                     {
                         tracing::error!(name, error = %e, "the led task failed");
@@ -76,4 +85,27 @@ where
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_that_ends_by_itself_is_joined_once_and_asked_again() {
+        let leadership: Arc<dyn Leadership> = Arc::new(pop_store::ProcessLeadership::default());
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let starts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&starts);
+        let handle = led(leadership, "test", shutdown_rx, move |_stop| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            // Ends at once, before any stop: the led loop must join it exactly once.
+            tokio::spawn(async {})
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        shutdown_tx.send(true).expect("the loop listens");
+        let joined = tokio::time::timeout(Duration::from_secs(5), handle).await.expect("stops");
+        assert!(joined.is_ok(), "the led loop panicked: {joined:?}");
+        assert!(starts.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    }
 }
