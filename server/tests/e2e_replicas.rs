@@ -247,6 +247,7 @@ async fn two_replicas_on_one_postgres_database() {
     // Whoever got the agenda reports on replica B.
     let holder = [WORKER_1, WORKER_2];
     let mut reported = None;
+    let mut holder_token = None;
     for token in holder {
         let (_, body) = b
             .post(
@@ -260,6 +261,7 @@ async fn two_replicas_on_one_postgres_database() {
             .await;
         if body.get("errors").is_none() {
             reported = Some(body["data"]["updateAgendaProgress"].clone());
+            holder_token = Some(token);
             break;
         }
     }
@@ -280,6 +282,28 @@ async fn two_replicas_on_one_postgres_database() {
         state(&on_a["agendaProgress"]),
         ("EXECUTING", "Running Operations"),
         "read-your-writes across replicas"
+    );
+    // The same without any wait in between: a second write through B, read on A at once with
+    // its position (A may not have applied it yet; atLeastPosition must make it wait).
+    let holder_token = holder_token.expect("the holder's token");
+    let (_, body) = b
+        .post(
+            Some(holder_token),
+            UPDATE,
+            json!({"p": {"id": id, "processingState": "EXECUTING",
+                         "processingStateMessage": "Second step",
+                         "operationProgress": [{"operation": "probe",
+                                                "processingState": "EXECUTING",
+                                                "percentComplete": 50}]}}),
+        )
+        .await;
+    assert!(body.get("errors").is_none(), "the second report through B: {body:#}");
+    let position = body["data"]["updateAgendaProgress"]["position"].as_str().unwrap().to_string();
+    let on_a = a.ok(ACME, PROGRESS, json!({"id": id, "p": position})).await;
+    assert_eq!(
+        state(&on_a["agendaProgress"]),
+        ("EXECUTING", "Second step"),
+        "read-your-writes across replicas, read at once"
     );
 
     // (e) kill -9 the scheduler's leader: the other keeps serving and takes the scheduler
