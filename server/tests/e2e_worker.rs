@@ -564,7 +564,6 @@ async fn the_readme_tour_runs_as_written() {
     // `pop submit FILE` prints `submitted agenda <id>`; retried while the insight the setup
     // created is not yet visible to the binding (a person typing is slower than the test).
     let submit = |file: &'static str| {
-        let client = client;
         let log = pop.log.clone();
         async move {
             let deadline = Instant::now() + WAIT;
@@ -585,7 +584,6 @@ async fn the_readme_tour_runs_as_written() {
     };
     // `pop progress <id> --json` until the agenda is complete.
     let finished = |id: String| {
-        let client = client;
         let (pop_log, worker_log) = (pop.log.clone(), worker.log.clone());
         async move {
             let deadline = Instant::now() + LONG_WAIT;
