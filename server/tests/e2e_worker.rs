@@ -654,5 +654,8 @@ async fn the_readme_tour_runs_as_written() {
         );
     }
     assert_eq!(op(&p, "join")["resultPayload"]["input"], json!({"parts": [1, 2, 3, 4]}));
+    // The worker cannot see the server's lease, so it states what the heartbeat requires.
+    let log = std::fs::read_to_string(&worker.log).unwrap();
+    assert!(log.contains("the server's --lease must be well above that"), "{log}");
     drop(worker);
 }
