@@ -16,6 +16,13 @@ const PROGRESS_FIELDS: &str = "id agendaId customerId title linkId processingSta
     operationProgress { operation processingState processingStateMessage percentComplete \
     attemptCount diagnosticEvents { message } }";
 
+/// What `pop progress --json` shows: the whole AgendaProgress, outputs and diagnostics included.
+const JSON_FIELDS: &str = "id agendaId customerId title linkId externalId processingState \
+    processingStateMessage percentComplete attemptsCompleted maximumAttempts startedTime \
+    completedTime params diagnosticEvents { message payload } \
+    operationProgress { operation processingState processingStateMessage percentComplete \
+    attemptCount resultPayload diagnosticEvents { message payload } }";
+
 /// Largest agenda file `pop submit` reads; the server's own body limit is 2 MiB.
 const MAX_AGENDA_FILE_BYTES: u64 = 2 << 20;
 
@@ -65,7 +72,10 @@ pub async fn submit(client: &Client, file: &Path) -> Result<()> {
 pub async fn progress(client: &Client, id: &str, as_json: bool) -> Result<()> {
     let data = client
         .graphql(
-            &format!("query($id: String!) {{ agendaProgress(id: $id) {{ {PROGRESS_FIELDS} }} }}"),
+            &format!(
+                "query($id: String!) {{ agendaProgress(id: $id) {{ {} }} }}",
+                if as_json { JSON_FIELDS } else { PROGRESS_FIELDS }
+            ),
             json!({"id": id}),
         )
         .await?;

@@ -81,6 +81,19 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
         insights.join(", "),
         types.join(", ")
     );
+    // getAgenda does not say how long the server's lease lasts, so the heartbeat cannot adapt
+    // to it: say what it must be (a lost lease is reported with the same hint).
+    let heartbeat = env.config.report.heartbeat;
+    tracing::warn!(
+        ?heartbeat,
+        "quiet agendas renew their lease every {heartbeat:?}: the server's --lease must be well \
+         above that (3x or more), or agendas whose operations print nothing are reclaimed and \
+         run twice; lower --heartbeat-ms for a short lease"
+    );
+    println!(
+        "pop: heartbeat every {heartbeat:?}; the server's --lease must be 3x that or more \
+         (else lower --heartbeat-ms)"
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         crate::serve::shutdown_signal(

@@ -490,3 +490,172 @@ async fn sigterm_finishes_the_running_operation_reports_it_and_hands_the_agenda_
     assert_eq!((s.runs("a"), s.runs("b")), (1, 1));
     assert_eq!(s.payload("b"), json!({"a": 1}));
 }
+
+/// Runs `pop <args>` from the repository root (where the README's commands run), bounded by
+/// [`WAIT`]; returns its exit success and stdout.
+fn pop_cli(args: &[&str]) -> (bool, String) {
+    let mut child = pop_command()
+        .args(args)
+        .current_dir(examples().join(".."))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning pop");
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("pop {args:?} did not finish within {WAIT:?}");
+        }
+        std::thread::sleep(POLL);
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    if !out.status.success() {
+        eprintln!("pop {args:?}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    (out.status.success(), stdout)
+}
+
+/// The README's five-minute tour as written: its setup mutations (read from README.md), a
+/// worker on the bundled `examples/handlers.toml` with the example scripts, `pop submit` of
+/// `examples/encode.json` and `examples/fanout.json`, and `pop progress --json`: both agendas
+/// succeed with the outputs the README and the scripts describe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_tour_runs_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let pop = Pop::start(&dir.path().join("data"), None, &dir.path().join("pop.log"), true);
+    let server = pop.base();
+    let client = ["--server", server.as_str(), "--token", pop.admin.as_str()];
+
+    // The setup block of the tour: every `gql 'mutation { create… }'` line, in order.
+    let readme = std::fs::read_to_string(examples().join("../README.md")).unwrap();
+    let tour = &readme[readme.find("## A five-minute tour").expect("the tour section")..];
+    let setup: Vec<&str> = tour
+        .lines()
+        .filter_map(|l| l.strip_prefix("gql '"))
+        .filter_map(|l| l.strip_suffix('\''))
+        .filter(|q| q.starts_with("mutation { create"))
+        .collect();
+    assert_eq!(setup.len(), 3, "pool, customer and insight: {setup:?}");
+    for query in &setup {
+        let (ok, out) = pop_cli(&[&["gql"][..], &client, &[query]].concat());
+        assert!(ok, "pop gql {query}: {out}\n{}", log_tail(&pop.log));
+    }
+
+    // `pop worker --insight encode --handlers examples/handlers.toml` (shorter idle polls).
+    let worker_log = dir.path().join("worker.log");
+    let worker = Worker {
+        child: pop_command()
+            .arg("worker")
+            .args(client)
+            .args(["--insight", "encode", "--handlers", "examples/handlers.toml"])
+            .args(["--max-idle-ms", "200"])
+            .current_dir(examples().join(".."))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&worker_log).unwrap()))
+            .spawn()
+            .expect("spawning pop worker"),
+        log: worker_log,
+    };
+
+    // `pop submit FILE` prints `submitted agenda <id>`; retried while the insight the setup
+    // created is not yet visible to the binding (a person typing is slower than the test).
+    let submit = |file: &'static str| {
+        let log = pop.log.clone();
+        async move {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let (ok, out) = pop_cli(&[&["submit"][..], &client, &[file]].concat());
+                if ok {
+                    let id = out
+                        .lines()
+                        .find_map(|l| l.strip_prefix("submitted agenda "))
+                        .unwrap_or_else(|| panic!("no agenda id in {out}"));
+                    assert!(out.contains("insight      encode (pool farm)"), "{out}");
+                    return id.trim().to_string();
+                }
+                assert!(Instant::now() < deadline, "pop submit {file} failed\n{}", log_tail(&log));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    // `pop progress <id> --json` until the agenda is complete.
+    let finished = |id: String| {
+        let (pop_log, worker_log) = (pop.log.clone(), worker.log.clone());
+        async move {
+            let deadline = Instant::now() + LONG_WAIT;
+            loop {
+                let (ok, out) = pop_cli(&[&["progress"][..], &client, &[&id, "--json"]].concat());
+                if ok {
+                    let p: Value = serde_json::from_str(&out).unwrap();
+                    if p["processingState"] == "COMPLETE" {
+                        return p;
+                    }
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "agenda {id} did not complete: {out}\nworker log:\n{}\nserver log:\n{}",
+                    log_tail(&worker_log),
+                    log_tail(&pop_log)
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+
+    let encode = submit("examples/encode.json").await;
+    let fanout = submit("examples/fanout.json").await;
+
+    let p = finished(encode.clone()).await;
+    assert_eq!(p["processingStateMessage"], "succeeded", "{p:#}");
+    let ops = p["operationProgress"].as_array().unwrap();
+    assert_eq!(ops.len(), 4, "{p:#}");
+    for o in ops {
+        assert_eq!(o["processingStateMessage"], "succeeded", "{o:#}");
+    }
+    // `@<probe.out::/streams>` is the `streams` field of probe's output.
+    let streams = json!([{"codec": "h264"}, {"codec": "aac"}]);
+    assert_eq!(op(&p, "probe")["resultPayload"], json!({"streams": streams, "duration": 42}));
+    assert_eq!(
+        op(&p, "encode")["resultPayload"],
+        json!({"file": "out/encode.bin",
+               "input": {"input": streams, "preset": "slow", "agenda": encode}})
+    );
+    assert_eq!(
+        op(&p, "thumbnail")["resultPayload"],
+        json!({"file": "out/thumbnail.bin", "input": {"at": 42}})
+    );
+    assert_eq!(
+        op(&p, "package")["resultPayload"]["input"],
+        json!({"video": op(&p, "encode")["resultPayload"], "poster": "out/thumbnail.bin"})
+    );
+
+    // The generator: `split` outputs four `part-N` operations and a `join` collecting them.
+    let p = finished(fanout.clone()).await;
+    assert_eq!(p["processingStateMessage"], "succeeded", "{p:#}");
+    let names: Vec<&str> = p["operationProgress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["operation"].as_str())
+        .collect();
+    assert_eq!(names.len(), 8, "probe, split, announce, part-1…4, join: {names:?}");
+    for o in p["operationProgress"].as_array().unwrap() {
+        assert_eq!(o["processingStateMessage"], "succeeded", "{o:#}");
+    }
+    assert_eq!(op(&p, "split")["resultPayload"]["parts"], 4);
+    for i in 1..=4 {
+        assert_eq!(
+            op(&p, &format!("part-{i}"))["resultPayload"]["input"],
+            json!({"part": i, "of": 4})
+        );
+    }
+    assert_eq!(op(&p, "join")["resultPayload"]["input"], json!({"parts": [1, 2, 3, 4]}));
+    // The worker cannot see the server's lease, so it states what the heartbeat requires.
+    let log = std::fs::read_to_string(&worker.log).unwrap();
+    assert!(log.contains("the server's --lease must be well above that"), "{log}");
+    drop(worker);
+}

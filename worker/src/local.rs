@@ -4,12 +4,16 @@
 //! - stdin: the resolved payload as one JSON document, then end of file; the same JSON is in
 //!   the file named by `POP_PAYLOAD_FILE`; `POP_AGENDA_ID`, `POP_OPERATION_NAME` and
 //!   `POP_OPERATION_TYPE` name the work;
-//! - stdout, one line at a time: a JSON object with a `result` key sets the operation's output
-//!   to that key's value (the last such line wins); any other JSON object with `percent`
-//!   and/or `message` is progress; every other line is log text;
-//! - exit status 0 is success (with `null` output when no `result` line came); a non-zero exit,
-//!   a signal, or no output on stdout/stderr for `timeout` (the process is then killed) is a
-//!   failure whose diagnostic payload holds the last log lines (stdout and stderr).
+//! - stdout: progress as JSON lines — an object whose keys are only `percent` and/or
+//!   `message` — and the result as a final JSON document (see [`StdoutResult`]): a line
+//!   `{"result": …}` (the last one wins; `percent`/`message` may sit beside `result`), else
+//!   the stdout after the last progress line when it ends with one JSON document (a
+//!   pretty-printed one may span lines; log lines may come before it), else the last stdout
+//!   line that parses as JSON and is not a progress line, else `null`. Every line that is not
+//!   progress or a `{"result": …}` line is also log text;
+//! - exit status 0 is success; a non-zero exit, a signal, or no output on stdout/stderr for
+//!   `timeout` (the process is then killed) is a failure whose diagnostic payload holds the
+//!   last log lines (stdout and stderr).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -29,6 +33,9 @@ use crate::handler::{Failure, Handler, OperationContext, Progress, ProgressSink}
 pub const LOG_TAIL_LINES: usize = 20;
 /// Longest log line kept (in bytes); longer lines are cut.
 const MAX_LINE: usize = 4096;
+/// Most stdout kept after the last progress line to find a multi-line final document (bytes);
+/// past it only `{"result": …}` lines and single JSON lines count.
+const MAX_DOCUMENT: usize = 8 << 20;
 
 /// One operation type's command.
 #[derive(Debug, Clone)]
@@ -66,6 +73,93 @@ fn cut(mut line: String) -> String {
         line.truncate(end);
     }
     line
+}
+
+/// What one stdout line was, for [`StdoutResult::line`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum StdoutLine {
+    /// A progress report.
+    Progress(Progress),
+    /// A `{"result": …}` line.
+    Result,
+    /// Anything else: log text (possibly part of, or all of, the final document).
+    Log,
+}
+
+/// Finds an operation's output in a local process's stdout (the contract in the module docs).
+#[derive(Debug, Default)]
+pub struct StdoutResult {
+    /// The value of the last `{"result": …}` line.
+    explicit: Option<Value>,
+    /// The last line that parsed as JSON and was neither progress nor a result line.
+    last_json: Option<Value>,
+    /// The lines since the last progress line (while they fit in [`MAX_DOCUMENT`]).
+    trailing: Vec<String>,
+    trailing_bytes: usize,
+    overflowed: bool,
+}
+
+fn is_progress_key(key: &str) -> bool {
+    key == "percent" || key == "message"
+}
+
+impl StdoutResult {
+    /// Takes one stdout line and says what it was.
+    pub fn line(&mut self, line: &str) -> StdoutLine {
+        match serde_json::from_str::<Value>(line) {
+            Ok(Value::Object(mut object)) if object.contains_key("result") => {
+                if object.keys().all(|k| k == "result" || is_progress_key(k)) {
+                    self.explicit = object.remove("result");
+                    return StdoutLine::Result;
+                }
+                self.last_json = Some(Value::Object(object));
+            }
+            Ok(Value::Object(object))
+                if !object.is_empty() && object.keys().all(|k| is_progress_key(k)) =>
+            {
+                self.trailing.clear();
+                self.trailing_bytes = 0;
+                self.overflowed = false;
+                return StdoutLine::Progress(Progress {
+                    percent: object.get("percent").and_then(Value::as_f64),
+                    message: object.get("message").and_then(Value::as_str).map(str::to_string),
+                });
+            }
+            Ok(value) => self.last_json = Some(value),
+            Err(_) => {}
+        }
+        if !self.overflowed {
+            self.trailing_bytes += line.len() + 1;
+            if self.trailing_bytes > MAX_DOCUMENT {
+                self.overflowed = true;
+                self.trailing = Vec::new();
+            } else {
+                self.trailing.push(line.to_string());
+            }
+        }
+        StdoutLine::Log
+    }
+
+    /// The output, once stdout has ended.
+    pub fn finish(self) -> Value {
+        if let Some(result) = self.explicit {
+            return result;
+        }
+        if !self.overflowed {
+            // The earliest unindented `{` / `[` line from which the rest parses as one document.
+            for start in 0..self.trailing.len() {
+                let first = &self.trailing[start];
+                if !(first.starts_with('{') || first.starts_with('[')) {
+                    continue;
+                }
+                if let Ok(value) = serde_json::from_str::<Value>(&self.trailing[start..].join("\n"))
+                {
+                    return value;
+                }
+            }
+        }
+        self.last_json.unwrap_or(Value::Null)
+    }
 }
 
 #[async_trait]
@@ -138,26 +232,13 @@ impl Handler for LocalProcess {
             }
             tail.push_back(cut(line));
         };
-        let mut result = Value::Null;
+        let mut stdout = StdoutResult::default();
         loop {
             match tokio::time::timeout(self.timeout, rx.recv()).await {
-                Ok(Some(Line::Out(line))) => match serde_json::from_str::<Value>(&line) {
-                    Ok(Value::Object(mut object)) => {
-                        if let Some(r) = object.remove("result") {
-                            result = r;
-                        } else if object.contains_key("percent") || object.contains_key("message") {
-                            progress(Progress {
-                                percent: object.get("percent").and_then(Value::as_f64),
-                                message: object
-                                    .get("message")
-                                    .and_then(Value::as_str)
-                                    .map(str::to_string),
-                            });
-                        } else {
-                            keep(line);
-                        }
-                    }
-                    _ => keep(line),
+                Ok(Some(Line::Out(line))) => match stdout.line(&line) {
+                    StdoutLine::Progress(p) => progress(p),
+                    StdoutLine::Result => {}
+                    StdoutLine::Log => keep(line),
                 },
                 Ok(Some(Line::Err(line))) => keep(format!("stderr: {line}")),
                 Ok(None) => break,
@@ -184,7 +265,7 @@ impl Handler for LocalProcess {
             }
         };
         if status.success() {
-            Ok(result)
+            Ok(stdout.finish())
         } else {
             let lines: Vec<String> = tail.into_iter().collect();
             Err(Failure::with_payload(
@@ -261,6 +342,91 @@ mod tests {
             sh("true", Duration::from_secs(10)).run(ctx(json!(null)), sink).await,
             Ok(Value::Null)
         );
+    }
+
+    fn output(lines: &[&str]) -> Value {
+        let mut out = StdoutResult::default();
+        for line in lines {
+            out.line(line);
+        }
+        out.finish()
+    }
+
+    #[test]
+    fn a_result_line_wins_over_any_other_document() {
+        assert_eq!(output(&[r#"{"result": {"a": 1}}"#, r#"{"b": 2}"#, "done"]), json!({"a": 1}));
+        // `percent`/`message` beside `result` still make a result line.
+        assert_eq!(output(&[r#"{"result": 3, "percent": 100}"#]), json!(3));
+    }
+
+    #[test]
+    fn a_plain_final_json_line_is_the_result() {
+        let out = output(&[
+            "starting",
+            r#"{"percent": 50, "message": "half"}"#,
+            r#"{"file": "out.bin", "size": 3}"#,
+        ]);
+        assert_eq!(out, json!({"file": "out.bin", "size": 3}));
+        // Scalars and arrays are documents too; an object with other keys is no progress line.
+        assert_eq!(output(&["42"]), json!(42));
+        assert_eq!(output(&[r#"[1, 2]"#]), json!([1, 2]));
+        assert_eq!(
+            output(&[r#"{"message": "m", "level": "info"}"#]),
+            json!({"message": "m", "level": "info"})
+        );
+        // A document with a `result` key among others is taken whole.
+        assert_eq!(
+            output(&[r#"{"result": "ok", "file": "x"}"#]),
+            json!({"result": "ok", "file": "x"})
+        );
+    }
+
+    #[test]
+    fn the_last_json_line_that_is_not_progress_counts_even_with_log_after_it() {
+        let out =
+            output(&[r#"{"first": 1}"#, r#"{"second": 2}"#, r#"{"percent": 90}"#, "cleaning up"]);
+        assert_eq!(out, json!({"second": 2}));
+    }
+
+    #[test]
+    fn a_pretty_printed_final_document_is_the_result() {
+        let doc = serde_json::to_string_pretty(
+            &json!({"file": "out.bin", "streams": [{"codec": "h264"}, {"codec": "aac"}]}),
+        )
+        .unwrap();
+        let mut lines =
+            vec!["starting", r#"{"percent": 10}"#, "log after progress", r#"{"stray": 1}"#];
+        lines.extend(doc.lines());
+        assert_eq!(
+            output(&lines),
+            json!({"file": "out.bin", "streams": [{"codec": "h264"}, {"codec": "aac"}]})
+        );
+        // Progress after the document: its lines no longer trail, and no single line parses.
+        let mut lines: Vec<&str> = doc.lines().collect();
+        lines.push(r#"{"percent": 100}"#);
+        assert_eq!(output(&lines), Value::Null);
+    }
+
+    #[test]
+    fn only_progress_and_log_is_null() {
+        assert_eq!(output(&[]), Value::Null);
+        assert_eq!(
+            output(&["hello", r#"{"percent": 5, "message": "m"}"#, "{not json"]),
+            Value::Null
+        );
+    }
+
+    #[tokio::test]
+    async fn a_process_printing_a_pretty_document_outputs_it() {
+        let (sink, seen) = recorder();
+        let script = r#"
+            echo "log line"
+            echo '{"percent": 50, "message": "half"}'
+            printf '{\n  "file": "out.bin",\n  "input": %s\n}\n' "$(cat)"
+        "#;
+        let out = sh(script, Duration::from_secs(10)).run(ctx(json!({"a": 1})), sink).await;
+        assert_eq!(out, Ok(json!({"file": "out.bin", "input": {"a": 1}})));
+        assert_eq!(seen.lock().unwrap().len(), 1);
     }
 
     #[tokio::test]

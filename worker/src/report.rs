@@ -254,6 +254,22 @@ fn take_report(
     (report, dirty, diagnostics, is_final)
 }
 
+/// A hint for a refusal that says the lease is gone: the server's API does not tell the worker
+/// how long a lease lasts, so a `pop serve --lease` shorter than the heartbeat (plus a slow
+/// operation that reports nothing) shows up only here, as a reclaimed agenda run twice.
+pub fn lease_hint(error: &ApiError, heartbeat: Duration) -> Option<String> {
+    match error {
+        ApiError::Refused { code, message } if code == "CONFLICT" && message.contains("lease") => {
+            Some(format!(
+                "the lease ran out or was taken over; a quiet agenda is reported only every \
+                 {heartbeat:?} (--heartbeat-ms), so the server's --lease must be well above that \
+                 (3x or more), or quiet agendas are reclaimed and run twice"
+            ))
+        }
+        _ => None,
+    }
+}
+
 async fn run(
     api: Arc<dyn WorkApi>,
     shared: Arc<Shared>,
@@ -323,6 +339,8 @@ async fn run(
                 // runs), or a report the server rejects: sending it again cannot help.
                 if is_final && e.code() == Some("CONFLICT") {
                     tracing::debug!(agenda = %agenda_id, error = %e, "final report refused");
+                } else if let Some(hint) = lease_hint(&e, config.heartbeat) {
+                    tracing::warn!(agenda = %agenda_id, error = %e, hint, "progress report refused");
                 } else {
                     tracing::warn!(agenda = %agenda_id, error = %e, "progress report refused");
                 }
@@ -330,5 +348,26 @@ async fn run(
                 return Err(e);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_lease_refusal_names_the_heartbeat_and_other_errors_get_no_hint() {
+        let lost = ApiError::Refused {
+            code: "CONFLICT".into(),
+            message: "holder \"w\" no longer holds the agenda's lease (the agenda is queued/x)"
+                .into(),
+        };
+        let hint = lease_hint(&lost, Duration::from_secs(30)).expect("a hint");
+        assert!(hint.contains("30s") && hint.contains("--lease"), "{hint}");
+        let cancelled =
+            ApiError::Refused { code: "CONFLICT".into(), message: "agenda was cancelled".into() };
+        assert_eq!(lease_hint(&cancelled, Duration::from_secs(30)), None);
+        let down = ApiError::Transient("lease server down".into());
+        assert_eq!(lease_hint(&down, Duration::from_secs(30)), None);
     }
 }
