@@ -132,8 +132,8 @@ pub struct ServeArgs {
     #[arg(long, env = "POP_BIND", default_value = "127.0.0.1:8080")]
     pub bind: String,
     /// A JSON token file: `[{"token","name","role":"user|service|admin","customers":["*"]}]`.
-    /// Tokens also come from `POP_TOKENS` (the same JSON) and, on the embedded default, from
-    /// the admin token generated into the data directory on first start.
+    /// Tokens also come from `POP_TOKENS` (the same JSON). Only when neither is set is an
+    /// admin token generated into the data directory (and printed) on first start.
     #[arg(long, env = "POP_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
     /// Whether this process runs the scheduler that tops insight queues up from their `added`

@@ -29,8 +29,14 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let backend = Backend::open(&args.store, args.store_url.as_deref(), args.durability).await?;
     let log = Arc::clone(&backend.log);
 
-    let (tokens, fresh_admin) = pop_api::load_tokens(args.token_file.as_deref(), Some(&data_dir))
-        .context("loading tokens")?;
+    // The generated admin token is the embedded default's way in: only when no tokens are
+    // configured (no token file, no `POP_TOKENS`). With configured tokens (e.g. every replica
+    // of a deployment) none is generated, printed or accepted; put an admin in the token file.
+    let inline_tokens =
+        std::env::var(pop_api::auth::TOKENS_ENV).is_ok_and(|json| !json.trim().is_empty());
+    let admin_dir = (args.token_file.is_none() && !inline_tokens).then_some(data_dir.as_path());
+    let (tokens, fresh_admin) =
+        pop_api::load_tokens(args.token_file.as_deref(), admin_dir).context("loading tokens")?;
     if let Some(token) = fresh_admin {
         // Printed once, on the first start; it stays in <data-dir>/admin.token (mode 0600).
         println!(
