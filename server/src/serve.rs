@@ -77,11 +77,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     };
     let state = AppState::new(log, executor, projections, tokens, api_config);
     // After the API state, which installs the metrics recorder the processes report to.
-    let mut reaper_tasks =
-        crate::reap::spawn_all(&services, args.reclaim_interval, &args.reapers, {
-            let stop_rx = stop_rx.clone();
-            move || stopped(stop_rx.clone())
-        });
+    let mut reaper_tasks = crate::reap::spawn_all(&services, &args.reapers, {
+        let stop_rx = stop_rx.clone();
+        move || stopped(stop_rx.clone())
+    });
     // The pod reaper only with `--pod-reaper-namespace`.
     let pods = Arc::clone(&services.leadership);
     reaper_tasks.extend(
@@ -148,7 +147,7 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 }
 
 /// Resolves on Ctrl-C or SIGTERM (what Kubernetes sends before killing a pod) and raises the
-/// stop flag for everything else.
+/// stop flag for everything else. Shared by `pop serve`, `pop worker` and a looping `pop reap`.
 pub(crate) async fn shutdown_signal(stop: watch::Sender<bool>, what: &str) {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
