@@ -357,7 +357,8 @@ pub fn ensure_admin_token(data_dir: &Path) -> Result<(String, bool), TokenError>
 }
 
 /// Loads the tokens `pop serve` uses: the token file if given, then `POP_TOKENS`, then (when
-/// `data_dir` is given, i.e. the embedded default) the admin token of
+/// `data_dir` is given: `pop serve` gives it only when no token file and no `POP_TOKENS`
+/// are configured) the admin token of
 /// [`ensure_admin_token`]. Returns the tokens and the admin token when it was just generated.
 pub fn load_tokens(
     token_file: Option<&Path>,

@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod model;
 pub mod params;
+pub mod pod_labels;
 pub mod reap;
 pub mod references;
 pub mod rollup;

@@ -27,27 +27,13 @@ use tokio::time::Instant;
 
 use crate::process::{CycleReport, ProcessName, run_loop};
 
-/// The labels pop puts on the pods it runs (the worker sets them; the pod reaper selects and
-/// re-checks them). Values must be valid label values (≤ 63 characters of `[A-Za-z0-9._-]`,
-/// starting and ending alphanumeric); ids that are not are put in annotations of the same keys
-/// instead, and the label is left out.
-pub mod labels {
-    /// `app.kubernetes.io/managed-by=pop`: the pod is pop's.
-    pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-    /// The value of [`MANAGED_BY`].
-    pub const MANAGED_BY_VALUE: &str = "pop";
-    /// The agenda the pod works for (required for the reaper to touch it).
-    pub const AGENDA_ID: &str = "pop.agendaId";
-    /// The insight the agenda was handed out from.
-    pub const INSIGHT_ID: &str = "pop.insightId";
-    /// The operation the pod runs.
-    pub const OPERATION_NAME: &str = "pop.operationName";
-
-    /// The server-side selector of the pod reaper: managed by pop and naming an agenda.
-    pub fn selector() -> String {
-        format!("{MANAGED_BY}={MANAGED_BY_VALUE},{AGENDA_ID}")
-    }
-}
+/// The labels pop puts on the pods it runs ([`pop_domain::pod_labels`], shared with the
+/// worker, which sets them): this reaper selects on `app.kubernetes.io/managed-by=pop` and a
+/// `pop.agendaId` label and re-checks both. Each id label holds the id made a valid label value
+/// (`pod_labels::label_value`: replaced characters, cut to 63, possibly empty), and an
+/// annotation of the same key holds the exact id; the agenda id this reaper reports is the
+/// label's, and a pod whose agenda id label is empty is never touched.
+pub use pop_domain::pod_labels as labels;
 
 /// POP's age: 1440 minutes after a pod finished.
 pub const DEFAULT_REAP_AGE: Duration = Duration::from_secs(1440 * 60);

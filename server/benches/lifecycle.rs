@@ -82,6 +82,8 @@ const IDLE_PAUSE: Duration = Duration::from_millis(2);
 
 const SERVICE_TOKEN: &str = "tok_bench_lifecycle_service_00000000";
 const USER_TOKEN: &str = "tok_bench_lifecycle_user_00000000000";
+/// With a token file `pop serve` generates no admin token: the bench lists its own.
+const ADMIN_TOKEN: &str = "tok_bench_lifecycle_admin_0000000000";
 
 const SUBMIT: &str = "mutation($a: JSON!, $p: String) { submitAgenda(agenda: $a, atLeastPosition: $p) \
     { agenda { id } } }";
@@ -385,6 +387,7 @@ fn start_server(dir: &Path, durability: &str, store: Option<&str>) -> Result<Ser
     let tokens = json!([
         {"token": SERVICE_TOKEN, "name": "bench-worker", "role": "service", "customers": ["acme"]},
         {"token": USER_TOKEN, "name": "bench-user", "role": "user", "customers": ["acme"]},
+        {"token": ADMIN_TOKEN, "name": "bench-admin", "role": "admin", "customers": ["*"]},
     ]);
     let token_file = dir.join("tokens.json");
     std::fs::write(&token_file, tokens.to_string()).context("the token file")?;
@@ -399,7 +402,9 @@ fn start_server(dir: &Path, durability: &str, store: Option<&str>) -> Result<Ser
     if let Some(url) = store {
         args.extend([OsStr::new("--store"), OsStr::new(url)]);
     }
-    Server::start(&dir.join("data"), &args)
+    let mut server = Server::start(&dir.join("data"), &args)?;
+    server.admin = ADMIN_TOKEN.to_string();
+    Ok(server)
 }
 
 /// The GraphQL calls the benchmark makes.

@@ -132,18 +132,14 @@ pub struct ServeArgs {
     #[arg(long, env = "POP_BIND", default_value = "127.0.0.1:8080")]
     pub bind: String,
     /// A JSON token file: `[{"token","name","role":"user|service|admin","customers":["*"]}]`.
-    /// Tokens also come from `POP_TOKENS` (the same JSON) and, on the embedded default, from
-    /// the admin token generated into the data directory on first start.
+    /// Tokens also come from `POP_TOKENS` (the same JSON). Only when neither is set is an
+    /// admin token generated into the data directory (and printed) on first start.
     #[arg(long, env = "POP_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
     /// Whether this process runs the scheduler that tops insight queues up from their `added`
     /// agendas (`false` records and tracks agendas without moving them to queues).
     #[arg(long, env = "POP_SCHEDULER", default_value_t = true, action = clap::ArgAction::Set)]
     pub scheduler: bool,
-    /// Seconds between AgendaReclaimer cycles, which take back agendas whose lease expired
-    /// (the lease length is the API's); `0` turns the reclaimer off in this process.
-    #[arg(long, env = "POP_RECLAIM_INTERVAL", default_value_t = pop_reapers::DEFAULT_INTERVAL.as_secs())]
-    pub reclaim_interval: u64,
     /// Seconds a `getAgenda` lease lasts without a report (POP's `reclaimAge`); every
     /// `updateAgendaProgress` renews it.
     #[arg(long, visible_alias = "lease-seconds", env = "POP_LEASE", default_value_t = pop_api::config::DEFAULT_LEASE.as_secs())]
@@ -182,10 +178,13 @@ pub struct ReapArgs {
     /// Which process.
     #[arg(value_enum)]
     pub name: ReaperName,
-    /// Run one cycle and exit (0 also when another replica holds the leader lock).
+    /// Run one cycle and exit: non-zero when the cycle reported errors; 0 when it had none
+    /// or another replica holds the leader lock.
     #[arg(long)]
     pub once: bool,
-    /// Seconds between cycles when looping (default: the process's own interval).
+    /// Seconds between cycles when looping. Default: the process's own interval setting
+    /// (`--reclaim-interval`/`POP_RECLAIM_INTERVAL`, `--retry-interval`, `--data-reap-interval`,
+    /// `--pod-reap-interval`); where that is `0` (off in `pop serve`), the built-in default.
     #[arg(long)]
     pub interval: Option<u64>,
     #[command(flatten)]
@@ -209,6 +208,10 @@ pub struct ReaperArgs {
     /// (reclaimer 500, retry 500, data 2,000, pods 200).
     #[arg(long, env = "POP_REAPER_BATCH_SIZE", default_value_t = 0)]
     pub reaper_batch_size: usize,
+    /// Seconds between AgendaReclaimer cycles, which take back agendas whose lease expired
+    /// (the lease length is the API's); `0` turns the reclaimer off in `pop serve`.
+    #[arg(long, env = "POP_RECLAIM_INTERVAL", default_value_t = pop_reapers::DEFAULT_INTERVAL.as_secs())]
+    pub reclaim_interval: u64,
     /// Seconds between AgendaRetry cycles; `0` turns automatic retries off in `pop serve`.
     #[arg(long, env = "POP_RETRY_INTERVAL", default_value_t = pop_reapers::retry::DEFAULT_INTERVAL.as_secs())]
     pub retry_interval: u64,

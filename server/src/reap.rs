@@ -121,19 +121,14 @@ where
 
 /// Starts the store-based processes `pop serve` runs (an interval of 0 turns one off), each
 /// stopping when `shutdown()` resolves.
-pub fn spawn_all<S, F>(
-    services: &Services,
-    reclaim_interval: u64,
-    args: &ReaperArgs,
-    shutdown: S,
-) -> Vec<JoinHandle<()>>
+pub fn spawn_all<S, F>(services: &Services, args: &ReaperArgs, shutdown: S) -> Vec<JoinHandle<()>>
 where
     S: Fn() -> F,
     F: Future<Output = ()> + Send + 'static,
 {
     let mut tasks = Vec::new();
-    if reclaim_interval > 0 {
-        let config = reclaimer_config(reclaim_interval, args);
+    if args.reclaim_interval > 0 {
+        let config = reclaimer_config(args.reclaim_interval, args);
         tasks.push(pop_reapers::reclaimer::spawn(
             services.clone(),
             config,
@@ -162,10 +157,51 @@ where
     tasks
 }
 
+/// The seconds between cycles of a looping `pop reap`: `--interval`, else the process's own
+/// setting (`configured`, its flag or environment variable), else — where that is `0`, which
+/// turns the process off in `pop serve` — the process's built-in `default`.
+fn loop_interval(args: &ReapArgs, configured: u64, default: Duration) -> u64 {
+    match args.interval {
+        Some(secs) => secs,
+        None if configured > 0 => configured,
+        None => default.as_secs(),
+    }
+}
+
+/// The stop flag of `pop reap`: looping, Ctrl-C/SIGTERM raises it (the process finishes its
+/// cycle and stops, then the store is closed); `--once` keeps the default signal handling
+/// (a signal ends the process at once, as a cycle changes nothing it has not recorded).
+fn stop_flag(args: &ReapArgs) -> (tokio::sync::watch::Sender<bool>, Option<JoinHandle<()>>) {
+    let (stop_tx, _) = tokio::sync::watch::channel(false);
+    let signal = (!args.once).then(|| {
+        tokio::spawn(crate::serve::shutdown_signal(
+            stop_tx.clone(),
+            "stopping the process, then closing the store",
+        ))
+    });
+    (stop_tx, signal)
+}
+
 /// `pop reap <name>`.
 pub async fn run(args: ReapArgs) -> Result<()> {
+    let (stop_tx, signal) = stop_flag(&args);
+    let outcome = run_process(&args, &stop_tx).await;
+    if let Some(signal) = signal {
+        signal.abort();
+    }
+    outcome
+}
+
+async fn run_process(args: &ReapArgs, stop_tx: &tokio::sync::watch::Sender<bool>) -> Result<()> {
+    let stop_rx = stop_tx.subscribe();
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
     if args.name == ReaperName::Pods {
-        return run_pods(&args).await;
+        return run_pods(args, stopped).await;
     }
     if args.store_url.is_none() {
         let path = args.store.db_path();
@@ -175,13 +211,6 @@ pub async fn run(args: ReapArgs) -> Result<()> {
         Backend::open(&args.store, args.store_url.as_deref(), DurabilityArg::Full).await?;
     let log = Arc::clone(&backend.log);
     let (runner, projections) = Runner::start(Arc::clone(&log), RunnerConfig::default()).await;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
     let runner_task = tokio::spawn(runner.run(stopped()));
     let services = Services {
         store: Arc::clone(&log),
@@ -190,7 +219,7 @@ pub async fn run(args: ReapArgs) -> Result<()> {
         // The embedded store's lock spans this process only; PostgreSQL's spans replicas.
         leadership: Arc::clone(&backend.leadership),
     };
-    let outcome = run_store_process(&args, &services, stopped).await;
+    let outcome = run_store_process(args, &services, stopped).await;
     let _ = stop_tx.send(true);
     match runner_task.await {
         Ok(Ok(())) => {}
@@ -198,6 +227,7 @@ pub async fn run(args: ReapArgs) -> Result<()> {
         Err(e) => tracing::error!(error = %e, "projections task failed"),
     }
     backend.close().await?;
+    tracing::info!("store closed");
     outcome
 }
 
@@ -207,19 +237,23 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let mut ready = services.projections.watch_caught_up();
-    tokio::time::timeout(CATCH_UP_TIMEOUT, ready.wait_for(|r| *r))
-        .await
-        .context("the projections did not catch up with the log in time")?
-        .context("the projections stopped before catching up")?;
+    tokio::select! {
+        biased;
+        // A signal while catching up: nothing done yet, stop.
+        () = stopped() => return Ok(()),
+        caught_up = tokio::time::timeout(CATCH_UP_TIMEOUT, ready.wait_for(|r| *r)) => {
+            caught_up
+                .context("the projections did not catch up with the log in time")?
+                .context("the projections stopped before catching up")?;
+        }
+    }
     let r = &args.reapers;
     let leadership = Arc::clone(&services.leadership);
     let now = chrono::Utc::now();
     match args.name {
         ReaperName::Reclaimer => {
-            let config = reclaimer_config(
-                args.interval.unwrap_or(pop_reapers::DEFAULT_INTERVAL.as_secs()),
-                r,
-            );
+            let interval = loop_interval(args, r.reclaim_interval, pop_reapers::DEFAULT_INTERVAL);
+            let config = reclaimer_config(interval, r);
             if args.once {
                 let cycle = pop_reapers::reclaimer::run_once(
                     &services.executor,
@@ -235,19 +269,26 @@ where
                         cycle,
                     )
                     .await,
-                );
+                    "some agendas could not be reclaimed",
+                )?;
             } else {
-                forever(pop_reapers::reclaimer::spawn(
-                    services.clone(),
-                    config,
-                    chrono::Utc::now,
-                    stopped(),
-                ))
+                forever(
+                    ProcessName::Reclaimer,
+                    config.interval,
+                    pop_reapers::reclaimer::spawn(
+                        services.clone(),
+                        config,
+                        chrono::Utc::now,
+                        stopped(),
+                    ),
+                )
                 .await?;
             }
         }
         ReaperName::Retry => {
-            let config = retry_config(args.interval.unwrap_or(r.retry_interval), r);
+            let interval =
+                loop_interval(args, r.retry_interval, pop_reapers::retry::DEFAULT_INTERVAL);
+            let config = retry_config(interval, r);
             if args.once {
                 let cycle = pop_reapers::retry::run_once(
                     &services.executor,
@@ -258,95 +299,166 @@ where
                 report(
                     process::once(ProcessName::Retry, leadership.as_ref(), config.dry_run, cycle)
                         .await,
-                );
+                    "some agendas could not be retried",
+                )?;
             } else {
-                forever(pop_reapers::retry::spawn(
-                    services.clone(),
-                    config,
-                    chrono::Utc::now,
-                    stopped(),
-                ))
+                forever(
+                    ProcessName::Retry,
+                    config.interval,
+                    pop_reapers::retry::spawn(
+                        services.clone(),
+                        config,
+                        chrono::Utc::now,
+                        stopped(),
+                    ),
+                )
                 .await?;
             }
         }
         ReaperName::Data => {
-            let config = data_config(args.interval.unwrap_or(r.data_reap_interval), r);
+            let interval =
+                loop_interval(args, r.data_reap_interval, pop_reapers::data::DEFAULT_INTERVAL);
+            let config = data_config(interval, r);
             if args.once {
                 let cycle = pop_reapers::data::run_once(services, now, &config);
                 report(
                     process::once(ProcessName::Data, leadership.as_ref(), config.dry_run, cycle)
                         .await,
-                );
+                    "some data objects could not be reaped",
+                )?;
             } else {
-                forever(pop_reapers::data::spawn(
-                    services.clone(),
-                    config,
-                    chrono::Utc::now,
-                    stopped(),
-                ))
+                forever(
+                    ProcessName::Data,
+                    config.interval,
+                    pop_reapers::data::spawn(services.clone(), config, chrono::Utc::now, stopped()),
+                )
                 .await?;
             }
         }
         // Handled before the store is opened; kept total without a panic.
-        ReaperName::Pods => run_pods(args).await?,
+        ReaperName::Pods => run_pods(args, stopped).await?,
     }
     Ok(())
 }
 
 /// `pop reap pods`: no store; the leader lock is this process's own (a CronJob runs one pod at
 /// a time with `concurrencyPolicy: Forbid`).
-async fn run_pods(args: &ReapArgs) -> Result<()> {
+async fn run_pods<S, F>(args: &ReapArgs, stopped: S) -> Result<()>
+where
+    S: Fn() -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
     let r = &args.reapers;
     let api = pods_api(r.pod_reaper_namespace.as_deref()).await?;
-    let config = pod_config(args.interval.unwrap_or(r.pod_reap_interval), r);
+    let interval = loop_interval(args, r.pod_reap_interval, pop_reapers::pods::DEFAULT_INTERVAL);
+    let config = pod_config(interval, r);
     let leadership: Arc<dyn pop_store::Leadership> =
         Arc::new(pop_store::ProcessLeadership::default());
     if args.once {
         let cycle = pop_reapers::pods::run_once(&api, chrono::Utc::now(), &config);
-        let done =
-            process::once(ProcessName::Pods, leadership.as_ref(), config.dry_run, cycle).await;
-        let failed = done.as_ref().is_some_and(|r| !r.errors.is_empty());
-        report(done);
-        anyhow::ensure!(!failed, "some pods could not be listed or deleted (see the log)");
-        Ok(())
+        report(
+            process::once(ProcessName::Pods, leadership.as_ref(), config.dry_run, cycle).await,
+            "some pods could not be listed or deleted",
+        )
     } else {
-        forever(pop_reapers::pods::spawn(
-            api,
-            leadership,
-            config,
-            chrono::Utc::now,
-            std::future::pending(),
-        ))
-        .await
+        let interval = config.interval;
+        let task = pop_reapers::pods::spawn(api, leadership, config, chrono::Utc::now, stopped());
+        forever(ProcessName::Pods, interval, task).await
     }
 }
 
-/// Prints what a `--once` cycle did (or that another replica leads) on stdout.
-fn report<R: pop_reapers::CycleReport>(report: Option<R>) {
+/// Prints what a `--once` cycle did (or that another replica leads) on stdout; an error
+/// (`failed`, the exit status non-zero) when the cycle reported errors, which the process
+/// has logged one by one.
+fn report<R: pop_reapers::CycleReport>(report: Option<R>, failed: &str) -> Result<()> {
     match report {
-        None => println!("pop reap: another replica holds the leader lock; nothing done"),
+        None => {
+            println!("pop reap: another replica holds the leader lock; nothing done");
+            Ok(())
+        }
         Some(r) => {
             let outcomes: Vec<String> =
                 r.outcomes().iter().map(|(o, n)| format!("{o}={n}")).collect();
-            println!(
-                "pop reap: planned={} {} errors={}",
-                r.planned(),
-                outcomes.join(" "),
-                r.errors().len()
-            );
+            let errors = r.errors().len();
+            println!("pop reap: planned={} {} errors={errors}", r.planned(), outcomes.join(" "));
+            anyhow::ensure!(errors == 0, "{failed}: {errors} error(s) (see the log)");
+            Ok(())
         }
     }
 }
 
-/// Waits for a looping process until Ctrl-C/SIGTERM stops the process.
-async fn forever(task: JoinHandle<()>) -> Result<()> {
-    let mut task = task;
-    tokio::select! {
-        done = &mut task => done.context("the process task failed"),
-        signal = tokio::signal::ctrl_c() => {
-            signal.context("listening for Ctrl-C")?;
-            task.abort();
-            Ok(())
+/// Waits for a looping process, which stops after its current cycle once Ctrl-C/SIGTERM
+/// raised the stop flag.
+async fn forever(process: ProcessName, interval: Duration, task: JoinHandle<()>) -> Result<()> {
+    tracing::info!(
+        process = process.as_str(),
+        interval_secs = interval.as_secs(),
+        "pop reap: looping until Ctrl-C/SIGTERM"
+    );
+    task.await.context("the process task failed")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn reap_args(args: &[&str]) -> ReapArgs {
+        let cli = Cli::try_parse_from(["pop", "reap"].iter().chain(args)).unwrap();
+        match cli.command {
+            Command::Reap(args) => args,
+            other => panic!("not `pop reap`: {other:?}"),
         }
+    }
+
+    /// A cycle report with a given number of errors.
+    struct Report(usize);
+
+    impl pop_reapers::CycleReport for Report {
+        fn planned(&self) -> usize {
+            self.0
+        }
+        fn outcomes(&self) -> Vec<(&'static str, usize)> {
+            vec![("done", 0)]
+        }
+        fn errors(&self) -> Vec<String> {
+            vec!["failed".to_string(); self.0]
+        }
+    }
+
+    #[test]
+    fn a_once_cycle_with_errors_fails_and_one_without_or_without_the_lock_succeeds() {
+        assert!(report(Some(Report(0)), "x").is_ok());
+        assert!(report(None::<Report>, "x").is_ok());
+        let e = report(Some(Report(2)), "some agendas could not be retried").unwrap_err();
+        assert_eq!(e.to_string(), "some agendas could not be retried: 2 error(s) (see the log)");
+    }
+
+    #[test]
+    fn looping_uses_interval_else_the_process_setting_else_its_default() {
+        let retry = pop_reapers::retry::DEFAULT_INTERVAL;
+        let args = reap_args(&["retry", "--interval", "7", "--retry-interval", "9"]);
+        assert_eq!(loop_interval(&args, args.reapers.retry_interval, retry), 7);
+        let args = reap_args(&["retry", "--retry-interval", "9"]);
+        assert_eq!(loop_interval(&args, args.reapers.retry_interval, retry), 9);
+        let args = reap_args(&["reclaimer", "--reclaim-interval", "11"]);
+        assert_eq!(
+            loop_interval(&args, args.reapers.reclaim_interval, pop_reapers::DEFAULT_INTERVAL),
+            11
+        );
+        // `0` turns a process off in `pop serve`; a dedicated `pop reap` uses the default.
+        let args = reap_args(&["data", "--data-reap-interval", "0"]);
+        assert_eq!(
+            loop_interval(
+                &args,
+                args.reapers.data_reap_interval,
+                pop_reapers::data::DEFAULT_INTERVAL
+            ),
+            pop_reapers::data::DEFAULT_INTERVAL.as_secs()
+        );
     }
 }

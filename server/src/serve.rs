@@ -29,8 +29,14 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let backend = Backend::open(&args.store, args.store_url.as_deref(), args.durability).await?;
     let log = Arc::clone(&backend.log);
 
-    let (tokens, fresh_admin) = pop_api::load_tokens(args.token_file.as_deref(), Some(&data_dir))
-        .context("loading tokens")?;
+    // The generated admin token is the embedded default's way in: only when no tokens are
+    // configured (no token file, no `POP_TOKENS`). With configured tokens (e.g. every replica
+    // of a deployment) none is generated, printed or accepted; put an admin in the token file.
+    let inline_tokens =
+        std::env::var(pop_api::auth::TOKENS_ENV).is_ok_and(|json| !json.trim().is_empty());
+    let admin_dir = (args.token_file.is_none() && !inline_tokens).then_some(data_dir.as_path());
+    let (tokens, fresh_admin) =
+        pop_api::load_tokens(args.token_file.as_deref(), admin_dir).context("loading tokens")?;
     if let Some(token) = fresh_admin {
         // Printed once, on the first start; it stays in <data-dir>/admin.token (mode 0600).
         println!(
@@ -71,11 +77,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     };
     let state = AppState::new(log, executor, projections, tokens, api_config);
     // After the API state, which installs the metrics recorder the processes report to.
-    let mut reaper_tasks =
-        crate::reap::spawn_all(&services, args.reclaim_interval, &args.reapers, {
-            let stop_rx = stop_rx.clone();
-            move || stopped(stop_rx.clone())
-        });
+    let mut reaper_tasks = crate::reap::spawn_all(&services, &args.reapers, {
+        let stop_rx = stop_rx.clone();
+        move || stopped(stop_rx.clone())
+    });
     // The pod reaper only with `--pod-reaper-namespace`.
     let pods = Arc::clone(&services.leadership);
     reaper_tasks.extend(
@@ -142,7 +147,7 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 }
 
 /// Resolves on Ctrl-C or SIGTERM (what Kubernetes sends before killing a pod) and raises the
-/// stop flag for everything else.
+/// stop flag for everything else. Shared by `pop serve`, `pop worker` and a looping `pop reap`.
 pub(crate) async fn shutdown_signal(stop: watch::Sender<bool>, what: &str) {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {

@@ -341,7 +341,7 @@ impl Ws {
 async fn a_subscriber_sees_expand_cancel_and_rerun_and_pop_progress_agrees() {
     let h = Harness::new();
     let pop = h.start();
-    assert!(pop.generated_token, "the first start prints a generated admin token");
+    assert!(!pop.generated_token, "with a token file no admin token is generated");
     let seeded = pop.seed().await;
     let (id, submitted) = pop.submit(ACME, "acme", "batch-1", &seeded).await;
 
@@ -419,7 +419,8 @@ async fn a_subscriber_sees_expand_cancel_and_rerun_and_pop_progress_agrees() {
 #[tokio::test]
 async fn pop_submit_from_a_file_then_subscription_and_pop_progress() {
     let h = Harness::new();
-    let pop = h.start();
+    // As in the tour: no token file, the admin token generated into the data dir.
+    let pop = h.start_without_token_file();
     let seeded = pop.seed().await;
     // `pop submit` sends no atLeastPosition: make sure the binding sees the config.
     pop.ok(
@@ -444,19 +445,19 @@ async fn pop_submit_from_a_file_then_subscription_and_pop_progress() {
     assert!(stdout.contains("transcode (pool pool-1)"), "bound to the insight:\n{stdout}");
     assert!(stdout.contains("WAITING / added"), "{stdout}");
 
-    let mut ws = pop.ws(ACME).await;
+    let mut ws = pop.ws(&pop.admin).await;
     ws.subscribe("p", &progress_subscription(), json!({"id": id})).await;
     let first = ws.update("p").await;
     assert_eq!(state(&first["progress"]), ("WAITING", "added"), "{first:#}");
     assert_eq!(first["progress"]["customerId"], "acme");
     assert_eq!(first["progress"]["linkId"], "from-cli");
 
-    let cancelled = pop.cancel(ACME, &id).await;
+    let cancelled = pop.cancel(&pop.admin, &id).await;
     let u = ws.update("p").await;
     assert_eq!(u["position"], cancelled.as_str(), "{u:#}");
     assert_eq!(state(&u["progress"]), ("COMPLETE", "cancelled"), "{u:#}");
 
-    let out = pop.cli(&["progress", &id, "--token", ACME]).await;
+    let out = pop.cli(&["progress", &id, "--data-dir", &data_dir]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.lines().next().unwrap_or_default().contains("COMPLETE / cancelled"), "{stdout}");
@@ -582,6 +583,42 @@ async fn auth_is_on_by_default_and_customers_are_isolated() {
     assert_eq!(state(&u["progress"]), ("COMPLETE", "cancelled"), "{u:#}");
 }
 
+/// The generated admin token is the embedded default's only: without configured tokens the
+/// first start generates, stores and prints one and a restart reuses it; with a token file
+/// (as every replica of a deployment has) none is generated or printed, and a token left in
+/// the data dir by an earlier start without one is refused.
+#[tokio::test]
+async fn an_admin_token_is_generated_only_without_a_token_file() {
+    let h = Harness::new();
+    let admin_file = h.data_dir().join("admin.token");
+
+    let pop = h.start();
+    assert!(!pop.generated_token, "with a token file no admin token is printed");
+    assert!(!admin_file.exists(), "with a token file no admin token file is written");
+    let me = pop.ok(&pop.admin, "{ me { role } }", json!({})).await;
+    assert_eq!(me["me"]["role"], "admin", "the token file's admin works: {me:#}");
+    drop(pop);
+
+    let pop = h.start_without_token_file();
+    assert!(pop.generated_token, "without a token file the first start prints an admin token");
+    let stored = std::fs::read_to_string(&admin_file).expect("the generated admin token file");
+    assert_eq!(stored.trim(), pop.admin, "the printed token is the stored one");
+    let me = pop.ok(&pop.admin, "{ me { role } }", json!({})).await;
+    assert_eq!(me["me"]["role"], "admin", "{me:#}");
+    let generated = pop.admin.clone();
+    drop(pop);
+
+    let pop = h.start_without_token_file();
+    assert!(!pop.generated_token, "a restart reuses the stored admin token");
+    assert_eq!(pop.admin, generated);
+    drop(pop);
+
+    let pop = h.start();
+    assert!(!pop.generated_token, "with a token file no admin token is printed");
+    let (status, body) = pop.post(Some(&generated), "{ me { name } }", json!({})).await;
+    assert_eq!(status, 401, "the generated token is not accepted with a token file: {body:#}");
+}
+
 /// SIGTERM stops the server cleanly (exit code 0, bounded), even with a subscriber connected;
 /// a restart on the same data dir reuses the admin token, starts from the snapshot the
 /// shutdown wrote, and serves every agenda exactly as before.
@@ -618,7 +655,7 @@ async fn sigterm_exits_zero_and_a_restart_serves_the_same_state() {
     assert_eq!(end["type"], "close", "{end:#}");
 
     let pop = h.start();
-    assert!(!pop.generated_token, "a restart reuses the admin token");
+    assert!(!pop.generated_token, "with a token file a restart generates no admin token");
     let log = std::fs::read_to_string(&pop.log).unwrap_or_default();
     assert!(
         log.contains("projections snapshot loaded"),

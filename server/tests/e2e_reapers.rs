@@ -326,4 +326,54 @@ async fn an_old_finished_agenda_is_reaped_from_queries_and_store_with_a_record_k
         assert!(out.status.success(), "pop reap {name}: {stdout}\n{}", log_tail(&log_path));
         assert!(stdout.contains("pop reap: planned=0"), "pop reap {name}: {stdout}");
     }
+
+    // Looping, a process takes its interval from its own setting (here `POP_RETRY_INTERVAL`)
+    // and SIGTERM stops it cleanly: exit 0 with the store closed.
+    let loop_log = dir.path().join("reap-loop.log");
+    let mut child = pop_command()
+        .args(["reap", "retry", "--dry-run", "--data-dir"])
+        .arg(&data_dir)
+        .env("POP_RETRY_INTERVAL", "17")
+        .stderr(std::fs::File::create(&loop_log).unwrap())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    let looping = loop {
+        let text = std::fs::read_to_string(&loop_log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("looping until")) {
+            break line.to_string();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pop reap retry did not start looping\n{}", log_tail(&loop_log));
+        }
+        std::thread::sleep(POLL);
+    };
+    // (Field and value apart: the text log may colour the `=`.)
+    assert!(looping.contains("interval_secs") && looping.contains("17"), "{looping}");
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pop reap retry ignored SIGTERM\n{}", log_tail(&loop_log));
+        }
+        std::thread::sleep(POLL);
+    };
+    assert!(status.success(), "exit {status:?} after SIGTERM\n{}", log_tail(&loop_log));
+    assert!(
+        std::fs::read_to_string(&loop_log).unwrap_or_default().contains("store closed"),
+        "{}",
+        log_tail(&loop_log)
+    );
 }

@@ -14,8 +14,12 @@
 //!
 //! Pods carry pop's labels — `app.kubernetes.io/managed-by=pop`, `pop.insightId`,
 //! `pop.resourcePoolId`, `pop.agendaId`, `pop.operationName` — so the pod reaper finds them
-//! (it selects on `app.kubernetes.io/managed-by=pop`). Label values are cut to what Kubernetes
-//! allows; the exact values are also in annotations of the same names. Finished pods are left
+//! (it selects on `app.kubernetes.io/managed-by=pop` and a `pop.agendaId` label); the keys and
+//! the value rule are [`pop_domain::pod_labels`], shared with the reaper. Every id is written
+//! twice: as a label made valid by [`label_value`] (characters outside `[A-Za-z0-9._-]` become
+//! `_`, cut to 63, non-alphanumerics trimmed from the ends — possibly empty, and then the
+//! reaper leaves the pod alone) and as an annotation of the same key with the exact id.
+//! Finished pods are left
 //! for the reaper (their logs stay readable); a pod whose operation is abandoned (timeout, the
 //! execution stopped) is deleted at once.
 //!
@@ -35,13 +39,10 @@ use serde_json::{Value, json};
 
 use crate::handler::{Failure, Handler, OperationContext, Progress, ProgressSink};
 
-/// The label every pod of pop carries; the pod reaper selects on it.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-pub const MANAGED_BY_VALUE: &str = "pop";
-pub const INSIGHT_LABEL: &str = "pop.insightId";
-pub const RESOURCE_POOL_LABEL: &str = "pop.resourcePoolId";
-pub const AGENDA_LABEL: &str = "pop.agendaId";
-pub const OPERATION_LABEL: &str = "pop.operationName";
+pub use pop_domain::pod_labels::label_value;
+use pop_domain::pod_labels::{
+    AGENDA_ID, INSIGHT_ID, MANAGED_BY, MANAGED_BY_VALUE, OPERATION_NAME, RESOURCE_POOL_ID,
+};
 /// Annotation the pod writes its progress to.
 pub const PROGRESS_ANNOTATION: &str = "pop.report.progress";
 /// Annotation the pod writes its output to.
@@ -77,17 +78,6 @@ impl std::fmt::Debug for KubePod {
             .field("image", &self.image)
             .finish_non_exhaustive()
     }
-}
-
-/// A label value Kubernetes accepts: at most 63 characters of `[A-Za-z0-9._-]`, starting and
-/// ending with an alphanumeric (others become `_` or are trimmed).
-pub fn label_value(value: &str) -> String {
-    let mapped: String = value
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
-        .take(63)
-        .collect();
-    mapped.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_string()
 }
 
 /// A `generateName` prefix from an operation name: lowercase DNS label characters, short
@@ -130,13 +120,14 @@ impl KubePod {
     pub fn pod(&self, ctx: &OperationContext) -> Result<Pod, Failure> {
         let (payload_var, payload_value) = payload_env(&ctx.payload)?;
         let mut labels = BTreeMap::new();
-        labels.insert(MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string());
+        labels.insert(MANAGED_BY.to_string(), MANAGED_BY_VALUE.to_string());
         let mut annotations = BTreeMap::new();
+        // Each id: a label made valid (`label_value`) and an annotation with the exact id.
         for (key, value) in [
-            (INSIGHT_LABEL, &ctx.insight_id),
-            (RESOURCE_POOL_LABEL, &ctx.resource_pool_id),
-            (AGENDA_LABEL, &ctx.agenda_id),
-            (OPERATION_LABEL, &ctx.operation_name),
+            (INSIGHT_ID, &ctx.insight_id),
+            (RESOURCE_POOL_ID, &ctx.resource_pool_id),
+            (AGENDA_ID, &ctx.agenda_id),
+            (OPERATION_NAME, &ctx.operation_name),
         ] {
             labels.insert(key.to_string(), label_value(value));
             annotations.insert(key.to_string(), value.clone());

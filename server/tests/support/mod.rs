@@ -16,12 +16,28 @@ use serde_json::{Value, json};
 /// The bound on every wait: server start, HTTP calls, state changes.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// The admin token the harness adds to every token file it is given: with a token file
+/// `pop serve` generates no admin token of its own.
+pub const TEST_ADMIN: &str = "tok_test_admin_0123456789abcdef";
+
+/// Adds [`TEST_ADMIN`] to the token file at `path` unless it is there already.
+pub fn add_test_admin(path: &Path) {
+    let text = std::fs::read_to_string(path).expect("the token file");
+    let mut tokens: Vec<Value> = serde_json::from_str(&text).expect("a JSON token array");
+    if !tokens.iter().any(|t| t["token"] == TEST_ADMIN) {
+        tokens.push(json!({"token": TEST_ADMIN, "name": "test-admin", "role": "admin",
+            "customers": ["*"]}));
+        std::fs::write(path, Value::Array(tokens).to_string()).expect("writing the token file");
+    }
+}
+
 /// A running `pop serve`; killed (SIGKILL) and reaped on drop unless it already exited.
 pub struct Pop {
     pub child: Child,
     /// `host:port`.
     pub addr: String,
-    /// The admin token (printed on first start, else read from the data dir).
+    /// The admin token: [`TEST_ADMIN`] with a token file; without one, the generated token
+    /// (printed on first start, else read from the data dir).
     pub admin: String,
     /// Whether this start printed a freshly generated admin token.
     pub generated_token: bool,
@@ -92,6 +108,7 @@ impl Pop {
         cmd.arg("serve").arg("--data-dir").arg(data_dir).args(["--bind", "127.0.0.1:0"]);
         cmd.args(["--scheduler", if scheduler { "true" } else { "false" }]);
         if let Some(path) = token_file {
+            add_test_admin(path);
             cmd.arg("--token-file").arg(path);
         }
         cmd.args(extra);
@@ -135,7 +152,9 @@ impl Pop {
             }
         };
         let generated_token = lines.iter().any(|l| l.starts_with("pop: generated an admin token"));
-        let admin = if generated_token {
+        let admin = if token_file.is_some() {
+            TEST_ADMIN.to_string()
+        } else if generated_token {
             // The line after the announcement is `pop: <token>`.
             let at = lines.iter().position(|l| l.starts_with("pop: generated")).unwrap();
             lines[at + 1].strip_prefix("pop: ").expect("the token line").to_string()
