@@ -695,6 +695,89 @@ async fn every_error_answers_the_envelope_with_an_honest_status() {
     envelope(&a, 409, "CONFLICT");
 }
 
+/// The ids of a list answer's `all`.
+fn all_ids(a: &Answer) -> Vec<String> {
+    a.body["all"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn list_filters_apply_before_paging() {
+    // Pages of 2: the matches sit beyond the first page of unfiltered items.
+    let s = start(ApiConfig { max_page_size: 2, ..ApiConfig::default() }).await;
+    seed_fixtures(&s).await;
+    // Customers in id order: acme, c-1 … c-6, globex.
+    for i in 1..=6 {
+        let title = if i >= 5 { "Target" } else { "Plain" };
+        let body = json!({"id": format!("c-{i}"), "title": title, "resourcePoolId": "pool-east"});
+        ok(&s, ADMIN, "POST", "/pop/customer", Some(body)).await;
+    }
+    let a = ok(&s, ADMIN, "GET", "/pop/customer", None).await;
+    assert_eq!(all_ids(&a), ["acme", "c-1"]);
+    assert!(a.body["next"].is_string(), "{:#}", a.body);
+
+    // Both matches, on one page, and no `next`: globex follows but does not match.
+    let a = ok(&s, ADMIN, "GET", "/pop/customer?byTitle=Target", None).await;
+    assert_eq!(all_ids(&a), ["c-5", "c-6"], "{:#}", a.body);
+    assert_eq!(a.body["count"], 2);
+    assert!(a.body.get("next").is_none(), "{:#}", a.body);
+    // Four matches: two pages, `next` on the first only.
+    let a = ok(&s, ADMIN, "GET", "/pop/customer?byTitle=Plain", None).await;
+    assert_eq!((all_ids(&a), &a.body["count"]), (vec!["c-1".into(), "c-2".into()], &json!(2)));
+    let next = a.body["next"].as_str().expect("more match").to_string();
+    let a = ok(&s, ADMIN, "GET", &format!("/pop/customer?byTitle=Plain&after={next}"), None).await;
+    assert_eq!(all_ids(&a), ["c-3", "c-4"], "{:#}", a.body);
+    assert!(a.body.get("next").is_none(), "{:#}", a.body);
+    // A filter nothing passes: empty, no `next`.
+    let a = ok(&s, ADMIN, "GET", "/pop/customer?byTitle=Nobody", None).await;
+    assert_eq!((a.body["count"].clone(), a.body.get("next")), (json!(0), None));
+    // The same path serves pools, insights and templates.
+    let a = ok(&s, ADMIN, "GET", "/pop/insight?byResourcePoolId=pool-east", None).await;
+    assert_eq!(a.body["count"], 1, "{:#}", a.body);
+    assert!(a.body.get("next").is_none(), "{:#}", a.body);
+
+    // Agendas in added order: a-1 … a-3 ("Other"), then a-4, a-5 ("Target").
+    for i in 1..=5 {
+        let mut agenda = fixture("agenda.json");
+        agenda["id"] = json!(format!("a-{i}"));
+        agenda["linkId"] = json!(format!("link-{i}"));
+        agenda["title"] = json!(if i >= 4 { "Target" } else { "Other" });
+        ok(&s, ACME, "POST", "/pop/agenda", Some(agenda)).await;
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    for path in ["/pop/agenda", "/pop/progress/agenda"] {
+        let a = ok(&s, ACME, "GET", &format!("{path}?byTitle=Target"), None).await;
+        assert_eq!(all_ids(&a).len(), 2, "{path}: {:#}", a.body);
+        assert_eq!(a.body["count"], 2, "{path}: {:#}", a.body);
+        assert!(a.body.get("next").is_none(), "{path}: {:#}", a.body);
+        let titles: Vec<&str> = a.body["all"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["title"].as_str().unwrap())
+            .collect();
+        assert_eq!(titles, ["Target", "Target"], "{path}");
+        let a = ok(&s, ACME, "GET", &format!("{path}?byTitle=Other"), None).await;
+        assert_eq!(a.body["count"], 2, "{path}: {:#}", a.body);
+        let next = a.body["next"].as_str().expect("a third match").to_string();
+        let a = ok(&s, ACME, "GET", &format!("{path}?byTitle=Other&after={next}"), None).await;
+        assert_eq!(a.body["count"], 1, "{path}: {:#}", a.body);
+        assert!(a.body.get("next").is_none(), "{path}: {:#}", a.body);
+        // byResourcePoolId: every agenda matches pool-east, none another pool.
+        let a = ok(&s, ACME, "GET", &format!("{path}?byResourcePoolId=pool-west"), None).await;
+        assert_eq!((a.body["count"].clone(), a.body.get("next")), (json!(0), None));
+        let a = ok(&s, ACME, "GET", &format!("{path}?byResourcePoolId=pool-east"), None).await;
+        assert_eq!(a.body["count"], 2, "{path}: {:#}", a.body);
+        assert!(a.body["next"].is_string(), "{path}: {:#}", a.body);
+    }
+    let a = ok(&s, ACME, "GET", "/pop/agenda?byTitle=Target", None).await;
+    assert_eq!(all_ids(&a), ["a-4", "a-5"]);
+}
+
 #[tokio::test]
 async fn limits_apply_as_on_graphql() {
     let s = start(ApiConfig { max_body_bytes: 1_000, ..ApiConfig::default() }).await;
