@@ -794,6 +794,50 @@ async fn limits_apply_as_on_graphql() {
     envelope(&a, 400, "VALIDATION");
 }
 
+/// Sends `head` and `body` over a raw connection, closes the sending half (the upload breaks
+/// off) and returns the status and body of the answer.
+async fn raw_request(s: &TestServer, head: &str, body: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = s.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(format!("{head}\r\nhost: {addr}\r\n\r\n{body}").as_bytes()).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    let status = answer.split(' ').nth(1).unwrap().parse().unwrap();
+    let json = answer.split_once("\r\n\r\n").unwrap().1;
+    (status, serde_json::from_str(json).unwrap_or_else(|_| panic!("not JSON: {answer}")))
+}
+
+#[tokio::test]
+async fn a_broken_body_is_a_400_and_only_an_oversized_one_a_413() {
+    let s = start(ApiConfig { max_body_bytes: 1_000, ..ApiConfig::default() }).await;
+    let auth = format!("authorization: Bearer {ADMIN}\r\ncontent-type: application/json");
+    // 100 bytes declared, 12 sent, then the upload stops.
+    let head = format!("POST /pop/customer HTTP/1.1\r\n{auth}\r\ncontent-length: 100");
+    let (status, body) = raw_request(&s, &head, r#"{"id": "c", "#).await;
+    assert_eq!(status, 400, "{body:#}");
+    let e = &body["errorResponse"];
+    assert_eq!((e["code"].as_str(), &e["responseCode"]), (Some("BAD_REQUEST"), &json!(400)));
+    let text = e["description"].as_str().unwrap();
+    assert!(text.contains("could not be read"), "{text}");
+    // A chunked body that breaks off mid-chunk: the same.
+    let head = format!("POST /pop/customer HTTP/1.1\r\n{auth}\r\ntransfer-encoding: chunked");
+    let (status, body) = raw_request(&s, &head, "20\r\n{\"id\": \"c\"").await;
+    assert_eq!(status, 400, "{body:#}");
+    // A chunked body over the limit is a 413, as is a declared one.
+    let chunk = "x".repeat(1_500);
+    let (status, body) =
+        raw_request(&s, &head, &format!("{:x}\r\n{chunk}\r\n0\r\n\r\n", chunk.len())).await;
+    assert_eq!(status, 413, "{body:#}");
+    assert_eq!(body["errorResponse"]["code"], "BAD_REQUEST");
+    // GraphQL answers the same statuses.
+    let head = format!("POST /graphql HTTP/1.1\r\n{auth}\r\ncontent-length: 100");
+    let (status, body) = raw_request(&s, &head, r#"{"query": "#).await;
+    assert_eq!(status, 400, "{body:#}");
+}
+
 #[tokio::test]
 async fn the_openapi_document_is_checked_in_and_names_every_route() {
     let s = start(ApiConfig::default()).await;

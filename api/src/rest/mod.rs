@@ -497,7 +497,7 @@ async fn serve(
         if method == Method::POST || method == Method::PUT {
             let bytes = crate::http::read_body(headers, body, state.config().max_body_bytes)
                 .await
-                .map_err(|e| RestError::with_status(StatusCode::PAYLOAD_TOO_LARGE, e))?;
+                .map_err(|e| RestError::with_status(e.status, e.error))?;
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 None
             } else {
