@@ -525,7 +525,7 @@ async fn every_error_answers_the_envelope_with_an_honest_status() {
         ("PATCH", "/pop/customer"),
     ] {
         let a = call(&s, ADMIN, method, path, Some(json!({}))).await;
-        envelope(&a, 405, "BAD_REQUEST");
+        envelope(&a, 405, "METHOD_NOT_ALLOWED");
         assert!(a.allow.is_some(), "{method} {path}: no Allow header");
     }
 
