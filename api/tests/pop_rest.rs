@@ -711,12 +711,14 @@ async fn list_filters_apply_before_paging() {
     let s = start(ApiConfig { max_page_size: 2, ..ApiConfig::default() }).await;
     seed_fixtures(&s).await;
     // Customers in id order: acme, c-1 … c-6, globex.
+    let mut at = String::new();
     for i in 1..=6 {
         let title = if i >= 5 { "Target" } else { "Plain" };
         let body = json!({"id": format!("c-{i}"), "title": title, "resourcePoolId": "pool-east"});
-        ok(&s, ADMIN, "POST", "/pop/customer", Some(body)).await;
+        at = ok(&s, ADMIN, "POST", "/pop/customer", Some(body)).await.position.unwrap();
     }
-    let a = ok(&s, ADMIN, "GET", "/pop/customer", None).await;
+    // Read the writes (later reads see at least as much).
+    let a = ok(&s, ADMIN, "GET", &format!("/pop/customer?atLeastPosition={at}"), None).await;
     assert_eq!(all_ids(&a), ["acme", "c-1"]);
     assert!(a.body["next"].is_string(), "{:#}", a.body);
 
@@ -746,9 +748,10 @@ async fn list_filters_apply_before_paging() {
         agenda["id"] = json!(format!("a-{i}"));
         agenda["linkId"] = json!(format!("link-{i}"));
         agenda["title"] = json!(if i >= 4 { "Target" } else { "Other" });
-        ok(&s, ACME, "POST", "/pop/agenda", Some(agenda)).await;
+        at = ok(&s, ACME, "POST", "/pop/agenda", Some(agenda)).await.position.unwrap();
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
+    ok(&s, ACME, "GET", &format!("/pop/agenda?atLeastPosition={at}"), None).await;
     for path in ["/pop/agenda", "/pop/progress/agenda"] {
         let a = ok(&s, ACME, "GET", &format!("{path}?byTitle=Target"), None).await;
         assert_eq!(all_ids(&a).len(), 2, "{path}: {:#}", a.body);

@@ -367,10 +367,15 @@ fn agenda_list(kind: Kind, call: &Call<'_>) -> RestResult<(Vec<Value>, Option<Cu
         None => {
             let after = call.after()?;
             let limit = call.limit()?;
-            let slice =
-                agenda_slice(&models, principal, &filter, after, limit, fields_match, |e| {
-                    Ok::<_, CorruptEntry>(Some(e.id().to_string()))
-                })?;
+            let slice = agenda_slice(
+                &models,
+                principal,
+                &filter,
+                after,
+                limit,
+                Some(&fields_match),
+                |e| Ok::<_, CorruptEntry>(Some(e.id().to_string())),
+            )?;
             next = slice.next;
             entries = slice.items.iter().filter_map(|id| models.agenda_entry(id)).collect();
         }
