@@ -333,15 +333,20 @@ fn agenda_list(kind: Kind, call: &Call<'_>) -> RestResult<(Vec<Value>, Option<Cu
         if pool.is_none() && title.is_none() {
             return true;
         }
-        let matched = match kind {
-            Kind::Agenda => e.agenda().map(|a| {
-                a.is_some_and(|a| {
-                    pool_matches(a.agenda_insight.as_ref()) && title_matches(a.title.as_ref())
-                })
-            }),
-            _ => e.progress().map(|p| {
-                pool_matches(p.agenda_insight.as_ref()) && title_matches(p.title.as_ref())
-            }),
+        let agenda_matches = |a: Option<&model::Agenda>| {
+            a.is_some_and(|a| {
+                pool_matches(a.agenda_insight.as_ref()) && title_matches(a.title.as_ref())
+            })
+        };
+        let progress_matches = |p: &model::AgendaProgress| {
+            pool_matches(p.agenda_insight.as_ref()) && title_matches(p.title.as_ref())
+        };
+        // A live entry is read in place; a settled one decodes only the part needed.
+        let matched = match (kind, e.is_settled()) {
+            (Kind::Agenda, false) => e.state().map(|s| agenda_matches(s.agenda())),
+            (Kind::Agenda, true) => e.agenda().map(|a| agenda_matches(a.as_ref())),
+            (_, false) => e.state().map(|s| progress_matches(s.progress())),
+            (_, true) => e.progress().map(|p| progress_matches(&p)),
         };
         matched.unwrap_or(true)
     };
