@@ -23,6 +23,12 @@ pub mod ext {
 /// a client must be able to tell that apart from its own mistakes.
 pub const TIMEOUT: &str = "TIMEOUT";
 
+/// The code of a REST call with a method its route does not answer (HTTP 405). REST-only:
+/// GraphQL has one endpoint and never answers it, so it is not one of DOMAIN.md §11's codes
+/// (nor in GraphQL's schema or documents); it tells a POP client "wrong verb for this path"
+/// apart from a malformed request.
+pub const METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
+
 /// An error answered to a client.
 ///
 /// Deliberately not `Display`/`std::error::Error`: async-graphql converts every `Display` type
@@ -30,7 +36,8 @@ pub const TIMEOUT: &str = "TIMEOUT";
 /// `Display`, `?` in a resolver goes through [`ApiError::into_graphql`] and keeps them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
-    /// One of DOMAIN.md §11's codes ([`ErrorCode::as_str`]), or [`TIMEOUT`].
+    /// One of DOMAIN.md §11's codes ([`ErrorCode::as_str`]), [`TIMEOUT`], or (REST only)
+    /// [`METHOD_NOT_ALLOWED`].
     pub code: &'static str,
     pub message: String,
     pub problems: Vec<FieldError>,

@@ -11,6 +11,7 @@ use axum::extract::{State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use futures::StreamExt;
 use uuid::Uuid;
 
 use crate::auth::bearer;
@@ -103,7 +104,7 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
     };
     let bytes = match read_body(&headers, body, state.config().max_body_bytes).await {
         Ok(b) => b,
-        Err(e) => return error_response(StatusCode::PAYLOAD_TOO_LARGE, e, &cid),
+        Err(e) => return error_response(e.status, e.error, &cid),
     };
     let mut batch: BatchRequest = match serde_json::from_slice(&bytes) {
         Ok(b) => b,
@@ -133,25 +134,51 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
     response
 }
 
-/// Reads a request body of at most `limit` bytes; a larger one (declared or not) is
-/// BAD_REQUEST, answered with 413 by the callers.
+/// Why a request body could not be read: the HTTP status to answer and the error.
+#[derive(Debug)]
+pub(crate) struct BodyError {
+    /// 413 for a body over the limit, 400 for one that broke off or failed to arrive.
+    pub status: StatusCode,
+    pub error: ApiError,
+}
+
+/// Reads a request body of at most `limit` bytes. A larger one (declared or not) is
+/// BAD_REQUEST with status 413; a body that fails while it is read (the client aborted, the
+/// connection broke, a malformed chunked encoding) is BAD_REQUEST with status 400.
 pub(crate) async fn read_body(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
-) -> Result<axum::body::Bytes, ApiError> {
+) -> Result<axum::body::Bytes, BodyError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let too_large = || {
-        ApiError::bad_request(format!("the request body is larger than the limit of {limit} bytes"))
+    let too_large = || BodyError {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        error: ApiError::bad_request(format!(
+            "the request body is larger than the limit of {limit} bytes"
+        )),
     };
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    // A body without a declared length that runs past the limit, or a broken upload.
-    axum::body::to_bytes(body, limit).await.map_err(|_| too_large())
+    // Chunk by chunk, so that running past the limit (a body without a declared length) and
+    // a broken upload are told apart.
+    let mut stream = body.into_data_stream();
+    let mut bytes =
+        Vec::with_capacity(declared.and_then(|n| usize::try_from(n).ok()).unwrap_or(0).min(limit));
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| BodyError {
+            status: StatusCode::BAD_REQUEST,
+            error: ApiError::bad_request(format!("the request body could not be read: {e}")),
+        })?;
+        if bytes.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes.into())
 }
 
 /// Upgrades to graphql-transport-ws (selected when the client offers it; [`ws::serve`]

@@ -525,7 +525,7 @@ async fn every_error_answers_the_envelope_with_an_honest_status() {
         ("PATCH", "/pop/customer"),
     ] {
         let a = call(&s, ADMIN, method, path, Some(json!({}))).await;
-        envelope(&a, 405, "BAD_REQUEST");
+        envelope(&a, 405, "METHOD_NOT_ALLOWED");
         assert!(a.allow.is_some(), "{method} {path}: no Allow header");
     }
 
@@ -695,6 +695,92 @@ async fn every_error_answers_the_envelope_with_an_honest_status() {
     envelope(&a, 409, "CONFLICT");
 }
 
+/// The ids of a list answer's `all`.
+fn all_ids(a: &Answer) -> Vec<String> {
+    a.body["all"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn list_filters_apply_before_paging() {
+    // Pages of 2: the matches sit beyond the first page of unfiltered items.
+    let s = start(ApiConfig { max_page_size: 2, ..ApiConfig::default() }).await;
+    seed_fixtures(&s).await;
+    // Customers in id order: acme, c-1 … c-6, globex.
+    let mut at = String::new();
+    for i in 1..=6 {
+        let title = if i >= 5 { "Target" } else { "Plain" };
+        let body = json!({"id": format!("c-{i}"), "title": title, "resourcePoolId": "pool-east"});
+        at = ok(&s, ADMIN, "POST", "/pop/customer", Some(body)).await.position.unwrap();
+    }
+    // Read the writes (later reads see at least as much).
+    let a = ok(&s, ADMIN, "GET", &format!("/pop/customer?atLeastPosition={at}"), None).await;
+    assert_eq!(all_ids(&a), ["acme", "c-1"]);
+    assert!(a.body["next"].is_string(), "{:#}", a.body);
+
+    // Both matches, on one page, and no `next`: globex follows but does not match.
+    let a = ok(&s, ADMIN, "GET", "/pop/customer?byTitle=Target", None).await;
+    assert_eq!(all_ids(&a), ["c-5", "c-6"], "{:#}", a.body);
+    assert_eq!(a.body["count"], 2);
+    assert!(a.body.get("next").is_none(), "{:#}", a.body);
+    // Four matches: two pages, `next` on the first only.
+    let a = ok(&s, ADMIN, "GET", "/pop/customer?byTitle=Plain", None).await;
+    assert_eq!((all_ids(&a), &a.body["count"]), (vec!["c-1".into(), "c-2".into()], &json!(2)));
+    let next = a.body["next"].as_str().expect("more match").to_string();
+    let a = ok(&s, ADMIN, "GET", &format!("/pop/customer?byTitle=Plain&after={next}"), None).await;
+    assert_eq!(all_ids(&a), ["c-3", "c-4"], "{:#}", a.body);
+    assert!(a.body.get("next").is_none(), "{:#}", a.body);
+    // A filter nothing passes: empty, no `next`.
+    let a = ok(&s, ADMIN, "GET", "/pop/customer?byTitle=Nobody", None).await;
+    assert_eq!((a.body["count"].clone(), a.body.get("next")), (json!(0), None));
+    // The same path serves pools, insights and templates.
+    let a = ok(&s, ADMIN, "GET", "/pop/insight?byResourcePoolId=pool-east", None).await;
+    assert_eq!(a.body["count"], 1, "{:#}", a.body);
+    assert!(a.body.get("next").is_none(), "{:#}", a.body);
+
+    // Agendas in added order: a-1 … a-3 ("Other"), then a-4, a-5 ("Target").
+    for i in 1..=5 {
+        let mut agenda = fixture("agenda.json");
+        agenda["id"] = json!(format!("a-{i}"));
+        agenda["linkId"] = json!(format!("link-{i}"));
+        agenda["title"] = json!(if i >= 4 { "Target" } else { "Other" });
+        at = ok(&s, ACME, "POST", "/pop/agenda", Some(agenda)).await.position.unwrap();
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    ok(&s, ACME, "GET", &format!("/pop/agenda?atLeastPosition={at}"), None).await;
+    for path in ["/pop/agenda", "/pop/progress/agenda"] {
+        let a = ok(&s, ACME, "GET", &format!("{path}?byTitle=Target"), None).await;
+        assert_eq!(all_ids(&a).len(), 2, "{path}: {:#}", a.body);
+        assert_eq!(a.body["count"], 2, "{path}: {:#}", a.body);
+        assert!(a.body.get("next").is_none(), "{path}: {:#}", a.body);
+        let titles: Vec<&str> = a.body["all"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["title"].as_str().unwrap())
+            .collect();
+        assert_eq!(titles, ["Target", "Target"], "{path}");
+        let a = ok(&s, ACME, "GET", &format!("{path}?byTitle=Other"), None).await;
+        assert_eq!(a.body["count"], 2, "{path}: {:#}", a.body);
+        let next = a.body["next"].as_str().expect("a third match").to_string();
+        let a = ok(&s, ACME, "GET", &format!("{path}?byTitle=Other&after={next}"), None).await;
+        assert_eq!(a.body["count"], 1, "{path}: {:#}", a.body);
+        assert!(a.body.get("next").is_none(), "{path}: {:#}", a.body);
+        // byResourcePoolId: every agenda matches pool-east, none another pool.
+        let a = ok(&s, ACME, "GET", &format!("{path}?byResourcePoolId=pool-west"), None).await;
+        assert_eq!((a.body["count"].clone(), a.body.get("next")), (json!(0), None));
+        let a = ok(&s, ACME, "GET", &format!("{path}?byResourcePoolId=pool-east"), None).await;
+        assert_eq!(a.body["count"], 2, "{path}: {:#}", a.body);
+        assert!(a.body["next"].is_string(), "{path}: {:#}", a.body);
+    }
+    let a = ok(&s, ACME, "GET", "/pop/agenda?byTitle=Target", None).await;
+    assert_eq!(all_ids(&a), ["a-4", "a-5"]);
+}
+
 #[tokio::test]
 async fn limits_apply_as_on_graphql() {
     let s = start(ApiConfig { max_body_bytes: 1_000, ..ApiConfig::default() }).await;
@@ -709,6 +795,50 @@ async fn limits_apply_as_on_graphql() {
     let a =
         call(&s, ADMIN, "GET", &format!("/pop/agenda?byLinkId={}", "l".repeat(2_001)), None).await;
     envelope(&a, 400, "VALIDATION");
+}
+
+/// Sends `head` and `body` over a raw connection, closes the sending half (the upload breaks
+/// off) and returns the status and body of the answer.
+async fn raw_request(s: &TestServer, head: &str, body: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = s.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(format!("{head}\r\nhost: {addr}\r\n\r\n{body}").as_bytes()).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    let status = answer.split(' ').nth(1).unwrap().parse().unwrap();
+    let json = answer.split_once("\r\n\r\n").unwrap().1;
+    (status, serde_json::from_str(json).unwrap_or_else(|_| panic!("not JSON: {answer}")))
+}
+
+#[tokio::test]
+async fn a_broken_body_is_a_400_and_only_an_oversized_one_a_413() {
+    let s = start(ApiConfig { max_body_bytes: 1_000, ..ApiConfig::default() }).await;
+    let auth = format!("authorization: Bearer {ADMIN}\r\ncontent-type: application/json");
+    // 100 bytes declared, 12 sent, then the upload stops.
+    let head = format!("POST /pop/customer HTTP/1.1\r\n{auth}\r\ncontent-length: 100");
+    let (status, body) = raw_request(&s, &head, r#"{"id": "c", "#).await;
+    assert_eq!(status, 400, "{body:#}");
+    let e = &body["errorResponse"];
+    assert_eq!((e["code"].as_str(), &e["responseCode"]), (Some("BAD_REQUEST"), &json!(400)));
+    let text = e["description"].as_str().unwrap();
+    assert!(text.contains("could not be read"), "{text}");
+    // A chunked body that breaks off mid-chunk: the same.
+    let head = format!("POST /pop/customer HTTP/1.1\r\n{auth}\r\ntransfer-encoding: chunked");
+    let (status, body) = raw_request(&s, &head, "20\r\n{\"id\": \"c\"").await;
+    assert_eq!(status, 400, "{body:#}");
+    // A chunked body over the limit is a 413, as is a declared one.
+    let chunk = "x".repeat(1_500);
+    let (status, body) =
+        raw_request(&s, &head, &format!("{:x}\r\n{chunk}\r\n0\r\n\r\n", chunk.len())).await;
+    assert_eq!(status, 413, "{body:#}");
+    assert_eq!(body["errorResponse"]["code"], "BAD_REQUEST");
+    // GraphQL answers the same statuses.
+    let head = format!("POST /graphql HTTP/1.1\r\n{auth}\r\ncontent-length: 100");
+    let (status, body) = raw_request(&s, &head, r#"{"query": "#).await;
+    assert_eq!(status, 400, "{body:#}");
 }
 
 #[tokio::test]

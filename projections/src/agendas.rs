@@ -652,6 +652,27 @@ impl AgendaModel {
     /// queues, or the visible customers' partitions (all agendas for `*`); the other filters
     /// are checked per entry, and at most [`MAX_SCANNED_PER_PAGE`] entries are examined.
     pub fn select<'m>(&'m self, q: &AgendaQuery<'_>) -> Page<&'m AgendaEntry> {
+        self.select_paged(q, |_| true, false)
+    }
+
+    /// [`Self::select`] with one more filter, `keep`, checked per entry *before* the page is
+    /// cut: a page holds up to `limit` entries that pass it. `next` is exact: given only when
+    /// another entry after the page passes (or when the [`MAX_SCANNED_PER_PAGE`] bound, which
+    /// covers the look-ahead too, stopped the scan first).
+    pub fn select_where<'m>(
+        &'m self,
+        q: &AgendaQuery<'_>,
+        keep: impl Fn(&AgendaEntry) -> bool,
+    ) -> Page<&'m AgendaEntry> {
+        self.select_paged(q, keep, true)
+    }
+
+    fn select_paged<'m>(
+        &'m self,
+        q: &AgendaQuery<'_>,
+        keep: impl Fn(&AgendaEntry) -> bool,
+        exact_next: bool,
+    ) -> Page<&'m AgendaEntry> {
         let mut sources: Vec<&'m BTreeSet<Key>> = Vec::new();
         let by_added = q.order == AgendaOrder::AddedTime;
         if let (true, Some(link)) = (by_added, q.link_id) {
@@ -676,7 +697,9 @@ impl AgendaModel {
             }
         }
         let after = q.after.map(|c| (c.time, Arc::clone(&c.id)));
-        merge_page(&sources, after, q.limit, |key| self.entries.get(&key.1).filter(|e| q.admits(e)))
+        merge_page(&sources, after, q.limit, exact_next, |key| {
+            self.entries.get(&key.1).filter(|e| q.admits(e) && keep(e))
+        })
     }
 
     /// DOMAIN.md §4.3 over the agendas with `link_id` that `visibility` sees.
@@ -782,11 +805,14 @@ fn settle(buffers: &mut SettleBuffers, state: Box<AgendaState>) -> Body {
 }
 
 /// Merges the ordered `sources` (disjoint sets) from after `after`, keeping entries `pick`
-/// admits, up to `limit` of them and at most [`MAX_SCANNED_PER_PAGE`] examined.
+/// admits, up to `limit` of them and at most [`MAX_SCANNED_PER_PAGE`] examined. With
+/// `exact_next`, a full page looks ahead for one more admitted entry and gives `next` only if
+/// there is one (or if the scan bound stopped the look-ahead).
 fn merge_page<'m, T>(
     sources: &[&'m BTreeSet<Key>],
     after: Option<Key>,
     limit: usize,
+    exact_next: bool,
     mut pick: impl FnMut(&'m Key) -> Option<T>,
 ) -> Page<T> {
     let limit = limit.clamp(1, MAX_PAGE_SIZE);
@@ -802,19 +828,36 @@ fn merge_page<'m, T>(
             heap.push(Reverse((k, i)));
         }
     }
+    let cursor = |key: &Key| Cursor { time: key.0, id: Arc::clone(&key.1) };
     let mut items = Vec::new();
     let mut scanned = 0;
+    // The key of the page's last item, once the page is full and looking ahead.
+    let mut full_at: Option<&'m Key> = None;
     while let Some(Reverse((key, i))) = heap.pop() {
         if let Some(k) = iters[i].next() {
             heap.push(Reverse((k, i)));
         }
         scanned += 1;
-        if let Some(item) = pick(key) {
-            items.push(item);
+        match full_at {
+            Some(last) => {
+                if pick(key).is_some() {
+                    return Page { items, next: Some(cursor(last)) };
+                }
+            }
+            None => {
+                if let Some(item) = pick(key) {
+                    items.push(item);
+                }
+                if items.len() == limit {
+                    if !exact_next {
+                        return Page { items, next: (!heap.is_empty()).then(|| cursor(key)) };
+                    }
+                    full_at = Some(key);
+                }
+            }
         }
-        if items.len() == limit || scanned == MAX_SCANNED_PER_PAGE {
-            let next = (!heap.is_empty()).then(|| Cursor { time: key.0, id: Arc::clone(&key.1) });
-            return Page { items, next };
+        if scanned == MAX_SCANNED_PER_PAGE {
+            return Page { items, next: (!heap.is_empty()).then(|| cursor(key)) };
         }
     }
     Page { items, next: None }

@@ -62,11 +62,14 @@ impl<T: ConfigObject> ConfigModel<T> {
         })
     }
 
-    /// One page of the live objects `visible` admits, in id order (cursor time is 0).
+    /// One page of the live objects `visible` admits, in id order (cursor time is 0). With
+    /// `exact_next`, a full page looks ahead for one more admitted object and gives `next`
+    /// only if there is one (or if the [`MAX_SCANNED_PER_PAGE`] bound stopped the look-ahead).
     pub fn list(
         &self,
         after: Option<&Cursor>,
         limit: usize,
+        exact_next: bool,
         mut visible: impl FnMut(&T) -> bool,
     ) -> Page<&T> {
         let limit = limit.clamp(1, MAX_PAGE_SIZE);
@@ -77,12 +80,24 @@ impl<T: ConfigObject> ConfigModel<T> {
         let mut items = Vec::new();
         let mut range = self.objects.range::<str, _>((start, Bound::Unbounded)).peekable();
         let mut scanned = 0;
+        // The id of the page's last item, once the page is full and looking ahead.
+        let mut full_at: Option<&str> = None;
         while let Some((id, aggregate)) = range.next() {
             scanned += 1;
-            if let Some(object) = aggregate.live().filter(|o| visible(o)) {
-                items.push(object);
+            let admitted = aggregate.live().filter(|o| visible(o));
+            match (full_at, admitted) {
+                (Some(last), Some(_)) => return Page { items, next: Some(Cursor::new(0, last)) },
+                (Some(_), None) | (None, None) => {}
+                (None, Some(object)) => items.push(object),
             }
-            if items.len() == limit || scanned == MAX_SCANNED_PER_PAGE {
+            if full_at.is_none() && items.len() == limit {
+                if !exact_next {
+                    let next = range.peek().is_some().then(|| Cursor::new(0, id.as_str()));
+                    return Page { items, next };
+                }
+                full_at = Some(id.as_str());
+            }
+            if scanned == MAX_SCANNED_PER_PAGE {
                 let next = range.peek().is_some().then(|| Cursor::new(0, id.as_str()));
                 return Page { items, next };
             }

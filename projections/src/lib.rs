@@ -31,7 +31,9 @@ pub use agendas::{AgendaEntry, AgendaModel, AgendaQuery, CorruptEntry, Phase};
 pub use change::{Change, ChangeKind};
 pub use decode::{DecodeError, Decoded, DomainEvent, Skip, decode};
 pub use models::{DeletedConfig, FORMAT_VERSION, ReadModels};
-pub use query::{AgendaOrder, Cursor, CursorParseError, MAX_PAGE_SIZE, Page, Visibility};
+pub use query::{
+    AgendaOrder, Cursor, CursorParseError, MAX_PAGE_SIZE, MAX_SCANNED_PER_PAGE, Page, Visibility,
+};
 pub use runner::{
     CHANGE_FEED_CAPACITY, ProjectionError, Projections, RebuildProgress, Runner, RunnerConfig,
     Timeout, rebuild,

@@ -288,6 +288,16 @@ impl ReadModels {
         self.agendas.select(query)
     }
 
+    /// [`Self::select_agendas`] with one more per-entry filter applied before the page is cut
+    /// (see [`AgendaModel::select_where`]).
+    pub fn select_agendas_where(
+        &self,
+        query: &AgendaQuery<'_>,
+        keep: impl Fn(&AgendaEntry) -> bool,
+    ) -> Page<&AgendaEntry> {
+        self.agendas.select_where(query, keep)
+    }
+
     /// A page of AgendaProgress.
     pub fn progress_page(
         &self,
@@ -327,7 +337,19 @@ impl ReadModels {
         after: Option<&Cursor>,
         limit: usize,
     ) -> Page<&Customer> {
-        self.customers.list(after, limit, |c| v.sees(&c.customer_id))
+        self.customers.list(after, limit, false, |c| v.sees(&c.customer_id))
+    }
+
+    /// [`Self::customers`] that also pass `keep`, filtered before the page is cut; `next`
+    /// only when more match (see [`ConfigModel::list`]'s `exact_next`).
+    pub fn customers_where(
+        &self,
+        v: &Visibility,
+        after: Option<&Cursor>,
+        limit: usize,
+        keep: impl Fn(&Customer) -> bool,
+    ) -> Page<&Customer> {
+        self.customers.list(after, limit, true, |c| v.sees(&c.customer_id) && keep(c))
     }
 
     /// With `insightIds` computed from the live insights.
@@ -341,7 +363,19 @@ impl ReadModels {
         after: Option<&Cursor>,
         limit: usize,
     ) -> Page<&ResourcePool> {
-        self.pools.list(after, limit, |p| v.sees(&p.customer_id))
+        self.pools.list(after, limit, false, |p| v.sees(&p.customer_id))
+    }
+
+    /// [`Self::resource_pools`] that also pass `keep`, filtered before the page is cut; `next` only
+    /// when more match.
+    pub fn resource_pools_where(
+        &self,
+        v: &Visibility,
+        after: Option<&Cursor>,
+        limit: usize,
+        keep: impl Fn(&ResourcePool) -> bool,
+    ) -> Page<&ResourcePool> {
+        self.pools.list(after, limit, true, |p| v.sees(&p.customer_id) && keep(p))
     }
 
     pub fn insight(&self, id: &str) -> Option<&Insight> {
@@ -350,8 +384,22 @@ impl ReadModels {
 
     /// Insights the caller owns, that are global, or that are shared with it.
     pub fn insights(&self, v: &Visibility, after: Option<&Cursor>, limit: usize) -> Page<&Insight> {
-        self.insights.list(after, limit, |i| {
+        self.insights.list(after, limit, false, |i| {
             v.sees_shared(&i.customer_id, i.is_global, &i.allowed_customer_ids)
+        })
+    }
+
+    /// [`Self::insights`] that also pass `keep`, filtered before the page is cut; `next` only
+    /// when more match.
+    pub fn insights_where(
+        &self,
+        v: &Visibility,
+        after: Option<&Cursor>,
+        limit: usize,
+        keep: impl Fn(&Insight) -> bool,
+    ) -> Page<&Insight> {
+        self.insights.list(after, limit, true, |i| {
+            v.sees_shared(&i.customer_id, i.is_global, &i.allowed_customer_ids) && keep(i)
         })
     }
 
@@ -371,8 +419,22 @@ impl ReadModels {
         after: Option<&Cursor>,
         limit: usize,
     ) -> Page<&AgendaTemplate> {
-        self.templates.list(after, limit, |t| {
+        self.templates.list(after, limit, false, |t| {
             v.sees_shared(&t.customer_id, t.is_global, &t.allowed_customer_ids)
+        })
+    }
+
+    /// [`Self::templates`] that also pass `keep`, filtered before the page is cut; `next` only
+    /// when more match.
+    pub fn templates_where(
+        &self,
+        v: &Visibility,
+        after: Option<&Cursor>,
+        limit: usize,
+        keep: impl Fn(&AgendaTemplate) -> bool,
+    ) -> Page<&AgendaTemplate> {
+        self.templates.list(after, limit, true, |t| {
+            v.sees_shared(&t.customer_id, t.is_global, &t.allowed_customer_ids) && keep(t)
         })
     }
 

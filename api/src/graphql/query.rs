@@ -67,7 +67,7 @@ fn agenda_page<T: async_graphql::OutputType>(
     limit: usize,
     map: impl Fn(&AgendaEntry) -> Result<Option<T>, CorruptEntry>,
 ) -> ApiResult<Page<T>> {
-    let slice = agenda_slice(models, principal, filter, after, limit, map)?;
+    let slice = agenda_slice(models, principal, filter, after, limit, None, map)?;
     Ok(Page {
         items: slice.items,
         has_next_page: slice.next.is_some(),
@@ -76,14 +76,21 @@ fn agenda_page<T: async_graphql::OutputType>(
     })
 }
 
-/// The agendas the caller may see that pass `filter`, from `after`, at most `limit`, mapped
-/// by `map` (which may skip an entry by answering `None`).
+/// The agendas the caller may see that pass `filter` (and `keep`, when given), from `after`,
+/// at most `limit`, mapped by `map` (which may skip an entry by answering `None`). `keep` is
+/// checked while the page is selected, before it is cut: a page holds up to `limit` entries
+/// that pass it, and `next` is given only when another does (REST's lists; see
+/// [`ReadModels::select_agendas_where`]), within the read models' bound on entries examined
+/// per page ([`pop_projections::MAX_SCANNED_PER_PAGE`], after which the page ends early with
+/// `next`). Without `keep` the page is GraphQL's: `next` whenever the scan did not reach the
+/// end.
 pub(crate) fn agenda_slice<T>(
     models: &ReadModels,
     principal: &Principal,
     filter: &AgendaFilter,
     after: Option<Cursor>,
     limit: usize,
+    keep: Option<&dyn Fn(&AgendaEntry) -> bool>,
     map: impl Fn(&AgendaEntry) -> Result<Option<T>, CorruptEntry>,
 ) -> ApiResult<AgendaSlice<T>> {
     let position = models.position().to_string();
@@ -119,7 +126,10 @@ pub(crate) fn agenda_slice<T>(
         after: start.as_ref(),
         limit,
     };
-    let page = models.select_agendas(&query);
+    let page = match keep {
+        Some(keep) => models.select_agendas_where(&query, keep),
+        None => models.select_agendas(&query),
+    };
     let mut items = Vec::with_capacity(page.items.len());
     let mut cut = false;
     for entry in &page.items {

@@ -255,25 +255,25 @@ async fn get(kind: Kind, call: &Call<'_>) -> RestResult<Reply> {
         Kind::Customer => config_list::<Customer>(
             call,
             |m, p, id| visible_customer(m, p, id).cloned(),
-            |m, v, a, l| m.customers(v, a, l).map(Clone::clone),
+            |m, v, a, l, k| m.customers_where(v, a, l, k).map(Clone::clone),
             |c| (c.customer_id.as_str(), Some(c.title.as_str()), c.resource_pool_id.as_deref()),
         )?,
         Kind::ResourcePool => config_list::<ResourcePool>(
             call,
             |m, p, id| visible_resource_pool(m, p, id).cloned(),
-            |m, v, a, l| m.resource_pools(v, a, l).map(Clone::clone),
+            |m, v, a, l, k| m.resource_pools_where(v, a, l, k).map(Clone::clone),
             |r| (r.customer_id.as_str(), r.title.as_deref(), None),
         )?,
         Kind::Insight => config_list::<Insight>(
             call,
             |m, p, id| visible_insight(m, p, id).cloned(),
-            |m, v, a, l| m.insights(v, a, l).map(Clone::clone),
+            |m, v, a, l, k| m.insights_where(v, a, l, k).map(Clone::clone),
             |i| (i.customer_id.as_str(), Some(i.title.as_str()), Some(i.resource_pool_id.as_str())),
         )?,
         Kind::AgendaTemplate => config_list::<AgendaTemplate>(
             call,
             |m, p, id| visible_template(m, p, id).cloned(),
-            |m, v, a, l| m.templates(v, a, l).map(Clone::clone),
+            |m, v, a, l, k| m.templates_where(v, a, l, k).map(Clone::clone),
             |t| (t.customer_id.as_str(), t.title.as_deref(), None),
         )?,
     };
@@ -324,35 +324,63 @@ fn agenda_list(kind: Kind, call: &Call<'_>) -> RestResult<(Vec<Value>, Option<Cu
             (None, None) => None,
         },
     };
+    // `byTitle` / `byResourcePoolId` are not indexed: they are checked on the decoded agenda
+    // (or progress) while the page is selected, so the page holds `limit` matching items and
+    // `next` only follows when more may match (or when the read models' bound on entries
+    // examined per page, `MAX_SCANNED_PER_PAGE`, ended the scan early). A corrupt entry is
+    // kept here so that decoding it below reports the corruption instead of hiding it.
+    let fields_match = |e: &AgendaEntry| -> bool {
+        if pool.is_none() && title.is_none() {
+            return true;
+        }
+        let agenda_matches = |a: Option<&model::Agenda>| {
+            a.is_some_and(|a| {
+                pool_matches(a.agenda_insight.as_ref()) && title_matches(a.title.as_ref())
+            })
+        };
+        let progress_matches = |p: &model::AgendaProgress| {
+            pool_matches(p.agenda_insight.as_ref()) && title_matches(p.title.as_ref())
+        };
+        // A live entry is read in place; a settled one decodes only the part needed.
+        let matched = match (kind, e.is_settled()) {
+            (Kind::Agenda, false) => e.state().map(|s| agenda_matches(s.agenda())),
+            (Kind::Agenda, true) => e.agenda().map(|a| agenda_matches(a.as_ref())),
+            (_, false) => e.state().map(|s| progress_matches(s.progress())),
+            (_, true) => e.progress().map(|p| progress_matches(&p)),
+        };
+        matched.unwrap_or(true)
+    };
     let entries: Vec<&AgendaEntry>;
     let mut next = None;
     let decode_all = |list: Vec<&AgendaEntry>| -> RestResult<Vec<Value>> {
         let mut out = Vec::with_capacity(list.len());
         for e in list {
             if kind == Kind::Agenda {
-                if let Some(a) = e.agenda().map_err(corrupt)?
-                    && pool_matches(a.agenda_insight.as_ref())
-                    && title_matches(a.title.as_ref())
-                {
+                if let Some(a) = e.agenda().map_err(corrupt)? {
                     out.push(to_json(&a)?);
                 }
             } else {
-                let p = e.progress().map_err(corrupt)?;
-                if pool_matches(p.agenda_insight.as_ref()) && title_matches(p.title.as_ref()) {
-                    out.push(to_json(&p)?);
-                }
+                out.push(to_json(&e.progress().map_err(corrupt)?)?);
             }
         }
         Ok(out)
     };
     match single {
-        Some(found) => entries = found.into_iter().filter(|e| indexed(e)).collect(),
+        Some(found) => {
+            entries = found.into_iter().filter(|e| indexed(e) && fields_match(e)).collect();
+        }
         None => {
             let after = call.after()?;
             let limit = call.limit()?;
-            let slice = agenda_slice(&models, principal, &filter, after, limit, |e| {
-                Ok::<_, CorruptEntry>(Some(e.id().to_string()))
-            })?;
+            let slice = agenda_slice(
+                &models,
+                principal,
+                &filter,
+                after,
+                limit,
+                Some(&fields_match),
+                |e| Ok::<_, CorruptEntry>(Some(e.id().to_string())),
+            )?;
             next = slice.next;
             entries = slice.items.iter().filter_map(|id| models.agenda_entry(id)).collect();
         }
@@ -386,8 +414,14 @@ fn operation_list(call: &Call<'_>) -> RestResult<Vec<Value>> {
 
 type Page<T> = pop_projections::Page<T>;
 
+/// The filter a config list applies while its page is selected.
+type Keep<'k, T> = &'k dyn Fn(&T) -> bool;
+
 /// A config object by id, or a page of the visible ones, filtered by `fields` (customer id,
-/// title, resource pool id).
+/// title, resource pool id). The filter is applied while the page is selected (not to a page
+/// already cut), so the page holds up to `limit` matching objects and `next` only follows when
+/// more may match — or when the read models' bound on objects examined per page
+/// (`MAX_SCANNED_PER_PAGE`) ended the scan early, in which case the page may hold fewer.
 fn config_list<T: Serialize + Clone>(
     call: &Call<'_>,
     by_id: impl Fn(&pop_projections::ReadModels, &crate::auth::Principal, &str) -> Option<T>,
@@ -396,6 +430,7 @@ fn config_list<T: Serialize + Clone>(
         &pop_projections::Visibility,
         Option<&Cursor>,
         usize,
+        Keep<'_, T>,
     ) -> Page<T>,
     fields: impl Fn(&T) -> (&str, Option<&str>, Option<&str>),
 ) -> RestResult<(Vec<Value>, Option<Cursor>)> {
@@ -413,9 +448,8 @@ fn config_list<T: Serialize + Clone>(
     }
     let after = call.after()?;
     let limit = call.limit()?;
-    let page = page(&models, &principal.customers, after.as_ref(), limit);
-    let kept: Vec<T> = page.items.into_iter().filter(|o| keep(o)).collect();
-    Ok((values(&kept)?, page.next))
+    let page = page(&models, &principal.customers, after.as_ref(), limit, &keep);
+    Ok((values(&page.items)?, page.next))
 }
 
 // ---- data-object writes --------------------------------------------------------------------

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 use pop_domain::error::ErrorCode;
 
-use crate::error::{ApiError, TIMEOUT};
+use crate::error::{ApiError, METHOD_NOT_ALLOWED, TIMEOUT};
 use crate::graphql::Caller;
 use crate::http::{CID_HEADER, header_principal, request_cid};
 use crate::metrics;
@@ -279,6 +279,7 @@ pub fn status_of(code: &str) -> StatusCode {
         c if c == ErrorCode::Conflict.as_str() => StatusCode::CONFLICT,
         // This replica's read models are behind the position asked for: retry.
         TIMEOUT => StatusCode::SERVICE_UNAVAILABLE,
+        METHOD_NOT_ALLOWED => StatusCode::METHOD_NOT_ALLOWED,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -481,7 +482,10 @@ async fn serve(
             .map_or("this route does not answer that method", |(_, why)| why);
         return Err(RestError {
             status: StatusCode::METHOD_NOT_ALLOWED,
-            error: Box::new(ApiError::bad_request(format!("{method} {}: {why}", route.path))),
+            error: Box::new(ApiError {
+                code: METHOD_NOT_ALLOWED,
+                ..ApiError::bad_request(format!("{method} {}: {why}", route.path))
+            }),
             allow: Some(route.methods.join(", ")),
         });
     }
@@ -497,7 +501,7 @@ async fn serve(
         if method == Method::POST || method == Method::PUT {
             let bytes = crate::http::read_body(headers, body, state.config().max_body_bytes)
                 .await
-                .map_err(|e| RestError::with_status(StatusCode::PAYLOAD_TOO_LARGE, e))?;
+                .map_err(|e| RestError::with_status(e.status, e.error))?;
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 None
             } else {
@@ -551,6 +555,7 @@ mod tests {
         assert_eq!(status_of("NOT_FOUND"), StatusCode::NOT_FOUND);
         assert_eq!(status_of("CONFLICT"), StatusCode::CONFLICT);
         assert_eq!(status_of("TIMEOUT"), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status_of("METHOD_NOT_ALLOWED"), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(status_of("INTERNAL"), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

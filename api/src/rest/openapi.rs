@@ -42,7 +42,8 @@ a list has more). Writes answer the global log position of their last event in t
 Errors: always POP's envelope `{errorResponse: {title, description, responseCode, \
 correlationId, code, problems?, omittedProblems?}}` with an honest HTTP status. `code` is pop's \
 machine-readable code: VALIDATION (400, with `problems: [{field, message}]` listing every \
-problem), BAD_REQUEST (400; also on 405 and 413), UNAUTHENTICATED (401), FORBIDDEN (403: the \
+problem), BAD_REQUEST (400; also on 413), METHOD_NOT_ALLOWED (405, with an `Allow` header; \
+REST only, GraphQL never answers it), UNAUTHENTICATED (401), FORBIDDEN (403: the \
 role, or a customer outside the token's set), NOT_FOUND (404), CONFLICT (409: a state the \
 object is not in, a lease held by another worker, a duplicate id), TIMEOUT (503: this replica \
 has not reached `atLeastPosition` in time; retry), INTERNAL (500). `correlationId` is the \
@@ -166,7 +167,7 @@ fn refused(why: &str) -> Value {
     json!({
         "summary": "Not supported in pop's model (405).",
         "description": why,
-        "responses": {"405": error_response(&format!("BAD_REQUEST: {why}"))},
+        "responses": {"405": error_response(&format!("METHOD_NOT_ALLOWED: {why}"))},
     })
 }
 
@@ -369,7 +370,7 @@ fn components() -> Value {
                         "description": {"type": "string", "description": "What went wrong, naming the field or object at fault."},
                         "responseCode": {"type": "integer", "description": "The HTTP status."},
                         "correlationId": {"type": "string", "description": "The request's cid."},
-                        "code": {"type": "string", "enum": ["VALIDATION", "BAD_REQUEST", "UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND", "CONFLICT", "TIMEOUT", "INTERNAL"], "description": "pop's machine-readable code (an addition to POP's envelope)."},
+                        "code": {"type": "string", "enum": ["VALIDATION", "BAD_REQUEST", "METHOD_NOT_ALLOWED", "UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND", "CONFLICT", "TIMEOUT", "INTERNAL"], "description": "pop's machine-readable code (an addition to POP's envelope)."},
                         "problems": {"type": "array", "items": {"type": "object", "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}, "description": "VALIDATION only: every problem found (capped)."},
                         "omittedProblems": {"type": "integer", "description": "Problems found beyond those listed."},
                     },
