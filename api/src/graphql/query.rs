@@ -145,6 +145,45 @@ pub(crate) fn agenda_slice<T>(
     Ok(AgendaSlice { items, next, position })
 }
 
+/// The shape every by-id config resolver shares: read access, read-your-writes, then `find`
+/// on the read models for the caller.
+async fn config_by_id<T>(
+    ctx: &Context<'_>,
+    at_least_position: Option<&str>,
+    find: impl FnOnce(&ReadModels, &Principal) -> Option<T>,
+) -> Result<Option<T>> {
+    let caller = authorize(ctx, Action::Read)?;
+    let services = services(ctx)?;
+    wait_for(services, at_least_position).await?;
+    let models = services.projections.read();
+    Ok(find(&models, &caller.principal))
+}
+
+/// The shape every config list resolver shares: read access, a bounded page size, a cursor,
+/// read-your-writes, then `list` of what the caller's customers see, mapped with `map`.
+async fn config_list<O, T: async_graphql::OutputType>(
+    ctx: &Context<'_>,
+    first: Option<i32>,
+    after: Option<String>,
+    at_least_position: Option<&str>,
+    list: impl for<'m> FnOnce(
+        &'m ReadModels,
+        &Visibility,
+        Option<&Cursor>,
+        usize,
+    ) -> pop_projections::Page<&'m O>,
+    map: impl Fn(&O) -> T,
+) -> Result<Page<T>> {
+    let caller = authorize(ctx, Action::Read)?;
+    let services = services(ctx)?;
+    let limit = page_size(first, services.config.max_page_size)?;
+    let after = parse_cursor(after.as_deref())?;
+    wait_for(services, at_least_position).await?;
+    let models = services.projections.read();
+    let page = list(&models, &caller.principal.customers, after.as_ref(), limit);
+    Ok(config_page(&models, page, map))
+}
+
 fn config_page<'m, O, T: async_graphql::OutputType>(
     models: &'m ReadModels,
     page: pop_projections::Page<&'m O>,
@@ -472,11 +511,10 @@ impl QueryRoot {
         id: String,
         at_least_position: Option<String>,
     ) -> Result<Option<CustomerGql>> {
-        let caller = authorize(ctx, Action::Read)?;
-        let services = services(ctx)?;
-        wait_for(services, at_least_position.as_deref()).await?;
-        let models = services.projections.read();
-        Ok(visible_customer(&models, &caller.principal, &id).map(CustomerGql::from))
+        config_by_id(ctx, at_least_position.as_deref(), |models, principal| {
+            visible_customer(models, principal, &id).map(CustomerGql::from)
+        })
+        .await
     }
 
     async fn customers(
@@ -486,14 +524,15 @@ impl QueryRoot {
         after: Option<String>,
         at_least_position: Option<String>,
     ) -> Result<Page<CustomerGql>> {
-        let caller = authorize(ctx, Action::Read)?;
-        let services = services(ctx)?;
-        let limit = page_size(first, services.config.max_page_size)?;
-        let after = parse_cursor(after.as_deref())?;
-        wait_for(services, at_least_position.as_deref()).await?;
-        let models = services.projections.read();
-        let page = models.customers(&caller.principal.customers, after.as_ref(), limit);
-        Ok(config_page(&models, page, |o| CustomerGql::from(o)))
+        config_list(
+            ctx,
+            first,
+            after,
+            at_least_position.as_deref(),
+            |m, v, a, l| m.customers(v, a, l),
+            |o| CustomerGql::from(o),
+        )
+        .await
     }
 
     async fn resource_pool(
@@ -502,11 +541,10 @@ impl QueryRoot {
         id: String,
         at_least_position: Option<String>,
     ) -> Result<Option<ResourcePoolGql>> {
-        let caller = authorize(ctx, Action::Read)?;
-        let services = services(ctx)?;
-        wait_for(services, at_least_position.as_deref()).await?;
-        let models = services.projections.read();
-        Ok(visible_resource_pool(&models, &caller.principal, &id).map(ResourcePoolGql::from))
+        config_by_id(ctx, at_least_position.as_deref(), |models, principal| {
+            visible_resource_pool(models, principal, &id).map(ResourcePoolGql::from)
+        })
+        .await
     }
 
     async fn resource_pools(
@@ -516,14 +554,15 @@ impl QueryRoot {
         after: Option<String>,
         at_least_position: Option<String>,
     ) -> Result<Page<ResourcePoolGql>> {
-        let caller = authorize(ctx, Action::Read)?;
-        let services = services(ctx)?;
-        let limit = page_size(first, services.config.max_page_size)?;
-        let after = parse_cursor(after.as_deref())?;
-        wait_for(services, at_least_position.as_deref()).await?;
-        let models = services.projections.read();
-        let page = models.resource_pools(&caller.principal.customers, after.as_ref(), limit);
-        Ok(config_page(&models, page, |o| ResourcePoolGql::from(o)))
+        config_list(
+            ctx,
+            first,
+            after,
+            at_least_position.as_deref(),
+            |m, v, a, l| m.resource_pools(v, a, l),
+            |o| ResourcePoolGql::from(o),
+        )
+        .await
     }
 
     /// An insight the caller owns, or that is global or shared with one of its customers.
@@ -533,11 +572,10 @@ impl QueryRoot {
         id: String,
         at_least_position: Option<String>,
     ) -> Result<Option<InsightGql>> {
-        let caller = authorize(ctx, Action::Read)?;
-        let services = services(ctx)?;
-        wait_for(services, at_least_position.as_deref()).await?;
-        let models = services.projections.read();
-        Ok(visible_insight(&models, &caller.principal, &id).map(InsightGql::from))
+        config_by_id(ctx, at_least_position.as_deref(), |models, principal| {
+            visible_insight(models, principal, &id).map(InsightGql::from)
+        })
+        .await
     }
 
     async fn insights(
@@ -547,14 +585,15 @@ impl QueryRoot {
         after: Option<String>,
         at_least_position: Option<String>,
     ) -> Result<Page<InsightGql>> {
-        let caller = authorize(ctx, Action::Read)?;
-        let services = services(ctx)?;
-        let limit = page_size(first, services.config.max_page_size)?;
-        let after = parse_cursor(after.as_deref())?;
-        wait_for(services, at_least_position.as_deref()).await?;
-        let models = services.projections.read();
-        let page = models.insights(&caller.principal.customers, after.as_ref(), limit);
-        Ok(config_page(&models, page, |o| InsightGql::from(o)))
+        config_list(
+            ctx,
+            first,
+            after,
+            at_least_position.as_deref(),
+            |m, v, a, l| m.insights(v, a, l),
+            |o| InsightGql::from(o),
+        )
+        .await
     }
 
     /// A template the caller owns, or that is global or shared with one of its customers.
@@ -564,11 +603,10 @@ impl QueryRoot {
         id: String,
         at_least_position: Option<String>,
     ) -> Result<Option<AgendaTemplateGql>> {
-        let caller = authorize(ctx, Action::Read)?;
-        let services = services(ctx)?;
-        wait_for(services, at_least_position.as_deref()).await?;
-        let models = services.projections.read();
-        Ok(visible_template(&models, &caller.principal, &id).map(AgendaTemplateGql::from))
+        config_by_id(ctx, at_least_position.as_deref(), |models, principal| {
+            visible_template(models, principal, &id).map(AgendaTemplateGql::from)
+        })
+        .await
     }
 
     async fn templates(
@@ -578,13 +616,14 @@ impl QueryRoot {
         after: Option<String>,
         at_least_position: Option<String>,
     ) -> Result<Page<AgendaTemplateGql>> {
-        let caller = authorize(ctx, Action::Read)?;
-        let services = services(ctx)?;
-        let limit = page_size(first, services.config.max_page_size)?;
-        let after = parse_cursor(after.as_deref())?;
-        wait_for(services, at_least_position.as_deref()).await?;
-        let models = services.projections.read();
-        let page = models.templates(&caller.principal.customers, after.as_ref(), limit);
-        Ok(config_page(&models, page, |o| AgendaTemplateGql::from(o)))
+        config_list(
+            ctx,
+            first,
+            after,
+            at_least_position.as_deref(),
+            |m, v, a, l| m.templates(v, a, l),
+            |o| AgendaTemplateGql::from(o),
+        )
+        .await
     }
 }

@@ -133,6 +133,9 @@ pub(crate) async fn get_agenda(
     Ok(claimed)
 }
 
+/// Most agendas a [`ClaimBook`] remembers; past it, finished claims are forgotten early.
+const MAX_CLAIM_BOOK_ENTRIES: usize = 65_536;
+
 /// This replica's book of agendas being claimed or just claimed, so concurrent `getAgenda`
 /// calls on one replica do not all race for the same oldest queued agendas. An agenda is in
 /// the book while its claim is in flight, and after a successful claim until the read models
@@ -159,6 +162,11 @@ impl ClaimBook {
             return candidates.take(wanted).collect();
         };
         entries.retain(|_, position| position.as_ref().is_none_or(|p| p > applied));
+        if entries.len() >= MAX_CLAIM_BOOK_ENTRIES {
+            // The read models are far behind: forget the finished claims (they only spare
+            // wasted attempts); claims in flight stay, and they are bounded by the callers.
+            entries.retain(|_, position| position.is_none());
+        }
         let mut round = Vec::with_capacity(wanted);
         for candidate in candidates.by_ref() {
             if round.len() >= wanted {
