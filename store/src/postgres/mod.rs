@@ -108,13 +108,6 @@ pub(crate) fn pg_config(
         url.parse().map_err(|e| StoreError::backend("parsing the PostgreSQL connection URL", e))?;
     let mut session = config.get_options().unwrap_or("").to_owned();
     session.push_str(&format!(" -c statement_timeout={}", options.statement_timeout.as_millis()));
-    // Plan every execution of pop's prepared statements for its parameters. A generic plan is
-    // cached after a handful of executions and kept until the next ANALYZE: made while
-    // `pop_events` was still small (a new database, before autovacuum analyzed it), it was a
-    // sequential scan, and the writers' duplicate-id check then scanned the whole log on every
-    // group commit (seen in pg_stat_activity during the append benchmark). pop's statements
-    // are cheap to plan; a plan per execution follows the table as it grows.
-    session.push_str(" -c plan_cache_mode=force_custom_plan");
     config.options(session.trim());
     if config.get_application_name().is_none() {
         config.application_name("pop");

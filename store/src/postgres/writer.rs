@@ -336,7 +336,12 @@ async fn group_on(
     // Pipelined, executed in order: the locks, then (holding them) the transaction id.
     let (p_keys, p_names, p_ids): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1], _) =
         ([&keys], [&names], [&ids as &(dyn ToSql + Sync)]);
-    let begin = tx.batch_execute("BEGIN");
+    // Plan the group's statements for their parameters (SET LOCAL: this transaction only). A
+    // generic plan is cached after a handful of executions and kept until the next ANALYZE:
+    // made while `pop_events` was still small (a new database, before autovacuum analyzed
+    // it), it was a sequential scan, and the duplicate-id check then scanned the whole log on
+    // every group commit (seen in pg_stat_activity during the append benchmark).
+    let begin = tx.batch_execute("BEGIN; SET LOCAL plan_cache_mode = force_custom_plan");
     let locked = tx.query(&lock, &p_keys);
     let xid = tx.query_one(&xid, &[]);
     let streams = tx.query(&streams, &p_names);
