@@ -60,30 +60,7 @@ impl Server {
     }
 
     async fn seed(&self) -> String {
-        self.ok(
-            &self.admin,
-            "mutation($p: JSON!) { createResourcePool(resourcePool: $p) { position } }",
-            json!({"p": {"id": "pool-1", "customerId": "ops", "title": "Pool"}}),
-        )
-        .await;
-        self.ok(
-            &self.admin,
-            "mutation($c: JSON!) { createCustomer(customer: $c) { position } }",
-            json!({"c": {"id": "acme", "title": "acme", "resourcePoolId": "pool-1"}}),
-        )
-        .await;
-        let data = self
-            .ok(
-                &self.admin,
-                "mutation($i: JSON!) { createInsight(insight: $i) { position } }",
-                json!({"i": {
-                    "id": "transcode", "customerId": "ops", "title": "Transcode",
-                    "resourcePoolId": "pool-1", "queueSize": 5, "isGlobal": true,
-                    "mappers": {"operationType": ["ffmpeg"]}
-                }}),
-            )
-            .await;
-        data["createInsight"]["position"].as_str().unwrap().to_string()
+        self.pop.seed_transcode(&self.admin, 5).await
     }
 
     async fn submit(&self, after: &str, maximum_attempts: u32) -> String {

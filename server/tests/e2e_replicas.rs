@@ -63,30 +63,7 @@ fn state(p: &Value) -> (&str, &str) {
 }
 
 async fn seed(pop: &Pop) -> String {
-    pop.ok(
-        ADMIN,
-        "mutation($p: JSON!) { createResourcePool(resourcePool: $p) { position } }",
-        json!({"p": {"id": "pool-1", "customerId": "ops", "title": "Pool"}}),
-    )
-    .await;
-    pop.ok(
-        ADMIN,
-        "mutation($c: JSON!) { createCustomer(customer: $c) { position } }",
-        json!({"c": {"id": "acme", "title": "acme", "resourcePoolId": "pool-1"}}),
-    )
-    .await;
-    let data = pop
-        .ok(
-            ADMIN,
-            "mutation($i: JSON!) { createInsight(insight: $i) { position } }",
-            json!({"i": {
-                "id": "transcode", "customerId": "ops", "title": "Transcode",
-                "resourcePoolId": "pool-1", "queueSize": 20, "isGlobal": true,
-                "mappers": {"operationType": ["ffmpeg"]}
-            }}),
-        )
-        .await;
-    data["createInsight"]["position"].as_str().unwrap().to_string()
+    pop.seed_transcode(ADMIN, 20).await
 }
 
 async fn submit(pop: &Pop, after: &str) -> String {

@@ -74,30 +74,7 @@ impl Sched {
     /// Pool, customer `acme` and a global insight taking `ffmpeg` operations; the last
     /// position.
     async fn seed(&self) -> String {
-        self.ok(
-            &self.pop.admin,
-            "mutation($p: JSON!) { createResourcePool(resourcePool: $p) { position } }",
-            json!({"p": {"id": "pool-1", "customerId": "ops", "title": "Pool"}}),
-        )
-        .await;
-        self.ok(
-            &self.pop.admin,
-            "mutation($c: JSON!) { createCustomer(customer: $c) { position } }",
-            json!({"c": {"id": "acme", "title": "acme", "resourcePoolId": "pool-1"}}),
-        )
-        .await;
-        let data = self
-            .ok(
-                &self.admin,
-                "mutation($i: JSON!) { createInsight(insight: $i) { position } }",
-                json!({"i": {
-                    "id": "transcode", "customerId": "ops", "title": "Transcode",
-                    "resourcePoolId": "pool-1", "queueSize": 5, "isGlobal": true,
-                    "mappers": {"operationType": ["ffmpeg"]}
-                }}),
-            )
-            .await;
-        data["createInsight"]["position"].as_str().unwrap().to_string()
+        self.pop.seed_transcode(&self.pop.admin, 5).await
     }
 
     /// Submits a two-operation agenda as the `acme` user; its id.

@@ -209,6 +209,35 @@ impl Pop {
         body["data"].clone()
     }
 
+    /// As `admin`: pool `pool-1`, customer `acme` and the global insight `transcode` taking
+    /// `ffmpeg` operations with a queue of `queue_size`; returns the insight's position.
+    pub async fn seed_transcode(&self, admin: &str, queue_size: u32) -> String {
+        self.ok(
+            admin,
+            "mutation($p: JSON!) { createResourcePool(resourcePool: $p) { position } }",
+            json!({"p": {"id": "pool-1", "customerId": "ops", "title": "Pool"}}),
+        )
+        .await;
+        self.ok(
+            admin,
+            "mutation($c: JSON!) { createCustomer(customer: $c) { position } }",
+            json!({"c": {"id": "acme", "title": "acme", "resourcePoolId": "pool-1"}}),
+        )
+        .await;
+        let data = self
+            .ok(
+                admin,
+                "mutation($i: JSON!) { createInsight(insight: $i) { position } }",
+                json!({"i": {
+                    "id": "transcode", "customerId": "ops", "title": "Transcode",
+                    "resourcePoolId": "pool-1", "queueSize": queue_size, "isGlobal": true,
+                    "mappers": {"operationType": ["ffmpeg"]}
+                }}),
+            )
+            .await;
+        data["createInsight"]["position"].as_str().expect("a position").to_string()
+    }
+
     /// Runs a query or mutation that must fail with exactly one error; returns its code.
     pub async fn err_code(&self, token: &str, query: &str, variables: Value) -> String {
         let (_, body) = self.post(Some(token), query, variables).await;
