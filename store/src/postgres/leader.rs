@@ -86,7 +86,8 @@ impl Leadership for PgLeadership {
                 }
             }
         });
-        tracing::info!(name, "leader lock taken");
+        // Debug, not info: the timed processes take their lock once per cycle (every 10–30 s).
+        tracing::debug!(name, "leader lock taken");
         let held = Held { tasks: vec![heartbeat, driver] };
         Ok(Some(LeaderGuard::new(name, lost_rx, Box::new(held))))
     }
