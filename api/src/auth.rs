@@ -35,7 +35,7 @@ pub const MAX_TOKEN_LENGTH: usize = 512;
 pub enum Role {
     /// Submits, reads, reruns and cancels its customers' agendas.
     User,
-    /// A resource pool's puller/executor: `getAgenda`, `updateAgendaProgress`, `expand`.
+    /// A resource pool's puller/commands: `getAgenda`, `updateAgendaProgress`, `expand`.
     Service,
     /// Everything, including customers, pools, insights and templates.
     Admin,

@@ -7,7 +7,7 @@ use async_graphql::{ErrorExtensions, Value};
 use pop_domain::agenda::AgendaError;
 use pop_domain::binding::BindingError;
 use pop_domain::config::ConfigError;
-use pop_domain::error::{ErrorCode, FieldError, ValidationErrors};
+use pop_domain::error::{ErrorChain, ErrorCode, FieldError, ValidationErrors};
 use pop_store::{ExecuteError, StoreError};
 
 /// Extension keys on a GraphQL error.
@@ -256,21 +256,6 @@ pub fn store(subject: &str, e: &StoreError) -> ApiError {
             ApiError::new(ErrorCode::Conflict, format!("{subject} changed concurrently; retry"))
         }
         _ => ApiError::internal(&format!("storing or reading {subject}"), e),
-    }
-}
-
-/// An error with its sources, for one log line.
-pub(crate) struct ErrorChain<'a>(pub &'a dyn std::error::Error);
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(s) = source {
-            write!(f, ": {s}")?;
-            source = s.source();
-        }
-        Ok(())
     }
 }
 

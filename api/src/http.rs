@@ -16,11 +16,12 @@ use uuid::Uuid;
 
 use crate::auth::bearer;
 use crate::config::MAX_CID_LENGTH;
-use crate::error::{ApiError, ErrorChain};
+use crate::error::ApiError;
 use crate::graphql::Caller;
 use crate::metrics;
 use crate::state::AppState;
 use crate::ws::{self, WsLimits};
+use pop_domain::error::ErrorChain;
 
 /// The header a client may send its correlation id in (else one is generated); the response
 /// carries the cid back in it.

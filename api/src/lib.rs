@@ -4,11 +4,11 @@
 //! Prometheus metrics.
 //!
 //! What the server calls: [`auth::load_tokens`] (token file, `POP_TOKENS`, the generated admin
-//! token of the embedded default), [`AppState::new`] (store, executor, projections handle,
+//! token of the embedded default), [`AppState::new`] (store, commands, projections handle,
 //! tokens, [`ApiConfig`]) and [`router`].
 //!
 //! This crate must never:
-//! - append events except through `Executor::execute` of a domain command (no raw appends,
+//! - append events except through `Commands::execute` of a domain command (no raw appends,
 //!   no deletes), so every write is decided by the domain against the stream's version;
 //! - update a read model, or feed a subscription from the mutation path: reads and
 //!   subscriptions come from the projections, which follow the log;

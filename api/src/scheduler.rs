@@ -1,6 +1,6 @@
 //! The scheduler (DOMAIN.md §7): keeps each insight's queue topped up to its `queueSize` by
 //! moving the oldest schedulable `added` agendas of that insight to `queued`, each move an
-//! `AgendaCommand::Queue` executed through the [`Executor`] (so every move is an event, and
+//! `AgendaCommand::Queue` executed through the [`Commands`] (so every move is an event, and
 //! two schedulers racing on one agenda cannot both win: the loser is refused and skips it).
 //!
 //! It reacts to the projections' change feed (a submission, a claim, a completion or an
@@ -35,7 +35,7 @@ use pop_domain::scheduling::{self, Candidate, CustomerOrder};
 use pop_projections::{
     AgendaQuery, Change, ChangeKind, Cursor, MAX_PAGE_SIZE, Phase, Projections, Visibility,
 };
-use pop_store::{EventMetadata, ExecuteError, Executor, Position};
+use pop_store::{Commands, EventMetadata, ExecuteError, Position};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::task::JoinHandle;
 
@@ -67,16 +67,16 @@ pub const ACTOR: &str = "system:scheduler";
 
 /// Starts the scheduler on the current runtime; it stops when `stop` resolves.
 pub fn spawn(
-    executor: Arc<Executor>,
+    commands: Arc<Commands>,
     projections: Projections,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> JoinHandle<()> {
-    tokio::spawn(run(executor, projections, stop))
+    tokio::spawn(run(commands, projections, stop))
 }
 
 /// The scheduler loop (see the module doc).
 pub async fn run(
-    executor: Arc<Executor>,
+    commands: Arc<Commands>,
     projections: Projections,
     stop: impl Future<Output = ()> + Send + 'static,
 ) {
@@ -85,7 +85,7 @@ pub async fn run(
     let mut memory = Memory::default();
     tokio::pin!(stop);
     loop {
-        if let Some(position) = pass(&executor, &projections, &mut memory).await
+        if let Some(position) = pass(&commands, &projections, &mut memory).await
             && projections.wait_for(position, APPLY_WAIT).await.is_err()
         {
             tracing::warn!(%position, "scheduler: projections did not apply its moves in time");
@@ -142,7 +142,7 @@ pub struct Memory {
 
 /// One pass over every insight; returns the position of the last move it made, if any.
 pub async fn pass(
-    executor: &Executor,
+    commands: &Commands,
     projections: &Projections,
     memory: &mut Memory,
 ) -> Option<Position> {
@@ -150,7 +150,7 @@ pub async fn pass(
     let mut last: Option<Position> = None;
     for chunk in moves.chunks(MAX_CONCURRENT_MOVES) {
         let results =
-            join_all(chunk.iter().map(|(id, customer)| queue(executor, id, customer))).await;
+            join_all(chunk.iter().map(|(id, customer)| queue(commands, id, customer))).await;
         for position in results.into_iter().flatten() {
             if last.as_ref().is_none_or(|l| position > *l) {
                 last = Some(position);
@@ -241,7 +241,7 @@ fn plan(projections: &Projections, memory: &mut Memory, now_ms: i64) -> Vec<(Str
 
 /// Queues one agenda; `None` when it was not moved (another scheduler won, it changed, or the
 /// store failed — the next pass sees it again).
-async fn queue(executor: &Executor, id: &str, customer: &str) -> Option<Position> {
+async fn queue(commands: &Commands, id: &str, customer: &str) -> Option<Position> {
     let metadata = EventMetadata {
         customer_id: Some(customer.to_string()),
         cid: None,
@@ -249,7 +249,7 @@ async fn queue(executor: &Executor, id: &str, customer: &str) -> Option<Position
         actor: Some(ACTOR.to_string()),
     };
     let command = AgendaCommand::Queue { now: Utc::now() };
-    let executed = executor.execute::<AgendaState>(id, &metadata, &command).await;
+    let executed = commands.execute::<AgendaState>(id, &metadata, &command).await;
     metrics::command("scheduler.queue", executed.is_ok());
     match executed {
         Ok(executed) => executed.position,

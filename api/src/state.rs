@@ -8,7 +8,7 @@ use async_graphql::parser::types::ExecutableDocument;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use pop_projections::Projections;
-use pop_store::{EventStore, Executor};
+use pop_store::{Commands, EventStore};
 use tokio::sync::watch;
 
 use crate::auth::{Principal, Tokens};
@@ -92,7 +92,7 @@ impl AppState {
 
     pub fn new(
         store: Arc<dyn EventStore>,
-        executor: Arc<Executor>,
+        commands: Arc<Commands>,
         projections: Projections,
         tokens: Tokens,
         config: ApiConfig,
@@ -110,7 +110,7 @@ impl AppState {
         });
         let services = Arc::new(Services {
             store,
-            executor,
+            commands,
             projections,
             config,
             feed,

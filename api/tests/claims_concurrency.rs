@@ -87,7 +87,7 @@ async fn wait_count(s: &TestServer, phase: Phase, n: usize) {
 async fn fill_queue(s: &TestServer, memory: &mut Memory, n: usize) {
     let projections = s.state.projections();
     for _ in 0..MAX_PASSES {
-        if let Some(position) = scheduler::pass(&s.executor, projections, memory).await {
+        if let Some(position) = scheduler::pass(&s.commands, projections, memory).await {
             projections.wait_for(position, WAIT).await.unwrap();
         }
         if count_in(s, Phase::Queued) == n {
@@ -216,7 +216,7 @@ async fn every_agenda_is_handed_out_once_plus_once_per_reclaim() {
             break;
         }
         assert!(actions.len() <= config.batch_size);
-        let report = execute(&s.executor, later, &actions, None).await;
+        let report = execute(&s.commands, later, &actions, None).await;
         assert!(report.errors.is_empty(), "{:?}", report.errors);
         assert_eq!((report.requeued, report.failed, report.refused), (actions.len(), 0, 0));
         reclaimed.extend(actions.iter().map(|a| a.agenda_id.clone()));
@@ -226,7 +226,7 @@ async fn every_agenda_is_handed_out_once_plus_once_per_reclaim() {
     assert_eq!(reclaimed, abandoned, "exactly the unreported agendas are reclaimed");
     // Idempotent: the same actions again change nothing and are no error.
     let again = first_batch.unwrap();
-    let report = execute(&s.executor, later, &again, None).await;
+    let report = execute(&s.commands, later, &again, None).await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert_eq!((report.reclaimed(), report.refused), (0, again.len()));
 

@@ -86,7 +86,7 @@ async fn insight_work_counters_in_graphql_and_metrics() {
     let s = start(ApiConfig::default()).await;
     let seeded = s.seed().await;
     pop_api::scheduler::spawn(
-        Arc::clone(&s.executor),
+        Arc::clone(&s.commands),
         s.state.projections().clone(),
         std::future::pending(),
     );
@@ -148,7 +148,7 @@ async fn insight_work_counters_in_graphql_and_metrics() {
     // expiry, and it is queued again.
     let reclaim = AgendaCommand::Reclaim { now: Utc::now() + chrono::Duration::days(2) };
     let metadata = EventMetadata { customer_id: Some("acme".into()), ..EventMetadata::default() };
-    s.executor
+    s.commands
         .execute::<AgendaState>(&leased, &metadata, &reclaim)
         .await
         .unwrap_or_else(|e| panic!("reclaim: {e}"));

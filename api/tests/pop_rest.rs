@@ -200,7 +200,7 @@ async fn scheduled() -> (TestServer, String) {
     let s = start(ApiConfig::default()).await;
     let at = seed_fixtures(&s).await;
     pop_api::scheduler::spawn(
-        Arc::clone(&s.executor),
+        Arc::clone(&s.commands),
         s.state.projections().clone(),
         std::future::pending(),
     );

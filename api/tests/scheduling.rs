@@ -35,7 +35,7 @@ async fn scheduled_server() -> (TestServer, String) {
     let s = start(ApiConfig::default()).await;
     let seeded = s.seed().await;
     pop_api::scheduler::spawn(
-        Arc::clone(&s.executor),
+        Arc::clone(&s.commands),
         s.state.projections().clone(),
         std::future::pending(),
     );

@@ -77,7 +77,7 @@ fn queued(s: &TestServer) -> BTreeSet<String> {
 
 /// Runs one pass by hand and waits until its moves are applied.
 async fn one_pass(s: &TestServer, memory: &mut Memory, expect_queued: usize) {
-    pass(&s.executor, s.state.projections(), memory).await;
+    pass(&s.commands, s.state.projections(), memory).await;
     wait_until(s, "the pass's moves", |s| count(s, Phase::Queued) == expect_queued).await;
 }
 

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::Value;
 
-use crate::error::ValidationErrors;
+use crate::config::MAX_ID_LENGTH;
+use crate::error::{FieldError, ValidationErrors};
 use crate::model::{Agenda, Operation};
 use crate::params::{Params, keys};
 use crate::references::{self, is_token, operation_name, references_in};
@@ -35,6 +36,29 @@ pub const MAX_REPORTED_CYCLES: usize = 10;
 
 /// A cycle message names at most this many operations, so one long cycle stays readable.
 const MAX_NAMES_IN_CYCLE_MESSAGE: usize = 20;
+
+/// Whether `c` may not appear in an id: control characters (NUL, newlines, U+0085 …) break
+/// logs and headers, and the bidirectional overrides and isolates (U+202A–U+202E,
+/// U+2066–U+2069, U+200E/U+200F) make an id display as a different one.
+pub fn is_forbidden_in_id(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Checks an id a client chose (an agenda's, a progress id, a config object's, or one named in
+/// a request): at most [`MAX_ID_LENGTH`] characters, none of them [`is_forbidden_in_id`]. A blank
+/// id is the caller's to judge (on create it means "generate one").
+pub fn check_id(field: &str, id: &str) -> Result<(), FieldError> {
+    if id.chars().count() > MAX_ID_LENGTH || id.chars().any(is_forbidden_in_id) {
+        return Err(FieldError {
+            field: field.to_string(),
+            message: format!(
+                "ids are at most {MAX_ID_LENGTH} printable characters, without control or bidirectional-override characters"
+            ),
+        });
+    }
+    Ok(())
+}
 
 /// Checks a submitted agenda: customer, operations, names, params, references and the DAG.
 pub fn validate_agenda(agenda: &Agenda) -> Result<(), ValidationErrors> {
@@ -469,6 +493,17 @@ mod tests {
 
     fn fields_of(agenda: &Agenda) -> Vec<String> {
         errors_of(agenda).into_iter().map(|(f, _)| f).collect()
+    }
+
+    #[test]
+    fn ids_refuse_control_and_bidi_override_characters() {
+        assert!(check_id("id", "a-1_b.c:d/e").is_ok());
+        assert!(check_id("id", &"x".repeat(MAX_ID_LENGTH)).is_ok());
+        for bad in ["a\u{0}b", "a\nb", "a\u{85}b", "a\u{202E}b", "a\u{2066}b", "a\u{200F}b"] {
+            let e = check_id("agendaId", bad).unwrap_err();
+            assert_eq!(e.field, "agendaId", "{bad:?}");
+        }
+        assert!(check_id("id", &"x".repeat(MAX_ID_LENGTH + 1)).is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use pop_domain::ProcessingState;
 use pop_domain::agenda::AgendaEvent;
 use pop_store::Position;
 
-use crate::agendas::Phase;
+use crate::phase::Phase;
 
 /// Which read model an event changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

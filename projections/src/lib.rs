@@ -23,14 +23,16 @@ pub mod change;
 pub mod configs;
 pub mod decode;
 pub mod models;
+pub mod phase;
 pub mod query;
 pub mod runner;
 pub mod snapshot;
 
-pub use agendas::{AgendaEntry, AgendaModel, AgendaQuery, CorruptEntry, Phase};
+pub use agendas::{AgendaEntry, AgendaModel, AgendaQuery, CorruptEntry};
 pub use change::{Change, ChangeKind};
 pub use decode::{DecodeError, Decoded, DomainEvent, Skip, decode};
 pub use models::{DeletedConfig, FORMAT_VERSION, ReadModels};
+pub use phase::Phase;
 pub use query::{
     AgendaOrder, Cursor, CursorParseError, MAX_PAGE_SIZE, MAX_SCANNED_PER_PAGE, Page, Visibility,
 };

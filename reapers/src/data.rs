@@ -297,7 +297,7 @@ async fn reap(
         reason: action.reason.clone(),
     };
     services
-        .executor
+        .commands
         .execute::<ReapLog>(&day_id(now), &metadata(action), &ReapCommand::Record { record })
         .await
         .map_err(|source| DataReapError::Record { stream: action.stream.clone(), source })?;
@@ -318,7 +318,7 @@ async fn close_agenda(
 ) -> Result<Closed, DataReapError> {
     let command = AgendaCommand::Reap { reason: action.reason.clone(), cutoff: action.cutoff, now };
     match services
-        .executor
+        .commands
         .execute::<AgendaState>(&action.object_id, &metadata(action), &command)
         .await
     {
@@ -428,7 +428,7 @@ impl CycleReport for DataReport {
         ]
     }
     fn errors(&self) -> Vec<String> {
-        self.errors.iter().map(crate::error_chain).collect()
+        self.errors.iter().map(|e| pop_domain::error::ErrorChain(e).to_string()).collect()
     }
 }
 

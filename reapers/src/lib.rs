@@ -11,7 +11,7 @@
 //! lock, with a maximum run time per cycle, a batch size, a dry-run switch and metrics.
 //!
 //! This crate must never:
-//! - append events except through domain commands (`Executor::execute`): every action is a
+//! - append events except through domain commands (`Commands::execute`): every action is a
 //!   command the domain's `decide` judges against the stream's current state, so a plan made
 //!   from a slightly stale read model can only be refused, never do harm (the data reaper's
 //!   stream deletes come after a domain event that makes the stream final);
@@ -39,15 +39,3 @@ pub use reclaimer::{
     ReclaimReport, ReclaimerConfig,
 };
 pub use retry::{Backoff, RetryConfig};
-
-/// An error with its causes, `outer: inner: …`, for one log line.
-pub(crate) fn error_chain(e: &impl std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}

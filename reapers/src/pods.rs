@@ -327,6 +327,6 @@ impl CycleReport for PodReport {
         ]
     }
     fn errors(&self) -> Vec<String> {
-        self.errors.iter().map(crate::error_chain).collect()
+        self.errors.iter().map(|e| pop_domain::error::ErrorChain(e).to_string()).collect()
     }
 }

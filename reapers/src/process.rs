@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pop_projections::Projections;
-use pop_store::{EventStore, Executor, LeaderGuard, Leadership};
+use pop_store::{Commands, EventStore, LeaderGuard, Leadership};
 use tokio::time::{Instant, MissedTickBehavior};
 
 /// The leader-lock names of the processes (one lock each).
@@ -58,7 +58,7 @@ impl ProcessName {
 #[derive(Clone)]
 pub struct Services {
     pub store: Arc<dyn EventStore>,
-    pub executor: Arc<Executor>,
+    pub commands: Arc<Commands>,
     pub projections: Projections,
     pub leadership: Arc<dyn Leadership>,
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use pop_domain::Timestamp;
 use pop_domain::agenda::{AgendaCommand, AgendaError, AgendaState};
 use pop_projections::{Phase, Projections, ReadModels};
-use pop_store::{EventMetadata, ExecuteError, Executor};
+use pop_store::{Commands, EventMetadata, ExecuteError};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
@@ -153,7 +153,7 @@ pub fn plan(now: Timestamp, models: &ReadModels, config: &ReclaimerConfig) -> Ve
 /// starting no new command after `deadline`. Idempotent: an agenda that moved on is refused by
 /// the domain and counted in [`ReclaimReport::refused`].
 pub async fn execute(
-    executor: &Arc<Executor>,
+    commands: &Arc<Commands>,
     now: Timestamp,
     actions: &[ReclaimAction],
     deadline: Option<Instant>,
@@ -171,9 +171,9 @@ pub async fn execute(
             }
         }
         started += 1;
-        let executor = Arc::clone(executor);
+        let commands = Arc::clone(commands);
         let action = action.clone();
-        tasks.spawn(async move { reclaim(&executor, now, action).await });
+        tasks.spawn(async move { reclaim(&commands, now, action).await });
     }
     while let Some(done) = tasks.join_next().await {
         count(&mut report, done);
@@ -199,7 +199,7 @@ fn count(report: &mut ReclaimReport, done: Result<Outcome, tokio::task::JoinErro
     }
 }
 
-async fn reclaim(executor: &Executor, now: Timestamp, action: ReclaimAction) -> Outcome {
+async fn reclaim(commands: &Commands, now: Timestamp, action: ReclaimAction) -> Outcome {
     let metadata = EventMetadata {
         customer_id: Some(action.customer_id.clone()),
         cid: None,
@@ -207,7 +207,7 @@ async fn reclaim(executor: &Executor, now: Timestamp, action: ReclaimAction) -> 
         actor: Some(ACTOR.to_string()),
     };
     let command = AgendaCommand::Reclaim { now };
-    match executor.execute::<AgendaState>(&action.agenda_id, &metadata, &command).await {
+    match commands.execute::<AgendaState>(&action.agenda_id, &metadata, &command).await {
         Ok(done) if done.state.is_failed() => {
             tracing::info!(agenda = %action.agenda_id, holder = ?action.holder, "reclaimer: lease expired, attempts used up: failed");
             Outcome::Failed
@@ -234,7 +234,7 @@ async fn reclaim(executor: &Executor, now: Timestamp, action: ReclaimAction) -> 
 /// executes the plan within `config.max_run_time`. A dry run logs each action and reports
 /// them all as skipped.
 pub async fn run_once(
-    executor: &Arc<Executor>,
+    commands: &Arc<Commands>,
     projections: &Projections,
     now: Timestamp,
     config: &ReclaimerConfig,
@@ -250,7 +250,7 @@ pub async fn run_once(
             ..ReclaimReport::default()
         };
     }
-    execute(executor, now, &actions, Some(Instant::now() + config.max_run_time)).await
+    execute(commands, now, &actions, Some(Instant::now() + config.max_run_time)).await
 }
 
 /// The reclaimer loop ([`crate::process::run_loop`]): a cycle every `config.interval` (the
@@ -263,7 +263,7 @@ pub async fn run(
     clock: impl Fn() -> Timestamp + Send + Sync + 'static,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let Services { executor, projections, leadership, .. } = services;
+    let Services { commands, projections, leadership, .. } = services;
     let ready = projections.clone();
     run_loop(
         ProcessName::Reclaimer,
@@ -271,7 +271,7 @@ pub async fn run(
         config.interval,
         config.dry_run,
         move || ready.caught_up(),
-        || run_once(&executor, &projections, clock(), &config),
+        || run_once(&commands, &projections, clock(), &config),
         shutdown,
     )
     .await;
@@ -300,7 +300,7 @@ impl CycleReport for ReclaimReport {
         ]
     }
     fn errors(&self) -> Vec<String> {
-        self.errors.iter().map(crate::error_chain).collect()
+        self.errors.iter().map(|e| pop_domain::error::ErrorChain(e).to_string()).collect()
     }
 }
 

@@ -22,7 +22,7 @@ use chrono::TimeDelta;
 use pop_domain::Timestamp;
 use pop_domain::agenda::{AgendaCommand, AgendaError, AgendaState, MAXIMUM_ATTEMPTS_LIMIT};
 use pop_projections::{Phase, Projections, ReadModels};
-use pop_store::{EventMetadata, ExecuteError, Executor};
+use pop_store::{Commands, EventMetadata, ExecuteError};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
@@ -249,7 +249,7 @@ pub fn plan_with(
 /// Issues `Retry { now }` for each action (at most [`MAX_CONCURRENT_RETRIES`] at once),
 /// starting no new command after `deadline`. Idempotent.
 pub async fn execute(
-    executor: &Arc<Executor>,
+    commands: &Arc<Commands>,
     now: Timestamp,
     actions: &[RetryAction],
     deadline: Option<Instant>,
@@ -267,9 +267,9 @@ pub async fn execute(
             }
         }
         started += 1;
-        let executor = Arc::clone(executor);
+        let commands = Arc::clone(commands);
         let action = action.clone();
-        tasks.spawn(async move { retry(&executor, now, action).await });
+        tasks.spawn(async move { retry(&commands, now, action).await });
     }
     while let Some(done) = tasks.join_next().await {
         count(&mut report, done);
@@ -289,7 +289,7 @@ fn count(report: &mut RetryReport, done: Result<Result<bool, RetryError>, tokio:
 
 /// `Ok(true)`: retried; `Ok(false)`: refused because the agenda moved on.
 async fn retry(
-    executor: &Executor,
+    commands: &Commands,
     now: Timestamp,
     action: RetryAction,
 ) -> Result<bool, RetryError> {
@@ -299,7 +299,7 @@ async fn retry(
         causation_id: None,
         actor: Some(ACTOR.to_string()),
     };
-    match executor
+    match commands
         .execute::<AgendaState>(&action.agenda_id, &metadata, &AgendaCommand::Retry { now })
         .await
     {
@@ -319,17 +319,17 @@ async fn retry(
 /// One cycle at `now`: plans and, unless `config.dry_run`, executes within
 /// `config.max_run_time`. A dry run logs each action and reports them all as skipped.
 pub async fn run_once(
-    executor: &Arc<Executor>,
+    commands: &Arc<Commands>,
     projections: &Projections,
     now: Timestamp,
     config: &RetryConfig,
 ) -> RetryReport {
-    run_once_with(executor, projections, now, config, &Mutex::default()).await
+    run_once_with(commands, projections, now, config, &Mutex::default()).await
 }
 
 /// [`run_once`] with the loop's [`ExhaustedMemo`].
 pub async fn run_once_with(
-    executor: &Arc<Executor>,
+    commands: &Arc<Commands>,
     projections: &Projections,
     now: Timestamp,
     config: &RetryConfig,
@@ -349,7 +349,7 @@ pub async fn run_once_with(
             ..RetryReport::default()
         };
     }
-    execute(executor, now, &actions, Some(Instant::now() + config.max_run_time)).await
+    execute(commands, now, &actions, Some(Instant::now() + config.max_run_time)).await
 }
 
 /// The retry loop (see [`crate::process::run_loop`]), under the `reaper:retry` lock.
@@ -359,7 +359,7 @@ pub async fn run(
     clock: impl Fn() -> Timestamp + Send + Sync + 'static,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let Services { executor, projections, leadership, .. } = services;
+    let Services { commands, projections, leadership, .. } = services;
     let ready = projections.clone();
     let memo = Mutex::new(ExhaustedMemo::default());
     run_loop(
@@ -368,7 +368,7 @@ pub async fn run(
         config.interval,
         config.dry_run,
         move || ready.caught_up(),
-        || run_once_with(&executor, &projections, clock(), &config, &memo),
+        || run_once_with(&commands, &projections, clock(), &config, &memo),
         shutdown,
     )
     .await;
@@ -392,7 +392,7 @@ impl CycleReport for RetryReport {
         vec![("retried", self.retried), ("refused", self.refused), ("skipped", self.skipped)]
     }
     fn errors(&self) -> Vec<String> {
-        self.errors.iter().map(crate::error_chain).collect()
+        self.errors.iter().map(|e| pop_domain::error::ErrorChain(e).to_string()).collect()
     }
 }
 

@@ -20,7 +20,7 @@ use pop_projections::{Projections, Runner, RunnerConfig};
 use pop_reapers::Services;
 use pop_reapers::data::{DataReaperConfig, run_once};
 use pop_store::{
-    Direction, EventMetadata, EventStore, Executor, ProcessLeadership, SqliteOptions, SqliteStore,
+    Commands, Direction, EventMetadata, EventStore, ProcessLeadership, SqliteOptions, SqliteStore,
     StoreError,
 };
 
@@ -44,7 +44,7 @@ async fn fixture() -> Fixture {
     let (runner, projections) = Runner::start(Arc::clone(&store), RunnerConfig::default()).await;
     tokio::spawn(async move { runner.run(std::future::pending()).await.unwrap() });
     let services = Services {
-        executor: Arc::new(Executor::new(Arc::clone(&store))),
+        commands: Arc::new(Commands::new(Arc::clone(&store))),
         store,
         projections,
         leadership: Arc::new(ProcessLeadership::default()),
@@ -96,7 +96,7 @@ impl Fixture {
         for c in &commands {
             let done = self
                 .services
-                .executor
+                .commands
                 .execute::<AgendaState>(id, &EventMetadata::default(), c)
                 .await
                 .unwrap();
@@ -118,7 +118,7 @@ impl Fixture {
         for c in &commands {
             let done = self
                 .services
-                .executor
+                .commands
                 .execute::<ConfigAggregate<Customer>>(id, &EventMetadata::default(), c)
                 .await
                 .unwrap();
@@ -212,7 +212,7 @@ async fn a_rerun_after_the_plan_keeps_the_agenda() {
     assert_eq!(actions.len(), 1);
     // A person reruns it between the plan and the execution: it is no longer old enough.
     f.services
-        .executor
+        .commands
         .execute::<AgendaState>(
             "old",
             &EventMetadata::default(),
@@ -235,7 +235,7 @@ async fn a_reap_interrupted_after_the_delete_is_finished_by_the_next_cycle() {
     // A crashed cycle: the agenda was closed and its stream deleted, but no record written.
     let closed = f
         .services
-        .executor
+        .commands
         .execute::<AgendaState>(
             "old",
             &EventMetadata::default(),
@@ -279,7 +279,7 @@ async fn a_config_object_created_again_after_the_plan_is_not_reaped() {
         ..Customer::default()
     };
     f.services
-        .executor
+        .commands
         .execute::<ConfigAggregate<Customer>>(
             "gone",
             &EventMetadata::default(),

@@ -15,7 +15,7 @@ use pop_projections::{Phase, Projections, Runner, RunnerConfig};
 use pop_reapers::reclaimer::{self, run_once};
 use pop_reapers::{ReclaimerConfig, Services};
 use pop_store::{
-    EventMetadata, EventStore, Executor, ProcessLeadership, SqliteOptions, SqliteStore,
+    Commands, EventMetadata, EventStore, ProcessLeadership, SqliteOptions, SqliteStore,
 };
 use tokio::sync::oneshot;
 
@@ -28,7 +28,7 @@ fn t(secs: i64) -> Timestamp {
 
 struct Fixture {
     store: Arc<dyn EventStore>,
-    executor: Arc<Executor>,
+    commands: Arc<Commands>,
     projections: Projections,
     _dir: tempfile::TempDir,
 }
@@ -40,14 +40,14 @@ async fn fixture() -> Fixture {
     );
     let (runner, projections) = Runner::start(Arc::clone(&store), RunnerConfig::default()).await;
     tokio::spawn(async move { runner.run(std::future::pending()).await.unwrap() });
-    Fixture { executor: Arc::new(Executor::new(Arc::clone(&store))), store, projections, _dir: dir }
+    Fixture { commands: Arc::new(Commands::new(Arc::clone(&store))), store, projections, _dir: dir }
 }
 
 impl Fixture {
     fn services(&self) -> Services {
         Services {
             store: Arc::clone(&self.store),
-            executor: Arc::clone(&self.executor),
+            commands: Arc::clone(&self.commands),
             projections: self.projections.clone(),
             leadership: Arc::new(ProcessLeadership::default()),
         }
@@ -55,7 +55,7 @@ impl Fixture {
 
     async fn agenda(&self, id: &str, command: AgendaCommand) {
         let done = self
-            .executor
+            .commands
             .execute::<AgendaState>(id, &EventMetadata::default(), &command)
             .await
             .unwrap();
@@ -113,12 +113,12 @@ async fn a_cycle_requeues_or_fails_expired_leases_and_is_idempotent() {
     f.claimed("live", 3, 100, 500).await;
 
     let dry = ReclaimerConfig { dry_run: true, ..ReclaimerConfig::default() };
-    let report = run_once(&f.executor, &f.projections, t(400), &dry).await;
+    let report = run_once(&f.commands, &f.projections, t(400), &dry).await;
     assert_eq!((report.planned, report.skipped, report.reclaimed()), (2, 2, 0));
     assert_eq!(f.phase("retryable"), Phase::Scheduled);
 
     let config = ReclaimerConfig::default();
-    let report = run_once(&f.executor, &f.projections, t(400), &config).await;
+    let report = run_once(&f.commands, &f.projections, t(400), &config).await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert_eq!((report.planned, report.requeued, report.failed), (2, 1, 1));
     f.wait_phase("retryable", Phase::Added).await;
@@ -132,7 +132,7 @@ async fn a_cycle_requeues_or_fails_expired_leases_and_is_idempotent() {
     );
 
     // Again at the same instant: nothing left to do.
-    let report = run_once(&f.executor, &f.projections, t(400), &config).await;
+    let report = run_once(&f.commands, &f.projections, t(400), &config).await;
     assert_eq!((report.planned, report.errors.len()), (0, 0));
 }
 

@@ -11,7 +11,7 @@ use pop_domain::agenda::{AgendaCommand, AgendaState, OperationReport, ProgressRe
 use pop_domain::binding::bind_insight;
 use pop_domain::config::{ConfigAggregate, ConfigCommand, ConfigError, ConfigObject};
 use pop_domain::{Agenda, Customer, Insight, ProcessingState, ResourcePool, message};
-use pop_store::{EventMetadata, EventStore, ExecuteError, Executor, SqliteOptions, SqliteStore};
+use pop_store::{Commands, EventMetadata, EventStore, ExecuteError, SqliteOptions, SqliteStore};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -36,7 +36,7 @@ pub async fn run(args: StoreArgs) -> Result<()> {
         .await
         .with_context(|| format!("opening {}", path.display()))?;
     let store = Arc::new(store);
-    let exec = Executor::new(store.clone() as Arc<dyn EventStore>);
+    let exec = Commands::new(store.clone() as Arc<dyn EventStore>);
     let cid = Uuid::now_v7().to_string();
     let meta = EventMetadata {
         customer_id: Some("demo".into()),
@@ -163,7 +163,7 @@ pub async fn run(args: StoreArgs) -> Result<()> {
 
 /// Creates a config object unless it already exists (an earlier demo run made it).
 async fn ensure_created<T>(
-    exec: &Executor,
+    exec: &Commands,
     meta: &EventMetadata,
     object: T,
     now: chrono::DateTime<Utc>,

@@ -10,6 +10,7 @@ mod log_cmd;
 mod reap;
 mod rebuild;
 mod serve;
+mod signal;
 mod tour;
 mod worker;
 

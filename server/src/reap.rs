@@ -17,7 +17,7 @@ use pop_reapers::process::{self, ProcessName};
 use pop_reapers::{
     Backoff, DataReaperConfig, PodReaperConfig, ReclaimerConfig, RetryConfig, Services,
 };
-use pop_store::Executor;
+use pop_store::Commands;
 
 use crate::backend::Backend;
 use crate::cli::DurabilityArg;
@@ -174,7 +174,7 @@ fn loop_interval(args: &ReapArgs, configured: u64, default: Duration) -> u64 {
 fn stop_flag(args: &ReapArgs) -> (tokio::sync::watch::Sender<bool>, Option<JoinHandle<()>>) {
     let (stop_tx, _) = tokio::sync::watch::channel(false);
     let signal = (!args.once).then(|| {
-        tokio::spawn(crate::serve::shutdown_signal(
+        tokio::spawn(crate::signal::shutdown_signal(
             stop_tx.clone(),
             "stopping the process, then closing the store",
         ))
@@ -214,7 +214,7 @@ async fn run_process(args: &ReapArgs, stop_tx: &tokio::sync::watch::Sender<bool>
     let runner_task = tokio::spawn(runner.run(stopped()));
     let services = Services {
         store: Arc::clone(&log),
-        executor: Arc::new(Executor::new(Arc::clone(&log))),
+        commands: Arc::new(Commands::new(Arc::clone(&log))),
         projections: projections.clone(),
         // The embedded store's lock spans this process only; PostgreSQL's spans replicas.
         leadership: Arc::clone(&backend.leadership),
@@ -256,7 +256,7 @@ where
             let config = reclaimer_config(interval, r);
             if args.once {
                 let cycle = pop_reapers::reclaimer::run_once(
-                    &services.executor,
+                    &services.commands,
                     &services.projections,
                     now,
                     &config,
@@ -291,7 +291,7 @@ where
             let config = retry_config(interval, r);
             if args.once {
                 let cycle = pop_reapers::retry::run_once(
-                    &services.executor,
+                    &services.commands,
                     &services.projections,
                     now,
                     &config,

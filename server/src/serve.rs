@@ -11,12 +11,13 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use pop_api::{ApiConfig, AppState};
 use pop_projections::{Runner, RunnerConfig};
-use pop_store::Executor;
+use pop_store::Commands;
 use tokio::sync::watch;
 
 use crate::backend::Backend;
 use crate::cli::ServeArgs;
 use crate::leader::led;
+use crate::signal::{shutdown_signal, stopped};
 
 /// How long in-flight requests get to finish after a shutdown signal before the process
 /// stops waiting for them (Kubernetes' default grace period is 30 s; stay well inside it).
@@ -54,19 +55,19 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let runner_task = tokio::spawn(runner.run(stopped(stop_rx.clone())));
 
-    let executor = Arc::new(Executor::new(Arc::clone(&log)));
+    let commands = Arc::new(Commands::new(Arc::clone(&log)));
     // With several replicas on one store, one of them runs each of these (leader locks).
     let scheduler_task = args.scheduler.then(|| {
-        let (executor, projections) = (Arc::clone(&executor), projections.clone());
+        let (commands, projections) = (Arc::clone(&commands), projections.clone());
         led(Arc::clone(&backend.leadership), "scheduler", stop_rx.clone(), move |stop| {
-            pop_api::scheduler::spawn(Arc::clone(&executor), projections.clone(), stop)
+            pop_api::scheduler::spawn(Arc::clone(&commands), projections.clone(), stop)
         })
     });
     // The timed processes (reclaimer, retry, data reaper) take the backend's leader lock for
     // each cycle: the process itself on the embedded store, an advisory lock on PostgreSQL.
     let services = pop_reapers::Services {
         store: Arc::clone(&log),
-        executor: Arc::clone(&executor),
+        commands: Arc::clone(&commands),
         projections: projections.clone(),
         leadership: Arc::clone(&backend.leadership),
     };
@@ -75,7 +76,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             .clamp(pop_api::config::MIN_LEASE, pop_api::config::MAX_LEASE),
         ..ApiConfig::default()
     };
-    let state = AppState::new(log, executor, projections, tokens, api_config);
+    let state = AppState::new(log, commands, projections, tokens, api_config);
     // After the API state, which installs the metrics recorder the processes report to.
     let mut reaper_tasks = crate::reap::spawn_all(&services, &args.reapers, {
         let stop_rx = stop_rx.clone();
@@ -138,41 +139,4 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     backend.close().await?;
     tracing::info!("store closed; bye");
     Ok(())
-}
-
-/// Resolves once the stop flag is set.
-async fn stopped(mut rx: watch::Receiver<bool>) {
-    // An error means the sender is gone, which also means "stop".
-    let _ = rx.wait_for(|stop| *stop).await;
-}
-
-/// Resolves on Ctrl-C or SIGTERM (what Kubernetes sends before killing a pod) and raises the
-/// stop flag for everything else. Shared by `pop serve`, `pop worker` and a looping `pop reap`.
-pub(crate) async fn shutdown_signal(stop: watch::Sender<bool>, what: &str) {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("shutting down: {what}");
-    let _ = stop.send(true);
 }

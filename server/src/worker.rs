@@ -96,7 +96,7 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
     );
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
-        crate::serve::shutdown_signal(
+        crate::signal::shutdown_signal(
             stop_tx,
             "no more claims; finishing or handing back the agendas in hand",
         )

@@ -385,7 +385,7 @@ async fn a_deadlocked_agenda_fails_naming_the_blocked_operations() {
             ]
         }))
         .await;
-    // The vanished executor, played by hand.
+    // The vanished commands, played by hand.
     let deadline = Instant::now() + WAIT;
     loop {
         let data = s

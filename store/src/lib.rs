@@ -1,6 +1,6 @@
 //! pop's event store: the [`EventStore`] contract every backend keeps, the embedded SQLite
 //! backend, the shared PostgreSQL backend ([`postgres`]), the one conformance suite every
-//! backend must pass, and command execution ([`execute`]) that turns a pure `decide` into an
+//! backend must pass, and command execution ([`commands`]) that turns a pure `decide` into an
 //! optimistic-concurrency append.
 //!
 //! The log is the only truth in pop. This crate must never:
@@ -11,16 +11,16 @@
 //! - let a reader see a global position before every position below it is readable (a
 //!   subscriber that passes a position never gets an event at a lower one later);
 //! - read a clock other than the injected [`Clock`] for anything it stores as time (the only
-//!   other reading is the time prefix of the UUID v7 event ids [`execute`] mints), or panic on
+//!   other reading is the time prefix of the UUID v7 event ids [`commands`] mints), or panic on
 //!   bad input: every limit and conflict is a typed [`StoreError`];
-//! - know about the domain beyond the `Aggregate`/`EventCodec` traits used by [`execute`].
+//! - know about the domain beyond the `Aggregate`/`EventCodec` traits used by [`commands`].
 
 mod cache;
 mod clock;
+pub mod commands;
 pub mod conformance;
 mod error;
 mod event;
-pub mod execute;
 pub mod leader;
 pub mod limits;
 mod position;
@@ -34,11 +34,11 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 pub use clock::{Clock, fixed_clock, system_clock};
+pub use commands::{Commands, ExecuteError, Executed};
 pub use error::{Limit, StoreError};
 pub use event::{
     ActualVersion, AppendResult, Direction, EventMetadata, ExpectedVersion, NewEvent, RecordedEvent,
 };
-pub use execute::{ExecuteError, Executed, Executor};
 pub use leader::{LeaderGuard, Leadership, ProcessLeadership};
 pub use position::{Position, PositionParseError};
 pub use postgres::{PgLeadership, PgOptions, PgStore};

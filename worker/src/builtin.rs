@@ -19,6 +19,16 @@ use crate::handler::{Failure, Handler, OperationContext, Progress, ProgressSink,
 
 pub const LOG: &str = "log";
 pub const SAMPLE: &str = "sample";
+
+impl Registry {
+    /// A registry with only the built-in handlers (`log`, `sample`, `agendaUpdate`).
+    pub fn with_builtins() -> Registry {
+        let mut registry = Registry::default();
+        register(&mut registry);
+        registry
+    }
+}
+
 /// The sample handler with `externalExecute` allowed (only by name in the registry file).
 pub const SAMPLE_WITH_EXTERNAL_EXECUTE: &str = "sampleWithExternalExecute";
 pub const AGENDA_UPDATE: &str = "agendaUpdate";

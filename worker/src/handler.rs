@@ -74,13 +74,6 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// A registry with only the built-in handlers (`log`, `sample`, `agendaUpdate`).
-    pub fn with_builtins() -> Registry {
-        let mut registry = Registry::default();
-        crate::builtin::register(&mut registry);
-        registry
-    }
-
     pub fn insert(&mut self, op_type: impl Into<String>, handler: Arc<dyn Handler>) {
         self.handlers.insert(op_type.into(), handler);
     }

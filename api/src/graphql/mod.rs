@@ -21,7 +21,7 @@ use async_graphql::futures_util::stream::BoxStream;
 use async_graphql::{Context, Request, Response, Schema, ServerError, ServerResult};
 use pop_domain::error::ErrorCode;
 use pop_projections::{Cursor, Projections};
-use pop_store::{EventStore, Executor, Position};
+use pop_store::{Commands, EventStore, Position};
 
 use crate::auth::{Action, Principal};
 use crate::config::{ApiConfig, DEFAULT_PAGE_SIZE, MAX_CID_LENGTH};
@@ -39,7 +39,7 @@ pub type PopSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 /// What resolvers need from the server. One per schema.
 pub struct Services {
     pub store: Arc<dyn EventStore>,
-    pub executor: Arc<Executor>,
+    pub commands: Arc<Commands>,
     pub projections: Projections,
     pub config: ApiConfig,
     /// Routes the projections' changes to the subscriptions (one reader of the feed).

@@ -1,4 +1,4 @@
-//! Mutations: each is one command executed through the store's `Executor` (never a direct
+//! Mutations: each is one command executed through the store's `Commands` (never a direct
 //! append, never a read-model update). This layer reads the clock (`Utc::now()`) and makes ids
 //! (UUID v7), checks the caller's role and tenancy, and returns the command's resulting state
 //! with the global position of its last event for read-your-writes.
@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use pop_domain::agenda::{AgendaCommand, AgendaState, RerunFlags};
 use pop_domain::binding::bind_insight;
-use pop_domain::config::{ConfigAggregate, ConfigCommand, ConfigObject, MAX_ID_LENGTH};
+use pop_domain::config::{ConfigAggregate, ConfigCommand, ConfigObject};
 use pop_domain::error::ErrorCode;
 use pop_domain::model::{Agenda, AgendaTemplate, Customer, Insight, Operation, ResourcePool};
 use pop_domain::params::Params;
@@ -47,13 +47,7 @@ fn from_json<T: serde::de::DeserializeOwned>(field: &str, value: Value) -> ApiRe
 }
 
 fn check_id(field: &str, id: &str) -> ApiResult<()> {
-    if id.chars().count() > MAX_ID_LENGTH || id.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            field,
-            format!("ids are at most {MAX_ID_LENGTH} printable characters"),
-        ));
-    }
-    Ok(())
+    pop_domain::validate::check_id(field, id).map_err(|e| ApiError::invalid(&e.field, e.message))
 }
 
 pub(crate) fn agenda_result(executed: &Executed<AgendaState>, cid: &str) -> AgendaResultGql {
@@ -122,7 +116,7 @@ async fn submit(
 
     let command = AgendaCommand::Submit { agenda: agenda.clone(), insight, now: Utc::now() };
     let executed = services
-        .executor
+        .commands
         .execute::<AgendaState>(&agenda.id, &metadata(caller, &customer_id, &cid), &command)
         .await;
     metrics::command("submitAgenda", executed.is_ok());
@@ -239,13 +233,13 @@ pub(crate) async fn on_agenda(
     // An agenda's customer never changes once it is submitted, so a cached state tells it
     // without a read.
     let cached = services
-        .executor
+        .commands
         .peek::<AgendaState, _>(id, |state| state.agenda().map(|a| a.customer_id.clone()))
         .flatten();
     let loaded = match cached {
         Some(customer_id) => Ok(Some(customer_id)),
         None => services
-            .executor
+            .commands
             .load::<AgendaState>(id)
             .await
             .map(|(state, _)| state.agenda().map(|a| a.customer_id.clone())),
@@ -259,7 +253,7 @@ pub(crate) async fn on_agenda(
         return Err(with_cid(ApiError::not_found("agenda", id)));
     };
     let executed = services
-        .executor
+        .commands
         .execute::<AgendaState>(id, &metadata(caller, &customer_id, cid), &command)
         .await;
     metrics::command(name, executed.is_ok());
@@ -405,7 +399,7 @@ pub(crate) async fn configure_with<T: ConfigNames>(
     let subject = format!("{} {id:?}", T::KIND);
     // Tenancy: the object as the write side has it must be visible (else NOT_FOUND), and the
     // object written must belong to a customer the caller may act for (else FORBIDDEN).
-    let current = match services.executor.load::<ConfigAggregate<T>>(&id).await {
+    let current = match services.commands.load::<ConfigAggregate<T>>(&id).await {
         Ok((state, _)) => state.live().cloned(),
         Err(pop_store::ExecuteError::Store(pop_store::StoreError::StreamDeleted { .. })) => None,
         Err(e) => return Err(with_cid(error::execute(&subject, e))),
@@ -435,7 +429,7 @@ pub(crate) async fn configure_with<T: ConfigNames>(
         }
     };
     let executed = services
-        .executor
+        .commands
         .execute::<ConfigAggregate<T>>(&id, &metadata(caller, &customer, &cid), &command)
         .await;
     metrics::command(name, executed.is_ok());

@@ -475,7 +475,7 @@ impl QueryRoot {
         // Visibility from the write side (the stream itself), so a just-submitted agenda's
         // history is readable before the projections have it.
         let visible = match services
-            .executor
+            .commands
             .load::<pop_domain::agenda::AgendaState>(&agenda_id)
             .await
         {

@@ -1,6 +1,6 @@
 //! The resource pool's side of the API (DOMAIN.md §7): `getAgenda` hands queued agendas out
 //! under leases, `updateAgendaProgress` takes an executor's POP AgendaProgress report. Both
-//! are domain commands (`Claim`, `ReportProgress`) executed through the `Executor`, so a claim
+//! are domain commands (`Claim`, `ReportProgress`) executed through the `Commands`, so a claim
 //! goes through the agenda stream's expected version and two callers can never both win it.
 
 use chrono::Utc;
@@ -93,7 +93,7 @@ pub(crate) async fn get_agenda(
             };
             async move {
                 let executed = services
-                    .executor
+                    .commands
                     .execute::<AgendaState>(id, &metadata(caller, customer, cid), &command)
                     .await;
                 (now, executed)

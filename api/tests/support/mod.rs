@@ -15,7 +15,7 @@ use pop_api::auth::{Role, Tokens, principal};
 use pop_api::ws::WsLimits;
 use pop_api::{ApiConfig, AppState, router_with};
 use pop_projections::{Projections, ReadModels, Runner, RunnerConfig};
-use pop_store::{EventStore, Executor, SqliteOptions, SqliteStore};
+use pop_store::{Commands, EventStore, SqliteOptions, SqliteStore};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -40,7 +40,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub state: AppState,
     pub store: Arc<dyn EventStore>,
-    pub executor: Arc<Executor>,
+    pub commands: Arc<Commands>,
     pub http: reqwest::Client,
     _dir: tempfile::TempDir,
 }
@@ -76,7 +76,7 @@ async fn start_full(config: ApiConfig, runner: bool, ws_limits: WsLimits) -> Tes
     let store: Arc<dyn EventStore> = Arc::new(
         SqliteStore::open(dir.path().join("pop.db"), SqliteOptions::default()).await.unwrap(),
     );
-    let executor = Arc::new(Executor::new(Arc::clone(&store)));
+    let commands = Arc::new(Commands::new(Arc::clone(&store)));
     let projections: Projections = if runner {
         let (runner, projections) =
             Runner::start(Arc::clone(&store), RunnerConfig::default()).await;
@@ -90,7 +90,7 @@ async fn start_full(config: ApiConfig, runner: bool, ws_limits: WsLimits) -> Tes
         Projections::with_models(ReadModels::new())
     };
     let state =
-        AppState::new(Arc::clone(&store), Arc::clone(&executor), projections, tokens(), config);
+        AppState::new(Arc::clone(&store), Arc::clone(&commands), projections, tokens(), config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = router_with(state.clone(), ws_limits);
@@ -102,7 +102,7 @@ async fn start_full(config: ApiConfig, runner: bool, ws_limits: WsLimits) -> Tes
         addr,
         state,
         store,
-        executor,
+        commands,
         http: reqwest::Client::new(),
         _dir: dir,
     }

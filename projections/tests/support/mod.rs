@@ -1,6 +1,6 @@
 //! Shared helpers for the projection tests and the rebuild benchmark: a real SQLite store in a
 //! temporary directory, commands decided by the domain and appended with the stream's
-//! expected version (what `pop_store::execute` will do), fixed times, and agenda builders.
+//! expected version (what `pop_store::Commands` will do), fixed times, and agenda builders.
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 

@@ -6,7 +6,7 @@
 //! States are cached per stream with their version. A command on a cached stream is decided
 //! on the cached state without reading the store first (the hot path of a busy agenda: one
 //! append, no read); the append's expected version is what makes that safe — if anyone else
-//! appended (another replica, a process that bypassed this executor) the append conflicts and
+//! appended (another replica, a process that bypassed this cache) the append conflicts and
 //! the command is re-decided on what the stream holds now. A refusal or a no-op decided on an
 //! unverified cached state is re-checked against the stream before it is reported, so a stale
 //! cache can cost a read but never a wrong answer.
@@ -30,7 +30,7 @@ use crate::{
 /// that on a single agenda is a client bug worth surfacing.
 pub const MAX_EXECUTE_ATTEMPTS: u32 = 10;
 
-/// Streams whose folded state (and version) the executor keeps, so a command on a busy
+/// Streams whose folded state (and version) [`Commands`] keeps, so a command on a busy
 /// aggregate reads only the events since its last command instead of the whole stream.
 /// Bounded because states can be large (an agenda with its operations).
 pub const STATE_CACHE_CAPACITY: usize = 10_000;
@@ -43,7 +43,7 @@ const LOAD_BATCH: usize = MAX_READ_BATCH;
 pub struct Executed<A: Aggregate> {
     /// The events appended (empty: the command changed nothing).
     pub events: Vec<A::Event>,
-    /// The state after the command (shared with the executor's cache: no copy is made).
+    /// The state after the command (shared with the cache of [`Commands`]: no copy is made).
     pub state: Arc<A>,
     /// The stream's version after the command (`None`: the stream still has no events).
     pub version: Option<u64>,
@@ -76,20 +76,20 @@ struct CachedState {
 }
 
 /// Executes commands against an [`EventStore`]. Share one per process: it caches states.
-pub struct Executor {
+pub struct Commands {
     store: Arc<dyn EventStore>,
     states: Mutex<GenerationalCache<String, CachedState>>,
 }
 
-impl std::fmt::Debug for Executor {
+impl std::fmt::Debug for Commands {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Executor").finish_non_exhaustive()
+        f.debug_struct("Commands").finish_non_exhaustive()
     }
 }
 
-impl Executor {
-    pub fn new(store: Arc<dyn EventStore>) -> Executor {
-        Executor { store, states: Mutex::new(GenerationalCache::new(STATE_CACHE_CAPACITY)) }
+impl Commands {
+    pub fn new(store: Arc<dyn EventStore>) -> Commands {
+        Commands { store, states: Mutex::new(GenerationalCache::new(STATE_CACHE_CAPACITY)) }
     }
 
     /// The store commands are executed against.

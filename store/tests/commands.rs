@@ -8,9 +8,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use pop_domain::{Aggregate, CodecError, EventCodec};
-use pop_store::execute::MAX_EXECUTE_ATTEMPTS;
+use pop_store::commands::MAX_EXECUTE_ATTEMPTS;
 use pop_store::{
-    ActualVersion, AppendResult, Direction, EventMetadata, EventStore, ExecuteError, Executor,
+    ActualVersion, AppendResult, Commands, Direction, EventMetadata, EventStore, ExecuteError,
     ExpectedVersion, NewEvent, Position, RecordedEvent, SqliteOptions, SqliteStore, StoreError,
 };
 use serde::{Deserialize, Serialize};
@@ -111,12 +111,12 @@ fn meta() -> EventMetadata {
 #[tokio::test]
 async fn executes_commands_and_appends_their_events() {
     let (_dir, store) = store().await;
-    let executor = Executor::new(store.clone());
-    let first = executor.execute::<Counter>("a", &meta(), &CounterCommand::Add(2)).await.unwrap();
+    let commands = Commands::new(store.clone());
+    let first = commands.execute::<Counter>("a", &meta(), &CounterCommand::Add(2)).await.unwrap();
     assert_eq!(first.events, vec![CounterEvent::Added { by: 2 }]);
     assert_eq!(first.version, Some(0));
     assert_eq!(first.state.value, 2);
-    let second = executor.execute::<Counter>("a", &meta(), &CounterCommand::Add(3)).await.unwrap();
+    let second = commands.execute::<Counter>("a", &meta(), &CounterCommand::Add(3)).await.unwrap();
     assert_eq!(second.version, Some(1));
     assert_eq!(second.state.value, 5);
     assert!(second.position > first.position);
@@ -128,21 +128,21 @@ async fn executes_commands_and_appends_their_events() {
     assert_eq!(EventMetadata::from_json(&stored[1].metadata).unwrap(), meta());
     assert_eq!(stored[0].event_id.get_version_num(), 7, "event ids are UUID v7");
     // A fresh executor (no cache) folds the same state from the stream.
-    let (state, version) = Executor::new(store.clone()).load::<Counter>("a").await.unwrap();
+    let (state, version) = Commands::new(store.clone()).load::<Counter>("a").await.unwrap();
     assert_eq!((state.value, version), (5, Some(1)));
 }
 
 #[tokio::test]
 async fn a_refusal_appends_nothing_and_a_no_op_returns_no_position() {
     let (_dir, store) = store().await;
-    let executor = Executor::new(store.clone());
-    executor.execute::<Counter>("b", &meta(), &CounterCommand::Close).await.unwrap();
+    let commands = Commands::new(store.clone());
+    commands.execute::<Counter>("b", &meta(), &CounterCommand::Close).await.unwrap();
     let head = store.head().await.unwrap();
-    let refused = executor.execute::<Counter>("b", &meta(), &CounterCommand::Add(1)).await;
+    let refused = commands.execute::<Counter>("b", &meta(), &CounterCommand::Add(1)).await;
     assert!(matches!(refused, Err(ExecuteError::Refused(CounterError::Closed))), "{refused:?}");
     assert_eq!(store.head().await.unwrap(), head);
 
-    let noop = executor.execute::<Counter>("c", &meta(), &CounterCommand::Add(0)).await.unwrap();
+    let noop = commands.execute::<Counter>("c", &meta(), &CounterCommand::Add(0)).await.unwrap();
     assert!(noop.events.is_empty());
     assert_eq!((noop.version, noop.position), (None, None));
 }
@@ -150,8 +150,8 @@ async fn a_refusal_appends_nothing_and_a_no_op_returns_no_position() {
 #[tokio::test]
 async fn sees_events_written_by_others_despite_its_cache() {
     let (_dir, store) = store().await;
-    let one = Executor::new(store.clone());
-    let other = Executor::new(store.clone());
+    let one = Commands::new(store.clone());
+    let other = Commands::new(store.clone());
     one.execute::<Counter>("d", &meta(), &CounterCommand::Add(1)).await.unwrap();
     other.execute::<Counter>("d", &meta(), &CounterCommand::Add(10)).await.unwrap();
     let r = one.execute::<Counter>("d", &meta(), &CounterCommand::Add(100)).await.unwrap();
@@ -161,8 +161,8 @@ async fn sees_events_written_by_others_despite_its_cache() {
 #[tokio::test]
 async fn a_refusal_judged_on_a_stale_cache_is_checked_against_the_stream() {
     let (_dir, store) = store().await;
-    let one = Executor::new(store.clone());
-    let other = Executor::new(store.clone());
+    let one = Commands::new(store.clone());
+    let other = Commands::new(store.clone());
     one.execute::<Counter>("s", &meta(), &CounterCommand::Close).await.unwrap();
     // `one` caches "closed"; `other` reopens behind its back.
     other.execute::<Counter>("s", &meta(), &CounterCommand::Reopen).await.unwrap();
@@ -177,32 +177,32 @@ async fn a_refusal_judged_on_a_stale_cache_is_checked_against_the_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_commands_on_one_stream_all_land() {
     let (_dir, store) = store().await;
-    let executor = Arc::new(Executor::new(store.clone()));
+    let commands = Arc::new(Commands::new(store.clone()));
     // A writer loses at most once per other writer's success, so this many always succeed.
     let writers = MAX_EXECUTE_ATTEMPTS as i64;
     let mut tasks = Vec::new();
     for _ in 0..writers {
-        let executor = executor.clone();
+        let commands = commands.clone();
         tasks.push(tokio::spawn(async move {
-            executor.execute::<Counter>("e", &meta(), &CounterCommand::Add(1)).await
+            commands.execute::<Counter>("e", &meta(), &CounterCommand::Add(1)).await
         }));
     }
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    let (state, version) = executor.load::<Counter>("e").await.unwrap();
+    let (state, version) = commands.load::<Counter>("e").await.unwrap();
     assert_eq!((state.value, version), (writers, Some(writers as u64 - 1)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn heavy_contention_loses_nothing() {
     let (_dir, store) = store().await;
-    let executor = Arc::new(Executor::new(store.clone()));
+    let commands = Arc::new(Commands::new(store.clone()));
     let mut tasks = Vec::new();
     for _ in 0..64 {
-        let executor = executor.clone();
+        let commands = commands.clone();
         tasks.push(tokio::spawn(async move {
-            executor.execute::<Counter>("f", &meta(), &CounterCommand::Add(1)).await
+            commands.execute::<Counter>("f", &meta(), &CounterCommand::Add(1)).await
         }));
     }
     let mut succeeded = 0;
@@ -215,7 +215,7 @@ async fn heavy_contention_loses_nothing() {
             Err(other) => panic!("unexpected {other:?}"),
         }
     }
-    let (state, _) = executor.load::<Counter>("f").await.unwrap();
+    let (state, _) = commands.load::<Counter>("f").await.unwrap();
     assert_eq!(state.value, succeeded, "every success is in the stream, nothing else is");
 }
 
@@ -269,8 +269,8 @@ impl EventStore for AlwaysConflicting {
 #[tokio::test]
 async fn retries_are_bounded() {
     let (_dir, store) = store().await;
-    let executor = Executor::new(Arc::new(AlwaysConflicting(store)));
-    let r = executor.execute::<Counter>("g", &meta(), &CounterCommand::Add(1)).await;
+    let commands = Commands::new(Arc::new(AlwaysConflicting(store)));
+    let r = commands.execute::<Counter>("g", &meta(), &CounterCommand::Add(1)).await;
     match r {
         Err(ExecuteError::Conflict { stream, attempts }) => {
             assert_eq!((stream.as_str(), attempts), ("counter-g", MAX_EXECUTE_ATTEMPTS));
@@ -290,12 +290,12 @@ async fn undecodable_events_and_deleted_streams_are_typed_errors() {
         metadata: vec![],
     };
     store.append("counter-h", ExpectedVersion::NoStream, vec![foreign]).await.unwrap();
-    let executor = Executor::new(store.clone());
-    let r = executor.execute::<Counter>("h", &meta(), &CounterCommand::Add(1)).await;
+    let commands = Commands::new(store.clone());
+    let r = commands.execute::<Counter>("h", &meta(), &CounterCommand::Add(1)).await;
     assert!(matches!(r, Err(ExecuteError::Codec(CodecError::UnknownType { .. }))), "{r:?}");
 
-    executor.execute::<Counter>("i", &meta(), &CounterCommand::Add(1)).await.unwrap();
+    commands.execute::<Counter>("i", &meta(), &CounterCommand::Add(1)).await.unwrap();
     store.delete_stream("counter-i", ExpectedVersion::Any).await.unwrap();
-    let r = executor.execute::<Counter>("i", &meta(), &CounterCommand::Add(1)).await;
+    let r = commands.execute::<Counter>("i", &meta(), &CounterCommand::Add(1)).await;
     assert!(matches!(r, Err(ExecuteError::Store(StoreError::StreamDeleted { .. }))), "{r:?}");
 }

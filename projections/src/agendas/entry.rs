@@ -1,0 +1,219 @@
+//! One agenda in the read model: the keys it is indexed by and its body, live (an
+//! `AgendaState` folded in place) or settled (a COMPLETE agenda's canonical JSON,
+//! LZ4-compressed, decoded on read; see the module docs of [`crate::agendas`]).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use pop_domain::agenda::AgendaState;
+use pop_domain::{Agenda, AgendaProgress, ProcessingState};
+use serde::Deserialize;
+
+use crate::phase::Phase;
+
+/// A settled agenda did not decode. It was written by this process from a valid state, so
+/// this is a bug (or memory corruption); a rebuild from the log repairs it.
+#[derive(Debug, thiserror::Error)]
+#[error("the read model of agenda {id:?} does not decode; rebuild the projections")]
+pub struct CorruptEntry {
+    pub id: String,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// The fields an agenda is indexed by, kept beside its state so that index maintenance and
+/// list filtering never decode a settled agenda.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Keys {
+    pub(super) progress_id: Arc<str>,
+    pub(super) customer: Arc<str>,
+    pub(super) link: Option<Arc<str>>,
+    pub(super) insight: Option<Arc<str>>,
+    pub(super) state: ProcessingState,
+    pub(super) phase: Phase,
+    pub(super) added: i64,
+    pub(super) updated: i64,
+}
+
+#[derive(Debug, Clone)]
+pub(super) enum Body {
+    Live(Box<AgendaState>),
+    /// The canonical JSON of a COMPLETE agenda's state, LZ4-compressed (size prepended).
+    Settled(Box<[u8]>),
+}
+
+/// One agenda in the read model.
+#[derive(Debug, Clone)]
+pub struct AgendaEntry {
+    pub(super) id: Arc<str>,
+    pub(super) keys: Keys,
+    pub(super) body: Body,
+}
+
+#[derive(Deserialize)]
+struct ProgressOnly {
+    #[serde(rename = "progress", default)]
+    progress: AgendaProgress,
+}
+
+#[derive(Deserialize)]
+struct AgendaOnly {
+    #[serde(rename = "agenda", default)]
+    agenda: Option<Agenda>,
+}
+
+impl AgendaEntry {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+    pub fn progress_id(&self) -> &str {
+        &self.keys.progress_id
+    }
+    pub fn customer_id(&self) -> &str {
+        &self.keys.customer
+    }
+    pub fn link_id(&self) -> Option<&str> {
+        self.keys.link.as_deref()
+    }
+    /// `agendaInsight.insightId`.
+    pub fn insight_id(&self) -> Option<&str> {
+        self.keys.insight.as_deref()
+    }
+    pub fn processing_state(&self) -> ProcessingState {
+        self.keys.state
+    }
+    pub fn phase(&self) -> Phase {
+        self.keys.phase
+    }
+    /// `addedTime` in epoch milliseconds.
+    pub fn added_ms(&self) -> i64 {
+        self.keys.added
+    }
+    /// `updatedTime` in epoch milliseconds.
+    pub fn updated_ms(&self) -> i64 {
+        self.keys.updated
+    }
+
+    /// The whole folded state (decoded when settled).
+    pub fn state(&self) -> Result<Cow<'_, AgendaState>, CorruptEntry> {
+        match &self.body {
+            Body::Live(state) => Ok(Cow::Borrowed(state)),
+            Body::Settled(_) => self.decode_settled().map(Cow::Owned),
+        }
+    }
+
+    /// The AgendaProgress with its OperationProgress list.
+    pub fn progress(&self) -> Result<AgendaProgress, CorruptEntry> {
+        match &self.body {
+            Body::Live(state) => Ok(state.progress().clone()),
+            Body::Settled(_) => self.decode_settled::<ProgressOnly>().map(|p| p.progress),
+        }
+    }
+
+    /// The agenda as submitted and expanded.
+    pub fn agenda(&self) -> Result<Option<Agenda>, CorruptEntry> {
+        match &self.body {
+            Body::Live(state) => Ok(state.agenda().cloned()),
+            Body::Settled(_) => self.decode_settled::<AgendaOnly>().map(|a| a.agenda),
+        }
+    }
+
+    /// Decodes (part of) a settled state.
+    fn decode_settled<T: serde::de::DeserializeOwned>(&self) -> Result<T, CorruptEntry> {
+        let json = self.settled_json()?;
+        serde_json::from_slice(&json).map_err(|e| self.corrupt(e))
+    }
+
+    fn settled_json(&self) -> Result<Cow<'_, [u8]>, CorruptEntry> {
+        match &self.body {
+            Body::Settled(compressed) => lz4_flex::block::decompress_size_prepended(compressed)
+                .map(Cow::Owned)
+                .map_err(|e| self.corrupt(e)),
+            Body::Live(_) => Ok(Cow::Borrowed(&[])),
+        }
+    }
+
+    /// Whether the entry is held as JSON (COMPLETE) rather than as a live state.
+    pub fn is_settled(&self) -> bool {
+        matches!(self.body, Body::Settled(_))
+    }
+
+    /// The canonical JSON of the state: what snapshots store and the determinism hash reads.
+    pub fn canonical_json(&self) -> Result<Vec<u8>, CorruptEntry> {
+        match &self.body {
+            Body::Live(state) => serde_json::to_vec(state.as_ref()).map_err(|e| self.corrupt(e)),
+            Body::Settled(_) => self.settled_json().map(Cow::into_owned),
+        }
+    }
+
+    fn corrupt(&self, source: impl std::error::Error + Send + Sync + 'static) -> CorruptEntry {
+        CorruptEntry { id: self.id.to_string(), source: Box::new(source) }
+    }
+
+    pub(super) fn take_state(&mut self) -> Result<AgendaState, CorruptEntry> {
+        if let Body::Settled(_) = &self.body {
+            // On failure the entry stays as it was.
+            return self.decode_settled();
+        }
+        match std::mem::replace(&mut self.body, Body::Settled(Box::default())) {
+            Body::Live(state) => Ok(*state),
+            Body::Settled(_) => Ok(AgendaState::default()),
+        }
+    }
+}
+
+/// What [`settle`] reuses from one agenda to the next: the JSON text, the LZ4 output and the
+/// compressor's hash table (fresh ones cost a zeroed 8 KiB table and buffer growth each time).
+#[derive(Default)]
+pub(super) struct SettleBuffers {
+    json: Vec<u8>,
+    compressed: Vec<u8>,
+    table: lz4_flex::block::CompressTable,
+}
+
+impl std::fmt::Debug for SettleBuffers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SettleBuffers").finish_non_exhaustive()
+    }
+}
+
+/// Scratch buffers larger than this are freed after use.
+const SCRATCH_KEPT: usize = 1 << 20;
+
+/// Holds COMPLETE agendas as JSON (see the module docs); the rest live. The settled form is
+/// what `lz4_flex::block::compress_prepend_size` makes (the size as a little-endian `u32`, then
+/// the block), built in `buffers`.
+pub(super) fn settle(buffers: &mut SettleBuffers, state: Box<AgendaState>) -> Body {
+    if !state.is_complete() {
+        return Body::Live(state);
+    }
+    buffers.json.clear();
+    // Encoding a state cannot fail (string keys, finite numbers), nor can compressing into a
+    // buffer of the maximum output size; if either ever did, the entry would simply stay live.
+    if serde_json::to_writer(&mut buffers.json, state.as_ref()).is_err() {
+        return Body::Live(state);
+    }
+    let Ok(size) = u32::try_from(buffers.json.len()) else { return Body::Live(state) };
+    let max = lz4_flex::block::get_maximum_output_size(buffers.json.len());
+    if buffers.compressed.len() < max {
+        buffers.compressed.resize(max, 0);
+    }
+    match lz4_flex::block::compress_into_with_table(
+        &buffers.json,
+        &mut buffers.compressed,
+        &mut buffers.table,
+    ) {
+        Ok(n) => {
+            if buffers.json.capacity() > SCRATCH_KEPT {
+                // A huge agenda: do not hold its size of scratch space forever.
+                buffers.json = Vec::new();
+                buffers.compressed = Vec::new();
+            }
+            let mut settled = Vec::with_capacity(4 + n);
+            settled.extend_from_slice(&size.to_le_bytes());
+            settled.extend_from_slice(buffers.compressed.get(..n).unwrap_or_default());
+            Body::Settled(settled.into_boxed_slice())
+        }
+        Err(_) => Body::Live(state),
+    }
+}

@@ -1,0 +1,187 @@
+//! The agenda indexes: ordered sets of `(time in ms, agenda id)` per customer, linkId,
+//! insight and phase, and per processing state, kept in step with the entries by
+//! [`AgendaModel::reindex`] (or built once, after a rebuild, by
+//! [`AgendaModel::build_indexes`]).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use pop_domain::ProcessingState;
+
+use super::entry::Keys;
+use super::{AgendaModel, intern};
+
+/// An index key: `(time in epoch ms, agenda id)`.
+pub(super) type Key = (i64, Arc<str>);
+
+/// The indexes of one set of agendas (all of them, or one customer's).
+#[derive(Debug, Default)]
+pub(super) struct Partition {
+    pub(super) added: BTreeSet<Key>,
+    pub(super) updated: BTreeSet<Key>,
+    /// Per processing state, in `updatedTime` order (what reapers ask: "COMPLETE and not
+    /// updated for 3 days", "EXECUTING and silent for 5 minutes").
+    pub(super) by_state: [BTreeSet<Key>; 3],
+}
+
+impl Partition {
+    pub(super) fn is_empty(&self) -> bool {
+        self.added.is_empty()
+    }
+}
+
+pub(super) fn state_slot(state: ProcessingState) -> usize {
+    match state {
+        ProcessingState::Waiting => 0,
+        ProcessingState::Executing => 1,
+        ProcessingState::Complete => 2,
+    }
+}
+
+impl AgendaModel {
+    /// Builds every index from the entries' keys (after [`AgendaModel::defer_indexes`]),
+    /// interning customer, link and insight ids again so each is stored once.
+    pub(crate) fn build_indexes(&mut self) {
+        if !self.deferred {
+            return;
+        }
+        self.deferred = false;
+        self.progress_ids.clear();
+        self.all = Partition::default();
+        self.by_customer.clear();
+        self.by_link.clear();
+        self.by_insight.clear();
+        let mut entries = std::mem::take(&mut self.entries);
+        for entry in entries.values_mut() {
+            let k = &mut entry.keys;
+            k.customer = intern(&self.by_customer, None, &k.customer);
+            if let Some(link) = k.link.as_mut() {
+                *link = intern(&self.by_link, None, link);
+            }
+            if let Some(insight) = k.insight.as_mut() {
+                *insight = intern(&self.by_insight, None, insight);
+            }
+            self.reindex(&entry.id, None, Some(&entry.keys));
+        }
+        self.entries = entries;
+    }
+
+    /// Moves an agenda's index entries from `old` keys to `new` ones, touching only the
+    /// indexes whose key changed (most events change only the updated time).
+    pub(super) fn reindex(&mut self, id: &Arc<str>, old: Option<&Keys>, new: Option<&Keys>) {
+        if self.deferred {
+            return;
+        }
+        let added_key = |k: &Keys| (k.added, Arc::clone(id));
+        let updated_key = |k: &Keys| (k.updated, Arc::clone(id));
+
+        // Progress id map.
+        let progress =
+            |k: &Keys| (k.progress_id.as_ref() != id.as_ref()).then(|| Arc::clone(&k.progress_id));
+        let (old_p, new_p) = (old.and_then(progress), new.and_then(progress));
+        if old_p != new_p {
+            if let Some(p) = old_p {
+                self.progress_ids.remove(&p);
+            }
+            if let Some(p) = new_p {
+                self.progress_ids.insert(p, Arc::clone(id));
+            }
+        }
+
+        // Added-time order: all, customer, link.
+        let same_added = |a: &Keys, b: &Keys| a.added == b.added && a.customer == b.customer;
+        if !matches!((old, new), (Some(a), Some(b)) if same_added(a, b)) {
+            if let Some(k) = old {
+                self.all.added.remove(&added_key(k));
+                if let Some(part) = self.by_customer.get_mut(&k.customer) {
+                    part.added.remove(&added_key(k));
+                }
+            }
+            if let Some(k) = new {
+                self.all.added.insert(added_key(k));
+                self.by_customer
+                    .entry(Arc::clone(&k.customer))
+                    .or_default()
+                    .added
+                    .insert(added_key(k));
+            }
+        }
+        let same_link = |a: &Keys, b: &Keys| a.added == b.added && a.link == b.link;
+        if !matches!((old, new), (Some(a), Some(b)) if same_link(a, b)) {
+            if let Some(k) = old
+                && let Some(link) = &k.link
+                && let Some(set) = self.by_link.get_mut(link)
+            {
+                set.remove(&added_key(k));
+                if set.is_empty() {
+                    self.by_link.remove(link);
+                }
+            }
+            if let Some(k) = new
+                && let Some(link) = &k.link
+            {
+                self.by_link.entry(Arc::clone(link)).or_default().insert(added_key(k));
+            }
+        }
+
+        // Updated-time order: all, customer, per state.
+        let same_updated = |a: &Keys, b: &Keys| {
+            a.updated == b.updated && a.state == b.state && a.customer == b.customer
+        };
+        if !matches!((old, new), (Some(a), Some(b)) if same_updated(a, b)) {
+            if let Some(k) = old {
+                let key = updated_key(k);
+                self.all.updated.remove(&key);
+                self.all.by_state[state_slot(k.state)].remove(&key);
+                if let Some(part) = self.by_customer.get_mut(&k.customer) {
+                    part.updated.remove(&key);
+                    part.by_state[state_slot(k.state)].remove(&key);
+                }
+            }
+            if let Some(k) = new {
+                let key = updated_key(k);
+                self.all.updated.insert(key.clone());
+                self.all.by_state[state_slot(k.state)].insert(key.clone());
+                let part = self.by_customer.entry(Arc::clone(&k.customer)).or_default();
+                part.updated.insert(key.clone());
+                part.by_state[state_slot(k.state)].insert(key);
+            }
+        }
+        if let Some(k) = old
+            && new.is_none_or(|n| n.customer != k.customer)
+            && self.by_customer.get(&k.customer).is_some_and(Partition::is_empty)
+        {
+            self.by_customer.remove(&k.customer);
+        }
+
+        // Insight queues: per insight and phase, added-time order.
+        let same_queue =
+            |a: &Keys, b: &Keys| a.added == b.added && a.insight == b.insight && a.phase == b.phase;
+        if !matches!((old, new), (Some(a), Some(b)) if same_queue(a, b)) {
+            if let Some(k) = old
+                && let Some(insight) = &k.insight
+                && let Some(phases) = self.by_insight.get_mut(insight)
+            {
+                if let Some(set) = phases.get_mut(&k.phase) {
+                    set.remove(&added_key(k));
+                    if set.is_empty() {
+                        phases.remove(&k.phase);
+                    }
+                }
+                if phases.is_empty() {
+                    self.by_insight.remove(insight);
+                }
+            }
+            if let Some(k) = new
+                && let Some(insight) = &k.insight
+            {
+                self.by_insight
+                    .entry(Arc::clone(insight))
+                    .or_default()
+                    .entry(k.phase)
+                    .or_default()
+                    .insert(added_key(k));
+            }
+        }
+    }
+}

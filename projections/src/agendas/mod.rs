@@ -1,0 +1,377 @@
+//! The agenda read model: one [`AgendaState`] per agenda, folded by the domain's own `evolve`
+//! (so progress rules live in one place), plus the indexes the API, the scheduler and the
+//! reapers query: by customer, linkId, processing state, insight queue and time.
+//!
+//! **Memory.** An agenda that is still moving is held as a live `AgendaState`, because every
+//! report changes it. A COMPLETE agenda rarely changes again, and finished agendas are most of
+//! what a long-running read model holds, so it is *settled*: kept as its canonical JSON (the
+//! same text the snapshot and the determinism hash use), LZ4-compressed, and decoded on read.
+//! A live `AgendaState` of five operations costs about 11 KiB, mostly `BTreeMap` nodes of JSON
+//! payloads and params (each non-empty map allocates a whole node); its JSON is about 3 KiB
+//! and compresses about threefold. The price is a decompression and a JSON decode per read of
+//! a settled agenda (microseconds), and one encode when an agenda completes. An event for a
+//! settled agenda (a rerun) decodes it, applies the event and settles it again if it is still
+//! complete.
+//!
+//! **Order.** Every index is a `BTreeSet` of `(time in ms, agenda id)`, so lists come out in a
+//! stable order with cursors that name a place even among equal times. Strings are `Arc<str>`
+//! shared between the entry and its index keys; customer, link and insight ids are interned
+//! through the index maps, so one customer id is stored once however many agendas it owns.
+//!
+//! Map: [`entry`] (one agenda: its keys and its live or settled body), `indexes` (keeping the
+//! ordered indexes in step with the entries), [`select`] (filtered, ordered, paginated lists
+//! and the per-insight counts).
+
+mod entry;
+mod indexes;
+pub mod select;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use pop_domain::agenda::{AgendaEvent, AgendaState};
+use pop_domain::{Aggregate, OperationProgress, Timestamp};
+
+use crate::change::{Change, ChangeKind};
+use crate::phase::Phase;
+
+pub use entry::{AgendaEntry, CorruptEntry};
+pub use select::AgendaQuery;
+
+use entry::{Body, Keys, SettleBuffers, settle};
+use indexes::{Key, Partition};
+
+/// Every agenda, by id, with its indexes.
+#[derive(Debug, Default)]
+pub struct AgendaModel {
+    entries: HashMap<Arc<str>, AgendaEntry>,
+    /// AgendaProgress id → agenda id, only where they differ (lookups check the agenda map
+    /// second, so the common `progressId == id` case costs nothing).
+    progress_ids: HashMap<Arc<str>, Arc<str>>,
+    all: Partition,
+    by_customer: HashMap<Arc<str>, Partition>,
+    /// In `addedTime` order.
+    by_link: HashMap<Arc<str>, BTreeSet<Key>>,
+    /// Per insight and phase, in `addedTime` order: the scheduler's and `getAgenda`'s queues.
+    by_insight: HashMap<Arc<str>, BTreeMap<Phase, BTreeSet<Key>>>,
+    /// While set (a rebuild or a snapshot load, before anyone queries), the indexes above are
+    /// not maintained per event: [`AgendaModel::build_indexes`] builds them once from the
+    /// entries' keys at the end. An agenda changes ~14 times in its life, and each change
+    /// would otherwise move it in four `updatedTime` sets.
+    deferred: bool,
+    /// Scratch space for settling, reused so that each settle allocates only its result.
+    buffers: SettleBuffers,
+}
+
+fn ms(t: Option<Timestamp>) -> i64 {
+    t.map_or(0, |t| t.timestamp_millis())
+}
+
+/// Reuses `old` when it already holds `new`, else interns `new` through `pool`'s keys.
+fn intern<V>(pool: &HashMap<Arc<str>, V>, old: Option<&Arc<str>>, new: &str) -> Arc<str> {
+    if let Some(old) = old.filter(|o| o.as_ref() == new) {
+        return Arc::clone(old);
+    }
+    match pool.get_key_value(new) {
+        Some((k, _)) => Arc::clone(k),
+        None => Arc::from(new),
+    }
+}
+
+impl AgendaModel {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// By agenda id.
+    pub fn get(&self, id: &str) -> Option<&AgendaEntry> {
+        self.entries.get(id)
+    }
+
+    /// By AgendaProgress id.
+    pub fn by_progress_id(&self, progress_id: &str) -> Option<&AgendaEntry> {
+        if let Some(agenda_id) = self.progress_ids.get(progress_id) {
+            return self.entries.get(agenda_id);
+        }
+        self.entries.get(progress_id).filter(|e| e.progress_id() == progress_id)
+    }
+
+    /// By OperationProgress id, `<progressId>-<operation name>`. Both parts may contain `-`,
+    /// so every split is tried, the longest progress id first.
+    pub fn operation_progress(&self, id: &str) -> Result<Option<OperationProgress>, CorruptEntry> {
+        for (i, _) in id.rmatch_indices('-') {
+            let (progress_id, name) = (&id[..i], &id[i + 1..]);
+            let Some(entry) = self.by_progress_id(progress_id) else { continue };
+            let found = match &entry.body {
+                Body::Live(state) => state
+                    .progress()
+                    .operation_progress
+                    .iter()
+                    .find(|p| p.operation == name)
+                    .cloned(),
+                Body::Settled(_) => {
+                    entry.progress()?.operation_progress.into_iter().find(|p| p.operation == name)
+                }
+            };
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every entry in id order (for snapshots and the determinism hash).
+    pub fn entries_by_id(&self) -> Vec<&AgendaEntry> {
+        let mut all: Vec<&AgendaEntry> = self.entries.values().collect();
+        all.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        all
+    }
+
+    /// How many agendas of `insight_id` are in `phase` (e.g. the queue's fill level).
+    pub fn count_in(&self, insight_id: &str, phase: Phase) -> usize {
+        self.by_insight.get(insight_id).and_then(|p| p.get(&phase)).map_or(0, BTreeSet::len)
+    }
+
+    /// Every agenda of any insight that is in `phase`, each insight's in `addedTime` order
+    /// (insights in no particular order). Only bound agendas can be `queued`, `scheduled` or
+    /// EXECUTING (they got there through an insight's queue), so for those phases this is all
+    /// of them — the reclaimer's candidates.
+    pub fn in_phase(&self, phase: Phase) -> impl Iterator<Item = &AgendaEntry> + '_ {
+        self.by_insight
+            .values()
+            .filter_map(move |phases| phases.get(&phase))
+            .flatten()
+            .filter_map(|(_, id)| self.entries.get(id))
+    }
+
+    /// Applies one event of stream `agenda-<id>`. Keyed by the stream id: the log names the
+    /// agenda, and `decide` made the submitted agenda's id equal to it.
+    pub(crate) fn apply(
+        &mut self,
+        id: &str,
+        event: &AgendaEvent,
+        change: Option<&mut Change>,
+    ) -> Result<bool, CorruptEntry> {
+        if let Some(entry) = self.entries.get_mut(id)
+            && let Body::Live(state) = &mut entry.body
+        {
+            // The common case: fold a live agenda where it lies, without moving its state.
+            state.evolve(event);
+            let keys = keys_of(
+                &self.by_customer,
+                &self.by_link,
+                &self.by_insight,
+                state,
+                Some(&entry.keys),
+            );
+            let old = std::mem::replace(&mut entry.keys, keys);
+            if state.is_complete() {
+                let body = std::mem::replace(&mut entry.body, Body::Settled(Box::default()));
+                if let Body::Live(state) = body {
+                    entry.body = settle(&mut self.buffers, state);
+                }
+            }
+            let id = Arc::clone(&entry.id);
+            let keys = entry.keys.clone();
+            self.reindex(&id, Some(&old), Some(&keys));
+            if let Some(change) = change {
+                describe(change, &id, &keys);
+            }
+            return Ok(true);
+        }
+        let mut state = match self.entries.get_mut(id) {
+            Some(entry) => entry.take_state()?,
+            None => AgendaState::default(),
+        };
+        state.evolve(event);
+        if !state.exists() && !self.entries.contains_key(id) {
+            // An event before the submission: evolve absorbed it and there is nothing to show.
+            return Ok(false);
+        }
+        self.put(id, state, change);
+        Ok(true)
+    }
+
+    /// Inserts or replaces the entry `id` with `state` and re-indexes it.
+    pub(crate) fn put(&mut self, id: &str, state: AgendaState, change: Option<&mut Change>) {
+        let old = self.entries.get(id).map(|e| (Arc::clone(&e.id), e.keys.clone()));
+        let keys = keys_of(
+            &self.by_customer,
+            &self.by_link,
+            &self.by_insight,
+            &state,
+            old.as_ref().map(|(_, k)| k),
+        );
+        let id: Arc<str> = match &old {
+            Some((id, _)) => Arc::clone(id),
+            None => Arc::from(id),
+        };
+        self.reindex(&id, old.as_ref().map(|(_, k)| k), Some(&keys));
+        if let Some(change) = change {
+            describe(change, &id, &keys);
+        }
+        let body = settle(&mut self.buffers, Box::new(state));
+        self.entries.insert(Arc::clone(&id), AgendaEntry { id, keys, body });
+    }
+
+    /// Stops maintaining the indexes per event until [`AgendaModel::build_indexes`]: for a
+    /// rebuild or a snapshot load, where nobody queries before the end.
+    pub(crate) fn defer_indexes(&mut self) {
+        self.deferred = true;
+    }
+
+    /// Drops an agenda and its index entries (the hook for streams deleted by a reaper).
+    pub(crate) fn remove(&mut self, id: &str) -> Option<AgendaEntry> {
+        let entry = self.entries.remove(id)?;
+        self.reindex(&entry.id, Some(&entry.keys), None);
+        Some(entry)
+    }
+}
+
+/// The keys of `state`, reusing `old`'s strings where unchanged and interning customer, link
+/// and insight ids through the index maps.
+fn keys_of<C, L, I>(
+    by_customer: &HashMap<Arc<str>, C>,
+    by_link: &HashMap<Arc<str>, L>,
+    by_insight: &HashMap<Arc<str>, I>,
+    state: &AgendaState,
+    old: Option<&Keys>,
+) -> Keys {
+    let p = state.progress();
+    let progress_id = match old {
+        Some(k) if k.progress_id.as_ref() == p.id => Arc::clone(&k.progress_id),
+        _ => Arc::from(p.id.as_str()),
+    };
+    let customer = intern(by_customer, old.map(|k| &k.customer), &p.customer_id);
+    let link = p.link_id.as_deref().map(|l| intern(by_link, old.and_then(|k| k.link.as_ref()), l));
+    let insight = p
+        .agenda_insight
+        .as_ref()
+        .map(|i| intern(by_insight, old.and_then(|k| k.insight.as_ref()), &i.insight_id));
+    let added = ms(p.added_time.or(state.agenda().and_then(|a| a.added_time)));
+    Keys {
+        progress_id,
+        customer,
+        link,
+        insight,
+        state: p.processing_state,
+        phase: Phase::of(p.processing_state, p.processing_state_message.as_deref().unwrap_or("")),
+        added,
+        updated: ms(p.updated_time).max(added),
+    }
+}
+
+/// What a change of agenda `id` with `keys` tells subscribers.
+fn describe(change: &mut Change, id: &Arc<str>, keys: &Keys) {
+    change.kind = ChangeKind::Agenda;
+    change.id = Arc::clone(id);
+    change.customer_id = Arc::clone(&keys.customer);
+    change.progress_id = Some(Arc::clone(&keys.progress_id));
+    change.link_id = keys.link.clone();
+    change.insight_id = keys.insight.clone();
+    change.processing_state = Some(keys.state);
+    change.phase = Some(keys.phase);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+    use pop_domain::agenda::AgendaCommand;
+    use pop_domain::{Agenda, AgendaInsight, Operation};
+
+    fn t(secs: i64) -> Timestamp {
+        Utc.timestamp_millis_opt(1_736_935_200_000 + secs * 1000).single().unwrap_or_default()
+    }
+
+    /// Agenda `i`'s events: submitted, then (by `i`) queued, claimed, cancelled, rerun.
+    fn history(i: i64) -> Vec<AgendaEvent> {
+        let agenda = Agenda {
+            id: format!("a{i}"),
+            customer_id: format!("c{}", i % 3),
+            progress_id: Some(if i % 4 == 0 { format!("p{i}") } else { format!("a{i}") }),
+            link_id: (i % 2 == 0).then(|| format!("l{}", i % 5)),
+            operations: vec![Operation { name: "op".to_string(), ..Operation::default() }],
+            ..Agenda::default()
+        };
+        let insight = AgendaInsight {
+            resource_pool_id: "pool".to_string(),
+            insight_id: format!("i{}", i % 2),
+        };
+        let mut commands = vec![AgendaCommand::Submit { agenda, insight, now: t(i) }];
+        let steps = [
+            AgendaCommand::Queue { now: t(i + 1) },
+            AgendaCommand::Claim {
+                holder: "w".to_string(),
+                lease_id: "l".to_string(),
+                lease_expires: t(i + 100),
+                now: t(i + 2),
+            },
+            AgendaCommand::Cancel { reason: None, now: t(i + 3) },
+            AgendaCommand::Rerun { flags: Default::default(), now: t(i + 4) },
+        ];
+        commands.extend(steps.into_iter().take((i % 5) as usize));
+        let mut state = AgendaState::default();
+        let mut events = Vec::new();
+        for command in &commands {
+            for e in state.decide(command).expect("decides") {
+                state.evolve(&e);
+                events.push(e);
+            }
+        }
+        events
+    }
+
+    /// Every index, in a deterministic order.
+    fn indexes(m: &AgendaModel) -> String {
+        let customers: BTreeMap<_, _> =
+            m.by_customer.iter().map(|(k, v)| (k, format!("{v:?}"))).collect();
+        let links: BTreeMap<_, _> = m.by_link.iter().collect();
+        let insights: BTreeMap<_, _> = m.by_insight.iter().collect();
+        let progress: BTreeMap<_, _> = m.progress_ids.iter().collect();
+        format!("{:?} {customers:?} {links:?} {insights:?} {progress:?}", m.all)
+    }
+
+    #[test]
+    fn indexes_built_at_the_end_equal_indexes_kept_per_event() {
+        let (mut live, mut deferred) = (AgendaModel::default(), AgendaModel::default());
+        deferred.defer_indexes();
+        // Interleaved like a log: every agenda's first event, then every second one…
+        let histories: Vec<_> = (0..40).map(history).collect();
+        for step in 0..10 {
+            for (i, h) in histories.iter().enumerate() {
+                if let Some(e) = h.get(step) {
+                    let id = format!("a{i}");
+                    live.apply(&id, e, None).expect("applies");
+                    deferred.apply(&id, e, None).expect("applies");
+                }
+            }
+        }
+        assert!(live.entries.values().any(AgendaEntry::is_settled));
+        assert!(live.entries.values().any(|e| !e.is_settled()));
+        for e in live.entries.values().filter(|e| e.is_settled()) {
+            let state = e.state().expect("a settled agenda decodes");
+            assert!(state.is_complete());
+            assert_eq!(
+                e.canonical_json().expect("json"),
+                serde_json::to_vec(state.as_ref()).expect("json")
+            );
+        }
+        assert_eq!(indexes(&deferred), indexes(&AgendaModel::default()));
+        deferred.build_indexes();
+        assert_eq!(indexes(&live), indexes(&deferred));
+        assert!(!indexes(&live).is_empty());
+        // Customer ids are interned again: one allocation per customer.
+        let c0: Vec<_> = deferred
+            .entries
+            .values()
+            .filter(|e| e.customer_id() == "c0")
+            .map(|e| &e.keys.customer)
+            .collect();
+        assert!(c0.windows(2).all(|w| Arc::ptr_eq(w[0], w[1])));
+    }
+}

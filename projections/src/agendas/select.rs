@@ -1,0 +1,186 @@
+//! Selecting agendas: a filtered, ordered, paginated list ([`AgendaQuery`]) driven by the
+//! most selective index, and the ProgressSummary of a linkId.
+
+use std::cmp::Reverse;
+use std::collections::btree_set;
+use std::collections::{BTreeSet, BinaryHeap};
+use std::ops::Bound;
+use std::sync::Arc;
+
+use pop_domain::rollup::progress_summary;
+use pop_domain::{ProcessingState, ProgressSummary};
+
+use super::indexes::{Key, Partition, state_slot};
+use super::{AgendaEntry, AgendaModel, CorruptEntry};
+use crate::phase::Phase;
+use crate::query::{AgendaOrder, Cursor, MAX_PAGE_SIZE, MAX_SCANNED_PER_PAGE, Page, Visibility};
+
+/// A filtered, ordered, paginated agenda list. Filters are ANDed.
+#[derive(Debug, Clone)]
+pub struct AgendaQuery<'a> {
+    pub visibility: &'a Visibility,
+    pub link_id: Option<&'a str>,
+    pub insight_id: Option<&'a str>,
+    pub processing_state: Option<ProcessingState>,
+    pub phase: Option<Phase>,
+    pub order: AgendaOrder,
+    /// Start after this cursor (exclusive); `None` for the first page.
+    pub after: Option<&'a Cursor>,
+    /// Clamped to `1..=MAX_PAGE_SIZE`.
+    pub limit: usize,
+}
+
+impl<'a> AgendaQuery<'a> {
+    /// Every agenda `visibility` sees, oldest first, one full page.
+    pub fn new(visibility: &'a Visibility) -> AgendaQuery<'a> {
+        AgendaQuery {
+            visibility,
+            link_id: None,
+            insight_id: None,
+            processing_state: None,
+            phase: None,
+            order: AgendaOrder::AddedTime,
+            after: None,
+            limit: MAX_PAGE_SIZE,
+        }
+    }
+
+    fn admits(&self, e: &AgendaEntry) -> bool {
+        self.visibility.sees(&e.keys.customer)
+            && self.link_id.is_none_or(|l| e.keys.link.as_deref() == Some(l))
+            && self.insight_id.is_none_or(|i| e.keys.insight.as_deref() == Some(i))
+            && self.processing_state.is_none_or(|s| e.keys.state == s)
+            && self.phase.is_none_or(|p| e.keys.phase == p)
+    }
+}
+
+impl AgendaModel {
+    /// One page of the agendas `q` selects, as entries (cheap: no decoding). The driving index
+    /// is the most selective one that has the requested order: the link group, the insight's
+    /// queues, or the visible customers' partitions (all agendas for `*`); the other filters
+    /// are checked per entry, and at most [`MAX_SCANNED_PER_PAGE`] entries are examined.
+    pub fn select<'m>(&'m self, q: &AgendaQuery<'_>) -> Page<&'m AgendaEntry> {
+        self.select_paged(q, |_| true, false)
+    }
+
+    /// [`Self::select`] with one more filter, `keep`, checked per entry *before* the page is
+    /// cut: a page holds up to `limit` entries that pass it. `next` is exact: given only when
+    /// another entry after the page passes (or when the [`MAX_SCANNED_PER_PAGE`] bound, which
+    /// covers the look-ahead too, stopped the scan first).
+    pub fn select_where<'m>(
+        &'m self,
+        q: &AgendaQuery<'_>,
+        keep: impl Fn(&AgendaEntry) -> bool,
+    ) -> Page<&'m AgendaEntry> {
+        self.select_paged(q, keep, true)
+    }
+
+    fn select_paged<'m>(
+        &'m self,
+        q: &AgendaQuery<'_>,
+        keep: impl Fn(&AgendaEntry) -> bool,
+        exact_next: bool,
+    ) -> Page<&'m AgendaEntry> {
+        let mut sources: Vec<&'m BTreeSet<Key>> = Vec::new();
+        let by_added = q.order == AgendaOrder::AddedTime;
+        if let (true, Some(link)) = (by_added, q.link_id) {
+            sources.extend(self.by_link.get(link));
+        } else if let (true, Some(insight)) = (by_added, q.insight_id) {
+            if let Some(phases) = self.by_insight.get(insight) {
+                match q.phase {
+                    Some(phase) => sources.extend(phases.get(&phase)),
+                    None => sources.extend(phases.values()),
+                }
+            }
+        } else {
+            let pick = |p: &'m Partition| match (q.order, q.processing_state) {
+                (AgendaOrder::AddedTime, _) => &p.added,
+                (AgendaOrder::UpdatedTime, None) => &p.updated,
+                (AgendaOrder::UpdatedTime, Some(s)) => &p.by_state[state_slot(s)],
+            };
+            match q.visibility {
+                Visibility::All => sources.push(pick(&self.all)),
+                Visibility::Customers(ids) => sources
+                    .extend(ids.iter().filter_map(|c| self.by_customer.get(c.as_str())).map(pick)),
+            }
+        }
+        let after = q.after.map(|c| (c.time, Arc::clone(&c.id)));
+        merge_page(&sources, after, q.limit, exact_next, |key| {
+            self.entries.get(&key.1).filter(|e| q.admits(e) && keep(e))
+        })
+    }
+
+    /// DOMAIN.md §4.3 over the agendas with `link_id` that `visibility` sees.
+    pub fn progress_summary(
+        &self,
+        link_id: &str,
+        visibility: &Visibility,
+    ) -> Result<ProgressSummary, CorruptEntry> {
+        let mut list = Vec::new();
+        for (_, id) in self.by_link.get(link_id).into_iter().flatten() {
+            if let Some(entry) = self.entries.get(id).filter(|e| visibility.sees(e.customer_id())) {
+                list.push(entry.progress()?);
+            }
+        }
+        Ok(progress_summary(link_id, list))
+    }
+}
+
+/// Merges the ordered `sources` (disjoint sets) from after `after`, keeping entries `pick`
+/// admits, up to `limit` of them and at most [`MAX_SCANNED_PER_PAGE`] examined. With
+/// `exact_next`, a full page looks ahead for one more admitted entry and gives `next` only if
+/// there is one (or if the scan bound stopped the look-ahead).
+fn merge_page<'m, T>(
+    sources: &[&'m BTreeSet<Key>],
+    after: Option<Key>,
+    limit: usize,
+    exact_next: bool,
+    mut pick: impl FnMut(&'m Key) -> Option<T>,
+) -> Page<T> {
+    let limit = limit.clamp(1, MAX_PAGE_SIZE);
+    let start = match &after {
+        Some(k) => Bound::Excluded(k),
+        None => Bound::Unbounded,
+    };
+    let mut iters: Vec<btree_set::Range<'m, Key>> =
+        sources.iter().map(|s| s.range::<Key, _>((start, Bound::Unbounded))).collect();
+    let mut heap: BinaryHeap<Reverse<(&'m Key, usize)>> = BinaryHeap::new();
+    for (i, it) in iters.iter_mut().enumerate() {
+        if let Some(k) = it.next() {
+            heap.push(Reverse((k, i)));
+        }
+    }
+    let cursor = |key: &Key| Cursor { time: key.0, id: Arc::clone(&key.1) };
+    let mut items = Vec::new();
+    let mut scanned = 0;
+    // The key of the page's last item, once the page is full and looking ahead.
+    let mut full_at: Option<&'m Key> = None;
+    while let Some(Reverse((key, i))) = heap.pop() {
+        if let Some(k) = iters[i].next() {
+            heap.push(Reverse((k, i)));
+        }
+        scanned += 1;
+        match full_at {
+            Some(last) => {
+                if pick(key).is_some() {
+                    return Page { items, next: Some(cursor(last)) };
+                }
+            }
+            None => {
+                if let Some(item) = pick(key) {
+                    items.push(item);
+                }
+                if items.len() == limit {
+                    if !exact_next {
+                        return Page { items, next: (!heap.is_empty()).then(|| cursor(key)) };
+                    }
+                    full_at = Some(key);
+                }
+            }
+        }
+        if scanned == MAX_SCANNED_PER_PAGE {
+            return Page { items, next: (!heap.is_empty()).then(|| cursor(key)) };
+        }
+    }
+    Page { items, next: None }
+}
