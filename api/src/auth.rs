@@ -1,5 +1,6 @@
 //! Who is calling (DOMAIN.md §10): bearer tokens mapped to principals, each with a role and
-//! the customers it may see. Tokens come from a JSON token file and/or the `POP_TOKENS`
+//! the customers it may see. What a principal may do is the application layer's
+//! (`pop_app::caller`); this module only finds out who presented a token. Tokens come from a JSON token file and/or the `POP_TOKENS`
 //! environment variable; the embedded default can generate an admin token on first start.
 //!
 //! Token file (and `POP_TOKENS`) format, a JSON array:
@@ -29,103 +30,7 @@ pub const MIN_TOKEN_LENGTH: usize = 22;
 /// Longest token accepted (tokens are compared byte by byte on every request).
 pub const MAX_TOKEN_LENGTH: usize = 512;
 
-/// What a principal may do (DOMAIN.md §10).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Submits, reads, reruns and cancels its customers' agendas.
-    User,
-    /// A resource pool's puller/commands: `getAgenda`, `updateAgendaProgress`, `expand`.
-    Service,
-    /// Everything, including customers, pools, insights and templates.
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::User => "user",
-            Role::Service => "service",
-            Role::Admin => "admin",
-        }
-    }
-
-    /// Whether this role may perform `action` at all (tenancy is checked separately).
-    pub fn allows(self, action: Action) -> bool {
-        match action {
-            Action::Read => true,
-            Action::Submit | Action::Rerun | Action::Cancel => {
-                matches!(self, Role::User | Role::Admin)
-            }
-            Action::Expand | Action::Work => matches!(self, Role::Service | Role::Admin),
-            Action::Configure | Action::ReadLog => self == Role::Admin,
-        }
-    }
-}
-
-/// The kinds of things a caller asks for, for the role check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Action {
-    /// Any query or subscription on visible objects.
-    Read,
-    /// `submitAgenda`, `runTemplate`.
-    Submit,
-    Rerun,
-    Cancel,
-    /// `expandAgenda`.
-    Expand,
-    /// `getAgenda`, `updateAgendaProgress` (the scheduling issue adds them).
-    Work,
-    /// Create/update/delete customers, pools, insights, templates.
-    Configure,
-    /// The global event log (`events`), which spans every customer.
-    ReadLog,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Read => "read",
-            Action::Submit => "submit agendas",
-            Action::Rerun => "rerun agendas",
-            Action::Cancel => "cancel agendas",
-            Action::Expand => "expand agendas",
-            Action::Work => "take and report work",
-            Action::Configure => "change customers, resource pools, insights or templates",
-            Action::ReadLog => "read the global event log",
-        }
-    }
-}
-
-/// An authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    pub name: String,
-    pub role: Role,
-    /// Which customers' objects it sees and touches.
-    pub customers: Visibility,
-}
-
-impl Principal {
-    /// Whether objects owned by `customer_id` are visible to this principal.
-    pub fn sees(&self, customer_id: &str) -> bool {
-        self.customers.sees(customer_id)
-    }
-
-    /// The one customer this principal acts for, when it has exactly one (used when a
-    /// submission leaves `customerId` out).
-    pub fn only_customer(&self) -> Option<&str> {
-        match &self.customers {
-            Visibility::Customers(ids) if ids.len() == 1 => ids.iter().next().map(String::as_str),
-            _ => None,
-        }
-    }
-
-    /// The actor recorded in event metadata.
-    pub fn actor(&self) -> String {
-        format!("{}:{}", self.role.as_str(), self.name)
-    }
-}
+pub use pop_app::caller::{Action, Principal, Role};
 
 /// Why tokens could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -389,11 +294,7 @@ pub fn load_tokens(
 
 /// Convenience for tests and tools: a principal from its parts.
 pub fn principal(name: &str, role: Role, customers: &[&str]) -> Principal {
-    Principal {
-        name: name.to_string(),
-        role,
-        customers: Visibility::from_ids(customers.iter().copied()),
-    }
+    Principal::new(name, role, customers)
 }
 
 /// The customer ids of a visibility (`None` for all).
@@ -455,18 +356,6 @@ mod tests {
         assert_eq!(token_from_init_payload(&serde_json::json!(null)), None);
     }
 
-    #[test]
-    fn role_matrix() {
-        use Action::*;
-        assert!(
-            Role::User.allows(Submit) && Role::User.allows(Cancel) && !Role::User.allows(Expand)
-        );
-        assert!(Role::Service.allows(Expand) && !Role::Service.allows(Submit));
-        assert!(!Role::Service.allows(Configure) && Role::Admin.allows(Configure));
-        assert!(Role::Admin.allows(Work) && Role::Admin.allows(ReadLog));
-    }
-
-    #[cfg(unix)]
     #[test]
     fn admin_token_is_generated_once_with_0600() {
         use std::os::unix::fs::PermissionsExt;

@@ -1,8 +1,15 @@
-//! The API's knobs and the bounds behind them. Every limit the API enforces is a named constant
-//! here with the reason for its size; [`ApiConfig`] lets the server (and tests) choose within
-//! them.
+//! The API's knobs: the transports' own bounds (body size, query depth and complexity) as named
+//! constants with the reason for their size, and [`ApiConfig`], which also carries the
+//! application layer's knobs ([`pop_app::AppConfig`]) so the server configures both in one
+//! place. The use cases' bounds are re-exported from [`pop_app::limits`].
 
 use std::time::Duration;
+
+pub use pop_app::limits::{
+    DEFAULT_LEASE, DEFAULT_PAGE_SIZE, DEFAULT_READ_WAIT, DEFAULT_SUBSCRIBER_BUFFER, MAX_CID_LENGTH,
+    MAX_EVENT_PAGE_SIZE, MAX_GET_AGENDA_COUNT, MAX_LEASE, MAX_PAGE_SIZE, MAX_REASON_LENGTH,
+    MAX_RERUN_PARAMS, MAX_RESYNC_ITEMS, MAX_RESYNC_SCAN, MAX_SUBSCRIBERS, MIN_LEASE,
+};
 
 /// Largest request body accepted on `POST /graphql`. The largest legitimate request is a
 /// submitted agenda, whose stored event is capped at 1 MiB by the store
@@ -22,57 +29,6 @@ pub const MAX_QUERY_DEPTH: usize = 16;
 /// the work of one request.
 pub const MAX_QUERY_COMPLEXITY: usize = 2_000;
 
-/// Items a list returns when the client does not say (`first`).
-pub const DEFAULT_PAGE_SIZE: usize = 100;
-
-/// Most items a client may ask for in one page. The projections cap a page at
-/// `pop_projections::MAX_PAGE_SIZE` (1,000); the API keeps one response well under a few MiB
-/// with 500 agendas of a few KiB each.
-pub const MAX_PAGE_SIZE: usize = 500;
-
-/// Most events `agendaEvents`/`events` return in one page: events can be up to 1 MiB each,
-/// so this is lower than the read-model page size.
-pub const MAX_EVENT_PAGE_SIZE: usize = 200;
-
-/// Longest an `atLeastPosition` read waits for the projections by default. A healthy replica
-/// applies a write within milliseconds; seconds of lag mean something is wrong, and the client
-/// should see that as an error rather than hang.
-pub const DEFAULT_READ_WAIT: Duration = Duration::from_secs(5);
-
-/// Changes one subscriber may have queued before it is told it lagged (default). A dashboard
-/// renders one update per change; 256 covers a burst of a few hundred updates on one
-/// customer without a resync, at a few hundred bytes per queued change.
-pub const DEFAULT_SUBSCRIBER_BUFFER: usize = 256;
-
-/// Most subscriptions the server follows at once (all connections together). Each holds a
-/// buffer of up to [`DEFAULT_SUBSCRIBER_BUFFER`] queued changes and an entry in the feed's
-/// routing maps; 50,000 is five times the 10,000-subscriber fan-out the server is measured at
-/// (BENCHMARKS.md), and keeps the worst case (every buffer full) to a few hundred MiB of
-/// queued pointers. Past it a new subscription is refused with a clear error.
-pub const MAX_SUBSCRIBERS: usize = 50_000;
-
-/// Most objects a subscription re-sends after it lagged or when it resumes from an
-/// `afterPosition`. Past this the lagged item says `truncated` and the client re-lists with
-/// `atLeastPosition`.
-pub const MAX_RESYNC_ITEMS: usize = 500;
-
-/// Most log events a customer or linkId subscription reads to find the agendas that changed
-/// while it lagged (or since its `afterPosition`). The read models know what each agenda is
-/// now, not when it last changed; the log does. Bounded so one slow subscriber cannot make
-/// the server read the whole log; past it the resync is `truncated`.
-pub const MAX_RESYNC_SCAN: usize = 20_000;
-
-/// Most rerun params accepted in one `rerunAgenda` (the flags are four words; the rest is
-/// operation names, which `operationsToReset=a,b` already lists in one param).
-pub const MAX_RERUN_PARAMS: usize = 64;
-
-/// Longest cancel reason, in characters: it is stored in the event and shown in progress.
-pub const MAX_REASON_LENGTH: usize = 2_000;
-
-/// Longest client-supplied correlation id, in characters: it is copied into every event
-/// metadata and error.
-pub const MAX_CID_LENGTH: usize = 200;
-
 /// Most principals a token file or `POP_TOKENS` may hold: every request compares the
 /// presented token against each one (in constant time per token).
 pub const MAX_TOKENS: usize = 1_000;
@@ -80,23 +36,11 @@ pub const MAX_TOKENS: usize = 1_000;
 /// Largest token file read, in bytes.
 pub const MAX_TOKEN_FILE_BYTES: u64 = 1 << 20;
 
-/// How long a `getAgenda` lease lasts by default before the reclaimer may take the agenda back;
-/// every `updateAgendaProgress` renews it. Five minutes lets an executor report between
-/// operations of ordinary length without holding a dead executor's work for long.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(5 * 60);
-
-/// Shortest lease a server may configure (shorter ones expire before a report can arrive).
-pub const MIN_LEASE: Duration = Duration::from_secs(1);
-
-/// Longest lease a server may configure: past a day, a dead executor's work waits too long.
-pub const MAX_LEASE: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// Most agendas one `getAgenda` may ask for: each is one claim command.
-pub const MAX_GET_AGENDA_COUNT: usize = 100;
-
-/// How many queued candidates `getAgenda` looks at per agenda asked for: concurrent callers
-/// race for the oldest, and a caller that loses some claims tries the next ones.
-pub const GET_AGENDA_CANDIDATES_PER_ITEM: usize = 4;
+/// Longest [`crate::AppState::shutdown`] waits for the open connections to send their
+/// 1001 close frame and see the client's answer. The frame is a few bytes and the answer one
+/// round trip; a client that has not answered by then is dropped. Well inside the server's
+/// 10 s drain and Kubernetes' default 30 s grace period.
+pub const SHUTDOWN_CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// How the API behaves; the defaults are what `pop serve` uses.
 #[derive(Debug, Clone)]
@@ -122,15 +66,16 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
+        let app = pop_app::AppConfig::default();
         ApiConfig {
             max_body_bytes: MAX_REQUEST_BODY_BYTES,
             max_depth: MAX_QUERY_DEPTH,
             max_complexity: MAX_QUERY_COMPLEXITY,
-            max_page_size: MAX_PAGE_SIZE,
-            read_wait: DEFAULT_READ_WAIT,
-            subscriber_buffer: DEFAULT_SUBSCRIBER_BUFFER,
+            max_page_size: app.max_page_size,
+            read_wait: app.read_wait,
+            subscriber_buffer: app.subscriber_buffer,
             graphiql: true,
-            lease: DEFAULT_LEASE,
+            lease: app.lease,
         }
     }
 }
@@ -141,10 +86,22 @@ impl ApiConfig {
         self.max_body_bytes = self.max_body_bytes.clamp(1, MAX_REQUEST_BODY_BYTES);
         self.max_depth = self.max_depth.clamp(1, MAX_QUERY_DEPTH);
         self.max_complexity = self.max_complexity.clamp(1, MAX_QUERY_COMPLEXITY);
-        self.max_page_size = self.max_page_size.clamp(1, MAX_PAGE_SIZE);
-        self.read_wait = self.read_wait.min(pop_projections::runner::MAX_WAIT);
-        self.subscriber_buffer = self.subscriber_buffer.max(1);
-        self.lease = self.lease.clamp(MIN_LEASE, MAX_LEASE);
+        let app = self.app();
+        self.max_page_size = app.max_page_size;
+        self.read_wait = app.read_wait;
+        self.subscriber_buffer = app.subscriber_buffer;
+        self.lease = app.lease;
         self
+    }
+
+    /// The application layer's part, bounded.
+    pub fn app(&self) -> pop_app::AppConfig {
+        pop_app::AppConfig {
+            max_page_size: self.max_page_size,
+            read_wait: self.read_wait,
+            subscriber_buffer: self.subscriber_buffer,
+            lease: self.lease,
+        }
+        .bounded()
     }
 }

@@ -11,21 +11,14 @@ use axum::extract::{State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use futures::StreamExt;
-use uuid::Uuid;
-
-use crate::auth::bearer;
-use crate::config::MAX_CID_LENGTH;
-use crate::error::ApiError;
-use crate::graphql::Caller;
-use crate::metrics;
-use crate::state::AppState;
-use crate::ws::{self, WsLimits};
+use pop_app::Caller;
 use pop_domain::error::ErrorChain;
 
-/// The header a client may send its correlation id in (else one is generated); the response
-/// carries the cid back in it.
-pub const CID_HEADER: &str = "x-correlation-id";
+use crate::error::AppError;
+use crate::metrics;
+use crate::request::{CID_HEADER, header_principal, read_body, request_cid};
+use crate::state::AppState;
+use crate::ws::{self, WsLimits};
 
 /// Most operations in one batched POST: each runs as its own request, so a batch multiplies
 /// the work one body can ask for.
@@ -62,13 +55,13 @@ pub fn router_with(state: AppState, ws_limits: WsLimits) -> Router {
 }
 
 /// A GraphQL-shaped error response (`{"errors": [...]}`) for failures before execution.
-fn error_response(status: StatusCode, error: ApiError, cid: &str) -> Response {
+fn error_response(status: StatusCode, error: AppError, cid: &str) -> Response {
     let error = error.with_cid(cid);
-    metrics::error(error.code);
+    metrics::error(error.code.as_str());
     let body = serde_json::json!({
         "errors": [{
             "message": error.message,
-            "extensions": { "code": error.code, "cid": cid },
+            "extensions": { "code": error.code.as_str(), "cid": cid },
         }]
     });
     let mut response = (status, axum::Json(body)).into_response();
@@ -78,30 +71,11 @@ fn error_response(status: StatusCode, error: ApiError, cid: &str) -> Response {
     response
 }
 
-/// The request's cid: the client's header when usable, else a fresh UUID v7.
-pub(crate) fn request_cid(headers: &HeaderMap) -> String {
-    headers
-        .get(CID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|c| !c.is_empty() && c.len() <= MAX_CID_LENGTH && !c.chars().any(char::is_control))
-        .map(str::to_string)
-        .unwrap_or_else(|| Uuid::now_v7().to_string())
-}
-
-pub(crate) fn header_principal(
-    state: &AppState,
-    headers: &HeaderMap,
-) -> Option<crate::auth::Principal> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    state.authenticate(bearer(value)?)
-}
-
 async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let cid = request_cid(&headers);
     // Authenticate before reading the body: an anonymous caller costs no parsing.
     let Some(principal) = header_principal(&state, &headers) else {
-        return error_response(StatusCode::UNAUTHORIZED, ApiError::unauthenticated(), &cid);
+        return error_response(StatusCode::UNAUTHORIZED, AppError::unauthenticated(), &cid);
     };
     let bytes = match read_body(&headers, body, state.config().max_body_bytes).await {
         Ok(b) => b,
@@ -110,21 +84,21 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
     let mut batch: BatchRequest = match serde_json::from_slice(&bytes) {
         Ok(b) => b,
         Err(e) => {
-            let error = ApiError::bad_request(format!("the body is not a GraphQL request: {e}"));
+            let error = AppError::bad_request(format!("the body is not a GraphQL request: {e}"));
             return error_response(StatusCode::BAD_REQUEST, error, &cid);
         }
     };
     if let BatchRequest::Batch(requests) = &batch
         && (requests.len() > MAX_BATCH_REQUESTS || requests.is_empty())
     {
-        let error = ApiError::bad_request(format!(
+        let error = AppError::bad_request(format!(
             "a batch holds 1 to {MAX_BATCH_REQUESTS} operations, not {}",
             requests.len()
         ));
         return error_response(StatusCode::BAD_REQUEST, error, &cid);
     }
     for request in batch.iter_mut() {
-        request.data.insert(Caller { principal: principal.clone(), cid: cid.clone() });
+        request.data.insert(Caller::new(principal.clone(), cid.clone()));
         state.parse_cached(request);
     }
     let response = state.schema().execute_batch(batch).await;
@@ -133,53 +107,6 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
         response.headers_mut().insert(CID_HEADER, v);
     }
     response
-}
-
-/// Why a request body could not be read: the HTTP status to answer and the error.
-#[derive(Debug)]
-pub(crate) struct BodyError {
-    /// 413 for a body over the limit, 400 for one that broke off or failed to arrive.
-    pub status: StatusCode,
-    pub error: ApiError,
-}
-
-/// Reads a request body of at most `limit` bytes. A larger one (declared or not) is
-/// BAD_REQUEST with status 413; a body that fails while it is read (the client aborted, the
-/// connection broke, a malformed chunked encoding) is BAD_REQUEST with status 400.
-pub(crate) async fn read_body(
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-) -> Result<axum::body::Bytes, BodyError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let too_large = || BodyError {
-        status: StatusCode::PAYLOAD_TOO_LARGE,
-        error: ApiError::bad_request(format!(
-            "the request body is larger than the limit of {limit} bytes"
-        )),
-    };
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    // Chunk by chunk, so that running past the limit (a body without a declared length) and
-    // a broken upload are told apart.
-    let mut stream = body.into_data_stream();
-    let mut bytes =
-        Vec::with_capacity(declared.and_then(|n| usize::try_from(n).ok()).unwrap_or(0).min(limit));
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| BodyError {
-            status: StatusCode::BAD_REQUEST,
-            error: ApiError::bad_request(format!("the request body could not be read: {e}")),
-        })?;
-        if bytes.len() + chunk.len() > limit {
-            return Err(too_large());
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    Ok(bytes.into())
 }
 
 /// Upgrades to graphql-transport-ws (selected when the client offers it; [`ws::serve`]

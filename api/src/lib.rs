@@ -1,39 +1,38 @@
-//! pop's API: the axum router and the async-graphql schema — queries, mutations and
-//! subscriptions (over graphql-transport-ws, served by [`ws`]) over DOMAIN.md's objects —
-//! with bearer-token auth, tenancy, read-your-writes (`atLeastPosition`), limits, health and
-//! Prometheus metrics.
+//! pop's API: transports over the application layer ([`pop_app::App`]) — the axum router, the
+//! async-graphql schema (queries, mutations, and subscriptions over graphql-transport-ws,
+//! served by [`ws`]), the POP-compatible REST surface ([`rest`]), bearer-token
+//! authentication, transport limits, health and Prometheus metrics.
 //!
 //! What the server calls: [`auth::load_tokens`] (token file, `POP_TOKENS`, the generated admin
 //! token of the embedded default), [`AppState::new`] (store, commands, projections handle,
 //! tokens, [`ApiConfig`]) and [`router`].
 //!
 //! This crate must never:
-//! - append events except through `Commands::execute` of a domain command (no raw appends,
-//!   no deletes), so every write is decided by the domain against the stream's version;
-//! - update a read model, or feed a subscription from the mutation path: reads and
-//!   subscriptions come from the projections, which follow the log;
-//! - reveal an object to a caller who may not see it: reads filter by the caller's customers,
-//!   and writes to invisible objects answer NOT_FOUND exactly like missing ones;
-//! - leak store or codec internals to clients (they are logged, the client gets INTERNAL), or
-//!   answer an error without `extensions.code` and `extensions.cid`;
-//! - panic or `unwrap` on a request path, or accept unbounded input: body size, query depth and
-//!   complexity, page sizes, batch sizes and subscriber buffers are all bounded in [`config`].
+//! - decide a rule: every role check, tenancy filter, validation, id, clock reading and limit
+//!   of a use case is `pop_app`'s; a resolver or handler only translates arguments and
+//!   results (a transport that needs a rule the other one has asks `pop_app` for it);
+//! - append events, update a read model, or feed a subscription: those paths go through
+//!   `pop_app`, the store's commands and the projections;
+//! - answer an error without `extensions.code` and `extensions.cid` (GraphQL) or POP's
+//!   envelope with `code` and `correlationId` (REST);
+//! - panic or `unwrap` on a request path, or accept unbounded input: body size, query depth
+//!   and complexity, batch sizes and WebSocket limits are bounded in [`config`] and [`ws`].
 //!
-//! Map: [`config`] (limits and knobs), [`auth`] (tokens, principals, roles), [`error`] (codes
-//! and what leaks), [`graphql`] (schema: [`graphql::query`], [`graphql::mutation`],
-//! [`graphql::subscription`], [`graphql::types`]), [`feed`] (one dispatcher routing the change
-//! feed by key into the subscribers' bounded buffers, with lag signalling), [`http`] (routes), [`rest`] (the POP-compatible
-//! REST surface under `/pop`, over the resolvers' own functions), [`ws`] (the graphql-transport-ws
-//! server: close codes, connection and operation limits), [`metrics`], [`scheduler`] (tops insight queues up from
-//! their `added` agendas), [`state`].
+//! Map: [`config`] (transport limits and knobs), [`auth`] (tokens to principals), [`request`]
+//! (cid, principal and body of an HTTP request), [`error`] (an `AppError` as GraphQL sees it),
+//! [`graphql`] (schema: [`graphql::query`], [`graphql::mutation`], [`graphql::subscription`],
+//! [`graphql::types`]), [`http`] (routes), [`rest`] (the POP-compatible REST surface under
+//! `/pop`), [`ws`] (the graphql-transport-ws server: close codes, connection and operation
+//! limits), [`metrics`], [`scheduler`] (tops insight queues up from their `added` agendas),
+//! [`state`].
 
 pub mod auth;
 pub mod config;
 pub mod error;
-pub mod feed;
 pub mod graphql;
 pub mod http;
 pub mod metrics;
+pub mod request;
 pub mod rest;
 pub mod scheduler;
 pub mod state;

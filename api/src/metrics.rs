@@ -28,6 +28,10 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use pop_domain::agenda::type_name;
 use pop_projections::{Change, Phase};
+
+pub use pop_app::live::SUBSCRIPTIONS_ACTIVE;
+pub use pop_app::metrics::{CLAIM_LATENCY_SECONDS, CLAIMS, COMMANDS};
+pub use pop_app::reads::WAITING_PHASES;
 use tokio::sync::{broadcast, watch};
 
 pub const REQUESTS: &str = "pop_api_requests_total";
@@ -36,8 +40,6 @@ pub const REQUEST_SECONDS: &str = "pop_api_request_duration_seconds";
 pub const REST_REQUESTS: &str = "pop_api_rest_requests_total";
 pub const REST_REQUEST_SECONDS: &str = "pop_api_rest_request_duration_seconds";
 pub const ERRORS: &str = "pop_api_errors_total";
-pub const COMMANDS: &str = "pop_api_commands_total";
-pub const SUBSCRIPTIONS_ACTIVE: &str = "pop_api_subscriptions_active";
 pub const STORE_HEAD: &str = "pop_store_head_position";
 pub const PROJECTION_APPLIED: &str = "pop_projection_applied_position";
 pub const PROJECTION_LAG: &str = "pop_projection_lag_events";
@@ -45,8 +47,6 @@ pub const PROJECTION_READY: &str = "pop_projection_ready";
 pub const PROJECTION_SKIPPED: &str = "pop_projection_skipped_events";
 pub const INSIGHT_QUEUE_DEPTH: &str = "pop_insight_queue_depth";
 pub const INSIGHT_WAITING: &str = "pop_insight_waiting";
-pub const CLAIMS: &str = "pop_claims_total";
-pub const CLAIM_LATENCY_SECONDS: &str = "pop_claim_latency_seconds";
 pub const LEASE_EXPIRIES: &str = "pop_lease_expiries_total";
 
 /// Most insights whose queue gauges one scrape exports: keeps a scrape's cost and the series
@@ -114,20 +114,6 @@ pub(crate) fn error(code: &str) {
     metrics::counter!(ERRORS, "code" => code.to_string()).increment(1);
 }
 
-/// One executed command (an append when it succeeded and changed something).
-pub(crate) fn command(name: &'static str, ok: bool) {
-    let outcome = if ok { "ok" } else { "refused" };
-    metrics::counter!(COMMANDS, "command" => name, "outcome" => outcome).increment(1);
-}
-
-pub(crate) fn subscription_started() {
-    metrics::gauge!(SUBSCRIPTIONS_ACTIVE).increment(1.0);
-}
-
-pub(crate) fn subscription_ended() {
-    metrics::gauge!(SUBSCRIPTIONS_ACTIVE).decrement(1.0);
-}
-
 /// The distance between two log positions in events, for sequence positions (every
 /// backend pop has today); two-part positions use their commit parts.
 pub(crate) fn lag(head: pop_store::Position, applied: pop_store::Position) -> u64 {
@@ -171,16 +157,6 @@ pub(crate) fn insight_gauges(models: &pop_projections::ReadModels) {
         metrics::gauge!(INSIGHT_WAITING, "insight" => gone.clone()).set(0.0);
     }
     *last = exported;
-}
-
-/// The phases whose agendas are WAITING (processingState WAITING, whatever the message).
-pub const WAITING_PHASES: [Phase; 5] =
-    [Phase::Added, Phase::Queued, Phase::Scheduled, Phase::Pending, Phase::Waiting];
-
-/// One agenda of `insight` handed out by `getAgenda`, `latency` after it was queued.
-pub(crate) fn claimed(insight: &str, latency: Duration) {
-    metrics::counter!(CLAIMS, "insight" => insight.to_string()).increment(1);
-    metrics::histogram!(CLAIM_LATENCY_SECONDS).record(latency.as_secs_f64());
 }
 
 /// Counts the `AgendaTimedOut` changes of `changes` into [`LEASE_EXPIRIES`] until the feed

@@ -39,8 +39,6 @@ use pop_store::{Commands, EventMetadata, ExecuteError, Position};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::task::JoinHandle;
 
-use crate::metrics;
-
 /// How often a pass runs even when the change feed is quiet: a safety net for a missed or
 /// lagged wake-up, not the main trigger.
 pub const SAFETY_PASS_INTERVAL: Duration = Duration::from_secs(5);
@@ -250,7 +248,7 @@ async fn queue(commands: &Commands, id: &str, customer: &str) -> Option<Position
     };
     let command = AgendaCommand::Queue { now: Utc::now() };
     let executed = commands.execute::<AgendaState>(id, &metadata, &command).await;
-    metrics::command("scheduler.queue", executed.is_ok());
+    pop_app::metrics::command("scheduler.queue", executed.is_ok());
     match executed {
         Ok(executed) => executed.position,
         Err(ExecuteError::Refused(

@@ -1,22 +1,21 @@
-//! [`AppState`]: what the router's handlers share — the schema (which holds the store, the
-//! command executor and the projections handle), the known tokens, the metrics handle, and
-//! the shutdown signal the WebSocket connections watch.
+//! [`AppState`]: what the router's handlers share — the application ([`pop_app::App`]), the
+//! schema over it, the known tokens, the metrics handle, and the shutdown signal the WebSocket
+//! connections watch.
 
 use std::sync::Arc;
 
 use async_graphql::parser::types::ExecutableDocument;
 
 use metrics_exporter_prometheus::PrometheusHandle;
+use pop_app::App;
 use pop_projections::Projections;
 use pop_store::{Commands, EventStore};
 use tokio::sync::watch;
 
 use crate::auth::{Principal, Tokens};
-use crate::config::{ApiConfig, MAX_SUBSCRIBERS};
-use crate::feed::Dispatcher;
-use crate::graphql::{PopSchema, Services, build_schema};
+use crate::config::{ApiConfig, SHUTDOWN_CLOSE_WAIT};
+use crate::graphql::{PopSchema, build_schema};
 use crate::metrics;
-use crate::ws::SHUTDOWN_CLOSE_WAIT;
 
 /// Queries longer than this are parsed every time (they are rarely repeated verbatim).
 const MAX_CACHED_QUERY_BYTES: usize = 4 * 1024;
@@ -58,7 +57,8 @@ pub struct AppState {
 }
 
 struct Inner {
-    services: Arc<Services>,
+    app: App,
+    config: ApiConfig,
     schema: PopSchema,
     tokens: Tokens,
     metrics: Option<PrometheusHandle>,
@@ -73,16 +73,13 @@ struct Inner {
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
-            .field("config", &self.inner.services.config)
+            .field("config", &self.inner.config)
             .field("tokens", &self.inner.tokens)
             .finish_non_exhaustive()
     }
 }
 
 impl AppState {
-    /// The API over `store`, executing commands with `executor` (share the server's one: it
-    /// caches aggregate states) and reading `projections` (whose runner the server drives).
-    /// Installs the process's Prometheus recorder if none is installed yet.
     /// Sets the parsed document of `request` from the cache of recently seen queries (parsing
     /// and remembering it on a miss), so a client repeating one query pays for parsing once.
     /// Depth and directive limits still run on every request.
@@ -90,6 +87,9 @@ impl AppState {
         self.inner.queries.parse_into(request);
     }
 
+    /// The API over `store`, executing commands with `commands` (share the server's one: it
+    /// caches aggregate states) and reading `projections` (whose runner the server drives).
+    /// Installs the process's Prometheus recorder if none is installed yet.
     pub fn new(
         store: Arc<dyn EventStore>,
         commands: Arc<Commands>,
@@ -104,22 +104,12 @@ impl AppState {
             projections.subscribe_changes(),
             projections.watch_caught_up(),
         );
-        let changes = projections.clone();
-        let feed = Dispatcher::new(config.subscriber_buffer, MAX_SUBSCRIBERS, move || {
-            changes.subscribe_changes()
-        });
-        let services = Arc::new(Services {
-            store,
-            commands,
-            projections,
-            config,
-            feed,
-            claims: Default::default(),
-        });
-        let schema = build_schema(Arc::clone(&services));
+        let app = App::new(store, commands, projections, config.app());
+        let schema = build_schema(app.clone(), &config);
         AppState {
             inner: Arc::new(Inner {
-                services,
+                app,
+                config,
                 schema,
                 tokens,
                 metrics: metrics_handle,
@@ -130,9 +120,9 @@ impl AppState {
         }
     }
 
-    /// What the resolvers use, for the REST surface, which calls the same functions.
-    pub(crate) fn services(&self) -> &Arc<Services> {
-        &self.inner.services
+    /// The application every transport calls.
+    pub fn app(&self) -> &App {
+        &self.inner.app
     }
 
     pub fn schema(&self) -> &PopSchema {
@@ -140,15 +130,15 @@ impl AppState {
     }
 
     pub fn config(&self) -> &ApiConfig {
-        &self.inner.services.config
+        &self.inner.config
     }
 
     pub fn projections(&self) -> &Projections {
-        &self.inner.services.projections
+        self.inner.app.projections()
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {
-        &self.inner.services.store
+        self.inner.app.store()
     }
 
     /// The principal a bearer token belongs to.

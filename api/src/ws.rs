@@ -51,7 +51,9 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use crate::auth::{Principal, token_from_init_payload};
-use crate::graphql::{Caller, PopSchema};
+use pop_app::Caller;
+
+use crate::graphql::PopSchema;
 use crate::metrics;
 use crate::state::AppState;
 
@@ -86,11 +88,7 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// connection. Waiting at all lets the client read the close code before the TCP close.
 pub const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Longest [`crate::AppState::shutdown`] waits for the open connections to send their
-/// 1001 close frame and see the client's answer. The frame is a few bytes and the answer one
-/// round trip; a client that has not answered by then is dropped. Well inside the server's
-/// 10 s drain and Kubernetes' default 30 s grace period.
-pub const SHUTDOWN_CLOSE_WAIT: Duration = Duration::from_secs(5);
+pub use crate::config::SHUTDOWN_CLOSE_WAIT;
 
 /// Initial read buffer of one connection (tungstenite's default is 128 KiB, allocated and
 /// zeroed per socket: 1.25 GiB for 10,000 subscribers). A client sends `connection_init`,
@@ -330,7 +328,7 @@ impl Connection {
             return Step::Close(close::FORBIDDEN, "Forbidden".into());
         };
         let mut data = Data::default();
-        data.insert(Caller { principal, cid: upgrade.cid.clone() });
+        data.insert(Caller::new(principal, upgrade.cid.clone()));
         self.session = Some(Arc::new(data));
         Step::Send(encode(&ServerMessage::ConnectionAck))
     }

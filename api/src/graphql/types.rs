@@ -10,7 +10,11 @@ use serde_json::Value;
 use pop_domain::model;
 use pop_domain::params::Params;
 
-use crate::auth::{Principal, customer_ids};
+use pop_app::live::{OperationsUpdate, ProgressUpdate};
+use pop_app::reads::EventPage;
+use pop_app::{AgendaOutcome, Configured, Principal};
+
+use crate::auth::customer_ids;
 
 fn json<T: serde::Serialize>(value: &T) -> Json<Value> {
     // Params and payloads are JSON already; serialising them cannot fail.
@@ -474,6 +478,30 @@ pub struct Page<T: async_graphql::OutputType> {
     pub position: String,
 }
 
+impl<T: async_graphql::OutputType> Page<T> {
+    /// An application page in this shape, each item mapped by `map`.
+    pub fn from_app<U>(page: pop_app::Page<U>, map: impl FnMut(U) -> T) -> Page<T> {
+        Page {
+            has_next_page: page.next.is_some(),
+            end_cursor: page.next.map(|c| c.to_string()),
+            position: page.position.to_string(),
+            items: page.items.into_iter().map(map).collect(),
+        }
+    }
+}
+
+impl Page<EventGql> {
+    /// A page of events in this shape.
+    pub fn from_events(page: EventPage) -> Page<EventGql> {
+        Page {
+            items: page.events.iter().map(EventGql::from).collect(),
+            end_cursor: page.end_cursor,
+            has_next_page: page.more,
+            position: page.position.to_string(),
+        }
+    }
+}
+
 /// What an agenda mutation did: the agenda and its progress as the command left them, and
 /// the global position of its last event (`null` when the command changed nothing).
 #[derive(SimpleObject, Debug, Clone)]
@@ -483,6 +511,17 @@ pub struct AgendaResultGql {
     pub progress: AgendaProgressGql,
     pub position: Option<String>,
     pub cid: String,
+}
+
+impl From<AgendaOutcome> for AgendaResultGql {
+    fn from(o: AgendaOutcome) -> Self {
+        AgendaResultGql {
+            agenda: o.agenda.as_ref().map(AgendaGql::from),
+            progress: AgendaProgressGql::from(&o.progress),
+            position: o.position.map(|p| p.to_string()),
+            cid: o.cid,
+        }
+    }
 }
 
 /// What a config mutation did (for a delete: the object as it was deleted).
@@ -496,6 +535,20 @@ pub struct ConfigResult<T: async_graphql::OutputType> {
     pub deleted: bool,
     pub position: Option<String>,
     pub cid: String,
+}
+
+impl<G: async_graphql::OutputType> ConfigResult<G> {
+    pub fn from_configured<T>(done: Configured<T>) -> ConfigResult<G>
+    where
+        G: for<'a> From<&'a T>,
+    {
+        ConfigResult {
+            object: G::from(&done.object),
+            deleted: done.deleted,
+            position: done.position.map(|p| p.to_string()),
+            cid: done.cid,
+        }
+    }
 }
 
 /// The caller, as the API sees it.
@@ -553,4 +606,36 @@ pub struct OperationProgressUpdate {
     pub lagged: bool,
     pub missed: u64,
     pub resync: bool,
+}
+
+impl From<ProgressUpdate> for AgendaProgressUpdate {
+    fn from(u: ProgressUpdate) -> Self {
+        AgendaProgressUpdate {
+            position: u.position.to_string(),
+            progress: u.progress.as_ref().map(AgendaProgressGql::from),
+            removed: u.removed,
+            lagged: u.lagged,
+            missed: u.missed,
+            resync: u.resync,
+            truncated: u.truncated,
+        }
+    }
+}
+
+impl From<OperationsUpdate> for OperationProgressUpdate {
+    fn from(u: OperationsUpdate) -> Self {
+        OperationProgressUpdate {
+            position: u.position.to_string(),
+            agenda_id: u.agenda_id,
+            operation_progress: u
+                .operation_progress
+                .iter()
+                .map(OperationProgressGql::from)
+                .collect(),
+            removed_operations: u.removed_operations,
+            lagged: u.lagged,
+            missed: u.missed,
+            resync: u.resync,
+        }
+    }
 }

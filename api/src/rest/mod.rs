@@ -13,7 +13,7 @@
 
 mod handlers;
 pub mod openapi;
-mod pop_json;
+mod params;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -21,13 +21,18 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use pop_domain::error::ErrorCode;
+use pop_app::Caller;
 
-use crate::error::{ApiError, METHOD_NOT_ALLOWED, TIMEOUT};
-use crate::graphql::Caller;
-use crate::http::{CID_HEADER, header_principal, request_cid};
+use crate::error::{AppError, Code};
 use crate::metrics;
+use crate::request::{CID_HEADER, header_principal, read_body, request_cid};
 use crate::state::AppState;
+
+/// The code of a REST call with a method its route does not answer (HTTP 405). REST-only: a
+/// URL causes it, GraphQL has one endpoint and never answers it, so it is not one of
+/// DOMAIN.md §11's codes; it tells a POP client "wrong verb for this path" apart from a
+/// malformed request.
+pub const METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
 
 /// The path prefix of the REST surface.
 pub const BASE: &str = "/pop";
@@ -243,58 +248,62 @@ pub const ROUTES: &[Route] = &[
     },
 ];
 
-/// A failure of a REST request: the API error and the HTTP status it is answered with.
+/// A failure of a REST request: the application's error, the HTTP status it is answered with,
+/// and the code written into the envelope (the error's own, or [`METHOD_NOT_ALLOWED`]).
 #[derive(Debug)]
 pub(crate) struct RestError {
     status: StatusCode,
     /// Boxed: results carrying it stay small on the success path.
-    error: Box<ApiError>,
+    error: Box<AppError>,
+    code: &'static str,
     /// For 405: the methods the route does answer.
     allow: Option<String>,
 }
 
-impl From<ApiError> for RestError {
-    fn from(error: ApiError) -> Self {
-        RestError { status: status_of(error.code), error: Box::new(error), allow: None }
+impl From<AppError> for RestError {
+    fn from(error: AppError) -> Self {
+        RestError {
+            status: status_of(error.code),
+            code: error.code.as_str(),
+            error: Box::new(error),
+            allow: None,
+        }
     }
 }
 
 impl RestError {
-    fn with_status(status: StatusCode, error: ApiError) -> RestError {
-        RestError { status, error: Box::new(error), allow: None }
+    fn with_status(status: StatusCode, error: AppError) -> RestError {
+        RestError { status, code: error.code.as_str(), error: Box::new(error), allow: None }
     }
 }
 
 pub(crate) type RestResult<T> = Result<T, RestError>;
 
 /// The HTTP status of an error code.
-pub fn status_of(code: &str) -> StatusCode {
+pub fn status_of(code: Code) -> StatusCode {
     match code {
-        c if c == ErrorCode::Validation.as_str() || c == ErrorCode::BadRequest.as_str() => {
-            StatusCode::BAD_REQUEST
-        }
-        c if c == ErrorCode::Unauthenticated.as_str() => StatusCode::UNAUTHORIZED,
-        c if c == ErrorCode::Forbidden.as_str() => StatusCode::FORBIDDEN,
-        c if c == ErrorCode::NotFound.as_str() => StatusCode::NOT_FOUND,
-        c if c == ErrorCode::Conflict.as_str() => StatusCode::CONFLICT,
+        Code::Validation | Code::BadRequest => StatusCode::BAD_REQUEST,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::Forbidden => StatusCode::FORBIDDEN,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::Conflict => StatusCode::CONFLICT,
         // This replica's read models are behind the position asked for: retry.
-        TIMEOUT => StatusCode::SERVICE_UNAVAILABLE,
-        METHOD_NOT_ALLOWED => StatusCode::METHOD_NOT_ALLOWED,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+        Code::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
 /// POP's error envelope for `error`, with pop's code (and validation problems) inside.
 fn envelope(failure: RestError, cid: &str) -> Response {
-    let RestError { status, error, allow } = failure;
-    metrics::error(error.code);
+    let RestError { status, error, code, allow } = failure;
+    metrics::error(code);
     let mut inner = serde_json::Map::new();
     inner.insert("title".into(), json!(status.canonical_reason().unwrap_or("Error")));
     inner.insert("description".into(), json!(error.message));
     inner.insert("responseCode".into(), json!(status.as_u16()));
     inner.insert("correlationId".into(), json!(cid));
-    inner.insert("code".into(), json!(error.code));
-    if !error.problems.is_empty() || error.code == ErrorCode::Validation.as_str() {
+    inner.insert("code".into(), json!(code));
+    if !error.problems.is_empty() || error.code == Code::Validation {
         let problems: Vec<Value> = error
             .problems
             .iter()
@@ -344,7 +353,7 @@ fn segments(path: &str) -> RestResult<Vec<String>> {
         .skip(1)
         .map(|s| {
             percent_decode(s).ok_or_else(|| {
-                RestError::from(ApiError::bad_request(format!(
+                RestError::from(AppError::bad_request(format!(
                     "the path segment {s:?} is not valid percent-encoded UTF-8"
                 )))
             })
@@ -394,10 +403,10 @@ fn find_route(segments: &[String]) -> Option<(&'static Route, Option<String>)> {
 fn query_params(uri: &Uri) -> RestResult<Vec<(String, String)>> {
     let axum::extract::Query(pairs) =
         axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri).map_err(|e| {
-            ApiError::bad_request(format!("the query string is not valid: {}", e.body_text()))
+            AppError::bad_request(format!("the query string is not valid: {}", e.body_text()))
         })?;
     if pairs.len() > MAX_QUERY_PARAMS {
-        return Err(ApiError::bad_request(format!(
+        return Err(AppError::bad_request(format!(
             "at most {MAX_QUERY_PARAMS} query parameters, not {}",
             pairs.len()
         ))
@@ -407,14 +416,14 @@ fn query_params(uri: &Uri) -> RestResult<Vec<(String, String)>> {
     for (name, value) in pairs {
         let lower = name.to_ascii_lowercase();
         if value.chars().count() > MAX_QUERY_VALUE_LENGTH {
-            return Err(ApiError::invalid(
+            return Err(AppError::invalid(
                 &name,
                 format!("at most {MAX_QUERY_VALUE_LENGTH} characters"),
             )
             .into());
         }
         if params.iter().any(|(n, _)| *n == lower) {
-            return Err(ApiError::invalid(&name, "given more than once").into());
+            return Err(AppError::invalid(&name, "given more than once").into());
         }
         params.push((lower, value));
     }
@@ -467,8 +476,8 @@ async fn serve(
 ) -> RestResult<Reply> {
     let segments = segments(uri.path())?;
     let Some((route, id)) = find_route(&segments) else {
-        return Err(ApiError::new(
-            ErrorCode::NotFound,
+        return Err(AppError::new(
+            Code::NotFound,
             format!("no POP endpoint at {:?}; see {BASE}/openapi.json", uri.path()),
         )
         .into());
@@ -482,10 +491,8 @@ async fn serve(
             .map_or("this route does not answer that method", |(_, why)| why);
         return Err(RestError {
             status: StatusCode::METHOD_NOT_ALLOWED,
-            error: Box::new(ApiError {
-                code: METHOD_NOT_ALLOWED,
-                ..ApiError::bad_request(format!("{method} {}: {why}", route.path))
-            }),
+            error: Box::new(AppError::bad_request(format!("{method} {}: {why}", route.path))),
+            code: METHOD_NOT_ALLOWED,
             allow: Some(route.methods.join(", ")),
         });
     }
@@ -494,32 +501,25 @@ async fn serve(
     }
     // Authenticate before reading the body: an anonymous caller costs no parsing.
     let Some(principal) = header_principal(state, headers) else {
-        return Err(ApiError::unauthenticated().into());
+        return Err(AppError::unauthenticated().into());
     };
     let params = query_params(uri)?;
     let body =
         if method == Method::POST || method == Method::PUT {
-            let bytes = crate::http::read_body(headers, body, state.config().max_body_bytes)
+            let bytes = read_body(headers, body, state.config().max_body_bytes)
                 .await
                 .map_err(|e| RestError::with_status(e.status, e.error))?;
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 None
             } else {
                 Some(serde_json::from_slice::<Value>(&bytes).map_err(|e| {
-                    ApiError::bad_request(format!("the request body is not JSON: {e}"))
+                    AppError::bad_request(format!("the request body is not JSON: {e}"))
                 })?)
             }
         } else {
             None
         };
-    let call = Call {
-        state,
-        caller: Caller { principal, cid: cid.to_string() },
-        method,
-        id,
-        params,
-        body,
-    };
+    let call = Call { state, caller: Caller::new(principal, cid), method, id, params, body };
     handlers::handle(route.endpoint, call).await
 }
 
@@ -551,11 +551,10 @@ mod tests {
 
     #[test]
     fn statuses_are_honest() {
-        assert_eq!(status_of("VALIDATION"), StatusCode::BAD_REQUEST);
-        assert_eq!(status_of("NOT_FOUND"), StatusCode::NOT_FOUND);
-        assert_eq!(status_of("CONFLICT"), StatusCode::CONFLICT);
-        assert_eq!(status_of("TIMEOUT"), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(status_of("METHOD_NOT_ALLOWED"), StatusCode::METHOD_NOT_ALLOWED);
-        assert_eq!(status_of("INTERNAL"), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(status_of(Code::Validation), StatusCode::BAD_REQUEST);
+        assert_eq!(status_of(Code::NotFound), StatusCode::NOT_FOUND);
+        assert_eq!(status_of(Code::Conflict), StatusCode::CONFLICT);
+        assert_eq!(status_of(Code::Timeout), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status_of(Code::Internal), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::handlers::{list_params, param_spelling};
+use super::params::{list_params, param_spelling};
 use super::{Endpoint, Kind, ROUTES, Route};
 
 /// The document served at `/pop/openapi.json` and checked in as `api/openapi.json`.

@@ -1,0 +1,79 @@
+//! What every HTTP transport reads from a request the same way: its correlation id
+//! ([`CID_HEADER`]), its principal (the bearer token), and its body within a size limit.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode, header};
+use futures::StreamExt;
+use uuid::Uuid;
+
+use crate::auth::bearer;
+use crate::config::MAX_CID_LENGTH;
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// The header a client may send its correlation id in (else one is generated); the response
+/// carries the cid back in it.
+pub const CID_HEADER: &str = "x-correlation-id";
+
+/// The request's cid: the client's header when usable, else a fresh UUID v7.
+pub fn request_cid(headers: &HeaderMap) -> String {
+    headers
+        .get(CID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && c.len() <= MAX_CID_LENGTH && !c.chars().any(char::is_control))
+        .map(str::to_string)
+        .unwrap_or_else(|| Uuid::now_v7().to_string())
+}
+
+pub fn header_principal(state: &AppState, headers: &HeaderMap) -> Option<crate::auth::Principal> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    state.authenticate(bearer(value)?)
+}
+
+/// Why a request body could not be read: the HTTP status to answer and the error.
+#[derive(Debug)]
+pub(crate) struct BodyError {
+    /// 413 for a body over the limit, 400 for one that broke off or failed to arrive.
+    pub status: StatusCode,
+    pub error: AppError,
+}
+
+/// Reads a request body of at most `limit` bytes. A larger one (declared or not) is
+/// BAD_REQUEST with status 413; a body that fails while it is read (the client aborted, the
+/// connection broke, a malformed chunked encoding) is BAD_REQUEST with status 400.
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<axum::body::Bytes, BodyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || BodyError {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        error: AppError::bad_request(format!(
+            "the request body is larger than the limit of {limit} bytes"
+        )),
+    };
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    // Chunk by chunk, so that running past the limit (a body without a declared length) and
+    // a broken upload are told apart.
+    let mut stream = body.into_data_stream();
+    let mut bytes =
+        Vec::with_capacity(declared.and_then(|n| usize::try_from(n).ok()).unwrap_or(0).min(limit));
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| BodyError {
+            status: StatusCode::BAD_REQUEST,
+            error: AppError::bad_request(format!("the request body could not be read: {e}")),
+        })?;
+        if bytes.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes.into())
+}

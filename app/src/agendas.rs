@@ -1,0 +1,285 @@
+//! The agenda use cases of a customer (DOMAIN.md §1, §6, §8): submit, run a template, rerun,
+//! expand and cancel. Each is one domain command executed through `Commands` (never a direct
+//! append, never a read-model update); this layer reads the clock (`Utc::now()`) and makes ids
+//! (UUID v7), checks the caller's role and tenancy, and answers the agenda as the command left
+//! it with the global position of its last event for read-your-writes.
+//!
+//! Tenancy on writes is checked against the write side (the aggregate loaded from its
+//! stream), not the read models, so a just-written object is found even before the
+//! projections have it; an object the caller may not see answers NOT_FOUND exactly like one
+//! that does not exist.
+
+use chrono::Utc;
+use serde_json::Value;
+use uuid::Uuid;
+
+use pop_domain::agenda::{AgendaCommand, AgendaState, RerunFlags};
+use pop_domain::binding::bind_insight;
+use pop_domain::model::{Agenda, Insight, Operation};
+use pop_domain::params::Params;
+use pop_domain::template::{may_use_template, run_template};
+use pop_domain::validate::{check_id, validate_agenda};
+
+use crate::caller::{Action, Caller};
+use crate::error::{self, AppError, AppResult};
+use crate::limits::{MAX_REASON_LENGTH, MAX_RERUN_PARAMS};
+use crate::outcome::AgendaOutcome;
+use crate::{App, metadata, metrics};
+
+/// Reads a POP JSON input into a domain value; a shape error is VALIDATION on `field`.
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(field: &str, value: Value) -> AppResult<T> {
+    serde_json::from_value(value).map_err(|e| AppError::invalid(field, e.to_string()))
+}
+
+pub(crate) fn agenda_subject(id: &str) -> String {
+    format!("agenda {id:?}")
+}
+
+impl App {
+    /// Submits a POP agenda given as JSON (GraphQL `submitAgenda`, REST `POST agenda`): an
+    /// object in POP's agenda shape. The server assigns `id` (unless given), `progressId` (the
+    /// id, unless given), `cid`, times and the insight binding; `customerId` defaults to the
+    /// caller's only customer. Nothing is stored when validation or binding fails.
+    ///
+    /// The submission's cid is `cid`, else the agenda's own `cid` field, else the request's.
+    /// `at_least` (a position) makes the binding see config written just before (a customer or
+    /// insight created by the same client on another replica).
+    pub async fn submit(
+        &self,
+        caller: &Caller,
+        agenda: Value,
+        cid: Option<&str>,
+        at_least: Option<&str>,
+    ) -> AppResult<AgendaOutcome> {
+        let own = agenda.get("cid").and_then(Value::as_str).map(str::to_string);
+        caller
+            .run(Action::Submit, cid.or(own.as_deref()), async |caller| {
+                self.settle(at_least).await?;
+                if !agenda.is_object() {
+                    return Err(AppError::invalid("agenda", "the agenda must be a JSON object"));
+                }
+                let agenda: Agenda = from_json("agenda", agenda)?;
+                self.submit_agenda(caller, agenda).await
+            })
+            .await
+    }
+
+    /// Runs template `template_id` (one the customer may use) with `payload` for
+    /// `customer_id` (default: the caller's only customer) and submits the result.
+    pub async fn run_template(
+        &self,
+        caller: &Caller,
+        template_id: &str,
+        payload: Value,
+        customer_id: Option<String>,
+        cid: Option<&str>,
+        at_least: Option<&str>,
+    ) -> AppResult<AgendaOutcome> {
+        caller
+            .run(Action::Submit, cid, async |caller| {
+                self.settle(at_least).await?;
+                let customer = customer_id
+                    .or_else(|| caller.principal.only_customer().map(str::to_string))
+                    .ok_or_else(|| {
+                        AppError::invalid("customerId", "name the customer to run the template for")
+                    })?;
+                if !caller.principal.sees(&customer) {
+                    return Err(AppError::forbidden(format!(
+                        "principal {:?} may not submit agendas for customer {customer:?}",
+                        caller.principal.name
+                    )));
+                }
+                let template = {
+                    let models = self.projections().read();
+                    models.template(template_id).filter(|t| may_use_template(t, &customer)).cloned()
+                }
+                .ok_or_else(|| AppError::not_found("agenda template", template_id))?;
+                let agenda = run_template(&template, &payload, &customer).map_err(|e| {
+                    AppError::validation(
+                        &format!("agenda template {template_id:?} run with this payload"),
+                        e,
+                    )
+                })?;
+                self.submit_agenda(caller, agenda).await
+            })
+            .await
+    }
+
+    /// Reruns agenda `agenda_id` with POP's rerun params (DOMAIN.md §8): `resetAll`,
+    /// `continue`, `skipExecution`, `operationsToReset=a,b`; none means `resetAll`.
+    pub async fn rerun(
+        &self,
+        caller: &Caller,
+        agenda_id: &str,
+        params: Vec<String>,
+        cid: Option<&str>,
+    ) -> AppResult<AgendaOutcome> {
+        caller
+            .run(Action::Rerun, cid, async |caller| {
+                if params.len() > MAX_RERUN_PARAMS {
+                    return Err(AppError::invalid(
+                        "params",
+                        format!("at most {MAX_RERUN_PARAMS} rerun params"),
+                    ));
+                }
+                let flags = RerunFlags::parse(&params).map_err(|e| {
+                    AppError::validation(&format!("rerun of agenda {agenda_id:?}"), e)
+                })?;
+                let command = AgendaCommand::Rerun { flags, now: Utc::now() };
+                self.on_agenda(caller, "rerunAgenda", agenda_id, command).await
+            })
+            .await
+    }
+
+    /// Appends `operations` (POP JSON) to agenda `agenda_id`, validated like a submission
+    /// against the existing ones, and merges `params` into its params.
+    pub async fn expand(
+        &self,
+        caller: &Caller,
+        agenda_id: &str,
+        operations: Value,
+        params: Option<Value>,
+        cid: Option<&str>,
+    ) -> AppResult<AgendaOutcome> {
+        caller
+            .run(Action::Expand, cid, async |caller| {
+                let operations: Vec<Operation> = from_json("operations", operations)?;
+                let params: Params = match params.filter(|p| !p.is_null()) {
+                    None => Params::new(),
+                    Some(p) => from_json("params", p)?,
+                };
+                let command = AgendaCommand::Expand { operations, params, now: Utc::now() };
+                self.on_agenda(caller, "expandAgenda", agenda_id, command).await
+            })
+            .await
+    }
+
+    /// Cancels a non-complete agenda (COMPLETE/cancelled); executors' later reports are
+    /// refused.
+    pub async fn cancel(
+        &self,
+        caller: &Caller,
+        agenda_id: &str,
+        reason: Option<String>,
+        cid: Option<&str>,
+    ) -> AppResult<AgendaOutcome> {
+        caller
+            .run(Action::Cancel, cid, async |caller| {
+                if reason.as_ref().is_some_and(|r| r.chars().count() > MAX_REASON_LENGTH) {
+                    return Err(AppError::invalid(
+                        "reason",
+                        format!("at most {MAX_REASON_LENGTH} characters"),
+                    ));
+                }
+                let command = AgendaCommand::Cancel { reason, now: Utc::now() };
+                self.on_agenda(caller, "cancelAgenda", agenda_id, command).await
+            })
+            .await
+    }
+
+    /// Submits `agenda` (already holding its customer): assigns ids, binds it to an insight
+    /// from the read models (DOMAIN.md §6) and executes `Submit`.
+    async fn submit_agenda(&self, caller: &Caller, mut agenda: Agenda) -> AppResult<AgendaOutcome> {
+        if agenda.customer_id.trim().is_empty()
+            && let Some(only) = caller.principal.only_customer()
+        {
+            agenda.customer_id = only.to_string();
+        }
+        let customer_id = agenda.customer_id.clone();
+        if !customer_id.trim().is_empty() && !caller.principal.sees(&customer_id) {
+            return Err(AppError::forbidden(format!(
+                "principal {:?} may not submit agendas for customer {customer_id:?}",
+                caller.principal.name
+            )));
+        }
+        if agenda.id.trim().is_empty() {
+            agenda.id = Uuid::now_v7().to_string();
+        }
+        check_id("id", &agenda.id)?;
+        if agenda.progress_id.as_deref().is_none_or(|p| p.trim().is_empty()) {
+            // The common case: the read models key progress by agenda id at no extra cost.
+            agenda.progress_id = Some(agenda.id.clone());
+        }
+        if let Some(p) = &agenda.progress_id {
+            check_id("progressId", p)?;
+        }
+        agenda.cid = Some(caller.cid.clone());
+        // Server-assigned: binding, and times (set by the domain from `now`).
+        agenda.agenda_insight = None;
+        agenda.added_time = None;
+        agenda.updated_time = None;
+        let subject = agenda_subject(&agenda.id);
+        validate_agenda(&agenda).map_err(|e| AppError::validation(&subject, e))?;
+
+        let insight = {
+            let models = self.projections().read();
+            let customer = models.customer(&customer_id);
+            let pool = customer.and_then(|c| c.resource_pool_id.clone()).unwrap_or_default();
+            let insights: Vec<Insight> =
+                models.all_insights().filter(|i| i.resource_pool_id == pool).cloned().collect();
+            bind_insight(&agenda, customer, &insights)
+        }
+        .map_err(|e| error::binding(&e))?;
+
+        let command = AgendaCommand::Submit { agenda: agenda.clone(), insight, now: Utc::now() };
+        let executed = self
+            .commands()
+            .execute::<AgendaState>(&agenda.id, &metadata(caller, &customer_id), &command)
+            .await;
+        metrics::command("submitAgenda", executed.is_ok());
+        let executed = executed.map_err(|e| error::execute(&subject, e))?;
+        Ok(AgendaOutcome::of(&executed, caller))
+    }
+
+    /// The customer of agenda `id` if the caller may see it; NOT_FOUND otherwise, exactly as
+    /// for an agenda that does not exist. Read from the write side, so a just-submitted agenda
+    /// is found before the projections have it.
+    pub(crate) async fn visible_customer_of(&self, caller: &Caller, id: &str) -> AppResult<String> {
+        let subject = agenda_subject(id);
+        // An id no agenda can have (control characters, too long) is the client's mistake, not
+        // a store failure.
+        check_id("agendaId", id)?;
+        // An agenda's customer never changes once it is submitted, so a cached state tells it
+        // without a read.
+        let cached = self
+            .commands()
+            .peek::<AgendaState, _>(id, |state| state.agenda().map(|a| a.customer_id.clone()))
+            .flatten();
+        let loaded = match cached {
+            Some(customer_id) => Ok(Some(customer_id)),
+            None => self
+                .commands()
+                .load::<AgendaState>(id)
+                .await
+                .map(|(state, _)| state.agenda().map(|a| a.customer_id.clone())),
+        };
+        let customer_id = match loaded {
+            Ok(customer_id) => customer_id,
+            Err(pop_store::ExecuteError::Store(pop_store::StoreError::StreamDeleted {
+                ..
+            })) => None,
+            Err(e) => return Err(error::execute(&subject, e)),
+        };
+        customer_id
+            .filter(|c| caller.principal.sees(c))
+            .ok_or_else(|| AppError::not_found("agenda", id))
+    }
+
+    /// Runs `command` on agenda `id` if the caller may see it (NOT_FOUND otherwise).
+    pub(crate) async fn on_agenda(
+        &self,
+        caller: &Caller,
+        name: &'static str,
+        id: &str,
+        command: AgendaCommand,
+    ) -> AppResult<AgendaOutcome> {
+        let customer_id = self.visible_customer_of(caller, id).await?;
+        let executed = self
+            .commands()
+            .execute::<AgendaState>(id, &metadata(caller, &customer_id), &command)
+            .await;
+        metrics::command(name, executed.is_ok());
+        let executed = executed.map_err(|e| error::execute(&agenda_subject(id), e))?;
+        Ok(AgendaOutcome::of(&executed, caller))
+    }
+}

@@ -1,0 +1,219 @@
+//! Who is calling (DOMAIN.md §10): a [`Principal`] (name, [`Role`], the customers it may see)
+//! and the correlation id its errors and events carry — together a [`Caller`]. How a transport
+//! learned the principal (a bearer token, a WebSocket's `connection_init`) is the transport's
+//! business; what the principal may do is decided here, once.
+
+use pop_projections::Visibility;
+use serde::Deserialize;
+
+use crate::error::{AppError, AppResult};
+use crate::limits::MAX_CID_LENGTH;
+
+/// What a principal may do (DOMAIN.md §10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Submits, reads, reruns and cancels its customers' agendas.
+    User,
+    /// A resource pool's puller/executor: `getAgenda`, `updateAgendaProgress`, `expand`.
+    Service,
+    /// Everything, including customers, pools, insights and templates.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Service => "service",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// Whether this role may perform `action` at all (tenancy is checked separately).
+    pub fn allows(self, action: Action) -> bool {
+        match action {
+            Action::Read => true,
+            Action::Submit | Action::Rerun | Action::Cancel => {
+                matches!(self, Role::User | Role::Admin)
+            }
+            Action::Expand | Action::Work => matches!(self, Role::Service | Role::Admin),
+            Action::Configure | Action::ReadLog => self == Role::Admin,
+        }
+    }
+}
+
+/// The kinds of things a caller asks for, for the role check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Any query or subscription on visible objects.
+    Read,
+    /// `submitAgenda`, `runTemplate`.
+    Submit,
+    Rerun,
+    Cancel,
+    /// `expandAgenda`.
+    Expand,
+    /// `getAgenda`, `updateAgendaProgress`, `releaseAgenda`.
+    Work,
+    /// Create/update/delete customers, pools, insights, templates.
+    Configure,
+    /// The global event log (`events`), which spans every customer.
+    ReadLog,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Read => "read",
+            Action::Submit => "submit agendas",
+            Action::Rerun => "rerun agendas",
+            Action::Cancel => "cancel agendas",
+            Action::Expand => "expand agendas",
+            Action::Work => "take and report work",
+            Action::Configure => "change customers, resource pools, insights or templates",
+            Action::ReadLog => "read the global event log",
+        }
+    }
+}
+
+/// An authenticated principal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub name: String,
+    pub role: Role,
+    /// Which customers' objects it sees and touches.
+    pub customers: Visibility,
+}
+
+impl Principal {
+    /// A principal from customer ids (`"*"` = every customer).
+    pub fn new(name: &str, role: Role, customers: &[&str]) -> Principal {
+        Principal {
+            name: name.to_string(),
+            role,
+            customers: Visibility::from_ids(customers.iter().copied()),
+        }
+    }
+
+    /// Whether objects owned by `customer_id` are visible to this principal.
+    pub fn sees(&self, customer_id: &str) -> bool {
+        self.customers.sees(customer_id)
+    }
+
+    /// The one customer this principal acts for, when it has exactly one (used when a
+    /// submission leaves `customerId` out).
+    pub fn only_customer(&self) -> Option<&str> {
+        match &self.customers {
+            Visibility::Customers(ids) if ids.len() == 1 => ids.iter().next().map(String::as_str),
+            _ => None,
+        }
+    }
+
+    /// The actor recorded in event metadata.
+    pub fn actor(&self) -> String {
+        format!("{}:{}", self.role.as_str(), self.name)
+    }
+}
+
+/// The caller of one request (HTTP) or connection (WebSocket): its principal and the
+/// correlation id its errors and events carry.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub cid: String,
+}
+
+impl Caller {
+    pub fn new(principal: Principal, cid: impl Into<String>) -> Caller {
+        Caller { principal, cid: cid.into() }
+    }
+
+    /// The caller of a mutation that may name its own correlation id: the one the client gave
+    /// (at most [`MAX_CID_LENGTH`] printable characters), else the request's. Blank means
+    /// "not given".
+    pub fn with_cid(&self, given: Option<&str>) -> AppResult<Caller> {
+        match given.map(str::trim).filter(|c| !c.is_empty()) {
+            None => Ok(self.clone()),
+            Some(c) if c.chars().count() > MAX_CID_LENGTH || c.chars().any(char::is_control) => {
+                Err(AppError::invalid(
+                    "cid",
+                    format!("a cid is at most {MAX_CID_LENGTH} printable characters"),
+                )
+                .with_cid(&self.cid))
+            }
+            Some(c) => Ok(Caller { principal: self.principal.clone(), cid: c.to_string() }),
+        }
+    }
+
+    /// FORBIDDEN unless the caller's role allows `action` (a role check reveals nothing about
+    /// any object, so it may come first).
+    pub fn authorize(&self, action: Action) -> AppResult<()> {
+        if !self.principal.role.allows(action) {
+            return Err(AppError::forbidden(format!(
+                "principal {:?} has role {} and may not {}",
+                self.principal.name,
+                self.principal.role.as_str(),
+                action.as_str()
+            ))
+            .with_cid(&self.cid));
+        }
+        Ok(())
+    }
+
+    /// Runs one use case for this caller: the role check, then `work` for the caller with the
+    /// correlation id the request named (`cid`, checked by [`Caller::with_cid`]), every error
+    /// of which carries that cid. Each use case goes through here, so no transport adds
+    /// authorisation or cids by hand.
+    pub(crate) async fn run<T>(
+        &self,
+        action: Action,
+        cid: Option<&str>,
+        work: impl AsyncFnOnce(&Caller) -> AppResult<T>,
+    ) -> AppResult<T> {
+        self.authorize(action)?;
+        let caller = self.with_cid(cid)?;
+        work(&caller).await.map_err(|e| e.with_cid(&caller.cid))
+    }
+
+    /// [`Caller::run`] for a read that does not wait.
+    pub(crate) fn read_now<T>(&self, work: impl FnOnce() -> AppResult<T>) -> AppResult<T> {
+        self.authorize(Action::Read)?;
+        work().map_err(|e| e.with_cid(&self.cid))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn role_matrix() {
+        use Action::*;
+        assert!(
+            Role::User.allows(Submit) && Role::User.allows(Cancel) && !Role::User.allows(Expand)
+        );
+        assert!(Role::Service.allows(Expand) && !Role::Service.allows(Submit));
+        assert!(!Role::Service.allows(Configure) && Role::Admin.allows(Configure));
+        assert!(Role::Admin.allows(Work) && Role::Admin.allows(ReadLog));
+    }
+
+    #[test]
+    fn a_mutation_may_name_its_cid_within_bounds() {
+        let caller = Caller::new(Principal::new("u", Role::User, &["acme"]), "req-1");
+        assert_eq!(caller.with_cid(None).unwrap().cid, "req-1");
+        assert_eq!(caller.with_cid(Some("  ")).unwrap().cid, "req-1");
+        assert_eq!(caller.with_cid(Some(" mine ")).unwrap().cid, "mine");
+        let e = caller.with_cid(Some("a\nb")).unwrap_err();
+        assert_eq!((e.code.as_str(), e.cid.as_deref()), ("VALIDATION", Some("req-1")));
+    }
+
+    #[test]
+    fn forbidden_carries_the_cid() {
+        let caller = Caller::new(Principal::new("w", Role::Service, &["acme"]), "c9");
+        let e = caller.authorize(Action::Submit).unwrap_err();
+        assert_eq!((e.code.as_str(), e.cid.as_deref()), ("FORBIDDEN", Some("c9")));
+    }
+}

@@ -1,0 +1,367 @@
+//! Customers, resource pools, insights and templates (DOMAIN.md §2): create, update and
+//! delete (admins, within their customers), and the reads every caller may make of the ones
+//! it may see. Each kind's visibility rule and filterable fields are written once, in its
+//! [`ConfigKind`] impl.
+
+use chrono::Utc;
+use serde_json::Value;
+use uuid::Uuid;
+
+use pop_domain::config::{ConfigAggregate, ConfigCommand, ConfigObject, Lifecycle};
+use pop_domain::model::{AgendaTemplate, Customer, Insight, ResourcePool};
+use pop_domain::validate::check_id;
+use pop_projections::{Cursor, ReadModels, Visibility};
+
+use crate::agendas::from_json;
+use crate::caller::{Action, Caller};
+use crate::error::{self, AppError, AppResult, Code};
+use crate::outcome::{Configured, Page};
+use crate::reads::PageRequest;
+use crate::{App, metadata, metrics};
+
+/// One kind of config object, as the use cases need it.
+pub trait ConfigKind: ConfigObject + Clone {
+    /// The command names (metrics).
+    const CREATE: &'static str;
+    const UPDATE: &'static str;
+    const DELETE: &'static str;
+    /// Sets the id when the client left it out (customers: from `customerId`).
+    fn fill_id(&mut self);
+    /// Whether a caller seeing `v` may see this object.
+    fn visible_to(&self, v: &Visibility) -> bool;
+    /// The object with this id in the read models (visible or not).
+    fn find<'m>(models: &'m ReadModels, id: &str) -> Option<&'m Self>;
+    /// A page of the live objects that pass `keep`, filtered before the page is cut.
+    fn page<'m>(
+        models: &'m ReadModels,
+        v: &Visibility,
+        after: Option<&Cursor>,
+        limit: usize,
+        keep: &dyn Fn(&Self) -> bool,
+    ) -> pop_projections::Page<&'m Self>;
+    /// The title lists filter on.
+    fn title(&self) -> Option<&str>;
+    /// The resource pool lists filter on (customers and insights have one).
+    fn resource_pool_id(&self) -> Option<&str> {
+        None
+    }
+}
+
+fn generated_id(id: &mut String) {
+    if id.trim().is_empty() {
+        *id = Uuid::now_v7().to_string();
+    }
+}
+
+impl ConfigKind for Customer {
+    const CREATE: &'static str = "createCustomer";
+    const UPDATE: &'static str = "updateCustomer";
+    const DELETE: &'static str = "deleteCustomer";
+    fn fill_id(&mut self) {
+        // A customer's id is its customerId (DOMAIN.md §2): either names both.
+        if self.id.trim().is_empty() {
+            self.id = self.customer_id.clone();
+        }
+        if self.customer_id.trim().is_empty() {
+            self.customer_id = self.id.clone();
+        }
+    }
+    fn visible_to(&self, v: &Visibility) -> bool {
+        v.sees(&self.customer_id)
+    }
+    fn find<'m>(models: &'m ReadModels, id: &str) -> Option<&'m Self> {
+        models.customer(id)
+    }
+    fn page<'m>(
+        models: &'m ReadModels,
+        v: &Visibility,
+        after: Option<&Cursor>,
+        limit: usize,
+        keep: &dyn Fn(&Self) -> bool,
+    ) -> pop_projections::Page<&'m Self> {
+        models.customers_where(v, after, limit, keep)
+    }
+    fn title(&self) -> Option<&str> {
+        Some(&self.title)
+    }
+    fn resource_pool_id(&self) -> Option<&str> {
+        self.resource_pool_id.as_deref()
+    }
+}
+
+impl ConfigKind for ResourcePool {
+    const CREATE: &'static str = "createResourcePool";
+    const UPDATE: &'static str = "updateResourcePool";
+    const DELETE: &'static str = "deleteResourcePool";
+    fn fill_id(&mut self) {
+        generated_id(&mut self.id);
+    }
+    fn visible_to(&self, v: &Visibility) -> bool {
+        v.sees(&self.customer_id)
+    }
+    fn find<'m>(models: &'m ReadModels, id: &str) -> Option<&'m Self> {
+        models.resource_pool(id)
+    }
+    fn page<'m>(
+        models: &'m ReadModels,
+        v: &Visibility,
+        after: Option<&Cursor>,
+        limit: usize,
+        keep: &dyn Fn(&Self) -> bool,
+    ) -> pop_projections::Page<&'m Self> {
+        models.resource_pools_where(v, after, limit, keep)
+    }
+    fn title(&self) -> Option<&str> {
+        self.title.as_deref()
+    }
+}
+
+impl ConfigKind for Insight {
+    const CREATE: &'static str = "createInsight";
+    const UPDATE: &'static str = "updateInsight";
+    const DELETE: &'static str = "deleteInsight";
+    fn fill_id(&mut self) {
+        generated_id(&mut self.id);
+    }
+    /// Owned, global, or shared with one of the caller's customers.
+    fn visible_to(&self, v: &Visibility) -> bool {
+        v.sees_shared(&self.customer_id, self.is_global, &self.allowed_customer_ids)
+    }
+    fn find<'m>(models: &'m ReadModels, id: &str) -> Option<&'m Self> {
+        models.insight(id)
+    }
+    fn page<'m>(
+        models: &'m ReadModels,
+        v: &Visibility,
+        after: Option<&Cursor>,
+        limit: usize,
+        keep: &dyn Fn(&Self) -> bool,
+    ) -> pop_projections::Page<&'m Self> {
+        models.insights_where(v, after, limit, keep)
+    }
+    fn title(&self) -> Option<&str> {
+        Some(&self.title)
+    }
+    fn resource_pool_id(&self) -> Option<&str> {
+        Some(&self.resource_pool_id)
+    }
+}
+
+impl ConfigKind for AgendaTemplate {
+    const CREATE: &'static str = "createTemplate";
+    const UPDATE: &'static str = "updateTemplate";
+    const DELETE: &'static str = "deleteTemplate";
+    fn fill_id(&mut self) {
+        generated_id(&mut self.id);
+    }
+    /// Owned, global, or shared with one of the caller's customers.
+    fn visible_to(&self, v: &Visibility) -> bool {
+        v.sees_shared(&self.customer_id, self.is_global, &self.allowed_customer_ids)
+    }
+    fn find<'m>(models: &'m ReadModels, id: &str) -> Option<&'m Self> {
+        models.template(id)
+    }
+    fn page<'m>(
+        models: &'m ReadModels,
+        v: &Visibility,
+        after: Option<&Cursor>,
+        limit: usize,
+        keep: &dyn Fn(&Self) -> bool,
+    ) -> pop_projections::Page<&'m Self> {
+        models.templates_where(v, after, limit, keep)
+    }
+    fn title(&self) -> Option<&str> {
+        self.title.as_deref()
+    }
+}
+
+/// A config write.
+#[derive(Debug, Clone)]
+pub enum ConfigOp {
+    /// The object as POP JSON.
+    Create(Value),
+    /// The object as POP JSON (its `addedTime` is kept).
+    Update(Value),
+    /// By id.
+    Delete(String),
+}
+
+/// Filters of config lists (ANDed); names compared exactly.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigFilter {
+    pub customer_id: Option<String>,
+    pub title: Option<String>,
+    pub resource_pool_id: Option<String>,
+}
+
+impl ConfigFilter {
+    pub fn admits<T: ConfigKind>(&self, object: &T) -> bool {
+        self.customer_id.as_deref().is_none_or(|c| object.customer_id() == c)
+            && self.title.as_deref().is_none_or(|t| object.title() == Some(t))
+            && self.resource_pool_id.as_deref().is_none_or(|p| object.resource_pool_id() == Some(p))
+    }
+}
+
+impl App {
+    /// Creates, updates or deletes one config object (admins, within their customers).
+    /// `at_least` (a position) makes the write wait until the read models have what the
+    /// client wrote before (read-your-writes across replicas).
+    pub async fn configure<T: ConfigKind>(
+        &self,
+        caller: &Caller,
+        op: ConfigOp,
+        cid: Option<&str>,
+        at_least: Option<&str>,
+    ) -> AppResult<Configured<T>> {
+        caller
+            .run(Action::Configure, cid, async |caller| {
+                self.settle(at_least).await?;
+                self.configure_as::<T>(caller, op).await
+            })
+            .await
+    }
+
+    async fn configure_as<T: ConfigKind>(
+        &self,
+        caller: &Caller,
+        op: ConfigOp,
+    ) -> AppResult<Configured<T>> {
+        let now = Utc::now();
+        let cid = caller.cid.clone();
+        let (id, name, command) = match op {
+            ConfigOp::Create(value) | ConfigOp::Update(value) if !value.is_object() => {
+                return Err(AppError::invalid(
+                    T::DATA_FIELD,
+                    format!("the {} must be a JSON object", T::KIND),
+                ));
+            }
+            ConfigOp::Create(value) => {
+                let mut object: T = from_json(T::DATA_FIELD, value)?;
+                object.fill_id();
+                check_id("id", object.id())?;
+                (object.id().to_string(), T::CREATE, ConfigCommand::Create { object, now, cid })
+            }
+            ConfigOp::Update(value) => {
+                let mut object: T = from_json(T::DATA_FIELD, value)?;
+                object.fill_id();
+                check_id("id", object.id())?;
+                (object.id().to_string(), T::UPDATE, ConfigCommand::Update { object, now, cid })
+            }
+            ConfigOp::Delete(id) => {
+                check_id("id", &id)?;
+                (id.clone(), T::DELETE, ConfigCommand::Delete { id, now, cid })
+            }
+        };
+        let subject = format!("{} {id:?}", T::KIND);
+        // Tenancy: the object as the write side has it must be visible (else NOT_FOUND), and
+        // the object written must belong to a customer the caller may act for (else
+        // FORBIDDEN).
+        let current = match self.commands().load::<ConfigAggregate<T>>(&id).await {
+            Ok((state, _)) => state.live().cloned(),
+            Err(pop_store::ExecuteError::Store(pop_store::StoreError::StreamDeleted {
+                ..
+            })) => None,
+            Err(e) => return Err(error::execute(&subject, e)),
+        };
+        let visible = current.as_ref().filter(|c| caller.principal.sees(c.customer_id()));
+        // Exists but not for this caller: an update or delete must not touch it, and a create
+        // must not reveal it (CONFLICT would) — all answer as if it did not exist.
+        if visible.is_none()
+            && (current.is_some() || !matches!(command, ConfigCommand::Create { .. }))
+        {
+            return Err(AppError::not_found(T::KIND, &id));
+        }
+        if let ConfigCommand::Create { object, .. } | ConfigCommand::Update { object, .. } =
+            &command
+        {
+            let customer = object.customer_id();
+            if !customer.trim().is_empty() && !caller.principal.sees(customer) {
+                return Err(AppError::forbidden(format!(
+                    "principal {:?} may not manage objects of customer {customer:?}",
+                    caller.principal.name
+                )));
+            }
+        }
+        let customer = match &command {
+            ConfigCommand::Create { object, .. } | ConfigCommand::Update { object, .. } => {
+                object.customer_id().to_string()
+            }
+            ConfigCommand::Delete { .. } => {
+                visible.map(|c| c.customer_id().to_string()).unwrap_or_default()
+            }
+        };
+        let executed = self
+            .commands()
+            .execute::<ConfigAggregate<T>>(&id, &metadata(caller, &customer), &command)
+            .await;
+        metrics::command(name, executed.is_ok());
+        let executed = executed.map_err(|e| error::execute(&subject, e))?;
+        let (object, deleted) = match &executed.state.lifecycle {
+            Lifecycle::Live(o) => (o, false),
+            Lifecycle::Deleted(o) => (o, true),
+            Lifecycle::Absent => {
+                return Err(AppError::new(
+                    Code::Internal,
+                    format!("{subject} vanished after the command"),
+                ));
+            }
+        };
+        Ok(Configured {
+            object: object.clone(),
+            deleted,
+            position: executed.position,
+            cid: caller.cid.clone(),
+        })
+    }
+
+    /// The config object with this id; `None` when there is none the caller may see (the two
+    /// are indistinguishable on purpose).
+    pub async fn config_by_id<T: ConfigKind>(
+        &self,
+        caller: &Caller,
+        id: &str,
+        at_least: Option<&str>,
+    ) -> AppResult<Option<T>> {
+        caller
+            .run(Action::Read, None, async |_| {
+                self.settle(at_least).await?;
+                let models = self.projections().read();
+                Ok(T::find(&models, id)
+                    .filter(|o| o.visible_to(&caller.principal.customers))
+                    .cloned())
+            })
+            .await
+    }
+
+    /// A page of the config objects of kind `T` the caller may see that pass `filter`, in id
+    /// order. The filter applies while the page is selected, so a page holds up to `first`
+    /// matching objects and `next` only follows when more match (or when the read models'
+    /// bound on objects examined per page ended the scan early).
+    pub async fn configs<T: ConfigKind>(
+        &self,
+        caller: &Caller,
+        filter: &ConfigFilter,
+        page: &PageRequest,
+        at_least: Option<&str>,
+    ) -> AppResult<Page<T>> {
+        caller
+            .run(Action::Read, None, async |_| {
+                let (limit, after) = self.page_bounds(page)?;
+                self.settle(at_least).await?;
+                let models = self.projections().read();
+                let found = T::page(
+                    &models,
+                    &caller.principal.customers,
+                    after.as_ref(),
+                    limit,
+                    &|o: &T| filter.admits(o),
+                );
+                Ok(Page {
+                    items: found.items.into_iter().cloned().collect(),
+                    next: found.next,
+                    position: models.position(),
+                })
+            })
+            .await
+    }
+}

@@ -1,0 +1,283 @@
+//! What a use case answers when it does not do what was asked (DOMAIN.md §11): an
+//! [`AppError`] with a machine-readable [`Code`], a message naming the field or object at fault,
+//! every validation problem, and the caller's cid. This module decides what leaks: store and
+//! codec failures are logged with their detail and answered as a bare INTERNAL. The transports
+//! map [`Code`] to GraphQL's `extensions.code` and to HTTP statuses; they add no codes of their
+//! own except REST's `METHOD_NOT_ALLOWED`, which only a URL can cause.
+
+use pop_domain::agenda::AgendaError;
+use pop_domain::binding::BindingError;
+use pop_domain::config::ConfigError;
+use pop_domain::error::{ErrorChain, ErrorCode, FieldError, ValidationErrors};
+use pop_store::{ExecuteError, StoreError};
+
+/// The machine-readable codes a use case answers: DOMAIN.md §11's, plus [`Code::Timeout`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Code {
+    Validation,
+    NotFound,
+    Forbidden,
+    Unauthenticated,
+    Conflict,
+    BadRequest,
+    Internal,
+    /// A read's `atLeastPosition` was not reached in time. Not one of DOMAIN.md §11's codes on
+    /// purpose: none of them means "this replica is behind, retry", and a client must be able
+    /// to tell that apart from its own mistakes.
+    Timeout,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Timeout => "TIMEOUT",
+            Code::Validation => ErrorCode::Validation.as_str(),
+            Code::NotFound => ErrorCode::NotFound.as_str(),
+            Code::Forbidden => ErrorCode::Forbidden.as_str(),
+            Code::Unauthenticated => ErrorCode::Unauthenticated.as_str(),
+            Code::Conflict => ErrorCode::Conflict.as_str(),
+            Code::BadRequest => ErrorCode::BadRequest.as_str(),
+            Code::Internal => ErrorCode::Internal.as_str(),
+        }
+    }
+}
+
+impl From<ErrorCode> for Code {
+    fn from(c: ErrorCode) -> Code {
+        match c {
+            ErrorCode::Validation => Code::Validation,
+            ErrorCode::NotFound => Code::NotFound,
+            ErrorCode::Forbidden => Code::Forbidden,
+            ErrorCode::Unauthenticated => Code::Unauthenticated,
+            ErrorCode::Conflict => Code::Conflict,
+            ErrorCode::BadRequest => Code::BadRequest,
+            ErrorCode::Internal => Code::Internal,
+        }
+    }
+}
+
+/// A use case's refusal or failure, as clients see it.
+///
+/// Deliberately not `Display`/`std::error::Error`: GraphQL libraries convert any `Display`
+/// type into their error by message alone, which would drop the code, cid and problems; a
+/// transport must map it on purpose.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppError {
+    pub code: Code,
+    pub message: String,
+    pub problems: Vec<FieldError>,
+    /// Problems found beyond the ones listed (the domain caps the list).
+    pub omitted: usize,
+    pub cid: Option<String>,
+}
+
+pub type AppResult<T> = Result<T, AppError>;
+
+impl AppError {
+    pub fn new(code: impl Into<Code>, message: impl Into<String>) -> AppError {
+        AppError {
+            code: code.into(),
+            message: message.into(),
+            problems: Vec::new(),
+            omitted: 0,
+            cid: None,
+        }
+    }
+
+    /// TIMEOUT: the read models did not reach the position the client asked for in time.
+    pub fn timeout(message: impl Into<String>) -> AppError {
+        AppError::new(Code::Timeout, message)
+    }
+
+    pub fn with_cid(mut self, cid: &str) -> AppError {
+        self.cid = Some(cid.to_string());
+        self
+    }
+
+    /// NOT_FOUND naming the object. Also the answer for objects the caller may not see, so
+    /// nobody learns that they exist (DOMAIN.md §10).
+    pub fn not_found(kind: &str, id: &str) -> AppError {
+        AppError::new(Code::NotFound, format!("{kind} {id:?} not found"))
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> AppError {
+        AppError::new(Code::Forbidden, message)
+    }
+
+    pub fn unauthenticated() -> AppError {
+        AppError::new(
+            Code::Unauthenticated,
+            "authentication required: send a valid bearer token (Authorization: Bearer <token>)",
+        )
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> AppError {
+        AppError::new(Code::BadRequest, message)
+    }
+
+    pub fn conflict(message: impl Into<String>) -> AppError {
+        AppError::new(Code::Conflict, message)
+    }
+
+    /// VALIDATION with one problem.
+    pub fn invalid(field: &str, message: impl Into<String>) -> AppError {
+        let message = message.into();
+        AppError {
+            code: Code::Validation,
+            message: format!("{field}: {message}"),
+            problems: vec![FieldError { field: field.to_string(), message }],
+            omitted: 0,
+            cid: None,
+        }
+    }
+
+    /// VALIDATION listing every problem; `context` names the object (e.g. `agenda "a1"`).
+    pub fn validation(context: &str, errors: ValidationErrors) -> AppError {
+        AppError {
+            code: Code::Validation,
+            message: format!("{context} is invalid: {errors}"),
+            problems: errors.errors,
+            omitted: errors.omitted,
+            cid: None,
+        }
+    }
+
+    /// INTERNAL: the detail goes to the log, never to the client.
+    pub fn internal(what: &str, detail: &dyn std::error::Error) -> AppError {
+        tracing::error!(error = %ErrorChain(detail), what, "internal error");
+        AppError::new(Code::Internal, format!("internal error while {what}; see the server log"))
+    }
+}
+
+impl From<FieldError> for AppError {
+    fn from(e: FieldError) -> AppError {
+        AppError::invalid(&e.field, e.message)
+    }
+}
+
+/// A domain refusal: its code, and its validation problems when it has them.
+pub trait Refusal: std::error::Error + Send + Sync + 'static {
+    fn code(&self) -> ErrorCode;
+    fn problems(&self) -> Option<&ValidationErrors> {
+        None
+    }
+}
+
+impl Refusal for AgendaError {
+    fn code(&self) -> ErrorCode {
+        AgendaError::code(self)
+    }
+    fn problems(&self) -> Option<&ValidationErrors> {
+        match self {
+            AgendaError::Invalid(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl Refusal for ConfigError {
+    fn code(&self) -> ErrorCode {
+        ConfigError::code(self)
+    }
+    fn problems(&self) -> Option<&ValidationErrors> {
+        match self {
+            ConfigError::Invalid { errors, .. } => Some(errors),
+            _ => None,
+        }
+    }
+}
+
+impl Refusal for BindingError {
+    fn code(&self) -> ErrorCode {
+        BindingError::code(self)
+    }
+}
+
+/// A refusal as an app error. `subject` names the object (`agenda "a1"`) so that messages
+/// like the agenda's "agenda not found" still say which one.
+pub fn refused<E: Refusal>(subject: &str, e: &E) -> AppError {
+    let code = e.code();
+    if let Some(problems) = e.problems() {
+        return AppError::validation(subject, problems.clone());
+    }
+    let message = match code {
+        ErrorCode::NotFound => format!("{subject} not found"),
+        _ => format!("{subject}: {e}"),
+    };
+    AppError::new(code, message)
+}
+
+/// The binding error for the request field it concerns (DOMAIN.md §6).
+pub fn binding(e: &BindingError) -> AppError {
+    match e.code() {
+        ErrorCode::Validation => AppError::invalid(e.field(), e.to_string()),
+        code => AppError::new(code, format!("{}: {e}", e.field())),
+    }
+}
+
+/// A failed command: refusals by their code, a stream that kept changing as CONFLICT, a
+/// deleted stream as NOT_FOUND, a request the store finds too large as BAD_REQUEST, anything
+/// else as INTERNAL (logged).
+pub fn execute<E: Refusal>(subject: &str, e: ExecuteError<E>) -> AppError {
+    match e {
+        ExecuteError::Refused(r) => refused(subject, &r),
+        ExecuteError::Conflict { attempts, .. } => AppError::conflict(format!(
+            "{subject} kept changing under concurrent writers; gave up after {attempts} attempts, retry"
+        )),
+        ExecuteError::Store(s) => store(subject, &s),
+        ExecuteError::Codec(c) => {
+            AppError::internal(&format!("encoding or decoding events of {subject}"), &c)
+        }
+    }
+}
+
+/// A store failure (see [`execute`]).
+pub fn store(subject: &str, e: &StoreError) -> AppError {
+    match e {
+        StoreError::StreamDeleted { .. } => {
+            AppError::new(Code::NotFound, format!("{subject} not found (deleted)"))
+        }
+        StoreError::LimitExceeded { .. } => {
+            AppError::bad_request(format!("{subject} is too large to store: {e}"))
+        }
+        // Only a client's id makes a stream name invalid.
+        StoreError::InvalidStreamName { reason, .. } => {
+            AppError::bad_request(format!("{subject} cannot exist: its stream name {reason}"))
+        }
+        StoreError::WrongExpectedVersion { .. } => {
+            AppError::conflict(format!("{subject} changed concurrently; retry"))
+        }
+        _ => AppError::internal(&format!("storing or reading {subject}"), e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_keep_their_codes() {
+        let e = refused("agenda \"a\"", &AgendaError::NotFound);
+        assert_eq!((e.code, e.message.as_str()), (Code::NotFound, "agenda \"a\" not found"));
+        let e = refused("agenda \"a\"", &AgendaError::AgendaCancelled);
+        assert_eq!(e.code, Code::Conflict);
+        let e = binding(&BindingError::UnknownCustomer { customer_id: "x".into() });
+        assert_eq!((e.code, e.problems[0].field.as_str()), (Code::Validation, "customerId"));
+    }
+
+    #[test]
+    fn store_details_do_not_leak() {
+        let e = store(
+            "agenda \"a\"",
+            &StoreError::backend("reading", std::io::Error::other("disk /dev/sda1 on fire")),
+        );
+        assert_eq!(e.code, Code::Internal);
+        assert!(!e.message.contains("sda1"), "{}", e.message);
+    }
+
+    #[test]
+    fn codes_spell_as_domain_md_says() {
+        assert_eq!(Code::from(ErrorCode::NotFound).as_str(), "NOT_FOUND");
+        assert_eq!(Code::Timeout.as_str(), "TIMEOUT");
+    }
+}

@@ -1,0 +1,137 @@
+//! pop's application layer: every use case, once. GraphQL, the POP REST surface and the
+//! dashboard (all in `pop-api`) are transports over it, and what the log-reading audit tools
+//! need from the read side is here too, so a rule exists in one place whoever asks.
+//!
+//! One function per use case, each a method of [`App`] taking the [`Caller`]: it authorises
+//! inside itself (role, then tenancy), decides through the domain, and answers domain values
+//! ([`outcome`]) or an [`AppError`] whose [`Code`] the transports map to GraphQL extensions and
+//! HTTP statuses. Every error carries the caller's cid.
+//!
+//! Map: [`caller`] (principals, roles, the caller), [`error`] (codes and what leaks),
+//! [`limits`] (every bound, and [`AppConfig`]), [`agendas`] (submit, run a template, rerun,
+//! expand, cancel), [`work`] (the resource pool's `getAgenda`, reports, release), [`configs`]
+//! (customers, pools, insights, templates: CRUD and reads), [`reads`] (lookups, lists,
+//! summaries, event pages, insight counters, read-your-writes), [`live`] (following progress
+//! as it changes, over [`feed`]), [`metrics`].
+//!
+//! This crate must never:
+//! - depend on a transport (axum, async-graphql, HTTP types): a test in `tests/` reads
+//!   Cargo.toml and fails if one appears;
+//! - append events except through `Commands::execute` of a domain command (no raw appends,
+//!   no deletes), so every write is decided by the domain against the stream's version;
+//! - update a read model, or feed a follower from the command path: reads and follows come
+//!   from the projections, which follow the log;
+//! - reveal an object to a caller who may not see it: reads filter by the caller's customers,
+//!   and writes to invisible objects answer NOT_FOUND exactly like missing ones;
+//! - leak store or codec internals (they are logged; the caller gets INTERNAL), or answer an
+//!   error without a code and the caller's cid;
+//! - panic or `unwrap` on a request path, or accept unbounded input ([`limits`]).
+
+pub mod agendas;
+pub mod caller;
+pub mod configs;
+pub mod error;
+pub mod feed;
+pub mod limits;
+pub mod live;
+pub mod metrics;
+pub mod outcome;
+pub mod reads;
+pub mod work;
+
+use std::sync::Arc;
+
+use pop_projections::Projections;
+use pop_store::{Commands, EventMetadata, EventStore};
+
+pub use caller::{Action, Caller, Principal, Role};
+pub use error::{AppError, AppResult, Code};
+pub use limits::AppConfig;
+pub use outcome::{AgendaOutcome, Configured, Page};
+pub use pop_projections::Visibility;
+
+/// The application: what every use case works through. Cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn EventStore>,
+    commands: Arc<Commands>,
+    projections: Projections,
+    config: AppConfig,
+    /// Agendas this replica is claiming or has just claimed (`getAgenda`).
+    claims: work::ClaimBook,
+    /// Routes the projections' changes to the followers (one reader of the feed).
+    feed: feed::Dispatcher,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").field("config", &self.inner.config).finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// The application over `store`, executing commands with `commands` (share the server's
+    /// one: it caches aggregate states) and reading `projections` (whose runner the server
+    /// drives).
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        commands: Arc<Commands>,
+        projections: Projections,
+        config: AppConfig,
+    ) -> App {
+        let config = config.bounded();
+        let changes = projections.clone();
+        let feed =
+            feed::Dispatcher::new(config.subscriber_buffer, limits::MAX_SUBSCRIBERS, move || {
+                changes.subscribe_changes()
+            });
+        App {
+            inner: Arc::new(Inner {
+                store,
+                commands,
+                projections,
+                config,
+                claims: work::ClaimBook::default(),
+                feed,
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &AppConfig {
+        &self.inner.config
+    }
+
+    pub fn projections(&self) -> &Projections {
+        &self.inner.projections
+    }
+
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.inner.store
+    }
+
+    pub fn commands(&self) -> &Arc<Commands> {
+        &self.inner.commands
+    }
+
+    pub(crate) fn claims(&self) -> &work::ClaimBook {
+        &self.inner.claims
+    }
+
+    pub(crate) fn feed(&self) -> &feed::Dispatcher {
+        &self.inner.feed
+    }
+}
+
+/// The metadata of an event a caller's command causes.
+pub(crate) fn metadata(caller: &Caller, customer_id: &str) -> EventMetadata {
+    EventMetadata {
+        customer_id: Some(customer_id.to_string()),
+        cid: Some(caller.cid.clone()),
+        causation_id: None,
+        actor: Some(caller.principal.actor()),
+    }
+}

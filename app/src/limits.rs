@@ -1,0 +1,109 @@
+//! The bounds every use case keeps, each a named constant with the reason for its size, and
+//! [`AppConfig`], the knobs a server (or a test) may choose within them. Transport limits (body
+//! size, query depth and complexity, WebSocket connections) live with the transports.
+
+use std::time::Duration;
+
+/// Items a list returns when the client does not say (`first`).
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+
+/// Most items a client may ask for in one page. The projections cap a page at
+/// `pop_projections::MAX_PAGE_SIZE` (1,000); this keeps one response well under a few MiB
+/// with 500 agendas of a few KiB each.
+pub const MAX_PAGE_SIZE: usize = 500;
+
+/// Most events `agendaEvents`/`events` return in one page: events can be up to 1 MiB each,
+/// so this is lower than the read-model page size.
+pub const MAX_EVENT_PAGE_SIZE: usize = 200;
+
+/// Longest an `atLeastPosition` read waits for the projections by default. A healthy replica
+/// applies a write within milliseconds; seconds of lag mean something is wrong, and the client
+/// should see that as an error rather than hang.
+pub const DEFAULT_READ_WAIT: Duration = Duration::from_secs(5);
+
+/// Changes one follower may have queued before it is told it lagged (default). A dashboard
+/// renders one update per change; 256 covers a burst of a few hundred updates on one
+/// customer without a resync, at a few hundred bytes per queued change.
+pub const DEFAULT_SUBSCRIBER_BUFFER: usize = 256;
+
+/// Most live follows (subscriptions) the server serves at once (all connections together).
+/// Each holds a buffer of up to [`DEFAULT_SUBSCRIBER_BUFFER`] queued changes and an entry in
+/// the feed's routing maps; 50,000 is five times the 10,000-subscriber fan-out the server is
+/// measured at (BENCHMARKS.md), and keeps the worst case (every buffer full) to a few hundred
+/// MiB of queued pointers. Past it a new subscription is refused with a clear error.
+pub const MAX_SUBSCRIBERS: usize = 50_000;
+
+/// Most objects a follow re-sends after it lagged or when it resumes from an `afterPosition`.
+/// Past this the lagged item says `truncated` and the client re-lists with `atLeastPosition`.
+pub const MAX_RESYNC_ITEMS: usize = 500;
+
+/// Most log events a customer or linkId follow reads to find the agendas that changed while
+/// it lagged (or since its `afterPosition`). The read models know what each agenda is now,
+/// not when it last changed; the log does. Bounded so one slow follower cannot make the server
+/// read the whole log; past it the resync is `truncated`.
+pub const MAX_RESYNC_SCAN: usize = 20_000;
+
+/// Most rerun params accepted in one rerun (the flags are four words; the rest is operation
+/// names, which `operationsToReset=a,b` already lists in one param).
+pub const MAX_RERUN_PARAMS: usize = 64;
+
+/// Longest cancel reason, in characters: it is stored in the event and shown in progress.
+pub const MAX_REASON_LENGTH: usize = 2_000;
+
+/// Longest client-supplied correlation id, in characters: it is copied into every event
+/// metadata and error.
+pub const MAX_CID_LENGTH: usize = 200;
+
+/// How long a `getAgenda` lease lasts by default before the reclaimer may take the agenda back;
+/// every `updateAgendaProgress` renews it. Five minutes lets an executor report between
+/// operations of ordinary length without holding a dead executor's work for long.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(5 * 60);
+
+/// Shortest lease a server may configure (shorter ones expire before a report can arrive).
+pub const MIN_LEASE: Duration = Duration::from_secs(1);
+
+/// Longest lease a server may configure: past a day, a dead executor's work waits too long.
+pub const MAX_LEASE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Most agendas one `getAgenda` may ask for: each is one claim command.
+pub const MAX_GET_AGENDA_COUNT: usize = 100;
+
+/// How many queued candidates `getAgenda` looks at per agenda asked for: concurrent callers
+/// race for the oldest, and a caller that loses some claims tries the next ones.
+pub const GET_AGENDA_CANDIDATES_PER_ITEM: usize = 4;
+
+/// The use cases' knobs; the defaults are what `pop serve` uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppConfig {
+    /// See [`MAX_PAGE_SIZE`]; at most that.
+    pub max_page_size: usize,
+    /// How long an `atLeastPosition` read waits at most (capped by the projections'
+    /// `MAX_WAIT`).
+    pub read_wait: Duration,
+    /// See [`DEFAULT_SUBSCRIBER_BUFFER`]; at least 1.
+    pub subscriber_buffer: usize,
+    /// See [`DEFAULT_LEASE`]; within [`MIN_LEASE`]..=[`MAX_LEASE`].
+    pub lease: Duration,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        AppConfig {
+            max_page_size: MAX_PAGE_SIZE,
+            read_wait: DEFAULT_READ_WAIT,
+            subscriber_buffer: DEFAULT_SUBSCRIBER_BUFFER,
+            lease: DEFAULT_LEASE,
+        }
+    }
+}
+
+impl AppConfig {
+    /// The config with every knob clamped into its bounds.
+    pub fn bounded(mut self) -> AppConfig {
+        self.max_page_size = self.max_page_size.clamp(1, MAX_PAGE_SIZE);
+        self.read_wait = self.read_wait.min(pop_projections::runner::MAX_WAIT);
+        self.subscriber_buffer = self.subscriber_buffer.max(1);
+        self.lease = self.lease.clamp(MIN_LEASE, MAX_LEASE);
+        self
+    }
+}

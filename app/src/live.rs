@@ -1,0 +1,430 @@
+//! Following agendas as they change (the dashboards' use case): one AgendaProgress by id,
+//! every agenda of a customer or of a linkId, and the operation progress of one agenda. A
+//! follow is fed from the projections' change feed — never from the command path — so it
+//! announces only what is durable and applied, and sees the writes of every replica sharing
+//! the log.
+//!
+//! On each relevant change the follow reads the object's *current* state from the read models
+//! and yields it, tagged with the change's position. Each follower has a bounded buffer
+//! ([`crate::feed`]); when it falls behind it yields one item with `lagged: true` and then the
+//! current state of everything it may have missed (`resync: true`): for one agenda that is the
+//! agenda; for a customer or a linkId it is every agenda the log says changed since the last
+//! position delivered (bounded by [`MAX_RESYNC_SCAN`] events and [`MAX_RESYNC_ITEMS`] agendas,
+//! else `truncated`). `after_position` resumes the same way.
+//!
+//! Tenancy: changes are filtered by the caller's customers before they enter the buffer, and
+//! every re-read checks visibility again.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+
+use futures::Stream;
+use pop_domain::agenda::CATEGORY as AGENDA_CATEGORY;
+use pop_domain::model::{AgendaProgress, OperationProgress};
+use pop_projections::{AgendaEntry, Change, ChangeKind, ReadModels};
+use pop_store::{Position, StoreError};
+
+use crate::App;
+use crate::caller::{Action, Caller, Principal};
+use crate::error::{AppError, AppResult};
+use crate::feed::{FeedItem, FeedReceiver, Key};
+use crate::limits::{MAX_RESYNC_ITEMS, MAX_RESYNC_SCAN};
+use crate::reads::parse_position;
+
+/// Events read per log query while looking for changed agendas.
+const RESYNC_READ_BATCH: usize = 1_000;
+
+/// What a follow follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// One AgendaProgress, by its id.
+    Progress(String),
+    /// Every agenda of a customer.
+    Customer(String),
+    /// Every visible agenda sharing a linkId.
+    Link(String),
+    /// The operation progress of one agenda, by agenda id.
+    Operations(String),
+}
+
+impl Target {
+    fn admits(&self, c: &Change, principal: &Principal) -> bool {
+        c.kind == ChangeKind::Agenda
+            && principal.sees(&c.customer_id)
+            && match self {
+                Target::Progress(id) => c.progress_id.as_deref() == Some(id.as_str()),
+                Target::Customer(customer) => c.customer_id.as_ref() == customer.as_str(),
+                Target::Link(link) => c.link_id.as_deref() == Some(link.as_str()),
+                Target::Operations(agenda) => c.id.as_ref() == agenda.as_str(),
+            }
+    }
+
+    fn admits_entry(&self, e: &AgendaEntry, principal: &Principal) -> bool {
+        principal.sees(e.customer_id())
+            && match self {
+                Target::Progress(id) => e.progress_id() == id,
+                Target::Customer(customer) => e.customer_id() == customer,
+                Target::Link(link) => e.link_id() == Some(link.as_str()),
+                Target::Operations(agenda) => e.id() == agenda,
+            }
+    }
+
+    /// The one key of a change this target follows: the dispatcher routes by it, and
+    /// [`Target::admits`] still decides (kind and visibility included).
+    fn key(&self) -> Key {
+        match self {
+            Target::Progress(id) => Key::Progress(Arc::from(id.as_str())),
+            Target::Customer(customer) => Key::Customer(Arc::from(customer.as_str())),
+            Target::Link(link) => Key::Link(Arc::from(link.as_str())),
+            Target::Operations(agenda) => Key::Agenda(Arc::from(agenda.as_str())),
+        }
+    }
+
+    /// Whether finding what changed needs the log (groups) or just the one object.
+    fn is_group(&self) -> bool {
+        matches!(self, Target::Customer(_) | Target::Link(_))
+    }
+
+    /// The field naming what is followed, for errors.
+    fn field(&self) -> &'static str {
+        match self {
+            Target::Progress(_) => "id",
+            Target::Customer(_) => "customerId",
+            Target::Link(_) => "linkId",
+            Target::Operations(_) => "agendaId",
+        }
+    }
+
+    fn id(&self) -> &str {
+        match self {
+            Target::Progress(s) | Target::Customer(s) | Target::Link(s) | Target::Operations(s) => {
+                s
+            }
+        }
+    }
+}
+
+/// An AgendaProgress as it is now (progress follows).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProgressUpdate {
+    pub position: Position,
+    /// `None` when the agenda is gone (reaped) or no longer visible, or on a lag marker.
+    pub progress: Option<AgendaProgress>,
+    pub removed: bool,
+    /// This item only says that changes were missed (`missed` of them, at least); the current
+    /// state of what they touched follows, marked `resync`.
+    pub lagged: bool,
+    pub missed: u64,
+    pub resync: bool,
+    /// The resync after a lag did not cover everything (bounds); re-list to be sure.
+    pub truncated: bool,
+}
+
+/// The operation progress entries one change touched (operation follows).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperationsUpdate {
+    pub position: Position,
+    pub agenda_id: String,
+    pub operation_progress: Vec<OperationProgress>,
+    /// Operations that no longer exist (removed by a rerun).
+    pub removed_operations: Vec<String>,
+    pub lagged: bool,
+    pub missed: u64,
+    pub resync: bool,
+}
+
+/// One item of a follow.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Update {
+    Progress(Box<ProgressUpdate>),
+    Operations(OperationsUpdate),
+}
+
+fn progress_update(position: Position, progress: Option<AgendaProgress>, resync: bool) -> Update {
+    Update::Progress(Box::new(ProgressUpdate {
+        position,
+        removed: progress.is_none(),
+        progress,
+        lagged: false,
+        missed: 0,
+        resync,
+        truncated: false,
+    }))
+}
+
+/// Counts the follow in the active-subscriptions gauge while it lives.
+struct ActiveGuard;
+
+/// Live follows being served (all transports).
+pub const SUBSCRIPTIONS_ACTIVE: &str = "pop_api_subscriptions_active";
+
+impl ActiveGuard {
+    fn new() -> ActiveGuard {
+        metrics::gauge!(SUBSCRIPTIONS_ACTIVE).increment(1.0);
+        ActiveGuard
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        metrics::gauge!(SUBSCRIPTIONS_ACTIVE).decrement(1.0);
+    }
+}
+
+struct Follow {
+    app: App,
+    principal: Principal,
+    target: Target,
+    feed: FeedReceiver,
+    pending: VecDeque<Update>,
+    /// Everything up to here has been reflected in what was yielded.
+    delivered: Position,
+    _active: ActiveGuard,
+}
+
+impl Follow {
+    async fn next(&mut self) -> Option<Update> {
+        loop {
+            if let Some(out) = self.pending.pop_front() {
+                return Some(out);
+            }
+            match self.feed.recv().await? {
+                FeedItem::Change(change) => {
+                    // Already covered by the state sent at start or at a resync.
+                    if change.position <= self.delivered {
+                        continue;
+                    }
+                    self.delivered = change.position;
+                    let models = self.app.projections().read();
+                    let out = self.render(&models, &change);
+                    self.pending.extend(out);
+                }
+                FeedItem::Lagged { missed } => self.resync(Some(missed)).await,
+            }
+        }
+    }
+
+    /// The current state behind one change.
+    fn render(&self, models: &ReadModels, change: &Change) -> Option<Update> {
+        let entry = models
+            .agenda_entry(&change.id)
+            .filter(|e| self.target.admits_entry(e, &self.principal));
+        match &self.target {
+            Target::Operations(agenda) => {
+                let progress = entry.and_then(|e| e.progress().ok());
+                let mut found = Vec::new();
+                let mut removed = Vec::new();
+                for name in &change.operations {
+                    match progress
+                        .as_ref()
+                        .and_then(|p| p.operation_progress.iter().find(|o| &o.operation == name))
+                    {
+                        Some(op) => found.push(op.clone()),
+                        None => removed.push(name.clone()),
+                    }
+                }
+                if found.is_empty() && removed.is_empty() && progress.is_some() {
+                    // A change of the agenda alone (queued, claimed): nothing for this follow.
+                    return None;
+                }
+                Some(Update::Operations(OperationsUpdate {
+                    position: change.position,
+                    agenda_id: agenda.clone(),
+                    operation_progress: found,
+                    removed_operations: removed,
+                    lagged: false,
+                    missed: 0,
+                    resync: false,
+                }))
+            }
+            _ => {
+                let progress = match entry.map(AgendaEntry::progress) {
+                    Some(Ok(p)) => Some(p),
+                    Some(Err(e)) => {
+                        tracing::error!(error = %e, "a follow could not read an agenda");
+                        None
+                    }
+                    None => None,
+                };
+                Some(progress_update(change.position, progress, false))
+            }
+        }
+    }
+
+    /// Queues the current state of everything that may have changed after `self.delivered`:
+    /// after a lag (`missed` is `Some`) behind a lagged item, or at start.
+    async fn resync(&mut self, missed: Option<u64>) {
+        let now = self.app.projections().applied();
+        let mut truncated = false;
+        let group_ids = if self.target.is_group() {
+            match changed_agendas(&self.app, self.delivered, now).await {
+                Ok((ids, cut)) => {
+                    truncated = cut;
+                    ids
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "a follow could not read the log to resync");
+                    truncated = true;
+                    Vec::new()
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let mut items = Vec::new();
+        let position;
+        {
+            let models = self.app.projections().read();
+            position = models.position();
+            let visible = |e: &&AgendaEntry| self.target.admits_entry(e, &self.principal);
+            match &self.target {
+                Target::Progress(id) => {
+                    let entry = models.agendas().by_progress_id(id).filter(visible);
+                    if let Some(Ok(p)) = entry.map(AgendaEntry::progress) {
+                        items.push(progress_update(position, Some(p), true));
+                    }
+                }
+                Target::Operations(agenda) => {
+                    let entry = models.agenda_entry(agenda).filter(visible);
+                    if let Some(Ok(p)) = entry.map(AgendaEntry::progress) {
+                        items.push(Update::Operations(OperationsUpdate {
+                            position,
+                            agenda_id: agenda.clone(),
+                            operation_progress: p.operation_progress,
+                            removed_operations: Vec::new(),
+                            lagged: false,
+                            missed: 0,
+                            resync: true,
+                        }));
+                    }
+                }
+                Target::Customer(_) | Target::Link(_) => {
+                    for id in &group_ids {
+                        let entry = models.agenda_entry(id).filter(visible);
+                        if let Some(Ok(p)) = entry.map(AgendaEntry::progress) {
+                            items.push(progress_update(position, Some(p), true));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(missed) = missed {
+            let lagged = match &self.target {
+                Target::Operations(agenda) => Update::Operations(OperationsUpdate {
+                    position,
+                    agenda_id: agenda.clone(),
+                    operation_progress: Vec::new(),
+                    removed_operations: Vec::new(),
+                    lagged: true,
+                    missed,
+                    resync: false,
+                }),
+                _ => Update::Progress(Box::new(ProgressUpdate {
+                    position,
+                    progress: None,
+                    removed: false,
+                    lagged: true,
+                    missed,
+                    resync: false,
+                    truncated,
+                })),
+            };
+            self.pending.push_back(lagged);
+        }
+        self.pending.extend(items);
+        self.delivered = self.delivered.max(position);
+    }
+}
+
+/// The agendas with events in the log after `after` up to `upto`, in order of first change;
+/// `true` when the scan stopped at a bound before `upto`.
+async fn changed_agendas(
+    app: &App,
+    after: Position,
+    upto: Position,
+) -> Result<(Vec<String>, bool), StoreError> {
+    let prefix = format!("{AGENDA_CATEGORY}-");
+    let mut seen = HashSet::new();
+    let mut ids = Vec::new();
+    let mut from = after;
+    let mut scanned = 0usize;
+    while from < upto {
+        if scanned >= MAX_RESYNC_SCAN || ids.len() >= MAX_RESYNC_ITEMS {
+            return Ok((ids, true));
+        }
+        let batch = app.store().read_all(from, RESYNC_READ_BATCH).await?;
+        let Some(last) = batch.last() else { break };
+        from = last.position;
+        for event in batch.iter().filter(|e| e.position <= upto) {
+            scanned += 1;
+            if let Some(id) = event.stream.strip_prefix(&prefix)
+                && ids.len() < MAX_RESYNC_ITEMS
+                && seen.insert(id.to_string())
+            {
+                ids.push(id.to_string());
+            }
+        }
+    }
+    Ok((ids, false))
+}
+
+impl App {
+    /// Starts following `target` for the caller: joins the feed first (so nothing between the
+    /// initial read and the first change is lost), waits for `after_position`, then queues the
+    /// starting state (single objects always; groups only when resuming). A customer outside
+    /// the caller's set is FORBIDDEN (decided by the token alone, so it reveals nothing).
+    pub async fn follow(
+        &self,
+        caller: &Caller,
+        target: Target,
+        after_position: Option<&str>,
+    ) -> AppResult<impl Stream<Item = Update> + Send + use<>> {
+        caller
+            .run(Action::Read, None, async |caller| {
+                if target.id().trim().is_empty() {
+                    return Err(AppError::invalid(target.field(), "must not be empty"));
+                }
+                if let Target::Customer(customer) = &target
+                    && !caller.principal.sees(customer)
+                {
+                    return Err(AppError::forbidden(format!(
+                        "principal {:?} may not follow customer {customer:?}",
+                        caller.principal.name
+                    )));
+                }
+                let principal = caller.principal.clone();
+                let filter_target = target.clone();
+                let filter_principal = principal.clone();
+                let feed = self
+                    .feed()
+                    .register(target.key(), move |c| filter_target.admits(c, &filter_principal))
+                    .map_err(|e| {
+                        AppError::bad_request(format!(
+                            "{e}; close other subscriptions or try again later (it is a server-wide bound)"
+                        ))
+                    })?;
+                self.settle(after_position).await?;
+                let delivered = match after_position {
+                    Some(p) => parse_position("afterPosition", p)?,
+                    None => self.projections().applied(),
+                };
+                let mut follow = Follow {
+                    app: self.clone(),
+                    principal,
+                    target,
+                    feed,
+                    pending: VecDeque::new(),
+                    delivered,
+                    _active: ActiveGuard::new(),
+                };
+                if !follow.target.is_group() || after_position.is_some() {
+                    follow.resync(None).await;
+                }
+                Ok(futures::stream::unfold(follow, |mut follow| async move {
+                    let out = follow.next().await?;
+                    Some((out, follow))
+                }))
+            })
+            .await
+    }
+}

@@ -1,0 +1,28 @@
+//! What the use cases count, through the `metrics` facade (the server exports it at
+//! `/metrics`): commands by name and outcome, and claims by insight with the time each agenda
+//! waited in its queue. Transport metrics (requests, errors, subscriptions) are the
+//! transports'.
+
+use std::time::Duration;
+
+/// Commands executed, by command name and outcome (`ok` or `refused`).
+pub const COMMANDS: &str = "pop_api_commands_total";
+/// Agendas this process handed out through `getAgenda`, by insight.
+pub const CLAIMS: &str = "pop_claims_total";
+/// Per claim, the claim's time minus the agenda's `updatedTime` as read from the read model
+/// while it was `queued` — the time of its `AgendaQueued` event (every event sets
+/// `updatedTime`, and nothing else happens to a queued agenda), so a requeued agenda counts
+/// from its latest queueing.
+pub const CLAIM_LATENCY_SECONDS: &str = "pop_claim_latency_seconds";
+
+/// One executed command (an append when it succeeded and changed something).
+pub fn command(name: &'static str, ok: bool) {
+    let outcome = if ok { "ok" } else { "refused" };
+    metrics::counter!(COMMANDS, "command" => name, "outcome" => outcome).increment(1);
+}
+
+/// One agenda claimed from `insight` after waiting `waited` in its queue.
+pub(crate) fn claimed(insight: &str, waited: Duration) {
+    metrics::counter!(CLAIMS, "insight" => insight.to_string()).increment(1);
+    metrics::histogram!(CLAIM_LATENCY_SECONDS).record(waited.as_secs_f64());
+}

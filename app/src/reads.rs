@@ -1,0 +1,618 @@
+//! What a caller may read (DOMAIN.md §4, §10): objects by id (`None` when they do not exist
+//! *or* the caller may not see them — the two are indistinguishable on purpose), filtered,
+//! cursor-paginated lists, progress summaries, an agenda's event history and the global log,
+//! and the insights' work counters. Every read first settles read-your-writes
+//! ([`App::settle`]). Read-model access happens in synchronous blocks: the read guard cannot be
+//! held across an `.await`.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+
+use pop_domain::ProcessingState;
+use pop_domain::agenda::CATEGORY as AGENDA_CATEGORY;
+use pop_domain::aggregate::stream_name;
+use pop_domain::model::{Agenda, AgendaProgress, OperationProgress, ProgressSummary};
+use pop_projections::{
+    AgendaEntry, AgendaOrder, AgendaQuery, CorruptEntry, Cursor, MAX_PAGE_SIZE, Phase, ReadModels,
+    Visibility,
+};
+use pop_store::{Direction, Position, RecordedEvent};
+
+use crate::App;
+use crate::caller::{Action, Caller, Principal};
+use crate::error::{self, AppError, AppResult};
+use crate::limits::{DEFAULT_PAGE_SIZE, MAX_EVENT_PAGE_SIZE};
+use crate::outcome::Page;
+
+/// The phases whose agendas are WAITING (DOMAIN.md §3), for the insights' counters.
+pub const WAITING_PHASES: [Phase; 5] =
+    [Phase::Added, Phase::Queued, Phase::Scheduled, Phase::Pending, Phase::Waiting];
+
+/// Most entries `waiting_by_customer` returns (the customers with the most waiting agendas).
+pub const MAX_WAITING_CUSTOMERS: usize = 100;
+
+/// Most read-model pages (of up to 1,000 agendas each, and at most 20,000 index entries
+/// examined each) one `waiting_by_customer` reads: at most 10,000 waiting agendas are counted,
+/// the oldest first in each phase (added, queued, scheduled, pending, other WAITING).
+pub const MAX_WAITING_PAGES: usize = 10;
+
+/// Events read per log query while looking for a page's end.
+const MORE_PROBE: usize = 1;
+
+/// Which page of a list: at most `first` items (default [`DEFAULT_PAGE_SIZE`], at most the
+/// configured maximum) after the cursor `after` (a previous page's `next`).
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    pub first: Option<i64>,
+    pub after: Option<String>,
+}
+
+/// The order of an agenda list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AgendaListOrder {
+    /// By `(addedTime, id)`: stable, an agenda never moves.
+    #[default]
+    AddedTime,
+    /// By `(updatedTime, id)`: recently changed last; an agenda moves when it changes.
+    UpdatedTime,
+}
+
+/// Filters of agenda and agenda-progress lists (ANDed).
+#[derive(Debug, Clone, Default)]
+pub struct AgendaFilter {
+    /// Only the agenda with this id.
+    pub agenda_id: Option<String>,
+    /// Only the agenda whose AgendaProgress has this id.
+    pub progress_id: Option<String>,
+    /// Only this customer's agendas (none when the caller may not see that customer).
+    pub customer_id: Option<String>,
+    pub link_id: Option<String>,
+    /// `agendaInsight.insightId`.
+    pub insight_id: Option<String>,
+    /// `agendaInsight.resourcePoolId`.
+    pub resource_pool_id: Option<String>,
+    /// The agenda's title, exactly.
+    pub title: Option<String>,
+    pub processing_state: Option<ProcessingState>,
+    /// Only agendas whose order time (`addedTime` or `updatedTime`, per `order`) is at or
+    /// after this.
+    pub from: Option<DateTime<Utc>>,
+    /// Only agendas whose order time is before this.
+    pub until: Option<DateTime<Utc>>,
+    pub order: AgendaListOrder,
+}
+
+impl AgendaFilter {
+    /// Whether the filters that need the agenda's body (not indexed) are set.
+    fn has_body_filters(&self) -> bool {
+        self.title.is_some() || self.resource_pool_id.is_some()
+    }
+
+    /// The filters that the read model's entry keys answer.
+    fn admits_keys(&self, e: &AgendaEntry) -> bool {
+        self.customer_id.as_deref().is_none_or(|c| e.customer_id() == c)
+            && self.link_id.as_deref().is_none_or(|l| e.link_id() == Some(l))
+            && self.insight_id.as_deref().is_none_or(|i| e.insight_id() == Some(i))
+            && self.processing_state.is_none_or(|s| e.processing_state() == s)
+    }
+
+    /// The title and resource pool filters, read from the agenda's progress (a live entry in
+    /// place; a settled one decodes only its progress). A corrupt entry is admitted so that
+    /// reading it reports the corruption instead of hiding it.
+    fn admits_body(&self, e: &AgendaEntry) -> bool {
+        if !self.has_body_filters() {
+            return true;
+        }
+        let admits = |p: &AgendaProgress| {
+            self.resource_pool_id.as_deref().is_none_or(|want| {
+                p.agenda_insight.as_ref().is_some_and(|i| i.resource_pool_id == want)
+            }) && self.title.as_deref().is_none_or(|t| p.title.as_deref() == Some(t))
+        };
+        match e.is_settled() {
+            false => e.state().map(|s| admits(s.progress())),
+            true => e.progress().map(|p| admits(&p)),
+        }
+        .unwrap_or(true)
+    }
+}
+
+/// Counters of one insight's agendas, of every customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InsightCounts {
+    /// Agendas in phase `queued`.
+    pub queue_depth: usize,
+    /// Agendas whose processingState is WAITING.
+    pub waiting: usize,
+    /// Agendas whose processingState is EXECUTING.
+    pub executing: usize,
+}
+
+/// A page of events of a stream or of the log.
+#[derive(Debug, Clone)]
+pub struct EventPage {
+    pub events: Vec<RecordedEvent>,
+    /// Where the next page starts: the last event's stream version (a stream) or position
+    /// (the log).
+    pub end_cursor: Option<String>,
+    pub more: bool,
+    /// The read models' position when the page was read.
+    pub position: Position,
+}
+
+pub(crate) fn corrupt(e: CorruptEntry) -> AppError {
+    AppError::internal("reading an agenda from the read models", &e)
+}
+
+/// Parses a client's log position.
+pub fn parse_position(field: &str, text: &str) -> AppResult<Position> {
+    text.trim().parse().map_err(|e| AppError::invalid(field, format!("{e}")))
+}
+
+fn sees(principal: &Principal, entry: &AgendaEntry) -> bool {
+    principal.sees(entry.customer_id())
+}
+
+/// The agenda entry with this id, if visible.
+fn visible_agenda<'m>(m: &'m ReadModels, p: &Principal, id: &str) -> Option<&'m AgendaEntry> {
+    m.agenda_entry(id).filter(|e| sees(p, e))
+}
+
+/// The agenda entry whose AgendaProgress has this id, if visible.
+fn visible_progress<'m>(m: &'m ReadModels, p: &Principal, id: &str) -> Option<&'m AgendaEntry> {
+    m.agendas().by_progress_id(id).filter(|e| sees(p, e))
+}
+
+impl App {
+    /// Read-your-writes: waits (bounded) until the read models reach `at_least` (a position
+    /// a write answered). A position beyond the log's head can never be reached and is
+    /// refused at once; one not reached in time is TIMEOUT.
+    pub async fn settle(&self, at_least: Option<&str>) -> AppResult<()> {
+        let Some(text) = at_least else { return Ok(()) };
+        let position = parse_position("atLeastPosition", text)?;
+        let projections = self.projections();
+        if projections.applied() >= position {
+            return Ok(());
+        }
+        let head = self.store().head().await.map_err(|e| error::store("the log head", &e))?;
+        if position > head {
+            return Err(AppError::invalid(
+                "atLeastPosition",
+                format!("position {position} is beyond the end of the log ({head})"),
+            ));
+        }
+        projections.wait_for(position, self.config().read_wait).await.map_err(|t| {
+            AppError::timeout(format!(
+                "atLeastPosition: the read models did not reach position {} within {:?} (they are at {}); retry",
+                t.wanted, t.waited, t.applied
+            ))
+        })
+    }
+
+    /// The page size and start of a list request (`first` within `1..=max`, else
+    /// BAD_REQUEST; `after` a cursor, else VALIDATION).
+    pub(crate) fn page_bounds(&self, page: &PageRequest) -> AppResult<(usize, Option<Cursor>)> {
+        let max = self.config().max_page_size;
+        let limit = match page.first {
+            None => DEFAULT_PAGE_SIZE.min(max),
+            Some(n) if n >= 1 && usize::try_from(n).is_ok_and(|n| n <= max) => n as usize,
+            Some(n) => {
+                return Err(AppError::bad_request(format!("first: {n} is outside 1..={max}")));
+            }
+        };
+        let after = page
+            .after
+            .as_deref()
+            .map(|a| a.parse::<Cursor>().map_err(|e| AppError::invalid("after", e.to_string())))
+            .transpose()?;
+        Ok((limit, after))
+    }
+
+    /// The caller as pop sees it (name, role, customers).
+    pub fn me(&self, caller: &Caller) -> AppResult<Principal> {
+        caller.read_now(|| Ok(caller.principal.clone()))
+    }
+
+    /// An agenda by id.
+    pub async fn agenda(
+        &self,
+        caller: &Caller,
+        id: &str,
+        at_least: Option<&str>,
+    ) -> AppResult<Option<Agenda>> {
+        caller
+            .run(Action::Read, None, async |_| {
+                self.settle(at_least).await?;
+                let models = self.projections().read();
+                match visible_agenda(&models, &caller.principal, id) {
+                    Some(entry) => entry.agenda().map_err(corrupt),
+                    None => Ok(None),
+                }
+            })
+            .await
+    }
+
+    /// An AgendaProgress by id (the agenda's `progressId`).
+    pub async fn agenda_progress(
+        &self,
+        caller: &Caller,
+        id: &str,
+        at_least: Option<&str>,
+    ) -> AppResult<Option<AgendaProgress>> {
+        caller
+            .run(Action::Read, None, async |_| {
+                self.settle(at_least).await?;
+                let models = self.projections().read();
+                visible_progress(&models, &caller.principal, id)
+                    .map(|e| e.progress().map_err(corrupt))
+                    .transpose()
+            })
+            .await
+    }
+
+    /// An OperationProgress by id (`<agendaProgressId>-<operation name>`).
+    pub async fn operation_progress(
+        &self,
+        caller: &Caller,
+        id: &str,
+        at_least: Option<&str>,
+    ) -> AppResult<Option<OperationProgress>> {
+        caller
+            .run(Action::Read, None, async |_| {
+                self.settle(at_least).await?;
+                let models = self.projections().read();
+                let found = models.operation_progress(id).map_err(corrupt)?;
+                Ok(found.filter(|p| caller.principal.sees(&p.customer_id)))
+            })
+            .await
+    }
+
+    /// The operation progress of one agenda, named by its AgendaProgress id or its agenda id
+    /// (empty when there is none the caller may see).
+    pub async fn operation_progress_of(
+        &self,
+        caller: &Caller,
+        progress_id: Option<&str>,
+        agenda_id: Option<&str>,
+        at_least: Option<&str>,
+    ) -> AppResult<Vec<OperationProgress>> {
+        caller
+            .run(Action::Read, None, async |_| {
+                self.settle(at_least).await?;
+                let models = self.projections().read();
+                let principal = &caller.principal;
+                let entry = match (progress_id, agenda_id) {
+                    (Some(p), _) => visible_progress(&models, principal, p),
+                    (None, Some(a)) => visible_agenda(&models, principal, a),
+                    (None, None) => {
+                        return Err(AppError::bad_request(
+                            "operation progress is listed per agenda: name its progress id or agenda id",
+                        ));
+                    }
+                };
+                match entry {
+                    None => Ok(Vec::new()),
+                    Some(e) => Ok(e.progress().map_err(corrupt)?.operation_progress),
+                }
+            })
+            .await
+    }
+
+    /// Agendas the caller may see that pass `filter`.
+    pub async fn agendas(
+        &self,
+        caller: &Caller,
+        filter: &AgendaFilter,
+        page: &PageRequest,
+        at_least: Option<&str>,
+    ) -> AppResult<Page<Agenda>> {
+        self.agenda_list(caller, filter, page, at_least, |e| e.agenda()).await
+    }
+
+    /// The AgendaProgress of the agendas the caller may see that pass `filter`.
+    pub async fn agenda_progress_list(
+        &self,
+        caller: &Caller,
+        filter: &AgendaFilter,
+        page: &PageRequest,
+        at_least: Option<&str>,
+    ) -> AppResult<Page<AgendaProgress>> {
+        self.agenda_list(caller, filter, page, at_least, |e| e.progress().map(Some)).await
+    }
+
+    async fn agenda_list<T>(
+        &self,
+        caller: &Caller,
+        filter: &AgendaFilter,
+        page: &PageRequest,
+        at_least: Option<&str>,
+        map: impl Fn(&AgendaEntry) -> Result<Option<T>, CorruptEntry>,
+    ) -> AppResult<Page<T>> {
+        caller
+            .run(Action::Read, None, async |_| {
+                let (limit, after) = self.page_bounds(page)?;
+                self.settle(at_least).await?;
+                let models = self.projections().read();
+                select(&models, &caller.principal, filter, after, limit, map)
+            })
+            .await
+    }
+
+    /// DOMAIN.md §4.3 over the agendas with this linkId that the caller may see (a caller
+    /// who sees none gets an empty, COMPLETE summary).
+    pub async fn progress_summary(
+        &self,
+        caller: &Caller,
+        link_id: &str,
+        at_least: Option<&str>,
+    ) -> AppResult<ProgressSummary> {
+        caller
+            .run(Action::Read, None, async |_| {
+                if link_id.trim().is_empty() {
+                    return Err(AppError::invalid("linkId", "is required"));
+                }
+                self.settle(at_least).await?;
+                let models = self.projections().read();
+                models.progress_summary(link_id, &caller.principal.customers).map_err(corrupt)
+            })
+            .await
+    }
+
+    /// The events of one agenda's stream, oldest first (`after`: a stream version from a
+    /// previous page's `end_cursor`); `None` when the agenda does not exist or is not visible.
+    /// Visibility comes from the write side (the stream itself), so a just-submitted agenda's
+    /// history is readable before the projections have it.
+    pub async fn agenda_events(
+        &self,
+        caller: &Caller,
+        agenda_id: &str,
+        after: Option<&str>,
+        first: Option<i64>,
+    ) -> AppResult<Option<EventPage>> {
+        caller
+            .run(Action::Read, None, async |_| {
+                let first = event_page_size(first)?;
+                match self.visible_customer_of(caller, agenda_id).await {
+                    Ok(_) => {}
+                    Err(e) if e.code == crate::Code::NotFound => return Ok(None),
+                    Err(e) => return Err(e),
+                }
+                let stream = stream_name(AGENDA_CATEGORY, agenda_id);
+                match self.event_page(Some(&stream), after, first).await {
+                    // Reaped since (a cached state may still name its customer): gone.
+                    Err(e) if e.code == crate::Code::NotFound => Ok(None),
+                    page => page.map(Some),
+                }
+            })
+            .await
+    }
+
+    /// The global event log after a position (admins only: it spans every customer).
+    pub async fn events(
+        &self,
+        caller: &Caller,
+        after: Option<&str>,
+        first: Option<i64>,
+    ) -> AppResult<EventPage> {
+        caller
+            .run(Action::ReadLog, None, async |_| {
+                let first = event_page_size(first)?;
+                self.event_page(None, after, first).await
+            })
+            .await
+    }
+
+    /// A page of a stream or of the log: reads `first` events, then one more to tell whether
+    /// there are more (a read may return fewer than asked before the end, so a short page
+    /// alone does not mean the end).
+    async fn event_page(
+        &self,
+        stream: Option<&str>,
+        after: Option<&str>,
+        first: usize,
+    ) -> AppResult<EventPage> {
+        let store = self.store();
+        let subject = stream.unwrap_or("the event log");
+        let fail = |e: pop_store::StoreError| error::store(subject, &e);
+        let (events, more) = match stream {
+            Some(stream) => {
+                let from = match after {
+                    None => 0,
+                    Some(a) => a
+                        .trim()
+                        .parse::<u64>()
+                        .map_err(|_| {
+                            AppError::invalid("after", format!("{a:?} is not a stream version"))
+                        })?
+                        .saturating_add(1),
+                };
+                let events = store
+                    .read_stream(stream, from, first, Direction::Forwards)
+                    .await
+                    .map_err(fail)?;
+                let next = events.last().map_or(from, |e| e.version.saturating_add(1));
+                let more = !events.is_empty()
+                    && !store
+                        .read_stream(stream, next, MORE_PROBE, Direction::Forwards)
+                        .await
+                        .map_err(fail)?
+                        .is_empty();
+                (events, more)
+            }
+            None => {
+                let from = match after {
+                    None => Position::START,
+                    Some(a) => parse_position("after", a)?,
+                };
+                let events = store.read_all(from, first).await.map_err(fail)?;
+                let next = events.last().map_or(from, |e| e.position);
+                let more = !events.is_empty()
+                    && !store.read_all(next, MORE_PROBE).await.map_err(fail)?.is_empty();
+                (events, more)
+            }
+        };
+        let end_cursor = events.last().map(|e| match stream {
+            Some(_) => e.version.to_string(),
+            None => e.position.to_string(),
+        });
+        Ok(EventPage { events, end_cursor, more, position: self.projections().applied() })
+    }
+
+    /// The work counters of an insight (every customer's agendas: a resource pool's view).
+    /// The totals come from the agenda model's per-insight, per-phase indexes (constant time).
+    pub fn insight_counts(&self, insight_id: &str) -> InsightCounts {
+        let models = self.projections().read();
+        let agendas = models.agendas();
+        InsightCounts {
+            queue_depth: agendas.count_in(insight_id, Phase::Queued),
+            waiting: WAITING_PHASES.iter().map(|p| agendas.count_in(insight_id, *p)).sum(),
+            executing: agendas.count_in(insight_id, Phase::Executing),
+        }
+    }
+
+    /// The WAITING agendas of an insight per customer, only for customers the caller may see
+    /// (every customer for `*`); customers with none are left out. Most waiting first (then by
+    /// customer id), at most [`MAX_WAITING_CUSTOMERS`] entries. Counts at most
+    /// [`MAX_WAITING_PAGES`] pages (the oldest of each phase first), so on a larger backlog the
+    /// counts are lower bounds.
+    pub fn waiting_by_customer(&self, caller: &Caller, insight_id: &str) -> Vec<(String, usize)> {
+        let models = self.projections().read();
+        waiting_by_customer(&models, &caller.principal.customers, insight_id)
+    }
+}
+
+fn event_page_size(first: Option<i64>) -> AppResult<usize> {
+    match first {
+        None => Ok(DEFAULT_PAGE_SIZE.min(MAX_EVENT_PAGE_SIZE)),
+        Some(n) if n >= 1 && usize::try_from(n).is_ok_and(|n| n <= MAX_EVENT_PAGE_SIZE) => {
+            Ok(n as usize)
+        }
+        Some(n) => {
+            Err(AppError::bad_request(format!("first: {n} is outside 1..={MAX_EVENT_PAGE_SIZE}")))
+        }
+    }
+}
+
+/// The agendas `principal` may see that pass `filter`, from `after`, at most `limit`, mapped
+/// by `map` (which may skip an entry by answering `None`). One agenda named by id (or progress
+/// id) is looked up directly; otherwise the page is selected from the indexes, with the body
+/// filters (title, resource pool) checked while the page is selected, before it is cut: a page
+/// holds up to `limit` entries that pass them, and `next` is given only when another does
+/// (within the read models' bound on entries examined per page,
+/// [`pop_projections::MAX_SCANNED_PER_PAGE`], after which the page ends early with `next`).
+fn select<T>(
+    models: &ReadModels,
+    principal: &Principal,
+    filter: &AgendaFilter,
+    after: Option<Cursor>,
+    limit: usize,
+    map: impl Fn(&AgendaEntry) -> Result<Option<T>, CorruptEntry>,
+) -> AppResult<Page<T>> {
+    let position = models.position();
+    let empty = || Page { items: Vec::new(), next: None, position };
+    let order_ms = |e: &AgendaEntry| match filter.order {
+        AgendaListOrder::AddedTime => e.added_ms(),
+        AgendaListOrder::UpdatedTime => e.updated_ms(),
+    };
+    let in_window = |e: &AgendaEntry| {
+        filter.from.is_none_or(|f| order_ms(e) >= f.timestamp_millis())
+            && filter.until.is_none_or(|u| order_ms(e) < u.timestamp_millis())
+    };
+    // One agenda named by id: from the read models' own indexes.
+    let single = match (&filter.agenda_id, &filter.progress_id) {
+        (Some(id), _) => Some(visible_agenda(models, principal, id)),
+        (None, Some(p)) => Some(visible_progress(models, principal, p)),
+        (None, None) => None,
+    };
+    if let Some(found) = single {
+        let mut items = Vec::new();
+        for e in found.into_iter().filter(|e| {
+            filter.agenda_id.as_deref().is_none_or(|id| e.id() == id)
+                && filter.progress_id.as_deref().is_none_or(|p| e.progress_id() == p)
+                && filter.admits_keys(e)
+                && filter.admits_body(e)
+                && in_window(e)
+        }) {
+            items.extend(map(e).map_err(corrupt)?);
+        }
+        return Ok(Page { items, next: None, position });
+    }
+    let visibility = match &filter.customer_id {
+        Some(c) if principal.sees(c) => Visibility::Customers([c.clone()].into()),
+        Some(_) => return Ok(empty()),
+        None => principal.customers.clone(),
+    };
+    let order = match filter.order {
+        AgendaListOrder::AddedTime => AgendaOrder::AddedTime,
+        AgendaListOrder::UpdatedTime => AgendaOrder::UpdatedTime,
+    };
+    // `from` as a cursor: (from, "") sorts before every agenda at that time (ids are never
+    // empty), so the page starts at the first agenda at or after `from`.
+    let from = filter.from.map(|t| Cursor::new(t.timestamp_millis(), ""));
+    let start = match (after, from) {
+        (Some(a), Some(f)) => Some(a.max(f)),
+        (a, f) => a.or(f),
+    };
+    let until = filter.until.map(|t| t.timestamp_millis());
+    let query = AgendaQuery {
+        visibility: &visibility,
+        link_id: filter.link_id.as_deref(),
+        insight_id: filter.insight_id.as_deref(),
+        processing_state: filter.processing_state,
+        phase: None,
+        order,
+        after: start.as_ref(),
+        limit: limit.min(MAX_PAGE_SIZE),
+    };
+    let page = if filter.has_body_filters() {
+        models.select_agendas_where(&query, |e| filter.admits_body(e))
+    } else {
+        models.select_agendas(&query)
+    };
+    let mut items = Vec::with_capacity(page.items.len());
+    let mut cut = false;
+    for entry in &page.items {
+        if until.is_some_and(|u| order_ms(entry) >= u) {
+            cut = true;
+            break;
+        }
+        items.extend(map(entry).map_err(corrupt)?);
+    }
+    let next = if cut { None } else { page.next };
+    Ok(Page { items, next, position })
+}
+
+fn waiting_by_customer(
+    models: &ReadModels,
+    visibility: &Visibility,
+    insight_id: &str,
+) -> Vec<(String, usize)> {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    let mut pages = 0;
+    'phases: for phase in WAITING_PHASES {
+        let mut after: Option<Cursor> = None;
+        loop {
+            if pages >= MAX_WAITING_PAGES {
+                break 'phases;
+            }
+            pages += 1;
+            let mut query = AgendaQuery::new(visibility);
+            query.insight_id = Some(insight_id);
+            query.phase = Some(phase);
+            query.limit = MAX_PAGE_SIZE;
+            query.after = after.as_ref();
+            let page = models.select_agendas(&query);
+            for entry in &page.items {
+                *counts.entry(entry.customer_id().to_string()).or_default() += 1;
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+    }
+    let mut list: Vec<(String, usize)> = counts.into_iter().collect();
+    list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    list.truncate(MAX_WAITING_CUSTOMERS);
+    list
+}

@@ -1,0 +1,351 @@
+//! The resource pool's side of the API (DOMAIN.md §7): `getAgenda` hands queued agendas out
+//! under leases, `updateAgendaProgress` takes an executor's POP AgendaProgress report. Both
+//! are domain commands (`Claim`, `ReportProgress`) executed through the `Commands`, so a claim
+//! goes through the agenda stream's expected version and two callers can never both win it.
+
+use chrono::Utc;
+use futures::future::join_all;
+use serde_json::Value;
+use uuid::Uuid;
+
+use pop_domain::agenda::{AgendaCommand, AgendaState, OperationReport, ProgressReport};
+use pop_domain::binding::may_use_insight;
+use pop_domain::model::{AgendaProgress, Insight};
+use pop_projections::{AgendaQuery, Phase, Visibility};
+use pop_store::ExecuteError;
+
+use crate::caller::{Action, Caller};
+use crate::error::{self, AppError, AppResult};
+use crate::limits::{GET_AGENDA_CANDIDATES_PER_ITEM, MAX_GET_AGENDA_COUNT};
+use crate::outcome::AgendaOutcome;
+use crate::{App, metadata, metrics};
+
+/// Whether the caller may take work from `insight`: one of its customers may use it (`*` may
+/// use every insight).
+fn may_take_from(caller: &Caller, insight: &Insight) -> bool {
+    match &caller.principal.customers {
+        Visibility::All => true,
+        Visibility::Customers(ids) => ids.iter().any(|c| may_use_insight(insight, c)),
+    }
+}
+
+/// Most agendas a [`ClaimBook`] remembers; past it, finished claims are forgotten early.
+const MAX_CLAIM_BOOK_ENTRIES: usize = 65_536;
+
+/// This replica's book of agendas being claimed or just claimed, so concurrent `getAgenda`
+/// calls on one replica do not all race for the same oldest queued agendas. An agenda is in
+/// the book while its claim is in flight, and after a successful claim until the read models
+/// have applied it (from then on they no longer list it as queued). The book only spares
+/// wasted attempts: correctness comes from the claim's expected version, which also settles
+/// races between replicas.
+#[derive(Debug, Default)]
+pub struct ClaimBook {
+    /// Agenda id → `None` while its claim is in flight, the claim's position once claimed.
+    entries: std::sync::Mutex<std::collections::HashMap<String, Option<pop_store::Position>>>,
+}
+
+impl ClaimBook {
+    /// Takes up to `wanted` candidates from `candidates` that are not in the book and puts
+    /// them in it (in flight). Forgets claims the read models have applied (`applied`).
+    fn reserve<T>(
+        &self,
+        candidates: &mut impl Iterator<Item = (String, String, T)>,
+        wanted: usize,
+        applied: &pop_store::Position,
+    ) -> Vec<(String, String, T)> {
+        let Ok(mut entries) = self.entries.lock() else {
+            // A poisoned book only loses the optimisation.
+            return candidates.take(wanted).collect();
+        };
+        entries.retain(|_, position| position.as_ref().is_none_or(|p| p > applied));
+        if entries.len() >= MAX_CLAIM_BOOK_ENTRIES {
+            // The read models are far behind: forget the finished claims (they only spare
+            // wasted attempts); claims in flight stay, and they are bounded by the callers.
+            entries.retain(|_, position| position.is_none());
+        }
+        let mut round = Vec::with_capacity(wanted);
+        for candidate in candidates.by_ref() {
+            if round.len() >= wanted {
+                break;
+            }
+            if let std::collections::hash_map::Entry::Vacant(slot) =
+                entries.entry(candidate.0.clone())
+            {
+                slot.insert(None);
+                round.push(candidate);
+            }
+        }
+        round
+    }
+
+    fn claimed(&self, id: &str, position: Option<pop_store::Position>) {
+        if let Ok(mut entries) = self.entries.lock() {
+            match position {
+                Some(position) => {
+                    entries.insert(id.to_string(), Some(position));
+                }
+                None => {
+                    entries.remove(id);
+                }
+            }
+        }
+    }
+
+    fn release(&self, id: &str) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(id);
+        }
+    }
+}
+
+impl App {
+    /// `getAgenda`: claims up to `count` of the oldest queued agendas of `insight_id` that the
+    /// caller sees, for the caller, under a lease of the configured length. Agendas another caller
+    /// claimed first are skipped.
+    pub async fn get_agenda(
+        &self,
+        caller: &Caller,
+        insight_id: &str,
+        count: i64,
+        cid: Option<&str>,
+    ) -> AppResult<Vec<AgendaOutcome>> {
+        caller
+            .run(Action::Work, cid, async |caller| self.claim(caller, insight_id, count).await)
+            .await
+    }
+
+    async fn claim(
+        &self,
+        caller: &Caller,
+        insight_id: &str,
+        count: i64,
+    ) -> AppResult<Vec<AgendaOutcome>> {
+        let services = self;
+        let count = usize::try_from(count)
+            .ok()
+            .filter(|c| (1..=MAX_GET_AGENDA_COUNT).contains(c))
+            .ok_or_else(|| {
+                AppError::invalid(
+                    "count",
+                    format!("count must be within 1..={MAX_GET_AGENDA_COUNT}"),
+                )
+            })?;
+        // (agenda id, customer id, updatedTime in ms: the time it was queued).
+        let candidates: Vec<(String, String, i64)> = {
+            let models = services.projections().read();
+            let insight = models
+                .insight(insight_id)
+                .filter(|i| may_take_from(caller, i))
+                .ok_or_else(|| AppError::not_found("insight", insight_id))?;
+            let mut query = AgendaQuery::new(&caller.principal.customers);
+            query.insight_id = Some(&insight.id);
+            query.phase = Some(Phase::Queued);
+            query.limit = count.saturating_mul(GET_AGENDA_CANDIDATES_PER_ITEM);
+            models
+                .select_agendas(&query)
+                .items
+                .iter()
+                .map(|e| (e.id().to_string(), e.customer_id().to_string(), e.updated_ms()))
+                .collect()
+        };
+        let holder = caller.principal.name.clone();
+        let mut claimed = Vec::with_capacity(count);
+        let mut remaining = candidates.into_iter();
+        // Claim in rounds: reserve as many candidates as are still wanted (skipping those another
+        // call of this replica is claiming or has just claimed), claim them concurrently (their
+        // appends share one group commit), and go on with the next candidates for the ones lost.
+        while claimed.len() < count {
+            let wanted = count - claimed.len();
+            let round: Vec<(String, String, i64)> = {
+                let applied = services.projections().applied();
+                services.claims().reserve(&mut remaining, wanted, &applied)
+            };
+            if round.is_empty() {
+                break;
+            }
+            let attempts = round.iter().map(|(id, customer, _)| {
+                let now = Utc::now();
+                let command = AgendaCommand::Claim {
+                    holder: holder.clone(),
+                    lease_id: Uuid::now_v7().to_string(),
+                    lease_expires: now + services.config().lease,
+                    now,
+                };
+                async move {
+                    let executed = services
+                        .commands()
+                        .execute::<AgendaState>(id, &metadata(caller, customer), &command)
+                        .await;
+                    (now, executed)
+                }
+            });
+            let results = join_all(attempts).await;
+            let mut failure = None;
+            for ((id, _, queued_ms), (now, executed)) in round.into_iter().zip(results) {
+                metrics::command("getAgenda", executed.is_ok());
+                match executed {
+                    Ok(executed) => {
+                        services.claims().claimed(&id, executed.position);
+                        let waited = (now.timestamp_millis() - queued_ms).max(0);
+                        let waited = std::time::Duration::from_millis(waited.unsigned_abs());
+                        metrics::claimed(insight_id, waited);
+                        claimed.push(AgendaOutcome::of(&executed, caller));
+                    }
+                    // Someone else claimed it first (or it changed since the read): not ours.
+                    Err(ExecuteError::Refused(_)) | Err(ExecuteError::Conflict { .. }) => {
+                        services.claims().release(&id);
+                    }
+                    Err(e) => {
+                        services.claims().release(&id);
+                        tracing::warn!(agenda = %id, error = %e, "getAgenda: claim failed");
+                        failure.get_or_insert((id, e));
+                    }
+                }
+            }
+            if let Some((id, e)) = failure {
+                if claimed.is_empty() {
+                    return Err(error::execute(&format!("agenda {id:?}"), e));
+                }
+                // Hand out what was claimed; the leases of the rest are not ours anyway.
+                break;
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// `updateAgendaProgress`: reads the POP AgendaProgress JSON into a [`ProgressReport`] and runs
+    /// `ReportProgress` for the caller as the lease holder, renewing the lease.
+    pub async fn report(
+        &self,
+        caller: &Caller,
+        value: Value,
+        cid: Option<&str>,
+    ) -> AppResult<AgendaOutcome> {
+        caller
+            .run(Action::Work, cid, async |caller| self.report_progress(caller, value).await)
+            .await
+    }
+
+    async fn report_progress(&self, caller: &Caller, value: Value) -> AppResult<AgendaOutcome> {
+        let services = self;
+        let Some(object) = value.as_object() else {
+            return Err(AppError::invalid(
+                "agendaProgress",
+                "the agendaProgress must be a JSON object",
+            ));
+        };
+        let id = object
+            .get("id")
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                AppError::invalid("agendaProgress.id", "the AgendaProgress id is required")
+            })?;
+        let state_given = object.get("processingState").is_some_and(|s| !s.is_null());
+        let given_ops: Vec<bool> = object
+            .get("operationProgress")
+            .and_then(Value::as_array)
+            .map(|ops| {
+                ops.iter().map(|o| o.get("processingState").is_some_and(|s| !s.is_null())).collect()
+            })
+            .unwrap_or_default();
+        let mut value = value;
+        numbers_from_strings(&mut value);
+        let progress: AgendaProgress = serde_json::from_value(value)
+            .map_err(|e| AppError::invalid("agendaProgress", e.to_string()))?;
+        let mut operations = Vec::with_capacity(progress.operation_progress.len());
+        for (index, op) in progress.operation_progress.into_iter().enumerate() {
+            if op.operation.trim().is_empty() {
+                return Err(AppError::invalid(
+                    &format!("agendaProgress.operationProgress[{index}].operation"),
+                    "the operation name is required",
+                ));
+            }
+            if !given_ops.get(index).copied().unwrap_or(false) {
+                return Err(AppError::invalid(
+                    &format!("agendaProgress.operationProgress[{index}].processingState"),
+                    "the operation's processingState is required",
+                ));
+            }
+            operations.push(OperationReport {
+                name: op.operation,
+                state: op.processing_state,
+                message: op.processing_state_message,
+                percent: op.percent_complete,
+                diagnostics: op.diagnostic_events,
+                result_payload: Some(op.result_payload).filter(|p| !p.is_null()),
+                started: op.started_time,
+                completed: op.completed_time,
+            });
+        }
+        let report = ProgressReport {
+            state: state_given.then_some(progress.processing_state),
+            message: progress.processing_state_message,
+            diagnostics: progress.diagnostic_events,
+            started: progress.started_time,
+            completed: progress.completed_time,
+            operations,
+        };
+        // The AgendaProgress id names the agenda (usually the same id; else through the read
+        // model, or the report's own `agendaId`).
+        let agenda_id = {
+            let models = services.projections().read();
+            models.agendas().by_progress_id(&id).map(|e| e.id().to_string())
+        }
+        .or_else(|| Some(progress.agenda_id.trim().to_string()).filter(|a| !a.is_empty()))
+        .unwrap_or(id);
+        let now = Utc::now();
+        let command = AgendaCommand::ReportProgress {
+            holder: caller.principal.name.clone(),
+            lease_id: None,
+            lease_expires: now + services.config().lease,
+            report,
+            now,
+        };
+        services.on_agenda(caller, "updateAgendaProgress", &agenda_id, command).await
+    }
+}
+
+/// Fields of an executor's report that POP clients send as numeric strings (`"50"`): the
+/// domain reads them as numbers, so they are converted here, at the POP wire, wherever they
+/// occur in the report (agenda, operation progress, diagnostic events). A string that is not
+/// a number is left alone for the domain to refuse with the field named.
+const NUMERIC_FIELDS: &[&str] =
+    &["percentComplete", "statusCode", "attemptsCompleted", "maximumAttempts", "attemptCount"];
+
+/// Most nesting [`numbers_from_strings`] walks (a report is three levels deep; payloads inside
+/// it are not touched past this).
+const MAX_NUMERIC_DEPTH: usize = 4;
+
+fn numbers_from_strings(value: &mut Value) {
+    fn walk(value: &mut Value, depth: usize) {
+        if depth > MAX_NUMERIC_DEPTH {
+            return;
+        }
+        match value {
+            Value::Object(map) => {
+                for (key, v) in map.iter_mut() {
+                    if let Value::String(text) = v
+                        && NUMERIC_FIELDS.contains(&key.as_str())
+                    {
+                        let text = text.trim();
+                        if let Ok(n) = text.parse::<i64>() {
+                            *v = Value::from(n);
+                        } else if let Some(n) =
+                            text.parse::<f64>().ok().and_then(serde_json::Number::from_f64)
+                        {
+                            *v = Value::Number(n);
+                        }
+                    } else if matches!(key.as_str(), "operationProgress" | "diagnosticEvents") {
+                        walk(v, depth + 1);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|i| walk(i, depth + 1)),
+            _ => {}
+        }
+    }
+    walk(value, 0);
+}
