@@ -23,7 +23,7 @@
 //! [`graphql`] (schema: [`graphql::query`], [`graphql::mutation`], [`graphql::subscription`],
 //! [`graphql::types`]), [`http`] (routes), [`rest`] (the POP-compatible REST surface under
 //! `/pop`), [`ws`] (the graphql-transport-ws server: close codes, connection and operation
-//! limits), [`metrics`], [`scheduler`] (tops insight queues up from their `added` agendas),
+//! limits), [`metrics`],
 //! [`state`].
 
 pub mod auth;
@@ -34,7 +34,6 @@ pub mod http;
 pub mod metrics;
 pub mod request;
 pub mod rest;
-pub mod scheduler;
 pub mod state;
 pub mod ws;
 

@@ -20,10 +20,10 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use futures::StreamExt;
 use pop_api::ApiConfig;
-use pop_api::scheduler::{self, Memory};
 use pop_projections::Phase;
 use pop_reapers::ReclaimerConfig;
 use pop_reapers::reclaimer::{execute, plan};
+use pop_reapers::scheduler::{self, Memory};
 use serde_json::json;
 use support::*;
 
@@ -215,7 +215,7 @@ async fn every_agenda_is_handed_out_once_plus_once_per_reclaim() {
         if actions.is_empty() {
             break;
         }
-        assert!(actions.len() <= config.batch_size);
+        assert!(actions.len() <= config.cadence.batch_size);
         let report = execute(&s.commands, later, &actions, None).await;
         assert!(report.errors.is_empty(), "{:?}", report.errors);
         assert_eq!((report.requeued, report.failed, report.refused), (actions.len(), 0, 0));

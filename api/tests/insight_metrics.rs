@@ -85,7 +85,7 @@ fn insight(data: &Value) -> &Value {
 async fn insight_work_counters_in_graphql_and_metrics() {
     let s = start(ApiConfig::default()).await;
     let seeded = s.seed().await;
-    pop_api::scheduler::spawn(
+    pop_reapers::scheduler::spawn(
         Arc::clone(&s.commands),
         s.state.projections().clone(),
         std::future::pending(),

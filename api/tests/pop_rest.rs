@@ -199,7 +199,7 @@ async fn config_fixtures_round_trip_through_crud() {
 async fn scheduled() -> (TestServer, String) {
     let s = start(ApiConfig::default()).await;
     let at = seed_fixtures(&s).await;
-    pop_api::scheduler::spawn(
+    pop_reapers::scheduler::spawn(
         Arc::clone(&s.commands),
         s.state.projections().clone(),
         std::future::pending(),

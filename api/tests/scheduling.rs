@@ -34,7 +34,7 @@ const MAX_PULLS: usize = 500;
 async fn scheduled_server() -> (TestServer, String) {
     let s = start(ApiConfig::default()).await;
     let seeded = s.seed().await;
-    pop_api::scheduler::spawn(
+    pop_reapers::scheduler::spawn(
         Arc::clone(&s.commands),
         s.state.projections().clone(),
         std::future::pending(),

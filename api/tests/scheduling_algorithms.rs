@@ -1,5 +1,5 @@
 //! The scheduler honours an insight's `schedulingAlgorithm` (DOMAIN.md §7) against a real
-//! server: passes are driven by hand ([`pop_api::scheduler::pass`], no background
+//! server: passes are driven by hand ([`pop_reapers::scheduler::pass`], no background
 //! scheduler) so which agendas get queued is deterministic. `RoundRobin` gives each customer
 //! a turn before anyone's second; `Priority` queues the highest `params.priority` first.
 
@@ -9,9 +9,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use pop_api::ApiConfig;
-use pop_api::scheduler::{Memory, pass};
 use pop_domain::SchedulingAlgorithm;
 use pop_projections::{AgendaQuery, MAX_PAGE_SIZE, Phase, Visibility};
+use pop_reapers::scheduler::{Memory, pass};
 use serde_json::{Value, json};
 use support::*;
 

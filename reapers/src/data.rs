@@ -23,8 +23,7 @@
 //! Consequence of the store's tombstones: a reaped id can never be used again for the same kind.
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::sync::Arc;
+
 use std::time::Duration;
 
 use chrono::TimeDelta;
@@ -36,10 +35,9 @@ use pop_projections::{Phase, ReadModels};
 use pop_store::{
     Direction, EventMetadata, EventStore, ExecuteError, ExpectedVersion, RecordedEvent, StoreError,
 };
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::process::{CycleReport, ProcessName, Services, run_loop};
+use crate::process::{Cadence, CycleReport, ProcessName, Services, TimedProcess};
 
 /// POP's cycle: every 4 h. Reaping is housekeeping; nothing waits for it.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(4 * 3600);
@@ -59,11 +57,8 @@ pub const AGENDA_KIND: &str = "agenda";
 /// How the data reaper runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataReaperConfig {
-    pub interval: Duration,
-    pub batch_size: usize,
-    pub max_run_time: Duration,
-    /// Log what would be reaped, change nothing.
-    pub dry_run: bool,
+    /// Interval, batch size, run-time bound and dry run.
+    pub cadence: Cadence,
     /// Age of a COMPLETE agenda's `updatedTime` at which it is reaped.
     pub agenda_reap_age: Duration,
     /// Age of a deleted config object's deletion at which its stream is reaped.
@@ -83,10 +78,12 @@ impl DataReaperConfig {
 impl Default for DataReaperConfig {
     fn default() -> DataReaperConfig {
         DataReaperConfig {
-            interval: DEFAULT_INTERVAL,
-            batch_size: DEFAULT_BATCH_SIZE,
-            max_run_time: DEFAULT_MAX_RUN_TIME,
-            dry_run: false,
+            cadence: Cadence {
+                interval: DEFAULT_INTERVAL,
+                batch_size: DEFAULT_BATCH_SIZE,
+                max_run_time: DEFAULT_MAX_RUN_TIME,
+                dry_run: false,
+            },
             agenda_reap_age: DEFAULT_REAP_AGE,
             config_reap_age: DEFAULT_REAP_AGE,
             config_reap_age_by_category: BTreeMap::new(),
@@ -159,7 +156,7 @@ fn cutoff(now: Timestamp, age: Duration) -> Timestamp {
 
 /// The objects to reap at `now`: COMPLETE agendas with `updatedTime <= now - agenda_reap_age`
 /// and deleted config objects deleted at or before `now - config_reap_age` (an age exactly at
-/// the bound is reaped), oldest first, at most `config.batch_size`. Pure.
+/// the bound is reaped), oldest first, at most `config.cadence.batch_size`. Pure.
 pub fn plan(now: Timestamp, models: &ReadModels, config: &DataReaperConfig) -> Vec<ReapAction> {
     let mut found = Vec::new();
     let agenda_cutoff = cutoff(now, config.agenda_reap_age);
@@ -209,7 +206,7 @@ pub fn plan(now: Timestamp, models: &ReadModels, config: &DataReaperConfig) -> V
         });
     }
     found.sort_by(|a, b| (a.updated_time, &a.stream).cmp(&(b.updated_time, &b.stream)));
-    found.truncate(config.batch_size);
+    found.truncate(config.cadence.batch_size);
     found
 }
 
@@ -363,56 +360,51 @@ fn deleted_at<T: ConfigObject>(event: &RecordedEvent) -> Option<Timestamp> {
     }
 }
 
-/// One cycle at `now`: plans and, unless `config.dry_run`, executes within
-/// `config.max_run_time`. A dry run logs each action and reports them all as skipped.
-pub async fn run_once(
-    services: &Services,
-    now: Timestamp,
-    config: &DataReaperConfig,
-) -> DataReport {
-    let actions = plan(now, &services.projections.read(), config);
-    if config.dry_run {
-        for a in &actions {
+/// The data reaper as a [`TimedProcess`]: plans from the read models, closes and deletes
+/// streams through the store.
+#[derive(Debug)]
+pub struct DataReaper {
+    services: Services,
+    config: DataReaperConfig,
+}
+
+impl DataReaper {
+    pub fn new(services: Services, config: DataReaperConfig) -> DataReaper {
+        DataReaper { services, config }
+    }
+}
+
+#[async_trait::async_trait]
+impl TimedProcess for DataReaper {
+    type Action = ReapAction;
+    type Report = DataReport;
+
+    fn name(&self) -> ProcessName {
+        ProcessName::Data
+    }
+    fn cadence(&self) -> Cadence {
+        self.config.cadence
+    }
+    fn ready(&self) -> bool {
+        self.services.projections.caught_up()
+    }
+    async fn plan(&mut self, now: Timestamp) -> Result<Vec<ReapAction>, DataReport> {
+        Ok(plan(now, &self.services.projections.read(), &self.config))
+    }
+    async fn execute(
+        &mut self,
+        now: Timestamp,
+        actions: Vec<ReapAction>,
+        deadline: Instant,
+    ) -> DataReport {
+        execute(&self.services, now, &actions, Some(deadline)).await
+    }
+    fn dry_run(&self, actions: &[ReapAction]) -> DataReport {
+        for a in actions {
             tracing::info!(stream = %a.stream, kind = a.kind, customer = %a.customer_id, updated = ?a.updated_time, reason = %a.reason, "data reaper (dry run): would reap");
         }
-        return DataReport {
-            planned: actions.len(),
-            skipped: actions.len(),
-            ..DataReport::default()
-        };
+        DataReport { planned: actions.len(), skipped: actions.len(), ..DataReport::default() }
     }
-    execute(services, now, &actions, Some(Instant::now() + config.max_run_time)).await
-}
-
-/// The data reaper loop (see [`crate::process::run_loop`]), under the `reaper:data` lock.
-pub async fn run(
-    services: Services,
-    config: DataReaperConfig,
-    clock: impl Fn() -> Timestamp + Send + Sync + 'static,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) {
-    let ready = services.projections.clone();
-    let leadership = Arc::clone(&services.leadership);
-    run_loop(
-        ProcessName::Data,
-        leadership,
-        config.interval,
-        config.dry_run,
-        move || ready.caught_up(),
-        || run_once(&services, clock(), &config),
-        shutdown,
-    )
-    .await;
-}
-
-/// Starts [`run`] on the current runtime.
-pub fn spawn(
-    services: Services,
-    config: DataReaperConfig,
-    clock: impl Fn() -> Timestamp + Send + Sync + 'static,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> JoinHandle<()> {
-    tokio::spawn(run(services, config, clock, shutdown))
 }
 
 impl CycleReport for DataReport {
@@ -571,7 +563,11 @@ mod tests {
     #[test]
     fn the_batch_takes_the_oldest_first_and_plans_are_pure() {
         let m = models(500, 200);
-        let config = DataReaperConfig { batch_size: 1, ..DataReaperConfig::default() };
+        let config = {
+            let mut c = DataReaperConfig::default();
+            c.cadence.batch_size = 1;
+            c
+        };
         let now = t(10 * DAY);
         assert_eq!(streams(&plan(now, &m, &config)), ["customer-gone"]);
         assert_eq!(plan(now, &m, &config), plan(now, &models(500, 200), &config));

@@ -1,4 +1,5 @@
-//! pop's timed processes (DOMAIN.md §9): the [`reclaimer`] (AgendaReclaimer: agendas whose
+//! pop's timed processes (DOMAIN.md §7, §9): the [`scheduler`] (tops each insight's queue up
+//! from its `added` agendas, woken by the change feed), the [`reclaimer`] (AgendaReclaimer: agendas whose
 //! lease holder stopped reporting come back to the queue, or fail when their attempts are used
 //! up), [`retry`] (AgendaRetry: failed agendas with attempts left are rerun with `continue`
 //! after a backoff), [`data`] (DataObjectReaper: old finished agendas and deleted config
@@ -6,9 +7,10 @@
 //! (PodReaper: finished Kubernetes pods carrying pop's labels are deleted; behind the default
 //! `kube` feature).
 //!
-//! Each process is a pure `plan(now, inputs, &config) -> Vec<action>` plus an idempotent
-//! `execute`, and a loop ([`process::run_loop`]) that runs them every interval under a leader
-//! lock, with a maximum run time per cycle, a batch size, a dry-run switch and metrics.
+//! Each process is a [`TimedProcess`]: a pure `plan(now, inputs, &config) -> Vec<action>` plus
+//! an idempotent `execute`, run by one loop ([`process::run_loop`]) every interval (and on
+//! wake-ups) under a leader lock, with a maximum run time per cycle, a batch size, a dry-run
+//! switch and metrics.
 //!
 //! This crate must never:
 //! - append events except through domain commands (`Commands::execute`): every action is a
@@ -29,11 +31,12 @@ pub mod pods;
 pub mod process;
 pub mod reclaimer;
 pub mod retry;
+pub mod scheduler;
 
 pub use data::DataReaperConfig;
 #[cfg(feature = "kube")]
 pub use pods::PodReaperConfig;
-pub use process::{CycleReport, ProcessName, Services};
+pub use process::{Cadence, CycleReport, ProcessName, Services, TimedProcess};
 pub use reclaimer::{
     DEFAULT_BATCH_SIZE, DEFAULT_INTERVAL, DEFAULT_MAX_RUN_TIME, ReclaimAction, ReclaimError,
     ReclaimReport, ReclaimerConfig,

@@ -13,19 +13,16 @@
 //! counts as gone, a re-created one (409) as refused. No Kubernetes API server can run in this
 //! repository's CI: the reaper is tested against a scripted mock of the API (`tower-test`).
 
-use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::TimeDelta;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Preconditions};
 use pop_domain::Timestamp;
-use pop_store::Leadership;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::process::{CycleReport, ProcessName, run_loop};
+use crate::process::{Cadence, CycleReport, ProcessName, TimedProcess};
 
 /// The labels pop puts on the pods it runs ([`pop_domain::pod_labels`], shared with the
 /// worker, which sets them): this reaper selects on `app.kubernetes.io/managed-by=pop` and a
@@ -54,11 +51,8 @@ pub const MAX_LISTED: usize = 20_000;
 /// How the pod reaper runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodReaperConfig {
-    pub interval: Duration,
-    pub batch_size: usize,
-    pub max_run_time: Duration,
-    /// Log what would be deleted, delete nothing.
-    pub dry_run: bool,
+    /// Interval, batch size, run-time bound and dry run.
+    pub cadence: Cadence,
     /// Age since a pod finished at which it is deleted.
     pub reap_age: Duration,
 }
@@ -66,10 +60,12 @@ pub struct PodReaperConfig {
 impl Default for PodReaperConfig {
     fn default() -> PodReaperConfig {
         PodReaperConfig {
-            interval: DEFAULT_INTERVAL,
-            batch_size: DEFAULT_BATCH_SIZE,
-            max_run_time: DEFAULT_MAX_RUN_TIME,
-            dry_run: false,
+            cadence: Cadence {
+                interval: DEFAULT_INTERVAL,
+                batch_size: DEFAULT_BATCH_SIZE,
+                max_run_time: DEFAULT_MAX_RUN_TIME,
+                dry_run: false,
+            },
             reap_age: DEFAULT_REAP_AGE,
         }
     }
@@ -145,7 +141,7 @@ pub fn finished_at(pod: &Pod) -> Option<Timestamp> {
 
 /// The pods to delete at `now`: pop's, `Succeeded` or `Failed`, finished at or before
 /// `now - reap_age` (exactly at the bound is reaped), oldest first, at most
-/// `config.batch_size`. Pure.
+/// `config.cadence.batch_size`. Pure.
 pub fn plan(now: Timestamp, pods: &[Pod], config: &PodReaperConfig) -> Vec<PodAction> {
     let cutoff = now - TimeDelta::from_std(config.reap_age).unwrap_or(TimeDelta::MAX);
     let mut found: Vec<PodAction> = pods
@@ -170,7 +166,7 @@ pub fn plan(now: Timestamp, pods: &[Pod], config: &PodReaperConfig) -> Vec<PodAc
         })
         .collect();
     found.sort_by(|a, b| (a.finished, &a.name).cmp(&(b.finished, &b.name)));
-    found.truncate(config.batch_size);
+    found.truncate(config.cadence.batch_size);
     found
 }
 
@@ -262,56 +258,57 @@ async fn delete(api: &Api<Pod>, action: &PodAction) -> Result<Outcome, PodReapEr
     }
 }
 
-/// One cycle at `now`: lists, plans and, unless `config.dry_run`, deletes within
-/// `config.max_run_time`.
-pub async fn run_once(api: &Api<Pod>, now: Timestamp, config: &PodReaperConfig) -> PodReport {
-    let pods = match list(api).await {
-        Ok(pods) => pods,
-        Err(e) => return PodReport { errors: vec![PodReapError::List(e)], ..PodReport::default() },
-    };
-    let actions = plan(now, &pods, config);
-    if config.dry_run {
-        for a in &actions {
+/// The pod reaper as a [`TimedProcess`]: lists pop's pods, plans, deletes through the API.
+pub struct PodReaper {
+    api: Api<Pod>,
+    config: PodReaperConfig,
+}
+
+impl std::fmt::Debug for PodReaper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PodReaper").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl PodReaper {
+    pub fn new(api: Api<Pod>, config: PodReaperConfig) -> PodReaper {
+        PodReaper { api, config }
+    }
+}
+
+#[async_trait::async_trait]
+impl TimedProcess for PodReaper {
+    type Action = PodAction;
+    type Report = PodReport;
+
+    fn name(&self) -> ProcessName {
+        ProcessName::Pods
+    }
+    fn cadence(&self) -> Cadence {
+        self.config.cadence
+    }
+    async fn plan(&mut self, now: Timestamp) -> Result<Vec<PodAction>, PodReport> {
+        match list(&self.api).await {
+            Ok(pods) => Ok(plan(now, &pods, &self.config)),
+            Err(e) => {
+                Err(PodReport { errors: vec![PodReapError::List(e)], ..PodReport::default() })
+            }
+        }
+    }
+    async fn execute(
+        &mut self,
+        _now: Timestamp,
+        actions: Vec<PodAction>,
+        deadline: Instant,
+    ) -> PodReport {
+        execute(&self.api, &actions, Some(deadline)).await
+    }
+    fn dry_run(&self, actions: &[PodAction]) -> PodReport {
+        for a in actions {
             tracing::info!(pod = %a.name, agenda = %a.agenda_id, phase = %a.phase, finished = %a.finished, "pod reaper (dry run): would delete");
         }
-        return PodReport {
-            planned: actions.len(),
-            skipped: actions.len(),
-            ..PodReport::default()
-        };
+        PodReport { planned: actions.len(), skipped: actions.len(), ..PodReport::default() }
     }
-    execute(api, &actions, Some(Instant::now() + config.max_run_time)).await
-}
-
-/// The pod reaper loop (see [`crate::process::run_loop`]), under the `reaper:pods` lock.
-pub async fn run(
-    api: Api<Pod>,
-    leadership: Arc<dyn Leadership>,
-    config: PodReaperConfig,
-    clock: impl Fn() -> Timestamp + Send + Sync + 'static,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) {
-    run_loop(
-        ProcessName::Pods,
-        leadership,
-        config.interval,
-        config.dry_run,
-        || true,
-        || run_once(&api, clock(), &config),
-        shutdown,
-    )
-    .await;
-}
-
-/// Starts [`run`] on the current runtime.
-pub fn spawn(
-    api: Api<Pod>,
-    leadership: Arc<dyn Leadership>,
-    config: PodReaperConfig,
-    clock: impl Fn() -> Timestamp + Send + Sync + 'static,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> JoinHandle<()> {
-    tokio::spawn(run(api, leadership, config, clock, shutdown))
 }
 
 impl CycleReport for PodReport {

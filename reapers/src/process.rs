@@ -1,34 +1,44 @@
-//! What every timed process shares: the services it works through ([`Services`]), the
-//! leader lock taken per cycle, the loop that paces cycles and bounds them, and the metrics and
-//! log line of what a cycle did.
+//! What every timed process shares: the [`TimedProcess`] shape (a pure plan over its inputs
+//! and an idempotent execute), the [`Cadence`] it runs at, and the one loop that runs any of
+//! them ([`run_loop`]): paced by its interval (and, for the scheduler, woken by the change
+//! feed), only once its inputs are ready, under its leader lock, bounded in time, with the
+//! metrics and log line of what each cycle did. `pop serve` and `pop reap` start processes
+//! only through [`spawn`] and [`once`].
 //!
-//! Leadership: a process asks [`Leadership::try_lead`] for its [`name`](ProcessName) before
-//! every cycle and drops the guard after it, so when replicas come and go the next cycle simply
-//! runs wherever the lock is free. With the embedded store the process itself is the only
-//! replica ([`pop_store::ProcessLeadership`]: it only keeps two tasks of one process apart);
-//! with PostgreSQL the backend's implementation takes a session-level advisory lock, and a lock
-//! lost mid-cycle (its connection died) abandons the cycle — every action is idempotent, so the
-//! next leader simply plans again.
+//! Leadership: the loop asks [`Leadership::try_lead`] for the process's [`name`](ProcessName)
+//! and keeps the lock across cycles while it holds it (one lock request per leadership, not
+//! per cycle: the scheduler cycles on every submission). A replica that does not lead asks
+//! again at each tick, so when replicas come and go the process simply moves to wherever the
+//! lock is free. With the embedded store the process itself is the only replica
+//! ([`pop_store::ProcessLeadership`]: it only keeps two tasks of one process apart); with
+//! PostgreSQL the backend takes a session-level advisory lock, and a lock lost mid-cycle (its
+//! connection died) abandons the cycle — every action is idempotent, so the next leader simply
+//! plans again.
 //!
 //! Metrics (the `metrics` facade; `pop serve` exports them at `/metrics`):
 //! - `pop_process_cycles_total{process, dry_run}` — cycles run as leader;
 //! - `pop_process_skipped_cycles_total{process, reason}` — `not_leader`, `not_ready`,
 //!   `leader_error`, `leader_lost`;
 //! - `pop_process_actions_total{process, outcome}` — what the cycles did, one outcome per
-//!   action (`requeued`, `retried`, `reaped`, `deleted`, `refused`, `skipped`, `error`, …);
+//!   action (`requeued`, `retried`, `reaped`, `deleted`, `queued`, `refused`, `skipped`,
+//!   `error`, …);
 //! - `pop_process_planned_total{process}` and `pop_process_cycle_seconds{process}`.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
+use pop_domain::Timestamp;
 use pop_projections::Projections;
 use pop_store::{Commands, EventStore, LeaderGuard, Leadership};
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 /// The leader-lock names of the processes (one lock each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProcessName {
+    Scheduler,
     Reclaimer,
     Retry,
     Data,
@@ -39,6 +49,7 @@ impl ProcessName {
     /// The name on the command line (`pop reap <name>`), in metrics and logs.
     pub fn as_str(self) -> &'static str {
         match self {
+            ProcessName::Scheduler => "scheduler",
             ProcessName::Reclaimer => "reclaimer",
             ProcessName::Retry => "retry",
             ProcessName::Data => "data",
@@ -46,13 +57,27 @@ impl ProcessName {
         }
     }
 
-    /// The name of the leader lock, `reaper:<name>`.
+    /// The name of the leader lock: `scheduler`, and `reaper:<name>` for the others.
     pub fn lock(self) -> String {
-        format!("reaper:{}", self.as_str())
+        match self {
+            ProcessName::Scheduler => "scheduler".to_string(),
+            other => format!("reaper:{}", other.as_str()),
+        }
     }
 }
 
-/// What the store-based processes work through: commands go through `executor`, plans read
+/// How often and how much a process works: a cycle every `interval`, at most `batch_size`
+/// actions planned per cycle, no new action started after `max_run_time`, and with `dry_run`
+/// every action only logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cadence {
+    pub interval: Duration,
+    pub batch_size: usize,
+    pub max_run_time: Duration,
+    pub dry_run: bool,
+}
+
+/// What the store-based processes work through: commands go through `commands`, plans read
 /// `projections`, the data reaper deletes streams from `store`, and `leadership` elects one
 /// replica per process.
 #[derive(Clone)]
@@ -79,9 +104,78 @@ pub trait CycleReport {
     fn errors(&self) -> Vec<String>;
 }
 
-/// Records a finished cycle: metrics always, an info line when it planned anything, a warning
+/// A timed process (DOMAIN.md §9, and the scheduler of §7): each cycle reads its inputs and
+/// runs a pure `plan(now, inputs, config)` (the module's free `plan` function), then an
+/// idempotent `execute` of the actions, which issues ordinary domain commands. The loop that
+/// runs it — pacing, readiness, the leader lock, dry runs, the run-time bound, metrics — is
+/// [`run_loop`], the same for every process.
+#[async_trait]
+pub trait TimedProcess: Send + 'static {
+    type Action: Send + Sync + 'static;
+    type Report: CycleReport + Send + 'static;
+
+    fn name(&self) -> ProcessName;
+
+    fn cadence(&self) -> Cadence;
+
+    /// Whether the inputs can be trusted yet (the read-model processes: the projections have
+    /// caught up with the log). Cycles before that are skipped.
+    fn ready(&self) -> bool {
+        true
+    }
+
+    /// Reads the inputs and plans the cycle at `now` (pure given the inputs). A failure to
+    /// read the inputs is the cycle's report.
+    async fn plan(&mut self, now: Timestamp) -> Result<Vec<Self::Action>, Self::Report>;
+
+    /// Executes `actions`, starting none after `deadline`. Idempotent: an action whose object
+    /// moved on is refused by the domain and counted, never an error.
+    async fn execute(
+        &mut self,
+        now: Timestamp,
+        actions: Vec<Self::Action>,
+        deadline: Instant,
+    ) -> Self::Report;
+
+    /// A dry run's report: each action logged, none executed (all counted as skipped).
+    fn dry_run(&self, actions: &[Self::Action]) -> Self::Report;
+
+    /// Resolves when the process should run before its interval is up (the scheduler: a
+    /// change that can make room in a queue). The default never resolves.
+    async fn woken(&mut self) {
+        std::future::pending::<()>().await;
+    }
+
+    /// Whether a cycle that did something is logged at debug rather than info (the
+    /// scheduler cycles on every submission).
+    fn quiet(&self) -> bool {
+        false
+    }
+}
+
+/// One cycle of `process` at `now`: plan, then (unless a dry run) execute within the
+/// cadence's maximum run time.
+pub async fn cycle<P: TimedProcess>(process: &mut P, now: Timestamp) -> P::Report {
+    let actions = match process.plan(now).await {
+        Ok(actions) => actions,
+        Err(report) => return report,
+    };
+    let cadence = process.cadence();
+    if cadence.dry_run {
+        return process.dry_run(&actions);
+    }
+    process.execute(now, actions, Instant::now() + cadence.max_run_time).await
+}
+
+/// Records a finished cycle: metrics always, a log line when it planned anything, a warning
 /// per error.
-pub fn finish(process: ProcessName, dry_run: bool, report: &impl CycleReport, took: Duration) {
+pub fn finish(
+    process: ProcessName,
+    dry_run: bool,
+    quiet: bool,
+    report: &impl CycleReport,
+    took: Duration,
+) {
     let name = process.as_str();
     metrics::counter!("pop_process_cycles_total", "process" => name, "dry_run" => if dry_run { "true" } else { "false" })
         .increment(1);
@@ -105,15 +199,28 @@ pub fn finish(process: ProcessName, dry_run: bool, report: &impl CycleReport, to
     }
     if report.planned() > 0 || !errors.is_empty() {
         let summary: Vec<String> = outcomes.iter().map(|(o, n)| format!("{o}={n}")).collect();
-        tracing::info!(
-            process = name,
-            dry_run,
-            planned = report.planned(),
-            errors = errors.len(),
-            took_ms = took.as_millis() as u64,
-            "{name} cycle: {}",
-            summary.join(" ")
-        );
+        let took_ms = took.as_millis() as u64;
+        let (planned, errors) = (report.planned(), errors.len());
+        if quiet && errors == 0 {
+            tracing::debug!(
+                process = name,
+                dry_run,
+                planned,
+                took_ms,
+                "{name} cycle: {}",
+                summary.join(" ")
+            );
+        } else {
+            tracing::info!(
+                process = name,
+                dry_run,
+                planned,
+                errors,
+                took_ms,
+                "{name} cycle: {}",
+                summary.join(" ")
+            );
+        }
     }
 }
 
@@ -140,72 +247,85 @@ pub async fn lead(leadership: &dyn Leadership, process: ProcessName) -> Option<L
     }
 }
 
-/// The loop every process runs: a cycle every `interval` (the first at once), each only when
-/// `ready()` (the projections caught up) and under the process's leader lock, which is released
-/// after the cycle. Returns when `shutdown` resolves, abandoning a cycle in progress (actions
-/// are idempotent); a cycle whose lock is lost is abandoned too.
-pub async fn run_loop<R, F, Fut>(
-    process: ProcessName,
+/// The loop every process runs: a cycle every `cadence().interval` (the first at once), and
+/// whenever the process is [`woken`](TimedProcess::woken); each only when the process is
+/// [`ready`](TimedProcess::ready) and under its leader lock, which the loop keeps across
+/// cycles until it is lost (then the cycle in progress is abandoned and the loop asks again at
+/// the next tick). `now` comes from `clock`. Returns when `shutdown` resolves, abandoning a
+/// cycle in progress (actions are idempotent) and releasing the lock.
+pub async fn run_loop<P: TimedProcess>(
+    mut process: P,
     leadership: Arc<dyn Leadership>,
-    interval: Duration,
-    dry_run: bool,
-    ready: impl Fn() -> bool,
-    mut cycle: F,
+    clock: impl Fn() -> Timestamp + Send + Sync,
     shutdown: impl Future<Output = ()>,
-) where
-    R: CycleReport,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = R>,
-{
+) {
     tokio::pin!(shutdown);
-    let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(1)));
+    let name = process.name();
+    let mut ticker =
+        tokio::time::interval(process.cadence().interval.max(Duration::from_millis(1)));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut guard: Option<LeaderGuard> = None;
     loop {
-        tokio::select! {
+        let woken = tokio::select! {
             () = &mut shutdown => return,
-            _ = ticker.tick() => {}
-        }
-        if !ready() {
-            tracing::debug!(
-                process = process.as_str(),
-                "projections not caught up; skipping a cycle"
-            );
-            skipped(process, "not_ready");
+            _ = ticker.tick() => false,
+            () = process.woken() => true,
+        };
+        if !process.ready() {
+            tracing::debug!(process = name.as_str(), "inputs not ready; skipping a cycle");
+            skipped(name, "not_ready");
             continue;
         }
-        let Some(mut guard) = lead(leadership.as_ref(), process).await else { continue };
+        // A replica that does not lead asks again at its ticks only: wake-ups come with every
+        // change, and asking is a round trip to the store.
+        if guard.is_none() && woken {
+            continue;
+        }
+        if guard.is_none() {
+            guard = lead(leadership.as_ref(), name).await;
+            if guard.is_some() {
+                tracing::info!(process = name.as_str(), lock = %name.lock(), "this replica leads");
+            }
+        }
+        let Some(held) = guard.as_mut() else { continue };
         let started = Instant::now();
         let report = tokio::select! {
             () = &mut shutdown => return,
-            () = guard.lost() => {
-                tracing::warn!(process = process.as_str(), "leader lock lost mid-cycle; abandoned");
-                skipped(process, "leader_lost");
+            () = held.lost() => {
+                tracing::warn!(process = name.as_str(), "leader lock lost mid-cycle; abandoned");
+                skipped(name, "leader_lost");
+                guard = None;
                 continue;
             }
-            report = cycle() => report,
+            report = cycle(&mut process, clock()) => report,
         };
-        drop(guard);
-        finish(process, dry_run, &report, started.elapsed());
+        finish(name, process.cadence().dry_run, process.quiet(), &report, started.elapsed());
     }
 }
 
-/// One cycle under the leader lock, for `pop reap <name> --once`: `None` when another replica
-/// leads (the caller reports it and exits successfully: the leader does the work).
-pub async fn once<R, Fut>(
-    process: ProcessName,
+/// Starts [`run_loop`] on the current runtime.
+pub fn spawn<P: TimedProcess>(
+    process: P,
+    leadership: Arc<dyn Leadership>,
+    clock: impl Fn() -> Timestamp + Send + Sync + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
+    tokio::spawn(run_loop(process, leadership, clock, shutdown))
+}
+
+/// One cycle at `now` under the leader lock, for `pop reap <name> --once`: `None` when another
+/// replica leads (the caller reports it and exits successfully: the leader does the work).
+pub async fn once<P: TimedProcess>(
+    process: &mut P,
     leadership: &dyn Leadership,
-    dry_run: bool,
-    cycle: Fut,
-) -> Option<R>
-where
-    R: CycleReport,
-    Fut: Future<Output = R>,
-{
-    let guard = lead(leadership, process).await?;
+    now: Timestamp,
+) -> Option<P::Report> {
+    let name = process.name();
+    let guard = lead(leadership, name).await?;
     let started = Instant::now();
-    let report = cycle.await;
+    let report = cycle(process, now).await;
     drop(guard);
-    finish(process, dry_run, &report, started.elapsed());
+    finish(name, process.cadence().dry_run, process.quiet(), &report, started.elapsed());
     Some(report)
 }
 
@@ -215,8 +335,9 @@ mod tests {
 
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use chrono::Utc;
     use pop_store::ProcessLeadership;
-    use tokio::sync::oneshot;
+    use tokio::sync::{mpsc, oneshot};
 
     use super::*;
 
@@ -234,28 +355,79 @@ mod tests {
         }
     }
 
-    /// Runs the loop on paused time for `ticks` intervals and returns how many cycles ran.
+    /// A process that counts its cycles; each takes `work` (paused time) to execute, and a
+    /// message on `wake` wakes it.
+    struct Counting {
+        name: ProcessName,
+        ready: bool,
+        started: Arc<AtomicUsize>,
+        finished: Arc<AtomicUsize>,
+        work: Duration,
+        wake: Option<mpsc::Receiver<()>>,
+    }
+
+    impl Counting {
+        fn new(name: ProcessName, ready: bool) -> Counting {
+            Counting {
+                name,
+                ready,
+                started: Arc::default(),
+                finished: Arc::default(),
+                work: Duration::ZERO,
+                wake: None,
+            }
+        }
+    }
+
+    #[async_trait]
+    impl TimedProcess for Counting {
+        type Action = ();
+        type Report = Nothing;
+        fn name(&self) -> ProcessName {
+            self.name
+        }
+        fn cadence(&self) -> Cadence {
+            Cadence {
+                interval: Duration::from_secs(60),
+                batch_size: 1,
+                max_run_time: Duration::from_secs(600),
+                dry_run: false,
+            }
+        }
+        fn ready(&self) -> bool {
+            self.ready
+        }
+        async fn plan(&mut self, _now: Timestamp) -> Result<Vec<()>, Nothing> {
+            Ok(vec![()])
+        }
+        async fn execute(&mut self, _now: Timestamp, _: Vec<()>, _: Instant) -> Nothing {
+            self.started.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(self.work).await;
+            self.finished.fetch_add(1, Ordering::SeqCst);
+            Nothing
+        }
+        fn dry_run(&self, _: &[()]) -> Nothing {
+            Nothing
+        }
+        async fn woken(&mut self) {
+            let woken = match self.wake.as_mut() {
+                Some(rx) => rx.recv().await.is_some(),
+                None => false,
+            };
+            if !woken {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Runs `process` on paused time for `ticks` intervals and returns how many cycles ran.
     async fn cycles_in(leadership: Arc<dyn Leadership>, ready: bool, ticks: u32) -> usize {
-        let count = Arc::new(AtomicUsize::new(0));
-        let counted = Arc::clone(&count);
+        let process = Counting::new(ProcessName::Retry, ready);
+        let count = Arc::clone(&process.finished);
         let (stop, stopped) = oneshot::channel::<()>();
-        let interval = Duration::from_secs(60);
-        let task = tokio::spawn(async move {
-            run_loop(
-                ProcessName::Retry,
-                leadership,
-                interval,
-                false,
-                move || ready,
-                || {
-                    counted.fetch_add(1, Ordering::SeqCst);
-                    async { Nothing }
-                },
-                async move {
-                    let _ = stopped.await;
-                },
-            )
-            .await;
+        let interval = process.cadence().interval;
+        let task = spawn(process, leadership, Utc::now, async move {
+            let _ = stopped.await;
         });
         // The first cycle runs at once, then one per interval.
         tokio::time::sleep(interval * ticks + Duration::from_secs(1)).await;
@@ -271,7 +443,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn no_cycle_runs_before_the_projections_are_ready() {
+    async fn no_cycle_runs_before_the_inputs_are_ready() {
         let n = cycles_in(Arc::new(ProcessLeadership::default()), false, 3).await;
         assert_eq!(n, 0);
     }
@@ -287,14 +459,16 @@ mod tests {
         assert_eq!(n, 2, "the lock is free again: cycles resume");
     }
 
-    /// A backend whose lock is lost (its connection died) while a cycle runs.
+    /// A backend whose lock is lost (its connection died) while a cycle runs; counts requests.
     struct Flaky {
         lose: tokio::sync::watch::Sender<bool>,
+        asked: AtomicUsize,
     }
 
     #[async_trait::async_trait]
     impl Leadership for Flaky {
         async fn try_lead(&self, name: &str) -> Result<Option<LeaderGuard>, pop_store::StoreError> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
             self.lose.send_replace(false);
             Ok(Some(LeaderGuard::new(name, self.lose.subscribe(), Box::new(()))))
         }
@@ -303,33 +477,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_cycle_whose_lock_is_lost_is_abandoned_and_the_next_one_runs() {
         let (lose, _) = tokio::sync::watch::channel(false);
-        let leadership = Arc::new(Flaky { lose: lose.clone() });
-        let started = Arc::new(AtomicUsize::new(0));
-        let finished = Arc::new(AtomicUsize::new(0));
-        let (s, f) = (Arc::clone(&started), Arc::clone(&finished));
+        let leadership = Arc::new(Flaky { lose: lose.clone(), asked: AtomicUsize::new(0) });
+        let mut process = Counting::new(ProcessName::Data, true);
+        // A long cycle: the lock is lost 10 s into it.
+        process.work = Duration::from_secs(30);
+        let (started, finished) = (Arc::clone(&process.started), Arc::clone(&process.finished));
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            run_loop(
-                ProcessName::Data,
-                leadership,
-                Duration::from_secs(60),
-                false,
-                || true,
-                || {
-                    let (s, f) = (Arc::clone(&s), Arc::clone(&f));
-                    async move {
-                        s.fetch_add(1, Ordering::SeqCst);
-                        // A long cycle: the lock is lost 10 s into it.
-                        tokio::time::sleep(Duration::from_secs(30)).await;
-                        f.fetch_add(1, Ordering::SeqCst);
-                        Nothing
-                    }
-                },
-                async move {
-                    let _ = stopped.await;
-                },
-            )
-            .await;
+        let task = spawn(process, leadership.clone(), Utc::now, async move {
+            let _ = stopped.await;
         });
         tokio::time::sleep(Duration::from_secs(10)).await;
         lose.send_replace(true);
@@ -338,6 +493,31 @@ mod tests {
         // The next tick takes the lock again and, left alone, the cycle completes.
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert_eq!((started.load(Ordering::SeqCst), finished.load(Ordering::SeqCst)), (2, 1));
+        assert_eq!(leadership.asked.load(Ordering::SeqCst), 2, "asked once per leadership");
+        stop.send(()).unwrap();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wake_up_runs_a_cycle_before_the_interval_under_the_lock_already_held() {
+        let (lose, _) = tokio::sync::watch::channel(false);
+        let leadership = Arc::new(Flaky { lose, asked: AtomicUsize::new(0) });
+        let mut process = Counting::new(ProcessName::Scheduler, true);
+        let (wake, woken) = mpsc::channel(4);
+        process.wake = Some(woken);
+        let finished = Arc::clone(&process.finished);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = spawn(process, leadership.clone(), Utc::now, async move {
+            let _ = stopped.await;
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(finished.load(Ordering::SeqCst), 1, "the first cycle runs at once");
+        for _ in 0..3 {
+            wake.send(()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(finished.load(Ordering::SeqCst), 4, "each wake-up ran a cycle");
+        assert_eq!(leadership.asked.load(Ordering::SeqCst), 1, "the lock is kept across cycles");
         stop.send(()).unwrap();
         task.await.unwrap();
     }
@@ -346,8 +526,9 @@ mod tests {
     async fn once_reports_none_when_another_replica_leads() {
         let leadership = ProcessLeadership::default();
         let _other = leadership.try_lead("reaper:data").await.unwrap().unwrap();
-        assert!(once(ProcessName::Data, &leadership, false, async { Nothing }).await.is_none());
+        let mut process = Counting::new(ProcessName::Data, true);
+        assert!(once(&mut process, &leadership, Utc::now()).await.is_none());
         let free = ProcessLeadership::default();
-        assert!(once(ProcessName::Data, &free, false, async { Nothing }).await.is_some());
+        assert!(once(&mut process, &free, Utc::now()).await.is_some());
     }
 }

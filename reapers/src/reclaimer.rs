@@ -8,18 +8,17 @@
 //! the domain (the agenda is no longer leased, or a newer lease has not expired) and counted as
 //! [`ReclaimReport::refused`], never an error. [`run`] is the loop `pop serve` spawns.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use pop_domain::Timestamp;
 use pop_domain::agenda::{AgendaCommand, AgendaError, AgendaState};
-use pop_projections::{Phase, Projections, ReadModels};
+use pop_projections::{Phase, ReadModels};
 use pop_store::{Commands, EventMetadata, ExecuteError};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::process::{CycleReport, ProcessName, Services, run_loop};
+use crate::process::{Cadence, CycleReport, ProcessName, Services, TimedProcess};
 
 /// How often the reclaimer looks for expired leases. The lease itself is `ApiConfig.lease`
 /// (POP's `reclaimAge`, 5 min by default); a 30 s cycle reclaims an expired lease at most
@@ -46,23 +45,19 @@ pub const ACTOR: &str = "system:reclaimer";
 /// How the reclaimer runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReclaimerConfig {
-    /// Time between cycles.
-    pub interval: Duration,
-    /// Most agendas reclaimed per cycle.
-    pub batch_size: usize,
-    /// Longest one cycle issues commands.
-    pub max_run_time: Duration,
-    /// Log what would be reclaimed, change nothing.
-    pub dry_run: bool,
+    /// Interval, batch size, run-time bound and dry run.
+    pub cadence: Cadence,
 }
 
 impl Default for ReclaimerConfig {
     fn default() -> ReclaimerConfig {
         ReclaimerConfig {
-            interval: DEFAULT_INTERVAL,
-            batch_size: DEFAULT_BATCH_SIZE,
-            max_run_time: DEFAULT_MAX_RUN_TIME,
-            dry_run: false,
+            cadence: Cadence {
+                interval: DEFAULT_INTERVAL,
+                batch_size: DEFAULT_BATCH_SIZE,
+                max_run_time: DEFAULT_MAX_RUN_TIME,
+                dry_run: false,
+            },
         }
     }
 }
@@ -118,7 +113,7 @@ pub enum ReclaimError {
 }
 
 /// The agendas to reclaim at `now`: `scheduled` or EXECUTING with `lease.expires <= now`,
-/// oldest expiry first, at most `config.batch_size`. Pure: the same models and `now` give the
+/// oldest expiry first, at most `config.cadence.batch_size`. Pure: the same models and `now` give the
 /// same plan.
 pub fn plan(now: Timestamp, models: &ReadModels, config: &ReclaimerConfig) -> Vec<ReclaimAction> {
     let agendas = models.agendas();
@@ -145,7 +140,7 @@ pub fn plan(now: Timestamp, models: &ReadModels, config: &ReclaimerConfig) -> Ve
         }
     }
     found.sort_by(|a, b| (a.lease_expires, &a.agenda_id).cmp(&(b.lease_expires, &b.agenda_id)));
-    found.truncate(config.batch_size);
+    found.truncate(config.cadence.batch_size);
     found
 }
 
@@ -230,61 +225,51 @@ async fn reclaim(commands: &Commands, now: Timestamp, action: ReclaimAction) -> 
     }
 }
 
-/// One cycle at `now`: plans from the current read models and, unless `config.dry_run`,
-/// executes the plan within `config.max_run_time`. A dry run logs each action and reports
-/// them all as skipped.
-pub async fn run_once(
-    commands: &Arc<Commands>,
-    projections: &Projections,
-    now: Timestamp,
-    config: &ReclaimerConfig,
-) -> ReclaimReport {
-    let actions = plan(now, &projections.read(), config);
-    if config.dry_run {
-        for a in &actions {
+/// The reclaimer as a [`TimedProcess`]: plans from the read models, reclaims through the
+/// store's commands.
+#[derive(Debug)]
+pub struct Reclaimer {
+    services: Services,
+    config: ReclaimerConfig,
+}
+
+impl Reclaimer {
+    pub fn new(services: Services, config: ReclaimerConfig) -> Reclaimer {
+        Reclaimer { services, config }
+    }
+}
+
+#[async_trait::async_trait]
+impl TimedProcess for Reclaimer {
+    type Action = ReclaimAction;
+    type Report = ReclaimReport;
+
+    fn name(&self) -> ProcessName {
+        ProcessName::Reclaimer
+    }
+    fn cadence(&self) -> Cadence {
+        self.config.cadence
+    }
+    fn ready(&self) -> bool {
+        self.services.projections.caught_up()
+    }
+    async fn plan(&mut self, now: Timestamp) -> Result<Vec<ReclaimAction>, ReclaimReport> {
+        Ok(plan(now, &self.services.projections.read(), &self.config))
+    }
+    async fn execute(
+        &mut self,
+        now: Timestamp,
+        actions: Vec<ReclaimAction>,
+        deadline: Instant,
+    ) -> ReclaimReport {
+        execute(&self.services.commands, now, &actions, Some(deadline)).await
+    }
+    fn dry_run(&self, actions: &[ReclaimAction]) -> ReclaimReport {
+        for a in actions {
             tracing::info!(agenda = %a.agenda_id, holder = ?a.holder, lease_expires = ?a.lease_expires, "reclaimer (dry run): would reclaim");
         }
-        return ReclaimReport {
-            planned: actions.len(),
-            skipped: actions.len(),
-            ..ReclaimReport::default()
-        };
+        ReclaimReport { planned: actions.len(), skipped: actions.len(), ..ReclaimReport::default() }
     }
-    execute(commands, now, &actions, Some(Instant::now() + config.max_run_time)).await
-}
-
-/// The reclaimer loop ([`crate::process::run_loop`]): a cycle every `config.interval` (the
-/// first at once) once the projections have caught up with the log, under the `reaper:reclaimer`
-/// leader lock, with `now` read from `clock`; returns when `shutdown` resolves, abandoning a
-/// cycle in progress (its commands are idempotent).
-pub async fn run(
-    services: Services,
-    config: ReclaimerConfig,
-    clock: impl Fn() -> Timestamp + Send + Sync + 'static,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) {
-    let Services { commands, projections, leadership, .. } = services;
-    let ready = projections.clone();
-    run_loop(
-        ProcessName::Reclaimer,
-        leadership,
-        config.interval,
-        config.dry_run,
-        move || ready.caught_up(),
-        || run_once(&commands, &projections, clock(), &config),
-        shutdown,
-    )
-    .await;
-}
-
-/// Starts [`run`] on the current runtime.
-pub fn spawn(
-    services: Services,
-    config: ReclaimerConfig,
-    clock: impl Fn() -> Timestamp + Send + Sync + 'static,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> JoinHandle<()> {
-    tokio::spawn(run(services, config, clock, shutdown))
 }
 
 impl CycleReport for ReclaimReport {
@@ -445,9 +430,17 @@ mod tests {
     #[test]
     fn the_batch_takes_the_oldest_expiries_first() {
         let m = models();
-        let config = ReclaimerConfig { batch_size: 2, ..ReclaimerConfig::default() };
+        let config = {
+            let mut c = ReclaimerConfig::default();
+            c.cadence.batch_size = 2;
+            c
+        };
         assert_eq!(ids(&plan(t(10_000), &m, &config)), ["d", "b"]);
-        let none = ReclaimerConfig { batch_size: 0, ..ReclaimerConfig::default() };
+        let none = {
+            let mut c = ReclaimerConfig::default();
+            c.cadence.batch_size = 0;
+            c
+        };
         assert!(plan(t(10_000), &m, &none).is_empty());
     }
 
@@ -461,9 +454,9 @@ mod tests {
     #[test]
     fn defaults_are_the_documented_ones() {
         let c = ReclaimerConfig::default();
-        assert_eq!(c.interval, Duration::from_secs(30));
-        assert_eq!(c.batch_size, 500);
-        assert!(c.max_run_time < c.interval);
-        assert!(!c.dry_run);
+        assert_eq!(c.cadence.interval, Duration::from_secs(30));
+        assert_eq!(c.cadence.batch_size, 500);
+        assert!(c.cadence.max_run_time < c.cadence.interval);
+        assert!(!c.cadence.dry_run);
     }
 }

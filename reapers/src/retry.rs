@@ -14,19 +14,18 @@
 //! attempts left, is refused by the domain and counted, never an error.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::TimeDelta;
 use pop_domain::Timestamp;
 use pop_domain::agenda::{AgendaCommand, AgendaError, AgendaState, MAXIMUM_ATTEMPTS_LIMIT};
-use pop_projections::{Phase, Projections, ReadModels};
+use pop_projections::{Phase, ReadModels};
 use pop_store::{Commands, EventMetadata, ExecuteError};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::process::{CycleReport, ProcessName, Services, run_loop};
+use crate::process::{Cadence, CycleReport, ProcessName, Services, TimedProcess};
 
 /// How often the retry process looks for failed agendas that are due. Short, because the
 /// backoff (not the interval) says when a retry is due; a cycle is one scan of the failed
@@ -113,24 +112,20 @@ fn jitter_hash(agenda_id: &str, attempt: u32) -> u64 {
 /// How the retry process runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryConfig {
-    /// Time between cycles.
-    pub interval: Duration,
-    /// Most agendas retried per cycle.
-    pub batch_size: usize,
-    /// Longest one cycle issues commands.
-    pub max_run_time: Duration,
-    /// Log what would be retried, change nothing.
-    pub dry_run: bool,
+    /// Interval, batch size, run-time bound and dry run.
+    pub cadence: Cadence,
     pub backoff: Backoff,
 }
 
 impl Default for RetryConfig {
     fn default() -> RetryConfig {
         RetryConfig {
-            interval: DEFAULT_INTERVAL,
-            batch_size: DEFAULT_BATCH_SIZE,
-            max_run_time: DEFAULT_MAX_RUN_TIME,
-            dry_run: false,
+            cadence: Cadence {
+                interval: DEFAULT_INTERVAL,
+                batch_size: DEFAULT_BATCH_SIZE,
+                max_run_time: DEFAULT_MAX_RUN_TIME,
+                dry_run: false,
+            },
             backoff: Backoff::default(),
         }
     }
@@ -190,7 +185,7 @@ pub struct ExhaustedMemo {
 pub const FULL_SCAN_EVERY: u32 = 60;
 
 /// The agendas to retry at `now`: COMPLETE/failed with attempts left whose backoff ended at or
-/// before `now`, earliest due first, at most `config.batch_size`. Pure.
+/// before `now`, earliest due first, at most `config.cadence.batch_size`. Pure.
 pub fn plan(now: Timestamp, models: &ReadModels, config: &RetryConfig) -> Vec<RetryAction> {
     plan_with(now, models, config, &mut ExhaustedMemo::default())
 }
@@ -242,7 +237,7 @@ pub fn plan_with(
     }
     memo.seen = exhausted;
     found.sort_by(|a, b| (a.due, &a.agenda_id).cmp(&(b.due, &b.agenda_id)));
-    found.truncate(config.batch_size);
+    found.truncate(config.cadence.batch_size);
     found
 }
 
@@ -316,72 +311,53 @@ async fn retry(
     }
 }
 
-/// One cycle at `now`: plans and, unless `config.dry_run`, executes within
-/// `config.max_run_time`. A dry run logs each action and reports them all as skipped.
-pub async fn run_once(
-    commands: &Arc<Commands>,
-    projections: &Projections,
-    now: Timestamp,
-    config: &RetryConfig,
-) -> RetryReport {
-    run_once_with(commands, projections, now, config, &Mutex::default()).await
+/// The retry process as a [`TimedProcess`]: plans from the read models (remembering failed
+/// agendas with no attempts left in its [`ExhaustedMemo`]), retries through the store's
+/// commands.
+#[derive(Debug)]
+pub struct Retry {
+    services: Services,
+    config: RetryConfig,
+    memo: ExhaustedMemo,
 }
 
-/// [`run_once`] with the loop's [`ExhaustedMemo`].
-pub async fn run_once_with(
-    commands: &Arc<Commands>,
-    projections: &Projections,
-    now: Timestamp,
-    config: &RetryConfig,
-    memo: &Mutex<ExhaustedMemo>,
-) -> RetryReport {
-    let actions = match memo.lock() {
-        Ok(mut memo) => plan_with(now, &projections.read(), config, &mut memo),
-        Err(_) => plan(now, &projections.read(), config),
-    };
-    if config.dry_run {
-        for a in &actions {
+impl Retry {
+    pub fn new(services: Services, config: RetryConfig) -> Retry {
+        Retry { services, config, memo: ExhaustedMemo::default() }
+    }
+}
+
+#[async_trait::async_trait]
+impl TimedProcess for Retry {
+    type Action = RetryAction;
+    type Report = RetryReport;
+
+    fn name(&self) -> ProcessName {
+        ProcessName::Retry
+    }
+    fn cadence(&self) -> Cadence {
+        self.config.cadence
+    }
+    fn ready(&self) -> bool {
+        self.services.projections.caught_up()
+    }
+    async fn plan(&mut self, now: Timestamp) -> Result<Vec<RetryAction>, RetryReport> {
+        Ok(plan_with(now, &self.services.projections.read(), &self.config, &mut self.memo))
+    }
+    async fn execute(
+        &mut self,
+        now: Timestamp,
+        actions: Vec<RetryAction>,
+        deadline: Instant,
+    ) -> RetryReport {
+        execute(&self.services.commands, now, &actions, Some(deadline)).await
+    }
+    fn dry_run(&self, actions: &[RetryAction]) -> RetryReport {
+        for a in actions {
             tracing::info!(agenda = %a.agenda_id, attempt = a.attempts_completed + 1, maximum = a.maximum_attempts, due = %a.due, "retry (dry run): would retry");
         }
-        return RetryReport {
-            planned: actions.len(),
-            skipped: actions.len(),
-            ..RetryReport::default()
-        };
+        RetryReport { planned: actions.len(), skipped: actions.len(), ..RetryReport::default() }
     }
-    execute(commands, now, &actions, Some(Instant::now() + config.max_run_time)).await
-}
-
-/// The retry loop (see [`crate::process::run_loop`]), under the `reaper:retry` lock.
-pub async fn run(
-    services: Services,
-    config: RetryConfig,
-    clock: impl Fn() -> Timestamp + Send + Sync + 'static,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) {
-    let Services { commands, projections, leadership, .. } = services;
-    let ready = projections.clone();
-    let memo = Mutex::new(ExhaustedMemo::default());
-    run_loop(
-        ProcessName::Retry,
-        leadership,
-        config.interval,
-        config.dry_run,
-        move || ready.caught_up(),
-        || run_once_with(&commands, &projections, clock(), &config, &memo),
-        shutdown,
-    )
-    .await;
-}
-
-/// Starts [`run`] on the current runtime.
-pub fn spawn(
-    services: Services,
-    config: RetryConfig,
-    clock: impl Fn() -> Timestamp + Send + Sync + 'static,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> JoinHandle<()> {
-    tokio::spawn(run(services, config, clock, shutdown))
 }
 
 impl CycleReport for RetryReport {
@@ -558,7 +534,11 @@ mod tests {
             ("early", history("early", 3, 1, 100)),
             ("mid", history("mid", 3, 1, 300)),
         ]);
-        let config = RetryConfig { batch_size: 2, ..no_jitter() };
+        let config = {
+            let mut c = no_jitter();
+            c.cadence.batch_size = 2;
+            c
+        };
         assert_eq!(ids(&plan(t(10_000), &m, &config)), ["early", "mid"]);
         assert_eq!(plan(t(10_000), &m, &config), plan(t(10_000), &m, &config));
     }

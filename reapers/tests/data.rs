@@ -18,7 +18,8 @@ use pop_domain::{
 };
 use pop_projections::{Projections, Runner, RunnerConfig};
 use pop_reapers::Services;
-use pop_reapers::data::{DataReaperConfig, run_once};
+use pop_reapers::data::{DataReaper, DataReaperConfig, DataReport};
+use pop_reapers::process;
 use pop_store::{
     Commands, Direction, EventMetadata, EventStore, ProcessLeadership, SqliteOptions, SqliteStore,
     StoreError,
@@ -138,6 +139,11 @@ impl Fixture {
     }
 }
 
+/// One data reaper cycle at `now` (plan, then execute unless a dry run).
+async fn run_once(services: &Services, now: Timestamp, config: &DataReaperConfig) -> DataReport {
+    process::cycle(&mut DataReaper::new(services.clone(), config.clone()), now).await
+}
+
 #[tokio::test]
 async fn old_objects_leave_the_read_models_and_the_store_and_a_record_stays() {
     let f = fixture().await;
@@ -146,7 +152,11 @@ async fn old_objects_leave_the_read_models_and_the_store_and_a_record_stays() {
     f.deleted_customer("gone", 200).await;
     let now = t(4 * DAY);
 
-    let dry = DataReaperConfig { dry_run: true, ..DataReaperConfig::default() };
+    let dry = {
+        let mut c = DataReaperConfig::default();
+        c.cadence.dry_run = true;
+        c
+    };
     let report = run_once(&f.services, now, &dry).await;
     assert_eq!((report.planned, report.skipped, report.agendas), (2, 2, 0));
     assert!(f.projections().read().agenda_entry("old").is_some());

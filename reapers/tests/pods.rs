@@ -16,7 +16,8 @@ use kube::Client;
 use kube::api::Api;
 use kube::client::Body;
 use pop_domain::Timestamp;
-use pop_reapers::pods::{PodReaperConfig, labels, plan, run_once};
+use pop_reapers::pods::{PodReaper, PodReaperConfig, PodReport, labels, plan};
+use pop_reapers::process;
 use serde_json::{Value, json};
 
 fn t(rfc3339: &str) -> Timestamp {
@@ -103,7 +104,11 @@ fn plan_takes_only_pops_finished_pods_at_or_past_the_age() {
     assert_eq!(names(&actions), ["older", "failed", "evicted", "at-bound"]);
     assert_eq!(actions[0].uid, "uid-older");
     assert_eq!(actions[0].agenda_id, "agenda-older");
-    let batch = PodReaperConfig { batch_size: 2, ..config(24) };
+    let batch = {
+        let mut c = config(24);
+        c.cadence.batch_size = 2;
+        c
+    };
     assert_eq!(names(&plan(now, &pods, &batch)), ["older", "failed"]);
     assert_eq!(plan(now, &pods, &config(24)), actions, "pure");
 }
@@ -159,6 +164,11 @@ fn list(items: Vec<Value>, next: Option<&str>) -> Value {
 }
 
 const PODS: &str = "/api/v1/namespaces/work/pods";
+
+/// One pod reaper cycle at `now` (list, plan, then delete unless a dry run).
+async fn run_once(api: &Api<Pod>, now: Timestamp, config: &PodReaperConfig) -> PodReport {
+    process::cycle(&mut PodReaper::new(api.clone(), config.clone()), now).await
+}
 
 #[tokio::test]
 async fn a_cycle_deletes_with_uid_preconditions_and_survives_404_409_and_errors() {
@@ -243,7 +253,11 @@ async fn a_dry_run_only_lists() {
         "GET" => (200, list(vec![pod_json(&done("a", "2026-01-01T00:00:00Z"))], None)),
         _ => (400, status(400, "BadRequest")),
     });
-    let dry = PodReaperConfig { dry_run: true, ..config(24) };
+    let dry = {
+        let mut c = config(24);
+        c.cadence.dry_run = true;
+        c
+    };
     let report = run_once(&api, t("2026-01-03T00:00:00Z"), &dry).await;
     assert_eq!((report.planned, report.skipped, report.deleted), (1, 1, 0));
     assert!(seen.lock().unwrap().iter().all(|s| s.method == Method::GET));

@@ -12,7 +12,8 @@ use std::time::Duration;
 use pop_domain::agenda::{AgendaCommand, AgendaState};
 use pop_domain::{Agenda, AgendaInsight, Operation, Params, Timestamp};
 use pop_projections::{Phase, Projections, Runner, RunnerConfig};
-use pop_reapers::reclaimer::{self, run_once};
+use pop_reapers::process::{self, TimedProcess};
+use pop_reapers::reclaimer::{ReclaimReport, Reclaimer};
 use pop_reapers::{ReclaimerConfig, Services};
 use pop_store::{
     Commands, EventMetadata, EventStore, ProcessLeadership, SqliteOptions, SqliteStore,
@@ -41,6 +42,11 @@ async fn fixture() -> Fixture {
     let (runner, projections) = Runner::start(Arc::clone(&store), RunnerConfig::default()).await;
     tokio::spawn(async move { runner.run(std::future::pending()).await.unwrap() });
     Fixture { commands: Arc::new(Commands::new(Arc::clone(&store))), store, projections, _dir: dir }
+}
+
+/// One reclaimer cycle at `now` (plan, then execute unless a dry run).
+async fn run_once(f: &Fixture, now: Timestamp, config: &ReclaimerConfig) -> ReclaimReport {
+    process::cycle(&mut Reclaimer::new(f.services(), config.clone()), now).await
 }
 
 impl Fixture {
@@ -112,13 +118,17 @@ async fn a_cycle_requeues_or_fails_expired_leases_and_is_idempotent() {
     f.claimed("last-attempt", 1, 100, 400).await;
     f.claimed("live", 3, 100, 500).await;
 
-    let dry = ReclaimerConfig { dry_run: true, ..ReclaimerConfig::default() };
-    let report = run_once(&f.commands, &f.projections, t(400), &dry).await;
+    let dry = {
+        let mut c = ReclaimerConfig::default();
+        c.cadence.dry_run = true;
+        c
+    };
+    let report = run_once(&f, t(400), &dry).await;
     assert_eq!((report.planned, report.skipped, report.reclaimed()), (2, 2, 0));
     assert_eq!(f.phase("retryable"), Phase::Scheduled);
 
     let config = ReclaimerConfig::default();
-    let report = run_once(&f.commands, &f.projections, t(400), &config).await;
+    let report = run_once(&f, t(400), &config).await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert_eq!((report.planned, report.requeued, report.failed), (2, 1, 1));
     f.wait_phase("retryable", Phase::Added).await;
@@ -132,7 +142,7 @@ async fn a_cycle_requeues_or_fails_expired_leases_and_is_idempotent() {
     );
 
     // Again at the same instant: nothing left to do.
-    let report = run_once(&f.commands, &f.projections, t(400), &config).await;
+    let report = run_once(&f, t(400), &config).await;
     assert_eq!((report.planned, report.errors.len()), (0, 0));
 }
 
@@ -141,9 +151,15 @@ async fn the_loop_reclaims_on_its_own_and_stops_on_shutdown() {
     let f = fixture().await;
     f.claimed("a", 3, 100, 400).await;
     let (stop, stopped) = oneshot::channel::<()>();
-    let config =
-        ReclaimerConfig { interval: Duration::from_millis(10), ..ReclaimerConfig::default() };
-    let task = reclaimer::spawn(f.services(), config, || t(1_000), async move {
+    let config = {
+        let mut c = ReclaimerConfig::default();
+        c.cadence.interval = Duration::from_millis(10);
+        c
+    };
+    let reclaimer = Reclaimer::new(f.services(), config);
+    let leadership = Arc::clone(&f.services().leadership);
+    assert!(!reclaimer.cadence().dry_run);
+    let task = process::spawn(reclaimer, leadership, || t(1_000), async move {
         let _ = stopped.await;
     });
     f.wait_phase("a", Phase::Added).await;

@@ -5,7 +5,6 @@ mod backend;
 mod cli;
 mod client;
 mod demo;
-mod leader;
 mod log_cmd;
 mod reap;
 mod rebuild;

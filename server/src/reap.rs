@@ -13,11 +13,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use pop_projections::{Runner, RunnerConfig};
-use pop_reapers::process::{self, ProcessName};
+use pop_reapers::data::DataReaper;
+use pop_reapers::pods::PodReaper;
+use pop_reapers::process::{self, TimedProcess};
+use pop_reapers::reclaimer::Reclaimer;
+use pop_reapers::retry::Retry;
 use pop_reapers::{
-    Backoff, DataReaperConfig, PodReaperConfig, ReclaimerConfig, RetryConfig, Services,
+    Backoff, Cadence, DataReaperConfig, PodReaperConfig, ReclaimerConfig, RetryConfig, Services,
 };
-use pop_store::Commands;
+use pop_store::{Commands, Leadership};
 
 use crate::backend::Backend;
 use crate::cli::DurabilityArg;
@@ -28,33 +32,39 @@ use crate::cli::{ReapArgs, ReaperArgs, ReaperName};
 /// Longest `pop reap` waits for the projections to catch up with the log before giving up.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// The batch size: the `--reaper-batch-size` override, else the process's default.
-fn batch(args: &ReaperArgs, default: usize) -> usize {
-    if args.reaper_batch_size == 0 { default } else { args.reaper_batch_size }
-}
-
-/// Each process's cycle is bounded below its interval, and never above its default.
-fn max_run_time(default: Duration, interval: Duration) -> Duration {
-    default.min(interval)
-}
-
-pub fn reclaimer_config(interval_secs: u64, args: &ReaperArgs) -> ReclaimerConfig {
+/// A process's cadence from the flags: a cycle every `interval_secs`, the
+/// `--reaper-batch-size` override else `default_batch`, a cycle bounded below its interval
+/// (and never above `default_max_run_time`), and `--reaper-dry-run`.
+fn cadence(
+    interval_secs: u64,
+    args: &ReaperArgs,
+    default_batch: usize,
+    default_max_run_time: Duration,
+) -> Cadence {
     let interval = Duration::from_secs(interval_secs.max(1));
-    ReclaimerConfig {
+    Cadence {
         interval,
-        batch_size: batch(args, pop_reapers::DEFAULT_BATCH_SIZE),
-        max_run_time: max_run_time(pop_reapers::DEFAULT_MAX_RUN_TIME, interval),
+        batch_size: if args.reaper_batch_size == 0 {
+            default_batch
+        } else {
+            args.reaper_batch_size
+        },
+        max_run_time: default_max_run_time.min(interval),
         dry_run: args.dry_run,
     }
 }
 
+pub fn reclaimer_config(interval_secs: u64, args: &ReaperArgs) -> ReclaimerConfig {
+    use pop_reapers::reclaimer::{DEFAULT_BATCH_SIZE, DEFAULT_MAX_RUN_TIME};
+    ReclaimerConfig {
+        cadence: cadence(interval_secs, args, DEFAULT_BATCH_SIZE, DEFAULT_MAX_RUN_TIME),
+    }
+}
+
 pub fn retry_config(interval_secs: u64, args: &ReaperArgs) -> RetryConfig {
-    let interval = Duration::from_secs(interval_secs.max(1));
+    use pop_reapers::retry::{DEFAULT_BATCH_SIZE, DEFAULT_MAX_RUN_TIME};
     RetryConfig {
-        interval,
-        batch_size: batch(args, pop_reapers::retry::DEFAULT_BATCH_SIZE),
-        max_run_time: max_run_time(pop_reapers::retry::DEFAULT_MAX_RUN_TIME, interval),
-        dry_run: args.dry_run,
+        cadence: cadence(interval_secs, args, DEFAULT_BATCH_SIZE, DEFAULT_MAX_RUN_TIME),
         backoff: Backoff {
             initial: Duration::from_secs(args.retry_backoff),
             multiplier: args.retry_backoff_multiplier,
@@ -65,12 +75,9 @@ pub fn retry_config(interval_secs: u64, args: &ReaperArgs) -> RetryConfig {
 }
 
 pub fn data_config(interval_secs: u64, args: &ReaperArgs) -> DataReaperConfig {
-    let interval = Duration::from_secs(interval_secs.max(1));
+    use pop_reapers::data::{DEFAULT_BATCH_SIZE, DEFAULT_MAX_RUN_TIME};
     DataReaperConfig {
-        interval,
-        batch_size: batch(args, pop_reapers::data::DEFAULT_BATCH_SIZE),
-        max_run_time: max_run_time(pop_reapers::data::DEFAULT_MAX_RUN_TIME, interval),
-        dry_run: args.dry_run,
+        cadence: cadence(interval_secs, args, DEFAULT_BATCH_SIZE, DEFAULT_MAX_RUN_TIME),
         agenda_reap_age: Duration::from_secs(args.agenda_reap_age),
         config_reap_age: Duration::from_secs(args.config_reap_age),
         config_reap_age_by_category: args
@@ -82,12 +89,9 @@ pub fn data_config(interval_secs: u64, args: &ReaperArgs) -> DataReaperConfig {
 }
 
 pub fn pod_config(interval_secs: u64, args: &ReaperArgs) -> PodReaperConfig {
-    let interval = Duration::from_secs(interval_secs.max(1));
+    use pop_reapers::pods::{DEFAULT_BATCH_SIZE, DEFAULT_MAX_RUN_TIME};
     PodReaperConfig {
-        interval,
-        batch_size: batch(args, pop_reapers::pods::DEFAULT_BATCH_SIZE),
-        max_run_time: max_run_time(pop_reapers::pods::DEFAULT_MAX_RUN_TIME, interval),
-        dry_run: args.dry_run,
+        cadence: cadence(interval_secs, args, DEFAULT_BATCH_SIZE, DEFAULT_MAX_RUN_TIME),
         reap_age: Duration::from_secs(args.pod_reap_age),
     }
 }
@@ -116,7 +120,7 @@ where
     let Some(namespace) = args.pod_reaper_namespace.as_deref() else { return Ok(None) };
     let api = pods_api(Some(namespace)).await?;
     let config = pod_config(args.pod_reap_interval, args);
-    Ok(Some(pop_reapers::pods::spawn(api, leadership, config, chrono::Utc::now, shutdown)))
+    Ok(Some(process::spawn(PodReaper::new(api, config), leadership, chrono::Utc::now, shutdown)))
 }
 
 /// Starts the store-based processes `pop serve` runs (an interval of 0 turns one off), each
@@ -126,33 +130,20 @@ where
     S: Fn() -> F,
     F: Future<Output = ()> + Send + 'static,
 {
+    let leadership = || Arc::clone(&services.leadership);
     let mut tasks = Vec::new();
     if args.reclaim_interval > 0 {
-        let config = reclaimer_config(args.reclaim_interval, args);
-        tasks.push(pop_reapers::reclaimer::spawn(
-            services.clone(),
-            config,
-            chrono::Utc::now,
-            shutdown(),
-        ));
+        let process =
+            Reclaimer::new(services.clone(), reclaimer_config(args.reclaim_interval, args));
+        tasks.push(process::spawn(process, leadership(), chrono::Utc::now, shutdown()));
     }
     if args.retry_interval > 0 {
-        let config = retry_config(args.retry_interval, args);
-        tasks.push(pop_reapers::retry::spawn(
-            services.clone(),
-            config,
-            chrono::Utc::now,
-            shutdown(),
-        ));
+        let process = Retry::new(services.clone(), retry_config(args.retry_interval, args));
+        tasks.push(process::spawn(process, leadership(), chrono::Utc::now, shutdown()));
     }
     if args.data_reap_interval > 0 {
-        let config = data_config(args.data_reap_interval, args);
-        tasks.push(pop_reapers::data::spawn(
-            services.clone(),
-            config,
-            chrono::Utc::now,
-            shutdown(),
-        ));
+        let process = DataReaper::new(services.clone(), data_config(args.data_reap_interval, args));
+        tasks.push(process::spawn(process, leadership(), chrono::Utc::now, shutdown()));
     }
     tasks
 }
@@ -249,96 +240,50 @@ where
     }
     let r = &args.reapers;
     let leadership = Arc::clone(&services.leadership);
-    let now = chrono::Utc::now();
     match args.name {
         ReaperName::Reclaimer => {
             let interval = loop_interval(args, r.reclaim_interval, pop_reapers::DEFAULT_INTERVAL);
-            let config = reclaimer_config(interval, r);
-            if args.once {
-                let cycle = pop_reapers::reclaimer::run_once(
-                    &services.commands,
-                    &services.projections,
-                    now,
-                    &config,
-                );
-                report(
-                    process::once(
-                        ProcessName::Reclaimer,
-                        leadership.as_ref(),
-                        config.dry_run,
-                        cycle,
-                    )
-                    .await,
-                    "some agendas could not be reclaimed",
-                )?;
-            } else {
-                forever(
-                    ProcessName::Reclaimer,
-                    config.interval,
-                    pop_reapers::reclaimer::spawn(
-                        services.clone(),
-                        config,
-                        chrono::Utc::now,
-                        stopped(),
-                    ),
-                )
-                .await?;
-            }
+            let process = Reclaimer::new(services.clone(), reclaimer_config(interval, r));
+            drive(args, process, leadership, stopped(), "some agendas could not be reclaimed").await
         }
         ReaperName::Retry => {
             let interval =
                 loop_interval(args, r.retry_interval, pop_reapers::retry::DEFAULT_INTERVAL);
-            let config = retry_config(interval, r);
-            if args.once {
-                let cycle = pop_reapers::retry::run_once(
-                    &services.commands,
-                    &services.projections,
-                    now,
-                    &config,
-                );
-                report(
-                    process::once(ProcessName::Retry, leadership.as_ref(), config.dry_run, cycle)
-                        .await,
-                    "some agendas could not be retried",
-                )?;
-            } else {
-                forever(
-                    ProcessName::Retry,
-                    config.interval,
-                    pop_reapers::retry::spawn(
-                        services.clone(),
-                        config,
-                        chrono::Utc::now,
-                        stopped(),
-                    ),
-                )
-                .await?;
-            }
+            let process = Retry::new(services.clone(), retry_config(interval, r));
+            drive(args, process, leadership, stopped(), "some agendas could not be retried").await
         }
         ReaperName::Data => {
             let interval =
                 loop_interval(args, r.data_reap_interval, pop_reapers::data::DEFAULT_INTERVAL);
-            let config = data_config(interval, r);
-            if args.once {
-                let cycle = pop_reapers::data::run_once(services, now, &config);
-                report(
-                    process::once(ProcessName::Data, leadership.as_ref(), config.dry_run, cycle)
-                        .await,
-                    "some data objects could not be reaped",
-                )?;
-            } else {
-                forever(
-                    ProcessName::Data,
-                    config.interval,
-                    pop_reapers::data::spawn(services.clone(), config, chrono::Utc::now, stopped()),
-                )
-                .await?;
-            }
+            let process = DataReaper::new(services.clone(), data_config(interval, r));
+            drive(args, process, leadership, stopped(), "some data objects could not be reaped")
+                .await
         }
         // Handled before the store is opened; kept total without a panic.
-        ReaperName::Pods => run_pods(args, stopped).await?,
+        ReaperName::Pods => run_pods(args, stopped).await,
     }
-    Ok(())
+}
+
+/// Runs `process` the way `pop reap` was asked to: one cycle under the leader lock
+/// (`--once`, reporting `failed` when the cycle had errors), or looping until Ctrl-C/SIGTERM.
+async fn drive<P: TimedProcess>(
+    args: &ReapArgs,
+    mut process: P,
+    leadership: Arc<dyn Leadership>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    failed: &str,
+) -> Result<()> {
+    if args.once {
+        let done = process::once(&mut process, leadership.as_ref(), chrono::Utc::now()).await;
+        return report(done, failed);
+    }
+    tracing::info!(
+        process = process.name().as_str(),
+        interval_secs = process.cadence().interval.as_secs(),
+        "pop reap: looping until Ctrl-C/SIGTERM"
+    );
+    let task = process::spawn(process, leadership, chrono::Utc::now, shutdown);
+    task.await.context("the process task failed")
 }
 
 /// `pop reap pods`: no store; the leader lock is this process's own (a CronJob runs one pod at
@@ -352,19 +297,9 @@ where
     let api = pods_api(r.pod_reaper_namespace.as_deref()).await?;
     let interval = loop_interval(args, r.pod_reap_interval, pop_reapers::pods::DEFAULT_INTERVAL);
     let config = pod_config(interval, r);
-    let leadership: Arc<dyn pop_store::Leadership> =
-        Arc::new(pop_store::ProcessLeadership::default());
-    if args.once {
-        let cycle = pop_reapers::pods::run_once(&api, chrono::Utc::now(), &config);
-        report(
-            process::once(ProcessName::Pods, leadership.as_ref(), config.dry_run, cycle).await,
-            "some pods could not be listed or deleted",
-        )
-    } else {
-        let interval = config.interval;
-        let task = pop_reapers::pods::spawn(api, leadership, config, chrono::Utc::now, stopped());
-        forever(ProcessName::Pods, interval, task).await
-    }
+    let leadership: Arc<dyn Leadership> = Arc::new(pop_store::ProcessLeadership::default());
+    let process = PodReaper::new(api, config);
+    drive(args, process, leadership, stopped(), "some pods could not be listed or deleted").await
 }
 
 /// Prints what a `--once` cycle did (or that another replica leads) on stdout; an error
@@ -385,17 +320,6 @@ fn report<R: pop_reapers::CycleReport>(report: Option<R>, failed: &str) -> Resul
             Ok(())
         }
     }
-}
-
-/// Waits for a looping process, which stops after its current cycle once Ctrl-C/SIGTERM
-/// raised the stop flag.
-async fn forever(process: ProcessName, interval: Duration, task: JoinHandle<()>) -> Result<()> {
-    tracing::info!(
-        process = process.as_str(),
-        interval_secs = interval.as_secs(),
-        "pop reap: looping until Ctrl-C/SIGTERM"
-    );
-    task.await.context("the process task failed")
 }
 
 #[cfg(test)]

@@ -11,12 +11,13 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use pop_api::{ApiConfig, AppState};
 use pop_projections::{Runner, RunnerConfig};
+use pop_reapers::process;
+use pop_reapers::scheduler::Scheduler;
 use pop_store::Commands;
 use tokio::sync::watch;
 
 use crate::backend::Backend;
 use crate::cli::ServeArgs;
-use crate::leader::led;
 use crate::signal::{shutdown_signal, stopped};
 
 /// How long in-flight requests get to finish after a shutdown signal before the process
@@ -56,15 +57,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let runner_task = tokio::spawn(runner.run(stopped(stop_rx.clone())));
 
     let commands = Arc::new(Commands::new(Arc::clone(&log)));
-    // With several replicas on one store, one of them runs each of these (leader locks).
-    let scheduler_task = args.scheduler.then(|| {
-        let (commands, projections) = (Arc::clone(&commands), projections.clone());
-        led(Arc::clone(&backend.leadership), "scheduler", stop_rx.clone(), move |stop| {
-            pop_api::scheduler::spawn(Arc::clone(&commands), projections.clone(), stop)
-        })
-    });
-    // The timed processes (reclaimer, retry, data reaper) take the backend's leader lock for
-    // each cycle: the process itself on the embedded store, an advisory lock on PostgreSQL.
+    // With several replicas on one store, one of them runs each timed process (leader locks:
+    // the process itself on the embedded store, an advisory lock on PostgreSQL).
     let services = pop_reapers::Services {
         store: Arc::clone(&log),
         commands: Arc::clone(&commands),
@@ -82,6 +76,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         let stop_rx = stop_rx.clone();
         move || stopped(stop_rx.clone())
     });
+    if args.scheduler {
+        let scheduler =
+            Scheduler::new(Arc::clone(&services.commands), services.projections.clone());
+        let leadership = Arc::clone(&services.leadership);
+        let stop = stopped(stop_rx.clone());
+        reaper_tasks.push(process::spawn(scheduler, leadership, chrono::Utc::now, stop));
+    }
     // The pod reaper only with `--pod-reaper-namespace`.
     let pods = Arc::clone(&services.leadership);
     reaper_tasks.extend(
@@ -120,11 +121,6 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         Some(Ok(Err(e))) => tracing::error!(error = %e, "http server stopped with an error"),
         Some(Err(e)) => tracing::error!(error = %e, "http server task failed"),
         None => tracing::warn!(timeout = ?DRAIN_TIMEOUT, "requests still open at shutdown"),
-    }
-    if let Some(task) = scheduler_task
-        && let Err(e) = task.await
-    {
-        tracing::error!(error = %e, "scheduler task failed");
     }
     for task in reaper_tasks {
         if let Err(e) = task.await {

@@ -3,11 +3,15 @@
 //! `AgendaCommand::Queue` executed through the [`Commands`] (so every move is an event, and
 //! two schedulers racing on one agenda cannot both win: the loser is refused and skips it).
 //!
-//! It reacts to the projections' change feed (a submission, a claim, a completion or an
-//! insight's new `queueSize` wakes it), coalescing bursts into one pass, and also runs a pass
-//! every [`SAFETY_PASS_INTERVAL`] as a safety net. A pass reads the read models, so after
-//! issuing commands it waits (bounded) until the projections have applied them before the
-//! next pass, which keeps it from counting a queue short and overfilling it.
+//! It is a [`TimedProcess`] like the reapers, run by the same loop under the `scheduler` leader
+//! lock (one replica schedules). It lives here, with the other timed processes, because it has
+//! their shape — a pure plan over the read models and idempotent domain commands — and needs
+//! nothing of a transport. What sets it apart is its wake-up: the projections' change feed (a
+//! submission, a claim, a completion or an insight's new `queueSize` wakes it), with bursts
+//! coalesced into one pass, and a pass every [`SAFETY_PASS_INTERVAL`] as a safety net. A pass
+//! reads the read models, so after issuing commands it waits (bounded) until the projections
+//! have applied them before the next pass, which keeps it from counting a queue short and
+//! overfilling it.
 //!
 //! Which agendas move is decided per insight by its `schedulingAlgorithm` through the pure
 //! planner [`pop_domain::scheduling::plan`]: `FirstInFirstOut` (oldest `added` first),
@@ -28,16 +32,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::future::join_all;
-use pop_domain::SchedulingAlgorithm;
 use pop_domain::agenda::{AgendaCommand, AgendaError, AgendaState};
 use pop_domain::scheduling::{self, Candidate, CustomerOrder};
+use pop_domain::{SchedulingAlgorithm, Timestamp};
 use pop_projections::{
     AgendaQuery, Change, ChangeKind, Cursor, MAX_PAGE_SIZE, Phase, Projections, Visibility,
 };
-use pop_store::{Commands, EventMetadata, ExecuteError, Position};
+use pop_store::{Commands, EventMetadata, ExecuteError, Position, ProcessLeadership};
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+
+use crate::process::{self, Cadence, CycleReport, ProcessName, TimedProcess};
 
 /// How often a pass runs even when the change feed is quiet: a safety net for a missed or
 /// lagged wake-up, not the main trigger.
@@ -63,59 +70,6 @@ pub const MAX_CONCURRENT_MOVES: usize = 256;
 /// The actor recorded in the metadata of the scheduler's events.
 pub const ACTOR: &str = "system:scheduler";
 
-/// Starts the scheduler on the current runtime; it stops when `stop` resolves.
-pub fn spawn(
-    commands: Arc<Commands>,
-    projections: Projections,
-    stop: impl Future<Output = ()> + Send + 'static,
-) -> JoinHandle<()> {
-    tokio::spawn(run(commands, projections, stop))
-}
-
-/// The scheduler loop (see the module doc).
-pub async fn run(
-    commands: Arc<Commands>,
-    projections: Projections,
-    stop: impl Future<Output = ()> + Send + 'static,
-) {
-    let mut changes = projections.subscribe_changes();
-    let mut feed_open = true;
-    let mut memory = Memory::default();
-    tokio::pin!(stop);
-    loop {
-        if let Some(position) = pass(&commands, &projections, &mut memory).await
-            && projections.wait_for(position, APPLY_WAIT).await.is_err()
-        {
-            tracing::warn!(%position, "scheduler: projections did not apply its moves in time");
-        }
-        let woke = tokio::select! {
-            () = &mut stop => return,
-            received = changes.recv(), if feed_open => match received {
-                Ok(change) => wakes(&change),
-                Err(RecvError::Lagged(_)) => true,
-                Err(RecvError::Closed) => {
-                    feed_open = false;
-                    false
-                }
-            },
-            () = tokio::time::sleep(SAFETY_PASS_INTERVAL) => false,
-        };
-        if woke {
-            // Coalesce a burst of changes into the one pass that follows.
-            for _ in 0..MAX_COALESCED_CHANGES {
-                match changes.try_recv() {
-                    Ok(_) | Err(TryRecvError::Lagged(_)) => continue,
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Closed) => {
-                        feed_open = false;
-                        break;
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// Whether a change can make room in a queue or give it work: an insight changed (its
 /// `queueSize`), an agenda became `added`, or one left the queue (claimed or cancelled).
 /// Executors' progress reports do not wake the scheduler.
@@ -138,24 +92,35 @@ pub struct Memory {
     customer_orders: HashMap<String, CustomerOrder>,
 }
 
-/// One pass over every insight; returns the position of the last move it made, if any.
+/// One pass over every insight, planned and executed at once (no leader lock, no wait for
+/// the projections): what the tests and benchmarks drive by hand. Returns the position of the
+/// last move it made, if any.
 pub async fn pass(
-    commands: &Commands,
+    commands: &Arc<Commands>,
     projections: &Projections,
     memory: &mut Memory,
 ) -> Option<Position> {
     let moves = plan(projections, memory, Utc::now().timestamp_millis());
-    let mut last: Option<Position> = None;
-    for chunk in moves.chunks(MAX_CONCURRENT_MOVES) {
-        let results =
-            join_all(chunk.iter().map(|(id, customer)| queue(commands, id, customer))).await;
-        for position in results.into_iter().flatten() {
-            if last.as_ref().is_none_or(|l| position > *l) {
-                last = Some(position);
+    queue_all(commands, moves).await.last
+}
+
+/// Queues every move, at most [`MAX_CONCURRENT_MOVES`] at once.
+async fn queue_all(commands: &Arc<Commands>, moves: Vec<(String, String)>) -> SchedulerReport {
+    let mut report = SchedulerReport { planned: moves.len(), ..SchedulerReport::default() };
+    let mut tasks: JoinSet<Option<Position>> = JoinSet::new();
+    for (id, customer) in moves {
+        while tasks.len() >= MAX_CONCURRENT_MOVES {
+            if let Some(done) = tasks.join_next().await {
+                report.count(done);
             }
         }
+        let commands = Arc::clone(commands);
+        tasks.spawn(async move { queue(&commands, &id, &customer).await });
     }
-    last
+    while let Some(done) = tasks.join_next().await {
+        report.count(done);
+    }
+    report
 }
 
 /// The agendas to queue now: for each insight, as many of its schedulable `added` agendas as
@@ -248,7 +213,6 @@ async fn queue(commands: &Commands, id: &str, customer: &str) -> Option<Position
     };
     let command = AgendaCommand::Queue { now: Utc::now() };
     let executed = commands.execute::<AgendaState>(id, &metadata, &command).await;
-    pop_app::metrics::command("scheduler.queue", executed.is_ok());
     match executed {
         Ok(executed) => executed.position,
         Err(ExecuteError::Refused(
@@ -260,4 +224,172 @@ async fn queue(commands: &Commands, id: &str, customer: &str) -> Option<Position
             None
         }
     }
+}
+
+/// What one scheduler cycle did.
+#[derive(Debug, Default)]
+pub struct SchedulerReport {
+    /// Agendas the plan chose to queue.
+    pub planned: usize,
+    /// Agendas moved to `queued`.
+    pub queued: usize,
+    /// Not moved: another scheduler won, the agenda changed, or the store failed (the next
+    /// pass sees it again; failures are logged where they happen).
+    pub not_moved: usize,
+    /// The position of the last move.
+    pub last: Option<Position>,
+    /// Tasks that panicked.
+    pub errors: Vec<String>,
+}
+
+impl SchedulerReport {
+    fn count(&mut self, done: Result<Option<Position>, tokio::task::JoinError>) {
+        match done {
+            Ok(Some(position)) => {
+                self.queued += 1;
+                if self.last.as_ref().is_none_or(|l| position > *l) {
+                    self.last = Some(position);
+                }
+            }
+            Ok(None) => self.not_moved += 1,
+            Err(e) => self.errors.push(format!("a queue task failed: {e}")),
+        }
+    }
+}
+
+impl CycleReport for SchedulerReport {
+    fn planned(&self) -> usize {
+        self.planned
+    }
+    fn outcomes(&self) -> Vec<(&'static str, usize)> {
+        vec![("queued", self.queued), ("not_moved", self.not_moved)]
+    }
+    fn errors(&self) -> Vec<String> {
+        self.errors.clone()
+    }
+}
+
+/// The scheduler as a [`TimedProcess`] (see the module docs).
+pub struct Scheduler {
+    commands: Arc<Commands>,
+    projections: Projections,
+    memory: Memory,
+    changes: broadcast::Receiver<Change>,
+    feed_open: bool,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler").field("memory", &self.memory).finish_non_exhaustive()
+    }
+}
+
+impl Scheduler {
+    pub fn new(commands: Arc<Commands>, projections: Projections) -> Scheduler {
+        let changes = projections.subscribe_changes();
+        Scheduler { commands, projections, memory: Memory::default(), changes, feed_open: true }
+    }
+}
+
+#[async_trait::async_trait]
+impl TimedProcess for Scheduler {
+    type Action = (String, String);
+    type Report = SchedulerReport;
+
+    fn name(&self) -> ProcessName {
+        ProcessName::Scheduler
+    }
+
+    fn cadence(&self) -> Cadence {
+        Cadence {
+            interval: SAFETY_PASS_INTERVAL,
+            batch_size: MAX_QUEUE_SIZE,
+            max_run_time: APPLY_WAIT,
+            dry_run: false,
+        }
+    }
+
+    fn ready(&self) -> bool {
+        self.projections.caught_up()
+    }
+
+    async fn plan(&mut self, now: Timestamp) -> Result<Vec<(String, String)>, SchedulerReport> {
+        Ok(plan(&self.projections, &mut self.memory, now.timestamp_millis()))
+    }
+
+    /// Queues the moves, then waits (bounded) until the projections have applied them, so
+    /// the next pass does not count a queue short and overfill it.
+    async fn execute(
+        &mut self,
+        _now: Timestamp,
+        moves: Vec<(String, String)>,
+        _deadline: Instant,
+    ) -> SchedulerReport {
+        let report = queue_all(&self.commands, moves).await;
+        if let Some(position) = report.last
+            && self.projections.wait_for(position, APPLY_WAIT).await.is_err()
+        {
+            tracing::warn!(%position, "scheduler: projections did not apply its moves in time");
+        }
+        report
+    }
+
+    fn dry_run(&self, moves: &[(String, String)]) -> SchedulerReport {
+        SchedulerReport {
+            planned: moves.len(),
+            not_moved: moves.len(),
+            ..SchedulerReport::default()
+        }
+    }
+
+    /// A change that can make room in a queue or give it work wakes the scheduler; a burst of
+    /// changes is coalesced into the one pass that follows.
+    async fn woken(&mut self) {
+        loop {
+            if !self.feed_open {
+                std::future::pending::<()>().await;
+            }
+            let woke = match self.changes.recv().await {
+                Ok(change) => wakes(&change),
+                Err(RecvError::Lagged(_)) => true,
+                Err(RecvError::Closed) => {
+                    self.feed_open = false;
+                    false
+                }
+            };
+            if woke {
+                for _ in 0..MAX_COALESCED_CHANGES {
+                    match self.changes.try_recv() {
+                        Ok(_) | Err(TryRecvError::Lagged(_)) => continue,
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Closed) => {
+                            self.feed_open = false;
+                            break;
+                        }
+                    }
+                }
+                return;
+            }
+        }
+    }
+
+    fn quiet(&self) -> bool {
+        true
+    }
+}
+
+/// Runs the scheduler on the current runtime with a process-local leader lock, until `stop`
+/// resolves: for tests and single-process tools (`pop serve` spawns it with the backend's
+/// leadership through [`process::spawn`]).
+pub fn spawn(
+    commands: Arc<Commands>,
+    projections: Projections,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
+    process::spawn(
+        Scheduler::new(commands, projections),
+        Arc::new(ProcessLeadership::default()),
+        Utc::now,
+        stop,
+    )
 }
