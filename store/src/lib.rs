@@ -15,6 +15,7 @@
 //!   bad input: every limit and conflict is a typed [`StoreError`];
 //! - know about the domain beyond the `Aggregate`/`EventCodec` traits used by [`commands`].
 
+pub mod append_rule;
 mod cache;
 mod clock;
 pub mod commands;

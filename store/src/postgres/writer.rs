@@ -12,6 +12,7 @@
 //! version raced despite the locks) rolls the group back and redoes it, bounded.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -24,6 +25,7 @@ use uuid::Uuid;
 
 use super::reader::position;
 use super::{CHANNEL, Shared, pool_error};
+use crate::append_rule::{self, Placement, StreamState, Verdict};
 use crate::limits::MAX_APPEND_BYTES;
 use crate::{ActualVersion, AppendResult, ExpectedVersion, NewEvent, Position, StoreError};
 
@@ -224,13 +226,6 @@ fn stream_key(name: &str) -> i64 {
     i64::from_ne_bytes(hash.to_ne_bytes())
 }
 
-/// A stream as the group sees it.
-#[derive(Debug, Clone, Copy, Default)]
-struct StreamState {
-    version: Option<u64>,
-    deleted: bool,
-}
-
 /// Where an event id already sits in the log (or earlier in this group).
 #[derive(Debug, Clone)]
 struct Placed {
@@ -301,22 +296,16 @@ async fn try_group(shared: &Shared, group: &[Request], now: i64) -> Result<Answe
 }
 
 /// One group on one connection, in two round trips: BEGIN, the locks, the transaction id and
-/// the reads go out pipelined; then the writes, NOTIFY and COMMIT (a COMMIT after a failed
-/// statement only rolls back, so pipelining it is safe).
+/// the reads go out pipelined ([`read_group`]); each append is judged in Rust against what was
+/// read and its batch-mates ([`decide_group`]); then the writes, NOTIFY and COMMIT
+/// ([`write_group`]; a COMMIT after a failed statement only rolls back, so pipelining it is
+/// safe).
 async fn group_on(
     shared: &Shared,
     tx: &deadpool_postgres::Client,
     group: &[Request],
     now: i64,
 ) -> Result<Answers, GroupError> {
-    let mut keys: Vec<i64> = group.iter().map(|r| stream_key(&r.stream)).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    let mut names: Vec<&str> = group.iter().map(|r| r.stream.as_str()).collect();
-    names.sort_unstable();
-    names.dedup();
-    let ids: Vec<Uuid> = group.iter().flat_map(|r| r.events.iter().map(|e| e.event_id)).collect();
-
     let statements = futures::try_join!(
         tx.prepare_cached("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k"),
         tx.prepare_cached("SELECT pg_current_xact_id()::text::bigint"),
@@ -333,7 +322,39 @@ async fn group_on(
     )
     .map_err(classify("preparing a group commit"))?;
     let (lock, xid, streams, found, insert, upsert, notify) = statements;
-    // Pipelined, executed in order: the locks, then (holding them) the transaction id.
+    let mut read = read_group(tx, group, [&lock, &xid, &streams, &found]).await?;
+    let decided = decide_group(group, &mut read)?;
+    if decided.touched.is_empty() {
+        tx.batch_execute("COMMIT").await.map_err(classify("committing a group"))?;
+    } else {
+        write_group(shared, tx, &decided, read.tx_id, now, [&insert, &upsert, &notify]).await?;
+    }
+    Ok(decided.answers)
+}
+
+/// What a group read before deciding: its transaction id, its streams, and where its event
+/// ids already sit.
+struct GroupRead {
+    tx_id: i64,
+    state: HashMap<String, StreamState>,
+    placed: HashMap<Uuid, Placed>,
+}
+
+/// Opens the group's transaction and reads, pipelined: the streams' advisory locks (sorted,
+/// so replicas never deadlock), then (holding them) the transaction id, the streams' versions
+/// and the event ids.
+async fn read_group(
+    tx: &deadpool_postgres::Client,
+    group: &[Request],
+    [lock, xid, streams, found]: [&tokio_postgres::Statement; 4],
+) -> Result<GroupRead, GroupError> {
+    let mut keys: Vec<i64> = group.iter().map(|r| stream_key(&r.stream)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut names: Vec<&str> = group.iter().map(|r| r.stream.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let ids: Vec<Uuid> = group.iter().flat_map(|r| r.events.iter().map(|e| e.event_id)).collect();
     let (p_keys, p_names, p_ids): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1], _) =
         ([&keys], [&names], [&ids as &(dyn ToSql + Sync)]);
     // Plan the group's statements for their parameters (SET LOCAL: this transaction only). A
@@ -342,15 +363,14 @@ async fn group_on(
     // it), it was a sequential scan, and the duplicate-id check then scanned the whole log on
     // every group commit (seen in pg_stat_activity during the append benchmark).
     let begin = tx.batch_execute("BEGIN; SET LOCAL plan_cache_mode = force_custom_plan");
-    let locked = tx.query(&lock, &p_keys);
-    let xid = tx.query_one(&xid, &[]);
-    let streams = tx.query(&streams, &p_names);
-    let found = tx.query(&found, &p_ids);
+    let locked = tx.query(lock, &p_keys);
+    let xid = tx.query_one(xid, &[]);
+    let streams = tx.query(streams, &p_names);
+    let found = tx.query(found, &p_ids);
     let (_, _, xid, streams, found) = futures::try_join!(begin, locked, xid, streams, found)
         .map_err(classify("reading the group's streams"))?;
     let read = |e| StoreError::backend("reading the group's streams", e);
     let tx_id: i64 = xid.try_get(0).map_err(read)?;
-
     let mut state: HashMap<String, StreamState> = HashMap::with_capacity(streams.len());
     for row in &streams {
         let version: Option<i64> = row.try_get(1).map_err(read)?;
@@ -375,14 +395,28 @@ async fn group_on(
             },
         );
     }
+    Ok(GroupRead { tx_id, state, placed })
+}
 
+/// The group's answers, and the accepted events as columns with each touched stream's new
+/// version and last sequence number.
+struct Decided<'a> {
+    answers: Answers,
+    columns: Columns<'a>,
+    touched: HashMap<&'a str, (i64, i64)>,
+}
+
+/// Judges every append of the group in order (each sees its batch-mates' effects), without
+/// IO.
+fn decide_group<'a>(group: &'a [Request], read: &mut GroupRead) -> Result<Decided<'a>, GroupError> {
     let mut columns = Columns::default();
     let mut touched: HashMap<&str, (i64, i64)> = HashMap::new();
     let mut seq = 0i64;
     let mut answers = Vec::with_capacity(group.len());
     for request in group {
         let before = columns.seq.len();
-        let answer = decide(request, tx_id, &mut seq, &mut state, &mut placed, &mut columns);
+        let answer =
+            decide(request, read.tx_id, &mut seq, &mut read.state, &mut read.placed, &mut columns);
         if let Ok(result) = &answer
             && columns.seq.len() > before
         {
@@ -390,53 +424,58 @@ async fn group_on(
         }
         answers.push(answer);
     }
+    Ok(Decided { answers, columns, touched })
+}
 
-    if !touched.is_empty() {
-        let (names, versions, last): (Vec<&str>, Vec<i64>, Vec<i64>) = {
-            let mut n = Vec::with_capacity(touched.len());
-            let mut v = Vec::with_capacity(touched.len());
-            let mut l = Vec::with_capacity(touched.len());
-            for (name, (version, last_seq)) in &touched {
-                n.push(*name);
-                v.push(*version);
-                l.push(*last_seq);
-            }
-            (n, v, l)
-        };
-        let c = &columns;
-        let insert_params: [&(dyn ToSql + Sync); 10] = [
-            &tx_id,
-            &now,
-            &c.seq,
-            &c.stream,
-            &c.version,
-            &c.event_id,
-            &c.event_type,
-            &c.schema_version,
-            &c.data,
-            &c.metadata,
-        ];
-        let upsert_params: [&(dyn ToSql + Sync); 4] = [&tx_id, &names, &versions, &last];
-        let notify_params: [&(dyn ToSql + Sync); 1] = [&CHANNEL];
-        let insert = tx.execute(&insert, &insert_params);
-        let upsert = tx.execute(&upsert, &upsert_params);
-        if let Some(hook) = &shared.before_commit {
-            futures::try_join!(insert, upsert).map_err(classify("writing a group"))?;
-            hook().await;
-            tx.batch_execute("COMMIT").await.map_err(classify("committing a group"))?;
-            announce(tx.execute(&notify, &notify_params).await);
-        } else {
-            let commit = tx.batch_execute("COMMIT");
-            let written = futures::future::try_join3(insert, upsert, commit);
-            // Sent right behind the COMMIT, as a transaction of its own (see `announce`).
-            let (written, notified) = futures::join!(written, tx.execute(&notify, &notify_params));
-            written.map_err(classify("writing a group"))?;
-            announce(notified);
-        }
-        return Ok(answers);
+/// Writes the accepted events and the streams' new versions, commits, and notifies the
+/// tailing replicas.
+async fn write_group(
+    shared: &Shared,
+    tx: &deadpool_postgres::Client,
+    decided: &Decided<'_>,
+    tx_id: i64,
+    now: i64,
+    [insert, upsert, notify]: [&tokio_postgres::Statement; 3],
+) -> Result<(), GroupError> {
+    let mut names = Vec::with_capacity(decided.touched.len());
+    let mut versions = Vec::with_capacity(decided.touched.len());
+    let mut last = Vec::with_capacity(decided.touched.len());
+    for (name, (version, last_seq)) in &decided.touched {
+        names.push(*name);
+        versions.push(*version);
+        last.push(*last_seq);
     }
-    tx.batch_execute("COMMIT").await.map_err(classify("committing a group"))?;
-    Ok(answers)
+    let c = &decided.columns;
+    let insert_params: [&(dyn ToSql + Sync); 10] = [
+        &tx_id,
+        &now,
+        &c.seq,
+        &c.stream,
+        &c.version,
+        &c.event_id,
+        &c.event_type,
+        &c.schema_version,
+        &c.data,
+        &c.metadata,
+    ];
+    let upsert_params: [&(dyn ToSql + Sync); 4] = [&tx_id, &names, &versions, &last];
+    let notify_params: [&(dyn ToSql + Sync); 1] = [&CHANNEL];
+    let insert = tx.execute(insert, &insert_params);
+    let upsert = tx.execute(upsert, &upsert_params);
+    if let Some(hook) = &shared.before_commit {
+        futures::try_join!(insert, upsert).map_err(classify("writing a group"))?;
+        hook().await;
+        tx.batch_execute("COMMIT").await.map_err(classify("committing a group"))?;
+        announce(tx.execute(notify, &notify_params).await);
+    } else {
+        let commit = tx.batch_execute("COMMIT");
+        let written = futures::future::try_join3(insert, upsert, commit);
+        // Sent right behind the COMMIT, as a transaction of its own (see `announce`).
+        let (written, notified) = futures::join!(written, tx.execute(notify, &notify_params));
+        written.map_err(classify("writing a group"))?;
+        announce(notified);
+    }
+    Ok(())
 }
 
 /// One append of the group: refused, answered from an identical earlier append, or accepted
@@ -451,36 +490,31 @@ fn decide<'a>(
 ) -> Result<AppendResult, StoreError> {
     let Request { stream, expected, events, .. } = request;
     let current = state.get(stream).copied().unwrap_or_default();
-    if current.deleted {
-        return Err(StoreError::StreamDeleted { stream: stream.clone() });
+    // The group read every id it appends up front: the rule gets them from that map.
+    let replayed = match append_rule::replay(*expected, events, |id| {
+        Ok::<_, Infallible>(placed.get(id).map(|p| Placement {
+            same_stream: p.stream == *stream,
+            version: p.version,
+            position: p.position,
+        }))
+    }) {
+        Ok(r) => r,
+        Err(never) => match never {},
+    };
+    let verdict = match append_rule::judge(stream, current, *expected, events, || {
+        Ok::<_, Infallible>(replayed.clone())
+    }) {
+        Ok(v) => v,
+        Err(never) => match never {},
+    };
+    let (first_version, last_version) = match verdict {
+        Verdict::Refused(e) => return Err(e),
+        Verdict::Resent(result) => return Ok(result),
+        Verdict::Write { first_version, last_version } => (first_version, last_version),
+    };
+    if let Some(answer) = append_rule::resend(stream, replayed) {
+        return answer;
     }
-    let replay = replay(placed, stream, *expected, events);
-    if !expected.admits(current.version) {
-        // A re-sent append that already succeeded looks like a conflict: answer it with the
-        // original result instead.
-        return match replay {
-            Replay::Same(result) => Ok(result),
-            Replay::Clash(_) | Replay::Absent => Err(StoreError::WrongExpectedVersion {
-                stream: stream.clone(),
-                expected: *expected,
-                actual: ActualVersion::from_current(current.version),
-            }),
-        };
-    }
-    match replay {
-        Replay::Same(result) => return Ok(result),
-        Replay::Clash(event_id) => {
-            return Err(StoreError::DuplicateEventId { stream: stream.clone(), event_id });
-        }
-        Replay::Absent => {}
-    }
-    let first_version = current.version.map_or(Some(0), |v| v.checked_add(1));
-    let last_version = first_version
-        .and_then(|f| f.checked_add(events.len() as u64 - 1))
-        .ok_or_else(|| StoreError::Corrupt(format!("stream {stream:?} version overflows")))?;
-    let first_version = last_version + 1 - events.len() as u64;
-    // Check every number before touching the columns, so a refusal leaves them whole.
-    to_i64(last_version, "stream version")?;
     for (offset, event) in (0u64..).zip(events) {
         *seq += 1;
         let version = first_version + offset;
@@ -503,55 +537,6 @@ fn decide<'a>(
     }
     state.insert(stream.clone(), StreamState { version: Some(last_version), deleted: false });
     Ok(AppendResult { version: last_version, position: Position::new(tx_id as u64, *seq as u64) })
-}
-
-/// Whether an append's events are already in the log (or earlier in the group).
-enum Replay {
-    /// Every event is in this stream, in order, where this append would have put them.
-    Same(AppendResult),
-    /// At least one event id is in the log some other way.
-    Clash(Uuid),
-    /// None of the event ids is in the log.
-    Absent,
-}
-
-fn replay(
-    placed: &HashMap<Uuid, Placed>,
-    stream: &str,
-    expected: ExpectedVersion,
-    events: &[NewEvent],
-) -> Replay {
-    let mut clash = None;
-    let mut same = true;
-    let mut first_version = 0u64;
-    let mut last_position = Position::START;
-    for (offset, event) in (0u64..).zip(events) {
-        let Some(found) = placed.get(&event.event_id) else {
-            same = false;
-            continue;
-        };
-        clash.get_or_insert(event.event_id);
-        if offset == 0 {
-            first_version = found.version;
-        }
-        same &= found.stream == stream && found.version == first_version + offset;
-        last_position = found.position;
-    }
-    let Some(clash) = clash else {
-        return Replay::Absent;
-    };
-    let placed_as_expected = match expected {
-        ExpectedVersion::Any => true,
-        ExpectedVersion::StreamExists => first_version > 0,
-        ExpectedVersion::NoStream | ExpectedVersion::Exact(_) => {
-            expected.first_new_version() == Some(first_version)
-        }
-    };
-    if same && placed_as_expected {
-        let version = first_version + events.len() as u64 - 1;
-        return Replay::Same(AppendResult { version, position: last_position });
-    }
-    Replay::Clash(clash)
 }
 
 /// Deletes a stream in its own transaction, under the stream's advisory lock: the events go,

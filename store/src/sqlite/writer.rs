@@ -14,9 +14,9 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot, watch};
-use uuid::Uuid;
 
 use super::checkpoint::{CHECKPOINT_EVERY_BYTES, Checkpointer};
+use crate::append_rule::{self, Placement, Replay, StreamState, Verdict};
 use crate::cache::GenerationalCache;
 use crate::limits::MAX_APPEND_BYTES;
 use crate::{ActualVersion, AppendResult, Clock, ExpectedVersion, NewEvent, Position, StoreError};
@@ -389,21 +389,17 @@ impl Group<'_, '_> {
         savepoints: bool,
     ) -> Result<Result<AppendResult, StoreError>, GroupError> {
         let entry = self.resolve(stream)?;
-        if entry.is_some_and(|e| e.deleted) {
-            return Ok(Err(StoreError::StreamDeleted { stream: stream.to_owned() }));
-        }
         let current = entry.and_then(|e| e.version);
-        if !expected.admits(current) {
-            // A re-sent append that already succeeded looks like a conflict: answer it with
-            // the original result instead.
-            return Ok(match replay(self.tx, entry, expected, events)? {
-                Replay::Same(result) => Ok(result),
-                Replay::Clash(_) | Replay::Absent => Err(StoreError::WrongExpectedVersion {
-                    stream: stream.to_owned(),
-                    expected,
-                    actual: ActualVersion::from_current(current),
-                }),
-            });
+        let state = StreamState { version: current, deleted: entry.is_some_and(|e| e.deleted) };
+        let tx = self.tx;
+        match append_rule::judge(stream, state, expected, events, || {
+            replay(tx, entry, expected, events)
+        })? {
+            Verdict::Refused(e) => return Ok(Err(e)),
+            Verdict::Resent(result) => return Ok(Ok(result)),
+            // The ids are checked by the unique index during the insert (the common case pays
+            // no lookup); a duplicate is judged below.
+            Verdict::Write { .. } => {}
         }
 
         if savepoints {
@@ -425,13 +421,9 @@ impl Group<'_, '_> {
                 savepoint(self.tx, "RELEASE append")?;
                 *head = first_position;
                 // The only constraint a valid append can break is the unique event id.
-                match replay(self.tx, entry, expected, events)? {
-                    Replay::Same(result) => Ok(Ok(result)),
-                    Replay::Clash(event_id) => Ok(Err(StoreError::DuplicateEventId {
-                        stream: stream.to_owned(),
-                        event_id,
-                    })),
-                    Replay::Absent => Err(StoreError::backend("appending events", source).into()),
+                match append_rule::resend(stream, replay(self.tx, entry, expected, events)?) {
+                    Some(answer) => Ok(answer),
+                    None => Err(StoreError::backend("appending events", source).into()),
                 }
             }
             Err(InsertError::Fatal(e)) => Err(e.into()),
@@ -563,17 +555,7 @@ fn insert(
     Ok((id, last_version))
 }
 
-/// Whether an append's events are already in the log.
-enum Replay {
-    /// Every event is in this stream, in order, where this append would have put them: the
-    /// original result.
-    Same(AppendResult),
-    /// At least one event id is in the log some other way.
-    Clash(Uuid),
-    /// None of the event ids is in the log.
-    Absent,
-}
-
+/// Where `events` already sit in the log, judged by the append rule.
 fn replay(
     tx: &Transaction<'_>,
     entry: Option<StreamEntry>,
@@ -583,45 +565,21 @@ fn replay(
     let mut statement = tx
         .prepare_cached("SELECT position, stream_id, version FROM events WHERE event_id = ?1")
         .map_err(fatal("looking up event ids"))?;
-    let mut clash = None;
-    let mut same = true;
-    let mut first_version = 0u64;
-    let mut last_position = 0u64;
-    for (offset, event) in (0u64..).zip(events) {
+    append_rule::replay(expected, events, |event_id| {
         let found: Option<(i64, i64, i64)> = statement
-            .query_row([event.event_id.as_bytes()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_row([event_id.as_bytes()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()
             .map_err(fatal("looking up event ids"))?;
-        let Some((position, stream_id, version)) = found else {
-            same = false;
-            continue;
-        };
-        clash.get_or_insert(event.event_id);
-        let version = to_u64(version, "stream version")?;
-        if offset == 0 {
-            first_version = version;
-        }
-        same &= entry.is_some_and(|e| e.id == stream_id) && version == first_version + offset;
-        last_position = to_u64(position, "log position")?;
-    }
-    let Some(clash) = clash else {
-        return Ok(Replay::Absent);
-    };
-    let placed_as_expected = match expected {
-        ExpectedVersion::Any => true,
-        ExpectedVersion::StreamExists => first_version > 0,
-        ExpectedVersion::NoStream | ExpectedVersion::Exact(_) => {
-            expected.first_new_version() == Some(first_version)
-        }
-    };
-    if same && placed_as_expected {
-        let version = first_version + events.len() as u64 - 1;
-        return Ok(Replay::Same(AppendResult {
-            version,
-            position: Position::from_sequence(last_position),
-        }));
-    }
-    Ok(Replay::Clash(clash))
+        found
+            .map(|(position, stream_id, version)| {
+                Ok(Placement {
+                    same_stream: entry.is_some_and(|e| e.id == stream_id),
+                    version: to_u64(version, "stream version")?,
+                    position: Position::from_sequence(to_u64(position, "log position")?),
+                })
+            })
+            .transpose()
+    })
 }
 
 /// The time a commit stamps, as the schema stores it.
