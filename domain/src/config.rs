@@ -20,8 +20,7 @@ use crate::text::eq_ignore_case;
 /// The schema version this build writes for every config event type.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// Ids name streams and read-model keys and appear in every error message (in characters).
-pub const MAX_ID_LENGTH: usize = 200;
+pub use crate::validate::MAX_ID_LENGTH;
 
 /// At most this many agendas wait in one insight's queue: the queue is what `getAgenda` hands
 /// out, and fairness across customers (§7) is decided when agendas enter it, so a huge queue

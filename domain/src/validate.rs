@@ -6,12 +6,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::Value;
 
-use crate::config::MAX_ID_LENGTH;
 use crate::error::{FieldError, ValidationErrors};
 use crate::model::{Agenda, Operation};
 use crate::params::{Params, keys};
 use crate::references::{self, is_token, operation_name, references_in};
 use crate::text::fold_case;
+
+/// Ids name streams and read-model keys and appear in every error message (in characters).
+pub const MAX_ID_LENGTH: usize = 200;
 
 /// At most this many operations per agenda, generated ones included: every progress report and
 /// projection update carries the whole operation list, so a bigger DAG belongs in several
