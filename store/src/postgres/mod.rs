@@ -1,16 +1,54 @@
-//! The shared backend: PostgreSQL, for several `pop` replicas on one database.
+//! The shared backend: PostgreSQL, for several `pop` replicas on one database
+//! (tokio-postgres + deadpool-postgres: no compile-time database, no `links` clash with
+//! rusqlite's bundled SQLite as sqlx 0.9 has, and direct access to LISTEN/NOTIFY messages on a
+//! raw connection).
 //!
-//! - Appends go through a few writer tasks that group-commit (like the SQLite writer, but
-//!   several groups may be in flight on different connections). Concurrency control is in the
-//!   database: a group takes a transaction-scoped advisory lock per stream before it reads the
-//!   streams' versions, so replicas never both win.
-//! - The log order is `(tx_id, seq)`: the writing transaction's id, taken after its locks, and
-//!   the event's number within it. Readers return only events of transactions below the
-//!   oldest running one (`pg_snapshot_xmin`), so an event can never commit below a position a
-//!   reader already passed (the sequence/commit-order trap).
-//! - Live tailing: each group commit is followed by a NOTIFY; one task per store LISTENs,
-//!   re-reads the safe head and publishes it to subscribers (polling every second for missed
-//!   notifications); each subscriber re-reads from its checkpoint.
+//! - **Writes.** A few writer tasks (4) share one bounded queue; each takes up to 256 appends
+//!   / 32 MiB (while another group is committing it keeps gathering until that one lands,
+//!   ≤ 20 ms) and commits them in one transaction in two round trips ([`writer`]): sorted
+//!   `pg_advisory_xact_lock` per stream (replicas never deadlock), then the transaction id,
+//!   the streams' versions and the event ids; each append is judged by the store's one
+//!   [`append rule`](crate::append_rule) against those and its batch-mates; accepted events go
+//!   in with one `unnest` insert, streams are upserted, commit, then `pg_notify` as its own
+//!   transaction right behind the COMMIT. Unique indexes on `event_id` and `(stream, version)`
+//!   back the locks up: a unique violation from another replica rolls the group back and
+//!   redoes it (≤ 3 times). Durability is the server's `synchronous_commit`.
+//! - **Log order and the late-commit trap.** Each event row has `tx_id` (the writing
+//!   transaction's `pg_current_xact_id()`) and `seq` (its number within that transaction); the
+//!   global order is `(tx_id, seq)`, exposed as `Position::new(tx_id, seq)`. `read_all` returns
+//!   only rows with `tx_id < pg_snapshot_xmin(pg_current_snapshot())`: every transaction below
+//!   that horizon has ended, and every one that could still commit is at or above it, so
+//!   nothing can ever appear below a position a reader has passed, and the checkpoint makes
+//!   duplicates impossible. A sequence-number log would skip (Marten's trap). The writer takes
+//!   its streams' locks *before* it takes its transaction id, so within a stream log order is
+//!   version order. Cost: a transaction left open anywhere on the server (even in another
+//!   database) holds the horizon and delays readers — never skips; `read_all` and `head` wait
+//!   (≤ 2 s) while committed events sit above the horizon, so a caller sees its own appends.
+//! - **Why not a locked counter.** A counter row updated in every append transaction
+//!   serialises all commits of all replicas on one row lock held across the commit's fsync;
+//!   the horizon rule costs nothing on the write path.
+//! - **Why NOTIFY after COMMIT.** A NOTIFY inside the append transaction takes PostgreSQL's
+//!   global notification lock at commit and holds it across the WAL flush: that serialised
+//!   every commit of every replica (measured: all writers waiting on `Lock:object` in COMMIT).
+//!   A notification lost to a crash between the two costs other replicas ≤ 1 s.
+//! - **Why `SET LOCAL plan_cache_mode = force_custom_plan`.** A generic plan cached while
+//!   `pop_events` was empty made the duplicate-id check a sequential scan of the whole log on
+//!   every commit until the first ANALYZE (BENCHMARKS.md); scoped to the writers'
+//!   transactions because a session-wide setting made readers pay for planning.
+//! - **Live tailing.** One task per store LISTENs on its own connection, reads the safe head
+//!   on every notification, local commit, or 1 s tick (missed notifications, reconnects) and
+//!   publishes it on the head `watch` of the shared subscription code; while events wait above
+//!   the horizon it looks again after 1–20 ms. It idles while the store has no subscriber.
+//! - **Tables.** `pop_streams(name PK, version, last_tx, last_seq, deleted_at)` (the last
+//!   position survives a delete, so the head never moves back), `pop_events(tx_id, seq PK,
+//!   stream, version, event_id UNIQUE, …)`, `pop_schema(version)`; migrations run in one
+//!   transaction under an advisory lock, so replicas starting together migrate once.
+//!   `statement_timeout` 30 s per session; pooled connections that died (a database restart)
+//!   are replaced, so appends fail with a backend error while the database is down and work
+//!   again after.
+//! - **Leader locks** ([`PgLeadership`]): a session-level advisory lock on a connection of its
+//!   own held by the guard; the guard reports `lost` when that connection ends (a heartbeat
+//!   query every 2 s finds silent deaths), and dropping it closes the connection.
 
 mod leader;
 mod reader;
