@@ -10,7 +10,7 @@ use uuid::Uuid;
 use pop_domain::config::{ConfigAggregate, ConfigCommand, ConfigObject, Lifecycle};
 use pop_domain::model::{AgendaTemplate, Customer, Insight, ResourcePool};
 use pop_domain::validate::check_id;
-use pop_projections::{Cursor, ReadModels, Visibility};
+use pop_projections::{Cursor, ReadModels, Visibility, VisibleTo};
 
 use crate::agendas::from_json;
 use crate::caller::{Action, Caller};
@@ -20,15 +20,13 @@ use crate::reads::PageRequest;
 use crate::{App, metadata, metrics};
 
 /// One kind of config object, as the use cases need it.
-pub trait ConfigKind: ConfigObject + Clone {
+pub trait ConfigKind: ConfigObject + VisibleTo + Clone {
     /// The command names (metrics).
     const CREATE: &'static str;
     const UPDATE: &'static str;
     const DELETE: &'static str;
     /// Sets the id when the client left it out (customers: from `customerId`).
     fn fill_id(&mut self);
-    /// Whether a caller seeing `v` may see this object.
-    fn visible_to(&self, v: &Visibility) -> bool;
     /// The object with this id in the read models (visible or not).
     fn find<'m>(models: &'m ReadModels, id: &str) -> Option<&'m Self>;
     /// A page of the live objects that pass `keep`, filtered before the page is cut.
@@ -66,9 +64,6 @@ impl ConfigKind for Customer {
             self.customer_id = self.id.clone();
         }
     }
-    fn visible_to(&self, v: &Visibility) -> bool {
-        v.sees(&self.customer_id)
-    }
     fn find<'m>(models: &'m ReadModels, id: &str) -> Option<&'m Self> {
         models.customer(id)
     }
@@ -79,7 +74,7 @@ impl ConfigKind for Customer {
         limit: usize,
         keep: &dyn Fn(&Self) -> bool,
     ) -> pop_projections::Page<&'m Self> {
-        models.customers_where(v, after, limit, keep)
+        models.customers(v, after, limit, keep)
     }
     fn title(&self) -> Option<&str> {
         Some(&self.title)
@@ -96,9 +91,6 @@ impl ConfigKind for ResourcePool {
     fn fill_id(&mut self) {
         generated_id(&mut self.id);
     }
-    fn visible_to(&self, v: &Visibility) -> bool {
-        v.sees(&self.customer_id)
-    }
     fn find<'m>(models: &'m ReadModels, id: &str) -> Option<&'m Self> {
         models.resource_pool(id)
     }
@@ -109,7 +101,7 @@ impl ConfigKind for ResourcePool {
         limit: usize,
         keep: &dyn Fn(&Self) -> bool,
     ) -> pop_projections::Page<&'m Self> {
-        models.resource_pools_where(v, after, limit, keep)
+        models.resource_pools(v, after, limit, keep)
     }
     fn title(&self) -> Option<&str> {
         self.title.as_deref()
@@ -123,10 +115,6 @@ impl ConfigKind for Insight {
     fn fill_id(&mut self) {
         generated_id(&mut self.id);
     }
-    /// Owned, global, or shared with one of the caller's customers.
-    fn visible_to(&self, v: &Visibility) -> bool {
-        v.sees_shared(&self.customer_id, self.is_global, &self.allowed_customer_ids)
-    }
     fn find<'m>(models: &'m ReadModels, id: &str) -> Option<&'m Self> {
         models.insight(id)
     }
@@ -137,7 +125,7 @@ impl ConfigKind for Insight {
         limit: usize,
         keep: &dyn Fn(&Self) -> bool,
     ) -> pop_projections::Page<&'m Self> {
-        models.insights_where(v, after, limit, keep)
+        models.insights(v, after, limit, keep)
     }
     fn title(&self) -> Option<&str> {
         Some(&self.title)
@@ -154,10 +142,6 @@ impl ConfigKind for AgendaTemplate {
     fn fill_id(&mut self) {
         generated_id(&mut self.id);
     }
-    /// Owned, global, or shared with one of the caller's customers.
-    fn visible_to(&self, v: &Visibility) -> bool {
-        v.sees_shared(&self.customer_id, self.is_global, &self.allowed_customer_ids)
-    }
     fn find<'m>(models: &'m ReadModels, id: &str) -> Option<&'m Self> {
         models.template(id)
     }
@@ -168,7 +152,7 @@ impl ConfigKind for AgendaTemplate {
         limit: usize,
         keep: &dyn Fn(&Self) -> bool,
     ) -> pop_projections::Page<&'m Self> {
-        models.templates_where(v, after, limit, keep)
+        models.templates(v, after, limit, keep)
     }
     fn title(&self) -> Option<&str> {
         self.title.as_deref()

@@ -20,7 +20,7 @@ use crate::agendas::{AgendaEntry, AgendaModel, AgendaQuery, CorruptEntry};
 use crate::change::{Change, ChangeKind};
 use crate::configs::{ConfigModel, StoredConfig, arc};
 use crate::decode::{Decoded, DomainEvent, category, split_stream};
-use crate::query::{Cursor, Page, Visibility};
+use crate::query::{Cursor, Page, Visibility, VisibleTo};
 
 /// The version of the canonical JSON shape (and so of the snapshot body). Bump it whenever
 /// the shape or the meaning of a read model changes: an old snapshot is then ignored and the
@@ -331,25 +331,17 @@ impl ReadModels {
         self.customers.get(id)
     }
 
+    /// A page of the live customers `v` may see that also pass `keep`, in id order; `keep`
+    /// applies before the page is cut, and `next` only when more match (see
+    /// [`ConfigModel::list`]'s `exact_next`). The same for the other config kinds below.
     pub fn customers(
-        &self,
-        v: &Visibility,
-        after: Option<&Cursor>,
-        limit: usize,
-    ) -> Page<&Customer> {
-        self.customers.list(after, limit, false, |c| v.sees(&c.customer_id))
-    }
-
-    /// [`Self::customers`] that also pass `keep`, filtered before the page is cut; `next`
-    /// only when more match (see [`ConfigModel::list`]'s `exact_next`).
-    pub fn customers_where(
         &self,
         v: &Visibility,
         after: Option<&Cursor>,
         limit: usize,
         keep: impl Fn(&Customer) -> bool,
     ) -> Page<&Customer> {
-        self.customers.list(after, limit, true, |c| v.sees(&c.customer_id) && keep(c))
+        self.customers.list(after, limit, true, |c| c.visible_to(v) && keep(c))
     }
 
     /// With `insightIds` computed from the live insights.
@@ -362,20 +354,9 @@ impl ReadModels {
         v: &Visibility,
         after: Option<&Cursor>,
         limit: usize,
-    ) -> Page<&ResourcePool> {
-        self.pools.list(after, limit, false, |p| v.sees(&p.customer_id))
-    }
-
-    /// [`Self::resource_pools`] that also pass `keep`, filtered before the page is cut; `next` only
-    /// when more match.
-    pub fn resource_pools_where(
-        &self,
-        v: &Visibility,
-        after: Option<&Cursor>,
-        limit: usize,
         keep: impl Fn(&ResourcePool) -> bool,
     ) -> Page<&ResourcePool> {
-        self.pools.list(after, limit, true, |p| v.sees(&p.customer_id) && keep(p))
+        self.pools.list(after, limit, true, |p| p.visible_to(v) && keep(p))
     }
 
     pub fn insight(&self, id: &str) -> Option<&Insight> {
@@ -383,24 +364,14 @@ impl ReadModels {
     }
 
     /// Insights the caller owns, that are global, or that are shared with it.
-    pub fn insights(&self, v: &Visibility, after: Option<&Cursor>, limit: usize) -> Page<&Insight> {
-        self.insights.list(after, limit, false, |i| {
-            v.sees_shared(&i.customer_id, i.is_global, &i.allowed_customer_ids)
-        })
-    }
-
-    /// [`Self::insights`] that also pass `keep`, filtered before the page is cut; `next` only
-    /// when more match.
-    pub fn insights_where(
+    pub fn insights(
         &self,
         v: &Visibility,
         after: Option<&Cursor>,
         limit: usize,
         keep: impl Fn(&Insight) -> bool,
     ) -> Page<&Insight> {
-        self.insights.list(after, limit, true, |i| {
-            v.sees_shared(&i.customer_id, i.is_global, &i.allowed_customer_ids) && keep(i)
-        })
+        self.insights.list(after, limit, true, |i| i.visible_to(v) && keep(i))
     }
 
     /// Every live insight in id order (the scheduler walks them all).
@@ -418,24 +389,9 @@ impl ReadModels {
         v: &Visibility,
         after: Option<&Cursor>,
         limit: usize,
-    ) -> Page<&AgendaTemplate> {
-        self.templates.list(after, limit, false, |t| {
-            v.sees_shared(&t.customer_id, t.is_global, &t.allowed_customer_ids)
-        })
-    }
-
-    /// [`Self::templates`] that also pass `keep`, filtered before the page is cut; `next` only
-    /// when more match.
-    pub fn templates_where(
-        &self,
-        v: &Visibility,
-        after: Option<&Cursor>,
-        limit: usize,
         keep: impl Fn(&AgendaTemplate) -> bool,
     ) -> Page<&AgendaTemplate> {
-        self.templates.list(after, limit, true, |t| {
-            v.sees_shared(&t.customer_id, t.is_global, &t.allowed_customer_ids) && keep(t)
-        })
+        self.templates.list(after, limit, true, |t| t.visible_to(v) && keep(t))
     }
 
     // ---- canonical form -------------------------------------------------------------------

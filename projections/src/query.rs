@@ -58,6 +58,38 @@ impl Visibility {
     }
 }
 
+/// Who may see a config object, per kind (DOMAIN.md §2, §10): customers and resource pools by
+/// their owner; insights and templates also when global or shared with one of the caller's
+/// customers. The one place each kind's rule is written; lists filter with it and the
+/// application layer's lookups check it.
+pub trait VisibleTo {
+    fn visible_to(&self, v: &Visibility) -> bool;
+}
+
+impl VisibleTo for pop_domain::Customer {
+    fn visible_to(&self, v: &Visibility) -> bool {
+        v.sees(&self.customer_id)
+    }
+}
+
+impl VisibleTo for pop_domain::ResourcePool {
+    fn visible_to(&self, v: &Visibility) -> bool {
+        v.sees(&self.customer_id)
+    }
+}
+
+impl VisibleTo for pop_domain::Insight {
+    fn visible_to(&self, v: &Visibility) -> bool {
+        v.sees_shared(&self.customer_id, self.is_global, &self.allowed_customer_ids)
+    }
+}
+
+impl VisibleTo for pop_domain::AgendaTemplate {
+    fn visible_to(&self, v: &Visibility) -> bool {
+        v.sees_shared(&self.customer_id, self.is_global, &self.allowed_customer_ids)
+    }
+}
+
 /// Where a page ends: the sort key of its last item. Lists are ordered by `(time, id)` where
 /// the time is the list's order (addedTime or updatedTime, epoch milliseconds) and the id
 /// breaks ties, so a cursor names one place in the order even among equal times. Config

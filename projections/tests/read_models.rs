@@ -313,8 +313,12 @@ async fn config_models_with_computed_insight_ids_and_deletions() {
     assert_eq!(m.resource_pool("pool-2").unwrap().insight_ids, ["i2"]);
     assert!(m.insight("i3").is_none());
     assert!(m.customer("beta").is_none());
-    let customers: Vec<_> =
-        m.customers(&Visibility::All, None, 10).items.into_iter().map(|c| c.id.clone()).collect();
+    let customers: Vec<_> = m
+        .customers(&Visibility::All, None, 10, |_| true)
+        .items
+        .into_iter()
+        .map(|c| c.id.clone())
+        .collect();
     assert_eq!(customers, ["acme"]);
     assert_eq!(m.customer("acme").unwrap().title, "Customer acme");
 }
@@ -331,13 +335,17 @@ async fn shared_and_global_insights_are_visible() {
         log.config(create(i, 0)).await.unwrap();
     }
     let m = fold(&log).await;
-    let seen: Vec<_> =
-        m.insights(&only(&["acme"]), None, 10).items.into_iter().map(|i| i.id.clone()).collect();
+    let seen: Vec<_> = m
+        .insights(&only(&["acme"]), None, 10, |_| true)
+        .items
+        .into_iter()
+        .map(|i| i.id.clone())
+        .collect();
     assert_eq!(seen, ["global", "own", "shared"]);
     // Config lists paginate by id.
-    let first = m.insights(&Visibility::All, None, 2);
+    let first = m.insights(&Visibility::All, None, 2, |_| true);
     assert_eq!(first.items.len(), 2);
-    let second = m.insights(&Visibility::All, first.next.as_ref(), 2);
+    let second = m.insights(&Visibility::All, first.next.as_ref(), 2, |_| true);
     let all: Vec<_> = first.items.iter().chain(&second.items).map(|i| i.id.clone()).collect();
     assert_eq!(all, ["global", "other", "own", "shared"]);
     assert!(second.next.is_none());
