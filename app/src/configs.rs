@@ -306,15 +306,10 @@ impl App {
         id: &str,
         at_least: Option<&str>,
     ) -> AppResult<Option<T>> {
-        caller
-            .run(Action::Read, None, async |_| {
-                self.settle(at_least).await?;
-                let models = self.projections().read();
-                Ok(T::find(&models, id)
-                    .filter(|o| o.visible_to(&caller.principal.customers))
-                    .cloned())
-            })
-            .await
+        self.read(caller, at_least, |models| {
+            Ok(T::find(models, id).filter(|o| o.visible_to(&caller.principal.customers)).cloned())
+        })
+        .await
     }
 
     /// A page of the config objects of kind `T` the caller may see that pass `filter`, in id
@@ -328,24 +323,18 @@ impl App {
         page: &PageRequest,
         at_least: Option<&str>,
     ) -> AppResult<Page<T>> {
-        caller
-            .run(Action::Read, None, async |_| {
-                let (limit, after) = self.page_bounds(page)?;
-                self.settle(at_least).await?;
-                let models = self.projections().read();
-                let found = T::page(
-                    &models,
-                    &caller.principal.customers,
-                    after.as_ref(),
-                    limit,
-                    &|o: &T| filter.admits(o),
-                );
-                Ok(Page {
-                    items: found.items.into_iter().cloned().collect(),
-                    next: found.next,
-                    position: models.position(),
-                })
+        let (limit, after) = self.page_bounds(page).map_err(|e| e.with_cid(&caller.cid))?;
+        self.read(caller, at_least, |models| {
+            let found =
+                T::page(models, &caller.principal.customers, after.as_ref(), limit, &|o: &T| {
+                    filter.admits(o)
+                });
+            Ok(Page {
+                items: found.items.into_iter().cloned().collect(),
+                next: found.next,
+                position: models.position(),
             })
-            .await
+        })
+        .await
     }
 }

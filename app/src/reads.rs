@@ -189,6 +189,23 @@ impl App {
         })
     }
 
+    /// A read for the caller: the role check, read-your-writes (`at_least`), then `read` on
+    /// the read models (under their read lock, which is never held across an `.await`); every
+    /// error carries the caller's cid.
+    pub(crate) async fn read<T>(
+        &self,
+        caller: &Caller,
+        at_least: Option<&str>,
+        read: impl FnOnce(&ReadModels) -> AppResult<T>,
+    ) -> AppResult<T> {
+        caller
+            .run(Action::Read, None, async |_| {
+                self.settle(at_least).await?;
+                read(&self.projections().read())
+            })
+            .await
+    }
+
     /// The page size and start of a list request (`first` within `1..=max`, else
     /// BAD_REQUEST; `after` a cursor, else VALIDATION).
     pub(crate) fn page_bounds(&self, page: &PageRequest) -> AppResult<(usize, Option<Cursor>)> {
@@ -220,16 +237,11 @@ impl App {
         id: &str,
         at_least: Option<&str>,
     ) -> AppResult<Option<Agenda>> {
-        caller
-            .run(Action::Read, None, async |_| {
-                self.settle(at_least).await?;
-                let models = self.projections().read();
-                match visible_agenda(&models, &caller.principal, id) {
-                    Some(entry) => entry.agenda().map_err(corrupt),
-                    None => Ok(None),
-                }
-            })
-            .await
+        self.read(caller, at_least, |models| match visible_agenda(models, &caller.principal, id) {
+            Some(entry) => entry.agenda().map_err(corrupt),
+            None => Ok(None),
+        })
+        .await
     }
 
     /// An AgendaProgress by id (the agenda's `progressId`).
@@ -239,15 +251,12 @@ impl App {
         id: &str,
         at_least: Option<&str>,
     ) -> AppResult<Option<AgendaProgress>> {
-        caller
-            .run(Action::Read, None, async |_| {
-                self.settle(at_least).await?;
-                let models = self.projections().read();
-                visible_progress(&models, &caller.principal, id)
-                    .map(|e| e.progress().map_err(corrupt))
-                    .transpose()
-            })
-            .await
+        self.read(caller, at_least, |models| {
+            visible_progress(models, &caller.principal, id)
+                .map(|e| e.progress().map_err(corrupt))
+                .transpose()
+        })
+        .await
     }
 
     /// An OperationProgress by id (`<agendaProgressId>-<operation name>`).
@@ -257,14 +266,11 @@ impl App {
         id: &str,
         at_least: Option<&str>,
     ) -> AppResult<Option<OperationProgress>> {
-        caller
-            .run(Action::Read, None, async |_| {
-                self.settle(at_least).await?;
-                let models = self.projections().read();
-                let found = models.operation_progress(id).map_err(corrupt)?;
-                Ok(found.filter(|p| caller.principal.sees(&p.customer_id)))
-            })
-            .await
+        self.read(caller, at_least, |models| {
+            let found = models.operation_progress(id).map_err(corrupt)?;
+            Ok(found.filter(|p| caller.principal.sees(&p.customer_id)))
+        })
+        .await
     }
 
     /// The operation progress of one agenda, named by its AgendaProgress id or its agenda id
@@ -276,14 +282,11 @@ impl App {
         agenda_id: Option<&str>,
         at_least: Option<&str>,
     ) -> AppResult<Vec<OperationProgress>> {
-        caller
-            .run(Action::Read, None, async |_| {
-                self.settle(at_least).await?;
-                let models = self.projections().read();
+        self.read(caller, at_least, |models| {
                 let principal = &caller.principal;
                 let entry = match (progress_id, agenda_id) {
-                    (Some(p), _) => visible_progress(&models, principal, p),
-                    (None, Some(a)) => visible_agenda(&models, principal, a),
+                    (Some(p), _) => visible_progress(models, principal, p),
+                    (None, Some(a)) => visible_agenda(models, principal, a),
                     (None, None) => {
                         return Err(AppError::bad_request(
                             "operation progress is listed per agenda: name its progress id or agenda id",
@@ -294,8 +297,8 @@ impl App {
                     None => Ok(Vec::new()),
                     Some(e) => Ok(e.progress().map_err(corrupt)?.operation_progress),
                 }
-            })
-            .await
+        })
+        .await
     }
 
     /// Agendas the caller may see that pass `filter`.
@@ -328,14 +331,11 @@ impl App {
         at_least: Option<&str>,
         map: impl Fn(&AgendaEntry) -> Result<Option<T>, CorruptEntry>,
     ) -> AppResult<Page<T>> {
-        caller
-            .run(Action::Read, None, async |_| {
-                let (limit, after) = self.page_bounds(page)?;
-                self.settle(at_least).await?;
-                let models = self.projections().read();
-                select(&models, &caller.principal, filter, after, limit, map)
-            })
-            .await
+        let (limit, after) = self.page_bounds(page).map_err(|e| e.with_cid(&caller.cid))?;
+        self.read(caller, at_least, |models| {
+            select(models, &caller.principal, filter, after, limit, map)
+        })
+        .await
     }
 
     /// DOMAIN.md §4.3 over the agendas with this linkId that the caller may see (a caller
@@ -346,16 +346,13 @@ impl App {
         link_id: &str,
         at_least: Option<&str>,
     ) -> AppResult<ProgressSummary> {
-        caller
-            .run(Action::Read, None, async |_| {
-                if link_id.trim().is_empty() {
-                    return Err(AppError::invalid("linkId", "is required"));
-                }
-                self.settle(at_least).await?;
-                let models = self.projections().read();
-                models.progress_summary(link_id, &caller.principal.customers).map_err(corrupt)
-            })
-            .await
+        if link_id.trim().is_empty() {
+            return Err(AppError::invalid("linkId", "is required").with_cid(&caller.cid));
+        }
+        self.read(caller, at_least, |models| {
+            models.progress_summary(link_id, &caller.principal.customers).map_err(corrupt)
+        })
+        .await
     }
 
     /// The events of one agenda's stream, oldest first (`after`: a stream version from a
