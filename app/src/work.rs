@@ -11,6 +11,7 @@ use uuid::Uuid;
 use pop_domain::agenda::{AgendaCommand, AgendaState, OperationReport, ProgressReport};
 use pop_domain::binding::may_use_insight;
 use pop_domain::model::{AgendaProgress, Insight};
+use pop_domain::validate::check_id;
 use pop_projections::{AgendaQuery, Phase, Visibility};
 use pop_store::ExecuteError;
 
@@ -214,25 +215,44 @@ impl App {
     }
 
     /// `updateAgendaProgress`: reads the POP AgendaProgress JSON into a [`ProgressReport`] and runs
-    /// `ReportProgress` for the caller as the lease holder, renewing the lease.
+    /// `ReportProgress` for the caller as the lease holder, renewing the lease. With a lease id
+    /// (`lease_id`, or the report's own `leaseId`) the report must come under that lease, the
+    /// current one: a report under a superseded lease (the agenda was reclaimed and claimed
+    /// again) is refused with CONFLICT even when the same token holds the new lease. Without
+    /// one (POP's clients) the token's identity is the holder.
     pub async fn report(
         &self,
         caller: &Caller,
         value: Value,
+        lease_id: Option<&str>,
         cid: Option<&str>,
     ) -> AppResult<AgendaOutcome> {
         caller
-            .run(Action::Work, cid, async |caller| self.report_progress(caller, value).await)
+            .run(Action::Work, cid, async |caller| {
+                self.report_progress(caller, value, lease_id).await
+            })
             .await
     }
 
-    async fn report_progress(&self, caller: &Caller, value: Value) -> AppResult<AgendaOutcome> {
+    async fn report_progress(
+        &self,
+        caller: &Caller,
+        value: Value,
+        lease_id: Option<&str>,
+    ) -> AppResult<AgendaOutcome> {
         let services = self;
         let Some(object) = value.as_object() else {
             return Err(AppError::invalid(
                 "agendaProgress",
                 "the agendaProgress must be a JSON object",
             ));
+        };
+        let lease_id = match lease_id.or_else(|| object.get("leaseId").and_then(Value::as_str)) {
+            Some(l) if !l.trim().is_empty() => {
+                check_id("leaseId", l.trim())?;
+                Some(l.trim().to_string())
+            }
+            _ => None,
         };
         let id = object
             .get("id")
@@ -299,7 +319,7 @@ impl App {
         let now = Utc::now();
         let command = AgendaCommand::ReportProgress {
             holder: caller.principal.name.clone(),
-            lease_id: None,
+            lease_id,
             lease_expires: now + services.config().lease,
             report,
             now,

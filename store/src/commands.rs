@@ -79,6 +79,10 @@ struct CachedState {
 pub struct Commands {
     store: Arc<dyn EventStore>,
     states: Mutex<GenerationalCache<String, CachedState>>,
+    /// The highest position an append through these commands was acknowledged at: a read
+    /// that starts after an acknowledged write waits until the read models reach it
+    /// (read-your-writes on one replica, at no cost once they have).
+    written: Mutex<Position>,
 }
 
 impl std::fmt::Debug for Commands {
@@ -89,7 +93,26 @@ impl std::fmt::Debug for Commands {
 
 impl Commands {
     pub fn new(store: Arc<dyn EventStore>) -> Commands {
-        Commands { store, states: Mutex::new(GenerationalCache::new(STATE_CACHE_CAPACITY)) }
+        Commands {
+            store,
+            states: Mutex::new(GenerationalCache::new(STATE_CACHE_CAPACITY)),
+            written: Mutex::new(Position::START),
+        }
+    }
+
+    /// The highest position an append through these commands was acknowledged at (the
+    /// position of the last event of the latest acknowledged write; [`Position::START`] before
+    /// any).
+    pub fn written(&self) -> Position {
+        self.written.lock().map_or(Position::START, |w| *w)
+    }
+
+    fn note_written(&self, position: Position) {
+        if let Ok(mut written) = self.written.lock()
+            && position > *written
+        {
+            *written = position;
+        }
     }
 
     /// The store commands are executed against.
@@ -153,6 +176,7 @@ impl Commands {
             let expected = version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
             match self.store.append(&stream, expected, new_events).await {
                 Ok(appended) => {
+                    self.note_written(appended.position);
                     for e in &events {
                         state.evolve(e);
                     }

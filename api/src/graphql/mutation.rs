@@ -137,14 +137,19 @@ impl MutationRoot {
     /// An executor's report (POP AgendaProgress JSON; `id` required): state, message,
     /// diagnostics, started/completed times and the changed `operationProgress` entries (by
     /// `operation` name). Only the lease holder may report; each report renews the lease.
+    /// `leaseId` (the `lease.id` getAgenda answered) makes a report under a superseded lease
+    /// fail with CONFLICT; without it the caller's token is the holder (POP's clients).
     async fn update_agenda_progress(
         &self,
         ctx: &Context<'_>,
         agenda_progress: Json<Value>,
+        lease_id: Option<String>,
         cid: Option<String>,
     ) -> GqlResult<AgendaResultGql> {
         let (app, caller) = context(ctx)?;
-        Ok(app.report(caller, agenda_progress.0, cid.as_deref()).await?.into())
+        let done =
+            app.report(caller, agenda_progress.0, lease_id.as_deref(), cid.as_deref()).await?;
+        Ok(done.into())
     }
 
     /// Creates a customer (POP JSON; `id` and `customerId` are the same).

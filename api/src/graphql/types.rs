@@ -502,13 +502,25 @@ impl Page<EventGql> {
     }
 }
 
-/// What an agenda mutation did: the agenda and its progress as the command left them, and
-/// the global position of its last event (`null` when the command changed nothing).
+/// The lease an agenda is held under (`scheduled` or EXECUTING): an executor sends its `id`
+/// with every report (`leaseId`) so that a report from an executor whose lease was
+/// superseded (reclaimed and claimed again) is refused, and renews it before `expires`.
+#[derive(SimpleObject, Debug, Clone)]
+#[graphql(name = "Lease")]
+pub struct LeaseGql {
+    pub id: String,
+    pub expires: DateTime<Utc>,
+}
+
+/// What an agenda mutation did: the agenda and its progress as the command left them, the
+/// lease it is held under (after `getAgenda` and reports), and the global position of its
+/// last event (`null` when the command changed nothing).
 #[derive(SimpleObject, Debug, Clone)]
 #[graphql(name = "AgendaResult")]
 pub struct AgendaResultGql {
     pub agenda: Option<AgendaGql>,
     pub progress: AgendaProgressGql,
+    pub lease: Option<LeaseGql>,
     pub position: Option<String>,
     pub cid: String,
 }
@@ -518,6 +530,7 @@ impl From<AgendaOutcome> for AgendaResultGql {
         AgendaResultGql {
             agenda: o.agenda.as_ref().map(AgendaGql::from),
             progress: AgendaProgressGql::from(&o.progress),
+            lease: o.lease.map(|l| LeaseGql { id: l.lease_id, expires: l.expires }),
             position: o.position.map(|p| p.to_string()),
             cid: o.cid,
         }

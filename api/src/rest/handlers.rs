@@ -117,14 +117,26 @@ fn feed(all: Vec<Value>, next: Option<Cursor>) -> Reply {
 }
 
 /// Agenda command results as POP JSON: `{all: [agendas], agendaProgresses, count}`, with the
-/// position of the last write.
+/// position of the last write. An agenda held under a lease carries it as an extra field,
+/// `lease: {id, expires}` (POP's clients ignore unknown fields; pop-aware executors send the
+/// id back as `leaseId` with their reports).
 fn agenda_reply(results: &[AgendaOutcome]) -> RestResult<Reply> {
-    let agendas: Vec<&pop_domain::Agenda> =
-        results.iter().filter_map(|r| r.agenda.as_ref()).collect();
+    let mut agendas = Vec::with_capacity(results.len());
+    for r in results {
+        let Some(agenda) = &r.agenda else { continue };
+        let mut value = to_json(agenda)?;
+        if let (Some(lease), Value::Object(fields)) = (&r.lease, &mut value) {
+            fields.insert(
+                "lease".into(),
+                json!({"id": lease.lease_id, "expires": lease.expires.timestamp_millis()}),
+            );
+        }
+        agendas.push(value);
+    }
     let progress: Vec<&pop_domain::AgendaProgress> = results.iter().map(|r| &r.progress).collect();
     let body = json!({
         "count": agendas.len(),
-        "all": values(&agendas)?,
+        "all": agendas,
         "agendaProgresses": values(&progress)?,
     });
     let position = results.iter().rev().find_map(|r| r.position.map(|p| p.to_string()));
@@ -398,7 +410,9 @@ async fn update_progress(call: &Call<'_>) -> RestResult<Reply> {
         Some(p) => p.clone(),
         None => Value::Object(object.clone()),
     };
-    let done = call.app().report(&call.caller, progress, body_cid(object)).await?;
+    // A pop-aware executor names its lease beside the report (or inside it, `leaseId`).
+    let lease_id = object.get("leaseId").and_then(Value::as_str);
+    let done = call.app().report(&call.caller, progress, lease_id, body_cid(object)).await?;
     let mut reply = feed(vec![to_json(&done.progress)?], None);
     reply.position = done.position.map(|p| p.to_string());
     Ok(reply)
