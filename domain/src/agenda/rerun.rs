@@ -53,12 +53,16 @@ impl RerunFlags {
         RerunFlags { reset: RerunReset::Continue, skip_execution: false }
     }
 
-    /// Parses POP's rerun params, e.g. `["operationsToReset=a,b", "skipExecution"]`.
+    /// Parses POP's rerun params, e.g. `["operationsToReset=a,b", "skipExecution"]`, as POP's
+    /// `RerunAgendaParameter.getParametersMap` and `ProgressResetProcessor` read them.
     ///
-    /// No reset flag means `resetAll`. `continue` together with `operationsToReset` is
-    /// `operationsToReset` (operations outside the reset set continue either way);
-    /// `resetAll` with either of the others is contradictory and refused, as are unknown
-    /// flags and an empty `operationsToReset=`. Several `operationsToReset` entries add up.
+    /// Precedence, POP's: `resetAll` wins over everything else given with it; else
+    /// `operationsToReset` (operations outside the reset set continue either way, so
+    /// `continue` beside it changes nothing); else `continue`; no reset flag at all means
+    /// `resetAll`. A value after `=` on a flag that takes none (`continue=x`, `resetAll=`) is
+    /// ignored, as POP ignored it. Several `operationsToReset` entries add up. Refused: unknown
+    /// flags (POP dropped them silently, which turned a typo into a full reset) and an
+    /// `operationsToReset=` without names.
     pub fn parse<S: AsRef<str>>(params: &[S]) -> Result<RerunFlags, ValidationErrors> {
         let mut errors = ValidationErrors::new();
         let (mut reset_all, mut continue_, mut skip_execution) = (false, false, false);
@@ -85,8 +89,6 @@ impl RerunFlags {
                     );
                 }
                 names.get_or_insert_with(Vec::new).extend(listed);
-            } else if value.is_some() {
-                errors.push(field, format!("rerun flag {key:?} takes no value"));
             } else if eq_ignore_case(key, flag::RESET_ALL) {
                 reset_all = true;
             } else if eq_ignore_case(key, flag::CONTINUE) {
@@ -102,11 +104,9 @@ impl RerunFlags {
                 );
             }
         }
-        if reset_all && (continue_ || names.is_some()) {
-            errors.push("params", "resetAll cannot be combined with continue or operationsToReset");
-        }
         errors.into_result()?;
         let reset = match names {
+            _ if reset_all => RerunReset::All,
             Some(mut names) => {
                 let mut seen = BTreeSet::new();
                 names.retain(|n| seen.insert(fold_case(n)));
@@ -270,12 +270,31 @@ mod tests {
     }
 
     #[test]
-    fn refuses_unknown_contradictory_and_empty_flags() {
-        let err = RerunFlags::parse(&["resetEverything", "operationsToReset=", "continue=1"])
-            .unwrap_err();
-        assert_eq!(err.errors.len(), 3, "{err}");
+    fn refuses_unknown_and_empty_flags() {
+        let err = RerunFlags::parse(&["resetEverything", "operationsToReset="]).unwrap_err();
+        assert_eq!(err.errors.len(), 2, "{err}");
         assert!(err.errors[0].message.contains("resetEverything"));
-        assert!(RerunFlags::parse(&["resetAll", "continue"]).is_err());
+        assert_eq!(err.errors[1].field, "params[1]");
+    }
+
+    #[test]
+    fn what_pop_accepted_is_accepted_with_pops_precedence() {
+        let parse = |p: &[&str]| RerunFlags::parse(p).unwrap();
+        // Values on flags that take none are ignored.
+        assert_eq!(parse(&["continue=x"]), RerunFlags::continue_());
+        assert_eq!(parse(&["resetAll="]), RerunFlags::default());
+        assert!(parse(&["skipExecution=yes"]).skip_execution);
+        // resetAll wins over everything given with it.
+        assert_eq!(parse(&["resetAll", "continue"]).reset, RerunReset::All);
+        assert_eq!(parse(&["continue", "operationsToReset=a", "resetAll"]).reset, RerunReset::All);
+        // operationsToReset wins over continue.
+        assert_eq!(
+            parse(&["continue", "operationsToReset=a"]).reset,
+            RerunReset::Operations(vec!["a".into()])
+        );
+        // Flags combine with skipExecution.
+        let flags = parse(&["continue", "skipExecution"]);
+        assert_eq!((flags.reset, flags.skip_execution), (RerunReset::Continue, true));
     }
 
     #[test]
