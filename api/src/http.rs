@@ -16,7 +16,7 @@ use pop_domain::error::ErrorChain;
 
 use crate::error::AppError;
 use crate::metrics;
-use crate::request::{CID_HEADER, header_principal, read_body, request_cid};
+use crate::request::{header_principal, read_body, request_cid, set_cid_headers};
 use crate::state::AppState;
 use crate::ws::{self, WsLimits};
 
@@ -65,9 +65,7 @@ fn error_response(status: StatusCode, error: AppError, cid: &str) -> Response {
         }]
     });
     let mut response = (status, axum::Json(body)).into_response();
-    if let Ok(v) = HeaderValue::from_str(cid) {
-        response.headers_mut().insert(CID_HEADER, v);
-    }
+    set_cid_headers(response.headers_mut(), cid);
     response
 }
 
@@ -103,9 +101,7 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
     }
     let response = state.schema().execute_batch(batch).await;
     let mut response = axum::Json(response).into_response();
-    if let Ok(v) = HeaderValue::from_str(&cid) {
-        response.headers_mut().insert(CID_HEADER, v);
-    }
+    set_cid_headers(response.headers_mut(), &cid);
     response
 }
 

@@ -15,15 +15,29 @@ use crate::state::AppState;
 /// carries the cid back in it.
 pub const CID_HEADER: &str = "x-correlation-id";
 
+/// POP's correlation id header: read like [`CID_HEADER`] (POP's clients send it) and answered
+/// beside it.
+pub const POP_CID_HEADER: &str = "x-pop-cid";
+
 /// The request's cid: the client's header when usable, else a fresh UUID v7.
 pub fn request_cid(headers: &HeaderMap) -> String {
-    headers
-        .get(CID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|c| !c.is_empty() && c.len() <= MAX_CID_LENGTH && !c.chars().any(char::is_control))
+    [POP_CID_HEADER, CID_HEADER]
+        .iter()
+        .find_map(|name| {
+            headers.get(*name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|c| {
+                !c.is_empty() && c.len() <= MAX_CID_LENGTH && !c.chars().any(char::is_control)
+            })
+        })
         .map(str::to_string)
         .unwrap_or_else(|| Uuid::now_v7().to_string())
+}
+
+/// Answers the request's cid in both correlation headers.
+pub fn set_cid_headers(headers: &mut axum::http::HeaderMap, cid: &str) {
+    if let Ok(v) = axum::http::HeaderValue::from_str(cid) {
+        headers.insert(POP_CID_HEADER, v.clone());
+        headers.insert(CID_HEADER, v);
+    }
 }
 
 pub fn header_principal(state: &AppState, headers: &HeaderMap) -> Option<crate::auth::Principal> {

@@ -15,14 +15,14 @@ use uuid::Uuid;
 
 use pop_domain::agenda::{AgendaCommand, AgendaState, RerunFlags};
 use pop_domain::binding::bind_insight;
-use pop_domain::model::{Agenda, Insight, Operation};
+use pop_domain::model::{Agenda, AgendaInsight, Insight, Operation};
 use pop_domain::params::Params;
 use pop_domain::template::{may_use_template, run_template};
 use pop_domain::validate::{check_id, validate_agenda};
 
 use crate::caller::{Action, Caller};
 use crate::error::{self, AppError, AppResult};
-use crate::limits::{MAX_REASON_LENGTH, MAX_RERUN_PARAMS};
+use crate::limits::{MAX_AGENDAS_PER_REQUEST, MAX_REASON_LENGTH, MAX_RERUN_PARAMS};
 use crate::outcome::AgendaOutcome;
 use crate::{App, metadata, metrics};
 
@@ -177,9 +177,17 @@ impl App {
             .await
     }
 
-    /// Submits `agenda` (already holding its customer): assigns ids, binds it to an insight
-    /// from the read models (DOMAIN.md §6) and executes `Submit`.
-    async fn submit_agenda(&self, caller: &Caller, mut agenda: Agenda) -> AppResult<AgendaOutcome> {
+    /// Submits `agenda`: [`App::prepare`] then executes `Submit`.
+    async fn submit_agenda(&self, caller: &Caller, agenda: Agenda) -> AppResult<AgendaOutcome> {
+        let (agenda, insight) = self.prepare(caller, agenda)?;
+        self.commit(caller, agenda, insight).await
+    }
+
+    /// Readies a submission without writing anything: fills the customer (the caller's only
+    /// one) and the ids (`id` generated when blank, `progressId` the id unless given), checks
+    /// the caller may act for the customer, validates the agenda (DOMAIN.md §2, §5) and binds
+    /// it to an insight from the read models (§6).
+    fn prepare(&self, caller: &Caller, mut agenda: Agenda) -> AppResult<(Agenda, AgendaInsight)> {
         if agenda.customer_id.trim().is_empty()
             && let Some(only) = caller.principal.only_customer()
         {
@@ -210,7 +218,6 @@ impl App {
         agenda.updated_time = None;
         let subject = agenda_subject(&agenda.id);
         validate_agenda(&agenda).map_err(|e| AppError::validation(&subject, e))?;
-
         let insight = {
             let models = self.projections().read();
             let customer = models.customer(&customer_id);
@@ -220,15 +227,73 @@ impl App {
             bind_insight(&agenda, customer, &insights)
         }
         .map_err(|e| error::binding(&e))?;
+        Ok((agenda, insight))
+    }
 
-        let command = AgendaCommand::Submit { agenda: agenda.clone(), insight, now: Utc::now() };
-        let executed = self
-            .commands()
-            .execute::<AgendaState>(&agenda.id, &metadata(caller, &customer_id), &command)
-            .await;
+    /// Executes `Submit` for a prepared agenda.
+    async fn commit(
+        &self,
+        caller: &Caller,
+        agenda: Agenda,
+        insight: AgendaInsight,
+    ) -> AppResult<AgendaOutcome> {
+        let subject = agenda_subject(&agenda.id);
+        let metadata = metadata(caller, &agenda.customer_id);
+        let id = agenda.id.clone();
+        let command = AgendaCommand::Submit { agenda, insight, now: Utc::now() };
+        let executed = self.commands().execute::<AgendaState>(&id, &metadata, &command).await;
         metrics::command("submitAgenda", executed.is_ok());
         let executed = executed.map_err(|e| error::execute(&subject, e))?;
         Ok(AgendaOutcome::of(&executed, caller))
+    }
+
+    /// Submits several agendas (POP's `createAgenda {"agendas": [...]}`), at most
+    /// [`MAX_AGENDAS_PER_REQUEST`]. Every one is read, validated and bound before any is
+    /// written, so a mistake in one (named `agendas[i].…`) stores none; they are then written
+    /// in order, and a failure of the store or a conflict on one (its id exists) stops there,
+    /// naming it, with the earlier ones written.
+    pub async fn submit_many(
+        &self,
+        caller: &Caller,
+        agendas: Vec<Value>,
+        cid: Option<&str>,
+        at_least: Option<&str>,
+    ) -> AppResult<Vec<AgendaOutcome>> {
+        caller
+            .run(Action::Submit, cid, async |caller| {
+                if agendas.is_empty() || agendas.len() > MAX_AGENDAS_PER_REQUEST {
+                    return Err(AppError::invalid(
+                        "agendas",
+                        format!(
+                            "give 1 to {MAX_AGENDAS_PER_REQUEST} agendas, not {}",
+                            agendas.len()
+                        ),
+                    ));
+                }
+                self.settle(at_least).await?;
+                let mut prepared = Vec::with_capacity(agendas.len());
+                for (i, value) in agendas.into_iter().enumerate() {
+                    let at = |e: AppError| e.within(&format!("agendas[{i}]"));
+                    if !value.is_object() {
+                        return Err(at(AppError::invalid(
+                            "agenda",
+                            "the agenda must be a JSON object",
+                        )));
+                    }
+                    let agenda: Agenda = from_json("agenda", value).map_err(at)?;
+                    prepared.push(self.prepare(caller, agenda).map_err(at)?);
+                }
+                let mut done = Vec::with_capacity(prepared.len());
+                for (i, (agenda, insight)) in prepared.into_iter().enumerate() {
+                    let outcome = self
+                        .commit(caller, agenda, insight)
+                        .await
+                        .map_err(|e| e.within(&format!("agendas[{i}]")))?;
+                    done.push(outcome);
+                }
+                Ok(done)
+            })
+            .await
     }
 
     /// The customer of agenda `id` if the caller may see it; NOT_FOUND otherwise, exactly as

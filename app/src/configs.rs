@@ -15,8 +15,9 @@ use pop_projections::{Cursor, ReadModels, Visibility, VisibleTo};
 use crate::agendas::from_json;
 use crate::caller::{Action, Caller};
 use crate::error::{self, AppError, AppResult, Code};
+use crate::limits::MAX_COUNTED;
 use crate::outcome::{Configured, Page};
-use crate::reads::PageRequest;
+use crate::reads::{Count, PageRequest};
 use crate::{App, metadata, metrics};
 
 /// One kind of config object, as the use cases need it.
@@ -39,6 +40,9 @@ pub trait ConfigKind: ConfigObject + VisibleTo + Clone {
     ) -> pop_projections::Page<&'m Self>;
     /// The title lists filter on.
     fn title(&self) -> Option<&str>;
+    /// The correlation id of the request that wrote it last (lists filter on it: POP's
+    /// `byCid`).
+    fn cid(&self) -> Option<&str>;
     /// The resource pool lists filter on (customers and insights have one).
     fn resource_pool_id(&self) -> Option<&str> {
         None
@@ -79,6 +83,9 @@ impl ConfigKind for Customer {
     fn title(&self) -> Option<&str> {
         Some(&self.title)
     }
+    fn cid(&self) -> Option<&str> {
+        self.cid.as_deref()
+    }
     fn resource_pool_id(&self) -> Option<&str> {
         self.resource_pool_id.as_deref()
     }
@@ -106,6 +113,9 @@ impl ConfigKind for ResourcePool {
     fn title(&self) -> Option<&str> {
         self.title.as_deref()
     }
+    fn cid(&self) -> Option<&str> {
+        self.cid.as_deref()
+    }
 }
 
 impl ConfigKind for Insight {
@@ -129,6 +139,9 @@ impl ConfigKind for Insight {
     }
     fn title(&self) -> Option<&str> {
         Some(&self.title)
+    }
+    fn cid(&self) -> Option<&str> {
+        self.cid.as_deref()
     }
     fn resource_pool_id(&self) -> Option<&str> {
         Some(&self.resource_pool_id)
@@ -157,6 +170,9 @@ impl ConfigKind for AgendaTemplate {
     fn title(&self) -> Option<&str> {
         self.title.as_deref()
     }
+    fn cid(&self) -> Option<&str> {
+        self.cid.as_deref()
+    }
 }
 
 /// A config write.
@@ -176,6 +192,7 @@ pub struct ConfigFilter {
     pub customer_id: Option<String>,
     pub title: Option<String>,
     pub resource_pool_id: Option<String>,
+    pub cid: Option<String>,
 }
 
 impl ConfigFilter {
@@ -183,6 +200,7 @@ impl ConfigFilter {
         self.customer_id.as_deref().is_none_or(|c| object.customer_id() == c)
             && self.title.as_deref().is_none_or(|t| object.title() == Some(t))
             && self.resource_pool_id.as_deref().is_none_or(|p| object.resource_pool_id() == Some(p))
+            && self.cid.as_deref().is_none_or(|c| object.cid() == Some(c))
     }
 }
 
@@ -334,6 +352,35 @@ impl App {
                 next: found.next,
                 position: models.position(),
             })
+        })
+        .await
+    }
+
+    /// How many config objects of kind `T` the caller may see pass `filter`.
+    pub async fn count_configs<T: ConfigKind>(
+        &self,
+        caller: &Caller,
+        filter: &ConfigFilter,
+        at_least: Option<&str>,
+    ) -> AppResult<Count> {
+        self.read(caller, at_least, |models| {
+            let mut count = 0;
+            let mut after: Option<Cursor> = None;
+            loop {
+                let page = T::page(
+                    models,
+                    &caller.principal.customers,
+                    after.as_ref(),
+                    pop_projections::MAX_PAGE_SIZE,
+                    &|o: &T| filter.admits(o),
+                );
+                count += page.items.len();
+                match page.next {
+                    Some(next) if count < MAX_COUNTED => after = Some(next),
+                    Some(_) => return Ok(Count { count, capped: true }),
+                    None => return Ok(Count { count, capped: false }),
+                }
+            }
         })
         .await
     }

@@ -142,6 +142,16 @@ impl AppError {
         }
     }
 
+    /// The same error about an element of a list: every problem's field (and the message)
+    /// prefixed with `path` (e.g. `agendas[2]`), so the caller learns which element is at fault.
+    pub fn within(mut self, path: &str) -> AppError {
+        for p in &mut self.problems {
+            p.field = format!("{path}.{}", p.field);
+        }
+        self.message = format!("{path}: {}", self.message);
+        self
+    }
+
     /// INTERNAL: the detail goes to the log, never to the client.
     pub fn internal(what: &str, detail: &dyn std::error::Error) -> AppError {
         tracing::error!(error = %ErrorChain(detail), what, "internal error");

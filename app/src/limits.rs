@@ -43,6 +43,13 @@ pub const MAX_RESYNC_ITEMS: usize = 500;
 /// read the whole log; past it the resync is `truncated`.
 pub const MAX_RESYNC_SCAN: usize = 20_000;
 
+/// Most agendas one submission request may carry (POP's `createAgenda {"agendas": [...]}`):
+/// each is validated, bound and written in turn, and the request body limit bounds them too.
+pub const MAX_AGENDAS_PER_REQUEST: usize = 100;
+
+/// Most objects a count (POP's `byCount`) examines; past it the count says it is capped.
+pub const MAX_COUNTED: usize = 10_000;
+
 /// Most rerun params accepted in one rerun (the flags are four words; the rest is operation
 /// names, which `operationsToReset=a,b` already lists in one param).
 pub const MAX_RERUN_PARAMS: usize = 64;

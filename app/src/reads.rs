@@ -22,7 +22,7 @@ use pop_store::{Direction, Position, RecordedEvent};
 use crate::App;
 use crate::caller::{Action, Caller, Principal};
 use crate::error::{self, AppError, AppResult};
-use crate::limits::{DEFAULT_PAGE_SIZE, MAX_EVENT_PAGE_SIZE};
+use crate::limits::{DEFAULT_PAGE_SIZE, MAX_COUNTED, MAX_EVENT_PAGE_SIZE};
 use crate::outcome::Page;
 
 /// The phases whose agendas are WAITING (DOMAIN.md §3), for the insights' counters.
@@ -74,6 +74,8 @@ pub struct AgendaFilter {
     pub resource_pool_id: Option<String>,
     /// The agenda's title, exactly.
     pub title: Option<String>,
+    /// The correlation id the agenda was submitted with (POP's `byCid`).
+    pub cid: Option<String>,
     pub processing_state: Option<ProcessingState>,
     /// Only agendas whose order time (`addedTime` or `updatedTime`, per `order`) is at or
     /// after this.
@@ -86,7 +88,7 @@ pub struct AgendaFilter {
 impl AgendaFilter {
     /// Whether the filters that need the agenda's body (not indexed) are set.
     fn has_body_filters(&self) -> bool {
-        self.title.is_some() || self.resource_pool_id.is_some()
+        self.title.is_some() || self.resource_pool_id.is_some() || self.cid.is_some()
     }
 
     /// The filters that the read model's entry keys answer.
@@ -108,6 +110,7 @@ impl AgendaFilter {
             self.resource_pool_id.as_deref().is_none_or(|want| {
                 p.agenda_insight.as_ref().is_some_and(|i| i.resource_pool_id == want)
             }) && self.title.as_deref().is_none_or(|t| p.title.as_deref() == Some(t))
+                && self.cid.as_deref().is_none_or(|c| p.cid.as_deref() == Some(c))
         };
         match e.is_settled() {
             false => e.state().map(|s| admits(s.progress())),
@@ -126,6 +129,14 @@ pub struct InsightCounts {
     pub waiting: usize,
     /// Agendas whose processingState is EXECUTING.
     pub executing: usize,
+}
+
+/// How many objects a filtered list holds (POP's `byCount`), counted up to
+/// [`MAX_COUNTED`]; `capped` when the count stopped there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Count {
+    pub count: usize,
+    pub capped: bool,
 }
 
 /// A page of events of a stream or of the log.
@@ -345,6 +356,31 @@ impl App {
         let (limit, after) = self.page_bounds(page).map_err(|e| e.with_cid(&caller.cid))?;
         self.read(caller, at_least, |models| {
             select(models, &caller.principal, filter, after, limit, map)
+        })
+        .await
+    }
+
+    /// How many agendas the caller may see pass `filter`.
+    pub async fn count_agendas(
+        &self,
+        caller: &Caller,
+        filter: &AgendaFilter,
+        at_least: Option<&str>,
+    ) -> AppResult<Count> {
+        self.read(caller, at_least, |models| {
+            let mut count = 0;
+            let mut after = None;
+            loop {
+                let page = select(models, &caller.principal, filter, after, MAX_PAGE_SIZE, |_| {
+                    Ok(Some(()))
+                })?;
+                count += page.items.len();
+                match page.next {
+                    Some(next) if count < MAX_COUNTED => after = Some(next),
+                    Some(_) => return Ok(Count { count, capped: true }),
+                    None => return Ok(Count { count, capped: false }),
+                }
+            }
         })
         .await
     }

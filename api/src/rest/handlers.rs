@@ -56,7 +56,7 @@ impl Call<'_> {
     /// page) and the `after` cursor.
     fn page(&self) -> RestResult<PageRequest> {
         let max = self.app().config().max_page_size;
-        let first = match self.param(LIMIT) {
+        let first = match self.param(LIMIT).or(self.param(BY_LIMIT)) {
             None => i64::try_from(max).unwrap_or(i64::MAX),
             Some(text) => text.trim().parse::<i64>().map_err(|_| {
                 AppError::invalid("limit", format!("{text:?} is not an integer in 1..={max}"))
@@ -166,6 +166,9 @@ pub(super) async fn handle(endpoint: Endpoint, call: Call<'_>) -> RestResult<Rep
 
 async fn get(kind: Kind, call: &Call<'_>) -> RestResult<Reply> {
     call.allow_params(list_params(kind, call.id.is_some()))?;
+    if call.param(BY_COUNT).is_some_and(|v| !matches!(v.trim(), "false" | "0")) {
+        return count(kind, call).await;
+    }
     let (all, next) = match kind {
         Kind::Agenda | Kind::AgendaProgress => agenda_list(kind, call).await?,
         Kind::OperationProgress => (operation_list(call).await?, None),
@@ -177,19 +180,77 @@ async fn get(kind: Kind, call: &Call<'_>) -> RestResult<Reply> {
     if let (Some(id), true) = (&call.id, all.is_empty()) {
         return Err(AppError::not_found(kind.name(), id).into());
     }
+    let all = match call.param(BY_FIELDS) {
+        Some(fields) => only_fields(all, fields)?,
+        None => all,
+    };
     Ok(feed(all, next))
 }
 
-/// Agendas or their progress: one by id (or progress id / agenda id), else a page of the
-/// agendas the caller sees, filtered.
-async fn agenda_list(kind: Kind, call: &Call<'_>) -> RestResult<(Vec<Value>, Option<Cursor>)> {
+/// POP's `byFields=a,b`: each object keeps only the named top-level fields.
+fn only_fields(all: Vec<Value>, fields: &str) -> RestResult<Vec<Value>> {
+    let wanted: Vec<&str> = fields.split(',').map(str::trim).filter(|f| !f.is_empty()).collect();
+    if wanted.is_empty() {
+        return Err(
+            AppError::invalid("byFields", "name at least one field: byFields=id,title").into()
+        );
+    }
+    Ok(all
+        .into_iter()
+        .map(|object| match object {
+            Value::Object(mut map) => {
+                map.retain(|key, _| wanted.contains(&key.as_str()));
+                Value::Object(map)
+            }
+            other => other,
+        })
+        .collect())
+}
+
+/// POP's `byCount`: how many objects the list's filters select, without them.
+async fn count(kind: Kind, call: &Call<'_>) -> RestResult<Reply> {
+    let app = call.app();
+    let caller = &call.caller;
+    let counted = match kind {
+        Kind::Agenda | Kind::AgendaProgress => {
+            app.count_agendas(caller, &agenda_filter(kind, call), call.at_least()).await?
+        }
+        Kind::OperationProgress => {
+            let n = operation_list(call).await?.len();
+            pop_app::reads::Count { count: n, capped: false }
+        }
+        Kind::Customer => {
+            app.count_configs::<Customer>(caller, &config_filter(call), call.at_least()).await?
+        }
+        Kind::ResourcePool => {
+            app.count_configs::<ResourcePool>(caller, &config_filter(call), call.at_least()).await?
+        }
+        Kind::Insight => {
+            app.count_configs::<Insight>(caller, &config_filter(call), call.at_least()).await?
+        }
+        Kind::AgendaTemplate => {
+            app.count_configs::<AgendaTemplate>(caller, &config_filter(call), call.at_least())
+                .await?
+        }
+    };
+    let mut body = json!({"count": counted.count, "all": []});
+    if counted.capped
+        && let Value::Object(o) = &mut body
+    {
+        o.insert("countCapped".into(), Value::Bool(true));
+    }
+    Ok(Reply::json(body))
+}
+
+/// The agenda filter a GET's query parameters name.
+fn agenda_filter(kind: Kind, call: &Call<'_>) -> AgendaFilter {
     let (agenda_id, progress_id) = match kind {
         Kind::Agenda => {
             (call.named_id().or(call.param(BY_AGENDA_ID)), call.param(BY_AGENDA_PROGRESS_ID))
         }
         _ => (call.param(BY_AGENDA_ID), call.named_id()),
     };
-    let filter = AgendaFilter {
+    AgendaFilter {
         agenda_id: agenda_id.map(str::to_string),
         progress_id: progress_id.map(str::to_string),
         customer_id: call.param(BY_CUSTOMER_ID).map(str::to_string),
@@ -197,8 +258,25 @@ async fn agenda_list(kind: Kind, call: &Call<'_>) -> RestResult<(Vec<Value>, Opt
         insight_id: call.param(BY_INSIGHT_ID).map(str::to_string),
         resource_pool_id: call.param(BY_RESOURCE_POOL_ID).map(str::to_string),
         title: call.param(BY_TITLE).map(str::to_string),
+        cid: call.param(BY_CID).map(str::to_string),
         ..AgendaFilter::default()
-    };
+    }
+}
+
+/// The config filter a GET's query parameters name.
+fn config_filter(call: &Call<'_>) -> ConfigFilter {
+    ConfigFilter {
+        customer_id: call.param(BY_CUSTOMER_ID).map(str::to_string),
+        title: call.param(BY_TITLE).map(str::to_string),
+        resource_pool_id: call.param(BY_RESOURCE_POOL_ID).map(str::to_string),
+        cid: call.param(BY_CID).map(str::to_string),
+    }
+}
+
+/// Agendas or their progress: one by id (or progress id / agenda id), else a page of the
+/// agendas the caller sees, filtered.
+async fn agenda_list(kind: Kind, call: &Call<'_>) -> RestResult<(Vec<Value>, Option<Cursor>)> {
+    let filter = agenda_filter(kind, call);
     let page = call.page()?;
     let app = call.app();
     let caller = &call.caller;
@@ -234,11 +312,7 @@ async fn operation_list(call: &Call<'_>) -> RestResult<Vec<Value>> {
 async fn config_list<T: ConfigKind + Serialize>(
     call: &Call<'_>,
 ) -> RestResult<(Vec<Value>, Option<Cursor>)> {
-    let filter = ConfigFilter {
-        customer_id: call.param(BY_CUSTOMER_ID).map(str::to_string),
-        title: call.param(BY_TITLE).map(str::to_string),
-        resource_pool_id: call.param(BY_RESOURCE_POOL_ID).map(str::to_string),
-    };
+    let filter = config_filter(call);
     let app = call.app();
     if let Some(id) = call.named_id() {
         let found = app.config_by_id::<T>(&call.caller, id, call.at_least()).await?;
@@ -438,12 +512,25 @@ async fn update_agenda(call: &Call<'_>) -> RestResult<Reply> {
 async fn create_agenda(call: &Call<'_>) -> RestResult<Reply> {
     call.allow_params(&[AT_LEAST_POSITION])?;
     let object = call.object("createAgenda request")?;
-    let agenda = match object.get("agenda") {
-        Some(a) => a.clone(),
-        None => Value::Object(object.clone()),
-    };
-    let done = call.app().submit(&call.caller, agenda, body_cid(object), call.at_least()).await?;
-    agenda_reply(std::slice::from_ref(&done))
+    let app = call.app();
+    match object.get("agendas") {
+        // POP's CreateAgendaRequest.
+        Some(Value::Array(agendas)) => {
+            let done = app
+                .submit_many(&call.caller, agendas.clone(), body_cid(object), call.at_least())
+                .await?;
+            agenda_reply(&done)
+        }
+        Some(_) => Err(AppError::invalid("agendas", "must be a list of agendas").into()),
+        None => {
+            let agenda = match object.get("agenda") {
+                Some(a) => a.clone(),
+                None => Value::Object(object.clone()),
+            };
+            let done = app.submit(&call.caller, agenda, body_cid(object), call.at_least()).await?;
+            agenda_reply(std::slice::from_ref(&done))
+        }
+    }
 }
 
 /// `progress/agenda/service {linkId}` (POST body, or `?linkId=` on GET) → the

@@ -25,7 +25,7 @@ use pop_app::Caller;
 
 use crate::error::{AppError, Code};
 use crate::metrics;
-use crate::request::{CID_HEADER, header_principal, read_body, request_cid};
+use crate::request::{header_principal, read_body, request_cid, set_cid_headers};
 use crate::state::AppState;
 
 /// The code of a REST call with a method its route does not answer (HTTP 405). REST-only: a
@@ -314,8 +314,10 @@ fn envelope(failure: RestError, cid: &str) -> Response {
     if error.omitted > 0 {
         inner.insert("omittedProblems".into(), json!(error.omitted));
     }
-    let mut response =
-        (status, axum::Json(json!({"errorResponse": Value::Object(inner)}))).into_response();
+    // POP's envelope as its Jackson clients read it: `errorResponse`, `error` (isError) and
+    // `cid`.
+    let body = json!({"errorResponse": Value::Object(inner), "error": true, "cid": cid});
+    let mut response = (status, axum::Json(body)).into_response();
     if let Some(allow) = allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
         response.headers_mut().insert(header::ALLOW, allow);
     }
@@ -458,9 +460,7 @@ pub(crate) async fn dispatch(
             envelope(e, &cid)
         }
     };
-    if let Ok(v) = HeaderValue::from_str(&cid) {
-        response.headers_mut().insert(CID_HEADER, v);
-    }
+    set_cid_headers(response.headers_mut(), &cid);
     metrics::rest_request(route, response.status().as_u16(), started.elapsed());
     response
 }

@@ -82,6 +82,7 @@ fn feed_of(kind: Kind) -> Value {
         "properties": {
             "all": {"type": "array", "items": schema_ref(kind_schema(kind))},
             "count": {"type": "integer"},
+            "countCapped": {"type": "boolean", "description": "With `byCount`: counting stopped at 10,000 matches."},
             "next": {"type": "string", "description": "Cursor of the next page (pass as `after`); absent on the last page."},
         },
     })
@@ -126,6 +127,12 @@ fn query_param(name: &str) -> Value {
             "Wait (bounded) until the read models reach this log position (from X-Pop-Position)."
         }
         "linkId" => "The linkId to summarise.",
+        "byLimit" => "POP's spelling of `limit`.",
+        "byFields" => "Comma-separated field names: each object answers only these fields.",
+        "byCount" => {
+            "`true`: answer only how many objects match (`count`, with `countCapped` when counting stopped at 10,000), with `all` empty."
+        }
+        "byCid" => "Only objects written with this correlation id.",
         _ => "",
     };
     json!({
@@ -297,10 +304,10 @@ fn path_item(route: &Route) -> Value {
                 WRITE_ERRORS,
             ),
             (Endpoint::CreateAgenda, _) => operation(
-                "Submit an agenda given as `{agenda}` or as the whole body (same rights as POST /pop/agenda).",
+                "Submit agendas given as POP's `{agendas: [...]}` (up to 100: all are validated before any is written), as `{agenda}`, or one agenda as the whole body (same rights as POST /pop/agenda).",
                 params(&["atLeastPosition"]),
                 Some(json_body(schema_ref("CreateAgendaRequest"))),
-                ok_response("The agenda and its progress", schema_ref("AgendaResult")),
+                ok_response("The agendas and their progress", schema_ref("AgendaResult")),
                 WRITE_ERRORS,
             ),
             (Endpoint::Summary, "GET") => operation(
@@ -362,7 +369,10 @@ fn components() -> Value {
             "ErrorResponse": {
                 "type": "object",
                 "required": ["errorResponse"],
-                "properties": {"errorResponse": {
+                "properties": {
+                  "error": {"type": "boolean", "description": "Always true on an error (POP's `isError`)."},
+                  "cid": {"type": "string", "description": "The request's cid."},
+                  "errorResponse": {
                     "type": "object",
                     "required": ["title", "description", "responseCode", "correlationId", "code"],
                     "properties": {
@@ -502,8 +512,9 @@ fn components() -> Value {
                 "cid": {"type": "string"},
             }},
             "CreateAgendaRequest": {"type": "object", "properties": {
+                "agendas": {"type": "array", "items": schema_ref("Agenda"), "maxItems": 100},
                 "agenda": schema_ref("Agenda"),
-            }, "description": "`{agenda}`, or the agenda itself as the whole body."},
+            }, "description": "POP's `{agendas: [...]}`, `{agenda}`, or the agenda itself as the whole body."},
             "SummaryRequest": {"type": "object", "required": ["linkId"], "properties": {
                 "linkId": {"type": "string"},
             }},

@@ -17,6 +17,14 @@ pub(crate) const LIMIT: &str = "limit";
 pub(crate) const AFTER: &str = "after";
 pub(crate) const AT_LEAST_POSITION: &str = "atleastposition";
 pub(crate) const LINK_ID: &str = "linkid";
+/// POP's spelling of `limit`.
+pub(crate) const BY_LIMIT: &str = "bylimit";
+/// POP's field selection: `byFields=title,customerId` answers only those fields.
+pub(crate) const BY_FIELDS: &str = "byfields";
+/// POP's count-only query: `byCount=true` answers how many match, without them.
+pub(crate) const BY_COUNT: &str = "bycount";
+/// POP's filter by the correlation id an object was written with.
+pub(crate) const BY_CID: &str = "bycid";
 
 /// The query parameters each GET accepts, as documented in the OpenAPI document.
 pub(crate) fn list_params(kind: Kind, item: bool) -> &'static [&'static str] {
@@ -29,8 +37,12 @@ pub(crate) fn list_params(kind: Kind, item: bool) -> &'static [&'static str] {
         BY_RESOURCE_POOL_ID,
         BY_INSIGHT_ID,
         BY_TITLE,
+        BY_CID,
         LIMIT,
+        BY_LIMIT,
         AFTER,
+        BY_FIELDS,
+        BY_COUNT,
         AT_LEAST_POSITION,
     ];
     const PROGRESS: &[&str] = &[
@@ -41,16 +53,43 @@ pub(crate) fn list_params(kind: Kind, item: bool) -> &'static [&'static str] {
         BY_RESOURCE_POOL_ID,
         BY_INSIGHT_ID,
         BY_TITLE,
+        BY_CID,
         LIMIT,
+        BY_LIMIT,
         AFTER,
+        BY_FIELDS,
+        BY_COUNT,
         AT_LEAST_POSITION,
     ];
-    const OPERATION: &[&str] = &[BY_ID, BY_AGENDA_PROGRESS_ID, BY_AGENDA_ID, AT_LEAST_POSITION];
-    const POOLED: &[&str] =
-        &[BY_ID, BY_CUSTOMER_ID, BY_TITLE, BY_RESOURCE_POOL_ID, LIMIT, AFTER, AT_LEAST_POSITION];
-    const OWNED: &[&str] = &[BY_ID, BY_CUSTOMER_ID, BY_TITLE, LIMIT, AFTER, AT_LEAST_POSITION];
+    const OPERATION: &[&str] =
+        &[BY_ID, BY_AGENDA_PROGRESS_ID, BY_AGENDA_ID, BY_FIELDS, BY_COUNT, AT_LEAST_POSITION];
+    const POOLED: &[&str] = &[
+        BY_ID,
+        BY_CUSTOMER_ID,
+        BY_TITLE,
+        BY_RESOURCE_POOL_ID,
+        BY_CID,
+        LIMIT,
+        BY_LIMIT,
+        AFTER,
+        BY_FIELDS,
+        BY_COUNT,
+        AT_LEAST_POSITION,
+    ];
+    const OWNED: &[&str] = &[
+        BY_ID,
+        BY_CUSTOMER_ID,
+        BY_TITLE,
+        BY_CID,
+        LIMIT,
+        BY_LIMIT,
+        AFTER,
+        BY_FIELDS,
+        BY_COUNT,
+        AT_LEAST_POSITION,
+    ];
     if item {
-        return &[AT_LEAST_POSITION];
+        return &[BY_FIELDS, AT_LEAST_POSITION];
     }
     match kind {
         Kind::Agenda => AGENDA,
@@ -76,6 +115,10 @@ pub(crate) fn param_spelling(lower: &str) -> &'static str {
         AFTER => "after",
         AT_LEAST_POSITION => "atLeastPosition",
         LINK_ID => "linkId",
+        BY_LIMIT => "byLimit",
+        BY_FIELDS => "byFields",
+        BY_COUNT => "byCount",
+        BY_CID => "byCid",
         _ => "?",
     }
 }
