@@ -298,6 +298,7 @@ impl App {
                 result_payload: Some(op.result_payload).filter(|p| !p.is_null()),
                 started: op.started_time,
                 completed: op.completed_time,
+                params: op.params,
             });
         }
         let report = ProgressReport {

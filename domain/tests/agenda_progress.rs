@@ -312,3 +312,58 @@ fn a_five_operation_agenda_stays_small() {
     let json = serde_json::to_vec(&state_of(c)).unwrap();
     assert!(json.len() <= 4096, "{} bytes: {}", json.len(), String::from_utf8_lossy(&json));
 }
+
+#[test]
+fn operation_progress_params_are_copied_from_the_operation_at_submit_and_expand() {
+    let agenda = agenda_with(
+        vec![op("encode", json!({}), json!({"preset": "hd", "dependsOn": ""}))],
+        json!({}),
+    );
+    let given = history(running(agenda));
+    let state = replay(&given);
+    let encode = state.operation("encode").unwrap();
+    assert_eq!(encode.params, params(json!({"preset": "hd", "dependsOn": ""})));
+
+    let generated = op("encode-2", json!({}), json!({"generatedOperationParent": "encode"}));
+    let state = check(&given, expand(vec![generated], 15), Then::Types(vec!["OperationsExpanded"]));
+    assert_eq!(
+        state.operation("encode-2").unwrap().params,
+        params(json!({"generatedOperationParent": "encode"}))
+    );
+}
+
+#[test]
+fn params_an_executor_reports_are_merged_not_dropped() {
+    let agenda = agenda_with(vec![op("encode", json!({}), json!({"preset": "hd"}))], json!({}));
+    let given = history(running(agenda));
+    let with_params = |percent: f64, reported: serde_json::Value| OperationReport {
+        params: params(reported),
+        ..executing("encode", percent)
+    };
+    let state = check(
+        &given,
+        report("w1", 10, ops(vec![with_params(10.0, json!({"node": "gpu-3", "preset": "uhd"}))])),
+        Then::Types(vec!["AgendaProgressReported"]),
+    );
+    assert_eq!(
+        state.operation("encode").unwrap().params,
+        params(json!({"preset": "uhd", "node": "gpu-3"})),
+        "reported keys win, the others stay"
+    );
+    // A report that changes nothing but params is still recorded, and survives a replay.
+    let mut events = given.clone();
+    events.extend(
+        replay(&events)
+            .decide(&report("w1", 10, ops(vec![with_params(10.0, json!({"node": "gpu-3"}))])))
+            .unwrap(),
+    );
+    let state = check(
+        &events,
+        report("w1", 11, ops(vec![with_params(10.0, json!({"frames": 1200}))])),
+        Then::Types(vec!["AgendaProgressReported"]),
+    );
+    assert_eq!(
+        state.operation("encode").unwrap().params,
+        params(json!({"preset": "hd", "node": "gpu-3", "frames": 1200}))
+    );
+}

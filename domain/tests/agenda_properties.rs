@@ -178,6 +178,11 @@ fn command(step: &Step, now: Timestamp) -> AgendaCommand {
                             .then(|| json!({"ok": o.success})),
                         started: None,
                         completed: None,
+                        // Reported params exercise the merge on replay and in snapshots.
+                        params: o
+                            .percent
+                            .map(|p| serde_json::from_value(json!({"seen": p})).unwrap_or_default())
+                            .unwrap_or_default(),
                     })
                     .collect(),
             },
@@ -371,6 +376,7 @@ fn arbitrary_event() -> impl Strategy<Value = AgendaEvent> {
             attempt_time: None,
             started_time: None,
             completed_time: None,
+            params: percent.map(|p| serde_json::from_value(json!({"p": p})).unwrap_or_default()),
         });
     prop_oneof![
         (time.clone(), count.clone()).prop_map(|(time, maximum_attempts)| {

@@ -113,4 +113,8 @@ pub struct OperationReport {
     pub result_payload: Option<Value>,
     pub started: Option<Timestamp>,
     pub completed: Option<Timestamp>,
+    /// Params the executor reports for the operation (POP executors record what they used,
+    /// e.g. the node or preset). Merged into the operation progress's params, reported keys
+    /// winning; keys it does not send stay. Empty changes nothing.
+    pub params: Params,
 }

@@ -13,7 +13,9 @@ use crate::model::{
 };
 use crate::params::Params;
 use crate::text::{eq_ignore_case, fold_case};
-use crate::validate::{validate_agenda, validate_expansion};
+use crate::validate::{
+    MAX_PARAMS_ENTRIES, MAX_PAYLOAD_DEPTH, depth_exceeds, validate_agenda, validate_expansion,
+};
 
 use super::command::{AgendaCommand, OperationReport, ProgressReport};
 use super::error::AgendaError;
@@ -314,6 +316,9 @@ impl AgendaState {
                     format!("operation {:?} is reported twice in one report", r.name),
                 );
             }
+            if let Some(current) = index.and_then(|i| self.progress.operation_progress.get(i)) {
+                check_reported_params(&current.params, &r.params, &field, &r.name, &mut errors);
+            }
             if r.percent.is_some_and(|p| !p.is_finite() || p < 0.0) {
                 errors.push(
                     format!("{field}.percentComplete"),
@@ -490,8 +495,9 @@ fn operation_change(
         from_message: current.processing_state_message.clone(),
         to: r.state,
     };
+    let params = merged_params(&current.params, &r.params);
     let starts = match (current.processing_state, r.state) {
-        (Waiting, Waiting) => return Ok(None),
+        (Waiting, Waiting) => return Ok(params.map(|p| params_only(current, p))),
         (Waiting, Executing | Complete) => true,
         (Executing, Executing | Complete) => false,
         (Complete, Complete) => {
@@ -499,7 +505,7 @@ fn operation_change(
                 (Some(a), Some(b)) => eq_ignore_case(a.trim(), b.trim()),
                 _ => false,
             };
-            return if same { Ok(None) } else { Err(refuse()) };
+            return if same { Ok(params.map(|p| params_only(current, p))) } else { Err(refuse()) };
         }
         (Executing, Waiting) | (Complete, Waiting | Executing) => return Err(refuse()),
     };
@@ -539,14 +545,44 @@ fn operation_change(
         } else {
             None
         },
+        params,
     };
     let unchanged = change.state == current.processing_state
         && change.message == current.processing_state_message
         && change.percent == current.percent_complete
         && change.diagnostics.is_empty()
         && change.result_payload.is_null()
-        && change.completed_time == current.completed_time;
+        && change.completed_time == current.completed_time
+        && change.params.is_none();
     Ok(if unchanged { None } else { Some(change) })
+}
+
+/// The operation's params with the reported ones merged in (reported keys winning), or `None`
+/// when the report changes none of them.
+fn merged_params(current: &Params, reported: &Params) -> Option<Params> {
+    if reported.iter().all(|(key, value)| current.get(key) == Some(value)) {
+        return None;
+    }
+    let mut merged = current.clone();
+    merged.merge(reported);
+    Some(merged)
+}
+
+/// A change that only records new params: everything else stays as it is.
+fn params_only(current: &OperationProgress, params: Params) -> OperationProgressChanged {
+    OperationProgressChanged {
+        operation: current.operation.clone(),
+        state: current.processing_state,
+        message: current.processing_state_message.clone(),
+        percent: current.percent_complete,
+        diagnostics: Vec::new(),
+        result_payload: serde_json::Value::Null,
+        attempt_count: current.attempt_count,
+        attempt_time: current.attempt_time,
+        started_time: current.started_time,
+        completed_time: current.completed_time,
+        params: Some(params),
+    }
 }
 
 /// Whether an executor's message may stand as EXECUTING text: not blank and not one of the
@@ -595,6 +631,37 @@ fn new_diagnostics(
     let excess = fresh.len().saturating_sub(MAX_DIAGNOSTICS);
     fresh.drain(..excess);
     fresh
+}
+
+/// Reported params must stay within the bounds a submission has: the merged map at most
+/// [`MAX_PARAMS_ENTRIES`] entries, no value nested deeper than [`MAX_PAYLOAD_DEPTH`].
+fn check_reported_params(
+    current: &Params,
+    reported: &Params,
+    field: &str,
+    operation: &str,
+    errors: &mut ValidationErrors,
+) {
+    let added = reported.iter().filter(|(key, _)| current.get(key).is_none()).count();
+    if current.0.len() + added > MAX_PARAMS_ENTRIES {
+        errors.push(
+            format!("{field}.params"),
+            format!(
+                "operation {operation:?} would have {} params; at most {MAX_PARAMS_ENTRIES} are allowed",
+                current.0.len() + added
+            ),
+        );
+    }
+    for (key, value) in reported.iter() {
+        if depth_exceeds(value, MAX_PAYLOAD_DEPTH) {
+            errors.push(
+                format!("{field}.params.{key}"),
+                format!(
+                    "operation {operation:?} reports param {key:?} nested deeper than {MAX_PAYLOAD_DEPTH} levels"
+                ),
+            );
+        }
+    }
 }
 
 fn check_lease_expires(lease_expires: Timestamp, now: Timestamp, errors: &mut ValidationErrors) {

@@ -173,6 +173,10 @@ pub struct OperationProgressChanged {
         skip_serializing_if = "Option::is_none"
     )]
     pub completed_time: Option<Timestamp>,
+    /// The operation progress's params after the report merged the executor's into them;
+    /// absent when the report did not change them (events before reported params existed).
+    #[serde(rename = "params", default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Params>,
 }
 
 /// The agenda finished: COMPLETE/succeeded or COMPLETE/failed; the lease ends.

@@ -3,7 +3,8 @@
 //! so any stored history replays. Projections call this same code.
 
 use crate::model::{
-    AgendaProgress, DiagnosticEvent, OperationProgress, ProcessingState, Timestamp, message,
+    Agenda, AgendaProgress, DiagnosticEvent, Operation, OperationProgress, ProcessingState,
+    Timestamp, message,
 };
 use crate::params::keys;
 
@@ -103,7 +104,7 @@ impl AgendaState {
         let operation_progress = agenda
             .operations
             .iter()
-            .map(|op| new_operation_progress(&progress_id, &agenda.customer_id, &op.name, e.time))
+            .map(|op| new_operation_progress(&progress_id, agenda, op, e.time))
             .collect();
         self.progress = AgendaProgress {
             id: progress_id,
@@ -160,13 +161,13 @@ impl AgendaState {
             if agenda.operations.iter().any(|o| o.name == op.name) {
                 continue;
             }
-            agenda.operations.push(op.clone());
             self.progress.operation_progress.push(new_operation_progress(
                 &self.progress.id,
-                &agenda.customer_id,
-                &op.name,
+                agenda,
+                op,
                 e.time,
             ));
+            agenda.operations.push(op.clone());
         }
         agenda.params.merge(&e.params);
         self.progress.params = agenda.params.clone();
@@ -215,18 +216,20 @@ impl AgendaState {
     }
 }
 
-/// A fresh WAITING progress entry for a new operation.
+/// A fresh WAITING progress entry for a new operation of `agenda`, its params copied from the
+/// operation (as POP did).
 fn new_operation_progress(
     progress_id: &str,
-    customer_id: &str,
-    operation: &str,
+    agenda: &Agenda,
+    operation: &Operation,
     time: Timestamp,
 ) -> OperationProgress {
     OperationProgress {
-        id: OperationProgress::id_for(progress_id, operation),
-        customer_id: customer_id.to_string(),
+        id: OperationProgress::id_for(progress_id, &operation.name),
+        customer_id: agenda.customer_id.clone(),
         agenda_progress_id: progress_id.to_string(),
-        operation: operation.to_string(),
+        operation: operation.name.clone(),
+        params: operation.params.clone(),
         processing_state: ProcessingState::Waiting,
         added_time: Some(time),
         updated_time: Some(time),
@@ -260,6 +263,9 @@ pub(super) fn apply_operation_change(
     p.attempt_time = change.attempt_time;
     p.started_time = change.started_time;
     p.completed_time = change.completed_time;
+    if let Some(params) = &change.params {
+        p.params = params.clone();
+    }
     if !change.result_payload.is_null() {
         p.result_payload = change.result_payload.clone();
     }

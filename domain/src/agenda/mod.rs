@@ -25,6 +25,10 @@
 //! - **Rerun from any COMPLETE** (succeeded too); retry only from COMPLETE/failed.
 //! - **Late reports.** A report under a lease that expired but was not yet reclaimed is
 //!   accepted: it is still the current lease.
+//! - **Operation params.** Each OperationProgress starts with a copy of its operation's params
+//!   (at submission and expansion, as POP did). Params an executor reports for an operation
+//!   are merged in, reported keys winning, and kept across reruns; a report that changes only
+//!   params is still recorded.
 //! - **Executor claims.** The agenda's percent and state are derived from its operations; an
 //!   executor reporting `succeeded` while an operation has not succeeded is refused, and any
 //!   other COMPLETE report is a failure. Executors must expand a generator's output before
