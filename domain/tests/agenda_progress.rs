@@ -367,3 +367,26 @@ fn params_an_executor_reports_are_merged_not_dropped() {
         params(json!({"preset": "hd", "node": "gpu-3", "frames": 1200}))
     );
 }
+
+#[test]
+fn operation_started_time_is_the_first_start_and_attempt_time_the_current_one() {
+    // a starts at 10 and fails; the retry starts it again at 40.
+    let mut c = running(agenda_of(&["a"], json!({})));
+    c.extend([
+        report("w1", 10, ops(vec![executing("a", 10.0)])),
+        report("w1", 20, ops(vec![failed("a")])),
+        retry(30),
+        queue(31),
+        claim("w2", "l2", 32),
+        report("w2", 40, ops(vec![executing("a", 10.0)])),
+    ]);
+    let a = state_of(c.clone()).operation("a").cloned().unwrap();
+    assert_eq!((a.started_time, a.attempt_time), (Some(t(10)), Some(t(40))));
+    // A lease timeout interrupts the second attempt; the third starts at 1000.
+    c.extend([reclaim(900), queue(901), claim("w3", "l3", 902)]);
+    let a = state_of(c.clone()).operation("a").cloned().unwrap();
+    assert_eq!(a.started_time, Some(t(10)), "kept while the operation waits again");
+    c.push(report("w3", 1000, ops(vec![executing("a", 10.0)])));
+    let a = state_of(c).operation("a").cloned().unwrap();
+    assert_eq!((a.started_time, a.attempt_time, a.attempt_count), (Some(t(10)), Some(t(1000)), 3));
+}

@@ -538,8 +538,10 @@ fn operation_change(
         } else {
             current.attempt_count
         },
+        // `startedTime` is the first start over the operation's life (DOMAIN.md §2: the seed's
+        // meaning); `attemptTime` the start of the current attempt.
         attempt_time: if starts { Some(started) } else { current.attempt_time },
-        started_time: if starts { Some(started) } else { current.started_time },
+        started_time: current.started_time.or(Some(started)),
         completed_time: if r.state == Complete {
             Some(r.completed.map(ms).unwrap_or(now))
         } else {

@@ -78,11 +78,11 @@ impl AgendaState {
                     ..DiagnosticEvent::default()
                 };
                 push_diagnostics(&mut self.progress.diagnostic_events, [diagnostic]);
+                // `startedTime` (the first start) stays; the next start sets `attemptTime`.
                 for p in self.operations_named(&e.interrupted_operations) {
                     p.processing_state = ProcessingState::Waiting;
                     p.processing_state_message = Some(message::PENDING.to_string());
                     p.percent_complete = None;
-                    p.started_time = None;
                     p.updated_time = Some(time);
                 }
             }
@@ -237,14 +237,14 @@ fn new_operation_progress(
     }
 }
 
-/// WAITING/pending, ready to run again: output and times of the last run cleared. The attempt
-/// count stays: it counts every start over the operation's life.
+/// WAITING/pending, ready to run again: output and completion of the last run cleared. The
+/// attempt count and `startedTime` stay: they count every start over the operation's life and
+/// record the first one; the next start sets `attemptTime`.
 fn to_pending(p: &mut OperationProgress, time: Timestamp) {
     p.processing_state = ProcessingState::Waiting;
     p.processing_state_message = Some(message::PENDING.to_string());
     p.percent_complete = None;
     p.result_payload = serde_json::Value::Null;
-    p.started_time = None;
     p.completed_time = None;
     p.updated_time = Some(time);
 }

@@ -25,6 +25,9 @@
 //! - **Rerun from any COMPLETE** (succeeded too); retry only from COMPLETE/failed.
 //! - **Late reports.** A report under a lease that expired but was not yet reclaimed is
 //!   accepted: it is still the current lease.
+//! - **Operation times.** `startedTime` is the first start of the operation over its life
+//!   (the seed's meaning): retries, reruns and timeouts keep it. `attemptTime` is the start of
+//!   the current attempt.
 //! - **Operation params.** Each OperationProgress starts with a copy of its operation's params
 //!   (at submission and expansion, as POP did). Params an executor reports for an operation
 //!   are merged in, reported keys winning, and kept across reruns; a report that changes only
