@@ -366,8 +366,14 @@ pub struct DiagnosticEvent {
 pub struct OperationProgress {
     #[serde(default)]
     pub id: String,
+    /// The agenda's correlation id (POP set it from the agenda too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cid: Option<String>,
     #[serde(default)]
     pub customer_id: String,
+    /// A common field of every POP object; pop sets none of its own (POP did not either).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
     #[serde(default)]
     pub agenda_progress_id: String,
     /// The operation's name.

@@ -390,3 +390,26 @@ fn operation_started_time_is_the_first_start_and_attempt_time_the_current_one() 
     let a = state_of(c).operation("a").cloned().unwrap();
     assert_eq!((a.started_time, a.attempt_time, a.attempt_count), (Some(t(10)), Some(t(1000)), 3));
 }
+
+#[test]
+fn operation_progress_has_the_common_cid_and_title() {
+    let mut agenda = agenda_of(&["a"], json!({}));
+    agenda.cid = Some("cid-42".to_string());
+    let given = history(running(agenda));
+    let state = check(
+        &given,
+        expand(vec![op("b", json!({}), json!({}))], 15),
+        Then::Types(vec!["OperationsExpanded"]),
+    );
+    for name in ["a", "b"] {
+        let entry = serde_json::to_value(state.operation(name).unwrap()).unwrap();
+        assert_eq!(entry["cid"], json!("cid-42"), "{name}: the agenda's cid, as POP set it");
+    }
+    // POP objects carry both; they are read and written back.
+    let pop: pop_domain::OperationProgress = serde_json::from_value(json!({
+        "id": "p-a", "cid": "c1", "title": "Encode", "operation": "a", "processingState": "WAITING"
+    }))
+    .unwrap();
+    let back = serde_json::to_value(&pop).unwrap();
+    assert_eq!((&back["cid"], &back["title"]), (&json!("c1"), &json!("Encode")));
+}

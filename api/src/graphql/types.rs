@@ -174,7 +174,10 @@ impl From<&model::DiagnosticEvent> for DiagnosticEventGql {
 #[graphql(name = "OperationProgress")]
 pub struct OperationProgressGql {
     pub id: String,
+    /// The agenda's correlation id.
+    pub cid: Option<String>,
     pub customer_id: String,
+    pub title: Option<String>,
     pub agenda_progress_id: String,
     /// The operation's name.
     pub operation: String,
@@ -196,7 +199,9 @@ impl From<&model::OperationProgress> for OperationProgressGql {
     fn from(p: &model::OperationProgress) -> Self {
         OperationProgressGql {
             id: p.id.clone(),
+            cid: p.cid.clone(),
             customer_id: p.customer_id.clone(),
+            title: p.title.clone(),
             agenda_progress_id: p.agenda_progress_id.clone(),
             operation: p.operation.clone(),
             processing_state: p.processing_state.into(),

@@ -439,7 +439,9 @@ fn components() -> Value {
             }},
             "OperationProgress": {"type": "object", "properties": {
                 "id": {"type": "string", "description": "<agendaProgressId>-<operation name>"},
+                "cid": {"type": "string"},
                 "customerId": {"type": "string"},
+                "title": {"type": "string"},
                 "agendaProgressId": {"type": "string"},
                 "operation": {"type": "string", "description": "The operation's name."},
                 "processingState": state,

@@ -226,6 +226,7 @@ fn new_operation_progress(
 ) -> OperationProgress {
     OperationProgress {
         id: OperationProgress::id_for(progress_id, &operation.name),
+        cid: agenda.cid.clone(),
         customer_id: agenda.customer_id.clone(),
         agenda_progress_id: progress_id.to_string(),
         operation: operation.name.clone(),
