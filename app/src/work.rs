@@ -332,9 +332,10 @@ impl App {
 /// Fields of an executor's report that POP clients send as numeric strings (`"50"`): the
 /// domain reads them as numbers, so they are converted here, at the POP wire, wherever they
 /// occur in the report (agenda, operation progress, diagnostic events). A string that is not
-/// a number is left alone for the domain to refuse with the field named.
+/// a number is left alone for the domain to refuse with the field named. (`statusCode` is a
+/// string, as in POP: `"0137"` must stay as sent.)
 const NUMERIC_FIELDS: &[&str] =
-    &["percentComplete", "statusCode", "attemptsCompleted", "maximumAttempts", "attemptCount"];
+    &["percentComplete", "attemptsCompleted", "maximumAttempts", "attemptCount"];
 
 /// Most nesting [`numbers_from_strings`] walks (a report is three levels deep; payloads inside
 /// it are not touched past this).

@@ -19,6 +19,7 @@ pub mod scheduling;
 pub mod template;
 pub mod text;
 pub mod validate;
+pub mod wire;
 
 pub use aggregate::Aggregate;
 pub use codec::{CodecError, EventCodec};

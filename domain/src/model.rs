@@ -350,8 +350,10 @@ pub struct Insight {
 pub struct DiagnosticEvent {
     #[serde(default)]
     pub message: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status_code: Option<i64>,
+    /// A string, as in POP (executors put errno names such as `ENOENT` in it). Numbers, which
+    /// pop wrote before (`AgendaProgressReported` v1), read as their text.
+    #[serde(default, deserialize_with = "crate::wire::text::deserialize", skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<String>,
     #[serde(default, with = "epoch_ms::option", skip_serializing_if = "Option::is_none")]
     pub time: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

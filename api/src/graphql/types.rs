@@ -152,7 +152,8 @@ impl From<&model::Agenda> for AgendaGql {
 #[graphql(name = "DiagnosticEvent")]
 pub struct DiagnosticEventGql {
     pub message: String,
-    pub status_code: Option<i64>,
+    /// A string, as in POP (e.g. `ENOENT`, `137`).
+    pub status_code: Option<String>,
     pub time: Option<DateTime<Utc>>,
     pub stack_trace: Option<String>,
     pub payload: Json<Value>,
@@ -162,7 +163,7 @@ impl From<&model::DiagnosticEvent> for DiagnosticEventGql {
     fn from(d: &model::DiagnosticEvent) -> Self {
         DiagnosticEventGql {
             message: d.message.clone(),
-            status_code: d.status_code,
+            status_code: d.status_code.clone(),
             time: d.time,
             stack_trace: d.stack_trace.clone(),
             payload: Json(d.payload.clone()),

@@ -432,7 +432,7 @@ fn components() -> Value {
             })),
             "DiagnosticEvent": {"type": "object", "properties": {
                 "message": {"type": "string"},
-                "statusCode": {"type": "integer"},
+                "statusCode": {"type": "string", "description": "As in POP, e.g. ENOENT; numbers are read as their text."},
                 "time": time(""),
                 "stackTrace": {"type": "string"},
                 "payload": any,

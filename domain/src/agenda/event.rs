@@ -23,7 +23,8 @@ pub const EVENT_TYPES: &[(&str, u32)] = &[
     (type_name::SUBMITTED, 1),
     (type_name::QUEUED, 1),
     (type_name::CLAIMED, 1),
-    (type_name::PROGRESS_REPORTED, 1),
+    // v2: `diagnosticEvents[].statusCode` is a string (POP's type); v1 wrote numbers.
+    (type_name::PROGRESS_REPORTED, 2),
     (type_name::COMPLETED, 1),
     (type_name::OPERATIONS_EXPANDED, 1),
     (type_name::RERUN, 1),
@@ -34,6 +35,13 @@ pub const EVENT_TYPES: &[(&str, u32)] = &[
     (type_name::REQUEUED, 1),
     (type_name::REAPED, 1),
 ];
+
+/// Older schema versions this build still reads, each upcast to the current shape on decode;
+/// every one keeps its golden fixture.
+///
+/// - `AgendaProgressReported` v1: `statusCode` was a number. The v2 reader takes a number as
+///   its text (see [`DiagnosticEvent`]), so the upcast is the reader itself.
+pub const OLDER_EVENT_VERSIONS: &[(&str, u32)] = &[(type_name::PROGRESS_REPORTED, 1)];
 
 /// The persisted event type names.
 pub mod type_name {
@@ -369,7 +377,8 @@ impl EventCodec for AgendaEvent {
     }
 
     fn schema_version(&self) -> u32 {
-        1
+        let name = self.event_type();
+        EVENT_TYPES.iter().find(|(n, _)| *n == name).map_or(1, |(_, version)| *version)
     }
 
     fn encode(&self) -> Result<Vec<u8>, CodecError> {
@@ -381,7 +390,9 @@ impl EventCodec for AgendaEvent {
             .iter()
             .find(|(name, _)| *name == event_type)
             .ok_or_else(|| CodecError::UnknownType { event_type: event_type.to_string() })?;
-        if schema_version != known.1 {
+        let readable = schema_version == known.1
+            || OLDER_EVENT_VERSIONS.contains(&(known.0, schema_version));
+        if !readable {
             return Err(CodecError::UnknownVersion {
                 event_type: known.0.to_string(),
                 version: schema_version,

@@ -50,8 +50,8 @@ pub use error::AgendaError;
 pub use event::{
     AgendaCancelled, AgendaClaimed, AgendaCompleted, AgendaEvent, AgendaProgressReported,
     AgendaQueued, AgendaReadded, AgendaReaped, AgendaRequeued, AgendaRerun, AgendaRetryDecided,
-    AgendaSubmitted, AgendaTimedOut, EVENT_TYPES, OperationProgressChanged, OperationsExpanded,
-    type_name,
+    AgendaSubmitted, AgendaTimedOut, EVENT_TYPES, OLDER_EVENT_VERSIONS, OperationProgressChanged,
+    OperationsExpanded, type_name,
 };
 pub use rerun::{RerunFlags, RerunPlan, RerunReset, flag, plan_rerun, reset_closure};
 pub use state::{

@@ -149,7 +149,7 @@ pub fn failed(name: &str) -> OperationReport {
         message: Some("failed".to_string()),
         diagnostics: vec![pop_domain::DiagnosticEvent {
             message: format!("{name} exited with 1"),
-            status_code: Some(1),
+            status_code: Some("1".to_string()),
             ..Default::default()
         }],
         ..OperationReport::default()
