@@ -171,7 +171,9 @@ pub mod message {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct AgendaInsight {
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub resource_pool_id: String,
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub insight_id: String,
 }
 
@@ -181,13 +183,13 @@ pub struct AgendaInsight {
 pub struct Operation {
     pub name: String,
     /// Selects the handler. Optional in POP JSON; an empty type is allowed.
-    #[serde(rename = "type", default)]
+    #[serde(rename = "type", default, deserialize_with = "crate::wire::or_default")]
     pub op_type: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     #[serde(default)]
     pub payload: Value,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub params: Params,
 }
 
@@ -202,11 +204,11 @@ impl Operation {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Agenda {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cid: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub customer_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
@@ -214,9 +216,9 @@ pub struct Agenda {
     pub added_time: Option<Timestamp>,
     #[serde(default, with = "epoch_ms::option", skip_serializing_if = "Option::is_none")]
     pub updated_time: Option<Timestamp>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub operations: Vec<Operation>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub params: Params,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_id: Option<String>,
@@ -232,11 +234,11 @@ pub struct Agenda {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct AgendaTemplate {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cid: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub customer_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
@@ -244,15 +246,15 @@ pub struct AgendaTemplate {
     pub added_time: Option<Timestamp>,
     #[serde(default, with = "epoch_ms::option", skip_serializing_if = "Option::is_none")]
     pub updated_time: Option<Timestamp>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub agenda: Agenda,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub static_parameters: Params,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub params: Params,
     #[serde(default, deserialize_with = "crate::params::lenient_bool")]
     pub is_global: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub allowed_customer_ids: Vec<String>,
     #[serde(default, deserialize_with = "crate::params::lenient_bool")]
     pub is_default_template: bool,
@@ -262,13 +264,13 @@ pub struct AgendaTemplate {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Customer {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cid: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub customer_id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub title: String,
     #[serde(default, with = "epoch_ms::option", skip_serializing_if = "Option::is_none")]
     pub added_time: Option<Timestamp>,
@@ -284,11 +286,11 @@ pub struct Customer {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourcePool {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cid: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub customer_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
@@ -315,32 +317,32 @@ pub enum SchedulingAlgorithm {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Insight {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cid: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub customer_id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub title: String,
     #[serde(default, with = "epoch_ms::option", skip_serializing_if = "Option::is_none")]
     pub added_time: Option<Timestamp>,
     #[serde(default, with = "epoch_ms::option", skip_serializing_if = "Option::is_none")]
     pub updated_time: Option<Timestamp>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub resource_pool_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_name: Option<String>,
     #[serde(default, deserialize_with = "crate::params::lenient_i64")]
     pub queue_size: i64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub scheduling_algorithm: SchedulingAlgorithm,
     /// Mapper name (`operationType`, `operationName`, `paramMap`) → set of values.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::mappers")]
     pub mappers: BTreeMap<String, BTreeSet<String>>,
     #[serde(default, deserialize_with = "crate::params::lenient_bool")]
     pub is_global: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub allowed_customer_ids: Vec<String>,
 }
 
@@ -348,11 +350,15 @@ pub struct Insight {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct DiagnosticEvent {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub message: String,
     /// A string, as in POP (executors put errno names such as `ENOENT` in it). Numbers, which
     /// pop wrote before (`AgendaProgressReported` v1), read as their text.
-    #[serde(default, deserialize_with = "crate::wire::text::deserialize", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::wire::text::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_code: Option<String>,
     #[serde(default, with = "epoch_ms::option", skip_serializing_if = "Option::is_none")]
     pub time: Option<Timestamp>,
@@ -366,30 +372,34 @@ pub struct DiagnosticEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct OperationProgress {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub id: String,
     /// The agenda's correlation id (POP set it from the agenda too).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cid: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub customer_id: String,
     /// A common field of every POP object; pop sets none of its own (POP did not either).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub agenda_progress_id: String,
     /// The operation's name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub operation: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub processing_state: ProcessingState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processing_state_message: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::wire::number::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub percent_complete: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub diagnostic_events: Vec<DiagnosticEvent>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::count::deserialize")]
     pub attempt_count: u32,
     #[serde(default, with = "epoch_ms::option", skip_serializing_if = "Option::is_none")]
     pub attempt_time: Option<Timestamp>,
@@ -399,7 +409,7 @@ pub struct OperationProgress {
     pub completed_time: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub result_payload: Value,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub params: Params,
     #[serde(default, with = "epoch_ms::option", skip_serializing_if = "Option::is_none")]
     pub added_time: Option<Timestamp>,
@@ -418,39 +428,43 @@ impl OperationProgress {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct AgendaProgress {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cid: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub customer_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub agenda_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub processing_state: ProcessingState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processing_state_message: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::wire::number::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub percent_complete: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub operation_progress: Vec<OperationProgress>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub diagnostic_events: Vec<DiagnosticEvent>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::count::deserialize")]
     pub attempts_completed: u32,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::count::deserialize")]
     pub maximum_attempts: u32,
     #[serde(default, with = "epoch_ms::option", skip_serializing_if = "Option::is_none")]
     pub started_time: Option<Timestamp>,
     #[serde(default, with = "epoch_ms::option", skip_serializing_if = "Option::is_none")]
     pub completed_time: Option<Timestamp>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub params: Params,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agenda_insight: Option<AgendaInsight>,

@@ -40,7 +40,9 @@ pub mod text {
             Ok(Some(v.to_string()))
         }
         fn visit_f64<E: Error>(self, v: f64) -> Result<Self::Value, E> {
-            Ok(Some(serde_json::Number::from_f64(v).map_or_else(|| v.to_string(), |n| n.to_string())))
+            Ok(Some(
+                serde_json::Number::from_f64(v).map_or_else(|| v.to_string(), |n| n.to_string()),
+            ))
         }
         fn visit_bool<E: Error>(self, v: bool) -> Result<Self::Value, E> {
             Ok(Some(v.to_string()))
@@ -53,6 +55,184 @@ pub mod text {
         }
         fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
             d.deserialize_any(TextVisitor)
+        }
+    }
+}
+
+/// A field whose `null` means "absent": the type's default (an empty string, list or map,
+/// WAITING, FirstInFirstOut, ...). Jackson writes every unset field as `null`.
+pub fn or_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::Deserialize<'de> + Default,
+{
+    Ok(<Option<T> as serde::Deserialize>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A count (`attemptCount`, `attemptsCompleted`, `maximumAttempts`): a non-negative integer
+/// given as a number (`2`, `2.0`) or a numeric string (`"2"`); `null` is 0.
+pub mod count {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        d.deserialize_any(CountVisitor)
+    }
+
+    struct CountVisitor;
+
+    fn from_i128<E: Error>(v: i128) -> Result<u32, E> {
+        u32::try_from(v).map_err(|_| E::custom(format!("count {v} is not within 0..={}", u32::MAX)))
+    }
+
+    fn from_f64<E: Error>(v: f64) -> Result<u32, E> {
+        if v.is_finite() && v.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&v) {
+            Ok(v as u32)
+        } else {
+            Err(E::custom(format!("count {v} is not a whole number within 0..={}", u32::MAX)))
+        }
+    }
+
+    impl<'de> Visitor<'de> for CountVisitor {
+        type Value = u32;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a non-negative integer (a number or a numeric string)")
+        }
+        fn visit_i64<E: Error>(self, v: i64) -> Result<u32, E> {
+            from_i128(i128::from(v))
+        }
+        fn visit_u64<E: Error>(self, v: u64) -> Result<u32, E> {
+            from_i128(i128::from(v))
+        }
+        fn visit_f64<E: Error>(self, v: f64) -> Result<u32, E> {
+            from_f64(v)
+        }
+        fn visit_str<E: Error>(self, v: &str) -> Result<u32, E> {
+            let t = v.trim();
+            if t.is_empty() {
+                return Ok(0);
+            }
+            match (t.parse::<i128>(), t.parse::<f64>()) {
+                (Ok(n), _) => from_i128(n),
+                (_, Ok(f)) => from_f64(f),
+                _ => Err(E::custom(format!("{v:?} is not a number"))),
+            }
+        }
+        fn visit_unit<E: Error>(self) -> Result<u32, E> {
+            Ok(0)
+        }
+        fn visit_none<E: Error>(self) -> Result<u32, E> {
+            Ok(0)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<u32, D::Error> {
+            d.deserialize_any(CountVisitor)
+        }
+    }
+}
+
+/// An optional number (`percentComplete`): a number or a numeric string (`"45.5"`); `null`
+/// and a blank string are `None`.
+pub mod number {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        d.deserialize_any(NumberVisitor)
+    }
+
+    struct NumberVisitor;
+
+    impl<'de> Visitor<'de> for NumberVisitor {
+        type Value = Option<f64>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a number or a numeric string")
+        }
+        fn visit_i64<E: Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v as f64))
+        }
+        fn visit_u64<E: Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v as f64))
+        }
+        fn visit_f64<E: Error>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_str<E: Error>(self, v: &str) -> Result<Self::Value, E> {
+            let t = v.trim();
+            if t.is_empty() {
+                return Ok(None);
+            }
+            match t.parse::<f64>() {
+                Ok(f) if f.is_finite() => Ok(Some(f)),
+                _ => Err(E::custom(format!("{v:?} is not a number"))),
+            }
+        }
+        fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(NumberVisitor)
+        }
+    }
+}
+
+/// An insight's `mappers`: `null` is none, and a mapper whose value set is `null` has no
+/// values (Jackson writes a `Map<String, Set<String>>` entry set to null that way).
+pub fn mappers<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::BTreeMap<String, std::collections::BTreeSet<String>>, D::Error> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let read: Option<BTreeMap<String, Option<BTreeSet<String>>>> =
+        serde::Deserialize::deserialize(d)?;
+    Ok(read
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, values)| (name, values.unwrap_or_default()))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+    use serde_json::json;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Probe {
+        #[serde(default, deserialize_with = "super::count::deserialize")]
+        count: u32,
+        #[serde(default, deserialize_with = "super::number::deserialize")]
+        number: Option<f64>,
+        #[serde(default, deserialize_with = "super::text::deserialize")]
+        text: Option<String>,
+        #[serde(default, deserialize_with = "super::or_default")]
+        list: Vec<String>,
+    }
+
+    fn probe(v: serde_json::Value) -> Result<Probe, serde_json::Error> {
+        serde_json::from_value(v)
+    }
+
+    #[test]
+    fn scalars_arrive_as_numbers_strings_or_null() {
+        let p = probe(json!({"count": "3", "number": "45.5", "text": 7, "list": null})).unwrap();
+        assert_eq!(p, Probe { count: 3, number: Some(45.5), text: Some("7".into()), list: vec![] });
+        let p = probe(json!({"count": 3.0, "number": 1, "text": true})).unwrap();
+        assert_eq!((p.count, p.number, p.text.as_deref()), (3, Some(1.0), Some("true")));
+        let p = probe(json!({"count": null, "number": " ", "text": null})).unwrap();
+        assert_eq!((p.count, p.number, p.text), (0, None, None));
+        for bad in [
+            json!({"count": -1}),
+            json!({"count": "x"}),
+            json!({"count": 1.5}),
+            json!({"count": 5_000_000_000_u64}),
+            json!({"number": "NaN"}),
+            json!({"number": "fast"}),
+            json!({"text": {"a": 1}}),
+            json!({"list": "x"}),
+        ] {
+            assert!(probe(bad.clone()).is_err(), "{bad}");
         }
     }
 }

@@ -390,8 +390,8 @@ impl EventCodec for AgendaEvent {
             .iter()
             .find(|(name, _)| *name == event_type)
             .ok_or_else(|| CodecError::UnknownType { event_type: event_type.to_string() })?;
-        let readable = schema_version == known.1
-            || OLDER_EVENT_VERSIONS.contains(&(known.0, schema_version));
+        let readable =
+            schema_version == known.1 || OLDER_EVENT_VERSIONS.contains(&(known.0, schema_version));
         if !readable {
             return Err(CodecError::UnknownVersion {
                 event_type: known.0.to_string(),
