@@ -165,6 +165,65 @@ async fn unauthenticated_and_forbidden() {
     assert_eq!(code(&e), "FORBIDDEN", "{e:#}");
 }
 
+/// The fields of a VALIDATION error's problems.
+fn problem_fields(e: &Value) -> Vec<String> {
+    e["extensions"]["problems"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no problems in {e:#}"))
+        .iter()
+        .map(|p| p["field"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn validation_errors_name_the_exact_json_path_of_the_offending_value() {
+    let s = start(ApiConfig::default()).await;
+    let seeded = s.seed().await;
+    const SUBMIT: &str = "mutation($a: JSON!, $p: String) { submitAgenda(agenda: $a, atLeastPosition: $p) { position } }";
+
+    // A rule of the domain (an unknown dependsOn) ...
+    let bad = json!({"customerId": "acme", "operations": [
+        {"name": "a", "type": "ffmpeg"},
+        {"name": "b", "type": "ffmpeg", "params": {"dependsOn": "ghost"}}]});
+    let e = s.err(ACME, SUBMIT, json!({"a": bad, "p": seeded})).await;
+    assert_eq!(code(&e), "VALIDATION", "{e:#}");
+    assert_eq!(problem_fields(&e), ["agenda.operations[1].params.dependsOn"], "{e:#}");
+    // ... a rule only the aggregate checks ...
+    let bad = json!({"customerId": "acme", "params": {"maximumAttempts": "often"},
+        "operations": [{"name": "a", "type": "ffmpeg"}]});
+    let e = s.err(ACME, SUBMIT, json!({"a": bad, "p": seeded})).await;
+    assert_eq!(problem_fields(&e), ["agenda.params.maximumAttempts"], "{e:#}");
+    // ... and a value of the wrong type, deep inside.
+    let bad = json!({"customerId": "acme", "operations": [
+        {"name": "a", "type": "ffmpeg"}, {"name": "b", "type": 5}]});
+    let e = s.err(ACME, SUBMIT, json!({"a": bad, "p": seeded})).await;
+    assert_eq!(code(&e), "VALIDATION", "{e:#}");
+    assert_eq!(problem_fields(&e), ["agenda.operations[1].type"], "{e:#}");
+
+    // An executor's report of the wrong shape.
+    let report = json!({"id": "p1", "operationProgress": [
+        {"operation": "probe", "processingState": "EXECUTING", "percentComplete": "fast"}]});
+    let e = s
+        .err(
+            ADMIN,
+            "mutation($r: JSON!) { updateAgendaProgress(agendaProgress: $r) { position } }",
+            json!({"r": report}),
+        )
+        .await;
+    assert_eq!(problem_fields(&e), ["agendaProgress.operationProgress[0].percentComplete"]);
+
+    // Configuration objects, by shape and by rule.
+    const INSIGHT: &str = "mutation($i: JSON!) { createInsight(insight: $i) { position } }";
+    let insight = |size: Value| {
+        json!({"i": {"id": "i9", "customerId": "ops", "title": "T", "resourcePoolId": "pool-1",
+            "queueSize": size, "mappers": {"operationType": ["ffmpeg"]}}})
+    };
+    let e = s.err(ADMIN, INSIGHT, insight(json!("ten"))).await;
+    assert_eq!(problem_fields(&e), ["insight.queueSize"], "{e:#}");
+    let e = s.err(ADMIN, INSIGHT, insight(json!(0))).await;
+    assert_eq!(problem_fields(&e), ["insight.queueSize"], "{e:#}");
+}
+
 #[tokio::test]
 async fn every_error_has_a_code_a_cid_and_names_its_field() {
     let s = start(ApiConfig::default()).await;
@@ -191,11 +250,11 @@ async fn every_error_has_a_code_a_cid_and_names_its_field() {
         data["events"]["items"].as_array().unwrap().iter().all(|e| e["type"] != "AgendaSubmitted")
     );
 
-    // Unknown customer: VALIDATION on customerId.
+    // Unknown customer: VALIDATION on the agenda's customerId.
     let e = s.err(ADMIN, SUBMIT, json!({"a": agenda("nobody", "l"), "p": seeded})).await;
     assert_eq!(
         (code(&e), e["extensions"]["problems"][0]["field"].as_str()),
-        ("VALIDATION", Some("customerId"))
+        ("VALIDATION", Some("agenda.customerId"))
     );
 
     // NOT_FOUND on writes to what does not exist.

@@ -26,9 +26,10 @@ use crate::limits::{MAX_AGENDAS_PER_REQUEST, MAX_REASON_LENGTH, MAX_RERUN_PARAMS
 use crate::outcome::AgendaOutcome;
 use crate::{App, metadata, metrics};
 
-/// Reads a POP JSON input into a domain value; a shape error is VALIDATION on `field`.
+/// Reads a POP JSON input named `field` into a domain value; a shape error is VALIDATION at
+/// the exact path of the value that does not fit (`agenda.operations[1].type`).
 pub(crate) fn from_json<T: serde::de::DeserializeOwned>(field: &str, value: Value) -> AppResult<T> {
-    serde_json::from_value(value).map_err(|e| AppError::invalid(field, e.to_string()))
+    pop_domain::wire::from_json(field, value).map_err(|e| AppError::validation(field, e))
 }
 
 pub(crate) fn agenda_subject(id: &str) -> String {
@@ -179,15 +180,22 @@ impl App {
 
     /// Submits `agenda`: [`App::prepare`] then executes `Submit`.
     async fn submit_agenda(&self, caller: &Caller, agenda: Agenda) -> AppResult<AgendaOutcome> {
-        let (agenda, insight) = self.prepare(caller, agenda)?;
-        self.commit(caller, agenda, insight).await
+        let (agenda, insight) = self.prepare(caller, agenda, "agenda")?;
+        self.commit(caller, agenda, insight, "agenda").await
     }
 
     /// Readies a submission without writing anything: fills the customer (the caller's only
     /// one) and the ids (`id` generated when blank, `progressId` the id unless given), checks
     /// the caller may act for the customer, validates the agenda (DOMAIN.md §2, §5) and binds
-    /// it to an insight from the read models (§6).
-    fn prepare(&self, caller: &Caller, mut agenda: Agenda) -> AppResult<(Agenda, AgendaInsight)> {
+    /// it to an insight from the read models (§6). Validation problems name their fields inside
+    /// `root`, the agenda's name in the request (`agenda`; empty for an element of a list, which
+    /// the caller places).
+    fn prepare(
+        &self,
+        caller: &Caller,
+        mut agenda: Agenda,
+        root: &str,
+    ) -> AppResult<(Agenda, AgendaInsight)> {
         if agenda.customer_id.trim().is_empty()
             && let Some(only) = caller.principal.only_customer()
         {
@@ -217,7 +225,7 @@ impl App {
         agenda.added_time = None;
         agenda.updated_time = None;
         let subject = agenda_subject(&agenda.id);
-        validate_agenda(&agenda).map_err(|e| AppError::validation(&subject, e))?;
+        validate_agenda(&agenda).map_err(|e| AppError::validation(&subject, e.within(root)))?;
         let insight = {
             let models = self.projections().read();
             let customer = models.customer(&customer_id);
@@ -226,16 +234,17 @@ impl App {
                 models.all_insights().filter(|i| i.resource_pool_id == pool).cloned().collect();
             bind_insight(&agenda, customer, &insights)
         }
-        .map_err(|e| error::binding(&e))?;
+        .map_err(|e| error::binding_within(root, &e))?;
         Ok((agenda, insight))
     }
 
-    /// Executes `Submit` for a prepared agenda.
+    /// Executes `Submit` for a prepared agenda (`root` as for [`App::prepare`]).
     async fn commit(
         &self,
         caller: &Caller,
         agenda: Agenda,
         insight: AgendaInsight,
+        root: &str,
     ) -> AppResult<AgendaOutcome> {
         let subject = agenda_subject(&agenda.id);
         let metadata = metadata(caller, &agenda.customer_id);
@@ -243,7 +252,7 @@ impl App {
         let command = AgendaCommand::Submit { agenda, insight, now: Utc::now() };
         let executed = self.commands().execute::<AgendaState>(&id, &metadata, &command).await;
         metrics::command("submitAgenda", executed.is_ok());
-        let executed = executed.map_err(|e| error::execute(&subject, e))?;
+        let executed = executed.map_err(|e| error::execute_within(&subject, root, e))?;
         Ok(AgendaOutcome::of(&executed, caller))
     }
 
@@ -275,18 +284,19 @@ impl App {
                 for (i, value) in agendas.into_iter().enumerate() {
                     let at = |e: AppError| e.within(&format!("agendas[{i}]"));
                     if !value.is_object() {
-                        return Err(at(AppError::invalid(
-                            "agenda",
+                        return Err(AppError::invalid(
+                            &format!("agendas[{i}]"),
                             "the agenda must be a JSON object",
-                        )));
+                        ));
                     }
-                    let agenda: Agenda = from_json("agenda", value).map_err(at)?;
-                    prepared.push(self.prepare(caller, agenda).map_err(at)?);
+                    // Fields are named inside the element: `agendas[i].operations[1].type`.
+                    let agenda: Agenda = from_json("", value).map_err(at)?;
+                    prepared.push(self.prepare(caller, agenda, "").map_err(at)?);
                 }
                 let mut done = Vec::with_capacity(prepared.len());
                 for (i, (agenda, insight)) in prepared.into_iter().enumerate() {
                     let outcome = self
-                        .commit(caller, agenda, insight)
+                        .commit(caller, agenda, insight, "")
                         .await
                         .map_err(|e| e.within(&format!("agendas[{i}]")))?;
                     done.push(outcome);
@@ -338,13 +348,26 @@ impl App {
         id: &str,
         command: AgendaCommand,
     ) -> AppResult<AgendaOutcome> {
+        self.on_agenda_within(caller, name, id, command, "").await
+    }
+
+    /// [`Self::on_agenda`] for a command read from the request's object `root`: validation
+    /// problems name their fields inside it (`agendaProgress.operationProgress[0].operation`).
+    pub(crate) async fn on_agenda_within(
+        &self,
+        caller: &Caller,
+        name: &'static str,
+        id: &str,
+        command: AgendaCommand,
+        root: &str,
+    ) -> AppResult<AgendaOutcome> {
         let customer_id = self.visible_customer_of(caller, id).await?;
         let executed = self
             .commands()
             .execute::<AgendaState>(id, &metadata(caller, &customer_id), &command)
             .await;
         metrics::command(name, executed.is_ok());
-        let executed = executed.map_err(|e| error::execute(&agenda_subject(id), e))?;
+        let executed = executed.map_err(|e| error::execute_within(&agenda_subject(id), root, e))?;
         Ok(AgendaOutcome::of(&executed, caller))
     }
 }

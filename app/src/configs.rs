@@ -297,7 +297,7 @@ impl App {
             .execute::<ConfigAggregate<T>>(&id, &metadata(caller, &customer), &command)
             .await;
         metrics::command(name, executed.is_ok());
-        let executed = executed.map_err(|e| error::execute(&subject, e))?;
+        let executed = executed.map_err(|e| error::execute_within(&subject, T::DATA_FIELD, e))?;
         let (object, deleted) = match &executed.state.lifecycle {
             Lifecycle::Live(o) => (o, false),
             Lifecycle::Deleted(o) => (o, true),

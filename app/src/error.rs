@@ -146,7 +146,7 @@ impl AppError {
     /// prefixed with `path` (e.g. `agendas[2]`), so the caller learns which element is at fault.
     pub fn within(mut self, path: &str) -> AppError {
         for p in &mut self.problems {
-            p.field = format!("{path}.{}", p.field);
+            p.field = pop_domain::error::join_path(path, &p.field);
         }
         self.message = format!("{path}: {}", self.message);
         self
@@ -206,9 +206,15 @@ impl Refusal for BindingError {
 /// A refusal as an app error. `subject` names the object (`agenda "a1"`) so that messages
 /// like the agenda's "agenda not found" still say which one.
 pub fn refused<E: Refusal>(subject: &str, e: &E) -> AppError {
+    refused_within(subject, "", e)
+}
+
+/// [`refused`] for an object the request names `root`: validation problems name their
+/// fields inside it (`agenda.params.maximumAttempts`).
+fn refused_within<E: Refusal>(subject: &str, root: &str, e: &E) -> AppError {
     let code = e.code();
     if let Some(problems) = e.problems() {
-        return AppError::validation(subject, problems.clone());
+        return AppError::validation(subject, problems.clone().within(root));
     }
     let message = match code {
         ErrorCode::NotFound => format!("{subject} not found"),
@@ -219,9 +225,15 @@ pub fn refused<E: Refusal>(subject: &str, e: &E) -> AppError {
 
 /// The binding error for the request field it concerns (DOMAIN.md §6).
 pub fn binding(e: &BindingError) -> AppError {
+    binding_within("", e)
+}
+
+/// [`binding`] for an agenda the request names `root`: the field is named inside it.
+pub fn binding_within(root: &str, e: &BindingError) -> AppError {
+    let field = pop_domain::error::join_path(root, e.field());
     match e.code() {
-        ErrorCode::Validation => AppError::invalid(e.field(), e.to_string()),
-        code => AppError::new(code, format!("{}: {e}", e.field())),
+        ErrorCode::Validation => AppError::invalid(&field, e.to_string()),
+        code => AppError::new(code, format!("{field}: {e}")),
     }
 }
 
@@ -229,8 +241,13 @@ pub fn binding(e: &BindingError) -> AppError {
 /// deleted stream as NOT_FOUND, a request the store finds too large as BAD_REQUEST, anything
 /// else as INTERNAL (logged).
 pub fn execute<E: Refusal>(subject: &str, e: ExecuteError<E>) -> AppError {
+    execute_within(subject, "", e)
+}
+
+/// [`execute`] for a command read from the request's object `root` (see [`refused`]).
+pub fn execute_within<E: Refusal>(subject: &str, root: &str, e: ExecuteError<E>) -> AppError {
     match e {
-        ExecuteError::Refused(r) => refused(subject, &r),
+        ExecuteError::Refused(r) => refused_within(subject, root, &r),
         ExecuteError::Conflict { attempts, .. } => AppError::conflict(format!(
             "{subject} kept changing under concurrent writers; gave up after {attempts} attempts, retry"
         )),

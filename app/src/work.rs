@@ -15,6 +15,7 @@ use pop_domain::validate::check_id;
 use pop_projections::{AgendaQuery, Phase, Visibility};
 use pop_store::ExecuteError;
 
+use crate::agendas::from_json;
 use crate::caller::{Action, Caller};
 use crate::error::{self, AppError, AppResult};
 use crate::limits::{GET_AGENDA_CANDIDATES_PER_ITEM, MAX_GET_AGENDA_COUNT};
@@ -273,8 +274,7 @@ impl App {
             .unwrap_or_default();
         let mut value = value;
         numbers_from_strings(&mut value);
-        let progress: AgendaProgress = serde_json::from_value(value)
-            .map_err(|e| AppError::invalid("agendaProgress", e.to_string()))?;
+        let progress: AgendaProgress = from_json("agendaProgress", value)?;
         let mut operations = Vec::with_capacity(progress.operation_progress.len());
         for (index, op) in progress.operation_progress.into_iter().enumerate() {
             if op.operation.trim().is_empty() {
@@ -325,7 +325,9 @@ impl App {
             report,
             now,
         };
-        services.on_agenda(caller, "updateAgendaProgress", &agenda_id, command).await
+        services
+            .on_agenda_within(caller, "updateAgendaProgress", &agenda_id, command, "agendaProgress")
+            .await
     }
 }
 

@@ -67,6 +67,28 @@ impl ValidationErrors {
     pub fn into_result(self) -> Result<(), ValidationErrors> {
         if self.is_empty() { Ok(()) } else { Err(self) }
     }
+
+    /// The same problems with every field placed inside `root`, the name of the object in the
+    /// request: `operations[1].name` within `agenda` is `agenda.operations[1].name`. Rules
+    /// name fields relative to the object they check; the caller knows where it sits.
+    pub fn within(mut self, root: &str) -> ValidationErrors {
+        for e in &mut self.errors {
+            e.field = join_path(root, &e.field);
+        }
+        self
+    }
+}
+
+/// A path inside `root`: `root.path`, or `root[0]...` for a path that starts with an index;
+/// an empty path (or `.`, the root in `serde_path_to_error`'s notation) is `root` itself, and
+/// an empty root leaves the path as it is.
+pub fn join_path(root: &str, path: &str) -> String {
+    match (root, path) {
+        (root, "" | ".") => root.to_string(),
+        ("", path) => path.to_string(),
+        (root, path) if path.starts_with('[') => format!("{root}{path}"),
+        (root, path) => format!("{root}.{path}"),
+    }
 }
 
 impl std::fmt::Display for ValidationErrors {
@@ -115,5 +137,25 @@ mod chain_tests {
     fn every_source_once_in_order() {
         let e = Outer(std::io::Error::other("inner"));
         assert_eq!(ErrorChain(&e).to_string(), "outer: inner");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_placed_inside_their_root() {
+        assert_eq!(join_path("agenda", "operations[1].name"), "agenda.operations[1].name");
+        assert_eq!(join_path("agendas", "[0].id"), "agendas[0].id");
+        assert_eq!(join_path("agenda", "."), "agenda");
+        assert_eq!(join_path("agenda", ""), "agenda");
+        assert_eq!(join_path("", "customerId"), "customerId");
+        assert_eq!(join_path("", "."), "");
+        let mut errors = ValidationErrors::new();
+        errors.push("customerId", "blank");
+        errors.push("operations[0].payload", "unknown");
+        let fields: Vec<_> = errors.within("agenda").errors.into_iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["agenda.customerId", "agenda.operations[0].payload"]);
     }
 }

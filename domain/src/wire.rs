@@ -4,6 +4,10 @@
 //!
 //! Each reader takes the value straight from the deserializer (no intermediate
 //! `serde_json::Value`), because the same types are decoded on the replay hot path.
+//!
+//! [`from_json`] reads a whole request object and names a value that does not fit by its JSON
+//! path, through `serde_path_to_error` (dtolnay's, already in the tree through axum; tracking
+//! the path by hand would mean a visitor per type).
 
 use std::fmt;
 
@@ -57,6 +61,21 @@ pub mod text {
             d.deserialize_any(TextVisitor)
         }
     }
+}
+
+/// Reads a request's JSON object named `root` (e.g. `agenda`) into `T`. A value that does
+/// not fit is one validation problem at its exact JSON path inside `root`
+/// (`agenda.operations[1].type`), not at `root` as a whole.
+pub fn from_json<T: serde::de::DeserializeOwned>(
+    root: &str,
+    value: serde_json::Value,
+) -> Result<T, crate::error::ValidationErrors> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let field = crate::error::join_path(root, &e.path().to_string());
+        let mut errors = crate::error::ValidationErrors::new();
+        errors.push(field, e.into_inner().to_string());
+        errors
+    })
 }
 
 /// A field whose `null` means "absent": the type's default (an empty string, list or map,
@@ -208,6 +227,24 @@ mod tests {
         text: Option<String>,
         #[serde(default, deserialize_with = "super::or_default")]
         list: Vec<String>,
+    }
+
+    #[test]
+    fn a_value_that_does_not_fit_is_named_by_its_path() {
+        let bad = json!({"customerId": "acme", "operations": [
+            {"name": "a"}, {"name": "b", "params": {"x": 1}, "type": 5}]});
+        let e = super::from_json::<crate::Agenda>("agenda", bad).unwrap_err();
+        assert_eq!(e.errors.len(), 1);
+        assert_eq!(e.errors[0].field, "agenda.operations[1].type");
+        assert!(e.errors[0].message.contains("expected a string"), "{e}");
+        let e = super::from_json::<crate::Agenda>("agenda", json!("x")).unwrap_err();
+        assert_eq!(e.errors[0].field, "agenda");
+        let e = super::from_json::<crate::AgendaProgress>(
+            "agendaProgress",
+            json!({"operationProgress": [{"percentComplete": "fast"}]}),
+        )
+        .unwrap_err();
+        assert_eq!(e.errors[0].field, "agendaProgress.operationProgress[0].percentComplete");
     }
 
     fn probe(v: serde_json::Value) -> Result<Probe, serde_json::Error> {
