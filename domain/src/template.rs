@@ -207,6 +207,17 @@ mod tests {
     }
 
     #[test]
+    fn a_template_names_static_parameters_bare_but_operations_by_their_output() {
+        let mut t = template();
+        // `@<preset>` is a static parameter; `@<sample>` would be an operation's output.
+        t.agenda.operations[1].payload = json!({"p": "@<preset>", "in": "@<sample>"});
+        let err = validate_template(&t).unwrap_err();
+        assert_eq!(err.errors.len(), 1, "{err}");
+        assert_eq!(err.errors[0].field, "agenda.operations[1].payload.in");
+        assert!(err.errors[0].message.contains("did you mean `@<sample.out>`?"), "{err}");
+    }
+
+    #[test]
     fn visibility() {
         let mut t = template();
         assert!(may_use_template(&t, "OWNER"));

@@ -1,6 +1,10 @@
 //! Submission validation (DOMAIN.md §2, §5, §8): what an agenda, or the operations an expand
 //! appends, must satisfy before any event is written. Every problem is listed (capped by
 //! [`ValidationErrors`]), each with the field at fault and the operation named.
+//!
+//! An operation's result is referenced as `@<N.out>`; `@<N>` naming an operation is refused
+//! with a hint, since nothing by that name exists at run time (the handler would receive the
+//! literal text). Templates substitute their static parameters (`@<name>`) before this check.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -9,7 +13,9 @@ use serde_json::Value;
 use crate::error::{FieldError, ValidationErrors};
 use crate::model::{Agenda, Operation};
 use crate::params::{Params, keys};
-use crate::references::{self, is_token, operation_name, references_in};
+use crate::references::{
+    self, OUTPUT_SUFFIX, REFERENCE_START, is_token, operation_name, references_in,
+};
 use crate::text::fold_case;
 
 /// Ids name streams and read-model keys and appear in every error message (in characters).
@@ -262,6 +268,17 @@ fn check_payload_references(
                 if let Some(problem) = known.problem(name) {
                     errors
                         .push(path.clone(), format!("{label} references {} but {problem}", r.text));
+                } else if !r.name.ends_with(OUTPUT_SUFFIX) {
+                    // `@<N>` names no value at run time: the executor only knows `N.out`, and
+                    // would hand the handler the literal text.
+                    errors.push(
+                        path.clone(),
+                        format!(
+                            "{label} references {} but an operation's result is named by `.out`: did you mean `{}`?",
+                            r.text,
+                            with_output_suffix(&r)
+                        ),
+                    );
                 }
             }
         }
@@ -284,6 +301,12 @@ fn check_payload_references(
         }
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
+}
+
+/// The reference as written with `.out` after its name: `@<a::/x?1>` → `@<a.out::/x?1>`.
+fn with_output_suffix(r: &references::Reference<'_>) -> String {
+    let rest = r.text.get(REFERENCE_START.len() + r.name.len()..).unwrap_or(">");
+    format!("{REFERENCE_START}{}{OUTPUT_SUFFIX}{rest}", r.name)
 }
 
 fn check_depends_on(
@@ -513,7 +536,7 @@ mod tests {
         let a = agenda(json!([
             {"name": "sample.1", "type": "sample"},
             {"name": "b", "payload": {"x": "@<sample.1.out::/actionData>", "n": "@<pop.agendaId>"}},
-            {"name": "c", "payload": "@<b>", "params": {"dependsOn": "sample.1, b"}}
+            {"name": "c", "payload": "@<b.out>", "params": {"dependsOn": "sample.1, b"}}
         ]));
         assert_eq!(validate_agenda(&a), Ok(()));
     }
@@ -553,6 +576,21 @@ mod tests {
         );
         assert!(errors[0].1.contains("operation \"a\"") && errors[0].1.contains("\"missing\""));
         assert!(errors[1].1.contains("operation \"b\"") && errors[1].1.contains("\"typo\""));
+    }
+
+    #[test]
+    fn an_operation_is_referenced_by_its_output_with_a_hint_when_out_is_missing() {
+        let a = agenda(json!([
+            {"name": "probe"},
+            {"name": "encode", "payload": {"in": "@<probe>", "w": "w=@<probe::/width?1>"}},
+            {"name": "ok", "payload": "@<probe.out::/x>", "params": {"dependsOn": "probe"}}
+        ]));
+        let errors = errors_of(&a);
+        let fields: Vec<_> = errors.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(fields, ["operations[1].payload.in", "operations[1].payload.w"], "{errors:?}");
+        assert!(errors[0].1.contains("did you mean `@<probe.out>`?"), "{}", errors[0].1);
+        assert!(errors[1].1.contains("did you mean `@<probe.out::/width?1>`?"), "{}", errors[1].1);
+        assert!(errors[0].1.contains("operation \"encode\""), "{}", errors[0].1);
     }
 
     #[test]
