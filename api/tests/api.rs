@@ -225,6 +225,41 @@ async fn validation_errors_name_the_exact_json_path_of_the_offending_value() {
 }
 
 #[tokio::test]
+async fn a_template_run_without_a_customer_takes_the_templates_agenda_customer() {
+    let s = start(ApiConfig::default()).await;
+    s.seed().await;
+    // POP's run request carries only the payload and the template id; the admin token may
+    // act for every customer, so the template's agenda says whose run it is.
+    let created = s
+        .ok(
+            ADMIN,
+            "mutation($t: JSON!) { createTemplate(template: $t) { position } }",
+            json!({"t": {"id": "tpl-globex", "customerId": "globex",
+                "agenda": {"customerId": "globex", "linkId": "@<pop.transformRequest::/batch>",
+                    "operations": [{"name": "a", "type": "ffmpeg",
+                        "payload": "@<pop.payload::/file>"}]}}}),
+        )
+        .await;
+    let data = s
+        .ok(
+            ADMIN,
+            "mutation($p: String) { runTemplate(templateId: \"tpl-globex\", payload: {file: \"x.mov\", batch: \"b1\"}, atLeastPosition: $p) { agenda { customerId linkId operations { payload } } } }",
+            json!({"p": created["createTemplate"]["position"]}),
+        )
+        .await;
+    let run = &data["runTemplate"]["agenda"];
+    assert_eq!(
+        (run["customerId"].as_str(), run["linkId"].as_str(), &run["operations"][0]["payload"]),
+        (Some("globex"), Some("b1"), &json!("x.mov"))
+    );
+    // A user of another customer neither runs it nor learns that it exists.
+    let e = s
+        .err(ACME, "mutation { runTemplate(templateId: \"tpl-globex\") { position } }", json!({}))
+        .await;
+    assert_eq!(code(&e), "NOT_FOUND", "{e:#}");
+}
+
+#[tokio::test]
 async fn every_error_has_a_code_a_cid_and_names_its_field() {
     let s = start(ApiConfig::default()).await;
     let seeded = s.seed().await;

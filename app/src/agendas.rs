@@ -17,8 +17,9 @@ use pop_domain::agenda::{AgendaCommand, AgendaState, RerunFlags};
 use pop_domain::binding::bind_insight;
 use pop_domain::model::{Agenda, AgendaInsight, Insight, Operation};
 use pop_domain::params::Params;
-use pop_domain::template::{may_use_template, run_template};
+use pop_domain::template::{may_use_template, run_customer, run_template};
 use pop_domain::validate::{check_id, validate_agenda};
+use pop_projections::Visibility;
 
 use crate::caller::{Action, Caller};
 use crate::error::{self, AppError, AppResult};
@@ -65,8 +66,9 @@ impl App {
             .await
     }
 
-    /// Runs template `template_id` (one the customer may use) with `payload` for
-    /// `customer_id` (default: the caller's only customer) and submits the result.
+    /// Runs template `template_id` (one the customer may use) with `payload` for the customer
+    /// [`run_customer`] picks (`customer_id`, else the template agenda's, else the caller's
+    /// only customer) and submits the result.
     pub async fn run_template(
         &self,
         caller: &Caller,
@@ -79,22 +81,37 @@ impl App {
         caller
             .run(Action::Submit, cid, async |caller| {
                 self.settle(at_least).await?;
-                let customer = customer_id
-                    .or_else(|| caller.principal.only_customer().map(str::to_string))
-                    .ok_or_else(|| {
-                        AppError::invalid("customerId", "name the customer to run the template for")
-                    })?;
+                let not_found = || AppError::not_found("agenda template", template_id);
+                // A template none of the caller's customers may use answers as if it did not
+                // exist.
+                let template = {
+                    let models = self.projections().read();
+                    models
+                        .template(template_id)
+                        .filter(|t| match &caller.principal.customers {
+                            Visibility::All => true,
+                            Visibility::Customers(ids) => {
+                                ids.iter().any(|c| may_use_template(t, c))
+                            }
+                        })
+                        .cloned()
+                }
+                .ok_or_else(not_found)?;
+                let customer = run_customer(
+                    customer_id.as_deref(),
+                    &template,
+                    caller.principal.only_customer(),
+                )
+                .map_err(|e| AppError::validation("the template run", e))?;
                 if !caller.principal.sees(&customer) {
                     return Err(AppError::forbidden(format!(
                         "principal {:?} may not submit agendas for customer {customer:?}",
                         caller.principal.name
                     )));
                 }
-                let template = {
-                    let models = self.projections().read();
-                    models.template(template_id).filter(|t| may_use_template(t, &customer)).cloned()
+                if !may_use_template(&template, &customer) {
+                    return Err(not_found());
                 }
-                .ok_or_else(|| AppError::not_found("agenda template", template_id))?;
                 let agenda = run_template(&template, &payload, &customer).map_err(|e| {
                     AppError::validation(
                         &format!("agenda template {template_id:?} run with this payload"),

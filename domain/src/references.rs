@@ -42,6 +42,14 @@ pub mod tokens {
     pub const OPERATION_NAME: &str = "pop.operationName";
     /// In templates: the payload the template is run with.
     pub const PAYLOAD: &str = "pop.payload";
+    /// In templates: POP's other name for the run payload (its `DefaultAgendaFactory` maps
+    /// both names to it), so templates written for POP keep working.
+    pub const TRANSFORM_REQUEST: &str = "pop.transformRequest";
+
+    /// Whether `name` names the run payload of a template.
+    pub fn is_payload(name: &str) -> bool {
+        name == PAYLOAD || name == TRANSFORM_REQUEST
+    }
 }
 
 /// One reference found in a string.

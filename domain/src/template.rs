@@ -1,6 +1,9 @@
 //! Running an AgendaTemplate (DOMAIN.md §1, §5): the agenda body with the run payload
-//! (`@<pop.payload>`) and the static parameters (`@<name>`) filled in, ready to submit. Output
-//! references (`@<N.out>`) and run-time tokens stay for the executor.
+//! (`@<pop.payload>`, or POP's alias `@<pop.transformRequest>`) and the static parameters
+//! (`@<name>`) filled in, ready to submit. As in POP, references are replaced across the whole
+//! body: title, `linkId`, `jobId`, params, and each operation's name, type, id, payload and
+//! params. Output references (`@<N.out>`) and run-time tokens stay for the executor. The
+//! customer of a run is chosen by [`run_customer`]; it is never taken from the payload.
 
 use serde_json::Value;
 
@@ -29,7 +32,7 @@ pub fn run_template(
     customer_id: &str,
 ) -> Result<Agenda, ValidationErrors> {
     let mut errors = ValidationErrors::new();
-    let payload_only = |name: &str| (name == tokens::PAYLOAD).then(|| payload.clone());
+    let payload_only = |name: &str| tokens::is_payload(name).then(|| payload.clone());
     let mut statics = Params::new();
     for (key, value) in template.static_parameters.iter() {
         match references::resolve(value, &payload_only) {
@@ -38,7 +41,7 @@ pub fn run_template(
         }
     }
     let lookup = |name: &str| {
-        if name == tokens::PAYLOAD { Some(payload.clone()) } else { statics.get(name).cloned() }
+        if tokens::is_payload(name) { Some(payload.clone()) } else { statics.get(name).cloned() }
     };
     let agenda = fill_body(template, customer_id, &lookup, &mut errors);
     errors.into_result()?;
@@ -63,8 +66,36 @@ pub fn validate_template(template: &AgendaTemplate) -> Result<(), ValidationErro
     errors.into_result()
 }
 
-/// The template's body for `customer_id` with references resolved by `lookup` in operation
-/// payloads and params and in the agenda params; problems are added to `errors`.
+/// The customer a run of `template` is for: the request's `customerId`, else the customerId
+/// of the template's agenda, else the caller's only customer (POP's run request names no
+/// customer). Blank values count as absent, and so does a template customerId that holds a
+/// reference: the customer decides tenancy, so the run payload never chooses it. The caller
+/// still has to be allowed to act for it and the customer to use the template.
+pub fn run_customer(
+    requested: Option<&str>,
+    template: &AgendaTemplate,
+    callers_only_customer: Option<&str>,
+) -> Result<String, ValidationErrors> {
+    let given = |c: Option<&str>| c.map(str::trim).filter(|c| !c.is_empty()).map(str::to_string);
+    let from_body = Some(template.agenda.customer_id.as_str())
+        .filter(|c| !c.contains(references::REFERENCE_START));
+    given(requested).or_else(|| given(from_body)).or_else(|| given(callers_only_customer)).ok_or_else(
+        || {
+            let mut errors = ValidationErrors::new();
+            errors.push(
+                "customerId",
+                format!(
+                    "name the customer to run template {:?} for: the template's agenda names none and the caller may act for several",
+                    template.id
+                ),
+            );
+            errors
+        },
+    )
+}
+
+/// The template's body for `customer_id` with references resolved by `lookup` everywhere in it
+/// (see the module doc); problems are added to `errors`.
 fn fill_body(
     template: &AgendaTemplate,
     customer_id: &str,
@@ -72,29 +103,65 @@ fn fill_body(
     errors: &mut ValidationErrors,
 ) -> Agenda {
     let body = &template.agenda;
+    // As in POP, a body without a title takes the template's.
+    let title = resolve_text(body.title.as_deref(), lookup, "title", errors)
+        .filter(|t| !t.trim().is_empty())
+        .or_else(|| template.title.clone());
     let mut agenda = Agenda {
         id: String::new(),
         cid: None,
         customer_id: customer_id.to_string(),
-        title: body.title.clone().or_else(|| template.title.clone()),
+        title,
         added_time: None,
         updated_time: None,
         operations: body.operations.clone(),
         params: resolve_params(&body.params, lookup, "params", errors),
-        link_id: body.link_id.clone(),
-        job_id: body.job_id.clone(),
+        link_id: resolve_text(body.link_id.as_deref(), lookup, "linkId", errors),
+        job_id: resolve_text(body.job_id.as_deref(), lookup, "jobId", errors),
         progress_id: None,
         agenda_insight: None,
     };
     for (i, op) in agenda.operations.iter_mut().enumerate() {
+        let field = |name: &str| format!("operations[{i}].{name}");
+        op.name = resolve_text(Some(&op.name), lookup, &field("name"), errors).unwrap_or_default();
+        op.op_type =
+            resolve_text(Some(&op.op_type), lookup, &field("type"), errors).unwrap_or_default();
+        op.id = resolve_text(op.id.as_deref(), lookup, &field("id"), errors);
         let label = format!("operation {:?}", op.name);
         match references::resolve(&op.payload, lookup) {
             Ok(v) => op.payload = v,
-            Err(e) => errors.push(format!("operations[{i}].payload"), describe(&label, &e)),
+            Err(e) => errors.push(field("payload"), describe(&label, &e)),
         }
-        op.params = resolve_params(&op.params, lookup, &format!("operations[{i}].params"), errors);
+        op.params = resolve_params(&op.params, lookup, &field("params"), errors);
     }
     agenda
+}
+
+/// A text field of the body with its references resolved. A scalar result becomes its text
+/// and null leaves the field unset; an object or array cannot be text and is a problem.
+fn resolve_text(
+    text: Option<&str>,
+    lookup: &impl Fn(&str) -> Option<Value>,
+    field: &str,
+    errors: &mut ValidationErrors,
+) -> Option<String> {
+    let text = text?;
+    if !text.contains(references::REFERENCE_START) {
+        return Some(text.to_string());
+    }
+    match references::resolve(&Value::String(text.to_string()), lookup) {
+        Ok(Value::String(s)) => Some(s),
+        Ok(Value::Null) => None,
+        Ok(v @ (Value::Number(_) | Value::Bool(_))) => Some(v.to_string()),
+        Ok(_) => {
+            errors.push(field, format!("{text} gives an object or array, but {field} is text"));
+            Some(text.to_string())
+        }
+        Err(e) => {
+            errors.push(field, e.to_string());
+            Some(text.to_string())
+        }
+    }
 }
 
 fn resolve_params(
@@ -215,6 +282,66 @@ mod tests {
         assert_eq!(err.errors.len(), 1, "{err}");
         assert_eq!(err.errors[0].field, "agenda.operations[1].payload.in");
         assert!(err.errors[0].message.contains("did you mean `@<sample.out>`?"), "{err}");
+    }
+
+    #[test]
+    fn run_substitutes_across_the_whole_template_agenda() {
+        let t: AgendaTemplate = serde_json::from_value(json!({
+            "id": "t2", "customerId": "owner", "title": "Fallback title",
+            "staticParameters": {"tier": "gold"},
+            "agenda": {
+                "title": "Encode @<pop.payload::/name> (@<tier>)",
+                "linkId": "@<pop.payload::/batch>",
+                "jobId": "job-@<pop.payload::/id>",
+                "params": {"externalId": "@<pop.payload::/id>", "tier": "@<tier>"},
+                "operations": [{"name": "encode", "type": "ffmpeg",
+                    "payload": {"src": "@<pop.payload::/url>"},
+                    "params": {"node": "@<pop.payload::/node?any>"}}]
+            }
+        }))
+        .unwrap();
+        let payload = json!({"name": "trailer", "batch": "b-7", "id": 42, "url": "s3://in"});
+        let agenda = run_template(&t, &payload, "caller").unwrap();
+        assert_eq!(agenda.title.as_deref(), Some("Encode trailer (gold)"));
+        assert_eq!(agenda.link_id.as_deref(), Some("b-7"));
+        assert_eq!(agenda.job_id.as_deref(), Some("job-42"));
+        assert_eq!(agenda.params.get("externalId"), Some(&json!(42)));
+        assert_eq!(agenda.params.get_str("tier"), Some("gold"));
+        assert_eq!(agenda.operations[0].payload, json!({"src": "s3://in"}));
+        assert_eq!(agenda.operations[0].params.get_str("node"), Some("any"));
+        // A linkId that must be text but would be an object is refused, naming the field.
+        let mut bad = t.clone();
+        bad.agenda.link_id = Some("@<pop.payload>".into());
+        let err = run_template(&bad, &payload, "caller").unwrap_err();
+        assert_eq!(err.errors[0].field, "linkId", "{err}");
+    }
+
+    #[test]
+    fn transform_request_is_pops_alias_of_the_run_payload() {
+        let mut t = template();
+        t.agenda.operations[0].payload =
+            json!({"url": "@<pop.transformRequest::/url>", "all": "@<pop.transformRequest>"});
+        t.static_parameters.insert("source", "@<pop.transformRequest::/input?none>");
+        let payload = json!({"id": 1, "url": "http://x", "input": "in.mp4"});
+        let agenda = run_template(&t, &payload, "caller").unwrap();
+        assert_eq!(agenda.operations[0].payload, json!({"url": "http://x", "all": payload}));
+        assert_eq!(validate_template(&t), Ok(()));
+    }
+
+    #[test]
+    fn the_run_is_for_the_requested_customer_else_the_templates_else_the_callers_only_one() {
+        let mut t = template();
+        assert_eq!(run_customer(Some("acme"), &t, Some("mine")).as_deref(), Ok("acme"));
+        assert_eq!(run_customer(None, &t, Some("mine")).as_deref(), Ok("mine"));
+        t.agenda.customer_id = "body-customer".into();
+        assert_eq!(run_customer(None, &t, Some("mine")).as_deref(), Ok("body-customer"));
+        assert_eq!(run_customer(Some(" "), &t, None).as_deref(), Ok("body-customer"));
+        assert_eq!(run_customer(Some("acme"), &t, None).as_deref(), Ok("acme"));
+        // A customer is never taken from the run payload: a reference there does not count.
+        t.agenda.customer_id = "@<pop.payload::/customer>".into();
+        assert_eq!(run_customer(None, &t, Some("mine")).as_deref(), Ok("mine"));
+        let err = run_customer(None, &t, None).unwrap_err();
+        assert_eq!(err.errors[0].field, "customerId");
     }
 
     #[test]
