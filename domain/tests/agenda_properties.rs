@@ -62,6 +62,11 @@ enum Step {
     Retry,
     Cancel,
     Reclaim,
+    /// The holder hands the agenda back (refused unless it holds the current lease).
+    Release {
+        holder: usize,
+        lease: usize,
+    },
     /// The data reaper closes the agenda (refused unless COMPLETE); later steps are refused.
     Reap,
 }
@@ -118,6 +123,7 @@ fn step() -> impl Strategy<Value = Step> {
         6 => Just(Step::Retry),
         1 => Just(Step::Cancel),
         6 => Just(Step::Reclaim),
+        3 => (mostly_w1(), 0..3usize).prop_map(|(holder, lease)| Step::Release { holder, lease }),
         1 => Just(Step::Reap),
     ]
 }
@@ -227,6 +233,11 @@ fn command(step: &Step, now: Timestamp) -> AgendaCommand {
         Step::Cancel => AgendaCommand::Cancel { reason: None, now },
         // The reclaimer comes late enough for any lease to have expired.
         Step::Reclaim => AgendaCommand::Reclaim { now: later(10_000) },
+        Step::Release { holder, lease } => AgendaCommand::Release {
+            holder: HOLDERS[*holder].into(),
+            lease_id: LEASES[*lease].into(),
+            now,
+        },
         Step::Reap => {
             AgendaCommand::Reap { reason: "old".into(), cutoff: later(-1), now: later(1) }
         }
@@ -444,7 +455,7 @@ fn arbitrary_event() -> impl Strategy<Value = AgendaEvent> {
                 })
             }
         ),
-        (time.clone(), count, names).prop_map(
+        (time.clone(), count, names.clone()).prop_map(
             |(time, attempts_completed, interrupted_operations)| {
                 AgendaEvent::TimedOut(AgendaTimedOut {
                     time,
@@ -457,6 +468,14 @@ fn arbitrary_event() -> impl Strategy<Value = AgendaEvent> {
             }
         ),
         time.clone().prop_map(|time| AgendaEvent::Requeued(AgendaRequeued { time })),
+        (time.clone(), names).prop_map(|(time, interrupted_operations)| {
+            AgendaEvent::Released(AgendaReleased {
+                time,
+                holder: "w".into(),
+                lease_id: "l".into(),
+                interrupted_operations,
+            })
+        }),
         time.prop_map(|time| AgendaEvent::Reaped(AgendaReaped {
             time,
             reason: "old".into(),

@@ -115,6 +115,11 @@ fn every_command_is_allowed_exactly_from_the_states_of_section_3() {
             allowed_from: &["added", "queued", "scheduled", "executing", "pending"],
             then_types: &["OperationsExpanded"],
         },
+        Rule {
+            command: || release("w1", "l1", 100),
+            allowed_from: &["scheduled", "executing"],
+            then_types: &["AgendaReleased"],
+        },
         Rule { command: || submit(two_ops()), allowed_from: &[], then_types: &[] },
     ];
     for rule in &rules {
@@ -150,6 +155,7 @@ fn every_command_on_a_missing_agenda_is_not_found() {
         retry(1),
         cancel(1),
         reclaim(1),
+        release("w1", "l1", 1),
     ] {
         check(&[], when, Then::Error(AgendaError::NotFound));
     }
@@ -451,4 +457,103 @@ fn a_reaped_agenda_takes_no_more_commands_and_a_repeat_reap_changes_nothing() {
 /// The events `command` causes after `given`.
 fn history_from(given: &[AgendaEvent], command: AgendaCommand) -> Vec<AgendaEvent> {
     replay(given).decide(&command).expect("the command is accepted")
+}
+
+fn release(holder: &str, lease: &str, at: i64) -> AgendaCommand {
+    AgendaCommand::Release { holder: holder.to_string(), lease_id: lease.to_string(), now: t(at) }
+}
+
+#[test]
+fn release_hands_the_agenda_back_at_once_keeping_its_progress() {
+    // a succeeded, b runs when w1 shuts down and releases its lease (long before it expires).
+    let given = history(vec![
+        submit(two_ops()),
+        queue(1),
+        claim("w1", "l1", 2),
+        report("w1", 10, ops(vec![succeeded("a"), executing("b", 40.0)])),
+    ]);
+    let state = check(&given, release("w1", "l1", 20), Then::Types(vec!["AgendaReleased"]));
+    assert!(state.is(Waiting, message::ADDED), "back to be scheduled at once");
+    assert!(state.is_schedulable());
+    assert!(state.lease().is_none());
+    assert_eq!(state.progress().attempts_completed, 0, "a release consumes no attempt");
+    assert_eq!(op_state(&state, "a"), (Complete, "succeeded".into()), "results kept");
+    assert_eq!(state.operation("a").unwrap().result_payload, json!({"out": "a"}));
+    assert_eq!(op_state(&state, "b"), (Waiting, "pending".into()), "b starts again");
+    assert_eq!(state.operation("b").unwrap().attempt_count, 1);
+    assert!(state.progress().diagnostic_events.is_empty(), "not a timeout");
+    // The next executor takes it from the queue and resumes: only b is left to run.
+    let mut events = given;
+    events.extend(replay(&events).decide(&release("w1", "l1", 20)).unwrap());
+    let state = check(
+        &history_after(&events, vec![queue(21), claim("w2", "l2", 22)]),
+        report("w2", 30, ops(vec![succeeded("b")])),
+        Then::Types(vec!["AgendaProgressReported", "AgendaCompleted"]),
+    );
+    assert!(state.is_succeeded());
+    assert_eq!(state.progress().attempts_completed, 1);
+}
+
+#[test]
+fn release_is_refused_like_a_report_from_anyone_but_the_current_lease() {
+    let given = in_state("executing");
+    check(&given, release("w2", "l1", 20), Then::Refused(ErrorCode::Conflict, "superseded"));
+    check(&given, release("w1", "l0", 20), Then::Refused(ErrorCode::Conflict, "superseded"));
+    check(&given, release("w1", " ", 20), Then::Refused(ErrorCode::Validation, "leaseId"));
+    for from in ["added", "queued", "pending"] {
+        check(
+            &in_state(from),
+            release("w1", "l1", 100),
+            Then::Refused(ErrorCode::Conflict, "no longer holds"),
+        );
+    }
+    check(
+        &in_state("succeeded"),
+        release("w1", "l1", 100),
+        Then::Error(AgendaError::AgendaComplete { message: "succeeded".into() }),
+    );
+    // Reclaimed and claimed again by the same worker under a new lease: the old lease is gone.
+    let given = history(vec![
+        submit(two_ops()),
+        queue(1),
+        claim("w1", "l1", 2),
+        reclaim(400),
+        queue(401),
+        claim("w1", "l2", 402),
+    ]);
+    check(&given, release("w1", "l1", 403), Then::Refused(ErrorCode::Conflict, "superseded"));
+    check(&given, release("w1", "l2", 403), Then::Types(vec!["AgendaReleased"]));
+}
+
+#[test]
+fn a_stale_executors_report_under_a_superseded_lease_id_is_a_conflict_and_changes_nothing() {
+    // w1's lease l1 expired and was reclaimed; w1 (same token name) claimed again as l2. A late
+    // report of the first attempt, failing an operation, must not fail the second.
+    let given = history(vec![
+        submit(two_ops()),
+        queue(1),
+        claim("w1", "l1", 2),
+        reclaim(400),
+        queue(401),
+        claim("w1", "l2", 402),
+    ]);
+    let stale = AgendaCommand::ReportProgress {
+        holder: "w1".into(),
+        lease_id: Some("l1".into()),
+        lease_expires: t(700),
+        report: ops(vec![failed("a")]),
+        now: t(403),
+    };
+    let state = check(&given, stale, Then::Refused(ErrorCode::Conflict, "superseded"));
+    assert!(state.is(Waiting, message::SCHEDULED), "unchanged");
+    assert_eq!(state.lease().map(|l| l.lease_id.as_str()), Some("l2"));
+}
+
+/// The history `given` followed by `commands`.
+fn history_after(given: &[AgendaEvent], commands: Vec<AgendaCommand>) -> Vec<AgendaEvent> {
+    let mut events = given.to_vec();
+    for command in commands {
+        events.extend(history_from(&events, command));
+    }
+    events
 }

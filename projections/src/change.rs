@@ -85,6 +85,7 @@ pub(crate) fn operations_touched(event: &AgendaEvent) -> Vec<String> {
             names
         }
         AgendaEvent::TimedOut(e) => e.interrupted_operations.clone(),
+        AgendaEvent::Released(e) => e.interrupted_operations.clone(),
         AgendaEvent::Queued(_)
         | AgendaEvent::Claimed(_)
         | AgendaEvent::Readded(_)

@@ -38,6 +38,11 @@ pub enum AgendaCommand {
     Cancel { reason: Option<String>, now: Timestamp },
     /// The reclaimer ends an expired lease of a `scheduled` or EXECUTING agenda.
     Reclaim { now: Timestamp },
+    /// The lease holder hands a `scheduled` or EXECUTING agenda back at once (e.g. its
+    /// executor shuts down), instead of letting the lease expire: WAITING/added again, at the
+    /// back of the queue, no attempt consumed, operation progress kept so the next executor
+    /// resumes. Checked like a report: only `holder` under its current lease `lease_id`.
+    Release { holder: String, lease_id: String, now: Timestamp },
     /// The data reaper closes a COMPLETE agenda whose `updatedTime` is at or before `cutoff`
     /// for good, before deleting its stream: afterwards every other command is refused, so the
     /// stream's version is final. A repeat changes nothing.
@@ -57,6 +62,7 @@ impl AgendaCommand {
             AgendaCommand::Retry { .. } => "retry",
             AgendaCommand::Cancel { .. } => "cancel",
             AgendaCommand::Reclaim { .. } => "reclaim",
+            AgendaCommand::Release { .. } => "release",
             AgendaCommand::Reap { .. } => "reap",
         }
     }
@@ -73,6 +79,7 @@ impl AgendaCommand {
             | AgendaCommand::Retry { now }
             | AgendaCommand::Cancel { now, .. }
             | AgendaCommand::Reclaim { now }
+            | AgendaCommand::Release { now, .. }
             | AgendaCommand::Reap { now, .. } => *now,
         }
     }

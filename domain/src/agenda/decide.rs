@@ -57,6 +57,9 @@ impl AgendaState {
             AgendaCommand::Retry { .. } => self.retry(now),
             AgendaCommand::Cancel { reason, .. } => self.cancel(reason.as_deref(), now),
             AgendaCommand::Reclaim { .. } => self.reclaim(now),
+            AgendaCommand::Release { holder, lease_id, .. } => {
+                self.release(holder, lease_id, now)
+            }
             AgendaCommand::Reap { reason, cutoff, .. } => self.reap(reason, *cutoff, now),
         }
     }
@@ -442,13 +445,7 @@ impl AgendaState {
             None => (String::new(), String::new(), now),
         };
         let attempts_completed = self.progress.attempts_completed.saturating_add(1);
-        let interrupted: Vec<String> = self
-            .progress
-            .operation_progress
-            .iter()
-            .filter(|p| p.processing_state == ProcessingState::Executing)
-            .map(|p| p.operation.clone())
-            .collect();
+        let interrupted = self.executing_operations();
         let mut events = vec![AgendaEvent::TimedOut(AgendaTimedOut {
             time: now,
             holder,
@@ -469,6 +466,36 @@ impl AgendaState {
             }));
         }
         Ok(events)
+    }
+
+    /// Hands the agenda back from its current lease holder (see the module doc). The lease id
+    /// is required: unlike a POP report, a release always comes from a client that knows it.
+    fn release(&self, holder: &str, lease_id: &str, now: Timestamp) -> Decision {
+        let mut errors = ValidationErrors::new();
+        if holder.trim().is_empty() {
+            errors.push("holder", "the lease holder is required");
+        }
+        if lease_id.trim().is_empty() {
+            errors.push("leaseId", "the lease id of the release is required");
+        }
+        errors.into_result()?;
+        let lease = self.check_holder(holder, Some(lease_id))?;
+        Ok(vec![AgendaEvent::Released(AgendaReleased {
+            time: now,
+            holder: lease.holder.clone(),
+            lease_id: lease.lease_id.clone(),
+            interrupted_operations: self.executing_operations(),
+        })])
+    }
+
+    /// The operations running now: a timeout or a release interrupts them.
+    fn executing_operations(&self) -> Vec<String> {
+        self.progress
+            .operation_progress
+            .iter()
+            .filter(|p| p.processing_state == ProcessingState::Executing)
+            .map(|p| p.operation.clone())
+            .collect()
     }
 
     fn illegal(&self, command: &'static str) -> AgendaError {

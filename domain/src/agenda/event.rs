@@ -34,6 +34,7 @@ pub const EVENT_TYPES: &[(&str, u32)] = &[
     (type_name::TIMED_OUT, 1),
     (type_name::REQUEUED, 1),
     (type_name::REAPED, 1),
+    (type_name::RELEASED, 1),
 ];
 
 /// Older schema versions this build still reads, each upcast to the current shape on decode;
@@ -58,6 +59,7 @@ pub mod type_name {
     pub const TIMED_OUT: &str = "AgendaTimedOut";
     pub const REQUEUED: &str = "AgendaRequeued";
     pub const REAPED: &str = "AgendaReaped";
+    pub const RELEASED: &str = "AgendaReleased";
 }
 
 /// Every event of an agenda stream.
@@ -76,6 +78,7 @@ pub enum AgendaEvent {
     TimedOut(AgendaTimedOut),
     Requeued(AgendaRequeued),
     Reaped(AgendaReaped),
+    Released(AgendaReleased),
 }
 
 /// An agenda was accepted and bound to an insight: WAITING/added, every operation WAITING.
@@ -299,6 +302,22 @@ pub struct AgendaRequeued {
     pub time: Timestamp,
 }
 
+/// The lease holder handed the agenda back before its lease expired: WAITING/added again
+/// (a new entry at the back of its insight's queue), the lease ended, no attempt consumed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgendaReleased {
+    #[serde(rename = "time", with = "epoch_ms")]
+    pub time: Timestamp,
+    #[serde(rename = "holder")]
+    pub holder: String,
+    #[serde(rename = "leaseId")]
+    pub lease_id: String,
+    /// Operations that were EXECUTING under the released lease: back to WAITING/pending, so
+    /// the next executor starts them again (succeeded ones keep their results).
+    #[serde(rename = "interruptedOperations", default, skip_serializing_if = "Vec::is_empty")]
+    pub interrupted_operations: Vec<String>,
+}
+
 /// The data reaper closed the finished agenda for good; its stream is deleted next and the
 /// audit record (`StreamReaped` in a `reaps-<day>` stream) makes the read models forget it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -335,6 +354,7 @@ impl AgendaEvent {
             AgendaEvent::TimedOut(e) => e.time,
             AgendaEvent::Requeued(e) => e.time,
             AgendaEvent::Reaped(e) => e.time,
+            AgendaEvent::Released(e) => e.time,
         }
     }
 
@@ -353,6 +373,7 @@ impl AgendaEvent {
             AgendaEvent::TimedOut(e) => serde_json::to_vec(e),
             AgendaEvent::Requeued(e) => serde_json::to_vec(e),
             AgendaEvent::Reaped(e) => serde_json::to_vec(e),
+            AgendaEvent::Released(e) => serde_json::to_vec(e),
         }
     }
 }
@@ -373,6 +394,7 @@ impl EventCodec for AgendaEvent {
             AgendaEvent::TimedOut(_) => type_name::TIMED_OUT,
             AgendaEvent::Requeued(_) => type_name::REQUEUED,
             AgendaEvent::Reaped(_) => type_name::REAPED,
+            AgendaEvent::Released(_) => type_name::RELEASED,
         }
     }
 
@@ -421,6 +443,7 @@ impl EventCodec for AgendaEvent {
             type_name::TIMED_OUT => AgendaEvent::TimedOut(from(data).map_err(malformed)?),
             type_name::REQUEUED => AgendaEvent::Requeued(from(data).map_err(malformed)?),
             type_name::REAPED => AgendaEvent::Reaped(from(data).map_err(malformed)?),
+            type_name::RELEASED => AgendaEvent::Released(from(data).map_err(malformed)?),
             other => return Err(CodecError::UnknownType { event_type: other.to_string() }),
         };
         Ok(event)

@@ -78,13 +78,12 @@ impl AgendaState {
                     ..DiagnosticEvent::default()
                 };
                 push_diagnostics(&mut self.progress.diagnostic_events, [diagnostic]);
-                // `startedTime` (the first start) stays; the next start sets `attemptTime`.
-                for p in self.operations_named(&e.interrupted_operations) {
-                    p.processing_state = ProcessingState::Waiting;
-                    p.processing_state_message = Some(message::PENDING.to_string());
-                    p.percent_complete = None;
-                    p.updated_time = Some(time);
-                }
+                self.interrupt_operations(&e.interrupted_operations, time);
+            }
+            AgendaEvent::Released(e) => {
+                self.set_state(ProcessingState::Waiting, message::ADDED);
+                self.lease = None;
+                self.interrupt_operations(&e.interrupted_operations, time);
             }
         }
         self.progress.percent_complete = Some(percent_complete(&self.progress.operation_progress));
@@ -197,6 +196,17 @@ impl AgendaState {
     fn set_state(&mut self, state: ProcessingState, message: &str) {
         self.progress.processing_state = state;
         self.progress.processing_state_message = Some(message.to_string());
+    }
+
+    /// Operations whose attempt was cut short (lease timeout, release) wait to start again.
+    /// `startedTime` (the first start) stays; the next start sets `attemptTime`.
+    fn interrupt_operations(&mut self, names: &[String], time: Timestamp) {
+        for p in self.operations_named(names) {
+            p.processing_state = ProcessingState::Waiting;
+            p.processing_state_message = Some(message::PENDING.to_string());
+            p.percent_complete = None;
+            p.updated_time = Some(time);
+        }
     }
 
     fn cancel_operations(&mut self, names: &[String], time: Timestamp) {

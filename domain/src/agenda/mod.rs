@@ -20,6 +20,11 @@
 //!   WAITING/pending keeping its diagnostics ("resumed"). Otherwise a stale failure from the
 //!   last attempt would fail the next attempt at its first report (§4.2). `continue` resets
 //!   nothing and resumes the rest.
+//! - **Release.** The lease holder may hand its agenda back before the lease expires (an
+//!   executor shutting down): WAITING/added at once, no attempt counted (nothing failed),
+//!   EXECUTING operations back to WAITING/pending, succeeded ones kept for the next executor.
+//!   It is checked like a report, and needs the lease id: a release under a superseded lease
+//!   is refused.
 //! - **Timeouts interrupt.** Operations EXECUTING under an expired lease go back to
 //!   WAITING/pending; the next executor starts them again.
 //! - **Rerun from any COMPLETE** (succeeded too); retry only from COMPLETE/failed.
@@ -49,7 +54,8 @@ pub use command::{AgendaCommand, OperationReport, ProgressReport};
 pub use error::AgendaError;
 pub use event::{
     AgendaCancelled, AgendaClaimed, AgendaCompleted, AgendaEvent, AgendaProgressReported,
-    AgendaQueued, AgendaReadded, AgendaReaped, AgendaRequeued, AgendaRerun, AgendaRetryDecided,
+    AgendaQueued, AgendaReadded, AgendaReaped, AgendaReleased, AgendaRequeued, AgendaRerun,
+    AgendaRetryDecided,
     AgendaSubmitted, AgendaTimedOut, EVENT_TYPES, OLDER_EVENT_VERSIONS, OperationProgressChanged,
     OperationsExpanded, type_name,
 };
