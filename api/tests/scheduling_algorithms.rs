@@ -141,3 +141,40 @@ async fn priority_queues_the_highest_first() {
     one_pass(&s, &mut memory, 2).await;
     assert_eq!(queued(&s), BTreeSet::from([urgent, low]));
 }
+
+#[tokio::test]
+async fn a_re_added_agenda_goes_to_the_back_of_the_queue() {
+    let s = start(ApiConfig::default()).await;
+    let after = with_algorithm(&s, "FirstInFirstOut", 1).await;
+    wait_until(&s, "FirstInFirstOut", |s| algorithm_is(s, SchedulingAlgorithm::FirstInFirstOut))
+        .await;
+    let mut memory = Memory::default();
+    let first = submit(&s, ACME, agenda("acme", "first"), &after).await;
+    wait_until(&s, "1 added", |s| count(s, Phase::Added) == 1).await;
+    one_pass(&s, &mut memory, 1).await;
+    s.ok(
+        ACME_SERVICE,
+        "mutation { getAgenda(insightId: \"transcode\", count: 1) { agenda { id } } }",
+        json!({}),
+    )
+    .await;
+    wait_until(&s, "claimed", |s| count(s, Phase::Queued) == 0).await;
+    // `second` waits; then `first` is cancelled and rerun: it enters the queue again now,
+    // behind `second`, although it was added first.
+    let second = submit(&s, ACME, agenda("acme", "second"), &after).await;
+    s.cancel(ACME, &first).await;
+    s.ok(
+        ACME,
+        "mutation($id: String!) { rerunAgenda(agendaId: $id) { position } }",
+        json!({"id": first}),
+    )
+    .await;
+    wait_until(&s, "2 added", |s| count(s, Phase::Added) == 2).await;
+    one_pass(&s, &mut memory, 1).await;
+    assert_eq!(queued(&s), BTreeSet::from([second]));
+    // `first` keeps its addedTime on the wire: re-entry is its own field.
+    let data = s
+        .ok(ACME, "query($id: String!) { agenda(id: $id) { addedTime } }", json!({"id": first}))
+        .await;
+    assert!(data["agenda"]["addedTime"].is_string(), "{data:#}");
+}

@@ -12,7 +12,7 @@ use pop_domain::agenda::{AgendaCommand, AgendaState, OperationReport, ProgressRe
 use pop_domain::binding::may_use_insight;
 use pop_domain::model::{AgendaProgress, Insight};
 use pop_domain::validate::check_id;
-use pop_projections::{AgendaQuery, Phase, Visibility};
+use pop_projections::{AgendaOrder, AgendaQuery, Phase, Visibility};
 use pop_store::ExecuteError;
 
 use crate::agendas::from_json;
@@ -142,6 +142,7 @@ impl App {
             let mut query = AgendaQuery::new(&caller.principal.customers);
             query.insight_id = Some(&insight.id);
             query.phase = Some(Phase::Queued);
+            query.order = AgendaOrder::Queue;
             query.limit = count.saturating_mul(GET_AGENDA_CANDIDATES_PER_ITEM);
             models
                 .select_agendas(&query)

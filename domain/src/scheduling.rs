@@ -12,9 +12,13 @@
 //!   neither is ever more than one turn behind the other, across passes.
 //! - [`SchedulingAlgorithm::Priority`]: highest *effective* priority first, FIFO within one.
 //!   The effective priority is `params.priority` (clamped to ±[`MAX_PRIORITY`], default 0)
-//!   plus one per whole [`PRIORITY_AGING_INTERVAL_MS`] the agenda has waited since it was
-//!   added, so low priority work is never starved forever (see [`PRIORITY_AGING_INTERVAL_MS`]
-//!   for the bound).
+//!   plus one per whole [`PRIORITY_AGING_INTERVAL_MS`] the agenda has waited since it (re-)entered
+//!   the queue, so low priority work is never starved forever (see
+//!   [`PRIORITY_AGING_INTERVAL_MS`] for the bound).
+//!
+//! "Oldest" is by the time an agenda entered its insight's queue ([`Candidate::entered_ms`]):
+//! its submission, or its re-entry after a rerun, retry, reclaim or release, which puts it at
+//! the back, as POP's new ReadyAgenda did. Its `addedTime` (creation) plays no part.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -24,8 +28,9 @@ use crate::params::Params;
 /// How long an agenda waits for its effective priority to rise by one. A minute: priorities
 /// are small integers in practice, so work one level below the incoming stream gets through
 /// after about a minute of waiting, while a burst of urgent work still runs first for that
-/// long. An agenda added `(p_high - p + 1)` intervals after an agenda of priority `p` with
-/// priority `p_high` ranks strictly below it, so only finitely many agendas can ever pass it.
+/// long. An agenda of priority `p_high` that enters the queue `(p_high - p + 1)` intervals
+/// after one of priority `p` ranks strictly below it, so only finitely many agendas can ever
+/// pass it.
 pub const PRIORITY_AGING_INTERVAL_MS: i64 = 60_000;
 
 /// Largest `params.priority` magnitude honoured; larger values are clamped. Bounds the aging
@@ -42,8 +47,9 @@ pub const PRIORITY_PARAM: &str = "priority";
 pub struct Candidate {
     pub id: String,
     pub customer_id: String,
-    /// `addedTime` in epoch milliseconds.
-    pub added_ms: i64,
+    /// When it (re-)entered its insight's queue, in epoch milliseconds (the agenda state's
+    /// `entered_time`, not `addedTime`).
+    pub entered_ms: i64,
     /// `params.priority` (see [`Candidate::priority_of`]); only `Priority` reads it.
     pub priority: i64,
 }
@@ -101,9 +107,9 @@ pub fn plan(
 }
 
 /// The effective priority of a candidate at `now_ms`: its clamped priority plus one per whole
-/// aging interval waited (a future `added_ms` counts as no wait).
+/// aging interval waited since it entered the queue (a future `entered_ms` counts as no wait).
 pub fn effective_priority(candidate: &Candidate, now_ms: i64) -> i64 {
-    let waited = now_ms.saturating_sub(candidate.added_ms).max(0);
+    let waited = now_ms.saturating_sub(candidate.entered_ms).max(0);
     candidate
         .priority
         .clamp(-MAX_PRIORITY, MAX_PRIORITY)
@@ -114,7 +120,7 @@ fn by_priority(free: usize, candidates: &[Candidate], now_ms: i64) -> Vec<usize>
     let mut ranked: Vec<(i64, i64, usize)> = candidates
         .iter()
         .enumerate()
-        .map(|(i, c)| (effective_priority(c, now_ms), c.added_ms, i))
+        .map(|(i, c)| (effective_priority(c, now_ms), c.entered_ms, i))
         .collect();
     // Higher effective priority first; then older; then the caller's (oldest-first) order.
     ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));

@@ -217,3 +217,51 @@ fn retries_stop_at_maximum_attempts() {
         ErrorCode::Conflict
     );
 }
+
+#[test]
+fn re_entry_is_a_new_place_in_the_queue_and_added_time_stays_the_creation_time() {
+    let submitted = state_of(vec![submit(agenda_of(&["a"], json!({})))]);
+    assert_eq!(submitted.entered_time(), Some(t(0)));
+    let failed = || {
+        let mut c = running(agenda_of(&["a"], json!({})));
+        c.push(report("w1", 10, ops(vec![failed("a")])));
+        c
+    };
+    let entered_after = |extra: Vec<pop_domain::agenda::AgendaCommand>| {
+        let mut c = failed();
+        c.extend(extra);
+        let state = state_of(c);
+        assert_eq!(state.progress().added_time, Some(t(0)), "addedTime is the creation time");
+        assert_eq!(state.agenda().and_then(|a| a.added_time), Some(t(0)));
+        state.entered_time()
+    };
+    assert_eq!(entered_after(vec![rerun(&[], 100)]), Some(t(100)), "rerun");
+    assert_eq!(entered_after(vec![retry(200)]), Some(t(200)), "retry");
+    assert_eq!(
+        entered_after(vec![rerun(&["skipExecution"], 100)]),
+        Some(t(0)),
+        "pending is not in the queue"
+    );
+    let requeued = state_of(vec![
+        submit(agenda_of(&["a"], json!({}))),
+        queue(1),
+        claim("w1", "l1", 2),
+        reclaim(400),
+    ]);
+    assert_eq!(requeued.entered_time(), Some(t(400)), "requeued by the reclaimer");
+    let released = state_of(vec![
+        submit(agenda_of(&["a"], json!({}))),
+        queue(1),
+        claim("w1", "l1", 2),
+        pop_domain::agenda::AgendaCommand::Release {
+            holder: "w1".into(),
+            lease_id: "l1".into(),
+            now: t(50),
+        },
+    ]);
+    assert_eq!(released.entered_time(), Some(t(50)), "released by its holder");
+    // Queueing and claiming do not move it.
+    let claimed =
+        state_of(vec![submit(agenda_of(&["a"], json!({}))), queue(30), claim("w1", "l1", 40)]);
+    assert_eq!(claimed.entered_time(), Some(t(0)));
+}

@@ -31,8 +31,8 @@ use pop_domain::{Params, SchedulingAlgorithm};
 use proptest::prelude::*;
 use serde_json::json;
 
-fn candidate(id: &str, customer: &str, added_ms: i64, priority: i64) -> Candidate {
-    Candidate { id: id.to_string(), customer_id: customer.to_string(), added_ms, priority }
+fn candidate(id: &str, customer: &str, entered_ms: i64, priority: i64) -> Candidate {
+    Candidate { id: id.to_string(), customer_id: customer.to_string(), entered_ms, priority }
 }
 
 fn order(customers: &[&str]) -> CustomerOrder {

@@ -165,4 +165,10 @@ pub enum AgendaOrder {
     /// By `(updatedTime, agenda id)`: an agenda moves to the end whenever it changes, so a
     /// walk through pages may see it again; useful for "recently changed" and for reapers.
     UpdatedTime,
+    /// An insight's queue order, `(time the agenda entered the queue, agenda id)`: its
+    /// submission, or its re-entry after a rerun, retry, reclaim or release, so a re-added
+    /// agenda is behind the ones that waited before it. Only for a query with `insight_id` and
+    /// phase `Added` (the agendas the scheduler may queue) or `Queued`; any other query in this
+    /// order selects nothing.
+    Queue,
 }

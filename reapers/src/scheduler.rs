@@ -16,8 +16,10 @@
 //! Which agendas move is decided per insight by its `schedulingAlgorithm` through the pure
 //! planner [`pop_domain::scheduling::plan`]: `FirstInFirstOut` (oldest `added` first),
 //! `RoundRobin` (one per customer per round, in a remembered customer order) and `Priority`
-//! (higher `params.priority` first, FIFO within, with aging). The candidates are the
-//! schedulable `added` agendas among the oldest [`MAX_SCAN_PAGES`] pages of the insight, so
+//! (higher `params.priority` first, FIFO within, with aging), where "oldest" and aging go by
+//! the time an agenda entered the queue: a rerun, retried, reclaimed or released agenda is
+//! behind the ones that waited before it. The candidates are the schedulable `added` agendas
+//! among the first [`MAX_SCAN_PAGES`] pages of the insight's queue order, so
 //! under a backlog deeper than that, `RoundRobin` and `Priority` choose among the oldest part
 //! of it only.
 //!
@@ -36,7 +38,8 @@ use pop_domain::agenda::{AgendaCommand, AgendaError, AgendaState};
 use pop_domain::scheduling::{self, Candidate, CustomerOrder};
 use pop_domain::{SchedulingAlgorithm, Timestamp};
 use pop_projections::{
-    AgendaQuery, Change, ChangeKind, Cursor, MAX_PAGE_SIZE, Phase, Projections, Visibility,
+    AgendaOrder, AgendaQuery, Change, ChangeKind, Cursor, MAX_PAGE_SIZE, Phase, Projections,
+    Visibility,
 };
 use pop_store::{Commands, EventMetadata, ExecuteError, Position, ProcessLeadership};
 use tokio::sync::broadcast;
@@ -157,6 +160,7 @@ fn plan(projections: &Projections, memory: &mut Memory, now_ms: i64) -> Vec<(Str
             let mut query = AgendaQuery::new(&all);
             query.insight_id = Some(&insight.id);
             query.phase = Some(Phase::Added);
+            query.order = AgendaOrder::Queue;
             query.after = after.as_ref();
             query.limit = MAX_PAGE_SIZE;
             let page = models.select_agendas(&query);
@@ -177,7 +181,7 @@ fn plan(projections: &Projections, memory: &mut Memory, now_ms: i64) -> Vec<(Str
                 candidates.push(Candidate {
                     id: entry.id().to_string(),
                     customer_id: entry.customer_id().to_string(),
-                    added_ms: entry.added_ms(),
+                    entered_ms: entry.entered_ms(),
                     priority,
                 });
             }

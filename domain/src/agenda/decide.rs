@@ -57,9 +57,7 @@ impl AgendaState {
             AgendaCommand::Retry { .. } => self.retry(now),
             AgendaCommand::Cancel { reason, .. } => self.cancel(reason.as_deref(), now),
             AgendaCommand::Reclaim { .. } => self.reclaim(now),
-            AgendaCommand::Release { holder, lease_id, .. } => {
-                self.release(holder, lease_id, now)
-            }
+            AgendaCommand::Release { holder, lease_id, .. } => self.release(holder, lease_id, now),
             AgendaCommand::Reap { reason, cutoff, .. } => self.reap(reason, *cutoff, now),
         }
     }

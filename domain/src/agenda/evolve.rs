@@ -42,9 +42,11 @@ impl AgendaState {
             }
             AgendaEvent::OperationsExpanded(e) => self.expanded(e),
             AgendaEvent::Rerun(e) => self.rerun_applied(e),
+            // Re-entry: a new place at the back of the insight's queue.
             AgendaEvent::Readded(_) | AgendaEvent::Requeued(_) => {
                 self.set_state(ProcessingState::Waiting, message::ADDED);
                 self.lease = None;
+                self.entered = Some(time);
             }
             // The retry decision is for the audit trail; the rerun that follows changes state.
             AgendaEvent::RetryDecided(_) => {}
@@ -83,6 +85,7 @@ impl AgendaState {
             AgendaEvent::Released(e) => {
                 self.set_state(ProcessingState::Waiting, message::ADDED);
                 self.lease = None;
+                self.entered = Some(time);
                 self.interrupt_operations(&e.interrupted_operations, time);
             }
         }
@@ -130,6 +133,7 @@ impl AgendaState {
         self.progress.percent_complete = Some(percent_complete(&self.progress.operation_progress));
         self.agenda = Some(agenda.clone());
         self.lease = None;
+        self.entered = Some(e.time);
     }
 
     fn progress_reported(&mut self, e: &AgendaProgressReported) {

@@ -25,6 +25,11 @@
 //!   EXECUTING operations back to WAITING/pending, succeeded ones kept for the next executor.
 //!   It is checked like a report, and needs the lease id: a release under a superseded lease
 //!   is refused.
+//! - **Re-entry.** Submission, and every return to WAITING/added (rerun, retry, reclaim,
+//!   release), records when the agenda entered its insight's waiting line
+//!   ([`AgendaState::entered_time`]): the scheduler orders and ages by it, so a re-added agenda
+//!   goes to the back of the queue, as POP's new ReadyAgenda did. `addedTime` stays the
+//!   creation time on the wire.
 //! - **Timeouts interrupt.** Operations EXECUTING under an expired lease go back to
 //!   WAITING/pending; the next executor starts them again.
 //! - **Rerun from any COMPLETE** (succeeded too); retry only from COMPLETE/failed.
@@ -55,9 +60,8 @@ pub use error::AgendaError;
 pub use event::{
     AgendaCancelled, AgendaClaimed, AgendaCompleted, AgendaEvent, AgendaProgressReported,
     AgendaQueued, AgendaReadded, AgendaReaped, AgendaReleased, AgendaRequeued, AgendaRerun,
-    AgendaRetryDecided,
-    AgendaSubmitted, AgendaTimedOut, EVENT_TYPES, OLDER_EVENT_VERSIONS, OperationProgressChanged,
-    OperationsExpanded, type_name,
+    AgendaRetryDecided, AgendaSubmitted, AgendaTimedOut, EVENT_TYPES, OLDER_EVENT_VERSIONS,
+    OperationProgressChanged, OperationsExpanded, type_name,
 };
 pub use rerun::{RerunFlags, RerunPlan, RerunReset, flag, plan_rerun, reset_closure};
 pub use state::{

@@ -42,6 +42,16 @@ pub struct AgendaState {
     pub(super) progress: AgendaProgress,
     #[serde(rename = "lease", default, skip_serializing_if = "Option::is_none")]
     pub(super) lease: Option<Lease>,
+    /// When the agenda last entered its insight's waiting line: its submission, or its
+    /// re-entry after a rerun, a retry, a reclaim or a release ("a new ReadyAgenda at now", as
+    /// POP did). The scheduler orders and ages by it; `addedTime` stays the creation time.
+    #[serde(
+        rename = "enteredTime",
+        default,
+        with = "crate::model::epoch_ms::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(super) entered: Option<Timestamp>,
     /// Closed by the data reaper: no command applies any more.
     #[serde(rename = "reaped", default, skip_serializing_if = "std::ops::Not::not")]
     pub(super) reaped: bool,
@@ -66,6 +76,12 @@ impl AgendaState {
     /// The current lease: only while `scheduled` or EXECUTING.
     pub fn lease(&self) -> Option<&Lease> {
         self.lease.as_ref()
+    }
+
+    /// When the agenda last entered its insight's waiting line (see the field); its
+    /// `addedTime` for a state folded before this was recorded.
+    pub fn entered_time(&self) -> Option<Timestamp> {
+        self.entered.or_else(|| self.agenda.as_ref().and_then(|a| a.added_time))
     }
 
     pub fn exists(&self) -> bool {

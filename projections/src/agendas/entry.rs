@@ -33,6 +33,9 @@ pub(super) struct Keys {
     pub(super) phase: Phase,
     pub(super) added: i64,
     pub(super) updated: i64,
+    /// When the agenda last entered its insight's queue (`AgendaState::entered_time`): its
+    /// place in the queue order.
+    pub(super) entered: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +91,11 @@ impl AgendaEntry {
     /// `addedTime` in epoch milliseconds.
     pub fn added_ms(&self) -> i64 {
         self.keys.added
+    }
+    /// When the agenda last entered its insight's queue (submission, or re-entry after a
+    /// rerun, retry, reclaim or release), in epoch milliseconds: the scheduler's "oldest".
+    pub fn entered_ms(&self) -> i64 {
+        self.keys.entered
     }
     /// `updatedTime` in epoch milliseconds.
     pub fn updated_ms(&self) -> i64 {

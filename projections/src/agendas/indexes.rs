@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use pop_domain::ProcessingState;
 
+use crate::phase::Phase;
+
 use super::entry::Keys;
 use super::{AgendaModel, intern};
 
@@ -27,6 +29,47 @@ pub(super) struct Partition {
 impl Partition {
     pub(super) fn is_empty(&self) -> bool {
         self.added.is_empty()
+    }
+}
+
+/// One insight's queue, in queue order (`(entered ms, agenda id)`): the agendas waiting to be
+/// queued and the queued ones.
+#[derive(Debug, Default)]
+pub(super) struct Queue {
+    /// WAITING/added: the scheduler's candidates.
+    pub(super) waiting: BTreeSet<Key>,
+    /// WAITING/queued: what `getAgenda` hands out.
+    pub(super) queued: BTreeSet<Key>,
+}
+
+impl Queue {
+    pub(super) fn part(&self, phase: Phase) -> Option<&BTreeSet<Key>> {
+        match phase {
+            Phase::Added => Some(&self.waiting),
+            Phase::Queued => Some(&self.queued),
+            _ => None,
+        }
+    }
+
+    fn part_mut(&mut self, phase: Phase) -> Option<&mut BTreeSet<Key>> {
+        match phase {
+            Phase::Added => Some(&mut self.waiting),
+            Phase::Queued => Some(&mut self.queued),
+            _ => None,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.waiting.is_empty() && self.queued.is_empty()
+    }
+}
+
+/// The part of its insight's queue an agenda with `k` is in, if any.
+fn queue_phase(k: &Keys) -> Option<Phase> {
+    match k.phase {
+        Phase::Added => Some(Phase::Added),
+        Phase::Queued => Some(Phase::Queued),
+        _ => None,
     }
 }
 
@@ -51,6 +94,7 @@ impl AgendaModel {
         self.by_customer.clear();
         self.by_link.clear();
         self.by_insight.clear();
+        self.queues.clear();
         let mut entries = std::mem::take(&mut self.entries);
         for entry in entries.values_mut() {
             let k = &mut entry.keys;
@@ -181,6 +225,32 @@ impl AgendaModel {
                     .entry(k.phase)
                     .or_default()
                     .insert(added_key(k));
+            }
+        }
+
+        // Queue order: per insight, the waiting candidates and the queued ones.
+        let queue_key = |k: &Keys| (k.entered, Arc::clone(id));
+        let same_place = |a: &Keys, b: &Keys| {
+            a.entered == b.entered && a.insight == b.insight && queue_phase(a) == queue_phase(b)
+        };
+        if !matches!((old, new), (Some(a), Some(b)) if same_place(a, b)) {
+            if let Some(k) = old
+                && let (Some(insight), Some(phase)) = (&k.insight, queue_phase(k))
+                && let Some(queue) = self.queues.get_mut(insight)
+            {
+                if let Some(part) = queue.part_mut(phase) {
+                    part.remove(&queue_key(k));
+                }
+                if queue.is_empty() {
+                    self.queues.remove(insight);
+                }
+            }
+            if let Some(k) = new
+                && let (Some(insight), Some(phase)) = (&k.insight, queue_phase(k))
+                && let Some(part) =
+                    self.queues.entry(Arc::clone(insight)).or_default().part_mut(phase)
+            {
+                part.insert(queue_key(k));
             }
         }
     }

@@ -52,8 +52,12 @@ pub struct AgendaModel {
     by_customer: HashMap<Arc<str>, Partition>,
     /// In `addedTime` order.
     by_link: HashMap<Arc<str>, BTreeSet<Key>>,
-    /// Per insight and phase, in `addedTime` order: the scheduler's and `getAgenda`'s queues.
+    /// Per insight and phase, in `addedTime` order: listing and counting by insight.
     by_insight: HashMap<Arc<str>, BTreeMap<Phase, BTreeSet<Key>>>,
+    /// Per insight, its queue in queue order (the time each agenda entered it, see
+    /// [`AgendaEntry::entered_ms`]): the `added` agendas the scheduler may queue and the
+    /// `queued` ones `getAgenda` hands out. Read through [`crate::query::AgendaOrder::Queue`].
+    queues: HashMap<Arc<str>, indexes::Queue>,
     /// While set (a rebuild or a snapshot load, before anyone queries), the indexes above are
     /// not maintained per event: [`AgendaModel::build_indexes`] builds them once from the
     /// entries' keys at the end. An agenda changes ~14 times in its life, and each change
@@ -253,6 +257,7 @@ fn keys_of<C, L, I>(
         .as_ref()
         .map(|i| intern(by_insight, old.and_then(|k| k.insight.as_ref()), &i.insight_id));
     let added = ms(p.added_time.or(state.agenda().and_then(|a| a.added_time)));
+    let entered = state.entered_time().map_or(added, |t| t.timestamp_millis());
     Keys {
         progress_id,
         customer,
@@ -262,6 +267,7 @@ fn keys_of<C, L, I>(
         phase: Phase::of(p.processing_state, p.processing_state_message.as_deref().unwrap_or("")),
         added,
         updated: ms(p.updated_time).max(added),
+        entered,
     }
 }
 
@@ -283,6 +289,8 @@ mod tests {
     use chrono::{TimeZone, Utc};
     use pop_domain::agenda::AgendaCommand;
     use pop_domain::{Agenda, AgendaInsight, Operation};
+
+    use crate::query::{AgendaOrder, Visibility};
 
     fn t(secs: i64) -> Timestamp {
         Utc.timestamp_millis_opt(1_736_935_200_000 + secs * 1000).single().unwrap_or_default()
@@ -332,8 +340,41 @@ mod tests {
             m.by_customer.iter().map(|(k, v)| (k, format!("{v:?}"))).collect();
         let links: BTreeMap<_, _> = m.by_link.iter().collect();
         let insights: BTreeMap<_, _> = m.by_insight.iter().collect();
+        let queues: BTreeMap<_, _> = m.queues.iter().collect();
         let progress: BTreeMap<_, _> = m.progress_ids.iter().collect();
-        format!("{:?} {customers:?} {links:?} {insights:?} {progress:?}", m.all)
+        format!("{:?} {customers:?} {links:?} {insights:?} {queues:?} {progress:?}", m.all)
+    }
+
+    #[test]
+    fn the_queue_order_is_by_entry() {
+        // a0..a13 on insights i0 (even) and i1 (odd); a4 and a9 were cancelled and rerun at
+        // t(i + 4), so they entered the queue again then.
+        let mut m = AgendaModel::default();
+        for i in 0..14 {
+            for e in history(i) {
+                m.apply(&format!("a{i}"), &e, None).expect("applies");
+            }
+        }
+        let all = Visibility::All;
+        let page = |insight, phase, order| {
+            let mut q = AgendaQuery::new(&all);
+            q.insight_id = Some(insight);
+            q.phase = Some(phase);
+            q.order = order;
+            m.select(&q).items.iter().map(|e| (e.id().to_string(), e.entered_ms())).collect()
+        };
+        let at = |id: &str, secs| (id.to_string(), t(secs).timestamp_millis());
+        let queue: Vec<(String, i64)> = page("i1", Phase::Added, AgendaOrder::Queue);
+        assert_eq!(queue, [at("a5", 5), at("a9", 13)], "a9 by its rerun");
+        let queued: Vec<(String, i64)> = page("i1", Phase::Queued, AgendaOrder::Queue);
+        assert_eq!(queued, [at("a1", 1), at("a11", 11)]);
+        // Other phases are no part of the queue.
+        let none: Vec<(String, i64)> = page("i0", Phase::Scheduled, AgendaOrder::Queue);
+        assert!(none.is_empty());
+        // In addedTime order the insight lists its agendas as before.
+        let listed: Vec<(String, i64)> = page("i0", Phase::Added, AgendaOrder::AddedTime);
+        let ids: Vec<_> = listed.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["a0", "a4", "a10"]);
     }
 
     #[test]

@@ -83,7 +83,11 @@ impl AgendaModel {
     ) -> Page<&'m AgendaEntry> {
         let mut sources: Vec<&'m BTreeSet<Key>> = Vec::new();
         let by_added = q.order == AgendaOrder::AddedTime;
-        if let (true, Some(link)) = (by_added, q.link_id) {
+        if q.order == AgendaOrder::Queue {
+            if let (Some(insight), Some(phase)) = (q.insight_id, q.phase) {
+                sources.extend(self.queues.get(insight).and_then(|queue| queue.part(phase)));
+            }
+        } else if let (true, Some(link)) = (by_added, q.link_id) {
             sources.extend(self.by_link.get(link));
         } else if let (true, Some(insight)) = (by_added, q.insight_id) {
             if let Some(phases) = self.by_insight.get(insight) {
@@ -94,7 +98,7 @@ impl AgendaModel {
             }
         } else {
             let pick = |p: &'m Partition| match (q.order, q.processing_state) {
-                (AgendaOrder::AddedTime, _) => &p.added,
+                (AgendaOrder::AddedTime | AgendaOrder::Queue, _) => &p.added,
                 (AgendaOrder::UpdatedTime, None) => &p.updated,
                 (AgendaOrder::UpdatedTime, Some(s)) => &p.by_state[state_slot(s)],
             };
