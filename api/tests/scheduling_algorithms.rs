@@ -178,3 +178,54 @@ async fn a_re_added_agenda_goes_to_the_back_of_the_queue() {
         .await;
     assert!(data["agenda"]["addedTime"].is_string(), "{data:#}");
 }
+
+/// How many `doNotRun` agendas wait ahead of the normal one: every candidate page the
+/// scheduler looks through (`MAX_SCAN_PAGES` pages of `MAX_PAGE_SIZE`) and more.
+const DO_NOT_RUN_BACKLOG: usize = 10_000;
+
+#[tokio::test]
+async fn a_do_not_run_backlog_never_stalls_its_insight() {
+    use pop_domain::agenda::{AgendaCommand, AgendaState};
+    use pop_domain::{Agenda, AgendaInsight};
+
+    let s = start(ApiConfig::default()).await;
+    let after = with_algorithm(&s, "FirstInFirstOut", 1).await;
+    wait_until(&s, "FirstInFirstOut", |s| algorithm_is(s, SchedulingAlgorithm::FirstInFirstOut))
+        .await;
+    // The backlog goes straight through the commands (bound as the API would bind it), many
+    // at a time so the store commits them in groups.
+    let insight =
+        AgendaInsight { resource_pool_id: "pool-1".into(), insight_id: "transcode".into() };
+    let metadata = pop_store::EventMetadata {
+        customer_id: Some("acme".into()),
+        cid: None,
+        causation_id: None,
+        actor: Some("test".into()),
+    };
+    let ids: Vec<String> = (0..DO_NOT_RUN_BACKLOG).map(|i| format!("record-{i:05}")).collect();
+    for chunk in ids.chunks(500) {
+        let submits = chunk.iter().map(|id| {
+            let mut agenda: Agenda =
+                serde_json::from_value(agenda("acme", "records")).expect("agenda");
+            agenda.id = id.clone();
+            agenda.progress_id = Some(id.clone());
+            agenda.params.insert("doNotRun", "true");
+            let command =
+                AgendaCommand::Submit { agenda, insight: insight.clone(), now: chrono::Utc::now() };
+            let (commands, metadata) = (&s.commands, &metadata);
+            async move { commands.execute::<AgendaState>(id, metadata, &command).await }
+        });
+        for result in futures::future::join_all(submits).await {
+            result.expect("a doNotRun agenda is accepted");
+        }
+    }
+    let normal = submit(&s, ACME, agenda("acme", "normal"), &after).await;
+    wait_until(&s, "the backlog and the normal agenda", |s| {
+        s.state.projections().read().agendas().get(&normal).is_some()
+            && count(s, Phase::Added) == DO_NOT_RUN_BACKLOG + 1
+    })
+    .await;
+    let mut memory = Memory::default();
+    one_pass(&s, &mut memory, 1).await;
+    assert_eq!(queued(&s), BTreeSet::from([normal]));
+}

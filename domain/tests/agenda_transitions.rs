@@ -557,3 +557,32 @@ fn history_after(given: &[AgendaEvent], commands: Vec<AgendaCommand>) -> Vec<Age
     }
     events
 }
+
+#[test]
+fn a_do_not_run_agenda_that_only_waits_is_reaped_by_age_like_a_complete_one() {
+    let record = || submit(agenda_of(&["a"], json!({"doNotRun": "true"})));
+    check(&history(vec![record()]), reap(0, 1_000), Then::Types(vec!["AgendaReaped"]));
+    check(
+        &history(vec![record()]),
+        reap(-1, 1_000),
+        Then::Refused(ErrorCode::Conflict, "after the reap cutoff"),
+    );
+    // Rerun as a record it stays pending, never re-added: also retired.
+    let mut c = running(agenda_of(&["a"], json!({})));
+    c.push(AgendaCommand::Expand {
+        operations: vec![],
+        params: params(json!({"doNotRun": true})),
+        now: t(5),
+    });
+    c.push(report("w1", 10, ops(vec![succeeded("a")])));
+    check(&history(c.clone()), rerun(&[], 20), Then::Types(vec!["AgendaRerun"]));
+    let mut pending = history(c);
+    pending.extend(history_from(&pending, rerun(&[], 20)));
+    check(&pending, reap(20, 1_000), Then::Types(vec!["AgendaReaped"]));
+    // Waiting work without doNotRun is never reaped.
+    check(
+        &in_state("added"),
+        reap(10_000, 10_000),
+        Then::Refused(ErrorCode::Conflict, "cannot reap"),
+    );
+}

@@ -168,7 +168,7 @@ pub enum AgendaOrder {
     /// An insight's queue order, `(time the agenda entered the queue, agenda id)`: its
     /// submission, or its re-entry after a rerun, retry, reclaim or release, so a re-added
     /// agenda is behind the ones that waited before it. Only for a query with `insight_id` and
-    /// phase `Added` (the agendas the scheduler may queue) or `Queued`; any other query in this
-    /// order selects nothing.
+    /// phase `Added` (the agendas the scheduler may queue; `doNotRun` ones never are) or
+    /// `Queued`; any other query in this order selects nothing.
     Queue,
 }

@@ -1,13 +1,16 @@
 //! The DataObjectReaper (DOMAIN.md §9): COMPLETE agendas (with their AgendaProgress and
-//! OperationProgress) whose `updatedTime` is at least the agenda `reapAge` old, and deleted
-//! config objects (customers, resource pools, insights, templates) deleted at least the config
-//! `reapAge` ago, leave every read model and the store, with an audit record kept.
+//! OperationProgress) whose `updatedTime` is at least the agenda `reapAge` old, `doNotRun`
+//! agendas by the same rule (they are never scheduled, so they wait — `added`, or `pending`
+//! after a rerun — for ever; pop retires them instead of keeping them without bound), and
+//! deleted config objects (customers, resource pools, insights, templates) deleted at least
+//! the config `reapAge` ago, leave every read model and the store, with an audit record kept.
 //!
 //! Store deletes are not events, so each reap is three steps, each idempotent:
 //! 1. **Close the object with a domain event.** Agendas get `AgendaCommand::Reap`
-//!    (`AgendaReaped`): the domain refuses it unless the agenda is COMPLETE and not updated
-//!    after the cutoff, and refuses every command after it, so the stream's version is final
-//!    and no rerun can slip in between the decision and the delete. A deleted config object
+//!    (`AgendaReaped`): the domain refuses it unless the agenda is COMPLETE (or a waiting
+//!    `doNotRun` one) and not updated after the cutoff, and refuses every command after it,
+//!    so the stream's version is final and no rerun can slip in between the decision and the
+//!    delete. A deleted config object
 //!    is already closed by its `…Deleted` event; the reaper re-reads the stream's last event
 //!    and deletes only at exactly that version, so a re-creation in between wins.
 //! 2. **Delete the stream** at that version (`delete_stream(Exact(v))`).
@@ -59,7 +62,7 @@ pub const AGENDA_KIND: &str = "agenda";
 pub struct DataReaperConfig {
     /// Interval, batch size, run-time bound and dry run.
     pub cadence: Cadence,
-    /// Age of a COMPLETE agenda's `updatedTime` at which it is reaped.
+    /// Age of a COMPLETE (or waiting `doNotRun`) agenda's `updatedTime` at which it is reaped.
     pub agenda_reap_age: Duration,
     /// Age of a deleted config object's deletion at which its stream is reaped.
     pub config_reap_age: Duration,
@@ -154,7 +157,8 @@ fn cutoff(now: Timestamp, age: Duration) -> Timestamp {
     now - TimeDelta::from_std(age).unwrap_or(TimeDelta::MAX)
 }
 
-/// The objects to reap at `now`: COMPLETE agendas with `updatedTime <= now - agenda_reap_age`
+/// The objects to reap at `now`: COMPLETE agendas, and `doNotRun` ones waiting `added` or
+/// `pending`, with `updatedTime <= now - agenda_reap_age`
 /// and deleted config objects deleted at or before `now - config_reap_age` (an age exactly at
 /// the bound is reaped), oldest first, at most `config.cadence.batch_size`. Pure.
 pub fn plan(now: Timestamp, models: &ReadModels, config: &DataReaperConfig) -> Vec<ReapAction> {
@@ -162,11 +166,25 @@ pub fn plan(now: Timestamp, models: &ReadModels, config: &DataReaperConfig) -> V
     let agenda_cutoff = cutoff(now, config.agenda_reap_age);
     let cutoff_ms = agenda_cutoff.timestamp_millis();
     let agendas = models.agendas();
-    for phase in [Phase::Succeeded, Phase::Failed, Phase::Cancelled, Phase::Complete] {
+    let phases = [
+        Phase::Succeeded,
+        Phase::Failed,
+        Phase::Cancelled,
+        Phase::Complete,
+        Phase::Added,
+        Phase::Pending,
+    ];
+    for phase in phases {
+        let waiting = matches!(phase, Phase::Added | Phase::Pending);
         for entry in agendas.in_phase(phase) {
-            if entry.updated_ms() > cutoff_ms {
+            if entry.updated_ms() > cutoff_ms || (waiting && !entry.is_do_not_run()) {
                 continue;
             }
+            let what = if waiting {
+                format!("doNotRun agenda ({phase:?}), never scheduled,")
+            } else {
+                format!("COMPLETE agenda ({phase:?})")
+            };
             found.push(ReapAction {
                 stream: pop_domain::aggregate::stream_name(
                     pop_domain::agenda::CATEGORY,
@@ -178,7 +196,7 @@ pub fn plan(now: Timestamp, models: &ReadModels, config: &DataReaperConfig) -> V
                 updated_time: Timestamp::from_timestamp_millis(entry.updated_ms()),
                 cutoff: agenda_cutoff,
                 reason: format!(
-                    "COMPLETE agenda ({phase:?}) not updated for at least {} s (agenda reapAge)",
+                    "{what} not updated for at least {} s (agenda reapAge)",
                     config.agenda_reap_age.as_secs()
                 ),
             });

@@ -57,8 +57,8 @@ pub const SAFETY_PASS_INTERVAL: Duration = Duration::from_secs(5);
 /// the commands of one pass per insight.
 pub const MAX_QUEUE_SIZE: usize = 10_000;
 
-/// Most pages of `added` agendas one insight's pass looks through to find schedulable ones
-/// (pages of `doNotRun` agendas are skipped over).
+/// Most pages of an insight's queue candidates one pass looks through (`doNotRun` agendas are
+/// never among them: the projections keep them out of the queue order).
 pub const MAX_SCAN_PAGES: usize = 10;
 
 /// Most changes drained from the feed into one pass (the rest wake the next pass).

@@ -105,6 +105,33 @@ impl Fixture {
         }
     }
 
+    /// Submits `id` at `at`: WAITING/added for ever unless `do_not_run` is false.
+    async fn waiting(&self, id: &str, at: i64, do_not_run: bool) {
+        let mut agenda = Agenda {
+            id: id.to_string(),
+            customer_id: "acme".to_string(),
+            progress_id: Some(id.to_string()),
+            operations: vec![Operation { name: "probe".to_string(), ..Operation::default() }],
+            ..Agenda::default()
+        };
+        if do_not_run {
+            agenda.params.insert("doNotRun", "true");
+        }
+        let insight =
+            AgendaInsight { resource_pool_id: "p".to_string(), insight_id: "i".to_string() };
+        let done = self
+            .services
+            .commands
+            .execute::<AgendaState>(
+                id,
+                &EventMetadata::default(),
+                &AgendaCommand::Submit { agenda, insight, now: t(at) },
+            )
+            .await
+            .unwrap();
+        self.caught_up(done.position).await;
+    }
+
     async fn deleted_customer(&self, id: &str, deleted_at: i64) {
         let customer = Customer {
             id: id.to_string(),
@@ -210,6 +237,36 @@ async fn old_objects_leave_the_read_models_and_the_store_and_a_record_stays() {
         f.projections().read().fingerprint().unwrap(),
         "rebuild equals the incremental read models"
     );
+}
+
+#[tokio::test]
+async fn do_not_run_agendas_are_retired_by_age_like_complete_ones() {
+    let f = fixture().await;
+    // Records (`doNotRun`) are never scheduled, so they stay WAITING/added for ever: the
+    // reaper retires them by the same agenda reapAge rule as finished agendas.
+    f.waiting("old-record", 100, true).await;
+    f.waiting("new-record", 2 * DAY, true).await;
+    f.waiting("old-work", 100, false).await;
+    let now = t(100 + 3 * DAY);
+    let report = run_once(&f.services, now, &DataReaperConfig::default()).await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!((report.planned, report.agendas), (1, 1));
+    f.settle().await;
+    {
+        let models = f.projections().read();
+        assert!(models.agenda_entry("old-record").is_none());
+        assert!(models.agenda_entry("new-record").is_some(), "younger than reapAge");
+        assert!(models.agenda_entry("old-work").is_some(), "waiting work is never reaped");
+    }
+    let read = f.services.store.read_stream("agenda-old-record", 0, 10, Direction::Forwards).await;
+    assert!(matches!(read, Err(StoreError::StreamDeleted { .. })), "{read:?}");
+    let audit = format!("reaps-{}", day_id(now));
+    let records = f.services.store.read_stream(&audit, 0, 10, Direction::Forwards).await.unwrap();
+    let ReapEvent::StreamReaped(record) =
+        ReapEvent::decode(&records[0].event_type, records[0].schema_version, &records[0].data)
+            .unwrap();
+    assert_eq!(record.stream, "agenda-old-record");
+    assert!(record.reason.contains("doNotRun"), "{}", record.reason);
 }
 
 #[tokio::test]

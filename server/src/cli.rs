@@ -232,7 +232,7 @@ pub struct ReaperArgs {
     #[arg(long, env = "POP_DATA_REAP_INTERVAL", default_value_t = 4 * 3600)]
     pub data_reap_interval: u64,
     /// Age (seconds since `updatedTime`) at which a COMPLETE agenda and its progress are
-    /// reaped.
+    /// reaped; also a `doNotRun` agenda, which is never scheduled and only waits.
     #[arg(long, env = "POP_AGENDA_REAP_AGE", default_value_t = 3 * 86_400)]
     pub agenda_reap_age: u64,
     /// Age (seconds since deletion) at which a deleted config object's stream is reaped.

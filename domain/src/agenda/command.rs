@@ -43,8 +43,8 @@ pub enum AgendaCommand {
     /// back of the queue, no attempt consumed, operation progress kept so the next executor
     /// resumes. Checked like a report: only `holder` under its current lease `lease_id`.
     Release { holder: String, lease_id: String, now: Timestamp },
-    /// The data reaper closes a COMPLETE agenda whose `updatedTime` is at or before `cutoff`
-    /// for good, before deleting its stream: afterwards every other command is refused, so the
+    /// The data reaper closes a COMPLETE agenda (or a `doNotRun` one that only waits) whose
+    /// `updatedTime` is at or before `cutoff` for good, before deleting its stream: afterwards every other command is refused, so the
     /// stream's version is final. A repeat changes nothing.
     Reap { reason: String, cutoff: Timestamp, now: Timestamp },
 }

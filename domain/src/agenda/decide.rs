@@ -62,10 +62,11 @@ impl AgendaState {
         }
     }
 
-    /// Only a COMPLETE agenda not updated after `cutoff` (an age exactly at the bound is old
-    /// enough) may be reaped.
+    /// Only a COMPLETE agenda, or a `doNotRun` one waiting for ever (`added`, or `pending`
+    /// after a rerun), not updated after `cutoff` (an age exactly at the bound is old enough)
+    /// may be reaped.
     fn reap(&self, reason: &str, cutoff: Timestamp, now: Timestamp) -> Decision {
-        if !self.is_complete() {
+        if !self.is_complete() && !self.is_retired_record() {
             return Err(self.illegal("reap"));
         }
         let updated = self.progress.updated_time;

@@ -123,6 +123,15 @@ impl AgendaState {
         self.agenda.as_ref().is_some_and(|a| a.params.contains(keys::DO_NOT_RUN))
     }
 
+    /// A `doNotRun` agenda that only waits: WAITING/added (never queued) or WAITING/pending
+    /// (rerun, never re-added). Nothing will ever move it, so the data reaper retires it by the
+    /// same age rule as a COMPLETE agenda.
+    pub fn is_retired_record(&self) -> bool {
+        self.is_do_not_run()
+            && (self.is(ProcessingState::Waiting, message::ADDED)
+                || self.is(ProcessingState::Waiting, message::PENDING))
+    }
+
     /// WAITING/added and not `doNotRun`: the scheduler may queue it.
     pub fn is_schedulable(&self) -> bool {
         self.is(ProcessingState::Waiting, message::ADDED) && !self.is_do_not_run()

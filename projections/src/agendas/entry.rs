@@ -36,6 +36,8 @@ pub(super) struct Keys {
     /// When the agenda last entered its insight's queue (`AgendaState::entered_time`): its
     /// place in the queue order.
     pub(super) entered: i64,
+    /// `params.doNotRun`: kept for record, never a scheduler candidate.
+    pub(super) held: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -96,6 +98,10 @@ impl AgendaEntry {
     /// rerun, retry, reclaim or release), in epoch milliseconds: the scheduler's "oldest".
     pub fn entered_ms(&self) -> i64 {
         self.keys.entered
+    }
+    /// `params.doNotRun`: kept for record, never scheduled.
+    pub fn is_do_not_run(&self) -> bool {
+        self.keys.held
     }
     /// `updatedTime` in epoch milliseconds.
     pub fn updated_ms(&self) -> i64 {

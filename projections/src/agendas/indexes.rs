@@ -36,7 +36,7 @@ impl Partition {
 /// queued and the queued ones.
 #[derive(Debug, Default)]
 pub(super) struct Queue {
-    /// WAITING/added: the scheduler's candidates.
+    /// WAITING/added and not `doNotRun`: the scheduler's candidates.
     pub(super) waiting: BTreeSet<Key>,
     /// WAITING/queued: what `getAgenda` hands out.
     pub(super) queued: BTreeSet<Key>,
@@ -64,10 +64,11 @@ impl Queue {
     }
 }
 
-/// The part of its insight's queue an agenda with `k` is in, if any.
+/// The part of its insight's queue an agenda with `k` is in, if any: `doNotRun` agendas are
+/// never candidates.
 fn queue_phase(k: &Keys) -> Option<Phase> {
     match k.phase {
-        Phase::Added => Some(Phase::Added),
+        Phase::Added if !k.held => Some(Phase::Added),
         Phase::Queued => Some(Phase::Queued),
         _ => None,
     }

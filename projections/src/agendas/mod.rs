@@ -55,8 +55,9 @@ pub struct AgendaModel {
     /// Per insight and phase, in `addedTime` order: listing and counting by insight.
     by_insight: HashMap<Arc<str>, BTreeMap<Phase, BTreeSet<Key>>>,
     /// Per insight, its queue in queue order (the time each agenda entered it, see
-    /// [`AgendaEntry::entered_ms`]): the `added` agendas the scheduler may queue and the
-    /// `queued` ones `getAgenda` hands out. Read through [`crate::query::AgendaOrder::Queue`].
+    /// [`AgendaEntry::entered_ms`]): the `added` agendas the scheduler may queue (never the
+    /// `doNotRun` ones, so a backlog of records cannot fill its window) and the `queued` ones
+    /// `getAgenda` hands out. Read through [`crate::query::AgendaOrder::Queue`].
     queues: HashMap<Arc<str>, indexes::Queue>,
     /// While set (a rebuild or a snapshot load, before anyone queries), the indexes above are
     /// not maintained per event: [`AgendaModel::build_indexes`] builds them once from the
@@ -268,6 +269,7 @@ fn keys_of<C, L, I>(
         added,
         updated: ms(p.updated_time).max(added),
         entered,
+        held: state.is_do_not_run(),
     }
 }
 
@@ -310,6 +312,12 @@ mod tests {
             resource_pool_id: "pool".to_string(),
             insight_id: format!("i{}", i % 2),
         };
+        // Every seventh is a record (`doNotRun`): only submitted, never queued.
+        let record = i % 7 == 6;
+        let mut agenda = agenda;
+        if record {
+            agenda.params.insert("doNotRun", "true");
+        }
         let mut commands = vec![AgendaCommand::Submit { agenda, insight, now: t(i) }];
         let steps = [
             AgendaCommand::Queue { now: t(i + 1) },
@@ -322,7 +330,7 @@ mod tests {
             AgendaCommand::Cancel { reason: None, now: t(i + 3) },
             AgendaCommand::Rerun { flags: Default::default(), now: t(i + 4) },
         ];
-        commands.extend(steps.into_iter().take((i % 5) as usize));
+        commands.extend(steps.into_iter().take(if record { 0 } else { (i % 5) as usize }));
         let mut state = AgendaState::default();
         let mut events = Vec::new();
         for command in &commands {
@@ -346,9 +354,9 @@ mod tests {
     }
 
     #[test]
-    fn the_queue_order_is_by_entry() {
-        // a0..a13 on insights i0 (even) and i1 (odd); a4 and a9 were cancelled and rerun at
-        // t(i + 4), so they entered the queue again then.
+    fn the_queue_order_is_by_entry_and_holds_no_do_not_run_agendas() {
+        // a0..a13 on insights i0 (even) and i1 (odd); a6 and a13 are records (`doNotRun`); a4
+        // and a9 were cancelled and rerun at t(i + 4), so they entered the queue again then.
         let mut m = AgendaModel::default();
         for i in 0..14 {
             for e in history(i) {
@@ -364,17 +372,19 @@ mod tests {
             m.select(&q).items.iter().map(|e| (e.id().to_string(), e.entered_ms())).collect()
         };
         let at = |id: &str, secs| (id.to_string(), t(secs).timestamp_millis());
+        let queue: Vec<(String, i64)> = page("i0", Phase::Added, AgendaOrder::Queue);
+        assert_eq!(queue, [at("a0", 0), at("a4", 8), at("a10", 10)], "no record, a4 by its rerun");
         let queue: Vec<(String, i64)> = page("i1", Phase::Added, AgendaOrder::Queue);
-        assert_eq!(queue, [at("a5", 5), at("a9", 13)], "a9 by its rerun");
+        assert_eq!(queue, [at("a5", 5), at("a9", 13)]);
         let queued: Vec<(String, i64)> = page("i1", Phase::Queued, AgendaOrder::Queue);
         assert_eq!(queued, [at("a1", 1), at("a11", 11)]);
         // Other phases are no part of the queue.
         let none: Vec<(String, i64)> = page("i0", Phase::Scheduled, AgendaOrder::Queue);
         assert!(none.is_empty());
-        // In addedTime order the insight lists its agendas as before.
+        // In addedTime order the insight still lists every agenda, records included.
         let listed: Vec<(String, i64)> = page("i0", Phase::Added, AgendaOrder::AddedTime);
         let ids: Vec<_> = listed.iter().map(|(id, _)| id.as_str()).collect();
-        assert_eq!(ids, ["a0", "a4", "a10"]);
+        assert_eq!(ids, ["a0", "a4", "a6", "a10"]);
     }
 
     #[test]
