@@ -25,7 +25,12 @@ use crate::query::{Cursor, Page, Visibility, VisibleTo};
 /// The version of the canonical JSON shape (and so of the snapshot body). Bump it whenever
 /// the shape or the meaning of a read model changes: an old snapshot is then ignored and the
 /// models are rebuilt from the log, which is always correct.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// 2: agenda states record when they entered their insight's queue (`enteredTime`), operation
+/// progress carries `cid` and the operation's params, `startedTime` keeps the first start, and
+/// `statusCode` is a string; a version-1 snapshot would show none of that until each agenda
+/// changed again.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// A deleted config object kept as a tombstone (see [`ReadModels::deleted_configs`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
