@@ -16,6 +16,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::cli::StoreArgs;
+use crate::data_lock::DataDirLock;
 
 /// The demo agenda: three operations, the last two depending on the first by reference.
 const DEMO_AGENDA: &str = r#"{
@@ -31,6 +32,7 @@ const DEMO_AGENDA: &str = r#"{
 }"#;
 
 pub async fn run(args: StoreArgs) -> Result<()> {
+    let _lock = DataDirLock::acquire(&args.data_dir, "demo")?;
     let path = args.db_path();
     let store = SqliteStore::open(&path, SqliteOptions::default())
         .await

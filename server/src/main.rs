@@ -4,6 +4,7 @@
 mod backend;
 mod cli;
 mod client;
+mod data_lock;
 mod demo;
 mod log_cmd;
 mod reap;

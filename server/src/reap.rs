@@ -25,6 +25,7 @@ use pop_store::{Commands, Leadership};
 
 use crate::backend::Backend;
 use crate::cli::DurabilityArg;
+use crate::data_lock::DataDirLock;
 use tokio::task::JoinHandle;
 
 use crate::cli::{ReapArgs, ReaperArgs, ReaperName};
@@ -194,10 +195,17 @@ async fn run_process(args: &ReapArgs, stop_tx: &tokio::sync::watch::Sender<bool>
     if args.name == ReaperName::Pods {
         return run_pods(args, stopped).await;
     }
-    if args.store_url.is_none() {
-        let path = args.store.db_path();
-        anyhow::ensure!(path.exists(), "no store at {}", path.display());
-    }
+    // The embedded store's data directory belongs to one process (PostgreSQL's replicas
+    // coordinate through leader locks and use no data directory here).
+    let _lock = match args.store_url {
+        None => {
+            let path = args.store.db_path();
+            anyhow::ensure!(path.exists(), "no store at {}", path.display());
+            let command = format!("reap {}", format!("{:?}", args.name).to_lowercase());
+            Some(DataDirLock::acquire(&args.store.data_dir, &command)?)
+        }
+        Some(_) => None,
+    };
     let backend =
         Backend::open(&args.store, args.store_url.as_deref(), DurabilityArg::Full).await?;
     let log = Arc::clone(&backend.log);

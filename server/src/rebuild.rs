@@ -9,10 +9,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pop_store::{EventStore, SqliteOptions, SqliteStore};
 
 use crate::cli::RebuildArgs;
+use crate::data_lock::DataDirLock;
 
 pub async fn run(args: RebuildArgs) -> Result<()> {
     let path = args.store.db_path();
     anyhow::ensure!(path.exists(), "no store at {}", path.display());
+    let _lock = DataDirLock::acquire(&args.store.data_dir, "rebuild")?;
     let store = Arc::new(
         SqliteStore::open(&path, SqliteOptions::default())
             .await

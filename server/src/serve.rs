@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use crate::backend::Backend;
 use crate::cli::ServeArgs;
+use crate::data_lock::DataDirLock;
 use crate::signal::{shutdown_signal, stopped};
 
 /// How long in-flight requests get to finish after a shutdown signal before the process
@@ -26,8 +27,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(args: ServeArgs) -> Result<()> {
     let data_dir = args.store.data_dir.clone();
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    // Held until `run` returns: one process per data directory.
+    let _lock = DataDirLock::acquire(&data_dir, "serve")?;
     let backend = Backend::open(&args.store, args.store_url.as_deref(), args.durability).await?;
     let log = Arc::clone(&backend.log);
 

@@ -714,3 +714,64 @@ async fn acknowledged_changes_survive_kill_9() {
     assert_eq!(state(&pop.progress(ACME, &late, None).await), ("WAITING", "added"));
     assert_eq!(state(&pop.progress(ACME, &ids[3], None).await), ("WAITING", "added"));
 }
+
+/// Runs `cmd` to its end within [`WAIT`] (killing it and failing the test past that); returns
+/// its exit status and stderr.
+fn run_bounded(mut cmd: Command, what: &str) -> (ExitStatus, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let err_path = dir.path().join("stderr");
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status, std::fs::read_to_string(&err_path).unwrap_or_default());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{what} was still running after {WAIT:?}: it did not refuse the locked data \
+                 directory\n{}",
+                log_tail(&err_path)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test]
+async fn one_process_per_data_dir_and_the_second_names_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let first = Pop::start(&data, None, &dir.path().join("pop.log"), false);
+    let holder = format!("pop serve (pid {})", first.child.id());
+
+    // Every process that writes to the data directory refuses at once, naming the holder.
+    let second_serve: &[&str] = &["serve", "--bind", "127.0.0.1:0"];
+    for args in [second_serve, &["rebuild"], &["demo"], &["reap", "data", "--once"]] {
+        let mut cmd = pop_command();
+        cmd.args(args).arg("--data-dir").arg(&data);
+        let what = format!("pop {}", args.join(" "));
+        let (status, stderr) = run_bounded(cmd, &what);
+        assert!(!status.success(), "{what} started on a locked data directory: {stderr}");
+        assert!(stderr.contains("is in use by") && stderr.contains(&holder), "{what}: {stderr}");
+    }
+
+    // Reading stays allowed while the server runs.
+    let mut log = pop_command();
+    log.args(["log", "--limit", "1", "--data-dir"]).arg(&data);
+    let (status, stderr) = run_bounded(log, "pop log");
+    assert!(status.success(), "pop log: {stderr}");
+
+    // Once the holder is gone (even killed), the directory is free again.
+    drop(first);
+    let mut rebuild = pop_command();
+    rebuild.args(["rebuild", "--data-dir"]).arg(&data);
+    let (status, stderr) = run_bounded(rebuild, "pop rebuild");
+    assert!(status.success(), "pop rebuild after the server ended: {stderr}");
+}
