@@ -57,12 +57,14 @@ async fn a_report_under_a_superseded_lease_is_refused_even_from_the_same_token()
     let lease = chrono::Duration::from_std(s.state.config().lease).unwrap();
     assert!(expires > Utc::now() && expires <= Utc::now() + lease, "{expires}");
 
-    // It goes silent; the lease expires and the reclaimer requeues the agenda.
+    // It goes silent; the lease expires and the reclaimer requeues the agenda (planning from
+    // read models that have the claim).
+    s.state.projections().wait_for(s.commands.written(), WAIT).await.unwrap();
     let later = expires + chrono::Duration::seconds(1);
     let actions = plan(later, &s.state.projections().read(), &ReclaimerConfig::default());
     assert_eq!(actions.len(), 1);
     let report = execute(&s.commands, later, &actions, None).await;
-    assert_eq!(report.requeued, 1, "{:?}", report.errors);
+    assert_eq!(report.requeued, 1, "{report:?}");
     let head = s.commands.written().to_string();
     queue(&s, &id, &head).await;
 
@@ -110,4 +112,35 @@ async fn rest_get_agenda_answers_the_lease_as_an_extra_field() {
     assert_eq!(agenda["id"], json!(id));
     assert!(agenda["lease"]["id"].as_str().is_some_and(|l| !l.is_empty()), "{body:#}");
     assert!(agenda["lease"]["expires"].as_i64().is_some_and(|ms| ms > 0), "{body:#}");
+}
+
+const RELEASE: &str = "mutation($a: String!, $l: String!) { releaseAgenda(agendaId: $a, leaseId: $l) \
+    { progress { processingState processingStateMessage attemptsCompleted } lease { id } } }";
+
+#[tokio::test]
+async fn release_hands_the_agenda_back_at_once_under_its_lease_only() {
+    let s = start(ApiConfig::default()).await;
+    let after = s.seed().await;
+    let (id, position) = s.submit(ACME, "acme", "release", &after).await;
+    queue(&s, &id, &position).await;
+    let claimed = s.ok(ACME_SERVICE, CLAIM, json!({})).await;
+    let lease = claimed["getAgenda"][0]["lease"]["id"].as_str().unwrap().to_string();
+
+    // Another token, or a wrong lease, cannot hand it back.
+    let e = s.err(ACME_SERVICE_2, RELEASE, json!({"a": id, "l": lease})).await;
+    assert_eq!(code(&e), "CONFLICT", "{e:#}");
+    let e = s.err(ACME_SERVICE, RELEASE, json!({"a": id, "l": "not-the-lease"})).await;
+    assert_eq!(code(&e), "CONFLICT", "{e:#}");
+
+    // The holder can: back to `added` at once, no attempt consumed, no lease.
+    let done = s.ok(ACME_SERVICE, RELEASE, json!({"a": id, "l": lease})).await;
+    let result = &done["releaseAgenda"];
+    assert_eq!(result["progress"]["processingStateMessage"], json!("added"));
+    assert_eq!(result["progress"]["attemptsCompleted"], json!(0));
+    assert_eq!(result["lease"], Value::Null);
+    // The scheduler queues it again and it can be claimed under a new lease.
+    let head = s.commands.written().to_string();
+    queue(&s, &id, &head).await;
+    let again = s.ok(ACME_SERVICE_2, CLAIM, json!({})).await;
+    assert_eq!(again["getAgenda"][0]["agenda"]["id"], json!(id));
 }

@@ -330,6 +330,36 @@ impl App {
             .on_agenda_within(caller, "updateAgendaProgress", &agenda_id, command, "agendaProgress")
             .await
     }
+
+    /// Hands an agenda the caller holds back at once (a worker stopping gracefully): it goes
+    /// back to `added` at the back of its queue, no attempt is consumed, and operation progress
+    /// stays so the next executor resumes. Only under the current lease (`lease_id`, as
+    /// getAgenda answered it); anyone else's release is refused like a report.
+    pub async fn release(
+        &self,
+        caller: &Caller,
+        agenda_id: &str,
+        lease_id: &str,
+        cid: Option<&str>,
+    ) -> AppResult<AgendaOutcome> {
+        caller
+            .run(Action::Work, cid, async |caller| {
+                check_id("leaseId", lease_id.trim())?;
+                if lease_id.trim().is_empty() {
+                    return Err(AppError::invalid(
+                        "leaseId",
+                        "the lease id getAgenda answered is required",
+                    ));
+                }
+                let command = AgendaCommand::Release {
+                    holder: caller.principal.name.clone(),
+                    lease_id: lease_id.trim().to_string(),
+                    now: Utc::now(),
+                };
+                self.on_agenda(caller, "releaseAgenda", agenda_id, command).await
+            })
+            .await
+    }
 }
 
 /// Fields of an executor's report that POP clients send as numeric strings (`"50"`): the

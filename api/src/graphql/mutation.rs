@@ -152,6 +152,20 @@ impl MutationRoot {
         Ok(done.into())
     }
 
+    /// Hands an agenda the caller holds back at once, under its current lease (`leaseId`, as
+    /// getAgenda answered it): back to `added`, at the back of its queue, no attempt consumed,
+    /// operation progress kept for the next executor. For a worker that stops gracefully.
+    async fn release_agenda(
+        &self,
+        ctx: &Context<'_>,
+        agenda_id: String,
+        lease_id: String,
+        cid: Option<String>,
+    ) -> GqlResult<AgendaResultGql> {
+        let (app, caller) = context(ctx)?;
+        Ok(app.release(caller, &agenda_id, &lease_id, cid.as_deref()).await?.into())
+    }
+
     /// Creates a customer (POP JSON; `id` and `customerId` are the same).
     async fn create_customer(
         &self,

@@ -157,6 +157,7 @@ pub(super) async fn handle(endpoint: Endpoint, call: Call<'_>) -> RestResult<Rep
         Endpoint::GetAgenda => get_agenda(&call).await,
         Endpoint::UpdateAgendaProgress => update_progress(&call).await,
         Endpoint::UpdateAgenda => update_agenda(&call).await,
+        Endpoint::ReleaseAgenda => release_agenda(&call).await,
         Endpoint::CreateAgenda => create_agenda(&call).await,
         Endpoint::Summary => summary(&call).await,
     }
@@ -504,6 +505,16 @@ async fn update_agenda(call: &Call<'_>) -> RestResult<Reply> {
     let params = object.get("params").cloned();
     let done =
         call.app().expand(&call.caller, &agenda_id, operations, params, body_cid(object)).await?;
+    agenda_reply(std::slice::from_ref(&done))
+}
+
+/// `resourcepool/service/releaseAgenda {agendaId, leaseId}` (pop only): the hand-back.
+async fn release_agenda(call: &Call<'_>) -> RestResult<Reply> {
+    call.allow_params(&[])?;
+    let object = call.object("releaseAgenda request")?;
+    let agenda_id = required_text(object, "agendaId")?;
+    let lease_id = required_text(object, "leaseId")?;
+    let done = call.app().release(&call.caller, &agenda_id, &lease_id, body_cid(object)).await?;
     agenda_reply(std::slice::from_ref(&done))
 }
 

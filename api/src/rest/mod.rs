@@ -62,6 +62,7 @@ pub enum Endpoint {
     GetAgenda,
     UpdateAgendaProgress,
     UpdateAgenda,
+    ReleaseAgenda,
     CreateAgenda,
     Summary,
 }
@@ -147,6 +148,12 @@ pub const ROUTES: &[Route] = &[
     Route {
         path: "/pop/resourcepool/service/updateAgenda",
         endpoint: Endpoint::UpdateAgenda,
+        methods: POST,
+        refused: &[],
+    },
+    Route {
+        path: "/pop/resourcepool/service/releaseAgenda",
+        endpoint: Endpoint::ReleaseAgenda,
         methods: POST,
         refused: &[],
     },

@@ -303,6 +303,13 @@ fn path_item(route: &Route) -> Value {
                 ok_response("The expanded agenda and its progress", schema_ref("AgendaResult")),
                 WRITE_ERRORS,
             ),
+            (Endpoint::ReleaseAgenda, _) => operation(
+                "pop only: hand an agenda the caller holds back at once, under its current lease (`leaseId`, from getAgenda's `lease.id`): back to `added`, no attempt consumed, progress kept (role service or admin).",
+                Vec::new(),
+                Some(json_body(schema_ref("ReleaseAgendaRequest"))),
+                ok_response("The released agenda and its progress", schema_ref("AgendaResult")),
+                WRITE_ERRORS,
+            ),
             (Endpoint::CreateAgenda, _) => operation(
                 "Submit agendas given as POP's `{agendas: [...]}` (up to 100: all are validated before any is written), as `{agenda}`, or one agenda as the whole body (same rights as POST /pop/agenda).",
                 params(&["atLeastPosition"]),
@@ -507,6 +514,11 @@ fn components() -> Value {
                 "agendaProgress": schema_ref("AgendaProgress"),
                 "cid": {"type": "string"},
             }, "description": "`{agendaProgress}`, or the AgendaProgress itself as the whole body."},
+            "ReleaseAgendaRequest": {"type": "object", "required": ["agendaId", "leaseId"], "properties": {
+                "agendaId": {"type": "string"},
+                "leaseId": {"type": "string"},
+                "cid": {"type": "string"},
+            }},
             "UpdateAgendaRequest": {"type": "object", "required": ["agendaId", "operations"], "properties": {
                 "agendaId": {"type": "string"},
                 "operations": {"type": "array", "items": schema_ref("Operation")},
