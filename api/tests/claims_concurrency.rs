@@ -245,7 +245,8 @@ async fn every_agenda_is_handed_out_once_plus_once_per_reclaim() {
     wait_count(&s, Phase::Succeeded, AGENDAS).await;
     let models = s.state.projections().read();
     for id in &submitted {
-        let state = models.agenda_state(id).unwrap().unwrap();
+        let key = models.agendas().with_id(id).next().unwrap().key().to_string();
+        let state = models.agenda_state(&key).unwrap().unwrap();
         assert!(state.is_succeeded(), "{id}: {:?}", state.progress());
         let attempts = if abandoned.contains(id) { 2 } else { 1 };
         assert_eq!(state.progress().attempts_completed, attempts, "{id}");

@@ -149,7 +149,7 @@ async fn insight_work_counters_in_graphql_and_metrics() {
     let reclaim = AgendaCommand::Reclaim { now: Utc::now() + chrono::Duration::days(2) };
     let metadata = EventMetadata { customer_id: Some("acme".into()), ..EventMetadata::default() };
     s.commands
-        .execute::<AgendaState>(&leased, &metadata, &reclaim)
+        .execute::<AgendaState>(&pop_domain::agenda::key("acme", &leased), &metadata, &reclaim)
         .await
         .unwrap_or_else(|e| panic!("reclaim: {e}"));
     let text = wait_metric(&s, "pop_lease_expiries_total", 1.0).await;

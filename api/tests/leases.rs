@@ -37,7 +37,8 @@ async fn queue(s: &TestServer, id: &str, position: &str) {
     projections.wait_for(position.parse().unwrap(), WAIT).await.unwrap();
     let moved = pass(&s.commands, projections, &mut Memory::default()).await.unwrap();
     projections.wait_for(moved, WAIT).await.unwrap();
-    assert_eq!(projections.read().agenda_entry(id).unwrap().phase(), Phase::Queued);
+    let models = projections.read();
+    assert_eq!(models.agendas().with_id(id).next().unwrap().phase(), Phase::Queued);
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use chrono::Utc;
 use serde_json::Value;
 use uuid::Uuid;
 
-use pop_domain::agenda::{AgendaCommand, AgendaState, RerunFlags};
+use pop_domain::agenda::{AgendaCommand, AgendaState, RerunFlags, key};
 use pop_domain::binding::bind_insight;
 use pop_domain::model::{Agenda, AgendaInsight, Insight, Operation};
 use pop_domain::params::Params;
@@ -25,6 +25,7 @@ use crate::caller::{Action, Caller};
 use crate::error::{self, AppError, AppResult};
 use crate::limits::{MAX_AGENDAS_PER_REQUEST, MAX_REASON_LENGTH, MAX_RERUN_PARAMS};
 use crate::outcome::AgendaOutcome;
+use crate::resolve::Named;
 use crate::{App, metadata, metrics};
 
 /// Reads a POP JSON input named `field` into a domain value; a shape error is VALIDATION at
@@ -123,12 +124,12 @@ impl App {
             .await
     }
 
-    /// Reruns agenda `agenda_id` with POP's rerun params (DOMAIN.md §8): `resetAll`,
+    /// Reruns the agenda `agenda` names with POP's rerun params (DOMAIN.md §8): `resetAll`,
     /// `continue`, `skipExecution`, `operationsToReset=a,b`; none means `resetAll`.
     pub async fn rerun(
         &self,
         caller: &Caller,
-        agenda_id: &str,
+        agenda: Named<'_>,
         params: Vec<String>,
         cid: Option<&str>,
     ) -> AppResult<AgendaOutcome> {
@@ -141,20 +142,20 @@ impl App {
                     ));
                 }
                 let flags = RerunFlags::parse(&params).map_err(|e| {
-                    AppError::validation(&format!("rerun of agenda {agenda_id:?}"), e)
+                    AppError::validation(&format!("rerun of agenda {:?}", agenda.id), e)
                 })?;
                 let command = AgendaCommand::Rerun { flags, now: Utc::now() };
-                self.on_agenda(caller, "rerunAgenda", agenda_id, command).await
+                self.on_agenda(caller, "rerunAgenda", agenda, command).await
             })
             .await
     }
 
-    /// Appends `operations` (POP JSON) to agenda `agenda_id`, validated like a submission
+    /// Appends `operations` (POP JSON) to the agenda `agenda` names, validated like a submission
     /// against the existing ones, and merges `params` into its params.
     pub async fn expand(
         &self,
         caller: &Caller,
-        agenda_id: &str,
+        agenda: Named<'_>,
         operations: Value,
         params: Option<Value>,
         cid: Option<&str>,
@@ -167,7 +168,7 @@ impl App {
                     Some(p) => from_json("params", p)?,
                 };
                 let command = AgendaCommand::Expand { operations, params, now: Utc::now() };
-                self.on_agenda(caller, "expandAgenda", agenda_id, command).await
+                self.on_agenda(caller, "expandAgenda", agenda, command).await
             })
             .await
     }
@@ -177,7 +178,7 @@ impl App {
     pub async fn cancel(
         &self,
         caller: &Caller,
-        agenda_id: &str,
+        agenda: Named<'_>,
         reason: Option<String>,
         cid: Option<&str>,
     ) -> AppResult<AgendaOutcome> {
@@ -190,7 +191,7 @@ impl App {
                     ));
                 }
                 let command = AgendaCommand::Cancel { reason, now: Utc::now() };
-                self.on_agenda(caller, "cancelAgenda", agenda_id, command).await
+                self.on_agenda(caller, "cancelAgenda", agenda, command).await
             })
             .await
     }
@@ -265,9 +266,23 @@ impl App {
     ) -> AppResult<AgendaOutcome> {
         let subject = agenda_subject(&agenda.id);
         let metadata = metadata(caller, &agenda.customer_id);
-        let id = agenda.id.clone();
-        let command = AgendaCommand::Submit { agenda, insight, now: Utc::now() };
-        let executed = self.commands().execute::<AgendaState>(&id, &metadata, &command).await;
+        let now = Utc::now();
+        // A progress id of its own is taken first, on the stream of that name: within the
+        // customer it can then be no other agenda's id or progress id (see `agenda::key`).
+        if let Some(progress_id) = agenda.progress_id.as_deref().filter(|p| *p != agenda.id) {
+            let command = AgendaCommand::TakeProgressId { agenda_id: agenda.id.clone(), now };
+            let taken = self
+                .commands()
+                .execute::<AgendaState>(&key(&agenda.customer_id, progress_id), &metadata, &command)
+                .await;
+            taken.map_err(|e| {
+                error::execute_within(&format!("progress id {progress_id:?}"), root, e)
+            })?;
+        }
+        let stream_key = key(&agenda.customer_id, &agenda.id);
+        let command = AgendaCommand::Submit { agenda, insight, now };
+        let executed =
+            self.commands().execute::<AgendaState>(&stream_key, &metadata, &command).await;
         metrics::command("submitAgenda", executed.is_ok());
         let executed = executed.map_err(|e| error::execute_within(&subject, root, e))?;
         Ok(AgendaOutcome::of(&executed, caller))
@@ -323,49 +338,16 @@ impl App {
             .await
     }
 
-    /// The customer of agenda `id` if the caller may see it; NOT_FOUND otherwise, exactly as
-    /// for an agenda that does not exist. Read from the write side, so a just-submitted agenda
-    /// is found before the projections have it.
-    pub(crate) async fn visible_customer_of(&self, caller: &Caller, id: &str) -> AppResult<String> {
-        let subject = agenda_subject(id);
-        // An id no agenda can have (control characters, too long) is the client's mistake, not
-        // a store failure.
-        check_id("agendaId", id)?;
-        // An agenda's customer never changes once it is submitted, so a cached state tells it
-        // without a read.
-        let cached = self
-            .commands()
-            .peek::<AgendaState, _>(id, |state| state.agenda().map(|a| a.customer_id.clone()))
-            .flatten();
-        let loaded = match cached {
-            Some(customer_id) => Ok(Some(customer_id)),
-            None => self
-                .commands()
-                .load::<AgendaState>(id)
-                .await
-                .map(|(state, _)| state.agenda().map(|a| a.customer_id.clone())),
-        };
-        let customer_id = match loaded {
-            Ok(customer_id) => customer_id,
-            Err(pop_store::ExecuteError::Store(pop_store::StoreError::StreamDeleted {
-                ..
-            })) => None,
-            Err(e) => return Err(error::execute(&subject, e)),
-        };
-        customer_id
-            .filter(|c| caller.principal.sees(c))
-            .ok_or_else(|| AppError::not_found("agenda", id))
-    }
-
-    /// Runs `command` on agenda `id` if the caller may see it (NOT_FOUND otherwise).
+    /// Runs `command` on the agenda `named` names if the caller may act on it (NOT_FOUND
+    /// otherwise; see [`crate::resolve`]).
     pub(crate) async fn on_agenda(
         &self,
         caller: &Caller,
         name: &'static str,
-        id: &str,
+        named: Named<'_>,
         command: AgendaCommand,
     ) -> AppResult<AgendaOutcome> {
-        self.on_agenda_within(caller, name, id, command, "").await
+        self.on_agenda_within(caller, name, named, command, "").await
     }
 
     /// [`Self::on_agenda`] for a command read from the request's object `root`: validation
@@ -374,14 +356,29 @@ impl App {
         &self,
         caller: &Caller,
         name: &'static str,
-        id: &str,
+        named: Named<'_>,
         command: AgendaCommand,
         root: &str,
     ) -> AppResult<AgendaOutcome> {
-        let customer_id = self.visible_customer_of(caller, id).await?;
+        let key = self.resolve(caller, named).await?;
+        self.on_key(caller, name, named.id, &key, command, root).await
+    }
+
+    /// Runs `command` on the agenda keyed `key` (named `id` in errors) if the caller may act on
+    /// it.
+    pub(crate) async fn on_key(
+        &self,
+        caller: &Caller,
+        name: &'static str,
+        id: &str,
+        key: &str,
+        command: AgendaCommand,
+        root: &str,
+    ) -> AppResult<AgendaOutcome> {
+        let customer_id = self.authorized_customer(caller, id, key).await?;
         let executed = self
             .commands()
-            .execute::<AgendaState>(id, &metadata(caller, &customer_id), &command)
+            .execute::<AgendaState>(key, &metadata(caller, &customer_id), &command)
             .await;
         metrics::command(name, executed.is_ok());
         let executed = executed.map_err(|e| error::execute_within(&agenda_subject(id), root, e))?;

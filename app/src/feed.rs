@@ -45,7 +45,7 @@ pub enum FeedItem {
 pub enum Key {
     /// An AgendaProgress, by its id (`Change::progress_id`).
     Progress(Arc<str>),
-    /// An agenda, by its id (`Change::id`).
+    /// An agenda, by its own id (`Change::agenda_id`).
     Agenda(Arc<str>),
     /// Every change of a customer (`Change::customer_id`).
     Customer(Arc<str>),
@@ -58,7 +58,7 @@ impl Key {
     fn of(change: &Change) -> impl Iterator<Item = Key> {
         [
             change.progress_id.clone().map(Key::Progress),
-            Some(Key::Agenda(Arc::clone(&change.id))),
+            change.agenda_id.clone().map(Key::Agenda),
             Some(Key::Customer(Arc::clone(&change.customer_id))),
             change.link_id.clone().map(Key::Link),
         ]
@@ -367,7 +367,8 @@ mod tests {
         Change {
             position: Position::from_sequence(n),
             kind: ChangeKind::Agenda,
-            id: Arc::from(format!("a{n}")),
+            id: Arc::from(format!("{customer}/a{n}")),
+            agenda_id: Some(Arc::from(format!("a{n}"))),
             customer_id: Arc::from(customer),
             progress_id: None,
             link_id: None,
@@ -451,11 +452,18 @@ mod tests {
         tx.send(c4).unwrap();
         // A marker change every subscriber follows, so each can be read up to it.
         let mut last = change(9, "acme");
-        last.id = Arc::from("a2");
+        last.id = Arc::from("acme/a2");
+        last.agenda_id = Some(Arc::from("a2"));
         last.progress_id = Some(Arc::from("p1"));
         last.link_id = Some(Arc::from("l1"));
         tx.send(last).unwrap();
+        // Bounded, so a change that never arrives fails the test instead of hanging it.
         async fn positions(items: &mut FeedReceiver) -> Vec<String> {
+            tokio::time::timeout(std::time::Duration::from_secs(10), read_to_marker(items))
+                .await
+                .expect("the marker change arrived")
+        }
+        async fn read_to_marker(items: &mut FeedReceiver) -> Vec<String> {
             let mut seen = Vec::new();
             loop {
                 let item = describe(&items.recv().await.expect("an item"));

@@ -37,6 +37,7 @@ pub mod live;
 pub mod metrics;
 pub mod outcome;
 pub mod reads;
+pub mod resolve;
 pub mod work;
 
 use std::sync::Arc;

@@ -30,6 +30,7 @@ use crate::error::{AppError, AppResult};
 use crate::feed::{FeedItem, FeedReceiver, Key};
 use crate::limits::{MAX_RESYNC_ITEMS, MAX_RESYNC_SCAN};
 use crate::reads::parse_position;
+use crate::resolve::may_touch;
 
 /// Events read per log query while looking for changed agendas.
 const RESYNC_READ_BATCH: usize = 1_000;
@@ -55,12 +56,12 @@ impl Target {
                 Target::Progress(id) => c.progress_id.as_deref() == Some(id.as_str()),
                 Target::Customer(customer) => c.customer_id.as_ref() == customer.as_str(),
                 Target::Link(link) => c.link_id.as_deref() == Some(link.as_str()),
-                Target::Operations(agenda) => c.id.as_ref() == agenda.as_str(),
+                Target::Operations(agenda) => c.agenda_id.as_deref() == Some(agenda.as_str()),
             }
     }
 
     fn admits_entry(&self, e: &AgendaEntry, principal: &Principal) -> bool {
-        principal.sees(e.customer_id())
+        may_touch(principal, e)
             && match self {
                 Target::Progress(id) => e.progress_id() == id,
                 Target::Customer(customer) => e.customer_id() == customer,
@@ -279,23 +280,25 @@ impl Follow {
             let visible = |e: &&AgendaEntry| self.target.admits_entry(e, &self.principal);
             match &self.target {
                 Target::Progress(id) => {
-                    let entry = models.agendas().by_progress_id(id).filter(visible);
-                    if let Some(Ok(p)) = entry.map(AgendaEntry::progress) {
-                        items.push(progress_update(position, Some(p), true));
+                    for entry in models.agendas().with_progress_id(id).filter(visible) {
+                        if let Ok(p) = entry.progress() {
+                            items.push(progress_update(position, Some(p), true));
+                        }
                     }
                 }
                 Target::Operations(agenda) => {
-                    let entry = models.agenda_entry(agenda).filter(visible);
-                    if let Some(Ok(p)) = entry.map(AgendaEntry::progress) {
-                        items.push(Update::Operations(OperationsUpdate {
-                            position,
-                            agenda_id: agenda.clone(),
-                            operation_progress: p.operation_progress,
-                            removed_operations: Vec::new(),
-                            lagged: false,
-                            missed: 0,
-                            resync: true,
-                        }));
+                    for entry in models.agendas().with_id(agenda).filter(visible) {
+                        if let Ok(p) = entry.progress() {
+                            items.push(Update::Operations(OperationsUpdate {
+                                position,
+                                agenda_id: agenda.clone(),
+                                operation_progress: p.operation_progress,
+                                removed_operations: Vec::new(),
+                                lagged: false,
+                                missed: 0,
+                                resync: true,
+                            }));
+                        }
                     }
                 }
                 Target::Customer(_) | Target::Link(_) => {

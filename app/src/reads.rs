@@ -24,6 +24,7 @@ use crate::caller::{Action, Caller, Principal};
 use crate::error::{self, AppError, AppResult};
 use crate::limits::{DEFAULT_PAGE_SIZE, MAX_COUNTED, MAX_EVENT_PAGE_SIZE};
 use crate::outcome::Page;
+use crate::resolve::{Named, ambiguous, may_touch};
 
 /// The phases whose agendas are WAITING (DOMAIN.md §3), for the insights' counters.
 pub const WAITING_PHASES: [Phase; 5] =
@@ -160,18 +161,36 @@ pub fn parse_position(field: &str, text: &str) -> AppResult<Position> {
     text.trim().parse().map_err(|e| AppError::invalid(field, format!("{e}")))
 }
 
-fn sees(principal: &Principal, entry: &AgendaEntry) -> bool {
-    principal.sees(entry.customer_id())
+/// The agendas with id `id` the caller may see (of `customer` when the request names one).
+fn visible_agendas<'m>(
+    m: &'m ReadModels,
+    p: &'m Principal,
+    id: &str,
+    customer: Option<&'m str>,
+) -> impl Iterator<Item = &'m AgendaEntry> + 'm {
+    m.agendas()
+        .with_id(id)
+        .filter(move |e| may_touch(p, e) && customer.is_none_or(|c| e.customer_id() == c))
 }
 
-/// The agenda entry with this id, if visible.
-fn visible_agenda<'m>(m: &'m ReadModels, p: &Principal, id: &str) -> Option<&'m AgendaEntry> {
-    m.agenda_entry(id).filter(|e| sees(p, e))
+/// The agendas whose AgendaProgress has id `id` the caller may see (of `customer` when named).
+fn visible_progress<'m>(
+    m: &'m ReadModels,
+    p: &'m Principal,
+    id: &str,
+    customer: Option<&'m str>,
+) -> impl Iterator<Item = &'m AgendaEntry> + 'm {
+    m.agendas()
+        .with_progress_id(id)
+        .filter(move |e| may_touch(p, e) && customer.is_none_or(|c| e.customer_id() == c))
 }
 
-/// The agenda entry whose AgendaProgress has this id, if visible.
-fn visible_progress<'m>(m: &'m ReadModels, p: &Principal, id: &str) -> Option<&'m AgendaEntry> {
-    m.agendas().by_progress_id(id).filter(|e| sees(p, e))
+/// At most one of `found`, or the ambiguity error naming `id`.
+fn one<T>(id: &str, found: Vec<T>) -> AppResult<Option<T>> {
+    match found.len() {
+        0 | 1 => Ok(found.into_iter().next()),
+        n => Err(ambiguous(id, n)),
+    }
 }
 
 impl App {
@@ -252,45 +271,69 @@ impl App {
         caller.read_now(|| Ok(caller.principal.clone()))
     }
 
-    /// An agenda by id.
+    /// An agenda by id (of `customer`, when the caller sees several customers using the id).
     pub async fn agenda(
         &self,
         caller: &Caller,
         id: &str,
+        customer: Option<&str>,
         at_least: Option<&str>,
     ) -> AppResult<Option<Agenda>> {
-        self.read(caller, at_least, |models| match visible_agenda(models, &caller.principal, id) {
-            Some(entry) => entry.agenda().map_err(corrupt),
-            None => Ok(None),
+        self.read(caller, at_least, |models| {
+            let found: Vec<&AgendaEntry> =
+                visible_agendas(models, &caller.principal, id, customer).collect();
+            match one(id, found)? {
+                Some(entry) => entry.agenda().map_err(corrupt),
+                None => Ok(None),
+            }
         })
         .await
     }
 
-    /// An AgendaProgress by id (the agenda's `progressId`).
+    /// An AgendaProgress by id (the agenda's `progressId`; of `customer` when named).
     pub async fn agenda_progress(
         &self,
         caller: &Caller,
         id: &str,
+        customer: Option<&str>,
         at_least: Option<&str>,
     ) -> AppResult<Option<AgendaProgress>> {
         self.read(caller, at_least, |models| {
-            visible_progress(models, &caller.principal, id)
-                .map(|e| e.progress().map_err(corrupt))
-                .transpose()
+            let found: Vec<&AgendaEntry> =
+                visible_progress(models, &caller.principal, id, customer).collect();
+            one(id, found)?.map(|e| e.progress().map_err(corrupt)).transpose()
         })
         .await
     }
 
-    /// An OperationProgress by id (`<agendaProgressId>-<operation name>`).
+    /// An OperationProgress by id (`<agendaProgressId>-<operation name>`; both parts may hold
+    /// `-`). Only the caller's agendas are candidates, chosen before any match, so another
+    /// customer's agenda can never shadow one of the caller's; an id that still names several
+    /// operations the caller sees is refused as ambiguous.
     pub async fn operation_progress(
         &self,
         caller: &Caller,
         id: &str,
+        customer: Option<&str>,
         at_least: Option<&str>,
     ) -> AppResult<Option<OperationProgress>> {
         self.read(caller, at_least, |models| {
-            let found = models.operation_progress(id).map_err(corrupt)?;
-            Ok(found.filter(|p| caller.principal.sees(&p.customer_id)))
+            let found = models
+                .agendas()
+                .operation_progress(id, |e| {
+                    may_touch(&caller.principal, e) && customer.is_none_or(|c| e.customer_id() == c)
+                })
+                .map_err(corrupt)?;
+            match found.len() {
+                0 | 1 => Ok(found.into_iter().next()),
+                n => Err(AppError::invalid(
+                    "id",
+                    format!(
+                        "operation progress id {id:?} names {n} operations this caller may see; \
+                         name the agenda progress and the operation apart"
+                    ),
+                )),
+            }
         })
         .await
     }
@@ -302,23 +345,24 @@ impl App {
         caller: &Caller,
         progress_id: Option<&str>,
         agenda_id: Option<&str>,
+        customer: Option<&str>,
         at_least: Option<&str>,
     ) -> AppResult<Vec<OperationProgress>> {
         self.read(caller, at_least, |models| {
-                let principal = &caller.principal;
-                let entry = match (progress_id, agenda_id) {
-                    (Some(p), _) => visible_progress(models, principal, p),
-                    (None, Some(a)) => visible_agenda(models, principal, a),
-                    (None, None) => {
-                        return Err(AppError::bad_request(
-                            "operation progress is listed per agenda: name its progress id or agenda id",
-                        ));
-                    }
-                };
-                match entry {
-                    None => Ok(Vec::new()),
-                    Some(e) => Ok(e.progress().map_err(corrupt)?.operation_progress),
+            let principal = &caller.principal;
+            let (id, found): (&str, Vec<&AgendaEntry>) = match (progress_id, agenda_id) {
+                (Some(p), _) => (p, visible_progress(models, principal, p, customer).collect()),
+                (None, Some(a)) => (a, visible_agendas(models, principal, a, customer).collect()),
+                (None, None) => {
+                    return Err(AppError::bad_request(
+                        "operation progress is listed per agenda: name its progress id or agenda id",
+                    ));
                 }
+            };
+            match one(id, found)? {
+                None => Ok(Vec::new()),
+                Some(e) => Ok(e.progress().map_err(corrupt)?.operation_progress),
+            }
         })
         .await
     }
@@ -409,19 +453,24 @@ impl App {
     pub async fn agenda_events(
         &self,
         caller: &Caller,
-        agenda_id: &str,
+        agenda: Named<'_>,
         after: Option<&str>,
         first: Option<i64>,
     ) -> AppResult<Option<EventPage>> {
         caller
             .run(Action::Read, None, async |_| {
                 let first = event_page_size(first)?;
-                match self.visible_customer_of(caller, agenda_id).await {
+                let key = match self.resolve(caller, agenda).await {
+                    Ok(key) => key,
+                    Err(e) if e.code == crate::Code::NotFound => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                match self.authorized_customer(caller, agenda.id, &key).await {
                     Ok(_) => {}
                     Err(e) if e.code == crate::Code::NotFound => return Ok(None),
                     Err(e) => return Err(e),
                 }
-                let stream = stream_name(AGENDA_CATEGORY, agenda_id);
+                let stream = stream_name(AGENDA_CATEGORY, &key);
                 match self.event_page(Some(&stream), after, first).await {
                     // Reaped since (a cached state may still name its customer): gone.
                     Err(e) if e.code == crate::Code::NotFound => Ok(None),
@@ -562,10 +611,11 @@ fn select<T>(
         filter.from.is_none_or(|f| order_ms(e) >= f.timestamp_millis())
             && filter.until.is_none_or(|u| order_ms(e) < u.timestamp_millis())
     };
-    // One agenda named by id: from the read models' own indexes.
-    let single = match (&filter.agenda_id, &filter.progress_id) {
-        (Some(id), _) => Some(visible_agenda(models, principal, id)),
-        (None, Some(p)) => Some(visible_progress(models, principal, p)),
+    // Agendas named by id (one per customer using it): from the read models' own indexes.
+    let customer = filter.customer_id.as_deref();
+    let single: Option<Vec<&AgendaEntry>> = match (&filter.agenda_id, &filter.progress_id) {
+        (Some(id), _) => Some(visible_agendas(models, principal, id, customer).collect()),
+        (None, Some(p)) => Some(visible_progress(models, principal, p, customer).collect()),
         (None, None) => None,
     };
     if let Some(found) = single {

@@ -20,6 +20,7 @@ use crate::caller::{Action, Caller};
 use crate::error::{self, AppError, AppResult};
 use crate::limits::{GET_AGENDA_CANDIDATES_PER_ITEM, MAX_GET_AGENDA_COUNT};
 use crate::outcome::AgendaOutcome;
+use crate::resolve::{Named, ambiguous, may_touch, pick, under_lease};
 use crate::{App, metadata, metrics};
 
 /// Whether the caller may take work from `insight`: one of its customers may use it (`*` may
@@ -139,7 +140,9 @@ impl App {
                 .insight(insight_id)
                 .filter(|i| may_take_from(caller, i))
                 .ok_or_else(|| AppError::not_found("insight", insight_id))?;
-            let mut query = AgendaQuery::new(&caller.principal.customers);
+            // A pool's worker serves every customer of the insights it may use (POP's pullers
+            // did): the queue is the insight's, not filtered by the token's customers.
+            let mut query = AgendaQuery::new(&Visibility::All);
             query.insight_id = Some(&insight.id);
             query.phase = Some(Phase::Queued);
             query.order = AgendaOrder::Queue;
@@ -148,7 +151,7 @@ impl App {
                 .select_agendas(&query)
                 .items
                 .iter()
-                .map(|e| (e.id().to_string(), e.customer_id().to_string(), e.updated_ms()))
+                .map(|e| (e.key().to_string(), e.customer_id().to_string(), e.updated_ms()))
                 .collect()
         };
         let holder = caller.principal.name.clone();
@@ -265,6 +268,7 @@ impl App {
             .ok_or_else(|| {
                 AppError::invalid("agendaProgress.id", "the AgendaProgress id is required")
             })?;
+        check_id("agendaProgress.id", &id)?;
         let state_given = object.get("processingState").is_some_and(|s| !s.is_null());
         let given_ops: Vec<bool> = object
             .get("operationProgress")
@@ -310,14 +314,29 @@ impl App {
             completed: progress.completed_time,
             operations,
         };
-        // The AgendaProgress id names the agenda (usually the same id; else through the read
-        // model, or the report's own `agendaId`).
-        let agenda_id = {
-            let models = services.projections().read();
-            models.agendas().by_progress_id(&id).map(|e| e.id().to_string())
+        // Routed by the report's `agendaId` (with its `customerId`, and the lease, to tell
+        // customers apart); without one, by the AgendaProgress id among the agendas the caller
+        // may act on. Either way the AgendaProgress id must be that agenda's.
+        let customer = Some(progress.customer_id.trim()).filter(|c| !c.is_empty());
+        let named_agenda = Some(progress.agenda_id.trim()).filter(|a| !a.is_empty());
+        let (agenda_id, key) = match named_agenda {
+            Some(agenda_id) => {
+                let named = Named { id: agenda_id, customer, lease: lease_id.as_deref() };
+                (agenda_id.to_string(), self.resolve(caller, named).await?)
+            }
+            None => self.resolve_progress(caller, &id, customer, lease_id.as_deref()).await?,
+        };
+        let owns = |state: &AgendaState| state.agenda().is_none() || state.progress().id == id;
+        let belongs = match self.commands().peek::<AgendaState, _>(&key, owns) {
+            Some(belongs) => belongs,
+            None => self.commands().load::<AgendaState>(&key).await.map_or(true, |(s, _)| owns(&s)),
+        };
+        if !belongs {
+            return Err(AppError::invalid(
+                "agendaProgress.id",
+                format!("{id:?} is not the progress id of agenda {agenda_id:?}"),
+            ));
         }
-        .or_else(|| Some(progress.agenda_id.trim().to_string()).filter(|a| !a.is_empty()))
-        .unwrap_or(id);
         let now = Utc::now();
         let command = AgendaCommand::ReportProgress {
             holder: caller.principal.name.clone(),
@@ -327,8 +346,36 @@ impl App {
             now,
         };
         services
-            .on_agenda_within(caller, "updateAgendaProgress", &agenda_id, command, "agendaProgress")
+            .on_key(caller, "updateAgendaProgress", &agenda_id, &key, command, "agendaProgress")
             .await
+    }
+
+    /// The agenda (id and stream key) whose AgendaProgress has id `progress_id`, among those
+    /// the caller may act on (see [`crate::resolve`]), for a report that names no agenda.
+    async fn resolve_progress(
+        &self,
+        caller: &Caller,
+        progress_id: &str,
+        customer: Option<&str>,
+        lease: Option<&str>,
+    ) -> AppResult<(String, String)> {
+        self.settle(None).await?;
+        let found: Vec<((String, String), bool)> = {
+            let models = self.projections().read();
+            models
+                .agendas()
+                .with_progress_id(progress_id)
+                .filter(|e| may_touch(&caller.principal, e))
+                .filter(|e| customer.is_none_or(|c| e.customer_id() == c))
+                .map(|e| ((e.id().to_string(), e.key().to_string()), under_lease(e, lease)))
+                .collect()
+        };
+        let found = pick(found);
+        match found.len() {
+            1 => Ok(found.into_iter().next().unwrap_or_default()),
+            0 => Err(AppError::not_found("agenda progress", progress_id)),
+            n => Err(ambiguous(progress_id, n)),
+        }
     }
 
     /// Hands an agenda the caller holds back at once (a worker stopping gracefully): it goes
@@ -338,7 +385,7 @@ impl App {
     pub async fn release(
         &self,
         caller: &Caller,
-        agenda_id: &str,
+        agenda: Named<'_>,
         lease_id: &str,
         cid: Option<&str>,
     ) -> AppResult<AgendaOutcome> {
@@ -356,7 +403,13 @@ impl App {
                     lease_id: lease_id.trim().to_string(),
                     now: Utc::now(),
                 };
-                self.on_agenda(caller, "releaseAgenda", agenda_id, command).await
+                self.on_agenda(
+                    caller,
+                    "releaseAgenda",
+                    Named { lease: Some(lease_id.trim()), ..agenda },
+                    command,
+                )
+                .await
             })
             .await
     }

@@ -586,3 +586,38 @@ fn a_do_not_run_agenda_that_only_waits_is_reaped_by_age_like_a_complete_one() {
         Then::Refused(ErrorCode::Conflict, "cannot reap"),
     );
 }
+
+fn take(agenda_id: &str, at: i64) -> AgendaCommand {
+    AgendaCommand::TakeProgressId { agenda_id: agenda_id.into(), now: t(at) }
+}
+
+#[test]
+fn a_progress_id_is_taken_once_per_customer_and_then_no_agenda_has_that_id() {
+    // Free: taken by "x"; again by "x" (a re-sent submission) changes nothing.
+    let taken = history_from(&[], take("x", 1));
+    assert_eq!(types_of(&taken), ["ProgressIdTaken"]);
+    check(&taken, take("x", 2), Then::Types(vec![]));
+    // Another agenda cannot take it, nor be submitted under that id.
+    let state = replay(&taken);
+    let e = state.decide(&take("y", 2)).unwrap_err();
+    assert!(
+        matches!(&e, AgendaError::ProgressIdTaken { agenda_id, .. } if agenda_id == "x"),
+        "{e}"
+    );
+    assert_eq!(e.code(), ErrorCode::Conflict);
+    let e = state.decide(&submit(two_ops())).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Conflict, "{e}");
+    // A name that is an agenda's id cannot be taken as a progress id.
+    let agenda = history_from(&[], submit(two_ops()));
+    assert!(matches!(
+        replay(&agenda).decide(&take("y", 3)),
+        Err(AgendaError::AlreadyExists { .. })
+    ));
+    // A taken name is not an agenda: every agenda command finds nothing there.
+    assert!(!state.exists());
+    check(&taken, cancel(3), Then::Error(AgendaError::NotFound));
+}
+
+fn types_of(events: &[AgendaEvent]) -> Vec<&'static str> {
+    events.iter().map(pop_domain::EventCodec::event_type).collect()
+}

@@ -27,8 +27,11 @@ pub enum ChangeKind {
 pub struct Change {
     pub position: Position,
     pub kind: ChangeKind,
-    /// The object's id (for agendas, the agenda id).
+    /// The object's id (for agendas, the stream key: customer-scoped; see
+    /// `pop_domain::agenda::key`).
     pub id: Arc<str>,
+    /// Agendas only: the agenda's own id (as its customer chose it).
+    pub agenda_id: Option<Arc<str>>,
     pub customer_id: Arc<str>,
     /// Agendas only: the AgendaProgress id.
     pub progress_id: Option<Arc<str>>,
@@ -55,6 +58,7 @@ impl Change {
             position,
             kind,
             id: Arc::from(""),
+            agenda_id: None,
             customer_id: Arc::from(""),
             progress_id: None,
             link_id: None,
@@ -91,6 +95,7 @@ pub(crate) fn operations_touched(event: &AgendaEvent) -> Vec<String> {
         | AgendaEvent::Readded(_)
         | AgendaEvent::RetryDecided(_)
         | AgendaEvent::Requeued(_)
-        | AgendaEvent::Reaped(_) => Vec::new(),
+        | AgendaEvent::Reaped(_)
+        | AgendaEvent::ProgressIdTaken(_) => Vec::new(),
     }
 }

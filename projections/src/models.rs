@@ -274,17 +274,28 @@ impl ReadModels {
         self.agendas.get(id).map_or(Ok(None), |e| e.state().map(|s| Some(s.into_owned())))
     }
 
-    /// By AgendaProgress id (the agenda's `progressId`).
+    /// By AgendaProgress id (the agenda's `progressId`), among the agendas `v` sees (progress
+    /// ids are chosen per customer: one that several customers use answers the first; the
+    /// application layer tells such an id apart).
     pub fn agenda_progress(
         &self,
         progress_id: &str,
+        v: &Visibility,
     ) -> Result<Option<AgendaProgress>, CorruptEntry> {
-        self.agendas.by_progress_id(progress_id).map_or(Ok(None), |e| e.progress().map(Some))
+        self.agendas
+            .with_progress_id(progress_id)
+            .find(|e| v.sees(e.customer_id()))
+            .map_or(Ok(None), |e| e.progress().map(Some))
     }
 
-    /// By OperationProgress id (`<progressId>-<operation name>`).
-    pub fn operation_progress(&self, id: &str) -> Result<Option<OperationProgress>, CorruptEntry> {
-        self.agendas.operation_progress(id)
+    /// By OperationProgress id (`<progressId>-<operation name>`), among the agendas `v` sees
+    /// (the first match; see [`AgendaModel::operation_progress`] for all of them).
+    pub fn operation_progress(
+        &self,
+        id: &str,
+        v: &Visibility,
+    ) -> Result<Option<OperationProgress>, CorruptEntry> {
+        Ok(self.agendas.operation_progress(id, |e| v.sees(e.customer_id()))?.into_iter().next())
     }
 
     /// A page of agenda entries (cheap; decode with [`AgendaEntry::agenda`] /
@@ -413,7 +424,7 @@ impl ReadModels {
                 w.write_all(b",")?;
             }
             w.write_all(b"{\"id\":")?;
-            serde_json::to_writer(&mut *w, entry.id())?;
+            serde_json::to_writer(&mut *w, entry.key())?;
             w.write_all(b",\"state\":")?;
             let json = entry.canonical_json().map_err(io::Error::other)?;
             w.write_all(&json)?;

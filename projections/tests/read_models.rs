@@ -72,25 +72,25 @@ async fn agendas_progress_and_operations_by_id() {
     assert!(a1.is_settled(), "a COMPLETE agenda is held settled");
     assert_eq!(a1.phase(), Phase::Succeeded);
     assert_eq!(a1.progress_id(), "pa1");
-    let progress = m.agenda_progress("pa1").unwrap().unwrap();
+    let progress = m.agenda_progress("pa1", &Visibility::All).unwrap().unwrap();
     assert_eq!(progress.processing_state, ProcessingState::Complete);
     assert_eq!(progress.percent_complete, Some(100.0));
     assert_eq!(progress.operation_progress.len(), 2);
     assert_eq!(m.agenda("a1").unwrap().unwrap().operations.len(), 2);
     // The agenda id is not a progress id.
-    assert!(m.agenda_progress("a1").unwrap().is_none());
+    assert!(m.agenda_progress("a1", &Visibility::All).unwrap().is_none());
 
-    let a2 = m.agenda_progress("pa2").unwrap().unwrap();
+    let a2 = m.agenda_progress("pa2", &Visibility::All).unwrap().unwrap();
     assert_eq!(a2.processing_state, ProcessingState::Executing);
     assert_eq!(a2.percent_complete, Some(20.0));
     assert!(!m.agenda_entry("a2").unwrap().is_settled());
 
-    let x = m.operation_progress("pa2-x").unwrap().unwrap();
+    let x = m.operation_progress("pa2-x", &Visibility::All).unwrap().unwrap();
     assert_eq!((x.processing_state, x.percent_complete), (ProcessingState::Executing, Some(40.0)));
-    let y = m.operation_progress("pa1-y").unwrap().unwrap();
+    let y = m.operation_progress("pa1-y", &Visibility::All).unwrap().unwrap();
     assert_eq!(y.result_payload["out"], "y done", "settled agendas keep operation results");
-    assert!(m.operation_progress("pa1-z").unwrap().is_none());
-    assert!(m.operation_progress("nothing").unwrap().is_none());
+    assert!(m.operation_progress("pa1-z", &Visibility::All).unwrap().is_none());
+    assert!(m.operation_progress("nothing", &Visibility::All).unwrap().is_none());
 }
 
 #[tokio::test]
@@ -120,8 +120,11 @@ async fn operation_progress_ids_with_dashes_resolve() {
     a.progress_id = Some("p-1".to_string());
     log.agenda("x-1", submit(a, "insight-1", 0)).await.unwrap();
     let m = fold(&log).await;
-    assert_eq!(m.operation_progress("p-1-get-data").unwrap().unwrap().operation, "get-data");
-    assert_eq!(m.operation_progress("p-1-b").unwrap().unwrap().operation, "b");
+    assert_eq!(
+        m.operation_progress("p-1-get-data", &Visibility::All).unwrap().unwrap().operation,
+        "get-data"
+    );
+    assert_eq!(m.operation_progress("p-1-b", &Visibility::All).unwrap().unwrap().operation, "b");
 }
 
 #[tokio::test]
@@ -383,7 +386,7 @@ async fn forgetting_a_deleted_stream_clears_every_index() {
     assert!(change.removed);
     assert_eq!(change.customer_id.as_ref(), "acme");
     assert!(m.agenda_entry("a2").is_none());
-    assert!(m.agenda_progress("pa2").unwrap().is_none());
+    assert!(m.agenda_progress("pa2", &Visibility::All).unwrap().is_none());
     let all = Visibility::All;
     let mut q = AgendaQuery::new(&all);
     q.link_id = Some("L");

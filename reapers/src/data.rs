@@ -102,6 +102,8 @@ pub struct ReapAction {
     /// [`AGENDA_KIND`] or a config kind (`customer`, `resource pool`, …).
     pub kind: &'static str,
     pub object_id: String,
+    /// What commands address: an agenda's stream key (customer-scoped), a config object's id.
+    pub key: String,
     pub customer_id: String,
     pub updated_time: Option<Timestamp>,
     /// Objects updated after this instant are not reaped (`now - reapAge`).
@@ -188,10 +190,11 @@ pub fn plan(now: Timestamp, models: &ReadModels, config: &DataReaperConfig) -> V
             found.push(ReapAction {
                 stream: pop_domain::aggregate::stream_name(
                     pop_domain::agenda::CATEGORY,
-                    entry.id(),
+                    entry.key(),
                 ),
                 kind: AGENDA_KIND,
                 object_id: entry.id().to_string(),
+                key: entry.key().to_string(),
                 customer_id: entry.customer_id().to_string(),
                 updated_time: Timestamp::from_timestamp_millis(entry.updated_ms()),
                 cutoff: agenda_cutoff,
@@ -212,6 +215,7 @@ pub fn plan(now: Timestamp, models: &ReadModels, config: &DataReaperConfig) -> V
         found.push(ReapAction {
             stream: deleted.stream,
             kind: deleted.kind,
+            key: deleted.id.clone(),
             object_id: deleted.id,
             customer_id: deleted.customer_id,
             updated_time: deleted.updated_time,
@@ -332,11 +336,7 @@ async fn close_agenda(
     action: &ReapAction,
 ) -> Result<Closed, DataReapError> {
     let command = AgendaCommand::Reap { reason: action.reason.clone(), cutoff: action.cutoff, now };
-    match services
-        .commands
-        .execute::<AgendaState>(&action.object_id, &metadata(action), &command)
-        .await
-    {
+    match services.commands.execute::<AgendaState>(&action.key, &metadata(action), &command).await {
         Ok(done) => Ok(done.version.map_or(Closed::Refused, Closed::At)),
         Err(ExecuteError::Store(StoreError::StreamDeleted { .. })) => Ok(Closed::AlreadyDeleted),
         Err(ExecuteError::Refused(e)) => {
@@ -612,7 +612,7 @@ mod tests {
         let mut changes = Vec::new();
         m.apply(Position::from_sequence(1_000), &decoded, Some(&mut changes)).unwrap();
         assert!(m.agenda_entry("done").is_none());
-        assert!(m.agenda_progress("done").unwrap().is_none());
+        assert!(m.agenda_progress("done", &pop_projections::Visibility::All).unwrap().is_none());
         assert_eq!(changes.len(), 1);
         assert!(changes[0].removed);
     }

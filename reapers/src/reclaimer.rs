@@ -65,6 +65,8 @@ impl Default for ReclaimerConfig {
 /// One agenda to reclaim, as the read model saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReclaimAction {
+    /// The agenda's stream key (customer-scoped): what the command addresses.
+    pub key: String,
     pub agenda_id: String,
     pub customer_id: String,
     /// The lease holder that stopped reporting (`None`: a leased agenda without a lease).
@@ -123,7 +125,7 @@ pub fn plan(now: Timestamp, models: &ReadModels, config: &ReclaimerConfig) -> Ve
             let state = match entry.state() {
                 Ok(state) => state,
                 Err(e) => {
-                    tracing::warn!(agenda = entry.id(), error = %e, "reclaimer: skipping an unreadable agenda");
+                    tracing::warn!(agenda = entry.key(), error = %e, "reclaimer: skipping an unreadable agenda");
                     continue;
                 }
             };
@@ -132,6 +134,7 @@ pub fn plan(now: Timestamp, models: &ReadModels, config: &ReclaimerConfig) -> Ve
             }
             let lease = state.lease();
             found.push(ReclaimAction {
+                key: entry.key().to_string(),
                 agenda_id: entry.id().to_string(),
                 customer_id: entry.customer_id().to_string(),
                 holder: lease.map(|l| l.holder.clone()),
@@ -139,7 +142,7 @@ pub fn plan(now: Timestamp, models: &ReadModels, config: &ReclaimerConfig) -> Ve
             });
         }
     }
-    found.sort_by(|a, b| (a.lease_expires, &a.agenda_id).cmp(&(b.lease_expires, &b.agenda_id)));
+    found.sort_by(|a, b| (a.lease_expires, &a.key).cmp(&(b.lease_expires, &b.key)));
     found.truncate(config.cadence.batch_size);
     found
 }
@@ -202,7 +205,7 @@ async fn reclaim(commands: &Commands, now: Timestamp, action: ReclaimAction) -> 
         actor: Some(ACTOR.to_string()),
     };
     let command = AgendaCommand::Reclaim { now };
-    match commands.execute::<AgendaState>(&action.agenda_id, &metadata, &command).await {
+    match commands.execute::<AgendaState>(&action.key, &metadata, &command).await {
         Ok(done) if done.state.is_failed() => {
             tracing::info!(agenda = %action.agenda_id, holder = ?action.holder, "reclaimer: lease expired, attempts used up: failed");
             Outcome::Failed

@@ -134,6 +134,8 @@ impl Default for RetryConfig {
 /// One agenda to retry, as the read model saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryAction {
+    /// The agenda's stream key (customer-scoped): what the command addresses.
+    pub key: String,
     pub agenda_id: String,
     pub customer_id: String,
     /// Attempts completed so far; the retry starts attempt `attempts_completed + 1`.
@@ -205,29 +207,30 @@ pub fn plan_with(
     let mut exhausted = HashMap::with_capacity(memo.seen.len());
     let mut found = Vec::new();
     for entry in models.agendas().in_phase(Phase::Failed) {
-        if memo.seen.get(entry.id()) == Some(&entry.updated_ms()) {
-            exhausted.insert(entry.id().to_string(), entry.updated_ms());
+        if memo.seen.get(entry.key()) == Some(&entry.updated_ms()) {
+            exhausted.insert(entry.key().to_string(), entry.updated_ms());
             continue;
         }
         let progress = match entry.progress() {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!(agenda = entry.id(), error = %e, "retry: skipping an unreadable agenda");
+                tracing::warn!(agenda = entry.key(), error = %e, "retry: skipping an unreadable agenda");
                 continue;
             }
         };
         let maximum = progress.maximum_attempts.clamp(1, MAXIMUM_ATTEMPTS_LIMIT);
         if progress.attempts_completed >= maximum {
-            exhausted.insert(entry.id().to_string(), entry.updated_ms());
+            exhausted.insert(entry.key().to_string(), entry.updated_ms());
             continue;
         }
         let ended = progress.completed_time.or(progress.updated_time).unwrap_or(now);
-        let delay = config.backoff.delay(entry.id(), progress.attempts_completed.max(1));
+        let delay = config.backoff.delay(entry.key(), progress.attempts_completed.max(1));
         let due = ended + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX);
         if due > now {
             continue;
         }
         found.push(RetryAction {
+            key: entry.key().to_string(),
             agenda_id: entry.id().to_string(),
             customer_id: entry.customer_id().to_string(),
             attempts_completed: progress.attempts_completed,
@@ -236,7 +239,7 @@ pub fn plan_with(
         });
     }
     memo.seen = exhausted;
-    found.sort_by(|a, b| (a.due, &a.agenda_id).cmp(&(b.due, &b.agenda_id)));
+    found.sort_by(|a, b| (a.due, &a.key).cmp(&(b.due, &b.key)));
     found.truncate(config.cadence.batch_size);
     found
 }
@@ -295,7 +298,7 @@ async fn retry(
         actor: Some(ACTOR.to_string()),
     };
     match commands
-        .execute::<AgendaState>(&action.agenda_id, &metadata, &AgendaCommand::Retry { now })
+        .execute::<AgendaState>(&action.key, &metadata, &AgendaCommand::Retry { now })
         .await
     {
         Ok(_) => {

@@ -179,7 +179,7 @@ fn plan(projections: &Projections, memory: &mut Memory, now_ms: i64) -> Vec<(Str
                     SchedulingAlgorithm::FirstInFirstOut | SchedulingAlgorithm::RoundRobin => 0,
                 };
                 candidates.push(Candidate {
-                    id: entry.id().to_string(),
+                    id: entry.key().to_string(),
                     customer_id: entry.customer_id().to_string(),
                     entered_ms: entry.entered_ms(),
                     priority,

@@ -196,7 +196,9 @@ async fn old_objects_leave_the_read_models_and_the_store_and_a_record_stays() {
     {
         let models = f.projections().read();
         assert!(models.agenda_entry("old").is_none());
-        assert!(models.agenda_progress("old").unwrap().is_none());
+        assert!(
+            models.agenda_progress("old", &pop_projections::Visibility::All).unwrap().is_none()
+        );
         assert!(models.agenda_entry("new").is_some(), "newer agendas stay");
         assert!(models.deleted_configs().is_empty());
     }

@@ -265,7 +265,7 @@ async fn an_old_finished_agenda_is_reaped_from_queries_and_store_with_a_record_k
         .ok(&pop.admin, "{ events(first: 200) { items { stream type data metadata } } }", json!({}))
         .await;
     let items = data["events"]["items"].as_array().unwrap();
-    let stream = format!("agenda-{id}");
+    let stream = format!("agenda-{}", pop_domain::agenda::key("acme", &id));
     assert!(items.iter().all(|e| e["stream"] != stream.as_str()), "the agenda's events are gone");
     let record = items
         .iter()

@@ -184,7 +184,14 @@ async fn leader_locks() {
         .expect("find the lock holder");
     assert_eq!(rows.len(), 1, "exactly one holder of the scheduler lock");
     let pid: i32 = rows[0].get(0);
-    client.execute("SELECT pg_terminate_backend($1)", &[&pid]).await.expect("terminate");
+    // With a timeout, pg_terminate_backend returns once the backend is gone (its locks
+    // released), not merely signalled.
+    let gone: bool = client
+        .query_one("SELECT pg_terminate_backend($1, 10000)", &[&pid])
+        .await
+        .expect("terminate")
+        .get(0);
+    assert!(gone, "the lock holder's backend exited");
     tokio::time::timeout(GUARD, second.lost()).await.expect("the guard noticed the loss");
     assert!(!second.is_held());
     assert!(other.is_held(), "the other name's connection is untouched");

@@ -6,6 +6,7 @@ use async_graphql::{Context, Json, Object};
 use serde_json::Value;
 
 use pop_app::configs::{ConfigKind, ConfigOp};
+use pop_app::resolve::Named;
 use pop_domain::model::{AgendaTemplate, Customer, Insight, ResourcePool};
 
 use crate::error::GqlResult;
@@ -80,11 +81,12 @@ impl MutationRoot {
         ctx: &Context<'_>,
         agenda_id: String,
         params: Option<Vec<String>>,
+        customer_id: Option<String>,
         cid: Option<String>,
     ) -> GqlResult<AgendaResultGql> {
         let (app, caller) = context(ctx)?;
-        let done =
-            app.rerun(caller, &agenda_id, params.unwrap_or_default(), cid.as_deref()).await?;
+        let agenda = Named::of(&agenda_id, customer_id.as_deref());
+        let done = app.rerun(caller, agenda, params.unwrap_or_default(), cid.as_deref()).await?;
         Ok(done.into())
     }
 
@@ -96,12 +98,13 @@ impl MutationRoot {
         agenda_id: String,
         operations: Json<Value>,
         params: Option<Json<Value>>,
+        customer_id: Option<String>,
         cid: Option<String>,
     ) -> GqlResult<AgendaResultGql> {
         let (app, caller) = context(ctx)?;
-        let done = app
-            .expand(caller, &agenda_id, operations.0, params.map(|p| p.0), cid.as_deref())
-            .await?;
+        let agenda = Named::of(&agenda_id, customer_id.as_deref());
+        let done =
+            app.expand(caller, agenda, operations.0, params.map(|p| p.0), cid.as_deref()).await?;
         Ok(done.into())
     }
 
@@ -112,10 +115,12 @@ impl MutationRoot {
         ctx: &Context<'_>,
         agenda_id: String,
         reason: Option<String>,
+        customer_id: Option<String>,
         cid: Option<String>,
     ) -> GqlResult<AgendaResultGql> {
         let (app, caller) = context(ctx)?;
-        Ok(app.cancel(caller, &agenda_id, reason, cid.as_deref()).await?.into())
+        let agenda = Named::of(&agenda_id, customer_id.as_deref());
+        Ok(app.cancel(caller, agenda, reason, cid.as_deref()).await?.into())
     }
 
     /// Takes up to `count` (1..=100) of the oldest queued agendas of insight `insightId` for
@@ -160,10 +165,12 @@ impl MutationRoot {
         ctx: &Context<'_>,
         agenda_id: String,
         lease_id: String,
+        customer_id: Option<String>,
         cid: Option<String>,
     ) -> GqlResult<AgendaResultGql> {
         let (app, caller) = context(ctx)?;
-        Ok(app.release(caller, &agenda_id, &lease_id, cid.as_deref()).await?.into())
+        let agenda = Named::of(&agenda_id, customer_id.as_deref());
+        Ok(app.release(caller, agenda, &lease_id, cid.as_deref()).await?.into())
     }
 
     /// Creates a customer (POP JSON; `id` and `customerId` are the same).

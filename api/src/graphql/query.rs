@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 
 use pop_app::configs::{ConfigFilter, ConfigKind};
 use pop_app::reads::{self, PageRequest};
+use pop_app::resolve::Named;
 use pop_domain::model::{AgendaTemplate, Customer, Insight, ResourcePool};
 
 use crate::error::GqlResult;
@@ -106,15 +107,18 @@ impl QueryRoot {
         Ok(PrincipalGql::from(&app.me(caller)?))
     }
 
-    /// An agenda by id; null when there is none the caller may see.
+    /// An agenda by id; null when there is none the caller may see. Ids are chosen per
+    /// customer: a caller who sees several customers using the id names one (`customerId`).
     async fn agenda(
         &self,
         ctx: &Context<'_>,
         id: String,
+        customer_id: Option<String>,
         at_least_position: Option<String>,
     ) -> GqlResult<Option<AgendaGql>> {
         let (app, caller) = context(ctx)?;
-        let found = app.agenda(caller, &id, at_least_position.as_deref()).await?;
+        let found =
+            app.agenda(caller, &id, customer_id.as_deref(), at_least_position.as_deref()).await?;
         Ok(found.as_ref().map(AgendaGql::from))
     }
 
@@ -140,10 +144,13 @@ impl QueryRoot {
         &self,
         ctx: &Context<'_>,
         id: String,
+        customer_id: Option<String>,
         at_least_position: Option<String>,
     ) -> GqlResult<Option<AgendaProgressGql>> {
         let (app, caller) = context(ctx)?;
-        let found = app.agenda_progress(caller, &id, at_least_position.as_deref()).await?;
+        let found = app
+            .agenda_progress(caller, &id, customer_id.as_deref(), at_least_position.as_deref())
+            .await?;
         Ok(found.as_ref().map(AgendaProgressGql::from))
     }
 
@@ -174,10 +181,13 @@ impl QueryRoot {
         &self,
         ctx: &Context<'_>,
         id: String,
+        customer_id: Option<String>,
         at_least_position: Option<String>,
     ) -> GqlResult<Option<OperationProgressGql>> {
         let (app, caller) = context(ctx)?;
-        let found = app.operation_progress(caller, &id, at_least_position.as_deref()).await?;
+        let found = app
+            .operation_progress(caller, &id, customer_id.as_deref(), at_least_position.as_deref())
+            .await?;
         Ok(found.as_ref().map(OperationProgressGql::from))
     }
 
@@ -200,12 +210,14 @@ impl QueryRoot {
         &self,
         ctx: &Context<'_>,
         agenda_id: String,
+        customer_id: Option<String>,
         after: Option<String>,
         first: Option<i32>,
     ) -> GqlResult<Option<Page<EventGql>>> {
         let (app, caller) = context(ctx)?;
+        let agenda = Named::of(&agenda_id, customer_id.as_deref());
         let page =
-            app.agenda_events(caller, &agenda_id, after.as_deref(), first.map(i64::from)).await?;
+            app.agenda_events(caller, agenda, after.as_deref(), first.map(i64::from)).await?;
         Ok(page.map(Page::from_events))
     }
 

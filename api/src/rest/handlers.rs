@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 
 use pop_app::configs::{ConfigFilter, ConfigKind, ConfigOp};
 use pop_app::reads::{AgendaFilter, PageRequest};
+use pop_app::resolve::Named;
 use pop_app::{AgendaOutcome, App, AppError};
 use pop_domain::model::{AgendaTemplate, Customer, Insight, ResourcePool};
 use pop_projections::Cursor;
@@ -294,7 +295,8 @@ async fn agenda_list(kind: Kind, call: &Call<'_>) -> RestResult<(Vec<Value>, Opt
 async fn operation_list(call: &Call<'_>) -> RestResult<Vec<Value>> {
     let app = call.app();
     if let Some(id) = call.named_id() {
-        let found = app.operation_progress(&call.caller, id, call.at_least()).await?;
+        let customer = call.param(BY_CUSTOMER_ID);
+        let found = app.operation_progress(&call.caller, id, customer, call.at_least()).await?;
         return values(&found.into_iter().collect::<Vec<_>>());
     }
     let found = app
@@ -302,6 +304,7 @@ async fn operation_list(call: &Call<'_>) -> RestResult<Vec<Value>> {
             &call.caller,
             call.param(BY_AGENDA_PROGRESS_ID),
             call.param(BY_AGENDA_ID),
+            call.param(BY_CUSTOMER_ID),
             call.at_least(),
         )
         .await?;
@@ -461,7 +464,9 @@ async fn rerun(call: &Call<'_>) -> RestResult<Reply> {
             .collect::<RestResult<Vec<String>>>()?,
         Some(_) => return Err(AppError::invalid("params", "must be a list of strings").into()),
     };
-    let done = call.app().rerun(&call.caller, &agenda_id, params, body_cid(object)).await?;
+    let customer = text(object, "customerId")?;
+    let agenda = Named::of(&agenda_id, customer.as_deref());
+    let done = call.app().rerun(&call.caller, agenda, params, body_cid(object)).await?;
     agenda_reply(std::slice::from_ref(&done))
 }
 
@@ -503,8 +508,10 @@ async fn update_agenda(call: &Call<'_>) -> RestResult<Reply> {
         .cloned()
         .ok_or_else(|| AppError::invalid("operations", "is required"))?;
     let params = object.get("params").cloned();
+    let customer = text(object, "customerId")?;
+    let agenda = Named::of(&agenda_id, customer.as_deref());
     let done =
-        call.app().expand(&call.caller, &agenda_id, operations, params, body_cid(object)).await?;
+        call.app().expand(&call.caller, agenda, operations, params, body_cid(object)).await?;
     agenda_reply(std::slice::from_ref(&done))
 }
 
@@ -514,7 +521,9 @@ async fn release_agenda(call: &Call<'_>) -> RestResult<Reply> {
     let object = call.object("releaseAgenda request")?;
     let agenda_id = required_text(object, "agendaId")?;
     let lease_id = required_text(object, "leaseId")?;
-    let done = call.app().release(&call.caller, &agenda_id, &lease_id, body_cid(object)).await?;
+    let customer = text(object, "customerId")?;
+    let agenda = Named::of(&agenda_id, customer.as_deref());
+    let done = call.app().release(&call.caller, agenda, &lease_id, body_cid(object)).await?;
     agenda_reply(std::slice::from_ref(&done))
 }
 

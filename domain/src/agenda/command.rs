@@ -43,6 +43,11 @@ pub enum AgendaCommand {
     /// back of the queue, no attempt consumed, operation progress kept so the next executor
     /// resumes. Checked like a report: only `holder` under its current lease `lease_id`.
     Release { holder: String, lease_id: String, now: Timestamp },
+    /// Takes this stream's name (an id of the customer) as the progress id of the customer's
+    /// agenda `agenda_id`, before that agenda is submitted with it. Again for the same agenda
+    /// changes nothing (a re-sent submission); for any other, or where an agenda has the id, it
+    /// is refused.
+    TakeProgressId { agenda_id: String, now: Timestamp },
     /// The data reaper closes a COMPLETE agenda (or a `doNotRun` one that only waits) whose
     /// `updatedTime` is at or before `cutoff` for good, before deleting its stream: afterwards every other command is refused, so the
     /// stream's version is final. A repeat changes nothing.
@@ -63,6 +68,7 @@ impl AgendaCommand {
             AgendaCommand::Cancel { .. } => "cancel",
             AgendaCommand::Reclaim { .. } => "reclaim",
             AgendaCommand::Release { .. } => "release",
+            AgendaCommand::TakeProgressId { .. } => "take the progress id",
             AgendaCommand::Reap { .. } => "reap",
         }
     }
@@ -80,6 +86,7 @@ impl AgendaCommand {
             | AgendaCommand::Cancel { now, .. }
             | AgendaCommand::Reclaim { now }
             | AgendaCommand::Release { now, .. }
+            | AgendaCommand::TakeProgressId { now, .. }
             | AgendaCommand::Reap { now, .. } => *now,
         }
     }

@@ -32,6 +32,9 @@ impl AgendaState {
         if let AgendaCommand::Submit { agenda, insight, .. } = command {
             return self.submit(agenda, insight, now);
         }
+        if let AgendaCommand::TakeProgressId { agenda_id, .. } = command {
+            return self.take_progress_id(agenda_id, now);
+        }
         if !self.exists() {
             return Err(AgendaError::NotFound);
         }
@@ -42,7 +45,9 @@ impl AgendaState {
             };
         }
         match command {
-            AgendaCommand::Submit { .. } => Err(self.illegal(command.verb())),
+            AgendaCommand::Submit { .. } | AgendaCommand::TakeProgressId { .. } => {
+                Err(self.illegal(command.verb()))
+            }
             AgendaCommand::Queue { .. } => self.queue(now),
             AgendaCommand::Claim { holder, lease_id, lease_expires, .. } => {
                 self.claim(holder, lease_id, ms(*lease_expires), now)
@@ -80,9 +85,37 @@ impl AgendaState {
         })])
     }
 
+    /// Takes this stream's name as agenda `agenda_id`'s progress id (see [`super::key`]).
+    fn take_progress_id(&self, agenda_id: &str, now: Timestamp) -> Decision {
+        if let Some(existing) = self.agenda() {
+            return Err(AgendaError::AlreadyExists { agenda_id: existing.id.clone() });
+        }
+        match self.progress_id_of.as_deref() {
+            Some(owner) if owner == agenda_id => Ok(Vec::new()),
+            Some(owner) => Err(AgendaError::ProgressIdTaken {
+                id: String::new(),
+                agenda_id: owner.to_string(),
+            }),
+            None if agenda_id.trim().is_empty() => Err(AgendaError::invalid(
+                "agendaId",
+                "the agenda taking the progress id is required",
+            )),
+            None => Ok(vec![AgendaEvent::ProgressIdTaken(ProgressIdTaken {
+                time: now,
+                agenda_id: agenda_id.to_string(),
+            })]),
+        }
+    }
+
     fn submit(&self, agenda: &Agenda, insight: &AgendaInsight, now: Timestamp) -> Decision {
         if let Some(existing) = self.agenda() {
             return Err(AgendaError::AlreadyExists { agenda_id: existing.id.clone() });
+        }
+        if let Some(owner) = &self.progress_id_of {
+            return Err(AgendaError::ProgressIdTaken {
+                id: agenda.id.clone(),
+                agenda_id: owner.clone(),
+            });
         }
         let mut errors = ValidationErrors::new();
         if agenda.id.trim().is_empty() {

@@ -12,6 +12,9 @@ pub enum AgendaError {
     NotFound,
     #[error("agenda {agenda_id:?} already exists")]
     AlreadyExists { agenda_id: String },
+    /// The id is taken, within the customer, as the progress id of another agenda.
+    #[error("{id:?} is already the progress id of agenda {agenda_id:?}")]
+    ProgressIdTaken { id: String, agenda_id: String },
     #[error("invalid agenda request: {0}")]
     Invalid(#[from] ValidationErrors),
     /// The command is not an allowed transition from the agenda's state (DOMAIN.md §3).
@@ -77,6 +80,7 @@ impl AgendaError {
             AgendaError::NotFound | AgendaError::Reaped => ErrorCode::NotFound,
             AgendaError::Invalid(_) => ErrorCode::Validation,
             AgendaError::AlreadyExists { .. }
+            | AgendaError::ProgressIdTaken { .. }
             | AgendaError::IllegalTransition { .. }
             | AgendaError::LeaseLost { .. }
             | AgendaError::LeaseSuperseded { .. }

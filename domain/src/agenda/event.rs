@@ -35,6 +35,7 @@ pub const EVENT_TYPES: &[(&str, u32)] = &[
     (type_name::REQUEUED, 1),
     (type_name::REAPED, 1),
     (type_name::RELEASED, 1),
+    (type_name::PROGRESS_ID_TAKEN, 1),
 ];
 
 /// Older schema versions this build still reads, each upcast to the current shape on decode;
@@ -60,6 +61,7 @@ pub mod type_name {
     pub const REQUEUED: &str = "AgendaRequeued";
     pub const REAPED: &str = "AgendaReaped";
     pub const RELEASED: &str = "AgendaReleased";
+    pub const PROGRESS_ID_TAKEN: &str = "ProgressIdTaken";
 }
 
 /// Every event of an agenda stream.
@@ -79,6 +81,7 @@ pub enum AgendaEvent {
     Requeued(AgendaRequeued),
     Reaped(AgendaReaped),
     Released(AgendaReleased),
+    ProgressIdTaken(ProgressIdTaken),
 }
 
 /// An agenda was accepted and bound to an insight: WAITING/added, every operation WAITING.
@@ -318,6 +321,17 @@ pub struct AgendaReleased {
     pub interrupted_operations: Vec<String>,
 }
 
+/// The stream's name (an id of its customer) was taken as the progress id of agenda
+/// `agendaId` of the same customer: no agenda and no other progress may use it. The only event
+/// of such a stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProgressIdTaken {
+    #[serde(rename = "time", with = "epoch_ms")]
+    pub time: Timestamp,
+    #[serde(rename = "agendaId")]
+    pub agenda_id: String,
+}
+
 /// The data reaper closed the finished agenda for good; its stream is deleted next and the
 /// audit record (`StreamReaped` in a `reaps-<day>` stream) makes the read models forget it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -355,6 +369,7 @@ impl AgendaEvent {
             AgendaEvent::Requeued(e) => e.time,
             AgendaEvent::Reaped(e) => e.time,
             AgendaEvent::Released(e) => e.time,
+            AgendaEvent::ProgressIdTaken(e) => e.time,
         }
     }
 
@@ -374,6 +389,7 @@ impl AgendaEvent {
             AgendaEvent::Requeued(e) => serde_json::to_vec(e),
             AgendaEvent::Reaped(e) => serde_json::to_vec(e),
             AgendaEvent::Released(e) => serde_json::to_vec(e),
+            AgendaEvent::ProgressIdTaken(e) => serde_json::to_vec(e),
         }
     }
 }
@@ -395,6 +411,7 @@ impl EventCodec for AgendaEvent {
             AgendaEvent::Requeued(_) => type_name::REQUEUED,
             AgendaEvent::Reaped(_) => type_name::REAPED,
             AgendaEvent::Released(_) => type_name::RELEASED,
+            AgendaEvent::ProgressIdTaken(_) => type_name::PROGRESS_ID_TAKEN,
         }
     }
 
@@ -444,6 +461,9 @@ impl EventCodec for AgendaEvent {
             type_name::REQUEUED => AgendaEvent::Requeued(from(data).map_err(malformed)?),
             type_name::REAPED => AgendaEvent::Reaped(from(data).map_err(malformed)?),
             type_name::RELEASED => AgendaEvent::Released(from(data).map_err(malformed)?),
+            type_name::PROGRESS_ID_TAKEN => {
+                AgendaEvent::ProgressIdTaken(from(data).map_err(malformed)?)
+            }
             other => return Err(CodecError::UnknownType { event_type: other.to_string() }),
         };
         Ok(event)

@@ -17,6 +17,13 @@ impl AgendaState {
             self.submitted(e);
             return;
         }
+        if let AgendaEvent::ProgressIdTaken(e) = event {
+            // Only on a stream that holds no agenda (the only event of such a stream).
+            if self.agenda.is_none() {
+                self.progress_id_of = Some(e.agenda_id.clone());
+            }
+            return;
+        }
         if self.agenda.is_none() {
             return;
         }
@@ -82,6 +89,7 @@ impl AgendaState {
                 push_diagnostics(&mut self.progress.diagnostic_events, [diagnostic]);
                 self.interrupt_operations(&e.interrupted_operations, time);
             }
+            AgendaEvent::ProgressIdTaken(_) => {}
             AgendaEvent::Released(e) => {
                 self.set_state(ProcessingState::Waiting, message::ADDED);
                 self.lease = None;

@@ -1,4 +1,5 @@
-//! The agenda aggregate: one stream per agenda (`agenda-<id>`) holding every state change of
+//! The agenda aggregate: one stream per agenda (`agenda-<customer>/<id>`, see [`key`]) holding
+//! every state change of
 //! DOMAIN.md §3 — submission, scheduling, leases, executor reports, expansion, rerun, retry,
 //! cancellation and reclaim — decided by pure rules and folded into POP's AgendaProgress.
 //!
@@ -52,6 +53,8 @@ mod decide;
 mod error;
 mod event;
 mod evolve;
+pub mod key;
+pub use key::key;
 mod rerun;
 mod state;
 
@@ -61,7 +64,7 @@ pub use event::{
     AgendaCancelled, AgendaClaimed, AgendaCompleted, AgendaEvent, AgendaProgressReported,
     AgendaQueued, AgendaReadded, AgendaReaped, AgendaReleased, AgendaRequeued, AgendaRerun,
     AgendaRetryDecided, AgendaSubmitted, AgendaTimedOut, EVENT_TYPES, OLDER_EVENT_VERSIONS,
-    OperationProgressChanged, OperationsExpanded, type_name,
+    OperationProgressChanged, OperationsExpanded, ProgressIdTaken, type_name,
 };
 pub use rerun::{RerunFlags, RerunPlan, RerunReset, flag, plan_rerun, reset_closure};
 pub use state::{
@@ -69,7 +72,7 @@ pub use state::{
     RUNNING_MESSAGE, maximum_attempts, percent_complete, percent_from_counts, round_percent,
 };
 
-/// The stream category: agenda streams are named `agenda-<id>`.
+/// The stream category: agenda streams are named `agenda-<key>` ([`key::key`]).
 pub const CATEGORY: &str = "agenda";
 
 impl crate::Aggregate for AgendaState {

@@ -52,6 +52,10 @@ pub struct AgendaState {
         skip_serializing_if = "Option::is_none"
     )]
     pub(super) entered: Option<Timestamp>,
+    /// When this stream's name is not an agenda but the progress id of one of the customer's
+    /// agendas: that agenda's id.
+    #[serde(rename = "progressIdOf", default, skip_serializing_if = "Option::is_none")]
+    pub(super) progress_id_of: Option<String>,
     /// Closed by the data reaper: no command applies any more.
     #[serde(rename = "reaped", default, skip_serializing_if = "std::ops::Not::not")]
     pub(super) reaped: bool,
@@ -71,6 +75,11 @@ impl AgendaState {
     /// Whether the data reaper closed this agenda (its stream is being deleted).
     pub fn is_reaped(&self) -> bool {
         self.reaped
+    }
+
+    /// The agenda whose progress id this stream's name is, when it is one (not an agenda).
+    pub fn progress_id_of(&self) -> Option<&str> {
+        self.progress_id_of.as_deref()
     }
 
     /// The current lease: only while `scheduled` or EXECUTING.

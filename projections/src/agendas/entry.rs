@@ -25,6 +25,9 @@ pub struct CorruptEntry {
 /// list filtering never decode a settled agenda.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Keys {
+    /// The agenda's own id (the id its customer chose); the entry is keyed by its stream,
+    /// which scopes the id by customer.
+    pub(super) agenda_id: Arc<str>,
     pub(super) progress_id: Arc<str>,
     pub(super) customer: Arc<str>,
     pub(super) link: Option<Arc<str>>,
@@ -50,7 +53,8 @@ pub(super) enum Body {
 /// One agenda in the read model.
 #[derive(Debug, Clone)]
 pub struct AgendaEntry {
-    pub(super) id: Arc<str>,
+    /// The stream key (`agenda-<key>`): the customer-scoped identity of the agenda.
+    pub(super) key: Arc<str>,
     pub(super) keys: Keys,
     pub(super) body: Body,
 }
@@ -68,8 +72,14 @@ struct AgendaOnly {
 }
 
 impl AgendaEntry {
+    /// The stream key, `agenda::key(customer, id)` for agendas pop submitted: what commands
+    /// and the read model address the agenda by.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+    /// The agenda's id, as its customer chose it (unique within that customer only).
     pub fn id(&self) -> &str {
-        &self.id
+        &self.keys.agenda_id
     }
     pub fn progress_id(&self) -> &str {
         &self.keys.progress_id
@@ -161,7 +171,7 @@ impl AgendaEntry {
     }
 
     fn corrupt(&self, source: impl std::error::Error + Send + Sync + 'static) -> CorruptEntry {
-        CorruptEntry { id: self.id.to_string(), source: Box::new(source) }
+        CorruptEntry { id: self.key.to_string(), source: Box::new(source) }
     }
 
     pub(super) fn take_state(&mut self) -> Result<AgendaState, CorruptEntry> {

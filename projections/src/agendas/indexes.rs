@@ -11,7 +11,7 @@ use pop_domain::ProcessingState;
 use crate::phase::Phase;
 
 use super::entry::Keys;
-use super::{AgendaModel, intern};
+use super::{AgendaModel, Many, intern};
 
 /// An index key: `(time in epoch ms, agenda id)`.
 pub(super) type Key = (i64, Arc<str>);
@@ -91,6 +91,7 @@ impl AgendaModel {
         }
         self.deferred = false;
         self.progress_ids.clear();
+        self.ids.clear();
         self.all = Partition::default();
         self.by_customer.clear();
         self.by_link.clear();
@@ -106,7 +107,7 @@ impl AgendaModel {
             if let Some(insight) = k.insight.as_mut() {
                 *insight = intern(&self.by_insight, None, insight);
             }
-            self.reindex(&entry.id, None, Some(&entry.keys));
+            self.reindex(&entry.key, None, Some(&entry.keys));
         }
         self.entries = entries;
     }
@@ -120,16 +121,20 @@ impl AgendaModel {
         let added_key = |k: &Keys| (k.added, Arc::clone(id));
         let updated_key = |k: &Keys| (k.updated, Arc::clone(id));
 
-        // Progress id map.
-        let progress =
-            |k: &Keys| (k.progress_id.as_ref() != id.as_ref()).then(|| Arc::clone(&k.progress_id));
-        let (old_p, new_p) = (old.and_then(progress), new.and_then(progress));
-        if old_p != new_p {
-            if let Some(p) = old_p {
-                self.progress_ids.remove(&p);
+        // The id and progress id maps (an agenda's ids never change, so this is once in its
+        // life, and once when it is forgotten).
+        let (old_ids, new_ids) = (
+            old.map(|k| (&k.agenda_id, &k.progress_id)),
+            new.map(|k| (&k.agenda_id, &k.progress_id)),
+        );
+        if old_ids != new_ids {
+            if let Some((agenda_id, progress_id)) = old_ids {
+                Many::remove(&mut self.ids, agenda_id, id);
+                Many::remove(&mut self.progress_ids, progress_id, id);
             }
-            if let Some(p) = new_p {
-                self.progress_ids.insert(p, Arc::clone(id));
+            if let Some((agenda_id, progress_id)) = new_ids {
+                Many::insert(&mut self.ids, Arc::clone(agenda_id), Arc::clone(id));
+                Many::insert(&mut self.progress_ids, Arc::clone(progress_id), Arc::clone(id));
             }
         }
 

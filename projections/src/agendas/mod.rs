@@ -47,7 +47,9 @@ pub struct AgendaModel {
     entries: HashMap<Arc<str>, AgendaEntry>,
     /// AgendaProgress id → agenda id, only where they differ (lookups check the agenda map
     /// second, so the common `progressId == id` case costs nothing).
-    progress_ids: HashMap<Arc<str>, Arc<str>>,
+    progress_ids: HashMap<Arc<str>, Many>,
+    /// Agenda id → the keys of the agendas with that id (one per customer using it).
+    ids: HashMap<Arc<str>, Many>,
     all: Partition,
     by_customer: HashMap<Arc<str>, Partition>,
     /// In `addedTime` order.
@@ -66,6 +68,65 @@ pub struct AgendaModel {
     deferred: bool,
     /// Scratch space for settling, reused so that each settle allocates only its result.
     buffers: SettleBuffers,
+}
+
+/// The keys an id names: nearly always one (ids are chosen per customer), so one needs no
+/// allocation beyond the map's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Many {
+    One(Arc<str>),
+    Several(Vec<Arc<str>>),
+}
+
+impl Many {
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Arc<str>> {
+        let (one, several): (Option<&Arc<str>>, &[Arc<str>]) = match self {
+            Many::One(k) => (Some(k), &[]),
+            Many::Several(ks) => (None, ks.as_slice()),
+        };
+        one.into_iter().chain(several)
+    }
+
+    /// Adds `key` under `name` in `map`.
+    pub(super) fn insert(map: &mut HashMap<Arc<str>, Many>, name: Arc<str>, key: Arc<str>) {
+        match map.get_mut(&name) {
+            None => {
+                map.insert(name, Many::One(key));
+            }
+            Some(Many::One(k)) if *k == key => {}
+            Some(slot @ Many::One(_)) => {
+                if let Many::One(k) = std::mem::replace(slot, Many::Several(Vec::new())) {
+                    *slot = Many::Several(vec![k, key]);
+                }
+            }
+            Some(Many::Several(ks)) => {
+                if !ks.contains(&key) {
+                    ks.push(key);
+                }
+            }
+        }
+    }
+
+    /// Removes `key` from under `name` in `map`.
+    pub(super) fn remove(map: &mut HashMap<Arc<str>, Many>, name: &str, key: &str) {
+        let empty = match map.get_mut(name) {
+            None => false,
+            Some(Many::One(k)) => k.as_ref() == key,
+            Some(Many::Several(ks)) => {
+                ks.retain(|k| k.as_ref() != key);
+                if ks.len() == 1
+                    && let Some(last) = ks.pop()
+                    && let Some(slot) = map.get_mut(name)
+                {
+                    *slot = Many::One(last);
+                }
+                false
+            }
+        };
+        if empty {
+            map.remove(name);
+        }
+    }
 }
 
 fn ms(t: Option<Timestamp>) -> i64 {
@@ -92,47 +153,65 @@ impl AgendaModel {
         self.entries.is_empty()
     }
 
-    /// By agenda id.
-    pub fn get(&self, id: &str) -> Option<&AgendaEntry> {
-        self.entries.get(id)
+    /// By stream key ([`AgendaEntry::key`]).
+    pub fn get(&self, key: &str) -> Option<&AgendaEntry> {
+        self.entries.get(key)
     }
 
-    /// By AgendaProgress id.
-    pub fn by_progress_id(&self, progress_id: &str) -> Option<&AgendaEntry> {
-        if let Some(agenda_id) = self.progress_ids.get(progress_id) {
-            return self.entries.get(agenda_id);
-        }
-        self.entries.get(progress_id).filter(|e| e.progress_id() == progress_id)
+    /// The agendas with this id, one per customer using it (visible or not: callers filter).
+    pub fn with_id<'m>(&'m self, id: &str) -> impl Iterator<Item = &'m AgendaEntry> + 'm {
+        self.ids.get(id).into_iter().flat_map(Many::iter).filter_map(|k| self.entries.get(k))
     }
 
-    /// By OperationProgress id, `<progressId>-<operation name>`. Both parts may contain `-`,
-    /// so every split is tried, the longest progress id first.
-    pub fn operation_progress(&self, id: &str) -> Result<Option<OperationProgress>, CorruptEntry> {
+    /// The agendas whose AgendaProgress has this id, one per customer using it.
+    pub fn with_progress_id<'m>(
+        &'m self,
+        progress_id: &str,
+    ) -> impl Iterator<Item = &'m AgendaEntry> + 'm {
+        self.progress_ids
+            .get(progress_id)
+            .into_iter()
+            .flat_map(Many::iter)
+            .filter_map(|k| self.entries.get(k))
+    }
+
+    /// The OperationProgress entries an id `<progressId>-<operation name>` can name, among the
+    /// agendas `keep` admits (the caller's visibility: filtered before any match is chosen, so
+    /// another customer's agenda can never shadow one the caller sees). Both parts may contain
+    /// `-`, so every split is tried; more than one match means the id is ambiguous for this
+    /// caller.
+    pub fn operation_progress(
+        &self,
+        id: &str,
+        keep: impl Fn(&AgendaEntry) -> bool,
+    ) -> Result<Vec<OperationProgress>, CorruptEntry> {
+        let mut found = Vec::new();
         for (i, _) in id.rmatch_indices('-') {
             let (progress_id, name) = (&id[..i], &id[i + 1..]);
-            let Some(entry) = self.by_progress_id(progress_id) else { continue };
-            let found = match &entry.body {
-                Body::Live(state) => state
-                    .progress()
-                    .operation_progress
-                    .iter()
-                    .find(|p| p.operation == name)
-                    .cloned(),
-                Body::Settled(_) => {
-                    entry.progress()?.operation_progress.into_iter().find(|p| p.operation == name)
-                }
-            };
-            if found.is_some() {
-                return Ok(found);
+            for entry in self.with_progress_id(progress_id).filter(|e| keep(e)) {
+                let op = match &entry.body {
+                    Body::Live(state) => state
+                        .progress()
+                        .operation_progress
+                        .iter()
+                        .find(|p| p.operation == name)
+                        .cloned(),
+                    Body::Settled(_) => entry
+                        .progress()?
+                        .operation_progress
+                        .into_iter()
+                        .find(|p| p.operation == name),
+                };
+                found.extend(op);
             }
         }
-        Ok(None)
+        Ok(found)
     }
 
     /// Every entry in id order (for snapshots and the determinism hash).
     pub fn entries_by_id(&self) -> Vec<&AgendaEntry> {
         let mut all: Vec<&AgendaEntry> = self.entries.values().collect();
-        all.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        all.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         all
     }
 
@@ -153,8 +232,8 @@ impl AgendaModel {
             .filter_map(|(_, id)| self.entries.get(id))
     }
 
-    /// Applies one event of stream `agenda-<id>`. Keyed by the stream id: the log names the
-    /// agenda, and `decide` made the submitted agenda's id equal to it.
+    /// Applies one event of stream `agenda-<key>`. Keyed by the stream key: the log names the
+    /// agenda (its customer and id; see `pop_domain::agenda::key`).
     pub(crate) fn apply(
         &mut self,
         id: &str,
@@ -171,6 +250,7 @@ impl AgendaModel {
                 &self.by_link,
                 &self.by_insight,
                 state,
+                &entry.key,
                 Some(&entry.keys),
             );
             let old = std::mem::replace(&mut entry.keys, keys);
@@ -180,7 +260,7 @@ impl AgendaModel {
                     entry.body = settle(&mut self.buffers, state);
                 }
             }
-            let id = Arc::clone(&entry.id);
+            let id = Arc::clone(&entry.key);
             let keys = entry.keys.clone();
             self.reindex(&id, Some(&old), Some(&keys));
             if let Some(change) = change {
@@ -203,24 +283,25 @@ impl AgendaModel {
 
     /// Inserts or replaces the entry `id` with `state` and re-indexes it.
     pub(crate) fn put(&mut self, id: &str, state: AgendaState, change: Option<&mut Change>) {
-        let old = self.entries.get(id).map(|e| (Arc::clone(&e.id), e.keys.clone()));
+        let old = self.entries.get(id).map(|e| (Arc::clone(&e.key), e.keys.clone()));
+        let id: Arc<str> = match &old {
+            Some((id, _)) => Arc::clone(id),
+            None => Arc::from(id),
+        };
         let keys = keys_of(
             &self.by_customer,
             &self.by_link,
             &self.by_insight,
             &state,
+            &id,
             old.as_ref().map(|(_, k)| k),
         );
-        let id: Arc<str> = match &old {
-            Some((id, _)) => Arc::clone(id),
-            None => Arc::from(id),
-        };
         self.reindex(&id, old.as_ref().map(|(_, k)| k), Some(&keys));
         if let Some(change) = change {
             describe(change, &id, &keys);
         }
         let body = settle(&mut self.buffers, Box::new(state));
-        self.entries.insert(Arc::clone(&id), AgendaEntry { id, keys, body });
+        self.entries.insert(Arc::clone(&id), AgendaEntry { key: id, keys, body });
     }
 
     /// Stops maintaining the indexes per event until [`AgendaModel::build_indexes`]: for a
@@ -232,7 +313,7 @@ impl AgendaModel {
     /// Drops an agenda and its index entries (the hook for streams deleted by a reaper).
     pub(crate) fn remove(&mut self, id: &str) -> Option<AgendaEntry> {
         let entry = self.entries.remove(id)?;
-        self.reindex(&entry.id, Some(&entry.keys), None);
+        self.reindex(&entry.key, Some(&entry.keys), None);
         Some(entry)
     }
 }
@@ -244,11 +325,19 @@ fn keys_of<C, L, I>(
     by_link: &HashMap<Arc<str>, L>,
     by_insight: &HashMap<Arc<str>, I>,
     state: &AgendaState,
+    key: &Arc<str>,
     old: Option<&Keys>,
 ) -> Keys {
     let p = state.progress();
+    let agenda_id = match old {
+        Some(k) if k.agenda_id.as_ref() == p.agenda_id => Arc::clone(&k.agenda_id),
+        // Keyed by the id alone (streams written by hand or by older builds): share it.
+        _ if key.as_ref() == p.agenda_id => Arc::clone(key),
+        _ => Arc::from(p.agenda_id.as_str()),
+    };
     let progress_id = match old {
         Some(k) if k.progress_id.as_ref() == p.id => Arc::clone(&k.progress_id),
+        _ if agenda_id.as_ref() == p.id => Arc::clone(&agenda_id),
         _ => Arc::from(p.id.as_str()),
     };
     let customer = intern(by_customer, old.map(|k| &k.customer), &p.customer_id);
@@ -260,6 +349,7 @@ fn keys_of<C, L, I>(
     let added = ms(p.added_time.or(state.agenda().and_then(|a| a.added_time)));
     let entered = state.entered_time().map_or(added, |t| t.timestamp_millis());
     Keys {
+        agenda_id,
         progress_id,
         customer,
         link,
@@ -273,10 +363,11 @@ fn keys_of<C, L, I>(
     }
 }
 
-/// What a change of agenda `id` with `keys` tells subscribers.
-fn describe(change: &mut Change, id: &Arc<str>, keys: &Keys) {
+/// What a change of the agenda keyed `key` with `keys` tells subscribers.
+fn describe(change: &mut Change, key: &Arc<str>, keys: &Keys) {
     change.kind = ChangeKind::Agenda;
-    change.id = Arc::clone(id);
+    change.id = Arc::clone(key);
+    change.agenda_id = Some(Arc::clone(&keys.agenda_id));
     change.customer_id = Arc::clone(&keys.customer);
     change.progress_id = Some(Arc::clone(&keys.progress_id));
     change.link_id = keys.link.clone();
