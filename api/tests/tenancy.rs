@@ -1,0 +1,287 @@
+//! Tenancy of agenda identities (issue 12, items 1, 2, 3 and 5), over real HTTP: agenda ids
+//! and progress ids are chosen per customer, so another tenant can neither take over a
+//! progress id, learn that an id exists, nor shadow an operation's progress; and a pool's
+//! service token serves every customer of a shared insight, reaching another customer's agenda
+//! only while it holds its lease.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use pop_api::ApiConfig;
+use pop_reapers::scheduler::{Memory, pass};
+use serde_json::{Value, json};
+use support::*;
+
+const SUBMIT: &str = "mutation($a: JSON!, $p: String) { submitAgenda(agenda: $a, atLeastPosition: $p) \
+    { agenda { id customerId progressId } position } }";
+const AGENDA: &str = "query($id: String!, $c: String) { agenda(id: $id, customerId: $c) \
+    { id customerId linkId progressId } }";
+const PROGRESS: &str = "query($id: String!, $c: String) { agendaProgress(id: $id, customerId: $c) \
+    { id agendaId customerId processingState operationProgress { operation processingState resultPayload } } }";
+const OPERATION: &str = "query($id: String!) { operationProgress(id: $id) \
+    { id customerId agendaProgressId operation } }";
+const CLAIM: &str = "mutation($n: Int!) { getAgenda(insightId: \"transcode\", count: $n) \
+    { agenda { id customerId progressId } lease { id } } }";
+const REPORT: &str = "mutation($p: JSON!) { updateAgendaProgress(agendaProgress: $p) \
+    { agenda { id customerId } progress { processingState } } }";
+
+/// An agenda of `customer` with a chosen id, progress id and operation names.
+fn named(customer: &str, id: &str, progress_id: &str, operations: &[&str]) -> Value {
+    let operations: Vec<Value> = operations
+        .iter()
+        .map(|name| json!({"name": name, "type": "ffmpeg", "payload": {"src": "in.mp4"}}))
+        .collect();
+    json!({"id": id, "progressId": progress_id, "customerId": customer, "linkId": customer,
+           "title": "t", "operations": operations})
+}
+
+async fn submit(s: &TestServer, token: &str, agenda: Value, after: &str) -> Value {
+    s.ok(token, SUBMIT, json!({"a": agenda, "p": after})).await["submitAgenda"].clone()
+}
+
+/// One scheduler pass once the read models have every acknowledged write; waits until its
+/// moves are applied.
+async fn queue_all(s: &TestServer) {
+    let projections = s.state.projections();
+    projections.wait_for(s.commands.written(), WAIT).await.unwrap();
+    let moved = pass(&s.commands, projections, &mut Memory::default()).await.unwrap();
+    projections.wait_for(moved, WAIT).await.unwrap();
+}
+
+fn executing(progress_id: &str, agenda_id: Option<&str>, operation: &str, result: &str) -> Value {
+    let mut p = json!({"id": progress_id, "processingState": "EXECUTING",
+        "operationProgress": [{"operation": operation, "processingState": "COMPLETE",
+                               "processingStateMessage": "succeeded", "resultPayload": {"r": result}}]});
+    if let Some(a) = agenda_id {
+        p["agendaId"] = json!(a);
+    }
+    p
+}
+
+fn problem_fields(e: &Value) -> Vec<String> {
+    e["extensions"]["problems"]
+        .as_array()
+        .map(|ps| ps.iter().filter_map(|p| p["field"].as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+/// Item 2: an id another tenant uses is no oracle — both submits succeed, each customer reads
+/// its own agenda, a cancel by one leaves the other alone, and a caller who sees both is asked
+/// to name the customer rather than handed either.
+#[tokio::test]
+async fn the_same_agenda_id_in_two_customers_is_two_agendas_and_no_oracle() {
+    let s = start(ApiConfig::default()).await;
+    let after = s.seed().await;
+    let acme = submit(&s, ACME, named("acme", "job-1", "job-1", &["probe"]), &after).await;
+    assert_eq!(acme["agenda"]["customerId"], "acme");
+    // Before: 409 "already exists" — telling globex that acme uses the id.
+    let globex = submit(&s, GLOBEX, named("globex", "job-1", "job-1", &["probe"]), &after).await;
+    assert_eq!(globex["agenda"]["id"], "job-1");
+    assert_eq!(globex["agenda"]["customerId"], "globex");
+
+    for (token, customer) in [(ACME, "acme"), (GLOBEX, "globex")] {
+        let a = s.ok(token, AGENDA, json!({"id": "job-1"})).await;
+        assert_eq!(a["agenda"]["customerId"], customer, "{a:#}");
+        assert_eq!(a["agenda"]["linkId"], customer, "{a:#}");
+        let p = s.ok(token, PROGRESS, json!({"id": "job-1"})).await;
+        assert_eq!(p["agendaProgress"]["customerId"], customer, "{p:#}");
+        // Naming the other customer is the same as naming nothing that exists.
+        let other = if customer == "acme" { "globex" } else { "acme" };
+        let a = s.ok(token, AGENDA, json!({"id": "job-1", "c": other})).await;
+        assert!(a["agenda"].is_null(), "{a:#}");
+    }
+
+    // Within one customer an id is still taken once.
+    let e = s
+        .err(ACME, SUBMIT, json!({"a": named("acme", "job-1", "other", &["probe"]), "p": after}))
+        .await;
+    assert_eq!(code(&e), "CONFLICT", "{e:#}");
+
+    // The admin sees both customers: it must say which.
+    let e = s.err(ADMIN, AGENDA, json!({"id": "job-1"})).await;
+    assert_eq!(code(&e), "VALIDATION", "{e:#}");
+    assert_eq!(problem_fields(&e), ["customerId"], "{e:#}");
+    let a = s.ok(ADMIN, AGENDA, json!({"id": "job-1", "c": "globex"})).await;
+    assert_eq!(a["agenda"]["customerId"], "globex");
+
+    // globex cancels its job-1; acme's is untouched.
+    s.cancel(GLOBEX, "job-1").await;
+    let p = s.ok(ACME, PROGRESS, json!({"id": "job-1"})).await;
+    assert_eq!(p["agendaProgress"]["processingState"], "WAITING", "{p:#}");
+    let p = s.ok(GLOBEX, PROGRESS, json!({"id": "job-1"})).await;
+    assert_eq!(p["agendaProgress"]["processingState"], "COMPLETE", "{p:#}");
+
+    // Over REST, by path: each customer gets its own.
+    for (token, customer) in [(ACME, "acme"), (GLOBEX, "globex")] {
+        let answer: Value = s
+            .http
+            .get(format!("{}/pop/agenda/job-1", s.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(answer["all"][0]["customerId"], customer, "{answer:#}");
+    }
+}
+
+/// Item 1: another tenant that submits with the victim's progress id takes nothing — the
+/// victim's progress stays readable, and the victim's executor's reports (result payloads
+/// included) land in the victim's agenda. A report whose progress id is not the named
+/// agenda's is refused.
+#[tokio::test]
+async fn another_customers_progress_id_cannot_take_over_yours() {
+    let s = start(ApiConfig::default()).await;
+    let after = s.seed().await;
+    submit(&s, ACME, named("acme", "victim", "p-victim", &["probe"]), &after).await;
+    // Before: accepted, and the progress-id index then pointed at globex's agenda.
+    submit(&s, GLOBEX, named("globex", "attacker", "p-victim", &["probe"]), &after).await;
+
+    let p = s.ok(ACME, PROGRESS, json!({"id": "p-victim"})).await;
+    assert_eq!(p["agendaProgress"]["agendaId"], "victim", "{p:#}");
+    assert_eq!(p["agendaProgress"]["customerId"], "acme", "{p:#}");
+    let over_rest: Value = s
+        .http
+        .get(format!("{}/pop/progress/agenda/p-victim", s.base))
+        .bearer_auth(ACME)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(over_rest["all"][0]["agendaId"], "victim", "{over_rest:#}");
+
+    // Within acme the progress id is taken: as an agenda id or another agenda's progress id.
+    for agenda in
+        [named("acme", "p-victim", "q", &["probe"]), named("acme", "x", "p-victim", &["probe"])]
+    {
+        let e = s.err(ACME, SUBMIT, json!({"a": agenda, "p": after})).await;
+        assert_eq!(code(&e), "CONFLICT", "{e:#}");
+    }
+
+    // The pool's worker claims both (a global insight serves every customer) and reports for
+    // the victim the way POP's executor does: the progress id and the agenda id.
+    queue_all(&s).await;
+    let claimed = s.ok(ACME_SERVICE, CLAIM, json!({"n": 5})).await;
+    assert_eq!(claimed["getAgenda"].as_array().unwrap().len(), 2, "{claimed:#}");
+    let r = s
+        .ok(
+            ACME_SERVICE,
+            REPORT,
+            json!({"p": executing("p-victim", Some("victim"), "probe", "secret")}),
+        )
+        .await;
+    assert_eq!(r["updateAgendaProgress"]["agenda"]["customerId"], "acme", "{r:#}");
+    let p = s.ok(ACME, PROGRESS, json!({"id": "p-victim"})).await;
+    assert_eq!(
+        p["agendaProgress"]["operationProgress"][0]["resultPayload"],
+        json!({"r": "secret"})
+    );
+    let p = s.ok(GLOBEX, PROGRESS, json!({"id": "p-victim"})).await;
+    assert_eq!(p["agendaProgress"]["agendaId"], "attacker");
+    assert_eq!(p["agendaProgress"]["operationProgress"][0]["processingState"], "WAITING", "{p:#}");
+
+    // The progress id alone names two agendas this worker holds: it must say which.
+    let e =
+        s.err(ACME_SERVICE, REPORT, json!({"p": executing("p-victim", None, "probe", "x")})).await;
+    assert_eq!(code(&e), "VALIDATION", "{e:#}");
+    // A progress id that is not the named agenda's is refused, never routed elsewhere.
+    let e = s
+        .err(ACME_SERVICE, REPORT, json!({"p": executing("p-other", Some("victim"), "probe", "x")}))
+        .await;
+    assert_eq!(code(&e), "VALIDATION", "{e:#}");
+    assert_eq!(problem_fields(&e), ["agendaProgress.id"], "{e:#}");
+}
+
+/// Item 3: OperationProgress ids are `<progressId>-<operation>` with `-` allowed in both; an
+/// agenda `a-b` with operation `c` of another customer cannot shadow agenda `a`'s operation
+/// `b-c`, and within one customer the ambiguity is an error, never a guess.
+#[tokio::test]
+async fn operation_progress_ids_with_dashes_are_never_shadowed_by_another_customer() {
+    let s = start(ApiConfig::default()).await;
+    let after = s.seed().await;
+    submit(&s, ACME, named("acme", "a", "a", &["b-c"]), &after).await;
+    submit(&s, GLOBEX, named("globex", "a-b", "a-b", &["c"]), &after).await;
+
+    let o = s.ok(ACME, OPERATION, json!({"id": "a-b-c"})).await;
+    assert_eq!(o["operationProgress"]["customerId"], "acme", "{o:#}");
+    assert_eq!(o["operationProgress"]["operation"], "b-c", "{o:#}");
+    assert_eq!(o["operationProgress"]["agendaProgressId"], "a", "{o:#}");
+    let o = s.ok(GLOBEX, OPERATION, json!({"id": "a-b-c"})).await;
+    assert_eq!(o["operationProgress"]["customerId"], "globex", "{o:#}");
+    assert_eq!(o["operationProgress"]["operation"], "c", "{o:#}");
+
+    // The admin sees both: ambiguous, said so.
+    let e = s.err(ADMIN, OPERATION, json!({"id": "a-b-c"})).await;
+    assert_eq!(code(&e), "VALIDATION", "{e:#}");
+    // REST, by path, for each customer.
+    for (token, operation) in [(ACME, "b-c"), (GLOBEX, "c")] {
+        let answer: Value = s
+            .http
+            .get(format!("{}/pop/progress/operation/a-b-c", s.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(answer["all"][0]["operation"], operation, "{answer:#}");
+    }
+}
+
+/// Item 5: a pool's service token takes from a shared (global) insight the agendas of every
+/// customer it serves — before, only those of customers in its own list, while the others
+/// held the queue's slots — and may report on and expand another customer's agenda exactly
+/// while it holds its lease.
+#[tokio::test]
+async fn a_pool_worker_serves_every_customer_of_a_shared_insight_under_its_lease() {
+    let s = start(ApiConfig::default()).await;
+    let after = s.seed().await;
+    submit(&s, GLOBEX, named("globex", "g-1", "g-1", &["probe", "encode"]), &after).await;
+    queue_all(&s).await;
+
+    // ACME_SERVICE's token lists only acme, yet it is the pool's worker.
+    let claimed = s.ok(ACME_SERVICE, CLAIM, json!({"n": 2})).await;
+    let items = claimed["getAgenda"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{claimed:#}");
+    assert_eq!(items[0]["agenda"]["customerId"], "globex");
+
+    // Another token of the same list, not holding the lease, cannot reach it.
+    let e = s
+        .err(ACME_SERVICE_2, REPORT, json!({"p": executing("g-1", Some("g-1"), "probe", "x")}))
+        .await;
+    assert_eq!(code(&e), "NOT_FOUND", "{e:#}");
+    // The holder reports and expands it.
+    let r = s
+        .ok(ACME_SERVICE, REPORT, json!({"p": executing("g-1", Some("g-1"), "probe", "ok")}))
+        .await;
+    assert_eq!(r["updateAgendaProgress"]["progress"]["processingState"], "EXECUTING", "{r:#}");
+    let expand = "mutation($id: String!, $o: JSON!) { expandAgenda(agendaId: $id, operations: $o) \
+        { progress { operationProgress { operation } } } }";
+    let ops = json!([{"name": "more", "type": "ffmpeg", "payload": {}}]);
+    let x = s.ok(ACME_SERVICE, expand, json!({"id": "g-1", "o": ops})).await;
+    assert_eq!(x["expandAgenda"]["progress"]["operationProgress"].as_array().unwrap().len(), 3);
+    let p = s.ok(GLOBEX, PROGRESS, json!({"id": "g-1"})).await;
+    assert_eq!(p["agendaProgress"]["operationProgress"][0]["resultPayload"], json!({"r": "ok"}));
+    // It reads it while it holds it; globex's user still sees only its own.
+    let a = s.ok(ACME_SERVICE, AGENDA, json!({"id": "g-1"})).await;
+    assert_eq!(a["agenda"]["customerId"], "globex");
+    // Once finished the lease is gone, and so is the worker's reach.
+    let done = json!({"id": "g-1", "agendaId": "g-1", "processingState": "COMPLETE",
+        "processingStateMessage": "succeeded",
+        "operationProgress": [
+            {"operation": "encode", "processingState": "COMPLETE", "processingStateMessage": "succeeded"},
+            {"operation": "more", "processingState": "COMPLETE", "processingStateMessage": "succeeded"}]});
+    s.ok(ACME_SERVICE, REPORT, json!({"p": done})).await;
+    let a = s.ok(ACME_SERVICE, AGENDA, json!({"id": "g-1"})).await;
+    assert!(a["agenda"].is_null(), "{a:#}");
+    let e = s
+        .err(ACME_SERVICE, REPORT, json!({"p": executing("g-1", Some("g-1"), "probe", "late")}))
+        .await;
+    assert_eq!(code(&e), "NOT_FOUND", "{e:#}");
+}
