@@ -1,0 +1,316 @@
+//! Non-interference between tenants (issue 12): two customers interleave submits, claims,
+//! reports, reruns, cancels and reads with colliding agenda ids, progress ids and operation
+//! names (`a` + `b-c` against `a-b` + `c`). Every answer each tenant gets in the interleaved
+//! run must be exactly the answer it gets when it runs alone on an empty store: neither ever
+//! observes nor affects the other's objects, through results, errors or their texts.
+//!
+//! Each tenant works on its own insight, so the queue (which tenants do share on a global
+//! insight, by design) is not a channel here; queueing is the scheduler's single-agenda move,
+//! done by the harness on the tenant's own agenda.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use pop_app::configs::ConfigOp;
+use pop_app::reads::{AgendaFilter, PageRequest};
+use pop_app::resolve::Named;
+use pop_app::{AgendaOutcome, App, AppConfig, AppResult, Caller, Principal, Role};
+use pop_domain::agenda::{AgendaCommand, AgendaState, key};
+use pop_domain::model::{Customer, Insight, ResourcePool};
+use pop_projections::{Runner, RunnerConfig};
+use pop_store::{Commands, Durability, EventMetadata, EventStore, SqliteOptions, SqliteStore};
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+const TENANTS: [&str; 2] = ["acme", "globex"];
+const IDS: [&str; 3] = ["a", "a-b", "b"];
+/// `None`: the progress id is the agenda id.
+const PROGRESS_IDS: [Option<&str>; 4] = [None, Some("a"), Some("a-b"), Some("p")];
+const OPERATIONS: [&[&str]; 3] = [&["b-c"], &["c"], &["b-c", "c"]];
+const OPERATION_NAMES: [&str; 2] = ["b-c", "c"];
+/// Operation progress ids that two agendas can both answer to.
+const OPERATION_PROGRESS_IDS: [&str; 3] = ["a-b-c", "a-c", "p-b-c"];
+
+#[derive(Debug, Clone)]
+enum Step {
+    Submit { id: usize, progress: usize, operations: usize },
+    Queue { id: usize },
+    Claim,
+    Report { progress: usize, agenda: Option<usize>, operation: usize, done: bool },
+    Rerun { id: usize },
+    Cancel { id: usize },
+    Read { id: usize, progress: usize, operation: usize },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => (0..IDS.len(), 0..PROGRESS_IDS.len(), 0..OPERATIONS.len())
+            .prop_map(|(id, progress, operations)| Step::Submit { id, progress, operations }),
+        2 => (0..IDS.len()).prop_map(|id| Step::Queue { id }),
+        2 => Just(Step::Claim),
+        3 => (0..PROGRESS_IDS.len(), proptest::option::of(0..IDS.len()), 0..OPERATION_NAMES.len(), any::<bool>())
+            .prop_map(|(progress, agenda, operation, done)| Step::Report { progress, agenda, operation, done }),
+        1 => (0..IDS.len()).prop_map(|id| Step::Rerun { id }),
+        1 => (0..IDS.len()).prop_map(|id| Step::Cancel { id }),
+        2 => (0..IDS.len(), 0..PROGRESS_IDS.len(), 0..OPERATION_PROGRESS_IDS.len())
+            .prop_map(|(id, progress, operation)| Step::Read { id, progress, operation }),
+    ]
+}
+
+fn progress_id(progress: usize, fallback: usize) -> &'static str {
+    PROGRESS_IDS[progress].unwrap_or(IDS[fallback])
+}
+
+struct World {
+    app: App,
+    commands: Arc<Commands>,
+    _dir: tempfile::TempDir,
+}
+
+fn user(tenant: &str) -> Caller {
+    Caller::new(Principal::new(&format!("{tenant}-user"), Role::User, &[tenant]), "test")
+}
+
+fn worker(tenant: &str) -> Caller {
+    Caller::new(Principal::new(&format!("{tenant}-worker"), Role::Service, &[tenant]), "test")
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let options = SqliteOptions { durability: Durability::Normal, ..SqliteOptions::default() };
+    let store: Arc<dyn EventStore> =
+        Arc::new(SqliteStore::open(dir.path().join("pop.db"), options).await.unwrap());
+    let (runner, projections) = Runner::start(Arc::clone(&store), RunnerConfig::default()).await;
+    tokio::spawn(async move { runner.run(std::future::pending()).await.unwrap() });
+    let commands = Arc::new(Commands::new(Arc::clone(&store)));
+    let app = App::new(store, Arc::clone(&commands), projections, AppConfig::default());
+    let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
+    let pool = json!({"id": "pool", "customerId": "ops", "title": "pool"});
+    app.configure::<ResourcePool>(&admin, ConfigOp::Create(pool), None, None).await.unwrap();
+    for tenant in TENANTS {
+        let customer = json!({"id": tenant, "title": tenant, "resourcePoolId": "pool"});
+        app.configure::<Customer>(&admin, ConfigOp::Create(customer), None, None).await.unwrap();
+        // The tenant's own insight, taking every agenda of its customer.
+        let insight = json!({"id": format!("{tenant}-work"), "customerId": tenant, "title": tenant,
+            "resourcePoolId": "pool", "queueSize": 10, "isGlobal": false,
+            "mappers": {"operationType": ["work"]}});
+        app.configure::<Insight>(&admin, ConfigOp::Create(insight), None, None).await.unwrap();
+    }
+    World { app, commands, _dir: dir }
+}
+
+/// What a tenant can see of an agenda outcome: nothing time-, lease- or position-dependent.
+fn outcome(result: AppResult<AgendaOutcome>) -> String {
+    match result {
+        Ok(o) => {
+            let ops: Vec<String> = o
+                .progress
+                .operation_progress
+                .iter()
+                .map(|op| {
+                    format!("{}:{:?}:{:?}", op.operation, op.processing_state, op.percent_complete)
+                })
+                .collect();
+            format!(
+                "ok {} {} {} {:?} {:?} [{}]",
+                o.progress.agenda_id,
+                o.progress.id,
+                o.progress.customer_id,
+                o.progress.processing_state,
+                o.progress.processing_state_message,
+                ops.join(",")
+            )
+        }
+        Err(e) => error(&e),
+    }
+}
+
+fn error(e: &pop_app::AppError) -> String {
+    format!("err {:?} {}", e.code, e.message)
+}
+
+/// Runs `step` for `tenant`; returns what the tenant observed.
+async fn run(w: &World, tenant: &str, step: &Step) -> String {
+    let app = &w.app;
+    app.settle(None).await.unwrap();
+    match step {
+        Step::Submit { id, progress, operations } => {
+            let ops: Vec<Value> = OPERATIONS[*operations]
+                .iter()
+                .map(|name| json!({"name": name, "type": "work", "payload": {}}))
+                .collect();
+            let mut agenda = json!({"id": IDS[*id], "customerId": tenant, "operations": ops});
+            if let Some(p) = PROGRESS_IDS[*progress] {
+                agenda["progressId"] = json!(p);
+            }
+            outcome(app.submit(&user(tenant), agenda, None, None).await)
+        }
+        Step::Queue { id } => {
+            let metadata =
+                EventMetadata { customer_id: Some(tenant.into()), ..EventMetadata::default() };
+            let command = AgendaCommand::Queue { now: Utc::now() };
+            match w
+                .commands
+                .execute::<AgendaState>(&key(tenant, IDS[*id]), &metadata, &command)
+                .await
+            {
+                Ok(e) => format!("queued {:?}", e.state.progress().processing_state),
+                Err(e) => format!("not queued: {e}"),
+            }
+        }
+        Step::Claim => {
+            match app.get_agenda(&worker(tenant), &format!("{tenant}-work"), 3, None).await {
+                Ok(got) => {
+                    let mut ids: Vec<String> =
+                        got.iter().map(|o| o.progress.agenda_id.clone()).collect();
+                    ids.sort();
+                    format!("claimed {ids:?}")
+                }
+                Err(e) => error(&e),
+            }
+        }
+        Step::Report { progress, agenda, operation, done } => {
+            let state = if *done { "COMPLETE" } else { "EXECUTING" };
+            let mut report = json!({
+                "id": progress_id(*progress, agenda.unwrap_or(0)),
+                "processingState": "EXECUTING",
+                "operationProgress": [{"operation": OPERATION_NAMES[*operation],
+                    "processingState": state, "processingStateMessage": "succeeded",
+                    "percentComplete": 50, "resultPayload": {"from": tenant}}]});
+            if let Some(a) = agenda {
+                report["agendaId"] = json!(IDS[*a]);
+            }
+            outcome(app.report(&worker(tenant), report, None, None).await)
+        }
+        Step::Rerun { id } => {
+            outcome(app.rerun(&user(tenant), Named::id(IDS[*id]), Vec::new(), None).await)
+        }
+        Step::Cancel { id } => {
+            outcome(app.cancel(&user(tenant), Named::id(IDS[*id]), None, None).await)
+        }
+        Step::Read { id, progress, operation } => {
+            let caller = user(tenant);
+            let agenda = match app.agenda(&caller, IDS[*id], None, None).await {
+                Ok(a) => format!("{:?}", a.map(|a| (a.id, a.customer_id, a.progress_id))),
+                Err(e) => error(&e),
+            };
+            let pid = progress_id(*progress, *id);
+            let progress = match app.agenda_progress(&caller, pid, None, None).await {
+                Ok(p) => format!(
+                    "{:?}",
+                    p.map(|p| (
+                        p.agenda_id,
+                        p.customer_id,
+                        p.processing_state,
+                        p.operation_progress.len()
+                    ))
+                ),
+                Err(e) => error(&e),
+            };
+            let op = OPERATION_PROGRESS_IDS[*operation];
+            let op = match app.operation_progress(&caller, op, None, None).await {
+                Ok(o) => format!(
+                    "{:?}",
+                    o.map(|o| (o.agenda_progress_id, o.operation, o.customer_id, o.result_payload))
+                ),
+                Err(e) => error(&e),
+            };
+            let page = PageRequest { first: Some(100), after: None };
+            let listed = match app.agendas(&caller, &AgendaFilter::default(), &page, None).await {
+                Ok(p) => {
+                    let mut ids: Vec<String> = p
+                        .items
+                        .into_iter()
+                        .map(|a| format!("{}@{}", a.id, a.customer_id))
+                        .collect();
+                    ids.sort();
+                    format!("{ids:?}")
+                }
+                Err(e) => error(&e),
+            };
+            format!("read {agenda} | {progress} | {op} | {listed}")
+        }
+    }
+}
+
+/// Runs `steps` in one world; returns each tenant's observations, in order.
+async fn observe(steps: &[(usize, Step)]) -> [Vec<String>; 2] {
+    let w = world().await;
+    let mut seen = [Vec::new(), Vec::new()];
+    for (tenant, step) in steps {
+        let saw = run(&w, TENANTS[*tenant], step).await;
+        seen[*tenant].push(format!("{step:?} -> {saw}"));
+    }
+    seen
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn neither_tenant_observes_or_affects_the_other(
+        steps in proptest::collection::vec((0..2usize, step()), 1..16)
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let together = rt.block_on(observe(&steps));
+        for (tenant, name) in TENANTS.iter().enumerate() {
+            let alone: Vec<(usize, Step)> =
+                steps.iter().filter(|(t, _)| *t == tenant).cloned().collect();
+            let alone = rt.block_on(observe(&alone));
+            prop_assert_eq!(
+                &together[tenant], &alone[tenant],
+                "{} saw something else beside the other tenant", name
+            );
+        }
+    }
+}
+
+/// The harness is not vacuous: on a colliding script every kind of step really acts, and
+/// each tenant's answers are its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_colliding_script_acts_and_answers_each_tenant_its_own() {
+    let (acme, globex) = (0, 1);
+    let steps = vec![
+        (acme, Step::Submit { id: 0, progress: 0, operations: 0 }), // a / a, op b-c
+        (globex, Step::Submit { id: 1, progress: 0, operations: 1 }), // a-b / a-b, op c
+        (globex, Step::Submit { id: 0, progress: 3, operations: 2 }), // a / p
+        (acme, Step::Queue { id: 0 }),
+        (globex, Step::Queue { id: 1 }),
+        (acme, Step::Claim),
+        (globex, Step::Claim),
+        (acme, Step::Report { progress: 0, agenda: Some(0), operation: 0, done: false }),
+        (globex, Step::Report { progress: 2, agenda: None, operation: 1, done: true }),
+        (acme, Step::Read { id: 0, progress: 0, operation: 0 }),
+        (globex, Step::Read { id: 1, progress: 2, operation: 0 }),
+        (globex, Step::Cancel { id: 0 }),
+        (acme, Step::Read { id: 0, progress: 0, operation: 0 }),
+    ];
+    let [acme, globex] = observe(&steps).await;
+    let expect = |seen: &[String], i: usize, part: &str| {
+        assert!(seen[i].contains(part), "step {i}: {:?} lacks {part:?}", seen[i]);
+    };
+    expect(&acme, 0, "-> ok a a acme");
+    expect(&globex, 0, "-> ok a-b a-b globex");
+    expect(&globex, 1, "-> ok a p globex");
+    expect(&acme, 1, "queued Waiting");
+    expect(&acme, 2, r#"claimed ["a"]"#);
+    expect(&globex, 3, r#"claimed ["a-b"]"#);
+    expect(&acme, 3, "-> ok a a acme Executing");
+    expect(&acme, 3, "b-c:Executing:Some(50.0)");
+    expect(&globex, 4, "-> ok a-b a-b globex");
+    expect(&globex, 4, "c:Complete");
+    // acme reads a-b-c: its own operation b-c of progress a, the result its executor reported.
+    expect(&acme, 4, r#"Some(("a", "b-c", "acme""#);
+    expect(&acme, 4, r#"["a@acme"]"#);
+    // globex reads a-b-c: its own operation c of progress a-b.
+    expect(&globex, 5, r#"Some(("a-b", "c", "globex""#);
+    expect(&globex, 5, r#"["a-b@globex", "a@globex"]"#);
+    expect(&globex, 6, "-> ok a p globex Complete");
+    expect(&acme, 5, r#"Some(("a", "acme", Executing"#);
+}
