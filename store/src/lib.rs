@@ -1,5 +1,6 @@
 //! pop's event store: the [`EventStore`] contract every backend keeps, the embedded SQLite
-//! backend, the shared PostgreSQL backend ([`postgres`]), the one conformance suite every
+//! backend, the shared PostgreSQL backend ([`postgres`]), the KurrentDB backend (`kurrentdb`,
+//! behind the cargo feature of that name), the one conformance suite every
 //! backend must pass, and command execution ([`execute`]) that turns a pure `decide` into an
 //! optimistic-concurrency append.
 //!
@@ -21,6 +22,8 @@ pub mod conformance;
 mod error;
 mod event;
 pub mod execute;
+#[cfg(feature = "kurrentdb")]
+pub mod kurrentdb;
 pub mod leader;
 pub mod limits;
 mod position;
@@ -39,6 +42,8 @@ pub use event::{
     ActualVersion, AppendResult, Direction, EventMetadata, ExpectedVersion, NewEvent, RecordedEvent,
 };
 pub use execute::{ExecuteError, Executed, Executor};
+#[cfg(feature = "kurrentdb")]
+pub use kurrentdb::{KurrentLeadership, KurrentOptions, KurrentStore, LeaseOptions};
 pub use leader::{LeaderGuard, Leadership, ProcessLeadership};
 pub use position::{Position, PositionParseError};
 pub use postgres::{PgLeadership, PgOptions, PgStore};

@@ -1,0 +1,1 @@
+//! A protocol double of KurrentDB for pop's tests.

@@ -1,0 +1,213 @@
+//! How pop's values map onto KurrentDB's: stream names pop may use, the envelope an event's
+//! custom metadata carries, expected versions, positions, and the client's errors.
+//!
+//! Each mapping here is a pure function with unit tests; the rest of the backend only calls
+//! them.
+
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use kurrentdb::{CurrentRevision, EventData, StreamState};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{ActualVersion, ExpectedVersion, Limit, NewEvent, Position, RecordedEvent, StoreError};
+
+/// Streams pop keeps for its own bookkeeping (event-id claims, leases) start with this. Pop's
+/// own stream names are `<category>-<id>`; this prefix is refused for them, so a bookkeeping
+/// stream can never be mistaken for one of pop's, and reads of `$all` skip them.
+pub const RESERVED_PREFIX: &str = "pop.";
+
+/// The claim stream of one event id (see `append`).
+pub(crate) fn claim_stream(event_id: Uuid) -> String {
+    format!("{RESERVED_PREFIX}id-{event_id}")
+}
+
+/// The lock stream of one leader name (see `lease`).
+pub(crate) fn lease_stream(name: &str) -> String {
+    format!("{RESERVED_PREFIX}lease-{name}")
+}
+
+/// Whether a stream found in `$all` is one of pop's: not a KurrentDB system stream (`$…`,
+/// which includes every `$$…` metadata stream) and not one of pop's bookkeeping streams.
+pub fn is_pop_stream(stream: &str) -> bool {
+    !stream.starts_with('$') && !stream.starts_with(RESERVED_PREFIX)
+}
+
+/// Whether an event read from `$all` is one of pop's: in one of pop's streams and not a
+/// system record (KurrentDB writes the tombstone of a hard-deleted stream, `$streamDeleted`,
+/// into that stream; every system event type starts with `$`).
+pub fn is_pop_event(stream: &str, event_type: &str) -> bool {
+    is_pop_stream(stream) && !event_type.starts_with('$')
+}
+
+/// The server-side filter on `$all` reads and subscriptions: the stream names
+/// [`is_pop_stream`] accepts, as a regular expression without look-around (the server's .NET
+/// regex would take `^(?!…)`, but this form means the same in every engine, the double's
+/// included). [`is_pop_event`] still checks each event: the filter only saves bandwidth.
+pub const POP_STREAMS_REGEX: &str = r"^([^$p]|p$|p[^o]|po$|po[^p]|pop$|pop[^.])";
+
+/// Refuses stream names pop must not write on KurrentDB, on top of the shared checks.
+pub fn check_writable_stream(stream: &str) -> Result<(), StoreError> {
+    if stream.starts_with('$') {
+        return Err(StoreError::InvalidStreamName {
+            stream: stream.to_owned(),
+            reason: "names starting with `$` are KurrentDB system streams",
+        });
+    }
+    if stream.starts_with(RESERVED_PREFIX) {
+        return Err(StoreError::InvalidStreamName {
+            stream: stream.to_owned(),
+            reason: "names starting with `pop.` are reserved for pop's bookkeeping streams",
+        });
+    }
+    Ok(())
+}
+
+/// What pop keeps of an event beyond KurrentDB's own fields (id, type, data), as the JSON
+/// custom metadata of the KurrentDB event. The caller's metadata travels as a JSON string
+/// so that it comes back byte for byte (whitespace and key order included).
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+struct Envelope {
+    /// Version of this envelope's shape.
+    pop: u32,
+    schema_version: u32,
+    /// The injected clock's time at append, RFC 3339 to the microsecond. KurrentDB's own
+    /// `created` is the server's clock, which pop must not use (see the crate doc).
+    recorded_at: String,
+    metadata: String,
+}
+
+/// The envelope shape this build writes and reads.
+const ENVELOPE_VERSION: u32 = 1;
+
+/// The KurrentDB event for a pop event. The data goes as `application/octet-stream`: the
+/// client's JSON constructor re-serialises its payload, and pop's data (validated JSON) must
+/// be stored byte for byte.
+pub(crate) fn encode(event: &NewEvent, recorded_at: DateTime<Utc>) -> Result<EventData, StoreError> {
+    let metadata = String::from_utf8(event.metadata.clone()).map_err(|_| {
+        // Unreachable for validated metadata (JSON is UTF-8), but never panic on input.
+        StoreError::InvalidEvent {
+            event_id: event.event_id,
+            reason: "the metadata is not UTF-8".to_owned(),
+        }
+    })?;
+    let envelope = Envelope {
+        pop: ENVELOPE_VERSION,
+        schema_version: event.schema_version,
+        recorded_at: recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+        metadata,
+    };
+    let envelope = serde_json::to_vec(&envelope)
+        .map_err(|e| StoreError::backend("encoding an event envelope", e))?;
+    Ok(EventData::binary(event.event_type.as_str(), Bytes::from(event.data.clone()))
+        .id(event.event_id)
+        .metadata(Bytes::from(envelope)))
+}
+
+/// The size an event weighs on the server (data, custom metadata, type), for the error when
+/// the server's own append limit refuses an append.
+pub(crate) fn encoded_size(event: &NewEvent) -> usize {
+    // The envelope adds under 200 bytes plus the escaping of the metadata.
+    event.size() + 200 + event.metadata.len() / 8
+}
+
+/// A pop event from a KurrentDB one.
+pub(crate) fn decode(event: &kurrentdb::RecordedEvent) -> Result<RecordedEvent, StoreError> {
+    let corrupt = |why: String| {
+        StoreError::Corrupt(format!(
+            "event {} of stream {:?} at revision {}: {why}",
+            event.id,
+            event.stream_id(),
+            event.revision
+        ))
+    };
+    let envelope: Envelope = serde_json::from_slice(&event.custom_metadata)
+        .map_err(|e| corrupt(format!("its custom metadata is not pop's envelope: {e}")))?;
+    if envelope.pop != ENVELOPE_VERSION {
+        return Err(StoreError::UnsupportedSchema {
+            found: envelope.pop,
+            supported: ENVELOPE_VERSION,
+        });
+    }
+    let recorded_at = DateTime::parse_from_rfc3339(&envelope.recorded_at)
+        .map_err(|e| corrupt(format!("recordedAt {:?}: {e}", envelope.recorded_at)))?
+        .with_timezone(&Utc);
+    Ok(RecordedEvent {
+        position: from_position(event.position),
+        stream: event.stream_id().into(),
+        version: event.revision,
+        event_id: event.id,
+        event_type: event.event_type.as_str().into(),
+        schema_version: envelope.schema_version,
+        data: event.data.to_vec(),
+        metadata: envelope.metadata.into_bytes(),
+        recorded_at,
+    })
+}
+
+/// Pop's expectation as KurrentDB's: the same four cases (pop took them from EventStoreDB).
+pub fn stream_state(expected: ExpectedVersion) -> StreamState {
+    match expected {
+        ExpectedVersion::Any => StreamState::Any,
+        ExpectedVersion::NoStream => StreamState::NoStream,
+        ExpectedVersion::StreamExists => StreamState::StreamExists,
+        ExpectedVersion::Exact(v) => StreamState::StreamRevision(v),
+    }
+}
+
+/// The state under which an append puts its first event at `first_version`: pop always
+/// appends at an exact place (see `append`).
+pub fn exact_state(first_version: u64) -> StreamState {
+    match first_version.checked_sub(1) {
+        None => StreamState::NoStream,
+        Some(last) => StreamState::StreamRevision(last),
+    }
+}
+
+/// A stream revision as reported in a conflict. Revisions and versions are the same numbers:
+/// both count a stream's events from 0.
+pub fn actual_version(current: CurrentRevision) -> ActualVersion {
+    match current {
+        CurrentRevision::Current(v) => ActualVersion::Version(v),
+        CurrentRevision::NoStream => ActualVersion::NoStream,
+    }
+}
+
+/// A KurrentDB log position as pop's: the same (commit, prepare) pair, ordered the same way
+/// (commit first), so pop's order is the server's `$all` order.
+pub fn from_position(p: kurrentdb::Position) -> Position {
+    Position::new(p.commit, p.prepare)
+}
+
+/// Pop's position as KurrentDB's.
+pub fn to_position(p: Position) -> kurrentdb::Position {
+    kurrentdb::Position { commit: p.commit(), prepare: p.prepare() }
+}
+
+/// gRPC's INVALID_ARGUMENT, the status of the server's append-size refusal (the client keeps
+/// the status code but not its metadata).
+const GRPC_INVALID_ARGUMENT: i32 = 3;
+
+/// The client's failure as a store error. `stream` names the stream of the operation;
+/// conflicts are mapped where the expectation is known (`append`, `delete_stream`).
+pub(crate) fn map_error(context: &'static str, stream: &str, e: kurrentdb::Error) -> StoreError {
+    match e {
+        kurrentdb::Error::ResourceDeleted => {
+            StoreError::StreamDeleted { stream: stream.to_owned() }
+        }
+        kurrentdb::Error::Grpc { code, ref message }
+            if i32::from(code) == GRPC_INVALID_ARGUMENT
+                && message.contains("Maximum Append Size") =>
+        {
+            // The server's own cap (its MaxAppendSize setting, 1 MiB by default) is below
+            // pop's. The message names the cap: "Maximum Append Size of <n> Exceeded.".
+            let max = message
+                .split(|c: char| !c.is_ascii_digit())
+                .find_map(|n| n.parse::<usize>().ok())
+                .unwrap_or(0);
+            StoreError::LimitExceeded { limit: Limit::AppendBytes, actual: max + 1, max }
+        }
+        other => StoreError::backend(context, other),
+    }
+}

@@ -1,0 +1,191 @@
+//! The KurrentDB (EventStoreDB) backend: pop's event log on a KurrentDB server or cluster,
+//! through the official gRPC client (`kurrentdb`, the successor of the `eventstore` crate).
+//! Built with the cargo feature `kurrentdb`.
+//!
+//! What maps directly: streams are KurrentDB streams of the same name, versions are stream
+//! revisions, positions are KurrentDB's (commit, prepare) log positions, expected versions are
+//! the same four cases (pop took them from EventStoreDB), deletes are tombstones (hard
+//! deletes: a reaped stream can never be written again).
+//!
+//! What pop adds on top, because KurrentDB does not do it and pop's contract needs it:
+//! - **Event-id uniqueness across the log** ([`append`]): KurrentDB only checks ids for
+//!   idempotent re-sends to the same place of the same stream. Pop binds every event id to
+//!   the place it is written, with a one-event *claim stream* per id (`pop.id-<uuid>`)
+//!   written before the events, so a reused id is refused as on the other backends.
+//! - **`recorded_at` from the injected clock and the schema version**: an envelope in the
+//!   event's custom metadata ([`codec`]), which also carries the caller's metadata.
+//! - **Deleted streams vanish from `$all`**: KurrentDB keeps a tombstoned stream's events in
+//!   `$all` until a scavenge; pop drops them from `read_all` and `subscribe_all` ([`read`]).
+//! - **Leader leases** ([`lease`]): KurrentDB has no locks, so a lease on a lock stream with
+//!   a fencing token.
+//!
+//! Verification: the conformance suite runs in CI against a protocol double
+//! (`store/kurrentdb-double`, an in-process gRPC server built from the client's `.proto`
+//! files). That proves this mapping and the client's wire behaviour, not KurrentDB's
+//! semantics; with `POP_KURRENTDB_URL` set the same suite runs against a real server.
+
+mod append;
+pub mod codec;
+pub mod lease;
+mod read;
+mod subscribe;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use kurrentdb::{Client, ClientSettings};
+
+use crate::{
+    AppendResult, Clock, Direction, EventStore, ExpectedVersion, NewEvent, Position,
+    RecordedEvent, StoreError, system_clock,
+};
+
+pub use lease::{KurrentLeadership, LeaseOptions};
+
+/// Most streams remembered as deleted, to skip their events in `$all` without asking the
+/// server again. A tombstone is permanent, so an entry never goes stale; the set is only
+/// bounded (cleared when full) so a log with millions of reaped streams cannot grow it
+/// without limit.
+pub const DELETED_CACHE: usize = 100_000;
+
+/// How the store behaves beyond what the URL says.
+#[derive(Clone)]
+pub struct KurrentOptions {
+    /// Stamps `recorded_at` (tests inject a fixed clock).
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for KurrentOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KurrentOptions").finish_non_exhaustive()
+    }
+}
+
+impl Default for KurrentOptions {
+    fn default() -> Self {
+        KurrentOptions { clock: system_clock() }
+    }
+}
+
+/// Pop's event store on KurrentDB. Cheap to clone: clones share the client (one gRPC channel
+/// per node) and the cache of deleted streams.
+#[derive(Clone)]
+pub struct KurrentStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for KurrentStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KurrentStore").finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) client: Client,
+    pub(crate) clock: Clock,
+    /// Streams known to be tombstoned ([`DELETED_CACHE`]).
+    pub(crate) deleted: Mutex<HashSet<Arc<str>>>,
+}
+
+/// Whether `url` names a KurrentDB server for [`KurrentStore::connect`]: every scheme the
+/// client accepts (`kurrentdb://`, `kurrent://`, `kdb://`, `esdb://`, and each with
+/// `+discover` for a cluster found through DNS/gossip).
+pub fn is_kurrentdb_url(url: &str) -> bool {
+    let Some((scheme, _)) = url.split_once("://") else {
+        return false;
+    };
+    let base = scheme.strip_suffix("+discover").unwrap_or(scheme);
+    matches!(base.to_ascii_lowercase().as_str(), "kurrentdb" | "kurrent" | "kdb" | "esdb")
+}
+
+/// The client settings for `url`. Connection settings, TLS and credentials all come from the
+/// URL, as in every KurrentDB client: e.g.
+/// `kurrentdb://admin:changeit@localhost:2113?tls=true&tlsVerifyCert=false` or
+/// `kurrentdb://localhost:2113?tls=false` for an insecure dev server.
+pub fn client_settings(url: &str) -> Result<ClientSettings, StoreError> {
+    url.parse::<ClientSettings>()
+        .map_err(|e| StoreError::backend("reading the KurrentDB connection string", e))
+}
+
+impl KurrentStore {
+    /// Connects to the server(s) at `url` and checks that one answers.
+    pub async fn connect(url: &str, options: KurrentOptions) -> Result<KurrentStore, StoreError> {
+        let client = Client::new(client_settings(url)?).map_err(|e| StoreError::Backend {
+            context: "creating the KurrentDB client",
+            source: Arc::new(EyreError(e.to_string())),
+        })?;
+        // Fail at start-up, not at the first request, when no node answers.
+        client
+            .server_info()
+            .await
+            .map_err(|e| StoreError::backend("connecting to KurrentDB", e))?;
+        Ok(KurrentStore {
+            inner: Arc::new(Inner {
+                client,
+                clock: options.clock,
+                deleted: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+
+    /// The client, shared with the [`KurrentLeadership`] of the same server.
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+}
+
+/// The client's start-up error (an `eyre::Report`, which is not a `std::error::Error`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct EyreError(String);
+
+#[async_trait]
+impl EventStore for KurrentStore {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        append::append(&self.inner, stream, expected, events).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        max: usize,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        read::read_stream(&self.inner, stream, from_version, max, direction).await
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        read::read_all(&self.inner, after, max).await
+    }
+
+    fn subscribe_all(
+        &self,
+        after: Position,
+    ) -> BoxStream<'static, Result<RecordedEvent, StoreError>> {
+        subscribe::subscribe_all(Arc::clone(&self.inner), after)
+    }
+
+    async fn delete_stream(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+    ) -> Result<(), StoreError> {
+        append::delete_stream(&self.inner, stream, expected).await
+    }
+
+    async fn head(&self) -> Result<Position, StoreError> {
+        read::head(&self.inner).await
+    }
+}
