@@ -33,7 +33,7 @@ use uuid::Uuid;
 
 use super::Inner;
 use super::codec::{
-    self, claim_stream, check_writable_stream, encode, encoded_size, exact_state, map_error,
+    self, check_writable_stream, encode, encoded_size, exact_state, map_error,
 };
 use super::read::{current, events_at};
 use crate::limits::check_append;
@@ -85,7 +85,7 @@ impl Binding {
 
 /// The binding of `event_id` and the claim stream's revision, if it has one.
 async fn binding_of(inner: &Inner, event_id: Uuid) -> Result<Option<(u64, Binding)>, StoreError> {
-    let stream = claim_stream(event_id);
+    let stream = inner.names.claim_stream(event_id);
     let Some(last) = current(inner, &stream).await? else {
         return Ok(None);
     };
@@ -124,7 +124,7 @@ enum Bound {
 
 /// Binds `event_id` to `want`.
 async fn bind(inner: &Inner, event_id: Uuid, want: &Binding) -> Result<Bound, StoreError> {
-    let stream = claim_stream(event_id);
+    let stream = inner.names.claim_stream(event_id);
     let mut state = StreamState::NoStream;
     for _ in 0..MAX_CLAIM_ATTEMPTS {
         let options = AppendToStreamOptions::default().stream_state(state);
@@ -242,16 +242,22 @@ pub(crate) async fn append(
 ) -> Result<AppendResult, StoreError> {
     check_append(stream, &events)?;
     check_writable_stream(stream)?;
+    let server = inner.names.server(stream);
+    // Errors name pop's stream, not the server's (namespaced) one.
+    let named = |e: StoreError| match e {
+        StoreError::StreamDeleted { .. } => StoreError::StreamDeleted { stream: stream.to_owned() },
+        other => other,
+    };
     let now = (inner.clock)();
     let encoded: Vec<EventData> =
         events.iter().map(|e| encode(e, now)).collect::<Result<_, _>>()?;
     let size: usize = events.iter().map(encoded_size).sum();
     let count = events.len() as u64;
     for _ in 0..MAX_APPEND_ATTEMPTS {
-        let version = current(inner, stream).await?;
+        let version = current(inner, &server).await.map_err(named)?;
         if !expected.admits(version) {
             // A re-send of an append that succeeded looks like a conflict.
-            return match replay(inner, stream, expected, &events).await? {
+            return match replay(inner, &server, expected, &events).await? {
                 Some(result) => Ok(result),
                 None => Err(StoreError::WrongExpectedVersion {
                     stream: stream.to_owned(),
@@ -261,20 +267,21 @@ pub(crate) async fn append(
             };
         }
         let first = version.map_or(0, |v| v + 1);
-        if let Some(event_id) = bind_all(inner, stream, first, &events).await? {
+        if let Some(event_id) = bind_all(inner, &server, first, &events).await? {
             // An `Any` re-send lands here: its ids are bound where they already are.
-            return match replay(inner, stream, expected, &events).await? {
+            return match replay(inner, &server, expected, &events).await? {
                 Some(result) => Ok(result),
                 None => Err(StoreError::DuplicateEventId { stream: stream.to_owned(), event_id }),
             };
         }
         let options = AppendToStreamOptions::default().stream_state(exact_state(first));
-        match inner.client.append_to_stream(stream, &options, encoded.clone()).await {
+        match inner.client.append_to_stream(server.as_str(), &options, encoded.clone()).await {
             // New, or KurrentDB's idempotent answer to an identical copy that won the race:
             // either way the events sit at `first..`.
             Ok(_) => {
                 let last = first + count - 1;
-                return Ok(AppendResult { version: last, position: position_at(inner, stream, last).await? });
+                let position = position_at(inner, &server, last).await?;
+                return Ok(AppendResult { version: last, position });
             }
             // Another writer moved the stream: decide again from its new version.
             Err(kurrentdb::Error::WrongExpectedVersion { .. }) => continue,
@@ -303,14 +310,15 @@ pub(crate) async fn delete_stream(
 ) -> Result<(), StoreError> {
     crate::limits::check_stream_name(stream)?;
     check_writable_stream(stream)?;
+    let server = inner.names.server(stream);
     let options = TombstoneStreamOptions::default().stream_state(codec::stream_state(expected));
-    match inner.client.tombstone_stream(stream, &options).await {
+    match inner.client.tombstone_stream(server.as_str(), &options).await {
         Ok(_) => {
             if let Ok(mut deleted) = inner.deleted.lock() {
                 if deleted.len() >= super::DELETED_CACHE {
                     deleted.clear();
                 }
-                deleted.insert(stream.into());
+                deleted.insert(server.as_str().into());
             }
             Ok(())
         }
@@ -328,7 +336,13 @@ pub(crate) async fn delete_stream(
         // does not map (FAILED_PRECONDITION, "wrong-expected-version" in its metadata, which
         // the client drops): read where the stream is instead.
         Err(kurrentdb::Error::Grpc { code, .. }) if i32::from(code) == GRPC_FAILED_PRECONDITION => {
-            let actual = ActualVersion::from_current(current(inner, stream).await?);
+            let actual = match current(inner, &server).await {
+                Ok(version) => ActualVersion::from_current(version),
+                Err(StoreError::StreamDeleted { .. }) => {
+                    return Err(StoreError::StreamDeleted { stream: stream.to_owned() });
+                }
+                Err(e) => return Err(e),
+            };
             Err(StoreError::WrongExpectedVersion { stream: stream.to_owned(), expected, actual })
         }
         Err(e) => Err(map_error("deleting a stream", stream, e)),

@@ -17,34 +17,74 @@ use crate::{ActualVersion, ExpectedVersion, Limit, NewEvent, Position, RecordedE
 /// stream can never be mistaken for one of pop's, and reads of `$all` skip them.
 pub const RESERVED_PREFIX: &str = "pop.";
 
-/// The claim stream of one event id (see `append`).
-pub(crate) fn claim_stream(event_id: Uuid) -> String {
-    format!("{RESERVED_PREFIX}id-{event_id}")
+/// Longest namespace ([`Names`]).
+pub const MAX_NAMESPACE_BYTES: usize = 64;
+
+/// How pop's stream names map to the server's. Without a namespace they are the same names.
+/// With one (`KurrentOptions::namespace`), every stream pop writes is `<namespace>:<name>`
+/// and pop sees only those: several pop installations (or test runs) can share one server.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Names {
+    /// `""` or `"<namespace>:"`.
+    prefix: String,
 }
 
-/// The lock stream of one leader name (see `lease`).
-pub(crate) fn lease_stream(name: &str) -> String {
-    format!("{RESERVED_PREFIX}lease-{name}")
-}
+impl Names {
+    /// Names in `namespace` (`""`: none). A namespace is 1–64 ASCII letters, digits, `-`
+    /// or `_`, so it needs no escaping in the server's filter.
+    pub fn new(namespace: &str) -> Result<Names, StoreError> {
+        if namespace.is_empty() {
+            return Ok(Names::default());
+        }
+        let ok = namespace.len() <= MAX_NAMESPACE_BYTES
+            && namespace.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            return Err(StoreError::InvalidStreamName {
+                stream: namespace.to_owned(),
+                reason: "a KurrentDB namespace is 1-64 ASCII letters, digits, `-` or `_`",
+            });
+        }
+        Ok(Names { prefix: format!("{namespace}:") })
+    }
 
-/// Whether a stream found in `$all` is one of pop's: not a KurrentDB system stream (`$…`,
-/// which includes every `$$…` metadata stream) and not one of pop's bookkeeping streams.
-pub fn is_pop_stream(stream: &str) -> bool {
-    !stream.starts_with('$') && !stream.starts_with(RESERVED_PREFIX)
-}
+    /// The server's name of pop's stream `stream`.
+    pub fn server(&self, stream: &str) -> String {
+        format!("{}{stream}", self.prefix)
+    }
 
-/// Whether an event read from `$all` is one of pop's: in one of pop's streams and not a
-/// system record (KurrentDB writes the tombstone of a hard-deleted stream, `$streamDeleted`,
-/// into that stream; every system event type starts with `$`).
-pub fn is_pop_event(stream: &str, event_type: &str) -> bool {
-    is_pop_stream(stream) && !event_type.starts_with('$')
-}
+    /// Pop's name of the server's stream `name`, if it is one of pop's (not a system stream,
+    /// not a bookkeeping stream, in this namespace).
+    pub fn pop<'a>(&self, name: &'a str) -> Option<&'a str> {
+        let stream = name.strip_prefix(self.prefix.as_str())?;
+        (!stream.starts_with('$') && !stream.starts_with(RESERVED_PREFIX)).then_some(stream)
+    }
 
-/// The server-side filter on `$all` reads and subscriptions: the stream names
-/// [`is_pop_stream`] accepts, as a regular expression without look-around (the server's .NET
-/// regex would take `^(?!…)`, but this form means the same in every engine, the double's
-/// included). [`is_pop_event`] still checks each event: the filter only saves bandwidth.
-pub const POP_STREAMS_REGEX: &str = r"^([^$p]|p$|p[^o]|po$|po[^p]|pop$|pop[^.])";
+    /// Whether an event read from `$all` is one of pop's: in one of pop's streams and not a
+    /// system record (KurrentDB writes the tombstone of a hard-deleted stream,
+    /// `$streamDeleted`, into that stream; every system event type starts with `$`).
+    pub fn is_pop_event(&self, name: &str, event_type: &str) -> bool {
+        self.pop(name).is_some() && !event_type.starts_with('$')
+    }
+
+    /// The claim stream of one event id (see `append`).
+    pub fn claim_stream(&self, event_id: Uuid) -> String {
+        format!("{}{RESERVED_PREFIX}id-{event_id}", self.prefix)
+    }
+
+    /// The lock stream of one leader name (see `lease`).
+    pub fn lease_stream(&self, name: &str) -> String {
+        format!("{}{RESERVED_PREFIX}lease-{name}", self.prefix)
+    }
+
+    /// The server-side filter on `$all` reads and subscriptions: the stream names
+    /// [`Names::pop`] accepts, as a regular expression without look-around (the server's
+    /// .NET regex would take `^(?!…)`, but this form means the same in every engine, the
+    /// double's included). [`Names::is_pop_event`] still checks each event: the filter only
+    /// saves bandwidth. The namespace needs no escaping (see [`Names::new`]).
+    pub fn filter_regex(&self) -> String {
+        format!("^{}([^$p]|p$|p[^o]|po$|po[^p]|pop$|pop[^.])", self.prefix)
+    }
+}
 
 /// Refuses stream names pop must not write on KurrentDB, on top of the shared checks.
 pub fn check_writable_stream(stream: &str) -> Result<(), StoreError> {
@@ -113,7 +153,10 @@ pub(crate) fn encoded_size(event: &NewEvent) -> usize {
 }
 
 /// A pop event from a KurrentDB one.
-pub(crate) fn decode(event: &kurrentdb::RecordedEvent) -> Result<RecordedEvent, StoreError> {
+pub(crate) fn decode(
+    names: &Names,
+    event: &kurrentdb::RecordedEvent,
+) -> Result<RecordedEvent, StoreError> {
     let corrupt = |why: String| {
         StoreError::Corrupt(format!(
             "event {} of stream {:?} at revision {}: {why}",
@@ -133,9 +176,12 @@ pub(crate) fn decode(event: &kurrentdb::RecordedEvent) -> Result<RecordedEvent, 
     let recorded_at = DateTime::parse_from_rfc3339(&envelope.recorded_at)
         .map_err(|e| corrupt(format!("recordedAt {:?}: {e}", envelope.recorded_at)))?
         .with_timezone(&Utc);
+    let stream = names
+        .pop(event.stream_id())
+        .ok_or_else(|| corrupt("it is not in one of pop's streams".to_owned()))?;
     Ok(RecordedEvent {
         position: from_position(event.position),
-        stream: event.stream_id().into(),
+        stream: stream.into(),
         version: event.revision,
         event_id: event.id,
         event_type: event.event_type.as_str().into(),

@@ -39,7 +39,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::codec::{lease_stream, map_error};
+use super::codec::{Names, map_error};
 use super::read::{current, events_at};
 use super::{Inner, KurrentStore};
 use crate::{LeaderGuard, Leadership, StoreError};
@@ -155,6 +155,7 @@ struct Seen {
 /// Leader leases among all replicas sharing one KurrentDB.
 pub struct KurrentLeadership {
     log: Arc<dyn LockLog>,
+    names: Names,
     holder: Uuid,
     options: LeaseOptions,
     seen: Mutex<HashMap<String, Seen>>,
@@ -171,13 +172,16 @@ impl std::fmt::Debug for KurrentLeadership {
 impl KurrentLeadership {
     /// Leases on the server `store` is connected to.
     pub fn new(store: &KurrentStore, options: LeaseOptions) -> KurrentLeadership {
-        KurrentLeadership::on(Arc::new(Arc::clone(store.inner())), options)
+        let inner = Arc::clone(store.inner());
+        let names = inner.names.clone();
+        KurrentLeadership { names, ..KurrentLeadership::on(Arc::new(inner), options) }
     }
 
     /// Leases on any [`LockLog`] (tests use an in-memory one).
     pub fn on(log: Arc<dyn LockLog>, options: LeaseOptions) -> KurrentLeadership {
         KurrentLeadership {
             log,
+            names: Names::default(),
             holder: Uuid::new_v4(),
             options,
             seen: Mutex::new(HashMap::new()),
@@ -189,7 +193,7 @@ impl KurrentLeadership {
     /// command of a timed process checks its guard's token here before acting; a stale
     /// holder's token is refused.
     pub async fn admits(&self, name: &str, token: u64) -> Result<bool, StoreError> {
-        Ok(match self.log.last(&lease_stream(name)).await? {
+        Ok(match self.log.last(&self.names.lease_stream(name)).await? {
             Some((_, record)) => record.token == token && !record.released,
             None => false,
         })
@@ -240,7 +244,7 @@ impl Leadership for KurrentLeadership {
         if self.held.lock().map_err(|_| StoreError::Closed)?.contains_key(name) {
             return Ok(None);
         }
-        let stream = lease_stream(name);
+        let stream = self.names.lease_stream(name);
         let last = self.log.last(&stream).await?;
         let Some(expected) = self.free(name, last.as_ref().map(|(r, rec)| (*r, rec))) else {
             return Ok(None);

@@ -55,6 +55,11 @@ pub const DELETED_CACHE: usize = 100_000;
 pub struct KurrentOptions {
     /// Stamps `recorded_at` (tests inject a fixed clock).
     pub clock: Clock,
+    /// `""` (the default): pop's streams are the server's streams of the same names. Else
+    /// pop writes and sees only streams named `<namespace>:<stream>`, so several pop
+    /// installations, or test runs, can share one server (1–64 ASCII letters, digits, `-`,
+    /// `_`).
+    pub namespace: String,
 }
 
 impl std::fmt::Debug for KurrentOptions {
@@ -65,7 +70,7 @@ impl std::fmt::Debug for KurrentOptions {
 
 impl Default for KurrentOptions {
     fn default() -> Self {
-        KurrentOptions { clock: system_clock() }
+        KurrentOptions { clock: system_clock(), namespace: String::new() }
     }
 }
 
@@ -84,6 +89,8 @@ impl std::fmt::Debug for KurrentStore {
 
 pub(crate) struct Inner {
     pub(crate) client: Client,
+    /// How pop's stream names map to the server's.
+    pub(crate) names: codec::Names,
     pub(crate) clock: Clock,
     /// Streams known to be tombstoned ([`DELETED_CACHE`]).
     pub(crate) deleted: Mutex<HashSet<Arc<str>>>,
@@ -112,6 +119,7 @@ pub fn client_settings(url: &str) -> Result<ClientSettings, StoreError> {
 impl KurrentStore {
     /// Connects to the server(s) at `url` and checks that one answers.
     pub async fn connect(url: &str, options: KurrentOptions) -> Result<KurrentStore, StoreError> {
+        let names = codec::Names::new(&options.namespace)?;
         let client = Client::new(client_settings(url)?).map_err(|e| StoreError::Backend {
             context: "creating the KurrentDB client",
             source: Arc::new(EyreError(e.to_string())),
@@ -124,6 +132,7 @@ impl KurrentStore {
         Ok(KurrentStore {
             inner: Arc::new(Inner {
                 client,
+                names,
                 clock: options.clock,
                 deleted: Mutex::new(HashSet::new()),
             }),

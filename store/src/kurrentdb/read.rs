@@ -15,7 +15,7 @@ use futures::{FutureExt, StreamExt};
 use kurrentdb::{ReadAllOptions, ReadStreamOptions, StreamPosition, SubscriptionFilter};
 
 use super::Inner;
-use super::codec::{self, POP_STREAMS_REGEX, decode, from_position, is_pop_event, map_error};
+use super::codec::{self, decode, from_position, map_error};
 use crate::limits::{MAX_READ_BATCH_BYTES, check_read_max, check_stream_name};
 use crate::{Direction, Position, RecordedEvent, StoreError};
 
@@ -108,6 +108,12 @@ pub(crate) async fn read_stream(
     check_stream_name(stream)?;
     check_read_max(max)?;
     let deleted = || StoreError::StreamDeleted { stream: stream.to_owned() };
+    if inner.names.pop(&inner.names.server(stream)).is_none() {
+        // A system or bookkeeping stream: not one of pop's, so it reads as never written.
+        return Ok(Vec::new());
+    }
+    let server = inner.names.server(stream);
+    let stream = server.as_str();
     // `max` 0 still asks the server, so a deleted stream reads as deleted.
     let count = max.max(1);
     let read = |from, backwards| read_raw(inner, stream, from, backwards, count, MAX_READ_BATCH_BYTES);
@@ -144,12 +150,12 @@ pub(crate) async fn read_stream(
         Direction::Forwards => e.revision >= from_version,
         Direction::Backwards => e.revision <= from_version,
     };
-    events.iter().filter(in_range).take(max).map(decode).collect()
+    events.iter().filter(in_range).take(max).map(|e| decode(&inner.names, e)).collect()
 }
 
 /// The filter every `$all` read and subscription sends: pop's streams only.
-pub(crate) fn pop_filter() -> SubscriptionFilter {
-    SubscriptionFilter::on_stream_name().regex(POP_STREAMS_REGEX)
+pub(crate) fn pop_filter(inner: &Inner) -> SubscriptionFilter {
+    SubscriptionFilter::on_stream_name().regex(inner.names.filter_regex())
 }
 
 /// KurrentDB reads `$all` from a position inclusively; pop reads after it. `START` reads from
@@ -179,7 +185,7 @@ pub(crate) async fn read_all(
             .forwards()
             .position(all_from(from))
             .max_count(max + 1)
-            .filter(pop_filter());
+            .filter(pop_filter(inner));
         let mut read = inner
             .client
             .read_all(&options)
@@ -197,7 +203,7 @@ pub(crate) async fn read_all(
                         continue;
                     }
                     scanned_to = Some(position);
-                    if !is_pop_event(event.stream_id(), &event.event_type) {
+                    if !inner.names.is_pop_event(event.stream_id(), &event.event_type) {
                         continue;
                     }
                     bytes = bytes.saturating_add(event.data.len() + event.custom_metadata.len());
@@ -212,7 +218,7 @@ pub(crate) async fn read_all(
         };
         let kept = drop_deleted(inner, raw).await?;
         if !kept.is_empty() {
-            return kept.iter().map(decode).collect();
+            return kept.iter().map(|e| decode(&inner.names, e)).collect();
         }
         // A page of nothing but deleted streams' events is not the end of the log.
         from = scanned_to;
@@ -286,7 +292,7 @@ pub(crate) async fn head(inner: &Inner) -> Result<Position, StoreError> {
             .backwards()
             .position(from)
             .max_count(HEAD_PAGE)
-            .filter(pop_filter());
+            .filter(pop_filter(inner));
         let mut read = inner.client.read_all(&options).await.map_err(fail)?;
         let mut oldest = None;
         loop {
@@ -299,7 +305,7 @@ pub(crate) async fn head(inner: &Inner) -> Result<Position, StoreError> {
                     if below.is_some_and(|b| position >= b) {
                         continue;
                     }
-                    if is_pop_event(event.stream_id(), &event.event_type) {
+                    if inner.names.is_pop_event(event.stream_id(), &event.event_type) {
                         return Ok(position);
                     }
                     oldest = Some(event.position);

@@ -22,7 +22,7 @@ use kurrentdb::{SubscribeToAllOptions, SubscriptionEvent};
 use tokio::sync::mpsc;
 
 use super::Inner;
-use super::codec::{decode, from_position, is_pop_event};
+use super::codec::{decode, from_position};
 use super::read::{all_from, drop_deleted, pop_filter};
 use crate::{Position, RecordedEvent, SUBSCRIPTION_BATCH, StoreError};
 
@@ -82,7 +82,7 @@ async fn read(
     let mut delay = RESUBSCRIBE_DELAY;
     loop {
         // No retry inside the client: pop resubscribes itself, from what it forwarded.
-        let options = SubscribeToAllOptions::default().position(all_from(from)).filter(pop_filter());
+        let options = SubscribeToAllOptions::default().position(all_from(from)).filter(pop_filter(&inner));
         let mut subscription = inner.client.subscribe_to_all(&options).await;
         let error = loop {
             match subscription.next_subscription_event().await {
@@ -135,7 +135,7 @@ async fn check(
             match item {
                 Ok(event) => {
                     if from_position(event.position) > delivered
-                        && is_pop_event(event.stream_id(), &event.event_type)
+                        && inner.names.is_pop_event(event.stream_id(), &event.event_type)
                     {
                         batch.push(event);
                     }
@@ -157,7 +157,7 @@ async fn check(
             }
         };
         for event in &kept {
-            let decoded = decode(event);
+            let decoded = decode(&inner.names, event);
             if let Ok(e) = &decoded {
                 delivered = e.position;
             }
