@@ -33,7 +33,7 @@ use uuid::Uuid;
 
 use super::Inner;
 use super::codec::{
-    self, check_writable_stream, encode, encoded_size, exact_state, map_error,
+    self, CLAIM_TYPE, check_writable_stream, encode, encoded_size, exact_state, map_error,
 };
 use super::read::{current, events_at};
 use crate::limits::check_append;
@@ -51,8 +51,6 @@ pub const MAX_APPEND_ATTEMPTS: usize = 32;
 /// Times one id's claim is re-read and re-bound when racing other binders.
 const MAX_CLAIM_ATTEMPTS: usize = 8;
 
-/// The type of a claim event (in a bookkeeping stream; never one of pop's events).
-const CLAIM_TYPE: &str = "PopEventIdClaim";
 
 /// Where an event id is bound.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -335,7 +333,7 @@ pub(crate) async fn delete_stream(
         // The server refuses a tombstone at the wrong version with a gRPC status the client
         // does not map (FAILED_PRECONDITION, "wrong-expected-version" in its metadata, which
         // the client drops): read where the stream is instead.
-        Err(kurrentdb::Error::Grpc { code, .. }) if i32::from(code) == GRPC_FAILED_PRECONDITION => {
+        Err(kurrentdb::Error::Grpc { code: tonic::Code::FailedPrecondition, .. }) => {
             let actual = match current(inner, &server).await {
                 Ok(version) => ActualVersion::from_current(version),
                 Err(StoreError::StreamDeleted { .. }) => {
@@ -348,6 +346,3 @@ pub(crate) async fn delete_stream(
         Err(e) => Err(map_error("deleting a stream", stream, e)),
     }
 }
-
-/// gRPC's FAILED_PRECONDITION.
-const GRPC_FAILED_PRECONDITION: i32 = 9;

@@ -17,6 +17,17 @@ use crate::{ActualVersion, ExpectedVersion, Limit, NewEvent, Position, RecordedE
 /// stream can never be mistaken for one of pop's, and reads of `$all` skip them.
 pub const RESERVED_PREFIX: &str = "pop.";
 
+/// The event types of pop's bookkeeping streams. An installation without a namespace sees
+/// the streams of namespaced installations on the same server as its own (their names are
+/// ordinary names to it), so their bookkeeping events are also told apart by type.
+pub const BOOKKEEPING_TYPES: [&str; 2] = [CLAIM_TYPE, LEASE_TYPE];
+
+/// The type of an event-id claim (see `append`).
+pub const CLAIM_TYPE: &str = "PopEventIdClaim";
+
+/// The type of a lease record (see `lease`).
+pub const LEASE_TYPE: &str = "PopLease";
+
 /// Longest namespace ([`Names`]).
 pub const MAX_NAMESPACE_BYTES: usize = 64;
 
@@ -63,7 +74,9 @@ impl Names {
     /// system record (KurrentDB writes the tombstone of a hard-deleted stream,
     /// `$streamDeleted`, into that stream; every system event type starts with `$`).
     pub fn is_pop_event(&self, name: &str, event_type: &str) -> bool {
-        self.pop(name).is_some() && !event_type.starts_with('$')
+        self.pop(name).is_some()
+            && !event_type.starts_with('$')
+            && !BOOKKEEPING_TYPES.contains(&event_type)
     }
 
     /// The claim stream of one event id (see `append`).
@@ -231,10 +244,6 @@ pub fn to_position(p: Position) -> kurrentdb::Position {
     kurrentdb::Position { commit: p.commit(), prepare: p.prepare() }
 }
 
-/// gRPC's INVALID_ARGUMENT, the status of the server's append-size refusal (the client keeps
-/// the status code but not its metadata).
-const GRPC_INVALID_ARGUMENT: i32 = 3;
-
 /// The client's failure as a store error. `stream` names the stream of the operation;
 /// conflicts are mapped where the expectation is known (`append`, `delete_stream`).
 pub(crate) fn map_error(context: &'static str, stream: &str, e: kurrentdb::Error) -> StoreError {
@@ -242,9 +251,10 @@ pub(crate) fn map_error(context: &'static str, stream: &str, e: kurrentdb::Error
         kurrentdb::Error::ResourceDeleted => {
             StoreError::StreamDeleted { stream: stream.to_owned() }
         }
-        kurrentdb::Error::Grpc { code, ref message }
-            if i32::from(code) == GRPC_INVALID_ARGUMENT
-                && message.contains("Maximum Append Size") =>
+        // The status of the server's append-size refusal is INVALID_ARGUMENT; the client
+        // keeps the code and message but drops the metadata naming the cap.
+        kurrentdb::Error::Grpc { code: tonic::Code::InvalidArgument, ref message }
+            if message.contains("Maximum Append Size") =>
         {
             // The server's own cap (its MaxAppendSize setting, 1 MiB by default) is below
             // pop's. The message names the cap: "Maximum Append Size of <n> Exceeded.".
@@ -255,5 +265,157 @@ pub(crate) fn map_error(context: &'static str, stream: &str, e: kurrentdb::Error
             StoreError::LimitExceeded { limit: Limit::AppendBytes, actual: max + 1, max }
         }
         other => StoreError::backend(context, other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn expected_versions_map_to_stream_states_one_to_one() {
+        assert_eq!(stream_state(ExpectedVersion::Any), StreamState::Any);
+        assert_eq!(stream_state(ExpectedVersion::NoStream), StreamState::NoStream);
+        assert_eq!(stream_state(ExpectedVersion::StreamExists), StreamState::StreamExists);
+        assert_eq!(stream_state(ExpectedVersion::Exact(7)), StreamState::StreamRevision(7));
+        // Appending at version 0 means "no stream yet"; at version n, "the last is n - 1".
+        assert_eq!(exact_state(0), StreamState::NoStream);
+        assert_eq!(exact_state(1), StreamState::StreamRevision(0));
+        assert_eq!(exact_state(u64::MAX), StreamState::StreamRevision(u64::MAX - 1));
+    }
+
+    #[test]
+    fn current_revisions_are_actual_versions() {
+        assert_eq!(actual_version(CurrentRevision::NoStream), ActualVersion::NoStream);
+        assert_eq!(actual_version(CurrentRevision::Current(0)), ActualVersion::Version(0));
+        assert_eq!(actual_version(CurrentRevision::Current(41)), ActualVersion::Version(41));
+    }
+
+    proptest! {
+        #[test]
+        fn positions_round_trip_and_keep_the_servers_order(
+            a in any::<(u64, u64)>(),
+            b in any::<(u64, u64)>(),
+        ) {
+            let (ka, kb) = (
+                kurrentdb::Position { commit: a.0, prepare: a.1 },
+                kurrentdb::Position { commit: b.0, prepare: b.1 },
+            );
+            prop_assert_eq!(to_position(from_position(ka)), ka);
+            prop_assert_eq!(from_position(ka).cmp(&from_position(kb)), ka.cmp(&kb));
+            let text = from_position(ka).to_string();
+            prop_assert_eq!(text.parse::<Position>().ok(), Some(from_position(ka)));
+        }
+    }
+
+    #[test]
+    fn a_single_event_write_prints_as_one_number_a_batch_member_as_a_pair() {
+        // KurrentDB gives a one-event write commit == prepare; events of a multi-event write
+        // share the commit and differ in prepare.
+        assert_eq!(from_position(kurrentdb::Position { commit: 5, prepare: 5 }).to_string(), "5");
+        assert_eq!(
+            from_position(kurrentdb::Position { commit: 5, prepare: 90 }).to_string(),
+            "5/90"
+        );
+    }
+
+    #[test]
+    fn client_errors_map_to_store_errors() {
+        let e = map_error("appending", "s", kurrentdb::Error::ResourceDeleted);
+        assert!(matches!(e, StoreError::StreamDeleted { ref stream } if stream == "s"), "{e:?}");
+        let size = kurrentdb::Error::Grpc {
+            code: tonic::Code::InvalidArgument,
+            message: "Maximum Append Size of 1048576 Exceeded.".to_owned(),
+        };
+        let e = map_error("appending", "s", size);
+        assert!(
+            matches!(e, StoreError::LimitExceeded { limit: Limit::AppendBytes, max: 1_048_576, .. }),
+            "{e:?}"
+        );
+        let other = map_error("reading", "s", kurrentdb::Error::ConnectionClosed);
+        assert!(matches!(other, StoreError::Backend { context: "reading", .. }), "{other:?}");
+    }
+
+    fn names(ns: &str) -> Names {
+        Names::new(ns).expect("a valid namespace")
+    }
+
+    #[test]
+    fn pops_streams_are_told_from_system_and_bookkeeping_streams() {
+        let plain = names("");
+        assert_eq!(plain.pop("agenda-1"), Some("agenda-1"));
+        assert_eq!(plain.pop("p"), Some("p"));
+        assert_eq!(plain.pop("popular"), Some("popular"));
+        assert_eq!(plain.pop("$all"), None);
+        assert_eq!(plain.pop("$$agenda-1"), None);
+        assert_eq!(plain.pop(&plain.claim_stream(uuid::Uuid::nil())), None);
+        assert_eq!(plain.pop(&plain.lease_stream("scheduler")), None);
+        assert!(!plain.is_pop_event("agenda-1", "$streamDeleted"));
+        assert!(plain.is_pop_event("agenda-1", "AgendaSubmitted"));
+
+        let ns = names("tenant-a");
+        assert_eq!(ns.server("agenda-1"), "tenant-a:agenda-1");
+        assert_eq!(ns.pop("tenant-a:agenda-1"), Some("agenda-1"));
+        assert_eq!(ns.pop("agenda-1"), None, "outside the namespace");
+        assert_eq!(ns.pop("tenant-b:agenda-1"), None);
+        assert_eq!(ns.pop(&ns.claim_stream(uuid::Uuid::nil())), None);
+        for bad in ["a:b", "a b", "ünï", &"x".repeat(65)] {
+            assert!(Names::new(bad).is_err(), "{bad:?} accepted as a namespace");
+        }
+    }
+
+    #[test]
+    fn the_servers_filter_accepts_exactly_pops_streams() {
+        for ns in ["", "tenant-a"] {
+            let names = names(ns);
+            let re = regex::Regex::new(&names.filter_regex()).expect("a valid regex");
+            let prefix = names.server("");
+            for name in [
+                "a", "p", "po", "pop", "pop.", "pop.id-1", "popx", "pox", "pp", "$all", "$", "x$",
+                "agenda-1", "pop-1", "poq.", "p.", "$$agenda",
+            ] {
+                let server = format!("{prefix}{name}");
+                assert_eq!(
+                    re.is_match(&server),
+                    names.pop(&server).is_some(),
+                    "filter and check disagree on {server:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn reserved_names_are_refused_for_writing() {
+        assert!(check_writable_stream("agenda-1").is_ok());
+        assert!(check_writable_stream("$agenda").is_err());
+        assert!(check_writable_stream("pop.id-x").is_err());
+    }
+
+    #[test]
+    fn the_envelope_keeps_metadata_byte_for_byte() {
+        let at = DateTime::from_timestamp(1_700_000_000, 123_456_000).expect("a time");
+        let event = NewEvent {
+            event_id: Uuid::new_v4(),
+            event_type: "Typed".into(),
+            schema_version: u32::MAX,
+            data: b" {\"a\" : 1 } ".to_vec(),
+            metadata: " { \"actor\" :\t\"\u{fc}\" } ".as_bytes().to_vec(),
+        };
+        let data = encode(&event, at).expect("encodes");
+        let _ = data;
+        let envelope = Envelope {
+            pop: ENVELOPE_VERSION,
+            schema_version: event.schema_version,
+            recorded_at: at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            metadata: String::from_utf8(event.metadata.clone()).expect("utf-8"),
+        };
+        let bytes = serde_json::to_vec(&envelope).expect("json");
+        let back: Envelope = serde_json::from_slice(&bytes).expect("reads back");
+        assert_eq!(back.metadata.as_bytes(), &event.metadata[..]);
+        assert_eq!(
+            DateTime::parse_from_rfc3339(&back.recorded_at).expect("a time").with_timezone(&Utc),
+            at
+        );
     }
 }

@@ -39,7 +39,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::codec::{Names, map_error};
+use super::codec::{LEASE_TYPE, Names, map_error};
 use super::read::{current, events_at};
 use super::{Inner, KurrentStore};
 use crate::{LeaderGuard, Leadership, StoreError};
@@ -53,8 +53,6 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 /// scheduler, each reaper); this only bounds a misuse.
 const MAX_NAMES: usize = 1024;
 
-/// The type of a lease record (in a bookkeeping stream; never one of pop's events).
-const LEASE_TYPE: &str = "PopLease";
 
 /// How a replica takes and keeps leases.
 #[derive(Debug, Clone, Copy)]
@@ -341,4 +339,175 @@ async fn keep(
     }
     forget(&held);
     let _ = lost.send(true);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// An in-memory lock log, shared by the "replicas" of a test.
+    #[derive(Default)]
+    struct Memory {
+        streams: Mutex<HashMap<String, Vec<LeaseRecord>>>,
+    }
+
+    #[async_trait]
+    impl LockLog for Memory {
+        async fn last(&self, stream: &str) -> Result<Option<(u64, LeaseRecord)>, StoreError> {
+            let streams = self.streams.lock().map_err(|_| StoreError::Closed)?;
+            Ok(streams.get(stream).and_then(|records| {
+                records.last().map(|r| (records.len() as u64 - 1, r.clone()))
+            }))
+        }
+
+        async fn append(
+            &self,
+            stream: &str,
+            expected: Option<u64>,
+            record: &LeaseRecord,
+        ) -> Result<Option<u64>, StoreError> {
+            let mut streams = self.streams.lock().map_err(|_| StoreError::Closed)?;
+            let records = streams.entry(stream.to_owned()).or_default();
+            if records.len().checked_sub(1).map(|v| v as u64) != expected {
+                return Ok(None);
+            }
+            records.push(record.clone());
+            Ok(Some(records.len() as u64 - 1))
+        }
+    }
+
+    /// One replica's view of the log; `cut` makes its requests fail (a partition, a pause).
+    struct Replica {
+        log: Arc<Memory>,
+        cut: AtomicBool,
+    }
+
+    #[async_trait]
+    impl LockLog for Replica {
+        async fn last(&self, stream: &str) -> Result<Option<(u64, LeaseRecord)>, StoreError> {
+            if self.cut.load(Ordering::SeqCst) {
+                return Err(StoreError::Closed);
+            }
+            self.log.last(stream).await
+        }
+
+        async fn append(
+            &self,
+            stream: &str,
+            expected: Option<u64>,
+            record: &LeaseRecord,
+        ) -> Result<Option<u64>, StoreError> {
+            if self.cut.load(Ordering::SeqCst) {
+                return Err(StoreError::Closed);
+            }
+            self.log.append(stream, expected, record).await
+        }
+    }
+
+    const LEASE: Duration = Duration::from_secs(10);
+
+    fn replica(log: &Arc<Memory>) -> (Arc<Replica>, KurrentLeadership) {
+        let view = Arc::new(Replica { log: Arc::clone(log), cut: AtomicBool::new(false) });
+        let leadership = KurrentLeadership::on(view.clone(), LeaseOptions { duration: LEASE });
+        (view, leadership)
+    }
+
+    async fn lead(l: &KurrentLeadership) -> Option<LeaderGuard> {
+        l.try_lead("scheduler").await.expect("the log answers")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_holder_while_it_renews() {
+        let log = Arc::new(Memory::default());
+        let (_, a) = replica(&log);
+        let (_, b) = replica(&log);
+        let guard = lead(&a).await.expect("a free name is taken");
+        assert_eq!(guard.fencing_token(), Some(0));
+        assert!(lead(&a).await.is_none(), "one replica does not lead a name twice");
+        for _ in 0..12 {
+            tokio::time::sleep(LEASE / 2).await;
+            assert!(lead(&b).await.is_none(), "taken over while renewed");
+            assert!(guard.is_held());
+        }
+        assert!(a.admits("scheduler", 0).await.expect("asks"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_released_name_is_taken_at_once_with_a_new_token() {
+        let log = Arc::new(Memory::default());
+        let (_, a) = replica(&log);
+        let (_, b) = replica(&log);
+        let first = lead(&a).await.expect("taken");
+        drop(first);
+        // Let the renewal task write the release.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let second = lead(&b).await.expect("a released name is free");
+        assert!(second.fencing_token() > Some(0), "a new tenure has a larger token");
+        assert!(!b.admits("scheduler", 0).await.expect("asks"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_holders_token_is_refused_and_it_stops_before_the_takeover() {
+        let log = Arc::new(Memory::default());
+        let (a_view, a) = replica(&log);
+        let (_, b) = replica(&log);
+        let mut a_guard = lead(&a).await.expect("taken");
+        let a_token = a_guard.fencing_token().expect("a token");
+
+        // A is cut off (paused, partitioned): it can no longer renew.
+        a_view.cut.store(true, Ordering::SeqCst);
+        let cut_at = Instant::now();
+        let a_lost = tokio::spawn(async move {
+            a_guard.lost().await;
+            Instant::now()
+        });
+
+        // B keeps asking, as the led loop does every 2 s, until it leads.
+        let (b_guard, b_took) = loop {
+            if let Some(g) = lead(&b).await {
+                break (g, Instant::now());
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        };
+        let a_lost = a_lost.await.expect("the watcher ran");
+        assert!(a_lost < b_took, "A must give up ({a_lost:?}) before B takes over ({b_took:?})");
+        assert!(b_took.duration_since(cut_at) >= LEASE, "B waited a whole lease");
+
+        // Fencing: the stale token is refused, the new one admitted.
+        let b_token = b_guard.fencing_token().expect("a token");
+        assert!(b_token > a_token);
+        assert!(!b.admits("scheduler", a_token).await.expect("asks"), "stale token admitted");
+        assert!(b.admits("scheduler", b_token).await.expect("asks"));
+
+        // A comes back: its renewal (expecting the revision it last wrote) is refused.
+        a_view.cut.store(false, Ordering::SeqCst);
+        let stale = LeaseRecord {
+            holder: Uuid::new_v4(),
+            token: a_token,
+            duration_ms: 10_000,
+            released: false,
+        };
+        let stream = Names::default().lease_stream("scheduler");
+        assert_eq!(a_view.append(&stream, Some(a_token), &stale).await.expect("asks"), None);
+        assert!(lead(&a).await.is_none(), "A cannot take it back while B renews");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn contenders_race_and_exactly_one_wins() {
+        let log = Arc::new(Memory::default());
+        let replicas: Vec<_> = (0..8).map(|_| replica(&log).1).collect();
+        let mut tasks = Vec::new();
+        for r in replicas {
+            tasks.push(tokio::spawn(async move { lead(&r).await.map(|g| (r, g)) }));
+        }
+        let mut winners = Vec::new();
+        for t in tasks {
+            if let Some(w) = t.await.expect("ran") {
+                winners.push(w);
+            }
+        }
+        assert_eq!(winners.len(), 1);
+    }
 }

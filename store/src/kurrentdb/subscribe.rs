@@ -48,12 +48,11 @@ fn is_transient(e: &kurrentdb::Error) -> bool {
             | kurrentdb::Error::GrpcConnectionError(_)
             | kurrentdb::Error::DeadlineExceeded
             | kurrentdb::Error::NotLeaderException(_)
-    ) || matches!(e, kurrentdb::Error::Grpc { code, .. }
-            if i32::from(*code) == GRPC_UNAVAILABLE || i32::from(*code) == GRPC_CANCELLED)
+    ) || matches!(
+        e,
+        kurrentdb::Error::Grpc { code: tonic::Code::Unavailable | tonic::Code::Cancelled, .. }
+    )
 }
-
-const GRPC_CANCELLED: i32 = 1;
-const GRPC_UNAVAILABLE: i32 = 14;
 
 pub(crate) fn subscribe_all(
     inner: Arc<Inner>,
