@@ -116,11 +116,44 @@ pub fn client_settings(url: &str) -> Result<ClientSettings, StoreError> {
         .map_err(|e| StoreError::backend("reading the KurrentDB connection string", e))
 }
 
+/// The URL parameter that names pop's namespace (`KurrentOptions::namespace`), e.g.
+/// `kurrentdb://host:2113?tls=false&popNamespace=staging`. Pop removes it before the client
+/// reads the URL.
+pub const NAMESPACE_PARAM: &str = "popNamespace";
+
+/// `url` without pop's own parameter, and that parameter's value.
+pub fn split_namespace(url: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_owned(), None);
+    };
+    let mut namespace = None;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if key.eq_ignore_ascii_case(NAMESPACE_PARAM) {
+                namespace = Some(value.to_owned());
+                false
+            } else {
+                true
+            }
+        })
+        .collect();
+    let url = if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) };
+    (url, namespace)
+}
+
 impl KurrentStore {
-    /// Connects to the server(s) at `url` and checks that one answers.
+    /// Connects to the server(s) at `url` and checks that one answers. A `popNamespace`
+    /// parameter in the URL sets the namespace when `options` has none.
     pub async fn connect(url: &str, options: KurrentOptions) -> Result<KurrentStore, StoreError> {
-        let names = codec::Names::new(&options.namespace)?;
-        let client = Client::new(client_settings(url)?).map_err(|e| StoreError::Backend {
+        let (url, from_url) = split_namespace(url);
+        let namespace = match (options.namespace.as_str(), from_url) {
+            ("", Some(ns)) => ns,
+            (ns, _) => ns.to_owned(),
+        };
+        let names = codec::Names::new(&namespace)?;
+        let client = Client::new(client_settings(&url)?).map_err(|e| StoreError::Backend {
             context: "creating the KurrentDB client",
             source: Arc::new(EyreError(e.to_string())),
         })?;
@@ -196,5 +229,42 @@ impl EventStore for KurrentStore {
 
     async fn head(&self) -> Result<Position, StoreError> {
         read::head(&self.inner).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_of_every_client_scheme_select_kurrentdb() {
+        for url in [
+            "kurrentdb://localhost:2113?tls=false",
+            "kurrentdb+discover://cluster.example:2113",
+            "esdb://admin:changeit@localhost:2113",
+            "esdb+discover://a:1,b:2",
+            "kurrent://h",
+            "kdb://h",
+        ] {
+            assert!(is_kurrentdb_url(url), "{url}");
+        }
+        for url in ["postgres://db/pop", "sqlite:pop.db", "kurrentdb", "http://h:2113"] {
+            assert!(!is_kurrentdb_url(url), "{url}");
+        }
+    }
+
+    #[test]
+    fn the_namespace_parameter_is_pops_and_leaves_the_rest_to_the_client() {
+        assert_eq!(split_namespace("kurrentdb://h:2113"), ("kurrentdb://h:2113".into(), None));
+        assert_eq!(
+            split_namespace("kurrentdb://h:2113?popNamespace=a"),
+            ("kurrentdb://h:2113".into(), Some("a".into()))
+        );
+        assert_eq!(
+            split_namespace("kurrentdb://h?tls=false&popnamespace=b&tlsVerifyCert=false"),
+            ("kurrentdb://h?tls=false&tlsVerifyCert=false".into(), Some("b".into()))
+        );
+        assert!(client_settings("kurrentdb://h:2113?tls=false").is_ok());
+        assert!(client_settings("not a url").is_err());
     }
 }
