@@ -57,11 +57,9 @@ fn kurrentdb_protos() -> Result<PathBuf, Box<dyn std::error::Error>> {
         _ => metadata(false)?,
     };
     if !output.status.success() {
-        return Err(format!(
-            "cargo metadata failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-        .into());
+        return Err(
+            format!("cargo metadata failed: {}", String::from_utf8_lossy(&output.stderr)).into()
+        );
     }
     let json: serde_json::Value = serde_json::from_slice(&output.stdout)?;
     let packages = json["packages"].as_array().ok_or("cargo metadata: no packages")?;

@@ -108,7 +108,8 @@ impl KurrentDouble {
             .add_service(ServerFeaturesServer::new(service));
         // No Nagle delay, as the real server (Kestrel) answers: a client-streaming append
         // would otherwise wait for a delayed ACK on every call.
-        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let server = tokio::spawn(async move {
             let _ = router
                 .serve_with_incoming_shutdown(incoming, async {

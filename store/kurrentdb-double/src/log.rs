@@ -341,7 +341,10 @@ mod tests {
         let mut log = Log::new(1 << 20);
         let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         let first = log.append("s", Expected::NoStream, vec![event(a), event(b)], 0).unwrap();
-        assert_eq!(log.append("s", Expected::NoStream, vec![event(a), event(b)], 0).unwrap(), first);
+        assert_eq!(
+            log.append("s", Expected::NoStream, vec![event(a), event(b)], 0).unwrap(),
+            first
+        );
         assert_eq!(
             log.append("s", Expected::NoStream, vec![event(a), event(c)], 0).unwrap(),
             Appended::WrongExpectedVersion { current: Some(1), expected: Expected::NoStream }

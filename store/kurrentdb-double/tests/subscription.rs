@@ -110,7 +110,10 @@ async fn namespaces_on_one_server_do_not_see_each_other() {
     assert_eq!(&*in_a[0].stream, "agenda-1", "pop sees its own name, not the server's");
     assert_eq!(in_a[0].data, br#"{"i":1}"#);
     assert_eq!(b.read_stream("agenda-1", 0, 10, Direction::Forwards).await.expect("ok").len(), 1);
-    assert_eq!(b.head().await.expect("head"), b.read_all(Position::START, 10).await.expect("ok")[0].position);
+    assert_eq!(
+        b.head().await.expect("head"),
+        b.read_all(Position::START, 10).await.expect("ok")[0].position
+    );
     // Without a namespace, pop sees the namespaced streams under their server names (give
     // every installation on a shared server a namespace), but never their bookkeeping.
     let seen: Vec<String> = plain

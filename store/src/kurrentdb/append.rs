@@ -51,7 +51,6 @@ pub const MAX_APPEND_ATTEMPTS: usize = 32;
 /// Times one id's claim is re-read and re-bound when racing other binders.
 const MAX_CLAIM_ATTEMPTS: usize = 8;
 
-
 /// Where an event id is bound.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -126,7 +125,10 @@ async fn bind(inner: &Inner, event_id: Uuid, want: &Binding) -> Result<Bound, St
     let mut state = StreamState::NoStream;
     for _ in 0..MAX_CLAIM_ATTEMPTS {
         let options = AppendToStreamOptions::default().stream_state(state);
-        match inner.client.append_to_stream(stream.as_str(), &options, want.to_event(event_id)?).await
+        match inner
+            .client
+            .append_to_stream(stream.as_str(), &options, want.to_event(event_id)?)
+            .await
         {
             Ok(_) => return Ok(Bound::Yes),
             Err(kurrentdb::Error::WrongExpectedVersion { .. }) => {}
@@ -208,8 +210,8 @@ async fn replay(
         return Ok(None);
     }
     let found = events_at(inner, stream, place, events.len()).await?;
-    let same = found.len() == events.len()
-        && found.iter().zip(events).all(|(f, e)| f.id == e.event_id);
+    let same =
+        found.len() == events.len() && found.iter().zip(events).all(|(f, e)| f.id == e.event_id);
     match found.last() {
         Some(last) if same => Ok(Some(AppendResult {
             version: last.revision,

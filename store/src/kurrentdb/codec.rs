@@ -137,7 +137,10 @@ const ENVELOPE_VERSION: u32 = 1;
 /// The KurrentDB event for a pop event. The data goes as `application/octet-stream`: the
 /// client's JSON constructor re-serialises its payload, and pop's data (validated JSON) must
 /// be stored byte for byte.
-pub(crate) fn encode(event: &NewEvent, recorded_at: DateTime<Utc>) -> Result<EventData, StoreError> {
+pub(crate) fn encode(
+    event: &NewEvent,
+    recorded_at: DateTime<Utc>,
+) -> Result<EventData, StoreError> {
     let metadata = String::from_utf8(event.metadata.clone()).map_err(|_| {
         // Unreachable for validated metadata (JSON is UTF-8), but never panic on input.
         StoreError::InvalidEvent {
@@ -330,7 +333,10 @@ mod tests {
         };
         let e = map_error("appending", "s", size);
         assert!(
-            matches!(e, StoreError::LimitExceeded { limit: Limit::AppendBytes, max: 1_048_576, .. }),
+            matches!(
+                e,
+                StoreError::LimitExceeded { limit: Limit::AppendBytes, max: 1_048_576, .. }
+            ),
             "{e:?}"
         );
         let other = map_error("reading", "s", kurrentdb::Error::ConnectionClosed);

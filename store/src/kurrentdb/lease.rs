@@ -53,7 +53,6 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 /// scheduler, each reaper); this only bounds a misuse.
 const MAX_NAMES: usize = 1024;
 
-
 /// How a replica takes and keeps leases.
 #[derive(Debug, Clone, Copy)]
 pub struct LeaseOptions {
@@ -323,7 +322,8 @@ async fn keep(
             break;
         }
         let sent = Instant::now();
-        match tokio::time::timeout_at(deadline, log.append(&stream, Some(revision), &record)).await {
+        match tokio::time::timeout_at(deadline, log.append(&stream, Some(revision), &record)).await
+        {
             Ok(Ok(Some(r))) => {
                 revision = r;
                 confirmed = sent;
@@ -357,9 +357,9 @@ mod tests {
     impl LockLog for Memory {
         async fn last(&self, stream: &str) -> Result<Option<(u64, LeaseRecord)>, StoreError> {
             let streams = self.streams.lock().map_err(|_| StoreError::Closed)?;
-            Ok(streams.get(stream).and_then(|records| {
-                records.last().map(|r| (records.len() as u64 - 1, r.clone()))
-            }))
+            Ok(streams
+                .get(stream)
+                .and_then(|records| records.last().map(|r| (records.len() as u64 - 1, r.clone()))))
         }
 
         async fn append(

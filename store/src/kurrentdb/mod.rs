@@ -38,8 +38,8 @@ use futures::stream::BoxStream;
 use kurrentdb::{Client, ClientSettings};
 
 use crate::{
-    AppendResult, Clock, Direction, EventStore, ExpectedVersion, NewEvent, Position,
-    RecordedEvent, StoreError, system_clock,
+    AppendResult, Clock, Direction, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent,
+    StoreError, system_clock,
 };
 
 pub use lease::{KurrentLeadership, LeaseOptions};

@@ -89,8 +89,7 @@ pub(crate) async fn events_at(
     from: u64,
     count: usize,
 ) -> Result<Vec<kurrentdb::RecordedEvent>, StoreError> {
-    match read_raw(inner, stream, StreamPosition::Position(from), false, count, usize::MAX).await?
-    {
+    match read_raw(inner, stream, StreamPosition::Position(from), false, count, usize::MAX).await? {
         StreamRead::Events(events) => {
             Ok(events.into_iter().filter(|e| e.revision >= from).take(count).collect())
         }
@@ -116,7 +115,8 @@ pub(crate) async fn read_stream(
     let stream = server.as_str();
     // `max` 0 still asks the server, so a deleted stream reads as deleted.
     let count = max.max(1);
-    let read = |from, backwards| read_raw(inner, stream, from, backwards, count, MAX_READ_BATCH_BYTES);
+    let read =
+        |from, backwards| read_raw(inner, stream, from, backwards, count, MAX_READ_BATCH_BYTES);
     let events = match direction {
         Direction::Forwards => read(StreamPosition::Position(from_version), false).await?,
         Direction::Backwards if from_version == u64::MAX => read(StreamPosition::End, true).await?,
@@ -295,23 +295,18 @@ pub(crate) async fn head(inner: &Inner) -> Result<Position, StoreError> {
             .filter(pop_filter(inner));
         let mut read = inner.client.read_all(&options).await.map_err(fail)?;
         let mut oldest = None;
-        loop {
-            match read.next().await.map_err(fail)? {
-                Some(resolved) => {
-                    let Some(event) = resolved.event else { continue };
-                    let position = from_position(event.position);
-                    // Whether a backwards read includes its start is not documented: skip
-                    // what the previous page already looked at.
-                    if below.is_some_and(|b| position >= b) {
-                        continue;
-                    }
-                    if inner.names.is_pop_event(event.stream_id(), &event.event_type) {
-                        return Ok(position);
-                    }
-                    oldest = Some(event.position);
-                }
-                None => break,
+        while let Some(resolved) = read.next().await.map_err(fail)? {
+            let Some(event) = resolved.event else { continue };
+            let position = from_position(event.position);
+            // Whether a backwards read includes its start is not documented: skip what the
+            // previous page already looked at.
+            if below.is_some_and(|b| position >= b) {
+                continue;
             }
+            if inner.names.is_pop_event(event.stream_id(), &event.event_type) {
+                return Ok(position);
+            }
+            oldest = Some(event.position);
         }
         match oldest {
             Some(p) => {

@@ -81,7 +81,8 @@ async fn read(
     let mut delay = RESUBSCRIBE_DELAY;
     loop {
         // No retry inside the client: pop resubscribes itself, from what it forwarded.
-        let options = SubscribeToAllOptions::default().position(all_from(from)).filter(pop_filter(&inner));
+        let options =
+            SubscribeToAllOptions::default().position(all_from(from)).filter(pop_filter(&inner));
         let mut subscription = inner.client.subscribe_to_all(&options).await;
         let error = loop {
             match subscription.next_subscription_event().await {
