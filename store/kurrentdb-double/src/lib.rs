@@ -10,13 +10,20 @@
 //! double had to guess what the server does, the code says `GUESS` with the source; they
 //! are:
 //! - idempotent re-sends (`log::Log::append`): exact/`NoStream` re-sends to a stream past the
-//!   expected revision succeed when the ids match from the expected place; `Any` re-sends
+//!   expected revision succeed when the ids match from the expected place; a stream exactly
+//!   at the expected revision takes the events whatever their ids; `Any` re-sends succeed
 //!   when the first id is found (the server's bounded cache, unbounded here); a partial
-//!   match is a wrong expected version (KurrentDB docs, *Optimistic concurrency and
-//!   idempotence*);
+//!   match is a wrong expected version (EventStoreDB docs, *Optimistic concurrency and
+//!   idempotence*; KurrentDB .NET client docs, *Appending events*; EventStore forum,
+//!   *Idempotency confirmation*);
+//! - positions: a one-event write answers with the event's own position, commit = prepare
+//!   (the client's test `test_read_stream_populates_log_position`); the events of one write
+//!   share a commit position and have growing prepare positions; no event sits at (0, 0);
 //! - tombstones (`log::Log::tombstone`): a missing stream can be tombstoned; the tombstone
-//!   is a `$streamDeleted` record in the deleted stream; the deleted events stay in `$all`
-//!   (KurrentDB docs, *Deleting streams and events*: "$all bypasses the index … until a
+//!   is a `$streamDeleted` record in the deleted stream; reading a tombstoned stream fails
+//!   with `stream-deleted` (the client's test `test_tombstone_stream`); the deleted events
+//!   stay in `$all` (EventStoreDB docs, *Deleting streams and events*: "The $all stream
+//!   bypasses the index … events that have been deleted are still readable until a
 //!   scavenge");
 //! - `$all` reads include the record at their start position forwards and start before it
 //!   backwards; subscriptions start after their position; a backwards stream read from past

@@ -163,14 +163,19 @@ impl Log {
 
     /// Appends `proposed` to `name` under `expected`, with the server's rules:
     /// - a tombstoned stream refuses every append;
-    /// - GUESS (KurrentDB docs, *Optimistic concurrency and idempotence*; the Rust client's
-    ///   tests `append_to_stream` idempotency cases): with an exact revision or `NoStream`,
-    ///   a stream already past it whose next events have the proposed ids is an idempotent
-    ///   success; if only the first id matches, or none, it is a wrong expected version;
-    /// - GUESS (same page: "with `Any`, idempotency is best effort"): with `Any` or
-    ///   `StreamExists`, the first id found in the stream with the following ids after it is
-    ///   an idempotent success. The real server looks the first id up in a bounded cache of
-    ///   recent writes; the double remembers all of them;
+    /// - GUESS (EventStoreDB docs, *Optimistic concurrency and idempotence*): with an exact
+    ///   revision or `NoStream`, a stream already past it whose next events have the
+    ///   proposed ids is an idempotent success; if only the first id matches, or none, it is
+    ///   a wrong expected version. A stream exactly at the expected revision takes the events
+    ///   whatever their ids (reported on the EventStore forum, *Idempotency confirmation*:
+    ///   "If I set the ExpectedRevision to the previous event's version, the event is
+    ///   appended twice");
+    /// - GUESS (KurrentDB .NET client docs, *Appending events*: "if two events with the same
+    ///   Uuid are appended to the same stream in quick succession, KurrentDB will only append
+    ///   one"; the forum thread above: "best effort … based on a cache of recently appended
+    ///   events ID"): with `Any` or `StreamExists`, the first id found in the stream with the
+    ///   following ids after it is an idempotent success. The real server looks the first id
+    ///   up in a bounded cache; the double remembers every id;
     /// - GUESS (KurrentDB's `MaxAppendSize` setting): an append whose data and custom
     ///   metadata add up to more than the cap is refused whole.
     pub fn append(
@@ -242,6 +247,9 @@ impl Log {
                 commit,
                 prepare,
             };
+            // Answered as the write's position: for a one-event write it is the event's
+            // own (the client's test `test_read_stream_populates_log_position`); which record
+            // a multi-event write's answer names is not documented, so pop reads it back.
             last = record.position();
             stream.records.push(self.records.len());
             self.records.push(record);

@@ -35,7 +35,7 @@ use super::Inner;
 use super::codec::{
     self, CLAIM_TYPE, check_writable_stream, encode, encoded_size, exact_state, map_error,
 };
-use super::read::{current, events_at};
+use super::read::{current, events_at, last_event};
 use crate::limits::check_append;
 use crate::{ActualVersion, AppendResult, ExpectedVersion, NewEvent, Position, StoreError};
 
@@ -83,12 +83,10 @@ impl Binding {
 /// The binding of `event_id` and the claim stream's revision, if it has one.
 async fn binding_of(inner: &Inner, event_id: Uuid) -> Result<Option<(u64, Binding)>, StoreError> {
     let stream = inner.names.claim_stream(event_id);
-    let Some(last) = current(inner, &stream).await? else {
+    let Some(event) = last_event(inner, &stream).await? else {
         return Ok(None);
     };
-    let Some(event) = events_at(inner, &stream, last, 1).await?.into_iter().next() else {
-        return Ok(None);
-    };
+    let last = event.revision;
     let binding: Binding = serde_json::from_slice(&event.data).map_err(|e| {
         StoreError::Corrupt(format!("the claim of event id {event_id} is unreadable: {e}"))
     })?;

@@ -6,9 +6,9 @@
 //! *renews* by appending a record with the revision it last wrote as the expected revision,
 //! so a renewal succeeds only if nobody wrote in between.
 //!
-//! **Acquiring.** A name is free when its stream is empty, its last record is a release, or
-//! this replica has watched the *same* last revision for a whole lease duration on its own
-//! monotonic clock. Acquiring appends with that revision expected: of several contenders,
+//! **Acquiring.** A name is free when its stream is empty, its last record is a release or
+//! one of this replica's own past tenures, or this replica has watched the *same* last
+//! revision for a whole lease duration on its own monotonic clock. Acquiring appends with that revision expected: of several contenders,
 //! exactly one append succeeds. No wall clocks are compared between replicas.
 //!
 //! **Fencing token.** The token of a tenure is the revision of the record that acquired it:
@@ -40,7 +40,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::codec::{LEASE_TYPE, Names, map_error};
-use super::read::{current, events_at};
+use super::read::last_event;
 use super::{Inner, KurrentStore};
 use crate::{LeaderGuard, Leadership, StoreError};
 
@@ -111,12 +111,10 @@ pub trait LockLog: Send + Sync + 'static {
 #[async_trait]
 impl LockLog for Arc<Inner> {
     async fn last(&self, stream: &str) -> Result<Option<(u64, LeaseRecord)>, StoreError> {
-        let Some(revision) = current(self, stream).await? else {
+        let Some(event) = last_event(self, stream).await? else {
             return Ok(None);
         };
-        let Some(event) = events_at(self, stream, revision, 1).await?.into_iter().next() else {
-            return Ok(None);
-        };
+        let revision = event.revision;
         let record = serde_json::from_slice(&event.data).map_err(|e| {
             StoreError::Corrupt(format!("lease record {revision} of {stream:?}: {e}"))
         })?;
@@ -201,7 +199,10 @@ impl KurrentLeadership {
         let Some((revision, record)) = last else {
             return Some(None);
         };
-        if record.released {
+        // Released, or left by an earlier tenure of this very replica (its release record
+        // was never written: the append failed, or the runtime stopped first). This replica
+        // holds nothing under the name now (`try_lead` checked), so nobody does.
+        if record.released || record.holder == self.holder {
             return Some(Some(revision));
         }
         let now = Instant::now();

@@ -71,14 +71,23 @@ pub(crate) async fn read_raw(
     Ok(StreamRead::Events(events))
 }
 
-/// The version of `stream`'s last event (`None`: no events yet); `StreamDeleted` for a
-/// tombstoned stream.
-pub(crate) async fn current(inner: &Inner, stream: &str) -> Result<Option<u64>, StoreError> {
+/// The last event of `stream` (`None`: no events yet); `StreamDeleted` for a tombstoned
+/// stream.
+pub(crate) async fn last_event(
+    inner: &Inner,
+    stream: &str,
+) -> Result<Option<kurrentdb::RecordedEvent>, StoreError> {
     match read_raw(inner, stream, StreamPosition::End, true, 1, usize::MAX).await? {
         StreamRead::Missing => Ok(None),
         StreamRead::Deleted => Err(StoreError::StreamDeleted { stream: stream.to_owned() }),
-        StreamRead::Events(events) => Ok(events.first().map(|e| e.revision)),
+        StreamRead::Events(events) => Ok(events.into_iter().next()),
     }
+}
+
+/// The version of `stream`'s last event (`None`: no events yet); `StreamDeleted` for a
+/// tombstoned stream.
+pub(crate) async fn current(inner: &Inner, stream: &str) -> Result<Option<u64>, StoreError> {
+    Ok(last_event(inner, stream).await?.map(|e| e.revision))
 }
 
 /// The raw events of `stream` at versions `from..from + count` (fewer at the stream's end;
