@@ -63,7 +63,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("runs {runs}, {ops} operations each; medians:");
     println!("read_stream (1 round trip):               {:?}", median(reads));
-    println!("append of 1 event (4 round trips: version, claim, append, position): {:?}", median(appends));
+    println!(
+        "append of 1 event (4 round trips: version, claim, append, position): {:?}",
+        median(appends)
+    );
     println!("append of 100 events (100 claims, 64 in flight): {:?}", median(batches));
     Ok(())
 }
