@@ -139,6 +139,25 @@ fn redact(url: &str) -> String {
 mod tests {
     use super::redact;
 
+    /// A KurrentDB URL given to a `pop` built without the backend is refused with a message
+    /// that says why, not as "not a PostgreSQL URL" alone; with the backend, a URL nobody
+    /// answers at is an error naming the store.
+    #[tokio::test]
+    async fn kurrentdb_urls_are_recognised() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = crate::cli::StoreArgs { data_dir: dir.path().to_path_buf() };
+        let url = "kurrentdb://admin:secret@127.0.0.1:1?tls=false&maxDiscoverAttempts=1";
+        let opened =
+            super::Backend::open(&store, Some(url), crate::cli::DurabilityArg::Full).await;
+        let message = format!("{:#}", opened.err().expect("nothing answers on port 1"));
+        assert!(!message.contains("secret"), "the password leaked: {message}");
+        if cfg!(feature = "kurrentdb") {
+            assert!(message.contains("opening the KurrentDB store"), "{message}");
+        } else {
+            assert!(message.contains("cargo feature `kurrentdb`"), "{message}");
+        }
+    }
+
     #[test]
     fn passwords_stay_out_of_logs() {
         assert_eq!(redact("postgres://pop:secret@db:5432/pop"), "postgres://pop:***@db:5432/pop");
