@@ -26,7 +26,8 @@
 //! know it: its next renewal is refused (the revision moved) and its token no longer admits
 //! it. Pop's writes stay safe even then, because every command is an expected-version append
 //! (a stale leader's command conflicts instead of overwriting); the lease keeps two replicas
-//! from doing the same timed work at once, the token lets a command check it explicitly.
+//! from doing the same timed work at once, the token lets a command check it explicitly. (No
+//! timed process passes its token to its commands yet; see ARCHITECTURE.md.)
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
