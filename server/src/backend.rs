@@ -147,8 +147,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("a temp dir");
         let store = crate::cli::StoreArgs { data_dir: dir.path().to_path_buf() };
         let url = "kurrentdb://admin:secret@127.0.0.1:1?tls=false&maxDiscoverAttempts=1";
-        let opened =
-            super::Backend::open(&store, Some(url), crate::cli::DurabilityArg::Full).await;
+        let opened = super::Backend::open(&store, Some(url), crate::cli::DurabilityArg::Full).await;
         let message = format!("{:#}", opened.err().expect("nothing answers on port 1"));
         assert!(!message.contains("secret"), "the password leaked: {message}");
         if cfg!(feature = "kurrentdb") {
