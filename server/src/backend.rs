@@ -1,6 +1,7 @@
 //! The store `pop serve` runs on: the embedded SQLite file under the data directory (the
-//! default) or a shared PostgreSQL database (`--store postgres://…` / `DATABASE_URL`), with
-//! the leadership that fits it.
+//! default), a shared PostgreSQL database (`--store postgres://…` / `DATABASE_URL`) or a
+//! KurrentDB server or cluster (`--store kurrentdb://…` or `esdb://…`, with the cargo feature
+//! `kurrentdb`), with the leadership that fits it.
 
 use std::sync::Arc;
 
@@ -24,6 +25,9 @@ pub struct Backend {
 enum Store {
     Sqlite(Arc<SqliteStore>),
     Postgres(Arc<PgStore>),
+    /// Nothing to close: the client's channels close when the last clone drops.
+    #[cfg(feature = "kurrentdb")]
+    Kurrent,
 }
 
 impl Backend {
@@ -74,10 +78,31 @@ impl Backend {
                     store: Store::Postgres(store),
                 })
             }
+            #[cfg(feature = "kurrentdb")]
+            Some(url) if pop_store::kurrentdb::is_kurrentdb_url(url) => {
+                use pop_store::{KurrentLeadership, KurrentOptions, KurrentStore, LeaseOptions};
+                let describe = redact(url);
+                let store = KurrentStore::connect(url, KurrentOptions::default())
+                    .await
+                    .with_context(|| format!("opening the KurrentDB store at {describe}"))?;
+                let leadership = KurrentLeadership::new(&store, LeaseOptions::default());
+                Ok(Backend {
+                    log: Arc::new(store),
+                    leadership: Arc::new(leadership),
+                    describe,
+                    store: Store::Kurrent,
+                })
+            }
             Some(other) => bail!(
-                "--store {:?} is not a PostgreSQL URL (postgres://user@host/db); leave it out \
+                "--store {:?} is not a PostgreSQL URL (postgres://user@host/db){}; leave it out \
                  for the embedded store in --data-dir",
-                redact(other)
+                redact(other),
+                if cfg!(feature = "kurrentdb") {
+                    " nor a KurrentDB one (kurrentdb://host:2113, esdb://…)"
+                } else {
+                    " (this pop was built without the cargo feature `kurrentdb`, so KurrentDB \
+                     URLs are not available)"
+                }
             ),
         }
     }
@@ -90,6 +115,8 @@ impl Backend {
                 store.close().await;
                 Ok(())
             }
+            #[cfg(feature = "kurrentdb")]
+            Store::Kurrent => Ok(()),
         }
     }
 }
@@ -112,10 +139,32 @@ fn redact(url: &str) -> String {
 mod tests {
     use super::redact;
 
+    /// A KurrentDB URL given to a `pop` built without the backend is refused with a message
+    /// that says why, not as "not a PostgreSQL URL" alone; with the backend, a URL nobody
+    /// answers at is an error naming the store.
+    #[tokio::test]
+    async fn kurrentdb_urls_are_recognised() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = crate::cli::StoreArgs { data_dir: dir.path().to_path_buf() };
+        let url = "kurrentdb://admin:secret@127.0.0.1:1?tls=false&maxDiscoverAttempts=1";
+        let opened = super::Backend::open(&store, Some(url), crate::cli::DurabilityArg::Full).await;
+        let message = format!("{:#}", opened.err().expect("nothing answers on port 1"));
+        assert!(!message.contains("secret"), "the password leaked: {message}");
+        if cfg!(feature = "kurrentdb") {
+            assert!(message.contains("opening the KurrentDB store"), "{message}");
+        } else {
+            assert!(message.contains("cargo feature `kurrentdb`"), "{message}");
+        }
+    }
+
     #[test]
     fn passwords_stay_out_of_logs() {
         assert_eq!(redact("postgres://pop:secret@db:5432/pop"), "postgres://pop:***@db:5432/pop");
         assert_eq!(redact("postgres://pop@db/pop"), "postgres://pop@db/pop");
         assert_eq!(redact("postgres://db/pop"), "postgres://db/pop");
+        assert_eq!(
+            redact("kurrentdb://admin:changeit@kdb:2113?tls=true"),
+            "kurrentdb://admin:***@kdb:2113?tls=true"
+        );
     }
 }

@@ -117,10 +117,10 @@ impl StoreArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub store: StoreArgs,
-    /// A shared PostgreSQL store (`postgres://user:password@host:5432/db`) for several
-    /// replicas; without it, the embedded store in the data directory. With PostgreSQL the
-    /// data directory only caches projection snapshots, and durability is the database's
-    /// (`synchronous_commit`).
+    /// A shared PostgreSQL store (`postgres://user:password@host:5432/db`) or KurrentDB
+    /// (`kurrentdb://user:password@host:2113`, `esdb://…`) for several replicas; without it,
+    /// the embedded store in the data directory. With a shared store the data directory only
+    /// caches projection snapshots, and durability is the database's.
     #[arg(long = "store", env = "DATABASE_URL", hide_env_values = true)]
     pub store_url: Option<String>,
     /// `full` fsyncs every commit before acknowledging it (an acknowledged append survives a
@@ -189,8 +189,8 @@ pub struct ReapArgs {
     pub interval: Option<u64>,
     #[command(flatten)]
     pub store: StoreArgs,
-    /// The shared PostgreSQL store, as for `pop serve --store`; without it, the embedded
-    /// store in the data directory.
+    /// The shared PostgreSQL or KurrentDB store, as for `pop serve --store`; without it, the
+    /// embedded store in the data directory.
     #[arg(long = "store", env = "DATABASE_URL", hide_env_values = true)]
     pub store_url: Option<String>,
     #[command(flatten)]

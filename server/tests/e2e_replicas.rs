@@ -1,5 +1,6 @@
 //! Two `pop serve` replicas on one PostgreSQL database (a throwaway cluster for this test
-//! binary): the scheduler runs on one of them (leader lock) and still queues agendas;
+//! binary), and the same on one KurrentDB (a real server with `POP_KURRENTDB_URL`, else the
+//! protocol double): the scheduler runs on one of them (leader lock) and still queues agendas;
 //! concurrent `getAgenda` calls on both never hand out one agenda twice; a subscription on one
 //! replica sees changes written through the other; a position returned by one is honoured by
 //! the other (`atLeastPosition`); after `kill -9` of the leader the other keeps serving and
@@ -22,8 +23,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const POLL: Duration = Duration::from_millis(25);
-/// Leader take-over: the database must notice the dead connection, then the survivor asks
-/// again every 2 s.
+/// Leader take-over: PostgreSQL must notice the dead connection (KurrentDB: the dead leader's
+/// 10 s lease must run out), then the survivor asks again every 2 s.
 const TAKEOVER: Duration = Duration::from_secs(30);
 
 const ADMIN: &str = "tok_replicas_admin_000000000000000";
@@ -165,6 +166,32 @@ async fn two_replicas_on_one_postgres_database() {
         return;
     };
     let url = cluster.create_database().await.expect("a database");
+    two_replicas_on_one_store(&url).await;
+}
+
+/// The same on KurrentDB: on a real server when `POP_KURRENTDB_URL` is set (in a namespace
+/// of its own), else on the protocol double, served on a loopback port by this test process.
+#[cfg(feature = "kurrentdb")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_on_one_kurrentdb() {
+    let mut _double = None;
+    let url = match std::env::var("POP_KURRENTDB_URL") {
+        Ok(url) if !url.is_empty() => {
+            let glue = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{glue}popNamespace=e2e-{}", uuid::Uuid::new_v4().simple())
+        }
+        _ => {
+            let options = pop_kurrentdb_double::DoubleOptions::default();
+            let double = pop_kurrentdb_double::KurrentDouble::start(options).await.unwrap();
+            let url = double.url();
+            _double = Some(double);
+            url
+        }
+    };
+    two_replicas_on_one_store(&url).await;
+}
+
+async fn two_replicas_on_one_store(url: &str) {
     let dir = tempfile::tempdir().unwrap();
     let tokens = json!([
         {"token": ADMIN, "name": "admin", "role": "admin", "customers": ["*"]},
@@ -173,8 +200,8 @@ async fn two_replicas_on_one_postgres_database() {
         {"token": WORKER_2, "name": "worker-2", "role": "service", "customers": ["acme"]},
     ]);
     std::fs::write(dir.path().join("tokens.json"), tokens.to_string()).unwrap();
-    let a = start(dir.path(), "a", &url);
-    let b = start(dir.path(), "b", &url);
+    let a = start(dir.path(), "a", url);
+    let b = start(dir.path(), "b", url);
 
     // (a) One scheduler leader; agendas submitted on B get queued.
     let seeded = seed(&a).await;

@@ -29,6 +29,7 @@ pub trait Leadership: Send + Sync + 'static {
 pub struct LeaderGuard {
     name: String,
     lost: watch::Receiver<bool>,
+    fencing_token: Option<u64>,
     _release: Box<dyn Send + Sync>,
 }
 
@@ -37,6 +38,7 @@ impl std::fmt::Debug for LeaderGuard {
         f.debug_struct("LeaderGuard")
             .field("name", &self.name)
             .field("held", &self.is_held())
+            .field("fencing_token", &self.fencing_token)
             .finish()
     }
 }
@@ -46,7 +48,19 @@ impl LeaderGuard {
     /// loses the lock behind the holder's back; `release` is dropped with the guard and gives
     /// the lock back.
     pub fn new(name: &str, lost: watch::Receiver<bool>, release: Box<dyn Send + Sync>) -> Self {
-        Self { name: name.to_string(), lost, _release: release }
+        Self { name: name.to_string(), lost, fencing_token: None, _release: release }
+    }
+
+    /// The same guard carrying a fencing token: a number that grows with every new holder of
+    /// the name, for backends whose locks are leases (KurrentDB). The holder's commands carry
+    /// it so that a holder whose lease ran out behind its back is refused.
+    pub fn with_fencing_token(self, token: u64) -> Self {
+        Self { fencing_token: Some(token), ..self }
+    }
+
+    /// The fencing token of this tenure, if the backend hands one out.
+    pub fn fencing_token(&self) -> Option<u64> {
+        self.fencing_token
     }
 
     /// The name this guard leads.

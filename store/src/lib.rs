@@ -1,5 +1,6 @@
 //! pop's event store: the [`EventStore`] contract every backend keeps, the embedded SQLite
-//! backend, the shared PostgreSQL backend ([`postgres`]), the one conformance suite every
+//! backend, the shared PostgreSQL backend ([`postgres`]), the KurrentDB backend (`kurrentdb`,
+//! behind the cargo feature of that name), the one conformance suite every
 //! backend must pass, and command execution ([`commands`]) that turns a pure `decide` into an
 //! optimistic-concurrency append.
 //!
@@ -22,6 +23,8 @@ pub mod commands;
 pub mod conformance;
 mod error;
 mod event;
+#[cfg(feature = "kurrentdb")]
+pub mod kurrentdb;
 pub mod leader;
 pub mod limits;
 mod position;
@@ -40,6 +43,8 @@ pub use error::{Limit, StoreError};
 pub use event::{
     ActualVersion, AppendResult, Direction, EventMetadata, ExpectedVersion, NewEvent, RecordedEvent,
 };
+#[cfg(feature = "kurrentdb")]
+pub use kurrentdb::{KurrentLeadership, KurrentOptions, KurrentStore, LeaseOptions};
 pub use leader::{LeaderGuard, Leadership, ProcessLeadership};
 pub use position::{Position, PositionParseError};
 pub use postgres::{PgLeadership, PgOptions, PgStore};
