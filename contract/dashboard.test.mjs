@@ -294,6 +294,19 @@ test('GraphiQL loads offline, signed in with the dashboard token', async () => {
   await page.browserContext().close();
 });
 
+test('a DAG over 200 operations switches to the layered layout and still draws every one', async () => {
+  const operations = [];
+  for (let i = 0; i < 250; i++) {
+    const payload = i < 10 ? { n: i } : { in: `@<op-${i - 10}.out>` };
+    operations.push({ name: `op-${i}`, type: 'ffmpeg', payload });
+  }
+  const big = await submit(T.acme, { customerId: 'acme', title: 'big', operations });
+  await acmePage.goto(BASE + `/#/agenda/acme/${encodeURIComponent(big.id)}`);
+  await acmePage.waitForFunction(() => document.querySelectorAll('svg.dag g.node').length === 250, { timeout: WAIT });
+  assert.equal(await acmePage.$eval('.dag-wrap', (e) => e.dataset.layout), 'layered');
+  assert.equal(await acmePage.$$eval('svg.dag path.edge', (ps) => ps.length), 240);
+});
+
 test('sign-out forgets the token', async () => {
   await acmePage.goto(BASE + '/#/agendas');
   await acmePage.waitForSelector('#signout', { timeout: WAIT });

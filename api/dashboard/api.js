@@ -54,6 +54,14 @@ export async function gql(query, variables = {}) {
 }
 
 let client = null;
+const reconnectListeners = new Set();
+
+/// Calls `fn` each time the subscription socket connects again after a drop: whatever changed
+/// meanwhile was not delivered, so views re-read. Returns the function that stops it.
+export function onReconnect(fn) {
+  reconnectListeners.add(fn);
+  return () => reconnectListeners.delete(fn);
+}
 
 function socket() {
   if (client) return client;
@@ -66,6 +74,11 @@ function socket() {
     retryAttempts: Infinity,
     // A refused token (4403) is not retried: the person has to sign in again.
     shouldRetry: (e) => !(e && e.code === 4403),
+    on: {
+      connected: (_socket, _payload, wasRetry) => {
+        if (wasRetry) reconnectListeners.forEach((fn) => fn());
+      },
+    },
   });
   return client;
 }

@@ -3,7 +3,7 @@
 // bursts of updates are applied once per animation frame.
 
 import { html, useState, useEffect, useRef, useMemo, useCallback } from './vendor/htm-preact-3.1.1.mjs';
-import { gql, subscribe, perFrame, stateOf, fmtTime, GqlError } from './api.js';
+import { gql, subscribe, perFrame, stateOf, fmtTime, GqlError, onReconnect } from './api.js';
 import { Dag, LARGE } from './dag.js';
 
 export const STATES = ['waiting', 'executing', 'succeeded', 'failed', 'cancelled'];
@@ -83,7 +83,11 @@ export function useAgendaFeed(customers, onChange, onResync) {
         () => {},
       ),
     );
-    return () => offs.forEach((off) => off());
+    const offReconnect = onReconnect(() => cb.current.onResync());
+    return () => {
+      offs.forEach((off) => off());
+      offReconnect();
+    };
   }, [key]);
 }
 
@@ -274,6 +278,9 @@ export function AgendaView({ me, customerId, id }) {
       if (last) setProgress(last.progress);
     });
     const onOps = perFrame((items) => {
+      // For the benchmark (bench/dashboard.sh): how many operation updates the page applied.
+      window.__popStats = window.__popStats || { operationUpdates: 0 };
+      window.__popStats.operationUpdates += items.length;
       if (items.some((u) => u.operationProgress.some((o) => !agendaHas(agenda, o.operation)) || u.removedOperations.length)) {
         // Generated operations came or went: the agenda body changed.
         load();
@@ -300,9 +307,13 @@ export function AgendaView({ me, customerId, id }) {
       (d) => onOps(d.operationProgress),
       setError,
     );
+    // After a dropped connection the follows start again from the current state; re-read
+    // the agenda too (its operations may have been expanded meanwhile).
+    const off3 = onReconnect(() => setTick((t) => t + 1));
     return () => {
       off1();
       off2();
+      off3();
     };
   }, [agenda && agenda.id, agenda && agenda.customerId, agenda && agenda.operations.length]);
 
