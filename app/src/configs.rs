@@ -55,10 +55,35 @@ fn generated_id(id: &mut String) {
     }
 }
 
-impl ConfigKind for Customer {
-    const CREATE: &'static str = "createCustomer";
-    const UPDATE: &'static str = "updateCustomer";
-    const DELETE: &'static str = "deleteCustomer";
+/// The parts every kind spells the same way (command names, lookup by id, pages, cid); each
+/// kind adds its own id rule, title and resource pool.
+macro_rules! config_kind {
+    ($kind:ty, $name:literal, $find:ident, $page:ident, { $($own:tt)* }) => {
+        impl ConfigKind for $kind {
+            const CREATE: &'static str = concat!("create", $name);
+            const UPDATE: &'static str = concat!("update", $name);
+            const DELETE: &'static str = concat!("delete", $name);
+            fn find<'m>(models: &'m ReadModels, id: &str) -> Option<&'m Self> {
+                models.$find(id)
+            }
+            fn page<'m>(
+                models: &'m ReadModels,
+                v: &Visibility,
+                after: Option<&Cursor>,
+                limit: usize,
+                keep: &dyn Fn(&Self) -> bool,
+            ) -> pop_projections::Page<&'m Self> {
+                models.$page(v, after, limit, keep)
+            }
+            fn cid(&self) -> Option<&str> {
+                self.cid.as_deref()
+            }
+            $($own)*
+        }
+    };
+}
+
+config_kind!(Customer, "Customer", customer, customers, {
     fn fill_id(&mut self) {
         // A customer's id is its customerId (DOMAIN.md §2): either names both.
         if self.id.trim().is_empty() {
@@ -68,112 +93,43 @@ impl ConfigKind for Customer {
             self.customer_id = self.id.clone();
         }
     }
-    fn find<'m>(models: &'m ReadModels, id: &str) -> Option<&'m Self> {
-        models.customer(id)
-    }
-    fn page<'m>(
-        models: &'m ReadModels,
-        v: &Visibility,
-        after: Option<&Cursor>,
-        limit: usize,
-        keep: &dyn Fn(&Self) -> bool,
-    ) -> pop_projections::Page<&'m Self> {
-        models.customers(v, after, limit, keep)
-    }
     fn title(&self) -> Option<&str> {
         Some(&self.title)
-    }
-    fn cid(&self) -> Option<&str> {
-        self.cid.as_deref()
     }
     fn resource_pool_id(&self) -> Option<&str> {
         self.resource_pool_id.as_deref()
     }
-}
+});
 
-impl ConfigKind for ResourcePool {
-    const CREATE: &'static str = "createResourcePool";
-    const UPDATE: &'static str = "updateResourcePool";
-    const DELETE: &'static str = "deleteResourcePool";
+config_kind!(ResourcePool, "ResourcePool", resource_pool, resource_pools, {
     fn fill_id(&mut self) {
         generated_id(&mut self.id);
-    }
-    fn find<'m>(models: &'m ReadModels, id: &str) -> Option<&'m Self> {
-        models.resource_pool(id)
-    }
-    fn page<'m>(
-        models: &'m ReadModels,
-        v: &Visibility,
-        after: Option<&Cursor>,
-        limit: usize,
-        keep: &dyn Fn(&Self) -> bool,
-    ) -> pop_projections::Page<&'m Self> {
-        models.resource_pools(v, after, limit, keep)
     }
     fn title(&self) -> Option<&str> {
         self.title.as_deref()
     }
-    fn cid(&self) -> Option<&str> {
-        self.cid.as_deref()
-    }
-}
+});
 
-impl ConfigKind for Insight {
-    const CREATE: &'static str = "createInsight";
-    const UPDATE: &'static str = "updateInsight";
-    const DELETE: &'static str = "deleteInsight";
+config_kind!(Insight, "Insight", insight, insights, {
     fn fill_id(&mut self) {
         generated_id(&mut self.id);
-    }
-    fn find<'m>(models: &'m ReadModels, id: &str) -> Option<&'m Self> {
-        models.insight(id)
-    }
-    fn page<'m>(
-        models: &'m ReadModels,
-        v: &Visibility,
-        after: Option<&Cursor>,
-        limit: usize,
-        keep: &dyn Fn(&Self) -> bool,
-    ) -> pop_projections::Page<&'m Self> {
-        models.insights(v, after, limit, keep)
     }
     fn title(&self) -> Option<&str> {
         Some(&self.title)
     }
-    fn cid(&self) -> Option<&str> {
-        self.cid.as_deref()
-    }
     fn resource_pool_id(&self) -> Option<&str> {
         Some(&self.resource_pool_id)
     }
-}
+});
 
-impl ConfigKind for AgendaTemplate {
-    const CREATE: &'static str = "createTemplate";
-    const UPDATE: &'static str = "updateTemplate";
-    const DELETE: &'static str = "deleteTemplate";
+config_kind!(AgendaTemplate, "Template", template, templates, {
     fn fill_id(&mut self) {
         generated_id(&mut self.id);
-    }
-    fn find<'m>(models: &'m ReadModels, id: &str) -> Option<&'m Self> {
-        models.template(id)
-    }
-    fn page<'m>(
-        models: &'m ReadModels,
-        v: &Visibility,
-        after: Option<&Cursor>,
-        limit: usize,
-        keep: &dyn Fn(&Self) -> bool,
-    ) -> pop_projections::Page<&'m Self> {
-        models.templates(v, after, limit, keep)
     }
     fn title(&self) -> Option<&str> {
         self.title.as_deref()
     }
-    fn cid(&self) -> Option<&str> {
-        self.cid.as_deref()
-    }
-}
+});
 
 /// A config write.
 #[derive(Debug, Clone)]
