@@ -15,7 +15,6 @@ use pop_projections::{Cursor, ReadModels, Visibility, VisibleTo};
 use crate::agendas::from_json;
 use crate::caller::{Action, Caller};
 use crate::error::{self, AppError, AppResult, Code};
-use crate::limits::MAX_COUNTED;
 use crate::outcome::{Configured, Page};
 use crate::reads::{Count, PageRequest};
 use crate::{App, metadata, metrics};
@@ -320,9 +319,7 @@ impl App {
         at_least: Option<&str>,
     ) -> AppResult<Count> {
         self.read(caller, at_least, |models| {
-            let mut count = 0;
-            let mut after: Option<Cursor> = None;
-            loop {
+            Count::by_pages(|after: Option<Cursor>| {
                 let page = T::page(
                     models,
                     &caller.principal.customers,
@@ -330,13 +327,8 @@ impl App {
                     pop_projections::MAX_PAGE_SIZE,
                     &|o: &T| filter.admits(o),
                 );
-                count += page.items.len();
-                match page.next {
-                    Some(next) if count < MAX_COUNTED => after = Some(next),
-                    Some(_) => return Ok(Count { count, capped: true }),
-                    None => return Ok(Count { count, capped: false }),
-                }
-            }
+                Ok((page.items.len(), page.next))
+            })
         })
         .await
     }
