@@ -2,7 +2,7 @@
 // changes over graphql-ws; a `lagged` item or a reconnect makes it re-read (resync), and
 // bursts of updates are applied once per animation frame.
 
-import { html, useState, useEffect, useRef, useMemo, useCallback } from './vendor/htm-preact-3.1.1.mjs';
+import { html, useState, useEffect, useRef, useMemo, useCallback, Component } from './vendor/htm-preact-3.1.1.mjs';
 import { gql, subscribe, perFrame, stateOf, fmtTime, GqlError, onReconnect } from './api.js';
 import { Dag, LARGE } from './dag.js';
 
@@ -252,6 +252,8 @@ export function AgendaView({ me, customerId, id }) {
   const [error, setError] = useState(null);
   const [selected, setSelected] = useState(null);
   const [tick, setTick] = useState(0);
+  // Above LARGE operations the table repeats the DAG; it is drawn on request only.
+  const [showTable, setShowTable] = useState(false);
 
   const load = useCallback(async () => {
     try {
@@ -317,15 +319,26 @@ export function AgendaView({ me, customerId, id }) {
     };
   }, [agenda && agenda.id, agenda && agenda.customerId, agenda && agenda.operations.length]);
 
+  // One state object per operation progress object (kept while the progress is unchanged),
+  // so the DAG re-renders only the nodes a report touched.
+  const stateCache = useRef(new WeakMap());
   const states = useMemo(() => {
     const m = new Map();
-    for (const [name, o] of ops) m.set(name, { state: stateOf(o), percent: o.percentComplete, message: o.processingStateMessage || '' });
+    for (const [name, o] of ops) {
+      let st = stateCache.current.get(o);
+      if (!st) {
+        st = { state: stateOf(o), percent: o.percentComplete, message: o.processingStateMessage || '' };
+        stateCache.current.set(o, st);
+      }
+      m.set(name, st);
+    }
     return m;
   }, [ops]);
 
   if (!agenda) return html`<section><h1>Agenda ${id}</h1><${ErrorLine} error=${error}/>${!error && html`<p class="muted">Loading…</p>`}</section>`;
   const canWrite = may(me, 'cancel') || may(me, 'rerun');
   const st = stateOf(progress);
+  const large = agenda.operations.length > LARGE;
   const sel = selected && ops.get(selected);
   return html`<section class="agenda" data-agenda=${agenda.id}>
     <h1>Agenda ${agenda.id} <${StateBadge} state=${st}/></h1>
@@ -336,17 +349,10 @@ export function AgendaView({ me, customerId, id }) {
     ${canWrite && html`<${Actions} me=${me} agenda=${agenda} state=${st} onError=${setError} operations=${agenda.operations.map((o) => o.name)}/>`}
     <h2>Operations <span class="muted">(${agenda.operations.length}${agenda.operations.length > LARGE ? ', layered layout' : ''})</span></h2>
     <${Dag} operations=${agenda.operations} progress=${[...ops.values()]} states=${states} selected=${selected} onSelect=${setSelected}/>
+    ${large && html`<p><button id="show-op-table" onClick=${() => setShowTable(!showTable)}>${showTable ? 'Hide' : 'Show'} the table of ${agenda.operations.length} operations</button></p>`}
     <table class="list ops" id="op-list">
       <thead><tr><th>operation</th><th>type</th><th>state</th><th>progress</th><th>message</th><th>attempts</th><th>started</th><th>completed</th></tr></thead>
-      <tbody>${agenda.operations.slice(0, 1000).map((op) => {
-        const o = ops.get(op.name);
-        const s = o ? stateOf(o) : 'unstarted';
-        return html`<tr data-op=${op.name} data-state=${s} class=${selected === op.name ? 'selected' : ''} onClick=${() => setSelected(op.name)}>
-          <td>${op.name}${op.generatedBy ? html` <span class="muted">← ${op.generatedBy}</span>` : ''}</td><td>${op.type}</td>
-          <td><${StateBadge} state=${s}/></td><td><${Bar} pct=${o && o.percentComplete}/> <span class="pct">${o && o.percentComplete != null ? Math.round(o.percentComplete) + '%' : ''}</span></td>
-          <td>${o ? o.processingStateMessage || '' : ''}</td><td>${o ? o.attemptCount : ''}</td>
-          <td>${fmtTime(o && o.startedTime)}</td><td>${fmtTime(o && o.completedTime)}</td></tr>`;
-      })}</tbody>
+      <tbody>${(large && !showTable ? [] : agenda.operations.slice(0, 1000)).map((op) => html`<${OpRow} key=${op.name} op=${op} o=${ops.get(op.name)} selected=${selected === op.name} onSelect=${setSelected}/>`)}</tbody>
     </table>
     ${sel && html`<div class="detail"><h3>${selected}</h3>
       <${Diagnostics} events=${sel.diagnosticEvents}/>
@@ -355,6 +361,23 @@ export function AgendaView({ me, customerId, id }) {
     <${Results} ops=${ops}/>
     <${Timeline} agenda=${agenda} tick=${progress && progress.updatedTime}/>
   </section>`;
+}
+
+/// One operation's row; re-rendered only when its progress or selection changed.
+class OpRow extends Component {
+  shouldComponentUpdate(next) {
+    const a = this.props;
+    return a.o !== next.o || a.op !== next.op || a.selected !== next.selected;
+  }
+
+  render({ op, o, selected, onSelect }) {
+    const s = o ? stateOf(o) : 'unstarted';
+    return html`<tr data-op=${op.name} data-state=${s} class=${selected ? 'selected' : ''} onClick=${() => onSelect(op.name)}>
+      <td>${op.name}${op.generatedBy ? html` <span class="muted">← ${op.generatedBy}</span>` : ''}</td><td>${op.type}</td>
+      <td><${StateBadge} state=${s}/></td><td><${Bar} pct=${o && o.percentComplete}/> <span class="pct">${o && o.percentComplete != null ? Math.round(o.percentComplete) + '%' : ''}</span></td>
+      <td>${o ? o.processingStateMessage || '' : ''}</td><td>${o ? o.attemptCount : ''}</td>
+      <td>${fmtTime(o && o.startedTime)}</td><td>${fmtTime(o && o.completedTime)}</td></tr>`;
+  }
 }
 
 function agendaHas(agenda, name) {
@@ -377,7 +400,7 @@ function Diagnostics({ events }) {
 function Results({ ops }) {
   const done = [...ops.values()].filter((o) => o.resultPayload && (typeof o.resultPayload !== 'object' || Object.keys(o.resultPayload).length));
   if (!done.length) return null;
-  return html`<h2>Results</h2>${done.map((o) => html`<details><summary>${o.operation}</summary><pre class="json">${JSON.stringify(o.resultPayload, null, 2)}</pre></details>`)}`;
+  return html`<h2>Results</h2>${done.map((o) => html`<${Lazy} key=${o.operation} label=${o.operation} value=${o.resultPayload}/>`)}`;
 }
 
 function Actions({ me, agenda, state, operations, onError }) {
@@ -414,6 +437,29 @@ function Actions({ me, agenda, state, operations, onError }) {
   </div>`;
 }
 
+const SHOWN_EVENTS = 300;
+
+/// One event of the history; an event never changes, so it is rendered once.
+class EventRow extends Component {
+  shouldComponentUpdate(next) {
+    return next.e !== this.props.e;
+  }
+
+  render({ e }) {
+    return html`<tr data-type=${e.type}>
+      <td>${fmtTime(e.time)}</td><td>${e.version}</td><td>${e.type}</td>
+      <td>${(e.metadata && e.metadata.actor) || ''}</td>
+      <td class="mono">${(e.metadata && e.metadata.cid) || ''}</td>
+      <td><${Lazy} value=${e.data}/></td></tr>`;
+  }
+}
+
+/// A `details` whose JSON is rendered only once opened.
+function Lazy({ value, label = 'data' }) {
+  const [open, setOpen] = useState(false);
+  return html`<details onToggle=${(e) => setOpen(e.target.open)}><summary>${label}</summary>${open ? html`<pre class="json">${JSON.stringify(value, null, 2)}</pre>` : ''}</details>`;
+}
+
 const FAILURE_TYPES = /fail|cancel|timed|error|reject|reap|reclaim/i;
 
 function Timeline({ agenda, tick }) {
@@ -428,6 +474,14 @@ function Timeline({ agenda, tick }) {
     const st = state.current;
     st.live = true;
     const pull = async () => {
+      // At most one read a second: under a stream of reports the history grows by hundreds
+      // of events a second, and re-reading it per report would starve the page.
+      const since = Date.now() - (st.lastPull || 0);
+      if (!st.running && since < 1000) {
+        if (!st.timer) st.timer = setTimeout(() => ((st.timer = null), pull()), 1000 - since);
+        return;
+      }
+      st.lastPull = Date.now();
       if (st.running) {
         st.again = true;
         return;
@@ -457,21 +511,21 @@ function Timeline({ agenda, tick }) {
     pull();
     return () => {
       st.live = false;
+      if (st.timer) clearTimeout(st.timer);
+      st.timer = null;
     };
   }, [agenda.id, agenda.customerId, tick]);
   const types = [...new Set(events.map((e) => e.type))].sort();
   const isFailure = (e) => FAILURE_TYPES.test(e.type) || /fail|cancel/i.test(JSON.stringify(e.data && (e.data.processingState || e.data.processingStateMessage || e.data.message) || ''));
   const shown = events.filter((e) => (!type || e.type === type) && (!failuresOnly || isFailure(e)));
-  return html`<h2>History <span class="muted">(${shown.length} of ${events.length} events)</span></h2>
+  // The newest SHOWN_EVENTS of the filtered history are drawn (a long history stays cheap).
+  const drawn = shown.length > SHOWN_EVENTS ? shown.slice(shown.length - SHOWN_EVENTS) : shown;
+  return html`<h2>History <span class="muted">(${shown.length} of ${events.length} events${drawn.length < shown.length ? `, the last ${drawn.length} shown` : ''})</span></h2>
     <div class="filters">
       <label>type <select id="event-type" value=${type} onChange=${(e) => setType(e.target.value)}><option value="">all</option>${types.map((t) => html`<option>${t}</option>`)}</select></label>
       <label><input id="failures-only" type="checkbox" checked=${failuresOnly} onChange=${(e) => setFailuresOnly(e.target.checked)}/> failures only</label>
     </div>
     <${ErrorLine} error=${error}/>
     <table class="list timeline" id="timeline"><thead><tr><th>time</th><th>#</th><th>type</th><th>who</th><th>cid</th><th>details</th></tr></thead>
-    <tbody>${shown.map((e) => html`<tr data-type=${e.type}>
-      <td>${fmtTime(e.time)}</td><td>${e.version}</td><td>${e.type}</td>
-      <td>${(e.metadata && e.metadata.actor) || ''}</td>
-      <td class="mono">${(e.metadata && e.metadata.cid) || ''}</td>
-      <td><details><summary>data</summary><pre class="json">${JSON.stringify(e.data, null, 2)}</pre></details></td></tr>`)}</tbody></table>`;
+    <tbody>${drawn.map((e) => html`<${EventRow} key=${e.version} e=${e}/>`)}</tbody></table>`;
 }
