@@ -265,7 +265,7 @@ impl App {
         root: &str,
     ) -> AppResult<AgendaOutcome> {
         let subject = agenda_subject(&agenda.id);
-        let metadata = metadata(caller, &agenda.customer_id);
+        let metadata = metadata(caller, &agenda.customer_id, "submitAgenda");
         let now = Utc::now();
         // A progress id of its own is taken first, on the stream of that name: within the
         // customer it can then be no other agenda's id or progress id (see `agenda::key`).
@@ -378,7 +378,7 @@ impl App {
         let customer_id = self.authorized_customer(caller, id, key).await?;
         let executed = self
             .commands()
-            .execute::<AgendaState>(key, &metadata(caller, &customer_id), &command)
+            .execute::<AgendaState>(key, &metadata(caller, &customer_id, name), &command)
             .await;
         metrics::command(name, executed.is_ok());
         let executed = executed.map_err(|e| error::execute_within(&agenda_subject(id), root, e))?;

@@ -249,7 +249,7 @@ impl App {
         };
         let executed = self
             .commands()
-            .execute::<ConfigAggregate<T>>(&id, &metadata(caller, &customer), &command)
+            .execute::<ConfigAggregate<T>>(&id, &metadata(caller, &customer, name), &command)
             .await;
         metrics::command(name, executed.is_ok());
         let executed = executed.map_err(|e| error::execute_within(&subject, T::DATA_FIELD, e))?;

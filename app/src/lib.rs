@@ -29,10 +29,12 @@
 //! - panic or `unwrap` on a request path, or accept unbounded input ([`limits`]).
 
 pub mod agendas;
+pub mod asof;
 pub mod caller;
 pub mod configs;
 pub mod error;
 pub mod feed;
+pub mod history;
 pub mod limits;
 pub mod live;
 pub mod metrics;
@@ -129,12 +131,14 @@ impl App {
     }
 }
 
-/// The metadata of an event a caller's command causes.
-pub(crate) fn metadata(caller: &Caller, customer_id: &str) -> EventMetadata {
+/// The metadata of the events a caller's command (`command`, the use case's name) causes: the
+/// actor (role and principal), the caller's cid, and a fresh command id as their causation.
+pub(crate) fn metadata(caller: &Caller, customer_id: &str, command: &str) -> EventMetadata {
     EventMetadata {
         customer_id: Some(customer_id.to_string()),
         cid: Some(caller.cid.clone()),
-        causation_id: None,
+        causation_id: Some(uuid::Uuid::now_v7()),
         actor: Some(caller.principal.actor()),
+        command: Some(command.to_string()),
     }
 }

@@ -180,7 +180,11 @@ impl App {
                 async move {
                     let executed = services
                         .commands()
-                        .execute::<AgendaState>(id, &metadata(caller, customer), &command)
+                        .execute::<AgendaState>(
+                            id,
+                            &metadata(caller, customer, "getAgenda"),
+                            &command,
+                        )
                         .await;
                     (now, executed)
                 }

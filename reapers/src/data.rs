@@ -266,9 +266,10 @@ pub async fn execute(
 fn metadata(action: &ReapAction) -> EventMetadata {
     EventMetadata {
         customer_id: Some(action.customer_id.clone()),
-        cid: None,
-        causation_id: None,
+        cid: Some(uuid::Uuid::new_v4().to_string()),
+        causation_id: Some(uuid::Uuid::new_v4()),
         actor: Some(ACTOR.to_string()),
+        command: Some("reap".to_string()),
     }
 }
 

@@ -200,9 +200,10 @@ fn count(report: &mut ReclaimReport, done: Result<Outcome, tokio::task::JoinErro
 async fn reclaim(commands: &Commands, now: Timestamp, action: ReclaimAction) -> Outcome {
     let metadata = EventMetadata {
         customer_id: Some(action.customer_id.clone()),
-        cid: None,
-        causation_id: None,
+        cid: Some(uuid::Uuid::new_v4().to_string()),
+        causation_id: Some(uuid::Uuid::new_v4()),
         actor: Some(ACTOR.to_string()),
+        command: Some("reclaim".to_string()),
     };
     let command = AgendaCommand::Reclaim { now };
     match commands.execute::<AgendaState>(&action.key, &metadata, &command).await {

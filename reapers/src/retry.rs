@@ -293,9 +293,10 @@ async fn retry(
 ) -> Result<bool, RetryError> {
     let metadata = EventMetadata {
         customer_id: Some(action.customer_id.clone()),
-        cid: None,
-        causation_id: None,
+        cid: Some(uuid::Uuid::new_v4().to_string()),
+        causation_id: Some(uuid::Uuid::new_v4()),
         actor: Some(ACTOR.to_string()),
+        command: Some("retry".to_string()),
     };
     match commands
         .execute::<AgendaState>(&action.key, &metadata, &AgendaCommand::Retry { now })

@@ -211,9 +211,10 @@ fn plan(projections: &Projections, memory: &mut Memory, now_ms: i64) -> Vec<(Str
 async fn queue(commands: &Commands, id: &str, customer: &str) -> Option<Position> {
     let metadata = EventMetadata {
         customer_id: Some(customer.to_string()),
-        cid: None,
-        causation_id: None,
+        cid: Some(uuid::Uuid::new_v4().to_string()),
+        causation_id: Some(uuid::Uuid::new_v4()),
         actor: Some(ACTOR.to_string()),
+        command: Some("queue".to_string()),
     };
     let command = AgendaCommand::Queue { now: Utc::now() };
     let executed = commands.execute::<AgendaState>(id, &metadata, &command).await;

@@ -228,6 +228,8 @@ async fn old_objects_leave_the_read_models_and_the_store_and_a_record_stays() {
     );
     let metadata: serde_json::Value = serde_json::from_slice(&records[0].metadata).unwrap();
     assert_eq!(metadata["actor"], "system:data-reaper", "{metadata}");
+    assert_eq!(metadata["command"], "reap", "{metadata}");
+    assert!(metadata["cid"].is_string() && metadata["causationId"].is_string(), "{metadata}");
 
     // Nothing left to do; a rebuild from the log agrees with the incremental models.
     let report = run_once(&f.services, now, &config).await;

@@ -47,6 +47,28 @@ pub enum Command {
         /// Print the whole AgendaProgress as JSON.
         #[arg(long)]
         json: bool,
+        /// The progress as it was at an RFC 3339 time (`2026-12-02T14:02:00Z`) or a log
+        /// position (`42`), folded from the log.
+        #[arg(long)]
+        as_of: Option<String>,
+    },
+    /// Check the embedded store for tampering: every event's digest and hash chain, every
+    /// stream's head, every deleted stream's recorded head. Exits non-zero at the first break,
+    /// naming its stream, version and position.
+    Verify(StoreArgs),
+    /// An agenda's history as a timeline: time, actor, command, event, the state and percent
+    /// after it, and the diagnostics it added (`--json`: the same as data).
+    Audit {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The agenda's id.
+        id: String,
+        /// The agenda's customer, when the token sees several customers using the id.
+        #[arg(long)]
+        customer: Option<String>,
+        /// Print the entries as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Watch an agenda's progress live: a bar per operation and one for the agenda.
     Watch {

@@ -43,8 +43,9 @@ pub async fn run(args: StoreArgs) -> Result<()> {
     let meta = EventMetadata {
         customer_id: Some("demo".into()),
         cid: Some(cid.clone()),
-        causation_id: None,
-        actor: Some("pop demo".into()),
+        causation_id: Some(Uuid::now_v7()),
+        actor: Some("system:demo".into()),
+        command: Some("demo".into()),
     };
 
     // Config objects: created once; a second demo run finds them already there.

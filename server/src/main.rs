@@ -1,6 +1,7 @@
 //! The `pop` binary: CLI, configuration, logging, wiring and shutdown. The only crate that
 //! reads the wall clock for commands, generates ids and picks a store backend.
 
+mod audit;
 mod backend;
 mod cli;
 mod client;
@@ -12,6 +13,7 @@ mod rebuild;
 mod serve;
 mod signal;
 mod tour;
+mod verify_cmd;
 mod worker;
 
 use std::process::ExitCode;
@@ -47,8 +49,12 @@ async fn run(command: cli::Command) -> Result<()> {
         cli::Command::Submit { client, file } => {
             tour::submit(&client::Client::new(&client)?, &file).await
         }
-        cli::Command::Progress { client, id, json } => {
-            tour::progress(&client::Client::new(&client)?, &id, json).await
+        cli::Command::Progress { client, id, json, as_of } => {
+            tour::progress(&client::Client::new(&client)?, &id, json, as_of.as_deref()).await
+        }
+        cli::Command::Verify(args) => verify_cmd::run(args).await,
+        cli::Command::Audit { client, id, customer, json } => {
+            audit::run(&client::Client::new(&client)?, &id, customer.as_deref(), json).await
         }
         cli::Command::Watch { client, id } => {
             tour::watch(&client::Client::new(&client)?, &id).await

@@ -69,14 +69,23 @@ pub async fn submit(client: &Client, file: &Path) -> Result<()> {
     Ok(())
 }
 
-pub async fn progress(client: &Client, id: &str, as_json: bool) -> Result<()> {
+pub async fn progress(client: &Client, id: &str, as_json: bool, as_of: Option<&str>) -> Result<()> {
+    // A bare number (or `<commit>/<prepare>`) is a log position; anything else a time, which
+    // the server checks.
+    let as_of = as_of.map(str::trim).map(|text| {
+        if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'/') {
+            json!({"position": text})
+        } else {
+            json!({"time": text})
+        }
+    });
     let data = client
         .graphql(
             &format!(
-                "query($id: String!) {{ agendaProgress(id: $id) {{ {} }} }}",
+                "query($id: String!, $asOf: AsOfInput) {{ agendaProgress(id: $id, asOf: $asOf) {{ {} }} }}",
                 if as_json { JSON_FIELDS } else { PROGRESS_FIELDS }
             ),
-            json!({"id": id}),
+            json!({"id": id, "asOf": as_of}),
         )
         .await?;
     let p = &data["agendaProgress"];

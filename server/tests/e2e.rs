@@ -407,6 +407,38 @@ async fn a_subscriber_sees_expand_cancel_and_rerun_and_pop_progress_agrees() {
     let out = pop.cli(&["progress", &id, "--json", "--token", ACME]).await;
     let json: Value = serde_json::from_slice(&out.stdout).expect("pop progress --json prints JSON");
     assert_eq!(state(&json), ("WAITING", "added"), "{json:#}");
+    // As of the cancel's position the agenda was cancelled, as of its submission added.
+    let out = pop.cli(&["progress", &id, "--as-of", &cancelled, "--token", ACME]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("COMPLETE / cancelled"), "pop progress --as-of printed:\n{stdout}");
+    let out = pop.cli(&["progress", &id, "--as-of", &submitted, "--json", "--token", ACME]).await;
+    let json: Value = serde_json::from_slice(&out.stdout).expect("pop progress --json prints JSON");
+    assert_eq!(state(&json), ("WAITING", "added"), "{json:#}");
+    assert_eq!(json["operationProgress"].as_array().map(Vec::len), Some(2), "before the expand");
+    // Before the agenda existed there is nothing, said with a failing exit code.
+    let out = pop.cli(&["progress", &id, "--as-of", "2000-01-01T00:00:00Z", "--token", ACME]).await;
+    assert!(!out.status.success(), "{out:?}");
+    // `pop audit`: the timeline names who did what, with the state after each event.
+    let out = pop.cli(&["audit", &id, "--token", ACME]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let submitted_line = stdout.lines().find(|l| l.contains("AgendaSubmitted")).unwrap_or("");
+    assert!(
+        submitted_line.contains("user:acme-user") && submitted_line.contains("submitAgenda"),
+        "pop audit printed:\n{stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l.contains("AgendaCancelled") && l.contains("COMPLETE / cancelled")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("service:acme-worker"), "the expand's actor: {stdout}");
+    let out = pop.cli(&["audit", &id, "--json", "--token", ACME]).await;
+    let entries: Value = serde_json::from_slice(&out.stdout).expect("pop audit --json prints JSON");
+    assert_eq!(entries[0]["type"], "AgendaSubmitted", "{entries:#}");
+    assert_eq!(entries[0]["actor"], "user:acme-user");
+    let out = pop.cli(&["audit", &id, "--token", GLOBEX]).await;
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NOT_FOUND"));
     // Another customer's token sees nothing, and the CLI says so with a failing exit code.
     let out = pop.cli(&["progress", &id, "--token", GLOBEX]).await;
     assert!(!out.status.success(), "globex must not see acme's agenda");

@@ -148,12 +148,18 @@ pub struct EventMetadata {
     /// The client's correlation id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cid: Option<String>,
-    /// The event (or command) that caused this one.
+    /// The command that caused this one: one id per executed command, shared by all the
+    /// events it appended (events written before the audit work may lack it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causation_id: Option<Uuid>,
-    /// Who asked: a user, a worker, a reaper.
+    /// Who asked, as `<role>:<principal name>`: `user:alice`, `service:pool-worker`,
+    /// `admin:ops`, or `system:<process>` for the timed processes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
+    /// The use case or command that appended the event (`submitAgenda`,
+    /// `updateAgendaProgress`, `queue`, `reclaim`, …), for audit timelines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
 }
 
 impl EventMetadata {
@@ -201,6 +207,7 @@ mod tests {
             cid: Some("corr".into()),
             causation_id: Some(Uuid::nil()),
             actor: Some("reaper".into()),
+            command: None,
         };
         let json = String::from_utf8(m.to_json().unwrap()).unwrap();
         assert_eq!(
@@ -213,5 +220,9 @@ mod tests {
             EventMetadata::from_json(br#"{"actor":"a","later":1}"#).unwrap().actor.as_deref(),
             Some("a")
         );
+        let with_command = EventMetadata { command: Some("queue".into()), ..m };
+        let json = String::from_utf8(with_command.to_json().unwrap()).unwrap();
+        assert!(json.ends_with(r#""actor":"reaper","command":"queue"}"#), "{json}");
+        assert_eq!(EventMetadata::from_json(json.as_bytes()).unwrap(), with_command);
     }
 }

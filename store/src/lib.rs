@@ -21,6 +21,7 @@ mod cache;
 mod clock;
 pub mod commands;
 pub mod conformance;
+pub mod digest;
 mod error;
 mod event;
 #[cfg(feature = "kurrentdb")]
@@ -33,6 +34,7 @@ pub mod sqlite;
 mod subscribe;
 #[cfg(feature = "test-cluster")]
 pub mod test_cluster;
+pub mod verify;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;

@@ -5,6 +5,7 @@
 //! rule is the application layer's.
 
 pub mod agenda_stats;
+pub mod audit;
 pub mod insight_stats;
 pub mod mutation;
 pub mod query;

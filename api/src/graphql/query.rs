@@ -4,9 +4,10 @@
 //! for read-your-writes. Resolvers translate arguments and shape results; the rules are
 //! [`pop_app::App`]'s.
 
-use async_graphql::{Context, Enum, InputObject, Object};
+use async_graphql::{Context, Enum, InputObject, Object, OneofObject};
 use chrono::{DateTime, Utc};
 
+use pop_app::asof::AsOf;
 use pop_app::configs::{ConfigFilter, ConfigKind};
 use pop_app::reads::{self, PageRequest};
 use pop_app::resolve::Named;
@@ -24,6 +25,28 @@ pub enum AgendaListOrder {
     AddedTime,
     /// By `(updatedTime, id)`: recently changed last; an agenda moves when it changes.
     UpdatedTime,
+}
+
+/// A point of the log to read as of (exactly one of the two). Reads with `asOf` fold the
+/// agenda streams up to that point with the same rules the read models use.
+#[derive(OneofObject, Debug, Clone)]
+pub enum AsOfInput {
+    /// Every event at or below this log position (`"42"`, `"7/3"`).
+    Position(String),
+    /// Every event committed at or before this time: per stream, the longest prefix of its
+    /// events whose commit time is at or before it.
+    Time(DateTime<Utc>),
+}
+
+impl AsOfInput {
+    fn bound(self, caller: &pop_app::Caller) -> Result<AsOf, pop_app::AppError> {
+        match self {
+            AsOfInput::Position(p) => reads::parse_position("asOf.position", &p)
+                .map(AsOf::Position)
+                .map_err(|e| e.with_cid(&caller.cid)),
+            AsOfInput::Time(t) => Ok(AsOf::Time(t)),
+        }
+    }
 }
 
 /// Filters of agenda and agenda-progress lists (ANDed).
@@ -109,16 +132,21 @@ impl QueryRoot {
 
     /// An agenda by id; null when there is none the caller may see. Ids are chosen per
     /// customer: a caller who sees several customers using the id names one (`customerId`).
+    /// With `asOf`, the agenda as it was then (null if it did not exist yet).
     async fn agenda(
         &self,
         ctx: &Context<'_>,
         id: String,
         customer_id: Option<String>,
         at_least_position: Option<String>,
+        as_of: Option<AsOfInput>,
     ) -> GqlResult<Option<AgendaGql>> {
         let (app, caller) = context(ctx)?;
-        let found =
-            app.agenda(caller, &id, customer_id.as_deref(), at_least_position.as_deref()).await?;
+        let customer = customer_id.as_deref();
+        let found = match as_of {
+            Some(a) => app.agenda_as_of(caller, &id, customer, a.bound(caller)?).await?,
+            None => app.agenda(caller, &id, customer, at_least_position.as_deref()).await?,
+        };
         Ok(found.as_ref().map(AgendaGql::from))
     }
 
@@ -139,18 +167,24 @@ impl QueryRoot {
         Ok(Page::from_app(page, |a| AgendaGql::from(&a)))
     }
 
-    /// An AgendaProgress by id (the agenda's `progressId`); null when not visible.
+    /// An AgendaProgress by id (the agenda's `progressId`); null when not visible. With
+    /// `asOf`, the progress as it was then.
     async fn agenda_progress(
         &self,
         ctx: &Context<'_>,
         id: String,
         customer_id: Option<String>,
         at_least_position: Option<String>,
+        as_of: Option<AsOfInput>,
     ) -> GqlResult<Option<AgendaProgressGql>> {
         let (app, caller) = context(ctx)?;
-        let found = app
-            .agenda_progress(caller, &id, customer_id.as_deref(), at_least_position.as_deref())
-            .await?;
+        let customer = customer_id.as_deref();
+        let found = match as_of {
+            Some(a) => app.agenda_progress_as_of(caller, &id, customer, a.bound(caller)?).await?,
+            None => {
+                app.agenda_progress(caller, &id, customer, at_least_position.as_deref()).await?
+            }
+        };
         Ok(found.as_ref().map(AgendaProgressGql::from))
     }
 
@@ -176,31 +210,44 @@ impl QueryRoot {
         Ok(Page::from_app(page, |p| AgendaProgressGql::from(&p)))
     }
 
-    /// An OperationProgress by id (`<agendaProgressId>-<operation name>`).
+    /// An OperationProgress by id (`<agendaProgressId>-<operation name>`). With `asOf`, as
+    /// it was then.
     async fn operation_progress(
         &self,
         ctx: &Context<'_>,
         id: String,
         customer_id: Option<String>,
         at_least_position: Option<String>,
+        as_of: Option<AsOfInput>,
     ) -> GqlResult<Option<OperationProgressGql>> {
         let (app, caller) = context(ctx)?;
-        let found = app
-            .operation_progress(caller, &id, customer_id.as_deref(), at_least_position.as_deref())
-            .await?;
+        let customer = customer_id.as_deref();
+        let found = match as_of {
+            Some(a) => {
+                app.operation_progress_as_of(caller, &id, customer, a.bound(caller)?).await?
+            }
+            None => {
+                app.operation_progress(caller, &id, customer, at_least_position.as_deref()).await?
+            }
+        };
         Ok(found.as_ref().map(OperationProgressGql::from))
     }
 
     /// DOMAIN.md §4.3 over the agendas with this linkId that the caller may see (a caller
-    /// who sees none gets an empty, COMPLETE summary).
+    /// who sees none gets an empty, COMPLETE summary). With `asOf`, each of those agendas as
+    /// it was then (those that did not exist yet are left out).
     async fn progress_summary(
         &self,
         ctx: &Context<'_>,
         link_id: String,
         at_least_position: Option<String>,
+        as_of: Option<AsOfInput>,
     ) -> GqlResult<ProgressSummaryGql> {
         let (app, caller) = context(ctx)?;
-        let summary = app.progress_summary(caller, &link_id, at_least_position.as_deref()).await?;
+        let summary = match as_of {
+            Some(a) => app.progress_summary_as_of(caller, &link_id, a.bound(caller)?).await?,
+            None => app.progress_summary(caller, &link_id, at_least_position.as_deref()).await?,
+        };
         Ok(ProgressSummaryGql::from(&summary))
     }
 
@@ -242,6 +289,25 @@ impl QueryRoot {
         let page =
             app.agenda_events(caller, agenda, after.as_deref(), first.map(i64::from)).await?;
         Ok(page.map(Page::from_events))
+    }
+
+    /// An agenda's history as a timeline, oldest first: each event with its time, actor,
+    /// cid, command, and the agenda's state, percent and new diagnostics right after it
+    /// (`after`: a stream version from a previous page's `endCursor`); null when the agenda
+    /// does not exist or is not visible.
+    async fn agenda_history(
+        &self,
+        ctx: &Context<'_>,
+        agenda_id: String,
+        customer_id: Option<String>,
+        after: Option<String>,
+        first: Option<i32>,
+    ) -> GqlResult<Option<crate::graphql::audit::HistoryPageGql>> {
+        let (app, caller) = context(ctx)?;
+        let agenda = Named::of(&agenda_id, customer_id.as_deref());
+        let history =
+            app.agenda_history(caller, agenda, after.as_deref(), first.map(i64::from)).await?;
+        Ok(history.map(Into::into))
     }
 
     /// The global event log after a position (admins only: it spans every customer).

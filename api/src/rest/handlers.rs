@@ -7,6 +7,7 @@ use axum::http::Method;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use pop_app::asof::AsOf;
 use pop_app::configs::{ConfigFilter, ConfigKind, ConfigOp};
 use pop_app::reads::{AgendaFilter, PageRequest};
 use pop_app::resolve::Named;
@@ -171,6 +172,9 @@ async fn get(kind: Kind, call: &Call<'_>) -> RestResult<Reply> {
     if call.param(BY_COUNT).is_some_and(|v| !matches!(v.trim(), "false" | "0")) {
         return count(kind, call).await;
     }
+    if let (Some(as_of), Some(id)) = (call.param(AS_OF), &call.id) {
+        return get_as_of(kind, call, id, as_of).await;
+    }
     let (all, next) = match kind {
         Kind::Agenda | Kind::AgendaProgress => agenda_list(kind, call).await?,
         Kind::OperationProgress => (operation_list(call).await?, None),
@@ -187,6 +191,35 @@ async fn get(kind: Kind, call: &Call<'_>) -> RestResult<Reply> {
         None => all,
     };
     Ok(feed(all, next))
+}
+
+/// One agenda, AgendaProgress or OperationProgress as it was at `?asOf=` (a log position or an
+/// RFC 3339 time), folded from the log; NOT_FOUND when it did not exist then.
+async fn get_as_of(kind: Kind, call: &Call<'_>, id: &str, as_of: &str) -> RestResult<Reply> {
+    let app = call.app();
+    let caller = &call.caller;
+    let bound = AsOf::parse("asOf", as_of).map_err(|e| e.with_cid(&caller.cid))?;
+    let customer = call.param(BY_CUSTOMER_ID);
+    let found = match kind {
+        Kind::Agenda => app.agenda_as_of(caller, id, customer, bound).await?.map(|a| to_json(&a)),
+        Kind::AgendaProgress => {
+            app.agenda_progress_as_of(caller, id, customer, bound).await?.map(|p| to_json(&p))
+        }
+        Kind::OperationProgress => {
+            app.operation_progress_as_of(caller, id, customer, bound).await?.map(|p| to_json(&p))
+        }
+        // `list_params` takes asOf only on the three routes above.
+        _ => None,
+    };
+    let all = match found {
+        Some(value) => vec![value?],
+        None => return Err(AppError::not_found(kind.name(), id).with_cid(&caller.cid).into()),
+    };
+    let all = match call.param(BY_FIELDS) {
+        Some(fields) => only_fields(all, fields)?,
+        None => all,
+    };
+    Ok(feed(all, None))
 }
 
 /// POP's `byFields=a,b`: each object keeps only the named top-level fields.
@@ -557,13 +590,20 @@ async fn create_agenda(call: &Call<'_>) -> RestResult<Reply> {
 /// ProgressSummary `{linkId, processingState, processingPercent, progressList}`.
 async fn summary(call: &Call<'_>) -> RestResult<Reply> {
     let link_id = if call.method == Method::GET {
-        call.allow_params(&[LINK_ID, BY_LINK_ID, AT_LEAST_POSITION])?;
+        call.allow_params(&[LINK_ID, BY_LINK_ID, AT_LEAST_POSITION, AS_OF])?;
         call.param(LINK_ID).or(call.param(BY_LINK_ID)).map(str::to_string)
     } else {
-        call.allow_params(&[AT_LEAST_POSITION])?;
+        call.allow_params(&[AT_LEAST_POSITION, AS_OF])?;
         text(call.object("summary request")?, "linkId")?
     }
     .unwrap_or_default();
-    let summary = call.app().progress_summary(&call.caller, &link_id, call.at_least()).await?;
+    let app = call.app();
+    let summary = match call.param(AS_OF) {
+        Some(as_of) => {
+            let bound = AsOf::parse("asOf", as_of).map_err(|e| e.with_cid(&call.caller.cid))?;
+            app.progress_summary_as_of(&call.caller, &link_id, bound).await?
+        }
+        None => app.progress_summary(&call.caller, &link_id, call.at_least()).await?,
+    };
     Ok(Reply::json(to_json(&summary)?))
 }

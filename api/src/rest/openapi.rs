@@ -133,6 +133,9 @@ fn query_param(name: &str) -> Value {
             "`true`: answer only how many objects match (`count`, with `countCapped` when counting stopped at 10,000), with `all` empty."
         }
         "byCid" => "Only objects written with this correlation id.",
+        "asOf" => {
+            "pop only: the object as it was at a log position (`42`, `7/3`) or an RFC 3339 time (each stream's events committed at or before it), folded from the log."
+        }
         _ => "",
     };
     json!({
@@ -319,14 +322,14 @@ fn path_item(route: &Route) -> Value {
             ),
             (Endpoint::Summary, "GET") => operation(
                 "The ProgressSummary of the agendas with a linkId that the caller may see.",
-                params(&["linkId", "byLinkId", "atLeastPosition"]),
+                params(&["linkId", "byLinkId", "atLeastPosition", "asOf"]),
                 None,
                 ok_response("The summary", schema_ref("ProgressSummary")),
                 READ_ERRORS,
             ),
             (Endpoint::Summary, _) => operation(
                 "The ProgressSummary of the agendas with a linkId that the caller may see.",
-                params(&["atLeastPosition"]),
+                params(&["atLeastPosition", "asOf"]),
                 Some(json_body(schema_ref("SummaryRequest"))),
                 ok_response("The summary", schema_ref("ProgressSummary")),
                 READ_ERRORS,

@@ -25,6 +25,8 @@ pub(crate) const BY_FIELDS: &str = "byfields";
 pub(crate) const BY_COUNT: &str = "bycount";
 /// POP's filter by the correlation id an object was written with.
 pub(crate) const BY_CID: &str = "bycid";
+/// pop only: read an agenda, its progress or a summary as of a log position or a time.
+pub(crate) const AS_OF: &str = "asof";
 
 /// The query parameters each GET accepts, as documented in the OpenAPI document.
 pub(crate) fn list_params(kind: Kind, item: bool) -> &'static [&'static str] {
@@ -89,7 +91,12 @@ pub(crate) fn list_params(kind: Kind, item: bool) -> &'static [&'static str] {
         AT_LEAST_POSITION,
     ];
     if item {
-        return &[BY_FIELDS, AT_LEAST_POSITION];
+        return match kind {
+            Kind::Agenda | Kind::AgendaProgress | Kind::OperationProgress => {
+                &[BY_FIELDS, AT_LEAST_POSITION, AS_OF]
+            }
+            _ => &[BY_FIELDS, AT_LEAST_POSITION],
+        };
     }
     match kind {
         Kind::Agenda => AGENDA,
@@ -118,6 +125,7 @@ pub(crate) fn param_spelling(lower: &str) -> &'static str {
         BY_LIMIT => "byLimit",
         BY_FIELDS => "byFields",
         BY_COUNT => "byCount",
+        AS_OF => "asOf",
         BY_CID => "byCid",
         _ => "?",
     }

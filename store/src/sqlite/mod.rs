@@ -4,6 +4,7 @@
 mod checkpoint;
 mod reader;
 mod schema;
+mod verify;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -108,6 +109,22 @@ impl SqliteStore {
             requests,
             head: head_rx,
         })
+    }
+
+    /// Recomputes every event's digest and chain link, every stream's head, and checks
+    /// every tombstone's recorded head hash ([`crate::verify`]); reports the first break.
+    /// Reads through a reader connection, so it may run while the store serves.
+    pub async fn verify(&self) -> Result<crate::verify::Verification, StoreError> {
+        self.readers.with(|reader| verify::verify(&reader.conn)).await
+    }
+
+    /// [`SqliteStore::verify`] on a database file without opening the store (no writer, no
+    /// migration: a file of an older schema is reported as unverifiable).
+    pub fn verify_file(path: &Path) -> Result<crate::verify::Verification, StoreError> {
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| StoreError::backend("opening the store file", e))?;
+        schema::configure_reader(&conn)?;
+        verify::verify(&conn)
     }
 
     /// The database file.

@@ -37,7 +37,7 @@ pub(crate) struct Readers {
 
 /// A reader connection and what it remembers.
 pub(crate) struct ReaderConn {
-    conn: Connection,
+    pub(super) conn: Connection,
     names: GenerationalCache<i64, Arc<str>>,
     /// Event type names seen by this connection; there are few, so each read shares them.
     types: GenerationalCache<Box<str>, Arc<str>>,

@@ -9,9 +9,7 @@ use super::Durability;
 use crate::StoreError;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` is the number applied. Never
-/// edit a step that has shipped: add one. Room is left for later steps such as a per-stream
-/// hash chain (`ALTER TABLE events ADD COLUMN hash BLOB`) and "as of" reads (already possible:
-/// `position` and `recorded_at` are indexed by order).
+/// edit a step that has shipped: add one.
 const MIGRATIONS: &[&str] = &[
     // 1: streams, the event log, and the log head.
     "
@@ -53,7 +51,18 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     INSERT INTO log (id, head) VALUES (1, 0);
     ",
+    // 2: tamper evidence (`crate::digest`). `events.chain` is the stream's hash chain after
+    // the event; `streams.head_hash` the chain after the stream's last event, kept on the
+    // tombstone when the stream is deleted. Events written before this step get theirs from
+    // `backfill_chains`, in the same transaction.
+    "
+    ALTER TABLE events ADD COLUMN chain BLOB;
+    ALTER TABLE streams ADD COLUMN head_hash BLOB;
+    ",
 ];
+
+/// The step after which existing events get their chains computed.
+const CHAIN_STEP: usize = 2;
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -151,9 +160,75 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(&fail)?;
         tx.execute_batch(step).map_err(&fail)?;
+        if done + 1 == CHAIN_STEP {
+            backfill_chains(&tx)?;
+        }
         tx.pragma_update(None, "user_version", (done + 1) as i64).map_err(&fail)?;
         tx.commit().map_err(&fail)?;
         tracing::info!(schema_version = done + 1, "event store schema migrated");
     }
+    Ok(())
+}
+
+/// Computes the hash chain of every event written before the chain existed, stream by
+/// stream in version order, and each live stream's head (the migration path of data
+/// directories from before step 2). Deleted streams have no events left to chain.
+fn backfill_chains(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    use crate::digest::{DigestInput, GENESIS, chain, data_hash, event_digest};
+    let fail = backend("computing the hash chains of existing events");
+    let mut streams = tx.prepare("SELECT id, name FROM streams ORDER BY id").map_err(&fail)?;
+    let list: Vec<(i64, String)> = streams
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(&fail)?
+        .collect::<Result<_, _>>()
+        .map_err(&fail)?;
+    let mut events = tx
+        .prepare(
+            "SELECT position, version, event_type, schema_version, data, metadata, recorded_at \
+             FROM events WHERE stream_id = ?1 ORDER BY version",
+        )
+        .map_err(&fail)?;
+    let mut update =
+        tx.prepare("UPDATE events SET chain = ?2 WHERE position = ?1").map_err(&fail)?;
+    let mut head_update =
+        tx.prepare("UPDATE streams SET head_hash = ?2 WHERE id = ?1").map_err(&fail)?;
+    let mut count = 0u64;
+    for (id, name) in list {
+        let mut head = GENESIS;
+        let mut any = false;
+        let mut rows = events.query([id]).map_err(&fail)?;
+        let mut chained = Vec::new();
+        while let Some(r) = rows.next().map_err(&fail)? {
+            let position: i64 = r.get(0).map_err(&fail)?;
+            let version: i64 = r.get(1).map_err(&fail)?;
+            let event_type: String = r.get(2).map_err(&fail)?;
+            let schema_version: u32 = r.get(3).map_err(&fail)?;
+            let data: Vec<u8> = r.get(4).map_err(&fail)?;
+            let metadata: Vec<u8> = r.get(5).map_err(&fail)?;
+            let recorded_at: i64 = r.get(6).map_err(&fail)?;
+            let hash = data_hash(&data);
+            let digest = event_digest(&DigestInput {
+                stream: &name,
+                version: version as u64,
+                event_type: &event_type,
+                schema_version,
+                recorded_at_micros: recorded_at,
+                metadata: &metadata,
+                data_hash: &hash,
+            });
+            head = chain(&head, &digest);
+            chained.push((position, head));
+            any = true;
+        }
+        drop(rows);
+        for (position, hash) in &chained {
+            update.execute(rusqlite::params![position, hash.as_slice()]).map_err(&fail)?;
+        }
+        count += chained.len() as u64;
+        if any {
+            head_update.execute(rusqlite::params![id, head.as_slice()]).map_err(&fail)?;
+        }
+    }
+    tracing::info!(events = count, "hash chains computed for events written before them");
     Ok(())
 }

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::checkpoint::{CHECKPOINT_EVERY_BYTES, Checkpointer};
 use crate::append_rule::{self, Placement, Replay, StreamState, Verdict};
 use crate::cache::GenerationalCache;
+use crate::digest::{DigestInput, GENESIS, Hash, chain, data_hash, event_digest};
 use crate::limits::MAX_APPEND_BYTES;
 use crate::{ActualVersion, AppendResult, Clock, ExpectedVersion, NewEvent, Position, StoreError};
 
@@ -77,6 +78,8 @@ struct StreamEntry {
     /// The version of the last event; `None` before the first.
     version: Option<u64>,
     deleted: bool,
+    /// The stream's hash chain after its last event ([`crate::digest`]).
+    head: Hash,
 }
 
 /// What a request of a committed group is answered with.
@@ -358,21 +361,31 @@ impl Group<'_, '_> {
         if let Some(entry) = self.state.streams.get(stream) {
             return Ok(Some(entry));
         }
-        let row: Option<(i64, Option<i64>, Option<i64>)> = self
+        type Row = (i64, Option<i64>, Option<i64>, Option<Vec<u8>>);
+        let row: Option<Row> = self
             .tx
-            .prepare_cached("SELECT id, version, deleted_at FROM streams WHERE name = ?1")
+            .prepare_cached(
+                "SELECT id, version, deleted_at, head_hash FROM streams WHERE name = ?1",
+            )
             .and_then(|mut s| {
-                s.query_row([stream], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()
+                s.query_row([stream], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                    .optional()
             })
             .map_err(fatal("looking up a stream"))?;
-        let Some((id, version, deleted_at)) = row else {
+        let Some((id, version, deleted_at, head_hash)) = row else {
             return Ok(None);
         };
-        let entry = StreamEntry {
-            id,
-            version: version.map(|v| to_u64(v, "stream version")).transpose()?,
-            deleted: deleted_at.is_some(),
+        let version = version.map(|v| to_u64(v, "stream version")).transpose()?;
+        let head = match (version, head_hash) {
+            (None, _) => GENESIS,
+            (Some(_), Some(h)) => h.try_into().map_err(|_| {
+                StoreError::Corrupt(format!("stream {stream:?} has a head hash of the wrong size"))
+            })?,
+            (Some(_), None) => {
+                return Err(StoreError::Corrupt(format!("stream {stream:?} has no head hash")));
+            }
         };
+        let entry = StreamEntry { id, version, deleted: deleted_at.is_some(), head };
         // Not touched by this group (it is not in the overlay), so this is committed state.
         self.state.streams.insert(stream.to_owned(), entry);
         Ok(Some(entry))
@@ -407,11 +420,12 @@ impl Group<'_, '_> {
         }
         let first_position = *head;
         match insert(self.tx, entry, stream, current, events, head, now_micros) {
-            Ok((id, version)) => {
+            Ok((id, version, chain_head)) => {
                 if savepoints {
                     savepoint(self.tx, "RELEASE append")?;
                 }
-                let entry = StreamEntry { id, version: Some(version), deleted: false };
+                let entry =
+                    StreamEntry { id, version: Some(version), deleted: false, head: chain_head };
                 self.overlay.insert(stream.to_owned(), entry);
                 Ok(Ok(AppendResult { version, position: Position::from_sequence(*head) }))
             }
@@ -467,7 +481,11 @@ impl Group<'_, '_> {
                 tx.last_insert_rowid()
             }
         };
-        self.overlay.insert(stream.to_owned(), StreamEntry { id, version: current, deleted: true });
+        // The tombstone keeps the stream's head hash (`streams.head_hash` is not cleared), so
+        // verification can still account for the deleted events.
+        let head = entry.map_or(GENESIS, |e| e.head);
+        self.overlay
+            .insert(stream.to_owned(), StreamEntry { id, version: current, deleted: true, head });
         Ok(Ok(()))
     }
 }
@@ -495,7 +513,8 @@ fn classify(context: &'static str) -> impl Fn(rusqlite::Error) -> InsertError {
     }
 }
 
-/// Writes the stream row and the events; returns the stream id and its new version.
+/// Writes the stream row and the events, each with its link of the stream's hash chain
+/// ([`crate::digest`]); returns the stream id, its new version and its new chain head.
 fn insert(
     tx: &Transaction<'_>,
     entry: Option<StreamEntry>,
@@ -504,7 +523,7 @@ fn insert(
     events: &[NewEvent],
     head: &mut u64,
     now_micros: i64,
-) -> Result<(i64, u64), InsertError> {
+) -> Result<(i64, u64, Hash), InsertError> {
     let first_version = current.map_or(Some(0), |v| v.checked_add(1));
     let count = events.len() as u64;
     let last_version = first_version
@@ -512,16 +531,35 @@ fn insert(
         .ok_or_else(|| StoreError::Corrupt(format!("stream {stream:?} version overflows")))?;
     let first_version = last_version + 1 - count;
     let last_version_sql = to_i64(last_version, "stream version")?;
+    // The chain first (pure computation), so the stream row is written once with its head.
+    let mut chain_head = entry.filter(|e| e.version.is_some()).map_or(GENESIS, |e| e.head);
+    let mut chains = Vec::with_capacity(events.len());
+    for (offset, event) in (0u64..).zip(events) {
+        let hash = data_hash(&event.data);
+        let digest = event_digest(&DigestInput {
+            stream,
+            version: first_version + offset,
+            event_type: &event.event_type,
+            schema_version: event.schema_version,
+            recorded_at_micros: now_micros,
+            metadata: &event.metadata,
+            data_hash: &hash,
+        });
+        chain_head = chain(&chain_head, &digest);
+        chains.push(chain_head);
+    }
     let id = match entry {
         Some(e) => {
-            tx.prepare_cached("UPDATE streams SET version = ?2 WHERE id = ?1")
-                .and_then(|mut s| s.execute(params![e.id, last_version_sql]))
+            tx.prepare_cached("UPDATE streams SET version = ?2, head_hash = ?3 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![e.id, last_version_sql, chain_head.as_slice()]))
                 .map_err(classify("updating a stream"))?;
             e.id
         }
         None => {
-            tx.prepare_cached("INSERT INTO streams (name, version) VALUES (?1, ?2)")
-                .and_then(|mut s| s.execute(params![stream, last_version_sql]))
+            tx.prepare_cached("INSERT INTO streams (name, version, head_hash) VALUES (?1, ?2, ?3)")
+                .and_then(|mut s| {
+                    s.execute(params![stream, last_version_sql, chain_head.as_slice()])
+                })
                 .map_err(classify("creating a stream"))?;
             tx.last_insert_rowid()
         }
@@ -529,11 +567,11 @@ fn insert(
     let mut statement = tx
         .prepare_cached(
             "INSERT INTO events (position, stream_id, version, event_id, event_type, \
-             schema_version, data, metadata, recorded_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             schema_version, data, metadata, recorded_at, chain) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )
         .map_err(classify("preparing the event insert"))?;
-    for (offset, event) in (0u64..).zip(events) {
+    for ((offset, event), link) in (0u64..).zip(events).zip(&chains) {
         let position = head
             .checked_add(1)
             .ok_or_else(|| StoreError::Corrupt("the log position overflows".to_owned()))?;
@@ -548,11 +586,12 @@ fn insert(
                 event.data,
                 event.metadata,
                 now_micros,
+                link.as_slice(),
             ])
             .map_err(classify("appending an event"))?;
         *head = position;
     }
-    Ok((id, last_version))
+    Ok((id, last_version, chain_head))
 }
 
 /// Where `events` already sit in the log, judged by the append rule.

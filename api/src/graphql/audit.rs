@@ -1,0 +1,75 @@
+//! The audit shapes: an agenda's history as a timeline (`agendaHistory`), each event with who
+//! caused it and the state it left. Built by `pop_app::App::agenda_history`.
+
+use async_graphql::SimpleObject;
+use chrono::{DateTime, Utc};
+
+use pop_app::history::{History, HistoryEntry};
+
+use crate::graphql::types::{DiagnosticEventGql, ProcessingStateGql};
+
+/// One event of an agenda's history and the agenda's state right after it.
+#[derive(SimpleObject, Debug, Clone)]
+#[graphql(name = "HistoryEntry")]
+pub struct HistoryEntryGql {
+    /// The global log position.
+    pub position: String,
+    /// The event's version within the agenda's stream.
+    pub version: u64,
+    /// When the store committed it.
+    pub time: DateTime<Utc>,
+    /// The event type (`AgendaSubmitted`, `AgendaProgressReported`, …).
+    #[graphql(name = "type")]
+    pub event_type: String,
+    /// Who caused it: `<role>:<principal>`, or `system:<process>` for the timed processes.
+    pub actor: Option<String>,
+    /// The correlation id of the request (or of the timed process's action).
+    pub cid: Option<String>,
+    /// The id of the command that appended it (shared by all events of one command).
+    pub causation_id: Option<String>,
+    /// The use case or command (`submitAgenda`, `updateAgendaProgress`, `queue`, …).
+    pub command: Option<String>,
+    pub processing_state: ProcessingStateGql,
+    pub processing_state_message: Option<String>,
+    pub percent_complete: Option<f64>,
+    /// The diagnostics this event added to the agenda.
+    pub diagnostics: Vec<DiagnosticEventGql>,
+}
+
+impl From<&HistoryEntry> for HistoryEntryGql {
+    fn from(e: &HistoryEntry) -> Self {
+        HistoryEntryGql {
+            position: e.position.to_string(),
+            version: e.version,
+            time: e.time,
+            event_type: e.event_type.clone(),
+            actor: e.actor.clone(),
+            cid: e.cid.clone(),
+            causation_id: e.causation_id.map(|c| c.to_string()),
+            command: e.command.clone(),
+            processing_state: e.processing_state.into(),
+            processing_state_message: e.processing_state_message.clone(),
+            percent_complete: e.percent_complete,
+            diagnostics: e.diagnostics.iter().map(DiagnosticEventGql::from).collect(),
+        }
+    }
+}
+
+/// A page of an agenda's history; `endCursor` goes into `after` for the next page.
+#[derive(SimpleObject, Debug, Clone)]
+#[graphql(name = "HistoryPage")]
+pub struct HistoryPageGql {
+    pub items: Vec<HistoryEntryGql>,
+    pub end_cursor: Option<String>,
+    pub has_next_page: bool,
+}
+
+impl From<History> for HistoryPageGql {
+    fn from(h: History) -> Self {
+        HistoryPageGql {
+            items: h.entries.iter().map(HistoryEntryGql::from).collect(),
+            end_cursor: h.end_cursor,
+            has_next_page: h.more,
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! As-of reads: an agenda, its progress, one operation's progress, or a linkId's summary as
+//! they were at a past point of the log, computed by folding the agenda streams up to that
+//! point with the domain's own `evolve` — the fold the projections use — never from today's
+//! read models.
+//!
+//! **The bound.** [`AsOf::Position`] keeps every event at or below the position: exactly what
+//! the read models showed once they had applied that position (positions are in commit order,
+//! and a position at or below the log's head never gains an event later: the PostgreSQL
+//! horizon rule). [`AsOf::Time`] maps a time to positions by commit time: each stream keeps
+//! the longest prefix of its events whose commit time (`recorded_at`, stamped by the store's
+//! clock) is at or before the time. A stream's appends are serialised, so its commit times do
+//! not decrease in practice; should a clock step back, the fold stops at the first event
+//! stamped after the time, so the fold is always a prefix of the stream (a history the
+//! domain accepted).
+//!
+//! **What is found.** Which agendas a request names is decided as for a live read (the
+//! caller's customers, a lease holder's agendas, ambiguity: `resolve.rs`), over the agendas
+//! the log still holds; an agenda the data reaper has deleted has no history left to fold and
+//! reads as absent, as it does live. An agenda that did not exist yet at the bound reads as
+//! absent too.
+//!
+//! **Bounds on the work.** One agenda folds at most [`MAX_AS_OF_EVENTS`] events; a summary
+//! folds at most [`MAX_AS_OF_AGENDAS`] agendas. Beyond either the request is refused
+//! (BAD_REQUEST) rather than served partly.
+
+use chrono::{DateTime, Utc};
+
+use pop_domain::agenda::{AgendaState, CATEGORY as AGENDA_CATEGORY};
+use pop_domain::aggregate::stream_name;
+use pop_domain::model::{Agenda, AgendaProgress, OperationProgress, ProgressSummary};
+use pop_domain::{Aggregate, rollup};
+use pop_projections::{AgendaQuery, Decoded, DomainEvent, MAX_PAGE_SIZE};
+use pop_store::{Direction, Position, RecordedEvent, StoreError};
+
+use crate::App;
+use crate::caller::{Action, Caller};
+use crate::error::{self, AppError, AppResult};
+use crate::reads::parse_position;
+use crate::resolve::{ambiguous, may_touch};
+
+/// Most events one as-of fold of an agenda reads.
+pub const MAX_AS_OF_EVENTS: usize = 100_000;
+
+/// Most agendas one as-of summary folds.
+pub const MAX_AS_OF_AGENDAS: usize = 1_000;
+
+/// Events read per store call while folding.
+const FOLD_BATCH: usize = 1_000;
+
+/// A point of the log to read as of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    /// Every event at or below this global position.
+    Position(Position),
+    /// Every event committed at or before this time (see the module docs for the rule).
+    Time(DateTime<Utc>),
+}
+
+impl AsOf {
+    /// Reads a client's `asOf` text: a log position (`"42"`, `"7/3"`) or an RFC 3339 time
+    /// (`"2026-12-02T14:02:00Z"`). A bare number is always a position.
+    pub fn parse(field: &str, text: &str) -> AppResult<AsOf> {
+        let text = text.trim();
+        if text.bytes().next().is_some_and(|b| b.is_ascii_digit())
+            && text.bytes().all(|b| b.is_ascii_digit() || b == b'/')
+        {
+            return parse_position(field, text).map(AsOf::Position);
+        }
+        DateTime::parse_from_rfc3339(text).map(|t| AsOf::Time(t.with_timezone(&Utc))).map_err(
+            |_| {
+                AppError::invalid(
+                    field,
+                    format!(
+                        "{text:?} is neither a log position (\"42\", \"7/3\") nor an RFC 3339 \
+                         time (\"2026-12-02T14:02:00Z\")"
+                    ),
+                )
+            },
+        )
+    }
+
+    /// Whether `event` is inside the bound.
+    fn admits(&self, event: &RecordedEvent) -> bool {
+        match self {
+            AsOf::Position(p) => event.position <= *p,
+            AsOf::Time(t) => event.recorded_at <= *t,
+        }
+    }
+}
+
+/// The outcome of folding one stream up to a bound.
+#[derive(Debug, Clone)]
+pub struct Folded {
+    pub state: AgendaState,
+    /// The position of the last event folded (`None`: nothing was folded).
+    pub position: Option<Position>,
+    /// How many events were folded.
+    pub events: usize,
+}
+
+impl App {
+    /// Folds the agenda stream keyed `key` (`pop_domain::agenda::key`) up to `bound` with the
+    /// domain's `evolve`. No authorisation: callers decide first who may read it. A deleted
+    /// (reaped) stream folds to nothing.
+    pub async fn fold_agenda(&self, key: &str, bound: AsOf) -> AppResult<Folded> {
+        let stream = stream_name(AGENDA_CATEGORY, key);
+        let mut folded = Folded { state: AgendaState::default(), position: None, events: 0 };
+        let mut from = 0u64;
+        loop {
+            let batch = match self
+                .store()
+                .read_stream(&stream, from, FOLD_BATCH, Direction::Forwards)
+                .await
+            {
+                Ok(batch) => batch,
+                Err(StoreError::StreamDeleted { .. }) => {
+                    return Ok(Folded { state: AgendaState::default(), position: None, events: 0 });
+                }
+                Err(e) => return Err(error::store(&format!("agenda stream {key:?}"), &e)),
+            };
+            let Some(last) = batch.last() else { return Ok(folded) };
+            from = last.version.saturating_add(1);
+            for event in &batch {
+                if !bound.admits(event) {
+                    return Ok(folded);
+                }
+                if folded.events >= MAX_AS_OF_EVENTS {
+                    return Err(AppError::bad_request(format!(
+                        "agenda {key:?} has more than {MAX_AS_OF_EVENTS} events before the \
+                         asOf bound; an as-of read folds at most that many"
+                    )));
+                }
+                match pop_projections::decode(event) {
+                    Ok(Decoded::Event { event: DomainEvent::Agenda(e), .. }) => {
+                        folded.state.evolve(&e);
+                    }
+                    // Written by a newer build, or of another category: the read side skips
+                    // these too.
+                    Ok(_) => {}
+                    Err(e) => return Err(AppError::internal("folding an agenda's history", &e)),
+                }
+                folded.events += 1;
+                folded.position = Some(event.position);
+            }
+        }
+    }
+
+    /// A position bound beyond the log's head could still gain events: refused, as for
+    /// `atLeastPosition`.
+    async fn check_bound(&self, bound: AsOf) -> AppResult<()> {
+        if let AsOf::Position(p) = bound {
+            let head = self.store().head().await.map_err(|e| error::store("the log head", &e))?;
+            if p > head {
+                return Err(AppError::invalid(
+                    "asOf",
+                    format!("position {p} is beyond the end of the log ({head})"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The stream keys of the agendas `pick` chooses from the read models, after
+    /// read-your-writes; at most one, else the ambiguity error naming `id`.
+    async fn one_key(
+        &self,
+        id: &str,
+        pick: impl FnOnce(&pop_projections::ReadModels) -> Vec<String>,
+    ) -> AppResult<Option<String>> {
+        self.settle(None).await?;
+        let keys = pick(&self.projections().read());
+        match keys.len() {
+            0 | 1 => Ok(keys.into_iter().next()),
+            n => Err(ambiguous(id, n)),
+        }
+    }
+
+    /// The state of one agenda the caller may read, as of `bound`, when it existed then.
+    async fn visible_as_of(
+        &self,
+        id: &str,
+        bound: AsOf,
+        pick: impl FnOnce(&pop_projections::ReadModels) -> Vec<String>,
+    ) -> AppResult<Option<AgendaState>> {
+        self.check_bound(bound).await?;
+        let Some(key) = self.one_key(id, pick).await? else { return Ok(None) };
+        let folded = self.fold_agenda(&key, bound).await?;
+        Ok(Some(folded.state).filter(AgendaState::exists))
+    }
+
+    /// [`App::agenda`] as of `bound`.
+    pub async fn agenda_as_of(
+        &self,
+        caller: &Caller,
+        id: &str,
+        customer: Option<&str>,
+        bound: AsOf,
+    ) -> AppResult<Option<Agenda>> {
+        caller
+            .run(Action::Read, None, async |caller| {
+                let p = &caller.principal;
+                let state = self
+                    .visible_as_of(id, bound, |m| {
+                        m.agendas()
+                            .with_id(id)
+                            .filter(|e| {
+                                may_touch(p, e) && customer.is_none_or(|c| e.customer_id() == c)
+                            })
+                            .map(|e| e.key().to_string())
+                            .collect()
+                    })
+                    .await?;
+                Ok(state.and_then(|s| s.agenda().cloned()))
+            })
+            .await
+    }
+
+    /// [`App::agenda_progress`] as of `bound`.
+    pub async fn agenda_progress_as_of(
+        &self,
+        caller: &Caller,
+        id: &str,
+        customer: Option<&str>,
+        bound: AsOf,
+    ) -> AppResult<Option<AgendaProgress>> {
+        caller
+            .run(Action::Read, None, async |caller| {
+                let p = &caller.principal;
+                let state = self
+                    .visible_as_of(id, bound, |m| {
+                        m.agendas()
+                            .with_progress_id(id)
+                            .filter(|e| {
+                                may_touch(p, e) && customer.is_none_or(|c| e.customer_id() == c)
+                            })
+                            .map(|e| e.key().to_string())
+                            .collect()
+                    })
+                    .await?;
+                Ok(state.map(|s| s.progress().clone()))
+            })
+            .await
+    }
+
+    /// [`App::operation_progress`] as of `bound`: the id is split at each `-` into an
+    /// AgendaProgress id and an operation name, as live; the agendas the caller may read are
+    /// chosen first, then each is folded and asked for the operation.
+    pub async fn operation_progress_as_of(
+        &self,
+        caller: &Caller,
+        id: &str,
+        customer: Option<&str>,
+        bound: AsOf,
+    ) -> AppResult<Option<OperationProgress>> {
+        caller
+            .run(Action::Read, None, async |caller| {
+                self.check_bound(bound).await?;
+                self.settle(None).await?;
+                let p = &caller.principal;
+                let candidates: Vec<(String, String)> = {
+                    let models = self.projections().read();
+                    let mut found = Vec::new();
+                    for (i, _) in id.rmatch_indices('-') {
+                        let (progress_id, name) = (&id[..i], &id[i + 1..]);
+                        found.extend(
+                            models
+                                .agendas()
+                                .with_progress_id(progress_id)
+                                .filter(|e| {
+                                    may_touch(p, e) && customer.is_none_or(|c| e.customer_id() == c)
+                                })
+                                .map(|e| (e.key().to_string(), name.to_string())),
+                        );
+                    }
+                    found
+                };
+                let mut found = Vec::new();
+                for (key, name) in candidates {
+                    let folded = self.fold_agenda(&key, bound).await?;
+                    found.extend(
+                        folded
+                            .state
+                            .progress()
+                            .operation_progress
+                            .iter()
+                            .find(|op| op.operation == name)
+                            .cloned(),
+                    );
+                }
+                match found.len() {
+                    0 | 1 => Ok(found.into_iter().next()),
+                    n => Err(AppError::invalid(
+                        "id",
+                        format!(
+                            "operation progress id {id:?} names {n} operations this caller may \
+                             see; name the agenda progress and the operation apart"
+                        ),
+                    )),
+                }
+            })
+            .await
+    }
+
+    /// [`App::progress_summary`] as of `bound`: the agendas with this linkId the caller may
+    /// see, each folded to the bound, in the order of the live summary (`addedTime`).
+    pub async fn progress_summary_as_of(
+        &self,
+        caller: &Caller,
+        link_id: &str,
+        bound: AsOf,
+    ) -> AppResult<ProgressSummary> {
+        if link_id.trim().is_empty() {
+            return Err(AppError::invalid("linkId", "is required").with_cid(&caller.cid));
+        }
+        caller
+            .run(Action::Read, None, async |caller| {
+                self.check_bound(bound).await?;
+                self.settle(None).await?;
+                let keys = {
+                    let models = self.projections().read();
+                    let visibility = &caller.principal.customers;
+                    let mut keys = Vec::new();
+                    let mut after = None;
+                    loop {
+                        let mut q = AgendaQuery::new(visibility);
+                        q.link_id = Some(link_id);
+                        q.after = after.as_ref();
+                        q.limit = MAX_PAGE_SIZE;
+                        let page = models.agendas().select(&q);
+                        keys.extend(page.items.iter().map(|e| e.key().to_string()));
+                        if keys.len() > MAX_AS_OF_AGENDAS {
+                            return Err(AppError::bad_request(format!(
+                                "linkId {link_id:?} has more than {MAX_AS_OF_AGENDAS} agendas; \
+                                 an as-of summary folds at most that many"
+                            )));
+                        }
+                        match page.next {
+                            Some(next) => after = Some(next),
+                            None => break,
+                        }
+                    }
+                    keys
+                };
+                let mut list = Vec::with_capacity(keys.len());
+                for key in keys {
+                    let folded = self.fold_agenda(&key, bound).await?;
+                    if folded.state.exists() {
+                        list.push(folded.state.progress().clone());
+                    }
+                }
+                Ok(rollup::progress_summary(link_id, list))
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn as_of_text() {
+        assert_eq!(AsOf::parse("asOf", "42").unwrap(), AsOf::Position(Position::from_sequence(42)));
+        assert_eq!(AsOf::parse("asOf", " 7/3 ").unwrap(), AsOf::Position(Position::new(7, 3)));
+        let t = AsOf::parse("asOf", "2026-12-02T14:02:00+01:00").unwrap();
+        assert_eq!(
+            t,
+            AsOf::Time(DateTime::parse_from_rfc3339("2026-12-02T13:02:00Z").unwrap().into())
+        );
+        for bad in ["", "yesterday", "1/", "2026-12-02", "-1"] {
+            let e = AsOf::parse("asOf", bad).unwrap_err();
+            assert_eq!(e.code, crate::Code::Validation, "{bad:?}");
+            assert_eq!(e.problems[0].field, "asOf", "{bad:?}");
+        }
+    }
+}

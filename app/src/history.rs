@@ -1,0 +1,177 @@
+//! Who did what to an agenda: its stream as a timeline (`agendaHistory`, `pop audit`). Each
+//! entry is one event with when it was committed, who caused it (the actor: role and
+//! principal, or `system:<process>` for the timed processes), under which correlation id and
+//! command, and the agenda's state and percent right after it, folded with the domain's
+//! `evolve` exactly as the read models fold it; plus the diagnostics the event added.
+//!
+//! Visibility is that of the agenda's event page (`agendaEvents`): the caller's customers, or
+//! the lease holder; the stream is read from the write side, so a just-submitted agenda's
+//! history is there before the projections have it. A deleted (reaped) agenda has none.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use pop_domain::ProcessingState;
+use pop_domain::agenda::AgendaState;
+use pop_domain::{Aggregate, DiagnosticEvent};
+use pop_projections::{Decoded, DomainEvent};
+use pop_store::{Direction, EventMetadata, Position, StoreError};
+
+use crate::App;
+use crate::asof::MAX_AS_OF_EVENTS;
+use crate::caller::{Action, Caller};
+use crate::error::{self, AppError, AppResult};
+use crate::limits::MAX_EVENT_PAGE_SIZE;
+use crate::resolve::Named;
+
+/// One event of an agenda's history, with the state it left.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryEntry {
+    pub position: Position,
+    pub version: u64,
+    pub time: DateTime<Utc>,
+    pub event_type: String,
+    /// `<role>:<principal>` or `system:<process>`; `None` for events written without one.
+    pub actor: Option<String>,
+    pub cid: Option<String>,
+    pub causation_id: Option<Uuid>,
+    /// The use case or command that appended the event.
+    pub command: Option<String>,
+    pub processing_state: ProcessingState,
+    pub processing_state_message: Option<String>,
+    pub percent_complete: Option<f64>,
+    /// The agenda's diagnostics this event added.
+    pub diagnostics: Vec<DiagnosticEvent>,
+}
+
+/// A page of a history: entries after `after` (a stream version), and whether more follow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct History {
+    pub entries: Vec<HistoryEntry>,
+    /// The last entry's version: `after` for the next page.
+    pub end_cursor: Option<String>,
+    pub more: bool,
+}
+
+const READ_BATCH: usize = 1_000;
+
+impl App {
+    /// The history of the agenda `named` names for the caller, from after stream version
+    /// `after`, at most `first` entries (default and at most [`MAX_EVENT_PAGE_SIZE`]); `None`
+    /// when there is no such agenda the caller may see.
+    pub async fn agenda_history(
+        &self,
+        caller: &Caller,
+        named: Named<'_>,
+        after: Option<&str>,
+        first: Option<i64>,
+    ) -> AppResult<Option<History>> {
+        caller
+            .run(Action::Read, None, async |caller| {
+                let first = match first {
+                    None => MAX_EVENT_PAGE_SIZE,
+                    Some(n) if n >= 1 && n as u64 <= MAX_EVENT_PAGE_SIZE as u64 => n as usize,
+                    Some(n) => {
+                        return Err(AppError::bad_request(format!(
+                            "first: {n} is outside 1..={MAX_EVENT_PAGE_SIZE}"
+                        )));
+                    }
+                };
+                let after = after
+                    .map(|a| {
+                        a.trim().parse::<u64>().map_err(|_| {
+                            AppError::invalid("after", format!("{a:?} is not a stream version"))
+                        })
+                    })
+                    .transpose()?;
+                let key = match self.resolve(caller, named).await {
+                    Ok(key) => key,
+                    Err(e) if e.code == crate::Code::NotFound => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                match self.authorized_customer(caller, named.id, &key).await {
+                    Ok(_) => {}
+                    Err(e) if e.code == crate::Code::NotFound => return Ok(None),
+                    Err(e) => return Err(e),
+                }
+                self.history_of(&key, after, first).await
+            })
+            .await
+    }
+
+    /// Folds the stream keyed `key` from its start, keeping the entries after `after`.
+    async fn history_of(
+        &self,
+        key: &str,
+        after: Option<u64>,
+        first: usize,
+    ) -> AppResult<Option<History>> {
+        let stream = pop_domain::aggregate::stream_name(pop_domain::agenda::CATEGORY, key);
+        let mut state = AgendaState::default();
+        let mut entries = Vec::new();
+        let mut more = false;
+        let mut from = 0u64;
+        let mut folded = 0usize;
+        'read: loop {
+            let batch = match self
+                .store()
+                .read_stream(&stream, from, READ_BATCH, Direction::Forwards)
+                .await
+            {
+                Ok(batch) => batch,
+                Err(StoreError::StreamDeleted { .. }) => return Ok(None),
+                Err(e) => return Err(error::store(&format!("agenda stream {key:?}"), &e)),
+            };
+            let Some(last) = batch.last() else { break };
+            from = last.version.saturating_add(1);
+            for event in &batch {
+                if entries.len() == first {
+                    more = true;
+                    break 'read;
+                }
+                folded += 1;
+                if folded > MAX_AS_OF_EVENTS {
+                    return Err(AppError::bad_request(format!(
+                        "the agenda has more than {MAX_AS_OF_EVENTS} events; its history is \
+                         folded at most that far"
+                    )));
+                }
+                let before = state.progress().diagnostic_events.clone();
+                match pop_projections::decode(event) {
+                    Ok(Decoded::Event { event: DomainEvent::Agenda(e), .. }) => state.evolve(&e),
+                    Ok(_) => {}
+                    Err(e) => return Err(AppError::internal("folding an agenda's history", &e)),
+                }
+                if after.is_some_and(|a| event.version <= a) {
+                    continue;
+                }
+                let metadata = EventMetadata::from_json(&event.metadata).unwrap_or_default();
+                let progress = state.progress();
+                entries.push(HistoryEntry {
+                    position: event.position,
+                    version: event.version,
+                    time: event.recorded_at,
+                    event_type: event.event_type.to_string(),
+                    actor: metadata.actor,
+                    cid: metadata.cid,
+                    causation_id: metadata.causation_id,
+                    command: metadata.command,
+                    processing_state: progress.processing_state,
+                    processing_state_message: progress.processing_state_message.clone(),
+                    percent_complete: progress.percent_complete,
+                    diagnostics: progress
+                        .diagnostic_events
+                        .iter()
+                        .filter(|d| !before.contains(d))
+                        .cloned()
+                        .collect(),
+                });
+            }
+        }
+        if folded == 0 {
+            return Ok(None);
+        }
+        let end_cursor = entries.last().map(|e| e.version.to_string());
+        Ok(Some(History { entries, end_cursor, more }))
+    }
+}

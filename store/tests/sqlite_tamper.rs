@@ -1,0 +1,218 @@
+//! Tamper evidence on the embedded store: a log is written, then edited directly in the
+//! database file the way someone with file access could, and verification must find each
+//! edit with its stream, version and position. Also: a deleted (reaped) stream still
+//! verifies, and a data directory from before the chain is migrated and then verifies.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use pop_store::verify::Verification;
+use pop_store::{
+    Direction, Durability, EventStore, ExpectedVersion, NewEvent, Position, SqliteOptions,
+    SqliteStore, fixed_clock,
+};
+use rusqlite::Connection;
+use uuid::Uuid;
+
+fn event(n: u32) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::new_v4(),
+        event_type: format!("Type{}", n % 3),
+        schema_version: 1,
+        data: format!("{{\"n\":{n}}}").into_bytes(),
+        metadata: format!("{{\"actor\":\"user:u{n}\"}}").into_bytes(),
+    }
+}
+
+/// Writes streams a (4 events, two appends), b (3) and c (2), interleaved; returns the file
+/// and each stream's positions by version.
+async fn pristine(dir: &Path) -> (PathBuf, Vec<(String, Vec<Position>)>) {
+    let path = dir.join("pop.db");
+    let at = DateTime::<Utc>::from_timestamp_micros(1_800_000_000_123_456).unwrap();
+    let options = SqliteOptions { durability: Durability::Normal, clock: fixed_clock(at) };
+    let store = SqliteStore::open(&path, options).await.unwrap();
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        event(n)
+    };
+    store.append("a", ExpectedVersion::NoStream, vec![next(), next()]).await.unwrap();
+    store.append("b", ExpectedVersion::NoStream, vec![next()]).await.unwrap();
+    store.append("a", ExpectedVersion::Exact(1), vec![next(), next()]).await.unwrap();
+    store.append("c", ExpectedVersion::NoStream, vec![next(), next()]).await.unwrap();
+    store.append("b", ExpectedVersion::Exact(0), vec![next(), next()]).await.unwrap();
+    let mut positions = Vec::new();
+    for s in ["a", "b", "c"] {
+        let events = store.read_stream(s, 0, 100, Direction::Forwards).await.unwrap();
+        positions.push((s.to_string(), events.iter().map(|e| e.position).collect()));
+    }
+    let report = store.verify().await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!((report.events, report.streams), (9, 3));
+    store.close().await.unwrap();
+    (path, positions)
+}
+
+fn seq(p: Position) -> i64 {
+    p.sequence().unwrap() as i64
+}
+
+/// Copies the pristine file, applies `edit` with SQL, and verifies the copy.
+fn tampered(path: &Path, edit: &str) -> Verification {
+    let copy = path.with_extension(format!("{}.db", Uuid::new_v4()));
+    std::fs::copy(path, &copy).unwrap();
+    let conn = Connection::open(&copy).unwrap();
+    conn.execute_batch(edit).unwrap();
+    drop(conn);
+    SqliteStore::verify_file(&copy).unwrap()
+}
+
+#[tokio::test]
+async fn every_edit_of_the_file_is_found_with_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, positions) = pristine(dir.path()).await;
+    assert!(SqliteStore::verify_file(&path).unwrap().is_intact());
+    let a = &positions[0].1;
+    let b = &positions[1].1;
+
+    let located = |r: &Verification, stream: &str, version: u64, position: Position| {
+        let b = r.first_break.as_ref().unwrap_or_else(|| panic!("not detected: {r:?}"));
+        assert_eq!(
+            (b.stream.as_str(), b.version, b.position),
+            (stream, Some(version), Some(position)),
+            "{b}"
+        );
+    };
+
+    // One byte of one event's data.
+    let r = tampered(
+        &path,
+        &format!(
+            "UPDATE events SET data = CAST('{{\"n\":9}}' AS BLOB) WHERE position = {}",
+            seq(a[1])
+        ),
+    );
+    located(&r, "a", 1, a[1]);
+    // Its metadata.
+    let r = tampered(
+        &path,
+        &format!(
+            "UPDATE events SET metadata = CAST('{{\"actor\":\"user:mallory\"}}' AS BLOB) WHERE position = {}",
+            seq(b[2])
+        ),
+    );
+    located(&r, "b", 2, b[2]);
+    // Its type, or its commit time.
+    let r = tampered(
+        &path,
+        &format!("UPDATE events SET event_type = 'X' WHERE position = {}", seq(a[0])),
+    );
+    located(&r, "a", 0, a[0]);
+    let r = tampered(
+        &path,
+        &format!("UPDATE events SET recorded_at = recorded_at + 1 WHERE position = {}", seq(a[3])),
+    );
+    located(&r, "a", 3, a[3]);
+    // One event deleted from the middle of a stream: found where the gap is.
+    let r = tampered(&path, &format!("DELETE FROM events WHERE position = {}", seq(a[1])));
+    located(&r, "a", 2, a[2]);
+    assert!(r.first_break.unwrap().reason.contains("expected version 1"));
+    // Two events swapped (their contents change places).
+    let r = tampered(
+        &path,
+        &format!(
+            "UPDATE events SET data = (SELECT data FROM events WHERE position = {p1}), \
+             metadata = (SELECT metadata FROM events WHERE position = {p1}), \
+             event_type = (SELECT event_type FROM events WHERE position = {p1}) \
+             WHERE position = {p0}",
+            p0 = seq(a[0]),
+            p1 = seq(a[1])
+        ),
+    );
+    located(&r, "a", 0, a[0]);
+    // Two events swapped in global order (their positions change places).
+    let r = tampered(
+        &path,
+        &format!(
+            "UPDATE events SET position = -1 WHERE position = {p0}; \
+             UPDATE events SET position = {p0} WHERE position = {p1}; \
+             UPDATE events SET position = {p1} WHERE position = -1;",
+            p0 = seq(b[0]),
+            p1 = seq(b[1])
+        ),
+    );
+    let found = r.first_break.expect("a reordering is found");
+    assert_eq!(found.stream, "b", "{found}");
+    // The log's tail cut (the last append, b's versions 1 and 2).
+    let r = tampered(&path, &format!("DELETE FROM events WHERE position >= {}", seq(b[1])));
+    let found = r.first_break.expect("a cut tail is found");
+    assert_eq!((found.stream.as_str(), found.version), ("b", Some(1)), "{found}");
+    assert!(found.reason.contains("says 3 events, the log holds 1"), "{found}");
+    // The tail cut and the stream row rewritten to match: the chain head no longer matches
+    // unless the head hash is recomputed too (a keyless forgery of the whole stream is what
+    // the signed global checkpoints are for).
+    let r = tampered(
+        &path,
+        &format!(
+            "DELETE FROM events WHERE position >= {}; UPDATE streams SET version = 0 WHERE name = 'b';",
+            seq(b[1])
+        ),
+    );
+    let found = r.first_break.expect("a rewritten head is found");
+    assert_eq!(found.stream, "b", "{found}");
+    assert!(found.reason.contains("head hash"), "{found}");
+    // A stream's events deleted while its row stays.
+    let r = tampered(
+        &path,
+        "DELETE FROM events WHERE stream_id = (SELECT id FROM streams WHERE name = 'c')",
+    );
+    assert_eq!(r.first_break.expect("found").stream, "c");
+    // A deleted stream's recorded head hash removed.
+    let r = tampered(
+        &path,
+        "UPDATE streams SET deleted_at = 1, head_hash = NULL WHERE name = 'c'; \
+         DELETE FROM events WHERE stream_id = (SELECT id FROM streams WHERE name = 'c');",
+    );
+    assert!(r.first_break.expect("found").reason.contains("head hash"));
+}
+
+#[tokio::test]
+async fn a_deleted_stream_keeps_its_head_and_still_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = pristine(dir.path()).await;
+    let store = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+    store.delete_stream("c", ExpectedVersion::Exact(1)).await.unwrap();
+    store.delete_stream("never", ExpectedVersion::NoStream).await.unwrap();
+    let report = store.verify().await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!((report.events, report.streams, report.deleted_streams), (7, 2, 2));
+    // Appends after the delete chain on as before.
+    store.append("a", ExpectedVersion::Exact(3), vec![event(100)]).await.unwrap();
+    assert!(store.verify().await.unwrap().is_intact());
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_store_from_before_the_chain_is_migrated_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = pristine(dir.path()).await;
+    // Back to schema 1: no chain columns.
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "ALTER TABLE events DROP COLUMN chain; ALTER TABLE streams DROP COLUMN head_hash; \
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    drop(conn);
+    let store = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+    let report = store.verify().await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.events, 9);
+    store.append("b", ExpectedVersion::Exact(2), vec![event(7)]).await.unwrap();
+    store.append("d", ExpectedVersion::NoStream, vec![event(8)]).await.unwrap();
+    let report = store.verify().await.unwrap();
+    assert!(report.is_intact() && report.events == 11, "{report:?}");
+    store.close().await.unwrap();
+}
