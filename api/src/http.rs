@@ -1,19 +1,21 @@
 //! The axum router: `POST /graphql` (queries and mutations, bearer auth, body size limit),
-//! `GET /graphql` (GraphiQL), `GET /graphql/ws` (subscriptions, queries and mutations over
+//! `GET /graphql` (GraphiQL, offline: [`crate::dashboard`]), `GET /graphql/ws` (subscriptions, queries and mutations over
 //! graphql-transport-ws only — see [`crate::ws`] — authenticated by the `connection_init`
 //! payload or the upgrade's `Authorization` header), `/healthz`, `/readyz`, `/metrics`, and
-//! everything under `/pop` to the POP-compatible REST surface ([`crate::rest`]).
+//! everything under `/pop` to the POP-compatible REST surface ([`crate::rest`]); the dashboard
+//! at `/` with its files under `/dashboard/` ([`crate::dashboard`]).
 
 use async_graphql::BatchRequest;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use pop_app::Caller;
 use pop_domain::error::ErrorChain;
 
+use crate::dashboard;
 use crate::error::AppError;
 use crate::metrics;
 use crate::request::{header_principal, read_body, request_cid, set_cid_headers};
@@ -42,6 +44,8 @@ pub fn router_with(state: AppState, ws_limits: WsLimits) -> Router {
                 graphql_ws(state, headers, upgrade, ws_limits)
             }),
         )
+        .route("/", get(dashboard::index))
+        .route(&format!("{}/{{*path}}", dashboard::PREFIX), get(dashboard::asset))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -170,49 +174,9 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
     response
 }
 
-async fn graphiql(State(state): State<AppState>) -> Response {
+async fn graphiql(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if !state.config().graphiql {
         return StatusCode::NOT_FOUND.into_response();
     }
-    Html(GRAPHIQL_HTML).into_response()
+    dashboard::graphiql(headers).await
 }
-
-/// GraphiQL from a CDN (nothing to build or vendor), pointed at this server's endpoints. The
-/// token is entered in GraphiQL's headers pane and also sent in the WebSocket's
-/// `connection_init` payload.
-const GRAPHIQL_HTML: &str = r#"<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8" />
-  <title>pop GraphiQL</title>
-  <style>body { margin: 0; height: 100vh; } #graphiql { height: 100vh; }</style>
-  <link rel="stylesheet" href="https://unpkg.com/graphiql@3/graphiql.min.css" />
-  <script crossorigin src="https://unpkg.com/react@18/umd/react.production.min.js"></script>
-  <script crossorigin src="https://unpkg.com/react-dom@18/umd/react-dom.production.min.js"></script>
-  <script crossorigin src="https://unpkg.com/graphiql@3/graphiql.min.js"></script>
-</head>
-<body>
-  <div id="graphiql">Loading GraphiQL…</div>
-  <script>
-    const wsUrl = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/graphql/ws';
-    const fetcher = GraphiQL.createFetcher({
-      url: location.origin + '/graphql',
-      subscriptionUrl: wsUrl,
-      wsConnectionParams: () => {
-        try {
-          const h = JSON.parse(localStorage.getItem('graphiql:headers') || '{}');
-          return { authorization: h.Authorization || h.authorization || '' };
-        } catch (e) { return {}; }
-      },
-    });
-    ReactDOM.createRoot(document.getElementById('graphiql')).render(
-      React.createElement(GraphiQL, {
-        fetcher,
-        defaultHeaders: '{"Authorization": "Bearer <token>"}',
-        shouldPersistHeaders: true,
-      }),
-    );
-  </script>
-</body>
-</html>
-"#;

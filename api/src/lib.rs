@@ -18,7 +18,8 @@
 //! - panic or `unwrap` on a request path, or accept unbounded input: body size, query depth
 //!   and complexity, batch sizes and WebSocket limits are bounded in [`config`] and [`ws`].
 //!
-//! Map: [`config`] (transport limits and knobs), [`auth`] (tokens to principals), [`request`]
+//! Map: [`config`] (transport limits and knobs), [`dashboard`] (the embedded dashboard and
+//! GraphiQL), [`auth`] (tokens to principals), [`request`]
 //! (cid, principal and body of an HTTP request), [`error`] (an `AppError` as GraphQL sees it),
 //! [`graphql`] (schema: [`graphql::query`], [`graphql::mutation`], [`graphql::subscription`],
 //! [`graphql::types`]), [`http`] (routes), [`rest`] (the POP-compatible REST surface under
@@ -28,6 +29,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod graphql;
 pub mod http;

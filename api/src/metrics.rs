@@ -3,6 +3,9 @@
 //! projections are behind the store's head. One process-wide recorder, installed on first
 //! use, because the `metrics` facade has one global recorder.
 //!
+//! Every metric has a `# HELP` line ([`DESCRIPTIONS`]); `deploy/grafana/pop.json` is a
+//! Grafana dashboard over them (queues, claim latency, lifecycle rates, projection lag).
+//!
 //! Work metrics (issue 4, item 5):
 //! - `pop_insight_queue_depth{insight}` (gauge, scrape time): agendas of the insight in phase
 //!   `queued` (WAITING/queued) in this process's read models.
@@ -49,6 +52,118 @@ pub const INSIGHT_QUEUE_DEPTH: &str = "pop_insight_queue_depth";
 pub const INSIGHT_WAITING: &str = "pop_insight_waiting";
 pub const LEASE_EXPIRIES: &str = "pop_lease_expiries_total";
 
+/// What a metric is, for its `# TYPE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Every metric the `pop` process exports, with its `# HELP` text: the API's, the
+/// application layer's and the timed processes' (`pop_process_*`, recorded in
+/// `reapers/src/process.rs`, which this crate does not depend on). Described once when the
+/// recorder is installed; a test checks that `/metrics` has a `# HELP` for every series and
+/// that the Grafana dashboard in `deploy/grafana/` queries only these names.
+pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
+    (
+        REQUESTS,
+        Kind::Counter,
+        "GraphQL requests answered (HTTP and WebSocket operations), by outcome (ok, error).",
+    ),
+    (REQUEST_SECONDS, Kind::Histogram, "Time to answer a GraphQL request, in seconds."),
+    (
+        REST_REQUESTS,
+        Kind::Counter,
+        "Requests to the POP REST surface, by route template and HTTP status.",
+    ),
+    (
+        REST_REQUEST_SECONDS,
+        Kind::Histogram,
+        "Time to answer a POP REST request, in seconds, by route template.",
+    ),
+    (ERRORS, Kind::Counter, "Errors answered to clients, by error code."),
+    (STORE_HEAD, Kind::Gauge, "The event log's head position (commit part), read at scrape time."),
+    (
+        PROJECTION_APPLIED,
+        Kind::Gauge,
+        "The log position the read models have applied, at scrape time.",
+    ),
+    (
+        PROJECTION_LAG,
+        Kind::Gauge,
+        "Events the read models are behind the log's head, at scrape time.",
+    ),
+    (
+        PROJECTION_READY,
+        Kind::Gauge,
+        "1 when the read models have caught up with the log since start (the readiness probe), else 0.",
+    ),
+    (
+        PROJECTION_SKIPPED,
+        Kind::Gauge,
+        "Events the projections skipped because they could not be decoded.",
+    ),
+    (
+        INSIGHT_QUEUE_DEPTH,
+        Kind::Gauge,
+        "Agendas in the insight's queue (WAITING/queued), every customer's, by insight.",
+    ),
+    (
+        INSIGHT_WAITING,
+        Kind::Gauge,
+        "Agendas of the insight whose processingState is WAITING, every customer's, by insight.",
+    ),
+    (
+        LEASE_EXPIRIES,
+        Kind::Counter,
+        "Leases that expired (AgendaTimedOut) seen on the change feed since this process caught up.",
+    ),
+    (SUBSCRIPTIONS_ACTIVE, Kind::Gauge, "Live follows (GraphQL subscriptions) being served."),
+    (COMMANDS, Kind::Counter, "Commands executed, by command name and outcome (ok, refused)."),
+    (CLAIMS, Kind::Counter, "Agendas this process handed out through getAgenda, by insight."),
+    (
+        CLAIM_LATENCY_SECONDS,
+        Kind::Histogram,
+        "Per claim, how long the agenda waited queued before getAgenda handed it out, in seconds.",
+    ),
+    (
+        "pop_process_cycles_total",
+        Kind::Counter,
+        "Cycles of a timed process (scheduler, reapers), by process and dry_run.",
+    ),
+    (
+        "pop_process_planned_total",
+        Kind::Counter,
+        "Actions the timed process's cycles planned, by process.",
+    ),
+    (
+        "pop_process_cycle_seconds",
+        Kind::Histogram,
+        "Time one cycle of a timed process took, in seconds, by process.",
+    ),
+    (
+        "pop_process_actions_total",
+        Kind::Counter,
+        "Actions a timed process carried out, by process and outcome.",
+    ),
+    (
+        "pop_process_skipped_cycles_total",
+        Kind::Counter,
+        "Cycles a timed process skipped, by process and reason (e.g. not the leader).",
+    ),
+];
+
+fn describe_all() {
+    for (name, kind, help) in DESCRIPTIONS {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(*name, *help),
+            Kind::Gauge => metrics::describe_gauge!(*name, *help),
+            Kind::Histogram => metrics::describe_histogram!(*name, *help),
+        }
+    }
+}
+
 /// Most insights whose queue gauges one scrape exports: keeps a scrape's cost and the series
 /// count bounded however many insights are configured.
 pub const MAX_EXPORTED_INSIGHTS: usize = 1_000;
@@ -87,7 +202,10 @@ pub fn prometheus_handle() -> Option<PrometheusHandle> {
             };
             let handle = recorder.handle();
             match metrics::set_global_recorder(recorder) {
-                Ok(()) => Some(handle),
+                Ok(()) => {
+                    describe_all();
+                    Some(handle)
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "a metrics recorder is already installed; /metrics is empty");
                     None
@@ -188,4 +306,97 @@ pub(crate) fn spawn_lease_expiry_counter(
             }
         }
     });
+}
+
+/// The `# TYPE` lines of a Prometheus text exposition that have no `# HELP` line (names).
+pub fn undescribed(exposition: &str) -> Vec<String> {
+    let helped: BTreeSet<&str> = exposition
+        .lines()
+        .filter_map(|l| l.strip_prefix("# HELP "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    exposition
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| !helped.contains(name))
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The metric names a PromQL expression uses (`pop_…`, histogram suffixes stripped).
+    fn names_in(expr: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut rest = expr;
+        while let Some(at) = rest.find("pop_") {
+            let tail = &rest[at..];
+            let end =
+                tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+            let name = &tail[..end];
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            out.push(base.to_string());
+            rest = &tail[end..];
+        }
+        out
+    }
+
+    #[test]
+    fn the_grafana_dashboard_queries_only_metrics_pop_exports() {
+        let text = include_str!("../../deploy/grafana/pop.json");
+        let dashboard: serde_json::Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(e) => panic!("deploy/grafana/pop.json is not JSON: {e}"),
+        };
+        let panels = dashboard["panels"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let mut used = BTreeSet::new();
+        for panel in panels {
+            for target in panel["targets"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                let expr = target["expr"].as_str().unwrap_or_default();
+                assert!(!expr.is_empty(), "a target without expr in {}", panel["title"]);
+                used.extend(names_in(expr));
+            }
+        }
+        let known: BTreeSet<String> = DESCRIPTIONS.iter().map(|d| d.0.to_string()).collect();
+        let unknown: Vec<&String> = used.difference(&known).collect();
+        assert!(
+            unknown.is_empty(),
+            "the dashboard queries metrics pop does not export: {unknown:?}"
+        );
+        // Queues, claim latency, lifecycle rates and projection lag are all charted.
+        for wanted in [
+            INSIGHT_QUEUE_DEPTH,
+            INSIGHT_WAITING,
+            CLAIM_LATENCY_SECONDS,
+            COMMANDS,
+            LEASE_EXPIRIES,
+            PROJECTION_LAG,
+        ] {
+            assert!(used.contains(wanted), "the dashboard does not chart {wanted}");
+        }
+    }
+
+    #[test]
+    fn descriptions_are_unique_and_named_like_their_kind() {
+        let mut seen = BTreeSet::new();
+        for (name, kind, help) in DESCRIPTIONS {
+            assert!(seen.insert(*name), "{name} described twice");
+            assert!(name.starts_with("pop_") && !help.is_empty(), "{name}");
+            if *kind == Kind::Counter {
+                assert!(name.ends_with("_total"), "counter {name} should end in _total");
+            }
+        }
+    }
+
+    #[test]
+    fn undescribed_finds_types_without_help() {
+        let text = "# HELP a_total A.\n# TYPE a_total counter\na_total 1\n# TYPE b gauge\nb 2\n";
+        assert_eq!(undescribed(text), vec!["b".to_string()]);
+    }
 }

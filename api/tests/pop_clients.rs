@@ -131,3 +131,130 @@ async fn the_error_envelope_carries_pops_error_flag_and_cid() {
     assert_eq!(a.body["cid"], json!("c-1"));
     assert_eq!(a.body["errorResponse"]["code"], json!("NOT_FOUND"));
 }
+
+/// Like [`send`], as `token`.
+async fn send_as(s: &TestServer, token: &str, method: &str, path: &str, body: Value) -> Answer {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = s.http.request(method, format!("{}{path}", s.base)).bearer_auth(token);
+    if !body.is_null() {
+        // As Jackson writes it: the bytes of the JSON text, content type JSON.
+        req = req.header("content-type", "application/json").body(body.to_string());
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.json().await.unwrap();
+    Answer { status, body, pop_cid: None, cid: None }
+}
+
+/// An unchanged POP client's whole lifecycle with what Jackson writes — every unset field
+/// `null`, numbers and booleans as strings — and with pop's own answers sent back as the next
+/// request, as POP's executor does with the AgendaProgress it was handed.
+#[tokio::test]
+async fn an_unchanged_pop_client_runs_a_lifecycle_in_jackson_json() {
+    let s = start(ApiConfig::default()).await;
+    s.seed().await;
+    let insight = json!({"id": "jackson", "customerId": "ops", "title": "J", "resourcePoolId": "pool-1",
+        "queueSize": "5", "isGlobal": "true", "allowedCustomerIds": null, "schedulingAlgorithm": null,
+        "mappers": {"operationType": ["jtype"]}, "addedTime": null, "updatedTime": null, "cid": null});
+    let a = send_as(&s, ADMIN, "POST", "/pop/insight", insight).await;
+    assert_eq!(a.status, 200, "{:#}", a.body);
+    // The admin's client reads it back and PUTs it unchanged (pop's answer as input).
+    let a = send_as(&s, ADMIN, "GET", "/pop/insight/jackson", Value::Null).await;
+    let mut stored = a.body["all"][0].clone();
+    assert_eq!((stored["queueSize"].clone(), stored["isGlobal"].clone()), (json!(5), json!(true)));
+    stored["allowedCustomerIds"] = Value::Null;
+    let a = send_as(&s, ADMIN, "PUT", "/pop/insight/jackson", stored).await;
+    assert_eq!(a.status, 200, "{:#}", a.body);
+
+    let agenda = json!({"id": null, "progressId": null, "customerId": "acme", "linkId": "jl",
+        "jobId": null, "title": "J", "cid": null, "params": null, "agendaInsight": null,
+        "addedTime": null, "updatedTime": null, "operations": [
+            {"id": null, "name": "one", "type": "jtype", "payload": {"x": "y"}, "params": null},
+            {"id": null, "name": "two", "type": "jtype", "payload": "@<one.out>",
+             "params": {"dependsOn": "one", "maximumAttempts": null}}]});
+    let a = send_as(
+        &s,
+        ACME,
+        "POST",
+        "/pop/resourcepool/service/createAgenda",
+        json!({"agendas": [agenda], "cid": null}),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{:#}", a.body);
+    let id = a.body["all"][0]["id"].as_str().unwrap().to_string();
+    assert!(!id.is_empty(), "`\"id\": null` means generate one");
+
+    let projections = s.state.projections();
+    projections.wait_for(s.commands.written(), WAIT).await.unwrap();
+    let moved = pop_reapers::scheduler::pass(
+        &s.commands,
+        projections,
+        &mut pop_reapers::scheduler::Memory::default(),
+    )
+    .await
+    .unwrap();
+    projections.wait_for(moved, WAIT).await.unwrap();
+
+    let a = send_as(
+        &s,
+        ACME_SERVICE,
+        "POST",
+        "/pop/resourcepool/service/getAgenda",
+        json!({"insightId": "jackson", "count": "1", "cid": null}),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{:#}", a.body);
+    assert_eq!(a.body["all"][0]["id"], json!(id), "{:#}", a.body);
+    // The executor keeps the AgendaProgress it was handed, changes what it did, sends it back.
+    let mut progress = a.body["agendaProgresses"][0].clone();
+    progress["processingState"] = json!("EXECUTING");
+    progress["processingStateMessage"] = Value::Null;
+    progress["diagnosticEvents"] = Value::Null;
+    progress["percentComplete"] = Value::Null;
+    let one = &mut progress["operationProgress"][0];
+    assert_eq!(one["operation"], "one", "{one:#}");
+    one["processingState"] = json!("COMPLETE");
+    one["processingStateMessage"] = json!("succeeded");
+    one["percentComplete"] = json!("100.0");
+    one["resultPayload"] = json!("{\"k\": 1}");
+    one["diagnosticEvents"] = json!([{"statusCode": "ENOENT", "message": "a warning",
+        "stackTrace": null, "payload": null, "time": null}]);
+    let a = send_as(
+        &s,
+        ACME_SERVICE,
+        "POST",
+        "/pop/resourcepool/service/updateAgendaProgress",
+        json!({"agendaProgress": progress.clone(), "cid": null}),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{:#}", a.body);
+
+    let two = &mut progress["operationProgress"][1];
+    assert_eq!(two["operation"], "two", "{two:#}");
+    two["processingState"] = json!("COMPLETE");
+    two["processingStateMessage"] = json!("succeeded");
+    two["percentComplete"] = json!("100");
+    two["diagnosticEvents"] = Value::Null;
+    progress["operationProgress"][0]["diagnosticEvents"] = Value::Null;
+    progress["processingState"] = json!("COMPLETE");
+    progress["processingStateMessage"] = json!("succeeded");
+    let a = send_as(
+        &s,
+        ACME_SERVICE,
+        "POST",
+        "/pop/resourcepool/service/updateAgendaProgress",
+        progress.clone(),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{:#}", a.body);
+
+    let pid = progress["id"].as_str().unwrap();
+    let a = send_as(&s, ACME, "GET", &format!("/pop/progress/agenda/{pid}"), Value::Null).await;
+    let stored = &a.body["all"][0];
+    assert_eq!(stored["processingState"], "COMPLETE", "{stored:#}");
+    assert_eq!(stored["processingStateMessage"], "succeeded", "{stored:#}");
+    let ops = stored["operationProgress"].as_array().unwrap();
+    assert_eq!(ops[0]["resultPayload"], json!("{\"k\": 1}"), "{stored:#}");
+    assert_eq!(ops[0]["diagnosticEvents"][0]["statusCode"], "ENOENT", "{stored:#}");
+    assert_eq!(ops[0]["percentComplete"], json!(100.0), "{stored:#}");
+}

@@ -59,6 +59,11 @@ fn executing(progress_id: &str, agenda_id: Option<&str>, operation: &str, result
     p
 }
 
+/// GETs `url` over REST as `token`; the JSON answer.
+async fn rest_get(s: &TestServer, token: &str, url: &str) -> Value {
+    s.http.get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap()
+}
+
 fn problem_fields(e: &Value) -> Vec<String> {
     e["extensions"]["problems"]
         .as_array()
@@ -114,16 +119,7 @@ async fn the_same_agenda_id_in_two_customers_is_two_agendas_and_no_oracle() {
 
     // Over REST, by path: each customer gets its own.
     for (token, customer) in [(ACME, "acme"), (GLOBEX, "globex")] {
-        let answer: Value = s
-            .http
-            .get(format!("{}/pop/agenda/job-1", s.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let answer = rest_get(&s, token, &format!("{}/pop/agenda/job-1", s.base)).await;
         assert_eq!(answer["all"][0]["customerId"], customer, "{answer:#}");
     }
 }
@@ -143,16 +139,7 @@ async fn another_customers_progress_id_cannot_take_over_yours() {
     let p = s.ok(ACME, PROGRESS, json!({"id": "p-victim"})).await;
     assert_eq!(p["agendaProgress"]["agendaId"], "victim", "{p:#}");
     assert_eq!(p["agendaProgress"]["customerId"], "acme", "{p:#}");
-    let over_rest: Value = s
-        .http
-        .get(format!("{}/pop/progress/agenda/p-victim", s.base))
-        .bearer_auth(ACME)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let over_rest = rest_get(&s, ACME, &format!("{}/pop/progress/agenda/p-victim", s.base)).await;
     assert_eq!(over_rest["all"][0]["agendaId"], "victim", "{over_rest:#}");
 
     // Within acme the progress id is taken: as an agenda id or another agenda's progress id.
@@ -220,16 +207,7 @@ async fn operation_progress_ids_with_dashes_are_never_shadowed_by_another_custom
     assert_eq!(code(&e), "VALIDATION", "{e:#}");
     // REST, by path, for each customer.
     for (token, operation) in [(ACME, "b-c"), (GLOBEX, "c")] {
-        let answer: Value = s
-            .http
-            .get(format!("{}/pop/progress/operation/a-b-c", s.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let answer = rest_get(&s, token, &format!("{}/pop/progress/operation/a-b-c", s.base)).await;
         assert_eq!(answer["all"][0]["operation"], operation, "{answer:#}");
     }
 }

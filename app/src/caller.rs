@@ -63,6 +63,33 @@ pub enum Action {
 }
 
 impl Action {
+    /// Every action, in the order [`Principal::allowed`] lists them.
+    pub const ALL: [Action; 8] = [
+        Action::Read,
+        Action::Submit,
+        Action::Rerun,
+        Action::Cancel,
+        Action::Expand,
+        Action::Work,
+        Action::Configure,
+        Action::ReadLog,
+    ];
+
+    /// The action's short name, for clients that offer only what a caller may do (the
+    /// dashboard).
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Read => "read",
+            Action::Submit => "submit",
+            Action::Rerun => "rerun",
+            Action::Cancel => "cancel",
+            Action::Expand => "expand",
+            Action::Work => "work",
+            Action::Configure => "configure",
+            Action::ReadLog => "readLog",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Read => "read",
@@ -94,6 +121,11 @@ impl Principal {
             role,
             customers: Visibility::from_ids(customers.iter().copied()),
         }
+    }
+
+    /// The actions this principal's role allows (tenancy still decides per object).
+    pub fn allowed(&self) -> impl Iterator<Item = Action> + '_ {
+        Action::ALL.into_iter().filter(|a| self.role.allows(*a))
     }
 
     /// Whether objects owned by `customer_id` are visible to this principal.

@@ -15,7 +15,6 @@ use pop_projections::{Cursor, ReadModels, Visibility, VisibleTo};
 use crate::agendas::from_json;
 use crate::caller::{Action, Caller};
 use crate::error::{self, AppError, AppResult, Code};
-use crate::limits::MAX_COUNTED;
 use crate::outcome::{Configured, Page};
 use crate::reads::{Count, PageRequest};
 use crate::{App, metadata, metrics};
@@ -55,10 +54,35 @@ fn generated_id(id: &mut String) {
     }
 }
 
-impl ConfigKind for Customer {
-    const CREATE: &'static str = "createCustomer";
-    const UPDATE: &'static str = "updateCustomer";
-    const DELETE: &'static str = "deleteCustomer";
+/// The parts every kind spells the same way (command names, lookup by id, pages, cid); each
+/// kind adds its own id rule, title and resource pool.
+macro_rules! config_kind {
+    ($kind:ty, $name:literal, $find:ident, $page:ident, { $($own:tt)* }) => {
+        impl ConfigKind for $kind {
+            const CREATE: &'static str = concat!("create", $name);
+            const UPDATE: &'static str = concat!("update", $name);
+            const DELETE: &'static str = concat!("delete", $name);
+            fn find<'m>(models: &'m ReadModels, id: &str) -> Option<&'m Self> {
+                models.$find(id)
+            }
+            fn page<'m>(
+                models: &'m ReadModels,
+                v: &Visibility,
+                after: Option<&Cursor>,
+                limit: usize,
+                keep: &dyn Fn(&Self) -> bool,
+            ) -> pop_projections::Page<&'m Self> {
+                models.$page(v, after, limit, keep)
+            }
+            fn cid(&self) -> Option<&str> {
+                self.cid.as_deref()
+            }
+            $($own)*
+        }
+    };
+}
+
+config_kind!(Customer, "Customer", customer, customers, {
     fn fill_id(&mut self) {
         // A customer's id is its customerId (DOMAIN.md §2): either names both.
         if self.id.trim().is_empty() {
@@ -68,112 +92,43 @@ impl ConfigKind for Customer {
             self.customer_id = self.id.clone();
         }
     }
-    fn find<'m>(models: &'m ReadModels, id: &str) -> Option<&'m Self> {
-        models.customer(id)
-    }
-    fn page<'m>(
-        models: &'m ReadModels,
-        v: &Visibility,
-        after: Option<&Cursor>,
-        limit: usize,
-        keep: &dyn Fn(&Self) -> bool,
-    ) -> pop_projections::Page<&'m Self> {
-        models.customers(v, after, limit, keep)
-    }
     fn title(&self) -> Option<&str> {
         Some(&self.title)
-    }
-    fn cid(&self) -> Option<&str> {
-        self.cid.as_deref()
     }
     fn resource_pool_id(&self) -> Option<&str> {
         self.resource_pool_id.as_deref()
     }
-}
+});
 
-impl ConfigKind for ResourcePool {
-    const CREATE: &'static str = "createResourcePool";
-    const UPDATE: &'static str = "updateResourcePool";
-    const DELETE: &'static str = "deleteResourcePool";
+config_kind!(ResourcePool, "ResourcePool", resource_pool, resource_pools, {
     fn fill_id(&mut self) {
         generated_id(&mut self.id);
-    }
-    fn find<'m>(models: &'m ReadModels, id: &str) -> Option<&'m Self> {
-        models.resource_pool(id)
-    }
-    fn page<'m>(
-        models: &'m ReadModels,
-        v: &Visibility,
-        after: Option<&Cursor>,
-        limit: usize,
-        keep: &dyn Fn(&Self) -> bool,
-    ) -> pop_projections::Page<&'m Self> {
-        models.resource_pools(v, after, limit, keep)
     }
     fn title(&self) -> Option<&str> {
         self.title.as_deref()
     }
-    fn cid(&self) -> Option<&str> {
-        self.cid.as_deref()
-    }
-}
+});
 
-impl ConfigKind for Insight {
-    const CREATE: &'static str = "createInsight";
-    const UPDATE: &'static str = "updateInsight";
-    const DELETE: &'static str = "deleteInsight";
+config_kind!(Insight, "Insight", insight, insights, {
     fn fill_id(&mut self) {
         generated_id(&mut self.id);
-    }
-    fn find<'m>(models: &'m ReadModels, id: &str) -> Option<&'m Self> {
-        models.insight(id)
-    }
-    fn page<'m>(
-        models: &'m ReadModels,
-        v: &Visibility,
-        after: Option<&Cursor>,
-        limit: usize,
-        keep: &dyn Fn(&Self) -> bool,
-    ) -> pop_projections::Page<&'m Self> {
-        models.insights(v, after, limit, keep)
     }
     fn title(&self) -> Option<&str> {
         Some(&self.title)
     }
-    fn cid(&self) -> Option<&str> {
-        self.cid.as_deref()
-    }
     fn resource_pool_id(&self) -> Option<&str> {
         Some(&self.resource_pool_id)
     }
-}
+});
 
-impl ConfigKind for AgendaTemplate {
-    const CREATE: &'static str = "createTemplate";
-    const UPDATE: &'static str = "updateTemplate";
-    const DELETE: &'static str = "deleteTemplate";
+config_kind!(AgendaTemplate, "Template", template, templates, {
     fn fill_id(&mut self) {
         generated_id(&mut self.id);
-    }
-    fn find<'m>(models: &'m ReadModels, id: &str) -> Option<&'m Self> {
-        models.template(id)
-    }
-    fn page<'m>(
-        models: &'m ReadModels,
-        v: &Visibility,
-        after: Option<&Cursor>,
-        limit: usize,
-        keep: &dyn Fn(&Self) -> bool,
-    ) -> pop_projections::Page<&'m Self> {
-        models.templates(v, after, limit, keep)
     }
     fn title(&self) -> Option<&str> {
         self.title.as_deref()
     }
-    fn cid(&self) -> Option<&str> {
-        self.cid.as_deref()
-    }
-}
+});
 
 /// A config write.
 #[derive(Debug, Clone)]
@@ -364,9 +319,7 @@ impl App {
         at_least: Option<&str>,
     ) -> AppResult<Count> {
         self.read(caller, at_least, |models| {
-            let mut count = 0;
-            let mut after: Option<Cursor> = None;
-            loop {
+            Count::by_pages(|after: Option<Cursor>| {
                 let page = T::page(
                     models,
                     &caller.principal.customers,
@@ -374,13 +327,8 @@ impl App {
                     pop_projections::MAX_PAGE_SIZE,
                     &|o: &T| filter.admits(o),
                 );
-                count += page.items.len();
-                match page.next {
-                    Some(next) if count < MAX_COUNTED => after = Some(next),
-                    Some(_) => return Ok(Count { count, capped: true }),
-                    None => return Ok(Count { count, capped: false }),
-                }
-            }
+                Ok((page.items.len(), page.next))
+            })
         })
         .await
     }

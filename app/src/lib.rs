@@ -12,7 +12,8 @@
 //! expand, cancel), [`work`] (the resource pool's `getAgenda`, reports, release), [`configs`]
 //! (customers, pools, insights, templates: CRUD and reads), [`reads`] (lookups, lists,
 //! summaries, event pages, insight counters, read-your-writes), [`live`] (following progress
-//! as it changes, over [`feed`]), [`metrics`].
+//! as it changes, over [`feed`]), [`stats`] (the dashboard's counts per state and per minute),
+//! [`metrics`].
 //!
 //! This crate must never:
 //! - depend on a transport (axum, async-graphql, HTTP types): a test in `tests/` reads
@@ -40,6 +41,7 @@ pub mod metrics;
 pub mod outcome;
 pub mod reads;
 pub mod resolve;
+pub mod stats;
 pub mod work;
 
 use std::sync::Arc;

@@ -33,6 +33,14 @@ pub const DEFAULT_SUBSCRIBER_BUFFER: usize = 256;
 /// MiB of queued pointers. Past it a new subscription is refused with a clear error.
 pub const MAX_SUBSCRIBERS: usize = 50_000;
 
+/// Longest window of `agendaStats`' per-minute completions: a day of minutes, one chart.
+pub const MAX_STATS_MINUTES: i64 = 1_440;
+
+/// Most completed agendas `agendaStats` reads to count completions per minute: at a
+/// sustained 1,000 completions a second an hour's window holds 3.6 million, so the count is a
+/// bounded scan (~20 ms for 200,000 index entries) and says `capped` past it.
+pub const MAX_STATS_COMPLETIONS: usize = 200_000;
+
 /// Most objects a follow re-sends after it lagged or when it resumes from an `afterPosition`.
 /// Past this the lagged item says `truncated` and the client re-lists with `atLeastPosition`.
 pub const MAX_RESYNC_ITEMS: usize = 500;

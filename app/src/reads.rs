@@ -140,6 +140,26 @@ pub struct Count {
     pub capped: bool,
 }
 
+impl Count {
+    /// Counts page by page: `page(after)` answers one page's length and the cursor after it.
+    /// Stops at [`MAX_COUNTED`] (then `capped`).
+    pub(crate) fn by_pages<C>(
+        mut page: impl FnMut(Option<C>) -> AppResult<(usize, Option<C>)>,
+    ) -> AppResult<Count> {
+        let mut count = 0;
+        let mut after = None;
+        loop {
+            let (len, next) = page(after.take())?;
+            count += len;
+            match next {
+                Some(next) if count < MAX_COUNTED => after = Some(next),
+                Some(_) => return Ok(Count { count, capped: true }),
+                None => return Ok(Count { count, capped: false }),
+            }
+        }
+    }
+}
+
 /// A page of events of a stream or of the log.
 #[derive(Debug, Clone)]
 pub struct EventPage {
@@ -412,19 +432,12 @@ impl App {
         at_least: Option<&str>,
     ) -> AppResult<Count> {
         self.read(caller, at_least, |models| {
-            let mut count = 0;
-            let mut after = None;
-            loop {
+            Count::by_pages(|after| {
                 let page = select(models, &caller.principal, filter, after, MAX_PAGE_SIZE, |_| {
                     Ok(Some(()))
                 })?;
-                count += page.items.len();
-                match page.next {
-                    Some(next) if count < MAX_COUNTED => after = Some(next),
-                    Some(_) => return Ok(Count { count, capped: true }),
-                    None => return Ok(Count { count, capped: false }),
-                }
-            }
+                Ok((page.items.len(), page.next))
+            })
         })
         .await
     }

@@ -28,6 +28,28 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// How many phases there are.
+    pub const COUNT: usize = 10;
+
+    /// Every phase, in declaration order (`ALL[p.index()] == p`).
+    pub const ALL: [Phase; Phase::COUNT] = [
+        Phase::Added,
+        Phase::Queued,
+        Phase::Scheduled,
+        Phase::Pending,
+        Phase::Waiting,
+        Phase::Executing,
+        Phase::Succeeded,
+        Phase::Failed,
+        Phase::Cancelled,
+        Phase::Complete,
+    ];
+
+    /// The phase's place in [`Phase::ALL`] (for counters kept in arrays).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The phase of an agenda in `state` with `message` (compared case-insensitively).
     pub fn of(state: ProcessingState, msg: &str) -> Phase {
         let is = |m: &str| msg.eq_ignore_ascii_case(m);

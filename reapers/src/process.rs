@@ -247,6 +247,32 @@ pub async fn lead(leadership: &dyn Leadership, process: ProcessName) -> Option<L
     }
 }
 
+/// Whether the holder of `guard` may act now: with a backend whose locks are leases, its
+/// fencing token must still be the current tenure's (checked before every cycle, so a holder
+/// that was paused past its lease never starts a cycle on a lock another replica now holds;
+/// a lease lost during a cycle abandons it through [`LeaderGuard::lost`]). Counted as
+/// `leader_lost` when refused, `leader_error` when the store cannot be asked.
+async fn fenced_in(leadership: &dyn Leadership, process: ProcessName, guard: &LeaderGuard) -> bool {
+    let Some(token) = guard.fencing_token() else { return true };
+    match leadership.admits(guard.name(), token).await {
+        Ok(true) => true,
+        Ok(false) => {
+            tracing::warn!(
+                process = process.as_str(),
+                token,
+                "fencing token superseded: this replica no longer leads"
+            );
+            skipped(process, "leader_lost");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(process = process.as_str(), error = %e, "cannot check the fencing token; skipping a cycle");
+            skipped(process, "leader_error");
+            false
+        }
+    }
+}
+
 /// The loop every process runs: a cycle every `cadence().interval` (the first at once), and
 /// whenever the process is [`woken`](TimedProcess::woken); each only when the process is
 /// [`ready`](TimedProcess::ready) and under its leader lock, which the loop keeps across
@@ -288,6 +314,10 @@ pub async fn run_loop<P: TimedProcess>(
             }
         }
         let Some(held) = guard.as_mut() else { continue };
+        if !fenced_in(leadership.as_ref(), name, held).await {
+            guard = None;
+            continue;
+        }
         let started = Instant::now();
         let report = tokio::select! {
             () = &mut shutdown => return,
@@ -322,6 +352,9 @@ pub async fn once<P: TimedProcess>(
 ) -> Option<P::Report> {
     let name = process.name();
     let guard = lead(leadership, name).await?;
+    if !fenced_in(leadership, name, &guard).await {
+        return None;
+    }
     let started = Instant::now();
     let report = cycle(process, now).await;
     drop(guard);
@@ -518,6 +551,52 @@ mod tests {
         }
         assert_eq!(finished.load(Ordering::SeqCst), 4, "each wake-up ran a cycle");
         assert_eq!(leadership.asked.load(Ordering::SeqCst), 1, "the lock is kept across cycles");
+        stop.send(()).unwrap();
+        task.await.unwrap();
+    }
+
+    /// A lease backend whose tenure moved on behind the holder's back: it hands out a guard
+    /// with token 1 but admits only token 2 from the second request on.
+    struct Superseded {
+        asked: AtomicUsize,
+        checked: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Leadership for Superseded {
+        async fn try_lead(&self, name: &str) -> Result<Option<LeaderGuard>, pop_store::StoreError> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            let (lose, lost) = tokio::sync::watch::channel(false);
+            Ok(Some(LeaderGuard::new(name, lost, Box::new(lose)).with_fencing_token(1)))
+        }
+
+        async fn admits(&self, _name: &str, token: u64) -> Result<bool, pop_store::StoreError> {
+            let checks = self.checked.fetch_add(1, Ordering::SeqCst);
+            Ok(token == 1 && checks == 0)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_holder_whose_fencing_token_was_superseded_runs_no_cycle() {
+        let leadership =
+            Arc::new(Superseded { asked: AtomicUsize::new(0), checked: AtomicUsize::new(0) });
+        let process = Counting::new(ProcessName::Retry, true);
+        let (started, finished) = (Arc::clone(&process.started), Arc::clone(&process.finished));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = spawn(process, leadership.clone(), Utc::now, async move {
+            let _ = stopped.await;
+        });
+        // First tick: token admitted, one cycle. Every later tick: refused before acting,
+        // the guard is dropped and leadership asked again.
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        assert_eq!((started.load(Ordering::SeqCst), finished.load(Ordering::SeqCst)), (1, 1));
+        let (asked, checked) =
+            (leadership.asked.load(Ordering::SeqCst), leadership.checked.load(Ordering::SeqCst));
+        assert!(checked >= 3, "checked before every cycle: {checked}");
+        assert!(asked >= 2, "a refused holder asks for leadership again: {asked}");
+        let mut once_process = Counting::new(ProcessName::Retry, true);
+        assert!(once(&mut once_process, leadership.as_ref(), Utc::now()).await.is_none());
+        assert_eq!(once_process.started.load(Ordering::SeqCst), 0, "once is fenced too");
         stop.send(()).unwrap();
         task.await.unwrap();
     }

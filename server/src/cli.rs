@@ -304,9 +304,9 @@ pub struct WorkerArgs {
     /// (changes within the window are sent together).
     #[arg(long, env = "POP_WORKER_REPORT_INTERVAL_MS", default_value_t = 250)]
     pub report_interval_ms: u64,
-    /// An agenda without changes is still reported this often (milliseconds), renewing its
-    /// lease; keep it at a third of the server's `--lease` or less (the worker cannot see the
-    /// lease), or agendas whose operations print nothing are reclaimed and run twice.
+    /// An agenda without changes is still reported at least this often (milliseconds),
+    /// renewing its lease; shortened to a third of the lease `getAgenda` answers, so any
+    /// server `--lease` is renewed in time.
     #[arg(long, env = "POP_WORKER_HEARTBEAT_MS", default_value_t = 30_000)]
     pub heartbeat_ms: u64,
     /// Longest pause between polls of empty queues (milliseconds); pauses start at 100 ms and

@@ -25,6 +25,31 @@ use crate::signal::{shutdown_signal, stopped};
 /// stops waiting for them (Kubernetes' default grace period is 30 s; stay well inside it).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The dashboard's address on `addr`, with `token` in the fragment when given (a sign-in
+/// link); an unspecified bind address is reached on loopback.
+fn dashboard_url(addr: std::net::SocketAddr, token: Option<&str>) -> String {
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),
+        ip if ip.is_unspecified() => "[::1]".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+    };
+    let Some(token) = token else {
+        return format!("http://{host}:{}/", addr.port());
+    };
+    // Generated tokens are URL-safe; escape anything else a fragment must not hold.
+    let token: String = token
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect();
+    format!("http://{host}:{}/#token={token}", addr.port())
+}
+
 pub async fn run(args: ServeArgs) -> Result<()> {
     let data_dir = args.store.data_dir.clone();
     // Held until `run` returns: one process per data directory.
@@ -40,7 +65,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let admin_dir = (args.token_file.is_none() && !inline_tokens).then_some(data_dir.as_path());
     let (tokens, fresh_admin) =
         pop_api::load_tokens(args.token_file.as_deref(), admin_dir).context("loading tokens")?;
-    if let Some(token) = fresh_admin {
+    if let Some(token) = &fresh_admin {
         // Printed once, on the first start; it stays in <data-dir>/admin.token (mode 0600).
         println!(
             "pop: generated an admin token (also in {}):",
@@ -97,6 +122,14 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let addr = listener.local_addr().context("reading the bound address")?;
     // One stable line on stdout that scripts and tests read to find the port.
     println!("pop: listening on http://{addr}/graphql");
+    if let Some(token) = &fresh_admin {
+        // The sign-in link carries the token in the URL fragment, which a browser never sends
+        // to the server (so it reaches no access log); the dashboard moves it into the tab's
+        // session and drops it from the address bar.
+        println!("pop: dashboard: {}", dashboard_url(addr, Some(token)));
+    } else {
+        println!("pop: dashboard: {}", dashboard_url(addr, None));
+    }
     tracing::info!(%addr, store = %backend.describe, "pop is serving");
 
     let server = axum::serve(listener, pop_api::router(state.clone()))

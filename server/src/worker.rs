@@ -1,6 +1,7 @@
 //! `pop worker`: a resource pool's puller and executor (the `pop-worker` crate) against a
 //! running server, with handlers from a registry file. SIGINT/SIGTERM stop the claiming; the
-//! agendas in hand finish within the grace period or are handed back with a final report.
+//! agendas in hand finish within the grace period or are handed back with a final report and
+//! released under their lease, so another worker takes them at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,19 +82,8 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
         insights.join(", "),
         types.join(", ")
     );
-    // getAgenda does not say how long the server's lease lasts, so the heartbeat cannot adapt
-    // to it: say what it must be (a lost lease is reported with the same hint).
-    let heartbeat = env.config.report.heartbeat;
-    tracing::warn!(
-        ?heartbeat,
-        "quiet agendas renew their lease every {heartbeat:?}: the server's --lease must be well \
-         above that (3x or more), or agendas whose operations print nothing are reclaimed and \
-         run twice; lower --heartbeat-ms for a short lease"
-    );
-    println!(
-        "pop: heartbeat every {heartbeat:?}; the server's --lease must be 3x that or more \
-         (else lower --heartbeat-ms)"
-    );
+    // The heartbeat is sized from each claim's lease (a third of it at most); the puller warns
+    // once if the server's lease leaves no safe heartbeat.
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         crate::signal::shutdown_signal(

@@ -23,6 +23,14 @@ pub trait Leadership: Send + Sync + 'static {
     /// Tries (without waiting) to become the leader for `name`. `Ok(None)` when another
     /// holder has it; `Err` when the backend cannot be asked (treat as "not the leader").
     async fn try_lead(&self, name: &str) -> Result<Option<LeaderGuard>, StoreError>;
+
+    /// Whether `token` (a guard's [`LeaderGuard::fencing_token`]) is still the token of
+    /// `name`'s current tenure. Backends whose locks are leases (KurrentDB) answer from the
+    /// store, so a holder whose lease ran out behind its back (a paused process) learns it
+    /// before it acts; backends that hand out no token admit every holder of a guard.
+    async fn admits(&self, _name: &str, _token: u64) -> Result<bool, StoreError> {
+        Ok(true)
+    }
 }
 
 /// Held leadership of one name; released when dropped.

@@ -40,6 +40,9 @@ impl WorkApi for InstantApi {
     async fn expand(&self, _: &str, _: &[Operation], _: &Params) -> Result<(), ApiError> {
         Ok(())
     }
+    async fn release(&self, _: &str, _: &str, _: &str) -> Result<(), ApiError> {
+        Ok(())
+    }
 }
 
 /// Returns its payload at once: the executor's cost alone.
@@ -96,6 +99,7 @@ async fn measure(env: &ExecEnv, op_type: &str, agendas: usize) -> (f64, f64) {
                 ..Agenda::default()
             },
             progress: None,
+            lease: None,
         };
         let outcome = execute(env, claimed, None, shutdown.clone()).await;
         assert_eq!(outcome, pop_worker::execute::Outcome::Succeeded);

@@ -1,6 +1,6 @@
-//! The worker's view of the pop API: `getAgenda`, `updateAgendaProgress` and `expandAgenda`
-//! behind a trait, so the executor is tested against a fake and runs against the real GraphQL
-//! endpoint ([`GraphqlApi`]) in production.
+//! The worker's view of the pop API: `getAgenda`, `updateAgendaProgress`, `expandAgenda` and
+//! `releaseAgenda` behind a trait, so the executor is tested against a fake and runs against
+//! the real GraphQL endpoint ([`GraphqlApi`]) in production.
 
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use pop_domain::Params;
-use pop_domain::model::{Agenda, AgendaProgress, Operation};
+use pop_domain::model::{Agenda, AgendaProgress, Operation, Timestamp};
 
 /// Why a call failed, split by what the caller should do about it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -37,11 +37,23 @@ impl ApiError {
     }
 }
 
-/// One agenda handed out by `getAgenda`, with its progress (to resume from).
+/// The lease an agenda is held under, as `getAgenda` answered it: every report names its `id`
+/// (so a report from this executor is refused once the agenda was reclaimed and claimed again,
+/// even by another executor sharing the token), and reports renew it before `expires`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    pub id: String,
+    /// The server's clock.
+    pub expires: Timestamp,
+}
+
+/// One agenda handed out by `getAgenda`, with its progress (to resume from) and its lease
+/// (`None` from a server that does not answer one).
 #[derive(Debug, Clone)]
 pub struct Claimed {
     pub agenda: Agenda,
     pub progress: Option<AgendaProgress>,
+    pub lease: Option<Lease>,
 }
 
 impl Claimed {
@@ -70,16 +82,27 @@ pub trait WorkApi: Send + Sync + 'static {
         operations: &[Operation],
         params: &Params,
     ) -> Result<(), ApiError>;
+    /// Hands an agenda back at once under its lease (`releaseAgenda`): a worker that stops
+    /// gracefully does not leave it to wait for the lease to run out.
+    async fn release(
+        &self,
+        agenda_id: &str,
+        customer_id: &str,
+        lease_id: &str,
+    ) -> Result<(), ApiError>;
 }
 
 const GET_AGENDA: &str = "mutation($i: String!, $n: Int!) { getAgenda(insightId: $i, count: $n) { \
     agenda { id customerId title progressId params linkId agendaInsight { resourcePoolId insightId } \
     operations { name type id payload params } } \
     progress { id agendaId operationProgress { operation processingState processingStateMessage \
-    resultPayload } } } }";
+    resultPayload } } lease { id expires } } }";
 
 const UPDATE: &str =
     "mutation($p: JSON!) { updateAgendaProgress(agendaProgress: $p) { position } }";
+
+const RELEASE: &str = "mutation($a: String!, $c: String, $l: String!) { releaseAgenda(agendaId: $a, \
+    customerId: $c, leaseId: $l) { position } }";
 
 const EXPAND: &str = "mutation($a: String!, $o: JSON!, $p: JSON) { expandAgenda(agendaId: $a, \
     operations: $o, params: $p) { position } }";
@@ -160,7 +183,20 @@ impl WorkApi for GraphqlApi {
                     ApiError::Refused { code: "DECODE".into(), message: format!("a progress: {e}") }
                 })?),
             };
-            claimed.push(Claimed { agenda, progress });
+            let lease = match &item["lease"] {
+                Value::Null => None,
+                l => Some(Lease {
+                    id: l["id"].as_str().unwrap_or_default().to_string(),
+                    expires: serde_json::from_value(l["expires"].clone()).map_err(|e| {
+                        ApiError::Refused {
+                            code: "DECODE".into(),
+                            message: format!("a lease expiry: {e}"),
+                        }
+                    })?,
+                })
+                .filter(|l| !l.id.is_empty()),
+            };
+            claimed.push(Claimed { agenda, progress, lease });
         }
         Ok(claimed)
     }
@@ -177,5 +213,15 @@ impl WorkApi for GraphqlApi {
     ) -> Result<(), ApiError> {
         let params = if params.is_empty() { Value::Null } else { json!(params) };
         self.call(EXPAND, json!({"a": agenda_id, "o": operations, "p": params})).await.map(|_| ())
+    }
+
+    async fn release(
+        &self,
+        agenda_id: &str,
+        customer_id: &str,
+        lease_id: &str,
+    ) -> Result<(), ApiError> {
+        let customer = Some(customer_id).filter(|c| !c.is_empty());
+        self.call(RELEASE, json!({"a": agenda_id, "c": customer, "l": lease_id})).await.map(|_| ())
     }
 }

@@ -1,7 +1,8 @@
 //! The executor: runs one claimed agenda to its end. It feeds the pure [`Plan`] with handler
 //! outcomes, starts what the plan says is ready (up to `max_parallel`, and within the
 //! insight's operation limit), expands the agenda through the API when a generator succeeds,
-//! and records every change with the [`Reporter`].
+//! and records every change with the [`Reporter`]. An agenda handed back on shutdown is
+//! released under its lease (`releaseAgenda`), so the next worker can take it at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,14 +12,14 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use pop_domain::Params;
-use pop_domain::model::{DiagnosticEvent, Operation, ProcessingState, message};
+use pop_domain::model::{DiagnosticEvent, Operation, ProcessingState, Timestamp, message};
 use pop_domain::params::keys;
 use pop_domain::references::normalize_pointer;
 
 use crate::api::{ApiError, Claimed, WorkApi};
 use crate::handler::{Failure, OperationContext, Progress, ProgressSink, Registry};
 use crate::plan::{Plan, Status, deadlock_message};
-use crate::report::{ReportConfig, Reporter};
+use crate::report::{ReportConfig, Reporter, Target, heartbeat_for};
 
 /// How often an expansion is tried when the server cannot be reached.
 const EXPAND_ATTEMPTS: u32 = 5;
@@ -85,10 +86,26 @@ pub async fn execute(
     mut shutdown: watch::Receiver<bool>,
 ) -> Outcome {
     let progress_id = claimed.progress_id();
+    let lease = claimed.lease;
     let agenda = claimed.agenda;
     let mut plan = Plan::new(&agenda.id, &agenda.operations, claimed.progress.as_ref());
-    let reporter =
-        Reporter::start(env.api.clone(), progress_id, agenda.id.clone(), env.config.report);
+    // The puller warns (once) about a lease no heartbeat fits; here it is only sized.
+    let now = Timestamp::from(std::time::SystemTime::now());
+    let (heartbeat, _) = heartbeat_for(env.config.report.heartbeat, lease.as_ref(), now);
+    let target = Target {
+        progress_id,
+        agenda_id: agenda.id.clone(),
+        customer_id: agenda.customer_id.clone(),
+        lease_id: lease.as_ref().map(|l| l.id.clone()),
+    };
+    let reporter = Reporter::start(
+        env.api.clone(),
+        target.clone(),
+        ReportConfig { heartbeat, ..env.config.report },
+    );
+    let end = |reporter: Reporter, status: Status, shutting_down: bool| {
+        finish(env.api.as_ref(), &target, reporter, status, shutting_down)
+    };
     let mut refused = reporter.refused();
     let insight = agenda.agenda_insight.clone().unwrap_or_default();
     let mut running: JoinSet<(String, Result<Value, Failure>)> = JoinSet::new();
@@ -168,7 +185,7 @@ pub async fn execute(
 
         let status = plan.status();
         if plan.running() == 0 && (status.is_finished() || shutting_down) {
-            return finish(reporter, status, shutting_down).await;
+            return end(reporter, status, shutting_down).await;
         }
 
         let grace_left = stopping_since
@@ -184,7 +201,7 @@ pub async fn execute(
                         tracing::error!(agenda = %agenda.id, error = %e, "a handler task failed");
                         running.abort_all();
                         reporter.diagnostic(diagnostic(format!("a handler crashed: {e}"), Value::Null));
-                        return finish(reporter, Status::Failed { failed: Vec::new() }, false).await;
+                        return end(reporter, Status::Failed { failed: Vec::new() }, false).await;
                     }
                 };
                 match result {
@@ -209,13 +226,19 @@ pub async fn execute(
                 tracing::warn!(agenda = %agenda.id, running = plan.running(), "shutdown grace over; stopping running operations");
                 running.abort_all();
                 while running.join_next().await.is_some() {}
-                return finish(reporter, plan.status(), true).await;
+                return end(reporter, plan.status(), true).await;
             }
         }
     }
 }
 
-async fn finish(reporter: Reporter, status: Status, shutting_down: bool) -> Outcome {
+async fn finish(
+    api: &dyn WorkApi,
+    target: &Target,
+    reporter: Reporter,
+    status: Status,
+    shutting_down: bool,
+) -> Outcome {
     let (state, text, outcome) = match &status {
         Status::Succeeded => (ProcessingState::Complete, message::SUCCEEDED, Outcome::Succeeded),
         Status::Failed { failed } => {
@@ -236,6 +259,19 @@ async fn finish(reporter: Reporter, status: Status, shutting_down: bool) -> Outc
         }
     };
     match reporter.finish(state, text).await {
+        Ok(()) if outcome == Outcome::HandedBack => {
+            // What finished is reported; hand the rest back now rather than at lease expiry.
+            // A refusal only means the lease is gone already: the reclaimer has it.
+            if let Some(lease) = &target.lease_id {
+                match api.release(&target.agenda_id, &target.customer_id, lease).await {
+                    Ok(()) => tracing::info!(agenda = %target.agenda_id, "released"),
+                    Err(e) => {
+                        tracing::warn!(agenda = %target.agenda_id, error = %e, "release refused")
+                    }
+                }
+            }
+            outcome
+        }
         Ok(()) => outcome,
         // The server completes an agenda itself once its operations decide it, so a final
         // report can find it already complete with the same outcome.

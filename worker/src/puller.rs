@@ -1,7 +1,9 @@
 //! The puller: claims agendas of one or more insights (`getAgenda`) while fewer than
 //! `max_agendas` are in flight, hands each to an executor task, backs off exponentially
 //! (capped) while every queue is empty, and on shutdown stops claiming and waits for its
-//! executors to finish or hand their agendas back (each sends a final report).
+//! executors to finish or hand their agendas back (each sends a final report and releases it).
+//! It says once, on the first claim that shows it, when the server's lease leaves no safe
+//! heartbeat (see [`crate::report::heartbeat_for`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::execute::{ExecEnv, Outcome, execute};
+use crate::report::heartbeat_for;
 
 /// How the puller behaves.
 #[derive(Debug, Clone)]
@@ -88,13 +91,23 @@ pub async fn run(env: ExecEnv, config: PullConfig, shutdown: watch::Receiver<boo
     let mut empty_streak = 0usize;
     let mut next_insight = 0usize;
     let mut shutdown_rx = shutdown.clone();
+    let mut lease_warned = false;
 
     let start = |c: crate::api::Claimed,
                  insight: &str,
                  executing: &mut JoinSet<Outcome>,
-                 stats: &mut PullStats| {
+                 stats: &mut PullStats,
+                 lease_warned: &mut bool| {
         stats.claimed += 1;
         tracing::info!(agenda = %c.agenda.id, insight = %insight, "claimed");
+        if !*lease_warned {
+            let now = pop_domain::model::Timestamp::from(std::time::SystemTime::now());
+            let configured = env.config.report.heartbeat;
+            if let (_, Some(warning)) = heartbeat_for(configured, c.lease.as_ref(), now) {
+                *lease_warned = true;
+                tracing::warn!("{warning}");
+            }
+        }
         let env = env.clone();
         let slots = slots.get(insight).cloned();
         let shutdown = shutdown.clone();
@@ -134,7 +147,7 @@ pub async fn run(env: ExecEnv, config: PullConfig, shutdown: watch::Receiver<boo
                                 empty_streak = 0;
                                 backoff = config.min_idle_backoff;
                                 for c in claimed {
-                                    start(c, &insight, &mut executing, &mut stats);
+                                    start(c, &insight, &mut executing, &mut stats, &mut lease_warned);
                                 }
                             }
                             Ok(_) => empty_streak += 1,
@@ -176,7 +189,7 @@ pub async fn run(env: ExecEnv, config: PullConfig, shutdown: watch::Receiver<boo
     while let Some(done) = claims.join_next().await {
         if let Ok((insight, _, Ok(claimed))) = done {
             for c in claimed {
-                start(c, &insight, &mut executing, &mut stats);
+                start(c, &insight, &mut executing, &mut stats, &mut lease_warned);
             }
         }
     }

@@ -3,6 +3,12 @@
 //! being made, only the latest state of each operation is sent, a quiet agenda still renews
 //! its lease every `heartbeat`, failed sends are retried with capped exponential backoff, and
 //! the final report is sent (bounded by `final_deadline`) before [`Reporter::finish`] returns.
+//!
+//! Every report names the agenda's customer and the lease `getAgenda` answered (`leaseId`), so
+//! the server refuses it once the agenda was reclaimed and claimed again, even by another
+//! executor sharing this worker's token. The heartbeat is sized from that lease
+//! ([`heartbeat_for`]): a third of its length at most, so a quiet agenda is renewed about three
+//! times per lease whatever the server's `--lease` is.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -14,7 +20,9 @@ use tokio::task::JoinHandle;
 
 use pop_domain::model::{DiagnosticEvent, ProcessingState, message};
 
-use crate::api::{ApiError, WorkApi};
+use pop_domain::model::Timestamp;
+
+use crate::api::{ApiError, Lease, WorkApi};
 use crate::handler::Progress;
 
 /// Records progress of the named operation (see [`Reporter::progress_fn`]).
@@ -47,6 +55,69 @@ impl Default for ReportConfig {
             final_deadline: Duration::from_secs(60),
         }
     }
+}
+
+/// Shortest heartbeat the worker uses, however short the lease.
+pub const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
+
+/// Reports per lease length a quiet agenda gets at least (one may be lost or slow).
+pub const RENEWALS_PER_LEASE: u32 = 3;
+
+/// The heartbeat for an agenda held under `lease` (read at `now`, this machine's clock), and a
+/// warning when no heartbeat is safe: the configured heartbeat, shortened to a third of the
+/// lease's remaining length. Unsafe are: no lease answered (a server that does not say; the
+/// configured heartbeat is kept), a lease already over by this clock (clocks apart by more than
+/// the lease), and a lease shorter than three [`MIN_HEARTBEAT`]s.
+pub fn heartbeat_for(
+    configured: Duration,
+    lease: Option<&Lease>,
+    now: Timestamp,
+) -> (Duration, Option<String>) {
+    let configured = configured.max(MIN_HEARTBEAT);
+    let Some(lease) = lease else {
+        return (
+            configured,
+            Some(format!(
+                "the server answered no lease with the claim, so the heartbeat cannot be sized \
+                 from it: quiet agendas renew their lease every {configured:?} (--heartbeat-ms), \
+                 and the server's --lease must be {RENEWALS_PER_LEASE}x that or more, or they \
+                 are reclaimed and run twice"
+            )),
+        );
+    };
+    let Ok(left) = (lease.expires - now).to_std() else {
+        return (
+            MIN_HEARTBEAT,
+            Some(format!(
+                "the lease {} expires at {} by the server's clock, already past by this \
+                 machine's ({now}): the two clocks differ by more than the lease; renewing every \
+                 {MIN_HEARTBEAT:?}",
+                lease.id, lease.expires
+            )),
+        );
+    };
+    let third = left / RENEWALS_PER_LEASE;
+    if third < MIN_HEARTBEAT {
+        return (
+            MIN_HEARTBEAT,
+            Some(format!(
+                "the server's lease lasts {left:?}, too short to renew {RENEWALS_PER_LEASE} \
+                 times with a heartbeat of at least {MIN_HEARTBEAT:?}: raise the server's --lease"
+            )),
+        );
+    }
+    (configured.min(third), None)
+}
+
+/// Which agenda a [`Reporter`] reports for, and under which lease.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    /// The AgendaProgress id (see [`crate::api::Claimed::progress_id`]).
+    pub progress_id: String,
+    pub agenda_id: String,
+    pub customer_id: String,
+    /// The lease id `getAgenda` answered, sent as the report's `leaseId`.
+    pub lease_id: Option<String>,
 }
 
 /// The latest known state of one operation, as POP's OperationProgress JSON.
@@ -90,12 +161,7 @@ impl std::fmt::Debug for Reporter {
 impl Reporter {
     /// Starts reporting for `progress_id`; the first report (EXECUTING) goes out at once, so
     /// the agenda leaves `scheduled` and its lease is renewed.
-    pub fn start(
-        api: Arc<dyn WorkApi>,
-        progress_id: String,
-        agenda_id: String,
-        config: ReportConfig,
-    ) -> Reporter {
+    pub fn start(api: Arc<dyn WorkApi>, target: Target, config: ReportConfig) -> Reporter {
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending {
                 agenda: Some((ProcessingState::Executing, RUNNING_MESSAGE.to_string())),
@@ -104,8 +170,7 @@ impl Reporter {
             notify: Notify::new(),
         });
         let (refused_tx, refused) = watch::channel(None);
-        let task =
-            tokio::spawn(run(api, shared.clone(), progress_id, agenda_id, config, refused_tx));
+        let task = tokio::spawn(run(api, shared.clone(), target, config, refused_tx));
         Reporter { shared, task, refused }
     }
 
@@ -213,8 +278,7 @@ fn lock(m: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
 /// is nothing to say and no heartbeat is due.
 fn take_report(
     pending: &mut Pending,
-    progress_id: &str,
-    agenda_id: &str,
+    target: &Target,
 ) -> (Value, BTreeSet<String>, Vec<DiagnosticEvent>, bool) {
     let dirty = std::mem::take(&mut pending.dirty);
     let operations: Vec<Value> = dirty
@@ -242,8 +306,8 @@ fn take_report(
     let (state, text) =
         pending.agenda.clone().unwrap_or((ProcessingState::Executing, RUNNING_MESSAGE.to_string()));
     let mut report = json!({
-        "id": progress_id,
-        "agendaId": agenda_id,
+        "id": target.progress_id,
+        "agendaId": target.agenda_id,
         "processingState": state.as_str(),
         "processingStateMessage": text,
         "operationProgress": operations,
@@ -251,19 +315,25 @@ fn take_report(
     if !diagnostics.is_empty() {
         report["diagnosticEvents"] = json!(diagnostics);
     }
+    if !target.customer_id.is_empty() {
+        report["customerId"] = json!(target.customer_id);
+    }
+    if let Some(lease) = &target.lease_id {
+        report["leaseId"] = json!(lease);
+    }
     (report, dirty, diagnostics, is_final)
 }
 
-/// A hint for a refusal that says the lease is gone: the server's API does not tell the worker
-/// how long a lease lasts, so a `pop serve --lease` shorter than the heartbeat (plus a slow
-/// operation that reports nothing) shows up only here, as a reclaimed agenda run twice.
+/// A hint for a refusal that says the lease is gone: the heartbeat is sized from the lease
+/// ([`heartbeat_for`]), so this means a report did not get through in time (a worker paused,
+/// a network cut), or a server that answers no lease has a `--lease` too short for it.
 pub fn lease_hint(error: &ApiError, heartbeat: Duration) -> Option<String> {
     match error {
         ApiError::Refused { code, message } if code == "CONFLICT" && message.contains("lease") => {
             Some(format!(
-                "the lease ran out or was taken over; a quiet agenda is reported only every \
-                 {heartbeat:?} (--heartbeat-ms), so the server's --lease must be well above that \
-                 (3x or more), or quiet agendas are reclaimed and run twice"
+                "the lease ran out or was taken over: another executor may run this agenda now; \
+                 quiet agendas were reported every {heartbeat:?}, so no report reached the server \
+                 for a whole lease (a paused worker, a network cut, or a --lease under 3x that)"
             ))
         }
         _ => None,
@@ -273,8 +343,7 @@ pub fn lease_hint(error: &ApiError, heartbeat: Duration) -> Option<String> {
 async fn run(
     api: Arc<dyn WorkApi>,
     shared: Arc<Shared>,
-    progress_id: String,
-    agenda_id: String,
+    target: Target,
     config: ReportConfig,
     refused: watch::Sender<Option<ApiError>>,
 ) -> Result<(), ApiError> {
@@ -305,7 +374,8 @@ async fn run(
         }
         due_now = false;
         let (report, dirty, diagnostics, is_final) =
-            take_report(&mut lock(&shared.pending), &progress_id, &agenda_id);
+            take_report(&mut lock(&shared.pending), &target);
+        let agenda_id = &target.agenda_id;
         if is_final && final_started.is_none() {
             final_started = Some(tokio::time::Instant::now());
         }
@@ -369,5 +439,31 @@ mod tests {
         assert_eq!(lease_hint(&cancelled, Duration::from_secs(30)), None);
         let down = ApiError::Transient("lease server down".into());
         assert_eq!(lease_hint(&down, Duration::from_secs(30)), None);
+    }
+
+    fn lease(now: Timestamp, ms: i64) -> Lease {
+        let by = Duration::from_millis(ms.unsigned_abs());
+        Lease { id: "l1".into(), expires: if ms >= 0 { now + by } else { now - by } }
+    }
+
+    #[test]
+    fn the_heartbeat_is_a_third_of_the_lease_at_most_and_only_unsafe_settings_warn() {
+        let now = Timestamp::from(std::time::SystemTime::now());
+        let thirty = Duration::from_secs(30);
+        // The default lease (5 min): the configured 30 s heartbeat fits, no warning.
+        assert_eq!(heartbeat_for(thirty, Some(&lease(now, 300_000)), now), (thirty, None));
+        // A 2 s lease: every 666 ms, still no warning (the settings are safe).
+        let (every, warning) = heartbeat_for(thirty, Some(&lease(now, 2_000)), now);
+        assert_eq!((every.as_millis(), warning), (666, None));
+        // Too short to renew three times; already over by this clock; no lease at all.
+        let (every, warning) = heartbeat_for(thirty, Some(&lease(now, 200)), now);
+        assert_eq!(every, MIN_HEARTBEAT);
+        assert!(warning.unwrap().contains("raise the server's --lease"));
+        let (every, warning) = heartbeat_for(thirty, Some(&lease(now, -5)), now);
+        assert_eq!(every, MIN_HEARTBEAT);
+        assert!(warning.unwrap().contains("clocks differ"));
+        let (every, warning) = heartbeat_for(thirty, None, now);
+        assert_eq!(every, thirty);
+        assert!(warning.unwrap().contains("--heartbeat-ms"));
     }
 }

@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use pop_domain::Params;
-use pop_domain::model::{Agenda, Operation};
-use pop_worker::api::{ApiError, Claimed, WorkApi};
+use pop_domain::model::{Agenda, Operation, Timestamp};
+use pop_worker::api::{ApiError, Claimed, Lease, WorkApi};
 use pop_worker::execute::{ExecConfig, ExecEnv, Outcome, execute};
 use pop_worker::handler::{Failure, Handler, OperationContext, Progress, ProgressSink, Registry};
 use pop_worker::report::ReportConfig;
@@ -22,6 +22,8 @@ use pop_worker::report::ReportConfig;
 enum Call {
     Report(Value),
     Expand(Vec<String>, Value),
+    /// agenda, customer, lease
+    Release(String, String, String),
 }
 
 #[derive(Default)]
@@ -59,6 +61,11 @@ impl WorkApi for FakeApi {
     async fn expand(&self, _: &str, ops: &[Operation], params: &Params) -> Result<(), ApiError> {
         let names = ops.iter().map(|o| o.name.clone()).collect();
         self.calls.lock().unwrap().push(Call::Expand(names, json!(params)));
+        Ok(())
+    }
+    async fn release(&self, agenda: &str, customer: &str, lease: &str) -> Result<(), ApiError> {
+        let call = Call::Release(agenda.into(), customer.into(), lease.into());
+        self.calls.lock().unwrap().push(call);
         Ok(())
     }
 }
@@ -125,8 +132,17 @@ fn env(api: Arc<FakeApi>, grace: Duration) -> ExecEnv {
     }
 }
 
+/// A claim under lease `lease-1`, which lasts `lease` from now.
+fn claimed_for(ops: Vec<Operation>, lease: Duration) -> Claimed {
+    let now = Timestamp::from(std::time::SystemTime::now());
+    Claimed { lease: Some(Lease { id: "lease-1".into(), expires: now + lease }), ..claimed(ops) }
+}
+
+/// A claim under a five-minute lease.
 fn claimed(ops: Vec<Operation>) -> Claimed {
+    let now = Timestamp::from(std::time::SystemTime::now());
     Claimed {
+        lease: Some(Lease { id: "lease-1".into(), expires: now + Duration::from_secs(300) }),
         agenda: Agenda {
             id: "ag".into(),
             customer_id: "c".into(),
@@ -183,7 +199,7 @@ async fn a_generator_expands_before_it_is_reported_succeeded_and_its_operations_
             Call::Report(r) => final_states(std::slice::from_ref(r))
                 .get("gen")
                 .is_some_and(|s| s == "COMPLETE/succeeded"),
-            Call::Expand(..) => false,
+            Call::Expand(..) | Call::Release(..) => false,
         })
         .unwrap();
     assert!(expand_at < gen_succeeded_at, "{calls:#?}");
@@ -264,4 +280,44 @@ async fn shutdown_hands_the_agenda_back_with_a_final_report() {
     assert_eq!(last["processingState"], "EXECUTING");
     assert_eq!(last["processingStateMessage"], "worker stopping; agenda handed back");
     assert_eq!(final_states(&reports).get("quick").unwrap(), "COMPLETE/succeeded");
+    // Then released under its lease, after the final report, so nobody waits for the expiry.
+    let calls = api.calls();
+    assert_eq!(
+        calls.last().unwrap(),
+        &Call::Release("ag".into(), "c".into(), "lease-1".into()),
+        "{calls:#?}"
+    );
+}
+
+#[tokio::test]
+async fn every_report_names_the_customer_and_the_lease() {
+    let api = Arc::new(FakeApi::default());
+    let ops = vec![op("a", json!({}), json!({})), op("b", json!({"fail": true}), json!({}))];
+    let (_stop, shutdown) = no_shutdown();
+    let outcome = execute(&env(api.clone(), Duration::ZERO), claimed(ops), None, shutdown).await;
+    assert!(matches!(outcome, Outcome::Failed(_)), "{outcome:?}");
+    let reports = api.reports();
+    assert!(reports.len() >= 2, "{reports:#?}");
+    for r in &reports {
+        assert_eq!((&r["leaseId"], &r["customerId"]), (&json!("lease-1"), &json!("c")), "{r:#}");
+    }
+    // A failed agenda is not handed back: nothing is released.
+    assert!(!api.calls().iter().any(|c| matches!(c, Call::Release(..))));
+}
+
+#[tokio::test]
+async fn a_quiet_agenda_is_reported_within_a_third_of_a_short_lease() {
+    let api = Arc::new(FakeApi::default());
+    // The configured heartbeat is a minute; the lease lasts 600 ms, so the heartbeat is 200 ms.
+    let ops = vec![op("quiet", json!({"sleep_ms": 1500}), json!({}))];
+    let (_stop, shutdown) = no_shutdown();
+    let claim = claimed_for(ops, Duration::from_millis(600));
+    let outcome = execute(&env(api.clone(), Duration::ZERO), claim, None, shutdown).await;
+    assert_eq!(outcome, Outcome::Succeeded);
+    let heartbeats = api
+        .reports()
+        .iter()
+        .filter(|r| r["operationProgress"].as_array().is_some_and(Vec::is_empty))
+        .count();
+    assert!(heartbeats >= 2, "{heartbeats} reports without changes in 1.5 s: {:#?}", api.reports());
 }

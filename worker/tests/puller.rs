@@ -56,6 +56,7 @@ impl WorkApi for Queue {
                     ..Agenda::default()
                 },
                 progress: None,
+                lease: None,
             })
             .collect())
     }
@@ -66,6 +67,9 @@ impl WorkApi for Queue {
         Ok(())
     }
     async fn expand(&self, _: &str, _: &[Operation], _: &Params) -> Result<(), ApiError> {
+        Ok(())
+    }
+    async fn release(&self, _: &str, _: &str, _: &str) -> Result<(), ApiError> {
         Ok(())
     }
 }

@@ -4,6 +4,7 @@
 //! that gives every error a code and a cid. Resolvers translate arguments and results; every
 //! rule is the application layer's.
 
+pub mod agenda_stats;
 pub mod audit;
 pub mod insight_stats;
 pub mod mutation;

@@ -251,6 +251,29 @@ impl QueryRoot {
         Ok(ProgressSummaryGql::from(&summary))
     }
 
+    /// How many agendas the caller may see are in each state, and completions per minute over
+    /// the last `minutes` (default 60, at most 1,440), optionally of one customer (a customer
+    /// the caller may not see counts nothing). For dashboards: constant time per visible
+    /// customer, plus the agendas completed in the window.
+    async fn agenda_stats(
+        &self,
+        ctx: &Context<'_>,
+        customer_id: Option<String>,
+        minutes: Option<i32>,
+        at_least_position: Option<String>,
+    ) -> GqlResult<crate::graphql::agenda_stats::AgendaStatsGql> {
+        let (app, caller) = context(ctx)?;
+        let stats = app
+            .agenda_stats(
+                caller,
+                customer_id.as_deref(),
+                minutes.map(i64::from),
+                at_least_position.as_deref(),
+            )
+            .await?;
+        Ok((&stats).into())
+    }
+
     /// The events of one agenda's stream, oldest first (`after`: a stream version from a
     /// previous page's `endCursor`); null when the agenda does not exist or is not visible.
     async fn agenda_events(

@@ -98,6 +98,12 @@ pub struct OperationGql {
     pub id: Option<String>,
     pub payload: Json<Value>,
     pub params: Json<Value>,
+    /// The operations this one waits for: every operation its payload references and every
+    /// name in `params.dependsOn` (the domain's rule, so clients draw the same DAG the
+    /// engine runs).
+    pub depends_on: Vec<String>,
+    /// The generator that added this operation (`params.generatedOperationParent`).
+    pub generated_by: Option<String>,
 }
 
 impl From<&model::Operation> for OperationGql {
@@ -108,6 +114,8 @@ impl From<&model::Operation> for OperationGql {
             id: o.id.clone(),
             payload: Json(o.payload.clone()),
             params: params(&o.params),
+            depends_on: pop_domain::references::dependencies(o).into_iter().collect(),
+            generated_by: o.generated_by().map(str::to_string),
         }
     }
 }
@@ -578,6 +586,10 @@ pub struct PrincipalGql {
     pub role: String,
     /// The customer ids it may see; `["*"]` for every customer.
     pub customers: Vec<String>,
+    /// What its role allows (`read`, `submit`, `rerun`, `cancel`, `expand`, `work`,
+    /// `configure`, `readLog`); each object's customer is still checked. Clients offer only
+    /// these actions.
+    pub allowed: Vec<String>,
 }
 
 impl From<&Principal> for PrincipalGql {
@@ -589,6 +601,7 @@ impl From<&Principal> for PrincipalGql {
                 None => vec!["*".to_string()],
                 Some(ids) => ids.iter().cloned().collect(),
             },
+            allowed: p.allowed().map(|a| a.name().to_string()).collect(),
         }
     }
 }

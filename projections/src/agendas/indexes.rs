@@ -24,6 +24,9 @@ pub(super) struct Partition {
     /// Per processing state, in `updatedTime` order (what reapers ask: "COMPLETE and not
     /// updated for 3 days", "EXECUTING and silent for 5 minutes").
     pub(super) by_state: [BTreeSet<Key>; 3],
+    /// How many agendas are in each phase (by [`Phase::index`]): the overview's counts in
+    /// constant time per customer.
+    pub(super) phases: [usize; Phase::COUNT],
 }
 
 impl Partition {
@@ -195,6 +198,22 @@ impl AgendaModel {
                 let part = self.by_customer.entry(Arc::clone(&k.customer)).or_default();
                 part.updated.insert(key.clone());
                 part.by_state[state_slot(k.state)].insert(key);
+            }
+        }
+        // Phase counters: all, customer.
+        let same_phase = |a: &Keys, b: &Keys| a.phase == b.phase && a.customer == b.customer;
+        if !matches!((old, new), (Some(a), Some(b)) if same_phase(a, b)) {
+            if let Some(k) = old {
+                let slot = k.phase.index();
+                self.all.phases[slot] = self.all.phases[slot].saturating_sub(1);
+                if let Some(part) = self.by_customer.get_mut(&k.customer) {
+                    part.phases[slot] = part.phases[slot].saturating_sub(1);
+                }
+            }
+            if let Some(k) = new {
+                self.all.phases[k.phase.index()] += 1;
+                self.by_customer.entry(Arc::clone(&k.customer)).or_default().phases
+                    [k.phase.index()] += 1;
             }
         }
         if let Some(k) = old

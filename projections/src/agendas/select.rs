@@ -114,6 +114,55 @@ impl AgendaModel {
         })
     }
 
+    /// How many agendas `visibility` sees are in each phase (by [`Phase::index`]): constant
+    /// time per visible customer, whatever the number of agendas.
+    pub fn phase_counts(&self, visibility: &Visibility) -> [usize; Phase::COUNT] {
+        match visibility {
+            Visibility::All => self.all.phases,
+            Visibility::Customers(ids) => {
+                let mut sum = [0; Phase::COUNT];
+                for part in ids.iter().filter_map(|c| self.by_customer.get(c.as_str())) {
+                    for (total, n) in sum.iter_mut().zip(part.phases) {
+                        *total += n;
+                    }
+                }
+                sum
+            }
+        }
+    }
+
+    /// The COMPLETE agendas `visibility` sees that were last updated (completed, for nearly
+    /// all of them) at or after `since_ms`, as `(updated ms, phase)`, at most `max` of them
+    /// (the newest are the ones left out; `true` then). Read from the per-state
+    /// `updatedTime` index, so the cost is the number of agendas in the window.
+    pub fn completed_since(
+        &self,
+        visibility: &Visibility,
+        since_ms: i64,
+        max: usize,
+    ) -> (Vec<(i64, Phase)>, bool) {
+        let slot = state_slot(ProcessingState::Complete);
+        let parts: Vec<&Partition> = match visibility {
+            Visibility::All => vec![&self.all],
+            Visibility::Customers(ids) => {
+                ids.iter().filter_map(|c| self.by_customer.get(c.as_str())).collect()
+            }
+        };
+        let from: Key = (since_ms, Arc::from(""));
+        let mut out = Vec::new();
+        for part in parts {
+            for (time, id) in part.by_state[slot].range(&from..) {
+                if out.len() == max {
+                    return (out, true);
+                }
+                if let Some(e) = self.entries.get(id) {
+                    out.push((*time, e.keys.phase));
+                }
+            }
+        }
+        (out, false)
+    }
+
     /// DOMAIN.md §4.3 over the agendas with `link_id` that `visibility` sees.
     pub fn progress_summary(
         &self,

@@ -26,8 +26,9 @@
 //! know it: its next renewal is refused (the revision moved) and its token no longer admits
 //! it. Pop's writes stay safe even then, because every command is an expected-version append
 //! (a stale leader's command conflicts instead of overwriting); the lease keeps two replicas
-//! from doing the same timed work at once, the token lets a command check it explicitly. (No
-//! timed process passes its token to its commands yet; see ARCHITECTURE.md.)
+//! from doing the same timed work at once, and the loop that runs every timed process
+//! (`pop_reapers::process`) checks the token through [`Leadership::admits`] before each cycle,
+//! so a holder that was paused past its lease starts no cycle once another replica took over.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -239,6 +240,10 @@ impl Drop for Tenure {
 
 #[async_trait]
 impl Leadership for KurrentLeadership {
+    async fn admits(&self, name: &str, token: u64) -> Result<bool, StoreError> {
+        KurrentLeadership::admits(self, name, token).await
+    }
+
     async fn try_lead(&self, name: &str) -> Result<Option<LeaderGuard>, StoreError> {
         if self.held.lock().map_err(|_| StoreError::Closed)?.contains_key(name) {
             return Ok(None);

@@ -1,0 +1,143 @@
+// The dashboard's one way to the server: GraphQL over HTTP (queries, mutations) and
+// graphql-transport-ws (subscriptions, through the vendored reference client), both with the
+// bearer token the person signed in with. The token lives in sessionStorage: it survives
+// reloads of this tab and is gone when the tab is closed or the person signs out.
+
+const TOKEN_KEY = 'pop.token';
+
+export function token() {
+  return sessionStorage.getItem(TOKEN_KEY) || '';
+}
+
+export function setToken(t) {
+  if (t) sessionStorage.setItem(TOKEN_KEY, t);
+  else sessionStorage.removeItem(TOKEN_KEY);
+  closeSocket();
+}
+
+/// Takes a token from the URL fragment (`#token=…`, what `pop serve` prints on its first
+/// start) into the session and removes it from the address bar and the history.
+export function adoptFragmentToken() {
+  const m = /^#token=([^&]+)/.exec(location.hash);
+  if (!m) return false;
+  setToken(decodeURIComponent(m[1]));
+  history.replaceState(null, '', location.pathname + '#/');
+  return true;
+}
+
+export class GqlError extends Error {
+  constructor(errors) {
+    const first = errors[0] || {};
+    const ext = first.extensions || {};
+    super(first.message || 'request failed');
+    this.code = ext.code || 'ERROR';
+    this.cid = ext.cid || '';
+    this.errors = errors;
+  }
+}
+
+/// Runs a query or mutation; resolves to `data`, rejects with a GqlError.
+export async function gql(query, variables = {}) {
+  const res = await fetch('/graphql', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: 'Bearer ' + token() },
+    body: JSON.stringify({ query, variables }),
+  });
+  let body;
+  try {
+    body = await res.json();
+  } catch (e) {
+    throw new GqlError([{ message: `HTTP ${res.status}`, extensions: { code: 'HTTP' } }]);
+  }
+  if (body.errors && body.errors.length) throw new GqlError(body.errors);
+  return body.data;
+}
+
+let client = null;
+const reconnectListeners = new Set();
+
+/// Calls `fn` each time the subscription socket connects again after a drop: whatever changed
+/// meanwhile was not delivered, so views re-read. Returns the function that stops it.
+export function onReconnect(fn) {
+  reconnectListeners.add(fn);
+  return () => reconnectListeners.delete(fn);
+}
+
+function socket() {
+  if (client) return client;
+  const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/graphql/ws';
+  client = window.graphqlWs.createClient({
+    url,
+    connectionParams: () => ({ authorization: 'Bearer ' + token() }),
+    lazy: true,
+    keepAlive: 20000,
+    retryAttempts: Infinity,
+    // A refused token (4403) is not retried: the person has to sign in again.
+    shouldRetry: (e) => !(e && e.code === 4403),
+    on: {
+      connected: (_socket, _payload, wasRetry) => {
+        if (wasRetry) reconnectListeners.forEach((fn) => fn());
+      },
+    },
+  });
+  return client;
+}
+
+function closeSocket() {
+  if (client) client.dispose();
+  client = null;
+}
+
+/// Subscribes; `onItem` gets each `data`, `onError` a GqlError. Returns the unsubscribe
+/// function. A dropped connection is retried by the client; `onReconnect` lets the caller
+/// re-fetch what it may have missed.
+export function subscribe(query, variables, onItem, onError) {
+  return socket().subscribe(
+    { query, variables },
+    {
+      next: (msg) => {
+        if (msg.errors && msg.errors.length) onError && onError(new GqlError(msg.errors));
+        else onItem(msg.data);
+      },
+      error: (e) => {
+        const errors = Array.isArray(e) ? e : [{ message: String((e && e.reason) || e) }];
+        onError && onError(new GqlError(errors));
+      },
+      complete: () => {},
+    },
+  );
+}
+
+/// Coalesces bursts: `fn` runs at most once per animation frame with the latest arguments
+/// merged by `merge`.
+export function perFrame(fn) {
+  let pending = null;
+  let scheduled = false;
+  return (item) => {
+    pending = pending ? pending.concat([item]) : [item];
+    if (scheduled) return;
+    scheduled = true;
+    requestAnimationFrame(() => {
+      scheduled = false;
+      const items = pending;
+      pending = null;
+      fn(items);
+    });
+  };
+}
+
+/// The state a person reads: waiting / executing / succeeded / failed / cancelled (a COMPLETE
+/// agenda's message says how it ended).
+export function stateOf(p) {
+  if (!p) return 'unknown';
+  const s = (p.processingState || '').toLowerCase();
+  if (s !== 'complete') return s;
+  const m = (p.processingStateMessage || '').toLowerCase();
+  return ['succeeded', 'failed', 'cancelled'].includes(m) ? m : 'complete';
+}
+
+export function fmtTime(t) {
+  if (!t) return '';
+  const d = new Date(t);
+  return isNaN(d) ? String(t) : d.toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
+}

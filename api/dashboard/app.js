@@ -1,0 +1,116 @@
+// The dashboard's shell: sign-in with a bearer token, hash routes, the navigation, and the
+// views (views.js, overview.js). Everything it shows comes from the public GraphQL API with
+// the signed-in token.
+
+import { html, render, useState, useEffect } from './vendor/htm-preact-3.1.1.mjs';
+import { gql, token, setToken, adoptFragmentToken } from './api.js';
+import { AgendasView, AgendaView, ErrorLine, useVisibleCustomers } from './views.js';
+import { OverviewView, BatchView, InsightsView, TemplatesView, TemplateView } from './overview.js';
+
+/// `#/agendas?customer=x` → { name: 'agendas', parts: [], query: {customer: 'x'} }.
+function parseRoute() {
+  const h = location.hash.replace(/^#\/?/, '');
+  const [path, qs] = h.split('?');
+  const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+  const query = Object.fromEntries(new URLSearchParams(qs || ''));
+  return { name: parts[0] || 'overview', parts: parts.slice(1), query };
+}
+
+export function navigate(name, query = {}, parts = []) {
+  const qs = new URLSearchParams(query).toString();
+  location.hash = '#/' + [name, ...parts.map(encodeURIComponent)].join('/') + (qs ? '?' + qs : '');
+}
+
+function SignIn({ onSignedIn, error }) {
+  const [value, setValue] = useState('');
+  return html`<main class="signin">
+    <h1>pop</h1>
+    <form id="signin" onSubmit=${(e) => {
+      e.preventDefault();
+      onSignedIn(value.trim());
+    }}>
+      <label>Token <input id="token" type="password" autocomplete="off" value=${value} onInput=${(e) => setValue(e.target.value)} autofocus/></label>
+      <button type="submit">Sign in</button>
+    </form>
+    <${ErrorLine} error=${error}/>
+    <p class="muted">Use a bearer token of this server. On its first start <code>pop serve</code> prints a sign-in
+      link with the admin token; it is also in <code>&lt;data-dir&gt;/admin.token</code>. The token stays in this tab until you sign out.</p>
+  </main>`;
+}
+
+function App() {
+  const [route, setRoute] = useState(parseRoute());
+  const [me, setMe] = useState(null);
+  const [error, setError] = useState(null);
+  const [signedIn, setSignedIn] = useState(!!token());
+
+  useEffect(() => {
+    const on = () => setRoute(parseRoute());
+    addEventListener('hashchange', on);
+    return () => removeEventListener('hashchange', on);
+  }, []);
+  useEffect(() => {
+    if (!signedIn) return;
+    gql('{ me { name role customers allowed } }')
+      .then((d) => {
+        setMe(d.me);
+        setError(null);
+      })
+      .catch((e) => {
+        setError(e);
+        if (e.code === 'UNAUTHENTICATED') {
+          setToken('');
+          setSignedIn(false);
+        }
+      });
+  }, [signedIn]);
+  const customers = useVisibleCustomers(me);
+
+  if (!signedIn) {
+    return html`<${SignIn} error=${error} onSignedIn=${(t) => {
+      setToken(t);
+      setSignedIn(true);
+    }}/>`;
+  }
+  if (!me) return html`<main><${ErrorLine} error=${error}/><p class="muted">Signing in…</p></main>`;
+  const signOut = () => {
+    setToken('');
+    setMe(null);
+    setSignedIn(false);
+    location.hash = '#/';
+  };
+  const r = route;
+  let view;
+  switch (r.name) {
+    case 'agendas':
+      view = html`<${AgendasView} me=${me} query=${r.query} navigate=${navigate} customers=${customers}/>`;
+      break;
+    case 'agenda':
+      view = html`<${AgendaView} key=${r.parts.join('/')} me=${me} customerId=${r.parts[0]} id=${r.parts[1]}/>`;
+      break;
+    case 'batch':
+      view = html`<${BatchView} key=${r.parts[0]} me=${me} linkId=${r.parts[0]}/>`;
+      break;
+    case 'insights':
+      view = html`<${InsightsView} me=${me} customers=${customers}/>`;
+      break;
+    case 'templates':
+      view = r.parts[0] ? html`<${TemplateView} key=${r.parts[0]} me=${me} id=${r.parts[0]} customers=${customers}/>` : html`<${TemplatesView} me=${me}/>`;
+      break;
+    default:
+      view = html`<${OverviewView} me=${me} customers=${customers}/>`;
+  }
+  const link = (name, label) => html`<a href=${'#/' + name} class=${r.name === name ? 'active' : ''}>${label}</a>`;
+  return html`<div class="shell">
+    <header>
+      <span class="logo">pop</span>
+      <nav>${link('overview', 'Overview')}${link('agendas', 'Agendas')}${link('insights', 'Insights & pools')}${link('templates', 'Templates')}<a href="/graphql">GraphiQL</a></nav>
+      <span class="who" id="who">${me.name} <span class="muted">(${me.role}; ${me.customers.join(', ')})</span></span>
+      <button id="signout" onClick=${signOut}>Sign out</button>
+    </header>
+    <main>${view}</main>
+  </div>`;
+}
+
+adoptFragmentToken();
+render(html`<${App}/>`, document.getElementById('app'));

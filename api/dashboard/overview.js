@@ -1,0 +1,223 @@
+// Overview (agendas per state, completions and failures per minute, every insight's work),
+// Batch (a linkId's ProgressSummary and agendas), Insights and pools, and Templates.
+
+import { html, useState, useEffect, useRef, useCallback } from './vendor/htm-preact-3.1.1.mjs';
+import { gql, subscribe, perFrame, fmtTime } from './api.js';
+import { ErrorLine, StateBadge, STATES, agendaHref, may, useAgendaFeed } from './views.js';
+
+const STATS_QUERY = `query($m: Int) { agendaStats(minutes: $m) {
+  waiting executing succeeded failed cancelled complete capped
+  perMinute { minute succeeded failed cancelled } } }`;
+
+const INSIGHTS_QUERY = `{ insights(first: 200) { items { id title customerId resourcePoolId queueName queueSize schedulingAlgorithm
+  mappers isGlobal allowedCustomerIds queueDepth waiting executing waitingByCustomer { customerId count } } } }`;
+
+/// Re-runs `load` when the visible agendas change (coalesced to at most one re-read per
+/// second: counts are aggregates, the per-row feed is the list's job).
+function useLiveReload(customers, load) {
+  const timer = useRef(null);
+  useAgendaFeed(
+    customers,
+    () => {
+      if (timer.current) return;
+      timer.current = setTimeout(() => {
+        timer.current = null;
+        load();
+      }, 1000);
+    },
+    load,
+  );
+  useEffect(() => () => timer.current && clearTimeout(timer.current), []);
+}
+
+export function OverviewView({ me, customers }) {
+  const [stats, setStats] = useState(null);
+  const [insights, setInsights] = useState(null);
+  const [error, setError] = useState(null);
+  const load = useCallback(() => {
+    Promise.all([gql(STATS_QUERY, { m: 60 }), gql(INSIGHTS_QUERY)])
+      .then(([s, i]) => {
+        setStats(s.agendaStats);
+        setInsights(i.insights.items);
+        setError(null);
+      })
+      .catch(setError);
+  }, []);
+  useEffect(load, [load]);
+  useLiveReload(customers, load);
+  return html`<section>
+    <h1>Overview</h1>
+    <${ErrorLine} error=${error}/>
+    ${stats && html`<div class="cards" id="state-counts">
+      ${STATES.map((s) => html`<a class=${'card st-' + s} data-state=${s} href=${'#/agendas' + stateQuery(s)}>
+        <span class="n">${stats[s]}</span><span class="label">${s}</span></a>`)}
+    </div>
+    ${stats.capped ? html`<p class="muted">Counts are capped (very large read model).</p>` : ''}
+    <h2>Completions and failures per minute <span class="muted">(last 60 minutes)</span></h2>
+    <${Chart} series=${stats.perMinute}/>`}
+    <h2>Insights</h2>
+    ${insights && html`<${InsightTable} insights=${insights}/>`}
+  </section>`;
+}
+
+function stateQuery(s) {
+  if (s === 'waiting') return '?state=WAITING';
+  if (s === 'executing') return '?state=EXECUTING';
+  return '?state=COMPLETE';
+}
+
+/// uPlot (a classic script: window.uPlot) drawing succeeded, failed and cancelled per minute.
+function Chart({ series }) {
+  const el = useRef(null);
+  const plot = useRef(null);
+  useEffect(() => {
+    const xs = series.map((m) => Date.parse(m.minute) / 1000);
+    const data = [xs, series.map((m) => m.succeeded), series.map((m) => m.failed), series.map((m) => m.cancelled)];
+    if (!plot.current) {
+      const width = Math.max(320, (el.current.clientWidth || 800) - 8);
+      plot.current = new window.uPlot(
+        {
+          width,
+          height: 220,
+          series: [
+            {},
+            { label: 'succeeded', stroke: '#2e9e5b', fill: 'rgba(46,158,91,0.12)' },
+            { label: 'failed', stroke: '#d64545' },
+            { label: 'cancelled', stroke: '#8a94a6' },
+          ],
+          axes: [{}, { label: 'per minute' }],
+        },
+        data,
+        el.current,
+      );
+    } else {
+      plot.current.setData(data);
+    }
+  }, [series]);
+  useEffect(() => () => plot.current && plot.current.destroy(), []);
+  return html`<div class="chart" id="per-minute" ref=${el}></div>`;
+}
+
+function InsightTable({ insights }) {
+  return html`<table class="list" id="insight-table"><thead><tr><th>insight</th><th>pool</th><th>algorithm</th><th>queue</th>
+    <th>queue depth</th><th>waiting</th><th>executing</th><th>waiting per customer</th></tr></thead>
+    <tbody>${insights.map((i) => html`<tr data-insight=${i.id}>
+      <td><a href=${'#/agendas?insight=' + encodeURIComponent(i.id)}>${i.id}</a> <span class="muted">${i.title}</span></td>
+      <td>${i.resourcePoolId}</td><td>${i.schedulingAlgorithm}</td><td>${i.queueName || ''} (${i.queueSize})</td>
+      <td class="num">${i.queueDepth}</td><td class="num">${i.waiting}</td><td class="num">${i.executing}</td>
+      <td>${i.waitingByCustomer.map((c) => html`<span class="chip">${c.customerId}: ${c.count}</span>`)}</td></tr>`)}</tbody></table>`;
+}
+
+export function InsightsView({ me, customers }) {
+  const [insights, setInsights] = useState(null);
+  const [pools, setPools] = useState(null);
+  const [error, setError] = useState(null);
+  const load = useCallback(() => {
+    Promise.all([gql(INSIGHTS_QUERY), gql('{ resourcePools(first: 200) { items { id title customerId insightIds } } }')])
+      .then(([i, p]) => {
+        setInsights(i.insights.items);
+        setPools(p.resourcePools.items);
+      })
+      .catch(setError);
+  }, []);
+  useEffect(load, [load]);
+  useLiveReload(customers, load);
+  return html`<section><h1>Insights and pools</h1><${ErrorLine} error=${error}/>
+    ${insights && html`<${InsightTable} insights=${insights}/>
+      <h2>Configuration</h2>${insights.map((i) => html`<details><summary>${i.id}</summary><pre class="json">${JSON.stringify(
+        { title: i.title, customerId: i.customerId, resourcePoolId: i.resourcePoolId, schedulingAlgorithm: i.schedulingAlgorithm, queueName: i.queueName, queueSize: i.queueSize, mappers: i.mappers, isGlobal: i.isGlobal, allowedCustomerIds: i.allowedCustomerIds },
+        null,
+        2,
+      )}</pre></details>`)}`}
+    <h2>Resource pools</h2>
+    ${pools && html`<table class="list" id="pool-table"><thead><tr><th>pool</th><th>title</th><th>owner</th><th>insights</th></tr></thead>
+      <tbody>${pools.map((p) => html`<tr><td>${p.id}</td><td>${p.title || ''}</td><td>${p.customerId}</td><td>${p.insightIds.join(', ')}</td></tr>`)}</tbody></table>`}
+  </section>`;
+}
+
+export function BatchView({ me, linkId }) {
+  const [summary, setSummary] = useState(null);
+  const [error, setError] = useState(null);
+  const load = useCallback(() => {
+    gql(
+      `query($l: String!) { progressSummary(linkId: $l) { linkId processingState processingPercent
+        progressList { agendaId customerId title processingState processingStateMessage percentComplete updatedTime } } }`,
+      { l: linkId },
+    )
+      .then((d) => setSummary(d.progressSummary))
+      .catch(setError);
+  }, [linkId]);
+  useEffect(load, [load]);
+  useEffect(() => {
+    const reload = perFrame(() => load());
+    return subscribe('subscription($l: String!) { agendaProgressByLinkId(linkId: $l) { position lagged } }', { l: linkId }, reload, setError);
+  }, [linkId]);
+  return html`<section><h1>Batch ${linkId}</h1><${ErrorLine} error=${error}/>
+    ${summary && html`<p class="meta" id="batch-summary">${summary.processingState} · ${Math.round(summary.processingPercent || 0)}% · ${summary.progressList.length} agendas</p>
+      <table class="list"><thead><tr><th>agenda</th><th>customer</th><th>title</th><th>state</th><th>progress</th><th>updated</th></tr></thead>
+      <tbody>${summary.progressList.map((p) => html`<tr data-agenda=${p.agendaId}><td><a href=${agendaHref(p.customerId, p.agendaId)}>${p.agendaId}</a></td>
+        <td>${p.customerId}</td><td>${p.title || ''}</td><td><${StateBadge} p=${p}/></td><td>${Math.round(p.percentComplete || 0)}%</td><td>${fmtTime(p.updatedTime)}</td></tr>`)}</tbody></table>`}
+  </section>`;
+}
+
+export function TemplatesView({ me }) {
+  const [items, setItems] = useState(null);
+  const [error, setError] = useState(null);
+  useEffect(() => {
+    gql('{ templates(first: 200) { items { id title customerId isGlobal isDefaultTemplate updatedTime } } }')
+      .then((d) => setItems(d.templates.items))
+      .catch(setError);
+  }, []);
+  return html`<section><h1>Templates</h1><${ErrorLine} error=${error}/>
+    ${items && html`<table class="list" id="template-table"><thead><tr><th>template</th><th>title</th><th>owner</th><th>global</th><th>updated</th></tr></thead>
+      <tbody>${items.map((t) => html`<tr><td><a href=${'#/templates/' + encodeURIComponent(t.id)}>${t.id}</a></td><td>${t.title || ''}</td><td>${t.customerId}</td>
+        <td>${t.isGlobal ? 'yes' : ''}</td><td>${fmtTime(t.updatedTime)}</td></tr>`)}</tbody></table>`}
+    ${items && !items.length && html`<p class="muted">No templates.</p>`}
+  </section>`;
+}
+
+export function TemplateView({ me, id, customers }) {
+  const [t, setT] = useState(null);
+  const [payload, setPayload] = useState('{}');
+  const [customer, setCustomer] = useState('');
+  const [error, setError] = useState(null);
+  const [ran, setRan] = useState(null);
+  useEffect(() => {
+    gql('query($id: String!) { template(id: $id) { id title customerId agenda staticParameters params isGlobal allowedCustomerIds } }', { id })
+      .then((d) => setT(d.template))
+      .catch(setError);
+  }, [id]);
+  const run = async (e) => {
+    e.preventDefault();
+    setError(null);
+    let p;
+    try {
+      p = JSON.parse(payload);
+    } catch (err) {
+      setError(new Error('payload: not JSON: ' + err.message));
+      return;
+    }
+    try {
+      const d = await gql('mutation($t: String!, $p: JSON, $c: String) { runTemplate(templateId: $t, payload: $p, customerId: $c) { agenda { id customerId } } }', {
+        t: id,
+        p,
+        c: customer || null,
+      });
+      setRan(d.runTemplate.agenda);
+    } catch (err) {
+      setError(err);
+    }
+  };
+  if (!t) return html`<section><h1>Template ${id}</h1><${ErrorLine} error=${error}/></section>`;
+  return html`<section><h1>Template ${t.id}</h1><p class="meta">${t.title || ''} · owner ${t.customerId}${t.isGlobal ? ' · global' : ''}</p>
+    <${ErrorLine} error=${error}/>
+    <h2>Agenda</h2><pre class="json">${JSON.stringify(t.agenda, null, 2)}</pre>
+    ${Object.keys(t.staticParameters || {}).length ? html`<h2>Static parameters</h2><pre class="json">${JSON.stringify(t.staticParameters, null, 2)}</pre>` : ''}
+    ${may(me, 'submit') && html`<h2>Run</h2><form id="run-template" onSubmit=${run}>
+      <label>customer <input value=${customer} list="tpl-customers" placeholder="your only customer" onInput=${(e) => setCustomer(e.target.value.trim())}/></label>
+      <datalist id="tpl-customers">${(customers || []).map((c) => html`<option value=${c}/>`)}</datalist>
+      <label class="block">payload (JSON)<textarea rows="8" value=${payload} onInput=${(e) => setPayload(e.target.value)}></textarea></label>
+      <button type="submit">Run template</button></form>
+      ${ran && html`<p>Submitted <a href=${agendaHref(ran.customerId, ran.id)}>${ran.id}</a>.</p>`}`}
+  </section>`;
+}

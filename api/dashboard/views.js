@@ -1,0 +1,531 @@
+// The dashboard's views over the public GraphQL API. Each view reads a page, then follows
+// changes over graphql-ws; a `lagged` item or a reconnect makes it re-read (resync), and
+// bursts of updates are applied once per animation frame.
+
+import { html, useState, useEffect, useRef, useMemo, useCallback, Component } from './vendor/htm-preact-3.1.1.mjs';
+import { gql, subscribe, perFrame, stateOf, fmtTime, GqlError, onReconnect } from './api.js';
+import { Dag, LARGE } from './dag.js';
+
+export const STATES = ['waiting', 'executing', 'succeeded', 'failed', 'cancelled'];
+const PAGE = 50;
+
+const PROGRESS_FIELDS = `id agendaId customerId title linkId processingState processingStateMessage
+  percentComplete addedTime updatedTime startedTime completedTime agendaInsight { insightId resourcePoolId }`;
+
+export function ErrorLine({ error }) {
+  if (!error) return null;
+  const e = error instanceof GqlError ? error : { message: String(error), code: 'ERROR', cid: '' };
+  return html`<p class="error" role="alert"><b>${e.code}</b> ${e.message}${e.cid ? html` <span class="muted">(cid ${e.cid})</span>` : ''}</p>`;
+}
+
+export function StateBadge({ p, state }) {
+  const s = state || stateOf(p);
+  return html`<span class=${'badge st-' + s} data-state=${s}>${s}</span>`;
+}
+
+function Bar({ pct }) {
+  const v = Math.max(0, Math.min(100, pct || 0));
+  return html`<span class="pbar" title=${v.toFixed(0) + '%'}><span style=${'width:' + v + '%'}></span></span>`;
+}
+
+/// Whether the signed-in principal's role allows `action` (the server's answer in `me.allowed`).
+export const may = (me, action) => !!me && (me.allowed || []).includes(action);
+
+export const agendaHref = (customerId, id) => `#/agenda/${encodeURIComponent(customerId)}/${encodeURIComponent(id)}`;
+
+// ---- Agendas ---------------------------------------------------------------------------
+
+/// The filter as the API takes it, from the route's query string.
+export function filterFromQuery(q) {
+  const f = {};
+  if (q.customer) f.customerId = q.customer;
+  if (q.linkId) f.linkId = q.linkId;
+  if (q.insight) f.insightId = q.insight;
+  if (q.state) f.processingState = q.state;
+  if (q.from) f.from = new Date(q.from).toISOString();
+  if (q.until) f.until = new Date(q.until).toISOString();
+  return f;
+}
+
+/// Whether a live progress passes the list's filter (the server filtered by visibility
+/// already; this only decides whether a row not on the page belongs to it).
+function passes(f, p) {
+  if (f.customerId && p.customerId !== f.customerId) return false;
+  if (f.linkId && p.linkId !== f.linkId) return false;
+  if (f.insightId && (!p.agendaInsight || p.agendaInsight.insightId !== f.insightId)) return false;
+  if (f.processingState && p.processingState !== f.processingState) return false;
+  const t = p.addedTime && Date.parse(p.addedTime);
+  if (f.from && !(t >= Date.parse(f.from))) return false;
+  if (f.until && !(t < Date.parse(f.until))) return false;
+  return true;
+}
+
+/// Follows every agenda the caller may see: one subscription per visible customer (the API
+/// follows changes per customer). `onChange(items)` gets coalesced progress updates,
+/// `onResync()` is called after a lag.
+export function useAgendaFeed(customers, onChange, onResync) {
+  const cb = useRef({ onChange, onResync });
+  cb.current = { onChange, onResync };
+  const key = (customers || []).join(',');
+  useEffect(() => {
+    if (!customers || !customers.length) return undefined;
+    const apply = perFrame((items) => {
+      const lagged = items.some((u) => u.lagged);
+      const progress = items.filter((u) => u.progress).map((u) => u.progress);
+      if (progress.length) cb.current.onChange(progress);
+      if (lagged) cb.current.onResync();
+    });
+    const offs = customers.map((c) =>
+      subscribe(
+        `subscription($c: String!) { agendaProgressByCustomer(customerId: $c) { lagged resync removed progress { ${PROGRESS_FIELDS} } } }`,
+        { c },
+        (d) => apply(d.agendaProgressByCustomer),
+        () => {},
+      ),
+    );
+    const offReconnect = onReconnect(() => cb.current.onResync());
+    return () => {
+      offs.forEach((off) => off());
+      offReconnect();
+    };
+  }, [key]);
+}
+
+/// The customers whose agendas the caller sees: its own, or every customer for `*`.
+export function useVisibleCustomers(me) {
+  const [customers, setCustomers] = useState(null);
+  useEffect(() => {
+    if (!me) return;
+    if (!me.customers.includes('*')) {
+      setCustomers(me.customers);
+      return;
+    }
+    gql('{ customers(first: 500) { items { id } } }')
+      .then((d) => setCustomers(d.customers.items.map((c) => c.id)))
+      .catch(() => setCustomers([]));
+  }, [me]);
+  return customers;
+}
+
+export function AgendasView({ me, query, navigate, customers }) {
+  const filter = useMemo(() => filterFromQuery(query), [JSON.stringify(query)]);
+  const [page, setPage] = useState(null);
+  const [cursors, setCursors] = useState([null]);
+  const [error, setError] = useState(null);
+  const [selected, setSelected] = useState(new Set());
+  const [busy, setBusy] = useState('');
+  const [tick, setTick] = useState(0);
+  const after = cursors[cursors.length - 1];
+
+  useEffect(() => {
+    let live = true;
+    const t0 = performance.now();
+    gql(
+      `query($f: AgendaFilter, $a: String) { agendaProgressList(filter: $f, first: ${PAGE}, after: $a) { items { ${PROGRESS_FIELDS} } endCursor hasNextPage position } }`,
+      { f: filter, a: after },
+    )
+      .then((d) => {
+        if (!live) return;
+        window.__popFirstPageMs = performance.now() - t0;
+        setPage(d.agendaProgressList);
+        setError(null);
+      })
+      .catch((e) => live && setError(e));
+    return () => {
+      live = false;
+    };
+  }, [filter, after, tick]);
+
+  useAgendaFeed(
+    customers,
+    (items) =>
+      setPage((pg) => {
+        if (!pg) return pg;
+        const rows = pg.items.slice();
+        const at = new Map(rows.map((r, i) => [r.customerId + '/' + r.agendaId, i]));
+        for (const p of items) {
+          const i = at.get(p.customerId + '/' + p.agendaId);
+          if (i !== undefined) rows[i] = p;
+          else if (!pg.hasNextPage && passes(filter, p) && rows.length < PAGE) {
+            at.set(p.customerId + '/' + p.agendaId, rows.length);
+            rows.push(p);
+          }
+        }
+        return { ...pg, items: rows };
+      }),
+    () => setTick((t) => t + 1),
+  );
+
+  const set = (k, v) => {
+    const q = { ...query, [k]: v };
+    if (!v) delete q[k];
+    setCursors([null]);
+    navigate('agendas', q);
+  };
+  const toggle = (key) =>
+    setSelected((s) => {
+      const n = new Set(s);
+      n.has(key) ? n.delete(key) : n.add(key);
+      return n;
+    });
+  const rows = page ? page.items : [];
+  const act = async (kind) => {
+    setBusy(kind);
+    setError(null);
+    try {
+      for (const key of selected) {
+        const [customerId, agendaId] = JSON.parse(key);
+        if (kind === 'cancel') {
+          await gql('mutation($a: String!, $c: String) { cancelAgenda(agendaId: $a, customerId: $c, reason: "cancelled from the dashboard") { position } }', { a: agendaId, c: customerId });
+        } else {
+          await gql('mutation($a: String!, $c: String) { rerunAgenda(agendaId: $a, customerId: $c, params: ["resetAll"]) { position } }', { a: agendaId, c: customerId });
+        }
+      }
+      setSelected(new Set());
+    } catch (e) {
+      setError(e);
+    }
+    setBusy('');
+  };
+  const canWrite = may(me, 'cancel') || may(me, 'rerun');
+
+  return html`<section>
+    <h1>Agendas</h1>
+    <form class="filters" onSubmit=${(e) => e.preventDefault()}>
+      <label>customer <input name="customer" value=${query.customer || ''} list="customers" onChange=${(e) => set('customer', e.target.value.trim())}/></label>
+      <datalist id="customers">${(customers || []).map((c) => html`<option value=${c}/>`)}</datalist>
+      <label>linkId <input name="linkId" value=${query.linkId || ''} onChange=${(e) => set('linkId', e.target.value.trim())}/></label>
+      <label>insight <input name="insight" value=${query.insight || ''} onChange=${(e) => set('insight', e.target.value.trim())}/></label>
+      <label>state <select name="state" value=${query.state || ''} onChange=${(e) => set('state', e.target.value)}>
+        <option value="">any</option><option>WAITING</option><option>EXECUTING</option><option>COMPLETE</option>
+      </select></label>
+      <label>added from <input name="from" type="datetime-local" value=${query.from || ''} onChange=${(e) => set('from', e.target.value)}/></label>
+      <label>until <input name="until" type="datetime-local" value=${query.until || ''} onChange=${(e) => set('until', e.target.value)}/></label>
+    </form>
+    <${ErrorLine} error=${error}/>
+    ${canWrite && html`<div class="actions">
+      <span class="muted">${selected.size} selected</span>
+      ${may(me, 'cancel') && html`<button id="cancel-selected" disabled=${!selected.size || busy} onClick=${() => act('cancel')}>Cancel selected</button>`}
+      ${may(me, 'rerun') && html`<button id="rerun-selected" disabled=${!selected.size || busy} onClick=${() => act('rerun')}>Rerun selected (resetAll)</button>`}
+    </div>`}
+    <table class="list" id="agenda-list">
+      <thead><tr>${canWrite && html`<th></th>`}<th>agenda</th><th>customer</th><th>title</th><th>linkId</th><th>insight</th><th>state</th><th>progress</th><th>added</th><th>updated</th></tr></thead>
+      <tbody>
+        ${rows.map((p) => {
+          const key = JSON.stringify([p.customerId, p.agendaId]);
+          return html`<tr data-agenda=${p.agendaId} data-customer=${p.customerId} data-state=${stateOf(p)}>
+            ${canWrite && html`<td><input type="checkbox" aria-label=${'select ' + p.agendaId} checked=${selected.has(key)} onChange=${() => toggle(key)}/></td>`}
+            <td><a href=${agendaHref(p.customerId, p.agendaId)}>${p.agendaId}</a></td>
+            <td>${p.customerId}</td><td>${p.title || ''}</td>
+            <td>${p.linkId ? html`<a href=${'#/batch/' + encodeURIComponent(p.linkId)}>${p.linkId}</a>` : ''}</td>
+            <td>${p.agendaInsight ? p.agendaInsight.insightId : ''}</td>
+            <td><${StateBadge} p=${p}/> <span class="muted">${p.processingStateMessage || ''}</span></td>
+            <td><${Bar} pct=${p.percentComplete}/></td>
+            <td>${fmtTime(p.addedTime)}</td><td>${fmtTime(p.updatedTime)}</td>
+          </tr>`;
+        })}
+      </tbody>
+    </table>
+    ${page && !rows.length && html`<p class="muted">No agendas match.</p>`}
+    <div class="pager">
+      <button disabled=${cursors.length < 2} onClick=${() => setCursors(cursors.slice(0, -1))}>← Previous</button>
+      <span class="muted">page ${cursors.length}</span>
+      <button disabled=${!page || !page.hasNextPage} onClick=${() => setCursors([...cursors, page.endCursor])}>Next →</button>
+    </div>
+  </section>`;
+}
+
+// ---- One agenda ------------------------------------------------------------------------
+
+const AGENDA_QUERY = `query($id: String!, $c: String) {
+  agenda(id: $id, customerId: $c) { id customerId title linkId progressId addedTime updatedTime params
+    operations { name type payload params dependsOn generatedBy } }
+}`;
+
+const OP_FIELDS = `operation processingState processingStateMessage percentComplete attemptCount startedTime completedTime
+  resultPayload diagnosticEvents { message statusCode time stackTrace payload }`;
+
+export function AgendaView({ me, customerId, id }) {
+  const [agenda, setAgenda] = useState(null);
+  const [progress, setProgress] = useState(null);
+  const [ops, setOps] = useState(new Map());
+  const [error, setError] = useState(null);
+  const [selected, setSelected] = useState(null);
+  const [tick, setTick] = useState(0);
+  // Above LARGE operations the table repeats the DAG; it is drawn on request only.
+  const [showTable, setShowTable] = useState(false);
+
+  const load = useCallback(async () => {
+    try {
+      const d = await gql(AGENDA_QUERY, { id, c: customerId });
+      if (!d.agenda) {
+        setError(new GqlError([{ message: `no agenda ${id} of ${customerId} is visible to you`, extensions: { code: 'NOT_FOUND' } }]));
+        return;
+      }
+      setAgenda(d.agenda);
+    } catch (e) {
+      setError(e);
+    }
+  }, [id, customerId]);
+  useEffect(() => {
+    load();
+  }, [load, tick]);
+
+  // The agenda's own progress (state, message, diagnostics) and its operations', live.
+  useEffect(() => {
+    if (!agenda) return undefined;
+    const onProgress = perFrame((items) => {
+      if (items.some((u) => u.lagged)) setTick((t) => t + 1);
+      const last = items.filter((u) => u.progress).pop();
+      if (last) setProgress(last.progress);
+    });
+    const onOps = perFrame((items) => {
+      // For the benchmark (bench/dashboard.sh): how many operation updates the page applied.
+      window.__popStats = window.__popStats || { operationUpdates: 0 };
+      window.__popStats.operationUpdates += items.length;
+      if (items.some((u) => u.operationProgress.some((o) => !agendaHas(agenda, o.operation)) || u.removedOperations.length)) {
+        // Generated operations came or went: the agenda body changed.
+        load();
+      }
+      setOps((m) => {
+        const n = new Map(m);
+        for (const u of items) {
+          for (const o of u.operationProgress) n.set(o.operation, o);
+          for (const r of u.removedOperations) n.delete(r);
+        }
+        return n;
+      });
+    });
+    const off1 = subscribe(
+      `subscription($id: String!) { agendaProgress(id: $id) { lagged resync removed progress { ${PROGRESS_FIELDS} attemptsCompleted maximumAttempts
+        diagnosticEvents { message statusCode time stackTrace payload } } } }`,
+      { id: progressIdOf(agenda) },
+      (d) => onProgress(d.agendaProgress),
+      setError,
+    );
+    const off2 = subscribe(
+      `subscription($id: String!) { operationProgress(agendaId: $id) { lagged resync removedOperations operationProgress { ${OP_FIELDS} } } }`,
+      { id: agenda.id },
+      (d) => onOps(d.operationProgress),
+      setError,
+    );
+    // After a dropped connection the follows start again from the current state; re-read
+    // the agenda too (its operations may have been expanded meanwhile).
+    const off3 = onReconnect(() => setTick((t) => t + 1));
+    return () => {
+      off1();
+      off2();
+      off3();
+    };
+  }, [agenda && agenda.id, agenda && agenda.customerId, agenda && agenda.operations.length]);
+
+  // One state object per operation progress object (kept while the progress is unchanged),
+  // so the DAG re-renders only the nodes a report touched.
+  const stateCache = useRef(new WeakMap());
+  const states = useMemo(() => {
+    const m = new Map();
+    for (const [name, o] of ops) {
+      let st = stateCache.current.get(o);
+      if (!st) {
+        st = { state: stateOf(o), percent: o.percentComplete, message: o.processingStateMessage || '' };
+        stateCache.current.set(o, st);
+      }
+      m.set(name, st);
+    }
+    return m;
+  }, [ops]);
+
+  if (!agenda) return html`<section><h1>Agenda ${id}</h1><${ErrorLine} error=${error}/>${!error && html`<p class="muted">Loading…</p>`}</section>`;
+  const canWrite = may(me, 'cancel') || may(me, 'rerun');
+  const st = stateOf(progress);
+  const large = agenda.operations.length > LARGE;
+  const sel = selected && ops.get(selected);
+  return html`<section class="agenda" data-agenda=${agenda.id}>
+    <h1>Agenda ${agenda.id} <${StateBadge} state=${st}/></h1>
+    <p class="meta">customer <b>${agenda.customerId}</b>${agenda.title ? html` · ${agenda.title}` : ''}${agenda.linkId ? html` · batch <a href=${'#/batch/' + encodeURIComponent(agenda.linkId)}>${agenda.linkId}</a>` : ''}
+      · added ${fmtTime(agenda.addedTime)}${progress ? html` · ${progress.processingStateMessage || ''} · <${Bar} pct=${progress.percentComplete}/> ${Math.round(progress.percentComplete || 0)}%` : ''}
+      ${progress && progress.maximumAttempts ? html` · attempts ${progress.attemptsCompleted}/${progress.maximumAttempts}` : ''}</p>
+    <${ErrorLine} error=${error}/>
+    ${canWrite && html`<${Actions} me=${me} agenda=${agenda} state=${st} onError=${setError} operations=${agenda.operations.map((o) => o.name)}/>`}
+    <h2>Operations <span class="muted">(${agenda.operations.length}${agenda.operations.length > LARGE ? ', layered layout' : ''})</span></h2>
+    <${Dag} operations=${agenda.operations} progress=${[...ops.values()]} states=${states} selected=${selected} onSelect=${setSelected}/>
+    ${large && html`<p><button id="show-op-table" onClick=${() => setShowTable(!showTable)}>${showTable ? 'Hide' : 'Show'} the table of ${agenda.operations.length} operations</button></p>`}
+    <table class="list ops" id="op-list">
+      <thead><tr><th>operation</th><th>type</th><th>state</th><th>progress</th><th>message</th><th>attempts</th><th>started</th><th>completed</th></tr></thead>
+      <tbody>${(large && !showTable ? [] : agenda.operations.slice(0, 1000)).map((op) => html`<${OpRow} key=${op.name} op=${op} o=${ops.get(op.name)} selected=${selected === op.name} onSelect=${setSelected}/>`)}</tbody>
+    </table>
+    ${sel && html`<div class="detail"><h3>${selected}</h3>
+      <${Diagnostics} events=${sel.diagnosticEvents}/>
+      <h4>Result payload</h4><pre class="json">${JSON.stringify(sel.resultPayload, null, 2)}</pre></div>`}
+    ${progress && progress.diagnosticEvents && progress.diagnosticEvents.length ? html`<h2>Agenda diagnostics</h2><${Diagnostics} events=${progress.diagnosticEvents}/>` : ''}
+    <${Results} ops=${ops}/>
+    <${Timeline} agenda=${agenda} tick=${progress && progress.updatedTime}/>
+  </section>`;
+}
+
+/// One operation's row; re-rendered only when its progress or selection changed.
+class OpRow extends Component {
+  shouldComponentUpdate(next) {
+    const a = this.props;
+    return a.o !== next.o || a.op !== next.op || a.selected !== next.selected;
+  }
+
+  render({ op, o, selected, onSelect }) {
+    const s = o ? stateOf(o) : 'unstarted';
+    return html`<tr data-op=${op.name} data-state=${s} class=${selected ? 'selected' : ''} onClick=${() => onSelect(op.name)}>
+      <td>${op.name}${op.generatedBy ? html` <span class="muted">← ${op.generatedBy}</span>` : ''}</td><td>${op.type}</td>
+      <td><${StateBadge} state=${s}/></td><td><${Bar} pct=${o && o.percentComplete}/> <span class="pct">${o && o.percentComplete != null ? Math.round(o.percentComplete) + '%' : ''}</span></td>
+      <td>${o ? o.processingStateMessage || '' : ''}</td><td>${o ? o.attemptCount : ''}</td>
+      <td>${fmtTime(o && o.startedTime)}</td><td>${fmtTime(o && o.completedTime)}</td></tr>`;
+  }
+}
+
+function agendaHas(agenda, name) {
+  return agenda.operations.some((o) => o.name === name);
+}
+
+function progressIdOf(agenda) {
+  return agenda.progressId || agenda.id;
+}
+
+function Diagnostics({ events }) {
+  if (!events || !events.length) return html`<p class="muted">No diagnostics.</p>`;
+  return html`<ul class="diagnostics">${events.map(
+    (d) => html`<li><span class="muted">${fmtTime(d.time)}</span> ${d.statusCode ? html`<b>${d.statusCode}</b> ` : ''}${d.message}
+      ${d.stackTrace ? html`<pre class="trace">${d.stackTrace}</pre>` : ''}
+      ${d.payload && Object.keys(d.payload).length ? html`<pre class="json">${JSON.stringify(d.payload, null, 2)}</pre>` : ''}</li>`,
+  )}</ul>`;
+}
+
+function Results({ ops }) {
+  const done = [...ops.values()].filter((o) => o.resultPayload && (typeof o.resultPayload !== 'object' || Object.keys(o.resultPayload).length));
+  if (!done.length) return null;
+  return html`<h2>Results</h2>${done.map((o) => html`<${Lazy} key=${o.operation} label=${o.operation} value=${o.resultPayload}/>`)}`;
+}
+
+function Actions({ me, agenda, state, operations, onError }) {
+  const [mode, setMode] = useState('resetAll');
+  const [reset, setReset] = useState(new Set());
+  const [busy, setBusy] = useState(false);
+  const complete = ['succeeded', 'failed', 'cancelled', 'complete'].includes(state);
+  const run = async (fn) => {
+    setBusy(true);
+    onError(null);
+    try {
+      await fn();
+    } catch (e) {
+      onError(e);
+    }
+    setBusy(false);
+  };
+  const cancel = () =>
+    run(() => gql('mutation($a: String!, $c: String) { cancelAgenda(agendaId: $a, customerId: $c, reason: "cancelled from the dashboard") { position } }', { a: agenda.id, c: agenda.customerId }));
+  const rerun = () => {
+    const params = mode === 'reset' ? ['operationsToReset=' + [...reset].join(',')] : [mode];
+    return run(() => gql('mutation($a: String!, $c: String, $p: [String!]) { rerunAgenda(agendaId: $a, customerId: $c, params: $p) { position } }', { a: agenda.id, c: agenda.customerId, p: params }));
+  };
+  return html`<div class="actions">
+    ${may(me, 'cancel') && html`<button id="cancel-agenda" disabled=${busy || complete} onClick=${cancel}>Cancel</button>`}
+    ${may(me, 'rerun') && html`<span class="sep"></span><label>rerun <select value=${mode} onChange=${(e) => setMode(e.target.value)}>
+      <option value="resetAll">resetAll</option><option value="continue">continue</option><option value="reset">reset chosen operations</option></select></label>
+    ${mode === 'reset' && html`<span class="choose">${operations.map((n) => html`<label><input type="checkbox" checked=${reset.has(n)} onChange=${() => {
+      const s = new Set(reset);
+      s.has(n) ? s.delete(n) : s.add(n);
+      setReset(s);
+    }}/>${n}</label>`)}</span>`}
+    <button id="rerun-agenda" disabled=${busy || !complete || (mode === 'reset' && !reset.size)} onClick=${rerun}>Rerun</button>`}
+  </div>`;
+}
+
+const SHOWN_EVENTS = 300;
+
+/// One event of the history; an event never changes, so it is rendered once.
+class EventRow extends Component {
+  shouldComponentUpdate(next) {
+    return next.e !== this.props.e;
+  }
+
+  render({ e }) {
+    return html`<tr data-type=${e.type}>
+      <td>${fmtTime(e.time)}</td><td>${e.version}</td><td>${e.type}</td>
+      <td>${(e.metadata && e.metadata.actor) || ''}</td>
+      <td class="mono">${(e.metadata && e.metadata.cid) || ''}</td>
+      <td><${Lazy} value=${e.data}/></td></tr>`;
+  }
+}
+
+/// A `details` whose JSON is rendered only once opened.
+function Lazy({ value, label = 'data' }) {
+  const [open, setOpen] = useState(false);
+  return html`<details onToggle=${(e) => setOpen(e.target.open)}><summary>${label}</summary>${open ? html`<pre class="json">${JSON.stringify(value, null, 2)}</pre>` : ''}</details>`;
+}
+
+const FAILURE_TYPES = /fail|cancel|timed|error|reject|reap|reclaim/i;
+
+function Timeline({ agenda, tick }) {
+  const [events, setEvents] = useState([]);
+  const [error, setError] = useState(null);
+  const [type, setType] = useState('');
+  const [failuresOnly, setFailuresOnly] = useState(false);
+  // Reads only the events after the last one it has; one read at a time, and one more after
+  // it when the agenda changed meanwhile (so a burst of changes costs a few reads, not one each).
+  const state = useRef({ after: null, running: false, again: false, live: true });
+  useEffect(() => {
+    const st = state.current;
+    st.live = true;
+    const pull = async () => {
+      // At most one read a second: under a stream of reports the history grows by hundreds
+      // of events a second, and re-reading it per report would starve the page.
+      const since = Date.now() - (st.lastPull || 0);
+      if (!st.running && since < 1000) {
+        if (!st.timer) st.timer = setTimeout(() => ((st.timer = null), pull()), 1000 - since);
+        return;
+      }
+      st.lastPull = Date.now();
+      if (st.running) {
+        st.again = true;
+        return;
+      }
+      st.running = true;
+      try {
+        do {
+          st.again = false;
+          for (let i = 0; i < 50; i++) {
+            const d = await gql(
+              'query($a: String!, $c: String, $after: String) { agendaEvents(agendaId: $a, customerId: $c, after: $after, first: 200) { items { type version position time data metadata } endCursor hasNextPage } }',
+              { a: agenda.id, c: agenda.customerId, after: st.after },
+            );
+            if (!st.live || !d.agendaEvents) return;
+            const page = d.agendaEvents;
+            if (page.items.length) setEvents((old) => old.concat(page.items));
+            if (page.endCursor) st.after = page.endCursor;
+            if (!page.hasNextPage) break;
+          }
+        } while (st.again && st.live);
+      } catch (e) {
+        if (st.live) setError(e);
+      } finally {
+        st.running = false;
+      }
+    };
+    pull();
+    return () => {
+      st.live = false;
+      if (st.timer) clearTimeout(st.timer);
+      st.timer = null;
+    };
+  }, [agenda.id, agenda.customerId, tick]);
+  const types = [...new Set(events.map((e) => e.type))].sort();
+  const isFailure = (e) => FAILURE_TYPES.test(e.type) || /fail|cancel/i.test(JSON.stringify(e.data && (e.data.processingState || e.data.processingStateMessage || e.data.message) || ''));
+  const shown = events.filter((e) => (!type || e.type === type) && (!failuresOnly || isFailure(e)));
+  // The newest SHOWN_EVENTS of the filtered history are drawn (a long history stays cheap).
+  const drawn = shown.length > SHOWN_EVENTS ? shown.slice(shown.length - SHOWN_EVENTS) : shown;
+  return html`<h2>History <span class="muted">(${shown.length} of ${events.length} events${drawn.length < shown.length ? `, the last ${drawn.length} shown` : ''})</span></h2>
+    <div class="filters">
+      <label>type <select id="event-type" value=${type} onChange=${(e) => setType(e.target.value)}><option value="">all</option>${types.map((t) => html`<option>${t}</option>`)}</select></label>
+      <label><input id="failures-only" type="checkbox" checked=${failuresOnly} onChange=${(e) => setFailuresOnly(e.target.checked)}/> failures only</label>
+    </div>
+    <${ErrorLine} error=${error}/>
+    <table class="list timeline" id="timeline"><thead><tr><th>time</th><th>#</th><th>type</th><th>who</th><th>cid</th><th>details</th></tr></thead>
+    <tbody>${drawn.map((e) => html`<${EventRow} key=${e.version} e=${e}/>`)}</tbody></table>`;
+}

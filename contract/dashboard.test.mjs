@@ -1,0 +1,323 @@
+// The dashboard in a real headless Chromium (Debian's, at POP_CHROMIUM; never a downloaded
+// build), driven by puppeteer-core against a real `pop serve` (scheduler on) that
+// server/tests/dashboard.rs started. Agendas are submitted, claimed and reported over the
+// public GraphQL API from here, as a client and a worker would; the page must follow them
+// live, without a reload.
+//
+// Environment: POP_BASE (http://host:port), POP_ADMIN, POP_ACME (user of acme), POP_GLOBEX
+// (user of globex), POP_ACME_SERVICE (worker of acme), POP_CHROMIUM, POP_SCREENSHOTS (a
+// directory to save screenshots in; optional).
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import puppeteer from 'puppeteer-core';
+
+const BASE = process.env.POP_BASE;
+const T = {
+  admin: process.env.POP_ADMIN,
+  acme: process.env.POP_ACME,
+  globex: process.env.POP_GLOBEX,
+  acmeService: process.env.POP_ACME_SERVICE,
+};
+const SHOTS = process.env.POP_SCREENSHOTS || '';
+const WAIT = 20000;
+const ORIGIN = new URL(BASE).origin;
+
+let browser;
+let profile;
+/// Every console error, page error and off-host request, from every page.
+const problems = [];
+const offHost = [];
+
+async function gql(token, query, variables = {}) {
+  const res = await fetch(BASE + '/graphql', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: 'Bearer ' + token },
+    body: JSON.stringify({ query, variables }),
+  });
+  const body = await res.json();
+  if (body.errors) throw new Error(JSON.stringify(body.errors));
+  return body.data;
+}
+
+const SUBMIT = 'mutation($a: JSON!) { submitAgenda(agenda: $a) { agenda { id progressId customerId } position } }';
+
+function threeOps(customerId, linkId, title = 'transcode') {
+  return {
+    customerId,
+    linkId,
+    title,
+    operations: [
+      { name: 'probe', type: 'ffmpeg', payload: { src: 'in.mp4' } },
+      { name: 'encode', type: 'ffmpeg', payload: '@<probe.out::/streams>' },
+      { name: 'package', type: 'ffmpeg', payload: {}, params: { dependsOn: 'encode' } },
+    ],
+  };
+}
+
+async function submit(token, agenda) {
+  const d = await gql(token, SUBMIT, { a: agenda });
+  return d.submitAgenda.agenda;
+}
+
+/// A fresh tab in its own browser context (its own sessionStorage), recording problems.
+async function newPage() {
+  const context = await browser.createBrowserContext();
+  const page = await context.newPage();
+  await page.setViewport({ width: 1280, height: 860 });
+  page.on('console', (m) => {
+    if (m.type() === 'error') problems.push(`console: ${m.text()} (${page.url()})`);
+  });
+  page.on('pageerror', (e) => problems.push(`pageerror: ${e.message} (${page.url()})`));
+  page.on('requestfailed', (r) => {
+    if (r.url().startsWith(ORIGIN)) problems.push(`request failed: ${r.url()} ${r.failure() && r.failure().errorText}`);
+  });
+  // Offline: nothing may leave this server's origin.
+  await page.setRequestInterception(true);
+  page.on('request', (r) => {
+    const u = r.url();
+    if (u.startsWith(ORIGIN) || u.startsWith('data:') || u.startsWith('ws://' + new URL(BASE).host)) {
+      r.continue();
+    } else {
+      offHost.push(u);
+      r.abort();
+    }
+  });
+  return page;
+}
+
+async function signIn(page, token) {
+  await page.goto(BASE + '/', { waitUntil: 'load' });
+  await page.waitForSelector('#token', { timeout: WAIT });
+  await page.type('#token', token);
+  await page.click('#signin button[type=submit]');
+  await page.waitForSelector('#who', { timeout: WAIT });
+}
+
+async function shot(page, name) {
+  if (!SHOTS) return;
+  fs.mkdirSync(SHOTS, { recursive: true });
+  await new Promise((r) => setTimeout(r, 300));
+  await page.screenshot({ path: path.join(SHOTS, name + '.png') });
+}
+
+const rowSel = (id) => `#agenda-list tr[data-agenda="${id}"]`;
+
+before(async () => {
+  profile = fs.mkdtempSync(path.join(os.tmpdir(), 'pop-chromium-'));
+  browser = await puppeteer.launch({
+    executablePath: process.env.POP_CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    userDataDir: profile,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-dev-shm-usage',
+      '--disable-background-networking',
+      '--disable-sync',
+      '--disable-component-update',
+      '--disable-default-apps',
+      '--no-first-run',
+      '--no-default-browser-check',
+    ],
+  });
+});
+
+after(async () => {
+  if (browser) await browser.close();
+  if (profile) fs.rmSync(profile, { recursive: true, force: true });
+});
+
+let acmePage;
+let live; // the agenda submitted while the list was open
+
+test('sign in with a token shows who is signed in; a bad token is refused', async () => {
+  const bad = await newPage();
+  await bad.goto(BASE + '/');
+  await bad.waitForSelector('#token');
+  await bad.type('#token', 'not-a-token');
+  await bad.click('#signin button[type=submit]');
+  await bad.waitForSelector('.error', { timeout: WAIT });
+  const text = await bad.$eval('.error', (e) => e.textContent);
+  assert.match(text, /UNAUTHENTICATED/);
+  await bad.browserContext().close();
+  // That refusal was a 401 the browser logs as a failed resource: expected, not a problem.
+  problems.splice(0, problems.length, ...problems.filter((p) => !/401/.test(p)));
+
+  acmePage = await newPage();
+  await signIn(acmePage, T.acme);
+  const who = await acmePage.$eval('#who', (e) => e.textContent);
+  assert.match(who, /acme-user/);
+});
+
+test('an agenda submitted over the API appears in the list without a reload', async () => {
+  await acmePage.goto(BASE + '/#/agendas');
+  await acmePage.waitForSelector('#agenda-list', { timeout: WAIT });
+  await acmePage.evaluate(() => (window.__notReloaded = true));
+  live = await submit(T.acme, threeOps('acme', 'batch-live'));
+  await acmePage.waitForSelector(rowSel(live.id), { timeout: WAIT });
+  assert.equal(await acmePage.evaluate(() => window.__notReloaded), true, 'the page was not reloaded');
+  await shot(acmePage, 'agendas');
+});
+
+test('the agenda page shows every operation in the DAG, including those not started', async () => {
+  await acmePage.click(rowSel(live.id) + ' a');
+  await acmePage.waitForSelector('svg.dag g.node', { timeout: WAIT });
+  const nodes = await acmePage.$$eval('svg.dag g.node', (gs) => gs.map((g) => [g.dataset.op, g.dataset.state]));
+  assert.deepEqual(nodes.map((n) => n[0]).sort(), ['encode', 'package', 'probe']);
+  const edges = await acmePage.$$eval('svg.dag path.edge', (ps) => ps.length);
+  assert.equal(edges, 2, 'probe → encode (reference) and encode → package (dependsOn)');
+  // Nothing has started: every node is drawn, none with a state from a report.
+  for (const [op, state] of nodes) assert.ok(['unstarted', 'waiting'].includes(state), `${op} is ${state}`);
+});
+
+test('reports move the bars live', async () => {
+  // The worker side: wait for the scheduler to queue the agenda, claim it, report.
+  let lease = null;
+  const deadline = Date.now() + WAIT;
+  while (!lease && Date.now() < deadline) {
+    const d = await gql(T.acmeService, 'mutation { getAgenda(insightId: "transcode", count: 10) { agenda { id } lease { id } } }');
+    const mine = d.getAgenda.find((r) => r.agenda.id === live.id);
+    if (mine) lease = mine.lease.id;
+    else await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.ok(lease, 'the scheduler queued the agenda and the worker claimed it');
+  const report = (pct) =>
+    gql(T.acmeService, 'mutation($p: JSON!, $l: String) { updateAgendaProgress(agendaProgress: $p, leaseId: $l) { position } }', {
+      p: {
+        id: live.progressId,
+        processingState: 'EXECUTING',
+        operationProgress: [{ operation: 'probe', processingState: 'EXECUTING', percentComplete: pct, processingStateMessage: `probing ${pct}%` }],
+      },
+      l: lease,
+    });
+  const bar = 'svg.dag g.node[data-op="probe"] rect.bar';
+  await report(40);
+  await acmePage.waitForFunction((sel) => document.querySelector(sel) && document.querySelector(sel).dataset.pct === '40', { timeout: WAIT }, bar);
+  await report(80);
+  await acmePage.waitForFunction((sel) => document.querySelector(sel) && document.querySelector(sel).dataset.pct === '80', { timeout: WAIT }, bar);
+  const state = await acmePage.$eval('svg.dag g.node[data-op="probe"]', (g) => g.dataset.state);
+  assert.equal(state, 'executing');
+  const others = await acmePage.$$eval('svg.dag g.node:not([data-op="probe"])', (gs) => gs.map((g) => g.dataset.state));
+  assert.equal(others.length, 2);
+  for (const s of others) assert.ok(['unstarted', 'waiting'].includes(s), `encode and package have not started: ${others}`);
+  await shot(acmePage, 'agenda');
+});
+
+test('cancel from the page changes the state', async () => {
+  await acmePage.click('#cancel-agenda');
+  await acmePage.waitForSelector('h1 .badge[data-state="cancelled"]', { timeout: WAIT });
+  const d = await gql(T.acme, 'query($id: String!) { agendaProgress(id: $id) { processingState processingStateMessage } }', { id: live.progressId });
+  assert.equal(d.agendaProgress.processingState, 'COMPLETE');
+  assert.equal(d.agendaProgress.processingStateMessage, 'cancelled');
+  // The history has the cancellation, and "failures only" keeps it.
+  await acmePage.waitForFunction(() => [...document.querySelectorAll('#timeline tr[data-type]')].some((r) => /ancel/.test(r.dataset.type)), { timeout: WAIT });
+  await acmePage.click('#failures-only');
+  const types = await acmePage.$$eval('#timeline tr[data-type]', (rs) => rs.map((r) => r.dataset.type));
+  assert.ok(types.length >= 1 && types.every((t) => /ancel|fail|time|reap|reclaim|reject|error/i.test(t)), `failures only: ${types}`);
+});
+
+test('filters narrow the list', async () => {
+  const a = await submit(T.acme, threeOps('acme', 'batch-a'));
+  const b = await submit(T.acme, threeOps('acme', 'batch-b'));
+  await acmePage.goto(BASE + '/#/agendas');
+  await acmePage.waitForSelector(rowSel(b.id), { timeout: WAIT });
+  const all = await acmePage.$$eval('#agenda-list tbody tr', (rs) => rs.map((r) => r.dataset.agenda));
+  assert.ok(all.includes(a.id) && all.includes(b.id) && all.includes(live.id));
+  const input = await acmePage.$('input[name="linkId"]');
+  await input.type('batch-a');
+  await input.press('Enter');
+  await acmePage.evaluate(() => document.querySelector('input[name="linkId"]').blur());
+  await acmePage.waitForFunction((bid) => !document.querySelector(`#agenda-list tr[data-agenda="${bid}"]`), { timeout: WAIT }, b.id);
+  const narrowed = await acmePage.$$eval('#agenda-list tbody tr', (rs) => rs.map((r) => r.dataset.agenda));
+  assert.deepEqual(narrowed, [a.id]);
+  // By state: the cancelled one alone is COMPLETE.
+  await acmePage.goto(BASE + '/#/agendas?state=COMPLETE');
+  await acmePage.waitForSelector(rowSel(live.id), { timeout: WAIT });
+  const complete = await acmePage.$$eval('#agenda-list tbody tr', (rs) => rs.map((r) => r.dataset.agenda));
+  assert.deepEqual(complete, [live.id]);
+});
+
+test("a tenant's page never shows another tenant's agenda, not even in counts", async () => {
+  const g = await submit(T.globex, threeOps('globex', 'batch-g', 'globex job'));
+  const page = await newPage();
+  await signIn(page, T.globex);
+  await page.goto(BASE + '/#/agendas');
+  await page.waitForSelector(rowSel(g.id), { timeout: WAIT });
+  const rows = await page.$$eval('#agenda-list tbody tr', (rs) => rs.map((r) => r.dataset.customer));
+  assert.deepEqual(rows, ['globex']);
+  // The overview counts only globex's one agenda; acme has three.
+  await page.goto(BASE + '/#/overview');
+  await page.waitForSelector('#state-counts', { timeout: WAIT });
+  const counts = await page.$$eval('#state-counts .card', (cs) => Object.fromEntries(cs.map((c) => [c.dataset.state, Number(c.querySelector('.n').textContent)])));
+  assert.deepEqual(counts, { waiting: 1, executing: 0, succeeded: 0, failed: 0, cancelled: 0 });
+  // Acme's agenda by its address: not found, nothing of it drawn.
+  await page.goto(BASE + `/#/agenda/acme/${encodeURIComponent(live.id)}`);
+  await page.waitForSelector('.error', { timeout: WAIT });
+  assert.match(await page.$eval('.error', (e) => e.textContent), /NOT_FOUND|not visible|no agenda/i);
+  assert.equal(await page.$('svg.dag'), null);
+  // Acme's batch: an empty summary.
+  await page.goto(BASE + '/#/batch/batch-a');
+  await page.waitForSelector('#batch-summary', { timeout: WAIT });
+  assert.match(await page.$eval('#batch-summary', (e) => e.textContent), /0 agendas/);
+  await page.browserContext().close();
+});
+
+test('the admin overview counts every tenant and draws the per-minute chart', async () => {
+  const page = await newPage();
+  await page.goto(BASE + '/#token=' + encodeURIComponent(T.admin));
+  await page.waitForSelector('#state-counts', { timeout: WAIT });
+  assert.equal(await page.evaluate(() => location.hash), '#/', 'the token left the address bar');
+  const counts = await page.$$eval('#state-counts .card', (cs) => Object.fromEntries(cs.map((c) => [c.dataset.state, Number(c.querySelector('.n').textContent)])));
+  assert.equal(counts.cancelled, 1);
+  assert.equal(counts.waiting + counts.executing, 3, 'batch-a, batch-b (acme) and batch-g (globex)');
+  await page.waitForSelector('#per-minute canvas', { timeout: WAIT });
+  await page.waitForSelector('#insight-table tr[data-insight="transcode"]', { timeout: WAIT });
+  await shot(page, 'overview');
+  acmePage.adminPage = page;
+});
+
+test('GraphiQL loads offline, signed in with the dashboard token', async () => {
+  const page = acmePage.adminPage;
+  await page.goto(BASE + '/graphql');
+  await page.waitForSelector('.graphiql-container', { timeout: WAIT });
+  await page.waitForSelector('.graphiql-execute-button', { timeout: WAIT });
+  await page.click('.graphiql-execute-button');
+  await page.waitForFunction(() => /"role": "admin"/.test(document.querySelector('.result-window') ? document.querySelector('.result-window').textContent : ''), { timeout: WAIT });
+  // The schema loaded (introspection with the token): the docs explorer lists the query type.
+  await page.click('.graphiql-sidebar button[aria-label*="Documentation"]');
+  await page.waitForFunction(() => /QueryRoot|Query/.test(document.querySelector('.graphiql-doc-explorer') ? document.querySelector('.graphiql-doc-explorer').textContent : ''), { timeout: WAIT });
+  await shot(page, 'graphiql');
+  await page.browserContext().close();
+});
+
+test('a DAG over 200 operations switches to the layered layout and still draws every one', async () => {
+  const operations = [];
+  for (let i = 0; i < 250; i++) {
+    const payload = i < 10 ? { n: i } : { in: `@<op-${i - 10}.out>` };
+    operations.push({ name: `op-${i}`, type: 'ffmpeg', payload });
+  }
+  const big = await submit(T.acme, { customerId: 'acme', title: 'big', operations });
+  await acmePage.goto(BASE + `/#/agenda/acme/${encodeURIComponent(big.id)}`);
+  await acmePage.waitForFunction(() => document.querySelectorAll('svg.dag g.node').length === 250, { timeout: WAIT });
+  assert.equal(await acmePage.$eval('.dag-wrap', (e) => e.dataset.layout), 'layered');
+  assert.equal(await acmePage.$$eval('svg.dag path.edge', (ps) => ps.length), 240);
+});
+
+test('sign-out forgets the token', async () => {
+  await acmePage.goto(BASE + '/#/agendas');
+  await acmePage.waitForSelector('#signout', { timeout: WAIT });
+  await acmePage.click('#signout');
+  await acmePage.waitForSelector('#token', { timeout: WAIT });
+  assert.equal(await acmePage.evaluate(() => sessionStorage.getItem('pop.token')), null);
+  await acmePage.reload();
+  await acmePage.waitForSelector('#token', { timeout: WAIT });
+});
+
+test('no console errors, page errors or off-host requests', () => {
+  assert.deepEqual(problems, []);
+  assert.deepEqual(offHost, []);
+});
