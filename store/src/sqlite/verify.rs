@@ -182,7 +182,7 @@ pub(crate) fn verify(conn: &Connection) -> Result<Verification, StoreError> {
         if i64::try_from(count).ok() != Some(want_count) {
             return Ok(Verification {
                 first_break: Some(Break {
-                    version: u64::try_from(count).ok(),
+                    version: Some(count),
                     ..whole(format!(
                         "the stream's head says {want_count} events, the log holds {count} (a cut tail or deleted events)"
                     ))
