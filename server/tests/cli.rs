@@ -148,6 +148,16 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
         ctx(&ok)
     );
     assert!(!ok.stdout.contains('\u{1b}'), "no terminal codes in a pipe: {}", ctx(&ok));
+    // The server says what happened to it at INFO, one line per step, without colour codes.
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    for step in ["submitted", "claimed", "completed succeeded"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("pop::agendas") && l.contains(step) && l.contains(&ok_id)),
+            "no {step:?} line for {ok_id} in the server log:\n{log}"
+        );
+    }
+    assert!(!log.contains('\u{1b}'), "no colour codes in a log file");
 
     // A failure is explained: the failed operation's last diagnostic, exit 3.
     let ghost = dir.path().join("ghost.json");
