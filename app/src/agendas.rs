@@ -285,7 +285,10 @@ impl App {
             self.commands().execute::<AgendaState>(&stream_key, &metadata, &command).await;
         metrics::command("submitAgenda", executed.is_ok());
         let executed = executed.map_err(|e| error::execute_within(&subject, root, e))?;
-        Ok(AgendaOutcome::of(&executed, caller))
+        let outcome = AgendaOutcome::of(&executed, caller);
+        // One line per agenda lifecycle step for operators (`RUST_LOG=pop::agendas=warn` quiets it).
+        tracing::info!(target: "pop::agendas", agenda = %stream_key, by = %caller.principal.name, "submitted");
+        Ok(outcome)
     }
 
     /// Submits several agendas (POP's `createAgenda {"agendas": [...]}`), at most

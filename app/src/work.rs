@@ -199,6 +199,7 @@ impl App {
                         let waited = (now.timestamp_millis() - queued_ms).max(0);
                         let waited = std::time::Duration::from_millis(waited.unsigned_abs());
                         metrics::claimed(insight_id, waited);
+                        tracing::info!(target: "pop::agendas", agenda = %id, insight = %insight_id, by = %holder, "claimed");
                         claimed.push(AgendaOutcome::of(&executed, caller));
                     }
                     // Someone else claimed it first (or it changed since the read): not ours.
@@ -349,9 +350,16 @@ impl App {
             report,
             now,
         };
-        services
+        let outcome = services
             .on_key(caller, "updateAgendaProgress", &agenda_id, &key, command, "agendaProgress")
-            .await
+            .await?;
+        if outcome.position.is_some()
+            && outcome.progress.processing_state == pop_domain::ProcessingState::Complete
+        {
+            let message = outcome.progress.processing_state_message.as_deref().unwrap_or("");
+            tracing::info!(target: "pop::agendas", agenda = %key, by = %caller.principal.name, "completed {message}");
+        }
+        Ok(outcome)
     }
 
     /// The agenda (id and stream key) whose AgendaProgress has id `progress_id`, among those

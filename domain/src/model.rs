@@ -144,6 +144,15 @@ impl ProcessingState {
 }
 
 /// The well-known `processingStateMessage` values of DOMAIN.md §3.
+/// `DiagnosticEvent.statusCode` values pop itself gives a meaning.
+pub mod status_code {
+    /// The executor says retrying cannot help (no handler for the operation type, a handler
+    /// command that does not exist): the automatic retry leaves an agenda failed with this on
+    /// a failed operation's last diagnostic, or on the agenda's own last one
+    /// ([`super::AgendaProgress::not_retryable`]). A user's rerun still runs it.
+    pub const NOT_RETRYABLE: &str = "NOT_RETRYABLE";
+}
+
 pub mod message {
     pub const ADDED: &str = "added";
     pub const QUEUED: &str = "queued";
@@ -472,6 +481,26 @@ pub struct AgendaProgress {
     pub added_time: Option<Timestamp>,
     #[serde(default, with = "epoch_ms::option", skip_serializing_if = "Option::is_none")]
     pub updated_time: Option<Timestamp>,
+}
+
+impl AgendaProgress {
+    /// Whether the executor said this failure is deterministic: the last diagnostic of a
+    /// failed operation, or the agenda's own last diagnostic, has the status code
+    /// [`status_code::NOT_RETRYABLE`].
+    pub fn not_retryable(&self) -> bool {
+        let marked = |events: &[DiagnosticEvent]| {
+            events
+                .last()
+                .and_then(|e| e.status_code.as_deref())
+                .is_some_and(|c| c == status_code::NOT_RETRYABLE)
+        };
+        marked(&self.diagnostic_events)
+            || self.operation_progress.iter().any(|o| {
+                o.processing_state == ProcessingState::Complete
+                    && o.processing_state_message.as_deref() == Some(message::FAILED)
+                    && marked(&o.diagnostic_events)
+            })
+    }
 }
 
 /// The progress of every agenda sharing a linkId (DOMAIN.md §4.3). Computed on read.

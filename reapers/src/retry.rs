@@ -219,7 +219,8 @@ pub fn plan_with(
             }
         };
         let maximum = progress.maximum_attempts.clamp(1, MAXIMUM_ATTEMPTS_LIMIT);
-        if progress.attempts_completed >= maximum {
+        // Out of attempts, or a failure its executor called deterministic: nothing to retry.
+        if progress.attempts_completed >= maximum || progress.not_retryable() {
             exhausted.insert(entry.key().to_string(), entry.updated_ms());
             continue;
         }
@@ -465,6 +466,41 @@ mod tests {
             backoff: Backoff { jitter_percent: 0, ..Backoff::default() },
             ..RetryConfig::default()
         }
+    }
+
+    /// `history` whose last failure carries a diagnostic with `status_code`.
+    fn marked(id: &str, status_code: &str) -> Vec<AgendaCommand> {
+        let mut commands = history(id, 3, 1, 100);
+        for command in commands.iter_mut().rev() {
+            if let AgendaCommand::ReportProgress { report, .. } = command {
+                report.operations[0].diagnostics = vec![pop_domain::DiagnosticEvent {
+                    message: "no handler for operation type \"x\"".to_string(),
+                    status_code: Some(status_code.to_string()),
+                    ..Default::default()
+                }];
+                break;
+            }
+        }
+        commands
+    }
+
+    #[test]
+    fn a_failure_marked_not_retryable_is_not_retried_and_refuses_a_retry() {
+        use pop_domain::model::status_code::NOT_RETRYABLE;
+        let m = models(vec![
+            ("deterministic", marked("deterministic", NOT_RETRYABLE)),
+            ("errno", marked("errno", "ENOENT")),
+        ]);
+        assert_eq!(ids(&plan(t(100_000), &m, &no_jitter())), ["errno"]);
+        // The rule is the domain's: a retry command is refused too.
+        let mut state = AgendaState::default();
+        for command in marked("deterministic", NOT_RETRYABLE) {
+            for event in state.decide(&command).unwrap() {
+                state.evolve(&event);
+            }
+        }
+        let refused = state.decide(&AgendaCommand::Retry { now: t(200) }).unwrap_err();
+        assert_eq!(refused, pop_domain::agenda::AgendaError::NotRetryable);
     }
 
     #[test]

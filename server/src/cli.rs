@@ -6,7 +6,14 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "pop", version, about = "pop — an event-sourced workflow engine")]
+#[command(
+    name = "pop",
+    version,
+    about = "pop — an event-sourced workflow engine",
+    after_help = "Start: `pop serve --dev`, then `pop worker` and `pop submit --watch`.\n\
+        Client commands exit 0 when done, 1 on an error, 2 on a usage error, and 3 when the \
+        agenda they watched failed."
+)]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, env = "POP_LOG_FORMAT", value_enum, default_value = "text")]
@@ -25,20 +32,70 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the service on the embedded store (a SQLite file in the data directory), or on a
     /// shared PostgreSQL database with `--store`.
+    #[command(display_order = 1)]
     Serve(ServeArgs),
     /// Print events of the log as JSON lines: the whole log, or one stream (an audit view).
+    #[command(display_order = 40)]
     Log(LogArgs),
     /// Run one demo agenda through its whole lifecycle directly on the embedded store
     /// (with `pop serve` stopped): shows the write side without the API.
+    #[command(display_order = 41)]
     Demo(StoreArgs),
+    /// Create a resource pool, a customer and an insight in one step (what the first agenda
+    /// needs); objects that exist are kept.
+    #[command(display_order = 2)]
+    Init {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        init: InitArgs,
+    },
     /// Submit a POP agenda JSON file to a running server.
+    #[command(display_order = 10)]
     Submit {
         #[command(flatten)]
         client: ClientArgs,
         /// The agenda, as POP JSON.
         file: PathBuf,
+        /// Then watch it until it ends (exit codes as `pop watch`).
+        #[arg(long)]
+        watch: bool,
+        /// Print the server's answer as JSON.
+        #[arg(long)]
+        json: bool,
     },
-    /// Show an agenda's progress.
+    /// Run an agenda template with a payload.
+    #[command(display_order = 11)]
+    Run {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The template's id (`pop templates` lists them).
+        template: String,
+        /// The payload, as JSON.
+        #[arg(long)]
+        payload: Option<String>,
+        /// The customer to run it for, when the template and token do not decide it.
+        #[arg(long)]
+        customer: Option<String>,
+        /// Then watch the agenda until it ends.
+        #[arg(long)]
+        watch: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Watch an agenda's progress live until it ends: bars on a terminal, one line per change
+    /// otherwise. Exit 0 when it succeeded, was cancelled or you pressed Ctrl-C; 3 when it
+    /// failed (each failed operation's last diagnostic is printed); 1 on errors.
+    #[command(display_order = 12)]
+    Watch {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The agenda's progress id, in full, as `pop submit` and `pop agendas` print it (the
+        /// agenda id unless the agenda was given another progress id).
+        id: String,
+    },
+    /// Show an agenda's progress, with the last diagnostic of each failed operation.
+    #[command(display_order = 13)]
     Progress {
         #[command(flatten)]
         client: ClientArgs,
@@ -70,23 +127,124 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Watch an agenda's progress live: a bar per operation and one for the agenda.
-    Watch {
+    /// List the agendas this token may see, with their state.
+    #[command(display_order = 14)]
+    Agendas {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long)]
+        customer: Option<String>,
+        #[arg(long = "link-id")]
+        link_id: Option<String>,
+        #[arg(long)]
+        insight: Option<String>,
+        /// WAITING, EXECUTING or COMPLETE.
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many (1..=100).
+        #[arg(long, default_value_t = 50)]
+        first: u32,
+        /// Continue after this cursor (printed when more exist).
+        #[arg(long)]
+        after: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel an agenda that has not ended.
+    #[command(display_order = 15)]
+    Cancel {
         #[command(flatten)]
         client: ClientArgs,
         id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        /// The agenda's customer, when the token sees several using the id.
+        #[arg(long)]
+        customer: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run an ended agenda again: `--mode reset-all` (the default) runs everything again,
+    /// `continue` only what did not succeed, `skip-execution` marks it done without running;
+    /// `--reset a,b` resets only those operations.
+    #[command(display_order = 16)]
+    Rerun {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+        #[arg(long, value_enum)]
+        mode: Option<RerunMode>,
+        /// Operations to reset (POP's `operationsToReset`).
+        #[arg(long, value_delimiter = ',')]
+        reset: Vec<String>,
+        #[arg(long)]
+        customer: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The events of one agenda's stream, oldest first (an audit view over the API).
+    #[command(display_order = 17)]
+    Events {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+        #[arg(long)]
+        customer: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        first: u32,
+        /// Continue after this cursor (printed when more exist).
+        #[arg(long)]
+        after: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the insights this token may use, with their queues.
+    #[command(display_order = 20)]
+    Insights {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List resource pools.
+    #[command(display_order = 21)]
+    Pools {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List customers.
+    #[command(display_order = 22)]
+    Customers {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List agenda templates.
+    #[command(display_order = 23)]
+    Templates {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long)]
+        json: bool,
     },
     /// Replay the log into fresh read models (progress bar, events/s, fingerprint).
+    #[command(display_order = 42)]
     Rebuild(RebuildArgs),
     /// Run one timed process (reclaimer, retry, data, pods) on its own: `--once` runs one
     /// cycle and exits (for a Kubernetes CronJob), otherwise it loops like in `pop serve`.
     /// Store-based processes open the store, catch the projections up to the head first, and
     /// take the process's leader lock for each cycle.
+    #[command(display_order = 43)]
     Reap(ReapArgs),
     /// Run a resource pool's worker: claim agendas of the given insights and run their
     /// operations with the handlers of a registry file, reporting progress.
+    #[command(display_order = 3)]
     Worker(WorkerArgs),
     /// Send one GraphQL query or mutation to a running server and print the data as JSON.
+    #[command(display_order = 30)]
     Gql {
         #[command(flatten)]
         client: ClientArgs,
@@ -166,6 +324,11 @@ pub struct ServeArgs {
     /// `updateAgendaProgress` renews it.
     #[arg(long, visible_alias = "lease-seconds", env = "POP_LEASE", default_value_t = pop_api::config::DEFAULT_LEASE.as_secs())]
     pub lease: u64,
+    /// For a first try on this machine: once serving, create what `pop init` creates (pool
+    /// `farm`, customer `acme`, insight `encode` for ffmpeg, step, fanout and log operations)
+    /// with the generated admin token. Authentication stays on.
+    #[arg(long, env = "POP_DEV")]
+    pub dev: bool,
     #[command(flatten)]
     pub reapers: ReaperArgs,
 }
@@ -323,6 +486,34 @@ pub struct WorkerArgs {
     /// How often a handler's pod is looked at (milliseconds).
     #[arg(long, env = "POP_KUBE_POLL_MS", default_value_t = 1_000)]
     pub kube_poll_ms: u64,
+}
+
+/// What `pop init` creates.
+#[derive(Debug, Args, Clone)]
+pub struct InitArgs {
+    /// The resource pool's id.
+    #[arg(long, default_value = "farm")]
+    pub pool: String,
+    /// The customer's id (also the owner of the pool and the insight).
+    #[arg(long, default_value = "acme")]
+    pub customer: String,
+    /// The insight's id (what `pop worker --insight` names).
+    #[arg(long, default_value = "encode")]
+    pub insight: String,
+    /// The operation types the insight takes.
+    #[arg(long, value_delimiter = ',', default_value = "ffmpeg,step,fanout,log")]
+    pub types: Vec<String>,
+    /// The insight's queue size.
+    #[arg(long, default_value_t = 10)]
+    pub queue_size: u32,
+}
+
+/// POP's rerun modes.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RerunMode {
+    ResetAll,
+    Continue,
+    SkipExecution,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -16,17 +16,37 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: String,
+    /// Where the token came from, for the message when the server rejects it.
+    token_source: String,
 }
+
+/// The subscription's connection was lost or closed by the server (a restart): the caller may
+/// connect again and resume after the last position it saw.
+#[derive(Debug)]
+pub struct Disconnected(pub String);
+
+impl std::fmt::Display for Disconnected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Disconnected {}
 
 impl Client {
     /// The token comes from `--token`/`POP_TOKEN`, else from the admin token the embedded
     /// default generated into its data directory (the five-minute tour needs no setup).
     pub fn new(args: &ClientArgs) -> Result<Client> {
         let token = token(args)?;
+        let token_source = match &args.token {
+            Some(_) => "--token or POP_TOKEN".to_string(),
+            None => args.data_dir.join(pop_api::auth::ADMIN_TOKEN_FILE).display().to_string(),
+        };
         Ok(Client {
             http: reqwest::Client::new(),
             base: args.server.trim_end_matches('/').to_owned(),
             token,
+            token_source,
         })
     }
 
@@ -42,6 +62,13 @@ impl Client {
             .await
             .with_context(|| format!("calling {url} (is `pop serve` running?)"))?;
         let status = response.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            bail!(
+                "UNAUTHENTICATED: {url} rejected the token (taken from {}); pass another with \
+                 --token or POP_TOKEN",
+                self.token_source
+            );
+        }
         let body: Value =
             response.json().await.with_context(|| format!("reading {url} ({status})"))?;
         check_errors(&body)?;
@@ -49,7 +76,8 @@ impl Client {
     }
 
     /// Subscribes and calls `on_next` with each `data` payload until it returns `false` or the
-    /// server completes the subscription.
+    /// server completes the subscription. A lost or closed connection is a [`Disconnected`]
+    /// error; a refusal (`error` message, GraphQL errors) any other.
     pub async fn subscribe(
         &self,
         query: &str,
@@ -68,19 +96,34 @@ impl Client {
         request
             .headers_mut()
             .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("graphql-transport-ws"));
-        let (mut ws, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .with_context(|| format!("connecting to {url} (is `pop serve` running?)"))?;
+        let (mut ws, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| {
+            Disconnected(format!("connecting to {url} (is `pop serve` running?): {e}"))
+        })?;
         let send = |v: Value| tungstenite::Message::Text(v.to_string().into());
+        let lost = |e: tungstenite::Error| Disconnected(format!("the connection to {url}: {e}"));
         ws.send(send(json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {}", self.token)}})))
-            .await?;
+            .await
+            .map_err(lost)?;
         ws.send(send(json!({"id": "1", "type": "subscribe", "payload": {"query": query, "variables": variables}})))
-            .await?;
+            .await
+            .map_err(lost)?;
         while let Some(message) = ws.next().await {
-            let text = match message.context("reading the subscription")? {
+            let text = match message.map_err(lost)? {
                 tungstenite::Message::Text(t) => t,
                 tungstenite::Message::Close(frame) => {
-                    bail!("the server closed the subscription: {frame:?}")
+                    let why = frame
+                        .map(|f| format!("{} {}", u16::from(f.code), f.reason))
+                        .unwrap_or_else(|| "no reason".to_string());
+                    if why.starts_with("4401") || why.starts_with("4403") {
+                        bail!(
+                            "UNAUTHENTICATED: the server closed the subscription ({why}); the \
+                             token came from {}",
+                            self.token_source
+                        );
+                    }
+                    return Err(
+                        Disconnected(format!("the server closed the connection ({why})")).into()
+                    );
                 }
                 _ => continue,
             };
@@ -96,11 +139,11 @@ impl Client {
                 }
                 Some("error") => bail!("subscription refused: {}", msg["payload"]),
                 Some("complete") => return Ok(()),
-                Some("ping") => ws.send(send(json!({"type": "pong"}))).await?,
+                Some("ping") => ws.send(send(json!({"type": "pong"}))).await.map_err(lost)?,
                 _ => {}
             }
         }
-        Ok(())
+        Err(Disconnected(format!("the connection to {url} ended")).into())
     }
 }
 

@@ -79,11 +79,15 @@ pub async fn run(args: StoreArgs) -> Result<()> {
     // Submit: the server assigns ids and binds the agenda to an insight (DOMAIN.md §6).
     let mut agenda: Agenda = serde_json::from_str(DEMO_AGENDA).context("the demo agenda")?;
     agenda.id = Uuid::now_v7().to_string();
-    agenda.progress_id = Some(Uuid::now_v7().to_string());
+    // The progress id is the agenda id (as the server gives it when none is asked for), so the
+    // id printed below is what `pop progress` and `pop watch` take.
+    agenda.progress_id = Some(agenda.id.clone());
     agenda.cid = Some(cid.clone());
     let binding = bind_insight(&agenda, Some(&customer), std::slice::from_ref(&insight))
         .map_err(|e| anyhow!("binding the demo agenda: {e}"))?;
     let id = agenda.id.clone();
+    // Agenda streams are keyed by customer and id, as the server writes them.
+    let stream_key = pop_domain::agenda::key(&agenda.customer_id, &id);
     let step = |what: &'static str| {
         move |r: pop_store::Executed<AgendaState>| {
             let p = r.state.progress();
@@ -100,13 +104,14 @@ pub async fn run(args: StoreArgs) -> Result<()> {
         let exec = &exec;
         let meta = &meta;
         let id = id.clone();
+        let stream_key = stream_key.clone();
         async move {
-            exec.execute::<AgendaState>(&id, meta, &command)
+            exec.execute::<AgendaState>(&stream_key, meta, &command)
                 .await
                 .map_err(|e| anyhow!("agenda {id}: {e}"))
         }
     };
-    println!("agenda {id} (stream agenda-{id})");
+    println!("agenda {id} (stream agenda-{stream_key})");
     step("submitted")(
         agenda_cmd(AgendaCommand::Submit { agenda, insight: binding, now: Utc::now() }).await?,
     );
@@ -160,7 +165,8 @@ pub async fn run(args: StoreArgs) -> Result<()> {
         }
     }
     store.close().await.context("closing the store")?;
-    println!("\nsee its history: pop log --stream agenda-{id}");
+    println!("\nsee its history: pop log --stream agenda-{stream_key}");
+    println!("with `pop serve` running: pop progress {id}");
     Ok(())
 }
 

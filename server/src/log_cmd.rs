@@ -37,6 +37,11 @@ pub async fn run(args: LogArgs) -> Result<()> {
                 printed += 1;
             }
         }
+        if printed == args.limit
+            && !store.read_stream(stream, from, 1, Direction::Forwards).await?.is_empty()
+        {
+            eprintln!("pop: stopped at --limit {}; the stream has more events", args.limit);
+        }
     } else {
         let mut after = match &args.after {
             Some(p) => p.parse::<Position>().with_context(|| format!("--after {p:?}"))?,
@@ -63,6 +68,13 @@ pub async fn run(args: LogArgs) -> Result<()> {
                     writeln!(out, "{}", render(e))?;
                     printed += 1;
                 }
+            }
+            if printed == args.limit && !store.read_all(after, 1).await?.is_empty() {
+                eprintln!(
+                    "pop: stopped at --limit {}; more events exist: --after {after} (or a larger \
+                     --limit)",
+                    args.limit
+                );
             }
         }
     }

@@ -8,12 +8,15 @@ mod client;
 mod data_lock;
 mod demo;
 mod log_cmd;
+mod output;
 mod reap;
 mod rebuild;
 mod serve;
 mod signal;
 mod tour;
+mod verbs;
 mod verify_cmd;
+mod watch;
 mod worker;
 
 use std::process::ExitCode;
@@ -34,10 +37,18 @@ async fn main() -> ExitCode {
     init_tracing(&cli.log_format);
     match run(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("pop: error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<output::Exit>() {
+            Some(exit) => {
+                if !exit.message.is_empty() {
+                    eprintln!("pop: {}", exit.message);
+                }
+                ExitCode::from(exit.code)
+            }
+            None => {
+                eprintln!("pop: error: {}", error_chain(&e));
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -46,8 +57,22 @@ async fn run(command: cli::Command) -> Result<()> {
         cli::Command::Serve(args) => serve::run(args).await,
         cli::Command::Log(args) => log_cmd::run(args).await,
         cli::Command::Demo(args) => demo::run(args).await,
-        cli::Command::Submit { client, file } => {
-            tour::submit(&client::Client::new(&client)?, &file).await
+        cli::Command::Init { client, init } => {
+            let spec = verbs::InitSpec {
+                pool: init.pool,
+                customer: init.customer,
+                insight: init.insight,
+                types: init.types,
+                queue_size: init.queue_size,
+            };
+            verbs::init_cmd(&client::Client::new(&client)?, &spec).await
+        }
+        cli::Command::Submit { client, file, watch, json } => {
+            tour::submit(&client::Client::new(&client)?, &file, json, watch).await
+        }
+        cli::Command::Run { client, template, payload, customer, watch, json } => {
+            let c = client::Client::new(&client)?;
+            verbs::run(&c, &template, payload.as_deref(), customer.as_deref(), json, watch).await
         }
         cli::Command::Progress { client, id, json, as_of } => {
             tour::progress(&client::Client::new(&client)?, &id, json, as_of.as_deref()).await
@@ -57,7 +82,44 @@ async fn run(command: cli::Command) -> Result<()> {
             audit::run(&client::Client::new(&client)?, &id, customer.as_deref(), json).await
         }
         cli::Command::Watch { client, id } => {
-            tour::watch(&client::Client::new(&client)?, &id).await
+            watch::watch(&client::Client::new(&client)?, &id).await
+        }
+        cli::Command::Agendas { client, customer, link_id, insight, state, first, after, json } => {
+            let filter = verbs::AgendaFilter { customer, link_id, insight, state, first, after };
+            verbs::agendas(&client::Client::new(&client)?, &filter, json).await
+        }
+        cli::Command::Cancel { client, id, reason, customer, json } => {
+            let c = client::Client::new(&client)?;
+            verbs::cancel(&c, &id, customer.as_deref(), reason.as_deref(), json).await
+        }
+        cli::Command::Rerun { client, id, mode, reset, customer, json } => {
+            let mut flags: Vec<String> = match mode {
+                Some(cli::RerunMode::ResetAll) => vec!["resetAll".into()],
+                Some(cli::RerunMode::Continue) => vec!["continue".into()],
+                Some(cli::RerunMode::SkipExecution) => vec!["skipExecution".into()],
+                None => Vec::new(),
+            };
+            if !reset.is_empty() {
+                flags.push(format!("operationsToReset={}", reset.join(",")));
+            }
+            let c = client::Client::new(&client)?;
+            verbs::rerun(&c, &id, customer.as_deref(), &flags, json).await
+        }
+        cli::Command::Events { client, id, customer, first, after, json } => {
+            let c = client::Client::new(&client)?;
+            verbs::events(&c, &id, customer.as_deref(), first, after.as_deref(), json).await
+        }
+        cli::Command::Insights { client, json } => {
+            verbs::configs(&client::Client::new(&client)?, verbs::ConfigKind::Insights, json).await
+        }
+        cli::Command::Pools { client, json } => {
+            verbs::configs(&client::Client::new(&client)?, verbs::ConfigKind::Pools, json).await
+        }
+        cli::Command::Customers { client, json } => {
+            verbs::configs(&client::Client::new(&client)?, verbs::ConfigKind::Customers, json).await
+        }
+        cli::Command::Templates { client, json } => {
+            verbs::configs(&client::Client::new(&client)?, verbs::ConfigKind::Templates, json).await
         }
         cli::Command::Rebuild(args) => rebuild::run(args).await,
         cli::Command::Reap(args) => reap::run(args).await,
@@ -68,13 +130,35 @@ async fn run(command: cli::Command) -> Result<()> {
     }
 }
 
+/// The cause chain of an error on one line, each cause once: a context that already quotes its
+/// source's text (`reading x: No such file`) does not repeat it.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 /// Logs go to stderr so that commands such as `pop log` keep stdout for data. `RUST_LOG`
 /// filters (default `info`); `--log-format json` gives one JSON object per line for
 /// collectors.
 fn init_tracing(format: &cli::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: a log file or pipe gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         cli::LogFormat::Text => builder.init(),
         cli::LogFormat::Json => builder.json().init(),

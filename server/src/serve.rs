@@ -5,6 +5,7 @@
 //! the appends already queued, so nothing acknowledged is lost on a graceful stop.
 
 use std::future::IntoFuture;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use pop_store::Commands;
 use tokio::sync::watch;
 
 use crate::backend::Backend;
-use crate::cli::ServeArgs;
+use crate::cli::{ClientArgs, ServeArgs};
 use crate::data_lock::DataDirLock;
 use crate::signal::{shutdown_signal, stopped};
 
@@ -52,6 +53,10 @@ fn dashboard_url(addr: std::net::SocketAddr, token: Option<&str>) -> String {
 
 pub async fn run(args: ServeArgs) -> Result<()> {
     let data_dir = args.store.data_dir.clone();
+    // The port first: a clash is told before a data directory or a token is created.
+    let listener = tokio::net::TcpListener::bind(&args.bind).await.with_context(|| {
+        format!("binding {} (another server there? choose another address with --bind)", args.bind)
+    })?;
     // Held until `run` returns: one process per data directory.
     let _lock = DataDirLock::acquire(&data_dir, "serve")?;
     let backend = Backend::open(&args.store, args.store_url.as_deref(), args.durability).await?;
@@ -72,6 +77,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             data_dir.join(pop_api::auth::ADMIN_TOKEN_FILE).display()
         );
         println!("pop: {token}");
+    } else if let Some(dir) = admin_dir {
+        println!(
+            "pop: the admin token is in {} (clients there find it)",
+            dir.join(pop_api::auth::ADMIN_TOKEN_FILE).display()
+        );
     }
 
     let (runner, projections) = Runner::start(
@@ -116,9 +126,6 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             .await
             .context("starting the pod reaper")?,
     );
-    let listener = tokio::net::TcpListener::bind(&args.bind)
-        .await
-        .with_context(|| format!("binding {}", args.bind))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     // One stable line on stdout that scripts and tests read to find the port.
     println!("pop: listening on http://{addr}/graphql");
@@ -131,6 +138,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         println!("pop: dashboard: {}", dashboard_url(addr, None));
     }
     tracing::info!(%addr, store = %backend.describe, "pop is serving");
+    if args.dev {
+        let admin = admin_dir.map(|d| d.join(pop_api::auth::ADMIN_TOKEN_FILE));
+        tokio::spawn(dev_setup(format!("http://{addr}"), admin, data_dir.clone()));
+    }
 
     let server = axum::serve(listener, pop_api::router(state.clone()))
         .with_graceful_shutdown(shutdown_signal(
@@ -169,4 +180,32 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     backend.close().await?;
     tracing::info!("store closed; bye");
     Ok(())
+}
+
+/// `pop serve --dev`: once the API answers, what `pop init` creates (with its defaults), with
+/// the generated admin token; objects that exist are kept, so every start may do it.
+async fn dev_setup(server: String, admin_token: Option<std::path::PathBuf>, data_dir: PathBuf) {
+    let Some(path) = admin_token else {
+        eprintln!("pop: --dev sets up only with the generated admin token (no --token-file)");
+        return;
+    };
+    let token = std::fs::read_to_string(&path).map(|t| t.trim().to_string()).ok();
+    let args = ClientArgs { server, token, data_dir };
+    let result = async {
+        let client = crate::client::Client::new(&args)?;
+        crate::verbs::init(&client, &crate::verbs::InitSpec::default()).await
+    }
+    .await;
+    match result {
+        Ok(lines) => {
+            for line in lines {
+                println!("pop: --dev: {line}");
+            }
+            println!(
+                "pop: --dev: next, in another terminal: pop worker --insight encode --handlers \
+                 examples/handlers.toml, then: pop submit --watch examples/encode.json"
+            );
+        }
+        Err(e) => eprintln!("pop: --dev: the setup failed: {e:#}"),
+    }
 }

@@ -1,20 +1,13 @@
-//! The CLI helpers of the five-minute tour: `pop submit FILE.json`, `pop progress ID` and
-//! `pop watch ID` (live bars per operation, fed by a subscription).
+//! The CLI helpers of the five-minute tour: `pop submit FILE.json` (`--watch`, `--json`),
+//! `pop progress ID` and `pop gql`; `pop watch` is [`crate::watch`].
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
 use crate::client::Client;
-
-/// The AgendaProgress fields the CLI shows.
-const PROGRESS_FIELDS: &str = "id agendaId customerId title linkId processingState \
-    processingStateMessage percentComplete attemptsCompleted maximumAttempts \
-    operationProgress { operation processingState processingStateMessage percentComplete \
-    attemptCount diagnosticEvents { message } }";
+use crate::output::{self, out};
 
 /// What `pop progress --json` shows: the whole AgendaProgress, outputs and diagnostics included.
 const JSON_FIELDS: &str = "id agendaId customerId title linkId externalId processingState \
@@ -26,7 +19,49 @@ const JSON_FIELDS: &str = "id agendaId customerId title linkId externalId proces
 /// Largest agenda file `pop submit` reads; the server's own body limit is 2 MiB.
 const MAX_AGENDA_FILE_BYTES: u64 = 2 << 20;
 
-pub async fn submit(client: &Client, file: &Path) -> Result<()> {
+/// `pop submit FILE`: submits the agenda; `--json` prints the answer as JSON, `--watch` then
+/// watches it (exit codes as `pop watch`).
+pub async fn submit(client: &Client, file: &Path, as_json: bool, then_watch: bool) -> Result<()> {
+    let agenda = read_agenda(file)?;
+    let data = client
+        .graphql(
+            "mutation($a: JSON!) { submitAgenda(agenda: $a) { agenda { id progressId customerId \
+             agendaInsight { resourcePoolId insightId } } progress { processingState \
+             processingStateMessage } position cid } }",
+            json!({"a": agenda}),
+        )
+        .await
+        .map_err(|e| submit_error(e, &agenda))?;
+    let r = &data["submitAgenda"];
+    let progress_id = output::text(&r["agenda"], "progressId").to_string();
+    if as_json {
+        output::json(r);
+    } else {
+        out!("submitted agenda {}", output::text(&r["agenda"], "id"));
+        out!("  progress id  {progress_id}");
+        out!(
+            "  insight      {} (pool {})",
+            output::text(&r["agenda"]["agendaInsight"], "insightId"),
+            output::text(&r["agenda"]["agendaInsight"], "resourcePoolId")
+        );
+        out!(
+            "  state        {} / {}",
+            output::text(&r["progress"], "processingState"),
+            output::text(&r["progress"], "processingStateMessage")
+        );
+        if !then_watch {
+            out!("watch it:     pop watch {progress_id}");
+        }
+    }
+    if then_watch {
+        return crate::watch::watch(client, &progress_id).await;
+    }
+    Ok(())
+}
+
+/// The agenda JSON of `file`, bounded in size; a misspelt top-level key is named with the key
+/// it probably meant, before the server would only say an operation is missing.
+fn read_agenda(file: &Path) -> Result<Value> {
     let size =
         std::fs::metadata(file).with_context(|| format!("reading {}", file.display()))?.len();
     if size > MAX_AGENDA_FILE_BYTES {
@@ -39,34 +74,94 @@ pub async fn submit(client: &Client, file: &Path) -> Result<()> {
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let agenda: Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
-    let data = client
-        .graphql(
-            "mutation($a: JSON!) { submitAgenda(agenda: $a) { agenda { id progressId \
-             agendaInsight { resourcePoolId insightId } } progress { processingState \
-             processingStateMessage } position cid } }",
-            json!({"a": agenda}),
-        )
-        .await?;
-    let r = &data["submitAgenda"];
-    println!("submitted agenda {}", r["agenda"]["id"].as_str().unwrap_or("?"));
-    println!("  progress id  {}", r["agenda"]["progressId"].as_str().unwrap_or("?"));
-    println!(
-        "  insight      {} (pool {})",
-        r["agenda"]["agendaInsight"]["insightId"].as_str().unwrap_or("?"),
-        r["agenda"]["agendaInsight"]["resourcePoolId"].as_str().unwrap_or("?")
-    );
-    println!(
-        "  state        {} / {}",
-        r["progress"]["processingState"].as_str().unwrap_or("?"),
-        r["progress"]["processingStateMessage"].as_str().unwrap_or("")
-    );
-    println!(
-        "  position     {}   cid {}",
-        r["position"].as_str().unwrap_or("?"),
-        r["cid"].as_str().unwrap_or("?")
-    );
-    println!("watch it:     pop watch {}", r["agenda"]["progressId"].as_str().unwrap_or("?"));
-    Ok(())
+    if let Some(object) = agenda.as_object() {
+        for key in object.keys() {
+            if AGENDA_KEYS.contains(&key.as_str()) {
+                continue;
+            }
+            if let Some(near) = did_you_mean(key, AGENDA_KEYS) {
+                bail!(
+                    "VALIDATION: {}: unknown key {key:?} at the top level; did you mean {near:?}?",
+                    file.display()
+                );
+            }
+        }
+    }
+    Ok(agenda)
+}
+
+/// The top-level keys of a POP agenda.
+const AGENDA_KEYS: &[&str] = &[
+    "id",
+    "cid",
+    "customerId",
+    "title",
+    "linkId",
+    "jobId",
+    "externalId",
+    "progressId",
+    "operations",
+    "params",
+    "agendaInsight",
+    "addedTime",
+    "updatedTime",
+    "doNotRun",
+];
+
+/// The closest of `candidates` to `word` when it is a likely misspelling (edit distance at
+/// most 2, or the same but for case or a trailing `s`).
+pub fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let lower = word.to_ascii_lowercase();
+    candidates
+        .iter()
+        .map(|c| (edit_distance(&lower, &c.to_ascii_lowercase()), *c))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let current = row[j + 1];
+            row[j + 1] = (row[j + 1] + 1).min(row[j] + 1).min(previous + usize::from(ca != *cb));
+            previous = current;
+        }
+    }
+    row[b.len()]
+}
+
+/// A submit the server refused, told once and without the id it generated for the attempt;
+/// an operation type no insight maps names the types that are mapped.
+fn submit_error(e: anyhow::Error, agenda: &Value) -> anyhow::Error {
+    let text = e.to_string();
+    let given_id = agenda["id"].as_str().is_some_and(|i| !i.trim().is_empty());
+    if given_id || !text.contains("agenda \"") {
+        return e;
+    }
+    // The generated id means nothing to the user: drop `agenda "<uuid>"` mentions.
+    let mut cleaned = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("agenda \"") {
+        cleaned.push_str(&rest[..at]);
+        let after = &rest[at + "agenda \"".len()..];
+        match after.find('"') {
+            Some(close) if after[..close].len() >= 32 => {
+                cleaned.push_str("the agenda");
+                rest = &after[close + 1..];
+            }
+            _ => {
+                cleaned.push_str("agenda \"");
+                rest = after;
+            }
+        }
+    }
+    cleaned.push_str(rest);
+    anyhow::anyhow!(cleaned)
 }
 
 pub async fn progress(client: &Client, id: &str, as_json: bool, as_of: Option<&str>) -> Result<()> {
@@ -79,96 +174,61 @@ pub async fn progress(client: &Client, id: &str, as_json: bool, as_of: Option<&s
             json!({"time": text})
         }
     });
+    if !as_json && as_of.is_none() {
+        let p = crate::watch::find(client, id).await?;
+        print_progress(&p);
+        return Ok(());
+    }
     let data = client
         .graphql(
             &format!(
-                "query($id: String!, $asOf: AsOfInput) {{ agendaProgress(id: $id, asOf: $asOf) {{ {} }} }}",
-                if as_json { JSON_FIELDS } else { PROGRESS_FIELDS }
+                "query($id: String!, $asOf: AsOfInput) {{ agendaProgress(id: $id, asOf: $asOf) {{ {JSON_FIELDS} }} }}"
             ),
             json!({"id": id, "asOf": as_of}),
         )
         .await?;
     let p = &data["agendaProgress"];
     if p.is_null() {
-        bail!("NOT_FOUND: no agenda progress {id} visible to this token");
+        bail!("NOT_FOUND: no agenda progress {id:?} visible to this token");
     }
     if as_json {
-        println!("{}", serde_json::to_string_pretty(p)?);
-        return Ok(());
+        output::json(p);
+    } else {
+        print_progress(p);
     }
-    println!(
+    Ok(())
+}
+
+/// An AgendaProgress as text: its headline, one line per operation, and for each failed
+/// operation (and a failed agenda) its last diagnostic.
+fn print_progress(p: &Value) {
+    out!(
         "{}  {} / {}  {:.1}%  attempts {}/{}",
-        p["id"].as_str().unwrap_or(id),
-        p["processingState"].as_str().unwrap_or("?"),
-        p["processingStateMessage"].as_str().unwrap_or(""),
+        output::text(p, "id"),
+        output::text(p, "processingState"),
+        output::text(p, "processingStateMessage"),
         p["percentComplete"].as_f64().unwrap_or(0.0),
         p["attemptsCompleted"],
         p["maximumAttempts"]
     );
     for op in p["operationProgress"].as_array().into_iter().flatten() {
-        println!(
+        let word = output::outcome(op);
+        out!(
             "  {:<24} {:<9} {:>6.1}%  {}",
-            op["operation"].as_str().unwrap_or("?"),
-            op["processingState"].as_str().unwrap_or("?"),
+            output::text(op, "operation"),
+            output::text(op, "processingState"),
             op["percentComplete"].as_f64().unwrap_or(0.0),
-            op["processingStateMessage"].as_str().unwrap_or("")
+            if word == "failed" { "FAILED" } else { output::text(op, "processingStateMessage") }
         );
+        if word == "failed" {
+            let why = output::last_diagnostic(op).unwrap_or_else(|| "(no diagnostic)".into());
+            out!("      why: {why}");
+        }
     }
-    Ok(())
-}
-
-/// Draws one bar for the agenda and one per operation, updated by the `agendaProgress`
-/// subscription, until the agenda is COMPLETE. Fails (exit code 1) unless it succeeded.
-pub async fn watch(client: &Client, id: &str) -> Result<()> {
-    let bars = MultiProgress::new();
-    let style = ProgressStyle::with_template("{prefix:<24} [{bar:30}] {pos:>3}% {msg}")
-        .context("progress bar template")?
-        .progress_chars("=> ");
-    let agenda_bar = bars.add(ProgressBar::new(100).with_style(style.clone()));
-    agenda_bar.set_prefix(format!("agenda {}", short(id)));
-    let mut op_bars: HashMap<String, ProgressBar> = HashMap::new();
-    let mut outcome: Option<String> = None;
-    let query = format!(
-        "subscription($id: String!) {{ agendaProgress(id: $id) {{ position lagged resync removed \
-         progress {{ {PROGRESS_FIELDS} }} }} }}"
-    );
-    client
-        .subscribe(&query, json!({"id": id}), |data| {
-            let update = &data["agendaProgress"];
-            if update["removed"].as_bool() == Some(true) {
-                outcome = Some("removed".into());
-                return Ok(false);
-            }
-            let p = &update["progress"];
-            if p.is_null() {
-                bail!("NOT_FOUND: no agenda progress {id} visible to this token");
-            }
-            for op in p["operationProgress"].as_array().into_iter().flatten() {
-                let name = op["operation"].as_str().unwrap_or("?").to_owned();
-                let bar = op_bars.entry(name.clone()).or_insert_with(|| {
-                    let bar = bars.add(ProgressBar::new(100).with_style(style.clone()));
-                    bar.set_prefix(format!("  {name}"));
-                    bar
-                });
-                bar.set_position(percent(&op["percentComplete"]));
-                bar.set_message(state_text(op));
-            }
-            agenda_bar.set_position(percent(&p["percentComplete"]));
-            agenda_bar.set_message(state_text(p));
-            if p["processingState"].as_str() == Some("COMPLETE") {
-                outcome = Some(p["processingStateMessage"].as_str().unwrap_or("").to_owned());
-                return Ok(false);
-            }
-            Ok(true)
-        })
-        .await?;
-    for bar in op_bars.values().chain(std::iter::once(&agenda_bar)) {
-        bar.abandon();
-    }
-    match outcome.as_deref() {
-        Some(m) if m.eq_ignore_ascii_case("succeeded") => Ok(()),
-        Some(m) => bail!("agenda {id} ended {m}"),
-        None => bail!("the subscription ended before agenda {id} completed"),
+    if output::outcome(p) == "failed"
+        && let Some(why) = output::last_diagnostic(p)
+    {
+        out!("  agenda: {why}");
     }
 }
 
@@ -177,22 +237,6 @@ pub async fn gql(client: &Client, query: &str, variables: &str) -> Result<()> {
     let variables: Value =
         serde_json::from_str(variables).context("--variables must be a JSON object")?;
     let data = client.graphql(query, variables).await?;
-    println!("{}", serde_json::to_string_pretty(&data)?);
+    output::json(&data);
     Ok(())
-}
-
-fn percent(v: &Value) -> u64 {
-    v.as_f64().unwrap_or(0.0).clamp(0.0, 100.0).round() as u64
-}
-
-fn state_text(p: &Value) -> String {
-    format!(
-        "{} {}",
-        p["processingState"].as_str().unwrap_or("?"),
-        p["processingStateMessage"].as_str().unwrap_or("")
-    )
-}
-
-fn short(id: &str) -> &str {
-    id.get(..8).unwrap_or(id)
 }

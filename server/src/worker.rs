@@ -24,6 +24,14 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
     let registry = match &args.handlers {
         Some(path) => {
             let (mut registry, kube_specs) = pop_worker::config::load(path)?;
+            let missing = pop_worker::config::missing_programs(path)?;
+            if !missing.is_empty() {
+                bail!(
+                    "{}: handler commands that cannot start:\n  {}",
+                    path.display(),
+                    missing.join("\n  ")
+                );
+            }
             if !kube_specs.is_empty() {
                 // In a pod: the service account; elsewhere: the kubeconfig.
                 let client = kube::Client::try_default()
@@ -54,6 +62,7 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
     if insights.is_empty() {
         bail!("--insight names no insight");
     }
+    check_insights(&args, &insights).await?;
     let env = ExecEnv {
         api: Arc::new(api),
         registry: Arc::new(registry),
@@ -98,5 +107,35 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
         "pop: worker stopped: {} claimed, {} succeeded, {} failed, {} refused, {} handed back",
         stats.claimed, stats.succeeded, stats.failed, stats.refused, stats.handed_back
     );
+    Ok(())
+}
+
+/// Fails at start when an `--insight` is not one the token may use (a typo would otherwise be
+/// retried for ever), naming the ones it may use.
+async fn check_insights(args: &WorkerArgs, insights: &[String]) -> Result<()> {
+    let client = crate::client::Client::new(&args.client)?;
+    let data = client
+        .graphql("{ insights(first: 100) { items { id } } }", serde_json::json!({}))
+        .await
+        .context("listing the insights this token may use")?;
+    let usable: Vec<&str> = data["insights"]["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["id"].as_str())
+        .collect();
+    for insight in insights {
+        if usable.contains(&insight.as_str()) {
+            continue;
+        }
+        let hint = crate::tour::did_you_mean(insight, &usable)
+            .map(|near| format!(" (did you mean {near:?}?)"))
+            .unwrap_or_default();
+        let list = if usable.is_empty() { "none".to_string() } else { usable.join(", ") };
+        bail!(
+            "NOT_FOUND: no insight {insight:?} this token may use{hint}; it may use: {list} \
+             (`pop init` creates one)"
+        );
+    }
     Ok(())
 }

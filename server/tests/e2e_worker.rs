@@ -610,30 +610,46 @@ fn pop_cli(args: &[&str]) -> (bool, String) {
     (out.status.success(), stdout)
 }
 
-/// The README's five-minute tour as written: its setup mutations (read from README.md), a
-/// worker on the bundled `examples/handlers.toml` with the example scripts, `pop submit` of
-/// `examples/encode.json` and `examples/fanout.json`, and `pop progress --json`: both agendas
+/// The README's five-minute tour as written: `pop serve --dev` (which sets up pool, customer
+/// and insight; the commands are checked against README.md), a worker on the bundled
+/// `examples/handlers.toml` with the example scripts, `pop submit` of `examples/encode.json` and `examples/fanout.json`, and `pop progress --json`: both agendas
 /// succeed with the outputs the README and the scripts describe.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_tour_runs_as_written() {
     let dir = tempfile::tempdir().unwrap();
-    let pop = Pop::start(&dir.path().join("data"), None, &dir.path().join("pop.log"), true);
-    let server = pop.base();
-    let client = ["--server", server.as_str(), "--token", pop.admin.as_str()];
-
-    // The setup block of the tour: every `gql 'mutation { create… }'` line, in order.
+    // The tour's first command: `pop serve --dev` sets up pool, customer and insight itself.
     let readme = std::fs::read_to_string(examples().join("../README.md")).unwrap();
     let tour = &readme[readme.find("## A five-minute tour").expect("the tour section")..];
-    let setup: Vec<&str> = tour
-        .lines()
-        .filter_map(|l| l.strip_prefix("gql '"))
-        .filter_map(|l| l.strip_suffix('\''))
-        .filter(|q| q.starts_with("mutation { create"))
-        .collect();
-    assert_eq!(setup.len(), 3, "pool, customer and insight: {setup:?}");
-    for query in &setup {
-        let (ok, out) = pop_cli(&[&["gql"][..], &client, &[query]].concat());
-        assert!(ok, "pop gql {query}: {out}\n{}", log_tail(&pop.log));
+    let tour = &tour[..tour.find("\n## ").unwrap_or(tour.len())];
+    for command in [
+        "cargo run --release -- serve --dev",
+        "pop worker --insight encode --handlers examples/handlers.toml",
+        "pop submit --watch examples/encode.json",
+    ] {
+        assert!(tour.contains(command), "the tour runs {command:?}");
+    }
+    let pop = Pop::start_with(
+        &dir.path().join("data"),
+        None,
+        &dir.path().join("pop.log"),
+        true,
+        &["--dev"],
+    );
+    let server = pop.base();
+    let client = ["--server", server.as_str(), "--token", pop.admin.as_str()];
+    // `--dev` sets up once serving; a person starts the worker after reading its lines.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (ok, out) = pop_cli(&[&["insights", "--json"][..], &client].concat());
+        if ok && out.contains("\"encode\"") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "--dev created no insight: {out}\n{}",
+            log_tail(&pop.log)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     // `pop worker --insight encode --handlers examples/handlers.toml` (shorter idle polls).
@@ -653,8 +669,8 @@ async fn the_readme_tour_runs_as_written() {
         log: worker_log,
     };
 
-    // `pop submit FILE` prints `submitted agenda <id>`; retried while the insight the setup
-    // created is not yet visible to the binding (a person typing is slower than the test).
+    // `pop submit FILE` prints `submitted agenda <id>`; retried while the insight `--dev`
+    // creates is not yet there (a person typing is slower than the test).
     let submit = |file: &'static str| {
         let log = pop.log.clone();
         async move {

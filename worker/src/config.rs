@@ -82,6 +82,55 @@ fn default_timeout() -> u64 {
     DEFAULT_TIMEOUT_SECONDS
 }
 
+/// Checks that every local handler's program can be started: a path must be an executable
+/// file, a bare name must be found on `PATH`. Answers one line per program that cannot.
+pub fn missing_programs(registry_file: &Path) -> Result<Vec<String>, ConfigError> {
+    let shown = registry_file.display().to_string();
+    let text = std::fs::read_to_string(registry_file)
+        .map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+    let file: File = toml::from_str(&text)
+        .map_err(|source| ConfigError::Parse { path: shown.clone(), source })?;
+    let base = registry_file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut missing = Vec::new();
+    for (op_type, config) in file.handlers {
+        let HandlerConfig::Local { command, .. } = config else { continue };
+        let Some(program) = command.first() else { continue };
+        let found = if program.contains('/') || base.join(program).is_file() {
+            let path =
+                if Path::new(program).is_relative() { base.join(program) } else { program.into() };
+            if executable(&path) {
+                None
+            } else {
+                Some(format!("handler {op_type:?}: {} is not an executable file", path.display()))
+            }
+        } else {
+            let on_path = std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).any(|dir| executable(&dir.join(program))))
+                .unwrap_or(false);
+            (!on_path).then(|| {
+                format!(
+                    "handler {op_type:?}: {program:?} is neither in {} nor on PATH",
+                    base.display()
+                )
+            })
+        };
+        missing.extend(found);
+    }
+    Ok(missing)
+}
+
+fn executable(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    }
+    #[cfg(not(unix))]
+    {
+        path.is_file()
+    }
+}
+
 /// Kubernetes handlers found in the file, for the binary to build (it owns the kube client
 /// and the Kubernetes version choice).
 #[derive(Debug, Clone)]
@@ -133,8 +182,10 @@ pub fn parse(
                 if timeout_seconds == 0 {
                     return Err(invalid(&op_type, "timeout_seconds must be at least 1"));
                 }
-                // A bare name (`python3`) is looked up on PATH; a path is from the file.
-                let program = if program.contains('/') {
+                // Relative commands come from the file's folder, as the file's own comments
+                // say: a path (`handlers/x.sh`) always, a bare name (`fail.sh`) when the folder
+                // has it; any other bare name (`python3`) is looked up on PATH.
+                let program = if program.contains('/') || base.join(program).is_file() {
                     relative(Path::new(program))
                 } else {
                     PathBuf::from(program)
@@ -208,6 +259,28 @@ mod tests {
         assert_eq!(kube.len(), 1);
         assert_eq!(kube[0].image, "ffmpeg:7");
         assert_eq!(kube[0].timeout, Duration::from_secs(DEFAULT_TIMEOUT_SECONDS));
+    }
+
+    #[test]
+    fn a_bare_command_in_the_files_folder_is_taken_from_there_and_others_from_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("fail.sh");
+        std::fs::write(&script, "#!/bin/sh\nexit 1\n").unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let file = dir.path().join("h.toml");
+        std::fs::write(
+            &file,
+            "[handlers.x]\nkind = \"local\"\ncommand = [\"fail.sh\"]\n\
+             [handlers.y]\nkind = \"local\"\ncommand = [\"sh\", \"-c\", \"true\"]\n\
+             [handlers.z]\nkind = \"local\"\ncommand = [\"no-such-program-here\"]\n",
+        )
+        .unwrap();
+        let missing = missing_programs(&file).unwrap();
+        assert_eq!(missing.len(), 1, "{missing:?}");
+        assert!(missing[0].starts_with("handler \"z\""), "{missing:?}");
     }
 
     #[test]

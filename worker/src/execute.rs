@@ -12,7 +12,9 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use pop_domain::Params;
-use pop_domain::model::{DiagnosticEvent, Operation, ProcessingState, Timestamp, message};
+use pop_domain::model::{
+    DiagnosticEvent, Operation, ProcessingState, Timestamp, message, status_code,
+};
 use pop_domain::params::keys;
 use pop_domain::references::normalize_pointer;
 
@@ -76,6 +78,22 @@ fn diagnostic(message: impl Into<String>, payload: Value) -> DiagnosticEvent {
     DiagnosticEvent { message: message.into(), payload, ..DiagnosticEvent::default() }
 }
 
+/// The diagnostic of a failed operation, logged (one line: why it failed is in the worker's
+/// log too) and marked `NOT_RETRYABLE` when the failure is deterministic.
+fn failed(agenda: &str, operation: &str, f: Failure) -> DiagnosticEvent {
+    tracing::warn!(
+        agenda,
+        operation,
+        not_retryable = f.not_retryable,
+        "operation failed: {}",
+        f.message
+    );
+    DiagnosticEvent {
+        status_code: f.not_retryable.then(|| status_code::NOT_RETRYABLE.to_string()),
+        ..diagnostic(f.message, f.payload)
+    }
+}
+
 /// Runs `claimed` to its end. `shutdown` turning true stops starting operations; running ones
 /// get `shutdown_grace` to finish. `insight_slots` bounds the operations running at once for
 /// the agenda's insight across every agenda of this worker.
@@ -130,27 +148,21 @@ pub async fn execute(
                     Ok(p) => p,
                     Err(e) => {
                         plan.fail(&name);
-                        reporter.failed(
-                            &name,
-                            diagnostic(format!("resolving the payload: {e}"), Value::Null),
-                        );
+                        let f = Failure::new(format!("resolving the payload: {e}"));
+                        reporter.failed(&name, failed(&agenda.id, &name, f));
                         continue;
                     }
                 };
                 let Some(handler) = env.registry.get(&op.op_type) else {
                     plan.fail(&name);
                     let types: Vec<&str> = env.registry.types().collect();
-                    reporter.failed(
-                        &name,
-                        diagnostic(
-                            format!(
-                                "no handler for operation type {:?} (this worker runs {})",
-                                op.op_type,
-                                types.join(", ")
-                            ),
-                            Value::Null,
-                        ),
-                    );
+                    let f = Failure::new(format!(
+                        "no handler for operation type {:?} (this worker runs {})",
+                        op.op_type,
+                        types.join(", ")
+                    ))
+                    .not_retryable();
+                    reporter.failed(&name, failed(&agenda.id, &name, f));
                     continue;
                 };
                 let ctx = OperationContext {
@@ -208,7 +220,7 @@ pub async fn execute(
                     Ok(output) => {
                         if let Err(f) = expand_if_generator(env.api.as_ref(), &mut plan, &name, &output).await {
                             plan.fail(&name);
-                            reporter.failed(&name, diagnostic(f.message, f.payload));
+                            reporter.failed(&name, failed(&agenda.id, &name, f));
                         } else {
                             plan.succeed(&name, output.clone());
                             reporter.succeeded(&name, output);
@@ -216,7 +228,7 @@ pub async fn execute(
                     }
                     Err(f) => {
                         plan.fail(&name);
-                        reporter.failed(&name, diagnostic(f.message, f.payload));
+                        reporter.failed(&name, failed(&agenda.id, &name, f));
                     }
                 }
             }

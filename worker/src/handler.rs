@@ -30,15 +30,23 @@ pub struct OperationContext {
 pub struct Failure {
     pub message: String,
     pub payload: Value,
+    /// The failure is deterministic (running it again gives the same): reported with the
+    /// status code `NOT_RETRYABLE`, so the server's automatic retry leaves the agenda failed.
+    pub not_retryable: bool,
 }
 
 impl Failure {
     pub fn new(message: impl Into<String>) -> Failure {
-        Failure { message: message.into(), payload: Value::Null }
+        Failure { message: message.into(), payload: Value::Null, not_retryable: false }
     }
 
     pub fn with_payload(message: impl Into<String>, payload: Value) -> Failure {
-        Failure { message: message.into(), payload }
+        Failure { message: message.into(), payload, not_retryable: false }
+    }
+
+    /// This failure, marked deterministic (see [`Failure::not_retryable`]).
+    pub fn not_retryable(self) -> Failure {
+        Failure { not_retryable: true, ..self }
     }
 }
 

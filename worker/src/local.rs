@@ -189,9 +189,16 @@ impl Handler for LocalProcess {
         if let Some(dir) = &self.working_dir {
             cmd.current_dir(dir);
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| Failure::new(format!("starting {}: {e}", self.program.display())))?;
+        let mut child = cmd.spawn().map_err(|e| {
+            let failure = Failure::new(format!("starting {}: {e}", self.program.display()));
+            // A program that is not there (or may not run) is not there on a retry either.
+            match e.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                    failure.not_retryable()
+                }
+                _ => failure,
+            }
+        })?;
         let program = self.program.display().to_string();
 
         // Lines of both streams arrive on one channel, so the no-output timer sees either.

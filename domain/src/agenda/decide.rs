@@ -438,6 +438,9 @@ impl AgendaState {
                 maximum_attempts: self.maximum_attempts(),
             });
         }
+        if self.progress.not_retryable() {
+            return Err(AgendaError::NotRetryable);
+        }
         let mut events = vec![AgendaEvent::RetryDecided(AgendaRetryDecided {
             time: now,
             attempt: self.progress.attempts_completed.saturating_add(1),

@@ -65,6 +65,9 @@ pub enum AgendaError {
         "no attempts left: {attempts_completed} of at most {maximum_attempts} attempts completed"
     )]
     NoAttemptsLeft { attempts_completed: u32, maximum_attempts: u32 },
+    /// The automatic retry found the failure marked not retryable by its executor.
+    #[error("the executor marked the failure not retryable; rerun it after fixing the cause")]
+    NotRetryable,
     /// The agenda was reaped: its stream is about to be deleted and takes no more commands.
     #[error("agenda was reaped")]
     Reaped,
@@ -90,6 +93,7 @@ impl AgendaError {
             | AgendaError::DoNotRun
             | AgendaError::OperationTransition { .. }
             | AgendaError::NoAttemptsLeft { .. }
+            | AgendaError::NotRetryable
             | AgendaError::NotOldEnough { .. } => ErrorCode::Conflict,
         }
     }

@@ -1,0 +1,168 @@
+//! What the client commands print: lines on stdout that survive a closed pipe (`pop agendas |
+//! head` ends quietly, not with a panic), tables on a terminal and JSON with `--json`, the
+//! words and colours of an agenda's outcome, and exit codes other than 1.
+//!
+//! Exit codes of the client commands (also in `pop --help`):
+//! 0 done (for `watch`: the agenda succeeded, was cancelled, or you stopped watching);
+//! 1 an error (bad input, not found, refused, server unreachable); 2 a usage error;
+//! 3 the watched agenda failed.
+
+use std::fmt;
+use std::io::{IsTerminal, Write};
+
+use serde_json::Value;
+
+/// The exit code for a watched agenda that failed.
+pub const EXIT_FAILED: u8 = 3;
+
+/// Ends a command with `code` (and `message` on stderr unless empty) instead of 1.
+#[derive(Debug)]
+pub struct Exit {
+    pub code: u8,
+    pub message: String,
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+/// Writes one line to stdout; a reader that went away (`| head`) ends the process quietly
+/// with 0, as other command-line tools do.
+pub fn write_line(args: fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    let written =
+        out.write_fmt(args).and_then(|()| out.write_all(b"\n")).and_then(|()| out.flush());
+    if let Err(e) = written
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(0);
+    }
+}
+
+/// `println!` through [`write_line`].
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::output::write_line(format_args!($($arg)*)) };
+}
+pub(crate) use out;
+
+/// Whether stdout is a terminal (tables, colours and live bars) or a pipe/file (plain lines).
+pub fn is_tty() -> bool {
+    std::io::stdout().is_terminal()
+}
+
+/// Prints rows under headers, columns padded to their widest cell.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                let pad = widths[i].saturating_sub(cell.chars().count());
+                text.push_str(cell);
+                text.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        text.trim_end().to_string()
+    };
+    out!("{}", line(headers.to_vec()));
+    for row in rows {
+        out!("{}", line(row.iter().map(String::as_str).collect()));
+    }
+}
+
+/// Pretty JSON on stdout.
+pub fn json(value: &Value) {
+    out!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()));
+}
+
+/// The text of a JSON string field, or "".
+pub fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key].as_str().unwrap_or("")
+}
+
+/// How an agenda or operation stands, as one word: `succeeded`, `failed`, `cancelled` (its
+/// processingState COMPLETE), `running` (EXECUTING), or its WAITING message (`added`,
+/// `queued`, `scheduled`, `pending`, `waiting`).
+pub fn outcome(p: &Value) -> String {
+    let message = text(p, "processingStateMessage");
+    match text(p, "processingState") {
+        "COMPLETE" => match message.to_ascii_lowercase().as_str() {
+            m @ ("succeeded" | "failed" | "cancelled") => m.to_string(),
+            _ => "complete".to_string(),
+        },
+        "EXECUTING" => "running".to_string(),
+        _ if message.is_empty() => "waiting".to_string(),
+        _ => message.to_string(),
+    }
+}
+
+/// The last diagnostic of something that failed, on one line (at most 160 characters).
+pub fn last_diagnostic(p: &Value) -> Option<String> {
+    let last = p["diagnosticEvents"].as_array()?.last()?;
+    let message = text(last, "message").trim();
+    if message.is_empty() {
+        return None;
+    }
+    let line = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>();
+    let line = line.join(" | ");
+    Some(if line.chars().count() > 160 {
+        format!("{}…", line.chars().take(159).collect::<String>())
+    } else {
+        line
+    })
+}
+
+/// Why an agenda failed: each failed operation with its last diagnostic, then the agenda's own
+/// last diagnostic (a timeout, a deadlock); one line each.
+pub fn reasons(p: &Value) -> Vec<String> {
+    let mut lines: Vec<String> = p["operationProgress"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|op| outcome(op) == "failed")
+        .map(|op| {
+            let why = last_diagnostic(op).unwrap_or_else(|| "(no diagnostic)".to_string());
+            format!("{}: {why}", text(op, "operation"))
+        })
+        .collect();
+    if let Some(why) = last_diagnostic(p) {
+        lines.push(format!("agenda: {why}"));
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn outcomes_are_words_and_reasons_name_each_failed_operation() {
+        let p = json!({"processingState": "COMPLETE", "processingStateMessage": "failed",
+        "diagnosticEvents": [],
+        "operationProgress": [
+            {"operation": "a", "processingState": "COMPLETE", "processingStateMessage": "succeeded"},
+            {"operation": "b", "processingState": "COMPLETE", "processingStateMessage": "failed",
+             "diagnosticEvents": [{"message": "old"}, {"message": "no handler for operation type \"x\"\n"}]}
+        ]});
+        assert_eq!(outcome(&p), "failed");
+        assert_eq!(outcome(&p["operationProgress"][0]), "succeeded");
+        assert_eq!(reasons(&p), vec!["b: no handler for operation type \"x\"".to_string()]);
+        let queued = json!({"processingState": "WAITING", "processingStateMessage": "queued"});
+        assert_eq!(outcome(&queued), "queued");
+    }
+}

@@ -1,0 +1,390 @@
+//! The client verbs over the public GraphQL API (the same calls any client makes): `pop init`,
+//! `agendas`, `cancel`, `rerun`, `events`, `insights`, `pools`, `customers`, `templates` and
+//! `run`. Each prints a table (or a few lines) on stdout, or the API's JSON with `--json`.
+
+use anyhow::{Result, bail};
+use serde_json::{Value, json};
+
+use crate::client::Client;
+use crate::output::{self, out, table, text};
+
+/// What `pop init` creates.
+#[derive(Debug, Clone)]
+pub struct InitSpec {
+    pub pool: String,
+    pub customer: String,
+    pub insight: String,
+    pub types: Vec<String>,
+    pub queue_size: u32,
+}
+
+impl Default for InitSpec {
+    fn default() -> Self {
+        InitSpec {
+            pool: "farm".into(),
+            customer: "acme".into(),
+            insight: "encode".into(),
+            types: ["ffmpeg", "step", "fanout", "log"].map(String::from).to_vec(),
+            queue_size: 10,
+        }
+    }
+}
+
+/// Creates a resource pool, a customer using it and an insight mapping `types` to it; an
+/// object that exists already is left as it is (so `init` may run twice). Returns the lines
+/// to print.
+pub async fn init(client: &Client, spec: &InitSpec) -> Result<Vec<String>> {
+    if spec.types.iter().all(|t| t.trim().is_empty()) {
+        bail!("VALIDATION: --types names no operation type");
+    }
+    let steps = [
+        (
+            "resource pool",
+            &spec.pool,
+            "mutation($v: JSON!) { createResourcePool(resourcePool: $v) { position } }",
+            json!({"id": spec.pool, "customerId": spec.customer, "title": spec.pool}),
+        ),
+        (
+            "customer",
+            &spec.customer,
+            "mutation($v: JSON!) { createCustomer(customer: $v) { position } }",
+            json!({"id": spec.customer, "customerId": spec.customer, "title": spec.customer,
+                   "resourcePoolId": spec.pool}),
+        ),
+        (
+            "insight",
+            &spec.insight,
+            "mutation($v: JSON!) { createInsight(insight: $v) { position } }",
+            json!({"id": spec.insight, "customerId": spec.customer, "title": spec.insight,
+                   "resourcePoolId": spec.pool, "queueSize": spec.queue_size,
+                   "mappers": {"operationType": spec.types}}),
+        ),
+    ];
+    let mut lines = Vec::new();
+    for (kind, id, mutation, value) in steps {
+        match client.graphql(mutation, json!({"v": value})).await {
+            Ok(_) => lines.push(format!("created {kind} {id}")),
+            Err(e) if e.to_string().starts_with("CONFLICT") => {
+                lines.push(format!("kept {kind} {id} (it exists)"));
+            }
+            Err(e) => return Err(e.context(format!("creating {kind} {id}"))),
+        }
+    }
+    lines.push(format!(
+        "insight {} takes operations of type {} from customer {}",
+        spec.insight,
+        spec.types.join(", "),
+        spec.customer
+    ));
+    Ok(lines)
+}
+
+/// `pop init`.
+pub async fn init_cmd(client: &Client, spec: &InitSpec) -> Result<()> {
+    for line in init(client, spec).await? {
+        out!("{line}");
+    }
+    out!("next: pop worker --insight {} --handlers examples/handlers.toml", spec.insight);
+    out!("      pop submit --watch examples/encode.json");
+    Ok(())
+}
+
+/// Filters of `pop agendas`.
+#[derive(Debug, Clone, Default)]
+pub struct AgendaFilter {
+    pub customer: Option<String>,
+    pub link_id: Option<String>,
+    pub insight: Option<String>,
+    pub state: Option<String>,
+    pub first: u32,
+    pub after: Option<String>,
+}
+
+/// `pop agendas`: the visible agendas with their state, newest state first as the API orders.
+pub async fn agendas(client: &Client, f: &AgendaFilter, as_json: bool) -> Result<()> {
+    let mut filter = serde_json::Map::new();
+    if let Some(c) = &f.customer {
+        filter.insert("customerId".into(), json!(c));
+    }
+    if let Some(l) = &f.link_id {
+        filter.insert("linkId".into(), json!(l));
+    }
+    if let Some(i) = &f.insight {
+        filter.insert("insightId".into(), json!(i));
+    }
+    if let Some(s) = &f.state {
+        filter.insert("processingState".into(), json!(s.to_ascii_uppercase()));
+    }
+    let data = client
+        .graphql(
+            "query($f: AgendaFilter, $n: Int, $a: String) { agendaProgressList(filter: $f, \
+             first: $n, after: $a) { items { id agendaId customerId title linkId \
+             processingState processingStateMessage percentComplete updatedTime \
+             agendaInsight { insightId } } endCursor hasNextPage } }",
+            json!({"f": filter, "n": f.first, "a": f.after}),
+        )
+        .await?;
+    let page = &data["agendaProgressList"];
+    if as_json {
+        output::json(page);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = page["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            vec![
+                text(p, "id").to_string(),
+                text(p, "customerId").to_string(),
+                text(&p["agendaInsight"], "insightId").to_string(),
+                output::outcome(p),
+                format!("{:.0}%", p["percentComplete"].as_f64().unwrap_or(0.0)),
+                text(p, "linkId").to_string(),
+                text(p, "title").to_string(),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        eprintln!("pop: no agendas match");
+    } else {
+        table(&["ID", "CUSTOMER", "INSIGHT", "STATE", "DONE", "LINK", "TITLE"], &rows);
+    }
+    more(page, "agendas");
+    Ok(())
+}
+
+/// Says on stderr that a page has more, and how to get it.
+fn more(page: &Value, verb: &str) {
+    if page["hasNextPage"].as_bool() == Some(true) {
+        eprintln!(
+            "pop: more exist: pop {verb} --after {} (or a larger --first)",
+            text(page, "endCursor")
+        );
+    }
+}
+
+/// `pop cancel ID`.
+pub async fn cancel(
+    client: &Client,
+    id: &str,
+    customer: Option<&str>,
+    reason: Option<&str>,
+    as_json: bool,
+) -> Result<()> {
+    let data = client
+        .graphql(
+            "mutation($a: String!, $c: String, $r: String) { cancelAgenda(agendaId: $a, \
+             customerId: $c, reason: $r) { progress { id processingState \
+             processingStateMessage } position } }",
+            json!({"a": id, "c": customer, "r": reason}),
+        )
+        .await?;
+    let r = &data["cancelAgenda"];
+    if as_json {
+        output::json(r);
+    } else {
+        out!("agenda {id}: {}", output::outcome(&r["progress"]));
+    }
+    Ok(())
+}
+
+/// `pop rerun ID --mode …`: POP's rerun flags.
+pub async fn rerun(
+    client: &Client,
+    id: &str,
+    customer: Option<&str>,
+    flags: &[String],
+    as_json: bool,
+) -> Result<()> {
+    let data = client
+        .graphql(
+            "mutation($a: String!, $c: String, $p: [String!]) { rerunAgenda(agendaId: $a, \
+             customerId: $c, params: $p) { progress { id processingState \
+             processingStateMessage } position } }",
+            json!({"a": id, "c": customer, "p": flags}),
+        )
+        .await?;
+    let r = &data["rerunAgenda"];
+    if as_json {
+        output::json(r);
+    } else {
+        let mode = if flags.is_empty() { "resetAll".to_string() } else { flags.join(", ") };
+        out!("agenda {id}: rerun ({mode}), now {}", output::outcome(&r["progress"]));
+        out!("watch it:     pop watch {}", text(&r["progress"], "id"));
+    }
+    Ok(())
+}
+
+/// `pop events ID`: the agenda's stream, oldest first.
+pub async fn events(
+    client: &Client,
+    id: &str,
+    customer: Option<&str>,
+    first: u32,
+    after: Option<&str>,
+    as_json: bool,
+) -> Result<()> {
+    let data = client
+        .graphql(
+            "query($a: String!, $c: String, $n: Int, $after: String) { agendaEvents(agendaId: \
+             $a, customerId: $c, first: $n, after: $after) { items { version position type \
+             time data } endCursor hasNextPage } }",
+            json!({"a": id, "c": customer, "n": first, "after": after}),
+        )
+        .await?;
+    let page = &data["agendaEvents"];
+    if page.is_null() {
+        bail!("NOT_FOUND: no agenda {id:?} visible to this token (`pop agendas` lists them)");
+    }
+    if as_json {
+        output::json(page);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = page["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            vec![
+                e["version"].to_string(),
+                text(e, "position").to_string(),
+                text(e, "time").to_string(),
+                text(e, "type").to_string(),
+            ]
+        })
+        .collect();
+    table(&["VERSION", "POSITION", "TIME", "TYPE"], &rows);
+    more(page, &format!("events {id}"));
+    Ok(())
+}
+
+/// Which configuration list `pop insights|pools|customers|templates` shows.
+#[derive(Debug, Clone, Copy)]
+pub enum ConfigKind {
+    Insights,
+    Pools,
+    Customers,
+    Templates,
+}
+
+/// `pop insights`, `pop pools`, `pop customers`, `pop templates`.
+pub async fn configs(client: &Client, kind: ConfigKind, as_json: bool) -> Result<()> {
+    let (field, fields, headers): (&str, &str, &[&str]) = match kind {
+        ConfigKind::Insights => (
+            "insights",
+            "id customerId title resourcePoolId queueSize mappers isGlobal queueDepth waiting \
+             executing",
+            &["ID", "OWNER", "POOL", "TYPES", "QUEUED", "WAITING", "RUNNING", "TITLE"],
+        ),
+        ConfigKind::Pools => (
+            "resourcePools",
+            "id customerId title insightIds",
+            &["ID", "OWNER", "INSIGHTS", "TITLE"],
+        ),
+        ConfigKind::Customers => ("customers", "id title resourcePoolId", &["ID", "POOL", "TITLE"]),
+        ConfigKind::Templates => (
+            "templates",
+            "id customerId title isGlobal staticParameters",
+            &["ID", "OWNER", "GLOBAL", "TITLE"],
+        ),
+    };
+    let data = client
+        .graphql(
+            &format!("{{ {field}(first: 100) {{ items {{ {fields} }} hasNextPage endCursor }} }}"),
+            json!({}),
+        )
+        .await?;
+    let page = &data[field];
+    if as_json {
+        output::json(page);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = page["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|o| match kind {
+            ConfigKind::Insights => vec![
+                text(o, "id").into(),
+                text(o, "customerId").into(),
+                text(o, "resourcePoolId").into(),
+                o["mappers"]["operationType"]
+                    .as_array()
+                    .map(|t| t.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+                    .unwrap_or_default(),
+                o["queueDepth"].to_string(),
+                o["waiting"].to_string(),
+                o["executing"].to_string(),
+                text(o, "title").into(),
+            ],
+            ConfigKind::Pools => vec![
+                text(o, "id").into(),
+                text(o, "customerId").into(),
+                o["insightIds"]
+                    .as_array()
+                    .map(|t| t.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+                    .unwrap_or_default(),
+                text(o, "title").into(),
+            ],
+            ConfigKind::Customers => vec![
+                text(o, "id").into(),
+                text(o, "resourcePoolId").into(),
+                text(o, "title").into(),
+            ],
+            ConfigKind::Templates => vec![
+                text(o, "id").into(),
+                text(o, "customerId").into(),
+                o["isGlobal"].to_string(),
+                text(o, "title").into(),
+            ],
+        })
+        .collect();
+    if rows.is_empty() {
+        eprintln!("pop: none visible to this token");
+    } else {
+        table(headers, &rows);
+    }
+    if page["hasNextPage"].as_bool() == Some(true) {
+        eprintln!("pop: more than 100 exist; `--json` with `pop gql` pages through them");
+    }
+    Ok(())
+}
+
+/// `pop run TEMPLATE [--payload JSON]`: runs a template; `--watch` then watches the agenda.
+pub async fn run(
+    client: &Client,
+    template: &str,
+    payload: Option<&str>,
+    customer: Option<&str>,
+    as_json: bool,
+    then_watch: bool,
+) -> Result<()> {
+    let payload: Value = match payload {
+        Some(p) => serde_json::from_str(p)
+            .map_err(|e| anyhow::anyhow!("VALIDATION: --payload is not JSON: {e}"))?,
+        None => Value::Null,
+    };
+    let data = client
+        .graphql(
+            "mutation($t: String!, $p: JSON, $c: String) { runTemplate(templateId: $t, \
+             payload: $p, customerId: $c) { agenda { id progressId customerId } progress { \
+             processingState processingStateMessage } position } }",
+            json!({"t": template, "p": payload, "c": customer}),
+        )
+        .await?;
+    let r = &data["runTemplate"];
+    let progress_id = text(&r["agenda"], "progressId").to_string();
+    if as_json {
+        output::json(r);
+    } else {
+        out!("submitted agenda {} from template {template}", text(&r["agenda"], "id"));
+        if !then_watch {
+            out!("watch it:     pop watch {progress_id}");
+        }
+    }
+    if then_watch {
+        return crate::watch::watch(client, &progress_id).await;
+    }
+    Ok(())
+}

@@ -1,0 +1,287 @@
+//! `pop watch ID`: an agenda's progress, live, until it ends. The id is checked first (an
+//! unknown one is NOT_FOUND with a hint, not a bar stuck at 0 %). On a terminal: a bar per
+//! operation and one for the agenda, failed and cancelled bars marked by a word and a colour;
+//! piped: one line per change and the final state. A failed operation shows its last
+//! diagnostic. After a server restart it connects again and resumes after the last position it
+//! saw. Ctrl-C stops watching (exit 0; the agenda goes on); a cancelled agenda is exit 0 too,
+//! a failed one exit 3 (see [`crate::output`]).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+
+use crate::client::{Client, Disconnected};
+use crate::output::{self, EXIT_FAILED, Exit, out};
+
+/// The AgendaProgress fields `watch` and `progress` show.
+pub const PROGRESS_FIELDS: &str = "id agendaId customerId title linkId processingState \
+    processingStateMessage percentComplete attemptsCompleted maximumAttempts \
+    diagnosticEvents { message } \
+    operationProgress { operation processingState processingStateMessage percentComplete \
+    attemptCount diagnosticEvents { message } }";
+
+/// How long `watch` keeps trying to reach a server that went away before it gives up.
+const RECONNECT_FOR: Duration = Duration::from_secs(120);
+
+/// Looks the agenda progress up (the id `watch` and `progress` take); NOT_FOUND with a hint
+/// when the caller sees none.
+pub async fn find(client: &Client, id: &str) -> Result<Value> {
+    let data = client
+        .graphql(
+            &format!("query($id: String!) {{ agendaProgress(id: $id) {{ {PROGRESS_FIELDS} }} }}"),
+            json!({"id": id}),
+        )
+        .await?;
+    let p = data["agendaProgress"].clone();
+    if p.is_null() {
+        bail!(
+            "NOT_FOUND: no agenda progress {id:?} visible to this token (the id is the agenda's \
+             progress id, as `pop submit` and `pop agendas` print it in full)"
+        );
+    }
+    Ok(p)
+}
+
+/// Draws progress until the agenda ends, the user presses Ctrl-C, or the server stays away.
+pub async fn watch(client: &Client, id: &str) -> Result<()> {
+    let first = find(client, id).await?;
+    let id = output::text(&first, "id").to_string();
+    let mut view = View::new(&id, output::is_tty())?;
+    view.show(&first);
+    if let Some(end) = ended(&first) {
+        return view.finish(&first, end);
+    }
+    let query = format!(
+        "subscription($id: String!, $after: String) {{ agendaProgress(id: $id, afterPosition: \
+         $after) {{ position removed progress {{ {PROGRESS_FIELDS} }} }} }}"
+    );
+    let mut after: Option<String> = None;
+    let mut last = first;
+    let mut lost_since: Option<tokio::time::Instant> = None;
+    loop {
+        let mut end: Option<&'static str> = None;
+        let subscription = client.subscribe(&query, json!({"id": id, "after": after}), |data| {
+            let update = &data["agendaProgress"];
+            if let Some(position) = update["position"].as_str() {
+                after = Some(position.to_string());
+            }
+            lost_since = None;
+            if update["removed"].as_bool() == Some(true) {
+                end = Some("removed");
+                return Ok(false);
+            }
+            let p = &update["progress"];
+            if p.is_null() {
+                return Ok(true);
+            }
+            view.show(p);
+            last = p.clone();
+            end = ended(p);
+            Ok(end.is_none())
+        });
+        let result = tokio::select! {
+            r = subscription => Some(r),
+            _ = tokio::signal::ctrl_c() => None,
+        };
+        let Some(result) = result else {
+            view.abandon();
+            eprintln!("pop: stopped watching; agenda {id} goes on");
+            return Ok(());
+        };
+        match result {
+            Ok(()) => match end {
+                Some("removed") => {
+                    view.abandon();
+                    bail!("agenda {id} was removed (reaped) while watching");
+                }
+                Some(end) => return view.finish(&last, end),
+                None => {}
+            },
+            Err(e) if e.downcast_ref::<Disconnected>().is_some() => {
+                let since = *lost_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() > RECONNECT_FOR {
+                    view.abandon();
+                    return Err(e).context(format!("gave up after {RECONNECT_FOR:?}"));
+                }
+                view.note(&format!("{e}; reconnecting…"));
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                view.abandon();
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// `succeeded`, `failed` or `cancelled` once the agenda is COMPLETE.
+fn ended(p: &Value) -> Option<&'static str> {
+    if output::text(p, "processingState") != "COMPLETE" {
+        return None;
+    }
+    Some(match output::outcome(p).as_str() {
+        "failed" => "failed",
+        "cancelled" => "cancelled",
+        _ => "succeeded",
+    })
+}
+
+/// Bars on a terminal, lines otherwise.
+struct View {
+    id: String,
+    tty: bool,
+    bars: MultiProgress,
+    agenda_bar: Option<ProgressBar>,
+    op_bars: HashMap<String, ProgressBar>,
+    /// Per operation (and `""` for the agenda): the last line printed, piped.
+    printed: HashMap<String, String>,
+}
+
+fn style(state: &str) -> Result<ProgressStyle> {
+    let bar = match state {
+        "failed" => "{bar:30.red}",
+        "cancelled" => "{bar:30.yellow}",
+        "succeeded" => "{bar:30.green}",
+        _ => "{bar:30}",
+    };
+    Ok(ProgressStyle::with_template(&format!("{{prefix:<24}} [{bar}] {{pos:>3}}% {{msg}}"))
+        .context("progress bar template")?
+        .progress_chars("=> "))
+}
+
+/// What a bar's or line's message says: the outcome word, the message while running, and the
+/// last diagnostic of a failure.
+fn message(p: &Value) -> String {
+    let word = output::outcome(p);
+    match word.as_str() {
+        "failed" => match output::last_diagnostic(p) {
+            Some(why) => format!("FAILED: {why}"),
+            None => "FAILED".to_string(),
+        },
+        "cancelled" => "CANCELLED".to_string(),
+        "running" => {
+            let m = output::text(p, "processingStateMessage");
+            if m.is_empty() { word } else { format!("running: {m}") }
+        }
+        _ => word,
+    }
+}
+
+/// How far an agenda got: the share of operations that succeeded (a failed agenda is not a
+/// full bar), else its own percentComplete.
+fn agenda_percent(p: &Value) -> u64 {
+    let ops = p["operationProgress"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if output::outcome(p) == "succeeded" {
+        return 100;
+    }
+    if !ops.is_empty() && p["processingState"] == "COMPLETE" {
+        let done = ops.iter().filter(|o| output::outcome(o) == "succeeded").count();
+        return (done * 100 / ops.len()) as u64;
+    }
+    percent(&p["percentComplete"])
+}
+
+fn percent(v: &Value) -> u64 {
+    v.as_f64().unwrap_or(0.0).clamp(0.0, 100.0).round() as u64
+}
+
+impl View {
+    fn new(id: &str, tty: bool) -> Result<View> {
+        let bars = MultiProgress::new();
+        let agenda_bar = if tty {
+            out!("watching agenda {id}");
+            let bar = bars.add(ProgressBar::new(100).with_style(style("")?));
+            bar.set_prefix("agenda");
+            Some(bar)
+        } else {
+            None
+        };
+        Ok(View {
+            id: id.to_string(),
+            tty,
+            bars,
+            agenda_bar,
+            op_bars: HashMap::new(),
+            printed: HashMap::new(),
+        })
+    }
+
+    fn show(&mut self, p: &Value) {
+        let ops = p["operationProgress"].as_array().cloned().unwrap_or_default();
+        if self.tty {
+            for op in &ops {
+                let name = output::text(op, "operation").to_string();
+                let bar = self.op_bars.entry(name.clone()).or_insert_with(|| {
+                    let bar = self.bars.add(ProgressBar::new(100));
+                    bar.set_prefix(format!("  {name}"));
+                    bar
+                });
+                if let Ok(s) = style(&output::outcome(op)) {
+                    bar.set_style(s);
+                }
+                bar.set_position(percent(&op["percentComplete"]));
+                bar.set_message(message(op));
+            }
+            if let Some(bar) = &self.agenda_bar {
+                if let Ok(s) = style(&output::outcome(p)) {
+                    bar.set_style(s);
+                }
+                bar.set_position(agenda_percent(p));
+                bar.set_message(message(p));
+            }
+            return;
+        }
+        for op in &ops {
+            let name = output::text(op, "operation");
+            let line = format!("{name}  {}", message(op));
+            if self.printed.get(name) != Some(&line) {
+                out!("{line}");
+                self.printed.insert(name.to_string(), line);
+            }
+        }
+        let line = format!("agenda {}  {}", self.id, message(p));
+        if self.printed.get("") != Some(&line) {
+            out!("{line}");
+            self.printed.insert(String::new(), line);
+        }
+    }
+
+    /// A note under the bars (or on stderr, piped).
+    fn note(&self, text: &str) {
+        if self.tty {
+            let _ = self.bars.println(format!("pop: {text}"));
+        } else {
+            eprintln!("pop: {text}");
+        }
+    }
+
+    fn abandon(&self) {
+        for bar in self.op_bars.values().chain(self.agenda_bar.iter()) {
+            bar.abandon();
+        }
+    }
+
+    fn finish(&self, p: &Value, end: &str) -> Result<()> {
+        self.abandon();
+        match end {
+            "succeeded" => {
+                out!("agenda {} succeeded", self.id);
+                Ok(())
+            }
+            "cancelled" => {
+                out!("agenda {} was cancelled", self.id);
+                Ok(())
+            }
+            _ => {
+                let mut text = format!("agenda {} failed", self.id);
+                for why in output::reasons(p) {
+                    text.push_str(&format!("\n  {why}"));
+                }
+                Err(Exit { code: EXIT_FAILED, message: text }.into())
+            }
+        }
+    }
+}

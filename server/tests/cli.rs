@@ -1,0 +1,377 @@
+//! The terminal experience, driven as a person would: the real `pop` binary against a real
+//! `pop serve` and `pop worker`, through a pipe (the plain forms) and through a
+//! pseudo-terminal (`script` from util-linux, for the live bars). Each command's output and
+//! exit code is checked. Every wait is bounded.
+
+// Test helpers panic on purpose: a broken fixture should fail the test loudly.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{Pop, WAIT, log_tail, pop_command};
+
+/// The repository root, where the README's commands run.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// What one `pop` run did.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `pop <args>` against `pop` from the repository root, stdout and stderr piped.
+fn pop(server: &Pop, args: &[&str]) -> Run {
+    let mut cmd = pop_command();
+    cmd.args(args)
+        .current_dir(root())
+        .env("POP_SERVER", server.base())
+        .env("POP_TOKEN", &server.admin)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    finish(cmd.spawn().expect("spawning pop"), args)
+}
+
+fn finish(mut child: Child, what: &[&str]) -> Run {
+    let deadline = Instant::now() + WAIT * 2;
+    // Drain both pipes on threads so a chatty command never blocks on a full pipe.
+    let read = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut s);
+            }
+            s
+        })
+    };
+    let out = read(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let err = read(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("pop {what:?} did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+/// A running `pop worker`; killed on drop.
+struct Worker(Child, PathBuf);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn worker(server: &Pop, dir: &Path, args: &[&str]) -> Worker {
+    let log = dir.join("worker.log");
+    let child = pop_command()
+        .arg("worker")
+        .args(args)
+        .current_dir(root())
+        .env("POP_SERVER", server.base())
+        .env("POP_TOKEN", &server.admin)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .spawn()
+        .expect("spawning pop worker");
+    Worker(child, log)
+}
+
+fn id_of(run: &Run) -> String {
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("submitted agenda "))
+        .unwrap_or_else(|| panic!("no agenda id in {run:#?}"));
+    line.trim_start_matches("submitted agenda ").split_whitespace().next().unwrap().to_string()
+}
+
+#[test]
+fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // Retries at once, every second: a deterministic failure must still not be retried.
+    let server = Pop::start_with(
+        &dir.path().join("data"),
+        None,
+        &dir.path().join("pop.log"),
+        true,
+        &["--retry-interval", "1", "--retry-backoff", "0"],
+    );
+    let ctx = |run: &Run| format!("{run:#?}\nserver log:\n{}", log_tail(&server.log));
+
+    // pop init: the pool, customer and insight of the tour in one step; again keeps them.
+    let init = pop(&server, &["init", "--types", "ffmpeg,step,fanout,log,ghost"]);
+    assert_eq!(init.code, 0, "{}", ctx(&init));
+    for line in ["created resource pool farm", "created customer acme", "created insight encode"] {
+        assert!(init.stdout.contains(line), "{}", ctx(&init));
+    }
+    let again = pop(&server, &["init"]);
+    assert!(again.stdout.contains("kept insight encode (it exists)"), "{}", ctx(&again));
+
+    let w = worker(
+        &server,
+        dir.path(),
+        &["--insight", "encode", "--handlers", "examples/handlers.toml", "--max-idle-ms", "200"],
+    );
+
+    // submit --watch, piped: one line per change, the final state, exit 0.
+    let ok = pop(&server, &["submit", "--watch", "examples/encode.json"]);
+    assert_eq!(ok.code, 0, "{}\nworker:\n{}", ctx(&ok), log_tail(&w.1));
+    let ok_id = id_of(&ok);
+    assert!(ok.stdout.contains("probe  succeeded"), "{}", ctx(&ok));
+    assert_eq!(
+        ok.stdout.lines().last().unwrap(),
+        format!("agenda {ok_id} succeeded"),
+        "{}",
+        ctx(&ok)
+    );
+    assert!(!ok.stdout.contains('\u{1b}'), "no terminal codes in a pipe: {}", ctx(&ok));
+    // The server says what happened to it at INFO, one line per step, without colour codes.
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    for step in ["submitted", "claimed", "completed succeeded"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("pop::agendas") && l.contains(step) && l.contains(&ok_id)),
+            "no {step:?} line for {ok_id} in the server log:\n{log}"
+        );
+    }
+    assert!(!log.contains('\u{1b}'), "no colour codes in a log file");
+
+    // A failure is explained: the failed operation's last diagnostic, exit 3.
+    let ghost = dir.path().join("ghost.json");
+    std::fs::write(
+        &ghost,
+        r#"{"customerId": "acme", "title": "ghost", "operations": [
+            {"name": "a", "type": "step", "payload": {}},
+            {"name": "b", "type": "ghost", "payload": {"x": "@<a.out>"}}]}"#,
+    )
+    .unwrap();
+    let failed = pop(&server, &["submit", "--watch", ghost.to_str().unwrap()]);
+    assert_eq!(failed.code, 3, "{}", ctx(&failed));
+    let failed_id = id_of(&failed);
+    assert!(
+        failed.stdout.contains("b  FAILED: no handler for operation type \"ghost\""),
+        "{}",
+        ctx(&failed)
+    );
+    assert!(failed.stderr.contains(&format!("agenda {failed_id} failed")), "{}", ctx(&failed));
+    assert!(
+        failed.stderr.contains("b: no handler for operation type \"ghost\""),
+        "{}",
+        ctx(&failed)
+    );
+    let progress = pop(&server, &["progress", &failed_id]);
+    assert_eq!(progress.code, 0, "{}", ctx(&progress));
+    assert!(
+        progress.stdout.contains("COMPLETE / failed") && progress.stdout.contains("FAILED"),
+        "{}",
+        ctx(&progress)
+    );
+    assert!(
+        progress.stdout.contains("why: no handler for operation type \"ghost\""),
+        "{}",
+        ctx(&progress)
+    );
+
+    // Not retried although the retry process runs every second with no backoff.
+    std::thread::sleep(Duration::from_secs(3));
+    let json = pop(&server, &["progress", "--json", &failed_id]);
+    let p: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(
+        (p["attemptsCompleted"].as_u64(), p["processingStateMessage"].as_str()),
+        (Some(1), Some("failed")),
+        "{p:#}"
+    );
+
+    // pop agendas: a table, and JSON with --json.
+    let table = pop(&server, &["agendas"]);
+    assert_eq!(table.code, 0, "{}", ctx(&table));
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    assert!(lines[0].starts_with("ID") && lines[0].contains("STATE"), "{}", ctx(&table));
+    assert!(
+        lines.iter().any(|l| l.starts_with(&ok_id) && l.contains("succeeded")),
+        "{}",
+        ctx(&table)
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with(&failed_id) && l.contains("failed")),
+        "{}",
+        ctx(&table)
+    );
+    let listed = pop(&server, &["agendas", "--json", "--state", "complete"]);
+    let page: Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 2, "{page:#}");
+
+    // cancel an agenda no worker takes (doNotRun); watching it is not an error.
+    let parked = dir.path().join("parked.json");
+    std::fs::write(
+        &parked,
+        r#"{"customerId": "acme", "params": {"doNotRun": true},
+            "operations": [{"name": "a", "type": "step", "payload": {}}]}"#,
+    )
+    .unwrap();
+    let submitted = pop(&server, &["submit", parked.to_str().unwrap()]);
+    assert_eq!(submitted.code, 0, "{}", ctx(&submitted));
+    let parked_id = id_of(&submitted);
+    let cancel = pop(&server, &["cancel", &parked_id, "--reason", "not needed"]);
+    assert_eq!(cancel.code, 0, "{}", ctx(&cancel));
+    assert_eq!(cancel.stdout.trim(), format!("agenda {parked_id}: cancelled"), "{}", ctx(&cancel));
+    let watched = pop(&server, &["watch", &parked_id]);
+    assert_eq!(watched.code, 0, "{}", ctx(&watched));
+    assert!(watched.stdout.contains("was cancelled"), "{}", ctx(&watched));
+
+    // rerun with a mode; events lists the stream.
+    let rerun = pop(&server, &["rerun", &failed_id, "--mode", "continue"]);
+    assert_eq!(rerun.code, 0, "{}", ctx(&rerun));
+    assert!(rerun.stdout.contains("rerun (continue)"), "{}", ctx(&rerun));
+    let events = pop(&server, &["events", &failed_id]);
+    assert_eq!(events.code, 0, "{}", ctx(&events));
+    for t in ["AgendaSubmitted", "AgendaClaimed", "AgendaCompleted", "AgendaRerun"] {
+        assert!(events.stdout.contains(t), "{t}: {}", ctx(&events));
+    }
+
+    // watch on a wrong id: NOT_FOUND at once, with a hint, exit 1.
+    let wrong = pop(&server, &["watch", "no-such-agenda"]);
+    assert_eq!(wrong.code, 1, "{}", ctx(&wrong));
+    assert!(
+        wrong.stderr.contains("NOT_FOUND") && wrong.stderr.contains("pop agendas"),
+        "{}",
+        ctx(&wrong)
+    );
+    // The short form watch once printed is not an id either.
+    let short = pop(&server, &["watch", &ok_id[..8]]);
+    assert_eq!(short.code, 1, "{}", ctx(&short));
+
+    // On a terminal: bars, with the outcome as a word.
+    if let Some(shown) = tty(&server, &["watch", &ok_id]) {
+        assert_eq!(shown.code, 0, "{}", ctx(&shown));
+        let screen = format!("{}{}", shown.stdout, shown.stderr);
+        assert!(screen.contains(&format!("watching agenda {ok_id}")), "{}", ctx(&shown));
+        assert!(screen.contains("succeeded") && screen.contains("100%"), "{}", ctx(&shown));
+    }
+    if let Some(shown) = tty(&server, &["watch", &failed_id]) {
+        // The rerun failed again by now or soon: wait for the end, then a marked, red bar.
+        assert_eq!(shown.code, 3, "{}", ctx(&shown));
+        let screen = format!("{}{}", shown.stdout, shown.stderr);
+        assert!(screen.contains("FAILED: no handler"), "{}", ctx(&shown));
+        assert!(screen.contains("\u{1b}[31m"), "a red bar on a terminal: {}", ctx(&shown));
+    }
+
+    // A reader that goes away early is not a panic.
+    let mut child = pop_command()
+        .args(["agendas"])
+        .env("POP_SERVER", server.base())
+        .env("POP_TOKEN", &server.admin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let run = finish(child, &["agendas (stdout closed)"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(!run.stderr.contains("panicked"), "{run:#?}");
+    drop(w);
+}
+
+/// Runs `pop <args>` on a pseudo-terminal (`script`), returning what the terminal showed and
+/// the exit code; `None` (with a loud SKIP) when `script` is missing, unless
+/// `POP_REQUIRE_PTY` is set.
+fn tty(server: &Pop, args: &[&str]) -> Option<Run> {
+    let bin = env!("CARGO_BIN_EXE_pop");
+    let line = std::iter::once(bin.to_string())
+        .chain(args.iter().map(|a| format!("'{a}'")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let spawned = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("POP_SERVER", server.base())
+        .env("POP_TOKEN", &server.admin)
+        .env("TERM", "xterm")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    match spawned {
+        Ok(child) => Some(finish(child, args)),
+        Err(e) => {
+            // CI installs it and sets POP_REQUIRE_PTY=1: there a skip is a failure.
+            assert!(
+                std::env::var_os("POP_REQUIRE_PTY").is_none(),
+                "POP_REQUIRE_PTY is set but `script` cannot run: {e}"
+            );
+            eprintln!("SKIP: no `script` for a pseudo-terminal ({e}); the TTY forms are untested");
+            None
+        }
+    }
+}
+
+/// A worker fails at start, saying why, on an insight the token may not use (with the ones it
+/// may) and on a handler command that does not exist; a bare command found in the registry's
+/// folder is taken from there.
+#[test]
+fn the_worker_fails_fast_on_a_typo_and_a_missing_handler_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Pop::start(&dir.path().join("data"), None, &dir.path().join("pop.log"), true);
+    let init = pop(&server, &["init"]);
+    assert_eq!(init.code, 0, "{init:#?}");
+
+    let run_worker = |args: &[&str]| {
+        let mut all = vec!["worker"];
+        all.extend_from_slice(args);
+        pop(&server, &all)
+    };
+    let typo = run_worker(&["--insight", "encdoe"]);
+    assert_eq!(typo.code, 1, "{typo:#?}");
+    assert!(typo.stderr.contains("no insight \"encdoe\" this token may use"), "{typo:#?}");
+    assert!(typo.stderr.contains("did you mean \"encode\"?"), "{typo:#?}");
+    assert!(typo.stderr.contains("it may use: encode"), "{typo:#?}");
+
+    let handlers = dir.path().join("handlers.toml");
+    std::fs::write(&handlers, "[handlers.step]\nkind = \"local\"\ncommand = [\"missing.sh\"]\n")
+        .unwrap();
+    let missing = run_worker(&["--insight", "encode", "--handlers", handlers.to_str().unwrap()]);
+    assert_eq!(missing.code, 1, "{missing:#?}");
+    assert!(
+        missing.stderr.contains("handler \"step\": \"missing.sh\" is neither in"),
+        "{missing:#?}"
+    );
+
+    // The same bare name, now in the registry's folder: the worker starts and runs it.
+    let script = dir.path().join("missing.sh");
+    std::fs::copy(root().join("examples/handlers/step.sh"), &script).unwrap();
+    let w = worker(
+        &server,
+        dir.path(),
+        &["--insight", "encode", "--handlers", handlers.to_str().unwrap(), "--max-idle-ms", "200"],
+    );
+    let agenda = dir.path().join("one.json");
+    std::fs::write(
+        &agenda,
+        r#"{"customerId": "acme", "operations": [{"name": "a", "type": "step", "payload": {}}]}"#,
+    )
+    .unwrap();
+    let ran = pop(&server, &["submit", "--watch", agenda.to_str().unwrap()]);
+    assert_eq!(ran.code, 0, "{ran:#?}\nworker:\n{}", log_tail(&w.1));
+}
