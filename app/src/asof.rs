@@ -200,15 +200,7 @@ impl App {
             .run(Action::Read, None, async |caller| {
                 let p = &caller.principal;
                 let state = self
-                    .visible_as_of(id, bound, |m| {
-                        m.agendas()
-                            .with_id(id)
-                            .filter(|e| {
-                                may_touch(p, e) && customer.is_none_or(|c| e.customer_id() == c)
-                            })
-                            .map(|e| e.key().to_string())
-                            .collect()
-                    })
+                    .visible_as_of(id, bound, |m| touchable(m.agendas().with_id(id), p, customer))
                     .await?;
                 Ok(state.and_then(|s| s.agenda().cloned()))
             })
@@ -228,13 +220,7 @@ impl App {
                 let p = &caller.principal;
                 let state = self
                     .visible_as_of(id, bound, |m| {
-                        m.agendas()
-                            .with_progress_id(id)
-                            .filter(|e| {
-                                may_touch(p, e) && customer.is_none_or(|c| e.customer_id() == c)
-                            })
-                            .map(|e| e.key().to_string())
-                            .collect()
+                        touchable(m.agendas().with_progress_id(id), p, customer)
                     })
                     .await?;
                 Ok(state.map(|s| s.progress().clone()))
@@ -352,6 +338,18 @@ impl App {
             })
             .await
     }
+}
+
+/// The keys of those `found` agendas the caller may read (of `customer` when it names one).
+fn touchable<'m>(
+    found: impl Iterator<Item = &'m pop_projections::AgendaEntry>,
+    p: &crate::caller::Principal,
+    customer: Option<&str>,
+) -> Vec<String> {
+    found
+        .filter(|e| may_touch(p, e) && customer.is_none_or(|c| e.customer_id() == c))
+        .map(|e| e.key().to_string())
+        .collect()
 }
 
 #[cfg(test)]
