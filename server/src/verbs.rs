@@ -129,22 +129,17 @@ pub async fn agendas(client: &Client, f: &AgendaFilter, as_json: bool) -> Result
         output::json(page);
         return Ok(());
     }
-    let rows: Vec<Vec<String>> = page["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|p| {
-            vec![
-                text(p, "id").to_string(),
-                text(p, "customerId").to_string(),
-                text(&p["agendaInsight"], "insightId").to_string(),
-                output::outcome(p),
-                format!("{:.0}%", p["percentComplete"].as_f64().unwrap_or(0.0)),
-                text(p, "linkId").to_string(),
-                text(p, "title").to_string(),
-            ]
-        })
-        .collect();
+    let rows = rows(page, |p| {
+        vec![
+            text(p, "id").to_string(),
+            text(p, "customerId").to_string(),
+            text(&p["agendaInsight"], "insightId").to_string(),
+            output::outcome(p),
+            format!("{:.0}%", p["percentComplete"].as_f64().unwrap_or(0.0)),
+            text(p, "linkId").to_string(),
+            text(p, "title").to_string(),
+        ]
+    });
     if rows.is_empty() {
         eprintln!("pop: no agendas match");
     } else {
@@ -152,6 +147,11 @@ pub async fn agendas(client: &Client, f: &AgendaFilter, as_json: bool) -> Result
     }
     more(page, "agendas");
     Ok(())
+}
+
+/// One table row per item of a page.
+fn rows(page: &Value, row: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
+    page["items"].as_array().into_iter().flatten().map(row).collect()
 }
 
 /// Says on stderr that a page has more, and how to get it.
@@ -241,19 +241,14 @@ pub async fn events(
         output::json(page);
         return Ok(());
     }
-    let rows: Vec<Vec<String>> = page["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| {
-            vec![
-                e["version"].to_string(),
-                text(e, "position").to_string(),
-                text(e, "time").to_string(),
-                text(e, "type").to_string(),
-            ]
-        })
-        .collect();
+    let rows = rows(page, |e| {
+        vec![
+            e["version"].to_string(),
+            text(e, "position").to_string(),
+            text(e, "time").to_string(),
+            text(e, "type").to_string(),
+        ]
+    });
     table(&["VERSION", "POSITION", "TIME", "TYPE"], &rows);
     more(page, &format!("events {id}"));
     Ok(())
@@ -300,46 +295,39 @@ pub async fn configs(client: &Client, kind: ConfigKind, as_json: bool) -> Result
         output::json(page);
         return Ok(());
     }
-    let rows: Vec<Vec<String>> = page["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|o| match kind {
-            ConfigKind::Insights => vec![
-                text(o, "id").into(),
-                text(o, "customerId").into(),
-                text(o, "resourcePoolId").into(),
-                o["mappers"]["operationType"]
-                    .as_array()
-                    .map(|t| t.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
-                    .unwrap_or_default(),
-                o["queueDepth"].to_string(),
-                o["waiting"].to_string(),
-                o["executing"].to_string(),
-                text(o, "title").into(),
-            ],
-            ConfigKind::Pools => vec![
-                text(o, "id").into(),
-                text(o, "customerId").into(),
-                o["insightIds"]
-                    .as_array()
-                    .map(|t| t.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
-                    .unwrap_or_default(),
-                text(o, "title").into(),
-            ],
-            ConfigKind::Customers => vec![
-                text(o, "id").into(),
-                text(o, "resourcePoolId").into(),
-                text(o, "title").into(),
-            ],
-            ConfigKind::Templates => vec![
-                text(o, "id").into(),
-                text(o, "customerId").into(),
-                o["isGlobal"].to_string(),
-                text(o, "title").into(),
-            ],
-        })
-        .collect();
+    let rows = rows(page, |o| match kind {
+        ConfigKind::Insights => vec![
+            text(o, "id").into(),
+            text(o, "customerId").into(),
+            text(o, "resourcePoolId").into(),
+            o["mappers"]["operationType"]
+                .as_array()
+                .map(|t| t.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+                .unwrap_or_default(),
+            o["queueDepth"].to_string(),
+            o["waiting"].to_string(),
+            o["executing"].to_string(),
+            text(o, "title").into(),
+        ],
+        ConfigKind::Pools => vec![
+            text(o, "id").into(),
+            text(o, "customerId").into(),
+            o["insightIds"]
+                .as_array()
+                .map(|t| t.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+                .unwrap_or_default(),
+            text(o, "title").into(),
+        ],
+        ConfigKind::Customers => {
+            vec![text(o, "id").into(), text(o, "resourcePoolId").into(), text(o, "title").into()]
+        }
+        ConfigKind::Templates => vec![
+            text(o, "id").into(),
+            text(o, "customerId").into(),
+            o["isGlobal"].to_string(),
+            text(o, "title").into(),
+        ],
+    });
     if rows.is_empty() {
         eprintln!("pop: none visible to this token");
     } else {
