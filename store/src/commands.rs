@@ -10,8 +10,16 @@
 //! the command is re-decided on what the stream holds now. A refusal or a no-op decided on an
 //! unverified cached state is re-checked against the stream before it is reported, so a stale
 //! cache can cost a read but never a wrong answer.
+//!
+//! Commands on one stream queue in this process: [`Commands::execute`] holds the stream's
+//! turn (a FIFO async lock per stream, kept only while someone holds or waits for it) from
+//! deciding to appending. Writers of one process therefore never race each other on a stream
+//! — a burst of reports to one busy agenda is decided one after the other instead of losing to
+//! each other until the attempts run out — and only writers outside the process (another
+//! replica) can make an append conflict.
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use pop_domain::aggregate::stream_name;
@@ -83,6 +91,8 @@ pub struct Commands {
     /// that starts after an acknowledged write waits until the read models reach it
     /// (read-your-writes on one replica, at no cost once they have).
     written: Mutex<Position>,
+    /// Each stream's turn, while a command holds or waits for it.
+    turns: StreamTurns,
 }
 
 impl std::fmt::Debug for Commands {
@@ -97,6 +107,7 @@ impl Commands {
             store,
             states: Mutex::new(GenerationalCache::new(STATE_CACHE_CAPACITY)),
             written: Mutex::new(Position::START),
+            turns: StreamTurns::default(),
         }
     }
 
@@ -134,6 +145,8 @@ impl Commands {
     {
         let stream = stream_name(A::CATEGORY, id);
         let metadata = metadata.to_json().map_err(CodecError::Encode)?;
+        // Wait for the commands on this stream queued before this one (held until return).
+        let _turn = self.turns.take(&stream).await;
         let (mut state, mut version, mut fresh) = match self.cached::<A>(&stream) {
             // Optimistic: decide on the cached state and let the append's expected version
             // tell whether another writer (another replica, or a delete) got there first.
@@ -198,6 +211,12 @@ impl Commands {
             }
         }
         Err(ExecuteError::Conflict { stream, attempts: MAX_EXECUTE_ATTEMPTS })
+    }
+
+    /// How many streams have a command running or waiting in this process (for tests: the
+    /// turns are dropped once nobody holds or waits for them).
+    pub fn streams_in_use(&self) -> usize {
+        self.turns.map.lock().map_or(0, |m| m.len())
     }
 
     /// The current state of the aggregate `A` with id `id`, and its stream version.
@@ -267,5 +286,46 @@ impl Commands {
         let stream = stream_name(A::CATEGORY, id);
         let hit = self.states.lock().ok().and_then(|mut c| c.get(&stream))?;
         hit.state.downcast_ref::<A>().map(f)
+    }
+}
+
+/// One FIFO async lock per stream, created on first use and dropped when the last holder or
+/// waiter is done, so the map holds only the streams with a command in flight.
+#[derive(Default)]
+struct StreamTurns {
+    map: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+impl StreamTurns {
+    /// Waits for `stream`'s turn (tokio's mutex queues waiters in arrival order).
+    async fn take(&self, stream: &str) -> Turn {
+        // A poisoned map (a panic while it was held) only loses the queueing, never a write:
+        // the append's expected version still guards the stream.
+        let lock = match self.map.lock() {
+            Ok(mut map) => Arc::clone(map.entry(stream.to_owned()).or_default()),
+            Err(_) => Arc::new(tokio::sync::Mutex::new(())),
+        };
+        let guard = lock.lock_owned().await;
+        Turn { guard: Some(guard), map: Arc::clone(&self.map), stream: stream.to_owned() }
+    }
+}
+
+/// A stream's turn; on drop it passes to the next waiter, or the stream leaves the map.
+struct Turn {
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    map: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    stream: String,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        // Release first; then the entry goes if nobody else holds a handle to it (a handle is
+        // only ever cloned under the map's lock, so the count cannot rise behind this check).
+        drop(self.guard.take());
+        if let Ok(mut map) = self.map.lock()
+            && map.get(&self.stream).is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            map.remove(&self.stream);
+        }
     }
 }

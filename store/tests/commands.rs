@@ -195,14 +195,42 @@ async fn concurrent_commands_on_one_stream_all_land() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn heavy_contention_loses_nothing() {
+async fn heavy_contention_in_one_process_queues_and_loses_nothing() {
     let (_dir, store) = store().await;
     let commands = Arc::new(Commands::new(store.clone()));
+    // Far more writers than attempts: in one process they queue for the stream instead of
+    // racing, so every one of them lands (none gives up with CONFLICT).
+    let writers = 200;
     let mut tasks = Vec::new();
-    for _ in 0..64 {
+    for _ in 0..writers {
         let commands = commands.clone();
         tasks.push(tokio::spawn(async move {
             commands.execute::<Counter>("f", &meta(), &CounterCommand::Add(1)).await
+        }));
+    }
+    let mut versions = Vec::new();
+    for t in tasks {
+        versions.push(t.await.unwrap().unwrap().version.unwrap());
+    }
+    versions.sort_unstable();
+    assert_eq!(versions, (0..writers as u64).collect::<Vec<_>>(), "one append each, in turn");
+    let (state, _) = commands.load::<Counter>("f").await.unwrap();
+    assert_eq!(state.value, writers);
+    assert_eq!(commands.streams_in_use(), 0, "a stream's turn is dropped once nobody waits");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_on_one_stream_still_race_and_retry() {
+    let (_dir, store) = store().await;
+    // Two command executors over one store stand for two replicas: they do not queue for
+    // each other, so the expected version and the bounded retries still decide.
+    let one = Arc::new(Commands::new(store.clone()));
+    let two = Arc::new(Commands::new(store.clone()));
+    let mut tasks = Vec::new();
+    for i in 0..2 * MAX_EXECUTE_ATTEMPTS {
+        let commands = if i % 2 == 0 { one.clone() } else { two.clone() };
+        tasks.push(tokio::spawn(async move {
+            commands.execute::<Counter>("h", &meta(), &CounterCommand::Add(1)).await
         }));
     }
     let mut succeeded = 0;
@@ -215,7 +243,7 @@ async fn heavy_contention_loses_nothing() {
             Err(other) => panic!("unexpected {other:?}"),
         }
     }
-    let (state, _) = commands.load::<Counter>("f").await.unwrap();
+    let (state, _) = one.load::<Counter>("h").await.unwrap();
     assert_eq!(state.value, succeeded, "every success is in the stream, nothing else is");
 }
 
