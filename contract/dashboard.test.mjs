@@ -294,7 +294,7 @@ test('GraphiQL loads offline, signed in with the dashboard token', async () => {
   await page.browserContext().close();
 });
 
-test('a DAG over 200 operations switches to the layered layout and still draws every one', async () => {
+test('a DAG over 200 operations is drawn on a canvas that follows a burst of reports; the history stays a short list', async () => {
   const operations = [];
   for (let i = 0; i < 250; i++) {
     const payload = i < 10 ? { n: i } : { in: `@<op-${i - 10}.out>` };
@@ -302,9 +302,63 @@ test('a DAG over 200 operations switches to the layered layout and still draws e
   }
   const big = await submit(T.acme, { customerId: 'acme', title: 'big', operations });
   await acmePage.goto(BASE + `/#/agenda/acme/${encodeURIComponent(big.id)}`);
-  await acmePage.waitForFunction(() => document.querySelectorAll('svg.dag g.node').length === 250, { timeout: WAIT });
-  assert.equal(await acmePage.$eval('.dag-wrap', (e) => e.dataset.layout), 'layered');
-  assert.equal(await acmePage.$$eval('svg.dag path.edge', (ps) => ps.length), 240);
+  await acmePage.waitForSelector('.dag-wrap[data-layout="layered"] canvas.dag', { timeout: WAIT });
+  assert.equal(await acmePage.$eval('.dag-wrap', (e) => e.dataset.nodes), '250');
+  assert.equal(await acmePage.$eval('.dag-wrap', (e) => e.dataset.edges), '240');
+  assert.equal(await acmePage.$('svg.dag'), null, 'no SVG above 200 operations');
+
+  // op-0 is the first box of the first column (layered layout: x = y = 8, 168×44); its bar
+  // (8 px in, 36 px down, 4 px high) is read back from the canvas's pixels.
+  const barPixel = () =>
+    acmePage.$eval('canvas.dag', (c) => [...c.getContext('2d').getImageData(8 + 8 + 10, 8 + 38, 1, 1).data].slice(0, 3).join(','));
+  await acmePage.waitForFunction(() => Number((document.querySelector('.dag-wrap') || { dataset: {} }).dataset.drawn || 0) > 0, { timeout: WAIT });
+  assert.equal(await barPixel(), '230,233,239', 'an empty bar before any report');
+
+  // A worker claims it and reports 150 operations at once (one stream, 150 requests in flight:
+  // none may be refused).
+  let lease = null;
+  const deadline = Date.now() + WAIT;
+  while (!lease && Date.now() < deadline) {
+    const d = await gql(T.acmeService, 'mutation { getAgenda(insightId: "transcode", count: 10) { agenda { id } lease { id } } }');
+    const mine = d.getAgenda.find((r) => r.agenda.id === big.id);
+    if (mine) lease = mine.lease.id;
+    else await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.ok(lease, 'the scheduler queued the big agenda and the worker claimed it');
+  const reports = [];
+  for (let i = 0; i < 150; i++) {
+    reports.push(
+      gql(T.acmeService, 'mutation($p: JSON!, $l: String) { updateAgendaProgress(agendaProgress: $p, leaseId: $l) { position } }', {
+        p: { id: big.progressId, processingState: 'EXECUTING', operationProgress: [{ operation: `op-${i}`, processingState: 'EXECUTING', percentComplete: 50 }] },
+        l: lease,
+      }),
+    );
+  }
+  await Promise.all(reports);
+  // The bar moved on the canvas (the executing colour, #3461c1).
+  await acmePage.waitForFunction(
+    () => [...document.querySelector('canvas.dag').getContext('2d').getImageData(26, 46, 1, 1).data].slice(0, 3).join(',') === '52,97,193',
+    { timeout: WAIT },
+  );
+  // A click on the box selects the operation.
+  const scroller = await acmePage.$('.dag-scroll');
+  const box = await scroller.boundingBox();
+  await acmePage.mouse.click(box.x + 8 + 84, box.y + 8 + 22);
+  await acmePage.waitForFunction(() => (document.querySelector('.detail h3') || {}).textContent === 'op-0', { timeout: WAIT });
+
+  // The history has every report, but only a window of it is in the DOM, following the newest.
+  await acmePage.waitForFunction(() => Number((document.querySelector('.timeline-wrap') || { dataset: {} }).dataset.events || 0) >= 152, { timeout: WAIT });
+  const total = Number(await acmePage.$eval('.timeline-wrap', (e) => e.dataset.events));
+  const rows = await acmePage.$$eval('#timeline tr[data-type]', (rs) => rs.map((r) => Number(r.dataset.version)));
+  assert.ok(rows.length > 0 && rows.length < 60, `${rows.length} of ${total} rows in the DOM`);
+  assert.equal(Math.max(...rows), total - 1, 'the newest event is in view');
+  assert.equal(await acmePage.$eval('#timeline tr[data-type]', (r) => r.getBoundingClientRect().height), 28, 'rows have the height the list assumes');
+  // Scrolled to the top, the first event is drawn; its data opens below the list.
+  await acmePage.$eval('.timeline-wrap', (e) => (e.scrollTop = 0));
+  await acmePage.waitForSelector('#timeline tr[data-version="0"]', { timeout: WAIT });
+  await acmePage.click('#timeline tr[data-version="0"] button.link');
+  await acmePage.waitForFunction(() => /Event 0:/.test((document.querySelector('#event-detail h3') || {}).textContent || ''), { timeout: WAIT });
+  await shot(acmePage, 'agenda-large');
 });
 
 test('sign-out forgets the token', async () => {

@@ -2,10 +2,13 @@
 // `dependsOn` and references (the server's `Operation.dependsOn`) and dashed edges from a
 // generator to the operations it generated, so those sit under it.
 //
-// Layout: dagre up to LARGE operations; above that (Argo's threshold for a frozen page) a
-// layered layout in linear time — rank = longest path from a root, nodes of one rank in a
-// column — drawn the same way. The layout depends only on the graph's shape, so it is computed
-// once per shape and live progress only recolours nodes and moves their bars.
+// Layout: dagre up to LARGE operations, drawn as SVG; above that (Argo's threshold for a
+// frozen page) a layered layout in linear time — rank = longest path from a root, nodes of one
+// rank in a column — drawn on a canvas the size of the visible area (`CanvasDag`). The layout
+// depends only on the graph's shape, so it is computed once per shape and live progress only
+// recolours nodes and moves their bars. In software rendering (no GPU) an SVG of hundreds of
+// nodes costs style, layout and paint of the whole drawing per changed node; the canvas
+// redraws only the boxes a report changed, and only those in view.
 
 import { html, useMemo, Component } from './vendor/htm-preact-3.1.1.mjs';
 import dagre from './vendor/dagre-3.1.3.mjs';
@@ -100,6 +103,7 @@ export function Dag({ operations, progress, states, selected, onSelect }) {
   const g = useMemo(() => graphOf(operations, progress), [operations, progress && progress.length]);
   const key = shapeKey(g);
   const lay = useMemo(() => layout(g), [key]);
+  if (lay.large) return html`<${CanvasDag} g=${g} lay=${lay} states=${states} selected=${selected} onSelect=${onSelect}/>`;
   const edgePath = (e) => {
     const a = lay.pos.get(e.from);
     const b = lay.pos.get(e.to);
@@ -151,5 +155,236 @@ class Node extends Component {
       <rect class="bar-bg" x="8" y="36" width=${W - 16} height="4" rx="2"/>
       <rect class="bar" data-pct=${pct} x="8" y="36" width=${((W - 16) * pct) / 100} height="4" rx="2"/>
     </g>`;
+  }
+}
+
+/// Colours of a state on the canvas (the SVG's, from app.css): [border, fill, bar].
+function palette() {
+  const css = getComputedStyle(document.documentElement);
+  const v = (n) => css.getPropertyValue(n).trim();
+  return {
+    unstarted: [v('--unstarted'), '#fafbfc', v('--executing')],
+    waiting: [v('--waiting'), '#ffffff', v('--executing')],
+    executing: [v('--executing'), '#f0f4fd', v('--executing')],
+    succeeded: [v('--succeeded'), '#effaf3', v('--succeeded')],
+    failed: [v('--failed'), '#fdf0f0', v('--failed')],
+    cancelled: [v('--cancelled'), '#f3f4f6', v('--executing')],
+    fg: v('--fg'),
+    muted: v('--muted'),
+    edge: '#8a94a6',
+    barBg: '#e6e9ef',
+    panel: v('--panel') || '#fff',
+  };
+}
+
+const PAD = 3; // what a box's redraw covers beyond it (its border, a selection's wider one)
+
+/// The DAG above LARGE operations, on a canvas as big as the visible area under a scrolling
+/// layer of the drawing's size: scrolling redraws what comes into view; a report redraws its
+/// node's box (and the edge ends under it) only, a whole frame's reports at once. A click
+/// selects the operation under the pointer; hovering names it (the layer's title).
+class CanvasDag extends Component {
+  constructor() {
+    super();
+    this.dirty = new Set();
+    this.full = true;
+    this.frame = 0;
+    this.draw = this.draw.bind(this);
+    this.onScroll = () => this.schedule(true);
+    this.onClick = (e) => {
+      const n = this.hit(e);
+      if (n && this.props.onSelect) this.props.onSelect(n.name);
+    };
+    this.onMove = (e) => {
+      const n = this.hit(e);
+      const title = n ? this.describe(n) : '';
+      if (this.scroller && this.scroller.title !== title) this.scroller.title = title;
+    };
+  }
+
+  componentDidMount() {
+    this.colors = palette();
+    this.resize = new ResizeObserver(() => this.schedule(true));
+    this.resize.observe(this.scroller);
+    this.schedule(true);
+  }
+
+  componentWillUnmount() {
+    if (this.resize) this.resize.disconnect();
+    if (this.frame) cancelAnimationFrame(this.frame);
+  }
+
+  // Only the shape changes the DOM (the scrolling layer's size); state and selection only
+  // mark boxes to redraw.
+  shouldComponentUpdate(next) {
+    const a = this.props;
+    if (next.lay !== a.lay || next.g !== a.g) {
+      this.schedule(true);
+      return true;
+    }
+    if (next.states !== a.states) {
+      for (const [name, st] of next.states) if (a.states.get(name) !== st) this.dirty.add(name);
+      for (const name of a.states.keys()) if (!next.states.has(name)) this.dirty.add(name);
+    }
+    if (next.selected !== a.selected) {
+      if (a.selected) this.dirty.add(a.selected);
+      if (next.selected) this.dirty.add(next.selected);
+    }
+    this.props = next;
+    if (this.dirty.size) this.schedule(false);
+    return false;
+  }
+
+  schedule(full) {
+    if (full) this.full = true;
+    if (!this.frame) this.frame = requestAnimationFrame(this.draw);
+  }
+
+  /// The node under a pointer event, if any.
+  hit(e) {
+    const r = this.scroller.getBoundingClientRect();
+    const x = e.clientX - r.left + this.scroller.scrollLeft;
+    const y = e.clientY - r.top + this.scroller.scrollTop;
+    const { g, lay } = this.props;
+    for (const n of g.nodes) {
+      const p = lay.pos.get(n.name);
+      if (p && x >= p.x && x <= p.x + W && y >= p.y && y <= p.y + H) return n;
+    }
+    return null;
+  }
+
+  describe(n) {
+    const st = this.props.states.get(n.name) || UNSTARTED;
+    const pct = st.percent != null ? ` ${Math.round(st.percent)}%` : '';
+    return `${n.name} (${n.type || 'no type'}): ${st.state}${pct}${st.message ? ' — ' + st.message : ''}${n.generatedBy ? ' · generated by ' + n.generatedBy : ''}`;
+  }
+
+  draw() {
+    this.frame = 0;
+    const canvas = this.canvas;
+    const sc = this.scroller;
+    if (!canvas || !sc) return;
+    const { g, lay, states, selected } = this.props;
+    const dpr = window.devicePixelRatio || 1;
+    const w = sc.clientWidth;
+    const h = sc.clientHeight;
+    if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
+      canvas.width = Math.round(w * dpr);
+      canvas.height = Math.round(h * dpr);
+      canvas.style.width = w + 'px';
+      canvas.style.height = h + 'px';
+      this.full = true;
+    }
+    const ctx = canvas.getContext('2d');
+    const sx = sc.scrollLeft;
+    const sy = sc.scrollTop;
+    ctx.setTransform(dpr, 0, 0, dpr, -sx * dpr, -sy * dpr);
+    const visible = (p) => p && p.x + W + PAD >= sx && p.x - PAD <= sx + w && p.y + H + PAD >= sy && p.y - PAD <= sy + h;
+    let nodes;
+    const full = this.full;
+    ctx.save();
+    if (full) {
+      nodes = g.nodes.filter((n) => visible(lay.pos.get(n.name)));
+      ctx.fillStyle = this.colors.panel;
+      ctx.fillRect(sx, sy, w, h);
+    } else {
+      nodes = [];
+      const byName = new Map(g.nodes.map((n) => [n.name, n]));
+      ctx.beginPath();
+      for (const name of this.dirty) {
+        const n = byName.get(name);
+        const p = n && lay.pos.get(name);
+        if (!visible(p)) continue;
+        nodes.push(n);
+        ctx.rect(p.x - PAD, p.y - PAD, W + 2 * PAD, H + 2 * PAD);
+      }
+      ctx.clip();
+      ctx.fillStyle = this.colors.panel;
+      for (const n of nodes) {
+        const p = lay.pos.get(n.name);
+        ctx.fillRect(p.x - PAD, p.y - PAD, W + 2 * PAD, H + 2 * PAD);
+      }
+    }
+    this.full = false;
+    this.dirty.clear();
+    if (nodes.length) {
+      this.edges(ctx, g, lay, sx, sy, w, h);
+      for (const n of nodes) this.node(ctx, n, lay.pos.get(n.name), states.get(n.name) || UNSTARTED, selected === n.name);
+    }
+    ctx.restore();
+    // How many whole views were drawn (the tests and the benchmark wait for the first).
+    if (full && this.base) this.base.dataset.drawn = String(Number(this.base.dataset.drawn || 0) + 1);
+  }
+
+  edges(ctx, g, lay, sx, sy, w, h) {
+    const c = this.colors;
+    ctx.lineWidth = 1.3;
+    for (const generated of [false, true]) {
+      ctx.strokeStyle = c.edge;
+      ctx.setLineDash(generated ? [4, 3] : []);
+      ctx.beginPath();
+      for (const e of g.edges) {
+        if (e.generated !== generated) continue;
+        const a = lay.pos.get(e.from);
+        const b = lay.pos.get(e.to);
+        if (!a || !b) continue;
+        const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x, y2 = b.y + H / 2;
+        if (Math.max(x1, x2) < sx || Math.min(x1, x2) > sx + w || Math.max(y1, y2) < sy || Math.min(y1, y2) > sy + h) continue;
+        ctx.moveTo(x1, y1);
+        ctx.lineTo(x2, y2);
+      }
+      ctx.stroke();
+    }
+    ctx.setLineDash([]);
+    ctx.fillStyle = c.edge;
+    ctx.beginPath();
+    for (const e of g.edges) {
+      const a = lay.pos.get(e.from);
+      const b = lay.pos.get(e.to);
+      if (!a || !b || b.x < sx - 8 || b.x > sx + w + 8 || b.y + H < sy || b.y > sy + h) continue;
+      // The arrowhead, pointing along the edge at its end.
+      const x2 = b.x, y2 = b.y + H / 2;
+      const ang = Math.atan2(y2 - (a.y + H / 2), x2 - (a.x + W));
+      ctx.moveTo(x2, y2);
+      ctx.lineTo(x2 - 7 * Math.cos(ang - 0.45), y2 - 7 * Math.sin(ang - 0.45));
+      ctx.lineTo(x2 - 7 * Math.cos(ang + 0.45), y2 - 7 * Math.sin(ang + 0.45));
+      ctx.closePath();
+    }
+    ctx.fill();
+  }
+
+  node(ctx, n, p, st, selected) {
+    const c = this.colors;
+    const [border, fill, bar] = c[st.state] || c.unstarted;
+    const pct = Math.max(0, Math.min(100, st.percent || 0));
+    ctx.beginPath();
+    ctx.roundRect(p.x, p.y, W, H, 6);
+    ctx.fillStyle = fill;
+    ctx.fill();
+    ctx.lineWidth = selected ? 3.5 : 2;
+    ctx.strokeStyle = border;
+    ctx.setLineDash(st.state === 'unstarted' ? [4, 3] : []);
+    ctx.stroke();
+    ctx.setLineDash([]);
+    ctx.fillStyle = c.fg;
+    ctx.font = '600 12px system-ui, sans-serif';
+    ctx.fillText(n.name.length > 22 ? n.name.slice(0, 21) + '…' : n.name, p.x + 8, p.y + 17);
+    ctx.fillStyle = c.muted;
+    ctx.font = '11px system-ui, sans-serif';
+    ctx.fillText(st.state + (st.percent != null ? ' · ' + Math.round(st.percent) + '%' : ''), p.x + 8, p.y + 31);
+    ctx.fillStyle = c.barBg;
+    ctx.fillRect(p.x + 8, p.y + 36, W - 16, 4);
+    ctx.fillStyle = bar;
+    ctx.fillRect(p.x + 8, p.y + 36, ((W - 16) * pct) / 100, 4);
+  }
+
+  render({ g, lay }) {
+    const height = Math.min(lay.height + 16, Math.round(window.innerHeight * 0.7));
+    return html`<div class="dag-wrap dag-canvas" data-layout="layered" data-nodes=${g.nodes.length} data-edges=${g.edges.length} style=${'height:' + height + 'px'}>
+      <canvas class="dag" ref=${(c) => (this.canvas = c)} role="img" aria-label=${`operation DAG of ${g.nodes.length} operations`}></canvas>
+      <div class="dag-scroll" ref=${(s) => (this.scroller = s)} onScroll=${this.onScroll} onClick=${this.onClick} onMouseMove=${this.onMove}>
+        <div style=${`width:${lay.width}px;height:${lay.height}px`}></div>
+      </div>
+    </div>`;
   }
 }

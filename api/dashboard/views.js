@@ -2,7 +2,7 @@
 // changes over graphql-ws; a `lagged` item or a reconnect makes it re-read (resync), and
 // bursts of updates are applied once per animation frame.
 
-import { html, useState, useEffect, useRef, useMemo, useCallback, Component } from './vendor/htm-preact-3.1.1.mjs';
+import { html, useState, useEffect, useLayoutEffect, useRef, useMemo, useCallback, Component } from './vendor/htm-preact-3.1.1.mjs';
 import { gql, subscribe, perFrame, stateOf, fmtTime, GqlError, onReconnect } from './api.js';
 import { Dag, LARGE } from './dag.js';
 
@@ -437,20 +437,23 @@ function Actions({ me, agenda, state, operations, onError }) {
   </div>`;
 }
 
-const SHOWN_EVENTS = 300;
+/// The history's row height (px, fixed by app.css) and how many rows beyond the visible ones
+/// are drawn on each side.
+const EVENT_ROW = 28;
+const OVERSCAN = 8;
 
 /// One event of the history; an event never changes, so it is rendered once.
 class EventRow extends Component {
   shouldComponentUpdate(next) {
-    return next.e !== this.props.e;
+    return next.e !== this.props.e || next.open !== this.props.open;
   }
 
-  render({ e }) {
-    return html`<tr data-type=${e.type}>
+  render({ e, open, onOpen }) {
+    return html`<tr data-type=${e.type} data-version=${e.version} class=${open ? 'selected' : ''}>
       <td>${fmtTime(e.time)}</td><td>${e.version}</td><td>${e.type}</td>
       <td>${(e.metadata && e.metadata.actor) || ''}</td>
       <td class="mono">${(e.metadata && e.metadata.cid) || ''}</td>
-      <td><${Lazy} value=${e.data}/></td></tr>`;
+      <td><button class="link" onClick=${() => onOpen(open ? null : e.version)}>${open ? 'hide' : 'data'}</button></td></tr>`;
   }
 }
 
@@ -515,17 +518,59 @@ function Timeline({ agenda, tick }) {
       st.timer = null;
     };
   }, [agenda.id, agenda.customerId, tick]);
-  const types = [...new Set(events.map((e) => e.type))].sort();
-  const isFailure = (e) => FAILURE_TYPES.test(e.type) || /fail|cancel/i.test(JSON.stringify(e.data && (e.data.processingState || e.data.processingStateMessage || e.data.message) || ''));
-  const shown = events.filter((e) => (!type || e.type === type) && (!failuresOnly || isFailure(e)));
-  // The newest SHOWN_EVENTS of the filtered history are drawn (a long history stays cheap).
-  const drawn = shown.length > SHOWN_EVENTS ? shown.slice(shown.length - SHOWN_EVENTS) : shown;
-  return html`<h2>History <span class="muted">(${shown.length} of ${events.length} events${drawn.length < shown.length ? `, the last ${drawn.length} shown` : ''})</span></h2>
+  const types = useMemo(() => [...new Set(events.map((e) => e.type))].sort(), [events]);
+  const shown = useMemo(() => {
+    const isFailure = (e) => FAILURE_TYPES.test(e.type) || /fail|cancel/i.test(JSON.stringify((e.data && (e.data.processingState || e.data.processingStateMessage || e.data.message)) || ''));
+    return events.filter((e) => (!type || e.type === type) && (!failuresOnly || isFailure(e)));
+  }, [events, type, failuresOnly]);
+  const [open, setOpen] = useState(null);
+  const opened = open == null ? null : events.find((e) => e.version === open);
+  return html`<h2>History <span class="muted">(${shown.length} of ${events.length} events)</span></h2>
     <div class="filters">
       <label>type <select id="event-type" value=${type} onChange=${(e) => setType(e.target.value)}><option value="">all</option>${types.map((t) => html`<option>${t}</option>`)}</select></label>
       <label><input id="failures-only" type="checkbox" checked=${failuresOnly} onChange=${(e) => setFailuresOnly(e.target.checked)}/> failures only</label>
     </div>
     <${ErrorLine} error=${error}/>
+    <${EventList} events=${shown} open=${open} onOpen=${setOpen}/>
+    ${opened && html`<div class="detail" id="event-detail"><h3>Event ${opened.version}: ${opened.type}</h3><pre class="json">${JSON.stringify({ data: opened.data, metadata: opened.metadata, position: opened.position }, null, 2)}</pre></div>`}`;
+}
+
+/// The history as a virtual list: a scrolling box of fixed-height rows of which only those in
+/// view (and OVERSCAN more each side) are in the DOM, so a history of thousands of events
+/// costs the same per frame as one of thirty. It follows the newest events while scrolled to
+/// the bottom (where it starts), and stays put while a person reads further up.
+function EventList({ events, open, onOpen }) {
+  const box = useRef(null);
+  const [view, setView] = useState({ top: 0, height: 0 });
+  const follow = useRef(true);
+  const frame = useRef(0);
+  const measure = () => {
+    frame.current = 0;
+    const b = box.current;
+    if (!b) return;
+    follow.current = b.scrollTop + b.clientHeight >= b.scrollHeight - EVENT_ROW;
+    setView((v) => (v.top === b.scrollTop && v.height === b.clientHeight ? v : { top: b.scrollTop, height: b.clientHeight }));
+  };
+  const onScroll = () => {
+    if (!frame.current) frame.current = requestAnimationFrame(measure);
+  };
+  useEffect(() => () => frame.current && cancelAnimationFrame(frame.current), []);
+  // New events while following: stay at the bottom (after the rows are in the DOM).
+  useLayoutEffect(() => {
+    const b = box.current;
+    if (!b) return;
+    if (follow.current && b.scrollTop + b.clientHeight < b.scrollHeight) b.scrollTop = b.scrollHeight;
+    if (view.top !== b.scrollTop || view.height !== b.clientHeight) setView({ top: b.scrollTop, height: b.clientHeight });
+  }, [events.length]);
+  const height = view.height || 12 * EVENT_ROW;
+  const first = Math.max(0, Math.floor(view.top / EVENT_ROW) - OVERSCAN);
+  const last = Math.min(events.length, Math.ceil((view.top + height) / EVENT_ROW) + OVERSCAN);
+  const rows = events.slice(first, last);
+  return html`<div class="timeline-wrap" ref=${box} onScroll=${onScroll} data-events=${events.length} data-first=${first}>
     <table class="list timeline" id="timeline"><thead><tr><th>time</th><th>#</th><th>type</th><th>who</th><th>cid</th><th>details</th></tr></thead>
-    <tbody>${drawn.map((e) => html`<${EventRow} key=${e.version} e=${e}/>`)}</tbody></table>`;
+    <tbody>
+      ${first > 0 && html`<tr class="spacer" style=${'height:' + first * EVENT_ROW + 'px'}><td colspan="6"></td></tr>`}
+      ${rows.map((e) => html`<${EventRow} key=${e.version} e=${e} open=${open === e.version} onOpen=${onOpen}/>`)}
+      ${last < events.length && html`<tr class="spacer" style=${'height:' + (events.length - last) * EVENT_ROW + 'px'}><td colspan="6"></td></tr>`}
+    </tbody></table></div>`;
 }
