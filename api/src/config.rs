@@ -1,4 +1,4 @@
-//! The API's knobs: the transports' own bounds (body size, query depth and complexity) as named
+//! The API's knobs: the transports' own bounds (body size, query depth, cost and response bytes) as named
 //! constants with the reason for their size, and [`ApiConfig`], which also carries the
 //! application layer's knobs ([`pop_app::AppConfig`]) so the server configures both in one
 //! place. The use cases' bounds are re-exported from [`pop_app::limits`].
@@ -23,11 +23,22 @@ pub const MAX_REQUEST_BODY_BYTES: usize = 2 << 20;
 /// that nest introspection types without end.
 pub const MAX_QUERY_DEPTH: usize = 16;
 
-/// Most complexity points (one per selected field, async-graphql's default) a query may cost.
-/// Every field of every object type selected at once is a few hundred, the introspection
-/// query about 150; 2,000 refuses queries that repeat selections through aliases to multiply
-/// the work of one request.
-pub const MAX_QUERY_COMPLEXITY: usize = 2_000;
+/// Most cost points one HTTP body (every operation of a batch together) or one WebSocket
+/// operation may cost ([`crate::graphql::cost`]): one per selected field, a paged list
+/// `first` × its selection, a list inside an object 10 × its selection, a read-model scan
+/// 100 more. The dashboard's largest query (200 insights with their counts) costs about
+/// 4,000, a page of 50 progress entries about 1,000, GraphiQL's introspection about 150;
+/// 50,000 admits ten times that while refusing the request that repeats a 500-item page
+/// of agendas and their operations through 40 aliases (240,000) or 1,000 progress summaries
+/// (100,000 and more).
+pub const MAX_QUERY_COMPLEXITY: usize = 50_000;
+
+/// Most bytes of JSON data one `POST /graphql` response may hold (every operation of a batch
+/// together); past it the response is one `RESPONSE_TOO_LARGE` error and no more fields are
+/// resolved. A page of 100 agendas of 100 KiB fits; 16 MiB times the few expensive requests
+/// a principal may run at once stays far inside the deploy's 2 GiB, even counting the
+/// in-memory form of the value (a few times its JSON).
+pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
 
 /// Most principals a token file or `POP_TOKENS` may hold: every request compares the
 /// presented token against each one (in constant time per token).
@@ -51,6 +62,8 @@ pub struct ApiConfig {
     pub max_depth: usize,
     /// See [`MAX_QUERY_COMPLEXITY`].
     pub max_complexity: usize,
+    /// See [`MAX_RESPONSE_BYTES`]; at most that.
+    pub max_response_bytes: usize,
     /// See [`MAX_PAGE_SIZE`]; at most that.
     pub max_page_size: usize,
     /// How long an `atLeastPosition` read waits at most (capped by the projections'
@@ -71,6 +84,7 @@ impl Default for ApiConfig {
             max_body_bytes: MAX_REQUEST_BODY_BYTES,
             max_depth: MAX_QUERY_DEPTH,
             max_complexity: MAX_QUERY_COMPLEXITY,
+            max_response_bytes: MAX_RESPONSE_BYTES,
             max_page_size: app.max_page_size,
             read_wait: app.read_wait,
             subscriber_buffer: app.subscriber_buffer,
@@ -86,6 +100,7 @@ impl ApiConfig {
         self.max_body_bytes = self.max_body_bytes.clamp(1, MAX_REQUEST_BODY_BYTES);
         self.max_depth = self.max_depth.clamp(1, MAX_QUERY_DEPTH);
         self.max_complexity = self.max_complexity.clamp(1, MAX_QUERY_COMPLEXITY);
+        self.max_response_bytes = self.max_response_bytes.clamp(1, MAX_RESPONSE_BYTES);
         let app = self.app();
         self.max_page_size = app.max_page_size;
         self.read_wait = app.read_wait;

@@ -5,6 +5,8 @@
 //! everything under `/pop` to the POP-compatible REST surface ([`crate::rest`]); the dashboard
 //! at `/` with its files under `/dashboard/` ([`crate::dashboard`]).
 
+use std::sync::Arc;
+
 use async_graphql::BatchRequest;
 use axum::Router;
 use axum::body::Body;
@@ -17,6 +19,7 @@ use pop_domain::error::ErrorChain;
 
 use crate::dashboard;
 use crate::error::AppError;
+use crate::graphql::cost::Budget;
 use crate::metrics;
 use crate::request::{header_principal, read_body, request_cid, set_cid_headers};
 use crate::state::AppState;
@@ -99,8 +102,12 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
         ));
         return error_response(StatusCode::BAD_REQUEST, error, &cid);
     }
+    // One budget for the whole body: a batch's operations add up their cost and bytes.
+    let budget =
+        Arc::new(Budget::new(state.config().max_complexity, state.config().max_response_bytes));
     for request in batch.iter_mut() {
         request.data.insert(Caller::new(principal.clone(), cid.clone()));
+        request.data.insert(Arc::clone(&budget));
         state.parse_cached(request);
     }
     let response = state.schema().execute_batch(batch).await;

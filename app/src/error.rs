@@ -11,7 +11,8 @@ use pop_domain::config::ConfigError;
 use pop_domain::error::{ErrorChain, ErrorCode, FieldError, ValidationErrors};
 use pop_store::{ExecuteError, StoreError};
 
-/// The machine-readable codes a use case answers: DOMAIN.md §11's, plus [`Code::Timeout`].
+/// The machine-readable codes a use case answers: DOMAIN.md §11's, plus [`Code::Timeout`] and
+/// the transports' cost limits ([`Code::QueryTooCostly`], [`Code::ResponseTooLarge`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Code {
     Validation,
@@ -25,12 +26,21 @@ pub enum Code {
     /// purpose: none of them means "this replica is behind, retry", and a client must be able
     /// to tell that apart from its own mistakes.
     Timeout,
+    /// A GraphQL request costs more than the transport's limit (lists count their `first`
+    /// times their selection; aliases and batched operations add up). Not a BAD_REQUEST: the
+    /// request is valid, and the client should ask for less.
+    QueryTooCostly,
+    /// The data a request asked for is larger than the transport's response limit: the
+    /// client should page (`first`) or select fewer fields.
+    ResponseTooLarge,
 }
 
 impl Code {
     pub fn as_str(self) -> &'static str {
         match self {
             Code::Timeout => "TIMEOUT",
+            Code::QueryTooCostly => "QUERY_TOO_COSTLY",
+            Code::ResponseTooLarge => "RESPONSE_TOO_LARGE",
             Code::Validation => ErrorCode::Validation.as_str(),
             Code::NotFound => ErrorCode::NotFound.as_str(),
             Code::Forbidden => ErrorCode::Forbidden.as_str(),

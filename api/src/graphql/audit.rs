@@ -33,6 +33,7 @@ pub struct HistoryEntryGql {
     pub processing_state_message: Option<String>,
     pub percent_complete: Option<f64>,
     /// The diagnostics this event added to the agenda.
+    #[graphql(complexity = "crate::graphql::cost::nested(child_complexity)")]
     pub diagnostics: Vec<DiagnosticEventGql>,
 }
 

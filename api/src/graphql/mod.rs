@@ -6,6 +6,7 @@
 
 pub mod agenda_stats;
 pub mod audit;
+pub mod cost;
 pub mod insight_stats;
 pub mod mutation;
 pub mod query;
@@ -39,8 +40,8 @@ pub fn build_schema(app: App, config: &ApiConfig) -> PopSchema {
     Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
         .data(app)
         .extension(Normalize)
+        .extension(cost::Limits { max_cost: config.max_complexity })
         .limit_depth(config.max_depth)
-        .limit_complexity(config.max_complexity)
         .finish()
 }
 
@@ -60,7 +61,7 @@ pub(crate) fn context<'a>(ctx: &Context<'a>) -> GqlResult<(&'a App, &'a Caller)>
 }
 
 /// Gives every error of a response `extensions.code` (errors async-graphql raised itself —
-/// parse errors, unknown fields, depth and complexity limits, bad argument values — are
+/// parse errors, unknown fields, the depth limit, bad argument values — are
 /// BAD_REQUEST) and `extensions.cid`, and records request metrics.
 struct Normalize;
 

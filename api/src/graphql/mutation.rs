@@ -127,6 +127,7 @@ impl MutationRoot {
     /// the caller (role `service` or `admin`, allowed to use the insight), each moved to
     /// `scheduled` under a lease held by the caller; returns them with their AgendaProgress.
     /// Agendas another caller claimed first are skipped; an empty queue is an empty list.
+    #[graphql(complexity = "crate::graphql::cost::count(count, child_complexity)")]
     async fn get_agenda(
         &self,
         ctx: &Context<'_>,

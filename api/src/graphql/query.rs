@@ -14,8 +14,8 @@ use pop_app::resolve::Named;
 use pop_domain::model::{AgendaTemplate, Customer, Insight, ResourcePool};
 
 use crate::error::GqlResult;
-use crate::graphql::context;
 use crate::graphql::types::*;
+use crate::graphql::{context, cost};
 
 /// The order of an agenda list.
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -151,6 +151,7 @@ impl QueryRoot {
     }
 
     /// Agendas the caller may see, filtered, oldest first (or by `order`).
+    #[graphql(complexity = "cost::page(first, child_complexity)")]
     async fn agendas(
         &self,
         ctx: &Context<'_>,
@@ -189,6 +190,7 @@ impl QueryRoot {
     }
 
     /// AgendaProgress of the agendas the caller may see, filtered like `agendas`.
+    #[graphql(complexity = "cost::page(first, child_complexity)")]
     async fn agenda_progress_list(
         &self,
         ctx: &Context<'_>,
@@ -236,6 +238,7 @@ impl QueryRoot {
     /// DOMAIN.md §4.3 over the agendas with this linkId that the caller may see (a caller
     /// who sees none gets an empty, COMPLETE summary). With `asOf`, each of those agendas as
     /// it was then (those that did not exist yet are left out).
+    #[graphql(complexity = "cost::scan(child_complexity)")]
     async fn progress_summary(
         &self,
         ctx: &Context<'_>,
@@ -276,6 +279,7 @@ impl QueryRoot {
 
     /// The events of one agenda's stream, oldest first (`after`: a stream version from a
     /// previous page's `endCursor`); null when the agenda does not exist or is not visible.
+    #[graphql(complexity = "cost::page(first, child_complexity)")]
     async fn agenda_events(
         &self,
         ctx: &Context<'_>,
@@ -295,6 +299,7 @@ impl QueryRoot {
     /// cid, command, and the agenda's state, percent and new diagnostics right after it
     /// (`after`: a stream version from a previous page's `endCursor`); null when the agenda
     /// does not exist or is not visible.
+    #[graphql(complexity = "cost::page(first, child_complexity)")]
     async fn agenda_history(
         &self,
         ctx: &Context<'_>,
@@ -311,6 +316,7 @@ impl QueryRoot {
     }
 
     /// The global event log after a position (admins only: it spans every customer).
+    #[graphql(complexity = "cost::page(first, child_complexity)")]
     async fn events(
         &self,
         ctx: &Context<'_>,
@@ -331,6 +337,7 @@ impl QueryRoot {
         config_by_id::<Customer, _>(ctx, &id, at_least_position.as_deref()).await
     }
 
+    #[graphql(complexity = "cost::page(first, child_complexity)")]
     async fn customers(
         &self,
         ctx: &Context<'_>,
@@ -350,6 +357,7 @@ impl QueryRoot {
         config_by_id::<ResourcePool, _>(ctx, &id, at_least_position.as_deref()).await
     }
 
+    #[graphql(complexity = "cost::page(first, child_complexity)")]
     async fn resource_pools(
         &self,
         ctx: &Context<'_>,
@@ -370,6 +378,7 @@ impl QueryRoot {
         config_by_id::<Insight, _>(ctx, &id, at_least_position.as_deref()).await
     }
 
+    #[graphql(complexity = "cost::page(first, child_complexity)")]
     async fn insights(
         &self,
         ctx: &Context<'_>,
@@ -390,6 +399,7 @@ impl QueryRoot {
         config_by_id::<AgendaTemplate, _>(ctx, &id, at_least_position.as_deref()).await
     }
 
+    #[graphql(complexity = "cost::page(first, child_complexity)")]
     async fn templates(
         &self,
         ctx: &Context<'_>,

@@ -129,6 +129,7 @@ pub struct AgendaGql {
     pub title: Option<String>,
     pub added_time: Option<DateTime<Utc>>,
     pub updated_time: Option<DateTime<Utc>>,
+    #[graphql(complexity = "crate::graphql::cost::nested(child_complexity)")]
     pub operations: Vec<OperationGql>,
     pub params: Json<Value>,
     pub link_id: Option<String>,
@@ -193,6 +194,7 @@ pub struct OperationProgressGql {
     pub processing_state: ProcessingStateGql,
     pub processing_state_message: Option<String>,
     pub percent_complete: Option<f64>,
+    #[graphql(complexity = "crate::graphql::cost::nested(child_complexity)")]
     pub diagnostic_events: Vec<DiagnosticEventGql>,
     pub attempt_count: u32,
     pub attempt_time: Option<DateTime<Utc>>,
@@ -242,7 +244,9 @@ pub struct AgendaProgressGql {
     pub processing_state: ProcessingStateGql,
     pub processing_state_message: Option<String>,
     pub percent_complete: Option<f64>,
+    #[graphql(complexity = "crate::graphql::cost::nested(child_complexity)")]
     pub operation_progress: Vec<OperationProgressGql>,
+    #[graphql(complexity = "crate::graphql::cost::nested(child_complexity)")]
     pub diagnostic_events: Vec<DiagnosticEventGql>,
     pub attempts_completed: u32,
     pub maximum_attempts: u32,
@@ -291,6 +295,7 @@ pub struct ProgressSummaryGql {
     pub link_id: String,
     pub processing_state: ProcessingStateGql,
     pub processing_percent: Option<f64>,
+    #[graphql(complexity = "crate::graphql::cost::unpaged(child_complexity)")]
     pub progress_list: Vec<AgendaProgressGql>,
 }
 
@@ -632,6 +637,7 @@ pub struct AgendaProgressUpdate {
 pub struct OperationProgressUpdate {
     pub position: String,
     pub agenda_id: String,
+    #[graphql(complexity = "crate::graphql::cost::nested(child_complexity)")]
     pub operation_progress: Vec<OperationProgressGql>,
     /// Names of operations the change removed (a rerun drops generated operations).
     pub removed_operations: Vec<String>,

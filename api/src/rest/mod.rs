@@ -289,7 +289,9 @@ pub(crate) type RestResult<T> = Result<T, RestError>;
 /// The HTTP status of an error code.
 pub fn status_of(code: Code) -> StatusCode {
     match code {
-        Code::Validation | Code::BadRequest => StatusCode::BAD_REQUEST,
+        Code::Validation | Code::BadRequest | Code::QueryTooCostly => StatusCode::BAD_REQUEST,
+        // The request was fine; what it asked for is too much to answer at once.
+        Code::ResponseTooLarge => StatusCode::UNPROCESSABLE_ENTITY,
         Code::Unauthenticated => StatusCode::UNAUTHORIZED,
         Code::Forbidden => StatusCode::FORBIDDEN,
         Code::NotFound => StatusCode::NOT_FOUND,

@@ -1,0 +1,313 @@
+//! What one GraphQL request may cost, before and while it runs.
+//!
+//! **Before: query cost.** async-graphql computes a complexity per operation when it
+//! validates it: one point per selected field unless the field says otherwise with
+//! `#[graphql(complexity = …)]`, every alias counted on its own. Here lists say otherwise: a
+//! paged list (`first`) costs `first` × the cost of what is selected of it ([`page`]), a
+//! list inside an object (an agenda's operations, a progress's diagnostics) a nominal
+//! [`NESTED_LIST_ITEMS`] × its selection ([`nested`]), and a field that scans the read models
+//! (`progressSummary`) [`SCAN_COST`] on top ([`scan`]). [`Budget`] then sums the costs of every
+//! operation of one HTTP body (a batch), so a batch of 16 operations cannot ask for 16 times
+//! the limit. Past the limit the operation is refused with `QUERY_TOO_COSTLY` before any
+//! resolver runs.
+//!
+//! **While: response bytes.** Nominal sizes cannot know what is stored (an agenda may hold
+//! 1,000 operations of large payloads), so [`Budget`] also counts the JSON bytes of every
+//! value the resolvers hand back. The first field that takes the response past the byte limit
+//! fails, every field after it fails without running, and the whole response becomes one
+//! `RESPONSE_TOO_LARGE` error: no response larger than the limit (and one field) is ever built.
+//!
+//! Both limits are [`crate::ApiConfig`] knobs (`max_complexity`, `max_response_bytes`). The byte
+//! budget applies to `POST /graphql`, whose handler gives each body a [`Budget`]; over
+//! WebSocket only the cost is checked here (a subscription's stream would otherwise add up
+//! for hours).
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest, NextRequest, NextResolve,
+    NextValidation, ResolveInfo,
+};
+use async_graphql::registry::MetaTypeName;
+use async_graphql::{Request, Response, ServerError, ServerResult, ValidationResult, Value};
+use pop_app::AppError;
+
+use crate::config::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+use crate::error::{Code, into_graphql};
+
+/// Items a list inside an object is assumed to hold when its cost is computed (an agenda's
+/// operations, a progress's operation progress and diagnostics). The domain lets an agenda
+/// hold up to 1,000 operations, so this is a typical size, not a bound: the byte budget is
+/// the bound for what the data really holds.
+pub const NESTED_LIST_ITEMS: usize = 10;
+
+/// Extra cost of a field that scans the read models rather than looking one object up
+/// (`progressSummary` folds every agenda of a linkId). Its selection is paid on top.
+pub const SCAN_COST: usize = 100;
+
+/// No field costs more than this: the sums of async-graphql's visitor cannot overflow with
+/// any number of fields a body within the size limit can hold.
+const MAX_FIELD_COST: usize = 1 << 40;
+
+/// The cost of a paged list: `first` (the default page when absent, at most the largest
+/// page) × what is selected of each item, plus one for the field itself.
+pub fn page(first: Option<i32>, child_complexity: usize) -> usize {
+    let items = first
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(DEFAULT_PAGE_SIZE)
+        .clamp(1, MAX_PAGE_SIZE);
+    items.saturating_mul(child_complexity).saturating_add(1).min(MAX_FIELD_COST)
+}
+
+/// The cost of a list field inside an object: [`NESTED_LIST_ITEMS`] × its selection.
+pub fn nested(child_complexity: usize) -> usize {
+    NESTED_LIST_ITEMS.saturating_mul(child_complexity).saturating_add(1).min(MAX_FIELD_COST)
+}
+
+/// The cost of a list field inside an object whose length is not chosen by the client nor
+/// bounded by the domain (the agendas of a linkId in a progress summary): a default page.
+pub fn unpaged(child_complexity: usize) -> usize {
+    page(None, child_complexity)
+}
+
+/// The cost of a field that returns `count` objects (`getAgenda`).
+pub fn count(count: i32, child_complexity: usize) -> usize {
+    page(Some(count), child_complexity)
+}
+
+/// The cost of a field that scans the read models: [`SCAN_COST`] plus its selection.
+pub fn scan(child_complexity: usize) -> usize {
+    child_complexity.saturating_add(SCAN_COST).min(MAX_FIELD_COST)
+}
+
+/// What one HTTP body (one operation, or every operation of a batch) may still spend. The
+/// handler puts one `Arc<Budget>` into the data of every request of the body; a request
+/// without one (a WebSocket operation) gets its own from the extension.
+#[derive(Debug)]
+pub struct Budget {
+    max_cost: usize,
+    max_bytes: usize,
+    cost: AtomicUsize,
+    bytes: AtomicUsize,
+    exceeded: AtomicBool,
+}
+
+impl Budget {
+    pub fn new(max_cost: usize, max_bytes: usize) -> Budget {
+        Budget {
+            max_cost,
+            max_bytes,
+            cost: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            exceeded: AtomicBool::new(false),
+        }
+    }
+
+    /// Adds an operation's cost; the error when the body's total is past the limit.
+    fn spend_cost(&self, cost: usize) -> Result<(), AppError> {
+        let total = self.cost.fetch_add(cost, Ordering::Relaxed).saturating_add(cost);
+        if total > self.max_cost {
+            return Err(AppError::new(
+                Code::QueryTooCostly,
+                format!(
+                    "query: the request costs {total} points, more than the limit of {}; a list \
+                     costs `first` (default {DEFAULT_PAGE_SIZE}) times the fields selected of \
+                     each item, and every alias and batched operation is added: ask for fewer \
+                     items, fields or aliases",
+                    self.max_cost
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Adds response bytes; the error when the body's response is past the limit.
+    fn spend_bytes(&self, bytes: usize) -> Result<(), AppError> {
+        let total = self.bytes.fetch_add(bytes, Ordering::Relaxed).saturating_add(bytes);
+        if total > self.max_bytes {
+            self.exceeded.store(true, Ordering::Relaxed);
+            return Err(self.too_large());
+        }
+        Ok(())
+    }
+
+    fn too_large(&self) -> AppError {
+        AppError::new(
+            Code::ResponseTooLarge,
+            format!(
+                "response: the data asked for is larger than the limit of {} bytes; ask for \
+                 fewer items (`first`) or fewer fields, and page through the rest",
+                self.max_bytes
+            ),
+        )
+    }
+
+    fn is_exceeded(&self) -> bool {
+        self.exceeded.load(Ordering::Relaxed)
+    }
+}
+
+/// The extension that keeps [`Budget`]s (one instance per request, or per subscription).
+pub(crate) struct Limits {
+    pub max_cost: usize,
+}
+
+impl ExtensionFactory for Limits {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(LimitsExtension {
+            // Without a transport's budget (a WebSocket operation) only the cost is bounded
+            // here: a subscription lives for hours, and its messages are bounded one by one
+            // by the connection's queue.
+            budget: Mutex::new(Arc::new(Budget::new(self.max_cost, usize::MAX))),
+        })
+    }
+}
+
+struct LimitsExtension {
+    /// The request's budget: its own until `prepare_request` finds the transport's (the
+    /// request's data is not visible to the `request` hook, so it is remembered here).
+    budget: Mutex<Arc<Budget>>,
+}
+
+impl LimitsExtension {
+    fn budget(&self) -> Option<Arc<Budget>> {
+        self.budget.lock().ok().map(|b| Arc::clone(&b))
+    }
+}
+
+fn server_error(e: AppError) -> ServerError {
+    let error = into_graphql(e);
+    ServerError { extensions: error.extensions, ..ServerError::new(error.message, None) }
+}
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for LimitsExtension {
+    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
+        let response = next.run(ctx).await;
+        match self.budget() {
+            Some(budget) if budget.is_exceeded() => {
+                Response::from_errors(vec![server_error(budget.too_large())])
+            }
+            _ => response,
+        }
+    }
+
+    async fn prepare_request(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        request: Request,
+        next: NextPrepareRequest<'_>,
+    ) -> ServerResult<Request> {
+        if let Some(shared) = request
+            .data
+            .get(&std::any::TypeId::of::<Arc<Budget>>())
+            .and_then(|d| d.downcast_ref::<Arc<Budget>>())
+            && let Ok(mut budget) = self.budget.lock()
+        {
+            *budget = Arc::clone(shared);
+        }
+        next.run(ctx, request).await
+    }
+
+    async fn validation(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextValidation<'_>,
+    ) -> Result<ValidationResult, Vec<ServerError>> {
+        let result = next.run(ctx).await?;
+        if let Some(budget) = self.budget() {
+            budget.spend_cost(result.complexity).map_err(|e| vec![server_error(e)])?;
+        }
+        Ok(result)
+    }
+
+    async fn resolve(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        info: ResolveInfo<'_>,
+        next: NextResolve<'_>,
+    ) -> ServerResult<Option<Value>> {
+        let Some(budget) = self.budget() else { return next.run(ctx, info).await };
+        if budget.is_exceeded() {
+            return Err(server_error(budget.too_large()));
+        }
+        let leaf = ctx
+            .schema_env
+            .registry
+            .types
+            .get(MetaTypeName::concrete_typename(info.return_type))
+            .is_some_and(|t| t.is_leaf());
+        let key = info.alias.unwrap_or(info.name).len() + 4;
+        let value = next.run(ctx, info).await?;
+        // An object's fields are counted as they resolve; a leaf (scalars, enums, JSON, and
+        // lists of them) is counted whole here.
+        let bytes = match (&value, leaf) {
+            (Some(v), true) => key.saturating_add(json_len(v)),
+            _ => key,
+        };
+        budget.spend_bytes(bytes).map_err(server_error)?;
+        Ok(value)
+    }
+}
+
+/// About the length of `value` as JSON (strings unescaped, numbers at most 24 characters).
+fn json_len(value: &Value) -> usize {
+    match value {
+        Value::Null => 4,
+        Value::Boolean(_) => 5,
+        Value::Number(n) => n.to_string().len(),
+        Value::String(s) => s.len() + 2,
+        Value::Enum(e) => e.len() + 2,
+        Value::Binary(b) => b.len().saturating_mul(4) + 2,
+        Value::List(items) => {
+            items.iter().map(|v| json_len(v).saturating_add(1)).fold(2, usize::saturating_add)
+        }
+        Value::Object(fields) => fields
+            .iter()
+            .map(|(k, v)| (k.len() + 4).saturating_add(json_len(v)))
+            .fold(2, usize::saturating_add),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_costs_its_items_times_their_selection() {
+        assert_eq!(page(Some(500), 3), 1_501);
+        assert_eq!(page(None, 3), DEFAULT_PAGE_SIZE * 3 + 1);
+        // Out-of-range `first` is costed within the page bounds (the read refuses it anyway).
+        assert_eq!(page(Some(-5), 3), DEFAULT_PAGE_SIZE * 3 + 1);
+        assert_eq!(page(Some(0), 3), 4);
+        assert_eq!(page(Some(i32::MAX), 3), MAX_PAGE_SIZE * 3 + 1);
+        assert_eq!(nested(2), 21);
+        assert_eq!(page(Some(500), usize::MAX), MAX_FIELD_COST);
+    }
+
+    #[test]
+    fn a_body_spends_one_budget() {
+        let budget = Budget::new(100, 10);
+        assert!(budget.spend_cost(60).is_ok());
+        let Err(e) = budget.spend_cost(60) else { panic!("over the limit") };
+        assert_eq!(e.code, Code::QueryTooCostly);
+        assert!(e.message.contains("120 points"), "{}", e.message);
+        assert!(budget.spend_bytes(10).is_ok() && !budget.is_exceeded());
+        let Err(e) = budget.spend_bytes(1) else { panic!("over the limit") };
+        assert_eq!(e.code, Code::ResponseTooLarge);
+        assert!(budget.is_exceeded());
+    }
+
+    #[test]
+    fn json_length_is_close_to_the_serialized_one() {
+        let value = Value::from_json(serde_json::json!({
+            "a": "xyz", "b": [1, 2, {"c": null}], "d": true
+        }))
+        .unwrap_or(Value::Null);
+        let text = serde_json::to_string(&value.clone().into_json().unwrap_or_default())
+            .unwrap_or_default();
+        let estimate = json_len(&value);
+        assert!(estimate >= text.len() && estimate <= text.len() * 2, "{estimate} vs {text}");
+    }
+}
