@@ -151,8 +151,10 @@ impl AppState {
     /// most [`SHUTDOWN_CLOSE_WAIT`], so the process does not exit (resetting the sockets)
     /// before the clients got their close frame. Connections upgraded afterwards are closed
     /// the same way at once. Call it when the process is stopping, before waiting for the
-    /// HTTP server to drain: upgraded connections are not part of that drain.
+    /// HTTP server to drain: upgraded connections are not part of that drain. Waiting
+    /// `getAgenda` calls answer at once ([`App::end_waits`]), so they do not hold up the drain.
     pub async fn shutdown(&self) {
+        self.inner.app.end_waits();
         self.inner.going_away.send_replace(true);
         let mut open = self.inner.open_sockets.subscribe();
         let closed = open.wait_for(|n| *n == 0);

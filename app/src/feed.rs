@@ -51,6 +51,9 @@ pub enum Key {
     Customer(Arc<str>),
     /// Every change of agendas sharing a linkId (`Change::link_id`).
     Link(Arc<str>),
+    /// Every change of the agendas of one insight (`Change::insight_id`): what a waiting
+    /// `getAgenda` follows.
+    Insight(Arc<str>),
 }
 
 impl Key {
@@ -61,6 +64,7 @@ impl Key {
             change.agenda_id.clone().map(Key::Agenda),
             Some(Key::Customer(Arc::clone(&change.customer_id))),
             change.link_id.clone().map(Key::Link),
+            change.insight_id.clone().map(Key::Insight),
         ]
         .into_iter()
         .flatten()
@@ -169,6 +173,19 @@ impl FeedReceiver {
             // Taking the count re-arms the marker: the next drop queues a new one.
             Slot::Lagged => {
                 Some(FeedItem::Lagged { missed: self.missed.swap(0, Ordering::AcqRel).max(1) })
+            }
+        }
+    }
+}
+
+impl FeedReceiver {
+    /// Drops every item already queued (a waiter that re-reads the read models anyway needs
+    /// only the latest wake-up, not each change).
+    pub fn skip_queued(&mut self) {
+        while let Ok(slot) = self.rx.try_recv() {
+            if let Slot::Lagged = slot {
+                // As `recv` does: taking the marker re-arms it.
+                self.missed.swap(0, Ordering::AcqRel);
             }
         }
     }

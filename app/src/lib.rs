@@ -70,6 +70,8 @@ struct Inner {
     claims: work::ClaimBook,
     /// Routes the projections' changes to the followers (one reader of the feed).
     feed: feed::Dispatcher,
+    /// Turns true when the server stops: waiting `getAgenda` calls answer at once.
+    waits_ended: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for App {
@@ -102,6 +104,7 @@ impl App {
                 config,
                 claims: work::ClaimBook::default(),
                 feed,
+                waits_ended: tokio::sync::watch::Sender::new(false),
             }),
         }
     }
@@ -128,6 +131,17 @@ impl App {
 
     pub(crate) fn feed(&self) -> &feed::Dispatcher {
         &self.inner.feed
+    }
+
+    /// Ends every wait for work (`getAgenda` with `waitSeconds`), now and from now on: each
+    /// answers what it has claimed, usually nothing. The server calls it when it stops, so
+    /// waiting requests do not hold up the drain.
+    pub fn end_waits(&self) {
+        self.inner.waits_ended.send_replace(true);
+    }
+
+    pub(crate) fn waits_ended(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.waits_ended.subscribe()
     }
 }
 

@@ -83,6 +83,10 @@ pub const MAX_LEASE: Duration = Duration::from_secs(24 * 60 * 60);
 /// Most agendas one `getAgenda` may ask for: each is one claim command.
 pub const MAX_GET_AGENDA_COUNT: usize = 100;
 
+/// Longest a `getAgenda` may wait for work (`waitSeconds`) before it answers an empty list:
+/// well inside the usual 60 s idle timeouts of HTTP proxies and load balancers.
+pub const MAX_GET_AGENDA_WAIT_SECONDS: i64 = 30;
+
 /// How many queued candidates `getAgenda` looks at per agenda asked for: concurrent callers
 /// race for the oldest, and a caller that loses some claims tries the next ones.
 pub const GET_AGENDA_CANDIDATES_PER_ITEM: usize = 4;

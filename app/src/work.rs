@@ -3,6 +3,8 @@
 //! are domain commands (`Claim`, `ReportProgress`) executed through the `Commands`, so a claim
 //! goes through the agenda stream's expected version and two callers can never both win it.
 
+use std::sync::Arc;
+
 use chrono::Utc;
 use futures::future::join_all;
 use serde_json::Value;
@@ -12,13 +14,16 @@ use pop_domain::agenda::{AgendaCommand, AgendaState, OperationReport, ProgressRe
 use pop_domain::binding::may_use_insight;
 use pop_domain::model::{AgendaProgress, Insight};
 use pop_domain::validate::check_id;
-use pop_projections::{AgendaOrder, AgendaQuery, Phase, Visibility};
+use pop_projections::{AgendaOrder, AgendaQuery, ChangeKind, Phase, Visibility};
 use pop_store::ExecuteError;
 
 use crate::agendas::from_json;
 use crate::caller::{Action, Caller};
 use crate::error::{self, AppError, AppResult};
-use crate::limits::{GET_AGENDA_CANDIDATES_PER_ITEM, MAX_GET_AGENDA_COUNT};
+use crate::feed::Key;
+use crate::limits::{
+    GET_AGENDA_CANDIDATES_PER_ITEM, MAX_GET_AGENDA_COUNT, MAX_GET_AGENDA_WAIT_SECONDS,
+};
 use crate::outcome::AgendaOutcome;
 use crate::resolve::{Named, ambiguous, may_touch, pick, under_lease};
 use crate::{App, metadata, metrics};
@@ -31,6 +36,11 @@ fn may_take_from(caller: &Caller, insight: &Insight) -> bool {
         Visibility::Customers(ids) => ids.iter().any(|c| may_use_insight(insight, c)),
     }
 }
+
+/// A claim's task ended without an answer (it panicked).
+#[derive(Debug, thiserror::Error)]
+#[error("the claim's task ended without an answer")]
+struct TaskGone;
 
 /// Most agendas a [`ClaimBook`] remembers; past it, finished claims are forgotten early.
 const MAX_CLAIM_BOOK_ENTRIES: usize = 65_536;
@@ -112,9 +122,136 @@ impl App {
         count: i64,
         cid: Option<&str>,
     ) -> AppResult<Vec<AgendaOutcome>> {
+        self.get_agenda_waiting(caller, insight_id, count, None, cid).await
+    }
+
+    /// `getAgenda` with `waitSeconds`: when nothing can be claimed at once, waits up to
+    /// `wait_seconds` (0..=[`MAX_GET_AGENDA_WAIT_SECONDS`]) for an agenda of the insight to be
+    /// queued and claims it then. `None` or 0 answers at once, as POP's clients expect.
+    ///
+    /// The wait is woken by the change feed (an agenda of the insight entering `queued`, which
+    /// the scheduler does as soon as a submission is applied), never by polling: the waiter
+    /// registers before its first look at the queue, so an agenda queued after that look
+    /// always wakes it. It answers early, with what it has, when the server stops
+    /// ([`App::end_waits`]) or when the feed has no room for another follower. A claim made
+    /// while waiting runs detached from the request: if the requester goes away before the
+    /// answer is sent, the agendas are handed back at once (as `releaseAgenda` does) rather
+    /// than waiting out a lease nobody will renew.
+    pub async fn get_agenda_waiting(
+        &self,
+        caller: &Caller,
+        insight_id: &str,
+        count: i64,
+        wait_seconds: Option<i64>,
+        cid: Option<&str>,
+    ) -> AppResult<Vec<AgendaOutcome>> {
         caller
-            .run(Action::Work, cid, async |caller| self.claim(caller, insight_id, count).await)
+            .run(Action::Work, cid, async |caller| {
+                let wait = match wait_seconds.unwrap_or(0) {
+                    0 => None,
+                    s @ 1..=MAX_GET_AGENDA_WAIT_SECONDS => {
+                        Some(std::time::Duration::from_secs(s.unsigned_abs()))
+                    }
+                    _ => {
+                        return Err(AppError::invalid(
+                            "waitSeconds",
+                            format!("waitSeconds must be within 0..={MAX_GET_AGENDA_WAIT_SECONDS}"),
+                        ));
+                    }
+                };
+                match wait {
+                    None => self.claim(caller, insight_id, count).await,
+                    Some(wait) => self.claim_waiting(caller, insight_id, count, wait).await,
+                }
+            })
             .await
+    }
+
+    async fn claim_waiting(
+        &self,
+        caller: &Caller,
+        insight_id: &str,
+        count: i64,
+        wait: std::time::Duration,
+    ) -> AppResult<Vec<AgendaOutcome>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut ended = self.waits_ended();
+        // Joined before the first look at the queue (see the doc above).
+        let queued = self.feed().register(Key::Insight(Arc::from(insight_id)), |change| {
+            change.kind == ChangeKind::Agenda && change.phase == Some(Phase::Queued)
+        });
+        let mut queued = match queued {
+            Ok(receiver) => Some(receiver),
+            Err(e) => {
+                tracing::warn!(error = %e, "getAgenda: cannot wait for work; answering at once");
+                None
+            }
+        };
+        loop {
+            let claimed = self.claim_detached(caller, insight_id, count).await?;
+            if !claimed.is_empty() || *ended.borrow_and_update() {
+                return Ok(claimed);
+            }
+            let Some(receiver) = queued.as_mut() else { return Ok(claimed) };
+            tokio::select! {
+                item = receiver.recv() => {
+                    if item.is_none() {
+                        // The feed is over (the projections stopped): nothing will wake us.
+                        return Ok(claimed);
+                    }
+                    // Every queued change so far is covered by the next look at the queue.
+                    receiver.skip_queued();
+                }
+                () = tokio::time::sleep_until(deadline) => return Ok(claimed),
+                _ = ended.changed() => return Ok(claimed),
+            }
+        }
+    }
+
+    /// [`Self::claim`] in a task of its own, so that the request going away (its future
+    /// dropped) cannot interrupt it halfway; what it claimed for a requester that is gone is
+    /// handed back.
+    async fn claim_detached(
+        &self,
+        caller: &Caller,
+        insight_id: &str,
+        count: i64,
+    ) -> AppResult<Vec<AgendaOutcome>> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let (app, caller, insight) = (self.clone(), caller.clone(), insight_id.to_string());
+        tokio::spawn(async move {
+            let claimed = app.claim(&caller, &insight, count).await;
+            if let Err(Ok(orphans)) = answer.send(claimed) {
+                for orphan in orphans {
+                    app.hand_back(&caller, &orphan).await;
+                }
+            }
+        });
+        answered.await.unwrap_or_else(|_| Err(AppError::internal("claiming agendas", &TaskGone)))
+    }
+
+    /// Releases an agenda claimed for a requester that went away before the answer.
+    async fn hand_back(&self, caller: &Caller, claimed: &AgendaOutcome) {
+        let Some(lease) = &claimed.lease else { return };
+        let agenda_id = claimed.progress.agenda_id.as_str();
+        let named = Named {
+            id: agenda_id,
+            customer: Some(claimed.progress.customer_id.as_str()),
+            lease: Some(&lease.lease_id),
+        };
+        let command = AgendaCommand::Release {
+            holder: caller.principal.name.clone(),
+            lease_id: lease.lease_id.clone(),
+            now: Utc::now(),
+        };
+        match self.on_agenda(caller, "releaseAgenda", named, command).await {
+            Ok(_) => {
+                tracing::info!(target: "pop::agendas", agenda = %agenda_id, by = %caller.principal.name, "handed back: the waiting getAgenda went away")
+            }
+            Err(e) => {
+                tracing::warn!(agenda = %agenda_id, error = %e.message, "cannot hand back an agenda claimed for a getAgenda that went away")
+            }
+        }
     }
 
     async fn claim(

@@ -472,8 +472,14 @@ pub struct WorkerArgs {
     /// server `--lease` is renewed in time.
     #[arg(long, env = "POP_WORKER_HEARTBEAT_MS", default_value_t = 30_000)]
     pub heartbeat_ms: u64,
-    /// Longest pause between polls of empty queues (milliseconds); pauses start at 100 ms and
-    /// double while the queues stay empty.
+    /// How long an idle worker asks the server to hold each `getAgenda` until work is queued
+    /// (seconds, 0..=30): new work is claimed as soon as it is queued. 0 polls instead (with
+    /// the pauses below), for servers that cannot wait.
+    #[arg(long, env = "POP_WORKER_WAIT_FOR_WORK", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(0..=30))]
+    pub wait_for_work: u64,
+    /// Longest pause between polls of empty queues (milliseconds), when waiting for work is
+    /// off or does not work; pauses start at 100 ms and double while the queues stay empty.
     #[arg(long, env = "POP_WORKER_MAX_IDLE_MS", default_value_t = 5_000)]
     pub max_idle_ms: u64,
     /// On SIGTERM/SIGINT, how long running operations may finish (seconds) before they are

@@ -81,6 +81,7 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
         max_agendas: args.max_agendas.max(1),
         max_operations_per_insight: args.max_operations_per_insight,
         max_concurrent_claims: args.max_concurrent_claims.max(1),
+        wait_for_work: Duration::from_secs(args.wait_for_work),
         max_idle_backoff: Duration::from_millis(args.max_idle_ms.max(100)),
         ..PullConfig::default()
     };

@@ -233,3 +233,85 @@ async fn a_failed_operation_fails_the_agenda() {
         .unwrap_or_else(|| panic!("no probe progress: {p:#}"));
     assert_eq!(state(&probe), ("COMPLETE", "failed"), "{p:#}");
 }
+
+const GET_AGENDA_WAITING: &str = "mutation($i: String!, $n: Int!, $w: Int) { getAgenda(insightId: \
+    $i, count: $n, waitSeconds: $w) { agenda { id } lease { id } } }";
+
+/// Idle-worker hand-out (issue 18): a `getAgenda` that asks to wait (GraphQL and the POP REST
+/// surface alike) is still open when an agenda is submitted after it, and answers with that
+/// agenda: the submission wakes it through the scheduler's queueing, with no poll in between.
+/// A call that does not ask to wait answers an empty queue at once, as POP clients expect.
+#[tokio::test]
+async fn a_waiting_get_agenda_hands_out_an_agenda_submitted_after_it_started() {
+    let pop = Sched::start();
+    let at = pop.seed().await;
+    let http = reqwest::Client::new();
+    for transport in ["graphql", "rest"] {
+        // Today's behaviour without waitSeconds: an empty queue is an empty list.
+        assert!(pop.get_agenda(ACME_SERVICE, 1).await.is_empty(), "{transport}: queue not empty");
+        let request = match transport {
+            "graphql" => http
+                .post(format!("{}/graphql", pop.base()))
+                .bearer_auth(ACME_SERVICE)
+                .json(&json!({"query": GET_AGENDA_WAITING,
+                    "variables": {"i": "transcode", "n": 1, "w": 20}})),
+            _ => http
+                .post(format!("{}/pop/resourcepool/service/getAgenda", pop.base()))
+                .bearer_auth(ACME_SERVICE)
+                .json(&json!({"insightId": "transcode", "count": 1, "waitSeconds": 20})),
+        };
+        let waiting = tokio::spawn(async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        });
+        // Give the request time to reach the server and start waiting; it must still be open
+        // (an empty queue does not answer a waiting call).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !waiting.is_finished(),
+            "{transport}: the waiting getAgenda answered before any work"
+        );
+        let id = pop.submit(&at).await;
+        let (status, body) = tokio::time::timeout(WAIT, waiting)
+            .await
+            .unwrap_or_else(|_| panic!("{transport}: no answer\nlog:\n{}", log_tail(&pop.log)))
+            .unwrap();
+        assert_eq!(status, 200, "{transport}: {body:#}");
+        let handed: Vec<String> = match transport {
+            "graphql" => body["data"]["getAgenda"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["agenda"]["id"].as_str().unwrap().to_string())
+                .collect(),
+            _ => body["all"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{body:#}"))
+                .iter()
+                .map(|a| a["id"].as_str().unwrap().to_string())
+                .collect(),
+        };
+        assert_eq!(handed, vec![id.clone()], "{transport}: {body:#}");
+        // The claim is real: the agenda is leased (scheduled), and a second call finds nothing.
+        assert!(
+            pop.get_agenda(ACME_SERVICE_2, 1).await.is_empty(),
+            "{transport}: handed out twice"
+        );
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let progress = pop.progress(&id, None).await;
+            if state(&progress) == ("WAITING", "scheduled") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{transport}: not leased: {progress:#}");
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    // A wait beyond the bound is refused, naming the field.
+    let (_, body) = pop
+        .post(Some(ACME_SERVICE), GET_AGENDA_WAITING, json!({"i": "transcode", "n": 1, "w": 31}))
+        .await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "VALIDATION", "{body:#}");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("waitSeconds"), "{body:#}");
+}

@@ -554,7 +554,7 @@ async fn a_stale_executor_sharing_the_token_is_refused_by_its_lease() {
     let claim = |api: GraphqlApi, what: &'static str| async move {
         let deadline = Instant::now() + LONG_WAIT;
         loop {
-            let mut claimed = api.get_agenda("work", 1).await.unwrap();
+            let mut claimed = api.get_agenda("work", 1, Duration::ZERO).await.unwrap();
             if let Some(c) = claimed.pop() {
                 return (api, c);
             }

@@ -31,7 +31,7 @@ struct InstantApi;
 
 #[async_trait]
 impl WorkApi for InstantApi {
-    async fn get_agenda(&self, _: &str, _: usize) -> Result<Vec<Claimed>, ApiError> {
+    async fn get_agenda(&self, _: &str, _: usize, _: Duration) -> Result<Vec<Claimed>, ApiError> {
         Ok(Vec::new())
     }
     async fn update_progress(&self, _: &Value) -> Result<(), ApiError> {

@@ -71,8 +71,14 @@ impl Claimed {
 /// What the worker needs from the server.
 #[async_trait]
 pub trait WorkApi: Send + Sync + 'static {
-    /// Claims up to `count` queued agendas of an insight.
-    async fn get_agenda(&self, insight_id: &str, count: usize) -> Result<Vec<Claimed>, ApiError>;
+    /// Claims up to `count` queued agendas of an insight; when there are none, waits up to
+    /// `wait` (whole seconds; zero: answers at once) for one to be queued.
+    async fn get_agenda(
+        &self,
+        insight_id: &str,
+        count: usize,
+        wait: Duration,
+    ) -> Result<Vec<Claimed>, ApiError>;
     /// Sends one POP AgendaProgress report (renews the lease).
     async fn update_progress(&self, report: &Value) -> Result<(), ApiError>;
     /// Appends a generator's operations (the server validates them) and merges params.
@@ -92,7 +98,8 @@ pub trait WorkApi: Send + Sync + 'static {
     ) -> Result<(), ApiError>;
 }
 
-const GET_AGENDA: &str = "mutation($i: String!, $n: Int!) { getAgenda(insightId: $i, count: $n) { \
+const GET_AGENDA: &str = "mutation($i: String!, $n: Int!, $w: Int) { getAgenda(insightId: $i, \
+    count: $n, waitSeconds: $w) { \
     agenda { id customerId title progressId params linkId agendaInsight { resourcePoolId insightId } \
     operations { name type id payload params } } \
     progress { id agendaId operationProgress { operation processingState processingStateMessage \
@@ -115,7 +122,8 @@ pub struct GraphqlApi {
     token: String,
 }
 
-/// How long one API call may take before it counts as a transient failure.
+/// How long one API call may take before it counts as a transient failure (on top of the
+/// wait a waiting `getAgenda` asks for).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl GraphqlApi {
@@ -133,9 +141,20 @@ impl GraphqlApi {
     }
 
     async fn call(&self, query: &str, variables: Value) -> Result<Value, ApiError> {
+        self.call_waiting(query, variables, Duration::ZERO).await
+    }
+
+    /// [`Self::call`] for a request the server may hold up to `wait` before it answers.
+    async fn call_waiting(
+        &self,
+        query: &str,
+        variables: Value,
+        wait: Duration,
+    ) -> Result<Value, ApiError> {
         let response = self
             .http
             .post(&self.url)
+            .timeout(CALL_TIMEOUT + wait)
             .bearer_auth(&self.token)
             .json(&json!({"query": query, "variables": variables}))
             .send()
@@ -169,8 +188,14 @@ impl GraphqlApi {
 
 #[async_trait]
 impl WorkApi for GraphqlApi {
-    async fn get_agenda(&self, insight_id: &str, count: usize) -> Result<Vec<Claimed>, ApiError> {
-        let data = self.call(GET_AGENDA, json!({"i": insight_id, "n": count})).await?;
+    async fn get_agenda(
+        &self,
+        insight_id: &str,
+        count: usize,
+        wait: Duration,
+    ) -> Result<Vec<Claimed>, ApiError> {
+        let variables = json!({"i": insight_id, "n": count, "w": wait.as_secs()});
+        let data = self.call_waiting(GET_AGENDA, variables, wait).await?;
         let items = data["getAgenda"].as_array().cloned().unwrap_or_default();
         let mut claimed = Vec::with_capacity(items.len());
         for item in items {

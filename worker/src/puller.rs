@@ -1,7 +1,18 @@
 //! The puller: claims agendas of one or more insights (`getAgenda`) while fewer than
-//! `max_agendas` are in flight, hands each to an executor task, backs off exponentially
-//! (capped) while every queue is empty, and on shutdown stops claiming and waits for its
-//! executors to finish or hand their agendas back (each sends a final report and releases it).
+//! `max_agendas` are in flight, hands each to an executor task, and on shutdown stops claiming
+//! and waits for its executors to finish or hand their agendas back (each sends a final report
+//! and releases it).
+//!
+//! Idle: once every insight came back empty in a row, the next claims ask the server to wait
+//! for work (`getAgenda` with `waitSeconds`, [`PullConfig::wait_for_work`]): the server
+//! answers as soon as an agenda is queued, so an idle worker claims new work without a poll
+//! interval. With several insights each waits in turn for at most [`MULTI_INSIGHT_WAIT`], so
+//! work on another insight waits that long at most. The puller backs off exponentially
+//! (capped) only when that does not work: a call failed, or an empty answer came back well
+//! before the wait it asked for (a server that does not wait, or one stopping). On shutdown a
+//! waiting claim is abandoned (the server hands back what it claims for a request that went
+//! away; an answer already on its way when the worker stops is lost, and its agendas come
+//! back when their lease runs out).
 //! It says once, on the first claim that shows it, when the server's lease leaves no safe
 //! heartbeat (see [`crate::report::heartbeat_for`]).
 
@@ -27,6 +38,9 @@ pub struct PullConfig {
     pub max_operations_per_insight: Option<usize>,
     /// Most `getAgenda` calls in flight at once (see [`run`]).
     pub max_concurrent_claims: usize,
+    /// How long an idle puller asks the server to wait for work per `getAgenda` (whole
+    /// seconds, at most 30); zero polls with backoff only (servers before `waitSeconds`).
+    pub wait_for_work: Duration,
     /// First pause after an empty poll; doubled per empty poll up to `max_idle_backoff`.
     pub min_idle_backoff: Duration,
     pub max_idle_backoff: Duration,
@@ -39,6 +53,7 @@ impl Default for PullConfig {
             max_agendas: 4,
             max_operations_per_insight: None,
             max_concurrent_claims: 1,
+            wait_for_work: Duration::from_secs(20),
             min_idle_backoff: Duration::from_millis(100),
             max_idle_backoff: Duration::from_secs(5),
         }
@@ -55,9 +70,25 @@ pub struct PullStats {
     pub handed_back: u64,
 }
 
+/// Longest wait per `getAgenda` of an idle puller that serves several insights (it asks them
+/// in turn).
+pub const MULTI_INSIGHT_WAIT: Duration = Duration::from_secs(1);
+
 /// The next pause after an empty poll.
 pub fn next_backoff(current: Duration, config: &PullConfig) -> Duration {
     (current * 2).clamp(config.min_idle_backoff, config.max_idle_backoff)
+}
+
+/// One `getAgenda` call's answer.
+struct ClaimDone {
+    insight: String,
+    /// The slots it asked for (reserved while it ran).
+    asked: usize,
+    /// It asked the server to wait for work.
+    waited: bool,
+    /// It answered well before the wait it asked for.
+    early: bool,
+    result: Result<Vec<crate::api::Claimed>, crate::api::ApiError>,
 }
 
 /// Runs until `shutdown` turns true, then drains its executors.
@@ -66,7 +97,8 @@ pub fn next_backoff(current: Duration, config: &PullConfig) -> Duration {
 /// free when it started (those slots are reserved until it answers). More than one looked like
 /// a way to share the server's group commit, but concurrent calls race for the same oldest
 /// queued agendas on the server and measured slower (BENCHMARKS.md, Worker). Insights are asked
-/// in turn; only after every insight came back empty in a row does the puller pause (backoff).
+/// in turn; only after every insight came back empty in a row does the puller wait for work
+/// (see the module doc).
 pub async fn run(env: ExecEnv, config: PullConfig, shutdown: watch::Receiver<bool>) -> PullStats {
     let slots: BTreeMap<String, Arc<Semaphore>> = config
         .max_operations_per_insight
@@ -81,14 +113,21 @@ pub async fn run(env: ExecEnv, config: PullConfig, shutdown: watch::Receiver<boo
     let max_agendas = config.max_agendas.max(1);
     let max_claims = config.max_concurrent_claims.max(1);
     let insights = config.insights.len().max(1);
+    let wait = match config.insights.len() {
+        0 | 1 => config.wait_for_work,
+        _ => config.wait_for_work.min(MULTI_INSIGHT_WAIT),
+    };
     let mut stats = PullStats::default();
     let mut executing: JoinSet<Outcome> = JoinSet::new();
-    type ClaimResult = (String, usize, Result<Vec<crate::api::Claimed>, crate::api::ApiError>);
-    let mut claims: JoinSet<ClaimResult> = JoinSet::new();
+    let mut claims: JoinSet<ClaimDone> = JoinSet::new();
     let mut reserved = 0usize;
     let mut backoff = config.min_idle_backoff;
     let mut idle_until: Option<tokio::time::Instant> = None;
     let mut empty_streak = 0usize;
+    // Idle: the next claims ask the server to wait for work.
+    let mut wait_next = false;
+    // In this streak of empty answers, a call failed or a wait came back early.
+    let mut trouble = false;
     let mut next_insight = 0usize;
     let mut shutdown_rx = shutdown.clone();
     let mut lease_warned = false;
@@ -131,29 +170,38 @@ pub async fn run(env: ExecEnv, config: PullConfig, shutdown: watch::Receiver<boo
             next_insight = next_insight.wrapping_add(1);
             reserved += free;
             let api = env.api.clone();
+            let wait = if wait_next { wait } else { Duration::ZERO };
             claims.spawn(async move {
-                let result = api.get_agenda(&insight, free).await;
-                (insight, free, result)
+                let started = tokio::time::Instant::now();
+                let result = api.get_agenda(&insight, free, wait).await;
+                let early = started.elapsed() < wait / 2;
+                ClaimDone { insight, asked: free, waited: !wait.is_zero(), early, result }
             });
             continue;
         }
         tokio::select! {
             Some(done) = claims.join_next(), if !claims.is_empty() => {
                 match done {
-                    Ok((insight, asked, result)) => {
-                        reserved = reserved.saturating_sub(asked);
-                        match result {
+                    Ok(done) => {
+                        reserved = reserved.saturating_sub(done.asked);
+                        match done.result {
                             Ok(claimed) if !claimed.is_empty() => {
                                 empty_streak = 0;
+                                wait_next = false;
+                                trouble = false;
                                 backoff = config.min_idle_backoff;
                                 for c in claimed {
-                                    start(c, &insight, &mut executing, &mut stats, &mut lease_warned);
+                                    start(c, &done.insight, &mut executing, &mut stats, &mut lease_warned);
                                 }
                             }
-                            Ok(_) => empty_streak += 1,
+                            Ok(_) => {
+                                empty_streak += 1;
+                                trouble |= done.waited && done.early;
+                            }
                             Err(e) => {
                                 empty_streak += 1;
-                                tracing::warn!(insight = %insight, error = %e, "getAgenda failed");
+                                trouble = true;
+                                tracing::warn!(insight = %done.insight, error = %e, "getAgenda failed");
                             }
                         }
                     }
@@ -163,11 +211,18 @@ pub async fn run(env: ExecEnv, config: PullConfig, shutdown: watch::Receiver<boo
                     // Nothing is reserved once no claim is in flight (also after a failed task).
                     reserved = 0;
                     if empty_streak >= insights {
-                        // Idle (or the server is unreachable): pause; the pause grows only
-                        // while every queue stays empty.
+                        // Idle: from now on the server waits for work before it answers.
+                        // Pause only when that does not work (or is turned off); the pause
+                        // grows while it keeps not working.
                         empty_streak = 0;
-                        idle_until = Some(tokio::time::Instant::now() + backoff);
-                        backoff = next_backoff(backoff, &config);
+                        wait_next = !wait.is_zero();
+                        if trouble || wait.is_zero() {
+                            trouble = false;
+                            idle_until = Some(tokio::time::Instant::now() + backoff);
+                            backoff = next_backoff(backoff, &config);
+                        } else {
+                            backoff = config.min_idle_backoff;
+                        }
                     }
                 }
             }
@@ -184,10 +239,14 @@ pub async fn run(env: ExecEnv, config: PullConfig, shutdown: watch::Receiver<boo
         }
     }
     tracing::info!(executing = executing.len(), "stopping: no more claims; waiting for executions");
-    // Agendas claimed by calls still in flight are ours: they get a final report too (their
-    // executions see the shutdown at once and hand them back).
+    // A claim waiting for work is abandoned (the server hands back what it claims for a
+    // request that went away); agendas claimed by calls that answered are ours: they get a
+    // final report too (their executions see the shutdown at once and hand them back).
+    if wait_next {
+        claims.abort_all();
+    }
     while let Some(done) = claims.join_next().await {
-        if let Ok((insight, _, Ok(claimed))) = done {
+        if let Ok(ClaimDone { insight, result: Ok(claimed), .. }) = done {
             for c in claimed {
                 start(c, &insight, &mut executing, &mut stats, &mut lease_warned);
             }

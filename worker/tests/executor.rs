@@ -47,7 +47,7 @@ impl FakeApi {
 
 #[async_trait]
 impl WorkApi for FakeApi {
-    async fn get_agenda(&self, _: &str, _: usize) -> Result<Vec<Claimed>, ApiError> {
+    async fn get_agenda(&self, _: &str, _: usize, _: Duration) -> Result<Vec<Claimed>, ApiError> {
         Ok(Vec::new())
     }
     async fn update_progress(&self, report: &Value) -> Result<(), ApiError> {

@@ -30,7 +30,12 @@ struct Queue {
 
 #[async_trait]
 impl WorkApi for Queue {
-    async fn get_agenda(&self, _: &str, count: usize) -> Result<Vec<Claimed>, ApiError> {
+    async fn get_agenda(
+        &self,
+        _: &str,
+        count: usize,
+        _: Duration,
+    ) -> Result<Vec<Claimed>, ApiError> {
         let now = self.claims_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_claims_in_flight.fetch_max(now, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -131,4 +136,174 @@ async fn every_agenda_runs_once_within_the_limits_and_shutdown_ends_the_puller()
     assert_eq!(completed.len(), 60, "each agenda completed exactly once");
     assert!(busy.max_running.load(Ordering::SeqCst) <= 6, "at most max_agendas at once");
     assert!(queue.max_claims_in_flight.load(Ordering::SeqCst) <= 3);
+}
+
+/// A queue that honours `getAgenda`'s wait (as the server does): an empty queue holds the call
+/// until work arrives or the wait is over. Records the wait of every call, and which call
+/// handed out each agenda.
+#[derive(Default)]
+struct WaitingQueue {
+    left: Mutex<Vec<String>>,
+    arrived: tokio::sync::Notify,
+    /// The wait each call asked for, in call order.
+    calls: Mutex<Vec<Duration>>,
+    /// (agenda id, index of the call that handed it out).
+    handed: Mutex<Vec<(String, usize)>>,
+    /// Answer at once whatever the wait (a server that cannot wait).
+    ignore_wait: bool,
+    /// Agendas reported COMPLETE.
+    completed: AtomicUsize,
+}
+
+impl WaitingQueue {
+    fn take(&self, count: usize, call: usize) -> Vec<String> {
+        let mut left = self.left.lock().unwrap();
+        let n = count.min(left.len());
+        let ids: Vec<String> = left.drain(..n).collect();
+        self.handed.lock().unwrap().extend(ids.iter().map(|id| (id.clone(), call)));
+        ids
+    }
+}
+
+#[async_trait]
+impl WorkApi for WaitingQueue {
+    async fn get_agenda(
+        &self,
+        _: &str,
+        count: usize,
+        wait: Duration,
+    ) -> Result<Vec<Claimed>, ApiError> {
+        let call = {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push(wait);
+            calls.len() - 1
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        let ids = loop {
+            let arrived = self.arrived.notified();
+            let ids = self.take(count, call);
+            if !ids.is_empty() || self.ignore_wait {
+                break ids;
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                break Vec::new();
+            }
+        };
+        Ok(ids
+            .into_iter()
+            .map(|id| Claimed {
+                agenda: Agenda {
+                    id,
+                    customer_id: "c".into(),
+                    operations: vec![Operation {
+                        name: "only".into(),
+                        op_type: "log".into(),
+                        id: None,
+                        payload: json!({}),
+                        params: Params::new(),
+                    }],
+                    ..Agenda::default()
+                },
+                progress: None,
+                lease: None,
+            })
+            .collect())
+    }
+    async fn update_progress(&self, report: &Value) -> Result<(), ApiError> {
+        if report["processingState"] == "COMPLETE" {
+            self.completed.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+    async fn expand(&self, _: &str, _: &[Operation], _: &Params) -> Result<(), ApiError> {
+        Ok(())
+    }
+    async fn release(&self, _: &str, _: &str, _: &str) -> Result<(), ApiError> {
+        Ok(())
+    }
+}
+
+fn waiting_env(api: Arc<WaitingQueue>) -> ExecEnv {
+    ExecEnv {
+        api,
+        registry: Arc::new(Registry::with_builtins()),
+        config: ExecConfig {
+            max_parallel: 1,
+            report: ReportConfig { interval: Duration::from_millis(5), ..ReportConfig::default() },
+            shutdown_grace: Duration::from_secs(1),
+        },
+    }
+}
+
+/// Bound on every wait of these tests for something that should happen.
+const BOUND: Duration = Duration::from_secs(10);
+
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Idle-worker hand-out (issue 18): after an empty answer the puller asks the server to wait
+/// for work, and work that arrives meanwhile is handed out by that same waiting call — no
+/// pause, no second poll (the backoff here is ten minutes, so a pause would fail the test).
+/// On shutdown the waiting call is abandoned and the puller ends at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_puller_waits_for_work_and_claims_it_with_the_waiting_call() {
+    let queue = Arc::new(WaitingQueue::default());
+    let config = PullConfig {
+        insights: vec!["a".into()],
+        max_agendas: 2,
+        wait_for_work: Duration::from_secs(20),
+        min_idle_backoff: Duration::from_secs(600),
+        max_idle_backoff: Duration::from_secs(600),
+        ..PullConfig::default()
+    };
+    let (stop, shutdown) = watch::channel(false);
+    let puller = tokio::spawn(run(waiting_env(queue.clone()), config, shutdown));
+    // The first call does not wait; once it came back empty the next one waits.
+    until("the puller never asked to wait", || {
+        queue.calls.lock().unwrap().iter().any(|w| *w == Duration::from_secs(20))
+    })
+    .await;
+    let calls = queue.calls.lock().unwrap().clone();
+    assert_eq!(calls, vec![Duration::ZERO, Duration::from_secs(20)]);
+    queue.left.lock().unwrap().push("new".into());
+    queue.arrived.notify_waiters();
+    until("the waiting call did not hand out the new agenda", || {
+        !queue.handed.lock().unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(*queue.handed.lock().unwrap(), vec![("new".to_string(), 1)]);
+    until("the agenda did not complete", || queue.completed.load(Ordering::SeqCst) == 1).await;
+    // Idle again: the puller waits again (without a pause in between).
+    until("the puller did not wait again", || queue.calls.lock().unwrap().len() >= 3).await;
+    stop.send(true).unwrap();
+    let stats = tokio::time::timeout(BOUND, puller).await.expect("shutdown waited for the wait");
+    let stats = stats.unwrap();
+    assert_eq!((stats.claimed, stats.succeeded), (1, 1));
+}
+
+/// A server that answers a waiting call at once (it cannot wait) does not turn the puller into
+/// a busy loop: it pauses with backoff as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_does_not_wait_gets_the_backoff_not_a_busy_loop() {
+    let queue = Arc::new(WaitingQueue { ignore_wait: true, ..WaitingQueue::default() });
+    let config = PullConfig {
+        insights: vec!["a".into()],
+        wait_for_work: Duration::from_secs(20),
+        min_idle_backoff: Duration::from_millis(100),
+        max_idle_backoff: Duration::from_millis(200),
+        ..PullConfig::default()
+    };
+    let (stop, shutdown) = watch::channel(false);
+    let puller = tokio::spawn(run(waiting_env(queue.clone()), config, shutdown));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let calls = queue.calls.lock().unwrap().len();
+    // With pauses of 100–200 ms that is a handful of calls; a busy loop makes thousands.
+    assert!((2..=20).contains(&calls), "{calls} calls in 500 ms");
+    stop.send(true).unwrap();
+    tokio::time::timeout(BOUND, puller).await.unwrap().unwrap();
 }

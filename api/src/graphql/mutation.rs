@@ -127,16 +127,22 @@ impl MutationRoot {
     /// the caller (role `service` or `admin`, allowed to use the insight), each moved to
     /// `scheduled` under a lease held by the caller; returns them with their AgendaProgress.
     /// Agendas another caller claimed first are skipped; an empty queue is an empty list.
+    /// With `waitSeconds` (0..=30) an empty queue is waited on: the call answers as soon as
+    /// it has claimed an agenda queued meanwhile, or with an empty list when the time is up.
     #[graphql(complexity = "crate::graphql::cost::count(count, child_complexity)")]
     async fn get_agenda(
         &self,
         ctx: &Context<'_>,
         insight_id: String,
         count: i32,
+        wait_seconds: Option<i32>,
         cid: Option<String>,
     ) -> GqlResult<Vec<AgendaResultGql>> {
         let (app, caller) = context(ctx)?;
-        let claimed = app.get_agenda(caller, &insight_id, i64::from(count), cid.as_deref()).await?;
+        let wait = wait_seconds.map(i64::from);
+        let claimed = app
+            .get_agenda_waiting(caller, &insight_id, i64::from(count), wait, cid.as_deref())
+            .await?;
         Ok(claimed.into_iter().map(AgendaResultGql::from).collect())
     }
 

@@ -503,14 +503,17 @@ async fn rerun(call: &Call<'_>) -> RestResult<Reply> {
     agenda_reply(std::slice::from_ref(&done))
 }
 
-/// `resourcepool/service/getAgenda {insightId, count}` → `{all, agendaProgresses, count}`.
+/// `resourcepool/service/getAgenda {insightId, count, waitSeconds?}` → `{all, agendaProgresses,
+/// count}`.
 async fn get_agenda(call: &Call<'_>) -> RestResult<Reply> {
     call.allow_params(&[])?;
     let object = call.object("getAgenda request")?;
     let insight_id = required_text(object, "insightId")?;
     let count =
         integer(object, "count")?.ok_or_else(|| AppError::invalid("count", "is required"))?;
-    let claimed = call.app().get_agenda(&call.caller, &insight_id, count, None).await?;
+    let wait = integer(object, "waitSeconds")?;
+    let claimed =
+        call.app().get_agenda_waiting(&call.caller, &insight_id, count, wait, None).await?;
     agenda_reply(&claimed)
 }
 

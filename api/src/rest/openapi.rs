@@ -280,7 +280,7 @@ fn path_item(route: &Route) -> Value {
                 WRITE_ERRORS,
             ),
             (Endpoint::GetAgenda, _) => operation(
-                "Take up to `count` queued agendas of an insight under a lease held by the caller (role service or admin). An empty queue is an empty list.",
+                "Take up to `count` queued agendas of an insight under a lease held by the caller (role service or admin). An empty queue is an empty list, at once or, with `waitSeconds`, when no agenda was queued in that time.",
                 Vec::new(),
                 Some(json_body(schema_ref("GetAgendaRequest"))),
                 ok_response(
@@ -512,6 +512,7 @@ fn components() -> Value {
             "GetAgendaRequest": {"type": "object", "required": ["insightId", "count"], "properties": {
                 "insightId": {"type": "string"},
                 "count": {"type": "integer", "minimum": 1, "maximum": 100, "description": "A number or a numeric string."},
+                "waitSeconds": {"type": "integer", "minimum": 0, "maximum": 30, "description": "pop only: when nothing can be claimed at once, wait up to this many seconds for an agenda to be queued (absent or 0: answer at once)."},
             }},
             "UpdateAgendaProgressRequest": {"type": "object", "properties": {
                 "agendaProgress": schema_ref("AgendaProgress"),

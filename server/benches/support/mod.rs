@@ -22,6 +22,13 @@ pub fn ms(sorted: &[u64], q: f64) -> f64 {
     sorted[index] as f64 / 1000.0
 }
 
+/// The `pop` binary the benchmarks start: `POP_BENCH_BIN` when set (e.g. a release binary
+/// installed with `cargo install --path server`, when the bench client itself is built with
+/// another profile), else the one cargo built for this benchmark.
+pub fn pop_binary() -> std::ffi::OsString {
+    std::env::var_os("POP_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_pop").into())
+}
+
 /// A `pop serve` child on a temp data dir; SIGTERM, then SIGKILL, on drop.
 pub struct Server {
     pub child: Child,
@@ -33,7 +40,7 @@ impl Server {
     /// Starts `pop serve --data-dir DATA_DIR --bind 127.0.0.1:0 ARGS…` and waits (bounded) for
     /// its address; the admin token is the one it generated into the data dir (if any).
     pub fn start<S: AsRef<OsStr>>(data_dir: &Path, args: &[S]) -> Result<Server> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pop"))
+        let mut child = Command::new(pop_binary())
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)

@@ -1,0 +1,285 @@
+//! Hand-out latency benchmark (issue 18): how soon an idle worker that waits for work
+//! (`getAgenda` with `waitSeconds`) gets an agenda submitted while it waits, through the
+//! public GraphQL API of a real `pop serve` on loopback (scheduler on, durable store).
+//!
+//! Each sample: a `getAgenda(count: 1, waitSeconds: 20)` is sent as the service token and
+//! given a few milliseconds to start waiting; then a one-operation agenda is submitted as the
+//! user token. Measured, on the benchmark's clock: *submit → claim* = from just before the
+//! submit request is sent until the waiting `getAgenda` answers with that agenda (what
+//! graphile-worker's add → start measures), and *ack → claim* = from the submit's answer to the
+//! claim's. The path in between is the server's: the submission's append, the projections, the
+//! change feed waking the scheduler, its `Queue` append, the feed waking the waiting call, the
+//! claim's append — three fsync'd commits with `--durability full`. After each sample the
+//! agenda is completed (one report, not timed) and the next sample starts after `--pause-ms`.
+//!
+//! The backlog: `--backlog` agendas of a second insight sit queued for the whole run (nobody
+//! takes them), so the read models, the queues and the scheduler's passes carry other work.
+//!
+//! `cargo bench -p pop-server --bench handout -- [options]`, or `bench/handout.sh` (median of
+//! three runs). `POP_BENCH_BIN` picks the server binary (see `support::pop_binary`). Without
+//! `--bench` (as `cargo test --benches` runs it) it does a small smoke run.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use clap::Parser;
+use serde_json::{Value, json};
+use std::ffi::OsStr;
+use support::{Server, ms};
+
+#[derive(Debug, Parser)]
+#[command(about = "pop hand-out latency benchmark: submit -> claim by a waiting worker")]
+struct Args {
+    /// Samples (one agenda each, one after another).
+    #[arg(long, default_value_t = 400)]
+    samples: usize,
+    /// Agendas of another insight kept queued during the run.
+    #[arg(long, default_value_t = 64)]
+    backlog: usize,
+    /// Pause between samples (graphile-worker's latency run adds a job every 25 ms).
+    #[arg(long, default_value_t = 25)]
+    pause_ms: u64,
+    /// Time a waiting `getAgenda` gets to reach the server before the submit.
+    #[arg(long, default_value_t = 5)]
+    settle_ms: u64,
+    /// Store durability of the server (`full` fsyncs every commit).
+    #[arg(long, default_value = "full")]
+    durability: String,
+    /// Set by `cargo bench`; without it a small smoke run replaces the defaults.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+const SERVICE_TOKEN: &str = "tok_bench_handout_service_000000000";
+const USER_TOKEN: &str = "tok_bench_handout_user_0000000000000";
+const ADMIN_TOKEN: &str = "tok_bench_handout_admin_000000000000";
+
+const SUBMIT: &str = "mutation($a: JSON!) { submitAgenda(agenda: $a) { agenda { id } } }";
+const WAIT_FOR_WORK: &str = "mutation($i: String!) { getAgenda(insightId: $i, count: 1, \
+    waitSeconds: 20) { agenda { id } progress { id } lease { id } } }";
+const UPDATE: &str = "mutation($p: JSON!, $l: String) { updateAgendaProgress(agendaProgress: $p, \
+    leaseId: $l) { progress { processingState } } }";
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> Result<()> {
+    let mut args = Args::parse();
+    if !args.bench {
+        args.samples = 5;
+        args.backlog = 4;
+        println!("handout: smoke run (use `cargo bench` for the real one)");
+    }
+    ensure!(args.samples > 0, "need samples");
+    let deadline = Duration::from_secs(120 + u64::try_from(args.samples).unwrap_or(u64::MAX / 2));
+    tokio::time::timeout(deadline, bench(&args))
+        .await
+        .map_err(|_| anyhow!("the benchmark did not finish in time"))?
+}
+
+async fn bench(args: &Args) -> Result<()> {
+    let dir = tempfile::tempdir().context("a temp dir")?;
+    let server = start_server(dir.path(), &args.durability)?;
+    let api = Api::new(&server)?;
+    api.seed().await.context("seeding")?;
+    for i in 0..args.backlog {
+        api.submit("backlog", i).await.context("a backlog agenda")?;
+    }
+    let load_before = load_average();
+    let mut from_submit = Vec::with_capacity(args.samples);
+    let mut from_ack = Vec::with_capacity(args.samples);
+    for i in 0..args.samples {
+        let waiter = {
+            let api = api.clone();
+            tokio::spawn(async move {
+                let data = api.call(SERVICE_TOKEN, WAIT_FOR_WORK, json!({"i": "work"})).await;
+                (data, Instant::now())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(args.settle_ms)).await;
+        ensure!(
+            !waiter.is_finished(),
+            "sample {i}: the waiting getAgenda answered before any work"
+        );
+        let sent = Instant::now();
+        let id = api.submit("work", i).await.context("a submit")?;
+        let acked = Instant::now();
+        let (data, claimed_at) = waiter.await.context("the waiting task")?;
+        let data = data.context("the waiting getAgenda")?;
+        let claimed = &data["getAgenda"][0];
+        if claimed["agenda"]["id"] != id.as_str() {
+            bail!("sample {i}: submitted {id}, the waiting getAgenda answered {data}");
+        }
+        from_submit.push(micros(claimed_at - sent));
+        from_ack.push(micros(claimed_at.saturating_duration_since(acked)));
+        api.complete(claimed).await.with_context(|| format!("completing {id}"))?;
+        tokio::time::sleep(Duration::from_millis(args.pause_ms)).await;
+    }
+    let load_after = load_average();
+    drop(server);
+    from_submit.sort_unstable();
+    from_ack.sort_unstable();
+    println!(
+        "handout: {} samples, backlog {} queued on another insight, durability {}; load average \
+         before {load_before}, after {load_after}",
+        args.samples, args.backlog, args.durability
+    );
+    for (name, sorted) in [("submit -> claim", &from_submit), ("ack -> claim", &from_ack)] {
+        println!(
+            "handout: {name}: p50 {:.2} ms p90 {:.2} ms p99 {:.2} ms max {:.2} ms",
+            ms(sorted, 0.50),
+            ms(sorted, 0.90),
+            ms(sorted, 0.99),
+            ms(sorted, 1.0)
+        );
+    }
+    println!(
+        "RESULT p50_ms={:.3} p99_ms={:.3} ack_p50_ms={:.3} ack_p99_ms={:.3} samples={}",
+        ms(&from_submit, 0.50),
+        ms(&from_submit, 0.99),
+        ms(&from_ack, 0.50),
+        ms(&from_ack, 0.99),
+        args.samples
+    );
+    Ok(())
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// Starts `pop serve` with the scheduler on and the bench's tokens, under `dir`.
+fn start_server(dir: &std::path::Path, durability: &str) -> Result<Server> {
+    let tokens = json!([
+        {"token": SERVICE_TOKEN, "name": "bench-worker", "role": "service", "customers": ["acme"]},
+        {"token": USER_TOKEN, "name": "bench-user", "role": "user", "customers": ["acme"]},
+        {"token": ADMIN_TOKEN, "name": "bench-admin", "role": "admin", "customers": ["*"]},
+    ]);
+    let token_file = dir.join("tokens.json");
+    std::fs::write(&token_file, tokens.to_string()).context("the token file")?;
+    let args = [
+        OsStr::new("--durability"),
+        OsStr::new(durability),
+        OsStr::new("--scheduler"),
+        OsStr::new("true"),
+        OsStr::new("--token-file"),
+        token_file.as_os_str(),
+    ];
+    let mut server = Server::start(&dir.join("data"), &args)?;
+    server.admin = ADMIN_TOKEN.to_string();
+    Ok(server)
+}
+
+#[derive(Clone)]
+struct Api {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Api {
+    fn new(server: &Server) -> Result<Api> {
+        Ok(Api {
+            http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?,
+            url: format!("http://{}/graphql", server.addr),
+        })
+    }
+
+    async fn call(&self, token: &str, query: &str, variables: Value) -> Result<Value> {
+        let body: Value = self
+            .http
+            .post(&self.url)
+            .bearer_auth(token)
+            .json(&json!({"query": query, "variables": variables}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if let Some(errors) = body.get("errors") {
+            bail!("GraphQL errors: {errors}");
+        }
+        Ok(body["data"].clone())
+    }
+
+    /// Pool, customer `acme`, insight `work` (type `job`, the measured one) and insight
+    /// `backlog` (type `later`, whose agendas nobody takes); waits until both are readable.
+    async fn seed(&self) -> Result<()> {
+        self.call(
+            ADMIN_TOKEN,
+            "mutation($p: JSON!) { createResourcePool(resourcePool: $p) { position } }",
+            json!({"p": {"id": "pool-1", "customerId": "ops", "title": "Pool"}}),
+        )
+        .await?;
+        self.call(
+            ADMIN_TOKEN,
+            "mutation($c: JSON!) { createCustomer(customer: $c) { position } }",
+            json!({"c": {"id": "acme", "title": "Acme", "resourcePoolId": "pool-1"}}),
+        )
+        .await?;
+        let mut position = String::new();
+        for (id, operation_type) in [("work", "job"), ("backlog", "later")] {
+            let data = self
+                .call(
+                    ADMIN_TOKEN,
+                    "mutation($i: JSON!) { createInsight(insight: $i) { position } }",
+                    json!({"i": {
+                        "id": id, "customerId": "ops", "title": id, "resourcePoolId": "pool-1",
+                        "queueSize": 1000, "isGlobal": true,
+                        "mappers": {"operationType": [operation_type]}
+                    }}),
+                )
+                .await?;
+            position = data["createInsight"]["position"]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| anyhow!("no position: {data}"))?;
+        }
+        let data = self
+            .call(
+                SERVICE_TOKEN,
+                "query($p: String) { insight(id: \"work\", atLeastPosition: $p) { id } }",
+                json!({"p": position}),
+            )
+            .await?;
+        ensure!(data["insight"]["id"] == "work", "the insight is not visible: {data}");
+        Ok(())
+    }
+
+    /// One one-operation agenda for insight `work` (type `job`) or `backlog` (type `later`);
+    /// its id once acknowledged.
+    async fn submit(&self, insight: &str, i: usize) -> Result<String> {
+        let operation_type = if insight == "work" { "job" } else { "later" };
+        let agenda = json!({
+            "customerId": "acme",
+            "title": format!("handout {insight} {i}"),
+            "operations": [{"name": "only", "type": operation_type, "payload": {"n": i}}],
+        });
+        let data = self.call(USER_TOKEN, SUBMIT, json!({"a": agenda})).await?;
+        data["submitAgenda"]["agenda"]["id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("no agenda id: {data}"))
+    }
+
+    /// Completes a claimed agenda with one report under its lease.
+    async fn complete(&self, claimed: &Value) -> Result<()> {
+        let report = json!({
+            "id": claimed["progress"]["id"],
+            "processingState": "COMPLETE",
+            "processingStateMessage": "succeeded",
+            "operationProgress": [{"operation": "only", "processingState": "COMPLETE",
+                "processingStateMessage": "succeeded", "percentComplete": 100}],
+        });
+        let data = self
+            .call(SERVICE_TOKEN, UPDATE, json!({"p": report, "l": claimed["lease"]["id"]}))
+            .await?;
+        let state = &data["updateAgendaProgress"]["progress"]["processingState"];
+        ensure!(state == "COMPLETE", "not complete: {data}");
+        Ok(())
+    }
+}
