@@ -109,10 +109,10 @@ pub enum Command {
         #[arg(long)]
         as_of: Option<String>,
     },
-    /// Check the embedded store for tampering: every event's digest and hash chain, every
-    /// stream's head, every deleted stream's recorded head. Exits non-zero at the first break,
-    /// naming its stream, version and position.
-    Verify(StoreArgs),
+    /// Check the store for tampering: every event's digest and hash chain, every stream's
+    /// head, every deleted stream's recorded head. Exits non-zero at the first break, naming
+    /// its stream, version and position.
+    Verify(VerifyArgs),
     /// An agenda's history as a timeline: time, actor, command, event, the state and percent
     /// after it, and the diagnostics it added (`--json`: the same as data).
     Audit {
@@ -277,6 +277,17 @@ pub struct RebuildArgs {
     /// Also write the result as the snapshot `pop serve` starts from (stop the server first).
     #[arg(long)]
     pub snapshot: bool,
+}
+
+/// Which store `pop verify` checks.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// A PostgreSQL store, as for `pop serve --store`; without it, the embedded store in the
+    /// data directory.
+    #[arg(long = "store", env = "DATABASE_URL", hide_env_values = true)]
+    pub store_url: Option<String>,
 }
 
 /// Where the embedded store lives.

@@ -8,12 +8,15 @@
 //!   `append` until a subscriber (on a second store handle — another replica for PostgreSQL)
 //!   receives them, while 16 other appenders load the store;
 //! - `read_all` of the whole log, alone and with decoding (data into the domain's `AgendaEvent`,
-//!   metadata into `EventMetadata`), in events/s.
+//!   metadata into `EventMetadata`), in events/s;
+//! - (only with `--only hashing`, PostgreSQL) what the hash chain costs: append throughput at the largest
+//!   `--appenders` count with the chain on and off (`PgOptions::hash_chain`), the two
+//!   alternated run by run, and the ratio of the medians.
 //!
 //! `cargo bench -p pop-store --bench store -- [--append-events N] [--read-events N]
 //! [--latency-appends N] [--appenders 1,16,256] [--runs 3] [--scale 10] [--normal] [--postgres]
 //! [--pg-writers 4]
-//! [--only append,latency,subscribe,read]`
+//! [--only append,latency,subscribe,read,hashing]`
 //!
 //! Every figure is measured `--runs` times on a fresh store and the median printed. With
 //! `--scale K` the whole table is repeated with K times the data.
@@ -58,8 +61,10 @@ struct Args {
     postgres: bool,
     /// PostgreSQL writer tasks (`PgOptions::writers`).
     pg_writers: usize,
-    /// Run only these parts: `append`, `latency`, `read` (all when empty).
+    /// Run only these parts: `append`, `latency`, `read`, `hashing` (all when empty).
     only: Vec<String>,
+    /// Append with the hash chain off (the `hashing` part's baseline).
+    unchained: bool,
 }
 
 impl Args {
@@ -80,6 +85,7 @@ fn parse_args() -> Result<Args, String> {
         postgres: false,
         pg_writers: PgOptions::default().writers,
         only: Vec::new(),
+        unchained: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -253,6 +259,7 @@ async fn open(args: &Args) -> Result<Bench, StoreError> {
         let options = PgOptions {
             writers: args.pg_writers,
             pool_size: args.pg_writers + 12,
+            hash_chain: !args.unchained,
             ..PgOptions::default()
         };
         let store = Arc::new(PgStore::connect(&url, options).await?);
@@ -482,6 +489,24 @@ async fn table(args: &Args, scale: u64) -> Result<(), StoreError> {
         }
         let label = format!("append, {appenders} appenders, {events} events");
         println!("{label:<44} {}", show(&values, "ev/s"));
+    }
+    // Only when asked for: it doubles the append runs.
+    if args.postgres && args.only.iter().any(|p| p == "hashing") {
+        let appenders = args.appenders.iter().copied().max().unwrap_or(256);
+        let (mut on, mut off) = (Vec::new(), Vec::new());
+        for _ in 0..args.runs {
+            on.push(append_throughput(args, appenders, append_events).await?);
+            let baseline = Args { unchained: true, ..args.clone() };
+            off.push(append_throughput(&baseline, appenders, append_events).await?);
+        }
+        let label = |what| format!("append, {appenders} appenders, chain {what}");
+        println!("{:<44} {}", label("on"), show(&on, "ev/s"));
+        println!("{:<44} {}", label("off"), show(&off, "ev/s"));
+        println!(
+            "{:<44} {:>12.3}",
+            "chain on / off (medians)",
+            median(on.clone()) / median(off.clone()).max(f64::MIN_POSITIVE)
+        );
     }
     let mut p50s = Vec::new();
     let mut p99s = Vec::new();

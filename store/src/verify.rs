@@ -1,9 +1,13 @@
 //! What verifying the log finds: how much was checked and the first break, located by stream,
-//! version and position. Backends implement the check where they keep their rows (the
-//! embedded store: [`crate::SqliteStore::verify`]); every element is recomputed, no summary
-//! is trusted.
+//! version and position, and the one rule that finds it ([`Walker`]). Backends read their rows
+//! (the embedded store: [`crate::SqliteStore::verify`]; PostgreSQL:
+//! [`crate::postgres::verify`]) and feed them to the walker; every element is recomputed, no
+//! summary is trusted.
+
+use std::collections::{HashMap, HashSet};
 
 use crate::Position;
+use crate::digest::{DigestInput, GENESIS, Hash, chain, data_hash, event_digest};
 
 /// The first place where the log does not match its digests and chains.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,5 +49,215 @@ pub struct Verification {
 impl Verification {
     pub fn is_intact(&self) -> bool {
         self.first_break.is_none()
+    }
+}
+
+/// One event as a backend reads it for verification, in (stream, version) order.
+pub(crate) struct EventRow<'a> {
+    pub stream: &'a str,
+    /// The version as stored (a negative one is a break, not an error).
+    pub version: i64,
+    pub position: Position,
+    pub event_type: &'a str,
+    pub schema_version: u32,
+    pub recorded_at: i64,
+    pub metadata: &'a [u8],
+    pub data: &'a [u8],
+    /// The chain link stored with the event.
+    pub chain: Option<&'a [u8]>,
+}
+
+/// One stream row as a backend reads it for verification.
+pub(crate) struct StreamRow {
+    pub name: String,
+    /// The version of the stream's last event as stored (`None`: none).
+    pub version: Option<i64>,
+    /// A tombstone: its events were deleted on purpose.
+    pub deleted: bool,
+    /// The chain head stored with the stream (kept on a tombstone).
+    pub head: Option<Vec<u8>>,
+}
+
+/// Where the walk through one stream stands.
+struct Walk {
+    stream: String,
+    next_version: u64,
+    head: Hash,
+    last_position: Option<Position>,
+}
+
+/// The one verification rule both backends apply: fed every event in (stream, version) order
+/// ([`Walker::event`]), then every stream row ([`Walker::finish`]), it recomputes each digest
+/// and chain link, checks versions are gap-free from 0, positions grow with versions and stay
+/// at or below the log head, each live stream's version and head hash match its last event,
+/// every tombstone that had events kept its head hash, and no event belongs to a stream the
+/// log does not know. It stops at the first break.
+pub(crate) struct Walker {
+    report: Verification,
+    walk: Option<Walk>,
+    /// Streams walked: (events, chain head).
+    seen: HashMap<String, (u64, Hash)>,
+    log_head: Option<Position>,
+}
+
+impl Walker {
+    /// `log_head`: the highest position the log ever handed out, when the backend keeps one.
+    pub(crate) fn new(log_head: Option<Position>) -> Walker {
+        Walker { report: Verification::default(), walk: None, seen: HashMap::new(), log_head }
+    }
+
+    /// Whether a break was already found (feed nothing more).
+    pub(crate) fn stopped(&self) -> bool {
+        self.report.first_break.is_some()
+    }
+
+    /// Records a break found by the backend itself (e.g. an event of an unknown stream id).
+    pub(crate) fn stop(&mut self, b: Break) {
+        self.report.first_break.get_or_insert(b);
+    }
+
+    /// Checks one event; `false` once a break is found.
+    pub(crate) fn event(&mut self, r: &EventRow<'_>) -> bool {
+        if self.stopped() {
+            return false;
+        }
+        if self.walk.as_ref().is_none_or(|w| w.stream != r.stream) {
+            if let Some(w) = self.walk.take() {
+                self.seen.insert(w.stream, (w.next_version, w.head));
+            }
+            if self.seen.contains_key(r.stream) {
+                self.stop(self.at(r, "the stream's events are not in version order".into()));
+                return false;
+            }
+            self.walk = Some(Walk {
+                stream: r.stream.to_owned(),
+                next_version: 0,
+                head: GENESIS,
+                last_position: None,
+            });
+        }
+        let Some(w) = self.walk.as_ref() else { return false };
+        let (next_version, head, last_position) = (w.next_version, w.head, w.last_position);
+        if u64::try_from(r.version).ok() != Some(next_version) {
+            let b =
+                self.at(r, format!("expected version {next_version} here: an event is missing"));
+            self.stop(b);
+            return false;
+        }
+        if r.position == Position::START
+            || last_position.is_some_and(|p| r.position <= p)
+            || self.log_head.is_some_and(|h| r.position > h)
+        {
+            let b = self.at(
+                r,
+                format!(
+                    "position out of order (previous event of the stream at {}, log head {})",
+                    last_position.map_or_else(|| "none".into(), |p| p.to_string()),
+                    self.log_head.map_or_else(|| "unknown".into(), |p| p.to_string()),
+                ),
+            );
+            self.stop(b);
+            return false;
+        }
+        let hash = data_hash(r.data);
+        let digest = event_digest(&DigestInput {
+            stream: r.stream,
+            version: next_version,
+            event_type: r.event_type,
+            schema_version: r.schema_version,
+            recorded_at_micros: r.recorded_at,
+            metadata: r.metadata,
+            data_hash: &hash,
+        });
+        let link = chain(&head, &digest);
+        if r.chain != Some(link.as_slice()) {
+            let b = self
+                .at(r, "the event does not match its chain link (edited, moved or swapped)".into());
+            self.stop(b);
+            return false;
+        }
+        if let Some(w) = self.walk.as_mut() {
+            w.head = link;
+            w.next_version += 1;
+            w.last_position = Some(r.position);
+        }
+        self.report.events += 1;
+        true
+    }
+
+    fn at(&self, r: &EventRow<'_>, reason: String) -> Break {
+        Break {
+            stream: r.stream.to_owned(),
+            version: u64::try_from(r.version).ok(),
+            position: Some(r.position),
+            reason,
+        }
+    }
+
+    /// Checks every stream row against what the walk saw, and answers the report.
+    pub(crate) fn finish(mut self, streams: &[StreamRow]) -> Verification {
+        if let Some(w) = self.walk.take() {
+            self.seen.insert(w.stream, (w.next_version, w.head));
+        }
+        if self.stopped() {
+            return self.report;
+        }
+        let mut report = self.report;
+        let mut known: HashSet<&str> = HashSet::with_capacity(streams.len());
+        for s in streams {
+            known.insert(&s.name);
+            let whole = |reason: String| Break {
+                stream: s.name.clone(),
+                version: None,
+                position: None,
+                reason,
+            };
+            if s.deleted {
+                // Its events are gone; its head hash must still be there when it had any.
+                if s.version.is_some() && s.head.as_ref().is_none_or(|h| h.len() != 32) {
+                    report.first_break =
+                        Some(whole("a deleted stream lost its recorded head hash".into()));
+                    return report;
+                }
+                if let Some((count, _)) = self.seen.get(&s.name) {
+                    report.first_break = Some(Break {
+                        version: Some(0),
+                        ..whole(format!("a deleted stream still has {count} events"))
+                    });
+                    return report;
+                }
+                report.deleted_streams += 1;
+                continue;
+            }
+            let (count, head) = self.seen.get(&s.name).copied().unwrap_or((0, GENESIS));
+            let want_count = s.version.map_or(0, |v| v + 1);
+            if i64::try_from(count).ok() != Some(want_count) {
+                report.first_break = Some(Break {
+                    version: Some(count),
+                    ..whole(format!(
+                        "the stream's head says {want_count} events, the log holds {count} (a cut tail or deleted events)"
+                    ))
+                });
+                return report;
+            }
+            if count > 0 && s.head.as_deref() != Some(head.as_slice()) {
+                report.first_break =
+                    Some(whole("the stream's head hash does not match its last event".into()));
+                return report;
+            }
+            report.streams += 1;
+        }
+        let mut unknown: Vec<&String> =
+            self.seen.keys().filter(|name| !known.contains(name.as_str())).collect();
+        unknown.sort();
+        if let Some(name) = unknown.first() {
+            report.first_break = Some(Break {
+                stream: (*name).clone(),
+                version: Some(0),
+                position: None,
+                reason: "an event of a stream the log does not know".into(),
+            });
+        }
+        report
     }
 }

@@ -7,9 +7,11 @@
 //!   / 32 MiB (while another group is committing it keeps gathering until that one lands,
 //!   ≤ 20 ms) and commits them in one transaction in two round trips ([`writer`]): sorted
 //!   `pg_advisory_xact_lock` per stream (replicas never deadlock), then the transaction id,
-//!   the streams' versions and the event ids; each append is judged by the store's one
-//!   [`append rule`](crate::append_rule) against those and its batch-mates; accepted events go
-//!   in with one `unnest` insert, streams are upserted, commit, then `pg_notify` as its own
+//!   the streams' versions and chain heads and the event ids; each append is judged by the
+//!   store's one [`append rule`](crate::append_rule) against those and its batch-mates;
+//!   accepted events are linked into their stream's hash chain ([`crate::digest`]: SHA-256 in
+//!   Rust, under the stream's lock) and go in with one `unnest` insert, streams are upserted
+//!   with their new head hash, commit, then `pg_notify` as its own
 //!   transaction right behind the COMMIT. Unique indexes on `event_id` and `(stream, version)`
 //!   back the locks up: a unique violation from another replica rolls the group back and
 //!   redoes it (≤ 3 times). Durability is the server's `synchronous_commit`.
@@ -39,13 +41,16 @@
 //!   on every notification, local commit, or 1 s tick (missed notifications, reconnects) and
 //!   publishes it on the head `watch` of the shared subscription code; while events wait above
 //!   the horizon it looks again after 1–20 ms. It idles while the store has no subscriber.
-//! - **Tables.** `pop_streams(name PK, version, last_tx, last_seq, deleted_at)` (the last
-//!   position survives a delete, so the head never moves back), `pop_events(tx_id, seq PK,
-//!   stream, version, event_id UNIQUE, …)`, `pop_schema(version)`; migrations run in one
+//! - **Tables.** `pop_streams(name PK, version, last_tx, last_seq, deleted_at, head_hash)`
+//!   (the last position and the head hash survive a delete, so the head never moves back and a
+//!   deleted stream stays accounted for), `pop_events(tx_id, seq PK, stream, version,
+//!   event_id UNIQUE, …, chain)`, `pop_schema(version)`; migrations run in one
 //!   transaction under an advisory lock, so replicas starting together migrate once.
 //!   `statement_timeout` 30 s per session; pooled connections that died (a database restart)
 //!   are replaced, so appends fail with a backend error while the database is down and work
 //!   again after.
+//! - **Verification** ([`verify()`]): one read-only repeatable-read transaction, every event
+//!   in (stream, version) order through the rule both backends share ([`crate::verify`]).
 //! - **Leader locks** ([`PgLeadership`]): a session-level advisory lock on a connection of its
 //!   own held by the guard; the guard reports `lost` when that connection ends (a heartbeat
 //!   query every 2 s finds silent deaths), and dropping it closes the connection.
@@ -54,6 +59,7 @@ mod leader;
 mod reader;
 mod schema;
 mod tail;
+mod verify;
 mod writer;
 
 use std::sync::Arc;
@@ -75,6 +81,7 @@ use crate::{
 
 pub use leader::PgLeadership;
 pub use schema::PG_SCHEMA_VERSION;
+pub use verify::verify;
 pub use writer::{PG_MAX_GROUP_REQUESTS, PG_WRITER_QUEUE_CAPACITY};
 
 /// The advisory-lock class (first key of the two-int key space) of everything pop locks:
@@ -111,6 +118,10 @@ pub struct PgOptions {
     pub connect_timeout: Duration,
     /// Test hook; `None` in production.
     pub before_commit: Option<CommitHook>,
+    /// Link every event into its stream's hash chain ([`crate::digest`]). Always on; off only
+    /// for the append benchmark's baseline, which measures what hashing costs (a log written
+    /// without it does not verify).
+    pub hash_chain: bool,
 }
 
 impl Default for PgOptions {
@@ -122,6 +133,7 @@ impl Default for PgOptions {
             statement_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             before_commit: None,
+            hash_chain: true,
         }
     }
 }
@@ -161,6 +173,8 @@ pub(crate) struct Shared {
     pub(crate) pool: Pool,
     pub(crate) clock: Clock,
     pub(crate) before_commit: Option<CommitHook>,
+    /// See [`PgOptions::hash_chain`].
+    pub(crate) hash_chain: bool,
     /// Wakes the tailing task after a local commit, without waiting for the notification.
     pub(crate) committed: Arc<Notify>,
 }
@@ -210,6 +224,7 @@ impl PgStore {
             pool,
             clock: options.clock.clone(),
             before_commit: options.before_commit.clone(),
+            hash_chain: options.hash_chain,
             committed: Arc::clone(&committed),
         });
         let (head_tx, head_rx) = watch::channel(head);

@@ -47,7 +47,18 @@ const MIGRATIONS: &[&str] = &[
     -- Stream reads, and a second guard of the per-stream version rule.
     CREATE UNIQUE INDEX pop_events_by_stream ON pop_events (stream, version);
     ",
+    // 2: tamper evidence (`crate::digest`). `pop_events.chain` is the stream's hash chain after
+    // the event; `pop_streams.head_hash` the chain after the stream's last event, kept on the
+    // tombstone when the stream is deleted. Events written before this step get theirs from
+    // `backfill_chains`, in the same transaction.
+    "
+    ALTER TABLE pop_events ADD COLUMN chain bytea;
+    ALTER TABLE pop_streams ADD COLUMN head_hash bytea;
+    ",
 ];
+
+/// The step after which existing events get their chains computed.
+const CHAIN_STEP: usize = 2;
 
 /// The schema version this build writes.
 pub const PG_SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -85,9 +96,82 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
     }
     for (done, step) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         tx.batch_execute(step).await.map_err(fail)?;
+        if done + 1 == CHAIN_STEP {
+            backfill_chains(&tx).await?;
+        }
         let version = (done + 1) as i32;
         tx.execute("UPDATE pop_schema SET version = $1", &[&version]).await.map_err(fail)?;
         tracing::info!(schema_version = version, "PostgreSQL event store schema migrated");
     }
     tx.commit().await.map_err(fail)
+}
+
+/// Computes the hash chain of every event written before the chain existed, stream by stream
+/// in version order, and each live stream's head (the migration of databases from before step
+/// 2; the migration lock keeps writers of this build out, and writers of the older build do
+/// not know the columns). Deleted streams have no events left to chain.
+async fn backfill_chains(tx: &tokio_postgres::Transaction<'_>) -> Result<(), StoreError> {
+    use crate::digest::{DigestInput, GENESIS, chain, data_hash, event_digest};
+    let streams = tx
+        .query(
+            "SELECT name FROM pop_streams WHERE version IS NOT NULL AND deleted_at IS NULL \
+             ORDER BY name",
+            &[],
+        )
+        .await
+        .map_err(fail)?;
+    let events = tx
+        .prepare(
+            "SELECT tx_id, seq, version, event_type, schema_version, data, metadata, recorded_at \
+             FROM pop_events WHERE stream = $1 ORDER BY version",
+        )
+        .await
+        .map_err(fail)?;
+    let update = tx
+        .prepare(
+            "UPDATE pop_events AS e SET chain = t.chain \
+             FROM unnest($1::bigint[], $2::bigint[], $3::bytea[]) AS t(tx_id, seq, chain) \
+             WHERE e.tx_id = t.tx_id AND e.seq = t.seq",
+        )
+        .await
+        .map_err(fail)?;
+    let mut count = 0u64;
+    for stream in &streams {
+        let name: String = stream.try_get(0).map_err(fail)?;
+        let rows = tx.query(&events, &[&name]).await.map_err(fail)?;
+        let mut head = GENESIS;
+        let (mut txs, mut seqs, mut links) = (Vec::new(), Vec::new(), Vec::new());
+        for r in &rows {
+            let version: i64 = r.try_get(2).map_err(fail)?;
+            let event_type: &str = r.try_get(3).map_err(fail)?;
+            let schema_version: i64 = r.try_get(4).map_err(fail)?;
+            let data: &[u8] = r.try_get(5).map_err(fail)?;
+            let metadata: &[u8] = r.try_get(6).map_err(fail)?;
+            let recorded_at: i64 = r.try_get(7).map_err(fail)?;
+            let hash = data_hash(data);
+            let digest = event_digest(&DigestInput {
+                stream: &name,
+                version: u64::try_from(version).unwrap_or(u64::MAX),
+                event_type,
+                schema_version: u32::try_from(schema_version).unwrap_or(u32::MAX),
+                recorded_at_micros: recorded_at,
+                metadata,
+                data_hash: &hash,
+            });
+            head = chain(&head, &digest);
+            txs.push(r.try_get::<_, i64>(0).map_err(fail)?);
+            seqs.push(r.try_get::<_, i64>(1).map_err(fail)?);
+            links.push(head.to_vec());
+        }
+        count += links.len() as u64;
+        tx.execute(&update, &[&txs, &seqs, &links]).await.map_err(fail)?;
+        tx.execute(
+            "UPDATE pop_streams SET head_hash = $2 WHERE name = $1",
+            &[&name, &head.as_slice()],
+        )
+        .await
+        .map_err(fail)?;
+    }
+    tracing::info!(events = count, "hash chains computed for events written before them");
+    Ok(())
 }

@@ -3,9 +3,11 @@
 //!
 //! A group: lock each stream it touches with a transaction-scoped advisory lock (sorted, so
 //! groups of different writers or replicas never deadlock), only then take the transaction's
-//! id (its events' log position), read the streams' versions and look up the event ids, decide
-//! each append in arrival order against the database plus the appends before it in the group
-//! (so a refused append never fails its batch-mates), write the accepted events and streams,
+//! id (its events' log position), read the streams' versions and chain heads and look up the
+//! event ids, decide each append in arrival order against the database plus the appends before
+//! it in the group (so a refused append never fails its batch-mates), link each accepted event
+//! into its stream's hash chain (`crate::digest`; the stream is locked, so its head is stable),
+//! write the accepted events and streams (the new head kept on the stream row),
 //! commit, NOTIFY (after the commit: see `announce`). Taking the id after the locks keeps a stream's events in log order: whoever
 //! wrote the stream before us committed before we got its lock, hence before our id existed.
 //! A unique-index violation (a concurrent writer elsewhere used the same event id, or a
@@ -26,6 +28,7 @@ use uuid::Uuid;
 use super::reader::position;
 use super::{CHANNEL, Shared, pool_error};
 use crate::append_rule::{self, Placement, StreamState, Verdict};
+use crate::digest::{DigestInput, GENESIS, Hash, chain, data_hash, event_digest};
 use crate::limits::MAX_APPEND_BYTES;
 use crate::{ActualVersion, AppendResult, ExpectedVersion, NewEvent, Position, StoreError};
 
@@ -249,23 +252,27 @@ struct Columns<'a> {
     schema_version: Vec<i64>,
     data: Vec<&'a [u8]>,
     metadata: Vec<&'a [u8]>,
+    /// Each event's link of its stream's hash chain (`None` when hashing is off).
+    chain: Vec<Option<Hash>>,
 }
 
 const INSERT_EVENTS: &str = "
     INSERT INTO pop_events (tx_id, seq, stream, version, event_id, event_type, schema_version,
-                            data, metadata, recorded_at)
+                            data, metadata, recorded_at, chain)
     SELECT $1, t.seq, t.stream, t.version, t.event_id, t.event_type, t.schema_version,
-           t.data, t.metadata, $2
+           t.data, t.metadata, $2, t.chain
     FROM unnest($3::bigint[], $4::text[], $5::bigint[], $6::uuid[], $7::text[], $8::bigint[],
-                $9::bytea[], $10::bytea[])
-         AS t(seq, stream, version, event_id, event_type, schema_version, data, metadata)";
+                $9::bytea[], $10::bytea[], $11::bytea[])
+         AS t(seq, stream, version, event_id, event_type, schema_version, data, metadata, chain)";
 
 const UPSERT_STREAMS: &str = "
-    INSERT INTO pop_streams (name, version, last_tx, last_seq)
-    SELECT t.name, t.version, $1, t.last_seq
-    FROM unnest($2::text[], $3::bigint[], $4::bigint[]) AS t(name, version, last_seq)
+    INSERT INTO pop_streams (name, version, last_tx, last_seq, head_hash)
+    SELECT t.name, t.version, $1, t.last_seq, t.head_hash
+    FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::bytea[])
+         AS t(name, version, last_seq, head_hash)
     ON CONFLICT (name) DO UPDATE
-    SET version = EXCLUDED.version, last_tx = EXCLUDED.last_tx, last_seq = EXCLUDED.last_seq";
+    SET version = EXCLUDED.version, last_tx = EXCLUDED.last_tx, last_seq = EXCLUDED.last_seq,
+        head_hash = EXCLUDED.head_hash";
 
 /// Logs a failed NOTIFY. The NOTIFY goes out after the COMMIT, as its own transaction: a
 /// NOTIFY inside the append transaction takes PostgreSQL's global notification-queue lock at
@@ -310,7 +317,8 @@ async fn group_on(
         tx.prepare_cached("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k"),
         tx.prepare_cached("SELECT pg_current_xact_id()::text::bigint"),
         tx.prepare_cached(
-            "SELECT name, version, deleted_at IS NOT NULL FROM pop_streams WHERE name = ANY($1)"
+            "SELECT name, version, deleted_at IS NOT NULL, head_hash FROM pop_streams \
+             WHERE name = ANY($1)"
         ),
         tx.prepare_cached(
             "SELECT event_id, stream, version, tx_id, seq FROM pop_events \
@@ -323,7 +331,7 @@ async fn group_on(
     .map_err(classify("preparing a group commit"))?;
     let (lock, xid, streams, found, insert, upsert, notify) = statements;
     let mut read = read_group(tx, group, [&lock, &xid, &streams, &found]).await?;
-    let decided = decide_group(group, &mut read)?;
+    let decided = decide_group(group, &mut read, now, shared.hash_chain)?;
     if decided.touched.is_empty() {
         tx.batch_execute("COMMIT").await.map_err(classify("committing a group"))?;
     } else {
@@ -332,11 +340,12 @@ async fn group_on(
     Ok(decided.answers)
 }
 
-/// What a group read before deciding: its transaction id, its streams, and where its event
-/// ids already sit.
+/// What a group read before deciding: its transaction id, its streams (with their chain
+/// heads), and where its event ids already sit.
 struct GroupRead {
     tx_id: i64,
     state: HashMap<String, StreamState>,
+    heads: HashMap<String, Hash>,
     placed: HashMap<Uuid, Placed>,
 }
 
@@ -372,15 +381,18 @@ async fn read_group(
     let read = |e| StoreError::backend("reading the group's streams", e);
     let tx_id: i64 = xid.try_get(0).map_err(read)?;
     let mut state: HashMap<String, StreamState> = HashMap::with_capacity(streams.len());
+    let mut heads: HashMap<String, Hash> = HashMap::with_capacity(streams.len());
     for row in &streams {
+        let name: String = row.try_get(0).map_err(read)?;
         let version: Option<i64> = row.try_get(1).map_err(read)?;
         let version = version
             .map(|v| u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("version {v}"))))
             .transpose()?;
-        state.insert(
-            row.try_get(0).map_err(read)?,
-            StreamState { version, deleted: row.try_get(2).map_err(read)? },
-        );
+        let head: Option<&[u8]> = row.try_get(3).map_err(read)?;
+        if let Some(head) = head.and_then(|h| Hash::try_from(h).ok()) {
+            heads.insert(name.clone(), head);
+        }
+        state.insert(name, StreamState { version, deleted: row.try_get(2).map_err(read)? });
     }
     let mut placed: HashMap<Uuid, Placed> = HashMap::with_capacity(found.len());
     for row in &found {
@@ -395,22 +407,30 @@ async fn read_group(
             },
         );
     }
-    Ok(GroupRead { tx_id, state, placed })
+    Ok(GroupRead { tx_id, state, heads, placed })
 }
 
+/// A touched stream's new version, last sequence number and chain head.
+type Touched = (i64, i64, Option<Hash>);
+
 /// The group's answers, and the accepted events as columns with each touched stream's new
-/// version and last sequence number.
+/// version, last sequence number and chain head.
 struct Decided<'a> {
     answers: Answers,
     columns: Columns<'a>,
-    touched: HashMap<&'a str, (i64, i64)>,
+    touched: HashMap<&'a str, Touched>,
 }
 
 /// Judges every append of the group in order (each sees its batch-mates' effects), without
 /// IO.
-fn decide_group<'a>(group: &'a [Request], read: &mut GroupRead) -> Result<Decided<'a>, GroupError> {
+fn decide_group<'a>(
+    group: &'a [Request],
+    read: &mut GroupRead,
+    now: i64,
+    hashing: bool,
+) -> Result<Decided<'a>, GroupError> {
     let mut columns = Columns::default();
-    let mut touched: HashMap<&str, (i64, i64)> = HashMap::new();
+    let mut touched: HashMap<&str, Touched> = HashMap::new();
     let mut seq = 0i64;
     let mut answers = Vec::with_capacity(group.len());
     for request in group {
@@ -420,11 +440,49 @@ fn decide_group<'a>(group: &'a [Request], read: &mut GroupRead) -> Result<Decide
         if let Ok(result) = &answer
             && columns.seq.len() > before
         {
-            touched.insert(&request.stream, (to_i64(result.version, "stream version")?, seq));
+            let head =
+                hashing.then(|| chain_events(request, result.version, now, read, &mut columns));
+            touched.insert(&request.stream, (to_i64(result.version, "stream version")?, seq, head));
         }
+        // Hashing off (the benchmark's baseline): no links.
+        columns.chain.resize(columns.seq.len(), None);
         answers.push(answer);
     }
     Ok(Decided { answers, columns, touched })
+}
+
+/// Links the events `request` just added to `columns` (its last at `last_version`) into their
+/// stream's hash chain ([`crate::digest`]), from the head read under the stream's lock (or
+/// left by a batch-mate); answers the new head.
+fn chain_events(
+    request: &Request,
+    last_version: u64,
+    now: i64,
+    read: &mut GroupRead,
+    columns: &mut Columns<'_>,
+) -> Hash {
+    let first_version = last_version + 1 - request.events.len() as u64;
+    let mut head = if first_version == 0 {
+        GENESIS
+    } else {
+        read.heads.get(&request.stream).copied().unwrap_or(GENESIS)
+    };
+    for (offset, event) in (0u64..).zip(&request.events) {
+        let hash = data_hash(&event.data);
+        let digest = event_digest(&DigestInput {
+            stream: &request.stream,
+            version: first_version + offset,
+            event_type: &event.event_type,
+            schema_version: event.schema_version,
+            recorded_at_micros: now,
+            metadata: &event.metadata,
+            data_hash: &hash,
+        });
+        head = chain(&head, &digest);
+        columns.chain.push(Some(head));
+    }
+    read.heads.insert(request.stream.clone(), head);
+    head
 }
 
 /// Writes the accepted events and the streams' new versions, commits, and notifies the
@@ -440,13 +498,17 @@ async fn write_group(
     let mut names = Vec::with_capacity(decided.touched.len());
     let mut versions = Vec::with_capacity(decided.touched.len());
     let mut last = Vec::with_capacity(decided.touched.len());
-    for (name, (version, last_seq)) in &decided.touched {
+    let mut heads: Vec<Option<&[u8]>> = Vec::with_capacity(decided.touched.len());
+    for (name, (version, last_seq, head)) in &decided.touched {
         names.push(*name);
         versions.push(*version);
         last.push(*last_seq);
+        heads.push(head.as_ref().map(|h| h.as_slice()));
     }
     let c = &decided.columns;
-    let insert_params: [&(dyn ToSql + Sync); 10] = [
+    let chains: Vec<Option<&[u8]>> =
+        c.chain.iter().map(|h| h.as_ref().map(|h| h.as_slice())).collect();
+    let insert_params: [&(dyn ToSql + Sync); 11] = [
         &tx_id,
         &now,
         &c.seq,
@@ -457,8 +519,9 @@ async fn write_group(
         &c.schema_version,
         &c.data,
         &c.metadata,
+        &chains,
     ];
-    let upsert_params: [&(dyn ToSql + Sync); 4] = [&tx_id, &names, &versions, &last];
+    let upsert_params: [&(dyn ToSql + Sync); 5] = [&tx_id, &names, &versions, &last, &heads];
     let notify_params: [&(dyn ToSql + Sync); 1] = [&CHANNEL];
     let insert = tx.execute(insert, &insert_params);
     let upsert = tx.execute(upsert, &upsert_params);
