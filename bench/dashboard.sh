@@ -5,7 +5,8 @@
 # (contract/dashboard.bench.mjs), and the dashboard's JavaScript as served compressed.
 #
 #   bench/dashboard.sh
-#   RUNS=7 UPDATE_RATE=200 UPDATE_SECONDS=10 OPS=500 bench/dashboard.sh
+#   RUNS=7 UPDATE_RATE=200 UPDATE_SECONDS=10 OPS=500 INFLIGHT=16 bench/dashboard.sh
+#   POP_DURABILITY=normal bench/dashboard.sh   # no fsync per commit: more reports/s offered
 #
 # Needs node, `npm ci --prefix contract` and /usr/bin/chromium (or POP_CHROMIUM). The first
 # page at a million agendas is `cargo bench -p pop-api --bench dashboard_page`. Loopback

@@ -108,21 +108,30 @@ export function subscribe(query, variables, onItem, onError) {
   );
 }
 
-/// Coalesces bursts: `fn` runs at most once per animation frame with the latest arguments
-/// merged by `merge`.
-export function perFrame(fn) {
-  let pending = null;
+/// Coalesces bursts: `fn` runs at most once per animation frame, with every item that came
+/// since the last run, in order. With `minMs`, runs are also at least that far apart (still
+/// in an animation frame), so a page's work per second stays bounded however fast updates
+/// come.
+export function perFrame(fn, minMs = 0) {
+  let pending = [];
   let scheduled = false;
+  let last = -Infinity;
+  const run = (now) => {
+    if (now - last < minMs) {
+      setTimeout(() => requestAnimationFrame(run), minMs - (now - last));
+      return;
+    }
+    scheduled = false;
+    last = now;
+    const items = pending;
+    pending = [];
+    fn(items);
+  };
   return (item) => {
-    pending = pending ? pending.concat([item]) : [item];
+    pending.push(item);
     if (scheduled) return;
     scheduled = true;
-    requestAnimationFrame(() => {
-      scheduled = false;
-      const items = pending;
-      pending = null;
-      fn(items);
-    });
+    requestAnimationFrame(run);
   };
 }
 

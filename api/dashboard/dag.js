@@ -101,7 +101,7 @@ export function layered(g) {
 /// The DAG view. `states`: Map(name → {state, percent, message}); `onSelect(name)`.
 export function Dag({ operations, progress, states, selected, onSelect }) {
   const g = useMemo(() => graphOf(operations, progress), [operations, progress && progress.length]);
-  const key = shapeKey(g);
+  const key = useMemo(() => shapeKey(g), [g]);
   const lay = useMemo(() => layout(g), [key]);
   if (lay.large) return html`<${CanvasDag} g=${g} lay=${lay} states=${states} selected=${selected} onSelect=${onSelect}/>`;
   const edgePath = (e) => {
