@@ -58,6 +58,11 @@ pub struct StreamReaped {
     /// Why, in words (the age rule that selected it).
     #[serde(rename = "reason")]
     pub reason: String,
+    /// The stream's hash chain head when it was deleted (lower-case hex SHA-256, the store's
+    /// tamper evidence), so verification holds the tombstone to it after the events are gone.
+    /// `None` in records from before it was kept, and when the stream was already gone.
+    #[serde(rename = "headHash", default, skip_serializing_if = "Option::is_none")]
+    pub head_hash: Option<String>,
 }
 
 /// Every event of a reap log stream.
@@ -175,6 +180,7 @@ mod tests {
             last_version: Some(7),
             updated_time: None,
             reason: "old".to_string(),
+            head_hash: None,
         }
     }
 

@@ -15,8 +15,10 @@
 //!    and deletes only at exactly that version, so a re-creation in between wins.
 //! 2. **Delete the stream** at that version (`delete_stream(Exact(v))`).
 //! 3. **Record** `StreamReaped` in the day's audit stream `reaps-<YYYY-MM-DD>` (kind, id,
-//!    customer, last version, `updatedTime`, reason; the actor `system:data-reaper` in the
-//!    metadata). The projections forget the stream when they fold this record, so queries
+//!    customer, last version, `updatedTime`, reason, and the stream's hash chain head,
+//!    recomputed from its events just before the delete; the actor `system:data-reaper` in
+//!    the metadata). `pop verify` holds each tombstone to its recorded head, so a reaped
+//!    stream verifies and a reaped stream's tombstone removed later does not. The projections forget the stream when they fold this record, so queries
 //!    stop returning the object, and a rebuild — where the stream's events are gone — agrees.
 //!
 //! A crash between the steps leaves the object in the read models, so the next cycle plans it
@@ -285,11 +287,18 @@ async fn reap(
     } else {
         close_config(services.store.as_ref(), action).await.map_err(store_error)?
     };
+    let mut head_hash = None;
     let last_version = match closed {
         Closed::Refused => return Ok(Outcome::Refused),
         Closed::AlreadyDeleted => None,
         Closed::At(version) => {
-            // 2. Delete at exactly that version.
+            // 2. Delete at exactly that version: the events hashed below are exactly the ones
+            // deleted.
+            head_hash = Some(
+                head_of(services.store.as_ref(), &action.stream, version)
+                    .await
+                    .map_err(store_error)?,
+            );
             match services
                 .store
                 .delete_stream(&action.stream, ExpectedVersion::Exact(version))
@@ -315,6 +324,7 @@ async fn reap(
         last_version,
         updated_time: action.updated_time,
         reason: action.reason.clone(),
+        head_hash: head_hash.map(|h| pop_store::digest::hex(&h)),
     };
     services
         .commands
@@ -323,6 +333,27 @@ async fn reap(
         .map_err(|source| DataReapError::Record { stream: action.stream.clone(), source })?;
     tracing::info!(stream = %action.stream, kind = action.kind, customer = %action.customer_id, reason = %action.reason, "data reaper: reaped");
     Ok(Outcome::Reaped)
+}
+
+/// The hash chain head of `stream` through `version` (`pop_store::digest::stream_head`),
+/// recomputed from its events: what the store keeps on the tombstone, kept in the record too.
+async fn head_of(
+    store: &dyn EventStore,
+    stream: &str,
+    version: u64,
+) -> Result<pop_store::digest::Hash, StoreError> {
+    let mut events = Vec::new();
+    while (events.len() as u64) <= version {
+        let from = events.len() as u64;
+        let batch = store
+            .read_stream(stream, from, pop_store::limits::MAX_READ_BATCH, Direction::Forwards)
+            .await?;
+        if batch.is_empty() {
+            break;
+        }
+        events.extend(batch.into_iter().filter(|e| e.version <= version));
+    }
+    Ok(pop_store::digest::stream_head(&events))
 }
 
 enum Closed {
@@ -605,6 +636,7 @@ mod tests {
             last_version: Some(4),
             updated_time: Some(t(100)),
             reason: "old".to_string(),
+            head_hash: None,
         };
         let decoded = Decoded::Event {
             id: day_id(t(5 * DAY)),

@@ -3,6 +3,8 @@
 //! streams read as deleted), a record of each stays in the day's `reaps-<day>` stream, a dry
 //! run changes nothing, newer objects stay, and a repeat finds nothing; a reap interrupted after
 //! the delete is finished by the next cycle, and a rerun or re-creation after the plan wins.
+//! Each record keeps the reaped stream's head hash: the store still verifies after the reap,
+//! and a reaped stream's tombstone removed or altered afterwards is found.
 //! Times are fixed instants; waits are bounded, never asserted.
 
 #![allow(clippy::unwrap_used)]
@@ -362,4 +364,81 @@ async fn a_config_object_created_again_after_the_plan_is_not_reaped() {
     assert_eq!((report.refused, report.configs), (1, 0), "{:?}", report.errors);
     f.settle().await;
     assert_eq!(f.projections().read().customer("gone").map(|c| c.title.as_str()), Some("back"));
+}
+
+/// Copies the store file (with its write-ahead log: the store is open and idle), applies
+/// `edit` with SQL, and verifies the copy.
+fn verify_edited(path: &std::path::Path, edit: &str) -> pop_store::verify::Verification {
+    let copy = path.with_extension("edited.db");
+    std::fs::copy(path, &copy).unwrap();
+    let wal = |p: &std::path::Path| std::path::PathBuf::from(format!("{}-wal", p.display()));
+    if wal(path).exists() {
+        std::fs::copy(wal(path), wal(&copy)).unwrap();
+    }
+    let conn = rusqlite::Connection::open(&copy).unwrap();
+    conn.execute_batch(edit).unwrap();
+    drop(conn);
+    let report = SqliteStore::verify_file(&copy).unwrap();
+    std::fs::remove_file(&copy).unwrap();
+    let _ = std::fs::remove_file(wal(&copy));
+    report
+}
+
+#[tokio::test]
+async fn reaped_streams_still_verify_and_their_tombstones_are_held_to_the_record() {
+    let f = fixture().await;
+    f.finished("old", 100).await;
+    f.deleted_customer("gone", 200).await;
+    let head_before = {
+        let events =
+            f.services.store.read_stream("agenda-old", 0, 100, Direction::Forwards).await.unwrap();
+        events.len()
+    };
+    let now = t(4 * DAY);
+    let report = run_once(&f.services, now, &DataReaperConfig::default()).await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!((report.agendas, report.configs), (1, 1));
+    f.settle().await;
+
+    // The record carries the head the store kept on the tombstone.
+    let audit = format!("reaps-{}", day_id(now));
+    let records = f.services.store.read_stream(&audit, 0, 10, Direction::Forwards).await.unwrap();
+    let ReapEvent::StreamReaped(record) =
+        ReapEvent::decode(&records[0].event_type, records[0].schema_version, &records[0].data)
+            .unwrap();
+    assert_eq!(record.stream, "agenda-old");
+    assert_eq!(record.last_version, Some(head_before as u64), "the reap event is the last one");
+    let head = record.head_hash.clone().expect("a head hash is recorded");
+    assert_eq!(head.len(), 64, "{head}");
+
+    let path = f._dir.path().join("pop.db");
+    let intact = SqliteStore::verify_file(&path).unwrap();
+    assert!(intact.is_intact(), "{intact:?}");
+    assert_eq!((intact.deleted_streams, intact.reaped_streams), (2, 2), "{intact:?}");
+    let stored: Vec<u8> = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT head_hash FROM streams WHERE name = 'agenda-old'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(pop_store::digest::hex(&stored.try_into().unwrap()), head);
+
+    // The tombstone removed whole: the record names what is gone, located at the record.
+    let r = verify_edited(&path, "DELETE FROM streams WHERE name = 'agenda-old'");
+    let found = r.first_break.expect("a removed tombstone is found");
+    assert_eq!((found.stream.as_str(), found.version), (audit.as_str(), Some(0)), "{found}");
+    assert_eq!(found.position, Some(records[0].position), "{found}");
+    assert!(found.reason.contains("\"agenda-old\"") && found.reason.contains("gone"), "{found}");
+    // The tombstone's head rewritten.
+    let r = verify_edited(
+        &path,
+        "UPDATE streams SET head_hash = zeroblob(32) WHERE name = 'customer-gone'",
+    );
+    let found = r.first_break.expect("a rewritten tombstone head is found");
+    assert_eq!(found.stream, audit, "{found}");
+    assert!(found.reason.contains("another head hash"), "{found}");
+    // The tombstone turned back into a live, empty stream.
+    let r = verify_edited(
+        &path,
+        "UPDATE streams SET deleted_at = NULL, version = NULL WHERE name = 'agenda-old'",
+    );
+    assert!(r.first_break.expect("found").reason.contains("\"agenda-old\""));
 }

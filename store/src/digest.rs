@@ -70,6 +70,27 @@ pub fn chain(previous: &Hash, digest: &Hash) -> Hash {
     h.finalize().into()
 }
 
+/// The chain head of a stream recomputed from its events as read (in version order, from
+/// version 0): what the store keeps as the stream's head hash. The data reaper records it for
+/// every stream it deletes, so verification can hold the tombstone to it.
+pub fn stream_head(events: &[crate::RecordedEvent]) -> Hash {
+    events.iter().fold(GENESIS, |head, e| {
+        let hash = data_hash(&e.data);
+        chain(
+            &head,
+            &event_digest(&DigestInput {
+                stream: &e.stream,
+                version: e.version,
+                event_type: &e.event_type,
+                schema_version: e.schema_version,
+                recorded_at_micros: e.recorded_at.timestamp_micros(),
+                metadata: &e.metadata,
+                data_hash: &hash,
+            }),
+        )
+    })
+}
+
 /// Lower-case hex, for reports.
 pub fn hex(hash: &Hash) -> String {
     hash.iter().map(|b| format!("{b:02x}")).collect()

@@ -42,6 +42,8 @@ pub struct Verification {
     pub streams: u64,
     /// Deleted streams (tombstones) whose recorded head hash was found.
     pub deleted_streams: u64,
+    /// Reap records (`StreamReaped` with a head hash) whose tombstone kept that head.
+    pub reaped_streams: u64,
     /// The first break found (verification stops there); `None`: everything matched.
     pub first_break: Option<Break>,
 }
@@ -90,20 +92,37 @@ struct Walk {
 /// ([`Walker::event`]), then every stream row ([`Walker::finish`]), it recomputes each digest
 /// and chain link, checks versions are gap-free from 0, positions grow with versions and stay
 /// at or below the log head, each live stream's version and head hash match its last event,
-/// every tombstone that had events kept its head hash, and no event belongs to a stream the
-/// log does not know. It stops at the first break.
+/// every tombstone that had events kept its head hash, every stream the data reaper recorded
+/// with a head hash is a tombstone keeping that head (so a reaped stream verifies after its
+/// events are gone, and its tombstone cannot vanish unseen), and no event belongs to a stream
+/// the log does not know. It stops at the first break.
 pub(crate) struct Walker {
     report: Verification,
     walk: Option<Walk>,
     /// Streams walked: (events, chain head).
     seen: HashMap<String, (u64, Hash)>,
     log_head: Option<Position>,
+    /// Reap records with a head hash, already verified as events.
+    reaped: Vec<Reaped>,
+}
+
+/// A reap record: the stream it deleted and that stream's head, and where the record sits.
+struct Reaped {
+    stream: String,
+    head: String,
+    at: Break,
 }
 
 impl Walker {
     /// `log_head`: the highest position the log ever handed out, when the backend keeps one.
     pub(crate) fn new(log_head: Option<Position>) -> Walker {
-        Walker { report: Verification::default(), walk: None, seen: HashMap::new(), log_head }
+        Walker {
+            report: Verification::default(),
+            walk: None,
+            seen: HashMap::new(),
+            log_head,
+            reaped: Vec::new(),
+        }
     }
 
     /// Whether a break was already found (feed nothing more).
@@ -182,7 +201,29 @@ impl Walker {
             w.last_position = Some(r.position);
         }
         self.report.events += 1;
+        self.note_reap(r);
         true
+    }
+
+    /// Keeps a (verified) reap record's stream and head for [`Walker::finish`].
+    fn note_reap(&mut self, r: &EventRow<'_>) {
+        use pop_domain::EventCodec;
+        use pop_domain::reap::{CATEGORY, ReapEvent, STREAM_REAPED};
+        if r.event_type != STREAM_REAPED
+            || r.stream.strip_prefix(CATEGORY).is_none_or(|rest| !rest.starts_with('-'))
+        {
+            return;
+        }
+        // A record that does not decode is still the one chained: nothing to hold a
+        // tombstone to.
+        let Ok(ReapEvent::StreamReaped(record)) =
+            ReapEvent::decode(r.event_type, r.schema_version, r.data)
+        else {
+            return;
+        };
+        if let Some(head) = record.head_hash {
+            self.reaped.push(Reaped { stream: record.stream, head, at: self.at(r, String::new()) });
+        }
     }
 
     fn at(&self, r: &EventRow<'_>, reason: String) -> Break {
@@ -246,6 +287,28 @@ impl Walker {
                 return report;
             }
             report.streams += 1;
+        }
+        let rows: HashMap<&str, &StreamRow> =
+            streams.iter().map(|s| (s.name.as_str(), s)).collect();
+        for reaped in &self.reaped {
+            let found = rows.get(reaped.stream.as_str()).filter(|s| s.deleted);
+            let kept = found.and_then(|s| s.head.as_deref()).and_then(|h| <Hash>::try_from(h).ok());
+            let problem = match (found, kept) {
+                (None, _) => "its tombstone is gone (the stream was removed whole)".to_owned(),
+                (Some(_), Some(h)) if crate::digest::hex(&h) == reaped.head => {
+                    report.reaped_streams += 1;
+                    continue;
+                }
+                (Some(_), _) => "its tombstone keeps another head hash".to_owned(),
+            };
+            report.first_break = Some(Break {
+                reason: format!(
+                    "the data reaper recorded deleting stream {:?} with head {}, but {problem}",
+                    reaped.stream, reaped.head
+                ),
+                ..reaped.at.clone()
+            });
+            return report;
         }
         let mut unknown: Vec<&String> =
             self.seen.keys().filter(|name| !known.contains(name.as_str())).collect();
