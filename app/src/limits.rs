@@ -83,6 +83,9 @@ pub const MAX_LEASE: Duration = Duration::from_secs(24 * 60 * 60);
 /// Most agendas one `getAgenda` may ask for: each is one claim command.
 pub const MAX_GET_AGENDA_COUNT: usize = 100;
 
+/// Most reports one `updateAgendaProgresses` may carry: each is one command.
+pub const MAX_REPORTS_PER_REQUEST: usize = 100;
+
 /// Longest a `getAgenda` may wait for work (`waitSeconds`) before it answers an empty list:
 /// well inside the usual 60 s idle timeouts of HTTP proxies and load balancers.
 pub const MAX_GET_AGENDA_WAIT_SECONDS: i64 = 30;

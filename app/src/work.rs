@@ -23,6 +23,7 @@ use crate::error::{self, AppError, AppResult};
 use crate::feed::Key;
 use crate::limits::{
     GET_AGENDA_CANDIDATES_PER_ITEM, MAX_GET_AGENDA_COUNT, MAX_GET_AGENDA_WAIT_SECONDS,
+    MAX_REPORTS_PER_REQUEST,
 };
 use crate::outcome::AgendaOutcome;
 use crate::resolve::{Named, ambiguous, may_touch, pick, under_lease};
@@ -37,9 +38,32 @@ fn may_take_from(caller: &Caller, insight: &Insight) -> bool {
     }
 }
 
-/// A claim's task ended without an answer (it panicked).
+/// One report of an `updateAgendaProgresses` batch: the POP AgendaProgress JSON and the lease
+/// it is sent under (else the report's own `leaseId`, else none: the token is the holder).
+#[derive(Debug, Clone)]
+pub struct ReportItem {
+    pub agenda_progress: Value,
+    pub lease_id: Option<String>,
+}
+
+impl ReportItem {
+    /// The agenda the report names (its `agendaId`, else its AgendaProgress `id`), for keeping
+    /// reports on one agenda in order; empty when it names none.
+    fn agenda_named(&self) -> String {
+        let field = |name: &str| {
+            self.agenda_progress.get(name).and_then(Value::as_str).map(str::trim).unwrap_or("")
+        };
+        let customer = field("customerId");
+        match field("agendaId") {
+            "" => format!("{customer}\u{0}progress\u{0}{}", field("id")),
+            agenda => format!("{customer}\u{0}agenda\u{0}{agenda}"),
+        }
+    }
+}
+
+/// A task ended without an answer (it panicked).
 #[derive(Debug, thiserror::Error)]
-#[error("the claim's task ended without an answer")]
+#[error("a task ended without an answer")]
 struct TaskGone;
 
 /// Most agendas a [`ClaimBook`] remembers; past it, finished claims are forgotten early.
@@ -377,6 +401,71 @@ impl App {
         caller
             .run(Action::Work, cid, async |caller| {
                 self.report_progress(caller, value, lease_id).await
+            })
+            .await
+    }
+
+    /// `updateAgendaProgresses`: up to [`MAX_REPORTS_PER_REQUEST`] executor reports in one
+    /// request (a puller reporting for many agendas at once). Each report is exactly what
+    /// [`App::report`] runs — one `ReportProgress` command on its agenda — and is answered on
+    /// its own, in request order: its outcome, or its error (field paths prefixed with
+    /// `reports[i]`, the request's cid). Reports on different agendas run concurrently, so
+    /// their appends share the store's group commits; reports naming the same agenda
+    /// (`agendaId`, else the AgendaProgress `id`) run one after another in request order. The
+    /// request as a whole fails only when the caller may not report at all or the list is
+    /// empty or too long.
+    pub async fn report_many(
+        &self,
+        caller: &Caller,
+        reports: Vec<ReportItem>,
+        cid: Option<&str>,
+    ) -> AppResult<Vec<AppResult<AgendaOutcome>>> {
+        caller
+            .run(Action::Work, cid, async |caller| {
+                if reports.is_empty() || reports.len() > MAX_REPORTS_PER_REQUEST {
+                    return Err(AppError::invalid(
+                        "reports",
+                        format!("send 1..={MAX_REPORTS_PER_REQUEST} reports"),
+                    ));
+                }
+                let total = reports.len();
+                // Chains of reports on one agenda, in request order.
+                let mut chains: Vec<(String, Vec<(usize, ReportItem)>)> = Vec::new();
+                for (index, item) in reports.into_iter().enumerate() {
+                    let agenda = item.agenda_named();
+                    match chains.iter_mut().find(|(a, _)| !agenda.is_empty() && *a == agenda) {
+                        Some((_, chain)) => chain.push((index, item)),
+                        None => chains.push((agenda, vec![(index, item)])),
+                    }
+                }
+                let runs = chains.into_iter().map(|(_, chain)| async move {
+                    let mut answered = Vec::with_capacity(chain.len());
+                    for (index, item) in chain {
+                        let path = format!("reports[{index}]");
+                        let result = self
+                            .report_progress(caller, item.agenda_progress, item.lease_id.as_deref())
+                            .await
+                            .map_err(|e| e.within(&path).with_cid(&caller.cid));
+                        answered.push((index, result));
+                    }
+                    answered
+                });
+                let mut results: Vec<Option<AppResult<AgendaOutcome>>> =
+                    (0..total).map(|_| None).collect();
+                for (index, result) in join_all(runs).await.into_iter().flatten() {
+                    if let Some(slot) = results.get_mut(index) {
+                        *slot = Some(result);
+                    }
+                }
+                Ok(results
+                    .into_iter()
+                    .map(|r| {
+                        r.unwrap_or_else(|| {
+                            Err(AppError::internal("reporting a batch", &TaskGone)
+                                .with_cid(&caller.cid))
+                        })
+                    })
+                    .collect())
             })
             .await
     }

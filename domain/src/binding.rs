@@ -26,10 +26,35 @@ pub enum BindingError {
     #[error("customer {customer_id:?} has no resource pool, so no insight can run its agendas")]
     NoResourcePool { customer_id: String },
     #[error(
-        "no insight of resource pool {resource_pool_id:?} that customer {customer_id:?} may use matches the agenda's operation types, names or params"
+        "no insight of resource pool {resource_pool_id:?} that customer {customer_id:?} may use matches the agenda's operation types, names or params; {}",
+        mapped_hint(mapped_types, suggestions)
     )]
-    NoMatchingInsight { customer_id: String, resource_pool_id: String },
+    NoMatchingInsight {
+        customer_id: String,
+        resource_pool_id: String,
+        /// The operation types the insights there map (what the customer may use), sorted.
+        mapped_types: Vec<String>,
+        /// (an operation type of the agenda, the mapped type it is likely a misspelling of).
+        suggestions: Vec<(String, String)>,
+    },
 }
+
+/// The rest of the no-match message: which operation types are mapped, and what a misspelt
+/// type of the agenda was probably meant to be.
+fn mapped_hint(mapped: &[String], suggestions: &[(String, String)]) -> String {
+    if mapped.is_empty() {
+        return "no insight there maps an operation type".to_string();
+    }
+    let listed: Vec<String> = mapped.iter().map(|t| format!("{t:?}")).collect();
+    let mut hint = format!("the operation types mapped there: {}", listed.join(", "));
+    for (given, meant) in suggestions {
+        hint.push_str(&format!(" (operation type {given:?}: did you mean {meant:?}?)"));
+    }
+    hint
+}
+
+/// Most mapped operation types a no-match message lists.
+const MAX_LISTED_TYPES: usize = 50;
 
 impl BindingError {
     pub fn code(&self) -> crate::ErrorCode {
@@ -88,11 +113,10 @@ pub fn bind_insight(
         .filter(|p| !p.trim().is_empty())
         .ok_or_else(|| BindingError::NoResourcePool { customer_id: customer_id.to_string() })?;
 
-    let mut matches: Vec<&Insight> = insights
-        .iter()
-        .filter(|i| i.resource_pool_id == pool && may_use_insight(i, customer_id))
-        .filter(|i| insight_matches(i, agenda))
-        .collect();
+    let usable = || {
+        insights.iter().filter(|i| i.resource_pool_id == pool && may_use_insight(i, customer_id))
+    };
+    let mut matches: Vec<&Insight> = usable().filter(|i| insight_matches(i, agenda)).collect();
     matches.sort_by(|a, b| (a.added_time, &a.id).cmp(&(b.added_time, &b.id)));
 
     let preferred = agenda.params.get_text(keys::DEFAULT_INSIGHT).and_then(|wanted| {
@@ -102,15 +126,53 @@ pub fn bind_insight(
             .copied()
     });
     let chosen = preferred.or_else(|| matches.first().copied()).ok_or_else(|| {
+        let (mapped_types, suggestions) = mapped_types(usable(), agenda);
         BindingError::NoMatchingInsight {
             customer_id: customer_id.to_string(),
             resource_pool_id: pool.to_string(),
+            mapped_types,
+            suggestions,
         }
     })?;
     Ok(AgendaInsight {
         resource_pool_id: chosen.resource_pool_id.clone(),
         insight_id: chosen.id.clone(),
     })
+}
+
+/// The operation types `insights` map (sorted, case-insensitively distinct, at most
+/// [`MAX_LISTED_TYPES`]), and for each operation type of `agenda` that none maps, the mapped
+/// type it most likely misspells.
+fn mapped_types<'a>(
+    insights: impl Iterator<Item = &'a Insight>,
+    agenda: &Agenda,
+) -> (Vec<String>, Vec<(String, String)>) {
+    let mut mapped: Vec<String> = Vec::new();
+    for insight in insights {
+        for (mapper, values) in &insight.mappers {
+            if !eq_ignore_case(mapper, mappers::OPERATION_TYPE) {
+                continue;
+            }
+            for value in values {
+                if !mapped.iter().any(|m| eq_ignore_case(m, value)) {
+                    mapped.push(value.clone());
+                }
+            }
+        }
+    }
+    mapped.sort();
+    let mut suggestions: Vec<(String, String)> = Vec::new();
+    for op in &agenda.operations {
+        let given = op.op_type.as_str();
+        if suggestions.iter().any(|(g, _)| g == given) {
+            continue;
+        }
+        if let Some(meant) = crate::text::closest(given, mapped.iter().map(String::as_str)) {
+            suggestions.push((given.to_string(), meant.to_string()));
+        }
+    }
+    mapped.truncate(MAX_LISTED_TYPES);
+    (mapped, suggestions)
 }
 
 /// Whether any of the insight's mappers matches the agenda (mappers are OR-ed; unknown mapper
@@ -227,6 +289,32 @@ mod tests {
             let err = bound(&a, &[insight("i1", mappers.clone())]).unwrap_err();
             assert_eq!(err.code(), crate::ErrorCode::NotFound, "{mappers}");
         }
+    }
+
+    #[test]
+    fn no_match_lists_the_mapped_types_with_a_did_you_mean() {
+        let a = agenda(json!({}));
+        let insights = [
+            insight("i1", json!({"operationType": ["ffmpge", "log"]})),
+            insight("i2", json!({"operationType": ["LOG", "probe"], "operationName": ["x"]})),
+            Insight {
+                customer_id: "other".into(),
+                ..insight("secret", json!({"operationType": ["hidden"]}))
+            },
+        ];
+        let err = bound(&a, &insights).unwrap_err();
+        let BindingError::NoMatchingInsight { mapped_types, suggestions, .. } = &err else {
+            panic!("{err:?}")
+        };
+        // Only what the customer may use; case-insensitively distinct, sorted.
+        assert_eq!(mapped_types, &["ffmpge", "log", "probe"]);
+        assert_eq!(suggestions, &[("ffmpeg".to_string(), "ffmpge".to_string())]);
+        let text = err.to_string();
+        assert!(text.contains(r#"mapped there: "ffmpge", "log", "probe""#), "{text}");
+        assert!(text.contains(r#"operation type "ffmpeg": did you mean "ffmpge"?"#), "{text}");
+        assert!(!text.contains("hidden"), "{text}");
+        let err = bound(&a, &[insight("i1", json!({"operationName": ["x"]}))]).unwrap_err();
+        assert!(err.to_string().ends_with("no insight there maps an operation type"), "{err}");
     }
 
     #[test]

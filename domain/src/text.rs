@@ -13,9 +13,55 @@ pub fn eq_ignore_case(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b) || (!(a.is_ascii() && b.is_ascii()) && fold_case(a) == fold_case(b))
 }
 
+/// The closest of `candidates` to `word`, ignoring case, when `word` is a likely misspelling
+/// of it: at most two edits apart (one for words of up to four characters), and not `word`
+/// itself. Ties go to the earliest candidate.
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let folded = fold_case(word);
+    let limit = if folded.chars().count() <= 4 { 1 } else { 2 };
+    let mut best: Option<(usize, &'a str)> = None;
+    for candidate in candidates {
+        let distance = edit_distance(&folded, &fold_case(candidate));
+        if distance == 0 || distance > limit {
+            continue;
+        }
+        if best.is_none_or(|(d, _)| distance < d) {
+            best = Some((distance, candidate));
+        }
+    }
+    best.map(|(_, c)| c)
+}
+
+/// Levenshtein distance in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn closest_suggests_near_misses_only() {
+        let types = ["ffmpeg", "log", "sample"];
+        assert_eq!(closest("ffmeg", types), Some("ffmpeg"));
+        assert_eq!(closest("FFMPG", types), Some("ffmpeg"));
+        assert_eq!(closest("lg", types), Some("log"));
+        assert_eq!(closest("transcode", types), None);
+        assert_eq!(closest("ffmpeg", types), None, "an exact match is no suggestion");
+        assert_eq!(closest("xyz", types), None);
+    }
 
     #[test]
     fn folds_ascii_and_unicode() {

@@ -135,8 +135,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// A submit the server refused, told once and without the id it generated for the attempt;
-/// an operation type no insight maps names the types that are mapped.
+/// A submit the server refused, told once and without the id it generated for the attempt
+/// (an operation type no insight maps: the server's message names the mapped types).
 fn submit_error(e: anyhow::Error, agenda: &Value) -> anyhow::Error {
     let text = e.to_string();
     let given_id = agenda["id"].as_str().is_some_and(|i| !i.trim().is_empty());

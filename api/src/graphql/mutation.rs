@@ -164,6 +164,41 @@ impl MutationRoot {
         Ok(done.into())
     }
 
+    /// Many executor reports in one request (1..=100), each exactly one
+    /// `updateAgendaProgress` (one command per agenda) and answered on its own, in request
+    /// order: `result`, or `error` with its code, problems (`reports[i]…`) and cid. Reports on
+    /// different agendas are taken concurrently; reports on the same agenda in request order.
+    /// The whole request fails only for a caller that may not report or a list out of bounds.
+    async fn update_agenda_progresses(
+        &self,
+        ctx: &Context<'_>,
+        reports: Vec<ReportInputGql>,
+        cid: Option<String>,
+    ) -> GqlResult<Vec<ReportItemResultGql>> {
+        let (app, caller) = context(ctx)?;
+        let items = reports
+            .into_iter()
+            .map(|r| pop_app::work::ReportItem {
+                agenda_progress: r.agenda_progress.0,
+                lease_id: r.lease_id,
+            })
+            .collect();
+        let answered = app.report_many(caller, items, cid.as_deref()).await?;
+        Ok(answered
+            .into_iter()
+            .enumerate()
+            .map(|(index, answer)| {
+                let index = i32::try_from(index).unwrap_or(i32::MAX);
+                match answer {
+                    Ok(done) => {
+                        ReportItemResultGql { index, result: Some(done.into()), error: None }
+                    }
+                    Err(e) => ReportItemResultGql { index, result: None, error: Some(e.into()) },
+                }
+            })
+            .collect())
+    }
+
     /// Hands an agenda the caller holds back at once, under its current lease (`leaseId`, as
     /// getAgenda answered it): back to `added`, at the back of its queue, no attempt consumed,
     /// operation progress kept for the next executor. For a worker that stops gracefully.

@@ -556,6 +556,59 @@ impl From<AgendaOutcome> for AgendaResultGql {
     }
 }
 
+/// One report of `updateAgendaProgresses`: the AgendaProgress JSON (as for
+/// `updateAgendaProgress`) and, optionally, the lease it is sent under.
+#[derive(async_graphql::InputObject, Debug, Clone)]
+#[graphql(name = "ReportInput")]
+pub struct ReportInputGql {
+    pub agenda_progress: Json<Value>,
+    pub lease_id: Option<String>,
+}
+
+/// One problem of an item's VALIDATION error: the field at fault and why.
+#[derive(SimpleObject, Debug, Clone)]
+#[graphql(name = "FieldProblem")]
+pub struct FieldProblemGql {
+    pub field: String,
+    pub message: String,
+}
+
+/// Why one item of a batch failed: pop's code, the message, the validation problems (field
+/// paths inside the request, e.g. `reports[2].agendaProgress.id`) and the request's cid.
+#[derive(SimpleObject, Debug, Clone)]
+#[graphql(name = "ItemError")]
+pub struct ItemErrorGql {
+    pub code: String,
+    pub message: String,
+    pub problems: Vec<FieldProblemGql>,
+    pub cid: Option<String>,
+}
+
+impl From<pop_app::AppError> for ItemErrorGql {
+    fn from(e: pop_app::AppError) -> Self {
+        ItemErrorGql {
+            code: e.code.as_str().to_string(),
+            message: e.message,
+            problems: e
+                .problems
+                .into_iter()
+                .map(|p| FieldProblemGql { field: p.field, message: p.message })
+                .collect(),
+            cid: e.cid,
+        }
+    }
+}
+
+/// The answer to one report of a batch, at its `index` in the request: `result` when it was
+/// taken, else `error`.
+#[derive(SimpleObject, Debug, Clone)]
+#[graphql(name = "ReportItemResult")]
+pub struct ReportItemResultGql {
+    pub index: i32,
+    pub result: Option<AgendaResultGql>,
+    pub error: Option<ItemErrorGql>,
+}
+
 /// What a config mutation did (for a delete: the object as it was deleted).
 #[derive(SimpleObject, Debug, Clone)]
 #[graphql(concrete(name = "CustomerResult", params(CustomerGql)))]

@@ -158,6 +158,7 @@ pub(super) async fn handle(endpoint: Endpoint, call: Call<'_>) -> RestResult<Rep
         Endpoint::Rerun => rerun(&call).await,
         Endpoint::GetAgenda => get_agenda(&call).await,
         Endpoint::UpdateAgendaProgress => update_progress(&call).await,
+        Endpoint::UpdateAgendaProgresses => update_progresses(&call).await,
         Endpoint::UpdateAgenda => update_agenda(&call).await,
         Endpoint::ReleaseAgenda => release_agenda(&call).await,
         Endpoint::CreateAgenda => create_agenda(&call).await,
@@ -532,6 +533,55 @@ async fn update_progress(call: &Call<'_>) -> RestResult<Reply> {
     let mut reply = feed(vec![to_json(&done.progress)?], None);
     reply.position = done.position.map(|p| p.to_string());
     Ok(reply)
+}
+
+/// `resourcepool/service/updateAgendaProgresses {reports: [{agendaProgress, leaseId?}], cid?}`
+/// → `{results: [{index, agendaProgress, position} | {index, error}], count, failed}`: each
+/// report answered on its own (200 as long as the request itself is valid).
+async fn update_progresses(call: &Call<'_>) -> RestResult<Reply> {
+    call.allow_params(&[])?;
+    let object = call.object("updateAgendaProgresses request")?;
+    let Some(Value::Array(reports)) = object.get("reports") else {
+        return Err(AppError::invalid("reports", "a list of {agendaProgress, leaseId?}").into());
+    };
+    let mut items =
+        Vec::with_capacity(reports.len().min(pop_app::limits::MAX_REPORTS_PER_REQUEST + 1));
+    for (index, report) in reports.iter().enumerate() {
+        let Some(report) = report.as_object() else {
+            let field = format!("reports[{index}]");
+            return Err(AppError::invalid(&field, "must be {agendaProgress, leaseId?}").into());
+        };
+        let progress = report.get("agendaProgress").cloned().unwrap_or(Value::Null);
+        let lease_id = report.get("leaseId").and_then(Value::as_str).map(str::to_string);
+        items.push(pop_app::work::ReportItem { agenda_progress: progress, lease_id });
+    }
+    let answered = call.app().report_many(&call.caller, items, body_cid(object)).await?;
+    let mut position = None;
+    let mut failed = 0usize;
+    let mut results = Vec::with_capacity(answered.len());
+    for (index, answer) in answered.into_iter().enumerate() {
+        match answer {
+            Ok(done) => {
+                if let Some(p) = done.position {
+                    position = Some(p.to_string());
+                }
+                results.push(json!({"index": index, "agendaProgress": to_json(&done.progress)?,
+                    "position": done.position.map(|p| p.to_string())}));
+            }
+            Err(e) => {
+                failed += 1;
+                let problems: Vec<Value> = e
+                    .problems
+                    .iter()
+                    .map(|p| json!({"field": p.field, "message": p.message}))
+                    .collect();
+                results.push(json!({"index": index, "error": {"code": e.code.as_str(),
+                    "message": e.message, "problems": problems, "cid": e.cid}}));
+            }
+        }
+    }
+    let body = json!({"count": results.len(), "failed": failed, "results": results});
+    Ok(Reply { body, position })
 }
 
 /// `resourcepool/service/updateAgenda {agendaId, operations, params?}`: the expand.

@@ -61,6 +61,8 @@ pub enum Endpoint {
     Rerun,
     GetAgenda,
     UpdateAgendaProgress,
+    /// pop only: many reports in one request, answered item by item.
+    UpdateAgendaProgresses,
     UpdateAgenda,
     ReleaseAgenda,
     CreateAgenda,
@@ -142,6 +144,12 @@ pub const ROUTES: &[Route] = &[
     Route {
         path: "/pop/resourcepool/service/updateAgendaProgress",
         endpoint: Endpoint::UpdateAgendaProgress,
+        methods: POST,
+        refused: &[],
+    },
+    Route {
+        path: "/pop/resourcepool/service/updateAgendaProgresses",
+        endpoint: Endpoint::UpdateAgendaProgresses,
         methods: POST,
         refused: &[],
     },

@@ -299,6 +299,13 @@ fn path_item(route: &Route) -> Value {
                 ),
                 WRITE_ERRORS,
             ),
+            (Endpoint::UpdateAgendaProgresses, _) => operation(
+                "pop only: many executor reports in one request (1..=100, role service or admin), each exactly one updateAgendaProgress, answered item by item in request order: the AgendaProgress after it, or its error (code, message, problems under `reports[i]`, cid). Reports on different agendas are taken concurrently, on one agenda in request order.",
+                Vec::new(),
+                Some(json_body(schema_ref("UpdateAgendaProgressesRequest"))),
+                ok_response("One answer per report", schema_ref("ReportResults")),
+                WRITE_ERRORS,
+            ),
             (Endpoint::UpdateAgenda, _) => operation(
                 "Expand an agenda: append operations (validated like a submission) and merge params (role service or admin).",
                 Vec::new(),
@@ -373,6 +380,30 @@ fn components() -> Value {
     let any = json!({"description": "Any JSON value."});
     let state = json!({"type": "string", "enum": ["WAITING", "EXECUTING", "COMPLETE"]});
     let diagnostics = json!({"type": "array", "items": schema_ref("DiagnosticEvent")});
+    // Built apart: one `json!` for every schema would pass the macro's recursion limit.
+    let reports_request = json!({"type": "object", "required": ["reports"], "properties": {
+        "reports": {"type": "array", "minItems": 1, "maxItems": 100, "items": {"type": "object", "required": ["agendaProgress"], "properties": {
+            "agendaProgress": schema_ref("AgendaProgress"),
+            "leaseId": {"type": "string"},
+        }}},
+        "cid": {"type": "string"},
+    }});
+    let item_error = json!({"type": "object", "properties": {
+        "code": {"type": "string"},
+        "message": {"type": "string"},
+        "problems": {"type": "array", "items": {"type": "object", "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}},
+        "cid": {"type": "string", "nullable": true},
+    }});
+    let report_results = json!({"type": "object", "required": ["results", "count", "failed"], "properties": {
+        "results": {"type": "array", "items": {"type": "object", "required": ["index"], "properties": {
+            "index": {"type": "integer"},
+            "agendaProgress": schema_ref("AgendaProgress"),
+            "position": {"type": "string", "nullable": true},
+            "error": item_error,
+        }}},
+        "count": {"type": "integer"},
+        "failed": {"type": "integer"},
+    }});
     json!({
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         "schemas": {
@@ -518,6 +549,8 @@ fn components() -> Value {
                 "agendaProgress": schema_ref("AgendaProgress"),
                 "cid": {"type": "string"},
             }, "description": "`{agendaProgress}`, or the AgendaProgress itself as the whole body."},
+            "UpdateAgendaProgressesRequest": reports_request,
+            "ReportResults": report_results,
             "ReleaseAgendaRequest": {"type": "object", "required": ["agendaId", "leaseId"], "properties": {
                 "agendaId": {"type": "string"},
                 "leaseId": {"type": "string"},
