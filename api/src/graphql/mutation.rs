@@ -169,6 +169,7 @@ impl MutationRoot {
     /// order: `result`, or `error` with its code, problems (`reports[i]…`) and cid. Reports on
     /// different agendas are taken concurrently; reports on the same agenda in request order.
     /// The whole request fails only for a caller that may not report or a list out of bounds.
+    #[graphql(complexity = "crate::graphql::cost::count(reports.len() as i32, child_complexity)")]
     async fn update_agenda_progresses(
         &self,
         ctx: &Context<'_>,
