@@ -40,6 +40,21 @@ pub const MAX_QUERY_COMPLEXITY: usize = 50_000;
 /// in-memory form of the value (a few times its JSON).
 pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
 
+/// How long a `POST /graphql` body may run by default before it is stopped with
+/// `DEADLINE_EXCEEDED`. Dashboard and worker requests answer in milliseconds; an
+/// `atLeastPosition` read may wait up to its own 5 s default. 20 s leaves room for both
+/// and stops a request long before a liveness probe's patience (Kubernetes: 3 × 10 s).
+pub const DEFAULT_REQUEST_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Longest deadline a server may configure.
+pub const MAX_REQUEST_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Expensive requests (see [`crate::graphql::cost::MIN_EXPENSIVE_COST`]) one principal may
+/// run at once by default. With a worker thread per core, two hostile requests of one token
+/// can no longer occupy a 2-core server's every worker between their yields, and a
+/// dashboard's requests are cheap enough never to count.
+pub const DEFAULT_MAX_EXPENSIVE_PER_PRINCIPAL: usize = 2;
+
 /// Most principals a token file or `POP_TOKENS` may hold: every request compares the
 /// presented token against each one (in constant time per token).
 pub const MAX_TOKENS: usize = 1_000;
@@ -64,6 +79,10 @@ pub struct ApiConfig {
     pub max_complexity: usize,
     /// See [`MAX_RESPONSE_BYTES`]; at most that.
     pub max_response_bytes: usize,
+    /// See [`DEFAULT_REQUEST_DEADLINE`]; within 10 ms..=[`MAX_REQUEST_DEADLINE`].
+    pub request_deadline: Duration,
+    /// See [`DEFAULT_MAX_EXPENSIVE_PER_PRINCIPAL`]; within 1..=64.
+    pub max_expensive_per_principal: usize,
     /// See [`MAX_PAGE_SIZE`]; at most that.
     pub max_page_size: usize,
     /// How long an `atLeastPosition` read waits at most (capped by the projections'
@@ -85,6 +104,8 @@ impl Default for ApiConfig {
             max_depth: MAX_QUERY_DEPTH,
             max_complexity: MAX_QUERY_COMPLEXITY,
             max_response_bytes: MAX_RESPONSE_BYTES,
+            request_deadline: DEFAULT_REQUEST_DEADLINE,
+            max_expensive_per_principal: DEFAULT_MAX_EXPENSIVE_PER_PRINCIPAL,
             max_page_size: app.max_page_size,
             read_wait: app.read_wait,
             subscriber_buffer: app.subscriber_buffer,
@@ -101,6 +122,9 @@ impl ApiConfig {
         self.max_depth = self.max_depth.clamp(1, MAX_QUERY_DEPTH);
         self.max_complexity = self.max_complexity.clamp(1, MAX_QUERY_COMPLEXITY);
         self.max_response_bytes = self.max_response_bytes.clamp(1, MAX_RESPONSE_BYTES);
+        self.request_deadline =
+            self.request_deadline.clamp(Duration::from_millis(10), MAX_REQUEST_DEADLINE);
+        self.max_expensive_per_principal = self.max_expensive_per_principal.clamp(1, 64);
         let app = self.app();
         self.max_page_size = app.max_page_size;
         self.read_wait = app.read_wait;

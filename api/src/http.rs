@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use async_graphql::BatchRequest;
+use async_graphql::{BatchRequest, BatchResponse, Value};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{State, WebSocketUpgrade};
@@ -18,8 +18,8 @@ use pop_app::Caller;
 use pop_domain::error::ErrorChain;
 
 use crate::dashboard;
-use crate::error::AppError;
-use crate::graphql::cost::Budget;
+use crate::error::{AppError, Code};
+use crate::graphql::cost::{Budget, deadline_error};
 use crate::metrics;
 use crate::request::{header_principal, read_body, request_cid, set_cid_headers};
 use crate::state::AppState;
@@ -28,6 +28,10 @@ use crate::ws::{self, WsLimits};
 /// Most operations in one batched POST: each runs as its own request, so a batch multiplies
 /// the work one body can ask for.
 pub const MAX_BATCH_REQUESTS: usize = 16;
+
+/// How much longer than its deadline a request may wait on something (a store write, a
+/// read-your-writes wait) before the handler stops waiting and answers DEADLINE_EXCEEDED.
+const DEADLINE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The WebSocket path of subscriptions.
 pub const WS_PATH: &str = "/graphql/ws";
@@ -103,16 +107,40 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
         return error_response(StatusCode::BAD_REQUEST, error, &cid);
     }
     // One budget for the whole body: a batch's operations add up their cost and bytes.
-    let budget =
-        Arc::new(Budget::new(state.config().max_complexity, state.config().max_response_bytes));
+    let config = state.config();
+    let deadline = config.request_deadline;
+    let budget = Arc::new(
+        Budget::new(config.max_complexity, config.max_response_bytes).with_deadline(deadline),
+    );
     for request in batch.iter_mut() {
         request.data.insert(Caller::new(principal.clone(), cid.clone()));
         request.data.insert(Arc::clone(&budget));
         state.parse_cached(request);
     }
-    let response = state.schema().execute_batch(batch).await;
+    // The budget stops a request that resolves fields past its deadline; this stops one
+    // that waits past it (with a second's grace, so the budget's own answer wins).
+    let Ok(response) =
+        tokio::time::timeout(deadline + DEADLINE_GRACE, state.schema().execute_batch(batch)).await
+    else {
+        let mut response =
+            error_response(StatusCode::SERVICE_UNAVAILABLE, deadline_error(deadline), &cid);
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
+    let responses = match &response {
+        BatchResponse::Single(r) => std::slice::from_ref(r),
+        BatchResponse::Batch(rs) => rs.as_slice(),
+    };
+    let busy = Value::from(Code::Busy.as_str());
+    let retry = responses
+        .iter()
+        .flat_map(|r| &r.errors)
+        .any(|e| e.extensions.as_ref().and_then(|x| x.get(crate::error::ext::CODE)) == Some(&busy));
     let mut response = axum::Json(response).into_response();
     set_cid_headers(response.headers_mut(), &cid);
+    if retry {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     response
 }
 

@@ -132,3 +132,225 @@ async fn a_response_past_the_byte_budget_is_one_error_not_a_huge_body() {
         .await;
     assert_eq!(data["agendas"]["items"].as_array().unwrap().len(), 5);
 }
+
+/// Submits `n` agendas of `acme` with linkId `link`, eight at a time.
+async fn seed_link(server: &TestServer, n: usize, link: &str) {
+    let after = server.seed().await;
+    let ids: Vec<usize> = (0..n).collect();
+    for chunk in ids.chunks(8) {
+        let submits = chunk.iter().map(|i| {
+            let mut a = agenda("acme", link);
+            a["id"] = json!(format!("{link}-{i}"));
+            server.ok(
+                ACME,
+                "mutation($a: JSON!, $p: String) { submitAgenda(agenda: $a, atLeastPosition: $p) { position } }",
+                json!({"a": a, "p": after}),
+            )
+        });
+        futures::future::join_all(submits).await;
+    }
+}
+
+/// A request within the cost limit that keeps a worker busy for seconds: 450 progress
+/// summaries over the same linkId.
+fn summaries(link: &str) -> Value {
+    json!({ "query": aliases(450, &format!("progressSummary(linkId: \"{link}\") {{ processingState }}")) })
+}
+
+/// One HTTP/1.1 request over a plain blocking socket, on the calling OS thread (so that its
+/// timing does not depend on the server's runtime); the status and how long the answer took.
+fn blocking_http(addr: std::net::SocketAddr, request: &str) -> (u16, std::time::Duration) {
+    use std::io::{Read, Write};
+    let t = Instant::now();
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(120))).expect("timeout");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("read");
+    let text = String::from_utf8_lossy(&answer);
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, t.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_other_callers_answer_while_hostile_requests_run() {
+    let server = start(Default::default()).await;
+    seed_link(&server, 400, "hot").await;
+    let started = Instant::now();
+    let hostile: Vec<_> = [ACME, ACME_ADMIN]
+        .into_iter()
+        .map(|token| {
+            let http = server.http.clone();
+            let url = format!("{}/graphql", server.base);
+            tokio::spawn(async move {
+                let resp = http.post(url).bearer_auth(token).json(&summaries("hot")).send().await;
+                (resp.map(|r| r.status().as_u16()).ok(), started.elapsed())
+            })
+        })
+        .collect();
+    // The probes run on their own OS thread with blocking sockets: a probe's time is the
+    // server's, not this test runtime's.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let addr = server.addr;
+    let probe = std::thread::spawn({
+        let done = std::sync::Arc::clone(&done);
+        move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let me = "{\"query\": \"{ me { name } }\"}".to_string();
+            let requests = [
+                "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_string(),
+                "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_string(),
+                format!(
+                    "POST /graphql HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+                     Authorization: Bearer {GLOBEX}\r\nContent-Type: application/json\r\n\
+                     Content-Length: {}\r\n\r\n{me}",
+                    me.len()
+                ),
+            ];
+            let (mut worst, mut rounds) = (std::time::Duration::ZERO, 0);
+            while !done.load(std::sync::atomic::Ordering::Relaxed) && rounds < 1_000 {
+                for request in &requests {
+                    let (status, took) = blocking_http(addr, request);
+                    assert_eq!(status, 200, "{request}");
+                    worst = worst.max(took);
+                }
+                rounds += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            (worst, rounds)
+        }
+    });
+    let mut hostile_took = Vec::new();
+    for h in hostile {
+        hostile_took.push(h.await.unwrap());
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (worst, rounds) = probe.join().unwrap();
+    eprintln!(
+        "figure: 2 x 450 progressSummary aliases over 400 agendas on 2 workers: hostile \
+         {hostile_took:?}; {rounds} probe rounds (healthz, readyz, me), slowest {worst:?}"
+    );
+    assert!(rounds > 1, "the hostile requests were too quick to probe: {hostile_took:?}");
+    assert!(worst < std::time::Duration::from_secs(1), "a probe waited {worst:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_its_deadline_is_stopped_with_a_retryable_code() {
+    let config = pop_api::ApiConfig {
+        request_deadline: std::time::Duration::from_millis(300),
+        ..Default::default()
+    };
+    let server = start(config).await;
+    seed_link(&server, 400, "hot").await;
+    let started = Instant::now();
+    let (status, len, body) = post_raw(&server, ACME, &summaries("hot")).await;
+    let took = started.elapsed();
+    eprintln!(
+        "figure: 450 summaries with a 300 ms deadline: status {status}, {len} bytes, {took:?}"
+    );
+    let error = only_error(&body);
+    assert_eq!(code(error), "DEADLINE_EXCEEDED", "{error:#}");
+    assert!(error["message"].as_str().unwrap().contains("300 ms"), "{error:#}");
+    assert!(took < std::time::Duration::from_millis(1_500), "stopped late: {took:?}");
+    // An ordinary request of the same caller is not affected.
+    server.ok(ACME, "{ me { name } }", json!({})).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_principal_runs_few_expensive_requests_at_once() {
+    let server = start(Default::default()).await;
+    seed_link(&server, 400, "hot").await;
+    let requests = (0..4).map(|_| {
+        let http = server.http.clone();
+        let url = format!("{}/graphql", server.base);
+        async move {
+            let resp = http
+                .post(url)
+                .bearer_auth(ACME)
+                .header("x-correlation-id", "cid-hostile")
+                .json(&summaries("hot"))
+                .send()
+                .await
+                .expect("the server answers");
+            let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+            let body: Value = resp.json().await.expect("JSON");
+            (retry, body)
+        }
+    });
+    let answers = futures::future::join_all(requests).await;
+    let busy: Vec<&(Option<String>, Value)> =
+        answers.iter().filter(|(_, b)| b["errors"][0]["extensions"]["code"] == "BUSY").collect();
+    let served = answers.iter().filter(|(_, b)| b.get("errors").is_none()).count();
+    eprintln!(
+        "figure: 4 concurrent expensive requests of one token: {served} served, {} BUSY",
+        busy.len()
+    );
+    assert_eq!(served, 2, "two run at once: {answers:#?}");
+    assert_eq!(busy.len(), 2, "{answers:#?}");
+    let (retry, body) = busy[0];
+    assert_eq!(retry.as_deref(), Some("1"), "BUSY says when to retry");
+    assert_eq!(body["errors"][0]["extensions"]["cid"], "cid-hostile");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("acme-user"), "{body:#}");
+    // Another principal is not held back by acme's requests.
+    let data = server.ok(GLOBEX, "{ me { name } }", json!({})).await;
+    assert_eq!(data["me"]["name"], "globex-user");
+}
+
+#[tokio::test]
+async fn a_resent_diagnostics_list_adds_only_what_is_new() {
+    use pop_reapers::scheduler::{Memory, pass};
+    let s = start(Default::default()).await;
+    let after = s.seed().await;
+    let (id, position) = s.submit(ACME, "acme", "diag", &after).await;
+    let projections = s.state.projections();
+    projections.wait_for(position.parse().unwrap(), WAIT).await.unwrap();
+    let moved = pass(&s.commands, projections, &mut Memory::default()).await.unwrap();
+    projections.wait_for(moved, WAIT).await.unwrap();
+    let data = s
+        .ok(
+            ACME_SERVICE,
+            "mutation { getAgenda(insightId: \"transcode\", count: 1) { lease { id } } }",
+            json!({}),
+        )
+        .await;
+    let lease = data["getAgenda"][0]["lease"]["id"].as_str().unwrap().to_string();
+    // A POP executor resends its whole diagnostics list with every report.
+    let list: Vec<Value> = (0..2_000).map(|i| json!({"message": format!("d{i}")})).collect();
+    let report = "mutation($r: JSON!, $l: String) { updateAgendaProgress(agendaProgress: $r, leaseId: $l) { position } }";
+    let mut last = String::new();
+    for _ in 0..2 {
+        let started = Instant::now();
+        let data = s
+            .ok(
+                ACME_SERVICE,
+                report,
+                json!({"l": lease, "r": {"id": id, "processingState": "EXECUTING", "diagnosticEvents": list}}),
+            )
+            .await;
+        eprintln!("figure: a report of 2,000 diagnostics took {:?}", started.elapsed());
+        last = data["updateAgendaProgress"]["position"].as_str().unwrap().to_string();
+    }
+    let data = s
+        .ok(
+            ACME,
+            "query($id: String!, $p: String) { agenda(id: $id, atLeastPosition: $p) { progressId } }",
+            json!({"id": id, "p": last}),
+        )
+        .await;
+    let progress_id = data["agenda"]["progressId"].as_str().unwrap().to_string();
+    let data = s
+        .ok(
+            ACME,
+            "query($id: String!) { agendaProgress(id: $id) { diagnosticEvents { message } } }",
+            json!({"id": progress_id}),
+        )
+        .await;
+    let messages: Vec<&str> = data["agendaProgress"]["diagnosticEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["message"].as_str().unwrap())
+        .collect();
+    let newest: Vec<String> = (1_990..2_000).map(|i| format!("d{i}")).collect();
+    assert_eq!(messages, newest, "the newest ten, and no older one brought back by the resend");
+}

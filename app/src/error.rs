@@ -12,7 +12,8 @@ use pop_domain::error::{ErrorChain, ErrorCode, FieldError, ValidationErrors};
 use pop_store::{ExecuteError, StoreError};
 
 /// The machine-readable codes a use case answers: DOMAIN.md §11's, plus [`Code::Timeout`] and
-/// the transports' cost limits ([`Code::QueryTooCostly`], [`Code::ResponseTooLarge`]).
+/// the transports' cost limits ([`Code::QueryTooCostly`], [`Code::ResponseTooLarge`],
+/// [`Code::DeadlineExceeded`], [`Code::Busy`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Code {
     Validation,
@@ -33,6 +34,12 @@ pub enum Code {
     /// The data a request asked for is larger than the transport's response limit: the
     /// client should page (`first`) or select fewer fields.
     ResponseTooLarge,
+    /// The request ran past the transport's deadline and was stopped; it may be retried
+    /// (smaller, or later).
+    DeadlineExceeded,
+    /// The caller already runs as many expensive requests as it may at once: retry when one
+    /// has answered.
+    Busy,
 }
 
 impl Code {
@@ -41,6 +48,8 @@ impl Code {
             Code::Timeout => "TIMEOUT",
             Code::QueryTooCostly => "QUERY_TOO_COSTLY",
             Code::ResponseTooLarge => "RESPONSE_TOO_LARGE",
+            Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Code::Busy => "BUSY",
             Code::Validation => ErrorCode::Validation.as_str(),
             Code::NotFound => ErrorCode::NotFound.as_str(),
             Code::Forbidden => ErrorCode::Forbidden.as_str(),

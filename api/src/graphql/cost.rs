@@ -17,13 +17,24 @@
 //! fails, every field after it fails without running, and the whole response becomes one
 //! `RESPONSE_TOO_LARGE` error: no response larger than the limit (and one field) is ever built.
 //!
-//! Both limits are [`crate::ApiConfig`] knobs (`max_complexity`, `max_response_bytes`). The byte
-//! budget applies to `POST /graphql`, whose handler gives each body a [`Budget`]; over
+//! **How long, and how many at once.** Every `POST /graphql` body has a deadline
+//! (`request_deadline`): a field that would start after it fails without running and the
+//! response becomes one `DEADLINE_EXCEEDED` error. Resolvers that never wait (read-model
+//! scans) get a yield every [`SLICE`], so a long request shares its worker thread with
+//! `/healthz` and everyone else, and the deadline is seen. A request costing
+//! [`MIN_EXPENSIVE_COST`] or more holds one of its principal's few permits
+//! ([`Running`], `max_expensive_per_principal`) while it runs; with none left it is refused
+//! with `BUSY` (retryable) before it runs.
+//!
+//! Cost and byte limits are [`crate::ApiConfig`] knobs (`max_complexity`,
+//! `max_response_bytes`). The byte budget and the deadline apply to `POST /graphql`, whose handler gives each body a [`Budget`]; over
 //! WebSocket only the cost is checked here (a subscription's stream would otherwise add up
 //! for hours).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest, NextRequest, NextResolve,
@@ -31,7 +42,8 @@ use async_graphql::extensions::{
 };
 use async_graphql::registry::MetaTypeName;
 use async_graphql::{Request, Response, ServerError, ServerResult, ValidationResult, Value};
-use pop_app::AppError;
+use pop_app::{AppError, Caller};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use crate::error::{Code, into_graphql};
@@ -91,7 +103,27 @@ pub struct Budget {
     cost: AtomicUsize,
     bytes: AtomicUsize,
     exceeded: AtomicBool,
+    started: Instant,
+    /// When the request must have answered (none over WebSocket: a subscription lives on).
+    deadline: Option<Duration>,
+    timed_out: AtomicBool,
+    /// When the current [`SLICE`] began, and the pause that ends it ([`Budget::pace`]).
+    pace: Mutex<Pace>,
 }
+
+/// See [`Budget::pace`].
+#[derive(Debug)]
+struct Pace {
+    slice_start: Instant,
+    /// The current pause (0: none); each pause gets the next number.
+    paused: u64,
+    pauses: u64,
+}
+
+/// Longest a request resolves fields without letting the worker thread run other tasks.
+/// Resolvers that never wait (read-model scans) would otherwise hold a worker for the whole
+/// request, and with a worker per core a few such requests froze `/healthz` for 90 s.
+pub const SLICE: Duration = Duration::from_millis(10);
 
 impl Budget {
     pub fn new(max_cost: usize, max_bytes: usize) -> Budget {
@@ -101,7 +133,61 @@ impl Budget {
             cost: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
             exceeded: AtomicBool::new(false),
+            started: Instant::now(),
+            deadline: None,
+            timed_out: AtomicBool::new(false),
+            pace: Mutex::new(Pace { slice_start: Instant::now(), paused: 0, pauses: 0 }),
         }
+    }
+
+    /// The budget of a request that must answer within `deadline`.
+    pub fn with_deadline(mut self, deadline: Duration) -> Budget {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Whether the request has run past its deadline (and from now on is).
+    fn past_deadline(&self) -> bool {
+        if self.timed_out.load(Ordering::Relaxed) {
+            return true;
+        }
+        let past = self.deadline.is_some_and(|d| self.started.elapsed() > d);
+        if past {
+            self.timed_out.store(true, Ordering::Relaxed);
+        }
+        past
+    }
+
+    /// Lets the worker thread run other tasks once the request has resolved fields for a
+    /// [`SLICE`]. Sibling fields run inside one poll of the request's task (async-graphql
+    /// joins them), so one field yielding is not enough: once the slice is over, a pause
+    /// begins and every field that starts yields until the task is polled again; the first
+    /// field to come back from its yield ends that pause and starts a new slice.
+    async fn pace(&self) {
+        loop {
+            let pause = {
+                let Ok(mut pace) = self.pace.lock() else { return };
+                if pace.paused == 0 {
+                    if pace.slice_start.elapsed() <= SLICE {
+                        return;
+                    }
+                    pace.pauses += 1;
+                    pace.paused = pace.pauses;
+                }
+                pace.paused
+            };
+            tokio::task::yield_now().await;
+            if let Ok(mut pace) = self.pace.lock()
+                && pace.paused == pause
+            {
+                pace.paused = 0;
+                pace.slice_start = Instant::now();
+            }
+        }
+    }
+
+    fn deadline_error(&self) -> AppError {
+        deadline_error(self.deadline.unwrap_or_default())
     }
 
     /// Adds an operation's cost; the error when the body's total is past the limit.
@@ -146,11 +232,62 @@ impl Budget {
     fn is_exceeded(&self) -> bool {
         self.exceeded.load(Ordering::Relaxed)
     }
+
+    /// The error that replaces the whole response, if any.
+    fn refusal(&self) -> Option<AppError> {
+        if self.timed_out.load(Ordering::Relaxed) {
+            Some(self.deadline_error())
+        } else if self.is_exceeded() {
+            Some(self.too_large())
+        } else {
+            None
+        }
+    }
 }
+
+/// DEADLINE_EXCEEDED for a request that ran longer than `deadline`.
+pub fn deadline_error(deadline: Duration) -> AppError {
+    AppError::new(
+        Code::DeadlineExceeded,
+        format!(
+            "request: not answered within the deadline of {} ms; ask for less (fewer items,              fields or aliases) or retry later",
+            deadline.as_millis()
+        ),
+    )
+}
+
+/// Expensive requests (at least [`MIN_EXPENSIVE_COST`] points) one principal runs at once,
+/// over `POST /graphql`: each holds a permit of its principal's semaphore while it runs.
+#[derive(Debug, Default)]
+pub struct Running {
+    per_principal: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl Running {
+    /// A permit for one more expensive request of `principal`, if it has one left of `max`.
+    fn try_start(&self, principal: &str, max: usize) -> Option<OwnedSemaphorePermit> {
+        let semaphore = {
+            let mut map = self.per_principal.lock().ok()?;
+            // Principals are bounded by the token file (`MAX_TOKENS`), so is the map.
+            Arc::clone(
+                map.entry(principal.to_string())
+                    .or_insert_with(|| Arc::new(Semaphore::new(max.max(1)))),
+            )
+        };
+        semaphore.try_acquire_owned().ok()
+    }
+}
+
+/// A request at or above this cost counts against its principal's expensive requests
+/// ([`crate::ApiConfig::max_expensive_per_principal`]). The dashboard's largest query costs
+/// about 4,000, so it is never held back; a page of 500 agendas with operations is.
+pub const MIN_EXPENSIVE_COST: usize = 5_000;
 
 /// The extension that keeps [`Budget`]s (one instance per request, or per subscription).
 pub(crate) struct Limits {
     pub max_cost: usize,
+    pub max_expensive_per_principal: usize,
+    pub running: Arc<Running>,
 }
 
 impl ExtensionFactory for Limits {
@@ -160,6 +297,10 @@ impl ExtensionFactory for Limits {
             // here: a subscription lives for hours, and its messages are bounded one by one
             // by the connection's queue.
             budget: Mutex::new(Arc::new(Budget::new(self.max_cost, usize::MAX))),
+            transport: AtomicBool::new(false),
+            max_expensive: self.max_expensive_per_principal,
+            running: Arc::clone(&self.running),
+            permit: Mutex::new(None),
         })
     }
 }
@@ -168,6 +309,13 @@ struct LimitsExtension {
     /// The request's budget: its own until `prepare_request` finds the transport's (the
     /// request's data is not visible to the `request` hook, so it is remembered here).
     budget: Mutex<Arc<Budget>>,
+    /// Whether the budget is the HTTP transport's (a request with an end, unlike a
+    /// subscription).
+    transport: AtomicBool,
+    max_expensive: usize,
+    running: Arc<Running>,
+    /// The principal's expensive-request permit, held until the request ends.
+    permit: Mutex<Option<OwnedSemaphorePermit>>,
 }
 
 impl LimitsExtension {
@@ -185,11 +333,12 @@ fn server_error(e: AppError) -> ServerError {
 impl Extension for LimitsExtension {
     async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
         let response = next.run(ctx).await;
-        match self.budget() {
-            Some(budget) if budget.is_exceeded() => {
-                Response::from_errors(vec![server_error(budget.too_large())])
-            }
-            _ => response,
+        if let Ok(mut permit) = self.permit.lock() {
+            permit.take();
+        }
+        match self.budget().and_then(|b| b.refusal()) {
+            Some(refusal) => Response::from_errors(vec![server_error(refusal)]),
+            None => response,
         }
     }
 
@@ -206,6 +355,7 @@ impl Extension for LimitsExtension {
             && let Ok(mut budget) = self.budget.lock()
         {
             *budget = Arc::clone(shared);
+            self.transport.store(true, Ordering::Relaxed);
         }
         next.run(ctx, request).await
     }
@@ -219,6 +369,26 @@ impl Extension for LimitsExtension {
         if let Some(budget) = self.budget() {
             budget.spend_cost(result.complexity).map_err(|e| vec![server_error(e)])?;
         }
+        if result.complexity >= MIN_EXPENSIVE_COST
+            && self.transport.load(Ordering::Relaxed)
+            && let Some(caller) = ctx.data_opt::<Caller>()
+        {
+            let name = &caller.principal.name;
+            let Some(permit) = self.running.try_start(name, self.max_expensive) else {
+                return Err(vec![server_error(AppError::new(
+                    Code::Busy,
+                    format!(
+                        "query: {name:?} already runs {} expensive requests (costing \
+                         {MIN_EXPENSIVE_COST} points or more) at once; retry when one has \
+                         answered",
+                        self.max_expensive
+                    ),
+                ))]);
+            };
+            if let Ok(mut slot) = self.permit.lock() {
+                *slot = Some(permit);
+            }
+        }
         Ok(result)
     }
 
@@ -231,6 +401,10 @@ impl Extension for LimitsExtension {
         let Some(budget) = self.budget() else { return next.run(ctx, info).await };
         if budget.is_exceeded() {
             return Err(server_error(budget.too_large()));
+        }
+        budget.pace().await;
+        if budget.past_deadline() {
+            return Err(server_error(budget.deadline_error()));
         }
         let leaf = ctx
             .schema_env

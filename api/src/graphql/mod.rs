@@ -40,7 +40,11 @@ pub fn build_schema(app: App, config: &ApiConfig) -> PopSchema {
     Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
         .data(app)
         .extension(Normalize)
-        .extension(cost::Limits { max_cost: config.max_complexity })
+        .extension(cost::Limits {
+            max_cost: config.max_complexity,
+            max_expensive_per_principal: config.max_expensive_per_principal,
+            running: Arc::default(),
+        })
         .limit_depth(config.max_depth)
         .finish()
 }

@@ -300,6 +300,8 @@ pub fn status_of(code: Code) -> StatusCode {
         Code::Validation | Code::BadRequest | Code::QueryTooCostly => StatusCode::BAD_REQUEST,
         // The request was fine; what it asked for is too much to answer at once.
         Code::ResponseTooLarge => StatusCode::UNPROCESSABLE_ENTITY,
+        Code::DeadlineExceeded => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Busy => StatusCode::TOO_MANY_REQUESTS,
         Code::Unauthenticated => StatusCode::UNAUTHORIZED,
         Code::Forbidden => StatusCode::FORBIDDEN,
         Code::NotFound => StatusCode::NOT_FOUND,

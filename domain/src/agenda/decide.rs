@@ -681,12 +681,19 @@ fn unfinished(operations: &[OperationProgress]) -> Vec<String> {
 
 /// The reported diagnostics not already recorded (POP executors resend their whole list),
 /// the newest [`MAX_DIAGNOSTICS`] at most, times truncated like every stored time.
+///
+/// Only the newest [`MAX_DIAGNOSTICS`] reported ones are looked at: no more can be kept, and
+/// de-duplicating is quadratic (diagnostics are compared whole; they hold JSON, which has no
+/// hash), so a report of 40,000 would cost seconds of CPU. Truncating first also means that
+/// a resent list whose newest entries are already recorded adds nothing, rather than
+/// bringing back older entries that were dropped from the stored ten.
 fn new_diagnostics(
     recorded: &[DiagnosticEvent],
     reported: &[DiagnosticEvent],
 ) -> Vec<DiagnosticEvent> {
+    let newest = &reported[reported.len().saturating_sub(MAX_DIAGNOSTICS)..];
     let mut fresh: Vec<DiagnosticEvent> = Vec::new();
-    for d in reported {
+    for d in newest {
         let d = DiagnosticEvent { time: d.time.map(ms), ..d.clone() };
         if !recorded.contains(&d) && !fresh.contains(&d) {
             fresh.push(d);
