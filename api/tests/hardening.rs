@@ -354,3 +354,44 @@ async fn a_resent_diagnostics_list_adds_only_what_is_new() {
     let newest: Vec<String> = (1_990..2_000).map(|i| format!("d{i}")).collect();
     assert_eq!(messages, newest, "the newest ten, and no older one brought back by the resend");
 }
+
+/// A long-poll `getAgenda` (waitSeconds) ends before its request's deadline with an empty
+/// list, instead of being cut off as DEADLINE_EXCEEDED (a worker's default 20 s wait met the
+/// default 20 s deadline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_get_agenda_answers_within_its_deadline() {
+    let config = pop_api::ApiConfig {
+        request_deadline: std::time::Duration::from_secs(3),
+        ..Default::default()
+    };
+    let server = start(config).await;
+    server.seed().await;
+    let started = Instant::now();
+    let (status, _, body) = post_raw(
+        &server,
+        ACME_SERVICE,
+        &json!({
+            "query": "mutation { getAgenda(insightId: \"transcode\", count: 1, waitSeconds: 30) { agenda { id } } }"
+        }),
+    )
+    .await;
+    let took = started.elapsed();
+    eprintln!("figure: waitSeconds 30 under a 3 s deadline answered in {took:?}");
+    assert_eq!(status, 200, "{body:#}");
+    assert!(body.get("errors").is_none(), "no DEADLINE_EXCEEDED: {body:#}");
+    assert_eq!(body["data"]["getAgenda"], json!([]), "{body:#}");
+    assert!(took < std::time::Duration::from_secs(3), "it waited past the deadline: {took:?}");
+    // An out-of-range wait is still refused with its field named, not shortened.
+    let (_, _, body) = post_raw(
+        &server,
+        ACME_SERVICE,
+        &json!({
+            "query": "mutation { getAgenda(insightId: \"transcode\", count: 1, waitSeconds: 99) { agenda { id } } }"
+        }),
+    )
+    .await;
+    assert!(
+        body["errors"][0]["message"].as_str().unwrap_or("").contains("waitSeconds"),
+        "{body:#}"
+    );
+}

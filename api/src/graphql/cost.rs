@@ -146,6 +146,11 @@ impl Budget {
         self
     }
 
+    /// How long the request may still run before its deadline (`None`: it has none).
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline.map(|d| d.saturating_sub(self.started.elapsed()))
+    }
+
     /// Whether the request has run past its deadline (and from now on is).
     fn past_deadline(&self) -> bool {
         if self.timed_out.load(Ordering::Relaxed) {

@@ -139,7 +139,7 @@ impl MutationRoot {
         cid: Option<String>,
     ) -> GqlResult<Vec<AgendaResultGql>> {
         let (app, caller) = context(ctx)?;
-        let wait = wait_seconds.map(i64::from);
+        let wait = wait_seconds.map(|w| within_deadline(ctx, i64::from(w)));
         let claimed = app
             .get_agenda_waiting(caller, &insight_id, i64::from(count), wait, cid.as_deref())
             .await?;
@@ -324,5 +324,22 @@ impl MutationRoot {
         cid: Option<String>,
     ) -> GqlResult<ConfigResult<AgendaTemplateGql>> {
         configure::<AgendaTemplate, _>(ctx, ConfigOp::Delete(id), cid).await
+    }
+}
+
+/// A `waitSeconds` the request's deadline leaves room for: a wait in range is shortened to end
+/// a second before the deadline of its `POST /graphql` body (the answer, an empty list, still
+/// comes in time; a worker that asked for longer simply asks again). Out-of-range values are
+/// left for the application layer to refuse with their field named.
+fn within_deadline(ctx: &Context<'_>, wait: i64) -> i64 {
+    let room = ctx
+        .data_opt::<std::sync::Arc<crate::graphql::cost::Budget>>()
+        .and_then(|budget| budget.remaining())
+        .map(|left| i64::try_from(left.as_secs()).unwrap_or(i64::MAX).saturating_sub(1).max(0));
+    match room {
+        Some(room) if (0..=pop_app::limits::MAX_GET_AGENDA_WAIT_SECONDS).contains(&wait) => {
+            wait.min(room)
+        }
+        _ => wait,
     }
 }
