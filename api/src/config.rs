@@ -7,8 +7,9 @@ use std::time::Duration;
 
 pub use pop_app::limits::{
     DEFAULT_LEASE, DEFAULT_PAGE_SIZE, DEFAULT_READ_WAIT, DEFAULT_SUBSCRIBER_BUFFER, MAX_CID_LENGTH,
-    MAX_EVENT_PAGE_SIZE, MAX_GET_AGENDA_COUNT, MAX_LEASE, MAX_PAGE_SIZE, MAX_REASON_LENGTH,
-    MAX_RERUN_PARAMS, MAX_RESYNC_ITEMS, MAX_RESYNC_SCAN, MAX_SUBSCRIBERS, MIN_LEASE,
+    MAX_EVENT_PAGE_SIZE, MAX_GET_AGENDA_COUNT, MAX_GET_AGENDA_WAIT_SECONDS, MAX_LEASE,
+    MAX_PAGE_SIZE, MAX_REASON_LENGTH, MAX_RERUN_PARAMS, MAX_RESYNC_ITEMS, MAX_RESYNC_SCAN,
+    MAX_SUBSCRIBERS, MIN_LEASE,
 };
 
 /// Largest request body accepted on `POST /graphql`. The largest legitimate request is a
@@ -94,6 +95,8 @@ pub struct ApiConfig {
     pub graphiql: bool,
     /// See [`DEFAULT_LEASE`]; within [`MIN_LEASE`]..=[`MAX_LEASE`].
     pub lease: Duration,
+    /// See [`pop_app::AppConfig::max_wait`].
+    pub max_wait: Duration,
 }
 
 impl Default for ApiConfig {
@@ -111,6 +114,7 @@ impl Default for ApiConfig {
             subscriber_buffer: app.subscriber_buffer,
             graphiql: true,
             lease: app.lease,
+            max_wait: app.max_wait,
         }
     }
 }
@@ -130,6 +134,7 @@ impl ApiConfig {
         self.read_wait = app.read_wait;
         self.subscriber_buffer = app.subscriber_buffer;
         self.lease = app.lease;
+        self.max_wait = app.max_wait;
         self
     }
 
@@ -140,6 +145,7 @@ impl ApiConfig {
             read_wait: self.read_wait,
             subscriber_buffer: self.subscriber_buffer,
             lease: self.lease,
+            max_wait: self.max_wait,
         }
         .bounded()
     }

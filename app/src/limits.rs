@@ -106,6 +106,10 @@ pub struct AppConfig {
     pub subscriber_buffer: usize,
     /// See [`DEFAULT_LEASE`]; within [`MIN_LEASE`]..=[`MAX_LEASE`].
     pub lease: Duration,
+    /// Longest a `getAgenda` actually waits for work, whatever `waitSeconds` asks (at most
+    /// [`MAX_GET_AGENDA_WAIT_SECONDS`], the default): lower it behind a proxy whose idle
+    /// timeout is shorter. A wait cut short answers an empty list, as a wait that ran out.
+    pub max_wait: Duration,
 }
 
 impl Default for AppConfig {
@@ -115,6 +119,7 @@ impl Default for AppConfig {
             read_wait: DEFAULT_READ_WAIT,
             subscriber_buffer: DEFAULT_SUBSCRIBER_BUFFER,
             lease: DEFAULT_LEASE,
+            max_wait: Duration::from_secs(MAX_GET_AGENDA_WAIT_SECONDS.unsigned_abs()),
         }
     }
 }
@@ -126,6 +131,8 @@ impl AppConfig {
         self.read_wait = self.read_wait.min(pop_projections::runner::MAX_WAIT);
         self.subscriber_buffer = self.subscriber_buffer.max(1);
         self.lease = self.lease.clamp(MIN_LEASE, MAX_LEASE);
+        self.max_wait =
+            self.max_wait.min(Duration::from_secs(MAX_GET_AGENDA_WAIT_SECONDS.unsigned_abs()));
         self
     }
 }

@@ -175,6 +175,8 @@ impl App {
                     0 => None,
                     s @ 1..=MAX_GET_AGENDA_WAIT_SECONDS => {
                         Some(std::time::Duration::from_secs(s.unsigned_abs()))
+                            .map(|w| w.min(self.config().max_wait))
+                            .filter(|w| !w.is_zero())
                     }
                     _ => {
                         return Err(AppError::invalid(

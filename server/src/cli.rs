@@ -335,6 +335,10 @@ pub struct ServeArgs {
     /// `updateAgendaProgress` renews it.
     #[arg(long, visible_alias = "lease-seconds", env = "POP_LEASE", default_value_t = pop_api::config::DEFAULT_LEASE.as_secs())]
     pub lease: u64,
+    /// Longest a `getAgenda` with `waitSeconds` holds its request open (0..=30 s); lower it
+    /// when a proxy in front of pop closes idle requests sooner.
+    #[arg(long, env = "POP_MAX_WAIT", default_value_t = pop_api::config::MAX_GET_AGENDA_WAIT_SECONDS.unsigned_abs())]
+    pub max_wait: u64,
     /// For a first try on this machine: once serving, create what `pop init` creates (pool
     /// `farm`, customer `acme`, insight `encode` for ffmpeg, step, fanout and log operations)
     /// with the generated admin token. Authentication stays on.

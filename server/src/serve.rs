@@ -104,6 +104,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let api_config = ApiConfig {
         lease: Duration::from_secs(args.lease)
             .clamp(pop_api::config::MIN_LEASE, pop_api::config::MAX_LEASE),
+        max_wait: Duration::from_secs(args.max_wait),
         ..ApiConfig::default()
     };
     let state = AppState::new(log, commands, projections, tokens, api_config);

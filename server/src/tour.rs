@@ -114,25 +114,10 @@ pub fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     let lower = word.to_ascii_lowercase();
     candidates
         .iter()
-        .map(|c| (edit_distance(&lower, &c.to_ascii_lowercase()), *c))
+        .map(|c| (pop_domain::text::edit_distance(&lower, &c.to_ascii_lowercase()), *c))
         .filter(|(d, _)| *d <= 2)
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut previous = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let current = row[j + 1];
-            row[j + 1] = (row[j + 1] + 1).min(row[j] + 1).min(previous + usize::from(ca != *cb));
-            previous = current;
-        }
-    }
-    row[b.len()]
 }
 
 /// A submit the server refused, told once and without the id it generated for the attempt
