@@ -366,6 +366,21 @@ async fn a_waiting_get_agenda_answers_within_its_deadline() {
     };
     let server = start(config).await;
     server.seed().await;
+    // The insight is readable once the projections caught up with the seeding.
+    let ready = Instant::now();
+    loop {
+        let (_, _, body) = post_raw(
+            &server,
+            ACME_SERVICE,
+            &json!({"query": "mutation { getAgenda(insightId: \"transcode\", count: 1) { agenda { id } } }"}),
+        )
+        .await;
+        if body.get("errors").is_none() {
+            break;
+        }
+        assert!(ready.elapsed() < WAIT, "the insight never became readable: {body:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let started = Instant::now();
     let (status, _, body) = post_raw(
         &server,
