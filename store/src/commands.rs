@@ -293,28 +293,39 @@ impl Commands {
 /// waiter is done, so the map holds only the streams with a command in flight.
 #[derive(Default)]
 struct StreamTurns {
-    map: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    map: Arc<Mutex<TurnMap>>,
 }
+
+/// The streams with a command in flight, keyed by a name shared with their [`Turn`]s (so a
+/// command on a busy stream allocates nothing).
+type TurnMap = HashMap<Arc<str>, Arc<tokio::sync::Mutex<()>>>;
 
 impl StreamTurns {
     /// Waits for `stream`'s turn (tokio's mutex queues waiters in arrival order).
     async fn take(&self, stream: &str) -> Turn {
         // A poisoned map (a panic while it was held) only loses the queueing, never a write:
         // the append's expected version still guards the stream.
-        let lock = match self.map.lock() {
-            Ok(mut map) => Arc::clone(map.entry(stream.to_owned()).or_default()),
-            Err(_) => Arc::new(tokio::sync::Mutex::new(())),
+        let (key, lock): (Arc<str>, _) = match self.map.lock() {
+            Ok(mut map) => match map.get_key_value(stream) {
+                Some((key, lock)) => (Arc::clone(key), Arc::clone(lock)),
+                None => {
+                    let key: Arc<str> = Arc::from(stream);
+                    let lock = Arc::clone(map.entry(Arc::clone(&key)).or_default());
+                    (key, lock)
+                }
+            },
+            Err(_) => (Arc::from(stream), Arc::new(tokio::sync::Mutex::new(()))),
         };
         let guard = lock.lock_owned().await;
-        Turn { guard: Some(guard), map: Arc::clone(&self.map), stream: stream.to_owned() }
+        Turn { guard: Some(guard), map: Arc::clone(&self.map), stream: key }
     }
 }
 
 /// A stream's turn; on drop it passes to the next waiter, or the stream leaves the map.
 struct Turn {
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-    map: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
-    stream: String,
+    map: Arc<Mutex<TurnMap>>,
+    stream: Arc<str>,
 }
 
 impl Drop for Turn {
@@ -323,9 +334,9 @@ impl Drop for Turn {
         // only ever cloned under the map's lock, so the count cannot rise behind this check).
         drop(self.guard.take());
         if let Ok(mut map) = self.map.lock()
-            && map.get(&self.stream).is_some_and(|l| Arc::strong_count(l) == 1)
+            && map.get(&*self.stream).is_some_and(|l| Arc::strong_count(l) == 1)
         {
-            map.remove(&self.stream);
+            map.remove(&*self.stream);
         }
     }
 }
