@@ -17,6 +17,8 @@
 //! one who knows it; the server's reclaimer (short leases here) hands it out again, which is
 //! what a production worker would see too.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::collections::{HashMap, HashSet};
