@@ -115,6 +115,19 @@ impl ClaimBook {
         round
     }
 
+    /// Forgets the claims of `ids` still in flight: the claiming call went away (its request
+    /// was dropped) between reserving them and learning how their claims ended. Left in the
+    /// book, such an agenda would be skipped by every later call of this replica for good.
+    fn abandon(&self, ids: &[String]) {
+        if let Ok(mut entries) = self.entries.lock() {
+            for id in ids {
+                if entries.get(id).is_some_and(Option::is_none) {
+                    entries.remove(id);
+                }
+            }
+        }
+    }
+
     fn claimed(&self, id: &str, position: Option<pop_store::Position>) {
         if let Ok(mut entries) = self.entries.lock() {
             match position {
@@ -132,6 +145,19 @@ impl ClaimBook {
         if let Ok(mut entries) = self.entries.lock() {
             entries.remove(id);
         }
+    }
+}
+
+/// One round's reservations in a [`ClaimBook`]: whatever is still in flight when the round is
+/// dropped (settled or not) is forgotten, so a cancelled `getAgenda` leaves nothing behind.
+struct Reservation<'a> {
+    book: &'a ClaimBook,
+    ids: Vec<String>,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.book.abandon(&self.ids);
     }
 }
 
@@ -332,6 +358,10 @@ impl App {
             if round.is_empty() {
                 break;
             }
+            let _reserved = Reservation {
+                book: services.claims(),
+                ids: round.iter().map(|(id, _, _)| id.clone()).collect(),
+            };
             let attempts = round.iter().map(|(id, customer, _)| {
                 let now = Utc::now();
                 let command = AgendaCommand::Claim {
@@ -696,4 +726,37 @@ fn numbers_from_strings(value: &mut Value) {
         }
     }
     walk(value, 0);
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn candidates(ids: &[&str]) -> impl Iterator<Item = (String, String, i64)> {
+        ids.iter().map(|id| (id.to_string(), "c".to_string(), 0)).collect::<Vec<_>>().into_iter()
+    }
+
+    #[test]
+    fn a_round_dropped_in_flight_leaves_nothing_in_the_book() {
+        let book = ClaimBook::default();
+        let applied = pop_store::Position::START;
+        let round = book.reserve(&mut candidates(&["a", "b"]), 2, &applied);
+        let reserved =
+            Reservation { book: &book, ids: round.iter().map(|(id, _, _)| id.clone()).collect() };
+        // In flight: another call skips both.
+        assert!(book.reserve(&mut candidates(&["a", "b"]), 2, &applied).is_empty());
+        // `a` is claimed, `b` never settles: the request went away mid-claim.
+        book.claimed("a", Some(pop_store::Position::from_sequence(7)));
+        drop(reserved);
+        let next = book.reserve(&mut candidates(&["a", "b"]), 2, &applied);
+        let ids: Vec<&str> = next.iter().map(|(id, _, _)| id.as_str()).collect();
+        // `a` stays until the read models apply its claim; `b` is free again.
+        assert_eq!(ids, ["b"]);
+        let later = pop_store::Position::from_sequence(7);
+        book.release("b");
+        let next = book.reserve(&mut candidates(&["a", "b"]), 2, &later);
+        assert_eq!(next.len(), 2);
+    }
 }

@@ -20,17 +20,23 @@ const ACME: &str = "tok_e2e_acme_user_000000000000000";
 const WORKER: &str = "tok_e2e_acme_service_000000000000";
 
 const GET_AGENDA: &str = "mutation($n: Int!) { getAgenda(insightId: \"transcode\", count: $n) \
-    { agenda { id } } }";
+    { agenda { id } position } }";
 const UPDATE: &str =
     "mutation($p: JSON!) { updateAgendaProgress(agendaProgress: $p) { position } }";
-const PROGRESS: &str = "query($id: String!) { agendaProgress(id: $id) { id processingState \
-    processingStateMessage attemptsCompleted maximumAttempts diagnosticEvents { message } } }";
+const PROGRESS: &str = "query($id: String!, $after: String) { agendaProgress(id: $id, \
+    atLeastPosition: $after) { id processingState processingStateMessage attemptsCompleted maximumAttempts diagnosticEvents { message } } }";
 const HISTORY: &str = "query($id: String!) { agendaEvents(agendaId: $id, first: 200) \
     { items { type } } }";
 
 struct Server {
     pop: Pop,
     dir: tempfile::TempDir,
+    /// The position of this test's latest acknowledged write (submit, claim, report). Every
+    /// progress read waits until the read models reached it: without that, a read right after
+    /// a report could still show the agenda `queued` from *before* the claim, and the test
+    /// would take that stale state for the next attempt's (the server's claim then rightly
+    /// finds nothing queued).
+    written: std::sync::Mutex<Option<String>>,
 }
 
 impl std::ops::Deref for Server {
@@ -56,7 +62,14 @@ impl Server {
             true,
             extra,
         );
-        Server { pop, dir }
+        Server { pop, dir, written: std::sync::Mutex::new(None) }
+    }
+
+    /// Remembers the position a write was acknowledged at.
+    fn wrote(&self, answer: &Value) {
+        let position =
+            answer["position"].as_str().unwrap_or_else(|| panic!("no position: {answer:#}"));
+        *self.written.lock().unwrap() = Some(position.to_string());
     }
 
     async fn seed(&self) -> String {
@@ -68,7 +81,7 @@ impl Server {
             .ok(
                 ACME,
                 "mutation($a: JSON!, $p: String) { submitAgenda(agenda: $a, atLeastPosition: $p) \
-                 { agenda { id } } }",
+                 { agenda { id } position } }",
                 json!({"p": after, "a": {
                     "customerId": "acme", "title": "transcode",
                     "params": {"maximumAttempts": maximum_attempts},
@@ -76,11 +89,14 @@ impl Server {
                 }}),
             )
             .await;
+        self.wrote(&data["submitAgenda"]);
         data["submitAgenda"]["agenda"]["id"].as_str().unwrap().to_string()
     }
 
+    /// The agenda's progress as of this test's latest write or later.
     async fn progress(&self, id: &str) -> Value {
-        self.ok(ACME, PROGRESS, json!({"id": id})).await["agendaProgress"].clone()
+        let after = self.written.lock().unwrap().clone();
+        self.ok(ACME, PROGRESS, json!({"id": id, "after": after})).await["agendaProgress"].clone()
     }
 
     /// Waits (bounded) until `check(progress)` holds; the progress.
@@ -112,12 +128,14 @@ impl Server {
         self.wait_state(id, "WAITING", "queued").await;
         let data = self.ok(WORKER, GET_AGENDA, json!({"n": 1})).await;
         let got = data["getAgenda"].as_array().unwrap();
-        assert_eq!(got.len(), 1, "{data:#}");
+        assert_eq!(got.len(), 1, "{data:#}\nlog:\n{}", log_tail(&self.log));
         assert_eq!(got[0]["agenda"]["id"], id);
+        self.wrote(&got[0]);
     }
 
     async fn finish(&self, id: &str, outcome: &str) {
-        self.ok(
+        let data = self
+            .ok(
             WORKER,
             UPDATE,
             json!({"p": {"id": id, "operationProgress": [
@@ -125,6 +143,7 @@ impl Server {
             ]}}),
         )
         .await;
+        self.wrote(&data["updateAgendaProgress"]);
     }
 
     async fn history(&self, id: &str) -> Vec<String> {
@@ -280,7 +299,7 @@ async fn an_old_finished_agenda_is_reaped_from_queries_and_store_with_a_record_k
     // On the stopped server's store, `pop log` still shows the record, and the store-based
     // processes run once from the CLI.
     let data_dir = pop.data_dir.clone();
-    let Server { pop, dir } = pop;
+    let Server { pop, dir, .. } = pop;
     let log_path = dir.path().join("reap-cli.log");
     drop(pop);
     let log = pop_command()
