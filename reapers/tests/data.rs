@@ -44,6 +44,10 @@ async fn fixture() -> Fixture {
     let store: Arc<dyn EventStore> = Arc::new(
         SqliteStore::open(dir.path().join("pop.db"), SqliteOptions::default()).await.unwrap(),
     );
+    fixture_on(store, dir).await
+}
+
+async fn fixture_on(store: Arc<dyn EventStore>, dir: tempfile::TempDir) -> Fixture {
     let (runner, projections) = Runner::start(Arc::clone(&store), RunnerConfig::default()).await;
     tokio::spawn(async move { runner.run(std::future::pending()).await.unwrap() });
     let services = Services {
@@ -441,4 +445,72 @@ async fn reaped_streams_still_verify_and_their_tombstones_are_held_to_the_record
         "UPDATE streams SET deleted_at = NULL, version = NULL WHERE name = 'agenda-old'",
     );
     assert!(r.first_break.expect("found").reason.contains("\"agenda-old\""));
+}
+
+/// The same on PostgreSQL, with signed checkpoints sealed before and after the reap: the
+/// reaped streams' tombstones keep their heads, their events' hash rows stay, so the chains,
+/// the reap records and every checkpoint verify (`POP_REQUIRE_POSTGRES=1` turns a missing
+/// PostgreSQL into a failure).
+#[tokio::test]
+async fn reaped_streams_still_verify_on_postgres_with_their_checkpoints() {
+    use pop_store::commitment::{CheckpointSigningKey, LogCommitment, Sealer};
+    use pop_store::test_cluster::TestCluster;
+    let Some(cluster) = TestCluster::shared("reaped_streams_still_verify_on_postgres") else {
+        return;
+    };
+    let url = cluster.create_database().await.unwrap();
+    let pg =
+        Arc::new(pop_store::PgStore::connect(&url, pop_store::PgOptions::default()).await.unwrap());
+    let f = fixture_on(pg.clone(), tempfile::tempdir().unwrap()).await;
+    f.finished("old", 100).await;
+    f.deleted_customer("gone", 200).await;
+    let key = CheckpointSigningKey::from_bytes(&[5; 32]);
+    let sealer = Sealer::new(key.clone());
+    let commitment: &dyn LogCommitment = pg.as_ref();
+    let before = sealer.seal_all(commitment, t(3 * DAY)).await.unwrap().expect("sealed");
+    let events_before = f
+        .services
+        .store
+        .read_stream("agenda-old", 0, 100, Direction::Forwards)
+        .await
+        .unwrap()
+        .len() as i64;
+
+    let now = t(4 * DAY);
+    let report = run_once(&f.services, now, &DataReaperConfig::default()).await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!((report.agendas, report.configs), (1, 1));
+    f.settle().await;
+    let after = sealer.seal_all(commitment, now).await.unwrap().expect("the reap records sealed");
+    assert!(after.seq > before.seq && after.events > before.events, "{after:?}");
+
+    let intact = pop_store::postgres::verify_with(&url, Some(key.verifying_key())).await.unwrap();
+    assert!(intact.is_intact(), "{intact:?}");
+    assert_eq!((intact.deleted_streams, intact.reaped_streams), (2, 2), "{intact:?}");
+    assert_eq!(intact.checkpoints.checkpoints, after.seq, "{intact:?}");
+    assert_eq!(intact.checkpoints.sealed_entries, after.events, "{intact:?}");
+    assert_eq!(intact.checkpoints.unsealed_entries, 0, "{intact:?}");
+    // The reaped agenda's events are gone, their hash rows are not.
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let live: i64 = client
+        .query_one("SELECT count(*) FROM pop_events WHERE stream = 'agenda-old'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let kept: i64 = client
+        .query_one("SELECT count(*) FROM pop_pruned WHERE stream = 'agenda-old'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // Its events and the data reaper's own last event on it (the reap), all kept as hash rows.
+    assert_eq!((live, kept), (0, events_before + 1));
+    // Dropping the hash rows (an intruder hiding what was deleted) breaks the checkpoints.
+    client.batch_execute("DELETE FROM pop_pruned WHERE stream = 'agenda-old'").await.unwrap();
+    drop(client);
+    let _ = driver.await;
+    let r = pop_store::postgres::verify_with(&url, Some(key.verifying_key())).await.unwrap();
+    let found = r.first_break.expect("removed hash rows are found");
+    assert_eq!(found.stream, "agenda-old", "{found}");
+    pg.close().await;
 }

@@ -9,6 +9,8 @@
 //!   receives them, while 16 other appenders load the store;
 //! - `read_all` of the whole log, alone and with decoding (data into the domain's `AgendaEvent`,
 //!   metadata into `EventMetadata`), in events/s;
+//! - verification (`pop verify`) of a filled log, after sealing it into signed checkpoints,
+//!   in events/s (and what the first seal of the whole log took);
 //! - (only with `--only hashing`, PostgreSQL) what the hash chain costs: append throughput at the largest
 //!   `--appenders` count with the chain on and off (`PgOptions::hash_chain`), the two
 //!   alternated run by run, and the ratio of the medians.
@@ -16,7 +18,7 @@
 //! `cargo bench -p pop-store --bench store -- [--append-events N] [--read-events N]
 //! [--latency-appends N] [--appenders 1,16,256] [--runs 3] [--scale 10] [--normal] [--postgres]
 //! [--pg-writers 4]
-//! [--only append,latency,subscribe,read,hashing]`
+//! [--only append,latency,subscribe,verify,read,hashing]`
 //!
 //! Every figure is measured `--runs` times on a fresh store and the median printed. With
 //! `--scale K` the whole table is repeated with K times the data.
@@ -540,6 +542,9 @@ async fn table(args: &Args, scale: u64) -> Result<(), StoreError> {
         println!("{:<44} {}", label("p50"), show(&p50s, "µs"));
         println!("{:<44} {}", label("p99"), show(&p99s, "µs"));
     }
+    if args.runs_part("verify") {
+        verify(args, read_events).await?;
+    }
     if !args.runs_part("read") {
         return Ok(());
     }
@@ -579,6 +584,60 @@ async fn table(args: &Args, scale: u64) -> Result<(), StoreError> {
     );
     bench.close().await?;
     Ok(())
+}
+
+/// Seals a filled store's log into signed checkpoints once (timed: what a first seal of an
+/// existing log costs), then verifies it `--runs` times: digests, chains, stream heads, and
+/// every checkpoint's signature, count, log hash and stream list — what `pop verify` does.
+async fn verify(args: &Args, events: u64) -> Result<(), StoreError> {
+    use pop_store::commitment::{CheckpointSigningKey, LogCommitment, Sealer};
+    let fill = Instant::now();
+    let bench = filled_store(args, events).await?;
+    println!(
+        "{:<44} {:>12.1} s",
+        format!("(filling {events} events, 6 per append)"),
+        fill.elapsed().as_secs_f64()
+    );
+    let key = CheckpointSigningKey::from_bytes(&[7; 32]);
+    let commitment: &dyn LogCommitment = match &bench.kind {
+        Kind::Sqlite(store) => store.as_ref(),
+        Kind::Postgres { store, .. } => store.as_ref(),
+    };
+    let start = Instant::now();
+    Sealer::new(key.clone())
+        .seal_all(commitment, chrono::Utc::now())
+        .await
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let sealed = events as f64 / start.elapsed().as_secs_f64();
+    println!(
+        "{:<44} {}",
+        format!("seal (first, whole log), {events} events"),
+        show(&[sealed], "ev/s")
+    );
+    let mut values = Vec::new();
+    for _ in 0..args.runs {
+        let start = Instant::now();
+        let report = match &bench.kind {
+            Kind::Sqlite(store) => store.verify_with(Some(key.verifying_key())).await?,
+            Kind::Postgres { url, .. } => {
+                pop_store::postgres::verify_with(url, Some(key.verifying_key())).await?
+            }
+        };
+        let elapsed = start.elapsed();
+        if !report.is_intact()
+            || report.events != events
+            || report.checkpoints.sealed_entries != events
+        {
+            return Err(StoreError::Corrupt(format!("verification failed: {report:?}")));
+        }
+        values.push(events as f64 / elapsed.as_secs_f64());
+    }
+    println!(
+        "{:<44} {}",
+        format!("verify (chains + checkpoints), {events} events"),
+        show(&values, "ev/s")
+    );
+    bench.close().await
 }
 
 /// The decode a projection does: data into the domain's `AgendaEvent` through the versioned

@@ -488,8 +488,9 @@ impl LogWalker {
         for m in &c.streams {
             expected.insert(m.stream.as_str(), m);
             let found = self.seen.get(m.stream.as_str());
-            let same = found
-                .is_some_and(|(v, p, l)| *v == m.version && *p == m.position && hex(l) == m.link);
+            let same = found.is_some_and(|(v, p, l)| {
+                *v == m.version && *p == m.position && parse_hash(&m.link) == Some(*l)
+            });
             if !same {
                 let what = match found {
                     None => "none of its events in that range are in the log (the stream was \

@@ -91,9 +91,16 @@ pub fn stream_head(events: &[crate::RecordedEvent]) -> Hash {
     })
 }
 
-/// Lower-case hex, for reports.
+/// Lower-case hex, for reports and checkpoints (verification writes one per stream and
+/// checkpoint, so without a `format!` per byte).
 pub fn hex(hash: &Hash) -> String {
-    hash.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for b in hash {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -99,13 +99,13 @@ pub(crate) struct StreamRow {
 
 /// Where the walk through one stream stands.
 struct Walk {
-    stream: String,
     next_version: u64,
     head: Hash,
     last_position: Option<Position>,
 }
 
-/// The one verification rule both backends apply: fed every event in (stream, version) order
+/// The one verification rule both backends apply: fed every event, each stream's in version
+/// order (streams may interleave: the log's global order, or one stream after another)
 /// ([`Walker::event`]), then every stream row ([`Walker::finish`]), it recomputes each digest
 /// and chain link, checks versions are gap-free from 0, positions grow with versions and stay
 /// at or below the log head, each live stream's version and head hash match its last event,
@@ -115,9 +115,8 @@ struct Walk {
 /// the log does not know. It stops at the first break.
 pub(crate) struct Walker {
     report: Verification,
-    walk: Option<Walk>,
-    /// Streams walked: (events, chain head).
-    seen: HashMap<String, (u64, Hash)>,
+    /// Every stream walked so far.
+    walks: HashMap<String, Walk>,
     log_head: Option<Position>,
     /// Reap records with a head hash, already verified as events.
     reaped: Vec<Reaped>,
@@ -135,8 +134,7 @@ impl Walker {
     pub(crate) fn new(log_head: Option<Position>) -> Walker {
         Walker {
             report: Verification::default(),
-            walk: None,
-            seen: HashMap::new(),
+            walks: HashMap::new(),
             log_head,
             reaped: Vec::new(),
         }
@@ -157,23 +155,10 @@ impl Walker {
         if self.stopped() {
             return false;
         }
-        if self.walk.as_ref().is_none_or(|w| w.stream != r.stream) {
-            if let Some(w) = self.walk.take() {
-                self.seen.insert(w.stream, (w.next_version, w.head));
-            }
-            if self.seen.contains_key(r.stream) {
-                self.stop(self.at(r, "the stream's events are not in version order".into()));
-                return false;
-            }
-            self.walk = Some(Walk {
-                stream: r.stream.to_owned(),
-                next_version: 0,
-                head: GENESIS,
-                last_position: None,
-            });
-        }
-        let Some(w) = self.walk.as_ref() else { return false };
-        let (next_version, head, last_position) = (w.next_version, w.head, w.last_position);
+        let (next_version, head, last_position) = match self.walks.get(r.stream) {
+            Some(w) => (w.next_version, w.head, w.last_position),
+            None => (0, GENESIS, None),
+        };
         if u64::try_from(r.version).ok() != Some(next_version) {
             let b =
                 self.at(r, format!("expected version {next_version} here: an event is missing"));
@@ -212,10 +197,13 @@ impl Walker {
             self.stop(b);
             return false;
         }
-        if let Some(w) = self.walk.as_mut() {
-            w.head = link;
-            w.next_version += 1;
-            w.last_position = Some(r.position);
+        let walked =
+            Walk { next_version: next_version + 1, head: link, last_position: Some(r.position) };
+        match self.walks.get_mut(r.stream) {
+            Some(w) => *w = walked,
+            None => {
+                self.walks.insert(r.stream.to_owned(), walked);
+            }
         }
         self.report.events += 1;
         self.note_reap(r);
@@ -253,10 +241,7 @@ impl Walker {
     }
 
     /// Checks every stream row against what the walk saw, and answers the report.
-    pub(crate) fn finish(mut self, streams: &[StreamRow]) -> Verification {
-        if let Some(w) = self.walk.take() {
-            self.seen.insert(w.stream, (w.next_version, w.head));
-        }
+    pub(crate) fn finish(self, streams: &[StreamRow]) -> Verification {
         if self.stopped() {
             return self.report;
         }
@@ -277,7 +262,7 @@ impl Walker {
                         Some(whole("a deleted stream lost its recorded head hash".into()));
                     return report;
                 }
-                if let Some((count, _)) = self.seen.get(&s.name) {
+                if let Some(count) = self.walks.get(&s.name).map(|w| w.next_version) {
                     report.first_break = Some(Break {
                         version: Some(0),
                         ..whole(format!("a deleted stream still has {count} events"))
@@ -287,7 +272,8 @@ impl Walker {
                 report.deleted_streams += 1;
                 continue;
             }
-            let (count, head) = self.seen.get(&s.name).copied().unwrap_or((0, GENESIS));
+            let (count, head) =
+                self.walks.get(&s.name).map_or((0, GENESIS), |w| (w.next_version, w.head));
             let want_count = s.version.map_or(0, |v| v + 1);
             if i64::try_from(count).ok() != Some(want_count) {
                 report.first_break = Some(Break {
@@ -328,7 +314,7 @@ impl Walker {
             return report;
         }
         let mut unknown: Vec<&String> =
-            self.seen.keys().filter(|name| !known.contains(name.as_str())).collect();
+            self.walks.keys().filter(|name| !known.contains(name.as_str())).collect();
         unknown.sort();
         if let Some(name) = unknown.first() {
             report.first_break = Some(Break {
