@@ -51,6 +51,12 @@ pub const PROJECTION_SKIPPED: &str = "pop_projection_skipped_events";
 pub const INSIGHT_QUEUE_DEPTH: &str = "pop_insight_queue_depth";
 pub const INSIGHT_WAITING: &str = "pop_insight_waiting";
 pub const LEASE_EXPIRIES: &str = "pop_lease_expiries_total";
+/// The newest signed checkpoint of the log this process sealed, or found signed by its key
+/// (`server/src/checkpoints.rs`).
+pub const CHECKPOINT_SEQ: &str = "pop_checkpoint_seq";
+pub const CHECKPOINT_POSITION: &str = "pop_checkpoint_position";
+pub const CHECKPOINT_EVENTS: &str = "pop_checkpoint_events";
+pub const CHECKPOINT_SEALED: &str = "pop_checkpoint_sealed_timestamp_seconds";
 
 /// What a metric is, for its `# TYPE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +124,22 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
         LEASE_EXPIRIES,
         Kind::Counter,
         "Leases that expired (AgendaTimedOut) seen on the change feed since this process caught up.",
+    ),
+    (
+        CHECKPOINT_SEQ,
+        Kind::Gauge,
+        "Sequence number of the newest signed checkpoint of the log, sealed or verified by this process.",
+    ),
+    (
+        CHECKPOINT_POSITION,
+        Kind::Gauge,
+        "Log position (commit part) the newest verified checkpoint covers up to.",
+    ),
+    (CHECKPOINT_EVENTS, Kind::Gauge, "Log entries the newest verified checkpoint covers."),
+    (
+        CHECKPOINT_SEALED,
+        Kind::Gauge,
+        "When the newest verified checkpoint was sealed, in seconds since the epoch.",
     ),
     (SUBSCRIPTIONS_ACTIVE, Kind::Gauge, "Live follows (GraphQL subscriptions) being served."),
     (COMMANDS, Kind::Counter, "Commands executed, by command name and outcome (ok, refused)."),

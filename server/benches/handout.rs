@@ -26,8 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use clap::Parser;
 use serde_json::{Value, json};
-use std::ffi::OsStr;
-use support::{Server, ms};
+use support::{Api, SERVICE_TOKEN, USER_TOKEN, load_average, micros, ms};
 
 #[derive(Debug, Parser)]
 #[command(about = "pop hand-out latency benchmark: submit -> claim by a waiting worker")]
@@ -52,10 +51,6 @@ struct Args {
     bench: bool,
 }
 
-const SERVICE_TOKEN: &str = "tok_bench_handout_service_000000000";
-const USER_TOKEN: &str = "tok_bench_handout_user_0000000000000";
-const ADMIN_TOKEN: &str = "tok_bench_handout_admin_000000000000";
-
 const SUBMIT: &str = "mutation($a: JSON!) { submitAgenda(agenda: $a) { agenda { id } } }";
 const WAIT_FOR_WORK: &str = "mutation($i: String!) { getAgenda(insightId: $i, count: 1, \
     waitSeconds: 20) { agenda { id } progress { id } lease { id } } }";
@@ -79,9 +74,10 @@ async fn main() -> Result<()> {
 
 async fn bench(args: &Args) -> Result<()> {
     let dir = tempfile::tempdir().context("a temp dir")?;
-    let server = start_server(dir.path(), &args.durability)?;
-    let api = Api::new(&server)?;
-    api.seed().await.context("seeding")?;
+    let server = support::start_with_tokens(dir.path(), &args.durability, &[])?;
+    let api = Api::new(&server, Duration::from_secs(60))?;
+    // `work` (type `job`) is measured; nobody takes `backlog`'s agendas (type `later`).
+    api.seed(&[("backlog", "later", 1000), ("work", "job", 1000)]).await.context("seeding")?;
     for i in 0..args.backlog {
         api.submit("backlog", i).await.context("a backlog agenda")?;
     }
@@ -144,112 +140,7 @@ async fn bench(args: &Args) -> Result<()> {
     Ok(())
 }
 
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
-/// Starts `pop serve` with the scheduler on and the bench's tokens, under `dir`.
-fn start_server(dir: &std::path::Path, durability: &str) -> Result<Server> {
-    let tokens = json!([
-        {"token": SERVICE_TOKEN, "name": "bench-worker", "role": "service", "customers": ["acme"]},
-        {"token": USER_TOKEN, "name": "bench-user", "role": "user", "customers": ["acme"]},
-        {"token": ADMIN_TOKEN, "name": "bench-admin", "role": "admin", "customers": ["*"]},
-    ]);
-    let token_file = dir.join("tokens.json");
-    std::fs::write(&token_file, tokens.to_string()).context("the token file")?;
-    let args = [
-        OsStr::new("--durability"),
-        OsStr::new(durability),
-        OsStr::new("--scheduler"),
-        OsStr::new("true"),
-        OsStr::new("--token-file"),
-        token_file.as_os_str(),
-    ];
-    let mut server = Server::start(&dir.join("data"), &args)?;
-    server.admin = ADMIN_TOKEN.to_string();
-    Ok(server)
-}
-
-#[derive(Clone)]
-struct Api {
-    http: reqwest::Client,
-    url: String,
-}
-
 impl Api {
-    fn new(server: &Server) -> Result<Api> {
-        Ok(Api {
-            http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?,
-            url: format!("http://{}/graphql", server.addr),
-        })
-    }
-
-    async fn call(&self, token: &str, query: &str, variables: Value) -> Result<Value> {
-        let body: Value = self
-            .http
-            .post(&self.url)
-            .bearer_auth(token)
-            .json(&json!({"query": query, "variables": variables}))
-            .send()
-            .await?
-            .json()
-            .await?;
-        if let Some(errors) = body.get("errors") {
-            bail!("GraphQL errors: {errors}");
-        }
-        Ok(body["data"].clone())
-    }
-
-    /// Pool, customer `acme`, insight `work` (type `job`, the measured one) and insight
-    /// `backlog` (type `later`, whose agendas nobody takes); waits until both are readable.
-    async fn seed(&self) -> Result<()> {
-        self.call(
-            ADMIN_TOKEN,
-            "mutation($p: JSON!) { createResourcePool(resourcePool: $p) { position } }",
-            json!({"p": {"id": "pool-1", "customerId": "ops", "title": "Pool"}}),
-        )
-        .await?;
-        self.call(
-            ADMIN_TOKEN,
-            "mutation($c: JSON!) { createCustomer(customer: $c) { position } }",
-            json!({"c": {"id": "acme", "title": "Acme", "resourcePoolId": "pool-1"}}),
-        )
-        .await?;
-        let mut position = String::new();
-        for (id, operation_type) in [("work", "job"), ("backlog", "later")] {
-            let data = self
-                .call(
-                    ADMIN_TOKEN,
-                    "mutation($i: JSON!) { createInsight(insight: $i) { position } }",
-                    json!({"i": {
-                        "id": id, "customerId": "ops", "title": id, "resourcePoolId": "pool-1",
-                        "queueSize": 1000, "isGlobal": true,
-                        "mappers": {"operationType": [operation_type]}
-                    }}),
-                )
-                .await?;
-            position = data["createInsight"]["position"]
-                .as_str()
-                .map(str::to_string)
-                .ok_or_else(|| anyhow!("no position: {data}"))?;
-        }
-        let data = self
-            .call(
-                SERVICE_TOKEN,
-                "query($p: String) { insight(id: \"work\", atLeastPosition: $p) { id } }",
-                json!({"p": position}),
-            )
-            .await?;
-        ensure!(data["insight"]["id"] == "work", "the insight is not visible: {data}");
-        Ok(())
-    }
-
     /// One one-operation agenda for insight `work` (type `job`) or `backlog` (type `later`);
     /// its id once acknowledged.
     async fn submit(&self, insight: &str, i: usize) -> Result<String> {

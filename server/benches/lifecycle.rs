@@ -34,8 +34,7 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use clap::Parser;
 use pop_store::test_cluster::{ClusterDurability, TestCluster};
 use serde_json::{Value, json};
-use std::ffi::OsStr;
-use support::{Server, ms};
+use support::{SERVICE_TOKEN, Server, USER_TOKEN, ms};
 use tokio::sync::Semaphore;
 
 #[derive(Debug, Parser)]
@@ -79,11 +78,6 @@ const SETUP_DEADLINE: Duration = Duration::from_secs(60);
 const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 /// Pause of a puller that got nothing.
 const IDLE_PAUSE: Duration = Duration::from_millis(2);
-
-const SERVICE_TOKEN: &str = "tok_bench_lifecycle_service_00000000";
-const USER_TOKEN: &str = "tok_bench_lifecycle_user_00000000000";
-/// With a token file `pop serve` generates no admin token: the bench lists its own.
-const ADMIN_TOKEN: &str = "tok_bench_lifecycle_admin_0000000000";
 
 const SUBMIT: &str = "mutation($a: JSON!, $p: String) { submitAgenda(agenda: $a, atLeastPosition: $p) \
     { agenda { id } } }";
@@ -382,29 +376,13 @@ async fn work(api: &Api, id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Starts `pop serve` with the scheduler on and the bench's tokens, under `dir`.
+/// Starts `pop serve` with the scheduler on and the bench's tokens, under `dir` (on the
+/// PostgreSQL `store` when given).
 fn start_server(dir: &Path, durability: &str, store: Option<&str>) -> Result<Server> {
-    let tokens = json!([
-        {"token": SERVICE_TOKEN, "name": "bench-worker", "role": "service", "customers": ["acme"]},
-        {"token": USER_TOKEN, "name": "bench-user", "role": "user", "customers": ["acme"]},
-        {"token": ADMIN_TOKEN, "name": "bench-admin", "role": "admin", "customers": ["*"]},
-    ]);
-    let token_file = dir.join("tokens.json");
-    std::fs::write(&token_file, tokens.to_string()).context("the token file")?;
-    let mut args = vec![
-        OsStr::new("--durability"),
-        OsStr::new(durability),
-        OsStr::new("--scheduler"),
-        OsStr::new("true"),
-        OsStr::new("--token-file"),
-        token_file.as_os_str(),
-    ];
-    if let Some(url) = store {
-        args.extend([OsStr::new("--store"), OsStr::new(url)]);
+    match store {
+        Some(url) => support::start_with_tokens(dir, durability, &["--store", url]),
+        None => support::start_with_tokens(dir, durability, &[]),
     }
-    let mut server = Server::start(&dir.join("data"), &args)?;
-    server.admin = ADMIN_TOKEN.to_string();
-    Ok(server)
 }
 
 /// The GraphQL calls the benchmark makes.

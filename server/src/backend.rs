@@ -107,6 +107,17 @@ impl Backend {
         }
     }
 
+    /// The store's signed checkpoints (`pop_store::commitment`), on the backends that keep
+    /// them (the embedded store and PostgreSQL).
+    pub fn commitment(&self) -> Option<Arc<dyn pop_store::commitment::LogCommitment>> {
+        match &self.store {
+            Store::Sqlite(store) => Some(store.clone()),
+            Store::Postgres(store) => Some(store.clone()),
+            #[cfg(feature = "kurrentdb")]
+            Store::Kurrent => None,
+        }
+    }
+
     /// Closes the store after the appends already queued.
     pub async fn close(&self) -> Result<()> {
         match &self.store {

@@ -288,6 +288,14 @@ pub struct VerifyArgs {
     /// data directory.
     #[arg(long = "store", env = "DATABASE_URL", hide_env_values = true)]
     pub store_url: Option<String>,
+    /// The checkpoint signing key file whose public half checks the checkpoints' signatures
+    /// (default: `<data-dir>/checkpoint.key` when it exists).
+    #[arg(long, env = "POP_CHECKPOINT_KEY")]
+    pub checkpoint_key: Option<PathBuf>,
+    /// The checkpoints' public key instead (64 hex digits, or a file holding them): an
+    /// auditor needs no signing key.
+    #[arg(long)]
+    pub public_key: Option<String>,
 }
 
 /// Where the embedded store lives.
@@ -344,6 +352,15 @@ pub struct ServeArgs {
     /// with the generated admin token. Authentication stays on.
     #[arg(long, env = "POP_DEV")]
     pub dev: bool,
+    /// The Ed25519 key that signs the log's checkpoints: a file of 64 hex digits (e.g. a
+    /// mounted Secret; replicas of one shared store must share it). Default:
+    /// `<data-dir>/checkpoint.key`, created (mode 0600) on first start.
+    #[arg(long, env = "POP_CHECKPOINT_KEY")]
+    pub checkpoint_key: Option<PathBuf>,
+    /// Seconds between two seals of the log's newest events into a signed checkpoint (0: do
+    /// not seal).
+    #[arg(long, env = "POP_CHECKPOINT_EVERY", default_value_t = crate::checkpoints::SEAL_EVERY.as_secs())]
+    pub checkpoint_every: u64,
     #[command(flatten)]
     pub reapers: ReaperArgs,
 }

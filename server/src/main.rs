@@ -3,6 +3,7 @@
 
 mod audit;
 mod backend;
+mod checkpoints;
 mod cli;
 mod client;
 mod data_lock;

@@ -65,6 +65,14 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let _lock = DataDirLock::acquire(&data_dir, "serve")?;
     let backend = Backend::open(&args.store, args.store_url.as_deref(), args.durability).await?;
     let log = Arc::clone(&backend.log);
+    let sealing = match backend.commitment() {
+        Some(commitment) if args.checkpoint_every > 0 => Some((
+            commitment,
+            crate::checkpoints::signing_key(&data_dir, args.checkpoint_key.as_deref())
+                .context("loading the checkpoint key")?,
+        )),
+        _ => None,
+    };
 
     // The generated admin token is the embedded default's way in: only when no tokens are
     // configured (no token file, no `POP_TOKENS`). With configured tokens (e.g. every replica
@@ -127,6 +135,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         let leadership = Arc::clone(&services.leadership);
         let stop = stopped(stop_rx.clone());
         reaper_tasks.push(process::spawn(scheduler, leadership, chrono::Utc::now, stop));
+    }
+    if let Some((commitment, key)) = sealing {
+        let every = Duration::from_secs(args.checkpoint_every);
+        let stop = stopped(stop_rx.clone());
+        reaper_tasks.push(crate::checkpoints::spawn(commitment, key, every, stop));
     }
     // The pod reaper only with `--pod-reaper-namespace`.
     let pods = Arc::clone(&services.leadership);

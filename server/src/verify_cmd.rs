@@ -1,9 +1,14 @@
-//! `pop verify`: recomputes every event's digest and chain link, every stream's head and
-//! every tombstone's recorded head hash — of the embedded store in the data directory, or of
-//! the PostgreSQL store at `--store` — prints what it checked, and on the first break prints
-//! its stream, version and position and exits non-zero. It writes nothing and takes no lock
-//! (the embedded file is opened read-only; PostgreSQL is read in one read-only snapshot), so
-//! it may run beside `pop serve`.
+//! `pop verify`: recomputes every event's digest and chain link, every stream's head, every
+//! tombstone's recorded head hash, and then the whole log in global order against its signed
+//! checkpoints (their signatures, sequence, links, counts, log hashes and stream lists) — of
+//! the embedded store in the data directory, or of the PostgreSQL store at `--store` — prints
+//! what it checked, and on the first break prints its stream, version and position and exits
+//! non-zero. It writes nothing and takes no lock (the embedded file is opened read-only;
+//! PostgreSQL is read in one read-only snapshot), so it may run beside `pop serve`.
+//!
+//! The signatures are checked with `--public-key`, else the public half of the checkpoint key
+//! (`--checkpoint-key`, or `<data-dir>/checkpoint.key`); without any, verification says it did
+//! not check them.
 
 use anyhow::{Context, Result, bail};
 
@@ -13,9 +18,16 @@ use pop_store::verify::Verification;
 use crate::cli::VerifyArgs;
 
 pub async fn run(args: VerifyArgs) -> Result<()> {
+    let key = crate::checkpoints::verifying_key(
+        &args.store.data_dir,
+        args.checkpoint_key.as_deref(),
+        args.public_key.as_deref(),
+    )?;
     let report = match &args.store_url {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            pop_store::postgres::verify(url).await.context("verifying the PostgreSQL store")?
+            pop_store::postgres::verify_with(url, key)
+                .await
+                .context("verifying the PostgreSQL store")?
         }
         Some(_) => bail!("pop verify checks the embedded store or a PostgreSQL one (postgres://…)"),
         None => {
@@ -23,7 +35,7 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
             if !path.exists() {
                 bail!("no embedded store at {}", path.display());
             }
-            tokio::task::spawn_blocking(move || SqliteStore::verify_file(&path)).await??
+            tokio::task::spawn_blocking(move || SqliteStore::verify_file_with(&path, key)).await??
         }
     };
     print_report(report)
@@ -34,6 +46,27 @@ fn print_report(report: Verification) -> Result<()> {
         "checked {} events, {} streams, {} deleted streams",
         report.events, report.streams, report.deleted_streams
     );
+    let c = &report.checkpoints;
+    match c.last {
+        Some((seq, position, at)) => println!(
+            "checked {} signed checkpoints over {} log entries (newest: {seq}, up to position \
+             {position}, sealed {}); {} entries after it not sealed yet",
+            c.checkpoints,
+            c.sealed_entries,
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            c.unsealed_entries
+        ),
+        None => println!(
+            "no signed checkpoint covers the log yet ({} entries not sealed)",
+            c.unsealed_entries
+        ),
+    }
+    if !c.signatures_checked {
+        println!(
+            "WARNING: no checkpoint key given (--public-key, --checkpoint-key): checkpoint \
+             signatures NOT checked, so a consistent forgery of the whole log would pass"
+        );
+    }
     match report.first_break {
         None => {
             println!("intact");

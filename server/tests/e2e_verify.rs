@@ -1,12 +1,16 @@
 //! `pop verify` as a child process: a data directory written by `pop demo` verifies intact
 //! (exit 0); after one byte of one event is changed in the file, it names the stream, version
-//! and position of the break and exits non-zero.
+//! and position of the break and exits non-zero. `pop serve` seals signed checkpoints with a
+//! key it creates (mode 0600), shows the newest on `/metrics`, and `pop verify` checks them:
+//! a stream removed whole, row and all, is named.
 
 #![allow(clippy::unwrap_used)]
 
 mod support;
 
-use support::pop_command;
+use std::time::{Duration, Instant};
+
+use support::{Pop, WAIT, pop_command};
 
 #[test]
 fn pop_verify_passes_an_intact_store_and_names_the_first_break() {
@@ -100,4 +104,95 @@ async fn pop_verify_checks_a_postgres_store() {
     assert!(!out.status.success(), "a tampered store passed");
     let expected = format!("TAMPERED: stream \"agenda-acme/a\" version 1 position {position}");
     assert!(stderr.contains(&expected), "want {expected:?} in:\n{stderr}");
+}
+
+/// The value of an unlabelled series in a Prometheus text page.
+fn gauge(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn pop_serve_seals_checkpoints_that_pop_verify_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let demo = pop_command().args(["demo", "--data-dir"]).arg(&data).output().unwrap();
+    assert!(demo.status.success(), "{}", String::from_utf8_lossy(&demo.stderr));
+    let conn = rusqlite::Connection::open(data.join("pop.db")).unwrap();
+    let events: i64 = conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0)).unwrap();
+    drop(conn);
+
+    let log = dir.path().join("serve.log");
+    let mut pop = Pop::start_with(&data, None, &log, false, &["--checkpoint-every", "1"]);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("checkpoint.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the key file is private");
+    }
+    // The first seal covers every event the demo wrote; /metrics shows it.
+    let deadline = Instant::now() + WAIT;
+    let page = loop {
+        let page = pop
+            .http
+            .get(format!("{}/metrics", pop.base()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if gauge(&page, "pop_checkpoint_events").is_some_and(|n| n >= events as f64) {
+            break page;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint on /metrics:\n{page}\n{}",
+            support::log_tail(&log)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(gauge(&page, "pop_checkpoint_seq").is_some_and(|s| s >= 1.0), "{page}");
+    assert!(gauge(&page, "pop_checkpoint_sealed_timestamp_seconds").is_some_and(|t| t > 1.7e9));
+    // A graceful stop (SIGTERM) seals once more and closes the store.
+    let pid = pop.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + WAIT;
+    while pop.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "pop serve did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(pop);
+
+    let out = pop_command().args(["verify", "--data-dir"]).arg(&data).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("signed checkpoints over") && stdout.contains("intact"), "{stdout}");
+    assert!(!stdout.contains("WARNING"), "the data directory's key was used: {stdout}");
+
+    // A whole agenda stream removed, events and row: every remaining chain holds, the
+    // checkpoints name it.
+    let conn = rusqlite::Connection::open(data.join("pop.db")).unwrap();
+    let name: String = conn
+        .query_row(
+            "SELECT name FROM streams WHERE name LIKE 'agenda-%' AND deleted_at IS NULL ORDER BY id LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    conn.execute_batch(&format!(
+        "DELETE FROM events WHERE stream_id = (SELECT id FROM streams WHERE name = '{name}'); \
+         DELETE FROM streams WHERE name = '{name}';"
+    ))
+    .unwrap();
+    drop(conn);
+    let out = pop_command().args(["verify", "--data-dir"]).arg(&data).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a store without one of its streams passed");
+    let expected = format!("TAMPERED: stream {name:?} version ");
+    assert!(
+        stderr.contains(&expected) && stderr.contains("removed"),
+        "want {expected:?} in:\n{stderr}"
+    );
 }

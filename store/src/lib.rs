@@ -20,6 +20,7 @@ pub mod append_rule;
 mod cache;
 mod clock;
 pub mod commands;
+pub mod commitment;
 pub mod conformance;
 pub mod digest;
 mod error;

@@ -1,5 +1,7 @@
 //! What verifying the log finds: how much was checked and the first break, located by stream,
-//! version and position, and the one rule that finds it ([`Walker`]). Backends read their rows
+//! version and position, and the one rule that finds it per stream ([`Walker`]; the rule over
+//! the whole log in global order, with its signed checkpoints, is
+//! [`crate::commitment::LogWalker`]). Backends read their rows
 //! (the embedded store: [`crate::SqliteStore::verify`]; PostgreSQL:
 //! [`crate::postgres::verify`]) and feed them to the walker; every element is recomputed, no
 //! summary is trusted.
@@ -44,6 +46,8 @@ pub struct Verification {
     pub deleted_streams: u64,
     /// Reap records (`StreamReaped` with a head hash) whose tombstone kept that head.
     pub reaped_streams: u64,
+    /// The signed checkpoints over the whole log ([`crate::commitment`]).
+    pub checkpoints: crate::commitment::CheckpointReport,
     /// The first break found (verification stops there); `None`: everything matched.
     pub first_break: Option<Break>,
 }
@@ -51,6 +55,19 @@ pub struct Verification {
 impl Verification {
     pub fn is_intact(&self) -> bool {
         self.first_break.is_none()
+    }
+
+    /// Adds what the walk over the log in global order found ([`crate::commitment::LogWalker`])
+    /// to a report of the per-stream walk: its break counts only when the streams held.
+    pub(crate) fn with_checkpoints(
+        mut self,
+        (report, first_break): (crate::commitment::CheckpointReport, Option<Break>),
+    ) -> Verification {
+        self.checkpoints = report;
+        if self.first_break.is_none() {
+            self.first_break = first_break;
+        }
+        self
     }
 }
 

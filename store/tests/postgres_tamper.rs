@@ -256,10 +256,11 @@ async fn a_database_from_before_the_chain_is_migrated_and_verifies() {
         return;
     };
     let (url, _) = pristine(cluster).await;
-    // Back to schema 1: no chain columns.
+    // Back to schema 1: no chain columns, no checkpoint tables.
     sql(
         &url,
         "ALTER TABLE pop_events DROP COLUMN chain; ALTER TABLE pop_streams DROP COLUMN head_hash; \
+         DROP TABLE pop_pruned; DROP TABLE pop_checkpoints; \
          UPDATE pop_schema SET version = 1;",
     )
     .await;

@@ -198,11 +198,11 @@ async fn a_deleted_stream_keeps_its_head_and_still_verifies() {
 async fn a_store_from_before_the_chain_is_migrated_and_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = pristine(dir.path()).await;
-    // Back to schema 1: no chain columns.
+    // Back to schema 1: no chain columns, no checkpoint tables.
     let conn = Connection::open(&path).unwrap();
     conn.execute_batch(
         "ALTER TABLE events DROP COLUMN chain; ALTER TABLE streams DROP COLUMN head_hash; \
-         PRAGMA user_version = 1;",
+         DROP TABLE pruned; DROP TABLE log_checkpoints; PRAGMA user_version = 1;",
     )
     .unwrap();
     drop(conn);

@@ -138,3 +138,134 @@ pub fn self_cpu_ticks() -> u64 {
 pub fn ticks_per_second() -> f64 {
     100.0
 }
+
+/// The three tokens of the benchmarks that start `pop serve` with [`start_with_tokens`]: a
+/// worker (service) and a user of customer `acme`, and an admin.
+pub const SERVICE_TOKEN: &str = "tok_bench_service_00000000000000000";
+pub const USER_TOKEN: &str = "tok_bench_user_000000000000000000000";
+pub const ADMIN_TOKEN: &str = "tok_bench_admin_00000000000000000000";
+
+/// Starts `pop serve` under `dir` (data in `dir/data`) with the scheduler on, the given
+/// durability, a token file with [`SERVICE_TOKEN`], [`USER_TOKEN`] and [`ADMIN_TOKEN`], and
+/// `extra` arguments.
+pub fn start_with_tokens(dir: &Path, durability: &str, extra: &[&str]) -> Result<Server> {
+    let tokens = serde_json::json!([
+        {"token": SERVICE_TOKEN, "name": "bench-worker", "role": "service", "customers": ["acme"]},
+        {"token": USER_TOKEN, "name": "bench-user", "role": "user", "customers": ["acme"]},
+        {"token": ADMIN_TOKEN, "name": "bench-admin", "role": "admin", "customers": ["*"]},
+    ]);
+    let token_file = dir.join("tokens.json");
+    std::fs::write(&token_file, tokens.to_string()).context("the token file")?;
+    let mut args = vec![
+        OsStr::new("--durability"),
+        OsStr::new(durability),
+        OsStr::new("--scheduler"),
+        OsStr::new("true"),
+        OsStr::new("--token-file"),
+        token_file.as_os_str(),
+    ];
+    args.extend(extra.iter().map(OsStr::new));
+    let mut server = Server::start(&dir.join("data"), &args)?;
+    server.admin = ADMIN_TOKEN.to_string();
+    Ok(server)
+}
+
+/// A GraphQL client of one server.
+#[derive(Clone)]
+pub struct Api {
+    pub http: reqwest::Client,
+    pub url: String,
+}
+
+impl Api {
+    pub fn new(server: &Server, timeout: Duration) -> Result<Api> {
+        Ok(Api {
+            http: reqwest::Client::builder()
+                .timeout(timeout)
+                .pool_max_idle_per_host(1024)
+                .build()?,
+            url: format!("http://{}/graphql", server.addr),
+        })
+    }
+
+    /// One GraphQL request; its `data`, or an error carrying the response's `errors`.
+    pub async fn call(
+        &self,
+        token: &str,
+        query: &str,
+        variables: serde_json::Value,
+    ) -> Result<serde_json::Value> {
+        let body: serde_json::Value = self
+            .http
+            .post(&self.url)
+            .bearer_auth(token)
+            .json(&serde_json::json!({"query": query, "variables": variables}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if let Some(errors) = body.get("errors") {
+            anyhow::bail!("GraphQL errors: {errors}");
+        }
+        Ok(body["data"].clone())
+    }
+
+    /// Pool `pool-1`, customer `acme` and one global insight per `(id, operation type, queue
+    /// size)`; waits until the last insight is readable by the service token and returns the
+    /// position of its creation.
+    pub async fn seed(&self, insights: &[(&str, &str, usize)]) -> Result<String> {
+        use serde_json::json;
+        self.call(
+            ADMIN_TOKEN,
+            "mutation($p: JSON!) { createResourcePool(resourcePool: $p) { position } }",
+            json!({"p": {"id": "pool-1", "customerId": "ops", "title": "Pool"}}),
+        )
+        .await?;
+        self.call(
+            ADMIN_TOKEN,
+            "mutation($c: JSON!) { createCustomer(customer: $c) { position } }",
+            json!({"c": {"id": "acme", "title": "Acme", "resourcePoolId": "pool-1"}}),
+        )
+        .await?;
+        let (mut position, mut last) = (String::new(), "");
+        for (id, operation_type, queue_size) in insights {
+            let data = self
+                .call(
+                    ADMIN_TOKEN,
+                    "mutation($i: JSON!) { createInsight(insight: $i) { position } }",
+                    json!({"i": {
+                        "id": id, "customerId": "ops", "title": id, "resourcePoolId": "pool-1",
+                        "queueSize": queue_size, "isGlobal": true,
+                        "mappers": {"operationType": [operation_type]}
+                    }}),
+                )
+                .await?;
+            position = data["createInsight"]["position"]
+                .as_str()
+                .map(str::to_string)
+                .with_context(|| format!("no position: {data}"))?;
+            last = id;
+        }
+        let data = self
+            .call(
+                SERVICE_TOKEN,
+                "query($i: String!, $p: String) { insight(id: $i, atLeastPosition: $p) { id } }",
+                json!({"i": last, "p": position}),
+            )
+            .await?;
+        anyhow::ensure!(data["insight"]["id"] == last, "the insight is not visible: {data}");
+        Ok(position)
+    }
+}
+
+/// The machine's load averages (1, 5, 15 minutes), as `/proc/loadavg` prints them.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// A duration in whole microseconds (saturating).
+pub fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}

@@ -50,7 +50,10 @@
 //!   are replaced, so appends fail with a backend error while the database is down and work
 //!   again after.
 //! - **Verification** ([`verify()`]): one read-only repeatable-read transaction, every event
-//!   in (stream, version) order through the rule both backends share ([`crate::verify`]).
+//!   in (stream, version) order through the rule both backends share ([`crate::verify`]), then
+//!   every entry in global order against the signed checkpoints ([`crate::commitment`]).
+//! - **Checkpoints** (`seal.rs`): sealed only below the gap-free horizon; the hash rows of
+//!   deleted streams stay in `pop_pruned`, the signed checkpoints are in `pop_checkpoints`.
 //! - **Leader locks** ([`PgLeadership`]): a session-level advisory lock on a connection of its
 //!   own held by the guard; the guard reports `lost` when that connection ends (a heartbeat
 //!   query every 2 s finds silent deaths), and dropping it closes the connection.
@@ -58,6 +61,7 @@
 mod leader;
 mod reader;
 mod schema;
+mod seal;
 mod tail;
 mod verify;
 mod writer;
@@ -81,7 +85,7 @@ use crate::{
 
 pub use leader::PgLeadership;
 pub use schema::PG_SCHEMA_VERSION;
-pub use verify::verify;
+pub use verify::{verify, verify_with};
 pub use writer::{PG_MAX_GROUP_REQUESTS, PG_WRITER_QUEUE_CAPACITY};
 
 /// The advisory-lock class (first key of the two-int key space) of everything pop locks:
@@ -276,6 +280,33 @@ impl Drop for PgStore {
         self.tail.abort();
         // Writers stop by themselves once the request sender (this handle's) is gone and the
         // queue is drained.
+    }
+}
+
+#[async_trait]
+impl crate::commitment::LogCommitment for PgStore {
+    async fn last_checkpoint(
+        &self,
+    ) -> Result<Option<crate::commitment::SignedCheckpoint>, StoreError> {
+        seal::last_checkpoint(&self.shared.pool).await
+    }
+
+    async fn sealable_entries(
+        &self,
+        after: Position,
+        max: usize,
+    ) -> Result<Vec<crate::commitment::LogEntry>, StoreError> {
+        // As `read_all`: wait (≤ PG_SETTLE_WAIT) while committed entries sit above the
+        // horizon, so a seal right after an append covers it.
+        let pool = &self.shared.pool;
+        reader::settled(pool, || seal::sealable_entries(pool, after, max), |v| v.len() >= max).await
+    }
+
+    async fn add_checkpoint(
+        &self,
+        checkpoint: &crate::commitment::SignedCheckpoint,
+    ) -> Result<bool, StoreError> {
+        seal::add_checkpoint(&self.shared.pool, checkpoint).await
     }
 }
 

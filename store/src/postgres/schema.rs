@@ -55,6 +55,25 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE pop_events ADD COLUMN chain bytea;
     ALTER TABLE pop_streams ADD COLUMN head_hash bytea;
     ",
+    // 3: the global commitment (`crate::commitment`). `pop_pruned` keeps the hash row of every
+    // event of a deleted stream (written by the delete, in its transaction), so the log hash
+    // still recomputes after retention; `pop_checkpoints` holds the signed checkpoints, each
+    // the exact JSON body and the Ed25519 signature over it.
+    "
+    CREATE TABLE pop_pruned (
+        tx_id    bigint NOT NULL,
+        seq      bigint NOT NULL,
+        stream   text   NOT NULL,
+        version  bigint NOT NULL,
+        chain    bytea,
+        PRIMARY KEY (tx_id, seq)
+    );
+    CREATE TABLE pop_checkpoints (
+        seq        bigint PRIMARY KEY,
+        body       bytea  NOT NULL,
+        signature  bytea  NOT NULL
+    );
+    ",
 ];
 
 /// The step after which existing events get their chains computed.

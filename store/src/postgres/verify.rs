@@ -12,6 +12,7 @@ use tokio_postgres::types::ToSql;
 
 use super::schema::PG_SCHEMA_VERSION;
 use super::{PgOptions, pg_config};
+use crate::commitment::LogWalker;
 use crate::verify::{EventRow, StreamRow, Verification, Walker};
 use crate::{Position, StoreError};
 
@@ -31,18 +32,30 @@ fn position(tx_id: i64, seq: i64) -> Position {
 /// one connection of its own, writes nothing, migrates nothing: a database whose schema is
 /// not this build's is an error, not a break.
 pub async fn verify(url: &str) -> Result<Verification, StoreError> {
+    verify_with(url, None).await
+}
+
+/// [`verify`], and every signed checkpoint against `key` ([`crate::commitment`]; without a
+/// key their signatures are not checked).
+pub async fn verify_with(
+    url: &str,
+    key: Option<crate::commitment::CheckpointKey>,
+) -> Result<Verification, StoreError> {
     // A whole-log read may take longer than the store's per-statement bound: none here.
     let options = PgOptions { statement_timeout: Duration::ZERO, ..PgOptions::default() };
     let config = pg_config(url, &options)?;
     let (mut client, connection) = config.connect(NoTls).await.map_err(fail)?;
     let connection = tokio::spawn(connection);
-    let result = run(&mut client).await;
+    let result = run(&mut client, key).await;
     drop(client);
     let _ = connection.await;
     result
 }
 
-async fn run(client: &mut tokio_postgres::Client) -> Result<Verification, StoreError> {
+async fn run(
+    client: &mut tokio_postgres::Client,
+    key: Option<crate::commitment::CheckpointKey>,
+) -> Result<Verification, StoreError> {
     let tx = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -120,5 +133,24 @@ async fn run(client: &mut tokio_postgres::Client) -> Result<Verification, StoreE
             break;
         }
     }
-    Ok(walker.finish(&streams))
+    let report = walker.finish(&streams);
+    if !report.is_intact() {
+        return Ok(report);
+    }
+    let checkpoints = tx
+        .query("SELECT seq, body, signature FROM pop_checkpoints ORDER BY seq", &[])
+        .await
+        .map_err(fail)?
+        .iter()
+        .map(super::seal::checkpoint_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut log = LogWalker::new(checkpoints, key);
+    let rows = tx.query_raw(super::seal::ENTRIES_SQL, no_params).await.map_err(fail)?;
+    pin_mut!(rows);
+    while let Some(r) = rows.next().await {
+        if !log.entry(super::seal::entry_from(&r.map_err(fail)?)?) {
+            break;
+        }
+    }
+    Ok(report.with_checkpoints(log.finish()))
 }

@@ -643,6 +643,14 @@ pub(crate) async fn delete(
             actual: ActualVersion::from_current(current),
         });
     }
+    // The hash rows stay (`crate::commitment`): the log hash still recomputes.
+    tx.execute(
+        "INSERT INTO pop_pruned (tx_id, seq, stream, version, chain) \
+         SELECT tx_id, seq, stream, version, chain FROM pop_events WHERE stream = $1",
+        &[&stream],
+    )
+    .await
+    .map_err(fail("keeping a stream's hash rows"))?;
     tx.execute("DELETE FROM pop_events WHERE stream = $1", &[&stream])
         .await
         .map_err(fail("deleting a stream's events"))?;

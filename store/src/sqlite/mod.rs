@@ -4,6 +4,7 @@
 mod checkpoint;
 mod reader;
 mod schema;
+mod seal;
 mod verify;
 mod writer;
 
@@ -115,16 +116,33 @@ impl SqliteStore {
     /// every tombstone's recorded head hash ([`crate::verify`]); reports the first break.
     /// Reads through a reader connection, so it may run while the store serves.
     pub async fn verify(&self) -> Result<crate::verify::Verification, StoreError> {
-        self.readers.with(|reader| verify::verify(&reader.conn)).await
+        self.verify_with(None).await
+    }
+
+    /// [`SqliteStore::verify`], and every signed checkpoint against `key`
+    /// ([`crate::commitment`]; without a key their signatures are not checked).
+    pub async fn verify_with(
+        &self,
+        key: Option<crate::commitment::CheckpointKey>,
+    ) -> Result<crate::verify::Verification, StoreError> {
+        self.readers.with(move |reader| verify::verify(&reader.conn, key)).await
     }
 
     /// [`SqliteStore::verify`] on a database file without opening the store (no writer, no
     /// migration: a file of an older schema is reported as unverifiable).
     pub fn verify_file(path: &Path) -> Result<crate::verify::Verification, StoreError> {
+        Self::verify_file_with(path, None)
+    }
+
+    /// [`SqliteStore::verify_file`], and every signed checkpoint against `key`.
+    pub fn verify_file_with(
+        path: &Path,
+        key: Option<crate::commitment::CheckpointKey>,
+    ) -> Result<crate::verify::Verification, StoreError> {
         let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(|e| StoreError::backend("opening the store file", e))?;
         schema::configure_reader(&conn)?;
-        verify::verify(&conn)
+        verify::verify(&conn, key)
     }
 
     /// The database file.
@@ -152,6 +170,47 @@ impl SqliteStore {
             async move { readers.with(move |conn| reader::read_all(conn, after, max)).await }
                 .boxed()
         })
+    }
+}
+
+#[async_trait]
+impl crate::commitment::LogCommitment for SqliteStore {
+    async fn last_checkpoint(
+        &self,
+    ) -> Result<Option<crate::commitment::SignedCheckpoint>, StoreError> {
+        self.readers.with(|reader| seal::checkpoints(&reader.conn, true)).await.map(|mut v| v.pop())
+    }
+
+    async fn sealable_entries(
+        &self,
+        after: Position,
+        max: usize,
+    ) -> Result<Vec<crate::commitment::LogEntry>, StoreError> {
+        let after = after
+            .sequence()
+            .ok_or_else(|| StoreError::InvalidPosition { position: after.to_string() })?;
+        let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        self.readers
+            .with(move |reader| {
+                let mut out = Vec::new();
+                let tx = reader.conn.unchecked_transaction().map_err(seal::fail)?;
+                seal::entries(&tx, after, limit, |e| {
+                    out.push(e);
+                    true
+                })?;
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn add_checkpoint(
+        &self,
+        checkpoint: &crate::commitment::SignedCheckpoint,
+    ) -> Result<bool, StoreError> {
+        let (reply, result) = oneshot::channel();
+        let request = writer::Request::Seal { checkpoint: checkpoint.clone(), reply };
+        self.requests.send(request).await.map_err(|_| StoreError::Closed)?;
+        result.await.map_err(|_| StoreError::Closed)?
     }
 }
 

@@ -59,6 +59,23 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE events ADD COLUMN chain BLOB;
     ALTER TABLE streams ADD COLUMN head_hash BLOB;
     ",
+    // 3: the global commitment (`crate::commitment`). `pruned` keeps the hash row of every
+    // event of a deleted stream (written by the delete, in its transaction), so the log hash
+    // still recomputes after retention; `log_checkpoints` holds the signed checkpoints, each
+    // the exact JSON body and the Ed25519 signature over it.
+    "
+    CREATE TABLE pruned (
+        position   INTEGER PRIMARY KEY,
+        stream_id  INTEGER NOT NULL,
+        version    INTEGER NOT NULL,
+        chain      BLOB
+    ) STRICT;
+    CREATE TABLE log_checkpoints (
+        seq        INTEGER PRIMARY KEY,
+        body       BLOB    NOT NULL,
+        signature  BLOB    NOT NULL
+    ) STRICT;
+    ",
 ];
 
 /// The step after which existing events get their chains computed.

@@ -1,11 +1,14 @@
 //! Verification of the embedded store: reads the rows and feeds them to the one rule
 //! ([`crate::verify::Walker`]): every event in stream order, then every stream row. The log
-//! head (`log.head`) bounds positions; an event of a stream id without a row is a break.
+//! head (`log.head`) bounds positions; an event of a stream id without a row is a break. Then
+//! the whole log in global order against the signed checkpoints
+//! ([`crate::commitment::LogWalker`]). All of it in one read transaction: one snapshot.
 
 use std::collections::HashMap;
 
 use rusqlite::Connection;
 
+use crate::commitment::LogWalker;
 use crate::verify::{Break, EventRow, StreamRow, Verification, Walker};
 use crate::{Position, StoreError};
 
@@ -18,7 +21,12 @@ fn position(p: i64) -> Position {
 }
 
 /// Verifies the database `conn` reads (a reader connection: nothing is written).
-pub(crate) fn verify(conn: &Connection) -> Result<Verification, StoreError> {
+pub(crate) fn verify(
+    conn: &Connection,
+    key: Option<crate::commitment::CheckpointKey>,
+) -> Result<Verification, StoreError> {
+    let tx = conn.unchecked_transaction().map_err(fail)?;
+    let conn: &Connection = &tx;
     let log_head: i64 =
         conn.query_row("SELECT head FROM log WHERE id = 1", [], |r| r.get(0)).map_err(fail)?;
     let mut streams: Vec<(i64, StreamRow)> = Vec::new();
@@ -87,6 +95,13 @@ pub(crate) fn verify(conn: &Connection) -> Result<Verification, StoreError> {
         }
     }
     drop(rows);
+    drop(q);
     let streams: Vec<StreamRow> = streams.into_iter().map(|(_, s)| s).collect();
-    Ok(walker.finish(&streams))
+    let report = walker.finish(&streams);
+    if !report.is_intact() {
+        return Ok(report);
+    }
+    let mut log = LogWalker::new(super::seal::checkpoints(conn, false)?, key);
+    super::seal::entries(conn, 0, -1, |e| log.entry(e))?;
+    Ok(report.with_checkpoints(log.finish()))
 }

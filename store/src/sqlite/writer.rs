@@ -56,6 +56,11 @@ pub(crate) enum Request {
         expected: ExpectedVersion,
         reply: Reply<()>,
     },
+    /// Store a signed checkpoint (`crate::commitment`); `false`: its sequence number is taken.
+    Seal {
+        checkpoint: crate::commitment::SignedCheckpoint,
+        reply: Reply<bool>,
+    },
     /// Finish the current group, close the connection, then answer.
     Close {
         reply: oneshot::Sender<()>,
@@ -66,6 +71,7 @@ impl Request {
     fn bytes(&self) -> usize {
         match self {
             Request::Append { bytes, .. } => *bytes,
+            Request::Seal { checkpoint, .. } => checkpoint.body.len(),
             Request::Delete { .. } | Request::Close { .. } => 0,
         }
     }
@@ -86,6 +92,7 @@ struct StreamEntry {
 enum Answer {
     Appended(Result<AppendResult, StoreError>),
     Deleted(Result<(), StoreError>),
+    Sealed(Result<bool, StoreError>),
     /// For a request that needs no answer from the transaction.
     Nothing,
 }
@@ -259,6 +266,7 @@ impl Writer {
                     .iter()
                     .map(|r| match r {
                         Request::Delete { .. } => Answer::Deleted(Err(error.clone())),
+                        Request::Seal { .. } => Answer::Sealed(Err(error.clone())),
                         _ => Answer::Appended(Err(error.clone())),
                     })
                     .collect()
@@ -271,6 +279,9 @@ impl Writer {
                     let _ = reply.send(result);
                 }
                 (Request::Delete { reply, .. }, Answer::Deleted(result)) => {
+                    let _ = reply.send(result);
+                }
+                (Request::Seal { reply, .. }, Answer::Sealed(result)) => {
                     let _ = reply.send(result);
                 }
                 // `apply_group` answers each request with its own kind.
@@ -329,6 +340,7 @@ fn apply_group(
                 let mut group = Group { tx: &tx, state: &mut *state, overlay: &mut overlay };
                 Answer::Deleted(group.delete(now_micros, stream, *expected)?)
             }
+            Request::Seal { checkpoint, .. } => Answer::Sealed(seal(&tx, checkpoint)?),
             // `run` never puts a Close into a group; answered in `commit_group` if it did.
             Request::Close { .. } => Answer::Nothing,
         };
@@ -466,6 +478,13 @@ impl Group<'_, '_> {
         let tx = self.tx;
         let id = match entry {
             Some(e) => {
+                // The hash rows stay (`crate::commitment`): the log hash still recomputes.
+                tx.prepare_cached(
+                    "INSERT INTO pruned (position, stream_id, version, chain) \
+                     SELECT position, stream_id, version, chain FROM events WHERE stream_id = ?1",
+                )
+                .and_then(|mut s| s.execute([e.id]))
+                .map_err(fatal("keeping a stream's hash rows"))?;
                 tx.prepare_cached("DELETE FROM events WHERE stream_id = ?1")
                     .and_then(|mut s| s.execute([e.id]))
                     .map_err(fatal("deleting a stream's events"))?;
@@ -488,6 +507,22 @@ impl Group<'_, '_> {
             .insert(stream.to_owned(), StreamEntry { id, version: current, deleted: true, head });
         Ok(Ok(()))
     }
+}
+
+/// Stores a signed checkpoint unless its sequence number is taken.
+fn seal(
+    tx: &Transaction<'_>,
+    checkpoint: &crate::commitment::SignedCheckpoint,
+) -> Result<Result<bool, StoreError>, GroupError> {
+    let seq = to_i64(checkpoint.seq, "checkpoint number")?;
+    let written = tx
+        .prepare_cached(
+            "INSERT INTO log_checkpoints (seq, body, signature) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (seq) DO NOTHING",
+        )
+        .and_then(|mut s| s.execute(params![seq, checkpoint.body, checkpoint.signature]))
+        .map_err(fatal("storing a checkpoint"))?;
+    Ok(Ok(written == 1))
 }
 
 fn savepoint(tx: &Transaction<'_>, sql: &'static str) -> Result<(), StoreError> {

@@ -1,0 +1,190 @@
+//! The signed checkpoints of the log (`pop_store::commitment`) on the server's side: the key
+//! and the sealing task.
+//!
+//! - The key is an Ed25519 seed, 64 hex digits in a file: `--checkpoint-key <file>` (e.g. a
+//!   mounted Kubernetes Secret; every replica of a shared store takes the same one), else
+//!   `<data-dir>/checkpoint.key`, created on first start from the operating system's random
+//!   generator with mode 0600. Whoever holds it can sign checkpoints: keep it away from the
+//!   database's operators (that is the point of it), and back it up — without it a log can
+//!   still be verified with the public key (`pop verify --public-key`), but not extended by
+//!   the same key.
+//! - `pop serve` seals every [`SEAL_EVERY`] (`--checkpoint-every`), off the write path, the
+//!   entries below the point where nothing can still commit; each round first checks that the
+//!   newest stored checkpoint is signed by its key. `/metrics` shows the newest checkpoint it
+//!   sealed or found verified (`pop_checkpoint_*`).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use pop_store::commitment::{
+    CheckpointKey, CheckpointSigningKey, LogCommitment, Sealer, parse_signing_key,
+    parse_verifying_key,
+};
+
+/// The key file's name in the data directory.
+pub const KEY_FILE: &str = "checkpoint.key";
+
+/// How often `pop serve` seals by default: an edit of the log's newest events can go unseen by
+/// the checkpoints at most this long.
+pub const SEAL_EVERY: Duration = Duration::from_secs(5);
+
+/// The signing key: the given file, else the data directory's, created when missing.
+pub fn signing_key(data_dir: &Path, given: Option<&Path>) -> Result<CheckpointSigningKey> {
+    if let Some(path) = given {
+        return read_signing_key(path);
+    }
+    let path = data_dir.join(KEY_FILE);
+    if path.exists() {
+        return read_signing_key(&path);
+    }
+    create_key(&path)
+}
+
+fn read_signing_key(path: &Path) -> Result<CheckpointSigningKey> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the checkpoint key {}", path.display()))?;
+    parse_signing_key(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+fn create_key(path: &Path) -> Result<CheckpointSigningKey> {
+    use rand::TryRngCore;
+    let mut seed = [0u8; 32];
+    rand::rngs::OsRng.try_fill_bytes(&mut seed).context("reading the OS random generator")?;
+    let write = || format!("writing the checkpoint key {}", path.display());
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(write)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    // `create_new`: two processes starting together never overwrite each other's key.
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).with_context(write)?;
+    let hex: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+    file.write_all(format!("{hex}\n").as_bytes()).with_context(write)?;
+    file.sync_all().with_context(write)?;
+    tracing::info!(path = %path.display(), "created the checkpoint signing key");
+    Ok(CheckpointSigningKey::from_bytes(&seed))
+}
+
+/// The key `pop verify` checks signatures with: `--public-key` (hex or a file holding it),
+/// else the public half of `--checkpoint-key` or of the data directory's key; `None` when
+/// there is none (signatures then go unchecked, and the report says so).
+pub fn verifying_key(
+    data_dir: &Path,
+    key_file: Option<&Path>,
+    public_key: Option<&str>,
+) -> Result<Option<CheckpointKey>> {
+    if let Some(text) = public_key {
+        let text = if Path::new(text).is_file() {
+            std::fs::read_to_string(text).with_context(|| format!("reading {text}"))?
+        } else {
+            text.to_owned()
+        };
+        return match parse_verifying_key(&text) {
+            Ok(key) => Ok(Some(key)),
+            Err(e) => bail!("--public-key: {e}"),
+        };
+    }
+    let path: PathBuf = match key_file {
+        Some(p) => p.to_path_buf(),
+        None => data_dir.join(KEY_FILE),
+    };
+    if key_file.is_none() && !path.exists() {
+        return Ok(None);
+    }
+    Ok(Some(read_signing_key(&path)?.verifying_key()))
+}
+
+/// The public key as hex, for logs and `pop verify --public-key`.
+pub fn public_hex(key: &CheckpointKey) -> String {
+    key.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Seals every `every` until `stop` resolves, and once more before returning. A round that
+/// fails is logged and retried at the next tick.
+pub fn spawn(
+    log: Arc<dyn LogCommitment>,
+    key: CheckpointSigningKey,
+    every: Duration,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let sealer = Sealer::new(key);
+    tracing::info!(public_key = %public_hex(&sealer.verifying_key()), "sealing checkpoints of the log");
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => round(&sealer, log.as_ref()).await,
+                () = &mut stop => break,
+            }
+        }
+        round(&sealer, log.as_ref()).await;
+    })
+}
+
+async fn round(sealer: &Sealer, log: &dyn LogCommitment) {
+    use pop_api::metrics::{
+        CHECKPOINT_EVENTS, CHECKPOINT_POSITION, CHECKPOINT_SEALED, CHECKPOINT_SEQ,
+    };
+    match sealer.seal_all(log, chrono::Utc::now()).await {
+        Ok(Some(c)) => {
+            metrics::gauge!(CHECKPOINT_SEQ).set(c.seq as f64);
+            metrics::gauge!(CHECKPOINT_POSITION).set(c.position.commit() as f64);
+            metrics::gauge!(CHECKPOINT_EVENTS).set(c.events as f64);
+            metrics::gauge!(CHECKPOINT_SEALED).set(c.sealed_at.timestamp_micros() as f64 / 1e6);
+            tracing::debug!(seq = c.seq, position = %c.position, "sealed a checkpoint");
+        }
+        Ok(None) => {
+            // Nothing new: report the newest stored one, whose signature the round checked.
+            if let Ok(Some(last)) = log.last_checkpoint().await
+                && last.verify_signature(&sealer.verifying_key()).is_ok()
+                && let Ok(c) = last.checkpoint()
+            {
+                metrics::gauge!(CHECKPOINT_SEQ).set(c.seq as f64);
+                metrics::gauge!(CHECKPOINT_POSITION).set(c.position.commit() as f64);
+                metrics::gauge!(CHECKPOINT_EVENTS).set(c.events as f64);
+                metrics::gauge!(CHECKPOINT_SEALED).set(c.sealed_at.timestamp_micros() as f64 / 1e6);
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "sealing a checkpoint of the log failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_created_once_with_mode_0600_and_read_back() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let first = signing_key(dir.path(), None).expect("created");
+        let again = signing_key(dir.path(), None).expect("read");
+        assert_eq!(first.to_bytes(), again.to_bytes());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(KEY_FILE))
+                .expect("the key file")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let public = verifying_key(dir.path(), None, None).expect("read").expect("a key");
+        assert_eq!(public, first.verifying_key());
+        let by_hex = verifying_key(dir.path(), None, Some(&public_hex(&public))).expect("parsed");
+        assert_eq!(by_hex, Some(public));
+        let empty = tempfile::tempdir().expect("a temp dir");
+        assert!(verifying_key(empty.path(), None, None).expect("no key").is_none());
+        std::fs::write(empty.path().join("bad.key"), "xyz").expect("written");
+        assert!(signing_key(empty.path(), Some(&empty.path().join("bad.key"))).is_err());
+    }
+}

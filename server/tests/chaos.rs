@@ -1,0 +1,437 @@
+//! Chaos on the PostgreSQL store (issue 19): faults injected while agendas are submitted and
+//! worked through the real `pop serve`, then a Jepsen-style total-queue check after a full
+//! drain — every submitted agenda exists exactly once and reached exactly one terminal state;
+//! nothing was lost, duplicated or unexpected.
+//!
+//! Each case runs on a throwaway cluster of its own (initdb + pg_ctl from Debian's binaries; a
+//! loud SKIP without them, a failure under `POP_REQUIRE_POSTGRES=1`), because the faults hit
+//! the whole server:
+//! - `pg_terminate_backend` on every connection of pop's database, in a loop;
+//! - a PostgreSQL restart;
+//! - the primary turning read-only (`default_transaction_read_only`) and back.
+//!
+//! The load is what real clients do: a submitter that retries a submit until it is answered
+//! (client-chosen ids make the retry safe: a second submit of an id that was committed is
+//! refused as existing), and two workers that claim (`getAgenda`) and complete, retrying what
+//! failed for transient reasons. A claim whose answer was lost leaves an agenda leased to no
+//! one who knows it; the server's reclaimer (short leases here) hands it out again, which is
+//! what a production worker would see too.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use pop_store::test_cluster::{ClusterDurability, TestCluster};
+use serde_json::{Value, json};
+use support::{Pop, log_tail};
+use tokio_postgres::NoTls;
+
+const ACME: &str = "tok_chaos_acme_user_0123456789ab";
+const WORKER: &str = "tok_chaos_worker_0123456789abcd";
+
+/// Agendas each case submits.
+const AGENDAS: usize = 120;
+/// How long the whole drain may take after the fault ended.
+const DRAIN: Duration = Duration::from_secs(120);
+
+/// Short leases and reclaims, so a claim whose answer was lost is handed out again quickly.
+const FAST: &[&str] = &[
+    "--lease",
+    "2",
+    "--reclaim-interval",
+    "1",
+    "--retry-interval",
+    "1",
+    "--retry-backoff",
+    "0",
+    "--retry-jitter-percent",
+    "0",
+    "--data-reap-interval",
+    "0",
+];
+
+const SUBMIT: &str = "mutation($a: JSON!) { submitAgenda(agenda: $a) { agenda { id } } }";
+const GET_AGENDA: &str = "mutation { getAgenda(insightId: \"transcode\", count: 10) \
+    { agenda { id } progress { id } lease { id } } }";
+const REPORT: &str = "mutation($p: JSON!, $l: String) { updateAgendaProgress(agendaProgress: $p, \
+    leaseId: $l) { progress { processingState } } }";
+const STATS: &str = "{ agendaStats { waiting executing succeeded failed cancelled } }";
+const LIST: &str = "query($after: String) { agendaProgressList(first: 100, after: $after, \
+    filter: {customerId: \"acme\"}) { items { agendaId processingState } endCursor hasNextPage } }";
+const HISTORY: &str = "query($id: String!) { agendaEvents(agendaId: $id, first: 200) \
+    { items { type } } }";
+
+/// One GraphQL call that may fail in transit: the body, or why there is none.
+async fn call(
+    http: &reqwest::Client,
+    pop_url: &str,
+    token: &str,
+    query: &str,
+    variables: Value,
+) -> Result<Value, String> {
+    let response = http
+        .post(pop_url)
+        .bearer_auth(token)
+        .json(&json!({"query": query, "variables": variables}))
+        .send()
+        .await
+        .map_err(|e| format!("transport: {e}"))?;
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.map_err(|e| format!("body ({status}): {e}"))?;
+    Ok(body)
+}
+
+/// The first error's code of a GraphQL answer, if it has errors.
+fn error_code(body: &Value) -> Option<String> {
+    body["errors"]
+        .as_array()
+        .and_then(|e| e.first())
+        .map(|e| e["extensions"]["code"].as_str().unwrap_or("NO_CODE").to_string())
+}
+
+/// What each case's clients share.
+struct Load {
+    http: reqwest::Client,
+    url: String,
+    /// Set once every agenda is terminal: the workers stop.
+    done: AtomicBool,
+    /// Calls that failed in transit or with an error the client retries.
+    failures: AtomicU64,
+}
+
+impl Load {
+    fn failed(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Submits `chaos-0 .. chaos-N`, each retried until it is answered with the agenda or as
+/// existing (a retry of a submit that was committed before its answer was lost).
+async fn submitter(load: Arc<Load>) -> Result<(), String> {
+    for i in 0..AGENDAS {
+        let id = format!("chaos-{i}");
+        let agenda = json!({
+            "id": id, "customerId": "acme", "linkId": "chaos", "title": "chaos",
+            "params": {"maximumAttempts": 20},
+            "operations": [{"name": "probe", "type": "ffmpeg", "payload": {"n": i}}]
+        });
+        let deadline = Instant::now() + DRAIN;
+        loop {
+            match call(&load.http, &load.url, ACME, SUBMIT, json!({"a": agenda})).await {
+                Ok(body) if body["data"]["submitAgenda"]["agenda"]["id"] == id.as_str() => break,
+                Ok(body) if error_code(&body).as_deref() == Some("CONFLICT") => {
+                    // Committed by an earlier try whose answer was lost: it must be there.
+                    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+                    if message.contains("exist") {
+                        break;
+                    }
+                    return Err(format!("submit {id}: unexpected conflict {body}"));
+                }
+                Ok(body) => {
+                    let code = error_code(&body).unwrap_or_default();
+                    if matches!(
+                        code.as_str(),
+                        "VALIDATION" | "BAD_REQUEST" | "FORBIDDEN" | "NOT_FOUND"
+                    ) {
+                        return Err(format!("submit {id}: refused {body}"));
+                    }
+                }
+                Err(_) => {}
+            }
+            if Instant::now() > deadline {
+                return Err(format!("submit {id}: not answered within {DRAIN:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Paced so that the submits span the fault (~6 s in all).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// Claims and completes until told the work is done. A report that fails in transit is
+/// retried; one refused (its lease lost to the reclaimer, or the agenda already complete from
+/// an earlier try whose answer was lost) is left to the reclaimer and the next claim.
+async fn worker(load: Arc<Load>) {
+    while !load.done.load(Ordering::Acquire) {
+        let claimed = match call(&load.http, &load.url, WORKER, GET_AGENDA, json!({})).await {
+            Ok(body) => {
+                if body.get("errors").is_some() {
+                    load.failed();
+                }
+                body["data"]["getAgenda"].as_array().cloned().unwrap_or_default()
+            }
+            Err(_) => {
+                load.failed();
+                Vec::new()
+            }
+        };
+        if claimed.is_empty() {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            continue;
+        }
+        for got in claimed {
+            let report = json!({
+                "id": got["progress"]["id"], "processingState": "COMPLETE",
+                "processingStateMessage": "succeeded",
+                "operationProgress": [{"operation": "probe", "processingState": "COMPLETE",
+                    "processingStateMessage": "succeeded", "percentComplete": 100}]
+            });
+            let variables = json!({"p": report, "l": got["lease"]["id"]});
+            for _ in 0..50 {
+                match call(&load.http, &load.url, WORKER, REPORT, variables.clone()).await {
+                    Ok(body) if body.get("errors").is_none() => break,
+                    Ok(body) => match error_code(&body).as_deref() {
+                        Some("CONFLICT" | "NOT_FOUND" | "VALIDATION" | "FORBIDDEN") => break,
+                        _ => load.failed(),
+                    },
+                    Err(_) => load.failed(),
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// A superuser session on the cluster's `postgres` database.
+async fn admin_session(cluster: &TestCluster) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&cluster.url("postgres"), NoTls)
+        .await
+        .expect("a superuser session");
+    tokio::spawn(connection);
+    client
+}
+
+/// The database name of a store URL (`postgres://…/NAME[?…]`).
+fn database_of(url: &str) -> String {
+    let tail = url.rsplit('/').next().unwrap_or_default();
+    tail.split('?').next().unwrap_or_default().to_string()
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// `pg_terminate_backend` on every connection of pop's database, every 250 ms for 5 s.
+    TerminateBackends,
+    /// `pg_ctl restart` once, mid-load.
+    Restart,
+    /// `default_transaction_read_only = on` for every session for 3 s, then off again.
+    ReadOnly,
+}
+
+async fn inject(fault: Fault, cluster: &TestCluster, database: &str) {
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    match fault {
+        Fault::TerminateBackends => {
+            let admin = admin_session(cluster).await;
+            let until = Instant::now() + Duration::from_secs(5);
+            let mut killed = 0i64;
+            while Instant::now() < until {
+                let row = admin
+                    .query_one(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                         WHERE datname = $1 AND pid <> pg_backend_pid()",
+                        &[&database],
+                    )
+                    .await
+                    .expect("terminating pop's sessions");
+                killed += row.get::<_, i64>(0);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            assert!(killed > 0, "the fault never hit a session of pop's");
+        }
+        Fault::Restart => {
+            let started = "SELECT pg_postmaster_start_time()::text";
+            let before: String =
+                admin_session(cluster).await.query_one(started, &[]).await.unwrap().get(0);
+            cluster.restart().expect("restarting PostgreSQL");
+            let after: String =
+                admin_session(cluster).await.query_one(started, &[]).await.unwrap().get(0);
+            assert_ne!(before, after, "the server did not restart");
+        }
+        Fault::ReadOnly => {
+            let admin = admin_session(cluster).await;
+            // One statement per call: a multi-statement string is one implicit transaction,
+            // and ALTER SYSTEM refuses to run in one.
+            for statement in
+                ["ALTER SYSTEM SET default_transaction_read_only = on", "SELECT pg_reload_conf()"]
+            {
+                admin.batch_execute(statement).await.expect("turning the primary read-only");
+            }
+            // The setting reaches open sessions (pop's pooled ones too) once each has taken the
+            // reload signal, a moment after pg_reload_conf() answered.
+            let until = Instant::now() + Duration::from_secs(10);
+            loop {
+                let row = admin.query_one("SHOW default_transaction_read_only", &[]).await.unwrap();
+                if row.get::<_, String>(0) == "on" {
+                    break;
+                }
+                assert!(Instant::now() < until, "the reload never reached a session");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let refused = admin
+                .batch_execute("CREATE TABLE chaos_probe (x int)")
+                .await
+                .expect_err("a write while read-only");
+            assert_eq!(
+                refused.code(),
+                Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION),
+                "{refused}"
+            );
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            // This session was reloaded too: writable again for itself first.
+            for statement in [
+                "SET default_transaction_read_only = off",
+                "ALTER SYSTEM RESET default_transaction_read_only",
+                "SELECT pg_reload_conf()",
+            ] {
+                admin.batch_execute(statement).await.expect("turning the primary writable again");
+            }
+        }
+    }
+}
+
+async fn chaos(name: &str, fault: Fault) {
+    let Some(cluster) =
+        TestCluster::start(name, ClusterDurability::Fast).expect("a throwaway PostgreSQL cluster")
+    else {
+        return;
+    };
+    let url = cluster.create_database().await.expect("a database");
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = json!([
+        {"token": ACME, "name": "acme-user", "role": "user", "customers": ["acme"]},
+        {"token": WORKER, "name": "worker", "role": "service", "customers": ["acme"]},
+    ]);
+    let token_file = dir.path().join("tokens.json");
+    std::fs::write(&token_file, tokens.to_string()).unwrap();
+    let mut args = FAST.to_vec();
+    args.extend(["--store", url.as_str()]);
+    let pop =
+        Pop::start_with(&dir.path().join("data"), Some(&token_file), &log(dir.path()), true, &args);
+    pop.seed_transcode(&pop.admin.clone(), 1000).await;
+
+    let load = Arc::new(Load {
+        http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(),
+        url: format!("{}/graphql", pop.base()),
+        done: AtomicBool::new(false),
+        failures: AtomicU64::new(0),
+    });
+    let workers: Vec<_> = (0..2).map(|_| tokio::spawn(worker(Arc::clone(&load)))).collect();
+    let submitting = tokio::spawn(submitter(Arc::clone(&load)));
+    inject(fault, &cluster, &database_of(&url)).await;
+    submitting
+        .await
+        .expect("the submitter")
+        .unwrap_or_else(|e| panic!("{name}: {e}\nlog:\n{}", log_tail(&pop.log)));
+    // How many calls failed depends on timing (pop retries a lost connection itself, so a
+    // killed session often costs the client nothing): printed, not asserted. That the fault
+    // really happened is asserted where it is injected.
+    let failures = load.failures.load(Ordering::Relaxed);
+    println!("{name}: the clients saw {failures} failed calls during the fault and retried them");
+
+    // Drain: every agenda terminal.
+    let deadline = Instant::now() + DRAIN;
+    loop {
+        let stats = call(&load.http, &load.url, ACME, STATS, json!({})).await;
+        if let Ok(body) = &stats {
+            let s = &body["data"]["agendaStats"];
+            let terminal = ["succeeded", "failed", "cancelled"]
+                .iter()
+                .map(|k| s[k].as_u64().unwrap_or(0))
+                .sum::<u64>();
+            if terminal == AGENDAS as u64 && s["waiting"] == 0 && s["executing"] == 0 {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: not drained within {DRAIN:?}: {stats:?}\nlog:\n{}",
+            log_tail(&pop.log)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    load.done.store(true, Ordering::Release);
+    for w in workers {
+        w.await.expect("a worker");
+    }
+
+    // The total-queue invariant.
+    let mut seen: HashMap<String, String> = HashMap::new();
+    let mut after = Value::Null;
+    loop {
+        let body = call(&load.http, &load.url, ACME, LIST, json!({"after": after})).await.unwrap();
+        let page = &body["data"]["agendaProgressList"];
+        for item in page["items"].as_array().unwrap_or_else(|| panic!("no list: {body}")) {
+            let id = item["agendaId"].as_str().unwrap().to_string();
+            let state = item["processingState"].as_str().unwrap().to_string();
+            assert!(seen.insert(id.clone(), state).is_none(), "{name}: {id} listed twice");
+        }
+        if page["hasNextPage"] != true {
+            break;
+        }
+        after = page["endCursor"].clone();
+    }
+    let expected: HashSet<String> = (0..AGENDAS).map(|i| format!("chaos-{i}")).collect();
+    let listed: HashSet<String> = seen.keys().cloned().collect();
+    assert_eq!(
+        listed.difference(&expected).count(),
+        0,
+        "{name}: unexpected agendas {:?}",
+        listed.difference(&expected).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        expected.difference(&listed).count(),
+        0,
+        "{name}: lost agendas {:?}",
+        expected.difference(&listed).collect::<Vec<_>>()
+    );
+    for (id, state) in &seen {
+        assert_eq!(state, "COMPLETE", "{name}: {id} ended {state}");
+        let body = call(&load.http, &load.url, ACME, HISTORY, json!({"id": id})).await.unwrap();
+        let types: Vec<&str> = body["data"]["agendaEvents"]["items"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no history of {id}: {body}"))
+            .iter()
+            .filter_map(|e| e["type"].as_str())
+            .collect();
+        let count = |t: &str| types.iter().filter(|x| **x == t).count();
+        assert_eq!(count("AgendaSubmitted"), 1, "{name}: {id} submitted once: {types:?}");
+        assert_eq!(count("AgendaCompleted"), 1, "{name}: {id} completed once: {types:?}");
+    }
+    // And the log itself still verifies after the faults.
+    let verify = support::pop_command()
+        .args(["verify", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--store", &url])
+        .output()
+        .expect("running pop verify");
+    assert!(
+        verify.status.success(),
+        "{name}: pop verify failed after the faults: {}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
+
+fn log(dir: &Path) -> std::path::PathBuf {
+    dir.join("pop.log")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_killed_in_a_loop_lose_and_duplicate_nothing() {
+    chaos("connections_killed_in_a_loop", Fault::TerminateBackends).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_postgres_restart_mid_load_loses_and_duplicates_nothing() {
+    chaos("a_postgres_restart_mid_load", Fault::Restart).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_primary_that_turns_read_only_loses_and_duplicates_nothing() {
+    chaos("a_primary_that_turns_read_only", Fault::ReadOnly).await;
+}

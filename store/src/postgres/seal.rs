@@ -1,0 +1,107 @@
+//! The global commitment on PostgreSQL ([`crate::commitment`]): the log's entries in global
+//! order (events and the hash rows of deleted streams, one `UNION ALL` merged over both
+//! primary keys, so one snapshot), only below the gap-free horizon — the rule the readers
+//! use: every transaction below it has ended, so nothing can still commit there — the stored
+//! checkpoints, and storing a new one (its sequence number is the primary key: of two
+//! replicas sealing the same one, the second is dropped).
+
+use deadpool_postgres::Pool;
+use tokio_postgres::Row;
+
+use super::pool_error;
+use crate::commitment::{LogEntry, SignedCheckpoint};
+use crate::digest::Hash;
+use crate::{Position, StoreError};
+
+fn fail(e: tokio_postgres::Error) -> StoreError {
+    StoreError::backend("reading the log for its checkpoints", e)
+}
+
+/// Entries after `($1, $2)`, all (verification: no horizon, no limit) or for sealing.
+pub(crate) const ENTRIES_SQL: &str = "
+    SELECT tx_id, seq, stream, version, chain FROM (
+        SELECT tx_id, seq, stream, version, chain FROM pop_events
+        UNION ALL
+        SELECT tx_id, seq, stream, version, chain FROM pop_pruned
+    ) e ORDER BY tx_id, seq";
+
+const SEALABLE_SQL: &str = "
+    WITH h AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS x)
+    SELECT tx_id, seq, stream, version, chain FROM (
+        (SELECT tx_id, seq, stream, version, chain FROM pop_events
+         WHERE (tx_id, seq) > ($1, $2) AND tx_id < (SELECT x FROM h)
+         ORDER BY tx_id, seq LIMIT $3)
+        UNION ALL
+        (SELECT tx_id, seq, stream, version, chain FROM pop_pruned
+         WHERE (tx_id, seq) > ($1, $2) AND tx_id < (SELECT x FROM h)
+         ORDER BY tx_id, seq LIMIT $3)
+    ) e ORDER BY tx_id, seq LIMIT $3";
+
+pub(crate) fn entry_from(r: &Row) -> Result<LogEntry, StoreError> {
+    let tx_id: i64 = r.try_get(0).map_err(fail)?;
+    let seq: i64 = r.try_get(1).map_err(fail)?;
+    let version: i64 = r.try_get(3).map_err(fail)?;
+    let link: Option<&[u8]> = r.try_get(4).map_err(fail)?;
+    Ok(LogEntry {
+        // Out of range values stay visible as breaks: they fold to another log hash.
+        position: match (u64::try_from(tx_id), u64::try_from(seq)) {
+            (Ok(tx), Ok(seq)) => Position::new(tx, seq),
+            _ => Position::START,
+        },
+        stream: r.try_get(2).map_err(fail)?,
+        version: u64::try_from(version).unwrap_or(u64::MAX),
+        link: link.and_then(|l| Hash::try_from(l).ok()),
+    })
+}
+
+pub(crate) fn checkpoint_from(r: &Row) -> Result<SignedCheckpoint, StoreError> {
+    Ok(SignedCheckpoint {
+        seq: u64::try_from(r.try_get::<_, i64>(0).map_err(fail)?).unwrap_or(0),
+        body: r.try_get(1).map_err(fail)?,
+        signature: r.try_get(2).map_err(fail)?,
+    })
+}
+
+pub(crate) async fn last_checkpoint(pool: &Pool) -> Result<Option<SignedCheckpoint>, StoreError> {
+    let client = pool.get().await.map_err(pool_error)?;
+    let row = client
+        .query_opt(
+            "SELECT seq, body, signature FROM pop_checkpoints ORDER BY seq DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .map_err(fail)?;
+    row.as_ref().map(checkpoint_from).transpose()
+}
+
+pub(crate) async fn sealable_entries(
+    pool: &Pool,
+    after: Position,
+    max: usize,
+) -> Result<Vec<LogEntry>, StoreError> {
+    let client = pool.get().await.map_err(pool_error)?;
+    let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let (tx, seq, limit) = (clamp(after.commit()), clamp(after.prepare()), clamp(max as u64));
+    let statement = client.prepare_cached(SEALABLE_SQL).await.map_err(fail)?;
+    let rows = client.query(&statement, &[&tx, &seq, &limit]).await.map_err(fail)?;
+    rows.iter().map(entry_from).collect()
+}
+
+pub(crate) async fn add_checkpoint(
+    pool: &Pool,
+    checkpoint: &SignedCheckpoint,
+) -> Result<bool, StoreError> {
+    let client = pool.get().await.map_err(pool_error)?;
+    let seq = i64::try_from(checkpoint.seq).map_err(|_| {
+        StoreError::Corrupt(format!("checkpoint {} is out of range", checkpoint.seq))
+    })?;
+    let written = client
+        .execute(
+            "INSERT INTO pop_checkpoints (seq, body, signature) VALUES ($1, $2, $3) \
+             ON CONFLICT (seq) DO NOTHING",
+            &[&seq, &checkpoint.body, &checkpoint.signature],
+        )
+        .await
+        .map_err(|e| StoreError::backend("storing a checkpoint", e))?;
+    Ok(written == 1)
+}

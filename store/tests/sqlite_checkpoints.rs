@@ -1,0 +1,210 @@
+//! Signed checkpoints on the embedded store ([`pop_store::commitment`]): a log is sealed in
+//! several checkpoints, then changed in the database file in the ways a chain per stream
+//! cannot show — a stream removed whole, the log's tail cut with the stream rows rewritten to
+//! match, the whole log replaced by a consistent forgery sealed without the key — and
+//! verification must find each with its stream, version and position. A stream deleted on
+//! purpose (the data reaper) keeps its hash rows and still verifies.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use pop_store::commitment::{CheckpointSigningKey, Sealer};
+use pop_store::verify::Verification;
+use pop_store::{
+    Direction, Durability, EventStore, ExpectedVersion, NewEvent, Position, SqliteOptions,
+    SqliteStore, fixed_clock,
+};
+use rusqlite::Connection;
+use uuid::Uuid;
+
+fn event(n: u32, salt: &str) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::new_v4(),
+        event_type: format!("Type{}", n % 3),
+        schema_version: 1,
+        data: format!("{{\"n\":{n},\"s\":\"{salt}\"}}").into_bytes(),
+        metadata: format!("{{\"actor\":\"user:u{n}\"}}").into_bytes(),
+    }
+}
+
+fn now() -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp_micros(1_800_000_000_123_456).unwrap()
+}
+
+fn key(n: u8) -> CheckpointSigningKey {
+    CheckpointSigningKey::from_bytes(&[n; 32])
+}
+
+/// Streams a (4 events), b (3) and c (2), interleaved (positions 1…9: a0 a1 b0 a2 a3 c0 c1 b1
+/// b2), sealed by `signer` in checkpoints of at most 4 entries (1–4, 5–8, 9). Returns the
+/// file and each stream's positions by version.
+async fn sealed(
+    dir: &Path,
+    name: &str,
+    salt: &str,
+    signer: &CheckpointSigningKey,
+) -> (PathBuf, Vec<Vec<Position>>) {
+    let path = dir.join(name);
+    let options = SqliteOptions { durability: Durability::Normal, clock: fixed_clock(now()) };
+    let store = SqliteStore::open(&path, options).await.unwrap();
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        event(n, salt)
+    };
+    store.append("a", ExpectedVersion::NoStream, vec![next(), next()]).await.unwrap();
+    store.append("b", ExpectedVersion::NoStream, vec![next()]).await.unwrap();
+    store.append("a", ExpectedVersion::Exact(1), vec![next(), next()]).await.unwrap();
+    store.append("c", ExpectedVersion::NoStream, vec![next(), next()]).await.unwrap();
+    store.append("b", ExpectedVersion::Exact(0), vec![next(), next()]).await.unwrap();
+    let sealer = Sealer::with_max_entries(signer.clone(), 4);
+    let last = sealer.seal_all(&store, now()).await.unwrap().expect("sealed");
+    assert_eq!((last.seq, last.events), (3, 9));
+    assert!(sealer.seal(&store, now()).await.unwrap().is_none(), "nothing left to seal");
+    let mut positions: Vec<Vec<Position>> = Vec::new();
+    for s in ["a", "b", "c"] {
+        let events = store.read_stream(s, 0, 100, Direction::Forwards).await.unwrap();
+        positions.push(events.iter().map(|e| e.position).collect());
+    }
+    let report = store.verify_with(Some(signer.verifying_key())).await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(
+        (report.checkpoints.checkpoints, report.checkpoints.sealed_entries),
+        (3, 9),
+        "{report:?}"
+    );
+    assert!(report.checkpoints.signatures_checked);
+    assert_eq!(report.checkpoints.last.map(|l| (l.0, l.1)), Some((3, positions[1][2])));
+    store.close().await.unwrap();
+    (path, positions)
+}
+
+fn tampered(path: &Path, edit: &str, key: &CheckpointSigningKey) -> Verification {
+    let copy = path.with_extension(format!("{}.db", Uuid::new_v4()));
+    std::fs::copy(path, &copy).unwrap();
+    let conn = Connection::open(&copy).unwrap();
+    conn.execute_batch(edit).unwrap();
+    drop(conn);
+    SqliteStore::verify_file_with(&copy, Some(key.verifying_key())).unwrap()
+}
+
+fn located(r: &Verification, stream: &str, version: u64, position: Position) -> String {
+    let b = r.first_break.as_ref().unwrap_or_else(|| panic!("not detected: {r:?}"));
+    assert_eq!(
+        (b.stream.as_str(), b.version, b.position),
+        (stream, Some(version), Some(position)),
+        "{b}"
+    );
+    b.reason.clone()
+}
+
+#[tokio::test]
+async fn what_a_chain_per_stream_cannot_show_the_checkpoints_find_with_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = key(7);
+    let (path, p) = sealed(dir.path(), "pop.db", "real", &k).await;
+    let (a, b, c) = (&p[0], &p[1], &p[2]);
+
+    // Untouched, but checked with another key: no checkpoint is accepted.
+    let r = SqliteStore::verify_file_with(&path, Some(key(8).verifying_key())).unwrap();
+    assert!(located(&r, "a", 0, a[0]).contains("not signed by key"));
+    // Without a key the chains and hashes are still checked, the signatures are not.
+    let r = SqliteStore::verify_file(&path).unwrap();
+    assert!(r.is_intact() && !r.checkpoints.signatures_checked, "{r:?}");
+
+    // A stream removed whole, its row included: every remaining stream is consistent, but
+    // checkpoint 2 says c reached version 1 at its position.
+    let r = tampered(
+        &path,
+        "DELETE FROM events WHERE stream_id = (SELECT id FROM streams WHERE name = 'c'); \
+         DELETE FROM streams WHERE name = 'c';",
+        &k,
+    );
+    assert!(located(&r, "c", 1, c[1]).contains("the stream was removed"), "{r:?}");
+
+    // The log's tail cut (b's version 2) and b's row rewritten to end at version 1 with the
+    // head hash of that event: the chains hold, checkpoint 3 does not.
+    let r = tampered(
+        &path,
+        &format!(
+            "DELETE FROM events WHERE position = {b2}; \
+             UPDATE streams SET version = 1, \
+               head_hash = (SELECT chain FROM events WHERE position = {b1}) WHERE name = 'b'; \
+             UPDATE log SET head = {b1};",
+            b1 = b[1].sequence().unwrap(),
+            b2 = b[2].sequence().unwrap()
+        ),
+        &k,
+    );
+    located(&r, "b", 2, b[2]);
+
+    // One event moved in global order with its row (a's version 3 swapped with c's version
+    // 0): the streams' chains hold (versions, links, positions still ascend per stream).
+    let r = tampered(
+        &path,
+        &format!(
+            "UPDATE events SET position = -1 WHERE position = {a3}; \
+             UPDATE events SET position = {a3} WHERE position = {c0}; \
+             UPDATE events SET position = {c0} WHERE position = -1;",
+            a3 = a[3].sequence().unwrap(),
+            c0 = c[0].sequence().unwrap()
+        ),
+        &k,
+    );
+    located(&r, "a", 3, a[3]);
+
+    // A checkpoint removed from the middle, or its body edited.
+    let r = tampered(&path, "DELETE FROM log_checkpoints WHERE seq = 2", &k);
+    assert!(located(&r, "a", 3, a[3]).contains("checkpoint 2 is missing"), "{r:?}");
+    let r = tampered(
+        &path,
+        "UPDATE log_checkpoints SET body = CAST(replace(CAST(body AS TEXT), '\"events\":8', '\"events\":7') AS BLOB) WHERE seq = 2",
+        &k,
+    );
+    assert!(located(&r, "a", 3, a[3]).contains("not signed by key"), "{r:?}");
+
+    // The whole log replaced by a consistent forgery — other data, every digest, chain and
+    // checkpoint recomputed — sealed with a key that is not the operator's.
+    let (forged, _) = sealed(dir.path(), "forged.db", "forged", &key(9)).await;
+    let r = SqliteStore::verify_file_with(&forged, Some(k.verifying_key())).unwrap();
+    let found = r.first_break.as_ref().expect("a forgery is found");
+    assert_eq!((found.stream.as_str(), found.version), ("a", Some(0)), "{found}");
+    assert!(found.reason.contains("checkpoint 1 is not signed by key"), "{found}");
+}
+
+#[tokio::test]
+async fn a_deleted_stream_keeps_its_hash_rows_and_the_log_still_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = key(3);
+    let (path, _) = sealed(dir.path(), "pop.db", "real", &k).await;
+    let store = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+    // Deleted after it was sealed: checkpoint 2 still recomputes from the hash rows.
+    store.delete_stream("c", ExpectedVersion::Exact(1)).await.unwrap();
+    // A stream written and deleted between two seals.
+    store
+        .append("d", ExpectedVersion::NoStream, vec![event(20, "d"), event(21, "d")])
+        .await
+        .unwrap();
+    store.append("a", ExpectedVersion::Exact(3), vec![event(22, "a")]).await.unwrap();
+    store.delete_stream("d", ExpectedVersion::Exact(1)).await.unwrap();
+    let report = store.verify_with(Some(k.verifying_key())).await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.checkpoints.unsealed_entries, 3, "{report:?}");
+    let sealer = Sealer::new(k.clone());
+    let last = sealer.seal_all(&store, now()).await.unwrap().expect("sealed");
+    assert_eq!((last.seq, last.events), (4, 12));
+    let report = store.verify_with(Some(k.verifying_key())).await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(
+        (report.events, report.checkpoints.sealed_entries, report.checkpoints.unsealed_entries),
+        (8, 12, 0),
+        "{report:?}"
+    );
+    // A sealer with another key does not extend this log.
+    let foreign = Sealer::new(key(4));
+    store.append("a", ExpectedVersion::Exact(4), vec![event(23, "a")]).await.unwrap();
+    assert!(foreign.seal(&store, now()).await.is_err());
+    store.close().await.unwrap();
+}
