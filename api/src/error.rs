@@ -15,6 +15,19 @@ pub mod ext {
     pub const CID: &str = "cid";
     pub const PROBLEMS: &str = "problems";
     pub const OMITTED: &str = "omittedProblems";
+    /// `true` on an error the same request may be retried after (UNAVAILABLE).
+    pub const RETRYABLE: &str = "retryable";
+    /// The seconds to wait before that retry (also the response's `Retry-After`).
+    pub const RETRY_AFTER: &str = "retryAfterSeconds";
+}
+
+/// The `Retry-After` seconds an error of `code` suggests, for the codes a client should
+/// retry unchanged after a pause.
+pub fn retry_after(code: Code) -> Option<u64> {
+    match code {
+        Code::Unavailable => Some(pop_app::error::RETRY_AFTER_UNAVAILABLE_SECS),
+        _ => None,
+    }
 }
 
 /// An application error on its way to a GraphQL client. A resolver returns
@@ -50,6 +63,10 @@ pub fn into_graphql(e: AppError) -> async_graphql::Error {
         }
         if omitted > 0 {
             ext.set(ext::OMITTED, omitted as u64);
+        }
+        if let Some(seconds) = retry_after(code) {
+            ext.set(ext::RETRYABLE, true);
+            ext.set(ext::RETRY_AFTER, seconds);
         }
     })
 }

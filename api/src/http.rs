@@ -131,11 +131,14 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
         BatchResponse::Single(r) => std::slice::from_ref(r),
         BatchResponse::Batch(rs) => rs.as_slice(),
     };
-    let busy = Value::from(Code::Busy.as_str());
-    let retry = responses
-        .iter()
-        .flat_map(|r| &r.errors)
-        .any(|e| e.extensions.as_ref().and_then(|x| x.get(crate::error::ext::CODE)) == Some(&busy));
+    // BUSY and UNAVAILABLE answers carry `Retry-After` (the GraphQL status stays 200).
+    let retried = [Code::Busy, Code::Unavailable].map(|c| Value::from(c.as_str()));
+    let retry = responses.iter().flat_map(|r| &r.errors).any(|e| {
+        e.extensions
+            .as_ref()
+            .and_then(|x| x.get(crate::error::ext::CODE))
+            .is_some_and(|code| retried.contains(code))
+    });
     let mut response = axum::Json(response).into_response();
     set_cid_headers(response.headers_mut(), &cid);
     if retry {
@@ -172,9 +175,13 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready once the projections have caught up with the log (see the runner's readiness).
+/// Ready once the projections have caught up with the log (see the runner's readiness), and
+/// while the store can serve requests ([`pop_app::App::store_trouble`]).
 async fn readyz(State(state): State<AppState>) -> Response {
     let projections = state.projections();
+    if let Some(trouble) = state.app().store_trouble().await {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{trouble}\n")).into_response();
+    }
     if projections.caught_up() {
         (StatusCode::OK, format!("ready at position {}\n", projections.applied())).into_response()
     } else {

@@ -40,7 +40,14 @@ pub enum Code {
     /// The caller already runs as many expensive requests as it may at once: retry when one
     /// has answered.
     Busy,
+    /// The store cannot serve the request right now (its disk is full, the database restarts
+    /// or cannot be reached): nothing was done, and the same request may be retried after
+    /// [`RETRY_AFTER_UNAVAILABLE_SECS`]. Not INTERNAL, which a client cannot tell from a bug.
+    Unavailable,
 }
+
+/// The `Retry-After` (seconds) an UNAVAILABLE answer suggests.
+pub const RETRY_AFTER_UNAVAILABLE_SECS: u64 = 1;
 
 impl Code {
     pub fn as_str(self) -> &'static str {
@@ -50,6 +57,7 @@ impl Code {
             Code::ResponseTooLarge => "RESPONSE_TOO_LARGE",
             Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
             Code::Busy => "BUSY",
+            Code::Unavailable => "UNAVAILABLE",
             Code::Validation => ErrorCode::Validation.as_str(),
             Code::NotFound => ErrorCode::NotFound.as_str(),
             Code::Forbidden => ErrorCode::Forbidden.as_str(),
@@ -256,6 +264,19 @@ pub fn binding_within(root: &str, e: &BindingError) -> AppError {
     }
 }
 
+/// UNAVAILABLE: the store cannot serve `what` right now. The detail goes to the log (a
+/// warning: it is the storage's condition, not a bug), never to the client.
+pub fn unavailable(what: &str, detail: &StoreError) -> AppError {
+    tracing::warn!(error = %ErrorChain(detail), what, "the event store is unavailable");
+    AppError::new(
+        Code::Unavailable,
+        format!(
+            "the event store is unavailable while {what} (disk full, or the database restarting \
+             or unreachable); nothing was done: retry in {RETRY_AFTER_UNAVAILABLE_SECS} s"
+        ),
+    )
+}
+
 /// A failed command: refusals by their code, a stream that kept changing as CONFLICT, a
 /// deleted stream as NOT_FOUND, a request the store finds too large as BAD_REQUEST, anything
 /// else as INTERNAL (logged).
@@ -293,6 +314,7 @@ pub fn store(subject: &str, e: &StoreError) -> AppError {
         StoreError::WrongExpectedVersion { .. } => {
             AppError::conflict(format!("{subject} changed concurrently; retry"))
         }
+        _ if e.is_unavailable() => unavailable(&format!("storing or reading {subject}"), e),
         _ => AppError::internal(&format!("storing or reading {subject}"), e),
     }
 }
@@ -313,10 +335,15 @@ mod tests {
 
     #[test]
     fn store_details_do_not_leak() {
+        // An IO failure is the storage's condition: UNAVAILABLE (retry), detail in the log.
         let e = store(
             "agenda \"a\"",
             &StoreError::backend("reading", std::io::Error::other("disk /dev/sda1 on fire")),
         );
+        assert_eq!(e.code, Code::Unavailable);
+        assert!(!e.message.contains("sda1"), "{}", e.message);
+        // A failure that is not (here: corrupt rows): INTERNAL, detail in the log.
+        let e = store("agenda \"a\"", &StoreError::Corrupt("row 7 of /dev/sda1".into()));
         assert_eq!(e.code, Code::Internal);
         assert!(!e.message.contains("sda1"), "{}", e.message);
     }

@@ -125,6 +125,36 @@ impl App {
         &self.inner.commands
     }
 
+    /// Why the store cannot serve requests now, if it cannot (what `/readyz` answers): it
+    /// does not answer a read of its head within [`limits::STORE_PROBE_TIMEOUT`] (a database
+    /// restarting or unreachable), or an append failed as unavailable (disk full) within the
+    /// last [`limits::UNAVAILABLE_HOLD`] and none succeeded since. Readiness comes back by
+    /// itself: once the store answers again, and a successful append or the hold's end (the
+    /// next failing append drops it again) clears the failure.
+    pub async fn store_trouble(&self) -> Option<String> {
+        match tokio::time::timeout(limits::STORE_PROBE_TIMEOUT, self.store().head()).await {
+            Err(_) => {
+                return Some(format!(
+                    "the event store did not answer within {:?}",
+                    limits::STORE_PROBE_TIMEOUT
+                ));
+            }
+            Ok(Err(e)) => {
+                return Some(format!(
+                    "the event store cannot be read: {}",
+                    pop_domain::error::ErrorChain(&e)
+                ));
+            }
+            Ok(Ok(_)) => {}
+        }
+        match self.commands().unavailable() {
+            Some((ago, why)) if ago < limits::UNAVAILABLE_HOLD => {
+                Some(format!("the event store could not write {} ms ago: {why}", ago.as_millis()))
+            }
+            _ => None,
+        }
+    }
+
     pub(crate) fn claims(&self) -> &work::ClaimBook {
         &self.inner.claims
     }

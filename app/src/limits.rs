@@ -136,3 +136,12 @@ impl AppConfig {
         self
     }
 }
+
+/// How long `/readyz` waits for the store to answer a read of its head before it counts the
+/// store as unavailable: under the second within which the probes must be answered.
+pub const STORE_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(800);
+
+/// How long after an append failed as unavailable (disk full) the server stays not ready
+/// unless an append succeeds first: long enough for a load balancer to notice, short enough
+/// that readiness returns by itself soon after the disk has room again.
+pub const UNAVAILABLE_HOLD: std::time::Duration = std::time::Duration::from_secs(5);

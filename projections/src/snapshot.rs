@@ -90,22 +90,42 @@ pub fn save(dir: &Path, models: &ReadModels) -> Result<SnapshotInfo, SnapshotErr
     let err = |source| SnapshotError { path: path.clone(), source };
     fs::create_dir_all(dir).map_err(err)?;
     let temp = dir.join(TEMP_FILE);
-    let file = File::create(&temp).map_err(err)?;
-    let mut out = BufWriter::new(file);
-    out.write_all(MAGIC).map_err(err)?;
-    out.write_all(&FORMAT_VERSION.to_le_bytes()).map_err(err)?;
-    let mut body = Tee { inner: &mut out, hash: Fnv1a::default(), bytes: 0 };
-    models.write_canonical(&mut body).map_err(err)?;
-    let (bytes, checksum) = (body.bytes, body.hash.finish());
-    out.write_all(&bytes.to_le_bytes()).map_err(err)?;
-    out.write_all(&checksum.to_le_bytes()).map_err(err)?;
-    let file = out.into_inner().map_err(|e| err(e.into_error()))?;
-    file.sync_all().map_err(err)?;
-    drop(file);
-    fs::rename(&temp, &path).map_err(err)?;
+    let written = write_temp(&temp, models).and_then(|sums| {
+        fs::rename(&temp, &path)?;
+        Ok(sums)
+    });
+    let (bytes, checksum) = match written {
+        Ok(sums) => sums,
+        Err(e) => {
+            // A failed snapshot (a full disk, most likely) leaves no partial file behind to
+            // hold on to the space it took; the previous snapshot stays as it was.
+            if let Err(gone) = fs::remove_file(&temp)
+                && gone.kind() != io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %temp.display(), error = %gone, "cannot remove the failed snapshot's temporary file");
+            }
+            return Err(err(e));
+        }
+    };
     // The rename is durable only once the directory entry is.
     File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
     Ok(SnapshotInfo { position: models.position(), bytes, checksum })
+}
+
+/// Writes the snapshot of `models` to `temp` and syncs it: its body's length and checksum.
+fn write_temp(temp: &Path, models: &ReadModels) -> io::Result<(u64, u64)> {
+    let file = File::create(temp)?;
+    let mut out = BufWriter::new(file);
+    out.write_all(MAGIC)?;
+    out.write_all(&FORMAT_VERSION.to_le_bytes())?;
+    let mut body = Tee { inner: &mut out, hash: Fnv1a::default(), bytes: 0 };
+    models.write_canonical(&mut body)?;
+    let (bytes, checksum) = (body.bytes, body.hash.finish());
+    out.write_all(&bytes.to_le_bytes())?;
+    out.write_all(&checksum.to_le_bytes())?;
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    Ok((bytes, checksum))
 }
 
 /// Loads the snapshot in `dir`, checking magic, format version, length and checksum.

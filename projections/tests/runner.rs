@@ -363,3 +363,24 @@ async fn insights_moving_between_pools_survive_a_snapshot() {
     assert!(loaded.resource_pool("pool-2").unwrap().insight_ids.is_empty());
     assert_eq!(loaded.fingerprint().unwrap(), models.fingerprint().unwrap());
 }
+
+/// A snapshot that fails on a full disk removes its temporary file (the space it took) and
+/// leaves the previous snapshot as it was. The full disk is real: the temporary file's name
+/// links to Linux's `/dev/full`, where every write fails with ENOSPC.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_snapshot_that_fails_on_a_full_disk_removes_its_temporary_file() {
+    let log = Log::open().await.unwrap();
+    history(&log, 1).await;
+    let models = rebuilt(&log).await;
+    let dir = tempfile::tempdir().unwrap();
+    let before = snapshot::save(dir.path(), &ReadModels::new()).unwrap();
+    let temp = dir.path().join("projections.snapshot.tmp");
+    std::os::unix::fs::symlink("/dev/full", &temp).unwrap();
+
+    let e = snapshot::save(dir.path(), &models).expect_err("no room on /dev/full");
+    assert!(format!("{e:?}").contains("StorageFull") || e.to_string().contains("space"), "{e:?}");
+    assert!(std::fs::symlink_metadata(&temp).is_err(), "the temporary file is still there");
+    let kept = snapshot::load(dir.path()).unwrap();
+    assert_eq!(kept.position(), before.position, "the previous snapshot stays");
+}

@@ -51,7 +51,40 @@ impl Client {
     }
 
     /// Runs a query or mutation; GraphQL errors become one error naming code and message.
+    /// An answer the server marks retryable (UNAVAILABLE: its store cannot serve right now,
+    /// and nothing was done) is sent again after its `retryAfterSeconds`, for up to
+    /// [`RETRY_FOR`] in all, saying so on stderr.
     pub async fn graphql(&self, query: &str, variables: Value) -> Result<Value> {
+        let started = std::time::Instant::now();
+        let mut attempt = 1;
+        loop {
+            let body = self.graphql_once(query, &variables).await?;
+            let wait = retry_after(&body);
+            match wait {
+                Some(wait) if started.elapsed() + wait <= RETRY_FOR => {
+                    eprintln!(
+                        "pop: {}; retrying in {} s (attempt {})",
+                        first_error(&body),
+                        wait.as_secs(),
+                        attempt + 1
+                    );
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                _ => {
+                    check_errors(&body)?;
+                    let url = format!("{}/graphql", self.base);
+                    return body
+                        .get("data")
+                        .cloned()
+                        .ok_or_else(|| anyhow!("{url} answered without data"));
+                }
+            }
+        }
+    }
+
+    /// One request: the response body.
+    async fn graphql_once(&self, query: &str, variables: &Value) -> Result<Value> {
         let url = format!("{}/graphql", self.base);
         let response = self
             .http
@@ -69,10 +102,7 @@ impl Client {
                 self.token_source
             );
         }
-        let body: Value =
-            response.json().await.with_context(|| format!("reading {url} ({status})"))?;
-        check_errors(&body)?;
-        body.get("data").cloned().ok_or_else(|| anyhow!("{url} answered {status} without data"))
+        response.json().await.with_context(|| format!("reading {url} ({status})"))
     }
 
     /// Subscribes and calls `on_next` with each `data` payload until it returns `false` or the
@@ -160,6 +190,32 @@ fn read_token(path: &Path) -> Result<String> {
         format!("no --token given and no admin token at {} (set POP_TOKEN)", path.display())
     })?;
     Ok(token.trim().to_owned())
+}
+
+/// How long [`Client::graphql`] keeps sending a request the server answered as retryable.
+pub const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The pause before sending the request again, when every error of `body` is retryable.
+fn retry_after(body: &Value) -> Option<std::time::Duration> {
+    let errors = body.get("errors").and_then(Value::as_array).filter(|e| !e.is_empty())?;
+    let mut wait = 0;
+    for e in errors {
+        if e["extensions"]["retryable"] != true {
+            return None;
+        }
+        wait = wait.max(e["extensions"]["retryAfterSeconds"].as_u64().unwrap_or(1));
+    }
+    Some(std::time::Duration::from_secs(wait.clamp(1, 10)))
+}
+
+/// `CODE: message` of the first error of `body`.
+fn first_error(body: &Value) -> String {
+    let e = &body["errors"][0];
+    format!(
+        "{}: {}",
+        e["extensions"]["code"].as_str().unwrap_or("ERROR"),
+        e["message"].as_str().unwrap_or("(no message)")
+    )
 }
 
 fn check_errors(body: &Value) -> Result<()> {

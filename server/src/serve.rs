@@ -26,6 +26,10 @@ use crate::signal::{shutdown_signal, stopped};
 /// stops waiting for them (Kubernetes' default grace period is 30 s; stay well inside it).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the shutdown waits for the projections to apply the writes acknowledged before it,
+/// so the last snapshot holds them (they are in the log either way).
+const PROJECTIONS_CATCH_UP: Duration = Duration::from_secs(5);
+
 /// The dashboard's address on `addr`, with `token` in the fragment when given (a sign-in
 /// link); an unspecified bind address is reached on loopback.
 fn dashboard_url(addr: std::net::SocketAddr, token: Option<&str>) -> String {
@@ -98,7 +102,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     )
     .await;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let runner_task = tokio::spawn(runner.run(stopped(stop_rx.clone())));
+    // The projections stop last, after the requests drained: a request still running at the
+    // signal may write and then read its own write (which waits for the projections), and the
+    // final snapshot should hold everything acknowledged.
+    let (projections_stop_tx, projections_stop_rx) = watch::channel(false);
+    let runner_task = tokio::spawn(runner.run(stopped(projections_stop_rx)));
 
     let commands = Arc::new(Commands::new(Arc::clone(&log)));
     // With several replicas on one store, one of them runs each timed process (leader locks:
@@ -186,6 +194,15 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             tracing::error!(error = %e, "timed process task failed");
         }
     }
+    // Requests and timed processes are done: the projections apply what they wrote, take the
+    // last snapshot and stop.
+    let written = state.app().commands().written();
+    if !runner_task.is_finished()
+        && let Err(e) = state.projections().wait_for(written, PROJECTIONS_CATCH_UP).await
+    {
+        tracing::warn!(error = %e, "stopping the projections before they applied every acknowledged write");
+    }
+    let _ = projections_stop_tx.send(true);
     match runner_task.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!(error = %e, "projections stopped with an error"),

@@ -673,6 +673,9 @@ async fn sigterm_exits_zero_and_a_restart_serves_the_same_state() {
     ws.subscribe("p", &progress_subscription(), json!({"id": live})).await;
     ws.update("p").await;
 
+    // A write acknowledged just before the signal is in the shutdown's last snapshot: the
+    // projections stop only after the requests drained and they applied what was written.
+    let (_, final_write) = pop.submit(ACME, "acme", "l", &last).await;
     let log = pop.log.clone();
     let started = Instant::now();
     let status = pop.terminate();
@@ -681,6 +684,19 @@ async fn sigterm_exits_zero_and_a_restart_serves_the_same_state() {
     let snapshots =
         std::fs::read_dir(h.data_dir().join("snapshots")).map(|d| d.count()).unwrap_or(0);
     assert!(snapshots > 0, "the shutdown wrote a snapshot\nlog:\n{}", log_tail(&log));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let written = text
+        .lines()
+        .rev()
+        .filter(|l| l.contains("projections snapshot written"))
+        .find_map(|l| logged_number(l, "position"))
+        .unwrap_or_else(|| panic!("no snapshot position logged\nlog:\n{}", log_tail(&log)));
+    let final_write: u64 = final_write.parse().unwrap();
+    assert!(
+        written >= final_write,
+        "the last snapshot is at {written}, before the write acknowledged at {final_write}\nlog:\n{}",
+        log_tail(&log)
+    );
     // The subscriber is not left hanging: its connection ends with the process. (Today it
     // ends with a reset, not a close frame: the shutdown does not close sockets itself.)
     let end = ws.next().await;
@@ -806,4 +822,25 @@ async fn one_process_per_data_dir_and_the_second_names_the_holder() {
     rebuild.args(["rebuild", "--data-dir"]).arg(&data);
     let (status, stderr) = run_bounded(rebuild, "pop rebuild");
     assert!(status.success(), "pop rebuild after the server ended: {stderr}");
+}
+
+/// The number logged as `field` in a log line (text or coloured: escape sequences are skipped).
+fn logged_number(line: &str, field: &str) -> Option<u64> {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ ... final byte in @..~
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) && c != '[' {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    let rest = &plain[plain.find(&format!("{field}="))? + field.len() + 1..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }

@@ -93,6 +93,9 @@ pub struct Commands {
     written: Mutex<Position>,
     /// Each stream's turn, while a command holds or waits for it.
     turns: StreamTurns,
+    /// When an append last failed because the store was unavailable (disk full, database
+    /// down), and why; cleared by the next append that succeeds. Readiness reads it.
+    unavailable: Mutex<Option<(std::time::Instant, String)>>,
 }
 
 impl std::fmt::Debug for Commands {
@@ -108,6 +111,27 @@ impl Commands {
             states: Mutex::new(GenerationalCache::new(STATE_CACHE_CAPACITY)),
             written: Mutex::new(Position::START),
             turns: StreamTurns::default(),
+            unavailable: Mutex::new(None),
+        }
+    }
+
+    /// How long ago an append through these commands last failed because the store was
+    /// unavailable ([`StoreError::is_unavailable`]), and the failure; `None` when none did
+    /// or an append succeeded since.
+    pub fn unavailable(&self) -> Option<(std::time::Duration, String)> {
+        let last = self.unavailable.lock().ok()?;
+        last.as_ref().map(|(at, why)| (at.elapsed(), why.clone()))
+    }
+
+    fn note_append(&self, result: Result<(), &StoreError>) {
+        let Ok(mut last) = self.unavailable.lock() else { return };
+        match result {
+            Ok(()) => *last = None,
+            Err(e) if e.is_unavailable() => {
+                let why = pop_domain::error::ErrorChain(e).to_string();
+                *last = Some((std::time::Instant::now(), why));
+            }
+            Err(_) => {}
         }
     }
 
@@ -187,7 +211,9 @@ impl Commands {
                 })
                 .collect::<Result<Vec<_>, CodecError>>()?;
             let expected = version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
-            match self.store.append(&stream, expected, new_events).await {
+            let appended = self.store.append(&stream, expected, new_events).await;
+            self.note_append(appended.as_ref().map(|_| ()));
+            match appended {
                 Ok(appended) => {
                     self.note_written(appended.position);
                     for e in &events {

@@ -82,6 +82,84 @@ impl StoreError {
     pub fn is_conflict(&self) -> bool {
         matches!(self, StoreError::WrongExpectedVersion { .. })
     }
+
+    /// Whether the failure is the storage's condition rather than the request's or the
+    /// data's, so the same request may succeed later: the disk is full, the database restarts,
+    /// is unreachable or read-only, its connections ran out, the store is closing. Clients are
+    /// told to retry (UNAVAILABLE, HTTP 503 with `Retry-After`) and readiness drops while it
+    /// lasts. A failure this does not recognise stays an internal error: retrying a bug only
+    /// hides it.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Closed => true,
+            StoreError::Backend { source, .. } => unavailable_chain(source.as_ref()),
+            _ => false,
+        }
+    }
+}
+
+/// Whether the first error of `e`'s chain that tells says the storage is unavailable.
+fn unavailable_chain(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if let Some(verdict) = unavailable_cause(e) {
+            return verdict;
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// Whether one error of a backend failure's chain says the storage is unavailable (`None`:
+/// this error does not tell; look at its source).
+fn unavailable_cause(e: &(dyn std::error::Error + 'static)) -> Option<bool> {
+    if e.is::<std::io::Error>() {
+        return Some(true);
+    }
+    if let Some(e) = e.downcast_ref::<rusqlite::Error>() {
+        use rusqlite::ErrorCode as C;
+        return Some(matches!(
+            e.sqlite_error_code(),
+            Some(
+                C::DiskFull
+                    | C::SystemIoFailure
+                    | C::CannotOpen
+                    | C::DatabaseBusy
+                    | C::DatabaseLocked
+                    | C::ReadOnly
+                    | C::OutOfMemory
+            )
+        ));
+    }
+    if let Some(e) = e.downcast_ref::<tokio_postgres::Error>() {
+        if let Some(db) = e.as_db_error() {
+            let code = db.code().code();
+            // 08: connection exception; 53: insufficient resources (53100 disk full, 53300
+            // too many connections); 57P01-57P03: shutting down, restarting, not accepting
+            // connections yet; 25006: a read-only transaction (a primary turned read-only or
+            // a standby); 40001/40P01: serialization failure or deadlock.
+            return Some(
+                code.starts_with("08")
+                    || code.starts_with("53")
+                    || matches!(code, "57P01" | "57P02" | "57P03" | "25006" | "40001" | "40P01"),
+            );
+        }
+        if e.is_closed() {
+            return Some(true);
+        }
+        // Connecting or IO: the source is an `io::Error`.
+        return None;
+    }
+    if let Some(e) = e.downcast_ref::<deadpool_postgres::PoolError>() {
+        return match e {
+            deadpool_postgres::PoolError::Timeout(_) | deadpool_postgres::PoolError::Closed => {
+                Some(true)
+            }
+            deadpool_postgres::PoolError::Backend(inner) => Some(unavailable_chain(inner)),
+            _ => Some(false),
+        };
+    }
+    None
 }
 
 /// Which limit of [`crate::limits`] a request broke.
@@ -114,5 +192,31 @@ impl fmt::Display for Limit {
             Limit::StreamNameBytes => "stream name length in bytes",
             Limit::ReadBatch => "number of events asked for in one read",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_or_lost_io_is_unavailable_a_bug_is_not() {
+        let full = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            Some("database or disk is full".into()),
+        );
+        assert!(StoreError::backend("appending events", full).is_unavailable());
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(StoreError::backend("connecting", io).is_unavailable());
+        assert!(StoreError::Closed.is_unavailable());
+        let misuse = rusqlite::Error::InvalidColumnIndex(9);
+        assert!(!StoreError::backend("reading events", misuse).is_unavailable());
+        assert!(!StoreError::Corrupt("bad row".into()).is_unavailable());
+        let conflict = StoreError::WrongExpectedVersion {
+            stream: "s".into(),
+            expected: ExpectedVersion::NoStream,
+            actual: ActualVersion::NoStream,
+        };
+        assert!(!conflict.is_unavailable());
     }
 }

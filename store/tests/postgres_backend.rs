@@ -221,6 +221,7 @@ async fn survives_a_database_restart() {
         Err(e @ StoreError::Backend { .. }) => {
             let cause = std::error::Error::source(e).map(|s| s.to_string()).unwrap_or_default();
             eprintln!("append while down: {e}: {cause}");
+            assert!(e.is_unavailable(), "a database that is down is unavailable: {e}: {cause}");
         }
         other => panic!("an append while the database is down is a backend error: {other:?}"),
     }

@@ -302,6 +302,8 @@ pub fn status_of(code: Code) -> StatusCode {
         Code::ResponseTooLarge => StatusCode::UNPROCESSABLE_ENTITY,
         Code::DeadlineExceeded => StatusCode::SERVICE_UNAVAILABLE,
         Code::Busy => StatusCode::TOO_MANY_REQUESTS,
+        // The store cannot serve it right now (disk full, database restarting): retry.
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         Code::Unauthenticated => StatusCode::UNAUTHORIZED,
         Code::Forbidden => StatusCode::FORBIDDEN,
         Code::NotFound => StatusCode::NOT_FOUND,
@@ -339,6 +341,9 @@ fn envelope(failure: RestError, cid: &str) -> Response {
     let mut response = (status, axum::Json(body)).into_response();
     if let Some(allow) = allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
         response.headers_mut().insert(header::ALLOW, allow);
+    }
+    if let Some(seconds) = crate::error::retry_after(error.code) {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     response
 }

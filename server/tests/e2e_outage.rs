@@ -1,0 +1,143 @@
+//! A storage outage through the real `pop` binary: `pop serve` on a PostgreSQL database of a
+//! throwaway cluster of its own, which the test stops and starts again. While the database is
+//! down, a write answers UNAVAILABLE — GraphQL in the error's extensions (`retryable`,
+//! `retryAfterSeconds`) with a `Retry-After` header, REST with status 503 and `Retry-After` —
+//! never INTERNAL, and `/readyz` answers 503; once the database is back, readiness returns by
+//! itself and the same write succeeds. Every wait is bounded ([`WAIT`]).
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use pop_store::test_cluster::{ClusterDurability, TestCluster};
+use serde_json::{Value, json};
+use support::{Pop, WAIT, log_tail};
+
+const ACME: &str = "tok_outage_acme_user_000000000000";
+const SUBMIT: &str = "mutation($a: JSON!) { submitAgenda(agenda: $a) { agenda { id } position } }";
+
+fn agenda(id: &str) -> Value {
+    json!({"id": id, "customerId": "acme", "title": "transcode",
+        "operations": [{"name": "probe", "type": "ffmpeg", "payload": {"src": "in.mp4"}}]})
+}
+
+/// `/readyz`'s status.
+async fn ready(pop: &Pop) -> u16 {
+    match pop.http.get(format!("{}/readyz", pop.base())).send().await {
+        Ok(r) => r.status().as_u16(),
+        Err(e) => panic!("/readyz did not answer: {e}"),
+    }
+}
+
+async fn wait_ready(pop: &Pop, wanted: u16) {
+    let deadline = Instant::now() + WAIT;
+    while ready(pop).await != wanted {
+        assert!(
+            Instant::now() < deadline,
+            "/readyz did not answer {wanted} within {WAIT:?}\nlog:\n{}",
+            log_tail(&pop.log)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_answers_unavailable_and_readiness_comes_back() {
+    let Some(cluster) =
+        TestCluster::start("a_database_outage_answers_unavailable", ClusterDurability::Fast)
+            .expect("a cluster of its own")
+    else {
+        return;
+    };
+    let url = cluster.create_database().await.expect("a database");
+    let dir = tempfile::tempdir().unwrap();
+    let tokens =
+        json!([{"token": ACME, "name": "acme-user", "role": "user", "customers": ["acme"]}]);
+    std::fs::write(dir.path().join("tokens.json"), tokens.to_string()).unwrap();
+    let pop = Pop::start_on(
+        &dir.path().join("data"),
+        Some(&dir.path().join("tokens.json")),
+        &dir.path().join("pop.log"),
+        false,
+        Some(&url),
+    );
+    pop.seed_transcode(&pop.admin, 5).await;
+    wait_ready(&pop, 200).await;
+
+    let cluster = tokio::task::spawn_blocking(move || cluster.stop().map(|()| cluster))
+        .await
+        .unwrap()
+        .expect("stopping the cluster");
+
+    // GraphQL: UNAVAILABLE in the extensions, retryable, with Retry-After.
+    let response = pop
+        .http
+        .post(format!("{}/graphql", pop.base()))
+        .bearer_auth(ACME)
+        .json(&json!({"query": SUBMIT, "variables": {"a": agenda("during")}}))
+        .send()
+        .await
+        .unwrap();
+    let retry_after = response.headers().get("retry-after").cloned();
+    let body: Value = response.json().await.unwrap();
+    let error = &body["errors"][0];
+    assert_eq!(error["extensions"]["code"], "UNAVAILABLE", "{body:#}\n{}", log_tail(&pop.log));
+    assert_eq!(error["extensions"]["retryable"], true, "{body:#}");
+    assert_eq!(error["extensions"]["retryAfterSeconds"], 1, "{body:#}");
+    assert!(error["extensions"]["cid"].is_string(), "{body:#}");
+    assert_eq!(retry_after.as_ref().and_then(|v| v.to_str().ok()), Some("1"), "{body:#}");
+
+    // REST: status 503 with Retry-After and the code in POP's envelope.
+    let response = pop
+        .http
+        .post(format!("{}/pop/agenda", pop.base()))
+        .bearer_auth(ACME)
+        .json(&agenda("during-rest"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let retry_after = response.headers().get("retry-after").cloned();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, 503, "{body:#}");
+    assert_eq!(body["errorResponse"]["code"], "UNAVAILABLE", "{body:#}");
+    assert_eq!(retry_after.as_ref().and_then(|v| v.to_str().ok()), Some("1"), "{body:#}");
+
+    // The CLI sends a retryable answer's request again: started during the outage, it says
+    // so and succeeds once the database is back.
+    let cli_log = dir.path().join("cli.log");
+    let mut cli = support::pop_command()
+        .args(["gql", "--server", &pop.base(), "--token", ACME, SUBMIT, "--variables"])
+        .arg(json!({"a": agenda("from-the-cli")}).to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&cli_log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while !std::fs::read_to_string(&cli_log).unwrap_or_default().contains("retrying") {
+        if Instant::now() > deadline || cli.try_wait().unwrap().is_some() {
+            let _ = cli.kill();
+            panic!("pop gql did not retry\n{}", log_tail(&cli_log));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(std::fs::read_to_string(&cli_log).unwrap().contains("UNAVAILABLE"));
+
+    // Not ready while the store cannot serve; ready again by itself once it can.
+    wait_ready(&pop, 503).await;
+    let cluster = tokio::task::spawn_blocking(move || cluster.start_again().map(|()| cluster))
+        .await
+        .unwrap()
+        .expect("starting the cluster again");
+    wait_ready(&pop, 200).await;
+    let cli = tokio::task::spawn_blocking(move || cli.wait_with_output()).await.unwrap().unwrap();
+    let stdout = String::from_utf8_lossy(&cli.stdout);
+    assert!(cli.status.success(), "pop gql: {stdout}\n{}", log_tail(&cli_log));
+    assert!(stdout.contains("from-the-cli"), "{stdout}");
+    let data = pop.ok(ACME, SUBMIT, json!({"a": agenda("after")})).await;
+    assert_eq!(data["submitAgenda"]["agenda"]["id"], "after", "{data:#}");
+    drop(pop);
+    drop(cluster);
+}
