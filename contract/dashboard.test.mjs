@@ -160,6 +160,9 @@ test('an agenda submitted over the API appears in the list without a reload', as
   live = await submit(T.acme, threeOps('acme', 'batch-live'));
   await acmePage.waitForSelector(rowSel(live.id), { timeout: WAIT });
   assert.equal(await acmePage.evaluate(() => window.__notReloaded), true, 'the page was not reloaded');
+  // Newest first: the new agenda is the top row.
+  const first = await acmePage.$eval('#agenda-list tbody tr', (r) => r.dataset.agenda);
+  assert.equal(first, live.id);
   await shot(acmePage, 'agendas');
 });
 
@@ -292,6 +295,25 @@ test('GraphiQL loads offline, signed in with the dashboard token', async () => {
   await page.waitForFunction(() => /QueryRoot|Query/.test(document.querySelector('.graphiql-doc-explorer') ? document.querySelector('.graphiql-doc-explorer').textContent : ''), { timeout: WAIT });
   await shot(page, 'graphiql');
   await page.browserContext().close();
+});
+
+test('the list is newest first, oldest first on request', async () => {
+  const older = await submit(T.acme, threeOps('acme', 'batch-order-1'));
+  await new Promise((r) => setTimeout(r, 5)); // distinct addedTimes
+  const newer = await submit(T.acme, threeOps('acme', 'batch-order-2'));
+  await acmePage.goto(BASE + '/#/agendas');
+  await acmePage.waitForSelector(rowSel(newer.id), { timeout: WAIT });
+  const ids = () => acmePage.$$eval('#agenda-list tbody tr', (rs) => rs.map((r) => r.dataset.agenda));
+  const newest = await ids();
+  assert.deepEqual(newest.slice(0, 2), [newer.id, older.id]);
+  await acmePage.select('select[name="order"]', 'oldest');
+  await acmePage.waitForFunction((id) => {
+    const r = document.querySelector('#agenda-list tbody tr');
+    return r && r.dataset.agenda !== id;
+  }, { timeout: WAIT }, newer.id);
+  const oldest = await ids();
+  assert.deepEqual(oldest, [...newest].reverse());
+  assert.match(await acmePage.evaluate(() => location.hash), /order=oldest/);
 });
 
 test('a DAG over 200 operations is drawn on a canvas that follows a burst of reports; the history stays a short list', async () => {

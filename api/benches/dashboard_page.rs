@@ -184,12 +184,23 @@ async fn bench(args: Args) -> Fallible<()> {
     let list = |filter: Value| json!({"query": format!("query($f: AgendaFilter) {{ agendaProgressList(filter: $f, first: 50) {{ {FIELDS} }} }}"), "variables": {"f": filter}});
     let cases: Vec<(&str, &str, Value)> = vec![
         ("admin, no filter (oldest first)", ADMIN, list(json!({}))),
+        (
+            "admin, no filter, newest first (the dashboard's default)",
+            ADMIN,
+            list(json!({"newestFirst": true})),
+        ),
         ("admin, updated order", ADMIN, list(json!({"order": "UPDATED_TIME"}))),
+        (
+            "admin, recently changed first",
+            ADMIN,
+            list(json!({"order": "UPDATED_TIME", "newestFirst": true})),
+        ),
         ("admin, customer c042", ADMIN, list(json!({"customerId": "c042"}))),
         ("admin, linkId batch-7", ADMIN, list(json!({"linkId": "batch-7"}))),
         ("admin, insight transcode", ADMIN, list(json!({"insightId": "transcode"}))),
         ("admin, state EXECUTING (none)", ADMIN, list(json!({"processingState": "EXECUTING"}))),
         ("user of c007, no filter", USER, list(json!({}))),
+        ("user of c007, newest first", USER, list(json!({"newestFirst": true}))),
         (
             "admin, agendaStats (60 min)",
             ADMIN,

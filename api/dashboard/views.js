@@ -48,6 +48,8 @@ export function filterFromQuery(q) {
   if (q.state) f.processingState = q.state;
   if (q.from) f.from = new Date(q.from).toISOString();
   if (q.until) f.until = new Date(q.until).toISOString();
+  // Newest first unless asked otherwise: the server walks its index backwards.
+  f.newestFirst = q.order !== 'oldest';
   return f;
 }
 
@@ -147,15 +149,27 @@ export function AgendasView({ me, query, navigate, customers }) {
         if (!pg) return pg;
         const rows = pg.items.slice();
         const at = new Map(rows.map((r, i) => [r.customerId + '/' + r.agendaId, i]));
+        // Newest first, an agenda added after the first page's top row belongs above it.
+        const top = rows.length ? Date.parse(rows[0].addedTime) : -Infinity;
+        const added = new Map();
         for (const p of items) {
-          const i = at.get(p.customerId + '/' + p.agendaId);
+          const key = p.customerId + '/' + p.agendaId;
+          const i = at.get(key);
           if (i !== undefined) rows[i] = p;
-          else if (!pg.hasNextPage && passes(filter, p) && rows.length < PAGE) {
-            at.set(p.customerId + '/' + p.agendaId, rows.length);
+          else if (!passes(filter, p)) continue;
+          else if (filter.newestFirst) {
+            if (after === null && Date.parse(p.addedTime) >= top) added.set(key, p);
+          } else if (!pg.hasNextPage && rows.length < PAGE) {
+            at.set(key, rows.length);
             rows.push(p);
           }
         }
-        return { ...pg, items: rows };
+        if (!added.size) return { ...pg, items: rows };
+        // Those rows stay above the page's own until the next fetch (the cursor still follows
+        // the page's last row); past two pages' worth, the page is fetched again.
+        if (rows.length + added.size > 2 * PAGE) setTick((t) => t + 1);
+        const newest = [...added.values()].sort((a, b) => Date.parse(b.addedTime) - Date.parse(a.addedTime));
+        return { ...pg, items: newest.concat(rows) };
       }),
     () => setTick((t) => t + 1),
   );
@@ -205,6 +219,9 @@ export function AgendasView({ me, query, navigate, customers }) {
       </select></label>
       <label>added from <input name="from" type="datetime-local" value=${query.from || ''} onChange=${(e) => set('from', e.target.value)}/></label>
       <label>until <input name="until" type="datetime-local" value=${query.until || ''} onChange=${(e) => set('until', e.target.value)}/></label>
+      <label>order <select name="order" value=${query.order || ''} onChange=${(e) => set('order', e.target.value)}>
+        <option value="">newest first</option><option value="oldest">oldest first</option>
+      </select></label>
     </form>
     <${ErrorLine} error=${error}/>
     ${canWrite && html`<div class="actions">

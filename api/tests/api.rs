@@ -716,3 +716,64 @@ fn schema_sdl_matches_the_checked_in_file() {
         "api/schema.graphql is out of date; run `UPDATE_SCHEMA=1 cargo test -p pop-api --test api schema` and review the diff"
     );
 }
+
+#[tokio::test]
+async fn agendas_list_newest_first_with_cursor_paging_and_a_time_window() {
+    let s = start(ApiConfig::default()).await;
+    let mut position = s.seed().await;
+    for i in 0..5 {
+        position = s.submit(ACME, "acme", &format!("l{i}"), &position).await.1;
+        // Distinct addedTimes (milliseconds), so that the window below has exact edges.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let s = &s;
+    let list = |filter: Value, first: i32, after: Option<String>| {
+        let position = position.clone();
+        async move {
+            let data = s
+                .ok(
+                    ACME,
+                    "query($f: AgendaFilter, $n: Int, $a: String, $p: String) { agendas(filter: $f, first: $n, after: $a, atLeastPosition: $p) { items { id addedTime } endCursor hasNextPage } }",
+                    json!({"f": filter, "n": first, "a": after, "p": position}),
+                )
+                .await;
+            data["agendas"].clone()
+        }
+    };
+    let ids = |page: &Value| -> Vec<String> {
+        let items = page["items"].as_array().unwrap();
+        items.iter().map(|i| i["id"].as_str().unwrap().to_string()).collect()
+    };
+    let oldest_first = list(json!({}), 100, None).await;
+    let mut newest = ids(&oldest_first);
+    assert_eq!(newest.len(), 5);
+    newest.reverse();
+    assert_eq!(ids(&list(json!({"newestFirst": true}), 100, None).await), newest);
+
+    // Page by page, two at a time: the same agendas, newest first, each once.
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = list(json!({"newestFirst": true}), 2, after).await;
+        paged.extend(ids(&page));
+        if page["hasNextPage"] != json!(true) {
+            break;
+        }
+        after = page["endCursor"].as_str().map(str::to_string);
+    }
+    assert_eq!(paged, newest);
+
+    // A window [from, until) newest first: from the last agenda before `until` down to `from`.
+    let added = |i: usize| oldest_first["items"][i]["addedTime"].clone();
+    let window = json!({"newestFirst": true, "from": added(1), "until": added(4)});
+    let oldest = ids(&oldest_first);
+    assert_eq!(
+        ids(&list(window.clone(), 100, None).await),
+        [oldest[3].as_str(), &oldest[2], &oldest[1]]
+    );
+    let first = list(window.clone(), 2, None).await;
+    assert_eq!(ids(&first), [oldest[3].as_str(), &oldest[2]]);
+    let rest = list(window, 2, first["endCursor"].as_str().map(str::to_string)).await;
+    assert_eq!(ids(&rest), [oldest[1].as_str()]);
+    assert_eq!(rest["hasNextPage"], json!(false));
+}

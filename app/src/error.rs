@@ -295,6 +295,9 @@ pub fn execute_within<E: Refusal>(subject: &str, root: &str, e: ExecuteError<E>)
         ExecuteError::Codec(c) => {
             AppError::internal(&format!("encoding or decoding events of {subject}"), &c)
         }
+        e @ ExecuteError::Interrupted { .. } => {
+            AppError::internal(&format!("writing {subject}"), &e)
+        }
     }
 }
 

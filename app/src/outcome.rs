@@ -2,6 +2,8 @@
 //! appended (pass it as `atLeastPosition` to read the write from any replica) and the cid the
 //! write carried. Transports turn these into their own shapes; nothing here knows them.
 
+use std::sync::Arc;
+
 use pop_domain::agenda::{AgendaState, Lease};
 use pop_domain::{Agenda, AgendaProgress};
 use pop_projections::Cursor;
@@ -9,13 +11,12 @@ use pop_store::{Executed, Position};
 
 use crate::Caller;
 
-/// An agenda after a command, or as `getAgenda` handed it out.
+/// An agenda after a command, or as `getAgenda` handed it out. Holds the command's state as
+/// the write left it, shared with the command cache (no copy of the agenda per answer); a
+/// transport converts only the parts its client asked for.
 #[derive(Debug, Clone)]
 pub struct AgendaOutcome {
-    pub agenda: Option<Agenda>,
-    pub progress: AgendaProgress,
-    /// The lease the agenda is held under (`scheduled` or EXECUTING), if any.
-    pub lease: Option<Lease>,
+    state: Arc<AgendaState>,
     /// The position of the last event appended (`None`: the command changed nothing).
     pub position: Option<Position>,
     pub cid: String,
@@ -24,12 +25,25 @@ pub struct AgendaOutcome {
 impl AgendaOutcome {
     pub(crate) fn of(executed: &Executed<AgendaState>, caller: &Caller) -> AgendaOutcome {
         AgendaOutcome {
-            agenda: executed.state.agenda().cloned(),
-            progress: executed.state.progress().clone(),
-            lease: executed.state.lease().cloned(),
+            state: Arc::clone(&executed.state),
             position: executed.position,
             cid: caller.cid.clone(),
         }
+    }
+
+    /// The agenda (`None` only for a stream without one, which no use case answers).
+    pub fn agenda(&self) -> Option<&Agenda> {
+        self.state.agenda()
+    }
+
+    /// The agenda's progress.
+    pub fn progress(&self) -> &AgendaProgress {
+        self.state.progress()
+    }
+
+    /// The lease the agenda is held under (`scheduled` or EXECUTING), if any.
+    pub fn lease(&self) -> Option<&Lease> {
+        self.state.lease()
     }
 }
 

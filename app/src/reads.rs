@@ -84,6 +84,9 @@ pub struct AgendaFilter {
     /// Only agendas whose order time is before this.
     pub until: Option<DateTime<Utc>>,
     pub order: AgendaListOrder,
+    /// Walk `order` backwards: the newest (or most recently changed) first. A page's cursor
+    /// then continues with older agendas.
+    pub newest_first: bool,
 }
 
 impl AgendaFilter {
@@ -653,14 +656,24 @@ fn select<T>(
         AgendaListOrder::AddedTime => AgendaOrder::AddedTime,
         AgendaListOrder::UpdatedTime => AgendaOrder::UpdatedTime,
     };
-    // `from` as a cursor: (from, "") sorts before every agenda at that time (ids are never
-    // empty), so the page starts at the first agenda at or after `from`.
-    let from = filter.from.map(|t| Cursor::new(t.timestamp_millis(), ""));
-    let start = match (after, from) {
-        (Some(a), Some(f)) => Some(a.max(f)),
-        (a, f) => a.or(f),
+    // The window's bounds as cursors: (t, "") sorts before every agenda at time t (ids are
+    // never empty). Oldest first, the page starts after (from, ""), at the first agenda at or
+    // after `from`, and ends at `until`; newest first, it starts before (until, ""), at the
+    // last agenda before `until`, and ends before `from`.
+    let bound = |t: Option<DateTime<Utc>>| t.map(|t| Cursor::new(t.timestamp_millis(), ""));
+    let (begin, end) = match filter.newest_first {
+        false => (bound(filter.from), filter.until.map(|t| t.timestamp_millis())),
+        true => (bound(filter.until), filter.from.map(|t| t.timestamp_millis())),
     };
-    let until = filter.until.map(|t| t.timestamp_millis());
+    let start = match (after, begin) {
+        (Some(a), Some(b)) if filter.newest_first => Some(a.min(b)),
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    let past_end = |ms: i64| match filter.newest_first {
+        false => end.is_some_and(|u| ms >= u),
+        true => end.is_some_and(|f| ms < f),
+    };
     let query = AgendaQuery {
         visibility: &visibility,
         link_id: filter.link_id.as_deref(),
@@ -668,6 +681,7 @@ fn select<T>(
         processing_state: filter.processing_state,
         phase: None,
         order,
+        descending: filter.newest_first,
         after: start.as_ref(),
         limit: limit.min(MAX_PAGE_SIZE),
     };
@@ -679,7 +693,7 @@ fn select<T>(
     let mut items = Vec::with_capacity(page.items.len());
     let mut cut = false;
     for entry in &page.items {
-        if until.is_some_and(|u| order_ms(entry) >= u) {
+        if past_end(order_ms(entry)) {
             cut = true;
             break;
         }

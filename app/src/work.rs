@@ -284,11 +284,11 @@ impl App {
 
     /// Releases an agenda claimed for a requester that went away before the answer.
     async fn hand_back(&self, caller: &Caller, claimed: &AgendaOutcome) {
-        let Some(lease) = &claimed.lease else { return };
-        let agenda_id = claimed.progress.agenda_id.as_str();
+        let Some(lease) = claimed.lease() else { return };
+        let agenda_id = claimed.progress().agenda_id.as_str();
         let named = Named {
             id: agenda_id,
-            customer: Some(claimed.progress.customer_id.as_str()),
+            customer: Some(claimed.progress().customer_id.as_str()),
             lease: Some(&lease.lease_id),
         };
         let command = AgendaCommand::Release {
@@ -612,9 +612,9 @@ impl App {
             .on_key(caller, "updateAgendaProgress", &agenda_id, &key, command, "agendaProgress")
             .await?;
         if outcome.position.is_some()
-            && outcome.progress.processing_state == pop_domain::ProcessingState::Complete
+            && outcome.progress().processing_state == pop_domain::ProcessingState::Complete
         {
-            let message = outcome.progress.processing_state_message.as_deref().unwrap_or("");
+            let message = outcome.progress().processing_state_message.as_deref().unwrap_or("");
             tracing::info!(target: "pop::agendas", agenda = %key, by = %caller.principal.name, "completed {message}");
         }
         Ok(outcome)

@@ -106,7 +106,7 @@ fn outcome(result: AppResult<AgendaOutcome>) -> String {
     match result {
         Ok(o) => {
             let ops: Vec<String> = o
-                .progress
+                .progress()
                 .operation_progress
                 .iter()
                 .map(|op| {
@@ -115,11 +115,11 @@ fn outcome(result: AppResult<AgendaOutcome>) -> String {
                 .collect();
             format!(
                 "ok {} {} {} {:?} {:?} [{}]",
-                o.progress.agenda_id,
-                o.progress.id,
-                o.progress.customer_id,
-                o.progress.processing_state,
-                o.progress.processing_state_message,
+                o.progress().agenda_id,
+                o.progress().id,
+                o.progress().customer_id,
+                o.progress().processing_state,
+                o.progress().processing_state_message,
                 ops.join(",")
             )
         }
@@ -164,7 +164,7 @@ async fn run(w: &World, tenant: &str, step: &Step) -> String {
             match app.get_agenda(&worker(tenant), &format!("{tenant}-work"), 3, None).await {
                 Ok(got) => {
                     let mut ids: Vec<String> =
-                        got.iter().map(|o| o.progress.agenda_id.clone()).collect();
+                        got.iter().map(|o| o.progress().agenda_id.clone()).collect();
                     ids.sort();
                     format!("claimed {ids:?}")
                 }

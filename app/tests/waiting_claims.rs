@@ -76,7 +76,7 @@ fn wait_for_work(w: &World, name: &str, seconds: i64) -> Waiting {
     tokio::spawn(async move {
         let claimed =
             app.get_agenda_waiting(&caller, "work", 1, Some(seconds), None).await.unwrap();
-        claimed.into_iter().filter_map(|c| c.agenda.map(|a| a.id)).collect()
+        claimed.into_iter().filter_map(|c| c.agenda().map(|a| a.id.clone())).collect()
     })
 }
 

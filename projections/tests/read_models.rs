@@ -176,6 +176,20 @@ async fn lists_by_link_state_phase_and_insight() {
     );
     // Most recently updated last: b2 untouched since t=40; c1 changed last.
     assert_eq!(q(&|q| q.order = AgendaOrder::UpdatedTime), ["b2", "a1", "a2", "b1", "c1"]);
+    // Walked backwards: most recently updated first, newest first.
+    let backwards = |f: &dyn Fn(&mut AgendaQuery)| {
+        q(&|q| {
+            q.descending = true;
+            f(q)
+        })
+    };
+    assert_eq!(backwards(&|q| q.order = AgendaOrder::UpdatedTime), ["c1", "b1", "a2", "a1", "b2"]);
+    let oldest_first = q(&|_| {});
+    let mut newest_first = oldest_first.clone();
+    newest_first.reverse();
+    assert_eq!(backwards(&|_| {}), newest_first);
+    assert_eq!(backwards(&|q| q.link_id = Some("L")), ["b1", "a2", "a1"]);
+    assert_eq!(backwards(&|q| q.insight_id = Some("insight-1")), ["c1", "b2", "a2", "a1"]);
     // A filter combined with visibility.
     let beta = only(&["beta"]);
     let mut query = AgendaQuery::new(&beta);
@@ -221,6 +235,26 @@ async fn pages_are_stable_and_cover_everything_once() {
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted);
+
+        // Newest first, page by page: the same agendas in exactly the reverse order.
+        let mut backwards = Vec::new();
+        let mut after: Option<Cursor> = None;
+        loop {
+            let mut q = AgendaQuery::new(&visibility);
+            q.descending = true;
+            q.limit = 4;
+            q.after = after.as_ref();
+            let page = m.select_agendas(&q);
+            assert!(page.items.len() <= 4);
+            backwards.extend(ids(page.items));
+            match page.next {
+                Some(c) => after = Some(c.to_string().parse().unwrap()),
+                None => break,
+            }
+        }
+        let mut reversed = full.clone();
+        reversed.reverse();
+        assert_eq!(backwards, reversed, "{visibility:?}");
     }
 }
 

@@ -11,23 +11,39 @@
 //! unverified cached state is re-checked against the stream before it is reported, so a stale
 //! cache can cost a read but never a wrong answer.
 //!
-//! Commands on one stream queue in this process: [`Commands::execute`] holds the stream's
-//! turn (a FIFO async lock per stream, kept only while someone holds or waits for it) from
-//! deciding to appending. Writers of one process therefore never race each other on a stream
-//! — a burst of reports to one busy agenda is decided one after the other instead of losing to
-//! each other until the attempts run out — and only writers outside the process (another
-//! replica) can make an append conflict.
+//! Commands on one stream queue in this process and are decided together: the first command
+//! on an idle stream starts a writer task for it, and every command that arrives while that
+//! writer appends waits in the stream's queue. The writer then takes the whole queue (up to
+//! [`MAX_COMMANDS_PER_WRITE`]) and decides each command against the state the ones before it
+//! left, and appends all their events in ONE write — one fsync for a burst of reports to one
+//! busy agenda instead of one per report. Writers of one process never race each other on a
+//! stream; only writers outside the process (another replica) make an append conflict, and
+//! then the whole batch is re-decided on what the stream holds. Each command still has its
+//! own answer:
+//! - a refusal or an event that cannot be stored (too large) fails that command alone, and
+//!   the others' events are still appended;
+//! - nobody is answered before the write that holds the events its answer depends on is
+//!   durable (a refusal or no-op decided on a state that includes the batch's earlier events
+//!   waits for that write too, and is decided again if it fails);
+//! - the writer runs as its own task, so a caller that goes away (a closed connection) cannot
+//!   leave the others of its batch unanswered; a command whose caller is already gone when
+//!   its batch is taken is not run.
+//!
+//! Each command's answer carries the state after the whole write (shared, not copied per
+//! command) and the write's last position, which is at or after its own events, so
+//! read-your-writes holds; its version is that of its own last event.
 
-use std::any::Any;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::any::{Any, TypeId};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use pop_domain::aggregate::stream_name;
 use pop_domain::{Aggregate, CodecError, EventCodec};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::cache::GenerationalCache;
-use crate::limits::MAX_READ_BATCH;
+use crate::limits::{MAX_APPEND_BYTES, MAX_EVENTS_PER_APPEND, MAX_READ_BATCH, check_append_sizes};
 use crate::{
     Direction, EventMetadata, EventStore, ExpectedVersion, NewEvent, Position, StoreError,
 };
@@ -43,6 +59,13 @@ pub const MAX_EXECUTE_ATTEMPTS: u32 = 10;
 /// Bounded because states can be large (an agenda with its operations).
 pub const STATE_CACHE_CAPACITY: usize = 10_000;
 
+/// Most queued commands of one stream decided together and appended in one write. A burst
+/// of reports larger than this takes several writes; the bound keeps one write (and the
+/// latency of the first command in it) small while a queue of 16–64 concurrent reports, what
+/// a busy agenda sees, goes out in one. The store's own limits on one append
+/// ([`MAX_EVENTS_PER_APPEND`], [`MAX_APPEND_BYTES`]) also end a batch.
+pub const MAX_COMMANDS_PER_WRITE: usize = 256;
+
 /// Events read per query while loading a stream.
 const LOAD_BATCH: usize = MAX_READ_BATCH;
 
@@ -51,12 +74,16 @@ const LOAD_BATCH: usize = MAX_READ_BATCH;
 pub struct Executed<A: Aggregate> {
     /// The events appended (empty: the command changed nothing).
     pub events: Vec<A::Event>,
-    /// The state after the command (shared with the cache of [`Commands`]: no copy is made).
+    /// The state after the write that held the command's events (shared with the cache of
+    /// [`Commands`]: no copy is made). Commands of the same stream decided together share one
+    /// write, so this may include the events of those decided after this one.
     pub state: Arc<A>,
-    /// The stream's version after the command (`None`: the stream still has no events).
+    /// The stream's version after the command's own events (`None`: the stream still has no
+    /// events).
     pub version: Option<u64>,
-    /// The global position of the last event appended, for read-your-writes; `None` when no
-    /// event was appended.
+    /// The global position of the last event of the write that held the command's events, for
+    /// read-your-writes (at or after the command's own last event); `None` when no event was
+    /// appended.
     pub position: Option<Position>,
 }
 
@@ -75,6 +102,12 @@ pub enum ExecuteError<E: std::error::Error + 'static> {
     /// Other writers kept changing the stream.
     #[error("stream {stream:?} kept changing; gave up after {attempts} attempts")]
     Conflict { stream: String, attempts: u32 },
+    /// The stream's writer stopped before it answered (the runtime shut down, or a panic):
+    /// whether the command's events were appended is not known.
+    #[error(
+        "the writer of stream {stream:?} stopped before answering; the command may or may not have been applied"
+    )]
+    Interrupted { stream: String },
 }
 
 #[derive(Clone)]
@@ -83,16 +116,36 @@ struct CachedState {
     state: Arc<dyn Any + Send + Sync>,
 }
 
-/// Executes commands against an [`EventStore`]. Share one per process: it caches states.
+/// A command's answer.
+type Answer<A> = Result<Executed<A>, ExecuteError<<A as Aggregate>::Error>>;
+
+/// A command waiting in its stream's queue.
+struct Pending<A: Aggregate> {
+    command: A::Command,
+    /// The events' metadata, encoded.
+    metadata: Vec<u8>,
+    reply: oneshot::Sender<Answer<A>>,
+}
+
+/// The streams with a writer task, by aggregate type and stream name, each with the commands
+/// waiting for it (boxed [`Pending`] of that aggregate type).
+type Queues = HashMap<(TypeId, String), Vec<Box<dyn Any + Send>>>;
+
+/// Executes commands against an [`EventStore`]. Share one per process: it caches states and
+/// queues each stream's commands.
 pub struct Commands {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     store: Arc<dyn EventStore>,
     states: Mutex<GenerationalCache<String, CachedState>>,
     /// The highest position an append through these commands was acknowledged at: a read
     /// that starts after an acknowledged write waits until the read models reach it
     /// (read-your-writes on one replica, at no cost once they have).
     written: Mutex<Position>,
-    /// Each stream's turn, while a command holds or waits for it.
-    turns: StreamTurns,
+    /// Each stream's queue while its writer task runs.
+    queues: Mutex<Queues>,
     /// When an append last failed because the store was unavailable (disk full, database
     /// down), and why; cleared by the next append that succeeds. Readiness reads it.
     unavailable: Mutex<Option<(std::time::Instant, String)>>,
@@ -107,11 +160,13 @@ impl std::fmt::Debug for Commands {
 impl Commands {
     pub fn new(store: Arc<dyn EventStore>) -> Commands {
         Commands {
-            store,
-            states: Mutex::new(GenerationalCache::new(STATE_CACHE_CAPACITY)),
-            written: Mutex::new(Position::START),
-            turns: StreamTurns::default(),
-            unavailable: Mutex::new(None),
+            inner: Arc::new(Inner {
+                store,
+                states: Mutex::new(GenerationalCache::new(STATE_CACHE_CAPACITY)),
+                written: Mutex::new(Position::START),
+                queues: Mutex::new(HashMap::new()),
+                unavailable: Mutex::new(None),
+            }),
         }
     }
 
@@ -119,10 +174,94 @@ impl Commands {
     /// unavailable ([`StoreError::is_unavailable`]), and the failure; `None` when none did
     /// or an append succeeded since.
     pub fn unavailable(&self) -> Option<(std::time::Duration, String)> {
-        let last = self.unavailable.lock().ok()?;
+        let last = self.inner.unavailable.lock().ok()?;
         last.as_ref().map(|(at, why)| (at.elapsed(), why.clone()))
     }
 
+    /// The highest position an append through these commands was acknowledged at (the
+    /// position of the last event of the latest acknowledged write; [`Position::START`] before
+    /// any).
+    pub fn written(&self) -> Position {
+        self.inner.written.lock().map_or(Position::START, |w| *w)
+    }
+
+    /// The store commands are executed against.
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.inner.store
+    }
+
+    /// Runs `command` on the aggregate `A` with id `id` (stream `<A::CATEGORY>-<id>`). Every
+    /// appended event carries `metadata` and a fresh UUID v7 id; time is whatever the command
+    /// carries (the domain reads no clock). Must run inside a tokio runtime (the stream's
+    /// writer is a task of it).
+    pub async fn execute<A: Aggregate>(
+        &self,
+        id: &str,
+        metadata: &EventMetadata,
+        command: &A::Command,
+    ) -> Result<Executed<A>, ExecuteError<A::Error>>
+    where
+        A::Command: Clone + Send + 'static,
+    {
+        let stream = stream_name(A::CATEGORY, id);
+        let metadata = metadata.to_json().map_err(CodecError::Encode)?;
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending::<A> { command: command.clone(), metadata, reply };
+        Inner::enqueue(&self.inner, stream.clone(), pending);
+        answer.await.unwrap_or(Err(ExecuteError::Interrupted { stream }))
+    }
+
+    /// How many streams have a command running or waiting in this process (for tests: a
+    /// stream's queue is dropped once its writer has answered every command).
+    pub fn streams_in_use(&self) -> usize {
+        self.inner.queues.lock().map_or(0, |m| m.len())
+    }
+
+    /// How many commands wait in this process for their stream's writer to take them (for
+    /// tests: those a writer has taken are not counted).
+    pub fn queued(&self) -> usize {
+        self.inner.queues.lock().map_or(0, |m| m.values().map(Vec::len).sum())
+    }
+
+    /// The current state of the aggregate `A` with id `id`, and its stream version.
+    pub async fn load<A: Aggregate>(
+        &self,
+        id: &str,
+    ) -> Result<(A, Option<u64>), ExecuteError<A::Error>> {
+        let stream = stream_name(A::CATEGORY, id);
+        let (mut state, mut version) = match self.inner.cached::<A>(&stream) {
+            Some((state, version)) => (state, Some(version)),
+            None => (A::default(), None),
+        };
+        self.inner.catch_up(&stream, &mut state, &mut version).await?;
+        let state = self.inner.remember(&stream, version, state);
+        Ok((Arc::unwrap_or_clone(state), version))
+    }
+
+    /// Applies `f` to the cached state of the aggregate `A` with id `id`, without reading the
+    /// store: `None` when it is not cached. The state may be behind the stream, so use it only
+    /// for what never changes once set (an agenda's customer, say).
+    pub fn peek<A: Aggregate, R>(&self, id: &str, f: impl FnOnce(&A) -> R) -> Option<R> {
+        let stream = stream_name(A::CATEGORY, id);
+        let hit = self.inner.states.lock().ok().and_then(|mut c| c.get(&stream))?;
+        hit.state.downcast_ref::<A>().map(f)
+    }
+}
+
+/// What deciding one command of a batch came to, before the write.
+enum Decided<A: Aggregate> {
+    /// Events to append; `upto` counts the batch's events up to and including these.
+    Events { events: Vec<A::Event>, upto: usize },
+    /// Nothing to do, with `upto` of the batch's events decided before it.
+    NoOp { upto: usize },
+    /// Refused, with `upto` of the batch's events decided before it.
+    Refused { error: A::Error, upto: usize },
+    /// Failed on its own (its events could not be encoded or are too large to store).
+    Failed(ExecuteError<A::Error>),
+}
+
+impl Inner {
+    /// Records whether an append reached the store, for [`Commands::unavailable`].
     fn note_append(&self, result: Result<(), &StoreError>) {
         let Ok(mut last) = self.unavailable.lock() else { return };
         match result {
@@ -135,129 +274,201 @@ impl Commands {
         }
     }
 
-    /// The highest position an append through these commands was acknowledged at (the
-    /// position of the last event of the latest acknowledged write; [`Position::START`] before
-    /// any).
-    pub fn written(&self) -> Position {
-        self.written.lock().map_or(Position::START, |w| *w)
-    }
-
-    fn note_written(&self, position: Position) {
-        if let Ok(mut written) = self.written.lock()
-            && position > *written
-        {
-            *written = position;
-        }
-    }
-
-    /// The store commands are executed against.
-    pub fn store(&self) -> &Arc<dyn EventStore> {
-        &self.store
-    }
-
-    /// Runs `command` on the aggregate `A` with id `id` (stream `<A::CATEGORY>-<id>`). Every
-    /// appended event carries `metadata` and a fresh UUID v7 id; time is whatever the command
-    /// carries (the domain reads no clock).
-    pub async fn execute<A: Aggregate>(
-        &self,
-        id: &str,
-        metadata: &EventMetadata,
-        command: &A::Command,
-    ) -> Result<Executed<A>, ExecuteError<A::Error>>
+    /// Queues `pending` for its stream, and starts the stream's writer unless one runs.
+    fn enqueue<A: Aggregate>(this: &Arc<Inner>, stream: String, pending: Pending<A>)
     where
-        A::Command: Sync,
+        A::Command: Send + 'static,
     {
-        let stream = stream_name(A::CATEGORY, id);
-        let metadata = metadata.to_json().map_err(CodecError::Encode)?;
-        // Wait for the commands on this stream queued before this one (held until return).
-        let _turn = self.turns.take(&stream).await;
-        let (mut state, mut version, mut fresh) = match self.cached::<A>(&stream) {
-            // Optimistic: decide on the cached state and let the append's expected version
-            // tell whether another writer (another replica, or a delete) got there first.
-            Some((state, version)) => (state, Some(version), false),
-            None => (A::default(), None, true),
-        };
-        if fresh {
-            self.catch_up(&stream, &mut state, &mut version).await?;
-        }
-        for _ in 0..MAX_EXECUTE_ATTEMPTS {
-            let decided = state.decide(command);
-            let events = match decided {
-                Ok(events) if fresh || !events.is_empty() => events,
-                // A refusal or a no-op judged on an unverified cached state is only reported
-                // after reading what the stream holds now: the cache may be behind.
-                _ if !fresh => {
-                    self.catch_up(&stream, &mut state, &mut version).await?;
-                    fresh = true;
-                    continue;
+        let key = (TypeId::of::<A>(), stream);
+        let start = {
+            // A poisoned map (a panic while it was held; nothing in here panics) keeps working.
+            let mut queues = this.queues.lock().unwrap_or_else(PoisonError::into_inner);
+            match queues.get_mut(&key) {
+                Some(queue) => {
+                    queue.push(Box::new(pending));
+                    None
                 }
-                Ok(events) => events,
-                Err(e) => return Err(ExecuteError::Refused(e)),
-            };
-            if events.is_empty() {
-                let state = self.remember(&stream, version, state);
-                return Ok(Executed { events, state, version, position: None });
+                None => {
+                    queues.insert(key.clone(), vec![Box::new(pending)]);
+                    Some(key)
+                }
             }
-            let new_events = events
-                .iter()
-                .map(|e| {
-                    Ok(NewEvent {
-                        event_id: Uuid::now_v7(),
-                        event_type: e.event_type().to_owned(),
-                        schema_version: e.schema_version(),
-                        data: e.encode()?,
-                        metadata: metadata.clone(),
-                    })
-                })
-                .collect::<Result<Vec<_>, CodecError>>()?;
-            let expected = version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
-            let appended = self.store.append(&stream, expected, new_events).await;
+        };
+        if let Some(key) = start {
+            tokio::spawn(Arc::clone(this).write::<A>(key));
+        }
+    }
+
+    /// A stream's writer: takes the queued commands, decides them together, appends their
+    /// events in one write and answers them; again while commands keep arriving, then it
+    /// ends (and the stream leaves the map).
+    async fn write<A: Aggregate>(self: Arc<Inner>, key: (TypeId, String))
+    where
+        A::Command: Send + 'static,
+    {
+        // On a panic the queue goes with the writer: its callers learn they were interrupted
+        // (their reply senders drop) and the next command starts a new writer.
+        let mut guard = Leave { inner: &self, key: &key, armed: true };
+        let stream = key.1.as_str();
+        let mut batch: VecDeque<Pending<A>> = VecDeque::new();
+        loop {
+            {
+                let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(queue) = queues.get_mut(&key) {
+                    let take = queue.len().min(MAX_COMMANDS_PER_WRITE.saturating_sub(batch.len()));
+                    batch.extend(
+                        queue
+                            .drain(..take)
+                            .filter_map(|p| p.downcast::<Pending<A>>().ok().map(|p| *p)),
+                    );
+                }
+                // A command whose caller went away before its batch was taken is not run.
+                batch.retain(|p| !p.reply.is_closed());
+                if batch.is_empty() {
+                    queues.remove(&key);
+                    guard.armed = false;
+                    return;
+                }
+            }
+            let answers = self.write_batch::<A>(stream, &mut batch).await;
+            // The stream leaves the map before its last answers go out, so that a caller who
+            // got its answer finds the stream idle (or a new writer started after this one).
+            if batch.is_empty() {
+                let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+                if queues.get(&key).is_none_or(Vec::is_empty) {
+                    queues.remove(&key);
+                    guard.armed = false;
+                }
+            }
+            let done = !guard.armed;
+            for (reply, answer) in answers {
+                // The caller may have gone away meanwhile: nobody to tell.
+                let _ = reply.send(answer);
+            }
+            if done {
+                return;
+            }
+        }
+    }
+
+    /// Decides the commands at the front of `batch` and appends their events in one write.
+    /// Answers those it settled (removed from `batch`, in order); the ones it did not reach
+    /// (a limit, or a decision that needs the stream read first) stay at the front of `batch`.
+    async fn write_batch<A: Aggregate>(
+        &self,
+        stream: &str,
+        batch: &mut VecDeque<Pending<A>>,
+    ) -> Vec<(oneshot::Sender<Answer<A>>, Answer<A>)> {
+        let mut conflicts = 0;
+        let mut read_first = false;
+        loop {
+            let (mut state, mut version, mut fresh) = match self.cached::<A>(stream) {
+                // Optimistic: decide on the cached state and let the append's expected version
+                // tell whether another writer (another replica, or a delete) got there first.
+                Some((state, version)) => (state, Some(version), false),
+                None => (A::default(), None, true),
+            };
+            if fresh || read_first {
+                if let Err(e) = self.catch_up(stream, &mut state, &mut version).await {
+                    return fail_first(batch, e);
+                }
+                fresh = true;
+            }
+            let base = version;
+            let mut decided: Vec<Decided<A>> = Vec::with_capacity(batch.len());
+            let mut events_out: Vec<NewEvent> = Vec::new();
+            let mut bytes = 0usize;
+            while let Some(pending) = batch.get(decided.len()) {
+                let upto = events_out.len();
+                let events = match state.decide(&pending.command) {
+                    Ok(events) if !events.is_empty() => events,
+                    Ok(_) => {
+                        decided.push(Decided::NoOp { upto });
+                        continue;
+                    }
+                    Err(error) => {
+                        decided.push(Decided::Refused { error, upto });
+                        continue;
+                    }
+                };
+                let encoded = match encode::<A>(&events, &pending.metadata) {
+                    Ok(encoded) => encoded,
+                    Err(e) => {
+                        decided.push(Decided::Failed(e.into()));
+                        continue;
+                    }
+                };
+                let size = match check_append_sizes(stream, &encoded) {
+                    Ok(size) => size,
+                    Err(e) => {
+                        decided.push(Decided::Failed(e.into()));
+                        continue;
+                    }
+                };
+                if upto > 0
+                    && (upto + encoded.len() > MAX_EVENTS_PER_APPEND
+                        || bytes + size > MAX_APPEND_BYTES)
+                {
+                    break;
+                }
+                for e in &events {
+                    state.evolve(e);
+                }
+                bytes += size;
+                events_out.extend(encoded);
+                decided.push(Decided::Events { events, upto: events_out.len() });
+            }
+            if events_out.is_empty() {
+                // Only refusals and no-ops (or failures): judged on an unverified cached state,
+                // they are reported only after reading what the stream holds now, and decided
+                // again if it moved on. (With events, the write's expected version verifies the
+                // state every decision of the batch was judged on.)
+                if !fresh {
+                    let before = version;
+                    if let Err(e) = self.catch_up(stream, &mut state, &mut version).await {
+                        return fail_first(batch, e);
+                    }
+                    if version != before {
+                        read_first = true;
+                        continue;
+                    }
+                }
+                let state = self.remember(stream, version, state);
+                return settle(batch, decided, Some(state), base, None);
+            }
+            let expected = base.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+            let appended = self.store.append(stream, expected, events_out).await;
             self.note_append(appended.as_ref().map(|_| ()));
             match appended {
                 Ok(appended) => {
                     self.note_written(appended.position);
-                    for e in &events {
-                        state.evolve(e);
-                    }
-                    let version = Some(appended.version);
-                    let state = self.remember(&stream, version, state);
-                    return Ok(Executed {
-                        events,
-                        state,
-                        version,
-                        position: Some(appended.position),
-                    });
+                    let state = self.remember(stream, Some(appended.version), state);
+                    return settle(batch, decided, Some(state), base, Some(appended.position));
                 }
-                // Someone else appended since we read: read their events and decide again.
+                // Someone else appended since the cached state: read their events and decide
+                // the whole batch again.
                 Err(e) if e.is_conflict() => {
-                    self.catch_up(&stream, &mut state, &mut version).await?;
-                    fresh = true;
+                    conflicts += 1;
+                    if conflicts >= MAX_EXECUTE_ATTEMPTS {
+                        let n = decided.len();
+                        return batch
+                            .drain(..n)
+                            .map(|p| {
+                                let stream = stream.to_owned();
+                                (
+                                    p.reply,
+                                    Err(ExecuteError::Conflict { stream, attempts: conflicts }),
+                                )
+                            })
+                            .collect();
+                    }
+                    read_first = true;
                 }
-                Err(e) => return Err(e.into()),
+                // The write failed: the commands with events in it fail with it; a refusal or a
+                // no-op judged on a state that included them is decided again (from the stream).
+                Err(e) => return fail_write(batch, decided, fresh, e),
             }
         }
-        Err(ExecuteError::Conflict { stream, attempts: MAX_EXECUTE_ATTEMPTS })
-    }
-
-    /// How many streams have a command running or waiting in this process (for tests: the
-    /// turns are dropped once nobody holds or waits for them).
-    pub fn streams_in_use(&self) -> usize {
-        self.turns.map.lock().map_or(0, |m| m.len())
-    }
-
-    /// The current state of the aggregate `A` with id `id`, and its stream version.
-    pub async fn load<A: Aggregate>(
-        &self,
-        id: &str,
-    ) -> Result<(A, Option<u64>), ExecuteError<A::Error>> {
-        let stream = stream_name(A::CATEGORY, id);
-        let (mut state, mut version) = match self.cached::<A>(&stream) {
-            Some((state, version)) => (state, Some(version)),
-            None => (A::default(), None),
-        };
-        self.catch_up(&stream, &mut state, &mut version).await?;
-        let state = self.remember(&stream, version, state);
-        Ok((Arc::unwrap_or_clone(state), version))
     }
 
     /// Folds the events after `version` into `state`.
@@ -286,9 +497,9 @@ impl Commands {
         }
     }
 
-    /// The cached state of `stream` and its version, if any. A poisoned lock or a state of
-    /// another type (two aggregates sharing a category) is a miss: the stream is then read
-    /// from the start.
+    /// The cached state of `stream` and its version, if any (a copy: the decisions of a batch
+    /// evolve it). A poisoned lock or a state of another type (two aggregates sharing a
+    /// category) is a miss: the stream is then read from the start.
     fn cached<A: Aggregate>(&self, stream: &str) -> Option<(A, u64)> {
         let hit = self.states.lock().ok().and_then(|mut c| c.get(stream))?;
         hit.state.downcast_ref::<A>().map(|s| (s.clone(), hit.version))
@@ -305,64 +516,117 @@ impl Commands {
         state
     }
 
-    /// Applies `f` to the cached state of the aggregate `A` with id `id`, without reading the
-    /// store: `None` when it is not cached. The state may be behind the stream, so use it only
-    /// for what never changes once set (an agenda's customer, say).
-    pub fn peek<A: Aggregate, R>(&self, id: &str, f: impl FnOnce(&A) -> R) -> Option<R> {
-        let stream = stream_name(A::CATEGORY, id);
-        let hit = self.states.lock().ok().and_then(|mut c| c.get(&stream))?;
-        hit.state.downcast_ref::<A>().map(f)
-    }
-}
-
-/// One FIFO async lock per stream, created on first use and dropped when the last holder or
-/// waiter is done, so the map holds only the streams with a command in flight.
-#[derive(Default)]
-struct StreamTurns {
-    map: Arc<Mutex<TurnMap>>,
-}
-
-/// The streams with a command in flight, keyed by a name shared with their [`Turn`]s (so a
-/// command on a busy stream allocates nothing).
-type TurnMap = HashMap<Arc<str>, Arc<tokio::sync::Mutex<()>>>;
-
-impl StreamTurns {
-    /// Waits for `stream`'s turn (tokio's mutex queues waiters in arrival order).
-    async fn take(&self, stream: &str) -> Turn {
-        // A poisoned map (a panic while it was held) only loses the queueing, never a write:
-        // the append's expected version still guards the stream.
-        let (key, lock): (Arc<str>, _) = match self.map.lock() {
-            Ok(mut map) => match map.get_key_value(stream) {
-                Some((key, lock)) => (Arc::clone(key), Arc::clone(lock)),
-                None => {
-                    let key: Arc<str> = Arc::from(stream);
-                    let lock = Arc::clone(map.entry(Arc::clone(&key)).or_default());
-                    (key, lock)
-                }
-            },
-            Err(_) => (Arc::from(stream), Arc::new(tokio::sync::Mutex::new(()))),
-        };
-        let guard = lock.lock_owned().await;
-        Turn { guard: Some(guard), map: Arc::clone(&self.map), stream: key }
-    }
-}
-
-/// A stream's turn; on drop it passes to the next waiter, or the stream leaves the map.
-struct Turn {
-    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-    map: Arc<Mutex<TurnMap>>,
-    stream: Arc<str>,
-}
-
-impl Drop for Turn {
-    fn drop(&mut self) {
-        // Release first; then the entry goes if nobody else holds a handle to it (a handle is
-        // only ever cloned under the map's lock, so the count cannot rise behind this check).
-        drop(self.guard.take());
-        if let Ok(mut map) = self.map.lock()
-            && map.get(&*self.stream).is_some_and(|l| Arc::strong_count(l) == 1)
+    fn note_written(&self, position: Position) {
+        if let Ok(mut written) = self.written.lock()
+            && position > *written
         {
-            map.remove(&*self.stream);
+            *written = position;
+        }
+    }
+}
+
+/// Encodes a command's events, each with a fresh UUID v7 id and the command's metadata.
+fn encode<A: Aggregate>(events: &[A::Event], metadata: &[u8]) -> Result<Vec<NewEvent>, CodecError> {
+    events
+        .iter()
+        .map(|e| {
+            Ok(NewEvent {
+                event_id: Uuid::now_v7(),
+                event_type: e.event_type().to_owned(),
+                schema_version: e.schema_version(),
+                data: e.encode()?,
+                metadata: metadata.to_vec(),
+            })
+        })
+        .collect()
+}
+
+/// The answers of the first `decided.len()` commands of `batch` (removed from it), after the
+/// write that held their events (at `position`; `None`: nothing was appended). `base` is the
+/// stream's version before the write; `state` the state after it.
+fn settle<A: Aggregate>(
+    batch: &mut VecDeque<Pending<A>>,
+    decided: Vec<Decided<A>>,
+    state: Option<Arc<A>>,
+    base: Option<u64>,
+    position: Option<Position>,
+) -> Vec<(oneshot::Sender<Answer<A>>, Answer<A>)> {
+    // The version after the batch's first `upto` events.
+    let version_at = |upto: usize| match upto {
+        0 => base,
+        n => Some(base.map_or(0, |v| v.saturating_add(1)).saturating_add(n as u64 - 1)),
+    };
+    let executed = |events: Vec<A::Event>, upto: usize, position: Option<Position>| {
+        // `state` is only missing when every decision is a failure or a refusal.
+        let state = state.clone().unwrap_or_default();
+        Ok(Executed { events, state, version: version_at(upto), position })
+    };
+    let n = decided.len();
+    batch
+        .drain(..n)
+        .zip(decided)
+        .map(|(pending, decided)| {
+            let answer = match decided {
+                Decided::Events { events, upto } => executed(events, upto, position),
+                Decided::NoOp { upto } => executed(Vec::new(), upto, None),
+                Decided::Refused { error, .. } => Err(ExecuteError::Refused(error)),
+                Decided::Failed(e) => Err(e),
+            };
+            (pending.reply, answer)
+        })
+        .collect()
+}
+
+/// The first command of `batch` fails with `error` (the stream could not be read); the others
+/// stay queued and are tried again, each getting its own answer.
+fn fail_first<A: Aggregate>(
+    batch: &mut VecDeque<Pending<A>>,
+    error: ExecuteError<A::Error>,
+) -> Vec<(oneshot::Sender<Answer<A>>, Answer<A>)> {
+    batch.pop_front().map(|p| (p.reply, Err(error))).into_iter().collect()
+}
+
+/// A write of the first `decided.len()` commands of `batch` failed with `error`; `verified`:
+/// the state before the write was read from the stream, not only cached.
+fn fail_write<A: Aggregate>(
+    batch: &mut VecDeque<Pending<A>>,
+    decided: Vec<Decided<A>>,
+    verified: bool,
+    error: StoreError,
+) -> Vec<(oneshot::Sender<Answer<A>>, Answer<A>)> {
+    let n = decided.len();
+    let mut answers = Vec::new();
+    let mut again = Vec::new();
+    for (pending, decided) in batch.drain(..n).zip(decided) {
+        match decided {
+            Decided::Events { .. } => answers.push((pending.reply, Err(error.clone().into()))),
+            Decided::Failed(e) => answers.push((pending.reply, Err(e))),
+            // Judged on the stream's state before any of the failed write's events: it stands.
+            Decided::Refused { error, upto: 0 } if verified => {
+                answers.push((pending.reply, Err(ExecuteError::Refused(error))))
+            }
+            // A no-op's answer carries the state, and the one before the write is not at hand.
+            Decided::NoOp { .. } | Decided::Refused { .. } => again.push(pending),
+        }
+    }
+    for pending in again.into_iter().rev() {
+        batch.push_front(pending);
+    }
+    answers
+}
+
+/// Takes a stream out of the writers' map when its writer ends by a panic.
+struct Leave<'a> {
+    inner: &'a Inner,
+    key: &'a (TypeId, String),
+    armed: bool,
+}
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut queues = self.inner.queues.lock().unwrap_or_else(PoisonError::into_inner);
+            queues.remove(self.key);
         }
     }
 }

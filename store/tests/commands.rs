@@ -1,19 +1,24 @@
-//! Command execution over the SQLite store, with a tiny counter aggregate defined here.
+//! Command execution over the SQLite store (and, for the batching of one stream's queued
+//! commands, PostgreSQL too), with a tiny counter aggregate defined here.
 
 // Test helpers outside `#[test]` functions fail loudly too.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use pop_domain::{Aggregate, CodecError, EventCodec};
 use pop_store::commands::MAX_EXECUTE_ATTEMPTS;
+use pop_store::test_cluster::TestCluster;
 use pop_store::{
     ActualVersion, AppendResult, Commands, Direction, EventMetadata, EventStore, ExecuteError,
-    ExpectedVersion, NewEvent, Position, RecordedEvent, SqliteOptions, SqliteStore, StoreError,
+    ExpectedVersion, NewEvent, PgOptions, PgStore, Position, RecordedEvent, SqliteOptions,
+    SqliteStore, StoreError,
 };
 use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -22,11 +27,15 @@ struct Counter {
     closed: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum CounterCommand {
     Add(i64),
     Close,
     Reopen,
+    /// Always refused.
+    Reject,
+    /// An event larger than the store takes.
+    Huge,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,12 +43,15 @@ enum CounterEvent {
     Added { by: i64 },
     Closed,
     Reopened,
+    Blob(String),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 enum CounterError {
     #[error("the counter is closed")]
     Closed,
+    #[error("rejected")]
+    Rejected,
 }
 
 impl EventCodec for CounterEvent {
@@ -48,6 +60,7 @@ impl EventCodec for CounterEvent {
             CounterEvent::Added { .. } => "CounterAdded",
             CounterEvent::Closed => "CounterClosed",
             CounterEvent::Reopened => "CounterReopened",
+            CounterEvent::Blob(_) => "CounterBlob",
         }
     }
     fn schema_version(&self) -> u32 {
@@ -57,7 +70,10 @@ impl EventCodec for CounterEvent {
         serde_json::to_vec(self).map_err(CodecError::Encode)
     }
     fn decode(event_type: &str, version: u32, data: &[u8]) -> Result<Self, CodecError> {
-        if !matches!(event_type, "CounterAdded" | "CounterClosed" | "CounterReopened") {
+        if !matches!(
+            event_type,
+            "CounterAdded" | "CounterClosed" | "CounterReopened" | "CounterBlob"
+        ) {
             return Err(CodecError::UnknownType { event_type: event_type.to_owned() });
         }
         serde_json::from_slice(data).map_err(|source| CodecError::Malformed {
@@ -76,6 +92,8 @@ impl Aggregate for Counter {
 
     fn decide(&self, command: &CounterCommand) -> Result<Vec<CounterEvent>, CounterError> {
         match command {
+            CounterCommand::Reject => Err(CounterError::Rejected),
+            CounterCommand::Huge => Ok(vec![CounterEvent::Blob("x".repeat(1 << 20))]),
             CounterCommand::Reopen if self.closed => Ok(vec![CounterEvent::Reopened]),
             CounterCommand::Reopen => Ok(vec![]),
             _ if self.closed => Err(CounterError::Closed),
@@ -90,6 +108,7 @@ impl Aggregate for Counter {
             CounterEvent::Added { by } => self.value = self.value.saturating_add(*by),
             CounterEvent::Closed => self.closed = true,
             CounterEvent::Reopened => self.closed = false,
+            CounterEvent::Blob(_) => {}
         }
     }
 }
@@ -326,4 +345,234 @@ async fn undecodable_events_and_deleted_streams_are_typed_errors() {
     store.delete_stream("counter-i", ExpectedVersion::Any).await.unwrap();
     let r = commands.execute::<Counter>("i", &meta(), &CounterCommand::Add(1)).await;
     assert!(matches!(r, Err(ExecuteError::Store(StoreError::StreamDeleted { .. }))), "{r:?}");
+}
+
+/// A store whose appends wait at a gate the test holds closed (a write lock), counted, and
+/// of which one (`fail_at`, counted from 1) fails as a broken disk would.
+struct Gated {
+    inner: Arc<dyn EventStore>,
+    gate: tokio::sync::RwLock<()>,
+    waiting: AtomicUsize,
+    appends: AtomicUsize,
+    fail_at: Option<usize>,
+}
+
+impl Gated {
+    fn new(inner: Arc<dyn EventStore>, fail_at: Option<usize>) -> Arc<Gated> {
+        Arc::new(Gated {
+            inner,
+            gate: tokio::sync::RwLock::new(()),
+            waiting: AtomicUsize::new(0),
+            appends: AtomicUsize::new(0),
+            fail_at,
+        })
+    }
+}
+
+#[async_trait]
+impl EventStore for Gated {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _open = self.gate.read().await;
+        let n = self.appends.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.fail_at == Some(n) {
+            return Err(StoreError::Closed);
+        }
+        self.inner.append(stream, expected, events).await
+    }
+    async fn read_stream(
+        &self,
+        s: &str,
+        from: u64,
+        max: usize,
+        d: Direction,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_stream(s, from, max, d).await
+    }
+    async fn read_all(
+        &self,
+        after: Position,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_all(after, max).await
+    }
+    fn subscribe_all(
+        &self,
+        after: Position,
+    ) -> BoxStream<'static, Result<RecordedEvent, StoreError>> {
+        self.inner.subscribe_all(after)
+    }
+    async fn delete_stream(&self, s: &str, e: ExpectedVersion) -> Result<(), StoreError> {
+        self.inner.delete_stream(s, e).await
+    }
+    async fn head(&self) -> Result<Position, StoreError> {
+        self.inner.head().await
+    }
+}
+
+/// Polls `done` until it holds (a task reaching a point the test waits for); fails after 10 s.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "waited 10 s for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
+type Answer = Result<pop_store::Executed<Counter>, ExecuteError<CounterError>>;
+
+fn run(commands: &Arc<Commands>, id: &str, command: CounterCommand) -> JoinHandle<Answer> {
+    let (commands, id) = (commands.clone(), id.to_owned());
+    tokio::spawn(async move { commands.execute::<Counter>(&id, &meta(), &command).await })
+}
+
+/// One command writes alone while the gate holds its append; 99 more (adds, refusals and one
+/// too large to store) queue meanwhile from concurrent tasks and must go out together in the
+/// second write: each acknowledged one at its own version, the failing ones failing alone.
+async fn queued_commands_go_out_in_one_write(store: Arc<dyn EventStore>) {
+    let gated = Gated::new(store.clone(), None);
+    let commands = Arc::new(Commands::new(gated.clone()));
+    let closed = gated.gate.write().await;
+    let first = run(&commands, "q", CounterCommand::Add(1000));
+    until("the first write", || gated.waiting.load(Ordering::SeqCst) == 1).await;
+    let queued: Vec<(i64, CounterCommand, JoinHandle<Answer>)> = (1..100)
+        .map(|i| {
+            let command = match i {
+                50 => CounterCommand::Huge,
+                i if i % 10 == 5 => CounterCommand::Reject,
+                i => CounterCommand::Add(i),
+            };
+            (i, command.clone(), run(&commands, "q", command))
+        })
+        .collect();
+    until("99 queued commands", || commands.queued() == 99).await;
+    // Nobody is answered before the write that holds its events.
+    assert!(!first.is_finished());
+    assert!(queued.iter().all(|(_, _, t)| !t.is_finished()));
+    drop(closed);
+
+    let first = first.await.unwrap().unwrap();
+    assert_eq!((first.version, first.state.value >= 1000), (Some(0), true));
+    let mut acknowledged = vec![(0u64, 1000i64)];
+    let mut positions = std::collections::BTreeSet::new();
+    for (i, command, task) in queued {
+        let answer = task.await.unwrap();
+        match command {
+            CounterCommand::Add(by) => {
+                let done = answer.unwrap();
+                assert_eq!(done.events, vec![CounterEvent::Added { by }]);
+                acknowledged.push((done.version.unwrap(), by));
+                positions.insert(done.position.unwrap());
+            }
+            CounterCommand::Reject => {
+                assert!(matches!(answer, Err(ExecuteError::Refused(CounterError::Rejected))))
+            }
+            _ => assert!(
+                matches!(answer, Err(ExecuteError::Store(StoreError::LimitExceeded { .. }))),
+                "{i}: {answer:?}"
+            ),
+        }
+    }
+    assert_eq!(gated.appends.load(Ordering::SeqCst), 2, "the 99 queued commands: one write");
+    assert_eq!(positions.len(), 1, "one write, one position for read-your-writes");
+    assert!(positions.first().unwrap() > &first.position.unwrap());
+
+    // The stream holds exactly the acknowledged commands, each at the version it was told.
+    acknowledged.sort_unstable();
+    let stored = store.read_stream("counter-q", 0, 1000, Direction::Forwards).await.unwrap();
+    assert_eq!(stored.len(), acknowledged.len());
+    for ((version, by), recorded) in acknowledged.iter().zip(&stored) {
+        assert_eq!(recorded.version, *version);
+        let event = CounterEvent::decode(&recorded.event_type, 1, &recorded.data).unwrap();
+        assert_eq!(event, CounterEvent::Added { by: *by });
+    }
+    let sum: i64 = acknowledged.iter().map(|(_, by)| by).sum();
+    let (state, version) = Commands::new(store).load::<Counter>("q").await.unwrap();
+    assert_eq!((state.value, version), (sum, Some(stored.len() as u64 - 1)));
+    assert_eq!(commands.streams_in_use(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queued_commands_go_out_in_one_write_on_sqlite() {
+    let (_dir, store) = store().await;
+    queued_commands_go_out_in_one_write(store.clone()).await;
+    let report = store.verify().await.unwrap();
+    assert!(report.is_intact(), "the stream's hash chain over batched writes: {report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queued_commands_go_out_in_one_write_on_postgres() {
+    let Some(cluster) = TestCluster::shared("queued_commands_go_out_in_one_write_on_postgres")
+    else {
+        return;
+    };
+    let url = cluster.create_database().await.unwrap();
+    let store = Arc::new(PgStore::connect(&url, PgOptions::default()).await.unwrap());
+    queued_commands_go_out_in_one_write(store.clone()).await;
+    store.close().await;
+    let report = pop_store::postgres::verify(&url).await.unwrap();
+    assert!(report.is_intact(), "the stream's hash chain over batched writes: {report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_write_fails_its_commands_and_the_others_are_decided_again() {
+    let (_dir, store) = store().await;
+    let gated = Gated::new(store.clone(), Some(2));
+    let commands = Arc::new(Commands::new(gated.clone()));
+    let closed = gated.gate.write().await;
+    let first = run(&commands, "w", CounterCommand::Add(1));
+    until("the first write", || gated.waiting.load(Ordering::SeqCst) == 1).await;
+    // The second write (all of these) fails.
+    let mut tasks = Vec::new();
+    for command in [
+        CounterCommand::Reject,
+        CounterCommand::Add(2),
+        CounterCommand::Reject,
+        CounterCommand::Add(0),
+        CounterCommand::Add(3),
+    ] {
+        tasks.push(run(&commands, "w", command));
+        let n = tasks.len();
+        until("the commands queued in order", || commands.queued() == n).await;
+    }
+    drop(closed);
+    assert_eq!(first.await.unwrap().unwrap().version, Some(0));
+    let answers: Vec<Answer> =
+        futures::future::join_all(tasks).await.into_iter().map(Result::unwrap).collect();
+    // Refusals stand (the one after the failed events was decided again); the commands whose
+    // events were in the failed write fail with it; the no-op is decided again on the stream.
+    assert!(matches!(answers[0], Err(ExecuteError::Refused(CounterError::Rejected))));
+    assert!(matches!(answers[1], Err(ExecuteError::Store(StoreError::Closed))), "{:?}", answers[1]);
+    assert!(matches!(answers[2], Err(ExecuteError::Refused(CounterError::Rejected))));
+    let noop = answers[3].as_ref().unwrap();
+    assert_eq!((noop.events.len(), noop.version, noop.state.value), (0, Some(0), 1));
+    assert!(matches!(answers[4], Err(ExecuteError::Store(StoreError::Closed))), "{:?}", answers[4]);
+    let stored = store.read_stream("counter-w", 0, 100, Direction::Forwards).await.unwrap();
+    assert_eq!(stored.len(), 1, "only the first write is in the stream");
+    // The stream goes on from there.
+    let next = commands.execute::<Counter>("w", &meta(), &CounterCommand::Add(4)).await.unwrap();
+    assert_eq!((next.version, next.state.value), (Some(1), 5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_command_whose_caller_went_away_before_its_write_is_not_run() {
+    let (_dir, store) = store().await;
+    let gated = Gated::new(store.clone(), None);
+    let commands = Arc::new(Commands::new(gated.clone()));
+    let closed = gated.gate.write().await;
+    let first = run(&commands, "x", CounterCommand::Add(1));
+    until("the first write", || gated.waiting.load(Ordering::SeqCst) == 1).await;
+    let gone = run(&commands, "x", CounterCommand::Add(7));
+    until("the second command queued", || commands.queued() == 1).await;
+    gone.abort();
+    assert!(gone.await.unwrap_err().is_cancelled());
+    drop(closed);
+    first.await.unwrap().unwrap();
+    let next = commands.execute::<Counter>("x", &meta(), &CounterCommand::Add(2)).await.unwrap();
+    assert_eq!((next.version, next.state.value), (Some(1), 3), "the abandoned Add(7) never ran");
 }

@@ -64,6 +64,9 @@ pub struct AgendaFilter {
     /// Only agendas whose order time is before this.
     pub until: Option<DateTime<Utc>>,
     pub order: Option<AgendaListOrder>,
+    /// Walk `order` backwards: the newest (or, by `UPDATED_TIME`, the most recently changed)
+    /// agendas first; `endCursor` then continues with older ones. Default false.
+    pub newest_first: Option<bool>,
 }
 
 impl From<AgendaFilter> for reads::AgendaFilter {
@@ -79,6 +82,7 @@ impl From<AgendaFilter> for reads::AgendaFilter {
                 AgendaListOrder::AddedTime => reads::AgendaListOrder::AddedTime,
                 AgendaListOrder::UpdatedTime => reads::AgendaListOrder::UpdatedTime,
             },
+            newest_first: f.newest_first.unwrap_or(false),
             ..reads::AgendaFilter::default()
         }
     }

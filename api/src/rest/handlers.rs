@@ -125,9 +125,9 @@ fn feed(all: Vec<Value>, next: Option<Cursor>) -> Reply {
 fn agenda_reply(results: &[AgendaOutcome]) -> RestResult<Reply> {
     let mut agendas = Vec::with_capacity(results.len());
     for r in results {
-        let Some(agenda) = &r.agenda else { continue };
+        let Some(agenda) = r.agenda() else { continue };
         let mut value = to_json(agenda)?;
-        if let (Some(lease), Value::Object(fields)) = (&r.lease, &mut value) {
+        if let (Some(lease), Value::Object(fields)) = (r.lease(), &mut value) {
             fields.insert(
                 "lease".into(),
                 json!({"id": lease.lease_id, "expires": lease.expires.timestamp_millis()}),
@@ -135,7 +135,7 @@ fn agenda_reply(results: &[AgendaOutcome]) -> RestResult<Reply> {
         }
         agendas.push(value);
     }
-    let progress: Vec<&pop_domain::AgendaProgress> = results.iter().map(|r| &r.progress).collect();
+    let progress: Vec<&pop_domain::AgendaProgress> = results.iter().map(|r| r.progress()).collect();
     let body = json!({
         "count": agendas.len(),
         "all": agendas,
@@ -530,7 +530,7 @@ async fn update_progress(call: &Call<'_>) -> RestResult<Reply> {
     // A pop-aware executor names its lease beside the report (or inside it, `leaseId`).
     let lease_id = object.get("leaseId").and_then(Value::as_str);
     let done = call.app().report(&call.caller, progress, lease_id, body_cid(object)).await?;
-    let mut reply = feed(vec![to_json(&done.progress)?], None);
+    let mut reply = feed(vec![to_json(done.progress())?], None);
     reply.position = done.position.map(|p| p.to_string());
     Ok(reply)
 }
@@ -565,7 +565,7 @@ async fn update_progresses(call: &Call<'_>) -> RestResult<Reply> {
                 if let Some(p) = done.position {
                     position = Some(p.to_string());
                 }
-                results.push(json!({"index": index, "agendaProgress": to_json(&done.progress)?,
+                results.push(json!({"index": index, "agendaProgress": to_json(done.progress())?,
                     "position": done.position.map(|p| p.to_string())}));
             }
             Err(e) => {

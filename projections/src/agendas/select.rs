@@ -1,9 +1,10 @@
 //! Selecting agendas: a filtered, ordered, paginated list ([`AgendaQuery`]) driven by the
 //! most selective index, and the ProgressSummary of a linkId.
 
-use std::cmp::Reverse;
+use std::cmp::Ordering;
 use std::collections::btree_set;
 use std::collections::{BTreeSet, BinaryHeap};
+use std::iter::Rev;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -24,7 +25,11 @@ pub struct AgendaQuery<'a> {
     pub processing_state: Option<ProcessingState>,
     pub phase: Option<Phase>,
     pub order: AgendaOrder,
-    /// Start after this cursor (exclusive); `None` for the first page.
+    /// Walk the order backwards: newest first (for [`AgendaOrder::AddedTime`]), most recently
+    /// changed first (for [`AgendaOrder::UpdatedTime`]). `after` then starts the page before
+    /// the cursor.
+    pub descending: bool,
+    /// Start after this cursor (exclusive, in the walk's direction); `None` for the first page.
     pub after: Option<&'a Cursor>,
     /// Clamped to `1..=MAX_PAGE_SIZE`.
     pub limit: usize,
@@ -40,6 +45,7 @@ impl<'a> AgendaQuery<'a> {
             processing_state: None,
             phase: None,
             order: AgendaOrder::AddedTime,
+            descending: false,
             after: None,
             limit: MAX_PAGE_SIZE,
         }
@@ -109,7 +115,7 @@ impl AgendaModel {
             }
         }
         let after = q.after.map(|c| (c.time, Arc::clone(&c.id)));
-        merge_page(&sources, after, q.limit, exact_next, |key| {
+        merge_page(&sources, after, q.descending, q.limit, exact_next, |key| {
             self.entries.get(&key.1).filter(|e| q.admits(e) && keep(e))
         })
     }
@@ -179,28 +185,35 @@ impl AgendaModel {
     }
 }
 
-/// Merges the ordered `sources` (disjoint sets) from after `after`, keeping entries `pick`
-/// admits, up to `limit` of them and at most [`MAX_SCANNED_PER_PAGE`] examined. With
-/// `exact_next`, a full page looks ahead for one more admitted entry and gives `next` only if
-/// there is one (or if the scan bound stopped the look-ahead).
+/// Merges the ordered `sources` (disjoint sets) from after `after` (before it, walking
+/// `descending`), keeping entries `pick` admits, up to `limit` of them and at most
+/// [`MAX_SCANNED_PER_PAGE`] examined. With `exact_next`, a full page looks ahead for one more
+/// admitted entry and gives `next` only if there is one (or if the scan bound stopped the
+/// look-ahead). Either direction costs the same: a B-tree range walked from its start or end.
 fn merge_page<'m, T>(
     sources: &[&'m BTreeSet<Key>],
     after: Option<Key>,
+    descending: bool,
     limit: usize,
     exact_next: bool,
     mut pick: impl FnMut(&'m Key) -> Option<T>,
 ) -> Page<T> {
     let limit = limit.clamp(1, MAX_PAGE_SIZE);
-    let start = match &after {
+    let from = match &after {
         Some(k) => Bound::Excluded(k),
         None => Bound::Unbounded,
     };
-    let mut iters: Vec<btree_set::Range<'m, Key>> =
-        sources.iter().map(|s| s.range::<Key, _>((start, Bound::Unbounded))).collect();
-    let mut heap: BinaryHeap<Reverse<(&'m Key, usize)>> = BinaryHeap::new();
+    let mut iters: Vec<Walk<'m>> = sources
+        .iter()
+        .map(|s| match descending {
+            false => Walk::Up(s.range::<Key, _>((from, Bound::Unbounded))),
+            true => Walk::Down(s.range::<Key, _>((Bound::Unbounded, from)).rev()),
+        })
+        .collect();
+    let mut heap: BinaryHeap<Next<'m>> = BinaryHeap::new();
     for (i, it) in iters.iter_mut().enumerate() {
-        if let Some(k) = it.next() {
-            heap.push(Reverse((k, i)));
+        if let Some(key) = it.next() {
+            heap.push(Next { key, source: i, descending });
         }
     }
     let cursor = |key: &Key| Cursor { time: key.0, id: Arc::clone(&key.1) };
@@ -208,9 +221,9 @@ fn merge_page<'m, T>(
     let mut scanned = 0;
     // The key of the page's last item, once the page is full and looking ahead.
     let mut full_at: Option<&'m Key> = None;
-    while let Some(Reverse((key, i))) = heap.pop() {
+    while let Some(Next { key, source: i, .. }) = heap.pop() {
         if let Some(k) = iters[i].next() {
-            heap.push(Reverse((k, i)));
+            heap.push(Next { key: k, source: i, descending });
         }
         scanned += 1;
         match full_at {
@@ -237,3 +250,52 @@ fn merge_page<'m, T>(
     }
     Page { items, next: None }
 }
+
+/// One source's walk through its index, forwards or backwards.
+enum Walk<'m> {
+    Up(btree_set::Range<'m, Key>),
+    Down(Rev<btree_set::Range<'m, Key>>),
+}
+
+impl<'m> Iterator for Walk<'m> {
+    type Item = &'m Key;
+
+    fn next(&mut self) -> Option<&'m Key> {
+        match self {
+            Walk::Up(range) => range.next(),
+            Walk::Down(range) => range.next(),
+        }
+    }
+}
+
+/// A source's next key in the merge; the heap pops the one that comes first in the walk's
+/// direction (the smallest walking up, the largest walking down).
+struct Next<'m> {
+    key: &'m Key,
+    source: usize,
+    descending: bool,
+}
+
+impl Ord for Next<'_> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        let by_key = match self.descending {
+            true => self.key.cmp(other.key),
+            false => other.key.cmp(self.key),
+        };
+        by_key.then_with(|| other.source.cmp(&self.source))
+    }
+}
+
+impl PartialOrd for Next<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Next<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Next<'_> {}
