@@ -90,11 +90,11 @@ pub async fn import(args: ImportArgs) -> Result<()> {
     let refused = |e: TransferError| -> anyhow::Error {
         anyhow::anyhow!("import refused, nothing was imported: {e}")
     };
-    let mut reader = ExportReader::open(&args.file, pinned).map_err(refused)?;
+    let reader = ExportReader::open(&args.file, pinned).map_err(refused)?;
     let (summary, target) = match &args.store_url {
         Some(url) if is_postgres(url) => {
             let summary =
-                pop_store::postgres::transfer::import(url, &mut reader).await.map_err(refused)?;
+                pop_store::postgres::transfer::import(url, reader).await.map_err(refused)?;
             (summary, Target::Postgres(url.clone()))
         }
         Some(_) => bail!("pop import writes the embedded store or a PostgreSQL one (postgres://…)"),
@@ -103,7 +103,7 @@ pub async fn import(args: ImportArgs) -> Result<()> {
             let path = args.store.db_path();
             let db = path.clone();
             let summary = tokio::task::spawn_blocking(move || {
-                pop_store::sqlite::transfer::import(&db, &mut reader)
+                pop_store::sqlite::transfer::import(&db, reader)
             })
             .await?
             .map_err(refused)?;

@@ -511,8 +511,25 @@ fn parse_hex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// 64 hex digits into a hash, without an allocation (it runs twice per imported event).
 fn parse_hash(text: &str) -> Option<Hash> {
-    parse_hex(text).and_then(|v| Hash::try_from(v.as_slice()).ok())
+    fn digit(b: u8) -> Option<u8> {
+        match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            b'A'..=b'F' => Some(b - b'A' + 10),
+            _ => None,
+        }
+    }
+    let bytes = text.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = digit(bytes[2 * i])? << 4 | digit(bytes[2 * i + 1])?;
+    }
+    Some(out)
 }
 
 /// One line as read: every member any kind of line has.
@@ -948,17 +965,20 @@ impl<R: BufRead> ExportReader<R> {
         }
         let walker =
             self.walker.as_mut().ok_or_else(|| TransferError::File("not opened".into()))?;
-        let ok = walker.event(&EventRow {
-            stream: &stream,
-            version: i64::try_from(version).unwrap_or(-1),
-            position,
-            event_type: &event_type,
-            schema_version,
-            recorded_at,
-            metadata: &metadata,
-            data: &data,
-            chain: Some(chain_link.as_slice()),
-        });
+        let ok = walker.event_digested(
+            &EventRow {
+                stream: &stream,
+                version: i64::try_from(version).unwrap_or(-1),
+                position,
+                event_type: &event_type,
+                schema_version,
+                recorded_at,
+                metadata: &metadata,
+                data: &data,
+                chain: Some(chain_link.as_slice()),
+            },
+            Some(&digest),
+        );
         if !ok {
             let b = walker_break(self.walker.take());
             return Err(self.invalid(b));

@@ -236,8 +236,8 @@ async fn import_sqlite(
     k: &CheckpointSigningKey,
 ) -> (Result<(), TransferError>, PathBuf) {
     let target = dir.join(format!("{}.db", Uuid::new_v4()));
-    let result = ExportReader::open(file, Some(k.verifying_key())).and_then(|mut r| {
-        pop_store::sqlite::transfer::import(&target, &mut r).map(|s| {
+    let result = ExportReader::open(file, Some(k.verifying_key())).and_then(|r| {
+        pop_store::sqlite::transfer::import(&target, r).map(|s| {
             assert_eq!(s.key_source, KeySource::Pinned);
         })
     });
@@ -289,8 +289,8 @@ async fn an_export_imports_into_an_empty_store_and_verifies_there() {
     store.close().await.unwrap();
 
     // Not into a store that holds anything.
-    let mut reader = ExportReader::open(&file, Some(k.verifying_key())).unwrap();
-    let err = pop_store::sqlite::transfer::import(&target, &mut reader).expect_err("refused");
+    let reader = ExportReader::open(&file, Some(k.verifying_key())).unwrap();
+    let err = pop_store::sqlite::transfer::import(&target, reader).expect_err("refused");
     assert!(matches!(err, TransferError::NotEmpty(_)), "{err}");
 
     // A file signed by another key than the one pinned.
@@ -304,8 +304,8 @@ async fn an_export_imports_into_an_empty_store_and_verifies_there() {
         return;
     };
     let url = cluster.create_database().await.unwrap();
-    let mut reader = ExportReader::open(&file, Some(k.verifying_key())).unwrap();
-    let summary = pop_store::postgres::transfer::import(&url, &mut reader).await.unwrap();
+    let reader = ExportReader::open(&file, Some(k.verifying_key())).unwrap();
+    let summary = pop_store::postgres::transfer::import(&url, reader).await.unwrap();
     assert_eq!((summary.events, summary.pruned, summary.tombstones), (7, 2, 2));
     let report = pop_store::postgres::verify(&url).await.unwrap();
     assert!(report.is_intact(), "{report:?}");
@@ -319,8 +319,8 @@ async fn an_export_imports_into_an_empty_store_and_verifies_there() {
         pop_store::postgres::verify_with(&url, Some(key(9).verifying_key())).await.unwrap();
     assert!(report.is_intact() && report.checkpoints.checkpoints == 1, "{report:?}");
     pg.close().await;
-    let mut reader = ExportReader::open(&file, Some(k.verifying_key())).unwrap();
-    let err = pop_store::postgres::transfer::import(&url, &mut reader).await.expect_err("refused");
+    let reader = ExportReader::open(&file, Some(k.verifying_key())).unwrap();
+    let err = pop_store::postgres::transfer::import(&url, reader).await.expect_err("refused");
     assert!(matches!(err, TransferError::NotEmpty(_)), "{err}");
     let mut out = Vec::new();
     let again =
@@ -363,6 +363,7 @@ async fn a_tampered_export_is_refused_with_its_line_and_nothing_is_imported() {
     assert_eq!(err.line(), Some(at as u64 + 1), "{err}");
     assert!(err.to_string().contains("stream \"a\" version 2"), "{err}");
     assert_eq!(count(&target), 0, "the target stays empty");
+    assert!(!target.with_extension("db.importing").exists(), "the staging file is removed");
 
     // A dropped line: a's second event is gone, seen at a's next event.
     let mut dropped = owned.clone();
@@ -413,9 +414,9 @@ async fn a_tampered_export_is_refused_with_its_line_and_nothing_is_imported() {
         return;
     };
     let url = cluster.create_database().await.unwrap();
-    let mut reader =
+    let reader =
         ExportReader::open(&write("byte2.jsonl", &edited), Some(k.verifying_key())).unwrap();
-    let err = pop_store::postgres::transfer::import(&url, &mut reader).await.expect_err("refused");
+    let err = pop_store::postgres::transfer::import(&url, reader).await.expect_err("refused");
     assert_eq!(err.line(), Some(at as u64 + 1), "{err}");
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
     let driver = tokio::spawn(connection);

@@ -192,18 +192,55 @@ pub async fn export(
 }
 
 /// Imports a verified export into the PostgreSQL database at `url`, which must hold no pop
-/// rows (its schema is created or migrated first). Nothing is committed unless the whole file
-/// verified.
-pub async fn import<R: BufRead>(
+/// rows (its schema is created or migrated first). The file is read and verified on a blocking
+/// thread while this task streams what it handed out into the transaction; nothing is
+/// committed unless the whole file verified.
+pub async fn import<R: BufRead + Send + 'static>(
     url: &str,
-    reader: &mut ExportReader<R>,
+    reader: ExportReader<R>,
 ) -> Result<ImportSummary, TransferError> {
     let (mut client, driver) = connect(url).await?;
-    let result = import_on(&mut client, reader).await;
+    let (batches, mut inbox) = tokio::sync::mpsc::channel::<Result<Vec<Item>, TransferError>>(8);
+    let read = tokio::task::spawn_blocking(move || {
+        let mut reader = reader;
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            match reader.next_item() {
+                Ok(Some(item)) => {
+                    batch.push(item);
+                    if batch.len() == BATCH
+                        && batches
+                            .blocking_send(Ok(std::mem::replace(
+                                &mut batch,
+                                Vec::with_capacity(BATCH),
+                            )))
+                            .is_err()
+                    {
+                        return None;
+                    }
+                }
+                Ok(None) => {
+                    let _ = batches.blocking_send(Ok(batch));
+                    return reader.summary();
+                }
+                Err(e) => {
+                    let _ = batches.blocking_send(Err(e));
+                    return None;
+                }
+            }
+        }
+    });
+    let written = import_on(&mut client, &mut inbox).await;
+    drop(inbox);
+    let summary = read.await.map_err(|_| TransferError::File("reading it failed".into()))?;
     drop(client);
     let _ = driver.await;
-    result
+    written?;
+    summary.ok_or_else(|| TransferError::File("was not read to its end".into()))
 }
+
+/// Items the reader hands the writer at once.
+const BATCH: usize = 512;
 
 /// The pruned hash rows to insert, as columns.
 #[derive(Default)]
@@ -223,10 +260,10 @@ struct StreamColumns {
     last_seq: Vec<Option<i64>>,
 }
 
-async fn import_on<R: BufRead>(
+async fn import_on(
     client: &mut Client,
-    reader: &mut ExportReader<R>,
-) -> Result<ImportSummary, TransferError> {
+    inbox: &mut tokio::sync::mpsc::Receiver<Result<Vec<Item>, TransferError>>,
+) -> Result<(), TransferError> {
     let write = fail("importing into PostgreSQL");
     super::schema::migrate(client).await?;
     let tx = client.transaction().await.map_err(&write)?;
@@ -284,47 +321,53 @@ async fn import_on<R: BufRead>(
             ],
         );
         pin_mut!(writer);
-        while let Some(item) = reader.next_item()? {
-            match item {
-                Item::Entry(Entry::Event(e)) => {
-                    seq += 1;
-                    let version = clamp(e.version);
-                    let schema_version = i64::from(e.schema_version);
-                    let chain: Option<&[u8]> = e.chain.as_ref().map(|c| c.as_slice());
-                    writer
-                        .as_mut()
-                        .write(&[
-                            &tx_id,
-                            &seq,
-                            &e.stream,
-                            &version,
-                            &e.event_id,
-                            &e.event_type,
-                            &schema_version,
-                            &e.data,
-                            &e.metadata,
-                            &e.recorded_at,
-                            &chain,
-                        ])
-                        .await
-                        .map_err(&write)?;
-                    streams.insert(e.stream, (Some(version), seq, e.chain));
+        let mut complete = false;
+        while let Some(batch) = inbox.recv().await {
+            let batch = batch?;
+            complete = batch.len() < BATCH;
+            for item in batch {
+                match item {
+                    Item::Entry(Entry::Event(e)) => {
+                        seq += 1;
+                        let version = clamp(e.version);
+                        let schema_version = i64::from(e.schema_version);
+                        let chain: Option<&[u8]> = e.chain.as_ref().map(|c| c.as_slice());
+                        writer
+                            .as_mut()
+                            .write(&[
+                                &tx_id,
+                                &seq,
+                                &e.stream,
+                                &version,
+                                &e.event_id,
+                                &e.event_type,
+                                &schema_version,
+                                &e.data,
+                                &e.metadata,
+                                &e.recorded_at,
+                                &chain,
+                            ])
+                            .await
+                            .map_err(&write)?;
+                        streams.insert(e.stream, (Some(version), seq, e.chain));
+                    }
+                    Item::Entry(Entry::Pruned(p)) => {
+                        seq += 1;
+                        pruned.seq.push(seq);
+                        pruned.stream.push(p.stream.clone());
+                        pruned.version.push(clamp(p.version));
+                        pruned.chain.push(p.link.map(|l| l.to_vec()));
+                        streams.insert(p.stream, (Some(clamp(p.version)), seq, p.link));
+                    }
+                    Item::Tombstone(t) => tombstones.push(t),
                 }
-                Item::Entry(Entry::Pruned(p)) => {
-                    seq += 1;
-                    pruned.seq.push(seq);
-                    pruned.stream.push(p.stream.clone());
-                    pruned.version.push(clamp(p.version));
-                    pruned.chain.push(p.link.map(|l| l.to_vec()));
-                    streams.insert(p.stream, (Some(clamp(p.version)), seq, p.link));
-                }
-                Item::Tombstone(t) => tombstones.push(t),
             }
+        }
+        if !complete {
+            return Err(TransferError::File("was not read to its end".into()));
         }
         writer.finish().await.map_err(&write)?;
     }
-    let summary =
-        reader.summary().ok_or_else(|| TransferError::File("was not read to its end".into()))?;
     tx.execute(
         "INSERT INTO pop_pruned (tx_id, seq, stream, version, chain) \
          SELECT $1, t.seq, t.stream, t.version, t.chain \
@@ -366,5 +409,5 @@ async fn import_on<R: BufRead>(
     .await
     .map_err(&write)?;
     tx.commit().await.map_err(&write)?;
-    Ok(summary)
+    Ok(())
 }

@@ -27,6 +27,9 @@ fn fail(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     move |e| StoreError::backend(context, e)
 }
 
+/// Page cache of the importing connection, in KiB (only what is used is allocated).
+const IMPORT_CACHE_KIB: i64 = 1024 * 1024;
+
 fn position(p: i64) -> Position {
     Position::from_sequence(u64::try_from(p).unwrap_or(0))
 }
@@ -154,24 +157,75 @@ pub fn export(
     Ok(ExportSummary { manifest, checkpoint })
 }
 
-/// Imports a verified export into the store file at `path` (created when missing), which
-/// must hold nothing; the caller holds the data directory's lock. Nothing is committed unless
-/// the whole file verified.
-pub fn import<R: BufRead>(
+/// Items the reader thread hands the writer at once.
+const BATCH: usize = 512;
+
+/// Batches in flight between the reader thread and the writer.
+const BATCHES_AHEAD: usize = 8;
+
+/// Imports a verified export into the store file at `path`, which must not exist or hold
+/// nothing; the caller holds the data directory's lock. The file is read and verified on a
+/// thread of its own while this one writes what it handed out (two cores, two halves of the
+/// work) into a staging file beside `path` (`<name>.importing`: no journal, no WAL — it is
+/// thrown away whole on any failure, so it needs neither), which is synced and renamed over
+/// `path` only after the whole export verified. So a bad file leaves `path` as it was.
+pub fn import<R: BufRead + Send>(
     path: &Path,
-    reader: &mut ExportReader<R>,
+    reader: ExportReader<R>,
 ) -> Result<ImportSummary, TransferError> {
-    let write = fail("importing into the embedded store");
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| TransferError::File(format!("{}: {e}", dir.display())))?;
     }
+    let existing = path.exists();
+    if existing {
+        refuse_unless_empty(path)?;
+    }
+    let staging = path.with_extension("db.importing");
+    let _ = std::fs::remove_file(&staging);
+    let result = stage(&staging, reader);
+    let summary = match result {
+        Ok(summary) => summary,
+        Err(e) => {
+            let _ = std::fs::remove_file(&staging);
+            return Err(e);
+        }
+    };
+    let io =
+        |what: &'static str, e: std::io::Error| TransferError::Store(StoreError::backend(what, e));
+    std::fs::File::open(&staging)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io("syncing the imported store", e))?;
+    if existing {
+        // An empty store's file and its WAL: the WAL must not be replayed into the new file.
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            match std::fs::remove_file(&side) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io("removing the empty store's WAL", e));
+                }
+                _ => {}
+            }
+        }
+    }
+    std::fs::rename(&staging, path).map_err(|e| io("renaming the imported store into place", e))?;
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("syncing the data directory", e))?;
+    }
+    Ok(summary)
+}
+
+/// Refuses a store file that holds any row (a file of an empty store may be replaced).
+fn refuse_unless_empty(path: &Path) -> Result<(), TransferError> {
+    let read = fail("reading the target store");
     let mut conn = Connection::open(path).map_err(fail("opening the store file"))?;
     schema::configure_writer(&conn, Durability::Full)?;
     schema::migrate(&mut conn)?;
-    let tx =
-        conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(&write)?;
-    let (rows, head): (i64, i64) = tx
+    let (rows, head): (i64, i64) = conn
         .query_row(
             "SELECT (SELECT count(*) FROM streams) + (SELECT count(*) FROM events) + \
              (SELECT count(*) FROM pruned) + (SELECT count(*) FROM log_checkpoints), \
@@ -179,18 +233,82 @@ pub fn import<R: BufRead>(
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
-        .map_err(&write)?;
+        .map_err(&read)?;
     if rows > 0 || head > 0 {
         return Err(TransferError::NotEmpty(format!(
             "{} holds {rows} rows, log head {head}",
             path.display()
         )));
     }
+    Ok(())
+}
+
+/// Writes the export into a new file at `staging`, the reading and verifying on a thread of
+/// its own; the summary once the whole file verified and was written.
+fn stage<R: BufRead + Send>(
+    staging: &Path,
+    mut reader: ExportReader<R>,
+) -> Result<ImportSummary, TransferError> {
+    let write = fail("importing into the embedded store");
+    let mut conn = Connection::open(staging).map_err(fail("opening the staging file"))?;
+    schema::migrate(&mut conn)?;
+    // A file thrown away whole on failure: no rollback journal, no fsync before the one at the
+    // end, one process.
+    conn.pragma_update_and_check(None, "journal_mode", "OFF", |_| Ok(())).map_err(&write)?;
+    conn.pragma_update_and_check(None, "locking_mode", "EXCLUSIVE", |_| Ok(())).map_err(&write)?;
+    conn.pragma_update(None, "synchronous", "OFF").map_err(&write)?;
+    conn.pragma_update(None, "cache_size", -IMPORT_CACHE_KIB).map_err(&write)?;
+    std::thread::scope(|scope| {
+        let (batches, inbox) =
+            std::sync::mpsc::sync_channel::<Result<Vec<Item>, TransferError>>(BATCHES_AHEAD);
+        let read = scope.spawn(move || {
+            let mut batch = Vec::with_capacity(BATCH);
+            loop {
+                match reader.next_item() {
+                    Ok(Some(item)) => {
+                        batch.push(item);
+                        if batch.len() == BATCH
+                            && batches
+                                .send(Ok(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))))
+                                .is_err()
+                        {
+                            // The writer stopped: its error is the one reported.
+                            return None;
+                        }
+                    }
+                    Ok(None) => {
+                        let _ = batches.send(Ok(batch));
+                        return reader.summary();
+                    }
+                    Err(e) => {
+                        let _ = batches.send(Err(e));
+                        return None;
+                    }
+                }
+            }
+        });
+        let written = write_items(&mut conn, &inbox);
+        drop(inbox);
+        let summary = read.join().map_err(|_| TransferError::File("reading it failed".into()))?;
+        written?;
+        summary.ok_or_else(|| TransferError::File("was not read to its end".into()))
+    })
+}
+
+/// Inserts what the reader hands out, in one transaction, committed only once the reader
+/// reached the end of the file without a problem.
+fn write_items(
+    conn: &mut Connection,
+    inbox: &std::sync::mpsc::Receiver<Result<Vec<Item>, TransferError>>,
+) -> Result<(), TransferError> {
+    let write = fail("importing into the embedded store");
+    let tx = conn.transaction().map_err(&write)?;
     // Stream ids in order of first appearance; the live stream's last version and head.
     let mut ids: HashMap<String, i64> = HashMap::new();
     let mut heads: HashMap<i64, (i64, Hash)> = HashMap::new();
     let mut tombstones: Vec<Tombstone> = Vec::new();
     let mut next_position: i64 = 0;
+    let mut complete = false;
     {
         let mut insert_event = tx
             .prepare(
@@ -205,50 +323,60 @@ pub fn import<R: BufRead>(
             )
             .map_err(&write)?;
         let mut id_of = |name: &str| -> i64 {
-            let n = ids.len() as i64 + 1;
-            *ids.entry(name.to_owned()).or_insert(n)
+            if let Some(id) = ids.get(name) {
+                return *id;
+            }
+            let id = ids.len() as i64 + 1;
+            ids.insert(name.to_owned(), id);
+            id
         };
-        while let Some(item) = reader.next_item()? {
-            match item {
-                Item::Entry(Entry::Event(e)) => {
-                    next_position += 1;
-                    let id = id_of(&e.stream);
-                    let version = to_i64(e.version);
-                    let chain = e.chain.map(|c| c.to_vec());
-                    insert_event
-                        .execute(params![
-                            next_position,
-                            id,
-                            version,
-                            e.event_id.as_bytes().as_slice(),
-                            e.event_type,
-                            e.schema_version,
-                            e.data,
-                            e.metadata,
-                            e.recorded_at,
-                            chain
-                        ])
-                        .map_err(&write)?;
-                    heads.insert(id, (version, e.chain.unwrap_or_default()));
+        for batch in inbox.iter() {
+            let batch = batch?;
+            if batch.len() < BATCH {
+                complete = true;
+            }
+            for item in batch {
+                match item {
+                    Item::Entry(Entry::Event(e)) => {
+                        next_position += 1;
+                        let id = id_of(&e.stream);
+                        let version = to_i64(e.version);
+                        insert_event
+                            .execute(params![
+                                next_position,
+                                id,
+                                version,
+                                e.event_id.as_bytes().as_slice(),
+                                e.event_type,
+                                e.schema_version,
+                                e.data,
+                                e.metadata,
+                                e.recorded_at,
+                                e.chain.as_ref().map(|c| c.as_slice())
+                            ])
+                            .map_err(&write)?;
+                        heads.insert(id, (version, e.chain.unwrap_or_default()));
+                    }
+                    Item::Entry(Entry::Pruned(p)) => {
+                        next_position += 1;
+                        let id = id_of(&p.stream);
+                        insert_pruned
+                            .execute(params![
+                                next_position,
+                                id,
+                                to_i64(p.version),
+                                p.link.as_ref().map(|l| l.as_slice())
+                            ])
+                            .map_err(&write)?;
+                    }
+                    Item::Tombstone(t) => tombstones.push(t),
                 }
-                Item::Entry(Entry::Pruned(p)) => {
-                    next_position += 1;
-                    let id = id_of(&p.stream);
-                    insert_pruned
-                        .execute(params![
-                            next_position,
-                            id,
-                            to_i64(p.version),
-                            p.link.map(|l| l.to_vec())
-                        ])
-                        .map_err(&write)?;
-                }
-                Item::Tombstone(t) => tombstones.push(t),
             }
         }
     }
-    let summary =
-        reader.summary().ok_or_else(|| TransferError::File("was not read to its end".into()))?;
+    if !complete {
+        return Err(TransferError::File("was not read to its end".into()));
+    }
     {
         let mut insert_stream = tx
             .prepare(
@@ -299,5 +427,5 @@ pub fn import<R: BufRead>(
     }
     tx.execute("UPDATE log SET head = ?1 WHERE id = 1", [next_position]).map_err(&write)?;
     tx.commit().map_err(&write)?;
-    Ok(summary)
+    Ok(())
 }
