@@ -3,6 +3,7 @@
 //! connections watch.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_graphql::parser::types::ExecutableDocument;
 
@@ -68,6 +69,19 @@ struct Inner {
     open_sockets: watch::Sender<usize>,
     /// Parsed documents of the queries clients keep sending.
     queries: QueryCache,
+    /// What the WebSocket connections hold for their clients (`crate::ws`).
+    queued: Arc<QueuedTotals>,
+}
+
+/// The process-wide sums of [`crate::ws`]'s per-connection byte bounds.
+#[derive(Debug, Default)]
+pub(crate) struct QueuedTotals {
+    /// Bytes all connections hold for their clients now.
+    pub held: AtomicUsize,
+    /// The most they held at once since the start.
+    pub peak: AtomicUsize,
+    /// Connections closed because their client read too slowly.
+    pub too_slow: AtomicUsize,
 }
 
 impl std::fmt::Debug for AppState {
@@ -116,6 +130,7 @@ impl AppState {
                 going_away: watch::Sender::new(false),
                 open_sockets: watch::Sender::new(0),
                 queries: QueryCache::default(),
+                queued: Arc::default(),
             }),
         }
     }
@@ -173,6 +188,33 @@ impl AppState {
     pub(crate) fn socket_opened(&self) -> OpenSocket {
         self.inner.open_sockets.send_modify(|n| *n += 1);
         OpenSocket { open_sockets: self.inner.open_sockets.clone() }
+    }
+
+    /// The process-wide sums of what the WebSocket connections hold for their clients.
+    pub(crate) fn queued_totals(&self) -> Arc<QueuedTotals> {
+        Arc::clone(&self.inner.queued)
+    }
+
+    /// Bytes of messages all WebSocket connections hold for their clients right now (queued,
+    /// waiting for the queue or being written), each connection at most
+    /// [`crate::ws::MAX_QUEUED_BYTES`].
+    pub fn websocket_queued_bytes(&self) -> usize {
+        self.inner.queued.held.load(Ordering::Acquire)
+    }
+
+    /// The most bytes the WebSocket connections held for their clients at once.
+    pub fn websocket_queued_bytes_peak(&self) -> usize {
+        self.inner.queued.peak.load(Ordering::Acquire)
+    }
+
+    /// WebSocket connections closed (1013) because their client read too slowly.
+    pub fn websockets_closed_too_slow(&self) -> usize {
+        self.inner.queued.too_slow.load(Ordering::Acquire)
+    }
+
+    /// WebSocket connections being served right now.
+    pub fn open_websockets(&self) -> usize {
+        *self.inner.open_sockets.borrow()
     }
 
     pub(crate) fn metrics_handle(&self) -> Option<&PrometheusHandle> {

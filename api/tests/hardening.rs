@@ -410,3 +410,166 @@ async fn a_waiting_get_agenda_answers_within_its_deadline() {
         "{body:#}"
     );
 }
+
+/// A graphql-transport-ws client that subscribes and then stops reading: a real socket whose
+/// receive buffer is kept small, so the server's writes block as soon as a few messages are
+/// in flight (as with a client on a slow link or a frozen browser tab).
+struct StalledWs {
+    ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+}
+
+impl StalledWs {
+    async fn connect(server: &TestServer, token: &str) -> StalledWs {
+        use futures::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let socket = tokio::net::TcpSocket::new_v4().expect("the stalled client connects");
+        socket.set_recv_buffer_size(16 << 10).expect("the stalled client connects");
+        let stream = socket.connect(server.addr).await.expect("the stalled client connects");
+        let mut request =
+            server.ws_url().into_client_request().expect("the stalled client connects");
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "graphql-transport-ws".parse().expect("the stalled client connects"),
+        );
+        let (mut ws, _) = tokio_tungstenite::client_async(request, stream)
+            .await
+            .expect("the stalled client connects");
+        let init = json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {token}")}});
+        ws.send(Message::text(init.to_string())).await.expect("the stalled client connects");
+        let ack = ws
+            .next()
+            .await
+            .expect("the stalled client connects")
+            .expect("the stalled client connects");
+        assert!(
+            ack.to_text().expect("the stalled client connects").contains("connection_ack"),
+            "{ack:?}"
+        );
+        StalledWs { ws }
+    }
+
+    async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
+        use futures::SinkExt;
+        let message = json!({"id": id, "type": "subscribe", "payload": {"query": query, "variables": variables}});
+        self.ws
+            .send(tokio_tungstenite::tungstenite::Message::text(message.to_string()))
+            .await
+            .expect("the stalled client connects");
+    }
+
+    /// Reads on (the client wakes up) until the server's close frame: how many `next`
+    /// messages came before it, and the close code and reason.
+    async fn read_to_close(&mut self) -> (usize, Option<(u16, String)>) {
+        use futures::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let mut next = 0;
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next()).await.expect("the server answers") {
+                Some(Ok(Message::Text(t))) => {
+                    if t.contains("\"next\"") {
+                        next += 1;
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return (next, frame.map(|f| (u16::from(f.code), f.reason.to_string())));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return (next, None),
+            }
+        }
+    }
+}
+
+/// The resident set of this process (the test and its in-process server), in bytes.
+fn rss_bytes() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_websocket_client_is_closed_past_its_queued_bytes() {
+    const CONNECTIONS: usize = 4;
+    const OPERATIONS: usize = 30;
+    const PARAMS_BYTES: usize = 500_000;
+    let server = start(Default::default()).await;
+    let after = server.seed().await;
+    let mut a = agenda("acme", "stall");
+    a["id"] = json!("stall-1");
+    a["params"] = json!({"blob": "p".repeat(PARAMS_BYTES)});
+    let data = server
+        .ok(
+            ACME,
+            "mutation($a: JSON!, $p: String) { submitAgenda(agenda: $a, atLeastPosition: $p) { position } }",
+            json!({"a": a, "p": after}),
+        )
+        .await;
+    let position = data["submitAgenda"]["position"].as_str().unwrap().to_string();
+    let data = server
+        .ok(
+            ACME,
+            "query($p: String) { agenda(id: \"stall-1\", atLeastPosition: $p) { progressId } }",
+            json!({"p": position}),
+        )
+        .await;
+    let progress_id = data["agenda"]["progressId"].as_str().unwrap().to_string();
+    let rss_before = rss_bytes();
+    // Each subscription starts with the agenda's current state: a message of 0.5 MB.
+    let query = "subscription($id: String!) { agendaProgress(id: $id) { position progress { id params } } }";
+    let mut clients = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let mut ws = StalledWs::connect(&server, ACME).await;
+        for i in 0..OPERATIONS {
+            ws.subscribe(&format!("s{i}"), query, json!({"id": progress_id})).await;
+        }
+        clients.push(ws);
+    }
+    // The clients read nothing now. Every connection passes its bound and lets go of what
+    // it queued, while its client still reads nothing.
+    let limit = pop_api::ws::MAX_QUEUED_BYTES;
+    let started = Instant::now();
+    let mut peak_rss = 0;
+    while server.state.websockets_closed_too_slow() < CONNECTIONS {
+        peak_rss = peak_rss.max(rss_bytes());
+        assert!(
+            started.elapsed() < WAIT,
+            "{} of {CONNECTIONS} stalled connections closed after {WAIT:?}; the server holds {} bytes for them",
+            server.state.websockets_closed_too_slow(),
+            server.state.websocket_queued_bytes(),
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let released = started.elapsed();
+    let peak = server.state.websocket_queued_bytes_peak();
+    assert!(
+        peak <= CONNECTIONS * limit,
+        "{CONNECTIONS} stalled connections held {peak} bytes, more than {limit} each"
+    );
+    // Closing let go of everything they had queued, though no client read any of it yet.
+    let held = server.state.websocket_queued_bytes();
+    assert_eq!(held, 0, "bytes still held for stalled clients after their connections closed");
+    // The clients wake up: what was already in flight, then the close frame with its reason.
+    for ws in &mut clients {
+        let (next, close) = ws.read_to_close().await;
+        let (code, reason) = close.expect("a close frame, not a dropped connection");
+        assert_eq!(code, 1013, "{reason}");
+        assert!(reason.contains("reads too slowly"), "{reason}");
+        assert!(next < OPERATIONS, "the connection closed before sending everything ({next})");
+    }
+    let closed = Instant::now();
+    while server.state.open_websockets() > 0 {
+        assert!(closed.elapsed() < WAIT, "the connections stay open after their close");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "figure: {CONNECTIONS} stalled sockets x {OPERATIONS} subscriptions of a {PARAMS_BYTES}-byte \
+         agenda: peak {peak} bytes queued (bound {limit} per socket), released after {released:?}; \
+         RSS {} MB before, peak {} MB",
+        rss_before >> 20,
+        peak_rss >> 20
+    );
+}

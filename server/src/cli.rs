@@ -347,6 +347,10 @@ pub struct ServeArgs {
     /// when a proxy in front of pop closes idle requests sooner.
     #[arg(long, env = "POP_MAX_WAIT", default_value_t = pop_api::config::MAX_GET_AGENDA_WAIT_SECONDS.unsigned_abs())]
     pub max_wait: u64,
+    /// Most bytes of messages one WebSocket connection may hold for a client that reads
+    /// slowly; past it the connection is closed with 1013 "try again later".
+    #[arg(long, env = "POP_WS_MAX_QUEUED_BYTES", default_value_t = pop_api::ws::MAX_QUEUED_BYTES)]
+    pub ws_max_queued_bytes: usize,
     /// For a first try on this machine: once serving, create what `pop init` creates (pool
     /// `farm`, customer `acme`, insight `encode` for ffmpeg, step, fanout and log operations)
     /// with the generated admin token. Authentication stays on.

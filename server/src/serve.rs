@@ -165,7 +165,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         tokio::spawn(dev_setup(format!("http://{addr}"), admin, data_dir.clone()));
     }
 
-    let server = axum::serve(listener, pop_api::router(state.clone()))
+    let ws_limits = pop_api::ws::WsLimits {
+        max_queued_bytes: args.ws_max_queued_bytes,
+        ..pop_api::ws::WsLimits::default()
+    };
+    let server = axum::serve(listener, pop_api::router_with(state.clone(), ws_limits))
         .with_graceful_shutdown(shutdown_signal(
             stop_tx.clone(),
             "draining requests, then closing the store",
