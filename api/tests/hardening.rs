@@ -573,3 +573,106 @@ async fn a_stalled_websocket_client_is_closed_past_its_queued_bytes() {
         peak_rss >> 20
     );
 }
+
+/// Reads from a raw connection until the server closes it (or `within` passes): the bytes
+/// received and how long the close took.
+fn read_until_closed(
+    stream: &mut std::net::TcpStream,
+    within: std::time::Duration,
+) -> (Vec<u8>, Option<std::time::Duration>) {
+    use std::io::Read;
+    let started = Instant::now();
+    stream.set_read_timeout(Some(within)).expect("a read timeout");
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return (received, Some(started.elapsed())),
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            // A reset is a close too.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (received, Some(started.elapsed()));
+            }
+            Err(_) => return (received, None),
+        }
+        if started.elapsed() > within {
+            return (received, None);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_sent_request_head_is_closed_after_the_header_timeout() {
+    use std::io::Write;
+    let timeouts = pop_api::serve::HttpTimeouts {
+        header_read: std::time::Duration::from_millis(500),
+        idle: std::time::Duration::from_secs(30),
+    };
+    let server = start_with_http_timeouts(timeouts).await;
+    let addr = server.addr;
+    let (received, closed) = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        // The request line and one header, then nothing: the head never ends.
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").expect("send");
+        read_until_closed(&mut stream, std::time::Duration::from_secs(10))
+    })
+    .await
+    .unwrap();
+    let closed = closed.expect("the server closed the half-sent request within 10 s");
+    eprintln!("figure: a half-sent request head closed after {closed:?} (timeout 500 ms)");
+    assert!(closed >= std::time::Duration::from_millis(400), "closed too early: {closed:?}");
+    assert!(closed < std::time::Duration::from_secs(3), "closed late: {closed:?}");
+    let text = String::from_utf8_lossy(&received);
+    assert!(!text.contains("200 OK"), "the request was not served: {text}");
+    // A silent connection (nothing sent at all) is closed the same way.
+    let (_, closed) = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        read_until_closed(&mut stream, std::time::Duration::from_secs(10))
+    })
+    .await
+    .unwrap();
+    let closed = closed.expect("the server closed the silent connection within 10 s");
+    assert!(closed < std::time::Duration::from_secs(3), "closed late: {closed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed_but_a_long_request_is_not() {
+    use std::io::{Read, Write};
+    let timeouts = pop_api::serve::HttpTimeouts {
+        header_read: std::time::Duration::from_secs(30),
+        idle: std::time::Duration::from_millis(500),
+    };
+    let server = start_with_http_timeouts(timeouts).await;
+    server.seed().await;
+    let addr = server.addr;
+    let (first, closed) = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
+        let mut buf = [0u8; 1024];
+        let n = stream.read(&mut buf).expect("the answer");
+        let first = String::from_utf8_lossy(&buf[..n]).to_string();
+        // Keep-alive: the connection stays open for another request, until it idles out.
+        let (_, closed) = read_until_closed(&mut stream, std::time::Duration::from_secs(10));
+        (first, closed)
+    })
+    .await
+    .unwrap();
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    let closed = closed.expect("the server closed the idle keep-alive connection within 10 s");
+    eprintln!(
+        "figure: an idle keep-alive connection closed after {closed:?} (idle timeout 500 ms)"
+    );
+    assert!(closed >= std::time::Duration::from_millis(400), "closed too early: {closed:?}");
+    assert!(closed < std::time::Duration::from_secs(3), "closed late: {closed:?}");
+    // A request that takes longer than the idle timeout (a waiting getAgenda) is answered.
+    let started = Instant::now();
+    let (status, _, body) = post_raw(
+        &server,
+        ACME_SERVICE,
+        &json!({"query": "mutation { getAgenda(insightId: \"transcode\", count: 1, waitSeconds: 2) { agenda { id } } }"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body:#}");
+    assert!(body.get("errors").is_none(), "{body:#}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1_500), "it waited");
+}

@@ -351,6 +351,14 @@ pub struct ServeArgs {
     /// slowly; past it the connection is closed with 1013 "try again later".
     #[arg(long, env = "POP_WS_MAX_QUEUED_BYTES", default_value_t = pop_api::ws::MAX_QUEUED_BYTES)]
     pub ws_max_queued_bytes: usize,
+    /// Seconds an HTTP connection may take to send a complete request head (from when it
+    /// connects or from its previous response); a half-sent header is closed after it.
+    #[arg(long, env = "POP_HTTP_HEADER_TIMEOUT", default_value_t = pop_api::serve::HEADER_READ_TIMEOUT.as_secs())]
+    pub http_header_timeout: u64,
+    /// Seconds an HTTP keep-alive connection may stay idle (no request being served, nothing
+    /// read or written) before it is closed.
+    #[arg(long, env = "POP_HTTP_IDLE_TIMEOUT", default_value_t = pop_api::serve::IDLE_TIMEOUT.as_secs())]
+    pub http_idle_timeout: u64,
     /// For a first try on this machine: once serving, create what `pop init` creates (pool
     /// `farm`, customer `acme`, insight `encode` for ffmpeg, step, fanout and log operations)
     /// with the generated admin token. Authentication stays on.
