@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 pub use pop_app::limits::{
-    DEFAULT_LEASE, DEFAULT_PAGE_SIZE, DEFAULT_READ_WAIT, DEFAULT_SUBSCRIBER_BUFFER, MAX_CID_LENGTH,
-    MAX_EVENT_PAGE_SIZE, MAX_GET_AGENDA_COUNT, MAX_GET_AGENDA_WAIT_SECONDS, MAX_LEASE,
-    MAX_PAGE_SIZE, MAX_REASON_LENGTH, MAX_RERUN_PARAMS, MAX_RESYNC_ITEMS, MAX_RESYNC_SCAN,
-    MAX_SUBSCRIBERS, MIN_LEASE,
+    DEFAULT_LEASE, DEFAULT_MAX_SUBSCRIPTIONS_PER_PRINCIPAL, DEFAULT_PAGE_SIZE, DEFAULT_READ_WAIT,
+    DEFAULT_SUBSCRIBER_BUFFER, MAX_CID_LENGTH, MAX_EVENT_PAGE_SIZE, MAX_GET_AGENDA_COUNT,
+    MAX_GET_AGENDA_WAIT_SECONDS, MAX_LEASE, MAX_PAGE_SIZE, MAX_REASON_LENGTH, MAX_RERUN_PARAMS,
+    MAX_RESYNC_ITEMS, MAX_RESYNC_SCAN, MAX_SUBSCRIBERS, MIN_LEASE,
 };
 
 /// Largest request body accepted on `POST /graphql`. The largest legitimate request is a
@@ -97,6 +97,8 @@ pub struct ApiConfig {
     pub lease: Duration,
     /// See [`pop_app::AppConfig::max_wait`].
     pub max_wait: Duration,
+    /// See [`pop_app::limits::DEFAULT_MAX_SUBSCRIPTIONS_PER_PRINCIPAL`].
+    pub max_subscriptions_per_principal: usize,
 }
 
 impl Default for ApiConfig {
@@ -115,6 +117,7 @@ impl Default for ApiConfig {
             graphiql: true,
             lease: app.lease,
             max_wait: app.max_wait,
+            max_subscriptions_per_principal: app.max_subscriptions_per_principal,
         }
     }
 }
@@ -135,6 +138,7 @@ impl ApiConfig {
         self.subscriber_buffer = app.subscriber_buffer;
         self.lease = app.lease;
         self.max_wait = app.max_wait;
+        self.max_subscriptions_per_principal = app.max_subscriptions_per_principal;
         self
     }
 
@@ -146,6 +150,7 @@ impl ApiConfig {
             subscriber_buffer: self.subscriber_buffer,
             lease: self.lease,
             max_wait: self.max_wait,
+            max_subscriptions_per_principal: self.max_subscriptions_per_principal,
         }
         .bounded()
     }

@@ -2,6 +2,7 @@
 //! schema over it, the known tokens, the metrics handle, and the shutdown signal the WebSocket
 //! connections watch.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -71,6 +72,8 @@ struct Inner {
     queries: QueryCache,
     /// What the WebSocket connections hold for their clients (`crate::ws`).
     queued: Arc<QueuedTotals>,
+    /// Initialised WebSocket connections per principal name.
+    connections: Arc<std::sync::Mutex<HashMap<String, usize>>>,
 }
 
 /// The process-wide sums of [`crate::ws`]'s per-connection byte bounds.
@@ -131,6 +134,7 @@ impl AppState {
                 open_sockets: watch::Sender::new(0),
                 queries: QueryCache::default(),
                 queued: Arc::default(),
+                connections: Arc::default(),
             }),
         }
     }
@@ -212,6 +216,22 @@ impl AppState {
         self.inner.queued.too_slow.load(Ordering::Acquire)
     }
 
+    /// Counts a WebSocket connection of `principal` until the returned guard drops; `None`
+    /// when the principal already has `max`.
+    pub(crate) fn connection_of(&self, principal: &str, max: usize) -> Option<PrincipalConnection> {
+        let mut connections =
+            self.inner.connections.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = connections.entry(principal.to_string()).or_default();
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(PrincipalConnection {
+            connections: Arc::clone(&self.inner.connections),
+            principal: principal.to_string(),
+        })
+    }
+
     /// WebSocket connections being served right now.
     pub fn open_websockets(&self) -> usize {
         *self.inner.open_sockets.borrow()
@@ -219,6 +239,25 @@ impl AppState {
 
     pub(crate) fn metrics_handle(&self) -> Option<&PrometheusHandle> {
         self.inner.metrics.as_ref()
+    }
+}
+
+/// One initialised WebSocket connection of a principal, counted while it lives.
+pub(crate) struct PrincipalConnection {
+    connections: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    principal: String,
+}
+
+impl Drop for PrincipalConnection {
+    fn drop(&mut self) {
+        let mut connections =
+            self.connections.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = connections.get_mut(&self.principal) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                connections.remove(&self.principal);
+            }
+        }
     }
 }
 

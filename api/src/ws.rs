@@ -20,6 +20,7 @@
 //! | no `connection_init` within [`CONNECTION_INIT_TIMEOUT`] | 4408 `Connection initialisation timeout` |
 //! | a second `connection_init` | 4429 `Too many initialisation requests` |
 //! | `connection_init` without a valid token (payload, else the upgrade's header) | 4403 `Forbidden` |
+//! | `connection_init` of a principal that already has [`MAX_CONNECTIONS_PER_PRINCIPAL`] connections | 1013 `Try again later: principal … already has … connections` |
 //! | `subscribe` before the ack | 4401 `Unauthorized` |
 //! | not JSON, not an object, unknown `type`, missing `id`, a bad payload, a server-only type, an unreadable or oversized frame | 4400 `Invalid message received: <why>` |
 //! | `subscribe` with the id of an active operation | 4409 `Subscriber for <id> already exists` |
@@ -59,7 +60,7 @@ use pop_app::Caller;
 
 use crate::graphql::PopSchema;
 use crate::metrics;
-use crate::state::{AppState, QueuedTotals};
+use crate::state::{AppState, PrincipalConnection, QueuedTotals};
 
 /// The only subprotocol served.
 pub const PROTOCOL: &str = "graphql-transport-ws";
@@ -74,6 +75,12 @@ pub const CONNECTION_INIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// more can open another connection. Past it a `subscribe` gets an `error`, not a close, so
 /// the operations already running are not torn down by one too many.
 pub const MAX_OPERATIONS_PER_CONNECTION: usize = 100;
+
+/// Most WebSocket connections one principal may have open at once (default). Each costs a
+/// task, a file descriptor and buffers; one user opened 505 to fill the server's subscription
+/// bound. A dashboard tab holds one; 100 covers a team's tabs behind one token. Past it
+/// `connection_init` is answered with a close, [`close::TRY_AGAIN_LATER`].
+pub const MAX_CONNECTIONS_PER_PRINCIPAL: usize = 100;
 
 /// Longest operation id, in bytes. The reference client uses UUIDs (36 bytes); the id is
 /// kept for as long as its operation runs and echoed in every message and in a 4409 reason.
@@ -151,6 +158,8 @@ pub struct WsLimits {
     pub send_timeout: Duration,
     /// See [`MAX_QUEUED_BYTES`]; at least 1.
     pub max_queued_bytes: usize,
+    /// See [`MAX_CONNECTIONS_PER_PRINCIPAL`]; at least 1.
+    pub max_connections_per_principal: usize,
 }
 
 impl Default for WsLimits {
@@ -160,6 +169,7 @@ impl Default for WsLimits {
             max_operations: MAX_OPERATIONS_PER_CONNECTION,
             send_timeout: SEND_TIMEOUT,
             max_queued_bytes: MAX_QUEUED_BYTES,
+            max_connections_per_principal: MAX_CONNECTIONS_PER_PRINCIPAL,
         }
     }
 }
@@ -262,6 +272,7 @@ pub(crate) async fn serve(mut socket: WebSocket, upgrade: Upgrade) {
         generations: 0,
         outbound,
         held: Arc::clone(&held),
+        slot: None,
     };
     let too_slow = || {
         let reason = format!(
@@ -407,6 +418,8 @@ struct Connection {
     generations: u64,
     outbound: mpsc::Sender<Outbound>,
     held: Arc<QueuedBytes>,
+    /// This connection counted against its principal's connections, once initialised.
+    slot: Option<PrincipalConnection>,
 }
 
 impl Connection {
@@ -448,6 +461,16 @@ impl Connection {
             tracing::info!(cid = upgrade.cid, "WebSocket connection_init without a valid token");
             return Step::Close(close::FORBIDDEN, "Forbidden".into());
         };
+        let max = upgrade.limits.max_connections_per_principal.max(1);
+        let Some(slot) = upgrade.state.connection_of(&principal.name, max) else {
+            metrics::error(crate::error::Code::Busy.as_str());
+            let reason = format!(
+                "Try again later: principal {:?} already has {max} connections",
+                principal.name
+            );
+            return Step::Close(close::TRY_AGAIN_LATER, reason);
+        };
+        self.slot = Some(slot);
         let mut data = Data::default();
         data.insert(Caller::new(principal, upgrade.cid.clone()));
         self.session = Some(Arc::new(data));

@@ -676,3 +676,95 @@ async fn an_idle_keep_alive_connection_is_closed_but_a_long_request_is_not() {
     assert!(body.get("errors").is_none(), "{body:#}");
     assert!(started.elapsed() >= std::time::Duration::from_millis(1_500), "it waited");
 }
+
+const FOLLOW: &str = "subscription($id: String!) { agendaProgress(id: $id) { progress { id } } }";
+
+#[tokio::test]
+async fn one_principal_holds_only_its_share_of_subscriptions() {
+    let config = pop_api::ApiConfig { max_subscriptions_per_principal: 3, ..Default::default() };
+    let server = start(config).await;
+    let after = server.seed().await;
+    let (mine, _) = server.submit(ACME, "acme", "share", &after).await;
+    let (theirs, position) = server.submit(GLOBEX, "globex", "share", &after).await;
+    server
+        .ok(
+            ADMIN,
+            "query($p: String) { agendas(atLeastPosition: $p) { position } }",
+            json!({"p": position}),
+        )
+        .await;
+    let mut acme = RawWs::authed(&server.ws_url(), ACME).await;
+    for i in 0..3 {
+        acme.subscribe(&format!("s{i}"), FOLLOW, json!({"id": mine})).await;
+        let m = acme.next().await;
+        assert_eq!(m["type"], "next", "{m:#}");
+        assert_eq!(
+            m["payload"]["data"]["agendaProgress"]["progress"]["id"],
+            mine.as_str(),
+            "{m:#}"
+        );
+    }
+    // The fourth is past acme-user's share, though the server is far from its bound.
+    acme.subscribe("s3", FOLLOW, json!({"id": mine})).await;
+    let m = acme.next().await;
+    assert_eq!((m["type"].as_str(), m["id"].as_str()), (Some("next"), Some("s3")), "{m:#}");
+    let error = &m["payload"]["errors"][0];
+    assert_eq!(code(error), "BUSY", "{m:#}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("acme-user") && message.contains("share"), "{message}");
+    assert_eq!(acme.next().await["type"], "complete");
+    // Another principal still subscribes.
+    let mut globex = RawWs::authed(&server.ws_url(), GLOBEX).await;
+    globex.subscribe("g", FOLLOW, json!({"id": theirs})).await;
+    let m = globex.next().await;
+    assert_eq!(m["payload"]["data"]["agendaProgress"]["progress"]["id"], theirs.as_str(), "{m:#}");
+    // Completing one gives acme-user its room back.
+    acme.send(json!({"type": "complete", "id": "s0"})).await;
+    let started = Instant::now();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let id = format!("again{attempt}");
+        acme.subscribe(&id, FOLLOW, json!({"id": mine})).await;
+        let m = acme.next().await;
+        if m["payload"]["data"]["agendaProgress"]["progress"]["id"] == mine.as_str() {
+            break;
+        }
+        assert_eq!(acme.next().await["type"], "complete", "a refusal completes");
+        assert!(started.elapsed() < WAIT, "no room after a complete: {m:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn one_principal_opens_a_bounded_number_of_websockets() {
+    let limits = pop_api::ws::WsLimits { max_connections_per_principal: 2, ..Default::default() };
+    let server = start_with_ws_limits(Default::default(), limits).await;
+    let url = server.ws_url();
+    let first = RawWs::authed(&url, ACME).await;
+    let _second = RawWs::authed(&url, ACME).await;
+    let (mut third, answer) =
+        RawWs::connect(&url, json!({"authorization": format!("Bearer {ACME}")})).await;
+    assert_eq!(
+        (answer["type"].as_str(), answer["code"].as_u64()),
+        (Some("close"), Some(1013)),
+        "{answer:#}"
+    );
+    let reason = answer["reason"].as_str().unwrap();
+    assert!(reason.contains("acme-user") && reason.contains("2 connections"), "{reason}");
+    drop(third.next().await);
+    // Another principal is not held back by acme-user's connections.
+    let _globex = RawWs::authed(&url, GLOBEX).await;
+    // A closed connection frees its place.
+    drop(first);
+    let started = Instant::now();
+    loop {
+        let (_again, answer) =
+            RawWs::connect(&url, json!({"authorization": format!("Bearer {ACME}")})).await;
+        if answer["type"] == "connection_ack" {
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "no place after a close: {answer:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

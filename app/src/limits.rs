@@ -33,6 +33,13 @@ pub const DEFAULT_SUBSCRIBER_BUFFER: usize = 256;
 /// MiB of queued pointers. Past it a new subscription is refused with a clear error.
 pub const MAX_SUBSCRIBERS: usize = 50_000;
 
+/// Most live follows one principal may have at once (default): its share of
+/// [`MAX_SUBSCRIBERS`], so one token cannot fill the server's bound and lock every other
+/// customer's dashboards out (one user filled all 50,000 with 505 connections). A dashboard
+/// follows a handful; 5,000 is a tenth of the bound, so ten principals at their share still
+/// leave room.
+pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_PRINCIPAL: usize = 5_000;
+
 /// Longest window of `agendaStats`' per-minute completions: a day of minutes, one chart.
 pub const MAX_STATS_MINUTES: i64 = 1_440;
 
@@ -110,6 +117,8 @@ pub struct AppConfig {
     /// [`MAX_GET_AGENDA_WAIT_SECONDS`], the default): lower it behind a proxy whose idle
     /// timeout is shorter. A wait cut short answers an empty list, as a wait that ran out.
     pub max_wait: Duration,
+    /// See [`DEFAULT_MAX_SUBSCRIPTIONS_PER_PRINCIPAL`]; within 1..=[`MAX_SUBSCRIBERS`].
+    pub max_subscriptions_per_principal: usize,
 }
 
 impl Default for AppConfig {
@@ -120,6 +129,7 @@ impl Default for AppConfig {
             subscriber_buffer: DEFAULT_SUBSCRIBER_BUFFER,
             lease: DEFAULT_LEASE,
             max_wait: Duration::from_secs(MAX_GET_AGENDA_WAIT_SECONDS.unsigned_abs()),
+            max_subscriptions_per_principal: DEFAULT_MAX_SUBSCRIPTIONS_PER_PRINCIPAL,
         }
     }
 }
@@ -133,6 +143,8 @@ impl AppConfig {
         self.lease = self.lease.clamp(MIN_LEASE, MAX_LEASE);
         self.max_wait =
             self.max_wait.min(Duration::from_secs(MAX_GET_AGENDA_WAIT_SECONDS.unsigned_abs()));
+        self.max_subscriptions_per_principal =
+            self.max_subscriptions_per_principal.clamp(1, MAX_SUBSCRIBERS);
         self
     }
 }

@@ -351,6 +351,12 @@ pub struct ServeArgs {
     /// slowly; past it the connection is closed with 1013 "try again later".
     #[arg(long, env = "POP_WS_MAX_QUEUED_BYTES", default_value_t = pop_api::ws::MAX_QUEUED_BYTES)]
     pub ws_max_queued_bytes: usize,
+    /// Most WebSocket connections one principal (token) may have open at once.
+    #[arg(long, env = "POP_WS_MAX_CONNECTIONS_PER_PRINCIPAL", default_value_t = pop_api::ws::MAX_CONNECTIONS_PER_PRINCIPAL)]
+    pub ws_max_connections_per_principal: usize,
+    /// Most subscriptions one principal may have at once: its share of the server's 50,000.
+    #[arg(long, env = "POP_MAX_SUBSCRIPTIONS_PER_PRINCIPAL", default_value_t = pop_api::config::DEFAULT_MAX_SUBSCRIPTIONS_PER_PRINCIPAL)]
+    pub max_subscriptions_per_principal: usize,
     /// Seconds an HTTP connection may take to send a complete request head (from when it
     /// connects or from its previous response); a half-sent header is closed after it.
     #[arg(long, env = "POP_HTTP_HEADER_TIMEOUT", default_value_t = pop_api::serve::HEADER_READ_TIMEOUT.as_secs())]

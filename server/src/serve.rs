@@ -120,6 +120,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         lease: Duration::from_secs(args.lease)
             .clamp(pop_api::config::MIN_LEASE, pop_api::config::MAX_LEASE),
         max_wait: Duration::from_secs(args.max_wait),
+        max_subscriptions_per_principal: args.max_subscriptions_per_principal,
         ..ApiConfig::default()
     };
     let state = AppState::new(log, commands, projections, tokens, api_config);
@@ -166,6 +167,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 
     let ws_limits = pop_api::ws::WsLimits {
         max_queued_bytes: args.ws_max_queued_bytes,
+        max_connections_per_principal: args.ws_max_connections_per_principal,
         ..pop_api::ws::WsLimits::default()
     };
     let timeouts = pop_api::serve::HttpTimeouts {
