@@ -99,6 +99,8 @@ pub struct ApiConfig {
     pub max_wait: Duration,
     /// See [`pop_app::limits::DEFAULT_MAX_SUBSCRIPTIONS_PER_PRINCIPAL`].
     pub max_subscriptions_per_principal: usize,
+    /// See [`pop_app::AppConfig::metrics_insight_labels`].
+    pub metrics_insight_labels: bool,
 }
 
 impl Default for ApiConfig {
@@ -118,6 +120,7 @@ impl Default for ApiConfig {
             lease: app.lease,
             max_wait: app.max_wait,
             max_subscriptions_per_principal: app.max_subscriptions_per_principal,
+            metrics_insight_labels: app.metrics_insight_labels,
         }
     }
 }
@@ -151,6 +154,7 @@ impl ApiConfig {
             lease: self.lease,
             max_wait: self.max_wait,
             max_subscriptions_per_principal: self.max_subscriptions_per_principal,
+            metrics_insight_labels: self.metrics_insight_labels,
         }
         .bounded()
     }

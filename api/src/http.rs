@@ -239,7 +239,7 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         ),
         Err(e) => tracing::warn!(error = %ErrorChain(&e), "metrics: cannot read the log head"),
     }
-    metrics::insight_gauges(&projections.read());
+    metrics::insight_gauges(&projections.read(), state.config().metrics_insight_labels);
     let Some(handle) = state.metrics_handle() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "another metrics recorder is installed\n")
             .into_response();

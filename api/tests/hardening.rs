@@ -768,3 +768,53 @@ async fn one_principal_opens_a_bounded_number_of_websockets() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// Issue 19, item 10: `/metrics` answers without a token, so by default no series carries a
+/// tenant id (insight or customer) as a label; the per-insight series are totals.
+#[tokio::test]
+async fn metrics_keep_tenant_ids_out_of_their_labels_by_default() {
+    let server = start(Default::default()).await;
+    let after = server.seed().await;
+    let (_, position) = server.submit(ACME, "acme", "metrics", &after).await;
+    server
+        .ok(
+            ADMIN,
+            "query($p: String) { agendas(atLeastPosition: $p) { position } }",
+            json!({"p": position}),
+        )
+        .await;
+    // A claim, so the claims counter has a sample.
+    let started = Instant::now();
+    loop {
+        let data = server
+            .ok(
+                ACME_SERVICE,
+                "mutation { getAgenda(insightId: \"transcode\", count: 1) { agenda { id } } }",
+                json!({}),
+            )
+            .await;
+        if !data["getAgenda"].as_array().unwrap().is_empty() {
+            break;
+        }
+        // Nothing queued until a scheduler pass moves the agenda.
+        let moved = pop_reapers::scheduler::pass(
+            &server.commands,
+            server.state.projections(),
+            &mut pop_reapers::scheduler::Memory::default(),
+        )
+        .await
+        .unwrap();
+        server.state.projections().wait_for(moved, WAIT).await.unwrap();
+        assert!(started.elapsed() < WAIT, "nothing to claim");
+    }
+    let (status, text) = server.get("/metrics").await;
+    assert_eq!(status, 200);
+    for series in ["pop_insight_queue_depth", "pop_insight_waiting", "pop_claims_total"] {
+        assert!(text.lines().any(|l| l.starts_with(series)), "{series} missing:\n{text}");
+    }
+    for tenant in ["transcode", "acme", "globex", "insight="] {
+        let leaked: Vec<&str> =
+            text.lines().filter(|l| !l.starts_with('#') && l.contains(tenant)).collect();
+        assert!(leaked.is_empty(), "{tenant:?} in /metrics labels: {leaked:#?}");
+    }
+}

@@ -46,6 +46,11 @@ pub trait ConfigKind: ConfigObject + VisibleTo + Clone {
     fn resource_pool_id(&self) -> Option<&str> {
         None
     }
+    /// The object as a caller who sees `v` may read it: a pool lists only the insights
+    /// the caller may see (on a shared pool, other customers' insights stay theirs).
+    fn seen_by(self, _models: &ReadModels, _v: &Visibility) -> Self {
+        self
+    }
 }
 
 fn generated_id(id: &mut String) {
@@ -103,6 +108,10 @@ config_kind!(Customer, "Customer", customer, customers, {
 config_kind!(ResourcePool, "ResourcePool", resource_pool, resource_pools, {
     fn fill_id(&mut self) {
         generated_id(&mut self.id);
+    }
+    fn seen_by(mut self, models: &ReadModels, v: &Visibility) -> Self {
+        self.insight_ids.retain(|id| models.insight(id).is_some_and(|i| i.visible_to(v)));
+        self
     }
     fn title(&self) -> Option<&str> {
         self.title.as_deref()
@@ -280,7 +289,10 @@ impl App {
         at_least: Option<&str>,
     ) -> AppResult<Option<T>> {
         self.read(caller, at_least, |models| {
-            Ok(T::find(models, id).filter(|o| o.visible_to(&caller.principal.customers)).cloned())
+            let v = &caller.principal.customers;
+            Ok(T::find(models, id)
+                .filter(|o| o.visible_to(v))
+                .map(|o| o.clone().seen_by(models, v)))
         })
         .await
     }
@@ -302,8 +314,9 @@ impl App {
                 T::page(models, &caller.principal.customers, after.as_ref(), limit, &|o: &T| {
                     filter.admits(o)
                 });
+            let v = &caller.principal.customers;
             Ok(Page {
-                items: found.items.into_iter().cloned().collect(),
+                items: found.items.into_iter().map(|o| o.clone().seen_by(models, v)).collect(),
                 next: found.next,
                 position: models.position(),
             })

@@ -119,6 +119,11 @@ pub struct AppConfig {
     pub max_wait: Duration,
     /// See [`DEFAULT_MAX_SUBSCRIPTIONS_PER_PRINCIPAL`]; within 1..=[`MAX_SUBSCRIBERS`].
     pub max_subscriptions_per_principal: usize,
+    /// Whether `/metrics` labels its per-insight series with the insight's id. Off by
+    /// default: `/metrics` answers without a token, and insight ids are tenant data (they
+    /// often name the customer); the series are then totals over every insight. Turn it on
+    /// where only the operator's Prometheus reaches `/metrics`.
+    pub metrics_insight_labels: bool,
 }
 
 impl Default for AppConfig {
@@ -130,6 +135,7 @@ impl Default for AppConfig {
             lease: DEFAULT_LEASE,
             max_wait: Duration::from_secs(MAX_GET_AGENDA_WAIT_SECONDS.unsigned_abs()),
             max_subscriptions_per_principal: DEFAULT_MAX_SUBSCRIPTIONS_PER_PRINCIPAL,
+            metrics_insight_labels: false,
         }
     }
 }

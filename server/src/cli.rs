@@ -357,6 +357,10 @@ pub struct ServeArgs {
     /// Most subscriptions one principal may have at once: its share of the server's 50,000.
     #[arg(long, env = "POP_MAX_SUBSCRIPTIONS_PER_PRINCIPAL", default_value_t = pop_api::config::DEFAULT_MAX_SUBSCRIPTIONS_PER_PRINCIPAL)]
     pub max_subscriptions_per_principal: usize,
+    /// Label /metrics' per-insight series with insight ids (tenant data; /metrics needs no
+    /// token). Off: each is one total over every insight.
+    #[arg(long, env = "POP_METRICS_INSIGHT_LABELS")]
+    pub metrics_insight_labels: bool,
     /// Seconds an HTTP connection may take to send a complete request head (from when it
     /// connects or from its previous response); a half-sent header is closed after it.
     #[arg(long, env = "POP_HTTP_HEADER_TIMEOUT", default_value_t = pop_api::serve::HEADER_READ_TIMEOUT.as_secs())]

@@ -121,6 +121,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             .clamp(pop_api::config::MIN_LEASE, pop_api::config::MAX_LEASE),
         max_wait: Duration::from_secs(args.max_wait),
         max_subscriptions_per_principal: args.max_subscriptions_per_principal,
+        metrics_insight_labels: args.metrics_insight_labels,
         ..ApiConfig::default()
     };
     let state = AppState::new(log, commands, projections, tokens, api_config);
