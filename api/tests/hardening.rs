@@ -818,3 +818,111 @@ async fn metrics_keep_tenant_ids_out_of_their_labels_by_default() {
         assert!(leaked.is_empty(), "{tenant:?} in /metrics labels: {leaked:#?}");
     }
 }
+
+/// The fields named by a VALIDATION error (with the request's cid).
+fn problems(error: &Value) -> Vec<String> {
+    assert_eq!(code(error), "VALIDATION", "{error:#}");
+    assert!(error["extensions"]["cid"].is_string(), "{error:#}");
+    error["extensions"]["problems"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no problems: {error:#}"))
+        .iter()
+        .map(|p| p["field"].as_str().expect("a problem names its field").to_string())
+        .collect()
+}
+
+const SUBMIT: &str = "mutation($a: JSON!, $p: String) { submitAgenda(agenda: $a, atLeastPosition: $p) { agenda { id progressId } position } }";
+
+/// Issue 19, item 12: validation nits, each refused with VALIDATION naming the field.
+#[tokio::test]
+async fn validation_nits_are_refused_naming_the_field() {
+    let server = start(Default::default()).await;
+    let after = server.seed().await;
+
+    // A PostgreSQL-form position on the embedded store.
+    let e = server.err(ACME, "{ agendas(atLeastPosition: \"1/2\") { position } }", json!({})).await;
+    assert_eq!(problems(&e), ["atLeastPosition"], "{e:#}");
+    assert!(e["message"].as_str().unwrap().contains("two-part"), "{e:#}");
+
+    // Operation names: NUL, newline, carriage return, ESC, U+0085, bidi override.
+    for bad in ["a\u{0}b", "a\nb", "a\rb", "a\u{1b}b", "a\u{85}b", "a\u{202E}b"] {
+        let mut a = agenda("acme", "nits");
+        a["operations"][1]["name"] = json!(bad);
+        let e = server.err(ACME, SUBMIT, json!({"a": a, "p": after})).await;
+        assert!(problems(&e).iter().any(|f| f.ends_with("operations[1].name")), "{bad:?}: {e:#}");
+    }
+
+    // Ids with bidi overrides or isolates.
+    for (field, bad) in [
+        ("id", "a\u{202E}b"),
+        ("id", "a\u{2066}b"),
+        ("progressId", "p\u{202A}q"),
+        ("id", "x\u{2069}"),
+    ] {
+        let mut a = agenda("acme", "nits");
+        a[field] = json!(bad);
+        let e = server.err(ACME, SUBMIT, json!({"a": a, "p": after})).await;
+        assert_eq!(problems(&e), [field], "{bad:?}: {e:#}");
+    }
+
+    // An empty client id is an error; absent or null still means "generate one".
+    for (field, blank) in [("id", ""), ("id", "  "), ("progressId", "")] {
+        let mut a = agenda("acme", "nits");
+        a[field] = json!(blank);
+        let e = server.err(ACME, SUBMIT, json!({"a": a, "p": after})).await;
+        assert_eq!(problems(&e), [field], "{field} {blank:?}: {e:#}");
+        assert!(e["message"].as_str().unwrap().contains("must not be empty"), "{e:#}");
+    }
+    let e = server
+        .err(
+            ADMIN,
+            "mutation($p: JSON!) { createResourcePool(resourcePool: $p) { position } }",
+            json!({"p": {"id": "", "customerId": "ops", "title": "Blank"}}),
+        )
+        .await;
+    assert_eq!(problems(&e), ["id"], "{e:#}");
+    let mut a = agenda("acme", "nits");
+    a["id"] = Value::Null;
+    let data = server.ok(ACME, SUBMIT, json!({"a": a, "p": after})).await;
+    let generated = data["submitAgenda"]["agenda"]["id"].as_str().unwrap().to_string();
+    assert!(!generated.is_empty(), "{data:#}");
+
+    // An agenda-level WAITING report.
+    let position = data["submitAgenda"]["position"].as_str().unwrap().to_string();
+    let projections = server.state.projections();
+    projections.wait_for(position.parse().unwrap(), WAIT).await.unwrap();
+    let moved = pop_reapers::scheduler::pass(
+        &server.commands,
+        projections,
+        &mut pop_reapers::scheduler::Memory::default(),
+    )
+    .await
+    .unwrap();
+    projections.wait_for(moved, WAIT).await.unwrap();
+    let data = server
+        .ok(
+            ACME_SERVICE,
+            "mutation { getAgenda(insightId: \"transcode\", count: 1) { agenda { id } lease { id } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(data["getAgenda"][0]["agenda"]["id"], generated.as_str(), "{data:#}");
+    let lease = data["getAgenda"][0]["lease"]["id"].as_str().unwrap().to_string();
+    let report = "mutation($r: JSON!, $l: String) { updateAgendaProgress(agendaProgress: $r, leaseId: $l) { position } }";
+    let e = server
+        .err(
+            ACME_SERVICE,
+            report,
+            json!({"l": lease, "r": {"id": generated, "processingState": "WAITING"}}),
+        )
+        .await;
+    assert_eq!(problems(&e), ["agendaProgress.processingState"], "{e:#}");
+    // EXECUTING is the report an executor sends while it works.
+    server
+        .ok(
+            ACME_SERVICE,
+            report,
+            json!({"l": lease, "r": {"id": generated, "processingState": "EXECUTING"}}),
+        )
+        .await;
+}

@@ -34,6 +34,26 @@ pub(crate) fn from_json<T: serde::de::DeserializeOwned>(field: &str, value: Valu
     pop_domain::wire::from_json(field, value).map_err(|e| AppError::validation(field, e))
 }
 
+/// Refuses the id `fields` of a client's JSON object when they are blank strings. Leaving an
+/// id out (or null) asks the server to generate it, as in POP; an empty string is a client's
+/// bug that would otherwise be silently replaced by a generated id.
+pub(crate) fn refuse_blank_ids(value: &Value, fields: &[&str]) -> AppResult<()> {
+    for field in fields {
+        if let Some(Value::String(id)) = value.get(*field)
+            && id.trim().is_empty()
+        {
+            return Err(AppError::invalid(
+                field,
+                format!("{field} must not be empty; leave it out (or null) to have one generated"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The client-chosen ids of an agenda that must not be blank strings.
+const AGENDA_IDS: &[&str] = &["id", "progressId"];
+
 pub(crate) fn agenda_subject(id: &str) -> String {
     format!("agenda {id:?}")
 }
@@ -61,6 +81,7 @@ impl App {
                 if !agenda.is_object() {
                     return Err(AppError::invalid("agenda", "the agenda must be a JSON object"));
                 }
+                refuse_blank_ids(&agenda, AGENDA_IDS)?;
                 let agenda: Agenda = from_json("agenda", agenda)?;
                 self.submit_agenda(caller, agenda).await
             })
@@ -325,6 +346,7 @@ impl App {
                         ));
                     }
                     // Fields are named inside the element: `agendas[i].operations[1].type`.
+                    refuse_blank_ids(&value, AGENDA_IDS).map_err(at)?;
                     let agenda: Agenda = from_json("", value).map_err(at)?;
                     prepared.push(self.prepare(caller, agenda, "").map_err(at)?);
                 }

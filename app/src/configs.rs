@@ -12,7 +12,7 @@ use pop_domain::model::{AgendaTemplate, Customer, Insight, ResourcePool};
 use pop_domain::validate::check_id;
 use pop_projections::{Cursor, ReadModels, Visibility, VisibleTo};
 
-use crate::agendas::from_json;
+use crate::agendas::{from_json, refuse_blank_ids};
 use crate::caller::{Action, Caller};
 use crate::error::{self, AppError, AppResult, Code};
 use crate::outcome::{Configured, Page};
@@ -202,6 +202,7 @@ impl App {
                 ));
             }
             ConfigOp::Create(value) => {
+                refuse_blank_ids(&value, &["id"])?;
                 let mut object: T = from_json(T::DATA_FIELD, value)?;
                 object.fill_id();
                 check_id("id", object.id())?;

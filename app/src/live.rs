@@ -29,7 +29,6 @@ use crate::caller::{Action, Caller, Principal};
 use crate::error::{AppError, AppResult, Code};
 use crate::feed::{FeedError, FeedItem, FeedReceiver, Key};
 use crate::limits::{MAX_RESYNC_ITEMS, MAX_RESYNC_SCAN};
-use crate::reads::parse_position;
 use crate::resolve::may_touch;
 
 /// Events read per log query while looking for changed agendas.
@@ -414,7 +413,7 @@ impl App {
                     })?;
                 self.settle(after_position).await?;
                 let delivered = match after_position {
-                    Some(p) => parse_position("afterPosition", p)?,
+                    Some(p) => self.position("afterPosition", p)?,
                     None => self.projections().applied(),
                 };
                 let mut follow = Follow {
