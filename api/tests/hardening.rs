@@ -926,3 +926,47 @@ async fn validation_nits_are_refused_naming_the_field() {
         )
         .await;
 }
+
+/// Issue 19, item 4: one customer's live agendas are bounded (they live in every replica's
+/// memory); another customer is not held back, and a finished agenda frees its place.
+#[tokio::test]
+async fn a_customer_past_its_live_agenda_quota_is_refused() {
+    let config = pop_api::ApiConfig { max_live_agendas_per_customer: 3, ..Default::default() };
+    let server = start(config).await;
+    let after = server.seed().await;
+    let mut last = after.clone();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (id, position) = server.submit(ACME, "acme", "quota", &last).await;
+        ids.push(id);
+        last = position;
+    }
+    let (status, _, body) = post_raw(
+        &server,
+        ACME,
+        &json!({"query": SUBMIT, "variables": {"a": agenda("acme", "quota"), "p": last}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let error = only_error(&body);
+    assert_eq!(code(error), "QUOTA_EXCEEDED", "{error:#}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("\"acme\"") && message.contains("at most 3"), "{message}");
+    // The REST surface answers 429 with the same code; a list is refused whole.
+    let resp = server
+        .http
+        .post(format!("{}/pop/agenda", server.base))
+        .bearer_auth(ACME)
+        .json(&agenda("acme", "quota"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+    let rest: Value = resp.json().await.unwrap();
+    assert_eq!(rest["errorResponse"]["code"], "QUOTA_EXCEEDED", "{rest:#}");
+    // Another customer is not held back by acme's quota.
+    server.submit(GLOBEX, "globex", "quota", &after).await;
+    // A cancelled (COMPLETE) agenda frees its place.
+    let cancelled = server.cancel(ACME, &ids[0]).await;
+    server.ok(ACME, SUBMIT, json!({"a": agenda("acme", "quota"), "p": cancelled})).await;
+}

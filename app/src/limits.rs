@@ -40,6 +40,15 @@ pub const MAX_SUBSCRIBERS: usize = 50_000;
 /// leave room.
 pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_PRINCIPAL: usize = 5_000;
 
+/// Most live (not COMPLETE) agendas one customer may have at once (default); past it a
+/// submit is refused with QUOTA_EXCEEDED. Every live agenda is held in the read models of
+/// every replica (and replayed into them after a restart), so one customer must not be able
+/// to fill memory for all: an ordinary agenda (a few operations, small payloads) costs tens
+/// of KiB there, so 20,000 stay within a few hundred MiB of the deploy's 2 GiB. (Agendas
+/// near the 1 MiB event limit cost ~8 MiB each; a quota on stored bytes would bound those,
+/// and is not there yet.)
+pub const DEFAULT_MAX_LIVE_AGENDAS_PER_CUSTOMER: usize = 20_000;
+
 /// Longest window of `agendaStats`' per-minute completions: a day of minutes, one chart.
 pub const MAX_STATS_MINUTES: i64 = 1_440;
 
@@ -124,6 +133,8 @@ pub struct AppConfig {
     /// often name the customer); the series are then totals over every insight. Turn it on
     /// where only the operator's Prometheus reaches `/metrics`.
     pub metrics_insight_labels: bool,
+    /// See [`DEFAULT_MAX_LIVE_AGENDAS_PER_CUSTOMER`]; at least 1.
+    pub max_live_agendas_per_customer: usize,
 }
 
 impl Default for AppConfig {
@@ -136,6 +147,7 @@ impl Default for AppConfig {
             max_wait: Duration::from_secs(MAX_GET_AGENDA_WAIT_SECONDS.unsigned_abs()),
             max_subscriptions_per_principal: DEFAULT_MAX_SUBSCRIPTIONS_PER_PRINCIPAL,
             metrics_insight_labels: false,
+            max_live_agendas_per_customer: DEFAULT_MAX_LIVE_AGENDAS_PER_CUSTOMER,
         }
     }
 }
@@ -151,6 +163,7 @@ impl AppConfig {
             self.max_wait.min(Duration::from_secs(MAX_GET_AGENDA_WAIT_SECONDS.unsigned_abs()));
         self.max_subscriptions_per_principal =
             self.max_subscriptions_per_principal.clamp(1, MAX_SUBSCRIBERS);
+        self.max_live_agendas_per_customer = self.max_live_agendas_per_customer.max(1);
         self
     }
 }

@@ -361,6 +361,10 @@ pub struct ServeArgs {
     /// token). Off: each is one total over every insight.
     #[arg(long, env = "POP_METRICS_INSIGHT_LABELS")]
     pub metrics_insight_labels: bool,
+    /// Most live (not COMPLETE) agendas one customer may have at once; past it a submit is
+    /// refused with QUOTA_EXCEEDED.
+    #[arg(long, env = "POP_MAX_LIVE_AGENDAS_PER_CUSTOMER", default_value_t = pop_api::config::DEFAULT_MAX_LIVE_AGENDAS_PER_CUSTOMER)]
+    pub max_live_agendas_per_customer: usize,
     /// Seconds an HTTP connection may take to send a complete request head (from when it
     /// connects or from its previous response); a half-sent header is closed after it.
     #[arg(long, env = "POP_HTTP_HEADER_TIMEOUT", default_value_t = pop_api::serve::HEADER_READ_TIMEOUT.as_secs())]

@@ -122,6 +122,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         max_wait: Duration::from_secs(args.max_wait),
         max_subscriptions_per_principal: args.max_subscriptions_per_principal,
         metrics_insight_labels: args.metrics_insight_labels,
+        max_live_agendas_per_customer: args.max_live_agendas_per_customer,
         ..ApiConfig::default()
     };
     let state = AppState::new(log, commands, projections, tokens, api_config);
