@@ -8,7 +8,9 @@
 //! (`updateAgendaProgresses`, 100 reports of that one agenda per request, each its own command
 //! and event). At each checkpoint (10, 1,000, 10,000, half of `--events`, `--events` events in
 //! the stream) `--samples` single `updateAgendaProgress` calls (one in flight, each appending
-//! one event) and as many `agendaProgress(id)` reads are timed, and the server's RSS is read.
+//! one event) and as many `agendaProgress(id)` reads are timed, then up to 30
+//! `agendaProgress(id, asOf: {position})` reads at the last report's position (each folds the
+//! whole stream; the answer must equal the live one), and the server's RSS is read.
 //! After the last checkpoint the server is stopped (SIGTERM) and `pop rebuild` replays the
 //! log; then the server is started again on the same data and the time until it answers the
 //! agenda's progress at the last position is taken.
@@ -59,6 +61,15 @@ const PROGRESS: &str = "query($id: String!, $p: String) { agendaProgress(id: $id
     atLeastPosition: $p) { id processingState percentComplete operationProgress { operation \
     percentComplete processingStateMessage } } }";
 
+/// The same progress as it was at a log position, folded from the agenda's stream (issue 15:
+/// as-of reads), at the position of the last report: it must equal the live answer.
+const PROGRESS_AS_OF: &str = "query($id: String!, $p: String!) { agendaProgress(id: $id, \
+    asOf: {position: $p}) { id processingState percentComplete operationProgress { operation \
+    percentComplete processingStateMessage } } }";
+
+/// Timed as-of reads per checkpoint at most: each folds the whole stream.
+const AS_OF_SAMPLES: usize = 30;
+
 /// What one checkpoint measured.
 struct Checkpoint {
     events: u64,
@@ -66,6 +77,8 @@ struct Checkpoint {
     report_p99: f64,
     read_p50: f64,
     read_p99: f64,
+    as_of_p50: f64,
+    as_of_p99: f64,
     rss_kib: u64,
 }
 
@@ -181,6 +194,21 @@ async fn bench(args: &Args) -> Result<()> {
             reads.push(micros(t.elapsed()));
             ensure!(data["agendaProgress"]["id"].is_string(), "no progress: {data}");
         }
+        let live = api
+            .call(USER_TOKEN, PROGRESS, json!({"id": agenda_id, "p": last_position}))
+            .await?["agendaProgress"]
+            .clone();
+        let mut as_of = Vec::with_capacity(AS_OF_SAMPLES);
+        for _ in 0..args.samples.min(AS_OF_SAMPLES) {
+            let t = Instant::now();
+            let data = api
+                .call(USER_TOKEN, PROGRESS_AS_OF, json!({"id": agenda_id, "p": last_position}))
+                .await
+                .context("a timed as-of read")?;
+            as_of.push(micros(t.elapsed()));
+            ensure!(data["agendaProgress"] == live, "as-of {data} is not the live {live}");
+        }
+        as_of.sort_unstable();
         reports.sort_unstable();
         reads.sort_unstable();
         let point = Checkpoint {
@@ -189,16 +217,21 @@ async fn bench(args: &Args) -> Result<()> {
             report_p99: ms(&reports, 0.99),
             read_p50: ms(&reads, 0.50),
             read_p99: ms(&reads, 0.99),
+            as_of_p50: ms(&as_of, 0.50),
+            as_of_p99: ms(&as_of, 0.99),
             rss_kib: server.rss_kib(),
         };
         println!(
             "history: {:>7} events: report p50 {:.3} ms p99 {:.3} ms; agendaProgress p50 {:.3} \
-             ms p99 {:.3} ms; server RSS {} KiB ({:.0} s in)",
+             ms p99 {:.3} ms; as-of agendaProgress p50 {:.3} ms p99 {:.3} ms; server RSS {} KiB \
+             ({:.0} s in)",
             point.events,
             point.report_p50,
             point.report_p99,
             point.read_p50,
             point.read_p99,
+            point.as_of_p50,
+            point.as_of_p99,
             point.rss_kib,
             started.elapsed().as_secs_f64()
         );
@@ -251,7 +284,8 @@ async fn bench(args: &Args) -> Result<()> {
     println!(
         "RESULT events={} report_p50_first_ms={:.3} report_p50_last_ms={:.3} report_ratio={:.2} \
          read_p50_first_ms={:.3} read_p50_last_ms={:.3} read_ratio={:.2} rss_first_kib={} \
-         rss_last_kib={} rebuild_s={rebuild_secs:.2} restart_s={restart_secs:.2}",
+         rss_last_kib={} rebuild_s={rebuild_secs:.2} restart_s={restart_secs:.2} \
+         as_of_p50_at_10000_ms={:.3} as_of_p50_last_ms={:.3}",
         last.events,
         first.report_p50,
         last.report_p50,
@@ -261,6 +295,8 @@ async fn bench(args: &Args) -> Result<()> {
         last.read_p50 / first.read_p50,
         first.rss_kib,
         last.rss_kib,
+        measured.iter().find(|m| m.events >= 10_000).map_or(f64::NAN, |m| m.as_of_p50),
+        last.as_of_p50,
     );
     Ok(())
 }

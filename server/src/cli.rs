@@ -233,6 +233,16 @@ pub enum Command {
     /// Replay the log into fresh read models (progress bar, events/s, fingerprint).
     #[command(display_order = 42)]
     Rebuild(RebuildArgs),
+    /// Write the log as JSON Lines: a manifest, one CloudEvents 1.0 object per event (pop's
+    /// position, version, hashes and actor as extensions), the tombstones, and a checkpoint
+    /// over what was written, signed with the checkpoint key.
+    #[command(display_order = 44)]
+    Export(ExportArgs),
+    /// Import an export into an empty store (the embedded one, or PostgreSQL with --store):
+    /// every digest, chain and the signature are verified before anything is committed; a
+    /// bad file is refused with its line number and the store stays empty.
+    #[command(display_order = 45)]
+    Import(ImportArgs),
     /// Run one timed process (reclaimer, retry, data, pods) on its own: `--once` runs one
     /// cycle and exits (for a Kubernetes CronJob), otherwise it loops like in `pop serve`.
     /// Store-based processes open the store, catch the projections up to the head first, and
@@ -274,6 +284,9 @@ pub struct ClientArgs {
 pub struct RebuildArgs {
     #[command(flatten)]
     pub store: StoreArgs,
+    /// A PostgreSQL store, as for `pop serve --store`; without it, the embedded store.
+    #[arg(long = "store", env = "DATABASE_URL", hide_env_values = true)]
+    pub store_url: Option<String>,
     /// Also write the result as the snapshot `pop serve` starts from (stop the server first).
     #[arg(long)]
     pub snapshot: bool,
@@ -294,6 +307,47 @@ pub struct VerifyArgs {
     pub checkpoint_key: Option<PathBuf>,
     /// The checkpoints' public key instead (64 hex digits, or a file holding them): an
     /// auditor needs no signing key.
+    #[arg(long)]
+    pub public_key: Option<String>,
+}
+
+/// What `pop export` writes.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// A PostgreSQL store, as for `pop serve --store`; without it, the embedded store.
+    #[arg(long = "store", env = "DATABASE_URL", hide_env_values = true)]
+    pub store_url: Option<String>,
+    /// The checkpoint signing key file (default: `<data-dir>/checkpoint.key`).
+    #[arg(long, env = "POP_CHECKPOINT_KEY")]
+    pub checkpoint_key: Option<PathBuf>,
+    /// Only the entries after this log position (an export of part of the log cannot be
+    /// imported).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Write to this file instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// What `pop import` reads and where it writes.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The export file (`pop export --out`).
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// A PostgreSQL store to import into; without it, the embedded store in the data
+    /// directory.
+    #[arg(long = "store", env = "DATABASE_URL", hide_env_values = true)]
+    pub store_url: Option<String>,
+    /// The target's checkpoint signing key (default: `<data-dir>/checkpoint.key`, created when
+    /// missing); when given, the file's checkpoint must be signed by it too.
+    #[arg(long, env = "POP_CHECKPOINT_KEY")]
+    pub checkpoint_key: Option<PathBuf>,
+    /// The public key the file's checkpoint must be signed with (64 hex digits or a file);
+    /// without it or --checkpoint-key, the key the file names is used and a warning printed.
     #[arg(long)]
     pub public_key: Option<String>,
 }

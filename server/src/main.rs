@@ -15,6 +15,7 @@ mod rebuild;
 mod serve;
 mod signal;
 mod tour;
+mod transfer_cmd;
 mod verbs;
 mod verify_cmd;
 mod watch;
@@ -123,6 +124,8 @@ async fn run(command: cli::Command) -> Result<()> {
             verbs::configs(&client::Client::new(&client)?, verbs::ConfigKind::Templates, json).await
         }
         cli::Command::Rebuild(args) => rebuild::run(args).await,
+        cli::Command::Export(args) => transfer_cmd::export(args).await,
+        cli::Command::Import(args) => transfer_cmd::import(args).await,
         cli::Command::Reap(args) => reap::run(args).await,
         cli::Command::Worker(args) => worker::run(args).await,
         cli::Command::Gql { client, query, variables } => {

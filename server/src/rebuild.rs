@@ -1,26 +1,34 @@
-//! `pop rebuild`: replays the whole log into fresh read models with a progress bar and its
-//! events/s, prints the read models' fingerprint (equal fingerprints mean equal models), and
-//! with `--snapshot` writes them as the snapshot the next `pop serve` starts from.
+//! `pop rebuild`: replays the whole log — of the embedded store, or of PostgreSQL with
+//! `--store` — into fresh read models with a progress bar and its events/s, prints the read
+//! models' fingerprint, and with `--snapshot` writes them as the snapshot the next `pop serve`
+//! starts from.
+//!
+//! The fingerprint printed is the one without the log position
+//! (`ReadModels::content_fingerprint`): a position is the store's own numbering, so the same
+//! history imported into another store (`pop import`) ends at another position with equal
+//! read models, and the two fingerprints compare. The one with the position (what a snapshot
+//! is checked by) is printed beside it.
 
 use std::sync::Arc;
 
+use crate::backend::Backend;
+use crate::cli::{DurabilityArg, RebuildArgs};
+use crate::data_lock::DataDirLock;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use pop_store::{EventStore, SqliteOptions, SqliteStore};
-
-use crate::cli::RebuildArgs;
-use crate::data_lock::DataDirLock;
 
 pub async fn run(args: RebuildArgs) -> Result<()> {
-    let path = args.store.db_path();
-    anyhow::ensure!(path.exists(), "no store at {}", path.display());
-    let _lock = DataDirLock::acquire(&args.store.data_dir, "rebuild")?;
-    let store = Arc::new(
-        SqliteStore::open(&path, SqliteOptions::default())
-            .await
-            .with_context(|| format!("opening {}", path.display()))?,
-    );
-    let log: Arc<dyn EventStore> = store.clone();
+    let _lock = match &args.store_url {
+        Some(_) => None,
+        None => {
+            let path = args.store.db_path();
+            anyhow::ensure!(path.exists(), "no store at {}", path.display());
+            Some(DataDirLock::acquire(&args.store.data_dir, "rebuild")?)
+        }
+    };
+    let backend =
+        Backend::open(&args.store, args.store_url.as_deref(), DurabilityArg::Full).await?;
+    let log = Arc::clone(&backend.log);
     let head = log.head().await.context("reading the head")?;
     let total = head.sequence().unwrap_or(0);
     let bar = ProgressBar::new(total).with_style(
@@ -36,12 +44,14 @@ pub async fn run(args: RebuildArgs) -> Result<()> {
     .context("rebuilding the read models")?;
     bar.finish();
     let elapsed = bar.elapsed();
-    let fingerprint = models.fingerprint().context("fingerprinting the read models")?;
+    let fingerprint = models.content_fingerprint().context("fingerprinting the read models")?;
+    let with_position = models.fingerprint().context("fingerprinting the read models")?;
     println!(
-        "rebuilt to position {} in {:.2} s; fingerprint {:016x}",
+        "rebuilt to position {} in {:.2} s; fingerprint {:016x} (with the position {:016x})",
         models.position(),
         elapsed.as_secs_f64(),
-        fingerprint
+        fingerprint,
+        with_position
     );
     if args.snapshot {
         let dir = args.store.data_dir.join("snapshots");
@@ -49,6 +59,6 @@ pub async fn run(args: RebuildArgs) -> Result<()> {
             pop_projections::snapshot::save(&dir, &models).context("writing the snapshot")?;
         println!("snapshot written: {info:?}");
     }
-    store.close().await.context("closing the store")?;
+    backend.close().await?;
     Ok(())
 }

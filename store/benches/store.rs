@@ -11,6 +11,9 @@
 //!   metadata into `EventMetadata`), in events/s;
 //! - verification (`pop verify`) of a filled log, after sealing it into signed checkpoints,
 //!   in events/s (and what the first seal of the whole log took);
+//! - export (`pop export`) of a filled log to a file and import (`pop import`: every line
+//!   verified, then one transaction) of that file into an empty store, in events/s (with
+//!   `--postgres`: exported from and imported into PostgreSQL);
 //! - (only with `--only hashing`, PostgreSQL) what the hash chain costs: append throughput at the largest
 //!   `--appenders` count with the chain on and off (`PgOptions::hash_chain`), the two
 //!   alternated run by run, and the ratio of the medians.
@@ -18,7 +21,7 @@
 //! `cargo bench -p pop-store --bench store -- [--append-events N] [--read-events N]
 //! [--latency-appends N] [--appenders 1,16,256] [--runs 3] [--scale 10] [--normal] [--postgres]
 //! [--pg-writers 4]
-//! [--only append,latency,subscribe,verify,read,hashing]`
+//! [--only append,latency,subscribe,verify,transfer,read,hashing]`
 //!
 //! Every figure is measured `--runs` times on a fresh store and the median printed. With
 //! `--scale K` the whole table is repeated with K times the data.
@@ -545,6 +548,9 @@ async fn table(args: &Args, scale: u64) -> Result<(), StoreError> {
     if args.runs_part("verify") {
         verify(args, read_events).await?;
     }
+    if args.runs_part("transfer") {
+        transfer(args, read_events).await?;
+    }
     if !args.runs_part("read") {
         return Ok(());
     }
@@ -636,6 +642,119 @@ async fn verify(args: &Args, events: u64) -> Result<(), StoreError> {
         "{:<44} {}",
         format!("verify (chains + checkpoints), {events} events"),
         show(&values, "ev/s")
+    );
+    bench.close().await
+}
+
+/// Exports a filled log to a file `--runs` times, and imports that file into a fresh empty
+/// store `--runs` times (each import reads, parses and verifies every line, then commits once):
+/// what `pop export` and `pop import` do, in events/s.
+async fn transfer(args: &Args, events: u64) -> Result<(), StoreError> {
+    use pop_store::commitment::CheckpointSigningKey;
+    use pop_store::transfer::{ExportReader, TransferError};
+    let failed = |e: TransferError| StoreError::Corrupt(e.to_string());
+    let fill = Instant::now();
+    let bench = filled_store(args, events).await?;
+    println!(
+        "{:<44} {:>12.1} s",
+        format!("(filling {events} events, 6 per append)"),
+        fill.elapsed().as_secs_f64()
+    );
+    let key = CheckpointSigningKey::from_bytes(&[7; 32]);
+    let dir = tempdir()?;
+    let file = dir.path().join("export.jsonl");
+    let mut exports = Vec::new();
+    for _ in 0..args.runs {
+        let out = std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::fs::File::create(&file).map_err(|e| StoreError::backend("export file", e))?,
+        );
+        let start = Instant::now();
+        let summary = match &bench.kind {
+            Kind::Sqlite(store) => {
+                let (path, key) = (store.path().to_path_buf(), key.clone());
+                tokio::task::spawn_blocking(move || {
+                    pop_store::sqlite::transfer::export(
+                        &path,
+                        Position::START,
+                        &key,
+                        out,
+                        chrono::Utc::now(),
+                    )
+                })
+                .await
+                .map_err(|e| StoreError::backend("export task", e))?
+            }
+            Kind::Postgres { url, .. } => {
+                pop_store::postgres::transfer::export(
+                    url,
+                    Position::START,
+                    &key,
+                    out,
+                    chrono::Utc::now(),
+                )
+                .await
+            }
+        }
+        .map_err(failed)?;
+        exports.push(summary.manifest.events as f64 / start.elapsed().as_secs_f64());
+        if summary.manifest.events != events {
+            return Err(StoreError::Corrupt(format!("exported {}", summary.manifest.events)));
+        }
+    }
+    let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "{:<44} {}",
+        format!("export, {events} events ({} MiB)", bytes >> 20),
+        show(&exports, "ev/s")
+    );
+    // The file checked alone (read, parse, verify every line; nothing written): the part of an
+    // import that is not the store's.
+    let mut checks = Vec::new();
+    for _ in 0..args.runs {
+        let start = Instant::now();
+        let mut reader = ExportReader::open(&file, Some(key.verifying_key())).map_err(failed)?;
+        let mut n = 0u64;
+        while let Some(item) = reader.next_item().map_err(failed)? {
+            n += u64::from(matches!(item, pop_store::transfer::Item::Entry(_)));
+        }
+        checks.push(n as f64 / start.elapsed().as_secs_f64());
+    }
+    println!("{:<44} {}", format!("check the file alone, {events} events"), show(&checks, "ev/s"));
+    let mut imports = Vec::new();
+    for run in 0..args.runs {
+        let start = Instant::now();
+        let reader = ExportReader::open(&file, Some(key.verifying_key())).map_err(failed)?;
+        let summary = match &bench.kind {
+            Kind::Sqlite(_) => {
+                let target = dir.path().join(format!("import-{run}.db"));
+                let summary = tokio::task::spawn_blocking(move || {
+                    pop_store::sqlite::transfer::import(&target, reader)
+                })
+                .await
+                .map_err(|e| StoreError::backend("import task", e))?;
+                let done = start.elapsed();
+                let _ = std::fs::remove_file(dir.path().join(format!("import-{run}.db")));
+                summary.map(|s| (s, done))
+            }
+            Kind::Postgres { .. } => {
+                let cluster = CLUSTER.get().ok_or(StoreError::Closed)?;
+                let url = cluster.create_database().await?;
+                pop_store::postgres::transfer::import(&url, reader)
+                    .await
+                    .map(|s| (s, start.elapsed()))
+            }
+        }
+        .map_err(failed)?;
+        if summary.0.events != events {
+            return Err(StoreError::Corrupt(format!("imported {}", summary.0.events)));
+        }
+        imports.push(events as f64 / summary.1.as_secs_f64());
+    }
+    println!(
+        "{:<44} {}",
+        format!("import (verify + commit), {events} events"),
+        show(&imports, "ev/s")
     );
     bench.close().await
 }

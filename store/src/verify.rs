@@ -152,6 +152,12 @@ impl Walker {
 
     /// Checks one event; `false` once a break is found.
     pub(crate) fn event(&mut self, r: &EventRow<'_>) -> bool {
+        self.event_digested(r, None)
+    }
+
+    /// [`Walker::event`] with the event's digest already computed from the same row (by a
+    /// caller that needed it too), so it is not computed twice.
+    pub(crate) fn event_digested(&mut self, r: &EventRow<'_>, digest: Option<&Hash>) -> bool {
         if self.stopped() {
             return false;
         }
@@ -180,16 +186,18 @@ impl Walker {
             self.stop(b);
             return false;
         }
-        let hash = data_hash(r.data);
-        let digest = event_digest(&DigestInput {
-            stream: r.stream,
-            version: next_version,
-            event_type: r.event_type,
-            schema_version: r.schema_version,
-            recorded_at_micros: r.recorded_at,
-            metadata: r.metadata,
-            data_hash: &hash,
-        });
+        let digest = match digest {
+            Some(d) => *d,
+            None => event_digest(&DigestInput {
+                stream: r.stream,
+                version: next_version,
+                event_type: r.event_type,
+                schema_version: r.schema_version,
+                recorded_at_micros: r.recorded_at,
+                metadata: r.metadata,
+                data_hash: &data_hash(r.data),
+            }),
+        };
         let link = chain(&head, &digest);
         if r.chain != Some(link.as_slice()) {
             let b = self

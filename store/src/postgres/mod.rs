@@ -63,6 +63,7 @@ mod reader;
 mod schema;
 mod seal;
 mod tail;
+pub mod transfer;
 mod verify;
 mod writer;
 

@@ -5,6 +5,7 @@ mod checkpoint;
 mod reader;
 mod schema;
 mod seal;
+pub mod transfer;
 mod verify;
 mod writer;
 

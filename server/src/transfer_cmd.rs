@@ -1,0 +1,187 @@
+//! `pop export` and `pop import` (`pop_store::transfer`): the log as JSON Lines of CloudEvents
+//! with a manifest first and a signed checkpoint last, and that file into an empty store —
+//! the embedded one in the data directory or PostgreSQL at `--store` — verified whole before
+//! anything is committed. Import then seals the imported log with the target's checkpoint key
+//! (`--checkpoint-key`, else `<data-dir>/checkpoint.key`, created when missing), so
+//! `pop verify` on the target checks it against a signed checkpoint at once. This is also the
+//! way from the embedded store to PostgreSQL (README, "Auditing").
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use pop_store::commitment::Sealer;
+use pop_store::transfer::{ExportReader, KeySource, TransferError};
+use pop_store::{PgOptions, PgStore, Position, SqliteOptions, SqliteStore};
+
+use crate::cli::{ExportArgs, ImportArgs};
+use crate::data_lock::DataDirLock;
+
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+pub async fn export(args: ExportArgs) -> Result<()> {
+    let since: Position = match &args.since {
+        Some(text) => text.parse().with_context(|| format!("--since {text:?}"))?,
+        None => Position::START,
+    };
+    let key =
+        crate::checkpoints::signing_key(&args.store.data_dir, args.checkpoint_key.as_deref())?;
+    let out: Box<dyn Write + Send> = match &args.out {
+        Some(path) => Box::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        ),
+        None => Box::new(std::io::stdout()),
+    };
+    let out = std::io::BufWriter::with_capacity(1 << 20, out);
+    let now = chrono::Utc::now();
+    let result = match &args.store_url {
+        Some(url) if is_postgres(url) => {
+            pop_store::postgres::transfer::export(url, since, &key, out, now).await
+        }
+        Some(_) => bail!("pop export reads the embedded store or a PostgreSQL one (postgres://…)"),
+        None => {
+            let path = args.store.db_path();
+            if !path.exists() {
+                bail!("no embedded store at {}", path.display());
+            }
+            tokio::task::spawn_blocking(move || {
+                pop_store::sqlite::transfer::export(&path, since, &key, out, now)
+            })
+            .await?
+        }
+    };
+    let summary = match result {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(path) = &args.out {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e).context("exporting the log");
+        }
+    };
+    let m = &summary.manifest;
+    eprintln!(
+        "exported {} events, {} pruned entries, {} tombstones from the {} store (after position \
+         {}, up to {}); checkpoint over {} entries signed by key {}",
+        m.events,
+        m.pruned,
+        m.tombstones,
+        m.store,
+        m.since,
+        m.last_position.map_or_else(|| "-".into(), |p| p.to_string()),
+        summary.checkpoint.events,
+        m.key_id
+    );
+    Ok(())
+}
+
+pub async fn import(args: ImportArgs) -> Result<()> {
+    let pinned = if args.public_key.is_some() || args.checkpoint_key.is_some() {
+        crate::checkpoints::verifying_key(
+            &args.store.data_dir,
+            args.checkpoint_key.as_deref(),
+            args.public_key.as_deref(),
+        )?
+    } else {
+        None
+    };
+    let refused = |e: TransferError| -> anyhow::Error {
+        anyhow::anyhow!("import refused, nothing was imported: {e}")
+    };
+    let reader = ExportReader::open(&args.file, pinned).map_err(refused)?;
+    let (summary, target) = match &args.store_url {
+        Some(url) if is_postgres(url) => {
+            let summary =
+                pop_store::postgres::transfer::import(url, reader).await.map_err(refused)?;
+            (summary, Target::Postgres(url.clone()))
+        }
+        Some(_) => bail!("pop import writes the embedded store or a PostgreSQL one (postgres://…)"),
+        None => {
+            let lock = DataDirLock::acquire(&args.store.data_dir, "import")?;
+            let path = args.store.db_path();
+            let db = path.clone();
+            let summary = tokio::task::spawn_blocking(move || {
+                pop_store::sqlite::transfer::import(&db, reader)
+            })
+            .await?
+            .map_err(refused)?;
+            (summary, Target::Sqlite { path, _lock: lock })
+        }
+    };
+    println!(
+        "verified {}: {} events, {} pruned entries, {} tombstones from the {} store; its \
+         checkpoint over {} entries is signed by key {}",
+        args.file.display(),
+        summary.events,
+        summary.pruned,
+        summary.tombstones,
+        summary.manifest.store,
+        summary.checkpoint.events,
+        summary.key_id
+    );
+    if summary.key_source == KeySource::Manifest {
+        println!(
+            "WARNING: checked against the key the file names itself; give --public-key (the \
+             source's) to know who signed it"
+        );
+    }
+    let key =
+        crate::checkpoints::signing_key(&args.store.data_dir, args.checkpoint_key.as_deref())?;
+    let sealer = Sealer::new(key);
+    let now = chrono::Utc::now();
+    let sealed = match &target {
+        Target::Postgres(url) => {
+            let store = PgStore::connect(url, PgOptions::default())
+                .await
+                .context("opening the PostgreSQL store to seal it")?;
+            let sealed = sealer.seal_all(&store, now).await;
+            store.close().await;
+            sealed
+        }
+        Target::Sqlite { path, .. } => {
+            let store = SqliteStore::open(path, SqliteOptions::default())
+                .await
+                .with_context(|| format!("opening {} to seal it", path.display()))?;
+            let sealed = sealer.seal_all(&store, now).await;
+            store.close().await.context("closing the store")?;
+            sealed
+        }
+    };
+    let sealed = sealed.context("sealing the imported log")?;
+    println!(
+        "imported into {}; {}",
+        target.describe(),
+        match sealed {
+            Some(c) => format!(
+                "sealed checkpoint {} over {} entries, up to position {}",
+                c.seq, c.events, c.position
+            ),
+            None => "nothing to seal (an empty log)".into(),
+        }
+    );
+    Ok(())
+}
+
+enum Target {
+    Postgres(String),
+    /// The file, and the data directory's lock held until the end.
+    Sqlite {
+        path: std::path::PathBuf,
+        _lock: DataDirLock,
+    },
+}
+
+impl Target {
+    fn describe(&self) -> String {
+        match self {
+            Target::Postgres(_) => "the PostgreSQL store".into(),
+            Target::Sqlite { path, .. } => display(path),
+        }
+    }
+}
+
+fn display(path: &Path) -> String {
+    path.display().to_string()
+}

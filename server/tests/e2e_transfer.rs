@@ -1,0 +1,166 @@
+//! `pop export` and `pop import` as child processes: a data directory written by `pop demo`
+//! is exported, imported into a new embedded store and into PostgreSQL (the migration path),
+//! and on each target `pop verify` passes (against the checkpoint the import sealed) and
+//! `pop rebuild` prints the source's fingerprint. A file with one byte of one event's data
+//! changed, or with a line dropped, is refused with its line number, and the target holds no
+//! event.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::path::Path;
+use std::process::Output;
+
+use support::pop_command;
+
+fn run(args: &[&str], dirs: &[(&str, &Path)]) -> Output {
+    let mut cmd = pop_command();
+    cmd.args(args);
+    for (flag, dir) in dirs {
+        cmd.arg(flag).arg(dir);
+    }
+    cmd.output().unwrap()
+}
+
+fn ok(out: &Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{what} failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The fingerprint `pop rebuild` prints.
+fn fingerprint(stdout: &str) -> String {
+    let at = stdout.find("fingerprint ").unwrap_or_else(|| panic!("no fingerprint: {stdout}"));
+    stdout[at + 12..at + 28].to_owned()
+}
+
+/// A source data directory with two demo agendas (13 events, then 10: the configuration
+/// exists), and its export.
+fn exported(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let src = dir.join("src");
+    for _ in 0..2 {
+        ok(&run(&["demo"], &[("--data-dir", &src)]), "pop demo");
+    }
+    let file = dir.join("export.jsonl");
+    let out = run(&["export"], &[("--data-dir", &src), ("--out", &file)]);
+    ok(&out, "pop export");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exported 23 events"), "{out:?}");
+    let rebuilt = ok(&run(&["rebuild"], &[("--data-dir", &src)]), "pop rebuild (source)");
+    (src, file, fingerprint(&rebuilt))
+}
+
+#[tokio::test]
+async fn an_export_imported_elsewhere_verifies_and_rebuilds_to_the_same_fingerprint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, file, expected) = exported(dir.path());
+    let key = std::fs::read_to_string(src.join("checkpoint.key")).unwrap();
+    let public = {
+        use pop_store::commitment::parse_signing_key;
+        let k = parse_signing_key(&key).unwrap().verifying_key();
+        pop_store::digest::hex(k.as_bytes())
+    };
+
+    // Embedded -> embedded, the file checked against the source's public key.
+    let dst = dir.path().join("dst");
+    let out =
+        run(&["import", file.to_str().unwrap(), "--public-key", &public], &[("--data-dir", &dst)]);
+    let stdout = ok(&out, "pop import");
+    assert!(stdout.contains("23 events"), "{stdout}");
+    assert!(stdout.contains("sealed checkpoint 1 over 23 entries"), "{stdout}");
+    assert!(!stdout.contains("WARNING"), "{stdout}");
+    let verified = ok(&run(&["verify"], &[("--data-dir", &dst)]), "pop verify (target)");
+    assert!(verified.contains("checked 23 events"), "{verified}");
+    assert!(verified.contains("checked 1 signed checkpoints over 23 log entries"), "{verified}");
+    assert!(verified.trim_end().ends_with("intact"), "{verified}");
+    let rebuilt = ok(&run(&["rebuild"], &[("--data-dir", &dst)]), "pop rebuild (target)");
+    assert_eq!(fingerprint(&rebuilt), expected, "{rebuilt}");
+    // Into it again: refused, it is not empty.
+    let again = run(&["import", file.to_str().unwrap()], &[("--data-dir", &dst)]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"), "{again:?}");
+
+    // Embedded -> PostgreSQL: the migration path.
+    use pop_store::test_cluster::TestCluster;
+    let Some(cluster) = TestCluster::shared("pop import into PostgreSQL") else { return };
+    let url = cluster.create_database().await.unwrap();
+    let pg_dir = dir.path().join("pg");
+    let (file2, url2, pg_dir2) = (file.clone(), url.clone(), pg_dir.clone());
+    let stdout = tokio::task::spawn_blocking(move || {
+        let out = run(
+            &["import", file2.to_str().unwrap(), "--store", &url2],
+            &[("--data-dir", &pg_dir2)],
+        );
+        ok(&out, "pop import --store postgres://…")
+    })
+    .await
+    .unwrap();
+    assert!(stdout.contains("WARNING"), "no key pinned, the file's own was used: {stdout}");
+    assert!(stdout.contains("sealed checkpoint 1 over 23 entries"), "{stdout}");
+    let (url3, pg_dir3) = (url.clone(), pg_dir.clone());
+    let (verified, rebuilt) = tokio::task::spawn_blocking(move || {
+        let v = ok(&run(&["verify", "--store", &url3], &[("--data-dir", &pg_dir3)]), "verify pg");
+        let r = ok(&run(&["rebuild", "--store", &url3], &[]), "rebuild pg");
+        (v, r)
+    })
+    .await
+    .unwrap();
+    assert!(verified.contains("checked 23 events"), "{verified}");
+    assert!(verified.contains("checked 1 signed checkpoints over 23 log entries"), "{verified}");
+    assert!(verified.trim_end().ends_with("intact"), "{verified}");
+    assert_eq!(fingerprint(&rebuilt), expected, "{rebuilt}");
+}
+
+#[test]
+fn a_tampered_export_is_refused_with_its_line_and_the_store_stays_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, file, _) = exported(dir.path());
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let events_in = |dir: &Path| -> i64 {
+        let path = dir.join("pop.db");
+        if !path.exists() {
+            return 0;
+        }
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0)).unwrap_or(0)
+    };
+
+    // One byte of one event's data (the first agenda's completion message).
+    let at = lines.iter().position(|l| l.contains("\"succeeded\"")).unwrap();
+    let mut edited: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+    edited[at] = edited[at].replacen("\"succeeded\"", "\"succeedeD\"", 1);
+    let bad = dir.path().join("byte.jsonl");
+    std::fs::write(&bad, edited.join("\n") + "\n").unwrap();
+    let target = dir.path().join("t1");
+    let out = run(&["import", bad.to_str().unwrap()], &[("--data-dir", &target)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a tampered file was imported");
+    assert!(stderr.contains(&format!("line {}:", at + 1)), "want line {} in {stderr}", at + 1);
+    assert!(stderr.contains("nothing was imported"), "{stderr}");
+    assert_eq!(events_in(&target), 0);
+
+    // A line dropped from the middle of an agenda's stream.
+    let mut dropped: Vec<&str> = lines.clone();
+    let victim = lines.iter().position(|l| l.contains("\"type\":\"AgendaClaimed\"")).unwrap();
+    dropped.remove(victim);
+    let bad = dir.path().join("dropped.jsonl");
+    std::fs::write(&bad, dropped.join("\n") + "\n").unwrap();
+    let target = dir.path().join("t2");
+    let out = run(&["import", bad.to_str().unwrap()], &[("--data-dir", &target)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a file with a line dropped was imported");
+    assert!(stderr.contains("line ") && stderr.contains("an event is missing"), "{stderr}");
+    assert_eq!(events_in(&target), 0);
+    // Nothing was written: no store file, no staging file left behind.
+    let left: Vec<_> = std::fs::read_dir(&target)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("pop.db"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -1,0 +1,431 @@
+//! Export and import ([`crate::transfer`]) on the embedded store. Export reads one snapshot of
+//! a read-only connection (so it may run beside `pop serve`): the counts for the manifest,
+//! then events and pruned hash rows merged by position, then the tombstones. Import writes
+//! into a file no store has open (the caller holds the data directory's lock): it migrates
+//! the schema, refuses a store with any row, and writes everything in one transaction that
+//! commits only after the reader verified the whole file. Positions are numbered 1, 2, 3… in
+//! file order (events and pruned rows alike), so the log keeps its order.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use ed25519_dalek::SigningKey;
+use rusqlite::{Connection, params};
+
+use super::schema;
+use crate::commitment::LogEntry;
+use crate::digest::Hash;
+use crate::transfer::{
+    Entry, ExportEvent, ExportReader, ExportSummary, Exporter, ImportSummary, Item, Manifest,
+    Tombstone, TransferError,
+};
+use crate::{Durability, Position, StoreError};
+
+fn fail(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+    move |e| StoreError::backend(context, e)
+}
+
+/// Page cache of the importing connection, in KiB (only what is used is allocated).
+const IMPORT_CACHE_KIB: i64 = 1024 * 1024;
+
+fn position(p: i64) -> Position {
+    Position::from_sequence(u64::try_from(p).unwrap_or(0))
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Exports the store in the file at `path`: the entries after `since`, every tombstone, and
+/// a checkpoint signed with `key`.
+pub fn export(
+    path: &Path,
+    since: Position,
+    key: &SigningKey,
+    out: impl Write,
+    now: DateTime<Utc>,
+) -> Result<ExportSummary, TransferError> {
+    let read = fail("exporting the embedded store");
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(fail("opening the store file"))?;
+    schema::configure_reader(&conn)?;
+    let tx = conn.unchecked_transaction().map_err(&read)?;
+    let after = to_i64(since.sequence().unwrap_or(0));
+    let count = |table: &str| -> Result<(u64, Option<i64>, Option<i64>), StoreError> {
+        tx.query_row(
+            &format!(
+                "SELECT count(*), min(position), max(position) FROM {table} WHERE position > ?1"
+            ),
+            [after],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?)),
+        )
+        .map_err(&read)
+    };
+    let (events, e_min, e_max) = count("events")?;
+    let (pruned, p_min, p_max) = count("pruned")?;
+    let first = e_min.into_iter().chain(p_min).min().map(position);
+    let last = e_max.into_iter().chain(p_max).max().map(position);
+    let mut names: HashMap<i64, String> = HashMap::new();
+    let mut tombstones = Vec::new();
+    {
+        let mut q = tx
+            .prepare("SELECT id, name, version, deleted_at, head_hash FROM streams ORDER BY name")
+            .map_err(&read)?;
+        let mut rows = q.query([]).map_err(&read)?;
+        while let Some(r) = rows.next().map_err(&read)? {
+            let id: i64 = r.get(0).map_err(&read)?;
+            let name: String = r.get(1).map_err(&read)?;
+            if let Some(deleted_at) = r.get::<_, Option<i64>>(3).map_err(&read)? {
+                let version: Option<i64> = r.get(2).map_err(&read)?;
+                let head: Option<Vec<u8>> = r.get(4).map_err(&read)?;
+                tombstones.push(Tombstone {
+                    stream: name.clone(),
+                    version: version.and_then(|v| u64::try_from(v).ok()),
+                    head: head.and_then(|h| Hash::try_from(h.as_slice()).ok()),
+                    deleted_at,
+                });
+            }
+            names.insert(id, name);
+        }
+    }
+    let manifest = Manifest::new(
+        "sqlite",
+        since,
+        events,
+        pruned,
+        tombstones.len() as u64,
+        first,
+        last,
+        &key.verifying_key(),
+    );
+    let mut exporter = Exporter::new(out, manifest.clone())?;
+    let name_of = |id: i64| names.get(&id).cloned().unwrap_or_else(|| format!("#{id}"));
+    let mut live = tx
+        .prepare(
+            "SELECT position, stream_id, version, event_id, event_type, schema_version, data, \
+             metadata, recorded_at, chain FROM events WHERE position > ?1 ORDER BY position",
+        )
+        .map_err(&read)?;
+    let mut gone = tx
+        .prepare(
+            "SELECT position, stream_id, version, chain FROM pruned WHERE position > ?1 \
+             ORDER BY position",
+        )
+        .map_err(&read)?;
+    let mut a = live.query([after]).map_err(&read)?;
+    let mut b = gone.query([after]).map_err(&read)?;
+    let pruned_from = |r: &rusqlite::Row<'_>| -> Result<LogEntry, StoreError> {
+        let link: Option<Vec<u8>> = r.get(3).map_err(&read)?;
+        Ok(LogEntry {
+            position: position(r.get(0).map_err(&read)?),
+            stream: name_of(r.get(1).map_err(&read)?),
+            version: u64::try_from(r.get::<_, i64>(2).map_err(&read)?).unwrap_or(u64::MAX),
+            link: link.and_then(|l| Hash::try_from(l.as_slice()).ok()),
+        })
+    };
+    let mut next_pruned = b.next().map_err(&read)?.map(pruned_from).transpose()?;
+    while let Some(r) = a.next().map_err(&read)? {
+        let pos = position(r.get(0).map_err(&read)?);
+        while let Some(p) = next_pruned.take_if(|p| p.position < pos) {
+            exporter.entry(&Entry::Pruned(p))?;
+            next_pruned = b.next().map_err(&read)?.map(pruned_from).transpose()?;
+        }
+        let id: Vec<u8> = r.get(3).map_err(&read)?;
+        let chain: Option<Vec<u8>> = r.get(9).map_err(&read)?;
+        let event = ExportEvent {
+            position: pos,
+            stream: name_of(r.get(1).map_err(&read)?),
+            version: u64::try_from(r.get::<_, i64>(2).map_err(&read)?).unwrap_or(u64::MAX),
+            event_id: uuid::Uuid::from_slice(&id)
+                .map_err(|_| StoreError::Corrupt(format!("event at {pos} has a malformed id")))?,
+            event_type: r.get(4).map_err(&read)?,
+            schema_version: r.get(5).map_err(&read)?,
+            data: r.get(6).map_err(&read)?,
+            metadata: r.get(7).map_err(&read)?,
+            recorded_at: r.get(8).map_err(&read)?,
+            chain: chain.and_then(|c| Hash::try_from(c.as_slice()).ok()),
+        };
+        exporter.entry(&Entry::Event(event))?;
+    }
+    while let Some(p) = next_pruned.take() {
+        exporter.entry(&Entry::Pruned(p))?;
+        next_pruned = b.next().map_err(&read)?.map(pruned_from).transpose()?;
+    }
+    let checkpoint = exporter.finish(&tombstones, key, now)?;
+    Ok(ExportSummary { manifest, checkpoint })
+}
+
+/// Items the reader thread hands the writer at once.
+const BATCH: usize = 512;
+
+/// Batches in flight between the reader thread and the writer.
+const BATCHES_AHEAD: usize = 8;
+
+/// Imports a verified export into the store file at `path`, which must not exist or hold
+/// nothing; the caller holds the data directory's lock. The file is read and verified on a
+/// thread of its own while this one writes what it handed out (two cores, two halves of the
+/// work) into a staging file beside `path` (`<name>.importing`: no journal, no WAL — it is
+/// thrown away whole on any failure, so it needs neither), which is synced and renamed over
+/// `path` only after the whole export verified. So a bad file leaves `path` as it was.
+pub fn import<R: BufRead + Send>(
+    path: &Path,
+    reader: ExportReader<R>,
+) -> Result<ImportSummary, TransferError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| TransferError::File(format!("{}: {e}", dir.display())))?;
+    }
+    let existing = path.exists();
+    if existing {
+        refuse_unless_empty(path)?;
+    }
+    let staging = path.with_extension("db.importing");
+    let _ = std::fs::remove_file(&staging);
+    let result = stage(&staging, reader);
+    let summary = match result {
+        Ok(summary) => summary,
+        Err(e) => {
+            let _ = std::fs::remove_file(&staging);
+            return Err(e);
+        }
+    };
+    let io =
+        |what: &'static str, e: std::io::Error| TransferError::Store(StoreError::backend(what, e));
+    std::fs::File::open(&staging)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io("syncing the imported store", e))?;
+    if existing {
+        // An empty store's file and its WAL: the WAL must not be replayed into the new file.
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            match std::fs::remove_file(&side) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io("removing the empty store's WAL", e));
+                }
+                _ => {}
+            }
+        }
+    }
+    std::fs::rename(&staging, path).map_err(|e| io("renaming the imported store into place", e))?;
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("syncing the data directory", e))?;
+    }
+    Ok(summary)
+}
+
+/// Refuses a store file that holds any row (a file of an empty store may be replaced).
+fn refuse_unless_empty(path: &Path) -> Result<(), TransferError> {
+    let read = fail("reading the target store");
+    let mut conn = Connection::open(path).map_err(fail("opening the store file"))?;
+    schema::configure_writer(&conn, Durability::Full)?;
+    schema::migrate(&mut conn)?;
+    let (rows, head): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM streams) + (SELECT count(*) FROM events) + \
+             (SELECT count(*) FROM pruned) + (SELECT count(*) FROM log_checkpoints), \
+             (SELECT head FROM log WHERE id = 1)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(&read)?;
+    if rows > 0 || head > 0 {
+        return Err(TransferError::NotEmpty(format!(
+            "{} holds {rows} rows, log head {head}",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Writes the export into a new file at `staging`, the reading and verifying on a thread of
+/// its own; the summary once the whole file verified and was written.
+fn stage<R: BufRead + Send>(
+    staging: &Path,
+    mut reader: ExportReader<R>,
+) -> Result<ImportSummary, TransferError> {
+    let write = fail("importing into the embedded store");
+    let mut conn = Connection::open(staging).map_err(fail("opening the staging file"))?;
+    schema::migrate(&mut conn)?;
+    // A file thrown away whole on failure: no rollback journal, no fsync before the one at the
+    // end, one process.
+    conn.pragma_update_and_check(None, "journal_mode", "OFF", |_| Ok(())).map_err(&write)?;
+    conn.pragma_update_and_check(None, "locking_mode", "EXCLUSIVE", |_| Ok(())).map_err(&write)?;
+    conn.pragma_update(None, "synchronous", "OFF").map_err(&write)?;
+    conn.pragma_update(None, "cache_size", -IMPORT_CACHE_KIB).map_err(&write)?;
+    std::thread::scope(|scope| {
+        let (batches, inbox) =
+            std::sync::mpsc::sync_channel::<Result<Vec<Item>, TransferError>>(BATCHES_AHEAD);
+        let read = scope.spawn(move || {
+            let mut batch = Vec::with_capacity(BATCH);
+            loop {
+                match reader.next_item() {
+                    Ok(Some(item)) => {
+                        batch.push(item);
+                        if batch.len() == BATCH
+                            && batches
+                                .send(Ok(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))))
+                                .is_err()
+                        {
+                            // The writer stopped: its error is the one reported.
+                            return None;
+                        }
+                    }
+                    Ok(None) => {
+                        let _ = batches.send(Ok(batch));
+                        return reader.summary();
+                    }
+                    Err(e) => {
+                        let _ = batches.send(Err(e));
+                        return None;
+                    }
+                }
+            }
+        });
+        let written = write_items(&mut conn, &inbox);
+        drop(inbox);
+        let summary = read.join().map_err(|_| TransferError::File("reading it failed".into()))?;
+        written?;
+        summary.ok_or_else(|| TransferError::File("was not read to its end".into()))
+    })
+}
+
+/// Inserts what the reader hands out, in one transaction, committed only once the reader
+/// reached the end of the file without a problem.
+fn write_items(
+    conn: &mut Connection,
+    inbox: &std::sync::mpsc::Receiver<Result<Vec<Item>, TransferError>>,
+) -> Result<(), TransferError> {
+    let write = fail("importing into the embedded store");
+    let tx = conn.transaction().map_err(&write)?;
+    // Stream ids in order of first appearance; the live stream's last version and head.
+    let mut ids: HashMap<String, i64> = HashMap::new();
+    let mut heads: HashMap<i64, (i64, Hash)> = HashMap::new();
+    let mut tombstones: Vec<Tombstone> = Vec::new();
+    let mut next_position: i64 = 0;
+    let mut complete = false;
+    {
+        let mut insert_event = tx
+            .prepare(
+                "INSERT INTO events (position, stream_id, version, event_id, event_type, \
+                 schema_version, data, metadata, recorded_at, chain) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )
+            .map_err(&write)?;
+        let mut insert_pruned = tx
+            .prepare(
+                "INSERT INTO pruned (position, stream_id, version, chain) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .map_err(&write)?;
+        let mut id_of = |name: &str| -> i64 {
+            if let Some(id) = ids.get(name) {
+                return *id;
+            }
+            let id = ids.len() as i64 + 1;
+            ids.insert(name.to_owned(), id);
+            id
+        };
+        for batch in inbox.iter() {
+            let batch = batch?;
+            if batch.len() < BATCH {
+                complete = true;
+            }
+            for item in batch {
+                match item {
+                    Item::Entry(Entry::Event(e)) => {
+                        next_position += 1;
+                        let id = id_of(&e.stream);
+                        let version = to_i64(e.version);
+                        insert_event
+                            .execute(params![
+                                next_position,
+                                id,
+                                version,
+                                e.event_id.as_bytes().as_slice(),
+                                e.event_type,
+                                e.schema_version,
+                                e.data,
+                                e.metadata,
+                                e.recorded_at,
+                                e.chain.as_ref().map(|c| c.as_slice())
+                            ])
+                            .map_err(&write)?;
+                        heads.insert(id, (version, e.chain.unwrap_or_default()));
+                    }
+                    Item::Entry(Entry::Pruned(p)) => {
+                        next_position += 1;
+                        let id = id_of(&p.stream);
+                        insert_pruned
+                            .execute(params![
+                                next_position,
+                                id,
+                                to_i64(p.version),
+                                p.link.as_ref().map(|l| l.as_slice())
+                            ])
+                            .map_err(&write)?;
+                    }
+                    Item::Tombstone(t) => tombstones.push(t),
+                }
+            }
+        }
+    }
+    if !complete {
+        return Err(TransferError::File("was not read to its end".into()));
+    }
+    {
+        let mut insert_stream = tx
+            .prepare(
+                "INSERT INTO streams (id, name, version, deleted_at, head_hash) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .map_err(&write)?;
+        let mut dead: HashMap<&str, &Tombstone> =
+            tombstones.iter().map(|t| (t.stream.as_str(), t)).collect();
+        let mut named: Vec<(&String, &i64)> = ids.iter().collect();
+        named.sort_by_key(|(_, id)| **id);
+        for (name, id) in named {
+            match dead.remove(name.as_str()) {
+                Some(t) => insert_stream.execute(params![
+                    id,
+                    name,
+                    t.version.map(to_i64),
+                    t.deleted_at,
+                    t.head.map(|h| h.to_vec())
+                ]),
+                None => {
+                    let (version, head) = heads.get(id).copied().unwrap_or((-1, [0; 32]));
+                    insert_stream.execute(params![
+                        id,
+                        name,
+                        (version >= 0).then_some(version),
+                        None::<i64>,
+                        (version >= 0).then(|| head.to_vec())
+                    ])
+                }
+            }
+            .map_err(&write)?;
+        }
+        // Tombstones of streams without a row in the log (deleted before any event).
+        let mut rest: Vec<&Tombstone> = dead.into_values().collect();
+        rest.sort_by(|a, b| a.stream.cmp(&b.stream));
+        for t in rest {
+            insert_stream
+                .execute(params![
+                    None::<i64>,
+                    t.stream,
+                    t.version.map(to_i64),
+                    t.deleted_at,
+                    t.head.map(|h| h.to_vec())
+                ])
+                .map_err(&write)?;
+        }
+    }
+    tx.execute("UPDATE log SET head = ?1 WHERE id = 1", [next_position]).map_err(&write)?;
+    tx.commit().map_err(&write)?;
+    Ok(())
+}

@@ -1,0 +1,1138 @@
+//! Export and import of the log: a portable, verifiable copy of the history as JSON Lines, and
+//! the way from one store to another (the embedded store to PostgreSQL).
+//!
+//! The file, one JSON object per line:
+//! 1. a manifest (`"kind":"manifest"`): format version, the source store's kind, the pop
+//!    version that wrote it, the position it starts after (`since`), how many events, pruned
+//!    hash rows and tombstones follow, the first and last position, and the public key (and
+//!    its id) that signs the last line;
+//! 2. the log's entries in global order: each event as a CloudEvents 1.0 object in its JSON
+//!    format (`specversion`, `id` = the event id, `source`, `subject` = the stream, `type`,
+//!    `time` = the commit time to the microsecond, `datacontenttype`, `data` = the event's
+//!    exact JSON bytes, or `data_base64` when they are not one line of JSON), with pop's
+//!    extension attributes (CloudEvents names are lower-case alphanumerics): `popposition`,
+//!    `popversion` (in the stream), `popschemaversion`, `popmetadata` (the exact metadata
+//!    JSON as a string), `popdigest` and `popchain` ([`crate::digest`]), `popactor`; and the
+//!    hash row of each event of a stream deleted on purpose (`"kind":"pruned"`: position,
+//!    stream, version, chain link), so the log hash still recomputes;
+//! 3. the tombstones (`"kind":"tombstone"`: stream, last version, kept head hash, deletion
+//!    time), so a reaped stream still verifies after import;
+//! 4. a signed checkpoint (`"kind":"checkpoint"`, [`crate::commitment::Checkpoint`]) over
+//!    exactly the entries exported: count, log hash, where each stream ended, signed with the
+//!    source's checkpoint key.
+//!
+//! Export reads one snapshot and checks each event's digest and chain as it writes (a log that
+//! does not verify is not exported). [`ExportReader`] checks a file by the same rules
+//! `pop verify` applies to a store ([`crate::verify::Walker`],
+//! [`crate::commitment::LogWalker`]): every digest, chain, version and stream head, every
+//! reaped stream's recorded head, and the checkpoint's signature, count, log hash and stream
+//! list; the first problem is reported with its line number. A backend's import feeds what the
+//! reader hands out into one transaction and commits only after the reader reached the end
+//! without a problem: a bad file leaves the store as it was (empty). Events keep their commit
+//! time (the digest covers it), stream, version, id and bytes, so the chains recompute
+//! identically; positions are the target store's own.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::io::{BufRead, Read, Seek, SeekFrom, Write};
+
+use base64::Engine as _;
+use chrono::{DateTime, SecondsFormat, Utc};
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use crate::Position;
+use crate::commitment::{
+    Checkpoint, LogEntry, LogWalker, SignedCheckpoint, StreamMark, fold, key_id,
+};
+use crate::digest::{DigestInput, GENESIS, Hash, chain, data_hash, event_digest, hex};
+use crate::verify::{Break, EventRow, StreamRow, Walker};
+
+/// The version of the file format this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The CloudEvents `source` of every exported event.
+pub const SOURCE: &str = "urn:pop:log";
+
+/// Bytes one line may have at most when read (an event is at most a few MiB by the append
+/// limits; a checkpoint's stream list a few MiB): a longer line is refused, not buffered.
+pub const MAX_LINE_BYTES: usize = 64 << 20;
+
+/// What went wrong exporting or importing; `line`: the line of the file concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error("line {line}: {message}")]
+    Invalid { line: u64, message: String },
+    #[error("the file {0}")]
+    File(String),
+    #[error("the target store is not empty ({0}): import only into an empty store")]
+    NotEmpty(String),
+    #[error("the source log does not verify, not exported: {0} (run `pop verify`)")]
+    SourceBroken(Break),
+    #[error("writing the export: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] crate::StoreError),
+}
+
+impl TransferError {
+    /// The line of the file the problem is on, when there is one.
+    pub fn line(&self) -> Option<u64> {
+        match self {
+            TransferError::Invalid { line, .. } => Some(*line),
+            _ => None,
+        }
+    }
+}
+
+/// The first line of an export.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    /// Always `"manifest"`.
+    pub kind: String,
+    pub format_version: u32,
+    /// `sqlite` or `postgres`.
+    pub store: String,
+    pub pop_version: String,
+    /// The export holds the entries after this position ([`Position::START`]: the whole log).
+    pub since: Position,
+    pub events: u64,
+    pub pruned: u64,
+    pub tombstones: u64,
+    pub first_position: Option<Position>,
+    pub last_position: Option<Position>,
+    /// [`key_id`] of `public_key`.
+    pub key_id: String,
+    /// Hex of the Ed25519 public key that signs the checkpoint on the last line.
+    pub public_key: String,
+}
+
+impl Manifest {
+    /// A manifest for an export of `store` after `since`; counts and positions are the
+    /// backend's, read in the same snapshot as the entries.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: &str,
+        since: Position,
+        events: u64,
+        pruned: u64,
+        tombstones: u64,
+        first_position: Option<Position>,
+        last_position: Option<Position>,
+        key: &VerifyingKey,
+    ) -> Manifest {
+        Manifest {
+            kind: "manifest".into(),
+            format_version: FORMAT_VERSION,
+            store: store.into(),
+            pop_version: env!("CARGO_PKG_VERSION").into(),
+            since,
+            events,
+            pruned,
+            tombstones,
+            first_position,
+            last_position,
+            key_id: key_id(key),
+            public_key: hex(key.as_bytes()),
+        }
+    }
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportSummary {
+    pub manifest: Manifest,
+    pub checkpoint: Checkpoint,
+}
+
+/// One event as exported and imported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportEvent {
+    pub position: Position,
+    pub stream: String,
+    pub version: u64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: u32,
+    /// The commit time, microseconds since the epoch.
+    pub recorded_at: i64,
+    pub data: Vec<u8>,
+    pub metadata: Vec<u8>,
+    /// The stream's chain link after the event, as stored.
+    pub chain: Option<Hash>,
+}
+
+/// A stream deleted on purpose: its last version and the head hash it kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tombstone {
+    pub stream: String,
+    pub version: Option<u64>,
+    pub head: Option<Hash>,
+    /// Microseconds since the epoch.
+    pub deleted_at: i64,
+}
+
+/// One entry of the log in global order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Event(ExportEvent),
+    /// The hash row of an event of a deleted stream.
+    Pruned(LogEntry),
+}
+
+impl Entry {
+    pub fn position(&self) -> Position {
+        match self {
+            Entry::Event(e) => e.position,
+            Entry::Pruned(p) => p.position,
+        }
+    }
+}
+
+/// What an import hands a backend, in file order: entries, then tombstones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    Entry(Entry),
+    Tombstone(Tombstone),
+}
+
+/// Whether `data` can be written as the `data` member as it is: one line of JSON without
+/// whitespace around it (whitespace inside is kept by the raw copy, but a newline would end
+/// the line), and not `null` (which CloudEvents reads as no data).
+fn raw_json(data: &[u8]) -> bool {
+    let (Some(first), Some(last)) = (data.first(), data.last()) else { return false };
+    !first.is_ascii_whitespace()
+        && !last.is_ascii_whitespace()
+        && data != b"null"
+        && !data.iter().any(|b| *b == b'\n' || *b == b'\r')
+        && serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok()
+}
+
+fn time_text(micros: i64) -> String {
+    DateTime::<Utc>::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    // Writing a `&str` to a `Vec` cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// Accumulates the checkpoint over the entries written or read: count, log hash and where
+/// each stream ended (the rule of [`crate::commitment::Sealer`]).
+#[derive(Default)]
+struct Seal {
+    count: u64,
+    log_hash: Hash,
+    marks: HashMap<String, usize>,
+    streams: Vec<StreamMark>,
+}
+
+impl Seal {
+    fn add(&mut self, e: &LogEntry) {
+        self.log_hash = fold(&self.log_hash, e);
+        self.count += 1;
+        let mark = StreamMark {
+            stream: e.stream.clone(),
+            version: e.version,
+            position: e.position,
+            link: hex(&e.link.unwrap_or(GENESIS)),
+        };
+        match self.marks.get(e.stream.as_str()) {
+            Some(&i) => self.streams[i] = mark,
+            None => {
+                self.marks.insert(e.stream.clone(), self.streams.len());
+                self.streams.push(mark);
+            }
+        }
+    }
+}
+
+/// Writes an export: [`Exporter::new`] writes the manifest, [`Exporter::entry`] each entry in
+/// global order, [`Exporter::finish`] the tombstones and the signed checkpoint.
+pub struct Exporter<W: Write> {
+    out: W,
+    line: Vec<u8>,
+    manifest: Manifest,
+    seal: Seal,
+    events: u64,
+    pruned: u64,
+    last: Option<Position>,
+    /// Each stream's next version and chain head, to check the source as it is written.
+    heads: HashMap<String, (u64, Hash)>,
+}
+
+impl<W: Write> Exporter<W> {
+    pub fn new(mut out: W, manifest: Manifest) -> Result<Exporter<W>, TransferError> {
+        serde_json::to_writer(&mut out, &manifest).map_err(std::io::Error::from)?;
+        out.write_all(b"\n")?;
+        Ok(Exporter {
+            out,
+            line: Vec::with_capacity(4096),
+            manifest,
+            seal: Seal::default(),
+            events: 0,
+            pruned: 0,
+            last: None,
+            heads: HashMap::new(),
+        })
+    }
+
+    /// Writes one entry; the source's digest and chain are checked first (a stream whose
+    /// first exported event is not its first event, in an export `--since`, is taken from
+    /// its stored link on).
+    pub fn entry(&mut self, entry: &Entry) -> Result<(), TransferError> {
+        let position = entry.position();
+        if self.last.is_some_and(|l| position <= l) || position <= self.manifest.since {
+            return Err(TransferError::SourceBroken(Break {
+                stream: String::new(),
+                version: None,
+                position: Some(position),
+                reason: "the log handed out a position out of order".into(),
+            }));
+        }
+        self.last = Some(position);
+        let line = &mut self.line;
+        line.clear();
+        let log_entry = match entry {
+            Entry::Event(e) => {
+                let hash = data_hash(&e.data);
+                let digest = event_digest(&DigestInput {
+                    stream: &e.stream,
+                    version: e.version,
+                    event_type: &e.event_type,
+                    schema_version: e.schema_version,
+                    recorded_at_micros: e.recorded_at,
+                    metadata: &e.metadata,
+                    data_hash: &hash,
+                });
+                let (intact, stored) = match self.heads.get(e.stream.as_str()).copied() {
+                    Some((next, head)) => {
+                        let link = chain(&head, &digest);
+                        (next == e.version && e.chain == Some(link), link)
+                    }
+                    None if e.version == 0 => {
+                        let link = chain(&GENESIS, &digest);
+                        (e.chain == Some(link), link)
+                    }
+                    // A stream begun before `since`: its stored link is taken from here on.
+                    None if self.manifest.since != Position::START => {
+                        (e.chain.is_some(), e.chain.unwrap_or(GENESIS))
+                    }
+                    None => (false, GENESIS),
+                };
+                if !intact {
+                    return Err(TransferError::SourceBroken(Break {
+                        stream: e.stream.clone(),
+                        version: Some(e.version),
+                        position: Some(e.position),
+                        reason: "the event does not match its chain link, or a version is \
+                                 missing"
+                            .into(),
+                    }));
+                }
+                match self.heads.get_mut(e.stream.as_str()) {
+                    Some(h) => *h = (e.version + 1, stored),
+                    None => {
+                        self.heads.insert(e.stream.clone(), (e.version + 1, stored));
+                    }
+                }
+                line.extend_from_slice(b"{\"specversion\":\"1.0\",\"id\":\"");
+                line.extend_from_slice(e.event_id.hyphenated().to_string().as_bytes());
+                line.extend_from_slice(b"\",\"source\":\"");
+                line.extend_from_slice(SOURCE.as_bytes());
+                line.extend_from_slice(b"\",\"subject\":");
+                json_str(line, &e.stream);
+                line.extend_from_slice(b",\"type\":");
+                json_str(line, &e.event_type);
+                line.extend_from_slice(b",\"time\":\"");
+                line.extend_from_slice(time_text(e.recorded_at).as_bytes());
+                line.extend_from_slice(b"\",\"datacontenttype\":\"application/json\",");
+                if raw_json(&e.data) {
+                    line.extend_from_slice(b"\"data\":");
+                    line.extend_from_slice(&e.data);
+                } else {
+                    line.extend_from_slice(b"\"data_base64\":\"");
+                    line.extend_from_slice(
+                        base64::engine::general_purpose::STANDARD.encode(&e.data).as_bytes(),
+                    );
+                    line.push(b'"');
+                }
+                line.extend_from_slice(b",\"popposition\":\"");
+                line.extend_from_slice(e.position.to_string().as_bytes());
+                line.extend_from_slice(b"\",\"popversion\":");
+                line.extend_from_slice(e.version.to_string().as_bytes());
+                line.extend_from_slice(b",\"popschemaversion\":");
+                line.extend_from_slice(e.schema_version.to_string().as_bytes());
+                match std::str::from_utf8(&e.metadata) {
+                    Ok(text) => {
+                        line.extend_from_slice(b",\"popmetadata\":");
+                        json_str(line, text);
+                    }
+                    Err(_) => {
+                        line.extend_from_slice(b",\"popmetadatabase64\":\"");
+                        line.extend_from_slice(
+                            base64::engine::general_purpose::STANDARD
+                                .encode(&e.metadata)
+                                .as_bytes(),
+                        );
+                        line.push(b'"');
+                    }
+                }
+                line.extend_from_slice(b",\"popdigest\":\"");
+                line.extend_from_slice(hex(&digest).as_bytes());
+                line.extend_from_slice(b"\",\"popchain\":\"");
+                line.extend_from_slice(hex(&stored).as_bytes());
+                line.push(b'"');
+                if let Ok(meta) = crate::EventMetadata::from_json(&e.metadata)
+                    && let Some(actor) = meta.actor
+                {
+                    line.extend_from_slice(b",\"popactor\":");
+                    json_str(line, &actor);
+                }
+                line.extend_from_slice(b"}\n");
+                self.events += 1;
+                LogEntry {
+                    position: e.position,
+                    stream: e.stream.clone(),
+                    version: e.version,
+                    link: Some(stored),
+                }
+            }
+            Entry::Pruned(p) => {
+                line.extend_from_slice(b"{\"kind\":\"pruned\",\"subject\":");
+                json_str(line, &p.stream);
+                line.extend_from_slice(b",\"popposition\":\"");
+                line.extend_from_slice(p.position.to_string().as_bytes());
+                line.extend_from_slice(b"\",\"popversion\":");
+                line.extend_from_slice(p.version.to_string().as_bytes());
+                match &p.link {
+                    Some(link) => {
+                        line.extend_from_slice(b",\"popchain\":\"");
+                        line.extend_from_slice(hex(link).as_bytes());
+                        line.extend_from_slice(b"\"}\n");
+                    }
+                    None => line.extend_from_slice(b",\"popchain\":null}\n"),
+                }
+                self.pruned += 1;
+                p.clone()
+            }
+        };
+        self.out.write_all(line)?;
+        self.seal.add(&log_entry);
+        Ok(())
+    }
+
+    /// Writes the tombstones and the checkpoint over every entry written, signed with `key`;
+    /// answers the checkpoint. The counts must be the manifest's.
+    pub fn finish(
+        mut self,
+        tombstones: &[Tombstone],
+        key: &SigningKey,
+        now: DateTime<Utc>,
+    ) -> Result<Checkpoint, TransferError> {
+        for t in tombstones {
+            let line = &mut self.line;
+            line.clear();
+            line.extend_from_slice(b"{\"kind\":\"tombstone\",\"subject\":");
+            json_str(line, &t.stream);
+            line.extend_from_slice(b",\"popversion\":");
+            match t.version {
+                Some(v) => line.extend_from_slice(v.to_string().as_bytes()),
+                None => line.extend_from_slice(b"null"),
+            }
+            line.extend_from_slice(b",\"pophead\":");
+            match &t.head {
+                Some(h) => {
+                    line.push(b'"');
+                    line.extend_from_slice(hex(h).as_bytes());
+                    line.push(b'"');
+                }
+                None => line.extend_from_slice(b"null"),
+            }
+            line.extend_from_slice(b",\"time\":\"");
+            line.extend_from_slice(time_text(t.deleted_at).as_bytes());
+            line.extend_from_slice(b"\"}\n");
+            self.out.write_all(line)?;
+        }
+        let m = &self.manifest;
+        if (self.events, self.pruned, tombstones.len() as u64) != (m.events, m.pruned, m.tombstones)
+        {
+            return Err(TransferError::File(format!(
+                "was not written whole: the manifest counted {} events, {} pruned, {} tombstones \
+                 and {} , {}, {} were written",
+                m.events,
+                m.pruned,
+                m.tombstones,
+                self.events,
+                self.pruned,
+                tombstones.len()
+            )));
+        }
+        let mut streams = std::mem::take(&mut self.seal.streams);
+        streams.sort_by_key(|s| s.position);
+        let checkpoint = Checkpoint {
+            seq: 1,
+            after: m.since,
+            position: self.last.unwrap_or(m.since),
+            events: self.seal.count,
+            log_hash: hex(&self.seal.log_hash),
+            previous: hex(&GENESIS),
+            sealed_at: now,
+            key_id: key_id(&key.verifying_key()),
+            streams,
+        };
+        let signed = SignedCheckpoint::sign(&checkpoint, key)?;
+        self.out.write_all(b"{\"kind\":\"checkpoint\",\"checkpoint\":")?;
+        self.out.write_all(&signed.body)?;
+        self.out.write_all(b",\"signature\":\"")?;
+        self.out.write_all(hex_bytes(&signed.signature).as_bytes())?;
+        self.out.write_all(b"\"}\n")?;
+        self.out.flush()?;
+        Ok(checkpoint)
+    }
+}
+
+fn hex_bytes(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| text.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+        .collect()
+}
+
+/// 64 hex digits into a hash, without an allocation (it runs twice per imported event).
+fn parse_hash(text: &str) -> Option<Hash> {
+    fn digit(b: u8) -> Option<u8> {
+        match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            b'A'..=b'F' => Some(b - b'A' + 10),
+            _ => None,
+        }
+    }
+    let bytes = text.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = digit(bytes[2 * i])? << 4 | digit(bytes[2 * i + 1])?;
+    }
+    Some(out)
+}
+
+/// One line as read: every member any kind of line has.
+#[derive(Deserialize)]
+struct Line<'a> {
+    #[serde(borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    specversion: Option<Cow<'a, str>>,
+    #[serde(default)]
+    id: Option<Uuid>,
+    #[serde(borrow, default)]
+    subject: Option<Cow<'a, str>>,
+    #[serde(borrow, default, rename = "type")]
+    event_type: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    time: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    data_base64: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    popposition: Option<Cow<'a, str>>,
+    #[serde(default)]
+    popversion: Option<u64>,
+    #[serde(default)]
+    popschemaversion: Option<u32>,
+    #[serde(borrow, default)]
+    popmetadata: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    popmetadatabase64: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    popdigest: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    popchain: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pophead: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    checkpoint: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    signature: Option<Cow<'a, str>>,
+}
+
+/// Reads the last line of a file (without reading the rest).
+fn last_line(file: &mut std::fs::File) -> Result<String, TransferError> {
+    let size = file.seek(SeekFrom::End(0))?;
+    let mut start = size;
+    let mut tail: Vec<u8> = Vec::new();
+    const STEP: u64 = 64 * 1024;
+    loop {
+        let from = start.saturating_sub(STEP);
+        let mut chunk = vec![0u8; (start - from) as usize];
+        file.seek(SeekFrom::Start(from))?;
+        file.read_exact(&mut chunk)?;
+        chunk.extend_from_slice(&tail);
+        tail = chunk;
+        start = from;
+        let body = tail.strip_suffix(b"\n").unwrap_or(&tail);
+        if let Some(i) = body.iter().rposition(|b| *b == b'\n') {
+            let line = body[i + 1..].to_vec();
+            file.seek(SeekFrom::Start(0))?;
+            return String::from_utf8(line).map_err(|_| TransferError::File("is not UTF-8".into()));
+        }
+        if start == 0 || tail.len() > MAX_LINE_BYTES {
+            file.seek(SeekFrom::Start(0))?;
+            return String::from_utf8(body.to_vec())
+                .map_err(|_| TransferError::File("is not UTF-8".into()));
+        }
+    }
+}
+
+/// Where the reader checking a file stands per stream.
+struct Seen {
+    version: u64,
+    link: Hash,
+    line: u64,
+}
+
+/// How the checkpoint's key was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource {
+    /// The key the caller gave.
+    Pinned,
+    /// The key the manifest names (only shows the file is consistent with itself).
+    Manifest,
+}
+
+/// What a file that was read to its end holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportSummary {
+    pub manifest: Manifest,
+    pub events: u64,
+    pub pruned: u64,
+    pub tombstones: u64,
+    pub key_id: String,
+    pub key_source: KeySource,
+    /// The checkpoint on the last line.
+    pub checkpoint: Checkpoint,
+}
+
+/// Reads and checks an export of the whole log, line by line ([`ExportReader::next_item`]):
+/// an item is handed out only after its own checks passed; the checks that need the whole
+/// file (stream heads, reaped streams, the checkpoint) run when the checkpoint line is
+/// reached, and only then does `next_item` answer `None`. A caller commits nothing before it.
+pub struct ExportReader<R: BufRead> {
+    input: R,
+    line_no: u64,
+    buf: Vec<u8>,
+    manifest: Manifest,
+    key_id: String,
+    key_source: KeySource,
+    checkpoint: Checkpoint,
+    walker: Option<Walker>,
+    log: Option<LogWalker>,
+    streams: HashMap<String, Seen>,
+    tombstones: Vec<(Tombstone, u64)>,
+    /// Each entry's position and line, in file order (to locate a break found at the end).
+    lines: Vec<(Position, u64)>,
+    events: u64,
+    pruned: u64,
+    done: bool,
+}
+
+impl ExportReader<std::io::BufReader<std::fs::File>> {
+    /// Opens an export file: reads its manifest (line 1) and its signed checkpoint (the last
+    /// line), checks the checkpoint's signature with `key` (else with the key the manifest
+    /// names), and refuses an export `--since` (only a whole log can be imported).
+    pub fn open(
+        path: &std::path::Path,
+        key: Option<VerifyingKey>,
+    ) -> Result<ExportReader<std::io::BufReader<std::fs::File>>, TransferError> {
+        let mut file = std::fs::File::open(path)
+            .map_err(|e| TransferError::File(format!("{} cannot be read: {e}", path.display())))?;
+        let last = last_line(&mut file)?;
+        let mut reader = ExportReader::start(std::io::BufReader::with_capacity(1 << 20, file))?;
+        reader.take_checkpoint(&last, key)?;
+        Ok(reader)
+    }
+}
+
+impl<R: BufRead> ExportReader<R> {
+    fn invalid(&self, message: impl Into<String>) -> TransferError {
+        TransferError::Invalid { line: self.line_no, message: message.into() }
+    }
+
+    /// Reads the next line into `buf`; `false` at the end of the input.
+    fn read_line(&mut self) -> Result<bool, TransferError> {
+        self.buf.clear();
+        let n = (&mut self.input)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut self.buf)
+            .map_err(|e| TransferError::File(format!("cannot be read: {e}")))?;
+        if n == 0 {
+            return Ok(false);
+        }
+        self.line_no += 1;
+        if self.buf.len() > MAX_LINE_BYTES {
+            return Err(self.invalid(format!("longer than {MAX_LINE_BYTES} bytes")));
+        }
+        if self.buf.last() == Some(&b'\n') {
+            self.buf.pop();
+        }
+        Ok(true)
+    }
+
+    fn start(input: R) -> Result<ExportReader<R>, TransferError> {
+        let mut reader = ExportReader {
+            input,
+            line_no: 0,
+            buf: Vec::new(),
+            manifest: Manifest::new(
+                "",
+                Position::START,
+                0,
+                0,
+                0,
+                None,
+                None,
+                &SigningKey::from_bytes(&[0; 32]).verifying_key(),
+            ),
+            key_id: String::new(),
+            key_source: KeySource::Manifest,
+            checkpoint: Checkpoint {
+                seq: 0,
+                after: Position::START,
+                position: Position::START,
+                events: 0,
+                log_hash: String::new(),
+                previous: String::new(),
+                sealed_at: DateTime::<Utc>::default(),
+                key_id: String::new(),
+                streams: Vec::new(),
+            },
+            walker: None,
+            log: None,
+            streams: HashMap::new(),
+            tombstones: Vec::new(),
+            lines: Vec::new(),
+            events: 0,
+            pruned: 0,
+            done: false,
+        };
+        if !reader.read_line()? {
+            return Err(TransferError::File("is empty: an export starts with its manifest".into()));
+        }
+        let manifest: Manifest = serde_json::from_slice(&reader.buf)
+            .map_err(|e| reader.invalid(format!("not the export's manifest: {e}")))?;
+        if manifest.kind != "manifest" {
+            return Err(reader.invalid("not the export's manifest (kind is not \"manifest\")"));
+        }
+        if manifest.format_version != FORMAT_VERSION {
+            return Err(reader.invalid(format!(
+                "format version {} (this build reads {FORMAT_VERSION})",
+                manifest.format_version
+            )));
+        }
+        if manifest.since != Position::START {
+            return Err(reader.invalid(format!(
+                "an export after position {} holds part of the log; only a whole log (an export \
+                 without --since) can be imported",
+                manifest.since
+            )));
+        }
+        reader.manifest = manifest;
+        Ok(reader)
+    }
+
+    /// Parses the checkpoint line and checks its signature.
+    fn take_checkpoint(
+        &mut self,
+        line: &str,
+        key: Option<VerifyingKey>,
+    ) -> Result<(), TransferError> {
+        let bad = |m: String| TransferError::File(format!("does not end with its checkpoint: {m}"));
+        let parsed: Line<'_> =
+            serde_json::from_str(line).map_err(|e| bad(format!("the last line: {e}")))?;
+        let (Some("checkpoint"), Some(body), Some(signature)) =
+            (parsed.kind.as_deref(), parsed.checkpoint, parsed.signature.as_deref())
+        else {
+            return Err(bad(
+                "the last line is not a signed checkpoint (a cut file, or lines dropped at its \
+                 end)"
+                    .into(),
+            ));
+        };
+        let signed = SignedCheckpoint {
+            seq: 1,
+            body: body.get().as_bytes().to_vec(),
+            signature: parse_hex(signature).ok_or_else(|| bad("a malformed signature".into()))?,
+        };
+        let (key, source) = match key {
+            Some(k) => (k, KeySource::Pinned),
+            None => {
+                let k = crate::commitment::parse_verifying_key(&self.manifest.public_key)
+                    .map_err(|e| TransferError::Invalid { line: 1, message: e })?;
+                (k, KeySource::Manifest)
+            }
+        };
+        if key_id(&key) != self.manifest.key_id {
+            return Err(TransferError::Invalid {
+                line: 1,
+                message: format!(
+                    "the manifest names key {} but the file is checked with key {}",
+                    self.manifest.key_id,
+                    key_id(&key)
+                ),
+            });
+        }
+        signed.verify_signature(&key).map_err(bad)?;
+        let checkpoint = signed.checkpoint().map_err(bad)?;
+        self.checkpoint = checkpoint;
+        self.key_id = key_id(&key);
+        self.key_source = source;
+        self.walker = Some(Walker::new(self.manifest.last_position));
+        self.log = Some(LogWalker::new(vec![signed], Some(key)));
+        Ok(())
+    }
+
+    /// The manifest (line 1).
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The next entry or tombstone, checked; `None` once the checkpoint line was reached and
+    /// the whole file verified.
+    pub fn next_item(&mut self) -> Result<Option<Item>, TransferError> {
+        if self.done {
+            return Ok(None);
+        }
+        if !self.read_line()? {
+            return Err(TransferError::File(
+                "ends before its checkpoint (the last line was cut or edited)".into(),
+            ));
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let result = self.item(&buf);
+        self.buf = buf;
+        result
+    }
+
+    fn item(&mut self, buf: &[u8]) -> Result<Option<Item>, TransferError> {
+        let line: Line<'_> = serde_json::from_slice(buf)
+            .map_err(|e| self.invalid(format!("not a line of an export: {e}")))?;
+        match line.kind.as_deref() {
+            None => self.event(line).map(|e| Some(Item::Entry(Entry::Event(e)))),
+            Some("pruned") => self.pruned(line).map(|p| Some(Item::Entry(Entry::Pruned(p)))),
+            Some("tombstone") => self.tombstone(line).map(|t| Some(Item::Tombstone(t))),
+            Some("checkpoint") => {
+                self.finish()?;
+                if self.read_line()? {
+                    return Err(self.invalid("a line after the checkpoint"));
+                }
+                self.done = true;
+                Ok(None)
+            }
+            Some(other) => Err(self.invalid(format!("unknown kind {other:?}"))),
+        }
+    }
+
+    fn position(&mut self, text: Option<&str>) -> Result<Position, TransferError> {
+        let p: Position = text
+            .ok_or_else(|| self.invalid("no popposition"))?
+            .parse()
+            .map_err(|_| self.invalid("popposition is not a position"))?;
+        if !self.tombstones.is_empty() {
+            return Err(self.invalid("an entry after the tombstones"));
+        }
+        if self.lines.last().is_some_and(|(last, _)| p <= *last) || p == Position::START {
+            return Err(self.invalid(format!(
+                "position {p} is not after the previous entry's (lines moved or swapped)"
+            )));
+        }
+        self.lines.push((p, self.line_no));
+        Ok(p)
+    }
+
+    fn log_entry(&mut self, e: LogEntry) -> Result<(), TransferError> {
+        let line = self.line_no;
+        let log = self.log.as_mut().ok_or_else(|| TransferError::File("not opened".into()))?;
+        if !log.entry(e) {
+            return Err(self.located_log_break(Some(line)));
+        }
+        Ok(())
+    }
+
+    /// The break the walk over the checkpoint found, with its line.
+    fn located_log_break(&mut self, line: Option<u64>) -> TransferError {
+        let Some(log) = self.log.take() else { return TransferError::File("not opened".into()) };
+        let (_, b) = log.finish();
+        let b = b.unwrap_or_else(|| Break {
+            stream: String::new(),
+            version: None,
+            position: None,
+            reason: "the checkpoint does not match the entries".into(),
+        });
+        let line = line.unwrap_or_else(|| self.line_of(&b));
+        TransferError::Invalid { line, message: b.to_string() }
+    }
+
+    /// The line a break names: its position's, else where an entry at that position would
+    /// be, else the stream's last line, else the current one.
+    fn line_of(&self, b: &Break) -> u64 {
+        if let Some(p) = b.position {
+            let i = self.lines.partition_point(|(q, _)| *q < p);
+            match self.lines.get(i) {
+                Some((_, line)) => return *line,
+                // After the last entry: the line after it, where that entry would be.
+                None if i > 0 => return self.lines[i - 1].1 + 1,
+                None => {}
+            }
+        }
+        if let Some(s) = self.streams.get(&b.stream) {
+            return s.line;
+        }
+        if let Some((_, line)) = self.tombstones.iter().find(|(t, _)| t.stream == b.stream) {
+            return *line;
+        }
+        self.line_no
+    }
+
+    fn event(&mut self, l: Line<'_>) -> Result<ExportEvent, TransferError> {
+        if l.specversion.as_deref() != Some("1.0") {
+            return Err(self.invalid("not a CloudEvents 1.0 event (specversion)"));
+        }
+        let position = self.position(l.popposition.as_deref())?;
+        let event_id = l.id.ok_or_else(|| self.invalid("no id (a UUID)"))?;
+        let stream = l.subject.ok_or_else(|| self.invalid("no subject (the stream)"))?.into_owned();
+        let event_type = l.event_type.ok_or_else(|| self.invalid("no type"))?.into_owned();
+        let version = l.popversion.ok_or_else(|| self.invalid("no popversion"))?;
+        let schema_version =
+            l.popschemaversion.ok_or_else(|| self.invalid("no popschemaversion"))?;
+        let time = l.time.ok_or_else(|| self.invalid("no time"))?;
+        let recorded_at = DateTime::parse_from_rfc3339(&time)
+            .map_err(|_| self.invalid("time is not an RFC 3339 time"))?
+            .timestamp_micros();
+        let data = match (l.data, l.data_base64) {
+            (Some(raw), None) => raw.get().as_bytes().to_vec(),
+            (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+                .decode(b64.as_bytes())
+                .map_err(|_| self.invalid("data_base64 is not base64"))?,
+            _ => return Err(self.invalid("an event has exactly one of data and data_base64")),
+        };
+        let metadata = match (l.popmetadata, l.popmetadatabase64) {
+            (Some(text), None) => text.into_owned().into_bytes(),
+            (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+                .decode(b64.as_bytes())
+                .map_err(|_| self.invalid("popmetadatabase64 is not base64"))?,
+            _ => {
+                return Err(
+                    self.invalid("an event has exactly one of popmetadata and popmetadatabase64")
+                );
+            }
+        };
+        let chain_link = l
+            .popchain
+            .as_deref()
+            .and_then(parse_hash)
+            .ok_or_else(|| self.invalid("popchain is not a SHA-256 in hex"))?;
+        let digest = event_digest(&DigestInput {
+            stream: &stream,
+            version,
+            event_type: &event_type,
+            schema_version,
+            recorded_at_micros: recorded_at,
+            metadata: &metadata,
+            data_hash: &data_hash(&data),
+        });
+        if l.popdigest.as_deref().and_then(parse_hash) != Some(digest) {
+            return Err(self.invalid(format!(
+                "stream {stream:?} version {version} position {position}: the event does not \
+                 match its digest (popdigest)"
+            )));
+        }
+        let walker =
+            self.walker.as_mut().ok_or_else(|| TransferError::File("not opened".into()))?;
+        let ok = walker.event_digested(
+            &EventRow {
+                stream: &stream,
+                version: i64::try_from(version).unwrap_or(-1),
+                position,
+                event_type: &event_type,
+                schema_version,
+                recorded_at,
+                metadata: &metadata,
+                data: &data,
+                chain: Some(chain_link.as_slice()),
+            },
+            Some(&digest),
+        );
+        if !ok {
+            let b = walker_break(self.walker.take());
+            return Err(self.invalid(b));
+        }
+        self.log_entry(LogEntry {
+            position,
+            stream: stream.clone(),
+            version,
+            link: Some(chain_link),
+        })?;
+        let seen = Seen { version, link: chain_link, line: self.line_no };
+        match self.streams.get_mut(stream.as_str()) {
+            Some(s) => *s = seen,
+            None => {
+                self.streams.insert(stream.clone(), seen);
+            }
+        }
+        self.events += 1;
+        Ok(ExportEvent {
+            position,
+            stream,
+            version,
+            event_id,
+            event_type,
+            schema_version,
+            recorded_at,
+            data,
+            metadata,
+            chain: Some(chain_link),
+        })
+    }
+
+    fn pruned(&mut self, l: Line<'_>) -> Result<LogEntry, TransferError> {
+        let position = self.position(l.popposition.as_deref())?;
+        let stream = l.subject.ok_or_else(|| self.invalid("no subject (the stream)"))?.into_owned();
+        let version = l.popversion.ok_or_else(|| self.invalid("no popversion"))?;
+        let link = match l.popchain.as_deref() {
+            None => None,
+            Some(text) => {
+                Some(parse_hash(text).ok_or_else(|| self.invalid("popchain is not a SHA-256"))?)
+            }
+        };
+        let entry = LogEntry { position, stream, version, link };
+        self.log_entry(entry.clone())?;
+        self.pruned += 1;
+        Ok(entry)
+    }
+
+    fn tombstone(&mut self, l: Line<'_>) -> Result<Tombstone, TransferError> {
+        let stream = l.subject.ok_or_else(|| self.invalid("no subject (the stream)"))?.into_owned();
+        let head = match l.pophead.as_deref() {
+            None => None,
+            Some(text) => {
+                Some(parse_hash(text).ok_or_else(|| self.invalid("pophead is not a SHA-256"))?)
+            }
+        };
+        let time = l.time.ok_or_else(|| self.invalid("no time"))?;
+        let deleted_at = DateTime::parse_from_rfc3339(&time)
+            .map_err(|_| self.invalid("time is not an RFC 3339 time"))?
+            .timestamp_micros();
+        if self.tombstones.iter().any(|(t, _)| t.stream == stream) {
+            return Err(self.invalid(format!("a second tombstone of stream {stream:?}")));
+        }
+        let t = Tombstone { stream, version: l.popversion, head, deleted_at };
+        self.tombstones.push((t.clone(), self.line_no));
+        Ok(t)
+    }
+
+    /// The manifest's counts and positions against what the file held.
+    fn check_counts(&self) -> Result<(), TransferError> {
+        let m = &self.manifest;
+        let counts = (self.events, self.pruned, self.tombstones.len() as u64);
+        if counts != (m.events, m.pruned, m.tombstones) {
+            return Err(self.invalid(format!(
+                "the manifest announces {} events, {} pruned entries and {} tombstones, the file \
+                 holds {}, {} and {} (lines dropped or added)",
+                m.events, m.pruned, m.tombstones, counts.0, counts.1, counts.2
+            )));
+        }
+        let first = self.lines.first().map(|(p, _)| *p);
+        let last = self.lines.last().map(|(p, _)| *p);
+        if (first, last) != (m.first_position, m.last_position) {
+            return Err(self.invalid(
+                "the entries' first and last positions are not the manifest's (lines dropped)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The checks over the whole file, at its checkpoint line.
+    fn finish(&mut self) -> Result<(), TransferError> {
+        let mut rows: Vec<StreamRow> = self
+            .streams
+            .iter()
+            .map(|(name, s)| StreamRow {
+                name: name.clone(),
+                version: i64::try_from(s.version).ok(),
+                deleted: false,
+                head: Some(s.link.to_vec()),
+            })
+            .collect();
+        for (t, _) in &self.tombstones {
+            rows.push(StreamRow {
+                name: t.stream.clone(),
+                version: t.version.and_then(|v| i64::try_from(v).ok()),
+                deleted: true,
+                head: t.head.map(|h| h.to_vec()),
+            });
+        }
+        rows.sort_by(|a, b| a.name.cmp(&b.name));
+        let walker = self.walker.take().ok_or_else(|| TransferError::File("not opened".into()))?;
+        let report = walker.finish(&rows);
+        if let Some(b) = report.first_break {
+            let line = self.line_of(&b);
+            return Err(TransferError::Invalid { line, message: b.to_string() });
+        }
+        if self.checkpoint.events == 0 && self.lines.is_empty() {
+            // An empty log: nothing for the walk to close; the signature was checked.
+            if self.checkpoint.log_hash != hex(&GENESIS) {
+                return Err(self.invalid("the checkpoint of an empty export has a log hash"));
+            }
+            return self.check_counts();
+        }
+        let Some(log) = self.log.take() else {
+            return Err(TransferError::File("not opened".into()));
+        };
+        let (report, b) = log.finish();
+        if let Some(b) = b {
+            let line = self.line_of(&b);
+            return Err(TransferError::Invalid { line, message: b.to_string() });
+        }
+        self.check_counts()?;
+        if report.checkpoints != 1 || report.sealed_entries != self.lines.len() as u64 {
+            return Err(self.invalid("the checkpoint does not cover every entry of the file"));
+        }
+        Ok(())
+    }
+
+    /// What the file held, once [`ExportReader::next_item`] answered `None`.
+    pub fn summary(&self) -> Option<ImportSummary> {
+        self.done.then(|| ImportSummary {
+            manifest: self.manifest.clone(),
+            events: self.events,
+            pruned: self.pruned,
+            tombstones: self.tombstones.len() as u64,
+            key_id: self.key_id.clone(),
+            key_source: self.key_source,
+            checkpoint: self.checkpoint.clone(),
+        })
+    }
+}
+
+fn walker_break(walker: Option<Walker>) -> String {
+    walker
+        .and_then(|w| w.finish(&[]).first_break)
+        .map_or_else(|| "the event does not verify".into(), |b| b.to_string())
+}
