@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 pub use pop_app::limits::{
-    DEFAULT_LEASE, DEFAULT_PAGE_SIZE, DEFAULT_READ_WAIT, DEFAULT_SUBSCRIBER_BUFFER, MAX_CID_LENGTH,
+    DEFAULT_LEASE, DEFAULT_MAX_LIVE_AGENDAS_PER_CUSTOMER, DEFAULT_MAX_SUBSCRIPTIONS_PER_PRINCIPAL,
+    DEFAULT_PAGE_SIZE, DEFAULT_READ_WAIT, DEFAULT_SUBSCRIBER_BUFFER, MAX_CID_LENGTH,
     MAX_EVENT_PAGE_SIZE, MAX_GET_AGENDA_COUNT, MAX_GET_AGENDA_WAIT_SECONDS, MAX_LEASE,
     MAX_PAGE_SIZE, MAX_REASON_LENGTH, MAX_RERUN_PARAMS, MAX_RESYNC_ITEMS, MAX_RESYNC_SCAN,
     MAX_SUBSCRIBERS, MIN_LEASE,
@@ -97,6 +98,12 @@ pub struct ApiConfig {
     pub lease: Duration,
     /// See [`pop_app::AppConfig::max_wait`].
     pub max_wait: Duration,
+    /// See [`pop_app::limits::DEFAULT_MAX_SUBSCRIPTIONS_PER_PRINCIPAL`].
+    pub max_subscriptions_per_principal: usize,
+    /// See [`pop_app::AppConfig::metrics_insight_labels`].
+    pub metrics_insight_labels: bool,
+    /// See [`pop_app::limits::DEFAULT_MAX_LIVE_AGENDAS_PER_CUSTOMER`].
+    pub max_live_agendas_per_customer: usize,
 }
 
 impl Default for ApiConfig {
@@ -115,6 +122,9 @@ impl Default for ApiConfig {
             graphiql: true,
             lease: app.lease,
             max_wait: app.max_wait,
+            max_subscriptions_per_principal: app.max_subscriptions_per_principal,
+            metrics_insight_labels: app.metrics_insight_labels,
+            max_live_agendas_per_customer: app.max_live_agendas_per_customer,
         }
     }
 }
@@ -135,6 +145,8 @@ impl ApiConfig {
         self.subscriber_buffer = app.subscriber_buffer;
         self.lease = app.lease;
         self.max_wait = app.max_wait;
+        self.max_subscriptions_per_principal = app.max_subscriptions_per_principal;
+        self.max_live_agendas_per_customer = app.max_live_agendas_per_customer;
         self
     }
 
@@ -146,6 +158,9 @@ impl ApiConfig {
             subscriber_buffer: self.subscriber_buffer,
             lease: self.lease,
             max_wait: self.max_wait,
+            max_subscriptions_per_principal: self.max_subscriptions_per_principal,
+            metrics_insight_labels: self.metrics_insight_labels,
+            max_live_agendas_per_customer: self.max_live_agendas_per_customer,
         }
         .bounded()
     }

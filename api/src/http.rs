@@ -1,5 +1,6 @@
 //! The axum router: `POST /graphql` (queries and mutations, bearer auth, body size limit),
-//! `GET /graphql` (GraphiQL, offline: [`crate::dashboard`]), `GET /graphql/ws` (subscriptions, queries and mutations over
+//! `GET /graphql` (GraphiQL, offline: [`crate::dashboard`]; a WebSocket upgrade there is
+//! graphql-transport-ws), `GET /graphql/ws` (the same WebSocket server: subscriptions, queries and mutations over
 //! graphql-transport-ws only — see [`crate::ws`] — authenticated by the `connection_init`
 //! payload or the upgrade's `Authorization` header), `/healthz`, `/readyz`, `/metrics`, and
 //! everything under `/pop` to the POP-compatible REST surface ([`crate::rest`]); the dashboard
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use async_graphql::{BatchRequest, BatchResponse, Value};
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -33,7 +35,12 @@ pub const MAX_BATCH_REQUESTS: usize = 16;
 /// read-your-writes wait) before the handler stops waiting and answers DEADLINE_EXCEEDED.
 const DEADLINE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The WebSocket path of subscriptions.
+/// The GraphQL endpoint: `POST` for queries and mutations, `GET` for GraphiQL, and a
+/// WebSocket upgrade to graphql-transport-ws (as GraphQL servers usually serve both on one
+/// path; the reference client's default).
+pub const GRAPHQL_PATH: &str = "/graphql";
+
+/// The WebSocket path of subscriptions (the same server as an upgrade on [`GRAPHQL_PATH`]).
 pub const WS_PATH: &str = "/graphql/ws";
 
 /// The router of the API.
@@ -44,7 +51,17 @@ pub fn router(state: AppState) -> Router {
 /// The router with other WebSocket connection limits (tests shorten them).
 pub fn router_with(state: AppState, ws_limits: WsLimits) -> Router {
     Router::new()
-        .route("/graphql", get(graphiql).post(graphql_post))
+        .route(
+            GRAPHQL_PATH,
+            get(
+                move |state: State<AppState>,
+                      headers: HeaderMap,
+                      upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>| {
+                    graphql_get(state, headers, upgrade, ws_limits)
+                },
+            )
+            .post(graphql_post),
+        )
         .route(
             WS_PATH,
             get(move |state: State<AppState>, headers: HeaderMap, upgrade: WebSocketUpgrade| {
@@ -170,6 +187,26 @@ async fn graphql_ws(
         })
 }
 
+/// `GET /graphql`: a WebSocket upgrade goes to graphql-transport-ws, anything else gets
+/// GraphiQL. An upgrade that asks for a WebSocket but is malformed gets axum's refusal (400,
+/// 426), not the page.
+async fn graphql_get(
+    state: State<AppState>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    limits: WsLimits,
+) -> Response {
+    let asks_websocket = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    match upgrade {
+        Ok(upgrade) => graphql_ws(state, headers, upgrade, limits).await,
+        Err(rejection) if asks_websocket => rejection.into_response(),
+        Err(_) => graphiql(state, headers).await,
+    }
+}
+
 /// The process is up and serving HTTP.
 async fn healthz() -> &'static str {
     "ok\n"
@@ -202,7 +239,7 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         ),
         Err(e) => tracing::warn!(error = %ErrorChain(&e), "metrics: cannot read the log head"),
     }
-    metrics::insight_gauges(&projections.read());
+    metrics::insight_gauges(&projections.read(), state.config().metrics_insight_labels);
     let Some(handle) = state.metrics_handle() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "another metrics recorder is installed\n")
             .into_response();

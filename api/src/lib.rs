@@ -36,6 +36,7 @@ pub mod http;
 pub mod metrics;
 pub mod request;
 pub mod rest;
+pub mod serve;
 pub mod state;
 pub mod ws;
 

@@ -6,6 +6,11 @@
 //! Every metric has a `# HELP` line ([`DESCRIPTIONS`]); `deploy/grafana/pop.json` is a
 //! Grafana dashboard over them (queues, claim latency, lifecycle rates, projection lag).
 //!
+//! Tenant ids stay out of the labels by default: `/metrics` answers without a token, so the
+//! per-insight series below carry the `insight` label only with `pop serve
+//! --metrics-insight-labels` ([`pop_app::AppConfig::metrics_insight_labels`]); without it each
+//! is one unlabelled total over every insight. No series is labelled by customer.
+//!
 //! Work metrics (issue 4, item 5):
 //! - `pop_insight_queue_depth{insight}` (gauge, scrape time): agendas of the insight in phase
 //!   `queued` (WAITING/queued) in this process's read models.
@@ -279,9 +284,21 @@ pub(crate) fn projection_gauges(
 static EXPORTED_INSIGHTS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
 /// The queue gauges of the first [`MAX_EXPORTED_INSIGHTS`] insights in id order, from the read
-/// models; insights exported before and not now are set to 0.
-pub(crate) fn insight_gauges(models: &pop_projections::ReadModels) {
+/// models; insights exported before and not now are set to 0. Without `labelled` (the
+/// default: insight ids are tenant data) one unlabelled total over every insight instead.
+pub(crate) fn insight_gauges(models: &pop_projections::ReadModels, labelled: bool) {
     let agendas = models.agendas();
+    if !labelled {
+        let (mut queued, mut waiting) = (0usize, 0usize);
+        for insight in models.all_insights() {
+            queued += agendas.count_in(&insight.id, Phase::Queued);
+            waiting +=
+                WAITING_PHASES.iter().map(|p| agendas.count_in(&insight.id, *p)).sum::<usize>();
+        }
+        metrics::gauge!(INSIGHT_QUEUE_DEPTH).set(queued as f64);
+        metrics::gauge!(INSIGHT_WAITING).set(waiting as f64);
+        return;
+    }
     let mut exported = BTreeSet::new();
     for insight in models.all_insights().take(MAX_EXPORTED_INSIGHTS) {
         let id = insight.id.clone();

@@ -2,7 +2,9 @@
 //! schema over it, the known tokens, the metrics handle, and the shutdown signal the WebSocket
 //! connections watch.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_graphql::parser::types::ExecutableDocument;
 
@@ -68,6 +70,21 @@ struct Inner {
     open_sockets: watch::Sender<usize>,
     /// Parsed documents of the queries clients keep sending.
     queries: QueryCache,
+    /// What the WebSocket connections hold for their clients (`crate::ws`).
+    queued: Arc<QueuedTotals>,
+    /// Initialised WebSocket connections per principal name.
+    connections: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+}
+
+/// The process-wide sums of [`crate::ws`]'s per-connection byte bounds.
+#[derive(Debug, Default)]
+pub(crate) struct QueuedTotals {
+    /// Bytes all connections hold for their clients now.
+    pub held: AtomicUsize,
+    /// The most they held at once since the start.
+    pub peak: AtomicUsize,
+    /// Connections closed because their client read too slowly.
+    pub too_slow: AtomicUsize,
 }
 
 impl std::fmt::Debug for AppState {
@@ -116,6 +133,8 @@ impl AppState {
                 going_away: watch::Sender::new(false),
                 open_sockets: watch::Sender::new(0),
                 queries: QueryCache::default(),
+                queued: Arc::default(),
+                connections: Arc::default(),
             }),
         }
     }
@@ -175,8 +194,70 @@ impl AppState {
         OpenSocket { open_sockets: self.inner.open_sockets.clone() }
     }
 
+    /// The process-wide sums of what the WebSocket connections hold for their clients.
+    pub(crate) fn queued_totals(&self) -> Arc<QueuedTotals> {
+        Arc::clone(&self.inner.queued)
+    }
+
+    /// Bytes of messages all WebSocket connections hold for their clients right now (queued,
+    /// waiting for the queue or being written), each connection at most
+    /// [`crate::ws::MAX_QUEUED_BYTES`].
+    pub fn websocket_queued_bytes(&self) -> usize {
+        self.inner.queued.held.load(Ordering::Acquire)
+    }
+
+    /// The most bytes the WebSocket connections held for their clients at once.
+    pub fn websocket_queued_bytes_peak(&self) -> usize {
+        self.inner.queued.peak.load(Ordering::Acquire)
+    }
+
+    /// WebSocket connections closed (1013) because their client read too slowly.
+    pub fn websockets_closed_too_slow(&self) -> usize {
+        self.inner.queued.too_slow.load(Ordering::Acquire)
+    }
+
+    /// Counts a WebSocket connection of `principal` until the returned guard drops; `None`
+    /// when the principal already has `max`.
+    pub(crate) fn connection_of(&self, principal: &str, max: usize) -> Option<PrincipalConnection> {
+        let mut connections =
+            self.inner.connections.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = connections.entry(principal.to_string()).or_default();
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(PrincipalConnection {
+            connections: Arc::clone(&self.inner.connections),
+            principal: principal.to_string(),
+        })
+    }
+
+    /// WebSocket connections being served right now.
+    pub fn open_websockets(&self) -> usize {
+        *self.inner.open_sockets.borrow()
+    }
+
     pub(crate) fn metrics_handle(&self) -> Option<&PrometheusHandle> {
         self.inner.metrics.as_ref()
+    }
+}
+
+/// One initialised WebSocket connection of a principal, counted while it lives.
+pub(crate) struct PrincipalConnection {
+    connections: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    principal: String,
+}
+
+impl Drop for PrincipalConnection {
+    fn drop(&mut self) {
+        let mut connections =
+            self.connections.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = connections.get_mut(&self.principal) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                connections.remove(&self.principal);
+            }
+        }
     }
 }
 

@@ -6,7 +6,9 @@
 //! One connection is one task owning the socket. It reads client messages in order, answers
 //! the ones that need an answer (`connection_ack`, `pong`), and runs each `subscribe` as its
 //! own task over `schema.execute_stream_with_session_data`, which sends `next`, `error` and
-//! `complete` back through one bounded channel; the connection task writes them. Because
+//! `complete` back through one bounded channel; the connection task writes them. Every
+//! message an operation queues first reserves its bytes against the connection's bound
+//! ([`MAX_QUEUED_BYTES`]); they are released once it is written or dropped. Because
 //! `connection_init` is decided as soon as it is read, a `subscribe` sent right behind it
 //! (without waiting for the ack) is handled after the ack.
 //!
@@ -18,10 +20,12 @@
 //! | no `connection_init` within [`CONNECTION_INIT_TIMEOUT`] | 4408 `Connection initialisation timeout` |
 //! | a second `connection_init` | 4429 `Too many initialisation requests` |
 //! | `connection_init` without a valid token (payload, else the upgrade's header) | 4403 `Forbidden` |
+//! | `connection_init` of a principal that already has [`MAX_CONNECTIONS_PER_PRINCIPAL`] connections | 1013 `Try again later: principal … already has … connections` |
 //! | `subscribe` before the ack | 4401 `Unauthorized` |
 //! | not JSON, not an object, unknown `type`, missing `id`, a bad payload, a server-only type, an unreadable or oversized frame | 4400 `Invalid message received: <why>` |
 //! | `subscribe` with the id of an active operation | 4409 `Subscriber for <id> already exists` |
 //! | `subscribe` beyond [`MAX_OPERATIONS_PER_CONNECTION`] active ones | an `error` message for that id (BAD_REQUEST); the connection stays open |
+//! | reads so slowly that its messages pass [`MAX_QUEUED_BYTES`] held for it | its operations stop, what they queued is dropped, then 1013 `Try again later: the client reads too slowly …` (a close frame queued behind what was already written) |
 //!
 //! Operation results: a request refused before it executes (syntax, validation, depth and
 //! complexity limits, unknown operation) is one `error` message with the errors array and
@@ -39,6 +43,7 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_graphql::{Data, Request, Response, ServerError};
@@ -47,7 +52,7 @@ use futures::{FutureExt, StreamExt};
 use pop_domain::error::ErrorCode;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::AbortHandle;
 
 use crate::auth::{Principal, token_from_init_payload};
@@ -55,7 +60,7 @@ use pop_app::Caller;
 
 use crate::graphql::PopSchema;
 use crate::metrics;
-use crate::state::AppState;
+use crate::state::{AppState, PrincipalConnection, QueuedTotals};
 
 /// The only subprotocol served.
 pub const PROTOCOL: &str = "graphql-transport-ws";
@@ -71,6 +76,12 @@ pub const CONNECTION_INIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// the operations already running are not torn down by one too many.
 pub const MAX_OPERATIONS_PER_CONNECTION: usize = 100;
 
+/// Most WebSocket connections one principal may have open at once (default). Each costs a
+/// task, a file descriptor and buffers; one user opened 505 to fill the server's subscription
+/// bound. A dashboard tab holds one; 100 covers a team's tabs behind one token. Past it
+/// `connection_init` is answered with a close, [`close::TRY_AGAIN_LATER`].
+pub const MAX_CONNECTIONS_PER_PRINCIPAL: usize = 100;
+
 /// Longest operation id, in bytes. The reference client uses UUIDs (36 bytes); the id is
 /// kept for as long as its operation runs and echoed in every message and in a 4409 reason.
 pub const MAX_OPERATION_ID_BYTES: usize = 128;
@@ -79,6 +90,17 @@ pub const MAX_OPERATION_ID_BYTES: usize = 128;
 /// client reads slowly the operations wait here, and their subscriptions' own bounded
 /// buffers tell them they lagged; nothing grows without bound.
 pub const OUTBOUND_BUFFER: usize = 64;
+
+/// Most bytes of encoded messages one connection may hold for its client: queued, waiting
+/// for a place in the queue, or being written. A message of an agenda with large params is
+/// up to about 1 MiB (the store's event limit), so 64 queued messages could hold 64 MiB per
+/// stalled socket (30 of them OOM-killed a 2 GiB server); 4 MiB holds four of the largest
+/// messages and hundreds of ordinary ones, so a client that reads at all keeps up, and 100
+/// stalled sockets hold at most 400 MiB. Past it the connection is closed with
+/// [`close::TRY_AGAIN_LATER`] (the reference client reconnects and can resume with
+/// `afterPosition`). One message larger than the bound is still sent when nothing else is
+/// held.
+pub const MAX_QUEUED_BYTES: usize = 4 << 20;
 
 /// Longest one write to the socket may take. A client that stops reading would otherwise
 /// hold its connection, its operations and their buffers forever.
@@ -121,6 +143,10 @@ pub mod close {
     /// RFC 6455's "going away": the server is shutting down (not a graphql-transport-ws code;
     /// the reference client treats it as a reason to reconnect).
     pub const GOING_AWAY: u16 = 1001;
+    /// RFC 6455's "try again later": the client read too slowly and the connection held more
+    /// than its bound of queued bytes ([`super::MAX_QUEUED_BYTES`]). The reference client
+    /// treats it as a reason to reconnect.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
 /// The connection limits the router applies; the defaults are the constants above. Tests
@@ -130,6 +156,10 @@ pub struct WsLimits {
     pub init_timeout: Duration,
     pub max_operations: usize,
     pub send_timeout: Duration,
+    /// See [`MAX_QUEUED_BYTES`]; at least 1.
+    pub max_queued_bytes: usize,
+    /// See [`MAX_CONNECTIONS_PER_PRINCIPAL`]; at least 1.
+    pub max_connections_per_principal: usize,
 }
 
 impl Default for WsLimits {
@@ -138,7 +168,72 @@ impl Default for WsLimits {
             init_timeout: CONNECTION_INIT_TIMEOUT,
             max_operations: MAX_OPERATIONS_PER_CONNECTION,
             send_timeout: SEND_TIMEOUT,
+            max_queued_bytes: MAX_QUEUED_BYTES,
+            max_connections_per_principal: MAX_CONNECTIONS_PER_PRINCIPAL,
         }
+    }
+}
+
+/// The bytes one connection holds for its client ([`MAX_QUEUED_BYTES`]), shared by its
+/// operations (which reserve before they queue) and its task (which is told when a
+/// reservation did not fit). The process-wide sum is kept beside it for `/metrics` and tests.
+struct QueuedBytes {
+    held: AtomicUsize,
+    limit: usize,
+    process: Arc<QueuedTotals>,
+    overflowed: AtomicBool,
+    overflow: Notify,
+}
+
+impl QueuedBytes {
+    fn new(limit: usize, process: Arc<QueuedTotals>) -> Arc<QueuedBytes> {
+        Arc::new(QueuedBytes {
+            held: AtomicUsize::new(0),
+            limit: limit.max(1),
+            process,
+            overflowed: AtomicBool::new(false),
+            overflow: Notify::new(),
+        })
+    }
+
+    /// Holds `bytes` until the returned guard drops; `None` (and the connection is told to
+    /// close) when that would pass the bound while something else is held.
+    fn reserve(self: &Arc<Self>, bytes: usize) -> Option<Reserved> {
+        let before = self.held.fetch_add(bytes, Ordering::AcqRel);
+        if before > 0 && before.saturating_add(bytes) > self.limit {
+            self.held.fetch_sub(bytes, Ordering::AcqRel);
+            self.overflowed.store(true, Ordering::Release);
+            self.overflow.notify_one();
+            return None;
+        }
+        let now = self.process.held.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        self.process.peak.fetch_max(now, Ordering::AcqRel);
+        Some(Reserved { queue: Arc::clone(self), bytes })
+    }
+
+    /// Resolves once a reservation did not fit.
+    async fn overflowed(&self) {
+        loop {
+            let notified = self.overflow.notified();
+            if self.overflowed.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Bytes of one message held for the client; released when the message is written or
+/// dropped.
+struct Reserved {
+    queue: Arc<QueuedBytes>,
+    bytes: usize,
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        self.queue.held.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.queue.process.held.fetch_sub(self.bytes, Ordering::AcqRel);
     }
 }
 
@@ -168,6 +263,7 @@ pub(crate) async fn serve(mut socket: WebSocket, upgrade: Upgrade) {
         return;
     }
     let (outbound, mut queued) = mpsc::channel(OUTBOUND_BUFFER);
+    let held = QueuedBytes::new(upgrade.limits.max_queued_bytes, upgrade.state.queued_totals());
     let mut connection = Connection {
         schema: upgrade.state.schema().clone(),
         session: None,
@@ -175,6 +271,15 @@ pub(crate) async fn serve(mut socket: WebSocket, upgrade: Upgrade) {
         operations: Operations::default(),
         generations: 0,
         outbound,
+        held: Arc::clone(&held),
+        slot: None,
+    };
+    let too_slow = || {
+        let reason = format!(
+            "Try again later: the client reads too slowly (more than {} bytes queued)",
+            held.limit
+        );
+        (close::TRY_AGAIN_LATER, reason)
     };
     let init_deadline = tokio::time::sleep(upgrade.limits.init_timeout);
     tokio::pin!(init_deadline);
@@ -203,36 +308,62 @@ pub(crate) async fn serve(mut socket: WebSocket, upgrade: Upgrade) {
                 Some(Ok(Message::Text(text))) => connection.receive(text.as_bytes(), &upgrade),
                 Some(Ok(Message::Binary(bytes))) => connection.receive(&bytes, &upgrade),
             },
+            () = held.overflowed() => {
+                let (code, reason) = too_slow();
+                Step::Close(code, reason)
+            }
             Some(out) = queued.recv() => match connection.operations.admit(&out) {
-                true => Step::Send(out.text),
+                true => Step::Queued(out),
                 false => Step::Nothing,
             },
         };
-        match reply {
-            Step::Nothing => {}
-            Step::Send(text) => {
-                let sent = tokio::time::timeout(
-                    upgrade.limits.send_timeout,
-                    socket.send(Message::Text(text.into())),
-                )
-                .await;
-                if !matches!(sent, Ok(Ok(()))) {
-                    tracing::debug!(cid = upgrade.cid, "WebSocket write failed or timed out");
-                    return;
-                }
-            }
+        let (text, reserved) = match reply {
+            Step::Nothing => continue,
+            Step::Send(text) => (text, None),
+            Step::Queued(out) => (out.text, Some(out.reserved)),
             Step::Close(code, reason) => break (code, reason),
+        };
+        let send = tokio::time::timeout(
+            upgrade.limits.send_timeout,
+            socket.send(Message::Text(text.into())),
+        );
+        // A client that stopped reading holds the write; the operations meanwhile fill the
+        // bound, which ends the wait (what was written stays in the socket's buffer, ahead
+        // of the close frame).
+        let sent = tokio::select! {
+            sent = send => sent,
+            () = held.overflowed() => break too_slow(),
+        };
+        drop(reserved);
+        if !matches!(sent, Ok(Ok(()))) {
+            tracing::debug!(cid = upgrade.cid, "WebSocket write failed or timed out");
+            return;
         }
     };
-    // Stop the operations before the close handshake: nothing more is sent for them.
+    // Stop the operations and drop what they queued before the close handshake: nothing
+    // more is sent for them, and a stalled client holds no more than the socket's buffer
+    // while the close frame waits.
     drop(connection);
+    drop(queued);
+    if code == close::TRY_AGAIN_LATER {
+        held.process.too_slow.fetch_add(1, Ordering::AcqRel);
+        metrics::error(crate::error::Code::Busy.as_str());
+        tracing::info!(
+            cid = upgrade.cid,
+            limit = held.limit,
+            "closing a WebSocket whose client reads too slowly"
+        );
+    }
     close_with(&mut socket, code, &reason, &upgrade).await;
 }
 
 /// What the connection task does next.
 enum Step {
     Nothing,
+    /// A message of the connection itself (ack, pong, a refused subscribe).
     Send(String),
+    /// A message of an operation, with its bytes held until it is written.
+    Queued(Outbound),
     Close(u16, String),
 }
 
@@ -286,6 +417,9 @@ struct Connection {
     /// that reuses its id.
     generations: u64,
     outbound: mpsc::Sender<Outbound>,
+    held: Arc<QueuedBytes>,
+    /// This connection counted against its principal's connections, once initialised.
+    slot: Option<PrincipalConnection>,
 }
 
 impl Connection {
@@ -327,6 +461,16 @@ impl Connection {
             tracing::info!(cid = upgrade.cid, "WebSocket connection_init without a valid token");
             return Step::Close(close::FORBIDDEN, "Forbidden".into());
         };
+        let max = upgrade.limits.max_connections_per_principal.max(1);
+        let Some(slot) = upgrade.state.connection_of(&principal.name, max) else {
+            metrics::error(crate::error::Code::Busy.as_str());
+            let reason = format!(
+                "Try again later: principal {:?} already has {max} connections",
+                principal.name
+            );
+            return Step::Close(close::TRY_AGAIN_LATER, reason);
+        };
+        self.slot = Some(slot);
         let mut data = Data::default();
         data.insert(Caller::new(principal, upgrade.cid.clone()));
         self.session = Some(Arc::new(data));
@@ -364,6 +508,7 @@ impl Connection {
             id: id.clone(),
             generation,
             outbound: self.outbound.clone(),
+            held: Arc::clone(&self.held),
             cid: upgrade.cid.clone(),
         };
         let stream = self.schema.execute_stream_with_session_data(request, Arc::clone(session));
@@ -418,6 +563,7 @@ struct Outbound {
     text: String,
     /// `complete` or `error`: the operation is over.
     last: bool,
+    reserved: Reserved,
 }
 
 /// One running `subscribe`.
@@ -425,6 +571,7 @@ struct Operation {
     id: String,
     generation: u64,
     outbound: mpsc::Sender<Outbound>,
+    held: Arc<QueuedBytes>,
     cid: String,
 }
 
@@ -464,9 +611,12 @@ impl Operation {
         self.send(encode(&ServerMessage::Complete { id: &self.id }), true).await;
     }
 
-    /// Queues one message; `false` when the connection is gone.
+    /// Queues one message; `false` when the connection is gone or closing because its
+    /// client cannot take the message ([`MAX_QUEUED_BYTES`]).
     async fn send(&self, text: String, last: bool) -> bool {
-        let out = Outbound { id: self.id.clone(), generation: self.generation, text, last };
+        let Some(reserved) = self.held.reserve(text.len()) else { return false };
+        let out =
+            Outbound { id: self.id.clone(), generation: self.generation, text, last, reserved };
         self.outbound.send(out).await.is_ok()
     }
 }

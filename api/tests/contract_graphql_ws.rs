@@ -58,25 +58,32 @@ async fn the_reference_graphql_ws_client_agrees_with_the_server() {
         return;
     }
     let s = start(ApiConfig::default()).await;
-    let mut command = tokio::process::Command::new("node");
-    command
-        .args(["--test", "graphql-ws.test.mjs"])
-        .current_dir(&dir)
-        .env("POP_URL", s.ws_url())
-        .env("POP_HTTP", format!("{}/graphql", s.base))
-        .env("POP_TOKEN", ADMIN)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let child = command.spawn().expect("node starts");
-    let output = tokio::time::timeout(NODE_TIMEOUT, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("node --test did not finish within {NODE_TIMEOUT:?}"))
-        .expect("node's output is readable");
-    println!("---- node --test contract/graphql-ws.test.mjs (stdout)");
-    println!("{}", String::from_utf8_lossy(&output.stdout));
-    println!("---- (stderr)");
-    println!("{}", String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "the graphql-ws contract failed: {}", output.status);
+    // Both WebSocket endpoints: the dedicated path and an upgrade on the GraphQL path.
+    for url in [s.ws_url(), format!("ws://{}/graphql", s.addr)] {
+        let mut command = tokio::process::Command::new("node");
+        command
+            .args(["--test", "graphql-ws.test.mjs"])
+            .current_dir(&dir)
+            .env("POP_URL", &url)
+            .env("POP_HTTP", format!("{}/graphql", s.base))
+            .env("POP_TOKEN", ADMIN)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let child = command.spawn().expect("node starts");
+        let output = tokio::time::timeout(NODE_TIMEOUT, child.wait_with_output())
+            .await
+            .unwrap_or_else(|_| panic!("node --test did not finish within {NODE_TIMEOUT:?}"))
+            .expect("node's output is readable");
+        println!("---- node --test contract/graphql-ws.test.mjs against {url} (stdout)");
+        println!("{}", String::from_utf8_lossy(&output.stdout));
+        println!("---- (stderr)");
+        println!("{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "the graphql-ws contract failed on {url}: {}",
+            output.status
+        );
+    }
 }

@@ -410,3 +410,563 @@ async fn a_waiting_get_agenda_answers_within_its_deadline() {
         "{body:#}"
     );
 }
+
+/// A graphql-transport-ws client that subscribes and then stops reading: a real socket whose
+/// receive buffer is kept small, so the server's writes block as soon as a few messages are
+/// in flight (as with a client on a slow link or a frozen browser tab).
+struct StalledWs {
+    ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+}
+
+impl StalledWs {
+    async fn connect(server: &TestServer, token: &str) -> StalledWs {
+        use futures::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let socket = tokio::net::TcpSocket::new_v4().expect("the stalled client connects");
+        socket.set_recv_buffer_size(16 << 10).expect("the stalled client connects");
+        let stream = socket.connect(server.addr).await.expect("the stalled client connects");
+        let mut request =
+            server.ws_url().into_client_request().expect("the stalled client connects");
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "graphql-transport-ws".parse().expect("the stalled client connects"),
+        );
+        let (mut ws, _) = tokio_tungstenite::client_async(request, stream)
+            .await
+            .expect("the stalled client connects");
+        let init = json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {token}")}});
+        ws.send(Message::text(init.to_string())).await.expect("the stalled client connects");
+        let ack = ws
+            .next()
+            .await
+            .expect("the stalled client connects")
+            .expect("the stalled client connects");
+        assert!(
+            ack.to_text().expect("the stalled client connects").contains("connection_ack"),
+            "{ack:?}"
+        );
+        StalledWs { ws }
+    }
+
+    async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
+        use futures::SinkExt;
+        let message = json!({"id": id, "type": "subscribe", "payload": {"query": query, "variables": variables}});
+        self.ws
+            .send(tokio_tungstenite::tungstenite::Message::text(message.to_string()))
+            .await
+            .expect("the stalled client connects");
+    }
+
+    /// Reads on (the client wakes up) until the server's close frame: how many `next`
+    /// messages came before it, and the close code and reason.
+    async fn read_to_close(&mut self) -> (usize, Option<(u16, String)>) {
+        use futures::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let mut next = 0;
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next()).await.expect("the server answers") {
+                Some(Ok(Message::Text(t))) => {
+                    if t.contains("\"next\"") {
+                        next += 1;
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return (next, frame.map(|f| (u16::from(f.code), f.reason.to_string())));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return (next, None),
+            }
+        }
+    }
+}
+
+/// The resident set of this process (the test and its in-process server), in bytes.
+fn rss_bytes() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_websocket_client_is_closed_past_its_queued_bytes() {
+    const CONNECTIONS: usize = 4;
+    const OPERATIONS: usize = 30;
+    const PARAMS_BYTES: usize = 500_000;
+    let server = start(Default::default()).await;
+    let after = server.seed().await;
+    let mut a = agenda("acme", "stall");
+    a["id"] = json!("stall-1");
+    a["params"] = json!({"blob": "p".repeat(PARAMS_BYTES)});
+    let data = server
+        .ok(
+            ACME,
+            "mutation($a: JSON!, $p: String) { submitAgenda(agenda: $a, atLeastPosition: $p) { position } }",
+            json!({"a": a, "p": after}),
+        )
+        .await;
+    let position = data["submitAgenda"]["position"].as_str().unwrap().to_string();
+    let data = server
+        .ok(
+            ACME,
+            "query($p: String) { agenda(id: \"stall-1\", atLeastPosition: $p) { progressId } }",
+            json!({"p": position}),
+        )
+        .await;
+    let progress_id = data["agenda"]["progressId"].as_str().unwrap().to_string();
+    let rss_before = rss_bytes();
+    // Each subscription starts with the agenda's current state: a message of 0.5 MB.
+    let query = "subscription($id: String!) { agendaProgress(id: $id) { position progress { id params } } }";
+    let mut clients = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let mut ws = StalledWs::connect(&server, ACME).await;
+        for i in 0..OPERATIONS {
+            ws.subscribe(&format!("s{i}"), query, json!({"id": progress_id})).await;
+        }
+        clients.push(ws);
+    }
+    // The clients read nothing now. Every connection passes its bound and lets go of what
+    // it queued, while its client still reads nothing.
+    let limit = pop_api::ws::MAX_QUEUED_BYTES;
+    let started = Instant::now();
+    let mut peak_rss = 0;
+    while server.state.websockets_closed_too_slow() < CONNECTIONS {
+        peak_rss = peak_rss.max(rss_bytes());
+        assert!(
+            started.elapsed() < WAIT,
+            "{} of {CONNECTIONS} stalled connections closed after {WAIT:?}; the server holds {} bytes for them",
+            server.state.websockets_closed_too_slow(),
+            server.state.websocket_queued_bytes(),
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let released = started.elapsed();
+    let peak = server.state.websocket_queued_bytes_peak();
+    assert!(
+        peak <= CONNECTIONS * limit,
+        "{CONNECTIONS} stalled connections held {peak} bytes, more than {limit} each"
+    );
+    // Closing let go of everything they had queued, though no client read any of it yet.
+    let held = server.state.websocket_queued_bytes();
+    assert_eq!(held, 0, "bytes still held for stalled clients after their connections closed");
+    // The clients wake up: what was already in flight, then the close frame with its reason.
+    for ws in &mut clients {
+        let (next, close) = ws.read_to_close().await;
+        let (code, reason) = close.expect("a close frame, not a dropped connection");
+        assert_eq!(code, 1013, "{reason}");
+        assert!(reason.contains("reads too slowly"), "{reason}");
+        assert!(next < OPERATIONS, "the connection closed before sending everything ({next})");
+    }
+    let closed = Instant::now();
+    while server.state.open_websockets() > 0 {
+        assert!(closed.elapsed() < WAIT, "the connections stay open after their close");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "figure: {CONNECTIONS} stalled sockets x {OPERATIONS} subscriptions of a {PARAMS_BYTES}-byte \
+         agenda: peak {peak} bytes queued (bound {limit} per socket), released after {released:?}; \
+         RSS {} MB before, peak {} MB",
+        rss_before >> 20,
+        peak_rss >> 20
+    );
+}
+
+/// Reads from a raw connection until the server closes it (or `within` passes): the bytes
+/// received and how long the close took.
+fn read_until_closed(
+    stream: &mut std::net::TcpStream,
+    within: std::time::Duration,
+) -> (Vec<u8>, Option<std::time::Duration>) {
+    use std::io::Read;
+    let started = Instant::now();
+    stream.set_read_timeout(Some(within)).expect("a read timeout");
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return (received, Some(started.elapsed())),
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            // A reset is a close too.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (received, Some(started.elapsed()));
+            }
+            Err(_) => return (received, None),
+        }
+        if started.elapsed() > within {
+            return (received, None);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_sent_request_head_is_closed_after_the_header_timeout() {
+    use std::io::Write;
+    let timeouts = pop_api::serve::HttpTimeouts {
+        header_read: std::time::Duration::from_millis(500),
+        idle: std::time::Duration::from_secs(30),
+    };
+    let server = start_with_http_timeouts(timeouts).await;
+    let addr = server.addr;
+    let (received, closed) = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        // The request line and one header, then nothing: the head never ends.
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").expect("send");
+        read_until_closed(&mut stream, std::time::Duration::from_secs(10))
+    })
+    .await
+    .unwrap();
+    let closed = closed.expect("the server closed the half-sent request within 10 s");
+    eprintln!("figure: a half-sent request head closed after {closed:?} (timeout 500 ms)");
+    assert!(closed >= std::time::Duration::from_millis(400), "closed too early: {closed:?}");
+    assert!(closed < std::time::Duration::from_secs(3), "closed late: {closed:?}");
+    let text = String::from_utf8_lossy(&received);
+    assert!(!text.contains("200 OK"), "the request was not served: {text}");
+    // A silent connection (nothing sent at all) is closed the same way.
+    let (_, closed) = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        read_until_closed(&mut stream, std::time::Duration::from_secs(10))
+    })
+    .await
+    .unwrap();
+    let closed = closed.expect("the server closed the silent connection within 10 s");
+    assert!(closed < std::time::Duration::from_secs(3), "closed late: {closed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed_but_a_long_request_is_not() {
+    use std::io::{Read, Write};
+    let timeouts = pop_api::serve::HttpTimeouts {
+        header_read: std::time::Duration::from_secs(30),
+        idle: std::time::Duration::from_millis(500),
+    };
+    let server = start_with_http_timeouts(timeouts).await;
+    server.seed().await;
+    let addr = server.addr;
+    let (first, closed) = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
+        let mut buf = [0u8; 1024];
+        let n = stream.read(&mut buf).expect("the answer");
+        let first = String::from_utf8_lossy(&buf[..n]).to_string();
+        // Keep-alive: the connection stays open for another request, until it idles out.
+        let (_, closed) = read_until_closed(&mut stream, std::time::Duration::from_secs(10));
+        (first, closed)
+    })
+    .await
+    .unwrap();
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    let closed = closed.expect("the server closed the idle keep-alive connection within 10 s");
+    eprintln!(
+        "figure: an idle keep-alive connection closed after {closed:?} (idle timeout 500 ms)"
+    );
+    assert!(closed >= std::time::Duration::from_millis(400), "closed too early: {closed:?}");
+    assert!(closed < std::time::Duration::from_secs(3), "closed late: {closed:?}");
+    // A request that takes longer than the idle timeout (a waiting getAgenda) is answered.
+    let started = Instant::now();
+    let (status, _, body) = post_raw(
+        &server,
+        ACME_SERVICE,
+        &json!({"query": "mutation { getAgenda(insightId: \"transcode\", count: 1, waitSeconds: 2) { agenda { id } } }"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body:#}");
+    assert!(body.get("errors").is_none(), "{body:#}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1_500), "it waited");
+}
+
+const FOLLOW: &str = "subscription($id: String!) { agendaProgress(id: $id) { progress { id } } }";
+
+#[tokio::test]
+async fn one_principal_holds_only_its_share_of_subscriptions() {
+    let config = pop_api::ApiConfig { max_subscriptions_per_principal: 3, ..Default::default() };
+    let server = start(config).await;
+    let after = server.seed().await;
+    let (mine, _) = server.submit(ACME, "acme", "share", &after).await;
+    let (theirs, position) = server.submit(GLOBEX, "globex", "share", &after).await;
+    server
+        .ok(
+            ADMIN,
+            "query($p: String) { agendas(atLeastPosition: $p) { position } }",
+            json!({"p": position}),
+        )
+        .await;
+    let mut acme = RawWs::authed(&server.ws_url(), ACME).await;
+    for i in 0..3 {
+        acme.subscribe(&format!("s{i}"), FOLLOW, json!({"id": mine})).await;
+        let m = acme.next().await;
+        assert_eq!(m["type"], "next", "{m:#}");
+        assert_eq!(
+            m["payload"]["data"]["agendaProgress"]["progress"]["id"],
+            mine.as_str(),
+            "{m:#}"
+        );
+    }
+    // The fourth is past acme-user's share, though the server is far from its bound.
+    acme.subscribe("s3", FOLLOW, json!({"id": mine})).await;
+    let m = acme.next().await;
+    assert_eq!((m["type"].as_str(), m["id"].as_str()), (Some("next"), Some("s3")), "{m:#}");
+    let error = &m["payload"]["errors"][0];
+    assert_eq!(code(error), "BUSY", "{m:#}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("acme-user") && message.contains("share"), "{message}");
+    assert_eq!(acme.next().await["type"], "complete");
+    // Another principal still subscribes.
+    let mut globex = RawWs::authed(&server.ws_url(), GLOBEX).await;
+    globex.subscribe("g", FOLLOW, json!({"id": theirs})).await;
+    let m = globex.next().await;
+    assert_eq!(m["payload"]["data"]["agendaProgress"]["progress"]["id"], theirs.as_str(), "{m:#}");
+    // Completing one gives acme-user its room back.
+    acme.send(json!({"type": "complete", "id": "s0"})).await;
+    let started = Instant::now();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let id = format!("again{attempt}");
+        acme.subscribe(&id, FOLLOW, json!({"id": mine})).await;
+        let m = acme.next().await;
+        if m["payload"]["data"]["agendaProgress"]["progress"]["id"] == mine.as_str() {
+            break;
+        }
+        assert_eq!(acme.next().await["type"], "complete", "a refusal completes");
+        assert!(started.elapsed() < WAIT, "no room after a complete: {m:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn one_principal_opens_a_bounded_number_of_websockets() {
+    let limits = pop_api::ws::WsLimits { max_connections_per_principal: 2, ..Default::default() };
+    let server = start_with_ws_limits(Default::default(), limits).await;
+    let url = server.ws_url();
+    let first = RawWs::authed(&url, ACME).await;
+    let _second = RawWs::authed(&url, ACME).await;
+    let (mut third, answer) =
+        RawWs::connect(&url, json!({"authorization": format!("Bearer {ACME}")})).await;
+    assert_eq!(
+        (answer["type"].as_str(), answer["code"].as_u64()),
+        (Some("close"), Some(1013)),
+        "{answer:#}"
+    );
+    let reason = answer["reason"].as_str().unwrap();
+    assert!(reason.contains("acme-user") && reason.contains("2 connections"), "{reason}");
+    drop(third.next().await);
+    // Another principal is not held back by acme-user's connections.
+    let _globex = RawWs::authed(&url, GLOBEX).await;
+    // A closed connection frees its place.
+    drop(first);
+    let started = Instant::now();
+    loop {
+        let (_again, answer) =
+            RawWs::connect(&url, json!({"authorization": format!("Bearer {ACME}")})).await;
+        if answer["type"] == "connection_ack" {
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "no place after a close: {answer:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Issue 19, item 10: `/metrics` answers without a token, so by default no series carries a
+/// tenant id (insight or customer) as a label; the per-insight series are totals.
+#[tokio::test]
+async fn metrics_keep_tenant_ids_out_of_their_labels_by_default() {
+    let server = start(Default::default()).await;
+    let after = server.seed().await;
+    let (_, position) = server.submit(ACME, "acme", "metrics", &after).await;
+    server
+        .ok(
+            ADMIN,
+            "query($p: String) { agendas(atLeastPosition: $p) { position } }",
+            json!({"p": position}),
+        )
+        .await;
+    // A claim, so the claims counter has a sample.
+    let started = Instant::now();
+    loop {
+        let data = server
+            .ok(
+                ACME_SERVICE,
+                "mutation { getAgenda(insightId: \"transcode\", count: 1) { agenda { id } } }",
+                json!({}),
+            )
+            .await;
+        if !data["getAgenda"].as_array().unwrap().is_empty() {
+            break;
+        }
+        // Nothing queued until a scheduler pass moves the agenda.
+        let moved = pop_reapers::scheduler::pass(
+            &server.commands,
+            server.state.projections(),
+            &mut pop_reapers::scheduler::Memory::default(),
+        )
+        .await
+        .unwrap();
+        server.state.projections().wait_for(moved, WAIT).await.unwrap();
+        assert!(started.elapsed() < WAIT, "nothing to claim");
+    }
+    let (status, text) = server.get("/metrics").await;
+    assert_eq!(status, 200);
+    for series in ["pop_insight_queue_depth", "pop_insight_waiting", "pop_claims_total"] {
+        assert!(text.lines().any(|l| l.starts_with(series)), "{series} missing:\n{text}");
+    }
+    for tenant in ["transcode", "acme", "globex", "insight="] {
+        let leaked: Vec<&str> =
+            text.lines().filter(|l| !l.starts_with('#') && l.contains(tenant)).collect();
+        assert!(leaked.is_empty(), "{tenant:?} in /metrics labels: {leaked:#?}");
+    }
+}
+
+/// The fields named by a VALIDATION error (with the request's cid).
+fn problems(error: &Value) -> Vec<String> {
+    assert_eq!(code(error), "VALIDATION", "{error:#}");
+    assert!(error["extensions"]["cid"].is_string(), "{error:#}");
+    error["extensions"]["problems"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no problems: {error:#}"))
+        .iter()
+        .map(|p| p["field"].as_str().expect("a problem names its field").to_string())
+        .collect()
+}
+
+const SUBMIT: &str = "mutation($a: JSON!, $p: String) { submitAgenda(agenda: $a, atLeastPosition: $p) { agenda { id progressId } position } }";
+
+/// Issue 19, item 12: validation nits, each refused with VALIDATION naming the field.
+#[tokio::test]
+async fn validation_nits_are_refused_naming_the_field() {
+    let server = start(Default::default()).await;
+    let after = server.seed().await;
+
+    // A PostgreSQL-form position on the embedded store.
+    let e = server.err(ACME, "{ agendas(atLeastPosition: \"1/2\") { position } }", json!({})).await;
+    assert_eq!(problems(&e), ["atLeastPosition"], "{e:#}");
+    assert!(e["message"].as_str().unwrap().contains("two-part"), "{e:#}");
+
+    // Operation names: NUL, newline, carriage return, ESC, U+0085, bidi override.
+    for bad in ["a\u{0}b", "a\nb", "a\rb", "a\u{1b}b", "a\u{85}b", "a\u{202E}b"] {
+        let mut a = agenda("acme", "nits");
+        a["operations"][1]["name"] = json!(bad);
+        let e = server.err(ACME, SUBMIT, json!({"a": a, "p": after})).await;
+        assert!(problems(&e).iter().any(|f| f.ends_with("operations[1].name")), "{bad:?}: {e:#}");
+    }
+
+    // Ids with bidi overrides or isolates.
+    for (field, bad) in [
+        ("id", "a\u{202E}b"),
+        ("id", "a\u{2066}b"),
+        ("progressId", "p\u{202A}q"),
+        ("id", "x\u{2069}"),
+    ] {
+        let mut a = agenda("acme", "nits");
+        a[field] = json!(bad);
+        let e = server.err(ACME, SUBMIT, json!({"a": a, "p": after})).await;
+        assert_eq!(problems(&e), [field], "{bad:?}: {e:#}");
+    }
+
+    // An empty client id is an error; absent or null still means "generate one".
+    for (field, blank) in [("id", ""), ("id", "  "), ("progressId", "")] {
+        let mut a = agenda("acme", "nits");
+        a[field] = json!(blank);
+        let e = server.err(ACME, SUBMIT, json!({"a": a, "p": after})).await;
+        assert_eq!(problems(&e), [field], "{field} {blank:?}: {e:#}");
+        assert!(e["message"].as_str().unwrap().contains("must not be empty"), "{e:#}");
+    }
+    let e = server
+        .err(
+            ADMIN,
+            "mutation($p: JSON!) { createResourcePool(resourcePool: $p) { position } }",
+            json!({"p": {"id": "", "customerId": "ops", "title": "Blank"}}),
+        )
+        .await;
+    assert_eq!(problems(&e), ["id"], "{e:#}");
+    let mut a = agenda("acme", "nits");
+    a["id"] = Value::Null;
+    let data = server.ok(ACME, SUBMIT, json!({"a": a, "p": after})).await;
+    let generated = data["submitAgenda"]["agenda"]["id"].as_str().unwrap().to_string();
+    assert!(!generated.is_empty(), "{data:#}");
+
+    // An agenda-level WAITING report.
+    let position = data["submitAgenda"]["position"].as_str().unwrap().to_string();
+    let projections = server.state.projections();
+    projections.wait_for(position.parse().unwrap(), WAIT).await.unwrap();
+    let moved = pop_reapers::scheduler::pass(
+        &server.commands,
+        projections,
+        &mut pop_reapers::scheduler::Memory::default(),
+    )
+    .await
+    .unwrap();
+    projections.wait_for(moved, WAIT).await.unwrap();
+    let data = server
+        .ok(
+            ACME_SERVICE,
+            "mutation { getAgenda(insightId: \"transcode\", count: 1) { agenda { id } lease { id } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(data["getAgenda"][0]["agenda"]["id"], generated.as_str(), "{data:#}");
+    let lease = data["getAgenda"][0]["lease"]["id"].as_str().unwrap().to_string();
+    let report = "mutation($r: JSON!, $l: String) { updateAgendaProgress(agendaProgress: $r, leaseId: $l) { position } }";
+    let e = server
+        .err(
+            ACME_SERVICE,
+            report,
+            json!({"l": lease, "r": {"id": generated, "processingState": "WAITING"}}),
+        )
+        .await;
+    assert_eq!(problems(&e), ["agendaProgress.processingState"], "{e:#}");
+    // EXECUTING is the report an executor sends while it works.
+    server
+        .ok(
+            ACME_SERVICE,
+            report,
+            json!({"l": lease, "r": {"id": generated, "processingState": "EXECUTING"}}),
+        )
+        .await;
+}
+
+/// Issue 19, item 4: one customer's live agendas are bounded (they live in every replica's
+/// memory); another customer is not held back, and a finished agenda frees its place.
+#[tokio::test]
+async fn a_customer_past_its_live_agenda_quota_is_refused() {
+    let config = pop_api::ApiConfig { max_live_agendas_per_customer: 3, ..Default::default() };
+    let server = start(config).await;
+    let after = server.seed().await;
+    let mut last = after.clone();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (id, position) = server.submit(ACME, "acme", "quota", &last).await;
+        ids.push(id);
+        last = position;
+    }
+    let (status, _, body) = post_raw(
+        &server,
+        ACME,
+        &json!({"query": SUBMIT, "variables": {"a": agenda("acme", "quota"), "p": last}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let error = only_error(&body);
+    assert_eq!(code(error), "QUOTA_EXCEEDED", "{error:#}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("\"acme\"") && message.contains("at most 3"), "{message}");
+    // The REST surface answers 429 with the same code; a list is refused whole.
+    let resp = server
+        .http
+        .post(format!("{}/pop/agenda", server.base))
+        .bearer_auth(ACME)
+        .json(&agenda("acme", "quota"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+    let rest: Value = resp.json().await.unwrap();
+    assert_eq!(rest["errorResponse"]["code"], "QUOTA_EXCEEDED", "{rest:#}");
+    // Another customer is not held back by acme's quota.
+    server.submit(GLOBEX, "globex", "quota", &after).await;
+    // A cancelled (COMPLETE) agenda frees its place.
+    let cancelled = server.cancel(ACME, &ids[0]).await;
+    server.ok(ACME, SUBMIT, json!({"a": agenda("acme", "quota"), "p": cancelled})).await;
+}

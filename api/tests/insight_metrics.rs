@@ -83,7 +83,7 @@ fn insight(data: &Value) -> &Value {
 
 #[tokio::test]
 async fn insight_work_counters_in_graphql_and_metrics() {
-    let s = start(ApiConfig::default()).await;
+    let s = start(ApiConfig { metrics_insight_labels: true, ..ApiConfig::default() }).await;
     let seeded = s.seed().await;
     pop_reapers::scheduler::spawn(
         Arc::clone(&s.commands),

@@ -263,3 +263,54 @@ async fn a_pool_worker_serves_every_customer_of_a_shared_insight_under_its_lease
         .await;
     assert_eq!(code(&e), "NOT_FOUND", "{e:#}");
 }
+
+/// Issue 19, item 10: a pool's `insightIds` lists only the insights the caller may see; on a
+/// pool shared by several customers, another customer's own insight stays invisible.
+#[tokio::test]
+async fn a_shared_pool_lists_only_the_insights_the_caller_may_see() {
+    let s = start(ApiConfig::default()).await;
+    s.seed().await;
+    s.ok(
+        ADMIN,
+        "mutation($p: JSON!) { createResourcePool(resourcePool: $p) { position } }",
+        json!({"p": {"id": "shared", "customerId": "acme", "title": "Shared"}}),
+    )
+    .await;
+    let mut last = String::new();
+    for (id, customer, global) in
+        [("acme-enc", "acme", false), ("globex-secret", "globex", false), ("everyone", "ops", true)]
+    {
+        let data = s
+            .ok(
+                ADMIN,
+                "mutation($i: JSON!) { createInsight(insight: $i) { position } }",
+                json!({"i": {
+                    "id": id, "customerId": customer, "title": id, "resourcePoolId": "shared",
+                    "queueSize": 5, "isGlobal": global, "mappers": {"operationType": ["ffmpeg"]}
+                }}),
+            )
+            .await;
+        last = data["createInsight"]["position"].as_str().unwrap().to_string();
+    }
+    let query = "query($p: String) { resourcePool(id: \"shared\", atLeastPosition: $p) { insightIds } resourcePools(atLeastPosition: $p) { items { id insightIds } } }";
+    let data = s.ok(ACME, query, json!({"p": last})).await;
+    assert_eq!(data["resourcePool"]["insightIds"], json!(["acme-enc", "everyone"]), "{data:#}");
+    let listed: Vec<&Value> = data["resourcePools"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["id"] == "shared")
+        .collect();
+    assert_eq!(listed.len(), 1, "{data:#}");
+    assert_eq!(listed[0]["insightIds"], json!(["acme-enc", "everyone"]), "{data:#}");
+    // The REST surface reads the same use case.
+    let rest = rest_get(&s, ACME, &format!("{}/pop/resourcepool?byId=shared", s.base)).await;
+    assert_eq!(rest["all"][0]["insightIds"], json!(["acme-enc", "everyone"]), "{rest:#}");
+    // An admin of every customer sees all three.
+    let data = s.ok(ADMIN, query, json!({"p": last})).await;
+    assert_eq!(
+        data["resourcePool"]["insightIds"],
+        json!(["acme-enc", "everyone", "globex-secret"]),
+        "{data:#}"
+    );
+}

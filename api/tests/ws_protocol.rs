@@ -81,6 +81,36 @@ async fn queries_and_mutations_over_the_socket_are_next_then_complete() {
 }
 
 #[tokio::test]
+async fn the_graphql_path_accepts_the_websocket_upgrade_and_still_serves_graphiql() {
+    let s = start(ApiConfig::default()).await;
+    let url = format!("ws://{}/graphql", s.addr);
+    let mut ws = RawWs::authed(&url, ADMIN).await;
+    ws.send(json!({"id": "q", "type": "subscribe", "payload": {"query": "{ me { name } }"}})).await;
+    let next = ws.next().await;
+    assert_eq!(next["payload"]["data"]["me"]["name"], "admin", "{next:#}");
+    assert_eq!(ws.next().await, json!({"type": "complete", "id": "q"}));
+    // The same rules as on /graphql/ws: no subprotocol is a 4406 close.
+    let mut bare = RawWs::open(&url, None, &[]).await.expect("the upgrade is accepted");
+    bare.expect_close(4406).await;
+    // A plain GET is still GraphiQL, and a malformed upgrade is refused, not the page.
+    let (status, page) = s.get("/graphql").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("graphiql"), "{page}");
+    let resp = s
+        .http
+        .get(format!("{}/graphql", s.base))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap();
+    assert!((400..500).contains(&status), "{status}: {body}");
+    assert!(!body.contains("graphiql"), "{body}");
+}
+
+#[tokio::test]
 async fn a_request_refused_before_execution_is_one_error_message_with_code_and_cid() {
     let s = start(ApiConfig::default()).await;
     let mut ws =

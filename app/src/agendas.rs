@@ -19,10 +19,10 @@ use pop_domain::model::{Agenda, AgendaInsight, Insight, Operation};
 use pop_domain::params::Params;
 use pop_domain::template::{may_use_template, run_customer, run_template};
 use pop_domain::validate::{check_id, validate_agenda};
-use pop_projections::Visibility;
+use pop_projections::{Phase, Visibility};
 
 use crate::caller::{Action, Caller};
-use crate::error::{self, AppError, AppResult};
+use crate::error::{self, AppError, AppResult, Code};
 use crate::limits::{MAX_AGENDAS_PER_REQUEST, MAX_REASON_LENGTH, MAX_RERUN_PARAMS};
 use crate::outcome::AgendaOutcome;
 use crate::resolve::Named;
@@ -33,6 +33,26 @@ use crate::{App, metadata, metrics};
 pub(crate) fn from_json<T: serde::de::DeserializeOwned>(field: &str, value: Value) -> AppResult<T> {
     pop_domain::wire::from_json(field, value).map_err(|e| AppError::validation(field, e))
 }
+
+/// Refuses the id `fields` of a client's JSON object when they are blank strings. Leaving an
+/// id out (or null) asks the server to generate it, as in POP; an empty string is a client's
+/// bug that would otherwise be silently replaced by a generated id.
+pub(crate) fn refuse_blank_ids(value: &Value, fields: &[&str]) -> AppResult<()> {
+    for field in fields {
+        if let Some(Value::String(id)) = value.get(*field)
+            && id.trim().is_empty()
+        {
+            return Err(AppError::invalid(
+                field,
+                format!("{field} must not be empty; leave it out (or null) to have one generated"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The client-chosen ids of an agenda that must not be blank strings.
+const AGENDA_IDS: &[&str] = &["id", "progressId"];
 
 pub(crate) fn agenda_subject(id: &str) -> String {
     format!("agenda {id:?}")
@@ -61,6 +81,7 @@ impl App {
                 if !agenda.is_object() {
                     return Err(AppError::invalid("agenda", "the agenda must be a JSON object"));
                 }
+                refuse_blank_ids(&agenda, AGENDA_IDS)?;
                 let agenda: Agenda = from_json("agenda", agenda)?;
                 self.submit_agenda(caller, agenda).await
             })
@@ -199,7 +220,33 @@ impl App {
     /// Submits `agenda`: [`App::prepare`] then executes `Submit`.
     async fn submit_agenda(&self, caller: &Caller, agenda: Agenda) -> AppResult<AgendaOutcome> {
         let (agenda, insight) = self.prepare(caller, agenda, "agenda")?;
+        self.check_live_quota(&agenda.customer_id, 1)?;
         self.commit(caller, agenda, insight, "agenda").await
+    }
+
+    /// QUOTA_EXCEEDED when `adding` more live (not COMPLETE) agendas would take `customer`
+    /// past [`crate::AppConfig::max_live_agendas_per_customer`]. Counted from the read models
+    /// (constant time per customer), so concurrent submits on several replicas may pass it
+    /// by the few the projections have not applied yet: a bound on memory, not an exact
+    /// count.
+    fn check_live_quota(&self, customer: &str, adding: usize) -> AppResult<()> {
+        let max = self.config().max_live_agendas_per_customer;
+        let counts =
+            self.projections().read().agendas().phase_counts(&Visibility::from_ids([customer]));
+        let live: usize = Phase::ALL
+            .iter()
+            .filter(|p| p.index() <= Phase::Executing.index())
+            .map(|p| counts[p.index()])
+            .sum();
+        if live.saturating_add(adding) > max {
+            return Err(AppError::new(
+                Code::QuotaExceeded,
+                format!(
+                    "customer {customer:?} has {live} live agendas and may have at most {max} (its quota); submit again when some have finished"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Readies a submission without writing anything: fills the customer (the caller's only
@@ -325,8 +372,16 @@ impl App {
                         ));
                     }
                     // Fields are named inside the element: `agendas[i].operations[1].type`.
+                    refuse_blank_ids(&value, AGENDA_IDS).map_err(at)?;
                     let agenda: Agenda = from_json("", value).map_err(at)?;
                     prepared.push(self.prepare(caller, agenda, "").map_err(at)?);
+                }
+                let mut per_customer: std::collections::BTreeMap<&str, usize> = Default::default();
+                for (agenda, _) in &prepared {
+                    *per_customer.entry(agenda.customer_id.as_str()).or_default() += 1;
+                }
+                for (customer, adding) in per_customer {
+                    self.check_live_quota(customer, adding)?;
                 }
                 let mut done = Vec::with_capacity(prepared.len());
                 for (i, (agenda, insight)) in prepared.into_iter().enumerate() {

@@ -12,7 +12,7 @@ use pop_domain::model::{AgendaTemplate, Customer, Insight, ResourcePool};
 use pop_domain::validate::check_id;
 use pop_projections::{Cursor, ReadModels, Visibility, VisibleTo};
 
-use crate::agendas::from_json;
+use crate::agendas::{from_json, refuse_blank_ids};
 use crate::caller::{Action, Caller};
 use crate::error::{self, AppError, AppResult, Code};
 use crate::outcome::{Configured, Page};
@@ -45,6 +45,11 @@ pub trait ConfigKind: ConfigObject + VisibleTo + Clone {
     /// The resource pool lists filter on (customers and insights have one).
     fn resource_pool_id(&self) -> Option<&str> {
         None
+    }
+    /// The object as a caller who sees `v` may read it: a pool lists only the insights
+    /// the caller may see (on a shared pool, other customers' insights stay theirs).
+    fn seen_by(self, _models: &ReadModels, _v: &Visibility) -> Self {
+        self
     }
 }
 
@@ -103,6 +108,10 @@ config_kind!(Customer, "Customer", customer, customers, {
 config_kind!(ResourcePool, "ResourcePool", resource_pool, resource_pools, {
     fn fill_id(&mut self) {
         generated_id(&mut self.id);
+    }
+    fn seen_by(mut self, models: &ReadModels, v: &Visibility) -> Self {
+        self.insight_ids.retain(|id| models.insight(id).is_some_and(|i| i.visible_to(v)));
+        self
     }
     fn title(&self) -> Option<&str> {
         self.title.as_deref()
@@ -193,6 +202,7 @@ impl App {
                 ));
             }
             ConfigOp::Create(value) => {
+                refuse_blank_ids(&value, &["id"])?;
                 let mut object: T = from_json(T::DATA_FIELD, value)?;
                 object.fill_id();
                 check_id("id", object.id())?;
@@ -280,7 +290,10 @@ impl App {
         at_least: Option<&str>,
     ) -> AppResult<Option<T>> {
         self.read(caller, at_least, |models| {
-            Ok(T::find(models, id).filter(|o| o.visible_to(&caller.principal.customers)).cloned())
+            let v = &caller.principal.customers;
+            Ok(T::find(models, id)
+                .filter(|o| o.visible_to(v))
+                .map(|o| o.clone().seen_by(models, v)))
         })
         .await
     }
@@ -302,8 +315,9 @@ impl App {
                 T::page(models, &caller.principal.customers, after.as_ref(), limit, &|o: &T| {
                     filter.admits(o)
                 });
+            let v = &caller.principal.customers;
             Ok(Page {
-                items: found.items.into_iter().cloned().collect(),
+                items: found.items.into_iter().map(|o| o.clone().seen_by(models, v)).collect(),
                 next: found.next,
                 position: models.position(),
             })

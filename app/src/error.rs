@@ -44,6 +44,10 @@ pub enum Code {
     /// or cannot be reached): nothing was done, and the same request may be retried after
     /// [`RETRY_AFTER_UNAVAILABLE_SECS`]. Not INTERNAL, which a client cannot tell from a bug.
     Unavailable,
+    /// The customer already has as many live (not COMPLETE) agendas as its quota allows
+    /// ([`crate::AppConfig::max_live_agendas_per_customer`]): submit again once some finished
+    /// (or were cancelled). Not BAD_REQUEST: the agenda itself is fine.
+    QuotaExceeded,
 }
 
 /// The `Retry-After` (seconds) an UNAVAILABLE answer suggests.
@@ -58,6 +62,7 @@ impl Code {
             Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
             Code::Busy => "BUSY",
             Code::Unavailable => "UNAVAILABLE",
+            Code::QuotaExceeded => "QUOTA_EXCEEDED",
             Code::Validation => ErrorCode::Validation.as_str(),
             Code::NotFound => ErrorCode::NotFound.as_str(),
             Code::Forbidden => ErrorCode::Forbidden.as_str(),

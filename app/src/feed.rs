@@ -76,6 +76,9 @@ impl Key {
 pub enum FeedError {
     #[error("the server already follows {max} subscriptions, the most it may")]
     Full { max: usize },
+    /// The owner (a principal) already holds its share of the server's subscriptions.
+    #[error("principal {owner:?} already has {max} subscriptions, its share of the server's")]
+    ShareFull { owner: String, max: usize },
 }
 
 /// The process's one reader of the change feed. Cheap to share behind the API's services.
@@ -85,6 +88,8 @@ pub struct Dispatcher {
     /// marker).
     capacity: usize,
     max_subscribers: usize,
+    /// Most subscribers one owner may have registered at once ([`Dispatcher::register_for`]).
+    max_per_owner: usize,
     /// Joins the projections' broadcast; called once, when the first subscriber registers
     /// (inside the runtime), so no receiver sits unread before anyone listens.
     subscribe: Box<dyn Fn() -> broadcast::Receiver<Change> + Send + Sync>,
@@ -111,8 +116,24 @@ impl Dispatcher {
             registry: Arc::new(Mutex::new(Registry::default())),
             capacity: capacity.max(1),
             max_subscribers,
+            max_per_owner: max_subscribers,
             subscribe: Box::new(subscribe),
         }
+    }
+
+    /// The dispatcher admitting at most `max_per_owner` subscribers of one owner at once
+    /// (its share of `max_subscribers`), so one owner cannot fill the whole bound.
+    pub fn with_share(mut self, max_per_owner: usize) -> Dispatcher {
+        self.max_per_owner = max_per_owner.max(1);
+        self
+    }
+
+    /// As [`Dispatcher::register`], counting the subscriber against `owner`'s share.
+    pub fn register_for<F>(&self, owner: &str, key: Key, keep: F) -> Result<FeedReceiver, FeedError>
+    where
+        F: Fn(&Change) -> bool + Send + 'static,
+    {
+        self.join(Some(owner), key, keep)
     }
 
     /// Registers a subscriber of `key` whose filter is `keep`; from now on every change
@@ -122,9 +143,22 @@ impl Dispatcher {
     where
         F: Fn(&Change) -> bool + Send + 'static,
     {
+        self.join(None, key, keep)
+    }
+
+    fn join<F>(&self, owner: Option<&str>, key: Key, keep: F) -> Result<FeedReceiver, FeedError>
+    where
+        F: Fn(&Change) -> bool + Send + 'static,
+    {
         let mut registry = lock(&self.registry);
         if registry.subscribers.len() >= self.max_subscribers {
             return Err(FeedError::Full { max: self.max_subscribers });
+        }
+        let owner: Option<Arc<str>> = owner.map(Arc::from);
+        if let Some(owner) = &owner
+            && registry.per_owner.get(owner).copied().unwrap_or(0) >= self.max_per_owner
+        {
+            return Err(FeedError::ShareFull { owner: owner.to_string(), max: self.max_per_owner });
         }
         // One slot more than the changes it may hold: room for the lag marker.
         let (tx, rx) = mpsc::channel(self.capacity.saturating_add(1));
@@ -134,7 +168,7 @@ impl Dispatcher {
         match registry.state {
             // The feed is over: the receiver ends at once, as the subscription should.
             Dispatch::Closed => drop(tx),
-            Dispatch::Running => registry.insert(id, key, keep, tx, Arc::clone(&missed)),
+            Dispatch::Running => registry.insert(id, owner, key, keep, tx, Arc::clone(&missed)),
             Dispatch::NotStarted => {
                 // Joined under the lock, before the first subscriber is in the maps: every
                 // change published from here on reaches the dispatcher after this subscriber
@@ -143,7 +177,7 @@ impl Dispatcher {
                 let feed = (self.subscribe)();
                 tokio::spawn(dispatch(feed, Arc::downgrade(&self.registry)));
                 registry.state = Dispatch::Running;
-                registry.insert(id, key, keep, tx, Arc::clone(&missed));
+                registry.insert(id, owner, key, keep, tx, Arc::clone(&missed));
             }
         }
         Ok(FeedReceiver { id, rx, missed, registry: Arc::downgrade(&self.registry) })
@@ -224,9 +258,12 @@ struct Registry {
     next_id: u64,
     subscribers: HashMap<u64, Subscriber>,
     by_key: HashMap<Key, HashSet<u64>>,
+    /// Subscribers registered per owner (only owners with at least one).
+    per_owner: HashMap<Arc<str>, usize>,
 }
 
 struct Subscriber {
+    owner: Option<Arc<str>>,
     key: Key,
     keep: Box<dyn Fn(&Change) -> bool + Send>,
     tx: mpsc::Sender<Slot>,
@@ -247,6 +284,7 @@ impl Registry {
     fn insert<F>(
         &mut self,
         id: u64,
+        owner: Option<Arc<str>>,
         key: Key,
         keep: F,
         tx: mpsc::Sender<Slot>,
@@ -255,11 +293,22 @@ impl Registry {
         F: Fn(&Change) -> bool + Send + 'static,
     {
         self.by_key.entry(key.clone()).or_default().insert(id);
-        self.subscribers.insert(id, Subscriber { key, keep: Box::new(keep), tx, missed });
+        if let Some(owner) = &owner {
+            *self.per_owner.entry(Arc::clone(owner)).or_default() += 1;
+        }
+        self.subscribers.insert(id, Subscriber { owner, key, keep: Box::new(keep), tx, missed });
     }
 
     fn remove(&mut self, id: u64) {
         let Some(subscriber) = self.subscribers.remove(&id) else { return };
+        if let Some(owner) = &subscriber.owner
+            && let Some(count) = self.per_owner.get_mut(owner)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.per_owner.remove(owner);
+            }
+        }
         if let Some(ids) = self.by_key.get_mut(&subscriber.key) {
             ids.remove(&id);
             if ids.is_empty() {
@@ -303,6 +352,7 @@ impl Registry {
         self.state = Dispatch::Closed;
         self.subscribers.clear();
         self.by_key.clear();
+        self.per_owner.clear();
     }
 }
 
@@ -521,6 +571,24 @@ mod tests {
         );
         drop(b);
         assert!(feed.register(customer("acme"), |_| true).is_ok(), "room again after a leave");
+    }
+
+    #[tokio::test]
+    async fn one_owner_holds_at_most_its_share() {
+        let (tx, _) = broadcast::channel(4);
+        let feed = tx.clone();
+        let feed = Dispatcher::new(1, 10, move || feed.subscribe()).with_share(2);
+        let a = feed.register_for("mallory", customer("acme"), |_| true).expect("first");
+        let _b = feed.register_for("mallory", customer("acme"), |_| true).expect("second");
+        assert_eq!(
+            feed.register_for("mallory", customer("acme"), |_| true).map(|_| ()),
+            Err(FeedError::ShareFull { owner: "mallory".into(), max: 2 })
+        );
+        // Another owner, and a subscriber of no owner, still join.
+        let _c = feed.register_for("alice", customer("acme"), |_| true).expect("another owner");
+        let _d = feed.register(customer("acme"), |_| true).expect("no owner");
+        drop(a);
+        assert!(feed.register_for("mallory", customer("acme"), |_| true).is_ok(), "room again");
     }
 
     #[tokio::test]

@@ -95,7 +95,8 @@ impl App {
         let feed =
             feed::Dispatcher::new(config.subscriber_buffer, limits::MAX_SUBSCRIBERS, move || {
                 changes.subscribe_changes()
-            });
+            })
+            .with_share(config.max_subscriptions_per_principal);
         App {
             inner: Arc::new(Inner {
                 store,

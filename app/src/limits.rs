@@ -33,6 +33,22 @@ pub const DEFAULT_SUBSCRIBER_BUFFER: usize = 256;
 /// MiB of queued pointers. Past it a new subscription is refused with a clear error.
 pub const MAX_SUBSCRIBERS: usize = 50_000;
 
+/// Most live follows one principal may have at once (default): its share of
+/// [`MAX_SUBSCRIBERS`], so one token cannot fill the server's bound and lock every other
+/// customer's dashboards out (one user filled all 50,000 with 505 connections). A dashboard
+/// follows a handful; 5,000 is a tenth of the bound, so ten principals at their share still
+/// leave room.
+pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_PRINCIPAL: usize = 5_000;
+
+/// Most live (not COMPLETE) agendas one customer may have at once (default); past it a
+/// submit is refused with QUOTA_EXCEEDED. Every live agenda is held in the read models of
+/// every replica (and replayed into them after a restart), so one customer must not be able
+/// to fill memory for all: an ordinary agenda (a few operations, small payloads) costs tens
+/// of KiB there, so 20,000 stay within a few hundred MiB of the deploy's 2 GiB. (Agendas
+/// near the 1 MiB event limit cost ~8 MiB each; a quota on stored bytes would bound those,
+/// and is not there yet.)
+pub const DEFAULT_MAX_LIVE_AGENDAS_PER_CUSTOMER: usize = 20_000;
+
 /// Longest window of `agendaStats`' per-minute completions: a day of minutes, one chart.
 pub const MAX_STATS_MINUTES: i64 = 1_440;
 
@@ -110,6 +126,15 @@ pub struct AppConfig {
     /// [`MAX_GET_AGENDA_WAIT_SECONDS`], the default): lower it behind a proxy whose idle
     /// timeout is shorter. A wait cut short answers an empty list, as a wait that ran out.
     pub max_wait: Duration,
+    /// See [`DEFAULT_MAX_SUBSCRIPTIONS_PER_PRINCIPAL`]; within 1..=[`MAX_SUBSCRIBERS`].
+    pub max_subscriptions_per_principal: usize,
+    /// Whether `/metrics` labels its per-insight series with the insight's id. Off by
+    /// default: `/metrics` answers without a token, and insight ids are tenant data (they
+    /// often name the customer); the series are then totals over every insight. Turn it on
+    /// where only the operator's Prometheus reaches `/metrics`.
+    pub metrics_insight_labels: bool,
+    /// See [`DEFAULT_MAX_LIVE_AGENDAS_PER_CUSTOMER`]; at least 1.
+    pub max_live_agendas_per_customer: usize,
 }
 
 impl Default for AppConfig {
@@ -120,6 +145,9 @@ impl Default for AppConfig {
             subscriber_buffer: DEFAULT_SUBSCRIBER_BUFFER,
             lease: DEFAULT_LEASE,
             max_wait: Duration::from_secs(MAX_GET_AGENDA_WAIT_SECONDS.unsigned_abs()),
+            max_subscriptions_per_principal: DEFAULT_MAX_SUBSCRIPTIONS_PER_PRINCIPAL,
+            metrics_insight_labels: false,
+            max_live_agendas_per_customer: DEFAULT_MAX_LIVE_AGENDAS_PER_CUSTOMER,
         }
     }
 }
@@ -133,6 +161,9 @@ impl AppConfig {
         self.lease = self.lease.clamp(MIN_LEASE, MAX_LEASE);
         self.max_wait =
             self.max_wait.min(Duration::from_secs(MAX_GET_AGENDA_WAIT_SECONDS.unsigned_abs()));
+        self.max_subscriptions_per_principal =
+            self.max_subscriptions_per_principal.clamp(1, MAX_SUBSCRIBERS);
+        self.max_live_agendas_per_customer = self.max_live_agendas_per_customer.max(1);
         self
     }
 }

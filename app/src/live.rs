@@ -26,10 +26,9 @@ use pop_store::{Position, StoreError};
 
 use crate::App;
 use crate::caller::{Action, Caller, Principal};
-use crate::error::{AppError, AppResult};
-use crate::feed::{FeedItem, FeedReceiver, Key};
+use crate::error::{AppError, AppResult, Code};
+use crate::feed::{FeedError, FeedItem, FeedReceiver, Key};
 use crate::limits::{MAX_RESYNC_ITEMS, MAX_RESYNC_SCAN};
-use crate::reads::parse_position;
 use crate::resolve::may_touch;
 
 /// Events read per log query while looking for changed agendas.
@@ -400,15 +399,21 @@ impl App {
                 let filter_principal = principal.clone();
                 let feed = self
                     .feed()
-                    .register(target.key(), move |c| filter_target.admits(c, &filter_principal))
-                    .map_err(|e| {
-                        AppError::bad_request(format!(
+                    .register_for(&principal.name, target.key(), move |c| {
+                        filter_target.admits(c, &filter_principal)
+                    })
+                    .map_err(|e| match e {
+                        FeedError::Full { .. } => AppError::bad_request(format!(
                             "{e}; close other subscriptions or try again later (it is a server-wide bound)"
-                        ))
+                        )),
+                        FeedError::ShareFull { .. } => AppError::new(
+                            Code::Busy,
+                            format!("{e}; complete some before subscribing to more"),
+                        ),
                     })?;
                 self.settle(after_position).await?;
                 let delivered = match after_position {
-                    Some(p) => parse_position("afterPosition", p)?,
+                    Some(p) => self.position("afterPosition", p)?,
                     None => self.projections().applied(),
                 };
                 let mut follow = Follow {

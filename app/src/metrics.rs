@@ -7,7 +7,8 @@ use std::time::Duration;
 
 /// Commands executed, by command name and outcome (`ok` or `refused`).
 pub const COMMANDS: &str = "pop_api_commands_total";
-/// Agendas this process handed out through `getAgenda`, by insight.
+/// Agendas this process handed out through `getAgenda` (by insight only when
+/// [`crate::AppConfig::metrics_insight_labels`] is on).
 pub const CLAIMS: &str = "pop_claims_total";
 /// Per claim, the claim's time minus the agenda's `updatedTime` as read from the read model
 /// while it was `queued` — the time of its `AgendaQueued` event (every event sets
@@ -21,8 +22,13 @@ pub fn command(name: &'static str, ok: bool) {
     metrics::counter!(COMMANDS, "command" => name, "outcome" => outcome).increment(1);
 }
 
-/// One agenda claimed from `insight` after waiting `waited` in its queue.
-pub(crate) fn claimed(insight: &str, waited: Duration) {
-    metrics::counter!(CLAIMS, "insight" => insight.to_string()).increment(1);
+/// One agenda claimed from `insight` after waiting `waited` in its queue; the insight is a
+/// label only when `labelled` (insight ids are tenant data, and `/metrics` needs no token).
+pub(crate) fn claimed(insight: &str, waited: Duration, labelled: bool) {
+    if labelled {
+        metrics::counter!(CLAIMS, "insight" => insight.to_string()).increment(1);
+    } else {
+        metrics::counter!(CLAIMS).increment(1);
+    }
     metrics::histogram!(CLAIM_LATENCY_SECONDS).record(waited.as_secs_f64());
 }

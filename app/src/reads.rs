@@ -184,6 +184,26 @@ pub fn parse_position(field: &str, text: &str) -> AppResult<Position> {
     text.trim().parse().map_err(|e| AppError::invalid(field, format!("{e}")))
 }
 
+impl App {
+    /// A position a client gave in `field`, in a form this server's log can have: the
+    /// embedded store numbers its events 1, 2, 3…, so a two-part `"<commit>/<prepare>"`
+    /// (a PostgreSQL or KurrentDB position, say from another deployment) is refused rather
+    /// than compared as if it meant something here.
+    pub fn position(&self, field: &str, text: &str) -> AppResult<Position> {
+        let position = parse_position(field, text)?;
+        if self.store().sequence_positions() && position.sequence().is_none() {
+            return Err(AppError::invalid(
+                field,
+                format!(
+                    "{:?} is a two-part position (\"<commit>/<prepare>\", a PostgreSQL or KurrentDB log's); this server's log numbers its positions 1, 2, 3…",
+                    text.trim()
+                ),
+            ));
+        }
+        Ok(position)
+    }
+}
+
 /// The agendas with id `id` the caller may see (of `customer` when the request names one).
 fn visible_agendas<'m>(
     m: &'m ReadModels,
@@ -228,7 +248,7 @@ impl App {
         let wanted = match at_least {
             None => written,
             Some(text) => {
-                let position = parse_position("atLeastPosition", text)?;
+                let position = self.position("atLeastPosition", text)?;
                 if projections.applied() < position {
                     let head =
                         self.store().head().await.map_err(|e| error::store("the log head", &e))?;
@@ -551,7 +571,7 @@ impl App {
             None => {
                 let from = match after {
                     None => Position::START,
-                    Some(a) => parse_position("after", a)?,
+                    Some(a) => self.position("after", a)?,
                 };
                 let events = store.read_all(from, first).await.map_err(fail)?;
                 let next = events.last().map_or(from, |e| e.position);

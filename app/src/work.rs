@@ -391,7 +391,11 @@ impl App {
                         services.claims().claimed(&id, executed.position);
                         let waited = (now.timestamp_millis() - queued_ms).max(0);
                         let waited = std::time::Duration::from_millis(waited.unsigned_abs());
-                        metrics::claimed(insight_id, waited);
+                        metrics::claimed(
+                            insight_id,
+                            waited,
+                            services.config().metrics_insight_labels,
+                        );
                         tracing::info!(target: "pop::agendas", agenda = %id, insight = %insight_id, by = %holder, "claimed");
                         claimed.push(AgendaOutcome::of(&executed, caller));
                     }

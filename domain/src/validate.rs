@@ -125,6 +125,15 @@ fn check_operations(existing: &[Operation], new: &[Operation], errors: &mut Vali
             errors.push(field, format!("operations[{j}] has no name; every operation needs one"));
             continue;
         }
+        if op.name.chars().any(is_forbidden_in_id) {
+            errors.push(
+                field.clone(),
+                format!(
+                    "operation name {:?} contains a control character (NUL, a newline, U+0085 …) or a bidirectional override; names are printable text",
+                    op.name.chars().take(40).collect::<String>()
+                ),
+            );
+        }
         let length = op.name.chars().count();
         if length > MAX_NAME_LENGTH {
             errors.push(
@@ -636,6 +645,10 @@ mod tests {
 
         let long = "n".repeat(MAX_NAME_LENGTH + 1);
         assert_eq!(fields_of(&agenda(json!([{"name": long}]))), vec!["operations[0].name"]);
+        for bad in ["a\u{0}b", "a\nb", "a\rb", "a\u{85}b", "a\u{1b}b", "a\u{202E}b", "a\u{2069}b"] {
+            let a = agenda(json!([{"name": "ok"}, {"name": bad}]));
+            assert_eq!(fields_of(&a), vec!["operations[1].name"], "{bad:?}");
+        }
 
         let params: serde_json::Map<String, Value> =
             (0..=MAX_PARAMS_ENTRIES).map(|i| (format!("k{i}"), json!(i))).collect();

@@ -57,6 +57,24 @@ fn the_executors_own_percent_and_state_are_not_trusted() {
 }
 
 #[test]
+fn an_agenda_level_waiting_report_is_refused_naming_the_field() {
+    let given = five_of_ten_done();
+    let waiting = ProgressReport { state: Some(Waiting), ..ProgressReport::default() };
+    let Err(AgendaError::Invalid(errors)) = replay(&given).decide(&report("w1", 20, waiting))
+    else {
+        panic!("expected a validation error")
+    };
+    let fields: Vec<_> = errors.errors.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, ["processingState"]);
+    assert!(errors.errors[0].message.contains("WAITING"), "{errors:?}");
+    // EXECUTING, and no state at all, are still "working".
+    for state in [Some(Executing), None] {
+        let still = ProgressReport { state, ..ProgressReport::default() };
+        assert!(replay(&given).decide(&report("w1", 20, still)).is_ok(), "{state:?}");
+    }
+}
+
+#[test]
 fn every_operation_succeeded_completes_the_agenda_as_succeeded() {
     let given = history(running(agenda_of(&["a", "b"], json!({}))));
     let state = check(

@@ -401,6 +401,32 @@ pub struct ServeArgs {
     /// when a proxy in front of pop closes idle requests sooner.
     #[arg(long, env = "POP_MAX_WAIT", default_value_t = pop_api::config::MAX_GET_AGENDA_WAIT_SECONDS.unsigned_abs())]
     pub max_wait: u64,
+    /// Most bytes of messages one WebSocket connection may hold for a client that reads
+    /// slowly; past it the connection is closed with 1013 "try again later".
+    #[arg(long, env = "POP_WS_MAX_QUEUED_BYTES", default_value_t = pop_api::ws::MAX_QUEUED_BYTES)]
+    pub ws_max_queued_bytes: usize,
+    /// Most WebSocket connections one principal (token) may have open at once.
+    #[arg(long, env = "POP_WS_MAX_CONNECTIONS_PER_PRINCIPAL", default_value_t = pop_api::ws::MAX_CONNECTIONS_PER_PRINCIPAL)]
+    pub ws_max_connections_per_principal: usize,
+    /// Most subscriptions one principal may have at once: its share of the server's 50,000.
+    #[arg(long, env = "POP_MAX_SUBSCRIPTIONS_PER_PRINCIPAL", default_value_t = pop_api::config::DEFAULT_MAX_SUBSCRIPTIONS_PER_PRINCIPAL)]
+    pub max_subscriptions_per_principal: usize,
+    /// Label /metrics' per-insight series with insight ids (tenant data; /metrics needs no
+    /// token). Off: each is one total over every insight.
+    #[arg(long, env = "POP_METRICS_INSIGHT_LABELS")]
+    pub metrics_insight_labels: bool,
+    /// Most live (not COMPLETE) agendas one customer may have at once; past it a submit is
+    /// refused with QUOTA_EXCEEDED.
+    #[arg(long, env = "POP_MAX_LIVE_AGENDAS_PER_CUSTOMER", default_value_t = pop_api::config::DEFAULT_MAX_LIVE_AGENDAS_PER_CUSTOMER)]
+    pub max_live_agendas_per_customer: usize,
+    /// Seconds an HTTP connection may take to send a complete request head (from when it
+    /// connects or from its previous response); a half-sent header is closed after it.
+    #[arg(long, env = "POP_HTTP_HEADER_TIMEOUT", default_value_t = pop_api::serve::HEADER_READ_TIMEOUT.as_secs())]
+    pub http_header_timeout: u64,
+    /// Seconds an HTTP keep-alive connection may stay idle (no request being served, nothing
+    /// read or written) before it is closed.
+    #[arg(long, env = "POP_HTTP_IDLE_TIMEOUT", default_value_t = pop_api::serve::IDLE_TIMEOUT.as_secs())]
+    pub http_idle_timeout: u64,
     /// For a first try on this machine: once serving, create what `pop init` creates (pool
     /// `farm`, customer `acme`, insight `encode` for ffmpeg, step, fanout and log operations)
     /// with the generated admin token. Authentication stays on.

@@ -4,7 +4,6 @@
 //! finish (bounded), stops the projections after a last snapshot, and closes the store after
 //! the appends already queued, so nothing acknowledged is lost on a graceful stop.
 
-use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -121,6 +120,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         lease: Duration::from_secs(args.lease)
             .clamp(pop_api::config::MIN_LEASE, pop_api::config::MAX_LEASE),
         max_wait: Duration::from_secs(args.max_wait),
+        max_subscriptions_per_principal: args.max_subscriptions_per_principal,
+        metrics_insight_labels: args.metrics_insight_labels,
+        max_live_agendas_per_customer: args.max_live_agendas_per_customer,
         ..ApiConfig::default()
     };
     let state = AppState::new(log, commands, projections, tokens, api_config);
@@ -165,12 +167,21 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         tokio::spawn(dev_setup(format!("http://{addr}"), admin, data_dir.clone()));
     }
 
-    let server = axum::serve(listener, pop_api::router(state.clone()))
-        .with_graceful_shutdown(shutdown_signal(
-            stop_tx.clone(),
-            "draining requests, then closing the store",
-        ))
-        .into_future();
+    let ws_limits = pop_api::ws::WsLimits {
+        max_queued_bytes: args.ws_max_queued_bytes,
+        max_connections_per_principal: args.ws_max_connections_per_principal,
+        ..pop_api::ws::WsLimits::default()
+    };
+    let timeouts = pop_api::serve::HttpTimeouts {
+        header_read: Duration::from_secs(args.http_header_timeout.max(1)),
+        idle: Duration::from_secs(args.http_idle_timeout.max(1)),
+    };
+    let server = pop_api::serve::serve(
+        listener,
+        pop_api::router_with(state.clone(), ws_limits),
+        timeouts,
+        shutdown_signal(stop_tx.clone(), "draining requests, then closing the store"),
+    );
     let mut served = tokio::spawn(server);
     // Run until a signal (then give in-flight requests a bounded time) or until the server
     // stops by itself.
@@ -184,8 +195,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     };
     let _ = stop_tx.send(true);
     match outcome {
-        Some(Ok(Ok(()))) => tracing::info!("http server drained"),
-        Some(Ok(Err(e))) => tracing::error!(error = %e, "http server stopped with an error"),
+        Some(Ok(())) => tracing::info!("http server drained"),
         Some(Err(e)) => tracing::error!(error = %e, "http server task failed"),
         None => tracing::warn!(timeout = ?DRAIN_TIMEOUT, "requests still open at shutdown"),
     }

@@ -8,7 +8,15 @@
 //! the whole server:
 //! - `pg_terminate_backend` on every connection of pop's database, in a loop;
 //! - a PostgreSQL restart;
-//! - the primary turning read-only (`default_transaction_read_only`) and back.
+//! - the primary turning read-only (`default_transaction_read_only`) and back;
+//! - every connection slot taken by another client, with pop's sessions killed so it must
+//!   reconnect into a full server, for 3 s;
+//! - `kill -9` of the replica that leads the scheduler (two replicas; clients fail over to the
+//!   survivor, which takes the lead over);
+//! - clock skew: two replicas, one 45 s ahead (libfaketime, Debian's `faketime`, preloaded
+//!   into it; a loud SKIP without it, a failure under `POP_REQUIRE_FAKETIME=1`).
+//!
+//! No call during a fault may answer INTERNAL: a storage outage is UNAVAILABLE (retryable).
 //!
 //! The load is what real clients do: a submitter that retries a submit until it is answered
 //! (client-chosen ids make the retry safe: a second submit of an id that was committed is
@@ -23,8 +31,8 @@ mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pop_store::test_cluster::{ClusterDurability, TestCluster};
@@ -39,6 +47,8 @@ const WORKER: &str = "tok_chaos_worker_0123456789abcd";
 const AGENDAS: usize = 120;
 /// How long the whole drain may take after the fault ended.
 const DRAIN: Duration = Duration::from_secs(120);
+/// A new scheduler leader: PostgreSQL notices the dead session, the survivor asks again.
+const TAKEOVER: Duration = Duration::from_secs(30);
 
 /// Short leases and reclaims, so a claim whose answer was lost is handed out again quickly.
 const FAST: &[&str] = &[
@@ -67,23 +77,34 @@ const LIST: &str = "query($after: String) { agendaProgressList(first: 100, after
 const HISTORY: &str = "query($id: String!) { agendaEvents(agendaId: $id, first: 200) \
     { items { type } } }";
 
-/// One GraphQL call that may fail in transit: the body, or why there is none.
-async fn call(
-    http: &reqwest::Client,
-    pop_url: &str,
-    token: &str,
-    query: &str,
-    variables: Value,
-) -> Result<Value, String> {
-    let response = http
-        .post(pop_url)
+/// One GraphQL call that may fail in transit: the body, or why there is none. A call that
+/// fails in transit moves this client to the next replica, as a load balancer would.
+async fn call(load: &Load, token: &str, query: &str, variables: Value) -> Result<Value, String> {
+    let at = if load.round_robin {
+        load.replica.fetch_add(1, Ordering::Relaxed)
+    } else {
+        load.replica.load(Ordering::Relaxed)
+    };
+    let url = &load.urls[at % load.urls.len()];
+    let sent = load
+        .http
+        .post(url)
         .bearer_auth(token)
         .json(&json!({"query": query, "variables": variables}))
         .send()
-        .await
-        .map_err(|e| format!("transport: {e}"))?;
+        .await;
+    let response = match sent {
+        Ok(response) => response,
+        Err(e) => {
+            let _ = load.replica.compare_exchange(at, at + 1, Ordering::Relaxed, Ordering::Relaxed);
+            return Err(format!("transport: {e}"));
+        }
+    };
     let status = response.status().as_u16();
     let body: Value = response.json().await.map_err(|e| format!("body ({status}): {e}"))?;
+    if error_code(&body).as_deref() == Some("INTERNAL") {
+        load.internal.lock().unwrap().push(body.to_string());
+    }
     Ok(body)
 }
 
@@ -98,7 +119,14 @@ fn error_code(body: &Value) -> Option<String> {
 /// What each case's clients share.
 struct Load {
     http: reqwest::Client,
-    url: String,
+    /// Each replica's GraphQL URL.
+    urls: Vec<String>,
+    /// The replica the clients call now (modulo the count); the next after a transport error.
+    replica: AtomicUsize,
+    /// Whether every call goes to the next replica (else only after a transport error).
+    round_robin: bool,
+    /// Answers that were INTERNAL: none is allowed.
+    internal: Mutex<Vec<String>>,
     /// Set once every agenda is terminal: the workers stop.
     done: AtomicBool,
     /// Calls that failed in transit or with an error the client retries.
@@ -123,7 +151,7 @@ async fn submitter(load: Arc<Load>) -> Result<(), String> {
         });
         let deadline = Instant::now() + DRAIN;
         loop {
-            match call(&load.http, &load.url, ACME, SUBMIT, json!({"a": agenda})).await {
+            match call(&load, ACME, SUBMIT, json!({"a": agenda})).await {
                 Ok(body) if body["data"]["submitAgenda"]["agenda"]["id"] == id.as_str() => break,
                 Ok(body) if error_code(&body).as_deref() == Some("CONFLICT") => {
                     // Committed by an earlier try whose answer was lost: it must be there.
@@ -160,7 +188,7 @@ async fn submitter(load: Arc<Load>) -> Result<(), String> {
 /// an earlier try whose answer was lost) is left to the reclaimer and the next claim.
 async fn worker(load: Arc<Load>) {
     while !load.done.load(Ordering::Acquire) {
-        let claimed = match call(&load.http, &load.url, WORKER, GET_AGENDA, json!({})).await {
+        let claimed = match call(&load, WORKER, GET_AGENDA, json!({})).await {
             Ok(body) => {
                 if body.get("errors").is_some() {
                     load.failed();
@@ -185,7 +213,7 @@ async fn worker(load: Arc<Load>) {
             });
             let variables = json!({"p": report, "l": got["lease"]["id"]});
             for _ in 0..50 {
-                match call(&load.http, &load.url, WORKER, REPORT, variables.clone()).await {
+                match call(&load, WORKER, REPORT, variables.clone()).await {
                     Ok(body) if body.get("errors").is_none() => break,
                     Ok(body) => match error_code(&body).as_deref() {
                         Some("CONFLICT" | "NOT_FOUND" | "VALIDATION" | "FORBIDDEN") => break,
@@ -222,9 +250,45 @@ enum Fault {
     Restart,
     /// `default_transaction_read_only = on` for every session for 3 s, then off again.
     ReadOnly,
+    /// Another client takes every free connection slot and pop's sessions are killed, so
+    /// pop reconnects into a full server ("too many clients") for 3 s.
+    PoolExhausted,
+    /// Two replicas; the one that leads the scheduler is killed with SIGKILL.
+    KillLeader,
+    /// Two replicas, the second with its wall clock 45 s ahead; no fault beyond that.
+    ClockSkew,
 }
 
-async fn inject(fault: Fault, cluster: &TestCluster, database: &str) {
+impl Fault {
+    fn replicas(self) -> usize {
+        match self {
+            Fault::KillLeader | Fault::ClockSkew => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Whether a replica's log says it leads the scheduler (since its start).
+fn leads_scheduler(pop: &Pop) -> bool {
+    std::fs::read_to_string(&pop.log)
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.contains("this replica leads") && l.contains("scheduler"))
+}
+
+/// Waits (bounded) until one of `pops` leads the scheduler; its index.
+async fn scheduler_leader(pops: &[Pop], skip: Option<usize>) -> usize {
+    let until = Instant::now() + TAKEOVER;
+    loop {
+        if let Some(i) = (0..pops.len()).find(|&i| Some(i) != skip && leads_scheduler(&pops[i])) {
+            return i;
+        }
+        assert!(Instant::now() < until, "no replica took the scheduler's lead within {TAKEOVER:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn inject(fault: Fault, cluster: &TestCluster, database: &str, pops: &mut [Pop]) {
     tokio::time::sleep(Duration::from_millis(800)).await;
     match fault {
         Fault::TerminateBackends => {
@@ -293,10 +357,73 @@ async fn inject(fault: Fault, cluster: &TestCluster, database: &str) {
                 admin.batch_execute(statement).await.expect("turning the primary writable again");
             }
         }
+        Fault::PoolExhausted => {
+            let admin = admin_session(cluster).await;
+            // Every free slot, as another application's runaway pool would take them.
+            let mut hogs = Vec::new();
+            let refused = loop {
+                match tokio_postgres::connect(&cluster.url("postgres"), NoTls).await {
+                    Ok((client, connection)) => {
+                        tokio::spawn(connection);
+                        hogs.push(client);
+                    }
+                    Err(e) => break e,
+                }
+                assert!(hogs.len() < 1_000, "the server never refused a connection");
+            };
+            assert_eq!(
+                refused.code(),
+                Some(&tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS),
+                "{refused}"
+            );
+            let row = admin
+                .query_one(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                     WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    &[&database],
+                )
+                .await
+                .expect("terminating pop's sessions");
+            assert!(row.get::<_, i64>(0) > 0, "pop had no session to lose");
+            // Killing pop's sessions freed their slots: take those too.
+            while let Ok((client, connection)) =
+                tokio_postgres::connect(&cluster.url("postgres"), NoTls).await
+            {
+                tokio::spawn(connection);
+                hogs.push(client);
+            }
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            drop(hogs);
+        }
+        Fault::KillLeader => {
+            let leader = scheduler_leader(pops, None).await;
+            pops[leader].child.kill().expect("SIGKILL to the leading replica");
+            pops[leader].child.wait().expect("the killed replica is reaped");
+            let next = scheduler_leader(pops, Some(leader)).await;
+            assert_ne!(next, leader, "the survivor took the lead over");
+        }
+        Fault::ClockSkew => {
+            // The skew is the fault: the load runs across both replicas' clocks. Clients
+            // alternate between the replicas while it runs.
+        }
     }
 }
 
 async fn chaos(name: &str, fault: Fault) {
+    let skew = match fault {
+        Fault::ClockSkew => match faketime() {
+            Ok(library) => Some(library),
+            Err(why) => {
+                let required = std::env::var("POP_REQUIRE_FAKETIME").is_ok_and(|v| v == "1");
+                assert!(!required, "POP_REQUIRE_FAKETIME=1 but {why}");
+                eprintln!(
+                    "SKIP: {name} did not run: {why}. Set POP_REQUIRE_FAKETIME=1 to make this a failure."
+                );
+                return;
+            }
+        },
+        _ => None,
+    };
     let Some(cluster) =
         TestCluster::start(name, ClusterDurability::Fast).expect("a throwaway PostgreSQL cluster")
     else {
@@ -310,25 +437,53 @@ async fn chaos(name: &str, fault: Fault) {
     ]);
     let token_file = dir.path().join("tokens.json");
     std::fs::write(&token_file, tokens.to_string()).unwrap();
+    // Replicas of one database share the checkpoint key (README "Auditing").
+    let key = dir.path().join("checkpoint.key");
+    std::fs::write(&key, format!("{}\n", "7".repeat(64))).unwrap();
+    let key_arg = key.display().to_string();
     let mut args = FAST.to_vec();
-    args.extend(["--store", url.as_str()]);
-    let pop =
-        Pop::start_with(&dir.path().join("data"), Some(&token_file), &log(dir.path()), true, &args);
-    pop.seed_transcode(&pop.admin.clone(), 1000).await;
+    args.extend(["--store", url.as_str(), "--checkpoint-key", key_arg.as_str()]);
+    let mut pops: Vec<Pop> = (0..fault.replicas())
+        .map(|i| {
+            let env: Vec<(&str, &str)> = match (&skew, i) {
+                (Some(library), 1) => vec![
+                    ("LD_PRELOAD", library.as_str()),
+                    ("FAKETIME", "+45s"),
+                    ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+                ],
+                _ => Vec::new(),
+            };
+            Pop::start_with_env(
+                &dir.path().join(format!("data-{i}")),
+                Some(&token_file),
+                &dir.path().join(format!("pop-{i}.log")),
+                true,
+                &args,
+                &env,
+            )
+        })
+        .collect();
+    pops[0].seed_transcode(&pops[0].admin.clone(), 1000).await;
+    if skew.is_some() {
+        assert_skewed(&pops[1]).await;
+    }
 
     let load = Arc::new(Load {
         http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(),
-        url: format!("{}/graphql", pop.base()),
+        urls: pops.iter().map(|p| format!("{}/graphql", p.base())).collect(),
+        replica: AtomicUsize::new(0),
+        round_robin: matches!(fault, Fault::ClockSkew),
+        internal: Mutex::new(Vec::new()),
         done: AtomicBool::new(false),
         failures: AtomicU64::new(0),
     });
     let workers: Vec<_> = (0..2).map(|_| tokio::spawn(worker(Arc::clone(&load)))).collect();
     let submitting = tokio::spawn(submitter(Arc::clone(&load)));
-    inject(fault, &cluster, &database_of(&url)).await;
+    inject(fault, &cluster, &database_of(&url), &mut pops).await;
     submitting
         .await
         .expect("the submitter")
-        .unwrap_or_else(|e| panic!("{name}: {e}\nlog:\n{}", log_tail(&pop.log)));
+        .unwrap_or_else(|e| panic!("{name}: {e}\nlog:\n{}", logs(&pops)));
     // How many calls failed depends on timing (pop retries a lost connection itself, so a
     // killed session often costs the client nothing): printed, not asserted. That the fault
     // really happened is asserted where it is injected.
@@ -338,7 +493,7 @@ async fn chaos(name: &str, fault: Fault) {
     // Drain: every agenda terminal.
     let deadline = Instant::now() + DRAIN;
     loop {
-        let stats = call(&load.http, &load.url, ACME, STATS, json!({})).await;
+        let stats = call(&load, ACME, STATS, json!({})).await;
         if let Ok(body) = &stats {
             let s = &body["data"]["agendaStats"];
             let terminal = ["succeeded", "failed", "cancelled"]
@@ -352,7 +507,7 @@ async fn chaos(name: &str, fault: Fault) {
         assert!(
             Instant::now() < deadline,
             "{name}: not drained within {DRAIN:?}: {stats:?}\nlog:\n{}",
-            log_tail(&pop.log)
+            logs(&pops)
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -365,7 +520,7 @@ async fn chaos(name: &str, fault: Fault) {
     let mut seen: HashMap<String, String> = HashMap::new();
     let mut after = Value::Null;
     loop {
-        let body = call(&load.http, &load.url, ACME, LIST, json!({"after": after})).await.unwrap();
+        let body = call(&load, ACME, LIST, json!({"after": after})).await.unwrap();
         let page = &body["data"]["agendaProgressList"];
         for item in page["items"].as_array().unwrap_or_else(|| panic!("no list: {body}")) {
             let id = item["agendaId"].as_str().unwrap().to_string();
@@ -393,7 +548,7 @@ async fn chaos(name: &str, fault: Fault) {
     );
     for (id, state) in &seen {
         assert_eq!(state, "COMPLETE", "{name}: {id} ended {state}");
-        let body = call(&load.http, &load.url, ACME, HISTORY, json!({"id": id})).await.unwrap();
+        let body = call(&load, ACME, HISTORY, json!({"id": id})).await.unwrap();
         let types: Vec<&str> = body["data"]["agendaEvents"]["items"]
             .as_array()
             .unwrap_or_else(|| panic!("no history of {id}: {body}"))
@@ -405,10 +560,12 @@ async fn chaos(name: &str, fault: Fault) {
         assert_eq!(count("AgendaCompleted"), 1, "{name}: {id} completed once: {types:?}");
     }
     // And the log itself still verifies after the faults.
+    let internal = load.internal.lock().unwrap().clone();
+    assert!(internal.is_empty(), "{name}: answers were INTERNAL, not retryable: {internal:#?}");
     let verify = support::pop_command()
         .args(["verify", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args(["--store", &url])
+        .arg(dir.path().join("data-0"))
+        .args(["--store", &url, "--checkpoint-key", &key_arg])
         .output()
         .expect("running pop verify");
     assert!(
@@ -419,8 +576,37 @@ async fn chaos(name: &str, fault: Fault) {
     );
 }
 
-fn log(dir: &Path) -> std::path::PathBuf {
-    dir.join("pop.log")
+/// Every replica's log tail, for failure messages.
+fn logs(pops: &[Pop]) -> String {
+    pops.iter()
+        .enumerate()
+        .map(|(i, p)| format!("---- replica {i}\n{}", log_tail(&p.log)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// libfaketime's preload library (Debian's `faketime` package), or why there is none.
+fn faketime() -> Result<String, String> {
+    let candidates = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/faketime/libfaketime.so.1",
+    ];
+    candidates
+        .iter()
+        .find(|p| Path::new(p).exists())
+        .map(|p| p.to_string())
+        .ok_or_else(|| "libfaketime is not installed (apt-get install -y faketime)".to_string())
+}
+
+/// The skewed replica's clock really is ahead: its `Date` header is 40–50 s past ours.
+async fn assert_skewed(pop: &Pop) {
+    let response = pop.http.get(format!("{}/healthz", pop.base())).send().await.unwrap();
+    let date = response.headers().get("date").and_then(|d| d.to_str().ok()).map(str::to_string);
+    let date = date.unwrap_or_else(|| panic!("no Date header from the skewed replica"));
+    let theirs = chrono::DateTime::parse_from_rfc2822(&date).expect("an HTTP date");
+    let ahead = theirs.signed_duration_since(chrono::Utc::now()).num_seconds();
+    assert!((40..=50).contains(&ahead), "the skewed replica is {ahead} s ahead, not 45");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -436,4 +622,19 @@ async fn a_postgres_restart_mid_load_loses_and_duplicates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_primary_that_turns_read_only_loses_and_duplicates_nothing() {
     chaos("a_primary_that_turns_read_only", Fault::ReadOnly).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connection_pool_exhausted_by_another_client_loses_and_duplicates_nothing() {
+    chaos("a_connection_pool_exhausted", Fault::PoolExhausted).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_of_the_scheduler_leader_under_load_loses_and_duplicates_nothing() {
+    chaos("kill_9_of_the_scheduler_leader", Fault::KillLeader).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_with_skewed_clocks_lose_and_duplicate_nothing() {
+    chaos("replicas_with_skewed_clocks", Fault::ClockSkew).await;
 }

@@ -120,4 +120,12 @@ pub trait EventStore: Send + Sync + 'static {
     /// The position of the last committed event ([`Position::START`] for an empty log). May
     /// be the position of an event since deleted.
     async fn head(&self) -> Result<Position, StoreError>;
+
+    /// Whether every position of this log is a single sequence number (`"<n>"`, made with
+    /// [`Position::from_sequence`]), so a two-part `"<commit>/<prepare>"` position cannot be
+    /// one of its own (the embedded store). `false` by default: the backends with two-part
+    /// positions also print some as `"<n>"`.
+    fn sequence_positions(&self) -> bool {
+        false
+    }
 }

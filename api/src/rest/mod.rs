@@ -302,6 +302,8 @@ pub fn status_of(code: Code) -> StatusCode {
         Code::ResponseTooLarge => StatusCode::UNPROCESSABLE_ENTITY,
         Code::DeadlineExceeded => StatusCode::SERVICE_UNAVAILABLE,
         Code::Busy => StatusCode::TOO_MANY_REQUESTS,
+        // A customer's quota of live agendas: again once some finished.
+        Code::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
         // The store cannot serve it right now (disk full, database restarting): retry.
         Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         Code::Unauthenticated => StatusCode::UNAUTHORIZED,

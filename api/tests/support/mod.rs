@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use pop_api::auth::{Role, Tokens, principal};
+use pop_api::serve::HttpTimeouts;
 use pop_api::ws::WsLimits;
 use pop_api::{ApiConfig, AppState, router_with};
 use pop_projections::{Projections, ReadModels, Runner, RunnerConfig};
@@ -63,15 +64,25 @@ pub async fn start(config: ApiConfig) -> TestServer {
 
 /// A server; without `runner`, the projections never move (for timeout and readiness tests).
 pub async fn start_with(config: ApiConfig, runner: bool) -> TestServer {
-    start_full(config, runner, WsLimits::default()).await
+    start_full(config, runner, WsLimits::default(), HttpTimeouts::default()).await
 }
 
 /// A server with the real projections runner and other WebSocket limits.
 pub async fn start_with_ws_limits(config: ApiConfig, ws_limits: WsLimits) -> TestServer {
-    start_full(config, true, ws_limits).await
+    start_full(config, true, ws_limits, HttpTimeouts::default()).await
 }
 
-async fn start_full(config: ApiConfig, runner: bool, ws_limits: WsLimits) -> TestServer {
+/// A server with the real projections runner and other HTTP connection timeouts.
+pub async fn start_with_http_timeouts(timeouts: HttpTimeouts) -> TestServer {
+    start_full(ApiConfig::default(), true, WsLimits::default(), timeouts).await
+}
+
+async fn start_full(
+    config: ApiConfig,
+    runner: bool,
+    ws_limits: WsLimits,
+    timeouts: HttpTimeouts,
+) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn EventStore> = Arc::new(
         SqliteStore::open(dir.path().join("pop.db"), SqliteOptions::default()).await.unwrap(),
@@ -94,9 +105,7 @@ async fn start_full(config: ApiConfig, runner: bool, ws_limits: WsLimits) -> Tes
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = router_with(state.clone(), ws_limits);
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
+    tokio::spawn(pop_api::serve::serve(listener, app, timeouts, std::future::pending()));
     TestServer {
         base: format!("http://{addr}"),
         addr,

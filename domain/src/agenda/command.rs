@@ -98,8 +98,8 @@ impl AgendaCommand {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ProgressReport {
     /// The agenda state the executor claims. Only COMPLETE matters: `succeeded` is checked
-    /// against the operations, anything else is an executor failure. WAITING and EXECUTING
-    /// both mean "still working".
+    /// against the operations, anything else is an executor failure. EXECUTING means "still
+    /// working"; WAITING is refused (it is the server's state for an unclaimed agenda).
     pub state: Option<ProcessingState>,
     /// Free text while EXECUTING (e.g. `Running Operations`); the outcome when COMPLETE.
     pub message: Option<String>,

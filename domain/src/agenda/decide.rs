@@ -329,6 +329,15 @@ impl AgendaState {
                 "a COMPLETE agenda needs processingStateMessage succeeded or failed",
             );
         }
+        if report.state == Some(ProcessingState::Waiting) {
+            // An executor holds the agenda: it is EXECUTING until the executor reports it
+            // COMPLETE. WAITING is the server's state for an agenda no executor holds, so a
+            // report of it could only be ignored, which would hide the executor's mistake.
+            errors.push(
+                "processingState",
+                "an executor reports an agenda EXECUTING or COMPLETE; WAITING is the server's state for an agenda no executor holds (operations may be reported WAITING)",
+            );
+        }
         let mut seen = BTreeSet::new();
         let mut targets = Vec::with_capacity(report.operations.len());
         for (i, r) in report.operations.iter().enumerate() {

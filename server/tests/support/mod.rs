@@ -102,6 +102,18 @@ impl Pop {
         scheduler: bool,
         extra: &[&str],
     ) -> Pop {
+        Pop::start_with_env(data_dir, token_file, log, scheduler, extra, &[])
+    }
+
+    /// [`Pop::start_with`] with extra environment variables for the server process.
+    pub fn start_with_env(
+        data_dir: &Path,
+        token_file: Option<&Path>,
+        log: &Path,
+        scheduler: bool,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Pop {
         let log_file =
             std::fs::OpenOptions::new().create(true).append(true).open(log).expect("the log file");
         let mut cmd = pop_command();
@@ -112,6 +124,7 @@ impl Pop {
             cmd.arg("--token-file").arg(path);
         }
         cmd.args(extra);
+        cmd.envs(env.iter().copied());
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log_file));
         let mut child = cmd.spawn().expect("spawning pop serve");
         let stdout = child.stdout.take().expect("piped stdout");

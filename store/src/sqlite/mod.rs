@@ -230,6 +230,10 @@ fn open_writer(path: &Path, durability: Durability) -> Result<(Connection, u64),
 
 #[async_trait]
 impl EventStore for SqliteStore {
+    fn sequence_positions(&self) -> bool {
+        true
+    }
+
     async fn append(
         &self,
         stream: &str,
