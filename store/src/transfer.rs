@@ -26,9 +26,11 @@
 //! `pop verify` applies to a store ([`crate::verify::Walker`],
 //! [`crate::commitment::LogWalker`]): every digest, chain, version and stream head, every
 //! reaped stream's recorded head, and the checkpoint's signature, count, log hash and stream
-//! list; the first problem is reported with its line number. A backend's import feeds what the
-//! reader hands out into one transaction and commits only after the reader reached the end
-//! without a problem: a bad file leaves the store as it was (empty). Events keep their commit
+//! list; the first problem is reported with its line number. A backend's import writes what
+//! the reader hands out and makes it the store only after the reader reached the end without
+//! a problem (PostgreSQL: one transaction, committed then; the embedded store: a staging
+//! file, renamed into place then): a bad file leaves the store as it was (empty). Events keep
+//! their commit
 //! time (the digest covers it), stream, version, id and bytes, so the chains recompute
 //! identically; positions are the target store's own.
 
@@ -464,7 +466,7 @@ impl<W: Write> Exporter<W> {
         {
             return Err(TransferError::File(format!(
                 "was not written whole: the manifest counted {} events, {} pruned, {} tombstones \
-                 and {} , {}, {} were written",
+                 and {}, {}, {} were written",
                 m.events,
                 m.pruned,
                 m.tombstones,

@@ -1,10 +1,10 @@
 //! Export and import ([`crate::transfer`]) on the embedded store. Export reads one snapshot of
 //! a read-only connection (so it may run beside `pop serve`): the counts for the manifest,
-//! then events and pruned hash rows merged by position, then the tombstones. Import writes
-//! into a file no store has open (the caller holds the data directory's lock): it migrates
-//! the schema, refuses a store with any row, and writes everything in one transaction that
-//! commits only after the reader verified the whole file. Positions are numbered 1, 2, 3… in
-//! file order (events and pruned rows alike), so the log keeps its order.
+//! then events and pruned hash rows merged by position, then the tombstones. Import refuses a
+//! store file that holds any row (the caller holds the data directory's lock), builds the
+//! store in a staging file beside it while the export is read and verified on another thread,
+//! and renames the staging file into place only after the whole file verified. Positions are
+//! numbered 1, 2, 3… in file order (events and pruned rows alike), so the log keeps its order.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
