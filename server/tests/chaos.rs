@@ -236,6 +236,19 @@ async fn admin_session(cluster: &TestCluster) -> tokio_postgres::Client {
     client
 }
 
+/// Terminates every session on `database` but the caller's; how many there were.
+async fn terminate_sessions(admin: &tokio_postgres::Client, database: &str) -> i64 {
+    admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[&database],
+        )
+        .await
+        .expect("terminating pop's sessions")
+        .get(0)
+}
+
 /// The database name of a store URL (`postgres://…/NAME[?…]`).
 fn database_of(url: &str) -> String {
     let tail = url.rsplit('/').next().unwrap_or_default();
@@ -296,15 +309,7 @@ async fn inject(fault: Fault, cluster: &TestCluster, database: &str, pops: &mut 
             let until = Instant::now() + Duration::from_secs(5);
             let mut killed = 0i64;
             while Instant::now() < until {
-                let row = admin
-                    .query_one(
-                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                         WHERE datname = $1 AND pid <> pg_backend_pid()",
-                        &[&database],
-                    )
-                    .await
-                    .expect("terminating pop's sessions");
-                killed += row.get::<_, i64>(0);
+                killed += terminate_sessions(&admin, database).await;
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
             assert!(killed > 0, "the fault never hit a session of pop's");
@@ -376,15 +381,7 @@ async fn inject(fault: Fault, cluster: &TestCluster, database: &str, pops: &mut 
                 Some(&tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS),
                 "{refused}"
             );
-            let row = admin
-                .query_one(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                     WHERE datname = $1 AND pid <> pg_backend_pid()",
-                    &[&database],
-                )
-                .await
-                .expect("terminating pop's sessions");
-            assert!(row.get::<_, i64>(0) > 0, "pop had no session to lose");
+            assert!(terminate_sessions(&admin, database).await > 0, "pop had no session to lose");
             // Killing pop's sessions freed their slots: take those too.
             while let Ok((client, connection)) =
                 tokio_postgres::connect(&cluster.url("postgres"), NoTls).await
