@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::digest::{GENESIS, Hash, hex};
-use crate::verify::Break;
+use crate::verify::{Break, CheckpointReport};
 use crate::{Position, StoreError};
 
 pub use ed25519_dalek::{SigningKey as CheckpointSigningKey, VerifyingKey as CheckpointKey};
@@ -312,21 +312,6 @@ impl Sealer {
         }
         Ok(newest)
     }
-}
-
-/// What verification found about the checkpoints.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct CheckpointReport {
-    /// Checkpoints whose range was recomputed and matched.
-    pub checkpoints: u64,
-    /// Entries (events and pruned hash rows) covered by those checkpoints.
-    pub sealed_entries: u64,
-    /// Entries after the newest checkpoint (not sealed yet).
-    pub unsealed_entries: u64,
-    /// Whether the signatures were checked (a key was given).
-    pub signatures_checked: bool,
-    /// The newest checkpoint verified: its sequence number, position and sealing time.
-    pub last: Option<(u64, Position, DateTime<Utc>)>,
 }
 
 /// A checkpoint being checked.

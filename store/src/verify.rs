@@ -47,7 +47,7 @@ pub struct Verification {
     /// Reap records (`StreamReaped` with a head hash) whose tombstone kept that head.
     pub reaped_streams: u64,
     /// The signed checkpoints over the whole log ([`crate::commitment`]).
-    pub checkpoints: crate::commitment::CheckpointReport,
+    pub checkpoints: CheckpointReport,
     /// The first break found (verification stops there); `None`: everything matched.
     pub first_break: Option<Break>,
 }
@@ -61,7 +61,7 @@ impl Verification {
     /// to a report of the per-stream walk: its break counts only when the streams held.
     pub(crate) fn with_checkpoints(
         mut self,
-        (report, first_break): (crate::commitment::CheckpointReport, Option<Break>),
+        (report, first_break): (CheckpointReport, Option<Break>),
     ) -> Verification {
         self.checkpoints = report;
         if self.first_break.is_none() {
@@ -334,4 +334,19 @@ impl Walker {
         }
         report
     }
+}
+
+/// What verification found about the checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CheckpointReport {
+    /// Checkpoints whose range was recomputed and matched.
+    pub checkpoints: u64,
+    /// Entries (events and pruned hash rows) covered by those checkpoints.
+    pub sealed_entries: u64,
+    /// Entries after the newest checkpoint (not sealed yet).
+    pub unsealed_entries: u64,
+    /// Whether the signatures were checked (a key was given).
+    pub signatures_checked: bool,
+    /// The newest checkpoint verified: its sequence number, position and sealing time.
+    pub last: Option<(u64, Position, chrono::DateTime<chrono::Utc>)>,
 }
