@@ -104,6 +104,10 @@ pub struct ApiConfig {
     pub metrics_insight_labels: bool,
     /// See [`pop_app::limits::DEFAULT_MAX_LIVE_AGENDAS_PER_CUSTOMER`].
     pub max_live_agendas_per_customer: usize,
+    /// Whether async-graphql's tracing extension runs (a span per operation, its parse,
+    /// validation and execution, and per resolved field). Off by default: it costs a span per
+    /// field, which only pays when traces are exported (`pop serve --otlp-endpoint`).
+    pub graphql_tracing: bool,
 }
 
 impl Default for ApiConfig {
@@ -125,6 +129,7 @@ impl Default for ApiConfig {
             max_subscriptions_per_principal: app.max_subscriptions_per_principal,
             metrics_insight_labels: app.metrics_insight_labels,
             max_live_agendas_per_customer: app.max_live_agendas_per_customer,
+            graphql_tracing: false,
         }
     }
 }

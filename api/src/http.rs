@@ -23,7 +23,9 @@ use crate::dashboard;
 use crate::error::{AppError, Code};
 use crate::graphql::cost::{Budget, deadline_error};
 use crate::metrics;
-use crate::request::{header_principal, read_body, request_cid, set_cid_headers};
+use crate::request::{
+    header_principal, read_body, request_cid, request_traceparent, set_cid_headers,
+};
 use crate::state::AppState;
 use crate::ws::{self, WsLimits};
 
@@ -129,8 +131,10 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
     let budget = Arc::new(
         Budget::new(config.max_complexity, config.max_response_bytes).with_deadline(deadline),
     );
+    let traceparent = request_traceparent(&headers);
     for request in batch.iter_mut() {
-        request.data.insert(Caller::new(principal.clone(), cid.clone()));
+        let caller = Caller::new(principal.clone(), cid.clone()).with_traceparent(traceparent);
+        request.data.insert(caller);
         request.data.insert(Arc::clone(&budget));
         state.parse_cached(request);
     }

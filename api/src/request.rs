@@ -1,5 +1,6 @@
 //! What every HTTP transport reads from a request the same way: its correlation id
-//! ([`CID_HEADER`]), its principal (the bearer token), and its body within a size limit.
+//! ([`CID_HEADER`]), its trace context ([`TRACEPARENT_HEADER`]), its principal (the bearer
+//! token), and its body within a size limit.
 
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -38,6 +39,16 @@ pub fn set_cid_headers(headers: &mut axum::http::HeaderMap, cid: &str) {
         headers.insert(POP_CID_HEADER, v.clone());
         headers.insert(CID_HEADER, v);
     }
+}
+
+/// The W3C trace context header: its value is stored in the metadata of the events the
+/// request appends (see [`pop_app::Caller::with_traceparent`]). When the server exports
+/// traces, it has already replaced the client's value with that of its own request span.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+
+/// The request's `traceparent` header, as sent (the caller checks its form).
+pub fn request_traceparent(headers: &HeaderMap) -> Option<&str> {
+    headers.get(TRACEPARENT_HEADER).and_then(|v| v.to_str().ok())
 }
 
 pub fn header_principal(state: &AppState, headers: &HeaderMap) -> Option<crate::auth::Principal> {

@@ -148,17 +148,32 @@ impl Principal {
     }
 }
 
-/// The caller of one request (HTTP) or connection (WebSocket): its principal and the
-/// correlation id its errors and events carry.
+/// The caller of one request (HTTP) or connection (WebSocket): its principal, the
+/// correlation id its errors and events carry, and the W3C `traceparent` its events carry.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub principal: Principal,
     pub cid: String,
+    /// A well-formed version-00 `traceparent` ([`pop_store::event::valid_traceparent`]) or
+    /// none: stored in the metadata of the events the caller's commands append.
+    traceparent: Option<String>,
 }
 
 impl Caller {
     pub fn new(principal: Principal, cid: impl Into<String>) -> Caller {
-        Caller { principal, cid: cid.into() }
+        Caller { principal, cid: cid.into(), traceparent: None }
+    }
+
+    /// The caller with the request's W3C `traceparent`; a malformed one is dropped (no trace
+    /// context, as the W3C recommendation says), never an error.
+    pub fn with_traceparent(mut self, traceparent: Option<&str>) -> Caller {
+        self.traceparent = traceparent.and_then(pop_store::valid_traceparent).map(str::to_string);
+        self
+    }
+
+    /// The request's `traceparent`, if it sent a well-formed one.
+    pub fn traceparent(&self) -> Option<&str> {
+        self.traceparent.as_deref()
     }
 
     /// The caller of a mutation that may name its own correlation id: the one the client gave
@@ -174,7 +189,7 @@ impl Caller {
                 )
                 .with_cid(&self.cid))
             }
-            Some(c) => Ok(Caller { principal: self.principal.clone(), cid: c.to_string() }),
+            Some(c) => Ok(Caller { cid: c.to_string(), ..self.clone() }),
         }
     }
 

@@ -185,5 +185,6 @@ pub(crate) fn metadata(caller: &Caller, customer_id: &str, command: &str) -> Eve
         causation_id: Some(uuid::Uuid::now_v7()),
         actor: Some(caller.principal.actor()),
         command: Some(command.to_string()),
+        traceparent: caller.traceparent().map(str::to_string),
     }
 }

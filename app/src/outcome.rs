@@ -20,6 +20,10 @@ pub struct AgendaOutcome {
     /// The position of the last event appended (`None`: the command changed nothing).
     pub position: Option<Position>,
     pub cid: String,
+    /// The W3C `traceparent` of the latest traced request that changed the agenda (its
+    /// submission, a rerun, a worker's report; never a claim): a worker that claims it joins
+    /// that trace.
+    pub traceparent: Option<Arc<str>>,
 }
 
 impl AgendaOutcome {
@@ -28,6 +32,7 @@ impl AgendaOutcome {
             state: Arc::clone(&executed.state),
             position: executed.position,
             cid: caller.cid.clone(),
+            traceparent: executed.traceparent.clone(),
         }
     }
 

@@ -15,7 +15,7 @@ use pop_domain::binding::may_use_insight;
 use pop_domain::model::{AgendaProgress, Insight};
 use pop_domain::validate::check_id;
 use pop_projections::{AgendaOrder, AgendaQuery, ChangeKind, Phase, Visibility};
-use pop_store::ExecuteError;
+use pop_store::{EventMetadata, ExecuteError};
 
 use crate::agendas::from_json;
 use crate::caller::{Action, Caller};
@@ -371,14 +371,15 @@ impl App {
                     now,
                 };
                 async move {
-                    let executed = services
-                        .commands()
-                        .execute::<AgendaState>(
-                            id,
-                            &metadata(caller, customer, "getAgenda"),
-                            &command,
-                        )
-                        .await;
+                    // A claim carries no traceparent: the agenda's work joins the trace of
+                    // the request that (re)started it (`AgendaOutcome::traceparent`), not the
+                    // trace of whichever poll happened to claim it.
+                    let metadata = EventMetadata {
+                        traceparent: None,
+                        ..metadata(caller, customer, "getAgenda")
+                    };
+                    let executed =
+                        services.commands().execute::<AgendaState>(id, &metadata, &command).await;
                     (now, executed)
                 }
             });

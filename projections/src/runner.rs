@@ -348,6 +348,14 @@ impl Runner {
 
     /// Applies one decoded batch: everything up to the first bad event, then the error.
     fn apply_batch(&mut self, batch: DecodedBatch) -> Result<Position, ProjectionError> {
+        // A span per batch (a root: one batch folds the events of many requests).
+        let span = tracing::info_span!(
+            parent: None,
+            "projection_batch",
+            events = batch.len(),
+            position = tracing::field::Empty
+        );
+        let _entered = span.enter();
         let mut changes = Vec::new();
         let mut failure = None;
         let position = {
@@ -374,6 +382,7 @@ impl Runner {
             }
             models.position()
         };
+        span.record("position", tracing::field::display(position));
         // Position first, then the changes: whoever receives a change can already read it.
         self.handle.shared.applied.send_replace(position);
         for change in changes {

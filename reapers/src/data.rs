@@ -272,6 +272,7 @@ fn metadata(action: &ReapAction) -> EventMetadata {
         causation_id: Some(uuid::Uuid::new_v4()),
         actor: Some(ACTOR.to_string()),
         command: Some("reap".to_string()),
+        traceparent: None,
     }
 }
 

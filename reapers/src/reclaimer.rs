@@ -204,6 +204,7 @@ async fn reclaim(commands: &Commands, now: Timestamp, action: ReclaimAction) -> 
         causation_id: Some(uuid::Uuid::new_v4()),
         actor: Some(ACTOR.to_string()),
         command: Some("reclaim".to_string()),
+        traceparent: None,
     };
     let command = AgendaCommand::Reclaim { now };
     match commands.execute::<AgendaState>(&action.key, &metadata, &command).await {

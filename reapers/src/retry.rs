@@ -298,6 +298,7 @@ async fn retry(
         causation_id: Some(uuid::Uuid::new_v4()),
         actor: Some(ACTOR.to_string()),
         command: Some("retry".to_string()),
+        traceparent: None,
     };
     match commands
         .execute::<AgendaState>(&action.key, &metadata, &AgendaCommand::Retry { now })

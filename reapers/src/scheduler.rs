@@ -215,6 +215,7 @@ async fn queue(commands: &Commands, id: &str, customer: &str) -> Option<Position
         causation_id: Some(uuid::Uuid::new_v4()),
         actor: Some(ACTOR.to_string()),
         command: Some("queue".to_string()),
+        traceparent: None,
     };
     let command = AgendaCommand::Queue { now: Utc::now() };
     let executed = commands.execute::<AgendaState>(id, &metadata, &command).await;

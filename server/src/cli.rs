@@ -28,6 +28,18 @@ pub enum LogFormat {
     Json,
 }
 
+impl Command {
+    /// The tracing settings and the service name of a command that exports traces (`serve`,
+    /// `worker`); the other commands export none.
+    pub fn telemetry(&self) -> Option<(&TelemetryArgs, &'static str)> {
+        match self {
+            Command::Serve(args) => Some((&args.telemetry, "pop")),
+            Command::Worker(args) => Some((&args.telemetry, "pop-worker")),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the service on the embedded store (a SQLite file in the data directory), or on a
@@ -366,10 +378,23 @@ impl StoreArgs {
     }
 }
 
+/// Traces over OTLP (`pop serve`, `pop worker`): off unless an endpoint is given. See
+/// `telemetry.rs` for the standard variables that are read as well.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TelemetryArgs {
+    /// Export traces over OTLP/gRPC to this collector (`http://collector:4317`). Without it,
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, then `OTEL_EXPORTER_OTLP_ENDPOINT`; with none of
+    /// them (or `OTEL_SDK_DISABLED=true`) no exporter runs and spans cost next to nothing.
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
     /// A shared PostgreSQL store (`postgres://user:password@host:5432/db`) or KurrentDB
     /// (`kurrentdb://user:password@host:2113`, `esdb://…`) for several replicas; without it,
     /// the embedded store in the data directory. With a shared store the data directory only
@@ -555,6 +580,8 @@ pub struct ReaperArgs {
 pub struct WorkerArgs {
     #[command(flatten)]
     pub client: ClientArgs,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
     /// Insight ids to take work from (repeat the flag or separate with commas).
     #[arg(long = "insight", env = "POP_WORKER_INSIGHTS", value_delimiter = ',', required = true)]
     pub insights: Vec<String>,

@@ -46,6 +46,7 @@ pub async fn run(args: StoreArgs) -> Result<()> {
         causation_id: Some(Uuid::now_v7()),
         actor: Some("system:demo".into()),
         command: Some("demo".into()),
+        traceparent: None,
     };
 
     // Config objects: created once; a second demo run finds them already there.

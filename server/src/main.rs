@@ -14,6 +14,7 @@ mod reap;
 mod rebuild;
 mod serve;
 mod signal;
+mod telemetry;
 mod tour;
 mod transfer_cmd;
 mod verbs;
@@ -36,8 +37,18 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    init_tracing(&cli.log_format);
-    match run(cli.command).await {
+    let telemetry = match telemetry::init(&cli.log_format, cli.command.telemetry()) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("pop: error: {}", error_chain(&e));
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = run(cli.command).await;
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown().await;
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => match e.downcast_ref::<output::Exit>() {
             Some(exit) => {
@@ -149,22 +160,4 @@ fn error_chain(e: &anyhow::Error) -> String {
         line.push_str(&text);
     }
     line
-}
-
-/// Logs go to stderr so that commands such as `pop log` keep stdout for data. `RUST_LOG`
-/// filters (default `info`); `--log-format json` gives one JSON object per line for
-/// collectors.
-fn init_tracing(format: &cli::LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only on a terminal: a log file or pipe gets plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    match format {
-        cli::LogFormat::Text => builder.init(),
-        cli::LogFormat::Json => builder.json().init(),
-    }
 }

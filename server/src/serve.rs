@@ -123,6 +123,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         max_subscriptions_per_principal: args.max_subscriptions_per_principal,
         metrics_insight_labels: args.metrics_insight_labels,
         max_live_agendas_per_customer: args.max_live_agendas_per_customer,
+        graphql_tracing: crate::telemetry::exporting(),
         ..ApiConfig::default()
     };
     let state = AppState::new(log, commands, projections, tokens, api_config);
@@ -176,9 +177,14 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         header_read: Duration::from_secs(args.http_header_timeout.max(1)),
         idle: Duration::from_secs(args.http_idle_timeout.max(1)),
     };
+    let mut router = pop_api::router_with(state.clone(), ws_limits);
+    if crate::telemetry::exporting() {
+        // A span per request (only then: without an exporter nobody would record it).
+        router = router.layer(axum::middleware::from_fn(crate::telemetry::trace_request));
+    }
     let server = pop_api::serve::serve(
         listener,
-        pop_api::router_with(state.clone(), ws_limits),
+        router,
         timeouts,
         shutdown_signal(stop_tx.clone(), "draining requests, then closing the store"),
     );

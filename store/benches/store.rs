@@ -204,6 +204,7 @@ fn metadata(stream: u64) -> Vec<u8> {
         causation_id: Some(Uuid::from_u128(u128::from(stream) << 64 | 0xabcdef)),
         actor: Some("worker-7".to_owned()),
         command: None,
+        traceparent: None,
     };
     m.to_json().unwrap_or_default()
 }

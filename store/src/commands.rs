@@ -32,6 +32,13 @@
 //! Each command's answer carries the state after the whole write (shared, not copied per
 //! command) and the write's last position, which is at or after its own events, so
 //! read-your-writes holds; its version is that of its own last event.
+//!
+//! Tracing: each command is a `command` span (a child of whatever span called it, e.g. the
+//! HTTP request's), and the write that holds a batch runs in the span of the batch's first
+//! command, so the backend's `append` span joins that command's trace. Beside its state the
+//! cache keeps the latest W3C `traceparent` the stream's events carry
+//! ([`Executed::traceparent`]): whoever picks the aggregate up later (a worker claiming an
+//! agenda) can join the trace of the request that last touched it.
 
 use std::any::{Any, TypeId};
 use std::collections::{HashMap, VecDeque};
@@ -40,6 +47,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use pop_domain::aggregate::stream_name;
 use pop_domain::{Aggregate, CodecError, EventCodec};
 use tokio::sync::oneshot;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::cache::GenerationalCache;
@@ -85,6 +93,10 @@ pub struct Executed<A: Aggregate> {
     /// read-your-writes (at or after the command's own last event); `None` when no event was
     /// appended.
     pub position: Option<Position>,
+    /// The W3C `traceparent` of the latest events of the stream that carried one
+    /// ([`EventMetadata::traceparent`]) after this write: the trace of the last traced request
+    /// that changed the aggregate.
+    pub traceparent: Option<Arc<str>>,
 }
 
 /// Why a command was not executed.
@@ -114,6 +126,16 @@ pub enum ExecuteError<E: std::error::Error + 'static> {
 struct CachedState {
     version: u64,
     state: Arc<dyn Any + Send + Sync>,
+    /// See [`Executed::traceparent`].
+    traceparent: Option<Arc<str>>,
+}
+
+/// An aggregate's state as far as it was folded: its version and the latest traceparent its
+/// events carried.
+struct Folded<A> {
+    state: A,
+    version: Option<u64>,
+    traceparent: Option<Arc<str>>,
 }
 
 /// A command's answer.
@@ -124,6 +146,11 @@ struct Pending<A: Aggregate> {
     command: A::Command,
     /// The events' metadata, encoded.
     metadata: Vec<u8>,
+    /// The metadata's traceparent.
+    traceparent: Option<Arc<str>>,
+    /// The command's span: the write that holds its events runs in it when it is the first
+    /// of its batch.
+    span: tracing::Span,
     reply: oneshot::Sender<Answer<A>>,
 }
 
@@ -204,11 +231,23 @@ impl Commands {
         A::Command: Clone + Send + 'static,
     {
         let stream = stream_name(A::CATEGORY, id);
+        let span = tracing::info_span!(
+            "command",
+            stream = %stream,
+            command = metadata.command.as_deref().unwrap_or(A::CATEGORY),
+        );
+        let traceparent = metadata.traceparent.as_deref().map(Arc::from);
         let metadata = metadata.to_json().map_err(CodecError::Encode)?;
         let (reply, answer) = oneshot::channel();
-        let pending = Pending::<A> { command: command.clone(), metadata, reply };
+        let pending = Pending::<A> {
+            command: command.clone(),
+            metadata,
+            traceparent,
+            span: span.clone(),
+            reply,
+        };
         Inner::enqueue(&self.inner, stream.clone(), pending);
-        answer.await.unwrap_or(Err(ExecuteError::Interrupted { stream }))
+        answer.instrument(span).await.unwrap_or(Err(ExecuteError::Interrupted { stream }))
     }
 
     /// How many streams have a command running or waiting in this process (for tests: a
@@ -229,12 +268,10 @@ impl Commands {
         id: &str,
     ) -> Result<(A, Option<u64>), ExecuteError<A::Error>> {
         let stream = stream_name(A::CATEGORY, id);
-        let (mut state, mut version) = match self.inner.cached::<A>(&stream) {
-            Some((state, version)) => (state, Some(version)),
-            None => (A::default(), None),
-        };
-        self.inner.catch_up(&stream, &mut state, &mut version).await?;
-        let state = self.inner.remember(&stream, version, state);
+        let mut folded = self.inner.cached::<A>(&stream).unwrap_or_default();
+        self.inner.catch_up(&stream, &mut folded).await?;
+        let version = folded.version;
+        let (state, _) = self.inner.remember(&stream, folded);
         Ok((Arc::unwrap_or_clone(state), version))
     }
 
@@ -362,25 +399,25 @@ impl Inner {
         let mut conflicts = 0;
         let mut read_first = false;
         loop {
-            let (mut state, mut version, mut fresh) = match self.cached::<A>(stream) {
+            let (mut folded, mut fresh) = match self.cached::<A>(stream) {
                 // Optimistic: decide on the cached state and let the append's expected version
                 // tell whether another writer (another replica, or a delete) got there first.
-                Some((state, version)) => (state, Some(version), false),
-                None => (A::default(), None, true),
+                Some(folded) => (folded, false),
+                None => (Folded::default(), true),
             };
             if fresh || read_first {
-                if let Err(e) = self.catch_up(stream, &mut state, &mut version).await {
+                if let Err(e) = self.catch_up(stream, &mut folded).await {
                     return fail_first(batch, e);
                 }
                 fresh = true;
             }
-            let base = version;
+            let base = folded.version;
             let mut decided: Vec<Decided<A>> = Vec::with_capacity(batch.len());
             let mut events_out: Vec<NewEvent> = Vec::new();
             let mut bytes = 0usize;
             while let Some(pending) = batch.get(decided.len()) {
                 let upto = events_out.len();
-                let events = match state.decide(&pending.command) {
+                let events = match folded.state.decide(&pending.command) {
                     Ok(events) if !events.is_empty() => events,
                     Ok(_) => {
                         decided.push(Decided::NoOp { upto });
@@ -412,7 +449,10 @@ impl Inner {
                     break;
                 }
                 for e in &events {
-                    state.evolve(e);
+                    folded.state.evolve(e);
+                }
+                if pending.traceparent.is_some() {
+                    folded.traceparent.clone_from(&pending.traceparent);
                 }
                 bytes += size;
                 events_out.extend(encoded);
@@ -424,26 +464,30 @@ impl Inner {
                 // again if it moved on. (With events, the write's expected version verifies the
                 // state every decision of the batch was judged on.)
                 if !fresh {
-                    let before = version;
-                    if let Err(e) = self.catch_up(stream, &mut state, &mut version).await {
+                    let before = folded.version;
+                    if let Err(e) = self.catch_up(stream, &mut folded).await {
                         return fail_first(batch, e);
                     }
-                    if version != before {
+                    if folded.version != before {
                         read_first = true;
                         continue;
                     }
                 }
-                let state = self.remember(stream, version, state);
-                return settle(batch, decided, Some(state), base, None);
+                let settled = self.remember(stream, folded);
+                return settle(batch, decided, Some(settled), base, None);
             }
             let expected = base.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
-            let appended = self.store.append(stream, expected, events_out).await;
+            // In the span of the batch's first command: the backend's append span joins its
+            // trace.
+            let span = batch.front().map_or_else(tracing::Span::none, |p| p.span.clone());
+            let appended = self.store.append(stream, expected, events_out).instrument(span).await;
             self.note_append(appended.as_ref().map(|_| ()));
             match appended {
                 Ok(appended) => {
                     self.note_written(appended.position);
-                    let state = self.remember(stream, Some(appended.version), state);
-                    return settle(batch, decided, Some(state), base, Some(appended.position));
+                    folded.version = Some(appended.version);
+                    let settled = self.remember(stream, folded);
+                    return settle(batch, decided, Some(settled), base, Some(appended.position));
                 }
                 // Someone else appended since the cached state: read their events and decide
                 // the whole batch again.
@@ -471,15 +515,14 @@ impl Inner {
         }
     }
 
-    /// Folds the events after `version` into `state`.
+    /// Folds the events after `folded.version` into `folded`.
     async fn catch_up<A: Aggregate>(
         &self,
         stream: &str,
-        state: &mut A,
-        version: &mut Option<u64>,
+        folded: &mut Folded<A>,
     ) -> Result<(), ExecuteError<A::Error>> {
         loop {
-            let from = version.map_or(0, |v| v.saturating_add(1));
+            let from = folded.version.map_or(0, |v| v.saturating_add(1));
             let batch =
                 self.store.read_stream(stream, from, LOAD_BATCH, Direction::Forwards).await?;
             if batch.is_empty() {
@@ -491,8 +534,11 @@ impl Inner {
                     recorded.schema_version,
                     &recorded.data,
                 )?;
-                state.evolve(&event);
-                *version = Some(recorded.version);
+                folded.state.evolve(&event);
+                folded.version = Some(recorded.version);
+                if let Some(traceparent) = traceparent_of(&recorded.metadata) {
+                    folded.traceparent = Some(traceparent);
+                }
             }
         }
     }
@@ -500,20 +546,26 @@ impl Inner {
     /// The cached state of `stream` and its version, if any (a copy: the decisions of a batch
     /// evolve it). A poisoned lock or a state of another type (two aggregates sharing a
     /// category) is a miss: the stream is then read from the start.
-    fn cached<A: Aggregate>(&self, stream: &str) -> Option<(A, u64)> {
+    fn cached<A: Aggregate>(&self, stream: &str) -> Option<Folded<A>> {
         let hit = self.states.lock().ok().and_then(|mut c| c.get(stream))?;
-        hit.state.downcast_ref::<A>().map(|s| (s.clone(), hit.version))
+        hit.state.downcast_ref::<A>().map(|s| Folded {
+            state: s.clone(),
+            version: Some(hit.version),
+            traceparent: hit.traceparent.clone(),
+        })
     }
 
-    /// Caches `state` at `version` (when the stream exists) and hands it back shared.
-    fn remember<A: Aggregate>(&self, stream: &str, version: Option<u64>, state: A) -> Arc<A> {
+    /// Caches `folded` (when the stream exists) and hands its state back shared, with its
+    /// traceparent.
+    fn remember<A: Aggregate>(&self, stream: &str, folded: Folded<A>) -> Settled<A> {
+        let Folded { state, version, traceparent } = folded;
         let state = Arc::new(state);
-        let Some(version) = version else { return state };
-        if let Ok(mut cache) = self.states.lock() {
+        if let (Some(version), Ok(mut cache)) = (version, self.states.lock()) {
             let shared: Arc<dyn Any + Send + Sync> = Arc::clone(&state) as _;
-            cache.insert(stream.to_owned(), CachedState { version, state: shared });
+            let traceparent = traceparent.clone();
+            cache.insert(stream.to_owned(), CachedState { version, state: shared, traceparent });
         }
-        state
+        (state, traceparent)
     }
 
     fn note_written(&self, position: Position) {
@@ -523,6 +575,25 @@ impl Inner {
             *written = position;
         }
     }
+}
+
+impl<A: Default> Default for Folded<A> {
+    fn default() -> Self {
+        Folded { state: A::default(), version: None, traceparent: None }
+    }
+}
+
+/// A state after a write, shared, and the stream's latest traceparent.
+type Settled<A> = (Arc<A>, Option<Arc<str>>);
+
+/// The traceparent in a stored event's metadata, if any. Most events of a busy stream carry
+/// none (the timed processes' commands): those are told by a byte search, not parsed.
+fn traceparent_of(metadata: &[u8]) -> Option<Arc<str>> {
+    const KEY: &[u8] = b"\"traceparent\"";
+    if !metadata.windows(KEY.len()).any(|w| w == KEY) {
+        return None;
+    }
+    EventMetadata::from_json(metadata).ok()?.traceparent.map(Arc::from)
 }
 
 /// Encodes a command's events, each with a fresh UUID v7 id and the command's metadata.
@@ -547,10 +618,11 @@ fn encode<A: Aggregate>(events: &[A::Event], metadata: &[u8]) -> Result<Vec<NewE
 fn settle<A: Aggregate>(
     batch: &mut VecDeque<Pending<A>>,
     decided: Vec<Decided<A>>,
-    state: Option<Arc<A>>,
+    settled: Option<Settled<A>>,
     base: Option<u64>,
     position: Option<Position>,
 ) -> Vec<(oneshot::Sender<Answer<A>>, Answer<A>)> {
+    let (state, traceparent) = settled.map_or((None, None), |(s, t)| (Some(s), t));
     // The version after the batch's first `upto` events.
     let version_at = |upto: usize| match upto {
         0 => base,
@@ -559,7 +631,8 @@ fn settle<A: Aggregate>(
     let executed = |events: Vec<A::Event>, upto: usize, position: Option<Position>| {
         // `state` is only missing when every decision is a failure or a refusal.
         let state = state.clone().unwrap_or_default();
-        Ok(Executed { events, state, version: version_at(upto), position })
+        let traceparent = traceparent.clone();
+        Ok(Executed { events, state, version: version_at(upto), position, traceparent })
     };
     let n = decided.len();
     batch

@@ -160,6 +160,34 @@ pub struct EventMetadata {
     /// `updateAgendaProgress`, `queue`, `reclaim`, …), for audit timelines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
+    /// The W3C `traceparent` of the request that caused the event (the request span's, when
+    /// the server exports traces; else the client's header as sent), so work done later for
+    /// the same object (a worker's execution of an agenda) joins the request's trace. At most
+    /// [`TRACEPARENT_MAX_BYTES`]; events written before tracing lack it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+}
+
+/// The length of a version-00 W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), the only
+/// form pop stores: far inside [`crate::limits::MAX_EVENT_METADATA_BYTES`].
+pub const TRACEPARENT_MAX_BYTES: usize = 55;
+
+/// `value` when it is a well-formed version-00 W3C `traceparent` (lowercase hex, neither id
+/// all zeros); anything else is no trace context at all, as the W3C recommendation says of
+/// a header that does not parse.
+pub fn valid_traceparent(value: &str) -> Option<&str> {
+    let value = value.trim();
+    let bytes = value.as_bytes();
+    if bytes.len() != TRACEPARENT_MAX_BYTES {
+        return None;
+    }
+    let hex = |r: std::ops::Range<usize>| {
+        bytes[r].iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+    };
+    let zeros = |r: std::ops::Range<usize>| bytes[r].iter().all(|b| *b == b'0');
+    let shaped = value.starts_with("00-") && bytes[35] == b'-' && bytes[52] == b'-';
+    (shaped && hex(3..35) && hex(36..52) && hex(53..55) && !zeros(3..35) && !zeros(36..52))
+        .then_some(value)
 }
 
 impl EventMetadata {
@@ -208,6 +236,7 @@ mod tests {
             causation_id: Some(Uuid::nil()),
             actor: Some("reaper".into()),
             command: None,
+            traceparent: None,
         };
         let json = String::from_utf8(m.to_json().unwrap()).unwrap();
         assert_eq!(
@@ -224,5 +253,40 @@ mod tests {
         let json = String::from_utf8(with_command.to_json().unwrap()).unwrap();
         assert!(json.ends_with(r#""actor":"reaper","command":"queue"}"#), "{json}");
         assert_eq!(EventMetadata::from_json(json.as_bytes()).unwrap(), with_command);
+    }
+
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn traceparent_is_stored_only_when_present_and_old_metadata_still_reads() {
+        let m = EventMetadata { traceparent: Some(TP.into()), ..EventMetadata::default() };
+        let json = String::from_utf8(m.to_json().unwrap()).unwrap();
+        assert_eq!(json, format!(r#"{{"traceparent":"{TP}"}}"#));
+        assert_eq!(EventMetadata::from_json(json.as_bytes()).unwrap(), m);
+        // Metadata written before the field decodes with none, and none is not written.
+        let old = br#"{"customerId":"c1","cid":"corr","actor":"user:a","command":"submitAgenda"}"#;
+        let decoded = EventMetadata::from_json(old).unwrap();
+        assert_eq!(decoded.traceparent, None);
+        assert_eq!(decoded.to_json().unwrap(), old.to_vec());
+    }
+
+    #[test]
+    fn only_well_formed_version_00_traceparents_are_valid() {
+        assert_eq!(valid_traceparent(TP), Some(TP));
+        assert_eq!(valid_traceparent(&format!(" {TP} ")), Some(TP));
+        let bad = [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ];
+        for value in bad {
+            assert_eq!(valid_traceparent(value), None, "{value:?}");
+        }
     }
 }

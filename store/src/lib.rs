@@ -45,7 +45,8 @@ pub use clock::{Clock, fixed_clock, system_clock};
 pub use commands::{Commands, ExecuteError, Executed};
 pub use error::{Limit, StoreError};
 pub use event::{
-    ActualVersion, AppendResult, Direction, EventMetadata, ExpectedVersion, NewEvent, RecordedEvent,
+    ActualVersion, AppendResult, Direction, EventMetadata, ExpectedVersion, NewEvent,
+    RecordedEvent, TRACEPARENT_MAX_BYTES, valid_traceparent,
 };
 #[cfg(feature = "kurrentdb")]
 pub use kurrentdb::{KurrentLeadership, KurrentOptions, KurrentStore, LeaseOptions};

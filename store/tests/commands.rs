@@ -152,6 +152,32 @@ async fn executes_commands_and_appends_their_events() {
 }
 
 #[tokio::test]
+async fn the_latest_traceparent_a_stream_carries_is_answered_cached_or_read_back() {
+    const FIRST: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const SECOND: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let traced = |t: &str| EventMetadata { traceparent: Some(t.into()), ..meta() };
+    let (_dir, store) = store().await;
+    let commands = Commands::new(store.clone());
+    let untraced = commands.execute::<Counter>("t", &meta(), &CounterCommand::Add(1)).await;
+    assert_eq!(untraced.unwrap().traceparent, None);
+    let first = commands.execute::<Counter>("t", &traced(FIRST), &CounterCommand::Add(1)).await;
+    assert_eq!(first.unwrap().traceparent.as_deref(), Some(FIRST));
+    // A command without one keeps the stream's; a refused or no-op one changes nothing.
+    let kept = commands.execute::<Counter>("t", &meta(), &CounterCommand::Add(1)).await.unwrap();
+    assert_eq!(kept.traceparent.as_deref(), Some(FIRST));
+    let noop = commands.execute::<Counter>("t", &traced(SECOND), &CounterCommand::Add(0)).await;
+    assert_eq!(noop.unwrap().traceparent.as_deref(), Some(FIRST));
+    let second = commands.execute::<Counter>("t", &traced(SECOND), &CounterCommand::Add(1)).await;
+    assert_eq!(second.unwrap().traceparent.as_deref(), Some(SECOND));
+    commands.execute::<Counter>("t", &meta(), &CounterCommand::Add(1)).await.unwrap();
+    // A process without the cache reads it back from the events' metadata.
+    let cold = Commands::new(store.clone());
+    let read = cold.execute::<Counter>("t", &meta(), &CounterCommand::Add(1)).await.unwrap();
+    assert_eq!(read.traceparent.as_deref(), Some(SECOND));
+    assert_eq!(read.state.value, 6);
+}
+
+#[tokio::test]
 async fn a_refusal_appends_nothing_and_a_no_op_returns_no_position() {
     let (_dir, store) = store().await;
     let commands = Commands::new(store.clone());

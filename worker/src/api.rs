@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use pop_domain::Params;
 use pop_domain::model::{Agenda, AgendaProgress, Operation, Timestamp};
@@ -54,6 +55,9 @@ pub struct Claimed {
     pub agenda: Agenda,
     pub progress: Option<AgendaProgress>,
     pub lease: Option<Lease>,
+    /// The W3C trace context the agenda's work joins ([`crate::trace`]); `None` when no
+    /// traced request touched it, or from a server that does not answer one.
+    pub traceparent: Option<std::sync::Arc<str>>,
 }
 
 impl Claimed {
@@ -103,7 +107,7 @@ const GET_AGENDA: &str = "mutation($i: String!, $n: Int!, $w: Int) { getAgenda(i
     agenda { id customerId title progressId params linkId agendaInsight { resourcePoolId insightId } \
     operations { name type id payload params } } \
     progress { id agendaId operationProgress { operation processingState processingStateMessage \
-    resultPayload } } lease { id expires } } }";
+    resultPayload } } lease { id expires } traceparent } }";
 
 const UPDATE: &str =
     "mutation($p: JSON!) { updateAgendaProgress(agendaProgress: $p) { position } }";
@@ -140,50 +144,174 @@ impl GraphqlApi {
         })
     }
 
-    async fn call(&self, query: &str, variables: Value) -> Result<Value, ApiError> {
-        self.call_waiting(query, variables, Duration::ZERO).await
+    async fn call(
+        &self,
+        operation: &'static str,
+        query: &str,
+        variables: Value,
+    ) -> Result<Value, ApiError> {
+        self.call_waiting(operation, query, variables, Duration::ZERO).await
     }
 
     /// [`Self::call`] for a request the server may hold up to `wait` before it answers.
+    ///
+    /// An answer that says the server cannot serve right now and nothing was done
+    /// (UNAVAILABLE — a store that cannot write — or a 503) is sent again after the pause it
+    /// asks for (`retryAfterSeconds`, else `Retry-After`, else 1 s; at most
+    /// [`MAX_RETRY_AFTER`]) plus up to half as much jitter, so the workers of a pool do not
+    /// all come back at once, for up to [`UNAVAILABLE_RETRY_FOR`] in all. Only then is it a
+    /// transient failure to the caller: a short outage is no failed operation.
+    ///
+    /// Work for an agenda runs in its span ([`crate::trace`]): the call is then an `api` span
+    /// of it, whose trace context goes out as the `traceparent` header.
     async fn call_waiting(
         &self,
+        operation: &'static str,
         query: &str,
         variables: Value,
         wait: Duration,
     ) -> Result<Value, ApiError> {
-        let response = self
-            .http
-            .post(&self.url)
-            .timeout(CALL_TIMEOUT + wait)
-            .bearer_auth(&self.token)
-            .json(&json!({"query": query, "variables": variables}))
-            .send()
-            .await
-            .map_err(|e| ApiError::Transient(format!("calling {}: {e}", self.url)))?;
+        // Only an agenda's work is traced: an idle puller's polls are nobody's trace.
+        let span = if tracing::Span::current().is_none() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!("api", operation, otel.kind = "client")
+        };
+        let body = json!({"query": query, "variables": variables});
+        async {
+            let started = tokio::time::Instant::now();
+            let mut attempt = 1u32;
+            loop {
+                match self.send(&body, wait).await {
+                    Sent::Answered(result) => return result,
+                    Sent::Unavailable { error, retry_after } => {
+                        let pause = jittered(retry_after);
+                        if started.elapsed() + pause > UNAVAILABLE_RETRY_FOR {
+                            return Err(error);
+                        }
+                        tracing::info!(
+                            operation,
+                            attempt,
+                            retry_in = ?pause,
+                            error = %error,
+                            "the server cannot serve right now; sending again"
+                        );
+                        tokio::time::sleep(pause).await;
+                        attempt += 1;
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Sends the request once.
+    async fn send(&self, body: &Value, wait: Duration) -> Sent {
+        let mut request =
+            self.http.post(&self.url).timeout(CALL_TIMEOUT + wait).bearer_auth(&self.token);
+        if let Some(traceparent) = crate::trace::outgoing() {
+            request = request.header("traceparent", traceparent);
+        }
+        let response = match request.json(body).send().await {
+            Ok(response) => response,
+            Err(e) => {
+                return Sent::Answered(Err(ApiError::Transient(format!(
+                    "calling {}: {e}",
+                    self.url
+                ))));
+            }
+        };
         let status = response.status();
+        let header_wait = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
         let body: Value = match response.json().await {
             Ok(body) => body,
             Err(e) => {
-                return Err(ApiError::Transient(format!("{} answered {status}: {e}", self.url)));
+                let error = ApiError::Transient(format!("{} answered {status}: {e}", self.url));
+                return match status {
+                    reqwest::StatusCode::SERVICE_UNAVAILABLE => {
+                        Sent::Unavailable { error, retry_after: retry_pause(header_wait) }
+                    }
+                    _ => Sent::Answered(Err(error)),
+                };
             }
         };
-        if let Some(error) = body.get("errors").and_then(Value::as_array).and_then(|e| e.first()) {
+        if let Some(errors) = body.get("errors").and_then(Value::as_array).filter(|e| !e.is_empty())
+        {
+            let error = &errors[0];
             let code = error["extensions"]["code"].as_str().unwrap_or("INTERNAL").to_string();
             let message = error["message"].as_str().unwrap_or("(no message)").to_string();
-            return Err(match code.as_str() {
+            let error = match code.as_str() {
                 "INTERNAL" | "TIMEOUT" | "UNAVAILABLE" => {
                     ApiError::Transient(format!("{code}: {message}"))
                 }
                 _ => ApiError::Refused { code, message },
-            });
+            };
+            // Sent again only when every error says nothing was done (one refusal among
+            // them stands).
+            let unavailable = |e: &Value| {
+                e["extensions"]["code"] == "UNAVAILABLE" || e["extensions"]["retryable"] == true
+            };
+            if errors.iter().all(unavailable) || status == reqwest::StatusCode::SERVICE_UNAVAILABLE
+            {
+                let asked = errors
+                    .iter()
+                    .filter_map(|e| e["extensions"]["retryAfterSeconds"].as_u64())
+                    .max()
+                    .or(header_wait);
+                return Sent::Unavailable { error, retry_after: retry_pause(asked) };
+            }
+            return Sent::Answered(Err(error));
+        }
+        if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+            let error = ApiError::Transient(format!("{} answered {status}", self.url));
+            return Sent::Unavailable { error, retry_after: retry_pause(header_wait) };
         }
         if status.is_server_error() {
-            return Err(ApiError::Transient(format!("{} answered {status}", self.url)));
+            let error = ApiError::Transient(format!("{} answered {status}", self.url));
+            return Sent::Answered(Err(error));
         }
-        body.get("data").cloned().filter(|d| !d.is_null()).ok_or_else(|| {
+        Sent::Answered(body.get("data").cloned().filter(|d| !d.is_null()).ok_or_else(|| {
             ApiError::Transient(format!("{} answered {status} without data", self.url))
-        })
+        }))
     }
+}
+
+/// How long one call keeps being sent again while the server answers that it cannot serve
+/// right now (see [`GraphqlApi`]'s calls). A report's caller retries beyond it anyway; an
+/// expansion fails only after several such calls.
+pub const UNAVAILABLE_RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// The longest pause between two sends of one call, whatever the server asks for.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// What one send came to.
+enum Sent {
+    Answered(Result<Value, ApiError>),
+    /// The server cannot serve right now and did nothing: send again after `retry_after`.
+    Unavailable {
+        error: ApiError,
+        retry_after: Duration,
+    },
+}
+
+/// The pause the server asked for (seconds), within 1 s..=[`MAX_RETRY_AFTER`].
+fn retry_pause(asked: Option<u64>) -> Duration {
+    Duration::from_secs(asked.unwrap_or(1)).clamp(Duration::from_secs(1), MAX_RETRY_AFTER)
+}
+
+/// `pause` plus a random 0–50 % (from the standard library's per-process random hash keys:
+/// no random number crate for this).
+fn jittered(pause: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0);
+    let fraction = (hasher.finish() % 1000) as f64 / 2000.0;
+    pause + pause.mul_f64(fraction)
 }
 
 #[async_trait]
@@ -195,7 +323,7 @@ impl WorkApi for GraphqlApi {
         wait: Duration,
     ) -> Result<Vec<Claimed>, ApiError> {
         let variables = json!({"i": insight_id, "n": count, "w": wait.as_secs()});
-        let data = self.call_waiting(GET_AGENDA, variables, wait).await?;
+        let data = self.call_waiting("getAgenda", GET_AGENDA, variables, wait).await?;
         let items = data["getAgenda"].as_array().cloned().unwrap_or_default();
         let mut claimed = Vec::with_capacity(items.len());
         for item in items {
@@ -221,13 +349,14 @@ impl WorkApi for GraphqlApi {
                 })
                 .filter(|l| !l.id.is_empty()),
             };
-            claimed.push(Claimed { agenda, progress, lease });
+            let traceparent = item["traceparent"].as_str().map(std::sync::Arc::from);
+            claimed.push(Claimed { agenda, progress, lease, traceparent });
         }
         Ok(claimed)
     }
 
     async fn update_progress(&self, report: &Value) -> Result<(), ApiError> {
-        self.call(UPDATE, json!({"p": report})).await.map(|_| ())
+        self.call("updateAgendaProgress", UPDATE, json!({"p": report})).await.map(|_| ())
     }
 
     async fn expand(
@@ -237,7 +366,9 @@ impl WorkApi for GraphqlApi {
         params: &Params,
     ) -> Result<(), ApiError> {
         let params = if params.is_empty() { Value::Null } else { json!(params) };
-        self.call(EXPAND, json!({"a": agenda_id, "o": operations, "p": params})).await.map(|_| ())
+        self.call("expandAgenda", EXPAND, json!({"a": agenda_id, "o": operations, "p": params}))
+            .await
+            .map(|_| ())
     }
 
     async fn release(
@@ -247,6 +378,8 @@ impl WorkApi for GraphqlApi {
         lease_id: &str,
     ) -> Result<(), ApiError> {
         let customer = Some(customer_id).filter(|c| !c.is_empty());
-        self.call(RELEASE, json!({"a": agenda_id, "c": customer, "l": lease_id})).await.map(|_| ())
+        self.call("releaseAgenda", RELEASE, json!({"a": agenda_id, "c": customer, "l": lease_id}))
+            .await
+            .map(|_| ())
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use pop_domain::Params;
 use pop_domain::model::{
@@ -181,7 +182,10 @@ pub async fn execute(
                     Arc::new(move |p: Progress| shared(&name, p))
                 };
                 let slots = insight_slots.clone();
-                running.spawn(async move {
+                let span =
+                    tracing::info_span!("operation", operation = %name, r#type = %op.op_type);
+                let traceparent = crate::trace::current_agenda();
+                let run = async move {
                     // Closed only if the semaphore is dropped, which the puller never does.
                     let _permit = match slots {
                         Some(s) => s.acquire_owned().await.ok(),
@@ -191,7 +195,8 @@ pub async fn execute(
                     sink(Progress { percent: Some(0.0), message: None });
                     let result = handler.run(ctx, sink).await;
                     (name, result)
-                });
+                };
+                running.spawn(crate::trace::scope(traceparent, run.instrument(span)));
             }
         }
 

@@ -18,3 +18,4 @@ pub mod plan;
 pub mod pod;
 pub mod puller;
 pub mod report;
+pub mod trace;

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::execute::{ExecEnv, Outcome, execute};
 use crate::report::heartbeat_for;
@@ -150,12 +151,16 @@ pub async fn run(env: ExecEnv, config: PullConfig, shutdown: watch::Receiver<boo
         let env = env.clone();
         let slots = slots.get(insight).cloned();
         let shutdown = shutdown.clone();
-        executing.spawn(async move {
+        // The agenda's work joins its trace (see `crate::trace`).
+        let span = crate::trace::agenda_span(&c.agenda.id, insight, c.traceparent.as_deref());
+        let traceparent = c.traceparent.clone();
+        let work = async move {
             let id = c.agenda.id.clone();
             let outcome = execute(&env, c, slots, shutdown).await;
             tracing::info!(agenda = %id, outcome = ?outcome, "executed");
             outcome
-        });
+        };
+        executing.spawn(crate::trace::scope(traceparent, work.instrument(span)));
     };
 
     while !*shutdown_rx.borrow() {

@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use pop_domain::model::{DiagnosticEvent, ProcessingState, message};
 
@@ -170,7 +171,9 @@ impl Reporter {
             notify: Notify::new(),
         });
         let (refused_tx, refused) = watch::channel(None);
-        let task = tokio::spawn(run(api, shared.clone(), target, config, refused_tx));
+        // In the agenda's span and trace context: its reports join the agenda's trace.
+        let reporting = run(api, shared.clone(), target, config, refused_tx).in_current_span();
+        let task = tokio::spawn(crate::trace::scope(crate::trace::current_agenda(), reporting));
         Reporter { shared, task, refused }
     }
 

@@ -150,6 +150,7 @@ fn claimed(ops: Vec<Operation>) -> Claimed {
             ..Agenda::default()
         },
         progress: None,
+        traceparent: None,
     }
 }
 

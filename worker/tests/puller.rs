@@ -62,6 +62,7 @@ impl WorkApi for Queue {
                 },
                 progress: None,
                 lease: None,
+                traceparent: None,
             })
             .collect())
     }
@@ -206,6 +207,7 @@ impl WorkApi for WaitingQueue {
                 },
                 progress: None,
                 lease: None,
+                traceparent: None,
             })
             .collect())
     }

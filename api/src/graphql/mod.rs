@@ -37,7 +37,7 @@ pub type PopSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// Builds the schema over `app` with the configured limits.
 pub fn build_schema(app: App, config: &ApiConfig) -> PopSchema {
-    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
+    let builder = Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
         .data(app)
         .extension(Normalize)
         .extension(cost::Limits {
@@ -45,8 +45,15 @@ pub fn build_schema(app: App, config: &ApiConfig) -> PopSchema {
             max_expensive_per_principal: config.max_expensive_per_principal,
             running: Arc::default(),
         })
-        .limit_depth(config.max_depth)
-        .finish()
+        .limit_depth(config.max_depth);
+    // Only when traces are exported: otherwise it would wrap every field for spans nobody
+    // records.
+    let builder = if config.graphql_tracing {
+        builder.extension(async_graphql::extensions::Tracing)
+    } else {
+        builder
+    };
+    builder.finish()
 }
 
 /// The schema's SDL (for the golden test and for clients' code generators).

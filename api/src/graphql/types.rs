@@ -563,6 +563,15 @@ impl AgendaResultGql {
     async fn cid(&self) -> &str {
         &self.0.cid
     }
+
+    /// The W3C `traceparent` of the latest traced request that changed the agenda (its
+    /// submission, a rerun, a worker's report; never a claim; the request span's when the server exports
+    /// traces, else the client's header), `null` when none carried one. An executor sends it
+    /// (or a child of it) as the `traceparent` header of its reports, so its work joins the
+    /// agenda's trace.
+    async fn traceparent(&self) -> Option<&str> {
+        self.0.traceparent.as_deref()
+    }
 }
 
 impl From<AgendaOutcome> for AgendaResultGql {

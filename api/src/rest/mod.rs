@@ -25,7 +25,9 @@ use pop_app::Caller;
 
 use crate::error::{AppError, Code};
 use crate::metrics;
-use crate::request::{header_principal, read_body, request_cid, set_cid_headers};
+use crate::request::{
+    header_principal, read_body, request_cid, request_traceparent, set_cid_headers,
+};
 use crate::state::AppState;
 
 /// The code of a REST call with a method its route does not answer (HTTP 405). REST-only: a
@@ -545,7 +547,8 @@ async fn serve(
         } else {
             None
         };
-    let call = Call { state, caller: Caller::new(principal, cid), method, id, params, body };
+    let caller = Caller::new(principal, cid).with_traceparent(request_traceparent(headers));
+    let call = Call { state, caller, method, id, params, body };
     handlers::handle(route.endpoint, call).await
 }
 

@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use kurrentdb::{Client, ClientSettings};
+use tracing::Instrument;
 
 use crate::{
     AppendResult, Clock, Direction, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent,
@@ -191,7 +192,9 @@ impl EventStore for KurrentStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
-        append::append(&self.inner, stream, expected, events).await
+        let span =
+            tracing::info_span!("append", store = "kurrentdb", stream, events = events.len());
+        append::append(&self.inner, stream, expected, events).instrument(span).await
     }
 
     async fn read_stream(

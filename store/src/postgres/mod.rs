@@ -76,6 +76,7 @@ use futures::FutureExt;
 use futures::stream::BoxStream;
 use tokio::sync::{Mutex, Notify, mpsc, watch};
 use tokio_postgres::NoTls;
+use tracing::Instrument;
 
 use crate::limits::{check_append, check_read_max, check_stream_name};
 use crate::subscribe::{ReadAfter, subscribe_by_polling};
@@ -326,11 +327,16 @@ impl EventStore for PgStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
+        let span = tracing::info_span!("append", store = "postgres", stream, events = events.len());
         let bytes = check_append(stream, &events)?;
         let (reply, result) = tokio::sync::oneshot::channel();
         let request = writer::Request { stream: stream.to_owned(), expected, events, bytes, reply };
-        self.requests.send(request).await.map_err(|_| StoreError::Closed)?;
-        result.await.map_err(|_| StoreError::Closed)?
+        async {
+            self.requests.send(request).await.map_err(|_| StoreError::Closed)?;
+            result.await.map_err(|_| StoreError::Closed)?
+        }
+        .instrument(span)
+        .await
     }
 
     async fn read_stream(

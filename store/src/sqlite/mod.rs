@@ -17,6 +17,7 @@ use futures::FutureExt;
 use futures::stream::BoxStream;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
 
 use crate::limits::{check_append, check_read_max, check_stream_name};
 use crate::subscribe::{ReadAfter, subscribe_by_polling};
@@ -240,12 +241,17 @@ impl EventStore for SqliteStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
+        let span = tracing::info_span!("append", store = "sqlite", stream, events = events.len());
         let bytes = check_append(stream, &events)?;
         let (reply, result) = oneshot::channel();
         let request =
             writer::Request::Append { stream: stream.to_owned(), expected, events, bytes, reply };
-        self.requests.send(request).await.map_err(|_| StoreError::Closed)?;
-        result.await.map_err(|_| StoreError::Closed)?
+        async {
+            self.requests.send(request).await.map_err(|_| StoreError::Closed)?;
+            result.await.map_err(|_| StoreError::Closed)?
+        }
+        .instrument(span)
+        .await
     }
 
     async fn read_stream(
