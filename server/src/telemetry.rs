@@ -14,7 +14,9 @@
 //! async-graphql's (`ApiConfig::graphql_tracing`), and the worker's `agenda`, `operation`
 //! and `api` — and this module bridges them with `tracing-opentelemetry`. Only spans and
 //! events at INFO or above from pop's crates and async-graphql are exported; the HTTP/2 and
-//! gRPC crates underneath the exporter never are (their spans would export themselves).
+//! gRPC crates underneath the exporter never are (their spans would export themselves). The
+//! SDK's own warnings and errors (an export that failed: the collector is down) go to the log
+//! like any other event.
 //!
 //! Trace context is W3C `traceparent`: a request's header continues the client's trace, and
 //! the request span's own traceparent replaces the header before the API reads it, so the
