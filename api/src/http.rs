@@ -179,6 +179,7 @@ async fn graphql_ws(
 ) -> Response {
     let header_principal = header_principal(&state, &headers);
     let cid = request_cid(&headers);
+    let traceparent = request_traceparent(&headers).map(str::to_string);
     let limit = state.config().max_body_bytes;
     upgrade
         .protocols([ws::PROTOCOL])
@@ -187,7 +188,7 @@ async fn graphql_ws(
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| {
-            ws::serve(socket, ws::Upgrade { state, header_principal, cid, limits })
+            ws::serve(socket, ws::Upgrade { state, header_principal, cid, traceparent, limits })
         })
 }
 

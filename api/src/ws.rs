@@ -245,6 +245,9 @@ pub(crate) struct Upgrade {
     pub header_principal: Option<Principal>,
     /// The connection's correlation id: every error of its operations carries it.
     pub cid: String,
+    /// The upgrade request's `traceparent`: the events of the connection's mutations carry
+    /// it (as a POST's carry its own).
+    pub traceparent: Option<String>,
     pub limits: WsLimits,
 }
 
@@ -472,7 +475,9 @@ impl Connection {
         };
         self.slot = Some(slot);
         let mut data = Data::default();
-        data.insert(Caller::new(principal, upgrade.cid.clone()));
+        let caller = Caller::new(principal, upgrade.cid.clone())
+            .with_traceparent(upgrade.traceparent.as_deref());
+        data.insert(caller);
         self.session = Some(Arc::new(data));
         Step::Send(encode(&ServerMessage::ConnectionAck))
     }

@@ -1,5 +1,5 @@
-//! W3C trace context through the API (issue 19): a request's `traceparent` header, GraphQL or
-//! POP REST, is stored in the metadata of the events it appends, so work done later for the
+//! W3C trace context through the API (issue 19): a request's `traceparent` header — GraphQL,
+//! POP REST, or a WebSocket's upgrade for the connection's mutations — is stored in the metadata of the events it appends, so work done later for the
 //! same agenda can join the request's trace; a malformed header stores nothing and fails
 //! nothing. (With `pop serve --otlp-endpoint` the server replaces the header with its request
 //! span's before the API reads it: `server/tests/e2e_tracing.rs`.)
@@ -83,6 +83,27 @@ async fn a_requests_traceparent_is_stored_with_its_events_and_a_malformed_one_is
         assert!(!stored.is_empty());
         assert!(stored.iter().all(Option::is_none), "{value:?}: {stored:?}");
     }
+
+    // A WebSocket connection's mutations carry its upgrade request's.
+    let headers = [("traceparent", TRACEPARENT)];
+    let mut ws = RawWs::open(&s.ws_url(), Some("graphql-transport-ws"), &headers).await.unwrap();
+    ws.send(json!({"type": "connection_init",
+        "payload": {"authorization": format!("Bearer {ACME}")}}))
+        .await;
+    assert_eq!(ws.next().await["type"], "connection_ack");
+    ws.subscribe(
+        "1",
+        "mutation($a: JSON!, $p: String) { submitAgenda(agenda: $a, atLeastPosition: $p) \
+         { agenda { id } } }",
+        json!({"a": agenda("acme", "traced-ws"), "p": after}),
+    )
+    .await;
+    let next = ws.next().await;
+    assert_eq!(next["type"], "next", "{next:#}");
+    assert!(next["payload"].get("errors").is_none(), "{next:#}");
+    let traced = stored(&s, "traced-ws").await;
+    assert!(!traced.is_empty());
+    assert!(traced.iter().all(|t| t.as_deref() == Some(TRACEPARENT)), "{traced:?}");
 
     // Without the header, nothing is stored either.
     s.submit(ACME, "acme", "untraced", &after).await;
