@@ -1,11 +1,11 @@
-//! Chaos on the PostgreSQL store (issue 19): faults injected while agendas are submitted and
+//! Chaos (issue 19): faults injected while agendas are submitted and
 //! worked through the real `pop serve`, then a Jepsen-style total-queue check after a full
 //! drain — every submitted agenda exists exactly once and reached exactly one terminal state;
 //! nothing was lost, duplicated or unexpected.
 //!
-//! Each case runs on a throwaway cluster of its own (initdb + pg_ctl from Debian's binaries; a
-//! loud SKIP without them, a failure under `POP_REQUIRE_POSTGRES=1`), because the faults hit
-//! the whole server:
+//! Each case but the full disk runs on a throwaway PostgreSQL cluster of its own (initdb +
+//! pg_ctl from Debian's binaries; a loud SKIP without them, a failure under
+//! `POP_REQUIRE_POSTGRES=1`), because the faults hit the whole server:
 //! - `pg_terminate_backend` on every connection of pop's database, in a loop;
 //! - a PostgreSQL restart;
 //! - the primary turning read-only (`default_transaction_read_only`) and back;
@@ -14,7 +14,13 @@
 //! - `kill -9` of the replica that leads the scheduler (two replicas; clients fail over to the
 //!   survivor, which takes the lead over);
 //! - clock skew: two replicas, one 45 s ahead (libfaketime, Debian's `faketime`, preloaded
-//!   into it; a loud SKIP without it, a failure under `POP_REQUIRE_FAKETIME=1`).
+//!   into it; a loud SKIP without it, a failure under `POP_REQUIRE_FAKETIME=1`);
+//! - `kill -9` of a real `pop worker` while it holds leases on agendas it is executing: the
+//!   leases stop being renewed, the reclaimer hands those agendas out again, the other workers
+//!   finish them;
+//! - a full disk under the embedded store (SQLite): this case runs without PostgreSQL, on a
+//!   data dir that is a small tmpfs of its own, filled to the last byte for 3 s and then freed.
+//!   Mounting needs root: a loud SKIP without it, a failure under `POP_REQUIRE_TMPFS=1`.
 //!
 //! No call during a fault may answer INTERNAL: a storage outage is UNAVAILABLE (retryable).
 //!
@@ -30,7 +36,8 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -102,8 +109,12 @@ async fn call(load: &Load, token: &str, query: &str, variables: Value) -> Result
     };
     let status = response.status().as_u16();
     let body: Value = response.json().await.map_err(|e| format!("body ({status}): {e}"))?;
-    if error_code(&body).as_deref() == Some("INTERNAL") {
-        load.internal.lock().unwrap().push(body.to_string());
+    match error_code(&body).as_deref() {
+        Some("INTERNAL") => load.internal.lock().unwrap().push(body.to_string()),
+        Some("UNAVAILABLE") => {
+            load.unavailable.fetch_add(1, Ordering::Relaxed);
+        }
+        _ => {}
     }
     Ok(body)
 }
@@ -131,6 +142,10 @@ struct Load {
     done: AtomicBool,
     /// Calls that failed in transit or with an error the client retries.
     failures: AtomicU64,
+    /// Answers that were UNAVAILABLE (a storage outage, retryable).
+    unavailable: AtomicU64,
+    /// While set, the in-process workers claim nothing (a `pop worker` takes the work first).
+    hold: AtomicBool,
 }
 
 impl Load {
@@ -188,6 +203,10 @@ async fn submitter(load: Arc<Load>) -> Result<(), String> {
 /// an earlier try whose answer was lost) is left to the reclaimer and the next claim.
 async fn worker(load: Arc<Load>) {
     while !load.done.load(Ordering::Acquire) {
+        if load.hold.load(Ordering::Acquire) {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            continue;
+        }
         let claimed = match call(&load, WORKER, GET_AGENDA, json!({})).await {
             Ok(body) => {
                 if body.get("errors").is_some() {
@@ -270,6 +289,11 @@ enum Fault {
     KillLeader,
     /// Two replicas, the second with its wall clock 45 s ahead; no fault beyond that.
     ClockSkew,
+    /// A `pop worker` claims agendas and runs handlers that never end; it is killed with
+    /// SIGKILL while it holds their leases.
+    WorkerKilled,
+    /// The embedded store's file system (a tmpfs) is filled to the last byte for 3 s.
+    DiskFull,
 }
 
 impl Fault {
@@ -277,6 +301,144 @@ impl Fault {
         match self {
             Fault::KillLeader | Fault::ClockSkew => 2,
             _ => 1,
+        }
+    }
+
+    /// Whether the case runs on the embedded store instead of PostgreSQL.
+    fn embedded(self) -> bool {
+        matches!(self, Fault::DiskFull)
+    }
+}
+
+/// The store a case runs on: a throwaway PostgreSQL cluster, or the embedded store on a
+/// file system of the case's own.
+enum Store {
+    Postgres { cluster: TestCluster, url: String },
+    Embedded { _disk: Tmpfs },
+}
+
+/// A tmpfs mounted on a directory; unmounted (lazily, should a process still hold a file
+/// there) on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &Path, mebibytes: u32) -> Result<Tmpfs, String> {
+        std::fs::create_dir_all(path).map_err(|e| format!("creating {}: {e}", path.display()))?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mebibytes}m"), "tmpfs"])
+            .arg(path)
+            .output()
+            .map_err(|e| format!("running mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mounting a tmpfs needs root here: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs(path.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Writes zeros to `path` until the file system refuses with ENOSPC; the bytes written.
+fn fill_disk(path: &Path) -> u64 {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).expect("creating the filler file");
+    let mut written = 0u64;
+    for chunk in [1 << 20, 4096, 1] {
+        let zeros = vec![0u8; chunk];
+        loop {
+            match file.write(&zeros) {
+                Ok(n) if n > 0 => written += n as u64,
+                Ok(_) => break,
+                Err(e) if e.raw_os_error() == Some(28) => break,
+                Err(e) => panic!("filling the disk: {e}"),
+            }
+        }
+    }
+    // Data a later flush would need space for is already counted against the tmpfs.
+    let _ = file.sync_all();
+    written
+}
+
+/// `/readyz`'s status of a replica.
+async fn readiness(pop: &Pop) -> u16 {
+    match pop.http.get(format!("{}/readyz", pop.base())).send().await {
+        Ok(response) => response.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+/// A real `pop worker` whose handler for the case's operations never ends (a script that
+/// sleeps), in a process group of its own so its handlers can be cleaned up after it.
+struct DoomedWorker {
+    child: Child,
+    log: PathBuf,
+}
+
+impl DoomedWorker {
+    fn start(dir: &Path, base: &str) -> DoomedWorker {
+        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::process::CommandExt;
+        let script = dir.join("hold.sh");
+        std::fs::write(&script, "#!/bin/sh\nexec sleep 300\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let handlers = dir.join("handlers.toml");
+        let text = format!(
+            "[handlers.ffmpeg]\nkind = \"local\"\ncommand = [{script:?}]\ntimeout_seconds = 600\n"
+        );
+        std::fs::write(&handlers, text).unwrap();
+        let log = dir.join("doomed-worker.log");
+        let log_file = std::fs::File::create(&log).unwrap();
+        let child = support::pop_command()
+            .args(["worker", "--server", base, "--token", WORKER, "--insight", "transcode"])
+            .arg("--handlers")
+            .arg(&handlers)
+            .args(["--max-idle-ms", "100", "--heartbeat-ms", "300", "--max-parallel", "6"])
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .expect("spawning pop worker");
+        DoomedWorker { child, log }
+    }
+
+    /// The agendas its log says it claimed.
+    fn claimed(&self) -> HashSet<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("claimed"))
+            .filter_map(|l| {
+                let at = l.find("chaos-")?;
+                let id: String = l[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                    .collect();
+                Some(id)
+            })
+            .collect()
+    }
+
+    /// SIGKILL to the worker, then to what is left of its group (its orphaned handlers).
+    fn kill_9(&mut self) {
+        let group = self.child.id();
+        self.child.kill().expect("SIGKILL to pop worker");
+        self.child.wait().expect("the killed worker is reaped");
+        let _ = Command::new("kill").args(["-9", &format!("-{group}")]).status();
+    }
+}
+
+impl Drop for DoomedWorker {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.kill_9();
         }
     }
 }
@@ -301,11 +463,25 @@ async fn scheduler_leader(pops: &[Pop], skip: Option<usize>) -> usize {
     }
 }
 
-async fn inject(fault: Fault, cluster: &TestCluster, database: &str, pops: &mut [Pop]) {
+/// What a case knows after its fault: the agendas the killed worker held, for `WorkerKilled`.
+async fn inject(
+    fault: Fault,
+    store: &Store,
+    pops: &mut [Pop],
+    load: &Load,
+    doomed: Option<&mut DoomedWorker>,
+) -> HashSet<String> {
     tokio::time::sleep(Duration::from_millis(800)).await;
+    let (cluster, database) = match store {
+        Store::Postgres { cluster, url } => (Some(cluster), database_of(url)),
+        Store::Embedded { .. } => (None, String::new()),
+    };
+    let postgres = || cluster.expect("this fault needs PostgreSQL");
+    let database = database.as_str();
+    let mut held = HashSet::new();
     match fault {
         Fault::TerminateBackends => {
-            let admin = admin_session(cluster).await;
+            let admin = admin_session(postgres()).await;
             let until = Instant::now() + Duration::from_secs(5);
             let mut killed = 0i64;
             while Instant::now() < until {
@@ -317,14 +493,14 @@ async fn inject(fault: Fault, cluster: &TestCluster, database: &str, pops: &mut 
         Fault::Restart => {
             let started = "SELECT pg_postmaster_start_time()::text";
             let before: String =
-                admin_session(cluster).await.query_one(started, &[]).await.unwrap().get(0);
-            cluster.restart().expect("restarting PostgreSQL");
+                admin_session(postgres()).await.query_one(started, &[]).await.unwrap().get(0);
+            postgres().restart().expect("restarting PostgreSQL");
             let after: String =
-                admin_session(cluster).await.query_one(started, &[]).await.unwrap().get(0);
+                admin_session(postgres()).await.query_one(started, &[]).await.unwrap().get(0);
             assert_ne!(before, after, "the server did not restart");
         }
         Fault::ReadOnly => {
-            let admin = admin_session(cluster).await;
+            let admin = admin_session(postgres()).await;
             // One statement per call: a multi-statement string is one implicit transaction,
             // and ALTER SYSTEM refuses to run in one.
             for statement in
@@ -363,11 +539,11 @@ async fn inject(fault: Fault, cluster: &TestCluster, database: &str, pops: &mut 
             }
         }
         Fault::PoolExhausted => {
-            let admin = admin_session(cluster).await;
+            let admin = admin_session(postgres()).await;
             // Every free slot, as another application's runaway pool would take them.
             let mut hogs = Vec::new();
             let refused = loop {
-                match tokio_postgres::connect(&cluster.url("postgres"), NoTls).await {
+                match tokio_postgres::connect(&postgres().url("postgres"), NoTls).await {
                     Ok((client, connection)) => {
                         tokio::spawn(connection);
                         hogs.push(client);
@@ -384,7 +560,7 @@ async fn inject(fault: Fault, cluster: &TestCluster, database: &str, pops: &mut 
             assert!(terminate_sessions(&admin, database).await > 0, "pop had no session to lose");
             // Killing pop's sessions freed their slots: take those too.
             while let Ok((client, connection)) =
-                tokio_postgres::connect(&cluster.url("postgres"), NoTls).await
+                tokio_postgres::connect(&postgres().url("postgres"), NoTls).await
             {
                 tokio::spawn(connection);
                 hogs.push(client);
@@ -403,7 +579,58 @@ async fn inject(fault: Fault, cluster: &TestCluster, database: &str, pops: &mut 
             // The skew is the fault: the load runs across both replicas' clocks. Clients
             // alternate between the replicas while it runs.
         }
+        Fault::WorkerKilled => {
+            let doomed = doomed.expect("the worker to kill");
+            let until = Instant::now() + Duration::from_secs(30);
+            while doomed.claimed().len() < 4 {
+                assert!(
+                    Instant::now() < until,
+                    "pop worker claimed {:?} within 30 s\nits log:\n{}",
+                    doomed.claimed(),
+                    log_tail(&doomed.log)
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            // Its handlers never end: every agenda it claimed is still leased to it.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            doomed.kill_9();
+            held = doomed.claimed();
+            load.hold.store(false, Ordering::Release);
+        }
+        Fault::DiskFull => {
+            let filler = pops[0].data_dir.join("filler");
+            let written = fill_disk(&filler);
+            assert!(written > 0, "the filler took no space");
+            // Appends fail now: the clients see UNAVAILABLE, and the server says not ready.
+            let until = Instant::now() + Duration::from_secs(15);
+            loop {
+                let ready = readiness(&pops[0]).await;
+                if ready == 503 && load.unavailable.load(Ordering::Relaxed) > 0 {
+                    break;
+                }
+                assert!(
+                    Instant::now() < until,
+                    "a full disk: /readyz answers {ready}, {} UNAVAILABLE answers\nlog:\n{}",
+                    load.unavailable.load(Ordering::Relaxed),
+                    log_tail(&pops[0].log)
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            std::fs::remove_file(&filler).expect("freeing the disk");
+            // Ready again by itself, with nobody restarting anything.
+            let until = Instant::now() + Duration::from_secs(30);
+            while readiness(&pops[0]).await != 200 {
+                assert!(
+                    Instant::now() < until,
+                    "/readyz did not come back after the disk was freed\nlog:\n{}",
+                    log_tail(&pops[0].log)
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
+    held
 }
 
 async fn chaos(name: &str, fault: Fault) {
@@ -421,13 +648,28 @@ async fn chaos(name: &str, fault: Fault) {
         },
         _ => None,
     };
-    let Some(cluster) =
-        TestCluster::start(name, ClusterDurability::Fast).expect("a throwaway PostgreSQL cluster")
-    else {
-        return;
-    };
-    let url = cluster.create_database().await.expect("a database");
     let dir = tempfile::tempdir().unwrap();
+    let store = if fault.embedded() {
+        match Tmpfs::mount(&dir.path().join("data-0"), 64) {
+            Ok(disk) => Store::Embedded { _disk: disk },
+            Err(why) => {
+                let required = std::env::var("POP_REQUIRE_TMPFS").is_ok_and(|v| v == "1");
+                assert!(!required, "POP_REQUIRE_TMPFS=1 but {why}");
+                eprintln!(
+                    "SKIP: {name} did not run: {why}. Set POP_REQUIRE_TMPFS=1 to make this a failure."
+                );
+                return;
+            }
+        }
+    } else {
+        let Some(cluster) = TestCluster::start(name, ClusterDurability::Fast)
+            .expect("a throwaway PostgreSQL cluster")
+        else {
+            return;
+        };
+        let url = cluster.create_database().await.expect("a database");
+        Store::Postgres { cluster, url }
+    };
     let tokens = json!([
         {"token": ACME, "name": "acme-user", "role": "user", "customers": ["acme"]},
         {"token": WORKER, "name": "worker", "role": "service", "customers": ["acme"]},
@@ -439,7 +681,12 @@ async fn chaos(name: &str, fault: Fault) {
     std::fs::write(&key, format!("{}\n", "7".repeat(64))).unwrap();
     let key_arg = key.display().to_string();
     let mut args = FAST.to_vec();
-    args.extend(["--store", url.as_str(), "--checkpoint-key", key_arg.as_str()]);
+    args.extend(["--checkpoint-key", key_arg.as_str()]);
+    let mut store_args: Vec<&str> = Vec::new();
+    if let Store::Postgres { url, .. } = &store {
+        store_args.extend(["--store", url.as_str()]);
+    }
+    args.extend(store_args.iter().copied());
     let mut pops: Vec<Pop> = (0..fault.replicas())
         .map(|i| {
             let env: Vec<(&str, &str)> = match (&skew, i) {
@@ -473,10 +720,14 @@ async fn chaos(name: &str, fault: Fault) {
         internal: Mutex::new(Vec::new()),
         done: AtomicBool::new(false),
         failures: AtomicU64::new(0),
+        unavailable: AtomicU64::new(0),
+        hold: AtomicBool::new(matches!(fault, Fault::WorkerKilled)),
     });
+    let mut doomed = matches!(fault, Fault::WorkerKilled)
+        .then(|| DoomedWorker::start(dir.path(), &pops[0].base()));
     let workers: Vec<_> = (0..2).map(|_| tokio::spawn(worker(Arc::clone(&load)))).collect();
     let submitting = tokio::spawn(submitter(Arc::clone(&load)));
-    inject(fault, &cluster, &database_of(&url), &mut pops).await;
+    let held = inject(fault, &store, &mut pops, &load, doomed.as_mut()).await;
     submitting
         .await
         .expect("the submitter")
@@ -485,7 +736,11 @@ async fn chaos(name: &str, fault: Fault) {
     // killed session often costs the client nothing): printed, not asserted. That the fault
     // really happened is asserted where it is injected.
     let failures = load.failures.load(Ordering::Relaxed);
-    println!("{name}: the clients saw {failures} failed calls during the fault and retried them");
+    let unavailable = load.unavailable.load(Ordering::Relaxed);
+    println!(
+        "{name}: the workers saw {failures} failed calls during the fault and retried them; \
+         {unavailable} answers in all were UNAVAILABLE"
+    );
 
     // Drain: every agenda terminal.
     let deadline = Instant::now() + DRAIN;
@@ -555,6 +810,17 @@ async fn chaos(name: &str, fault: Fault) {
         let count = |t: &str| types.iter().filter(|x| **x == t).count();
         assert_eq!(count("AgendaSubmitted"), 1, "{name}: {id} submitted once: {types:?}");
         assert_eq!(count("AgendaCompleted"), 1, "{name}: {id} completed once: {types:?}");
+        if held.contains(id) {
+            // The killed worker's claim, then the claim of the worker that finished it.
+            assert!(
+                count("AgendaClaimed") >= 2,
+                "{name}: {id} held by the killed worker: {types:?}"
+            );
+        }
+    }
+    if matches!(fault, Fault::WorkerKilled) {
+        assert!(held.len() >= 4, "{name}: the killed worker held {held:?}");
+        println!("{name}: the killed worker held {} agendas; others finished them", held.len());
     }
     // And the log itself still verifies after the faults.
     let internal = load.internal.lock().unwrap().clone();
@@ -562,7 +828,8 @@ async fn chaos(name: &str, fault: Fault) {
     let verify = support::pop_command()
         .args(["verify", "--data-dir"])
         .arg(dir.path().join("data-0"))
-        .args(["--store", &url, "--checkpoint-key", &key_arg])
+        .args(&store_args)
+        .args(["--checkpoint-key", &key_arg])
         .output()
         .expect("running pop verify");
     assert!(
@@ -634,4 +901,14 @@ async fn kill_9_of_the_scheduler_leader_under_load_loses_and_duplicates_nothing(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_with_skewed_clocks_lose_and_duplicate_nothing() {
     chaos("replicas_with_skewed_clocks", Fault::ClockSkew).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_of_a_worker_holding_leases_loses_and_duplicates_nothing() {
+    chaos("kill_9_of_a_worker_holding_leases", Fault::WorkerKilled).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_disk_under_the_embedded_store_loses_and_duplicates_nothing() {
+    chaos("a_full_disk_under_the_embedded_store", Fault::DiskFull).await;
 }
