@@ -1,6 +1,7 @@
 //! Export and import ([`crate::transfer`]) on the embedded store. Export reads one snapshot of
 //! a read-only connection (so it may run beside `pop serve`): the counts for the manifest,
-//! then events and pruned hash rows merged by position, then the tombstones. Import refuses a
+//! then events and pruned hash rows merged by position (read on the calling thread and checked
+//! and written as lines on another, in the same order), then the tombstones. Import refuses a
 //! store file that holds any row (the caller holds the data directory's lock), builds the
 //! store in a staging file beside it while the export is read and verified on another thread,
 //! and renames the staging file into place only after the whole file verified. Positions are
