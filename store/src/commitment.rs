@@ -64,15 +64,26 @@ pub struct LogEntry {
 
 /// The log hash after `entry`, following `previous`.
 pub fn fold(previous: &Hash, entry: &LogEntry) -> Hash {
+    fold_parts(previous, entry.position, &entry.stream, entry.version, entry.link.as_ref())
+}
+
+/// [`fold`] over an entry's parts (so a caller reading borrowed rows builds no entry).
+pub(crate) fn fold_parts(
+    previous: &Hash,
+    position: Position,
+    stream: &str,
+    version: u64,
+    link: Option<&Hash>,
+) -> Hash {
     let mut h = Sha256::new();
     h.update(b"pop-log-v1");
     h.update(previous);
-    h.update(entry.position.commit().to_be_bytes());
-    h.update(entry.position.prepare().to_be_bytes());
-    h.update((entry.stream.len() as u64).to_be_bytes());
-    h.update(entry.stream.as_bytes());
-    h.update(entry.version.to_be_bytes());
-    h.update(entry.link.unwrap_or(GENESIS));
+    h.update(position.commit().to_be_bytes());
+    h.update(position.prepare().to_be_bytes());
+    h.update((stream.len() as u64).to_be_bytes());
+    h.update(stream.as_bytes());
+    h.update(version.to_be_bytes());
+    h.update(link.unwrap_or(&GENESIS));
     h.finalize().into()
 }
 
@@ -417,21 +428,35 @@ impl LogWalker {
 
     /// Checks one entry; `false` once a break is found.
     pub fn entry(&mut self, e: LogEntry) -> bool {
+        self.entry_parts(e.position, &e.stream, e.version, e.link)
+    }
+
+    /// [`LogWalker::entry`] from the entry's parts, borrowed: nothing is allocated per entry
+    /// (only per stream and range).
+    pub(crate) fn entry_parts(
+        &mut self,
+        position: Position,
+        stream: &str,
+        version: u64,
+        link: Option<Hash>,
+    ) -> bool {
         if self.stopped() {
             return false;
         }
-        while self.open.as_ref().is_some_and(|o| e.position > o.checkpoint.position) {
-            if !self.close(Some(&e)) {
+        let owned = || LogEntry { position, stream: stream.to_owned(), version, link };
+        while self.open.as_ref().is_some_and(|o| position > o.checkpoint.position) {
+            if !self.close(Some(&owned())) {
                 return false;
             }
         }
+        let located = |reason: String| Break {
+            stream: stream.to_owned(),
+            version: Some(version),
+            position: Some(position),
+            reason,
+        };
         if let Some(reason) = self.bad.take() {
-            self.stop(Break {
-                stream: e.stream.clone(),
-                version: Some(e.version),
-                position: Some(e.position),
-                reason,
-            });
+            self.stop(located(reason));
             return false;
         }
         if self.open.is_none() {
@@ -439,26 +464,21 @@ impl LogWalker {
             self.report.unsealed_entries += 1;
             return true;
         }
-        if e.position <= self.previous.1 {
-            self.stop(Break {
-                stream: e.stream.clone(),
-                version: Some(e.version),
-                position: Some(e.position),
-                reason: "an entry out of global order".into(),
-            });
+        if position <= self.previous.1 {
+            self.stop(located("an entry out of global order".into()));
             return false;
         }
-        self.log_hash = fold(&self.log_hash, &e);
+        self.log_hash = fold_parts(&self.log_hash, position, stream, version, link.as_ref());
         self.count += 1;
-        let link = e.link.unwrap_or(GENESIS);
-        match self.seen.get_mut(e.stream.as_str()) {
-            Some(s) => *s = (e.version, e.position, link),
+        let mark = (version, position, link.unwrap_or(GENESIS));
+        match self.seen.get_mut(stream) {
+            Some(s) => *s = mark,
             None => {
-                self.seen.insert(e.stream.clone(), (e.version, e.position, link));
+                self.seen.insert(stream.to_owned(), mark);
             }
         }
         if self.first_in_range.is_none() {
-            self.first_in_range = Some(e);
+            self.first_in_range = Some(owned());
         }
         true
     }

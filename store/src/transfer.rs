@@ -46,9 +46,7 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::Position;
-use crate::commitment::{
-    Checkpoint, LogEntry, LogWalker, SignedCheckpoint, StreamMark, fold, key_id,
-};
+use crate::commitment::{Checkpoint, LogEntry, LogWalker, SignedCheckpoint, StreamMark, key_id};
 use crate::digest::{DigestInput, GENESIS, Hash, chain, data_hash, event_digest, hex};
 use crate::verify::{Break, EventRow, StreamRow, Walker};
 
@@ -225,32 +223,50 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Accumulates the checkpoint over the entries written or read: count, log hash and where
-/// each stream ended (the rule of [`crate::commitment::Sealer`]).
+/// each stream ended (the rule of [`crate::commitment::Sealer`]). A stream's name is copied
+/// once, its mark's hex written once, at the end.
 #[derive(Default)]
 struct Seal {
     count: u64,
     log_hash: Hash,
     marks: HashMap<String, usize>,
-    streams: Vec<StreamMark>,
+    /// Each stream touched, in order of first appearance: version, position and link there.
+    streams: Vec<(u64, Position, Hash)>,
 }
 
 impl Seal {
-    fn add(&mut self, e: &LogEntry) {
-        self.log_hash = fold(&self.log_hash, e);
+    fn add(&mut self, position: Position, stream: &str, version: u64, link: Option<&Hash>) {
+        self.log_hash =
+            crate::commitment::fold_parts(&self.log_hash, position, stream, version, link);
         self.count += 1;
-        let mark = StreamMark {
-            stream: e.stream.clone(),
-            version: e.version,
-            position: e.position,
-            link: hex(&e.link.unwrap_or(GENESIS)),
-        };
-        match self.marks.get(e.stream.as_str()) {
+        let mark = (version, position, *link.unwrap_or(&GENESIS));
+        match self.marks.get(stream) {
             Some(&i) => self.streams[i] = mark,
             None => {
-                self.marks.insert(e.stream.clone(), self.streams.len());
+                self.marks.insert(stream.to_owned(), self.streams.len());
                 self.streams.push(mark);
             }
         }
+    }
+
+    /// Where each stream ended, in position order.
+    fn marks(&mut self) -> Vec<StreamMark> {
+        let mut names: Vec<Option<String>> = vec![None; self.streams.len()];
+        for (name, i) in self.marks.drain() {
+            names[i] = Some(name);
+        }
+        let mut marks: Vec<StreamMark> = std::mem::take(&mut self.streams)
+            .into_iter()
+            .zip(names)
+            .map(|((version, position, link), name)| StreamMark {
+                stream: name.unwrap_or_default(),
+                version,
+                position,
+                link: hex(&link),
+            })
+            .collect();
+        marks.sort_by_key(|m| m.position);
+        marks
     }
 }
 
@@ -300,7 +316,7 @@ impl<W: Write> Exporter<W> {
         self.last = Some(position);
         let line = &mut self.line;
         line.clear();
-        let log_entry = match entry {
+        match entry {
             Entry::Event(e) => {
                 let hash = data_hash(&e.data);
                 let digest = event_digest(&DigestInput {
@@ -344,7 +360,9 @@ impl<W: Write> Exporter<W> {
                     }
                 }
                 line.extend_from_slice(b"{\"specversion\":\"1.0\",\"id\":\"");
-                line.extend_from_slice(e.event_id.hyphenated().to_string().as_bytes());
+                line.extend_from_slice(
+                    e.event_id.hyphenated().encode_lower(&mut Uuid::encode_buffer()).as_bytes(),
+                );
                 line.extend_from_slice(b"\",\"source\":\"");
                 line.extend_from_slice(SOURCE.as_bytes());
                 line.extend_from_slice(b"\",\"subject\":");
@@ -398,12 +416,7 @@ impl<W: Write> Exporter<W> {
                 }
                 line.extend_from_slice(b"}\n");
                 self.events += 1;
-                LogEntry {
-                    position: e.position,
-                    stream: e.stream.clone(),
-                    version: e.version,
-                    link: Some(stored),
-                }
+                self.seal.add(e.position, &e.stream, e.version, Some(&stored));
             }
             Entry::Pruned(p) => {
                 line.extend_from_slice(b"{\"kind\":\"pruned\",\"subject\":");
@@ -421,11 +434,10 @@ impl<W: Write> Exporter<W> {
                     None => line.extend_from_slice(b",\"popchain\":null}\n"),
                 }
                 self.pruned += 1;
-                p.clone()
+                self.seal.add(p.position, &p.stream, p.version, p.link.as_ref());
             }
-        };
+        }
         self.out.write_all(line)?;
-        self.seal.add(&log_entry);
         Ok(())
     }
 
@@ -475,8 +487,7 @@ impl<W: Write> Exporter<W> {
                 tombstones.len()
             )));
         }
-        let mut streams = std::mem::take(&mut self.seal.streams);
-        streams.sort_by_key(|s| s.position);
+        let streams = self.seal.marks();
         let checkpoint = Checkpoint {
             seq: 1,
             after: m.since,

@@ -98,9 +98,10 @@ pub(crate) struct StreamRow {
 }
 
 /// Where the walk through one stream stands.
-struct Walk {
-    next_version: u64,
-    head: Hash,
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Walk {
+    pub(crate) next_version: u64,
+    pub(crate) head: Hash,
     last_position: Option<Position>,
 }
 
@@ -123,7 +124,8 @@ pub(crate) struct Walker {
 }
 
 /// A reap record: the stream it deleted and that stream's head, and where the record sits.
-struct Reaped {
+#[derive(Clone)]
+pub(crate) struct Reaped {
     stream: String,
     head: String,
     at: Break,
@@ -161,52 +163,14 @@ impl Walker {
         if self.stopped() {
             return false;
         }
-        let (next_version, head, last_position) = match self.walks.get(r.stream) {
-            Some(w) => (w.next_version, w.head, w.last_position),
-            None => (0, GENESIS, None),
+        let walked = match step(self.walks.get(r.stream), r, digest, self.log_head) {
+            Ok(w) => w,
+            Err(reason) => {
+                let b = at(r, reason);
+                self.stop(b);
+                return false;
+            }
         };
-        if u64::try_from(r.version).ok() != Some(next_version) {
-            let b =
-                self.at(r, format!("expected version {next_version} here: an event is missing"));
-            self.stop(b);
-            return false;
-        }
-        if r.position == Position::START
-            || last_position.is_some_and(|p| r.position <= p)
-            || self.log_head.is_some_and(|h| r.position > h)
-        {
-            let b = self.at(
-                r,
-                format!(
-                    "position out of order (previous event of the stream at {}, log head {})",
-                    last_position.map_or_else(|| "none".into(), |p| p.to_string()),
-                    self.log_head.map_or_else(|| "unknown".into(), |p| p.to_string()),
-                ),
-            );
-            self.stop(b);
-            return false;
-        }
-        let digest = match digest {
-            Some(d) => *d,
-            None => event_digest(&DigestInput {
-                stream: r.stream,
-                version: next_version,
-                event_type: r.event_type,
-                schema_version: r.schema_version,
-                recorded_at_micros: r.recorded_at,
-                metadata: r.metadata,
-                data_hash: &data_hash(r.data),
-            }),
-        };
-        let link = chain(&head, &digest);
-        if r.chain != Some(link.as_slice()) {
-            let b = self
-                .at(r, "the event does not match its chain link (edited, moved or swapped)".into());
-            self.stop(b);
-            return false;
-        }
-        let walked =
-            Walk { next_version: next_version + 1, head: link, last_position: Some(r.position) };
         match self.walks.get_mut(r.stream) {
             Some(w) => *w = walked,
             None => {
@@ -214,38 +178,10 @@ impl Walker {
             }
         }
         self.report.events += 1;
-        self.note_reap(r);
+        if let Some(reaped) = reap_record(r) {
+            self.reaped.push(reaped);
+        }
         true
-    }
-
-    /// Keeps a (verified) reap record's stream and head for [`Walker::finish`].
-    fn note_reap(&mut self, r: &EventRow<'_>) {
-        use pop_domain::EventCodec;
-        use pop_domain::reap::{CATEGORY, ReapEvent, STREAM_REAPED};
-        if r.event_type != STREAM_REAPED
-            || r.stream.strip_prefix(CATEGORY).is_none_or(|rest| !rest.starts_with('-'))
-        {
-            return;
-        }
-        // A record that does not decode is still the one chained: nothing to hold a
-        // tombstone to.
-        let Ok(ReapEvent::StreamReaped(record)) =
-            ReapEvent::decode(r.event_type, r.schema_version, r.data)
-        else {
-            return;
-        };
-        if let Some(head) = record.head_hash {
-            self.reaped.push(Reaped { stream: record.stream, head, at: self.at(r, String::new()) });
-        }
-    }
-
-    fn at(&self, r: &EventRow<'_>, reason: String) -> Break {
-        Break {
-            stream: r.stream.to_owned(),
-            version: u64::try_from(r.version).ok(),
-            position: Some(r.position),
-            reason,
-        }
     }
 
     /// Checks every stream row against what the walk saw, and answers the report.
@@ -253,87 +189,180 @@ impl Walker {
         if self.stopped() {
             return self.report;
         }
-        let mut report = self.report;
-        let mut known: HashSet<&str> = HashSet::with_capacity(streams.len());
-        for s in streams {
-            known.insert(&s.name);
-            let whole = |reason: String| Break {
-                stream: s.name.clone(),
-                version: None,
-                position: None,
-                reason,
-            };
-            if s.deleted {
-                // Its events are gone; its head hash must still be there when it had any.
-                if s.version.is_some() && s.head.as_ref().is_none_or(|h| h.len() != 32) {
-                    report.first_break =
-                        Some(whole("a deleted stream lost its recorded head hash".into()));
-                    return report;
-                }
-                if let Some(count) = self.walks.get(&s.name).map(|w| w.next_version) {
-                    report.first_break = Some(Break {
-                        version: Some(0),
-                        ..whole(format!("a deleted stream still has {count} events"))
-                    });
-                    return report;
-                }
-                report.deleted_streams += 1;
-                continue;
-            }
-            let (count, head) =
-                self.walks.get(&s.name).map_or((0, GENESIS), |w| (w.next_version, w.head));
-            let want_count = s.version.map_or(0, |v| v + 1);
-            if i64::try_from(count).ok() != Some(want_count) {
-                report.first_break = Some(Break {
-                    version: Some(count),
-                    ..whole(format!(
-                        "the stream's head says {want_count} events, the log holds {count} (a cut tail or deleted events)"
-                    ))
-                });
-                return report;
-            }
-            if count > 0 && s.head.as_deref() != Some(head.as_slice()) {
-                report.first_break =
-                    Some(whole("the stream's head hash does not match its last event".into()));
-                return report;
-            }
-            report.streams += 1;
-        }
-        let rows: HashMap<&str, &StreamRow> =
-            streams.iter().map(|s| (s.name.as_str(), s)).collect();
-        for reaped in &self.reaped {
-            let found = rows.get(reaped.stream.as_str()).filter(|s| s.deleted);
-            let kept = found.and_then(|s| s.head.as_deref()).and_then(|h| <Hash>::try_from(h).ok());
-            let problem = match (found, kept) {
-                (None, _) => "its tombstone is gone (the stream was removed whole)".to_owned(),
-                (Some(_), Some(h)) if crate::digest::hex(&h) == reaped.head => {
-                    report.reaped_streams += 1;
-                    continue;
-                }
-                (Some(_), _) => "its tombstone keeps another head hash".to_owned(),
-            };
-            report.first_break = Some(Break {
-                reason: format!(
-                    "the data reaper recorded deleting stream {:?} with head {}, but {problem}",
-                    reaped.stream, reaped.head
-                ),
-                ..reaped.at.clone()
-            });
-            return report;
-        }
+        let known: HashSet<&str> = streams.iter().map(|s| s.name.as_str()).collect();
         let mut unknown: Vec<&String> =
             self.walks.keys().filter(|name| !known.contains(name.as_str())).collect();
         unknown.sort();
-        if let Some(name) = unknown.first() {
-            report.first_break = Some(Break {
-                stream: (*name).clone(),
-                version: Some(0),
-                position: None,
-                reason: "an event of a stream the log does not know".into(),
-            });
-        }
-        report
+        let walks = &self.walks;
+        finish_rule(
+            self.report,
+            &self.reaped,
+            streams,
+            |_, s| walks.get(&s.name).map(|w| (w.next_version, w.head)),
+            unknown.first().map(|name| (*name).clone()),
+        )
     }
+}
+
+/// The check of one event against where its stream's walk stands (`None`: no event of the
+/// stream seen yet): the stream's next version, its position against the previous one and the
+/// log head, and the chain link recomputed from the row (its digest computed here unless
+/// given). The walk after the event, or why it breaks there.
+pub(crate) fn step(
+    walk: Option<&Walk>,
+    r: &EventRow<'_>,
+    digest: Option<&Hash>,
+    log_head: Option<Position>,
+) -> Result<Walk, String> {
+    let (next_version, head, last_position) = match walk {
+        Some(w) => (w.next_version, w.head, w.last_position),
+        None => (0, GENESIS, None),
+    };
+    if u64::try_from(r.version).ok() != Some(next_version) {
+        return Err(format!("expected version {next_version} here: an event is missing"));
+    }
+    if r.position == Position::START
+        || last_position.is_some_and(|p| r.position <= p)
+        || log_head.is_some_and(|h| r.position > h)
+    {
+        return Err(format!(
+            "position out of order (previous event of the stream at {}, log head {})",
+            last_position.map_or_else(|| "none".into(), |p| p.to_string()),
+            log_head.map_or_else(|| "unknown".into(), |p| p.to_string()),
+        ));
+    }
+    let digest = match digest {
+        Some(d) => *d,
+        None => event_digest(&DigestInput {
+            stream: r.stream,
+            version: next_version,
+            event_type: r.event_type,
+            schema_version: r.schema_version,
+            recorded_at_micros: r.recorded_at,
+            metadata: r.metadata,
+            data_hash: &data_hash(r.data),
+        }),
+    };
+    let link = chain(&head, &digest);
+    if r.chain != Some(link.as_slice()) {
+        return Err("the event does not match its chain link (edited, moved or swapped)".into());
+    }
+    Ok(Walk { next_version: next_version + 1, head: link, last_position: Some(r.position) })
+}
+
+/// The break at event `r`.
+pub(crate) fn at(r: &EventRow<'_>, reason: String) -> Break {
+    Break {
+        stream: r.stream.to_owned(),
+        version: u64::try_from(r.version).ok(),
+        position: Some(r.position),
+        reason,
+    }
+}
+
+/// A (verified) reap record's stream and head, kept for the check against the tombstones.
+pub(crate) fn reap_record(r: &EventRow<'_>) -> Option<Reaped> {
+    use pop_domain::EventCodec;
+    use pop_domain::reap::{CATEGORY, ReapEvent, STREAM_REAPED};
+    if r.event_type != STREAM_REAPED
+        || r.stream.strip_prefix(CATEGORY).is_none_or(|rest| !rest.starts_with('-'))
+    {
+        return None;
+    }
+    // A record that does not decode is still the one chained: nothing to hold a tombstone to.
+    let Ok(ReapEvent::StreamReaped(record)) =
+        ReapEvent::decode(r.event_type, r.schema_version, r.data)
+    else {
+        return None;
+    };
+    let head = record.head_hash?;
+    Some(Reaped { stream: record.stream, head, at: at(r, String::new()) })
+}
+
+/// The checks after every event was walked (none broke): each stream row against its walk
+/// (`walk_of(index, row)`: the count of events walked and the head reached), every reap record
+/// (in log order) against its tombstone, and `unknown`, the first stream walked that has no
+/// row. `report` holds the counts of the walk.
+pub(crate) fn finish_rule(
+    mut report: Verification,
+    reaped: &[Reaped],
+    streams: &[StreamRow],
+    walk_of: impl Fn(usize, &StreamRow) -> Option<(u64, Hash)>,
+    unknown: Option<String>,
+) -> Verification {
+    for (i, s) in streams.iter().enumerate() {
+        let whole = |reason: String| Break {
+            stream: s.name.clone(),
+            version: None,
+            position: None,
+            reason,
+        };
+        let walked = walk_of(i, s);
+        if s.deleted {
+            // Its events are gone; its head hash must still be there when it had any.
+            if s.version.is_some() && s.head.as_ref().is_none_or(|h| h.len() != 32) {
+                report.first_break =
+                    Some(whole("a deleted stream lost its recorded head hash".into()));
+                return report;
+            }
+            if let Some((count, _)) = walked {
+                report.first_break = Some(Break {
+                    version: Some(0),
+                    ..whole(format!("a deleted stream still has {count} events"))
+                });
+                return report;
+            }
+            report.deleted_streams += 1;
+            continue;
+        }
+        let (count, head) = walked.unwrap_or((0, GENESIS));
+        let want_count = s.version.map_or(0, |v| v + 1);
+        if i64::try_from(count).ok() != Some(want_count) {
+            report.first_break = Some(Break {
+                version: Some(count),
+                ..whole(format!(
+                    "the stream's head says {want_count} events, the log holds {count} (a cut tail or deleted events)"
+                ))
+            });
+            return report;
+        }
+        if count > 0 && s.head.as_deref() != Some(head.as_slice()) {
+            report.first_break =
+                Some(whole("the stream's head hash does not match its last event".into()));
+            return report;
+        }
+        report.streams += 1;
+    }
+    let rows: HashMap<&str, &StreamRow> = streams.iter().map(|s| (s.name.as_str(), s)).collect();
+    for reaped in reaped {
+        let found = rows.get(reaped.stream.as_str()).filter(|s| s.deleted);
+        let kept = found.and_then(|s| s.head.as_deref()).and_then(|h| <Hash>::try_from(h).ok());
+        let problem = match (found, kept) {
+            (None, _) => "its tombstone is gone (the stream was removed whole)".to_owned(),
+            (Some(_), Some(h)) if crate::digest::hex(&h) == reaped.head => {
+                report.reaped_streams += 1;
+                continue;
+            }
+            (Some(_), _) => "its tombstone keeps another head hash".to_owned(),
+        };
+        report.first_break = Some(Break {
+            reason: format!(
+                "the data reaper recorded deleting stream {:?} with head {}, but {problem}",
+                reaped.stream, reaped.head
+            ),
+            ..reaped.at.clone()
+        });
+        return report;
+    }
+    if let Some(name) = unknown {
+        report.first_break = Some(Break {
+            stream: name,
+            version: Some(0),
+            position: None,
+            reason: "an event of a stream the log does not know".into(),
+        });
+    }
+    report
 }
 
 /// What verification found about the checkpoints.

@@ -178,6 +178,35 @@ async fn every_edit_of_the_file_is_found_with_its_place() {
     assert!(r.first_break.expect("found").reason.contains("head hash"));
 }
 
+/// Verification walks streams on several threads; two edits in different streams must still
+/// be reported as one walk in log order would: the earlier one by position, with the count of
+/// the events before it.
+#[tokio::test]
+async fn of_two_edits_the_first_in_log_order_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, positions) = pristine(dir.path()).await;
+    let (a, b) = (&positions[0].1, &positions[1].1);
+    // b's first event comes before a's last in the log (a: 1, 2, 4, 5; b: 3, 8, 9).
+    assert!(b[0] < a[3] && a[0] < b[0]);
+    for (first, later, stream, version) in [(b[0], a[3], "b", 0), (a[0], b[2], "a", 0)] {
+        let r = tampered(
+            &path,
+            &format!(
+                "UPDATE events SET data = CAST('{{\"n\":0}}' AS BLOB) WHERE position IN ({}, {})",
+                seq(first),
+                seq(later)
+            ),
+        );
+        let found = r.first_break.clone().expect("found");
+        assert_eq!(
+            (found.stream.as_str(), found.version, found.position),
+            (stream, Some(version), Some(first)),
+            "{found}"
+        );
+        assert_eq!(r.events, seq(first) as u64 - 1, "the events before the break: {r:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_deleted_stream_keeps_its_head_and_still_verifies() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,7 @@
 //! Export and import ([`crate::transfer`]) on the embedded store. Export reads one snapshot of
 //! a read-only connection (so it may run beside `pop serve`): the counts for the manifest,
-//! then events and pruned hash rows merged by position, then the tombstones. Import refuses a
+//! then events and pruned hash rows merged by position (read on the calling thread and checked
+//! and written as lines on another, in the same order), then the tombstones. Import refuses a
 //! store file that holds any row (the caller holds the data directory's lock), builds the
 //! store in a staging file beside it while the export is read and verified on another thread,
 //! and renames the staging file into place only after the whole file verified. Positions are
@@ -44,7 +45,7 @@ pub fn export(
     path: &Path,
     since: Position,
     key: &SigningKey,
-    out: impl Write,
+    out: impl Write + Send,
     now: DateTime<Utc>,
 ) -> Result<ExportSummary, TransferError> {
     let read = fail("exporting the embedded store");
@@ -101,6 +102,42 @@ pub fn export(
         &key.verifying_key(),
     );
     let mut exporter = Exporter::new(out, manifest.clone())?;
+    // Two halves on two cores: this thread reads the rows; another checks each event's digest
+    // and chain and writes its line, in the order read.
+    let (entries, inbox) = std::sync::mpsc::sync_channel::<Vec<Entry>>(BATCHES_AHEAD);
+    let (exporter, read) = std::thread::scope(|scope| {
+        let writer = scope.spawn(move || -> Result<_, TransferError> {
+            for batch in inbox.iter() {
+                for entry in &batch {
+                    exporter.entry(entry)?;
+                }
+            }
+            Ok(exporter)
+        });
+        let read = read_entries(&tx, after, &names, &entries);
+        drop(entries);
+        let exporter = writer
+            .join()
+            .map_err(|_| TransferError::File("writing it failed".into()))
+            .and_then(|r| r);
+        (exporter, read)
+    });
+    // The writer's failure first: the reading stops when the writer stops.
+    let exporter = exporter?;
+    read?;
+    let checkpoint = exporter.finish(&tombstones, key, now)?;
+    Ok(ExportSummary { manifest, checkpoint })
+}
+
+/// Reads the events and pruned hash rows after `after`, merged by position, and hands them to
+/// `out` in batches; stops early when its receiver is gone (the writer failed).
+fn read_entries(
+    tx: &Connection,
+    after: i64,
+    names: &HashMap<i64, String>,
+    out: &std::sync::mpsc::SyncSender<Vec<Entry>>,
+) -> Result<(), TransferError> {
+    let read = fail("exporting the embedded store");
     let name_of = |id: i64| names.get(&id).cloned().unwrap_or_else(|| format!("#{id}"));
     let mut live = tx
         .prepare(
@@ -125,36 +162,50 @@ pub fn export(
             link: link.and_then(|l| Hash::try_from(l.as_slice()).ok()),
         })
     };
+    let mut batch: Vec<Entry> = Vec::with_capacity(BATCH);
+    // `false`: the writer stopped (its error is the one reported).
+    let push = |entry: Entry, batch: &mut Vec<Entry>| -> bool {
+        batch.push(entry);
+        batch.len() < BATCH || out.send(std::mem::replace(batch, Vec::with_capacity(BATCH))).is_ok()
+    };
     let mut next_pruned = b.next().map_err(&read)?.map(pruned_from).transpose()?;
     while let Some(r) = a.next().map_err(&read)? {
         let pos = position(r.get(0).map_err(&read)?);
         while let Some(p) = next_pruned.take_if(|p| p.position < pos) {
-            exporter.entry(&Entry::Pruned(p))?;
+            if !push(Entry::Pruned(p), &mut batch) {
+                return Ok(());
+            }
             next_pruned = b.next().map_err(&read)?.map(pruned_from).transpose()?;
         }
-        let id: Vec<u8> = r.get(3).map_err(&read)?;
-        let chain: Option<Vec<u8>> = r.get(9).map_err(&read)?;
+        let id = r.get_ref(3).map_err(&read)?.as_blob().map_err(|e| read(e.into()))?;
+        let chain = r.get_ref(9).map_err(&read)?.as_blob_or_null().map_err(|e| read(e.into()))?;
         let event = ExportEvent {
             position: pos,
             stream: name_of(r.get(1).map_err(&read)?),
             version: u64::try_from(r.get::<_, i64>(2).map_err(&read)?).unwrap_or(u64::MAX),
-            event_id: uuid::Uuid::from_slice(&id)
+            event_id: uuid::Uuid::from_slice(id)
                 .map_err(|_| StoreError::Corrupt(format!("event at {pos} has a malformed id")))?,
             event_type: r.get(4).map_err(&read)?,
             schema_version: r.get(5).map_err(&read)?,
             data: r.get(6).map_err(&read)?,
             metadata: r.get(7).map_err(&read)?,
             recorded_at: r.get(8).map_err(&read)?,
-            chain: chain.and_then(|c| Hash::try_from(c.as_slice()).ok()),
+            chain: chain.and_then(|c| Hash::try_from(c).ok()),
         };
-        exporter.entry(&Entry::Event(event))?;
+        if !push(Entry::Event(event), &mut batch) {
+            return Ok(());
+        }
     }
     while let Some(p) = next_pruned.take() {
-        exporter.entry(&Entry::Pruned(p))?;
+        if !push(Entry::Pruned(p), &mut batch) {
+            return Ok(());
+        }
         next_pruned = b.next().map_err(&read)?.map(pruned_from).transpose()?;
     }
-    let checkpoint = exporter.finish(&tombstones, key, now)?;
-    Ok(ExportSummary { manifest, checkpoint })
+    if !batch.is_empty() {
+        let _ = out.send(batch);
+    }
+    Ok(())
 }
 
 /// Items the reader thread hands the writer at once.

@@ -1,17 +1,30 @@
 //! Verification of the embedded store: reads the rows and feeds them to the one rule
-//! ([`crate::verify::Walker`]): every event in log order, then every stream row. The log head
+//! ([`crate::verify`]): every event in log order, then every stream row. The log head
 //! (`log.head`) bounds positions; an event of a stream id without a row is a break. The same
 //! scan feeds the whole log in global order (events and the pruned hash rows of deleted
 //! streams) to the check against the signed checkpoints ([`crate::commitment::LogWalker`]).
 //! All of it in one read transaction: one snapshot.
+//!
+//! On every core: the scan runs on the calling thread, which also walks the checkpoints
+//! (they need the log in global order), and hands each event, copied out of SQLite into a
+//! batch, to one of [`shards`] threads chosen by its stream. A shard recomputes the digest and
+//! chain link of each event of its streams in log order ([`crate::verify::step`], the rule the
+//! one-thread [`crate::verify::Walker`] applies). Each event keeps its ordinal in the scan, so
+//! the first break reported is the one a single walk in log order would stop at: the smallest
+//! ordinal among the shards' first breaks (a stream's break depends only on its own earlier
+//! events, which all come earlier in the scan). The report's count is that ordinal (the
+//! events before the break), as the one-thread walk counts. Once a break is known, the scan
+//! stops feeding events after it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
 
 use rusqlite::Connection;
 
-use crate::commitment::{LogEntry, LogWalker};
+use crate::commitment::LogWalker;
 use crate::digest::Hash;
-use crate::verify::{Break, EventRow, StreamRow, Verification, Walker};
+use crate::verify::{Break, EventRow, Reaped, StreamRow, Verification, Walk, finish_rule, step};
 use crate::{Position, StoreError};
 
 fn fail(e: rusqlite::Error) -> StoreError {
@@ -19,10 +32,119 @@ fn fail(e: rusqlite::Error) -> StoreError {
 }
 
 /// A pruned hash row: position, stream id, version, chain link.
-type PrunedRow = (i64, i64, i64, Option<Vec<u8>>);
+type PrunedRow = (i64, i64, i64, Option<Hash>);
 
 fn position(p: i64) -> Position {
     Position::from_sequence(u64::try_from(p).unwrap_or(0))
+}
+
+/// Events per batch handed to a shard (~1.3 MB of ~1 KiB events: large enough that the
+/// hand-over costs nothing per event, small enough to stay in the caches).
+const BATCH: usize = 1024;
+
+/// Batches in flight to each shard.
+const AHEAD: usize = 4;
+
+/// Shard threads: one per core (at least one, at most eight).
+fn shards() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8)
+}
+
+/// One event copied out of SQLite: its fixed columns and where its variable ones are in the
+/// batch's bytes (event type, metadata, data, then the chain link, back to back).
+struct Copied {
+    ordinal: u64,
+    /// Index of its stream row.
+    stream: usize,
+    version: i64,
+    position: Position,
+    schema_version: u32,
+    recorded_at: i64,
+    start: usize,
+    type_len: usize,
+    metadata_len: usize,
+    data_len: usize,
+    /// `None`: no chain link stored.
+    chain_len: Option<usize>,
+}
+
+struct Batch {
+    rows: Vec<Copied>,
+    bytes: Vec<u8>,
+}
+
+impl Batch {
+    /// Sized for [`BATCH`] events of ~1.5 KiB, so it rarely grows while being filled.
+    fn new() -> Batch {
+        Batch { rows: Vec::with_capacity(BATCH), bytes: Vec::with_capacity(BATCH * 1536) }
+    }
+}
+
+/// What a shard found: the walk of each of its streams (by `index / shards`), its first
+/// break with the ordinal of its event, and its reap records with theirs.
+struct ShardOutcome {
+    walks: Vec<Option<Walk>>,
+    first_break: Option<(u64, Break)>,
+    reaped: Vec<(u64, Reaped)>,
+}
+
+/// Walks the events it is handed (those of the streams `index % count` names this shard) as
+/// batches arrive.
+fn shard(
+    count: usize,
+    streams: &[(i64, StreamRow)],
+    log_head: Position,
+    inbox: Receiver<Batch>,
+    spent: std::sync::mpsc::Sender<Batch>,
+    first_break: &AtomicU64,
+) -> ShardOutcome {
+    let mut out = ShardOutcome {
+        walks: vec![None; streams.len().div_ceil(count)],
+        first_break: None,
+        reaped: Vec::new(),
+    };
+    for mut batch in inbox.iter() {
+        if out.first_break.is_none() {
+            for c in &batch.rows {
+                if c.ordinal > first_break.load(Ordering::Relaxed) {
+                    break;
+                }
+                let bytes = &batch.bytes[c.start..];
+                let (event_type, bytes) = bytes.split_at(c.type_len);
+                let (metadata, bytes) = bytes.split_at(c.metadata_len);
+                let (data, bytes) = bytes.split_at(c.data_len);
+                let row = EventRow {
+                    stream: &streams[c.stream].1.name,
+                    version: c.version,
+                    position: c.position,
+                    // Written by the scan from a `String`: always UTF-8.
+                    event_type: std::str::from_utf8(event_type).unwrap_or_default(),
+                    schema_version: c.schema_version,
+                    recorded_at: c.recorded_at,
+                    metadata,
+                    data,
+                    chain: c.chain_len.map(|n| &bytes[..n]),
+                };
+                let slot = &mut out.walks[c.stream / count];
+                match step(slot.as_ref(), &row, None, Some(log_head)) {
+                    Ok(walk) => *slot = Some(walk),
+                    Err(reason) => {
+                        first_break.fetch_min(c.ordinal, Ordering::Relaxed);
+                        out.first_break = Some((c.ordinal, crate::verify::at(&row, reason)));
+                        break;
+                    }
+                }
+                if let Some(r) = crate::verify::reap_record(&row) {
+                    out.reaped.push((c.ordinal, r));
+                }
+            }
+        }
+        batch.rows.clear();
+        batch.bytes.clear();
+        // The scan may have finished: then the batch is dropped.
+        let _ = spent.send(batch);
+    }
+    out
 }
 
 /// Verifies the database `conn` reads (a reader connection: nothing is written).
@@ -34,6 +156,7 @@ pub(crate) fn verify(
     let conn: &Connection = &tx;
     let log_head: i64 =
         conn.query_row("SELECT head FROM log WHERE id = 1", [], |r| r.get(0)).map_err(fail)?;
+    let log_head = position(log_head.max(0));
     let mut streams: Vec<(i64, StreamRow)> = Vec::new();
     {
         let mut q = conn
@@ -56,13 +179,168 @@ pub(crate) fn verify(
             streams.push(row.map_err(fail)?);
         }
     }
-    let names: HashMap<i64, usize> =
-        streams.iter().enumerate().map(|(i, (id, _))| (*id, i)).collect();
-    let mut walker = Walker::new(Some(position(log_head.max(0))));
-    let mut log = LogWalker::new(super::seal::checkpoints(conn, false)?, key);
-    // One scan in log order (the table's own order: sequential reads) feeds both rules: each
-    // event to the per-stream walk, and each event and each pruned hash row, merged by
-    // position, to the walk over the checkpoints.
+    let log = LogWalker::new(super::seal::checkpoints(conn, false)?, key);
+    let count = shards();
+    // The smallest ordinal of a break found so far (`u64::MAX`: none).
+    let first_break = AtomicU64::new(u64::MAX);
+    let (spent, recycled) = std::sync::mpsc::channel::<Batch>();
+    let (scanned, outcomes, log) = std::thread::scope(|scope| {
+        let mut senders: Vec<SyncSender<Batch>> = Vec::with_capacity(count);
+        let mut workers = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (send, inbox) = std::sync::mpsc::sync_channel::<Batch>(AHEAD);
+            senders.push(send);
+            let spent = spent.clone();
+            let (streams, first_break) = (&streams, &first_break);
+            workers.push(
+                std::thread::Builder::new()
+                    .name("pop-verify".into())
+                    .spawn_scoped(scope, move || {
+                        shard(count, streams, log_head, inbox, spent, first_break)
+                    })
+                    .map_err(|e| StoreError::backend("starting a verification thread", e)),
+            );
+        }
+        drop(spent);
+        let (log_out, log_inbox) = std::sync::mpsc::sync_channel::<Vec<LogItem>>(4 * AHEAD);
+        let streams_ref = &streams;
+        let log_thread = std::thread::Builder::new()
+            .name("pop-verify-log".into())
+            .spawn_scoped(scope, move || walk_log(log, streams_ref, log_inbox))
+            .map_err(|e| StoreError::backend("starting a verification thread", e));
+        let scanned = scan(conn, &streams, &log_out, &senders, &recycled, &first_break);
+        drop(senders);
+        drop(log_out);
+        let log = log_thread.and_then(|t| {
+            t.join().map_err(|_| StoreError::Corrupt("a verification thread failed".into()))
+        });
+        let outcomes: Result<Vec<ShardOutcome>, StoreError> = workers
+            .into_iter()
+            .map(|w| {
+                w?.join().map_err(|_| StoreError::Corrupt("a verification thread failed".into()))
+            })
+            .collect();
+        (scanned, outcomes, log)
+    });
+    let (events, scan_break) = scanned?;
+    let outcomes = outcomes?;
+    let log = log?;
+    let first = outcomes
+        .iter()
+        .filter_map(|o| o.first_break.as_ref())
+        .chain(scan_break.as_ref())
+        .min_by_key(|(ordinal, _)| *ordinal);
+    if let Some((ordinal, b)) = first {
+        return Ok(Verification {
+            events: *ordinal,
+            first_break: Some(b.clone()),
+            ..Verification::default()
+        });
+    }
+    let mut reaped: Vec<(u64, Reaped)> =
+        outcomes.iter().flat_map(|o| o.reaped.iter().map(|(n, r)| (*n, r.clone()))).collect();
+    reaped.sort_by_key(|(n, _)| *n);
+    let reaped: Vec<Reaped> = reaped.into_iter().map(|(_, r)| r).collect();
+    let rows: Vec<StreamRow> = streams.into_iter().map(|(_, s)| s).collect();
+    let report = finish_rule(
+        Verification { events, ..Verification::default() },
+        &reaped,
+        &rows,
+        |i, _| outcomes[i % count].walks[i / count].map(|w| (w.next_version, w.head)),
+        None,
+    );
+    if !report.is_intact() {
+        return Ok(report);
+    }
+    Ok(report.with_checkpoints(log.finish()))
+}
+
+/// What the scan answers: the events it handed out, and the break it found itself (an event of
+/// an unknown stream id) with its ordinal.
+type Scanned = (u64, Option<(u64, Break)>);
+
+/// One entry of the log for the walk over the checkpoints: position, its stream (the index of
+/// its row, or the stream id without a row), version and chain link.
+struct LogItem {
+    position: Position,
+    stream: Result<usize, i64>,
+    version: u64,
+    link: Option<Hash>,
+}
+
+/// Walks the log's entries over the checkpoints as batches arrive, in global order.
+fn walk_log(
+    mut log: LogWalker,
+    streams: &[(i64, StreamRow)],
+    inbox: Receiver<Vec<LogItem>>,
+) -> LogWalker {
+    for batch in inbox.iter() {
+        for e in batch {
+            if log.stopped() {
+                break;
+            }
+            let unknown;
+            let stream = match e.stream {
+                Ok(i) => streams[i].1.name.as_str(),
+                Err(id) => {
+                    unknown = format!("#{id}");
+                    unknown.as_str()
+                }
+            };
+            log.entry_parts(e.position, stream, e.version, e.link);
+        }
+    }
+    log
+}
+
+/// Stream row indexes by stream id: a table when the ids are dense (they are rowids handed
+/// out 1, 2, 3…), else a map.
+enum Ids {
+    Dense(Vec<u32>),
+    Sparse(HashMap<i64, usize>),
+}
+
+impl Ids {
+    fn new(streams: &[(i64, StreamRow)]) -> Ids {
+        let max = streams.iter().map(|(id, _)| *id).max().unwrap_or(0);
+        let dense = usize::try_from(max).ok().filter(|m| *m <= 4 * streams.len() + 1024);
+        match (dense, u32::try_from(streams.len())) {
+            (Some(max), Ok(_)) if streams.iter().all(|(id, _)| *id >= 0) => {
+                let mut table = vec![u32::MAX; max + 1];
+                for (i, (id, _)) in streams.iter().enumerate() {
+                    // Both fit: checked above.
+                    table[*id as usize] = i as u32;
+                }
+                Ids::Dense(table)
+            }
+            _ => Ids::Sparse(streams.iter().enumerate().map(|(i, (id, _))| (*id, i)).collect()),
+        }
+    }
+
+    fn get(&self, id: i64) -> Option<usize> {
+        match self {
+            Ids::Dense(table) => usize::try_from(id)
+                .ok()
+                .and_then(|i| table.get(i))
+                .filter(|i| **i != u32::MAX)
+                .map(|i| *i as usize),
+            Ids::Sparse(map) => map.get(&id).copied(),
+        }
+    }
+}
+
+/// The scan in log order (the table's own order: sequential reads): each event copied to the
+/// shard of its stream, and each event and each pruned hash row, merged by position, to the
+/// walk over the checkpoints.
+fn scan(
+    conn: &Connection,
+    streams: &[(i64, StreamRow)],
+    log_out: &SyncSender<Vec<LogItem>>,
+    shards: &[SyncSender<Batch>],
+    recycled: &Receiver<Batch>,
+    first_break: &AtomicU64,
+) -> Result<Scanned, StoreError> {
+    let ids = Ids::new(streams);
     let mut q = conn
         .prepare(
             "SELECT position, stream_id, version, event_type, schema_version, data, metadata, \
@@ -75,91 +353,137 @@ pub(crate) fn verify(
     let mut rows = q.query([]).map_err(fail)?;
     let mut pruned = p.query([]).map_err(fail)?;
     let pruned_entry = |r: &rusqlite::Row<'_>| -> Result<PrunedRow, StoreError> {
+        let link = r.get_ref(3).map_err(fail)?.as_blob_or_null().map_err(|e| fail(e.into()))?;
         Ok((
             r.get(0).map_err(fail)?,
             r.get(1).map_err(fail)?,
             r.get(2).map_err(fail)?,
-            r.get(3).map_err(fail)?,
+            link.and_then(|c| Hash::try_from(c).ok()),
         ))
     };
     let mut next_pruned = pruned.next().map_err(fail)?.map(pruned_entry).transpose()?;
-    let name_of = |id: i64| -> String {
-        names.get(&id).map_or_else(|| format!("#{id}"), |&i| streams[i].1.name.clone())
+    let mut log_batch: Vec<LogItem> = Vec::with_capacity(BATCH);
+    let send_log = |log_batch: &mut Vec<LogItem>| -> Result<(), StoreError> {
+        let full = std::mem::replace(log_batch, Vec::with_capacity(BATCH));
+        log_out.send(full).map_err(|_| StoreError::Corrupt("a verification thread stopped".into()))
     };
     let feed_pruned = |up_to: Option<i64>,
                        next: &mut Option<PrunedRow>,
                        pruned: &mut rusqlite::Rows<'_>,
-                       log: &mut LogWalker|
+                       log_batch: &mut Vec<LogItem>|
      -> Result<(), StoreError> {
-        while let Some((pos, stream_id, version, chain)) =
+        while let Some((pos, stream_id, version, link)) =
             next.take_if(|n| up_to.is_none_or(|u| n.0 < u))
         {
-            if !log.stopped() {
-                log.entry(LogEntry {
-                    position: position(pos),
-                    stream: name_of(stream_id),
-                    version: u64::try_from(version).unwrap_or(u64::MAX),
-                    link: chain.and_then(|c| Hash::try_from(c.as_slice()).ok()),
-                });
+            log_batch.push(LogItem {
+                position: position(pos),
+                stream: ids.get(stream_id).ok_or(stream_id),
+                version: u64::try_from(version).unwrap_or(u64::MAX),
+                link,
+            });
+            if log_batch.len() >= BATCH {
+                send_log(log_batch)?;
             }
             *next = pruned.next().map_err(fail)?.map(pruned_entry).transpose()?;
         }
         Ok(())
     };
+    let mut batches: Vec<Batch> = (0..shards.len()).map(|_| Batch::new()).collect();
+    // Batches go round: the scan fills them, the shards empty them and hand them back (so the
+    // memory is reused, not allocated and faulted in again). The scan waits for one when all
+    // are in flight.
+    let mut created = shards.len();
+    let mut send = |shard: usize, batches: &mut Vec<Batch>| -> Result<(), StoreError> {
+        let fresh = match recycled.try_recv() {
+            Ok(b) => b,
+            Err(_) if created < shards.len() * (AHEAD + 2) => {
+                created += 1;
+                Batch::new()
+            }
+            Err(_) => recycled.recv().unwrap_or_else(|_| Batch::new()),
+        };
+        let full = std::mem::replace(&mut batches[shard], fresh);
+        shards[shard]
+            .send(full)
+            .map_err(|_| StoreError::Corrupt("a verification thread stopped".into()))
+    };
+    let mut ordinal = 0u64;
+    let mut scan_break = None;
     while let Some(r) = rows.next().map_err(fail)? {
+        if ordinal > first_break.load(Ordering::Relaxed) {
+            // A shard found a break before this event: nothing after it counts.
+            break;
+        }
         let pos: i64 = r.get(0).map_err(fail)?;
-        feed_pruned(Some(pos), &mut next_pruned, &mut pruned, &mut log)?;
+        feed_pruned(Some(pos), &mut next_pruned, &mut pruned, &mut log_batch)?;
         let stream_id: i64 = r.get(1).map_err(fail)?;
         let version: i64 = r.get(2).map_err(fail)?;
-        let Some(&index) = names.get(&stream_id) else {
-            walker.stop(Break {
-                stream: format!("#{stream_id}"),
-                version: u64::try_from(version).ok(),
-                position: Some(position(pos)),
-                reason: "an event of a stream the log does not know".into(),
-            });
+        let Some(index) = ids.get(stream_id) else {
+            first_break.fetch_min(ordinal, Ordering::Relaxed);
+            scan_break = Some((
+                ordinal,
+                Break {
+                    stream: format!("#{stream_id}"),
+                    version: u64::try_from(version).ok(),
+                    position: Some(position(pos)),
+                    reason: "an event of a stream the log does not know".into(),
+                },
+            ));
             break;
         };
-        let event_type: String = r.get(3).map_err(fail)?;
-        let data = r.get_ref(5).map_err(fail)?.as_blob().map_err(|e| fail(e.into()))?;
-        let metadata = r.get_ref(6).map_err(fail)?.as_blob().map_err(|e| fail(e.into()))?;
+        let blob = |i: usize| r.get_ref(i).map_err(fail)?.as_blob().map_err(|e| fail(e.into()));
+        let event_type = r.get_ref(3).map_err(fail)?.as_str().map_err(|e| fail(e.into()))?;
+        let (data, metadata) = (blob(5)?, blob(6)?);
         let chain = r.get_ref(8).map_err(fail)?.as_blob_or_null().map_err(|e| fail(e.into()))?;
-        let name = &streams[index].1.name;
-        let row = EventRow {
-            stream: name,
+        let shard = index % shards.len();
+        let batch = &mut batches[shard];
+        let start = batch.bytes.len();
+        batch.bytes.extend_from_slice(event_type.as_bytes());
+        batch.bytes.extend_from_slice(metadata);
+        batch.bytes.extend_from_slice(data);
+        if let Some(c) = chain {
+            batch.bytes.extend_from_slice(c);
+        }
+        // A position below 1 is out of order with any stream's first event.
+        let at = position(pos);
+        let version_u = u64::try_from(version).unwrap_or(u64::MAX);
+        batch.rows.push(Copied {
+            ordinal,
+            stream: index,
             version,
-            // A position below 1 is out of order with any stream's first event.
-            position: position(pos),
-            event_type: &event_type,
+            position: at,
             schema_version: r.get(4).map_err(fail)?,
             recorded_at: r.get(7).map_err(fail)?,
-            metadata,
-            data,
-            chain,
-        };
-        if !walker.event(&row) {
-            break;
+            start,
+            type_len: event_type.len(),
+            metadata_len: metadata.len(),
+            data_len: data.len(),
+            chain_len: chain.map(<[u8]>::len),
+        });
+        if batch.rows.len() == BATCH {
+            send(shard, &mut batches)?;
         }
-        if !log.stopped() {
-            log.entry(LogEntry {
-                position: position(pos),
-                stream: name.clone(),
-                version: u64::try_from(version).unwrap_or(u64::MAX),
-                link: chain.and_then(|c| Hash::try_from(c).ok()),
-            });
+        log_batch.push(LogItem {
+            position: at,
+            stream: Ok(index),
+            version: version_u,
+            link: chain.and_then(|c| Hash::try_from(c).ok()),
+        });
+        if log_batch.len() >= BATCH {
+            send_log(&mut log_batch)?;
+        }
+        ordinal += 1;
+    }
+    for shard in 0..shards.len() {
+        if !batches[shard].rows.is_empty() {
+            send(shard, &mut batches)?;
         }
     }
-    if !walker.stopped() {
-        feed_pruned(None, &mut next_pruned, &mut pruned, &mut log)?;
+    if scan_break.is_none() && first_break.load(Ordering::Relaxed) == u64::MAX {
+        feed_pruned(None, &mut next_pruned, &mut pruned, &mut log_batch)?;
     }
-    drop(rows);
-    drop(pruned);
-    drop(q);
-    drop(p);
-    let streams: Vec<StreamRow> = streams.into_iter().map(|(_, s)| s).collect();
-    let report = walker.finish(&streams);
-    if !report.is_intact() {
-        return Ok(report);
+    if !log_batch.is_empty() {
+        send_log(&mut log_batch)?;
     }
-    Ok(report.with_checkpoints(log.finish()))
+    Ok((ordinal, scan_break))
 }
