@@ -386,7 +386,11 @@ impl DoomedWorker {
         use std::os::unix::fs::PermissionsExt;
         use std::os::unix::process::CommandExt;
         let script = dir.join("hold.sh");
-        std::fs::write(&script, "#!/bin/sh\nexec sleep 300\n").unwrap();
+        // It never finishes on its own, but ends once the worker that started it is gone: a
+        // handler orphaned by the SIGKILL must not outlive the test (nor keep a file
+        // descriptor it inherited, such as a lock, open for minutes).
+        let body = "#!/bin/sh\nwhile kill -0 \"$PPID\" 2>/dev/null; do sleep 0.2; done\n";
+        std::fs::write(&script, body).unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         let handlers = dir.join("handlers.toml");
         let text = format!(
