@@ -193,26 +193,7 @@ async fn setup(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> (
         extra,
         env,
     );
-    let mut position = String::new();
-    for (query, var) in [
-        (
-            "mutation($v: JSON!) { createResourcePool(resourcePool: $v) { position } }",
-            json!({"id": "farm", "customerId": "ops", "title": "Farm"}),
-        ),
-        (
-            "mutation($v: JSON!) { createCustomer(customer: $v) { position } }",
-            json!({"id": "acme", "title": "Acme", "resourcePoolId": "farm"}),
-        ),
-        (
-            "mutation($v: JSON!) { createInsight(insight: $v) { position } }",
-            json!({"id": "work", "customerId": "ops", "title": "Work", "resourcePoolId": "farm",
-                   "queueSize": 10, "isGlobal": true, "mappers": {"operationType": ["log"]}}),
-        ),
-    ] {
-        let data = pop.ok(&pop.admin, query, json!({"v": var})).await;
-        let result = data.as_object().unwrap().values().next().unwrap();
-        position = result["position"].as_str().unwrap().to_string();
-    }
+    let position = pop.seed_work(&["log"]).await;
     (pop, position)
 }
 

@@ -71,26 +71,7 @@ impl Setup {
             serve_args,
         );
         let mut s = Setup { pop, dir, config_position: String::new() };
-        for (query, var) in [
-            (
-                "mutation($v: JSON!) { createResourcePool(resourcePool: $v) { position } }",
-                json!({"id": "farm", "customerId": "ops", "title": "Farm"}),
-            ),
-            (
-                "mutation($v: JSON!) { createCustomer(customer: $v) { position } }",
-                json!({"id": "acme", "title": "Acme", "resourcePoolId": "farm"}),
-            ),
-            (
-                "mutation($v: JSON!) { createInsight(insight: $v) { position } }",
-                json!({"id": "work", "customerId": "ops", "title": "Work", "resourcePoolId": "farm",
-                       "queueSize": 10, "isGlobal": true,
-                       "mappers": {"operationType": ["step", "fanout", "flaky", "slow"]}}),
-            ),
-        ] {
-            let data = s.pop.ok(&s.pop.admin, query, json!({"v": var})).await;
-            let result = data.as_object().unwrap().values().next().unwrap();
-            s.config_position = result["position"].as_str().unwrap().to_string();
-        }
+        s.config_position = s.pop.seed_work(&["step", "fanout", "flaky", "slow"]).await;
         s
     }
 

@@ -128,28 +128,7 @@ async fn a_worker_runs_its_agenda_through_an_outage_and_counts_no_failure() {
     std::fs::write(&token_file, tokens.to_string()).unwrap();
     let pop =
         Pop::start(&dir.path().join("data"), Some(&token_file), &dir.path().join("pop.log"), true);
-    let mut position = String::new();
-    for (query, var) in [
-        (
-            "mutation($v: JSON!) { createResourcePool(resourcePool: $v) { position } }",
-            json!({"id": "farm", "customerId": "ops", "title": "Farm"}),
-        ),
-        (
-            "mutation($v: JSON!) { createCustomer(customer: $v) { position } }",
-            json!({"id": "acme", "title": "Acme", "resourcePoolId": "farm"}),
-        ),
-        (
-            "mutation($v: JSON!) { createInsight(insight: $v) { position } }",
-            json!({"id": "work", "customerId": "ops", "title": "Work", "resourcePoolId": "farm",
-                   "queueSize": 10, "isGlobal": true, "mappers": {"operationType": ["log", "agendaUpdate"]}}),
-        ),
-    ] {
-        let data = pop.ok(&pop.admin, query, json!({"v": var})).await;
-        position = data.as_object().unwrap().values().next().unwrap()["position"]
-            .as_str()
-            .unwrap()
-            .to_string();
-    }
+    let position = pop.seed_work(&["log", "agendaUpdate"]).await;
     let (proxy, proxy_base) = start_proxy(pop.base()).await;
 
     let agenda = json!({"id": "through-outage", "customerId": "acme", "title": "outage",

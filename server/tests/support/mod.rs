@@ -225,6 +225,33 @@ impl Pop {
 
     /// As `admin`: pool `pool-1`, customer `acme` and the global insight `transcode` taking
     /// `ffmpeg` operations with a queue of `queue_size`; returns the insight's position.
+    /// Pool `farm`, customer `acme` and the global insight `work` (queue size 10) taking
+    /// `operation_types`, as the admin; the position of the insight's creation.
+    pub async fn seed_work(&self, operation_types: &[&str]) -> String {
+        let mut position = String::new();
+        for (query, var) in [
+            (
+                "mutation($v: JSON!) { createResourcePool(resourcePool: $v) { position } }",
+                json!({"id": "farm", "customerId": "ops", "title": "Farm"}),
+            ),
+            (
+                "mutation($v: JSON!) { createCustomer(customer: $v) { position } }",
+                json!({"id": "acme", "title": "Acme", "resourcePoolId": "farm"}),
+            ),
+            (
+                "mutation($v: JSON!) { createInsight(insight: $v) { position } }",
+                json!({"id": "work", "customerId": "ops", "title": "Work", "resourcePoolId": "farm",
+                       "queueSize": 10, "isGlobal": true,
+                       "mappers": {"operationType": operation_types}}),
+            ),
+        ] {
+            let data = self.ok(&self.admin, query, json!({"v": var})).await;
+            let result = data.as_object().and_then(|o| o.values().next()).expect("a result");
+            position = result["position"].as_str().expect("a position").to_string();
+        }
+        position
+    }
+
     pub async fn seed_transcode(&self, admin: &str, queue_size: u32) -> String {
         self.ok(
             admin,
