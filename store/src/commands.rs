@@ -528,7 +528,7 @@ impl Inner {
             if batch.is_empty() {
                 return Ok(());
             }
-            for recorded in batch {
+            for recorded in &batch {
                 let event = <A::Event as EventCodec>::decode(
                     &recorded.event_type,
                     recorded.schema_version,
@@ -536,9 +536,12 @@ impl Inner {
                 )?;
                 folded.state.evolve(&event);
                 folded.version = Some(recorded.version);
-                if let Some(traceparent) = traceparent_of(&recorded.metadata) {
-                    folded.traceparent = Some(traceparent);
-                }
+            }
+            // Only the batch's latest traceparent counts: look for it from the end, so one
+            // metadata is decoded per batch, not one per traced event.
+            if let Some(traceparent) = batch.iter().rev().find_map(|r| traceparent_of(&r.metadata))
+            {
+                folded.traceparent = Some(traceparent);
             }
         }
     }
