@@ -218,10 +218,16 @@ async fn healthz() -> &'static str {
 }
 
 /// Ready once the projections have caught up with the log (see the runner's readiness), and
-/// while the store can serve requests ([`pop_app::App::store_trouble`]).
+/// while the store can serve requests ([`pop_app::App::store_trouble`]) and the projections
+/// can follow it ([`pop_projections::Projections::trouble`]: a runner that stopped keeps
+/// this replica unready for good, so it is taken out of service rather than serving stale
+/// read models).
 async fn readyz(State(state): State<AppState>) -> Response {
     let projections = state.projections();
     if let Some(trouble) = state.app().store_trouble().await {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{trouble}\n")).into_response();
+    }
+    if let Some(trouble) = projections.trouble() {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("{trouble}\n")).into_response();
     }
     if projections.caught_up() {

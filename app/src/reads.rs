@@ -21,7 +21,7 @@ use pop_store::{Direction, Position, RecordedEvent};
 
 use crate::App;
 use crate::caller::{Action, Caller, Principal};
-use crate::error::{self, AppError, AppResult};
+use crate::error::{self, AppError, AppResult, Code};
 use crate::limits::{DEFAULT_PAGE_SIZE, MAX_COUNTED, MAX_EVENT_PAGE_SIZE};
 use crate::outcome::Page;
 use crate::resolve::{Named, ambiguous, may_touch};
@@ -265,11 +265,25 @@ impl App {
         if projections.applied() >= wanted {
             return Ok(());
         }
-        projections.wait_for(wanted, self.config().read_wait).await.map_err(|t| {
-            AppError::timeout(format!(
+        projections.wait_for(wanted, self.config().read_wait).await.map_err(|t| match t.trouble {
+            // They cannot get there while the store is down: the same retryable answer as a
+            // write that cannot be stored, at once rather than after the whole wait.
+            Some(trouble) => {
+                tracing::warn!(%trouble, wanted = %t.wanted, applied = %t.applied, "a read waits for projections that cannot read the log");
+                AppError::new(
+                    Code::Unavailable,
+                    format!(
+                        "the read models are at position {} and cannot reach {} (the writes this read must see) while the event store is unavailable; nothing was done: retry in {} s",
+                        t.applied,
+                        t.wanted,
+                        error::RETRY_AFTER_UNAVAILABLE_SECS
+                    ),
+                )
+            }
+            None => AppError::timeout(format!(
                 "the read models did not reach position {} (the writes this read must see) within {:?}; they are at {}; retry",
                 t.wanted, t.waited, t.applied
-            ))
+            )),
         })
     }
 

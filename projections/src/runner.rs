@@ -78,13 +78,19 @@ pub const CHANGE_FEED_CAPACITY: usize = 16_384;
 /// Events per read when rebuilding: the most the store serves in one read.
 pub const REBUILD_BATCH: usize = MAX_READ_BATCH;
 
-/// Consecutive failed resubscriptions before the runner gives up. A transient store error
-/// (a busy reader) heals in one retry; a store that keeps failing should surface as an
-/// error, not a silent stall.
+/// Consecutive failed resubscriptions before the runner gives up on an error that does not
+/// say the store is unavailable (a bug or corrupt data should surface, not loop). A store
+/// that is unavailable (a database restarting, a full disk: [`StoreError::is_unavailable`])
+/// is waited for as long as it takes, with [`Projections::trouble`] saying so meanwhile:
+/// giving up there would leave the replica serving ever staler read models after the store
+/// came back.
 pub const MAX_STORE_RETRIES: u32 = 5;
 
 /// The first wait before resubscribing; doubles per consecutive failure.
 pub const STORE_RETRY_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The longest wait between resubscriptions while the store is unavailable.
+pub const MAX_STORE_RETRY_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The longest `wait_for` waits, whatever the caller asks: a request should fail visibly
 /// rather than hang when this replica cannot catch up.
@@ -105,6 +111,11 @@ pub struct RunnerConfig {
     pub snapshot_interval: Duration,
     /// The change feed's capacity (see [`CHANGE_FEED_CAPACITY`]).
     pub change_feed_capacity: usize,
+    /// The first wait before resubscribing after a failed read of the log, doubled per
+    /// consecutive failure up to `max_retry_backoff` ([`STORE_RETRY_BACKOFF`],
+    /// [`MAX_STORE_RETRY_BACKOFF`]).
+    pub retry_backoff: Duration,
+    pub max_retry_backoff: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -116,6 +127,8 @@ impl Default for RunnerConfig {
             snapshot_every_events: 100_000,
             snapshot_interval: Duration::from_secs(300),
             change_feed_capacity: CHANGE_FEED_CAPACITY,
+            retry_backoff: STORE_RETRY_BACKOFF,
+            max_retry_backoff: MAX_STORE_RETRY_BACKOFF,
         }
     }
 }
@@ -134,20 +147,26 @@ pub enum ProjectionError {
 }
 
 /// `wait_for` gave up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "the read models did not reach position {wanted} within {waited:?} (they are at {applied})"
+    "the read models did not reach position {wanted} within {waited:?} (they are at {applied}){}",
+    trouble.as_ref().map(|t| format!(": {t}")).unwrap_or_default()
 )]
 pub struct Timeout {
     pub wanted: Position,
     pub applied: Position,
     pub waited: Duration,
+    /// Why they cannot get there now ([`Projections::trouble`]), when that is why the wait
+    /// ended: the store is unavailable or the runner stopped. `None`: they were only slow.
+    pub trouble: Option<String>,
 }
 
 struct Shared {
     models: RwLock<ReadModels>,
     applied: watch::Sender<Position>,
     ready: watch::Sender<bool>,
+    /// Why the runner cannot read the log right now (or stopped), `None` while it can.
+    trouble: watch::Sender<Option<String>>,
     changes: broadcast::Sender<Change>,
     skipped: AtomicU64,
 }
@@ -182,6 +201,7 @@ impl Projections {
                 models: RwLock::new(models),
                 applied: watch::Sender::new(position),
                 ready: watch::Sender::new(false),
+                trouble: watch::Sender::new(None),
                 changes,
                 skipped: AtomicU64::new(0),
             }),
@@ -211,17 +231,52 @@ impl Projections {
     }
 
     /// Waits until the models are at `position` or later, at most `timeout` (capped at
-    /// [`MAX_WAIT`]). Returns at once if they already are.
+    /// [`MAX_WAIT`]). Returns at once if they already are. Gives up early, with the
+    /// [`Timeout::trouble`] that says why, when the runner cannot read the log (the store is
+    /// unavailable, or the runner stopped): waiting out the timeout would only hold the
+    /// caller, whom the trouble lets answer "unavailable, retry" at once.
     pub async fn wait_for(&self, position: Position, timeout: Duration) -> Result<(), Timeout> {
         let waited = timeout.min(MAX_WAIT);
-        let mut rx = self.shared.applied.subscribe();
-        match tokio::time::timeout(waited, rx.wait_for(|p| *p >= position)).await {
-            Ok(Ok(_)) => Ok(()),
-            // The sender lives in `Shared`, which this handle keeps alive: it cannot close.
-            Ok(Err(_)) | Err(_) => {
-                Err(Timeout { wanted: position, applied: self.applied(), waited })
+        let mut applied = self.shared.applied.subscribe();
+        let mut trouble = self.shared.trouble.subscribe();
+        let reached = async {
+            tokio::select! {
+                // The senders live in `Shared`, which this handle keeps alive: neither closes.
+                r = applied.wait_for(|p| *p >= position) => r.is_ok(),
+                _ = trouble.wait_for(Option::is_some) => false,
             }
+        };
+        match tokio::time::timeout(waited, reached).await {
+            Ok(true) => Ok(()),
+            // Applied while the trouble began: the wait is over all the same.
+            _ if self.applied() >= position => Ok(()),
+            Ok(false) | Err(_) => Err(Timeout {
+                wanted: position,
+                applied: self.applied(),
+                waited,
+                trouble: self.trouble(),
+            }),
         }
+    }
+
+    /// Why the runner cannot follow the log right now: the store is unavailable (it retries
+    /// until the store is back, then this is `None` again), or it stopped for good. Readiness
+    /// is false while this is `Some`.
+    pub fn trouble(&self) -> Option<String> {
+        self.shared.trouble.borrow().clone()
+    }
+
+    /// [`Projections::trouble`] as it changes.
+    pub fn subscribe_trouble(&self) -> watch::Receiver<Option<String>> {
+        self.shared.trouble.subscribe()
+    }
+
+    fn set_trouble(&self, trouble: Option<String>) {
+        self.shared.trouble.send_if_modified(|now| {
+            let changed = *now != trouble;
+            *now = trouble;
+            changed
+        });
     }
 
     /// Whether the runner has been current with the log at least once since it started.
@@ -296,7 +351,14 @@ impl Runner {
         self.check_caught_up(applied, start_head).await?;
 
         let (tx, mut rx) = mpsc::channel(READ_AHEAD_BATCHES);
-        let reader = tokio::spawn(read_log(Arc::clone(&self.store), applied, tx));
+        let backoff = (self.config.retry_backoff, self.config.max_retry_backoff);
+        let reader = tokio::spawn(read_log(
+            Arc::clone(&self.store),
+            applied,
+            tx,
+            self.handle.clone(),
+            backoff,
+        ));
         let _abort_reader = AbortOnDrop(reader);
 
         let mut since_snapshot: u64 = 0;
@@ -342,6 +404,10 @@ impl Runner {
         }
         if let Err(e) = &result {
             tracing::error!(error = %ErrorChain(e), position = %applied, "projections stopped");
+            self.handle.set_trouble(Some(format!(
+                "the projections stopped at position {applied}: {}",
+                ErrorChain(e)
+            )));
         }
         result
     }
@@ -450,11 +516,14 @@ fn decode_batch(events: &[RecordedEvent]) -> DecodedBatch {
 }
 
 /// Follows the log after `after`, decoding it in batches, resubscribing after transient
-/// errors. Ends when the receiver is gone or after forwarding a lasting error.
+/// errors (for as long as the store is unavailable, telling `handle`'s trouble meanwhile).
+/// Ends when the receiver is gone or after forwarding a lasting error.
 async fn read_log(
     store: Arc<dyn EventStore>,
     mut after: Position,
     tx: mpsc::Sender<Result<DecodedBatch, StoreError>>,
+    handle: Projections,
+    (first_backoff, max_backoff): (Duration, Duration),
 ) {
     let mut failures = 0u32;
     loop {
@@ -484,6 +553,7 @@ async fn read_log(
                 }
             }
             failures = 0;
+            handle.set_trouble(None);
             after = batch.last().map_or(after, |e| e.position);
             if tx.send(Ok(decode_batch(&batch))).await.is_err() {
                 return;
@@ -492,13 +562,25 @@ async fn read_log(
                 break e;
             }
         };
-        if matches!(error, StoreError::Closed) || failures >= MAX_STORE_RETRIES {
+        let unavailable = error.is_unavailable() && !matches!(error, StoreError::Closed);
+        if matches!(error, StoreError::Closed) || (!unavailable && failures >= MAX_STORE_RETRIES) {
             let _ = tx.send(Err(error)).await;
             return;
         }
         tracing::warn!(error = %ErrorChain(&error), %after, "reading the log failed; resubscribing");
-        tokio::time::sleep(STORE_RETRY_BACKOFF * 2u32.pow(failures)).await;
-        failures += 1;
+        if unavailable {
+            handle.set_trouble(Some(format!(
+                "the projections cannot read the log after position {after}: {}",
+                ErrorChain(&error)
+            )));
+        }
+        let backoff = first_backoff.saturating_mul(2u32.saturating_pow(failures.min(16)));
+        tokio::time::sleep(backoff.min(max_backoff)).await;
+        failures = failures.saturating_add(1);
+        // A quiet log sends no batch to say the store is back: its answering says so.
+        if unavailable && store.head().await.is_ok() {
+            handle.set_trouble(None);
+        }
     }
 }
 
