@@ -24,7 +24,8 @@ use crate::error::{AppError, Code};
 use crate::graphql::cost::{Budget, deadline_error};
 use crate::metrics;
 use crate::request::{
-    header_principal, read_body, request_cid, request_traceparent, set_cid_headers,
+    header_principal, read_body, request_cid, request_traceparent, request_tracestate,
+    set_cid_headers,
 };
 use crate::state::AppState;
 use crate::ws::{self, WsLimits};
@@ -132,8 +133,11 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
         Budget::new(config.max_complexity, config.max_response_bytes).with_deadline(deadline),
     );
     let traceparent = request_traceparent(&headers);
+    let tracestate = request_tracestate(&headers);
     for request in batch.iter_mut() {
-        let caller = Caller::new(principal.clone(), cid.clone()).with_traceparent(traceparent);
+        let caller = Caller::new(principal.clone(), cid.clone())
+            .with_traceparent(traceparent)
+            .with_tracestate(tracestate);
         request.data.insert(caller);
         request.data.insert(Arc::clone(&budget));
         state.parse_cached(request);
@@ -180,6 +184,7 @@ async fn graphql_ws(
     let header_principal = header_principal(&state, &headers);
     let cid = request_cid(&headers);
     let traceparent = request_traceparent(&headers).map(str::to_string);
+    let tracestate = request_tracestate(&headers).map(str::to_string);
     let limit = state.config().max_body_bytes;
     upgrade
         .protocols([ws::PROTOCOL])
@@ -188,7 +193,9 @@ async fn graphql_ws(
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| {
-            ws::serve(socket, ws::Upgrade { state, header_principal, cid, traceparent, limits })
+            let upgrade =
+                ws::Upgrade { state, header_principal, cid, traceparent, tracestate, limits };
+            ws::serve(socket, upgrade)
         })
 }
 

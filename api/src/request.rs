@@ -51,6 +51,17 @@ pub fn request_traceparent(headers: &HeaderMap) -> Option<&str> {
     headers.get(TRACEPARENT_HEADER).and_then(|v| v.to_str().ok())
 }
 
+/// The W3C header of vendors' trace data that goes with `traceparent`: stored beside it
+/// (see [`pop_app::Caller::with_tracestate`]); the server's request span carries it on.
+pub const TRACESTATE_HEADER: &str = "tracestate";
+
+/// The request's `tracestate` header, as sent (the caller checks its form and size). Several
+/// `tracestate` lines are one list, as the W3C recommendation says; pop keeps the first line
+/// only, which a well-behaved client sends alone.
+pub fn request_tracestate(headers: &HeaderMap) -> Option<&str> {
+    headers.get(TRACESTATE_HEADER).and_then(|v| v.to_str().ok())
+}
+
 pub fn header_principal(state: &AppState, headers: &HeaderMap) -> Option<crate::auth::Principal> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     state.authenticate(bearer(value)?)

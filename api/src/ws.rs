@@ -248,6 +248,8 @@ pub(crate) struct Upgrade {
     /// The upgrade request's `traceparent`: the events of the connection's mutations carry
     /// it (as a POST's carry its own).
     pub traceparent: Option<String>,
+    /// The upgrade request's `tracestate`, kept beside the traceparent.
+    pub tracestate: Option<String>,
     pub limits: WsLimits,
 }
 
@@ -476,7 +478,8 @@ impl Connection {
         self.slot = Some(slot);
         let mut data = Data::default();
         let caller = Caller::new(principal, upgrade.cid.clone())
-            .with_traceparent(upgrade.traceparent.as_deref());
+            .with_traceparent(upgrade.traceparent.as_deref())
+            .with_tracestate(upgrade.tracestate.as_deref());
         data.insert(caller);
         self.session = Some(Arc::new(data));
         Step::Send(encode(&ServerMessage::ConnectionAck))

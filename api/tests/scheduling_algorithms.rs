@@ -203,6 +203,7 @@ async fn a_do_not_run_backlog_never_stalls_its_insight() {
         actor: Some("test".into()),
         command: None,
         traceparent: None,
+        tracestate: None,
     };
     let ids: Vec<String> = (0..DO_NOT_RUN_BACKLOG).map(|i| format!("record-{i:05}")).collect();
     for chunk in ids.chunks(500) {

@@ -157,23 +157,43 @@ pub struct Caller {
     /// A well-formed version-00 `traceparent` ([`pop_store::event::valid_traceparent`]) or
     /// none: stored in the metadata of the events the caller's commands append.
     traceparent: Option<String>,
+    /// The `tracestate` that came with it ([`pop_store::event::valid_tracestate`]), only
+    /// beside a traceparent.
+    tracestate: Option<String>,
 }
 
 impl Caller {
     pub fn new(principal: Principal, cid: impl Into<String>) -> Caller {
-        Caller { principal, cid: cid.into(), traceparent: None }
+        Caller { principal, cid: cid.into(), traceparent: None, tracestate: None }
     }
 
     /// The caller with the request's W3C `traceparent`; a malformed one is dropped (no trace
     /// context, as the W3C recommendation says), never an error.
     pub fn with_traceparent(mut self, traceparent: Option<&str>) -> Caller {
         self.traceparent = traceparent.and_then(pop_store::valid_traceparent).map(str::to_string);
+        self.tracestate = self.tracestate.filter(|_| self.traceparent.is_some());
+        self
+    }
+
+    /// The caller with the request's W3C `tracestate`, kept only beside a well-formed
+    /// traceparent (call it after [`Caller::with_traceparent`]); a malformed or oversized one
+    /// is dropped whole.
+    pub fn with_tracestate(mut self, tracestate: Option<&str>) -> Caller {
+        self.tracestate = tracestate
+            .filter(|_| self.traceparent.is_some())
+            .and_then(pop_store::valid_tracestate)
+            .map(str::to_string);
         self
     }
 
     /// The request's `traceparent`, if it sent a well-formed one.
     pub fn traceparent(&self) -> Option<&str> {
         self.traceparent.as_deref()
+    }
+
+    /// The request's `tracestate`, if it sent a well-formed one beside its traceparent.
+    pub fn tracestate(&self) -> Option<&str> {
+        self.tracestate.as_deref()
     }
 
     /// The caller of a mutation that may name its own correlation id: the one the client gave

@@ -186,5 +186,6 @@ pub(crate) fn metadata(caller: &Caller, customer_id: &str, command: &str) -> Eve
         actor: Some(caller.principal.actor()),
         command: Some(command.to_string()),
         traceparent: caller.traceparent().map(str::to_string),
+        tracestate: caller.tracestate().map(str::to_string),
     }
 }

@@ -24,6 +24,8 @@ pub struct AgendaOutcome {
     /// submission, a rerun, a worker's report; never a claim): a worker that claims it joins
     /// that trace.
     pub traceparent: Option<Arc<str>>,
+    /// The `tracestate` that came with [`Self::traceparent`], if any.
+    pub tracestate: Option<Arc<str>>,
 }
 
 impl AgendaOutcome {
@@ -33,6 +35,7 @@ impl AgendaOutcome {
             position: executed.position,
             cid: caller.cid.clone(),
             traceparent: executed.traceparent.clone(),
+            tracestate: executed.tracestate.clone(),
         }
     }
 

@@ -376,6 +376,7 @@ impl App {
                     // trace of whichever poll happened to claim it.
                     let metadata = EventMetadata {
                         traceparent: None,
+                        tracestate: None,
                         ..metadata(caller, customer, "getAgenda")
                     };
                     let executed =

@@ -273,6 +273,7 @@ fn metadata(action: &ReapAction) -> EventMetadata {
         actor: Some(ACTOR.to_string()),
         command: Some("reap".to_string()),
         traceparent: None,
+        tracestate: None,
     }
 }
 

@@ -205,6 +205,7 @@ async fn reclaim(commands: &Commands, now: Timestamp, action: ReclaimAction) -> 
         actor: Some(ACTOR.to_string()),
         command: Some("reclaim".to_string()),
         traceparent: None,
+        tracestate: None,
     };
     let command = AgendaCommand::Reclaim { now };
     match commands.execute::<AgendaState>(&action.key, &metadata, &command).await {

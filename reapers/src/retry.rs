@@ -299,6 +299,7 @@ async fn retry(
         actor: Some(ACTOR.to_string()),
         command: Some("retry".to_string()),
         traceparent: None,
+        tracestate: None,
     };
     match commands
         .execute::<AgendaState>(&action.key, &metadata, &AgendaCommand::Retry { now })

@@ -216,6 +216,7 @@ async fn queue(commands: &Commands, id: &str, customer: &str) -> Option<Position
         actor: Some(ACTOR.to_string()),
         command: Some("queue".to_string()),
         traceparent: None,
+        tracestate: None,
     };
     let command = AgendaCommand::Queue { now: Utc::now() };
     let executed = commands.execute::<AgendaState>(id, &metadata, &command).await;

@@ -30,11 +30,34 @@ pub enum LogFormat {
 
 impl Command {
     /// The tracing settings and the service name of a command that exports traces (`serve`,
-    /// `worker`); the other commands export none.
+    /// `worker`, and the client commands: `pop-cli`); the offline commands (`log`, `verify`,
+    /// `rebuild`, ...) export none.
     pub fn telemetry(&self) -> Option<(&TelemetryArgs, &'static str)> {
         match self {
             Command::Serve(args) => Some((&args.telemetry, "pop")),
-            Command::Worker(args) => Some((&args.telemetry, "pop-worker")),
+            Command::Worker(args) => Some((&args.client.telemetry, "pop-worker")),
+            other => other.client().map(|c| (&c.telemetry, "pop-cli")),
+        }
+    }
+
+    /// The server and token of a client command (one that calls a running server's API).
+    fn client(&self) -> Option<&ClientArgs> {
+        match self {
+            Command::Init { client, .. }
+            | Command::Submit { client, .. }
+            | Command::Run { client, .. }
+            | Command::Watch { client, .. }
+            | Command::Progress { client, .. }
+            | Command::Audit { client, .. }
+            | Command::Agendas { client, .. }
+            | Command::Cancel { client, .. }
+            | Command::Rerun { client, .. }
+            | Command::Events { client, .. }
+            | Command::Insights { client, .. }
+            | Command::Pools { client, .. }
+            | Command::Customers { client, .. }
+            | Command::Templates { client, .. }
+            | Command::Gql { client, .. } => Some(client),
             _ => None,
         }
     }
@@ -290,6 +313,9 @@ pub struct ClientArgs {
     /// Data directory holding the generated admin token (when --token is not given).
     #[arg(long, env = "POP_DATA_DIR", default_value = "pop-data")]
     pub data_dir: PathBuf,
+    /// Traces of the calls (a `client` span each, the root of the server's spans for it).
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
 }
 
 #[derive(Debug, Args)]
@@ -378,7 +404,7 @@ impl StoreArgs {
     }
 }
 
-/// Traces over OTLP (`pop serve`, `pop worker`): off unless an endpoint is given. See
+/// Traces over OTLP (`pop serve`, `pop worker`, the client commands): off unless an endpoint is given. See
 /// `telemetry.rs` for the standard variables that are read as well.
 #[derive(Debug, Clone, Default, Args)]
 pub struct TelemetryArgs {
@@ -578,10 +604,9 @@ pub struct ReaperArgs {
 
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
+    /// The server, the token and the traces' collector.
     #[command(flatten)]
     pub client: ClientArgs,
-    #[command(flatten)]
-    pub telemetry: TelemetryArgs,
     /// Insight ids to take work from (repeat the flag or separate with commas).
     #[arg(long = "insight", env = "POP_WORKER_INSIGHTS", value_delimiter = ',', required = true)]
     pub insights: Vec<String>,

@@ -1,6 +1,8 @@
 //! A small GraphQL client for the CLI helpers (`pop submit`, `pop progress`, `pop watch`):
 //! queries and mutations over HTTP, subscriptions over WebSocket with the
-//! `graphql-transport-ws` protocol — the same API any dashboard uses.
+//! `graphql-transport-ws` protocol — the same API any dashboard uses. Each call sends W3C
+//! trace context (`crate::telemetry::client_call`): a `pop submit` is the root of the
+//! agenda's trace when the CLI exports traces, or continues the environment's `TRACEPARENT`.
 
 use std::path::Path;
 
@@ -8,6 +10,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest, http::HeaderValue};
+use tracing::Instrument;
 
 use crate::cli::ClientArgs;
 
@@ -83,15 +86,19 @@ impl Client {
         }
     }
 
-    /// One request: the response body.
+    /// One request: the response body. It runs in a `client` span whose trace context goes
+    /// out as its `traceparent` (see [`crate::telemetry::client_call`]).
     async fn graphql_once(&self, query: &str, variables: &Value) -> Result<Value> {
         let url = format!("{}/graphql", self.base);
-        let response = self
-            .http
-            .post(&url)
-            .bearer_auth(&self.token)
+        let (span, trace_headers) = crate::telemetry::client_call();
+        let mut request = self.http.post(&url).bearer_auth(&self.token);
+        for (name, value) in trace_headers {
+            request = request.header(name, value);
+        }
+        let response = request
             .json(&json!({"query": query, "variables": variables}))
             .send()
+            .instrument(span)
             .await
             .with_context(|| format!("calling {url} (is `pop serve` running?)"))?;
         let status = response.status();
@@ -126,6 +133,14 @@ impl Client {
         request
             .headers_mut()
             .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("graphql-transport-ws"));
+        // The upgrade's trace context: the server stores it with the events of the connection's
+        // mutations. The span ends with the upgrade (a subscription may last for hours).
+        let (_span, trace_headers) = crate::telemetry::client_call();
+        for (name, value) in trace_headers {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                request.headers_mut().insert(name, value);
+            }
+        }
         let (mut ws, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| {
             Disconnected(format!("connecting to {url} (is `pop serve` running?): {e}"))
         })?;

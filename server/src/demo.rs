@@ -47,6 +47,7 @@ pub async fn run(args: StoreArgs) -> Result<()> {
         actor: Some("system:demo".into()),
         command: Some("demo".into()),
         traceparent: None,
+        tracestate: None,
     };
 
     // Config objects: created once; a second demo run finds them already there.

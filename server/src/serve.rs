@@ -237,7 +237,7 @@ async fn dev_setup(server: String, admin_token: Option<std::path::PathBuf>, data
         return;
     };
     let token = std::fs::read_to_string(&path).map(|t| t.trim().to_string()).ok();
-    let args = ClientArgs { server, token, data_dir };
+    let args = ClientArgs { server, token, data_dir, telemetry: Default::default() };
     let result = async {
         let client = crate::client::Client::new(&args)?;
         crate::verbs::init(&client, &crate::verbs::InitSpec::default()).await

@@ -58,8 +58,9 @@ use crate::cli::{LogFormat, TelemetryArgs};
 pub const ENDPOINT_VARIABLES: [&str; 2] =
     ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"];
 
-/// The W3C trace context header.
+/// The W3C trace context headers.
 const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
 
 static EXPORTING: AtomicBool = AtomicBool::new(false);
 
@@ -126,7 +127,8 @@ pub fn init(
         telemetry = Some(Telemetry { provider });
     }
     tracing_subscriber::registry().with(layers).init();
-    if let Some((endpoint, service)) = announce {
+    // A CLI command's stderr is for its user: it says nothing about its own traces.
+    if let Some((endpoint, service)) = announce.filter(|(_, s)| *s != "pop-cli") {
         tracing::info!(%endpoint, service, "exporting traces over OTLP/gRPC");
     }
     Ok(telemetry)
@@ -183,50 +185,99 @@ fn provider(endpoint: &str, service: &'static str) -> Result<SdkTracerProvider> 
     Ok(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build())
 }
 
-/// One `traceparent` value, as the propagator reads headers.
-struct Traceparent<'a>(&'a str);
+/// One W3C trace context (`traceparent`, maybe `tracestate`), as the propagator reads headers.
+struct Incoming<'a> {
+    traceparent: &'a str,
+    tracestate: Option<&'a str>,
+}
 
-impl Extractor for Traceparent<'_> {
+impl Extractor for Incoming<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        (key == TRACEPARENT).then_some(self.0)
+        match key {
+            TRACEPARENT => Some(self.traceparent),
+            TRACESTATE => self.tracestate,
+            _ => None,
+        }
     }
 
     fn keys(&self) -> Vec<&str> {
-        vec![TRACEPARENT]
+        vec![TRACEPARENT, TRACESTATE]
     }
 }
 
-/// Makes `span` a child of the remote span `traceparent` (a malformed one is ignored).
-fn join(span: &tracing::Span, traceparent: &str) {
-    let parent = TraceContextPropagator::new().extract(&Traceparent(traceparent));
+/// Makes `span` a child of the remote span `traceparent` (a malformed one is ignored), with
+/// the vendors' `tracestate` that came with it (kept on the span and every child, and sent on
+/// with their trace context).
+fn join(span: &tracing::Span, traceparent: &str, tracestate: Option<&str>) {
+    let parent = TraceContextPropagator::new().extract(&Incoming { traceparent, tracestate });
     // Fails only for a span that is not recorded: then there is nothing to join.
     let _ = span.set_parent(parent);
 }
 
-/// The W3C traceparent of `span`, when it is recorded.
-fn traceparent_of(span: &tracing::Span) -> Option<String> {
+/// The W3C `traceparent` of `span`, when it is recorded, and its `tracestate` when that is
+/// not empty.
+fn context_of(span: &tracing::Span) -> Option<(String, Option<String>)> {
     let mut headers = HashMap::new();
     TraceContextPropagator::new().inject_context(&span.context(), &mut headers);
-    headers.remove(TRACEPARENT)
+    let traceparent = headers.remove(TRACEPARENT)?;
+    Some((traceparent, headers.remove(TRACESTATE).filter(|s| !s.is_empty())))
+}
+
+/// The trace context a CLI call sends (`pop submit`, `pop gql`, ...): the `client` span the
+/// call runs in (a root, or a child of the `TRACEPARENT` the environment names, as other
+/// CLIs take it), and the headers that make the server's spans its children. When the CLI
+/// does not export traces the span is disabled, and the environment's `TRACEPARENT` and
+/// `TRACESTATE` go out as they are (nothing when they are unset or malformed).
+pub fn client_call() -> (tracing::Span, Vec<(&'static str, String)>) {
+    let span = tracing::info_span!(
+        parent: None,
+        "client",
+        otel.name = "POST /graphql",
+        otel.kind = "client",
+    );
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let inherited = env("TRACEPARENT")
+        .and_then(|t| pop_store::valid_traceparent(&t).map(str::to_string))
+        .map(|t| (t, env("TRACESTATE").and_then(|s| valid_tracestate(&s))));
+    if let Some((traceparent, tracestate)) = &inherited
+        && !span.is_disabled()
+    {
+        join(&span, traceparent, tracestate.as_deref());
+    }
+    let context = if span.is_disabled() { inherited } else { context_of(&span) };
+    let mut headers = Vec::new();
+    if let Some((traceparent, tracestate)) = context {
+        headers.push((TRACEPARENT, traceparent));
+        if let Some(tracestate) = tracestate {
+            headers.push((TRACESTATE, tracestate));
+        }
+    }
+    (span, headers)
+}
+
+/// `value` when pop stores and forwards it as a `tracestate` ([`pop_store::valid_tracestate`]).
+fn valid_tracestate(value: &str) -> Option<String> {
+    pop_store::valid_tracestate(value).map(str::to_string)
 }
 
 /// The worker's way to join an agenda's trace ([`pop_worker::trace`]).
 struct OtelPropagation;
 
 impl pop_worker::trace::Propagation for OtelPropagation {
-    fn join(&self, span: &tracing::Span, traceparent: &str) {
-        join(span, traceparent);
+    fn join(&self, span: &tracing::Span, traceparent: &str, tracestate: Option<&str>) {
+        join(span, traceparent, tracestate);
     }
 
-    fn traceparent(&self, span: &tracing::Span) -> Option<String> {
-        traceparent_of(span)
+    fn context(&self, span: &tracing::Span) -> Option<(String, Option<String>)> {
+        context_of(span)
     }
 }
 
 /// The `request` span of an HTTP request (a router layer, only while exporting): a child of
 /// the client's `traceparent` when it sent one, named by method and route (not the path: ids
 /// would make every name unique), with the response's status. The request goes on with the
-/// span's own traceparent in the header, which the API stores with the events it appends.
+/// span's own traceparent (and the client's `tracestate`, which the span carries on) in the
+/// headers, which the API stores with the events it appends.
 pub async fn trace_request(mut request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let route = request
@@ -242,15 +293,23 @@ pub async fn trace_request(mut request: Request, next: Next) -> Response {
         url.path = %request.uri().path(),
         http.response.status_code = tracing::field::Empty,
     );
-    if let Some(traceparent) = request.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()) {
-        join(&span, traceparent);
-    }
-    match traceparent_of(&span).and_then(|t| HeaderValue::from_str(&t).ok()) {
-        Some(own) => {
-            request.headers_mut().insert(TRACEPARENT, own);
+    {
+        // (A block: a borrow of the request, which is not `Sync`, must not live across the
+        // await below.)
+        let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
+        if let Some(traceparent) = header(TRACEPARENT) {
+            join(&span, traceparent, header(TRACESTATE));
         }
-        None => {
-            request.headers_mut().remove(TRACEPARENT);
+    }
+    let (own, state) = context_of(&span).map_or((None, None), |(p, s)| (Some(p), s));
+    for (name, value) in [(TRACEPARENT, own), (TRACESTATE, state)] {
+        match value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            Some(value) => {
+                request.headers_mut().insert(name, value);
+            }
+            None => {
+                request.headers_mut().remove(name);
+            }
         }
     }
     let response = next.run(request).instrument(span.clone()).await;

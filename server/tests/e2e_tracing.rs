@@ -37,6 +37,9 @@ fn client_traceparent() -> String {
     format!("00-{TRACE_ID}-{CLIENT_SPAN}-01")
 }
 
+/// The vendors' trace data the client sends beside its traceparent: it travels with the trace.
+const TRACESTATE: &str = "pop=t61rcWkgMzE,vendor@sys=x";
+
 /// One span as the collector received it.
 #[derive(Debug, Clone)]
 struct Got {
@@ -45,6 +48,7 @@ struct Got {
     trace_id: String,
     span_id: String,
     parent_span_id: String,
+    trace_state: String,
 }
 
 /// The in-process collector: records every span of every export.
@@ -80,6 +84,7 @@ impl TraceService for Collector {
                         trace_id: hex(&span.trace_id),
                         span_id: hex(&span.span_id),
                         parent_span_id: hex(&span.parent_span_id),
+                        trace_state: span.trace_state,
                     });
                 }
             }
@@ -197,15 +202,22 @@ async fn setup(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> (
     (pop, position)
 }
 
-/// Submits a one-operation agenda with the client's `traceparent` header; its id.
+/// The POP JSON of a one-operation agenda of `acme` on insight `work`.
+fn agenda_json(id: &str) -> Value {
+    json!({"id": id, "customerId": "acme", "title": "traced",
+        "operations": [{"name": "hello", "type": "log", "payload": {"message": "hi"}}]})
+}
+
+/// Submits a one-operation agenda with the client's `traceparent` and `tracestate` headers;
+/// its id.
 async fn submit(pop: &Pop, position: &str, id: &str) -> String {
-    let agenda = json!({"id": id, "customerId": "acme", "title": "traced",
-        "operations": [{"name": "hello", "type": "log", "payload": {"message": "hi"}}]});
+    let agenda = agenda_json(id);
     let response = pop
         .http
         .post(format!("{}/graphql", pop.base()))
         .bearer_auth(ACME)
         .header("traceparent", client_traceparent())
+        .header("tracestate", TRACESTATE)
         .json(&json!({
             "query": "mutation($a: JSON!, $p: String) { submitAgenda(agenda: $a, \
                       atLeastPosition: $p) { agenda { id } } }",
@@ -314,12 +326,21 @@ async fn a_submission_and_the_workers_execution_share_one_trace() {
                 })
         })
         .await;
-    // Nothing of the worker's execution left the trace.
+    // Nothing of the worker's execution left the trace, and the client's tracestate went
+    // with it everywhere: the server's spans, the worker's (which got it from `getAgenda`),
+    // and the server's spans for the worker's reports (which the worker sent it with).
     let spans = collector.spans();
-    for name in ["agenda", "operation"] {
+    for name in ["agenda", "operation", "api"] {
         for span in named(&spans, "pop-worker", name) {
             assert_eq!(span.trace_id, TRACE_ID, "{span:?}");
+            assert_eq!(span.trace_state, TRACESTATE, "{span:?}");
         }
+    }
+    let server: Vec<&Got> =
+        spans.iter().filter(|s| s.service == "pop" && s.trace_id == TRACE_ID).collect();
+    assert!(server.len() > 5, "{server:#?}");
+    for span in server {
+        assert_eq!(span.trace_state, TRACESTATE, "{span:?}");
     }
 }
 
@@ -346,7 +367,7 @@ async fn without_configuration_nothing_connects_and_the_traceparent_still_reache
         .ok(
             WORKER,
             "mutation { getAgenda(insightId: \"work\", count: 1, waitSeconds: 5) \
-             { agenda { id } traceparent } }",
+             { agenda { id } traceparent tracestate } }",
             json!({}),
         )
         .await;
@@ -354,6 +375,7 @@ async fn without_configuration_nothing_connects_and_the_traceparent_still_reache
     assert_eq!(claimed["agenda"]["id"], id.as_str(), "{answer:#}");
     // No exporter: the agenda keeps the client's trace context as it was sent.
     assert_eq!(claimed["traceparent"], client_traceparent().as_str(), "{answer:#}");
+    assert_eq!(claimed["tracestate"], TRACESTATE, "{answer:#}");
     let worker = start_worker(&pop, dir.path(), &env, &[]);
     // The claimed agenda goes back to the queue when its lease ends; a new one is enough.
     let other = submit(&pop, &position, "untraced-2").await;
@@ -368,5 +390,135 @@ async fn without_configuration_nothing_connects_and_the_traceparent_still_reache
             log_tail(&pop.log),
             log_tail(&worker.log)
         );
+    }
+}
+
+/// Claims one agenda of `work` with the worker's token: its id, traceparent and tracestate.
+async fn claim(pop: &Pop) -> (String, Value, Value) {
+    let answer = pop
+        .ok(
+            WORKER,
+            "mutation { getAgenda(insightId: \"work\", count: 1, waitSeconds: 5) \
+             { agenda { id } traceparent tracestate } }",
+            json!({}),
+        )
+        .await;
+    let claimed = &answer["getAgenda"][0];
+    let id = claimed["agenda"]["id"].as_str().unwrap_or_else(|| panic!("{answer:#}"));
+    (id.to_string(), claimed["traceparent"].clone(), claimed["tracestate"].clone())
+}
+
+/// Runs `pop submit` on a one-operation agenda `id` with `env` and `extra` flags; asserts
+/// that it succeeded.
+fn cli_submit(pop: &Pop, dir: &std::path::Path, id: &str, env: &[(&str, &str)], extra: &[&str]) {
+    let file = dir.join(format!("{id}.json"));
+    std::fs::write(&file, agenda_json(id).to_string()).unwrap();
+    let out = pop_command()
+        .args(["submit", "--server", &pop.base(), "--token", ACME])
+        .args(extra)
+        .arg(&file)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pop submit failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The CLI's output is for its user: nothing about its own traces.
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("OTLP"), "{out:?}");
+}
+
+/// The trace id of a W3C traceparent.
+fn trace_id_of(traceparent: &Value) -> String {
+    let t = traceparent.as_str().unwrap_or_else(|| panic!("no traceparent: {traceparent}"));
+    t.split('-').nth(1).unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cli_submission_is_the_root_of_the_agendas_trace() {
+    let (collector, endpoint) = Collector::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("OTEL_BSP_SCHEDULE_DELAY", "100")];
+    let (pop, _) = setup(dir.path(), &["--otlp-endpoint", &endpoint], &env).await;
+
+    // Exporting, with no trace in the environment: the CLI's `client` span is a root, and the
+    // server's request span its child; the agenda hands out that trace.
+    cli_submit(&pop, dir.path(), "cli-root", &env, &["--otlp-endpoint", &endpoint]);
+    let (id, traceparent, tracestate) = claim(&pop).await;
+    assert_eq!(id, "cli-root");
+    assert_eq!(tracestate, Value::Null);
+    let trace = trace_id_of(&traceparent);
+    let logs = [pop.log.as_path()];
+    collector
+        .wait_for("the CLI's span as the root of the submission's trace", &logs, |spans| {
+            let Some(client) = named(spans, "pop-cli", "POST /graphql")
+                .into_iter()
+                .find(|s| s.trace_id == trace && s.parent_span_id.is_empty())
+            else {
+                return false;
+            };
+            spans.iter().any(|s| {
+                s.service == "pop"
+                    && s.name == "POST /graphql"
+                    && s.trace_id == trace
+                    && s.parent_span_id == client.span_id
+            })
+        })
+        .await;
+
+    // A trace in the environment (`TRACEPARENT`, `TRACESTATE`, as other CLIs take it): the
+    // CLI's span continues it, and carries the tracestate on.
+    let with_trace = [
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("TRACEPARENT", &client_traceparent()),
+        ("TRACESTATE", TRACESTATE),
+    ];
+    cli_submit(&pop, dir.path(), "cli-child", &with_trace, &["--otlp-endpoint", &endpoint]);
+    let (id, traceparent, tracestate) = claim(&pop).await;
+    assert_eq!(id, "cli-child");
+    assert_eq!(trace_id_of(&traceparent), TRACE_ID);
+    assert_eq!(tracestate, TRACESTATE);
+    collector
+        .wait_for("the CLI's span as a child of the environment's trace", &logs, |spans| {
+            let Some(client) = named(spans, "pop-cli", "POST /graphql")
+                .into_iter()
+                .find(|s| s.trace_id == TRACE_ID && s.parent_span_id == CLIENT_SPAN)
+            else {
+                return false;
+            };
+            client.trace_state == TRACESTATE
+                && spans.iter().any(|s| {
+                    s.service == "pop"
+                        && s.name == "POST /graphql"
+                        && s.parent_span_id == client.span_id
+                })
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_exporter_the_cli_sends_the_environments_trace_context_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pop, _) = setup(dir.path(), &[], &[]).await;
+    let env = [("TRACEPARENT", client_traceparent()), ("TRACESTATE", TRACESTATE.to_string())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    cli_submit(&pop, dir.path(), "cli-env", &env, &[]);
+    let (id, traceparent, tracestate) = claim(&pop).await;
+    assert_eq!(id, "cli-env");
+    assert_eq!(traceparent, client_traceparent().as_str());
+    assert_eq!(tracestate, TRACESTATE);
+
+    // A malformed TRACEPARENT is no trace context (its tracestate goes with it); none set is
+    // none sent.
+    let bad = [("TRACEPARENT", "00-nonsense-01"), ("TRACESTATE", TRACESTATE)];
+    cli_submit(&pop, dir.path(), "cli-bad", &bad, &[]);
+    cli_submit(&pop, dir.path(), "cli-none", &[], &[]);
+    for expected in ["cli-bad", "cli-none"] {
+        let (id, traceparent, tracestate) = claim(&pop).await;
+        assert_eq!(id, expected);
+        assert_eq!((traceparent, tracestate), (Value::Null, Value::Null), "{id}");
     }
 }

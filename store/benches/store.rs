@@ -205,6 +205,7 @@ fn metadata(stream: u64) -> Vec<u8> {
         actor: Some("worker-7".to_owned()),
         command: None,
         traceparent: None,
+        tracestate: None,
     };
     m.to_json().unwrap_or_default()
 }

@@ -97,6 +97,9 @@ pub struct Executed<A: Aggregate> {
     /// ([`EventMetadata::traceparent`]) after this write: the trace of the last traced request
     /// that changed the aggregate.
     pub traceparent: Option<Arc<str>>,
+    /// The `tracestate` that came with [`Executed::traceparent`]
+    /// ([`EventMetadata::tracestate`]), if any.
+    pub tracestate: Option<Arc<str>>,
 }
 
 /// Why a command was not executed.
@@ -127,15 +130,32 @@ struct CachedState {
     version: u64,
     state: Arc<dyn Any + Send + Sync>,
     /// See [`Executed::traceparent`].
-    traceparent: Option<Arc<str>>,
+    trace: Trace,
 }
 
-/// An aggregate's state as far as it was folded: its version and the latest traceparent its
-/// events carried.
+/// The trace context of the latest events of a stream that carried one: a traceparent and
+/// the tracestate that came with it (none beside it is none, not the older one's).
+#[derive(Debug, Clone, Default)]
+struct Trace {
+    traceparent: Option<Arc<str>>,
+    tracestate: Option<Arc<str>>,
+}
+
+impl Trace {
+    fn of(metadata: &EventMetadata) -> Trace {
+        Trace {
+            traceparent: metadata.traceparent.as_deref().map(Arc::from),
+            tracestate: metadata.tracestate.as_deref().map(Arc::from),
+        }
+    }
+}
+
+/// An aggregate's state as far as it was folded: its version and the latest trace context
+/// its events carried.
 struct Folded<A> {
     state: A,
     version: Option<u64>,
-    traceparent: Option<Arc<str>>,
+    trace: Trace,
 }
 
 /// A command's answer.
@@ -146,8 +166,8 @@ struct Pending<A: Aggregate> {
     command: A::Command,
     /// The events' metadata, encoded.
     metadata: Vec<u8>,
-    /// The metadata's traceparent.
-    traceparent: Option<Arc<str>>,
+    /// The metadata's trace context.
+    trace: Trace,
     /// The command's span: the write that holds its events runs in it when it is the first
     /// of its batch.
     span: tracing::Span,
@@ -236,16 +256,11 @@ impl Commands {
             stream = %stream,
             command = metadata.command.as_deref().unwrap_or(A::CATEGORY),
         );
-        let traceparent = metadata.traceparent.as_deref().map(Arc::from);
+        let trace = Trace::of(metadata);
         let metadata = metadata.to_json().map_err(CodecError::Encode)?;
         let (reply, answer) = oneshot::channel();
-        let pending = Pending::<A> {
-            command: command.clone(),
-            metadata,
-            traceparent,
-            span: span.clone(),
-            reply,
-        };
+        let pending =
+            Pending::<A> { command: command.clone(), metadata, trace, span: span.clone(), reply };
         Inner::enqueue(&self.inner, stream.clone(), pending);
         answer.instrument(span).await.unwrap_or(Err(ExecuteError::Interrupted { stream }))
     }
@@ -451,8 +466,8 @@ impl Inner {
                 for e in &events {
                     folded.state.evolve(e);
                 }
-                if pending.traceparent.is_some() {
-                    folded.traceparent.clone_from(&pending.traceparent);
+                if pending.trace.traceparent.is_some() {
+                    folded.trace.clone_from(&pending.trace);
                 }
                 bytes += size;
                 events_out.extend(encoded);
@@ -537,11 +552,10 @@ impl Inner {
                 folded.state.evolve(&event);
                 folded.version = Some(recorded.version);
             }
-            // Only the batch's latest traceparent counts: look for it from the end, so one
+            // Only the batch's latest trace context counts: look for it from the end, so one
             // metadata is decoded per batch, not one per traced event.
-            if let Some(traceparent) = batch.iter().rev().find_map(|r| traceparent_of(&r.metadata))
-            {
-                folded.traceparent = Some(traceparent);
+            if let Some(trace) = batch.iter().rev().find_map(|r| trace_of(&r.metadata)) {
+                folded.trace = trace;
             }
         }
     }
@@ -554,21 +568,21 @@ impl Inner {
         hit.state.downcast_ref::<A>().map(|s| Folded {
             state: s.clone(),
             version: Some(hit.version),
-            traceparent: hit.traceparent.clone(),
+            trace: hit.trace.clone(),
         })
     }
 
     /// Caches `folded` (when the stream exists) and hands its state back shared, with its
-    /// traceparent.
+    /// trace context.
     fn remember<A: Aggregate>(&self, stream: &str, folded: Folded<A>) -> Settled<A> {
-        let Folded { state, version, traceparent } = folded;
+        let Folded { state, version, trace } = folded;
         let state = Arc::new(state);
         if let (Some(version), Ok(mut cache)) = (version, self.states.lock()) {
             let shared: Arc<dyn Any + Send + Sync> = Arc::clone(&state) as _;
-            let traceparent = traceparent.clone();
-            cache.insert(stream.to_owned(), CachedState { version, state: shared, traceparent });
+            let trace = trace.clone();
+            cache.insert(stream.to_owned(), CachedState { version, state: shared, trace });
         }
-        (state, traceparent)
+        (state, trace)
     }
 
     fn note_written(&self, position: Position) {
@@ -582,21 +596,23 @@ impl Inner {
 
 impl<A: Default> Default for Folded<A> {
     fn default() -> Self {
-        Folded { state: A::default(), version: None, traceparent: None }
+        Folded { state: A::default(), version: None, trace: Trace::default() }
     }
 }
 
-/// A state after a write, shared, and the stream's latest traceparent.
-type Settled<A> = (Arc<A>, Option<Arc<str>>);
+/// A state after a write, shared, and the stream's latest trace context.
+type Settled<A> = (Arc<A>, Trace);
 
-/// The traceparent in a stored event's metadata, if any. Most events of a busy stream carry
-/// none (the timed processes' commands): those are told by a byte search, not parsed.
-fn traceparent_of(metadata: &[u8]) -> Option<Arc<str>> {
+/// The trace context in a stored event's metadata, if it carries a traceparent. Most events
+/// of a busy stream carry none (the timed processes' commands): those are told by a byte
+/// search, not parsed.
+fn trace_of(metadata: &[u8]) -> Option<Trace> {
     const KEY: &[u8] = b"\"traceparent\"";
     if !metadata.windows(KEY.len()).any(|w| w == KEY) {
         return None;
     }
-    EventMetadata::from_json(metadata).ok()?.traceparent.map(Arc::from)
+    let trace = Trace::of(&EventMetadata::from_json(metadata).ok()?);
+    trace.traceparent.is_some().then_some(trace)
 }
 
 /// Encodes a command's events, each with a fresh UUID v7 id and the command's metadata.
@@ -625,7 +641,7 @@ fn settle<A: Aggregate>(
     base: Option<u64>,
     position: Option<Position>,
 ) -> Vec<(oneshot::Sender<Answer<A>>, Answer<A>)> {
-    let (state, traceparent) = settled.map_or((None, None), |(s, t)| (Some(s), t));
+    let (state, trace) = settled.map_or((None, Trace::default()), |(s, t)| (Some(s), t));
     // The version after the batch's first `upto` events.
     let version_at = |upto: usize| match upto {
         0 => base,
@@ -634,8 +650,8 @@ fn settle<A: Aggregate>(
     let executed = |events: Vec<A::Event>, upto: usize, position: Option<Position>| {
         // `state` is only missing when every decision is a failure or a refusal.
         let state = state.clone().unwrap_or_default();
-        let traceparent = traceparent.clone();
-        Ok(Executed { events, state, version: version_at(upto), position, traceparent })
+        let Trace { traceparent, tracestate } = trace.clone();
+        Ok(Executed { events, state, version: version_at(upto), position, traceparent, tracestate })
     };
     let n = decided.len();
     batch

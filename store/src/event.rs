@@ -166,6 +166,12 @@ pub struct EventMetadata {
     /// [`TRACEPARENT_MAX_BYTES`]; events written before tracing lack it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// The W3C `tracestate` that came with [`Self::traceparent`] (vendors' trace data, handed
+    /// back with the traceparent so a worker's calls carry it on). Only with a traceparent, at
+    /// most [`TRACESTATE_MAX_BYTES`] ([`valid_tracestate`]); absent in most events, and in
+    /// every event written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
 }
 
 /// The length of a version-00 W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), the only
@@ -188,6 +194,46 @@ pub fn valid_traceparent(value: &str) -> Option<&str> {
     let shaped = value.starts_with("00-") && bytes[35] == b'-' && bytes[52] == b'-';
     (shaped && hex(3..35) && hex(36..52) && hex(53..55) && !zeros(3..35) && !zeros(36..52))
         .then_some(value)
+}
+
+/// The longest `tracestate` pop keeps: the 512 characters the W3C recommendation asks every
+/// vendor to propagate. A longer one is dropped whole (the recommendation allows dropping
+/// list members; pop does not rewrite the value), which bounds what one request adds to each
+/// event's metadata far inside [`crate::limits::MAX_EVENT_METADATA_BYTES`].
+pub const TRACESTATE_MAX_BYTES: usize = 512;
+
+/// Most list members of a `tracestate` (the W3C limit).
+pub const TRACESTATE_MAX_MEMBERS: usize = 32;
+
+/// `value` (trimmed) when it is a `tracestate` pop keeps: at most [`TRACESTATE_MAX_BYTES`] of
+/// printable ASCII, at most [`TRACESTATE_MAX_MEMBERS`] comma-separated `key=value` members
+/// (keys of lowercase letters, digits and `_-*/@`, values without `=` or `,`), at least one.
+/// Anything else is no `tracestate` at all.
+pub fn valid_tracestate(value: &str) -> Option<&str> {
+    let value = value.trim_matches([' ', '\t']);
+    if value.is_empty()
+        || value.len() > TRACESTATE_MAX_BYTES
+        || !value.bytes().all(|b| (0x20..=0x7e).contains(&b))
+    {
+        return None;
+    }
+    let mut members = 0;
+    for member in value.split(',') {
+        let member = member.trim_matches([' ', '\t']);
+        if member.is_empty() {
+            continue;
+        }
+        members += 1;
+        let (key, val) = member.split_once('=')?;
+        let key_ok = !key.is_empty()
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-*/@".contains(&b));
+        if !key_ok || val.is_empty() || val.contains('=') || members > TRACESTATE_MAX_MEMBERS {
+            return None;
+        }
+    }
+    (members > 0).then_some(value)
 }
 
 impl EventMetadata {
@@ -237,6 +283,7 @@ mod tests {
             actor: Some("reaper".into()),
             command: None,
             traceparent: None,
+            tracestate: None,
         };
         let json = String::from_utf8(m.to_json().unwrap()).unwrap();
         assert_eq!(
@@ -268,6 +315,58 @@ mod tests {
         let decoded = EventMetadata::from_json(old).unwrap();
         assert_eq!(decoded.traceparent, None);
         assert_eq!(decoded.to_json().unwrap(), old.to_vec());
+    }
+
+    #[test]
+    fn tracestate_is_stored_beside_the_traceparent_and_old_metadata_still_reads() {
+        let m = EventMetadata {
+            traceparent: Some(TP.into()),
+            tracestate: Some("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE".into()),
+            ..EventMetadata::default()
+        };
+        let json = String::from_utf8(m.to_json().unwrap()).unwrap();
+        assert_eq!(
+            json,
+            format!(
+                r#"{{"traceparent":"{TP}","tracestate":"rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"}}"#
+            )
+        );
+        assert_eq!(EventMetadata::from_json(json.as_bytes()).unwrap(), m);
+        // A traceparent alone is written as before the field existed, and such metadata
+        // (what every stored event holds) decodes with no tracestate.
+        let old = format!(r#"{{"actor":"user:a","traceparent":"{TP}"}}"#);
+        let decoded = EventMetadata::from_json(old.as_bytes()).unwrap();
+        assert_eq!(decoded.tracestate, None);
+        assert_eq!(decoded.to_json().unwrap(), old.into_bytes());
+    }
+
+    #[test]
+    fn only_bounded_well_formed_tracestates_are_valid() {
+        for good in ["rojo=00f067aa0ba902b7", " a=1, b@vendor=x y ,,c*/-_=z ", "k=v"] {
+            assert!(valid_tracestate(good).is_some(), "{good:?}");
+        }
+        assert_eq!(valid_tracestate(" a=1 "), Some("a=1"));
+        let at_most = format!("a={}", "x".repeat(TRACESTATE_MAX_BYTES - 2));
+        assert_eq!(valid_tracestate(&at_most), Some(at_most.as_str()));
+        let too_long = format!("a={}", "x".repeat(TRACESTATE_MAX_BYTES - 1));
+        let members = |n: usize| (0..n).map(|i| format!("k{i}=v")).collect::<Vec<_>>().join(",");
+        assert!(valid_tracestate(&members(TRACESTATE_MAX_MEMBERS)).is_some());
+        let bad = [
+            String::new(),
+            " , ".into(),
+            too_long,
+            members(TRACESTATE_MAX_MEMBERS + 1),
+            "novalue".into(),
+            "Upper=1".into(),
+            "a=".into(),
+            "=b".into(),
+            "a=b=c".into(),
+            "a=\u{e9}".into(),
+            "a=1\nb=2".into(),
+        ];
+        for value in bad {
+            assert_eq!(valid_tracestate(&value), None, "{value:?}");
+        }
     }
 
     #[test]

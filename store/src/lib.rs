@@ -46,7 +46,8 @@ pub use commands::{Commands, ExecuteError, Executed};
 pub use error::{Limit, StoreError};
 pub use event::{
     ActualVersion, AppendResult, Direction, EventMetadata, ExpectedVersion, NewEvent,
-    RecordedEvent, TRACEPARENT_MAX_BYTES, valid_traceparent,
+    RecordedEvent, TRACEPARENT_MAX_BYTES, TRACESTATE_MAX_BYTES, TRACESTATE_MAX_MEMBERS,
+    valid_traceparent, valid_tracestate,
 };
 #[cfg(feature = "kurrentdb")]
 pub use kurrentdb::{KurrentLeadership, KurrentOptions, KurrentStore, LeaseOptions};

@@ -178,6 +178,42 @@ async fn the_latest_traceparent_a_stream_carries_is_answered_cached_or_read_back
 }
 
 #[tokio::test]
+async fn the_tracestate_goes_with_its_traceparent_cached_or_read_back() {
+    const FIRST: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const SECOND: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let traced = |t: &str, s: Option<&str>| EventMetadata {
+        traceparent: Some(t.into()),
+        tracestate: s.map(str::to_string),
+        ..meta()
+    };
+    let (_dir, store) = store().await;
+    let commands = Commands::new(store.clone());
+    let first = commands
+        .execute::<Counter>("ts", &traced(FIRST, Some("a=1")), &CounterCommand::Add(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.traceparent.as_deref(), first.tracestate.as_deref()),
+        (Some(FIRST), Some("a=1"))
+    );
+    // An untraced command keeps both.
+    let kept = commands.execute::<Counter>("ts", &meta(), &CounterCommand::Add(1)).await.unwrap();
+    assert_eq!(kept.tracestate.as_deref(), Some("a=1"));
+    let cold = Commands::new(store.clone());
+    let read = cold.execute::<Counter>("ts", &meta(), &CounterCommand::Add(1)).await.unwrap();
+    assert_eq!(read.tracestate.as_deref(), Some("a=1"));
+    // A later traceparent without a tracestate replaces both: the older tracestate belongs to
+    // the older trace.
+    let second =
+        commands.execute::<Counter>("ts", &traced(SECOND, None), &CounterCommand::Add(1)).await;
+    let second = second.unwrap();
+    assert_eq!((second.traceparent.as_deref(), second.tracestate), (Some(SECOND), None));
+    let cold = Commands::new(store.clone());
+    let read = cold.execute::<Counter>("ts", &meta(), &CounterCommand::Add(1)).await.unwrap();
+    assert_eq!((read.traceparent.as_deref(), read.tracestate), (Some(SECOND), None));
+}
+
+#[tokio::test]
 async fn a_refusal_appends_nothing_and_a_no_op_returns_no_position() {
     let (_dir, store) = store().await;
     let commands = Commands::new(store.clone());

@@ -101,6 +101,7 @@ async fn measure(env: &ExecEnv, op_type: &str, agendas: usize) -> (f64, f64) {
             progress: None,
             lease: None,
             traceparent: None,
+            tracestate: None,
         };
         let outcome = execute(env, claimed, None, shutdown.clone()).await;
         assert_eq!(outcome, pop_worker::execute::Outcome::Succeeded);

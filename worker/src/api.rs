@@ -58,6 +58,8 @@ pub struct Claimed {
     /// The W3C trace context the agenda's work joins ([`crate::trace`]); `None` when no
     /// traced request touched it, or from a server that does not answer one.
     pub traceparent: Option<std::sync::Arc<str>>,
+    /// The `tracestate` that came with it, sent back with it.
+    pub tracestate: Option<std::sync::Arc<str>>,
 }
 
 impl Claimed {
@@ -107,7 +109,7 @@ const GET_AGENDA: &str = "mutation($i: String!, $n: Int!, $w: Int) { getAgenda(i
     agenda { id customerId title progressId params linkId agendaInsight { resourcePoolId insightId } \
     operations { name type id payload params } } \
     progress { id agendaId operationProgress { operation processingState processingStateMessage \
-    resultPayload } } lease { id expires } traceparent } }";
+    resultPayload } } lease { id expires } traceparent tracestate } }";
 
 const UPDATE: &str =
     "mutation($p: JSON!) { updateAgendaProgress(agendaProgress: $p) { position } }";
@@ -210,8 +212,8 @@ impl GraphqlApi {
     async fn send(&self, body: &Value, wait: Duration) -> Sent {
         let mut request =
             self.http.post(&self.url).timeout(CALL_TIMEOUT + wait).bearer_auth(&self.token);
-        if let Some(traceparent) = crate::trace::outgoing() {
-            request = request.header("traceparent", traceparent);
+        for (name, value) in crate::trace::outgoing() {
+            request = request.header(name, value);
         }
         let response = match request.json(body).send().await {
             Ok(response) => response,
@@ -350,7 +352,8 @@ impl WorkApi for GraphqlApi {
                 .filter(|l| !l.id.is_empty()),
             };
             let traceparent = item["traceparent"].as_str().map(std::sync::Arc::from);
-            claimed.push(Claimed { agenda, progress, lease, traceparent });
+            let tracestate = item["tracestate"].as_str().map(std::sync::Arc::from);
+            claimed.push(Claimed { agenda, progress, lease, traceparent, tracestate });
         }
         Ok(claimed)
     }

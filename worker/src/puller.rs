@@ -152,15 +152,15 @@ pub async fn run(env: ExecEnv, config: PullConfig, shutdown: watch::Receiver<boo
         let slots = slots.get(insight).cloned();
         let shutdown = shutdown.clone();
         // The agenda's work joins its trace (see `crate::trace`).
-        let span = crate::trace::agenda_span(&c.agenda.id, insight, c.traceparent.as_deref());
-        let traceparent = c.traceparent.clone();
+        let context = crate::trace::Context::of(c.traceparent.clone(), c.tracestate.clone());
+        let span = crate::trace::agenda_span(&c.agenda.id, insight, context.as_ref());
         let work = async move {
             let id = c.agenda.id.clone();
             let outcome = execute(&env, c, slots, shutdown).await;
             tracing::info!(agenda = %id, outcome = ?outcome, "executed");
             outcome
         };
-        executing.spawn(crate::trace::scope(traceparent, work.instrument(span)));
+        executing.spawn(crate::trace::scope(context, work.instrument(span)));
     };
 
     while !*shutdown_rx.borrow() {

@@ -1,6 +1,6 @@
 //! How a worker's work joins the trace of the agenda it runs. `getAgenda` answers each
 //! agenda's `traceparent` (the W3C trace context of the request that last changed it: its
-//! submission, a rerun, a report); the puller runs the agenda in an `agenda` span that is a
+//! submission, a rerun, a report) and the `tracestate` that came with it; the puller runs the agenda in an `agenda` span that is a
 //! child of it, each operation in an `operation` span, and every API call in an `api` span
 //! whose own `traceparent` goes out as the call's header, so the server's spans for the
 //! worker's reports join the same trace.
@@ -9,17 +9,43 @@
 //! trace context need the OpenTelemetry layer that the binary installs; it hands that ability
 //! over as a [`Propagation`] ([`install`]). Without one (traces are not exported) no span is
 //! recorded, and the calls made for an agenda send the agenda's stored `traceparent` as it
-//! is, so the server's spans still join the agenda's trace.
+//! is (with its `tracestate`), so the server's spans still join the agenda's trace.
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
 
+/// An agenda's stored W3C trace context, as `getAgenda` answers it: the `traceparent` and
+/// the `tracestate` that came with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Context {
+    pub traceparent: Arc<str>,
+    pub tracestate: Option<Arc<str>>,
+}
+
+impl Context {
+    /// The context of a traceparent (none: no context, whatever the tracestate).
+    pub fn of(traceparent: Option<Arc<str>>, tracestate: Option<Arc<str>>) -> Option<Context> {
+        traceparent.map(|traceparent| Context { traceparent, tracestate })
+    }
+
+    /// The headers that carry it: `traceparent`, and `tracestate` when there is one.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut headers = vec![("traceparent", self.traceparent.to_string())];
+        if let Some(tracestate) = &self.tracestate {
+            headers.push(("tracestate", tracestate.to_string()));
+        }
+        headers
+    }
+}
+
 /// What the tracing layer of the process can do with trace context.
 pub trait Propagation: Send + Sync + 'static {
-    /// Makes `span` (new, not yet entered) a child of the remote span `traceparent`.
-    fn join(&self, span: &tracing::Span, traceparent: &str);
-    /// The W3C `traceparent` of `span`, `None` when it is not recorded.
-    fn traceparent(&self, span: &tracing::Span) -> Option<String>;
+    /// Makes `span` (new, not yet entered) a child of the remote span `traceparent`, carrying
+    /// its `tracestate` on.
+    fn join(&self, span: &tracing::Span, traceparent: &str, tracestate: Option<&str>);
+    /// The W3C `traceparent` of `span` and its `tracestate` (if not empty), `None` when the
+    /// span is not recorded.
+    fn context(&self, span: &tracing::Span) -> Option<(String, Option<String>)>;
 }
 
 static PROPAGATION: OnceLock<Box<dyn Propagation>> = OnceLock::new();
@@ -35,42 +61,48 @@ fn propagation() -> Option<&'static dyn Propagation> {
 }
 
 tokio::task_local! {
-    /// The stored `traceparent` of the agenda the current task works for.
-    static AGENDA: Option<Arc<str>>;
+    /// The stored trace context of the agenda the current task works for.
+    static AGENDA: Option<Context>;
 }
 
-/// Runs `work` for an agenda whose stored trace context is `traceparent`: the calls it makes
+/// Runs `work` for an agenda whose stored trace context is `context`: the calls it makes
 /// send it when no span of theirs is recorded.
 pub fn scope<F: Future>(
-    traceparent: Option<Arc<str>>,
+    context: Option<Context>,
     work: F,
-) -> tokio::task::futures::TaskLocalFuture<Option<Arc<str>>, F> {
-    AGENDA.scope(traceparent, work)
+) -> tokio::task::futures::TaskLocalFuture<Option<Context>, F> {
+    AGENDA.scope(context, work)
 }
 
 /// The agenda trace context of the current task, to hand to a task it spawns ([`scope`]).
-pub fn current_agenda() -> Option<Arc<str>> {
+pub fn current_agenda() -> Option<Context> {
     AGENDA.try_with(Clone::clone).ok().flatten()
 }
 
 /// The `agenda` span of a claimed agenda: a child of its stored `traceparent` when the process
 /// records spans, else a root (disabled when nothing records spans).
-pub fn agenda_span(agenda_id: &str, insight: &str, traceparent: Option<&str>) -> tracing::Span {
+pub fn agenda_span(agenda_id: &str, insight: &str, context: Option<&Context>) -> tracing::Span {
     let span = tracing::info_span!(parent: None, "agenda", agenda.id = %agenda_id, insight);
-    if let (Some(p), Some(traceparent)) = (propagation(), traceparent)
+    if let (Some(p), Some(context)) = (propagation(), context)
         && !span.is_disabled()
     {
-        p.join(&span, traceparent);
+        p.join(&span, &context.traceparent, context.tracestate.as_deref());
     }
     span
 }
 
-/// The `traceparent` header of a call made now: the current span's (a child of the agenda's
-/// trace) when spans are recorded, else the agenda's stored one.
-pub fn outgoing() -> Option<String> {
+/// The trace context headers of a call made now: the current span's (a child of the agenda's
+/// trace, carrying its tracestate) when spans are recorded, else the agenda's stored ones.
+pub fn outgoing() -> Vec<(&'static str, String)> {
     let current = tracing::Span::current();
     propagation()
         .filter(|_| !current.is_disabled())
-        .and_then(|p| p.traceparent(&current))
-        .or_else(|| current_agenda().map(|t| t.to_string()))
+        .and_then(|p| p.context(&current))
+        .map(|(traceparent, tracestate)| Context {
+            traceparent: traceparent.into(),
+            tracestate: tracestate.map(Arc::from),
+        })
+        .or_else(current_agenda)
+        .map(|c| c.headers())
+        .unwrap_or_default()
 }

@@ -151,6 +151,7 @@ fn claimed(ops: Vec<Operation>) -> Claimed {
         },
         progress: None,
         traceparent: None,
+        tracestate: None,
     }
 }
 

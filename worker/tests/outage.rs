@@ -198,6 +198,7 @@ async fn an_execution_goes_on_through_an_outage_and_succeeds() {
         progress: None,
         lease: Some(Lease { id: "lease-1".into(), expires: now + Duration::from_secs(300) }),
         traceparent: None,
+        tracestate: None,
     };
     let (_stop, shutdown) = watch::channel(false);
     let outcome =

@@ -63,6 +63,7 @@ impl WorkApi for Queue {
                 progress: None,
                 lease: None,
                 traceparent: None,
+                tracestate: None,
             })
             .collect())
     }
@@ -208,6 +209,7 @@ impl WorkApi for WaitingQueue {
                 progress: None,
                 lease: None,
                 traceparent: None,
+                tracestate: None,
             })
             .collect())
     }

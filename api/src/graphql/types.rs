@@ -572,6 +572,12 @@ impl AgendaResultGql {
     async fn traceparent(&self) -> Option<&str> {
         self.0.traceparent.as_deref()
     }
+
+    /// The W3C `tracestate` that came with `traceparent` (vendors' trace data, at most 512
+    /// characters), `null` when none did. An executor sends it back with the traceparent.
+    async fn tracestate(&self) -> Option<&str> {
+        self.0.tracestate.as_deref()
+    }
 }
 
 impl From<AgendaOutcome> for AgendaResultGql {

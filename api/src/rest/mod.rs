@@ -26,7 +26,8 @@ use pop_app::Caller;
 use crate::error::{AppError, Code};
 use crate::metrics;
 use crate::request::{
-    header_principal, read_body, request_cid, request_traceparent, set_cid_headers,
+    header_principal, read_body, request_cid, request_traceparent, request_tracestate,
+    set_cid_headers,
 };
 use crate::state::AppState;
 
@@ -547,7 +548,9 @@ async fn serve(
         } else {
             None
         };
-    let caller = Caller::new(principal, cid).with_traceparent(request_traceparent(headers));
+    let caller = Caller::new(principal, cid)
+        .with_traceparent(request_traceparent(headers))
+        .with_tracestate(request_tracestate(headers));
     let call = Call { state, caller, method, id, params, body };
     handlers::handle(route.endpoint, call).await
 }

@@ -61,13 +61,17 @@ pub fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
-/// A `pop` command with none of the `POP_*` and `OTEL_*` variables (nor `DATABASE_URL`) of the
-/// environment, so the tests are hermetic (and export no traces unless one asks).
+/// A `pop` command with none of the `POP_*` and `OTEL_*` variables (nor `DATABASE_URL`, nor the
+/// `TRACEPARENT` and `TRACESTATE` a CLI call continues) of the environment, so the tests are
+/// hermetic (and export no traces unless one asks).
 pub fn pop_command() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pop"));
     for (key, _) in std::env::vars_os() {
         let name = key.to_string_lossy();
-        if name.starts_with("POP_") || name.starts_with("OTEL_") || key == "DATABASE_URL" {
+        if name.starts_with("POP_")
+            || name.starts_with("OTEL_")
+            || ["DATABASE_URL", "TRACEPARENT", "TRACESTATE"].contains(&name.as_ref())
+        {
             cmd.env_remove(key);
         }
     }
