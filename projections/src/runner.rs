@@ -50,6 +50,7 @@ use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use pop_domain::error::ErrorChain;
+use pop_store::trace::Traces;
 use pop_store::{EventStore, Position, RecordedEvent, StoreError, limits::MAX_READ_BATCH};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -377,7 +378,7 @@ impl Runner {
                         Some(Err(e)) => break Err(ProjectionError::Store(e)),
                         None => break Err(ProjectionError::Store(StoreError::Closed)),
                     };
-                    let n = batch.len() as u64;
+                    let n = batch.0.len() as u64;
                     match self.apply_batch(batch) {
                         Ok(position) => applied = position,
                         Err(e) => break Err(e),
@@ -413,14 +414,27 @@ impl Runner {
     }
 
     /// Applies one decoded batch: everything up to the first bad event, then the error.
-    fn apply_batch(&mut self, batch: DecodedBatch) -> Result<Position, ProjectionError> {
-        // A span per batch (a root: one batch folds the events of many requests).
+    fn apply_batch(
+        &mut self,
+        (batch, traces): (DecodedBatch, Option<Traces>),
+    ) -> Result<Position, ProjectionError> {
+        // A span per batch (a root: one batch folds the events of many requests), linked to
+        // the traces of the requests whose events it applies (at most `MAX_LINKS_PER_SPAN`).
         let span = tracing::info_span!(
             parent: None,
             "projection_batch",
             events = batch.len(),
-            position = tracing::field::Empty
+            position = tracing::field::Empty,
+            links_dropped = tracing::field::Empty,
         );
+        if let (Some(p), Some(traces)) = (pop_store::trace::propagation(), traces) {
+            for traceparent in &traces.traceparents {
+                p.link(&span, traceparent);
+            }
+            if traces.dropped > 0 {
+                span.record("links_dropped", traces.dropped);
+            }
+        }
         let _entered = span.enter();
         let mut changes = Vec::new();
         let mut failure = None;
@@ -515,13 +529,24 @@ fn decode_batch(events: &[RecordedEvent]) -> DecodedBatch {
     events.iter().map(|e| (e.position, decode(e))).collect()
 }
 
+/// The distinct traceparents of a batch's events, for its span's links: only while traces
+/// are exported (else `None`, at the cost of one check per batch).
+fn batch_traces(events: &[RecordedEvent]) -> Option<Traces> {
+    pop_store::trace::propagation()?;
+    let mut traces = Traces::default();
+    for e in events {
+        traces.note(&e.metadata);
+    }
+    Some(traces)
+}
+
 /// Follows the log after `after`, decoding it in batches, resubscribing after transient
 /// errors (for as long as the store is unavailable, telling `handle`'s trouble meanwhile).
 /// Ends when the receiver is gone or after forwarding a lasting error.
 async fn read_log(
     store: Arc<dyn EventStore>,
     mut after: Position,
-    tx: mpsc::Sender<Result<DecodedBatch, StoreError>>,
+    tx: mpsc::Sender<Result<(DecodedBatch, Option<Traces>), StoreError>>,
     handle: Projections,
     (first_backoff, max_backoff): (Duration, Duration),
 ) {
@@ -555,7 +580,7 @@ async fn read_log(
             failures = 0;
             handle.set_trouble(None);
             after = batch.last().map_or(after, |e| e.position);
-            if tx.send(Ok(decode_batch(&batch))).await.is_err() {
+            if tx.send(Ok((decode_batch(&batch), batch_traces(&batch)))).await.is_err() {
                 return;
             }
             if let Some(e) = pending_error {

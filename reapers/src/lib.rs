@@ -10,7 +10,8 @@
 //! Each process is a [`TimedProcess`]: a pure `plan(now, inputs, &config) -> Vec<action>` plus
 //! an idempotent `execute`, run by one loop ([`process::run_loop`]) every interval (and on
 //! wake-ups) under a leader lock, with a maximum run time per cycle, a batch size, a dry-run
-//! switch and metrics.
+//! switch and metrics. While traces are exported, a cycle is a `pass` span and each command
+//! on an agenda joins that agenda's trace ([`trace`]).
 //!
 //! This crate must never:
 //! - append events except through domain commands (`Commands::execute`): every action is a
@@ -32,6 +33,7 @@ pub mod process;
 pub mod reclaimer;
 pub mod retry;
 pub mod scheduler;
+mod trace;
 
 pub use data::DataReaperConfig;
 #[cfg(feature = "kube")]

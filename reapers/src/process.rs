@@ -34,6 +34,7 @@ use pop_projections::Projections;
 use pop_store::{Commands, EventStore, LeaderGuard, Leadership};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
+use tracing::Instrument;
 
 /// The leader-lock names of the processes (one lock each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,16 +156,22 @@ pub trait TimedProcess: Send + 'static {
 
 /// One cycle of `process` at `now`: plan, then (unless a dry run) execute within the
 /// cadence's maximum run time.
+/// A cycle is a `pass` span (`crate::trace`).
 pub async fn cycle<P: TimedProcess>(process: &mut P, now: Timestamp) -> P::Report {
-    let actions = match process.plan(now).await {
-        Ok(actions) => actions,
-        Err(report) => return report,
-    };
-    let cadence = process.cadence();
-    if cadence.dry_run {
-        return process.dry_run(&actions);
+    let span = crate::trace::pass(process.name());
+    async {
+        let actions = match process.plan(now).await {
+            Ok(actions) => actions,
+            Err(report) => return report,
+        };
+        let cadence = process.cadence();
+        if cadence.dry_run {
+            return process.dry_run(&actions);
+        }
+        process.execute(now, actions, Instant::now() + cadence.max_run_time).await
     }
-    process.execute(now, actions, Instant::now() + cadence.max_run_time).await
+    .instrument(span)
+    .await
 }
 
 /// Records a finished cycle: metrics always, a log line when it planned anything, a warning

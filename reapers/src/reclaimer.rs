@@ -17,6 +17,7 @@ use pop_projections::{Phase, ReadModels};
 use pop_store::{Commands, EventMetadata, ExecuteError};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::process::{Cadence, CycleReport, ProcessName, Services, TimedProcess};
 
@@ -171,7 +172,7 @@ pub async fn execute(
         started += 1;
         let commands = Arc::clone(commands);
         let action = action.clone();
-        tasks.spawn(async move { reclaim(&commands, now, action).await });
+        tasks.spawn(async move { reclaim(&commands, now, action).await }.in_current_span());
     }
     while let Some(done) = tasks.join_next().await {
         count(&mut report, done);
@@ -208,7 +209,8 @@ async fn reclaim(commands: &Commands, now: Timestamp, action: ReclaimAction) -> 
         tracestate: None,
     };
     let command = AgendaCommand::Reclaim { now };
-    match commands.execute::<AgendaState>(&action.key, &metadata, &command).await {
+    let execute = commands.execute::<AgendaState>(&action.key, &metadata, &command);
+    match crate::trace::on_agenda(commands, &action.key, "reclaim", execute).await {
         Ok(done) if done.state.is_failed() => {
             tracing::info!(agenda = %action.agenda_id, holder = ?action.holder, "reclaimer: lease expired, attempts used up: failed");
             Outcome::Failed

@@ -24,6 +24,7 @@ use pop_projections::{Phase, ReadModels};
 use pop_store::{Commands, EventMetadata, ExecuteError};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::process::{Cadence, CycleReport, ProcessName, Services, TimedProcess};
 
@@ -268,7 +269,7 @@ pub async fn execute(
         started += 1;
         let commands = Arc::clone(commands);
         let action = action.clone();
-        tasks.spawn(async move { retry(&commands, now, action).await });
+        tasks.spawn(async move { retry(&commands, now, action).await }.in_current_span());
     }
     while let Some(done) = tasks.join_next().await {
         count(&mut report, done);
@@ -301,10 +302,9 @@ async fn retry(
         traceparent: None,
         tracestate: None,
     };
-    match commands
-        .execute::<AgendaState>(&action.key, &metadata, &AgendaCommand::Retry { now })
-        .await
-    {
+    let command = AgendaCommand::Retry { now };
+    let execute = commands.execute::<AgendaState>(&action.key, &metadata, &command);
+    match crate::trace::on_agenda(commands, &action.key, "retry", execute).await {
         Ok(_) => {
             tracing::info!(agenda = %action.agenda_id, attempt = action.attempts_completed + 1, maximum = action.maximum_attempts, "retry: failed agenda rerun (continue)");
             Ok(true)

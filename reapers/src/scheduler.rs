@@ -46,6 +46,7 @@ use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::process::{self, Cadence, CycleReport, ProcessName, TimedProcess};
 
@@ -118,7 +119,8 @@ async fn queue_all(commands: &Arc<Commands>, moves: Vec<(String, String)>) -> Sc
             }
         }
         let commands = Arc::clone(commands);
-        tasks.spawn(async move { queue(&commands, &id, &customer).await });
+        // In the pass's span: each move's own span links to it (`crate::trace`).
+        tasks.spawn(async move { queue(&commands, &id, &customer).await }.in_current_span());
     }
     while let Some(done) = tasks.join_next().await {
         report.count(done);
@@ -219,7 +221,8 @@ async fn queue(commands: &Commands, id: &str, customer: &str) -> Option<Position
         tracestate: None,
     };
     let command = AgendaCommand::Queue { now: Utc::now() };
-    let executed = commands.execute::<AgendaState>(id, &metadata, &command).await;
+    let execute = commands.execute::<AgendaState>(id, &metadata, &command);
+    let executed = crate::trace::on_agenda(commands, id, "queue", execute).await;
     match executed {
         Ok(executed) => executed.position,
         Err(ExecuteError::Refused(

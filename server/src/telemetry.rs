@@ -36,7 +36,7 @@ use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -122,6 +122,7 @@ pub fn init(
             tracing_opentelemetry::layer().with_tracer(tracer).with_filter(exported()).boxed(),
         );
         pop_worker::trace::install(Box::new(OtelPropagation));
+        pop_store::trace::install(Box::new(OtelPropagation));
         EXPORTING.store(true, Ordering::Relaxed);
         announce = Some((endpoint, service));
         telemetry = Some(Telemetry { provider });
@@ -260,8 +261,30 @@ fn valid_tracestate(value: &str) -> Option<String> {
     pop_store::valid_tracestate(value).map(str::to_string)
 }
 
-/// The worker's way to join an agenda's trace ([`pop_worker::trace`]).
+/// Links `span` to the remote span `traceparent` (a malformed one is ignored).
+fn link(span: &tracing::Span, traceparent: &str) {
+    let cx = TraceContextPropagator::new().extract(&Incoming { traceparent, tracestate: None });
+    span.add_link(cx.span().span_context().clone());
+}
+
+/// The worker's way to join an agenda's trace ([`pop_worker::trace`]), and the libraries' to
+/// put the timed processes' commands and the projections' batches into the traces they
+/// concern ([`pop_store::trace`]).
 struct OtelPropagation;
+
+impl pop_store::trace::Propagation for OtelPropagation {
+    fn join(&self, span: &tracing::Span, traceparent: &str, tracestate: Option<&str>) {
+        join(span, traceparent, tracestate);
+    }
+
+    fn context(&self, span: &tracing::Span) -> Option<(String, Option<String>)> {
+        context_of(span)
+    }
+
+    fn link(&self, span: &tracing::Span, traceparent: &str) {
+        link(span, traceparent);
+    }
+}
 
 impl pop_worker::trace::Propagation for OtelPropagation {
     fn join(&self, span: &tracing::Span, traceparent: &str, tracestate: Option<&str>) {

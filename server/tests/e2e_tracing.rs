@@ -49,6 +49,8 @@ struct Got {
     span_id: String,
     parent_span_id: String,
     trace_state: String,
+    /// The (trace id, span id) of each span it links to.
+    links: Vec<(String, String)>,
 }
 
 /// The in-process collector: records every span of every export.
@@ -85,6 +87,11 @@ impl TraceService for Collector {
                         span_id: hex(&span.span_id),
                         parent_span_id: hex(&span.parent_span_id),
                         trace_state: span.trace_state,
+                        links: span
+                            .links
+                            .iter()
+                            .map(|l| (hex(&l.trace_id), hex(&l.span_id)))
+                            .collect(),
                     });
                 }
             }
@@ -520,5 +527,61 @@ async fn without_an_exporter_the_cli_sends_the_environments_trace_context_as_it_
         let (id, traceparent, tracestate) = claim(&pop).await;
         assert_eq!(id, expected);
         assert_eq!((traceparent, tracestate), (Value::Null, Value::Null), "{id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agendas_trace_shows_its_queueing_and_reclaiming_and_the_batches_that_applied_it() {
+    let (collector, endpoint) = Collector::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("OTEL_BSP_SCHEDULE_DELAY", "100")];
+    // Leases of 2 s, reclaimed every second.
+    let flags = ["--otlp-endpoint", &endpoint, "--lease", "2", "--reclaim-interval", "1"];
+    let (pop, position) = setup(dir.path(), &flags, &env).await;
+    let id = submit(&pop, &position, "scheduled-1").await;
+    // Claimed and never reported on: the reclaimer takes it back when the lease ends.
+    let (claimed, _, _) = claim(&pop).await;
+    assert_eq!(claimed, id);
+
+    let logs = [pop.log.as_path()];
+    // A timed command's span is in the agenda's trace, its store command a child of it, and
+    // it links to the pass (a root of its own) that issued it.
+    let in_agenda_trace = |spans: &[Got], name: &str, pass: &str| {
+        spans.iter().any(|s| {
+            s.service == "pop"
+                && s.name == name
+                && s.trace_id == TRACE_ID
+                && s.trace_state == TRACESTATE
+                && spans.iter().any(|c| c.name == "command" && c.parent_span_id == s.span_id)
+                && s.links.iter().any(|(trace, span)| {
+                    spans.iter().any(|p| {
+                        p.name == pass
+                            && p.parent_span_id.is_empty()
+                            && p.trace_id == *trace
+                            && p.span_id == *span
+                    })
+                })
+        })
+    };
+    collector
+        .wait_for("the scheduler's queue span in the agenda's trace", &logs, |spans| {
+            in_agenda_trace(spans, "queue", "scheduler pass")
+        })
+        .await;
+    collector
+        .wait_for("the reclaimer's reclaim span in the agenda's trace", &logs, |spans| {
+            in_agenda_trace(spans, "reclaim", "reclaimer pass")
+        })
+        .await;
+    // The projections' batches link to the traces of the events they apply.
+    collector
+        .wait_for("a projection batch linked to the agenda's trace", &logs, |spans| {
+            named(spans, "pop", "projection_batch")
+                .iter()
+                .any(|b| b.links.iter().any(|(trace, _)| trace == TRACE_ID))
+        })
+        .await;
+    for batch in named(&collector.spans(), "pop", "projection_batch") {
+        assert!(batch.links.len() <= 32, "{batch:?}");
     }
 }

@@ -290,6 +290,28 @@ impl Commands {
         Ok((Arc::unwrap_or_clone(state), version))
     }
 
+    /// The trace context of the latest traced events of the aggregate `A` with id `id`
+    /// (traceparent, tracestate), for work on it that no request started (a timed process's
+    /// command) to join the trace of the request that last touched it. The cached one when
+    /// the stream is cached (it may be behind the stream: good enough to join a trace, never
+    /// to decide anything), else read from the stream and cached, so the command that follows
+    /// is decided without reading it again. Call it only while traces are exported
+    /// ([`crate::trace::propagation`]): without, it is a lookup for nothing.
+    pub async fn trace_context<A: Aggregate>(
+        &self,
+        id: &str,
+    ) -> Result<(Option<Arc<str>>, Option<Arc<str>>), ExecuteError<A::Error>> {
+        let stream = stream_name(A::CATEGORY, id);
+        let hit = self.inner.states.lock().ok().and_then(|mut c| c.get(&stream));
+        if let Some(hit) = hit.filter(|h| h.state.is::<A>()) {
+            return Ok((hit.trace.traceparent, hit.trace.tracestate));
+        }
+        let mut folded = Folded::<A>::default();
+        self.inner.catch_up(&stream, &mut folded).await?;
+        let (_, Trace { traceparent, tracestate }) = self.inner.remember(&stream, folded);
+        Ok((traceparent, tracestate))
+    }
+
     /// Applies `f` to the cached state of the aggregate `A` with id `id`, without reading the
     /// store: `None` when it is not cached. The state may be behind the stream, so use it only
     /// for what never changes once set (an agenda's customer, say).

@@ -35,6 +35,7 @@ pub mod sqlite;
 mod subscribe;
 #[cfg(feature = "test-cluster")]
 pub mod test_cluster;
+pub mod trace;
 pub mod transfer;
 pub mod verify;
 
