@@ -19,6 +19,10 @@
 //! replicas on it (`--store`) instead of one embedded server, and spreads submitters and
 //! pullers over the replicas (the scheduler runs on whichever holds its leader lock).
 //!
+//! With `--otlp` the servers export their traces (`--otlp-endpoint`) to an OTLP/gRPC sink in
+//! the benchmark that counts spans: the cost of tracing when it is on, against the same run
+//! without (the default: off, as `pop serve` is unless configured).
+//!
 //! Without `--bench` (as `cargo test --benches` runs it) it does a small smoke run instead, so
 //! the benchmark cannot rot unnoticed.
 
@@ -32,6 +36,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use clap::Parser;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use pop_store::test_cluster::{ClusterDurability, TestCluster};
 use serde_json::{Value, json};
 use support::{SERVICE_TOKEN, Server, USER_TOKEN, ms};
@@ -67,6 +77,10 @@ struct Args {
     /// submitters and pullers are spread over the replicas.
     #[arg(long, default_value_t = 0)]
     replicas: usize,
+    /// Export the servers' traces over OTLP/gRPC to a sink in this process (which counts the
+    /// spans and keeps nothing), to measure what tracing costs when it is on.
+    #[arg(long)]
+    otlp: bool,
     /// Set by `cargo bench`; without it a small smoke run replaces the defaults.
     #[arg(long, hide = true)]
     bench: bool,
@@ -156,6 +170,12 @@ struct Shared {
 
 async fn bench(args: &Args) -> Result<()> {
     let dir = tempfile::tempdir().context("a temp dir")?;
+    let sink = if args.otlp { Some(SpanSink::start().await?) } else { None };
+    let otlp: Vec<String> = sink
+        .as_ref()
+        .map(|(_, e)| vec!["--otlp-endpoint".to_string(), e.clone()])
+        .unwrap_or_default();
+    let otlp: Vec<&str> = otlp.iter().map(String::as_str).collect();
     // Declared before the servers, so it is dropped (stopped) after them.
     let cluster = if args.replicas > 0 {
         let cluster =
@@ -167,14 +187,14 @@ async fn bench(args: &Args) -> Result<()> {
         None
     };
     let servers = match &cluster {
-        None => vec![start_server(dir.path(), &args.durability, None)?],
+        None => vec![start_server(dir.path(), &args.durability, None, &otlp)?],
         Some(cluster) => {
             let url = cluster.create_database().await.context("a database")?;
             let mut servers = Vec::with_capacity(args.replicas);
             for n in 0..args.replicas {
                 let replica = dir.path().join(format!("replica-{n}"));
                 std::fs::create_dir_all(&replica).context("a replica dir")?;
-                servers.push(start_server(&replica, &args.durability, Some(&url))?);
+                servers.push(start_server(&replica, &args.durability, Some(&url), &otlp)?);
             }
             servers
         }
@@ -258,13 +278,18 @@ async fn bench(args: &Args) -> Result<()> {
     );
     println!(
         "RESULT agendas_per_s={rate:.0} completed={completed_at_end} seconds={:.1} claim_p50_ms={:.2} \
-         claim_p99_ms={:.2} server_cores={cores:.2} per_core={:.0} rss_peak_mib={} failed={failed}",
+         claim_p99_ms={:.2} server_cores={cores:.2} per_core={:.0} rss_peak_mib={} failed={failed} \
+         spans={}",
         drive.as_secs_f64(),
         ms(&latency, 0.50),
         ms(&latency, 0.99),
         if cores > 0.0 { rate / cores } else { 0.0 },
         rss_peak / 1024,
+        sink.as_ref().map_or(0, |(s, _)| s.spans.load(Ordering::Relaxed)),
     );
+    if let Some((sink, _)) = &sink {
+        ensure!(sink.spans.load(Ordering::Relaxed) > 0, "--otlp: no span reached the sink");
+    }
     ensure!(failed == 0, "{failed} calls failed");
     ensure!(completed_at_end > 0, "no agenda completed");
     Ok(())
@@ -378,10 +403,61 @@ async fn work(api: &Api, id: &str) -> Result<()> {
 
 /// Starts `pop serve` with the scheduler on and the bench's tokens, under `dir` (on the
 /// PostgreSQL `store` when given).
-fn start_server(dir: &Path, durability: &str, store: Option<&str>) -> Result<Server> {
-    match store {
-        Some(url) => support::start_with_tokens(dir, durability, &["--store", url]),
-        None => support::start_with_tokens(dir, durability, &[]),
+fn start_server(
+    dir: &Path,
+    durability: &str,
+    store: Option<&str>,
+    otlp: &[&str],
+) -> Result<Server> {
+    let mut extra = otlp.to_vec();
+    if let Some(url) = store {
+        extra.extend(["--store", url]);
+    }
+    support::start_with_tokens(dir, durability, &extra)
+}
+
+/// An OTLP/gRPC trace collector that counts the spans it is sent and keeps none (`--otlp`).
+#[derive(Clone, Default)]
+struct SpanSink {
+    spans: Arc<AtomicU64>,
+}
+
+#[tonic::async_trait]
+impl TraceService for SpanSink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let n: usize = request
+            .into_inner()
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        self.spans.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+    }
+}
+
+impl SpanSink {
+    /// Starts it on a free loopback port; the endpoint to give `pop serve`.
+    async fn start() -> Result<(SpanSink, String)> {
+        let sink = SpanSink::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let service = TraceServiceServer::new(sink.clone());
+        tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            if let Err(e) = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(incoming)
+                .await
+            {
+                eprintln!("lifecycle: the span sink stopped: {e}");
+            }
+        });
+        Ok((sink, format!("http://{addr}")))
     }
 }
 

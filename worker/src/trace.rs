@@ -106,3 +106,28 @@ pub fn outgoing() -> Vec<(&'static str, String)> {
         .map(|c| c.headers())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[tokio::test]
+    async fn without_a_layer_an_agendas_calls_send_its_stored_context_as_it_is() {
+        // No `Propagation` is installed in this test binary: nothing records spans.
+        let context = Context::of(Some(TP.into()), Some("rojo=1,congo=2".into()));
+        let headers = scope(context.clone(), async { outgoing() }).await;
+        let expected = [("traceparent", TP.to_string()), ("tracestate", "rojo=1,congo=2".into())];
+        assert_eq!(headers, expected);
+        // A task the agenda's work spawns hands it on.
+        let inner = scope(context, async { scope(current_agenda(), async { outgoing() }).await });
+        assert_eq!(inner.await, expected);
+        // Without a tracestate only the traceparent goes; outside an agenda, nothing.
+        let bare = scope(Context::of(Some(TP.into()), None), async { outgoing() }).await;
+        assert_eq!(bare, [("traceparent", TP.to_string())]);
+        assert!(outgoing().is_empty());
+        // A tracestate alone is no trace context.
+        assert_eq!(Context::of(None, Some("rojo=1".into())), None);
+    }
+}
