@@ -18,7 +18,9 @@ use pop_domain::binding::bind_insight;
 use pop_domain::model::{Agenda, AgendaInsight, Insight, Operation};
 use pop_domain::params::Params;
 use pop_domain::template::{may_use_template, run_customer, run_template};
-use pop_domain::validate::{check_id, check_sizes, json_bytes, validate_agenda};
+use pop_domain::validate::{
+    check_expansion_sizes, check_id, check_sizes, json_bytes, validate_agenda,
+};
 use pop_projections::{Phase, Visibility};
 
 use crate::caller::{Action, Caller};
@@ -188,6 +190,8 @@ impl App {
                     None => Params::new(),
                     Some(p) => from_json("params", p)?,
                 };
+                check_expansion_sizes(&operations, &params, self.config().size_limits())
+                    .map_err(|e| AppError::validation("the expansion", e))?;
                 let command = AgendaCommand::Expand { operations, params, now: Utc::now() };
                 self.on_agenda(caller, "expandAgenda", agenda, command).await
             })

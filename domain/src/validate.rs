@@ -542,21 +542,22 @@ pub struct SizeLimits {
 /// Checks the sizes of `agenda`'s payloads and params against `limits`, naming each field that
 /// is too large (`operations[2].payload`, `params`) with its size and the limit.
 pub fn check_sizes(agenda: &Agenda, limits: SizeLimits) -> Result<(), ValidationErrors> {
+    check_expansion_sizes(&agenda.operations, &agenda.params, limits)
+}
+
+/// [`check_sizes`] for operations and params an expansion adds (named as in its request:
+/// `operations[0].payload`, `params`).
+pub fn check_expansion_sizes(
+    operations: &[Operation],
+    params: &Params,
+    limits: SizeLimits,
+) -> Result<(), ValidationErrors> {
     let mut errors = ValidationErrors::new();
-    check_size(&mut errors, "params", &agenda.params, limits.params_bytes);
-    for (i, op) in agenda.operations.iter().enumerate() {
-        check_size(
-            &mut errors,
-            &format!("operations[{i}].payload"),
-            &op.payload,
-            limits.payload_bytes,
-        );
-        check_size(
-            &mut errors,
-            &format!("operations[{i}].params"),
-            &op.params,
-            limits.params_bytes,
-        );
+    check_size(&mut errors, "params", params, limits.params_bytes);
+    for (i, op) in operations.iter().enumerate() {
+        let at = format!("operations[{i}]");
+        check_size(&mut errors, &format!("{at}.payload"), &op.payload, limits.payload_bytes);
+        check_size(&mut errors, &format!("{at}.params"), &op.params, limits.params_bytes);
     }
     errors.into_result()
 }
