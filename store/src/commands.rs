@@ -67,6 +67,11 @@ pub const MAX_EXECUTE_ATTEMPTS: u32 = 10;
 /// Bounded because states can be large (an agenda with its operations).
 pub const STATE_CACHE_CAPACITY: usize = 10_000;
 
+/// Most bytes of stored events the states in that cache may stand for together: states are
+/// weighed by their streams' event bytes, so 10,000 agendas near the size limits (a state
+/// costs a few times its events' bytes) cannot hold gigabytes however few commands use them.
+pub const STATE_CACHE_MAX_BYTES: u64 = 64 << 20;
+
 /// Most queued commands of one stream decided together and appended in one write. A burst
 /// of reports larger than this takes several writes; the bound keeps one write (and the
 /// latency of the first command in it) small while a queue of 16–64 concurrent reports, what
@@ -128,6 +133,8 @@ pub enum ExecuteError<E: std::error::Error + 'static> {
 #[derive(Clone)]
 struct CachedState {
     version: u64,
+    /// The bytes of the stream's events folded into it (its weight in the cache).
+    bytes: u64,
     state: Arc<dyn Any + Send + Sync>,
     /// See [`Executed::traceparent`].
     trace: Trace,
@@ -155,6 +162,8 @@ impl Trace {
 struct Folded<A> {
     state: A,
     version: Option<u64>,
+    /// The bytes of the events folded (as far as this process saw them): the state's weight.
+    bytes: u64,
     trace: Trace,
 }
 
@@ -209,7 +218,10 @@ impl Commands {
         Commands {
             inner: Arc::new(Inner {
                 store,
-                states: Mutex::new(GenerationalCache::new(STATE_CACHE_CAPACITY)),
+                states: Mutex::new(GenerationalCache::weighted(
+                    STATE_CACHE_CAPACITY,
+                    STATE_CACHE_MAX_BYTES,
+                )),
                 written: Mutex::new(Position::START),
                 queues: Mutex::new(HashMap::new()),
                 unavailable: Mutex::new(None),
@@ -523,6 +535,7 @@ impl Inner {
                 Ok(appended) => {
                     self.note_written(appended.position);
                     folded.version = Some(appended.version);
+                    folded.bytes += bytes as u64;
                     let settled = self.remember(stream, folded);
                     return settle(batch, decided, Some(settled), base, Some(appended.position));
                 }
@@ -573,6 +586,7 @@ impl Inner {
                 )?;
                 folded.state.evolve(&event);
                 folded.version = Some(recorded.version);
+                folded.bytes += recorded.data.len() as u64;
             }
             // Only the batch's latest trace context counts: look for it from the end, so one
             // metadata is decoded per batch, not one per traced event.
@@ -590,6 +604,7 @@ impl Inner {
         hit.state.downcast_ref::<A>().map(|s| Folded {
             state: s.clone(),
             version: Some(hit.version),
+            bytes: hit.bytes,
             trace: hit.trace.clone(),
         })
     }
@@ -597,12 +612,13 @@ impl Inner {
     /// Caches `folded` (when the stream exists) and hands its state back shared, with its
     /// trace context.
     fn remember<A: Aggregate>(&self, stream: &str, folded: Folded<A>) -> Settled<A> {
-        let Folded { state, version, trace } = folded;
+        let Folded { state, version, bytes, trace } = folded;
         let state = Arc::new(state);
         if let (Some(version), Ok(mut cache)) = (version, self.states.lock()) {
             let shared: Arc<dyn Any + Send + Sync> = Arc::clone(&state) as _;
             let trace = trace.clone();
-            cache.insert(stream.to_owned(), CachedState { version, state: shared, trace });
+            let cached = CachedState { version, bytes, state: shared, trace };
+            cache.insert_weighted(stream.to_owned(), cached, bytes);
         }
         (state, trace)
     }
@@ -618,7 +634,7 @@ impl Inner {
 
 impl<A: Default> Default for Folded<A> {
     fn default() -> Self {
-        Folded { state: A::default(), version: None, trace: Trace::default() }
+        Folded { state: A::default(), version: None, bytes: 0, trace: Trace::default() }
     }
 }
 

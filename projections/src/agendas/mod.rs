@@ -68,6 +68,8 @@ pub struct AgendaModel {
     deferred: bool,
     /// Scratch space for settling, reused so that each settle allocates only its result.
     buffers: SettleBuffers,
+    /// The degraded mode ([`AgendaModel::compact_live`]): live agendas are held compressed too.
+    compact: bool,
 }
 
 /// The keys an id names: nearly always one (ids are chosen per customer), so one needs no
@@ -252,12 +254,13 @@ impl AgendaModel {
                 state,
                 &entry.key,
                 Some(&entry.keys),
+                !self.deferred,
             );
             let old = std::mem::replace(&mut entry.keys, keys);
             if state.is_complete() {
                 let body = std::mem::replace(&mut entry.body, Body::Settled(Box::default()));
                 if let Body::Live(state) = body {
-                    entry.body = settle(&mut self.buffers, state);
+                    entry.body = settle(&mut self.buffers, state, self.compact);
                 }
             }
             let id = Arc::clone(&entry.key);
@@ -295,13 +298,39 @@ impl AgendaModel {
             &state,
             &id,
             old.as_ref().map(|(_, k)| k),
+            !self.deferred,
         );
         self.reindex(&id, old.as_ref().map(|(_, k)| k), Some(&keys));
         if let Some(change) = change {
             describe(change, &id, &keys);
         }
-        let body = settle(&mut self.buffers, Box::new(state));
+        let body = settle(&mut self.buffers, Box::new(state), self.compact);
         self.entries.insert(Arc::clone(&id), AgendaEntry { key: id, keys, body });
+    }
+
+    /// The degraded mode, for a process past its memory budget: every live agenda is held
+    /// compressed from now on, as finished ones are (a fraction of the memory: LZ4 on JSON,
+    /// against a decoded state at about eight times its JSON size), at the cost of decoding
+    /// and encoding an agenda for each of its events and reads. Returns how many were
+    /// compressed now. It lasts until the process restarts.
+    pub(crate) fn compact_live(&mut self) -> usize {
+        self.compact = true;
+        let mut compacted = 0;
+        for entry in self.entries.values_mut() {
+            if let Body::Live(_) = &entry.body {
+                let body = std::mem::replace(&mut entry.body, Body::Settled(Box::default()));
+                if let Body::Live(state) = body {
+                    entry.body = settle(&mut self.buffers, state, true);
+                    compacted += 1;
+                }
+            }
+        }
+        compacted
+    }
+
+    /// Whether [`AgendaModel::compact_live`] was called.
+    pub fn is_compact(&self) -> bool {
+        self.compact
     }
 
     /// Stops maintaining the indexes per event until [`AgendaModel::build_indexes`]: for a
@@ -327,6 +356,7 @@ fn keys_of<C, L, I>(
     state: &AgendaState,
     key: &Arc<str>,
     old: Option<&Keys>,
+    measure: bool,
 ) -> Keys {
     let p = state.progress();
     let agenda_id = match old {
@@ -348,6 +378,17 @@ fn keys_of<C, L, I>(
         .map(|i| intern(by_insight, old.and_then(|k| k.insight.as_ref()), &i.insight_id));
     let added = ms(p.added_time.or(state.agenda().and_then(|a| a.added_time)));
     let entered = state.entered_time().map_or(added, |t| t.timestamp_millis());
+    let phase = Phase::of(p.processing_state, p.processing_state_message.as_deref().unwrap_or(""));
+    // Measured once per life (a rerun of a finished agenda measures it again): a definition
+    // never changes after the submission but by an expansion, which is counted as submitted.
+    // Not while the indexes are deferred (a rebuild): most agendas finish before its end, and
+    // `build_indexes` measures the ones still live.
+    let bytes = match old {
+        _ if !phase.is_live() => 0,
+        Some(k) if k.bytes > 0 => k.bytes,
+        _ if measure => definition_bytes(state),
+        _ => 0,
+    };
     Keys {
         agenda_id,
         progress_id,
@@ -355,12 +396,18 @@ fn keys_of<C, L, I>(
         link,
         insight,
         state: p.processing_state,
-        phase: Phase::of(p.processing_state, p.processing_state_message.as_deref().unwrap_or("")),
+        phase,
         added,
         updated: ms(p.updated_time).max(added),
         entered,
         held: state.is_do_not_run(),
+        bytes,
     }
+}
+
+/// The bytes of `state`'s agenda definition as compact JSON ([`Keys::bytes`]).
+fn definition_bytes(state: &AgendaState) -> u64 {
+    state.agenda().map_or(0, |a| pop_domain::validate::json_bytes(a) as u64)
 }
 
 /// What a change of the agenda keyed `key` with `keys` tells subscribers.
@@ -478,6 +525,55 @@ mod tests {
         assert_eq!(ids, ["a0", "a4", "a6", "a10"]);
     }
 
+    /// Every entry's canonical JSON, by key.
+    fn states(m: &AgendaModel) -> BTreeMap<String, Vec<u8>> {
+        m.entries
+            .values()
+            .map(|e| (e.key.to_string(), e.canonical_json().expect("decodes")))
+            .collect()
+    }
+
+    #[test]
+    fn the_degraded_mode_holds_live_agendas_compressed_and_folds_them_the_same() {
+        let (mut normal, mut degraded) = (AgendaModel::default(), AgendaModel::default());
+        let histories: Vec<_> = (0..40).map(history).collect();
+        let apply = |step: usize, models: &mut [&mut AgendaModel]| {
+            for (i, h) in histories.iter().enumerate() {
+                if let Some(e) = h.get(step) {
+                    for m in models.iter_mut() {
+                        m.apply(&format!("a{i}"), e, None).expect("applies");
+                    }
+                }
+            }
+        };
+        for step in 0..2 {
+            apply(step, &mut [&mut normal, &mut degraded]);
+        }
+        let live = degraded.entries.values().filter(|e| !e.is_settled()).count();
+        assert!(live > 0);
+        assert_eq!(degraded.compact_live(), live);
+        assert!(degraded.is_compact());
+        assert!(degraded.entries.values().all(AgendaEntry::is_settled));
+        assert!(degraded.entries.values().any(AgendaEntry::is_live));
+        assert_eq!(states(&degraded), states(&normal));
+        assert_eq!(indexes(&degraded), indexes(&normal));
+        // Later events fold into the compressed agendas exactly as into live ones, and new
+        // agendas are held compressed from the start.
+        for step in 2..10 {
+            apply(step, &mut [&mut normal, &mut degraded]);
+        }
+        for i in 40..44 {
+            for e in history(i) {
+                normal.apply(&format!("a{i}"), &e, None).expect("applies");
+                degraded.apply(&format!("a{i}"), &e, None).expect("applies");
+            }
+        }
+        assert!(degraded.entries.values().all(AgendaEntry::is_settled));
+        assert_eq!(states(&degraded), states(&normal));
+        assert_eq!(indexes(&degraded), indexes(&normal));
+        assert_eq!(degraded.live_bytes(&Visibility::All), normal.live_bytes(&Visibility::All));
+    }
+
     #[test]
     fn indexes_built_at_the_end_equal_indexes_kept_per_event() {
         let (mut live, mut deferred) = (AgendaModel::default(), AgendaModel::default());
@@ -507,6 +603,22 @@ mod tests {
         deferred.build_indexes();
         assert_eq!(indexes(&live), indexes(&deferred));
         assert!(!indexes(&live).is_empty());
+        // The live bytes are the live agendas' definitions, summed per customer and in all.
+        let live_bytes: u64 = live
+            .entries
+            .values()
+            .filter(|e| !e.is_settled())
+            .map(|e| {
+                let state = e.state().expect("a live agenda");
+                pop_domain::validate::json_bytes(state.agenda().expect("submitted")) as u64
+            })
+            .sum();
+        assert!(live_bytes > 0);
+        assert_eq!(live.live_bytes(&Visibility::All), live_bytes);
+        let per_customer: u64 = (0..3)
+            .map(|c| live.live_bytes(&Visibility::from_ids([format!("c{c}").as_str()])))
+            .sum();
+        assert_eq!(per_customer, live_bytes);
         // Customer ids are interned again: one allocation per customer.
         let c0: Vec<_> = deferred
             .entries
