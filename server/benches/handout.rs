@@ -7,9 +7,11 @@
 //! user token. Measured, on the benchmark's clock: *submit → claim* = from just before the
 //! submit request is sent until the waiting `getAgenda` answers with that agenda (what
 //! graphile-worker's add → start measures), and *ack → claim* = from the submit's answer to the
-//! claim's. The path in between is the server's: the submission's append, the projections, the
-//! change feed waking the scheduler, its `Queue` append, the feed waking the waiting call, the
-//! claim's append — three fsync'd commits with `--durability full`. After each sample the
+//! claim's. The path in between is the server's. Since the hand-out at submission
+//! (`app/src/handout.rs`) it is one append holding the submission, its `Queue` and the waiting
+//! call's `Claim` — one fsync'd commit with `--durability full`; before, it was the
+//! submission's append, the projections, the change feed waking the scheduler, its `Queue`
+//! append, the feed waking the waiting call, the claim's append — three. After each sample the
 //! agenda is completed (one report, not timed) and the next sample starts after `--pause-ms`.
 //!
 //! The backlog: `--backlog` agendas of a second insight sit queued for the whole run (nobody
