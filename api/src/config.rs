@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 pub use pop_app::limits::{
-    DEFAULT_LEASE, DEFAULT_MAX_LIVE_AGENDAS_PER_CUSTOMER, DEFAULT_MAX_SUBSCRIPTIONS_PER_PRINCIPAL,
+    DEFAULT_LEASE, DEFAULT_MAX_LIVE_AGENDAS_PER_CUSTOMER, DEFAULT_MAX_LIVE_BYTES_PER_CUSTOMER,
+    DEFAULT_MAX_PARAMS_BYTES, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_SUBSCRIPTIONS_PER_PRINCIPAL,
     DEFAULT_PAGE_SIZE, DEFAULT_READ_WAIT, DEFAULT_SUBSCRIBER_BUFFER, MAX_CID_LENGTH,
     MAX_EVENT_PAGE_SIZE, MAX_GET_AGENDA_COUNT, MAX_GET_AGENDA_WAIT_SECONDS, MAX_LEASE,
     MAX_PAGE_SIZE, MAX_REASON_LENGTH, MAX_RERUN_PARAMS, MAX_RESYNC_ITEMS, MAX_RESYNC_SCAN,
@@ -104,6 +105,12 @@ pub struct ApiConfig {
     pub metrics_insight_labels: bool,
     /// See [`pop_app::limits::DEFAULT_MAX_LIVE_AGENDAS_PER_CUSTOMER`].
     pub max_live_agendas_per_customer: usize,
+    /// See [`pop_app::limits::DEFAULT_MAX_LIVE_BYTES_PER_CUSTOMER`].
+    pub max_live_bytes_per_customer: u64,
+    /// See [`pop_app::limits::DEFAULT_MAX_PAYLOAD_BYTES`].
+    pub max_payload_bytes: usize,
+    /// See [`pop_app::limits::DEFAULT_MAX_PARAMS_BYTES`].
+    pub max_params_bytes: usize,
     /// Whether async-graphql's tracing extension runs (a span per operation, its parse,
     /// validation and execution, and per resolved field). Off by default: it costs a span per
     /// field, which only pays when traces are exported (`pop serve --otlp-endpoint`).
@@ -129,6 +136,9 @@ impl Default for ApiConfig {
             max_subscriptions_per_principal: app.max_subscriptions_per_principal,
             metrics_insight_labels: app.metrics_insight_labels,
             max_live_agendas_per_customer: app.max_live_agendas_per_customer,
+            max_live_bytes_per_customer: app.max_live_bytes_per_customer,
+            max_payload_bytes: app.max_payload_bytes,
+            max_params_bytes: app.max_params_bytes,
             graphql_tracing: false,
         }
     }
@@ -152,6 +162,9 @@ impl ApiConfig {
         self.max_wait = app.max_wait;
         self.max_subscriptions_per_principal = app.max_subscriptions_per_principal;
         self.max_live_agendas_per_customer = app.max_live_agendas_per_customer;
+        self.max_live_bytes_per_customer = app.max_live_bytes_per_customer;
+        self.max_payload_bytes = app.max_payload_bytes;
+        self.max_params_bytes = app.max_params_bytes;
         self
     }
 
@@ -166,6 +179,9 @@ impl ApiConfig {
             max_subscriptions_per_principal: self.max_subscriptions_per_principal,
             metrics_insight_labels: self.metrics_insight_labels,
             max_live_agendas_per_customer: self.max_live_agendas_per_customer,
+            max_live_bytes_per_customer: self.max_live_bytes_per_customer,
+            max_payload_bytes: self.max_payload_bytes,
+            max_params_bytes: self.max_params_bytes,
         }
         .bounded()
     }

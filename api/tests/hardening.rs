@@ -108,7 +108,9 @@ async fn a_batch_adds_up_the_cost_of_its_operations() {
 
 #[tokio::test]
 async fn a_response_past_the_byte_budget_is_one_error_not_a_huge_body() {
-    let server = start(Default::default()).await;
+    // The operator raised the payload limit (512 KiB by default): the budget still holds.
+    let server =
+        start(pop_api::ApiConfig { max_payload_bytes: 1 << 20, ..Default::default() }).await;
     // 18 agendas of 0.95 MB: 17 MB of payloads, more than the 16 MiB budget.
     seed_large(&server, 18, 950_000).await;
     let started = Instant::now();
@@ -496,7 +498,9 @@ async fn a_stalled_websocket_client_is_closed_past_its_queued_bytes() {
     const CONNECTIONS: usize = 4;
     const OPERATIONS: usize = 30;
     const PARAMS_BYTES: usize = 500_000;
-    let server = start(Default::default()).await;
+    // The operator raised the params limit (256 KiB by default): the byte bound still holds.
+    let server =
+        start(pop_api::ApiConfig { max_params_bytes: 1 << 20, ..Default::default() }).await;
     let after = server.seed().await;
     let mut a = agenda("acme", "stall");
     a["id"] = json!("stall-1");
@@ -969,4 +973,127 @@ async fn a_customer_past_its_live_agenda_quota_is_refused() {
     // A cancelled (COMPLETE) agenda frees its place.
     let cancelled = server.cancel(ACME, &ids[0]).await;
     server.ok(ACME, SUBMIT, json!({"a": agenda("acme", "quota"), "p": cancelled})).await;
+}
+
+/// Issue 19, item 4: payloads and params past the server's limits are refused at the door,
+/// each field named with its size, nothing written; a report's result payload and params too.
+#[tokio::test]
+async fn payloads_and_params_past_their_limits_are_refused_naming_the_field() {
+    let config = pop_api::ApiConfig {
+        max_payload_bytes: 1_000,
+        max_params_bytes: 500,
+        ..Default::default()
+    };
+    let server = start(config).await;
+    let after = server.seed().await;
+    let mut a = agenda("acme", "sizes");
+    a["id"] = json!("too-large");
+    a["operations"][0]["payload"] = json!({"blob": "x".repeat(1_000)});
+    a["operations"][1]["params"] = json!({"blob": "p".repeat(500)});
+    a["params"] = json!({"small": true});
+    let (status, _, body) =
+        post_raw(&server, ACME, &json!({"query": SUBMIT, "variables": {"a": a, "p": after}})).await;
+    assert_eq!(status, 200);
+    let error = only_error(&body);
+    assert_eq!(code(error), "VALIDATION", "{error:#}");
+    assert_eq!(error["extensions"]["cid"], "cid-hostile", "{error:#}");
+    assert_eq!(
+        problems(error),
+        ["agenda.operations[0].payload", "agenda.operations[1].params"],
+        "{error:#}"
+    );
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("1011 bytes") && message.contains("at most 1000"), "{message}");
+    // POP's REST surface: 400, the field named in the envelope.
+    let resp = server
+        .http
+        .post(format!("{}/pop/agenda", server.base))
+        .bearer_auth(ACME)
+        .json(&a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let rest: Value = resp.json().await.unwrap();
+    assert_eq!(rest["errorResponse"]["code"], "VALIDATION", "{rest:#}");
+    assert!(rest.to_string().contains("operations[0].payload"), "{rest:#}");
+    // Nothing was written.
+    let data = server.ok(ACME, "query { agenda(id: \"too-large\") { id } }", json!({})).await;
+    assert_eq!(data["agenda"], Value::Null, "{data:#}");
+
+    // Within the limits it is taken; its reports are held to the same limits.
+    a["operations"][0]["payload"] = json!({"src": "in.mp4"});
+    a["operations"][1]["params"] = json!({"preset": "slow"});
+    let data = server.ok(ACME, SUBMIT, json!({"a": a, "p": after})).await;
+    let position = data["submitAgenda"]["position"].as_str().unwrap().to_string();
+    let projections = server.state.projections();
+    projections.wait_for(position.parse().unwrap(), WAIT).await.unwrap();
+    let moved = pop_reapers::scheduler::pass(
+        &server.commands,
+        projections,
+        &mut pop_reapers::scheduler::Memory::default(),
+    )
+    .await
+    .unwrap();
+    projections.wait_for(moved, WAIT).await.unwrap();
+    let data = server
+        .ok(
+            ACME_SERVICE,
+            "mutation { getAgenda(insightId: \"transcode\", count: 1) { agenda { id } lease { id } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(data["getAgenda"][0]["agenda"]["id"], "too-large", "{data:#}");
+    let lease = data["getAgenda"][0]["lease"]["id"].as_str().unwrap().to_string();
+    let report = "mutation($r: JSON!, $l: String) { updateAgendaProgress(agendaProgress: $r, leaseId: $l) { position } }";
+    let progress = |result: Value, params: Value| {
+        json!({"l": lease, "r": {"id": "too-large", "processingState": "EXECUTING",
+            "operationProgress": [{"operation": "probe", "processingState": "COMPLETE",
+                "processingStateMessage": "succeeded", "resultPayload": result, "params": params}]}})
+    };
+    let e = server
+        .err(ACME_SERVICE, report, progress(json!({"out": "r".repeat(1_000)}), json!({})))
+        .await;
+    assert_eq!(problems(&e), ["agendaProgress.operationProgress[0].resultPayload"], "{e:#}");
+    let e = server
+        .err(ACME_SERVICE, report, progress(json!({"out": 1}), json!({"note": "n".repeat(500)})))
+        .await;
+    assert_eq!(problems(&e), ["agendaProgress.operationProgress[0].params"], "{e:#}");
+    server.ok(ACME_SERVICE, report, progress(json!({"out": 1}), json!({"note": "ok"}))).await;
+}
+
+/// Issue 19, item 4: the bytes of one customer's live agendas are bounded, whatever their
+/// number: past the quota a submit is QUOTA_EXCEEDED naming the bytes; another customer is
+/// not held back, and a finished agenda frees its bytes.
+#[tokio::test]
+async fn a_customer_past_its_live_bytes_quota_is_refused() {
+    let config = pop_api::ApiConfig { max_live_bytes_per_customer: 6_500, ..Default::default() };
+    let server = start(config).await;
+    let after = server.seed().await;
+    // About 1.9 KB each as the read models hold it: three fit in 6,500 bytes, four do not.
+    let large = |n: usize| {
+        let mut a = agenda("acme", "bytes");
+        a["id"] = json!(format!("large-{n}"));
+        a["operations"][0]["payload"] = json!({"blob": "x".repeat(1_500)});
+        a
+    };
+    let mut last = after.clone();
+    for n in 0..3 {
+        let data = server.ok(ACME, SUBMIT, json!({"a": large(n), "p": last})).await;
+        last = data["submitAgenda"]["position"].as_str().unwrap().to_string();
+    }
+    let (status, _, body) =
+        post_raw(&server, ACME, &json!({"query": SUBMIT, "variables": {"a": large(3), "p": last}}))
+            .await;
+    assert_eq!(status, 200);
+    let error = only_error(&body);
+    assert_eq!(code(error), "QUOTA_EXCEEDED", "{error:#}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("\"acme\"") && message.contains("at most 6500"), "{message}");
+    // A small agenda still fits in what is left; another customer is not held back.
+    server.ok(ACME, SUBMIT, json!({"a": agenda("acme", "bytes"), "p": last})).await;
+    server.submit(GLOBEX, "globex", "bytes", &after).await;
+    // A cancelled (COMPLETE) agenda frees its bytes.
+    let cancelled = server.cancel(ACME, "large-0").await;
+    server.ok(ACME, SUBMIT, json!({"a": large(3), "p": cancelled})).await;
 }

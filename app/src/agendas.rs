@@ -18,7 +18,9 @@ use pop_domain::binding::bind_insight;
 use pop_domain::model::{Agenda, AgendaInsight, Insight, Operation};
 use pop_domain::params::Params;
 use pop_domain::template::{may_use_template, run_customer, run_template};
-use pop_domain::validate::{check_id, validate_agenda};
+use pop_domain::validate::{
+    check_expansion_sizes, check_id, check_sizes, json_bytes, validate_agenda,
+};
 use pop_projections::{Phase, Visibility};
 
 use crate::caller::{Action, Caller};
@@ -188,6 +190,8 @@ impl App {
                     None => Params::new(),
                     Some(p) => from_json("params", p)?,
                 };
+                check_expansion_sizes(&operations, &params, self.config().size_limits())
+                    .map_err(|e| AppError::validation("the expansion", e))?;
                 let command = AgendaCommand::Expand { operations, params, now: Utc::now() };
                 self.on_agenda(caller, "expandAgenda", agenda, command).await
             })
@@ -220,29 +224,42 @@ impl App {
     /// Submits `agenda`: [`App::prepare`] then executes `Submit`.
     async fn submit_agenda(&self, caller: &Caller, agenda: Agenda) -> AppResult<AgendaOutcome> {
         let (agenda, insight) = self.prepare(caller, agenda, "agenda")?;
-        self.check_live_quota(&agenda.customer_id, 1)?;
+        let bytes = json_bytes(&agenda) as u64;
+        self.check_live_quota(&agenda.customer_id, 1, bytes)?;
         self.commit(caller, agenda, insight, "agenda").await
     }
 
-    /// QUOTA_EXCEEDED when `adding` more live (not COMPLETE) agendas would take `customer`
-    /// past [`crate::AppConfig::max_live_agendas_per_customer`]. Counted from the read models
+    /// QUOTA_EXCEEDED when `adding` more live (not COMPLETE) agendas of `adding_bytes` (their
+    /// definitions as JSON) would take `customer` past
+    /// [`crate::AppConfig::max_live_agendas_per_customer`] or
+    /// [`crate::AppConfig::max_live_bytes_per_customer`]. Counted from the read models
     /// (constant time per customer), so concurrent submits on several replicas may pass it
     /// by the few the projections have not applied yet: a bound on memory, not an exact
     /// count.
-    fn check_live_quota(&self, customer: &str, adding: usize) -> AppResult<()> {
-        let max = self.config().max_live_agendas_per_customer;
-        let counts =
-            self.projections().read().agendas().phase_counts(&Visibility::from_ids([customer]));
-        let live: usize = Phase::ALL
-            .iter()
-            .filter(|p| p.index() <= Phase::Executing.index())
-            .map(|p| counts[p.index()])
-            .sum();
+    fn check_live_quota(&self, customer: &str, adding: usize, adding_bytes: u64) -> AppResult<()> {
+        let config = self.config();
+        let visibility = Visibility::from_ids([customer]);
+        let (counts, bytes) = {
+            let models = self.projections().read();
+            (models.agendas().phase_counts(&visibility), models.agendas().live_bytes(&visibility))
+        };
+        let live: usize =
+            Phase::ALL.iter().filter(|p| p.is_live()).map(|p| counts[p.index()]).sum();
+        let max = config.max_live_agendas_per_customer;
         if live.saturating_add(adding) > max {
             return Err(AppError::new(
                 Code::QuotaExceeded,
                 format!(
                     "customer {customer:?} has {live} live agendas and may have at most {max} (its quota); submit again when some have finished"
+                ),
+            ));
+        }
+        let max = config.max_live_bytes_per_customer;
+        if bytes.saturating_add(adding_bytes) > max {
+            return Err(AppError::new(
+                Code::QuotaExceeded,
+                format!(
+                    "customer {customer:?} has live agendas of {bytes} bytes and may have at most {max} (its quota); these would add {adding_bytes}: submit again when some have finished"
                 ),
             ));
         }
@@ -291,6 +308,8 @@ impl App {
         agenda.updated_time = None;
         let subject = agenda_subject(&agenda.id);
         validate_agenda(&agenda).map_err(|e| AppError::validation(&subject, e.within(root)))?;
+        check_sizes(&agenda, self.config().size_limits())
+            .map_err(|e| AppError::validation(&subject, e.within(root)))?;
         let insight = {
             let models = self.projections().read();
             let customer = models.customer(&customer_id);
@@ -386,12 +405,15 @@ impl App {
                     let agenda: Agenda = from_json("", value).map_err(at)?;
                     prepared.push(self.prepare(caller, agenda, "").map_err(at)?);
                 }
-                let mut per_customer: std::collections::BTreeMap<&str, usize> = Default::default();
+                let mut per_customer: std::collections::BTreeMap<&str, (usize, u64)> =
+                    Default::default();
                 for (agenda, _) in &prepared {
-                    *per_customer.entry(agenda.customer_id.as_str()).or_default() += 1;
+                    let adding = per_customer.entry(agenda.customer_id.as_str()).or_default();
+                    adding.0 += 1;
+                    adding.1 += json_bytes(agenda) as u64;
                 }
-                for (customer, adding) in per_customer {
-                    self.check_live_quota(customer, adding)?;
+                for (customer, (adding, bytes)) in per_customer {
+                    self.check_live_quota(customer, adding, bytes)?;
                 }
                 let mut done = Vec::with_capacity(prepared.len());
                 for (i, (agenda, insight)) in prepared.into_iter().enumerate() {

@@ -45,9 +45,28 @@ pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_PRINCIPAL: usize = 5_000;
 /// every replica (and replayed into them after a restart), so one customer must not be able
 /// to fill memory for all: an ordinary agenda (a few operations, small payloads) costs tens
 /// of KiB there, so 20,000 stay within a few hundred MiB of the deploy's 2 GiB. (Agendas
-/// near the 1 MiB event limit cost ~8 MiB each; a quota on stored bytes would bound those,
-/// and is not there yet.)
+/// near the 1 MiB event limit cost ~8 MiB each: [`DEFAULT_MAX_LIVE_BYTES_PER_CUSTOMER`]
+/// bounds those.)
 pub const DEFAULT_MAX_LIVE_AGENDAS_PER_CUSTOMER: usize = 20_000;
+
+/// Most bytes (as compact JSON) the definitions of one customer's live agendas may take
+/// together (default); past it a submit is refused with QUOTA_EXCEEDED. Live agendas are held
+/// whole in every replica's read models, at about eight times their JSON size (a 0.86 MB
+/// agenda costs ~7.3 MB of RSS), so 64 MiB bounds one customer's live agendas to ~550 MiB
+/// in the deploy's 2 GiB however large each is; the count quota
+/// ([`DEFAULT_MAX_LIVE_AGENDAS_PER_CUSTOMER`]) bounds the many small ones.
+pub const DEFAULT_MAX_LIVE_BYTES_PER_CUSTOMER: u64 = 64 << 20;
+
+/// Most bytes (as compact JSON) one operation's `payload`, or a report's `resultPayload`, may
+/// take (default): half the 1 MiB an event may hold, so an agenda of one large operation
+/// still fits; payloads are commands and references, not data. Past it: VALIDATION naming
+/// the field.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 512 << 10;
+
+/// Most bytes (as compact JSON) one `params` map may take (default): the agenda's, an
+/// operation's, or what a report adds. Params are flags and settings, copied into every
+/// progress object. Past it: VALIDATION naming the field.
+pub const DEFAULT_MAX_PARAMS_BYTES: usize = 256 << 10;
 
 /// Longest window of `agendaStats`' per-minute completions: a day of minutes, one chart.
 pub const MAX_STATS_MINUTES: i64 = 1_440;
@@ -135,6 +154,12 @@ pub struct AppConfig {
     pub metrics_insight_labels: bool,
     /// See [`DEFAULT_MAX_LIVE_AGENDAS_PER_CUSTOMER`]; at least 1.
     pub max_live_agendas_per_customer: usize,
+    /// See [`DEFAULT_MAX_LIVE_BYTES_PER_CUSTOMER`]; at least 1.
+    pub max_live_bytes_per_customer: u64,
+    /// See [`DEFAULT_MAX_PAYLOAD_BYTES`]; at least 2 (`{}`).
+    pub max_payload_bytes: usize,
+    /// See [`DEFAULT_MAX_PARAMS_BYTES`]; at least 2 (`{}`).
+    pub max_params_bytes: usize,
 }
 
 impl Default for AppConfig {
@@ -148,11 +173,22 @@ impl Default for AppConfig {
             max_subscriptions_per_principal: DEFAULT_MAX_SUBSCRIPTIONS_PER_PRINCIPAL,
             metrics_insight_labels: false,
             max_live_agendas_per_customer: DEFAULT_MAX_LIVE_AGENDAS_PER_CUSTOMER,
+            max_live_bytes_per_customer: DEFAULT_MAX_LIVE_BYTES_PER_CUSTOMER,
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            max_params_bytes: DEFAULT_MAX_PARAMS_BYTES,
         }
     }
 }
 
 impl AppConfig {
+    /// The payload and params size limits, as the domain's checks take them.
+    pub fn size_limits(&self) -> pop_domain::validate::SizeLimits {
+        pop_domain::validate::SizeLimits {
+            payload_bytes: self.max_payload_bytes,
+            params_bytes: self.max_params_bytes,
+        }
+    }
+
     /// The config with every knob clamped into its bounds.
     pub fn bounded(mut self) -> AppConfig {
         self.max_page_size = self.max_page_size.clamp(1, MAX_PAGE_SIZE);
@@ -164,6 +200,9 @@ impl AppConfig {
         self.max_subscriptions_per_principal =
             self.max_subscriptions_per_principal.clamp(1, MAX_SUBSCRIBERS);
         self.max_live_agendas_per_customer = self.max_live_agendas_per_customer.max(1);
+        self.max_live_bytes_per_customer = self.max_live_bytes_per_customer.max(1);
+        self.max_payload_bytes = self.max_payload_bytes.max(2);
+        self.max_params_bytes = self.max_params_bytes.max(2);
         self
     }
 }

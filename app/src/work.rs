@@ -13,7 +13,7 @@ use uuid::Uuid;
 use pop_domain::agenda::{AgendaCommand, AgendaState, OperationReport, ProgressReport};
 use pop_domain::binding::may_use_insight;
 use pop_domain::model::{AgendaProgress, Insight};
-use pop_domain::validate::check_id;
+use pop_domain::validate::{check_id, check_size};
 use pop_projections::{AgendaOrder, AgendaQuery, ChangeKind, Phase, Visibility};
 use pop_store::{EventMetadata, ExecuteError};
 
@@ -579,6 +579,24 @@ impl App {
                 return Err(AppError::invalid(
                     &format!("agendaProgress.operationProgress[{index}].processingState"),
                     "the operation's processingState is required",
+                ));
+            }
+            let limits = self.config().size_limits();
+            let mut too_large = pop_domain::error::ValidationErrors::new();
+            let at = format!("agendaProgress.operationProgress[{index}]");
+            if !op.result_payload.is_null() {
+                check_size(
+                    &mut too_large,
+                    &format!("{at}.resultPayload"),
+                    &op.result_payload,
+                    limits.payload_bytes,
+                );
+            }
+            check_size(&mut too_large, &format!("{at}.params"), &op.params, limits.params_bytes);
+            if !too_large.is_empty() {
+                return Err(AppError::validation(
+                    &format!("the report of agendaProgress {id:?}"),
+                    too_large,
                 ));
             }
             operations.push(OperationReport {

@@ -508,11 +508,102 @@ fn find_cycles(
     cycles
 }
 
+/// The bytes `value` takes as compact JSON (what it costs in an event and, roughly, in the read
+/// models), counted without building the text. A value that does not serialize counts 0.
+pub fn json_bytes<T: serde::Serialize + ?Sized>(value: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => 0,
+    }
+}
+
+/// The most bytes (as compact JSON, [`json_bytes`]) a payload and a params map may take: the
+/// per-customer size limits, which the server configures (no clock, no config here: they come
+/// in as an argument).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeLimits {
+    /// One operation's `payload` (and a report's `resultPayload`).
+    pub payload_bytes: usize,
+    /// One `params` map: the agenda's, an operation's, or one a report adds.
+    pub params_bytes: usize,
+}
+
+/// Checks the sizes of `agenda`'s payloads and params against `limits`, naming each field that
+/// is too large (`operations[2].payload`, `params`) with its size and the limit.
+pub fn check_sizes(agenda: &Agenda, limits: SizeLimits) -> Result<(), ValidationErrors> {
+    check_expansion_sizes(&agenda.operations, &agenda.params, limits)
+}
+
+/// [`check_sizes`] for operations and params an expansion adds (named as in its request:
+/// `operations[0].payload`, `params`).
+pub fn check_expansion_sizes(
+    operations: &[Operation],
+    params: &Params,
+    limits: SizeLimits,
+) -> Result<(), ValidationErrors> {
+    let mut errors = ValidationErrors::new();
+    check_size(&mut errors, "params", params, limits.params_bytes);
+    for (i, op) in operations.iter().enumerate() {
+        let at = format!("operations[{i}]");
+        check_size(&mut errors, &format!("{at}.payload"), &op.payload, limits.payload_bytes);
+        check_size(&mut errors, &format!("{at}.params"), &op.params, limits.params_bytes);
+    }
+    errors.into_result()
+}
+
+/// Pushes a problem on `field` when `value` takes more than `max` bytes as JSON.
+pub fn check_size<T: serde::Serialize + ?Sized>(
+    errors: &mut ValidationErrors,
+    field: &str,
+    value: &T,
+    max: usize,
+) {
+    let bytes = json_bytes(value);
+    if bytes > max {
+        errors.push(
+            field,
+            format!("takes {bytes} bytes as JSON; at most {max} are allowed (the server's per-customer limit)"),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
+
+    #[test]
+    fn sizes_are_counted_as_compact_json_and_each_field_too_large_is_named() {
+        assert_eq!(json_bytes(&json!({"a": "xy", "b": [1, 2]})), r#"{"a":"xy","b":[1,2]}"#.len());
+        let big = "x".repeat(100);
+        let a = agenda(json!([
+            {"name": "small", "payload": {"p": 1}},
+            {"name": "large", "payload": {"p": big}, "params": {"k": big}},
+        ]));
+        let limits = SizeLimits { payload_bytes: 50, params_bytes: 60 };
+        let errors = check_sizes(&a, limits).unwrap_err().errors;
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["operations[1].payload", "operations[1].params"]);
+        assert!(
+            errors[0].message.contains("108 bytes") && errors[0].message.contains("at most 50"),
+            "{errors:?}"
+        );
+        // At the limit exactly is fine.
+        let limits = SizeLimits { payload_bytes: 108, params_bytes: 108 };
+        check_sizes(&a, limits).unwrap();
+    }
 
     fn agenda(ops: Value) -> Agenda {
         serde_json::from_value(json!({"customerId": "acme", "operations": ops})).unwrap()

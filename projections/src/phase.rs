@@ -50,6 +50,12 @@ impl Phase {
         self as usize
     }
 
+    /// Whether an agenda in this phase is live (not COMPLETE): held whole in the read models
+    /// and counted by the live quotas.
+    pub fn is_live(self) -> bool {
+        self.index() <= Phase::Executing.index()
+    }
+
     /// The phase of an agenda in `state` with `message` (compared case-insensitively).
     pub fn of(state: ProcessingState, msg: &str) -> Phase {
         let is = |m: &str| msg.eq_ignore_ascii_case(m);

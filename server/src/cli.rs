@@ -444,6 +444,18 @@ pub struct ServeArgs {
     /// refused with QUOTA_EXCEEDED.
     #[arg(long, env = "POP_MAX_LIVE_AGENDAS_PER_CUSTOMER", default_value_t = pop_api::config::DEFAULT_MAX_LIVE_AGENDAS_PER_CUSTOMER)]
     pub max_live_agendas_per_customer: usize,
+    /// Most bytes (as JSON) the definitions of one customer's live agendas may take together
+    /// (they are held whole in memory); past it a submit is refused with QUOTA_EXCEEDED.
+    #[arg(long, env = "POP_MAX_LIVE_BYTES_PER_CUSTOMER", default_value_t = pop_api::config::DEFAULT_MAX_LIVE_BYTES_PER_CUSTOMER)]
+    pub max_live_bytes_per_customer: u64,
+    /// Most bytes (as JSON) one operation's payload, or a report's resultPayload, may take;
+    /// past it the submit or report is refused with VALIDATION naming the field.
+    #[arg(long, env = "POP_MAX_PAYLOAD_BYTES", default_value_t = pop_api::config::DEFAULT_MAX_PAYLOAD_BYTES)]
+    pub max_payload_bytes: usize,
+    /// Most bytes (as JSON) one params map (an agenda's, an operation's, a report's) may take;
+    /// past it the submit or report is refused with VALIDATION naming the field.
+    #[arg(long, env = "POP_MAX_PARAMS_BYTES", default_value_t = pop_api::config::DEFAULT_MAX_PARAMS_BYTES)]
+    pub max_params_bytes: usize,
     /// Seconds an HTTP connection may take to send a complete request head (from when it
     /// connects or from its previous response); a half-sent header is closed after it.
     #[arg(long, env = "POP_HTTP_HEADER_TIMEOUT", default_value_t = pop_api::serve::HEADER_READ_TIMEOUT.as_secs())]

@@ -123,6 +123,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         max_subscriptions_per_principal: args.max_subscriptions_per_principal,
         metrics_insight_labels: args.metrics_insight_labels,
         max_live_agendas_per_customer: args.max_live_agendas_per_customer,
+        max_live_bytes_per_customer: args.max_live_bytes_per_customer,
+        max_payload_bytes: args.max_payload_bytes,
+        max_params_bytes: args.max_params_bytes,
         graphql_tracing: crate::telemetry::exporting(),
         ..ApiConfig::default()
     };

@@ -41,6 +41,10 @@ pub(super) struct Keys {
     pub(super) entered: i64,
     /// `params.doNotRun`: kept for record, never a scheduler candidate.
     pub(super) held: bool,
+    /// The agenda's definition as compact JSON (operations, payloads, params): what it holds
+    /// in memory while live, counted per customer for the live-bytes quota. Measured once when
+    /// the agenda is first seen live (0 while COMPLETE, where it is not counted).
+    pub(super) bytes: u64,
 }
 
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@ use pop_domain::ProcessingState;
 
 use crate::phase::Phase;
 
-use super::entry::Keys;
+use super::entry::{Body, Keys};
 use super::{AgendaModel, Many, intern};
 
 /// An index key: `(time in epoch ms, agenda id)`.
@@ -27,6 +27,8 @@ pub(super) struct Partition {
     /// How many agendas are in each phase (by [`Phase::index`]): the overview's counts in
     /// constant time per customer.
     pub(super) phases: [usize; Phase::COUNT],
+    /// The definitions' bytes of the live agendas ([`super::entry::Keys::bytes`]).
+    pub(super) live_bytes: u64,
 }
 
 impl Partition {
@@ -102,6 +104,12 @@ impl AgendaModel {
         self.queues.clear();
         let mut entries = std::mem::take(&mut self.entries);
         for entry in entries.values_mut() {
+            if entry.keys.phase.is_live()
+                && entry.keys.bytes == 0
+                && let Body::Live(state) = &entry.body
+            {
+                entry.keys.bytes = super::definition_bytes(state);
+            }
             let k = &mut entry.keys;
             k.customer = intern(&self.by_customer, None, &k.customer);
             if let Some(link) = k.link.as_mut() {
@@ -214,6 +222,24 @@ impl AgendaModel {
                 self.all.phases[k.phase.index()] += 1;
                 self.by_customer.entry(Arc::clone(&k.customer)).or_default().phases
                     [k.phase.index()] += 1;
+            }
+        }
+        // Live bytes: all, customer.
+        let live_bytes = |k: &Keys| if k.phase.is_live() { k.bytes } else { 0 };
+        let same_bytes =
+            |a: &Keys, b: &Keys| live_bytes(a) == live_bytes(b) && a.customer == b.customer;
+        if !matches!((old, new), (Some(a), Some(b)) if same_bytes(a, b)) {
+            if let Some(k) = old {
+                let n = live_bytes(k);
+                self.all.live_bytes = self.all.live_bytes.saturating_sub(n);
+                if let Some(part) = self.by_customer.get_mut(&k.customer) {
+                    part.live_bytes = part.live_bytes.saturating_sub(n);
+                }
+            }
+            if let Some(k) = new {
+                let n = live_bytes(k);
+                self.all.live_bytes += n;
+                self.by_customer.entry(Arc::clone(&k.customer)).or_default().live_bytes += n;
             }
         }
         if let Some(k) = old

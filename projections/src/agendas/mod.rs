@@ -252,6 +252,7 @@ impl AgendaModel {
                 state,
                 &entry.key,
                 Some(&entry.keys),
+                !self.deferred,
             );
             let old = std::mem::replace(&mut entry.keys, keys);
             if state.is_complete() {
@@ -295,6 +296,7 @@ impl AgendaModel {
             &state,
             &id,
             old.as_ref().map(|(_, k)| k),
+            !self.deferred,
         );
         self.reindex(&id, old.as_ref().map(|(_, k)| k), Some(&keys));
         if let Some(change) = change {
@@ -327,6 +329,7 @@ fn keys_of<C, L, I>(
     state: &AgendaState,
     key: &Arc<str>,
     old: Option<&Keys>,
+    measure: bool,
 ) -> Keys {
     let p = state.progress();
     let agenda_id = match old {
@@ -348,6 +351,17 @@ fn keys_of<C, L, I>(
         .map(|i| intern(by_insight, old.and_then(|k| k.insight.as_ref()), &i.insight_id));
     let added = ms(p.added_time.or(state.agenda().and_then(|a| a.added_time)));
     let entered = state.entered_time().map_or(added, |t| t.timestamp_millis());
+    let phase = Phase::of(p.processing_state, p.processing_state_message.as_deref().unwrap_or(""));
+    // Measured once per life (a rerun of a finished agenda measures it again): a definition
+    // never changes after the submission but by an expansion, which is counted as submitted.
+    // Not while the indexes are deferred (a rebuild): most agendas finish before its end, and
+    // `build_indexes` measures the ones still live.
+    let bytes = match old {
+        _ if !phase.is_live() => 0,
+        Some(k) if k.bytes > 0 => k.bytes,
+        _ if measure => definition_bytes(state),
+        _ => 0,
+    };
     Keys {
         agenda_id,
         progress_id,
@@ -355,12 +369,18 @@ fn keys_of<C, L, I>(
         link,
         insight,
         state: p.processing_state,
-        phase: Phase::of(p.processing_state, p.processing_state_message.as_deref().unwrap_or("")),
+        phase,
         added,
         updated: ms(p.updated_time).max(added),
         entered,
         held: state.is_do_not_run(),
+        bytes,
     }
+}
+
+/// The bytes of `state`'s agenda definition as compact JSON ([`Keys::bytes`]).
+fn definition_bytes(state: &AgendaState) -> u64 {
+    state.agenda().map_or(0, |a| pop_domain::validate::json_bytes(a) as u64)
 }
 
 /// What a change of the agenda keyed `key` with `keys` tells subscribers.
@@ -507,6 +527,22 @@ mod tests {
         deferred.build_indexes();
         assert_eq!(indexes(&live), indexes(&deferred));
         assert!(!indexes(&live).is_empty());
+        // The live bytes are the live agendas' definitions, summed per customer and in all.
+        let live_bytes: u64 = live
+            .entries
+            .values()
+            .filter(|e| !e.is_settled())
+            .map(|e| {
+                let state = e.state().expect("a live agenda");
+                pop_domain::validate::json_bytes(state.agenda().expect("submitted")) as u64
+            })
+            .sum();
+        assert!(live_bytes > 0);
+        assert_eq!(live.live_bytes(&Visibility::All), live_bytes);
+        let per_customer: u64 = (0..3)
+            .map(|c| live.live_bytes(&Visibility::from_ids([format!("c{c}").as_str()])))
+            .sum();
+        assert_eq!(per_customer, live_bytes);
         // Customer ids are interned again: one allocation per customer.
         let c0: Vec<_> = deferred
             .entries

@@ -137,6 +137,19 @@ impl AgendaModel {
         }
     }
 
+    /// The bytes of the definitions of the live agendas `visibility` sees (see
+    /// [`Phase::is_live`]): constant time per visible customer.
+    pub fn live_bytes(&self, visibility: &Visibility) -> u64 {
+        match visibility {
+            Visibility::All => self.all.live_bytes,
+            Visibility::Customers(ids) => ids
+                .iter()
+                .filter_map(|c| self.by_customer.get(c.as_str()))
+                .map(|part| part.live_bytes)
+                .sum(),
+        }
+    }
+
     /// The COMPLETE agendas `visibility` sees that were last updated (completed, for nearly
     /// all of them) at or after `since_ms`, as `(updated ms, phase)`, at most `max` of them
     /// (the newest are the ones left out; `true` then). Read from the per-state
