@@ -341,6 +341,16 @@ impl App {
                     format!("count must be within 1..={MAX_GET_AGENDA_COUNT}"),
                 )
             })?;
+        // An insight this replica has just written may not be applied yet: on a miss, read
+        // it again once the read models hold every write this replica acknowledged
+        // (read-your-writes, paid only by a miss; the hot path reads the models as they are).
+        let known = {
+            let models = services.projections().read();
+            models.insight(insight_id).is_some_and(|i| may_take_from(caller, i))
+        };
+        if !known {
+            services.settle(None).await?;
+        }
         // (agenda id, customer id, updatedTime in ms: the time it was queued).
         let candidates: Vec<(String, String, i64)> = {
             let models = services.projections().read();

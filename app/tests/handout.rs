@@ -210,3 +210,20 @@ async fn a_waiter_that_left_is_handed_nothing_and_waiters_are_served_longest_wai
     assert_eq!(got.unwrap(), vec!["a2".to_string()]);
     assert_eq!(w.app.waiting_at_desk(), 0);
 }
+
+/// Read-your-writes for `getAgenda`: an insight this replica has just created is found at
+/// once (an empty queue), not NOT_FOUND because the read models have not applied it yet.
+#[tokio::test]
+async fn get_agenda_right_after_creating_the_insight_finds_it() {
+    let w = world().await;
+    let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
+    for n in 0..20 {
+        let id = format!("fresh-{n}");
+        let insight = json!({"id": id, "customerId": "acme", "title": id,
+            "resourcePoolId": "pool", "queueSize": 1, "isGlobal": true,
+            "mappers": {"operationType": ["fresh"]}});
+        w.app.configure::<Insight>(&admin, ConfigOp::Create(insight), None, None).await.unwrap();
+        let got = w.app.get_agenda(&worker("w1"), &id, 1, None).await;
+        assert!(got.unwrap().is_empty(), "{id}");
+    }
+}
