@@ -231,7 +231,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("{trouble}\n")).into_response();
     }
     if projections.caught_up() {
-        (StatusCode::OK, format!("ready at position {}\n", projections.applied())).into_response()
+        // Degraded is still ready: serving slower beats being restarted into the same state.
+        let degraded =
+            projections.degraded().map(|why| format!(" (DEGRADED: {why})")).unwrap_or_default();
+        let body = format!("ready at position {}{degraded}\n", projections.applied());
+        (StatusCode::OK, body).into_response()
     } else {
         let body =
             format!("projections catching up (applied position {})\n", projections.applied());
@@ -247,6 +251,7 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
             projections.applied(),
             projections.caught_up(),
             projections.skipped_events(),
+            projections.degraded().is_some(),
         ),
         Err(e) => tracing::warn!(error = %ErrorChain(&e), "metrics: cannot read the log head"),
     }

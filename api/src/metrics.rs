@@ -53,6 +53,7 @@ pub const PROJECTION_APPLIED: &str = "pop_projection_applied_position";
 pub const PROJECTION_LAG: &str = "pop_projection_lag_events";
 pub const PROJECTION_READY: &str = "pop_projection_ready";
 pub const PROJECTION_SKIPPED: &str = "pop_projection_skipped_events";
+pub const PROJECTION_DEGRADED: &str = "pop_projection_degraded";
 pub const INSIGHT_QUEUE_DEPTH: &str = "pop_insight_queue_depth";
 pub const INSIGHT_WAITING: &str = "pop_insight_waiting";
 pub const LEASE_EXPIRIES: &str = "pop_lease_expiries_total";
@@ -114,6 +115,11 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
         PROJECTION_SKIPPED,
         Kind::Gauge,
         "Events the projections skipped because they could not be decoded.",
+    ),
+    (
+        PROJECTION_DEGRADED,
+        Kind::Gauge,
+        "1 when the process passed its memory budget and the read models hold live agendas compressed (slower; raise the budget or lower the quotas, then restart), else 0.",
     ),
     (
         INSIGHT_QUEUE_DEPTH,
@@ -271,12 +277,14 @@ pub(crate) fn projection_gauges(
     applied: pop_store::Position,
     ready: bool,
     skipped: u64,
+    degraded: bool,
 ) {
     metrics::gauge!(STORE_HEAD).set(head.commit() as f64);
     metrics::gauge!(PROJECTION_APPLIED).set(applied.commit() as f64);
     metrics::gauge!(PROJECTION_LAG).set(lag(head, applied) as f64);
     metrics::gauge!(PROJECTION_READY).set(if ready { 1.0 } else { 0.0 });
     metrics::gauge!(PROJECTION_SKIPPED).set(skipped as f64);
+    metrics::gauge!(PROJECTION_DEGRADED).set(if degraded { 1.0 } else { 0.0 });
 }
 
 /// The insights the last scrape exported gauges for, so that one no longer exported (deleted,

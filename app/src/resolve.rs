@@ -49,7 +49,7 @@ pub(crate) fn holds_lease(principal: &Principal, state: &AgendaState) -> bool {
 /// Whether `principal` may see and act on the agenda of `entry`.
 pub(crate) fn may_touch(principal: &Principal, entry: &AgendaEntry) -> bool {
     principal.sees(entry.customer_id())
-        || (!entry.is_settled() && entry.state().is_ok_and(|s| holds_lease(principal, &s)))
+        || (entry.is_live() && entry.state().is_ok_and(|s| holds_lease(principal, &s)))
 }
 
 /// Whether the agenda of `entry` is held under `lease` (false when no lease is named).

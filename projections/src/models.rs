@@ -262,6 +262,11 @@ impl ReadModels {
         &self.agendas
     }
 
+    /// The degraded mode: see [`AgendaModel::compact_live`].
+    pub fn compact_live(&mut self) -> usize {
+        self.agendas.compact_live()
+    }
+
     pub fn agenda_entry(&self, id: &str) -> Option<&AgendaEntry> {
         self.agendas.get(id)
     }

@@ -116,7 +116,15 @@ pub struct RunnerConfig {
     /// [`MAX_STORE_RETRY_BACKOFF`]).
     pub retry_backoff: Duration,
     pub max_retry_backoff: Duration,
+    /// The process's resident memory past which the runner turns degraded
+    /// ([`Projections::degraded`]): it holds live agendas compressed from then on, logs an
+    /// error and carries on. `None`: no budget. A replay that would not fit starts anyway,
+    /// slower, instead of being OOM-killed again at every restart.
+    pub memory_budget: Option<u64>,
 }
+
+/// How often the runner compares the process's resident memory with its budget.
+pub const MEMORY_CHECK_EVERY: Duration = Duration::from_millis(500);
 
 impl Default for RunnerConfig {
     /// A restart replays at most about 100,000 events (well under a second) or five minutes
@@ -129,6 +137,7 @@ impl Default for RunnerConfig {
             change_feed_capacity: CHANGE_FEED_CAPACITY,
             retry_backoff: STORE_RETRY_BACKOFF,
             max_retry_backoff: MAX_STORE_RETRY_BACKOFF,
+            memory_budget: None,
         }
     }
 }
@@ -167,6 +176,8 @@ struct Shared {
     ready: watch::Sender<bool>,
     /// Why the runner cannot read the log right now (or stopped), `None` while it can.
     trouble: watch::Sender<Option<String>>,
+    /// Why the models are degraded (the memory budget), `None` while they are not.
+    degraded: RwLock<Option<String>>,
     changes: broadcast::Sender<Change>,
     skipped: AtomicU64,
 }
@@ -202,6 +213,7 @@ impl Projections {
                 applied: watch::Sender::new(position),
                 ready: watch::Sender::new(false),
                 trouble: watch::Sender::new(None),
+                degraded: RwLock::new(None),
                 changes,
                 skipped: AtomicU64::new(0),
             }),
@@ -266,6 +278,13 @@ impl Projections {
         self.shared.trouble.borrow().clone()
     }
 
+    /// Why the read models are degraded, if they are: the process passed its memory budget
+    /// ([`RunnerConfig::memory_budget`]) and live agendas are held compressed (slower, not
+    /// wrong). An alarm for operators (`/readyz`'s text, `/metrics`), not a reason to stop.
+    pub fn degraded(&self) -> Option<String> {
+        self.shared.degraded.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
     /// [`Projections::trouble`] as it changes.
     pub fn subscribe_trouble(&self) -> watch::Receiver<Option<String>> {
         self.shared.trouble.subscribe()
@@ -306,6 +325,7 @@ pub struct Runner {
     config: RunnerConfig,
     handle: Projections,
     warned: HashSet<String>,
+    memory_checked: Option<Instant>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -340,12 +360,21 @@ impl Runner {
             },
         };
         let handle = Projections::new(models, config.change_feed_capacity);
-        (Runner { store, config, handle: handle.clone(), warned: HashSet::new() }, handle)
+        let runner = Runner {
+            store,
+            config,
+            handle: handle.clone(),
+            warned: HashSet::new(),
+            memory_checked: None,
+        };
+        (runner, handle)
     }
 
     /// Applies the log until `shutdown` completes (then snapshots and returns `Ok`) or an
     /// error stops it.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), ProjectionError> {
+        // A snapshot that loaded past the budget turns degraded before anything else.
+        self.check_memory();
         let start_head = self.store.head().await?;
         let mut applied = self.handle.applied();
         self.check_caught_up(applied, start_head).await?;
@@ -379,7 +408,10 @@ impl Runner {
                     };
                     let n = batch.len() as u64;
                     match self.apply_batch(batch) {
-                        Ok(position) => applied = position,
+                        Ok(position) => {
+                            applied = position;
+                            self.check_memory();
+                        }
                         Err(e) => break Err(e),
                     }
                     since_snapshot += n;
@@ -410,6 +442,37 @@ impl Runner {
             )));
         }
         result
+    }
+
+    /// Turns the models degraded the first time the process's resident memory is past the
+    /// budget (checked at most every [`MEMORY_CHECK_EVERY`]).
+    fn check_memory(&mut self) {
+        let Some(budget) = self.config.memory_budget else { return };
+        if self.memory_checked.is_some_and(|at| at.elapsed() < MEMORY_CHECK_EVERY)
+            || self.handle.degraded().is_some()
+        {
+            return;
+        }
+        self.memory_checked = Some(Instant::now());
+        let Some(resident) = resident_bytes() else { return };
+        if resident <= budget {
+            return;
+        }
+        let compacted = self.handle.write().compact_live();
+        let after = resident_bytes().unwrap_or(0);
+        let why = format!(
+            "the process held {} MiB, past its memory budget of {} MiB: live agendas are held compressed from now on (reads and reports are slower); raise the budget or the memory limit, or lower the customers' quotas, then restart",
+            resident >> 20,
+            budget >> 20
+        );
+        tracing::error!(
+            resident_mib = resident >> 20,
+            budget_mib = budget >> 20,
+            compacted,
+            after_mib = after >> 20,
+            "MEMORY BUDGET EXCEEDED: the read models run degraded"
+        );
+        *self.handle.shared.degraded.write().unwrap_or_else(PoisonError::into_inner) = Some(why);
     }
 
     /// Applies one decoded batch: everything up to the first bad event, then the error.
@@ -661,4 +724,13 @@ pub async fn rebuild(
     }
     models.build_indexes();
     Ok(models)
+}
+
+/// This process's resident memory (`VmRSS` of `/proc/self/status`), `None` where there is no
+/// such file.
+pub fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    let kib: u64 = kib.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
 }

@@ -384,3 +384,46 @@ async fn a_snapshot_that_fails_on_a_full_disk_removes_its_temporary_file() {
     let kept = snapshot::load(dir.path()).unwrap();
     assert_eq!(kept.position(), before.position, "the previous snapshot stays");
 }
+
+/// Issue 19, item 4: a process past its memory budget does not stop (nor, restarted, crash
+/// again): the runner turns degraded, says why, holds live agendas compressed and folds them
+/// the same.
+#[tokio::test]
+async fn past_its_memory_budget_the_runner_carries_on_degraded() {
+    let log = Log::open().await.unwrap();
+    log.config(create(customer("acme"), 0)).await.unwrap();
+    for id in ["a", "b"] {
+        log.agenda(id, submit(agenda(id, "acme", None, &["x", "y"]), "insight-1", 1))
+            .await
+            .unwrap();
+    }
+    // Any process is past a budget of one byte.
+    let config = RunnerConfig { memory_budget: Some(1), ..RunnerConfig::default() };
+    let running = start(&log, config).await;
+    let mut last = log.agenda("a", queue(2)).await.unwrap();
+    running.handle.wait_for(last, PATIENCE).await.unwrap();
+    let why = running.handle.degraded().expect("degraded");
+    assert!(why.contains("memory budget"), "{why}");
+    {
+        let models = running.handle.read();
+        let a = models.agenda_entry("a").unwrap();
+        assert!(a.is_live() && a.is_settled(), "a live agenda held compressed");
+        assert_eq!(a.phase(), pop_projections::Phase::Queued);
+    }
+    for command in [claim("w1", 3), report("w1", 4, vec![executing("x", 50.0)])] {
+        last = log.agenda("a", command).await.unwrap();
+    }
+    running.handle.wait_for(last, PATIENCE).await.unwrap();
+    let progress = running.handle.read().agenda_entry("a").unwrap().progress().unwrap();
+    assert_eq!(progress.processing_state, ProcessingState::Executing);
+    // The same models as a fold without a budget.
+    let served = running.handle.read().fingerprint().unwrap();
+    assert_eq!(served, rebuilt(&log).await.fingerprint().unwrap());
+    running.stop().await.unwrap();
+
+    // Without a budget nothing is degraded.
+    let running = start(&log, RunnerConfig::default()).await;
+    running.handle.wait_for(last, PATIENCE).await.unwrap();
+    assert_eq!(running.handle.degraded(), None);
+    running.stop().await.unwrap();
+}

@@ -456,6 +456,11 @@ pub struct ServeArgs {
     /// past it the submit or report is refused with VALIDATION naming the field.
     #[arg(long, env = "POP_MAX_PARAMS_BYTES", default_value_t = pop_api::config::DEFAULT_MAX_PARAMS_BYTES)]
     pub max_params_bytes: usize,
+    /// Resident bytes past which the read models run degraded (live agendas held compressed,
+    /// an error logged, `pop_projection_degraded` 1) instead of growing into an OOM kill.
+    /// Default: 80% of the container's memory limit when it has one; 0: no budget.
+    #[arg(long, env = "POP_MEMORY_BUDGET")]
+    pub memory_budget: Option<u64>,
     /// Seconds an HTTP connection may take to send a complete request head (from when it
     /// connects or from its previous response); a half-sent header is closed after it.
     #[arg(long, env = "POP_HTTP_HEADER_TIMEOUT", default_value_t = pop_api::serve::HEADER_READ_TIMEOUT.as_secs())]

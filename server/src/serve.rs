@@ -97,7 +97,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 
     let (runner, projections) = Runner::start(
         Arc::clone(&log),
-        RunnerConfig { snapshot_dir: Some(data_dir.join("snapshots")), ..RunnerConfig::default() },
+        RunnerConfig {
+            snapshot_dir: Some(data_dir.join("snapshots")),
+            memory_budget: memory_budget(args.memory_budget),
+            ..RunnerConfig::default()
+        },
     )
     .await;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -230,6 +234,28 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     backend.close().await?;
     tracing::info!("store closed; bye");
     Ok(())
+}
+
+/// The memory budget of the read models: `--memory-budget` in bytes (0: none), else 80 % of
+/// the container's memory limit (cgroup v2 `memory.max`, v1 `memory.limit_in_bytes`) when it
+/// has one, so a replica nearing its limit degrades instead of being OOM-killed.
+fn memory_budget(given: Option<u64>) -> Option<u64> {
+    if let Some(bytes) = given {
+        return (bytes > 0).then_some(bytes);
+    }
+    let limit = ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .find_map(|text| text.trim().parse::<u64>().ok())
+        // cgroup v1 says "no limit" with a number near u64::MAX.
+        .filter(|&bytes| bytes < 1 << 50)?;
+    let budget = limit / 5 * 4;
+    tracing::info!(
+        limit_mib = limit >> 20,
+        budget_mib = budget >> 20,
+        "memory budget from the container's limit"
+    );
+    Some(budget)
 }
 
 /// `pop serve --dev`: once the API answers, what `pop init` creates (with its defaults), with

@@ -844,3 +844,62 @@ fn logged_number(line: &str, field: &str) -> Option<u64> {
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
 }
+
+/// Issue 19, item 4: a replica past its memory budget (here any, at one byte) does not crash
+/// or crash-loop: it serves, degraded, and says so in `/readyz`, `/metrics` and its log; a
+/// restart on the same data replays into the same degraded mode and serves the same state.
+#[tokio::test]
+async fn past_its_memory_budget_a_replica_serves_degraded_and_says_so() {
+    let h = Harness::new();
+    let start = || {
+        Pop::start_with(
+            &h.data_dir(),
+            Some(&h.token_file()),
+            &h.log(),
+            false,
+            &["--memory-budget", "1"],
+        )
+    };
+    let pop = start();
+    let seeded = pop.seed().await;
+    let (live, _) = pop.submit(ACME, "acme", "l", &seeded).await;
+    let last = pop.expand(ACME_SERVICE, &live, "thumb").await;
+    let before = pop.progress(&pop.admin, &live, Some(&last)).await;
+    assert_eq!(before["operationProgress"].as_array().unwrap().len(), 3, "{before:#}");
+    let said = |pop: &Pop| {
+        let http = pop.http.clone();
+        let base = pop.base();
+        async move {
+            let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+            let status = ready.status().as_u16();
+            let text = ready.text().await.unwrap();
+            let metrics = http.get(format!("{base}/metrics")).send().await.unwrap();
+            (status, text, metrics.text().await.unwrap())
+        }
+    };
+    let (status, ready, metrics) = said(&pop).await;
+    assert_eq!(status, 200, "{ready}");
+    assert!(ready.contains("DEGRADED") && ready.contains("memory budget"), "{ready}");
+    assert!(metrics.contains("pop_projection_degraded 1"), "{metrics}");
+    let log = pop.log.clone();
+    assert!(
+        std::fs::read_to_string(&log).unwrap().contains("MEMORY BUDGET EXCEEDED"),
+        "{}",
+        log_tail(&log)
+    );
+    assert!(pop.terminate().success(), "{}", log_tail(&log));
+
+    let pop = start();
+    let after = pop.progress(&pop.admin, &live, Some(&last)).await;
+    assert_eq!(after, before);
+    let (status, ready, _) = said(&pop).await;
+    assert_eq!(status, 200, "{ready}");
+    assert!(ready.contains("DEGRADED"), "{ready}");
+    drop(pop);
+
+    // Without the flag (and no container limit here) nothing is degraded.
+    let pop = h.start();
+    let (_, ready, metrics) = said(&pop).await;
+    assert!(!ready.contains("DEGRADED"), "{ready}");
+    assert!(metrics.contains("pop_projection_degraded 0"), "{metrics}");
+}

@@ -67,6 +67,11 @@ pub const MAX_EXECUTE_ATTEMPTS: u32 = 10;
 /// Bounded because states can be large (an agenda with its operations).
 pub const STATE_CACHE_CAPACITY: usize = 10_000;
 
+/// Most bytes of stored events the states in that cache may stand for together: states are
+/// weighed by their streams' event bytes, so 10,000 agendas near the size limits (a state
+/// costs a few times its events' bytes) cannot hold gigabytes however few commands use them.
+pub const STATE_CACHE_MAX_BYTES: u64 = 64 << 20;
+
 /// Most queued commands of one stream decided together and appended in one write. A burst
 /// of reports larger than this takes several writes; the bound keeps one write (and the
 /// latency of the first command in it) small while a queue of 16–64 concurrent reports, what
@@ -129,6 +134,8 @@ pub enum ExecuteError<E: std::error::Error + 'static> {
 #[derive(Clone)]
 struct CachedState {
     version: u64,
+    /// The bytes of the stream's events folded into it (its weight in the cache).
+    bytes: u64,
     state: Arc<dyn Any + Send + Sync>,
     /// See [`Executed::traceparent`].
     traceparent: Option<Arc<str>>,
@@ -139,6 +146,8 @@ struct CachedState {
 struct Folded<A> {
     state: A,
     version: Option<u64>,
+    /// The bytes of the events folded (as far as this process saw them): the state's weight.
+    bytes: u64,
     traceparent: Option<Arc<str>>,
 }
 
@@ -226,7 +235,10 @@ impl Commands {
         Commands {
             inner: Arc::new(Inner {
                 store,
-                states: Mutex::new(GenerationalCache::new(STATE_CACHE_CAPACITY)),
+                states: Mutex::new(GenerationalCache::weighted(
+                    STATE_CACHE_CAPACITY,
+                    STATE_CACHE_MAX_BYTES,
+                )),
                 written: Mutex::new(Position::START),
                 queues: Mutex::new(HashMap::new()),
                 unavailable: Mutex::new(None),
@@ -560,6 +572,7 @@ impl Inner {
                 Ok(appended) => {
                     self.note_written(appended.position);
                     folded.version = Some(appended.version);
+                    folded.bytes += bytes as u64;
                     let settled = self.remember(stream, folded);
                     return settle(batch, decided, Some(settled), base, Some(appended.position));
                 }
@@ -610,6 +623,7 @@ impl Inner {
                 )?;
                 folded.state.evolve(&event);
                 folded.version = Some(recorded.version);
+                folded.bytes += recorded.data.len() as u64;
             }
             // Only the batch's latest traceparent counts: look for it from the end, so one
             // metadata is decoded per batch, not one per traced event.
@@ -628,6 +642,7 @@ impl Inner {
         hit.state.downcast_ref::<A>().map(|s| Folded {
             state: s.clone(),
             version: Some(hit.version),
+            bytes: hit.bytes,
             traceparent: hit.traceparent.clone(),
         })
     }
@@ -635,12 +650,13 @@ impl Inner {
     /// Caches `folded` (when the stream exists) and hands its state back shared, with its
     /// traceparent.
     fn remember<A: Aggregate>(&self, stream: &str, folded: Folded<A>) -> Settled<A> {
-        let Folded { state, version, traceparent } = folded;
+        let Folded { state, version, bytes, traceparent } = folded;
         let state = Arc::new(state);
         if let (Some(version), Ok(mut cache)) = (version, self.states.lock()) {
             let shared: Arc<dyn Any + Send + Sync> = Arc::clone(&state) as _;
             let traceparent = traceparent.clone();
-            cache.insert(stream.to_owned(), CachedState { version, state: shared, traceparent });
+            let cached = CachedState { version, bytes, state: shared, traceparent };
+            cache.insert_weighted(stream.to_owned(), cached, bytes);
         }
         (state, traceparent)
     }
@@ -656,7 +672,7 @@ impl Inner {
 
 impl<A: Default> Default for Folded<A> {
     fn default() -> Self {
-        Folded { state: A::default(), version: None, traceparent: None }
+        Folded { state: A::default(), version: None, bytes: 0, traceparent: None }
     }
 }
 

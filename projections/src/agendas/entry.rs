@@ -161,7 +161,13 @@ impl AgendaEntry {
         }
     }
 
-    /// Whether the entry is held as JSON (COMPLETE) rather than as a live state.
+    /// Whether the agenda is live (not COMPLETE), however it is held.
+    pub fn is_live(&self) -> bool {
+        self.keys.phase.is_live()
+    }
+
+    /// Whether the entry is held as compressed JSON (COMPLETE, or any agenda in the degraded
+    /// mode) rather than as a state.
     pub fn is_settled(&self) -> bool {
         matches!(self.body, Body::Settled(_))
     }
@@ -211,8 +217,12 @@ const SCRATCH_KEPT: usize = 1 << 20;
 /// Holds COMPLETE agendas as JSON (see the module docs); the rest live. The settled form is
 /// what `lz4_flex::block::compress_prepend_size` makes (the size as a little-endian `u32`, then
 /// the block), built in `buffers`.
-pub(super) fn settle(buffers: &mut SettleBuffers, state: Box<AgendaState>) -> Body {
-    if !state.is_complete() {
+///
+/// With `compact` (the degraded mode of [`super::AgendaModel::compact_live`]) live agendas are
+/// held the same way: every event then decodes and encodes its agenda, for a fraction of the
+/// memory.
+pub(super) fn settle(buffers: &mut SettleBuffers, state: Box<AgendaState>, compact: bool) -> Body {
+    if !state.is_complete() && !compact {
         return Body::Live(state);
     }
     buffers.json.clear();

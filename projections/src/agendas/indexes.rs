@@ -104,11 +104,12 @@ impl AgendaModel {
         self.queues.clear();
         let mut entries = std::mem::take(&mut self.entries);
         for entry in entries.values_mut() {
-            if entry.keys.phase.is_live()
-                && entry.keys.bytes == 0
-                && let Body::Live(state) = &entry.body
-            {
-                entry.keys.bytes = super::definition_bytes(state);
+            if entry.keys.phase.is_live() && entry.keys.bytes == 0 {
+                entry.keys.bytes = match &entry.body {
+                    Body::Live(state) => super::definition_bytes(state),
+                    // Held compressed (the degraded mode).
+                    Body::Settled(_) => entry.state().map_or(0, |s| super::definition_bytes(&s)),
+                };
             }
             let k = &mut entry.keys;
             k.customer = intern(&self.by_customer, None, &k.customer);

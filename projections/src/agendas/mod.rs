@@ -68,6 +68,8 @@ pub struct AgendaModel {
     deferred: bool,
     /// Scratch space for settling, reused so that each settle allocates only its result.
     buffers: SettleBuffers,
+    /// The degraded mode ([`AgendaModel::compact_live`]): live agendas are held compressed too.
+    compact: bool,
 }
 
 /// The keys an id names: nearly always one (ids are chosen per customer), so one needs no
@@ -258,7 +260,7 @@ impl AgendaModel {
             if state.is_complete() {
                 let body = std::mem::replace(&mut entry.body, Body::Settled(Box::default()));
                 if let Body::Live(state) = body {
-                    entry.body = settle(&mut self.buffers, state);
+                    entry.body = settle(&mut self.buffers, state, self.compact);
                 }
             }
             let id = Arc::clone(&entry.key);
@@ -302,8 +304,33 @@ impl AgendaModel {
         if let Some(change) = change {
             describe(change, &id, &keys);
         }
-        let body = settle(&mut self.buffers, Box::new(state));
+        let body = settle(&mut self.buffers, Box::new(state), self.compact);
         self.entries.insert(Arc::clone(&id), AgendaEntry { key: id, keys, body });
+    }
+
+    /// The degraded mode, for a process past its memory budget: every live agenda is held
+    /// compressed from now on, as finished ones are (a fraction of the memory: LZ4 on JSON,
+    /// against a decoded state at about eight times its JSON size), at the cost of decoding
+    /// and encoding an agenda for each of its events and reads. Returns how many were
+    /// compressed now. It lasts until the process restarts.
+    pub(crate) fn compact_live(&mut self) -> usize {
+        self.compact = true;
+        let mut compacted = 0;
+        for entry in self.entries.values_mut() {
+            if let Body::Live(_) = &entry.body {
+                let body = std::mem::replace(&mut entry.body, Body::Settled(Box::default()));
+                if let Body::Live(state) = body {
+                    entry.body = settle(&mut self.buffers, state, true);
+                    compacted += 1;
+                }
+            }
+        }
+        compacted
+    }
+
+    /// Whether [`AgendaModel::compact_live`] was called.
+    pub fn is_compact(&self) -> bool {
+        self.compact
     }
 
     /// Stops maintaining the indexes per event until [`AgendaModel::build_indexes`]: for a
@@ -496,6 +523,55 @@ mod tests {
         let listed: Vec<(String, i64)> = page("i0", Phase::Added, AgendaOrder::AddedTime);
         let ids: Vec<_> = listed.iter().map(|(id, _)| id.as_str()).collect();
         assert_eq!(ids, ["a0", "a4", "a6", "a10"]);
+    }
+
+    /// Every entry's canonical JSON, by key.
+    fn states(m: &AgendaModel) -> BTreeMap<String, Vec<u8>> {
+        m.entries
+            .values()
+            .map(|e| (e.key.to_string(), e.canonical_json().expect("decodes")))
+            .collect()
+    }
+
+    #[test]
+    fn the_degraded_mode_holds_live_agendas_compressed_and_folds_them_the_same() {
+        let (mut normal, mut degraded) = (AgendaModel::default(), AgendaModel::default());
+        let histories: Vec<_> = (0..40).map(history).collect();
+        let apply = |step: usize, models: &mut [&mut AgendaModel]| {
+            for (i, h) in histories.iter().enumerate() {
+                if let Some(e) = h.get(step) {
+                    for m in models.iter_mut() {
+                        m.apply(&format!("a{i}"), e, None).expect("applies");
+                    }
+                }
+            }
+        };
+        for step in 0..2 {
+            apply(step, &mut [&mut normal, &mut degraded]);
+        }
+        let live = degraded.entries.values().filter(|e| !e.is_settled()).count();
+        assert!(live > 0);
+        assert_eq!(degraded.compact_live(), live);
+        assert!(degraded.is_compact());
+        assert!(degraded.entries.values().all(AgendaEntry::is_settled));
+        assert!(degraded.entries.values().any(AgendaEntry::is_live));
+        assert_eq!(states(&degraded), states(&normal));
+        assert_eq!(indexes(&degraded), indexes(&normal));
+        // Later events fold into the compressed agendas exactly as into live ones, and new
+        // agendas are held compressed from the start.
+        for step in 2..10 {
+            apply(step, &mut [&mut normal, &mut degraded]);
+        }
+        for i in 40..44 {
+            for e in history(i) {
+                normal.apply(&format!("a{i}"), &e, None).expect("applies");
+                degraded.apply(&format!("a{i}"), &e, None).expect("applies");
+            }
+        }
+        assert!(degraded.entries.values().all(AgendaEntry::is_settled));
+        assert_eq!(states(&degraded), states(&normal));
+        assert_eq!(indexes(&degraded), indexes(&normal));
+        assert_eq!(degraded.live_bytes(&Visibility::All), normal.live_bytes(&Visibility::All));
     }
 
     #[test]
