@@ -346,9 +346,19 @@ impl App {
             })?;
         }
         let stream_key = key(&agenda.customer_id, &agenda.id);
+        let do_not_run = agenda.params.contains(pop_domain::params::keys::DO_NOT_RUN);
+        let insight_id = insight.insight_id.clone();
         let command = AgendaCommand::Submit { agenda, insight, now };
-        let executed =
-            self.commands().execute::<AgendaState>(&stream_key, &metadata, &command).await;
+        // A worker of this replica waits for the insight and nothing else is in line: the
+        // submission hands its agenda over in its own write (`crate::handout`).
+        let waiter = if do_not_run { None } else { self.handout_waiter(&insight_id).await };
+        let executed = match waiter {
+            Some(waiter) => {
+                self.submit_handing_out(stream_key.clone(), insight_id, metadata, command, waiter)
+                    .await
+            }
+            None => self.commands().execute::<AgendaState>(&stream_key, &metadata, &command).await,
+        };
         metrics::command("submitAgenda", executed.is_ok());
         let executed = executed.map_err(|e| error::execute_within(&subject, root, e))?;
         let outcome = AgendaOutcome::of(&executed, caller);

@@ -300,7 +300,7 @@ pub fn execute_within<E: Refusal>(subject: &str, root: &str, e: ExecuteError<E>)
         ExecuteError::Codec(c) => {
             AppError::internal(&format!("encoding or decoding events of {subject}"), &c)
         }
-        e @ ExecuteError::Interrupted { .. } => {
+        e @ (ExecuteError::Interrupted { .. } | ExecuteError::ChainBroken) => {
             AppError::internal(&format!("writing {subject}"), &e)
         }
     }

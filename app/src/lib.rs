@@ -9,7 +9,8 @@
 //!
 //! Map: [`caller`] (principals, roles, the caller), [`error`] (codes and what leaks),
 //! [`limits`] (every bound, and [`AppConfig`]), [`agendas`] (submit, run a template, rerun,
-//! expand, cancel), [`work`] (the resource pool's `getAgenda`, reports, release), [`configs`]
+//! expand, cancel), [`work`] (the resource pool's `getAgenda`, reports, release), [`handout`]
+//! (a submission handed straight to a waiting `getAgenda`), [`configs`]
 //! (customers, pools, insights, templates: CRUD and reads), [`reads`] (lookups, lists,
 //! summaries, event pages, insight counters, read-your-writes), [`live`] (following progress
 //! as it changes, over [`feed`]), [`stats`] (the dashboard's counts per state and per minute),
@@ -18,8 +19,9 @@
 //! This crate must never:
 //! - depend on a transport (axum, async-graphql, HTTP types): a test in `tests/` reads
 //!   Cargo.toml and fails if one appears;
-//! - append events except through `Commands::execute` of a domain command (no raw appends,
-//!   no deletes), so every write is decided by the domain against the stream's version;
+//! - append events except through `Commands::execute` (or `execute_chain`, the hand-out's
+//!   chain of commands) of a domain command (no raw appends, no deletes), so every write is
+//!   decided by the domain against the stream's version;
 //! - update a read model, or feed a follower from the command path: reads and follows come
 //!   from the projections, which follow the log;
 //! - reveal an object to a caller who may not see it: reads filter by the caller's customers,
@@ -34,6 +36,7 @@ pub mod caller;
 pub mod configs;
 pub mod error;
 pub mod feed;
+pub mod handout;
 pub mod history;
 pub mod limits;
 pub mod live;
@@ -68,6 +71,8 @@ struct Inner {
     config: AppConfig,
     /// Agendas this replica is claiming or has just claimed (`getAgenda`).
     claims: work::ClaimBook,
+    /// The `getAgenda` calls of this replica waiting for work ([`handout`]).
+    desk: handout::Desk,
     /// Routes the projections' changes to the followers (one reader of the feed).
     feed: feed::Dispatcher,
     /// Turns true when the server stops: waiting `getAgenda` calls answer at once.
@@ -104,6 +109,7 @@ impl App {
                 projections,
                 config,
                 claims: work::ClaimBook::default(),
+                desk: handout::Desk::default(),
                 feed,
                 waits_ended: tokio::sync::watch::Sender::new(false),
             }),
@@ -158,6 +164,15 @@ impl App {
 
     pub(crate) fn claims(&self) -> &work::ClaimBook {
         &self.inner.claims
+    }
+
+    pub(crate) fn desk(&self) -> &handout::Desk {
+        &self.inner.desk
+    }
+
+    /// How many `getAgenda` calls wait at the hand-out desk (for tests).
+    pub fn waiting_at_desk(&self) -> usize {
+        self.inner.desk.seated()
     }
 
     pub(crate) fn feed(&self) -> &feed::Dispatcher {

@@ -31,7 +31,7 @@ use crate::{App, metadata, metrics};
 
 /// Whether the caller may take work from `insight`: one of its customers may use it (`*` may
 /// use every insight).
-fn may_take_from(caller: &Caller, insight: &Insight) -> bool {
+pub(crate) fn may_take_from(caller: &Caller, insight: &Insight) -> bool {
     match &caller.principal.customers {
         Visibility::All => true,
         Visibility::Customers(ids) => ids.iter().any(|c| may_use_insight(insight, c)),
@@ -128,7 +128,7 @@ impl ClaimBook {
         }
     }
 
-    fn claimed(&self, id: &str, position: Option<pop_store::Position>) {
+    pub(crate) fn claimed(&self, id: &str, position: Option<pop_store::Position>) {
         if let Ok(mut entries) = self.entries.lock() {
             match position {
                 Some(position) => {
@@ -239,24 +239,43 @@ impl App {
                 None
             }
         };
+        /// What ended one wait.
+        enum Woken {
+            Handed(Result<AgendaOutcome, tokio::sync::oneshot::error::RecvError>),
+            Queued(bool),
+            Over,
+        }
         loop {
             let claimed = self.claim_detached(caller, insight_id, count).await?;
             if !claimed.is_empty() || *ended.borrow_and_update() {
                 return Ok(claimed);
             }
             let Some(receiver) = queued.as_mut() else { return Ok(claimed) };
-            tokio::select! {
-                item = receiver.recv() => {
-                    if item.is_none() {
-                        // The feed is over (the projections stopped): nothing will wake us.
-                        return Ok(claimed);
-                    }
-                    // Every queued change so far is covered by the next look at the queue.
-                    receiver.skip_queued();
-                }
-                () = tokio::time::sleep_until(deadline) => return Ok(claimed),
-                _ = ended.changed() => return Ok(claimed),
+            // Seated at the hand-out desk after an empty look: a submission of this insight
+            // may hand its agenda over directly (`crate::handout`).
+            let mut seat = self.desk().sit(insight_id, caller);
+            let woken = tokio::select! {
+                handed = seat.handed() => Woken::Handed(handed),
+                item = receiver.recv() => Woken::Queued(item.is_some()),
+                () = tokio::time::sleep_until(deadline) => Woken::Over,
+                _ = ended.changed() => Woken::Over,
+            };
+            // (what a submission handed over, whether to look at the queue again)
+            let (handed, again) = match woken {
+                // Could not hand it over (`Err`): look at the queue again.
+                Woken::Handed(handed) => (handed.ok(), true),
+                // `false`: the feed is over (the projections stopped): nothing will wake us.
+                Woken::Queued(open) => (seat.stand().await, open),
+                Woken::Over => (seat.stand().await, false),
+            };
+            if let Some(outcome) = handed {
+                return Ok(vec![outcome]);
             }
+            if !again {
+                return Ok(claimed);
+            }
+            // Every queued change so far is covered by the next look at the queue.
+            receiver.skip_queued();
         }
     }
 
@@ -283,7 +302,7 @@ impl App {
     }
 
     /// Releases an agenda claimed for a requester that went away before the answer.
-    async fn hand_back(&self, caller: &Caller, claimed: &AgendaOutcome) {
+    pub(crate) async fn hand_back(&self, caller: &Caller, claimed: &AgendaOutcome) {
         let Some(lease) = claimed.lease() else { return };
         let agenda_id = claimed.progress().agenda_id.as_str();
         let named = Named {
@@ -322,6 +341,16 @@ impl App {
                     format!("count must be within 1..={MAX_GET_AGENDA_COUNT}"),
                 )
             })?;
+        // An insight this replica has just written may not be applied yet: on a miss, read
+        // it again once the read models hold every write this replica acknowledged
+        // (read-your-writes, paid only by a miss; the hot path reads the models as they are).
+        let known = {
+            let models = services.projections().read();
+            models.insight(insight_id).is_some_and(|i| may_take_from(caller, i))
+        };
+        if !known {
+            services.settle(None).await?;
+        }
         // (agenda id, customer id, updatedTime in ms: the time it was queued).
         let candidates: Vec<(String, String, i64)> = {
             let models = services.projections().read();

@@ -2,7 +2,10 @@
 //! agenda of its insight entering the queue and claims it; several waiters share one agenda
 //! without a double hand-out; a call that does not ask to wait answers at once; the server's
 //! stop ends every wait; a wait out of bounds is refused naming the field. The queueing is the
-//! scheduler's domain command, issued here by hand (the app does not run the scheduler).
+//! scheduler's domain command, issued here by hand (the app does not run the scheduler). The
+//! submissions go through a second `App` on the same store, as another replica's would: its
+//! hand-out desk has no waiter, so the path tested here is the queue and the feed (the
+//! hand-out at submission is `handout.rs`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -23,6 +26,8 @@ const BOUND: Duration = Duration::from_secs(10);
 
 struct World {
     app: App,
+    /// Where the submissions come in (see the module doc).
+    other: App,
     commands: Arc<Commands>,
     _dir: tempfile::TempDir,
 }
@@ -43,6 +48,12 @@ async fn world() -> World {
     let (runner, projections) = Runner::start(Arc::clone(&store), RunnerConfig::default()).await;
     tokio::spawn(async move { runner.run(std::future::pending()).await.unwrap() });
     let commands = Arc::new(Commands::new(Arc::clone(&store)));
+    let other = App::new(
+        Arc::clone(&store),
+        Arc::clone(&commands),
+        projections.clone(),
+        AppConfig::default(),
+    );
     let app =
         App::new(Arc::clone(&store), Arc::clone(&commands), projections, AppConfig::default());
     let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
@@ -55,14 +66,14 @@ async fn world() -> World {
         "mappers": {"operationType": ["work"]}});
     app.configure::<Insight>(&admin, ConfigOp::Create(insight), None, None).await.unwrap();
     app.settle(None).await.unwrap();
-    World { app, commands, _dir: dir }
+    World { app, other, commands, _dir: dir }
 }
 
 /// Submits agenda `id` and queues it (what the scheduler does on the submission's change).
 async fn submit_and_queue(w: &World, id: &str) {
     let agenda = json!({"id": id, "customerId": "acme",
         "operations": [{"name": "only", "type": "work", "payload": {}}]});
-    w.app.submit(&user(), agenda, None, None).await.unwrap();
+    w.other.submit(&user(), agenda, None, None).await.unwrap();
     let metadata = EventMetadata { customer_id: Some("acme".into()), ..EventMetadata::default() };
     let command = AgendaCommand::Queue { now: Utc::now() };
     w.commands.execute::<AgendaState>(&key("acme", id), &metadata, &command).await.unwrap();

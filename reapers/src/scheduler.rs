@@ -23,6 +23,10 @@
 //! under a backlog deeper than that, `RoundRobin` and `Priority` choose among the oldest part
 //! of it only.
 //!
+//! A submission that `pop_app::handout` hands straight to a waiting `getAgenda` (the insight
+//! had nothing queued and nothing `added`, so this scheduler had nothing to choose) is queued
+//! and claimed in the submission's own write: it never waits here in `added`.
+//!
 //! The remembered `RoundRobin` customer order of each insight lives in this scheduler's
 //! memory ([`Memory`]), not in the store: it only sharpens fairness between passes. A restart
 //! (or a second replica) starts from a fresh order, which is acceptable: the next pass serves

@@ -7,9 +7,11 @@
 //! user token. Measured, on the benchmark's clock: *submit → claim* = from just before the
 //! submit request is sent until the waiting `getAgenda` answers with that agenda (what
 //! graphile-worker's add → start measures), and *ack → claim* = from the submit's answer to the
-//! claim's. The path in between is the server's: the submission's append, the projections, the
-//! change feed waking the scheduler, its `Queue` append, the feed waking the waiting call, the
-//! claim's append — three fsync'd commits with `--durability full`. After each sample the
+//! claim's. The path in between is the server's. Since the hand-out at submission
+//! (`app/src/handout.rs`) it is one append holding the submission, its `Queue` and the waiting
+//! call's `Claim` — one fsync'd commit with `--durability full`; before, it was the
+//! submission's append, the projections, the change feed waking the scheduler, its `Queue`
+//! append, the feed waking the waiting call, the claim's append — three. After each sample the
 //! agenda is completed (one report, not timed) and the next sample starts after `--pause-ms`.
 //!
 //! The backlog: `--backlog` agendas of a second insight sit queued for the whole run (nobody
@@ -46,6 +48,11 @@ struct Args {
     /// Store durability of the server (`full` fsyncs every commit).
     #[arg(long, default_value = "full")]
     durability: String,
+    /// After the run, read each sample's events (`agendaEvents`) and print where the time went:
+    /// the commands' decision times and the store's commit stamps, against the benchmark's
+    /// wall clock (same machine). For finding the hops, not for the headline figures.
+    #[arg(long)]
+    breakdown: bool,
     /// Set by `cargo bench`; without it a small smoke run replaces the defaults.
     #[arg(long, hide = true)]
     bench: bool,
@@ -54,6 +61,8 @@ struct Args {
 const SUBMIT: &str = "mutation($a: JSON!) { submitAgenda(agenda: $a) { agenda { id } } }";
 const WAIT_FOR_WORK: &str = "mutation($i: String!) { getAgenda(insightId: $i, count: 1, \
     waitSeconds: 20) { agenda { id } progress { id } lease { id } } }";
+const EVENTS: &str = "query($a: String!) { agendaEvents(agendaId: $a, customerId: \"acme\", first: 10) \
+    { items { type time data } } }";
 const UPDATE: &str = "mutation($p: JSON!, $l: String) { updateAgendaProgress(agendaProgress: $p, \
     leaseId: $l) { progress { processingState } } }";
 
@@ -84,12 +93,14 @@ async fn bench(args: &Args) -> Result<()> {
     let load_before = load_average();
     let mut from_submit = Vec::with_capacity(args.samples);
     let mut from_ack = Vec::with_capacity(args.samples);
+    // (agenda id, wall clock µs just before the submit, when the claim answered).
+    let mut walls: Vec<(String, i64, i64)> = Vec::new();
     for i in 0..args.samples {
         let waiter = {
             let api = api.clone();
             tokio::spawn(async move {
                 let data = api.call(SERVICE_TOKEN, WAIT_FOR_WORK, json!({"i": "work"})).await;
-                (data, Instant::now())
+                (data, Instant::now(), chrono::Utc::now().timestamp_micros())
             })
         };
         tokio::time::sleep(Duration::from_millis(args.settle_ms)).await;
@@ -97,14 +108,18 @@ async fn bench(args: &Args) -> Result<()> {
             !waiter.is_finished(),
             "sample {i}: the waiting getAgenda answered before any work"
         );
+        let sent_wall = chrono::Utc::now().timestamp_micros();
         let sent = Instant::now();
         let id = api.submit("work", i).await.context("a submit")?;
         let acked = Instant::now();
-        let (data, claimed_at) = waiter.await.context("the waiting task")?;
+        let (data, claimed_at, claimed_wall) = waiter.await.context("the waiting task")?;
         let data = data.context("the waiting getAgenda")?;
         let claimed = &data["getAgenda"][0];
         if claimed["agenda"]["id"] != id.as_str() {
             bail!("sample {i}: submitted {id}, the waiting getAgenda answered {data}");
+        }
+        if args.breakdown {
+            walls.push((id.clone(), sent_wall, claimed_wall));
         }
         from_submit.push(micros(claimed_at - sent));
         from_ack.push(micros(claimed_at.saturating_duration_since(acked)));
@@ -112,6 +127,9 @@ async fn bench(args: &Args) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(args.pause_ms)).await;
     }
     let load_after = load_average();
+    if args.breakdown {
+        breakdown(&api, &walls).await.context("the breakdown")?;
+    }
     drop(server);
     from_submit.sort_unstable();
     from_ack.sort_unstable();
@@ -137,6 +155,57 @@ async fn bench(args: &Args) -> Result<()> {
         ms(&from_ack, 0.99),
         args.samples
     );
+    Ok(())
+}
+
+/// Prints the median of each hop over the samples (see `--breakdown`): from the submit sent
+/// to each event's decision (`data.time`, the command's `now`) and commit stamp (`time`, the
+/// store's `recorded_at`, taken when the write starts, before its fsync).
+async fn breakdown(api: &Api, walls: &[(String, i64, i64)]) -> Result<()> {
+    let mut marks: Vec<(&str, Vec<u64>)> = vec![
+        ("submit decided", Vec::new()),
+        ("submit stamped", Vec::new()),
+        ("queue decided", Vec::new()),
+        ("queue stamped", Vec::new()),
+        ("claim decided", Vec::new()),
+        ("claim stamped", Vec::new()),
+        ("claim answered", Vec::new()),
+    ];
+    // `data.time` is epoch ms (the events' JSON); `time` an RFC 3339 string with µs.
+    let micros_of = |v: &Value| -> Option<i64> {
+        match v.as_i64() {
+            Some(epoch_ms) => epoch_ms.checked_mul(1000),
+            None => {
+                chrono::DateTime::parse_from_rfc3339(v.as_str()?).ok().map(|t| t.timestamp_micros())
+            }
+        }
+    };
+    for (id, sent, answered) in walls {
+        let data = api.call(USER_TOKEN, EVENTS, json!({"a": id})).await?;
+        let items = data["agendaEvents"]["items"].as_array().cloned().unwrap_or_default();
+        let find = |kind: &str| items.iter().find(|e| e["type"] == kind).cloned();
+        let mut at = Vec::new();
+        for kind in ["AgendaSubmitted", "AgendaQueued", "AgendaClaimed"] {
+            let event = find(kind).with_context(|| format!("{id}: no {kind} in {items:?}"))?;
+            at.push(micros_of(&event["data"]["time"]));
+            at.push(micros_of(&event["time"]));
+        }
+        at.push(Some(*answered));
+        for ((_, values), t) in marks.iter_mut().zip(at) {
+            if let Some(t) = t {
+                values.push(u64::try_from(t - sent).unwrap_or(0));
+            }
+        }
+    }
+    for (name, values) in &mut marks {
+        values.sort_unstable();
+        println!(
+            "breakdown: submit sent -> {name}: p50 {:.2} ms p90 {:.2} ms ({} samples)",
+            ms(values, 0.50),
+            ms(values, 0.90),
+            values.len()
+        );
+    }
     Ok(())
 }
 

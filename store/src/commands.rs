@@ -128,6 +128,10 @@ pub enum ExecuteError<E: std::error::Error + 'static> {
         "the writer of stream {stream:?} stopped before answering; the command may or may not have been applied"
     )]
     Interrupted { stream: String },
+    /// A command of a chain ([`Commands::execute_chain`]) was not run because the one before
+    /// it appended nothing (refused, failed or a no-op), or was not in the same write.
+    #[error("not run: the command before it in its chain appended nothing")]
+    ChainBroken,
 }
 
 #[derive(Clone)]
@@ -167,6 +171,36 @@ struct Folded<A> {
     trace: Trace,
 }
 
+/// A command ready for its stream's queue, its span and where its answer will come.
+#[allow(clippy::type_complexity)]
+fn pending<A: Aggregate>(
+    stream: &str,
+    metadata: &EventMetadata,
+    command: &A::Command,
+    chained: bool,
+) -> Result<(Pending<A>, tracing::Span, oneshot::Receiver<Answer<A>>), ExecuteError<A::Error>>
+where
+    A::Command: Clone,
+{
+    let span = tracing::info_span!(
+        "command",
+        stream = %stream,
+        command = metadata.command.as_deref().unwrap_or(A::CATEGORY),
+    );
+    let trace = Trace::of(metadata);
+    let metadata = metadata.to_json().map_err(CodecError::Encode)?;
+    let (reply, answer) = oneshot::channel();
+    let pending = Pending::<A> {
+        command: command.clone(),
+        metadata,
+        trace,
+        span: span.clone(),
+        chained,
+        reply,
+    };
+    Ok((pending, span, answer))
+}
+
 /// A command's answer.
 type Answer<A> = Result<Executed<A>, ExecuteError<<A as Aggregate>::Error>>;
 
@@ -180,6 +214,9 @@ struct Pending<A: Aggregate> {
     /// The command's span: the write that holds its events runs in it when it is the first
     /// of its batch.
     span: tracing::Span,
+    /// Runs only if the command queued just before it appended events in the same write
+    /// ([`Commands::execute_chain`]).
+    chained: bool,
     reply: oneshot::Sender<Answer<A>>,
 }
 
@@ -263,18 +300,53 @@ impl Commands {
         A::Command: Clone + Send + 'static,
     {
         let stream = stream_name(A::CATEGORY, id);
-        let span = tracing::info_span!(
-            "command",
-            stream = %stream,
-            command = metadata.command.as_deref().unwrap_or(A::CATEGORY),
-        );
-        let trace = Trace::of(metadata);
-        let metadata = metadata.to_json().map_err(CodecError::Encode)?;
-        let (reply, answer) = oneshot::channel();
-        let pending =
-            Pending::<A> { command: command.clone(), metadata, trace, span: span.clone(), reply };
-        Inner::enqueue(&self.inner, stream.clone(), pending);
+        let (pending, span, answer) = pending::<A>(&stream, metadata, command, false)?;
+        Inner::enqueue(&self.inner, stream.clone(), vec![pending]);
         answer.instrument(span).await.unwrap_or(Err(ExecuteError::Interrupted { stream }))
+    }
+
+    /// Runs `steps` on the aggregate `A` with id `id` as a chain: they are queued together and
+    /// decided in order in ONE write (the stream's queue holds nothing else between them), and
+    /// each step runs only if the one before it appended events in that write — otherwise it
+    /// and every step after it answer [`ExecuteError::ChainBroken`]. So either a prefix of the
+    /// chain is appended at once, each step's events with its own metadata, or nothing of the
+    /// steps after the first one that appended nothing. One answer per step, in order.
+    /// (A chain whose events exceed one append's limits is cut there: the rest is broken.)
+    pub async fn execute_chain<A: Aggregate>(
+        &self,
+        id: &str,
+        steps: &[(EventMetadata, A::Command)],
+    ) -> Vec<Result<Executed<A>, ExecuteError<A::Error>>>
+    where
+        A::Command: Clone + Send + 'static,
+    {
+        let stream = stream_name(A::CATEGORY, id);
+        let mut pendings = Vec::with_capacity(steps.len());
+        let mut answers = Vec::with_capacity(steps.len());
+        for (i, (metadata, command)) in steps.iter().enumerate() {
+            match pending::<A>(&stream, metadata, command, i > 0) {
+                Ok((pending, span, answer)) => {
+                    pendings.push(pending);
+                    answers.push((span, answer));
+                }
+                Err(e) => {
+                    // Nothing is queued: the step cannot even be encoded.
+                    let mut out: Vec<Result<Executed<A>, ExecuteError<A::Error>>> =
+                        (0..steps.len()).map(|_| Err(ExecuteError::ChainBroken)).collect();
+                    out[i] = Err(e);
+                    return out;
+                }
+            }
+        }
+        Inner::enqueue(&self.inner, stream.clone(), pendings);
+        let mut out = Vec::with_capacity(answers.len());
+        for (span, answer) in answers {
+            let stream = stream.clone();
+            out.push(
+                answer.instrument(span).await.unwrap_or(Err(ExecuteError::Interrupted { stream })),
+            );
+        }
+        out
     }
 
     /// How many streams have a command running or waiting in this process (for tests: a
@@ -361,21 +433,24 @@ impl Inner {
     }
 
     /// Queues `pending` for its stream, and starts the stream's writer unless one runs.
-    fn enqueue<A: Aggregate>(this: &Arc<Inner>, stream: String, pending: Pending<A>)
+    /// Queues `pendings` (in order, at once) for the stream's writer, starting one if none
+    /// runs.
+    fn enqueue<A: Aggregate>(this: &Arc<Inner>, stream: String, pendings: Vec<Pending<A>>)
     where
         A::Command: Send + 'static,
     {
         let key = (TypeId::of::<A>(), stream);
+        let boxed = pendings.into_iter().map(|p| Box::new(p) as Box<dyn Any + Send>);
         let start = {
             // A poisoned map (a panic while it was held; nothing in here panics) keeps working.
             let mut queues = this.queues.lock().unwrap_or_else(PoisonError::into_inner);
             match queues.get_mut(&key) {
                 Some(queue) => {
-                    queue.push(Box::new(pending));
+                    queue.extend(boxed);
                     None
                 }
                 None => {
-                    queues.insert(key.clone(), vec![Box::new(pending)]);
+                    queues.insert(key.clone(), boxed.collect());
                     Some(key)
                 }
             }
@@ -466,6 +541,10 @@ impl Inner {
             let mut bytes = 0usize;
             while let Some(pending) = batch.get(decided.len()) {
                 let upto = events_out.len();
+                if pending.chained && !matches!(decided.last(), Some(Decided::Events { .. })) {
+                    decided.push(Decided::Failed(ExecuteError::ChainBroken));
+                    continue;
+                }
                 let events = match folded.state.decide(&pending.command) {
                     Ok(events) if !events.is_empty() => events,
                     Ok(_) => {

@@ -638,3 +638,64 @@ async fn a_command_whose_caller_went_away_before_its_write_is_not_run() {
     let next = commands.execute::<Counter>("x", &meta(), &CounterCommand::Add(2)).await.unwrap();
     assert_eq!((next.version, next.state.value), (Some(1), 3), "the abandoned Add(7) never ran");
 }
+
+/// `execute_chain`: every step in one write (one position, consecutive versions), each with
+/// its own metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chain_goes_out_in_one_write_each_step_with_its_metadata() {
+    let (_dir, store) = store().await;
+    let commands = Commands::new(store.clone());
+    let by = |actor: &str| EventMetadata { actor: Some(actor.into()), ..meta() };
+    let steps = vec![
+        (by("first"), CounterCommand::Add(1)),
+        (by("second"), CounterCommand::Add(2)),
+        (by("third"), CounterCommand::Close),
+    ];
+    let answers = commands.execute_chain::<Counter>("chain", &steps).await;
+    let answers: Vec<_> = answers.into_iter().map(Result::unwrap).collect();
+    assert_eq!(answers.iter().map(|a| a.version).collect::<Vec<_>>(), [Some(0), Some(1), Some(2)]);
+    assert!(answers.iter().all(|a| a.position == answers[0].position), "one write: {answers:?}");
+    assert_eq!(answers[2].state.value, 3);
+    assert!(answers[2].state.closed);
+    let stored = store.read_stream("counter-chain", 0, 10, Direction::Forwards).await.unwrap();
+    let actors: Vec<_> = stored
+        .iter()
+        .map(|r| EventMetadata::from_json(&r.metadata).unwrap().actor.unwrap())
+        .collect();
+    assert_eq!(actors, ["first", "second", "third"]);
+    assert_eq!(stored[2].position, answers[2].position.unwrap());
+}
+
+/// A step that appends nothing breaks the chain: the steps after it are not run; the steps
+/// before it are appended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_or_no_op_step_breaks_the_chain_after_it() {
+    let (_dir, store) = store().await;
+    let commands = Commands::new(store.clone());
+    // The first step refused: nothing at all is appended.
+    commands.execute::<Counter>("shut", &meta(), &CounterCommand::Close).await.unwrap();
+    let head = store.head().await.unwrap();
+    let steps = vec![(meta(), CounterCommand::Add(1)), (meta(), CounterCommand::Reopen)];
+    let answers = commands.execute_chain::<Counter>("shut", &steps).await;
+    assert!(matches!(answers[0], Err(ExecuteError::Refused(CounterError::Closed))), "{answers:?}");
+    assert!(matches!(answers[1], Err(ExecuteError::ChainBroken)), "{answers:?}");
+    assert_eq!(store.head().await.unwrap(), head, "a reopen after a refusal is not run");
+
+    // A refusal in the middle: the first step is appended, the third is not run.
+    let steps = vec![
+        (meta(), CounterCommand::Add(5)),
+        (meta(), CounterCommand::Reject),
+        (meta(), CounterCommand::Add(7)),
+    ];
+    let answers = commands.execute_chain::<Counter>("mid", &steps).await;
+    assert_eq!(answers[0].as_ref().unwrap().version, Some(0));
+    assert!(matches!(answers[1], Err(ExecuteError::Refused(CounterError::Rejected))));
+    assert!(matches!(answers[2], Err(ExecuteError::ChainBroken)), "{answers:?}");
+    // A no-op breaks it too.
+    let steps = vec![(meta(), CounterCommand::Add(0)), (meta(), CounterCommand::Add(9))];
+    let answers = commands.execute_chain::<Counter>("mid", &steps).await;
+    assert!(answers[0].as_ref().unwrap().events.is_empty());
+    assert!(matches!(answers[1], Err(ExecuteError::ChainBroken)), "{answers:?}");
+    let (state, version) = Commands::new(store.clone()).load::<Counter>("mid").await.unwrap();
+    assert_eq!((state.value, version), (5, Some(0)));
+}
