@@ -234,12 +234,19 @@ test('filters narrow the list', async () => {
   await input.type('batch-a');
   await input.press('Enter');
   await acmePage.evaluate(() => document.querySelector('input[name="linkId"]').blur());
-  await acmePage.waitForFunction((bid) => !document.querySelector(`#agenda-list tr[data-agenda="${bid}"]`), { timeout: WAIT }, b.id);
+  // b gone and the page of the new filter shown (not the blank list while it loads).
+  await acmePage.waitForFunction(
+    (bid) => !document.querySelector(`#agenda-list tr[data-agenda="${bid}"]`)
+      && document.querySelector('#agenda-list[data-loading="false"]'),
+    { timeout: WAIT },
+    b.id,
+  );
   const narrowed = await acmePage.$$eval('#agenda-list tbody tr', (rs) => rs.map((r) => r.dataset.agenda));
   assert.deepEqual(narrowed, [a.id]);
   // By state: the cancelled one alone is COMPLETE.
   await acmePage.goto(BASE + '/#/agendas?state=COMPLETE');
   await acmePage.waitForSelector(rowSel(live.id), { timeout: WAIT });
+  await acmePage.waitForSelector('#agenda-list[data-loading="false"]', { timeout: WAIT });
   const complete = await acmePage.$$eval('#agenda-list tbody tr', (rs) => rs.map((r) => r.dataset.agenda));
   assert.deepEqual(complete, [live.id]);
 });
@@ -303,6 +310,9 @@ test('the list is newest first, oldest first on request', async () => {
   const newer = await submit(T.acme, threeOps('acme', 'batch-order-2'));
   await acmePage.goto(BASE + '/#/agendas');
   await acmePage.waitForSelector(rowSel(newer.id), { timeout: WAIT });
+  // The list shows only the page fetched for the current filter (never the previous filter's
+  // page with live rows merged into it).
+  await acmePage.waitForSelector('#agenda-list[data-loading="false"]', { timeout: WAIT });
   const ids = () => acmePage.$$eval('#agenda-list tbody tr', (rs) => rs.map((r) => r.dataset.agenda));
   const newest = await ids();
   assert.deepEqual(newest.slice(0, 2), [newer.id, older.id]);

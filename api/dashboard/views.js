@@ -122,6 +122,9 @@ export function AgendasView({ me, query, navigate, customers }) {
   const [busy, setBusy] = useState('');
   const [tick, setTick] = useState(0);
   const after = cursors[cursors.length - 1];
+  // The page shown must be the one fetched for this filter and cursor: a page of the previous
+  // filter (live rows merged into it) would show rows this filter does not hold, or miss some.
+  const pageKey = JSON.stringify([filter, after]);
 
   useEffect(() => {
     let live = true;
@@ -133,7 +136,7 @@ export function AgendasView({ me, query, navigate, customers }) {
       .then((d) => {
         if (!live) return;
         window.__popFirstPageMs = performance.now() - t0;
-        setPage(d.agendaProgressList);
+        setPage({ ...d.agendaProgressList, key: pageKey });
         setError(null);
       })
       .catch((e) => live && setError(e));
@@ -146,7 +149,7 @@ export function AgendasView({ me, query, navigate, customers }) {
     customers,
     (items) =>
       setPage((pg) => {
-        if (!pg) return pg;
+        if (!pg || pg.key !== pageKey) return pg;
         const rows = pg.items.slice();
         const at = new Map(rows.map((r, i) => [r.customerId + '/' + r.agendaId, i]));
         // Newest first, an agenda added after the first page's top row belongs above it.
@@ -186,7 +189,8 @@ export function AgendasView({ me, query, navigate, customers }) {
       n.has(key) ? n.delete(key) : n.add(key);
       return n;
     });
-  const rows = page ? page.items : [];
+  const current = page && page.key === pageKey;
+  const rows = current ? page.items : [];
   const act = async (kind) => {
     setBusy(kind);
     setError(null);
@@ -229,7 +233,7 @@ export function AgendasView({ me, query, navigate, customers }) {
       ${may(me, 'cancel') && html`<button id="cancel-selected" disabled=${!selected.size || busy} onClick=${() => act('cancel')}>Cancel selected</button>`}
       ${may(me, 'rerun') && html`<button id="rerun-selected" disabled=${!selected.size || busy} onClick=${() => act('rerun')}>Rerun selected (resetAll)</button>`}
     </div>`}
-    <table class="list" id="agenda-list">
+    <table class="list" id="agenda-list" data-loading=${current ? 'false' : 'true'}>
       <thead><tr>${canWrite && html`<th></th>`}<th>agenda</th><th>customer</th><th>title</th><th>linkId</th><th>insight</th><th>state</th><th>progress</th><th>added</th><th>updated</th></tr></thead>
       <tbody>
         ${rows.map((p) => {
