@@ -27,6 +27,30 @@ async fn seed_large(server: &TestServer, n: usize, payload_bytes: usize) {
     }
 }
 
+/// One scheduler pass once the read models reach `position`, then a `getAgenda` of the service
+/// token that must hand out `id`; returns its lease.
+async fn queue_and_claim(server: &TestServer, position: &str, id: &str) -> String {
+    let projections = server.state.projections();
+    projections.wait_for(position.parse().unwrap(), WAIT).await.unwrap();
+    let moved = pop_reapers::scheduler::pass(
+        &server.commands,
+        projections,
+        &mut pop_reapers::scheduler::Memory::default(),
+    )
+    .await
+    .unwrap();
+    projections.wait_for(moved, WAIT).await.unwrap();
+    let data = server
+        .ok(
+            ACME_SERVICE,
+            "mutation { getAgenda(insightId: \"transcode\", count: 1) { agenda { id } lease { id } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(data["getAgenda"][0]["agenda"]["id"], id, "{data:#}");
+    data["getAgenda"][0]["lease"]["id"].as_str().unwrap().to_string()
+}
+
 /// POSTs a body as `token`; returns the status, the body's length and the JSON.
 async fn post_raw(server: &TestServer, token: &str, body: &Value) -> (u16, usize, Value) {
     let resp = server
@@ -892,26 +916,8 @@ async fn validation_nits_are_refused_naming_the_field() {
     assert!(!generated.is_empty(), "{data:#}");
 
     // An agenda-level WAITING report.
-    let position = data["submitAgenda"]["position"].as_str().unwrap().to_string();
-    let projections = server.state.projections();
-    projections.wait_for(position.parse().unwrap(), WAIT).await.unwrap();
-    let moved = pop_reapers::scheduler::pass(
-        &server.commands,
-        projections,
-        &mut pop_reapers::scheduler::Memory::default(),
-    )
-    .await
-    .unwrap();
-    projections.wait_for(moved, WAIT).await.unwrap();
-    let data = server
-        .ok(
-            ACME_SERVICE,
-            "mutation { getAgenda(insightId: \"transcode\", count: 1) { agenda { id } lease { id } } }",
-            json!({}),
-        )
-        .await;
-    assert_eq!(data["getAgenda"][0]["agenda"]["id"], generated.as_str(), "{data:#}");
-    let lease = data["getAgenda"][0]["lease"]["id"].as_str().unwrap().to_string();
+    let position = data["submitAgenda"]["position"].as_str().unwrap();
+    let lease = queue_and_claim(&server, position, generated.as_str()).await;
     let report = "mutation($r: JSON!, $l: String) { updateAgendaProgress(agendaProgress: $r, leaseId: $l) { position } }";
     let e = server
         .err(
@@ -1025,26 +1031,8 @@ async fn payloads_and_params_past_their_limits_are_refused_naming_the_field() {
     a["operations"][0]["payload"] = json!({"src": "in.mp4"});
     a["operations"][1]["params"] = json!({"preset": "slow"});
     let data = server.ok(ACME, SUBMIT, json!({"a": a, "p": after})).await;
-    let position = data["submitAgenda"]["position"].as_str().unwrap().to_string();
-    let projections = server.state.projections();
-    projections.wait_for(position.parse().unwrap(), WAIT).await.unwrap();
-    let moved = pop_reapers::scheduler::pass(
-        &server.commands,
-        projections,
-        &mut pop_reapers::scheduler::Memory::default(),
-    )
-    .await
-    .unwrap();
-    projections.wait_for(moved, WAIT).await.unwrap();
-    let data = server
-        .ok(
-            ACME_SERVICE,
-            "mutation { getAgenda(insightId: \"transcode\", count: 1) { agenda { id } lease { id } } }",
-            json!({}),
-        )
-        .await;
-    assert_eq!(data["getAgenda"][0]["agenda"]["id"], "too-large", "{data:#}");
-    let lease = data["getAgenda"][0]["lease"]["id"].as_str().unwrap().to_string();
+    let position = data["submitAgenda"]["position"].as_str().unwrap();
+    let lease = queue_and_claim(&server, position, "too-large").await;
     let report = "mutation($r: JSON!, $l: String) { updateAgendaProgress(agendaProgress: $r, leaseId: $l) { position } }";
     let progress = |result: Value, params: Value| {
         json!({"l": lease, "r": {"id": "too-large", "processingState": "EXECUTING",
