@@ -31,15 +31,16 @@ async fn seed_large(server: &TestServer, n: usize, payload_bytes: usize) {
 /// token that must hand out `id`; returns its lease.
 async fn queue_and_claim(server: &TestServer, position: &str, id: &str) -> String {
     let projections = server.state.projections();
-    projections.wait_for(position.parse().unwrap(), WAIT).await.unwrap();
+    let position = position.parse().expect("a position");
+    projections.wait_for(position, WAIT).await.expect("applied");
     let moved = pop_reapers::scheduler::pass(
         &server.commands,
         projections,
         &mut pop_reapers::scheduler::Memory::default(),
     )
     .await
-    .unwrap();
-    projections.wait_for(moved, WAIT).await.unwrap();
+    .expect("a scheduler pass");
+    projections.wait_for(moved, WAIT).await.expect("applied");
     let data = server
         .ok(
             ACME_SERVICE,
@@ -48,7 +49,7 @@ async fn queue_and_claim(server: &TestServer, position: &str, id: &str) -> Strin
         )
         .await;
     assert_eq!(data["getAgenda"][0]["agenda"]["id"], id, "{data:#}");
-    data["getAgenda"][0]["lease"]["id"].as_str().unwrap().to_string()
+    data["getAgenda"][0]["lease"]["id"].as_str().expect("a lease").to_string()
 }
 
 /// POSTs a body as `token`; returns the status, the body's length and the JSON.
