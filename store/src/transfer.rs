@@ -26,7 +26,10 @@
 //! `pop verify` applies to a store ([`crate::verify::Walker`],
 //! [`crate::commitment::LogWalker`]): every digest, chain, version and stream head, every
 //! reaped stream's recorded head, and the checkpoint's signature, count, log hash and stream
-//! list; the first problem is reported with its line number. A backend's import writes what
+//! list; the first problem is reported with its line number. [`ExportReader::read_parallel`]
+//! does the same with each line's parsing, decoding and digest (which depend on the line alone)
+//! on one thread per core and the checks that depend on the lines before it on one thread, in
+//! file order, so it reports the same first problem. A backend's import writes what
 //! the reader hands out and makes it the store only after the reader reached the end without
 //! a problem (PostgreSQL: one transaction, committed then; the embedded store: a staging
 //! file, renamed into place then): a bad file leaves the store as it was (empty). Events keep
@@ -217,6 +220,66 @@ fn time_text(micros: i64) -> String {
         .to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
+/// [`time_text`] appended to `out`: the digits written by hand for the years 0 to 9999 (every
+/// commit time), the same text as chrono's (tested), else chrono's.
+fn push_time(out: &mut Vec<u8>, micros: i64) {
+    use chrono::{Datelike, Timelike};
+    let t = DateTime::<Utc>::from_timestamp_micros(micros).unwrap_or_default();
+    let year = t.year();
+    if !(0..=9999).contains(&year) || t.nanosecond() >= 1_000_000_000 {
+        out.extend_from_slice(time_text(micros).as_bytes());
+        return;
+    }
+    // Each part's digits, then what follows it.
+    for (value, width, then) in [
+        (year as u32, 4, b'-'),
+        (t.month(), 2, b'-'),
+        (t.day(), 2, b'T'),
+        (t.hour(), 2, b':'),
+        (t.minute(), 2, b':'),
+        (t.second(), 2, b'.'),
+        (t.nanosecond() / 1000, 6, b'Z'),
+    ] {
+        for i in (0..width).rev() {
+            out.push(b'0' + (value / 10u32.pow(i) % 10) as u8);
+        }
+        out.push(then);
+    }
+}
+
+/// The hex of `hash` appended to `out` (as [`hex`] writes it).
+fn push_hex(out: &mut Vec<u8>, hash: &Hash) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in hash {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 15)]);
+    }
+}
+
+/// [`crate::EventMetadata`] as the export reads it for `popactor`: the same members with the
+/// same types (so exactly the metadata `EventMetadata::from_json` reads yields an actor), the
+/// strings borrowed from the bytes instead of copied.
+// Only `actor` is used; the other members are read for their types.
+#[allow(dead_code)]
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MetadataView<'a> {
+    #[serde(borrow, default)]
+    customer_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    cid: Option<Cow<'a, str>>,
+    #[serde(default)]
+    causation_id: Option<Uuid>,
+    #[serde(borrow, default)]
+    actor: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    command: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    traceparent: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    tracestate: Option<Cow<'a, str>>,
+}
+
 fn json_str(out: &mut Vec<u8>, s: &str) {
     // Writing a `&str` to a `Vec` cannot fail.
     let _ = serde_json::to_writer(&mut *out, s);
@@ -370,7 +433,7 @@ impl<W: Write> Exporter<W> {
                 line.extend_from_slice(b",\"type\":");
                 json_str(line, &e.event_type);
                 line.extend_from_slice(b",\"time\":\"");
-                line.extend_from_slice(time_text(e.recorded_at).as_bytes());
+                push_time(line, e.recorded_at);
                 line.extend_from_slice(b"\",\"datacontenttype\":\"application/json\",");
                 if raw_json(&e.data) {
                     line.extend_from_slice(b"\"data\":");
@@ -382,12 +445,12 @@ impl<W: Write> Exporter<W> {
                     );
                     line.push(b'"');
                 }
-                line.extend_from_slice(b",\"popposition\":\"");
-                line.extend_from_slice(e.position.to_string().as_bytes());
-                line.extend_from_slice(b"\",\"popversion\":");
-                line.extend_from_slice(e.version.to_string().as_bytes());
-                line.extend_from_slice(b",\"popschemaversion\":");
-                line.extend_from_slice(e.schema_version.to_string().as_bytes());
+                // Writing into a `Vec` cannot fail.
+                let _ = write!(
+                    line,
+                    ",\"popposition\":\"{}\",\"popversion\":{},\"popschemaversion\":{}",
+                    e.position, e.version, e.schema_version
+                );
                 match std::str::from_utf8(&e.metadata) {
                     Ok(text) => {
                         line.extend_from_slice(b",\"popmetadata\":");
@@ -404,11 +467,11 @@ impl<W: Write> Exporter<W> {
                     }
                 }
                 line.extend_from_slice(b",\"popdigest\":\"");
-                line.extend_from_slice(hex(&digest).as_bytes());
+                push_hex(line, &digest);
                 line.extend_from_slice(b"\",\"popchain\":\"");
-                line.extend_from_slice(hex(&stored).as_bytes());
+                push_hex(line, &stored);
                 line.push(b'"');
-                if let Ok(meta) = crate::EventMetadata::from_json(&e.metadata)
+                if let Ok(meta) = serde_json::from_slice::<MetadataView<'_>>(&e.metadata)
                     && let Some(actor) = meta.actor
                 {
                     line.extend_from_slice(b",\"popactor\":");
@@ -469,7 +532,7 @@ impl<W: Write> Exporter<W> {
                 None => line.extend_from_slice(b"null"),
             }
             line.extend_from_slice(b",\"time\":\"");
-            line.extend_from_slice(time_text(t.deleted_at).as_bytes());
+            push_time(line, t.deleted_at);
             line.extend_from_slice(b"\"}\n");
             self.out.write_all(line)?;
         }
@@ -648,7 +711,8 @@ pub struct ImportSummary {
 /// file (stream heads, reaped streams, the checkpoint) run when the checkpoint line is
 /// reached, and only then does `next_item` answer `None`. A caller commits nothing before it.
 pub struct ExportReader<R: BufRead> {
-    input: R,
+    /// `None` once [`ExportReader::read_parallel`] took it.
+    input: Option<R>,
     line_no: u64,
     buf: Vec<u8>,
     manifest: Manifest,
@@ -691,7 +755,8 @@ impl<R: BufRead> ExportReader<R> {
     /// Reads the next line into `buf`; `false` at the end of the input.
     fn read_line(&mut self) -> Result<bool, TransferError> {
         self.buf.clear();
-        let n = (&mut self.input)
+        let Some(input) = self.input.as_mut() else { return Ok(false) };
+        let n = input
             .take(MAX_LINE_BYTES as u64 + 1)
             .read_until(b'\n', &mut self.buf)
             .map_err(|e| TransferError::File(format!("cannot be read: {e}")))?;
@@ -710,7 +775,7 @@ impl<R: BufRead> ExportReader<R> {
 
     fn start(input: R) -> Result<ExportReader<R>, TransferError> {
         let mut reader = ExportReader {
-            input,
+            input: Some(input),
             line_no: 0,
             buf: Vec::new(),
             manifest: Manifest::new(
@@ -833,16 +898,25 @@ impl<R: BufRead> ExportReader<R> {
             return Ok(None);
         }
         if !self.read_line()? {
-            return Err(TransferError::File(
-                "ends before its checkpoint (the last line was cut or edited)".into(),
-            ));
+            return Err(ends_early());
         }
         let buf = std::mem::take(&mut self.buf);
         let result = self.item(&buf);
         self.buf = buf;
-        result
+        match result? {
+            Some(item) => Ok(Some(item)),
+            None => {
+                if self.read_line()? {
+                    return Err(self.invalid("a line after the checkpoint"));
+                }
+                self.done = true;
+                Ok(None)
+            }
+        }
     }
 
+    /// The item on line `buf`; `None`: the checkpoint line, and the whole file verified up to
+    /// it (whether a line follows is the caller's check).
     fn item(&mut self, buf: &[u8]) -> Result<Option<Item>, TransferError> {
         let line: Line<'_> = serde_json::from_slice(buf)
             .map_err(|e| self.invalid(format!("not a line of an export: {e}")))?;
@@ -852,10 +926,6 @@ impl<R: BufRead> ExportReader<R> {
             Some("tombstone") => self.tombstone(line).map(|t| Some(Item::Tombstone(t))),
             Some("checkpoint") => {
                 self.finish()?;
-                if self.read_line()? {
-                    return Err(self.invalid("a line after the checkpoint"));
-                }
-                self.done = true;
                 Ok(None)
             }
             Some(other) => Err(self.invalid(format!("unknown kind {other:?}"))),
@@ -863,10 +933,13 @@ impl<R: BufRead> ExportReader<R> {
     }
 
     fn position(&mut self, text: Option<&str>) -> Result<Position, TransferError> {
-        let p: Position = text
-            .ok_or_else(|| self.invalid("no popposition"))?
-            .parse()
-            .map_err(|_| self.invalid("popposition is not a position"))?;
+        let p = parse_position(text).map_err(|m| self.invalid(m))?;
+        self.place(p)
+    }
+
+    /// The order checks of an entry's position (already parsed): after the previous entry's,
+    /// and no entry after a tombstone.
+    fn place(&mut self, p: Position) -> Result<Position, TransferError> {
         if !self.tombstones.is_empty() {
             return Err(self.invalid("an entry after the tombstones"));
         }
@@ -924,70 +997,33 @@ impl<R: BufRead> ExportReader<R> {
     }
 
     fn event(&mut self, l: Line<'_>) -> Result<ExportEvent, TransferError> {
-        if l.specversion.as_deref() != Some("1.0") {
+        self.accept_event(parse_event(l))
+    }
+
+    /// The checks of an event line that depend on what came before it, in the order
+    /// [`parse_event`]'s outcomes are reported: CloudEvents version, position (parsed, then
+    /// its order), the line's own members and digest, the stream's chain, the log walk.
+    fn accept_event(&mut self, p: ParsedEvent) -> Result<ExportEvent, TransferError> {
+        if !p.specversion_ok {
             return Err(self.invalid("not a CloudEvents 1.0 event (specversion)"));
         }
-        let position = self.position(l.popposition.as_deref())?;
-        let event_id = l.id.ok_or_else(|| self.invalid("no id (a UUID)"))?;
-        let stream = l.subject.ok_or_else(|| self.invalid("no subject (the stream)"))?.into_owned();
-        let event_type = l.event_type.ok_or_else(|| self.invalid("no type"))?.into_owned();
-        let version = l.popversion.ok_or_else(|| self.invalid("no popversion"))?;
-        let schema_version =
-            l.popschemaversion.ok_or_else(|| self.invalid("no popschemaversion"))?;
-        let time = l.time.ok_or_else(|| self.invalid("no time"))?;
-        let recorded_at = DateTime::parse_from_rfc3339(&time)
-            .map_err(|_| self.invalid("time is not an RFC 3339 time"))?
-            .timestamp_micros();
-        let data = match (l.data, l.data_base64) {
-            (Some(raw), None) => raw.get().as_bytes().to_vec(),
-            (None, Some(b64)) => base64::engine::general_purpose::STANDARD
-                .decode(b64.as_bytes())
-                .map_err(|_| self.invalid("data_base64 is not base64"))?,
-            _ => return Err(self.invalid("an event has exactly one of data and data_base64")),
-        };
-        let metadata = match (l.popmetadata, l.popmetadatabase64) {
-            (Some(text), None) => text.into_owned().into_bytes(),
-            (None, Some(b64)) => base64::engine::general_purpose::STANDARD
-                .decode(b64.as_bytes())
-                .map_err(|_| self.invalid("popmetadatabase64 is not base64"))?,
-            _ => {
-                return Err(
-                    self.invalid("an event has exactly one of popmetadata and popmetadatabase64")
-                );
-            }
-        };
-        let chain_link = l
-            .popchain
-            .as_deref()
-            .and_then(parse_hash)
-            .ok_or_else(|| self.invalid("popchain is not a SHA-256 in hex"))?;
-        let digest = event_digest(&DigestInput {
-            stream: &stream,
-            version,
-            event_type: &event_type,
-            schema_version,
-            recorded_at_micros: recorded_at,
-            metadata: &metadata,
-            data_hash: &data_hash(&data),
-        });
-        if l.popdigest.as_deref().and_then(parse_hash) != Some(digest) {
-            return Err(self.invalid(format!(
-                "stream {stream:?} version {version} position {position}: the event does not \
-                 match its digest (popdigest)"
-            )));
-        }
+        let position = p.position.map_err(|m| self.invalid(m))?;
+        self.place(position)?;
+        let (mut e, digest) = p.rest.map_err(|m| self.invalid(m))?;
+        e.position = position;
+        let chain_link = e.chain.unwrap_or(GENESIS);
         let walker =
             self.walker.as_mut().ok_or_else(|| TransferError::File("not opened".into()))?;
         let ok = walker.event_digested(
             &EventRow {
-                stream: &stream,
-                version: i64::try_from(version).unwrap_or(-1),
+                stream: &e.stream,
+                version: i64::try_from(e.version).unwrap_or(-1),
                 position,
-                event_type: &event_type,
-                schema_version,
-                recorded_at,
-                metadata: &metadata,
-                data: &data,
+                event_type: &e.event_type,
+                schema_version: e.schema_version,
+                recorded_at: e.recorded_at,
+                metadata: &e.metadata,
+                data: &e.data,
                 chain: Some(chain_link.as_slice()),
             },
             Some(&digest),
@@ -996,32 +1032,20 @@ impl<R: BufRead> ExportReader<R> {
             let b = walker_break(self.walker.take());
             return Err(self.invalid(b));
         }
-        self.log_entry(LogEntry {
-            position,
-            stream: stream.clone(),
-            version,
-            link: Some(chain_link),
-        })?;
-        let seen = Seen { version, link: chain_link, line: self.line_no };
-        match self.streams.get_mut(stream.as_str()) {
+        let line = self.line_no;
+        let log = self.log.as_mut().ok_or_else(|| TransferError::File("not opened".into()))?;
+        if !log.entry_parts(position, &e.stream, e.version, Some(chain_link)) {
+            return Err(self.located_log_break(Some(line)));
+        }
+        let seen = Seen { version: e.version, link: chain_link, line: self.line_no };
+        match self.streams.get_mut(e.stream.as_str()) {
             Some(s) => *s = seen,
             None => {
-                self.streams.insert(stream.clone(), seen);
+                self.streams.insert(e.stream.clone(), seen);
             }
         }
         self.events += 1;
-        Ok(ExportEvent {
-            position,
-            stream,
-            version,
-            event_id,
-            event_type,
-            schema_version,
-            recorded_at,
-            data,
-            metadata,
-            chain: Some(chain_link),
-        })
+        Ok(e)
     }
 
     fn pruned(&mut self, l: Line<'_>) -> Result<LogEntry, TransferError> {
@@ -1144,8 +1168,488 @@ impl<R: BufRead> ExportReader<R> {
     }
 }
 
+/// The error of a file that ends before its checkpoint line.
+fn ends_early() -> TransferError {
+    TransferError::File("ends before its checkpoint (the last line was cut or edited)".into())
+}
+
+/// Lines in one batch of [`ExportReader::read_parallel`].
+const PARSE_BATCH: usize = 256;
+
+/// Batches in flight to and from each parsing thread.
+const PARSE_AHEAD: usize = 2;
+
+/// Lines as read off the file: their bytes one after the other, each line's end and number,
+/// and what stopped the reading after them (the end of the file, or a problem), if anything.
+struct RawLines {
+    bytes: Vec<u8>,
+    lines: Vec<(usize, u64)>,
+    end: Option<Result<(), TransferError>>,
+}
+
+/// A line as a parsing thread hands it back.
+enum Parsed {
+    Event(Box<ParsedEvent>),
+    /// Any other line (pruned, tombstone, checkpoint, or one that does not parse): its bytes,
+    /// read on the sequential thread the way [`ExportReader::next_item`] reads them.
+    Other(Vec<u8>),
+}
+
+struct ParsedLines {
+    lines: Vec<(u64, Parsed)>,
+    end: Option<Result<(), TransferError>>,
+}
+
+/// Reads lines (from line `line_no + 1` on) in batches of `size`, handed to `outs` in turn; stops at
+/// the end of the file, at a problem (both handed on with the last batch), or when a receiver
+/// is gone.
+fn read_lines<R: BufRead>(
+    mut input: R,
+    mut line_no: u64,
+    size: usize,
+    outs: &[std::sync::mpsc::SyncSender<RawLines>],
+) {
+    for out in outs.iter().cycle() {
+        let mut batch = RawLines {
+            bytes: Vec::with_capacity(size * 1024),
+            lines: Vec::with_capacity(size),
+            end: None,
+        };
+        while batch.lines.len() < size {
+            let start = batch.bytes.len();
+            match (&mut input).take(MAX_LINE_BYTES as u64 + 1).read_until(b'\n', &mut batch.bytes) {
+                Err(e) => {
+                    batch.end = Some(Err(TransferError::File(format!("cannot be read: {e}"))));
+                    break;
+                }
+                Ok(0) => {
+                    batch.end = Some(Ok(()));
+                    break;
+                }
+                Ok(_) => {
+                    line_no += 1;
+                    if batch.bytes.len() - start > MAX_LINE_BYTES {
+                        batch.bytes.truncate(start);
+                        batch.end = Some(Err(TransferError::Invalid {
+                            line: line_no,
+                            message: format!("longer than {MAX_LINE_BYTES} bytes"),
+                        }));
+                        break;
+                    }
+                    if batch.bytes.last() == Some(&b'\n') {
+                        batch.bytes.pop();
+                    }
+                    batch.lines.push((batch.bytes.len(), line_no));
+                }
+            }
+        }
+        let last = batch.end.is_some();
+        if out.send(batch).is_err() || last {
+            return;
+        }
+    }
+}
+
+/// Parses each line of each batch from `inbox` (the event lines all the way to their digest)
+/// and hands the batch on.
+fn parse_lines(
+    inbox: std::sync::mpsc::Receiver<RawLines>,
+    out: std::sync::mpsc::SyncSender<ParsedLines>,
+) {
+    for batch in inbox {
+        let mut lines = Vec::with_capacity(batch.lines.len());
+        let mut start = 0;
+        for &(end, line_no) in &batch.lines {
+            let bytes = &batch.bytes[start..end];
+            start = end;
+            let parsed = match serde_json::from_slice::<Line<'_>>(bytes) {
+                Ok(l) if l.kind.is_none() => Parsed::Event(Box::new(parse_event(l))),
+                _ => Parsed::Other(bytes.to_vec()),
+            };
+            lines.push((line_no, parsed));
+        }
+        if out.send(ParsedLines { lines, end: batch.end }).is_err() {
+            return;
+        }
+    }
+}
+
+impl<R: BufRead + Send> ExportReader<R> {
+    /// Reads the rest of the file as [`ExportReader::next_item`] would, with each line's
+    /// parsing, decoding and digest (which depend on the line alone) spread over `parsers`
+    /// threads and the checks that depend on what came before (positions, chains, the log
+    /// walk, the checkpoint) on the calling thread, in file order: the same items, the same
+    /// first problem with the same line. `sink` gets the items in file order, in batches, on
+    /// the calling thread; its error stops the reading and is answered. The summary once the
+    /// whole file verified (as [`ExportReader::summary`]).
+    pub fn read_parallel(
+        self,
+        parsers: usize,
+        sink: impl FnMut(Vec<Item>) -> Result<(), TransferError>,
+    ) -> Result<ImportSummary, TransferError> {
+        self.read_in_batches(parsers, PARSE_BATCH, sink)
+    }
+
+    /// [`ExportReader::read_parallel`] with `batch` lines per batch.
+    fn read_in_batches(
+        mut self,
+        parsers: usize,
+        batch: usize,
+        mut sink: impl FnMut(Vec<Item>) -> Result<(), TransferError>,
+    ) -> Result<ImportSummary, TransferError> {
+        use std::sync::mpsc::sync_channel;
+        let parsers = parsers.max(1);
+        let input = self.input.take().ok_or_else(|| TransferError::File("was read".into()))?;
+        let line_no = self.line_no;
+        std::thread::scope(|scope| {
+            let mut to_parsers = Vec::with_capacity(parsers);
+            let mut from_parsers = Vec::with_capacity(parsers);
+            for _ in 0..parsers {
+                let (raw, raw_in) = sync_channel::<RawLines>(PARSE_AHEAD);
+                let (parsed, parsed_in) = sync_channel::<ParsedLines>(PARSE_AHEAD);
+                scope.spawn(move || parse_lines(raw_in, parsed));
+                to_parsers.push(raw);
+                from_parsers.push(parsed_in);
+            }
+            scope.spawn(move || read_lines(input, line_no, batch.max(1), &to_parsers));
+            // Dropping the receivers on return (an error) stops the other threads.
+            self.check_parsed(&from_parsers, &mut sink)
+        })
+    }
+
+    /// The sequential half of [`ExportReader::read_parallel`].
+    fn check_parsed(
+        &mut self,
+        from_parsers: &[std::sync::mpsc::Receiver<ParsedLines>],
+        sink: &mut impl FnMut(Vec<Item>) -> Result<(), TransferError>,
+    ) -> Result<ImportSummary, TransferError> {
+        let mut checkpoint = false;
+        for inbox in from_parsers.iter().cycle() {
+            let batch =
+                inbox.recv().map_err(|_| TransferError::File("reading it failed".into()))?;
+            let mut items = Vec::with_capacity(batch.lines.len());
+            for (line_no, parsed) in batch.lines {
+                self.line_no = line_no;
+                if checkpoint {
+                    return Err(self.invalid("a line after the checkpoint"));
+                }
+                let item = match parsed {
+                    Parsed::Event(p) => Some(Item::Entry(Entry::Event(self.accept_event(*p)?))),
+                    Parsed::Other(bytes) => self.item(&bytes)?,
+                };
+                match item {
+                    Some(item) => items.push(item),
+                    None => checkpoint = true,
+                }
+            }
+            if !items.is_empty() {
+                sink(items)?;
+            }
+            match batch.end {
+                None => {}
+                Some(Err(e)) => return Err(e),
+                Some(Ok(())) if !checkpoint => return Err(ends_early()),
+                Some(Ok(())) => {
+                    self.done = true;
+                    return self.summary().ok_or_else(ends_early);
+                }
+            }
+        }
+        Err(TransferError::File("reading it failed".into()))
+    }
+}
+
 fn walker_break(walker: Option<Walker>) -> String {
     walker
         .and_then(|w| w.finish(&[]).first_break)
         .map_or_else(|| "the event does not verify".into(), |b| b.to_string())
+}
+
+/// An entry's `popposition`, parsed.
+fn parse_position(text: Option<&str>) -> Result<Position, &'static str> {
+    text.ok_or("no popposition")?.parse().map_err(|_| "popposition is not a position")
+}
+
+/// An event line with everything computed that depends on the line alone (its members, the
+/// data and metadata decoded, the digest recomputed and compared): the costly part of
+/// checking a line, which may run on any thread. Each check's outcome is kept, not reported,
+/// so [`ExportReader::accept_event`] reports the first problem in the order it checks them.
+struct ParsedEvent {
+    specversion_ok: bool,
+    position: Result<Position, &'static str>,
+    /// The event (its position still to be set) and its digest; or the first problem of the
+    /// line's own members.
+    rest: Result<(ExportEvent, Hash), String>,
+}
+
+fn parse_event(l: Line<'_>) -> ParsedEvent {
+    let position = parse_position(l.popposition.as_deref());
+    ParsedEvent {
+        specversion_ok: l.specversion.as_deref() == Some("1.0"),
+        rest: event_members(l, position.as_ref().copied().unwrap_or(Position::START)),
+        position,
+    }
+}
+
+/// The members of an event line after its position, checked in order, and its digest
+/// recomputed and compared with `popdigest`.
+fn event_members(l: Line<'_>, position: Position) -> Result<(ExportEvent, Hash), String> {
+    let event_id = l.id.ok_or("no id (a UUID)")?;
+    let stream = l.subject.ok_or("no subject (the stream)")?.into_owned();
+    let event_type = l.event_type.ok_or("no type")?.into_owned();
+    let version = l.popversion.ok_or("no popversion")?;
+    let schema_version = l.popschemaversion.ok_or("no popschemaversion")?;
+    let time = l.time.ok_or("no time")?;
+    let recorded_at = DateTime::parse_from_rfc3339(&time)
+        .map_err(|_| "time is not an RFC 3339 time")?
+        .timestamp_micros();
+    let data = match (l.data, l.data_base64) {
+        (Some(raw), None) => raw.get().as_bytes().to_vec(),
+        (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+            .decode(b64.as_bytes())
+            .map_err(|_| "data_base64 is not base64")?,
+        _ => return Err("an event has exactly one of data and data_base64".into()),
+    };
+    let metadata = match (l.popmetadata, l.popmetadatabase64) {
+        (Some(text), None) => text.into_owned().into_bytes(),
+        (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+            .decode(b64.as_bytes())
+            .map_err(|_| "popmetadatabase64 is not base64")?,
+        _ => return Err("an event has exactly one of popmetadata and popmetadatabase64".into()),
+    };
+    let chain_link =
+        l.popchain.as_deref().and_then(parse_hash).ok_or("popchain is not a SHA-256 in hex")?;
+    let digest = event_digest(&DigestInput {
+        stream: &stream,
+        version,
+        event_type: &event_type,
+        schema_version,
+        recorded_at_micros: recorded_at,
+        metadata: &metadata,
+        data_hash: &data_hash(&data),
+    });
+    if l.popdigest.as_deref().and_then(parse_hash) != Some(digest) {
+        return Err(format!(
+            "stream {stream:?} version {version} position {position}: the event does not \
+             match its digest (popdigest)"
+        ));
+    }
+    let event = ExportEvent {
+        position,
+        stream,
+        version,
+        event_id,
+        event_type,
+        schema_version,
+        recorded_at,
+        data,
+        metadata,
+        chain: Some(chain_link),
+    };
+    Ok((event, digest))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn times_are_written_as_chrono_writes_them() {
+        for micros in [
+            0,
+            1,
+            999_999,
+            1_000_000,
+            1_800_000_000_123_456,
+            -1,
+            // 0001-01-01, 0000-01-01 and the microsecond before it, 9999-12-31T23:59:59.999999
+            // and the microsecond after it.
+            -62_135_596_800_000_000,
+            -62_167_219_200_000_000,
+            -62_167_219_200_000_001,
+            253_402_300_799_999_999,
+            253_402_300_800_000_000,
+            i64::MIN,
+            i64::MAX,
+        ] {
+            let mut out = Vec::new();
+            push_time(&mut out, micros);
+            assert_eq!(String::from_utf8(out).unwrap(), time_text(micros), "{micros}");
+        }
+    }
+
+    #[test]
+    fn hashes_are_written_as_hex_writes_them() {
+        let hash: Hash = std::array::from_fn(|i| (i * 37) as u8);
+        let mut out = b"x".to_vec();
+        push_hex(&mut out, &hash);
+        assert_eq!(out, format!("x{}", hex(&hash)).into_bytes());
+    }
+
+    #[test]
+    fn the_actor_is_read_exactly_when_event_metadata_reads_it() {
+        let cases: [&[u8]; 9] = [
+            br#"{"customerId":"c","cid":"x","causationId":"0190f3a2-7b1c-7d2e-9f00-1234567890ab","actor":"user:alice","command":"submitAgenda"}"#,
+            br#"{"actor":"user:a\"b\u00e9"}"#,
+            br#"{"actor":null}"#,
+            br#"{"somethingNew":[1,2],"actor":"service:w"}"#,
+            br#"{"actor":7}"#,
+            br#"{"customerId":7,"actor":"user:alice"}"#,
+            br#"{"causationId":"not a uuid","actor":"user:alice"}"#,
+            br#"{"actor":"a","actor":"b"}"#,
+            b"",
+        ];
+        for bytes in cases {
+            let want = crate::EventMetadata::from_json(bytes).ok().and_then(|m| m.actor);
+            let got = serde_json::from_slice::<MetadataView<'_>>(bytes)
+                .ok()
+                .and_then(|m| m.actor)
+                .map(Cow::into_owned);
+            assert_eq!(got, want, "{}", String::from_utf8_lossy(bytes));
+        }
+    }
+
+    /// An export of 30 events over three interleaved streams: its lines, and its key.
+    fn export_lines() -> (Vec<String>, SigningKey) {
+        let key = SigningKey::from_bytes(&[3; 32]);
+        let n = 30u64;
+        let manifest = Manifest::new(
+            "sqlite",
+            Position::START,
+            n,
+            0,
+            0,
+            Some(Position::from_sequence(1)),
+            Some(Position::from_sequence(n)),
+            &key.verifying_key(),
+        );
+        let mut out = Vec::new();
+        let mut exporter = Exporter::new(&mut out, manifest).unwrap();
+        let mut heads: HashMap<String, Hash> = HashMap::new();
+        for i in 0..n {
+            let stream = ["a", "b", "c"][(i % 3) as usize].to_owned();
+            let data = format!("{{\"n\":{i}}}").into_bytes();
+            let metadata = br#"{"actor":"user:x"}"#.to_vec();
+            let recorded_at = 1_800_000_000_000_000 + i as i64;
+            let digest = event_digest(&DigestInput {
+                stream: &stream,
+                version: i / 3,
+                event_type: "T",
+                schema_version: 1,
+                recorded_at_micros: recorded_at,
+                metadata: &metadata,
+                data_hash: &data_hash(&data),
+            });
+            let link = chain(heads.get(&stream).unwrap_or(&GENESIS), &digest);
+            heads.insert(stream.clone(), link);
+            exporter
+                .entry(&Entry::Event(ExportEvent {
+                    position: Position::from_sequence(i + 1),
+                    stream,
+                    version: i / 3,
+                    event_id: Uuid::from_u128(u128::from(i) + 1),
+                    event_type: "T".into(),
+                    schema_version: 1,
+                    recorded_at,
+                    data,
+                    metadata,
+                    chain: Some(link),
+                }))
+                .unwrap();
+        }
+        exporter.finish(&[], &key, DateTime::<Utc>::default()).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        (text.lines().map(str::to_owned).collect(), key)
+    }
+
+    type Outcome = (Vec<Item>, Result<u64, (String, Option<u64>)>);
+
+    /// A reader over `lines` with the checkpoint taken from `checkpoint` (not necessarily
+    /// the last line, so a line after it can be tested).
+    fn reader(lines: &[String], checkpoint: &str, key: &SigningKey) -> ExportReader<&'static [u8]> {
+        let bytes: &'static [u8] = Box::leak((lines.join("\n") + "\n").into_bytes().into());
+        let mut reader = ExportReader::start(bytes).unwrap();
+        reader.take_checkpoint(checkpoint, Some(key.verifying_key())).unwrap();
+        reader
+    }
+
+    fn outcome(result: Result<ImportSummary, TransferError>, items: Vec<Item>) -> Outcome {
+        (items, result.map(|s| s.events).map_err(|e| (e.to_string(), e.line())))
+    }
+
+    fn sequential(lines: &[String], checkpoint: &str, key: &SigningKey) -> Outcome {
+        let mut reader = reader(lines, checkpoint, key);
+        let mut items = Vec::new();
+        let result = loop {
+            match reader.next_item() {
+                Ok(Some(item)) => items.push(item),
+                Ok(None) => break Ok(reader.summary().unwrap()),
+                Err(e) => break Err(e),
+            }
+        };
+        outcome(result, items)
+    }
+
+    #[test]
+    fn the_parallel_read_finds_what_the_sequential_one_finds() {
+        let (lines, key) = export_lines();
+        let checkpoint = lines.last().unwrap().clone();
+        let event = |i: usize| 1 + i;
+        let mut cases: Vec<(&str, Vec<String>)> = vec![("intact", lines.clone())];
+        let mut edited = lines.clone();
+        edited[event(7)] = edited[event(7)].replacen("\"n\":7", "\"n\":8", 1);
+        cases.push(("a byte of data", edited));
+        let mut swapped = lines.clone();
+        swapped.swap(event(4), event(5));
+        cases.push(("two lines swapped", swapped));
+        let mut dropped = lines.clone();
+        dropped.remove(event(10));
+        cases.push(("a line dropped", dropped));
+        let mut garbage = lines.clone();
+        garbage[event(12)] = "{not json".into();
+        cases.push(("a line that is not JSON", garbage));
+        let mut spec = lines.clone();
+        spec[event(3)] =
+            spec[event(3)].replacen("\"specversion\":\"1.0\"", "\"specversion\":\"2\"", 1);
+        cases.push(("another specversion", spec));
+        let mut no_id = lines.clone();
+        no_id[event(9)] = no_id[event(9)]
+            .replacen("\"popposition\":\"10\"", "\"popposition\":\"1\"", 1)
+            .replacen("\"id\":", "\"idx\":", 1);
+        cases.push(("no id and a position out of order", no_id));
+        let mut after = lines.clone();
+        after.push(lines[event(2)].clone());
+        cases.push(("a line after the checkpoint", after));
+        let mut cut = lines.clone();
+        cut.truncate(event(20));
+        cases.push(("cut before its checkpoint", cut));
+        let mut tail = lines.clone();
+        tail.truncate(event(29) + 1);
+        cases.push(("cut right before its checkpoint", tail));
+        for (name, case) in &cases {
+            let want = sequential(case, &checkpoint, &key);
+            if *name == "intact" {
+                assert_eq!(want.1, Ok(30), "{name}");
+            } else {
+                assert!(want.1.is_err(), "{name}: {want:?}");
+            }
+            for parsers in [1, 2, 3] {
+                for batch in [1, 2, 3, 7, 256] {
+                    let reader = reader(case, &checkpoint, &key);
+                    let mut items = Vec::new();
+                    let result = reader.read_in_batches(parsers, batch, |b| {
+                        items.extend(b);
+                        Ok(())
+                    });
+                    let got = outcome(result, items);
+                    let at = format!("{name}, {parsers} parsers, batches of {batch}");
+                    assert_eq!(got.1, want.1, "{at}");
+                    if want.1.is_ok() {
+                        assert_eq!(got.0, want.0, "{at}");
+                    }
+                }
+            }
+        }
+    }
 }

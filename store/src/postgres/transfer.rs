@@ -200,33 +200,23 @@ pub async fn import<R: BufRead + Send + 'static>(
     reader: ExportReader<R>,
 ) -> Result<ImportSummary, TransferError> {
     let (mut client, driver) = connect(url).await?;
-    let (batches, mut inbox) = tokio::sync::mpsc::channel::<Result<Vec<Item>, TransferError>>(8);
+    // `Ok(None)`: the whole file verified (sent only then: the commit waits for it).
+    let (batches, mut inbox) = tokio::sync::mpsc::channel::<Batch>(8);
     let read = tokio::task::spawn_blocking(move || {
-        let mut reader = reader;
-        let mut batch = Vec::with_capacity(BATCH);
-        loop {
-            match reader.next_item() {
-                Ok(Some(item)) => {
-                    batch.push(item);
-                    if batch.len() == BATCH
-                        && batches
-                            .blocking_send(Ok(std::mem::replace(
-                                &mut batch,
-                                Vec::with_capacity(BATCH),
-                            )))
-                            .is_err()
-                    {
-                        return None;
-                    }
-                }
-                Ok(None) => {
-                    let _ = batches.blocking_send(Ok(batch));
-                    return reader.summary();
-                }
-                Err(e) => {
-                    let _ = batches.blocking_send(Err(e));
-                    return None;
-                }
+        let read = reader.read_parallel(PARSERS, |items| {
+            batches
+                .blocking_send(Ok(Some(items)))
+                .map_err(|_| TransferError::File("was not written (the writer stopped)".into()))
+        });
+        match read {
+            Ok(summary) => {
+                let _ = batches.blocking_send(Ok(None));
+                Some(summary)
+            }
+            Err(e) => {
+                // When the writer stopped, its error is the one reported.
+                let _ = batches.blocking_send(Err(e));
+                None
             }
         }
     });
@@ -239,8 +229,13 @@ pub async fn import<R: BufRead + Send + 'static>(
     summary.ok_or_else(|| TransferError::File("was not read to its end".into()))
 }
 
-/// Items the reader hands the writer at once.
-const BATCH: usize = 512;
+/// What the reading thread hands the writer: items in file order; `Ok(None)` once the whole
+/// file verified; the reading's error.
+type Batch = Result<Option<Vec<Item>>, TransferError>;
+
+/// Threads that parse the file's lines ([`ExportReader::read_parallel`]); the COPY's encoding
+/// and the sequential checks share the cores with them.
+const PARSERS: usize = 2;
 
 /// The pruned hash rows to insert, as columns.
 #[derive(Default)]
@@ -262,7 +257,7 @@ struct StreamColumns {
 
 async fn import_on(
     client: &mut Client,
-    inbox: &mut tokio::sync::mpsc::Receiver<Result<Vec<Item>, TransferError>>,
+    inbox: &mut tokio::sync::mpsc::Receiver<Batch>,
 ) -> Result<(), TransferError> {
     let write = fail("importing into PostgreSQL");
     super::schema::migrate(client).await?;
@@ -323,8 +318,10 @@ async fn import_on(
         pin_mut!(writer);
         let mut complete = false;
         while let Some(batch) = inbox.recv().await {
-            let batch = batch?;
-            complete = batch.len() < BATCH;
+            let Some(batch) = batch? else {
+                complete = true;
+                break;
+            };
             for item in batch {
                 match item {
                     Item::Entry(Entry::Event(e)) => {

@@ -3,8 +3,9 @@
 //! then events and pruned hash rows merged by position (read on the calling thread and checked
 //! and written as lines on another, in the same order), then the tombstones. Import refuses a
 //! store file that holds any row (the caller holds the data directory's lock), builds the
-//! store in a staging file beside it while the export is read and verified on another thread,
-//! and renames the staging file into place only after the whole file verified. Positions are
+//! store in a staging file beside it while the export is read and verified on other threads
+//! ([`ExportReader::read_parallel`]: lines parsed and hashed on one thread per core, checked in
+//! order on one), and renames the staging file into place only after the whole file verified. Positions are
 //! numbered 1, 2, 3… in file order (events and pruned rows alike), so the log keeps its order.
 
 use std::collections::HashMap;
@@ -298,11 +299,12 @@ fn refuse_unless_empty(path: &Path) -> Result<(), TransferError> {
 /// its own; the summary once the whole file verified and was written.
 fn stage<R: BufRead + Send>(
     staging: &Path,
-    mut reader: ExportReader<R>,
+    reader: ExportReader<R>,
 ) -> Result<ImportSummary, TransferError> {
     let write = fail("importing into the embedded store");
     let mut conn = Connection::open(staging).map_err(fail("opening the staging file"))?;
     schema::migrate(&mut conn)?;
+
     // A file thrown away whole on failure: no rollback journal, no fsync before the one at the
     // end, one process.
     conn.pragma_update_and_check(None, "journal_mode", "OFF", |_| Ok(())).map_err(&write)?;
@@ -310,31 +312,21 @@ fn stage<R: BufRead + Send>(
     conn.pragma_update(None, "synchronous", "OFF").map_err(&write)?;
     conn.pragma_update(None, "cache_size", -IMPORT_CACHE_KIB).map_err(&write)?;
     std::thread::scope(|scope| {
-        let (batches, inbox) =
-            std::sync::mpsc::sync_channel::<Result<Vec<Item>, TransferError>>(BATCHES_AHEAD);
+        // `Ok(None)`: the whole file verified (sent only then: the commit waits for it).
+        let (batches, inbox) = std::sync::mpsc::sync_channel::<Batch>(BATCHES_AHEAD);
         let read = scope.spawn(move || {
-            let mut batch = Vec::with_capacity(BATCH);
-            loop {
-                match reader.next_item() {
-                    Ok(Some(item)) => {
-                        batch.push(item);
-                        if batch.len() == BATCH
-                            && batches
-                                .send(Ok(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))))
-                                .is_err()
-                        {
-                            // The writer stopped: its error is the one reported.
-                            return None;
-                        }
-                    }
-                    Ok(None) => {
-                        let _ = batches.send(Ok(batch));
-                        return reader.summary();
-                    }
-                    Err(e) => {
-                        let _ = batches.send(Err(e));
-                        return None;
-                    }
+            let read = reader.read_parallel(parsers(), |items| {
+                batches.send(Ok(Some(items))).map_err(|_| writer_stopped())
+            });
+            match read {
+                Ok(summary) => {
+                    let _ = batches.send(Ok(None));
+                    Some(summary)
+                }
+                Err(e) => {
+                    // When the writer stopped, its error is the one reported.
+                    let _ = batches.send(Err(e));
+                    None
                 }
             }
         });
@@ -346,11 +338,25 @@ fn stage<R: BufRead + Send>(
     })
 }
 
+/// What the reading thread hands the writer: items in file order; `Ok(None)` once the whole
+/// file verified; the reading's error.
+type Batch = Result<Option<Vec<Item>>, TransferError>;
+
+fn writer_stopped() -> TransferError {
+    TransferError::File("was not written (the writer stopped)".into())
+}
+
+/// Threads that parse the file's lines: one per core (the writer and the sequential checks
+/// take their share of them too).
+fn parsers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).min(4)
+}
+
 /// Inserts what the reader hands out, in one transaction, committed only once the reader
 /// reached the end of the file without a problem.
 fn write_items(
     conn: &mut Connection,
-    inbox: &std::sync::mpsc::Receiver<Result<Vec<Item>, TransferError>>,
+    inbox: &std::sync::mpsc::Receiver<Batch>,
 ) -> Result<(), TransferError> {
     let write = fail("importing into the embedded store");
     let tx = conn.transaction().map_err(&write)?;
@@ -382,10 +388,10 @@ fn write_items(
             id
         };
         for batch in inbox.iter() {
-            let batch = batch?;
-            if batch.len() < BATCH {
+            let Some(batch) = batch? else {
                 complete = true;
-            }
+                break;
+            };
             for item in batch {
                 match item {
                     Item::Entry(Entry::Event(e)) => {
