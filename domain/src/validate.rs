@@ -221,12 +221,12 @@ fn label(op: &Operation, j: usize) -> String {
 }
 
 fn check_params(params: &Params, field: &str, owner: &str, errors: &mut ValidationErrors) {
-    if params.0.len() > MAX_PARAMS_ENTRIES {
+    if params.len() > MAX_PARAMS_ENTRIES {
         errors.push(
             field,
             format!(
                 "{owner} has {} params; at most {MAX_PARAMS_ENTRIES} are allowed",
-                params.0.len()
+                params.len()
             ),
         );
     }
