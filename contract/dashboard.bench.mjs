@@ -11,7 +11,8 @@
 // - the first page of the agenda list as the page sees it (fetch to data), RUNS times.
 //
 // Environment: POP_BASE, POP_ADMIN (an admin token), POP_CHROMIUM, RUNS (5), UPDATE_RATE
-// (200), UPDATE_SECONDS (10), OPS (500), INFLIGHT (16: reports in flight at most).
+// (200), UPDATE_SECONDS (10), OPS (500), INFLIGHT (16: reports in flight at most), PROFILE
+// (1: the page's CPU profile while updates stream in), TRACE (a file: a Chrome trace of them).
 
 import fs from 'node:fs';
 import os from 'node:os';
@@ -145,6 +146,14 @@ try {
     await cdp.send('Profiler.enable');
     await cdp.send('Profiler.start');
   }
+  // TRACE=<file>: a Chrome trace of the updates (chrome://tracing, or Perfetto) to see what a
+  // slow frame was made of.
+  if (process.env.TRACE) {
+    await page.tracing.start({
+      path: process.env.TRACE,
+      categories: ['devtools.timeline', 'disabled-by-default-devtools.timeline', 'disabled-by-default-devtools.timeline.frame', 'v8', 'blink', 'cc', 'gpu', 'viz', 'toplevel'],
+    });
+  }
   const total = RATE * SECONDS;
   const started = Date.now();
   let sent = 0;
@@ -170,6 +179,7 @@ try {
   }
   await Promise.all(inflight);
   const sendSeconds = (Date.now() - started) / 1000;
+  if (process.env.TRACE) await page.tracing.stop();
   if (cdp) {
     const { profile } = await cdp.send('Profiler.stop');
     const self = new Map();

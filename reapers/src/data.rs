@@ -41,6 +41,7 @@ use pop_store::{
     Direction, EventMetadata, EventStore, ExecuteError, ExpectedVersion, RecordedEvent, StoreError,
 };
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::process::{Cadence, CycleReport, ProcessName, Services, TimedProcess};
 
@@ -254,7 +255,7 @@ pub async fn execute(
             break;
         }
         started += 1;
-        match reap(services, now, action).await {
+        match traced_reap(services, now, action).await {
             Ok(Outcome::Reaped) if action.is_agenda() => report.agendas += 1,
             Ok(Outcome::Reaped) => report.configs += 1,
             Ok(Outcome::Refused) => report.refused += 1,
@@ -274,6 +275,32 @@ fn metadata(action: &ReapAction) -> EventMetadata {
         command: Some("reap".to_string()),
         traceparent: None,
         tracestate: None,
+    }
+}
+
+/// [`reap`] in its span: an agenda's joins the agenda's trace like the other timed commands
+/// (`crate::trace`); a config object's is a child of the pass.
+async fn traced_reap(
+    services: &Services,
+    now: Timestamp,
+    action: &ReapAction,
+) -> Result<Outcome, DataReapError> {
+    if action.is_agenda() {
+        crate::trace::on_agenda(
+            &services.commands,
+            &action.key,
+            "reap",
+            reap(services, now, action),
+        )
+        .await
+    } else {
+        let span = tracing::info_span!(
+            "config_reap",
+            otel.name = "reap",
+            stream = %action.stream,
+            kind = action.kind,
+        );
+        reap(services, now, action).instrument(span).await
     }
 }
 

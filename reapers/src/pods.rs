@@ -21,6 +21,7 @@ use kube::api::{Api, DeleteParams, ListParams, Preconditions};
 use pop_domain::Timestamp;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::process::{Cadence, CycleReport, ProcessName, TimedProcess};
 
@@ -214,7 +215,14 @@ pub async fn execute(
         started += 1;
         let api = api.clone();
         let action = action.clone();
-        tasks.spawn(async move { delete(&api, &action).await });
+        // A child of the pass's span, named after what it does (`crate::trace`).
+        let span = tracing::info_span!(
+            "pod_delete",
+            otel.name = "delete pod",
+            pod = %action.name,
+            agenda.id = %action.agenda_id,
+        );
+        tasks.spawn(async move { delete(&api, &action).await }.instrument(span));
     }
     while let Some(done) = tasks.join_next().await {
         count(&mut report, done);

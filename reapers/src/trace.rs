@@ -1,12 +1,13 @@
 //! How the timed processes' work shows in traces (only while the binary exports them,
 //! [`pop_store::trace`]): each cycle is a `pass` span (a root, named after the process), and
 //! each command a process appends to an agenda runs in a span named after the command
-//! (`queue`, `reclaim`, `retry`) that is a child of the agenda's stored
+//! (`queue`, `reclaim`, `retry`, `reap`) that is a child of the agenda's stored
 //! `traceparent` (the request that last touched it: its submission, a rerun, a worker's
 //! report), linked to its pass. The agenda's trace then shows its queueing, reclaiming and
 //! retrying beside its submission and execution; an agenda that no traced request touched
 //! gets a span in its pass's trace instead. The store's `command` and `append` spans are
-//! children of it.
+//! children of it. A config object's reap and a pod's deletion are spans in their pass's
+//! trace (`reap`, `delete pod`, with the stream or the pod and its agenda id).
 //!
 //! Without an exporter the spans are disabled and nothing is looked up.
 

@@ -2,7 +2,8 @@
 //! run here): the plan picks only pop's finished pods at or past the age bound (abnormal exits by
 //! start time), the list is label-selected and paged, every delete carries the listed UID as a
 //! precondition, 404 counts as gone, 409 (a re-created pod) as refused, an error mid-batch does
-//! not stop the rest, a failed list deletes nothing, and a dry run only lists.
+//! not stop the rest, a failed list deletes nothing, a dry run only lists, and each delete is a
+//! span in its cycle's `pass` span.
 
 #![cfg(feature = "kube")]
 #![allow(clippy::unwrap_used)]
@@ -261,4 +262,78 @@ async fn a_dry_run_only_lists() {
     let report = run_once(&api, t("2026-01-03T00:00:00Z"), &dry).await;
     assert_eq!((report.planned, report.skipped, report.deleted), (1, 1, 0));
     assert!(seen.lock().unwrap().iter().all(|s| s.method == Method::GET));
+}
+
+/// A span as [`SpanLog`] saw it begin: its name, its parent's name, and its `pod` field.
+type Begun = (String, Option<String>, Option<String>);
+
+/// Records each new span.
+#[derive(Clone, Default)]
+struct SpanLog(Arc<Mutex<Vec<Begun>>>);
+
+struct PodField(Option<String>);
+
+impl tracing::field::Visit for PodField {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "pod" {
+            self.0 = Some(format!("{value:?}"));
+        }
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for SpanLog
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let span = ctx.span(id).expect("a new span is registered");
+        let parent = span.parent().map(|p| p.name().to_string());
+        let mut pod = PodField(None);
+        attrs.record(&mut pod);
+        self.0.lock().expect("span log").push((span.name().to_string(), parent, pod.0));
+    }
+}
+
+#[tokio::test]
+async fn each_delete_is_a_span_in_its_cycles_pass() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let log = SpanLog::default();
+    // This test's runtime has one thread: the spawned deletes see this default too.
+    let _default =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(log.clone()));
+    let (api, _) = mock_api(|method, path, _| {
+        let old = "2026-01-01T00:00:00Z";
+        match (method.as_str(), path) {
+            ("GET", PODS) => (
+                200,
+                list(vec![pod_json(&done("a-old", old)), pod_json(&done("b-old", old))], None),
+            ),
+            ("DELETE", p) => {
+                let name = p.rsplit('/').next().unwrap();
+                (200, pod_json(&done(name, old)))
+            }
+            _ => (400, status(400, "BadRequest")),
+        }
+    });
+    let report = run_once(&api, t("2026-01-03T00:00:00Z"), &config(24)).await;
+    assert_eq!(report.deleted, 2, "{:?}", report.errors);
+
+    let spans = log.0.lock().unwrap().clone();
+    let mut deletes: Vec<(Option<String>, Option<String>)> = spans
+        .iter()
+        .filter(|(name, _, _)| name == "pod_delete")
+        .map(|(_, parent, pod)| (parent.clone(), pod.clone()))
+        .collect();
+    deletes.sort();
+    let pass = Some("pass".to_string());
+    assert_eq!(
+        deletes,
+        vec![(pass.clone(), Some("a-old".to_string())), (pass, Some("b-old".to_string()))],
+        "{spans:?}"
+    );
 }

@@ -218,7 +218,11 @@ fn agenda_json(id: &str) -> Value {
 /// Submits a one-operation agenda with the client's `traceparent` and `tracestate` headers;
 /// its id.
 async fn submit(pop: &Pop, position: &str, id: &str) -> String {
-    let agenda = agenda_json(id);
+    submit_agenda(pop, position, agenda_json(id)).await
+}
+
+/// Submits `agenda` as [`submit`] does; its id.
+async fn submit_agenda(pop: &Pop, position: &str, agenda: Value) -> String {
     let response = pop
         .http
         .post(format!("{}/graphql", pop.base()))
@@ -260,6 +264,26 @@ async fn wait_complete(pop: &Pop, id: &str, worker: &Worker) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Whether a timed command's span `name` is in the agenda's trace (the client's), its store
+/// command a child of it, and it links to the pass `pass` (a root of its own) that issued it.
+fn in_agenda_trace(spans: &[Got], name: &str, pass: &str) -> bool {
+    spans.iter().any(|s| {
+        s.service == "pop"
+            && s.name == name
+            && s.trace_id == TRACE_ID
+            && s.trace_state == TRACESTATE
+            && spans.iter().any(|c| c.name == "command" && c.parent_span_id == s.span_id)
+            && s.links.iter().any(|(trace, span)| {
+                spans.iter().any(|p| {
+                    p.name == pass
+                        && p.parent_span_id.is_empty()
+                        && p.trace_id == *trace
+                        && p.span_id == *span
+                })
+            })
+    })
 }
 
 fn named<'a>(spans: &'a [Got], service: &str, name: &str) -> Vec<&'a Got> {
@@ -544,25 +568,6 @@ async fn the_agendas_trace_shows_its_queueing_and_reclaiming_and_the_batches_tha
     assert_eq!(claimed, id);
 
     let logs = [pop.log.as_path()];
-    // A timed command's span is in the agenda's trace, its store command a child of it, and
-    // it links to the pass (a root of its own) that issued it.
-    let in_agenda_trace = |spans: &[Got], name: &str, pass: &str| {
-        spans.iter().any(|s| {
-            s.service == "pop"
-                && s.name == name
-                && s.trace_id == TRACE_ID
-                && s.trace_state == TRACESTATE
-                && spans.iter().any(|c| c.name == "command" && c.parent_span_id == s.span_id)
-                && s.links.iter().any(|(trace, span)| {
-                    spans.iter().any(|p| {
-                        p.name == pass
-                            && p.parent_span_id.is_empty()
-                            && p.trace_id == *trace
-                            && p.span_id == *span
-                    })
-                })
-        })
-    };
     collector
         .wait_for("the scheduler's queue span in the agenda's trace", &logs, |spans| {
             in_agenda_trace(spans, "queue", "scheduler pass")
@@ -584,4 +589,27 @@ async fn the_agendas_trace_shows_its_queueing_and_reclaiming_and_the_batches_tha
     for batch in named(&collector.spans(), "pop", "projection_batch") {
         assert!(batch.links.len() <= 32, "{batch:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_reapers_reap_of_an_agenda_is_in_the_agendas_trace() {
+    let (collector, endpoint) = Collector::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("OTEL_BSP_SCHEDULE_DELAY", "100")];
+    // A doNotRun agenda only waits; with an age of 0 the data reaper takes it on its next
+    // cycle, every second.
+    let flags =
+        ["--otlp-endpoint", &endpoint, "--data-reap-interval", "1", "--agenda-reap-age", "0"];
+    let (pop, position) = setup(dir.path(), &flags, &env).await;
+    let mut agenda = agenda_json("reaped-1");
+    agenda["params"] = json!({"doNotRun": true});
+    let id = submit_agenda(&pop, &position, agenda).await;
+    assert_eq!(id, "reaped-1");
+
+    let logs = [pop.log.as_path()];
+    collector
+        .wait_for("the data reaper's reap span in the agenda's trace", &logs, |spans| {
+            in_agenda_trace(spans, "reap", "data pass")
+        })
+        .await;
 }
