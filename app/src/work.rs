@@ -616,7 +616,7 @@ impl App {
                 message: op.processing_state_message,
                 percent: op.percent_complete,
                 diagnostics: op.diagnostic_events,
-                result_payload: Some(op.result_payload).filter(|p| !p.is_null()),
+                result_payload: Some(op.result_payload.to_value()).filter(|p| !p.is_null()),
                 started: op.started_time,
                 completed: op.completed_time,
                 params: op.params,

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::params::Params;
+use crate::payload::Payload;
 
 /// A UTC instant. On POP's JSON wire it is epoch milliseconds (see [`epoch_ms`]).
 pub type Timestamp = DateTime<Utc>;
@@ -196,8 +197,9 @@ pub struct Operation {
     pub op_type: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// Held as compact JSON text (see [`Payload`]).
     #[serde(default)]
-    pub payload: Value,
+    pub payload: Payload,
     #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub params: Params,
 }
@@ -416,8 +418,9 @@ pub struct OperationProgress {
     pub started_time: Option<Timestamp>,
     #[serde(default, with = "epoch_ms::option", skip_serializing_if = "Option::is_none")]
     pub completed_time: Option<Timestamp>,
-    #[serde(default, skip_serializing_if = "Value::is_null")]
-    pub result_payload: Value,
+    /// Held as compact JSON text (see [`Payload`]).
+    #[serde(default, skip_serializing_if = "Payload::is_null")]
+    pub result_payload: Payload,
     #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub params: Params,
     #[serde(default, with = "epoch_ms::option", skip_serializing_if = "Option::is_none")]

@@ -1,8 +1,6 @@
 //! Parameter maps (`params`, `staticParameters`) and the lenient reading POP clients rely on:
 //! `"5"` and `5` are both 5, `"true"` and `true` are both true.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Deserializer, Serialize, de::Error};
 use serde_json::Value;
 
@@ -19,54 +17,124 @@ pub mod keys {
 }
 
 /// A JSON object of parameters, kept in key order so that encoding is deterministic.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Params(pub BTreeMap<String, Value>);
+///
+/// Held as one sorted array of entries rather than a `BTreeMap`: a non-empty `BTreeMap`
+/// allocates a whole node (632 bytes for `String` → `Value`) however few entries it holds,
+/// and params hold one to three. Every live agenda keeps two copies (its own and its
+/// AgendaProgress's), so this is a large share of the read models' memory (issue 18).
+/// Encoding and decoding are those of a `BTreeMap`: keys in order, the last of duplicate keys
+/// wins.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Params(Vec<(String, Value)>);
 
 impl Params {
     pub fn new() -> Self {
         Self::default()
     }
+    fn find(&self, key: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.as_str().cmp(key))
+    }
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.0.get(key)
+        self.find(key).ok().and_then(|i| self.0.get(i)).map(|(_, v)| v)
     }
     pub fn contains(&self, key: &str) -> bool {
-        self.0.contains_key(key)
+        self.find(key).is_ok()
     }
     pub fn insert(&mut self, key: impl Into<String>, value: impl Into<Value>) {
-        self.0.insert(key.into(), value.into());
+        let key = key.into();
+        let value = value.into();
+        match self.find(&key) {
+            Ok(i) => {
+                if let Some(slot) = self.0.get_mut(i) {
+                    slot.1 = value;
+                }
+            }
+            Err(i) => {
+                self.0.reserve_exact(1);
+                self.0.insert(i, (key, value));
+            }
+        }
     }
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    /// In key order.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Value)> {
-        self.0.iter()
+        self.0.iter().map(|(k, v)| (k, v))
     }
     /// A string value; numbers and booleans are not strings here (use [`Params::get_text`]).
     pub fn get_str(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(Value::as_str)
+        self.get(key).and_then(Value::as_str)
     }
     /// The value as text: strings as they are, scalars in their JSON spelling.
     pub fn get_text(&self, key: &str) -> Option<String> {
-        self.0.get(key).and_then(value_as_text)
+        self.get(key).and_then(value_as_text)
     }
     pub fn get_i64(&self, key: &str) -> Option<i64> {
-        self.0.get(key).and_then(value_as_i64)
+        self.get(key).and_then(value_as_i64)
     }
     pub fn get_bool(&self, key: &str) -> Option<bool> {
-        self.0.get(key).and_then(value_as_bool)
+        self.get(key).and_then(value_as_bool)
     }
     /// Merges `other` into `self`, `other` winning (used by expand).
     pub fn merge(&mut self, other: &Params) {
         for (k, v) in &other.0 {
-            self.0.insert(k.clone(), v.clone());
+            self.insert(k.clone(), v.clone());
         }
+    }
+
+    /// Sorts `entries` by key, keeping the last of equal keys (what inserting them one by one
+    /// into a map does), with no spare capacity.
+    fn from_entries(mut entries: Vec<(String, Value)>) -> Self {
+        // Stable: equal keys stay in arrival order, so the last of each run is the winner.
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out: Vec<(String, Value)> = Vec::with_capacity(entries.len());
+        for entry in entries {
+            match out.last_mut() {
+                Some(last) if last.0 == entry.0 => *last = entry,
+                _ => out.push(entry),
+            }
+        }
+        out.shrink_to_fit();
+        Params(out)
     }
 }
 
 impl FromIterator<(String, Value)> for Params {
     fn from_iter<T: IntoIterator<Item = (String, Value)>>(iter: T) -> Self {
-        Params(iter.into_iter().collect())
+        Params::from_entries(iter.into_iter().collect())
+    }
+}
+
+impl Serialize for Params {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Params {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = Params;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Params, A::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
+                while let Some(entry) = map.next_entry::<String, Value>()? {
+                    entries.push(entry);
+                }
+                Ok(Params::from_entries(entries))
+            }
+        }
+        d.deserialize_map(Entries)
     }
 }
 
@@ -147,5 +215,25 @@ mod tests {
         assert_eq!(p.get_i64("g"), None);
         assert_eq!(p.get_bool("g"), None);
         assert_eq!(p.get_text("b").as_deref(), Some("5"));
+    }
+
+    #[test]
+    fn encodes_and_decodes_like_a_btreemap() {
+        use std::collections::BTreeMap;
+        let text = r#"{"z":1,"a":{"y":[1,"2"],"b":null},"m":"x","a":"last","e":3.5}"#;
+        let p: Params = serde_json::from_str(text).unwrap();
+        let m: BTreeMap<String, Value> = serde_json::from_str(text).unwrap();
+        assert_eq!(serde_json::to_string(&p).unwrap(), serde_json::to_string(&m).unwrap());
+        assert_eq!(p.get_str("a"), Some("last"));
+        assert_eq!(p.len(), 4);
+        let mut q = Params::new();
+        for (k, v) in [("m", json!("x")), ("z", json!(0)), ("e", json!(3.5)), ("a", json!("last"))]
+        {
+            q.insert(k, v);
+        }
+        q.insert("z", 1);
+        assert_eq!(q, p);
+        assert_eq!(q.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["a", "e", "m", "z"]);
+        assert!(serde_json::from_str::<Params>("[1]").is_err());
     }
 }

@@ -210,7 +210,7 @@ pub fn depends_on(params: &Params) -> Vec<String> {
 /// excluded) and every name in `params.dependsOn`.
 pub fn dependencies(op: &Operation) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
-    for_each_string(&op.payload, &mut |text| {
+    for_each_string(&op.payload.to_value(), &mut |text| {
         for r in references_in(text) {
             if let Some(name) = r.operation_name() {
                 names.insert(name.to_string());
@@ -407,7 +407,7 @@ mod tests {
     fn op(payload: Value, params: Value) -> Operation {
         Operation {
             name: "op".into(),
-            payload,
+            payload: payload.into(),
             params: serde_json::from_value(params).unwrap(),
             ..Operation::default()
         }
@@ -585,7 +585,7 @@ mod tests {
                 _ => None,
             };
             let _ = resolve(&payload, &lookup);
-            let _ = dependencies(&Operation { payload, ..Operation::default() });
+            let _ = dependencies(&Operation { payload: payload.into(), ..Operation::default() });
         }
 
         #[test]

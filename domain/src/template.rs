@@ -128,8 +128,8 @@ fn fill_body(
             resolve_text(Some(&op.op_type), lookup, &field("type"), errors).unwrap_or_default();
         op.id = resolve_text(op.id.as_deref(), lookup, &field("id"), errors);
         let label = format!("operation {:?}", op.name);
-        match references::resolve(&op.payload, lookup) {
-            Ok(v) => op.payload = v,
+        match references::resolve(&op.payload.to_value(), lookup) {
+            Ok(v) => op.payload = v.into(),
             Err(e) => errors.push(field("payload"), describe(&label, &e)),
         }
         op.params = resolve_params(&op.params, lookup, &field("params"), errors);
@@ -266,7 +266,7 @@ mod tests {
     fn validate_template_accepts_payload_tokens_and_rejects_unknown_names() {
         assert_eq!(validate_template(&template()), Ok(()));
         let mut t = template();
-        t.agenda.operations[0].payload = json!("@<notAParameter>");
+        t.agenda.operations[0].payload = json!("@<notAParameter>").into();
         let err = validate_template(&t).unwrap_err();
         assert_eq!(err.errors[0].field, "agenda.operations[0].payload");
         t.agenda.operations.clear();
@@ -277,7 +277,7 @@ mod tests {
     fn a_template_names_static_parameters_bare_but_operations_by_their_output() {
         let mut t = template();
         // `@<preset>` is a static parameter; `@<sample>` would be an operation's output.
-        t.agenda.operations[1].payload = json!({"p": "@<preset>", "in": "@<sample>"});
+        t.agenda.operations[1].payload = json!({"p": "@<preset>", "in": "@<sample>"}).into();
         let err = validate_template(&t).unwrap_err();
         assert_eq!(err.errors.len(), 1, "{err}");
         assert_eq!(err.errors[0].field, "agenda.operations[1].payload.in");
@@ -320,7 +320,8 @@ mod tests {
     fn transform_request_is_pops_alias_of_the_run_payload() {
         let mut t = template();
         t.agenda.operations[0].payload =
-            json!({"url": "@<pop.transformRequest::/url>", "all": "@<pop.transformRequest>"});
+            json!({"url": "@<pop.transformRequest::/url>", "all": "@<pop.transformRequest>"})
+                .into();
         t.static_parameters.insert("source", "@<pop.transformRequest::/input?none>");
         let payload = json!({"id": 1, "url": "http://x", "input": "in.mp4"});
         let agenda = run_template(&t, &payload, "caller").unwrap();

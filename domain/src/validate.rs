@@ -173,14 +173,15 @@ fn check_operations(existing: &[Operation], new: &[Operation], errors: &mut Vali
         let label = label(op, j);
         let prefix = format!("operations[{j}]");
         check_params(&op.params, &format!("{prefix}.params"), &label, errors);
-        if depth_exceeds(&op.payload, MAX_PAYLOAD_DEPTH) {
+        let payload = op.payload.to_value();
+        if depth_exceeds(&payload, MAX_PAYLOAD_DEPTH) {
             errors.push(
                 format!("{prefix}.payload"),
                 format!("{label} has a payload nested deeper than {MAX_PAYLOAD_DEPTH} levels"),
             );
         } else {
             let mut path = format!("{prefix}.payload");
-            check_payload_references(&op.payload, &mut path, &label, &known, errors);
+            check_payload_references(&payload, &mut path, &label, &known, errors);
         }
         check_depends_on(&op.params, &prefix, &label, &known, errors);
         check_generator(&op.params, &prefix, &label, errors);
@@ -221,12 +222,12 @@ fn label(op: &Operation, j: usize) -> String {
 }
 
 fn check_params(params: &Params, field: &str, owner: &str, errors: &mut ValidationErrors) {
-    if params.0.len() > MAX_PARAMS_ENTRIES {
+    if params.len() > MAX_PARAMS_ENTRIES {
         errors.push(
             field,
             format!(
                 "{owner} has {} params; at most {MAX_PARAMS_ENTRIES} are allowed",
-                params.0.len()
+                params.len()
             ),
         );
     }
@@ -404,7 +405,7 @@ fn check_cycles(
                 }
             }
             let mut from_payload = BTreeSet::new();
-            references::for_each_string(&op.payload, &mut |text| {
+            references::for_each_string(&op.payload.to_value(), &mut |text| {
                 for r in references_in(text) {
                     if let Some(v) = r.operation_name().and_then(|n| exact.get(n)) {
                         from_payload.insert(*v);

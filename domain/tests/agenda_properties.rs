@@ -198,7 +198,7 @@ fn command(step: &Step, now: Timestamp) -> AgendaCommand {
                 name: format!("gen-{generated}"),
                 op_type: "shell".into(),
                 id: None,
-                payload: json!({"in": "@<encode.out>"}),
+                payload: json!({"in": "@<encode.out>"}).into(),
                 params: params(json!({"generatedOperationParent": "gen"})),
             }],
             params: Params::new(),

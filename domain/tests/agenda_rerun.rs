@@ -79,7 +79,7 @@ fn reset_operations_are_cleared_removed_ones_dropped_and_the_agenda_readded() {
     assert_eq!(state.agenda().unwrap().operations.len(), 3);
     let one = state.operation("1").unwrap();
     assert_eq!(
-        (one.processing_state, one.result_payload.clone()),
+        (one.processing_state, one.result_payload.to_value()),
         (Complete, json!({"out": "1"})),
         "1 keeps its result"
     );

@@ -88,7 +88,11 @@ async fn agendas_progress_and_operations_by_id() {
     let x = m.operation_progress("pa2-x", &Visibility::All).unwrap().unwrap();
     assert_eq!((x.processing_state, x.percent_complete), (ProcessingState::Executing, Some(40.0)));
     let y = m.operation_progress("pa1-y", &Visibility::All).unwrap().unwrap();
-    assert_eq!(y.result_payload["out"], "y done", "settled agendas keep operation results");
+    assert_eq!(
+        y.result_payload.to_value()["out"],
+        "y done",
+        "settled agendas keep operation results"
+    );
     assert!(m.operation_progress("pa1-z", &Visibility::All).unwrap().is_none());
     assert!(m.operation_progress("nothing", &Visibility::All).unwrap().is_none());
 }

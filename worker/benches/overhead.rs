@@ -64,9 +64,9 @@ fn chain(op_type: &str) -> Vec<Operation> {
             op_type: op_type.into(),
             id: None,
             payload: if i == 0 {
-                json!({"n": 0})
+                json!({"n": 0}).into()
             } else {
-                json!({"prev": format!("@<op{}.out>", i - 1), "agenda": "@<pop.agendaId>"})
+                json!({"prev": format!("@<op{}.out>", i - 1), "agenda": "@<pop.agendaId>"}).into()
             },
             params: Params::new(),
         })

@@ -101,7 +101,7 @@ impl Plan {
             let msg = p.processing_state_message.clone().unwrap_or_default();
             if message::is_succeeded(&msg) {
                 plan.entries[i].state = OpState::Succeeded;
-                plan.outputs.insert(p.operation.clone(), p.result_payload.clone());
+                plan.outputs.insert(p.operation.clone(), p.result_payload.to_value());
             } else {
                 plan.entries[i].state = OpState::EndedEarlier(msg);
             }
@@ -189,7 +189,7 @@ impl Plan {
                 }
             }
         };
-        references::resolve(&op.payload, &lookup)
+        references::resolve(&op.payload.to_value(), &lookup)
     }
 
     pub fn start(&mut self, name: &str) {
@@ -345,7 +345,13 @@ mod tests {
         if let Some(d) = depends_on {
             params.insert("dependsOn", d);
         }
-        Operation { name: name.into(), op_type: "t".into(), payload, params, id: None }
+        Operation {
+            name: name.into(),
+            op_type: "t".into(),
+            payload: payload.into(),
+            params,
+            id: None,
+        }
     }
 
     fn diamond() -> Vec<Operation> {
@@ -403,7 +409,7 @@ mod tests {
                     operation: "a".into(),
                     processing_state: ProcessingState::Complete,
                     processing_state_message: Some("Succeeded".into()),
-                    result_payload: json!({"v": "kept"}),
+                    result_payload: json!({"v": "kept"}).into(),
                     ..Default::default()
                 },
                 OperationProgress {

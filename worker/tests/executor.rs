@@ -108,7 +108,7 @@ fn op(name: &str, payload: Value, params: Value) -> Operation {
         name: name.into(),
         op_type: "echo".into(),
         id: None,
-        payload,
+        payload: payload.into(),
         params: serde_json::from_value(params).unwrap(),
     }
 }

@@ -185,7 +185,7 @@ async fn an_execution_goes_on_through_an_outage_and_succeeds() {
     let op = |name: &str| Operation {
         name: name.into(),
         op_type: "log".into(),
-        payload: json!({"message": name}),
+        payload: json!({"message": name}).into(),
         ..Operation::default()
     };
     let claimed = Claimed {

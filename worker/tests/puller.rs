@@ -55,7 +55,7 @@ impl WorkApi for Queue {
                         name: "only".into(),
                         op_type: "busy".into(),
                         id: None,
-                        payload: json!({}),
+                        payload: json!({}).into(),
                         params: Params::new(),
                     }],
                     ..Agenda::default()
@@ -201,7 +201,7 @@ impl WorkApi for WaitingQueue {
                         name: "only".into(),
                         op_type: "log".into(),
                         id: None,
-                        payload: json!({}),
+                        payload: json!({}).into(),
                         params: Params::new(),
                     }],
                     ..Agenda::default()

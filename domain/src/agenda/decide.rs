@@ -723,12 +723,12 @@ fn check_reported_params(
     errors: &mut ValidationErrors,
 ) {
     let added = reported.iter().filter(|(key, _)| current.get(key).is_none()).count();
-    if current.0.len() + added > MAX_PARAMS_ENTRIES {
+    if current.len() + added > MAX_PARAMS_ENTRIES {
         errors.push(
             format!("{field}.params"),
             format!(
                 "operation {operation:?} would have {} params; at most {MAX_PARAMS_ENTRIES} are allowed",
-                current.0.len() + added
+                current.len() + added
             ),
         );
     }

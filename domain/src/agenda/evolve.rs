@@ -7,6 +7,7 @@ use crate::model::{
     Timestamp, message,
 };
 use crate::params::keys;
+use crate::payload::Payload;
 
 use super::event::*;
 use super::state::{AgendaState, Lease, MAX_DIAGNOSTICS, percent_complete};
@@ -267,7 +268,7 @@ fn to_pending(p: &mut OperationProgress, time: Timestamp) {
     p.processing_state = ProcessingState::Waiting;
     p.processing_state_message = Some(message::PENDING.to_string());
     p.percent_complete = None;
-    p.result_payload = serde_json::Value::Null;
+    p.result_payload = Payload::NULL;
     p.completed_time = None;
     p.updated_time = Some(time);
 }
@@ -290,7 +291,7 @@ pub(super) fn apply_operation_change(
         p.params = params.clone();
     }
     if !change.result_payload.is_null() {
-        p.result_payload = change.result_payload.clone();
+        p.result_payload = Payload::from_value(&change.result_payload);
     }
     push_diagnostics(&mut p.diagnostic_events, change.diagnostics.iter().cloned());
     p.updated_time = Some(time);

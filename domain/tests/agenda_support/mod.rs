@@ -28,7 +28,7 @@ pub fn op(name: &str, payload: Value, op_params: Value) -> Operation {
         name: name.to_string(),
         op_type: "shell".to_string(),
         id: None,
-        payload,
+        payload: payload.into(),
         params: params(op_params),
     }
 }
