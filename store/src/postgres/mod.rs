@@ -312,6 +312,19 @@ impl crate::commitment::LogCommitment for PgStore {
     }
 }
 
+/// A read-only transaction on one snapshot of the log (REPEATABLE READ): what verification
+/// and export read in.
+pub(crate) async fn snapshot_transaction(
+    client: &mut tokio_postgres::Client,
+) -> Result<tokio_postgres::Transaction<'_>, tokio_postgres::Error> {
+    client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+}
+
 pub(crate) fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
     match e {
         deadpool_postgres::PoolError::Closed => StoreError::Closed,

@@ -89,13 +89,7 @@ pub async fn export(
     let read = fail("exporting the PostgreSQL store");
     let (mut client, driver) = connect(url).await?;
     let result = async {
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(&read)?;
+        let tx = super::snapshot_transaction(&mut client).await.map_err(&read)?;
         let found: Option<i32> = tx
             .query_opt(
                 "SELECT version FROM pop_schema WHERE to_regclass('pop_schema') IS NOT NULL",

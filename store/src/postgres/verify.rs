@@ -69,13 +69,7 @@ async fn run(
     mut second: tokio_postgres::Client,
     key: Option<crate::commitment::CheckpointKey>,
 ) -> Result<Verification, StoreError> {
-    let tx = client
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(fail)?;
+    let tx = super::snapshot_transaction(client).await.map_err(fail)?;
     let schema = tx
         .query_opt(
             "SELECT version FROM pop_schema WHERE to_regclass('pop_schema') IS NOT NULL",
@@ -103,13 +97,7 @@ async fn run(
     // says when it took the snapshot (this transaction must stay open until then).
     let (joined, on_snapshot) = tokio::sync::oneshot::channel::<()>();
     let checkpoints = tokio::spawn(async move {
-        let tx = second
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(fail)?;
+        let tx = super::snapshot_transaction(&mut second).await.map_err(fail)?;
         // A snapshot id is hex digits and dashes (`SET` takes no parameters).
         if !snapshot.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
             return Err(StoreError::Corrupt(format!("an unexpected snapshot id {snapshot:?}")));
