@@ -1179,6 +1179,11 @@ const PARSE_BATCH: usize = 256;
 /// Batches in flight to and from each parsing thread.
 const PARSE_AHEAD: usize = 2;
 
+/// Bytes of lines after which a batch of [`ExportReader::read_parallel`] is handed on whatever
+/// its count: lines may each be up to [`MAX_LINE_BYTES`], and without it a file of long lines
+/// would hold `PARSE_BATCH` of them per batch, several batches per thread, in memory at once.
+const PARSE_BATCH_BYTES: usize = 8 << 20;
+
 /// Lines as read off the file: their bytes one after the other, each line's end and number,
 /// and what stopped the reading after them (the end of the file, or a problem), if anything.
 struct RawLines {
@@ -1215,7 +1220,7 @@ fn read_lines<R: BufRead>(
             lines: Vec::with_capacity(size),
             end: None,
         };
-        while batch.lines.len() < size {
+        while batch.lines.len() < size && batch.bytes.len() < PARSE_BATCH_BYTES {
             let start = batch.bytes.len();
             match (&mut input).take(MAX_LINE_BYTES as u64 + 1).read_until(b'\n', &mut batch.bytes) {
                 Err(e) => {
