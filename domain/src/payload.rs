@@ -50,6 +50,64 @@ impl Payload {
     pub fn as_json(&self) -> &str {
         self.0.as_deref().map_or("null", RawValue::get)
     }
+
+    /// Calls `f` with every string value in the tree (never a key), in document order: what
+    /// [`crate::references::for_each_string`] does over [`Payload::to_value`], read straight
+    /// from the text without building the `Value` (the references scan on every submit and
+    /// every answer that lists an operation's dependencies).
+    pub fn for_each_string(&self, f: &mut impl FnMut(&str)) {
+        if let Some(raw) = &self.0 {
+            let mut reader = serde_json::Deserializer::from_str(raw.get());
+            // The text was written from a `Value`, so it reads.
+            let _ = serde::de::DeserializeSeed::deserialize(Strings(f), &mut reader);
+        }
+    }
+}
+
+/// The seed and visitor of [`Payload::for_each_string`].
+struct Strings<'f, F>(&'f mut F);
+
+impl<'de, F: FnMut(&str)> serde::de::DeserializeSeed<'de> for Strings<'_, F> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, F: FnMut(&str)> serde::de::Visitor<'de> for Strings<'_, F> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        (self.0)(v);
+        Ok(())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Strings(&mut *self.0))?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+            map.next_value_seed(Strings(&mut *self.0))?;
+        }
+        Ok(())
+    }
 }
 
 impl From<Value> for Payload {
@@ -139,6 +197,22 @@ mod tests {
         assert_eq!(read.as_json(), r#"{"a":[1,2],"b":1.5}"#);
         assert!(Payload::from_value(&json!(null)).is_null());
         assert_eq!(Payload::NULL.as_json(), "null");
+    }
+
+    #[test]
+    fn its_strings_are_the_values_strings() {
+        for v in [
+            json!(null),
+            json!("@<a.out>"),
+            json!({"z": ["@<b.out>", {"k": "@<c.out>/x", "@<key>": 1}], "a": "t\n\"é", "n": [1, null, true, 2.5]}),
+            json!([[["deep"]], {}]),
+        ] {
+            let mut from_value = Vec::new();
+            crate::references::for_each_string(&v, &mut |s| from_value.push(s.to_string()));
+            let mut from_text = Vec::new();
+            Payload::from_value(&v).for_each_string(&mut |s| from_text.push(s.to_string()));
+            assert_eq!(from_text, from_value, "{v}");
+        }
     }
 
     #[test]

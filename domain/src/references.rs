@@ -210,7 +210,7 @@ pub fn depends_on(params: &Params) -> Vec<String> {
 /// excluded) and every name in `params.dependsOn`.
 pub fn dependencies(op: &Operation) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
-    for_each_string(&op.payload.to_value(), &mut |text| {
+    op.payload.for_each_string(&mut |text| {
         for r in references_in(text) {
             if let Some(name) = r.operation_name() {
                 names.insert(name.to_string());

@@ -405,7 +405,7 @@ fn check_cycles(
                 }
             }
             let mut from_payload = BTreeSet::new();
-            references::for_each_string(&op.payload.to_value(), &mut |text| {
+            op.payload.for_each_string(&mut |text| {
                 for r in references_in(text) {
                     if let Some(v) = r.operation_name().and_then(|n| exact.get(n)) {
                         from_payload.insert(*v);
