@@ -435,7 +435,11 @@ impl DoomedWorker {
         let group = self.child.id();
         self.child.kill().expect("SIGKILL to pop worker");
         self.child.wait().expect("the killed worker is reaped");
-        let _ = Command::new("kill").args(["-9", &format!("-{group}")]).status();
+        // `-s KILL -- -PGID`, never `-9 -PGID`: procps-ng 4.0.2's kill (Debian 12) turns
+        // `kill -9 -29760` into kill(-2, SIGKILL) (strace shows it: the group's first digit),
+        // so a group id starting with 1 became kill(-1, SIGKILL), every process this user may
+        // signal, and the whole CI run died with it.
+        let _ = Command::new("kill").args(["-s", "KILL", "--", &format!("-{group}")]).status();
     }
 }
 
