@@ -406,7 +406,7 @@ async fn seed(
     while let Some(n) = written.next().await {
         events += n?;
         done += 1;
-        if done % 100_000 == 0 {
+        if done.is_multiple_of(100_000) {
             println!(
                 "million: seeding: {done}/{count} agendas ({:.0} s)",
                 started.elapsed().as_secs_f64()
