@@ -15,6 +15,7 @@ use pop_domain::{
 };
 use pop_store::Position;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::agendas::{AgendaEntry, AgendaModel, AgendaQuery, CorruptEntry};
 use crate::change::{Change, ChangeKind};
@@ -475,8 +476,24 @@ impl ReadModels {
     }
 
     /// Reads models back from their canonical JSON.
+    ///
+    /// The agendas (nearly all of a snapshot) are first only delimited, each kept as its text
+    /// in `json`, then decoded and put in their settled or live form on
+    /// [`load_threads`] threads, each into a model of its own, which are merged before the
+    /// indexes are built once. Decoding one agenda at a time and settling it at once means no
+    /// more than one decoded state per thread is ever held beside the models (a `Vec` of every
+    /// decoded state took about three times the models' memory at the peak).
     pub fn from_canonical(json: &[u8]) -> Result<ReadModels, serde_json::Error> {
-        let stored: StoredModels = serde_json::from_slice(json)?;
+        ReadModels::from_canonical_on(json, None)
+    }
+
+    /// [`Self::from_canonical`] with the agendas split over `threads` threads (at most one
+    /// per agenda) instead of [`load_threads`]: equal models whatever the split.
+    pub fn from_canonical_on(
+        json: &[u8],
+        threads: Option<usize>,
+    ) -> Result<ReadModels, serde_json::Error> {
+        let stored: StoredModels<'_> = serde_json::from_slice(json)?;
         if stored.format_version != FORMAT_VERSION {
             return Err(<serde_json::Error as serde::de::Error>::custom(format!(
                 "format version {} is not {FORMAT_VERSION}",
@@ -491,10 +508,8 @@ impl ReadModels {
             templates: ConfigModel::from_stored(stored.templates),
             ..ReadModels::default()
         };
-        models.agendas.defer_indexes();
-        for agenda in stored.agendas {
-            models.agendas.put(&agenda.id, agenda.state, None);
-        }
+        let threads = threads.unwrap_or_else(|| load_threads(stored.agendas.len()));
+        models.agendas = load_agendas(&stored.agendas, threads)?;
         models.agendas.build_indexes();
         let links: Vec<(String, String)> =
             models.insights.live().map(|i| (i.id.clone(), i.resource_pool_id.clone())).collect();
@@ -509,12 +524,56 @@ impl ReadModels {
     }
 }
 
+/// Agendas per loading thread below which a snapshot load stays on one thread.
+const AGENDAS_PER_THREAD: usize = 4_096;
+
+/// Threads a snapshot of `agendas` agendas is loaded on: one per core (at most 8), fewer for
+/// a small snapshot.
+pub fn load_threads(agendas: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    cores.min(8).min(agendas / AGENDAS_PER_THREAD).max(1)
+}
+
+/// Decodes and puts `agendas` (each one's JSON text) into a deferred model, split over
+/// `threads` threads in order; the first error in agenda order wins.
+fn load_agendas(agendas: &[&RawValue], threads: usize) -> Result<AgendaModel, serde_json::Error> {
+    fn load(agendas: &[&RawValue]) -> Result<AgendaModel, serde_json::Error> {
+        let mut model = AgendaModel::default();
+        model.defer_indexes();
+        for raw in agendas {
+            let agenda: StoredAgenda = serde_json::from_str(raw.get())?;
+            model.put(&agenda.id, agenda.state, None);
+        }
+        Ok(model)
+    }
+    if threads <= 1 || agendas.len() <= 1 {
+        return load(agendas);
+    }
+    let share = agendas.len().div_ceil(threads.min(agendas.len()));
+    let parts: Vec<Result<AgendaModel, serde_json::Error>> = std::thread::scope(|scope| {
+        let running: Vec<_> =
+            agendas.chunks(share).map(|part| scope.spawn(move || load(part))).collect();
+        running
+            .into_iter()
+            .map(|t| t.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    });
+    let mut parts = parts.into_iter();
+    let mut model = parts.next().unwrap_or_else(|| Ok(AgendaModel::default()))?;
+    for part in parts {
+        model.absorb(part?);
+    }
+    Ok(model)
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct StoredModels {
+struct StoredModels<'a> {
     format_version: u32,
     position: Position,
-    agendas: Vec<StoredAgenda>,
+    /// Each agenda's JSON text, decoded later (see [`ReadModels::from_canonical`]).
+    #[serde(borrow)]
+    agendas: Vec<&'a RawValue>,
     customers: Vec<StoredConfig<Customer>>,
     resource_pools: Vec<StoredConfig<ResourcePool>>,
     insights: Vec<StoredConfig<Insight>>,

@@ -33,7 +33,8 @@
 //! the next change it receives. Nothing is lost silently. Changes are not replayed for
 //! subscribers that connect later: a subscription starts from a read of the current models.
 //!
-//! **Snapshots.** Every [`RunnerConfig::snapshot_every_events`] events or
+//! **Snapshots.** Every [`RunnerConfig::snapshot_every_events`] events (at least
+//! [`RunnerConfig::snapshot_events_per_agenda`] per agenda held) or
 //! [`RunnerConfig::snapshot_interval`], and at shutdown, the models are written to
 //! [`crate::snapshot`]; the runner does not apply events meanwhile (readers are not blocked).
 //!
@@ -106,8 +107,17 @@ pub const MAX_WARNED_SKIP_KINDS: usize = 64;
 pub struct RunnerConfig {
     /// Where the snapshot lives; `None` disables snapshots (every start rebuilds).
     pub snapshot_dir: Option<PathBuf>,
-    /// Snapshot after this many applied events.
+    /// Snapshot after this many applied events (or [`Self::snapshot_events_per_agenda`] per
+    /// agenda held, when that is more).
     pub snapshot_every_events: u64,
+    /// Snapshot by count only after at least this many applied events per agenda held: a
+    /// snapshot's cost grows with the models (about 10 µs and 3.4 KB per agenda; the runner
+    /// applies nothing meanwhile), so a fixed count would have a large model snapshotting
+    /// most of the time (at a million agendas, a 10 s snapshot every 100,000 events; a
+    /// catch-up from position 0 wrote ~140 ever larger snapshots). With 4, the time spent
+    /// snapshotting stays under about half of the time applying, and the events a restart
+    /// after a crash replays cost about one snapshot's time. 0: the fixed count alone.
+    pub snapshot_events_per_agenda: u64,
     /// Snapshot after this long with any applied event.
     pub snapshot_interval: Duration,
     /// The change feed's capacity (see [`CHANGE_FEED_CAPACITY`]).
@@ -124,6 +134,16 @@ pub struct RunnerConfig {
     pub memory_budget: Option<u64>,
 }
 
+impl RunnerConfig {
+    /// The applied events after which a snapshot is taken by count, with `agendas` agendas
+    /// held: [`Self::snapshot_every_events`], or [`Self::snapshot_events_per_agenda`] per
+    /// agenda when that is more.
+    pub fn snapshot_threshold(&self, agendas: usize) -> u64 {
+        let per_agenda = self.snapshot_events_per_agenda.saturating_mul(agendas as u64);
+        self.snapshot_every_events.max(per_agenda)
+    }
+}
+
 /// How often the runner compares the process's resident memory with its budget.
 pub const MEMORY_CHECK_EVERY: Duration = Duration::from_millis(500);
 
@@ -134,6 +154,7 @@ impl Default for RunnerConfig {
         RunnerConfig {
             snapshot_dir: None,
             snapshot_every_events: 100_000,
+            snapshot_events_per_agenda: 4,
             snapshot_interval: Duration::from_secs(300),
             change_feed_capacity: CHANGE_FEED_CAPACITY,
             retry_backoff: STORE_RETRY_BACKOFF,
@@ -419,7 +440,7 @@ impl Runner {
                     if let Err(e) = self.check_caught_up(applied, start_head).await {
                         break Err(e);
                     }
-                    if since_snapshot >= self.config.snapshot_every_events {
+                    if since_snapshot >= self.snapshot_threshold() {
                         self.snapshot().await;
                         since_snapshot = 0;
                     }
@@ -553,6 +574,16 @@ impl Runner {
             self.handle.shared.ready.send_replace(true);
         }
         Ok(())
+    }
+
+    /// The applied events after which the next snapshot is taken by count: the configured
+    /// count, or the events per agenda times the agendas held when that is more.
+    fn snapshot_threshold(&self) -> u64 {
+        let agendas = match self.config.snapshot_events_per_agenda {
+            0 => 0,
+            _ => self.handle.read().agendas().len(),
+        };
+        self.config.snapshot_threshold(agendas)
     }
 
     async fn snapshot(&self) {

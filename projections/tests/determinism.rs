@@ -115,6 +115,8 @@ async fn check(
     let config = RunnerConfig {
         snapshot_dir: Some(dir.path().to_path_buf()),
         snapshot_every_events: every,
+        // Every few events whatever the models hold: what these tests exercise.
+        snapshot_events_per_agenda: 0,
         ..RunnerConfig::default()
     };
     let split = split.min(history.len());

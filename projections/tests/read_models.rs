@@ -436,3 +436,58 @@ async fn forgetting_a_deleted_stream_clears_every_index() {
     assert_eq!(ids(m.select_agendas(&q).items), ["a1", "b1"]);
     assert!(m.forget_stream(Position::from_sequence(10_001), "agenda-a2").is_none());
 }
+
+/// A snapshot's agendas load on several threads, each into a model of its own, merged before
+/// the indexes are built: whatever the split, the loaded models are the saved ones (same
+/// fingerprint, so the same entries, states and config objects) and answer the same lists
+/// and lookups.
+#[tokio::test]
+async fn a_snapshot_loads_to_the_same_models_on_any_number_of_threads() {
+    let log = scenario().await;
+    // Finished agendas of several customers beside the scenario's live and finished ones.
+    write_agendas(&log, 60, 4, 8, true).await.unwrap();
+    let saved = fold(&log).await;
+    let json = canonical(&saved);
+    let lists = |m: &ReadModels| {
+        let all = Visibility::All;
+        let mut out = Vec::new();
+        for state in [None, Some(ProcessingState::Complete), Some(ProcessingState::Executing)] {
+            for customer in [None, Some("customer-1"), Some("acme")] {
+                let visibility = customer.map_or(Visibility::All, |c| only(&[c]));
+                let mut q = AgendaQuery::new(&visibility);
+                q.processing_state = state;
+                q.limit = 7;
+                out.push(ids(m.select_agendas(&q).items));
+            }
+        }
+        let mut q = AgendaQuery::new(&all);
+        q.link_id = Some("L");
+        out.push(ids(m.select_agendas(&q).items));
+        for progress_id in ["p00000007", "pa1", "pa2", "nothing"] {
+            let found = m.agenda_progress(progress_id, &all).unwrap();
+            out.push(found.map(|p| p.agenda_id).into_iter().collect());
+        }
+        out
+    };
+    let expected = lists(&saved);
+    for threads in [1, 2, 3, 7, 64, 1_000] {
+        let loaded = ReadModels::from_canonical_on(&json, Some(threads)).unwrap();
+        assert_eq!(
+            loaded.fingerprint().unwrap(),
+            saved.fingerprint().unwrap(),
+            "{threads} threads"
+        );
+        assert_eq!(lists(&loaded), expected, "{threads} threads");
+        assert_eq!(loaded.agendas().len(), saved.agendas().len());
+    }
+    // The default split, and a corrupt agenda among many is still an error whatever thread
+    // meets it.
+    let loaded = ReadModels::from_canonical(&json).unwrap();
+    assert_eq!(loaded.fingerprint().unwrap(), saved.fingerprint().unwrap());
+    let text = String::from_utf8(json).unwrap();
+    let broken = text.replacen("\"processingState\":\"COMPLETE\"", "\"processingState\":7", 1);
+    assert_ne!(broken, text);
+    for threads in [1, 2, 5] {
+        assert!(ReadModels::from_canonical_on(broken.as_bytes(), Some(threads)).is_err());
+    }
+}

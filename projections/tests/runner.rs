@@ -49,6 +49,8 @@ fn snapshots_in(dir: &Path, every: u64) -> RunnerConfig {
     RunnerConfig {
         snapshot_dir: Some(dir.to_path_buf()),
         snapshot_every_events: every,
+        // Every few events whatever the models hold: what these tests exercise.
+        snapshot_events_per_agenda: 0,
         ..RunnerConfig::default()
     }
 }
@@ -426,4 +428,18 @@ async fn past_its_memory_budget_the_runner_carries_on_degraded() {
     running.handle.wait_for(last, PATIENCE).await.unwrap();
     assert_eq!(running.handle.degraded(), None);
     running.stop().await.unwrap();
+}
+
+/// A snapshot's cost grows with the models, so snapshots by count grow with them too: the
+/// default takes one every 100,000 events while the models are small, and every 4 events
+/// per agenda held once that is more (a million agendas: every 4,000,000 events).
+#[test]
+fn snapshots_by_count_grow_with_the_models() {
+    let config = RunnerConfig::default();
+    assert_eq!(config.snapshot_threshold(0), 100_000);
+    assert_eq!(config.snapshot_threshold(25_000), 100_000);
+    assert_eq!(config.snapshot_threshold(100_000), 400_000);
+    assert_eq!(config.snapshot_threshold(1_000_000), 4_000_000);
+    let fixed = RunnerConfig { snapshot_events_per_agenda: 0, ..RunnerConfig::default() };
+    assert_eq!(fixed.snapshot_threshold(1_000_000), 100_000);
 }

@@ -40,6 +40,16 @@ impl Server {
     /// Starts `pop serve --data-dir DATA_DIR --bind 127.0.0.1:0 ARGS…` and waits (bounded) for
     /// its address; the admin token is the one it generated into the data dir (if any).
     pub fn start<S: AsRef<OsStr>>(data_dir: &Path, args: &[S]) -> Result<Server> {
+        Server::start_within(data_dir, args, Duration::from_secs(30))
+    }
+
+    /// [`Server::start`], waiting up to `limit` for the address (a start that loads a large
+    /// snapshot prints it only after the load).
+    pub fn start_within<S: AsRef<OsStr>>(
+        data_dir: &Path,
+        args: &[S],
+        limit: Duration,
+    ) -> Result<Server> {
         let mut child = Command::new(pop_binary())
             .arg("serve")
             .arg("--data-dir")
@@ -62,7 +72,7 @@ impl Server {
             }
         });
         let mut server = Server { child, addr: String::new(), admin: String::new() };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + limit;
         while server.addr.is_empty() {
             let line = rx
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
@@ -104,6 +114,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -149,6 +162,16 @@ pub const ADMIN_TOKEN: &str = "tok_bench_admin_00000000000000000000";
 /// durability, a token file with [`SERVICE_TOKEN`], [`USER_TOKEN`] and [`ADMIN_TOKEN`], and
 /// `extra` arguments.
 pub fn start_with_tokens(dir: &Path, durability: &str, extra: &[&str]) -> Result<Server> {
+    start_with_tokens_within(dir, durability, extra, Duration::from_secs(30))
+}
+
+/// [`start_with_tokens`], waiting up to `limit` for the server's address.
+pub fn start_with_tokens_within(
+    dir: &Path,
+    durability: &str,
+    extra: &[&str],
+    limit: Duration,
+) -> Result<Server> {
     let tokens = serde_json::json!([
         {"token": SERVICE_TOKEN, "name": "bench-worker", "role": "service", "customers": ["acme"]},
         {"token": USER_TOKEN, "name": "bench-user", "role": "user", "customers": ["acme"]},
@@ -165,7 +188,7 @@ pub fn start_with_tokens(dir: &Path, durability: &str, extra: &[&str]) -> Result
         token_file.as_os_str(),
     ];
     args.extend(extra.iter().map(OsStr::new));
-    let mut server = Server::start(&dir.join("data"), &args)?;
+    let mut server = Server::start_within(&dir.join("data"), &args, limit)?;
     server.admin = ADMIN_TOKEN.to_string();
     Ok(server)
 }
