@@ -424,20 +424,8 @@ async fn batch_puller(shared: Arc<Shared>, n: usize, batch: usize) {
 /// item must succeed and the last step must complete every agenda.
 async fn work_many(api: &Api, ids: &[String]) -> Result<()> {
     for (i, operation) in OPERATIONS.iter().enumerate() {
-        let reports: Vec<Value> = ids
-            .iter()
-            .map(|id| {
-                let mut report = json!({"id": id, "operationProgress": [
-                    {"operation": operation, "processingState": "COMPLETE",
-                     "processingStateMessage": "succeeded"}
-                ]});
-                if i == 0 {
-                    report["processingState"] = json!("EXECUTING");
-                    report["processingStateMessage"] = json!("Running Operations");
-                }
-                json!({"agendaProgress": report})
-            })
-            .collect();
+        let reports: Vec<Value> =
+            ids.iter().map(|id| json!({"agendaProgress": report(id, i, operation)})).collect();
         let data = api.call(SERVICE_TOKEN, UPDATE_MANY, json!({"r": reports})).await?;
         let items = data["updateAgendaProgresses"]
             .as_array()
@@ -520,17 +508,24 @@ async fn puller(shared: Arc<Shared>, n: usize, in_flight: usize) {
     let _ = slots.acquire_many(budget).await;
 }
 
+/// Report step `i` on agenda `id`: `operation` complete (the first step also sets the agenda
+/// executing).
+fn report(id: &str, i: usize, operation: &str) -> Value {
+    let mut report = json!({"id": id, "operationProgress": [
+        {"operation": operation, "processingState": "COMPLETE", "processingStateMessage": "succeeded"}
+    ]});
+    if i == 0 {
+        report["processingState"] = json!("EXECUTING");
+        report["processingStateMessage"] = json!("Running Operations");
+    }
+    report
+}
+
 /// Three progress reports, one per operation; the last completes the agenda.
 async fn work(api: &Api, id: &str) -> Result<()> {
     let mut last = Value::Null;
     for (i, operation) in OPERATIONS.iter().enumerate() {
-        let mut report = json!({"id": id, "operationProgress": [
-            {"operation": operation, "processingState": "COMPLETE", "processingStateMessage": "succeeded"}
-        ]});
-        if i == 0 {
-            report["processingState"] = json!("EXECUTING");
-            report["processingStateMessage"] = json!("Running Operations");
-        }
+        let report = report(id, i, operation);
         last = api.call(SERVICE_TOKEN, UPDATE, json!({"p": report})).await?;
     }
     let p = &last["updateAgendaProgress"]["progress"];
