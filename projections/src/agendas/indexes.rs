@@ -35,6 +35,22 @@ impl Partition {
     pub(super) fn is_empty(&self) -> bool {
         self.added.is_empty()
     }
+
+    /// [`pack`]s every set.
+    fn pack(&mut self) {
+        pack(&mut self.added);
+        pack(&mut self.updated);
+        for set in &mut self.by_state {
+            pack(set);
+        }
+    }
+}
+
+/// Rebuilds `set` with full nodes: `BTreeSet::from_iter` builds a tree from sorted keys
+/// bottom-up, filling each node, where inserting one key at a time leaves nodes part-empty.
+fn pack(set: &mut BTreeSet<Key>) {
+    let keys: Vec<Key> = std::mem::take(set).into_iter().collect();
+    *set = keys.into_iter().collect();
 }
 
 /// One insight's queue, in queue order (`(entered ms, agenda id)`): the agendas waiting to be
@@ -122,6 +138,23 @@ impl AgendaModel {
             self.reindex(&entry.key, None, Some(&entry.keys));
         }
         self.entries = entries;
+        // Inserted one by one in hash order, an ordered set's nodes end up about two-thirds
+        // full; built from sorted keys, every node but the last on each level is full (11
+        // keys). Later inserts split full nodes in two, so this lasts until the indexes churn.
+        self.all.pack();
+        for part in self.by_customer.values_mut() {
+            part.pack();
+        }
+        for set in self.by_link.values_mut() {
+            pack(set);
+        }
+        for set in self.by_insight.values_mut().flat_map(|phases| phases.values_mut()) {
+            pack(set);
+        }
+        for queue in self.queues.values_mut() {
+            pack(&mut queue.waiting);
+            pack(&mut queue.queued);
+        }
     }
 
     /// Moves an agenda's index entries from `old` keys to `new` ones, touching only the

@@ -116,7 +116,7 @@ impl AgendaModel {
         }
         let after = q.after.map(|c| (c.time, Arc::clone(&c.id)));
         merge_page(&sources, after, q.descending, q.limit, exact_next, |key| {
-            self.entries.get(&key.1).filter(|e| q.admits(e) && keep(e))
+            self.get(&key.1).filter(|e| q.admits(e) && keep(e))
         })
     }
 
