@@ -200,13 +200,13 @@ impl AgendaModel {
                         .progress()
                         .operation_progress
                         .iter()
-                        .find(|p| p.operation == name)
+                        .find(|p| &*p.operation == name)
                         .cloned(),
                     Body::Settled(_) => entry
                         .progress()?
                         .operation_progress
                         .into_iter()
-                        .find(|p| p.operation == name),
+                        .find(|p| &*p.operation == name),
                 };
                 found.extend(op);
             }
