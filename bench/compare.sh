@@ -61,6 +61,10 @@ say "pop: full lifecycles and claim latency with a small backlog"
   (cd "$root" && cargo bench -q -p pop-server --bench lifecycle -- --seconds 10)
   (cd "$root" && cargo bench -q -p pop-server --bench lifecycle -- --seconds 10 --outstanding 64 \
     | sed 's/^RESULT /RESULT64 /')
+  # The batched work calls (claim 100, report 100 per request, 16 submits per body), as the
+  # peer's batched row is its batched mode; still one command and one event per step.
+  (cd "$root" && cargo bench -q -p pop-server --bench lifecycle -- --seconds 10 --batch 100 \
+    | sed 's/^RESULT /RESULTB /')
 done; } >"$logs/pop-lifecycle.log" 2>&1
 
 # --- peers -----------------------------------------------------------------------------------
@@ -111,6 +115,7 @@ row() { # label, pop value, peer label, peer value, unit, higher-is-better (1) o
   gw_e2e=$(awk -v n=$((N * 4)) -v t="$(peer gw.plain.enqueue_plus_process_time)" 'BEGIN{if (t>0) printf "%.0f", n/t}')
   row "full lifecycles (pop: submit, claim, 3 reports, complete over HTTP) vs jobs end to end (add, then process)" "$(result RESULT agendas_per_s)" "graphile-worker plain" "$gw_e2e" "/s" 1
   row "full lifecycles vs processing alone, batched (localQueue 100)" "$(result RESULT agendas_per_s)" "graphile-worker batched" "$(peer gw.batched.process_claim_complete)" "/s" 1
+  row "full lifecycles with batched calls (pop --batch 100) vs processing alone, batched" "$(result RESULTB agendas_per_s)" "graphile-worker batched" "$(peer gw.batched.process_claim_complete)" "/s" 1
   row "hand-out latency p50 (pop: submit → claim, backlog ≤ 64) vs add → start" "$(result RESULT64 claim_p50_ms)" "graphile-worker" "$(peer gw.latency.add_to_start_p50)" "ms" 0
   row "hand-out latency p99" "$(result RESULT64 claim_p99_ms)" "graphile-worker" "$(peer gw.latency.add_to_start_p99)" "ms" 0
   echo

@@ -23,6 +23,11 @@
 //! the benchmark that counts spans: the cost of tracing when it is on, against the same run
 //! without (the default: off, as `pop serve` is unless configured).
 //!
+//! With `--batch N` the work calls are the batched ones real pullers use: each puller claims up
+//! to N agendas with one `getAgenda(count: N)`, then sends each of the three report steps of
+//! all of them as one `updateAgendaProgresses` request (still one command per agenda); each
+//! submitter sends 16 `submitAgenda` operations in one batched HTTP body (one command each).
+//!
 //! Without `--bench` (as `cargo test --benches` runs it) it does a small smoke run instead, so
 //! the benchmark cannot rot unnoticed.
 
@@ -81,6 +86,11 @@ struct Args {
     /// spans and keeps nothing), to measure what tracing costs when it is on.
     #[arg(long)]
     otlp: bool,
+    /// Batched work calls: pullers claim up to this many agendas per `getAgenda` (1..=100) and
+    /// report each step of all of them in one `updateAgendaProgresses`; submitters send
+    /// `SUBMIT_BATCH` submits per HTTP body. 0: one agenda per call (the default).
+    #[arg(long, default_value_t = 0)]
+    batch: usize,
     /// Set by `cargo bench`; without it a small smoke run replaces the defaults.
     #[arg(long, hide = true)]
     bench: bool,
@@ -99,6 +109,10 @@ const GET_AGENDA: &str =
     "mutation($i: String!, $n: Int!) { getAgenda(insightId: $i, count: $n) { agenda { id } } }";
 const UPDATE: &str = "mutation($p: JSON!) { updateAgendaProgress(agendaProgress: $p) { progress \
     { processingState processingStateMessage } } }";
+const UPDATE_MANY: &str = "mutation($r: [ReportInput!]!) { updateAgendaProgresses(reports: $r) \
+    { index result { progress { processingState processingStateMessage } } error { code message } } }";
+/// Submits per batched HTTP body with `--batch` (the server's most operations per body).
+const SUBMIT_BATCH: usize = 16;
 
 const OPERATIONS: [&str; 3] = ["fetch", "encode", "publish"];
 
@@ -116,6 +130,11 @@ async fn main() -> Result<()> {
     }
     ensure!(args.seconds > 0 && args.pullers > 0 && args.submitters > 0, "need work to do");
     ensure!(args.outstanding > 0 && args.queue_size > 0, "need room for agendas");
+    ensure!(args.batch <= 100, "--batch is at most 100 (getAgenda's count)");
+    ensure!(
+        args.batch == 0 || args.outstanding >= SUBMIT_BATCH,
+        "--batch needs --outstanding of at least {SUBMIT_BATCH}"
+    );
     let deadline = SETUP_DEADLINE + DRAIN_DEADLINE + Duration::from_secs(args.seconds + 30);
     tokio::time::timeout(deadline, bench(&args))
         .await
@@ -225,11 +244,26 @@ async fn bench(args: &Args) -> Result<()> {
     let cpu = |servers: &[Server]| servers.iter().map(Server::cpu_ticks).sum::<u64>();
     let cpu_before = cpu(&servers);
     let start = Instant::now();
+    let batch = args.batch;
     let submitters: Vec<_> = (0..args.submitters)
-        .map(|n| tokio::spawn(submitter(Arc::clone(&shared), n, seeded.clone())))
+        .map(|n| {
+            let shared = Arc::clone(&shared);
+            if batch > 0 {
+                tokio::spawn(batch_submitter(shared, n, seeded.clone()))
+            } else {
+                tokio::spawn(submitter(shared, n, seeded.clone()))
+            }
+        })
         .collect();
     let pullers: Vec<_> = (0..args.pullers)
-        .map(|n| tokio::spawn(puller(Arc::clone(&shared), n, in_flight)))
+        .map(|n| {
+            let shared = Arc::clone(&shared);
+            if batch > 0 {
+                tokio::spawn(batch_puller(shared, n, batch))
+            } else {
+                tokio::spawn(puller(shared, n, in_flight))
+            }
+        })
         .collect();
 
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
@@ -279,7 +313,7 @@ async fn bench(args: &Args) -> Result<()> {
     println!(
         "RESULT agendas_per_s={rate:.0} completed={completed_at_end} seconds={:.1} claim_p50_ms={:.2} \
          claim_p99_ms={:.2} server_cores={cores:.2} per_core={:.0} rss_peak_mib={} failed={failed} \
-         spans={}",
+         spans={} batch={batch}",
         drive.as_secs_f64(),
         ms(&latency, 0.50),
         ms(&latency, 0.99),
@@ -316,6 +350,111 @@ async fn submitter(shared: Arc<Shared>, n: usize, seeded: String) {
         }
         i += 1;
     }
+}
+
+/// `--batch`: submits `SUBMIT_BATCH` agendas per HTTP body (a GraphQL batch: each operation
+/// its own `submitAgenda`, one command each) while there is room for all of them.
+async fn batch_submitter(shared: Arc<Shared>, n: usize, seeded: String) {
+    let mut i = 0u64;
+    let k = SUBMIT_BATCH as u32;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let Ok(permits) = shared.outstanding.acquire_many(k).await else { break };
+        // Returned as each agenda completes (see `batch_puller`).
+        permits.forget();
+        match shared.apis[n % shared.apis.len()].submit_many(n, i, SUBMIT_BATCH, &seeded).await {
+            Ok(ids) => {
+                let now = Instant::now();
+                shared.submitted.fetch_add(ids.len() as u64, Ordering::Relaxed);
+                shared.outstanding.add_permits(SUBMIT_BATCH - ids.len());
+                for id in ids {
+                    shared.claims.record(id, Seen::Submitted(now));
+                }
+            }
+            Err(e) => {
+                shared.outstanding.add_permits(SUBMIT_BATCH);
+                if shared.failed.fetch_add(1, Ordering::Relaxed) < 3 {
+                    eprintln!("lifecycle: a batch of submits failed: {e:#}");
+                }
+            }
+        }
+        i += SUBMIT_BATCH as u64;
+    }
+}
+
+/// `--batch`: claims up to `batch` agendas with one `getAgenda`, then runs all of them
+/// together, each report step of all of them in one `updateAgendaProgresses` request.
+async fn batch_puller(shared: Arc<Shared>, n: usize, batch: usize) {
+    let api = &shared.apis[n % shared.apis.len()];
+    let count = i32::try_from(batch).unwrap_or(100);
+    while !shared.stop.load(Ordering::Relaxed) {
+        shared.get_calls.fetch_add(1, Ordering::Relaxed);
+        let ids = match api.get_agenda(count).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                if shared.failed.fetch_add(1, Ordering::Relaxed) < 3 {
+                    eprintln!("lifecycle: getAgenda failed: {e:#}");
+                }
+                continue;
+            }
+        };
+        let claimed = Instant::now();
+        if ids.is_empty() {
+            shared.empty_gets.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(IDLE_PAUSE).await;
+            continue;
+        }
+        for id in &ids {
+            shared.claims.record(id.clone(), Seen::Claimed(claimed));
+        }
+        match work_many(api, &ids).await {
+            Ok(()) => {
+                shared.completed.fetch_add(ids.len() as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                if shared.failed.fetch_add(1, Ordering::Relaxed) < 3 {
+                    eprintln!("lifecycle: working a batch of {} failed: {e:#}", ids.len());
+                }
+            }
+        }
+        shared.outstanding.add_permits(ids.len());
+    }
+}
+
+/// The three report steps of [`work`] for every agenda of `ids`, one request per step; every
+/// item must succeed and the last step must complete every agenda.
+async fn work_many(api: &Api, ids: &[String]) -> Result<()> {
+    for (i, operation) in OPERATIONS.iter().enumerate() {
+        let reports: Vec<Value> = ids
+            .iter()
+            .map(|id| {
+                let mut report = json!({"id": id, "operationProgress": [
+                    {"operation": operation, "processingState": "COMPLETE",
+                     "processingStateMessage": "succeeded"}
+                ]});
+                if i == 0 {
+                    report["processingState"] = json!("EXECUTING");
+                    report["processingStateMessage"] = json!("Running Operations");
+                }
+                json!({"agendaProgress": report})
+            })
+            .collect();
+        let data = api.call(SERVICE_TOKEN, UPDATE_MANY, json!({"r": reports})).await?;
+        let items = data["updateAgendaProgresses"]
+            .as_array()
+            .ok_or_else(|| anyhow!("not a list: {data}"))?;
+        ensure!(items.len() == ids.len(), "{} answers to {} reports", items.len(), ids.len());
+        for (item, id) in items.iter().zip(ids) {
+            ensure!(item["error"].is_null(), "report on {id} failed: {}", item["error"]);
+            if i + 1 == OPERATIONS.len() {
+                let p = &item["result"]["progress"];
+                if p["processingState"] != "COMPLETE" || p["processingStateMessage"] != "succeeded"
+                {
+                    bail!("agenda {id} did not complete: {p}");
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Loops `getAgenda` for as many agendas as it has free execution slots (`--in-flight`, like a
@@ -556,16 +695,7 @@ impl Api {
 
     /// One 3-operation agenda; its id once acknowledged.
     async fn submit(&self, submitter: usize, i: u64, after: &str) -> Result<String> {
-        let operations: Vec<Value> = OPERATIONS
-            .iter()
-            .map(|name| json!({"name": name, "type": "ffmpeg", "payload": {"n": i}}))
-            .collect();
-        let agenda = json!({
-            "customerId": "acme",
-            "linkId": format!("life-{submitter}"),
-            "title": format!("lifecycle {submitter}/{i}"),
-            "operations": operations,
-        });
+        let agenda = lifecycle_agenda(submitter, i);
         let data = self.call(USER_TOKEN, SUBMIT, json!({"a": agenda, "p": after})).await?;
         data["submitAgenda"]["agenda"]["id"]
             .as_str()
@@ -573,6 +703,43 @@ impl Api {
             .ok_or_else(|| anyhow!("no agenda id: {data}"))
     }
 
+    /// `k` agendas in one batched HTTP body (`k` `submitAgenda` operations); the ids of those
+    /// acknowledged (a refused one is reported once and left out).
+    async fn submit_many(
+        &self,
+        submitter: usize,
+        first: u64,
+        k: usize,
+        after: &str,
+    ) -> Result<Vec<String>> {
+        let body: Vec<Value> = (0..k as u64)
+            .map(|j| {
+                let agenda = lifecycle_agenda(submitter, first + j);
+                json!({"query": SUBMIT, "variables": {"a": agenda, "p": after}})
+            })
+            .collect();
+        let answers: Vec<Value> = self
+            .http
+            .post(&self.url)
+            .bearer_auth(USER_TOKEN)
+            .json(&body)
+            .send()
+            .await?
+            .json()
+            .await?;
+        ensure!(answers.len() == k, "{} answers to a batch of {k}", answers.len());
+        let mut ids = Vec::with_capacity(k);
+        for answer in &answers {
+            if let Some(errors) = answer.get("errors") {
+                bail!("GraphQL errors in a batch: {errors}");
+            }
+            let id = answer["data"]["submitAgenda"]["agenda"]["id"]
+                .as_str()
+                .ok_or_else(|| anyhow!("no agenda id: {answer}"))?;
+            ids.push(id.to_string());
+        }
+        Ok(ids)
+    }
     /// Up to `count` agenda ids handed out to the service token.
     async fn get_agenda(&self, count: i32) -> Result<Vec<String>> {
         let data =
@@ -584,4 +751,18 @@ impl Api {
             })
             .collect()
     }
+}
+
+/// The benchmark's 3-operation agenda number `i` of `submitter`.
+fn lifecycle_agenda(submitter: usize, i: u64) -> Value {
+    let operations: Vec<Value> = OPERATIONS
+        .iter()
+        .map(|name| json!({"name": name, "type": "ffmpeg", "payload": {"n": i}}))
+        .collect();
+    json!({
+        "customerId": "acme",
+        "linkId": format!("life-{submitter}"),
+        "title": format!("lifecycle {submitter}/{i}"),
+        "operations": operations,
+    })
 }

@@ -78,6 +78,10 @@ impl Args {
     }
 }
 
+const USAGE: &str = "usage: cargo bench -p pop-store --bench store -- [--append-events N] \
+[--read-events N] [--latency-appends N] [--appenders 1,16,256] [--runs 3] [--scale 10] [--normal] \
+[--postgres] [--pg-writers 4] [--only append,latency,subscribe,verify,transfer,read,hashing]";
+
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         append_events: 120_000,
@@ -112,7 +116,15 @@ fn parse_args() -> Result<Args, String> {
                     .map(|v| v.parse().map_err(|e| format!("{v}: {e}")))
                     .collect::<Result<_, _>>()?
             }
-            // `cargo bench` passes `--bench`; ignore it and anything else libtest-like.
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            // `cargo bench` passes `--bench`; `cargo test --benches` may pass a filter.
+            "--bench" => {}
+            other if other.starts_with("--") => {
+                return Err(format!("unknown option {other}\n{USAGE}"));
+            }
             _ => {}
         }
     }
