@@ -269,7 +269,7 @@ impl App {
                             .progress()
                             .operation_progress
                             .iter()
-                            .find(|op| op.operation == name)
+                            .find(|op| *op.operation == *name)
                             .cloned(),
                     );
                 }

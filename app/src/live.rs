@@ -217,7 +217,7 @@ impl Follow {
                 for name in &change.operations {
                     match progress
                         .as_ref()
-                        .and_then(|p| p.operation_progress.iter().find(|o| &o.operation == name))
+                        .and_then(|p| p.operation_progress.iter().find(|o| *o.operation == **name))
                     {
                         Some(op) => found.push(op.clone()),
                         None => removed.push(name.clone()),

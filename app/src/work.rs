@@ -611,9 +611,9 @@ impl App {
                 ));
             }
             operations.push(OperationReport {
-                name: op.operation,
+                name: op.operation.into(),
                 state: op.processing_state,
-                message: op.processing_state_message,
+                message: op.processing_state_message.map(String::from),
                 percent: op.percent_complete,
                 diagnostics: op.diagnostic_events,
                 result_payload: Some(op.result_payload.to_value()).filter(|p| !p.is_null()),

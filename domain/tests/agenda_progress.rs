@@ -280,7 +280,7 @@ fn expand_appends_waiting_operations_and_merges_params() {
         now: t(15),
     };
     let state = check(&given, when, Then::Types(vec!["OperationsExpanded"]));
-    let names: Vec<_> = state.progress().operation_progress.iter().map(|p| p.id.as_str()).collect();
+    let names: Vec<_> = state.progress().operation_progress.iter().map(|p| &*p.id).collect();
     assert_eq!(names, ["progress-1-gen", "progress-1-gen-1", "progress-1-gen-2"]);
     assert_eq!(state.agenda().unwrap().operations.len(), 3);
     assert_eq!(state.progress().maximum_attempts, 7);

@@ -271,8 +271,7 @@ fn invariants(state: &AgendaState) -> Result<(), TestCaseError> {
     let Some(agenda) = state.agenda() else { return Ok(()) };
     let p = state.progress();
     let names: Vec<_> = agenda.operations.iter().map(|o| o.name.as_str()).collect();
-    let progress_names: Vec<_> =
-        p.operation_progress.iter().map(|o| o.operation.as_str()).collect();
+    let progress_names: Vec<_> = p.operation_progress.iter().map(|o| &*o.operation).collect();
     prop_assert_eq!(names, progress_names, "one progress entry per operation, in order");
     let percent = p.percent_complete.unwrap_or(-1.0);
     prop_assert!((0.0..=100.0).contains(&percent), "percent {}", percent);

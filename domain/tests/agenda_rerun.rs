@@ -74,7 +74,7 @@ fn reset_operations_are_cleared_removed_ones_dropped_and_the_agenda_readded() {
     );
     assert!(state.is_schedulable());
     let op_names: Vec<_> =
-        state.progress().operation_progress.iter().map(|p| p.operation.as_str()).collect();
+        state.progress().operation_progress.iter().map(|p| &*p.operation).collect();
     assert_eq!(op_names, ["1", "2", "3"]);
     assert_eq!(state.agenda().unwrap().operations.len(), 3);
     let one = state.operation("1").unwrap();

@@ -177,11 +177,11 @@ fn submission_records_a_waiting_added_agenda_with_waiting_operations() {
     assert_eq!(p.percent_complete, Some(0.0));
     assert_eq!(p.agenda_insight, Some(insight()));
     assert_eq!(p.added_time, Some(t(0)));
-    let ids: Vec<_> = p.operation_progress.iter().map(|o| o.id.as_str()).collect();
+    let ids: Vec<_> = p.operation_progress.iter().map(|o| &*o.id).collect();
     assert_eq!(ids, ["progress-1-a", "progress-1-b"]);
     assert!(p.operation_progress.iter().all(|o| o.processing_state == Waiting
-        && o.customer_id == "acme"
-        && o.agenda_progress_id == "progress-1"));
+        && &*o.customer_id == "acme"
+        && &*o.agenda_progress_id == "progress-1"));
     assert!(state.is_schedulable());
     assert_eq!(state.agenda().and_then(|a| a.agenda_insight.clone()), Some(insight()));
 }

@@ -125,10 +125,10 @@ async fn operation_progress_ids_with_dashes_resolve() {
     log.agenda("x-1", submit(a, "insight-1", 0)).await.unwrap();
     let m = fold(&log).await;
     assert_eq!(
-        m.operation_progress("p-1-get-data", &Visibility::All).unwrap().unwrap().operation,
+        &*m.operation_progress("p-1-get-data", &Visibility::All).unwrap().unwrap().operation,
         "get-data"
     );
-    assert_eq!(m.operation_progress("p-1-b", &Visibility::All).unwrap().unwrap().operation, "b");
+    assert_eq!(&*m.operation_progress("p-1-b", &Visibility::All).unwrap().unwrap().operation, "b");
 }
 
 #[tokio::test]

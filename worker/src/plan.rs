@@ -94,14 +94,14 @@ impl Plan {
         };
         plan.add_operations(operations);
         for p in progress.map(|p| p.operation_progress.as_slice()).unwrap_or_default() {
-            let Some(&i) = plan.by_name.get(&p.operation) else { continue };
+            let Some(&i) = plan.by_name.get(&*p.operation) else { continue };
             if p.processing_state != ProcessingState::Complete {
                 continue;
             }
-            let msg = p.processing_state_message.clone().unwrap_or_default();
+            let msg = p.processing_state_message.as_deref().unwrap_or_default().to_string();
             if message::is_succeeded(&msg) {
                 plan.entries[i].state = OpState::Succeeded;
-                plan.outputs.insert(p.operation.clone(), p.result_payload.to_value());
+                plan.outputs.insert(p.operation.to_string(), p.result_payload.to_value());
             } else {
                 plan.entries[i].state = OpState::EndedEarlier(msg);
             }

@@ -209,14 +209,14 @@ pub struct OperationProgressGql {
 impl From<&model::OperationProgress> for OperationProgressGql {
     fn from(p: &model::OperationProgress) -> Self {
         OperationProgressGql {
-            id: p.id.clone(),
-            cid: p.cid.clone(),
-            customer_id: p.customer_id.clone(),
-            title: p.title.clone(),
-            agenda_progress_id: p.agenda_progress_id.clone(),
-            operation: p.operation.clone(),
+            id: p.id.to_string(),
+            cid: p.cid.as_deref().map(str::to_string),
+            customer_id: p.customer_id.to_string(),
+            title: p.title.as_deref().map(str::to_string),
+            agenda_progress_id: p.agenda_progress_id.to_string(),
+            operation: p.operation.to_string(),
             processing_state: p.processing_state.into(),
-            processing_state_message: p.processing_state_message.clone(),
+            processing_state_message: p.processing_state_message.as_deref().map(str::to_string),
             percent_complete: p.percent_complete,
             diagnostic_events: p.diagnostic_events.iter().map(DiagnosticEventGql::from).collect(),
             attempt_count: p.attempt_count,

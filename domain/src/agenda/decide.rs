@@ -538,7 +538,7 @@ impl AgendaState {
             .operation_progress
             .iter()
             .filter(|p| p.processing_state == ProcessingState::Executing)
-            .map(|p| p.operation.clone())
+            .map(|p| p.operation.to_string())
             .collect()
     }
 
@@ -561,9 +561,9 @@ fn operation_change(
 ) -> Result<Option<OperationProgressChanged>, AgendaError> {
     use ProcessingState::{Complete, Executing, Waiting};
     let refuse = || AgendaError::OperationTransition {
-        operation: current.operation.clone(),
+        operation: current.operation.to_string(),
         from: current.processing_state,
-        from_message: current.processing_state_message.clone(),
+        from_message: current.processing_state_message.as_deref().map(str::to_string),
         to: r.state,
     };
     let params = merged_params(&current.params, &r.params);
@@ -594,10 +594,10 @@ fn operation_change(
         .filter(|v| !v.is_null() && *v != current.result_payload)
         .unwrap_or_default();
     let change = OperationProgressChanged {
-        operation: current.operation.clone(),
+        operation: current.operation.to_string(),
         state: r.state,
         message: if r.state == Executing && message.is_none() {
-            current.processing_state_message.clone().filter(|_| !starts)
+            current.processing_state_message.as_deref().map(str::to_string).filter(|_| !starts)
         } else {
             message
         },
@@ -621,7 +621,7 @@ fn operation_change(
         params,
     };
     let unchanged = change.state == current.processing_state
-        && change.message == current.processing_state_message
+        && change.message.as_deref() == current.processing_state_message.as_deref()
         && change.percent == current.percent_complete
         && change.diagnostics.is_empty()
         && change.result_payload.is_null()
@@ -644,9 +644,9 @@ fn merged_params(current: &Params, reported: &Params) -> Option<Params> {
 /// A change that only records new params: everything else stays as it is.
 fn params_only(current: &OperationProgress, params: Params) -> OperationProgressChanged {
     OperationProgressChanged {
-        operation: current.operation.clone(),
+        operation: current.operation.to_string(),
         state: current.processing_state,
-        message: current.processing_state_message.clone(),
+        message: current.processing_state_message.as_deref().map(str::to_string),
         percent: current.percent_complete,
         diagnostics: Vec::new(),
         result_payload: serde_json::Value::Null,
@@ -684,7 +684,7 @@ fn unfinished(operations: &[OperationProgress]) -> Vec<String> {
     operations
         .iter()
         .filter(|p| p.processing_state != ProcessingState::Complete)
-        .map(|p| p.operation.clone())
+        .map(|p| p.operation.to_string())
         .collect()
 }
 

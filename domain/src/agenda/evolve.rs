@@ -159,7 +159,7 @@ impl AgendaState {
                 .progress
                 .operation_progress
                 .iter_mut()
-                .find(|p| p.operation == change.operation)
+                .find(|p| *p.operation == *change.operation)
             {
                 apply_operation_change(p, change, e.time);
             }
@@ -195,7 +195,9 @@ impl AgendaState {
         if let Some(agenda) = self.agenda.as_mut() {
             agenda.operations.retain(|op| !e.removed_operations.contains(&op.name));
         }
-        self.progress.operation_progress.retain(|p| !e.removed_operations.contains(&p.operation));
+        self.progress
+            .operation_progress
+            .retain(|p| !e.removed_operations.iter().any(|n| **n == *p.operation));
         let time = e.time;
         for p in self.operations_named(&e.reset_operations) {
             to_pending(p, time);
@@ -216,7 +218,7 @@ impl AgendaState {
     fn interrupt_operations(&mut self, names: &[String], time: Timestamp) {
         for p in self.operations_named(names) {
             p.processing_state = ProcessingState::Waiting;
-            p.processing_state_message = Some(message::PENDING.to_string());
+            p.processing_state_message = Some(message::PENDING.into());
             p.percent_complete = None;
             p.updated_time = Some(time);
         }
@@ -225,7 +227,7 @@ impl AgendaState {
     fn cancel_operations(&mut self, names: &[String], time: Timestamp) {
         for p in self.operations_named(names) {
             p.processing_state = ProcessingState::Complete;
-            p.processing_state_message = Some(message::CANCELLED.to_string());
+            p.processing_state_message = Some(message::CANCELLED.into());
             p.completed_time = Some(time);
             p.updated_time = Some(time);
         }
@@ -235,7 +237,10 @@ impl AgendaState {
         &'a mut self,
         names: &'a [String],
     ) -> impl Iterator<Item = &'a mut OperationProgress> + 'a {
-        self.progress.operation_progress.iter_mut().filter(|p| names.contains(&p.operation))
+        self.progress
+            .operation_progress
+            .iter_mut()
+            .filter(|p| names.iter().any(|n| **n == *p.operation))
     }
 }
 
@@ -248,11 +253,11 @@ fn new_operation_progress(
     time: Timestamp,
 ) -> OperationProgress {
     OperationProgress {
-        id: OperationProgress::id_for(progress_id, &operation.name),
-        cid: agenda.cid.clone(),
-        customer_id: agenda.customer_id.clone(),
-        agenda_progress_id: progress_id.to_string(),
-        operation: operation.name.clone(),
+        id: OperationProgress::id_for(progress_id, &operation.name).into(),
+        cid: agenda.cid.as_deref().map(Box::from),
+        customer_id: agenda.customer_id.as_str().into(),
+        agenda_progress_id: progress_id.into(),
+        operation: operation.name.as_str().into(),
         params: operation.params.clone(),
         processing_state: ProcessingState::Waiting,
         added_time: Some(time),
@@ -266,7 +271,7 @@ fn new_operation_progress(
 /// record the first one; the next start sets `attemptTime`.
 fn to_pending(p: &mut OperationProgress, time: Timestamp) {
     p.processing_state = ProcessingState::Waiting;
-    p.processing_state_message = Some(message::PENDING.to_string());
+    p.processing_state_message = Some(message::PENDING.into());
     p.percent_complete = None;
     p.result_payload = Payload::NULL;
     p.completed_time = None;
@@ -281,7 +286,7 @@ pub(super) fn apply_operation_change(
     time: Timestamp,
 ) {
     p.processing_state = change.state;
-    p.processing_state_message = change.message.clone();
+    p.processing_state_message = change.message.as_deref().map(Box::from);
     p.percent_complete = change.percent;
     p.attempt_count = change.attempt_count;
     p.attempt_time = change.attempt_time;

@@ -178,9 +178,9 @@ pub fn plan_rerun(
     let (reset, removed) = reset_closure(operations, &seeds);
     let resumed = progress
         .iter()
-        .filter(|p| !reset.contains(&p.operation) && !removed.contains(&p.operation))
+        .filter(|p| !reset.iter().chain(&removed).any(|n| **n == *p.operation))
         .filter(|p| p.processing_state != ProcessingState::Waiting && !is_succeeded(p))
-        .map(|p| p.operation.clone())
+        .map(|p| p.operation.to_string())
         .collect();
     Ok(RerunPlan { reset, resumed, removed })
 }

@@ -236,5 +236,5 @@ pub fn state_of(commands: Vec<AgendaCommand>) -> AgendaState {
 
 pub fn op_state(state: &AgendaState, name: &str) -> (ProcessingState, String) {
     let p = state.operation(name).unwrap_or_else(|| panic!("no operation {name}"));
-    (p.processing_state, p.processing_state_message.clone().unwrap_or_default())
+    (p.processing_state, p.processing_state_message.as_deref().unwrap_or_default().to_string())
 }

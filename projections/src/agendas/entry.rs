@@ -1,6 +1,7 @@
 //! One agenda in the read model: the keys it is indexed by and its body, live (an
 //! `AgendaState` folded in place) or settled (a COMPLETE agenda's canonical JSON,
-//! LZ4-compressed, decoded on read; see the module docs of [`crate::agendas`]).
+//! LZ4-compressed against [`super::dictionary::DICTIONARY`], decoded on read; see the module
+//! docs of [`crate::agendas`]).
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -10,6 +11,8 @@ use pop_domain::{Agenda, AgendaProgress, ProcessingState};
 use serde::Deserialize;
 
 use crate::phase::Phase;
+
+use super::dictionary::DICTIONARY;
 
 /// A settled agenda did not decode. It was written by this process from a valid state, so
 /// this is a bug (or memory corruption); a rebuild from the log repairs it.
@@ -50,7 +53,8 @@ pub(super) struct Keys {
 #[derive(Debug, Clone)]
 pub(super) enum Body {
     Live(Box<AgendaState>),
-    /// The canonical JSON of a COMPLETE agenda's state, LZ4-compressed (size prepended).
+    /// The canonical JSON of a COMPLETE agenda's state, LZ4-compressed with the dictionary
+    /// (size prepended).
     Settled(Box<[u8]>),
 }
 
@@ -154,9 +158,11 @@ impl AgendaEntry {
 
     fn settled_json(&self) -> Result<Cow<'_, [u8]>, CorruptEntry> {
         match &self.body {
-            Body::Settled(compressed) => lz4_flex::block::decompress_size_prepended(compressed)
-                .map(Cow::Owned)
-                .map_err(|e| self.corrupt(e)),
+            Body::Settled(compressed) => {
+                lz4_flex::block::decompress_size_prepended_with_dict(compressed, DICTIONARY)
+                    .map(Cow::Owned)
+                    .map_err(|e| self.corrupt(e))
+            }
             Body::Live(_) => Ok(Cow::Borrowed(&[])),
         }
     }
@@ -196,13 +202,13 @@ impl AgendaEntry {
     }
 }
 
-/// What [`settle`] reuses from one agenda to the next: the JSON text, the LZ4 output and the
-/// compressor's hash table (fresh ones cost a zeroed 8 KiB table and buffer growth each time).
+/// What [`settle`] reuses from one agenda to the next: the JSON text and the LZ4 output
+/// (fresh ones cost buffer growth each time). The compressor's hash table cannot be reused
+/// with a dictionary: lz4_flex fills a fresh one from the dictionary per call.
 #[derive(Default)]
 pub(super) struct SettleBuffers {
     json: Vec<u8>,
     compressed: Vec<u8>,
-    table: lz4_flex::block::CompressTable,
 }
 
 impl std::fmt::Debug for SettleBuffers {
@@ -215,8 +221,8 @@ impl std::fmt::Debug for SettleBuffers {
 const SCRATCH_KEPT: usize = 1 << 20;
 
 /// Holds COMPLETE agendas as JSON (see the module docs); the rest live. The settled form is
-/// what `lz4_flex::block::compress_prepend_size` makes (the size as a little-endian `u32`, then
-/// the block), built in `buffers`.
+/// what `lz4_flex::block::compress_prepend_size_with_dict` makes with [`DICTIONARY`] (the size
+/// as a little-endian `u32`, then the block), built in `buffers`.
 ///
 /// With `compact` (the degraded mode of [`super::AgendaModel::compact_live`]) live agendas are
 /// held the same way: every event then decodes and encodes its agenda, for a fraction of the
@@ -236,10 +242,10 @@ pub(super) fn settle(buffers: &mut SettleBuffers, state: Box<AgendaState>, compa
     if buffers.compressed.len() < max {
         buffers.compressed.resize(max, 0);
     }
-    match lz4_flex::block::compress_into_with_table(
+    match lz4_flex::block::compress_into_with_dict(
         &buffers.json,
         &mut buffers.compressed,
-        &mut buffers.table,
+        DICTIONARY,
     ) {
         Ok(n) => {
             if buffers.json.capacity() > SCRATCH_KEPT {

@@ -20,9 +20,10 @@ pub(super) type Key = (i64, Arc<str>);
 #[derive(Debug, Default)]
 pub(super) struct Partition {
     pub(super) added: BTreeSet<Key>,
-    pub(super) updated: BTreeSet<Key>,
     /// Per processing state, in `updatedTime` order (what reapers ask: "COMPLETE and not
-    /// updated for 3 days", "EXECUTING and silent for 5 minutes").
+    /// updated for 3 days", "EXECUTING and silent for 5 minutes"). The three together are the
+    /// `updatedTime` order of all states, merged on read (no fourth set: every agenda's key in
+    /// one more ordered set cost ~30 B an agenda).
     pub(super) by_state: [BTreeSet<Key>; 3],
     /// How many agendas are in each phase (by [`Phase::index`]): the overview's counts in
     /// constant time per customer.
@@ -35,6 +36,21 @@ impl Partition {
     pub(super) fn is_empty(&self) -> bool {
         self.added.is_empty()
     }
+
+    /// [`pack`]s every set.
+    fn pack(&mut self) {
+        pack(&mut self.added);
+        for set in &mut self.by_state {
+            pack(set);
+        }
+    }
+}
+
+/// Rebuilds `set` with full nodes: `BTreeSet::from_iter` builds a tree from sorted keys
+/// bottom-up, filling each node, where inserting one key at a time leaves nodes part-empty.
+fn pack(set: &mut BTreeSet<Key>) {
+    let keys: Vec<Key> = std::mem::take(set).into_iter().collect();
+    *set = keys.into_iter().collect();
 }
 
 /// One insight's queue, in queue order (`(entered ms, agenda id)`): the agendas waiting to be
@@ -122,6 +138,23 @@ impl AgendaModel {
             self.reindex(&entry.key, None, Some(&entry.keys));
         }
         self.entries = entries;
+        // Inserted one by one in hash order, an ordered set's nodes end up about two-thirds
+        // full; built from sorted keys, every node but the last on each level is full (11
+        // keys). Later inserts split full nodes in two, so this lasts until the indexes churn.
+        self.all.pack();
+        for part in self.by_customer.values_mut() {
+            part.pack();
+        }
+        for set in self.by_link.values_mut() {
+            pack(set);
+        }
+        for set in self.by_insight.values_mut().flat_map(|phases| phases.values_mut()) {
+            pack(set);
+        }
+        for queue in self.queues.values_mut() {
+            pack(&mut queue.waiting);
+            pack(&mut queue.queued);
+        }
     }
 
     /// Moves an agenda's index entries from `old` keys to `new` ones, touching only the
@@ -186,26 +219,22 @@ impl AgendaModel {
             }
         }
 
-        // Updated-time order: all, customer, per state.
+        // Updated-time order per state: all, customer.
         let same_updated = |a: &Keys, b: &Keys| {
             a.updated == b.updated && a.state == b.state && a.customer == b.customer
         };
         if !matches!((old, new), (Some(a), Some(b)) if same_updated(a, b)) {
             if let Some(k) = old {
                 let key = updated_key(k);
-                self.all.updated.remove(&key);
                 self.all.by_state[state_slot(k.state)].remove(&key);
                 if let Some(part) = self.by_customer.get_mut(&k.customer) {
-                    part.updated.remove(&key);
                     part.by_state[state_slot(k.state)].remove(&key);
                 }
             }
             if let Some(k) = new {
                 let key = updated_key(k);
-                self.all.updated.insert(key.clone());
                 self.all.by_state[state_slot(k.state)].insert(key.clone());
                 let part = self.by_customer.entry(Arc::clone(&k.customer)).or_default();
-                part.updated.insert(key.clone());
                 part.by_state[state_slot(k.state)].insert(key);
             }
         }

@@ -6,9 +6,10 @@
 //! report changes it. A COMPLETE agenda rarely changes again, and finished agendas are most of
 //! what a long-running read model holds, so it is *settled*: kept as its canonical JSON (the
 //! same text the snapshot and the determinism hash use), LZ4-compressed, and decoded on read.
-//! A live agenda of five operations costs about 4.6 KiB (payloads and results are held as
+//! A live agenda of five operations costs about 4 KiB (payloads and results are held as
 //! compact JSON text, params as a sorted array; the rest is mostly the operation structs);
-//! its JSON is about 3 KiB and compresses about threefold. The price is a decompression and a JSON decode per read of
+//! its JSON is about 3.4 KiB and compresses about fivefold against a dictionary of the
+//! state's schema ([`dictionary`]). The price is a decompression and a JSON decode per read of
 //! a settled agenda (microseconds), and one encode when an agenda completes. An event for a
 //! settled agenda (a rerun) decodes it, applies the event and settles it again if it is still
 //! complete.
@@ -22,6 +23,7 @@
 //! ordered indexes in step with the entries), [`select`] (filtered, ordered, paginated lists
 //! and the per-insight counts).
 
+mod dictionary;
 mod entry;
 mod indexes;
 pub mod select;
@@ -44,7 +46,10 @@ use indexes::{Key, Partition};
 /// Every agenda, by id, with its indexes.
 #[derive(Debug, Default)]
 pub struct AgendaModel {
-    entries: HashMap<Arc<str>, AgendaEntry>,
+    /// Boxed: a hash map's slots are allocated ahead of use (between 1.14 and 2.3 slots per
+    /// entry), so an entry of ~150 B held inline would cost ~250 B on average; boxed, a slot
+    /// is a key and a pointer.
+    entries: HashMap<Arc<str>, Box<AgendaEntry>>,
     /// AgendaProgress id → agenda id, only where they differ (lookups check the agenda map
     /// second, so the common `progressId == id` case costs nothing).
     progress_ids: HashMap<Arc<str>, Many>,
@@ -157,12 +162,12 @@ impl AgendaModel {
 
     /// By stream key ([`AgendaEntry::key`]).
     pub fn get(&self, key: &str) -> Option<&AgendaEntry> {
-        self.entries.get(key)
+        self.entries.get(key).map(Box::as_ref)
     }
 
     /// The agendas with this id, one per customer using it (visible or not: callers filter).
     pub fn with_id<'m>(&'m self, id: &str) -> impl Iterator<Item = &'m AgendaEntry> + 'm {
-        self.ids.get(id).into_iter().flat_map(Many::iter).filter_map(|k| self.entries.get(k))
+        self.ids.get(id).into_iter().flat_map(Many::iter).filter_map(|k| self.get(k))
     }
 
     /// The agendas whose AgendaProgress has this id, one per customer using it.
@@ -174,7 +179,7 @@ impl AgendaModel {
             .get(progress_id)
             .into_iter()
             .flat_map(Many::iter)
-            .filter_map(|k| self.entries.get(k))
+            .filter_map(|k| self.get(k))
     }
 
     /// The OperationProgress entries an id `<progressId>-<operation name>` can name, among the
@@ -196,13 +201,13 @@ impl AgendaModel {
                         .progress()
                         .operation_progress
                         .iter()
-                        .find(|p| p.operation == name)
+                        .find(|p| &*p.operation == name)
                         .cloned(),
                     Body::Settled(_) => entry
                         .progress()?
                         .operation_progress
                         .into_iter()
-                        .find(|p| p.operation == name),
+                        .find(|p| &*p.operation == name),
                 };
                 found.extend(op);
             }
@@ -212,7 +217,7 @@ impl AgendaModel {
 
     /// Every entry in id order (for snapshots and the determinism hash).
     pub fn entries_by_id(&self) -> Vec<&AgendaEntry> {
-        let mut all: Vec<&AgendaEntry> = self.entries.values().collect();
+        let mut all: Vec<&AgendaEntry> = self.entries.values().map(Box::as_ref).collect();
         all.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         all
     }
@@ -231,7 +236,7 @@ impl AgendaModel {
             .values()
             .filter_map(move |phases| phases.get(&phase))
             .flatten()
-            .filter_map(|(_, id)| self.entries.get(id))
+            .filter_map(|(_, id)| self.get(id))
     }
 
     /// Applies one event of stream `agenda-<key>`. Keyed by the stream key: the log names the
@@ -305,7 +310,7 @@ impl AgendaModel {
             describe(change, &id, &keys);
         }
         let body = settle(&mut self.buffers, Box::new(state), self.compact);
-        self.entries.insert(Arc::clone(&id), AgendaEntry { key: id, keys, body });
+        self.entries.insert(Arc::clone(&id), Box::new(AgendaEntry { key: id, keys, body }));
     }
 
     /// The degraded mode, for a process past its memory budget: every live agenda is held
@@ -354,7 +359,7 @@ impl AgendaModel {
     pub(crate) fn remove(&mut self, id: &str) -> Option<AgendaEntry> {
         let entry = self.entries.remove(id)?;
         self.reindex(&entry.key, Some(&entry.keys), None);
-        Some(entry)
+        Some(*entry)
     }
 }
 
@@ -564,8 +569,8 @@ mod tests {
         assert!(live > 0);
         assert_eq!(degraded.compact_live(), live);
         assert!(degraded.is_compact());
-        assert!(degraded.entries.values().all(AgendaEntry::is_settled));
-        assert!(degraded.entries.values().any(AgendaEntry::is_live));
+        assert!(degraded.entries.values().all(|e| e.is_settled()));
+        assert!(degraded.entries.values().any(|e| e.is_live()));
         assert_eq!(states(&degraded), states(&normal));
         assert_eq!(indexes(&degraded), indexes(&normal));
         // Later events fold into the compressed agendas exactly as into live ones, and new
@@ -579,7 +584,7 @@ mod tests {
                 degraded.apply(&format!("a{i}"), &e, None).expect("applies");
             }
         }
-        assert!(degraded.entries.values().all(AgendaEntry::is_settled));
+        assert!(degraded.entries.values().all(|e| e.is_settled()));
         assert_eq!(states(&degraded), states(&normal));
         assert_eq!(indexes(&degraded), indexes(&normal));
         assert_eq!(degraded.live_bytes(&Visibility::All), normal.live_bytes(&Visibility::All));
@@ -600,7 +605,7 @@ mod tests {
                 }
             }
         }
-        assert!(live.entries.values().any(AgendaEntry::is_settled));
+        assert!(live.entries.values().any(|e| e.is_settled()));
         assert!(live.entries.values().any(|e| !e.is_settled()));
         for e in live.entries.values().filter(|e| e.is_settled()) {
             let state = e.state().expect("a settled agenda decodes");

@@ -6,6 +6,7 @@ use std::collections::btree_set;
 use std::collections::{BTreeSet, BinaryHeap};
 use std::iter::Rev;
 use std::ops::Bound;
+use std::slice;
 use std::sync::Arc;
 
 use pop_domain::rollup::progress_summary;
@@ -103,20 +104,26 @@ impl AgendaModel {
                 }
             }
         } else {
-            let pick = |p: &'m Partition| match (q.order, q.processing_state) {
-                (AgendaOrder::AddedTime | AgendaOrder::Queue, _) => &p.added,
-                (AgendaOrder::UpdatedTime, None) => &p.updated,
-                (AgendaOrder::UpdatedTime, Some(s)) => &p.by_state[state_slot(s)],
+            // In `updatedTime` order across states, the three per-state sets are merged.
+            let pick = |p: &'m Partition| -> &'m [BTreeSet<Key>] {
+                match (q.order, q.processing_state) {
+                    (AgendaOrder::AddedTime | AgendaOrder::Queue, _) => slice::from_ref(&p.added),
+                    (AgendaOrder::UpdatedTime, None) => &p.by_state,
+                    (AgendaOrder::UpdatedTime, Some(s)) => {
+                        slice::from_ref(&p.by_state[state_slot(s)])
+                    }
+                }
             };
             match q.visibility {
-                Visibility::All => sources.push(pick(&self.all)),
-                Visibility::Customers(ids) => sources
-                    .extend(ids.iter().filter_map(|c| self.by_customer.get(c.as_str())).map(pick)),
+                Visibility::All => sources.extend(pick(&self.all)),
+                Visibility::Customers(ids) => sources.extend(
+                    ids.iter().filter_map(|c| self.by_customer.get(c.as_str())).flat_map(pick),
+                ),
             }
         }
         let after = q.after.map(|c| (c.time, Arc::clone(&c.id)));
         merge_page(&sources, after, q.descending, q.limit, exact_next, |key| {
-            self.entries.get(&key.1).filter(|e| q.admits(e) && keep(e))
+            self.get(&key.1).filter(|e| q.admits(e) && keep(e))
         })
     }
 
