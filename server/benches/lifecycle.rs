@@ -381,28 +381,35 @@ async fn batch_submitter(shared: Arc<Shared>, n: usize, seeded: String) {
     }
 }
 
+/// One `getAgenda` for up to `count` agendas: their ids and when they came, or `None` when
+/// the call failed or handed out nothing (each counted).
+async fn get_some(shared: &Shared, api: &Api, count: i32) -> Option<(Vec<String>, Instant)> {
+    shared.get_calls.fetch_add(1, Ordering::Relaxed);
+    match api.get_agenda(count).await {
+        Ok(ids) if ids.is_empty() => {
+            shared.empty_gets.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+        Ok(ids) => Some((ids, Instant::now())),
+        Err(e) => {
+            if shared.failed.fetch_add(1, Ordering::Relaxed) < 3 {
+                eprintln!("lifecycle: getAgenda failed: {e:#}");
+            }
+            None
+        }
+    }
+}
+
 /// `--batch`: claims up to `batch` agendas with one `getAgenda`, then runs all of them
 /// together, each report step of all of them in one `updateAgendaProgresses` request.
 async fn batch_puller(shared: Arc<Shared>, n: usize, batch: usize) {
     let api = &shared.apis[n % shared.apis.len()];
     let count = i32::try_from(batch).unwrap_or(100);
     while !shared.stop.load(Ordering::Relaxed) {
-        shared.get_calls.fetch_add(1, Ordering::Relaxed);
-        let ids = match api.get_agenda(count).await {
-            Ok(ids) => ids,
-            Err(e) => {
-                if shared.failed.fetch_add(1, Ordering::Relaxed) < 3 {
-                    eprintln!("lifecycle: getAgenda failed: {e:#}");
-                }
-                continue;
-            }
-        };
-        let claimed = Instant::now();
-        if ids.is_empty() {
-            shared.empty_gets.fetch_add(1, Ordering::Relaxed);
+        let Some((ids, claimed)) = get_some(&shared, api, count).await else {
             tokio::time::sleep(IDLE_PAUSE).await;
             continue;
-        }
+        };
         for id in &ids {
             shared.claims.record(id.clone(), Seen::Claimed(claimed));
         }
@@ -457,23 +464,11 @@ async fn puller(shared: Arc<Shared>, n: usize, in_flight: usize) {
         let Ok(first) = Arc::clone(&slots).acquire_owned().await else { break };
         let free = slots.available_permits();
         let count = (free + 1).min(8);
-        shared.get_calls.fetch_add(1, Ordering::Relaxed);
-        let ids = match api.get_agenda(count as i32).await {
-            Ok(ids) => ids,
-            Err(e) => {
-                if shared.failed.fetch_add(1, Ordering::Relaxed) < 3 {
-                    eprintln!("lifecycle: getAgenda failed: {e:#}");
-                }
-                continue;
-            }
-        };
-        let claimed = Instant::now();
-        if ids.is_empty() {
-            shared.empty_gets.fetch_add(1, Ordering::Relaxed);
+        let Some((ids, claimed)) = get_some(&shared, api, count as i32).await else {
             drop(first);
             tokio::time::sleep(IDLE_PAUSE).await;
             continue;
-        }
+        };
         let mut first = Some(first);
         for id in ids {
             shared.claims.record(id.clone(), Seen::Claimed(claimed));
