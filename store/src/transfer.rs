@@ -195,6 +195,10 @@ impl Entry {
     }
 }
 
+/// What an import's reading thread hands its writer ([`ExportReader::read_to_writer`]): items
+/// in file order; `Ok(None)` once the whole file verified; the reading's error.
+pub(crate) type ImportBatch = Result<Option<Vec<Item>>, TransferError>;
+
 /// What an import hands a backend, in file order: entries, then tombstones.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Item {
@@ -1293,6 +1297,32 @@ impl<R: BufRead + Send> ExportReader<R> {
         sink: impl FnMut(Vec<Item>) -> Result<(), TransferError>,
     ) -> Result<ImportSummary, TransferError> {
         self.read_in_batches(parsers, PARSE_BATCH, sink)
+    }
+
+    /// [`ExportReader::read_parallel`] as an import's reading thread runs it: every batch,
+    /// then `Ok(None)` once the whole file verified, or the reading's error, each handed to
+    /// `send` (for the writer, which commits only on `Ok(None)`). `send` answers `false` once
+    /// the writer stopped; the reading stops then, and the writer's error is the one to report.
+    /// The summary when the whole file verified.
+    pub(crate) fn read_to_writer(
+        self,
+        parsers: usize,
+        mut send: impl FnMut(ImportBatch) -> bool,
+    ) -> Option<ImportSummary> {
+        let read = self.read_parallel(parsers, |items| match send(Ok(Some(items))) {
+            true => Ok(()),
+            false => Err(TransferError::File("was not written (the writer stopped)".into())),
+        });
+        match read {
+            Ok(summary) => {
+                send(Ok(None));
+                Some(summary)
+            }
+            Err(e) => {
+                send(Err(e));
+                None
+            }
+        }
     }
 
     /// [`ExportReader::read_parallel`] with `batch` lines per batch.

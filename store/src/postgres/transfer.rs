@@ -197,22 +197,7 @@ pub async fn import<R: BufRead + Send + 'static>(
     // `Ok(None)`: the whole file verified (sent only then: the commit waits for it).
     let (batches, mut inbox) = tokio::sync::mpsc::channel::<Batch>(8);
     let read = tokio::task::spawn_blocking(move || {
-        let read = reader.read_parallel(PARSERS, |items| {
-            batches
-                .blocking_send(Ok(Some(items)))
-                .map_err(|_| TransferError::File("was not written (the writer stopped)".into()))
-        });
-        match read {
-            Ok(summary) => {
-                let _ = batches.blocking_send(Ok(None));
-                Some(summary)
-            }
-            Err(e) => {
-                // When the writer stopped, its error is the one reported.
-                let _ = batches.blocking_send(Err(e));
-                None
-            }
-        }
+        reader.read_to_writer(PARSERS, |batch| batches.blocking_send(batch).is_ok())
     });
     let written = import_on(&mut client, &mut inbox).await;
     drop(inbox);
@@ -223,9 +208,7 @@ pub async fn import<R: BufRead + Send + 'static>(
     summary.ok_or_else(|| TransferError::File("was not read to its end".into()))
 }
 
-/// What the reading thread hands the writer: items in file order; `Ok(None)` once the whole
-/// file verified; the reading's error.
-type Batch = Result<Option<Vec<Item>>, TransferError>;
+type Batch = crate::transfer::ImportBatch;
 
 /// Threads that parse the file's lines ([`ExportReader::read_parallel`]); the COPY's encoding
 /// and the sequential checks share the cores with them.

@@ -314,22 +314,8 @@ fn stage<R: BufRead + Send>(
     std::thread::scope(|scope| {
         // `Ok(None)`: the whole file verified (sent only then: the commit waits for it).
         let (batches, inbox) = std::sync::mpsc::sync_channel::<Batch>(BATCHES_AHEAD);
-        let read = scope.spawn(move || {
-            let read = reader.read_parallel(parsers(), |items| {
-                batches.send(Ok(Some(items))).map_err(|_| writer_stopped())
-            });
-            match read {
-                Ok(summary) => {
-                    let _ = batches.send(Ok(None));
-                    Some(summary)
-                }
-                Err(e) => {
-                    // When the writer stopped, its error is the one reported.
-                    let _ = batches.send(Err(e));
-                    None
-                }
-            }
-        });
+        let read = scope
+            .spawn(move || reader.read_to_writer(parsers(), |batch| batches.send(batch).is_ok()));
         let written = write_items(&mut conn, &inbox);
         drop(inbox);
         let summary = read.join().map_err(|_| TransferError::File("reading it failed".into()))?;
@@ -338,13 +324,7 @@ fn stage<R: BufRead + Send>(
     })
 }
 
-/// What the reading thread hands the writer: items in file order; `Ok(None)` once the whole
-/// file verified; the reading's error.
-type Batch = Result<Option<Vec<Item>>, TransferError>;
-
-fn writer_stopped() -> TransferError {
-    TransferError::File("was not written (the writer stopped)".into())
-}
+type Batch = crate::transfer::ImportBatch;
 
 /// Threads that parse the file's lines: one per core (the writer and the sequential checks
 /// take their share of them too).
