@@ -440,7 +440,7 @@ impl Runner {
                     if let Err(e) = self.check_caught_up(applied, start_head).await {
                         break Err(e);
                     }
-                    if since_snapshot >= self.snapshot_threshold() {
+                    if self.snapshot_due(since_snapshot) {
                         self.snapshot().await;
                         since_snapshot = 0;
                     }
@@ -576,14 +576,19 @@ impl Runner {
         Ok(())
     }
 
-    /// The applied events after which the next snapshot is taken by count: the configured
-    /// count, or the events per agenda times the agendas held when that is more.
-    fn snapshot_threshold(&self) -> u64 {
+    /// Whether `since` applied events call for a snapshot by count: the configured count, or
+    /// the events per agenda times the agendas held when that is more. The models' lock is
+    /// taken (to count the agendas) only once the configured count is reached, not after
+    /// every applied batch.
+    fn snapshot_due(&self, since: u64) -> bool {
+        if since < self.config.snapshot_every_events {
+            return false;
+        }
         let agendas = match self.config.snapshot_events_per_agenda {
             0 => 0,
             _ => self.handle.read().agendas().len(),
         };
-        self.config.snapshot_threshold(agendas)
+        since >= self.config.snapshot_threshold(agendas)
     }
 
     async fn snapshot(&self) {
