@@ -139,6 +139,39 @@ async fn tailing_never_skips_late_commits() {
     }
 }
 
+/// A transaction open in another database holds the server-wide horizon below a stream that
+/// is then written and deleted: `head` waits for it (as it waits for held-back events) instead
+/// of answering at once with a head that misses the deleted stream's last event. (CI saw the
+/// short head in the conformance suite's `reopen_keeps_everything`, whose checks share a
+/// cluster.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_waits_for_a_deleted_stream_held_back_by_another_database() {
+    let Some(cluster) = TestCluster::shared("head_waits_for_a_deleted_stream") else { return };
+    let url = cluster.create_database().await.expect("store database");
+    let other = cluster.create_database().await.expect("another database");
+    let store = PgStore::connect(&url, PgOptions::default()).await.expect("connect");
+
+    let holder = admin(&other).await;
+    holder.batch_execute("BEGIN").await.expect("begin");
+    holder.query_one("SELECT pg_current_xact_id()", &[]).await.expect("take a transaction id");
+
+    let stream = format!("held-{}", Uuid::new_v4().simple());
+    let r = store
+        .append(&stream, ExpectedVersion::NoStream, (0..2).map(event).collect())
+        .await
+        .expect("append");
+    store.delete_stream(&stream, ExpectedVersion::Any).await.expect("delete");
+
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        holder.batch_execute("COMMIT").await.expect("commit the holder");
+    });
+    let head =
+        tokio::time::timeout(GUARD, store.head()).await.expect("head in time").expect("head");
+    assert_eq!(head, r.position, "the head counts the deleted stream's last event");
+    release.await.expect("holder task");
+}
+
 async fn admin(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, NoTls).await.expect("admin connection");
     tokio::spawn(connection);

@@ -168,8 +168,11 @@ pub(crate) async fn read_stream(
 
 /// The highest position below the horizon, counting the last events of deleted streams (a
 /// delete never moves the head back), and whether committed events wait above the horizon
-/// (the newest visible event is at or above it). Every part is a short walk of an index from
-/// its end, written as `ORDER BY … LIMIT 1` so the planner takes the index even before the
+/// (the newest visible event, or the newest deleted stream's last event, is at or above it:
+/// without the latter, a head taken while another database's transaction held the horizon
+/// below a just-deleted stream answered short at once, without waiting; CI saw
+/// `reopen_keeps_everything` take a head before reopening that missed the deleted stream).
+/// Every part is a short walk of an index from its end, written as `ORDER BY … LIMIT 1` so the planner takes the index even before the
 /// table has statistics (an `EXISTS` was planned as a sequential scan of the whole log).
 const HEAD_SQL: &str = "
     WITH h AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS x),
@@ -183,8 +186,11 @@ const HEAD_SQL: &str = "
     ),
     best AS (SELECT tx_id, seq FROM top ORDER BY tx_id DESC, seq DESC LIMIT 1)
     SELECT (SELECT tx_id FROM best), (SELECT seq FROM best),
-           COALESCE((SELECT tx_id FROM pop_events ORDER BY tx_id DESC, seq DESC LIMIT 1)
-                    >= (SELECT x FROM h), false)";
+           COALESCE(GREATEST(
+               (SELECT tx_id FROM pop_events ORDER BY tx_id DESC, seq DESC LIMIT 1),
+               (SELECT last_tx FROM pop_streams WHERE deleted_at IS NOT NULL
+                ORDER BY last_tx DESC, last_seq DESC LIMIT 1)
+           ) >= (SELECT x FROM h), false)";
 
 /// The safe head and whether committed events wait above the horizon.
 pub(crate) async fn head_once(pool: &Pool) -> Result<(Position, bool), StoreError> {
