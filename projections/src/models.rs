@@ -517,9 +517,7 @@ impl ReadModels {
         models.agendas.build_indexes();
         Ok(models)
     }
-}
 
-impl ReadModels {
     /// Models holding the given config objects (and no agenda), with each pool's
     /// `insightIds` computed.
     fn from_configs(
