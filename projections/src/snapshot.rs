@@ -37,7 +37,7 @@ use std::sync::{Mutex, PoisonError, mpsc};
 use pop_store::Position;
 
 use crate::agendas::{
-    AgendaEntry, AgendaModel, LoadBuffers, StoredError, decode_chunk, dictionary_fingerprint,
+    AgendaModel, LoadBuffers, Loaded, StoredError, decode_chunk, dictionary_fingerprint,
     encode_stored,
 };
 use crate::models::{FORMAT_VERSION, Fnv1a, ReadModels, load_threads};
@@ -382,11 +382,7 @@ impl<R: Read> BodyReader<R> {
     /// Reads the agenda chunks on this thread while `threads` threads check and decode them;
     /// each thread's entries. The first failure in the file's order wins, a checksum
     /// mismatch over a record that does not decode.
-    fn chunks(
-        &mut self,
-        threads: usize,
-        total: usize,
-    ) -> Result<Vec<Vec<Box<AgendaEntry>>>, Failure> {
+    fn chunks(&mut self, threads: usize, total: usize) -> Result<Vec<Loaded>, Failure> {
         let (send, receive) = mpsc::sync_channel::<Chunk>(threads * 2);
         let receive = Mutex::new(receive);
         let failed = AtomicBool::new(false);
@@ -463,7 +459,7 @@ fn decode_chunks(
     receive: &Mutex<mpsc::Receiver<Chunk>>,
     failed: &AtomicBool,
     share: usize,
-) -> (Vec<Box<AgendaEntry>>, Option<(usize, Failure)>) {
+) -> (Loaded, Option<(usize, Failure)>) {
     let mut out = Vec::with_capacity(share);
     let mut buffers = LoadBuffers::default();
     let mut failure = None;

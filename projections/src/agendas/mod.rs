@@ -41,7 +41,7 @@ use crate::phase::Phase;
 pub(crate) use dictionary::dictionary_fingerprint;
 pub use entry::{AgendaEntry, CorruptEntry};
 pub use select::AgendaQuery;
-pub(crate) use stored::{LoadBuffers, StoredError, decode_chunk, encode as encode_stored};
+pub(crate) use stored::{LoadBuffers, Loaded, StoredError, decode_chunk, encode as encode_stored};
 
 use entry::{Body, Keys, SettleBuffers, settle};
 use indexes::{Key, Partition};

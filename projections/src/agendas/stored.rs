@@ -53,6 +53,11 @@ pub enum StoredError {
     Json(#[from] serde_json::Error),
 }
 
+/// Entries decoded from a snapshot, boxed as the model holds them (its map's values are
+/// `Box<AgendaEntry>`): each is boxed once where it is decoded and then moves as a pointer.
+#[allow(clippy::vec_box)]
+pub(crate) type Loaded = Vec<Box<AgendaEntry>>;
+
 /// Appends `entry`'s record to `out`.
 pub(crate) fn encode(entry: &AgendaEntry, out: &mut Vec<u8>) -> Result<(), CorruptEntry> {
     match &entry.body {
@@ -124,7 +129,7 @@ pub(crate) fn decode_chunk(
     mut bytes: &[u8],
     count: u32,
     buffers: &mut LoadBuffers,
-    out: &mut Vec<Box<AgendaEntry>>,
+    out: &mut Loaded,
 ) -> Result<(), StoredError> {
     let r = &mut bytes;
     for _ in 0..count {
@@ -246,7 +251,7 @@ impl AgendaModel {
     /// order), with its indexes built. `total` is how many the snapshot says it holds: fewer
     /// or a repeated key is an error.
     pub(crate) fn from_loaded(
-        parts: Vec<Vec<Box<AgendaEntry>>>,
+        parts: Vec<Loaded>,
         total: usize,
     ) -> Result<AgendaModel, StoredError> {
         let mut model = AgendaModel { deferred: true, ..AgendaModel::default() };
