@@ -31,7 +31,12 @@ use crate::query::{Cursor, Page, Visibility, VisibleTo};
 /// progress carries `cid` and the operation's params, `startedTime` keeps the first start, and
 /// `statusCode` is a string; a version-1 snapshot would show none of that until each agenda
 /// changed again.
-pub const FORMAT_VERSION: u32 = 2;
+///
+/// 3: the snapshot body is no longer the canonical JSON but framed, checksummed chunks of
+/// agenda records holding finished agendas in their settled (compressed) bytes
+/// ([`crate::snapshot`]); the canonical JSON itself (what the fingerprints hash) is unchanged
+/// but for this number.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// A deleted config object kept as a tombstone (see [`ReadModels::deleted_configs`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -500,17 +505,36 @@ impl ReadModels {
                 stored.format_version
             )));
         }
-        let mut models = ReadModels {
-            position: stored.position,
-            customers: ConfigModel::from_stored(stored.customers),
-            pools: ConfigModel::from_stored(stored.resource_pools),
-            insights: ConfigModel::from_stored(stored.insights),
-            templates: ConfigModel::from_stored(stored.templates),
-            ..ReadModels::default()
-        };
+        let mut models = ReadModels::from_configs(
+            stored.position,
+            stored.customers,
+            stored.resource_pools,
+            stored.insights,
+            stored.templates,
+        );
         let threads = threads.unwrap_or_else(|| load_threads(stored.agendas.len()));
         models.agendas = load_agendas(&stored.agendas, threads)?;
         models.agendas.build_indexes();
+        Ok(models)
+    }
+
+    /// Models holding the given config objects (and no agenda), with each pool's
+    /// `insightIds` computed.
+    fn from_configs(
+        position: Position,
+        customers: Vec<StoredConfig<Customer>>,
+        pools: Vec<StoredConfig<ResourcePool>>,
+        insights: Vec<StoredConfig<Insight>>,
+        templates: Vec<StoredConfig<AgendaTemplate>>,
+    ) -> ReadModels {
+        let mut models = ReadModels {
+            position,
+            customers: ConfigModel::from_stored(customers),
+            pools: ConfigModel::from_stored(pools),
+            insights: ConfigModel::from_stored(insights),
+            templates: ConfigModel::from_stored(templates),
+            ..ReadModels::default()
+        };
         let links: Vec<(String, String)> =
             models.insights.live().map(|i| (i.id.clone(), i.resource_pool_id.clone())).collect();
         for (insight, pool) in links {
@@ -520,8 +544,62 @@ impl ReadModels {
         for pool in pools {
             models.refresh_pool(&pool);
         }
-        Ok(models)
+        models
     }
+
+    /// A snapshot's head (see [`crate::snapshot`]): JSON of the format version, the position,
+    /// how many agendas follow, and every config object, as in the canonical JSON.
+    pub(crate) fn write_snapshot_head(&self, w: &mut impl Write) -> io::Result<()> {
+        write!(w, "{{\"formatVersion\":{FORMAT_VERSION},\"position\":")?;
+        serde_json::to_writer(&mut *w, &self.position)?;
+        write!(w, ",\"agendas\":{},\"customers\":", self.agendas.len())?;
+        serde_json::to_writer(&mut *w, &self.customers.to_stored())?;
+        w.write_all(b",\"resourcePools\":")?;
+        serde_json::to_writer(&mut *w, &self.pools.to_stored())?;
+        w.write_all(b",\"insights\":")?;
+        serde_json::to_writer(&mut *w, &self.insights.to_stored())?;
+        w.write_all(b",\"templates\":")?;
+        serde_json::to_writer(&mut *w, &self.templates.to_stored())?;
+        w.write_all(b"}")
+    }
+
+    /// The models of a snapshot's head, without agendas, and how many agendas it says follow.
+    pub(crate) fn from_snapshot_head(
+        json: &[u8],
+    ) -> Result<(ReadModels, usize), serde_json::Error> {
+        let head: SnapshotHead = serde_json::from_slice(json)?;
+        if head.format_version != FORMAT_VERSION {
+            return Err(<serde_json::Error as serde::de::Error>::custom(format!(
+                "format version {} is not {FORMAT_VERSION}",
+                head.format_version
+            )));
+        }
+        let models = ReadModels::from_configs(
+            head.position,
+            head.customers,
+            head.resource_pools,
+            head.insights,
+            head.templates,
+        );
+        Ok((models, head.agendas))
+    }
+
+    /// Puts the agendas of a snapshot (their indexes built) into models from its head.
+    pub(crate) fn set_agendas(&mut self, agendas: AgendaModel) {
+        self.agendas = agendas;
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SnapshotHead {
+    format_version: u32,
+    position: Position,
+    agendas: usize,
+    customers: Vec<StoredConfig<Customer>>,
+    resource_pools: Vec<StoredConfig<ResourcePool>>,
+    insights: Vec<StoredConfig<Insight>>,
+    templates: Vec<StoredConfig<AgendaTemplate>>,
 }
 
 /// Agendas per loading thread below which a snapshot load stays on one thread.

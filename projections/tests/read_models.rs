@@ -437,6 +437,29 @@ async fn forgetting_a_deleted_stream_clears_every_index() {
     assert!(m.forget_stream(Position::from_sequence(10_001), "agenda-a2").is_none());
 }
 
+/// The lists and lookups the snapshot-load tests compare.
+fn lists(m: &ReadModels) -> Vec<Vec<String>> {
+    let all = Visibility::All;
+    let mut out = Vec::new();
+    for state in [None, Some(ProcessingState::Complete), Some(ProcessingState::Executing)] {
+        for customer in [None, Some("customer-1"), Some("acme")] {
+            let visibility = customer.map_or(Visibility::All, |c| only(&[c]));
+            let mut q = AgendaQuery::new(&visibility);
+            q.processing_state = state;
+            q.limit = 7;
+            out.push(ids(m.select_agendas(&q).items));
+        }
+    }
+    let mut q = AgendaQuery::new(&all);
+    q.link_id = Some("L");
+    out.push(ids(m.select_agendas(&q).items));
+    for progress_id in ["p00000007", "pa1", "pa2", "nothing"] {
+        let found = m.agenda_progress(progress_id, &all).unwrap();
+        out.push(found.map(|p| p.agenda_id).into_iter().collect());
+    }
+    out
+}
+
 /// A snapshot's agendas load on several threads, each into a model of its own, merged before
 /// the indexes are built: whatever the split, the loaded models are the saved ones (same
 /// fingerprint, so the same entries, states and config objects) and answer the same lists
@@ -448,27 +471,6 @@ async fn a_snapshot_loads_to_the_same_models_on_any_number_of_threads() {
     write_agendas(&log, 60, 4, 8, true).await.unwrap();
     let saved = fold(&log).await;
     let json = canonical(&saved);
-    let lists = |m: &ReadModels| {
-        let all = Visibility::All;
-        let mut out = Vec::new();
-        for state in [None, Some(ProcessingState::Complete), Some(ProcessingState::Executing)] {
-            for customer in [None, Some("customer-1"), Some("acme")] {
-                let visibility = customer.map_or(Visibility::All, |c| only(&[c]));
-                let mut q = AgendaQuery::new(&visibility);
-                q.processing_state = state;
-                q.limit = 7;
-                out.push(ids(m.select_agendas(&q).items));
-            }
-        }
-        let mut q = AgendaQuery::new(&all);
-        q.link_id = Some("L");
-        out.push(ids(m.select_agendas(&q).items));
-        for progress_id in ["p00000007", "pa1", "pa2", "nothing"] {
-            let found = m.agenda_progress(progress_id, &all).unwrap();
-            out.push(found.map(|p| p.agenda_id).into_iter().collect());
-        }
-        out
-    };
     let expected = lists(&saved);
     for threads in [1, 2, 3, 7, 64, 1_000] {
         let loaded = ReadModels::from_canonical_on(&json, Some(threads)).unwrap();
@@ -489,5 +491,77 @@ async fn a_snapshot_loads_to_the_same_models_on_any_number_of_threads() {
     assert_ne!(broken, text);
     for threads in [1, 2, 5] {
         assert!(ReadModels::from_canonical_on(broken.as_bytes(), Some(threads)).is_err());
+    }
+}
+
+/// The snapshot file (format 3): finished agendas stored in their settled bytes, in chunks
+/// checked and decoded on several threads. Whatever the split and the chunk size, the loaded
+/// models are the saved ones (same fingerprint: the same canonical JSON of every settled
+/// agenda), answer the same lists and lookups, and hold the same agendas settled; a byte
+/// flipped inside a chunk, or a chunk cut short, is unusable on any split.
+#[tokio::test]
+async fn a_snapshot_file_loads_to_the_same_models_on_any_number_of_threads() {
+    use pop_projections::{Unusable, snapshot};
+    let log = scenario().await;
+    write_agendas(&log, 60, 4, 8, true).await.unwrap();
+    let saved = fold(&log).await;
+    let settled = |m: &ReadModels| {
+        m.agendas()
+            .entries_by_id()
+            .into_iter()
+            .map(|e| (e.key().to_string(), e.is_settled()))
+            .collect::<Vec<_>>()
+    };
+    assert!(settled(&saved).iter().filter(|(_, s)| *s).count() >= 60);
+    assert!(settled(&saved).iter().any(|(_, s)| !*s), "live agendas too");
+    let expected = lists(&saved);
+    let dir = tempfile::tempdir().unwrap();
+    for chunk_bytes in [1, 2_000, snapshot::CHUNK_BYTES] {
+        snapshot::save_in_chunks(dir.path(), &saved, chunk_bytes).unwrap();
+        for threads in [1, 2, 3, 7, 64, 1_000] {
+            let loaded = snapshot::load_on(dir.path(), Some(threads)).unwrap();
+            let at = format!("{threads} threads, chunks of {chunk_bytes} B");
+            assert_eq!(loaded.fingerprint().unwrap(), saved.fingerprint().unwrap(), "{at}");
+            assert_eq!(lists(&loaded), expected, "{at}");
+            assert_eq!(settled(&loaded), settled(&saved), "{at}");
+            for entry in saved.agendas().entries_by_id() {
+                let again = loaded.agenda_entry(entry.key()).unwrap();
+                assert_eq!(
+                    again.canonical_json().unwrap(),
+                    entry.canonical_json().unwrap(),
+                    "{at}"
+                );
+                assert_eq!(
+                    (again.phase(), again.added_ms(), again.updated_ms(), again.entered_ms()),
+                    (entry.phase(), entry.added_ms(), entry.updated_ms(), entry.entered_ms()),
+                );
+            }
+        }
+    }
+    let path = snapshot::path_in(dir.path());
+    snapshot::save_in_chunks(dir.path(), &saved, 2_000).unwrap();
+    let good = std::fs::read(&path).unwrap();
+    // A byte in the middle of the file is inside some chunk's records.
+    let mut flipped = good.clone();
+    flipped[good.len() / 2] ^= 0x01;
+    // A chunk cut short, with the trailer's length made to match: the framing no longer adds
+    // up.
+    let mut cut = good[..good.len() / 2].to_vec();
+    cut.extend_from_slice(&good[good.len() / 2 + 100..]);
+    let body_len = (cut.len() - 12 - 16) as u64;
+    let at = cut.len() - 16;
+    cut[at..at + 8].copy_from_slice(&body_len.to_le_bytes());
+    for (bytes, what) in [(flipped, "flipped"), (cut, "cut")] {
+        std::fs::write(&path, &bytes).unwrap();
+        for threads in [1, 2, 5] {
+            let why = snapshot::load_on(dir.path(), Some(threads)).unwrap_err();
+            assert!(
+                matches!(why, Unusable::Checksum { .. } | Unusable::Malformed { .. }),
+                "{what}, {threads} threads: {why}"
+            );
+            if what == "flipped" {
+                assert!(matches!(why, Unusable::Checksum { .. }), "{why}");
+            }
+        }
     }
 }

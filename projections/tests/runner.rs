@@ -296,6 +296,10 @@ async fn a_corrupt_torn_or_outdated_snapshot_is_rejected_and_the_models_rebuilt(
     flipped[40] ^= 0x20;
     let mut outdated = good.clone();
     outdated[8] = outdated[8].wrapping_add(1);
+    // Bytes 12..20 are the fingerprint of the dictionary the settled agendas are compressed
+    // with.
+    let mut other_dictionary = good.clone();
+    other_dictionary[13] ^= 0x01;
     type Expected = fn(&Unusable) -> bool;
     let cases: Vec<(Vec<u8>, Expected)> = vec![
         (flipped, |u| matches!(u, Unusable::Checksum { .. })),
@@ -307,6 +311,7 @@ async fn a_corrupt_torn_or_outdated_snapshot_is_rejected_and_the_models_rebuilt(
             matches!(u, Unusable::NotASnapshot(_))
         }),
         (outdated, |u| matches!(u, Unusable::Version { .. })),
+        (other_dictionary, |u| matches!(u, Unusable::Dictionary { .. })),
     ];
     for (bytes, expected) in cases {
         std::fs::write(&path, &bytes).unwrap();

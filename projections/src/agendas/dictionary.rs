@@ -5,9 +5,11 @@
 //!
 //! It is the canonical JSON of an agenda state that uses every field, with pop's own
 //! vocabulary (processing states, messages) and empty ids: the schema, never any customer's
-//! data. Compressed bodies live only in memory (snapshots hold the JSON), so the dictionary
-//! may change from one build to the next; a unit test checks it still decodes into an
-//! `AgendaState` and encodes back to the same text, so that it follows the schema.
+//! data. Snapshots store finished agendas compressed as they are in memory, and record the
+//! dictionary's fingerprint ([`dictionary_fingerprint`]): a snapshot written with another
+//! dictionary is unusable (rebuilt from the log), so the dictionary may still change from one
+//! build to the next. A unit test checks it still decodes into an `AgendaState` and encodes
+//! back to the same text, so that it follows the schema.
 
 /// See the module docs. Order matters a little: LZ4 prefers the latest occurrence, so the
 /// parts every agenda repeats most (operation progress) come last.
@@ -45,6 +47,14 @@ pub(super) const DICTIONARY: &[u8] = concat!(
     r#""addedTime":1764000000000,"updatedTime":1764000000000}]}}"#,
 )
 .as_bytes();
+
+/// FNV-1a 64 of [`DICTIONARY`]: what a snapshot records so that settled bytes compressed
+/// against another dictionary are never read with this one.
+pub(crate) fn dictionary_fingerprint() -> u64 {
+    let mut hash = crate::models::Fnv1a::default();
+    hash.update(DICTIONARY);
+    hash.finish()
+}
 
 #[cfg(test)]
 mod tests {

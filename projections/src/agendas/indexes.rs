@@ -3,7 +3,7 @@
 //! [`AgendaModel::reindex`] (or built once, after a rebuild, by
 //! [`AgendaModel::build_indexes`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use pop_domain::ProcessingState;
@@ -36,21 +36,38 @@ impl Partition {
     pub(super) fn is_empty(&self) -> bool {
         self.added.is_empty()
     }
+}
 
-    /// [`pack`]s every set.
-    fn pack(&mut self) {
-        pack(&mut self.added);
-        for set in &mut self.by_state {
-            pack(set);
+/// The keys of a [`Partition`]'s sets, collected before they are sorted and built.
+#[derive(Default)]
+struct Keys3 {
+    added: Vec<Key>,
+    by_state: [Vec<Key>; 3],
+}
+
+impl Keys3 {
+    fn with_capacity(n: usize) -> Keys3 {
+        Keys3 { added: Vec::with_capacity(n), by_state: Default::default() }
+    }
+
+    fn into_partition(self, phases: [usize; Phase::COUNT], live_bytes: u64) -> Partition {
+        let [waiting, executing, complete] = self.by_state;
+        Partition {
+            added: sorted_set(self.added),
+            by_state: [sorted_set(waiting), sorted_set(executing), sorted_set(complete)],
+            phases,
+            live_bytes,
         }
     }
 }
 
-/// Rebuilds `set` with full nodes: `BTreeSet::from_iter` builds a tree from sorted keys
-/// bottom-up, filling each node, where inserting one key at a time leaves nodes part-empty.
-fn pack(set: &mut BTreeSet<Key>) {
-    let keys: Vec<Key> = std::mem::take(set).into_iter().collect();
-    *set = keys.into_iter().collect();
+/// The set of `keys`, built bottom-up from sorted keys: every node but the last on each
+/// level is full (inserted one by one in hash order, nodes end up about two-thirds full;
+/// later inserts split full nodes in two, so this lasts until the indexes churn).
+fn sorted_set(mut keys: Vec<Key>) -> BTreeSet<Key> {
+    keys.sort_unstable();
+    // `from_iter` sorts again (a stable sort, linear on sorted keys), then builds in bulk.
+    keys.into_iter().collect()
 }
 
 /// One insight's queue, in queue order (`(entered ms, agenda id)`): the agendas waiting to be
@@ -106,20 +123,28 @@ pub(super) fn state_slot(state: ProcessingState) -> usize {
 impl AgendaModel {
     /// Builds every index from the entries' keys (after [`AgendaModel::defer_indexes`]),
     /// interning customer, link and insight ids again so each is stored once.
+    ///
+    /// Each index's keys are first collected in a `Vec`, then sorted and built into their
+    /// set bottom-up (`BTreeSet::from_iter` of sorted keys fills every node): no insert into a
+    /// tree of a million keys, one cache miss after another, and the nodes come out full.
+    /// The sets of all agendas are sorted on a second thread while this one builds the
+    /// per-customer, link, insight and queue sets.
     pub(crate) fn build_indexes(&mut self) {
         if !self.deferred {
             return;
         }
         self.deferred = false;
-        self.progress_ids.clear();
-        self.ids.clear();
-        self.all = Partition::default();
-        self.by_customer.clear();
-        self.by_link.clear();
-        self.by_insight.clear();
-        self.queues.clear();
-        let mut entries = std::mem::take(&mut self.entries);
-        for entry in entries.values_mut() {
+        let n = self.entries.len();
+        self.progress_ids = HashMap::with_capacity(n);
+        self.ids = HashMap::with_capacity(n);
+        let mut all = Keys3::with_capacity(n);
+        let mut all_phases = [0usize; Phase::COUNT];
+        let mut all_live_bytes = 0u64;
+        let mut customers: HashMap<Arc<str>, (Keys3, [usize; Phase::COUNT], u64)> = HashMap::new();
+        let mut links: HashMap<Arc<str>, Vec<Key>> = HashMap::new();
+        let mut insights: HashMap<Arc<str>, BTreeMap<Phase, Vec<Key>>> = HashMap::new();
+        let mut queues: HashMap<Arc<str>, [Vec<Key>; 2]> = HashMap::new();
+        for entry in self.entries.values_mut() {
             if entry.keys.phase.is_live() && entry.keys.bytes == 0 {
                 entry.keys.bytes = match &entry.body {
                     Body::Live(state) => super::definition_bytes(state),
@@ -127,34 +152,73 @@ impl AgendaModel {
                     Body::Settled(_) => entry.state().map_or(0, |s| super::definition_bytes(&s)),
                 };
             }
+            let id = &entry.key;
             let k = &mut entry.keys;
-            k.customer = intern(&self.by_customer, None, &k.customer);
+            k.customer = intern(&customers, None, &k.customer);
             if let Some(link) = k.link.as_mut() {
-                *link = intern(&self.by_link, None, link);
+                *link = intern(&links, None, link);
             }
             if let Some(insight) = k.insight.as_mut() {
-                *insight = intern(&self.by_insight, None, insight);
+                *insight = intern(&insights, None, insight);
             }
-            self.reindex(&entry.key, None, Some(&entry.keys));
+            Many::insert(&mut self.ids, Arc::clone(&k.agenda_id), Arc::clone(id));
+            Many::insert(&mut self.progress_ids, Arc::clone(&k.progress_id), Arc::clone(id));
+            let added = (k.added, Arc::clone(id));
+            let updated = (k.updated, Arc::clone(id));
+            let slot = state_slot(k.state);
+            let live_bytes = if k.phase.is_live() { k.bytes } else { 0 };
+            let (part, phases, bytes) = customers.entry(Arc::clone(&k.customer)).or_default();
+            part.added.push(added.clone());
+            part.by_state[slot].push(updated.clone());
+            phases[k.phase.index()] += 1;
+            *bytes += live_bytes;
+            all.added.push(added.clone());
+            all.by_state[slot].push(updated);
+            all_phases[k.phase.index()] += 1;
+            all_live_bytes += live_bytes;
+            if let Some(link) = &k.link {
+                links.entry(Arc::clone(link)).or_default().push(added.clone());
+            }
+            if let Some(insight) = &k.insight {
+                let queue = queue_phase(k);
+                insights
+                    .entry(Arc::clone(insight))
+                    .or_default()
+                    .entry(k.phase)
+                    .or_default()
+                    .push(added);
+                if let Some(phase) = queue {
+                    let part = usize::from(phase == Phase::Queued);
+                    queues.entry(Arc::clone(insight)).or_default()[part]
+                        .push((k.entered, Arc::clone(id)));
+                }
+            }
         }
-        self.entries = entries;
-        // Inserted one by one in hash order, an ordered set's nodes end up about two-thirds
-        // full; built from sorted keys, every node but the last on each level is full (11
-        // keys). Later inserts split full nodes in two, so this lasts until the indexes churn.
-        self.all.pack();
-        for part in self.by_customer.values_mut() {
-            part.pack();
-        }
-        for set in self.by_link.values_mut() {
-            pack(set);
-        }
-        for set in self.by_insight.values_mut().flat_map(|phases| phases.values_mut()) {
-            pack(set);
-        }
-        for queue in self.queues.values_mut() {
-            pack(&mut queue.waiting);
-            pack(&mut queue.queued);
-        }
+        let (all, rest) = std::thread::scope(|scope| {
+            let all = scope.spawn(move || all.into_partition(all_phases, all_live_bytes));
+            let by_customer: HashMap<Arc<str>, Partition> = customers
+                .into_iter()
+                .map(|(c, (keys, phases, bytes))| (c, keys.into_partition(phases, bytes)))
+                .collect();
+            let by_link: HashMap<Arc<str>, BTreeSet<Key>> =
+                links.into_iter().map(|(l, keys)| (l, sorted_set(keys))).collect();
+            let by_insight: HashMap<Arc<str>, BTreeMap<Phase, BTreeSet<Key>>> = insights
+                .into_iter()
+                .map(|(i, phases)| {
+                    (i, phases.into_iter().map(|(p, keys)| (p, sorted_set(keys))).collect())
+                })
+                .collect();
+            let queues: HashMap<Arc<str>, Queue> = queues
+                .into_iter()
+                .map(|(i, [waiting, queued])| {
+                    (i, Queue { waiting: sorted_set(waiting), queued: sorted_set(queued) })
+                })
+                .collect();
+            let all = all.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (all, (by_customer, by_link, by_insight, queues))
+        });
+        self.all = all;
+        (self.by_customer, self.by_link, self.by_insight, self.queues) = rest;
     }
 
     /// Moves an agenda's index entries from `old` keys to `new` ones, touching only the

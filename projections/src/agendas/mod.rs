@@ -21,12 +21,13 @@
 //!
 //! Map: [`entry`] (one agenda: its keys and its live or settled body), `indexes` (keeping the
 //! ordered indexes in step with the entries), [`select`] (filtered, ordered, paginated lists
-//! and the per-insight counts).
+//! and the per-insight counts), `stored` (an agenda's record in a snapshot).
 
 mod dictionary;
 mod entry;
 mod indexes;
 pub mod select;
+mod stored;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -37,8 +38,10 @@ use pop_domain::{Aggregate, OperationProgress, Timestamp};
 use crate::change::{Change, ChangeKind};
 use crate::phase::Phase;
 
+pub(crate) use dictionary::dictionary_fingerprint;
 pub use entry::{AgendaEntry, CorruptEntry};
 pub use select::AgendaQuery;
+pub(crate) use stored::{LoadBuffers, Loaded, StoredError, decode_chunk, encode as encode_stored};
 
 use entry::{Body, Keys, SettleBuffers, settle};
 use indexes::{Key, Partition};
