@@ -201,6 +201,86 @@ async fn lists_by_link_state_phase_and_insight() {
     assert_eq!(ids(m.select_agendas(&query).items), ["b1"]);
 }
 
+/// The models folded event by event, as the runner keeps them (indexes updated per event),
+/// where [`fold`] rebuilds them (indexes built once at the end).
+async fn fold_incrementally(log: &Log) -> ReadModels {
+    let mut m = ReadModels::new();
+    let events = log.store.read_all(Position::START, 10_000).await.unwrap();
+    for e in &events {
+        m.apply(e.position, &decode(e).unwrap(), None).unwrap();
+    }
+    m
+}
+
+/// A state filter in added order (the dashboard's "running agendas, newest first") gives the
+/// agendas of that state in exactly the order and pages of the unfiltered list, whichever
+/// index drives it (the live states have their own added-order sets), for rebuilt and
+/// incrementally kept models, every visibility, both directions.
+#[tokio::test]
+async fn a_state_filter_in_added_order_is_the_filtered_full_list() {
+    let log = scenario().await;
+    // More of each kind, so pages of 2 cut through them: d* complete, e* executing.
+    let mut running_ids = vec!["a2".to_owned()];
+    for i in 0..6 {
+        let (d, e) = (format!("d{i}"), format!("e{i}"));
+        let at = 1_000 + 100 * i;
+        log.agenda(&d, submit(agenda(&d, "acme", None, &["x"]), "insight-1", at)).await.unwrap();
+        log.agenda(&e, submit(agenda(&e, "acme", None, &["x"]), "insight-1", at + 5))
+            .await
+            .unwrap();
+        for command in lifecycle(&["x"], at + 10) {
+            log.agenda(&d, command).await.unwrap();
+        }
+        for command in
+            [queue(at + 20), claim("w", at + 21), report("w", at + 22, vec![executing("x", 50.0)])]
+        {
+            log.agenda(&e, command).await.unwrap();
+        }
+        running_ids.push(e);
+    }
+    running_ids.sort();
+    for m in [fold(&log).await, fold_incrementally(&log).await] {
+        for visibility in [Visibility::All, only(&["acme"]), only(&["acme", "beta"])] {
+            for descending in [false, true] {
+                let mut base = AgendaQuery::new(&visibility);
+                base.descending = descending;
+                let full: Vec<&pop_projections::AgendaEntry> = m.select_agendas(&base).items;
+                for state in [
+                    ProcessingState::Waiting,
+                    ProcessingState::Executing,
+                    ProcessingState::Complete,
+                ] {
+                    let expected: Vec<String> = full
+                        .iter()
+                        .filter(|e| e.progress().unwrap().processing_state == state)
+                        .map(|e| e.id().to_string())
+                        .collect();
+                    let mut paged = Vec::new();
+                    let mut after: Option<Cursor> = None;
+                    loop {
+                        let mut q = base.clone();
+                        q.processing_state = Some(state);
+                        q.limit = 2;
+                        q.after = after.as_ref();
+                        let page = m.select_agendas(&q);
+                        paged.extend(ids(page.items));
+                        match page.next {
+                            Some(c) => after = Some(c),
+                            None => break,
+                        }
+                    }
+                    assert_eq!(paged, expected, "{visibility:?} {state:?} descending={descending}");
+                }
+            }
+        }
+        let mut q = AgendaQuery::new(&Visibility::All);
+        q.processing_state = Some(ProcessingState::Executing);
+        let mut running = ids(m.select_agendas(&q).items);
+        running.sort();
+        assert_eq!(running, running_ids);
+    }
+}
+
 #[tokio::test]
 async fn pages_are_stable_and_cover_everything_once() {
     let log = Log::open().await.unwrap();

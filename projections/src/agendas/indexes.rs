@@ -25,6 +25,12 @@ pub(super) struct Partition {
     /// `updatedTime` order of all states, merged on read (no fourth set: every agenda's key in
     /// one more ordered set cost ~30 B an agenda).
     pub(super) by_state: [BTreeSet<Key>; 3],
+    /// The live states (WAITING, EXECUTING; by [`state_slot`]) in `addedTime` order: the
+    /// dashboard's "this customer's running agendas, newest first" is a range read instead of
+    /// a walk past every newer finished agenda of the customer (p99 54.8 ms at a million
+    /// agendas, growing with the customer's finished ones). Finished agendas are not in it:
+    /// a COMPLETE filter walks `added`, where they are the great majority.
+    pub(super) live_added: [BTreeSet<Key>; 2],
     /// How many agendas are in each phase (by [`Phase::index`]): the overview's counts in
     /// constant time per customer.
     pub(super) phases: [usize; Phase::COUNT],
@@ -43,18 +49,25 @@ impl Partition {
 struct Keys3 {
     added: Vec<Key>,
     by_state: [Vec<Key>; 3],
+    live_added: [Vec<Key>; 2],
 }
 
 impl Keys3 {
     fn with_capacity(n: usize) -> Keys3 {
-        Keys3 { added: Vec::with_capacity(n), by_state: Default::default() }
+        Keys3 {
+            added: Vec::with_capacity(n),
+            by_state: Default::default(),
+            live_added: Default::default(),
+        }
     }
 
     fn into_partition(self, phases: [usize; Phase::COUNT], live_bytes: u64) -> Partition {
         let [waiting, executing, complete] = self.by_state;
+        let [waiting_added, executing_added] = self.live_added;
         Partition {
             added: sorted_set(self.added),
             by_state: [sorted_set(waiting), sorted_set(executing), sorted_set(complete)],
+            live_added: [sorted_set(waiting_added), sorted_set(executing_added)],
             phases,
             live_bytes,
         }
@@ -109,6 +122,14 @@ fn queue_phase(k: &Keys) -> Option<Phase> {
         Phase::Added if !k.held => Some(Phase::Added),
         Phase::Queued => Some(Phase::Queued),
         _ => None,
+    }
+}
+
+/// The slot of a live state in [`Partition::live_added`]; `None` for COMPLETE.
+pub(super) fn live_slot(state: ProcessingState) -> Option<usize> {
+    match state {
+        ProcessingState::Complete => None,
+        live => Some(state_slot(live)),
     }
 }
 
@@ -170,6 +191,10 @@ impl AgendaModel {
             let (part, phases, bytes) = customers.entry(Arc::clone(&k.customer)).or_default();
             part.added.push(added.clone());
             part.by_state[slot].push(updated.clone());
+            if let Some(live) = live_slot(k.state) {
+                part.live_added[live].push(added.clone());
+                all.live_added[live].push(added.clone());
+            }
             phases[k.phase.index()] += 1;
             *bytes += live_bytes;
             all.added.push(added.clone());
@@ -263,6 +288,26 @@ impl AgendaModel {
                     .or_default()
                     .added
                     .insert(added_key(k));
+            }
+        }
+        // Added-time order per live state: all, customer.
+        let same_live =
+            |a: &Keys, b: &Keys| same_added(a, b) && live_slot(a.state) == live_slot(b.state);
+        if !matches!((old, new), (Some(a), Some(b)) if same_live(a, b)) {
+            if let Some(k) = old
+                && let Some(live) = live_slot(k.state)
+            {
+                self.all.live_added[live].remove(&added_key(k));
+                if let Some(part) = self.by_customer.get_mut(&k.customer) {
+                    part.live_added[live].remove(&added_key(k));
+                }
+            }
+            if let Some(k) = new
+                && let Some(live) = live_slot(k.state)
+            {
+                self.all.live_added[live].insert(added_key(k));
+                let part = self.by_customer.entry(Arc::clone(&k.customer)).or_default();
+                part.live_added[live].insert(added_key(k));
             }
         }
         let same_link = |a: &Keys, b: &Keys| a.added == b.added && a.link == b.link;

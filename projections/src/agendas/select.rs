@@ -12,7 +12,7 @@ use std::sync::Arc;
 use pop_domain::rollup::progress_summary;
 use pop_domain::{ProcessingState, ProgressSummary};
 
-use super::indexes::{Key, Partition, state_slot};
+use super::indexes::{Key, Partition, live_slot, state_slot};
 use super::{AgendaEntry, AgendaModel, CorruptEntry};
 use crate::phase::Phase;
 use crate::query::{AgendaOrder, Cursor, MAX_PAGE_SIZE, MAX_SCANNED_PER_PAGE, Page, Visibility};
@@ -107,6 +107,10 @@ impl AgendaModel {
             // In `updatedTime` order across states, the three per-state sets are merged.
             let pick = |p: &'m Partition| -> &'m [BTreeSet<Key>] {
                 match (q.order, q.processing_state) {
+                    (AgendaOrder::AddedTime, Some(s)) => match live_slot(s) {
+                        Some(live) => slice::from_ref(&p.live_added[live]),
+                        None => slice::from_ref(&p.added),
+                    },
                     (AgendaOrder::AddedTime | AgendaOrder::Queue, _) => slice::from_ref(&p.added),
                     (AgendaOrder::UpdatedTime, None) => &p.by_state,
                     (AgendaOrder::UpdatedTime, Some(s)) => {
