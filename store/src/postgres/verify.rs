@@ -49,7 +49,7 @@ pub async fn verify(url: &str) -> Result<Verification, StoreError> {
 /// [`verify`], and every signed checkpoint against `key` ([`crate::commitment`]; without a
 /// key their signatures are not checked).
 ///
-/// One pass in log order answers an intact log ([`one_pass`]). Anything else is answered by
+/// One pass in log order answers an intact log (see the module). Anything else is answered by
 /// the reference walks in the same snapshot: two connections read it
 /// (`pg_export_snapshot` / `SET TRANSACTION SNAPSHOT`) and run the two walks at once, each on
 /// its own task: the walk in (stream, version) order on the first, the walk over the
@@ -95,32 +95,31 @@ async fn run(
         )));
     }
     // Every read here walks a whole table in an index's order: sorting it instead spills the
-    // log to disk (work_mem) and costs several times the index scan.
-    tx.batch_execute("SET LOCAL enable_sort = off").await.map_err(fail)?;
-    if let Ok(report) = one_pass(&tx, key).await
-        && report.is_intact()
-    {
-        return Ok(report);
-    }
+    // log to disk (work_mem) and costs several times the index scan. No JIT: the costs of a
+    // whole-log read would turn it on, for ~0.2 s of compiling.
+    tx.batch_execute("SET LOCAL enable_sort = off; SET LOCAL jit = off").await.map_err(fail)?;
     let snapshot: String = tx
         .query_one("SELECT pg_export_snapshot()", &[])
         .await
         .map_err(fail)?
         .try_get(0)
         .map_err(fail)?;
+    // A snapshot id is hex digits and dashes (`SET` takes no parameters).
+    if !snapshot.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+        return Err(StoreError::Corrupt(format!("an unexpected snapshot id {snapshot:?}")));
+    }
+    if let Ok(report) = one_pass(&tx, config, &snapshot, key).await
+        && report.is_intact()
+    {
+        return Ok(report);
+    }
     let (mut second, second_connection) = config.connect(NoTls).await.map_err(fail)?;
     let second_connection = tokio::spawn(second_connection);
     // The walk over the checkpoints, on the second connection in the same snapshot; `joined`
     // says when it took the snapshot (this transaction must stay open until then).
     let (joined, on_snapshot) = tokio::sync::oneshot::channel::<()>();
     let checkpoints = tokio::spawn(async move {
-        let tx = super::snapshot_transaction(&mut second).await.map_err(fail)?;
-        // A snapshot id is hex digits and dashes (`SET` takes no parameters).
-        if !snapshot.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
-            return Err(StoreError::Corrupt(format!("an unexpected snapshot id {snapshot:?}")));
-        }
-        tx.batch_execute(&format!("SET TRANSACTION SNAPSHOT '{snapshot}'")).await.map_err(fail)?;
-        tx.batch_execute("SET LOCAL enable_sort = off").await.map_err(fail)?;
+        let tx = join_snapshot(&mut second, &snapshot).await?;
         let _ = joined.send(());
         log_walk(&tx, key).await
     });
@@ -134,6 +133,20 @@ async fn run(
         return Ok(report);
     }
     Ok(report.with_checkpoints(log??))
+}
+
+/// A read-only transaction on `client` in the exported `snapshot` (checked to be an id).
+async fn join_snapshot<'c>(
+    client: &'c mut tokio_postgres::Client,
+    snapshot: &str,
+) -> Result<tokio_postgres::Transaction<'c>, StoreError> {
+    let tx = super::snapshot_transaction(client).await.map_err(fail)?;
+    tx.batch_execute(&format!(
+        "SET TRANSACTION SNAPSHOT '{snapshot}'; SET LOCAL enable_sort = off; SET LOCAL jit = off"
+    ))
+    .await
+    .map_err(fail)?;
+    Ok(tx)
 }
 
 /// Every stream row (in name order) and the log head they record.
@@ -202,20 +215,120 @@ async fn stream_walk(tx: &tokio_postgres::Transaction<'_>) -> Result<Verificatio
     Ok(walker.finish(&streams))
 }
 
-/// Every entry of the log in global order: the events with their columns, and the hash rows
-/// of deleted streams (`pruned`, their event columns NULL).
-const LOG_ROWS_SQL: &str = "
-    SELECT tx_id, seq, stream, version, chain, event_type, schema_version, data, metadata,
-           recorded_at, pruned FROM (
-        SELECT tx_id, seq, stream, version, chain, event_type, schema_version, data, metadata,
-               recorded_at, false AS pruned FROM pop_events
-        UNION ALL
-        SELECT tx_id, seq, stream, version, chain, NULL, NULL, NULL, NULL, NULL, true
-        FROM pop_pruned
-    ) e ORDER BY tx_id, seq";
+/// The entries of the log with a transaction id in `[$1, $2)` (or from `$1` on, in the last
+/// chunk) in global order: the events with their columns, and the hash rows of deleted
+/// streams (`pruned`, their event columns NULL). The bounds stay outside the `UNION ALL`:
+/// the planner pushes them into both scans and still merges the two primary keys in order
+/// (written inside each branch, it sorts instead).
+fn log_chunk_sql(last: bool) -> String {
+    let upper = if last { "" } else { " AND tx_id < $2" };
+    format!(
+        "SELECT tx_id, seq, stream, version, chain, event_type, schema_version, data, metadata,
+                recorded_at, pruned FROM (
+             SELECT tx_id, seq, stream, version, chain, event_type, schema_version, data,
+                    metadata, recorded_at, false AS pruned
+             FROM pop_events
+             UNION ALL
+             SELECT tx_id, seq, stream, version, chain, NULL, NULL, NULL, NULL, NULL, true
+             FROM pop_pruned
+         ) e WHERE tx_id >= $1{upper} ORDER BY tx_id, seq"
+    )
+}
 
 /// Rows fetched per batch handed to a digest thread.
 const BATCH: usize = 512;
+
+/// About how many entries one chunk of the log holds (one query of one reader).
+const CHUNK_ENTRIES: f64 = 16_384.0;
+
+/// The log cut into chunks by transaction id, in order: each `[from, to)` (`to` is `None` on
+/// the last). Cut evenly over the ids in use, about [`CHUNK_ENTRIES`] each by the planner's
+/// count of events (or one per id without one); at least one per reader, so they all work.
+async fn chunks(
+    tx: &tokio_postgres::Transaction<'_>,
+    readers: usize,
+) -> Result<Vec<(i64, Option<i64>)>, StoreError> {
+    let r = tx
+        .query_one(
+            "SELECT least((SELECT min(tx_id) FROM pop_events), (SELECT min(tx_id) FROM pop_pruned)),
+                    greatest((SELECT max(tx_id) FROM pop_events),
+                             (SELECT max(tx_id) FROM pop_pruned)),
+                    (SELECT reltuples::float8 FROM pg_class WHERE oid = 'pop_events'::regclass)",
+            &[],
+        )
+        .await
+        .map_err(fail)?;
+    let (min, max): (Option<i64>, Option<i64>) =
+        (r.try_get(0).map_err(fail)?, r.try_get(1).map_err(fail)?);
+    let counted: Option<f64> = r.try_get(2).map_err(fail)?;
+    let (Some(min), Some(max)) = (min, max) else { return Ok(vec![(i64::MIN, None)]) };
+    let ids = i128::from(max) - i128::from(min) + 1;
+    let entries = counted.filter(|n| *n > 0.0).unwrap_or(ids as f64);
+    let n = ((entries / CHUNK_ENTRIES).ceil() as i128).clamp(readers as i128, 4096).min(ids);
+    let mut cuts = vec![(i64::MIN, None)];
+    for i in 1..n {
+        let at = i64::try_from(i128::from(min) + ids * i / n).unwrap_or(max);
+        if let Some(last) = cuts.last_mut() {
+            last.1 = Some(at);
+        }
+        cuts.push((at, None));
+    }
+    Ok(cuts)
+}
+
+/// What a reader hands on: a batch of rows, or the end of its chunk.
+enum Piece<T> {
+    Rows(T),
+    End,
+}
+
+/// Reads `mine` (chunks, in order) on `tx` and hands each in batches to `out`, each chunk
+/// followed by its end. The rows handed on; stops early when `out` is closed (the walk
+/// stopped).
+async fn read_chunks(
+    tx: &tokio_postgres::Transaction<'_>,
+    mine: Vec<(i64, Option<i64>)>,
+    out: tokio::sync::mpsc::Sender<Piece<Vec<Row>>>,
+) -> Result<u64, StoreError> {
+    let (bounded, last) = (log_chunk_sql(false), log_chunk_sql(true));
+    let mut sent = 0u64;
+    for (from, to) in mine {
+        let rows = match to {
+            Some(to) => {
+                let bounds: [&(dyn ToSql + Sync); 2] = [&from, &to];
+                tx.query_raw(bounded.as_str(), bounds).await
+            }
+            None => {
+                let bound: [&(dyn ToSql + Sync); 1] = [&from];
+                tx.query_raw(last.as_str(), bound).await
+            }
+        }
+        .map_err(fail)?;
+        pin_mut!(rows);
+        let mut batch = Vec::with_capacity(BATCH);
+        while let Some(r) = rows.next().await {
+            batch.push(r.map_err(fail)?);
+            if batch.len() == BATCH {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                if out.send(Piece::Rows(full)).await.is_err() {
+                    return Ok(sent);
+                }
+                sent += BATCH as u64;
+            }
+        }
+        let left = batch.len() as u64;
+        if left > 0 {
+            if out.send(Piece::Rows(batch)).await.is_err() {
+                return Ok(sent);
+            }
+            sent += left;
+        }
+        if out.send(Piece::End).await.is_err() {
+            return Ok(sent);
+        }
+    }
+    Ok(sent)
+}
 
 /// One event of a log row, borrowed from it (`None`: a deleted stream's hash row).
 fn event_of(r: &Row) -> Result<Option<EventRow<'_>>, tokio_postgres::Error> {
@@ -257,93 +370,108 @@ fn digest_of(r: &Row) -> Option<Hash> {
 /// (each stream's events in position order, which is version order in an intact log), every
 /// entry to the [`LogWalker`]. For an intact log this is the report of the reference walks
 /// (the same checks pass in either order, and what they count does not depend on it); for
-/// anything else the caller asks the reference walks. The fetched rows go in batches, in
-/// turn, to one digest thread per core, and from them in the same turn to the thread that
-/// walks.
+/// anything else the caller asks the reference walks.
+///
+/// The log is read in chunks of transaction ids, in turn by one reader per core (`tx`, and
+/// connections of their own that join its exported `snapshot`), so the server reads and sends
+/// on each core; each reader's rows get their digests on a thread of its own and go on to the
+/// one thread that walks, which takes the chunks in order.
 async fn one_pass(
     tx: &tokio_postgres::Transaction<'_>,
+    config: &tokio_postgres::Config,
+    snapshot: &str,
     key: Option<crate::commitment::CheckpointKey>,
 ) -> Result<Verification, StoreError> {
+    let readers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4);
     let (streams, log_head) = stream_rows(tx).await?;
     let checkpoints = checkpoints(tx).await?;
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
-    let mut to_digest = Vec::with_capacity(threads);
-    let mut digested = Vec::with_capacity(threads);
-    for _ in 0..threads {
-        let (send, mut rows) = tokio::sync::mpsc::channel::<Vec<Row>>(4);
-        let (done, recv) = std::sync::mpsc::sync_channel::<(Vec<Row>, Vec<Option<Hash>>)>(4);
-        to_digest.push(send);
+    let chunks = chunks(tx, readers).await?;
+    let mut clients = Vec::with_capacity(readers - 1);
+    let mut connections = Vec::with_capacity(readers - 1);
+    for _ in 1..readers {
+        let (client, connection) = config.connect(NoTls).await.map_err(fail)?;
+        clients.push(client);
+        connections.push(tokio::spawn(connection));
+    }
+    let mut joined = Vec::with_capacity(readers - 1);
+    for client in &mut clients {
+        joined.push(join_snapshot(client, snapshot).await?);
+    }
+    let mut fetches = Vec::with_capacity(readers);
+    let mut digested = Vec::with_capacity(readers);
+    // Room for a whole chunk: the next reader reads its chunk while the walk takes this one.
+    let room = (CHUNK_ENTRIES as usize).div_ceil(BATCH) + 2;
+    for (k, reader) in std::iter::once(tx).chain(joined.iter()).enumerate() {
+        let (send, mut rows) = tokio::sync::mpsc::channel::<Piece<Vec<Row>>>(room);
+        let (done, recv) = std::sync::mpsc::sync_channel::<Piece<(Vec<Row>, Vec<Option<Hash>>)>>(4);
         digested.push(recv);
         tokio::task::spawn_blocking(move || {
-            while let Some(batch) = rows.blocking_recv() {
-                let digests = batch.iter().map(digest_of).collect();
-                if done.send((batch, digests)).is_err() {
+            while let Some(piece) = rows.blocking_recv() {
+                let piece = match piece {
+                    Piece::Rows(batch) => {
+                        let digests = batch.iter().map(digest_of).collect();
+                        Piece::Rows((batch, digests))
+                    }
+                    Piece::End => Piece::End,
+                };
+                if done.send(piece).is_err() {
                     return;
                 }
             }
         });
+        let mine = chunks.iter().skip(k).step_by(readers).copied().collect();
+        fetches.push(read_chunks(reader, mine, send));
     }
+    let count = chunks.len();
     let walk = tokio::task::spawn_blocking(move || {
         let mut walker = Walker::new(Some(log_head));
         let mut log = LogWalker::new(checkpoints, key);
-        let (mut turn, mut walked) = (0, 0u64);
-        'batches: while let Ok((batch, digests)) = digested[turn % digested.len()].recv() {
-            turn += 1;
-            walked += batch.len() as u64;
-            for (r, digest) in batch.iter().zip(&digests) {
-                if let Some(e) = event_of(r).map_err(fail)?
-                    && !walker.event_digested(&e, digest.as_ref())
-                {
-                    break 'batches;
-                }
-                let version: i64 = r.try_get(3).map_err(fail)?;
-                let link: Option<&[u8]> = r.try_get(4).map_err(fail)?;
-                if !log.entry_parts(
-                    position(r.try_get(0).map_err(fail)?, r.try_get(1).map_err(fail)?),
-                    r.try_get(2).map_err(fail)?,
-                    u64::try_from(version).unwrap_or(u64::MAX),
-                    link.and_then(|l| Hash::try_from(l).ok()),
-                ) {
-                    break 'batches;
+        let mut walked = 0u64;
+        'chunks: for chunk in 0..count {
+            let from = &digested[chunk % digested.len()];
+            loop {
+                let (batch, digests) = match from.recv() {
+                    Ok(Piece::Rows(rows)) => rows,
+                    Ok(Piece::End) => break,
+                    // Its reader or digest thread ended early (`walked` tells).
+                    Err(_) => break 'chunks,
+                };
+                walked += batch.len() as u64;
+                for (r, digest) in batch.iter().zip(&digests) {
+                    if let Some(e) = event_of(r).map_err(fail)?
+                        && !walker.event_digested(&e, digest.as_ref())
+                    {
+                        break 'chunks;
+                    }
+                    let version: i64 = r.try_get(3).map_err(fail)?;
+                    let link: Option<&[u8]> = r.try_get(4).map_err(fail)?;
+                    if !log.entry_parts(
+                        position(r.try_get(0).map_err(fail)?, r.try_get(1).map_err(fail)?),
+                        r.try_get(2).map_err(fail)?,
+                        u64::try_from(version).unwrap_or(u64::MAX),
+                        link.and_then(|l| Hash::try_from(l).ok()),
+                    ) {
+                        break 'chunks;
+                    }
                 }
             }
         }
         Ok::<_, StoreError>((walker.finish(&streams).with_checkpoints(log.finish()), walked))
     });
-    let no_params: [&(dyn ToSql + Sync); 0] = [];
-    let rows = tx.query_raw(LOG_ROWS_SQL, no_params).await.map_err(fail)?;
-    pin_mut!(rows);
-    let mut batch = Vec::with_capacity(BATCH);
-    let (mut turn, mut sent) = (0, 0u64);
-    let mut fetched = Ok(());
-    while let Some(r) = rows.next().await {
-        match r {
-            Ok(r) => batch.push(r),
-            Err(e) => {
-                fetched = Err(fail(e));
-                break;
-            }
-        }
-        if batch.len() == BATCH {
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-            // Closed: the walk stopped (a break): nothing more to read.
-            if to_digest[turn % threads].send(full).await.is_err() {
-                break;
-            }
-            sent += BATCH as u64;
-            turn += 1;
-        }
-    }
-    let last = batch.len() as u64;
-    if fetched.is_ok() && last > 0 && to_digest[turn % threads].send(batch).await.is_ok() {
-        sent += last;
-    }
-    // Without a sender left, the digest threads end, and then the walk.
-    drop(to_digest);
+    let fetched = futures::future::join_all(fetches).await;
     let (report, walked) =
         walk.await.map_err(|e| StoreError::backend("the verifying walk", e))??;
-    fetched?;
-    // Every row fetched was walked (a digest thread that died would end the walk early).
+    drop(joined);
+    drop(clients);
+    for connection in connections {
+        let _ = connection.await;
+    }
+    let mut sent = 0;
+    for f in fetched {
+        sent += f?;
+    }
+    // Every row read was walked (a reader or digest thread that ended early would end the
+    // walk early).
     if report.is_intact() && walked != sent {
         return Err(StoreError::Corrupt(format!(
             "the verifying walk saw {walked} of {sent} entries"
