@@ -218,8 +218,8 @@ async fn of_two_edits_the_first_by_stream_and_version_is_reported_not_the_first_
     // version) b's comes first, and that is the break reported.
     let (r, p) = tampered(cluster, |p| {
         format!(
-            "UPDATE pop_events SET data = convert_to('{{\"n\":9}}', 'UTF8') WHERE {}; \
-             UPDATE pop_events SET data = convert_to('{{\"n\":9}}', 'UTF8') WHERE {};",
+            "UPDATE pop_events SET data = convert_to('{{\"n\":99}}', 'UTF8') WHERE {}; \
+             UPDATE pop_events SET data = convert_to('{{\"n\":99}}', 'UTF8') WHERE {};",
             at(p[2][0]),
             at(p[1][2])
         )
