@@ -236,7 +236,7 @@ fn log_chunk_sql(last: bool) -> String {
 }
 
 /// Rows fetched per batch handed to a digest thread.
-const BATCH: usize = 512;
+const BATCH: usize = 2048;
 
 /// About how many entries one chunk of the log holds (one query of one reader).
 const CHUNK_ENTRIES: f64 = 16_384.0;
