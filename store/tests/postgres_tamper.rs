@@ -209,6 +209,27 @@ async fn every_edit_of_the_database_is_found_with_its_place() {
     assert!(r.first_break.expect("found").reason.contains("head hash"));
 }
 
+#[tokio::test]
+async fn of_two_edits_the_first_by_stream_and_version_is_reported_not_the_first_in_log_order() {
+    let Some(cluster) = TestCluster::shared("of_two_edits_the_first_by_stream_and_version") else {
+        return;
+    };
+    // In log order c's version 0 comes before b's version 2 (the last append); by (stream,
+    // version) b's comes first, and that is the break reported.
+    let (r, p) = tampered(cluster, |p| {
+        format!(
+            "UPDATE pop_events SET data = convert_to('{{\"n\":99}}', 'UTF8') WHERE {}; \
+             UPDATE pop_events SET data = convert_to('{{\"n\":99}}', 'UTF8') WHERE {};",
+            at(p[2][0]),
+            at(p[1][2])
+        )
+    })
+    .await;
+    assert!(p[2][0] < p[1][2]);
+    located(&r, "b", 2, p[1][2]);
+    assert_eq!(r.events, 4 + 2, "a's events and b's before the break");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chains_stay_right_under_concurrent_group_commits_and_deletes() {
     let Some(cluster) = TestCluster::shared("chains_stay_right_under_concurrent_group_commits")
