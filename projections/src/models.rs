@@ -448,7 +448,15 @@ impl ReadModels {
             w.write_all(&json)?;
             w.write_all(b"}")?;
         }
-        w.write_all(b"],\"customers\":")?;
+        w.write_all(b"],")?;
+        self.write_configs(w)?;
+        w.write_all(b"}")
+    }
+
+    /// The config objects' members of the canonical JSON and of a snapshot's head:
+    /// `"customers":…,"resourcePools":…,"insights":…,"templates":…`.
+    fn write_configs(&self, w: &mut impl Write) -> io::Result<()> {
+        w.write_all(b"\"customers\":")?;
         serde_json::to_writer(&mut *w, &self.customers.to_stored())?;
         w.write_all(b",\"resourcePools\":")?;
         serde_json::to_writer(&mut *w, &self.pools.to_stored())?;
@@ -456,7 +464,7 @@ impl ReadModels {
         serde_json::to_writer(&mut *w, &self.insights.to_stored())?;
         w.write_all(b",\"templates\":")?;
         serde_json::to_writer(&mut *w, &self.templates.to_stored())?;
-        w.write_all(b"}")
+        Ok(())
     }
 
     /// A stable 64-bit hash (FNV-1a) of the canonical JSON: equal for equal models, across
@@ -552,14 +560,8 @@ impl ReadModels {
     pub(crate) fn write_snapshot_head(&self, w: &mut impl Write) -> io::Result<()> {
         write!(w, "{{\"formatVersion\":{FORMAT_VERSION},\"position\":")?;
         serde_json::to_writer(&mut *w, &self.position)?;
-        write!(w, ",\"agendas\":{},\"customers\":", self.agendas.len())?;
-        serde_json::to_writer(&mut *w, &self.customers.to_stored())?;
-        w.write_all(b",\"resourcePools\":")?;
-        serde_json::to_writer(&mut *w, &self.pools.to_stored())?;
-        w.write_all(b",\"insights\":")?;
-        serde_json::to_writer(&mut *w, &self.insights.to_stored())?;
-        w.write_all(b",\"templates\":")?;
-        serde_json::to_writer(&mut *w, &self.templates.to_stored())?;
+        write!(w, ",\"agendas\":{},", self.agendas.len())?;
+        self.write_configs(w)?;
         w.write_all(b"}")
     }
 

@@ -27,6 +27,20 @@ use crate::digest::{DigestInput, Hash, data_hash, event_digest};
 use crate::verify::{Break, CheckpointReport, EventRow, StreamRow, Verification, Walker};
 use crate::{Position, StoreError};
 
+/// Feeds the log walk one entry of a row laid out as `seal::ENTRIES_SQL` (tx_id, seq, stream,
+/// version, link), the stream borrowed from the row as `seal::entry_from` reads it; whether the
+/// walk goes on.
+fn log_entry(log: &mut LogWalker, r: &Row) -> Result<bool, StoreError> {
+    let version: i64 = r.try_get(3).map_err(fail)?;
+    let link: Option<&[u8]> = r.try_get(4).map_err(fail)?;
+    Ok(log.entry_parts(
+        position(r.try_get(0).map_err(fail)?, r.try_get(1).map_err(fail)?),
+        r.try_get(2).map_err(fail)?,
+        u64::try_from(version).unwrap_or(u64::MAX),
+        link.and_then(|l| Hash::try_from(l).ok()),
+    ))
+}
+
 fn fail(e: tokio_postgres::Error) -> StoreError {
     StoreError::backend("verifying the PostgreSQL log", e)
 }
@@ -443,14 +457,7 @@ async fn one_pass(
                     {
                         break 'chunks;
                     }
-                    let version: i64 = r.try_get(3).map_err(fail)?;
-                    let link: Option<&[u8]> = r.try_get(4).map_err(fail)?;
-                    if !log.entry_parts(
-                        position(r.try_get(0).map_err(fail)?, r.try_get(1).map_err(fail)?),
-                        r.try_get(2).map_err(fail)?,
-                        u64::try_from(version).unwrap_or(u64::MAX),
-                        link.and_then(|l| Hash::try_from(l).ok()),
-                    ) {
+                    if !log_entry(&mut log, r)? {
                         break 'chunks;
                     }
                 }
@@ -502,16 +509,8 @@ async fn log_walk(
     let rows = tx.query_raw(super::seal::ENTRIES_SQL, no_params).await.map_err(fail)?;
     pin_mut!(rows);
     while let Some(r) = rows.next().await {
-        // As `seal::entry_from` reads an entry, the stream borrowed from the row.
         let r = r.map_err(fail)?;
-        let version: i64 = r.try_get(3).map_err(fail)?;
-        let link: Option<&[u8]> = r.try_get(4).map_err(fail)?;
-        if !log.entry_parts(
-            position(r.try_get(0).map_err(fail)?, r.try_get(1).map_err(fail)?),
-            r.try_get(2).map_err(fail)?,
-            u64::try_from(version).unwrap_or(u64::MAX),
-            link.and_then(|l| crate::digest::Hash::try_from(l).ok()),
-        ) {
+        if !log_entry(&mut log, &r)? {
             break;
         }
     }
