@@ -15,13 +15,14 @@
 //!
 //! Map: [`decode`] (stored event → domain event), [`agendas`] and [`configs`] (the models and
 //! their indexes), [`models`] (all of them and the fold), [`query`] (visibility and
-//! pagination), [`change`] (the change feed's item), [`runner`] (tailing, readiness,
+//! pagination), [`change`] (the change feed's item), [`fnv`] (the checksum and fingerprint hash), [`runner`] (tailing, readiness,
 //! read-your-writes, rebuild), [`snapshot`] (the snapshot file).
 
 pub mod agendas;
 pub mod change;
 pub mod configs;
 pub mod decode;
+pub mod fnv;
 pub mod models;
 pub mod phase;
 pub mod query;

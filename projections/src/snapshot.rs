@@ -40,7 +40,8 @@ use crate::agendas::{
     AgendaModel, LoadBuffers, Loaded, StoredError, decode_chunk, dictionary_fingerprint,
     encode_stored,
 };
-use crate::models::{FORMAT_VERSION, Fnv1a, ReadModels, load_threads};
+use crate::fnv::Fnv1a;
+use crate::models::{FORMAT_VERSION, ReadModels, load_threads};
 
 /// The snapshot's file name inside the snapshot directory.
 pub const SNAPSHOT_FILE: &str = "projections.snapshot";

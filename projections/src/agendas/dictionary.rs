@@ -51,7 +51,7 @@ pub(super) const DICTIONARY: &[u8] = concat!(
 /// FNV-1a 64 of [`DICTIONARY`]: what a snapshot records so that settled bytes compressed
 /// against another dictionary are never read with this one.
 pub(crate) fn dictionary_fingerprint() -> u64 {
-    let mut hash = crate::models::Fnv1a::default();
+    let mut hash = crate::fnv::Fnv1a::default();
     hash.update(DICTIONARY);
     hash.finish()
 }
