@@ -533,18 +533,7 @@ async fn append<E: EventCodec>(
         ..EventMetadata::default()
     }
     .to_json()?;
-    let new = events
-        .iter()
-        .map(|e| {
-            Ok(NewEvent {
-                event_id: uuid::Uuid::new_v4(),
-                event_type: e.event_type().to_string(),
-                schema_version: e.schema_version(),
-                data: e.encode()?,
-                metadata: metadata.clone(),
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let new = NewEvent::encode_all(events, &metadata)?;
     store.append(stream, ExpectedVersion::NoStream, new).await?;
     Ok(events.len() as u64)
 }

@@ -48,7 +48,6 @@ use pop_domain::aggregate::stream_name;
 use pop_domain::{Aggregate, CodecError, EventCodec};
 use tokio::sync::oneshot;
 use tracing::Instrument;
-use uuid::Uuid;
 
 use crate::cache::GenerationalCache;
 use crate::limits::{MAX_APPEND_BYTES, MAX_EVENTS_PER_APPEND, MAX_READ_BATCH, check_append_sizes};
@@ -556,7 +555,7 @@ impl Inner {
                         continue;
                     }
                 };
-                let encoded = match encode::<A>(&events, &pending.metadata) {
+                let encoded = match NewEvent::encode_all(&events, &pending.metadata) {
                     Ok(encoded) => encoded,
                     Err(e) => {
                         decided.push(Decided::Failed(e.into()));
@@ -730,22 +729,6 @@ fn trace_of(metadata: &[u8]) -> Option<Trace> {
     }
     let trace = Trace::of(&EventMetadata::from_json(metadata).ok()?);
     trace.traceparent.is_some().then_some(trace)
-}
-
-/// Encodes a command's events, each with a fresh UUID v7 id and the command's metadata.
-fn encode<A: Aggregate>(events: &[A::Event], metadata: &[u8]) -> Result<Vec<NewEvent>, CodecError> {
-    events
-        .iter()
-        .map(|e| {
-            Ok(NewEvent {
-                event_id: Uuid::now_v7(),
-                event_type: e.event_type().to_owned(),
-                schema_version: e.schema_version(),
-                data: e.encode()?,
-                metadata: metadata.to_vec(),
-            })
-        })
-        .collect()
 }
 
 /// The answers of the first `decided.len()` commands of `batch` (removed from it), after the

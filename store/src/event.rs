@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use pop_domain::{CodecError, EventCodec};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -104,6 +105,26 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
+    /// Encodes domain events for one append, each with a fresh UUID v7 id and the same
+    /// `metadata` (what the command path writes; seeders and tests use it too).
+    pub fn encode_all<E: EventCodec>(
+        events: &[E],
+        metadata: &[u8],
+    ) -> Result<Vec<NewEvent>, CodecError> {
+        events
+            .iter()
+            .map(|e| {
+                Ok(NewEvent {
+                    event_id: Uuid::now_v7(),
+                    event_type: e.event_type().to_owned(),
+                    schema_version: e.schema_version(),
+                    data: e.encode()?,
+                    metadata: metadata.to_vec(),
+                })
+            })
+            .collect()
+    }
+
     /// The bytes this event weighs against the append limits.
     pub fn size(&self) -> usize {
         self.data.len() + self.metadata.len() + self.event_type.len()

@@ -125,18 +125,7 @@ pub async fn append<E: EventCodec>(
         ..EventMetadata::default()
     }
     .to_json()?;
-    let new = events
-        .iter()
-        .map(|e| {
-            Ok(NewEvent {
-                event_id: Uuid::new_v4(),
-                event_type: e.event_type().to_string(),
-                schema_version: e.schema_version(),
-                data: e.encode()?,
-                metadata: metadata.clone(),
-            })
-        })
-        .collect::<Fallible<Vec<_>>>()?;
+    let new = NewEvent::encode_all(events, &metadata)?;
     Ok(store.append(stream, expected, new).await?.position)
 }
 
