@@ -15,7 +15,6 @@ use pop_domain::{
 };
 use pop_store::Position;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use crate::agendas::{AgendaEntry, AgendaModel, AgendaQuery, CorruptEntry};
 use crate::change::{Change, ChangeKind};
@@ -489,31 +488,11 @@ impl ReadModels {
         Ok(hasher.finish())
     }
 
-    /// Reads models back from their canonical JSON.
-    ///
-    /// The agendas (nearly all of a snapshot) are first only delimited, each kept as its text
-    /// in `json`, then decoded and put in their settled or live form on
-    /// [`load_threads`] threads, each into a model of its own, which are merged before the
-    /// indexes are built once. Decoding one agenda at a time and settling it at once means no
-    /// more than one decoded state per thread is ever held beside the models (a `Vec` of every
-    /// decoded state took about three times the models' memory at the peak).
+    /// Reads models back from their canonical JSON (what the fingerprints hash; snapshots
+    /// have a format of their own, [`crate::snapshot`]).
     pub fn from_canonical(json: &[u8]) -> Result<ReadModels, serde_json::Error> {
-        ReadModels::from_canonical_on(json, None)
-    }
-
-    /// [`Self::from_canonical`] with the agendas split over `threads` threads (at most one
-    /// per agenda) instead of [`load_threads`]: equal models whatever the split.
-    pub fn from_canonical_on(
-        json: &[u8],
-        threads: Option<usize>,
-    ) -> Result<ReadModels, serde_json::Error> {
-        let stored: StoredModels<'_> = serde_json::from_slice(json)?;
-        if stored.format_version != FORMAT_VERSION {
-            return Err(<serde_json::Error as serde::de::Error>::custom(format!(
-                "format version {} is not {FORMAT_VERSION}",
-                stored.format_version
-            )));
-        }
+        let stored: StoredModels = serde_json::from_slice(json)?;
+        check_format_version(stored.format_version)?;
         let mut models = ReadModels::from_configs(
             stored.position,
             stored.customers,
@@ -521,8 +500,10 @@ impl ReadModels {
             stored.insights,
             stored.templates,
         );
-        let threads = threads.unwrap_or_else(|| load_threads(stored.agendas.len()));
-        models.agendas = load_agendas(&stored.agendas, threads)?;
+        models.agendas.defer_indexes();
+        for agenda in stored.agendas {
+            models.agendas.put(&agenda.id, agenda.state, None);
+        }
         models.agendas.build_indexes();
         Ok(models)
     }
@@ -571,12 +552,7 @@ impl ReadModels {
         json: &[u8],
     ) -> Result<(ReadModels, usize), serde_json::Error> {
         let head: SnapshotHead = serde_json::from_slice(json)?;
-        if head.format_version != FORMAT_VERSION {
-            return Err(<serde_json::Error as serde::de::Error>::custom(format!(
-                "format version {} is not {FORMAT_VERSION}",
-                head.format_version
-            )));
-        }
+        check_format_version(head.format_version)?;
         let models = ReadModels::from_configs(
             head.position,
             head.customers,
@@ -605,56 +581,21 @@ struct SnapshotHead {
     templates: Vec<StoredConfig<AgendaTemplate>>,
 }
 
-/// Agendas per loading thread below which a snapshot load stays on one thread.
-const AGENDAS_PER_THREAD: usize = 4_096;
-
-/// Threads a snapshot of `agendas` agendas is loaded on: one per core (at most 8), fewer for
-/// a small snapshot.
-pub fn load_threads(agendas: usize) -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    cores.min(8).min(agendas / AGENDAS_PER_THREAD).max(1)
-}
-
-/// Decodes and puts `agendas` (each one's JSON text) into a deferred model, split over
-/// `threads` threads in order; the first error in agenda order wins.
-fn load_agendas(agendas: &[&RawValue], threads: usize) -> Result<AgendaModel, serde_json::Error> {
-    fn load(agendas: &[&RawValue]) -> Result<AgendaModel, serde_json::Error> {
-        let mut model = AgendaModel::default();
-        model.defer_indexes();
-        for raw in agendas {
-            let agenda: StoredAgenda = serde_json::from_str(raw.get())?;
-            model.put(&agenda.id, agenda.state, None);
-        }
-        Ok(model)
+fn check_format_version(found: u32) -> Result<(), serde_json::Error> {
+    if found == FORMAT_VERSION {
+        return Ok(());
     }
-    if threads <= 1 || agendas.len() <= 1 {
-        return load(agendas);
-    }
-    let share = agendas.len().div_ceil(threads.min(agendas.len()));
-    let parts: Vec<Result<AgendaModel, serde_json::Error>> = std::thread::scope(|scope| {
-        let running: Vec<_> =
-            agendas.chunks(share).map(|part| scope.spawn(move || load(part))).collect();
-        running
-            .into_iter()
-            .map(|t| t.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-            .collect()
-    });
-    let mut parts = parts.into_iter();
-    let mut model = parts.next().unwrap_or_else(|| Ok(AgendaModel::default()))?;
-    for part in parts {
-        model.absorb(part?);
-    }
-    Ok(model)
+    Err(<serde_json::Error as serde::de::Error>::custom(format!(
+        "format version {found} is not {FORMAT_VERSION}"
+    )))
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct StoredModels<'a> {
+struct StoredModels {
     format_version: u32,
     position: Position,
-    /// Each agenda's JSON text, decoded later (see [`ReadModels::from_canonical`]).
-    #[serde(borrow)]
-    agendas: Vec<&'a RawValue>,
+    agendas: Vec<StoredAgenda>,
     customers: Vec<StoredConfig<Customer>>,
     resource_pools: Vec<StoredConfig<ResourcePool>>,
     insights: Vec<StoredConfig<Insight>>,

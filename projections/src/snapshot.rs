@@ -41,7 +41,7 @@ use crate::agendas::{
     encode_stored,
 };
 use crate::fnv::Fnv1a;
-use crate::models::{FORMAT_VERSION, ReadModels, load_threads};
+use crate::models::{FORMAT_VERSION, ReadModels};
 
 /// The snapshot's file name inside the snapshot directory.
 pub const SNAPSHOT_FILE: &str = "projections.snapshot";
@@ -210,6 +210,16 @@ impl<W: Write> BodyWriter<'_, W> {
         self.bytes += content.len() as u64;
         Ok(())
     }
+}
+
+/// Agendas per loading thread below which a snapshot load stays on one thread.
+const AGENDAS_PER_THREAD: usize = 4_096;
+
+/// Threads a snapshot of `agendas` agendas is loaded on: one per core (at most 8), fewer for
+/// a small snapshot.
+fn load_threads(agendas: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    cores.min(8).min(agendas / AGENDAS_PER_THREAD).max(1)
 }
 
 /// Loads the snapshot in `dir`, checking magic, format version, length and checksums.

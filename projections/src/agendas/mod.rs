@@ -347,17 +347,6 @@ impl AgendaModel {
         self.deferred = true;
     }
 
-    /// Moves every entry of `other` into this model: for a snapshot load split over threads,
-    /// each loading its share of the agendas into a model of its own. Both must be deferred
-    /// ([`AgendaModel::defer_indexes`]): no index is kept yet, and
-    /// [`AgendaModel::build_indexes`] then indexes every entry and interns its ids once. An
-    /// agenda `other` holds too replaces this model's, as a later `put` would.
-    pub(crate) fn absorb(&mut self, other: AgendaModel) {
-        debug_assert!(self.deferred && other.deferred, "absorb before the indexes are built");
-        self.entries.reserve(other.entries.len());
-        self.entries.extend(other.entries);
-    }
-
     /// Drops an agenda and its index entries (the hook for streams deleted by a reaper).
     pub(crate) fn remove(&mut self, id: &str) -> Option<AgendaEntry> {
         let entry = self.entries.remove(id)?;
