@@ -299,13 +299,8 @@ where
     }
 }
 
-#[tokio::test]
-async fn each_delete_is_a_span_in_its_cycles_pass() {
-    use tracing_subscriber::layer::SubscriberExt;
-    let log = SpanLog::default();
-    // This test's runtime has one thread: the spawned deletes see this default too.
-    let _default =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(log.clone()));
+/// Two old finished pods, each deleted with a 200.
+fn two_old_pods_api() -> Api<Pod> {
     let (api, _) = mock_api(|method, path, _| {
         let old = "2026-01-01T00:00:00Z";
         match (method.as_str(), path) {
@@ -314,12 +309,50 @@ async fn each_delete_is_a_span_in_its_cycles_pass() {
                 list(vec![pod_json(&done("a-old", old)), pod_json(&done("b-old", old))], None),
             ),
             ("DELETE", p) => {
-                let name = p.rsplit('/').next().unwrap();
+                let name = p.rsplit('/').next().unwrap_or_default();
                 (200, pod_json(&done(name, old)))
             }
             _ => (400, status(400, "BadRequest")),
         }
     });
+    api
+}
+
+#[tokio::test]
+async fn each_delete_is_a_span_in_its_cycles_pass() {
+    use tracing_subscriber::layer::SubscriberExt;
+    // tracing caches each callsite's interest process-wide, computed by the first thread that
+    // hits it: a sibling test with no subscriber would cache `pod_delete` as "never", and this
+    // test would then see no delete spans (CI saw exactly that once). A global registry with
+    // no layers makes every thread's answer "always"; the spans still reach only this test's
+    // thread-local default below.
+    static GLOBAL: std::sync::Once = std::sync::Once::new();
+    GLOBAL.call_once(|| {
+        tracing::subscriber::set_global_default(tracing_subscriber::registry())
+            .expect("no other global subscriber in this test binary");
+    });
+    let log = SpanLog::default();
+    // This test's runtime has one thread: the spawned deletes see this default too.
+    let _default =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(log.clone()));
+    // The hazard, made certain rather than left to the scheduler: a thread without a
+    // subscriber runs a cycle first, so it is the one that registers the callsites.
+    std::thread::spawn(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the sibling thread");
+        runtime.block_on(async {
+            let report =
+                run_once(&two_old_pods_api(), t("2026-01-03T00:00:00Z"), &config(24)).await;
+            assert_eq!(report.deleted, 2, "{:?}", report.errors);
+        });
+    })
+    .join()
+    .expect("the sibling cycle");
+    assert!(log.0.lock().unwrap().is_empty(), "the sibling's spans are not this test's");
+
+    let api = two_old_pods_api();
     let report = run_once(&api, t("2026-01-03T00:00:00Z"), &config(24)).await;
     assert_eq!(report.deleted, 2, "{:?}", report.errors);
 
