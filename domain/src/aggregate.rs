@@ -20,6 +20,15 @@ pub trait Aggregate: Default + Clone + Send + Sync + 'static {
     /// panic.
     fn evolve(&mut self, event: &Self::Event);
 
+    /// Whether `command` usually starts its stream (a submission): it is then worth deciding
+    /// on the initial state before reading the stream, with the append's "no stream yet"
+    /// expectation checking that guess — a stream that exists fails the append, and the
+    /// command is decided again on what the stream holds. Only a hint for the order of work:
+    /// the outcome is the same either way. Defaults to false.
+    fn creates(_command: &Self::Command) -> bool {
+        false
+    }
+
     /// Folds a whole history from the initial state.
     fn replay<'a>(events: impl IntoIterator<Item = &'a Self::Event>) -> Self
     where

@@ -526,6 +526,13 @@ impl Inner {
                 // Optimistic: decide on the cached state and let the append's expected version
                 // tell whether another writer (another replica, or a delete) got there first.
                 Some(folded) => (folded, false),
+                // A submission to a stream this process has not seen: most likely the stream
+                // does not exist, so decide on the initial state unread (one read and its
+                // thread hand-off less on every submission); the append expects no stream,
+                // and a stream that exists after all is read and decided on below.
+                None if batch.front().is_some_and(|p| A::creates(&p.command)) => {
+                    (Folded::default(), false)
+                }
                 None => (Folded::default(), true),
             };
             if fresh || read_first {

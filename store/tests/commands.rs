@@ -25,6 +25,7 @@ use uuid::Uuid;
 struct Counter {
     value: i64,
     closed: bool,
+    opened: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -36,6 +37,8 @@ enum CounterCommand {
     Reject,
     /// An event larger than the store takes.
     Huge,
+    /// Starts the counter ([`Aggregate::creates`]); refused once it was.
+    Open,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +47,7 @@ enum CounterEvent {
     Closed,
     Reopened,
     Blob(String),
+    Opened,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -52,6 +56,8 @@ enum CounterError {
     Closed,
     #[error("rejected")]
     Rejected,
+    #[error("already open")]
+    AlreadyOpen,
 }
 
 impl EventCodec for CounterEvent {
@@ -61,6 +67,7 @@ impl EventCodec for CounterEvent {
             CounterEvent::Closed => "CounterClosed",
             CounterEvent::Reopened => "CounterReopened",
             CounterEvent::Blob(_) => "CounterBlob",
+            CounterEvent::Opened => "CounterOpened",
         }
     }
     fn schema_version(&self) -> u32 {
@@ -72,7 +79,7 @@ impl EventCodec for CounterEvent {
     fn decode(event_type: &str, version: u32, data: &[u8]) -> Result<Self, CodecError> {
         if !matches!(
             event_type,
-            "CounterAdded" | "CounterClosed" | "CounterReopened" | "CounterBlob"
+            "CounterAdded" | "CounterClosed" | "CounterReopened" | "CounterBlob" | "CounterOpened"
         ) {
             return Err(CodecError::UnknownType { event_type: event_type.to_owned() });
         }
@@ -93,6 +100,8 @@ impl Aggregate for Counter {
     fn decide(&self, command: &CounterCommand) -> Result<Vec<CounterEvent>, CounterError> {
         match command {
             CounterCommand::Reject => Err(CounterError::Rejected),
+            CounterCommand::Open if self.opened => Err(CounterError::AlreadyOpen),
+            CounterCommand::Open => Ok(vec![CounterEvent::Opened]),
             CounterCommand::Huge => Ok(vec![CounterEvent::Blob("x".repeat(1 << 20))]),
             CounterCommand::Reopen if self.closed => Ok(vec![CounterEvent::Reopened]),
             CounterCommand::Reopen => Ok(vec![]),
@@ -109,7 +118,12 @@ impl Aggregate for Counter {
             CounterEvent::Closed => self.closed = true,
             CounterEvent::Reopened => self.closed = false,
             CounterEvent::Blob(_) => {}
+            CounterEvent::Opened => self.opened = true,
         }
+    }
+
+    fn creates(command: &CounterCommand) -> bool {
+        matches!(command, CounterCommand::Open)
     }
 }
 
@@ -409,6 +423,39 @@ async fn undecodable_events_and_deleted_streams_are_typed_errors() {
     assert!(matches!(r, Err(ExecuteError::Store(StoreError::StreamDeleted { .. }))), "{r:?}");
 }
 
+/// A creating command on a stream this process has not seen is decided without reading it;
+/// where the stream exists after all (another replica made it, or it was deleted), the
+/// append's "no stream" expectation catches it and the outcome is what reading first gives.
+#[tokio::test]
+async fn a_creating_command_is_decided_unread_and_checked_by_the_append() {
+    let (_dir, store) = store().await;
+    let gated = Gated::new(store.clone(), None);
+    let one = Commands::new(gated.clone());
+    let opened = one.execute::<Counter>("new", &meta(), &CounterCommand::Open).await.unwrap();
+    assert_eq!((opened.version, opened.state.opened), (Some(0), true));
+    assert_eq!(gated.reads.load(Ordering::SeqCst), 0, "a new stream is not read first");
+    // Other commands on an unseen stream are still decided on what it holds.
+    let two = Commands::new(gated.clone());
+    let added = two.execute::<Counter>("new", &meta(), &CounterCommand::Add(2)).await.unwrap();
+    assert!(gated.reads.load(Ordering::SeqCst) > 0, "an add on an unseen stream reads it");
+    assert_eq!((added.version, added.state.opened), (Some(1), true));
+
+    // Another replica (its own cache) opening the same counter: refused, nothing appended.
+    let three = Commands::new(gated.clone());
+    let again = three.execute::<Counter>("new", &meta(), &CounterCommand::Open).await;
+    assert!(matches!(again, Err(ExecuteError::Refused(CounterError::AlreadyOpen))), "{again:?}");
+    let stored = store.read_stream("counter-new", 0, 10, Direction::Forwards).await.unwrap();
+    assert_eq!(stored.len(), 2, "the refused open appended nothing");
+    assert_eq!(three.load::<Counter>("new").await.unwrap().0.value, 2);
+
+    // A deleted stream: the same typed error as when it is read first.
+    one.execute::<Counter>("gone", &meta(), &CounterCommand::Open).await.unwrap();
+    store.delete_stream("counter-gone", ExpectedVersion::Any).await.unwrap();
+    let four = Commands::new(gated.clone());
+    let r = four.execute::<Counter>("gone", &meta(), &CounterCommand::Open).await;
+    assert!(matches!(r, Err(ExecuteError::Store(StoreError::StreamDeleted { .. }))), "{r:?}");
+}
+
 /// A store whose appends wait at a gate the test holds closed (a write lock), counted, and
 /// of which one (`fail_at`, counted from 1) fails as a broken disk would.
 struct Gated {
@@ -416,6 +463,7 @@ struct Gated {
     gate: tokio::sync::RwLock<()>,
     waiting: AtomicUsize,
     appends: AtomicUsize,
+    reads: AtomicUsize,
     fail_at: Option<usize>,
 }
 
@@ -426,6 +474,7 @@ impl Gated {
             gate: tokio::sync::RwLock::new(()),
             waiting: AtomicUsize::new(0),
             appends: AtomicUsize::new(0),
+            reads: AtomicUsize::new(0),
             fail_at,
         })
     }
@@ -454,6 +503,7 @@ impl EventStore for Gated {
         max: usize,
         d: Direction,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
         self.inner.read_stream(s, from, max, d).await
     }
     async fn read_all(

@@ -89,4 +89,8 @@ impl crate::Aggregate for AgendaState {
     fn evolve(&mut self, event: &AgendaEvent) {
         self.apply(event);
     }
+
+    fn creates(command: &AgendaCommand) -> bool {
+        matches!(command, AgendaCommand::Submit { .. } | AgendaCommand::TakeProgressId { .. })
+    }
 }
