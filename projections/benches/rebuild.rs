@@ -88,12 +88,21 @@ async fn bytes_per_agenda(count: usize, finish: bool) -> Fallible<(f64, usize)> 
     let log = Log::open().await?;
     write_agendas(&log, count, CUSTOMERS, WRITERS, finish).await?;
     let models = rebuilt(log.dyn_store()).await?;
-    let settled = models.agendas().entries_by_id().iter().filter(|e| e.is_settled()).count();
+    let entries = models.agendas().entries_by_id();
+    let settled = entries.iter().filter(|e| e.is_settled()).count();
+    let body: usize = entries.iter().map(|e| e.settled_bytes()).sum();
+    drop(entries);
     let with = HEAP.allocated();
     let parts = if finish { None } else { live_breakdown(&models) };
     drop(models);
     let without = HEAP.allocated();
     let per_agenda = with.saturating_sub(without) as f64 / count as f64;
+    if settled > 0 {
+        let body = body as f64 / settled as f64;
+        println!(
+            "  a settled agenda's compressed body: {body:.0} B on average; the rest of its {per_agenda:.0} B is the entry, keys, indexes and tables"
+        );
+    }
     if let Some((key, mut parts)) = parts {
         let state: usize = parts.iter().map(|(_, b)| b).sum();
         parts.push((

@@ -46,8 +46,9 @@ pub(super) struct Keys {
     pub(super) held: bool,
     /// The agenda's definition as compact JSON (operations, payloads, params): what it holds
     /// in memory while live, counted per customer for the live-bytes quota. Measured once when
-    /// the agenda is first seen live (0 while COMPLETE, where it is not counted).
-    pub(super) bytes: u64,
+    /// the agenda is first seen live (0 while COMPLETE, where it is not counted). A `u32`
+    /// (saturating): requests are bounded far below 4 GiB, and it keeps the entry 8 B smaller.
+    pub(super) bytes: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -176,6 +177,15 @@ impl AgendaEntry {
     /// mode) rather than as a state.
     pub fn is_settled(&self) -> bool {
         matches!(self.body, Body::Settled(_))
+    }
+
+    /// The bytes of the compressed body of a settled entry (0 for a live one): what the
+    /// rebuild bench reports as a finished agenda's body.
+    pub fn settled_bytes(&self) -> usize {
+        match &self.body {
+            Body::Settled(bytes) => bytes.len(),
+            Body::Live(_) => 0,
+        }
     }
 
     /// The canonical JSON of the state: what snapshots store and the determinism hash reads.

@@ -11,7 +11,8 @@ use pop_domain::ProcessingState;
 use crate::phase::Phase;
 
 use super::entry::{Body, Keys};
-use super::{AgendaModel, Many, intern};
+use super::slots::IdKind;
+use super::{AgendaModel, intern};
 
 /// An index key: `(time in epoch ms, agenda id)`.
 pub(super) type Key = (i64, Arc<str>);
@@ -156,8 +157,7 @@ impl AgendaModel {
         }
         self.deferred = false;
         let n = self.entries.len();
-        self.progress_ids = HashMap::with_capacity(n);
-        self.ids = HashMap::with_capacity(n);
+        self.entries.rebuild_ids();
         let mut all = Keys3::with_capacity(n);
         let mut all_phases = [0usize; Phase::COUNT];
         let mut all_live_bytes = 0u64;
@@ -182,12 +182,10 @@ impl AgendaModel {
             if let Some(insight) = k.insight.as_mut() {
                 *insight = intern(&insights, None, insight);
             }
-            Many::insert(&mut self.ids, Arc::clone(&k.agenda_id), Arc::clone(id));
-            Many::insert(&mut self.progress_ids, Arc::clone(&k.progress_id), Arc::clone(id));
             let added = (k.added, Arc::clone(id));
             let updated = (k.updated, Arc::clone(id));
             let slot = state_slot(k.state);
-            let live_bytes = if k.phase.is_live() { k.bytes } else { 0 };
+            let live_bytes = if k.phase.is_live() { u64::from(k.bytes) } else { 0 };
             let (part, phases, bytes) = customers.entry(Arc::clone(&k.customer)).or_default();
             part.added.push(added.clone());
             part.by_state[slot].push(updated.clone());
@@ -247,28 +245,28 @@ impl AgendaModel {
     }
 
     /// Moves an agenda's index entries from `old` keys to `new` ones, touching only the
-    /// indexes whose key changed (most events change only the updated time).
-    pub(super) fn reindex(&mut self, id: &Arc<str>, old: Option<&Keys>, new: Option<&Keys>) {
+    /// indexes whose key changed (most events change only the updated time). `id` is its
+    /// stream key and `slot` its slot ([`super::slots`]), which holds the entry with the `new`
+    /// keys (or, for a removal, still holds it).
+    pub(super) fn reindex(
+        &mut self,
+        id: &Arc<str>,
+        slot: u32,
+        old: Option<&Keys>,
+        new: Option<&Keys>,
+    ) {
         if self.deferred {
             return;
         }
         let added_key = |k: &Keys| (k.added, Arc::clone(id));
         let updated_key = |k: &Keys| (k.updated, Arc::clone(id));
 
-        // The id and progress id maps (an agenda's ids never change, so this is once in its
-        // life, and once when it is forgotten).
-        let (old_ids, new_ids) = (
-            old.map(|k| (&k.agenda_id, &k.progress_id)),
-            new.map(|k| (&k.agenda_id, &k.progress_id)),
-        );
-        if old_ids != new_ids {
-            if let Some((agenda_id, progress_id)) = old_ids {
-                Many::remove(&mut self.ids, agenda_id, id);
-                Many::remove(&mut self.progress_ids, progress_id, id);
-            }
-            if let Some((agenda_id, progress_id)) = new_ids {
-                Many::insert(&mut self.ids, Arc::clone(agenda_id), Arc::clone(id));
-                Many::insert(&mut self.progress_ids, Arc::clone(progress_id), Arc::clone(id));
+        // The id tables (an agenda's ids never change, so this is once in its life, and once
+        // when it is forgotten).
+        for kind in [IdKind::Agenda, IdKind::Progress] {
+            let (old_id, new_id) = (old.map(|k| kind.of(k)), new.map(|k| kind.of(k)));
+            if old_id != new_id {
+                self.entries.move_ids(kind, slot, old_id, new_id);
             }
         }
 
@@ -364,7 +362,7 @@ impl AgendaModel {
             }
         }
         // Live bytes: all, customer.
-        let live_bytes = |k: &Keys| if k.phase.is_live() { k.bytes } else { 0 };
+        let live_bytes = |k: &Keys| if k.phase.is_live() { u64::from(k.bytes) } else { 0 };
         let same_bytes =
             |a: &Keys, b: &Keys| live_bytes(a) == live_bytes(b) && a.customer == b.customer;
         if !matches!((old, new), (Some(a), Some(b)) if same_bytes(a, b)) {

@@ -27,6 +27,7 @@ mod dictionary;
 mod entry;
 mod indexes;
 pub mod select;
+mod slots;
 mod stored;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -45,19 +46,14 @@ pub(crate) use stored::{LoadBuffers, Loaded, StoredError, decode_chunk, encode a
 
 use entry::{Body, Keys, SettleBuffers, settle};
 use indexes::{Key, Partition};
+use slots::IdKind;
 
 /// Every agenda, by id, with its indexes.
 #[derive(Debug, Default)]
 pub struct AgendaModel {
-    /// Boxed: a hash map's slots are allocated ahead of use (between 1.14 and 2.3 slots per
-    /// entry), so an entry of ~150 B held inline would cost ~250 B on average; boxed, a slot
-    /// is a key and a pointer.
-    entries: HashMap<Arc<str>, Box<AgendaEntry>>,
-    /// AgendaProgress id → agenda id, only where they differ (lookups check the agenda map
-    /// second, so the common `progressId == id` case costs nothing).
-    progress_ids: HashMap<Arc<str>, Many>,
-    /// Agenda id → the keys of the agendas with that id (one per customer using it).
-    ids: HashMap<Arc<str>, Many>,
+    /// The entries and the tables that find them by key, agenda id and AgendaProgress id
+    /// ([`slots`]): each entry boxed in a numbered slot, the tables holding slot numbers.
+    entries: slots::Entries,
     all: Partition,
     by_customer: HashMap<Arc<str>, Partition>,
     /// In `addedTime` order.
@@ -78,65 +74,6 @@ pub struct AgendaModel {
     buffers: SettleBuffers,
     /// The degraded mode ([`AgendaModel::compact_live`]): live agendas are held compressed too.
     compact: bool,
-}
-
-/// The keys an id names: nearly always one (ids are chosen per customer), so one needs no
-/// allocation beyond the map's.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Many {
-    One(Arc<str>),
-    Several(Vec<Arc<str>>),
-}
-
-impl Many {
-    pub(super) fn iter(&self) -> impl Iterator<Item = &Arc<str>> {
-        let (one, several): (Option<&Arc<str>>, &[Arc<str>]) = match self {
-            Many::One(k) => (Some(k), &[]),
-            Many::Several(ks) => (None, ks.as_slice()),
-        };
-        one.into_iter().chain(several)
-    }
-
-    /// Adds `key` under `name` in `map`.
-    pub(super) fn insert(map: &mut HashMap<Arc<str>, Many>, name: Arc<str>, key: Arc<str>) {
-        match map.get_mut(&name) {
-            None => {
-                map.insert(name, Many::One(key));
-            }
-            Some(Many::One(k)) if *k == key => {}
-            Some(slot @ Many::One(_)) => {
-                if let Many::One(k) = std::mem::replace(slot, Many::Several(Vec::new())) {
-                    *slot = Many::Several(vec![k, key]);
-                }
-            }
-            Some(Many::Several(ks)) => {
-                if !ks.contains(&key) {
-                    ks.push(key);
-                }
-            }
-        }
-    }
-
-    /// Removes `key` from under `name` in `map`.
-    pub(super) fn remove(map: &mut HashMap<Arc<str>, Many>, name: &str, key: &str) {
-        let empty = match map.get_mut(name) {
-            None => false,
-            Some(Many::One(k)) => k.as_ref() == key,
-            Some(Many::Several(ks)) => {
-                ks.retain(|k| k.as_ref() != key);
-                if ks.len() == 1
-                    && let Some(last) = ks.pop()
-                    && let Some(slot) = map.get_mut(name)
-                {
-                    *slot = Many::One(last);
-                }
-                false
-            }
-        };
-        if empty {
-            map.remove(name);
-        }
-    }
 }
 
 fn ms(t: Option<Timestamp>) -> i64 {
@@ -165,24 +102,21 @@ impl AgendaModel {
 
     /// By stream key ([`AgendaEntry::key`]).
     pub fn get(&self, key: &str) -> Option<&AgendaEntry> {
-        self.entries.get(key).map(Box::as_ref)
+        self.entries.get(key)
     }
 
-    /// The agendas with this id, one per customer using it (visible or not: callers filter).
+    /// The agendas with this id, one per customer using it (visible or not: callers filter),
+    /// in key order.
     pub fn with_id<'m>(&'m self, id: &str) -> impl Iterator<Item = &'m AgendaEntry> + 'm {
-        self.ids.get(id).into_iter().flat_map(Many::iter).filter_map(|k| self.get(k))
+        self.entries.with(IdKind::Agenda, id).into_iter()
     }
 
-    /// The agendas whose AgendaProgress has this id, one per customer using it.
+    /// The agendas whose AgendaProgress has this id, one per customer using it, in key order.
     pub fn with_progress_id<'m>(
         &'m self,
         progress_id: &str,
     ) -> impl Iterator<Item = &'m AgendaEntry> + 'm {
-        self.progress_ids
-            .get(progress_id)
-            .into_iter()
-            .flat_map(Many::iter)
-            .filter_map(|k| self.get(k))
+        self.entries.with(IdKind::Progress, progress_id).into_iter()
     }
 
     /// The OperationProgress entries an id `<progressId>-<operation name>` can name, among the
@@ -220,7 +154,7 @@ impl AgendaModel {
 
     /// Every entry in id order (for snapshots and the determinism hash).
     pub fn entries_by_id(&self) -> Vec<&AgendaEntry> {
-        let mut all: Vec<&AgendaEntry> = self.entries.values().map(Box::as_ref).collect();
+        let mut all: Vec<&AgendaEntry> = self.entries.values().collect();
         all.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         all
     }
@@ -250,7 +184,8 @@ impl AgendaModel {
         event: &AgendaEvent,
         change: Option<&mut Change>,
     ) -> Result<bool, CorruptEntry> {
-        if let Some(entry) = self.entries.get_mut(id)
+        if let Some(slot) = self.entries.slot_of(id)
+            && let Some(entry) = self.entries.at_mut(slot)
             && let Body::Live(state) = &mut entry.body
         {
             // The common case: fold a live agenda where it lies, without moving its state.
@@ -273,7 +208,7 @@ impl AgendaModel {
             }
             let id = Arc::clone(&entry.key);
             let keys = entry.keys.clone();
-            self.reindex(&id, Some(&old), Some(&keys));
+            self.reindex(&id, slot, Some(&old), Some(&keys));
             if let Some(change) = change {
                 describe(change, &id, &keys);
             }
@@ -308,12 +243,14 @@ impl AgendaModel {
             old.as_ref().map(|(_, k)| k),
             !self.deferred,
         );
-        self.reindex(&id, old.as_ref().map(|(_, k)| k), Some(&keys));
         if let Some(change) = change {
             describe(change, &id, &keys);
         }
         let body = settle(&mut self.buffers, Box::new(state), self.compact);
-        self.entries.insert(Arc::clone(&id), Box::new(AgendaEntry { key: id, keys, body }));
+        let entry = AgendaEntry { key: Arc::clone(&id), keys: keys.clone(), body };
+        // In its slot first: the id tables find an entry's ids through its slot.
+        let (slot, _) = self.entries.insert(Box::new(entry));
+        self.reindex(&id, slot, old.as_ref().map(|(_, k)| k), Some(&keys));
     }
 
     /// The degraded mode, for a process past its memory budget: every live agenda is held
@@ -349,8 +286,10 @@ impl AgendaModel {
 
     /// Drops an agenda and its index entries (the hook for streams deleted by a reaper).
     pub(crate) fn remove(&mut self, id: &str) -> Option<AgendaEntry> {
-        let entry = self.entries.remove(id)?;
-        self.reindex(&entry.key, Some(&entry.keys), None);
+        let slot = self.entries.slot_of(id)?;
+        let (key, keys) = self.entries.get(id).map(|e| (Arc::clone(&e.key), e.keys.clone()))?;
+        self.reindex(&key, slot, Some(&keys), None);
+        let (_, entry) = self.entries.remove(id)?;
         Some(*entry)
     }
 }
@@ -414,8 +353,10 @@ fn keys_of<C, L, I>(
 }
 
 /// The bytes of `state`'s agenda definition as compact JSON ([`Keys::bytes`]).
-fn definition_bytes(state: &AgendaState) -> u64 {
-    state.agenda().map_or(0, |a| pop_domain::validate::json_bytes(a) as u64)
+fn definition_bytes(state: &AgendaState) -> u32 {
+    state
+        .agenda()
+        .map_or(0, |a| u32::try_from(pop_domain::validate::json_bytes(a)).unwrap_or(u32::MAX))
 }
 
 /// What a change of the agenda keyed `key` with `keys` tells subscribers.
@@ -495,7 +436,7 @@ mod tests {
         let links: BTreeMap<_, _> = m.by_link.iter().collect();
         let insights: BTreeMap<_, _> = m.by_insight.iter().collect();
         let queues: BTreeMap<_, _> = m.queues.iter().collect();
-        let progress: BTreeMap<_, _> = m.progress_ids.iter().collect();
+        let progress = (m.entries.id_pairs(IdKind::Agenda), m.entries.id_pairs(IdKind::Progress));
         format!("{:?} {customers:?} {links:?} {insights:?} {queues:?} {progress:?}", m.all)
     }
 
@@ -580,6 +521,60 @@ mod tests {
         assert_eq!(states(&degraded), states(&normal));
         assert_eq!(indexes(&degraded), indexes(&normal));
         assert_eq!(degraded.live_bytes(&Visibility::All), normal.live_bytes(&Visibility::All));
+    }
+
+    #[test]
+    fn a_removed_agendas_slot_is_reused_and_its_ids_are_forgotten() {
+        let applied = |m: &mut AgendaModel, key: &str, i: i64| {
+            for e in history(i) {
+                m.apply(key, &e, None).expect("applies");
+            }
+        };
+        let keys = |found: Vec<&AgendaEntry>| -> Vec<String> {
+            found.into_iter().map(|e| e.key().to_string()).collect()
+        };
+        let mut m = AgendaModel::default();
+        for i in 0..6 {
+            applied(&mut m, &format!("a{i}"), i);
+        }
+        assert_eq!(m.entries.slot_count(), 6);
+        // a4's progress id is p4 (every fourth has its own); the data reaper forgets it.
+        assert_eq!(keys(m.with_progress_id("p4").collect()), ["a4"]);
+        assert!(m.remove("a4").is_some());
+        assert!(m.get("a4").is_none());
+        assert!(m.with_id("a4").next().is_none());
+        assert!(m.with_progress_id("p4").next().is_none());
+        assert!(m.remove("a4").is_none());
+        // The next new agenda takes the freed slot, and is found by its key and ids.
+        applied(&mut m, "a8", 8);
+        assert_eq!(m.entries.slot_count(), 6);
+        assert_eq!(m.get("a8").map(AgendaEntry::id), Some("a8"));
+        assert_eq!(keys(m.with_id("a8").collect()), ["a8"]);
+        assert_eq!(keys(m.with_progress_id("p8").collect()), ["a8"]);
+        assert!(m.with_id("a4").next().is_none());
+        // The same as a model that never held a4.
+        let mut fresh = AgendaModel::default();
+        for i in [0, 1, 2, 3, 5, 8] {
+            applied(&mut fresh, &format!("a{i}"), i);
+        }
+        assert_eq!(indexes(&m), indexes(&fresh));
+        assert_eq!(states(&m), states(&fresh));
+        // Two customers' agendas with one id (keys `<customer>/<id>`): both found, in key
+        // order, whichever was added first; forgetting one leaves the other.
+        applied(&mut m, "z/a3", 3);
+        applied(&mut m, "b/a3", 3);
+        assert_eq!(keys(m.with_id("a3").collect()), ["a3", "b/a3", "z/a3"]);
+        assert_eq!(keys(m.with_progress_id("a3").collect()), ["a3", "b/a3", "z/a3"]);
+        assert!(m.remove("b/a3").is_some());
+        assert_eq!(keys(m.with_id("a3").collect()), ["a3", "z/a3"]);
+        applied(&mut m, "c/a3", 3);
+        assert_eq!(m.entries.slot_count(), 8);
+        assert_eq!(keys(m.with_progress_id("a3").collect()), ["a3", "c/a3", "z/a3"]);
+        // Built at once from the entries, the id tables hold the same.
+        let before = indexes(&m);
+        m.defer_indexes();
+        m.build_indexes();
+        assert_eq!(indexes(&m), before);
     }
 
     #[test]

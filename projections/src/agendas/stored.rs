@@ -258,7 +258,7 @@ impl AgendaModel {
         model.entries.reserve(total);
         for part in parts {
             for entry in part {
-                if model.entries.insert(Arc::clone(&entry.key), entry).is_some() {
+                if model.entries.insert(entry).1.is_some() {
                     return Err(StoredError::Malformed("an agenda stored twice"));
                 }
             }
