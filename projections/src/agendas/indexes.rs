@@ -10,12 +10,12 @@ use pop_domain::ProcessingState;
 
 use crate::phase::Phase;
 
-use super::entry::{Body, Keys};
+use super::entry::{Body, Keys, Name};
 use super::slots::IdKind;
 use super::{AgendaModel, intern};
 
-/// An index key: `(time in epoch ms, agenda id)`.
-pub(super) type Key = (i64, Arc<str>);
+/// An index key: `(time in epoch ms, stream key)`, 16 B ([`Name`]).
+pub(super) type Key = (i64, Name);
 
 /// The indexes of one set of agendas (all of them, or one customer's).
 #[derive(Debug, Default)]
@@ -182,8 +182,8 @@ impl AgendaModel {
             if let Some(insight) = k.insight.as_mut() {
                 *insight = intern(&insights, None, insight);
             }
-            let added = (k.added, Arc::clone(id));
-            let updated = (k.updated, Arc::clone(id));
+            let added = (k.added, id.clone());
+            let updated = (k.updated, id.clone());
             let slot = state_slot(k.state);
             let live_bytes = if k.phase.is_live() { u64::from(k.bytes) } else { 0 };
             let (part, phases, bytes) = customers.entry(Arc::clone(&k.customer)).or_default();
@@ -213,7 +213,7 @@ impl AgendaModel {
                 if let Some(phase) = queue {
                     let part = usize::from(phase == Phase::Queued);
                     queues.entry(Arc::clone(insight)).or_default()[part]
-                        .push((k.entered, Arc::clone(id)));
+                        .push((k.entered, id.clone()));
                 }
             }
         }
@@ -248,23 +248,17 @@ impl AgendaModel {
     /// indexes whose key changed (most events change only the updated time). `id` is its
     /// stream key and `slot` its slot ([`super::slots`]), which holds the entry with the `new`
     /// keys (or, for a removal, still holds it).
-    pub(super) fn reindex(
-        &mut self,
-        id: &Arc<str>,
-        slot: u32,
-        old: Option<&Keys>,
-        new: Option<&Keys>,
-    ) {
+    pub(super) fn reindex(&mut self, id: &Name, slot: u32, old: Option<&Keys>, new: Option<&Keys>) {
         if self.deferred {
             return;
         }
-        let added_key = |k: &Keys| (k.added, Arc::clone(id));
-        let updated_key = |k: &Keys| (k.updated, Arc::clone(id));
+        let added_key = |k: &Keys| (k.added, id.clone());
+        let updated_key = |k: &Keys| (k.updated, id.clone());
 
         // The id tables (an agenda's ids never change, so this is once in its life, and once
         // when it is forgotten).
         for kind in [IdKind::Agenda, IdKind::Progress] {
-            let (old_id, new_id) = (old.map(|k| kind.of(k)), new.map(|k| kind.of(k)));
+            let (old_id, new_id) = (old.map(|k| kind.of(id, k)), new.map(|k| kind.of(id, k)));
             if old_id != new_id {
                 self.entries.move_ids(kind, slot, old_id, new_id);
             }
@@ -417,7 +411,7 @@ impl AgendaModel {
         }
 
         // Queue order: per insight, the waiting candidates and the queued ones.
-        let queue_key = |k: &Keys| (k.entered, Arc::clone(id));
+        let queue_key = |k: &Keys| (k.entered, id.clone());
         let same_place = |a: &Keys, b: &Keys| {
             a.entered == b.entered && a.insight == b.insight && queue_phase(a) == queue_phase(b)
         };

@@ -44,7 +44,7 @@ pub use entry::{AgendaEntry, CorruptEntry};
 pub use select::AgendaQuery;
 pub(crate) use stored::{LoadBuffers, Loaded, StoredError, decode_chunk, encode as encode_stored};
 
-use entry::{Body, Keys, SettleBuffers, settle};
+use entry::{Body, Keys, Name, SettleBuffers, id_in_key, settle};
 use indexes::{Key, Partition};
 use slots::IdKind;
 
@@ -206,7 +206,7 @@ impl AgendaModel {
                     entry.body = settle(&mut self.buffers, state, self.compact);
                 }
             }
-            let id = Arc::clone(&entry.key);
+            let id = entry.key.clone();
             let keys = entry.keys.clone();
             self.reindex(&id, slot, Some(&old), Some(&keys));
             if let Some(change) = change {
@@ -229,10 +229,10 @@ impl AgendaModel {
 
     /// Inserts or replaces the entry `id` with `state` and re-indexes it.
     pub(crate) fn put(&mut self, id: &str, state: AgendaState, change: Option<&mut Change>) {
-        let old = self.entries.get(id).map(|e| (Arc::clone(&e.key), e.keys.clone()));
-        let id: Arc<str> = match &old {
-            Some((id, _)) => Arc::clone(id),
-            None => Arc::from(id),
+        let old = self.entries.get(id).map(|e| (e.key.clone(), e.keys.clone()));
+        let id = match &old {
+            Some((id, _)) => id.clone(),
+            None => Name::new(id),
         };
         let keys = keys_of(
             &self.by_customer,
@@ -247,7 +247,7 @@ impl AgendaModel {
             describe(change, &id, &keys);
         }
         let body = settle(&mut self.buffers, Box::new(state), self.compact);
-        let entry = AgendaEntry { key: Arc::clone(&id), keys: keys.clone(), body };
+        let entry = AgendaEntry { key: id.clone(), keys: keys.clone(), body };
         // In its slot first: the id tables find an entry's ids through its slot.
         let (slot, _) = self.entries.insert(Box::new(entry));
         self.reindex(&id, slot, old.as_ref().map(|(_, k)| k), Some(&keys));
@@ -287,7 +287,7 @@ impl AgendaModel {
     /// Drops an agenda and its index entries (the hook for streams deleted by a reaper).
     pub(crate) fn remove(&mut self, id: &str) -> Option<AgendaEntry> {
         let slot = self.entries.slot_of(id)?;
-        let (key, keys) = self.entries.get(id).map(|e| (Arc::clone(&e.key), e.keys.clone()))?;
+        let (key, keys) = self.entries.get(id).map(|e| (e.key.clone(), e.keys.clone()))?;
         self.reindex(&key, slot, Some(&keys), None);
         let (_, entry) = self.entries.remove(id)?;
         Some(*entry)
@@ -301,21 +301,21 @@ fn keys_of<C, L, I>(
     by_link: &HashMap<Arc<str>, L>,
     by_insight: &HashMap<Arc<str>, I>,
     state: &AgendaState,
-    key: &Arc<str>,
+    key: &str,
     old: Option<&Keys>,
     measure: bool,
 ) -> Keys {
     let p = state.progress();
+    // Stored only where the key does not hold them (never, for agendas pop submitted).
     let agenda_id = match old {
-        Some(k) if k.agenda_id.as_ref() == p.agenda_id => Arc::clone(&k.agenda_id),
-        // Keyed by the id alone (streams written by hand or by older builds): share it.
-        _ if key.as_ref() == p.agenda_id => Arc::clone(key),
-        _ => Arc::from(p.agenda_id.as_str()),
+        _ if id_in_key(key) == p.agenda_id => None,
+        Some(k) if k.agenda_id.as_deref() == Some(p.agenda_id.as_str()) => k.agenda_id.clone(),
+        _ => Some(Arc::from(p.agenda_id.as_str())),
     };
     let progress_id = match old {
-        Some(k) if k.progress_id.as_ref() == p.id => Arc::clone(&k.progress_id),
-        _ if agenda_id.as_ref() == p.id => Arc::clone(&agenda_id),
-        _ => Arc::from(p.id.as_str()),
+        _ if p.id == p.agenda_id => None,
+        Some(k) if k.progress_id.as_deref() == Some(p.id.as_str()) => k.progress_id.clone(),
+        _ => Some(Arc::from(p.id.as_str())),
     };
     let customer = intern(by_customer, old.map(|k| &k.customer), &p.customer_id);
     let link = p.link_id.as_deref().map(|l| intern(by_link, old.and_then(|k| k.link.as_ref()), l));
@@ -360,12 +360,13 @@ fn definition_bytes(state: &AgendaState) -> u32 {
 }
 
 /// What a change of the agenda keyed `key` with `keys` tells subscribers.
-fn describe(change: &mut Change, key: &Arc<str>, keys: &Keys) {
+fn describe(change: &mut Change, key: &str, keys: &Keys) {
     change.kind = ChangeKind::Agenda;
-    change.id = Arc::clone(key);
-    change.agenda_id = Some(Arc::clone(&keys.agenda_id));
+    change.id = Arc::from(key);
+    let agenda_id = keys.agenda_id.clone().unwrap_or_else(|| Arc::from(keys.agenda_id(key)));
+    change.progress_id = Some(keys.progress_id.clone().unwrap_or_else(|| Arc::clone(&agenda_id)));
+    change.agenda_id = Some(agenda_id);
     change.customer_id = Arc::clone(&keys.customer);
-    change.progress_id = Some(Arc::clone(&keys.progress_id));
     change.link_id = keys.link.clone();
     change.insight_id = keys.insight.clone();
     change.processing_state = Some(keys.state);
@@ -478,7 +479,7 @@ mod tests {
     fn states(m: &AgendaModel) -> BTreeMap<String, Vec<u8>> {
         m.entries
             .values()
-            .map(|e| (e.key.to_string(), e.canonical_json().expect("decodes")))
+            .map(|e| (e.key().to_string(), e.canonical_json().expect("decodes")))
             .collect()
     }
 

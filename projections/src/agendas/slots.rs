@@ -44,17 +44,17 @@ pub(super) enum IdKind {
 }
 
 impl IdKind {
-    /// This id of an agenda with `keys`.
-    pub(super) fn of(self, keys: &Keys) -> &str {
+    /// This id of the agenda keyed `key` with `keys`.
+    pub(super) fn of<'a>(self, key: &'a str, keys: &'a Keys) -> &'a str {
         match self {
-            IdKind::Agenda => &keys.agenda_id,
-            IdKind::Progress => &keys.progress_id,
+            IdKind::Agenda => keys.agenda_id(key),
+            IdKind::Progress => keys.progress_id(key),
         }
     }
 }
 
 fn id_of(entry: &AgendaEntry, kind: IdKind) -> &str {
-    kind.of(&entry.keys)
+    kind.of(&entry.key, &entry.keys)
 }
 
 fn at(slots: &[Option<Box<AgendaEntry>>], slot: u32) -> Option<&AgendaEntry> {
@@ -77,7 +77,7 @@ impl Entries {
     /// The slot of the entry keyed `key`.
     pub(super) fn slot_of(&self, key: &str) -> Option<u32> {
         let slots = &self.slots;
-        self.by_key.find(self.hash(key), |&s| at(slots, s).is_some_and(|e| *e.key == *key)).copied()
+        self.by_key.find(self.hash(key), |&s| at(slots, s).is_some_and(|e| e.key() == key)).copied()
     }
 
     pub(super) fn get(&self, key: &str) -> Option<&AgendaEntry> {
@@ -111,19 +111,19 @@ impl Entries {
     pub(super) fn reserve(&mut self, additional: usize) {
         self.slots.reserve(additional.saturating_sub(self.free.len()));
         let (slots, hasher) = (&self.slots, &self.hasher);
-        self.by_key.reserve(additional, |&s| at(slots, s).map_or(0, |e| hasher.hash_one(&*e.key)));
+        self.by_key.reserve(additional, |&s| at(slots, s).map_or(0, |e| hasher.hash_one(e.key())));
     }
 
     /// Inserts `entry`, or replaces the entry with its key (returned). Its slot is the old
     /// entry's, else a freed one, else a new one. The id tables are not touched: the caller
     /// moves the ids ([`Entries::move_ids`]) if the replaced entry's differ.
     pub(super) fn insert(&mut self, entry: Box<AgendaEntry>) -> (u32, Option<Box<AgendaEntry>>) {
-        if let Some(slot) = self.slot_of(&entry.key)
+        if let Some(slot) = self.slot_of(entry.key())
             && let Some(place) = self.slots.get_mut(slot as usize)
         {
             return (slot, place.replace(entry));
         }
-        let hash = self.hash(&entry.key);
+        let hash = self.hash(entry.key());
         let slot = match self.free.pop() {
             Some(slot) => {
                 if let Some(place) = self.slots.get_mut(slot as usize) {
@@ -140,7 +140,7 @@ impl Entries {
         };
         let (slots, hasher) = (&self.slots, &self.hasher);
         self.by_key
-            .insert_unique(hash, slot, |&s| at(slots, s).map_or(0, |e| hasher.hash_one(&*e.key)));
+            .insert_unique(hash, slot, |&s| at(slots, s).map_or(0, |e| hasher.hash_one(e.key())));
         (slot, None)
     }
 
@@ -150,7 +150,7 @@ impl Entries {
         let slots = &self.slots;
         let hash = self.hash(key);
         let found =
-            self.by_key.find_entry(hash, |&s| at(slots, s).is_some_and(|e| *e.key == *key)).ok()?;
+            self.by_key.find_entry(hash, |&s| at(slots, s).is_some_and(|e| e.key() == key)).ok()?;
         let (slot, _) = found.remove();
         let entry = self.slots.get_mut(slot as usize).and_then(Option::take)?;
         self.free.push(slot);
@@ -169,7 +169,7 @@ impl Entries {
             .filter(|e| id_of(e, kind) == id)
             .collect();
         if found.len() > 1 {
-            found.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+            found.sort_unstable_by(|a, b| a.key().cmp(b.key()));
         }
         found
     }
@@ -237,7 +237,7 @@ impl Entries {
         let mut pairs: Vec<(String, String)> = table
             .iter()
             .filter_map(|&s| at(&self.slots, s))
-            .map(|e| (id_of(e, kind).to_string(), e.key.to_string()))
+            .map(|e| (id_of(e, kind).to_string(), e.key().to_string()))
             .collect();
         pairs.sort();
         pairs

@@ -32,7 +32,7 @@ use pop_domain::agenda::AgendaState;
 
 use crate::phase::Phase;
 
-use super::entry::{Body, Keys, SettleBuffers, settle};
+use super::entry::{Body, Keys, Name, SettleBuffers, id_in_key, settle};
 use super::{AgendaEntry, AgendaModel, CorruptEntry, keys_of};
 
 const TAG_SETTLED: u8 = 0;
@@ -63,13 +63,15 @@ pub(crate) fn encode(entry: &AgendaEntry, out: &mut Vec<u8>) -> Result<(), Corru
     match &entry.body {
         Body::Settled(bytes) if !entry.keys.phase.is_live() => {
             let k = &entry.keys;
+            let key = entry.key();
+            let (agenda_id, progress_id) = (k.agenda_id(key), k.progress_id(key));
             out.push(TAG_SETTLED);
-            put_str(out, &entry.key);
+            put_str(out, key);
             let mut flags = 0;
-            if k.agenda_id == entry.key {
+            if agenda_id == key {
                 flags |= ID_IS_KEY;
             }
-            if k.progress_id == k.agenda_id {
+            if progress_id == agenda_id {
                 flags |= PROGRESS_IS_ID;
             }
             if k.link.is_some() {
@@ -83,10 +85,10 @@ pub(crate) fn encode(entry: &AgendaEntry, out: &mut Vec<u8>) -> Result<(), Corru
             }
             out.push(flags);
             if flags & ID_IS_KEY == 0 {
-                put_str(out, &k.agenda_id);
+                put_str(out, agenda_id);
             }
             if flags & PROGRESS_IS_ID == 0 {
-                put_str(out, &k.progress_id);
+                put_str(out, progress_id);
             }
             put_str(out, &k.customer);
             if let Some(link) = &k.link {
@@ -104,7 +106,7 @@ pub(crate) fn encode(entry: &AgendaEntry, out: &mut Vec<u8>) -> Result<(), Corru
         }
         _ => {
             out.push(TAG_JSON);
-            put_str(out, &entry.key);
+            put_str(out, entry.key());
             let json = entry.canonical_json()?;
             put_bytes(out, &json);
         }
@@ -134,17 +136,16 @@ pub(crate) fn decode_chunk(
     let r = &mut bytes;
     for _ in 0..count {
         let tag = take_u8(r)?;
-        let key: Arc<str> = Arc::from(take_str(r)?);
+        let key = Name::new(take_str(r)?);
         let entry = match tag {
             TAG_SETTLED => {
                 let flags = take_u8(r)?;
-                let agenda_id =
-                    if flags & ID_IS_KEY != 0 { Arc::clone(&key) } else { Arc::from(take_str(r)?) };
-                let progress_id = if flags & PROGRESS_IS_ID != 0 {
-                    Arc::clone(&agenda_id)
-                } else {
-                    Arc::from(take_str(r)?)
-                };
+                // Held as the model holds them: only what the key does not say.
+                let agenda_id = if flags & ID_IS_KEY != 0 { &*key } else { take_str(r)? };
+                let progress_id =
+                    if flags & PROGRESS_IS_ID != 0 { agenda_id } else { take_str(r)? };
+                let progress_id = (progress_id != agenda_id).then(|| Arc::from(progress_id));
+                let agenda_id = (agenda_id != id_in_key(&key)).then(|| Arc::from(agenda_id));
                 let customer = Arc::from(take_str(r)?);
                 let link = if flags & HAS_LINK != 0 { Some(Arc::from(take_str(r)?)) } else { None };
                 let insight =
