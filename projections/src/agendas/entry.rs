@@ -41,6 +41,12 @@ impl Name {
     }
 }
 
+impl From<&str> for Name {
+    fn from(text: &str) -> Name {
+        Name::new(text)
+    }
+}
+
 impl Deref for Name {
     type Target = str;
     fn deref(&self) -> &str {
@@ -78,8 +84,9 @@ pub(super) struct Keys {
     /// The AgendaProgress id where it is not the agenda id. Read with [`Keys::progress_id`].
     pub(super) progress_id: Option<Arc<str>>,
     pub(super) customer: Arc<str>,
-    pub(super) link: Option<Arc<str>>,
-    pub(super) insight: Option<Arc<str>>,
+    /// Interned through the index maps, like the insight ([`Name`]: 8 B here).
+    pub(super) link: Option<Name>,
+    pub(super) insight: Option<Name>,
     pub(super) state: ProcessingState,
     pub(super) phase: Phase,
     pub(super) added: i64,

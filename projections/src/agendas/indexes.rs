@@ -162,9 +162,9 @@ impl AgendaModel {
         let mut all_phases = [0usize; Phase::COUNT];
         let mut all_live_bytes = 0u64;
         let mut customers: HashMap<Arc<str>, (Keys3, [usize; Phase::COUNT], u64)> = HashMap::new();
-        let mut links: HashMap<Arc<str>, Vec<Key>> = HashMap::new();
-        let mut insights: HashMap<Arc<str>, BTreeMap<Phase, Vec<Key>>> = HashMap::new();
-        let mut queues: HashMap<Arc<str>, [Vec<Key>; 2]> = HashMap::new();
+        let mut links: HashMap<Name, Vec<Key>> = HashMap::new();
+        let mut insights: HashMap<Name, BTreeMap<Phase, Vec<Key>>> = HashMap::new();
+        let mut queues: HashMap<Name, [Vec<Key>; 2]> = HashMap::new();
         for entry in self.entries.values_mut() {
             if entry.keys.phase.is_live() && entry.keys.bytes == 0 {
                 entry.keys.bytes = match &entry.body {
@@ -200,20 +200,19 @@ impl AgendaModel {
             all_phases[k.phase.index()] += 1;
             all_live_bytes += live_bytes;
             if let Some(link) = &k.link {
-                links.entry(Arc::clone(link)).or_default().push(added.clone());
+                links.entry(link.clone()).or_default().push(added.clone());
             }
             if let Some(insight) = &k.insight {
                 let queue = queue_phase(k);
                 insights
-                    .entry(Arc::clone(insight))
+                    .entry(insight.clone())
                     .or_default()
                     .entry(k.phase)
                     .or_default()
                     .push(added);
                 if let Some(phase) = queue {
                     let part = usize::from(phase == Phase::Queued);
-                    queues.entry(Arc::clone(insight)).or_default()[part]
-                        .push((k.entered, id.clone()));
+                    queues.entry(insight.clone()).or_default()[part].push((k.entered, id.clone()));
                 }
             }
         }
@@ -223,15 +222,15 @@ impl AgendaModel {
                 .into_iter()
                 .map(|(c, (keys, phases, bytes))| (c, keys.into_partition(phases, bytes)))
                 .collect();
-            let by_link: HashMap<Arc<str>, BTreeSet<Key>> =
+            let by_link: HashMap<Name, BTreeSet<Key>> =
                 links.into_iter().map(|(l, keys)| (l, sorted_set(keys))).collect();
-            let by_insight: HashMap<Arc<str>, BTreeMap<Phase, BTreeSet<Key>>> = insights
+            let by_insight: HashMap<Name, BTreeMap<Phase, BTreeSet<Key>>> = insights
                 .into_iter()
                 .map(|(i, phases)| {
                     (i, phases.into_iter().map(|(p, keys)| (p, sorted_set(keys))).collect())
                 })
                 .collect();
-            let queues: HashMap<Arc<str>, Queue> = queues
+            let queues: HashMap<Name, Queue> = queues
                 .into_iter()
                 .map(|(i, [waiting, queued])| {
                     (i, Queue { waiting: sorted_set(waiting), queued: sorted_set(queued) })
@@ -316,7 +315,7 @@ impl AgendaModel {
             if let Some(k) = new
                 && let Some(link) = &k.link
             {
-                self.by_link.entry(Arc::clone(link)).or_default().insert(added_key(k));
+                self.by_link.entry(link.clone()).or_default().insert(added_key(k));
             }
         }
 
@@ -402,7 +401,7 @@ impl AgendaModel {
                 && let Some(insight) = &k.insight
             {
                 self.by_insight
-                    .entry(Arc::clone(insight))
+                    .entry(insight.clone())
                     .or_default()
                     .entry(k.phase)
                     .or_default()
@@ -429,8 +428,7 @@ impl AgendaModel {
             }
             if let Some(k) = new
                 && let (Some(insight), Some(phase)) = (&k.insight, queue_phase(k))
-                && let Some(part) =
-                    self.queues.entry(Arc::clone(insight)).or_default().part_mut(phase)
+                && let Some(part) = self.queues.entry(insight.clone()).or_default().part_mut(phase)
             {
                 part.insert(queue_key(k));
             }

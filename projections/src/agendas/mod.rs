@@ -57,14 +57,14 @@ pub struct AgendaModel {
     all: Partition,
     by_customer: HashMap<Arc<str>, Partition>,
     /// In `addedTime` order.
-    by_link: HashMap<Arc<str>, BTreeSet<Key>>,
+    by_link: HashMap<Name, BTreeSet<Key>>,
     /// Per insight and phase, in `addedTime` order: listing and counting by insight.
-    by_insight: HashMap<Arc<str>, BTreeMap<Phase, BTreeSet<Key>>>,
+    by_insight: HashMap<Name, BTreeMap<Phase, BTreeSet<Key>>>,
     /// Per insight, its queue in queue order (the time each agenda entered it, see
     /// [`AgendaEntry::entered_ms`]): the `added` agendas the scheduler may queue (never the
     /// `doNotRun` ones, so a backlog of records cannot fill its window) and the `queued` ones
     /// `getAgenda` hands out. Read through [`crate::query::AgendaOrder::Queue`].
-    queues: HashMap<Arc<str>, indexes::Queue>,
+    queues: HashMap<Name, indexes::Queue>,
     /// While set (a rebuild or a snapshot load, before anyone queries), the indexes above are
     /// not maintained per event: [`AgendaModel::build_indexes`] builds them once from the
     /// entries' keys at the end. An agenda changes ~14 times in its life, and each change
@@ -81,13 +81,16 @@ fn ms(t: Option<Timestamp>) -> i64 {
 }
 
 /// Reuses `old` when it already holds `new`, else interns `new` through `pool`'s keys.
-fn intern<V>(pool: &HashMap<Arc<str>, V>, old: Option<&Arc<str>>, new: &str) -> Arc<str> {
-    if let Some(old) = old.filter(|o| o.as_ref() == new) {
-        return Arc::clone(old);
+fn intern<K, V>(pool: &HashMap<K, V>, old: Option<&K>, new: &str) -> K
+where
+    K: Clone + Eq + std::hash::Hash + std::borrow::Borrow<str> + for<'a> From<&'a str>,
+{
+    if let Some(old) = old.filter(|o| (*o).borrow() == new) {
+        return old.clone();
     }
     match pool.get_key_value(new) {
-        Some((k, _)) => Arc::clone(k),
-        None => Arc::from(new),
+        Some((k, _)) => k.clone(),
+        None => K::from(new),
     }
 }
 
@@ -298,8 +301,8 @@ impl AgendaModel {
 /// and insight ids through the index maps.
 fn keys_of<C, L, I>(
     by_customer: &HashMap<Arc<str>, C>,
-    by_link: &HashMap<Arc<str>, L>,
-    by_insight: &HashMap<Arc<str>, I>,
+    by_link: &HashMap<Name, L>,
+    by_insight: &HashMap<Name, I>,
     state: &AgendaState,
     key: &str,
     old: Option<&Keys>,
@@ -367,8 +370,8 @@ fn describe(change: &mut Change, key: &str, keys: &Keys) {
     change.progress_id = Some(keys.progress_id.clone().unwrap_or_else(|| Arc::clone(&agenda_id)));
     change.agenda_id = Some(agenda_id);
     change.customer_id = Arc::clone(&keys.customer);
-    change.link_id = keys.link.clone();
-    change.insight_id = keys.insight.clone();
+    change.link_id = keys.link.as_deref().map(Arc::from);
+    change.insight_id = keys.insight.as_deref().map(Arc::from);
     change.processing_state = Some(keys.state);
     change.phase = Some(keys.phase);
 }

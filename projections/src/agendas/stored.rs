@@ -147,9 +147,9 @@ pub(crate) fn decode_chunk(
                 let progress_id = (progress_id != agenda_id).then(|| Arc::from(progress_id));
                 let agenda_id = (agenda_id != id_in_key(&key)).then(|| Arc::from(agenda_id));
                 let customer = Arc::from(take_str(r)?);
-                let link = if flags & HAS_LINK != 0 { Some(Arc::from(take_str(r)?)) } else { None };
+                let link = if flags & HAS_LINK != 0 { Some(Name::new(take_str(r)?)) } else { None };
                 let insight =
-                    if flags & HAS_INSIGHT != 0 { Some(Arc::from(take_str(r)?)) } else { None };
+                    if flags & HAS_INSIGHT != 0 { Some(Name::new(take_str(r)?)) } else { None };
                 let state = match take_u8(r)? {
                     0 => ProcessingState::Waiting,
                     1 => ProcessingState::Executing,
@@ -185,7 +185,8 @@ pub(crate) fn decode_chunk(
             TAG_JSON => {
                 let state: AgendaState = serde_json::from_slice(take_bytes(r)?)?;
                 let e = &buffers.empty;
-                let keys = keys_of(e, e, e, &state, &key, None, false);
+                let n = &buffers.empty_names;
+                let keys = keys_of(e, n, n, &state, &key, None, false);
                 let body = settle(&mut buffers.settle, Box::new(state), false);
                 AgendaEntry { key, keys, body }
             }
@@ -205,6 +206,7 @@ pub(crate) struct LoadBuffers {
     settle: SettleBuffers,
     /// No interning while loading: the ids are interned once when the indexes are built.
     empty: HashMap<Arc<str>, ()>,
+    empty_names: HashMap<Name, ()>,
 }
 
 impl std::fmt::Debug for LoadBuffers {
