@@ -14,14 +14,18 @@
 //! settled agenda (a rerun) decodes it, applies the event and settles it again if it is still
 //! complete.
 //!
-//! **Order.** Every index is a `BTreeSet` of `(time in ms, agenda id)`, so lists come out in a
-//! stable order with cursors that name a place even among equal times. Strings are `Arc<str>`
-//! shared between the entry and its index keys; customer, link and insight ids are interned
-//! through the index maps, so one customer id is stored once however many agendas it owns.
+//! **Order.** Every index is a `BTreeSet` of `(time in ms, stream key)`, so lists come out in a
+//! stable order with cursors that name a place even among equal times. The stream key is a
+//! thin shared string (`entry::Name`, one pointer) held by the entry and all its index keys;
+//! customer, link and insight ids are interned through the index maps, so one customer id is
+//! stored once however many agendas it owns. The agenda id and AgendaProgress id are stored
+//! only where the key does not already say them. Entries sit in numbered slots found through
+//! hash tables of slot numbers (`slots`): by key, agenda id and AgendaProgress id.
 //!
-//! Map: [`entry`] (one agenda: its keys and its live or settled body), `indexes` (keeping the
-//! ordered indexes in step with the entries), [`select`] (filtered, ordered, paginated lists
-//! and the per-insight counts), `stored` (an agenda's record in a snapshot).
+//! Map: [`entry`] (one agenda: its keys and its live or settled body), `slots` (where entries
+//! live and the tables that find them), `indexes` (keeping the ordered indexes in step with
+//! the entries), [`select`] (filtered, ordered, paginated lists and the per-insight counts),
+//! `stored` (an agenda's record in a snapshot).
 
 mod dictionary;
 mod entry;
