@@ -28,8 +28,8 @@ pub struct CorruptEntry {
 /// An agenda's stream key as the read model shares it between its entry and its index keys:
 /// one pointer (an `Arc` of a `Box<str>`) where an `Arc<str>` is two words, so an index key
 /// `(time, Name)` is 16 B instead of 24 (a B-tree leaf of eleven keys 192 B instead of 280 B;
-/// an agenda has seven or more index keys). The price is one more allocation per agenda
-/// (16 B). Compares, hashes and borrows as its text.
+/// a finished agenda has six index keys, a live one up to eight). The price is one more
+/// allocation per agenda (16 B). Compares, hashes and borrows as its text.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 // The point is the thin pointer: `Arc<str>` is what it replaces.
 #[allow(clippy::redundant_allocation)]
