@@ -56,7 +56,7 @@ use slots::IdKind;
 #[derive(Debug, Default)]
 pub struct AgendaModel {
     /// The entries and the tables that find them by key, agenda id and AgendaProgress id
-    /// ([`slots`]): each entry boxed in a numbered slot, the tables holding slot numbers.
+    /// ([`slots`]): each entry in a numbered slot, the tables holding slot numbers.
     entries: slots::Entries,
     all: Partition,
     by_customer: HashMap<Arc<str>, Partition>,
@@ -256,7 +256,7 @@ impl AgendaModel {
         let body = settle(&mut self.buffers, Box::new(state), self.compact);
         let entry = AgendaEntry { key: id.clone(), keys: keys.clone(), body };
         // In its slot first: the id tables find an entry's ids through its slot.
-        let (slot, _) = self.entries.insert(Box::new(entry));
+        let (slot, _) = self.entries.insert(entry);
         self.reindex(&id, slot, old.as_ref().map(|(_, k)| k), Some(&keys));
     }
 
@@ -297,7 +297,7 @@ impl AgendaModel {
         let (key, keys) = self.entries.get(id).map(|e| (e.key.clone(), e.keys.clone()))?;
         self.reindex(&key, slot, Some(&keys), None);
         let (_, entry) = self.entries.remove(id)?;
-        Some(*entry)
+        Some(entry)
     }
 }
 

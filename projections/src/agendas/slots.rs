@@ -1,6 +1,7 @@
-//! Where the agenda entries live: boxed in numbered slots (a `Vec`; a freed slot is reused by
-//! the next new agenda), found through hash tables of `u32` slot numbers by stream key, by
-//! agenda id and by AgendaProgress id.
+//! Where the agenda entries live: in numbered slots, held inline in chunks of [`CHUNK`] (no
+//! box and no pointer per entry; a model wastes at most one chunk's unused tail, and a freed
+//! slot is reused by the next new agenda), found through hash tables of `u32` slot numbers by
+//! stream key, by agenda id and by AgendaProgress id.
 //!
 //! A table's slot is 4 B where a `HashMap<Arc<str>, Box<…>>` slot was 24 B and an id map's
 //! `(Arc<str>, Many)` 40 B; a table holds ~1.64 slots per entry (hashbrown keeps at most 7/8
@@ -21,11 +22,17 @@ use hashbrown::HashTable;
 use super::AgendaEntry;
 use super::entry::Keys;
 
+/// Slots per chunk: 256 entries of ~120 B, ~30 KiB.
+const CHUNK: usize = 256;
+
 /// The agenda entries, by slot, and the tables that find them.
 #[derive(Debug, Default)]
 pub(super) struct Entries {
-    /// `None` for a freed slot (listed in `free`).
-    slots: Vec<Option<Box<AgendaEntry>>>,
+    /// Slot `s` is `slots[s / CHUNK][s % CHUNK]`: `None` for a freed slot (listed in `free`)
+    /// or one not handed out yet (from `used` on).
+    slots: Vec<Box<[Option<AgendaEntry>]>>,
+    /// How many slots were ever handed out: the next new one.
+    used: u32,
     free: Vec<u32>,
     /// Slots by the entry's stream key ([`AgendaEntry::key`]); one per key.
     by_key: HashTable<u32>,
@@ -57,8 +64,9 @@ fn id_of(entry: &AgendaEntry, kind: IdKind) -> &str {
     kind.of(&entry.key, &entry.keys)
 }
 
-fn at(slots: &[Option<Box<AgendaEntry>>], slot: u32) -> Option<&AgendaEntry> {
-    slots.get(slot as usize).and_then(Option::as_deref)
+fn at(slots: &[Box<[Option<AgendaEntry>]>], slot: u32) -> Option<&AgendaEntry> {
+    let slot = slot as usize;
+    slots.get(slot / CHUNK)?.get(slot % CHUNK)?.as_ref()
 }
 
 impl Entries {
@@ -92,7 +100,12 @@ impl Entries {
     /// The entry in `slot`, to change in place (never its key; its ids only with
     /// [`Entries::move_ids`] after).
     pub(super) fn at_mut(&mut self, slot: u32) -> Option<&mut AgendaEntry> {
-        self.slots.get_mut(slot as usize).and_then(Option::as_deref_mut)
+        self.place(slot)?.as_mut()
+    }
+
+    fn place(&mut self, slot: u32) -> Option<&mut Option<AgendaEntry>> {
+        let slot = slot as usize;
+        self.slots.get_mut(slot / CHUNK)?.get_mut(slot % CHUNK)
     }
 
     pub(super) fn contains_key(&self, key: &str) -> bool {
@@ -100,16 +113,16 @@ impl Entries {
     }
 
     pub(super) fn values(&self) -> impl Iterator<Item = &AgendaEntry> {
-        self.slots.iter().filter_map(Option::as_deref)
+        self.slots.iter().flat_map(|chunk| chunk.iter()).filter_map(Option::as_ref)
     }
 
     pub(super) fn values_mut(&mut self) -> impl Iterator<Item = &mut AgendaEntry> {
-        self.slots.iter_mut().filter_map(Option::as_deref_mut)
+        self.slots.iter_mut().flat_map(|chunk| chunk.iter_mut()).filter_map(Option::as_mut)
     }
 
     /// Room for `additional` more entries without growing.
     pub(super) fn reserve(&mut self, additional: usize) {
-        self.slots.reserve(additional.saturating_sub(self.free.len()));
+        self.slots.reserve(additional.saturating_sub(self.free.len()).div_ceil(CHUNK));
         let (slots, hasher) = (&self.slots, &self.hasher);
         self.by_key.reserve(additional, |&s| at(slots, s).map_or(0, |e| hasher.hash_one(e.key())));
     }
@@ -117,27 +130,28 @@ impl Entries {
     /// Inserts `entry`, or replaces the entry with its key (returned). Its slot is the old
     /// entry's, else a freed one, else a new one. The id tables are not touched: the caller
     /// moves the ids ([`Entries::move_ids`]) if the replaced entry's differ.
-    pub(super) fn insert(&mut self, entry: Box<AgendaEntry>) -> (u32, Option<Box<AgendaEntry>>) {
+    pub(super) fn insert(&mut self, entry: AgendaEntry) -> (u32, Option<AgendaEntry>) {
         if let Some(slot) = self.slot_of(entry.key())
-            && let Some(place) = self.slots.get_mut(slot as usize)
+            && let Some(place) = self.place(slot)
         {
             return (slot, place.replace(entry));
         }
         let hash = self.hash(entry.key());
         let slot = match self.free.pop() {
-            Some(slot) => {
-                if let Some(place) = self.slots.get_mut(slot as usize) {
-                    *place = Some(entry);
-                }
-                slot
-            }
+            Some(slot) => slot,
             None => {
+                let slot = self.used;
+                if (slot as usize).is_multiple_of(CHUNK) {
+                    self.slots.push(std::iter::repeat_with(|| None).take(CHUNK).collect());
+                }
                 // 4 billion agendas would need terabytes of memory first.
-                let slot = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
-                self.slots.push(Some(entry));
+                self.used = self.used.saturating_add(1);
                 slot
             }
         };
+        if let Some(place) = self.place(slot) {
+            *place = Some(entry);
+        }
         let (slots, hasher) = (&self.slots, &self.hasher);
         self.by_key
             .insert_unique(hash, slot, |&s| at(slots, s).map_or(0, |e| hasher.hash_one(e.key())));
@@ -146,13 +160,13 @@ impl Entries {
 
     /// Removes the entry keyed `key`, freeing its slot. Its ids must have been taken out of
     /// the id tables first ([`Entries::move_ids`]), or the tables be about to be rebuilt.
-    pub(super) fn remove(&mut self, key: &str) -> Option<(u32, Box<AgendaEntry>)> {
+    pub(super) fn remove(&mut self, key: &str) -> Option<(u32, AgendaEntry)> {
         let slots = &self.slots;
         let hash = self.hash(key);
         let found =
             self.by_key.find_entry(hash, |&s| at(slots, s).is_some_and(|e| e.key() == key)).ok()?;
         let (slot, _) = found.remove();
-        let entry = self.slots.get_mut(slot as usize).and_then(Option::take)?;
+        let entry = self.place(slot).and_then(Option::take)?;
         self.free.push(slot);
         Some((slot, entry))
     }
@@ -203,15 +217,14 @@ impl Entries {
         }
     }
 
-    /// Builds both id tables from the entries (after a rebuild or a snapshot load), and
-    /// gives the slot vector back its spare capacity.
+    /// Builds both id tables from the entries (after a rebuild or a snapshot load).
     pub(super) fn rebuild_ids(&mut self) {
-        self.slots.shrink_to_fit();
         let n = self.len();
         for kind in [IdKind::Agenda, IdKind::Progress] {
             let mut table = HashTable::with_capacity(n);
             let (slots, hasher) = (&self.slots, &self.hasher);
-            for (slot, entry) in slots.iter().enumerate() {
+            let all = slots.iter().flat_map(|chunk| chunk.iter());
+            for (slot, entry) in all.enumerate() {
                 if let Some(entry) = entry {
                     let slot = u32::try_from(slot).unwrap_or(u32::MAX);
                     table.insert_unique(hasher.hash_one(id_of(entry, kind)), slot, |&s| {
@@ -246,6 +259,6 @@ impl Entries {
     /// How many slots there are, used or free (for tests of slot reuse).
     #[cfg(test)]
     pub(super) fn slot_count(&self) -> usize {
-        self.slots.len()
+        self.used as usize
     }
 }

@@ -53,10 +53,8 @@ pub enum StoredError {
     Json(#[from] serde_json::Error),
 }
 
-/// Entries decoded from a snapshot, boxed as the model holds them (its map's values are
-/// `Box<AgendaEntry>`): each is boxed once where it is decoded and then moves as a pointer.
-#[allow(clippy::vec_box)]
-pub(crate) type Loaded = Vec<Box<AgendaEntry>>;
+/// Entries decoded from a snapshot, moved into the model's slots as they are.
+pub(crate) type Loaded = Vec<AgendaEntry>;
 
 /// Appends `entry`'s record to `out`.
 pub(crate) fn encode(entry: &AgendaEntry, out: &mut Vec<u8>) -> Result<(), CorruptEntry> {
@@ -192,7 +190,7 @@ pub(crate) fn decode_chunk(
             }
             _ => return Err(StoredError::Malformed("record tag")),
         };
-        out.push(Box::new(entry));
+        out.push(entry);
     }
     if !r.is_empty() {
         return Err(StoredError::Malformed("bytes after the chunk's last record"));
