@@ -3,7 +3,7 @@
 //! read models, for finished (settled) agendas and for live ones.
 //!
 //! `cargo bench -p pop-projections --bench rebuild -- [--agendas N] [--runs R]
-//! [--memory-agendas M] [--breakdown]`. Rates are the median of R runs. Targets (the issue's): ≥ 500,000
+//! [--memory-agendas M] [--breakdown] [--customer-keys]`. Rates are the median of R runs. Targets (the issue's): ≥ 500,000
 //! events/s, ≤ 4 KiB per live agenda and ≤ 1 KiB per finished one.
 
 #[path = "../tests/support/mod.rs"]
@@ -16,7 +16,7 @@ use std::time::Instant;
 use cap::Cap;
 use pop_projections::{ReadModels, rebuild, snapshot};
 use pop_store::EventStore;
-use support::{Fallible, Log, write_agendas};
+use support::{Fallible, Log, write_agendas, write_agendas_keyed};
 
 /// Counts every heap byte the process holds (the sum of live allocation sizes) on top of
 /// mimalloc, the allocator the `pop` binary uses. The atomic counter costs the rebuild some
@@ -35,10 +35,19 @@ struct Args {
     memory_agendas: usize,
     /// Also time decoding and folding alone, on one thread, from events held in memory.
     breakdown: bool,
+    /// Also measure memory with streams keyed as pop keys them (`agenda-<customer>/<id>`);
+    /// the figures above keep `agenda-<id>`, comparable with earlier ones.
+    customer_keys: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { agendas: 20_000, runs: 3, memory_agendas: 10_000, breakdown: false };
+    let mut args = Args {
+        agendas: 20_000,
+        runs: 3,
+        memory_agendas: 10_000,
+        breakdown: false,
+        customer_keys: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut number = |name: &str| -> Result<usize, String> {
@@ -52,6 +61,7 @@ fn parse_args() -> Result<Args, String> {
             "--runs" => args.runs = number("--runs")?,
             "--memory-agendas" => args.memory_agendas = number("--memory-agendas")?,
             "--breakdown" => args.breakdown = true,
+            "--customer-keys" => args.customer_keys = true,
             // `cargo bench` passes `--bench`; ignore it and other harness flags.
             other if other.starts_with("--") => {}
             other => return Err(format!("unexpected argument {other:?}")),
@@ -84,16 +94,25 @@ async fn rebuilt(store: Arc<dyn EventStore>) -> Fallible<ReadModels> {
 
 /// Heap bytes the models of `count` agendas hold: allocated before dropping them minus after.
 /// For live agendas (`!finish`), also prints where one agenda's bytes go.
-async fn bytes_per_agenda(count: usize, finish: bool) -> Fallible<(f64, usize)> {
+async fn bytes_per_agenda(count: usize, finish: bool, scoped: bool) -> Fallible<(f64, usize)> {
     let log = Log::open().await?;
-    write_agendas(&log, count, CUSTOMERS, WRITERS, finish).await?;
+    write_agendas_keyed(&log, count, CUSTOMERS, WRITERS, finish, scoped).await?;
     let models = rebuilt(log.dyn_store()).await?;
-    let settled = models.agendas().entries_by_id().iter().filter(|e| e.is_settled()).count();
+    let entries = models.agendas().entries_by_id();
+    let settled = entries.iter().filter(|e| e.is_settled()).count();
+    let body: usize = entries.iter().map(|e| e.settled_bytes()).sum();
+    drop(entries);
     let with = HEAP.allocated();
     let parts = if finish { None } else { live_breakdown(&models) };
     drop(models);
     let without = HEAP.allocated();
     let per_agenda = with.saturating_sub(without) as f64 / count as f64;
+    if settled > 0 {
+        let body = body as f64 / settled as f64;
+        println!(
+            "  a settled agenda's compressed body: {body:.0} B on average; the rest of its {per_agenda:.0} B is the entry, keys, indexes and tables"
+        );
+    }
     if let Some((key, mut parts)) = parts {
         let state: usize = parts.iter().map(|(_, b)| b).sum();
         parts.push((
@@ -272,17 +291,26 @@ async fn bench(args: Args) -> Fallible<()> {
         median(cpu_rates)
     );
 
-    let (settled, n) = bytes_per_agenda(args.memory_agendas, true).await?;
+    let (settled, n) = bytes_per_agenda(args.memory_agendas, true, false).await?;
     println!(
         "memory per finished agenda (5 operations, {n} of {} settled): {settled:.0} bytes [target ≤ 1024: {}]",
         args.memory_agendas,
         if settled <= 1024.0 { "met" } else { "NOT met" }
     );
-    let (live, _) = bytes_per_agenda(args.memory_agendas, false).await?;
+    let (live, _) = bytes_per_agenda(args.memory_agendas, false, false).await?;
     println!(
         "memory per live agenda (5 operations, executing): {live:.0} bytes [target ≤ 4096: {}]",
         if live <= 4096.0 { "met" } else { "NOT met" }
     );
+    if args.customer_keys {
+        let (settled, _) = bytes_per_agenda(args.memory_agendas, true, true).await?;
+        let (live, _) = bytes_per_agenda(args.memory_agendas, false, true).await?;
+        println!(
+            "with pop's stream keys (agenda-<customer>/<id>): {settled:.0} bytes per finished agenda [target ≤ 1024: {}], {live:.0} per live one [target ≤ 4096: {}]",
+            if settled <= 1024.0 { "met" } else { "NOT met" },
+            if live <= 4096.0 { "met" } else { "NOT met" }
+        );
+    }
     Ok(())
 }
 

@@ -10,11 +10,12 @@ use pop_domain::ProcessingState;
 
 use crate::phase::Phase;
 
-use super::entry::{Body, Keys};
-use super::{AgendaModel, Many, intern};
+use super::entry::{Body, Keys, Name};
+use super::slots::IdKind;
+use super::{AgendaModel, intern};
 
-/// An index key: `(time in epoch ms, agenda id)`.
-pub(super) type Key = (i64, Arc<str>);
+/// An index key: `(time in epoch ms, stream key)`, 16 B ([`Name`]).
+pub(super) type Key = (i64, Name);
 
 /// The indexes of one set of agendas (all of them, or one customer's).
 #[derive(Debug, Default)]
@@ -156,15 +157,14 @@ impl AgendaModel {
         }
         self.deferred = false;
         let n = self.entries.len();
-        self.progress_ids = HashMap::with_capacity(n);
-        self.ids = HashMap::with_capacity(n);
+        self.entries.rebuild_ids();
         let mut all = Keys3::with_capacity(n);
         let mut all_phases = [0usize; Phase::COUNT];
         let mut all_live_bytes = 0u64;
         let mut customers: HashMap<Arc<str>, (Keys3, [usize; Phase::COUNT], u64)> = HashMap::new();
-        let mut links: HashMap<Arc<str>, Vec<Key>> = HashMap::new();
-        let mut insights: HashMap<Arc<str>, BTreeMap<Phase, Vec<Key>>> = HashMap::new();
-        let mut queues: HashMap<Arc<str>, [Vec<Key>; 2]> = HashMap::new();
+        let mut links: HashMap<Name, Vec<Key>> = HashMap::new();
+        let mut insights: HashMap<Name, BTreeMap<Phase, Vec<Key>>> = HashMap::new();
+        let mut queues: HashMap<Name, [Vec<Key>; 2]> = HashMap::new();
         for entry in self.entries.values_mut() {
             if entry.keys.phase.is_live() && entry.keys.bytes == 0 {
                 entry.keys.bytes = match &entry.body {
@@ -182,12 +182,10 @@ impl AgendaModel {
             if let Some(insight) = k.insight.as_mut() {
                 *insight = intern(&insights, None, insight);
             }
-            Many::insert(&mut self.ids, Arc::clone(&k.agenda_id), Arc::clone(id));
-            Many::insert(&mut self.progress_ids, Arc::clone(&k.progress_id), Arc::clone(id));
-            let added = (k.added, Arc::clone(id));
-            let updated = (k.updated, Arc::clone(id));
+            let added = (k.added, id.clone());
+            let updated = (k.updated, id.clone());
             let slot = state_slot(k.state);
-            let live_bytes = if k.phase.is_live() { k.bytes } else { 0 };
+            let live_bytes = if k.phase.is_live() { u64::from(k.bytes) } else { 0 };
             let (part, phases, bytes) = customers.entry(Arc::clone(&k.customer)).or_default();
             part.added.push(added.clone());
             part.by_state[slot].push(updated.clone());
@@ -202,20 +200,19 @@ impl AgendaModel {
             all_phases[k.phase.index()] += 1;
             all_live_bytes += live_bytes;
             if let Some(link) = &k.link {
-                links.entry(Arc::clone(link)).or_default().push(added.clone());
+                links.entry(link.clone()).or_default().push(added.clone());
             }
             if let Some(insight) = &k.insight {
                 let queue = queue_phase(k);
                 insights
-                    .entry(Arc::clone(insight))
+                    .entry(insight.clone())
                     .or_default()
                     .entry(k.phase)
                     .or_default()
                     .push(added);
                 if let Some(phase) = queue {
                     let part = usize::from(phase == Phase::Queued);
-                    queues.entry(Arc::clone(insight)).or_default()[part]
-                        .push((k.entered, Arc::clone(id)));
+                    queues.entry(insight.clone()).or_default()[part].push((k.entered, id.clone()));
                 }
             }
         }
@@ -225,15 +222,15 @@ impl AgendaModel {
                 .into_iter()
                 .map(|(c, (keys, phases, bytes))| (c, keys.into_partition(phases, bytes)))
                 .collect();
-            let by_link: HashMap<Arc<str>, BTreeSet<Key>> =
+            let by_link: HashMap<Name, BTreeSet<Key>> =
                 links.into_iter().map(|(l, keys)| (l, sorted_set(keys))).collect();
-            let by_insight: HashMap<Arc<str>, BTreeMap<Phase, BTreeSet<Key>>> = insights
+            let by_insight: HashMap<Name, BTreeMap<Phase, BTreeSet<Key>>> = insights
                 .into_iter()
                 .map(|(i, phases)| {
                     (i, phases.into_iter().map(|(p, keys)| (p, sorted_set(keys))).collect())
                 })
                 .collect();
-            let queues: HashMap<Arc<str>, Queue> = queues
+            let queues: HashMap<Name, Queue> = queues
                 .into_iter()
                 .map(|(i, [waiting, queued])| {
                     (i, Queue { waiting: sorted_set(waiting), queued: sorted_set(queued) })
@@ -247,28 +244,22 @@ impl AgendaModel {
     }
 
     /// Moves an agenda's index entries from `old` keys to `new` ones, touching only the
-    /// indexes whose key changed (most events change only the updated time).
-    pub(super) fn reindex(&mut self, id: &Arc<str>, old: Option<&Keys>, new: Option<&Keys>) {
+    /// indexes whose key changed (most events change only the updated time). `id` is its
+    /// stream key and `slot` its slot ([`super::slots`]), which holds the entry with the `new`
+    /// keys (or, for a removal, still holds it).
+    pub(super) fn reindex(&mut self, id: &Name, slot: u32, old: Option<&Keys>, new: Option<&Keys>) {
         if self.deferred {
             return;
         }
-        let added_key = |k: &Keys| (k.added, Arc::clone(id));
-        let updated_key = |k: &Keys| (k.updated, Arc::clone(id));
+        let added_key = |k: &Keys| (k.added, id.clone());
+        let updated_key = |k: &Keys| (k.updated, id.clone());
 
-        // The id and progress id maps (an agenda's ids never change, so this is once in its
-        // life, and once when it is forgotten).
-        let (old_ids, new_ids) = (
-            old.map(|k| (&k.agenda_id, &k.progress_id)),
-            new.map(|k| (&k.agenda_id, &k.progress_id)),
-        );
-        if old_ids != new_ids {
-            if let Some((agenda_id, progress_id)) = old_ids {
-                Many::remove(&mut self.ids, agenda_id, id);
-                Many::remove(&mut self.progress_ids, progress_id, id);
-            }
-            if let Some((agenda_id, progress_id)) = new_ids {
-                Many::insert(&mut self.ids, Arc::clone(agenda_id), Arc::clone(id));
-                Many::insert(&mut self.progress_ids, Arc::clone(progress_id), Arc::clone(id));
+        // The id tables (an agenda's ids never change, so this is once in its life, and once
+        // when it is forgotten).
+        for kind in [IdKind::Agenda, IdKind::Progress] {
+            let (old_id, new_id) = (old.map(|k| kind.of(id, k)), new.map(|k| kind.of(id, k)));
+            if old_id != new_id {
+                self.entries.move_ids(kind, slot, old_id, new_id);
             }
         }
 
@@ -324,7 +315,7 @@ impl AgendaModel {
             if let Some(k) = new
                 && let Some(link) = &k.link
             {
-                self.by_link.entry(Arc::clone(link)).or_default().insert(added_key(k));
+                self.by_link.entry(link.clone()).or_default().insert(added_key(k));
             }
         }
 
@@ -364,7 +355,7 @@ impl AgendaModel {
             }
         }
         // Live bytes: all, customer.
-        let live_bytes = |k: &Keys| if k.phase.is_live() { k.bytes } else { 0 };
+        let live_bytes = |k: &Keys| if k.phase.is_live() { u64::from(k.bytes) } else { 0 };
         let same_bytes =
             |a: &Keys, b: &Keys| live_bytes(a) == live_bytes(b) && a.customer == b.customer;
         if !matches!((old, new), (Some(a), Some(b)) if same_bytes(a, b)) {
@@ -410,7 +401,7 @@ impl AgendaModel {
                 && let Some(insight) = &k.insight
             {
                 self.by_insight
-                    .entry(Arc::clone(insight))
+                    .entry(insight.clone())
                     .or_default()
                     .entry(k.phase)
                     .or_default()
@@ -419,7 +410,7 @@ impl AgendaModel {
         }
 
         // Queue order: per insight, the waiting candidates and the queued ones.
-        let queue_key = |k: &Keys| (k.entered, Arc::clone(id));
+        let queue_key = |k: &Keys| (k.entered, id.clone());
         let same_place = |a: &Keys, b: &Keys| {
             a.entered == b.entered && a.insight == b.insight && queue_phase(a) == queue_phase(b)
         };
@@ -437,8 +428,7 @@ impl AgendaModel {
             }
             if let Some(k) = new
                 && let (Some(insight), Some(phase)) = (&k.insight, queue_phase(k))
-                && let Some(part) =
-                    self.queues.entry(Arc::clone(insight)).or_default().part_mut(phase)
+                && let Some(part) = self.queues.entry(insight.clone()).or_default().part_mut(phase)
             {
                 part.insert(queue_key(k));
             }

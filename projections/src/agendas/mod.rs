@@ -14,19 +14,24 @@
 //! settled agenda (a rerun) decodes it, applies the event and settles it again if it is still
 //! complete.
 //!
-//! **Order.** Every index is a `BTreeSet` of `(time in ms, agenda id)`, so lists come out in a
-//! stable order with cursors that name a place even among equal times. Strings are `Arc<str>`
-//! shared between the entry and its index keys; customer, link and insight ids are interned
-//! through the index maps, so one customer id is stored once however many agendas it owns.
+//! **Order.** Every index is a `BTreeSet` of `(time in ms, stream key)`, so lists come out in a
+//! stable order with cursors that name a place even among equal times. The stream key is a
+//! thin shared string (`entry::Name`, one pointer) held by the entry and all its index keys;
+//! customer, link and insight ids are interned through the index maps, so one customer id is
+//! stored once however many agendas it owns. The agenda id and AgendaProgress id are stored
+//! only where the key does not already say them. Entries sit in numbered slots found through
+//! hash tables of slot numbers (`slots`): by key, agenda id and AgendaProgress id.
 //!
-//! Map: [`entry`] (one agenda: its keys and its live or settled body), `indexes` (keeping the
-//! ordered indexes in step with the entries), [`select`] (filtered, ordered, paginated lists
-//! and the per-insight counts), `stored` (an agenda's record in a snapshot).
+//! Map: [`entry`] (one agenda: its keys and its live or settled body), `slots` (where entries
+//! live and the tables that find them), `indexes` (keeping the ordered indexes in step with
+//! the entries), [`select`] (filtered, ordered, paginated lists and the per-insight counts),
+//! `stored` (an agenda's record in a snapshot).
 
 mod dictionary;
 mod entry;
 mod indexes;
 pub mod select;
+mod slots;
 mod stored;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -43,32 +48,27 @@ pub use entry::{AgendaEntry, CorruptEntry};
 pub use select::AgendaQuery;
 pub(crate) use stored::{LoadBuffers, Loaded, StoredError, decode_chunk, encode as encode_stored};
 
-use entry::{Body, Keys, SettleBuffers, settle};
+use entry::{Body, Keys, Name, SettleBuffers, id_in_key, settle};
 use indexes::{Key, Partition};
+use slots::IdKind;
 
 /// Every agenda, by id, with its indexes.
 #[derive(Debug, Default)]
 pub struct AgendaModel {
-    /// Boxed: a hash map's slots are allocated ahead of use (between 1.14 and 2.3 slots per
-    /// entry), so an entry of ~150 B held inline would cost ~250 B on average; boxed, a slot
-    /// is a key and a pointer.
-    entries: HashMap<Arc<str>, Box<AgendaEntry>>,
-    /// AgendaProgress id → agenda id, only where they differ (lookups check the agenda map
-    /// second, so the common `progressId == id` case costs nothing).
-    progress_ids: HashMap<Arc<str>, Many>,
-    /// Agenda id → the keys of the agendas with that id (one per customer using it).
-    ids: HashMap<Arc<str>, Many>,
+    /// The entries and the tables that find them by key, agenda id and AgendaProgress id
+    /// ([`slots`]): each entry in a numbered slot, the tables holding slot numbers.
+    entries: slots::Entries,
     all: Partition,
     by_customer: HashMap<Arc<str>, Partition>,
     /// In `addedTime` order.
-    by_link: HashMap<Arc<str>, BTreeSet<Key>>,
+    by_link: HashMap<Name, BTreeSet<Key>>,
     /// Per insight and phase, in `addedTime` order: listing and counting by insight.
-    by_insight: HashMap<Arc<str>, BTreeMap<Phase, BTreeSet<Key>>>,
+    by_insight: HashMap<Name, BTreeMap<Phase, BTreeSet<Key>>>,
     /// Per insight, its queue in queue order (the time each agenda entered it, see
     /// [`AgendaEntry::entered_ms`]): the `added` agendas the scheduler may queue (never the
     /// `doNotRun` ones, so a backlog of records cannot fill its window) and the `queued` ones
     /// `getAgenda` hands out. Read through [`crate::query::AgendaOrder::Queue`].
-    queues: HashMap<Arc<str>, indexes::Queue>,
+    queues: HashMap<Name, indexes::Queue>,
     /// While set (a rebuild or a snapshot load, before anyone queries), the indexes above are
     /// not maintained per event: [`AgendaModel::build_indexes`] builds them once from the
     /// entries' keys at the end. An agenda changes ~14 times in its life, and each change
@@ -80,77 +80,21 @@ pub struct AgendaModel {
     compact: bool,
 }
 
-/// The keys an id names: nearly always one (ids are chosen per customer), so one needs no
-/// allocation beyond the map's.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Many {
-    One(Arc<str>),
-    Several(Vec<Arc<str>>),
-}
-
-impl Many {
-    pub(super) fn iter(&self) -> impl Iterator<Item = &Arc<str>> {
-        let (one, several): (Option<&Arc<str>>, &[Arc<str>]) = match self {
-            Many::One(k) => (Some(k), &[]),
-            Many::Several(ks) => (None, ks.as_slice()),
-        };
-        one.into_iter().chain(several)
-    }
-
-    /// Adds `key` under `name` in `map`.
-    pub(super) fn insert(map: &mut HashMap<Arc<str>, Many>, name: Arc<str>, key: Arc<str>) {
-        match map.get_mut(&name) {
-            None => {
-                map.insert(name, Many::One(key));
-            }
-            Some(Many::One(k)) if *k == key => {}
-            Some(slot @ Many::One(_)) => {
-                if let Many::One(k) = std::mem::replace(slot, Many::Several(Vec::new())) {
-                    *slot = Many::Several(vec![k, key]);
-                }
-            }
-            Some(Many::Several(ks)) => {
-                if !ks.contains(&key) {
-                    ks.push(key);
-                }
-            }
-        }
-    }
-
-    /// Removes `key` from under `name` in `map`.
-    pub(super) fn remove(map: &mut HashMap<Arc<str>, Many>, name: &str, key: &str) {
-        let empty = match map.get_mut(name) {
-            None => false,
-            Some(Many::One(k)) => k.as_ref() == key,
-            Some(Many::Several(ks)) => {
-                ks.retain(|k| k.as_ref() != key);
-                if ks.len() == 1
-                    && let Some(last) = ks.pop()
-                    && let Some(slot) = map.get_mut(name)
-                {
-                    *slot = Many::One(last);
-                }
-                false
-            }
-        };
-        if empty {
-            map.remove(name);
-        }
-    }
-}
-
 fn ms(t: Option<Timestamp>) -> i64 {
     t.map_or(0, |t| t.timestamp_millis())
 }
 
 /// Reuses `old` when it already holds `new`, else interns `new` through `pool`'s keys.
-fn intern<V>(pool: &HashMap<Arc<str>, V>, old: Option<&Arc<str>>, new: &str) -> Arc<str> {
-    if let Some(old) = old.filter(|o| o.as_ref() == new) {
-        return Arc::clone(old);
+fn intern<K, V>(pool: &HashMap<K, V>, old: Option<&K>, new: &str) -> K
+where
+    K: Clone + Eq + std::hash::Hash + std::borrow::Borrow<str> + for<'a> From<&'a str>,
+{
+    if let Some(old) = old.filter(|o| (*o).borrow() == new) {
+        return old.clone();
     }
     match pool.get_key_value(new) {
-        Some((k, _)) => Arc::clone(k),
-        None => Arc::from(new),
+        Some((k, _)) => k.clone(),
+        None => K::from(new),
     }
 }
 
@@ -165,24 +109,21 @@ impl AgendaModel {
 
     /// By stream key ([`AgendaEntry::key`]).
     pub fn get(&self, key: &str) -> Option<&AgendaEntry> {
-        self.entries.get(key).map(Box::as_ref)
+        self.entries.get(key)
     }
 
-    /// The agendas with this id, one per customer using it (visible or not: callers filter).
+    /// The agendas with this id, one per customer using it (visible or not: callers filter),
+    /// in key order.
     pub fn with_id<'m>(&'m self, id: &str) -> impl Iterator<Item = &'m AgendaEntry> + 'm {
-        self.ids.get(id).into_iter().flat_map(Many::iter).filter_map(|k| self.get(k))
+        self.entries.with(IdKind::Agenda, id).into_iter()
     }
 
-    /// The agendas whose AgendaProgress has this id, one per customer using it.
+    /// The agendas whose AgendaProgress has this id, one per customer using it, in key order.
     pub fn with_progress_id<'m>(
         &'m self,
         progress_id: &str,
     ) -> impl Iterator<Item = &'m AgendaEntry> + 'm {
-        self.progress_ids
-            .get(progress_id)
-            .into_iter()
-            .flat_map(Many::iter)
-            .filter_map(|k| self.get(k))
+        self.entries.with(IdKind::Progress, progress_id).into_iter()
     }
 
     /// The OperationProgress entries an id `<progressId>-<operation name>` can name, among the
@@ -220,7 +161,7 @@ impl AgendaModel {
 
     /// Every entry in id order (for snapshots and the determinism hash).
     pub fn entries_by_id(&self) -> Vec<&AgendaEntry> {
-        let mut all: Vec<&AgendaEntry> = self.entries.values().map(Box::as_ref).collect();
+        let mut all: Vec<&AgendaEntry> = self.entries.values().collect();
         all.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         all
     }
@@ -250,7 +191,8 @@ impl AgendaModel {
         event: &AgendaEvent,
         change: Option<&mut Change>,
     ) -> Result<bool, CorruptEntry> {
-        if let Some(entry) = self.entries.get_mut(id)
+        if let Some(slot) = self.entries.slot_of(id)
+            && let Some(entry) = self.entries.at_mut(slot)
             && let Body::Live(state) = &mut entry.body
         {
             // The common case: fold a live agenda where it lies, without moving its state.
@@ -271,9 +213,9 @@ impl AgendaModel {
                     entry.body = settle(&mut self.buffers, state, self.compact);
                 }
             }
-            let id = Arc::clone(&entry.key);
+            let id = entry.key.clone();
             let keys = entry.keys.clone();
-            self.reindex(&id, Some(&old), Some(&keys));
+            self.reindex(&id, slot, Some(&old), Some(&keys));
             if let Some(change) = change {
                 describe(change, &id, &keys);
             }
@@ -294,10 +236,10 @@ impl AgendaModel {
 
     /// Inserts or replaces the entry `id` with `state` and re-indexes it.
     pub(crate) fn put(&mut self, id: &str, state: AgendaState, change: Option<&mut Change>) {
-        let old = self.entries.get(id).map(|e| (Arc::clone(&e.key), e.keys.clone()));
-        let id: Arc<str> = match &old {
-            Some((id, _)) => Arc::clone(id),
-            None => Arc::from(id),
+        let old = self.entries.get(id).map(|e| (e.key.clone(), e.keys.clone()));
+        let id = match &old {
+            Some((id, _)) => id.clone(),
+            None => Name::new(id),
         };
         let keys = keys_of(
             &self.by_customer,
@@ -308,12 +250,14 @@ impl AgendaModel {
             old.as_ref().map(|(_, k)| k),
             !self.deferred,
         );
-        self.reindex(&id, old.as_ref().map(|(_, k)| k), Some(&keys));
         if let Some(change) = change {
             describe(change, &id, &keys);
         }
         let body = settle(&mut self.buffers, Box::new(state), self.compact);
-        self.entries.insert(Arc::clone(&id), Box::new(AgendaEntry { key: id, keys, body }));
+        let entry = AgendaEntry { key: id.clone(), keys: keys.clone(), body };
+        // In its slot first: the id tables find an entry's ids through its slot.
+        let (slot, _) = self.entries.insert(entry);
+        self.reindex(&id, slot, old.as_ref().map(|(_, k)| k), Some(&keys));
     }
 
     /// The degraded mode, for a process past its memory budget: every live agenda is held
@@ -349,9 +293,11 @@ impl AgendaModel {
 
     /// Drops an agenda and its index entries (the hook for streams deleted by a reaper).
     pub(crate) fn remove(&mut self, id: &str) -> Option<AgendaEntry> {
-        let entry = self.entries.remove(id)?;
-        self.reindex(&entry.key, Some(&entry.keys), None);
-        Some(*entry)
+        let slot = self.entries.slot_of(id)?;
+        let (key, keys) = self.entries.get(id).map(|e| (e.key.clone(), e.keys.clone()))?;
+        self.reindex(&key, slot, Some(&keys), None);
+        let (_, entry) = self.entries.remove(id)?;
+        Some(entry)
     }
 }
 
@@ -359,24 +305,24 @@ impl AgendaModel {
 /// and insight ids through the index maps.
 fn keys_of<C, L, I>(
     by_customer: &HashMap<Arc<str>, C>,
-    by_link: &HashMap<Arc<str>, L>,
-    by_insight: &HashMap<Arc<str>, I>,
+    by_link: &HashMap<Name, L>,
+    by_insight: &HashMap<Name, I>,
     state: &AgendaState,
-    key: &Arc<str>,
+    key: &str,
     old: Option<&Keys>,
     measure: bool,
 ) -> Keys {
     let p = state.progress();
+    // Stored only where the key does not hold them (never, for agendas pop submitted).
     let agenda_id = match old {
-        Some(k) if k.agenda_id.as_ref() == p.agenda_id => Arc::clone(&k.agenda_id),
-        // Keyed by the id alone (streams written by hand or by older builds): share it.
-        _ if key.as_ref() == p.agenda_id => Arc::clone(key),
-        _ => Arc::from(p.agenda_id.as_str()),
+        _ if id_in_key(key) == p.agenda_id => None,
+        Some(k) if k.agenda_id.as_deref() == Some(p.agenda_id.as_str()) => k.agenda_id.clone(),
+        _ => Some(Arc::from(p.agenda_id.as_str())),
     };
     let progress_id = match old {
-        Some(k) if k.progress_id.as_ref() == p.id => Arc::clone(&k.progress_id),
-        _ if agenda_id.as_ref() == p.id => Arc::clone(&agenda_id),
-        _ => Arc::from(p.id.as_str()),
+        _ if p.id == p.agenda_id => None,
+        Some(k) if k.progress_id.as_deref() == Some(p.id.as_str()) => k.progress_id.clone(),
+        _ => Some(Arc::from(p.id.as_str())),
     };
     let customer = intern(by_customer, old.map(|k| &k.customer), &p.customer_id);
     let link = p.link_id.as_deref().map(|l| intern(by_link, old.and_then(|k| k.link.as_ref()), l));
@@ -414,19 +360,22 @@ fn keys_of<C, L, I>(
 }
 
 /// The bytes of `state`'s agenda definition as compact JSON ([`Keys::bytes`]).
-fn definition_bytes(state: &AgendaState) -> u64 {
-    state.agenda().map_or(0, |a| pop_domain::validate::json_bytes(a) as u64)
+fn definition_bytes(state: &AgendaState) -> u32 {
+    state
+        .agenda()
+        .map_or(0, |a| u32::try_from(pop_domain::validate::json_bytes(a)).unwrap_or(u32::MAX))
 }
 
 /// What a change of the agenda keyed `key` with `keys` tells subscribers.
-fn describe(change: &mut Change, key: &Arc<str>, keys: &Keys) {
+fn describe(change: &mut Change, key: &str, keys: &Keys) {
     change.kind = ChangeKind::Agenda;
-    change.id = Arc::clone(key);
-    change.agenda_id = Some(Arc::clone(&keys.agenda_id));
+    change.id = Arc::from(key);
+    let agenda_id = keys.agenda_id.clone().unwrap_or_else(|| Arc::from(keys.agenda_id(key)));
+    change.progress_id = Some(keys.progress_id.clone().unwrap_or_else(|| Arc::clone(&agenda_id)));
+    change.agenda_id = Some(agenda_id);
     change.customer_id = Arc::clone(&keys.customer);
-    change.progress_id = Some(Arc::clone(&keys.progress_id));
-    change.link_id = keys.link.clone();
-    change.insight_id = keys.insight.clone();
+    change.link_id = keys.link.as_deref().map(Arc::from);
+    change.insight_id = keys.insight.as_deref().map(Arc::from);
     change.processing_state = Some(keys.state);
     change.phase = Some(keys.phase);
 }
@@ -495,7 +444,7 @@ mod tests {
         let links: BTreeMap<_, _> = m.by_link.iter().collect();
         let insights: BTreeMap<_, _> = m.by_insight.iter().collect();
         let queues: BTreeMap<_, _> = m.queues.iter().collect();
-        let progress: BTreeMap<_, _> = m.progress_ids.iter().collect();
+        let progress = (m.entries.id_pairs(IdKind::Agenda), m.entries.id_pairs(IdKind::Progress));
         format!("{:?} {customers:?} {links:?} {insights:?} {queues:?} {progress:?}", m.all)
     }
 
@@ -537,7 +486,7 @@ mod tests {
     fn states(m: &AgendaModel) -> BTreeMap<String, Vec<u8>> {
         m.entries
             .values()
-            .map(|e| (e.key.to_string(), e.canonical_json().expect("decodes")))
+            .map(|e| (e.key().to_string(), e.canonical_json().expect("decodes")))
             .collect()
     }
 
@@ -580,6 +529,60 @@ mod tests {
         assert_eq!(states(&degraded), states(&normal));
         assert_eq!(indexes(&degraded), indexes(&normal));
         assert_eq!(degraded.live_bytes(&Visibility::All), normal.live_bytes(&Visibility::All));
+    }
+
+    #[test]
+    fn a_removed_agendas_slot_is_reused_and_its_ids_are_forgotten() {
+        let applied = |m: &mut AgendaModel, key: &str, i: i64| {
+            for e in history(i) {
+                m.apply(key, &e, None).expect("applies");
+            }
+        };
+        let keys = |found: Vec<&AgendaEntry>| -> Vec<String> {
+            found.into_iter().map(|e| e.key().to_string()).collect()
+        };
+        let mut m = AgendaModel::default();
+        for i in 0..6 {
+            applied(&mut m, &format!("a{i}"), i);
+        }
+        assert_eq!(m.entries.slot_count(), 6);
+        // a4's progress id is p4 (every fourth has its own); the data reaper forgets it.
+        assert_eq!(keys(m.with_progress_id("p4").collect()), ["a4"]);
+        assert!(m.remove("a4").is_some());
+        assert!(m.get("a4").is_none());
+        assert!(m.with_id("a4").next().is_none());
+        assert!(m.with_progress_id("p4").next().is_none());
+        assert!(m.remove("a4").is_none());
+        // The next new agenda takes the freed slot, and is found by its key and ids.
+        applied(&mut m, "a8", 8);
+        assert_eq!(m.entries.slot_count(), 6);
+        assert_eq!(m.get("a8").map(AgendaEntry::id), Some("a8"));
+        assert_eq!(keys(m.with_id("a8").collect()), ["a8"]);
+        assert_eq!(keys(m.with_progress_id("p8").collect()), ["a8"]);
+        assert!(m.with_id("a4").next().is_none());
+        // The same as a model that never held a4.
+        let mut fresh = AgendaModel::default();
+        for i in [0, 1, 2, 3, 5, 8] {
+            applied(&mut fresh, &format!("a{i}"), i);
+        }
+        assert_eq!(indexes(&m), indexes(&fresh));
+        assert_eq!(states(&m), states(&fresh));
+        // Two customers' agendas with one id (keys `<customer>/<id>`): both found, in key
+        // order, whichever was added first; forgetting one leaves the other.
+        applied(&mut m, "z/a3", 3);
+        applied(&mut m, "b/a3", 3);
+        assert_eq!(keys(m.with_id("a3").collect()), ["a3", "b/a3", "z/a3"]);
+        assert_eq!(keys(m.with_progress_id("a3").collect()), ["a3", "b/a3", "z/a3"]);
+        assert!(m.remove("b/a3").is_some());
+        assert_eq!(keys(m.with_id("a3").collect()), ["a3", "z/a3"]);
+        applied(&mut m, "c/a3", 3);
+        assert_eq!(m.entries.slot_count(), 8);
+        assert_eq!(keys(m.with_progress_id("a3").collect()), ["a3", "c/a3", "z/a3"]);
+        // Built at once from the entries, the id tables hold the same.
+        let before = indexes(&m);
+        m.defer_indexes();
+        m.build_indexes();
+        assert_eq!(indexes(&m), before);
     }
 
     #[test]

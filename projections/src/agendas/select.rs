@@ -12,6 +12,7 @@ use std::sync::Arc;
 use pop_domain::rollup::progress_summary;
 use pop_domain::{ProcessingState, ProgressSummary};
 
+use super::entry::Name;
 use super::indexes::{Key, Partition, live_slot, state_slot};
 use super::{AgendaEntry, AgendaModel, CorruptEntry};
 use crate::phase::Phase;
@@ -125,7 +126,7 @@ impl AgendaModel {
                 ),
             }
         }
-        let after = q.after.map(|c| (c.time, Arc::clone(&c.id)));
+        let after = q.after.map(|c| (c.time, Name::new(&c.id)));
         merge_page(&sources, after, q.descending, q.limit, exact_next, |key| {
             self.get(&key.1).filter(|e| q.admits(e) && keep(e))
         })
@@ -178,7 +179,7 @@ impl AgendaModel {
                 ids.iter().filter_map(|c| self.by_customer.get(c.as_str())).collect()
             }
         };
-        let from: Key = (since_ms, Arc::from(""));
+        let from: Key = (since_ms, Name::new(""));
         let mut out = Vec::new();
         for part in parts {
             for (time, id) in part.by_state[slot].range(&from..) {
@@ -240,7 +241,7 @@ fn merge_page<'m, T>(
             heap.push(Next { key, source: i, descending });
         }
     }
-    let cursor = |key: &Key| Cursor { time: key.0, id: Arc::clone(&key.1) };
+    let cursor = |key: &Key| Cursor { time: key.0, id: Arc::from(&*key.1) };
     let mut items = Vec::new();
     let mut scanned = 0;
     // The key of the page's last item, once the page is full and looking ahead.

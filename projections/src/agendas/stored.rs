@@ -32,7 +32,7 @@ use pop_domain::agenda::AgendaState;
 
 use crate::phase::Phase;
 
-use super::entry::{Body, Keys, SettleBuffers, settle};
+use super::entry::{Body, Keys, Name, SettleBuffers, id_in_key, settle};
 use super::{AgendaEntry, AgendaModel, CorruptEntry, keys_of};
 
 const TAG_SETTLED: u8 = 0;
@@ -53,23 +53,23 @@ pub enum StoredError {
     Json(#[from] serde_json::Error),
 }
 
-/// Entries decoded from a snapshot, boxed as the model holds them (its map's values are
-/// `Box<AgendaEntry>`): each is boxed once where it is decoded and then moves as a pointer.
-#[allow(clippy::vec_box)]
-pub(crate) type Loaded = Vec<Box<AgendaEntry>>;
+/// Entries decoded from a snapshot, moved into the model's slots as they are.
+pub(crate) type Loaded = Vec<AgendaEntry>;
 
 /// Appends `entry`'s record to `out`.
 pub(crate) fn encode(entry: &AgendaEntry, out: &mut Vec<u8>) -> Result<(), CorruptEntry> {
     match &entry.body {
         Body::Settled(bytes) if !entry.keys.phase.is_live() => {
             let k = &entry.keys;
+            let key = entry.key();
+            let (agenda_id, progress_id) = (k.agenda_id(key), k.progress_id(key));
             out.push(TAG_SETTLED);
-            put_str(out, &entry.key);
+            put_str(out, key);
             let mut flags = 0;
-            if k.agenda_id == entry.key {
+            if agenda_id == key {
                 flags |= ID_IS_KEY;
             }
-            if k.progress_id == k.agenda_id {
+            if progress_id == agenda_id {
                 flags |= PROGRESS_IS_ID;
             }
             if k.link.is_some() {
@@ -83,10 +83,10 @@ pub(crate) fn encode(entry: &AgendaEntry, out: &mut Vec<u8>) -> Result<(), Corru
             }
             out.push(flags);
             if flags & ID_IS_KEY == 0 {
-                put_str(out, &k.agenda_id);
+                put_str(out, agenda_id);
             }
             if flags & PROGRESS_IS_ID == 0 {
-                put_str(out, &k.progress_id);
+                put_str(out, progress_id);
             }
             put_str(out, &k.customer);
             if let Some(link) = &k.link {
@@ -104,7 +104,7 @@ pub(crate) fn encode(entry: &AgendaEntry, out: &mut Vec<u8>) -> Result<(), Corru
         }
         _ => {
             out.push(TAG_JSON);
-            put_str(out, &entry.key);
+            put_str(out, entry.key());
             let json = entry.canonical_json()?;
             put_bytes(out, &json);
         }
@@ -134,21 +134,20 @@ pub(crate) fn decode_chunk(
     let r = &mut bytes;
     for _ in 0..count {
         let tag = take_u8(r)?;
-        let key: Arc<str> = Arc::from(take_str(r)?);
+        let key = Name::new(take_str(r)?);
         let entry = match tag {
             TAG_SETTLED => {
                 let flags = take_u8(r)?;
-                let agenda_id =
-                    if flags & ID_IS_KEY != 0 { Arc::clone(&key) } else { Arc::from(take_str(r)?) };
-                let progress_id = if flags & PROGRESS_IS_ID != 0 {
-                    Arc::clone(&agenda_id)
-                } else {
-                    Arc::from(take_str(r)?)
-                };
+                // Held as the model holds them: only what the key does not say.
+                let agenda_id = if flags & ID_IS_KEY != 0 { &*key } else { take_str(r)? };
+                let progress_id =
+                    if flags & PROGRESS_IS_ID != 0 { agenda_id } else { take_str(r)? };
+                let progress_id = (progress_id != agenda_id).then(|| Arc::from(progress_id));
+                let agenda_id = (agenda_id != id_in_key(&key)).then(|| Arc::from(agenda_id));
                 let customer = Arc::from(take_str(r)?);
-                let link = if flags & HAS_LINK != 0 { Some(Arc::from(take_str(r)?)) } else { None };
+                let link = if flags & HAS_LINK != 0 { Some(Name::new(take_str(r)?)) } else { None };
                 let insight =
-                    if flags & HAS_INSIGHT != 0 { Some(Arc::from(take_str(r)?)) } else { None };
+                    if flags & HAS_INSIGHT != 0 { Some(Name::new(take_str(r)?)) } else { None };
                 let state = match take_u8(r)? {
                     0 => ProcessingState::Waiting,
                     1 => ProcessingState::Executing,
@@ -184,13 +183,14 @@ pub(crate) fn decode_chunk(
             TAG_JSON => {
                 let state: AgendaState = serde_json::from_slice(take_bytes(r)?)?;
                 let e = &buffers.empty;
-                let keys = keys_of(e, e, e, &state, &key, None, false);
+                let n = &buffers.empty_names;
+                let keys = keys_of(e, n, n, &state, &key, None, false);
                 let body = settle(&mut buffers.settle, Box::new(state), false);
                 AgendaEntry { key, keys, body }
             }
             _ => return Err(StoredError::Malformed("record tag")),
         };
-        out.push(Box::new(entry));
+        out.push(entry);
     }
     if !r.is_empty() {
         return Err(StoredError::Malformed("bytes after the chunk's last record"));
@@ -204,6 +204,7 @@ pub(crate) struct LoadBuffers {
     settle: SettleBuffers,
     /// No interning while loading: the ids are interned once when the indexes are built.
     empty: HashMap<Arc<str>, ()>,
+    empty_names: HashMap<Name, ()>,
 }
 
 impl std::fmt::Debug for LoadBuffers {
@@ -258,7 +259,7 @@ impl AgendaModel {
         model.entries.reserve(total);
         for part in parts {
             for entry in part {
-                if model.entries.insert(Arc::clone(&entry.key), entry).is_some() {
+                if model.entries.insert(entry).1.is_some() {
                     return Err(StoredError::Malformed("an agenda stored twice"));
                 }
             }

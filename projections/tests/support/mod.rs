@@ -310,6 +310,20 @@ pub async fn write_agendas(
     concurrency: usize,
     finish: bool,
 ) -> Fallible<u64> {
+    write_agendas_keyed(log, count, customers, concurrency, finish, false).await
+}
+
+/// [`write_agendas`], with the streams keyed as pop keys them (`agenda-<customer>/<id>`,
+/// `pop_domain::agenda::key`) when `scoped`, else by the id alone (`agenda-<id>`, as older
+/// builds did and the rebuild bench's figures always were).
+pub async fn write_agendas_keyed(
+    log: &Log,
+    count: usize,
+    customers: usize,
+    concurrency: usize,
+    finish: bool,
+    scoped: bool,
+) -> Fallible<u64> {
     const OPS: [&str; 5] = ["fetch", "probe", "transcode", "package", "publish"];
     let mut histories = Vec::with_capacity(count);
     for i in 0..count {
@@ -335,7 +349,11 @@ pub async fn write_agendas(
                 let expected =
                     versions[i].map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
                 let store = log.store.clone();
-                let stream = format!("agenda-{id}");
+                let stream = if scoped {
+                    format!("agenda-{}", pop_domain::agenda::key(customer, id))
+                } else {
+                    format!("agenda-{id}")
+                };
                 Some(async move { append(&*store, &stream, expected, events, customer).await })
             });
             try_join_all(appends).await?;
