@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
@@ -41,6 +42,9 @@ pub(crate) struct ReaderConn {
     names: GenerationalCache<i64, Arc<str>>,
     /// Event type names seen by this connection; there are few, so each read shares them.
     types: GenerationalCache<Box<str>, Arc<str>>,
+    /// The data and metadata bytes per event of the last `read_all`, to size the next one's
+    /// buffer once (see [`collect`]).
+    row_bytes: usize,
 }
 
 fn backend(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
@@ -88,6 +92,7 @@ impl Readers {
                     conn,
                     names: GenerationalCache::new(STREAM_NAME_CACHE),
                     types: GenerationalCache::new(EVENT_TYPE_CACHE),
+                    row_bytes: 0,
                 })
             }
         }
@@ -122,19 +127,65 @@ fn position_sql(after: Position) -> Result<i64, StoreError> {
     Ok(clamp_i64(sequence))
 }
 
+/// Where one row's data and metadata lie in its batch's buffer.
+type Spans = (std::ops::Range<usize>, std::ops::Range<usize>);
+
+/// The event type names of one read: the few seen in this batch, compared by a short linear
+/// scan (cheaper than hashing the name on every row), in front of the connection's cache.
+struct Types<'a> {
+    recent: Vec<Arc<str>>,
+    cache: &'a mut GenerationalCache<Box<str>, Arc<str>>,
+}
+
+/// Types a batch keeps in its scan; a log has tens of types, a batch usually a handful.
+const RECENT_TYPES: usize = 16;
+
+impl<'a> Types<'a> {
+    fn new(cache: &'a mut GenerationalCache<Box<str>, Arc<str>>) -> Types<'a> {
+        Types { recent: Vec::new(), cache }
+    }
+
+    fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(shared) = self.recent.iter().find(|t| ***t == *name) {
+            return Arc::clone(shared);
+        }
+        let shared = match self.cache.get(name) {
+            Some(shared) => shared,
+            None => {
+                let shared: Arc<str> = Arc::from(name);
+                self.cache.insert(Box::from(name), Arc::clone(&shared));
+                shared
+            }
+        };
+        if self.recent.len() < RECENT_TYPES {
+            self.recent.push(Arc::clone(&shared));
+        }
+        shared
+    }
+}
+
 /// Columns: position, version, event_id, event_type, schema_version, data, metadata,
-/// recorded_at.
+/// recorded_at. The data and metadata are appended to `buffer` (the batch's one buffer) and
+/// left empty in the event; the returned spans say where they are.
 fn event_from_row(
     row: &Row<'_>,
     stream: Arc<str>,
-    types: &mut GenerationalCache<Box<str>, Arc<str>>,
-) -> Result<RecordedEvent, StoreError> {
+    types: &mut Types<'_>,
+    buffer: &mut Vec<u8>,
+) -> Result<(RecordedEvent, Spans), StoreError> {
     let read = backend("reading an event row");
     let position: i64 = row.get(0).map_err(&read)?;
     let version: i64 = row.get(1).map_err(&read)?;
     let event_id = row.get_ref(2).map_err(&read)?.as_blob().map_err(|e| corrupt("event id", e))?;
     let event_id = Uuid::from_slice(event_id).map_err(|e| corrupt("event id", e))?;
-    Ok(RecordedEvent {
+    let mut copy = |column: usize, what: &str| -> Result<std::ops::Range<usize>, StoreError> {
+        let bytes = row.get_ref(column).map_err(&read)?.as_blob().map_err(|e| corrupt(what, e))?;
+        let start = buffer.len();
+        buffer.extend_from_slice(bytes);
+        Ok(start..buffer.len())
+    };
+    let spans = (copy(5, "data")?, copy(6, "metadata")?);
+    let event = RecordedEvent {
         position: Position::from_sequence(
             u64::try_from(position).map_err(|e| corrupt("position", e))?,
         ),
@@ -144,42 +195,56 @@ fn event_from_row(
         event_type: {
             let name =
                 row.get_ref(3).map_err(&read)?.as_str().map_err(|e| corrupt("event type", e))?;
-            match types.get(name) {
-                Some(shared) => shared,
-                None => {
-                    let shared: Arc<str> = Arc::from(name);
-                    types.insert(Box::from(name), Arc::clone(&shared));
-                    shared
-                }
-            }
+            types.get(name)
         },
         schema_version: row.get(4).map_err(&read)?,
-        data: row.get(5).map_err(&read)?,
-        metadata: row.get(6).map_err(&read)?,
+        data: Bytes::new(),
+        metadata: Bytes::new(),
         recorded_at: from_micros(row.get(7).map_err(&read)?)?,
-    })
+    };
+    Ok((event, spans))
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("stored {what} is invalid: {e}"))
 }
 
-/// Collects rows until the byte cap; `stream_of` names each row's stream.
+/// Collects rows until the byte cap; `stream_of` names each row's stream. The data and
+/// metadata of all the rows are copied into one buffer, and each event's are slices of it:
+/// one allocation per batch instead of two per event. The buffer is sized from `row_bytes`
+/// (the bytes per event of the last read, updated) for `max` events, so a full batch needs no
+/// growing; one that came out much smaller is shrunk, so its events do not keep a large
+/// buffer alive.
 fn collect(
     rows: &mut rusqlite::Rows<'_>,
     max: usize,
     types: &mut GenerationalCache<Box<str>, Arc<str>>,
+    row_bytes: &mut usize,
     mut stream_of: impl FnMut(&Row<'_>) -> Result<Arc<str>, StoreError>,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
+    let mut types = Types::new(types);
     let mut events = Vec::with_capacity(max.min(1024));
-    let mut bytes = 0usize;
+    let mut spans = Vec::with_capacity(max.min(1024));
+    let expected = row_bytes.saturating_mul(max).saturating_add(row_bytes.saturating_mul(max) / 8);
+    let mut buffer = Vec::with_capacity(expected.min(MAX_READ_BATCH_BYTES));
     while let Some(row) = rows.next().map_err(backend("reading events"))? {
-        let event = event_from_row(row, stream_of(row)?, types)?;
-        bytes += event.data.len() + event.metadata.len();
+        let (event, span) = event_from_row(row, stream_of(row)?, &mut types, &mut buffer)?;
         events.push(event);
-        if bytes >= MAX_READ_BATCH_BYTES {
+        spans.push(span);
+        if buffer.len() >= MAX_READ_BATCH_BYTES {
             break;
         }
+    }
+    if !events.is_empty() {
+        *row_bytes = buffer.len() / events.len();
+    }
+    if buffer.capacity() > 2 * buffer.len() + 4096 {
+        buffer.shrink_to_fit();
+    }
+    let buffer = Bytes::from(buffer);
+    for (event, (data, metadata)) in events.iter_mut().zip(spans) {
+        event.data = buffer.slice(data);
+        event.metadata = buffer.slice(metadata);
     }
     Ok(events)
 }
@@ -193,7 +258,7 @@ pub(crate) fn read_all(
         return Ok(Vec::new());
     }
     let after = position_sql(after)?;
-    let ReaderConn { conn, names, types } = reader;
+    let ReaderConn { conn, names, types, row_bytes } = reader;
     let mut statement = conn
         .prepare_cached(
             "SELECT position, version, event_id, event_type, schema_version, data, metadata, \
@@ -205,9 +270,18 @@ pub(crate) fn read_all(
         .map_err(backend("reading stream names"))?;
     let mut rows =
         statement.query([after, clamp_i64(max as u64)]).map_err(backend("reading the log"))?;
-    collect(&mut rows, max, types, |row| {
+    // A stream's events are mostly next to each other in the log (appended together): the
+    // previous row's name is checked before the cache.
+    let mut last: Option<(i64, Arc<str>)> = None;
+    collect(&mut rows, max, types, row_bytes, |row| {
         let id: i64 = row.get(8).map_err(backend("reading an event row"))?;
+        if let Some((last_id, name)) = &last
+            && *last_id == id
+        {
+            return Ok(Arc::clone(name));
+        }
         if let Some(name) = names.get(&id) {
+            last = Some((id, Arc::clone(&name)));
             return Ok(name);
         }
         // Same read transaction as the events (the statement above is still open), so the
@@ -216,6 +290,7 @@ pub(crate) fn read_all(
             name_of.query_row([id], |r| r.get(0)).map_err(backend("reading a stream name"))?;
         let name: Arc<str> = Arc::from(name);
         names.insert(id, Arc::clone(&name));
+        last = Some((id, Arc::clone(&name)));
         Ok(name)
     })
 }
@@ -261,5 +336,6 @@ pub(crate) fn read_stream(
         .query([id, clamp_i64(from_version), clamp_i64(max as u64)])
         .map_err(backend("reading a stream"))?;
     let name: Arc<str> = Arc::from(stream);
-    collect(&mut rows, max, types, |_| Ok(Arc::clone(&name)))
+    // Not sized ahead: a stream read is usually short and asks for many (the buffer grows).
+    collect(&mut rows, max, types, &mut 0, |_| Ok(Arc::clone(&name)))
 }
