@@ -144,9 +144,10 @@ pub struct RecordedEvent {
     pub event_id: Uuid,
     pub event_type: Arc<str>,
     pub schema_version: u32,
-    /// The bytes appended, byte for byte. A read may hand out the data and metadata of a whole
-    /// batch as slices of one buffer (no allocation per event): an event kept for long keeps
-    /// that buffer alive, so copy out (`to_vec`) what is kept apart from its batch.
+    /// The bytes appended, byte for byte. A read may hand out the data and metadata of many
+    /// events as slices of one shared buffer (SQLite: chunks of 32 KiB, no allocation per
+    /// event): an event kept for long keeps its buffer alive, so copy out (`to_vec`) what is
+    /// kept apart from its batch.
     pub data: Bytes,
     pub metadata: Bytes,
     /// When the store committed it, by the store's injected clock, to the microsecond.

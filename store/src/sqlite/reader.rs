@@ -42,9 +42,6 @@ pub(crate) struct ReaderConn {
     names: GenerationalCache<i64, Arc<str>>,
     /// Event type names seen by this connection; there are few, so each read shares them.
     types: GenerationalCache<Box<str>, Arc<str>>,
-    /// The data and metadata bytes per event of the last `read_all`, to size the next one's
-    /// buffer once (see [`collect`]).
-    row_bytes: usize,
 }
 
 fn backend(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
@@ -92,7 +89,6 @@ impl Readers {
                     conn,
                     names: GenerationalCache::new(STREAM_NAME_CACHE),
                     types: GenerationalCache::new(EVENT_TYPE_CACHE),
-                    row_bytes: 0,
                 })
             }
         }
@@ -127,8 +123,57 @@ fn position_sql(after: Position) -> Result<i64, StoreError> {
     Ok(clamp_i64(sequence))
 }
 
-/// Where one row's data and metadata lie in its batch's buffer.
+/// Where one row's data and metadata lie in its chunk.
 type Spans = (std::ops::Range<usize>, std::ops::Range<usize>);
+
+/// The size of the chunks a read copies event bytes into: ~50 events of pop's, small enough
+/// for the allocator's thread-local pages (one buffer for a whole batch took fresh pages from
+/// the kernel, zeroed, on every batch), and all an event kept alone keeps alive.
+const CHUNK_BYTES: usize = 32 << 10;
+
+/// The data and metadata of a read's events, copied into shared chunks of [`CHUNK_BYTES`]:
+/// one allocation per chunk instead of two per event. Each event's bytes are slices of its
+/// chunk (an event larger than a chunk gets one of its own).
+struct Chunks {
+    current: Vec<u8>,
+    /// The spans of the events whose bytes are in `current`: `events[first..]`.
+    spans: Vec<Spans>,
+    first: usize,
+}
+
+impl Chunks {
+    fn new() -> Chunks {
+        Chunks { current: Vec::new(), spans: Vec::new(), first: 0 }
+    }
+
+    /// Copies the bytes of the event that comes after `events`.
+    fn push(&mut self, events: &mut [RecordedEvent], data: &[u8], metadata: &[u8]) {
+        let size = data.len() + metadata.len();
+        if self.current.len() + size > self.current.capacity() {
+            self.seal(events);
+            self.current = Vec::with_capacity(size.max(CHUNK_BYTES));
+        }
+        let start = self.current.len();
+        self.current.extend_from_slice(data);
+        let middle = self.current.len();
+        self.current.extend_from_slice(metadata);
+        self.spans.push((start..middle, middle..self.current.len()));
+    }
+
+    /// Hands the current chunk's slices to the events whose bytes it holds.
+    fn seal(&mut self, events: &mut [RecordedEvent]) {
+        if self.spans.is_empty() {
+            return;
+        }
+        let shared = Bytes::from(std::mem::take(&mut self.current));
+        let holders = events.get_mut(self.first..).unwrap_or_default();
+        for (event, (data, metadata)) in holders.iter_mut().zip(self.spans.drain(..)) {
+            event.data = shared.slice(data);
+            event.metadata = shared.slice(metadata);
+        }
+        self.first = events.len();
+    }
+}
 
 /// The event type names of one read: the few seen in this batch, compared by a short linear
 /// scan (cheaper than hashing the name on every row), in front of the connection's cache.
@@ -165,26 +210,20 @@ impl<'a> Types<'a> {
 }
 
 /// Columns: position, version, event_id, event_type, schema_version, data, metadata,
-/// recorded_at. The data and metadata are appended to `buffer` (the batch's one buffer) and
-/// left empty in the event; the returned spans say where they are.
-fn event_from_row(
-    row: &Row<'_>,
+/// recorded_at. The event's data and metadata are left empty and returned beside it, for
+/// [`Chunks`].
+fn event_from_row<'r>(
+    row: &'r Row<'_>,
     stream: Arc<str>,
     types: &mut Types<'_>,
-    buffer: &mut Vec<u8>,
-) -> Result<(RecordedEvent, Spans), StoreError> {
+) -> Result<(RecordedEvent, &'r [u8], &'r [u8]), StoreError> {
     let read = backend("reading an event row");
     let position: i64 = row.get(0).map_err(&read)?;
     let version: i64 = row.get(1).map_err(&read)?;
     let event_id = row.get_ref(2).map_err(&read)?.as_blob().map_err(|e| corrupt("event id", e))?;
     let event_id = Uuid::from_slice(event_id).map_err(|e| corrupt("event id", e))?;
-    let mut copy = |column: usize, what: &str| -> Result<std::ops::Range<usize>, StoreError> {
-        let bytes = row.get_ref(column).map_err(&read)?.as_blob().map_err(|e| corrupt(what, e))?;
-        let start = buffer.len();
-        buffer.extend_from_slice(bytes);
-        Ok(start..buffer.len())
-    };
-    let spans = (copy(5, "data")?, copy(6, "metadata")?);
+    let data = row.get_ref(5).map_err(&read)?.as_blob().map_err(|e| corrupt("data", e))?;
+    let metadata = row.get_ref(6).map_err(&read)?.as_blob().map_err(|e| corrupt("metadata", e))?;
     let event = RecordedEvent {
         position: Position::from_sequence(
             u64::try_from(position).map_err(|e| corrupt("position", e))?,
@@ -202,50 +241,35 @@ fn event_from_row(
         metadata: Bytes::new(),
         recorded_at: from_micros(row.get(7).map_err(&read)?)?,
     };
-    Ok((event, spans))
+    Ok((event, data, metadata))
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("stored {what} is invalid: {e}"))
 }
 
-/// Collects rows until the byte cap; `stream_of` names each row's stream. The data and
-/// metadata of all the rows are copied into one buffer, and each event's are slices of it:
-/// one allocation per batch instead of two per event. The buffer is sized from `row_bytes`
-/// (the bytes per event of the last read, updated) for `max` events, so a full batch needs no
-/// growing; one that came out much smaller is shrunk, so its events do not keep a large
-/// buffer alive.
+/// Collects rows until the byte cap; `stream_of` names each row's stream. The events' data
+/// and metadata are slices of shared chunks ([`Chunks`]).
 fn collect(
     rows: &mut rusqlite::Rows<'_>,
     max: usize,
     types: &mut GenerationalCache<Box<str>, Arc<str>>,
-    row_bytes: &mut usize,
     mut stream_of: impl FnMut(&Row<'_>) -> Result<Arc<str>, StoreError>,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let mut types = Types::new(types);
     let mut events = Vec::with_capacity(max.min(1024));
-    let mut spans = Vec::with_capacity(max.min(1024));
-    let expected = row_bytes.saturating_mul(max).saturating_add(row_bytes.saturating_mul(max) / 8);
-    let mut buffer = Vec::with_capacity(expected.min(MAX_READ_BATCH_BYTES));
+    let mut chunks = Chunks::new();
+    let mut bytes = 0usize;
     while let Some(row) = rows.next().map_err(backend("reading events"))? {
-        let (event, span) = event_from_row(row, stream_of(row)?, &mut types, &mut buffer)?;
+        let (event, data, metadata) = event_from_row(row, stream_of(row)?, &mut types)?;
+        chunks.push(&mut events, data, metadata);
         events.push(event);
-        spans.push(span);
-        if buffer.len() >= MAX_READ_BATCH_BYTES {
+        bytes += data.len() + metadata.len();
+        if bytes >= MAX_READ_BATCH_BYTES {
             break;
         }
     }
-    if !events.is_empty() {
-        *row_bytes = buffer.len() / events.len();
-    }
-    if buffer.capacity() > 2 * buffer.len() + 4096 {
-        buffer.shrink_to_fit();
-    }
-    let buffer = Bytes::from(buffer);
-    for (event, (data, metadata)) in events.iter_mut().zip(spans) {
-        event.data = buffer.slice(data);
-        event.metadata = buffer.slice(metadata);
-    }
+    chunks.seal(&mut events);
     Ok(events)
 }
 
@@ -258,7 +282,7 @@ pub(crate) fn read_all(
         return Ok(Vec::new());
     }
     let after = position_sql(after)?;
-    let ReaderConn { conn, names, types, row_bytes } = reader;
+    let ReaderConn { conn, names, types } = reader;
     let mut statement = conn
         .prepare_cached(
             "SELECT position, version, event_id, event_type, schema_version, data, metadata, \
@@ -273,7 +297,7 @@ pub(crate) fn read_all(
     // A stream's events are mostly next to each other in the log (appended together): the
     // previous row's name is checked before the cache.
     let mut last: Option<(i64, Arc<str>)> = None;
-    collect(&mut rows, max, types, row_bytes, |row| {
+    collect(&mut rows, max, types, |row| {
         let id: i64 = row.get(8).map_err(backend("reading an event row"))?;
         if let Some((last_id, name)) = &last
             && *last_id == id
@@ -336,6 +360,5 @@ pub(crate) fn read_stream(
         .query([id, clamp_i64(from_version), clamp_i64(max as u64)])
         .map_err(backend("reading a stream"))?;
     let name: Arc<str> = Arc::from(stream);
-    // Not sized ahead: a stream read is usually short and asks for many (the buffer grows).
-    collect(&mut rows, max, types, &mut 0, |_| Ok(Arc::clone(&name)))
+    collect(&mut rows, max, types, |_| Ok(Arc::clone(&name)))
 }
