@@ -605,7 +605,7 @@ async fn table(args: &Args, scale: u64) -> Result<(), StoreError> {
         }
         println!("{:<44} {}", format!("{label}, {count} events"), show(&values, "ev/s"));
         if !per_cpu.is_empty() {
-            println!("{:<44} {}", format!("  the same, CPU cost (all threads)"), show(&per_cpu, "ev/CPU-s"));
+            println!("{:<44} {}", "  the same, CPU cost (all threads)", show(&per_cpu, "ev/CPU-s"));
         }
     }
     // Decoding alone, on one thread, from events already in memory: the CPU cost a
