@@ -362,3 +362,35 @@ pub(crate) fn read_stream(
     let name: Arc<str> = Arc::from(stream);
     collect(&mut rows, max, types, |_| Ok(Arc::clone(&name)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Events of every size, around and past a chunk (and empty ones), keep their own bytes,
+    /// in order, and share chunks only up to [`CHUNK_BYTES`].
+    #[test]
+    fn chunks_hand_every_event_its_own_bytes() {
+        let sizes = [0, 1, 700, CHUNK_BYTES - 1, 5, CHUNK_BYTES, 0, 3 * CHUNK_BYTES, 12, 900];
+        let bodies: Vec<(Vec<u8>, Vec<u8>)> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (vec![i as u8; n], vec![(i as u8) ^ 0xff; n % 97]))
+            .collect();
+        let mut events = Vec::new();
+        let mut chunks = Chunks::new();
+        for (data, metadata) in &bodies {
+            chunks.push(&mut events, data, metadata);
+            events.push(RecordedEvent::default());
+        }
+        chunks.seal(&mut events);
+        assert_eq!(events.len(), bodies.len());
+        for (event, (data, metadata)) in events.iter().zip(&bodies) {
+            assert_eq!(&event.data[..], &data[..]);
+            assert_eq!(&event.metadata[..], &metadata[..]);
+        }
+        // Nothing left to seal twice.
+        chunks.seal(&mut events);
+        assert_eq!(&events[2].data[..], &bodies[2].0[..]);
+    }
+}
