@@ -17,7 +17,7 @@ fn recorded(stream: &str, event: &impl EventCodec) -> RecordedEvent {
         stream: stream.into(),
         event_type: event.event_type().into(),
         schema_version: event.schema_version(),
-        data: event.encode().unwrap(),
+        data: event.encode().unwrap().into(),
         ..RecordedEvent::default()
     }
 }
@@ -28,7 +28,7 @@ fn raw(stream: &str, event_type: &str, version: u32, data: &str) -> RecordedEven
         stream: stream.into(),
         event_type: event_type.into(),
         schema_version: version,
-        data: data.as_bytes().to_vec(),
+        data: data.as_bytes().to_vec().into(),
         ..RecordedEvent::default()
     }
 }

@@ -481,6 +481,19 @@ async fn read_all(store: &Arc<dyn EventStore>, decode: bool) -> Result<(f64, u64
     Ok((count as f64 / start.elapsed().as_secs_f64(), count))
 }
 
+/// CPU seconds (user + system, every thread) this process has used, from `/proc/self/stat`
+/// (Linux; clock ticks of 1/100 s). `None` where that file is unavailable. On the shared
+/// machine the wall-clock rate of a read swings with the load; the CPU it costs much less.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name, which may itself contain spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(0.0)
@@ -579,13 +592,21 @@ async fn table(args: &Args, scale: u64) -> Result<(), StoreError> {
     );
     for (decode, label) in [(false, "read_all"), (true, "read_all + decode")] {
         let mut values = Vec::new();
+        let mut per_cpu = Vec::new();
         let mut count = 0;
         for _ in 0..args.runs {
+            let cpu = cpu_seconds();
             let (rate, n) = read_all(&store, decode).await?;
+            if let (Some(before), Some(after)) = (cpu, cpu_seconds()) {
+                per_cpu.push(n as f64 / (after - before).max(0.01));
+            }
             values.push(rate);
             count = n;
         }
         println!("{:<44} {}", format!("{label}, {count} events"), show(&values, "ev/s"));
+        if !per_cpu.is_empty() {
+            println!("{:<44} {}", "  the same, CPU cost (all threads)", show(&per_cpu, "ev/CPU-s"));
+        }
     }
     // Decoding alone, on one thread, from events already in memory: the CPU cost a
     // projection pays per event on top of the read.

@@ -42,6 +42,9 @@ pub mod verify;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
+/// The type of [`RecordedEvent::data`] and [`RecordedEvent::metadata`]: cheap to clone and to
+/// slice, derefs to `&[u8]`.
+pub use bytes::Bytes;
 pub use clock::{Clock, fixed_clock, system_clock};
 pub use commands::{Commands, ExecuteError, Executed};
 pub use error::{Limit, StoreError};

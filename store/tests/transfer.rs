@@ -177,7 +177,7 @@ async fn an_export_is_cloudevents_between_a_manifest_and_a_signed_checkpoint() {
         assert_eq!(line["popposition"], e.position.to_string().as_str());
         assert_eq!(line["popversion"], e.version);
         assert_eq!(line["popschemaversion"], e.schema_version);
-        assert_eq!(line["popmetadata"].as_str().unwrap().as_bytes(), e.metadata.as_slice());
+        assert_eq!(line["popmetadata"].as_str().unwrap().as_bytes(), &e.metadata[..]);
         let actor = pop_store::EventMetadata::from_json(&e.metadata).unwrap().actor.unwrap();
         assert_eq!(line["popactor"], actor.as_str());
         assert_eq!(line["popdigest"].as_str().unwrap().len(), 64);

@@ -470,12 +470,7 @@ impl EventCodec for AgendaEvent {
     }
 }
 
-/// Decodes JSON data. The text is checked to be UTF-8 once, as a whole: serde_json's byte-slice
-/// reader checks every string it reads on its own, which cost ~15% of a replay's decoding.
-/// Invalid UTF-8 goes through that reader anyway, for its error (with the position).
+/// Decodes JSON data ([`crate::codec::from_json`]: UTF-8 checked once, as a whole).
 fn from<'a, T: Deserialize<'a>>(data: &'a [u8]) -> serde_json::Result<T> {
-    match std::str::from_utf8(data) {
-        Ok(text) => serde_json::from_str(text),
-        Err(_) => serde_json::from_slice(data),
-    }
+    crate::codec::from_json(data)
 }

@@ -108,7 +108,7 @@ async fn namespaces_on_one_server_do_not_see_each_other() {
     let in_a = a.read_all(Position::START, 100).await.expect("reads");
     assert_eq!(in_a.len(), 1);
     assert_eq!(&*in_a[0].stream, "agenda-1", "pop sees its own name, not the server's");
-    assert_eq!(in_a[0].data, br#"{"i":1}"#);
+    assert_eq!(&in_a[0].data[..], br#"{"i":1}"#);
     assert_eq!(b.read_stream("agenda-1", 0, 10, Direction::Forwards).await.expect("ok").len(), 1);
     assert_eq!(
         b.head().await.expect("head"),

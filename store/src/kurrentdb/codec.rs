@@ -202,8 +202,8 @@ pub(crate) fn decode(
         event_id: event.id,
         event_type: event.event_type.as_str().into(),
         schema_version: envelope.schema_version,
-        data: event.data.to_vec(),
-        metadata: envelope.metadata.into_bytes(),
+        data: event.data.clone(),
+        metadata: envelope.metadata.into_bytes().into(),
         recorded_at,
     })
 }

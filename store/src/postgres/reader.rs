@@ -74,8 +74,8 @@ fn event_from_row(row: &Row, first: usize, names: &mut Names) -> Result<Recorded
         event_type: names.get(event_type),
         schema_version: u32::try_from(schema_version)
             .map_err(|_| StoreError::Corrupt(format!("schema version {schema_version}")))?,
-        data: row.try_get(first + 7).map_err(&read)?,
-        metadata: row.try_get(first + 8).map_err(&read)?,
+        data: row.try_get::<_, Vec<u8>>(first + 7).map_err(&read)?.into(),
+        metadata: row.try_get::<_, Vec<u8>>(first + 8).map_err(&read)?.into(),
         recorded_at: chrono::DateTime::from_timestamp_micros(recorded_at).ok_or_else(|| {
             StoreError::Corrupt(format!("recorded time {recorded_at} is out of range"))
         })?,

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
@@ -122,19 +123,108 @@ fn position_sql(after: Position) -> Result<i64, StoreError> {
     Ok(clamp_i64(sequence))
 }
 
+/// Where one row's data and metadata lie in its chunk.
+type Spans = (std::ops::Range<usize>, std::ops::Range<usize>);
+
+/// The size of the chunks a read copies event bytes into: ~50 events of pop's, small enough
+/// for the allocator's thread-local pages (one buffer for a whole batch took fresh pages from
+/// the kernel, zeroed, on every batch), and all an event kept alone keeps alive.
+const CHUNK_BYTES: usize = 32 << 10;
+
+/// The data and metadata of a read's events, copied into shared chunks of [`CHUNK_BYTES`]:
+/// one allocation per chunk instead of two per event. Each event's bytes are slices of its
+/// chunk (an event larger than a chunk gets one of its own).
+struct Chunks {
+    current: Vec<u8>,
+    /// The spans of the events whose bytes are in `current`: `events[first..]`.
+    spans: Vec<Spans>,
+    first: usize,
+}
+
+impl Chunks {
+    fn new() -> Chunks {
+        Chunks { current: Vec::new(), spans: Vec::new(), first: 0 }
+    }
+
+    /// Copies the bytes of the event that comes after `events`.
+    fn push(&mut self, events: &mut [RecordedEvent], data: &[u8], metadata: &[u8]) {
+        let size = data.len() + metadata.len();
+        if self.current.len() + size > self.current.capacity() {
+            self.seal(events);
+            self.current = Vec::with_capacity(size.max(CHUNK_BYTES));
+        }
+        let start = self.current.len();
+        self.current.extend_from_slice(data);
+        let middle = self.current.len();
+        self.current.extend_from_slice(metadata);
+        self.spans.push((start..middle, middle..self.current.len()));
+    }
+
+    /// Hands the current chunk's slices to the events whose bytes it holds.
+    fn seal(&mut self, events: &mut [RecordedEvent]) {
+        if self.spans.is_empty() {
+            return;
+        }
+        let shared = Bytes::from(std::mem::take(&mut self.current));
+        let holders = events.get_mut(self.first..).unwrap_or_default();
+        for (event, (data, metadata)) in holders.iter_mut().zip(self.spans.drain(..)) {
+            event.data = shared.slice(data);
+            event.metadata = shared.slice(metadata);
+        }
+        self.first = events.len();
+    }
+}
+
+/// The event type names of one read: the few seen in this batch, compared by a short linear
+/// scan (cheaper than hashing the name on every row), in front of the connection's cache.
+struct Types<'a> {
+    recent: Vec<Arc<str>>,
+    cache: &'a mut GenerationalCache<Box<str>, Arc<str>>,
+}
+
+/// Types a batch keeps in its scan; a log has tens of types, a batch usually a handful.
+const RECENT_TYPES: usize = 16;
+
+impl<'a> Types<'a> {
+    fn new(cache: &'a mut GenerationalCache<Box<str>, Arc<str>>) -> Types<'a> {
+        Types { recent: Vec::new(), cache }
+    }
+
+    fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(shared) = self.recent.iter().find(|t| ***t == *name) {
+            return Arc::clone(shared);
+        }
+        let shared = match self.cache.get(name) {
+            Some(shared) => shared,
+            None => {
+                let shared: Arc<str> = Arc::from(name);
+                self.cache.insert(Box::from(name), Arc::clone(&shared));
+                shared
+            }
+        };
+        if self.recent.len() < RECENT_TYPES {
+            self.recent.push(Arc::clone(&shared));
+        }
+        shared
+    }
+}
+
 /// Columns: position, version, event_id, event_type, schema_version, data, metadata,
-/// recorded_at.
-fn event_from_row(
-    row: &Row<'_>,
+/// recorded_at. The event's data and metadata are left empty and returned beside it, for
+/// [`Chunks`].
+fn event_from_row<'r>(
+    row: &'r Row<'_>,
     stream: Arc<str>,
-    types: &mut GenerationalCache<Box<str>, Arc<str>>,
-) -> Result<RecordedEvent, StoreError> {
+    types: &mut Types<'_>,
+) -> Result<(RecordedEvent, &'r [u8], &'r [u8]), StoreError> {
     let read = backend("reading an event row");
     let position: i64 = row.get(0).map_err(&read)?;
     let version: i64 = row.get(1).map_err(&read)?;
     let event_id = row.get_ref(2).map_err(&read)?.as_blob().map_err(|e| corrupt("event id", e))?;
     let event_id = Uuid::from_slice(event_id).map_err(|e| corrupt("event id", e))?;
-    Ok(RecordedEvent {
+    let data = row.get_ref(5).map_err(&read)?.as_blob().map_err(|e| corrupt("data", e))?;
+    let metadata = row.get_ref(6).map_err(&read)?.as_blob().map_err(|e| corrupt("metadata", e))?;
+    let event = RecordedEvent {
         position: Position::from_sequence(
             u64::try_from(position).map_err(|e| corrupt("position", e))?,
         ),
@@ -144,43 +234,42 @@ fn event_from_row(
         event_type: {
             let name =
                 row.get_ref(3).map_err(&read)?.as_str().map_err(|e| corrupt("event type", e))?;
-            match types.get(name) {
-                Some(shared) => shared,
-                None => {
-                    let shared: Arc<str> = Arc::from(name);
-                    types.insert(Box::from(name), Arc::clone(&shared));
-                    shared
-                }
-            }
+            types.get(name)
         },
         schema_version: row.get(4).map_err(&read)?,
-        data: row.get(5).map_err(&read)?,
-        metadata: row.get(6).map_err(&read)?,
+        data: Bytes::new(),
+        metadata: Bytes::new(),
         recorded_at: from_micros(row.get(7).map_err(&read)?)?,
-    })
+    };
+    Ok((event, data, metadata))
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("stored {what} is invalid: {e}"))
 }
 
-/// Collects rows until the byte cap; `stream_of` names each row's stream.
+/// Collects rows until the byte cap; `stream_of` names each row's stream. The events' data
+/// and metadata are slices of shared chunks ([`Chunks`]).
 fn collect(
     rows: &mut rusqlite::Rows<'_>,
     max: usize,
     types: &mut GenerationalCache<Box<str>, Arc<str>>,
     mut stream_of: impl FnMut(&Row<'_>) -> Result<Arc<str>, StoreError>,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
+    let mut types = Types::new(types);
     let mut events = Vec::with_capacity(max.min(1024));
+    let mut chunks = Chunks::new();
     let mut bytes = 0usize;
     while let Some(row) = rows.next().map_err(backend("reading events"))? {
-        let event = event_from_row(row, stream_of(row)?, types)?;
-        bytes += event.data.len() + event.metadata.len();
+        let (event, data, metadata) = event_from_row(row, stream_of(row)?, &mut types)?;
+        chunks.push(&mut events, data, metadata);
         events.push(event);
+        bytes += data.len() + metadata.len();
         if bytes >= MAX_READ_BATCH_BYTES {
             break;
         }
     }
+    chunks.seal(&mut events);
     Ok(events)
 }
 
@@ -205,9 +294,18 @@ pub(crate) fn read_all(
         .map_err(backend("reading stream names"))?;
     let mut rows =
         statement.query([after, clamp_i64(max as u64)]).map_err(backend("reading the log"))?;
+    // A stream's events are mostly next to each other in the log (appended together): the
+    // previous row's name is checked before the cache.
+    let mut last: Option<(i64, Arc<str>)> = None;
     collect(&mut rows, max, types, |row| {
         let id: i64 = row.get(8).map_err(backend("reading an event row"))?;
+        if let Some((last_id, name)) = &last
+            && *last_id == id
+        {
+            return Ok(Arc::clone(name));
+        }
         if let Some(name) = names.get(&id) {
+            last = Some((id, Arc::clone(&name)));
             return Ok(name);
         }
         // Same read transaction as the events (the statement above is still open), so the
@@ -216,6 +314,7 @@ pub(crate) fn read_all(
             name_of.query_row([id], |r| r.get(0)).map_err(backend("reading a stream name"))?;
         let name: Arc<str> = Arc::from(name);
         names.insert(id, Arc::clone(&name));
+        last = Some((id, Arc::clone(&name)));
         Ok(name)
     })
 }
@@ -262,4 +361,36 @@ pub(crate) fn read_stream(
         .map_err(backend("reading a stream"))?;
     let name: Arc<str> = Arc::from(stream);
     collect(&mut rows, max, types, |_| Ok(Arc::clone(&name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Events of every size, around and past a chunk (and empty ones), keep their own bytes,
+    /// in order, and share chunks only up to [`CHUNK_BYTES`].
+    #[test]
+    fn chunks_hand_every_event_its_own_bytes() {
+        let sizes = [0, 1, 700, CHUNK_BYTES - 1, 5, CHUNK_BYTES, 0, 3 * CHUNK_BYTES, 12, 900];
+        let bodies: Vec<(Vec<u8>, Vec<u8>)> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (vec![i as u8; n], vec![(i as u8) ^ 0xff; n % 97]))
+            .collect();
+        let mut events = Vec::new();
+        let mut chunks = Chunks::new();
+        for (data, metadata) in &bodies {
+            chunks.push(&mut events, data, metadata);
+            events.push(RecordedEvent::default());
+        }
+        chunks.seal(&mut events);
+        assert_eq!(events.len(), bodies.len());
+        for (event, (data, metadata)) in events.iter().zip(&bodies) {
+            assert_eq!(&event.data[..], &data[..]);
+            assert_eq!(&event.metadata[..], &metadata[..]);
+        }
+        // Nothing left to seal twice.
+        chunks.seal(&mut events);
+        assert_eq!(&events[2].data[..], &bodies[2].0[..]);
+    }
 }
