@@ -6,12 +6,16 @@
 //! [--memory-agendas M] [--breakdown] [--customer-keys]`. Rates are the median of R runs. Targets (the issue's): ≥ 500,000
 //! events/s, ≤ 4 KiB per live agenda and ≤ 1 KiB per finished one.
 
+#[path = "../../bench/cpu.rs"]
+mod cpu;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
+
+use cpu::cpu_seconds;
 
 use cap::Cap;
 use pop_projections::{ReadModels, rebuild, snapshot};
@@ -68,19 +72,6 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     Ok(args)
-}
-
-/// CPU seconds (user + system, every thread) this process has used, from `/proc/self/stat`
-/// (Linux; clock ticks of 1/100 s). `None` where that file is unavailable. On a shared machine
-/// the wall-clock rate swings with the load; the CPU time a rebuild takes swings much less.
-fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name, which may itself contain spaces.
-    let rest = stat.rsplit_once(')')?.1;
-    let mut fields = rest.split_whitespace().skip(11);
-    let utime: f64 = fields.next()?.parse().ok()?;
-    let stime: f64 = fields.next()?.parse().ok()?;
-    Some((utime + stime) / 100.0)
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

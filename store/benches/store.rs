@@ -30,6 +30,9 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "../../bench/cpu.rs"]
+mod cpu;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,6 +43,8 @@ use pop_store::{
     SqliteOptions, SqliteStore, StoreError,
 };
 use uuid::Uuid;
+
+use cpu::cpu_seconds;
 
 /// Appends per agenda lifecycle: submitted, scheduled, started, two progress reports, done.
 const LIFECYCLE: u64 = 6;
@@ -479,19 +484,6 @@ async fn read_all(store: &Arc<dyn EventStore>, decode: bool) -> Result<(f64, u64
         count += d.await.map_err(|e| StoreError::backend("decoder task", e))??;
     }
     Ok((count as f64 / start.elapsed().as_secs_f64(), count))
-}
-
-/// CPU seconds (user + system, every thread) this process has used, from `/proc/self/stat`
-/// (Linux; clock ticks of 1/100 s). `None` where that file is unavailable. On the shared
-/// machine the wall-clock rate of a read swings with the load; the CPU it costs much less.
-fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name, which may itself contain spaces.
-    let rest = stat.rsplit_once(')')?.1;
-    let mut fields = rest.split_whitespace().skip(11);
-    let utime: f64 = fields.next()?.parse().ok()?;
-    let stime: f64 = fields.next()?.parse().ok()?;
-    Some((utime + stime) / 100.0)
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
