@@ -942,32 +942,39 @@ struct Line<'a> {
     signature: Option<Cow<'a, str>>,
 }
 
-/// Reads the last line of a file (without reading the rest).
+/// Reads the last line of a file (without reading the rest): chunks read backwards from the
+/// end, each searched once for the newline before the line (the checkpoint's line holds every
+/// stream's mark: megabytes for a large log).
 fn last_line(file: &mut std::fs::File) -> Result<String, TransferError> {
     let size = file.seek(SeekFrom::End(0))?;
     let mut start = size;
-    let mut tail: Vec<u8> = Vec::new();
+    // The chunks read, the last one of the file first.
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    let mut read = 0usize;
     const STEP: u64 = 64 * 1024;
-    loop {
+    let line = loop {
         let from = start.saturating_sub(STEP);
         let mut chunk = vec![0u8; (start - from) as usize];
         file.seek(SeekFrom::Start(from))?;
         file.read_exact(&mut chunk)?;
-        chunk.extend_from_slice(&tail);
-        tail = chunk;
         start = from;
-        let body = tail.strip_suffix(b"\n").unwrap_or(&tail);
-        if let Some(i) = body.iter().rposition(|b| *b == b'\n') {
-            let line = body[i + 1..].to_vec();
-            file.seek(SeekFrom::Start(0))?;
-            return String::from_utf8(line).map_err(|_| TransferError::File("is not UTF-8".into()));
+        read += chunk.len();
+        // The newline that ends the file is not the one before the last line.
+        if chunks.is_empty() && chunk.last() == Some(&b'\n') {
+            chunk.pop();
         }
-        if start == 0 || tail.len() > MAX_LINE_BYTES {
-            file.seek(SeekFrom::Start(0))?;
-            return String::from_utf8(body.to_vec())
-                .map_err(|_| TransferError::File("is not UTF-8".into()));
+        let found = chunk.iter().rposition(|b| *b == b'\n');
+        let whole = start == 0 || read > MAX_LINE_BYTES;
+        if let Some(i) = found {
+            chunk.drain(..=i);
         }
-    }
+        chunks.push(chunk);
+        if found.is_some() || whole {
+            break chunks.into_iter().rev().collect::<Vec<_>>().concat();
+        }
+    };
+    file.seek(SeekFrom::Start(0))?;
+    String::from_utf8(line).map_err(|_| TransferError::File("is not UTF-8".into()))
 }
 
 /// Where the reader checking a file stands per stream.
@@ -1875,6 +1882,35 @@ mod tests {
         );
         for t in &texts {
             assert_eq!(time_micros(t), chrono(t), "{t}");
+        }
+    }
+
+    #[test]
+    fn the_last_line_is_found_whatever_its_length() {
+        let long = |n: usize, c: char| c.to_string().repeat(n);
+        let cases = [
+            String::new(),
+            "\n".into(),
+            "one".into(),
+            "one\n".into(),
+            "one\ntwo".into(),
+            "one\ntwo\n".into(),
+            "one\n\n".into(),
+            format!("a\n{}\n", long(64 * 1024, 'b')),
+            format!("a\n{}\n", long(64 * 1024 - 1, 'b')),
+            format!("a\n{}", long(64 * 1024 + 1, 'b')),
+            format!("{}\n{}\n", long(100_000, 'a'), long(200_000, 'b')),
+            format!("{}\n", long(300_000, 'c')),
+        ];
+        for text in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("f");
+            std::fs::write(&path, &text).unwrap();
+            let body = text.strip_suffix('\n').unwrap_or(&text);
+            let want = body.rsplit('\n').next().unwrap_or_default();
+            let mut file = std::fs::File::open(&path).unwrap();
+            assert_eq!(last_line(&mut file).unwrap(), want, "{}", text.len());
+            assert_eq!(file.stream_position().unwrap(), 0);
         }
     }
 
