@@ -1721,9 +1721,11 @@ fn time_micros(text: &str) -> Option<i64> {
         if second > 59 {
             return None;
         }
-        Some(date.and_hms_micro_opt(number(11, 13)?, number(14, 16)?, second, micro)?
-            .and_utc()
-            .timestamp_micros())
+        Some(
+            date.and_hms_micro_opt(number(11, 13)?, number(14, 16)?, second, micro)?
+                .and_utc()
+                .timestamp_micros(),
+        )
     };
     match written.then(fast).flatten() {
         Some(micros) => Some(micros),

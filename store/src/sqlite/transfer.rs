@@ -20,8 +20,8 @@ use rusqlite::{Connection, params};
 use super::schema;
 use crate::digest::Hash;
 use crate::transfer::{
-    DataChecks, Entry, EventRef, ExportReader, ExportSummary, Exporter, ImportSummary, Item, Manifest,
-    StreamSlot, Tombstone, TransferError,
+    DataChecks, Entry, EventRef, ExportReader, ExportSummary, Exporter, ImportSummary, Item,
+    Manifest, StreamSlot, Tombstone, TransferError,
 };
 use crate::{Durability, Position, StoreError};
 
