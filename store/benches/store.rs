@@ -691,12 +691,21 @@ async fn transfer(args: &Args, events: u64) -> Result<(), StoreError> {
     let dir = tempdir()?;
     let file = dir.path().join("export.jsonl");
     let mut exports = Vec::new();
+    // Events per CPU-second of the whole process (every thread): on a shared machine the
+    // wall-clock rate swings with the load, the CPU a run takes much less.
+    let (mut export_cpu, mut check_cpu, mut import_cpu) = (Vec::new(), Vec::new(), Vec::new());
+    let per_cpu = |n: u64, before: Option<f64>, out: &mut Vec<f64>| {
+        if let (Some(before), Some(after)) = (before, cpu_seconds()) {
+            out.push(n as f64 / (after - before).max(0.01));
+        }
+    };
     for _ in 0..args.runs {
         let out = std::io::BufWriter::with_capacity(
             1 << 20,
             std::fs::File::create(&file).map_err(|e| StoreError::backend("export file", e))?,
         );
         let start = Instant::now();
+        let cpu = cpu_seconds();
         let summary = match &bench.kind {
             Kind::Sqlite(store) => {
                 let (path, key) = (store.path().to_path_buf(), key.clone());
@@ -725,6 +734,7 @@ async fn transfer(args: &Args, events: u64) -> Result<(), StoreError> {
         }
         .map_err(failed)?;
         exports.push(summary.manifest.events as f64 / start.elapsed().as_secs_f64());
+        per_cpu(summary.manifest.events, cpu, &mut export_cpu);
         if summary.manifest.events != events {
             return Err(StoreError::Corrupt(format!("exported {}", summary.manifest.events)));
         }
@@ -735,6 +745,7 @@ async fn transfer(args: &Args, events: u64) -> Result<(), StoreError> {
         format!("export, {events} events ({} MiB)", bytes >> 20),
         show(&exports, "ev/s")
     );
+    println!("{:<44} {}", "  the same, CPU cost (all threads)", show(&export_cpu, "ev/CPU-s"));
     // The file checked alone (read, parse, verify every line; nothing written): the part of an
     // import that is not the store's, as the import reads it (`read_parallel`, one parsing
     // thread per core).
@@ -742,6 +753,7 @@ async fn transfer(args: &Args, events: u64) -> Result<(), StoreError> {
     let parsers = std::thread::available_parallelism().map_or(2, |n| n.get());
     for _ in 0..args.runs {
         let start = Instant::now();
+        let cpu = cpu_seconds();
         let reader = ExportReader::open(&file, Some(key.verifying_key())).map_err(failed)?;
         let mut n = 0u64;
         reader
@@ -754,11 +766,14 @@ async fn transfer(args: &Args, events: u64) -> Result<(), StoreError> {
             })
             .map_err(failed)?;
         checks.push(n as f64 / start.elapsed().as_secs_f64());
+        per_cpu(n, cpu, &mut check_cpu);
     }
     println!("{:<44} {}", format!("check the file alone, {events} events"), show(&checks, "ev/s"));
+    println!("{:<44} {}", "  the same, CPU cost (all threads)", show(&check_cpu, "ev/CPU-s"));
     let mut imports = Vec::new();
     for run in 0..args.runs {
         let start = Instant::now();
+        let cpu = cpu_seconds();
         let reader = ExportReader::open(&file, Some(key.verifying_key())).map_err(failed)?;
         let summary = match &bench.kind {
             Kind::Sqlite(_) => {
@@ -785,12 +800,14 @@ async fn transfer(args: &Args, events: u64) -> Result<(), StoreError> {
             return Err(StoreError::Corrupt(format!("imported {}", summary.0.events)));
         }
         imports.push(events as f64 / summary.1.as_secs_f64());
+        per_cpu(events, cpu, &mut import_cpu);
     }
     println!(
         "{:<44} {}",
         format!("import (verify + commit), {events} events"),
         show(&imports, "ev/s")
     );
+    println!("{:<44} {}", "  the same, CPU cost (all threads)", show(&import_cpu, "ev/CPU-s"));
     bench.close().await
 }
 

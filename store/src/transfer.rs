@@ -168,6 +168,59 @@ pub struct ExportEvent {
     pub chain: Option<Hash>,
 }
 
+impl ExportEvent {
+    /// The event borrowed, as [`Exporter::event`] takes it.
+    pub fn view(&self) -> EventRef<'_> {
+        EventRef {
+            position: self.position,
+            version: self.version,
+            event_id: self.event_id,
+            event_type: &self.event_type,
+            schema_version: self.schema_version,
+            recorded_at: self.recorded_at,
+            data: &self.data,
+            metadata: &self.metadata,
+            chain: self.chain,
+        }
+    }
+}
+
+/// One event to export, borrowed from wherever the backend read it (its stream is the
+/// [`StreamSlot`] given beside it): [`ExportEvent`] without a copy of its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventRef<'a> {
+    pub position: Position,
+    pub version: u64,
+    pub event_id: Uuid,
+    pub event_type: &'a str,
+    pub schema_version: u32,
+    /// The commit time, microseconds since the epoch.
+    pub recorded_at: i64,
+    pub data: &'a [u8],
+    pub metadata: &'a [u8],
+    /// The stream's chain link after the event, as stored.
+    pub chain: Option<Hash>,
+}
+
+/// What depends on an event's data alone: its SHA-256 and whether it is written as it is
+/// ([`raw_json`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DataChecks {
+    pub(crate) hash: Hash,
+    pub(crate) raw: bool,
+}
+
+impl DataChecks {
+    pub(crate) fn of(data: &[u8]) -> DataChecks {
+        DataChecks { hash: data_hash(data), raw: raw_json(data) }
+    }
+}
+
+/// A stream the exporter has met ([`Exporter::stream`]): its name is looked up once, not for
+/// every event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamSlot(usize);
+
 /// A stream deleted on purpose: its last version and the head hash it kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tombstone {
@@ -206,16 +259,182 @@ pub enum Item {
     Tombstone(Tombstone),
 }
 
-/// Whether `data` can be written as the `data` member as it is: one line of JSON without
-/// whitespace around it (whitespace inside is kept by the raw copy, but a newline would end
-/// the line), and not `null` (which CloudEvents reads as no data).
+/// How deep arrays and objects may nest in data written as the `data` member as it is; deeper
+/// data is written as `data_base64` (the check's stack is a bit per level).
+const MAX_RAW_NESTING: u32 = 128;
+
+/// Whether `data` can be written as the `data` member as it is: exactly one JSON value by
+/// RFC 8259's grammar, in UTF-8 (a line of JSON must be: serde_json's `IgnoredAny`, which the
+/// append's check uses, does not look inside strings, so data that passed it may not be), with
+/// no whitespace around it and no line break in it (which would end the line), and not `null`
+/// (which CloudEvents reads as no data). A check of the grammar in one pass that builds
+/// nothing, so the line it goes into parses back ([`Line`]'s `data`) to the same bytes; data
+/// it refuses goes as `data_base64`, which carries any bytes.
 fn raw_json(data: &[u8]) -> bool {
-    let (Some(first), Some(last)) = (data.first(), data.last()) else { return false };
-    !first.is_ascii_whitespace()
-        && !last.is_ascii_whitespace()
-        && data != b"null"
-        && !data.iter().any(|b| *b == b'\n' || *b == b'\r')
-        && serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok()
+    data != b"null" && std::str::from_utf8(data).is_ok() && json_grammar(data)
+}
+
+/// Spaces and tabs: the JSON whitespace that may stand inside a line (a line break may not).
+fn skip_blanks(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\t')) {
+        i += 1;
+    }
+    i
+}
+
+/// The end of the JSON string that starts at `i`, if one does.
+fn json_string_end(b: &[u8], i: usize) -> Option<usize> {
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let mut j = i + 1;
+    loop {
+        match *b.get(j)? {
+            b'"' => return Some(j + 1),
+            b'\\' => match *b.get(j + 1)? {
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => j += 2,
+                b'u' => {
+                    let hex = b.get(j + 2..j + 6)?;
+                    if !hex.iter().all(u8::is_ascii_hexdigit) {
+                        return None;
+                    }
+                    j += 6;
+                }
+                _ => return None,
+            },
+            c if c < 0x20 => return None,
+            _ => j += 1,
+        }
+    }
+}
+
+/// The end of the JSON number that starts at `i`, if one does.
+fn json_number_end(b: &[u8], mut i: usize) -> Option<usize> {
+    let digits = |b: &[u8], mut i: usize| -> Option<usize> {
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        (i > start).then_some(i)
+    };
+    if b.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    i = match b.get(i)? {
+        b'0' => i + 1,
+        b'1'..=b'9' => digits(b, i)?,
+        _ => return None,
+    };
+    if b.get(i) == Some(&b'.') {
+        i = digits(b, i + 1)?;
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        i = digits(b, i)?;
+    }
+    Some(i)
+}
+
+/// An object's key at `i`, the colon after it and the blanks around: where its value starts.
+fn json_key_end(b: &[u8], i: usize) -> Option<usize> {
+    let i = skip_blanks(b, json_string_end(b, i)?);
+    (b.get(i) == Some(&b':')).then(|| skip_blanks(b, i + 1))
+}
+
+/// Whether `b` is exactly one JSON value from its first byte to its last, with spaces and
+/// tabs only as whitespace, nested at most [`MAX_RAW_NESTING`] deep.
+fn json_grammar(b: &[u8]) -> bool {
+    // Bit `d` of `objects`: whether level `d` of the open arrays and objects is an object.
+    let mut objects: u128 = 0;
+    let mut depth: u32 = 0;
+    let mut i = 0;
+    loop {
+        // A value starts at `i`; `complete`: it was read whole (else a container was opened
+        // and `i` is where its first value starts).
+        let complete = match b.get(i) {
+            Some(&open @ (b'{' | b'[')) => {
+                if depth == MAX_RAW_NESTING {
+                    return false;
+                }
+                let object = open == b'{';
+                i = skip_blanks(b, i + 1);
+                if b.get(i) == Some(if object { &b'}' } else { &b']' }) {
+                    i += 1;
+                    true
+                } else {
+                    objects = if object { objects | (1 << depth) } else { objects & !(1 << depth) };
+                    depth += 1;
+                    if object {
+                        match json_key_end(b, i) {
+                            Some(j) => i = j,
+                            None => return false,
+                        }
+                    }
+                    false
+                }
+            }
+            Some(b'"') => match json_string_end(b, i) {
+                Some(j) => {
+                    i = j;
+                    true
+                }
+                None => return false,
+            },
+            Some(b'-' | b'0'..=b'9') => match json_number_end(b, i) {
+                Some(j) => {
+                    i = j;
+                    true
+                }
+                None => return false,
+            },
+            Some(_) => {
+                let rest = &b[i..];
+                let Some(word) =
+                    [&b"true"[..], b"false", b"null"].into_iter().find(|w| rest.starts_with(w))
+                else {
+                    return false;
+                };
+                i += word.len();
+                true
+            }
+            None => return false,
+        };
+        if !complete {
+            continue;
+        }
+        // A value ended at `i`: close what it ends, up to where the next value starts.
+        loop {
+            if depth == 0 {
+                return i == b.len();
+            }
+            i = skip_blanks(b, i);
+            let object = (objects >> (depth - 1)) & 1 == 1;
+            match b.get(i) {
+                Some(b',') => {
+                    i = skip_blanks(b, i + 1);
+                    if object {
+                        match json_key_end(b, i) {
+                            Some(j) => i = j,
+                            None => return false,
+                        }
+                    }
+                    break;
+                }
+                Some(b'}') if object => {
+                    depth -= 1;
+                    i += 1;
+                }
+                Some(b']') if !object => {
+                    depth -= 1;
+                    i += 1;
+                }
+                _ => return false,
+            }
+        }
+    }
 }
 
 fn time_text(micros: i64) -> String {
@@ -249,6 +468,43 @@ fn push_time(out: &mut Vec<u8>, micros: i64) {
         }
         out.push(then);
     }
+}
+
+/// The decimal digits of `n` appended to `out` (as `Display` writes them).
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// `position` appended to `out` as its `Display` writes it.
+fn push_position(out: &mut Vec<u8>, position: Position) {
+    match position.sequence() {
+        Some(n) => push_u64(out, n),
+        None => {
+            push_u64(out, position.commit());
+            out.push(b'/');
+            push_u64(out, position.prepare());
+        }
+    }
+}
+
+/// The standard base64 of `bytes` appended to `out` (data that is not one line of JSON:
+/// rare).
+fn push_base64(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(bytes).as_bytes());
+}
+
+fn unknown_slot() -> TransferError {
+    TransferError::File("was handed a stream slot of another export".into())
 }
 
 /// The hex of `hash` appended to `out` (as [`hex`] writes it).
@@ -289,52 +545,15 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
-/// Accumulates the checkpoint over the entries written or read: count, log hash and where
-/// each stream ended (the rule of [`crate::commitment::Sealer`]). A stream's name is copied
-/// once, its mark's hex written once, at the end.
-#[derive(Default)]
-struct Seal {
-    count: u64,
-    log_hash: Hash,
-    marks: HashMap<String, usize>,
-    /// Each stream touched, in order of first appearance: version, position and link there.
-    streams: Vec<(u64, Position, Hash)>,
-}
-
-impl Seal {
-    fn add(&mut self, position: Position, stream: &str, version: u64, link: Option<&Hash>) {
-        self.log_hash =
-            crate::commitment::fold_parts(&self.log_hash, position, stream, version, link);
-        self.count += 1;
-        let mark = (version, position, *link.unwrap_or(&GENESIS));
-        match self.marks.get(stream) {
-            Some(&i) => self.streams[i] = mark,
-            None => {
-                self.marks.insert(stream.to_owned(), self.streams.len());
-                self.streams.push(mark);
-            }
-        }
-    }
-
-    /// Where each stream ended, in position order.
-    fn marks(&mut self) -> Vec<StreamMark> {
-        let mut names: Vec<Option<String>> = vec![None; self.streams.len()];
-        for (name, i) in self.marks.drain() {
-            names[i] = Some(name);
-        }
-        let mut marks: Vec<StreamMark> = std::mem::take(&mut self.streams)
-            .into_iter()
-            .zip(names)
-            .map(|((version, position, link), name)| StreamMark {
-                stream: name.unwrap_or_default(),
-                version,
-                position,
-                link: hex(&link),
-            })
-            .collect();
-        marks.sort_by_key(|m| m.position);
-        marks
-    }
+/// A stream the export has met: where its chain stands (checked against the source as it
+/// is written) and where it ended so far (for the checkpoint, the rule of
+/// [`crate::commitment::Sealer`]).
+struct StreamState {
+    name: String,
+    /// The next version and the chain head, once an event of the stream was written.
+    head: Option<(u64, Hash)>,
+    /// Version, position and link of the stream's last entry so far.
+    mark: Option<(u64, Position, Hash)>,
 }
 
 /// Writes an export: [`Exporter::new`] writes the manifest, [`Exporter::entry`] each entry in
@@ -343,12 +562,15 @@ pub struct Exporter<W: Write> {
     out: W,
     line: Vec<u8>,
     manifest: Manifest,
-    seal: Seal,
+    /// Entries written and the log hash over them (the checkpoint's).
+    count: u64,
+    log_hash: Hash,
+    /// Each stream met, in order of first appearance, and its index by name.
+    streams: Vec<StreamState>,
+    slots: HashMap<String, usize>,
     events: u64,
     pruned: u64,
     last: Option<Position>,
-    /// Each stream's next version and chain head, to check the source as it is written.
-    heads: HashMap<String, (u64, Hash)>,
 }
 
 impl<W: Write> Exporter<W> {
@@ -359,19 +581,30 @@ impl<W: Write> Exporter<W> {
             out,
             line: Vec::with_capacity(4096),
             manifest,
-            seal: Seal::default(),
+            count: 0,
+            log_hash: GENESIS,
+            streams: Vec::new(),
+            slots: HashMap::new(),
             events: 0,
             pruned: 0,
             last: None,
-            heads: HashMap::new(),
         })
     }
 
-    /// Writes one entry; the source's digest and chain are checked first (a stream whose
-    /// first exported event is not its first event, in an export `--since`, is taken from
-    /// its stored link on).
-    pub fn entry(&mut self, entry: &Entry) -> Result<(), TransferError> {
-        let position = entry.position();
+    /// The slot of the stream named `name` (one lookup of the name; a backend that knows its
+    /// streams by number keeps the slot and passes it with each event).
+    pub fn stream(&mut self, name: &str) -> StreamSlot {
+        if let Some(&i) = self.slots.get(name) {
+            return StreamSlot(i);
+        }
+        let i = self.streams.len();
+        self.streams.push(StreamState { name: name.to_owned(), head: None, mark: None });
+        self.slots.insert(name.to_owned(), i);
+        StreamSlot(i)
+    }
+
+    /// The checks of an entry's position: after the previous entry's, and after `since`.
+    fn place(&mut self, position: Position) -> Result<(), TransferError> {
         if self.last.is_some_and(|l| position <= l) || position <= self.manifest.since {
             return Err(TransferError::SourceBroken(Break {
                 stream: String::new(),
@@ -381,130 +614,169 @@ impl<W: Write> Exporter<W> {
             }));
         }
         self.last = Some(position);
-        let line = &mut self.line;
-        line.clear();
+        Ok(())
+    }
+
+    /// Adds an entry to the checkpoint: the log hash, the count, where its stream ended.
+    fn seal(&mut self, slot: StreamSlot, position: Position, version: u64, link: Option<&Hash>) {
+        let stream = &mut self.streams[slot.0];
+        self.log_hash =
+            crate::commitment::fold_parts(&self.log_hash, position, &stream.name, version, link);
+        self.count += 1;
+        stream.mark = Some((version, position, *link.unwrap_or(&GENESIS)));
+    }
+
+    /// Writes one entry; the source's digest and chain are checked first (a stream whose
+    /// first exported event is not its first event, in an export `--since`, is taken from
+    /// its stored link on).
+    pub fn entry(&mut self, entry: &Entry) -> Result<(), TransferError> {
         match entry {
             Entry::Event(e) => {
-                let hash = data_hash(&e.data);
-                let digest = event_digest(&DigestInput {
-                    stream: &e.stream,
-                    version: e.version,
-                    event_type: &e.event_type,
-                    schema_version: e.schema_version,
-                    recorded_at_micros: e.recorded_at,
-                    metadata: &e.metadata,
-                    data_hash: &hash,
-                });
-                let (intact, stored) = match self.heads.get(e.stream.as_str()).copied() {
-                    Some((next, head)) => {
-                        let link = chain(&head, &digest);
-                        (next == e.version && e.chain == Some(link), link)
-                    }
-                    None if e.version == 0 => {
-                        let link = chain(&GENESIS, &digest);
-                        (e.chain == Some(link), link)
-                    }
-                    // A stream begun before `since`: its stored link is taken from here on.
-                    None if self.manifest.since != Position::START => {
-                        (e.chain.is_some(), e.chain.unwrap_or(GENESIS))
-                    }
-                    None => (false, GENESIS),
-                };
-                if !intact {
-                    return Err(TransferError::SourceBroken(Break {
-                        stream: e.stream.clone(),
-                        version: Some(e.version),
-                        position: Some(e.position),
-                        reason: "the event does not match its chain link, or a version is \
-                                 missing"
-                            .into(),
-                    }));
-                }
-                match self.heads.get_mut(e.stream.as_str()) {
-                    Some(h) => *h = (e.version + 1, stored),
-                    None => {
-                        self.heads.insert(e.stream.clone(), (e.version + 1, stored));
-                    }
-                }
-                line.extend_from_slice(b"{\"specversion\":\"1.0\",\"id\":\"");
-                line.extend_from_slice(
-                    e.event_id.hyphenated().encode_lower(&mut Uuid::encode_buffer()).as_bytes(),
-                );
-                line.extend_from_slice(b"\",\"source\":\"");
-                line.extend_from_slice(SOURCE.as_bytes());
-                line.extend_from_slice(b"\",\"subject\":");
-                json_str(line, &e.stream);
-                line.extend_from_slice(b",\"type\":");
-                json_str(line, &e.event_type);
-                line.extend_from_slice(b",\"time\":\"");
-                push_time(line, e.recorded_at);
-                line.extend_from_slice(b"\",\"datacontenttype\":\"application/json\",");
-                if raw_json(&e.data) {
-                    line.extend_from_slice(b"\"data\":");
-                    line.extend_from_slice(&e.data);
-                } else {
-                    line.extend_from_slice(b"\"data_base64\":\"");
-                    line.extend_from_slice(
-                        base64::engine::general_purpose::STANDARD.encode(&e.data).as_bytes(),
-                    );
-                    line.push(b'"');
-                }
-                // Writing into a `Vec` cannot fail.
-                let _ = write!(
-                    line,
-                    ",\"popposition\":\"{}\",\"popversion\":{},\"popschemaversion\":{}",
-                    e.position, e.version, e.schema_version
-                );
-                match std::str::from_utf8(&e.metadata) {
-                    Ok(text) => {
-                        line.extend_from_slice(b",\"popmetadata\":");
-                        json_str(line, text);
-                    }
-                    Err(_) => {
-                        line.extend_from_slice(b",\"popmetadatabase64\":\"");
-                        line.extend_from_slice(
-                            base64::engine::general_purpose::STANDARD
-                                .encode(&e.metadata)
-                                .as_bytes(),
-                        );
-                        line.push(b'"');
-                    }
-                }
-                line.extend_from_slice(b",\"popdigest\":\"");
-                push_hex(line, &digest);
-                line.extend_from_slice(b"\",\"popchain\":\"");
-                push_hex(line, &stored);
-                line.push(b'"');
-                if let Ok(meta) = serde_json::from_slice::<MetadataView<'_>>(&e.metadata)
-                    && let Some(actor) = meta.actor
-                {
-                    line.extend_from_slice(b",\"popactor\":");
-                    json_str(line, &actor);
-                }
-                line.extend_from_slice(b"}\n");
-                self.events += 1;
-                self.seal.add(e.position, &e.stream, e.version, Some(&stored));
+                let slot = self.stream(&e.stream);
+                self.event(slot, &e.view())
             }
             Entry::Pruned(p) => {
-                line.extend_from_slice(b"{\"kind\":\"pruned\",\"subject\":");
-                json_str(line, &p.stream);
-                line.extend_from_slice(b",\"popposition\":\"");
-                line.extend_from_slice(p.position.to_string().as_bytes());
-                line.extend_from_slice(b"\",\"popversion\":");
-                line.extend_from_slice(p.version.to_string().as_bytes());
-                match &p.link {
-                    Some(link) => {
-                        line.extend_from_slice(b",\"popchain\":\"");
-                        line.extend_from_slice(hex(link).as_bytes());
-                        line.extend_from_slice(b"\"}\n");
-                    }
-                    None => line.extend_from_slice(b",\"popchain\":null}\n"),
-                }
-                self.pruned += 1;
-                self.seal.add(p.position, &p.stream, p.version, p.link.as_ref());
+                let slot = self.stream(&p.stream);
+                self.pruned_entry(slot, p.position, p.version, p.link.as_ref())
             }
         }
+    }
+
+    /// Writes one event of the stream in `slot` ([`Exporter::stream`]), as [`Exporter::entry`].
+    pub fn event(&mut self, slot: StreamSlot, e: &EventRef<'_>) -> Result<(), TransferError> {
+        self.event_checked(slot, e, &DataChecks::of(e.data))
+    }
+
+    /// [`Exporter::event`] with the checks of the event's data already made (on another
+    /// thread, say).
+    pub(crate) fn event_checked(
+        &mut self,
+        slot: StreamSlot,
+        e: &EventRef<'_>,
+        checks: &DataChecks,
+    ) -> Result<(), TransferError> {
+        self.place(e.position)?;
+        let since = self.manifest.since;
+        let stream = self.streams.get_mut(slot.0).ok_or_else(unknown_slot)?;
+        let hash = checks.hash;
+        let digest = event_digest(&DigestInput {
+            stream: &stream.name,
+            version: e.version,
+            event_type: e.event_type,
+            schema_version: e.schema_version,
+            recorded_at_micros: e.recorded_at,
+            metadata: e.metadata,
+            data_hash: &hash,
+        });
+        let (intact, stored) = match stream.head {
+            Some((next, head)) => {
+                let link = chain(&head, &digest);
+                (next == e.version && e.chain == Some(link), link)
+            }
+            None if e.version == 0 => {
+                let link = chain(&GENESIS, &digest);
+                (e.chain == Some(link), link)
+            }
+            // A stream begun before `since`: its stored link is taken from here on.
+            None if since != Position::START => (e.chain.is_some(), e.chain.unwrap_or(GENESIS)),
+            None => (false, GENESIS),
+        };
+        if !intact {
+            return Err(TransferError::SourceBroken(Break {
+                stream: stream.name.clone(),
+                version: Some(e.version),
+                position: Some(e.position),
+                reason: "the event does not match its chain link, or a version is missing".into(),
+            }));
+        }
+        stream.head = Some((e.version + 1, stored));
+        let line = &mut self.line;
+        line.clear();
+        line.extend_from_slice(b"{\"specversion\":\"1.0\",\"id\":\"");
+        line.extend_from_slice(
+            e.event_id.hyphenated().encode_lower(&mut Uuid::encode_buffer()).as_bytes(),
+        );
+        line.extend_from_slice(b"\",\"source\":\"");
+        line.extend_from_slice(SOURCE.as_bytes());
+        line.extend_from_slice(b"\",\"subject\":");
+        json_str(line, &stream.name);
+        line.extend_from_slice(b",\"type\":");
+        json_str(line, e.event_type);
+        line.extend_from_slice(b",\"time\":\"");
+        push_time(line, e.recorded_at);
+        line.extend_from_slice(b"\",\"datacontenttype\":\"application/json\",");
+        if checks.raw {
+            line.extend_from_slice(b"\"data\":");
+            line.extend_from_slice(e.data);
+        } else {
+            line.extend_from_slice(b"\"data_base64\":\"");
+            push_base64(line, e.data);
+            line.push(b'"');
+        }
+        line.extend_from_slice(b",\"popposition\":\"");
+        push_position(line, e.position);
+        line.extend_from_slice(b"\",\"popversion\":");
+        push_u64(line, e.version);
+        line.extend_from_slice(b",\"popschemaversion\":");
+        push_u64(line, u64::from(e.schema_version));
+        match std::str::from_utf8(e.metadata) {
+            Ok(text) => {
+                line.extend_from_slice(b",\"popmetadata\":");
+                json_str(line, text);
+            }
+            Err(_) => {
+                line.extend_from_slice(b",\"popmetadatabase64\":\"");
+                push_base64(line, e.metadata);
+                line.push(b'"');
+            }
+        }
+        line.extend_from_slice(b",\"popdigest\":\"");
+        push_hex(line, &digest);
+        line.extend_from_slice(b"\",\"popchain\":\"");
+        push_hex(line, &stored);
+        line.push(b'"');
+        if let Ok(meta) = serde_json::from_slice::<MetadataView<'_>>(e.metadata)
+            && let Some(actor) = meta.actor
+        {
+            line.extend_from_slice(b",\"popactor\":");
+            json_str(line, &actor);
+        }
+        line.extend_from_slice(b"}\n");
         self.out.write_all(line)?;
+        self.events += 1;
+        self.seal(slot, e.position, e.version, Some(&stored));
+        Ok(())
+    }
+
+    /// Writes the hash row of an event of a deleted stream (in `slot`), as [`Exporter::entry`].
+    pub fn pruned_entry(
+        &mut self,
+        slot: StreamSlot,
+        position: Position,
+        version: u64,
+        link: Option<&Hash>,
+    ) -> Result<(), TransferError> {
+        self.place(position)?;
+        let stream = self.streams.get(slot.0).ok_or_else(unknown_slot)?;
+        let line = &mut self.line;
+        line.clear();
+        line.extend_from_slice(b"{\"kind\":\"pruned\",\"subject\":");
+        json_str(line, &stream.name);
+        line.extend_from_slice(b",\"popposition\":\"");
+        push_position(line, position);
+        line.extend_from_slice(b"\",\"popversion\":");
+        push_u64(line, version);
+        match link {
+            Some(link) => {
+                line.extend_from_slice(b",\"popchain\":\"");
+                push_hex(line, link);
+                line.extend_from_slice(b"\"}\n");
+            }
+            None => line.extend_from_slice(b",\"popchain\":null}\n"),
+        }
+        self.out.write_all(line)?;
+        self.pruned += 1;
+        self.seal(slot, position, version, link);
         Ok(())
     }
 
@@ -554,13 +826,21 @@ impl<W: Write> Exporter<W> {
                 tombstones.len()
             )));
         }
-        let streams = self.seal.marks();
+        // Where each stream ended, in position order.
+        let mut streams: Vec<StreamMark> = std::mem::take(&mut self.streams)
+            .into_iter()
+            .filter_map(|s| {
+                let (version, position, link) = s.mark?;
+                Some(StreamMark { stream: s.name, version, position, link: hex(&link) })
+            })
+            .collect();
+        streams.sort_by_key(|m| m.position);
         let checkpoint = Checkpoint {
             seq: 1,
             after: m.since,
             position: self.last.unwrap_or(m.since),
-            events: self.seal.count,
-            log_hash: hex(&self.seal.log_hash),
+            events: self.count,
+            log_hash: hex(&self.log_hash),
             previous: hex(&GENESIS),
             sealed_at: now,
             key_id: key_id(&key.verifying_key()),
@@ -593,23 +873,32 @@ fn parse_hex(text: &str) -> Option<Vec<u8>> {
 
 /// 64 hex digits into a hash, without an allocation (it runs twice per imported event).
 fn parse_hash(text: &str) -> Option<Hash> {
-    fn digit(b: u8) -> Option<u8> {
-        match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            b'A'..=b'F' => Some(b - b'A' + 10),
-            _ => None,
+    /// Each byte's value as a hex digit; 0xff: not one.
+    const DIGITS: [u8; 256] = {
+        let mut table = [0xff; 256];
+        let mut i = 0;
+        while i < 10 {
+            table[b'0' as usize + i] = i as u8;
+            i += 1;
         }
-    }
-    let bytes = text.as_bytes();
-    if bytes.len() != 64 {
-        return None;
-    }
+        let mut i = 0;
+        while i < 6 {
+            table[b'a' as usize + i] = 10 + i as u8;
+            table[b'A' as usize + i] = 10 + i as u8;
+            i += 1;
+        }
+        table
+    };
+    let bytes: &[u8; 64] = text.as_bytes().try_into().ok()?;
     let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = digit(bytes[2 * i])? << 4 | digit(bytes[2 * i + 1])?;
+    // Any byte that is not a digit sets the high bit of `bad`: one test at the end.
+    let mut bad = 0u8;
+    for (byte, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        let (high, low) = (DIGITS[usize::from(pair[0])], DIGITS[usize::from(pair[1])]);
+        bad |= high | low;
+        *byte = high << 4 | low;
     }
-    Some(out)
+    (bad & 0x80 == 0).then_some(out)
 }
 
 /// One line as read: every member any kind of line has.
@@ -653,32 +942,39 @@ struct Line<'a> {
     signature: Option<Cow<'a, str>>,
 }
 
-/// Reads the last line of a file (without reading the rest).
+/// Reads the last line of a file (without reading the rest): chunks read backwards from the
+/// end, each searched once for the newline before the line (the checkpoint's line holds every
+/// stream's mark: megabytes for a large log).
 fn last_line(file: &mut std::fs::File) -> Result<String, TransferError> {
     let size = file.seek(SeekFrom::End(0))?;
     let mut start = size;
-    let mut tail: Vec<u8> = Vec::new();
+    // The chunks read, the last one of the file first.
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    let mut read = 0usize;
     const STEP: u64 = 64 * 1024;
-    loop {
+    let line = loop {
         let from = start.saturating_sub(STEP);
         let mut chunk = vec![0u8; (start - from) as usize];
         file.seek(SeekFrom::Start(from))?;
         file.read_exact(&mut chunk)?;
-        chunk.extend_from_slice(&tail);
-        tail = chunk;
         start = from;
-        let body = tail.strip_suffix(b"\n").unwrap_or(&tail);
-        if let Some(i) = body.iter().rposition(|b| *b == b'\n') {
-            let line = body[i + 1..].to_vec();
-            file.seek(SeekFrom::Start(0))?;
-            return String::from_utf8(line).map_err(|_| TransferError::File("is not UTF-8".into()));
+        read += chunk.len();
+        // The newline that ends the file is not the one before the last line.
+        if chunks.is_empty() && chunk.last() == Some(&b'\n') {
+            chunk.pop();
         }
-        if start == 0 || tail.len() > MAX_LINE_BYTES {
-            file.seek(SeekFrom::Start(0))?;
-            return String::from_utf8(body.to_vec())
-                .map_err(|_| TransferError::File("is not UTF-8".into()));
+        let found = chunk.iter().rposition(|b| *b == b'\n');
+        let whole = start == 0 || read > MAX_LINE_BYTES;
+        if let Some(i) = found {
+            chunk.drain(..=i);
         }
-    }
+        chunks.push(chunk);
+        if found.is_some() || whole {
+            break chunks.into_iter().rev().collect::<Vec<_>>().concat();
+        }
+    };
+    file.seek(SeekFrom::Start(0))?;
+    String::from_utf8(line).map_err(|_| TransferError::File("is not UTF-8".into()))
 }
 
 /// Where the reader checking a file stands per stream.
@@ -1400,6 +1696,43 @@ fn walker_break(walker: Option<Walker>) -> String {
         .map_or_else(|| "the event does not verify".into(), |b| b.to_string())
 }
 
+/// An RFC 3339 time in microseconds since the epoch, as chrono's `parse_from_rfc3339` reads it
+/// (tested): the form the export writes (`2026-12-04T03:14:15.926535Z`) read digit by digit,
+/// any other form by chrono.
+fn time_micros(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    let number = |from: usize, to: usize| -> Option<u32> {
+        b.get(from..to)?
+            .iter()
+            .try_fold(0u32, |n, d| d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0')))
+    };
+    let written = b.len() == 27
+        && [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':'), (19, b'.'), (26, b'Z')]
+            .iter()
+            .all(|(i, c)| b[*i] == *c);
+    let fast = || -> Option<i64> {
+        let date = chrono::NaiveDate::from_ymd_opt(
+            i32::try_from(number(0, 4)?).ok()?,
+            number(5, 7)?,
+            number(8, 10)?,
+        )?;
+        let (second, micro) = (number(17, 19)?, number(20, 26)?);
+        // A leap second (60) is chrono's to read.
+        if second > 59 {
+            return None;
+        }
+        Some(
+            date.and_hms_micro_opt(number(11, 13)?, number(14, 16)?, second, micro)?
+                .and_utc()
+                .timestamp_micros(),
+        )
+    };
+    match written.then(fast).flatten() {
+        Some(micros) => Some(micros),
+        None => DateTime::parse_from_rfc3339(text).ok().map(|t| t.timestamp_micros()),
+    }
+}
+
 /// An entry's `popposition`, parsed.
 fn parse_position(text: Option<&str>) -> Result<Position, &'static str> {
     text.ok_or("no popposition")?.parse().map_err(|_| "popposition is not a position")
@@ -1435,9 +1768,7 @@ fn event_members(l: Line<'_>, position: Position) -> Result<(ExportEvent, Hash),
     let version = l.popversion.ok_or("no popversion")?;
     let schema_version = l.popschemaversion.ok_or("no popschemaversion")?;
     let time = l.time.ok_or("no time")?;
-    let recorded_at = DateTime::parse_from_rfc3339(&time)
-        .map_err(|_| "time is not an RFC 3339 time")?
-        .timestamp_micros();
+    let recorded_at = time_micros(&time).ok_or("time is not an RFC 3339 time")?;
     let data = match (l.data, l.data_base64) {
         (Some(raw), None) => raw.get().as_bytes().to_vec(),
         (None, Some(b64)) => base64::engine::general_purpose::STANDARD
@@ -1515,6 +1846,94 @@ mod tests {
     }
 
     #[test]
+    fn times_are_read_as_chrono_reads_them() {
+        let chrono = |t: &str| DateTime::parse_from_rfc3339(t).ok().map(|t| t.timestamp_micros());
+        let mut texts: Vec<String> = [
+            0,
+            1,
+            999_999,
+            1_800_000_000_123_456,
+            -1,
+            -62_135_596_800_000_000,
+            253_402_300_799_999_999,
+            951_782_400_000_000, // 2000-02-29
+        ]
+        .into_iter()
+        .map(time_text)
+        .collect();
+        texts.extend(
+            [
+                "2026-12-04T03:14:15.926535Z",
+                "2026-12-04t03:14:15.926535z",
+                "2026-12-04T03:14:15.926535+01:00",
+                "2026-12-04T03:14:15Z",
+                "2026-12-04 03:14:15.926535Z",
+                "2026-12-31T23:59:60.000000Z",
+                "2025-02-29T00:00:00.000000Z",
+                "2026-13-01T00:00:00.000000Z",
+                "2026-00-01T00:00:00.000000Z",
+                "2026-12-32T00:00:00.000000Z",
+                "2026-12-04T24:00:00.000000Z",
+                "2026-12-04T23:60:00.000000Z",
+                "2026-12-04T23:00:00.00000aZ",
+                "+026-12-04T23:00:00.000000Z",
+                "2026-12-04T23:00:00.000000",
+                "",
+            ]
+            .map(str::to_owned),
+        );
+        for t in &texts {
+            assert_eq!(time_micros(t), chrono(t), "{t}");
+        }
+    }
+
+    #[test]
+    fn the_last_line_is_found_whatever_its_length() {
+        let long = |n: usize, c: char| c.to_string().repeat(n);
+        let cases = [
+            String::new(),
+            "\n".into(),
+            "one".into(),
+            "one\n".into(),
+            "one\ntwo".into(),
+            "one\ntwo\n".into(),
+            "one\n\n".into(),
+            format!("a\n{}\n", long(64 * 1024, 'b')),
+            format!("a\n{}\n", long(64 * 1024 - 1, 'b')),
+            format!("a\n{}", long(64 * 1024 + 1, 'b')),
+            format!("{}\n{}\n", long(100_000, 'a'), long(200_000, 'b')),
+            format!("{}\n", long(300_000, 'c')),
+        ];
+        for text in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("f");
+            std::fs::write(&path, &text).unwrap();
+            let body = text.strip_suffix('\n').unwrap_or(&text);
+            let want = body.rsplit('\n').next().unwrap_or_default();
+            let mut file = std::fs::File::open(&path).unwrap();
+            assert_eq!(last_line(&mut file).unwrap(), want, "{}", text.len());
+            assert_eq!(file.stream_position().unwrap(), 0);
+        }
+    }
+
+    #[test]
+    fn hashes_are_read_back_from_their_hex() {
+        let hash: Hash = std::array::from_fn(|i| (i * 37 + 5) as u8);
+        assert_eq!(parse_hash(&hex(&hash)), Some(hash));
+        assert_eq!(parse_hash(&hex(&hash).to_uppercase()), Some(hash));
+        assert_eq!(parse_hash(&hex(&GENESIS)), Some(GENESIS));
+        for bad in ["", "0", &"0".repeat(63), &"0".repeat(65), &"g".repeat(64)] {
+            assert_eq!(parse_hash(bad), None, "{bad}");
+        }
+        for (i, c) in [(0, 'x'), (63, ':'), (31, '/'), (10, 'G'), (5, ' '), (7, '\u{e9}')] {
+            let mut text: Vec<char> = hex(&hash).chars().collect();
+            text[i] = c;
+            let text: String = text.into_iter().collect();
+            assert_eq!(parse_hash(&text), None, "{text}");
+        }
+    }
+
+    #[test]
     fn hashes_are_written_as_hex_writes_them() {
         let hash: Hash = std::array::from_fn(|i| (i * 37) as u8);
         let mut out = b"x".to_vec();
@@ -1543,6 +1962,170 @@ mod tests {
                 .map(Cow::into_owned);
             assert_eq!(got, want, "{}", String::from_utf8_lossy(bytes));
         }
+    }
+
+    /// Whether `data` parses back to the same bytes as the `data` member of a line.
+    fn reads_back(data: &[u8]) -> bool {
+        let mut line = b"{\"kind\":null,\"data\":".to_vec();
+        line.extend_from_slice(data);
+        line.push(b'}');
+        serde_json::from_slice::<Line<'_>>(&line)
+            .is_ok_and(|l| l.data.is_some_and(|d| d.get().as_bytes() == data))
+    }
+
+    #[test]
+    fn data_goes_raw_only_when_its_line_reads_back() {
+        let cases: &[(&[u8], bool)] = &[
+            (b"{}", true),
+            (b"[]", true),
+            (b"0", true),
+            (b"-0.5e+10", true),
+            (b"12E-3", true),
+            (b"true", true),
+            (b"false", true),
+            (b"\"a\\u00e9\\n\\\"\\/\"", true),
+            ("\"\u{e9}\u{1f600}\"".as_bytes(), true),
+            (br#"{"a":[1,2,{"b":null}],"c":"d","e":{}}"#, true),
+            (b"{ \"a\" : 1 , \"b\" :\t[ ] }", true),
+            (b"null", false),
+            (b"", false),
+            (b" {}", false),
+            (b"{} ", false),
+            (b"{\n}", false),
+            (b"{\r}", false),
+            (b"[\"a\nb\"]", false),
+            (b"\"\xff\"", false),
+            (b"\"\x01\"", false),
+            (b"{\"a\"}", false),
+            (b"[1,]", false),
+            (b"{\"a\":1,}", false),
+            (b"{\"a\":}", false),
+            (b"{1:2}", false),
+            (b"01", false),
+            (b"1.", false),
+            (b".5", false),
+            (b"-", false),
+            (b"1e", false),
+            (b"\"\\x\"", false),
+            (b"\"\\u12g4\"", false),
+            (b"\"abc", false),
+            (b"[1 2]", false),
+            (b"{}{}", false),
+            (b"tru", false),
+            (b"truex", false),
+            (b"[", false),
+            (b"]", false),
+            (b"[}", false),
+            (b"{]", false),
+        ];
+        for (data, raw) in cases {
+            let name = String::from_utf8_lossy(data);
+            assert_eq!(raw_json(data), *raw, "{name}");
+            if *raw {
+                assert!(reads_back(data), "{name}");
+            }
+        }
+        let deep = |n: usize| "[".repeat(n) + &"]".repeat(n);
+        assert!(raw_json(deep(128).as_bytes()));
+        assert!(reads_back(deep(128).as_bytes()));
+        assert!(!raw_json(deep(129).as_bytes()));
+    }
+
+    proptest::proptest! {
+        /// On text with no line break, the check says "raw" exactly when serde_json reads the
+        /// text as one value with nothing around it (what the append's check accepts), and
+        /// whatever it passes reads back from a line.
+        #[test]
+        fn the_raw_check_agrees_with_serde_json(
+            text in proptest::string::string_regex(
+                "[\\[\\]{}\",:0-9a-z\\\\ \t.+\\-é]{0,24}"
+            ).unwrap()
+        ) {
+            let data = text.as_bytes();
+            let serde = serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok()
+                && !data.starts_with(b" ") && !data.starts_with(b"\t")
+                && !data.ends_with(b" ") && !data.ends_with(b"\t")
+                && data != b"null";
+            proptest::prop_assert_eq!(raw_json(data), serde);
+            if serde {
+                proptest::prop_assert!(reads_back(data));
+            }
+        }
+
+        #[test]
+        fn json_values_go_raw(value in json_value()) {
+            let data = serde_json::to_vec(&value).unwrap();
+            proptest::prop_assert_eq!(raw_json(&data), !value.is_null());
+        }
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(serde_json::Value::from),
+            any::<String>().prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map(any::<String>(), inner, 0..6)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Data the append accepts that is not UTF-8 inside a string (serde_json's `IgnoredAny`
+    /// does not look): exported as `data_base64`, so the line is JSON and imports.
+    #[test]
+    fn data_with_bytes_that_are_not_utf8_exports_and_reads_back() {
+        let data = b"{\"a\":\"\xff\xfe\"}".to_vec();
+        assert!(serde_json::from_slice::<serde::de::IgnoredAny>(&data).is_ok());
+        let key = SigningKey::from_bytes(&[3; 32]);
+        let manifest = Manifest::new(
+            "sqlite",
+            Position::START,
+            1,
+            0,
+            0,
+            Some(Position::from_sequence(1)),
+            Some(Position::from_sequence(1)),
+            &key.verifying_key(),
+        );
+        let mut out = Vec::new();
+        let mut exporter = Exporter::new(&mut out, manifest).unwrap();
+        let metadata = b"{}".to_vec();
+        let digest = event_digest(&DigestInput {
+            stream: "s",
+            version: 0,
+            event_type: "T",
+            schema_version: 1,
+            recorded_at_micros: 5,
+            metadata: &metadata,
+            data_hash: &data_hash(&data),
+        });
+        let event = ExportEvent {
+            position: Position::from_sequence(1),
+            stream: "s".into(),
+            version: 0,
+            event_id: Uuid::from_u128(1),
+            event_type: "T".into(),
+            schema_version: 1,
+            recorded_at: 5,
+            data: data.clone(),
+            metadata,
+            chain: Some(chain(&GENESIS, &digest)),
+        };
+        exporter.entry(&Entry::Event(event.clone())).unwrap();
+        exporter.finish(&[], &key, DateTime::<Utc>::default()).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("\"data_base64\":"), "{text}");
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let (items, result) = sequential(&lines, lines.last().unwrap(), &key);
+        assert_eq!(result, Ok(1));
+        assert_eq!(items, vec![Item::Entry(Entry::Event(event))]);
     }
 
     /// An export of 30 events over three interleaved streams: its lines, and its key.

@@ -1,7 +1,8 @@
 //! Export and import ([`crate::transfer`]) on the embedded store. Export reads one snapshot of
 //! a read-only connection (so it may run beside `pop serve`): the counts for the manifest,
-//! then events and pruned hash rows merged by position (read on the calling thread and checked
-//! and written as lines on another, in the same order), then the tombstones. Import refuses a
+//! then events and pruned hash rows merged by position (read on the calling thread, copied
+//! into batches of bytes that go back and forth, and checked and written as lines on another,
+//! in the same order), then the tombstones. Import refuses a
 //! store file that holds any row (the caller holds the data directory's lock), builds the
 //! store in a staging file beside it while the export is read and verified on other threads
 //! ([`ExportReader::read_parallel`]: lines parsed and hashed on one thread per core, checked in
@@ -17,11 +18,10 @@ use ed25519_dalek::SigningKey;
 use rusqlite::{Connection, params};
 
 use super::schema;
-use crate::commitment::LogEntry;
 use crate::digest::Hash;
 use crate::transfer::{
-    Entry, ExportEvent, ExportReader, ExportSummary, Exporter, ImportSummary, Item, Manifest,
-    Tombstone, TransferError,
+    DataChecks, Entry, EventRef, ExportReader, ExportSummary, Exporter, ImportSummary, Item,
+    Manifest, StreamSlot, Tombstone, TransferError,
 };
 use crate::{Durability, Position, StoreError};
 
@@ -30,7 +30,7 @@ fn fail(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
 }
 
 /// Page cache of the importing connection, in KiB (only what is used is allocated).
-const IMPORT_CACHE_KIB: i64 = 1024 * 1024;
+const IMPORT_CACHE_KIB: i64 = 64 * 1024;
 
 fn position(p: i64) -> Position {
     Position::from_sequence(u64::try_from(p).unwrap_or(0))
@@ -69,7 +69,10 @@ pub fn export(
     let (pruned, p_min, p_max) = count("pruned")?;
     let first = e_min.into_iter().chain(p_min).min().map(position);
     let last = e_max.into_iter().chain(p_max).max().map(position);
-    let mut names: HashMap<i64, String> = HashMap::new();
+    // Streams by their row id: a dense number each (what the rows carry to the writing
+    // thread) and the name.
+    let mut numbers: HashMap<i64, u32> = HashMap::new();
+    let mut names: Vec<String> = Vec::new();
     let mut tombstones = Vec::new();
     {
         let mut q = tx
@@ -89,7 +92,8 @@ pub fn export(
                     deleted_at,
                 });
             }
-            names.insert(id, name);
+            numbers.insert(id, names.len() as u32);
+            names.push(name);
         }
     }
     let manifest = Manifest::new(
@@ -103,20 +107,52 @@ pub fn export(
         &key.verifying_key(),
     );
     let mut exporter = Exporter::new(out, manifest.clone())?;
-    // Two halves on two cores: this thread reads the rows; another checks each event's digest
-    // and chain and writes its line, in the order read.
-    let (entries, inbox) = std::sync::mpsc::sync_channel::<Vec<Entry>>(BATCHES_AHEAD);
+    // Two halves on two cores: this thread steps through the rows and copies them out of
+    // SQLite into batches (one buffer of bytes each, used again and again); another checks
+    // each event's digest and chain and writes its line, in the order read.
+    let (batches, inbox) = std::sync::mpsc::sync_channel::<RowBatch>(BATCHES_AHEAD);
+    let (emptied, recycled) = std::sync::mpsc::sync_channel::<RowBatch>(BATCHES_AHEAD + 2);
+    let names = &names;
     let (exporter, read) = std::thread::scope(|scope| {
         let writer = scope.spawn(move || -> Result<_, TransferError> {
-            for batch in inbox.iter() {
-                for entry in &batch {
-                    exporter.entry(entry)?;
+            let mut slots: Vec<Option<StreamSlot>> = vec![None; names.len()];
+            let mut slot = |exporter: &mut Exporter<_>, stream: Stream| match stream {
+                Stream::Known(n) => match (slots.get_mut(n as usize), names.get(n as usize)) {
+                    (Some(cached), Some(name)) => {
+                        *cached.get_or_insert_with(|| exporter.stream(name))
+                    }
+                    _ => exporter.stream(&format!("#{n}")),
+                },
+                // A stream id without a row: named by its id (the digest, which covers the
+                // name, then fails, as the export of a log that does not verify should).
+                Stream::Unknown(id) => exporter.stream(&format!("#{id}")),
+            };
+            for mut batch in inbox.iter() {
+                for row in &batch.rows {
+                    match row {
+                        Row::Event(r) => {
+                            let stream = slot(&mut exporter, r.stream);
+                            exporter.event_checked(stream, &batch.event(r)?, &r.checks)?;
+                        }
+                        Row::Pruned(p) => {
+                            let stream = slot(&mut exporter, p.stream);
+                            exporter.pruned_entry(
+                                stream,
+                                p.position,
+                                p.version,
+                                p.link.as_ref(),
+                            )?;
+                        }
+                    }
                 }
+                batch.clear();
+                // The reader makes a new one if this one is not wanted back.
+                let _ = emptied.try_send(batch);
             }
             Ok(exporter)
         });
-        let read = read_entries(&tx, after, &names, &entries);
-        drop(entries);
+        let read = read_entries(&tx, after, &numbers, &batches, &recycled);
+        drop(batches);
         let exporter = writer
             .join()
             .map_err(|_| TransferError::File("writing it failed".into()))
@@ -130,16 +166,100 @@ pub fn export(
     Ok(ExportSummary { manifest, checkpoint })
 }
 
+/// Rows as the reading thread copied them out of SQLite: the events' type, data and metadata
+/// one after the other in `bytes`, the rest in `rows`.
+#[derive(Default)]
+struct RowBatch {
+    bytes: Vec<u8>,
+    rows: Vec<Row>,
+}
+
+enum Row {
+    Event(EventRow),
+    Pruned(PrunedRow),
+}
+
+/// A row's stream: its number (its index in the export's names), or the id of a stream that
+/// has no row.
+#[derive(Clone, Copy)]
+enum Stream {
+    Known(u32),
+    Unknown(i64),
+}
+
+struct EventRow {
+    position: Position,
+    stream: Stream,
+    version: u64,
+    event_id: uuid::Uuid,
+    schema_version: u32,
+    recorded_at: i64,
+    chain: Option<Hash>,
+    /// The data's hash and form, computed on the reading thread (the writing one has more
+    /// to do).
+    checks: DataChecks,
+    /// Where its type starts in the batch's bytes, and where its type, data and metadata end
+    /// (each of the three starts where the one before it ends).
+    start: usize,
+    ends: [usize; 3],
+}
+
+struct PrunedRow {
+    position: Position,
+    stream: Stream,
+    version: u64,
+    link: Option<Hash>,
+}
+
+impl RowBatch {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.rows.clear();
+    }
+
+    fn event<'a>(&'a self, r: &EventRow) -> Result<EventRef<'a>, TransferError> {
+        let [type_end, data_end, metadata_end] = r.ends;
+        let part = |from: usize, to: usize| self.bytes.get(from..to).unwrap_or_default();
+        let event_type = std::str::from_utf8(part(r.start, type_end)).map_err(|_| {
+            StoreError::Corrupt(format!("event at {} has a type that is not UTF-8", r.position))
+        })?;
+        Ok(EventRef {
+            position: r.position,
+            version: r.version,
+            event_id: r.event_id,
+            event_type,
+            schema_version: r.schema_version,
+            recorded_at: r.recorded_at,
+            data: part(type_end, data_end),
+            metadata: part(data_end, metadata_end),
+            chain: r.chain,
+        })
+    }
+}
+
+/// Column `i` of `r` (text or a blob) as SQLite holds it, to be copied.
+fn bytes<'r>(r: &'r rusqlite::Row<'_>, i: usize) -> Result<&'r [u8], StoreError> {
+    let read = fail("exporting the embedded store");
+    match r.get_ref(i).map_err(&read)? {
+        rusqlite::types::ValueRef::Blob(b) | rusqlite::types::ValueRef::Text(b) => Ok(b),
+        other => {
+            Err(read(rusqlite::Error::InvalidColumnType(i, "bytes".into(), other.data_type())))
+        }
+    }
+}
+
 /// Reads the events and pruned hash rows after `after`, merged by position, and hands them to
-/// `out` in batches; stops early when its receiver is gone (the writer failed).
+/// `out` in batches (taking emptied ones back from `recycled` when there are); stops early
+/// when its receiver is gone (the writer failed).
 fn read_entries(
     tx: &Connection,
     after: i64,
-    names: &HashMap<i64, String>,
-    out: &std::sync::mpsc::SyncSender<Vec<Entry>>,
+    numbers: &HashMap<i64, u32>,
+    out: &std::sync::mpsc::SyncSender<RowBatch>,
+    recycled: &std::sync::mpsc::Receiver<RowBatch>,
 ) -> Result<(), TransferError> {
     let read = fail("exporting the embedded store");
-    let name_of = |id: i64| names.get(&id).cloned().unwrap_or_else(|| format!("#{id}"));
+    let number = |id: i64| numbers.get(&id).map_or(Stream::Unknown(id), |n| Stream::Known(*n));
     let mut live = tx
         .prepare(
             "SELECT position, stream_id, version, event_id, event_type, schema_version, data, \
@@ -154,56 +274,66 @@ fn read_entries(
         .map_err(&read)?;
     let mut a = live.query([after]).map_err(&read)?;
     let mut b = gone.query([after]).map_err(&read)?;
-    let pruned_from = |r: &rusqlite::Row<'_>| -> Result<LogEntry, StoreError> {
+    let pruned_from = |r: &rusqlite::Row<'_>| -> Result<PrunedRow, StoreError> {
         let link: Option<Vec<u8>> = r.get(3).map_err(&read)?;
-        Ok(LogEntry {
+        Ok(PrunedRow {
             position: position(r.get(0).map_err(&read)?),
-            stream: name_of(r.get(1).map_err(&read)?),
+            stream: number(r.get(1).map_err(&read)?),
             version: u64::try_from(r.get::<_, i64>(2).map_err(&read)?).unwrap_or(u64::MAX),
             link: link.and_then(|l| Hash::try_from(l.as_slice()).ok()),
         })
     };
-    let mut batch: Vec<Entry> = Vec::with_capacity(BATCH);
+    let fresh = || recycled.try_recv().unwrap_or_default();
+    let mut batch = fresh();
     // `false`: the writer stopped (its error is the one reported).
-    let push = |entry: Entry, batch: &mut Vec<Entry>| -> bool {
-        batch.push(entry);
-        batch.len() < BATCH || out.send(std::mem::replace(batch, Vec::with_capacity(BATCH))).is_ok()
+    let push = |row: Row, batch: &mut RowBatch| -> bool {
+        batch.rows.push(row);
+        (batch.rows.len() < BATCH && batch.bytes.len() < BATCH_BYTES)
+            || out.send(std::mem::replace(batch, fresh())).is_ok()
     };
     let mut next_pruned = b.next().map_err(&read)?.map(pruned_from).transpose()?;
     while let Some(r) = a.next().map_err(&read)? {
         let pos = position(r.get(0).map_err(&read)?);
         while let Some(p) = next_pruned.take_if(|p| p.position < pos) {
-            if !push(Entry::Pruned(p), &mut batch) {
+            if !push(Row::Pruned(p), &mut batch) {
                 return Ok(());
             }
             next_pruned = b.next().map_err(&read)?.map(pruned_from).transpose()?;
         }
         let id = r.get_ref(3).map_err(&read)?.as_blob().map_err(|e| read(e.into()))?;
         let chain = r.get_ref(9).map_err(&read)?.as_blob_or_null().map_err(|e| read(e.into()))?;
-        let event = ExportEvent {
+        let start = batch.bytes.len();
+        batch.bytes.extend_from_slice(bytes(r, 4)?);
+        let type_end = batch.bytes.len();
+        let data = bytes(r, 6)?;
+        let checks = DataChecks::of(data);
+        batch.bytes.extend_from_slice(data);
+        let data_end = batch.bytes.len();
+        batch.bytes.extend_from_slice(bytes(r, 7)?);
+        let event = EventRow {
             position: pos,
-            stream: name_of(r.get(1).map_err(&read)?),
+            stream: number(r.get(1).map_err(&read)?),
             version: u64::try_from(r.get::<_, i64>(2).map_err(&read)?).unwrap_or(u64::MAX),
             event_id: uuid::Uuid::from_slice(id)
                 .map_err(|_| StoreError::Corrupt(format!("event at {pos} has a malformed id")))?,
-            event_type: r.get(4).map_err(&read)?,
             schema_version: r.get(5).map_err(&read)?,
-            data: r.get(6).map_err(&read)?,
-            metadata: r.get(7).map_err(&read)?,
             recorded_at: r.get(8).map_err(&read)?,
             chain: chain.and_then(|c| Hash::try_from(c).ok()),
+            checks,
+            start,
+            ends: [type_end, data_end, batch.bytes.len()],
         };
-        if !push(Entry::Event(event), &mut batch) {
+        if !push(Row::Event(event), &mut batch) {
             return Ok(());
         }
     }
     while let Some(p) = next_pruned.take() {
-        if !push(Entry::Pruned(p), &mut batch) {
+        if !push(Row::Pruned(p), &mut batch) {
             return Ok(());
         }
         next_pruned = b.next().map_err(&read)?.map(pruned_from).transpose()?;
     }
-    if !batch.is_empty() {
+    if !batch.rows.is_empty() {
         let _ = out.send(batch);
     }
     Ok(())
@@ -212,6 +342,10 @@ fn read_entries(
 /// Items the reader thread hands the writer at once.
 const BATCH: usize = 512;
 
+/// Bytes of rows after which the export's reading thread hands a batch on whatever its count
+/// (events may be large).
+const BATCH_BYTES: usize = 4 << 20;
+
 /// Batches in flight between the reader thread and the writer.
 const BATCHES_AHEAD: usize = 8;
 
@@ -219,7 +353,8 @@ const BATCHES_AHEAD: usize = 8;
 /// nothing; the caller holds the data directory's lock. The file is read and verified on a
 /// thread of its own while this one writes what it handed out (two cores, two halves of the
 /// work) into a staging file beside `path` (`<name>.importing`: no journal, no WAL — it is
-/// thrown away whole on any failure, so it needs neither), which is synced and renamed over
+/// thrown away whole on any failure, so it needs neither; written in several commits, each
+/// synced on another thread as the import goes on), which is synced once more and renamed over
 /// `path` only after the whole export verified. So a bad file leaves `path` as it was.
 pub fn import<R: BufRead + Send>(
     path: &Path,
@@ -311,14 +446,29 @@ fn stage<R: BufRead + Send>(
     conn.pragma_update_and_check(None, "locking_mode", "EXCLUSIVE", |_| Ok(())).map_err(&write)?;
     conn.pragma_update(None, "synchronous", "OFF").map_err(&write)?;
     conn.pragma_update(None, "cache_size", -IMPORT_CACHE_KIB).map_err(&write)?;
+    // Synced by another thread as the import goes (see `FLUSH_EVERY_BYTES`).
+    let file = std::fs::File::open(staging)
+        .map_err(|e| TransferError::Store(StoreError::backend("opening the staging file", e)))?;
     std::thread::scope(|scope| {
         // `Ok(None)`: the whole file verified (sent only then: the commit waits for it).
         let (batches, inbox) = std::sync::mpsc::sync_channel::<Batch>(BATCHES_AHEAD);
         let read = scope
             .spawn(move || reader.read_to_writer(parsers(), |batch| batches.send(batch).is_ok()));
-        let written = write_items(&mut conn, &inbox);
+        let (flush, flushes) = std::sync::mpsc::sync_channel::<()>(1);
+        let flusher = scope.spawn(move || -> std::io::Result<()> {
+            for () in flushes {
+                file.sync_data()?;
+            }
+            Ok(())
+        });
+        let written = write_items(&conn, &inbox, &flush);
         drop(inbox);
+        drop(flush);
         let summary = read.join().map_err(|_| TransferError::File("reading it failed".into()))?;
+        let flushed = flusher
+            .join()
+            .map_err(|_| TransferError::File("was not written (syncing it failed)".into()))?;
+        flushed.map_err(|e| StoreError::backend("syncing the staging file", e))?;
         written?;
         summary.ok_or_else(|| TransferError::File("was not read to its end".into()))
     })
@@ -332,29 +482,40 @@ fn parsers() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get()).min(4)
 }
 
-/// Inserts what the reader hands out, in one transaction, committed only once the reader
-/// reached the end of the file without a problem.
+/// Bytes of rows after which the import commits what it wrote so far into the staging file
+/// and has another thread sync it while it goes on: the disk writes the file during the import
+/// rather than all of it in the sync at the end, and the page cache holds only what is not
+/// written yet. A commit in the staging file makes nothing visible: the file becomes the store
+/// only when it is renamed into place, after the whole export verified.
+const FLUSH_EVERY_BYTES: usize = 32 << 20;
+
+/// Inserts what the reader hands out into the staging file (committing every
+/// [`FLUSH_EVERY_BYTES`] and asking `flush` to sync it), and finishes it with the streams and
+/// the log head once the reader reached the end of the file without a problem.
 fn write_items(
-    conn: &mut Connection,
+    conn: &Connection,
     inbox: &std::sync::mpsc::Receiver<Batch>,
+    flush: &std::sync::mpsc::SyncSender<()>,
 ) -> Result<(), TransferError> {
     let write = fail("importing into the embedded store");
-    let tx = conn.transaction().map_err(&write)?;
-    // Stream ids in order of first appearance; the live stream's last version and head.
+    conn.execute_batch("BEGIN").map_err(&write)?;
+    // Stream ids in order of first appearance (1, 2, 3…); each live stream's last version and
+    // head, at its id - 1.
     let mut ids: HashMap<String, i64> = HashMap::new();
-    let mut heads: HashMap<i64, (i64, Hash)> = HashMap::new();
+    let mut heads: Vec<(i64, Hash)> = Vec::new();
     let mut tombstones: Vec<Tombstone> = Vec::new();
     let mut next_position: i64 = 0;
     let mut complete = false;
+    let mut unflushed = 0usize;
     {
-        let mut insert_event = tx
+        let mut insert_event = conn
             .prepare(
                 "INSERT INTO events (position, stream_id, version, event_id, event_type, \
                  schema_version, data, metadata, recorded_at, chain) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )
             .map_err(&write)?;
-        let mut insert_pruned = tx
+        let mut insert_pruned = conn
             .prepare(
                 "INSERT INTO pruned (position, stream_id, version, chain) VALUES (?1, ?2, ?3, ?4)",
             )
@@ -392,7 +553,16 @@ fn write_items(
                                 e.chain.as_ref().map(|c| c.as_slice())
                             ])
                             .map_err(&write)?;
-                        heads.insert(id, (version, e.chain.unwrap_or_default()));
+                        let head = (version, e.chain.unwrap_or_default());
+                        match heads.get_mut((id - 1) as usize) {
+                            Some(h) => *h = head,
+                            None => {
+                                // Streams first met in pruned rows have no head.
+                                heads.resize((id - 1) as usize, (-1, [0; 32]));
+                                heads.push(head);
+                            }
+                        }
+                        unflushed += e.data.len() + e.metadata.len() + 128;
                     }
                     Item::Entry(Entry::Pruned(p)) => {
                         next_position += 1;
@@ -405,8 +575,17 @@ fn write_items(
                                 p.link.as_ref().map(|l| l.as_slice())
                             ])
                             .map_err(&write)?;
+                        unflushed += 128;
                     }
                     Item::Tombstone(t) => tombstones.push(t),
+                }
+            }
+            if unflushed >= FLUSH_EVERY_BYTES {
+                conn.execute_batch("COMMIT; BEGIN").map_err(&write)?;
+                unflushed = 0;
+                if let Err(std::sync::mpsc::TrySendError::Disconnected(())) = flush.try_send(()) {
+                    // The syncing thread failed: its error is the one reported.
+                    return Err(TransferError::File("was not written (syncing it failed)".into()));
                 }
             }
         }
@@ -415,7 +594,7 @@ fn write_items(
         return Err(TransferError::File("was not read to its end".into()));
     }
     {
-        let mut insert_stream = tx
+        let mut insert_stream = conn
             .prepare(
                 "INSERT INTO streams (id, name, version, deleted_at, head_hash) \
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -435,7 +614,8 @@ fn write_items(
                     t.head.map(|h| h.to_vec())
                 ]),
                 None => {
-                    let (version, head) = heads.get(id).copied().unwrap_or((-1, [0; 32]));
+                    let (version, head) =
+                        heads.get((id - 1) as usize).copied().unwrap_or((-1, [0; 32]));
                     insert_stream.execute(params![
                         id,
                         name,
@@ -462,7 +642,7 @@ fn write_items(
                 .map_err(&write)?;
         }
     }
-    tx.execute("UPDATE log SET head = ?1 WHERE id = 1", [next_position]).map_err(&write)?;
-    tx.commit().map_err(&write)?;
+    conn.execute("UPDATE log SET head = ?1 WHERE id = 1", [next_position]).map_err(&write)?;
+    conn.execute_batch("COMMIT").map_err(&write)?;
     Ok(())
 }
