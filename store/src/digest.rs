@@ -54,11 +54,7 @@ pub fn event_digest(e: &DigestInput<'_>) -> Hash {
 
 /// [`event_digest`] with the stream and type as the bytes of their UTF-8 (`e`'s own are not
 /// read): for a reader that has them as bytes, already checked, so they are not checked again.
-pub(crate) fn event_digest_of_bytes(
-    stream: &[u8],
-    event_type: &[u8],
-    e: &DigestInput<'_>,
-) -> Hash {
+pub(crate) fn event_digest_of_bytes(stream: &[u8], event_type: &[u8], e: &DigestInput<'_>) -> Hash {
     let mut h = Sha256::new();
     h.update(b"pop-event-v1");
     part(&mut h, stream);
