@@ -647,8 +647,9 @@ async fn verify(args: &Args, events: u64) -> Result<(), StoreError> {
         format!("seal (first, whole log), {events} events"),
         show(&[sealed], "ev/s")
     );
-    let mut values = Vec::new();
+    let (mut values, mut per_cpu) = (Vec::new(), Vec::new());
     for _ in 0..args.runs {
+        let cpu = cpu_seconds();
         let start = Instant::now();
         let report = match &bench.kind {
             Kind::Sqlite(store) => store.verify_with(Some(key.verifying_key())).await?,
@@ -664,12 +665,19 @@ async fn verify(args: &Args, events: u64) -> Result<(), StoreError> {
             return Err(StoreError::Corrupt(format!("verification failed: {report:?}")));
         }
         values.push(events as f64 / elapsed.as_secs_f64());
+        if let (Some(before), Some(after)) = (cpu, cpu_seconds()) {
+            per_cpu.push(events as f64 / (after - before).max(0.01));
+        }
     }
     println!(
         "{:<44} {}",
         format!("verify (chains + checkpoints), {events} events"),
         show(&values, "ev/s")
     );
+    if !per_cpu.is_empty() {
+        // This process only (the PostgreSQL backends are not counted).
+        println!("{:<44} {}", "  the same, client CPU cost", show(&per_cpu, "ev/CPU-s"));
+    }
     bench.close().await
 }
 

@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::digest::{GENESIS, Hash, hex};
-use crate::verify::{Break, CheckpointReport};
+use crate::verify::{Break, CheckpointReport, FastHash};
 use crate::{Position, StoreError};
 
 pub use ed25519_dalek::{SigningKey as CheckpointSigningKey, VerifyingKey as CheckpointKey};
@@ -343,7 +343,7 @@ pub struct LogWalker {
     log_hash: Hash,
     count: u64,
     /// Where each stream touched in the open range stands.
-    seen: HashMap<String, (u64, Position, Hash)>,
+    seen: HashMap<String, (u64, Position, Hash), FastHash>,
     /// The first entry of the open range (to locate a break of the range as a whole).
     first_in_range: Option<LogEntry>,
     report: CheckpointReport,
@@ -362,7 +362,7 @@ impl LogWalker {
             previous: (GENESIS, Position::START, 0),
             log_hash: GENESIS,
             count: 0,
-            seen: HashMap::new(),
+            seen: HashMap::default(),
             first_in_range: None,
             report: CheckpointReport { signatures_checked, ..CheckpointReport::default() },
             bad: None,
@@ -489,7 +489,8 @@ impl LogWalker {
         let Some(open) = self.open.take() else { return true };
         let c = &open.checkpoint;
         let mut breaks: Vec<Break> = Vec::new();
-        let mut expected: HashMap<&str, &StreamMark> = HashMap::with_capacity(c.streams.len());
+        let mut expected: HashMap<&str, &StreamMark, FastHash> =
+            HashMap::with_capacity_and_hasher(c.streams.len(), FastHash::default());
         for m in &c.streams {
             expected.insert(m.stream.as_str(), m);
             let found = self.seen.get(m.stream.as_str());

@@ -49,11 +49,17 @@ pub struct DigestInput<'a> {
 
 /// The digest of one event.
 pub fn event_digest(e: &DigestInput<'_>) -> Hash {
+    event_digest_of_bytes(e.stream.as_bytes(), e.event_type.as_bytes(), e)
+}
+
+/// [`event_digest`] with the stream and type as the bytes of their UTF-8 (`e`'s own are not
+/// read): for a reader that has them as bytes, already checked, so they are not checked again.
+pub(crate) fn event_digest_of_bytes(stream: &[u8], event_type: &[u8], e: &DigestInput<'_>) -> Hash {
     let mut h = Sha256::new();
     h.update(b"pop-event-v1");
-    part(&mut h, e.stream.as_bytes());
+    part(&mut h, stream);
     h.update(e.version.to_be_bytes());
-    part(&mut h, e.event_type.as_bytes());
+    part(&mut h, event_type);
     h.update(e.schema_version.to_be_bytes());
     h.update(e.recorded_at_micros.to_be_bytes());
     part(&mut h, e.metadata);

@@ -8,6 +8,9 @@
 
 use std::collections::{HashMap, HashSet};
 
+/// The hasher of the maps keyed by stream name that a walk updates once per event.
+pub(crate) type FastHash = foldhash::fast::RandomState;
+
 use crate::Position;
 use crate::digest::{DigestInput, GENESIS, Hash, chain, data_hash, event_digest};
 
@@ -117,7 +120,7 @@ pub(crate) struct Walk {
 pub(crate) struct Walker {
     report: Verification,
     /// Every stream walked so far.
-    walks: HashMap<String, Walk>,
+    walks: HashMap<String, Walk, FastHash>,
     log_head: Option<Position>,
     /// Reap records with a head hash, already verified as events.
     reaped: Vec<Reaped>,
@@ -136,7 +139,7 @@ impl Walker {
     pub(crate) fn new(log_head: Option<Position>) -> Walker {
         Walker {
             report: Verification::default(),
-            walks: HashMap::new(),
+            walks: HashMap::default(),
             log_head,
             reaped: Vec::new(),
         }
@@ -163,19 +166,18 @@ impl Walker {
         if self.stopped() {
             return false;
         }
-        let walked = match step(self.walks.get(r.stream), r, digest, self.log_head) {
-            Ok(w) => w,
-            Err(reason) => {
-                let b = at(r, reason);
-                self.stop(b);
-                return false;
-            }
-        };
-        match self.walks.get_mut(r.stream) {
-            Some(w) => *w = walked,
-            None => {
+        let log_head = self.log_head;
+        // One lookup of the stream's walk per event.
+        let stepped = match self.walks.get_mut(r.stream) {
+            Some(w) => step(Some(&*w), r, digest, log_head).map(|walked| *w = walked),
+            None => step(None, r, digest, log_head).map(|walked| {
                 self.walks.insert(r.stream.to_owned(), walked);
-            }
+            }),
+        };
+        if let Err(reason) = stepped {
+            let b = at(r, reason);
+            self.stop(b);
+            return false;
         }
         self.report.events += 1;
         if let Some(reaped) = reap_record(r) {
@@ -189,7 +191,7 @@ impl Walker {
         if self.stopped() {
             return self.report;
         }
-        let known: HashSet<&str> = streams.iter().map(|s| s.name.as_str()).collect();
+        let known: HashSet<&str, FastHash> = streams.iter().map(|s| s.name.as_str()).collect();
         let mut unknown: Vec<&String> =
             self.walks.keys().filter(|name| !known.contains(name.as_str())).collect();
         unknown.sort();
@@ -333,7 +335,8 @@ pub(crate) fn finish_rule(
         }
         report.streams += 1;
     }
-    let rows: HashMap<&str, &StreamRow> = streams.iter().map(|s| (s.name.as_str(), s)).collect();
+    let rows: HashMap<&str, &StreamRow, FastHash> =
+        streams.iter().map(|s| (s.name.as_str(), s)).collect();
     for reaped in reaped {
         let found = rows.get(reaped.stream.as_str()).filter(|s| s.deleted);
         let kept = found.and_then(|s| s.head.as_deref()).and_then(|h| <Hash>::try_from(h).ok());
