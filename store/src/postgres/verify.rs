@@ -257,6 +257,9 @@ fn copy_chunk_sql(from: i64, to: Option<i64>) -> String {
 /// COPY messages handed on at once to a digest thread (one tuple each, as PostgreSQL sends
 /// them): few hand-offs between threads.
 const BATCH: usize = 4096;
+/// Emptied row batches a digest thread keeps for reuse: as many as can be in flight to and
+/// in the walk (its `done` channel's 4, the one being walked, one more), no more.
+const SPARE_BATCHES: usize = 6;
 
 /// About how many entries one chunk of the log holds (one `COPY` of one reader).
 const CHUNK_ENTRIES: f64 = 16_384.0;
@@ -554,8 +557,11 @@ fn tuple(buf: &[u8]) -> Result<Tuple, StoreError> {
         if buf.len() < at + len {
             return Ok(Tuple::Partial);
         }
-        // A message is at most 1 GB: both fit.
-        let (Ok(start), Ok(size)) = (u32::try_from(at), u32::try_from(len)) else {
+        // A message is at most 1 GB, so the tuple's end fits; checked all the same, as
+        // `Span::range` adds the two.
+        let (Ok(start), Ok(size), Ok(_)) =
+            (u32::try_from(at), u32::try_from(len), u32::try_from(at + len))
+        else {
             return Err(malformed("a tuple over 4 GB"));
         };
         *field = Some(Span { at: start, len: size });
@@ -670,7 +676,7 @@ fn walk_chunks(
     checkpoints: Vec<crate::commitment::SignedCheckpoint>,
     key: Option<crate::commitment::CheckpointKey>,
     digested: Vec<std::sync::mpsc::Receiver<Piece<Vec<LogRow>>>>,
-    spare: Vec<std::sync::mpsc::Sender<Vec<LogRow>>>,
+    spare: Vec<std::sync::mpsc::SyncSender<Vec<LogRow>>>,
     count: usize,
 ) -> Result<(Verification, u64), StoreError> {
     let mut walker = Walker::new(Some(log_head));
@@ -700,7 +706,8 @@ fn walk_chunks(
                 }
             }
             batch.clear();
-            let _ = spare[chunk % spare.len()].send(batch);
+            // Dropped when its digest thread has enough spares (or has ended).
+            let _ = spare[chunk % spare.len()].try_send(batch);
         }
     }
     Ok((walker.finish(&streams).with_checkpoints(log.finish()), walked))
@@ -735,7 +742,7 @@ async fn one_pass(
     for k in 0..readers {
         let (send, messages) = tokio::sync::mpsc::channel::<Piece<Vec<Bytes>>>(room);
         let (done, recv) = std::sync::mpsc::sync_channel::<Piece<Vec<LogRow>>>(4);
-        let (back, spare) = std::sync::mpsc::channel::<Vec<LogRow>>();
+        let (back, spare) = std::sync::mpsc::sync_channel::<Vec<LogRow>>(SPARE_BATCHES);
         digested.push(recv);
         spares.push(back);
         digesters.push(tokio::task::spawn_blocking(move || digest_rows(messages, done, spare)));
