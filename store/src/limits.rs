@@ -163,9 +163,17 @@ fn check_event_json(e: &NewEvent) -> Result<(), StoreError> {
     let invalid =
         |reason: &str| StoreError::InvalidEvent { event_id: e.event_id, reason: reason.to_owned() };
     // The log is read by every projection forever: refuse what is not JSON now rather than
-    // fail every rebuild later. Validation only; the bytes are stored as given.
+    // fail every rebuild later. Validation only; the bytes are stored as given. JSON is
+    // UTF-8 (RFC 8259 §8.1), and serde_json's `IgnoredAny` skips strings without looking at
+    // their bytes, so the encoding is checked first: every reader may take the data as text.
+    if std::str::from_utf8(&e.data).is_err() {
+        return Err(invalid("the data is not JSON: it is not UTF-8"));
+    }
     if let Err(err) = serde_json::from_slice::<IgnoredAny>(&e.data) {
         return Err(invalid(&format!("the data is not JSON: {err}")));
+    }
+    if std::str::from_utf8(&e.metadata).is_err() {
+        return Err(invalid("the metadata is not JSON: it is not UTF-8"));
     }
     if !e.metadata.is_empty()
         && let Err(err) = serde_json::from_slice::<IgnoredAny>(&e.metadata)
