@@ -1,17 +1,14 @@
 //! [`ExportReader`]: reads an export and checks it line by line by the rules `pop verify`
 //! applies to a store; the checks over the whole file at its checkpoint line.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{BufRead, Read, Seek, SeekFrom};
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use ed25519_dalek::{SigningKey, VerifyingKey};
-use serde::Deserialize;
-use serde_json::value::RawValue;
-use uuid::Uuid;
 
+use super::line::{EventLine, Line};
 use super::text::{parse_hash, parse_hex, time_micros};
 use super::{
     Entry, ExportEvent, FORMAT_VERSION, Item, MAX_LINE_BYTES, Manifest, Tombstone, TransferError,
@@ -19,48 +16,7 @@ use super::{
 use crate::Position;
 use crate::commitment::{Checkpoint, LogEntry, LogWalker, SignedCheckpoint, key_id};
 use crate::digest::{DigestInput, GENESIS, Hash, data_hash, event_digest, hex};
-use crate::verify::{Break, EventRow, StreamRow, Walker};
-
-/// One line as read: every member any kind of line has.
-#[derive(Deserialize)]
-pub(super) struct Line<'a> {
-    #[serde(borrow, default)]
-    pub(super) kind: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    specversion: Option<Cow<'a, str>>,
-    #[serde(default)]
-    id: Option<Uuid>,
-    #[serde(borrow, default)]
-    subject: Option<Cow<'a, str>>,
-    #[serde(borrow, default, rename = "type")]
-    event_type: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    time: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    pub(super) data: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    data_base64: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    popposition: Option<Cow<'a, str>>,
-    #[serde(default)]
-    popversion: Option<u64>,
-    #[serde(default)]
-    popschemaversion: Option<u32>,
-    #[serde(borrow, default)]
-    popmetadata: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    popmetadatabase64: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    popdigest: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    popchain: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    pophead: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    checkpoint: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    signature: Option<Cow<'a, str>>,
-}
+use crate::verify::{Break, EventRow, FastHash, StreamRow, Walker};
 
 /// Reads the last line of a file (without reading the rest): chunks read backwards from the
 /// end, each searched once for the newline before the line (the checkpoint's line holds every
@@ -141,7 +97,9 @@ pub struct ExportReader<R: BufRead> {
     checkpoint: Checkpoint,
     walker: Option<Walker>,
     log: Option<LogWalker>,
-    streams: HashMap<String, Seen>,
+    /// Keyed by names from the file, with the hasher [`Walker`] and [`LogWalker`] already use
+    /// for the same names (randomly seeded per map).
+    streams: HashMap<String, Seen, FastHash>,
     tombstones: Vec<(Tombstone, u64)>,
     /// Each entry's position and line, in file order (to locate a break found at the end).
     lines: Vec<(Position, u64)>,
@@ -223,7 +181,7 @@ impl<R: BufRead> ExportReader<R> {
             },
             walker: None,
             log: None,
-            streams: HashMap::new(),
+            streams: HashMap::default(),
             tombstones: Vec::new(),
             lines: Vec::new(),
             events: 0,
@@ -417,7 +375,7 @@ impl<R: BufRead> ExportReader<R> {
     }
 
     fn event(&mut self, l: Line<'_>) -> Result<ExportEvent, TransferError> {
-        self.accept_event(parse_event(l))
+        self.accept_event(parse_event(l.into()))
     }
 
     /// The checks of an event line that depend on what came before it, in the order
@@ -616,7 +574,7 @@ pub(super) struct ParsedEvent {
     rest: Result<(ExportEvent, Hash), String>,
 }
 
-pub(super) fn parse_event(l: Line<'_>) -> ParsedEvent {
+pub(super) fn parse_event(l: EventLine<'_>) -> ParsedEvent {
     let position = parse_position(l.popposition.as_deref());
     ParsedEvent {
         specversion_ok: l.specversion.as_deref() == Some("1.0"),
@@ -627,7 +585,7 @@ pub(super) fn parse_event(l: Line<'_>) -> ParsedEvent {
 
 /// The members of an event line after its position, checked in order, and its digest
 /// recomputed and compared with `popdigest`.
-fn event_members(l: Line<'_>, position: Position) -> Result<(ExportEvent, Hash), String> {
+fn event_members(l: EventLine<'_>, position: Position) -> Result<(ExportEvent, Hash), String> {
     let event_id = l.id.ok_or("no id (a UUID)")?;
     let stream = l.subject.ok_or("no subject (the stream)")?.into_owned();
     let event_type = l.event_type.ok_or("no type")?.into_owned();
@@ -636,7 +594,7 @@ fn event_members(l: Line<'_>, position: Position) -> Result<(ExportEvent, Hash),
     let time = l.time.ok_or("no time")?;
     let recorded_at = time_micros(&time).ok_or("time is not an RFC 3339 time")?;
     let data = match (l.data, l.data_base64) {
-        (Some(raw), None) => raw.get().as_bytes().to_vec(),
+        (Some(raw), None) => raw.to_vec(),
         (None, Some(b64)) => base64::engine::general_purpose::STANDARD
             .decode(b64.as_bytes())
             .map_err(|_| "data_base64 is not base64")?,
@@ -687,6 +645,7 @@ mod tests {
     use super::*;
     use crate::digest::chain;
     use crate::transfer::Exporter;
+    use uuid::Uuid;
 
     #[test]
     fn the_last_line_is_found_whatever_its_length() {

@@ -25,12 +25,13 @@ fn skip_blanks(b: &[u8], mut i: usize) -> usize {
 }
 
 /// The end of the JSON string that starts at `i`, if one does.
-fn json_string_end(b: &[u8], i: usize) -> Option<usize> {
+pub(super) fn json_string_end(b: &[u8], i: usize) -> Option<usize> {
     if b.get(i) != Some(&b'"') {
         return None;
     }
     let mut j = i + 1;
     loop {
+        j += plain_run(b.get(j..)?);
         match *b.get(j)? {
             b'"' => return Some(j + 1),
             b'\\' => match *b.get(j + 1)? {
@@ -48,6 +49,29 @@ fn json_string_end(b: &[u8], i: usize) -> Option<usize> {
             _ => j += 1,
         }
     }
+}
+
+/// How many bytes at the start of `b` a JSON string takes as they are: up to the first quote,
+/// backslash or control character. Eight bytes at a time (most of a line is such bytes): the
+/// lowest byte a mask flags is exact (a false flag can only follow a true one, above it).
+fn plain_run(b: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let mut n = 0;
+    for chunk in b.chunks_exact(8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        let special = zero(x ^ (ONES * u64::from(b'"')))
+            | zero(x ^ (ONES * u64::from(b'\\')))
+            | (x.wrapping_sub(ONES * 0x20) & !x & HIGHS);
+        if special != 0 {
+            return n + (special.trailing_zeros() / 8) as usize;
+        }
+        n += 8;
+    }
+    n + b[n..].iter().take_while(|c| !matches!(**c, b'"' | b'\\' | 0..0x20)).count()
 }
 
 /// The end of the JSON number that starts at `i`, if one does.
@@ -89,17 +113,25 @@ fn json_key_end(b: &[u8], i: usize) -> Option<usize> {
 /// Whether `b` is exactly one JSON value from its first byte to its last, with spaces and
 /// tabs only as whitespace, nested at most [`MAX_RAW_NESTING`] deep.
 fn json_grammar(b: &[u8]) -> bool {
+    json_value_end(b, 0, MAX_RAW_NESTING) == Some(b.len())
+}
+
+/// The end of the JSON value that starts at `start` (no whitespace before it), with spaces and
+/// tabs only as whitespace inside it, nested at most `nesting` deep (at most
+/// [`MAX_RAW_NESTING`]); `None` if no such value starts there.
+pub(super) fn json_value_end(b: &[u8], start: usize, nesting: u32) -> Option<usize> {
+    let nesting = nesting.min(MAX_RAW_NESTING);
     // Bit `d` of `objects`: whether level `d` of the open arrays and objects is an object.
     let mut objects: u128 = 0;
     let mut depth: u32 = 0;
-    let mut i = 0;
+    let mut i = start;
     loop {
         // A value starts at `i`; `complete`: it was read whole (else a container was opened
         // and `i` is where its first value starts).
         let complete = match b.get(i) {
             Some(&open @ (b'{' | b'[')) => {
-                if depth == MAX_RAW_NESTING {
-                    return false;
+                if depth == nesting {
+                    return None;
                 }
                 let object = open == b'{';
                 i = skip_blanks(b, i + 1);
@@ -110,39 +142,27 @@ fn json_grammar(b: &[u8]) -> bool {
                     objects = if object { objects | (1 << depth) } else { objects & !(1 << depth) };
                     depth += 1;
                     if object {
-                        match json_key_end(b, i) {
-                            Some(j) => i = j,
-                            None => return false,
-                        }
+                        i = json_key_end(b, i)?;
                     }
                     false
                 }
             }
-            Some(b'"') => match json_string_end(b, i) {
-                Some(j) => {
-                    i = j;
-                    true
-                }
-                None => return false,
-            },
-            Some(b'-' | b'0'..=b'9') => match json_number_end(b, i) {
-                Some(j) => {
-                    i = j;
-                    true
-                }
-                None => return false,
-            },
+            Some(b'"') => {
+                i = json_string_end(b, i)?;
+                true
+            }
+            Some(b'-' | b'0'..=b'9') => {
+                i = json_number_end(b, i)?;
+                true
+            }
             Some(_) => {
                 let rest = &b[i..];
-                let Some(word) =
-                    [&b"true"[..], b"false", b"null"].into_iter().find(|w| rest.starts_with(w))
-                else {
-                    return false;
-                };
+                let word =
+                    [&b"true"[..], b"false", b"null"].into_iter().find(|w| rest.starts_with(w))?;
                 i += word.len();
                 true
             }
-            None => return false,
+            None => return None,
         };
         if !complete {
             continue;
@@ -150,7 +170,7 @@ fn json_grammar(b: &[u8]) -> bool {
         // A value ended at `i`: close what it ends, up to where the next value starts.
         loop {
             if depth == 0 {
-                return i == b.len();
+                return Some(i);
             }
             i = skip_blanks(b, i);
             let object = (objects >> (depth - 1)) & 1 == 1;
@@ -158,10 +178,7 @@ fn json_grammar(b: &[u8]) -> bool {
                 Some(b',') => {
                     i = skip_blanks(b, i + 1);
                     if object {
-                        match json_key_end(b, i) {
-                            Some(j) => i = j,
-                            None => return false,
-                        }
+                        i = json_key_end(b, i)?;
                     }
                     break;
                 }
@@ -173,7 +190,7 @@ fn json_grammar(b: &[u8]) -> bool {
                     depth -= 1;
                     i += 1;
                 }
-                _ => return false,
+                _ => return None,
             }
         }
     }
@@ -183,7 +200,7 @@ fn json_grammar(b: &[u8]) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::transfer::import::Line;
+    use crate::transfer::line::Line;
 
     /// Whether `data` parses back to the same bytes as the `data` member of a line.
     fn reads_back(data: &[u8]) -> bool {
@@ -277,6 +294,24 @@ mod tests {
         fn json_values_go_raw(value in json_value()) {
             let data = serde_json::to_vec(&value).unwrap();
             proptest::prop_assert_eq!(raw_json(&data), !value.is_null());
+        }
+    }
+
+    proptest::proptest! {
+        /// The run of plain bytes found eight at a time is the one found byte by byte.
+        #[test]
+        fn plain_runs_end_where_a_byte_by_byte_look_ends_them(
+            bytes in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::sample::select(b"\"\\\x00\x1f\x20\x21\x7f\x80\xff\xdc\x22".to_vec()),
+                    proptest::prelude::any::<u8>(),
+                ],
+                0..40,
+            )
+        ) {
+            let plain = |c: &&u8| **c != b'"' && **c != b'\\' && **c >= 0x20;
+            let naive = bytes.iter().take_while(plain).count();
+            proptest::prop_assert_eq!(plain_run(&bytes), naive);
         }
     }
 

@@ -39,12 +39,14 @@
 //!
 //! The code: `json.rs` the raw-JSON check of an event's data, `text.rs` how times, numbers and
 //! hashes are written and read, `export.rs` the [`Exporter`], `import.rs` the [`ExportReader`]
-//! and its checks, `parallel.rs` the reading of a file on every core
-//! ([`ExportReader::read_parallel`]).
+//! and its checks, `line.rs` how a line is parsed (serde, and a fast path for the event lines
+//! pop writes, which reads them exactly as serde does or not at all), `parallel.rs` the
+//! reading of a file on every core ([`ExportReader::read_parallel`]).
 
 mod export;
 mod import;
 mod json;
+mod line;
 mod parallel;
 mod text;
 

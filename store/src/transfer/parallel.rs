@@ -5,7 +5,8 @@
 
 use std::io::{BufRead, Read};
 
-use super::import::{Line, ParsedEvent, ends_early, parse_event};
+use super::import::{ParsedEvent, ends_early, parse_event};
+use super::line::{Line, event_line};
 use super::{Entry, ExportReader, ImportBatch, ImportSummary, Item, MAX_LINE_BYTES, TransferError};
 
 /// Lines in one batch of [`ExportReader::read_parallel`].
@@ -40,21 +41,23 @@ struct ParsedLines {
     end: Option<Result<(), TransferError>>,
 }
 
-/// Reads lines (from line `line_no + 1` on) in batches of `size`, handed to `outs` in turn; stops at
-/// the end of the file, at a problem (both handed on with the last batch), or when a receiver
-/// is gone.
+/// Reads lines (from line `line_no + 1` on) in batches of `size`, handed to `outs` in turn
+/// (in batches the parsers handed back emptied, through `spares`, when there are: fresh
+/// memory costs the kernel's zeroing of its pages); stops at the end of the file, at a
+/// problem (both handed on with the last batch), or when a receiver is gone.
 fn read_lines<R: BufRead>(
     mut input: R,
     mut line_no: u64,
     size: usize,
     outs: &[std::sync::mpsc::SyncSender<RawLines>],
+    spares: &std::sync::mpsc::Receiver<RawLines>,
 ) {
     for out in outs.iter().cycle() {
-        let mut batch = RawLines {
+        let mut batch = spares.try_recv().unwrap_or_else(|_| RawLines {
             bytes: Vec::with_capacity(size * 1024),
             lines: Vec::with_capacity(size),
             end: None,
-        };
+        });
         while batch.lines.len() < size && batch.bytes.len() < PARSE_BATCH_BYTES {
             let start = batch.bytes.len();
             match (&mut input).take(MAX_LINE_BYTES as u64 + 1).read_until(b'\n', &mut batch.bytes) {
@@ -90,26 +93,37 @@ fn read_lines<R: BufRead>(
     }
 }
 
-/// Parses each line of each batch from `inbox` (the event lines all the way to their digest)
-/// and hands the batch on.
+/// Parses each line of each batch from `inbox` (the event lines all the way to their digest:
+/// the export's own lines by [`event_line`], any other by serde), hands the batch on, and the
+/// emptied batch of bytes back to the reading thread through `spares` (dropped if it grew
+/// past [`PARSE_BATCH_BYTES`], or if enough are waiting there).
 fn parse_lines(
     inbox: std::sync::mpsc::Receiver<RawLines>,
     out: std::sync::mpsc::SyncSender<ParsedLines>,
+    spares: std::sync::mpsc::SyncSender<RawLines>,
 ) {
-    for batch in inbox {
+    for mut batch in inbox {
         let mut lines = Vec::with_capacity(batch.lines.len());
         let mut start = 0;
         for &(end, line_no) in &batch.lines {
             let bytes = &batch.bytes[start..end];
             start = end;
-            let parsed = match serde_json::from_slice::<Line<'_>>(bytes) {
-                Ok(l) if l.kind.is_none() => Parsed::Event(Box::new(parse_event(l))),
-                _ => Parsed::Other(bytes.to_vec()),
+            let parsed = match event_line(bytes) {
+                Some(l) => Parsed::Event(Box::new(parse_event(l))),
+                None => match serde_json::from_slice::<Line<'_>>(bytes) {
+                    Ok(l) if l.kind.is_none() => Parsed::Event(Box::new(parse_event(l.into()))),
+                    _ => Parsed::Other(bytes.to_vec()),
+                },
             };
             lines.push((line_no, parsed));
         }
-        if out.send(ParsedLines { lines, end: batch.end }).is_err() {
+        if out.send(ParsedLines { lines, end: batch.end.take() }).is_err() {
             return;
+        }
+        if batch.bytes.capacity() <= PARSE_BATCH_BYTES {
+            batch.bytes.clear();
+            batch.lines.clear();
+            let _ = spares.try_send(batch);
         }
     }
 }
@@ -170,14 +184,18 @@ impl<R: BufRead + Send> ExportReader<R> {
         std::thread::scope(|scope| {
             let mut to_parsers = Vec::with_capacity(parsers);
             let mut from_parsers = Vec::with_capacity(parsers);
+            // Every batch of bytes that can be in flight at once, handed back.
+            let (spare, spares) = sync_channel::<RawLines>(parsers * (PARSE_AHEAD + 2));
             for _ in 0..parsers {
                 let (raw, raw_in) = sync_channel::<RawLines>(PARSE_AHEAD);
                 let (parsed, parsed_in) = sync_channel::<ParsedLines>(PARSE_AHEAD);
-                scope.spawn(move || parse_lines(raw_in, parsed));
+                let spare = spare.clone();
+                scope.spawn(move || parse_lines(raw_in, parsed, spare));
                 to_parsers.push(raw);
                 from_parsers.push(parsed_in);
             }
-            scope.spawn(move || read_lines(input, line_no, batch.max(1), &to_parsers));
+            drop(spare);
+            scope.spawn(move || read_lines(input, line_no, batch.max(1), &to_parsers, &spares));
             // Dropping the receivers on return (an error) stops the other threads.
             self.check_parsed(&from_parsers, &mut sink)
         })
