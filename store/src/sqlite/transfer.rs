@@ -20,9 +20,10 @@ use rusqlite::{Connection, params};
 use super::schema;
 use crate::digest::Hash;
 use crate::transfer::{
-    DataChecks, Entry, EventRef, ExportReader, ExportSummary, Exporter, ImportSummary, Item,
-    Manifest, StreamSlot, Tombstone, TransferError,
+    DataChecks, Entry, EventRef, ExportEvent, ExportReader, ExportSummary, Exporter, ImportSummary,
+    Item, Manifest, StreamSlot, Tombstone, TransferError,
 };
+use crate::verify::FastHash;
 use crate::{Durability, Position, StoreError};
 
 fn fail(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
@@ -489,6 +490,43 @@ fn parsers() -> usize {
 /// only when it is renamed into place, after the whole export verified.
 const FLUSH_EVERY_BYTES: usize = 32 << 20;
 
+/// Events one statement inserts (ten parameters each, far below SQLite's limit of 32,766): a
+/// statement's step, reset and checks once for that many rows.
+const ROWS_PER_INSERT: usize = 32;
+
+/// The statement that inserts `rows` events, their ten columns in [`bind_events`]' order. `OR
+/// ROLLBACK`: a row that breaks a constraint fails the whole import (the staging file is thrown
+/// away), so SQLite keeps no statement journal to undo the rows before it (it would copy each
+/// page a statement changes).
+fn insert_events_sql(rows: usize) -> String {
+    format!(
+        "INSERT OR ROLLBACK INTO events (position, stream_id, version, event_id, event_type, \
+         schema_version, data, metadata, recorded_at, chain) VALUES {}",
+        vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; rows].join(", ")
+    )
+}
+
+/// Binds `rows` (position, stream id, event) to the parameters of [`insert_events_sql`].
+fn bind_events(
+    insert: &mut rusqlite::Statement<'_>,
+    rows: &[(i64, i64, ExportEvent)],
+) -> rusqlite::Result<()> {
+    for (r, (position, stream, e)) in rows.iter().enumerate() {
+        let at = r * 10;
+        insert.raw_bind_parameter(at + 1, position)?;
+        insert.raw_bind_parameter(at + 2, stream)?;
+        insert.raw_bind_parameter(at + 3, to_i64(e.version))?;
+        insert.raw_bind_parameter(at + 4, e.event_id.as_bytes().as_slice())?;
+        insert.raw_bind_parameter(at + 5, e.event_type.as_str())?;
+        insert.raw_bind_parameter(at + 6, e.schema_version)?;
+        insert.raw_bind_parameter(at + 7, e.data.as_slice())?;
+        insert.raw_bind_parameter(at + 8, e.metadata.as_slice())?;
+        insert.raw_bind_parameter(at + 9, e.recorded_at)?;
+        insert.raw_bind_parameter(at + 10, e.chain.as_ref().map(|c| c.as_slice()))?;
+    }
+    Ok(())
+}
+
 /// Inserts what the reader hands out into the staging file (committing every
 /// [`FLUSH_EVERY_BYTES`] and asking `flush` to sync it), and finishes it with the streams and
 /// the log head once the reader reached the end of the file without a problem.
@@ -499,22 +537,19 @@ fn write_items(
 ) -> Result<(), TransferError> {
     let write = fail("importing into the embedded store");
     conn.execute_batch("BEGIN").map_err(&write)?;
-    // Stream ids in order of first appearance (1, 2, 3…); each live stream's last version and
+    // Stream ids in order of first appearance (1, 2, 3…), keyed by names from the file with
+    // the hasher the reader's walks already use for them; each live stream's last version and
     // head, at its id - 1.
-    let mut ids: HashMap<String, i64> = HashMap::new();
+    let mut ids: HashMap<String, i64, FastHash> = HashMap::default();
     let mut heads: Vec<(i64, Hash)> = Vec::new();
     let mut tombstones: Vec<Tombstone> = Vec::new();
     let mut next_position: i64 = 0;
     let mut complete = false;
     let mut unflushed = 0usize;
     {
-        let mut insert_event = conn
-            .prepare(
-                "INSERT INTO events (position, stream_id, version, event_id, event_type, \
-                 schema_version, data, metadata, recorded_at, chain) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )
-            .map_err(&write)?;
+        let mut insert_events =
+            conn.prepare(&insert_events_sql(ROWS_PER_INSERT)).map_err(&write)?;
+        let mut insert_event = conn.prepare(&insert_events_sql(1)).map_err(&write)?;
         let mut insert_pruned = conn
             .prepare(
                 "INSERT INTO pruned (position, stream_id, version, chain) VALUES (?1, ?2, ?3, ?4)",
@@ -528,6 +563,11 @@ fn write_items(
             ids.insert(name.to_owned(), id);
             id
         };
+        // The previous event's stream and its id: the events of one append are consecutive
+        // and share their stream, so most events need no lookup by name.
+        let mut previous: Option<(String, i64)> = None;
+        // A batch's events with their positions and stream ids, inserted at its end.
+        let mut rows: Vec<(i64, i64, ExportEvent)> = Vec::new();
         for batch in inbox.iter() {
             let Some(batch) = batch? else {
                 complete = true;
@@ -537,23 +577,15 @@ fn write_items(
                 match item {
                     Item::Entry(Entry::Event(e)) => {
                         next_position += 1;
-                        let id = id_of(&e.stream);
-                        let version = to_i64(e.version);
-                        insert_event
-                            .execute(params![
-                                next_position,
-                                id,
-                                version,
-                                e.event_id.as_bytes().as_slice(),
-                                e.event_type,
-                                e.schema_version,
-                                e.data,
-                                e.metadata,
-                                e.recorded_at,
-                                e.chain.as_ref().map(|c| c.as_slice())
-                            ])
-                            .map_err(&write)?;
-                        let head = (version, e.chain.unwrap_or_default());
+                        let id = match &previous {
+                            Some((stream, id)) if *stream == e.stream => *id,
+                            _ => {
+                                let id = id_of(&e.stream);
+                                previous = Some((e.stream.clone(), id));
+                                id
+                            }
+                        };
+                        let head = (to_i64(e.version), e.chain.unwrap_or_default());
                         match heads.get_mut((id - 1) as usize) {
                             Some(h) => *h = head,
                             None => {
@@ -563,6 +595,7 @@ fn write_items(
                             }
                         }
                         unflushed += e.data.len() + e.metadata.len() + 128;
+                        rows.push((next_position, id, e));
                     }
                     Item::Entry(Entry::Pruned(p)) => {
                         next_position += 1;
@@ -580,6 +613,16 @@ fn write_items(
                     Item::Tombstone(t) => tombstones.push(t),
                 }
             }
+            let mut chunks = rows.chunks_exact(ROWS_PER_INSERT);
+            for chunk in &mut chunks {
+                bind_events(&mut insert_events, chunk).map_err(&write)?;
+                insert_events.raw_execute().map_err(&write)?;
+            }
+            for row in chunks.remainder() {
+                bind_events(&mut insert_event, std::slice::from_ref(row)).map_err(&write)?;
+                insert_event.raw_execute().map_err(&write)?;
+            }
+            rows.clear();
             if unflushed >= FLUSH_EVERY_BYTES {
                 conn.execute_batch("COMMIT; BEGIN").map_err(&write)?;
                 unflushed = 0;
