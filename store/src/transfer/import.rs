@@ -676,8 +676,9 @@ mod tests {
         }
     }
 
-    /// Data the append accepts that is not UTF-8 inside a string (serde_json's `IgnoredAny`
-    /// does not look): exported as `data_base64`, so the line is JSON and imports.
+    /// Data that is not UTF-8 inside a string, as a store written before the append refused it
+    /// may hold (serde_json's `IgnoredAny` does not look): exported as `data_base64`, so the
+    /// line is JSON and imports.
     #[test]
     fn data_with_bytes_that_are_not_utf8_exports_and_reads_back() {
         let data = b"{\"a\":\"\xff\xfe\"}".to_vec();
