@@ -948,20 +948,18 @@ pub async fn limits_are_enforced<H: Harness>() -> Check {
     let r = store.append(&s, ExpectedVersion::Any, vec![bad_meta]).await;
     ensure!(matches!(r, Err(StoreError::InvalidEvent { .. })), "metadata that is not JSON: {r:?}");
     // JSON whose strings hold bytes that are not UTF-8: the grammar holds, the encoding not.
-    let mut bad_data = event("BadUtf8Data", "{}");
-    bad_data.data = b"{\"a\":\"\xff\xfe\"}".to_vec();
-    let r = store.append(&s, ExpectedVersion::Any, vec![bad_data]).await;
-    ensure!(
-        matches!(&r, Err(StoreError::InvalidEvent { reason, .. }) if reason.contains("UTF-8")),
-        "data that is not UTF-8: {r:?}"
-    );
-    let mut bad_meta = event("BadUtf8Meta", "{}");
-    bad_meta.metadata = b"{\"actor\":\"\xc3\"}".to_vec();
-    let r = store.append(&s, ExpectedVersion::Any, vec![bad_meta]).await;
-    ensure!(
-        matches!(&r, Err(StoreError::InvalidEvent { reason, .. }) if reason.contains("UTF-8")),
-        "metadata that is not UTF-8: {r:?}"
-    );
+    let bad_data =
+        NewEvent { data: b"{\"a\":\"\xff\xfe\"}".to_vec(), ..event("BadUtf8Data", "{}") };
+    let bad_meta =
+        NewEvent { metadata: b"{\"actor\":\"\xc3\"}".to_vec(), ..event("BadUtf8Meta", "{}") };
+    for (what, bad) in [("data", bad_data), ("metadata", bad_meta)] {
+        let r = store.append(&s, ExpectedVersion::Any, vec![bad]).await;
+        ensure!(
+            matches!(&r, Err(StoreError::InvalidEvent { reason, .. })
+                if reason.contains(what) && reason.contains("UTF-8")),
+            "{what} that is not UTF-8: {r:?}"
+        );
+    }
 
     ensure!(
         read_whole_stream(store.as_ref(), &s).await?.is_empty(),

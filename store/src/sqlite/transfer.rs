@@ -564,8 +564,10 @@ fn write_items(
             id
         };
         // The previous event's stream and its id: the events of one append are consecutive
-        // and share their stream, so most events need no lookup by name.
-        let mut previous: Option<(String, i64)> = None;
+        // and share their stream, so most events need no lookup by name. The name's buffer is
+        // reused: in a log where streams interleave, a change of stream costs no allocation.
+        let mut previous_name = String::new();
+        let mut previous_id: Option<i64> = None;
         // A batch's events with their positions and stream ids, inserted at its end.
         let mut rows: Vec<(i64, i64, ExportEvent)> = Vec::new();
         for batch in inbox.iter() {
@@ -577,11 +579,13 @@ fn write_items(
                 match item {
                     Item::Entry(Entry::Event(e)) => {
                         next_position += 1;
-                        let id = match &previous {
-                            Some((stream, id)) if *stream == e.stream => *id,
+                        let id = match previous_id {
+                            Some(id) if previous_name == e.stream => id,
                             _ => {
                                 let id = id_of(&e.stream);
-                                previous = Some((e.stream.clone(), id));
+                                previous_name.clear();
+                                previous_name.push_str(&e.stream);
+                                previous_id = Some(id);
                                 id
                             }
                         };
