@@ -1,5 +1,5 @@
 //! PostgreSQL-only behaviour beyond the conformance suite: tailing while transactions commit
-//! out of order, leader locks, and a database restart under a running store.
+//! out of order, pages read ahead, leader locks, and a database restart under a running store.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -170,6 +170,56 @@ async fn head_waits_for_a_deleted_stream_held_back_by_another_database() {
         tokio::time::timeout(GUARD, store.head()).await.expect("head in time").expect("head");
     assert_eq!(head, r.position, "the head counts the deleted stream's last event");
     release.await.expect("holder task");
+}
+
+/// A walk of the log in pages is read ahead of the walker (`postgres/ahead.rs`): every page is
+/// still the one a fresh read returns. A stream deleted ahead of the walker, after its events
+/// were read ahead, is not handed out; events appended during the walk come after the walk's
+/// last page (appends land above a whole page); and at the end of the log, a page that came
+/// back short is read again, so the walker sees an event appended just before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_read_ahead_are_what_a_fresh_read_returns() {
+    let Some(cluster) = TestCluster::shared("pages_read_ahead") else { return };
+    let url = cluster.create_database().await.expect("database");
+    let store = PgStore::connect(&url, PgOptions::default()).await.expect("connect");
+    let streams: Vec<String> = (0..50).map(|i| format!("ahead-{i}")).collect();
+    for s in &streams {
+        store
+            .append(s, ExpectedVersion::NoStream, (0..4).map(event).collect())
+            .await
+            .expect("fill");
+    }
+    const PAGE: usize = 10;
+    let first = store.read_all(Position::START, PAGE).await.expect("first page");
+    assert_eq!(first.len(), PAGE);
+    // Let the read-ahead take the next pages, then delete a stream among them (events 12–15)
+    // and append to a new stream.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    store.delete_stream(&streams[3], ExpectedVersion::Any).await.expect("delete");
+    let late = store
+        .append("ahead-late", ExpectedVersion::NoStream, (0..3).map(event).collect())
+        .await
+        .expect("append during the walk");
+    let mut walked = first;
+    let mut after = walked.last().expect("a page").position;
+    loop {
+        let page = store.read_all(after, PAGE).await.expect("page");
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        walked.extend(page);
+    }
+    let fresh = store.read_all(Position::START, 10_000).await.expect("one read");
+    assert_eq!(fresh.len(), 50 * 4 - 4 + 3);
+    let ids = |events: &[RecordedEvent]| events.iter().map(|e| e.event_id).collect::<Vec<_>>();
+    assert_eq!(ids(&walked), ids(&fresh), "the pages walked are the log read at once");
+    assert!(walked.iter().all(|e| &*e.stream != streams[3].as_str()), "the deleted stream");
+    assert_eq!(after, late.position, "the walk ends with the events appended during it");
+    let tail = store
+        .append("ahead-tail", ExpectedVersion::NoStream, vec![event(9)])
+        .await
+        .expect("append at the end");
+    let page = store.read_all(after, PAGE).await.expect("the page after the end");
+    assert_eq!(page.iter().map(|e| e.position).collect::<Vec<_>>(), vec![tail.position]);
 }
 
 async fn admin(url: &str) -> tokio_postgres::Client {

@@ -58,6 +58,8 @@
 //!   own held by the guard; the guard reports `lost` when that connection ends (a heartbeat
 //!   query every 2 s finds silent deaths), and dropping it closes the connection.
 
+mod ahead;
+mod copy;
 mod leader;
 mod reader;
 mod schema;
@@ -183,6 +185,8 @@ pub(crate) struct Shared {
     pub(crate) hash_chain: bool,
     /// Wakes the tailing task after a local commit, without waiting for the notification.
     pub(crate) committed: Arc<Notify>,
+    /// The batches of `read_all` read ahead ([`ahead`]).
+    pub(crate) ahead: ahead::ReadAhead,
 }
 
 /// The PostgreSQL event store. Cheap to share behind an `Arc`; several processes (replicas)
@@ -226,12 +230,14 @@ impl PgStore {
         }
         let head = reader::head_once(&pool).await?.0;
         let committed = Arc::new(Notify::new());
+        let ahead = ahead::ReadAhead::new(pool.clone());
         let shared = Arc::new(Shared {
             pool,
             clock: options.clock.clone(),
             before_commit: options.before_commit.clone(),
             hash_chain: options.hash_chain,
             committed: Arc::clone(&committed),
+            ahead,
         });
         let (head_tx, head_rx) = watch::channel(head);
         let tail = tokio::spawn(tail::run(config, Arc::clone(&shared), head_tx));
@@ -265,6 +271,7 @@ impl PgStore {
             let _ = writer.await;
         }
         self.tail.abort();
+        self.shared.ahead.stop();
         self.shared.pool.close();
     }
 
@@ -272,7 +279,15 @@ impl PgStore {
         let shared = Arc::clone(&self.shared);
         Arc::new(move |after, max| {
             let shared = Arc::clone(&shared);
-            async move { reader::read_all(&shared.pool, after, max).await }.boxed()
+            async move {
+                if let Some(batch) = shared.ahead.take(after, max).await {
+                    return Ok(batch);
+                }
+                let batch = reader::read_all(&shared.pool, after, max).await?;
+                shared.ahead.follow(&batch, max);
+                Ok(batch)
+            }
+            .boxed()
         })
     }
 }
@@ -280,6 +295,7 @@ impl PgStore {
 impl Drop for PgStore {
     fn drop(&mut self) {
         self.tail.abort();
+        self.shared.ahead.stop();
         // Writers stop by themselves once the request sender (this handle's) is gone and the
         // queue is drained.
     }
@@ -370,9 +386,18 @@ impl EventStore for PgStore {
         max: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         check_read_max(max)?;
+        if let Some(batch) = self.shared.ahead.take(after, max).await {
+            return Ok(batch);
+        }
         let pool = &self.shared.pool;
-        reader::settled(pool, || reader::read_all(pool, after, max), |events| events.len() >= max)
-            .await
+        let batch = reader::settled(
+            pool,
+            || reader::read_all(pool, after, max),
+            |events| events.len() >= max,
+        )
+        .await?;
+        self.shared.ahead.follow(&batch, max);
+        Ok(batch)
     }
 
     fn subscribe_all(
@@ -392,7 +417,11 @@ impl EventStore for PgStore {
     ) -> Result<(), StoreError> {
         check_stream_name(stream)?;
         let now = (self.shared.clock)().timestamp_micros();
-        writer::delete(&self.shared, stream, expected, now).await
+        // Batches read ahead across a delete are not handed out ([`ahead`]).
+        self.shared.ahead.deleting();
+        let deleted = writer::delete(&self.shared, stream, expected, now).await;
+        self.shared.ahead.deleting();
+        deleted
     }
 
     async fn head(&self) -> Result<Position, StoreError> {

@@ -1,19 +1,21 @@
-//! Reads: the global log (gap-safe), streams, and the log head, each one statement on a
-//! pooled connection.
+//! Reads: the global log (gap-safe, one binary `COPY` parsed in place), streams, and the log
+//! head, each one statement on a pooled connection.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use deadpool_postgres::Pool;
 use futures::{StreamExt, pin_mut};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
+use super::copy::{self, CopyParser, Fields};
 use super::{PG_SETTLE_WAIT, pool_error};
-use crate::limits::MAX_READ_BATCH_BYTES;
+use crate::limits::{MAX_READ_BATCH, MAX_READ_BATCH_BYTES};
 use crate::{Direction, Position, RecordedEvent, StoreError};
 
 /// The gap-free horizon: every transaction below it has ended, and every transaction that
@@ -119,7 +121,59 @@ async fn collect(
 
 const EVENT_COLUMNS: &str = "tx_id, seq, stream, version, event_id, event_type, schema_version, data, metadata, recorded_at";
 
-/// Up to `max` events after `after`, only below the gap-free horizon.
+/// The columns of [`EVENT_COLUMNS`].
+const EVENT_FIELDS: usize = 10;
+
+/// The event of one tuple of a binary COPY of [`EVENT_COLUMNS`]: its data and metadata are
+/// slices of the tuple's bytes (no copy), its stream and type shared through `names`.
+fn event_from_tuple(
+    raw: &Bytes,
+    f: &Fields<EVENT_FIELDS>,
+    names: &mut Names,
+) -> Result<RecordedEvent, StoreError> {
+    let int8 = |i: usize, what: &str| {
+        copy::int8(raw, f[i]).ok_or_else(|| copy::malformed(&format!("the {what} column")))
+    };
+    let bytea = |i: usize| {
+        f[i].map(|s| raw.slice(s.range())).ok_or_else(|| copy::malformed("a NULL bytea column"))
+    };
+    let schema_version = int8(6, "schema version")?;
+    let recorded_at = int8(9, "recorded time")?;
+    let event_id = f[4]
+        .and_then(|s| <[u8; 16]>::try_from(&raw[s.range()]).ok())
+        .ok_or_else(|| copy::malformed("the event id column"))?;
+    Ok(RecordedEvent {
+        position: position(int8(0, "transaction id")?, int8(1, "sequence")?)?,
+        stream: names.get(copy::text(raw, f[2])?),
+        version: unsigned(int8(3, "version")?, "version")?,
+        event_id: Uuid::from_bytes(event_id),
+        event_type: names.get(copy::text(raw, f[5])?),
+        schema_version: u32::try_from(schema_version)
+            .map_err(|_| StoreError::Corrupt(format!("schema version {schema_version}")))?,
+        data: bytea(7)?,
+        metadata: bytea(8)?,
+        recorded_at: chrono::DateTime::from_timestamp_micros(recorded_at).ok_or_else(|| {
+            StoreError::Corrupt(format!("recorded time {recorded_at} is out of range"))
+        })?,
+    })
+}
+
+/// The binary COPY of up to `max` events after `after`, only below the gap-free horizon.
+/// `COPY` takes no parameters: the bounds are typed literals (compared as `int8`, on the
+/// primary key).
+fn read_all_sql(after: Position, max: usize) -> String {
+    let (tx, seq, limit) = (clamp(after.commit()), clamp(after.prepare()), clamp(max as u64));
+    format!(
+        "COPY (SELECT {EVENT_COLUMNS} FROM pop_events \
+         WHERE (tx_id, seq) > ('{tx}'::int8, '{seq}'::int8) AND tx_id < {HORIZON} \
+         ORDER BY tx_id, seq LIMIT {limit}) TO STDOUT (FORMAT binary)"
+    )
+}
+
+/// Up to `max` events after `after`, only below the gap-free horizon, until the byte cap;
+/// rows past the cap are never decoded. One binary `COPY` parsed in place (see [`copy`]):
+/// row objects and a copy of every event's data and metadata were most of the client's time
+/// per event (BENCHMARKS.md, "PostgreSQL replay, read + decode").
 pub(crate) async fn read_all(
     pool: &Pool,
     after: Position,
@@ -128,12 +182,31 @@ pub(crate) async fn read_all(
     if max == 0 {
         return Ok(Vec::new());
     }
-    let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM pop_events WHERE (tx_id, seq) > ($1, $2) \
-         AND tx_id < {HORIZON} ORDER BY tx_id, seq LIMIT $3"
-    );
-    let (tx, seq, limit) = (clamp(after.commit()), clamp(after.prepare()), clamp(max as u64));
-    collect(pool, &sql, &[&tx, &seq, &limit], 0, |_| Ok(true)).await
+    let client = pool.get().await.map_err(pool_error)?;
+    let fail = read_error("reading events");
+    let copy = client.copy_out(read_all_sql(after, max).as_str()).await.map_err(&fail)?;
+    pin_mut!(copy);
+    let mut parser = CopyParser::default();
+    let mut names = Names::default();
+    let mut events = Vec::with_capacity(max.min(MAX_READ_BATCH));
+    let mut bytes = 0usize;
+    while let Some(message) = copy.next().await {
+        parser.feed::<EVENT_FIELDS>(message.map_err(&fail)?, |raw, fields| {
+            if bytes >= MAX_READ_BATCH_BYTES {
+                return Ok(());
+            }
+            let event = event_from_tuple(&raw, fields, &mut names)?;
+            bytes += event.data.len() + event.metadata.len();
+            events.push(event);
+            Ok(())
+        })?;
+        if bytes >= MAX_READ_BATCH_BYTES {
+            // The rest of the COPY is read and dropped by the connection.
+            return Ok(events);
+        }
+    }
+    parser.finish()?;
+    Ok(events)
 }
 
 pub(crate) async fn read_stream(

@@ -17,11 +17,12 @@
 
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{StreamExt, pin_mut};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
+use super::copy::{CopyParser, Fields, Span, malformed};
 use super::schema::PG_SCHEMA_VERSION;
 use super::{PgOptions, pg_config};
 use crate::commitment::LogWalker;
@@ -370,19 +371,6 @@ async fn copy_chunks(
     Ok(())
 }
 
-/// Where a field lies in its tuple's bytes.
-#[derive(Debug, Clone, Copy)]
-struct Span {
-    at: u32,
-    len: u32,
-}
-
-impl Span {
-    fn range(self) -> std::ops::Range<usize> {
-        self.at as usize..(self.at + self.len) as usize
-    }
-}
-
 /// The columns of an event's row (the hash row of a deleted stream has none).
 struct EventSpans {
     event_type: Span,
@@ -410,13 +398,9 @@ struct LogRow {
 /// The columns of [`copy_chunk_sql`].
 const LOG_COLUMNS: usize = 11;
 
-fn malformed(what: &str) -> StoreError {
-    StoreError::Corrupt(format!("the binary COPY of the log: {what}"))
-}
-
 impl LogRow {
     /// The row of one whole tuple (`fields`: where each field lies, `None` for NULL).
-    fn parse(raw: Bytes, fields: &[Option<Span>; LOG_COLUMNS]) -> Result<LogRow, StoreError> {
+    fn parse(raw: Bytes, fields: &Fields<LOG_COLUMNS>) -> Result<LogRow, StoreError> {
         let int8 = |i: usize| -> Result<i64, StoreError> {
             fields[i]
                 .and_then(|s| <[u8; 8]>::try_from(&raw[s.range()]).ok())
@@ -509,129 +493,18 @@ impl LogRow {
     }
 }
 
-/// The signature that opens a binary COPY.
-const COPY_SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
-
-/// A parser of one chunk's binary COPY, fed its messages in order. PostgreSQL sends a tuple
-/// per message (the header with the first); a tuple split over messages is joined first.
-#[derive(Default)]
-struct CopyParser {
-    header: bool,
-    trailer: bool,
-    /// The start of a tuple (or of the header) whose rest is in the next message.
-    carry: BytesMut,
-}
-
-/// What the bytes at hand start with.
-enum Tuple {
-    /// A whole tuple of this many bytes, its fields located.
-    Row(usize, [Option<Span>; LOG_COLUMNS]),
-    /// The trailer.
-    End,
-    /// Not all of it yet.
-    Partial,
-}
-
-/// Locates the tuple `buf` starts with.
-fn tuple(buf: &[u8]) -> Result<Tuple, StoreError> {
-    let Some(count) = buf.get(..2) else { return Ok(Tuple::Partial) };
-    let count = i16::from_be_bytes([count[0], count[1]]);
-    if count == -1 {
-        return Ok(Tuple::End);
-    }
-    if usize::try_from(count).ok() != Some(LOG_COLUMNS) {
-        return Err(malformed("a tuple with another count of fields"));
-    }
-    let mut at = 2;
-    let mut fields = [None; LOG_COLUMNS];
-    for field in &mut fields {
-        let Some(len) = buf.get(at..at + 4).and_then(|l| <[u8; 4]>::try_from(l).ok()) else {
-            return Ok(Tuple::Partial);
-        };
-        at += 4;
-        let len = i32::from_be_bytes(len);
-        if len == -1 {
-            continue;
-        }
-        let len = usize::try_from(len).map_err(|_| malformed("a negative field length"))?;
-        if buf.len() < at + len {
-            return Ok(Tuple::Partial);
-        }
-        // A message is at most 1 GB, so the tuple's end fits; checked all the same, as
-        // `Span::range` adds the two.
-        let (Ok(start), Ok(size), Ok(_)) =
-            (u32::try_from(at), u32::try_from(len), u32::try_from(at + len))
-        else {
-            return Err(malformed("a tuple over 4 GB"));
-        };
-        *field = Some(Span { at: start, len: size });
-        at += len;
-    }
-    Ok(Tuple::Row(at, fields))
-}
-
-impl CopyParser {
-    /// Parses one message of the COPY into `out`.
-    fn feed(&mut self, message: Bytes, out: &mut Vec<LogRow>) -> Result<(), StoreError> {
-        let mut buf = if self.carry.is_empty() {
-            message
-        } else {
-            self.carry.extend_from_slice(&message);
-            self.carry.split().freeze()
-        };
-        if !self.header {
-            let Some(start) = buf.get(..19) else {
-                self.carry.extend_from_slice(&buf);
-                return Ok(());
-            };
-            if &start[..11] != COPY_SIGNATURE {
-                return Err(malformed("no binary COPY signature"));
-            }
-            let flags = u32::from_be_bytes([start[11], start[12], start[13], start[14]]);
-            if flags & (1 << 16) != 0 {
-                return Err(malformed("OIDs in the tuples"));
-            }
-            let extension = u32::from_be_bytes([start[15], start[16], start[17], start[18]]);
-            let skip = 19 + extension as usize;
-            if buf.len() < skip {
-                self.carry.extend_from_slice(&buf);
-                return Ok(());
-            }
-            buf.advance(skip);
-            self.header = true;
-        }
-        while !buf.is_empty() {
-            if self.trailer {
-                return Err(malformed("data after the trailer"));
-            }
-            match tuple(&buf)? {
-                Tuple::Row(len, fields) => {
-                    let raw = buf.split_to(len);
-                    let mut row = LogRow::parse(raw, &fields)?;
-                    row.digest = row.recompute_digest();
-                    out.push(row);
-                }
-                Tuple::End => {
-                    buf.advance(2);
-                    self.trailer = true;
-                }
-                Tuple::Partial => {
-                    self.carry.extend_from_slice(&buf);
-                    return Ok(());
-                }
-            }
-        }
+/// Parses one message of a chunk's COPY into `out`, each event with its digest.
+fn feed_rows(
+    parser: &mut CopyParser,
+    message: Bytes,
+    out: &mut Vec<LogRow>,
+) -> Result<(), StoreError> {
+    parser.feed::<LOG_COLUMNS>(message, |raw, fields| {
+        let mut row = LogRow::parse(raw, fields)?;
+        row.digest = row.recompute_digest();
+        out.push(row);
         Ok(())
-    }
-
-    /// The end of the chunk's COPY: it must have ended with its trailer. Ready for the next.
-    fn finish(&mut self) -> Result<(), StoreError> {
-        if !self.header || !self.trailer || !self.carry.is_empty() {
-            return Err(malformed("a COPY that ended early"));
-        }
-        *self = CopyParser::default();
-        Ok(())
-    }
+    })
 }
 
 /// A reader's digest thread: parses each batch of COPY messages into rows and computes their
@@ -651,7 +524,7 @@ fn digest_rows(
                 let mut rows = spare.try_recv().unwrap_or_default();
                 rows.reserve(batch.len());
                 for message in batch {
-                    parser.feed(message, &mut rows)?;
+                    feed_rows(&mut parser, message, &mut rows)?;
                 }
                 parsed += rows.len() as u64;
                 Piece::Rows(rows)
@@ -835,6 +708,7 @@ async fn log_walk(
 
 #[cfg(test)]
 mod tests {
+    use super::super::copy::COPY_SIGNATURE;
     use super::*;
     use crate::digest::event_digest;
 
@@ -931,7 +805,8 @@ mod tests {
             let mut rows = Vec::new();
             let mut from = 0;
             for at in cut.into_iter().chain([bytes.len()]) {
-                parser.feed(Bytes::copy_from_slice(&bytes[from..at]), &mut rows).unwrap();
+                feed_rows(&mut parser, Bytes::copy_from_slice(&bytes[from..at]), &mut rows)
+                    .unwrap();
                 from = at;
             }
             parser.finish().unwrap();
@@ -944,18 +819,23 @@ mod tests {
         let bytes = copy_stream(&[9; 32]);
         let mut parser = CopyParser::default();
         let mut rows = Vec::new();
-        parser.feed(Bytes::copy_from_slice(&bytes[..bytes.len() - 2]), &mut rows).unwrap();
+        feed_rows(&mut parser, Bytes::copy_from_slice(&bytes[..bytes.len() - 2]), &mut rows)
+            .unwrap();
         assert!(parser.finish().is_err(), "no trailer");
         let mut parser = CopyParser::default();
-        parser.feed(Bytes::copy_from_slice(&bytes[..bytes.len() - 5]), &mut rows).unwrap();
+        feed_rows(&mut parser, Bytes::copy_from_slice(&bytes[..bytes.len() - 5]), &mut rows)
+            .unwrap();
         assert!(parser.finish().is_err(), "a tuple cut short");
         let mut parser = CopyParser::default();
         let mut foreign = bytes.clone();
         foreign[0] = b'X';
-        assert!(parser.feed(Bytes::from(foreign), &mut rows).is_err());
+        assert!(feed_rows(&mut parser, Bytes::from(foreign), &mut rows).is_err());
         let mut parser = CopyParser::default();
         let mut after = bytes.clone();
         after.extend_from_slice(&[0, 0]);
-        assert!(parser.feed(Bytes::from(after), &mut rows).is_err(), "data after the trailer");
+        assert!(
+            feed_rows(&mut parser, Bytes::from(after), &mut rows).is_err(),
+            "data after the trailer"
+        );
     }
 }
