@@ -1,9 +1,14 @@
 //! Read-ahead for whoever walks the log in batches (a replay, a rebuild, a subscription
-//! catching up): once a `read_all(after, max)` came back full, a task goes on reading the
+//! catching up): once a `read_all(after, max)` came back full, a stream goes on reading the
 //! batches that follow, and the next `read_all` from where the last one ended takes its batch
-//! from there, so the database formats and sends the next batch while the caller works on
-//! this one. Without it the server waited for each call: it formats ~1 µs per row and the
-//! read was a series of round trips (BENCHMARKS.md, "PostgreSQL replay, read + decode").
+//! from there, so the database formats and sends the next batches while the caller works on
+//! this one. Without it the server and the caller took turns: one statement per batch, the
+//! server idle while the caller decoded, the caller waiting while the server formatted
+//! (~1 µs a row; BENCHMARKS.md, "PostgreSQL replay, read + decode").
+//!
+//! The streams run on a thread of their own, each on a connection of its own that its task
+//! drives (so a row read wakes no other thread), and ask for [`BATCHES_PER_READ`] batches per
+//! statement; each event is handed on as soon as it is parsed.
 //!
 //! **Why a batch read ahead is the batch a fresh read returns.** A batch is handed out only
 //! when it is complete: `max` events, or as many as reach the byte cap, exactly the rule of
@@ -16,8 +21,9 @@
 //! than [`FRESH`] before is handed out, which bounds how late another replica's delete can be
 //! seen (a read already in flight when a delete commits sees it no earlier).
 //!
-//! **Bounds.** At most [`MAX_STREAMS`] streams per store, each holding at most
-//! [`BATCHES_AHEAD`] batches (or one byte cap) read plus one batch in flight; a stream nobody
+//! **Bounds.** At most [`MAX_STREAMS`] streams per store, each with a connection of its own
+//! (at most [`MAX_IDLE`] more kept for the next streams), each holding at most one read of
+//! [`BATCHES_PER_READ`] batches (or one byte cap) plus the one under way; a stream nobody
 //! takes from for [`FRESH`] drops what it holds and ends.
 
 use std::collections::VecDeque;
@@ -25,34 +31,75 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::Pool;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
+use tokio_postgres::tls::NoTlsStream;
+use tokio_postgres::{Client, Connection, NoTls, Socket};
 
 use super::reader;
-use crate::limits::MAX_READ_BATCH_BYTES;
+use crate::limits::{MAX_READ_BATCH, MAX_READ_BATCH_BYTES};
 use crate::{Position, RecordedEvent};
 
 /// Walks of the log one store reads ahead for at once (rebuilds, subscriptions catching
 /// up); a further one replaces the one taken from longest ago.
 const MAX_STREAMS: usize = 4;
 
-/// Batches a stream holds read before it waits for its reader: one being taken while the
-/// next arrives.
-const BATCHES_AHEAD: usize = 2;
+/// Batches of the reader's size one read of a stream asks for (one statement planned and
+/// one round trip for several batches); it holds at most one such read before it waits for
+/// its reader, and reads the next while the reader takes from it.
+const BATCHES_PER_READ: usize = 4;
 
 /// The oldest a batch read ahead may be when it is handed out, and how long a stream waits
 /// for its reader before it drops what it holds.
-pub(crate) const FRESH: Duration = Duration::from_millis(500);
+const FRESH: Duration = Duration::from_millis(500);
+
+/// Connections of ended streams kept for the next ones.
+const MAX_IDLE: usize = 2;
+
+/// A connection of a stream's own, driven by the stream's task: the rows it receives wake
+/// no other task (the pool's connections run as tasks of their own and hand every read of
+/// the socket over, a wake-up of another thread each).
+type Own = (Client, Connection<Socket, NoTlsStream>);
 
 /// The streams of one store.
 pub(crate) struct ReadAhead {
-    pool: Pool,
+    config: tokio_postgres::Config,
+    /// Connections of ended streams, for the next (at most [`MAX_IDLE`]).
+    idle: Arc<Mutex<Vec<Own>>>,
     /// In order of last use, the most recent last.
     streams: Mutex<Vec<Arc<Stream>>>,
     /// Bumped when a delete starts and when it ends: a stream that began reading before
     /// the latest bump is dropped.
     deletes: AtomicU64,
+    /// The thread the streams run on, started with the first.
+    thread: Mutex<Option<Thread>>,
+}
+
+/// A thread of its own for the streams (a runtime of one thread), so reading ahead goes on
+/// while the caller's runtime threads are busy with what was read (decoding it: the store
+/// benchmark decodes on two tasks of a two-thread runtime, and a stream on that runtime
+/// waited for them).
+struct Thread {
+    runtime: tokio::runtime::Handle,
+    /// Dropped to end the thread (its runtime drops the streams' tasks and connections).
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Starts the streams' thread (`None` when the system has no thread for it: then nothing
+/// is read ahead).
+fn start_thread() -> Option<Thread> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+    let handle = runtime.handle().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("pop-pg-read-ahead".to_owned())
+        .spawn(move || {
+            runtime.block_on(async {
+                let _ = stopped.await;
+            });
+        })
+        .ok()?;
+    Some(Thread { runtime: handle, _stop: stop })
 }
 
 /// One walk read ahead: the batches after `State::next`.
@@ -114,7 +161,8 @@ impl State {
             let used = front.1.min(left);
             front.1 -= used;
             left -= used;
-            if front.1 == 0 {
+            // The last is the read going on: its next events still count there.
+            if front.1 == 0 && self.reads.len() > 1 {
                 self.reads.pop_front();
             }
         }
@@ -145,8 +193,23 @@ impl Drop for Taken {
 }
 
 impl ReadAhead {
-    pub(crate) fn new(pool: Pool) -> ReadAhead {
-        ReadAhead { pool, streams: Mutex::new(Vec::new()), deletes: AtomicU64::new(0) }
+    pub(crate) fn new(mut config: tokio_postgres::Config) -> ReadAhead {
+        // A read of several batches is a large part of a small log, and the horizon is
+        // unknown when the statement is planned: the planner then sorts a bitmap scan of the
+        // rest of the log for every read (seen: a 18,000-event log read at a third of the
+        // speed). These connections only ever walk the primary key in order.
+        let options = format!(
+            "{} -c enable_sort=off -c enable_bitmapscan=off -c jit=off",
+            config.get_options().unwrap_or("")
+        );
+        config.options(options.trim());
+        ReadAhead {
+            config,
+            idle: Arc::new(Mutex::new(Vec::new())),
+            streams: Mutex::new(Vec::new()),
+            deletes: AtomicU64::new(0),
+            thread: Mutex::new(None),
+        }
     }
 
     /// Call when a delete starts and when it ends.
@@ -168,7 +231,11 @@ impl ReadAhead {
             {
                 let mut state = lock(&stream.state);
                 let stale = stream.deletes != self.deletes.load(Ordering::SeqCst)
-                    || state.reads.front().is_some_and(|(began, _)| began.elapsed() > FRESH);
+                    || state
+                        .reads
+                        .iter()
+                        .find(|(_, left)| *left > 0)
+                        .is_some_and(|(began, _)| began.elapsed() > FRESH);
                 if stale {
                     return None;
                 }
@@ -195,6 +262,14 @@ impl ReadAhead {
         if batch.len() < max && bytes < MAX_READ_BATCH_BYTES {
             return;
         }
+        let runtime = {
+            let mut thread = lock(&self.thread);
+            if thread.is_none() {
+                *thread = start_thread();
+            }
+            let Some(thread) = thread.as_ref() else { return };
+            thread.runtime.clone()
+        };
         let stream = Arc::new(Stream {
             max,
             deletes: self.deletes.load(Ordering::SeqCst),
@@ -209,7 +284,8 @@ impl ReadAhead {
             taken: Notify::new(),
             task: Mutex::new(None),
         });
-        let task = tokio::spawn(read(self.pool.clone(), Arc::clone(&stream), last.position));
+        let own = (self.config.clone(), Arc::clone(&self.idle));
+        let task = runtime.spawn(read(own, Arc::clone(&stream), last.position));
         *lock(&stream.task) = Some(task.abort_handle());
         self.keep(Taken(Some(stream)));
     }
@@ -230,6 +306,8 @@ impl ReadAhead {
         for stream in lock(&self.streams).drain(..) {
             stream.stop();
         }
+        lock(&self.idle).clear();
+        lock(&self.thread).take();
     }
 }
 
@@ -239,16 +317,57 @@ impl Drop for ReadAhead {
     }
 }
 
-/// A stream's task: reads batch after batch of `stream.max` after `after` while there is
-/// room, until a batch comes back short, a read fails, or nobody takes for [`FRESH`].
-async fn read(pool: Pool, stream: Arc<Stream>, mut after: Position) {
-    let max = stream.max;
+/// Ends a stream: no more batches will come.
+fn end(stream: &Stream) {
+    lock(&stream.state).ended = true;
+    stream.arrived.notify_one();
+}
+
+/// A stream's task: on a connection of its own (an idle one, or a new one), reads after
+/// `after` until the stream ends, then leaves the connection for the next stream.
+async fn read(
+    (config, idle): (tokio_postgres::Config, Arc<Mutex<Vec<Own>>>),
+    stream: Arc<Stream>,
+    after: Position,
+) {
+    let reused = lock(&idle).pop();
+    let (client, mut connection) = match reused {
+        Some(own) => own,
+        None => match config.connect(NoTls).await {
+            Ok(own) => own,
+            // The reader reads for itself and meets the error there.
+            Err(_) => return end(&stream),
+        },
+    };
+    let closed = {
+        let walk = std::pin::pin!(walk(&client, &stream, after));
+        tokio::select! {
+            biased;
+            _ = &mut connection => true,
+            () = walk => false,
+        }
+    };
+    if closed || client.is_closed() {
+        return end(&stream);
+    }
+    let mut idle = lock(&idle);
+    if idle.len() < MAX_IDLE {
+        idle.push((client, connection));
+    }
+}
+
+/// Reads batch after batch after `after` while there is room, until a read comes back
+/// short, fails, or nobody takes for [`FRESH`].
+async fn walk(client: &Client, stream: &Stream, mut after: Position) {
+    // Several batches per statement, no more than the largest batch a caller may ask for
+    // (unless its own batch is larger).
+    let read_size = stream.max.saturating_mul(BATCHES_PER_READ).min(MAX_READ_BATCH.max(stream.max));
     loop {
         loop {
             let taken = stream.taken.notified();
             {
                 let state = lock(&stream.state);
-                if state.queue.len() < BATCHES_AHEAD * max && state.bytes < MAX_READ_BATCH_BYTES {
+                if state.queue.len() < read_size && state.bytes < MAX_READ_BATCH_BYTES {
                     break;
                 }
             }
@@ -261,23 +380,30 @@ async fn read(pool: Pool, stream: Arc<Stream>, mut after: Position) {
                 return;
             }
         }
-        let began = Instant::now();
-        let read = reader::read_all(&pool, after, max).await;
-        let mut state = lock(&stream.state);
-        match read {
-            Ok(batch) => {
-                let bytes: usize = batch.iter().map(size).sum();
-                state.ended = batch.len() < max && bytes < MAX_READ_BATCH_BYTES;
-                if let Some(last) = batch.last() {
-                    after = last.position;
-                    state.reads.push_back((began, batch.len()));
-                    state.bytes += bytes;
-                    state.queue.extend(batch);
-                }
+        lock(&stream.state).reads.push_back((Instant::now(), 0));
+        let (mut count, mut bytes, mut last) = (0, 0, None);
+        let read = reader::read_all_each(client, after, read_size, |event| {
+            count += 1;
+            bytes += size(&event);
+            last = Some(event.position);
+            let mut state = lock(&stream.state);
+            let whole = state.whole(stream.max);
+            state.bytes += size(&event);
+            state.queue.push_back(event);
+            if let Some(read) = state.reads.back_mut() {
+                read.1 += 1;
             }
-            // The reader reads for itself and meets the error there.
-            Err(_) => state.ended = true,
-        }
+            // The reader waits for a whole batch: wake it when there is one.
+            if !whole && state.whole(stream.max) {
+                drop(state);
+                stream.arrived.notify_one();
+            }
+        })
+        .await;
+        after = last.unwrap_or(after);
+        let mut state = lock(&stream.state);
+        // The reader reads for itself and meets an error there.
+        state.ended = read.is_err() || (count < read_size && bytes < MAX_READ_BATCH_BYTES);
         let ended = state.ended;
         drop(state);
         stream.arrived.notify_one();

@@ -54,6 +54,11 @@
 //!   every entry in global order against the signed checkpoints ([`crate::commitment`]).
 //! - **Checkpoints** (`seal.rs`): sealed only below the gap-free horizon; the hash rows of
 //!   deleted streams stay in `pop_pruned`, the signed checkpoints are in `pop_checkpoints`.
+//! - **Reading the log** (`reader.rs`, `ahead.rs`): each `read_all` is one binary `COPY`
+//!   parsed in place (an event's data and metadata are slices of the message); once a read
+//!   came back whole, a stream on a thread and connection of its own reads the next batches
+//!   ahead of the caller, and hands out only what a fresh read would return (never a batch
+//!   that came back short, never across a delete, never older than 0.5 s).
 //! - **Leader locks** ([`PgLeadership`]): a session-level advisory lock on a connection of its
 //!   own held by the guard; the guard reports `lost` when that connection ends (a heartbeat
 //!   query every 2 s finds silent deaths), and dropping it closes the connection.
@@ -113,8 +118,9 @@ pub type CommitHook = Arc<dyn Fn() -> futures::future::BoxFuture<'static, ()> + 
 pub struct PgOptions {
     /// Stamps `recorded_at`.
     pub clock: Clock,
-    /// Connections in the pool (writers and readers share it; the tailing task and each
-    /// leader lock have their own). 16 keeps a few groups and reads in flight per replica
+    /// Connections in the pool (writers and readers share it; the tailing task, each
+    /// leader lock and each stream of `read_all` read ahead — at most 4, and 2 idle — have
+    /// their own). 16 keeps a few groups and reads in flight per replica
     /// without crowding `max_connections` (100 by default) when several replicas share it.
     pub pool_size: usize,
     /// Writer tasks, each committing one group at a time on its own connection.
@@ -230,7 +236,7 @@ impl PgStore {
         }
         let head = reader::head_once(&pool).await?.0;
         let committed = Arc::new(Notify::new());
-        let ahead = ahead::ReadAhead::new(pool.clone());
+        let ahead = ahead::ReadAhead::new(config.clone());
         let shared = Arc::new(Shared {
             pool,
             clock: options.clock.clone(),

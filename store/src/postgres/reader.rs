@@ -183,12 +183,32 @@ pub(crate) async fn read_all(
         return Ok(Vec::new());
     }
     let client = pool.get().await.map_err(pool_error)?;
+    read_all_on(&client, after, max).await
+}
+
+/// [`read_all`] on a given connection.
+pub(crate) async fn read_all_on(
+    client: &tokio_postgres::Client,
+    after: Position,
+    max: usize,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let mut events = Vec::with_capacity(max.min(MAX_READ_BATCH));
+    read_all_each(client, after, max, |event| events.push(event)).await?;
+    Ok(events)
+}
+
+/// [`read_all_on`], handing each event to `each` as soon as it is parsed.
+pub(crate) async fn read_all_each(
+    client: &tokio_postgres::Client,
+    after: Position,
+    max: usize,
+    mut each: impl FnMut(RecordedEvent),
+) -> Result<(), StoreError> {
     let fail = read_error("reading events");
     let copy = client.copy_out(read_all_sql(after, max).as_str()).await.map_err(&fail)?;
     pin_mut!(copy);
     let mut parser = CopyParser::default();
     let mut names = Names::default();
-    let mut events = Vec::with_capacity(max.min(MAX_READ_BATCH));
     let mut bytes = 0usize;
     while let Some(message) = copy.next().await {
         parser.feed::<EVENT_FIELDS>(message.map_err(&fail)?, |raw, fields| {
@@ -197,16 +217,15 @@ pub(crate) async fn read_all(
             }
             let event = event_from_tuple(&raw, fields, &mut names)?;
             bytes += event.data.len() + event.metadata.len();
-            events.push(event);
+            each(event);
             Ok(())
         })?;
         if bytes >= MAX_READ_BATCH_BYTES {
             // The rest of the COPY is read and dropped by the connection.
-            return Ok(events);
+            return Ok(());
         }
     }
-    parser.finish()?;
-    Ok(events)
+    parser.finish()
 }
 
 pub(crate) async fn read_stream(
