@@ -192,8 +192,9 @@ async fn pages_read_ahead_are_what_a_fresh_read_returns() {
     const PAGE: usize = 10;
     let first = store.read_all(Position::START, PAGE).await.expect("first page");
     assert_eq!(first.len(), PAGE);
-    // Let the read-ahead take the next pages, then delete a stream among them (events 12–15)
-    // and append to a new stream.
+    // A stream among the next pages (events 12–15) is deleted and a new one appended to. The
+    // pause lets the read-ahead read those pages first, so the delete lands behind it (the
+    // checks hold either way; without it the delete may simply come first).
     tokio::time::sleep(Duration::from_millis(100)).await;
     store.delete_stream(&streams[3], ExpectedVersion::Any).await.expect("delete");
     let late = store

@@ -91,15 +91,31 @@ fn start_thread() -> Option<Thread> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
     let handle = runtime.handle().clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let runtime = Background(Some(runtime));
     std::thread::Builder::new()
         .name("pop-pg-read-ahead".to_owned())
         .spawn(move || {
-            runtime.block_on(async {
-                let _ = stopped.await;
-            });
+            let mut runtime = runtime;
+            if let Some(runtime) = runtime.0.take() {
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+            }
         })
         .ok()?;
     Some(Thread { runtime: handle, _stop: stop })
+}
+
+/// The streams' runtime until its thread takes it: dropped unstarted (no thread), it shuts
+/// down without blocking, as the caller runs on a runtime where blocking is not allowed.
+struct Background(Option<tokio::runtime::Runtime>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// One walk read ahead: the batches after `State::next`.
