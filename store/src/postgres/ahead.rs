@@ -212,7 +212,7 @@ impl ReadAhead {
     pub(crate) fn new(mut config: tokio_postgres::Config) -> ReadAhead {
         // A read of several batches is a large part of a small log, and the horizon is
         // unknown when the statement is planned: the planner then sorts a bitmap scan of the
-        // rest of the log for every read (seen: a 18,000-event log read at a third of the
+        // rest of the log for every read (seen: an 18,000-event log read at a third of the
         // speed). These connections only ever walk the primary key in order.
         let options = format!(
             "{} -c enable_sort=off -c enable_bitmapscan=off -c jit=off",
