@@ -33,10 +33,13 @@
 //!   global notification lock at commit and holds it across the WAL flush: that serialised
 //!   every commit of every replica (measured: all writers waiting on `Lock:object` in COMMIT).
 //!   A notification lost to a crash between the two costs other replicas ≤ 1 s.
-//! - **Why `SET LOCAL plan_cache_mode = force_custom_plan`.** A generic plan cached while
-//!   `pop_events` was empty made the duplicate-id check a sequential scan of the whole log on
-//!   every commit until the first ANALYZE (BENCHMARKS.md); scoped to the writers'
-//!   transactions because a session-wide setting made readers pay for planning.
+//! - **Why `SET LOCAL plan_cache_mode = force_generic_plan` and `enable_seqscan = off`.** A
+//!   generic plan cached while `pop_events` was empty made the duplicate-id check a sequential
+//!   scan of the whole log on every commit until the first ANALYZE (BENCHMARKS.md); planning
+//!   every statement for its parameters cured that but cost about half of the server's time
+//!   per one-event commit. Every writer lookup is by a unique key, so the writers plan once
+//!   per connection with sequential scans off. Scoped to the writers' transactions: readers
+//!   keep the defaults.
 //! - **Live tailing.** One task per store LISTENs on its own connection, reads the safe head
 //!   on every notification, local commit, or 1 s tick (missed notifications, reconnects) and
 //!   publishes it on the head `watch` of the shared subscription code; while events wait above

@@ -366,12 +366,20 @@ async fn read_group(
     let ids: Vec<Uuid> = group.iter().flat_map(|r| r.events.iter().map(|e| e.event_id)).collect();
     let (p_keys, p_names, p_ids): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1], _) =
         ([&keys], [&names], [&ids as &(dyn ToSql + Sync)]);
-    // Plan the group's statements for their parameters (SET LOCAL: this transaction only). A
-    // generic plan is cached after a handful of executions and kept until the next ANALYZE:
-    // made while `pop_events` was still small (a new database, before autovacuum analyzed
-    // it), it was a sequential scan, and the duplicate-id check then scanned the whole log on
-    // every group commit (seen in pg_stat_activity during the append benchmark).
-    let begin = tx.batch_execute("BEGIN; SET LOCAL plan_cache_mode = force_custom_plan");
+    // Plan each statement once per connection, with index scans (SET LOCAL: this transaction
+    // only). Every lookup here is by a unique key, so an index scan is always right; but a
+    // generic plan made while `pop_events` was still small (a new database, before
+    // autovacuum analyzed it) was a sequential scan, kept until the next ANALYZE, and the
+    // duplicate-id check then scanned the whole log on every group commit (seen in
+    // pg_stat_activity during the append benchmark). Planning every statement for its
+    // parameters instead (`force_custom_plan`, the earlier cure) cost ~80 µs of the server's
+    // ~155 µs per one-event commit (pg_stat_statements, BENCHMARKS.md). With sequential scans
+    // disabled, the generic plan is the index scan from the first execution, and it is
+    // re-made the same way after an ANALYZE invalidates it: the writers' statements only ever
+    // run inside this transaction.
+    let begin = tx.batch_execute(
+        "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off",
+    );
     let locked = tx.query(lock, &p_keys);
     let xid = tx.query_one(xid, &[]);
     let streams = tx.query(streams, &p_names);
