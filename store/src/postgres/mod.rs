@@ -5,7 +5,12 @@
 //!
 //! - **Writes.** A few writer tasks (4) share one bounded queue; each takes up to 256 appends
 //!   / 32 MiB (while another group is committing it keeps gathering until that one lands,
-//!   ≤ 20 ms) and commits them in one transaction in two round trips ([`writer`]): sorted
+//!   ≤ 20 ms) and commits them in one transaction ([`writer`]). When the writers know the
+//!   state of every stream of the group (this store committed it last, or the append wants
+//!   a new stream), the group is decided from that and sent in **one round trip**: BEGIN,
+//!   the locks, one statement that writes the events and streams only if every stream is
+//!   as known (checked under the locks), COMMIT. Otherwise, or when that knowledge was
+//!   stale (another replica wrote), in **two round trips**: sorted
 //!   `pg_advisory_xact_lock` per stream (replicas never deadlock), then the transaction id,
 //!   the streams' versions and chain heads and the event ids; each append is judged by the
 //!   store's one [`append rule`](crate::append_rule) against those and its batch-mates;
@@ -186,6 +191,8 @@ pub(crate) struct Shared {
     pub(crate) hash_chain: bool,
     /// Wakes the tailing task after a local commit, without waiting for the notification.
     pub(crate) committed: Arc<Notify>,
+    /// What the writers last committed to each stream (the one-round-trip commit).
+    pub(crate) known: writer::KnownStreams,
 }
 
 /// The PostgreSQL event store. Cheap to share behind an `Arc`; several processes (replicas)
@@ -235,6 +242,7 @@ impl PgStore {
             before_commit: options.before_commit.clone(),
             hash_chain: options.hash_chain,
             committed: Arc::clone(&committed),
+            known: writer::KnownStreams::default(),
         });
         let (head_tx, head_rx) = watch::channel(head);
         let tail = tokio::spawn(tail::run(config, Arc::clone(&shared), head_tx));
