@@ -75,6 +75,9 @@ struct Args {
     only: Vec<String>,
     /// Append with the hash chain off (the `hashing` part's baseline).
     unchained: bool,
+    /// After each PostgreSQL latency run, print what the server spent per statement
+    /// (`pg_stat_statements`; the cluster needs it preloaded, see [`STATEMENTS_SETTINGS`]).
+    pg_statements: bool,
 }
 
 impl Args {
@@ -85,7 +88,8 @@ impl Args {
 
 const USAGE: &str = "usage: cargo bench -p pop-store --bench store -- [--append-events N] \
 [--read-events N] [--latency-appends N] [--appenders 1,16,256] [--runs 3] [--scale 10] [--normal] \
-[--postgres] [--pg-writers 4] [--only append,latency,subscribe,verify,transfer,read,hashing]";
+[--postgres] [--pg-writers 4] [--pg-statements] \
+[--only append,latency,subscribe,verify,transfer,read,hashing]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -100,6 +104,7 @@ fn parse_args() -> Result<Args, String> {
         pg_writers: PgOptions::default().writers,
         only: Vec::new(),
         unchained: false,
+        pg_statements: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -114,6 +119,7 @@ fn parse_args() -> Result<Args, String> {
             "--normal" => args.durability = Durability::Normal,
             "--postgres" => args.postgres = true,
             "--pg-writers" => args.pg_writers = number(value()?)?.max(1) as usize,
+            "--pg-statements" => args.pg_statements = true,
             "--only" => args.only = value()?.split(',').map(str::to_owned).collect(),
             "--appenders" => {
                 args.appenders = value()?
@@ -351,12 +357,95 @@ async fn append_throughput(args: &Args, appenders: usize, events: u64) -> Result
 
 async fn append_latency(args: &Args, appends: u64) -> Result<(Duration, Duration), StoreError> {
     let bench = open(args).await?;
+    let stats = match &bench.kind {
+        Kind::Postgres { url, .. } if args.pg_statements => Some(Statements::reset(url).await?),
+        _ => None,
+    };
     let mut times = run_lifecycles(bench.store.clone(), 0, appends, true).await?;
+    if let Some(stats) = stats {
+        stats.print(appends).await?;
+    }
     bench.close().await?;
     times.sort();
     let at =
         |q: f64| times.get(((times.len() as f64 - 1.0) * q) as usize).copied().unwrap_or_default();
     Ok((at(0.50), at(0.99)))
+}
+
+/// The cluster settings `--pg-statements` needs.
+const STATEMENTS_SETTINGS: &str =
+    "-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on";
+
+/// `pg_stat_statements` of one bench database: where the server's time per append goes.
+struct Statements(tokio_postgres::Client);
+
+impl Statements {
+    async fn reset(url: &str) -> Result<Statements, StoreError> {
+        let fail = |e| StoreError::backend("pg_stat_statements", e);
+        let (client, connection) =
+            tokio_postgres::connect(url, tokio_postgres::NoTls).await.map_err(fail)?;
+        tokio::spawn(connection);
+        client
+            .batch_execute(
+                "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; \
+                 SELECT pg_stat_statements_reset();",
+            )
+            .await
+            .map_err(fail)?;
+        Ok(Statements(client))
+    }
+
+    /// Per statement of this database: calls per append, and the mean planning and execution
+    /// time per call; then the server's total per append.
+    async fn print(&self, appends: u64) -> Result<(), StoreError> {
+        let fail = |e| StoreError::backend("pg_stat_statements", e);
+        let rows = self
+            .0
+            .query(
+                "SELECT regexp_replace(left(query, 70), '\\s+', ' ', 'g'), calls, \
+                        total_plan_time, total_exec_time \
+                 FROM pg_stat_statements \
+                 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                   AND query NOT LIKE '%pg_stat_statements%' \
+                 ORDER BY total_plan_time + total_exec_time DESC LIMIT 16",
+                &[],
+            )
+            .await
+            .map_err(fail)?;
+        let per = appends.max(1) as f64;
+        println!("  server time per statement ({appends} appends; µs per call, calls per append)");
+        let mut total = 0.0;
+        for row in rows {
+            let query: String = row.try_get(0).map_err(fail)?;
+            let calls: i64 = row.try_get(1).map_err(fail)?;
+            let plan: f64 = row.try_get(2).map_err(fail)?;
+            let exec: f64 = row.try_get(3).map_err(fail)?;
+            let calls_f = calls.max(1) as f64;
+            total += (plan + exec) * 1e3 / per;
+            println!(
+                "    {:>7.2} calls  plan {:>7.1}  exec {:>7.1}  {query}",
+                calls as f64 / per,
+                plan * 1e3 / calls_f,
+                exec * 1e3 / calls_f
+            );
+        }
+        println!("    server total per append: {total:.1} µs");
+        // Every lookup of the writers is by a unique key: the log is never scanned whole
+        // (stats of the last second may still be unflushed).
+        let scans = self
+            .0
+            .query_one(
+                "SELECT seq_scan, coalesce(idx_scan, 0) FROM pg_stat_user_tables \
+                 WHERE relname = 'pop_events'",
+                &[],
+            )
+            .await
+            .map_err(fail)?;
+        let (seq, idx): (i64, i64) =
+            (scans.try_get(0).map_err(fail)?, scans.try_get(1).map_err(fail)?);
+        println!("    pop_events scans so far: {seq} sequential, {idx} by index");
+        Ok(())
+    }
 }
 
 /// Append-to-subscriber latency: a probe appender's events timed from the start of `append`
@@ -844,7 +933,9 @@ fn main() {
         }
     };
     if args.postgres {
-        match TestCluster::start("the PostgreSQL store benchmark", ClusterDurability::Durable) {
+        let extra = if args.pg_statements { STATEMENTS_SETTINGS } else { "" };
+        let what = "the PostgreSQL store benchmark";
+        match TestCluster::start_with_settings(what, ClusterDurability::Durable, extra) {
             Ok(Some(cluster)) => {
                 let _ = CLUSTER.set(cluster);
             }

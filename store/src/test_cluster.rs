@@ -128,7 +128,7 @@ impl TestCluster {
         static SHARED: OnceLock<Option<TestCluster>> = OnceLock::new();
         let cluster = SHARED.get_or_init(|| match find_bindir() {
             None => None,
-            Some(bin) => match TestCluster::start_with(&bin, ClusterDurability::Fast) {
+            Some(bin) => match TestCluster::start_with(&bin, ClusterDurability::Fast, "") {
                 Ok(cluster) => Some(cluster),
                 Err(e) => panic!("starting the throwaway PostgreSQL cluster failed: {e}"),
             },
@@ -142,16 +142,30 @@ impl TestCluster {
     /// A new cluster of its own (for tests that restart it, and for benchmarks). `Ok(None)`
     /// as for [`TestCluster::shared`].
     pub fn start(what: &str, durability: ClusterDurability) -> Result<Option<TestCluster>, String> {
+        TestCluster::start_with_settings(what, durability, "")
+    }
+
+    /// As [`TestCluster::start`], with `extra` server settings (`-c name=value …`, values
+    /// without spaces) appended last: diagnostics such as `pg_stat_statements`.
+    pub fn start_with_settings(
+        what: &str,
+        durability: ClusterDurability,
+        extra: &str,
+    ) -> Result<Option<TestCluster>, String> {
         match find_bindir() {
             None => {
                 skip_or_panic(what);
                 Ok(None)
             }
-            Some(bin) => TestCluster::start_with(&bin, durability).map(Some),
+            Some(bin) => TestCluster::start_with(&bin, durability, extra).map(Some),
         }
     }
 
-    fn start_with(bin: &Path, durability: ClusterDurability) -> Result<TestCluster, String> {
+    fn start_with(
+        bin: &Path,
+        durability: ClusterDurability,
+        extra: &str,
+    ) -> Result<TestCluster, String> {
         let port = free_port()?;
         let dir = tempfile::Builder::new()
             .prefix("pop-pg-")
@@ -161,6 +175,10 @@ impl TestCluster {
         let mut settings = String::from("-c max_connections=300 -c shared_buffers=128MB");
         if durability == ClusterDurability::Fast {
             settings.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
+        }
+        for word in extra.split_whitespace() {
+            settings.push(' ');
+            settings.push_str(word);
         }
         let args = [
             "-c".to_owned(),

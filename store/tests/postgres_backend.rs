@@ -332,3 +332,77 @@ async fn survives_a_database_restart() {
     }
     drop(cluster);
 }
+
+fn named(id: Uuid) -> NewEvent {
+    NewEvent {
+        event_id: id,
+        event_type: "Known".to_owned(),
+        schema_version: 1,
+        data: br#"{"k":1}"#.to_vec(),
+        metadata: Vec::new(),
+    }
+}
+
+/// A store decides appends to the streams it wrote last from what it knows and checks that
+/// knowledge under the locks in the same round trip. Another replica's appends and deletes,
+/// and event ids already in the log, make that knowledge stale: every such append must get
+/// the answer the reads give — never accepted on stale knowledge — and the chains must still
+/// verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_knowledge_of_a_stream_never_decides_an_append() {
+    let Some(cluster) = TestCluster::shared("stale_knowledge_of_a_stream_never_decides_an_append")
+    else {
+        return;
+    };
+    let url = cluster.create_database().await.expect("database");
+    let a = PgStore::connect(&url, PgOptions::default()).await.expect("store a");
+    let b = PgStore::connect(&url, PgOptions::default()).await.expect("store b");
+    let first = Uuid::new_v4();
+
+    let v0 = a.append("s", ExpectedVersion::NoStream, vec![named(first)]).await.expect("a: s@0");
+    assert_eq!(v0.version, 0);
+    // B appends behind A's back: A still believes s is at version 0.
+    let v1 = b.append("s", ExpectedVersion::Exact(0), vec![event(1)]).await.expect("b: s@1");
+    assert_eq!(v1.version, 1);
+    match a.append("s", ExpectedVersion::Exact(0), vec![event(2)]).await {
+        Err(StoreError::WrongExpectedVersion { .. }) => {}
+        other => panic!("an append on stale knowledge was not refused: {other:?}"),
+    }
+    let v2 = a.append("s", ExpectedVersion::Exact(1), vec![event(3)]).await.expect("a: s@2");
+    assert_eq!(v2.version, 2);
+    assert!(v2.position > v1.position, "{:?} after {:?}", v2.position, v1.position);
+    // A knows s again (it wrote s@2); its next append goes in one round trip.
+    let v3 = a.append("s", ExpectedVersion::Exact(2), vec![event(4)]).await.expect("a: s@3");
+    assert_eq!(v3.version, 3);
+
+    // An event id already in the log, on a stream nobody knows yet.
+    let reused = a.append("u", ExpectedVersion::NoStream, vec![named(first)]).await;
+    assert!(reused.is_err(), "an event id of s accepted again on u: {reused:?}");
+
+    // B deletes s: A's knowledge of s is stale again.
+    b.delete_stream("s", ExpectedVersion::Any).await.expect("b deletes s");
+    match a.append("s", ExpectedVersion::Exact(3), vec![event(5)]).await {
+        Err(StoreError::StreamDeleted { .. }) => {}
+        other => panic!("an append to a deleted stream was not refused: {other:?}"),
+    }
+
+    // A re-sent append (same id, same stream) answers what the first one did.
+    let once = Uuid::new_v4();
+    let t0 = a.append("t", ExpectedVersion::NoStream, vec![named(once)]).await.expect("a: t@0");
+    let again = a.append("t", ExpectedVersion::NoStream, vec![named(once)]).await.expect("re-sent");
+    assert_eq!((again.version, again.position), (t0.version, t0.position));
+
+    // The log holds exactly what was accepted, each answer's position is its event's, and
+    // every chain verifies.
+    let log = read_everything(&a).await;
+    let mut seen: Vec<(String, u64)> =
+        log.iter().map(|e| (e.stream.to_string(), e.version)).collect();
+    seen.sort();
+    assert_eq!(seen, vec![("t".to_owned(), 0)], "s was deleted; u refused; t once");
+    assert_eq!(log[0].position, t0.position);
+    let report = pop_store::postgres::verify(&url).await.expect("verify");
+    assert!(report.is_intact(), "{:?}", report.first_break);
+    assert_eq!(report.deleted_streams, 1);
+    a.close().await;
+    b.close().await;
+}

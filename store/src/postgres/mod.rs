@@ -5,7 +5,12 @@
 //!
 //! - **Writes.** A few writer tasks (4) share one bounded queue; each takes up to 256 appends
 //!   / 32 MiB (while another group is committing it keeps gathering until that one lands,
-//!   ≤ 20 ms) and commits them in one transaction in two round trips ([`writer`]): sorted
+//!   ≤ 20 ms) and commits them in one transaction ([`writer`]). When the writers know the
+//!   state of every stream of the group (this store committed it last, or the append wants
+//!   a new stream), the group is decided from that and sent in **one round trip**: BEGIN,
+//!   the locks, one statement that writes the events and streams only if every stream is
+//!   as known (checked under the locks), COMMIT. Otherwise, or when that knowledge was
+//!   stale (another replica wrote), in **two round trips**: sorted
 //!   `pg_advisory_xact_lock` per stream (replicas never deadlock), then the transaction id,
 //!   the streams' versions and chain heads and the event ids; each append is judged by the
 //!   store's one [`append rule`](crate::append_rule) against those and its batch-mates;
@@ -33,10 +38,13 @@
 //!   global notification lock at commit and holds it across the WAL flush: that serialised
 //!   every commit of every replica (measured: all writers waiting on `Lock:object` in COMMIT).
 //!   A notification lost to a crash between the two costs other replicas ≤ 1 s.
-//! - **Why `SET LOCAL plan_cache_mode = force_custom_plan`.** A generic plan cached while
-//!   `pop_events` was empty made the duplicate-id check a sequential scan of the whole log on
-//!   every commit until the first ANALYZE (BENCHMARKS.md); scoped to the writers'
-//!   transactions because a session-wide setting made readers pay for planning.
+//! - **Why `SET LOCAL plan_cache_mode = force_generic_plan` and `enable_seqscan = off`.** A
+//!   generic plan cached while `pop_events` was empty made the duplicate-id check a sequential
+//!   scan of the whole log on every commit until the first ANALYZE (BENCHMARKS.md); planning
+//!   every statement for its parameters cured that but cost about half of the server's time
+//!   per one-event commit. Every writer lookup is by a unique key, so the writers plan once
+//!   per connection with sequential scans off. Scoped to the writers' transactions: readers
+//!   keep the defaults.
 //! - **Live tailing.** One task per store LISTENs on its own connection, reads the safe head
 //!   on every notification, local commit, or 1 s tick (missed notifications, reconnects) and
 //!   publishes it on the head `watch` of the shared subscription code; while events wait above
@@ -193,6 +201,8 @@ pub(crate) struct Shared {
     pub(crate) committed: Arc<Notify>,
     /// The batches of `read_all` read ahead ([`ahead`]).
     pub(crate) ahead: ahead::ReadAhead,
+    /// What the writers last committed to each stream (the one-round-trip commit).
+    pub(crate) known: writer::KnownStreams,
 }
 
 /// The PostgreSQL event store. Cheap to share behind an `Arc`; several processes (replicas)
@@ -244,6 +254,7 @@ impl PgStore {
             hash_chain: options.hash_chain,
             committed: Arc::clone(&committed),
             ahead,
+            known: writer::KnownStreams::default(),
         });
         let (head_tx, head_rx) = watch::channel(head);
         let tail = tokio::spawn(tail::run(config, Arc::clone(&shared), head_tx));

@@ -12,6 +12,9 @@
 //! wrote the stream before us committed before we got its lock, hence before our id existed.
 //! A unique-index violation (a concurrent writer elsewhere used the same event id, or a
 //! version raced despite the locks) rolls the group back and redoes it, bounded.
+//!
+//! That is the two-round-trip path. A group whose streams this store knows goes first in one
+//! round trip, decided without reading and checked under the locks ([`known`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -24,6 +27,10 @@ use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
+
+mod known;
+
+pub(crate) use known::KnownStreams;
 
 use super::reader::position;
 use super::{CHANNEL, Shared, pool_error};
@@ -229,6 +236,15 @@ fn stream_key(name: &str) -> i64 {
     i64::from_ne_bytes(hash.to_ne_bytes())
 }
 
+/// The advisory-lock keys of a group's streams, sorted (so groups of different writers or
+/// replicas never deadlock) and without repeats.
+fn lock_keys(group: &[Request]) -> Vec<i64> {
+    let mut keys: Vec<i64> = group.iter().map(|r| stream_key(&r.stream)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
 /// Where an event id already sits in the log (or earlier in this group).
 #[derive(Debug, Clone)]
 struct Placed {
@@ -285,6 +301,20 @@ fn announce(result: Result<u64, tokio_postgres::Error>) {
     }
 }
 
+/// Opens a group's transaction. Plans each statement once per connection, with index scans
+/// (SET LOCAL: this transaction only). Every lookup here is by a unique key, so an index scan
+/// is always right; but a generic plan made while `pop_events` was still small (a new database, before
+/// autovacuum analyzed it) was a sequential scan, kept until the next ANALYZE, and the
+/// duplicate-id check then scanned the whole log on every group commit (seen in
+/// pg_stat_activity during the append benchmark). Planning every statement for its
+/// parameters instead (`force_custom_plan`, the earlier cure) cost ~80 µs of the server's
+/// ~155 µs per one-event commit (pg_stat_statements, BENCHMARKS.md). With sequential scans
+/// disabled, the generic plan is the index scan from the first execution, and it is
+/// re-made the same way after an ANALYZE invalidates it: the writers' statements only ever
+/// run inside this transaction.
+const BEGIN_GROUP: &str =
+    "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off";
+
 /// Answers of a group, one per request.
 type Answers = Vec<Result<AppendResult, StoreError>>;
 
@@ -302,11 +332,12 @@ async fn try_group(shared: &Shared, group: &[Request], now: i64) -> Result<Answe
     result
 }
 
-/// One group on one connection, in two round trips: BEGIN, the locks, the transaction id and
-/// the reads go out pipelined ([`read_group`]); each append is judged in Rust against what was
-/// read and its batch-mates ([`decide_group`]); then the writes, NOTIFY and COMMIT
-/// ([`write_group`]; a COMMIT after a failed statement only rolls back, so pipelining it is
-/// safe).
+/// One group on one connection. When the writers know every stream of the group, in one
+/// round trip ([`known`]); otherwise, or when what they knew was stale, in two: BEGIN, the
+/// locks, the transaction id and the reads go out pipelined ([`read_group`]); each append is
+/// judged in Rust against what was read and its batch-mates ([`decide_group`]); then the
+/// writes, NOTIFY and COMMIT ([`write_group`]; a COMMIT after a failed statement only rolls
+/// back, so pipelining it is safe).
 async fn group_on(
     shared: &Shared,
     tx: &deadpool_postgres::Client,
@@ -327,15 +358,38 @@ async fn group_on(
         tx.prepare_cached(INSERT_EVENTS),
         tx.prepare_cached(UPSERT_STREAMS),
         tx.prepare_cached("SELECT pg_notify($1, '')"),
+        tx.prepare_cached(known::GUARDED_WRITE),
     )
     .map_err(classify("preparing a group commit"))?;
-    let (lock, xid, streams, found, insert, upsert, notify) = statements;
+    let (lock, xid, streams, found, insert, upsert, notify, guarded) = statements;
+    if let Some(mut predicted) = shared.known.predict(group) {
+        let decided = decide_group(group, &mut predicted.read, now, shared.hash_chain)?;
+        // A group refused whole by what is known proves nothing: read before answering.
+        if !decided.touched.is_empty() {
+            let statements = [&lock, &guarded, &notify];
+            match known::commit(shared, tx, group, &decided, &predicted, now, statements).await {
+                Ok(Some(tx_id)) => {
+                    shared.known.learn(&decided.touched);
+                    return Ok(known::with_tx_id(decided.answers, tx_id));
+                }
+                // Stale: nothing was written and the transaction is over.
+                Ok(None) => {}
+                // An event id already in the log, or a race: the reads below settle it.
+                Err(GroupError::Retry(e)) => {
+                    tracing::debug!(error = %e, "one-round-trip group redone with reads");
+                    tx.batch_execute("ROLLBACK").await.map_err(classify("rolling back"))?;
+                }
+                Err(fatal) => return Err(fatal),
+            }
+        }
+    }
     let mut read = read_group(tx, group, [&lock, &xid, &streams, &found]).await?;
     let decided = decide_group(group, &mut read, now, shared.hash_chain)?;
     if decided.touched.is_empty() {
         tx.batch_execute("COMMIT").await.map_err(classify("committing a group"))?;
     } else {
         write_group(shared, tx, &decided, read.tx_id, now, [&insert, &upsert, &notify]).await?;
+        shared.known.learn(&decided.touched);
     }
     Ok(decided.answers)
 }
@@ -357,21 +411,14 @@ async fn read_group(
     group: &[Request],
     [lock, xid, streams, found]: [&tokio_postgres::Statement; 4],
 ) -> Result<GroupRead, GroupError> {
-    let mut keys: Vec<i64> = group.iter().map(|r| stream_key(&r.stream)).collect();
-    keys.sort_unstable();
-    keys.dedup();
+    let keys = lock_keys(group);
     let mut names: Vec<&str> = group.iter().map(|r| r.stream.as_str()).collect();
     names.sort_unstable();
     names.dedup();
     let ids: Vec<Uuid> = group.iter().flat_map(|r| r.events.iter().map(|e| e.event_id)).collect();
     let (p_keys, p_names, p_ids): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1], _) =
         ([&keys], [&names], [&ids as &(dyn ToSql + Sync)]);
-    // Plan the group's statements for their parameters (SET LOCAL: this transaction only). A
-    // generic plan is cached after a handful of executions and kept until the next ANALYZE:
-    // made while `pop_events` was still small (a new database, before autovacuum analyzed
-    // it), it was a sequential scan, and the duplicate-id check then scanned the whole log on
-    // every group commit (seen in pg_stat_activity during the append benchmark).
-    let begin = tx.batch_execute("BEGIN; SET LOCAL plan_cache_mode = force_custom_plan");
+    let begin = tx.batch_execute(BEGIN_GROUP);
     let locked = tx.query(lock, &p_keys);
     let xid = tx.query_one(xid, &[]);
     let streams = tx.query(streams, &p_names);
@@ -485,6 +532,30 @@ fn chain_events(
     head
 }
 
+/// The touched streams as the upserts' columns: names, versions, last sequence numbers, heads.
+type StreamColumns<'a> = (Vec<&'a str>, Vec<i64>, Vec<i64>, Vec<Option<&'a [u8]>>);
+
+fn stream_columns<'a>(touched: &'a HashMap<&'a str, Touched>) -> StreamColumns<'a> {
+    let mut columns: StreamColumns<'a> = (
+        Vec::with_capacity(touched.len()),
+        Vec::with_capacity(touched.len()),
+        Vec::with_capacity(touched.len()),
+        Vec::with_capacity(touched.len()),
+    );
+    for (name, (version, last_seq, head)) in touched {
+        columns.0.push(*name);
+        columns.1.push(*version);
+        columns.2.push(*last_seq);
+        columns.3.push(head.as_ref().map(|h| h.as_slice()));
+    }
+    columns
+}
+
+/// The events' chain links as a column.
+fn chain_column<'a>(c: &'a Columns<'_>) -> Vec<Option<&'a [u8]>> {
+    c.chain.iter().map(|h| h.as_ref().map(|h| h.as_slice())).collect()
+}
+
 /// Writes the accepted events and the streams' new versions, commits, and notifies the
 /// tailing replicas.
 async fn write_group(
@@ -495,19 +566,9 @@ async fn write_group(
     now: i64,
     [insert, upsert, notify]: [&tokio_postgres::Statement; 3],
 ) -> Result<(), GroupError> {
-    let mut names = Vec::with_capacity(decided.touched.len());
-    let mut versions = Vec::with_capacity(decided.touched.len());
-    let mut last = Vec::with_capacity(decided.touched.len());
-    let mut heads: Vec<Option<&[u8]>> = Vec::with_capacity(decided.touched.len());
-    for (name, (version, last_seq, head)) in &decided.touched {
-        names.push(*name);
-        versions.push(*version);
-        last.push(*last_seq);
-        heads.push(head.as_ref().map(|h| h.as_slice()));
-    }
+    let (names, versions, last, heads) = stream_columns(&decided.touched);
     let c = &decided.columns;
-    let chains: Vec<Option<&[u8]>> =
-        c.chain.iter().map(|h| h.as_ref().map(|h| h.as_slice())).collect();
+    let chains = chain_column(c);
     let insert_params: [&(dyn ToSql + Sync); 11] = [
         &tx_id,
         &now,
@@ -661,5 +722,7 @@ pub(crate) async fn delete(
     )
     .await
     .map_err(fail("marking a stream deleted"))?;
-    tx.commit().await.map_err(fail("committing a delete"))
+    tx.commit().await.map_err(fail("committing a delete"))?;
+    shared.known.forget(stream);
+    Ok(())
 }
