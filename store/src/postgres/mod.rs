@@ -62,11 +62,11 @@
 //!   every entry in global order against the signed checkpoints ([`crate::commitment`]).
 //! - **Checkpoints** (`seal.rs`): sealed only below the gap-free horizon; the hash rows of
 //!   deleted streams stay in `pop_pruned`, the signed checkpoints are in `pop_checkpoints`.
-//! - **Reading the log** (`reader.rs`, `ahead.rs`): each `read_all` is one binary `COPY`
-//!   parsed in place (an event's data and metadata are slices of the message); once a read
-//!   came back whole, a stream on a thread and connection of its own reads the next batches
-//!   ahead of the caller, and hands out only what a fresh read would return (never a batch
-//!   that came back short, never across a delete, never older than 0.5 s).
+//! - **Reading the log** (`reader.rs`, `ahead.rs`): a `read_all` is one prepared statement;
+//!   once one came back whole, a stream on a thread and connection of its own reads the next
+//!   batches ahead of the caller as binary `COPY` parsed in place (an event's data and
+//!   metadata are slices of the message), and hands out only what a fresh read would return
+//!   (never a batch that came back short, never across a delete, never older than 0.5 s).
 //! - **Leader locks** ([`PgLeadership`]): a session-level advisory lock on a connection of its
 //!   own held by the guard; the guard reports `lost` when that connection ends (a heartbeat
 //!   query every 2 s finds silent deaths), and dropping it closes the connection.

@@ -1,5 +1,5 @@
-//! Reads: the global log (gap-safe, one binary `COPY` parsed in place), streams, and the log
-//! head, each one statement on a pooled connection.
+//! Reads: the global log (gap-safe), streams, and the log head, each one statement on a
+//! pooled connection; and the log as one binary `COPY` parsed in place, for the read-ahead.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::copy::{self, CopyParser, Fields};
 use super::{PG_SETTLE_WAIT, pool_error};
-use crate::limits::{MAX_READ_BATCH, MAX_READ_BATCH_BYTES};
+use crate::limits::MAX_READ_BATCH_BYTES;
 use crate::{Direction, Position, RecordedEvent, StoreError};
 
 /// The gap-free horizon: every transaction below it has ended, and every transaction that
@@ -170,10 +170,9 @@ fn read_all_sql(after: Position, max: usize) -> String {
     )
 }
 
-/// Up to `max` events after `after`, only below the gap-free horizon, until the byte cap;
-/// rows past the cap are never decoded. One binary `COPY` parsed in place (see [`copy`]):
-/// row objects and a copy of every event's data and metadata were most of the client's time
-/// per event (BENCHMARKS.md, "PostgreSQL replay, read + decode").
+/// Up to `max` events after `after`, only below the gap-free horizon: one prepared statement
+/// on a pooled connection (planned once per connection: a tailing reader reads often, and
+/// little each time). The batches read ahead come from [`read_all_each`].
 pub(crate) async fn read_all(
     pool: &Pool,
     after: Position,
@@ -182,22 +181,18 @@ pub(crate) async fn read_all(
     if max == 0 {
         return Ok(Vec::new());
     }
-    let client = pool.get().await.map_err(pool_error)?;
-    read_all_on(&client, after, max).await
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM pop_events WHERE (tx_id, seq) > ($1, $2) \
+         AND tx_id < {HORIZON} ORDER BY tx_id, seq LIMIT $3"
+    );
+    let (tx, seq, limit) = (clamp(after.commit()), clamp(after.prepare()), clamp(max as u64));
+    collect(pool, &sql, &[&tx, &seq, &limit], 0, |_| Ok(true)).await
 }
 
-/// [`read_all`] on a given connection.
-pub(crate) async fn read_all_on(
-    client: &tokio_postgres::Client,
-    after: Position,
-    max: usize,
-) -> Result<Vec<RecordedEvent>, StoreError> {
-    let mut events = Vec::with_capacity(max.min(MAX_READ_BATCH));
-    read_all_each(client, after, max, |event| events.push(event)).await?;
-    Ok(events)
-}
-
-/// [`read_all_on`], handing each event to `each` as soon as it is parsed.
+/// What [`read_all`] returns, as one binary `COPY` on `client` parsed in place (see [`copy`]),
+/// each event handed to `each` as soon as it is parsed: what the read-ahead reads with. Its
+/// data and metadata are slices of the message (no row objects, no copy per event), and a
+/// statement of several batches is planned once for all of them.
 pub(crate) async fn read_all_each(
     client: &tokio_postgres::Client,
     after: Position,
