@@ -551,6 +551,25 @@ fn stream_columns<'a>(touched: &'a HashMap<&'a str, Touched>) -> StreamColumns<'
     columns
 }
 
+/// The accepted events' columns in the order both inserts take them (`INSERT_EVENTS` from
+/// `$3`, `known::GUARDED_WRITE` from `$2`).
+fn event_params<'a>(
+    c: &'a Columns<'_>,
+    chains: &'a (dyn ToSql + Sync),
+) -> [&'a (dyn ToSql + Sync); 9] {
+    [
+        &c.seq,
+        &c.stream,
+        &c.version,
+        &c.event_id,
+        &c.event_type,
+        &c.schema_version,
+        &c.data,
+        &c.metadata,
+        chains,
+    ]
+}
+
 /// The events' chain links as a column.
 fn chain_column<'a>(c: &'a Columns<'_>) -> Vec<Option<&'a [u8]>> {
     c.chain.iter().map(|h| h.as_ref().map(|h| h.as_slice())).collect()
@@ -569,19 +588,8 @@ async fn write_group(
     let (names, versions, last, heads) = stream_columns(&decided.touched);
     let c = &decided.columns;
     let chains = chain_column(c);
-    let insert_params: [&(dyn ToSql + Sync); 11] = [
-        &tx_id,
-        &now,
-        &c.seq,
-        &c.stream,
-        &c.version,
-        &c.event_id,
-        &c.event_type,
-        &c.schema_version,
-        &c.data,
-        &c.metadata,
-        &chains,
-    ];
+    let mut insert_params: Vec<&(dyn ToSql + Sync)> = vec![&tx_id, &now];
+    insert_params.extend(event_params(c, &chains));
     let upsert_params: [&(dyn ToSql + Sync); 5] = [&tx_id, &names, &versions, &last, &heads];
     let notify_params: [&(dyn ToSql + Sync); 1] = [&CHANNEL];
     let insert = tx.execute(insert, &insert_params);

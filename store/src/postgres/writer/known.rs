@@ -23,7 +23,7 @@ use tokio_postgres::types::ToSql;
 
 use super::{
     Answers, Columns, Decided, GroupError, GroupRead, Request, Touched, chain_column, classify,
-    lock_keys, stream_columns,
+    event_params, lock_keys, stream_columns,
 };
 use crate::ExpectedVersion;
 use crate::append_rule::StreamState;
@@ -164,25 +164,11 @@ pub(super) async fn commit(
     let c: &Columns<'_> = &decided.columns;
     let chains = chain_column(c);
     let (names, versions, last, heads) = stream_columns(&decided.touched);
-    let params: [&(dyn ToSql + Sync); 17] = [
-        &now,
-        &c.seq,
-        &c.stream,
-        &c.version,
-        &c.event_id,
-        &c.event_type,
-        &c.schema_version,
-        &c.data,
-        &c.metadata,
-        &chains,
-        &predicted.names,
-        &predicted.versions,
-        &predicted.heads,
-        &names,
-        &versions,
-        &last,
-        &heads,
-    ];
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&now];
+    params.extend(event_params(c, &chains));
+    let known: [&(dyn ToSql + Sync); 7] =
+        [&predicted.names, &predicted.versions, &predicted.heads, &names, &versions, &last, &heads];
+    params.extend(known);
     let notify_params: [&(dyn ToSql + Sync); 1] = [&super::CHANNEL];
     let begin = tx.batch_execute(super::BEGIN_GROUP);
     let lock_params: [&(dyn ToSql + Sync); 1] = [&keys];
