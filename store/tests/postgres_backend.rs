@@ -406,3 +406,39 @@ async fn stale_knowledge_of_a_stream_never_decides_an_append() {
     a.close().await;
     b.close().await;
 }
+
+/// A re-sent append gathered into one group with another append: what this store knows of
+/// its stream would refuse it (the stream is past the expected version), but it was
+/// committed before, so it must be answered as the first time — the one-round-trip commit
+/// cannot tell, so such a group is decided from reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_gathered_with_another_append_is_answered_as_before() {
+    let Some(cluster) = TestCluster::shared("a_resend_gathered_with_another_append") else {
+        return;
+    };
+    let url = cluster.create_database().await.expect("database");
+    // Every commit takes 150 ms, so appends sent meanwhile wait for the one writer together.
+    let hook: CommitHook = Arc::new(|| tokio::time::sleep(Duration::from_millis(150)).boxed());
+    let options =
+        PgOptions { writers: 1, pool_size: 2, before_commit: Some(hook), ..PgOptions::default() };
+    let store = Arc::new(PgStore::connect(&url, options).await.expect("store"));
+    let id = Uuid::new_v4();
+    let first = store.append("t", ExpectedVersion::NoStream, vec![named(id)]).await.expect("t@0");
+    let blocker = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            store.append("blocker", ExpectedVersion::NoStream, vec![event(1)]).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (resent, other) = tokio::join!(
+        store.append("t", ExpectedVersion::NoStream, vec![named(id)]),
+        store.append("u", ExpectedVersion::NoStream, vec![event(2)]),
+    );
+    blocker.await.expect("blocker task").expect("blocker");
+    let resent = resent.expect("the re-send is answered as the first append");
+    assert_eq!((resent.version, resent.position), (first.version, first.position));
+    assert_eq!(other.expect("u@0").version, 0);
+    assert_eq!(read_everything(&*store).await.len(), 3, "t once, blocker, u");
+    store.close().await;
+}

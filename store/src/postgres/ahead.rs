@@ -266,7 +266,10 @@ impl ReadAhead {
                     return None;
                 }
             }
-            arrived.await;
+            // A batch still not whole after FRESH would be too old to hand out anyway.
+            if tokio::time::timeout(FRESH, arrived).await.is_err() {
+                return None;
+            }
         }
     }
 
@@ -301,7 +304,7 @@ impl ReadAhead {
             task: Mutex::new(None),
         });
         let own = (self.config.clone(), Arc::clone(&self.idle));
-        let task = runtime.spawn(read(own, Arc::clone(&stream), last.position));
+        let task = runtime.spawn(read(own, EndsStream(Arc::clone(&stream)), last.position));
         *lock(&stream.task) = Some(task.abort_handle());
         self.keep(Taken(Some(stream)));
     }
@@ -339,24 +342,36 @@ fn end(stream: &Stream) {
     stream.arrived.notify_one();
 }
 
+/// Ends its stream when dropped: when the task finishes, and also when it is aborted, its
+/// runtime shuts down (the store closes), it panics, or it was spawned onto a runtime already
+/// gone — so a reader waiting in [`ReadAhead::take`] is always woken.
+struct EndsStream(Arc<Stream>);
+
+impl Drop for EndsStream {
+    fn drop(&mut self) {
+        end(&self.0);
+    }
+}
+
 /// A stream's task: on a connection of its own (an idle one, or a new one), reads after
 /// `after` until the stream ends, then leaves the connection for the next stream.
 async fn read(
     (config, idle): (tokio_postgres::Config, Arc<Mutex<Vec<Own>>>),
-    stream: Arc<Stream>,
+    stream: EndsStream,
     after: Position,
 ) {
+    let stream = &stream.0;
     let reused = lock(&idle).pop();
     let (client, mut connection) = match reused {
         Some(own) => own,
         None => match config.connect(NoTls).await {
             Ok(own) => own,
             // The reader reads for itself and meets the error there.
-            Err(_) => return end(&stream),
+            Err(_) => return end(stream),
         },
     };
     let closed = {
-        let walk = std::pin::pin!(walk(&client, &stream, after));
+        let walk = std::pin::pin!(walk(&client, stream, after));
         tokio::select! {
             biased;
             _ = &mut connection => true,
@@ -364,7 +379,7 @@ async fn read(
         }
     };
     if closed || client.is_closed() {
-        return end(&stream);
+        return end(stream);
     }
     let mut idle = lock(&idle);
     if idle.len() < MAX_IDLE {

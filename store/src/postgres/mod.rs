@@ -66,7 +66,8 @@
 //!   once one came back whole, a stream on a thread and connection of its own reads the next
 //!   batches ahead of the caller as binary `COPY` parsed in place (an event's data and
 //!   metadata are slices of the message), and hands out only what a fresh read would return
-//!   (never a batch that came back short, never across a delete, never older than 0.5 s).
+//!   (never a batch that came back short, never across a delete by this store, never older
+//!   than 0.5 s: another replica's delete may be seen that late).
 //! - **Leader locks** ([`PgLeadership`]): a session-level advisory lock on a connection of its
 //!   own held by the guard; the guard reports `lost` when that connection ends (a heartbeat
 //!   query every 2 s finds silent deaths), and dropping it closes the connection.

@@ -364,8 +364,11 @@ async fn group_on(
     let (lock, xid, streams, found, insert, upsert, notify, guarded) = statements;
     if let Some(mut predicted) = shared.known.predict(group) {
         let decided = decide_group(group, &mut predicted.read, now, shared.hash_chain)?;
-        // A group refused whole by what is known proves nothing: read before answering.
-        if !decided.touched.is_empty() {
+        // Only a group whose every append is accepted goes in one round trip. The check
+        // under the locks proves the streams' versions and heads, not that a refused
+        // append is not a re-send of one already in the log (its ids are not read here): a
+        // refusal is answered from reads.
+        if !decided.touched.is_empty() && decided.answers.iter().all(Result::is_ok) {
             let statements = [&lock, &guarded, &notify];
             match known::commit(shared, tx, group, &decided, &predicted, now, statements).await {
                 Ok(Some(tx_id)) => {
@@ -374,7 +377,8 @@ async fn group_on(
                 }
                 // Stale: nothing was written and the transaction is over.
                 Ok(None) => {}
-                // An event id already in the log, or a race: the reads below settle it.
+                // An event id already in the log (its insert failed), or a race: the reads
+                // below settle it.
                 Err(GroupError::Retry(e)) => {
                     tracing::debug!(error = %e, "one-round-trip group redone with reads");
                     tx.batch_execute("ROLLBACK").await.map_err(classify("rolling back"))?;

@@ -5,7 +5,10 @@
 //! knowledge against `pop_streams` and writes nothing if any of it is stale (another replica
 //! wrote or deleted the stream); the group then commits an empty transaction and takes the
 //! two-round-trip path, which reads before it decides. An event id already in the log fails
-//! the insert on its unique index: that group too takes the two-round-trip path.
+//! the insert on its unique index: that group too takes the two-round-trip path. A group in
+//! which the knowledge refuses any append is not sent this way at all: the check proves the
+//! streams, not that the refused append is not a re-send of one already committed, which
+//! only the reads of event ids can tell.
 //!
 //! Why: on this 2-core VM one round trip through tokio-postgres costs ~120–190 µs of a
 //! ~640 µs one-event commit, more than the server's whole work for it (BENCHMARKS.md,
