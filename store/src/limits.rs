@@ -166,17 +166,18 @@ fn check_event_json(e: &NewEvent) -> Result<(), StoreError> {
     // fail every rebuild later. Validation only; the bytes are stored as given. JSON is
     // UTF-8 (RFC 8259 §8.1), and serde_json's `IgnoredAny` skips strings without looking at
     // their bytes, so the encoding is checked first: every reader may take the data as text.
-    if std::str::from_utf8(&e.data).is_err() {
+    // Checked once: parsing the `&str` does not look at the encoding again.
+    let Ok(data) = std::str::from_utf8(&e.data) else {
         return Err(invalid("the data is not JSON: it is not UTF-8"));
-    }
-    if let Err(err) = serde_json::from_slice::<IgnoredAny>(&e.data) {
+    };
+    if let Err(err) = serde_json::from_str::<IgnoredAny>(data) {
         return Err(invalid(&format!("the data is not JSON: {err}")));
     }
-    if std::str::from_utf8(&e.metadata).is_err() {
+    let Ok(metadata) = std::str::from_utf8(&e.metadata) else {
         return Err(invalid("the metadata is not JSON: it is not UTF-8"));
-    }
-    if !e.metadata.is_empty()
-        && let Err(err) = serde_json::from_slice::<IgnoredAny>(&e.metadata)
+    };
+    if !metadata.is_empty()
+        && let Err(err) = serde_json::from_str::<IgnoredAny>(metadata)
     {
         return Err(invalid(&format!("the metadata is not JSON: {err}")));
     }

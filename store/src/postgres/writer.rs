@@ -303,15 +303,15 @@ fn announce(result: Result<u64, tokio_postgres::Error>) {
 
 /// Opens a group's transaction. Plans each statement once per connection, with index scans
 /// (SET LOCAL: this transaction only). Every lookup here is by a unique key, so an index scan
-/// is always right; but a generic plan made while `pop_events` was still small (a new database, before
-/// autovacuum analyzed it) was a sequential scan, kept until the next ANALYZE, and the
-/// duplicate-id check then scanned the whole log on every group commit (seen in
-/// pg_stat_activity during the append benchmark). Planning every statement for its
+/// is always right; but a generic plan made while `pop_events` was still small (a new
+/// database, before autovacuum analyzed it) was a sequential scan, kept until the next
+/// ANALYZE, and the duplicate-id check then scanned the whole log on every group commit
+/// (seen in pg_stat_activity during the append benchmark). Planning every statement for its
 /// parameters instead (`force_custom_plan`, the earlier cure) cost ~80 µs of the server's
 /// ~155 µs per one-event commit (pg_stat_statements, BENCHMARKS.md). With sequential scans
-/// disabled, the generic plan is the index scan from the first execution, and it is
-/// re-made the same way after an ANALYZE invalidates it: the writers' statements only ever
-/// run inside this transaction.
+/// disabled, the generic plan is the index scan from the first execution, and it is re-made
+/// the same way after an ANALYZE invalidates it: the writers' statements only ever run
+/// inside this transaction.
 const BEGIN_GROUP: &str =
     "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off";
 

@@ -88,7 +88,7 @@ impl KnownStreams {
                 read.heads.insert(request.stream.clone(), head);
             }
             names.push(request.stream.clone());
-            versions.push(version.map(|v| i64::try_from(v).ok()).unwrap_or(None));
+            versions.push(version.and_then(|v| i64::try_from(v).ok()));
             heads.push(head.map(|h| h.to_vec()));
         }
         Some(Prediction { read, names, versions, heads })
@@ -102,10 +102,15 @@ impl KnownStreams {
         }
         for (name, (version, _, head)) in touched {
             let Ok(version) = u64::try_from(*version) else { continue };
-            let entry = known.entry((*name).to_owned()).or_insert(Known { version, head: *head });
-            // Two writers may learn out of order: keep the later version.
-            if version >= entry.version {
-                *entry = Known { version, head: *head };
+            let learnt = Known { version, head: *head };
+            match known.get_mut(*name) {
+                // Two writers may learn out of order: keep the later version.
+                Some(entry) if version >= entry.version => *entry = learnt,
+                Some(_) => {}
+                // A name is copied only the first time (not on every commit).
+                None => {
+                    known.insert((*name).to_owned(), learnt);
+                }
             }
         }
     }
