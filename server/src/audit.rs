@@ -7,6 +7,7 @@ use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
 use crate::client::Client;
+use crate::output;
 
 const HISTORY: &str = "query($id: String!, $customer: String, $after: String) { \
     agendaHistory(agendaId: $id, customerId: $customer, after: $after) { \
@@ -37,35 +38,86 @@ async fn history(client: &Client, id: &str, customer: Option<&str>) -> Result<Ve
 pub async fn run(client: &Client, id: &str, customer: Option<&str>, as_json: bool) -> Result<()> {
     let entries = history(client, id, customer).await?;
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&entries)?);
+        output::json(&Value::Array(entries));
         return Ok(());
     }
-    let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
-    println!(
-        "{:<27} {:>4} {:<24} {:<22} {:<26} {:<22} {:>6}",
-        "time", "v", "actor", "command", "event", "state", "%"
-    );
-    for e in &entries {
-        let state = format!(
-            "{} / {}",
-            e["processingState"].as_str().unwrap_or("?"),
-            e["processingStateMessage"].as_str().unwrap_or("")
-        );
-        let percent =
-            e["percentComplete"].as_f64().map_or_else(|| "-".to_string(), |p| format!("{p:.1}"));
-        println!(
-            "{:<27} {:>4} {:<24} {:<22} {:<26} {:<22} {:>6}",
-            text(&e["time"]),
-            e["version"],
-            text(&e["actor"]),
-            text(&e["command"]),
-            text(&e["type"]),
-            state,
-            percent
-        );
-        for d in e["diagnostics"].as_array().into_iter().flatten() {
-            println!("{:>32} diagnostic: {}", "", d["message"].as_str().unwrap_or(""));
-        }
+    for line in timeline(&entries) {
+        output::out!("{line}");
     }
     Ok(())
+}
+
+/// The timeline's lines: a header, then one row per entry (columns as wide as their widest
+/// cell), each followed by the diagnostics its event added.
+fn timeline(entries: &[Value]) -> Vec<String> {
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            let state = format!(
+                "{} / {}",
+                e["processingState"].as_str().unwrap_or("?"),
+                e["processingStateMessage"].as_str().unwrap_or("")
+            );
+            let percent = e["percentComplete"]
+                .as_f64()
+                .map_or_else(|| "-".to_string(), |p| format!("{p:.1}"));
+            vec![
+                text(&e["time"]),
+                e["version"].to_string(),
+                text(&e["actor"]),
+                text(&e["command"]),
+                text(&e["type"]),
+                state,
+                percent,
+            ]
+        })
+        .collect();
+    let mut table =
+        output::table_lines(&["time", "v", "actor", "command", "event", "state", "%"], &rows)
+            .into_iter();
+    let mut lines: Vec<String> = table.next().into_iter().collect();
+    for (e, row) in entries.iter().zip(table) {
+        lines.push(row);
+        for d in e["diagnostics"].as_array().into_iter().flatten() {
+            lines.push(format!("    diagnostic: {}", d["message"].as_str().unwrap_or("")));
+        }
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_timeline_keeps_its_columns_aligned_past_version_nine_and_shows_diagnostics() {
+        let entry = |version: u64, state: &str, diagnostic: Option<&str>| {
+            json!({
+                "time": "2026-12-04T16:01:40.334286+00:00", "version": version,
+                "actor": "admin:admin", "command": "updateAgendaProgress",
+                "type": "AgendaProgressReported", "processingState": "EXECUTING",
+                "processingStateMessage": state, "percentComplete": 5.0,
+                "diagnostics": diagnostic.map_or(json!([]), |m| json!([{"message": m}])),
+            })
+        };
+        let entries =
+            vec![entry(9, "Running Operations", None), entry(10, "x", Some("exit status 1"))];
+        let lines = timeline(&entries);
+        assert_eq!(lines.len(), 4, "{lines:#?}");
+        let column = |line: &str, word: &str| line.find(word);
+        // Every column starts where its header starts, whatever the width of the cells.
+        for header in ["actor", "command", "event", "state"] {
+            let at = column(&lines[0], header);
+            let cell = match header {
+                "actor" => "admin:admin",
+                "command" => "updateAgendaProgress",
+                "event" => "AgendaProgressReported",
+                _ => "EXECUTING",
+            };
+            assert_eq!(column(&lines[1], cell), at, "{header}: {lines:#?}");
+            assert_eq!(column(&lines[2], cell), at, "{header}: {lines:#?}");
+        }
+        assert_eq!(lines[3].trim(), "diagnostic: exit status 1");
+    }
 }

@@ -56,6 +56,13 @@ pub fn is_tty() -> bool {
 
 /// Prints rows under headers, columns padded to their widest cell.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) {
+    for line in table_lines(headers, rows) {
+        out!("{line}");
+    }
+}
+
+/// The lines of [`table`], the headers' first: for a caller that prints more between rows.
+pub fn table_lines(headers: &[&str], rows: &[Vec<String>]) -> Vec<String> {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -70,17 +77,16 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
             if i + 1 == cells.len() {
                 text.push_str(cell);
             } else {
-                let pad = widths[i].saturating_sub(cell.chars().count());
+                let pad = widths.get(i).map_or(0, |w| w.saturating_sub(cell.chars().count()));
                 text.push_str(cell);
                 text.push_str(&" ".repeat(pad + 2));
             }
         }
         text.trim_end().to_string()
     };
-    out!("{}", line(headers.to_vec()));
-    for row in rows {
-        out!("{}", line(row.iter().map(String::as_str).collect()));
-    }
+    let mut lines = vec![line(headers.to_vec())];
+    lines.extend(rows.iter().map(|row| line(row.iter().map(String::as_str).collect())));
+    lines
 }
 
 /// Pretty JSON on stdout.
