@@ -20,7 +20,7 @@ pub async fn run(args: LogArgs) -> Result<()> {
     let store = SqliteStore::open(&path, SqliteOptions::default())
         .await
         .with_context(|| format!("opening {}", path.display()))?;
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(crate::output::Stdout);
     let mut printed = 0usize;
 
     if let Some(stream) = &args.stream {
@@ -78,6 +78,7 @@ pub async fn run(args: LogArgs) -> Result<()> {
             }
         }
     }
+    out.flush()?;
     drop(out);
     store.close().await.context("closing the store")?;
     Ok(())

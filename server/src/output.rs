@@ -43,6 +43,30 @@ pub fn write_line(args: fmt::Arguments<'_>) {
     }
 }
 
+/// Standard output as a `Write` that, like [`write_line`], ends the process quietly with 0
+/// when the reader went away (`pop log | head`, `pop export | head`): for commands that stream
+/// more than a screenful through a writer.
+pub struct Stdout;
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        quiet_on_closed_pipe(std::io::stdout().lock().write(buf))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        quiet_on_closed_pipe(std::io::stdout().lock().flush())
+    }
+}
+
+fn quiet_on_closed_pipe<T>(result: std::io::Result<T>) -> std::io::Result<T> {
+    if let Err(e) = &result
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(0);
+    }
+    result
+}
+
 /// `println!` through [`write_line`].
 macro_rules! out {
     ($($arg:tt)*) => { $crate::output::write_line(format_args!($($arg)*)) };

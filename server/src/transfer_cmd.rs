@@ -32,7 +32,7 @@ pub async fn export(args: ExportArgs) -> Result<()> {
         Some(path) => Box::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
         ),
-        None => Box::new(std::io::stdout()),
+        None => Box::new(crate::output::Stdout),
     };
     let out = std::io::BufWriter::with_capacity(1 << 20, out);
     let now = chrono::Utc::now();

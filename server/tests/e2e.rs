@@ -824,6 +824,52 @@ async fn one_process_per_data_dir_and_the_second_names_the_holder() {
     assert!(status.success(), "pop rebuild after the server ended: {stderr}");
 }
 
+/// `pop log | head` and `pop export | head` end quietly with 0 when the reader goes away, as
+/// other command-line tools do, instead of "error: Broken pipe" and exit 1: the output here
+/// is well past a pipe's 64 KiB, so the writes after `head` left fail.
+#[test]
+fn streaming_commands_end_quietly_when_their_reader_goes_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for _ in 0..12 {
+        let mut demo = pop_command();
+        demo.arg("demo").arg("--data-dir").arg(&data);
+        let (status, stderr) = run_bounded(demo, "pop demo");
+        assert!(status.success(), "pop demo: {stderr}");
+    }
+    for args in [&["log"][..], &["export"]] {
+        let err_path = dir.path().join("stderr");
+        let mut child = pop_command()
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&err_path).unwrap())
+            .spawn()
+            .unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+        assert!(first.starts_with('{'), "pop {args:?} printed {first:?}");
+        drop(stdout);
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("pop {args:?} still ran after its reader went away");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+        assert!(status.success(), "pop {args:?} ended with {status} after `| head`: {stderr}");
+        assert!(!stderr.contains("Broken pipe"), "pop {args:?}: {stderr}");
+    }
+}
+
 /// The number logged as `field` in a log line (text or coloured: escape sequences are skipped).
 fn logged_number(line: &str, field: &str) -> Option<u64> {
     let mut plain = String::with_capacity(line.len());
