@@ -63,6 +63,9 @@ pub const CHECKPOINT_SEQ: &str = "pop_checkpoint_seq";
 pub const CHECKPOINT_POSITION: &str = "pop_checkpoint_position";
 pub const CHECKPOINT_EVENTS: &str = "pop_checkpoint_events";
 pub const CHECKPOINT_SEALED: &str = "pop_checkpoint_sealed_timestamp_seconds";
+/// 1 while the store lacks, or holds another, checkpoint than the one this process witnessed:
+/// its checkpoints were deleted or replaced, and sealing has stopped.
+pub const CHECKPOINT_WITNESS_BROKEN: &str = "pop_checkpoint_witness_broken";
 
 /// What a metric is, for its `# TYPE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +154,11 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
         CHECKPOINT_SEALED,
         Kind::Gauge,
         "When the newest verified checkpoint was sealed, in seconds since the epoch.",
+    ),
+    (
+        CHECKPOINT_WITNESS_BROKEN,
+        Kind::Gauge,
+        "1 while the store lacks or replaced the checkpoint this process witnessed (sealing stopped; run pop verify), else 0.",
     ),
     (SUBSCRIPTIONS_ACTIVE, Kind::Gauge, "Live follows (GraphQL subscriptions) being served."),
     (COMMANDS, Kind::Counter, "Commands executed, by command name and outcome (ok, refused)."),

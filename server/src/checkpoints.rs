@@ -12,17 +12,27 @@
 //!   entries below the point where nothing can still commit; each round first checks that the
 //!   newest stored checkpoint is signed by its key. `/metrics` shows the newest checkpoint it
 //!   sealed or found verified (`pop_checkpoint_*`).
+//! - A key cannot tell a log whose checkpoints someone deleted (and then rewrote) from a log
+//!   never sealed: a sealer that finds no checkpoint starts afresh, and would sign the
+//!   rewrite. So `pop serve` also keeps the newest checkpoint it saw, outside the store: the
+//!   witness file ([`Witness`], `<data-dir>/checkpoint.witness` or `--checkpoint-witness`).
+//!   Each round first checks that the store still holds exactly that checkpoint; if not, it
+//!   stops sealing, logs an error and sets `pop_checkpoint_witness_broken`. `pop verify`
+//!   checks the store against the same file.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context, Result, bail};
 use pop_store::commitment::{
-    CheckpointKey, CheckpointSigningKey, LogCommitment, Sealer, parse_signing_key,
-    parse_verifying_key,
+    CheckpointKey, CheckpointSigningKey, LogCommitment, Sealer, SignedCheckpoint,
+    parse_signing_key, parse_verifying_key,
 };
+use serde::{Deserialize, Serialize};
 
 /// The key file's name in the data directory.
 pub const KEY_FILE: &str = "checkpoint.key";
@@ -102,6 +112,95 @@ pub fn verifying_key(
     Ok(Some(read_signing_key(&path)?.verifying_key()))
 }
 
+/// The witness file's name in the data directory.
+pub const WITNESS_FILE: &str = "checkpoint.witness";
+
+/// The embedded store's name in the witness file (a PostgreSQL store's is its URL without
+/// the password).
+pub const EMBEDDED: &str = "embedded";
+
+/// The newest checkpoint seen in a store, kept in a file outside it: one JSON object naming
+/// each store (the embedded one, or a PostgreSQL URL without its password) and its
+/// checkpoint's exact body and signature.
+#[derive(Debug, Clone)]
+pub struct Witness {
+    path: PathBuf,
+    store: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Witnessed {
+    seq: u64,
+    /// The signed body, as stored (JSON text).
+    body: String,
+    /// The Ed25519 signature, hex.
+    signature: String,
+}
+
+impl Witness {
+    /// The witness of `store` in `given`, else in the data directory.
+    pub fn at(data_dir: &Path, given: Option<&Path>, store: String) -> Witness {
+        let path = given.map_or_else(|| data_dir.join(WITNESS_FILE), Path::to_path_buf);
+        Witness { path, store }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn all(&self) -> Result<BTreeMap<String, Witnessed>> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("reading the checkpoint witness {}", self.path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(e)
+                .with_context(|| format!("reading the checkpoint witness {}", self.path.display())),
+        }
+    }
+
+    /// The checkpoint witnessed for this store, if any.
+    pub fn read(&self) -> Result<Option<SignedCheckpoint>> {
+        let Some(w) = self.all()?.remove(&self.store) else { return Ok(None) };
+        let signature = (0..w.signature.len())
+            .step_by(2)
+            .map(|i| w.signature.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+            .collect::<Option<Vec<u8>>>()
+            .with_context(|| format!("{}: a malformed signature", self.path.display()))?;
+        Ok(Some(SignedCheckpoint { seq: w.seq, body: w.body.into_bytes(), signature }))
+    }
+
+    /// Records `checkpoint` for this store (`None`: forgets it), atomically: a new file, synced,
+    /// renamed over the old one.
+    pub fn write(&self, checkpoint: Option<&SignedCheckpoint>) -> Result<()> {
+        let mut all = self.all()?;
+        match checkpoint {
+            Some(c) => {
+                let body = String::from_utf8(c.body.clone()).context("a checkpoint body")?;
+                let signature = c.signature.iter().map(|b| format!("{b:02x}")).collect();
+                all.insert(self.store.clone(), Witnessed { seq: c.seq, body, signature });
+            }
+            None => {
+                if all.remove(&self.store).is_none() {
+                    return Ok(());
+                }
+            }
+        }
+        let write = || format!("writing the checkpoint witness {}", self.path.display());
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).with_context(write)?;
+        let temp = self.path.with_extension("witness.new");
+        let mut file = std::fs::File::create(&temp).with_context(write)?;
+        serde_json::to_writer_pretty(&mut file, &all).with_context(write)?;
+        file.write_all(b"\n").with_context(write)?;
+        file.sync_all().with_context(write)?;
+        std::fs::rename(&temp, &self.path).with_context(write)?;
+        if let Ok(dir) = std::fs::File::open(dir) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    }
+}
+
 /// The public key as hex, for logs and `pop verify --public-key`.
 pub fn public_hex(key: &CheckpointKey) -> String {
     key.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
@@ -112,6 +211,7 @@ pub fn public_hex(key: &CheckpointKey) -> String {
 pub fn spawn(
     log: Arc<dyn LogCommitment>,
     key: CheckpointSigningKey,
+    witness: Witness,
     every: Duration,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
@@ -123,17 +223,29 @@ pub fn spawn(
         tokio::pin!(stop);
         loop {
             tokio::select! {
-                _ = tick.tick() => round(&sealer, log.as_ref()).await,
+                _ = tick.tick() => round(&sealer, log.as_ref(), &witness).await,
                 () = &mut stop => break,
             }
         }
-        round(&sealer, log.as_ref()).await;
+        round(&sealer, log.as_ref(), &witness).await;
     })
 }
 
-async fn round(sealer: &Sealer, log: &dyn LogCommitment) {
+async fn round(sealer: &Sealer, log: &dyn LogCommitment, witness: &Witness) {
     use pop_api::metrics::{
         CHECKPOINT_EVENTS, CHECKPOINT_POSITION, CHECKPOINT_SEALED, CHECKPOINT_SEQ,
+        CHECKPOINT_WITNESS_BROKEN,
+    };
+    let witnessed = match witnessed(log, witness).await {
+        Ok(w) => {
+            metrics::gauge!(CHECKPOINT_WITNESS_BROKEN).set(0.0);
+            w
+        }
+        Err(e) => {
+            metrics::gauge!(CHECKPOINT_WITNESS_BROKEN).set(1.0);
+            tracing::error!(error = %format!("{e:#}"), "not sealing checkpoints of the log");
+            return;
+        }
     };
     match sealer.seal_all(log, chrono::Utc::now()).await {
         Ok(Some(c)) => {
@@ -157,6 +269,59 @@ async fn round(sealer: &Sealer, log: &dyn LogCommitment) {
         }
         Err(e) => tracing::error!(error = %e, "sealing a checkpoint of the log failed"),
     }
+    if let Err(e) = witness_newest(sealer, log, witness, witnessed).await {
+        tracing::warn!(error = %format!("{e:#}"), "keeping the checkpoint witness failed");
+    }
+}
+
+/// The checkpoint witnessed for this store, after checking that the store still holds it
+/// unchanged; an error when it does not (its checkpoints were deleted or replaced).
+async fn witnessed(log: &dyn LogCommitment, witness: &Witness) -> Result<Option<SignedCheckpoint>> {
+    let Some(w) = witness.read()? else { return Ok(None) };
+    match log.checkpoint(w.seq).await? {
+        Some(stored) if stored == w => Ok(Some(w)),
+        stored => bail!(
+            "the store {} checkpoint {} that {} witnessed: its checkpoints were deleted or \
+             replaced, and the log may have been rewritten. Run `pop verify`; once the cause is \
+             known (a store restored from a backup, say), move the witness file away to seal again",
+            if stored.is_some() { "holds another" } else { "no longer holds" },
+            w.seq,
+            witness.path().display()
+        ),
+    }
+}
+
+/// Moves the witness to the newest stored checkpoint when it is signed by this key and links
+/// back, checkpoint by checkpoint, to the one witnessed.
+async fn witness_newest(
+    sealer: &Sealer,
+    log: &dyn LogCommitment,
+    witness: &Witness,
+    witnessed: Option<SignedCheckpoint>,
+) -> Result<()> {
+    let Some(newest) = log.last_checkpoint().await? else { return Ok(()) };
+    let key = sealer.verifying_key();
+    let from = match witnessed {
+        Some(w) if newest.seq <= w.seq => return Ok(()),
+        Some(w) => w,
+        None => {
+            newest.verify_signature(&key).map_err(anyhow::Error::msg)?;
+            return witness.write(Some(&newest));
+        }
+    };
+    let mut previous = from;
+    for seq in previous.seq + 1..=newest.seq {
+        let next =
+            log.checkpoint(seq).await?.with_context(|| format!("checkpoint {seq} is missing"))?;
+        next.verify_signature(&key).map_err(anyhow::Error::msg)?;
+        let body = next.checkpoint().map_err(anyhow::Error::msg)?;
+        let link: String = previous.hash().iter().map(|b| format!("{b:02x}")).collect();
+        if body.previous != link {
+            bail!("checkpoint {seq} does not link to checkpoint {}", previous.seq);
+        }
+        previous = next;
+    }
+    witness.write(Some(&previous))
 }
 
 #[cfg(test)]

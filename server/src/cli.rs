@@ -347,6 +347,10 @@ pub struct VerifyArgs {
     /// auditor needs no signing key.
     #[arg(long)]
     pub public_key: Option<String>,
+    /// A checkpoint witnessed outside the store, which the store must still hold unchanged
+    /// (default: `<data-dir>/checkpoint.witness` when it exists; `pop serve` keeps it).
+    #[arg(long, env = "POP_CHECKPOINT_WITNESS")]
+    pub witness: Option<PathBuf>,
 }
 
 /// What `pop export` writes.
@@ -509,6 +513,11 @@ pub struct ServeArgs {
     /// not seal).
     #[arg(long, env = "POP_CHECKPOINT_EVERY", default_value_t = crate::checkpoints::SEAL_EVERY.as_secs())]
     pub checkpoint_every: u64,
+    /// Where the server keeps the newest checkpoint it saw in the store, outside the store
+    /// (default: `<data-dir>/checkpoint.witness`). While the store lacks it or holds another
+    /// one, the server stops sealing and says so: someone deleted or replaced checkpoints.
+    #[arg(long, env = "POP_CHECKPOINT_WITNESS")]
+    pub checkpoint_witness: Option<PathBuf>,
     #[command(flatten)]
     pub reapers: ReaperArgs,
 }

@@ -149,7 +149,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     if let Some((commitment, key)) = sealing {
         let every = Duration::from_secs(args.checkpoint_every);
         let stop = stopped(stop_rx.clone());
-        reaper_tasks.push(crate::checkpoints::spawn(commitment, key, every, stop));
+        let witness = crate::checkpoints::Witness::at(
+            &data_dir,
+            args.checkpoint_witness.as_deref(),
+            backend.witness_id(),
+        );
+        reaper_tasks.push(crate::checkpoints::spawn(commitment, key, witness, every, stop));
     }
     // The pod reaper only with `--pod-reaper-namespace`.
     let pods = Arc::clone(&services.leadership);

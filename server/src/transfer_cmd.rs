@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use pop_store::commitment::Sealer;
+use pop_store::commitment::{LogCommitment as _, Sealer};
 use pop_store::transfer::{ExportReader, KeySource, TransferError};
 use pop_store::{PgOptions, PgStore, Position, SqliteOptions, SqliteStore};
 
@@ -137,19 +137,28 @@ pub async fn import(args: ImportArgs) -> Result<()> {
                 .await
                 .context("opening the PostgreSQL store to seal it")?;
             let sealed = sealer.seal_all(&store, now).await;
+            let newest = store.last_checkpoint().await;
             store.close().await;
-            sealed
+            sealed.map(|s| (s, newest))
         }
         Target::Sqlite { path, .. } => {
             let store = SqliteStore::open(path, SqliteOptions::default())
                 .await
                 .with_context(|| format!("opening {} to seal it", path.display()))?;
             let sealed = sealer.seal_all(&store, now).await;
+            let newest = store.last_checkpoint().await;
             store.close().await.context("closing the store")?;
-            sealed
+            sealed.map(|s| (s, newest))
         }
     };
-    let sealed = sealed.context("sealing the imported log")?;
+    let (sealed, newest) = sealed.context("sealing the imported log")?;
+    // A new store: what the data directory witnessed of a store here before is not this one's.
+    let store_id = match &target {
+        Target::Postgres(url) => crate::backend::redact(url),
+        Target::Sqlite { .. } => crate::checkpoints::EMBEDDED.to_owned(),
+    };
+    crate::checkpoints::Witness::at(&args.store.data_dir, None, store_id)
+        .write(newest.context("reading the imported store's newest checkpoint")?.as_ref())?;
     println!(
         "imported into {}; {}",
         target.describe(),

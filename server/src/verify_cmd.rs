@@ -8,11 +8,15 @@
 //!
 //! The signatures are checked with `--public-key`, else the public half of the checkpoint key
 //! (`--checkpoint-key`, or `<data-dir>/checkpoint.key`); without any, verification says it did
-//! not check them.
+//! not check them. The store must also still hold, unchanged, the checkpoint `pop serve`
+//! witnessed for it (`--witness`, or `<data-dir>/checkpoint.witness`): without a witness,
+//! checkpoints deleted and the log rewritten and sealed again cannot be told apart from a log
+//! never sealed, and verification says so.
 
 use anyhow::{Context, Result, bail};
 
 use pop_store::SqliteStore;
+use pop_store::commitment::Trust;
 use pop_store::verify::Verification;
 
 use crate::cli::VerifyArgs;
@@ -23,9 +27,32 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
         args.checkpoint_key.as_deref(),
         args.public_key.as_deref(),
     )?;
+    let store_id = match &args.store_url {
+        Some(url) => crate::backend::redact(url),
+        None => crate::checkpoints::EMBEDDED.to_owned(),
+    };
+    let witness =
+        crate::checkpoints::Witness::at(&args.store.data_dir, args.witness.as_deref(), store_id);
+    let witnessed = witness.read()?;
+    if args.witness.is_some() && witnessed.is_none() {
+        bail!("{} holds no checkpoint of this store", witness.path().display());
+    }
+    let note = match &witnessed {
+        Some(w) => format!(
+            "checked against checkpoint {} witnessed in {}",
+            w.seq,
+            witness.path().display()
+        ),
+        None => format!(
+            "NOTE: no witnessed checkpoint ({}, --witness): checkpoints deleted, and the log \
+             rewritten and sealed again by a holder of the key, would pass",
+            witness.path().display()
+        ),
+    };
+    let trust = Trust { key, witness: witnessed };
     let report = match &args.store_url {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            pop_store::postgres::verify_with(url, key)
+            pop_store::postgres::verify_trusting(url, trust)
                 .await
                 .context("verifying the PostgreSQL store")?
         }
@@ -35,13 +62,14 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
             if !path.exists() {
                 bail!("no embedded store at {}", path.display());
             }
-            tokio::task::spawn_blocking(move || SqliteStore::verify_file_with(&path, key)).await??
+            tokio::task::spawn_blocking(move || SqliteStore::verify_file_trusting(&path, trust))
+                .await??
         }
     };
-    print_report(report)
+    print_report(report, &note)
 }
 
-fn print_report(report: Verification) -> Result<()> {
+fn print_report(report: Verification, note: &str) -> Result<()> {
     println!(
         "checked {} events, {} streams, {} deleted streams",
         report.events, report.streams, report.deleted_streams
@@ -67,6 +95,7 @@ fn print_report(report: Verification) -> Result<()> {
              signatures NOT checked, so a consistent forgery of the whole log would pass"
         );
     }
+    println!("{note}");
     match report.first_break {
         None => {
             println!("intact");

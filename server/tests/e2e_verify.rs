@@ -196,3 +196,89 @@ async fn pop_serve_seals_checkpoints_that_pop_verify_checks() {
         "want {expected:?} in:\n{stderr}"
     );
 }
+
+/// A key cannot tell a log whose checkpoints were deleted (and then rewritten) from a log never
+/// sealed, and a server that finds no checkpoint seals afresh — it would sign the rewrite. The
+/// checkpoint `pop serve` witnessed outside the store closes that: `pop verify` fails on a store
+/// that lacks it, and the server stops sealing and says so on `/metrics`.
+#[tokio::test]
+async fn checkpoints_deleted_from_the_store_are_found_by_the_witness_and_never_sealed_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let demo = pop_command().args(["demo", "--data-dir"]).arg(&data).output().unwrap();
+    assert!(demo.status.success(), "{}", String::from_utf8_lossy(&demo.stderr));
+    let db = data.join("pop.db");
+    let count = |table: &str| -> i64 {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).unwrap()
+    };
+    let events = count("events");
+    let metrics_until = |pop: &Pop, log: &std::path::Path, name: &'static str, want: f64| {
+        let (http, url, log) =
+            (pop.http.clone(), format!("{}/metrics", pop.base()), log.to_owned());
+        async move {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let page = http.get(&url).send().await.unwrap().text().await.unwrap();
+                if gauge(&page, name).is_some_and(|v| v >= want) {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{name} < {want}:\n{page}\n{}",
+                    support::log_tail(&log)
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let stop = |mut pop: Pop| {
+        let pid = pop.child.id().to_string();
+        assert!(
+            std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success()
+        );
+        let deadline = Instant::now() + WAIT;
+        while pop.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "pop serve did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    let log = dir.path().join("serve.log");
+    let pop = Pop::start_with(&data, None, &log, false, &["--checkpoint-every", "1"]);
+    metrics_until(&pop, &log, "pop_checkpoint_events", events as f64).await;
+    stop(pop);
+    let witness = data.join("checkpoint.witness");
+    let text = std::fs::read_to_string(&witness).expect("pop serve keeps a witness");
+    assert!(text.contains("\"embedded\""), "{text}");
+    let verify = || pop_command().args(["verify", "--data-dir"]).arg(&data).output().unwrap();
+    let out = verify();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("witnessed in") && stdout.contains("intact"), "{stdout}");
+
+    // Every checkpoint deleted: with the key alone, a log not sealed yet.
+    rusqlite::Connection::open(&db).unwrap().execute_batch("DELETE FROM log_checkpoints").unwrap();
+    let out = verify();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a store without its checkpoints passed");
+    assert!(
+        stderr.contains("TAMPERED: stream ") && stderr.contains("witnessed outside the store"),
+        "{stderr}"
+    );
+    let aside = dir.path().join("witness.kept");
+    std::fs::rename(&witness, &aside).unwrap();
+    let out = verify();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("NOTE: no witnessed checkpoint"), "{stdout}");
+    std::fs::rename(&aside, &witness).unwrap();
+
+    // The server does not seal over it: it says why, on /metrics and in its log.
+    let log = dir.path().join("serve-again.log");
+    let pop = Pop::start_with(&data, None, &log, false, &["--checkpoint-every", "1"]);
+    metrics_until(&pop, &log, "pop_checkpoint_witness_broken", 1.0).await;
+    stop(pop);
+    assert_eq!(count("log_checkpoints"), 0, "the server sealed a log whose checkpoints vanished");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("not sealing checkpoints of the log"), "{logged}");
+}

@@ -199,6 +199,9 @@ pub trait LogCommitment: Send + Sync + 'static {
     /// The checkpoint with the highest sequence number, if any.
     async fn last_checkpoint(&self) -> Result<Option<SignedCheckpoint>, StoreError>;
 
+    /// The checkpoint with sequence number `seq`, if the store holds it.
+    async fn checkpoint(&self, seq: u64) -> Result<Option<SignedCheckpoint>, StoreError>;
+
     /// Up to `max` entries (events and pruned hash rows) after `after` in global order, only
     /// below the point where nothing can still commit.
     async fn sealable_entries(
@@ -350,12 +353,33 @@ pub struct LogWalker {
     /// Why the next checkpoint cannot be checked against the log (reported at its first entry).
     bad: Option<String>,
     first_break: Option<Break>,
+    /// A checkpoint known from outside the store ([`Trust::witness`]).
+    witness: Option<SignedCheckpoint>,
+}
+
+/// What verification trusts that the store cannot change: the key that signs checkpoints,
+/// and a checkpoint seen earlier and kept outside the store (the witness `pop serve` writes
+/// into its data directory). A key alone cannot tell a log whose checkpoints were deleted,
+/// then rewritten, from a log never sealed yet; the witness can: the store must still hold
+/// that very checkpoint, and it must still match the log.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    pub key: Option<VerifyingKey>,
+    pub witness: Option<SignedCheckpoint>,
+}
+
+impl From<Option<VerifyingKey>> for Trust {
+    fn from(key: Option<VerifyingKey>) -> Trust {
+        Trust { key, witness: None }
+    }
 }
 
 impl LogWalker {
-    pub fn new(checkpoints: Vec<SignedCheckpoint>, key: Option<VerifyingKey>) -> LogWalker {
+    pub fn new(checkpoints: Vec<SignedCheckpoint>, trust: impl Into<Trust>) -> LogWalker {
+        let Trust { key, witness } = trust.into();
         let signatures_checked = key.is_some();
         let mut walker = LogWalker {
+            witness,
             key,
             pending: checkpoints.into_iter(),
             open: None,
@@ -389,6 +413,17 @@ impl LogWalker {
         if signed.seq != expected_seq {
             self.bad = Some(format!(
                 "checkpoint {expected_seq} is missing (the next stored is {})",
+                signed.seq
+            ));
+            return;
+        }
+        if let Some(w) = &self.witness
+            && w.seq == signed.seq
+            && (w.body != signed.body || w.signature != signed.signature)
+        {
+            self.bad = Some(format!(
+                "checkpoint {} is not the one witnessed outside the store: the store's \
+                 checkpoints were replaced",
                 signed.seq
             ));
             return;
@@ -571,7 +606,37 @@ impl LogWalker {
         if let Some(reason) = self.bad.take() {
             self.stop(Break { stream: String::new(), version: None, position: None, reason });
         }
+        if let Some(w) = self.witness.take()
+            && !self.stopped()
+            && w.seq > self.report.checkpoints
+        {
+            self.stop(missing_witness(&w, self.report.checkpoints));
+        }
         (self.report, self.first_break)
+    }
+}
+
+/// The break of a store that lacks the witnessed checkpoint `w` (it holds `held`): located at
+/// the last stream the checkpoint names, where the log it sealed ended.
+fn missing_witness(w: &SignedCheckpoint, held: u64) -> Break {
+    let c = w.checkpoint().ok();
+    let last = c.as_ref().and_then(|c| c.streams.last());
+    Break {
+        stream: last.map(|m| m.stream.clone()).unwrap_or_default(),
+        version: last.map(|m| m.version),
+        position: c.as_ref().map(|c| c.position),
+        reason: format!(
+            "checkpoint {} was witnessed outside the store ({}), but the store's checkpoints \
+             end at {held}: they were deleted, so the log up to there may have been rewritten",
+            w.seq,
+            c.as_ref().map_or_else(
+                || "an unreadable body".to_owned(),
+                |c| format!(
+                    "{} entries up to position {}, sealed {}",
+                    c.events, c.position, c.sealed_at
+                )
+            ),
+        ),
     }
 }
 

@@ -208,3 +208,50 @@ async fn a_deleted_stream_keeps_its_hash_rows_and_the_log_still_verifies() {
     assert!(foreign.seal(&store, now()).await.is_err());
     store.close().await.unwrap();
 }
+
+/// A key alone cannot tell a log whose checkpoints were deleted (and which was then rewritten
+/// and sealed again by a server that holds the key) from a log never sealed: the checkpoint
+/// witnessed outside the store can. The store must still hold that very checkpoint.
+#[tokio::test]
+async fn a_witnessed_checkpoint_finds_checkpoints_deleted_or_sealed_again() {
+    use pop_store::commitment::{LogCommitment, Trust};
+    let dir = tempfile::tempdir().unwrap();
+    let k = key(3);
+    let (path, positions) = sealed(dir.path(), "pop.db", "real", &k).await;
+    let store = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+    let witness = store.checkpoint(3).await.unwrap().expect("checkpoint 3 is stored");
+    assert_eq!(Some(&witness), store.last_checkpoint().await.unwrap().as_ref());
+    assert!(store.checkpoint(4).await.unwrap().is_none());
+    store.close().await.unwrap();
+    let trust = Trust { key: Some(k.verifying_key()), witness: Some(witness.clone()) };
+    let check = |edit: &str| {
+        let copy = path.with_extension(format!("{}.db", Uuid::new_v4()));
+        std::fs::copy(&path, &copy).unwrap();
+        Connection::open(&copy).unwrap().execute_batch(edit).unwrap();
+        (
+            SqliteStore::verify_file_with(&copy, Some(k.verifying_key())).unwrap(),
+            SqliteStore::verify_file_trusting(&copy, trust.clone()).unwrap(),
+        )
+    };
+    let (_, intact) = check("");
+    assert!(intact.is_intact(), "{intact:?}");
+
+    // Every checkpoint deleted: with the key alone that is a log not sealed yet.
+    let b2 = positions[1][2];
+    let (keyed, witnessed) = check("DELETE FROM log_checkpoints");
+    assert!(keyed.is_intact(), "the hole the witness closes: {keyed:?}");
+    assert!(located(&witnessed, "b", 2, b2).contains("end at 0"), "{witnessed:?}");
+    // Only the newest deleted.
+    let (_, witnessed) = check("DELETE FROM log_checkpoints WHERE seq = 3");
+    assert!(located(&witnessed, "b", 2, b2).contains("end at 2"), "{witnessed:?}");
+
+    // The log replaced, then sealed again with the operator's key (a server that found no
+    // checkpoint to extend): consistent, signed by the right key, and not what was witnessed.
+    let (forged, _) = sealed(dir.path(), "forged.db", "forged", &k).await;
+    let keyed = SqliteStore::verify_file_with(&forged, Some(k.verifying_key())).unwrap();
+    assert!(keyed.is_intact(), "{keyed:?}");
+    let witnessed = SqliteStore::verify_file_trusting(&forged, trust).unwrap();
+    let found = witnessed.first_break.expect("the witness finds the forgery");
+    assert!(found.reason.contains("checkpoint 3 is not the one witnessed"), "{found}");
+    assert_eq!(found.position, Some(b2), "checkpoint 3 covers b2 alone: {found}");
+}

@@ -103,7 +103,7 @@ use crate::{
 
 pub use leader::PgLeadership;
 pub use schema::PG_SCHEMA_VERSION;
-pub use verify::{verify, verify_with};
+pub use verify::{verify, verify_trusting, verify_with};
 pub use writer::{PG_MAX_GROUP_REQUESTS, PG_WRITER_QUEUE_CAPACITY};
 
 /// The advisory-lock class (first key of the two-int key space) of everything pop locks:
@@ -325,6 +325,13 @@ impl crate::commitment::LogCommitment for PgStore {
         &self,
     ) -> Result<Option<crate::commitment::SignedCheckpoint>, StoreError> {
         seal::last_checkpoint(&self.shared.pool).await
+    }
+
+    async fn checkpoint(
+        &self,
+        seq: u64,
+    ) -> Result<Option<crate::commitment::SignedCheckpoint>, StoreError> {
+        seal::checkpoint(&self.shared.pool, seq).await
     }
 
     async fn sealable_entries(

@@ -74,6 +74,19 @@ pub(crate) async fn last_checkpoint(pool: &Pool) -> Result<Option<SignedCheckpoi
     row.as_ref().map(checkpoint_from).transpose()
 }
 
+pub(crate) async fn checkpoint(
+    pool: &Pool,
+    seq: u64,
+) -> Result<Option<SignedCheckpoint>, StoreError> {
+    let Ok(seq) = i64::try_from(seq) else { return Ok(None) };
+    let client = pool.get().await.map_err(pool_error)?;
+    let row = client
+        .query_opt("SELECT seq, body, signature FROM pop_checkpoints WHERE seq = $1", &[&seq])
+        .await
+        .map_err(fail)?;
+    row.as_ref().map(checkpoint_from).transpose()
+}
+
 pub(crate) async fn sealable_entries(
     pool: &Pool,
     after: Position,

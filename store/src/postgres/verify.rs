@@ -25,7 +25,7 @@ use tokio_postgres::{NoTls, Row};
 use super::copy::{CopyParser, Fields, Span, malformed};
 use super::schema::PG_SCHEMA_VERSION;
 use super::{PgOptions, pg_config};
-use crate::commitment::LogWalker;
+use crate::commitment::{LogWalker, Trust};
 use crate::digest::{DigestInput, Hash, data_hash, event_digest_of_bytes};
 use crate::verify::{Break, CheckpointReport, EventRow, StreamRow, Verification, Walker};
 use crate::{Position, StoreError};
@@ -77,12 +77,17 @@ pub async fn verify_with(
     url: &str,
     key: Option<crate::commitment::CheckpointKey>,
 ) -> Result<Verification, StoreError> {
+    verify_trusting(url, key.into()).await
+}
+
+/// [`verify_with`], trusting a witnessed checkpoint as well ([`Trust`]).
+pub async fn verify_trusting(url: &str, trust: Trust) -> Result<Verification, StoreError> {
     // A whole-log read may take longer than the store's per-statement bound: none here.
     let options = PgOptions { statement_timeout: Duration::ZERO, ..PgOptions::default() };
     let config = pg_config(url, &options)?;
     let (mut client, connection) = config.connect(NoTls).await.map_err(fail)?;
     let connection = tokio::spawn(connection);
-    let result = run(&mut client, &config, key).await;
+    let result = run(&mut client, &config, trust).await;
     drop(client);
     let _ = connection.await;
     result
@@ -91,7 +96,7 @@ pub async fn verify_with(
 async fn run(
     client: &mut tokio_postgres::Client,
     config: &tokio_postgres::Config,
-    key: Option<crate::commitment::CheckpointKey>,
+    trust: Trust,
 ) -> Result<Verification, StoreError> {
     let tx = super::snapshot_transaction(client).await.map_err(fail)?;
     let schema = tx
@@ -125,7 +130,7 @@ async fn run(
     if !snapshot.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
         return Err(StoreError::Corrupt(format!("an unexpected snapshot id {snapshot:?}")));
     }
-    if let Ok(report) = one_pass(&tx, config, &snapshot, key).await
+    if let Ok(report) = one_pass(&tx, config, &snapshot, trust.clone()).await
         && report.is_intact()
     {
         return Ok(report);
@@ -138,7 +143,7 @@ async fn run(
     let checkpoints = tokio::spawn(async move {
         let tx = join_snapshot(&mut second, &snapshot).await?;
         let _ = joined.send(());
-        log_walk(&tx, key).await
+        log_walk(&tx, trust).await
     });
     // Until the second connection took the snapshot, this transaction is what keeps it.
     let _ = on_snapshot.await;
@@ -547,13 +552,13 @@ fn digest_rows(
 fn walk_chunks(
     (streams, log_head): (Vec<StreamRow>, Position),
     checkpoints: Vec<crate::commitment::SignedCheckpoint>,
-    key: Option<crate::commitment::CheckpointKey>,
+    trust: Trust,
     digested: Vec<std::sync::mpsc::Receiver<Piece<Vec<LogRow>>>>,
     spare: Vec<std::sync::mpsc::SyncSender<Vec<LogRow>>>,
     count: usize,
 ) -> Result<(Verification, u64), StoreError> {
     let mut walker = Walker::new(Some(log_head));
-    let mut log = LogWalker::new(checkpoints, key);
+    let mut log = LogWalker::new(checkpoints, trust);
     let mut walked = 0u64;
     'chunks: for chunk in 0..count {
         let from = &digested[chunk % digested.len()];
@@ -602,7 +607,7 @@ async fn one_pass(
     tx: &tokio_postgres::Transaction<'_>,
     config: &tokio_postgres::Config,
     snapshot: &str,
-    key: Option<crate::commitment::CheckpointKey>,
+    trust: Trust,
 ) -> Result<Verification, StoreError> {
     let readers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4);
     let chunks = chunks(tx, readers).await?;
@@ -626,7 +631,7 @@ async fn one_pass(
     let head = async { Ok::<_, StoreError>((stream_rows(tx).await?, checkpoints(tx).await?)) };
     let walked = match head.await {
         Ok((streams, checkpoints)) => tokio::task::spawn_blocking(move || {
-            walk_chunks(streams, checkpoints, key, digested, spares, count)
+            walk_chunks(streams, checkpoints, trust, digested, spares, count)
         })
         .await
         .map_err(|e| StoreError::backend("the verifying walk", e))
@@ -691,9 +696,9 @@ async fn checkpoints(
 /// The signed checkpoints and every entry in log order, through the [`LogWalker`].
 async fn log_walk(
     tx: &tokio_postgres::Transaction<'_>,
-    key: Option<crate::commitment::CheckpointKey>,
+    trust: Trust,
 ) -> Result<(CheckpointReport, Option<Break>), StoreError> {
-    let mut log = LogWalker::new(checkpoints(tx).await?, key);
+    let mut log = LogWalker::new(checkpoints(tx).await?, trust);
     let no_params: [&(dyn ToSql + Sync); 0] = [];
     let rows = tx.query_raw(super::seal::ENTRIES_SQL, no_params).await.map_err(fail)?;
     pin_mut!(rows);

@@ -127,7 +127,7 @@ impl SqliteStore {
         &self,
         key: Option<crate::commitment::CheckpointKey>,
     ) -> Result<crate::verify::Verification, StoreError> {
-        self.readers.with(move |reader| verify::verify(&reader.conn, key)).await
+        self.readers.with(move |reader| verify::verify(&reader.conn, key.into())).await
     }
 
     /// [`SqliteStore::verify`] on a database file without opening the store (no writer, no
@@ -141,10 +141,19 @@ impl SqliteStore {
         path: &Path,
         key: Option<crate::commitment::CheckpointKey>,
     ) -> Result<crate::verify::Verification, StoreError> {
+        Self::verify_file_trusting(path, key.into())
+    }
+
+    /// [`SqliteStore::verify_file_with`], trusting a witnessed checkpoint as well
+    /// ([`crate::commitment::Trust`]).
+    pub fn verify_file_trusting(
+        path: &Path,
+        trust: crate::commitment::Trust,
+    ) -> Result<crate::verify::Verification, StoreError> {
         let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(|e| StoreError::backend("opening the store file", e))?;
         schema::configure_reader(&conn)?;
-        verify::verify(&conn, key)
+        verify::verify(&conn, trust)
     }
 
     /// The database file.
@@ -181,6 +190,13 @@ impl crate::commitment::LogCommitment for SqliteStore {
         &self,
     ) -> Result<Option<crate::commitment::SignedCheckpoint>, StoreError> {
         self.readers.with(|reader| seal::checkpoints(&reader.conn, true)).await.map(|mut v| v.pop())
+    }
+
+    async fn checkpoint(
+        &self,
+        seq: u64,
+    ) -> Result<Option<crate::commitment::SignedCheckpoint>, StoreError> {
+        self.readers.with(move |reader| seal::checkpoint(&reader.conn, seq)).await
     }
 
     async fn sealable_entries(

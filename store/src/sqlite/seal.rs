@@ -4,7 +4,7 @@
 //! every read snapshot is a prefix of the log below which nothing can still commit: all of it
 //! may be sealed.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 use crate::commitment::{LogEntry, SignedCheckpoint};
 use crate::digest::Hash;
@@ -77,6 +77,23 @@ pub(crate) fn entries(
 }
 
 /// Every stored checkpoint in sequence order (`last`: only the newest).
+/// The checkpoint numbered `seq`, if stored.
+pub(crate) fn checkpoint(
+    conn: &Connection,
+    seq: u64,
+) -> Result<Option<SignedCheckpoint>, StoreError> {
+    let Ok(seq) = i64::try_from(seq) else { return Ok(None) };
+    conn.query_row("SELECT seq, body, signature FROM log_checkpoints WHERE seq = ?1", [seq], |r| {
+        Ok(SignedCheckpoint {
+            seq: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+            body: r.get(1)?,
+            signature: r.get(2)?,
+        })
+    })
+    .optional()
+    .map_err(fail)
+}
+
 pub(crate) fn checkpoints(
     conn: &Connection,
     last: bool,

@@ -150,7 +150,7 @@ fn shard(
 /// Verifies the database `conn` reads (a reader connection: nothing is written).
 pub(crate) fn verify(
     conn: &Connection,
-    key: Option<crate::commitment::CheckpointKey>,
+    trust: crate::commitment::Trust,
 ) -> Result<Verification, StoreError> {
     let tx = conn.unchecked_transaction().map_err(fail)?;
     let conn: &Connection = &tx;
@@ -179,7 +179,7 @@ pub(crate) fn verify(
             streams.push(row.map_err(fail)?);
         }
     }
-    let log = LogWalker::new(super::seal::checkpoints(conn, false)?, key);
+    let log = LogWalker::new(super::seal::checkpoints(conn, false)?, trust);
     let count = shards();
     // The smallest ordinal of a break found so far (`u64::MAX`: none).
     let first_break = AtomicU64::new(u64::MAX);
