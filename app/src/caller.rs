@@ -125,7 +125,13 @@ impl Principal {
 
     /// The actions this principal's role allows (tenancy still decides per object).
     pub fn allowed(&self) -> impl Iterator<Item = Action> + '_ {
-        Action::ALL.into_iter().filter(|a| self.role.allows(*a))
+        Action::ALL.into_iter().filter(|a| self.may(*a))
+    }
+
+    /// Whether this principal may perform `action` at all: its role allows it, and the global
+    /// event log, which spans every customer, only to a principal that sees every customer.
+    pub fn may(&self, action: Action) -> bool {
+        self.role.allows(action) && (action != Action::ReadLog || self.customers == Visibility::All)
     }
 
     /// Whether objects owned by `customer_id` are visible to this principal.
@@ -216,9 +222,14 @@ impl Caller {
     /// FORBIDDEN unless the caller's role allows `action` (a role check reveals nothing about
     /// any object, so it may come first).
     pub fn authorize(&self, action: Action) -> AppResult<()> {
-        if !self.principal.role.allows(action) {
+        if !self.principal.may(action) {
+            let limited = if self.principal.role.allows(action) {
+                " (it sees only some customers; the global event log spans every customer)"
+            } else {
+                ""
+            };
             return Err(AppError::forbidden(format!(
-                "principal {:?} has role {} and may not {}",
+                "principal {:?} has role {} and may not {}{limited}",
                 self.principal.name,
                 self.principal.role.as_str(),
                 action.as_str()
@@ -265,6 +276,13 @@ mod tests {
         assert!(Role::Service.allows(Expand) && !Role::Service.allows(Submit));
         assert!(!Role::Service.allows(Configure) && Role::Admin.allows(Configure));
         assert!(Role::Admin.allows(Work) && Role::Admin.allows(ReadLog));
+        // The global log spans every customer: an admin of some customers may not read it.
+        let limited = Principal::new("adminb", Role::Admin, &["custb"]);
+        assert!(!limited.may(ReadLog) && limited.may(Configure));
+        assert!(!limited.allowed().any(|a| a == ReadLog));
+        let err = Caller::new(limited, "c-1").authorize(ReadLog).expect_err("refused");
+        assert_eq!(err.code, crate::error::Code::Forbidden, "{err:?}");
+        assert!(Principal::new("root", Role::Admin, &["*"]).may(ReadLog));
     }
 
     #[test]

@@ -51,6 +51,24 @@ pub trait ConfigKind: ConfigObject + VisibleTo + Clone {
     fn seen_by(self, _models: &ReadModels, _v: &Visibility) -> Self {
         self
     }
+    /// What the object names besides its own customer (see [`References`]).
+    fn references(&self) -> References<'_> {
+        References::default()
+    }
+}
+
+/// What a config object names besides its own customer, and so may steer: the resource pool
+/// whose workers run its agendas (customers and insights), the customers an insight takes
+/// agendas from or a template is shown to (`allowedCustomerIds`), and whether it takes or is
+/// shown to every customer (`isGlobal`).
+/// A principal that sees only some customers may name only pools and customers it sees, and
+/// may not make an insight global: else it could bind another customer's agendas to its own
+/// workers, or its own to another customer's.
+#[derive(Debug, Default)]
+pub struct References<'a> {
+    pub pool: Option<&'a str>,
+    pub customers: &'a [String],
+    pub global: bool,
 }
 
 fn generated_id(id: &mut String) {
@@ -103,6 +121,9 @@ config_kind!(Customer, "Customer", customer, customers, {
     fn resource_pool_id(&self) -> Option<&str> {
         self.resource_pool_id.as_deref()
     }
+    fn references(&self) -> References<'_> {
+        References { pool: self.resource_pool_id.as_deref(), ..References::default() }
+    }
 });
 
 config_kind!(ResourcePool, "ResourcePool", resource_pool, resource_pools, {
@@ -128,11 +149,21 @@ config_kind!(Insight, "Insight", insight, insights, {
     fn resource_pool_id(&self) -> Option<&str> {
         Some(&self.resource_pool_id)
     }
+    fn references(&self) -> References<'_> {
+        References {
+            pool: Some(&self.resource_pool_id),
+            customers: &self.allowed_customer_ids,
+            global: self.is_global,
+        }
+    }
 });
 
 config_kind!(AgendaTemplate, "Template", template, templates, {
     fn fill_id(&mut self) {
         generated_id(&mut self.id);
+    }
+    fn references(&self) -> References<'_> {
+        References { pool: None, customers: &self.allowed_customer_ids, global: self.is_global }
     }
     fn title(&self) -> Option<&str> {
         self.title.as_deref()
@@ -248,6 +279,9 @@ impl App {
                     caller.principal.name
                 )));
             }
+            if caller.principal.customers != Visibility::All {
+                self.check_references(caller, object.references()).await?;
+            }
         }
         let customer = match &command {
             ConfigCommand::Create { object, .. } | ConfigCommand::Update { object, .. } => {
@@ -279,6 +313,36 @@ impl App {
             position: executed.position,
             cid: caller.cid.clone(),
         })
+    }
+
+    /// The [`References`] of an object written by a principal that sees only some customers:
+    /// a pool or customer it may not see answers NOT_FOUND (as an id it may not see does
+    /// everywhere), a global insight FORBIDDEN. The pool is looked up on the write side, so a
+    /// pool created just before is found.
+    async fn check_references(&self, caller: &Caller, refs: References<'_>) -> AppResult<()> {
+        if refs.global {
+            return Err(AppError::forbidden(format!(
+                "principal {:?} sees only some customers and may not make an object global \
+                 (isGlobal: an insight takes every customer's agendas, a template is shown to \
+                 every customer)",
+                caller.principal.name
+            )));
+        }
+        if let Some(customer) = refs.customers.iter().find(|c| !caller.principal.sees(c)) {
+            return Err(AppError::not_found("customer", customer));
+        }
+        let Some(pool) = refs.pool.filter(|p| !p.trim().is_empty()) else { return Ok(()) };
+        let found = match self.commands().load::<ConfigAggregate<ResourcePool>>(pool).await {
+            Ok((state, _)) => state.live().cloned(),
+            Err(pop_store::ExecuteError::Store(pop_store::StoreError::StreamDeleted {
+                ..
+            })) => None,
+            Err(e) => return Err(error::execute("resource pool", e)),
+        };
+        if !found.is_some_and(|p| caller.principal.sees(p.customer_id())) {
+            return Err(AppError::not_found("resource pool", pool));
+        }
+        Ok(())
     }
 
     /// The config object with this id; `None` when there is none the caller may see (the two

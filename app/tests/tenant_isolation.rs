@@ -314,3 +314,75 @@ async fn a_colliding_script_acts_and_answers_each_tenant_its_own() {
     expect(&globex, 6, "-> ok a p globex Complete");
     expect(&acme, 5, r#"Some(("a", "acme", Executing"#);
 }
+
+/// The code of a refusal, as text (`None`: it was not refused).
+fn code<T>(r: &AppResult<T>) -> Option<String> {
+    r.as_ref().err().map(|e| format!("{:?}", e.code))
+}
+
+/// An admin of some customers steers only what it sees: it may not run its insights on
+/// another customer's pool (or a pool that does not exist), take other customers' agendas
+/// (`allowedCustomerIds`, `isGlobal`), show templates to every customer, or read the global
+/// event log, which spans every customer. A pool it may not see answers exactly as one that
+/// does not exist.
+#[tokio::test]
+async fn an_admin_of_some_customers_cannot_steer_other_customers_or_read_the_whole_log() {
+    use pop_app::configs::ConfigOp;
+    use pop_domain::model::AgendaTemplate;
+    let w = world().await;
+    let limited = Caller::new(Principal::new("globex-admin", Role::Admin, &["globex"]), "test");
+    let own_pool = json!({"id": "globex-pool", "customerId": "globex", "title": "own"});
+    w.app
+        .configure::<ResourcePool>(&limited, ConfigOp::Create(own_pool), None, None)
+        .await
+        .unwrap();
+    let insight = |id: &str, pool: &str, extra: Value| {
+        let mut v = json!({"id": id, "customerId": "globex", "title": id, "resourcePoolId": pool,
+            "queueSize": 10, "mappers": {"operationType": ["ffmpeg"]}});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        v
+    };
+    let create = |value: Value| {
+        let (app, limited) = (&w.app, &limited);
+        async move { app.configure::<Insight>(limited, ConfigOp::Create(value), None, None).await }
+    };
+
+    // Another customer's pool ("pool" is ops'), and one that does not exist: the same answer.
+    let theirs = create(insight("evil", "pool", json!({}))).await;
+    let missing = create(insight("evil", "nopool", json!({}))).await;
+    assert_eq!(code(&theirs).as_deref(), Some("NotFound"), "{theirs:?}");
+    assert_eq!(code(&missing).as_deref(), Some("NotFound"), "{missing:?}");
+    let (theirs, missing) = (theirs.unwrap_err().message, missing.unwrap_err().message);
+    assert_eq!(theirs.replace("\"pool\"", "\"nopool\""), missing);
+    // Another customer's agendas, named or all of them.
+    for extra in [json!({"allowedCustomerIds": ["acme"]}), json!({"allowedCustomerIds": ["ACME"]})]
+    {
+        let r = create(insight("evil", "globex-pool", extra)).await;
+        assert_eq!(code(&r).as_deref(), Some("NotFound"), "{r:?}");
+    }
+    let r = create(insight("evil", "globex-pool", json!({"isGlobal": true}))).await;
+    assert_eq!(code(&r).as_deref(), Some("Forbidden"), "{r:?}");
+    // Its own customer pointed at another customer's pool.
+    let customer = json!({"id": "globex", "title": "globex", "resourcePoolId": "pool"});
+    let r = w.app.configure::<Customer>(&limited, ConfigOp::Update(customer), None, None).await;
+    assert_eq!(code(&r).as_deref(), Some("NotFound"), "{r:?}");
+    // A template shown to every customer.
+    let template = json!({"id": "t", "customerId": "globex", "isGlobal": true,
+        "agenda": {"operations": [{"name": "a", "type": "ffmpeg"}]}});
+    let r =
+        w.app.configure::<AgendaTemplate>(&limited, ConfigOp::Create(template), None, None).await;
+    assert_eq!(code(&r).as_deref(), Some("Forbidden"), "{r:?}");
+    // Nothing of the refused writes exists; its own insight on its own pool is fine.
+    assert!(w.app.config_by_id::<Insight>(&limited, "evil", None).await.unwrap().is_none());
+    create(insight("fine", "globex-pool", json!({"allowedCustomerIds": ["globex"]})))
+        .await
+        .unwrap();
+
+    // The global event log: every customer's events, so only for who sees every customer.
+    let r = w.app.events(&limited, None, Some(10)).await;
+    assert_eq!(code(&r).as_deref(), Some("Forbidden"), "{r:?}");
+    let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
+    assert!(!w.app.events(&admin, None, Some(10)).await.unwrap().events.is_empty());
+}
