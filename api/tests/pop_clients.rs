@@ -88,6 +88,36 @@ async fn create_agenda_takes_pops_agendas_list_and_writes_none_when_one_is_wrong
     assert!(problems.iter().any(|p| p["field"] == json!("agendas[1].operations")), "{problems:?}");
     let listed = send(&s, "GET", "/pop/agenda?byLinkId=none-written", None, &[]).await;
     assert_eq!(listed.body["count"], json!(0), "{:#}", listed.body);
+
+    // An id that exists already, or one the list repeats: refused before anything is
+    // written (a retry of the whole list then succeeds once the id is changed).
+    let with_id = |id: &str, title: &str| {
+        let mut a = pop_agenda(title, "ids-checked");
+        a["id"] = json!(id);
+        a
+    };
+    let first = send(&s, "POST", &path, Some(json!({"agenda": with_id("taken", "t")})), &[]).await;
+    assert_eq!(first.status, 200, "{:#}", first.body);
+    for (list, status, field) in [
+        (json!([with_id("fresh-1", "f"), with_id("taken", "again")]), 409, None),
+        (
+            json!([with_id("dup", "d1"), with_id("fresh-2", "f"), with_id("dup", "d2")]),
+            400,
+            Some("agendas[2].id"),
+        ),
+    ] {
+        let a = send(&s, "POST", &path, Some(json!({"agendas": list})), &[]).await;
+        assert_eq!(a.status, status, "{:#}", a.body);
+        let message = a.body["errorResponse"]["description"].to_string()
+            + &a.body["errorResponse"].to_string();
+        assert!(message.contains("agendas["), "the answer names the agenda: {:#}", a.body);
+        if let Some(field) = field {
+            let problems = a.body["errorResponse"]["problems"].as_array().unwrap();
+            assert!(problems.iter().any(|p| p["field"] == json!(field)), "{problems:?}");
+        }
+    }
+    let listed = send(&s, "GET", "/pop/agenda?byLinkId=ids-checked", None, &[]).await;
+    assert_eq!(listed.body["count"], json!(1), "only the first agenda: {:#}", listed.body);
 }
 
 #[tokio::test]

@@ -368,10 +368,12 @@ impl App {
     }
 
     /// Submits several agendas (POP's `createAgenda {"agendas": [...]}`), at most
-    /// [`MAX_AGENDAS_PER_REQUEST`]. Every one is read, validated and bound before any is
-    /// written, so a mistake in one (named `agendas[i].…`) stores none; they are then written
-    /// in order, and a failure of the store or a conflict on one (its id exists) stops there,
-    /// naming it, with the earlier ones written.
+    /// [`MAX_AGENDAS_PER_REQUEST`]. Every one is read, validated, bound and decided against
+    /// its streams as they stand before any is written ([`App::check_new`]: an id repeated in
+    /// the list, or one that exists already), so a mistake in one (named `agendas[i].…`)
+    /// stores none. They are then written in order. Only a failure of the store, or another
+    /// writer taking one of the ids in between, can still stop the list part way: the answer
+    /// then names that agenda, and the ones before it are written.
     pub async fn submit_many(
         &self,
         caller: &Caller,
@@ -415,6 +417,7 @@ impl App {
                 for (customer, (adding, bytes)) in per_customer {
                     self.check_live_quota(customer, adding, bytes)?;
                 }
+                self.check_new(&prepared).await?;
                 let mut done = Vec::with_capacity(prepared.len());
                 for (i, (agenda, insight)) in prepared.into_iter().enumerate() {
                     let outcome = self
@@ -426,6 +429,54 @@ impl App {
                 Ok(done)
             })
             .await
+    }
+
+    /// Decides every prepared agenda's writes on its streams as they stand now, without
+    /// writing: the same answers [`App::commit`] would give (CONFLICT for an id that exists,
+    /// NOT_FOUND for one reaped), and VALIDATION for an id or progress id that two agendas of
+    /// the list share. Each answer names `agendas[i]`.
+    async fn check_new(&self, prepared: &[(Agenda, AgendaInsight)]) -> AppResult<()> {
+        use pop_domain::Aggregate as _;
+        let now = Utc::now();
+        let mut seen: std::collections::HashMap<String, usize> = Default::default();
+        for (i, (agenda, insight)) in prepared.iter().enumerate() {
+            let at = |e: AppError| e.within(&format!("agendas[{i}]"));
+            let customer = agenda.customer_id.as_str();
+            let progress = agenda.progress_id.as_deref().filter(|p| *p != agenda.id);
+            let own = [("id", Some(agenda.id.as_str())), ("progressId", progress)];
+            for (field, id) in own.into_iter().filter_map(|(f, id)| Some((f, id?))) {
+                if let Some(j) = seen.insert(key(customer, id), i) {
+                    return Err(AppError::invalid(
+                        &format!("agendas[{i}].{field}"),
+                        format!("{id:?} is also the id or progress id of agendas[{j}]"),
+                    ));
+                }
+            }
+            if let Some(progress_id) = progress {
+                let subject = format!("progress id {progress_id:?}");
+                let (state, _) = self
+                    .commands()
+                    .load::<AgendaState>(&key(customer, progress_id))
+                    .await
+                    .map_err(|e| at(error::execute_within(&subject, "", e)))?;
+                let command = AgendaCommand::TakeProgressId { agenda_id: agenda.id.clone(), now };
+                state.decide(&command).map_err(|e| {
+                    at(error::execute_within(&subject, "", pop_store::ExecuteError::Refused(e)))
+                })?;
+            }
+            let subject = agenda_subject(&agenda.id);
+            let (state, _) = self
+                .commands()
+                .load::<AgendaState>(&key(customer, &agenda.id))
+                .await
+                .map_err(|e| at(error::execute_within(&subject, "", e)))?;
+            let command =
+                AgendaCommand::Submit { agenda: agenda.clone(), insight: insight.clone(), now };
+            state.decide(&command).map_err(|e| {
+                at(error::execute_within(&subject, "", pop_store::ExecuteError::Refused(e)))
+            })?;
+        }
+        Ok(())
     }
 
     /// Runs `command` on the agenda `named` names if the caller may act on it (NOT_FOUND
