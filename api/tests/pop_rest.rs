@@ -912,3 +912,33 @@ async fn the_openapi_document_is_checked_in_and_names_every_route() {
         "{text}"
     );
 }
+
+/// An admin of two customers that both use the id `job-1` names the customer with
+/// `byCustomerId` on the item routes (also with `asOf`) and on operation progress.
+#[tokio::test]
+async fn an_admin_names_the_customer_of_an_id_two_customers_use() {
+    let s = start(ApiConfig::default()).await;
+    let after = s.seed().await;
+    for customer in ["acme", "globex"] {
+        let mut agenda = agenda(customer, &format!("link-{customer}"));
+        agenda["id"] = json!("job-1");
+        let path = format!("/pop/agenda?atLeastPosition={after}");
+        ok(&s, ADMIN, "POST", &path, Some(agenda)).await;
+    }
+    for (customer, link) in [("acme", "link-acme"), ("globex", "link-globex")] {
+        let a =
+            ok(&s, ADMIN, "GET", &format!("/pop/agenda/job-1?byCustomerId={customer}"), None).await;
+        assert_eq!(a.body["count"], json!(1), "{:#}", a.body);
+        assert_eq!(a.body["all"][0]["linkId"], json!(link), "{:#}", a.body);
+        let path = format!("/pop/agenda/job-1?asOf=999999&byCustomerId={customer}");
+        let a = call(&s, ADMIN, "GET", &path, None).await;
+        // Past the end of the log is refused as such, not for a missing customer.
+        assert!(!a.body.to_string().contains("name the customer"), "{:#}", a.body);
+        let path = format!("/pop/progress/operation?byAgendaId=job-1&byCustomerId={customer}");
+        let a = ok(&s, ADMIN, "GET", &path, None).await;
+        assert_eq!(a.body["count"], json!(2), "two operations of {customer}'s job-1: {:#}", a.body);
+    }
+    let path = "/pop/progress/operation?byAgendaId=job-1";
+    let a = call(&s, ADMIN, "GET", path, None).await;
+    assert!(a.body.to_string().contains("name the customer"), "{:#}", a.body);
+}

@@ -11,12 +11,13 @@ use pop_app::asof::AsOf;
 use pop_app::configs::{ConfigFilter, ConfigKind, ConfigOp};
 use pop_app::reads::{AgendaFilter, PageRequest};
 use pop_app::resolve::Named;
-use pop_app::{AgendaOutcome, App, AppError};
+use pop_app::{AgendaOutcome, App, AppError, Code};
 use pop_domain::model::{AgendaTemplate, Customer, Insight, ResourcePool};
 use pop_projections::Cursor;
 
 use super::params::*;
 use super::{Call, Endpoint, Kind, Reply, RestResult};
+use crate::config::MAX_RESPONSE_BYTES;
 
 impl Call<'_> {
     fn app(&self) -> &App {
@@ -105,8 +106,52 @@ fn to_json<T: Serialize>(value: &T) -> RestResult<Value> {
     serde_json::to_value(value).map_err(|e| AppError::internal("writing POP JSON", &e).into())
 }
 
+/// The items as POP JSON, refused with RESPONSE_TOO_LARGE once their text passes
+/// [`MAX_RESPONSE_BYTES`] — the budget of `POST /graphql`: counted item by item as they are
+/// converted, so no answer larger than the budget and one item is built.
 fn values<T: Serialize>(items: &[T]) -> RestResult<Vec<Value>> {
-    items.iter().map(to_json).collect()
+    values_within(items, MAX_RESPONSE_BYTES)
+}
+
+fn values_within<T: Serialize>(items: &[T], max_bytes: usize) -> RestResult<Vec<Value>> {
+    let mut out = Vec::with_capacity(items.len());
+    let mut bytes = 0usize;
+    for item in items {
+        let value = to_json(item)?;
+        bytes = bytes.saturating_add(json_len(&value));
+        if bytes > max_bytes {
+            return Err(AppError::new(
+                Code::ResponseTooLarge,
+                format!(
+                    "response: the {} items asked for are larger than the limit of {max_bytes} \
+                     bytes; ask for fewer (`limit`) or fewer fields (`byFields`), and page \
+                     through the rest (`after`)",
+                    items.len()
+                ),
+            )
+            .into());
+        }
+        out.push(value);
+    }
+    Ok(out)
+}
+
+/// The length of a value's JSON text, written to nowhere.
+fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a `Value` cannot fail, and `Count` never does.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 /// `{all: [...], count}` (and `next`, the cursor of the following page, when there is one).
@@ -659,4 +704,19 @@ async fn summary(call: &Call<'_>) -> RestResult<Reply> {
         None => app.progress_summary(&call.caller, &link_id, call.at_least()).await?,
     };
     Ok(Reply::json(to_json(&summary)?))
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    #[test]
+    fn a_list_past_the_byte_budget_is_refused_as_too_large() {
+        let items: Vec<Value> = (0..10).map(|i| json!({"id": i, "pad": "x".repeat(100)})).collect();
+        let one = json_len(&items[0]);
+        assert_eq!(one, serde_json::to_string(&items[0]).unwrap().len());
+        assert_eq!(values_within(&items, 10 * one).map(|v| v.len()).ok(), Some(10));
+        let refused = values_within(&items, 10 * one - 1).expect_err("over the budget");
+        assert!(format!("{refused:?}").contains("ResponseTooLarge"), "{refused:?}");
+    }
 }

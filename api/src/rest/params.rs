@@ -63,8 +63,15 @@ pub(crate) fn list_params(kind: Kind, item: bool) -> &'static [&'static str] {
         BY_COUNT,
         AT_LEAST_POSITION,
     ];
-    const OPERATION: &[&str] =
-        &[BY_ID, BY_AGENDA_PROGRESS_ID, BY_AGENDA_ID, BY_FIELDS, BY_COUNT, AT_LEAST_POSITION];
+    const OPERATION: &[&str] = &[
+        BY_ID,
+        BY_AGENDA_PROGRESS_ID,
+        BY_AGENDA_ID,
+        BY_CUSTOMER_ID,
+        BY_FIELDS,
+        BY_COUNT,
+        AT_LEAST_POSITION,
+    ];
     const POOLED: &[&str] = &[
         BY_ID,
         BY_CUSTOMER_ID,
@@ -92,8 +99,9 @@ pub(crate) fn list_params(kind: Kind, item: bool) -> &'static [&'static str] {
     ];
     if item {
         return match kind {
+            // An id two customers both use: an admin of both names the customer.
             Kind::Agenda | Kind::AgendaProgress | Kind::OperationProgress => {
-                &[BY_FIELDS, AT_LEAST_POSITION, AS_OF]
+                &[BY_FIELDS, AT_LEAST_POSITION, AS_OF, BY_CUSTOMER_ID]
             }
             _ => &[BY_FIELDS, AT_LEAST_POSITION],
         };
