@@ -280,7 +280,8 @@ impl App {
                 )));
             }
             if caller.principal.customers != Visibility::All {
-                self.check_references(caller, object.references()).await?;
+                let before = visible.map(|c| c.references()).unwrap_or_default();
+                self.check_references(caller, object.references(), before).await?;
             }
         }
         let customer = match &command {
@@ -315,23 +316,38 @@ impl App {
         })
     }
 
-    /// The [`References`] of an object written by a principal that sees only some customers:
-    /// a pool or customer it may not see answers NOT_FOUND (as an id it may not see does
-    /// everywhere), a global insight FORBIDDEN. The pool is looked up on the write side, so a
-    /// pool created just before is found.
-    async fn check_references(&self, caller: &Caller, refs: References<'_>) -> AppResult<()> {
-        if refs.global {
+    /// The [`References`] an object written by a principal that sees only some customers
+    /// adds to what it named `before` (what an admin of every customer set stays as it is): a
+    /// pool or customer the principal may not see answers NOT_FOUND (as an id it may not see
+    /// does everywhere), a global object FORBIDDEN; each names its field. The pool is looked up
+    /// on the write side, so a pool created just before is found.
+    async fn check_references(
+        &self,
+        caller: &Caller,
+        refs: References<'_>,
+        before: References<'_>,
+    ) -> AppResult<()> {
+        if refs.global && !before.global {
             return Err(AppError::forbidden(format!(
                 "principal {:?} sees only some customers and may not make an object global \
                  (isGlobal: an insight takes every customer's agendas, a template is shown to \
                  every customer)",
                 caller.principal.name
-            )));
+            ))
+            .within("isGlobal"));
         }
-        if let Some(customer) = refs.customers.iter().find(|c| !caller.principal.sees(c)) {
-            return Err(AppError::not_found("customer", customer));
+        let added =
+            refs.customers.iter().enumerate().filter(|(_, c)| !before.customers.contains(c));
+        for (i, customer) in added {
+            if !caller.principal.sees(customer) {
+                return Err(AppError::not_found("customer", customer)
+                    .within(&format!("allowedCustomerIds[{i}]")));
+            }
         }
-        let Some(pool) = refs.pool.filter(|p| !p.trim().is_empty()) else { return Ok(()) };
+        let Some(pool) = refs.pool.filter(|p| !p.trim().is_empty() && before.pool != Some(*p))
+        else {
+            return Ok(());
+        };
         let found = match self.commands().load::<ConfigAggregate<ResourcePool>>(pool).await {
             Ok((state, _)) => state.live().cloned(),
             Err(pop_store::ExecuteError::Store(pop_store::StoreError::StreamDeleted {
@@ -340,7 +356,7 @@ impl App {
             Err(e) => return Err(error::execute("resource pool", e)),
         };
         if !found.is_some_and(|p| caller.principal.sees(p.customer_id())) {
-            return Err(AppError::not_found("resource pool", pool));
+            return Err(AppError::not_found("resource pool", pool).within("resourcePoolId"));
         }
         Ok(())
     }

@@ -350,12 +350,19 @@ async fn an_admin_of_some_customers_cannot_steer_other_customers_or_read_the_who
     };
 
     // Another customer's pool ("pool" is ops'), and one that does not exist: the same answer.
+    let other_pool = json!({"id": "other-pool", "customerId": "ops", "title": "ops' other"});
+    let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
+    w.app
+        .configure::<ResourcePool>(&admin, ConfigOp::Create(other_pool), None, None)
+        .await
+        .unwrap();
     let theirs = create(insight("evil", "pool", json!({}))).await;
     let missing = create(insight("evil", "nopool", json!({}))).await;
     assert_eq!(code(&theirs).as_deref(), Some("NotFound"), "{theirs:?}");
     assert_eq!(code(&missing).as_deref(), Some("NotFound"), "{missing:?}");
     let (theirs, missing) = (theirs.unwrap_err().message, missing.unwrap_err().message);
     assert_eq!(theirs.replace("\"pool\"", "\"nopool\""), missing);
+    assert!(missing.starts_with("resourcePoolId: "), "the field is named: {missing}");
     // Another customer's agendas, named or all of them.
     for extra in [json!({"allowedCustomerIds": ["acme"]}), json!({"allowedCustomerIds": ["ACME"]})]
     {
@@ -364,8 +371,9 @@ async fn an_admin_of_some_customers_cannot_steer_other_customers_or_read_the_who
     }
     let r = create(insight("evil", "globex-pool", json!({"isGlobal": true}))).await;
     assert_eq!(code(&r).as_deref(), Some("Forbidden"), "{r:?}");
-    // Its own customer pointed at another customer's pool.
-    let customer = json!({"id": "globex", "title": "globex", "resourcePoolId": "pool"});
+    // Its own customer pointed at another customer's pool (its own, then "pool" again would be
+    // a change back to what the root admin set: also refused, since it is a change).
+    let customer = json!({"id": "globex", "title": "globex", "resourcePoolId": "other-pool"});
     let r = w.app.configure::<Customer>(&limited, ConfigOp::Update(customer), None, None).await;
     assert_eq!(code(&r).as_deref(), Some("NotFound"), "{r:?}");
     // A template shown to every customer.
@@ -374,6 +382,14 @@ async fn an_admin_of_some_customers_cannot_steer_other_customers_or_read_the_who
     let r =
         w.app.configure::<AgendaTemplate>(&limited, ConfigOp::Create(template), None, None).await;
     assert_eq!(code(&r).as_deref(), Some("Forbidden"), "{r:?}");
+    // What an admin of every customer set stays editable: globex's customer keeps the shared
+    // pool ops owns, and an insight the root admin put there keeps it too.
+    let customer = json!({"id": "globex", "title": "renamed", "resourcePoolId": "pool"});
+    let r = w.app.configure::<Customer>(&limited, ConfigOp::Update(customer), None, None).await;
+    assert!(r.is_ok(), "an unchanged shared pool: {r:?}");
+    let root_made = insight("globex-work", "pool", json!({"title": "renamed"}));
+    let r = w.app.configure::<Insight>(&limited, ConfigOp::Update(root_made), None, None).await;
+    assert!(r.is_ok(), "{r:?}");
     // Nothing of the refused writes exists; its own insight on its own pool is fine.
     assert!(w.app.config_by_id::<Insight>(&limited, "evil", None).await.unwrap().is_none());
     create(insight("fine", "globex-pool", json!({"allowedCustomerIds": ["globex"]})))
@@ -383,6 +399,5 @@ async fn an_admin_of_some_customers_cannot_steer_other_customers_or_read_the_who
     // The global event log: every customer's events, so only for who sees every customer.
     let r = w.app.events(&limited, None, Some(10)).await;
     assert_eq!(code(&r).as_deref(), Some("Forbidden"), "{r:?}");
-    let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
     assert!(!w.app.events(&admin, None, Some(10)).await.unwrap().events.is_empty());
 }
