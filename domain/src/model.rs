@@ -26,16 +26,15 @@ pub mod epoch_ms {
     pub fn from_value(v: &Value) -> Result<Option<DateTime<Utc>>, String> {
         match v {
             Value::Null => Ok(None),
-            Value::Number(n) => {
-                let ms = n
-                    .as_i64()
-                    .or_else(|| n.as_f64().map(|f| f as i64))
-                    .ok_or_else(|| format!("time {n} is not an integer"))?;
-                Utc.timestamp_millis_opt(ms)
+            Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+                (Some(ms), _) => Utc
+                    .timestamp_millis_opt(ms)
                     .single()
                     .map(Some)
-                    .ok_or_else(|| format!("time {ms} is out of range"))
-            }
+                    .ok_or_else(|| format!("time {ms} is out of range")),
+                (None, Some(f)) => from_decimal(f),
+                (None, None) => Err(format!("time {n} is out of range")),
+            },
             Value::String(s) if s.trim().is_empty() => Ok(None),
             Value::String(s) => {
                 if let Ok(ms) = s.trim().parse::<i64>() {
@@ -47,6 +46,26 @@ pub mod epoch_ms {
             }
             other => Err(format!("time must be a number or a string, not {other}")),
         }
+    }
+
+    /// Epoch seconds below this, written as a decimal, are Jackson's `Instant`
+    /// (`seconds.nanoseconds`, its default with `WRITE_DATES_AS_TIMESTAMPS`); a decimal at or
+    /// above it is milliseconds. 1e11 s is the year 5138, 1e11 ms March 1973: no time a client
+    /// means is on the wrong side. Whole numbers are always milliseconds (`java.util.Date`).
+    const DECIMAL_SECONDS_BELOW: f64 = 1e11;
+
+    /// A time written as a decimal number ([`DECIMAL_SECONDS_BELOW`]).
+    fn from_decimal(f: f64) -> Result<Option<DateTime<Utc>>, String> {
+        if !f.is_finite() {
+            return Err(format!("time {f} is not a number"));
+        }
+        let ms = if f.abs() < DECIMAL_SECONDS_BELOW { f * 1000.0 } else { f };
+        // Whole milliseconds, as every time here (a rounding, never a panic: `as` saturates).
+        let ms = ms.round() as i64;
+        Utc.timestamp_millis_opt(ms)
+            .single()
+            .map(Some)
+            .ok_or_else(|| format!("time {f} is out of range"))
     }
 
     pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
@@ -83,7 +102,7 @@ pub mod epoch_ms {
             )
         }
         fn visit_f64<E: Error>(self, v: f64) -> Result<Self::Value, E> {
-            from_millis(v as i64)
+            from_decimal(v).map_err(E::custom)
         }
         fn visit_str<E: Error>(self, v: &str) -> Result<Self::Value, E> {
             from_value(&Value::String(v.to_owned())).map_err(E::custom)
@@ -534,10 +553,24 @@ mod tests {
             json!(ms.to_string()),
             json!("2023-11-14T22:13:20.123Z"),
             json!(1.700000000123e12),
+            // Jackson's `Instant`: decimal epoch seconds with nanoseconds.
+            json!(1_700_000_000.123_f64),
         ] {
             let t = read(v.clone()).unwrap().time.unwrap();
             assert_eq!(t.timestamp_millis(), ms, "{v}");
         }
+        // Through a `Value` (the lenient path of reports) the same.
+        assert_eq!(
+            epoch_ms::from_value(&json!(1_700_000_000.123_f64))
+                .unwrap()
+                .map(|t| t.timestamp_millis()),
+            Some(ms)
+        );
+        // A whole number is milliseconds (`java.util.Date`), whatever its size.
+        assert_eq!(
+            read(json!(1_700_000_000_i64)).unwrap().time.unwrap().timestamp_millis(),
+            1_700_000_000
+        );
         assert_eq!(read(json!(null)).unwrap().time, None);
         assert_eq!(read(json!("")).unwrap().time, None);
         assert!(read(json!("yesterday")).is_err());
