@@ -153,7 +153,7 @@ impl App {
             if p > head {
                 return Err(AppError::invalid(
                     "asOf",
-                    format!("position {p} is beyond the end of the log ({head})"),
+                    format!("position {p} is beyond the end of the log"),
                 ));
             }
         }

@@ -255,7 +255,7 @@ impl App {
                     if position > head {
                         return Err(AppError::invalid(
                             "atLeastPosition",
-                            format!("position {position} is beyond the end of the log ({head})"),
+                            format!("position {position} is beyond the end of the log"),
                         ));
                     }
                 }

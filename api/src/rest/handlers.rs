@@ -17,7 +17,6 @@ use pop_projections::Cursor;
 
 use super::params::*;
 use super::{Call, Endpoint, Kind, Reply, RestResult};
-use crate::config::MAX_RESPONSE_BYTES;
 
 impl Call<'_> {
     fn app(&self) -> &App {
@@ -106,18 +105,56 @@ fn to_json<T: Serialize>(value: &T) -> RestResult<Value> {
     serde_json::to_value(value).map_err(|e| AppError::internal("writing POP JSON", &e).into())
 }
 
-/// The items as POP JSON, refused with RESPONSE_TOO_LARGE once their text passes
-/// [`MAX_RESPONSE_BYTES`] — the budget of `POST /graphql`: counted item by item as they are
-/// converted, so no answer larger than the budget and one item is built.
 fn values<T: Serialize>(items: &[T]) -> RestResult<Vec<Value>> {
-    values_within(items, MAX_RESPONSE_BYTES)
+    items.iter().map(to_json).collect()
 }
 
-fn values_within<T: Serialize>(items: &[T], max_bytes: usize) -> RestResult<Vec<Value>> {
+impl Call<'_> {
+    /// The items a read lists, as POP JSON with only the `byFields` asked for, refused with
+    /// RESPONSE_TOO_LARGE once their text passes the response budget of `POST /graphql`
+    /// (`max_response_bytes`): counted item by item as they are converted and cut, so no
+    /// answer larger than the budget and one item is built. (The replies of writes are not
+    /// budgeted: the write is done, and the request limits bound them.)
+    fn listed<T: Serialize>(&self, items: &[T]) -> RestResult<Vec<Value>> {
+        let fields = self.param(BY_FIELDS).map(wanted_fields).transpose()?;
+        values_within(items, self.state.config().max_response_bytes, fields.as_deref())
+    }
+}
+
+/// `byFields=id,title`: the fields named.
+fn wanted_fields(text: &str) -> RestResult<Vec<&str>> {
+    let wanted: Vec<&str> = text.split(',').map(str::trim).filter(|f| !f.is_empty()).collect();
+    if wanted.is_empty() {
+        return Err(
+            AppError::invalid("byFields", "name at least one field: byFields=id,title").into()
+        );
+    }
+    Ok(wanted)
+}
+
+/// An object with only the `wanted` fields (anything else as it is).
+fn cut(value: Value, wanted: &[&str]) -> Value {
+    match value {
+        Value::Object(mut map) => {
+            map.retain(|key, _| wanted.contains(&key.as_str()));
+            Value::Object(map)
+        }
+        other => other,
+    }
+}
+
+fn values_within<T: Serialize>(
+    items: &[T],
+    max_bytes: usize,
+    fields: Option<&[&str]>,
+) -> RestResult<Vec<Value>> {
     let mut out = Vec::with_capacity(items.len());
     let mut bytes = 0usize;
     for item in items {
-        let value = to_json(item)?;
+        let mut value = to_json(item)?;
+        if let Some(wanted) = fields {
+            value = cut(value, wanted);
+        }
         bytes = bytes.saturating_add(json_len(&value));
         if bytes > max_bytes {
             return Err(AppError::new(
@@ -232,10 +269,7 @@ async fn get(kind: Kind, call: &Call<'_>) -> RestResult<Reply> {
     if let (Some(id), true) = (&call.id, all.is_empty()) {
         return Err(AppError::not_found(kind.name(), id).into());
     }
-    let all = match call.param(BY_FIELDS) {
-        Some(fields) => only_fields(all, fields)?,
-        None => all,
-    };
+    // `byFields` was applied as the items were listed (`Call::listed`).
     Ok(feed(all, next))
 }
 
@@ -270,22 +304,8 @@ async fn get_as_of(kind: Kind, call: &Call<'_>, id: &str, as_of: &str) -> RestRe
 
 /// POP's `byFields=a,b`: each object keeps only the named top-level fields.
 fn only_fields(all: Vec<Value>, fields: &str) -> RestResult<Vec<Value>> {
-    let wanted: Vec<&str> = fields.split(',').map(str::trim).filter(|f| !f.is_empty()).collect();
-    if wanted.is_empty() {
-        return Err(
-            AppError::invalid("byFields", "name at least one field: byFields=id,title").into()
-        );
-    }
-    Ok(all
-        .into_iter()
-        .map(|object| match object {
-            Value::Object(mut map) => {
-                map.retain(|key, _| wanted.contains(&key.as_str()));
-                Value::Object(map)
-            }
-            other => other,
-        })
-        .collect())
+    let wanted = wanted_fields(fields)?;
+    Ok(all.into_iter().map(|object| cut(object, &wanted)).collect())
 }
 
 /// POP's `byCount`: how many objects the list's filters select, without them.
@@ -363,10 +383,10 @@ async fn agenda_list(kind: Kind, call: &Call<'_>) -> RestResult<(Vec<Value>, Opt
     let caller = &call.caller;
     if kind == Kind::Agenda {
         let found = app.agendas(caller, &filter, &page, call.at_least()).await?;
-        Ok((values(&found.items)?, found.next))
+        Ok((call.listed(&found.items)?, found.next))
     } else {
         let found = app.agenda_progress_list(caller, &filter, &page, call.at_least()).await?;
-        Ok((values(&found.items)?, found.next))
+        Ok((call.listed(&found.items)?, found.next))
     }
 }
 
@@ -376,7 +396,7 @@ async fn operation_list(call: &Call<'_>) -> RestResult<Vec<Value>> {
     if let Some(id) = call.named_id() {
         let customer = call.param(BY_CUSTOMER_ID);
         let found = app.operation_progress(&call.caller, id, customer, call.at_least()).await?;
-        return values(&found.into_iter().collect::<Vec<_>>());
+        return call.listed(&found.into_iter().collect::<Vec<_>>());
     }
     let found = app
         .operation_progress_of(
@@ -387,7 +407,7 @@ async fn operation_list(call: &Call<'_>) -> RestResult<Vec<Value>> {
             call.at_least(),
         )
         .await?;
-    values(&found)
+    call.listed(&found)
 }
 
 /// A config object by id, or a page of the visible ones, filtered by customer id, title and
@@ -400,10 +420,10 @@ async fn config_list<T: ConfigKind + Serialize>(
     if let Some(id) = call.named_id() {
         let found = app.config_by_id::<T>(&call.caller, id, call.at_least()).await?;
         let found: Vec<T> = found.into_iter().filter(|o| filter.admits(o)).collect();
-        return Ok((values(&found)?, None));
+        return Ok((call.listed(&found)?, None));
     }
     let page = app.configs::<T>(&call.caller, &filter, &call.page()?, call.at_least()).await?;
-    Ok((values(&page.items)?, page.next))
+    Ok((call.listed(&page.items)?, page.next))
 }
 
 // ---- data-object writes --------------------------------------------------------------------
@@ -715,8 +735,11 @@ mod budget_tests {
         let items: Vec<Value> = (0..10).map(|i| json!({"id": i, "pad": "x".repeat(100)})).collect();
         let one = json_len(&items[0]);
         assert_eq!(one, serde_json::to_string(&items[0]).unwrap().len());
-        assert_eq!(values_within(&items, 10 * one).map(|v| v.len()).ok(), Some(10));
-        let refused = values_within(&items, 10 * one - 1).expect_err("over the budget");
+        assert_eq!(values_within(&items, 10 * one, None).map(|v| v.len()).ok(), Some(10));
+        let refused = values_within(&items, 10 * one - 1, None).expect_err("over the budget");
         assert!(format!("{refused:?}").contains("ResponseTooLarge"), "{refused:?}");
+        // Counted after `byFields`: the ids alone fit where the whole items do not.
+        let ids = values_within(&items, 10 * one - 1, Some(&["id"])).expect("fits");
+        assert_eq!(ids[3], json!({"id": 3}));
     }
 }
