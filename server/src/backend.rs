@@ -107,16 +107,16 @@ impl Backend {
         }
     }
 
-    /// The store's signed checkpoints (`pop_store::commitment`), on the backends that keep
-    /// them (the embedded store and PostgreSQL).
     /// The store's name in the checkpoint witness file ([`crate::checkpoints::Witness`]).
     pub fn witness_id(&self) -> String {
         match &self.store {
             Store::Sqlite(_) => crate::checkpoints::EMBEDDED.to_owned(),
-            _ => self.describe.clone(),
+            _ => crate::checkpoints::POSTGRES.to_owned(),
         }
     }
 
+    /// The store's signed checkpoints (`pop_store::commitment`), on the backends that keep
+    /// them (the embedded store and PostgreSQL).
     pub fn commitment(&self) -> Option<Arc<dyn pop_store::commitment::LogCommitment>> {
         match &self.store {
             Store::Sqlite(store) => Some(store.clone()),
@@ -141,7 +141,7 @@ impl Backend {
 }
 
 /// The URL without a password, for logs and errors.
-pub(crate) fn redact(url: &str) -> String {
+fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];

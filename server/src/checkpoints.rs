@@ -20,16 +20,15 @@
 //!   stops sealing, logs an error and sets `pop_checkpoint_witness_broken`. `pop verify`
 //!   checks the store against the same file.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::collections::BTreeMap;
-
 use anyhow::{Context, Result, bail};
 use pop_store::commitment::{
-    CheckpointKey, CheckpointSigningKey, LogCommitment, Sealer, SignedCheckpoint,
+    CheckpointKey, CheckpointSigningKey, LogCommitment, SealError, Sealer, SignedCheckpoint,
     parse_signing_key, parse_verifying_key,
 };
 use serde::{Deserialize, Serialize};
@@ -115,13 +114,16 @@ pub fn verifying_key(
 /// The witness file's name in the data directory.
 pub const WITNESS_FILE: &str = "checkpoint.witness";
 
-/// The embedded store's name in the witness file (a PostgreSQL store's is its URL without
-/// the password).
+/// The embedded store's name in the witness file.
 pub const EMBEDDED: &str = "embedded";
 
+/// A PostgreSQL store's name in the witness file: one per data directory, whatever URL reaches
+/// it (a host alias, another port-forward or a password in the URL must not make the server
+/// start trusting afresh; nor is a URL, with its parameters, written to the file).
+pub const POSTGRES: &str = "postgres";
+
 /// The newest checkpoint seen in a store, kept in a file outside it: one JSON object naming
-/// each store (the embedded one, or a PostgreSQL URL without its password) and its
-/// checkpoint's exact body and signature.
+/// each store ([`EMBEDDED`], [`POSTGRES`]) and its checkpoint's exact body and signature.
 #[derive(Debug, Clone)]
 pub struct Witness {
     path: PathBuf,
@@ -148,10 +150,24 @@ impl Witness {
         &self.path
     }
 
+    /// What an operator does about a store that lacks the witnessed checkpoint.
+    pub fn remedy(&self) -> String {
+        format!(
+            "run `pop verify` to see where the log breaks; once the cause is known (a store \
+             restored from a backup, say), move {} away (keep it as evidence) to seal again",
+            self.path.display()
+        )
+    }
+
     fn all(&self) -> Result<BTreeMap<String, Witnessed>> {
         match std::fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .with_context(|| format!("reading the checkpoint witness {}", self.path.display())),
+            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "the checkpoint witness {} is not readable JSON; restore it from a backup, \
+                     or move it away to start witnessing afresh",
+                    self.path.display()
+                )
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
             Err(e) => Err(e)
                 .with_context(|| format!("reading the checkpoint witness {}", self.path.display())),
@@ -188,7 +204,13 @@ impl Witness {
         let write = || format!("writing the checkpoint witness {}", self.path.display());
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).with_context(write)?;
-        let temp = self.path.with_extension("witness.new");
+        // A name of this process's own: another process writing the same file (a `pop import`
+        // beside `pop serve`) never writes into this one's half-written file.
+        let temp = self.path.with_extension(format!(
+            "witness.{}.{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        ));
         let mut file = std::fs::File::create(&temp).with_context(write)?;
         serde_json::to_writer_pretty(&mut file, &all).with_context(write)?;
         file.write_all(b"\n").with_context(write)?;
@@ -221,33 +243,49 @@ pub fn spawn(
         let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(stop);
+        // Why the last round did not seal, so a lasting refusal is logged once, not every round.
+        let mut refused: Option<String> = None;
         loop {
             tokio::select! {
-                _ = tick.tick() => round(&sealer, log.as_ref(), &witness).await,
+                _ = tick.tick() => round(&sealer, log.as_ref(), &witness, &mut refused).await,
                 () = &mut stop => break,
             }
         }
-        round(&sealer, log.as_ref(), &witness).await;
+        round(&sealer, log.as_ref(), &witness, &mut refused).await;
     })
 }
 
-async fn round(sealer: &Sealer, log: &dyn LogCommitment, witness: &Witness) {
+async fn round(
+    sealer: &Sealer,
+    log: &dyn LogCommitment,
+    witness: &Witness,
+    refused: &mut Option<String>,
+) {
     use pop_api::metrics::{
         CHECKPOINT_EVENTS, CHECKPOINT_POSITION, CHECKPOINT_SEALED, CHECKPOINT_SEQ,
         CHECKPOINT_WITNESS_BROKEN,
     };
-    let witnessed = match witnessed(log, witness).await {
-        Ok(w) => {
-            metrics::gauge!(CHECKPOINT_WITNESS_BROKEN).set(0.0);
-            w
-        }
-        Err(e) => {
-            metrics::gauge!(CHECKPOINT_WITNESS_BROKEN).set(1.0);
-            tracing::error!(error = %format!("{e:#}"), "not sealing checkpoints of the log");
-            return;
+    let mut refuse = |why: String| {
+        metrics::gauge!(CHECKPOINT_WITNESS_BROKEN).set(1.0);
+        if refused.as_deref() != Some(why.as_str()) {
+            tracing::error!(error = %why, "not sealing checkpoints of the log");
+            *refused = Some(why);
         }
     };
-    match sealer.seal_all(log, chrono::Utc::now()).await {
+    let witnessed = match witnessed(log, witness).await {
+        Ok(w) => w,
+        Err(e) => return refuse(format!("{e:#}")),
+    };
+    let at_least = witnessed.as_ref().map_or(0, |w| w.seq);
+    let sealed = sealer.seal_all_after(log, chrono::Utc::now(), at_least).await;
+    if let Err(e @ SealError::BehindWitness { .. }) = &sealed {
+        return refuse(format!("{e}; {}", witness.remedy()));
+    }
+    if refused.take().is_some() {
+        tracing::info!("sealing checkpoints of the log again");
+    }
+    metrics::gauge!(CHECKPOINT_WITNESS_BROKEN).set(0.0);
+    match sealed {
         Ok(Some(c)) => {
             metrics::gauge!(CHECKPOINT_SEQ).set(c.seq as f64);
             metrics::gauge!(CHECKPOINT_POSITION).set(c.position.commit() as f64);
@@ -282,11 +320,11 @@ async fn witnessed(log: &dyn LogCommitment, witness: &Witness) -> Result<Option<
         Some(stored) if stored == w => Ok(Some(w)),
         stored => bail!(
             "the store {} checkpoint {} that {} witnessed: its checkpoints were deleted or \
-             replaced, and the log may have been rewritten. Run `pop verify`; once the cause is \
-             known (a store restored from a backup, say), move the witness file away to seal again",
+             replaced, and the log may have been rewritten; {}",
             if stored.is_some() { "holds another" } else { "no longer holds" },
             w.seq,
-            witness.path().display()
+            witness.path().display(),
+            witness.remedy()
         ),
     }
 }

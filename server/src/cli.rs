@@ -364,6 +364,10 @@ pub struct ExportArgs {
     /// The checkpoint signing key file (default: `<data-dir>/checkpoint.key`).
     #[arg(long, env = "POP_CHECKPOINT_KEY")]
     pub checkpoint_key: Option<PathBuf>,
+    /// The checkpoint witnessed outside the store, which it must still hold (default:
+    /// `<data-dir>/checkpoint.witness` when it exists; see `pop verify`).
+    #[arg(long, env = "POP_CHECKPOINT_WITNESS")]
+    pub witness: Option<PathBuf>,
     /// Only the entries after this log position (an export of part of the log cannot be
     /// imported).
     #[arg(long)]
@@ -392,6 +396,10 @@ pub struct ImportArgs {
     /// without it or --checkpoint-key, the key the file names is used and a warning printed.
     #[arg(long)]
     pub public_key: Option<String>,
+    /// Where `pop serve` keeps its checkpoint witness (as its `--checkpoint-witness`; default
+    /// `<data-dir>/checkpoint.witness`): the new store's checkpoint is recorded there.
+    #[arg(long, env = "POP_CHECKPOINT_WITNESS")]
+    pub witness: Option<PathBuf>,
 }
 
 /// Where the embedded store lives.

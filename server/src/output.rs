@@ -44,8 +44,8 @@ pub fn write_line(args: fmt::Arguments<'_>) {
 }
 
 /// Standard output as a `Write` that, like [`write_line`], ends the process quietly with 0
-/// when the reader went away (`pop log | head`, `pop export | head`): for commands that stream
-/// more than a screenful through a writer.
+/// when the reader went away (`pop log | head`): for commands that stream more than a
+/// screenful through a writer. Not for `pop export`, whose cut output is an error.
 pub struct Stdout;
 
 impl Write for Stdout {

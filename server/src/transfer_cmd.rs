@@ -28,17 +28,28 @@ pub async fn export(args: ExportArgs) -> Result<()> {
     };
     let key =
         crate::checkpoints::signing_key(&args.store.data_dir, args.checkpoint_key.as_deref())?;
+    // Only a log that verifies is exported and signed: its own checkpoints, and the one this
+    // data directory witnessed of it (see `pop verify`).
+    let store_id = match &args.store_url {
+        Some(_) => crate::checkpoints::POSTGRES.to_owned(),
+        None => crate::checkpoints::EMBEDDED.to_owned(),
+    };
+    let witness =
+        crate::checkpoints::Witness::at(&args.store.data_dir, args.witness.as_deref(), store_id)
+            .read()?;
     let out: Box<dyn Write + Send> = match &args.out {
         Some(path) => Box::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
         ),
-        None => Box::new(crate::output::Stdout),
+        // Not `output::Stdout`: a reader that goes away leaves the export incomplete, an error.
+        None => Box::new(std::io::stdout()),
     };
     let out = std::io::BufWriter::with_capacity(1 << 20, out);
     let now = chrono::Utc::now();
     let result = match &args.store_url {
         Some(url) if is_postgres(url) => {
-            pop_store::postgres::transfer::export(url, since, &key, out, now).await
+            pop_store::postgres::transfer::export_trusting(url, since, &key, witness, out, now)
+                .await
         }
         Some(_) => bail!("pop export reads the embedded store or a PostgreSQL one (postgres://…)"),
         None => {
@@ -47,7 +58,7 @@ pub async fn export(args: ExportArgs) -> Result<()> {
                 bail!("no embedded store at {}", path.display());
             }
             tokio::task::spawn_blocking(move || {
-                pop_store::sqlite::transfer::export(&path, since, &key, out, now)
+                pop_store::sqlite::transfer::export_trusting(&path, since, &key, witness, out, now)
             })
             .await?
         }
@@ -55,10 +66,16 @@ pub async fn export(args: ExportArgs) -> Result<()> {
     let summary = match result {
         Ok(s) => s,
         Err(e) => {
-            if let Some(path) = &args.out {
-                let _ = std::fs::remove_file(path);
-            }
-            return Err(e).context("exporting the log");
+            let what = match &args.out {
+                Some(path) => {
+                    let _ = std::fs::remove_file(path);
+                    "exporting the log (nothing was kept)".to_owned()
+                }
+                None => "exporting the log: what went to standard output is incomplete, and \
+                         `pop import` refuses it"
+                    .to_owned(),
+            };
+            return Err(e).context(what);
         }
     };
     let m = &summary.manifest;
@@ -153,12 +170,25 @@ pub async fn import(args: ImportArgs) -> Result<()> {
     };
     let (sealed, newest) = sealed.context("sealing the imported log")?;
     // A new store: what the data directory witnessed of a store here before is not this one's.
+    // The import is committed whatever happens here, so a witness that cannot be written is
+    // a warning with what to do, not a failure (a retry would find the store full).
     let store_id = match &target {
-        Target::Postgres(url) => crate::backend::redact(url),
+        Target::Postgres(_) => crate::checkpoints::POSTGRES.to_owned(),
         Target::Sqlite { .. } => crate::checkpoints::EMBEDDED.to_owned(),
     };
-    crate::checkpoints::Witness::at(&args.store.data_dir, None, store_id)
-        .write(newest.context("reading the imported store's newest checkpoint")?.as_ref())?;
+    let witness =
+        crate::checkpoints::Witness::at(&args.store.data_dir, args.witness.as_deref(), store_id);
+    let witnessed = newest
+        .context("reading the imported store's newest checkpoint")
+        .and_then(|newest| witness.write(newest.as_ref()));
+    if let Err(e) = witnessed {
+        eprintln!(
+            "WARNING: the import is committed, but the checkpoint witness was not written \
+             ({e:#}); move {} away before `pop serve` uses this data directory, or it will \
+             refuse to seal the new store",
+            witness.path().display()
+        );
+    }
     println!(
         "imported into {}; {}",
         target.describe(),

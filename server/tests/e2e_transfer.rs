@@ -75,7 +75,7 @@ async fn an_export_imported_elsewhere_verifies_and_rebuilds_to_the_same_fingerpr
     assert!(!stdout.contains("WARNING"), "{stdout}");
     let verified = ok(&run(&["verify"], &[("--data-dir", &dst)]), "pop verify (target)");
     assert!(verified.contains("checked 23 events"), "{verified}");
-    assert!(verified.contains("checked 1 signed checkpoints over 23 log entries"), "{verified}");
+    assert!(verified.contains("checked 1 signed checkpoint over 23 log entries"), "{verified}");
     assert!(verified.trim_end().ends_with("intact"), "{verified}");
     let rebuilt = ok(&run(&["rebuild"], &[("--data-dir", &dst)]), "pop rebuild (target)");
     assert_eq!(fingerprint(&rebuilt), expected, "{rebuilt}");
@@ -110,7 +110,7 @@ async fn an_export_imported_elsewhere_verifies_and_rebuilds_to_the_same_fingerpr
     .await
     .unwrap();
     assert!(verified.contains("checked 23 events"), "{verified}");
-    assert!(verified.contains("checked 1 signed checkpoints over 23 log entries"), "{verified}");
+    assert!(verified.contains("checked 1 signed checkpoint over 23 log entries"), "{verified}");
     assert!(verified.trim_end().ends_with("intact"), "{verified}");
     assert_eq!(fingerprint(&rebuilt), expected, "{rebuilt}");
 }

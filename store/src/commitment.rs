@@ -223,6 +223,14 @@ pub enum SealError {
     /// The newest stored checkpoint is not one this key can extend.
     #[error("the newest checkpoint cannot be extended: {0}")]
     Foreign(String),
+    /// The store's checkpoints end before the one witnessed outside it
+    /// ([`Sealer::seal_after`]): they were deleted, and sealing now would sign what replaced
+    /// them.
+    #[error(
+        "the store's checkpoints end at {held}, before checkpoint {witnessed} that was \
+         witnessed outside it: they were deleted; not sealing over them"
+    )]
+    BehindWitness { held: u64, witnessed: u64 },
 }
 
 /// Seals checkpoints with one key: each [`Sealer::seal`] extends the newest stored checkpoint
@@ -256,8 +264,26 @@ impl Sealer {
         store: &dyn LogCommitment,
         now: DateTime<Utc>,
     ) -> Result<Option<Checkpoint>, SealError> {
+        self.seal_after(store, now, 0).await
+    }
+
+    /// [`Sealer::seal`], refusing ([`SealError::BehindWitness`]) when the store's newest
+    /// checkpoint is numbered below `witnessed` (the checkpoint known outside the store; 0:
+    /// none). Checked on the checkpoint this seal extends, so checkpoints deleted at any time
+    /// before it are never sealed over — in particular never begun again at 1.
+    pub async fn seal_after(
+        &self,
+        store: &dyn LogCommitment,
+        now: DateTime<Utc>,
+        witnessed: u64,
+    ) -> Result<Option<Checkpoint>, SealError> {
         let public = self.key.verifying_key();
-        let (seq, after, events, log_hash, previous) = match store.last_checkpoint().await? {
+        let last = store.last_checkpoint().await?;
+        let held = last.as_ref().map_or(0, |c| c.seq);
+        if held < witnessed {
+            return Err(SealError::BehindWitness { held, witnessed });
+        }
+        let (seq, after, events, log_hash, previous) = match last {
             None => (1, Position::START, 0, GENESIS, GENESIS),
             Some(last) => {
                 last.verify_signature(&public).map_err(SealError::Foreign)?;
@@ -320,8 +346,18 @@ impl Sealer {
         store: &dyn LogCommitment,
         now: DateTime<Utc>,
     ) -> Result<Option<Checkpoint>, SealError> {
+        self.seal_all_after(store, now, 0).await
+    }
+
+    /// [`Sealer::seal_all`] with [`Sealer::seal_after`]'s check at every step.
+    pub async fn seal_all_after(
+        &self,
+        store: &dyn LogCommitment,
+        now: DateTime<Utc>,
+        witnessed: u64,
+    ) -> Result<Option<Checkpoint>, SealError> {
         let mut newest = None;
-        while let Some(c) = self.seal(store, now).await? {
+        while let Some(c) = self.seal_after(store, now, witnessed).await? {
             newest = Some(c);
         }
         Ok(newest)

@@ -241,6 +241,26 @@ async fn a_witnessed_checkpoint_finds_checkpoints_deleted_or_sealed_again() {
     let (keyed, witnessed) = check("DELETE FROM log_checkpoints");
     assert!(keyed.is_intact(), "the hole the witness closes: {keyed:?}");
     assert!(located(&witnessed, "b", 2, b2).contains("end at 0"), "{witnessed:?}");
+    // A sealer told of the witness never seals over the deletion (it would begin again at 1
+    // and sign whatever the log now holds); with the checkpoints in place it goes on.
+    let copy = dir.path().join("deleted.db");
+    std::fs::copy(&path, &copy).unwrap();
+    Connection::open(&copy).unwrap().execute_batch("DELETE FROM log_checkpoints").unwrap();
+    let store = SqliteStore::open(&copy, SqliteOptions::default()).await.unwrap();
+    let sealer = Sealer::new(k.clone());
+    let refused = sealer.seal_all_after(&store, now(), witness.seq).await;
+    assert!(
+        matches!(
+            refused,
+            Err(pop_store::commitment::SealError::BehindWitness { held: 0, witnessed: 3 })
+        ),
+        "{refused:?}"
+    );
+    assert!(store.last_checkpoint().await.unwrap().is_none(), "nothing was sealed");
+    store.close().await.unwrap();
+    let store = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+    assert!(sealer.seal_all_after(&store, now(), witness.seq).await.unwrap().is_none());
+    store.close().await.unwrap();
     // Only the newest deleted.
     let (_, witnessed) = check("DELETE FROM log_checkpoints WHERE seq = 3");
     assert!(located(&witnessed, "b", 2, b2).contains("end at 2"), "{witnessed:?}");
@@ -254,4 +274,48 @@ async fn a_witnessed_checkpoint_finds_checkpoints_deleted_or_sealed_again() {
     let found = witnessed.first_break.expect("the witness finds the forgery");
     assert!(found.reason.contains("checkpoint 3 is not the one witnessed"), "{found}");
     assert_eq!(found.position, Some(b2), "checkpoint 3 covers b2 alone: {found}");
+}
+
+/// `pop export` signs what it exports: it must refuse a log that does not verify, its stored
+/// checkpoints and the witnessed one included — a stream removed whole keeps every chain
+/// intact, and only the checkpoints show it.
+#[tokio::test]
+async fn an_export_signs_only_a_log_whose_checkpoints_verify() {
+    use pop_store::commitment::LogCommitment;
+    use pop_store::transfer::TransferError;
+    let dir = tempfile::tempdir().unwrap();
+    let k = key(3);
+    let (path, p) = sealed(dir.path(), "pop.db", "real", &k).await;
+    let store = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+    let witness = store.last_checkpoint().await.unwrap();
+    store.close().await.unwrap();
+    let export = |edit: &str, witness: Option<pop_store::commitment::SignedCheckpoint>| {
+        let copy = path.with_extension(format!("{}.db", Uuid::new_v4()));
+        std::fs::copy(&path, &copy).unwrap();
+        Connection::open(&copy).unwrap().execute_batch(edit).unwrap();
+        let mut out = Vec::new();
+        pop_store::sqlite::transfer::export_trusting(
+            &copy,
+            Position::START,
+            &k,
+            witness,
+            &mut out,
+            now(),
+        )
+    };
+    assert!(export("", witness.clone()).is_ok());
+    let removed = "DELETE FROM events WHERE stream_id = (SELECT id FROM streams WHERE name = 'c'); \
+                   DELETE FROM streams WHERE name = 'c';";
+    match export(removed, None) {
+        Err(TransferError::SourceBroken(b)) => {
+            assert_eq!((b.stream.as_str(), b.position), ("c", Some(p[2][1])), "{b}");
+        }
+        other => panic!("a log without stream c was exported: {other:?}"),
+    }
+    // Every checkpoint deleted: consistent for the key alone, not for the witness.
+    assert!(export("DELETE FROM log_checkpoints", None).is_ok());
+    match export("DELETE FROM log_checkpoints", witness) {
+        Err(TransferError::SourceBroken(b)) => assert!(b.reason.contains("witnessed"), "{b}"),
+        other => panic!("exported past the witness: {other:?}"),
+    }
 }

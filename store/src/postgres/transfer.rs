@@ -86,6 +86,20 @@ pub async fn export(
     out: impl Write,
     now: DateTime<Utc>,
 ) -> Result<ExportSummary, TransferError> {
+    export_trusting(url, since, key, None, out, now).await
+}
+
+/// [`export`], which also checks the store's signed checkpoints with `key`'s public half, and
+/// that it still holds the `witness`ed one ([`crate::commitment::Trust`]): only a log that
+/// verifies is signed.
+pub async fn export_trusting(
+    url: &str,
+    since: Position,
+    key: &SigningKey,
+    witness: Option<crate::commitment::SignedCheckpoint>,
+    out: impl Write,
+    now: DateTime<Utc>,
+) -> Result<ExportSummary, TransferError> {
     let read = fail("exporting the PostgreSQL store");
     let (mut client, driver) = connect(url).await?;
     let result = async {
@@ -146,7 +160,9 @@ pub async fn export(
             last,
             &key.verifying_key(),
         );
-        let mut exporter = Exporter::new(out, manifest.clone())?;
+        let trust = crate::commitment::Trust { key: Some(key.verifying_key()), witness };
+        let checkpoints = super::verify::checkpoints(&tx).await?;
+        let mut exporter = Exporter::new(out, manifest.clone())?.checking(checkpoints, trust);
         let params: [&(dyn ToSql + Sync); 2] = [&a, &b];
         let rows = tx.query_raw(ENTRIES_SQL, params).await.map_err(&read)?;
         pin_mut!(rows);

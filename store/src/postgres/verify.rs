@@ -682,7 +682,7 @@ async fn one_pass(
 }
 
 /// The signed checkpoints, in order.
-async fn checkpoints(
+pub(crate) async fn checkpoints(
     tx: &tokio_postgres::Transaction<'_>,
 ) -> Result<Vec<crate::commitment::SignedCheckpoint>, StoreError> {
     tx.query("SELECT seq, body, signature FROM pop_checkpoints ORDER BY seq", &[])

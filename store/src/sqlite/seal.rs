@@ -76,7 +76,6 @@ pub(crate) fn entries(
     Ok(())
 }
 
-/// Every stored checkpoint in sequence order (`last`: only the newest).
 /// The checkpoint numbered `seq`, if stored.
 pub(crate) fn checkpoint(
     conn: &Connection,
@@ -94,6 +93,7 @@ pub(crate) fn checkpoint(
     .map_err(fail)
 }
 
+/// Every stored checkpoint in sequence order (`last`: only the newest).
 pub(crate) fn checkpoints(
     conn: &Connection,
     last: bool,

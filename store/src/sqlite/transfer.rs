@@ -50,6 +50,20 @@ pub fn export(
     out: impl Write + Send,
     now: DateTime<Utc>,
 ) -> Result<ExportSummary, TransferError> {
+    export_trusting(path, since, key, None, out, now)
+}
+
+/// [`export`], which also checks the store's signed checkpoints with `key`'s public half, and
+/// that it still holds the `witness`ed one ([`crate::commitment::Trust`]): only a log that
+/// verifies is signed.
+pub fn export_trusting(
+    path: &Path,
+    since: Position,
+    key: &SigningKey,
+    witness: Option<crate::commitment::SignedCheckpoint>,
+    out: impl Write + Send,
+    now: DateTime<Utc>,
+) -> Result<ExportSummary, TransferError> {
     let read = fail("exporting the embedded store");
     let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(fail("opening the store file"))?;
@@ -107,7 +121,9 @@ pub fn export(
         last,
         &key.verifying_key(),
     );
-    let mut exporter = Exporter::new(out, manifest.clone())?;
+    let trust = crate::commitment::Trust { key: Some(key.verifying_key()), witness };
+    let checkpoints = super::seal::checkpoints(&tx, false)?;
+    let mut exporter = Exporter::new(out, manifest.clone())?.checking(checkpoints, trust);
     // Two halves on two cores: this thread steps through the rows and copies them out of
     // SQLite into batches (one buffer of bytes each, used again and again); another checks
     // each event's digest and chain and writes its line, in the order read.

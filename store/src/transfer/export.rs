@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::text::{hex_bytes, json_str, push_base64, push_hex, push_position, push_time, push_u64};
 use super::{DataChecks, Entry, EventRef, Manifest, SOURCE, StreamSlot, Tombstone, TransferError};
 use crate::Position;
-use crate::commitment::{Checkpoint, SignedCheckpoint, StreamMark, key_id};
+use crate::commitment::{Checkpoint, LogWalker, SignedCheckpoint, StreamMark, Trust, key_id};
 use crate::digest::{DigestInput, GENESIS, Hash, chain, event_digest, hex};
 use crate::verify::Break;
 
@@ -71,6 +71,9 @@ pub struct Exporter<W: Write> {
     events: u64,
     pruned: u64,
     last: Option<Position>,
+    /// The source's stored checkpoints, checked against the entries as they are written
+    /// ([`Exporter::checking`]).
+    log: Option<LogWalker>,
 }
 
 impl<W: Write> Exporter<W> {
@@ -88,7 +91,30 @@ impl<W: Write> Exporter<W> {
             events: 0,
             pruned: 0,
             last: None,
+            log: None,
         })
+    }
+
+    /// Checks the source's own signed checkpoints (and the checkpoint witnessed outside it) as
+    /// [`crate::verify`] does, against the entries as they are written: an export signs only a
+    /// log that verifies. Only for an export of the whole log (`since` at the start); a part
+    /// of the log cannot be checked against checkpoints that begin before it.
+    pub fn checking(mut self, checkpoints: Vec<SignedCheckpoint>, trust: Trust) -> Self {
+        if self.manifest.since == Position::START {
+            self.log = Some(LogWalker::new(checkpoints, trust));
+        }
+        self
+    }
+
+    /// The first break the checkpoint walk found, once it stopped.
+    fn checkpoints_broken(&mut self) -> TransferError {
+        let found = self.log.take().and_then(|log| log.finish().1);
+        TransferError::SourceBroken(found.unwrap_or_else(|| Break {
+            stream: String::new(),
+            version: None,
+            position: None,
+            reason: "the log does not match its checkpoints".into(),
+        }))
     }
 
     /// The slot of the stream named `name` (one lookup of the name; a backend that knows its
@@ -117,13 +143,26 @@ impl<W: Write> Exporter<W> {
         Ok(())
     }
 
-    /// Adds an entry to the checkpoint: the log hash, the count, where its stream ended.
-    fn seal(&mut self, slot: StreamSlot, position: Position, version: u64, link: Option<&Hash>) {
+    /// Adds an entry to the checkpoint: the log hash, the count, where its stream ended; and
+    /// checks it against the source's checkpoints ([`Exporter::checking`]).
+    fn seal(
+        &mut self,
+        slot: StreamSlot,
+        position: Position,
+        version: u64,
+        link: Option<&Hash>,
+    ) -> Result<(), TransferError> {
         let stream = &mut self.streams[slot.0];
         self.log_hash =
             crate::commitment::fold_parts(&self.log_hash, position, &stream.name, version, link);
         self.count += 1;
         stream.mark = Some((version, position, *link.unwrap_or(&GENESIS)));
+        if let Some(log) = &mut self.log
+            && !log.entry_parts(position, &stream.name, version, link.copied())
+        {
+            return Err(self.checkpoints_broken());
+        }
+        Ok(())
     }
 
     /// Writes one entry; the source's digest and chain are checked first (a stream whose
@@ -244,7 +283,7 @@ impl<W: Write> Exporter<W> {
         line.extend_from_slice(b"}\n");
         self.out.write_all(line)?;
         self.events += 1;
-        self.seal(slot, e.position, e.version, Some(&stored));
+        self.seal(slot, e.position, e.version, Some(&stored))?;
         Ok(())
     }
 
@@ -276,7 +315,7 @@ impl<W: Write> Exporter<W> {
         }
         self.out.write_all(line)?;
         self.pruned += 1;
-        self.seal(slot, position, version, link);
+        self.seal(slot, position, version, link)?;
         Ok(())
     }
 
@@ -311,6 +350,11 @@ impl<W: Write> Exporter<W> {
             push_time(line, t.deleted_at);
             line.extend_from_slice(b"\"}\n");
             self.out.write_all(line)?;
+        }
+        if let Some(log) = self.log.take()
+            && let (_, Some(found)) = log.finish()
+        {
+            return Err(TransferError::SourceBroken(found));
         }
         let m = &self.manifest;
         if (self.events, self.pruned, tombstones.len() as u64) != (m.events, m.pruned, m.tombstones)
