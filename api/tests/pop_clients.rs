@@ -56,6 +56,10 @@ async fn the_pop_cid_header_is_the_correlation_id_and_comes_back() {
     assert_eq!(a.status, 200, "{:#}", a.body);
     assert_eq!(a.pop_cid.as_deref(), Some("pop-cid-42"));
     assert_eq!(a.cid.as_deref(), Some("pop-cid-42"));
+    // In the body too, as POP's responses carry it (a success as well as an error).
+    assert_eq!(a.body["cid"], json!("pop-cid-42"), "{:#}", a.body);
+    let read = send(&s, "GET", "/pop/agenda?limit=1", None, &[("X-pop-cid", "pop-cid-44")]).await;
+    assert_eq!(read.body["cid"], json!("pop-cid-44"), "{:#}", read.body);
     // The events carry it: the agenda was submitted with that cid.
     assert_eq!(a.body["all"][0]["cid"], json!("pop-cid-42"));
     // And errors name it.

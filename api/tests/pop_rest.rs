@@ -283,7 +283,9 @@ async fn a_whole_lifecycle_through_the_rest_surface() {
         Some(json!({"insightId": "insight-transcode", "count": 5})),
     )
     .await;
-    assert_eq!(a.body, json!({"all": [], "agendaProgresses": [], "count": 0}));
+    let cid = a.body["cid"].clone();
+    assert!(cid.is_string(), "POP's responses carry the cid: {:#}", a.body);
+    assert_eq!(a.body, json!({"all": [], "agendaProgresses": [], "count": 0, "cid": cid}));
 
     // Report: the wrapper form, then the bare AgendaProgress form POP executors also send.
     let a = ok(

@@ -224,12 +224,12 @@ fn agenda_reply(results: &[AgendaOutcome]) -> RestResult<Reply> {
         "agendaProgresses": values(&progress)?,
     });
     let position = results.iter().rev().find_map(|r| r.position.map(|p| p.to_string()));
-    Ok(Reply { body, position })
+    Ok(Reply::written(body, position))
 }
 
 pub(super) async fn handle(endpoint: Endpoint, call: Call<'_>) -> RestResult<Reply> {
     match endpoint {
-        Endpoint::OpenApi => Ok(Reply::json(super::openapi::document())),
+        Endpoint::OpenApi => Ok(Reply::document(super::openapi::document())),
         Endpoint::Collection(kind) | Endpoint::Item(kind) => match call.method {
             Method::GET => get(kind, &call).await,
             Method::POST => create(kind, &call).await,
@@ -646,7 +646,7 @@ async fn update_progresses(call: &Call<'_>) -> RestResult<Reply> {
         }
     }
     let body = json!({"count": results.len(), "failed": failed, "results": results});
-    Ok(Reply { body, position })
+    Ok(Reply::written(body, position))
 }
 
 /// `resourcepool/service/updateAgenda {agendaId, operations, params?}`: the expand.

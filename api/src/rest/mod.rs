@@ -357,11 +357,22 @@ fn envelope(failure: RestError, cid: &str) -> Response {
 pub(crate) struct Reply {
     body: Value,
     position: Option<String>,
+    /// A document that is not a POP answer (the OpenAPI description): no `cid` added.
+    document: bool,
 }
 
 impl Reply {
     fn json(body: Value) -> Reply {
-        Reply { body, position: None }
+        Reply { body, position: None, document: false }
+    }
+
+    /// A write's answer, with the position of its last event.
+    fn written(body: Value, position: Option<String>) -> Reply {
+        Reply { body, position, document: false }
+    }
+
+    fn document(body: Value) -> Reply {
+        Reply { body, position: None, document: true }
     }
 }
 
@@ -474,7 +485,11 @@ pub(crate) async fn dispatch(
     let mut cid = request_cid(&headers);
     let mut route = "unrouted";
     let mut response = match serve(&state, method, &uri, &headers, body, &cid, &mut route).await {
-        Ok(reply) => {
+        Ok(mut reply) => {
+            // POP's responses carry the request's `cid` at the top, as its errors do.
+            if let (false, Value::Object(fields)) = (reply.document, &mut reply.body) {
+                fields.entry("cid").or_insert_with(|| Value::String(cid.clone()));
+            }
             let mut response = (StatusCode::OK, axum::Json(reply.body)).into_response();
             if let Some(p) = reply.position.and_then(|p| HeaderValue::from_str(&p).ok()) {
                 response.headers_mut().insert(POSITION_HEADER, p);
@@ -526,7 +541,7 @@ async fn serve(
         });
     }
     if route.endpoint == Endpoint::OpenApi {
-        return Ok(Reply::json(openapi::document()));
+        return Ok(Reply::document(openapi::document()));
     }
     // Authenticate before reading the body: an anonymous caller costs no parsing.
     let Some(principal) = header_principal(state, headers) else {
