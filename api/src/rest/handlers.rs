@@ -60,9 +60,15 @@ impl Call<'_> {
         let max = self.app().config().max_page_size;
         let first = match self.param(LIMIT).or(self.param(BY_LIMIT)) {
             None => i64::try_from(max).unwrap_or(i64::MAX),
-            Some(text) => text.trim().parse::<i64>().map_err(|_| {
-                AppError::invalid("limit", format!("{text:?} is not an integer in 1..={max}"))
-            })?,
+            // Checked here, so the answer names REST's parameter (`limit`), not GraphQL's.
+            Some(text) => text
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 1 && usize::try_from(*n).is_ok_and(|n| n <= max))
+                .ok_or_else(|| {
+                    AppError::invalid("limit", format!("{text:?} is not an integer in 1..={max}"))
+                })?,
         };
         Ok(PageRequest { first: Some(first), after: self.param(AFTER).map(str::to_string) })
     }
