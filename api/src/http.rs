@@ -97,6 +97,7 @@ fn error_response(status: StatusCode, error: AppError, cid: &str) -> Response {
     });
     let mut response = (status, axum::Json(body)).into_response();
     set_cid_headers(response.headers_mut(), cid);
+    crate::request::challenge(&mut response);
     response
 }
 

@@ -41,6 +41,16 @@ pub fn set_cid_headers(headers: &mut axum::http::HeaderMap, cid: &str) {
     }
 }
 
+/// A 401 says how to authenticate (RFC 9110 §11.6.1, RFC 6750 §3): `WWW-Authenticate: Bearer`.
+pub fn challenge(response: &mut axum::response::Response) {
+    if response.status() == axum::http::StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Bearer realm=\"pop\""),
+        );
+    }
+}
+
 /// The W3C trace context header: its value is stored in the metadata of the events the
 /// request appends (see [`pop_app::Caller::with_traceparent`]). When the server exports
 /// traces, it has already replaced the client's value with that of its own request span.

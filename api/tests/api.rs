@@ -134,6 +134,11 @@ async fn unauthenticated_and_forbidden() {
         assert_eq!(code(&body["errors"][0]), "UNAUTHENTICATED");
         assert!(body["errors"][0]["extensions"]["cid"].is_string(), "{body:#}");
     }
+    // A 401 says how to authenticate (RFC 6750).
+    let resp = s.http.post(format!("{}/graphql", s.base)).json(&query).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let challenge = resp.headers().get("www-authenticate").and_then(|v| v.to_str().ok());
+    assert_eq!(challenge, Some("Bearer realm=\"pop\""));
     let me = s.ok(ACME, "{ me { name role customers } }", json!({})).await;
     assert_eq!(me["me"], json!({"name": "acme-user", "role": "user", "customers": ["acme"]}));
 

@@ -25,6 +25,7 @@ struct Answer {
     position: Option<String>,
     cid: Option<String>,
     allow: Option<String>,
+    challenge: Option<String>,
 }
 
 async fn call_with(
@@ -51,10 +52,11 @@ async fn call_with(
     let header = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
     let (position, cid, allow) =
         (header("x-pop-position"), header("x-correlation-id"), header("allow"));
+    let challenge = header("www-authenticate");
     let text = resp.text().await.unwrap();
     let body =
         serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
-    Answer { status, body, position, cid, allow }
+    Answer { status, body, position, cid, allow, challenge }
 }
 
 async fn call(
@@ -436,6 +438,8 @@ async fn every_error_answers_the_envelope_with_an_honest_status() {
         call_with(&s, None, "GET", "/pop/agenda", None, &[("x-correlation-id", "my-cid-1")]).await;
     let e = envelope(&a, 401, "UNAUTHENTICATED");
     assert_eq!(e["correlationId"], "my-cid-1");
+    // It says how to authenticate (RFC 6750).
+    assert_eq!(a.challenge.as_deref(), Some("Bearer realm=\"pop\""), "{a:?}");
     let a =
         call_with(&s, Some("tok_nobody_000000000000000000000"), "GET", "/pop/customer", None, &[])
             .await;

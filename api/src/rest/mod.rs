@@ -350,6 +350,7 @@ fn envelope(failure: RestError, cid: &str) -> Response {
     if let Some(seconds) = crate::error::retry_after(error.code) {
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
+    crate::request::challenge(&mut response);
     response
 }
 
