@@ -581,6 +581,22 @@ async fn every_error_answers_the_envelope_with_an_honest_status() {
     )
     .await;
     envelope(&a, 400, "VALIDATION");
+    // An id of the wrong type is refused for its type, naming the field (it was told the id
+    // is required).
+    let report = |id: Value| {
+        call(
+            &s,
+            ACME_SERVICE,
+            "POST",
+            "/pop/resourcepool/service/updateAgendaProgress",
+            Some(json!({"id": id, "processingState": "EXECUTING"})),
+        )
+    };
+    for id in [json!(123), json!({"x": 1})] {
+        let e = envelope(&report(id).await, 400, "VALIDATION");
+        assert_eq!(e["problems"][0]["field"], json!("agendaProgress.id"), "{e:#}");
+        assert!(!e["description"].as_str().unwrap().contains("required"), "{e:#}");
+    }
     let e = s
         .err(
             ADMIN,

@@ -557,15 +557,21 @@ impl App {
             }
             _ => None,
         };
-        let id = object
-            .get("id")
-            .and_then(Value::as_str)
-            .map(str::trim)
-            .filter(|id| !id.is_empty())
-            .map(str::to_string)
-            .ok_or_else(|| {
-                AppError::invalid("agendaProgress.id", "the AgendaProgress id is required")
-            })?;
+        let id = match object.get("id") {
+            Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
+            None | Some(Value::Null) | Some(Value::String(_)) => {
+                return Err(AppError::invalid(
+                    "agendaProgress.id",
+                    "the AgendaProgress id is required",
+                ));
+            }
+            Some(other) => {
+                return Err(AppError::invalid(
+                    "agendaProgress.id",
+                    format!("the AgendaProgress id is a string, not {other}"),
+                ));
+            }
+        };
         check_id("agendaProgress.id", &id)?;
         let state_given = object.get("processingState").is_some_and(|s| !s.is_null());
         let given_ops: Vec<bool> = object
