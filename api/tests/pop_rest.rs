@@ -823,6 +823,30 @@ async fn limits_apply_as_on_graphql() {
     envelope(&a, 400, "VALIDATION");
 }
 
+/// Lists and a batch's ProgressSummary stop at the response budget of `POST /graphql`
+/// (`max_response_bytes`) with RESPONSE_TOO_LARGE; `byFields` shrinks what is counted.
+#[tokio::test]
+async fn answers_past_the_response_budget_are_refused_as_too_large() {
+    let s = start(ApiConfig { max_response_bytes: 1_200, ..ApiConfig::default() }).await;
+    let after = s.seed().await;
+    for _ in 0..4 {
+        s.submit(ACME, "acme", "budget", &after).await;
+    }
+    let position = s.submit(ACME, "acme", "budget", &after).await.1;
+    let wait = format!("atLeastPosition={position}");
+    for path in [
+        format!("/pop/agenda?byLinkId=budget&{wait}"),
+        format!("/pop/progress/agenda?byLinkId=budget&{wait}"),
+        format!("/pop/progress/agenda/service?linkId=budget&{wait}"),
+    ] {
+        let a = call(&s, ACME, "GET", &path, None).await;
+        envelope(&a, 422, "RESPONSE_TOO_LARGE");
+    }
+    let a =
+        ok(&s, ACME, "GET", &format!("/pop/agenda?byLinkId=budget&byFields=id&{wait}"), None).await;
+    assert_eq!(a.body["count"], json!(5), "{:#}", a.body);
+}
+
 /// Sends `head` and `body` over a raw connection, closes the sending half (the upload breaks
 /// off) and returns the status and body of the answer.
 async fn raw_request(s: &TestServer, head: &str, body: &str) -> (u16, Value) {

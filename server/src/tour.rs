@@ -173,12 +173,24 @@ pub async fn progress(client: &Client, id: &str, as_json: bool, as_of: Option<&s
         )
         .await?;
     let p = &data["agendaProgress"];
+    let when =
+        as_of.as_ref().and_then(|a| a.get("time").or(a.get("position"))).and_then(Value::as_str);
     if p.is_null() {
-        bail!("NOT_FOUND: no agenda progress {id:?} visible to this token");
+        match when {
+            Some(when) => bail!(
+                "NOT_FOUND: agenda progress {id:?} did not exist as of {when}, or is not \
+                 visible to this token"
+            ),
+            None => bail!("NOT_FOUND: no agenda progress {id:?} visible to this token"),
+        }
     }
     if as_json {
         output::json(p);
     } else {
+        // Said first, so a past state is never read as the present one.
+        if let Some(when) = when {
+            out!("as of {when} (folded from the log; not the live state):");
+        }
         print_progress(p);
     }
     Ok(())

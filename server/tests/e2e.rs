@@ -412,6 +412,9 @@ async fn a_subscriber_sees_expand_cancel_and_rerun_and_pop_progress_agrees() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("COMPLETE / cancelled"), "pop progress --as-of printed:\n{stdout}");
+    // Said to be the past before anything else, so it is never read as the live state.
+    let first = stdout.lines().next().unwrap_or("");
+    assert!(first.starts_with(&format!("as of {cancelled} ")), "{stdout}");
     let out = pop.cli(&["progress", &id, "--as-of", &submitted, "--json", "--token", ACME]).await;
     let json: Value = serde_json::from_slice(&out.stdout).expect("pop progress --json prints JSON");
     assert_eq!(state(&json), ("WAITING", "added"), "{json:#}");
@@ -419,6 +422,8 @@ async fn a_subscriber_sees_expand_cancel_and_rerun_and_pop_progress_agrees() {
     // Before the agenda existed there is nothing, said with a failing exit code.
     let out = pop.cli(&["progress", &id, "--as-of", "2000-01-01T00:00:00Z", "--token", ACME]).await;
     assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("did not exist as of 2000-01-01T00:00:00Z"), "{stderr}");
     // `pop audit`: the timeline names who did what, with the state after each event.
     let out = pop.cli(&["audit", &id, "--token", ACME]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);

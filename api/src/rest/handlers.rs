@@ -729,7 +729,10 @@ async fn summary(call: &Call<'_>) -> RestResult<Reply> {
         }
         None => app.progress_summary(&call.caller, &link_id, call.at_least()).await?,
     };
-    Ok(Reply::json(to_json(&summary)?))
+    // One object holding every agenda of the batch: the same budget as a list.
+    let max = call.state.config().max_response_bytes;
+    let mut body = values_within(std::slice::from_ref(&summary), max, None)?;
+    Ok(Reply::json(body.pop().unwrap_or(Value::Null)))
 }
 
 #[cfg(test)]
