@@ -211,7 +211,8 @@ pub trait LogCommitment: Send + Sync + 'static {
     ) -> Result<Vec<LogEntry>, StoreError>;
 
     /// Stores `checkpoint` as the next one; `false` when its sequence number is taken already
-    /// (another replica sealed first).
+    /// (another replica sealed first), or when its predecessor is not stored (deleted while it
+    /// was sealed: the chain gets no link past a hole).
     async fn add_checkpoint(&self, checkpoint: &SignedCheckpoint) -> Result<bool, StoreError>;
 }
 

@@ -214,3 +214,25 @@ async fn a_deleted_stream_keeps_its_hash_rows_and_replicas_seal_one_checkpoint_e
     store.close().await;
     other.close().await;
 }
+
+/// A checkpoint is stored only after its predecessor: one deleted while the next was being
+/// sealed leaves no link past the hole (which the server's witness then finds).
+#[tokio::test]
+async fn a_checkpoint_is_stored_only_after_its_predecessor() {
+    use pop_store::commitment::LogCommitment;
+    let Some(cluster) = TestCluster::shared("checkpoint_after_its_predecessor") else {
+        return;
+    };
+    let k = key(5);
+    let (url, store, _) = sealed(cluster, "real", &k).await;
+    let (two, three) =
+        (store.checkpoint(2).await.unwrap().unwrap(), store.checkpoint(3).await.unwrap().unwrap());
+    sql(&url, "DELETE FROM pop_checkpoints WHERE seq >= 2").await;
+    assert!(!store.add_checkpoint(&three).await.unwrap(), "3 was stored after a hole");
+    assert!(store.add_checkpoint(&two).await.unwrap());
+    assert!(store.add_checkpoint(&three).await.unwrap());
+    assert!(!store.add_checkpoint(&three).await.unwrap(), "taken already");
+    let report = pop_store::postgres::verify_with(&url, Some(k.verifying_key())).await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    store.close().await;
+}

@@ -319,3 +319,29 @@ async fn an_export_signs_only_a_log_whose_checkpoints_verify() {
         other => panic!("exported past the witness: {other:?}"),
     }
 }
+
+/// A checkpoint is stored only after its predecessor: one deleted while the next was being
+/// sealed leaves no link past the hole (which the server's witness then finds).
+#[tokio::test]
+async fn a_checkpoint_is_stored_only_after_its_predecessor() {
+    use pop_store::commitment::LogCommitment;
+    let dir = tempfile::tempdir().unwrap();
+    let k = key(5);
+    let (path, _) = sealed(dir.path(), "pop.db", "real", &k).await;
+    let store = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+    let (two, three) =
+        (store.checkpoint(2).await.unwrap().unwrap(), store.checkpoint(3).await.unwrap().unwrap());
+    store.close().await.unwrap();
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("DELETE FROM log_checkpoints WHERE seq >= 2")
+        .unwrap();
+    let store = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+    assert!(!store.add_checkpoint(&three).await.unwrap(), "3 was stored after a hole");
+    assert!(store.add_checkpoint(&two).await.unwrap());
+    assert!(store.add_checkpoint(&three).await.unwrap());
+    assert!(!store.add_checkpoint(&three).await.unwrap(), "taken already");
+    let report = store.verify_with(Some(k.verifying_key())).await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    store.close().await.unwrap();
+}

@@ -13,6 +13,7 @@ use pop_app::reads::{AgendaFilter, PageRequest};
 use pop_app::resolve::Named;
 use pop_app::{AgendaOutcome, App, AppError, Code};
 use pop_domain::model::{AgendaTemplate, Customer, Insight, ResourcePool};
+use pop_domain::validate::json_bytes;
 use pop_projections::Cursor;
 
 use super::params::*;
@@ -161,7 +162,7 @@ fn values_within<T: Serialize>(
         if let Some(wanted) = fields {
             value = cut(value, wanted);
         }
-        bytes = bytes.saturating_add(json_len(&value));
+        bytes = bytes.saturating_add(json_bytes(&value));
         if bytes > max_bytes {
             return Err(AppError::new(
                 Code::ResponseTooLarge,
@@ -177,24 +178,6 @@ fn values_within<T: Serialize>(
         out.push(value);
     }
     Ok(out)
-}
-
-/// The length of a value's JSON text, written to nowhere.
-fn json_len(value: &Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    // Writing a `Value` cannot fail, and `Count` never does.
-    let _ = serde_json::to_writer(&mut count, value);
-    count.0
 }
 
 /// `{all: [...], count}` (and `next`, the cursor of the following page, when there is one).
@@ -742,7 +725,7 @@ mod budget_tests {
     #[test]
     fn a_list_past_the_byte_budget_is_refused_as_too_large() {
         let items: Vec<Value> = (0..10).map(|i| json!({"id": i, "pad": "x".repeat(100)})).collect();
-        let one = json_len(&items[0]);
+        let one = json_bytes(&items[0]);
         assert_eq!(one, serde_json::to_string(&items[0]).unwrap().len());
         assert_eq!(values_within(&items, 10 * one, None).map(|v| v.len()).ok(), Some(10));
         let refused = values_within(&items, 10 * one - 1, None).expect_err("over the budget");

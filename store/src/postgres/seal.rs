@@ -110,7 +110,11 @@ pub(crate) async fn add_checkpoint(
     })?;
     let written = client
         .execute(
-            "INSERT INTO pop_checkpoints (seq, body, signature) VALUES ($1, $2, $3) \
+            // Only after its predecessor (see the embedded store's `seal` in its writer).
+            "INSERT INTO pop_checkpoints (seq, body, signature) \
+             SELECT $1::bigint, $2::bytea, $3::bytea \
+             WHERE $1::bigint = 1 \
+                OR EXISTS (SELECT 1 FROM pop_checkpoints WHERE seq = $1::bigint - 1) \
              ON CONFLICT (seq) DO NOTHING",
             &[&seq, &checkpoint.body, &checkpoint.signature],
         )

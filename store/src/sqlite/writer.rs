@@ -509,7 +509,7 @@ impl Group<'_, '_> {
     }
 }
 
-/// Stores a signed checkpoint unless its sequence number is taken.
+/// Stores a signed checkpoint unless its sequence number is taken or its predecessor missing.
 fn seal(
     tx: &Transaction<'_>,
     checkpoint: &crate::commitment::SignedCheckpoint,
@@ -517,7 +517,11 @@ fn seal(
     let seq = to_i64(checkpoint.seq, "checkpoint number")?;
     let written = tx
         .prepare_cached(
-            "INSERT INTO log_checkpoints (seq, body, signature) VALUES (?1, ?2, ?3) \
+            // Only after its predecessor: a checkpoint deleted while the next was being
+            // sealed leaves the chain without a new link past the hole (the sealer's witness
+            // then finds the hole instead of moving past it).
+            "INSERT INTO log_checkpoints (seq, body, signature) SELECT ?1, ?2, ?3 \
+             WHERE ?1 = 1 OR EXISTS (SELECT 1 FROM log_checkpoints WHERE seq = ?1 - 1) \
              ON CONFLICT (seq) DO NOTHING",
         )
         .and_then(|mut s| s.execute(params![seq, checkpoint.body, checkpoint.signature]))
