@@ -248,6 +248,27 @@ async fn a_dag_with_references_and_a_generator_runs_to_success() {
     for name in names {
         assert_eq!(s.runs(name), 1, "{name}");
     }
+    // The audit trail: everything the worker did for this claim (its reports, the
+    // generator's expand) carries one correlation id of its own, not one per request.
+    let history = s
+        .pop
+        .ok(
+            ACME,
+            "query($id: String!) { agendaHistory(agendaId: $id, first: 200) { items { actor cid command } } }",
+            json!({"id": id}),
+        )
+        .await;
+    let items = history["agendaHistory"]["items"].as_array().unwrap();
+    let by_worker: Vec<&Value> = items
+        .iter()
+        .filter(|e| e["command"] == "updateAgendaProgress" || e["command"] == "expandAgenda")
+        .collect();
+    assert!(by_worker.len() > 3, "{items:#?}");
+    let cids: std::collections::BTreeSet<&str> =
+        by_worker.iter().map(|e| e["cid"].as_str().unwrap()).collect();
+    assert_eq!(cids.len(), 1, "one cid for the claim's work: {by_worker:#?}");
+    let submitted = items.iter().find(|e| e["command"] == "submitAgenda").unwrap();
+    assert!(!cids.contains(submitted["cid"].as_str().unwrap()), "{items:#?}");
 }
 
 /// A failing operation fails the agenda and stops its dependants; a `continue` rerun runs only

@@ -196,7 +196,8 @@ pub async fn execute(
                     let result = handler.run(ctx, sink).await;
                     (name, result)
                 };
-                running.spawn(crate::trace::scope(traceparent, run.instrument(span)));
+                let run = crate::trace::scope(traceparent, run.instrument(span));
+                running.spawn(crate::trace::with_cid(crate::trace::current_cid(), run));
             }
         }
 

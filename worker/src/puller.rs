@@ -160,7 +160,9 @@ pub async fn run(env: ExecEnv, config: PullConfig, shutdown: watch::Receiver<boo
             tracing::info!(agenda = %id, outcome = ?outcome, "executed");
             outcome
         };
-        executing.spawn(crate::trace::scope(context, work.instrument(span)));
+        // One correlation id for all the calls of this claim's work (see `crate::trace`).
+        let work = crate::trace::scope(context, work.instrument(span));
+        executing.spawn(crate::trace::with_cid(crate::trace::new_cid(), work));
     };
 
     while !*shutdown_rx.borrow() {

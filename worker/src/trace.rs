@@ -63,6 +63,28 @@ fn propagation() -> Option<&'static dyn Propagation> {
 tokio::task_local! {
     /// The stored trace context of the agenda the current task works for.
     static AGENDA: Option<Context>;
+    /// The correlation id of the claimed agenda's work the current task does ([`with_cid`]).
+    static CID: Option<Arc<str>>;
+}
+
+/// Runs `work` under a correlation id: every call it makes sends it as `X-Correlation-Id`,
+/// so the events of one claimed agenda's work (its reports, expands, release) share one cid
+/// in the audit trail instead of one per request.
+pub fn with_cid<F: Future>(
+    cid: Option<Arc<str>>,
+    work: F,
+) -> tokio::task::futures::TaskLocalFuture<Option<Arc<str>>, F> {
+    CID.scope(cid, work)
+}
+
+/// A new correlation id for a claimed agenda's work.
+pub fn new_cid() -> Option<Arc<str>> {
+    Some(Arc::from(uuid::Uuid::now_v7().to_string()))
+}
+
+/// The correlation id of the current task, to hand to a task it spawns ([`with_cid`]).
+pub fn current_cid() -> Option<Arc<str>> {
+    CID.try_with(Clone::clone).ok().flatten()
 }
 
 /// Runs `work` for an agenda whose stored trace context is `context`: the calls it makes
@@ -92,10 +114,11 @@ pub fn agenda_span(agenda_id: &str, insight: &str, context: Option<&Context>) ->
 }
 
 /// The trace context headers of a call made now: the current span's (a child of the agenda's
-/// trace, carrying its tracestate) when spans are recorded, else the agenda's stored ones.
+/// trace, carrying its tracestate) when spans are recorded, else the agenda's stored ones;
+/// and the work's correlation id ([`with_cid`]).
 pub fn outgoing() -> Vec<(&'static str, String)> {
     let current = tracing::Span::current();
-    propagation()
+    let mut headers = propagation()
         .filter(|_| !current.is_disabled())
         .and_then(|p| p.context(&current))
         .map(|(traceparent, tracestate)| Context {
@@ -104,7 +127,11 @@ pub fn outgoing() -> Vec<(&'static str, String)> {
         })
         .or_else(current_agenda)
         .map(|c| c.headers())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    if let Some(cid) = current_cid() {
+        headers.push(("x-correlation-id", cid.to_string()));
+    }
+    headers
 }
 
 #[cfg(test)]
@@ -112,6 +139,20 @@ mod tests {
     use super::*;
 
     const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[tokio::test]
+    async fn an_agendas_calls_carry_its_works_correlation_id() {
+        let cid = new_cid();
+        let headers = with_cid(cid.clone(), async { outgoing() }).await;
+        assert_eq!(headers, [("x-correlation-id", cid.as_deref().unwrap_or("").to_string())]);
+        assert!(outgoing().is_empty(), "outside an agenda's work: no header");
+        // Handed on to the tasks the work spawns.
+        let inner = with_cid(cid.clone(), async {
+            tokio::spawn(with_cid(current_cid(), async { outgoing() })).await.unwrap()
+        })
+        .await;
+        assert_eq!(inner, headers);
+    }
 
     #[tokio::test]
     async fn without_a_layer_an_agendas_calls_send_its_stored_context_as_it_is() {
