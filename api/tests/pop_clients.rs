@@ -62,6 +62,19 @@ async fn the_pop_cid_header_is_the_correlation_id_and_comes_back() {
     assert_eq!(read.body["cid"], json!("pop-cid-44"), "{:#}", read.body);
     // The events carry it: the agenda was submitted with that cid.
     assert_eq!(a.body["all"][0]["cid"], json!("pop-cid-42"));
+    // A write that names its own cid in the body runs under it and answers with it, in the
+    // body and the headers, as its errors do.
+    let own = json!({"agenda": pop_agenda("own", "cid-link"), "cid": "body-cid-7"});
+    let mine = send(&s, "POST", &path, Some(own), &[("X-pop-cid", "header-cid-7")]).await;
+    assert_eq!(mine.status, 200, "{:#}", mine.body);
+    assert_eq!(mine.body["cid"], json!("body-cid-7"), "{:#}", mine.body);
+    assert_eq!(mine.cid.as_deref(), Some("body-cid-7"));
+    assert_eq!(
+        mine.body["all"][0]["cid"],
+        json!("body-cid-7"),
+        "the events carry it: {:#}",
+        mine.body
+    );
     // And errors name it.
     let e = send(&s, "GET", "/pop/agenda/missing", None, &[("X-pop-cid", "pop-cid-43")]).await;
     assert_eq!(e.status, 404);

@@ -566,9 +566,15 @@ impl App {
                 ));
             }
             Some(other) => {
+                let kind = match other {
+                    Value::Number(_) => "a number",
+                    Value::Bool(_) => "a boolean",
+                    Value::Array(_) => "an array",
+                    _ => "an object",
+                };
                 return Err(AppError::invalid(
                     "agendaProgress.id",
-                    format!("the AgendaProgress id is a string, not {other}"),
+                    format!("the AgendaProgress id is a string, not {kind}"),
                 ));
             }
         };

@@ -59,6 +59,7 @@ impl Call<'_> {
     /// page) and the `after` cursor.
     fn page(&self) -> RestResult<PageRequest> {
         let max = self.app().config().max_page_size;
+        let named = if self.param(LIMIT).is_some() { "limit" } else { "byLimit" };
         let first = match self.param(LIMIT).or(self.param(BY_LIMIT)) {
             None => i64::try_from(max).unwrap_or(i64::MAX),
             // Checked here, so the answer names REST's parameter (`limit`), not GraphQL's.
@@ -68,7 +69,7 @@ impl Call<'_> {
                 .ok()
                 .filter(|n| *n >= 1 && usize::try_from(*n).is_ok_and(|n| n <= max))
                 .ok_or_else(|| {
-                    AppError::invalid("limit", format!("{text:?} is not an integer in 1..={max}"))
+                    AppError::invalid(named, format!("{text:?} is not an integer in 1..={max}"))
                 })?,
         };
         Ok(PageRequest { first: Some(first), after: self.param(AFTER).map(str::to_string) })
@@ -217,23 +218,46 @@ fn agenda_reply(results: &[AgendaOutcome]) -> RestResult<Reply> {
 }
 
 pub(super) async fn handle(endpoint: Endpoint, call: Call<'_>) -> RestResult<Reply> {
+    let mut reply = answer(endpoint, &call).await?;
+    // The writes that run under a cid their body names (`body_cid`) answer with it.
+    let own = match endpoint {
+        Endpoint::Run
+        | Endpoint::Rerun
+        | Endpoint::UpdateAgendaProgress
+        | Endpoint::UpdateAgendaProgresses
+        | Endpoint::UpdateAgenda
+        | Endpoint::ReleaseAgenda
+        | Endpoint::CreateAgenda => true,
+        Endpoint::Collection(Kind::Agenda) | Endpoint::Item(Kind::Agenda) => {
+            call.method == Method::POST
+        }
+        _ => false,
+    };
+    if own {
+        reply.own_cid =
+            call.body.as_ref().and_then(Value::as_object).and_then(body_cid).map(str::to_owned);
+    }
+    Ok(reply)
+}
+
+async fn answer(endpoint: Endpoint, call: &Call<'_>) -> RestResult<Reply> {
     match endpoint {
         Endpoint::OpenApi => Ok(Reply::document(super::openapi::document())),
         Endpoint::Collection(kind) | Endpoint::Item(kind) => match call.method {
-            Method::GET => get(kind, &call).await,
-            Method::POST => create(kind, &call).await,
-            Method::PUT => configure(kind, &call, Write::Update).await,
-            _ => configure(kind, &call, Write::Delete).await,
+            Method::GET => get(kind, call).await,
+            Method::POST => create(kind, call).await,
+            Method::PUT => configure(kind, call, Write::Update).await,
+            _ => configure(kind, call, Write::Delete).await,
         },
-        Endpoint::Run => run(&call).await,
-        Endpoint::Rerun => rerun(&call).await,
-        Endpoint::GetAgenda => get_agenda(&call).await,
-        Endpoint::UpdateAgendaProgress => update_progress(&call).await,
-        Endpoint::UpdateAgendaProgresses => update_progresses(&call).await,
-        Endpoint::UpdateAgenda => update_agenda(&call).await,
-        Endpoint::ReleaseAgenda => release_agenda(&call).await,
-        Endpoint::CreateAgenda => create_agenda(&call).await,
-        Endpoint::Summary => summary(&call).await,
+        Endpoint::Run => run(call).await,
+        Endpoint::Rerun => rerun(call).await,
+        Endpoint::GetAgenda => get_agenda(call).await,
+        Endpoint::UpdateAgendaProgress => update_progress(call).await,
+        Endpoint::UpdateAgendaProgresses => update_progresses(call).await,
+        Endpoint::UpdateAgenda => update_agenda(call).await,
+        Endpoint::ReleaseAgenda => release_agenda(call).await,
+        Endpoint::CreateAgenda => create_agenda(call).await,
+        Endpoint::Summary => summary(call).await,
     }
 }
 

@@ -360,20 +360,22 @@ pub(crate) struct Reply {
     position: Option<String>,
     /// A document that is not a POP answer (the OpenAPI description): no `cid` added.
     document: bool,
+    /// The cid a write named in its body and ran under, which the answer reports.
+    own_cid: Option<String>,
 }
 
 impl Reply {
     fn json(body: Value) -> Reply {
-        Reply { body, position: None, document: false }
+        Reply { body, position: None, document: false, own_cid: None }
     }
 
     /// A write's answer, with the position of its last event.
     fn written(body: Value, position: Option<String>) -> Reply {
-        Reply { body, position, document: false }
+        Reply { body, position, document: false, own_cid: None }
     }
 
     fn document(body: Value) -> Reply {
-        Reply { body, position: None, document: true }
+        Reply { body, position: None, document: true, own_cid: None }
     }
 }
 
@@ -487,6 +489,10 @@ pub(crate) async fn dispatch(
     let mut route = "unrouted";
     let mut response = match serve(&state, method, &uri, &headers, body, &cid, &mut route).await {
         Ok(mut reply) => {
+            // A write that named its own cid in the body reports that one, as its errors do.
+            if let Some(own) = reply.own_cid.take() {
+                cid = own;
+            }
             // POP's responses carry the request's `cid` at the top, as its errors do.
             if let (false, Value::Object(fields)) = (reply.document, &mut reply.body) {
                 fields.entry("cid").or_insert_with(|| Value::String(cid.clone()));

@@ -71,7 +71,16 @@ fn json_body(schema: Value) -> Value {
     json!({"required": true, "content": {"application/json": {"schema": schema}}})
 }
 
+/// A POP answer: `schema`, and the request's `cid` beside it at the top (every answer has
+/// it, success or error; a write that named its own cid in the body answers with that one).
 fn ok_response(description: &str, schema: Value) -> Value {
+    let cid = json!({"type": "object", "properties": {"cid": {
+        "type": "string", "description": "The request's cid (a write's own, when its body named one)."
+    }}});
+    document_response(description, json!({"allOf": [schema, cid]}))
+}
+
+fn document_response(description: &str, schema: Value) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": schema}}})
 }
 
@@ -202,7 +211,7 @@ fn path_item(route: &Route) -> Value {
                     "This document (no token needed).",
                     Vec::new(),
                     None,
-                    ok_response("The OpenAPI document", json!({"type": "object"})),
+                    document_response("The OpenAPI document", json!({"type": "object"})),
                     &[],
                 );
                 if let Value::Object(o) = &mut op {
