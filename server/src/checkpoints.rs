@@ -274,7 +274,13 @@ async fn round(
     };
     let witnessed = match witnessed(log, witness).await {
         Ok(w) => w,
-        Err(e) => return refuse(format!("{e:#}")),
+        Err(Unwitnessed::Broken(e)) => return refuse(format!("{e:#}")),
+        // The store could not answer (PostgreSQL restarting, say): no alarm, the next
+        // round tries again.
+        Err(Unwitnessed::Failed(e)) => {
+            tracing::warn!(error = %format!("{e:#}"), "checking the checkpoint witness failed");
+            return;
+        }
     };
     let at_least = witnessed.as_ref().map_or(0, |w| w.seq);
     let sealed = sealer.seal_all_after(log, chrono::Utc::now(), at_least).await;
@@ -312,20 +318,33 @@ async fn round(
     }
 }
 
+/// Why a round could not check the witness.
+enum Unwitnessed {
+    /// The store lacks or replaced the witnessed checkpoint, or the witness file is not
+    /// readable: the alarm.
+    Broken(anyhow::Error),
+    /// The store could not be asked.
+    Failed(anyhow::Error),
+}
+
 /// The checkpoint witnessed for this store, after checking that the store still holds it
-/// unchanged; an error when it does not (its checkpoints were deleted or replaced).
-async fn witnessed(log: &dyn LogCommitment, witness: &Witness) -> Result<Option<SignedCheckpoint>> {
-    let Some(w) = witness.read()? else { return Ok(None) };
-    match log.checkpoint(w.seq).await? {
+/// unchanged.
+async fn witnessed(
+    log: &dyn LogCommitment,
+    witness: &Witness,
+) -> Result<Option<SignedCheckpoint>, Unwitnessed> {
+    let Some(w) = witness.read().map_err(Unwitnessed::Broken)? else { return Ok(None) };
+    let stored = log.checkpoint(w.seq).await.map_err(|e| Unwitnessed::Failed(e.into()))?;
+    match stored {
         Some(stored) if stored == w => Ok(Some(w)),
-        stored => bail!(
+        stored => Err(Unwitnessed::Broken(anyhow::anyhow!(
             "the store {} checkpoint {} that {} witnessed: its checkpoints were deleted or \
              replaced, and the log may have been rewritten; {}",
             if stored.is_some() { "holds another" } else { "no longer holds" },
             w.seq,
             witness.path().display(),
             witness.remedy()
-        ),
+        ))),
     }
 }
 

@@ -397,7 +397,8 @@ pub struct ImportArgs {
     #[arg(long)]
     pub public_key: Option<String>,
     /// Where `pop serve` keeps its checkpoint witness (as its `--checkpoint-witness`; default
-    /// `<data-dir>/checkpoint.witness`): the new store's checkpoint is recorded there.
+    /// `<data-dir>/checkpoint.witness`): the new embedded store's checkpoint is recorded there;
+    /// a PostgreSQL store's only when this is given.
     #[arg(long, env = "POP_CHECKPOINT_WITNESS")]
     pub witness: Option<PathBuf>,
 }

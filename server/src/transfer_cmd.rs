@@ -26,6 +26,19 @@ pub async fn export(args: ExportArgs) -> Result<()> {
         Some(text) => text.parse().with_context(|| format!("--since {text:?}"))?,
         None => Position::START,
     };
+    // A PostgreSQL store's checkpoints are signed by its servers' key: a key made here would
+    // only find them "not signed by this key". (The embedded store's key lives in its data
+    // directory, and is made there when the store was never served.)
+    if args.store_url.is_some()
+        && args.checkpoint_key.is_none()
+        && !args.store.data_dir.join(crate::checkpoints::KEY_FILE).exists()
+    {
+        bail!(
+            "pop export of a PostgreSQL store signs with the key its servers seal with: give it \
+             with --checkpoint-key (no key in {})",
+            args.store.data_dir.display()
+        );
+    }
     let key =
         crate::checkpoints::signing_key(&args.store.data_dir, args.checkpoint_key.as_deref())?;
     // Only a log that verifies is exported and signed: its own checkpoints, and the one this
@@ -178,9 +191,16 @@ pub async fn import(args: ImportArgs) -> Result<()> {
     };
     let witness =
         crate::checkpoints::Witness::at(&args.store.data_dir, args.witness.as_deref(), store_id);
-    let witnessed = newest
-        .context("reading the imported store's newest checkpoint")
-        .and_then(|newest| witness.write(newest.as_ref()));
+    // A PostgreSQL import is witnessed only when asked (`--witness`): this data directory may
+    // witness another database (a live one, while a backup is tried out on a scratch one).
+    let record = matches!(target, Target::Sqlite { .. }) || args.witness.is_some();
+    let witnessed = if record {
+        newest
+            .context("reading the imported store's newest checkpoint")
+            .and_then(|newest| witness.write(newest.as_ref()))
+    } else {
+        Ok(())
+    };
     if let Err(e) = witnessed {
         eprintln!(
             "WARNING: the import is committed, but the checkpoint witness was not written \

@@ -91,6 +91,21 @@ async fn pop_verify_checks_a_postgres_store() {
         "{stdout}"
     );
 
+    // An export signs with the servers' key: from a directory without it, it asks for the key
+    // instead of making one (whose signature the store's checkpoints would not match).
+    let empty = tempfile::tempdir().unwrap();
+    let (export_url, dir) = (url.clone(), empty.path().to_path_buf());
+    let out = tokio::task::spawn_blocking(move || {
+        let mut cmd = pop_command();
+        cmd.args(["export", "--store", &export_url, "--data-dir"]).arg(&dir);
+        cmd.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("--checkpoint-key"), "{stderr}");
+    assert!(!empty.path().join("checkpoint.key").exists(), "no key was made");
+
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
     let driver = tokio::spawn(connection);
     client

@@ -110,11 +110,13 @@ pub(crate) async fn add_checkpoint(
     })?;
     let written = client
         .execute(
-            // Only after its predecessor (see the embedded store's `seal` in its writer).
+            // Only after its predecessor (see the embedded store's `seal` in its writer),
+            // locked: a delete of it not yet committed is waited for, not read past.
             "INSERT INTO pop_checkpoints (seq, body, signature) \
              SELECT $1::bigint, $2::bytea, $3::bytea \
              WHERE $1::bigint = 1 \
-                OR EXISTS (SELECT 1 FROM pop_checkpoints WHERE seq = $1::bigint - 1) \
+                OR EXISTS (SELECT 1 FROM pop_checkpoints WHERE seq = $1::bigint - 1 \
+                           FOR KEY SHARE) \
              ON CONFLICT (seq) DO NOTHING",
             &[&seq, &checkpoint.body, &checkpoint.signature],
         )
