@@ -107,14 +107,6 @@ impl Backend {
         }
     }
 
-    /// The store's name in the checkpoint witness file ([`crate::checkpoints::Witness`]).
-    pub fn witness_id(&self) -> String {
-        match &self.store {
-            Store::Sqlite(_) => crate::checkpoints::EMBEDDED.to_owned(),
-            _ => crate::checkpoints::POSTGRES.to_owned(),
-        }
-    }
-
     /// The store's signed checkpoints (`pop_store::commitment`), on the backends that keep
     /// them (the embedded store and PostgreSQL).
     pub fn commitment(&self) -> Option<Arc<dyn pop_store::commitment::LogCommitment>> {

@@ -28,9 +28,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use pop_store::commitment::{
-    CheckpointKey, CheckpointSigningKey, LogCommitment, SealError, Sealer, SignedCheckpoint,
-    parse_signing_key, parse_verifying_key,
+    Checkpoint, CheckpointKey, CheckpointSigningKey, LogCommitment, SealError, Sealer,
+    SignedCheckpoint, parse_signing_key, parse_verifying_key,
 };
+use pop_store::digest::{hex, hex_bytes, parse_hex};
 use serde::{Deserialize, Serialize};
 
 /// The key file's name in the data directory.
@@ -75,7 +76,7 @@ fn create_key(path: &Path) -> Result<CheckpointSigningKey> {
         options.mode(0o600);
     }
     let mut file = options.open(path).with_context(write)?;
-    let hex: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = hex_bytes(&seed);
     file.write_all(format!("{hex}\n").as_bytes()).with_context(write)?;
     file.sync_all().with_context(write)?;
     tracing::info!(path = %path.display(), "created the checkpoint signing key");
@@ -115,19 +116,19 @@ pub fn verifying_key(
 pub const WITNESS_FILE: &str = "checkpoint.witness";
 
 /// The embedded store's name in the witness file.
-pub const EMBEDDED: &str = "embedded";
+const EMBEDDED: &str = "embedded";
 
 /// A PostgreSQL store's name in the witness file: one per data directory, whatever URL reaches
 /// it (a host alias, another port-forward or a password in the URL must not make the server
 /// start trusting afresh; nor is a URL, with its parameters, written to the file).
-pub const POSTGRES: &str = "postgres";
+const POSTGRES: &str = "postgres";
 
 /// The newest checkpoint seen in a store, kept in a file outside it: one JSON object naming
 /// each store ([`EMBEDDED`], [`POSTGRES`]) and its checkpoint's exact body and signature.
 #[derive(Debug, Clone)]
 pub struct Witness {
     path: PathBuf,
-    store: String,
+    store: &'static str,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -140,10 +141,11 @@ struct Witnessed {
 }
 
 impl Witness {
-    /// The witness of `store` in `given`, else in the data directory.
-    pub fn at(data_dir: &Path, given: Option<&Path>, store: String) -> Witness {
+    /// The witness of the store at `store_url` (a PostgreSQL URL; `None`: the embedded
+    /// store), kept in `given`, else in the data directory.
+    pub fn of(data_dir: &Path, given: Option<&Path>, store_url: Option<&str>) -> Witness {
         let path = given.map_or_else(|| data_dir.join(WITNESS_FILE), Path::to_path_buf);
-        Witness { path, store }
+        Witness { path, store: if store_url.is_some() { POSTGRES } else { EMBEDDED } }
     }
 
     pub fn path(&self) -> &Path {
@@ -176,11 +178,8 @@ impl Witness {
 
     /// The checkpoint witnessed for this store, if any.
     pub fn read(&self) -> Result<Option<SignedCheckpoint>> {
-        let Some(w) = self.all()?.remove(&self.store) else { return Ok(None) };
-        let signature = (0..w.signature.len())
-            .step_by(2)
-            .map(|i| w.signature.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-            .collect::<Option<Vec<u8>>>()
+        let Some(w) = self.all()?.remove(self.store) else { return Ok(None) };
+        let signature = parse_hex(&w.signature)
             .with_context(|| format!("{}: a malformed signature", self.path.display()))?;
         Ok(Some(SignedCheckpoint { seq: w.seq, body: w.body.into_bytes(), signature }))
     }
@@ -192,11 +191,11 @@ impl Witness {
         match checkpoint {
             Some(c) => {
                 let body = String::from_utf8(c.body.clone()).context("a checkpoint body")?;
-                let signature = c.signature.iter().map(|b| format!("{b:02x}")).collect();
-                all.insert(self.store.clone(), Witnessed { seq: c.seq, body, signature });
+                let signature = hex_bytes(&c.signature);
+                all.insert(self.store.to_owned(), Witnessed { seq: c.seq, body, signature });
             }
             None => {
-                if all.remove(&self.store).is_none() {
+                if all.remove(self.store).is_none() {
                     return Ok(());
                 }
             }
@@ -225,7 +224,7 @@ impl Witness {
 
 /// The public key as hex, for logs and `pop verify --public-key`.
 pub fn public_hex(key: &CheckpointKey) -> String {
-    key.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    hex_bytes(key.as_bytes())
 }
 
 /// Seals every `every` until `stop` resolves, and once more before returning. A round that
@@ -291,12 +290,15 @@ async fn round(
         tracing::info!("sealing checkpoints of the log again");
     }
     metrics::gauge!(CHECKPOINT_WITNESS_BROKEN).set(0.0);
+    let show = |c: &Checkpoint| {
+        metrics::gauge!(CHECKPOINT_SEQ).set(c.seq as f64);
+        metrics::gauge!(CHECKPOINT_POSITION).set(c.position.commit() as f64);
+        metrics::gauge!(CHECKPOINT_EVENTS).set(c.events as f64);
+        metrics::gauge!(CHECKPOINT_SEALED).set(c.sealed_at.timestamp_micros() as f64 / 1e6);
+    };
     match sealed {
         Ok(Some(c)) => {
-            metrics::gauge!(CHECKPOINT_SEQ).set(c.seq as f64);
-            metrics::gauge!(CHECKPOINT_POSITION).set(c.position.commit() as f64);
-            metrics::gauge!(CHECKPOINT_EVENTS).set(c.events as f64);
-            metrics::gauge!(CHECKPOINT_SEALED).set(c.sealed_at.timestamp_micros() as f64 / 1e6);
+            show(&c);
             tracing::debug!(seq = c.seq, position = %c.position, "sealed a checkpoint");
         }
         Ok(None) => {
@@ -305,10 +307,7 @@ async fn round(
                 && last.verify_signature(&sealer.verifying_key()).is_ok()
                 && let Ok(c) = last.checkpoint()
             {
-                metrics::gauge!(CHECKPOINT_SEQ).set(c.seq as f64);
-                metrics::gauge!(CHECKPOINT_POSITION).set(c.position.commit() as f64);
-                metrics::gauge!(CHECKPOINT_EVENTS).set(c.events as f64);
-                metrics::gauge!(CHECKPOINT_SEALED).set(c.sealed_at.timestamp_micros() as f64 / 1e6);
+                show(&c);
             }
         }
         Err(e) => tracing::error!(error = %e, "sealing a checkpoint of the log failed"),
@@ -348,8 +347,14 @@ async fn witnessed(
     }
 }
 
-/// Moves the witness to the newest stored checkpoint when it is signed by this key and links
-/// back, checkpoint by checkpoint, to the one witnessed.
+/// Checkpoints one round follows from the witnessed one towards the newest: after a long
+/// time without a witness write (a read-only volume, say), the witness catches up over
+/// several rounds instead of one query per checkpoint in one round.
+const MAX_WITNESS_STEPS: u64 = 1_000;
+
+/// Moves the witness towards the newest stored checkpoint (at most [`MAX_WITNESS_STEPS`] a
+/// round) along checkpoints signed by this key that link back, one by one, to the one
+/// witnessed.
 async fn witness_newest(
     sealer: &Sealer,
     log: &dyn LogCommitment,
@@ -367,13 +372,12 @@ async fn witness_newest(
         }
     };
     let mut previous = from;
-    for seq in previous.seq + 1..=newest.seq {
+    for seq in previous.seq + 1..=newest.seq.min(previous.seq.saturating_add(MAX_WITNESS_STEPS)) {
         let next =
             log.checkpoint(seq).await?.with_context(|| format!("checkpoint {seq} is missing"))?;
         next.verify_signature(&key).map_err(anyhow::Error::msg)?;
         let body = next.checkpoint().map_err(anyhow::Error::msg)?;
-        let link: String = previous.hash().iter().map(|b| format!("{b:02x}")).collect();
-        if body.previous != link {
+        if body.previous != hex(&previous.hash()) {
             bail!("checkpoint {seq} does not link to checkpoint {}", previous.seq);
         }
         previous = next;

@@ -149,10 +149,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     if let Some((commitment, key)) = sealing {
         let every = Duration::from_secs(args.checkpoint_every);
         let stop = stopped(stop_rx.clone());
-        let witness = crate::checkpoints::Witness::at(
+        let witness = crate::checkpoints::Witness::of(
             &data_dir,
             args.checkpoint_witness.as_deref(),
-            backend.witness_id(),
+            args.store_url.as_deref(),
         );
         reaper_tasks.push(crate::checkpoints::spawn(commitment, key, witness, every, stop));
     }

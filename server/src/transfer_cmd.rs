@@ -43,13 +43,12 @@ pub async fn export(args: ExportArgs) -> Result<()> {
         crate::checkpoints::signing_key(&args.store.data_dir, args.checkpoint_key.as_deref())?;
     // Only a log that verifies is exported and signed: its own checkpoints, and the one this
     // data directory witnessed of it (see `pop verify`).
-    let store_id = match &args.store_url {
-        Some(_) => crate::checkpoints::POSTGRES.to_owned(),
-        None => crate::checkpoints::EMBEDDED.to_owned(),
-    };
-    let witness =
-        crate::checkpoints::Witness::at(&args.store.data_dir, args.witness.as_deref(), store_id)
-            .read()?;
+    let witness = crate::checkpoints::Witness::of(
+        &args.store.data_dir,
+        args.witness.as_deref(),
+        args.store_url.as_deref(),
+    )
+    .read()?;
     let out: Box<dyn Write + Send> = match &args.out {
         Some(path) => Box::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
@@ -185,12 +184,11 @@ pub async fn import(args: ImportArgs) -> Result<()> {
     // A new store: what the data directory witnessed of a store here before is not this one's.
     // The import is committed whatever happens here, so a witness that cannot be written is
     // a warning with what to do, not a failure (a retry would find the store full).
-    let store_id = match &target {
-        Target::Postgres(_) => crate::checkpoints::POSTGRES.to_owned(),
-        Target::Sqlite { .. } => crate::checkpoints::EMBEDDED.to_owned(),
-    };
-    let witness =
-        crate::checkpoints::Witness::at(&args.store.data_dir, args.witness.as_deref(), store_id);
+    let witness = crate::checkpoints::Witness::of(
+        &args.store.data_dir,
+        args.witness.as_deref(),
+        args.store_url.as_deref(),
+    );
     // A PostgreSQL import is witnessed only when asked (`--witness`): this data directory may
     // witness another database (a live one, while a backup is tried out on a scratch one).
     let record = matches!(target, Target::Sqlite { .. }) || args.witness.is_some();

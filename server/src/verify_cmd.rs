@@ -27,12 +27,11 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
         args.checkpoint_key.as_deref(),
         args.public_key.as_deref(),
     )?;
-    let store_id = match &args.store_url {
-        Some(_) => crate::checkpoints::POSTGRES.to_owned(),
-        None => crate::checkpoints::EMBEDDED.to_owned(),
-    };
-    let witness =
-        crate::checkpoints::Witness::at(&args.store.data_dir, args.witness.as_deref(), store_id);
+    let witness = crate::checkpoints::Witness::of(
+        &args.store.data_dir,
+        args.witness.as_deref(),
+        args.store_url.as_deref(),
+    );
     let witnessed = witness.read()?;
     if args.witness.is_some() && witnessed.is_none() {
         bail!("{} holds no checkpoint of this store", witness.path().display());

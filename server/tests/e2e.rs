@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use support::{Pop, WAIT, log_tail, pop_command};
+use support::{Pop, WAIT, log_tail, pop_command, wait_bounded};
 
 /// A user of customer `acme` (from the token file).
 const ACME: &str = "tok_e2e_acme_user_000000000000000";
@@ -779,21 +779,13 @@ fn run_bounded(mut cmd: Command, what: &str) -> (ExitStatus, String) {
         .stderr(std::fs::File::create(&err_path).unwrap())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return (status, std::fs::read_to_string(&err_path).unwrap_or_default());
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{what} was still running after {WAIT:?}: it did not refuse the locked data \
-                 directory\n{}",
-                log_tail(&err_path)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    match wait_bounded(&mut child, WAIT) {
+        Some(status) => (status, std::fs::read_to_string(&err_path).unwrap_or_default()),
+        None => panic!(
+            "{what} was still running after {WAIT:?}: it did not refuse the locked data \
+             directory\n{}",
+            log_tail(&err_path)
+        ),
     }
 }
 
@@ -859,17 +851,8 @@ fn pop_log_ends_quietly_and_pop_export_fails_when_their_reader_goes_away() {
         std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
         assert!(first.starts_with('{'), "pop {args:?} printed {first:?}");
         drop(stdout);
-        let deadline = Instant::now() + WAIT;
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("pop {args:?} still ran after its reader went away");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = wait_bounded(&mut child, WAIT)
+            .unwrap_or_else(|| panic!("pop {args:?} still ran after its reader went away"));
         let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
         if args == ["export"] {
             assert!(!status.success(), "a cut export must fail: {stderr}");

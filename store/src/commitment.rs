@@ -512,6 +512,32 @@ impl LogWalker {
         version: u64,
         link: Option<Hash>,
     ) -> bool {
+        self.step(position, stream, version, link, None)
+    }
+
+    /// [`LogWalker::entry_parts`] for a caller that folds the log hash itself over the same
+    /// entries from the start of the log (the export, for its own checkpoint): `folded` is
+    /// [`fold_parts`] of the log hash before this entry and the entry, so it is not computed
+    /// twice.
+    pub(crate) fn entry_folded(
+        &mut self,
+        position: Position,
+        stream: &str,
+        version: u64,
+        link: Option<Hash>,
+        folded: &Hash,
+    ) -> bool {
+        self.step(position, stream, version, link, Some(folded))
+    }
+
+    fn step(
+        &mut self,
+        position: Position,
+        stream: &str,
+        version: u64,
+        link: Option<Hash>,
+        folded: Option<&Hash>,
+    ) -> bool {
         if self.stopped() {
             return false;
         }
@@ -540,7 +566,10 @@ impl LogWalker {
             self.stop(located("an entry out of global order".into()));
             return false;
         }
-        self.log_hash = fold_parts(&self.log_hash, position, stream, version, link.as_ref());
+        self.log_hash = match folded {
+            Some(folded) => *folded,
+            None => fold_parts(&self.log_hash, position, stream, version, link.as_ref()),
+        };
         self.count += 1;
         let mark = (version, position, link.unwrap_or(GENESIS));
         match self.seen.get_mut(stream) {

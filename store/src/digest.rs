@@ -100,13 +100,29 @@ pub fn stream_head(events: &[crate::RecordedEvent]) -> Hash {
 /// Lower-case hex, for reports and checkpoints (verification writes one per stream and
 /// checkpoint, so without a `format!` per byte).
 pub fn hex(hash: &Hash) -> String {
+    hex_bytes(hash)
+}
+
+/// [`hex`] of any bytes (a signature, a key).
+pub fn hex_bytes(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(64);
-    for b in hash {
+    let mut out = String::with_capacity(2 * bytes.len());
+    for b in bytes {
         out.push(char::from(DIGITS[usize::from(b >> 4)]));
         out.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
     out
+}
+
+/// The bytes of hex text (either case); `None` when it is not whole hex bytes.
+pub fn parse_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| text.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+        .collect()
 }
 
 #[cfg(test)]

@@ -158,7 +158,8 @@ impl<W: Write> Exporter<W> {
         self.count += 1;
         stream.mark = Some((version, position, *link.unwrap_or(&GENESIS)));
         if let Some(log) = &mut self.log
-            && !log.entry_parts(position, &stream.name, version, link.copied())
+            // The same entries folded from the start: the walk takes this fold, not its own.
+            && !log.entry_folded(position, &stream.name, version, link.copied(), &self.log_hash)
         {
             return Err(self.checkpoints_broken());
         }

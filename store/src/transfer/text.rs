@@ -87,19 +87,7 @@ pub(super) fn json_str(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
-pub(super) fn hex_bytes(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub(super) fn parse_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| text.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
-        .collect()
-}
+pub(super) use crate::digest::{hex_bytes, parse_hex};
 
 /// 64 hex digits into a hash, without an allocation (it runs twice per imported event).
 pub(super) fn parse_hash(text: &str) -> Option<Hash> {

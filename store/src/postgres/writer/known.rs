@@ -52,18 +52,27 @@ struct Known {
 #[derive(Default)]
 pub(crate) struct KnownStreams(Mutex<HashMap<String, Known>>);
 
-/// A group's read, predicted; and the knowledge the insert checks, one row per stream.
-pub(super) struct Prediction {
+/// A group's read, predicted; and the knowledge the insert checks, one row per stream (the
+/// names borrowed from the group's requests, the heads kept as hashes: nothing is copied
+/// per stream but the read's own keys).
+pub(super) struct Prediction<'g> {
     pub(super) read: GroupRead,
-    names: Vec<String>,
+    names: Vec<&'g str>,
     versions: Vec<Option<i64>>,
-    heads: Vec<Option<Vec<u8>>>,
+    heads: Vec<Option<Hash>>,
+}
+
+impl Prediction<'_> {
+    /// The heads as the statement's `bytea[]` column.
+    fn head_column(&self) -> Vec<Option<&[u8]>> {
+        self.heads.iter().map(|h| h.as_ref().map(|h| h.as_slice())).collect()
+    }
 }
 
 impl KnownStreams {
     /// The group's read as this store knows it; `None` when a stream is unknown and its
     /// append does not say it must not exist.
-    pub(super) fn predict(&self, group: &[Request]) -> Option<Prediction> {
+    pub(super) fn predict<'g>(&self, group: &'g [Request]) -> Option<Prediction<'g>> {
         let known = self.0.lock().ok()?;
         let mut read = GroupRead {
             tx_id: UNKNOWN_TX,
@@ -87,9 +96,9 @@ impl KnownStreams {
             if let Some(head) = head {
                 read.heads.insert(request.stream.clone(), head);
             }
-            names.push(request.stream.clone());
+            names.push(request.stream.as_str());
             versions.push(version.and_then(|v| i64::try_from(v).ok()));
-            heads.push(head.map(|h| h.to_vec()));
+            heads.push(head);
         }
         Some(Prediction { read, names, versions, heads })
     }
@@ -164,7 +173,7 @@ pub(super) async fn commit(
     tx: &deadpool_postgres::Client,
     group: &[Request],
     decided: &Decided<'_>,
-    predicted: &Prediction,
+    predicted: &Prediction<'_>,
     now: i64,
     [lock, write, notify]: [&tokio_postgres::Statement; 3],
 ) -> Result<Option<i64>, GroupError> {
@@ -172,10 +181,11 @@ pub(super) async fn commit(
     let c: &Columns<'_> = &decided.columns;
     let chains = chain_column(c);
     let (names, versions, last, heads) = stream_columns(&decided.touched);
+    let known_heads = predicted.head_column();
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&now];
     params.extend(event_params(c, &chains));
     let known: [&(dyn ToSql + Sync); 7] =
-        [&predicted.names, &predicted.versions, &predicted.heads, &names, &versions, &last, &heads];
+        [&predicted.names, &predicted.versions, &known_heads, &names, &versions, &last, &heads];
     params.extend(known);
     let notify_params: [&(dyn ToSql + Sync); 1] = [&super::CHANNEL];
     let begin = tx.batch_execute(super::BEGIN_GROUP);
