@@ -74,10 +74,7 @@ fn json_body(schema: Value) -> Value {
 /// A POP answer: `schema`, and the request's `cid` beside it at the top (every answer has
 /// it, success or error; a write that named its own cid in the body answers with that one).
 fn ok_response(description: &str, schema: Value) -> Value {
-    let cid = json!({"type": "object", "properties": {"cid": {
-        "type": "string", "description": "The request's cid (a write's own, when its body named one)."
-    }}});
-    document_response(description, json!({"allOf": [schema, cid]}))
+    document_response(description, json!({"allOf": [schema, schema_ref("Answered")]}))
 }
 
 fn document_response(description: &str, schema: Value) -> Value {
@@ -115,7 +112,8 @@ fn error_responses(responses: &mut Map<String, Value>, codes: &[&str]) {
 }
 
 fn error_response(description: &str) -> Value {
-    ok_response(description, schema_ref("ErrorResponse"))
+    // The envelope names its `cid` itself.
+    document_response(description, schema_ref("ErrorResponse"))
 }
 
 fn query_param(name: &str) -> Value {
@@ -416,6 +414,11 @@ fn components() -> Value {
     json!({
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         "schemas": {
+            "Answered": {
+                "type": "object",
+                "description": "What every POP answer carries beside its own members.",
+                "properties": {"cid": {"type": "string", "description": "The request's cid (a write's own, when its body named one)."}},
+            },
             "ErrorResponse": {
                 "type": "object",
                 "required": ["errorResponse"],
