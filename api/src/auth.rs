@@ -92,7 +92,10 @@ impl Tokens {
         Tokens::default()
     }
 
-    /// Adds one token. Refuses short or overlong tokens and duplicates.
+    /// Adds one token. Refuses short or overlong tokens, duplicates, and a name already given
+    /// to another principal. A principal's name is its identity — the holder of the leases it
+    /// takes, the actor in the audit trail, the key of its connection limits — so two tokens
+    /// share a name only as two tokens of one principal (same role and customers: a rotation).
     pub fn insert(&mut self, token: &str, principal: Principal) -> Result<(), String> {
         let len = token.len();
         if !(MIN_TOKEN_LENGTH..=MAX_TOKEN_LENGTH).contains(&len) {
@@ -108,6 +111,17 @@ impl Tokens {
         }
         if self.lookup(token).is_some() {
             return Err("the token is already defined".into());
+        }
+        if let Some((_, other)) = self.entries.iter().find(|(_, p)| p.name == principal.name) {
+            if *other != principal {
+                return Err(format!(
+                    "the name {:?} is already a principal with another role or other customers; \
+                     a name identifies one principal (it holds leases and is the actor in the \
+                     audit trail): give this token its own name, or the same role and customers \
+                     to rotate it",
+                    principal.name
+                ));
+            }
         }
         self.entries.push((token.as_bytes().into(), principal));
         Ok(())
@@ -337,10 +351,21 @@ mod tests {
             r#"[{"token":"tok_aaaaaaaaaaaaaaaaaaaaaaaa","name":"a","role":"user","customers":[]}]"#,
             r#"[{"token":"tok_aaaaaaaaaaaaaaaaaaaaaaaa","name":"a","role":"user","customers":["x"]},
                 {"token":"tok_aaaaaaaaaaaaaaaaaaaaaaaa","name":"b","role":"user","customers":["x"]}]"#,
+            // One name, two principals: another tenant's worker would hold the other's leases.
+            r#"[{"token":"tok_aaaaaaaaaaaaaaaaaaaaaaaa","name":"worker","role":"service","customers":["acme"]},
+                {"token":"tok_bbbbbbbbbbbbbbbbbbbbbbbb","name":"worker","role":"service","customers":["globex"]}]"#,
+            r#"[{"token":"tok_aaaaaaaaaaaaaaaaaaaaaaaa","name":"worker","role":"service","customers":["acme"]},
+                {"token":"tok_bbbbbbbbbbbbbbbbbbbbbbbb","name":"worker","role":"admin","customers":["acme"]}]"#,
             r#"{"token":"x"}"#,
         ] {
             assert!(Tokens::new().add_json(json, "t").is_err(), "{json}");
         }
+        // Two tokens of one principal (a rotation) are fine, in any order of customers.
+        let rotation = r#"[{"token":"tok_aaaaaaaaaaaaaaaaaaaaaaaa","name":"worker","role":"service","customers":["acme","globex"]},
+            {"token":"tok_bbbbbbbbbbbbbbbbbbbbbbbb","name":"worker","role":"service","customers":["globex","acme"]}]"#;
+        let mut tokens = Tokens::new();
+        tokens.add_json(rotation, "t").unwrap();
+        assert_eq!(tokens.len(), 2);
     }
 
     #[test]

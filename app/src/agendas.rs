@@ -125,6 +125,7 @@ impl App {
                     customer_id.as_deref(),
                     &template,
                     caller.principal.only_customer(),
+                    |c| caller.principal.sees(c),
                 )
                 .map_err(|e| AppError::validation("the template run", e))?;
                 if !caller.principal.sees(&customer) {
@@ -348,10 +349,12 @@ impl App {
         let stream_key = key(&agenda.customer_id, &agenda.id);
         let do_not_run = agenda.params.contains(pop_domain::params::keys::DO_NOT_RUN);
         let insight_id = insight.insight_id.clone();
+        let customer = agenda.customer_id.clone();
         let command = AgendaCommand::Submit { agenda, insight, now };
         // A worker of this replica waits for the insight and nothing else is in line: the
         // submission hands its agenda over in its own write (`crate::handout`).
-        let waiter = if do_not_run { None } else { self.handout_waiter(&insight_id).await };
+        let waiter =
+            if do_not_run { None } else { self.handout_waiter(&insight_id, &customer).await };
         let executed = match waiter {
             Some(waiter) => {
                 self.submit_handing_out(stream_key.clone(), insight_id, metadata, command, waiter)

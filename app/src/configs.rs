@@ -262,6 +262,18 @@ impl App {
             Err(e) => return Err(error::execute(&subject, e)),
         };
         let visible = current.as_ref().filter(|c| caller.principal.sees(c.customer_id()));
+        // Shared with this caller (an insight or template of another customer that allows
+        // it, or a global one): it reads the object, so a write says it may not manage it.
+        if let Some(shared) = current
+            .as_ref()
+            .filter(|c| visible.is_none() && c.visible_to(&caller.principal.customers))
+        {
+            return Err(AppError::forbidden(format!(
+                "principal {:?} may read {subject} but not manage it: it belongs to customer {:?}",
+                caller.principal.name,
+                shared.customer_id()
+            )));
+        }
         // Exists but not for this caller: an update or delete must not touch it, and a create
         // must not reveal it (CONFLICT would) — all answer as if it did not exist.
         if visible.is_none()

@@ -44,7 +44,7 @@ use pop_store::{EventMetadata, ExecuteError, Executed};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::work::may_take_from;
+use crate::work::takes_from;
 use crate::{AgendaOutcome, App, Caller, metrics};
 
 /// The actor recorded on the `Queue` event of a hand-out: the scheduler's rule applied at
@@ -162,9 +162,9 @@ pub const APPLY_WAIT: std::time::Duration = std::time::Duration::from_millis(50)
 
 impl App {
     /// The waiting `getAgenda` a submission to `insight_id` may hand its agenda to, taken off
-    /// the desk: only when one waits and the insight has nothing queued and nothing `added`
-    /// (see the module doc).
-    pub(crate) async fn handout_waiter(&self, insight_id: &str) -> Option<Waiter> {
+    /// the desk: only when one waits that takes `customer`'s agendas from it, and the insight
+    /// has nothing queued and nothing `added` (see the module doc).
+    pub(crate) async fn handout_waiter(&self, insight_id: &str, customer: &str) -> Option<Waiter> {
         if !self.desk().has_waiter(insight_id) {
             return None;
         }
@@ -184,7 +184,10 @@ impl App {
         if !models.select_agendas(&query).items.is_empty() {
             return None;
         }
-        self.desk().take(insight_id, |caller| may_take_from(caller, insight))
+        // Only a waiter that takes this customer's agendas from the insight.
+        self.desk().take(insight_id, |caller| {
+            takes_from(caller, insight, &models).is_some_and(|v| v.sees(customer))
+        })
     }
 
     /// Appends `submit` (on `stream_key`, with `metadata`) together with the agenda's `Queue`

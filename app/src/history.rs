@@ -72,9 +72,10 @@ impl App {
                     None => MAX_EVENT_PAGE_SIZE,
                     Some(n) if n >= 1 && n as u64 <= MAX_EVENT_PAGE_SIZE as u64 => n as usize,
                     Some(n) => {
-                        return Err(AppError::bad_request(format!(
-                            "first: {n} is outside 1..={MAX_EVENT_PAGE_SIZE}"
-                        )));
+                        return Err(AppError::invalid(
+                            "first",
+                            format!("{n} is outside 1..={MAX_EVENT_PAGE_SIZE}"),
+                        ));
                     }
                 };
                 let after = after

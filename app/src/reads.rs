@@ -305,14 +305,14 @@ impl App {
     }
 
     /// The page size and start of a list request (`first` within `1..=max`, else
-    /// BAD_REQUEST; `after` a cursor, else VALIDATION).
+    /// VALIDATION naming it; `after` a cursor, else VALIDATION).
     pub(crate) fn page_bounds(&self, page: &PageRequest) -> AppResult<(usize, Option<Cursor>)> {
         let max = self.config().max_page_size;
         let limit = match page.first {
             None => DEFAULT_PAGE_SIZE.min(max),
             Some(n) if n >= 1 && usize::try_from(n).is_ok_and(|n| n <= max) => n as usize,
             Some(n) => {
-                return Err(AppError::bad_request(format!("first: {n} is outside 1..={max}")));
+                return Err(AppError::invalid("first", format!("{n} is outside 1..={max}")));
             }
         };
         let after = page
@@ -631,7 +631,7 @@ fn event_page_size(first: Option<i64>) -> AppResult<usize> {
             Ok(n as usize)
         }
         Some(n) => {
-            Err(AppError::bad_request(format!("first: {n} is outside 1..={MAX_EVENT_PAGE_SIZE}")))
+            Err(AppError::invalid("first", format!("{n} is outside 1..={MAX_EVENT_PAGE_SIZE}")))
         }
     }
 }

@@ -14,7 +14,7 @@ use pop_domain::agenda::{AgendaCommand, AgendaState, OperationReport, ProgressRe
 use pop_domain::binding::may_use_insight;
 use pop_domain::model::{AgendaProgress, Insight};
 use pop_domain::validate::{check_id, check_size};
-use pop_projections::{AgendaOrder, AgendaQuery, ChangeKind, Phase, Visibility};
+use pop_projections::{AgendaOrder, AgendaQuery, ChangeKind, Phase, ReadModels, Visibility};
 use pop_store::{EventMetadata, ExecuteError};
 
 use crate::agendas::from_json;
@@ -36,6 +36,32 @@ pub(crate) fn may_take_from(caller: &Caller, insight: &Insight) -> bool {
         Visibility::All => true,
         Visibility::Customers(ids) => ids.iter().any(|c| may_use_insight(insight, c)),
     }
+}
+
+/// Whose queued agendas the caller takes from `insight` (`None`: it may not take from it).
+/// The workers of whoever runs the insight — a caller that sees the insight's owner or the
+/// owner of its resource pool — serve every customer of a shared or global insight, as POP's
+/// pullers did. A caller that may only *use* the insight (a customer it is shared with, or any
+/// customer of a global one) takes only its own customers' agendas from it: being allowed to
+/// submit to a provider's queue must not hand it, under a lease, the other customers' work,
+/// their params and payloads, and the right to report their results (DOMAIN.md §10 says
+/// "insights it may use"; read literally, every tenant of a global insight could drain and
+/// falsify every other tenant's agendas).
+pub(crate) fn takes_from(
+    caller: &Caller,
+    insight: &Insight,
+    models: &ReadModels,
+) -> Option<Visibility> {
+    if !may_take_from(caller, insight) {
+        return None;
+    }
+    let principal = &caller.principal;
+    let runs_it = principal.customers == Visibility::All
+        || principal.sees(&insight.customer_id)
+        || models
+            .resource_pool(&insight.resource_pool_id)
+            .is_some_and(|pool| principal.sees(&pool.customer_id));
+    Some(if runs_it { Visibility::All } else { principal.customers.clone() })
 }
 
 /// One report of an `updateAgendaProgresses` batch: the POP AgendaProgress JSON and the lease
@@ -354,13 +380,13 @@ impl App {
         // (agenda id, customer id, updatedTime in ms: the time it was queued).
         let candidates: Vec<(String, String, i64)> = {
             let models = services.projections().read();
-            let insight = models
+            let (insight, takes) = models
                 .insight(insight_id)
-                .filter(|i| may_take_from(caller, i))
+                .and_then(|i| Some((i, takes_from(caller, i, &models)?)))
                 .ok_or_else(|| AppError::not_found("insight", insight_id))?;
-            // A pool's worker serves every customer of the insights it may use (POP's pullers
-            // did): the queue is the insight's, not filtered by the token's customers.
-            let mut query = AgendaQuery::new(&Visibility::All);
+            // The insight's workers serve every customer of it; a customer it is only shared
+            // with takes its own agendas ([`takes_from`]).
+            let mut query = AgendaQuery::new(&takes);
             query.insight_id = Some(&insight.id);
             query.phase = Some(Phase::Queued);
             query.order = AgendaOrder::Queue;

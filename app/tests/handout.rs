@@ -227,3 +227,32 @@ async fn get_agenda_right_after_creating_the_insight_finds_it() {
         assert!(got.unwrap().is_empty(), "{id}");
     }
 }
+
+/// A customer the insight is only shared with waits on it for its own agendas: a submission of
+/// the insight's owner is not handed to it (nor claimed by it from the queue afterwards).
+#[tokio::test]
+async fn a_submission_is_not_handed_to_a_waiter_of_another_customer_sharing_the_insight() {
+    let w = world().await;
+    let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
+    let customer = json!({"id": "globex", "title": "globex", "resourcePoolId": "pool"});
+    w.app.configure::<Customer>(&admin, ConfigOp::Create(customer), None, None).await.unwrap();
+    let insight = json!({"id": "work", "customerId": "acme", "title": "work",
+        "resourcePoolId": "pool", "queueSize": 10, "allowedCustomerIds": ["globex"],
+        "mappers": {"operationType": ["work"]}});
+    w.app.configure::<Insight>(&admin, ConfigOp::Update(insight), None, None).await.unwrap();
+    w.app.settle(None).await.unwrap();
+    let app = w.app.clone();
+    let globex = Caller::new(Principal::new("globex-worker", Role::Service, &["globex"]), "test");
+    let waiting = tokio::spawn(async move {
+        let claimed = app.get_agenda_waiting(&globex, "work", 1, Some(2), None).await.unwrap();
+        claimed.into_iter().map(|c| c.progress().agenda_id.clone()).collect::<Vec<_>>()
+    });
+    seated(&w, 1).await;
+    assert_eq!(submit(&w, "a1", json!({})).await, "added", "not handed to globex's worker");
+    queue(&w, "a1").await;
+    let got = tokio::time::timeout(BOUND, waiting).await.unwrap().unwrap();
+    assert!(got.is_empty(), "globex's worker took acme's agenda: {got:?}");
+    w.app.settle(None).await.unwrap();
+    let mine = w.app.get_agenda(&worker("w1"), "work", 1, None).await.unwrap();
+    assert_eq!(mine.len(), 1, "acme's own worker takes it");
+}

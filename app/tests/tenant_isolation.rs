@@ -396,8 +396,103 @@ async fn an_admin_of_some_customers_cannot_steer_other_customers_or_read_the_who
         .await
         .unwrap();
 
+    // Another customer's insight shared with globex: read, but not managed (FORBIDDEN, since
+    // the caller sees it); one not shared stays NOT_FOUND.
+    let shared = json!({"id": "ops-shared", "customerId": "ops", "title": "shared",
+        "resourcePoolId": "pool", "queueSize": 10, "allowedCustomerIds": ["globex"],
+        "mappers": {"operationType": ["ffmpeg"]}});
+    w.app.configure::<Insight>(&admin, ConfigOp::Create(shared.clone()), None, None).await.unwrap();
+    let hidden = json!({"id": "ops-hidden", "customerId": "ops", "title": "hidden",
+        "resourcePoolId": "pool", "queueSize": 10, "mappers": {"operationType": ["ffmpeg"]}});
+    w.app.configure::<Insight>(&admin, ConfigOp::Create(hidden.clone()), None, None).await.unwrap();
+    assert!(w.app.config_by_id::<Insight>(&limited, "ops-shared", None).await.unwrap().is_some());
+    let mut edited = shared.clone();
+    edited["queueSize"] = json!(1);
+    for op in [ConfigOp::Update(edited), ConfigOp::Delete("ops-shared".into())] {
+        let r = w.app.configure::<Insight>(&limited, op, None, None).await;
+        assert_eq!(code(&r).as_deref(), Some("Forbidden"), "{r:?}");
+        assert!(r.unwrap_err().message.contains("may read insight \"ops-shared\""));
+    }
+    let r = w.app.configure::<Insight>(&limited, ConfigOp::Update(hidden), None, None).await;
+    assert_eq!(code(&r).as_deref(), Some("NotFound"), "{r:?}");
+    let kept = w.app.config_by_id::<Insight>(&admin, "ops-shared", None).await.unwrap().unwrap();
+    assert_eq!(kept.queue_size, 10, "the refused update changed nothing");
+
     // The global event log: every customer's events, so only for who sees every customer.
     let r = w.app.events(&limited, None, Some(10)).await;
     assert_eq!(code(&r).as_deref(), Some("Forbidden"), "{r:?}");
     assert!(!w.app.events(&admin, None, Some(10)).await.unwrap().events.is_empty());
+}
+
+/// A customer an insight is shared with (or any customer of a global one) may submit to it and
+/// take work from it, but only its own agendas: the other customers' agendas on the shared
+/// queue — their params, payloads and the right to report their results — go to the workers
+/// of whoever runs the insight (a caller that sees its owner or its pool's owner). A probe took
+/// another tenant's agenda from a shared insight and completed it with a forged result.
+#[tokio::test]
+async fn a_shared_or_global_insight_hands_a_tenant_only_its_own_agendas() {
+    let w = world().await;
+    let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
+    // ops runs "pool"; its insights take the tenants' `shared` and `global` operations.
+    for (id, extra) in [
+        ("shared", json!({"allowedCustomerIds": ["acme", "globex"]})),
+        ("global", json!({"isGlobal": true})),
+    ] {
+        let mut insight = json!({"id": id, "customerId": "ops", "title": id,
+            "resourcePoolId": "pool", "queueSize": 10, "mappers": {"operationType": [id]}});
+        for (k, v) in extra.as_object().unwrap() {
+            insight[k] = v.clone();
+        }
+        w.app.configure::<Insight>(&admin, ConfigOp::Create(insight), None, None).await.unwrap();
+    }
+    let submit = |tenant: &'static str, id: &'static str, insight: &'static str| {
+        let w = &w;
+        async move {
+            let id = format!("{insight}-{id}");
+            let agenda = json!({"id": id, "customerId": tenant, "params": {"secret": tenant},
+                "operations": [{"name": "x", "type": insight, "payload": {"of": tenant}}]});
+            let o = w.app.submit(&user(tenant), agenda, None, None).await.unwrap();
+            assert_eq!(o.progress().agenda_insight.as_ref().unwrap().insight_id, insight);
+            let metadata =
+                EventMetadata { customer_id: Some(tenant.into()), ..EventMetadata::default() };
+            let queue = AgendaCommand::Queue { now: Utc::now() };
+            w.commands.execute::<AgendaState>(&key(tenant, &id), &metadata, &queue).await.unwrap();
+        }
+    };
+    let claimed = |caller: Caller, insight: &'static str| {
+        let w = &w;
+        async move {
+            w.app.settle(None).await.unwrap();
+            let got = w.app.get_agenda(&caller, insight, 10, None).await.unwrap();
+            let mut ids: Vec<String> = got
+                .iter()
+                .map(|o| format!("{}/{}", o.progress().customer_id, o.progress().agenda_id))
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    for insight in ["shared", "global"] {
+        let ids = |ids: &[&str]| -> Vec<String> {
+            ids.iter()
+                .map(|i| {
+                    let (customer, id) = i.split_once('/').unwrap();
+                    format!("{customer}/{insight}-{id}")
+                })
+                .collect()
+        };
+        submit("globex", "g1", insight).await;
+        submit("globex", "g2", insight).await;
+        submit("acme", "a1", insight).await;
+        // acme's worker gets acme's agenda only; globex's wait for globex's own worker.
+        assert_eq!(claimed(worker("acme"), insight).await, ids(&["acme/a1"]), "{insight}");
+        assert_eq!(claimed(worker("acme"), insight).await, ids(&[]), "{insight}");
+        let globex = claimed(worker("globex"), insight).await;
+        assert_eq!(globex, ids(&["globex/g1", "globex/g2"]), "{insight}");
+        // The insight's operator takes every customer's.
+        submit("globex", "g3", insight).await;
+        submit("acme", "a2", insight).await;
+        let ops = Caller::new(Principal::new("ops-worker", Role::Service, &["ops"]), "test");
+        assert_eq!(claimed(ops, insight).await, ids(&["acme/a2", "globex/g3"]), "{insight}");
+    }
 }

@@ -67,18 +67,21 @@ pub fn validate_template(template: &AgendaTemplate) -> Result<(), ValidationErro
 }
 
 /// The customer a run of `template` is for: the request's `customerId`, else the customerId
-/// of the template's agenda, else the caller's only customer (POP's run request names no
-/// customer). Blank values count as absent, and so does a template customerId that holds a
-/// reference: the customer decides tenancy, so the run payload never chooses it. The caller
-/// still has to be allowed to act for it and the customer to use the template.
+/// of the template's agenda when the caller may act for it (`may_act_for`: a template shared
+/// with the caller's customer names its owner there), else the caller's only customer (POP's
+/// run request names no customer). Blank values count as absent, and so does a template
+/// customerId that holds a reference: the customer decides tenancy, so the run payload never
+/// chooses it. The caller still has to be allowed to act for it and the customer to use the
+/// template.
 pub fn run_customer(
     requested: Option<&str>,
     template: &AgendaTemplate,
     callers_only_customer: Option<&str>,
+    may_act_for: impl Fn(&str) -> bool,
 ) -> Result<String, ValidationErrors> {
     let given = |c: Option<&str>| c.map(str::trim).filter(|c| !c.is_empty()).map(str::to_string);
     let from_body = Some(template.agenda.customer_id.as_str())
-        .filter(|c| !c.contains(references::REFERENCE_START));
+        .filter(|c| !c.contains(references::REFERENCE_START) && may_act_for(c.trim()));
     given(requested).or_else(|| given(from_body)).or_else(|| given(callers_only_customer)).ok_or_else(
         || {
             let mut errors = ValidationErrors::new();
@@ -332,16 +335,20 @@ mod tests {
     #[test]
     fn the_run_is_for_the_requested_customer_else_the_templates_else_the_callers_only_one() {
         let mut t = template();
-        assert_eq!(run_customer(Some("acme"), &t, Some("mine")).as_deref(), Ok("acme"));
-        assert_eq!(run_customer(None, &t, Some("mine")).as_deref(), Ok("mine"));
+        let any = |_: &str| true;
+        assert_eq!(run_customer(Some("acme"), &t, Some("mine"), any).as_deref(), Ok("acme"));
+        assert_eq!(run_customer(None, &t, Some("mine"), any).as_deref(), Ok("mine"));
         t.agenda.customer_id = "body-customer".into();
-        assert_eq!(run_customer(None, &t, Some("mine")).as_deref(), Ok("body-customer"));
-        assert_eq!(run_customer(Some(" "), &t, None).as_deref(), Ok("body-customer"));
-        assert_eq!(run_customer(Some("acme"), &t, None).as_deref(), Ok("acme"));
+        assert_eq!(run_customer(None, &t, Some("mine"), any).as_deref(), Ok("body-customer"));
+        assert_eq!(run_customer(Some(" "), &t, None, any).as_deref(), Ok("body-customer"));
+        assert_eq!(run_customer(Some("acme"), &t, None, any).as_deref(), Ok("acme"));
+        // A template shared with the caller names its owner: the run is for the caller's own.
+        let mine = |c: &str| c == "mine";
+        assert_eq!(run_customer(None, &t, Some("mine"), mine).as_deref(), Ok("mine"));
         // A customer is never taken from the run payload: a reference there does not count.
         t.agenda.customer_id = "@<pop.payload::/customer>".into();
-        assert_eq!(run_customer(None, &t, Some("mine")).as_deref(), Ok("mine"));
-        let err = run_customer(None, &t, None).unwrap_err();
+        assert_eq!(run_customer(None, &t, Some("mine"), any).as_deref(), Ok("mine"));
+        let err = run_customer(None, &t, None, any).unwrap_err();
         assert_eq!(err.errors[0].field, "customerId");
     }
 

@@ -78,8 +78,21 @@ pub fn validate_agenda(agenda: &Agenda) -> Result<(), ValidationErrors> {
         errors.push("operations", "an agenda needs at least one operation");
     }
     check_params(&agenda.params, "params", "the agenda", &mut errors);
+    check_maximum_attempts(&agenda.params, &mut errors);
     check_operations(&[], &agenda.operations, &mut errors);
     errors.into_result()
+}
+
+/// `params.maximumAttempts` as the agenda will use it (default 3, clamped to 1..=20), and a
+/// problem named `params.maximumAttempts` when it is present but not an integer.
+pub(crate) fn check_maximum_attempts(params: &Params, errors: &mut ValidationErrors) -> u32 {
+    crate::agenda::maximum_attempts(params).unwrap_or_else(|value| {
+        errors.push(
+            "params.maximumAttempts",
+            format!("maximumAttempts must be an integer, not {value}"),
+        );
+        crate::agenda::DEFAULT_MAXIMUM_ATTEMPTS
+    })
 }
 
 /// Checks the operations an expand appends to `existing`, as a submission would be checked but
@@ -619,6 +632,20 @@ mod tests {
 
     fn fields_of(agenda: &Agenda) -> Vec<String> {
         errors_of(agenda).into_iter().map(|(f, _)| f).collect()
+    }
+
+    #[test]
+    fn every_problem_of_a_submission_is_named_at_once_maximum_attempts_included() {
+        let mut a = agenda(json!([{"name": "", "type": "x"}]));
+        a.customer_id = String::new();
+        a.params.insert("maximumAttempts", json!("abc"));
+        let fields = fields_of(&a);
+        assert!(fields.contains(&"customerId".to_string()), "{fields:?}");
+        assert!(fields.contains(&"params.maximumAttempts".to_string()), "{fields:?}");
+        assert!(fields.iter().any(|f| f.starts_with("operations[0]")), "{fields:?}");
+        // A numeric string is POP's lenient form, not a problem.
+        a.params.insert("maximumAttempts", json!("5"));
+        assert!(!fields_of(&a).contains(&"params.maximumAttempts".to_string()));
     }
 
     #[test]

@@ -357,6 +357,22 @@ impl std::fmt::Debug for Runner {
     }
 }
 
+/// The loaded models, unless they are past the log's head: a store restored from an older
+/// backup (or replaced) under a newer snapshot. Applying from there would skip the next
+/// events the store takes — acknowledged writes that no read model would ever show — and
+/// keep showing agendas the log no longer holds; so the snapshot is dropped and the models
+/// are rebuilt from the log. (A store that cannot be asked keeps them: `run` fails on it.)
+async fn past_the_head(models: ReadModels, store: &dyn EventStore) -> ReadModels {
+    let position = models.position();
+    match store.head().await {
+        Ok(head) if position > head => {
+            tracing::warn!(snapshot = %position, head = %head, "the projections snapshot is past the end of the log (was the store restored from a backup?); rebuilding from the log");
+            ReadModels::new()
+        }
+        _ => models,
+    }
+}
+
 impl Runner {
     /// Loads the snapshot when there is a usable one (else logs why and starts from position
     /// 0) and returns the runner with the handle to its models.
@@ -382,6 +398,7 @@ impl Runner {
                 }
             },
         };
+        let models = past_the_head(models, store.as_ref()).await;
         let handle = Projections::new(models, config.change_feed_capacity);
         let runner = Runner {
             store,

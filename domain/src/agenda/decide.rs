@@ -14,7 +14,8 @@ use crate::model::{
 use crate::params::Params;
 use crate::text::{eq_ignore_case, fold_case};
 use crate::validate::{
-    MAX_PARAMS_ENTRIES, MAX_PAYLOAD_DEPTH, depth_exceeds, validate_agenda, validate_expansion,
+    MAX_PARAMS_ENTRIES, MAX_PAYLOAD_DEPTH, check_maximum_attempts, depth_exceeds, validate_agenda,
+    validate_expansion,
 };
 
 use super::command::{AgendaCommand, OperationReport, ProgressReport};
@@ -22,7 +23,10 @@ use super::error::AgendaError;
 use super::event::*;
 use super::evolve::apply_operation_change;
 use super::rerun::{RerunFlags, plan_rerun};
-use super::state::{AgendaState, Lease, MAX_DIAGNOSTICS, RUNNING_MESSAGE, maximum_attempts};
+use super::state::{
+    AgendaState, DEFAULT_MAXIMUM_ATTEMPTS, Lease, MAX_DIAGNOSTICS, RUNNING_MESSAGE,
+    maximum_attempts,
+};
 
 type Decision = Result<Vec<AgendaEvent>, AgendaError>;
 
@@ -133,7 +137,8 @@ impl AgendaState {
                 "the agenda must be bound to a resource pool",
             );
         }
-        let maximum = check_maximum_attempts(&agenda.params, &mut errors);
+        // `validate_agenda` names a maximumAttempts that is not an integer.
+        let maximum = maximum_attempts(&agenda.params).unwrap_or(DEFAULT_MAXIMUM_ATTEMPTS);
         if let Err(found) = validate_agenda(agenda) {
             merge(&mut errors, found);
         }
@@ -755,16 +760,6 @@ fn check_lease_expires(lease_expires: Timestamp, now: Timestamp, errors: &mut Va
             ),
         );
     }
-}
-
-fn check_maximum_attempts(params: &Params, errors: &mut ValidationErrors) -> u32 {
-    maximum_attempts(params).unwrap_or_else(|value| {
-        errors.push(
-            "params.maximumAttempts",
-            format!("maximumAttempts must be an integer, not {value}"),
-        );
-        super::state::DEFAULT_MAXIMUM_ATTEMPTS
-    })
 }
 
 fn merge(into: &mut ValidationErrors, from: ValidationErrors) {
