@@ -470,12 +470,16 @@ async fn isolation_of_every_query_and_mutation() {
     for mutation in [
         "mutation { updateCustomer(customer: {id: \"globex\", title: \"mine now\"}) { position } }",
         "mutation { deleteCustomer(id: \"globex\") { position } }",
-        "mutation { deleteInsight(id: \"transcode\") { position } }",
         "mutation { updateResourcePool(resourcePool: {id: \"pool-1\", customerId: \"acme\"}) { position } }",
     ] {
         let e = s.err(ACME_ADMIN, mutation, json!({})).await;
         assert_eq!(code(&e), "NOT_FOUND", "{mutation}: {e:#}");
     }
+    // The global insight of ops it reads (and submits to) but does not manage: FORBIDDEN.
+    let e = s
+        .err(ACME_ADMIN, "mutation { deleteInsight(id: \"transcode\") { position } }", json!({}))
+        .await;
+    assert_eq!(code(&e), "FORBIDDEN", "{e:#}");
     let e = s.err(ACME_ADMIN, "mutation { createInsight(insight: {id: \"i2\", customerId: \"globex\", title: \"t\", resourcePoolId: \"pool-1\", queueSize: 1}) { position } }", json!({})).await;
     assert_eq!(code(&e), "FORBIDDEN", "{e:#}");
 

@@ -150,14 +150,14 @@ async fn another_customers_progress_id_cannot_take_over_yours() {
         assert_eq!(code(&e), "CONFLICT", "{e:#}");
     }
 
-    // The pool's worker claims both (a global insight serves every customer) and reports for
+    // The pool's worker (ops runs the global insight) claims both and reports for
     // the victim the way POP's executor does: the progress id and the agenda id.
     queue_all(&s).await;
-    let claimed = s.ok(ACME_SERVICE, CLAIM, json!({"n": 5})).await;
+    let claimed = s.ok(OPS_SERVICE, CLAIM, json!({"n": 5})).await;
     assert_eq!(claimed["getAgenda"].as_array().unwrap().len(), 2, "{claimed:#}");
     let r = s
         .ok(
-            ACME_SERVICE,
+            OPS_SERVICE,
             REPORT,
             json!({"p": executing("p-victim", Some("victim"), "probe", "secret")}),
         )
@@ -172,13 +172,13 @@ async fn another_customers_progress_id_cannot_take_over_yours() {
     assert_eq!(p["agendaProgress"]["agendaId"], "attacker");
     assert_eq!(p["agendaProgress"]["operationProgress"][0]["processingState"], "WAITING", "{p:#}");
 
-    // The progress id alone names two agendas this worker holds: it must say which.
-    let e =
-        s.err(ACME_SERVICE, REPORT, json!({"p": executing("p-victim", None, "probe", "x")})).await;
+    // The progress id alone names two agendas a caller reaches (an admin of both customers;
+    // the victim finished above, so the worker's lease on it is gone): it must say which.
+    let e = s.err(ADMIN, REPORT, json!({"p": executing("p-victim", None, "probe", "x")})).await;
     assert_eq!(code(&e), "VALIDATION", "{e:#}");
     // A progress id that is not the named agenda's is refused, never routed elsewhere.
     let e = s
-        .err(ACME_SERVICE, REPORT, json!({"p": executing("p-other", Some("victim"), "probe", "x")}))
+        .err(ADMIN, REPORT, json!({"p": executing("p-other", Some("victim"), "probe", "x")}))
         .await;
     assert_eq!(code(&e), "VALIDATION", "{e:#}");
     assert_eq!(problem_fields(&e), ["agendaProgress.id"], "{e:#}");
@@ -212,10 +212,11 @@ async fn operation_progress_ids_with_dashes_are_never_shadowed_by_another_custom
     }
 }
 
-/// Item 5: a pool's service token takes from a shared (global) insight the agendas of every
-/// customer it serves — before, only those of customers in its own list, while the others
-/// held the queue's slots — and may report on and expand another customer's agenda exactly
-/// while it holds its lease.
+/// Item 5: a pool's service token — one that sees the insight's or the pool's owner — takes from
+/// a shared (global) insight the agendas of every customer it serves — before, only those of
+/// customers in its own list, while the others held the queue's slots — and may report on and
+/// expand another customer's agenda exactly while it holds its lease. A worker of a customer
+/// the insight merely serves takes only that customer's agendas.
 #[tokio::test]
 async fn a_pool_worker_serves_every_customer_of_a_shared_insight_under_its_lease() {
     let s = start(ApiConfig::default()).await;
@@ -223,31 +224,34 @@ async fn a_pool_worker_serves_every_customer_of_a_shared_insight_under_its_lease
     submit(&s, GLOBEX, named("globex", "g-1", "g-1", &["probe", "encode"]), &after).await;
     queue_all(&s).await;
 
-    // ACME_SERVICE's token lists only acme, yet it is the pool's worker.
+    // acme's own worker takes only acme's agendas from the global insight it may use: not
+    // globex's (a probe drained and falsified another tenant's work this way).
     let claimed = s.ok(ACME_SERVICE, CLAIM, json!({"n": 2})).await;
+    assert_eq!(claimed["getAgenda"], json!([]), "{claimed:#}");
+    // ops' token lists only ops, yet it is the pool's worker: ops runs the insight.
+    let claimed = s.ok(OPS_SERVICE, CLAIM, json!({"n": 2})).await;
     let items = claimed["getAgenda"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{claimed:#}");
     assert_eq!(items[0]["agenda"]["customerId"], "globex");
 
     // Another token of the same list, not holding the lease, cannot reach it.
     let e = s
-        .err(ACME_SERVICE_2, REPORT, json!({"p": executing("g-1", Some("g-1"), "probe", "x")}))
+        .err(OPS_SERVICE_2, REPORT, json!({"p": executing("g-1", Some("g-1"), "probe", "x")}))
         .await;
     assert_eq!(code(&e), "NOT_FOUND", "{e:#}");
     // The holder reports and expands it.
-    let r = s
-        .ok(ACME_SERVICE, REPORT, json!({"p": executing("g-1", Some("g-1"), "probe", "ok")}))
-        .await;
+    let r =
+        s.ok(OPS_SERVICE, REPORT, json!({"p": executing("g-1", Some("g-1"), "probe", "ok")})).await;
     assert_eq!(r["updateAgendaProgress"]["progress"]["processingState"], "EXECUTING", "{r:#}");
     let expand = "mutation($id: String!, $o: JSON!) { expandAgenda(agendaId: $id, operations: $o) \
         { progress { operationProgress { operation } } } }";
     let ops = json!([{"name": "more", "type": "ffmpeg", "payload": {}}]);
-    let x = s.ok(ACME_SERVICE, expand, json!({"id": "g-1", "o": ops})).await;
+    let x = s.ok(OPS_SERVICE, expand, json!({"id": "g-1", "o": ops})).await;
     assert_eq!(x["expandAgenda"]["progress"]["operationProgress"].as_array().unwrap().len(), 3);
     let p = s.ok(GLOBEX, PROGRESS, json!({"id": "g-1"})).await;
     assert_eq!(p["agendaProgress"]["operationProgress"][0]["resultPayload"], json!({"r": "ok"}));
     // It reads it while it holds it; globex's user still sees only its own.
-    let a = s.ok(ACME_SERVICE, AGENDA, json!({"id": "g-1"})).await;
+    let a = s.ok(OPS_SERVICE, AGENDA, json!({"id": "g-1"})).await;
     assert_eq!(a["agenda"]["customerId"], "globex");
     // Once finished the lease is gone, and so is the worker's reach.
     let done = json!({"id": "g-1", "agendaId": "g-1", "processingState": "COMPLETE",
@@ -255,11 +259,11 @@ async fn a_pool_worker_serves_every_customer_of_a_shared_insight_under_its_lease
         "operationProgress": [
             {"operation": "encode", "processingState": "COMPLETE", "processingStateMessage": "succeeded"},
             {"operation": "more", "processingState": "COMPLETE", "processingStateMessage": "succeeded"}]});
-    s.ok(ACME_SERVICE, REPORT, json!({"p": done})).await;
-    let a = s.ok(ACME_SERVICE, AGENDA, json!({"id": "g-1"})).await;
+    s.ok(OPS_SERVICE, REPORT, json!({"p": done})).await;
+    let a = s.ok(OPS_SERVICE, AGENDA, json!({"id": "g-1"})).await;
     assert!(a["agenda"].is_null(), "{a:#}");
     let e = s
-        .err(ACME_SERVICE, REPORT, json!({"p": executing("g-1", Some("g-1"), "probe", "late")}))
+        .err(OPS_SERVICE, REPORT, json!({"p": executing("g-1", Some("g-1"), "probe", "late")}))
         .await;
     assert_eq!(code(&e), "NOT_FOUND", "{e:#}");
 }

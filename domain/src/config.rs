@@ -434,7 +434,15 @@ impl ConfigObject for Insight {
             errors.push("resourcePoolId", format!("insight {id:?} needs a resourcePoolId"));
         }
         // pop: POP defaulted queueSize to 0, which silently meant "never scheduled".
-        if !(1..=MAX_QUEUE_SIZE).contains(&self.queue_size) {
+        if self.queue_size == 0 {
+            errors.push(
+                "queueSize",
+                format!(
+                    "insight {id:?} needs a queueSize between 1 and {MAX_QUEUE_SIZE} (it was \
+                     missing, null or 0; POP's 0 meant the insight was never scheduled)"
+                ),
+            );
+        } else if !(1..=MAX_QUEUE_SIZE).contains(&self.queue_size) {
             errors.push(
                 "queueSize",
                 format!(

@@ -40,12 +40,35 @@ pub mod epoch_ms {
                 if let Ok(ms) = s.trim().parse::<i64>() {
                     return from_value(&Value::from(ms));
                 }
-                DateTime::parse_from_rfc3339(s.trim()).map(|t| Some(t.with_timezone(&Utc))).map_err(
-                    |e| format!("time {s:?} is neither epoch milliseconds nor RFC 3339: {e}"),
-                )
+                from_text(s.trim()).map(Some).ok_or_else(|| {
+                    format!(
+                        "time {s:?} is neither epoch milliseconds nor an ISO 8601 time (e.g. \
+                         2026-12-04T18:25:01.046Z)"
+                    )
+                })
             }
             other => Err(format!("time must be a number or a string, not {other}")),
         }
+    }
+
+    /// An ISO 8601 time as Java clients write it: RFC 3339 (`…Z`, `…+01:00`), Jackson's
+    /// `StdDateFormat` (`…+0000`, its default for `java.util.Date` with timestamps off), and
+    /// the forms it reads as UTC: no zone (`2026-12-04T18:25:01.046`) or a date alone.
+    fn from_text(s: &str) -> Option<DateTime<Utc>> {
+        use chrono::{NaiveDate, NaiveDateTime};
+        if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+            return Some(t.with_timezone(&Utc));
+        }
+        if let Ok(t) = DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z") {
+            return Some(t.with_timezone(&Utc));
+        }
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f") {
+            return Some(t.and_utc());
+        }
+        NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|t| t.and_utc())
     }
 
     /// Epoch seconds below this, written as a decimal, are Jackson's `Instant`
@@ -555,6 +578,10 @@ mod tests {
             json!(1.700000000123e12),
             // Jackson's `Instant`: decimal epoch seconds with nanoseconds.
             json!(1_700_000_000.123_f64),
+            // Jackson's `StdDateFormat` (java.util.Date with timestamps off), and its UTC reads.
+            json!("2023-11-14T22:13:20.123+0000"),
+            json!("2023-11-14T23:13:20.123+0100"),
+            json!("2023-11-14T22:13:20.123"),
         ] {
             let t = read(v.clone()).unwrap().time.unwrap();
             assert_eq!(t.timestamp_millis(), ms, "{v}");
@@ -573,7 +600,12 @@ mod tests {
         );
         assert_eq!(read(json!(null)).unwrap().time, None);
         assert_eq!(read(json!("")).unwrap().time, None);
-        assert!(read(json!("yesterday")).is_err());
+        assert_eq!(
+            read(json!("2023-11-14")).unwrap().time.unwrap().timestamp_millis(),
+            1_699_920_000_000
+        );
+        let refused = read(json!("yesterday")).unwrap_err().to_string();
+        assert!(refused.contains("ISO 8601"), "{refused}");
         assert!(read(json!(true)).is_err());
         // Written back as epoch milliseconds.
         let e = DiagnosticEvent {

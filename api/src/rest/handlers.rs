@@ -140,11 +140,12 @@ fn wanted_fields(text: &str) -> RestResult<Vec<&str>> {
     Ok(wanted)
 }
 
-/// An object with only the `wanted` fields (anything else as it is).
+/// An object with only the `wanted` fields, named in any case as POP matched them
+/// (`byfields=processingstate`), anything else as it is.
 fn cut(value: Value, wanted: &[&str]) -> Value {
     match value {
         Value::Object(mut map) => {
-            map.retain(|key, _| wanted.contains(&key.as_str()));
+            map.retain(|key, _| wanted.iter().any(|w| w.eq_ignore_ascii_case(key)));
             Value::Object(map)
         }
         other => other,
@@ -590,6 +591,10 @@ async fn get_agenda(call: &Call<'_>) -> RestResult<Reply> {
     let insight_id = required_text(object, "insightId")?;
     let count =
         integer(object, "count")?.ok_or_else(|| AppError::invalid("count", "is required"))?;
+    // POP handed out up to any count: a puller configured for more than one call hands out
+    // gets that many (fewer is always a valid answer), not a refusal and no work at all.
+    let most = i64::try_from(pop_app::limits::MAX_GET_AGENDA_COUNT).unwrap_or(i64::MAX);
+    let count = count.min(most);
     let wait = integer(object, "waitSeconds")?;
     let claimed =
         call.app().get_agenda_waiting(&call.caller, &insight_id, count, wait, None).await?;
@@ -756,6 +761,9 @@ mod budget_tests {
         assert!(format!("{refused:?}").contains("ResponseTooLarge"), "{refused:?}");
         // Counted after `byFields`: the ids alone fit where the whole items do not.
         let ids = values_within(&items, 10 * one - 1, Some(&["id"])).expect("fits");
+        assert_eq!(ids[3], json!({"id": 3}));
+        // Field names in any case, as POP matched them.
+        let ids = values_within(&items, 10 * one - 1, Some(&["ID"])).expect("fits");
         assert_eq!(ids[3], json!({"id": 3}));
     }
 }

@@ -26,12 +26,17 @@ pub const ADMIN: &str = "tok_admin_0000000000000000000000";
 pub const ACME: &str = "tok_acme_00000000000000000000000";
 /// A user of customer `globex`.
 pub const GLOBEX: &str = "tok_globex_000000000000000000000";
-/// A resource pool's worker acting for `acme`.
+/// A worker of customer `acme` (which submits to ops' global insight: it takes only acme's
+/// agendas from it).
 pub const ACME_SERVICE: &str = "tok_acme_service_000000000000000";
-/// A second resource pool worker acting for `acme` (a different lease holder).
+/// A second worker of `acme` (a different lease holder).
 pub const ACME_SERVICE_2: &str = "tok_acme_service_2_0000000000000";
 /// An admin limited to `acme`.
 pub const ACME_ADMIN: &str = "tok_acme_admin_00000000000000000";
+/// The worker of `ops`, which runs `pool-1` and its global insight: it serves every customer.
+pub const OPS_SERVICE: &str = "tok_ops_service_0000000000000000";
+/// A second worker of `ops` (a different lease holder).
+pub const OPS_SERVICE_2: &str = "tok_ops_service_2_00000000000000";
 
 /// Longest any test waits for an expected message before failing with a clear message.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -54,6 +59,8 @@ pub fn tokens() -> Tokens {
     t.insert(ACME_SERVICE, principal("acme-worker", Role::Service, &["acme"])).unwrap();
     t.insert(ACME_SERVICE_2, principal("acme-worker-2", Role::Service, &["acme"])).unwrap();
     t.insert(ACME_ADMIN, principal("acme-admin", Role::Admin, &["acme"])).unwrap();
+    t.insert(OPS_SERVICE, principal("ops-worker", Role::Service, &["ops"])).unwrap();
+    t.insert(OPS_SERVICE_2, principal("ops-worker-2", Role::Service, &["ops"])).unwrap();
     t
 }
 

@@ -26,11 +26,9 @@ pub enum AgendaError {
         state.as_str()
     )]
     LeaseLost { holder: String, state: ProcessingState, message: String },
-    /// A report under a lease that another claim replaced.
-    #[error(
-        "the lease of holder {holder:?}{} was superseded by lease {current_lease_id:?} of holder {current_holder:?}",
-        lease_id.as_ref().map(|l| format!(" (lease {l:?})")).unwrap_or_default()
-    )]
+    /// A report under a lease that another claim replaced, or from a holder that never held
+    /// the current lease.
+    #[error("{}", superseded(holder, lease_id.as_deref(), current_holder, current_lease_id))]
     LeaseSuperseded {
         holder: String,
         lease_id: Option<String>,
@@ -76,6 +74,29 @@ pub enum AgendaError {
     NotOldEnough { updated: Option<Timestamp>, cutoff: Timestamp },
 }
 
+/// The text of [`AgendaError::LeaseSuperseded`]. A report without a lease id from another
+/// principal than the holder is most often a POP executor reporting with its own token (POP's
+/// Agenda has no lease to pass on): say who holds it and what to do, not "superseded".
+fn superseded(
+    holder: &str,
+    lease_id: Option<&str>,
+    current_holder: &str,
+    current_lease_id: &str,
+) -> String {
+    match lease_id {
+        None if holder != current_holder => format!(
+            "the agenda is leased to holder {current_holder:?} (lease {current_lease_id:?}), \
+             not to {holder:?}: report with the token that claimed it (a POP executor reports \
+             with its puller's token)"
+        ),
+        _ => format!(
+            "the lease of holder {holder:?}{} was superseded by lease {current_lease_id:?} of \
+             holder {current_holder:?}",
+            lease_id.map(|l| format!(" (lease {l:?})")).unwrap_or_default()
+        ),
+    }
+}
+
 impl AgendaError {
     /// The machine-readable code (DOMAIN.md §11).
     pub fn code(&self) -> ErrorCode {
@@ -103,5 +124,33 @@ impl AgendaError {
         let mut errors = ValidationErrors::new();
         errors.push(field, message);
         AgendaError::Invalid(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_from_another_holder_says_who_holds_the_agenda_and_what_to_do() {
+        let other = AgendaError::LeaseSuperseded {
+            holder: "executor".into(),
+            lease_id: None,
+            current_holder: "puller".into(),
+            current_lease_id: "L2".into(),
+        };
+        let text = other.to_string();
+        assert!(text.starts_with("the agenda is leased to holder \"puller\""), "{text}");
+        assert!(text.contains("report with the token that claimed it"), "{text}");
+        let stale = AgendaError::LeaseSuperseded {
+            holder: "puller".into(),
+            lease_id: Some("L1".into()),
+            current_holder: "puller".into(),
+            current_lease_id: "L2".into(),
+        };
+        assert_eq!(
+            stale.to_string(),
+            "the lease of holder \"puller\" (lease \"L1\") was superseded by lease \"L2\" of holder \"puller\""
+        );
     }
 }
