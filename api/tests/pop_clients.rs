@@ -295,7 +295,7 @@ async fn an_unchanged_pop_client_runs_a_lifecycle_in_jackson_json() {
     .await;
     assert_eq!(a.status, 200, "{:#}", a.body);
 
-    let pid = progress["id"].as_str().unwrap();
+    let pid = progress["id"].as_str().unwrap().to_string();
     let a = send_as(&s, ACME, "GET", &format!("/pop/progress/agenda/{pid}"), Value::Null).await;
     let stored = &a.body["all"][0];
     assert_eq!(stored["processingState"], "COMPLETE", "{stored:#}");
@@ -304,4 +304,42 @@ async fn an_unchanged_pop_client_runs_a_lifecycle_in_jackson_json() {
     assert_eq!(ops[0]["resultPayload"], json!("{\"k\": 1}"), "{stored:#}");
     assert_eq!(ops[0]["diagnosticEvents"][0]["statusCode"], "ENOENT", "{stored:#}");
     assert_eq!(ops[0]["percentComplete"], json!(100.0), "{stored:#}");
+
+    // POP's executor sends the agenda's own outcome after the operations' reports, and again
+    // when it got no answer: taken (200), with the diagnostics it adds; nothing else changes.
+    progress["diagnosticEvents"] = json!([{"statusCode": "200", "message": "run finished",
+        "stackTrace": null, "payload": null, "time": "2026-12-04T18:25:01.046+0000"}]);
+    for _ in 0..2 {
+        let a = send_as(
+            &s,
+            ACME_SERVICE,
+            "POST",
+            "/pop/resourcepool/service/updateAgendaProgress",
+            json!({"agendaProgress": progress.clone(), "cid": null}),
+        )
+        .await;
+        assert_eq!(a.status, 200, "{:#}", a.body);
+        assert_eq!(a.body["all"][0]["processingStateMessage"], "succeeded", "{:#}", a.body);
+    }
+    let a = send_as(&s, ACME, "GET", &format!("/pop/progress/agenda/{pid}"), Value::Null).await;
+    let stored = &a.body["all"][0];
+    let diagnostics = stored["diagnosticEvents"].as_array().unwrap();
+    assert_eq!(diagnostics.len(), 1, "added once: {stored:#}");
+    assert_eq!(diagnostics[0]["message"], "run finished", "{stored:#}");
+    assert_eq!(
+        stored["operationProgress"],
+        Value::Array(ops.clone()),
+        "the operations are as they were"
+    );
+    // One that disagrees with the outcome is still refused.
+    progress["processingStateMessage"] = json!("failed");
+    let a = send_as(
+        &s,
+        ACME_SERVICE,
+        "POST",
+        "/pop/resourcepool/service/updateAgendaProgress",
+        progress.clone(),
+    )
+    .await;
+    assert_eq!(a.status, 409, "{:#}", a.body);
 }

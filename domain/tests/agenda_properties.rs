@@ -347,9 +347,29 @@ proptest! {
                 );
             }
             if before.is_complete() {
-                let refused_on_complete =
-                    matches!(when, AgendaCommand::ReportProgress { .. } | AgendaCommand::Cancel { .. });
-                prop_assert!(!refused_on_complete, "{} accepted on a COMPLETE agenda", when.verb());
+                prop_assert!(
+                    !matches!(when, AgendaCommand::Cancel { .. }),
+                    "{} accepted on a COMPLETE agenda", when.verb()
+                );
+                // A late report is taken only when it agrees with the outcome (POP's executor
+                // reports the agenda's outcome after its operations): only the agenda's
+                // diagnostics may grow, never on a cancelled agenda.
+                if matches!(when, AgendaCommand::ReportProgress { .. }) {
+                    prop_assert!(!before.is_cancelled(), "a report accepted on a cancelled agenda");
+                    prop_assert!(after.is_complete() && after.message() == before.message());
+                    prop_assert_eq!(
+                        &after.progress().operation_progress,
+                        &before.progress().operation_progress
+                    );
+                    prop_assert_eq!(
+                        after.progress().attempts_completed,
+                        before.progress().attempts_completed
+                    );
+                    prop_assert!(
+                        after.progress().diagnostic_events.len()
+                            >= before.progress().diagnostic_events.len()
+                    );
+                }
             }
         }
     }

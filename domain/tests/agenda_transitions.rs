@@ -5,7 +5,7 @@ mod agenda_support;
 
 use agenda_support::*;
 use pop_domain::agenda::{AgendaCommand, AgendaError, AgendaEvent, AgendaQueued, ProgressReport};
-use pop_domain::{Aggregate, ErrorCode, ProcessingState, message};
+use pop_domain::{Aggregate, ErrorCode, EventCodec, ProcessingState, message};
 use serde_json::json;
 
 use ProcessingState::{Complete, Executing, Waiting};
@@ -85,7 +85,9 @@ fn every_command_is_allowed_exactly_from_the_states_of_section_3() {
             then_types: &["AgendaClaimed"],
         },
         Rule {
-            command: || report("w1", 100, ProgressReport::default()),
+            // A report that changes something (a late one that agrees with a completed
+            // agenda is taken as a no-op: `a_late_report_that_agrees_with_the_outcome_is_taken`).
+            command: || report("w1", 100, ops(vec![executing("a", 60.0)])),
             allowed_from: &["scheduled", "executing"],
             then_types: &["AgendaProgressReported"],
         },
@@ -286,9 +288,26 @@ fn reports_after_cancel_complete_and_reclaim_are_rejected() {
         Then::Error(AgendaError::AgendaCancelled),
     );
 
+    // A completed agenda refuses a report that disagrees with it (see
+    // `a_late_report_that_agrees_with_the_outcome_is_taken` for one that agrees).
+    let says = |state, message: &str| ProgressReport {
+        state: Some(state),
+        message: Some(message.into()),
+        ..ProgressReport::default()
+    };
     check(
         &in_state("succeeded"),
-        report("w1", 30, ProgressReport::default()),
+        report("w1", 30, says(Complete, "failed")),
+        Then::Error(AgendaError::AgendaComplete { message: "succeeded".into() }),
+    );
+    check(
+        &in_state("failed"),
+        report("w1", 30, says(Complete, "succeeded")),
+        Then::Error(AgendaError::AgendaComplete { message: "failed".into() }),
+    );
+    check(
+        &in_state("succeeded"),
+        report("w1", 30, ops(vec![executing("a", 50.0)])),
         Then::Error(AgendaError::AgendaComplete { message: "succeeded".into() }),
     );
 
@@ -620,4 +639,61 @@ fn a_progress_id_is_taken_once_per_customer_and_then_no_agenda_has_that_id() {
 
 fn types_of(events: &[AgendaEvent]) -> Vec<&'static str> {
     events.iter().map(pop_domain::EventCodec::event_type).collect()
+}
+
+/// POP's executor reports the operations, and then the agenda's own outcome in a report of its
+/// own — after the operations' reports already completed the agenda (§4.2) — and sends again a
+/// report it got no answer to. Such a late report agrees with what happened and is taken: a
+/// no-op, or the agenda diagnostics it adds (a failure's reason and stack trace); POP took it,
+/// and a 409 made POP's executor count a finished run as failed.
+#[test]
+fn a_late_report_that_agrees_with_the_outcome_is_taken() {
+    let final_report =
+        |message: &str, diagnostics: Vec<pop_domain::DiagnosticEvent>| ProgressReport {
+            state: Some(Complete),
+            message: Some(message.into()),
+            diagnostics,
+            ..ProgressReport::default()
+        };
+    // The outcome alone, and the operations' report sent again: nothing to record.
+    check(
+        &in_state("succeeded"),
+        report("w1", 30, final_report("succeeded", vec![])),
+        Then::Types(vec![]),
+    );
+    check(
+        &in_state("succeeded"),
+        report("w1", 30, ops(vec![succeeded("a"), succeeded("b")])),
+        Then::Types(vec![]),
+    );
+    check(&in_state("succeeded"), report("w1", 30, ProgressReport::default()), Then::Types(vec![]));
+    // A failure's reason: added to the agenda's diagnostics, nothing else changes.
+    let reason = pop_domain::DiagnosticEvent {
+        message: "transcode failed: exit status 1".into(),
+        stack_trace: Some("java.lang.RuntimeException\n\tat Executor.run".into()),
+        ..pop_domain::DiagnosticEvent::default()
+    };
+    let given = in_state("failed");
+    let before = replay(&given);
+    let mut late = final_report("failed", vec![reason.clone()]);
+    // With the operation's own report, as the executor has it: it agrees.
+    late.operations = vec![failed("b")];
+    let events = replay(&given).decide(&report("w1", 30, late.clone())).unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].event_type(), "AgendaDiagnosticsAdded");
+    let mut after_events = given.clone();
+    after_events.extend(events);
+    let after = replay(&after_events);
+    assert!(after.is(Complete, message::FAILED));
+    assert_eq!(after.progress().operation_progress, before.progress().operation_progress);
+    assert_eq!(after.progress().attempts_completed, before.progress().attempts_completed);
+    assert!(after.progress().diagnostic_events.contains(&reason), "{:?}", after.progress());
+    // Sent again: already there, a no-op.
+    check(&after_events, report("w1", 40, late), Then::Types(vec![]));
+    // A cancelled agenda still refuses every report.
+    check(
+        &in_state("cancelled"),
+        report("w1", 30, final_report("failed", vec![])),
+        Then::Error(AgendaError::AgendaCancelled),
+    );
 }

@@ -96,6 +96,7 @@ pub(crate) fn operations_touched(event: &AgendaEvent) -> Vec<String> {
         | AgendaEvent::RetryDecided(_)
         | AgendaEvent::Requeued(_)
         | AgendaEvent::Reaped(_)
-        | AgendaEvent::ProgressIdTaken(_) => Vec::new(),
+        | AgendaEvent::ProgressIdTaken(_)
+        | AgendaEvent::DiagnosticsAdded(_) => Vec::new(),
     }
 }

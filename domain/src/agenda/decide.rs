@@ -230,6 +230,9 @@ impl AgendaState {
         report: &ProgressReport,
         now: Timestamp,
     ) -> Decision {
+        if self.is_complete() && !self.is_cancelled() {
+            return self.late_report(report, now);
+        }
         self.check_holder(holder, lease_id)?;
         let targets = self.validate_report(report, lease_expires, now)?;
 
@@ -314,6 +317,48 @@ impl AgendaState {
             }));
         }
         Ok(events)
+    }
+
+    /// A report that reaches an agenda its operations' reports already completed (§4.2).
+    /// POP's executor reports the operations, then the agenda's own outcome in a report of its
+    /// own (`COMPLETE/succeeded`, or `COMPLETE/failed` with the reason and a stack trace), and
+    /// sends again a report it got no answer to; POP took both. Such a report agrees with what
+    /// happened — the same outcome (or none), no operation changed (operations it never ran,
+    /// reported WAITING, say nothing) — and is accepted: a no-op, or the agenda diagnostics it
+    /// adds ([`AgendaDiagnosticsAdded`]). Anything else is refused as before: the agenda is
+    /// already COMPLETE. (The lease ended with the completion; who may report at all is the
+    /// caller's reach over the agenda, decided before the command.)
+    fn late_report(&self, report: &ProgressReport, now: Timestamp) -> Decision {
+        let refused = || AgendaError::AgendaComplete { message: self.message().to_string() };
+        match report.state {
+            None | Some(ProcessingState::Executing) => {}
+            Some(ProcessingState::Complete) => {
+                let reported_success = report.message.as_deref().is_some_and(message::is_succeeded);
+                if reported_success != self.is_succeeded() {
+                    return Err(refused());
+                }
+            }
+            Some(ProcessingState::Waiting) => return Err(refused()),
+        }
+        for r in &report.operations {
+            let current = self
+                .progress
+                .operation_progress
+                .iter()
+                .find(|p| eq_ignore_case(&p.operation, &r.name))
+                .ok_or_else(refused)?;
+            if r.state == ProcessingState::Waiting {
+                continue;
+            }
+            if !matches!(operation_change(current, r, now), Ok(None)) {
+                return Err(refused());
+            }
+        }
+        let diagnostics = new_diagnostics(&self.progress.diagnostic_events, &report.diagnostics);
+        if diagnostics.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(vec![AgendaEvent::DiagnosticsAdded(AgendaDiagnosticsAdded { time: now, diagnostics })])
     }
 
     /// Input checks of a report, every problem listed. Returns the index of each reported

@@ -36,6 +36,7 @@ pub const EVENT_TYPES: &[(&str, u32)] = &[
     (type_name::REAPED, 1),
     (type_name::RELEASED, 1),
     (type_name::PROGRESS_ID_TAKEN, 1),
+    (type_name::DIAGNOSTICS_ADDED, 1),
 ];
 
 /// Older schema versions this build still reads, each upcast to the current shape on decode;
@@ -62,6 +63,7 @@ pub mod type_name {
     pub const REAPED: &str = "AgendaReaped";
     pub const RELEASED: &str = "AgendaReleased";
     pub const PROGRESS_ID_TAKEN: &str = "ProgressIdTaken";
+    pub const DIAGNOSTICS_ADDED: &str = "AgendaDiagnosticsAdded";
 }
 
 /// Every event of an agenda stream.
@@ -82,6 +84,7 @@ pub enum AgendaEvent {
     Reaped(AgendaReaped),
     Released(AgendaReleased),
     ProgressIdTaken(ProgressIdTaken),
+    DiagnosticsAdded(AgendaDiagnosticsAdded),
 }
 
 /// An agenda was accepted and bound to an insight: WAITING/added, every operation WAITING.
@@ -321,6 +324,18 @@ pub struct AgendaReleased {
     pub interrupted_operations: Vec<String>,
 }
 
+/// A report that reached the agenda after its operations' reports had completed it, and
+/// agreed with the outcome, carried agenda diagnostics: they are added, nothing else changes.
+/// (POP's executor reports the operations, then the agenda's own outcome — a failure's reason
+/// and stack trace — in a report of its own.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgendaDiagnosticsAdded {
+    #[serde(rename = "time", with = "epoch_ms")]
+    pub time: Timestamp,
+    #[serde(rename = "diagnosticEvents")]
+    pub diagnostics: Vec<DiagnosticEvent>,
+}
+
 /// The stream's name (an id of its customer) was taken as the progress id of agenda
 /// `agendaId` of the same customer: no agenda and no other progress may use it. The only event
 /// of such a stream.
@@ -369,6 +384,7 @@ impl AgendaEvent {
             AgendaEvent::Requeued(e) => e.time,
             AgendaEvent::Reaped(e) => e.time,
             AgendaEvent::Released(e) => e.time,
+            AgendaEvent::DiagnosticsAdded(e) => e.time,
             AgendaEvent::ProgressIdTaken(e) => e.time,
         }
     }
@@ -389,6 +405,7 @@ impl AgendaEvent {
             AgendaEvent::Requeued(e) => serde_json::to_vec(e),
             AgendaEvent::Reaped(e) => serde_json::to_vec(e),
             AgendaEvent::Released(e) => serde_json::to_vec(e),
+            AgendaEvent::DiagnosticsAdded(e) => serde_json::to_vec(e),
             AgendaEvent::ProgressIdTaken(e) => serde_json::to_vec(e),
         }
     }
@@ -411,6 +428,7 @@ impl EventCodec for AgendaEvent {
             AgendaEvent::Requeued(_) => type_name::REQUEUED,
             AgendaEvent::Reaped(_) => type_name::REAPED,
             AgendaEvent::Released(_) => type_name::RELEASED,
+            AgendaEvent::DiagnosticsAdded(_) => type_name::DIAGNOSTICS_ADDED,
             AgendaEvent::ProgressIdTaken(_) => type_name::PROGRESS_ID_TAKEN,
         }
     }
@@ -461,6 +479,9 @@ impl EventCodec for AgendaEvent {
             type_name::REQUEUED => AgendaEvent::Requeued(from(data).map_err(malformed)?),
             type_name::REAPED => AgendaEvent::Reaped(from(data).map_err(malformed)?),
             type_name::RELEASED => AgendaEvent::Released(from(data).map_err(malformed)?),
+            type_name::DIAGNOSTICS_ADDED => {
+                AgendaEvent::DiagnosticsAdded(from(data).map_err(malformed)?)
+            }
             type_name::PROGRESS_ID_TAKEN => {
                 AgendaEvent::ProgressIdTaken(from(data).map_err(malformed)?)
             }

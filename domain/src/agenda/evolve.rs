@@ -91,6 +91,12 @@ impl AgendaState {
                 self.interrupt_operations(&e.interrupted_operations, time);
             }
             AgendaEvent::ProgressIdTaken(_) => {}
+            AgendaEvent::DiagnosticsAdded(e) => {
+                push_diagnostics(
+                    &mut self.progress.diagnostic_events,
+                    e.diagnostics.iter().cloned(),
+                );
+            }
             AgendaEvent::Released(e) => {
                 self.set_state(ProcessingState::Waiting, message::ADDED);
                 self.lease = None;

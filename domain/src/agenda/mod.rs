@@ -61,10 +61,10 @@ mod state;
 pub use command::{AgendaCommand, OperationReport, ProgressReport};
 pub use error::AgendaError;
 pub use event::{
-    AgendaCancelled, AgendaClaimed, AgendaCompleted, AgendaEvent, AgendaProgressReported,
-    AgendaQueued, AgendaReadded, AgendaReaped, AgendaReleased, AgendaRequeued, AgendaRerun,
-    AgendaRetryDecided, AgendaSubmitted, AgendaTimedOut, EVENT_TYPES, OLDER_EVENT_VERSIONS,
-    OperationProgressChanged, OperationsExpanded, ProgressIdTaken, type_name,
+    AgendaCancelled, AgendaClaimed, AgendaCompleted, AgendaDiagnosticsAdded, AgendaEvent,
+    AgendaProgressReported, AgendaQueued, AgendaReadded, AgendaReaped, AgendaReleased,
+    AgendaRequeued, AgendaRerun, AgendaRetryDecided, AgendaSubmitted, AgendaTimedOut, EVENT_TYPES,
+    OLDER_EVENT_VERSIONS, OperationProgressChanged, OperationsExpanded, ProgressIdTaken, type_name,
 };
 pub use rerun::{RerunFlags, RerunPlan, RerunReset, flag, plan_rerun, reset_closure};
 pub use state::{
