@@ -108,9 +108,47 @@ fn integer(object: &Map<String, Value>, field: &str) -> RestResult<Option<i64>> 
     }
 }
 
-/// A domain value as POP JSON (its serde form is POP's JSON: camelCase, epoch milliseconds).
+/// A domain value as POP JSON (its serde form is POP's JSON: camelCase, epoch milliseconds),
+/// with every operation's `resultPayload` as POP types it ([`results_as_text`]).
 fn to_json<T: Serialize>(value: &T) -> RestResult<Value> {
-    serde_json::to_value(value).map_err(|e| AppError::internal("writing POP JSON", &e).into())
+    let mut value =
+        serde_json::to_value(value).map_err(|e| AppError::internal("writing POP JSON", &e))?;
+    results_as_text(&mut value);
+    Ok(value)
+}
+
+/// POP's `OperationProgress.resultPayload` is a `String` holding JSON text, and its Jackson
+/// clients fail to read a whole answer whose `resultPayload` is an object. pop keeps the result
+/// as JSON (GraphQL answers it so, and `pop worker` reports objects); on the POP surface a
+/// result that is not a string is written as its JSON text. Applied to the operation
+/// progresses of AgendaProgress objects (`operationProgress[]`, wherever they are nested) and
+/// to OperationProgress objects (they name an `agendaProgressId`); payloads and params, which
+/// are the client's own JSON, are never looked into.
+fn results_as_text(value: &mut Value) {
+    fn as_text(result: &mut Value) {
+        if !result.is_null() && !result.is_string() {
+            *result = Value::String(result.to_string());
+        }
+    }
+    match value {
+        Value::Array(items) => items.iter_mut().for_each(results_as_text),
+        Value::Object(map) => {
+            if map.contains_key("agendaProgressId") {
+                if let Some(result) = map.get_mut("resultPayload") {
+                    as_text(result);
+                }
+            }
+            for (key, inner) in map.iter_mut() {
+                if !matches!(
+                    key.as_str(),
+                    "payload" | "params" | "resultPayload" | "staticParameters"
+                ) {
+                    results_as_text(inner);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 fn values<T: Serialize>(items: &[T]) -> RestResult<Vec<Value>> {
@@ -750,6 +788,29 @@ async fn summary(call: &Call<'_>) -> RestResult<Reply> {
 #[cfg(test)]
 mod budget_tests {
     use super::*;
+
+    #[test]
+    fn results_are_json_text_as_pops_string_and_client_json_is_left_alone() {
+        let mut progress = json!({
+        "id": "p", "agendaProgressId": "", "params": {"resultPayload": {"mine": 1}},
+        "operationProgress": [
+            {"agendaProgressId": "p", "operation": "a", "resultPayload": {"w": 640}},
+            {"agendaProgressId": "p", "operation": "b", "resultPayload": "{\"k\": 1}"},
+            {"agendaProgressId": "p", "operation": "c", "resultPayload": null},
+            {"agendaProgressId": "p", "operation": "d", "resultPayload": 7}
+        ]});
+        results_as_text(&mut progress);
+        let ops = &progress["operationProgress"];
+        assert_eq!(ops[0]["resultPayload"], json!("{\"w\":640}"));
+        assert_eq!(ops[1]["resultPayload"], json!("{\"k\": 1}"), "a string stays as sent");
+        assert_eq!(ops[2]["resultPayload"], Value::Null);
+        assert_eq!(ops[3]["resultPayload"], json!("7"));
+        assert_eq!(progress["params"], json!({"resultPayload": {"mine": 1}}), "params untouched");
+        // An agenda's operation payloads are the client's: never rewritten.
+        let mut agenda = json!({"operations": [{"payload": {"resultPayload": {"x": 1}}}]});
+        results_as_text(&mut agenda);
+        assert_eq!(agenda["operations"][0]["payload"]["resultPayload"], json!({"x": 1}));
+    }
 
     #[test]
     fn a_list_past_the_byte_budget_is_refused_as_too_large() {
