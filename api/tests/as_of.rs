@@ -119,7 +119,7 @@ async fn as_of_reads_answer_the_past_over_graphql_and_rest() {
     assert_eq!(status, 400);
 }
 
-const HISTORY: &str = "query($id: String!) { agendaHistory(agendaId: $id) { items { position version time type actor cid causationId command processingState processingStateMessage percentComplete diagnostics { message } } endCursor hasNextPage } }";
+const HISTORY: &str = "query($id: String!) { agendaHistory(agendaId: $id) { items { position version time type actor cid causationId command processingState processingStateMessage percentComplete diagnostics { message } operations { operation processingState diagnostics { message } } } endCursor hasNextPage } }";
 
 /// Who did what: every event of an agenda's life — the user's submit, the scheduler's queue,
 /// the worker's claim and reports, the user's cancel — records its actor, cid, command and a
@@ -155,7 +155,8 @@ async fn agenda_history_names_who_did_what_on_every_path() {
         "mutation($r: JSON!, $l: String) { updateAgendaProgress(agendaProgress: $r, leaseId: $l, cid: \"report-1\") { position } }",
         json!({"l": lease, "r": {"id": id, "processingState": "EXECUTING",
             "diagnosticEvents": [{"message": "probing in.mp4"}],
-            "operationProgress": [{"operation": "probe", "processingState": "EXECUTING", "percentComplete": 50}]}}),
+            "operationProgress": [{"operation": "probe", "processingState": "EXECUTING", "percentComplete": 50,
+                "diagnosticEvents": [{"message": "ffprobe: slow disk"}]}]}}),
     )
     .await;
     s.cancel(ACME, &id).await;
@@ -191,6 +192,15 @@ async fn agenda_history_names_who_did_what_on_every_path() {
     assert_eq!(report["cid"], "report-1");
     assert_eq!(report["processingState"], "EXECUTING");
     assert_eq!(report["diagnostics"][0]["message"], "probing in.mp4", "{report:#}");
+    // What it did to the operation it changed, with the operation's own diagnostics.
+    assert_eq!(
+        report["operations"],
+        json!([{"operation": "probe", "processingState": "EXECUTING",
+            "diagnostics": [{"message": "ffprobe: slow disk"}]}]),
+        "{report:#}"
+    );
+    let submitted = items.iter().find(|e| e["type"] == "AgendaSubmitted").unwrap();
+    assert_eq!(submitted["operations"], json!([]), "operations it added are not listed");
     let last = items.last().unwrap();
     assert_eq!(
         (last["processingState"].as_str(), last["type"].as_str()),

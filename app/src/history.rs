@@ -2,7 +2,8 @@
 //! entry is one event with when it was committed, who caused it (the actor: role and
 //! principal, or `system:<process>` for the timed processes), under which correlation id and
 //! command, and the agenda's state and percent right after it, folded with the domain's
-//! `evolve` exactly as the read models fold it; plus the diagnostics the event added.
+//! `evolve` exactly as the read models fold it; plus the diagnostics the event added, and what
+//! it did to each operation it changed (state, message, diagnostics).
 //!
 //! Visibility is that of the agenda's event page (`agendaEvents`): the caller's customers, or
 //! the lease holder; the stream is read from the write side, so a just-submitted agenda's
@@ -13,7 +14,7 @@ use uuid::Uuid;
 
 use pop_domain::ProcessingState;
 use pop_domain::agenda::AgendaState;
-use pop_domain::{Aggregate, DiagnosticEvent};
+use pop_domain::{Aggregate, DiagnosticEvent, OperationProgress};
 use pop_projections::{Decoded, DomainEvent};
 use pop_store::{Direction, EventMetadata, Position, StoreError};
 
@@ -42,6 +43,50 @@ pub struct HistoryEntry {
     pub percent_complete: Option<f64>,
     /// The agenda's diagnostics this event added.
     pub diagnostics: Vec<DiagnosticEvent>,
+    /// The operations whose state, message or diagnostics this event changed (operations it
+    /// added — a submission, an expansion — are not listed), in the agenda's order.
+    pub operations: Vec<OperationStep>,
+}
+
+/// What one event did to one operation: its state and message after it, and the diagnostics
+/// it added (a failure's reason is there).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperationStep {
+    pub operation: String,
+    pub processing_state: ProcessingState,
+    pub processing_state_message: Option<String>,
+    pub diagnostics: Vec<DiagnosticEvent>,
+}
+
+/// The [`OperationStep`]s between two states of one agenda.
+fn operation_steps(
+    before: &[OperationProgress],
+    after: &[OperationProgress],
+) -> Vec<OperationStep> {
+    after
+        .iter()
+        .filter_map(|now| {
+            let was = before.iter().find(|b| b.operation == now.operation)?;
+            let diagnostics: Vec<DiagnosticEvent> = now
+                .diagnostic_events
+                .iter()
+                .filter(|d| !was.diagnostic_events.contains(d))
+                .cloned()
+                .collect();
+            let changed = was.processing_state != now.processing_state
+                || was.processing_state_message != now.processing_state_message
+                || !diagnostics.is_empty();
+            changed.then(|| OperationStep {
+                operation: now.operation.to_string(),
+                processing_state: now.processing_state,
+                processing_state_message: now
+                    .processing_state_message
+                    .as_deref()
+                    .map(str::to_string),
+                diagnostics,
+            })
+        })
+        .collect()
 }
 
 /// A page of a history: entries after `after` (a stream version), and whether more follow.
@@ -138,6 +183,7 @@ impl App {
                     )));
                 }
                 let before = state.progress().diagnostic_events.clone();
+                let operations_before = state.progress().operation_progress.clone();
                 match pop_projections::decode(event) {
                     Ok(Decoded::Event { event: DomainEvent::Agenda(e), .. }) => state.evolve(&e),
                     Ok(_) => {}
@@ -166,6 +212,7 @@ impl App {
                         .filter(|d| !before.contains(d))
                         .cloned()
                         .collect(),
+                    operations: operation_steps(&operations_before, &progress.operation_progress),
                 });
             }
         }

@@ -1,5 +1,6 @@
 //! `pop audit <agenda-id>`: an agenda's history as a human timeline — time, actor, command,
-//! event, the state and percent after it, and the diagnostics it added — or, with `--json`,
+//! event, the state and percent after it, the diagnostics it added, and what it did to each
+//! operation it changed (state, message, the diagnostics of a failure) — or, with `--json`,
 //! the same entries as JSON. Read through the public GraphQL API (`agendaHistory`), page by
 //! page, so it sees exactly what the token may see.
 
@@ -12,7 +13,9 @@ use crate::output;
 const HISTORY: &str = "query($id: String!, $customer: String, $after: String) { \
     agendaHistory(agendaId: $id, customerId: $customer, after: $after) { \
     items { position version time type actor cid causationId command processingState \
-    processingStateMessage percentComplete diagnostics { message statusCode } } \
+    processingStateMessage percentComplete diagnostics { message statusCode } \
+    operations { operation processingState processingStateMessage \
+    diagnostics { message statusCode } } } \
     endCursor hasNextPage } }";
 
 /// Pages through the whole history; the agenda's entries in stream order.
@@ -82,6 +85,18 @@ fn timeline(entries: &[Value]) -> Vec<String> {
         for d in e["diagnostics"].as_array().into_iter().flatten() {
             lines.push(format!("    diagnostic: {}", d["message"].as_str().unwrap_or("")));
         }
+        for o in e["operations"].as_array().into_iter().flatten() {
+            let message = o["processingStateMessage"].as_str().map(|m| format!("/{m}"));
+            lines.push(format!(
+                "    operation {}: {}{}",
+                o["operation"].as_str().unwrap_or("?"),
+                o["processingState"].as_str().unwrap_or("?"),
+                message.unwrap_or_default()
+            ));
+            for d in o["diagnostics"].as_array().into_iter().flatten() {
+                lines.push(format!("      diagnostic: {}", d["message"].as_str().unwrap_or("")));
+            }
+        }
     }
     lines
 }
@@ -101,10 +116,14 @@ mod tests {
                 "diagnostics": diagnostic.map_or(json!([]), |m| json!([{"message": m}])),
             })
         };
-        let entries =
+        let mut entries =
             vec![entry(9, "Running Operations", None), entry(10, "x", Some("exit status 1"))];
+        entries[1]["operations"] = json!([{"operation": "encode", "processingState": "COMPLETE",
+            "processingStateMessage": "failed", "diagnostics": [{"message": "no such file"}]}]);
         let lines = timeline(&entries);
-        assert_eq!(lines.len(), 4, "{lines:#?}");
+        assert_eq!(lines.len(), 6, "{lines:#?}");
+        assert_eq!(lines[4].trim(), "operation encode: COMPLETE/failed");
+        assert_eq!(lines[5].trim(), "diagnostic: no such file");
         let column = |line: &str, word: &str| line.find(word);
         // Every column starts where its header starts, whatever the width of the cells.
         for header in ["actor", "command", "event", "state"] {

@@ -4,7 +4,7 @@
 use async_graphql::SimpleObject;
 use chrono::{DateTime, Utc};
 
-use pop_app::history::{History, HistoryEntry};
+use pop_app::history::{History, HistoryEntry, OperationStep};
 
 use crate::graphql::types::{DiagnosticEventGql, ProcessingStateGql};
 
@@ -35,6 +35,34 @@ pub struct HistoryEntryGql {
     /// The diagnostics this event added to the agenda.
     #[graphql(complexity = "crate::graphql::cost::nested(child_complexity)")]
     pub diagnostics: Vec<DiagnosticEventGql>,
+    /// The operations whose state, message or diagnostics this event changed (not those it
+    /// added), with their state after it and the diagnostics it added to them.
+    #[graphql(complexity = "crate::graphql::cost::nested(child_complexity)")]
+    pub operations: Vec<OperationStepGql>,
+}
+
+/// What one event did to one operation.
+#[derive(SimpleObject, Debug, Clone)]
+#[graphql(name = "OperationStep")]
+pub struct OperationStepGql {
+    /// The operation's name.
+    pub operation: String,
+    pub processing_state: ProcessingStateGql,
+    pub processing_state_message: Option<String>,
+    /// The diagnostics this event added to the operation (a failure's reason).
+    #[graphql(complexity = "crate::graphql::cost::nested(child_complexity)")]
+    pub diagnostics: Vec<DiagnosticEventGql>,
+}
+
+impl From<&OperationStep> for OperationStepGql {
+    fn from(o: &OperationStep) -> Self {
+        OperationStepGql {
+            operation: o.operation.clone(),
+            processing_state: o.processing_state.into(),
+            processing_state_message: o.processing_state_message.clone(),
+            diagnostics: o.diagnostics.iter().map(DiagnosticEventGql::from).collect(),
+        }
+    }
 }
 
 impl From<&HistoryEntry> for HistoryEntryGql {
@@ -52,6 +80,7 @@ impl From<&HistoryEntry> for HistoryEntryGql {
             processing_state_message: e.processing_state_message.clone(),
             percent_complete: e.percent_complete,
             diagnostics: e.diagnostics.iter().map(DiagnosticEventGql::from).collect(),
+            operations: e.operations.iter().map(OperationStepGql::from).collect(),
         }
     }
 }
