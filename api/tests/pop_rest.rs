@@ -408,6 +408,8 @@ async fn a_whole_lifecycle_through_the_rest_surface() {
     .await;
     let ops = a.body["all"][0]["operations"].as_array().unwrap();
     assert!(ops.iter().any(|o| o["name"] == "extra"), "{ops:#?}");
+    // POP's UpdateAgendaResponse has the agenda as `agenda`.
+    assert_eq!(a.body["agenda"], a.body["all"][0], "{:#}", a.body);
 
     // createAgenda: a submission wrapped in {agenda}.
     let mut second = fixture("agenda.json");

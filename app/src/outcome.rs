@@ -26,6 +26,8 @@ pub struct AgendaOutcome {
     pub traceparent: Option<Arc<str>>,
     /// The `tracestate` that came with [`Self::traceparent`], if any.
     pub tracestate: Option<Arc<str>>,
+    /// Whether the caller holds the agenda's lease (see [`Self::lease`]).
+    holds_lease: bool,
 }
 
 impl AgendaOutcome {
@@ -36,6 +38,7 @@ impl AgendaOutcome {
             cid: caller.cid.clone(),
             traceparent: executed.traceparent.clone(),
             tracestate: executed.tracestate.clone(),
+            holds_lease: executed.state.lease().is_some_and(|l| l.holder == caller.principal.name),
         }
     }
 
@@ -49,9 +52,11 @@ impl AgendaOutcome {
         self.state.progress()
     }
 
-    /// The lease the agenda is held under (`scheduled` or EXECUTING), if any.
+    /// The lease the agenda is held under (`scheduled` or EXECUTING), when the caller holds
+    /// it: a submission handed straight to a waiting worker ([`crate::handout`]) must not answer
+    /// the submitter that worker's lease.
     pub fn lease(&self) -> Option<&Lease> {
-        self.state.lease()
+        self.state.lease().filter(|_| self.holds_lease)
     }
 }
 

@@ -74,6 +74,8 @@ async fn submitted(w: &World, id: &str, params: serde_json::Value) -> (String, S
     let agenda = json!({"id": id, "customerId": "acme", "params": params,
         "operations": [{"name": "only", "type": "work", "payload": {}}]});
     let outcome = w.app.submit(&user(), agenda, None, None).await.unwrap();
+    // A submission handed to a waiting worker never answers the submitter the worker's lease.
+    assert!(outcome.lease().is_none(), "{:?}", outcome.lease());
     let message = outcome.progress().processing_state_message.clone().unwrap_or_default();
     (message, outcome.position.unwrap().to_string())
 }
@@ -93,6 +95,7 @@ fn wait_for_work(w: &World, name: &str, seconds: i64) -> Waiting {
     tokio::spawn(async move {
         let claimed =
             app.get_agenda_waiting(&caller, "work", 1, Some(seconds), None).await.unwrap();
+        assert!(claimed.iter().all(|c| c.lease().is_some()), "the worker gets its lease");
         claimed.into_iter().filter_map(|c| c.agenda().map(|a| a.id.clone())).collect()
     })
 }

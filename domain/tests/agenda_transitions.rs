@@ -666,7 +666,12 @@ fn a_late_report_that_agrees_with_the_outcome_is_taken() {
         report("w1", 30, ops(vec![succeeded("a"), succeeded("b")])),
         Then::Types(vec![]),
     );
-    check(&in_state("succeeded"), report("w1", 30, ProgressReport::default()), Then::Types(vec![]));
+    // A bare heartbeat is a stale executor's: it must hear that the agenda ended.
+    check(
+        &in_state("succeeded"),
+        report("w1", 30, ProgressReport::default()),
+        Then::Error(AgendaError::AgendaComplete { message: "succeeded".into() }),
+    );
     // A failure's reason: added to the agenda's diagnostics, nothing else changes.
     let reason = pop_domain::DiagnosticEvent {
         message: "transcode failed: exit status 1".into(),

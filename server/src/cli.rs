@@ -115,6 +115,7 @@ pub enum Command {
         /// Then watch the agenda until it ends.
         #[arg(long)]
         watch: bool,
+        /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -139,8 +140,8 @@ pub enum Command {
         /// Print the whole AgendaProgress as JSON.
         #[arg(long)]
         json: bool,
-        /// The progress as it was at an RFC 3339 time (`2026-12-02T14:02:00Z`) or a log
-        /// position (`42`), folded from the log.
+        /// The progress as it was at a time (`2026-12-02T14:02:00Z`, any RFC 3339 offset; or
+        /// `2026-12-02 14:02` / `2026-12-02`, UTC) or a log position (`42`), folded from the log.
         #[arg(long)]
         as_of: Option<String>,
     },
@@ -167,10 +168,13 @@ pub enum Command {
     Agendas {
         #[command(flatten)]
         client: ClientArgs,
+        /// Only this customer's agendas.
         #[arg(long)]
         customer: Option<String>,
+        /// Only the agendas of this batch (linkId).
         #[arg(long = "link-id")]
         link_id: Option<String>,
+        /// Only the agendas bound to this insight.
         #[arg(long)]
         insight: Option<String>,
         /// WAITING, EXECUTING or COMPLETE.
@@ -182,6 +186,7 @@ pub enum Command {
         /// Continue after this cursor (printed when more exist).
         #[arg(long)]
         after: Option<String>,
+        /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -191,11 +196,13 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
         id: String,
+        /// Why, recorded as the agenda's diagnostic.
         #[arg(long)]
         reason: Option<String>,
         /// The agenda's customer, when the token sees several using the id.
         #[arg(long)]
         customer: Option<String>,
+        /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -212,8 +219,10 @@ pub enum Command {
         /// Operations to reset (POP's `operationsToReset`).
         #[arg(long, value_delimiter = ',')]
         reset: Vec<String>,
+        /// The agenda's customer, when the token sees several customers using the id.
         #[arg(long)]
         customer: Option<String>,
+        /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -223,6 +232,7 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
         id: String,
+        /// The agenda's customer, when the token sees several customers using the id.
         #[arg(long)]
         customer: Option<String>,
         #[arg(long, default_value_t = 100)]
@@ -230,6 +240,7 @@ pub enum Command {
         /// Continue after this cursor (printed when more exist).
         #[arg(long)]
         after: Option<String>,
+        /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -238,6 +249,7 @@ pub enum Command {
     Insights {
         #[command(flatten)]
         client: ClientArgs,
+        /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -246,6 +258,7 @@ pub enum Command {
     Pools {
         #[command(flatten)]
         client: ClientArgs,
+        /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -254,6 +267,7 @@ pub enum Command {
     Customers {
         #[command(flatten)]
         client: ClientArgs,
+        /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -262,6 +276,7 @@ pub enum Command {
     Templates {
         #[command(flatten)]
         client: ClientArgs,
+        /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -731,7 +746,7 @@ pub enum DurabilityArg {
 pub struct LogArgs {
     #[command(flatten)]
     pub store: StoreArgs,
-    /// Only this stream, e.g. `agenda-<id>`.
+    /// Only this stream, e.g. `agenda-<customerId>/<id>` (`customer-<id>`, `insight-<id>`, …).
     #[arg(long)]
     pub stream: Option<String>,
     /// Start after this global position (ignored with --stream).

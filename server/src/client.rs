@@ -100,7 +100,12 @@ impl Client {
             .send()
             .instrument(span)
             .await
-            .with_context(|| format!("calling {url} (is `pop serve` running?)"))?;
+            .with_context(|| {
+                format!(
+                    "calling {url} (is `pop serve` running there? another address: --server or \
+                     POP_SERVER)"
+                )
+            })?;
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED {
             bail!(
@@ -142,7 +147,7 @@ impl Client {
             }
         }
         let (mut ws, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| {
-            Disconnected(format!("connecting to {url} (is `pop serve` running?): {e}"))
+            Disconnected(format!("connecting to {url} (is `pop serve` running there? another address: --server or POP_SERVER): {e}"))
         })?;
         let send = |v: Value| tungstenite::Message::Text(v.to_string().into());
         let lost = |e: tungstenite::Error| Disconnected(format!("the connection to {url}: {e}"));

@@ -37,6 +37,16 @@ pub async fn run(args: LogArgs) -> Result<()> {
                 printed += 1;
             }
         }
+        if printed == 0 {
+            // Said on stderr (stdout stays the events), so a mistyped name is not silence.
+            let hint = if stream.starts_with("agenda-") && !stream.contains('/') {
+                ": an agenda's stream is agenda-<customerId>/<id> (`pop events <id>` reads it \
+                 by id)"
+            } else {
+                ""
+            };
+            eprintln!("pop: no events in stream {stream:?}{hint}");
+        }
         if printed == args.limit
             && !store.read_stream(stream, from, 1, Direction::Forwards).await?.is_empty()
         {

@@ -271,7 +271,8 @@ async fn dev_setup(server: String, admin_token: Option<std::path::PathBuf>, data
         return;
     };
     let token = std::fs::read_to_string(&path).map(|t| t.trim().to_string()).ok();
-    let args = ClientArgs { server, token, data_dir, telemetry: Default::default() };
+    let args =
+        ClientArgs { server: server.clone(), token, data_dir, telemetry: Default::default() };
     let result = async {
         let client = crate::client::Client::new(&args)?;
         crate::verbs::init(&client, &crate::verbs::InitSpec::default()).await
@@ -282,9 +283,15 @@ async fn dev_setup(server: String, admin_token: Option<std::path::PathBuf>, data
             for line in lines {
                 println!("pop: --dev: {line}");
             }
+            // Clients default to http://127.0.0.1:8080: elsewhere they need to be told.
+            let at = if server.trim_end_matches('/') == "http://127.0.0.1:8080" {
+                String::new()
+            } else {
+                format!(" (with POP_SERVER={server} set, or --server {server})")
+            };
             println!(
-                "pop: --dev: next, in another terminal: pop worker --insight encode --handlers \
-                 examples/handlers.toml, then: pop submit --watch examples/encode.json"
+                "pop: --dev: next, in another terminal{at}: pop worker --insight encode \
+                 --handlers examples/handlers.toml, then: pop submit --watch examples/encode.json"
             );
         }
         Err(e) => eprintln!("pop: --dev: the setup failed: {e:#}"),

@@ -150,15 +150,14 @@ fn submit_error(e: anyhow::Error, agenda: &Value) -> anyhow::Error {
 }
 
 pub async fn progress(client: &Client, id: &str, as_json: bool, as_of: Option<&str>) -> Result<()> {
-    // A bare number (or `<commit>/<prepare>`) is a log position; anything else a time, which
-    // the server checks.
-    let as_of = as_of.map(str::trim).map(|text| {
-        if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'/') {
-            json!({"position": text})
-        } else {
-            json!({"time": text})
+    // A bare number (or `<commit>/<prepare>`) is a log position; anything else a time.
+    let as_of = match as_of.map(str::trim) {
+        None => None,
+        Some(text) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'/') => {
+            Some(json!({"position": text}))
         }
-    });
+        Some(text) => Some(json!({"time": as_of_time(text)?})),
+    };
     if !as_json && as_of.is_none() {
         let p = crate::watch::find(client, id).await?;
         print_progress(&p);
@@ -194,6 +193,33 @@ pub async fn progress(client: &Client, id: &str, as_json: bool, as_of: Option<&s
         print_progress(p);
     }
     Ok(())
+}
+
+/// `--as-of`'s time as RFC 3339: RFC 3339 itself (`2026-12-02T14:02:00Z`, `…+01:00`), or UTC
+/// written as `2026-12-02 14:02[:00]` or `2026-12-02` (midnight); anything else is a usage
+/// error that lists these (the server's own message names GraphQL's parser).
+fn as_of_time(text: &str) -> Result<String> {
+    use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc).to_rfc3339_opts(SecondsFormat::AutoSi, true));
+    }
+    let naive =
+        ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"]
+            .iter()
+            .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+            .or_else(|| {
+                NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                    .ok()
+                    .and_then(|d| d.and_hms_opt(0, 0, 0))
+            });
+    match naive {
+        Some(t) => Ok(t.and_utc().to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+        None => bail!(
+            "--as-of {text:?} is neither a log position (42) nor a time: write \
+             2026-12-02T14:02:00Z (any RFC 3339 offset), or 2026-12-02 14:02[:00] or 2026-12-02 \
+             (both UTC)"
+        ),
+    }
 }
 
 /// An AgendaProgress as text: its headline, one line per operation, and for each failed
@@ -236,4 +262,20 @@ pub async fn gql(client: &Client, query: &str, variables: &str) -> Result<()> {
     let data = client.graphql(query, variables).await?;
     output::json(&data);
     Ok(())
+}
+
+#[cfg(test)]
+mod as_of_tests {
+    use super::as_of_time;
+
+    #[test]
+    fn as_of_reads_rfc_3339_and_utc_dates_and_names_the_forms_otherwise() {
+        assert_eq!(as_of_time("2026-12-02T14:02:00Z").unwrap(), "2026-12-02T14:02:00Z");
+        assert_eq!(as_of_time("2026-12-02T15:02:00+01:00").unwrap(), "2026-12-02T14:02:00Z");
+        assert_eq!(as_of_time("2026-12-02 14:02").unwrap(), "2026-12-02T14:02:00Z");
+        assert_eq!(as_of_time("2026-12-02 14:02:00.5").unwrap(), "2026-12-02T14:02:00.500Z");
+        assert_eq!(as_of_time("2026-12-02").unwrap(), "2026-12-02T00:00:00Z");
+        let e = as_of_time("yesterday").unwrap_err().to_string();
+        assert!(e.contains("neither a log position") && e.contains("2026-12-02T14:02:00Z"), "{e}");
+    }
 }

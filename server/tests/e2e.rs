@@ -812,6 +812,13 @@ async fn one_process_per_data_dir_and_the_second_names_the_holder() {
     log.args(["log", "--limit", "1", "--data-dir"]).arg(&data);
     let (status, stderr) = run_bounded(log, "pop log");
     assert!(status.success(), "pop log: {stderr}");
+    // A stream without events says so, and how an agenda's stream is named.
+    let mut log = pop_command();
+    log.args(["log", "--stream", "agenda-job-1", "--data-dir"]).arg(&data);
+    let (status, stderr) = run_bounded(log, "pop log --stream");
+    assert!(status.success(), "pop log --stream: {stderr}");
+    assert!(stderr.contains("no events in stream \"agenda-job-1\""), "{stderr}");
+    assert!(stderr.contains("agenda-<customerId>/<id>"), "{stderr}");
 
     // Once the holder is gone (even killed), the directory is free again.
     drop(first);

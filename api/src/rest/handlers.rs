@@ -719,7 +719,13 @@ async fn update_agenda(call: &Call<'_>) -> RestResult<Reply> {
     let agenda = Named::of(&agenda_id, customer.as_deref());
     let done =
         call.app().expand(&call.caller, agenda, operations, params, body_cid(object)).await?;
-    agenda_reply(std::slice::from_ref(&done))
+    let mut reply = agenda_reply(std::slice::from_ref(&done))?;
+    // POP's UpdateAgendaResponse names the agenda `agenda`: its Java client reads that field.
+    if let Value::Object(fields) = &mut reply.body {
+        let agenda = fields.get("all").and_then(|all| all.get(0)).cloned();
+        fields.insert("agenda".into(), agenda.unwrap_or(Value::Null));
+    }
+    Ok(reply)
 }
 
 /// `resourcepool/service/releaseAgenda {agendaId, leaseId}` (pop only): the hand-back.

@@ -356,7 +356,7 @@ fn envelope(failure: RestError, cid: &str) -> Response {
 
 /// A successful answer: the JSON body and, for writes, the position of the last event.
 pub(crate) struct Reply {
-    body: Value,
+    pub(super) body: Value,
     position: Option<String>,
     /// A document that is not a POP answer (the OpenAPI description): no `cid` added.
     document: bool,

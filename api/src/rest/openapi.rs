@@ -539,6 +539,7 @@ fn components() -> Value {
                     "all": {"type": "array", "items": schema_ref("Agenda")},
                     "agendaProgresses": {"type": "array", "items": schema_ref("AgendaProgress")},
                     "count": {"type": "integer"},
+                    "agenda": {"description": "updateAgenda only: the expanded agenda (POP's UpdateAgendaResponse)", "allOf": [schema_ref("Agenda")]},
                 },
             },
             "RunRequest": {"type": "object", "required": ["agendaTemplateId"], "properties": {

@@ -323,14 +323,20 @@ impl AgendaState {
     /// POP's executor reports the operations, then the agenda's own outcome in a report of its
     /// own (`COMPLETE/succeeded`, or `COMPLETE/failed` with the reason and a stack trace), and
     /// sends again a report it got no answer to; POP took both. Such a report agrees with what
-    /// happened — the same outcome (or none), no operation changed (operations it never ran,
-    /// reported WAITING, say nothing) — and is accepted: a no-op, or the agenda diagnostics it
-    /// adds ([`AgendaDiagnosticsAdded`]). Anything else is refused as before: the agenda is
+    /// happened — the same outcome, or no outcome but operations that all agree (none changed;
+    /// operations it never ran, reported WAITING, say nothing) — and is accepted: a no-op, or
+    /// the agenda diagnostics it adds ([`AgendaDiagnosticsAdded`]). A bare heartbeat is refused:
+    /// an executor still running an agenda that ended must learn it. Anything else is refused as before: the agenda is
     /// already COMPLETE. (The lease ended with the completion; who may report at all is the
     /// caller's reach over the agenda, decided before the command.)
     fn late_report(&self, report: &ProgressReport, now: Timestamp) -> Decision {
         let refused = || AgendaError::AgendaComplete { message: self.message().to_string() };
         match report.state {
+            // A report of operations sent again; a bare heartbeat is a stale executor's, which
+            // must hear that the agenda ended (and stop).
+            None | Some(ProcessingState::Executing) if report.operations.is_empty() => {
+                return Err(refused());
+            }
             None | Some(ProcessingState::Executing) => {}
             Some(ProcessingState::Complete) => {
                 let reported_success = report.message.as_deref().is_some_and(message::is_succeeded);
