@@ -490,7 +490,7 @@ function Lazy({ value, label = 'data' }) {
   return html`<details onToggle=${(e) => setOpen(e.target.open)}><summary>${label}</summary>${open ? html`<pre class="json">${JSON.stringify(value, null, 2)}</pre>` : ''}</details>`;
 }
 
-const FAILURE_TYPES = /fail|cancel|timed|error|reject|reap|reclaim/i;
+const FAILURE_TYPES = /fail|cancel|timed|error|reject|reap|reclaim|diagnostic/i;
 
 function Timeline({ agenda, tick }) {
   const [events, setEvents] = useState([]);

@@ -112,16 +112,18 @@ impl Tokens {
         if self.lookup(token).is_some() {
             return Err("the token is already defined".into());
         }
-        if let Some((_, other)) = self.entries.iter().find(|(_, p)| p.name == principal.name) {
-            if *other != principal {
-                return Err(format!(
-                    "the name {:?} is already a principal with another role or other customers; \
-                     a name identifies one principal (it holds leases and is the actor in the \
-                     audit trail): give this token its own name, or the same role and customers \
-                     to rotate it",
-                    principal.name
-                ));
-            }
+        // Names that differ only in case or surrounding blanks read as one in the audit trail.
+        let same_name = |p: &Principal| p.name.trim().eq_ignore_ascii_case(principal.name.trim());
+        if let Some((_, other)) = self.entries.iter().find(|(_, p)| same_name(p))
+            && *other != principal
+        {
+            return Err(format!(
+                "the name {:?} is already the name of a principal {:?} with another spelling, \
+                 role or customers; a name identifies one principal (it holds leases and is the \
+                 actor in the audit trail): give this token its own name, or the same name, role \
+                 and customers to rotate it",
+                principal.name, other.name
+            ));
         }
         self.entries.push((token.as_bytes().into(), principal));
         Ok(())
@@ -356,6 +358,8 @@ mod tests {
                 {"token":"tok_bbbbbbbbbbbbbbbbbbbbbbbb","name":"worker","role":"service","customers":["globex"]}]"#,
             r#"[{"token":"tok_aaaaaaaaaaaaaaaaaaaaaaaa","name":"worker","role":"service","customers":["acme"]},
                 {"token":"tok_bbbbbbbbbbbbbbbbbbbbbbbb","name":"worker","role":"admin","customers":["acme"]}]"#,
+            r#"[{"token":"tok_aaaaaaaaaaaaaaaaaaaaaaaa","name":"worker","role":"service","customers":["acme"]},
+                {"token":"tok_bbbbbbbbbbbbbbbbbbbbbbbb","name":"Worker ","role":"service","customers":["acme"]}]"#,
             r#"{"token":"x"}"#,
         ] {
             assert!(Tokens::new().add_json(json, "t").is_err(), "{json}");

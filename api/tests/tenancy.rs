@@ -266,6 +266,18 @@ async fn a_pool_worker_serves_every_customer_of_a_shared_insight_under_its_lease
         .err(OPS_SERVICE, REPORT, json!({"p": executing("g-1", Some("g-1"), "probe", "late")}))
         .await;
     assert_eq!(code(&e), "NOT_FOUND", "{e:#}");
+    // Except for its executor's own outcome report, naming the customer as POP's executor does
+    // (the AgendaProgress it was handed): taken, with the reason it adds. Another worker of
+    // the pool, which did not hold the lease, still reaches nothing.
+    let outcome = json!({"id": "g-1", "agendaId": "g-1", "customerId": "globex",
+        "processingState": "COMPLETE", "processingStateMessage": "succeeded",
+        "diagnosticEvents": [{"message": "all renditions uploaded"}]});
+    let e = s.err(OPS_SERVICE_2, REPORT, json!({"p": outcome.clone()})).await;
+    assert_eq!(code(&e), "NOT_FOUND", "{e:#}");
+    s.ok(OPS_SERVICE, REPORT, json!({"p": outcome})).await;
+    let p = s.ok(GLOBEX, "query { agendaProgress(id: \"g-1\") { processingStateMessage diagnosticEvents { message } } }", json!({})).await;
+    assert_eq!(p["agendaProgress"]["processingStateMessage"], "succeeded", "{p:#}");
+    assert_eq!(p["agendaProgress"]["diagnosticEvents"][0]["message"], "all renditions uploaded");
 }
 
 /// Issue 19, item 10: a pool's `insightIds` lists only the insights the caller may see; on a

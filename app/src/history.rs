@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use pop_domain::ProcessingState;
-use pop_domain::agenda::AgendaState;
+use pop_domain::agenda::{AgendaEvent, AgendaState};
 use pop_domain::{Aggregate, DiagnosticEvent, OperationProgress};
 use pop_projections::{Decoded, DomainEvent};
 use pop_store::{Direction, EventMetadata, Position, StoreError};
@@ -58,15 +58,33 @@ pub struct OperationStep {
     pub diagnostics: Vec<DiagnosticEvent>,
 }
 
-/// The [`OperationStep`]s between two states of one agenda.
+/// The operations an event touches, as they were before it (`None`: not there yet): only
+/// those, so a history costs what its events touch, not every operation per event.
+fn touched_before(
+    state: &AgendaState,
+    event: &AgendaEvent,
+) -> Vec<(String, Option<OperationProgress>)> {
+    pop_projections::change::operations_touched(event)
+        .into_iter()
+        .map(|name| {
+            let was = state.progress().operation_progress.iter().find(|p| *p.operation == *name);
+            (name, was.cloned())
+        })
+        .collect()
+}
+
+/// The [`OperationStep`]s of the operations `touched` names, against their state now.
 fn operation_steps(
-    before: &[OperationProgress],
-    after: &[OperationProgress],
+    touched: Vec<(String, Option<OperationProgress>)>,
+    state: &AgendaState,
 ) -> Vec<OperationStep> {
-    after
-        .iter()
-        .filter_map(|now| {
-            let was = before.iter().find(|b| b.operation == now.operation)?;
+    let after = &state.progress().operation_progress;
+    touched
+        .into_iter()
+        .filter_map(|(name, was)| {
+            // Added by this event (a submission, an expansion): not a step of it.
+            let was = was?;
+            let now = after.iter().find(|p| *p.operation == *name)?;
             let diagnostics: Vec<DiagnosticEvent> = now
                 .diagnostic_events
                 .iter()
@@ -182,14 +200,21 @@ impl App {
                          folded at most that far"
                     )));
                 }
-                let before = state.progress().diagnostic_events.clone();
-                let operations_before = state.progress().operation_progress.clone();
+                let shown = after.is_none_or(|a| event.version > a);
+                let before =
+                    if shown { state.progress().diagnostic_events.clone() } else { Vec::new() };
+                let mut touched = Vec::new();
                 match pop_projections::decode(event) {
-                    Ok(Decoded::Event { event: DomainEvent::Agenda(e), .. }) => state.evolve(&e),
+                    Ok(Decoded::Event { event: DomainEvent::Agenda(e), .. }) => {
+                        if shown {
+                            touched = touched_before(&state, &e);
+                        }
+                        state.evolve(&e);
+                    }
                     Ok(_) => {}
                     Err(e) => return Err(AppError::internal("folding an agenda's history", &e)),
                 }
-                if after.is_some_and(|a| event.version <= a) {
+                if !shown {
                     continue;
                 }
                 let metadata = EventMetadata::from_json(&event.metadata).unwrap_or_default();
@@ -212,7 +237,7 @@ impl App {
                         .filter(|d| !before.contains(d))
                         .cloned()
                         .collect(),
-                    operations: operation_steps(&operations_before, &progress.operation_progress),
+                    operations: operation_steps(touched, &state),
                 });
             }
         }

@@ -358,13 +358,16 @@ impl App {
         count: i64,
     ) -> AppResult<Vec<AgendaOutcome>> {
         let services = self;
+        // At most MAX_GET_AGENDA_COUNT per call: a larger count gets that many (POP took any
+        // count, and fewer than asked is always a valid answer), not a refusal and no work.
         let count = usize::try_from(count)
             .ok()
-            .filter(|c| (1..=MAX_GET_AGENDA_COUNT).contains(c))
+            .filter(|c| *c >= 1)
+            .map(|c| c.min(MAX_GET_AGENDA_COUNT))
             .ok_or_else(|| {
                 AppError::invalid(
                     "count",
-                    format!("count must be within 1..={MAX_GET_AGENDA_COUNT}"),
+                    format!("count must be at least 1 (at most {MAX_GET_AGENDA_COUNT} are handed out per call)"),
                 )
             })?;
         // An insight this replica has just written may not be applied yet: on a miss, read

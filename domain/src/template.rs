@@ -57,8 +57,17 @@ pub fn validate_template(template: &AgendaTemplate) -> Result<(), ValidationErro
     let agenda = fill_body(template, &template.customer_id, &lookup, &mut errors);
     if let Err(body) = validate_agenda(&agenda) {
         // The body's customer is the template's (checked by the template's own rules) or, at
-        // run time, the caller's; a blank one is not a problem of the body.
-        for e in body.errors.into_iter().filter(|e| e.field != "customerId") {
+        // run time, the caller's; a blank one is not a problem of the body. A maximumAttempts
+        // taken from the run payload is known only at run time (checked then, as submitted).
+        let from_payload = agenda
+            .params
+            .get(crate::params::keys::MAXIMUM_ATTEMPTS)
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|v| v.contains(references::REFERENCE_START));
+        let known_at_run = |field: &str| field == "params.maximumAttempts" && from_payload;
+        for e in
+            body.errors.into_iter().filter(|e| e.field != "customerId" && !known_at_run(&e.field))
+        {
             errors.push(format!("agenda.{}", e.field), e.message);
         }
         errors.omitted += body.omitted;
@@ -254,6 +263,22 @@ mod tests {
         assert_eq!(fields, vec!["params.externalId", "operations[0].payload"]);
         assert!(err.errors[1].message.contains("@<pop.payload::/id>"), "{err}");
         assert!(err.errors[1].message.contains("\"sample\""), "{err}");
+    }
+
+    #[test]
+    fn a_maximum_attempts_from_the_run_payload_is_checked_at_run_time() {
+        let mut t = template();
+        t.agenda.params.insert("maximumAttempts", "@<pop.payload::/attempts>");
+        validate_template(&t).expect("known only at run time");
+        let agenda = run_template(&t, &json!({"id": 1, "url": "u", "attempts": 5}), "c").unwrap();
+        assert_eq!(agenda.params.get("maximumAttempts"), Some(&json!(5)));
+        let err =
+            run_template(&t, &json!({"id": 1, "url": "u", "attempts": "x"}), "c").unwrap_err();
+        assert_eq!(err.errors[0].field, "params.maximumAttempts", "{err}");
+        // A literal that is not an integer is the template's own problem.
+        t.agenda.params.insert("maximumAttempts", "lots");
+        let err = validate_template(&t).unwrap_err();
+        assert_eq!(err.errors[0].field, "agenda.params.maximumAttempts", "{err}");
     }
 
     #[test]

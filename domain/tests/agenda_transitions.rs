@@ -516,7 +516,7 @@ fn release_hands_the_agenda_back_at_once_keeping_its_progress() {
 #[test]
 fn release_is_refused_like_a_report_from_anyone_but_the_current_lease() {
     let given = in_state("executing");
-    check(&given, release("w2", "l1", 20), Then::Refused(ErrorCode::Conflict, "superseded"));
+    check(&given, release("w2", "l1", 20), Then::Refused(ErrorCode::Conflict, "leased to holder"));
     check(&given, release("w1", "l0", 20), Then::Refused(ErrorCode::Conflict, "superseded"));
     check(&given, release("w1", " ", 20), Then::Refused(ErrorCode::Validation, "leaseId"));
     for from in ["added", "queued", "pending"] {
@@ -693,8 +693,35 @@ fn a_late_report_that_agrees_with_the_outcome_is_taken() {
     assert_eq!(after.progress().operation_progress, before.progress().operation_progress);
     assert_eq!(after.progress().attempts_completed, before.progress().attempts_completed);
     assert!(after.progress().diagnostic_events.contains(&reason), "{:?}", after.progress());
-    // Sent again: already there, a no-op.
+    // Sent again: already there, a no-op; and another outcome report with other diagnostics
+    // adds nothing more (one per completion: no stream of them, no pushing the reason out).
     check(&after_events, report("w1", 40, late), Then::Types(vec![]));
+    let other = pop_domain::DiagnosticEvent { message: "spam".into(), ..reason.clone() };
+    check(
+        &after_events,
+        report("w1", 50, final_report("failed", vec![other])),
+        Then::Types(vec![]),
+    );
+    // A heartbeat that lists operations but completes none is a stale executor's: refused.
+    let mut heartbeat =
+        ops(vec![pop_domain::agenda::OperationReport { state: Waiting, ..succeeded("a") }]);
+    heartbeat.state = Some(Executing);
+    check(
+        &in_state("succeeded"),
+        report("w1", 30, heartbeat),
+        Then::Error(AgendaError::AgendaComplete { message: "succeeded".into() }),
+    );
+    // Only from the executor the agenda completed under: another holder's is refused.
+    check(
+        &in_state("failed"),
+        report("w2", 30, final_report("failed", vec![])),
+        Then::Error(AgendaError::AgendaComplete { message: "failed".into() }),
+    );
+    assert_eq!(replay(&in_state("failed")).finished_by(), Some("w1"));
+    // And only until anything else happens to the agenda (here a rerun).
+    let mut rerun_given = in_state("failed");
+    rerun_given.extend(replay(&rerun_given).decide(&rerun(&["continue"], 40)).unwrap());
+    assert_eq!(replay(&rerun_given).finished_by(), None);
     // A cancelled agenda still refuses every report.
     check(
         &in_state("cancelled"),

@@ -73,7 +73,7 @@ impl Change {
 }
 
 /// The operations whose progress an agenda event touches.
-pub(crate) fn operations_touched(event: &AgendaEvent) -> Vec<String> {
+pub fn operations_touched(event: &AgendaEvent) -> Vec<String> {
     match event {
         AgendaEvent::Submitted(e) => e.agenda.operations.iter().map(|o| o.name.clone()).collect(),
         AgendaEvent::ProgressReported(e) => {

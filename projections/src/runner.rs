@@ -361,12 +361,25 @@ impl std::fmt::Debug for Runner {
 /// backup (or replaced) under a newer snapshot. Applying from there would skip the next
 /// events the store takes — acknowledged writes that no read model would ever show — and
 /// keep showing agendas the log no longer holds; so the snapshot is dropped and the models
-/// are rebuilt from the log. (A store that cannot be asked keeps them: `run` fails on it.)
-async fn past_the_head(models: ReadModels, store: &dyn EventStore) -> ReadModels {
+/// are rebuilt from the log. The snapshot file is moved aside at once (`<file>.past-the-head`,
+/// kept for a look): a crash before the next snapshot must not load it again. (A store that
+/// cannot be asked keeps them: `run` fails on it.)
+async fn past_the_head(
+    models: ReadModels,
+    store: &dyn EventStore,
+    dir: Option<&std::path::Path>,
+) -> ReadModels {
     let position = models.position();
     match store.head().await {
         Ok(head) if position > head => {
             tracing::warn!(snapshot = %position, head = %head, "the projections snapshot is past the end of the log (was the store restored from a backup?); rebuilding from the log");
+            if let Some(dir) = dir {
+                let path = snapshot::path_in(dir);
+                let aside = path.with_extension("past-the-head");
+                if let Err(e) = std::fs::rename(&path, &aside) {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot move the snapshot that is past the log's head aside; remove it before the next start");
+                }
+            }
             ReadModels::new()
         }
         _ => models,
@@ -398,7 +411,7 @@ impl Runner {
                 }
             },
         };
-        let models = past_the_head(models, store.as_ref()).await;
+        let models = past_the_head(models, store.as_ref(), config.snapshot_dir.as_deref()).await;
         let handle = Projections::new(models, config.change_feed_capacity);
         let runner = Runner {
             store,

@@ -37,7 +37,7 @@ pub async fn run(args: LogArgs) -> Result<()> {
                 printed += 1;
             }
         }
-        if printed == 0 {
+        if printed == 0 && args.limit > 0 {
             // Said on stderr (stdout stays the events), so a mistyped name is not silence.
             let hint = if stream.starts_with("agenda-") && !stream.contains('/') {
                 ": an agenda's stream is agenda-<customerId>/<id> (`pop events <id>` reads it \

@@ -133,10 +133,10 @@ fn results_as_text(value: &mut Value) {
     match value {
         Value::Array(items) => items.iter_mut().for_each(results_as_text),
         Value::Object(map) => {
-            if map.contains_key("agendaProgressId") {
-                if let Some(result) = map.get_mut("resultPayload") {
-                    as_text(result);
-                }
+            if map.contains_key("agendaProgressId")
+                && let Some(result) = map.get_mut("resultPayload")
+            {
+                as_text(result);
             }
             for (key, inner) in map.iter_mut() {
                 if !matches!(
@@ -629,10 +629,6 @@ async fn get_agenda(call: &Call<'_>) -> RestResult<Reply> {
     let insight_id = required_text(object, "insightId")?;
     let count =
         integer(object, "count")?.ok_or_else(|| AppError::invalid("count", "is required"))?;
-    // POP handed out up to any count: a puller configured for more than one call hands out
-    // gets that many (fewer is always a valid answer), not a refusal and no work at all.
-    let most = i64::try_from(pop_app::limits::MAX_GET_AGENDA_COUNT).unwrap_or(i64::MAX);
-    let count = count.min(most);
     let wait = integer(object, "waitSeconds")?;
     let claimed =
         call.app().get_agenda_waiting(&call.caller, &insight_id, count, wait, None).await?;

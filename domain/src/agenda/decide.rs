@@ -231,7 +231,7 @@ impl AgendaState {
         now: Timestamp,
     ) -> Decision {
         if self.is_complete() && !self.is_cancelled() {
-            return self.late_report(report, now);
+            return self.late_report(holder, report, now);
         }
         self.check_holder(holder, lease_id)?;
         let targets = self.validate_report(report, lease_expires, now)?;
@@ -323,18 +323,28 @@ impl AgendaState {
     /// POP's executor reports the operations, then the agenda's own outcome in a report of its
     /// own (`COMPLETE/succeeded`, or `COMPLETE/failed` with the reason and a stack trace), and
     /// sends again a report it got no answer to; POP took both. Such a report agrees with what
-    /// happened — the same outcome, or no outcome but operations that all agree (none changed;
-    /// operations it never ran, reported WAITING, say nothing) — and is accepted: a no-op, or
-    /// the agenda diagnostics it adds ([`AgendaDiagnosticsAdded`]). A bare heartbeat is refused:
-    /// an executor still running an agenda that ended must learn it. Anything else is refused as before: the agenda is
-    /// already COMPLETE. (The lease ended with the completion; who may report at all is the
-    /// caller's reach over the agenda, decided before the command.)
-    fn late_report(&self, report: &ProgressReport, now: Timestamp) -> Decision {
+    /// happened — the same outcome, or no outcome but operations that all agree and one that
+    /// completed (none changed; operations it never ran, reported WAITING, say nothing) — and
+    /// is accepted: a no-op, or, for the first outcome report after the completion, the agenda
+    /// diagnostics it adds ([`AgendaDiagnosticsAdded`]). A heartbeat is refused: an executor
+    /// still running an agenda that ended must learn it. Only the holder of the lease the
+    /// agenda completed under may send one ([`AgendaState::finished_by`]), until anything else
+    /// happens to it. Anything else is refused as before: the agenda is already COMPLETE.
+    fn late_report(&self, holder: &str, report: &ProgressReport, now: Timestamp) -> Decision {
         let refused = || AgendaError::AgendaComplete { message: self.message().to_string() };
+        // Only from the executor the agenda completed under (its lease's holder), and only
+        // until anything else happens to the agenda.
+        if self.finished_by() != Some(holder) {
+            return Err(refused());
+        }
+        let outcome_report = report.state == Some(ProcessingState::Complete);
         match report.state {
-            // A report of operations sent again; a bare heartbeat is a stale executor's, which
-            // must hear that the agenda ended (and stop).
-            None | Some(ProcessingState::Executing) if report.operations.is_empty() => {
+            // A report of operations sent again names one that completed; anything else (a
+            // heartbeat, with or without its operations) is a stale executor's, which must hear
+            // that the agenda ended and stop.
+            None | Some(ProcessingState::Executing)
+                if !report.operations.iter().any(|r| r.state == ProcessingState::Complete) =>
+            {
                 return Err(refused());
             }
             None | Some(ProcessingState::Executing) => {}
@@ -359,6 +369,12 @@ impl AgendaState {
             if !matches!(operation_change(current, r, now), Ok(None)) {
                 return Err(refused());
             }
+        }
+        // Diagnostics come with the executor's outcome report, once per completion: a stream of
+        // late reports must neither grow the log nor push the real reason out of the capped
+        // list (nor keep the agenda from the data reaper by moving its updatedTime).
+        if !outcome_report || self.late_diagnostics {
+            return Ok(Vec::new());
         }
         let diagnostics = new_diagnostics(&self.progress.diagnostic_events, &report.diagnostics);
         if diagnostics.is_empty() {

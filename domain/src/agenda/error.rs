@@ -74,27 +74,27 @@ pub enum AgendaError {
     NotOldEnough { updated: Option<Timestamp>, cutoff: Timestamp },
 }
 
-/// The text of [`AgendaError::LeaseSuperseded`]. A report without a lease id from another
-/// principal than the holder is most often a POP executor reporting with its own token (POP's
-/// Agenda has no lease to pass on): say who holds it and what to do, not "superseded".
+/// The text of [`AgendaError::LeaseSuperseded`]. Another principal than the holder is told who
+/// holds the agenda — most often a POP executor reporting with its own token (POP's Agenda has
+/// no lease to pass on) — and what to do; the holder whose lease was replaced is told that.
+/// Neither is told the current lease's id: it is the holder's.
 fn superseded(
     holder: &str,
     lease_id: Option<&str>,
     current_holder: &str,
-    current_lease_id: &str,
+    _current_lease_id: &str,
 ) -> String {
-    match lease_id {
-        None if holder != current_holder => format!(
-            "the agenda is leased to holder {current_holder:?} (lease {current_lease_id:?}), \
-             not to {holder:?}: report with the token that claimed it (a POP executor reports \
-             with its puller's token)"
-        ),
-        _ => format!(
-            "the lease of holder {holder:?}{} was superseded by lease {current_lease_id:?} of \
-             holder {current_holder:?}",
-            lease_id.map(|l| format!(" (lease {l:?})")).unwrap_or_default()
-        ),
+    if holder != current_holder {
+        return format!(
+            "the agenda is leased to holder {current_holder:?}, not to {holder:?}: report with \
+             the token that claimed it (a POP executor reports with its puller's token)"
+        );
     }
+    format!(
+        "the lease of holder {holder:?}{} was superseded by a newer lease of the same holder \
+         (the agenda was reclaimed and claimed again): use the lease the last getAgenda answered",
+        lease_id.map(|l| format!(" (lease {l:?})")).unwrap_or_default()
+    )
 }
 
 impl AgendaError {
@@ -148,9 +148,9 @@ mod tests {
             current_holder: "puller".into(),
             current_lease_id: "L2".into(),
         };
-        assert_eq!(
-            stale.to_string(),
-            "the lease of holder \"puller\" (lease \"L1\") was superseded by lease \"L2\" of holder \"puller\""
-        );
+        let text = stale.to_string();
+        assert!(text.starts_with("the lease of holder \"puller\" (lease \"L1\") was superseded"));
+        assert!(!text.contains("L2"), "the current lease is the holder's: {text}");
+        assert!(!other.to_string().contains("L2"), "{other}");
     }
 }

@@ -29,6 +29,12 @@ impl AgendaState {
             return;
         }
         let time = event.time();
+        // One late report's diagnostics per completion: anything else that happens to the
+        // agenda (a rerun, a retry) opens the next.
+        self.late_diagnostics = matches!(event, AgendaEvent::DiagnosticsAdded(_));
+        if !matches!(event, AgendaEvent::DiagnosticsAdded(_)) {
+            self.finished_by = None;
+        }
         match event {
             AgendaEvent::Submitted(_) => {}
             AgendaEvent::Queued(_) => self.set_state(ProcessingState::Waiting, message::QUEUED),
@@ -45,7 +51,7 @@ impl AgendaState {
                 self.set_state(ProcessingState::Complete, &e.message);
                 self.progress.completed_time = Some(e.completed_time);
                 self.progress.attempts_completed = e.attempts_completed;
-                self.lease = None;
+                self.finished_by = self.lease.take().map(|l| l.holder);
                 self.cancel_operations(&e.cancelled_operations, time);
             }
             AgendaEvent::OperationsExpanded(e) => self.expanded(e),

@@ -59,6 +59,16 @@ pub struct AgendaState {
     /// Closed by the data reaper: no command applies any more.
     #[serde(rename = "reaped", default, skip_serializing_if = "std::ops::Not::not")]
     pub(super) reaped: bool,
+    /// A late report already added its diagnostics since the agenda completed (only one may:
+    /// the executor's own outcome report, not a stream of them).
+    #[serde(rename = "lateDiagnostics", default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) late_diagnostics: bool,
+    /// The holder of the lease the agenda completed under, until anything else happens to it:
+    /// the executor whose late report (its own outcome, after the operations' reports completed
+    /// the agenda) is taken. Not kept in the read models' settled form
+    /// ([`AgendaState::without_finisher`]).
+    #[serde(rename = "finishedBy", default, skip_serializing_if = "Option::is_none")]
+    pub(super) finished_by: Option<String>,
 }
 
 impl AgendaState {
@@ -75,6 +85,19 @@ impl AgendaState {
     /// Whether the data reaper closed this agenda (its stream is being deleted).
     pub fn is_reaped(&self) -> bool {
         self.reaped
+    }
+
+    /// The holder of the lease the agenda completed under (see the field), while nothing else
+    /// happened to it since.
+    pub fn finished_by(&self) -> Option<&str> {
+        self.finished_by.as_deref()
+    }
+
+    /// The state without [`Self::finished_by`]: what the read models keep of a finished agenda
+    /// (only the write side decides late reports; a name per finished agenda is memory).
+    pub fn without_finisher(mut self) -> AgendaState {
+        self.finished_by = None;
+        self
     }
 
     /// The agenda whose progress id this stream's name is, when it is one (not an agenda).

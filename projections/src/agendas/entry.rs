@@ -305,6 +305,9 @@ pub(super) fn settle(buffers: &mut SettleBuffers, state: Box<AgendaState>, compa
     if !state.is_complete() && !compact {
         return Body::Live(state);
     }
+    // The finisher is the write side's (late reports), not a read model's.
+    let state =
+        if state.finished_by().is_some() { Box::new((*state).without_finisher()) } else { state };
     buffers.json.clear();
     // Encoding a state cannot fail (string keys, finite numbers), nor can compressing into a
     // buffer of the maximum output size; if either ever did, the entry would simply stay live.
