@@ -153,7 +153,7 @@ export function BatchView({ me, linkId }) {
     return subscribe('subscription($l: String!) { agendaProgressByLinkId(linkId: $l) { position lagged } }', { l: linkId }, reload, setError);
   }, [linkId]);
   return html`<section><h1>Batch ${linkId}</h1><${ErrorLine} error=${error}/>
-    ${summary && html`<p class="meta" id="batch-summary">${summary.processingState} · ${Math.round(summary.processingPercent || 0)}% · ${summary.progressList.length} agendas</p>
+    ${summary && html`<p class="meta" id="batch-summary">${batchLine(summary)}</p>
       <table class="list"><thead><tr><th>agenda</th><th>customer</th><th>title</th><th>state</th><th>progress</th><th>updated</th></tr></thead>
       <tbody>${summary.progressList.map((p) => html`<tr data-agenda=${p.agendaId}><td><a href=${agendaHref(p.customerId, p.agendaId)}>${p.agendaId}</a></td>
         <td>${p.customerId}</td><td>${p.title || ''}</td><td><${StateBadge} p=${p}/></td><td>${Math.round(p.percentComplete || 0)}%</td><td>${fmtTime(p.updatedTime)}</td></tr>`)}</tbody></table>`}
@@ -220,4 +220,14 @@ export function TemplateView({ me, id, customers }) {
       <button type="submit">Run template</button></form>
       ${ran && html`<p>Submitted <a href=${agendaHref(ran.customerId, ran.id)}>${ran.id}</a>.</p>`}`}
   </section>`;
+}
+
+/// The batch's headline: its state, its percent (none once an agenda failed: DOMAIN.md §4.3),
+/// how many agendas and how many of them failed; a linkId no visible agenda carries says so.
+function batchLine(summary) {
+  const n = summary.progressList.length;
+  if (!n) return 'no agenda you may see carries this linkId';
+  const failed = summary.progressList.filter((p) => /^failed$/i.test(p.processingStateMessage || '')).length;
+  const percent = summary.processingPercent == null ? 'no percent (an agenda failed)' : `${Math.round(summary.processingPercent)}%`;
+  return `${summary.processingState} · ${percent} · ${n} agendas${failed ? ` · ${failed} failed` : ''}`;
 }

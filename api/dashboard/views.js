@@ -118,7 +118,12 @@ export function useVisibleCustomers(me) {
 export function AgendasView({ me, query, navigate, customers }) {
   const filter = useMemo(() => filterFromQuery(query), [JSON.stringify(query)]);
   const [page, setPage] = useState(null);
-  const [cursors, setCursors] = useState([null]);
+  // The pages walked so far, for this filter only: a filter changed by the address (a link,
+  // Back/Forward) starts again at the first page, as one changed in the form does.
+  const filterKey = JSON.stringify(filter);
+  const [walked, setWalked] = useState({ key: filterKey, cursors: [null] });
+  const cursors = walked.key === filterKey ? walked.cursors : [null];
+  const setCursors = (list) => setWalked({ key: filterKey, cursors: list });
   const [error, setError] = useState(null);
   const [selected, setSelected] = useState(new Set());
   const [busy, setBusy] = useState('');
@@ -221,7 +226,7 @@ export function AgendasView({ me, query, navigate, customers }) {
       <label>linkId <input name="linkId" value=${query.linkId || ''} onChange=${(e) => set('linkId', e.target.value.trim())}/></label>
       <label>insight <input name="insight" value=${query.insight || ''} onChange=${(e) => set('insight', e.target.value.trim())}/></label>
       <label>state <select name="state" value=${query.state || ''} onChange=${(e) => set('state', e.target.value)}>
-        <option value="">any</option><option>WAITING</option><option>EXECUTING</option><option>COMPLETE</option>
+        <option value="">any</option><option value="WAITING">WAITING</option><option value="EXECUTING">EXECUTING</option><option value="COMPLETE">COMPLETE</option>
       </select></label>
       <label>added from <input name="from" type="datetime-local" value=${query.from || ''} onChange=${(e) => set('from', e.target.value)}/></label>
       <label>until <input name="until" type="datetime-local" value=${query.until || ''} onChange=${(e) => set('until', e.target.value)}/></label>
@@ -547,7 +552,11 @@ function Timeline({ agenda, tick }) {
   }, [agenda.id, agenda.customerId, tick]);
   const types = useMemo(() => [...new Set(events.map((e) => e.type))].sort(), [events]);
   const shown = useMemo(() => {
-    const isFailure = (e) => FAILURE_TYPES.test(e.type) || /fail|cancel/i.test(JSON.stringify((e.data && (e.data.processingState || e.data.processingStateMessage || e.data.message)) || ''));
+    // An event is about a failure by its type, its own state or message, or an operation it
+    // reports failed (the report that carries the operation's reason).
+    const failedOperation = (e) => ((e.data && e.data.operationProgress) || [])
+      .some((o) => /fail|cancel/i.test(`${o.processingStateMessage || ''}`));
+    const isFailure = (e) => FAILURE_TYPES.test(e.type) || failedOperation(e) || /fail|cancel/i.test(JSON.stringify((e.data && (e.data.processingState || e.data.processingStateMessage || e.data.message)) || ''));
     return events.filter((e) => (!type || e.type === type) && (!failuresOnly || isFailure(e)));
   }, [events, type, failuresOnly]);
   const [open, setOpen] = useState(null);

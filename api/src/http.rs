@@ -231,38 +231,48 @@ async fn healthz() -> &'static str {
 /// this replica unready for good, so it is taken out of service rather than serving stale
 /// read models).
 async fn readyz(State(state): State<AppState>) -> Response {
+    match readiness(&state).await {
+        Ok(body) => (StatusCode::OK, body).into_response(),
+        Err(body) => (StatusCode::SERVICE_UNAVAILABLE, body).into_response(),
+    }
+}
+
+/// `/readyz`'s answer: ready (and at which position), or why not. `/metrics`'
+/// `pop_projection_ready` is the same decision.
+async fn readiness(state: &AppState) -> Result<String, String> {
     let projections = state.projections();
     if let Some(trouble) = state.app().store_trouble().await {
-        return (StatusCode::SERVICE_UNAVAILABLE, format!("{trouble}\n")).into_response();
+        return Err(format!("{trouble}\n"));
     }
     if let Some(trouble) = projections.trouble() {
-        return (StatusCode::SERVICE_UNAVAILABLE, format!("{trouble}\n")).into_response();
+        return Err(format!("{trouble}\n"));
     }
     if projections.caught_up() {
         // Degraded is still ready: serving slower beats being restarted into the same state.
         let degraded =
             projections.degraded().map(|why| format!(" (DEGRADED: {why})")).unwrap_or_default();
-        let body = format!("ready at position {}{degraded}\n", projections.applied());
-        (StatusCode::OK, body).into_response()
+        Ok(format!("ready at position {}{degraded}\n", projections.applied()))
     } else {
-        let body =
-            format!("projections catching up (applied position {})\n", projections.applied());
-        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+        Err(format!("projections catching up (applied position {})\n", projections.applied()))
     }
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
     let projections = state.projections();
-    match state.store().head().await {
-        Ok(head) => metrics::projection_gauges(
-            head,
-            projections.applied(),
-            projections.caught_up(),
-            projections.skipped_events(),
-            projections.degraded().is_some(),
-        ),
-        Err(e) => tracing::warn!(error = %ErrorChain(&e), "metrics: cannot read the log head"),
-    }
+    let head = match state.store().head().await {
+        Ok(head) => Some(head),
+        Err(e) => {
+            tracing::warn!(error = %ErrorChain(&e), "metrics: cannot read the log head");
+            None
+        }
+    };
+    metrics::projection_gauges(
+        head,
+        projections.applied(),
+        readiness(&state).await.is_ok(),
+        projections.skipped_events(),
+        projections.degraded().is_some(),
+    );
     metrics::insight_gauges(&projections.read(), state.config().metrics_insight_labels);
     let Some(handle) = state.metrics_handle() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "another metrics recorder is installed\n")

@@ -49,6 +49,7 @@ pub const REST_REQUESTS: &str = "pop_api_rest_requests_total";
 pub const REST_REQUEST_SECONDS: &str = "pop_api_rest_request_duration_seconds";
 pub const ERRORS: &str = "pop_api_errors_total";
 pub const STORE_HEAD: &str = "pop_store_head_position";
+pub const STORE_UP: &str = "pop_store_up";
 pub const PROJECTION_APPLIED: &str = "pop_projection_applied_position";
 pub const PROJECTION_LAG: &str = "pop_projection_lag_events";
 pub const PROJECTION_READY: &str = "pop_projection_ready";
@@ -100,6 +101,11 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
     (ERRORS, Kind::Counter, "Errors answered to clients, by error code."),
     (STORE_HEAD, Kind::Gauge, "The event log's head position (commit part), read at scrape time."),
     (
+        STORE_UP,
+        Kind::Gauge,
+        "1 when the event store answered this scrape's read of the log head, else 0 (the head, applied and lag gauges then keep their last values).",
+    ),
+    (
         PROJECTION_APPLIED,
         Kind::Gauge,
         "The log position the read models have applied, at scrape time.",
@@ -112,7 +118,7 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
     (
         PROJECTION_READY,
         Kind::Gauge,
-        "1 when the read models have caught up with the log since start (the readiness probe), else 0.",
+        "1 when this replica is ready, exactly when /readyz answers 200: the read models caught up with the log since start, they still follow it, and the store serves requests; else 0 (/readyz says why).",
     ),
     (
         PROJECTION_SKIPPED,
@@ -219,6 +225,20 @@ const CLAIM_LATENCY_BUCKETS: &[f64] =
 const LATENCY_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
+/// The timed processes' cycle time (`pop_process_cycle_seconds`), in seconds: a reaper's pass
+/// over an idle store takes milliseconds, a data reap of a large backlog minutes.
+const PROCESS_CYCLE_SECONDS: &str = "pop_process_cycle_seconds";
+const PROCESS_CYCLE_BUCKETS: &[f64] =
+    &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0];
+
+/// The histograms exported with buckets (`_bucket` series, for `histogram_quantile`); any
+/// other histogram is a summary.
+const BUCKETED: &[(&str, &[f64])] = &[
+    (REQUEST_SECONDS, LATENCY_BUCKETS),
+    (CLAIM_LATENCY_SECONDS, CLAIM_LATENCY_BUCKETS),
+    (PROCESS_CYCLE_SECONDS, PROCESS_CYCLE_BUCKETS),
+];
+
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// The process's Prometheus handle, installing the recorder on first call. `None` when
@@ -226,14 +246,9 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 pub fn prometheus_handle() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Full(REQUEST_SECONDS.to_string()), LATENCY_BUCKETS)
-                .and_then(|b| {
-                    b.set_buckets_for_metric(
-                        Matcher::Full(CLAIM_LATENCY_SECONDS.to_string()),
-                        CLAIM_LATENCY_BUCKETS,
-                    )
-                });
+            let builder = BUCKETED.iter().try_fold(PrometheusBuilder::new(), |b, (name, buckets)| {
+                b.set_buckets_for_metric(Matcher::Full((*name).to_string()), buckets)
+            });
             let recorder = match builder {
                 Ok(b) => b.build_recorder(),
                 Err(e) => {
@@ -280,16 +295,22 @@ pub(crate) fn lag(head: pop_store::Position, applied: pop_store::Position) -> u6
 }
 
 /// Sets the gauges that are computed at scrape time.
+/// The projection and store gauges of one scrape: `head` when the store answered (else the
+/// head-dependent gauges keep their last values and `pop_store_up` is 0); `ready` exactly as
+/// `/readyz` decides it.
 pub(crate) fn projection_gauges(
-    head: pop_store::Position,
+    head: Option<pop_store::Position>,
     applied: pop_store::Position,
     ready: bool,
     skipped: u64,
     degraded: bool,
 ) {
-    metrics::gauge!(STORE_HEAD).set(head.commit() as f64);
+    metrics::gauge!(STORE_UP).set(if head.is_some() { 1.0 } else { 0.0 });
+    if let Some(head) = head {
+        metrics::gauge!(STORE_HEAD).set(head.commit() as f64);
+        metrics::gauge!(PROJECTION_LAG).set(lag(head, applied) as f64);
+    }
     metrics::gauge!(PROJECTION_APPLIED).set(applied.commit() as f64);
-    metrics::gauge!(PROJECTION_LAG).set(lag(head, applied) as f64);
     metrics::gauge!(PROJECTION_READY).set(if ready { 1.0 } else { 0.0 });
     metrics::gauge!(PROJECTION_SKIPPED).set(skipped as f64);
     metrics::gauge!(PROJECTION_DEGRADED).set(if degraded { 1.0 } else { 0.0 });
@@ -416,6 +437,20 @@ mod tests {
                 let expr = target["expr"].as_str().unwrap_or_default();
                 assert!(!expr.is_empty(), "a target without expr in {}", panel["title"]);
                 used.extend(names_in(expr));
+            }
+        }
+        // A `_bucket` series exists only for a histogram exported with buckets.
+        for panel in panels {
+            for target in panel["targets"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                let expr = target["expr"].as_str().unwrap_or_default();
+                for (at, _) in expr.match_indices("_bucket") {
+                    let name = &expr[expr[..at].rfind("pop_").unwrap_or(0)..at];
+                    assert!(
+                        BUCKETED.iter().any(|(b, _)| *b == name),
+                        "{} queries {name}_bucket, but {name} has no buckets",
+                        panel["title"]
+                    );
+                }
             }
         }
         let known: BTreeSet<String> = DESCRIPTIONS.iter().map(|d| d.0.to_string()).collect();

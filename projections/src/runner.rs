@@ -428,9 +428,16 @@ impl Runner {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), ProjectionError> {
         // A snapshot that loaded past the budget turns degraded before anything else.
         self.check_memory();
-        let start_head = self.store.head().await?;
         let mut applied = self.handle.applied();
-        self.check_caught_up(applied, start_head).await?;
+        // A store that fails before the first batch (a corrupt file, say) stops the runner as
+        // a failure later would: logged, and /readyz says why (not "catching up" for ever).
+        let start_head = match self.store.head().await {
+            Ok(head) => head,
+            Err(e) => return Err(self.stopped(e.into(), applied)),
+        };
+        if let Err(e) = self.check_caught_up(applied, start_head).await {
+            return Err(self.stopped(e, applied));
+        }
 
         let (tx, mut rx) = mpsc::channel(READ_AHEAD_BATCHES);
         let backoff = (self.config.retry_backoff, self.config.max_retry_backoff);
@@ -487,14 +494,18 @@ impl Runner {
         if since_snapshot > 0 {
             self.snapshot().await;
         }
-        if let Err(e) = &result {
-            tracing::error!(error = %ErrorChain(e), position = %applied, "projections stopped");
-            self.handle.set_trouble(Some(format!(
-                "the projections stopped at position {applied}: {}",
-                ErrorChain(e)
-            )));
-        }
-        result
+        result.map_err(|e| self.stopped(e, applied))
+    }
+
+    /// Logs why the runner stops for good and keeps the replica unready with the reason.
+    fn stopped(&self, e: ProjectionError, applied: Position) -> ProjectionError {
+        tracing::error!(error = %ErrorChain(&e), position = %applied, "projections stopped");
+        self.handle.set_trouble(Some(format!(
+            "the projections stopped at position {applied}: {} (the replica stays unready; \
+             check the store — `pop verify` — and restart)",
+            ErrorChain(&e)
+        )));
+        e
     }
 
     /// Turns the models degraded the first time the process's resident memory is past the

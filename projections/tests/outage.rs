@@ -194,3 +194,20 @@ async fn a_quiet_log_clears_the_trouble_once_the_store_answers_again() {
     let _ = stop.send(());
     task.await.unwrap().unwrap();
 }
+
+/// A store that fails before the runner read anything (a corrupt file, a database gone at
+/// start) stops it as a failure later does: /readyz must name why, not say "catching up" for
+/// ever (an operator drill found it did).
+#[tokio::test]
+async fn a_store_failing_at_start_stops_the_runner_with_the_reason() {
+    let log = Log::open().await.unwrap();
+    log.agenda("a", submit(agenda("a", "acme", None, &["x"]), "insight-1", 0)).await.unwrap();
+    let store = Switched::over(&log);
+    let (runner, handle) = Runner::start(store.clone(), quick_retries()).await;
+    store.down.send_replace(true);
+    let stopped = tokio::time::timeout(PATIENCE, runner.run(std::future::pending())).await;
+    assert!(stopped.expect("the runner stops").is_err());
+    let why = handle.trouble().expect("the reason is kept for /readyz");
+    assert!(why.contains("stopped") && why.contains("connection refused"), "{why}");
+    assert!(!handle.caught_up());
+}
