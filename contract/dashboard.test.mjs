@@ -406,6 +406,36 @@ test('a DAG over 200 operations is drawn on a canvas that follows a burst of rep
   await shot(acmePage, 'agenda-large');
 });
 
+test("a failed operation's reason is on its row, without a click", async () => {
+  // One attempt only: no automatic retry brings it back while later checks run.
+  const failing = await submit(T.acme, { ...threeOps('acme', 'batch-fail'), params: { maximumAttempts: '1' } });
+  let lease = null;
+  const deadline = Date.now() + WAIT;
+  while (!lease && Date.now() < deadline) {
+    const d = await gql(T.acmeService, 'mutation { getAgenda(insightId: "transcode", count: 10) { agenda { id } lease { id } } }');
+    const mine = d.getAgenda.find((r) => r.agenda.id === failing.id);
+    if (mine) lease = mine.lease.id;
+    else await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.ok(lease, 'the scheduler queued the agenda and the worker claimed it');
+  await gql(T.acmeService, 'mutation($p: JSON!, $l: String) { updateAgendaProgress(agendaProgress: $p, leaseId: $l) { position } }', {
+    p: {
+      id: failing.progressId,
+      processingState: 'EXECUTING',
+      operationProgress: [{ operation: 'probe', processingState: 'COMPLETE', processingStateMessage: 'failed',
+        diagnosticEvents: [{ message: 'probe: no such file s3://in/m.mov' }] }],
+    },
+    l: lease,
+  });
+  await acmePage.goto(BASE + `/#/agenda/acme/${encodeURIComponent(failing.id)}`);
+  await acmePage.waitForFunction(
+    () => /no such file/.test((document.querySelector('#op-list tr[data-op="probe"] td.message') || {}).textContent || ''),
+    { timeout: WAIT },
+  );
+  const text = await acmePage.$eval('#op-list tr[data-op="probe"] td.message', (td) => td.textContent);
+  assert.equal(text, 'failed: probe: no such file s3://in/m.mov');
+});
+
 test('sign-out forgets the token', async () => {
   await acmePage.goto(BASE + '/#/agendas');
   await acmePage.waitForSelector('#signout', { timeout: WAIT });

@@ -407,9 +407,18 @@ class OpRow extends Component {
     return html`<tr data-op=${op.name} data-state=${s} class=${selected ? 'selected' : ''} onClick=${() => onSelect(op.name)}>
       <td>${op.name}${op.generatedBy ? html` <span class="muted">← ${op.generatedBy}</span>` : ''}</td><td>${op.type}</td>
       <td><${StateBadge} state=${s}/></td><td><${Bar} pct=${o && o.percentComplete}/> <span class="pct">${o && o.percentComplete != null ? Math.round(o.percentComplete) + '%' : ''}</span></td>
-      <td>${o ? o.processingStateMessage || '' : ''}</td><td>${o ? o.attemptCount : ''}</td>
+      <td class="message">${o ? messageOf(o) : ''}</td><td>${o ? o.attemptCount : ''}</td>
       <td>${fmtTime(o && o.startedTime)}</td><td>${fmtTime(o && o.completedTime)}</td></tr>`;
   }
+}
+
+/// An operation's message, with the reason of a failure (its last diagnostic) beside it: the
+/// first thing a user looks for, as `pop progress` prints it.
+function messageOf(o) {
+  const message = o.processingStateMessage || '';
+  const events = o.diagnosticEvents || [];
+  if (!/^failed$/i.test(message) || !events.length) return message;
+  return `${message}: ${events[events.length - 1].message}`;
 }
 
 function agendaHas(agenda, name) {
