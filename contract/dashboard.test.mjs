@@ -63,6 +63,19 @@ async function submit(token, agenda) {
   return d.submitAgenda.agenda;
 }
 
+/// The worker side: waits for the scheduler to queue agenda `id` and claims it as acme's
+/// worker; its lease id.
+async function claim(id) {
+  const deadline = Date.now() + WAIT;
+  while (Date.now() < deadline) {
+    const d = await gql(T.acmeService, 'mutation { getAgenda(insightId: "transcode", count: 10) { agenda { id } lease { id } } }');
+    const mine = d.getAgenda.find((r) => r.agenda.id === id);
+    if (mine) return mine.lease.id;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.fail(`the scheduler never queued agenda ${id} for the worker to claim`);
+}
+
 /// A fresh tab in its own browser context (its own sessionStorage), recording problems.
 async function newPage() {
   const context = await browser.createBrowserContext();
@@ -179,15 +192,7 @@ test('the agenda page shows every operation in the DAG, including those not star
 
 test('reports move the bars live', async () => {
   // The worker side: wait for the scheduler to queue the agenda, claim it, report.
-  let lease = null;
-  const deadline = Date.now() + WAIT;
-  while (!lease && Date.now() < deadline) {
-    const d = await gql(T.acmeService, 'mutation { getAgenda(insightId: "transcode", count: 10) { agenda { id } lease { id } } }');
-    const mine = d.getAgenda.find((r) => r.agenda.id === live.id);
-    if (mine) lease = mine.lease.id;
-    else await new Promise((r) => setTimeout(r, 200));
-  }
-  assert.ok(lease, 'the scheduler queued the agenda and the worker claimed it');
+  const lease = await claim(live.id);
   const report = (pct) =>
     gql(T.acmeService, 'mutation($p: JSON!, $l: String) { updateAgendaProgress(agendaProgress: $p, leaseId: $l) { position } }', {
       p: {
@@ -409,15 +414,7 @@ test('a DAG over 200 operations is drawn on a canvas that follows a burst of rep
 test("a failed operation's reason is on its row, without a click", async () => {
   // One attempt only: no automatic retry brings it back while later checks run.
   const failing = await submit(T.acme, { ...threeOps('acme', 'batch-fail'), params: { maximumAttempts: '1' } });
-  let lease = null;
-  const deadline = Date.now() + WAIT;
-  while (!lease && Date.now() < deadline) {
-    const d = await gql(T.acmeService, 'mutation { getAgenda(insightId: "transcode", count: 10) { agenda { id } lease { id } } }');
-    const mine = d.getAgenda.find((r) => r.agenda.id === failing.id);
-    if (mine) lease = mine.lease.id;
-    else await new Promise((r) => setTimeout(r, 200));
-  }
-  assert.ok(lease, 'the scheduler queued the agenda and the worker claimed it');
+  const lease = await claim(failing.id);
   await gql(T.acmeService, 'mutation($p: JSON!, $l: String) { updateAgendaProgress(agendaProgress: $p, leaseId: $l) { position } }', {
     p: {
       id: failing.progressId,

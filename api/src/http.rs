@@ -17,7 +17,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use pop_app::Caller;
-use pop_domain::error::ErrorChain;
 
 use crate::dashboard;
 use crate::error::{AppError, Code};
@@ -231,17 +230,21 @@ async fn healthz() -> &'static str {
 /// this replica unready for good, so it is taken out of service rather than serving stale
 /// read models).
 async fn readyz(State(state): State<AppState>) -> Response {
-    match readiness(&state).await {
+    let head = state.app().probe_head().await;
+    match readiness(&state, &head) {
         Ok(body) => (StatusCode::OK, body).into_response(),
         Err(body) => (StatusCode::SERVICE_UNAVAILABLE, body).into_response(),
     }
 }
 
-/// `/readyz`'s answer: ready (and at which position), or why not. `/metrics`'
-/// `pop_projection_ready` is the same decision.
-async fn readiness(state: &AppState) -> Result<String, String> {
+/// `/readyz`'s answer, given the store's answer to a read of its head: ready (and at which
+/// position), or why not. `/metrics`' `pop_projection_ready` is the same decision.
+fn readiness(
+    state: &AppState,
+    head: &Result<pop_store::Position, String>,
+) -> Result<String, String> {
     let projections = state.projections();
-    if let Some(trouble) = state.app().store_trouble().await {
+    if let Some(trouble) = state.app().store_trouble_at(head) {
         return Err(format!("{trouble}\n"));
     }
     if let Some(trouble) = projections.trouble() {
@@ -259,17 +262,15 @@ async fn readiness(state: &AppState) -> Result<String, String> {
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
     let projections = state.projections();
-    let head = match state.store().head().await {
-        Ok(head) => Some(head),
-        Err(e) => {
-            tracing::warn!(error = %ErrorChain(&e), "metrics: cannot read the log head");
-            None
-        }
-    };
+    // One bounded read of the head for the gauges and the readiness decision.
+    let head = state.app().probe_head().await;
+    if let Err(why) = &head {
+        tracing::warn!(error = %why, "metrics: cannot read the log head");
+    }
     metrics::projection_gauges(
-        head,
+        head.as_ref().ok().copied(),
         projections.applied(),
-        readiness(&state).await.is_ok(),
+        readiness(&state, &head).is_ok(),
         projections.skipped_events(),
         projections.degraded().is_some(),
     );

@@ -266,14 +266,12 @@ async fn an_unchanged_pop_client_runs_a_lifecycle_in_jackson_json() {
     one["resultPayload"] = json!("{\"k\": 1}");
     one["diagnosticEvents"] = json!([{"statusCode": "ENOENT", "message": "a warning",
         "stackTrace": null, "payload": null, "time": null}]);
-    let a = send_as(
-        &s,
-        ACME_SERVICE,
-        "POST",
-        "/pop/resourcepool/service/updateAgendaProgress",
-        json!({"agendaProgress": progress.clone(), "cid": null}),
-    )
-    .await;
+    // What POP's executor does: one AgendaProgress (or its wrapper) to updateAgendaProgress.
+    let report = async |body: Value| {
+        send_as(&s, ACME_SERVICE, "POST", "/pop/resourcepool/service/updateAgendaProgress", body)
+            .await
+    };
+    let a = report(json!({"agendaProgress": progress.clone(), "cid": null})).await;
     assert_eq!(a.status, 200, "{:#}", a.body);
 
     let two = &mut progress["operationProgress"][1];
@@ -285,14 +283,7 @@ async fn an_unchanged_pop_client_runs_a_lifecycle_in_jackson_json() {
     progress["operationProgress"][0]["diagnosticEvents"] = Value::Null;
     progress["processingState"] = json!("COMPLETE");
     progress["processingStateMessage"] = json!("succeeded");
-    let a = send_as(
-        &s,
-        ACME_SERVICE,
-        "POST",
-        "/pop/resourcepool/service/updateAgendaProgress",
-        progress.clone(),
-    )
-    .await;
+    let a = report(progress.clone()).await;
     assert_eq!(a.status, 200, "{:#}", a.body);
 
     let pid = progress["id"].as_str().unwrap().to_string();
@@ -310,14 +301,7 @@ async fn an_unchanged_pop_client_runs_a_lifecycle_in_jackson_json() {
     progress["diagnosticEvents"] = json!([{"statusCode": "200", "message": "run finished",
         "stackTrace": null, "payload": null, "time": "2026-12-04T18:25:01.046+0000"}]);
     for _ in 0..2 {
-        let a = send_as(
-            &s,
-            ACME_SERVICE,
-            "POST",
-            "/pop/resourcepool/service/updateAgendaProgress",
-            json!({"agendaProgress": progress.clone(), "cid": null}),
-        )
-        .await;
+        let a = report(json!({"agendaProgress": progress.clone(), "cid": null})).await;
         assert_eq!(a.status, 200, "{:#}", a.body);
         assert_eq!(a.body["all"][0]["processingStateMessage"], "succeeded", "{:#}", a.body);
     }
@@ -333,13 +317,6 @@ async fn an_unchanged_pop_client_runs_a_lifecycle_in_jackson_json() {
     );
     // One that disagrees with the outcome is still refused.
     progress["processingStateMessage"] = json!("failed");
-    let a = send_as(
-        &s,
-        ACME_SERVICE,
-        "POST",
-        "/pop/resourcepool/service/updateAgendaProgress",
-        progress.clone(),
-    )
-    .await;
+    let a = report(progress.clone()).await;
     assert_eq!(a.status, 409, "{:#}", a.body);
 }

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use pop_domain::ProcessingState;
 use pop_domain::agenda::{AgendaEvent, AgendaState};
-use pop_domain::{Aggregate, DiagnosticEvent, OperationProgress};
+use pop_domain::{Aggregate, DiagnosticEvent};
 use pop_projections::{Decoded, DomainEvent};
 use pop_store::{Direction, EventMetadata, Position, StoreError};
 
@@ -58,24 +58,34 @@ pub struct OperationStep {
     pub diagnostics: Vec<DiagnosticEvent>,
 }
 
+/// What a step compares of an operation, as it was before an event.
+struct Before {
+    state: ProcessingState,
+    message: Option<Box<str>>,
+    diagnostics: Vec<DiagnosticEvent>,
+}
+
 /// The operations an event touches, as they were before it (`None`: not there yet): only
-/// those, so a history costs what its events touch, not every operation per event.
-fn touched_before(
-    state: &AgendaState,
-    event: &AgendaEvent,
-) -> Vec<(String, Option<OperationProgress>)> {
+/// those, and only what a step compares (not their payloads and results), so a history costs
+/// what its events touch.
+fn touched_before(state: &AgendaState, event: &AgendaEvent) -> Vec<(String, Option<Before>)> {
+    let operations = &state.progress().operation_progress;
     pop_projections::change::operations_touched(event)
         .into_iter()
         .map(|name| {
-            let was = state.progress().operation_progress.iter().find(|p| *p.operation == *name);
-            (name, was.cloned())
+            let was = operations.iter().find(|p| *p.operation == *name).map(|p| Before {
+                state: p.processing_state,
+                message: p.processing_state_message.clone(),
+                diagnostics: p.diagnostic_events.clone(),
+            });
+            (name, was)
         })
         .collect()
 }
 
 /// The [`OperationStep`]s of the operations `touched` names, against their state now.
 fn operation_steps(
-    touched: Vec<(String, Option<OperationProgress>)>,
+    touched: Vec<(String, Option<Before>)>,
     state: &AgendaState,
 ) -> Vec<OperationStep> {
     let after = &state.progress().operation_progress;
@@ -88,11 +98,11 @@ fn operation_steps(
             let diagnostics: Vec<DiagnosticEvent> = now
                 .diagnostic_events
                 .iter()
-                .filter(|d| !was.diagnostic_events.contains(d))
+                .filter(|d| !was.diagnostics.contains(d))
                 .cloned()
                 .collect();
-            let changed = was.processing_state != now.processing_state
-                || was.processing_state_message != now.processing_state_message
+            let changed = was.state != now.processing_state
+                || was.message != now.processing_state_message
                 || !diagnostics.is_empty();
             changed.then(|| OperationStep {
                 operation: now.operation.to_string(),

@@ -50,7 +50,7 @@ pub mod work;
 use std::sync::Arc;
 
 use pop_projections::Projections;
-use pop_store::{Commands, EventMetadata, EventStore};
+use pop_store::{Commands, EventMetadata, EventStore, Position};
 
 pub use caller::{Action, Caller, Principal, Role};
 pub use error::{AppError, AppResult, Code};
@@ -139,20 +139,29 @@ impl App {
     /// itself: once the store answers again, and a successful append or the hold's end (the
     /// next failing append drops it again) clears the failure.
     pub async fn store_trouble(&self) -> Option<String> {
+        self.store_trouble_at(&self.probe_head().await)
+    }
+
+    /// The log head, read within [`limits::STORE_PROBE_TIMEOUT`]; else why it could not be.
+    pub async fn probe_head(&self) -> Result<Position, String> {
         match tokio::time::timeout(limits::STORE_PROBE_TIMEOUT, self.store().head()).await {
-            Err(_) => {
-                return Some(format!(
-                    "the event store did not answer within {:?}",
-                    limits::STORE_PROBE_TIMEOUT
-                ));
-            }
-            Ok(Err(e)) => {
-                return Some(format!(
-                    "the event store cannot be read: {}",
-                    pop_domain::error::ErrorChain(&e)
-                ));
-            }
-            Ok(Ok(_)) => {}
+            Err(_) => Err(format!(
+                "the event store did not answer within {:?}",
+                limits::STORE_PROBE_TIMEOUT
+            )),
+            Ok(Err(e)) => Err(format!(
+                "the event store cannot be read: {}",
+                pop_domain::error::ErrorChain(&e)
+            )),
+            Ok(Ok(head)) => Ok(head),
+        }
+    }
+
+    /// [`Self::store_trouble`] given a [`Self::probe_head`] already made (one read of the
+    /// head serves a `/metrics` scrape and its readiness).
+    pub fn store_trouble_at(&self, head: &Result<Position, String>) -> Option<String> {
+        if let Err(why) = head {
+            return Some(why.clone());
         }
         match self.commands().unavailable() {
             Some((ago, why)) if ago < limits::UNAVAILABLE_HOLD => {

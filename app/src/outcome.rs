@@ -38,7 +38,7 @@ impl AgendaOutcome {
             cid: caller.cid.clone(),
             traceparent: executed.traceparent.clone(),
             tracestate: executed.tracestate.clone(),
-            holds_lease: executed.state.lease().is_some_and(|l| l.holder == caller.principal.name),
+            holds_lease: crate::resolve::holds_lease(&caller.principal, &executed.state),
         }
     }
 

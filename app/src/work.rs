@@ -56,8 +56,7 @@ pub(crate) fn takes_from(
         return None;
     }
     let principal = &caller.principal;
-    let runs_it = principal.customers == Visibility::All
-        || principal.sees(&insight.customer_id)
+    let runs_it = principal.sees(&insight.customer_id)
         || models
             .resource_pool(&insight.resource_pool_id)
             .is_some_and(|pool| principal.sees(&pool.customer_id));

@@ -40,7 +40,7 @@ pub mod epoch_ms {
                 if let Ok(ms) = s.trim().parse::<i64>() {
                     return from_value(&Value::from(ms));
                 }
-                from_text(s.trim()).map(Some).ok_or_else(|| {
+                parse_text(s.trim()).map(Some).ok_or_else(|| {
                     format!(
                         "time {s:?} is neither epoch milliseconds nor an ISO 8601 time (e.g. \
                          2026-12-04T18:25:01.046Z)"
@@ -51,10 +51,12 @@ pub mod epoch_ms {
         }
     }
 
-    /// An ISO 8601 time as Java clients write it: RFC 3339 (`…Z`, `…+01:00`), Jackson's
-    /// `StdDateFormat` (`…+0000`, its default for `java.util.Date` with timestamps off), and
-    /// the forms it reads as UTC: no zone (`2026-12-04T18:25:01.046`) or a date alone.
-    fn from_text(s: &str) -> Option<DateTime<Utc>> {
+    /// An ISO 8601 time as clients write it: RFC 3339 (`…Z`, `…+01:00`), Jackson's
+    /// `StdDateFormat` (`…+0000`, its default for `java.util.Date` with timestamps off), and,
+    /// read as UTC, a time without a zone (`2026-12-04T18:25:01.046`, `2026-12-04 18:25`,
+    /// seconds optional) or a date alone. The one parser of text times: POP's JSON and the
+    /// CLI's `--as-of` read through it.
+    pub fn parse_text(s: &str) -> Option<DateTime<Utc>> {
         use chrono::{NaiveDate, NaiveDateTime};
         if let Ok(t) = DateTime::parse_from_rfc3339(s) {
             return Some(t.with_timezone(&Utc));
@@ -62,7 +64,9 @@ pub mod epoch_ms {
         if let Ok(t) = DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z") {
             return Some(t.with_timezone(&Utc));
         }
-        if let Ok(t) = NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f") {
+        const NAIVE: [&str; 4] =
+            ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"];
+        if let Some(t) = NAIVE.iter().find_map(|f| NaiveDateTime::parse_from_str(s, f).ok()) {
             return Some(t.and_utc());
         }
         NaiveDate::parse_from_str(s, "%Y-%m-%d")

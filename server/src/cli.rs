@@ -5,6 +5,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// Where the client commands find `pop serve` unless told (`--server`, `POP_SERVER`): the
+/// default `--bind` of `pop serve`.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "pop",
@@ -320,7 +324,7 @@ pub enum Command {
 #[derive(Debug, Args, Clone)]
 pub struct ClientArgs {
     /// The server's base URL.
-    #[arg(long, env = "POP_SERVER", default_value = "http://127.0.0.1:8080")]
+    #[arg(long, env = "POP_SERVER", default_value = DEFAULT_SERVER)]
     pub server: String,
     /// Bearer token; defaults to the admin token in the data directory.
     #[arg(long, env = "POP_TOKEN", hide_env_values = true)]

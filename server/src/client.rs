@@ -25,6 +25,9 @@ pub struct Client {
 
 /// The subscription's connection was lost or closed by the server (a restart): the caller may
 /// connect again and resume after the last position it saw.
+/// What a call that found no server adds: where else to look.
+const NOT_THERE: &str = "is `pop serve` running there? another address: --server or POP_SERVER";
+
 #[derive(Debug)]
 pub struct Disconnected(pub String);
 
@@ -100,12 +103,7 @@ impl Client {
             .send()
             .instrument(span)
             .await
-            .with_context(|| {
-                format!(
-                    "calling {url} (is `pop serve` running there? another address: --server or \
-                     POP_SERVER)"
-                )
-            })?;
+            .with_context(|| format!("calling {url} ({NOT_THERE})"))?;
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED {
             bail!(
@@ -146,9 +144,9 @@ impl Client {
                 request.headers_mut().insert(name, value);
             }
         }
-        let (mut ws, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| {
-            Disconnected(format!("connecting to {url} (is `pop serve` running there? another address: --server or POP_SERVER): {e}"))
-        })?;
+        let (mut ws, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .map_err(|e| Disconnected(format!("connecting to {url} ({NOT_THERE}): {e}")))?;
         let send = |v: Value| tungstenite::Message::Text(v.to_string().into());
         let lost = |e: tungstenite::Error| Disconnected(format!("the connection to {url}: {e}"));
         ws.send(send(json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {}", self.token)}})))

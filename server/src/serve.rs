@@ -283,8 +283,8 @@ async fn dev_setup(server: String, admin_token: Option<std::path::PathBuf>, data
             for line in lines {
                 println!("pop: --dev: {line}");
             }
-            // Clients default to http://127.0.0.1:8080: elsewhere they need to be told.
-            let at = if server.trim_end_matches('/') == "http://127.0.0.1:8080" {
+            // Clients find the default server by themselves; elsewhere they need to be told.
+            let at = if server.trim_end_matches('/') == crate::cli::DEFAULT_SERVER {
                 String::new()
             } else {
                 format!(" (with POP_SERVER={server} set, or --server {server})")

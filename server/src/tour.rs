@@ -195,25 +195,13 @@ pub async fn progress(client: &Client, id: &str, as_json: bool, as_of: Option<&s
     Ok(())
 }
 
-/// `--as-of`'s time as RFC 3339: RFC 3339 itself (`2026-12-02T14:02:00Z`, `…+01:00`), or UTC
-/// written as `2026-12-02 14:02[:00]` or `2026-12-02` (midnight); anything else is a usage
-/// error that lists these (the server's own message names GraphQL's parser).
+/// `--as-of`'s time as RFC 3339, read by the domain's one parser of text times
+/// ([`pop_domain::model::epoch_ms::parse_text`]: RFC 3339, or UTC as `2026-12-02 14:02[:00]`
+/// or `2026-12-02`); anything else is a usage error that lists these (the server's own
+/// message names GraphQL's parser).
 fn as_of_time(text: &str) -> Result<String> {
-    use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Ok(t.with_timezone(&Utc).to_rfc3339_opts(SecondsFormat::AutoSi, true));
-    }
-    let naive =
-        ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"]
-            .iter()
-            .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
-            .or_else(|| {
-                NaiveDate::parse_from_str(text, "%Y-%m-%d")
-                    .ok()
-                    .and_then(|d| d.and_hms_opt(0, 0, 0))
-            });
-    match naive {
-        Some(t) => Ok(t.and_utc().to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+    match pop_domain::model::epoch_ms::parse_text(text) {
+        Some(t) => Ok(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
         None => bail!(
             "--as-of {text:?} is neither a log position (42) nor a time: write \
              2026-12-02T14:02:00Z (any RFC 3339 offset), or 2026-12-02 14:02[:00] or 2026-12-02 \

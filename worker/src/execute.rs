@@ -184,7 +184,7 @@ pub async fn execute(
                 let slots = insight_slots.clone();
                 let span =
                     tracing::info_span!("operation", operation = %name, r#type = %op.op_type);
-                let traceparent = crate::trace::current_agenda();
+                let work = crate::trace::current();
                 let run = async move {
                     // Closed only if the semaphore is dropped, which the puller never does.
                     let _permit = match slots {
@@ -196,8 +196,7 @@ pub async fn execute(
                     let result = handler.run(ctx, sink).await;
                     (name, result)
                 };
-                let run = crate::trace::scope(traceparent, run.instrument(span));
-                running.spawn(crate::trace::with_cid(crate::trace::current_cid(), run));
+                running.spawn(crate::trace::scope(work, run.instrument(span)));
             }
         }
 

@@ -161,8 +161,10 @@ pub async fn run(env: ExecEnv, config: PullConfig, shutdown: watch::Receiver<boo
             outcome
         };
         // One correlation id for all the calls of this claim's work (see `crate::trace`).
-        let work = crate::trace::scope(context, work.instrument(span));
-        executing.spawn(crate::trace::with_cid(crate::trace::new_cid(), work));
+        executing.spawn(crate::trace::scope(
+            crate::trace::Work::claimed(context),
+            work.instrument(span),
+        ));
     };
 
     while !*shutdown_rx.borrow() {

@@ -173,8 +173,7 @@ impl Reporter {
         let (refused_tx, refused) = watch::channel(None);
         // In the agenda's span and trace context: its reports join the agenda's trace.
         let reporting = run(api, shared.clone(), target, config, refused_tx).in_current_span();
-        let reporting = crate::trace::scope(crate::trace::current_agenda(), reporting);
-        let task = tokio::spawn(crate::trace::with_cid(crate::trace::current_cid(), reporting));
+        let task = tokio::spawn(crate::trace::scope(crate::trace::current(), reporting));
         Reporter { shared, task, refused }
     }
 

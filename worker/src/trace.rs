@@ -60,45 +60,37 @@ fn propagation() -> Option<&'static dyn Propagation> {
     PROPAGATION.get().map(|p| p.as_ref())
 }
 
+/// What the calls of one claimed agenda's work carry: the agenda's stored trace context (sent
+/// when no span of theirs is recorded) and the work's own correlation id (`X-Correlation-Id`,
+/// so the events of one execution — its reports, expands, release — share one cid in the
+/// audit trail instead of one per request).
+#[derive(Debug, Clone, Default)]
+pub struct Work {
+    pub context: Option<Context>,
+    pub cid: Option<Arc<str>>,
+}
+
+impl Work {
+    /// The work of a claim just made: the agenda's context and a new correlation id.
+    pub fn claimed(context: Option<Context>) -> Work {
+        Work { context, cid: Some(Arc::from(uuid::Uuid::now_v7().to_string())) }
+    }
+}
+
 tokio::task_local! {
-    /// The stored trace context of the agenda the current task works for.
-    static AGENDA: Option<Context>;
-    /// The correlation id of the claimed agenda's work the current task does ([`with_cid`]).
-    static CID: Option<Arc<str>>;
+    /// The claimed agenda's work the current task does ([`scope`]).
+    static WORK: Work;
 }
 
-/// Runs `work` under a correlation id: every call it makes sends it as `X-Correlation-Id`,
-/// so the events of one claimed agenda's work (its reports, expands, release) share one cid
-/// in the audit trail instead of one per request.
-pub fn with_cid<F: Future>(
-    cid: Option<Arc<str>>,
-    work: F,
-) -> tokio::task::futures::TaskLocalFuture<Option<Arc<str>>, F> {
-    CID.scope(cid, work)
+/// Runs `work` as part of a claimed agenda's [`Work`]: the calls it makes carry its trace
+/// context and correlation id.
+pub fn scope<F: Future>(work: Work, fut: F) -> tokio::task::futures::TaskLocalFuture<Work, F> {
+    WORK.scope(work, fut)
 }
 
-/// A new correlation id for a claimed agenda's work.
-pub fn new_cid() -> Option<Arc<str>> {
-    Some(Arc::from(uuid::Uuid::now_v7().to_string()))
-}
-
-/// The correlation id of the current task, to hand to a task it spawns ([`with_cid`]).
-pub fn current_cid() -> Option<Arc<str>> {
-    CID.try_with(Clone::clone).ok().flatten()
-}
-
-/// Runs `work` for an agenda whose stored trace context is `context`: the calls it makes
-/// send it when no span of theirs is recorded.
-pub fn scope<F: Future>(
-    context: Option<Context>,
-    work: F,
-) -> tokio::task::futures::TaskLocalFuture<Option<Context>, F> {
-    AGENDA.scope(context, work)
-}
-
-/// The agenda trace context of the current task, to hand to a task it spawns ([`scope`]).
-pub fn current_agenda() -> Option<Context> {
-    AGENDA.try_with(Clone::clone).ok().flatten()
+/// The [`Work`] of the current task (empty outside one), to hand to a task it spawns.
+pub fn current() -> Work {
+    WORK.try_with(Clone::clone).unwrap_or_default()
 }
 
 /// The `agenda` span of a claimed agenda: a child of its stored `traceparent` when the process
@@ -115,20 +107,21 @@ pub fn agenda_span(agenda_id: &str, insight: &str, context: Option<&Context>) ->
 
 /// The trace context headers of a call made now: the current span's (a child of the agenda's
 /// trace, carrying its tracestate) when spans are recorded, else the agenda's stored ones;
-/// and the work's correlation id ([`with_cid`]).
+/// and the work's correlation id ([`Work`]).
 pub fn outgoing() -> Vec<(&'static str, String)> {
-    let current = tracing::Span::current();
+    let span = tracing::Span::current();
+    let work = current();
     let mut headers = propagation()
-        .filter(|_| !current.is_disabled())
-        .and_then(|p| p.context(&current))
+        .filter(|_| !span.is_disabled())
+        .and_then(|p| p.context(&span))
         .map(|(traceparent, tracestate)| Context {
             traceparent: traceparent.into(),
             tracestate: tracestate.map(Arc::from),
         })
-        .or_else(current_agenda)
+        .or(work.context)
         .map(|c| c.headers())
         .unwrap_or_default();
-    if let Some(cid) = current_cid() {
+    if let Some(cid) = work.cid {
         headers.push(("x-correlation-id", cid.to_string()));
     }
     headers
@@ -142,30 +135,34 @@ mod tests {
 
     #[tokio::test]
     async fn an_agendas_calls_carry_its_works_correlation_id() {
-        let cid = new_cid();
-        let headers = with_cid(cid.clone(), async { outgoing() }).await;
+        let work = Work::claimed(None);
+        let cid = work.cid.clone();
+        let headers = scope(work.clone(), async { outgoing() }).await;
         assert_eq!(headers, [("x-correlation-id", cid.as_deref().unwrap_or("").to_string())]);
         assert!(outgoing().is_empty(), "outside an agenda's work: no header");
         // Handed on to the tasks the work spawns.
-        let inner = with_cid(cid.clone(), async {
-            tokio::spawn(with_cid(current_cid(), async { outgoing() })).await.unwrap()
+        let inner = scope(work, async {
+            tokio::spawn(scope(current(), async { outgoing() })).await.unwrap()
         })
         .await;
         assert_eq!(inner, headers);
+        // Each claim its own.
+        assert_ne!(Work::claimed(None).cid, cid);
     }
 
     #[tokio::test]
     async fn without_a_layer_an_agendas_calls_send_its_stored_context_as_it_is() {
         // No `Propagation` is installed in this test binary: nothing records spans.
         let context = Context::of(Some(TP.into()), Some("rojo=1,congo=2".into()));
-        let headers = scope(context.clone(), async { outgoing() }).await;
+        let in_work = |context: Option<Context>| Work { context, cid: None };
+        let headers = scope(in_work(context.clone()), async { outgoing() }).await;
         let expected = [("traceparent", TP.to_string()), ("tracestate", "rojo=1,congo=2".into())];
         assert_eq!(headers, expected);
         // A task the agenda's work spawns hands it on.
-        let inner = scope(context, async { scope(current_agenda(), async { outgoing() }).await });
+        let inner = scope(in_work(context), async { scope(current(), async { outgoing() }).await });
         assert_eq!(inner.await, expected);
         // Without a tracestate only the traceparent goes; outside an agenda, nothing.
-        let bare = scope(Context::of(Some(TP.into()), None), async { outgoing() }).await;
+        let bare = scope(in_work(Context::of(Some(TP.into()), None)), async { outgoing() }).await;
         assert_eq!(bare, [("traceparent", TP.to_string())]);
         assert!(outgoing().is_empty());
         // A tracestate alone is no trace context.

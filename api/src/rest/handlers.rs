@@ -120,34 +120,28 @@ fn to_json<T: Serialize>(value: &T) -> RestResult<Value> {
 /// POP's `OperationProgress.resultPayload` is a `String` holding JSON text, and its Jackson
 /// clients fail to read a whole answer whose `resultPayload` is an object. pop keeps the result
 /// as JSON (GraphQL answers it so, and `pop worker` reports objects); on the POP surface a
-/// result that is not a string is written as its JSON text. Applied to the operation
-/// progresses of AgendaProgress objects (`operationProgress[]`, wherever they are nested) and
-/// to OperationProgress objects (they name an `agendaProgressId`); payloads and params, which
-/// are the client's own JSON, are never looked into.
+/// result that is not a string is written as its JSON text: in an OperationProgress (it names
+/// an `agendaProgressId`), in an AgendaProgress's `operationProgress`, and in the AgendaProgress
+/// objects of a ProgressSummary's `progressList`. Nothing else is looked into (payloads and
+/// params are the client's own JSON).
 fn results_as_text(value: &mut Value) {
-    fn as_text(result: &mut Value) {
-        if !result.is_null() && !result.is_string() {
+    fn as_text(result: Option<&mut Value>) {
+        if let Some(result) = result
+            && !result.is_null()
+            && !result.is_string()
+        {
             *result = Value::String(result.to_string());
         }
     }
-    match value {
-        Value::Array(items) => items.iter_mut().for_each(results_as_text),
-        Value::Object(map) => {
-            if map.contains_key("agendaProgressId")
-                && let Some(result) = map.get_mut("resultPayload")
-            {
-                as_text(result);
-            }
-            for (key, inner) in map.iter_mut() {
-                if !matches!(
-                    key.as_str(),
-                    "payload" | "params" | "resultPayload" | "staticParameters"
-                ) {
-                    results_as_text(inner);
-                }
-            }
-        }
-        _ => {}
+    let Value::Object(map) = value else { return };
+    if map.contains_key("agendaProgressId") {
+        as_text(map.get_mut("resultPayload"));
+    }
+    if let Some(Value::Array(operations)) = map.get_mut("operationProgress") {
+        operations.iter_mut().for_each(|o| as_text(o.get_mut("resultPayload")));
+    }
+    if let Some(Value::Array(progresses)) = map.get_mut("progressList") {
+        progresses.iter_mut().for_each(results_as_text);
     }
 }
 
@@ -812,6 +806,17 @@ mod budget_tests {
         let mut agenda = json!({"operations": [{"payload": {"resultPayload": {"x": 1}}}]});
         results_as_text(&mut agenda);
         assert_eq!(agenda["operations"][0]["payload"]["resultPayload"], json!({"x": 1}));
+        // An OperationProgress alone, and the AgendaProgresses of a ProgressSummary.
+        let mut operation = json!({"agendaProgressId": "p", "resultPayload": [1, 2]});
+        results_as_text(&mut operation);
+        assert_eq!(operation["resultPayload"], json!("[1,2]"));
+        let mut summary = json!({"linkId": "l", "progressList": [{"id": "p", "agendaProgressId": "",
+            "operationProgress": [{"agendaProgressId": "p", "resultPayload": {"w": 1}}]}]});
+        results_as_text(&mut summary);
+        assert_eq!(
+            summary["progressList"][0]["operationProgress"][0]["resultPayload"],
+            json!("{\"w\":1}")
+        );
     }
 
     #[test]

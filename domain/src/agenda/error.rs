@@ -28,11 +28,12 @@ pub enum AgendaError {
     LeaseLost { holder: String, state: ProcessingState, message: String },
     /// A report under a lease that another claim replaced, or from a holder that never held
     /// the current lease.
-    #[error("{}", superseded(holder, lease_id.as_deref(), current_holder, current_lease_id))]
+    #[error("{}", superseded(holder, lease_id.as_deref(), current_holder))]
     LeaseSuperseded {
         holder: String,
         lease_id: Option<String>,
         current_holder: String,
+        /// For the server's own logs (`Debug`); never in the text a caller gets.
         current_lease_id: String,
     },
     #[error("agenda is already COMPLETE/{message}")]
@@ -78,12 +79,7 @@ pub enum AgendaError {
 /// holds the agenda — most often a POP executor reporting with its own token (POP's Agenda has
 /// no lease to pass on) — and what to do; the holder whose lease was replaced is told that.
 /// Neither is told the current lease's id: it is the holder's.
-fn superseded(
-    holder: &str,
-    lease_id: Option<&str>,
-    current_holder: &str,
-    _current_lease_id: &str,
-) -> String {
+fn superseded(holder: &str, lease_id: Option<&str>, current_holder: &str) -> String {
     if holder != current_holder {
         return format!(
             "the agenda is leased to holder {current_holder:?}, not to {holder:?}: report with \

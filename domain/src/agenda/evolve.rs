@@ -31,8 +31,9 @@ impl AgendaState {
         let time = event.time();
         // One late report's diagnostics per completion: anything else that happens to the
         // agenda (a rerun, a retry) opens the next.
-        self.late_diagnostics = matches!(event, AgendaEvent::DiagnosticsAdded(_));
-        if !matches!(event, AgendaEvent::DiagnosticsAdded(_)) {
+        let late = matches!(event, AgendaEvent::DiagnosticsAdded(_));
+        self.late_diagnostics = late;
+        if !late {
             self.finished_by = None;
         }
         match event {

@@ -66,7 +66,7 @@ pub struct AgendaState {
     /// The holder of the lease the agenda completed under, until anything else happens to it:
     /// the executor whose late report (its own outcome, after the operations' reports completed
     /// the agenda) is taken. Not kept in the read models' settled form
-    /// ([`AgendaState::without_finisher`]).
+    /// ([`AgendaState::forget_finisher`]).
     #[serde(rename = "finishedBy", default, skip_serializing_if = "Option::is_none")]
     pub(super) finished_by: Option<String>,
 }
@@ -93,11 +93,10 @@ impl AgendaState {
         self.finished_by.as_deref()
     }
 
-    /// The state without [`Self::finished_by`]: what the read models keep of a finished agenda
-    /// (only the write side decides late reports; a name per finished agenda is memory).
-    pub fn without_finisher(mut self) -> AgendaState {
+    /// Forgets [`Self::finished_by`]: what the read models keep of a finished agenda (only the
+    /// write side decides late reports; a name per finished agenda is memory).
+    pub fn forget_finisher(&mut self) {
         self.finished_by = None;
-        self
     }
 
     /// The agenda whose progress id this stream's name is, when it is one (not an agenda).

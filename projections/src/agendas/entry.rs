@@ -301,13 +301,16 @@ const SCRATCH_KEPT: usize = 1 << 20;
 /// With `compact` (the degraded mode of [`super::AgendaModel::compact_live`]) live agendas are
 /// held the same way: every event then decodes and encodes its agenda, for a fraction of the
 /// memory.
-pub(super) fn settle(buffers: &mut SettleBuffers, state: Box<AgendaState>, compact: bool) -> Body {
+pub(super) fn settle(
+    buffers: &mut SettleBuffers,
+    mut state: Box<AgendaState>,
+    compact: bool,
+) -> Body {
     if !state.is_complete() && !compact {
         return Body::Live(state);
     }
     // The finisher is the write side's (late reports), not a read model's.
-    let state =
-        if state.finished_by().is_some() { Box::new((*state).without_finisher()) } else { state };
+    state.forget_finisher();
     buffers.json.clear();
     // Encoding a state cannot fail (string keys, finite numbers), nor can compressing into a
     // buffer of the maximum output size; if either ever did, the entry would simply stay live.
