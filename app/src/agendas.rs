@@ -366,7 +366,7 @@ impl App {
         let executed = executed.map_err(|e| error::execute_within(&subject, root, e))?;
         let outcome = AgendaOutcome::of(&executed, caller);
         // One line per agenda lifecycle step for operators (`RUST_LOG=pop::agendas=warn` quiets it).
-        tracing::info!(target: "pop::agendas", agenda = %stream_key, by = %caller.principal.name, "submitted");
+        tracing::info!(target: "pop::agendas", agenda = %stream_key, by = %caller.principal.name, cid = %caller.cid, "submitted");
         Ok(outcome)
     }
 

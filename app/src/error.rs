@@ -186,7 +186,7 @@ impl AppError {
 
     /// INTERNAL: the detail goes to the log, never to the client.
     pub fn internal(what: &str, detail: &dyn std::error::Error) -> AppError {
-        tracing::error!(error = %ErrorChain(detail), what, "internal error");
+        tracing::error!(error = %ErrorChain(detail), what, cid = %crate::caller::serving_cid(), "internal error");
         AppError::new(Code::Internal, format!("internal error while {what}; see the server log"))
     }
 }
@@ -272,7 +272,12 @@ pub fn binding_within(root: &str, e: &BindingError) -> AppError {
 /// UNAVAILABLE: the store cannot serve `what` right now. The detail goes to the log (a
 /// warning: it is the storage's condition, not a bug), never to the client.
 pub fn unavailable(what: &str, detail: &StoreError) -> AppError {
-    tracing::warn!(error = %ErrorChain(detail), what, "the event store is unavailable");
+    tracing::warn!(
+        error = %ErrorChain(detail),
+        what,
+        cid = %crate::caller::serving_cid(),
+        "the event store is unavailable"
+    );
     AppError::new(
         Code::Unavailable,
         format!(

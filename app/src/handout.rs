@@ -246,7 +246,7 @@ impl App {
                         std::time::Duration::ZERO,
                         app.config().metrics_insight_labels,
                     );
-                    tracing::info!(target: "pop::agendas", agenda = %stream_key, insight = %insight_id, by = %holder, "claimed (handed out at submission)");
+                    tracing::info!(target: "pop::agendas", agenda = %stream_key, insight = %insight_id, by = %holder, cid = %waiter.caller.cid, "claimed (handed out at submission)");
                     let outcome = AgendaOutcome::of(&executed, &waiter.caller);
                     if let Err(orphan) = waiter.deliver.send(outcome) {
                         app.hand_back(&waiter.caller, &orphan).await;

@@ -260,7 +260,7 @@ impl App {
         let mut queued = match queued {
             Ok(receiver) => Some(receiver),
             Err(e) => {
-                tracing::warn!(error = %e, "getAgenda: cannot wait for work; answering at once");
+                tracing::warn!(error = %e, cid = %caller.cid, "getAgenda: cannot wait for work; answering at once");
                 None
             }
         };
@@ -342,10 +342,10 @@ impl App {
         };
         match self.on_agenda(caller, "releaseAgenda", named, command).await {
             Ok(_) => {
-                tracing::info!(target: "pop::agendas", agenda = %agenda_id, by = %caller.principal.name, "handed back: the waiting getAgenda went away")
+                tracing::info!(target: "pop::agendas", agenda = %agenda_id, by = %caller.principal.name, cid = %caller.cid, "handed back: the waiting getAgenda went away")
             }
             Err(e) => {
-                tracing::warn!(agenda = %agenda_id, error = %e.message, "cannot hand back an agenda claimed for a getAgenda that went away")
+                tracing::warn!(agenda = %agenda_id, error = %e.message, cid = %caller.cid, "cannot hand back an agenda claimed for a getAgenda that went away")
             }
         }
     }
@@ -455,7 +455,7 @@ impl App {
                             waited,
                             services.config().metrics_insight_labels,
                         );
-                        tracing::info!(target: "pop::agendas", agenda = %id, insight = %insight_id, by = %holder, "claimed");
+                        tracing::info!(target: "pop::agendas", agenda = %id, insight = %insight_id, by = %holder, cid = %caller.cid, "claimed");
                         claimed.push(AgendaOutcome::of(&executed, caller));
                     }
                     // Someone else claimed it first (or it changed since the read): not ours.
@@ -464,7 +464,7 @@ impl App {
                     }
                     Err(e) => {
                         services.claims().release(&id);
-                        tracing::warn!(agenda = %id, error = %e, "getAgenda: claim failed");
+                        tracing::warn!(agenda = %id, error = %e, cid = %caller.cid, "getAgenda: claim failed");
                         failure.get_or_insert((id, e));
                     }
                 }
@@ -708,7 +708,7 @@ impl App {
             && outcome.progress().processing_state == pop_domain::ProcessingState::Complete
         {
             let message = outcome.progress().processing_state_message.as_deref().unwrap_or("");
-            tracing::info!(target: "pop::agendas", agenda = %key, by = %caller.principal.name, "completed {message}");
+            tracing::info!(target: "pop::agendas", agenda = %key, by = %caller.principal.name, cid = %caller.cid, "completed {message}");
         }
         Ok(outcome)
     }

@@ -88,6 +88,14 @@ async fn a_database_outage_answers_unavailable_and_readiness_comes_back() {
     assert_eq!(error["extensions"]["retryAfterSeconds"], 1, "{body:#}");
     assert!(error["extensions"]["cid"].is_string(), "{body:#}");
     assert_eq!(retry_after.as_ref().and_then(|v| v.to_str().ok()), Some("1"), "{body:#}");
+    // The operator finds the cause under the cid the client printed.
+    let cid = error["extensions"]["cid"].as_str().unwrap_or_default();
+    let log = std::fs::read_to_string(&pop.log).unwrap_or_default();
+    assert!(
+        log.lines().any(|l| l.contains("event store is unavailable") && l.contains(cid)),
+        "no log line names cid {cid}:\n{}",
+        log_tail(&pop.log)
+    );
 
     // REST: status 503 with Retry-After and the code in POP's envelope.
     let response = pop
