@@ -64,7 +64,21 @@ impl Client {
         let started = std::time::Instant::now();
         let mut attempt = 1;
         loop {
-            let body = self.graphql_once(query, &variables).await?;
+            let body = match self.graphql_once(query, &variables).await {
+                // Nothing reached the server (a restart, a rolling update): sending it again
+                // cannot do anything twice.
+                Err(e) if refused(&e) && started.elapsed() + CONNECT_PAUSE <= CONNECT_RETRY_FOR => {
+                    eprintln!(
+                        "pop: {e:#}; retrying in {} s (attempt {})",
+                        CONNECT_PAUSE.as_secs(),
+                        attempt + 1
+                    );
+                    tokio::time::sleep(CONNECT_PAUSE).await;
+                    attempt += 1;
+                    continue;
+                }
+                other => other?,
+            };
             let wait = retry_after(&body);
             match wait {
                 Some(wait) if started.elapsed() + wait <= RETRY_FOR => {
@@ -212,6 +226,20 @@ fn read_token(path: &Path) -> Result<String> {
 
 /// How long [`Client::graphql`] keeps sending a request the server answered as retryable.
 pub const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long [`Client::graphql`] keeps trying a server that refuses the connection: long
+/// enough for a restart, short enough that a wrong `--server` is soon said.
+pub const CONNECT_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The pause between two connection attempts.
+const CONNECT_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether `e` is a refused (or reset-before-sending) connection: the request never reached
+/// the server. A timeout or a lost answer is not (the server may have acted).
+fn refused(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|cause| cause.downcast_ref::<reqwest::Error>().is_some_and(reqwest::Error::is_connect))
+}
 
 /// The pause before sending the request again, when every error of `body` is retryable.
 fn retry_after(body: &Value) -> Option<std::time::Duration> {

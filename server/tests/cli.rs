@@ -108,6 +108,47 @@ fn id_of(run: &Run) -> String {
     line.trim_start_matches("submitted agenda ").split_whitespace().next().unwrap().to_string()
 }
 
+/// A command sent while the server restarts is not lost: a refused connection is tried again
+/// (once a second, for up to 10 s), saying so, and the command succeeds once the server
+/// listens again (an operator drill had scripted submits fail during a rolling restart).
+#[test]
+fn a_command_sent_during_a_restart_waits_for_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, log) = (dir.path().join("data"), dir.path().join("pop.log"));
+    let first = Pop::start(&data, None, &log, true);
+    let (base, admin, addr) = (first.base(), first.admin.clone(), first.addr.clone());
+    drop(first);
+    let child = pop_command()
+        .arg("agendas")
+        .env("POP_SERVER", &base)
+        .env("POP_TOKEN", &admin)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning pop");
+    std::thread::sleep(Duration::from_millis(2500));
+    let _second = Pop::start_with(&data, None, &log, true, &["--bind", &addr]);
+    let run = finish(child, &["agendas"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(run.stderr.contains("retrying in 1 s (attempt 2)"), "{run:#?}");
+    assert!(run.stderr.contains("is `pop serve` running there?"), "{run:#?}");
+
+    // A server that never comes is said within the window, with the hint.
+    drop(_second);
+    let started = Instant::now();
+    let run = pop_command()
+        .arg("agendas")
+        .env("POP_SERVER", &base)
+        .env("POP_TOKEN", &admin)
+        .output()
+        .expect("running pop");
+    assert_eq!(run.status.code(), Some(1), "{run:?}");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("is `pop serve` running there?"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+}
+
 #[test]
 fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     let dir = tempfile::tempdir().unwrap();

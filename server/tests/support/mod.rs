@@ -138,7 +138,10 @@ impl Pop {
         let log_file =
             std::fs::OpenOptions::new().create(true).append(true).open(log).expect("the log file");
         let mut cmd = pop_command();
-        cmd.arg("serve").arg("--data-dir").arg(data_dir).args(["--bind", "127.0.0.1:0"]);
+        cmd.arg("serve").arg("--data-dir").arg(data_dir);
+        if !extra.contains(&"--bind") {
+            cmd.args(["--bind", "127.0.0.1:0"]);
+        }
         cmd.args(["--scheduler", if scheduler { "true" } else { "false" }]);
         if let Some(path) = token_file {
             add_test_admin(path);
