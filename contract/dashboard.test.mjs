@@ -215,14 +215,28 @@ test('reports move the bars live', async () => {
   await shot(acmePage, 'agenda');
 });
 
-test('cancel from the page changes the state', async () => {
+test('cancel from the page asks first, then changes the state', async () => {
+  // Asked, and kept: nothing is cancelled.
   await acmePage.click('#cancel-agenda');
+  await acmePage.waitForSelector('#cancel-confirm-box', { timeout: WAIT });
+  await acmePage.click('#cancel-keep');
+  await acmePage.waitForSelector('#cancel-agenda', { timeout: WAIT });
+  const kept = await gql(T.acme, 'query($id: String!) { agendaProgress(id: $id) { processingState } }', { id: live.progressId });
+  assert.notEqual(kept.agendaProgress.processingState, 'COMPLETE');
+  // Asked, and confirmed.
+  await acmePage.click('#cancel-agenda');
+  await acmePage.waitForSelector('#cancel-confirm', { timeout: WAIT });
+  await acmePage.click('#cancel-confirm');
   await acmePage.waitForSelector('h1 .badge[data-state="cancelled"]', { timeout: WAIT });
   const d = await gql(T.acme, 'query($id: String!) { agendaProgress(id: $id) { processingState processingStateMessage } }', { id: live.progressId });
   assert.equal(d.agendaProgress.processingState, 'COMPLETE');
   assert.equal(d.agendaProgress.processingStateMessage, 'cancelled');
   // The history has the cancellation, and "failures only" keeps it.
   await acmePage.waitForFunction(() => [...document.querySelectorAll('#timeline tr[data-type]')].some((r) => /ancel/.test(r.dataset.type)), { timeout: WAIT });
+  // Each event's time reads whole (it was cut to "2026-12-04 1…").
+  const cut = await acmePage.$eval('#timeline tr[data-type] td', (td) => [td.textContent, td.scrollWidth, td.clientWidth]);
+  assert.ok(cut[1] <= cut[2], `the time cell is cut: ${cut}`);
+  assert.match(cut[0], /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ$/);
   await acmePage.click('#failures-only');
   const types = await acmePage.$$eval('#timeline tr[data-type]', (rs) => rs.map((r) => r.dataset.type));
   assert.ok(types.length >= 1 && types.every((t) => /ancel|fail|time|reap|reclaim|reject|error/i.test(t)), `failures only: ${types}`);
@@ -431,6 +445,48 @@ test("a failed operation's reason is on its row, without a click", async () => {
   );
   const text = await acmePage.$eval('#op-list tr[data-op="probe"] td.message', (td) => td.textContent);
   assert.equal(text, 'failed: probe: no such file s3://in/m.mov');
+});
+
+test('a server that stops answering is said, and the page reads everything again when it is back', async () => {
+  const page = await newPage();
+  await signIn(page, T.acme);
+  await page.goto(BASE + '/#/insights');
+  await page.waitForFunction(() => /transcode/.test(document.querySelector('main').textContent), { timeout: WAIT });
+  // The server stops answering, as this page sees it: the browser's offline mode fails every
+  // request and every new connection, WebSockets included.
+  await page.setOfflineMode(true);
+  await page.goto(BASE + '/#/agendas');
+  await page.waitForSelector('#offline', { timeout: WAIT });
+  assert.match(await page.$eval('#offline', (e) => e.textContent), /does not answer/);
+  await page.waitForFunction(() => /OFFLINE/.test((document.querySelector('main .error') || {}).textContent || ''), { timeout: WAIT });
+  await shot(page, 'offline');
+  await page.setOfflineMode(false);
+  // Back: the banner goes, the error with it, and the list is read.
+  await page.waitForFunction(() => !document.querySelector('#offline'), { timeout: WAIT });
+  await page.waitForFunction(
+    () => !document.querySelector('main .error') && document.querySelectorAll('#agenda-list tr[data-agenda]').length > 0,
+    { timeout: WAIT },
+  );
+  await page.browserContext().close();
+  // The failed requests were this test's own doing.
+  problems.splice(0, problems.length, ...problems.filter((p) => !/ERR_INTERNET_DISCONNECTED/.test(p)));
+});
+
+test('a token the server stops accepting signs out, saying why', async () => {
+  const page = await newPage();
+  await signIn(page, T.acme);
+  await page.goto(BASE + '/#/agendas');
+  await page.waitForSelector('#agenda-list tr[data-agenda]', { timeout: WAIT });
+  // What a revoked token looks like from the page: the server answers 401 to it.
+  await page.evaluate(() => sessionStorage.setItem('pop.token', 'tok_revoked_0000000000000000000000'));
+  await page.goto(BASE + '/#/insights');
+  await page.waitForSelector('#token', { timeout: WAIT });
+  const text = await page.$eval('.error', (e) => e.textContent);
+  assert.match(text, /UNAUTHENTICATED/);
+  assert.match(text, /no longer accepts this token/);
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('pop.token')), null);
+  await page.browserContext().close();
+  problems.splice(0, problems.length, ...problems.filter((p) => !/401/.test(p)));
 });
 
 test('sign-out forgets the token', async () => {

@@ -36,13 +36,76 @@ export class GqlError extends Error {
   }
 }
 
+// Whether the server answers. A failed fetch or a dropped subscription socket marks it down;
+// then /healthz is probed every PROBE_MS until it answers, and the shell re-reads the page
+// (onConnection). A token the server refuses (401 over HTTP, 4401/4403 on the socket) while
+// signed in signs out with the reason (onSignedOut): it was revoked or the server's tokens
+// changed.
+const PROBE_MS = 2000;
+let online = true;
+let probing = false;
+const connectionListeners = new Set();
+const signedOutListeners = new Set();
+
+/// Calls `fn(up)` when the server stops or starts answering. Returns the function that stops it.
+export function onConnection(fn) {
+  connectionListeners.add(fn);
+  return () => connectionListeners.delete(fn);
+}
+
+/// Calls `fn(error)` when the server refuses the token (the shell signs out if it had signed
+/// in with it; a token being tried at sign-in is refused by its own check). Returns the
+/// function that stops it.
+export function onSignedOut(fn) {
+  signedOutListeners.add(fn);
+  return () => signedOutListeners.delete(fn);
+}
+
+function setOnline(up) {
+  if (online === up) return;
+  online = up;
+  connectionListeners.forEach((fn) => fn(up));
+  if (!up) probe();
+}
+
+async function probe() {
+  if (probing) return;
+  probing = true;
+  while (!online) {
+    await new Promise((r) => setTimeout(r, PROBE_MS));
+    try {
+      const res = await fetch('/healthz', { cache: 'no-store' });
+      if (res.ok) setOnline(true);
+    } catch (e) {
+      // Still down.
+    }
+  }
+  probing = false;
+}
+
+function refused(message) {
+  const error = new GqlError([{ message, extensions: { code: 'UNAUTHENTICATED' } }]);
+  signedOutListeners.forEach((fn) => fn(error));
+}
+
+const REFUSED = 'the server no longer accepts this token (it was revoked, or the server\'s tokens changed): sign in again';
+
 /// Runs a query or mutation; resolves to `data`, rejects with a GqlError.
 export async function gql(query, variables = {}) {
-  const res = await fetch('/graphql', {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: 'Bearer ' + token() },
-    body: JSON.stringify({ query, variables }),
-  });
+  const sent = token();
+  let res;
+  try {
+    res = await fetch('/graphql', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: 'Bearer ' + sent },
+      body: JSON.stringify({ query, variables }),
+    });
+  } catch (e) {
+    setOnline(false);
+    throw new GqlError([{ message: 'cannot reach the server (stopped or restarting?); this page reloads when it answers again', extensions: { code: 'OFFLINE' } }]);
+  }
+  setOnline(true);
+  if (res.status === 401 && sent && sent === token()) refused(REFUSED);
   let body;
   try {
     body = await res.json();
@@ -76,7 +139,13 @@ function socket() {
     shouldRetry: (e) => !(e && e.code === 4403),
     on: {
       connected: (_socket, _payload, wasRetry) => {
+        setOnline(true);
         if (wasRetry) reconnectListeners.forEach((fn) => fn());
+      },
+      closed: (event) => {
+        const code = event && event.code;
+        if (code === 4401 || code === 4403) refused(REFUSED);
+        else if (code !== 1000) setOnline(false);
       },
     },
   });
@@ -84,7 +153,9 @@ function socket() {
 }
 
 function closeSocket() {
-  if (client) client.dispose();
+  // The reference client's dispose awaits the connection it was making: one the server refused
+  // (a revoked token) rejects there, which is no error of the page's.
+  if (client) Promise.resolve(client.dispose()).catch(() => {});
   client = null;
 }
 

@@ -2,8 +2,8 @@
 // views (views.js, overview.js). Everything it shows comes from the public GraphQL API with
 // the signed-in token.
 
-import { html, render, useState, useEffect } from './vendor/htm-preact-3.1.1.mjs';
-import { gql, token, setToken, adoptFragmentToken } from './api.js';
+import { html, render, useState, useEffect, useRef } from './vendor/htm-preact-3.1.1.mjs';
+import { gql, token, setToken, adoptFragmentToken, onConnection, onSignedOut } from './api.js';
 import { AgendasView, AgendaView, ErrorLine, useVisibleCustomers } from './views.js';
 import { OverviewView, BatchView, InsightsView, TemplatesView, TemplateView } from './overview.js';
 
@@ -43,6 +43,26 @@ function App() {
   const [me, setMe] = useState(null);
   const [error, setError] = useState(null);
   const [signedIn, setSignedIn] = useState(!!token());
+  // Whether the server answers; `generation` counts its comebacks, and keys the view, so a
+  // page that failed or went stale meanwhile reads everything again.
+  const [online, setOnline] = useState(true);
+  const [generation, setGeneration] = useState(0);
+  const meRef = useRef(null);
+  meRef.current = me;
+
+  useEffect(() => onConnection((up) => {
+    setOnline(up);
+    if (up) setGeneration((g) => g + 1);
+  }), []);
+  // A token refused after sign-in (revoked, or the server's tokens changed): back to the form,
+  // saying why.
+  useEffect(() => onSignedOut((why) => {
+    if (!meRef.current) return;
+    setToken('');
+    setMe(null);
+    setError(why);
+    setSignedIn(false);
+  }), []);
 
   useEffect(() => {
     const on = () => setRoute(parseRoute());
@@ -63,7 +83,8 @@ function App() {
           setSignedIn(false);
         }
       });
-  }, [signedIn]);
+    // Read again when the server comes back: a sign-in made during an outage finishes then.
+  }, [signedIn, generation]);
   const customers = useVisibleCustomers(me);
 
   if (!signedIn) {
@@ -72,7 +93,7 @@ function App() {
       setSignedIn(true);
     }}/>`;
   }
-  if (!me) return html`<main><${ErrorLine} error=${error}/><p class="muted">Signing in…</p></main>`;
+  if (!me) return html`<main><${ErrorLine} error=${error}/><p class="muted">Signing in…${online ? '' : ' (waiting for the server to answer)'}</p></main>`;
   const signOut = () => {
     setToken('');
     setMe(null);
@@ -108,7 +129,8 @@ function App() {
       <span class="who" id="who">${me.name} <span class="muted">(${me.role}; ${me.customers.join(', ')})</span></span>
       <button id="signout" onClick=${signOut}>Sign out</button>
     </header>
-    <main>${view}</main>
+    ${!online && html`<p class="banner" id="offline" role="status">The server does not answer (stopped or restarting?). What you see may be out of date; this page reads everything again when it is back.</p>`}
+    <main key=${generation}>${view}</main>
   </div>`;
 }
 

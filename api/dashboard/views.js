@@ -198,6 +198,7 @@ export function AgendasView({ me, query, navigate, customers }) {
     });
   const current = page && page.key === pageKey;
   const rows = current ? page.items : [];
+  const [confirming, setConfirming] = useState(false);
   const act = async (kind) => {
     setBusy(kind);
     setError(null);
@@ -237,7 +238,11 @@ export function AgendasView({ me, query, navigate, customers }) {
     <${ErrorLine} error=${error}/>
     ${canWrite && html`<div class="actions">
       <span class="muted">${selected.size} selected</span>
-      ${may(me, 'cancel') && html`<button id="cancel-selected" disabled=${!selected.size || busy} onClick=${() => act('cancel')}>Cancel selected</button>`}
+      ${may(me, 'cancel') && (confirming && selected.size
+        ? html`<span class="confirm" id="cancel-selected-confirm-box">Cancel ${selected.size} ${selected.size === 1 ? 'agenda' : 'agendas'}?
+            <button id="cancel-selected-confirm" class="danger" disabled=${busy} onClick=${() => { setConfirming(false); act('cancel'); }}>Yes, cancel</button>
+            <button id="cancel-selected-keep" onClick=${() => setConfirming(false)}>Keep them</button></span>`
+        : html`<button id="cancel-selected" disabled=${!selected.size || busy} onClick=${() => setConfirming(true)}>Cancel selected</button>`)}
       ${may(me, 'rerun') && html`<button id="rerun-selected" disabled=${!selected.size || busy} onClick=${() => act('rerun')}>Rerun selected (resetAll)</button>`}
     </div>`}
     <table class="list" id="agenda-list" data-loading=${current ? 'false' : 'true'}>
@@ -459,6 +464,7 @@ function Actions({ me, agenda, state, operations, onError }) {
     }
     setBusy(false);
   };
+  const [confirming, setConfirming] = useState(false);
   const cancel = () =>
     run(() => gql('mutation($a: String!, $c: String) { cancelAgenda(agendaId: $a, customerId: $c, reason: "cancelled from the dashboard") { position } }', { a: agenda.id, c: agenda.customerId }));
   const rerun = () => {
@@ -466,7 +472,11 @@ function Actions({ me, agenda, state, operations, onError }) {
     return run(() => gql('mutation($a: String!, $c: String, $p: [String!]) { rerunAgenda(agendaId: $a, customerId: $c, params: $p) { position } }', { a: agenda.id, c: agenda.customerId, p: params }));
   };
   return html`<div class="actions">
-    ${may(me, 'cancel') && html`<button id="cancel-agenda" disabled=${busy || complete} onClick=${cancel}>Cancel</button>`}
+    ${may(me, 'cancel') && (confirming && !complete
+      ? html`<span class="confirm" id="cancel-confirm-box">Cancel this agenda? Its running operations stop being reported.
+          <button id="cancel-confirm" class="danger" disabled=${busy} onClick=${() => { setConfirming(false); cancel(); }}>Yes, cancel it</button>
+          <button id="cancel-keep" onClick=${() => setConfirming(false)}>Keep it</button></span>`
+      : html`<button id="cancel-agenda" disabled=${busy || complete} onClick=${() => setConfirming(true)}>Cancel</button>`)}
     ${may(me, 'rerun') && html`<span class="sep"></span><label>rerun <select value=${mode} onChange=${(e) => setMode(e.target.value)}>
       <option value="resetAll">resetAll</option><option value="continue">continue</option><option value="reset">reset chosen operations</option></select></label>
     ${mode === 'reset' && html`<span class="choose">${operations.map((n) => html`<label><input type="checkbox" checked=${reset.has(n)} onChange=${() => {
@@ -491,7 +501,7 @@ class EventRow extends Component {
 
   render({ e, open, onOpen }) {
     return html`<tr data-type=${e.type} data-version=${e.version} class=${open ? 'selected' : ''}>
-      <td>${fmtTime(e.time)}</td><td>${e.version}</td><td>${e.type}</td>
+      <td title=${fmtTime(e.time)}>${fmtTime(e.time)}</td><td>${e.version}</td><td>${e.type}</td>
       <td>${(e.metadata && e.metadata.actor) || ''}</td>
       <td class="mono">${(e.metadata && e.metadata.cid) || ''}</td>
       <td><button class="link" onClick=${() => onOpen(open ? null : e.version)}>${open ? 'hide' : 'data'}</button></td></tr>`;
