@@ -150,11 +150,14 @@ async fn another_customers_progress_id_cannot_take_over_yours() {
         assert_eq!(code(&e), "CONFLICT", "{e:#}");
     }
 
-    // The pool's worker (ops runs the global insight) claims both and reports for
-    // the victim the way POP's executor does: the progress id and the agenda id.
+    // The pool's worker (ops runs the global insight) claims the victim first (one of a
+    // progress id at a time: POP's puller knows agendas by progress id) and reports for it
+    // with the progress id and the agenda id.
     queue_all(&s).await;
     let claimed = s.ok(OPS_SERVICE, CLAIM, json!({"n": 5})).await;
-    assert_eq!(claimed["getAgenda"].as_array().unwrap().len(), 2, "{claimed:#}");
+    let items = claimed["getAgenda"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{claimed:#}");
+    assert_eq!(items[0]["agenda"]["id"], "victim", "{claimed:#}");
     let r = s
         .ok(
             OPS_SERVICE,
@@ -266,18 +269,73 @@ async fn a_pool_worker_serves_every_customer_of_a_shared_insight_under_its_lease
         .err(OPS_SERVICE, REPORT, json!({"p": executing("g-1", Some("g-1"), "probe", "late")}))
         .await;
     assert_eq!(code(&e), "NOT_FOUND", "{e:#}");
-    // Except for its executor's own outcome report, naming the customer as POP's executor does
-    // (the AgendaProgress it was handed): taken, with the reason it adds. Another worker of
+    // Except for its executor's own outcome report: taken, with the reason it adds, by the
+    // progress id alone, as POP's executor sends it (AgendaProgressFactory sets neither the
+    // agenda id nor the customer; it was NOT_FOUND), and again naming them. Another worker of
     // the pool, which did not hold the lease, still reaches nothing.
-    let outcome = json!({"id": "g-1", "agendaId": "g-1", "customerId": "globex",
-        "processingState": "COMPLETE", "processingStateMessage": "succeeded",
+    let outcome = json!({"id": "g-1", "processingState": "COMPLETE",
+        "processingStateMessage": "succeeded",
         "diagnosticEvents": [{"message": "all renditions uploaded"}]});
     let e = s.err(OPS_SERVICE_2, REPORT, json!({"p": outcome.clone()})).await;
     assert_eq!(code(&e), "NOT_FOUND", "{e:#}");
-    s.ok(OPS_SERVICE, REPORT, json!({"p": outcome})).await;
+    s.ok(OPS_SERVICE, REPORT, json!({"p": outcome.clone()})).await;
+    let mut named_outcome = outcome;
+    named_outcome["agendaId"] = json!("g-1");
+    named_outcome["customerId"] = json!("globex");
+    let e = s.err(OPS_SERVICE_2, REPORT, json!({"p": named_outcome.clone()})).await;
+    assert_eq!(code(&e), "NOT_FOUND", "{e:#}");
+    s.ok(OPS_SERVICE, REPORT, json!({"p": named_outcome})).await;
     let p = s.ok(GLOBEX, "query { agendaProgress(id: \"g-1\") { processingStateMessage diagnosticEvents { message } } }", json!({})).await;
     assert_eq!(p["agendaProgress"]["processingStateMessage"], "succeeded", "{p:#}");
     assert_eq!(p["agendaProgress"]["diagnosticEvents"][0]["message"], "all renditions uploaded");
+}
+
+/// POP's pullers and executors know an agenda by its progress id alone, while two customers
+/// may use one id: one getAgenda answer never holds two agendas of one progress id (POP's
+/// `retrieveAgendaToProgressMap` threw "Duplicate key" and launched none of the batch), a
+/// worker is not handed a second one while it holds the first, and its reports by that id
+/// reach the one it holds (they were refused as ambiguous once another tenant used the id),
+/// its late outcome report the one it finished.
+#[tokio::test]
+async fn a_worker_holds_one_agenda_per_progress_id_and_its_reports_find_it() {
+    let s = start(ApiConfig::default()).await;
+    let after = s.seed().await;
+    submit(&s, GLOBEX, named("globex", "dup", "dup", &["probe"]), &after).await;
+    submit(&s, ACME, named("acme", "dup", "dup", &["probe"]), &after).await;
+    queue_all(&s).await;
+
+    // ADMIN sees both customers and works the pool (admins may): one of the two per answer.
+    let claim = "mutation($n: Int!) { getAgenda(insightId: \"transcode\", count: $n) \
+        { agenda { id customerId progressId } lease { id } } }";
+    let claimed = s.ok(ADMIN, claim, json!({"n": 5})).await;
+    let items = claimed["getAgenda"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{claimed:#}");
+    let first = items[0]["agenda"]["customerId"].as_str().unwrap().to_string();
+    let second = if first == "acme" { "globex" } else { "acme" };
+    // Nor a second while it holds the first.
+    let again = s.ok(ADMIN, claim, json!({"n": 5})).await;
+    assert_eq!(again["getAgenda"], json!([]), "{again:#}");
+
+    // Its report by progress id alone reaches the one it holds, not the queued one.
+    let running = json!({"id": "dup", "processingState": "EXECUTING"});
+    let r = s.ok(ADMIN, REPORT, json!({"p": running})).await;
+    assert_eq!(r["updateAgendaProgress"]["agenda"]["customerId"], first.as_str(), "{r:#}");
+    let done = executing("dup", None, "probe", "ok");
+    let r = s.ok(ADMIN, REPORT, json!({"p": done})).await;
+    assert_eq!(r["updateAgendaProgress"]["agenda"]["customerId"], first.as_str(), "{r:#}");
+    assert_eq!(r["updateAgendaProgress"]["progress"]["processingState"], "COMPLETE", "{r:#}");
+
+    // Finished: the other is handed out now, and reports go to it; the late outcome report of
+    // the first goes to the first, which it finished.
+    let claimed = s.ok(ADMIN, claim, json!({"n": 5})).await;
+    assert_eq!(claimed["getAgenda"][0]["agenda"]["customerId"], second, "{claimed:#}");
+    let running = json!({"id": "dup", "processingState": "EXECUTING"});
+    let r = s.ok(ADMIN, REPORT, json!({"p": running})).await;
+    assert_eq!(r["updateAgendaProgress"]["agenda"]["customerId"], second, "{r:#}");
+    let outcome = json!({"id": "dup", "customerId": first, "processingState": "COMPLETE",
+        "processingStateMessage": "succeeded", "diagnosticEvents": [{"message": "done"}]});
+    let r = s.ok(ADMIN, REPORT, json!({"p": outcome})).await;
+    assert_eq!(r["updateAgendaProgress"]["agenda"]["customerId"], first.as_str(), "{r:#}");
 }
 
 /// Issue 19, item 10: a pool's `insightIds` lists only the insights the caller may see; on a

@@ -44,6 +44,7 @@ use pop_store::{EventMetadata, ExecuteError, Executed};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use crate::resolve::holds_progress_id;
 use crate::work::takes_from;
 use crate::{AgendaOutcome, App, Caller, metrics};
 
@@ -164,7 +165,12 @@ impl App {
     /// The waiting `getAgenda` a submission to `insight_id` may hand its agenda to, taken off
     /// the desk: only when one waits that takes `customer`'s agendas from it, and the insight
     /// has nothing queued and nothing `added` (see the module doc).
-    pub(crate) async fn handout_waiter(&self, insight_id: &str, customer: &str) -> Option<Waiter> {
+    pub(crate) async fn handout_waiter(
+        &self,
+        insight_id: &str,
+        customer: &str,
+        progress_id: &str,
+    ) -> Option<Waiter> {
         if !self.desk().has_waiter(insight_id) {
             return None;
         }
@@ -184,9 +190,11 @@ impl App {
         if !models.select_agendas(&query).items.is_empty() {
             return None;
         }
-        // Only a waiter that takes this customer's agendas from the insight.
+        // Only a waiter that takes this customer's agendas from the insight, and holds no other
+        // agenda of this progress id (`holds_progress_id`).
         self.desk().take(insight_id, |caller| {
             takes_from(caller, insight, &models).is_some_and(|v| v.sees(customer))
+                && !holds_progress_id(&models, &caller.principal, progress_id)
         })
     }
 

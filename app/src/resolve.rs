@@ -7,7 +7,8 @@
 //!   every customer of their pool). Candidates are chosen before any match, so another
 //!   customer's agenda can never shadow or reveal itself.
 //! - A `customerId` from the request picks the customer; a lease id picks the agenda it was
-//!   handed out under.
+//!   handed out under; without either, an agenda the caller itself holds (or, for a late
+//!   report, completed) is the one it means ([`Match`]).
 //! - None left: NOT_FOUND, exactly as for an id nobody uses. Several left (an admin seeing two
 //!   customers that both use the id): VALIDATION naming `customerId`, which only lists what the
 //!   caller sees anyway.
@@ -46,6 +47,22 @@ pub(crate) fn holds_lease(principal: &Principal, state: &AgendaState) -> bool {
     principal.role != Role::User && state.lease().is_some_and(|l| l.holder == principal.name)
 }
 
+/// Whether `principal` holds the lease of a live agenda whose AgendaProgress id is
+/// `progress_id`. POP's pullers and executors know an agenda by its progress id alone, and two
+/// customers may use one id: a worker is never handed a second agenda of a progress id it
+/// holds (nor two in one answer), so its reports by that id name one agenda.
+pub(crate) fn holds_progress_id(
+    models: &pop_projections::ReadModels,
+    principal: &Principal,
+    progress_id: &str,
+) -> bool {
+    principal.role != Role::User
+        && models
+            .agendas()
+            .with_progress_id(progress_id)
+            .any(|e| e.is_live() && e.state().is_ok_and(|s| holds_lease(principal, &s)))
+}
+
 /// Whether `principal` may see and act on the agenda of `entry`.
 pub(crate) fn may_touch(principal: &Principal, entry: &AgendaEntry) -> bool {
     principal.sees(entry.customer_id())
@@ -59,13 +76,37 @@ pub(crate) fn under_lease(entry: &AgendaEntry, lease: Option<&str>) -> bool {
     })
 }
 
-/// The candidates a request names: all of them when there is at most one, else the ones held
-/// under the request's lease. A lease only tells candidates apart; a stale lease on the one
+/// How closely a candidate matches the request, for [`pick`]: held under the lease the request
+/// names, else held (or, for a late report, finished) by the caller itself, else neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Match {
+    Visible,
+    /// The caller's principal holds its lease, or completed it under its lease (a late
+    /// report): POP's executors name neither the customer nor the lease, so when two customers
+    /// use one id, the one the caller works on is the one it means.
+    Held,
+    UnderLease,
+}
+
+/// How `entry` matches a request naming `lease`, for `principal`.
+pub(crate) fn match_of(principal: &Principal, entry: &AgendaEntry, lease: Option<&str>) -> Match {
+    if under_lease(entry, lease) {
+        Match::UnderLease
+    } else if entry.is_live() && entry.state().is_ok_and(|s| holds_lease(principal, &s)) {
+        Match::Held
+    } else {
+        Match::Visible
+    }
+}
+
+/// The candidates a request names: all of them when there is at most one, else the ones that
+/// match it best ([`Match`]). A lease only tells candidates apart; a stale lease on the one
 /// candidate still reaches it, so the domain answers CONFLICT rather than this answering
 /// NOT_FOUND.
-pub(crate) fn pick<T>(candidates: Vec<(T, bool)>) -> Vec<T> {
-    if candidates.len() > 1 && candidates.iter().any(|(_, leased)| *leased) {
-        candidates.into_iter().filter(|(_, leased)| *leased).map(|(c, _)| c).collect()
+pub(crate) fn pick<T>(candidates: Vec<(T, Match)>) -> Vec<T> {
+    let best = candidates.iter().map(|(_, m)| *m).max().unwrap_or(Match::Visible);
+    if candidates.len() > 1 && best > Match::Visible {
+        candidates.into_iter().filter(|(_, m)| *m == best).map(|(c, _)| c).collect()
     } else {
         candidates.into_iter().map(|(c, _)| c).collect()
     }
@@ -92,13 +133,13 @@ impl App {
         }
         // Every write this replica acknowledged is in the read models first.
         self.settle(None).await?;
-        let keys: Vec<(String, bool)> = {
+        let keys: Vec<(String, Match)> = {
             let models = self.projections().read();
             models
                 .agendas()
                 .with_id(named.id)
                 .filter(|e| may_touch(&caller.principal, e))
-                .map(|e| (e.key().to_string(), under_lease(e, named.lease)))
+                .map(|e| (e.key().to_string(), match_of(&caller.principal, e, named.lease)))
                 .collect()
         };
         match pick(keys).as_slice() {

@@ -18,7 +18,7 @@ use pop_projections::{AgendaOrder, AgendaQuery, ChangeKind, Phase, ReadModels, V
 use pop_store::{EventMetadata, ExecuteError};
 
 use crate::agendas::from_json;
-use crate::caller::{Action, Caller};
+use crate::caller::{Action, Caller, Role};
 use crate::error::{self, AppError, AppResult};
 use crate::feed::Key;
 use crate::limits::{
@@ -26,7 +26,7 @@ use crate::limits::{
     MAX_REPORTS_PER_REQUEST,
 };
 use crate::outcome::AgendaOutcome;
-use crate::resolve::{Named, ambiguous, may_touch, pick, under_lease};
+use crate::resolve::{Match, Named, ambiguous, holds_progress_id, match_of, may_touch, pick};
 use crate::{App, metadata, metrics};
 
 /// Whether the caller may take work from `insight`: one of its customers may use it (`*` may
@@ -393,10 +393,17 @@ impl App {
             query.phase = Some(Phase::Queued);
             query.order = AgendaOrder::Queue;
             query.limit = count.saturating_mul(GET_AGENDA_CANDIDATES_PER_ITEM);
+            // One answer never holds two agendas of one progress id, nor one of a progress id
+            // the caller already works on ([`holds_progress_id`]): the later waits its turn.
+            let mut progress_ids = std::collections::HashSet::new();
             models
                 .select_agendas(&query)
                 .items
                 .iter()
+                .filter(|e| {
+                    progress_ids.insert(e.progress_id())
+                        && !holds_progress_id(&models, &caller.principal, e.progress_id())
+                })
                 .map(|e| (e.key().to_string(), e.customer_id().to_string(), e.updated_ms()))
                 .collect()
         };
@@ -723,16 +730,42 @@ impl App {
         lease: Option<&str>,
     ) -> AppResult<(String, String)> {
         self.settle(None).await?;
-        let found: Vec<((String, String), bool)> = {
+        // The agendas the caller may act on, and the ended ones it may have completed itself
+        // (a late report: only the write side knows who finished an agenda).
+        // (agenda id, stream key)
+        type Ids = (String, String);
+        let (mut found, ended) = {
             let models = self.projections().read();
-            models
+            let mut found: Vec<(Ids, Match)> = Vec::new();
+            let mut ended: Vec<Ids> = Vec::new();
+            let named = models
                 .agendas()
                 .with_progress_id(progress_id)
-                .filter(|e| may_touch(&caller.principal, e))
-                .filter(|e| customer.is_none_or(|c| e.customer_id() == c))
-                .map(|e| ((e.id().to_string(), e.key().to_string()), under_lease(e, lease)))
-                .collect()
+                .filter(|e| customer.is_none_or(|c| e.customer_id() == c));
+            for e in named {
+                let ids = (e.id().to_string(), e.key().to_string());
+                if may_touch(&caller.principal, e) {
+                    found.push((ids.clone(), match_of(&caller.principal, e, lease)));
+                }
+                if caller.principal.role == Role::Service && !e.is_live() {
+                    ended.push(ids);
+                }
+            }
+            (found, ended)
         };
+        let best = found.iter().map(|(_, m)| *m).max();
+        if best.is_none_or(|m| m < Match::Held) && found.len() != 1 {
+            for ids in ended {
+                let finished_it = match self.commands().load::<AgendaState>(&ids.1).await {
+                    Ok((state, _)) => state.finished_by() == Some(caller.principal.name.as_str()),
+                    Err(_) => false,
+                };
+                if finished_it {
+                    found.retain(|(other, _)| other.1 != ids.1);
+                    found.push((ids, Match::Held));
+                }
+            }
+        }
         let found = pick(found);
         match found.len() {
             1 => Ok(found.into_iter().next().unwrap_or_default()),
