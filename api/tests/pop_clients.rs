@@ -106,6 +106,31 @@ async fn create_agenda_takes_pops_agendas_list_and_writes_none_when_one_is_wrong
     let listed = send(&s, "GET", "/pop/agenda?byLinkId=none-written", None, &[]).await;
     assert_eq!(listed.body["count"], json!(0), "{:#}", listed.body);
 
+    // The second is too large to store as a whole, though each payload is within its own
+    // bound: refused before the first is written (it was written, and a fixed retry got 409).
+    let mut big = pop_agenda("big", "too-big");
+    let chunk = "x".repeat(400 * 1024);
+    big["operations"] = json!([
+        {"name": "a", "type": "ffmpeg", "payload": {"blob": chunk}},
+        {"name": "b", "type": "ffmpeg", "payload": {"blob": chunk}},
+        {"name": "c", "type": "ffmpeg", "payload": {"blob": chunk}},
+    ]);
+    let a = send(
+        &s,
+        "POST",
+        &path,
+        Some(json!({"agendas": [pop_agenda("small", "too-big"), big]})),
+        &[],
+    )
+    .await;
+    assert_eq!(a.status, 400, "{:#}", a.body);
+    assert_eq!(a.body["errorResponse"]["code"], "VALIDATION", "{:#}", a.body);
+    let problems = a.body["errorResponse"]["problems"].as_array().unwrap();
+    assert!(problems.iter().any(|p| p["field"] == json!("agendas[1]")), "{problems:?}");
+    assert!(a.body["errorResponse"]["description"].to_string().contains("1048576"), "{:#}", a.body);
+    let listed = send(&s, "GET", "/pop/agenda?byLinkId=too-big", None, &[]).await;
+    assert_eq!(listed.body["count"], json!(0), "{:#}", listed.body);
+
     // An id that exists already, or one the list repeats: refused before anything is
     // written (a retry of the whole list then succeeds once the id is changed).
     let with_id = |id: &str, title: &str| {

@@ -320,6 +320,7 @@ impl App {
             bind_insight(&agenda, customer, &insights)
         }
         .map_err(|e| error::binding_within(root, &e))?;
+        check_storable(&agenda, &insight, root)?;
         Ok((agenda, insight))
     }
 
@@ -533,4 +534,45 @@ impl App {
         let executed = executed.map_err(|e| error::execute_within(&agenda_subject(id), root, e))?;
         Ok(AgendaOutcome::of(&executed, caller))
     }
+}
+
+/// Refuses an agenda whose submission the store would refuse as too large, before anything is
+/// written: a batch is all or nothing (one over the limit was refused after the agendas before
+/// it were written), and the error names the agenda as a VALIDATION problem. Each field has its
+/// own bound ([`check_sizes`]); together they may still exceed the store's bound per event, so
+/// an agenda whose JSON comes near it is measured as the store will take it: its
+/// `AgendaSubmitted`, encoded.
+fn check_storable(agenda: &Agenda, insight: &AgendaInsight, root: &str) -> AppResult<()> {
+    use pop_domain::aggregate::Aggregate as _;
+    use pop_domain::codec::EventCodec as _;
+    use pop_store::limits::MAX_EVENT_DATA_BYTES;
+    // What an AgendaSubmitted holds besides the agenda: the binding and a few times.
+    const BESIDES_THE_AGENDA: usize = 64 * 1024;
+    if json_bytes(agenda) + BESIDES_THE_AGENDA <= MAX_EVENT_DATA_BYTES {
+        return Ok(());
+    }
+    let command =
+        AgendaCommand::Submit { agenda: agenda.clone(), insight: insight.clone(), now: Utc::now() };
+    // A refusal or a codec failure is the write's to report, as for any agenda.
+    let Ok(events) = AgendaState::default().decide(&command) else {
+        return Ok(());
+    };
+    for event in events {
+        let Ok(data) = event.encode() else {
+            return Ok(());
+        };
+        if data.len() > MAX_EVENT_DATA_BYTES {
+            return Err(AppError::invalid(
+                root,
+                format!(
+                    "agenda {:?} takes {} bytes to store, more than the limit of \
+                     {MAX_EVENT_DATA_BYTES} bytes an agenda may take: make its payloads, params \
+                     or titles smaller",
+                    agenda.id,
+                    data.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
