@@ -86,13 +86,19 @@ async fn create_agenda_takes_pops_agendas_list_and_writes_none_when_one_is_wrong
     let s = start(ApiConfig::default()).await;
     let after = s.seed().await;
     let path = format!("/pop/resourcepool/service/createAgenda?atLeastPosition={after}");
-    let two = json!({"agendas": [pop_agenda("one", "many"), pop_agenda("two", "many")]});
-    let a = send(&s, "POST", &path, Some(two), &[]).await;
+    // The first names its own cid (POP kept it and handed it to the executor).
+    let mut one = pop_agenda("one", "many");
+    one["cid"] = json!("mycid-1");
+    let two = json!({"agendas": [one, pop_agenda("two", "many")]});
+    let a = send(&s, "POST", &path, Some(two), &[("x-pop-cid", "request-cid")]).await;
     assert_eq!(a.status, 200, "{:#}", a.body);
     assert_eq!(a.body["count"], json!(2));
     let titles: Vec<&str> =
         a.body["all"].as_array().unwrap().iter().map(|x| x["title"].as_str().unwrap()).collect();
     assert_eq!(titles, ["one", "two"]);
+    let cids: Vec<&str> =
+        a.body["all"].as_array().unwrap().iter().map(|x| x["cid"].as_str().unwrap()).collect();
+    assert_eq!(cids, ["mycid-1", "request-cid"], "{:#}", a.body);
 
     // The second is invalid: nothing is written, and the problem names its place.
     let mut bad = pop_agenda("bad", "none-written");
@@ -175,6 +181,17 @@ async fn pops_query_parameters_limit_select_count_and_filter_by_cid() {
     let limited = send(&s, "GET", "/pop/agenda?byLinkId=params&bylimit=2", None, &[]).await;
     assert_eq!(limited.body["all"].as_array().unwrap().len(), 2, "{:#}", limited.body);
     assert!(limited.body["next"].is_string());
+    // A byLimit above the largest page gets the largest page, as POP took any limit; pop's
+    // own `limit` says the bound.
+    let many = send(&s, "GET", "/pop/agenda?byLinkId=params&bylimit=1000", None, &[]).await;
+    assert_eq!(many.status, 200, "{:#}", many.body);
+    assert_eq!(many.body["all"].as_array().unwrap().len(), 3, "{:#}", many.body);
+    let refused = send(&s, "GET", "/pop/agenda?byLinkId=params&limit=1000", None, &[]).await;
+    assert_eq!(refused.status, 400, "{:#}", refused.body);
+    assert!(refused.body.to_string().contains("limit"), "{:#}", refused.body);
+    let maybe = send(&s, "GET", "/pop/agenda?byLinkId=params&byCount=maybe", None, &[]).await;
+    assert_eq!(maybe.status, 400, "{:#}", maybe.body);
+    assert!(maybe.body.to_string().contains("byCount"), "{:#}", maybe.body);
 
     let fields = send(&s, "GET", "/pop/agenda?byLinkId=params&byFields=id,title", None, &[]).await;
     for agenda in fields.body["all"].as_array().unwrap() {

@@ -402,6 +402,9 @@ impl App {
                 }
                 self.settle(at_least).await?;
                 let mut prepared = Vec::with_capacity(agendas.len());
+                // Each agenda's own `cid` is its correlation id (POP's createAgenda request has
+                // none of its own; POP kept each agenda's and handed it to the executor).
+                let mut callers = Vec::with_capacity(agendas.len());
                 for (i, value) in agendas.into_iter().enumerate() {
                     let at = |e: AppError| e.within(&format!("agendas[{i}]"));
                     if !value.is_object() {
@@ -413,7 +416,9 @@ impl App {
                     // Fields are named inside the element: `agendas[i].operations[1].type`.
                     refuse_blank_ids(&value, AGENDA_IDS).map_err(at)?;
                     let agenda: Agenda = from_json("", value).map_err(at)?;
-                    prepared.push(self.prepare(caller, agenda, "").map_err(at)?);
+                    let own = caller.with_cid(agenda.cid.as_deref()).map_err(at)?;
+                    prepared.push(self.prepare(&own, agenda, "").map_err(at)?);
+                    callers.push(own);
                 }
                 let mut per_customer: std::collections::BTreeMap<&str, (usize, u64)> =
                     Default::default();
@@ -427,7 +432,9 @@ impl App {
                 }
                 self.check_new(&prepared).await?;
                 let mut done = Vec::with_capacity(prepared.len());
-                for (i, (agenda, insight)) in prepared.into_iter().enumerate() {
+                for (i, ((agenda, insight), caller)) in
+                    prepared.into_iter().zip(&callers).enumerate()
+                {
                     let outcome = self
                         .commit(caller, agenda, insight, "")
                         .await

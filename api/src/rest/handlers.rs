@@ -56,10 +56,13 @@ impl Call<'_> {
     }
 
     /// The page a list asks for: `limit` (POP lists everything by default, so the largest
-    /// page) and the `after` cursor.
+    /// page) and the `after` cursor. POP's `byLimit` above the largest page gets the largest
+    /// page (POP took any limit; a page with `next` is a valid answer to it), pop's `limit` a
+    /// refusal that says the bound.
     fn page(&self) -> RestResult<PageRequest> {
         let max = self.app().config().max_page_size;
-        let named = if self.param(LIMIT).is_some() { "limit" } else { "byLimit" };
+        let pops = self.param(LIMIT).is_none();
+        let named = if pops { "byLimit" } else { "limit" };
         let first = match self.param(LIMIT).or(self.param(BY_LIMIT)) {
             None => i64::try_from(max).unwrap_or(i64::MAX),
             // Checked here, so the answer names REST's parameter (`limit`), not GraphQL's.
@@ -67,6 +70,7 @@ impl Call<'_> {
                 .trim()
                 .parse::<i64>()
                 .ok()
+                .map(|n| if pops { n.min(i64::try_from(max).unwrap_or(i64::MAX)) } else { n })
                 .filter(|n| *n >= 1 && usize::try_from(*n).is_ok_and(|n| n <= max))
                 .ok_or_else(|| {
                     AppError::invalid(named, format!("{text:?} is not an integer in 1..={max}"))
@@ -298,7 +302,15 @@ async fn answer(endpoint: Endpoint, call: &Call<'_>) -> RestResult<Reply> {
 
 async fn get(kind: Kind, call: &Call<'_>) -> RestResult<Reply> {
     call.allow_params(list_params(kind, call.id.is_some()))?;
-    if call.param(BY_COUNT).is_some_and(|v| !matches!(v.trim(), "false" | "0")) {
+    let counting = match call.param(BY_COUNT).map(|v| v.trim().to_ascii_lowercase()) {
+        None => false,
+        Some(v) if matches!(v.as_str(), "true" | "1" | "") => true,
+        Some(v) if matches!(v.as_str(), "false" | "0") => false,
+        Some(v) => {
+            return Err(AppError::invalid("byCount", format!("{v:?} is not true or false")).into());
+        }
+    };
+    if counting {
         return count(kind, call).await;
     }
     if let (Some(as_of), Some(id)) = (call.param(AS_OF), &call.id) {

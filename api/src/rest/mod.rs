@@ -406,6 +406,8 @@ fn segments(path: &str) -> RestResult<Vec<String>> {
         .collect()
 }
 
+/// Decodes a path segment as POP did (`URLDecoder`, which POP's `HttpObjectClient` matches
+/// with `URLEncoder`): `%XX` is a byte and `+` a space; a literal `+` is `%2B`.
 fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -415,6 +417,9 @@ fn percent_decode(s: &str) -> Option<String> {
             let hex = s.get(i + 1..i + 3)?;
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
+        } else if bytes[i] == b'+' {
+            out.push(b' ');
+            i += 1;
         } else {
             out.push(bytes[i]);
             i += 1;
@@ -601,6 +606,12 @@ mod tests {
         assert_eq!(route("/pop/nothing"), None);
         assert_eq!(route("/pop/agenda//"), Some((Endpoint::Collection(Kind::Agenda), None)));
         assert!(segments("/pop/agenda/%ZZ").is_err());
+        // As POP's URLDecoder: `+` is a space (POP's client writes "sp ace" as `sp+ace`), and
+        // a literal `+` comes as `%2B`.
+        assert_eq!(
+            route("/pop/customer/sp+ace%2B1"),
+            Some((Endpoint::Item(Kind::Customer), Some("sp ace+1".into())))
+        );
     }
 
     #[test]
