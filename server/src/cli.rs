@@ -370,6 +370,13 @@ pub struct VerifyArgs {
     /// (default: `<data-dir>/checkpoint.witness` when it exists; `pop serve` keeps it).
     #[arg(long, env = "POP_CHECKPOINT_WITNESS")]
     pub witness: Option<PathBuf>,
+    /// The longest the events that no signed checkpoint covers may have taken to be written,
+    /// in seconds (0: any length). A running `pop serve` seals every few seconds, so what it
+    /// leaves unsealed when it stops spans a few seconds; a longer span means the checkpoints
+    /// that covered them were deleted, or they were written with no server running (`pop
+    /// demo`, `pop reap --once`): verification fails, saying so.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub max_unsealed_span: u64,
 }
 
 /// What `pop export` writes.

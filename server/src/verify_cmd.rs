@@ -11,7 +11,9 @@
 //! not check them. The store must also still hold, unchanged, the checkpoint `pop serve`
 //! witnessed for it (`--witness`, or `<data-dir>/checkpoint.witness`): without a witness,
 //! checkpoints deleted and the log rewritten and sealed again cannot be told apart from a log
-//! never sealed, and verification says so.
+//! never sealed, and verification says so. One rule still catches deleted checkpoints without
+//! it: the events no checkpoint covers must have been written within `--max-unsealed-span`
+//! (a running server seals every few seconds; deleted checkpoints leave a long span).
 
 use anyhow::{Context, Result, bail};
 
@@ -65,10 +67,10 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
                 .await??
         }
     };
-    print_report(report, &note)
+    print_report(report, &note, args.max_unsealed_span)
 }
 
-fn print_report(report: Verification, note: &str) -> Result<()> {
+fn print_report(report: Verification, note: &str, max_unsealed_span: u64) -> Result<()> {
     if let Some(b) = report.first_break {
         // The walks stop at the first break: their other counts are partial, so only that is
         // said (with the witness line, which says what the check trusted).
@@ -94,6 +96,28 @@ fn print_report(report: Verification, note: &str) -> Result<()> {
             "no signed checkpoint covers the log yet ({} entries not sealed)",
             c.unsealed_entries
         ),
+    }
+    // Unsealed events written over longer than a running server leaves them unsealed:
+    // checkpoints deleted (with the witness, nothing else shows it), or offline writes.
+    if let Some(u) = c.unsealed
+        && max_unsealed_span > 0
+        && u.span().num_seconds() > i64::try_from(max_unsealed_span).unwrap_or(i64::MAX)
+    {
+        let at =
+            |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        println!("{note}");
+        bail!(
+            "NOT VERIFIED: the {} events from position {} on, written from {} to {} ({} s), are \
+             covered by no signed checkpoint, while a running `pop serve` seals every few \
+             seconds: the checkpoints that covered them were deleted, or they were written with \
+             no server running (`pop demo`, `pop reap --once`). Start `pop serve` on the store \
+             to seal them, or accept them with --max-unsealed-span 0",
+            c.unsealed_entries,
+            u.from,
+            at(u.first),
+            at(u.last),
+            u.span().num_seconds()
+        );
     }
     if !c.signatures_checked {
         println!(

@@ -301,3 +301,45 @@ async fn checkpoints_deleted_from_the_store_are_found_by_the_witness_and_never_s
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("not sealing checkpoints of the log"), "{logged}");
 }
+
+/// With the checkpoints deleted and the witness gone too, nothing in the store tells a rewritten
+/// log from one never sealed — except time: a running server seals every few seconds, so the
+/// events no checkpoint covers were written within a few seconds, and a longer span is said
+/// (NOT VERIFIED, exit non-zero) unless accepted with `--max-unsealed-span 0`. (An auditor's
+/// forged log passed as intact this way.)
+#[test]
+fn events_unsealed_over_a_long_span_are_not_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let demo = || {
+        let out = pop_command().args(["demo", "--data-dir"]).arg(&data).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    // Written 2.5 s apart, with no server: the span a test can afford, checked against a
+    // bound of 1 s (the default is 60 s).
+    demo();
+    std::thread::sleep(Duration::from_millis(2500));
+    demo();
+    let verify = |span: &str| {
+        pop_command()
+            .args(["verify", "--max-unsealed-span", span, "--data-dir"])
+            .arg(&data)
+            .output()
+            .unwrap()
+    };
+    let out = verify("1");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "unsealed events over 2.5 s passed a bound of 1 s");
+    assert!(
+        stderr.contains("NOT VERIFIED: the ") && stderr.contains("covered by no signed checkpoint"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--max-unsealed-span 0"), "the way to accept them is said: {stderr}");
+    let out = verify("0");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("no signed checkpoint covers the log yet"), "{stdout}");
+    // The default bound (60 s) takes a span of 2.5 s.
+    let out = pop_command().args(["verify", "--data-dir"]).arg(&data).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

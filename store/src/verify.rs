@@ -381,4 +381,34 @@ pub struct CheckpointReport {
     pub signatures_checked: bool,
     /// The newest checkpoint verified: its sequence number, position and sealing time.
     pub last: Option<(u64, Position, chrono::DateTime<chrono::Utc>)>,
+    /// The events no checkpoint covers, when there are any
+    /// ([`Verification::with_unsealed`]).
+    pub unsealed: Option<Unsealed>,
+}
+
+/// The events past the newest checkpoint: where they start, and when the first and the last
+/// of them were committed. A running `pop serve` seals every few seconds, so their commit
+/// times span a few seconds at most (the last ones before it stopped); a long span means the
+/// checkpoints that covered them were deleted, or they were written with no server running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsealed {
+    pub from: Position,
+    pub first: chrono::DateTime<chrono::Utc>,
+    pub last: chrono::DateTime<chrono::Utc>,
+}
+
+impl Unsealed {
+    /// How long the unsealed events took to be written.
+    pub fn span(&self) -> chrono::Duration {
+        self.last.signed_duration_since(self.first)
+    }
+}
+
+impl Verification {
+    /// Adds the span of the events no checkpoint covers (read by the backend after an intact
+    /// walk).
+    pub(crate) fn with_unsealed(mut self, unsealed: Option<Unsealed>) -> Verification {
+        self.checkpoints.unsealed = unsealed;
+        self
+    }
 }

@@ -196,6 +196,11 @@ async fn a_deleted_stream_keeps_its_hash_rows_and_replicas_seal_one_checkpoint_e
     let report = pop_store::postgres::verify_with(&url, Some(k.verifying_key())).await.unwrap();
     assert!(report.is_intact(), "{report:?}");
     assert_eq!(report.checkpoints.unsealed_entries, 3, "{report:?}");
+    // Of those, one is an event (the others are the hash rows of `d`): its commit time is the
+    // span's first and last; it comes after the newest checkpoint.
+    let unsealed = report.checkpoints.unsealed.expect("the unsealed events");
+    assert_eq!(unsealed.first, unsealed.last, "{report:?}");
+    assert!(report.checkpoints.last.is_some_and(|(_, p, _)| unsealed.from > p), "{report:?}");
     // Two replicas seal at once: one checkpoint 4, and both agree it is there.
     let other = PgStore::connect(&url, options()).await.unwrap();
     let (one, two) = (Sealer::new(k.clone()), Sealer::new(k.clone()));
@@ -211,6 +216,7 @@ async fn a_deleted_stream_keeps_its_hash_rows_and_replicas_seal_one_checkpoint_e
         (8, 12, 0),
         "{report:?}"
     );
+    assert_eq!(report.checkpoints.unsealed, None, "{report:?}");
     store.close().await;
     other.close().await;
 }

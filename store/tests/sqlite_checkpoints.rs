@@ -192,6 +192,11 @@ async fn a_deleted_stream_keeps_its_hash_rows_and_the_log_still_verifies() {
     let report = store.verify_with(Some(k.verifying_key())).await.unwrap();
     assert!(report.is_intact(), "{report:?}");
     assert_eq!(report.checkpoints.unsealed_entries, 3, "{report:?}");
+    // Of those, one is an event (the others are the hash rows of `d`): its commit time is the
+    // span's first and last; it comes after the newest checkpoint.
+    let unsealed = report.checkpoints.unsealed.expect("the unsealed events");
+    assert_eq!(unsealed.first, unsealed.last, "{report:?}");
+    assert!(report.checkpoints.last.is_some_and(|(_, p, _)| unsealed.from > p), "{report:?}");
     let sealer = Sealer::new(k.clone());
     let last = sealer.seal_all(&store, now()).await.unwrap().expect("sealed");
     assert_eq!((last.seq, last.events), (4, 12));
@@ -202,6 +207,7 @@ async fn a_deleted_stream_keeps_its_hash_rows_and_the_log_still_verifies() {
         (8, 12, 0),
         "{report:?}"
     );
+    assert_eq!(report.checkpoints.unsealed, None, "{report:?}");
     // A sealer with another key does not extend this log.
     let foreign = Sealer::new(key(4));
     store.append("a", ExpectedVersion::Exact(4), vec![event(23, "a")]).await.unwrap();

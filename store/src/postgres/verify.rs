@@ -133,7 +133,7 @@ async fn run(
     if let Ok(report) = one_pass(&tx, config, &snapshot, trust.clone()).await
         && report.is_intact()
     {
-        return Ok(report);
+        return with_unsealed(&tx, report).await;
     }
     let (mut second, second_connection) = config.connect(NoTls).await.map_err(fail)?;
     let second_connection = tokio::spawn(second_connection);
@@ -154,7 +154,51 @@ async fn run(
     if !report.is_intact() {
         return Ok(report);
     }
-    Ok(report.with_checkpoints(log??))
+    with_unsealed(&tx, report.with_checkpoints(log??)).await
+}
+
+/// [`Verification::with_unsealed`]: the events past the newest checkpoint, read in the
+/// verification's snapshot.
+async fn with_unsealed(
+    tx: &tokio_postgres::Transaction<'_>,
+    report: Verification,
+) -> Result<Verification, StoreError> {
+    if !report.is_intact() || report.checkpoints.unsealed_entries == 0 {
+        return Ok(report);
+    }
+    let (tx_id, seq) = report.checkpoints.last.map_or((-1, -1), |(_, p, _)| {
+        let part = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        (part(p.commit()), part(p.prepare()))
+    });
+    let first = tx
+        .query_opt(
+            "SELECT tx_id, seq, recorded_at FROM pop_events \
+             WHERE (tx_id, seq) > ($1, $2) ORDER BY tx_id, seq LIMIT 1",
+            &[&tx_id, &seq],
+        )
+        .await
+        .map_err(fail)?;
+    let last = tx
+        .query_opt("SELECT recorded_at FROM pop_events ORDER BY tx_id DESC, seq DESC LIMIT 1", &[])
+        .await
+        .map_err(fail)?;
+    let micros = chrono::DateTime::from_timestamp_micros;
+    let unsealed = match (first, last) {
+        (Some(f), Some(l)) => {
+            let (first, last): (i64, i64) =
+                (f.try_get(2).map_err(fail)?, l.try_get(0).map_err(fail)?);
+            match (micros(first), micros(last)) {
+                (Some(first), Some(last)) => Some(crate::verify::Unsealed {
+                    from: position(f.try_get(0).map_err(fail)?, f.try_get(1).map_err(fail)?),
+                    first,
+                    last,
+                }),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    Ok(report.with_unsealed(unsealed))
 }
 
 /// A read-only transaction on `client` in the exported `snapshot` (checked to be an id).

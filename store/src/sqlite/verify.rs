@@ -252,7 +252,47 @@ pub(crate) fn verify(
     if !report.is_intact() {
         return Ok(report);
     }
-    Ok(report.with_checkpoints(log.finish()))
+    let report = report.with_checkpoints(log.finish());
+    if !report.is_intact() || report.checkpoints.unsealed_entries == 0 {
+        return Ok(report);
+    }
+    let unsealed = unsealed(conn, report.checkpoints.last.map(|(_, p, _)| p))?;
+    Ok(report.with_unsealed(unsealed))
+}
+
+/// The events after position `after` (the newest checkpoint's; `None`: none): where they
+/// start, and the commit times of the first and the last.
+fn unsealed(
+    conn: &Connection,
+    after: Option<Position>,
+) -> Result<Option<crate::verify::Unsealed>, StoreError> {
+    let after = after.map_or(0, |p| i64::try_from(p.commit()).unwrap_or(i64::MAX));
+    let row = conn
+        .query_row(
+            "SELECT min(position), \
+             (SELECT recorded_at FROM events WHERE position > ?1 ORDER BY position LIMIT 1), \
+             (SELECT recorded_at FROM events ORDER BY position DESC LIMIT 1) \
+             FROM events WHERE position > ?1",
+            [after],
+            |r| {
+                Ok((
+                    r.get::<_, Option<i64>>(0)?,
+                    r.get::<_, Option<i64>>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                ))
+            },
+        )
+        .map_err(fail)?;
+    let micros = chrono::DateTime::from_timestamp_micros;
+    Ok(match row {
+        (Some(from), Some(first), Some(last)) => match (micros(first), micros(last)) {
+            (Some(first), Some(last)) => {
+                Some(crate::verify::Unsealed { from: position(from), first, last })
+            }
+            _ => None,
+        },
+        _ => None,
+    })
 }
 
 /// What the scan answers: the events it handed out, and the break it found itself (an event of
