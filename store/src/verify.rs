@@ -368,6 +368,68 @@ pub(crate) fn finish_rule(
     report
 }
 
+/// The hash rows a deleted stream kept ([`check_pruned`]): how many, the highest version, and
+/// the chain link at that version.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PrunedTail {
+    pub count: u64,
+    pub last_version: i64,
+    pub last_link: Option<Vec<u8>>,
+}
+
+impl PrunedTail {
+    /// Adds one hash row.
+    pub(crate) fn add(&mut self, version: i64, link: Option<&[u8]>) {
+        if self.count == 0 || version > self.last_version {
+            self.last_version = version;
+            self.last_link = link.map(<[u8]>::to_vec);
+        }
+        self.count += 1;
+    }
+}
+
+/// Every deleted stream's hash rows against its tombstone: versions 0 to the tombstone's, the
+/// last one's link its head hash. The checkpoints cover the hash rows they sealed; this covers
+/// those sealed by none yet (a reap's last rows, deleted or zeroed before the next seal, passed,
+/// and the next seal signed the gap). A tombstone without hash rows (deleted before they were
+/// kept) is not checked here.
+pub(crate) fn check_pruned(
+    mut report: Verification,
+    streams: &[StreamRow],
+    tails: &HashMap<String, PrunedTail, FastHash>,
+) -> Verification {
+    if !report.is_intact() {
+        return report;
+    }
+    for s in streams.iter().filter(|s| s.deleted) {
+        let Some(tail) = tails.get(s.name.as_str()) else { continue };
+        let reached = s.version.unwrap_or(-1);
+        let wanted = u64::try_from(reached + 1).unwrap_or(0);
+        let reason = if tail.count != wanted || tail.last_version != reached {
+            format!(
+                "the deleted stream reached version {reached}, but {} hash rows of it are kept, \
+                 the last at version {}: a hash row was deleted",
+                tail.count, tail.last_version
+            )
+        } else if tail.last_link.as_deref() != s.head.as_deref() {
+            format!(
+                "the hash row of the deleted stream's last event (version {reached}) does not \
+                 end in the head hash its tombstone kept: a hash row was changed"
+            )
+        } else {
+            continue;
+        };
+        report.first_break = Some(Break {
+            stream: s.name.clone(),
+            version: u64::try_from(tail.last_version.max(0)).ok(),
+            position: None,
+            reason,
+        });
+        return report;
+    }
+    report
+}
+
 /// What verification found about the checkpoints.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CheckpointReport {

@@ -271,6 +271,38 @@ async fn chains_stay_right_under_concurrent_group_commits_and_deletes() {
     two.close().await;
 }
 
+/// A deleted stream's hash rows, sealed by no checkpoint yet, still answer to its tombstone:
+/// the last one deleted, or its link changed, is found (both passed, and the next seal signed
+/// the gap).
+#[tokio::test]
+async fn a_deleted_streams_hash_rows_answer_to_its_tombstone() {
+    let Some(cluster) = TestCluster::shared("a_deleted_streams_hash_rows_answer_to_its_tombstone")
+    else {
+        return;
+    };
+    for (edit, says) in [
+        ("DELETE FROM pop_pruned WHERE stream = 'c' AND version = 1", "was deleted"),
+        (
+            "UPDATE pop_pruned SET chain = decode(repeat('00', 32), 'hex') \
+             WHERE stream = 'c' AND version = 1",
+            "was changed",
+        ),
+    ] {
+        let (url, _) = pristine(cluster).await;
+        let store = PgStore::connect(&url, options()).await.unwrap();
+        store.delete_stream("c", ExpectedVersion::Exact(1)).await.unwrap();
+        store.close().await;
+        let report = pop_store::postgres::verify(&url).await.unwrap();
+        assert!(report.is_intact(), "{report:?}");
+        assert_eq!(report.deleted_streams, 1, "{report:?}");
+        sql(&url, edit).await;
+        let r = pop_store::postgres::verify(&url).await.unwrap();
+        let b = r.first_break.as_ref().unwrap_or_else(|| panic!("{edit}: not detected: {r:?}"));
+        assert_eq!(b.stream, "c", "{b}");
+        assert!(b.reason.contains(says), "{edit}: {b}");
+    }
+}
+
 #[tokio::test]
 async fn a_database_from_before_the_chain_is_migrated_and_verifies() {
     let Some(cluster) = TestCluster::shared("a_database_from_before_the_chain_is_migrated") else {

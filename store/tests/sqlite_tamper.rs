@@ -221,6 +221,23 @@ async fn a_deleted_stream_keeps_its_head_and_still_verifies() {
     store.append("a", ExpectedVersion::Exact(3), vec![event(100)]).await.unwrap();
     assert!(store.verify().await.unwrap().is_intact());
     store.close().await.unwrap();
+
+    // Its hash rows, sealed by no checkpoint yet, still answer to its tombstone: the last one
+    // deleted, or its link changed, is found (both passed, and the next seal signed the gap).
+    let c = "(SELECT id FROM streams WHERE name = 'c')";
+    for (edit, says) in [
+        (format!("DELETE FROM pruned WHERE stream_id = {c} AND version = 1"), "was deleted"),
+        (
+            format!("UPDATE pruned SET chain = zeroblob(32) WHERE stream_id = {c} AND version = 1"),
+            "was changed",
+        ),
+        (format!("DELETE FROM pruned WHERE stream_id = {c} AND version = 0"), "was deleted"),
+    ] {
+        let r = tampered(&path, &edit);
+        let b = r.first_break.as_ref().unwrap_or_else(|| panic!("{edit}: not detected: {r:?}"));
+        assert_eq!(b.stream, "c", "{b}");
+        assert!(b.reason.contains(says), "{edit}: {b}");
+    }
 }
 
 #[tokio::test]

@@ -27,7 +27,7 @@ use super::schema::PG_SCHEMA_VERSION;
 use super::{PgOptions, pg_config};
 use crate::commitment::{LogWalker, Trust};
 use crate::digest::{DigestInput, Hash, data_hash, event_digest_of_bytes};
-use crate::verify::{Break, CheckpointReport, EventRow, StreamRow, Verification, Walker};
+use crate::verify::{Break, CheckpointReport, EventRow, FastHash, StreamRow, Verification, Walker};
 use crate::{Position, StoreError};
 
 /// Feeds the log walk one entry of a row laid out as `seal::ENTRIES_SQL` (tx_id, seq, stream,
@@ -133,6 +133,7 @@ async fn run(
     if let Ok(report) = one_pass(&tx, config, &snapshot, trust.clone()).await
         && report.is_intact()
     {
+        let report = with_pruned_checked(&tx, report).await?;
         return with_unsealed(&tx, report).await;
     }
     let (mut second, second_connection) = config.connect(NoTls).await.map_err(fail)?;
@@ -154,7 +155,41 @@ async fn run(
     if !report.is_intact() {
         return Ok(report);
     }
-    with_unsealed(&tx, report.with_checkpoints(log??)).await
+    let report = with_pruned_checked(&tx, report.with_checkpoints(log??)).await?;
+    with_unsealed(&tx, report).await
+}
+
+/// [`crate::verify::check_pruned`]: every deleted stream's hash rows against its tombstone,
+/// read in the verification's snapshot.
+async fn with_pruned_checked(
+    tx: &tokio_postgres::Transaction<'_>,
+    report: Verification,
+) -> Result<Verification, StoreError> {
+    if !report.is_intact() {
+        return Ok(report);
+    }
+    let (streams, _) = stream_rows(tx).await?;
+    let mut tails: std::collections::HashMap<String, crate::verify::PrunedTail, FastHash> =
+        Default::default();
+    // One row per stream (the table may hold millions of hash rows).
+    let rows = tx
+        .query(
+            "SELECT stream, count(*), max(version), \
+             (array_agg(chain ORDER BY version DESC))[1] FROM pop_pruned GROUP BY stream",
+            &[],
+        )
+        .await
+        .map_err(fail)?;
+    for r in rows {
+        let count: i64 = r.try_get(1).map_err(fail)?;
+        let tail = crate::verify::PrunedTail {
+            count: u64::try_from(count).unwrap_or(0),
+            last_version: r.try_get(2).map_err(fail)?,
+            last_link: r.try_get(3).map_err(fail)?,
+        };
+        tails.insert(r.try_get(0).map_err(fail)?, tail);
+    }
+    Ok(crate::verify::check_pruned(report, &streams, &tails))
 }
 
 /// [`Verification::with_unsealed`]: the events past the newest checkpoint, read in the

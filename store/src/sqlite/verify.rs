@@ -24,7 +24,9 @@ use rusqlite::Connection;
 
 use crate::commitment::LogWalker;
 use crate::digest::Hash;
-use crate::verify::{Break, EventRow, Reaped, StreamRow, Verification, Walk, finish_rule, step};
+use crate::verify::{
+    Break, EventRow, FastHash, Reaped, StreamRow, Verification, Walk, finish_rule, step,
+};
 use crate::{Position, StoreError};
 
 fn fail(e: rusqlite::Error) -> StoreError {
@@ -241,6 +243,7 @@ pub(crate) fn verify(
         outcomes.iter().flat_map(|o| o.reaped.iter().map(|(n, r)| (*n, r.clone()))).collect();
     reaped.sort_by_key(|(n, _)| *n);
     let reaped: Vec<Reaped> = reaped.into_iter().map(|(_, r)| r).collect();
+    let tails = pruned_tails(conn, &streams)?;
     let rows: Vec<StreamRow> = streams.into_iter().map(|(_, s)| s).collect();
     let report = finish_rule(
         Verification { events, ..Verification::default() },
@@ -249,6 +252,7 @@ pub(crate) fn verify(
         |i, _| outcomes[i % count].walks[i / count].map(|w| (w.next_version, w.head)),
         None,
     );
+    let report = crate::verify::check_pruned(report, &rows, &tails);
     if !report.is_intact() {
         return Ok(report);
     }
@@ -258,6 +262,30 @@ pub(crate) fn verify(
     }
     let unsealed = unsealed(conn, report.checkpoints.last.map(|(_, p, _)| p))?;
     Ok(report.with_unsealed(unsealed))
+}
+
+/// The hash rows each deleted stream kept ([`crate::verify::check_pruned`]), by stream name.
+fn pruned_tails(
+    conn: &Connection,
+    streams: &[(i64, StreamRow)],
+) -> Result<HashMap<String, crate::verify::PrunedTail, FastHash>, StoreError> {
+    let mut tails: HashMap<String, crate::verify::PrunedTail, FastHash> = HashMap::default();
+    let mut q = conn.prepare("SELECT stream_id, version, chain FROM pruned").map_err(fail)?;
+    let mut rows = q.query([]).map_err(fail)?;
+    while let Some(r) = rows.next().map_err(fail)? {
+        let id: i64 = r.get(0).map_err(fail)?;
+        let version: i64 = r.get(1).map_err(fail)?;
+        let chain: Option<Vec<u8>> = r.get(2).map_err(fail)?;
+        // A hash row of a stream the log does not know is the checkpoints' to report.
+        if let Ok(i) = streams.binary_search_by_key(&id, |(sid, _)| *sid) {
+            let name = &streams[i].1.name;
+            match tails.get_mut(name.as_str()) {
+                Some(tail) => tail.add(version, chain.as_deref()),
+                None => tails.entry(name.clone()).or_default().add(version, chain.as_deref()),
+            }
+        }
+    }
+    Ok(tails)
 }
 
 /// The events after position `after` (the newest checkpoint's; `None`: none): where they
