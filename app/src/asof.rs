@@ -38,6 +38,10 @@ use crate::error::{self, AppError, AppResult};
 use crate::reads::parse_position;
 use crate::resolve::{ambiguous, may_touch};
 
+/// Digits from which a bare number in `asOf` is epoch milliseconds, not a log position: 12
+/// digits is 1973 onwards; a log of a hundred billion events is far off.
+pub const EPOCH_MS_DIGITS: usize = 12;
+
 /// Most events one as-of fold of an agenda reads.
 pub const MAX_AS_OF_EVENTS: usize = 100_000;
 
@@ -57,10 +61,18 @@ pub enum AsOf {
 }
 
 impl AsOf {
-    /// Reads a client's `asOf` text: a log position (`"42"`, `"7/3"`) or an RFC 3339 time
-    /// (`"2026-12-02T14:02:00Z"`). A bare number is always a position.
+    /// Reads a client's `asOf` text: a log position (`"42"`, `"7/3"`), an RFC 3339 time
+    /// (`"2026-12-02T14:02:00Z"`), or epoch milliseconds as POP's REST surface shows its times
+    /// (`"1796419675432"`: a bare number of [`EPOCH_MS_DIGITS`] digits or more; a shorter one
+    /// is a position).
     pub fn parse(field: &str, text: &str) -> AppResult<AsOf> {
         let text = text.trim();
+        if text.len() >= EPOCH_MS_DIGITS
+            && text.bytes().all(|b| b.is_ascii_digit())
+            && let Some(t) = text.parse::<i64>().ok().and_then(DateTime::from_timestamp_millis)
+        {
+            return Ok(AsOf::Time(t));
+        }
         if text.bytes().next().is_some_and(|b| b.is_ascii_digit())
             && text.bytes().all(|b| b.is_ascii_digit() || b == b'/')
         {
@@ -79,10 +91,15 @@ impl AsOf {
         )
     }
 
-    /// Whether `event` is inside the bound.
+    /// Whether `event` is inside the bound. A time on a whole millisecond — as pop shows
+    /// times (`updatedTime`, POP's epoch milliseconds) — covers that whole millisecond: the
+    /// state a shown time labels is the state after the change committed in it.
     fn admits(&self, event: &RecordedEvent) -> bool {
         match self {
             AsOf::Position(p) => event.position <= *p,
+            AsOf::Time(t) if t.timestamp_subsec_micros() % 1000 == 0 => {
+                event.recorded_at < *t + chrono::Duration::milliseconds(1)
+            }
             AsOf::Time(t) => event.recorded_at <= *t,
         }
     }
@@ -367,10 +384,42 @@ mod tests {
             t,
             AsOf::Time(DateTime::parse_from_rfc3339("2026-12-02T13:02:00Z").unwrap().into())
         );
+        // POP's epoch milliseconds (12 digits or more); 11 digits are still a position.
+        assert_eq!(
+            AsOf::parse("asOf", "1796419675432").unwrap(),
+            AsOf::Time(DateTime::from_timestamp_millis(1_796_419_675_432).unwrap())
+        );
+        assert_eq!(
+            AsOf::parse("asOf", "12345678901").unwrap(),
+            AsOf::Position(Position::from_sequence(12_345_678_901))
+        );
         for bad in ["", "yesterday", "1/", "2026-12-02", "-1"] {
             let e = AsOf::parse("asOf", bad).unwrap_err();
             assert_eq!(e.code, crate::Code::Validation, "{bad:?}");
             assert_eq!(e.problems[0].field, "asOf", "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_time_shown_to_the_millisecond_covers_that_millisecond() {
+        let at = |micros: i64| RecordedEvent {
+            position: Position::from_sequence(1),
+            stream: "s".into(),
+            version: 0,
+            event_id: uuid::Uuid::nil(),
+            event_type: "T".into(),
+            schema_version: 1,
+            data: Default::default(),
+            metadata: Default::default(),
+            recorded_at: DateTime::from_timestamp_micros(micros).unwrap(),
+        };
+        // updatedTime 21:27:55.432 (the command's clock), committed at .432818.
+        let shown = AsOf::parse("asOf", "1796419675432").unwrap();
+        assert!(shown.admits(&at(1_796_419_675_432_818)));
+        assert!(!shown.admits(&at(1_796_419_675_433_000)));
+        // A time to the microsecond is exact.
+        let exact = AsOf::Time(DateTime::from_timestamp_micros(1_796_419_675_432_817).unwrap());
+        assert!(!exact.admits(&at(1_796_419_675_432_818)));
+        assert!(exact.admits(&at(1_796_419_675_432_817)));
     }
 }

@@ -28,7 +28,10 @@ async fn history(client: &Client, id: &str, customer: Option<&str>) -> Result<Ve
             .await?;
         let page = &data["agendaHistory"];
         if page.is_null() {
-            bail!("NOT_FOUND: no agenda {id} visible to this token");
+            bail!(
+                "NOT_FOUND: no agenda {id} visible to this token (an agenda the data reaper \
+                 deleted keeps no history; its reap is in the log: `pop log`)"
+            );
         }
         entries.extend(page["items"].as_array().cloned().unwrap_or_default());
         match (page["hasNextPage"].as_bool(), page["endCursor"].as_str()) {

@@ -177,8 +177,9 @@ pub async fn progress(client: &Client, id: &str, as_json: bool, as_of: Option<&s
     if p.is_null() {
         match when {
             Some(when) => bail!(
-                "NOT_FOUND: agenda progress {id:?} did not exist as of {when}, or is not \
-                 visible to this token"
+                "NOT_FOUND: agenda progress {id:?} did not exist as of {when}, is not \
+                 visible to this token, or was deleted since by the data reaper (a reaped \
+                 agenda keeps no history: `pop export` keeps it)"
             ),
             None => bail!("NOT_FOUND: no agenda progress {id:?} visible to this token"),
         }
