@@ -510,6 +510,20 @@ impl Connection {
                 payload: Errors::Json(&errors),
             }));
         }
+        if let Err(why) = crate::graphql::subscription::single_root_field(
+            &request.query,
+            request.operation_name.as_deref(),
+        ) {
+            metrics::error(ErrorCode::BadRequest.as_str());
+            let errors = json!([{
+                "message": why,
+                "extensions": {"code": ErrorCode::BadRequest.as_str(), "cid": upgrade.cid},
+            }]);
+            return Step::Send(encode(&ServerMessage::Error {
+                id: &id,
+                payload: Errors::Json(&errors),
+            }));
+        }
         self.generations += 1;
         let generation = self.generations;
         let operation = Operation {

@@ -119,7 +119,11 @@ async fn a_request_refused_before_execution_is_one_error_message_with_code_and_c
             .unwrap();
     ws.send(json!({"type": "connection_init", "payload": {"token": ADMIN}})).await;
     assert_eq!(ws.next().await["type"], "connection_ack");
-    for (id, query) in [("syntax", "{ agendas { "), ("unknown", "{ noSuchField }")] {
+    // GraphQL's single root field rule: one subscribe is one follow (6,000 aliases in one
+    // took a principal's whole share).
+    let two = "subscription { a: agendaProgress(id: \"x\") { position } \
+               b: agendaProgress(id: \"y\") { position } }";
+    for (id, query) in [("syntax", "{ agendas { "), ("unknown", "{ noSuchField }"), ("two", two)] {
         ws.send(json!({"id": id, "type": "subscribe", "payload": {"query": query}})).await;
         let m = ws.next().await;
         assert_eq!((m["type"].as_str(), m["id"].as_str()), (Some("error"), Some(id)), "{m:#}");

@@ -210,11 +210,11 @@ impl App {
     ) -> AppResult<AgendaOutcome> {
         caller
             .run(Action::Cancel, cid, async |caller| {
-                if reason.as_ref().is_some_and(|r| r.chars().count() > MAX_REASON_LENGTH) {
-                    return Err(AppError::invalid(
-                        "reason",
-                        format!("at most {MAX_REASON_LENGTH} characters"),
-                    ));
+                if let Some(why) = reason
+                    .as_deref()
+                    .and_then(|r| pop_domain::validate::check_text(r, MAX_REASON_LENGTH).err())
+                {
+                    return Err(AppError::invalid("reason", format!("the reason {why}")));
                 }
                 let command = AgendaCommand::Cancel { reason, now: Utc::now() };
                 self.on_agenda(caller, "cancelAgenda", agenda, command).await

@@ -661,7 +661,10 @@ impl App {
                 name: op.operation.into(),
                 state: op.processing_state,
                 message: op.processing_state_message.map(String::from),
-                percent: op.percent_complete,
+                // A ratio an executor computes may overshoot (POP's executors report
+                // 100.0000001, or bytes done over an estimate): more than 100 is 100.
+                // Negative and non-finite ones are the domain's to refuse.
+                percent: op.percent_complete.map(|p| if p > 100.0 { 100.0 } else { p }),
                 diagnostics: op.diagnostic_events,
                 result_payload: Some(op.result_payload.to_value()).filter(|p| !p.is_null()),
                 started: op.started_time,

@@ -38,6 +38,9 @@ pub const MAX_PARAMS_ENTRIES: usize = 256;
 /// would exhaust a stack; real payloads are a few levels deep.
 pub const MAX_PAYLOAD_DEPTH: usize = 64;
 
+/// A title is a short label shown in lists (in characters).
+pub const MAX_TITLE_LENGTH: usize = 1_000;
+
 /// Cycles found beyond this many are not reported: each names every operation on it, and after
 /// fixing the first ones a resubmission reveals the rest.
 pub const MAX_REPORTED_CYCLES: usize = 10;
@@ -77,10 +80,39 @@ pub fn validate_agenda(agenda: &Agenda) -> Result<(), ValidationErrors> {
     if agenda.operations.is_empty() {
         errors.push("operations", "an agenda needs at least one operation");
     }
+    // linkId and jobId are keys (lookups, subscriptions, batches): the rules of ids.
+    for (field, value) in [("linkId", &agenda.link_id), ("jobId", &agenda.job_id)] {
+        if let Some(value) = value
+            && let Err(e) = check_id(field, value)
+        {
+            errors.push(field, e.message.replace("ids are", &format!("{field}s are")));
+        }
+    }
+    if let Some(title) = &agenda.title
+        && let Err(why) = check_text(title, MAX_TITLE_LENGTH)
+    {
+        errors.push("title", format!("the title {why}"));
+    }
     check_params(&agenda.params, "params", "the agenda", &mut errors);
     check_maximum_attempts(&agenda.params, &mut errors);
     check_operations(&[], &agenda.operations, &mut errors);
     errors.into_result()
+}
+
+/// Checks a free text a person reads (a title, a reason): at most `max` characters, no NUL or
+/// other control character but tab and line breaks, no bidirectional override (which makes a
+/// text display as another, "Trojan Source").
+pub fn check_text(text: &str, max: usize) -> Result<(), String> {
+    let length = text.chars().count();
+    if length > max {
+        return Err(format!("is {length} characters long; at most {max} are allowed"));
+    }
+    if text.chars().any(|c| !matches!(c, '\t' | '\n' | '\r') && is_forbidden_in_id(c)) {
+        return Err("contains a control character (NUL …) or a bidirectional override; text is \
+             printable characters, tabs and line breaks"
+            .into());
+    }
+    Ok(())
 }
 
 /// `params.maximumAttempts` as the agenda will use it (default 3, clamped to 1..=20), and a
@@ -143,6 +175,18 @@ fn check_operations(existing: &[Operation], new: &[Operation], errors: &mut Vali
                 field.clone(),
                 format!(
                     "operation name {:?} contains a control character (NUL, a newline, U+0085 …) or a bidirectional override; names are printable text",
+                    op.name.chars().take(40).collect::<String>()
+                ),
+            );
+        }
+        // `dependsOn` lists names separated by commas, trimmed: such a name could never be
+        // depended on.
+        if op.name.contains(',') || op.name.trim() != op.name {
+            errors.push(
+                field.clone(),
+                format!(
+                    "operation name {:?} has a comma or surrounding blanks; `dependsOn` lists \
+                     names separated by commas, trimmed, so it could never be depended on",
                     op.name.chars().take(40).collect::<String>()
                 ),
             );
@@ -587,7 +631,7 @@ pub fn check_size<T: serde::Serialize + ?Sized>(
     if bytes > max {
         errors.push(
             field,
-            format!("takes {bytes} bytes as JSON; at most {max} are allowed (the server's per-customer limit)"),
+            format!("takes {bytes} bytes as JSON; at most {max} are allowed (the server's limit per payload or params)"),
         );
     }
 }
@@ -646,6 +690,28 @@ mod tests {
         // A numeric string is POP's lenient form, not a problem.
         a.params.insert("maximumAttempts", json!("5"));
         assert!(!fields_of(&a).contains(&"params.maximumAttempts".to_string()));
+    }
+
+    #[test]
+    fn keys_titles_and_names_follow_text_rules() {
+        let mut a = agenda(json!([{"name": "a,b", "type": "x"}, {"name": " c ", "type": "x"}]));
+        a.link_id = Some("l".repeat(MAX_ID_LENGTH + 1));
+        a.job_id = Some("job\u{0}1".into());
+        a.title = Some("t\u{202E}txt.exe".into());
+        let errors = errors_of(&a);
+        let fields: Vec<&str> = errors.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["linkId", "jobId", "title", "operations[0].name", "operations[1].name"],
+            "{errors:?}"
+        );
+        assert!(errors[0].1.starts_with("linkIds are at most 200"), "{errors:?}");
+        // Line breaks and tabs are text; a long title is not.
+        a = agenda(json!([{"name": "a", "type": "x"}]));
+        a.title = Some("two\nlines\tand a tab".into());
+        assert_eq!(errors_of(&a), vec![]);
+        a.title = Some("x".repeat(MAX_TITLE_LENGTH + 1));
+        assert_eq!(fields_of(&a), ["title"]);
     }
 
     #[test]

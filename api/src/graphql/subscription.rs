@@ -86,3 +86,81 @@ impl SubscriptionRoot {
         }))
     }
 }
+
+/// GraphQL's single-root-field rule for subscriptions (spec §5.2.3.1), which the library
+/// does not enforce: one `subscribe` holding 6,000 aliased root fields took its principal's
+/// whole share of follows. The operation the request runs (by `operation_name`, else its
+/// only one) must select exactly one root field, counting those of its fragments. A query
+/// that does not parse passes here: the schema reports it.
+pub fn single_root_field(
+    query: &str,
+    operation_name: Option<&str>,
+) -> std::result::Result<(), String> {
+    use async_graphql::parser::types::OperationType;
+    let Ok(document) = async_graphql::parser::parse_query(query) else { return Ok(()) };
+    for (name, operation) in document.operations.iter() {
+        let chosen = operation_name.is_none_or(|wanted| name.is_some_and(|n| n.as_str() == wanted));
+        if !chosen || operation.node.ty != OperationType::Subscription {
+            continue;
+        }
+        let fields = root_fields(&operation.node.selection_set.node, &document.fragments, 0);
+        if fields != 1 {
+            return Err(format!(
+                "a subscription selects exactly one root field (GraphQL's single root field \
+                 rule); this one selects {fields}: subscribe to each separately"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Fields a selection set selects at its own level, through its fragments (bounded: fragment
+/// cycles are the schema's to refuse).
+fn root_fields(
+    set: &async_graphql::parser::types::SelectionSet,
+    fragments: &std::collections::HashMap<
+        async_graphql::Name,
+        async_graphql::Positioned<async_graphql::parser::types::FragmentDefinition>,
+    >,
+    depth: usize,
+) -> usize {
+    use async_graphql::parser::types::Selection;
+    if depth > 16 {
+        return 0;
+    }
+    set.items
+        .iter()
+        .map(|item| match &item.node {
+            Selection::Field(_) => 1,
+            Selection::InlineFragment(f) => {
+                root_fields(&f.node.selection_set.node, fragments, depth + 1)
+            }
+            Selection::FragmentSpread(s) => fragments
+                .get(&s.node.fragment_name.node)
+                .map_or(0, |f| root_fields(&f.node.selection_set.node, fragments, depth + 1)),
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subscription_selects_one_root_field() {
+        assert!(
+            single_root_field("subscription { a: agendaProgress(id: \"x\") { id } }", None).is_ok()
+        );
+        let two = "subscription { a: agendaProgress(id: \"x\") { id } b: agendaProgress(id: \"y\") { id } }";
+        assert!(single_root_field(two, None).unwrap_err().contains("selects 2"));
+        let fragments = "subscription S { ...F ... on SubscriptionRoot { b: agendaProgress(id: \"y\") { id } } } \
+                         fragment F on SubscriptionRoot { a: agendaProgress(id: \"x\") { id } }";
+        assert!(single_root_field(fragments, Some("S")).unwrap_err().contains("selects 2"));
+        // Queries and other operations are not its business; nor is what does not parse.
+        assert!(single_root_field("{ a: me { name } b: me { name } }", None).is_ok());
+        assert!(
+            single_root_field(&format!("query Q {{ me {{ name }} }} {two}"), Some("Q")).is_ok()
+        );
+        assert!(single_root_field("subscription {", None).is_ok());
+    }
+}
