@@ -81,7 +81,43 @@ pub fn router_with(state: AppState, ws_limits: WsLimits) -> Router {
             &format!("{}/{{*path}}", crate::rest::BASE),
             axum::routing::any(crate::rest::dispatch),
         )
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
         .with_state(state)
+}
+
+/// What the server serves, for a request that found nothing.
+const ROUTES: &str = "/graphql (GraphQL over HTTP, and graphql-transport-ws), /pop (POP's \
+                      REST), /healthz, /readyz, /metrics, and the dashboard at /";
+
+/// 404 for a path nothing serves: an error with its code and cid, like every other.
+async fn no_route(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let cid = request_cid(&headers);
+    let path: String = uri.path().chars().take(200).collect();
+    let error = AppError::new(
+        pop_app::Code::NotFound,
+        format!("nothing is served at {method} {path:?}; this server serves {ROUTES}"),
+    );
+    error_response(StatusCode::NOT_FOUND, error, &cid)
+}
+
+/// 405 for a method a path does not take (PUT /graphql, POST /graphql/ws …).
+async fn wrong_method(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let cid = request_cid(&headers);
+    let path: String = uri.path().chars().take(200).collect();
+    let error = AppError::bad_request(format!(
+        "{path:?} does not take {method}: /graphql takes POST (and GET for GraphiQL or a \
+         WebSocket upgrade), /graphql/ws a WebSocket upgrade"
+    ));
+    error_response(StatusCode::METHOD_NOT_ALLOWED, error, &cid)
 }
 
 /// A GraphQL-shaped error response (`{"errors": [...]}`) for failures before execution.

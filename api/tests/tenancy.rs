@@ -292,10 +292,11 @@ async fn a_pool_worker_serves_every_customer_of_a_shared_insight_under_its_lease
 
 /// POP's pullers and executors know an agenda by its progress id alone, while two customers
 /// may use one id: one getAgenda answer never holds two agendas of one progress id (POP's
-/// `retrieveAgendaToProgressMap` threw "Duplicate key" and launched none of the batch), a
-/// worker is not handed a second one while it holds the first, and its reports by that id
-/// reach the one it holds (they were refused as ambiguous once another tenant used the id),
-/// its late outcome report the one it finished.
+/// `retrieveAgendaToProgressMap` threw "Duplicate key" and launched none of the batch); a
+/// worker is not handed another customer's agenda of a progress id while it holds one, nor
+/// after it completed one (its late or stale reports by that id would land on the other: a
+/// re-probe had one tenant's run complete another tenant's agenda that never ran); its reports
+/// by the id alone reach the agenda it holds, or the one it completed.
 #[tokio::test]
 async fn a_worker_holds_one_agenda_per_progress_id_and_its_reports_find_it() {
     let s = start(ApiConfig::default()).await;
@@ -304,38 +305,45 @@ async fn a_worker_holds_one_agenda_per_progress_id_and_its_reports_find_it() {
     submit(&s, ACME, named("acme", "dup", "dup", &["probe"]), &after).await;
     queue_all(&s).await;
 
-    // ADMIN sees both customers and works the pool (admins may): one of the two per answer.
-    let claim = "mutation($n: Int!) { getAgenda(insightId: \"transcode\", count: $n) \
-        { agenda { id customerId progressId } lease { id } } }";
-    let claimed = s.ok(ADMIN, claim, json!({"n": 5})).await;
+    // ops runs the global insight: one of the two per answer, and not the other while it
+    // holds the first.
+    let claimed = s.ok(OPS_SERVICE, CLAIM, json!({"n": 5})).await;
     let items = claimed["getAgenda"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{claimed:#}");
     let first = items[0]["agenda"]["customerId"].as_str().unwrap().to_string();
     let second = if first == "acme" { "globex" } else { "acme" };
-    // Nor a second while it holds the first.
-    let again = s.ok(ADMIN, claim, json!({"n": 5})).await;
+    let again = s.ok(OPS_SERVICE, CLAIM, json!({"n": 5})).await;
     assert_eq!(again["getAgenda"], json!([]), "{again:#}");
 
-    // Its report by progress id alone reaches the one it holds, not the queued one.
+    // Its reports by the progress id alone reach the one it holds.
     let running = json!({"id": "dup", "processingState": "EXECUTING"});
-    let r = s.ok(ADMIN, REPORT, json!({"p": running})).await;
+    let r = s.ok(OPS_SERVICE, REPORT, json!({"p": running})).await;
     assert_eq!(r["updateAgendaProgress"]["agenda"]["customerId"], first.as_str(), "{r:#}");
-    let done = executing("dup", None, "probe", "ok");
-    let r = s.ok(ADMIN, REPORT, json!({"p": done})).await;
-    assert_eq!(r["updateAgendaProgress"]["agenda"]["customerId"], first.as_str(), "{r:#}");
+    let r =
+        s.ok(OPS_SERVICE, REPORT, json!({"p": executing("dup", None, "probe", "first's")})).await;
     assert_eq!(r["updateAgendaProgress"]["progress"]["processingState"], "COMPLETE", "{r:#}");
 
-    // Finished: the other is handed out now, and reports go to it; the late outcome report of
-    // the first goes to the first, which it finished.
-    let claimed = s.ok(ADMIN, claim, json!({"n": 5})).await;
-    assert_eq!(claimed["getAgenda"][0]["agenda"]["customerId"], second, "{claimed:#}");
-    let running = json!({"id": "dup", "processingState": "EXECUTING"});
-    let r = s.ok(ADMIN, REPORT, json!({"p": running})).await;
-    assert_eq!(r["updateAgendaProgress"]["agenda"]["customerId"], second, "{r:#}");
-    let outcome = json!({"id": "dup", "customerId": first, "processingState": "COMPLETE",
+    // Completed: ops is still not handed the other customer's, so its executor's late and
+    // stale reports by the id go to the one it completed, never to the other.
+    let again = s.ok(OPS_SERVICE, CLAIM, json!({"n": 5})).await;
+    assert_eq!(again["getAgenda"], json!([]), "{again:#}");
+    let outcome = json!({"id": "dup", "processingState": "COMPLETE",
         "processingStateMessage": "succeeded", "diagnosticEvents": [{"message": "done"}]});
-    let r = s.ok(ADMIN, REPORT, json!({"p": outcome})).await;
+    let r = s.ok(OPS_SERVICE, REPORT, json!({"p": outcome})).await;
     assert_eq!(r["updateAgendaProgress"]["agenda"]["customerId"], first.as_str(), "{r:#}");
+    s.ok(OPS_SERVICE, REPORT, json!({"p": executing("dup", None, "probe", "first's")})).await;
+
+    // Another worker of the pool takes the other one, and its reports reach it.
+    let claimed = s.ok(OPS_SERVICE_2, CLAIM, json!({"n": 5})).await;
+    assert_eq!(claimed["getAgenda"][0]["agenda"]["customerId"], second, "{claimed:#}");
+    let r = s
+        .ok(OPS_SERVICE_2, REPORT, json!({"p": {"id": "dup", "processingState": "EXECUTING"}}))
+        .await;
+    assert_eq!(r["updateAgendaProgress"]["agenda"]["customerId"], second, "{r:#}");
+    let token = if second == "acme" { ACME } else { GLOBEX };
+    let p = s.ok(token, PROGRESS, json!({"id": "dup"})).await;
+    assert_eq!(p["agendaProgress"]["processingState"], "EXECUTING", "{p:#}");
+    assert_eq!(p["agendaProgress"]["operationProgress"][0]["resultPayload"], Value::Null, "{p:#}");
 }
 
 /// Issue 19, item 10: a pool's `insightIds` lists only the insights the caller may see; on a

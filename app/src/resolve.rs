@@ -63,6 +63,35 @@ pub(crate) fn holds_progress_id(
             .any(|e| e.is_live() && e.state().is_ok_and(|s| holds_lease(principal, &s)))
 }
 
+/// The ended agendas of progress id `progress_id`, other than `except` (a stream key), that
+/// `caller` may have completed under its lease: those of its own customers, and those of an
+/// insight whose every customer's agendas it takes (a pool's operator). Which of them it did
+/// complete only the write side knows ([`App::finished_by_caller`]); a tenant's worker never
+/// reaches another tenant's here (so the answer's timing tells it nothing).
+pub(crate) fn ended_it_may_have_run(
+    models: &pop_projections::ReadModels,
+    caller: &Caller,
+    progress_id: &str,
+    except: Option<&str>,
+) -> Vec<String> {
+    if caller.principal.role != Role::Service {
+        return Vec::new();
+    }
+    models
+        .agendas()
+        .with_progress_id(progress_id)
+        .filter(|e| !e.is_live() && except != Some(e.key()))
+        .filter(|e| {
+            caller.principal.sees(e.customer_id())
+                || e.insight_id().and_then(|i| models.insight(i)).is_some_and(|i| {
+                    crate::work::takes_from(caller, i, models)
+                        .is_some_and(|v| matches!(v, pop_projections::Visibility::All))
+                })
+        })
+        .map(|e| e.key().to_string())
+        .collect()
+}
+
 /// Whether `principal` may see and act on the agenda of `entry`.
 pub(crate) fn may_touch(principal: &Principal, entry: &AgendaEntry) -> bool {
     principal.sees(entry.customer_id())
@@ -123,6 +152,24 @@ pub(crate) fn ambiguous(id: &str, customers: usize) -> AppError {
 }
 
 impl App {
+    /// Of the stream keys `keys`, those of the agendas that completed under a lease `caller`
+    /// held, nothing having happened to them since ([`AgendaState::finished_by`]).
+    pub(crate) async fn finished_by_caller(
+        &self,
+        caller: &Caller,
+        keys: Vec<String>,
+    ) -> Vec<String> {
+        let mut finished = Vec::new();
+        for key in keys {
+            if let Ok((state, _)) = self.commands().load::<AgendaState>(&key).await
+                && state.finished_by() == Some(caller.principal.name.as_str())
+            {
+                finished.push(key);
+            }
+        }
+        finished
+    }
+
     /// The stream key of the agenda `named` names for `caller` (see the module docs). The
     /// write side confirms the caller may act on it ([`App::authorized_customer`]).
     pub(crate) async fn resolve(&self, caller: &Caller, named: Named<'_>) -> AppResult<String> {

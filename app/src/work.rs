@@ -18,15 +18,17 @@ use pop_projections::{AgendaOrder, AgendaQuery, ChangeKind, Phase, ReadModels, V
 use pop_store::{EventMetadata, ExecuteError};
 
 use crate::agendas::from_json;
-use crate::caller::{Action, Caller, Role};
+use crate::caller::{Action, Caller};
 use crate::error::{self, AppError, AppResult};
 use crate::feed::Key;
 use crate::limits::{
     GET_AGENDA_CANDIDATES_PER_ITEM, MAX_GET_AGENDA_COUNT, MAX_GET_AGENDA_WAIT_SECONDS,
-    MAX_REPORTS_PER_REQUEST,
+    MAX_PASSED_OVER, MAX_REPORTS_PER_REQUEST,
 };
 use crate::outcome::AgendaOutcome;
-use crate::resolve::{Match, Named, ambiguous, holds_progress_id, match_of, may_touch, pick};
+use crate::resolve::{
+    Match, Named, ambiguous, ended_it_may_have_run, holds_progress_id, match_of, may_touch, pick,
+};
 use crate::{App, metadata, metrics};
 
 /// Whether the caller may take work from `insight`: one of its customers may use it (`*` may
@@ -379,8 +381,9 @@ impl App {
         if !known {
             services.settle(None).await?;
         }
-        // (agenda id, customer id, updatedTime in ms: the time it was queued).
-        let candidates: Vec<(String, String, i64)> = {
+        // (agenda id, customer id, updatedTime in ms: the time it was queued), and for each the
+        // ended agendas of its progress id, other customers', the caller may have completed.
+        let (mut candidates, collisions) = {
             let models = services.projections().read();
             let (insight, takes) = models
                 .insight(insight_id)
@@ -388,15 +391,21 @@ impl App {
                 .ok_or_else(|| AppError::not_found("insight", insight_id))?;
             // The insight's workers serve every customer of it; a customer it is only shared
             // with takes its own agendas ([`takes_from`]).
+            let wanted = count.saturating_mul(GET_AGENDA_CANDIDATES_PER_ITEM);
             let mut query = AgendaQuery::new(&takes);
             query.insight_id = Some(&insight.id);
             query.phase = Some(Phase::Queued);
             query.order = AgendaOrder::Queue;
-            query.limit = count.saturating_mul(GET_AGENDA_CANDIDATES_PER_ITEM);
-            // One answer never holds two agendas of one progress id, nor one of a progress id
-            // the caller already works on ([`holds_progress_id`]): the later waits its turn.
+            // Room for the ones passed over below, so they do not crowd the rest out.
+            query.limit = wanted.saturating_add(MAX_PASSED_OVER);
+            // POP's pullers and executors know an agenda by its progress id alone, and two
+            // customers may use one: one answer never holds two agendas of one progress id, nor
+            // one of a progress id the caller works on ([`holds_progress_id`]) or completed
+            // for another customer (checked below): the later waits its turn, so a report by the
+            // progress id alone names one run.
             let mut progress_ids = std::collections::HashSet::new();
-            models
+            let mut collisions: Vec<(String, Vec<String>)> = Vec::new();
+            let candidates: Vec<(String, String, i64)> = models
                 .select_agendas(&query)
                 .items
                 .iter()
@@ -404,9 +413,31 @@ impl App {
                     progress_ids.insert(e.progress_id())
                         && !holds_progress_id(&models, &caller.principal, e.progress_id())
                 })
-                .map(|e| (e.key().to_string(), e.customer_id().to_string(), e.updated_ms()))
-                .collect()
+                .take(wanted)
+                .map(|e| {
+                    let others: Vec<String> =
+                        ended_it_may_have_run(&models, caller, e.progress_id(), Some(e.key()))
+                            .into_iter()
+                            .filter(|k| {
+                                models
+                                    .agendas()
+                                    .get(k)
+                                    .is_some_and(|o| o.customer_id() != e.customer_id())
+                            })
+                            .collect();
+                    if !others.is_empty() {
+                        collisions.push((e.key().to_string(), others));
+                    }
+                    (e.key().to_string(), e.customer_id().to_string(), e.updated_ms())
+                })
+                .collect();
+            (candidates, collisions)
         };
+        for (key, others) in collisions {
+            if !services.finished_by_caller(caller, others).await.is_empty() {
+                candidates.retain(|(k, _, _)| *k != key);
+            }
+        }
         let holder = caller.principal.name.clone();
         let mut claimed = Vec::with_capacity(count);
         let mut remaining = candidates.into_iter();
@@ -734,39 +765,43 @@ impl App {
     ) -> AppResult<(String, String)> {
         self.settle(None).await?;
         // The agendas the caller may act on, and the ended ones it may have completed itself
-        // (a late report: only the write side knows who finished an agenda).
-        // (agenda id, stream key)
-        type Ids = (String, String);
+        // (a late report: only the write side knows who finished an agenda). An ended agenda
+        // the caller completed counts as one it holds: with another it holds of the same
+        // progress id (another customer's, after it), a report by the progress id alone could
+        // be either run's — a late or stale one of the first landed on the second, completing
+        // another tenant's agenda that never ran — so it must name the customer or the lease.
         let (mut found, ended) = {
             let models = self.projections().read();
-            let mut found: Vec<(Ids, Match)> = Vec::new();
-            let mut ended: Vec<Ids> = Vec::new();
-            let named = models
+            let found: Vec<((String, String), Match)> = models
                 .agendas()
                 .with_progress_id(progress_id)
-                .filter(|e| customer.is_none_or(|c| e.customer_id() == c));
-            for e in named {
-                let ids = (e.id().to_string(), e.key().to_string());
-                if may_touch(&caller.principal, e) {
-                    found.push((ids.clone(), match_of(&caller.principal, e, lease)));
-                }
-                if caller.principal.role == Role::Service && !e.is_live() {
-                    ended.push(ids);
-                }
-            }
+                .filter(|e| customer.is_none_or(|c| e.customer_id() == c))
+                .filter(|e| may_touch(&caller.principal, e))
+                .map(|e| {
+                    (
+                        (e.id().to_string(), e.key().to_string()),
+                        match_of(&caller.principal, e, lease),
+                    )
+                })
+                .collect();
+            let ended: Vec<(String, String)> =
+                ended_it_may_have_run(&models, caller, progress_id, None)
+                    .into_iter()
+                    .filter_map(|key| {
+                        let e = models.agendas().get(&key)?;
+                        customer
+                            .is_none_or(|c| e.customer_id() == c)
+                            .then(|| (e.id().to_string(), key))
+                    })
+                    .collect();
             (found, ended)
         };
-        let best = found.iter().map(|(_, m)| *m).max();
-        if best.is_none_or(|m| m < Match::Held) && found.len() != 1 {
-            for ids in ended {
-                let finished_it = match self.commands().load::<AgendaState>(&ids.1).await {
-                    Ok((state, _)) => state.finished_by() == Some(caller.principal.name.as_str()),
-                    Err(_) => false,
-                };
-                if finished_it {
-                    found.retain(|(other, _)| other.1 != ids.1);
-                    found.push((ids, Match::Held));
-                }
+        if !found.iter().any(|(_, m)| *m == Match::UnderLease) && !ended.is_empty() {
+            let keys = ended.iter().map(|(_, key)| key.clone()).collect();
+            let finished = self.finished_by_caller(caller, keys).await;
+            for ids in ended.into_iter().filter(|(_, key)| finished.contains(key)) {
+                found.retain(|(other, _)| other.1 != ids.1);
+                found.push((ids, Match::Held));
             }
         }
         let found = pick(found);

@@ -255,7 +255,8 @@ pub fn deadline_error(deadline: Duration) -> AppError {
     AppError::new(
         Code::DeadlineExceeded,
         format!(
-            "request: not answered within the deadline of {} ms; ask for less (fewer items,              fields or aliases) or retry later",
+            "request: not answered within the deadline of {} ms; ask for less (fewer items, \
+             fields or aliases) or retry later",
             deadline.as_millis()
         ),
     )
