@@ -328,14 +328,17 @@ pub(super) fn settle(
         DICTIONARY,
     ) {
         Ok(n) => {
-            if buffers.json.capacity() > SCRATCH_KEPT {
-                // A huge agenda: do not hold its size of scratch space forever.
-                buffers.json = Vec::new();
-                buffers.compressed = Vec::new();
-            }
             let mut settled = Vec::with_capacity(4 + n);
             settled.extend_from_slice(&size.to_le_bytes());
             settled.extend_from_slice(buffers.compressed.get(..n).unwrap_or_default());
+            // Only once the block is copied out: a huge agenda does not hold its size of
+            // scratch space forever. (Freed before the copy, a settled agenda over 1 MiB of
+            // JSON was its size alone: unreadable, and every later event on it stopped the
+            // projections.)
+            if buffers.json.capacity() > SCRATCH_KEPT {
+                buffers.json = Vec::new();
+                buffers.compressed = Vec::new();
+            }
             Body::Settled(settled.into_boxed_slice())
         }
         Err(_) => Body::Live(state),

@@ -482,6 +482,46 @@ mod tests {
         assert_eq!(ids, ["a0", "a4", "a6", "a10"]);
     }
 
+    /// An agenda whose JSON is over the scratch buffers' kept size (1 MiB) settles whole: it
+    /// reads back, and later events apply to it. (Its settled form was its size alone — the
+    /// block was freed before it was copied out — and the next event stopped the projections.)
+    #[test]
+    fn a_huge_agenda_settles_and_reads_back() {
+        let big = serde_json::json!({"blob": "x".repeat(600 * 1024)});
+        let agenda = Agenda {
+            id: "huge".to_string(),
+            progress_id: Some("huge".to_string()),
+            customer_id: "c".to_string(),
+            operations: ["a", "b"]
+                .iter()
+                .map(|n| Operation {
+                    name: n.to_string(),
+                    payload: serde_json::from_value(big.clone()).expect("a payload"),
+                    ..Operation::default()
+                })
+                .collect(),
+            ..Agenda::default()
+        };
+        let insight =
+            AgendaInsight { resource_pool_id: "pool".to_string(), insight_id: "i".to_string() };
+        let commands = [
+            AgendaCommand::Submit { agenda, insight, now: t(0) },
+            AgendaCommand::Cancel { reason: None, now: t(1) },
+            AgendaCommand::Rerun { flags: Default::default(), now: t(2) },
+            AgendaCommand::Cancel { reason: None, now: t(3) },
+        ];
+        let (mut m, mut state) = (AgendaModel::default(), AgendaState::default());
+        for (step, command) in commands.iter().enumerate() {
+            for e in state.decide(command).expect("decides") {
+                state.evolve(&e);
+                m.apply("huge", &e, None).expect("applies to the settled agenda");
+            }
+            let entry = m.entries.values().next().expect("the entry");
+            let read = entry.state().expect("reads back after step {step}");
+            assert_eq!(read.progress(), state.progress(), "after step {step}");
+        }
+    }
+
     /// Every entry's canonical JSON, by key.
     fn states(m: &AgendaModel) -> BTreeMap<String, Vec<u8>> {
         m.entries
