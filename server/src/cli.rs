@@ -371,12 +371,17 @@ pub struct VerifyArgs {
     #[arg(long, env = "POP_CHECKPOINT_WITNESS")]
     pub witness: Option<PathBuf>,
     /// The longest the events that no signed checkpoint covers may have taken to be written,
-    /// in seconds (0: any length). A running `pop serve` seals every few seconds, so what it
-    /// leaves unsealed when it stops spans a few seconds; a longer span means the checkpoints
-    /// that covered them were deleted, or they were written with no server running (`pop
-    /// demo`, `pop reap --once`): verification fails, saying so.
-    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
-    pub max_unsealed_span: u64,
+    /// in seconds (0: any length; default: 60, or three times the servers'
+    /// `--checkpoint-every` when that is longer). A running `pop serve` seals every few
+    /// seconds, so what it leaves unsealed when it stops spans a few seconds; a longer span
+    /// means the checkpoints that covered them were deleted, or they were written with no
+    /// server running (`pop demo`, `pop reap --once`): verification fails, saying so.
+    #[arg(long, value_name = "SECONDS")]
+    pub max_unsealed_span: Option<u64>,
+    /// How often the servers seal (`pop serve --checkpoint-every`), for the default of
+    /// `--max-unsealed-span`.
+    #[arg(long, env = "POP_CHECKPOINT_EVERY", default_value_t = crate::checkpoints::SEAL_EVERY.as_secs(), value_name = "SECONDS")]
+    pub checkpoint_every: u64,
 }
 
 /// What `pop export` writes.

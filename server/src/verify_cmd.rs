@@ -67,7 +67,9 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
                 .await??
         }
     };
-    print_report(report, &note, args.max_unsealed_span)
+    let span =
+        args.max_unsealed_span.unwrap_or_else(|| args.checkpoint_every.saturating_mul(3).max(60));
+    print_report(report, &note, span)
 }
 
 fn print_report(report: Verification, note: &str, max_unsealed_span: u64) -> Result<()> {
@@ -109,9 +111,11 @@ fn print_report(report: Verification, note: &str, max_unsealed_span: u64) -> Res
         bail!(
             "NOT VERIFIED: the {} events from position {} on, written from {} to {} ({} s), are \
              covered by no signed checkpoint, while a running `pop serve` seals every few \
-             seconds: the checkpoints that covered them were deleted, or they were written with \
-             no server running (`pop demo`, `pop reap --once`). Start `pop serve` on the store \
-             to seal them, or accept them with --max-unsealed-span 0",
+             seconds (--checkpoint-every): the checkpoints that covered them were deleted, or \
+             they were written with no server running (`pop demo`, `pop reap --once`). If you \
+             know they were written offline, start `pop serve` on the store to seal them (or \
+             accept them with --max-unsealed-span 0); otherwise treat the store as tampered with \
+             and start no server on it before you know: it would sign what it finds",
             c.unsealed_entries,
             u.from,
             at(u.first),
