@@ -346,6 +346,54 @@ async fn a_worker_holds_one_agenda_per_progress_id_and_its_reports_find_it() {
     assert_eq!(p["agendaProgress"]["operationProgress"][0]["resultPayload"], Value::Null, "{p:#}");
 }
 
+/// The same after a lease ran out: the executor whose lease on one customer's agenda expired
+/// may still report on it by the progress id alone (a tenant's operation can stall on
+/// purpose), so that worker is not handed another customer's agenda of the id, and its stale
+/// report is refused on the one it lost, never applied to the other.
+#[tokio::test]
+async fn a_stale_report_after_a_lease_ran_out_never_lands_on_another_customers_agenda() {
+    use pop_reapers::ReclaimerConfig;
+    use pop_reapers::reclaimer::{execute, plan};
+    let s = start(ApiConfig::default()).await;
+    let after = s.seed().await;
+    submit(&s, GLOBEX, named("globex", "slow", "slow", &["probe"]), &after).await;
+    queue_all(&s).await;
+    let claimed = s.ok(OPS_SERVICE, CLAIM, json!({"n": 5})).await;
+    assert_eq!(claimed["getAgenda"][0]["agenda"]["customerId"], "globex", "{claimed:#}");
+    // globex's operation stalls past the lease; the reclaimer takes the agenda back.
+    let lease = chrono::Duration::from_std(s.state.config().lease).unwrap();
+    let later = chrono::Utc::now() + lease + chrono::Duration::seconds(1);
+    let projections = s.state.projections();
+    projections.wait_for(s.commands.written(), WAIT).await.unwrap();
+    let actions = plan(later, &projections.read(), &ReclaimerConfig::default());
+    assert_eq!(actions.len(), 1, "{actions:?}");
+    let report = execute(&s.commands, later, &actions, None).await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+
+    // acme submits an agenda of the same id: ops, whose executor may still report on
+    // globex's, is not handed it; another worker of the pool is.
+    let after = s.commands.written().to_string();
+    submit(&s, ACME, named("acme", "slow", "slow", &["probe"]), &after).await;
+    queue_all(&s).await;
+    let claimed = s.ok(OPS_SERVICE, CLAIM, json!({"n": 5})).await;
+    let customers: Vec<&str> = claimed["getAgenda"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["agenda"]["customerId"].as_str())
+        .collect();
+    assert!(!customers.contains(&"acme"), "{claimed:#}");
+    // The stalled executor wakes up and reports globex's result by the id alone: refused
+    // (its lease is gone), and acme's agenda is untouched.
+    let e = s
+        .err(OPS_SERVICE, REPORT, json!({"p": executing("slow", None, "probe", "globex's")}))
+        .await;
+    assert_ne!(code(&e), "", "{e:#}");
+    let p = s.ok(ACME, PROGRESS, json!({"id": "slow"})).await;
+    assert_eq!(p["agendaProgress"]["operationProgress"][0]["resultPayload"], Value::Null, "{p:#}");
+    assert_ne!(p["agendaProgress"]["processingState"], "COMPLETE", "{p:#}");
+}
+
 /// Issue 19, item 10: a pool's `insightIds` lists only the insights the caller may see; on a
 /// pool shared by several customers, another customer's own insight stays invisible.
 #[tokio::test]

@@ -63,16 +63,17 @@ pub(crate) fn holds_progress_id(
             .any(|e| e.is_live() && e.state().is_ok_and(|s| holds_lease(principal, &s)))
 }
 
-/// The ended agendas of progress id `progress_id`, other than `except` (a stream key), that
-/// `caller` may have completed under its lease: those of its own customers, and those of an
-/// insight whose every customer's agendas it takes (a pool's operator). Which of them it did
-/// complete only the write side knows ([`App::finished_by_caller`]); a tenant's worker never
-/// reaches another tenant's here (so the answer's timing tells it nothing).
-pub(crate) fn ended_it_may_have_run(
+/// The agendas of progress id `progress_id`, other than `except` (stream keys) and than those
+/// `caller` holds now, that it may have worked on: those of its own customers, and those of an
+/// insight whose every customer's agendas it takes (a pool's operator). Whether it did — held
+/// the last lease that ended on one, lately — only the write side knows
+/// ([`App::worked_by_caller`]); a tenant's worker never reaches another tenant's agenda here
+/// (so the answer's timing tells it nothing).
+pub(crate) fn may_have_worked(
     models: &pop_projections::ReadModels,
     caller: &Caller,
     progress_id: &str,
-    except: Option<&str>,
+    except: &[&str],
 ) -> Vec<String> {
     if caller.principal.role != Role::Service {
         return Vec::new();
@@ -80,7 +81,8 @@ pub(crate) fn ended_it_may_have_run(
     models
         .agendas()
         .with_progress_id(progress_id)
-        .filter(|e| !e.is_live() && except != Some(e.key()))
+        .filter(|e| !except.contains(&e.key()))
+        .filter(|e| !(e.is_live() && e.state().is_ok_and(|s| holds_lease(&caller.principal, &s))))
         .filter(|e| {
             caller.principal.sees(e.customer_id())
                 || e.insight_id().and_then(|i| models.insight(i)).is_some_and(|i| {
@@ -152,22 +154,23 @@ pub(crate) fn ambiguous(id: &str, customers: usize) -> AppError {
 }
 
 impl App {
-    /// Of the stream keys `keys`, those of the agendas that completed under a lease `caller`
-    /// held, nothing having happened to them since ([`AgendaState::finished_by`]).
-    pub(crate) async fn finished_by_caller(
-        &self,
-        caller: &Caller,
-        keys: Vec<String>,
-    ) -> Vec<String> {
-        let mut finished = Vec::new();
+    /// Of the stream keys `keys`, those of the agendas whose last lease that ended was
+    /// `caller`'s, within twice the lease time ([`AgendaState::worked_by`]): its executor may
+    /// still report on them by the progress id alone. (Later than that, an executor that never
+    /// reported has long lost its lease.)
+    pub(crate) async fn worked_by_caller(&self, caller: &Caller, keys: Vec<String>) -> Vec<String> {
+        let window = chrono::Duration::from_std(self.config().lease.saturating_mul(2))
+            .unwrap_or(chrono::Duration::MAX);
+        let since = chrono::Utc::now().checked_sub_signed(window).unwrap_or_default();
+        let mut worked = Vec::new();
         for key in keys {
             if let Ok((state, _)) = self.commands().load::<AgendaState>(&key).await
-                && state.finished_by() == Some(caller.principal.name.as_str())
+                && state.worked_by(&caller.principal.name, since)
             {
-                finished.push(key);
+                worked.push(key);
             }
         }
-        finished
+        worked
     }
 
     /// The stream key of the agenda `named` names for `caller` (see the module docs). The

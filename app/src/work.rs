@@ -27,7 +27,7 @@ use crate::limits::{
 };
 use crate::outcome::AgendaOutcome;
 use crate::resolve::{
-    Match, Named, ambiguous, ended_it_may_have_run, holds_progress_id, match_of, may_touch, pick,
+    Match, Named, ambiguous, holds_progress_id, match_of, may_have_worked, may_touch, pick,
 };
 use crate::{App, metadata, metrics};
 
@@ -416,7 +416,7 @@ impl App {
                 .take(wanted)
                 .map(|e| {
                     let others: Vec<String> =
-                        ended_it_may_have_run(&models, caller, e.progress_id(), Some(e.key()))
+                        may_have_worked(&models, caller, e.progress_id(), &[e.key()])
                             .into_iter()
                             .filter(|k| {
                                 models
@@ -434,7 +434,7 @@ impl App {
             (candidates, collisions)
         };
         for (key, others) in collisions {
-            if !services.finished_by_caller(caller, others).await.is_empty() {
+            if !services.worked_by_caller(caller, others).await.is_empty() {
                 candidates.retain(|(k, _, _)| *k != key);
             }
         }
@@ -770,7 +770,7 @@ impl App {
         // progress id (another customer's, after it), a report by the progress id alone could
         // be either run's — a late or stale one of the first landed on the second, completing
         // another tenant's agenda that never ran — so it must name the customer or the lease.
-        let (mut found, ended) = {
+        let (mut found, others) = {
             let models = self.projections().read();
             let found: Vec<((String, String), Match)> = models
                 .agendas()
@@ -784,22 +784,19 @@ impl App {
                     )
                 })
                 .collect();
-            let ended: Vec<(String, String)> =
-                ended_it_may_have_run(&models, caller, progress_id, None)
-                    .into_iter()
-                    .filter_map(|key| {
-                        let e = models.agendas().get(&key)?;
-                        customer
-                            .is_none_or(|c| e.customer_id() == c)
-                            .then(|| (e.id().to_string(), key))
-                    })
-                    .collect();
-            (found, ended)
+            let others: Vec<(String, String)> = may_have_worked(&models, caller, progress_id, &[])
+                .into_iter()
+                .filter_map(|key| {
+                    let e = models.agendas().get(&key)?;
+                    customer.is_none_or(|c| e.customer_id() == c).then(|| (e.id().to_string(), key))
+                })
+                .collect();
+            (found, others)
         };
-        if !found.iter().any(|(_, m)| *m == Match::UnderLease) && !ended.is_empty() {
-            let keys = ended.iter().map(|(_, key)| key.clone()).collect();
-            let finished = self.finished_by_caller(caller, keys).await;
-            for ids in ended.into_iter().filter(|(_, key)| finished.contains(key)) {
+        if !found.iter().any(|(_, m)| *m == Match::UnderLease) && !others.is_empty() {
+            let keys = others.iter().map(|(_, key)| key.clone()).collect();
+            let worked = self.worked_by_caller(caller, keys).await;
+            for ids in others.into_iter().filter(|(_, key)| worked.contains(key)) {
                 found.retain(|(other, _)| other.1 != ids.1);
                 found.push((ids, Match::Held));
             }
