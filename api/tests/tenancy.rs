@@ -444,3 +444,27 @@ async fn a_shared_pool_lists_only_the_insights_the_caller_may_see() {
         "{data:#}"
     );
 }
+
+/// A report whose results are each within their bound but too large together to store is a
+/// VALIDATION problem naming `agendaProgress` (it was a BAD_REQUEST naming nothing), and
+/// nothing of it is applied.
+#[tokio::test]
+async fn a_report_too_large_to_store_names_the_agenda_progress() {
+    let s = start(ApiConfig::default()).await;
+    let after = s.seed().await;
+    submit(&s, ACME, named("acme", "big", "big", &["a", "b", "c"]), &after).await;
+    queue_all(&s).await;
+    let claimed = s.ok(ACME_SERVICE, CLAIM, json!({"n": 1})).await;
+    assert_eq!(claimed["getAgenda"][0]["agenda"]["id"], "big", "{claimed:#}");
+    let result = "r".repeat(500_000);
+    let ops: Vec<Value> = ["a", "b", "c"]
+        .iter()
+        .map(|o| json!({"operation": o, "processingState": "EXECUTING", "resultPayload": {"r": result}}))
+        .collect();
+    let report = json!({"id": "big", "processingState": "EXECUTING", "operationProgress": ops});
+    let e = s.err(ACME_SERVICE, REPORT, json!({"p": report})).await;
+    assert_eq!(code(&e), "VALIDATION", "{e:#}");
+    assert_eq!(problem_fields(&e), ["agendaProgress"], "{e:#}");
+    let p = s.ok(ACME, PROGRESS, json!({"id": "big"})).await;
+    assert_eq!(p["agendaProgress"]["processingState"], "WAITING", "{p:#}");
+}

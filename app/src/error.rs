@@ -156,7 +156,8 @@ impl AppError {
         let message = message.into();
         AppError {
             code: Code::Validation,
-            message: format!("{field}: {message}"),
+            // A problem of the whole (field "", named later by `within`) is its message alone.
+            message: if field.is_empty() { message.clone() } else { format!("{field}: {message}") },
             problems: vec![FieldError { field: field.to_string(), message }],
             omitted: 0,
             cid: None,
@@ -301,6 +302,16 @@ pub fn execute_within<E: Refusal>(subject: &str, root: &str, e: ExecuteError<E>)
         ExecuteError::Conflict { attempts, .. } => AppError::conflict(format!(
             "{subject} kept changing under concurrent writers; gave up after {attempts} attempts, retry"
         )),
+        // What the request sent is too large to store as one event: a problem of the value at
+        // `root` (a report's results together, say), not a malformed request.
+        ExecuteError::Store(s @ StoreError::LimitExceeded { .. }) if !root.is_empty() => {
+            AppError::invalid(
+                root,
+                format!(
+                    "{subject} is too large to store: {s}; send less (smaller results or payloads)"
+                ),
+            )
+        }
         ExecuteError::Store(s) => store(subject, &s),
         ExecuteError::Codec(c) => {
             AppError::internal(&format!("encoding or decoding events of {subject}"), &c)
