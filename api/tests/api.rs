@@ -297,6 +297,31 @@ async fn every_error_has_a_code_a_cid_and_names_its_field() {
         ("VALIDATION", Some("agenda.customerId"))
     );
 
+    // A path nothing serves, or a method a path does not take: an error with a code and the
+    // cid too (they were empty 404 and 405 answers).
+    for (method, path, status, want) in [
+        ("GET", "/nope", 404, "NOT_FOUND"),
+        ("PUT", "/graphql", 405, "BAD_REQUEST"),
+        ("POST", "/graphql/ws", 405, "BAD_REQUEST"),
+    ] {
+        let response = s
+            .http
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}{path}", s.base),
+            )
+            .header("x-correlation-id", "route-cid")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status, "{method} {path}");
+        let body: Value = response.json().await.unwrap();
+        let error = &body["errors"][0];
+        assert_eq!(error["extensions"]["code"], want, "{method} {path}: {body:#}");
+        assert_eq!(error["extensions"]["cid"], "route-cid", "{method} {path}: {body:#}");
+        assert!(error["message"].as_str().unwrap().contains(path), "{body:#}");
+    }
+
     // NOT_FOUND on writes to what does not exist.
     let e =
         s.err(ACME, "mutation { rerunAgenda(agendaId: \"ghost\") { position } }", json!({})).await;

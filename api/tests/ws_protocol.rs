@@ -158,6 +158,15 @@ async fn a_resolver_refusal_is_a_next_with_errors_then_complete() {
     assert_eq!(error["extensions"]["code"], "FORBIDDEN", "{m:#}");
     assert_eq!(error["extensions"]["cid"], "cid-ws-2", "{m:#}");
     assert_eq!(ws.next().await, json!({"type": "complete", "id": "g"}));
+    // A bad resume position is named as the subscription's own argument (it was named
+    // `atLeastPosition`, which no subscription has).
+    let resume = "subscription($p: String) { agendaProgressByCustomer(customerId: \"acme\", \
+                  afterPosition: $p) { position } }";
+    ws.subscribe("r", resume, json!({"p": "abc"})).await;
+    let m = ws.next().await;
+    let error = &m["payload"]["errors"][0];
+    assert_eq!(error["extensions"]["code"], "VALIDATION", "{m:#}");
+    assert_eq!(error["extensions"]["problems"][0]["field"], "afterPosition", "{m:#}");
 }
 
 #[tokio::test]
