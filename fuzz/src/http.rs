@@ -177,7 +177,16 @@ pub fn http_request(data: &[u8]) {
         }
     }
     // REST refusals are POP's envelope: its responseCode the HTTP status, a code and the cid.
-    if path.starts_with("/pop") && status >= 400 && answer.is_object() {
+    // (The POP surface is `/pop` and what is below it; `/pop"…` is no route of it, answered by
+    // the server's own 404, whose error has a code and a cid too.)
+    let surface = path.split(['?', '#']).next().unwrap_or_default();
+    let pop = surface == "/pop" || surface.starts_with("/pop/");
+    if !pop && !path.starts_with("/graphql") && matches!(status, 404 | 405) && answer.is_object() {
+        let error = &answer["errors"][0];
+        assert!(error.pointer("/extensions/code").is_some(), "{header}: {answer}");
+        assert!(error.pointer("/extensions/cid").is_some(), "{header}: {answer}");
+    }
+    if pop && status >= 400 && answer.is_object() {
         let envelope = &answer["errorResponse"];
         assert_eq!(envelope["responseCode"], json!(status), "{header}: {answer}");
         assert!(envelope["code"].as_str().is_some_and(|c| !c.is_empty()), "{header}: {answer}");
