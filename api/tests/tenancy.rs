@@ -175,10 +175,13 @@ async fn another_customers_progress_id_cannot_take_over_yours() {
     assert_eq!(p["agendaProgress"]["agendaId"], "attacker");
     assert_eq!(p["agendaProgress"]["operationProgress"][0]["processingState"], "WAITING", "{p:#}");
 
-    // The progress id alone names two agendas a caller reaches (an admin of both customers;
-    // the victim finished above, so the worker's lease on it is gone): it must say which.
+    // The progress id alone names two agendas an admin reaches; as a worker of the pool it
+    // serves only the older (the victim): its report by the id goes there — refused, it did
+    // not run it — and never to the attacker's.
     let e = s.err(ADMIN, REPORT, json!({"p": executing("p-victim", None, "probe", "x")})).await;
-    assert_eq!(code(&e), "VALIDATION", "{e:#}");
+    assert_eq!(code(&e), "CONFLICT", "{e:#}");
+    let p = s.ok(GLOBEX, PROGRESS, json!({"id": "p-victim"})).await;
+    assert_eq!(p["agendaProgress"]["operationProgress"][0]["processingState"], "WAITING", "{p:#}");
     // A progress id that is not the named agenda's is refused, never routed elsewhere.
     let e = s
         .err(ADMIN, REPORT, json!({"p": executing("p-other", Some("victim"), "probe", "x")}))
@@ -291,12 +294,11 @@ async fn a_pool_worker_serves_every_customer_of_a_shared_insight_under_its_lease
 }
 
 /// POP's pullers and executors know an agenda by its progress id alone, while two customers
-/// may use one id: one getAgenda answer never holds two agendas of one progress id (POP's
-/// `retrieveAgendaToProgressMap` threw "Duplicate key" and launched none of the batch); a
-/// worker is not handed another customer's agenda of a progress id while it holds one, nor
-/// after it completed one (its late or stale reports by that id would land on the other: a
-/// re-probe had one tenant's run complete another tenant's agenda that never ran); its reports
-/// by the id alone reach the agenda it holds, or the one it completed.
+/// may use one id: of the agendas of one id, a pool's worker is handed only the older (POP's
+/// `retrieveAgendaToProgressMap` threw "Duplicate key" on two in one answer and launched none
+/// of the batch), until it is reaped, and its reports by the id alone — late and stale ones
+/// included — reach that one (a re-probe had one tenant's late or stale report complete
+/// another tenant's agenda that never ran). The younger's customer's own worker takes it.
 #[tokio::test]
 async fn a_worker_holds_one_agenda_per_progress_id_and_its_reports_find_it() {
     let s = start(ApiConfig::default()).await;
@@ -333,23 +335,30 @@ async fn a_worker_holds_one_agenda_per_progress_id_and_its_reports_find_it() {
     assert_eq!(r["updateAgendaProgress"]["agenda"]["customerId"], first.as_str(), "{r:#}");
     s.ok(OPS_SERVICE, REPORT, json!({"p": executing("dup", None, "probe", "first's")})).await;
 
-    // Another worker of the pool takes the other one, and its reports reach it.
+    // No worker of the pool is handed the younger while the older is kept (until it is
+    // reaped); the customer's own worker takes it, and its reports reach it.
+    assert_eq!(first, "globex", "the older is served first");
     let claimed = s.ok(OPS_SERVICE_2, CLAIM, json!({"n": 5})).await;
+    assert_eq!(claimed["getAgenda"], json!([]), "{claimed:#}");
+    let claimed = s.ok(ACME_SERVICE, CLAIM, json!({"n": 5})).await;
     assert_eq!(claimed["getAgenda"][0]["agenda"]["customerId"], second, "{claimed:#}");
     let r = s
-        .ok(OPS_SERVICE_2, REPORT, json!({"p": {"id": "dup", "processingState": "EXECUTING"}}))
+        .ok(ACME_SERVICE, REPORT, json!({"p": {"id": "dup", "processingState": "EXECUTING"}}))
         .await;
     assert_eq!(r["updateAgendaProgress"]["agenda"]["customerId"], second, "{r:#}");
-    let token = if second == "acme" { ACME } else { GLOBEX };
-    let p = s.ok(token, PROGRESS, json!({"id": "dup"})).await;
+    // ops's stale report by the id still goes to the one it ran.
+    let r =
+        s.ok(OPS_SERVICE, REPORT, json!({"p": executing("dup", None, "probe", "first's")})).await;
+    assert_eq!(r["updateAgendaProgress"]["agenda"]["customerId"], first.as_str(), "{r:#}");
+    let p = s.ok(ACME, PROGRESS, json!({"id": "dup"})).await;
     assert_eq!(p["agendaProgress"]["processingState"], "EXECUTING", "{p:#}");
     assert_eq!(p["agendaProgress"]["operationProgress"][0]["resultPayload"], Value::Null, "{p:#}");
 }
 
 /// The same after a lease ran out: the executor whose lease on one customer's agenda expired
 /// may still report on it by the progress id alone (a tenant's operation can stall on
-/// purpose), so that worker is not handed another customer's agenda of the id, and its stale
-/// report is refused on the one it lost, never applied to the other.
+/// purpose), so the pool's worker is not handed another customer's agenda of the id, and its
+/// stale report is refused on the one it lost, never applied to the other.
 #[tokio::test]
 async fn a_stale_report_after_a_lease_ran_out_never_lands_on_another_customers_agenda() {
     use pop_reapers::ReclaimerConfig;

@@ -44,7 +44,7 @@ use pop_store::{EventMetadata, ExecuteError, Executed};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::resolve::{holds_progress_id, may_have_worked};
+use crate::resolve::{holds_progress_id, served_of};
 use crate::work::takes_from;
 use crate::{AgendaOutcome, App, Caller, metrics};
 
@@ -191,14 +191,12 @@ impl App {
             return None;
         }
         // Only a waiter that takes this customer's agendas from the insight, holds no other
-        // agenda of this progress id (`holds_progress_id`), and may not have worked on another
-        // customer's of it (the getAgenda it waits in decides that, on the write side).
+        // agenda of this progress id (`holds_progress_id`), and, as an operator, serves none
+        // yet (`served_of`: the new agenda would be the younger, which it is not handed).
         self.desk().take(insight_id, |caller| {
             takes_from(caller, insight, &models).is_some_and(|v| v.sees(customer))
                 && !holds_progress_id(&models, &caller.principal, progress_id)
-                && may_have_worked(&models, caller, progress_id, &[])
-                    .iter()
-                    .all(|k| models.agendas().get(k).is_some_and(|o| o.customer_id() == customer))
+                && served_of(&models, caller, progress_id).is_none()
         })
     }
 

@@ -63,35 +63,30 @@ pub(crate) fn holds_progress_id(
             .any(|e| e.is_live() && e.state().is_ok_and(|s| holds_lease(principal, &s)))
 }
 
-/// The agendas of progress id `progress_id`, other than `except` (stream keys) and than those
-/// `caller` holds now, that it may have worked on: those of its own customers, and those of an
-/// insight whose every customer's agendas it takes (a pool's operator). Whether it did — held
-/// the last lease that ended on one, lately — only the write side knows
-/// ([`App::worked_by_caller`]); a tenant's worker never reaches another tenant's agenda here
-/// (so the answer's timing tells it nothing).
-pub(crate) fn may_have_worked(
+/// Of the agendas of progress id `progress_id` that `caller` takes as an insight's operator
+/// (every customer's agendas of the insight: a pool's workers), the one it serves: the oldest
+/// (by addedTime, then stream key). POP's pullers and executors know an agenda by its progress
+/// id alone, and two customers may use one id: so an operator is handed only that one of them
+/// (the others wait until it is reaped), and its reports by the id alone reach that one. A
+/// late or stale report of one customer's run can then never land on another customer's
+/// agenda — whatever happened to either meanwhile. A tenant's own worker takes only its own
+/// customer's agendas, where an id is unique.
+pub(crate) fn served_of(
     models: &pop_projections::ReadModels,
     caller: &Caller,
     progress_id: &str,
-    except: &[&str],
-) -> Vec<String> {
-    if caller.principal.role != Role::Service {
-        return Vec::new();
-    }
+) -> Option<String> {
     models
         .agendas()
         .with_progress_id(progress_id)
-        .filter(|e| !except.contains(&e.key()))
-        .filter(|e| !(e.is_live() && e.state().is_ok_and(|s| holds_lease(&caller.principal, &s))))
         .filter(|e| {
-            caller.principal.sees(e.customer_id())
-                || e.insight_id().and_then(|i| models.insight(i)).is_some_and(|i| {
-                    crate::work::takes_from(caller, i, models)
-                        .is_some_and(|v| matches!(v, pop_projections::Visibility::All))
-                })
+            e.insight_id().and_then(|i| models.insight(i)).is_some_and(|i| {
+                crate::work::takes_from(caller, i, models)
+                    .is_some_and(|v| matches!(v, pop_projections::Visibility::All))
+            })
         })
+        .min_by(|a, b| a.added_ms().cmp(&b.added_ms()).then_with(|| a.key().cmp(b.key())))
         .map(|e| e.key().to_string())
-        .collect()
 }
 
 /// Whether `principal` may see and act on the agenda of `entry`.
@@ -154,25 +149,6 @@ pub(crate) fn ambiguous(id: &str, customers: usize) -> AppError {
 }
 
 impl App {
-    /// Of the stream keys `keys`, those of the agendas whose last lease that ended was
-    /// `caller`'s, within twice the lease time ([`AgendaState::worked_by`]): its executor may
-    /// still report on them by the progress id alone. (Later than that, an executor that never
-    /// reported has long lost its lease.)
-    pub(crate) async fn worked_by_caller(&self, caller: &Caller, keys: Vec<String>) -> Vec<String> {
-        let window = chrono::Duration::from_std(self.config().lease.saturating_mul(2))
-            .unwrap_or(chrono::Duration::MAX);
-        let since = chrono::Utc::now().checked_sub_signed(window).unwrap_or_default();
-        let mut worked = Vec::new();
-        for key in keys {
-            if let Ok((state, _)) = self.commands().load::<AgendaState>(&key).await
-                && state.worked_by(&caller.principal.name, since)
-            {
-                worked.push(key);
-            }
-        }
-        worked
-    }
-
     /// The stream key of the agenda `named` names for `caller` (see the module docs). The
     /// write side confirms the caller may act on it ([`App::authorized_customer`]).
     pub(crate) async fn resolve(&self, caller: &Caller, named: Named<'_>) -> AppResult<String> {

@@ -27,7 +27,7 @@ use crate::limits::{
 };
 use crate::outcome::AgendaOutcome;
 use crate::resolve::{
-    Match, Named, ambiguous, holds_progress_id, match_of, may_have_worked, may_touch, pick,
+    Match, Named, ambiguous, holds_progress_id, match_of, may_touch, pick, served_of,
 };
 use crate::{App, metadata, metrics};
 
@@ -381,9 +381,8 @@ impl App {
         if !known {
             services.settle(None).await?;
         }
-        // (agenda id, customer id, updatedTime in ms: the time it was queued), and for each the
-        // ended agendas of its progress id, other customers', the caller may have completed.
-        let (mut candidates, collisions) = {
+        // (agenda id, customer id, updatedTime in ms: the time it was queued).
+        let candidates: Vec<(String, String, i64)> = {
             let models = services.projections().read();
             let (insight, takes) = models
                 .insight(insight_id)
@@ -399,45 +398,24 @@ impl App {
             // Room for the ones passed over below, so they do not crowd the rest out.
             query.limit = wanted.saturating_add(MAX_PASSED_OVER);
             // POP's pullers and executors know an agenda by its progress id alone, and two
-            // customers may use one: one answer never holds two agendas of one progress id, nor
-            // one of a progress id the caller works on ([`holds_progress_id`]) or completed
-            // for another customer (checked below): the later waits its turn, so a report by the
-            // progress id alone names one run.
+            // customers may use one: one answer never holds two agendas of one progress id,
+            // nor one of a progress id the caller holds, and an operator takes of a progress id
+            // only the agenda it serves ([`served_of`]): a report by the id names one run.
             let mut progress_ids = std::collections::HashSet::new();
-            let mut collisions: Vec<(String, Vec<String>)> = Vec::new();
-            let candidates: Vec<(String, String, i64)> = models
+            models
                 .select_agendas(&query)
                 .items
                 .iter()
                 .filter(|e| {
                     progress_ids.insert(e.progress_id())
                         && !holds_progress_id(&models, &caller.principal, e.progress_id())
+                        && served_of(&models, caller, e.progress_id())
+                            .is_none_or(|served| served == e.key())
                 })
                 .take(wanted)
-                .map(|e| {
-                    let others: Vec<String> =
-                        may_have_worked(&models, caller, e.progress_id(), &[e.key()])
-                            .into_iter()
-                            .filter(|k| {
-                                models
-                                    .agendas()
-                                    .get(k)
-                                    .is_some_and(|o| o.customer_id() != e.customer_id())
-                            })
-                            .collect();
-                    if !others.is_empty() {
-                        collisions.push((e.key().to_string(), others));
-                    }
-                    (e.key().to_string(), e.customer_id().to_string(), e.updated_ms())
-                })
-                .collect();
-            (candidates, collisions)
+                .map(|e| (e.key().to_string(), e.customer_id().to_string(), e.updated_ms()))
+                .collect()
         };
-        for (key, others) in collisions {
-            if !services.worked_by_caller(caller, others).await.is_empty() {
-                candidates.retain(|(k, _, _)| *k != key);
-            }
-        }
         let holder = caller.principal.name.clone();
         let mut claimed = Vec::with_capacity(count);
         let mut remaining = candidates.into_iter();
@@ -764,15 +742,12 @@ impl App {
         lease: Option<&str>,
     ) -> AppResult<(String, String)> {
         self.settle(None).await?;
-        // The agendas the caller may act on, and the ended ones it may have completed itself
-        // (a late report: only the write side knows who finished an agenda). An ended agenda
-        // the caller completed counts as one it holds: with another it holds of the same
-        // progress id (another customer's, after it), a report by the progress id alone could
-        // be either run's — a late or stale one of the first landed on the second, completing
-        // another tenant's agenda that never ran — so it must name the customer or the lease.
-        let (mut found, others) = {
+        // The agendas the caller may act on; and, when it holds none of them, the one of this
+        // progress id it serves as an operator ([`served_of`]: the only one of the id it is
+        // ever handed, so a report by the id alone — a late one included — is about it).
+        let found: Vec<((String, String), Match)> = {
             let models = self.projections().read();
-            let found: Vec<((String, String), Match)> = models
+            let mut found: Vec<((String, String), Match)> = models
                 .agendas()
                 .with_progress_id(progress_id)
                 .filter(|e| customer.is_none_or(|c| e.customer_id() == c))
@@ -784,23 +759,16 @@ impl App {
                     )
                 })
                 .collect();
-            let others: Vec<(String, String)> = may_have_worked(&models, caller, progress_id, &[])
-                .into_iter()
-                .filter_map(|key| {
-                    let e = models.agendas().get(&key)?;
-                    customer.is_none_or(|c| e.customer_id() == c).then(|| (e.id().to_string(), key))
-                })
-                .collect();
-            (found, others)
-        };
-        if !found.iter().any(|(_, m)| *m == Match::UnderLease) && !others.is_empty() {
-            let keys = others.iter().map(|(_, key)| key.clone()).collect();
-            let worked = self.worked_by_caller(caller, keys).await;
-            for ids in others.into_iter().filter(|(_, key)| worked.contains(key)) {
-                found.retain(|(other, _)| other.1 != ids.1);
-                found.push((ids, Match::Held));
+            if !found.iter().any(|(_, m)| *m >= Match::Held)
+                && let Some(served) = served_of(&models, caller, progress_id)
+                && let Some(e) = models.agendas().get(&served)
+                && customer.is_none_or(|c| e.customer_id() == c)
+            {
+                found.retain(|(other, _)| other.1 != served);
+                found.push(((e.id().to_string(), served), Match::Held));
             }
-        }
+            found
+        };
         let found = pick(found);
         match found.len() {
             1 => Ok(found.into_iter().next().unwrap_or_default()),

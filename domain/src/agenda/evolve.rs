@@ -53,9 +53,6 @@ impl AgendaState {
                 self.progress.completed_time = Some(e.completed_time);
                 self.progress.attempts_completed = e.attempts_completed;
                 self.finished_by = self.lease.take().map(|l| l.holder);
-                if let Some(holder) = self.finished_by.clone() {
-                    self.lease_ended(holder, time);
-                }
                 self.cancel_operations(&e.cancelled_operations, time);
             }
             AgendaEvent::OperationsExpanded(e) => self.expanded(e),
@@ -63,9 +60,7 @@ impl AgendaState {
             // Re-entry: a new place at the back of the insight's queue.
             AgendaEvent::Readded(_) | AgendaEvent::Requeued(_) => {
                 self.set_state(ProcessingState::Waiting, message::ADDED);
-                if let Some(lease) = self.lease.take() {
-                    self.lease_ended(lease.holder, time);
-                }
+                self.lease = None;
                 self.entered = Some(time);
             }
             // The retry decision is for the audit trail; the rerun that follows changes state.
@@ -80,9 +75,7 @@ impl AgendaState {
                 self.set_state(ProcessingState::Complete, message::CANCELLED);
                 self.progress.completed_time = Some(time);
                 self.progress.attempts_completed = e.attempts_completed;
-                if let Some(lease) = self.lease.take() {
-                    self.lease_ended(lease.holder, time);
-                }
+                self.lease = None;
                 self.cancel_operations(&e.cancelled_operations, time);
                 if let Some(reason) = e.reason.as_deref().filter(|r| !r.trim().is_empty()) {
                     let diagnostic = DiagnosticEvent {
@@ -95,7 +88,6 @@ impl AgendaState {
             }
             AgendaEvent::TimedOut(e) => {
                 self.lease = None;
-                self.lease_ended(e.holder.clone(), time);
                 self.progress.attempts_completed = e.attempts_completed;
                 let diagnostic = DiagnosticEvent {
                     message: message::TIMED_OUT.to_string(),
@@ -115,7 +107,6 @@ impl AgendaState {
             AgendaEvent::Released(e) => {
                 self.set_state(ProcessingState::Waiting, message::ADDED);
                 self.lease = None;
-                self.lease_ended(e.holder.clone(), time);
                 self.entered = Some(time);
                 self.interrupt_operations(&e.interrupted_operations, time);
             }

@@ -69,21 +69,6 @@ pub struct AgendaState {
     /// ([`AgendaState::forget_finisher`]).
     #[serde(rename = "finishedBy", default, skip_serializing_if = "Option::is_none")]
     pub(super) finished_by: Option<String>,
-    /// The holder of the last lease that ended (completed, timed out, released, cancelled),
-    /// kept when the agenda is queued or claimed again: that worker's executor may still send
-    /// reports by the progress id alone (POP's executors name no lease), so it is not handed
-    /// another customer's agenda of the same progress id ([`AgendaState::worked_by`]). Not
-    /// kept in the read models' settled form ([`AgendaState::forget_finisher`]).
-    #[serde(rename = "lastHolder", default, skip_serializing_if = "Option::is_none")]
-    pub(super) last_holder: Option<String>,
-    /// When that lease ended.
-    #[serde(
-        rename = "lastHolderUntil",
-        default,
-        with = "crate::model::epoch_ms::option",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub(super) last_holder_until: Option<Timestamp>,
 }
 
 impl AgendaState {
@@ -108,27 +93,10 @@ impl AgendaState {
         self.finished_by.as_deref()
     }
 
-    /// Whether `holder` holds the agenda's lease, or held the last one that ended at or after
-    /// `since`: its executor may still report on it by the progress id alone.
-    pub fn worked_by(&self, holder: &str, since: Timestamp) -> bool {
-        self.lease.as_ref().is_some_and(|l| l.holder == holder)
-            || (self.last_holder.as_deref() == Some(holder)
-                && self.last_holder_until.is_some_and(|t| t >= since))
-    }
-
-    /// Forgets [`Self::finished_by`] and the last holder: what the read models keep of a
-    /// finished agenda (only the write side decides late reports and hand-outs; a name per
-    /// finished agenda is memory).
+    /// Forgets [`Self::finished_by`]: what the read models keep of a finished agenda (only the
+    /// write side decides late reports; a name per finished agenda is memory).
     pub fn forget_finisher(&mut self) {
         self.finished_by = None;
-        self.last_holder = None;
-        self.last_holder_until = None;
-    }
-
-    /// Records that `holder`'s lease ended at `time` ([`Self::worked_by`]).
-    pub(super) fn lease_ended(&mut self, holder: String, time: Timestamp) {
-        self.last_holder = Some(holder);
-        self.last_holder_until = Some(time);
     }
 
     /// The agenda whose progress id this stream's name is, when it is one (not an agenda).
