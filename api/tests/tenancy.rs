@@ -45,8 +45,10 @@ async fn submit(s: &TestServer, token: &str, agenda: Value, after: &str) -> Valu
 async fn queue_all(s: &TestServer) {
     let projections = s.state.projections();
     projections.wait_for(s.commands.written(), WAIT).await.unwrap();
-    let moved = pass(&s.commands, projections, &mut Memory::default()).await.unwrap();
-    projections.wait_for(moved, WAIT).await.unwrap();
+    // Nothing to move is an answer too (`None`).
+    if let Some(moved) = pass(&s.commands, projections, &mut Memory::default()).await {
+        projections.wait_for(moved, WAIT).await.unwrap();
+    }
 }
 
 fn executing(progress_id: &str, agenda_id: Option<&str>, operation: &str, result: &str) -> Value {
@@ -313,7 +315,6 @@ async fn a_worker_holds_one_agenda_per_progress_id_and_its_reports_find_it() {
     let items = claimed["getAgenda"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{claimed:#}");
     let first = items[0]["agenda"]["customerId"].as_str().unwrap().to_string();
-    let second = if first == "acme" { "globex" } else { "acme" };
     let again = s.ok(OPS_SERVICE, CLAIM, json!({"n": 5})).await;
     assert_eq!(again["getAgenda"], json!([]), "{again:#}");
 
@@ -336,22 +337,19 @@ async fn a_worker_holds_one_agenda_per_progress_id_and_its_reports_find_it() {
     s.ok(OPS_SERVICE, REPORT, json!({"p": executing("dup", None, "probe", "first's")})).await;
 
     // No worker of the pool is handed the younger while the older is kept (until it is
-    // reaped); the customer's own worker takes it, and its reports reach it.
+    // reaped): the scheduler leaves it waiting rather than give it a queue place nothing
+    // takes. ops's stale report by the id still goes to the one it ran.
     assert_eq!(first, "globex", "the older is served first");
-    let claimed = s.ok(OPS_SERVICE_2, CLAIM, json!({"n": 5})).await;
-    assert_eq!(claimed["getAgenda"], json!([]), "{claimed:#}");
-    let claimed = s.ok(ACME_SERVICE, CLAIM, json!({"n": 5})).await;
-    assert_eq!(claimed["getAgenda"][0]["agenda"]["customerId"], second, "{claimed:#}");
-    let r = s
-        .ok(ACME_SERVICE, REPORT, json!({"p": {"id": "dup", "processingState": "EXECUTING"}}))
-        .await;
-    assert_eq!(r["updateAgendaProgress"]["agenda"]["customerId"], second, "{r:#}");
-    // ops's stale report by the id still goes to the one it ran.
+    queue_all(&s).await;
+    for token in [OPS_SERVICE_2, ACME_SERVICE] {
+        let claimed = s.ok(token, CLAIM, json!({"n": 5})).await;
+        assert_eq!(claimed["getAgenda"], json!([]), "{claimed:#}");
+    }
     let r =
         s.ok(OPS_SERVICE, REPORT, json!({"p": executing("dup", None, "probe", "first's")})).await;
     assert_eq!(r["updateAgendaProgress"]["agenda"]["customerId"], first.as_str(), "{r:#}");
     let p = s.ok(ACME, PROGRESS, json!({"id": "dup"})).await;
-    assert_eq!(p["agendaProgress"]["processingState"], "EXECUTING", "{p:#}");
+    assert_eq!(p["agendaProgress"]["processingState"], "WAITING", "{p:#}");
     assert_eq!(p["agendaProgress"]["operationProgress"][0]["resultPayload"], Value::Null, "{p:#}");
 }
 
@@ -392,12 +390,11 @@ async fn a_stale_report_after_a_lease_ran_out_never_lands_on_another_customers_a
         .filter_map(|c| c["agenda"]["customerId"].as_str())
         .collect();
     assert!(!customers.contains(&"acme"), "{claimed:#}");
-    // The stalled executor wakes up and reports globex's result by the id alone: refused
-    // (its lease is gone), and acme's agenda is untouched.
-    let e = s
-        .err(OPS_SERVICE, REPORT, json!({"p": executing("slow", None, "probe", "globex's")}))
-        .await;
-    assert_ne!(code(&e), "", "{e:#}");
+    // The stalled executor wakes up and reports globex's result by the id alone: whatever
+    // becomes of it on globex's agenda (refused, or taken by globex's next run, which ops may
+    // hold now), acme's agenda is untouched.
+    let report = json!({"p": executing("slow", None, "probe", "globex's")});
+    let _ = s.post(Some(OPS_SERVICE), json!({"query": REPORT, "variables": report})).await;
     let p = s.ok(ACME, PROGRESS, json!({"id": "slow"})).await;
     assert_eq!(p["agendaProgress"]["operationProgress"][0]["resultPayload"], Value::Null, "{p:#}");
     assert_ne!(p["agendaProgress"]["processingState"], "COMPLETE", "{p:#}");
