@@ -252,27 +252,14 @@ impl Caller {
         self.authorize(action)?;
         let caller = self.with_cid(cid)?;
         let cid = caller.cid.clone();
-        SERVING.scope(cid, work(&caller)).await.map_err(|e| e.with_cid(&caller.cid))
+        crate::error::SERVING.scope(cid, work(&caller)).await.map_err(|e| e.with_cid(&caller.cid))
     }
 
     /// [`Caller::run`] for a read that does not wait.
     pub(crate) fn read_now<T>(&self, work: impl FnOnce() -> AppResult<T>) -> AppResult<T> {
         self.authorize(Action::Read)?;
-        SERVING.sync_scope(self.cid.clone(), work).map_err(|e| e.with_cid(&self.cid))
+        crate::error::SERVING.sync_scope(self.cid.clone(), work).map_err(|e| e.with_cid(&self.cid))
     }
-}
-
-tokio::task_local! {
-    /// The cid of the use case this task runs ([`Caller::run`], [`Caller::read_now`]), so the
-    /// log lines written while it runs name it: an operator greps the server's log for the cid
-    /// a client's error printed ("internal error ...; see the server log") and finds the cause.
-    static SERVING: String;
-}
-
-/// The cid of the use case running on this task, if one is ([`SERVING`]); `-` otherwise (a
-/// timed process, the projections).
-pub(crate) fn serving_cid() -> String {
-    SERVING.try_with(String::clone).unwrap_or_else(|_| "-".to_string())
 }
 
 #[cfg(test)]
@@ -319,12 +306,14 @@ mod tests {
     #[tokio::test]
     async fn log_lines_written_during_a_use_case_name_its_cid() {
         let caller = Caller::new(Principal::new("u", Role::User, &["acme"]), "req-7");
-        assert_eq!(serving_cid(), "-", "no use case runs here");
-        let seen = caller.run(Action::Submit, Some("mine"), async |_| Ok(serving_cid())).await;
+        assert_eq!(crate::error::serving_cid(), "-", "no use case runs here");
+        let seen = caller
+            .run(Action::Submit, Some("mine"), async |_| Ok(crate::error::serving_cid()))
+            .await;
         assert_eq!(seen.unwrap(), "mine", "the cid the mutation named");
-        let seen = caller.run(Action::Read, None, async |_| Ok(serving_cid())).await;
+        let seen = caller.run(Action::Read, None, async |_| Ok(crate::error::serving_cid())).await;
         assert_eq!(seen.unwrap(), "req-7", "the request's cid");
-        assert_eq!(caller.read_now(|| Ok(serving_cid())).unwrap(), "req-7");
-        assert_eq!(serving_cid(), "-", "and none after it");
+        assert_eq!(caller.read_now(|| Ok(crate::error::serving_cid())).unwrap(), "req-7");
+        assert_eq!(crate::error::serving_cid(), "-", "and none after it");
     }
 }

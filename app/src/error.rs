@@ -187,7 +187,7 @@ impl AppError {
 
     /// INTERNAL: the detail goes to the log, never to the client.
     pub fn internal(what: &str, detail: &dyn std::error::Error) -> AppError {
-        tracing::error!(error = %ErrorChain(detail), what, cid = %crate::caller::serving_cid(), "internal error");
+        tracing::error!(error = %ErrorChain(detail), what, cid = %serving_cid(), "internal error");
         AppError::new(Code::Internal, format!("internal error while {what}; see the server log"))
     }
 }
@@ -270,13 +270,27 @@ pub fn binding_within(root: &str, e: &BindingError) -> AppError {
     }
 }
 
+tokio::task_local! {
+    /// The cid of the use case this task runs (set by `Caller::run` and `Caller::read_now`),
+    /// so the log lines written while it runs name it: an operator greps the server's log for
+    /// the cid a client's error printed ("internal error ...; see the server log") and finds
+    /// the cause.
+    pub(crate) static SERVING: String;
+}
+
+/// The cid of the use case running on this task, if one is ([`SERVING`]); `-` otherwise (a
+/// timed process, the projections).
+pub(crate) fn serving_cid() -> String {
+    SERVING.try_with(String::clone).unwrap_or_else(|_| "-".to_string())
+}
+
 /// UNAVAILABLE: the store cannot serve `what` right now. The detail goes to the log (a
 /// warning: it is the storage's condition, not a bug), never to the client.
 pub fn unavailable(what: &str, detail: &StoreError) -> AppError {
     tracing::warn!(
         error = %ErrorChain(detail),
         what,
-        cid = %crate::caller::serving_cid(),
+        cid = %serving_cid(),
         "the event store is unavailable"
     );
     AppError::new(

@@ -44,8 +44,8 @@ use pop_store::{EventMetadata, ExecuteError, Executed};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::resolve::{holds_progress_id, served_of};
-use crate::work::takes_from;
+use crate::resolve::holds_progress_id;
+use crate::work::{served_of, takes_from};
 use crate::{AgendaOutcome, App, Caller, metrics};
 
 /// The actor recorded on the `Queue` event of a hand-out: the scheduler's rule applied at

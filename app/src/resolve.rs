@@ -63,32 +63,6 @@ pub(crate) fn holds_progress_id(
             .any(|e| e.is_live() && e.state().is_ok_and(|s| holds_lease(principal, &s)))
 }
 
-/// Of the agendas of progress id `progress_id` that `caller` takes as an insight's operator
-/// (every customer's agendas of the insight: a pool's workers), the one it serves: the oldest
-/// (by addedTime, then stream key). POP's pullers and executors know an agenda by its progress
-/// id alone, and two customers may use one id: so an operator is handed only that one of them
-/// (the others wait until it is reaped), and its reports by the id alone reach that one. A
-/// late or stale report of one customer's run can then never land on another customer's
-/// agenda — whatever happened to either meanwhile. A tenant's own worker takes only its own
-/// customer's agendas, where an id is unique.
-pub(crate) fn served_of(
-    models: &pop_projections::ReadModels,
-    caller: &Caller,
-    progress_id: &str,
-) -> Option<String> {
-    models
-        .agendas()
-        .with_progress_id(progress_id)
-        .filter(|e| {
-            e.insight_id().and_then(|i| models.insight(i)).is_some_and(|i| {
-                crate::work::takes_from(caller, i, models)
-                    .is_some_and(|v| matches!(v, pop_projections::Visibility::All))
-            })
-        })
-        .min_by(|a, b| a.added_ms().cmp(&b.added_ms()).then_with(|| a.key().cmp(b.key())))
-        .map(|e| e.key().to_string())
-}
-
 /// Whether `principal` may see and act on the agenda of `entry`.
 pub(crate) fn may_touch(principal: &Principal, entry: &AgendaEntry) -> bool {
     principal.sees(entry.customer_id())

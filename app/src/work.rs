@@ -26,9 +26,7 @@ use crate::limits::{
     MAX_PASSED_OVER, MAX_REPORTS_PER_REQUEST,
 };
 use crate::outcome::AgendaOutcome;
-use crate::resolve::{
-    Match, Named, ambiguous, holds_progress_id, match_of, may_touch, pick, served_of,
-};
+use crate::resolve::{Match, Named, ambiguous, holds_progress_id, match_of, may_touch, pick};
 use crate::{App, metadata, metrics};
 
 /// Whether the caller may take work from `insight`: one of its customers may use it (`*` may
@@ -63,6 +61,32 @@ pub(crate) fn takes_from(
             .resource_pool(&insight.resource_pool_id)
             .is_some_and(|pool| principal.sees(&pool.customer_id));
     Some(if runs_it { Visibility::All } else { principal.customers.clone() })
+}
+
+/// Of the agendas of progress id `progress_id` that `caller` takes as an insight's operator
+/// (every customer's agendas of the insight: a pool's workers), the one it serves: the oldest
+/// (by addedTime, then stream key). POP's pullers and executors know an agenda by its progress
+/// id alone, and two customers may use one id: so an operator is handed only that one of them
+/// (the others wait until it is reaped), and its reports by the id alone reach that one. A
+/// late or stale report of one customer's run can then never land on another customer's
+/// agenda — whatever happened to either meanwhile. A tenant's own worker takes only its own
+/// customer's agendas, where an id is unique.
+pub(crate) fn served_of(
+    models: &pop_projections::ReadModels,
+    caller: &Caller,
+    progress_id: &str,
+) -> Option<String> {
+    models
+        .agendas()
+        .with_progress_id(progress_id)
+        .filter(|e| {
+            e.insight_id().and_then(|i| models.insight(i)).is_some_and(|i| {
+                takes_from(caller, i, models)
+                    .is_some_and(|v| matches!(v, pop_projections::Visibility::All))
+            })
+        })
+        .min_by(|a, b| a.added_ms().cmp(&b.added_ms()).then_with(|| a.key().cmp(b.key())))
+        .map(|e| e.key().to_string())
 }
 
 /// One report of an `updateAgendaProgresses` batch: the POP AgendaProgress JSON and the lease
