@@ -96,13 +96,11 @@ async fn no_route(
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Response {
-    let cid = request_cid(&headers);
-    let path: String = uri.path().chars().take(200).collect();
     let error = AppError::new(
         pop_app::Code::NotFound,
-        format!("nothing is served at {method} {path:?}; this server serves {ROUTES}"),
+        format!("nothing is served at {method} {:?}; this server serves {ROUTES}", shown(&uri)),
     );
-    error_response(StatusCode::NOT_FOUND, error, &cid)
+    error_response(StatusCode::NOT_FOUND, error, &request_cid(&headers))
 }
 
 /// 405 for a method a path does not take (PUT /graphql, POST /graphql/ws …).
@@ -111,13 +109,17 @@ async fn wrong_method(
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Response {
-    let cid = request_cid(&headers);
-    let path: String = uri.path().chars().take(200).collect();
     let error = AppError::bad_request(format!(
-        "{path:?} does not take {method}: /graphql takes POST (and GET for GraphiQL or a \
-         WebSocket upgrade), /graphql/ws a WebSocket upgrade"
+        "{:?} does not take {method}: /graphql takes POST (and GET for GraphiQL or a WebSocket \
+         upgrade), /graphql/ws a WebSocket upgrade",
+        shown(&uri)
     ));
-    error_response(StatusCode::METHOD_NOT_ALLOWED, error, &cid)
+    error_response(StatusCode::METHOD_NOT_ALLOWED, error, &request_cid(&headers))
+}
+
+/// A request's path as an error message shows it (bounded).
+fn shown(uri: &axum::http::Uri) -> String {
+    uri.path().chars().take(200).collect()
 }
 
 /// A GraphQL-shaped error response (`{"errors": [...]}`) for failures before execution.

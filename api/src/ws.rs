@@ -496,33 +496,25 @@ impl Connection {
             );
         }
         let max = upgrade.limits.max_operations;
-        if self.operations.running.len() >= max {
+        // Refused before it runs: one `error` message (BAD_REQUEST, with the cid), no follow.
+        let refuse = |message: String| {
             metrics::error(ErrorCode::BadRequest.as_str());
-            let message = format!(
-                "this connection already runs {max} operations, the most it may; complete one or open another connection"
-            );
             let errors = json!([{
                 "message": message,
                 "extensions": {"code": ErrorCode::BadRequest.as_str(), "cid": upgrade.cid},
             }]);
-            return Step::Send(encode(&ServerMessage::Error {
-                id: &id,
-                payload: Errors::Json(&errors),
-            }));
+            Step::Send(encode(&ServerMessage::Error { id: &id, payload: Errors::Json(&errors) }))
+        };
+        if self.operations.running.len() >= max {
+            return refuse(format!(
+                "this connection already runs {max} operations, the most it may; complete one or open another connection"
+            ));
         }
         if let Err(why) = crate::graphql::subscription::single_root_field(
             &request.query,
             request.operation_name.as_deref(),
         ) {
-            metrics::error(ErrorCode::BadRequest.as_str());
-            let errors = json!([{
-                "message": why,
-                "extensions": {"code": ErrorCode::BadRequest.as_str(), "cid": upgrade.cid},
-            }]);
-            return Step::Send(encode(&ServerMessage::Error {
-                id: &id,
-                payload: Errors::Json(&errors),
-            }));
+            return refuse(why);
         }
         self.generations += 1;
         let generation = self.generations;
