@@ -225,8 +225,9 @@ impl App {
     /// Submits `agenda`: [`App::prepare`] then executes `Submit`.
     async fn submit_agenda(&self, caller: &Caller, agenda: Agenda) -> AppResult<AgendaOutcome> {
         let (agenda, insight) = self.prepare(caller, agenda, "agenda")?;
-        let bytes = json_bytes(&agenda) as u64;
-        self.check_live_quota(&agenda.customer_id, 1, bytes)?;
+        let bytes = json_bytes(&agenda);
+        check_storable(&agenda, &insight, bytes, "agenda")?;
+        self.check_live_quota(&agenda.customer_id, 1, bytes as u64)?;
         self.commit(caller, agenda, insight, "agenda").await
     }
 
@@ -320,7 +321,6 @@ impl App {
             bind_insight(&agenda, customer, &insights)
         }
         .map_err(|e| error::binding_within(root, &e))?;
-        check_storable(&agenda, &insight, root)?;
         Ok((agenda, insight))
     }
 
@@ -422,10 +422,13 @@ impl App {
                 }
                 let mut per_customer: std::collections::BTreeMap<&str, (usize, u64)> =
                     Default::default();
-                for (agenda, _) in &prepared {
+                for (i, (agenda, insight)) in prepared.iter().enumerate() {
+                    let bytes = json_bytes(agenda);
+                    check_storable(agenda, insight, bytes, "")
+                        .map_err(|e| e.within(&format!("agendas[{i}]")))?;
                     let adding = per_customer.entry(agenda.customer_id.as_str()).or_default();
                     adding.0 += 1;
-                    adding.1 += json_bytes(agenda) as u64;
+                    adding.1 += bytes as u64;
                 }
                 for (customer, (adding, bytes)) in per_customer {
                     self.check_live_quota(customer, adding, bytes)?;
@@ -547,15 +550,20 @@ impl App {
 /// written: a batch is all or nothing (one over the limit was refused after the agendas before
 /// it were written), and the error names the agenda as a VALIDATION problem. Each field has its
 /// own bound ([`check_sizes`]); together they may still exceed the store's bound per event, so
-/// an agenda whose JSON comes near it is measured as the store will take it: its
-/// `AgendaSubmitted`, encoded.
-fn check_storable(agenda: &Agenda, insight: &AgendaInsight, root: &str) -> AppResult<()> {
+/// an agenda whose JSON (`json_bytes`, counted once for this and the quota) comes near it is
+/// measured as the store will take it: its `AgendaSubmitted`, encoded.
+fn check_storable(
+    agenda: &Agenda,
+    insight: &AgendaInsight,
+    json_bytes: usize,
+    root: &str,
+) -> AppResult<()> {
     use pop_domain::aggregate::Aggregate as _;
     use pop_domain::codec::EventCodec as _;
     use pop_store::limits::MAX_EVENT_DATA_BYTES;
     // What an AgendaSubmitted holds besides the agenda: the binding and a few times.
     const BESIDES_THE_AGENDA: usize = 64 * 1024;
-    if json_bytes(agenda) + BESIDES_THE_AGENDA <= MAX_EVENT_DATA_BYTES {
+    if json_bytes + BESIDES_THE_AGENDA <= MAX_EVENT_DATA_BYTES {
         return Ok(());
     }
     let command =

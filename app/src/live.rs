@@ -411,21 +411,7 @@ impl App {
                             format!("{e}; complete some before subscribing to more"),
                         ),
                     })?;
-                // Checked first, so a bad one is named as the follow's own field.
-                if let Some(p) = after_position {
-                    self.position("afterPosition", p)?;
-                }
-                self.settle(after_position).await.map_err(|e| {
-                    // settle() names its bound `atLeastPosition`; here it is `afterPosition`.
-                    let mut e = e;
-                    e.message = e.message.replace("atLeastPosition", "afterPosition");
-                    for p in &mut e.problems {
-                        if p.field == "atLeastPosition" {
-                            p.field = "afterPosition".into();
-                        }
-                    }
-                    e
-                })?;
+                self.settle_named("afterPosition", after_position).await?;
                 let delivered = match after_position {
                     Some(p) => self.position("afterPosition", p)?,
                     None => self.projections().applied(),

@@ -243,18 +243,24 @@ impl App {
     /// common case — it costs one comparison. A position beyond the log's head can never be
     /// reached and is refused at once; one not reached in time is TIMEOUT.
     pub async fn settle(&self, at_least: Option<&str>) -> AppResult<()> {
+        self.settle_named("atLeastPosition", at_least).await
+    }
+
+    /// [`App::settle`], the position named `field` in errors (a subscription's
+    /// `afterPosition`).
+    pub(crate) async fn settle_named(&self, field: &str, at_least: Option<&str>) -> AppResult<()> {
         let written = self.commands().written();
         let projections = self.projections();
         let wanted = match at_least {
             None => written,
             Some(text) => {
-                let position = self.position("atLeastPosition", text)?;
+                let position = self.position(field, text)?;
                 if projections.applied() < position {
                     let head =
                         self.store().head().await.map_err(|e| error::store("the log head", &e))?;
                     if position > head {
                         return Err(AppError::invalid(
-                            "atLeastPosition",
+                            field,
                             format!("position {position} is beyond the end of the log"),
                         ));
                     }

@@ -55,12 +55,21 @@ pub(crate) fn takes_from(
     if !may_take_from(caller, insight) {
         return None;
     }
+    Some(if runs(caller, insight, models) {
+        Visibility::All
+    } else {
+        caller.principal.customers.clone()
+    })
+}
+
+/// Whether `caller` sees the insight's owner or its pool's owner: the insight's operator,
+/// whose workers take every customer's agendas of it ([`takes_from`]).
+fn runs(caller: &Caller, insight: &Insight, models: &ReadModels) -> bool {
     let principal = &caller.principal;
-    let runs_it = principal.sees(&insight.customer_id)
+    principal.sees(&insight.customer_id)
         || models
             .resource_pool(&insight.resource_pool_id)
-            .is_some_and(|pool| principal.sees(&pool.customer_id));
-    Some(if runs_it { Visibility::All } else { principal.customers.clone() })
+            .is_some_and(|pool| principal.sees(&pool.customer_id))
 }
 
 /// Of the agendas of progress id `progress_id` that `caller` takes as an insight's operator
@@ -71,22 +80,21 @@ pub(crate) fn takes_from(
 /// late or stale report of one customer's run can then never land on another customer's
 /// agenda — whatever happened to either meanwhile. A tenant's own worker takes only its own
 /// customer's agendas, where an id is unique.
-pub(crate) fn served_of(
-    models: &pop_projections::ReadModels,
+pub(crate) fn served_of<'m>(
+    models: &'m ReadModels,
     caller: &Caller,
     progress_id: &str,
-) -> Option<String> {
+) -> Option<&'m str> {
     models
         .agendas()
         .with_progress_id(progress_id)
         .filter(|e| {
-            e.insight_id().and_then(|i| models.insight(i)).is_some_and(|i| {
-                takes_from(caller, i, models)
-                    .is_some_and(|v| matches!(v, pop_projections::Visibility::All))
-            })
+            e.insight_id()
+                .and_then(|i| models.insight(i))
+                .is_some_and(|i| may_take_from(caller, i) && runs(caller, i, models))
         })
         .min_by(|a, b| a.added_ms().cmp(&b.added_ms()).then_with(|| a.key().cmp(b.key())))
-        .map(|e| e.key().to_string())
+        .map(|e| e.key())
 }
 
 /// One report of an `updateAgendaProgresses` batch: the POP AgendaProgress JSON and the lease
@@ -785,11 +793,11 @@ impl App {
                 .collect();
             if !found.iter().any(|(_, m)| *m >= Match::Held)
                 && let Some(served) = served_of(&models, caller, progress_id)
-                && let Some(e) = models.agendas().get(&served)
+                && let Some(e) = models.agendas().get(served)
                 && customer.is_none_or(|c| e.customer_id() == c)
             {
                 found.retain(|(other, _)| other.1 != served);
-                found.push(((e.id().to_string(), served), Match::Held));
+                found.push(((e.id().to_string(), served.to_string()), Match::Held));
             }
             found
         };

@@ -374,7 +374,8 @@ pub(crate) fn finish_rule(
 pub(crate) struct PrunedTail {
     pub count: u64,
     pub last_version: i64,
-    pub last_link: Option<Vec<u8>>,
+    /// `None`: missing or not 32 bytes (then it matches no head).
+    pub last_link: Option<Hash>,
 }
 
 impl PrunedTail {
@@ -382,7 +383,7 @@ impl PrunedTail {
     pub(crate) fn add(&mut self, version: i64, link: Option<&[u8]>) {
         if self.count == 0 || version > self.last_version {
             self.last_version = version;
-            self.last_link = link.map(<[u8]>::to_vec);
+            self.last_link = link.and_then(|l| Hash::try_from(l).ok());
         }
         self.count += 1;
     }
@@ -411,7 +412,9 @@ pub(crate) fn check_pruned(
                  the last at version {}: a hash row was deleted",
                 tail.count, tail.last_version
             )
-        } else if tail.last_link.as_deref() != s.head.as_deref() {
+        } else if tail.last_link.is_none()
+            || tail.last_link.as_ref().map(|h| &h[..]) != s.head.as_deref()
+        {
             format!(
                 "the hash row of the deleted stream's last event (version {reached}) does not \
                  end in the head hash its tombstone kept: a hash row was changed"

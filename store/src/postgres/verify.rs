@@ -168,7 +168,20 @@ async fn with_pruned_checked(
     if !report.is_intact() {
         return Ok(report);
     }
-    let (streams, _) = stream_rows(tx).await?;
+    // The tombstones only (the stream walk read every stream row; these are few).
+    let mut tombstones = Vec::new();
+    for r in tx
+        .query("SELECT name, version, head_hash FROM pop_streams WHERE deleted_at IS NOT NULL", &[])
+        .await
+        .map_err(fail)?
+    {
+        tombstones.push(StreamRow {
+            name: r.try_get(0).map_err(fail)?,
+            version: r.try_get(1).map_err(fail)?,
+            deleted: true,
+            head: r.try_get(2).map_err(fail)?,
+        });
+    }
     let mut tails: std::collections::HashMap<String, crate::verify::PrunedTail, FastHash> =
         Default::default();
     // One row per stream (the table may hold millions of hash rows).
@@ -182,14 +195,15 @@ async fn with_pruned_checked(
         .map_err(fail)?;
     for r in rows {
         let count: i64 = r.try_get(1).map_err(fail)?;
+        let link: Option<&[u8]> = r.try_get(3).map_err(fail)?;
         let tail = crate::verify::PrunedTail {
             count: u64::try_from(count).unwrap_or(0),
             last_version: r.try_get(2).map_err(fail)?,
-            last_link: r.try_get(3).map_err(fail)?,
+            last_link: link.and_then(|l| Hash::try_from(l).ok()),
         };
         tails.insert(r.try_get(0).map_err(fail)?, tail);
     }
-    Ok(crate::verify::check_pruned(report, &streams, &tails))
+    Ok(crate::verify::check_pruned(report, &tombstones, &tails))
 }
 
 /// [`Verification::with_unsealed`]: the events past the newest checkpoint, read in the

@@ -186,6 +186,7 @@ pub(crate) fn verify(
     // The smallest ordinal of a break found so far (`u64::MAX`: none).
     let first_break = AtomicU64::new(u64::MAX);
     let (spent, recycled) = std::sync::mpsc::channel::<Batch>();
+    let mut by_index: HashMap<usize, crate::verify::PrunedTail, FastHash> = HashMap::default();
     let (scanned, outcomes, log) = std::thread::scope(|scope| {
         let mut senders: Vec<SyncSender<Batch>> = Vec::with_capacity(count);
         let mut workers = Vec::with_capacity(count);
@@ -210,7 +211,8 @@ pub(crate) fn verify(
             .name("pop-verify-log".into())
             .spawn_scoped(scope, move || walk_log(log, streams_ref, log_inbox))
             .map_err(|e| StoreError::backend("starting a verification thread", e));
-        let scanned = scan(conn, &streams, &log_out, &senders, &recycled, &first_break);
+        let scanned =
+            scan(conn, &streams, &log_out, &senders, &recycled, &first_break, &mut by_index);
         drop(senders);
         drop(log_out);
         let log = log_thread.and_then(|t| {
@@ -243,7 +245,8 @@ pub(crate) fn verify(
         outcomes.iter().flat_map(|o| o.reaped.iter().map(|(n, r)| (*n, r.clone()))).collect();
     reaped.sort_by_key(|(n, _)| *n);
     let reaped: Vec<Reaped> = reaped.into_iter().map(|(_, r)| r).collect();
-    let tails = pruned_tails(conn, &streams)?;
+    let tails: HashMap<String, crate::verify::PrunedTail, FastHash> =
+        by_index.into_iter().map(|(i, tail)| (streams[i].1.name.clone(), tail)).collect();
     let rows: Vec<StreamRow> = streams.into_iter().map(|(_, s)| s).collect();
     let report = finish_rule(
         Verification { events, ..Verification::default() },
@@ -262,30 +265,6 @@ pub(crate) fn verify(
     }
     let unsealed = unsealed(conn, report.checkpoints.last.map(|(_, p, _)| p))?;
     Ok(report.with_unsealed(unsealed))
-}
-
-/// The hash rows each deleted stream kept ([`crate::verify::check_pruned`]), by stream name.
-fn pruned_tails(
-    conn: &Connection,
-    streams: &[(i64, StreamRow)],
-) -> Result<HashMap<String, crate::verify::PrunedTail, FastHash>, StoreError> {
-    let mut tails: HashMap<String, crate::verify::PrunedTail, FastHash> = HashMap::default();
-    let mut q = conn.prepare("SELECT stream_id, version, chain FROM pruned").map_err(fail)?;
-    let mut rows = q.query([]).map_err(fail)?;
-    while let Some(r) = rows.next().map_err(fail)? {
-        let id: i64 = r.get(0).map_err(fail)?;
-        let version: i64 = r.get(1).map_err(fail)?;
-        let chain: Option<Vec<u8>> = r.get(2).map_err(fail)?;
-        // A hash row of a stream the log does not know is the checkpoints' to report.
-        if let Ok(i) = streams.binary_search_by_key(&id, |(sid, _)| *sid) {
-            let name = &streams[i].1.name;
-            match tails.get_mut(name.as_str()) {
-                Some(tail) => tail.add(version, chain.as_deref()),
-                None => tails.entry(name.clone()).or_default().add(version, chain.as_deref()),
-            }
-        }
-    }
-    Ok(tails)
 }
 
 /// The events after position `after` (the newest checkpoint's; `None`: none): where they
@@ -407,6 +386,7 @@ fn scan(
     shards: &[SyncSender<Batch>],
     recycled: &Receiver<Batch>,
     first_break: &AtomicU64,
+    tails: &mut HashMap<usize, crate::verify::PrunedTail, FastHash>,
 ) -> Result<Scanned, StoreError> {
     let ids = Ids::new(streams);
     let mut q = conn
@@ -438,11 +418,16 @@ fn scan(
     let feed_pruned = |up_to: Option<i64>,
                        next: &mut Option<PrunedRow>,
                        pruned: &mut rusqlite::Rows<'_>,
-                       log_batch: &mut Vec<LogItem>|
+                       log_batch: &mut Vec<LogItem>,
+                       tails: &mut HashMap<usize, crate::verify::PrunedTail, FastHash>|
      -> Result<(), StoreError> {
         while let Some((pos, stream_id, version, link)) =
             next.take_if(|n| up_to.is_none_or(|u| n.0 < u))
         {
+            // Each deleted stream's hash rows, for `check_pruned` (one read of the table).
+            if let Some(i) = ids.get(stream_id) {
+                tails.entry(i).or_default().add(version, link.as_ref().map(|h| &h[..]));
+            }
             log_batch.push(LogItem {
                 position: position(pos),
                 stream: ids.get(stream_id).ok_or(stream_id),
@@ -483,7 +468,7 @@ fn scan(
             break;
         }
         let pos: i64 = r.get(0).map_err(fail)?;
-        feed_pruned(Some(pos), &mut next_pruned, &mut pruned, &mut log_batch)?;
+        feed_pruned(Some(pos), &mut next_pruned, &mut pruned, &mut log_batch, tails)?;
         let stream_id: i64 = r.get(1).map_err(fail)?;
         let version: i64 = r.get(2).map_err(fail)?;
         let Some(index) = ids.get(stream_id) else {
@@ -548,7 +533,7 @@ fn scan(
         }
     }
     if scan_break.is_none() && first_break.load(Ordering::Relaxed) == u64::MAX {
-        feed_pruned(None, &mut next_pruned, &mut pruned, &mut log_batch)?;
+        feed_pruned(None, &mut next_pruned, &mut pruned, &mut log_batch, tails)?;
     }
     if !log_batch.is_empty() {
         send_log(&mut log_batch)?;
