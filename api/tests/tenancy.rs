@@ -152,19 +152,19 @@ async fn another_customers_progress_id_cannot_take_over_yours() {
         assert_eq!(code(&e), "CONFLICT", "{e:#}");
     }
 
-    // The pool's worker (ops runs the global insight) claims the victim first (one of a
-    // progress id at a time: POP's puller knows agendas by progress id) and reports for it
-    // with the progress id and the agenda id.
+    // The pool's worker (ops runs the global insight) is handed both, each under the pool's
+    // progress id, which names the customer (POP's puller knows agendas by progress id), and
+    // reports for the victim with the id it was handed.
     queue_all(&s).await;
-    let claimed = s.ok(OPS_SERVICE, CLAIM, json!({"n": 5})).await;
-    let items = claimed["getAgenda"].as_array().unwrap();
-    assert_eq!(items.len(), 1, "{claimed:#}");
-    assert_eq!(items[0]["agenda"]["id"], "victim", "{claimed:#}");
+    let claimed = s.ok(OPS_SERVICE, POOL_CLAIM, json!({"n": 5})).await;
+    assert_eq!(claimed["getAgenda"].as_array().unwrap().len(), 2, "{claimed:#}");
+    handed_as(&claimed, "acme", "victim", "p-victim");
+    handed_as(&claimed, "globex", "attacker", "p-victim");
     let r = s
         .ok(
             OPS_SERVICE,
             REPORT,
-            json!({"p": executing("p-victim", Some("victim"), "probe", "secret")}),
+            json!({"p": executing(&pool_id("acme", "p-victim"), Some("victim"), "probe", "secret")}),
         )
         .await;
     assert_eq!(r["updateAgendaProgress"]["agenda"]["customerId"], "acme", "{r:#}");
@@ -177,11 +177,11 @@ async fn another_customers_progress_id_cannot_take_over_yours() {
     assert_eq!(p["agendaProgress"]["agendaId"], "attacker");
     assert_eq!(p["agendaProgress"]["operationProgress"][0]["processingState"], "WAITING", "{p:#}");
 
-    // The progress id alone names two agendas an admin reaches; as a worker of the pool it
-    // serves only the older (the victim): its report by the id goes there — refused, it did
-    // not run it — and never to the attacker's.
+    // The progress id alone names two customers' agendas an admin reaches as a worker of the
+    // pool: refused, naming customerId, and never routed to the attacker's.
     let e = s.err(ADMIN, REPORT, json!({"p": executing("p-victim", None, "probe", "x")})).await;
-    assert_eq!(code(&e), "CONFLICT", "{e:#}");
+    assert_eq!(code(&e), "VALIDATION", "{e:#}");
+    assert_eq!(problem_fields(&e), ["customerId"], "{e:#}");
     let p = s.ok(GLOBEX, PROGRESS, json!({"id": "p-victim"})).await;
     assert_eq!(p["agendaProgress"]["operationProgress"][0]["processingState"], "WAITING", "{p:#}");
     // A progress id that is not the named agenda's is refused, never routed elsewhere.
@@ -295,68 +295,170 @@ async fn a_pool_worker_serves_every_customer_of_a_shared_insight_under_its_lease
     assert_eq!(p["agendaProgress"]["diagnosticEvents"][0]["message"], "all renditions uploaded");
 }
 
+const POOL_CLAIM: &str = "mutation($n: Int!, $w: Int) { getAgenda(insightId: \"transcode\", count: $n, waitSeconds: $w) \
+    { agenda { id customerId progressId } progress { id agendaId customerId \
+      operationProgress { id agendaProgressId operation } } lease { id } } }";
+const POOL_REPORT: &str = "mutation($p: JSON!) { updateAgendaProgress(agendaProgress: $p) \
+    { agenda { id customerId progressId } progress { id processingState } } }";
+
+/// The progress id a pool's worker is handed for `customer`'s agenda of progress id `id`.
+fn pool_id(customer: &str, id: &str) -> String {
+    pop_domain::agenda::pool_progress_id(customer, id)
+}
+
+/// The handed-out item of `customer` in a getAgenda answer, checked to show the pool's
+/// progress id everywhere a POP executor reads it.
+fn handed<'a>(claimed: &'a Value, customer: &str, id: &str) -> &'a Value {
+    handed_as(claimed, customer, id, id)
+}
+
+/// [`handed`] for an agenda `id` of progress id `progress_id`.
+fn handed_as<'a>(claimed: &'a Value, customer: &str, id: &str, progress_id: &str) -> &'a Value {
+    let item = claimed["getAgenda"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["agenda"]["customerId"] == customer)
+        .unwrap_or_else(|| panic!("{customer} not handed out: {claimed:#}"));
+    assert_eq!(item["agenda"]["id"], id, "{item:#}");
+    let shown = pool_id(customer, progress_id);
+    assert_eq!(item["agenda"]["progressId"], shown.as_str(), "{item:#}");
+    assert_eq!(item["progress"]["id"], shown.as_str(), "{item:#}");
+    assert_eq!(item["progress"]["agendaId"], id, "{item:#}");
+    for op in item["progress"]["operationProgress"].as_array().unwrap() {
+        assert_eq!(op["agendaProgressId"], shown.as_str(), "{op:#}");
+        let want = format!("{shown}-{}", op["operation"].as_str().unwrap());
+        assert_eq!(op["id"], want.as_str(), "{op:#}");
+    }
+    item
+}
+
 /// POP's pullers and executors know an agenda by its progress id alone, while two customers
-/// may use one id: of the agendas of one id, a pool's worker is handed only the older (POP's
-/// `retrieveAgendaToProgressMap` threw "Duplicate key" on two in one answer and launched none
-/// of the batch), until it is reaped, and its reports by the id alone — late and stale ones
-/// included — reach that one (a re-probe had one tenant's late or stale report complete
-/// another tenant's agenda that never ran). The younger's customer's own worker takes it.
+/// may use one id, and a pool's worker serves both. It is handed both, each under the pool's
+/// progress id, which names the customer (`<id>~<customer tag>`): POP's `retrieveAgendaToProgressMap`
+/// (which threw "Duplicate key" on two agendas of one id in an answer) takes them, and its
+/// executors' reports by that id alone — late ones included — reach exactly the agenda they
+/// ran. A report by the bare id, which cannot say whose, is refused rather than guessed at.
+/// The customers themselves only ever see their own id.
 #[tokio::test]
-async fn a_worker_holds_one_agenda_per_progress_id_and_its_reports_find_it() {
+async fn a_pool_worker_is_handed_each_customers_agenda_of_one_id_under_an_id_of_its_own() {
     let s = start(ApiConfig::default()).await;
     let after = s.seed().await;
     submit(&s, GLOBEX, named("globex", "dup", "dup", &["probe"]), &after).await;
     submit(&s, ACME, named("acme", "dup", "dup", &["probe"]), &after).await;
     queue_all(&s).await;
 
-    // ops runs the global insight: one of the two per answer, and not the other while it
-    // holds the first.
-    let claimed = s.ok(OPS_SERVICE, CLAIM, json!({"n": 5})).await;
-    let items = claimed["getAgenda"].as_array().unwrap();
-    assert_eq!(items.len(), 1, "{claimed:#}");
-    let first = items[0]["agenda"]["customerId"].as_str().unwrap().to_string();
-    let again = s.ok(OPS_SERVICE, CLAIM, json!({"n": 5})).await;
-    assert_eq!(again["getAgenda"], json!([]), "{again:#}");
+    // ops runs the global insight: both, in one answer, under two ids.
+    let claimed = s.ok(OPS_SERVICE, POOL_CLAIM, json!({"n": 5})).await;
+    assert_eq!(claimed["getAgenda"].as_array().unwrap().len(), 2, "{claimed:#}");
+    handed(&claimed, "globex", "dup");
+    handed(&claimed, "acme", "dup");
+    let (acme_id, globex_id) = (pool_id("acme", "dup"), pool_id("globex", "dup"));
+    assert_ne!(acme_id, globex_id);
 
-    // Its reports by the progress id alone reach the one it holds.
-    let running = json!({"id": "dup", "processingState": "EXECUTING"});
-    let r = s.ok(OPS_SERVICE, REPORT, json!({"p": running})).await;
-    assert_eq!(r["updateAgendaProgress"]["agenda"]["customerId"], first.as_str(), "{r:#}");
-    let r =
-        s.ok(OPS_SERVICE, REPORT, json!({"p": executing("dup", None, "probe", "first's")})).await;
-    assert_eq!(r["updateAgendaProgress"]["progress"]["processingState"], "COMPLETE", "{r:#}");
+    // The bare id names two customers' agendas this worker serves: refused, naming customerId.
+    let e =
+        s.err(OPS_SERVICE, POOL_REPORT, json!({"p": executing("dup", None, "probe", "?")})).await;
+    assert_eq!(code(&e), "VALIDATION", "{e:#}");
+    assert_eq!(problem_fields(&e), vec!["customerId"], "{e:#}");
+    // Also with the agenda id (the same in both customers) and no customer.
+    let e = s
+        .err(OPS_SERVICE, POOL_REPORT, json!({"p": executing("dup", Some("dup"), "probe", "?")}))
+        .await;
+    assert_eq!(code(&e), "VALIDATION", "{e:#}");
 
-    // Completed: ops is still not handed the other customer's, so its executor's late and
-    // stale reports by the id go to the one it completed, never to the other.
-    let again = s.ok(OPS_SERVICE, CLAIM, json!({"n": 5})).await;
-    assert_eq!(again["getAgenda"], json!([]), "{again:#}");
-    let outcome = json!({"id": "dup", "processingState": "COMPLETE",
-        "processingStateMessage": "succeeded", "diagnosticEvents": [{"message": "done"}]});
-    let r = s.ok(OPS_SERVICE, REPORT, json!({"p": outcome})).await;
-    assert_eq!(r["updateAgendaProgress"]["agenda"]["customerId"], first.as_str(), "{r:#}");
-    s.ok(OPS_SERVICE, REPORT, json!({"p": executing("dup", None, "probe", "first's")})).await;
-
-    // No worker of the pool is handed the younger while the older is kept (until it is
-    // reaped): the scheduler leaves it waiting rather than give it a queue place nothing
-    // takes. ops's stale report by the id still goes to the one it ran.
-    assert_eq!(first, "globex", "the older is served first");
-    queue_all(&s).await;
-    for token in [OPS_SERVICE_2, ACME_SERVICE] {
-        let claimed = s.ok(token, CLAIM, json!({"n": 5})).await;
-        assert_eq!(claimed["getAgenda"], json!([]), "{claimed:#}");
-    }
-    let r =
-        s.ok(OPS_SERVICE, REPORT, json!({"p": executing("dup", None, "probe", "first's")})).await;
-    assert_eq!(r["updateAgendaProgress"]["agenda"]["customerId"], first.as_str(), "{r:#}");
-    let p = s.ok(ACME, PROGRESS, json!({"id": "dup"})).await;
+    // Each report by the id it was handed reaches that customer's agenda, and answers that id.
+    let r = s
+        .ok(OPS_SERVICE, POOL_REPORT, json!({"p": executing(&acme_id, None, "probe", "acme's")}))
+        .await;
+    let answer = &r["updateAgendaProgress"];
+    assert_eq!(answer["agenda"]["customerId"], "acme", "{r:#}");
+    assert_eq!(answer["agenda"]["progressId"], acme_id.as_str(), "{r:#}");
+    assert_eq!(answer["progress"]["id"], acme_id.as_str(), "{r:#}");
+    assert_eq!(answer["progress"]["processingState"], "COMPLETE", "{r:#}");
+    let p = s.ok(GLOBEX, PROGRESS, json!({"id": "dup"})).await;
     assert_eq!(p["agendaProgress"]["processingState"], "WAITING", "{p:#}");
-    assert_eq!(p["agendaProgress"]["operationProgress"][0]["resultPayload"], Value::Null, "{p:#}");
+    assert_eq!(p["agendaProgress"]["operationProgress"][0]["resultPayload"], Value::Null);
+
+    // The executor's own outcome report after the agenda completed (the lease is gone), by
+    // the handed id alone: to acme's, never to globex's, which the worker still runs.
+    let outcome = json!({"id": acme_id, "processingState": "COMPLETE",
+        "processingStateMessage": "succeeded", "diagnosticEvents": [{"message": "acme done"}]});
+    let r = s.ok(OPS_SERVICE, POOL_REPORT, json!({"p": outcome})).await;
+    assert_eq!(r["updateAgendaProgress"]["agenda"]["customerId"], "acme", "{r:#}");
+    // With the agenda id and the customer its executor's AgendaProgress carries, too; a
+    // customer that is not the one the id names reaches nothing.
+    let mut named_report = executing(&globex_id, Some("dup"), "probe", "globex's");
+    named_report["customerId"] = json!("acme");
+    let e = s.err(OPS_SERVICE, POOL_REPORT, json!({"p": named_report.clone()})).await;
+    assert_eq!(code(&e), "NOT_FOUND", "{e:#}");
+    named_report["customerId"] = json!("globex");
+    let r = s.ok(OPS_SERVICE, POOL_REPORT, json!({"p": named_report})).await;
+    assert_eq!(r["updateAgendaProgress"]["agenda"]["customerId"], "globex", "{r:#}");
+
+    // Each customer sees its own result under its own id.
+    for (token, result) in [(ACME, "acme's"), (GLOBEX, "globex's")] {
+        let p = s.ok(token, PROGRESS, json!({"id": "dup"})).await;
+        assert_eq!(p["agendaProgress"]["id"], "dup", "{p:#}");
+        assert_eq!(p["agendaProgress"]["processingState"], "COMPLETE", "{p:#}");
+        let got = &p["agendaProgress"]["operationProgress"][0]["resultPayload"];
+        assert_eq!(got, &json!({"r": result}), "{p:#}");
+    }
+    // A tenant's worker cannot use another customer's pool id to reach its agenda.
+    let e = s
+        .err(ACME_SERVICE, POOL_REPORT, json!({"p": executing(&globex_id, None, "probe", "x")}))
+        .await;
+    assert_eq!(code(&e), "NOT_FOUND", "{e:#}");
+}
+
+/// A waiting pool worker is handed a submission in the submission's own write
+/// (`crate::handout`) under the pool's id too; two customers' submissions of one id a moment
+/// apart are both handed out, each under its own id, and each report reaches its own (a
+/// hostile probe had both handed out under the bare id, after which a report could reach
+/// either).
+#[tokio::test]
+async fn two_customers_submitting_one_id_at_once_are_each_handed_out_under_its_own() {
+    let s = start(ApiConfig::default()).await;
+    let after = s.seed().await;
+    let waiting = {
+        let (http, url) = (s.http.clone(), format!("{}/graphql", s.base));
+        tokio::spawn(async move {
+            let body = json!({"query": POOL_CLAIM, "variables": {"n": 1, "w": 10}});
+            let r = http.post(url).bearer_auth(OPS_SERVICE).json(&body).send().await.unwrap();
+            r.json::<Value>().await.unwrap()
+        })
+    };
+    // Wait until the worker sits at the desk, then submit twice.
+    for _ in 0..200 {
+        if s.state.app().waiting_at_desk() > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    submit(&s, ACME, named("acme", "race", "race", &["probe"]), &after).await;
+    submit(&s, GLOBEX, named("globex", "race", "race", &["probe"]), &after).await;
+    let first = waiting.await.unwrap();
+    let first = &first["data"];
+    handed(first, "acme", "race");
+    queue_all(&s).await;
+    let second = s.ok(OPS_SERVICE, POOL_CLAIM, json!({"n": 5})).await;
+    handed(&second, "globex", "race");
+    for customer in ["acme", "globex"] {
+        let report = executing(&pool_id(customer, "race"), None, "probe", customer);
+        let r = s.ok(OPS_SERVICE, POOL_REPORT, json!({"p": report})).await;
+        assert_eq!(r["updateAgendaProgress"]["agenda"]["customerId"], customer, "{r:#}");
+    }
+    for (token, customer) in [(ACME, "acme"), (GLOBEX, "globex")] {
+        let p = s.ok(token, PROGRESS, json!({"id": "race"})).await;
+        let got = &p["agendaProgress"]["operationProgress"][0]["resultPayload"];
+        assert_eq!(got, &json!({"r": customer}), "{p:#}");
+    }
 }
 
 /// The same after a lease ran out: the executor whose lease on one customer's agenda expired
-/// may still report on it by the progress id alone (a tenant's operation can stall on
-/// purpose), so the pool's worker is not handed another customer's agenda of the id, and its
-/// stale report is refused on the one it lost, never applied to the other.
+/// may still report on it (a tenant's operation can stall on purpose). Another customer's
+/// agenda of the same id is handed to the same pool worker meanwhile; the stalled executor's
+/// report, under the id it was handed, never lands on it.
 #[tokio::test]
 async fn a_stale_report_after_a_lease_ran_out_never_lands_on_another_customers_agenda() {
     use pop_reapers::ReclaimerConfig;
@@ -365,8 +467,8 @@ async fn a_stale_report_after_a_lease_ran_out_never_lands_on_another_customers_a
     let after = s.seed().await;
     submit(&s, GLOBEX, named("globex", "slow", "slow", &["probe"]), &after).await;
     queue_all(&s).await;
-    let claimed = s.ok(OPS_SERVICE, CLAIM, json!({"n": 5})).await;
-    assert_eq!(claimed["getAgenda"][0]["agenda"]["customerId"], "globex", "{claimed:#}");
+    let claimed = s.ok(OPS_SERVICE, POOL_CLAIM, json!({"n": 5})).await;
+    handed(&claimed, "globex", "slow");
     // globex's operation stalls past the lease; the reclaimer takes the agenda back.
     let lease = chrono::Duration::from_std(s.state.config().lease).unwrap();
     let later = chrono::Utc::now() + lease + chrono::Duration::seconds(1);
@@ -377,24 +479,22 @@ async fn a_stale_report_after_a_lease_ran_out_never_lands_on_another_customers_a
     let report = execute(&s.commands, later, &actions, None).await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
 
-    // acme submits an agenda of the same id: ops, whose executor may still report on
-    // globex's, is not handed it; another worker of the pool is.
+    // acme submits an agenda of the same id: the scheduler queues it, and the same worker is
+    // handed it, under acme's pool id.
     let after = s.commands.written().to_string();
     submit(&s, ACME, named("acme", "slow", "slow", &["probe"]), &after).await;
     queue_all(&s).await;
-    let claimed = s.ok(OPS_SERVICE, CLAIM, json!({"n": 5})).await;
-    let customers: Vec<&str> = claimed["getAgenda"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|c| c["agenda"]["customerId"].as_str())
-        .collect();
-    assert!(!customers.contains(&"acme"), "{claimed:#}");
-    // The stalled executor wakes up and reports globex's result by the id alone: whatever
-    // becomes of it on globex's agenda (refused, or taken by globex's next run, which ops may
-    // hold now), acme's agenda is untouched.
-    let report = json!({"p": executing("slow", None, "probe", "globex's")});
-    let _ = s.post(Some(OPS_SERVICE), json!({"query": REPORT, "variables": report})).await;
+    let claimed = s.ok(OPS_SERVICE, POOL_CLAIM, json!({"n": 5})).await;
+    handed(&claimed, "acme", "slow");
+    // The stalled executor wakes up and reports globex's result under the id it was handed:
+    // whatever becomes of it on globex's agenda, acme's is untouched. By the bare id it is
+    // refused.
+    let stale = executing(&pool_id("globex", "slow"), None, "probe", "globex's");
+    let _ =
+        s.post(Some(OPS_SERVICE), json!({"query": POOL_REPORT, "variables": {"p": stale}})).await;
+    let e =
+        s.err(OPS_SERVICE, POOL_REPORT, json!({"p": executing("slow", None, "probe", "?")})).await;
+    assert_eq!(code(&e), "VALIDATION", "{e:#}");
     let p = s.ok(ACME, PROGRESS, json!({"id": "slow"})).await;
     assert_eq!(p["agendaProgress"]["operationProgress"][0]["resultPayload"], Value::Null, "{p:#}");
     assert_ne!(p["agendaProgress"]["processingState"], "COMPLETE", "{p:#}");

@@ -45,7 +45,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::resolve::holds_progress_id;
-use crate::work::{served_of, takes_from};
+use crate::work::{operates, takes_from};
 use crate::{AgendaOutcome, App, Caller, metrics};
 
 /// The actor recorded on the `Queue` event of a hand-out: the scheduler's rule applied at
@@ -69,6 +69,9 @@ struct Seats {
 pub(crate) struct Waiter {
     id: u64,
     pub(crate) caller: Caller,
+    /// Whether it waits as a pool's worker of the insight (`work::operates`): it is shown the
+    /// agenda under the pool's progress id ([`AgendaOutcome::shown_to_pool`]).
+    pub(crate) pool_worker: bool,
     /// Dropped without a send: the waiter looks at the queue again.
     pub(crate) deliver: oneshot::Sender<AgendaOutcome>,
 }
@@ -92,6 +95,7 @@ impl Desk {
         seats.by_insight.entry(Arc::clone(&insight)).or_default().push_back(Waiter {
             id,
             caller: caller.clone(),
+            pool_worker: false,
             deliver,
         });
         Seat { desk: self, insight, id, handed }
@@ -190,14 +194,16 @@ impl App {
         if !models.select_agendas(&query).items.is_empty() {
             return None;
         }
-        // Only a waiter that takes this customer's agendas from the insight, holds no other
-        // agenda of this progress id (`holds_progress_id`), and, as an operator, serves none
-        // yet (`served_of`: the new agenda would be the younger, which it is not handed).
-        self.desk().take(insight_id, |caller| {
+        // Only a waiter that takes this customer's agendas from the insight and, unless it is
+        // the pool's worker (shown the agenda under the pool's progress id, which names the
+        // customer), holds no other agenda of this progress id (`holds_progress_id`).
+        let mut waiter = self.desk().take(insight_id, |caller| {
             takes_from(caller, insight, &models).is_some_and(|v| v.sees(customer))
-                && !holds_progress_id(&models, &caller.principal, progress_id)
-                && served_of(&models, caller, progress_id).is_none()
-        })
+                && (operates(caller, insight, &models)
+                    || !holds_progress_id(&models, &caller.principal, progress_id))
+        })?;
+        waiter.pool_worker = operates(&waiter.caller, insight, &models);
+        Some(waiter)
     }
 
     /// Appends `submit` (on `stream_key`, with `metadata`) together with the agenda's `Queue`
@@ -258,6 +264,8 @@ impl App {
                     );
                     tracing::info!(target: "pop::agendas", agenda = %stream_key, insight = %insight_id, by = %holder, cid = %waiter.caller.cid, "claimed (handed out at submission)");
                     let outcome = AgendaOutcome::of(&executed, &waiter.caller);
+                    let outcome =
+                        if waiter.pool_worker { outcome.shown_to_pool() } else { outcome };
                     if let Err(orphan) = waiter.deliver.send(outcome) {
                         app.hand_back(&waiter.caller, &orphan).await;
                     }

@@ -42,6 +42,20 @@ impl AgendaOutcome {
         }
     }
 
+    /// The outcome as a resource pool's worker is shown it: under the progress id it is
+    /// handed ([`pop_domain::agenda::pool_progress_id`]), which names the customer too, so that
+    /// its executor's reports by that id alone reach this agenda and no other customer's.
+    pub(crate) fn shown_to_pool(mut self) -> AgendaOutcome {
+        if let Some(agenda) = self.state.agenda() {
+            let id = pop_domain::agenda::pool_progress_id(
+                &agenda.customer_id,
+                &self.state.progress().id,
+            );
+            self.state = Arc::new(self.state.shown_as(&id));
+        }
+        self
+    }
+
     /// The agenda (`None` only for a stream without one, which no use case answers).
     pub fn agenda(&self) -> Option<&Agenda> {
         self.state.agenda()

@@ -8,7 +8,7 @@
 //!   customer's agenda can never shadow or reveal itself.
 //! - A `customerId` from the request picks the customer; a lease id picks the agenda it was
 //!   handed out under; without either, an agenda the caller itself holds (or, as a pool's
-//!   worker, serves: `work::served_of`) is the one it means ([`Match`]).
+//!   worker, serves: `work::operates`) is the one it means ([`Match`]).
 //! - None left: NOT_FOUND, exactly as for an id nobody uses. Several left (an admin seeing two
 //!   customers that both use the id): VALIDATION naming `customerId`, which only lists what the
 //!   caller sees anyway.
@@ -82,7 +82,7 @@ pub(crate) fn under_lease(entry: &AgendaEntry, lease: Option<&str>) -> bool {
 pub(crate) enum Match {
     Visible,
     /// The caller's principal holds its lease, or serves it as a pool's worker
-    /// (`work::served_of`): POP's executors name neither the customer nor the lease, so when
+    /// (`work::operates`): POP's executors name neither the customer nor the lease, so when
     /// two customers use one id, the one the caller works on is the one it means.
     Held,
     UnderLease,

@@ -14,7 +14,9 @@ use pop_domain::agenda::{AgendaCommand, AgendaState, OperationReport, ProgressRe
 use pop_domain::binding::may_use_insight;
 use pop_domain::model::{AgendaProgress, Insight};
 use pop_domain::validate::{check_id, check_size};
-use pop_projections::{AgendaOrder, AgendaQuery, ChangeKind, Phase, ReadModels, Visibility};
+use pop_projections::{
+    AgendaEntry, AgendaOrder, AgendaQuery, ChangeKind, Phase, ReadModels, Visibility,
+};
 use pop_store::{EventMetadata, ExecuteError};
 
 use crate::agendas::from_json;
@@ -72,29 +74,33 @@ fn runs(caller: &Caller, insight: &Insight, models: &ReadModels) -> bool {
             .is_some_and(|pool| principal.sees(&pool.customer_id))
 }
 
-/// Of the agendas of progress id `progress_id` that `caller` takes as an insight's operator
-/// (every customer's agendas of the insight: a pool's workers), the one it serves: the oldest
-/// (by addedTime, then stream key). POP's pullers and executors know an agenda by its progress
-/// id alone, and two customers may use one id: so an operator is handed only that one of them
-/// (the others wait until it is reaped), and its reports by the id alone reach that one. A
-/// late or stale report of one customer's run can then never land on another customer's
-/// agenda — whatever happened to either meanwhile. A tenant's own worker takes only its own
-/// customer's agendas, where an id is unique.
-pub(crate) fn served_of<'m>(
-    models: &'m ReadModels,
-    caller: &Caller,
-    progress_id: &str,
-) -> Option<&'m str> {
-    models
-        .agendas()
-        .with_progress_id(progress_id)
-        .filter(|e| {
-            e.insight_id()
-                .and_then(|i| models.insight(i))
-                .is_some_and(|i| may_take_from(caller, i) && runs(caller, i, models))
-        })
-        .min_by(|a, b| a.added_ms().cmp(&b.added_ms()).then_with(|| a.key().cmp(b.key())))
-        .map(|e| e.key())
+/// Whether `caller` is a worker of the pool that runs `insight` ([`takes_from`] answers
+/// `All`): it is handed every customer's agendas of it, each under the pool's progress id
+/// ([`pop_domain::agenda::pool_progress_id`], see [`crate::AgendaOutcome::shown_to_pool`]).
+pub(crate) fn operates(caller: &Caller, insight: &Insight, models: &ReadModels) -> bool {
+    may_take_from(caller, insight) && runs(caller, insight, models)
+}
+
+/// Whether `caller` is a worker of the pool that runs the insight of `entry`'s agenda.
+fn operates_agenda(models: &ReadModels, caller: &Caller, entry: &AgendaEntry) -> bool {
+    entry.insight_id().and_then(|i| models.insight(i)).is_some_and(|i| operates(caller, i, models))
+}
+
+/// The number of customers among `entries` (the agendas of one id the caller may act on, as
+/// `(entry, operated)`), when they are several and the caller reaches one as a pool's worker:
+/// a report that names neither the customer nor the pool's progress id it was handed cannot
+/// tell them apart. POP's executors know an agenda by its progress id alone and two customers
+/// may use one; a pool's worker serves both, so such a report is refused (VALIDATION
+/// `customerId`) rather than guessed at: a late or stale report of one customer's run must
+/// never land on the other's agenda.
+fn pool_twins(entries: &[(&AgendaEntry, bool)]) -> Option<usize> {
+    if !entries.iter().any(|(_, operated)| *operated) {
+        return None;
+    }
+    let mut customers: Vec<&str> = entries.iter().map(|(e, _)| e.customer_id()).collect();
+    customers.sort_unstable();
+    customers.dedup();
+    (customers.len() > 1).then_some(customers.len())
 }
 
 /// One report of an `updateAgendaProgresses` batch: the POP AgendaProgress JSON and the lease
@@ -414,12 +420,13 @@ impl App {
             services.settle(None).await?;
         }
         // (agenda id, customer id, updatedTime in ms: the time it was queued).
-        let candidates: Vec<(String, String, i64)> = {
+        let (candidates, pool_worker): (Vec<(String, String, i64)>, bool) = {
             let models = services.projections().read();
             let (insight, takes) = models
                 .insight(insight_id)
                 .and_then(|i| Some((i, takes_from(caller, i, &models)?)))
                 .ok_or_else(|| AppError::not_found("insight", insight_id))?;
+            let pool_worker = operates(caller, insight, &models);
             // The insight's workers serve every customer of it; a customer it is only shared
             // with takes its own agendas ([`takes_from`]).
             let wanted = count.saturating_mul(GET_AGENDA_CANDIDATES_PER_ITEM);
@@ -430,23 +437,24 @@ impl App {
             // Room for the ones passed over below, so they do not crowd the rest out.
             query.limit = wanted.saturating_add(MAX_PASSED_OVER);
             // POP's pullers and executors know an agenda by its progress id alone, and two
-            // customers may use one: one answer never holds two agendas of one progress id,
-            // nor one of a progress id the caller holds, and an operator takes of a progress id
-            // only the agenda it serves ([`served_of`]): a report by the id names one run.
+            // customers may use one. The pool's worker is shown each agenda under the pool's
+            // progress id, which names the customer (`shown_to_pool`). Any other worker (its
+            // own customers' agendas only) is never handed two agendas of one progress id in
+            // one answer, nor one of a progress id it holds: a report by the id names one run.
             let mut progress_ids = std::collections::HashSet::new();
-            models
+            let candidates = models
                 .select_agendas(&query)
                 .items
                 .iter()
                 .filter(|e| {
-                    progress_ids.insert(e.progress_id())
-                        && !holds_progress_id(&models, &caller.principal, e.progress_id())
-                        && served_of(&models, caller, e.progress_id())
-                            .is_none_or(|served| served == e.key())
+                    pool_worker
+                        || (progress_ids.insert(e.progress_id())
+                            && !holds_progress_id(&models, &caller.principal, e.progress_id()))
                 })
                 .take(wanted)
                 .map(|e| (e.key().to_string(), e.customer_id().to_string(), e.updated_ms()))
-                .collect()
+                .collect();
+            (candidates, pool_worker)
         };
         let holder = caller.principal.name.clone();
         let mut claimed = Vec::with_capacity(count);
@@ -504,7 +512,8 @@ impl App {
                             services.config().metrics_insight_labels,
                         );
                         tracing::info!(target: "pop::agendas", agenda = %id, insight = %insight_id, by = %holder, cid = %caller.cid, "claimed");
-                        claimed.push(AgendaOutcome::of(&executed, caller));
+                        let outcome = AgendaOutcome::of(&executed, caller);
+                        claimed.push(if pool_worker { outcome.shown_to_pool() } else { outcome });
                     }
                     // Someone else claimed it first (or it changed since the read): not ours.
                     Err(ExecuteError::Refused(_)) | Err(ExecuteError::Conflict { .. }) => {
@@ -654,6 +663,13 @@ impl App {
                 ));
             }
         };
+        // A pool's worker reports under the progress id it was handed, which names the
+        // customer (`pool_progress_id`); its answer shows that id again.
+        let (id, pool_customer) = match self.pool_named(caller, &id).await? {
+            Some((progress_id, customer)) => (progress_id, Some(customer)),
+            None => (id, None),
+        };
+        let shown_to_pool = pool_customer.is_some();
         check_id("agendaProgress.id", &id)?;
         let state_given = object.get("processingState").is_some_and(|s| !s.is_null());
         let given_ops: Vec<bool> = object
@@ -725,9 +741,23 @@ impl App {
         // customers apart); without one, by the AgendaProgress id among the agendas the caller
         // may act on. Either way the AgendaProgress id must be that agenda's.
         let customer = Some(progress.customer_id.trim()).filter(|c| !c.is_empty());
+        let customer = match (customer, pool_customer.as_deref()) {
+            // The report names another customer than the id it was handed: nothing of the
+            // caller's is meant.
+            (Some(named), Some(handed)) if named != handed => {
+                return Err(AppError::not_found("agenda progress", &id));
+            }
+            (named, handed) => named.or(handed),
+        };
         let named_agenda = Some(progress.agenda_id.trim()).filter(|a| !a.is_empty());
         let (agenda_id, key) = match named_agenda {
             Some(agenda_id) => {
+                if customer.is_none() {
+                    self.settle(None).await?;
+                    let models = self.projections().read();
+                    let entries = models.agendas().with_id(agenda_id);
+                    self.refuse_pool_twins(&models, caller, agenda_id, entries)?;
+                }
                 let named = Named { id: agenda_id, customer, lease: lease_id.as_deref() };
                 (agenda_id.to_string(), self.resolve(caller, named).await?)
             }
@@ -755,6 +785,7 @@ impl App {
         let outcome = services
             .on_key(caller, "updateAgendaProgress", &agenda_id, &key, command, "agendaProgress")
             .await?;
+        let outcome = if shown_to_pool { outcome.shown_to_pool() } else { outcome };
         if outcome.position.is_some()
             && outcome.progress().processing_state == pop_domain::ProcessingState::Complete
         {
@@ -764,8 +795,54 @@ impl App {
         Ok(outcome)
     }
 
+    /// The customer's own progress id and the customer that `id` names, when it is the pool's
+    /// progress id ([`pop_domain::agenda::pool_progress_id`]) of an agenda the caller may act
+    /// on or serves as the pool's worker; `None` for any other id (a customer's own id that
+    /// merely has the shape is looked up as it is).
+    async fn pool_named(&self, caller: &Caller, id: &str) -> AppResult<Option<(String, String)>> {
+        let Some((progress_id, tag)) = pop_domain::agenda::split_pool_progress_id(id) else {
+            return Ok(None);
+        };
+        self.settle(None).await?;
+        let models = self.projections().read();
+        Ok(models
+            .agendas()
+            .with_progress_id(progress_id)
+            .filter(|e| operates_agenda(&models, caller, e) || may_touch(&caller.principal, e))
+            .find(|e| pop_domain::agenda::key::customer_tag(e.customer_id()) == tag)
+            .map(|e| (progress_id.to_string(), e.customer_id().to_string())))
+    }
+
+    /// Refuses a report that names an id (agenda or progress id) several customers use, by
+    /// neither the customer nor the pool's progress id, from a pool's worker ([`pool_twins`]).
+    fn refuse_pool_twins<'m>(
+        &self,
+        models: &'m ReadModels,
+        caller: &Caller,
+        id: &str,
+        entries: impl Iterator<Item = &'m AgendaEntry>,
+    ) -> AppResult<()> {
+        let entries: Vec<(&AgendaEntry, bool)> = entries
+            .map(|e| (e, operates_agenda(models, caller, e)))
+            .filter(|(e, operated)| *operated || may_touch(&caller.principal, e))
+            .collect();
+        match pool_twins(&entries) {
+            Some(customers) => Err(AppError::invalid(
+                "customerId",
+                format!(
+                    "{id:?} is used by {customers} customers whose agendas this worker serves; report under the progressId getAgenda handed out, or name the customerId"
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The agenda (id and stream key) whose AgendaProgress has id `progress_id`, among those
-    /// the caller may act on (see [`crate::resolve`]), for a report that names no agenda.
+    /// the caller may act on (see [`crate::resolve`]) or serves as a pool's worker, for a
+    /// report that names no agenda. A pool's worker reaches the agendas of its insights by
+    /// the id alone (its executor's own outcome report comes after the lease is gone; the
+    /// write side decides whether it is taken), but only while one customer uses the id
+    /// ([`pool_twins`]).
     async fn resolve_progress(
         &self,
         caller: &Caller,
@@ -774,32 +851,28 @@ impl App {
         lease: Option<&str>,
     ) -> AppResult<(String, String)> {
         self.settle(None).await?;
-        // The agendas the caller may act on; and, when it holds none of them, the one of this
-        // progress id it serves as an operator ([`served_of`]: the only one of the id it is
-        // ever handed, so a report by the id alone — a late one included — is about it).
         let found: Vec<((String, String), Match)> = {
             let models = self.projections().read();
-            let mut found: Vec<((String, String), Match)> = models
+            let entries = models
+                .agendas()
+                .with_progress_id(progress_id)
+                .filter(|e| customer.is_none_or(|c| e.customer_id() == c));
+            self.refuse_pool_twins(&models, caller, progress_id, entries)?;
+            models
                 .agendas()
                 .with_progress_id(progress_id)
                 .filter(|e| customer.is_none_or(|c| e.customer_id() == c))
-                .filter(|e| may_touch(&caller.principal, e))
-                .map(|e| {
-                    (
-                        (e.id().to_string(), e.key().to_string()),
-                        match_of(&caller.principal, e, lease),
-                    )
+                .filter_map(|e| {
+                    let operated = operates_agenda(&models, caller, e);
+                    let matched = match_of(&caller.principal, e, lease);
+                    let matched = match (operated, may_touch(&caller.principal, e)) {
+                        (true, _) => matched.max(Match::Held),
+                        (false, true) => matched,
+                        (false, false) => return None,
+                    };
+                    Some(((e.id().to_string(), e.key().to_string()), matched))
                 })
-                .collect();
-            if !found.iter().any(|(_, m)| *m >= Match::Held)
-                && let Some(served) = served_of(&models, caller, progress_id)
-                && let Some(e) = models.agendas().get(served)
-                && customer.is_none_or(|c| e.customer_id() == c)
-            {
-                found.retain(|(other, _)| other.1 != served);
-                found.push(((e.id().to_string(), served.to_string()), Match::Held));
-            }
-            found
+                .collect()
         };
         let found = pick(found);
         match found.len() {

@@ -135,22 +135,6 @@ async fn queue_all(commands: &Arc<Commands>, moves: Vec<(String, String)>) -> Sc
 /// The agendas to queue now: for each insight, as many of its schedulable `added` agendas as
 /// its queue has room for, chosen by its scheduling algorithm. Returns (agenda id, customer
 /// id) pairs. `now_ms` (epoch ms) is the clock reading used for `Priority` aging.
-/// Whether another customer's agenda of the same progress id was added before this one. POP's
-/// pullers and executors know an agenda by its progress id alone, so a pool's workers serve
-/// only the older one until it is reaped (`pop_app::work::served_of`, over every insight they
-/// operate, whatever its pool): this one stays `added` meanwhile rather than hold a place in
-/// the queue that nothing takes (a tenant filled an insight's queue with such agendas).
-fn younger_twin(
-    models: &pop_projections::ReadModels,
-    entry: &pop_projections::AgendaEntry,
-) -> bool {
-    models.agendas().with_progress_id(entry.progress_id()).any(|other| {
-        other.customer_id() != entry.customer_id()
-            && (other.added_ms(), other.key()) < (entry.added_ms(), entry.key())
-            && other.insight_id().is_some()
-    })
-}
-
 fn plan(projections: &Projections, memory: &mut Memory, now_ms: i64) -> Vec<(String, String)> {
     let models = projections.read();
     let all = Visibility::All;
@@ -191,7 +175,7 @@ fn plan(projections: &Projections, memory: &mut Memory, now_ms: i64) -> Vec<(Str
                     break 'pages;
                 }
                 let Ok(state) = entry.state() else { continue };
-                if !state.is_schedulable() || younger_twin(&models, entry) {
+                if !state.is_schedulable() {
                     continue;
                 }
                 let priority = match algorithm {

@@ -54,7 +54,7 @@ mod error;
 mod event;
 mod evolve;
 pub mod key;
-pub use key::key;
+pub use key::{key, pool_progress_id, split_pool_progress_id};
 mod rerun;
 mod state;
 

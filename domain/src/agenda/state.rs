@@ -104,6 +104,23 @@ impl AgendaState {
         self.progress_id_of.as_deref()
     }
 
+    /// This state as a worker is shown it under progress id `progress_id` (a resource pool's
+    /// worker is handed [`super::pool_progress_id`]): the agenda's `progressId`, the
+    /// AgendaProgress `id`, and each OperationProgress's `agendaProgressId` and `id` name it.
+    /// Nothing else changes; the stream keeps the customer's own id.
+    pub fn shown_as(&self, progress_id: &str) -> AgendaState {
+        let mut shown = self.clone();
+        if let Some(agenda) = &mut shown.agenda {
+            agenda.progress_id = Some(progress_id.to_string());
+        }
+        shown.progress.id = progress_id.to_string();
+        for op in &mut shown.progress.operation_progress {
+            op.id = OperationProgress::id_for(progress_id, &op.operation).into();
+            op.agenda_progress_id = progress_id.into();
+        }
+        shown
+    }
+
     /// The current lease: only while `scheduled` or EXECUTING.
     pub fn lease(&self) -> Option<&Lease> {
         self.lease.as_ref()
