@@ -438,6 +438,73 @@ async fn a_waiting_get_agenda_answers_within_its_deadline() {
     );
 }
 
+/// One token's waiting `getAgenda` calls are capped: each agenda entering the insight's queue
+/// wakes every waiting call, and a hostile probe slowed other tenants' hand-outs from ms to a
+/// second with thousands of idle waits. The next one is refused BUSY (429 over REST) naming
+/// waitSeconds; another token still waits; a call that finds work at once is not counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tokens_waiting_get_agendas_are_capped() {
+    use pop_app::limits::MAX_WAITING_GET_AGENDA_PER_PRINCIPAL as CAP;
+    let server = start(pop_api::ApiConfig::default()).await;
+    server.seed().await;
+    let wait = json!({"query": "mutation { getAgenda(insightId: \"transcode\", count: 1, waitSeconds: 20) { agenda { id } } }"});
+    let mut waiting = Vec::new();
+    for _ in 0..CAP {
+        let (http, url, body) =
+            (server.http.clone(), format!("{}/graphql", server.base), wait.clone());
+        waiting.push(tokio::spawn(async move {
+            http.post(url).bearer_auth(ACME_SERVICE).json(&body).send().await
+        }));
+    }
+    let started = Instant::now();
+    while server.state.app().waiting_at_desk() < CAP {
+        assert!(started.elapsed() < WAIT, "{} waiting", server.state.app().waiting_at_desk());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (status, _, body) = post_raw(&server, ACME_SERVICE, &wait).await;
+    assert_eq!(status, 200, "{body:#}");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BUSY", "{body:#}");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("waitSeconds"), "{body:#}");
+    assert!(body["errors"][0]["extensions"]["cid"].is_string(), "{body:#}");
+    let rest = server
+        .http
+        .post(format!("{}/pop/resourcepool/service/getAgenda", server.base))
+        .bearer_auth(ACME_SERVICE)
+        .json(&json!({"insightId": "transcode", "count": 1, "waitSeconds": 20}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status(), 429);
+    // Another token of the same customer is not affected.
+    let other = {
+        let (http, url, body) =
+            (server.http.clone(), format!("{}/graphql", server.base), wait.clone());
+        tokio::spawn(
+            async move { http.post(url).bearer_auth(ACME_SERVICE_2).json(&body).send().await },
+        )
+    };
+    while server.state.app().waiting_at_desk() < CAP + 1 {
+        assert!(started.elapsed() < WAIT, "the other token's call never waited");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // An agenda submitted now is handed to one of the waiting calls, which leaves the desk.
+    server
+        .ok(
+            ACME,
+            "mutation($a: JSON!) { submitAgenda(agenda: $a) { position } }",
+            json!({"a": {"customerId": "acme", "operations": [{"name": "a", "type": "ffmpeg"}]}}),
+        )
+        .await;
+    while server.state.app().waiting_at_desk() > CAP {
+        assert!(started.elapsed() < WAIT, "no waiting call was handed the agenda");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    other.abort();
+    for task in &waiting {
+        task.abort();
+    }
+}
+
 /// A graphql-transport-ws client that subscribes and then stops reading: a real socket whose
 /// receive buffer is kept small, so the server's writes block as soon as a few messages are
 /// in flight (as with a client on a slow link or a frozen browser tab).

@@ -270,10 +270,15 @@ async fn a_pool_worker_serves_every_customer_of_a_shared_insight_under_its_lease
     s.ok(OPS_SERVICE, REPORT, json!({"p": done})).await;
     let a = s.ok(OPS_SERVICE, AGENDA, json!({"id": "g-1"})).await;
     assert!(a["agenda"].is_null(), "{a:#}");
-    let e = s
-        .err(OPS_SERVICE, REPORT, json!({"p": executing("g-1", Some("g-1"), "probe", "late")}))
+    // Its executor's repeat of an operation's report after the agenda completed (as POP's
+    // executor re-sends a report it got no answer to) reaches it by the agenda id too — the
+    // worker runs the insight — and changes nothing.
+    let r = s
+        .ok(OPS_SERVICE, REPORT, json!({"p": executing("g-1", Some("g-1"), "probe", "late")}))
         .await;
-    assert_eq!(code(&e), "NOT_FOUND", "{e:#}");
+    assert_eq!(r["updateAgendaProgress"]["progress"]["processingState"], "COMPLETE", "{r:#}");
+    let p = s.ok(GLOBEX, PROGRESS, json!({"id": "g-1"})).await;
+    assert_eq!(p["agendaProgress"]["operationProgress"][0]["resultPayload"], json!({"r": "ok"}));
     // Except for its executor's own outcome report: taken, with the reason it adds, by the
     // progress id alone, as POP's executor sends it (AgendaProgressFactory sets neither the
     // agenda id nor the customer; it was NOT_FOUND), and again naming them. Another worker of
@@ -453,6 +458,94 @@ async fn two_customers_submitting_one_id_at_once_are_each_handed_out_under_its_o
         let got = &p["agendaProgress"]["operationProgress"][0]["resultPayload"];
         assert_eq!(got, &json!({"r": customer}), "{p:#}");
     }
+}
+
+/// POP's expand (`updateAgenda {agendaId}`, no customer) from a pool's worker that serves two
+/// customers using the agenda id: refused, never applied to whichever it still holds. A
+/// hostile probe had the other customer cancel its own twin, after which the expand (as POP's
+/// generator and pop's own worker sent it) added its operations to the victim's agenda. Named
+/// by customer (pop's worker does), it applies.
+#[tokio::test]
+async fn an_expand_by_an_agenda_id_two_customers_use_is_refused_not_guessed() {
+    let s = start(ApiConfig::default()).await;
+    let after = s.seed().await;
+    submit(&s, ACME, named("acme", "e2", "e2", &["probe"]), &after).await;
+    submit(&s, GLOBEX, named("globex", "e2", "e2", &["probe"]), &after).await;
+    queue_all(&s).await;
+    let claimed = s.ok(OPS_SERVICE, POOL_CLAIM, json!({"n": 5})).await;
+    handed(&claimed, "acme", "e2");
+    handed(&claimed, "globex", "e2");
+    s.cancel(GLOBEX, "e2").await;
+
+    let expand = "mutation($id: String!, $c: String, $o: JSON!) { expandAgenda(agendaId: $id, \
+        customerId: $c, operations: $o) { agenda { customerId } progress { operationProgress { operation } } } }";
+    let ops = json!([{"name": "injected", "type": "ffmpeg", "payload": {}}]);
+    let e = s.err(OPS_SERVICE, expand, json!({"id": "e2", "o": ops.clone()})).await;
+    assert_eq!(code(&e), "VALIDATION", "{e:#}");
+    assert_eq!(problem_fields(&e), ["customerId"], "{e:#}");
+    let rest = s
+        .http
+        .post(format!("{}/pop/resourcepool/service/updateAgenda", s.base))
+        .bearer_auth(OPS_SERVICE)
+        .json(&json!({"agendaId": "e2", "operations": ops.clone()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status(), 400);
+    let p = s.ok(ACME, PROGRESS, json!({"id": "e2"})).await;
+    assert_eq!(p["agendaProgress"]["operationProgress"].as_array().unwrap().len(), 1, "{p:#}");
+    let x = s.ok(OPS_SERVICE, expand, json!({"id": "e2", "c": "acme", "o": ops})).await;
+    let added = &x["expandAgenda"]["progress"]["operationProgress"];
+    assert_eq!(added.as_array().unwrap().len(), 2, "{x:#}");
+}
+
+/// A worker that takes two customers' agendas without running the insight (a token of both)
+/// is shown pool progress ids too: one customer's progress id shaped like the other's pool id
+/// cannot steer its reports (a hostile probe had beta's `q1~<acme's tag>` complete acme's
+/// `q1`), and a report by an id that is both is refused.
+#[tokio::test]
+async fn a_worker_of_two_customers_is_shown_pool_ids_and_a_lookalike_id_cannot_steer_it() {
+    let s = start(ApiConfig::default()).await;
+    let after = s.seed().await;
+    let lookalike = pool_id("acme", "q1");
+    submit(&s, ACME, named("acme", "q1", "q1", &["probe"]), &after).await;
+    submit(&s, GLOBEX, named("globex", "g-q1", &lookalike, &["probe"]), &after).await;
+    queue_all(&s).await;
+    let claimed = s.ok(TWO_CUSTOMERS_SERVICE, POOL_CLAIM, json!({"n": 5})).await;
+    handed_as(&claimed, "acme", "q1", "q1");
+    handed_as(&claimed, "globex", "g-q1", &lookalike);
+
+    // acme's executor reports under the id it was handed, which is also globex's own progress
+    // id: the worker was never shown globex's own id, so it is acme's.
+    let r = s
+        .ok(
+            TWO_CUSTOMERS_SERVICE,
+            POOL_REPORT,
+            json!({"p": executing(&lookalike, None, "probe", "acme's")}),
+        )
+        .await;
+    assert_eq!(r["updateAgendaProgress"]["agenda"]["customerId"], "acme", "{r:#}");
+    let p = s.ok(GLOBEX, PROGRESS, json!({"id": lookalike})).await;
+    assert_eq!(p["agendaProgress"]["operationProgress"][0]["resultPayload"], Value::Null, "{p:#}");
+    // globex's, under the id it was handed.
+    let globex_id = pool_id("globex", &lookalike);
+    let r = s
+        .ok(
+            TWO_CUSTOMERS_SERVICE,
+            POOL_REPORT,
+            json!({"p": executing(&globex_id, None, "probe", "globex's")}),
+        )
+        .await;
+    assert_eq!(r["updateAgendaProgress"]["agenda"]["customerId"], "globex", "{r:#}");
+    for (token, id, result) in [(ACME, "q1", "acme's"), (GLOBEX, lookalike.as_str(), "globex's")] {
+        let p = s.ok(token, PROGRESS, json!({"id": id})).await;
+        let got = &p["agendaProgress"]["operationProgress"][0]["resultPayload"];
+        assert_eq!(got, &json!({"r": result}), "{p:#}");
+    }
+    // A bare id only one customer uses names that one.
+    let report = json!({"p": executing("q1", Some("q1"), "probe", "acme's")});
+    let r = s.ok(TWO_CUSTOMERS_SERVICE, POOL_REPORT, report).await;
+    assert_eq!(r["updateAgendaProgress"]["agenda"]["customerId"], "acme", "{r:#}");
 }
 
 /// The same after a lease ran out: the executor whose lease on one customer's agenda expired

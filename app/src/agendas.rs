@@ -351,15 +351,11 @@ impl App {
         let do_not_run = agenda.params.contains(pop_domain::params::keys::DO_NOT_RUN);
         let insight_id = insight.insight_id.clone();
         let customer = agenda.customer_id.clone();
-        let progress_id = agenda.progress_id.clone().unwrap_or_else(|| agenda.id.clone());
         let command = AgendaCommand::Submit { agenda, insight, now };
         // A worker of this replica waits for the insight and nothing else is in line: the
         // submission hands its agenda over in its own write (`crate::handout`).
-        let waiter = if do_not_run {
-            None
-        } else {
-            self.handout_waiter(&insight_id, &customer, &progress_id).await
-        };
+        let waiter =
+            if do_not_run { None } else { self.handout_waiter(&insight_id, &customer).await };
         let executed = match waiter {
             Some(waiter) => {
                 self.submit_handing_out(stream_key.clone(), insight_id, metadata, command, waiter)

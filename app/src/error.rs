@@ -263,7 +263,7 @@ pub fn binding(e: &BindingError) -> AppError {
 
 /// [`binding`] for an agenda the request names `root`: the field is named inside it.
 pub fn binding_within(root: &str, e: &BindingError) -> AppError {
-    let field = pop_domain::error::join_path(root, e.field());
+    let field = pop_domain::error::join_path(root, &e.field());
     match e.code() {
         ErrorCode::Validation => AppError::invalid(&field, e.to_string()),
         code => AppError::new(code, format!("{field}: {e}")),

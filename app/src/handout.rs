@@ -44,8 +44,7 @@ use pop_store::{EventMetadata, ExecuteError, Executed};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::resolve::holds_progress_id;
-use crate::work::{operates, takes_from};
+use crate::work::{serves_several, takes_from};
 use crate::{AgendaOutcome, App, Caller, metrics};
 
 /// The actor recorded on the `Queue` event of a hand-out: the scheduler's rule applied at
@@ -169,12 +168,7 @@ impl App {
     /// The waiting `getAgenda` a submission to `insight_id` may hand its agenda to, taken off
     /// the desk: only when one waits that takes `customer`'s agendas from it, and the insight
     /// has nothing queued and nothing `added` (see the module doc).
-    pub(crate) async fn handout_waiter(
-        &self,
-        insight_id: &str,
-        customer: &str,
-        progress_id: &str,
-    ) -> Option<Waiter> {
+    pub(crate) async fn handout_waiter(&self, insight_id: &str, customer: &str) -> Option<Waiter> {
         if !self.desk().has_waiter(insight_id) {
             return None;
         }
@@ -194,15 +188,13 @@ impl App {
         if !models.select_agendas(&query).items.is_empty() {
             return None;
         }
-        // Only a waiter that takes this customer's agendas from the insight and, unless it is
-        // the pool's worker (shown the agenda under the pool's progress id, which names the
-        // customer), holds no other agenda of this progress id (`holds_progress_id`).
+        // Only a waiter that takes this customer's agendas from the insight; one that serves
+        // several customers is shown the agenda under the pool's progress id.
         let mut waiter = self.desk().take(insight_id, |caller| {
             takes_from(caller, insight, &models).is_some_and(|v| v.sees(customer))
-                && (operates(caller, insight, &models)
-                    || !holds_progress_id(&models, &caller.principal, progress_id))
         })?;
-        waiter.pool_worker = operates(&waiter.caller, insight, &models);
+        waiter.pool_worker = takes_from(&waiter.caller, insight, &models)
+            .is_some_and(|takes| serves_several(&takes));
         Some(waiter)
     }
 

@@ -77,6 +77,8 @@ struct Inner {
     feed: feed::Dispatcher,
     /// Turns true when the server stops: waiting `getAgenda` calls answer at once.
     waits_ended: tokio::sync::watch::Sender<bool>,
+    /// How many `getAgenda` calls of each principal wait for work now (`work::WaitTicket`).
+    waiting: work::Waiting,
 }
 
 impl std::fmt::Debug for App {
@@ -112,6 +114,7 @@ impl App {
                 desk: handout::Desk::default(),
                 feed,
                 waits_ended: tokio::sync::watch::Sender::new(false),
+                waiting: work::Waiting::default(),
             }),
         }
     }
@@ -197,6 +200,10 @@ impl App {
 
     pub(crate) fn waits_ended(&self) -> tokio::sync::watch::Receiver<bool> {
         self.inner.waits_ended.subscribe()
+    }
+
+    pub(crate) fn waiting(&self) -> &work::Waiting {
+        &self.inner.waiting
     }
 }
 

@@ -125,6 +125,13 @@ pub const MAX_REPORTS_PER_REQUEST: usize = 100;
 /// well inside the usual 60 s idle timeouts of HTTP proxies and load balancers.
 pub const MAX_GET_AGENDA_WAIT_SECONDS: i64 = 30;
 
+/// Most `getAgenda` calls of one principal (token) that wait for work at once on a replica;
+/// one more is refused BUSY. Every agenda that enters an insight's queue wakes each call
+/// waiting on it, and each runs a claim: thousands of idle waits of one tenant on a shared
+/// insight slowed every other tenant's hand-outs from milliseconds to a second (hostile
+/// probe). A puller needs one wait per free slot.
+pub const MAX_WAITING_GET_AGENDA_PER_PRINCIPAL: usize = 64;
+
 /// How many queued candidates `getAgenda` looks at per agenda asked for: concurrent callers
 /// race for the oldest, and a caller that loses some claims tries the next ones.
 pub const GET_AGENDA_CANDIDATES_PER_ITEM: usize = 4;

@@ -2,20 +2,23 @@
 //! customer and id, `pop_domain::agenda::key`), so an id alone names one agenda *for a caller
 //! who sees one customer using it*. The rules, once for every use case:
 //!
-//! - Only agendas the caller may act on are candidates: those of its customers, and — for a
-//!   resource pool's service principal — the ones it holds the lease of (POP's pullers serve
-//!   every customer of their pool). Candidates are chosen before any match, so another
-//!   customer's agenda can never shadow or reveal itself.
+//! - Only agendas the caller may act on are candidates: those of its customers, the ones it
+//!   holds the lease of, and — for a resource pool's worker — those of the insights it runs
+//!   (POP's pullers serve every customer of their pool) ([`candidates_of`]). Candidates are
+//!   chosen before any match, so another customer's agenda can never shadow or reveal itself.
 //! - A `customerId` from the request picks the customer; a lease id picks the agenda it was
-//!   handed out under; without either, an agenda the caller itself holds (or, as a pool's
-//!   worker, serves: `work::operates`) is the one it means ([`Match`]).
-//! - None left: NOT_FOUND, exactly as for an id nobody uses. Several left (an admin seeing two
-//!   customers that both use the id): VALIDATION naming `customerId`, which only lists what the
-//!   caller sees anyway.
+//!   handed out under ([`named_one`]).
+//! - None left: NOT_FOUND, exactly as for an id nobody uses. Candidates of several customers
+//!   and no lease to tell them apart (an admin seeing two customers that both use the id, a
+//!   pool's worker serving both): VALIDATION naming `customerId`, which only lists what the
+//!   caller may act on anyway. Holding one of them does not decide: a late or stale request
+//!   of the other's run would land on it.
 
 use pop_domain::agenda::{AgendaState, key};
+use pop_domain::binding::may_use_insight;
+use pop_domain::model::Insight;
 use pop_domain::validate::check_id;
-use pop_projections::AgendaEntry;
+use pop_projections::{AgendaEntry, ReadModels, Visibility};
 
 use crate::App;
 use crate::caller::{Caller, Principal, Role};
@@ -47,20 +50,35 @@ pub(crate) fn holds_lease(principal: &Principal, state: &AgendaState) -> bool {
     principal.role != Role::User && state.lease().is_some_and(|l| l.holder == principal.name)
 }
 
-/// Whether `principal` holds the lease of a live agenda whose AgendaProgress id is
-/// `progress_id`. POP's pullers and executors know an agenda by its progress id alone, and two
-/// customers may use one id: a worker is never handed a second agenda of a progress id it
-/// holds (nor two in one answer), so its reports by that id name one agenda.
-pub(crate) fn holds_progress_id(
-    models: &pop_projections::ReadModels,
-    principal: &Principal,
-    progress_id: &str,
-) -> bool {
-    principal.role != Role::User
-        && models
-            .agendas()
-            .with_progress_id(progress_id)
-            .any(|e| e.is_live() && e.state().is_ok_and(|s| holds_lease(principal, &s)))
+/// Whether the caller may take work from `insight`: one of its customers may use it (`*` may
+/// use every insight).
+pub(crate) fn may_take_from(caller: &Caller, insight: &Insight) -> bool {
+    match &caller.principal.customers {
+        Visibility::All => true,
+        Visibility::Customers(ids) => ids.iter().any(|c| may_use_insight(insight, c)),
+    }
+}
+
+/// Whether `caller` sees the insight's owner or its pool's owner: the insight's operator,
+/// whose workers take every customer's agendas of it (`work::takes_from`).
+pub(crate) fn runs(caller: &Caller, insight: &Insight, models: &ReadModels) -> bool {
+    let principal = &caller.principal;
+    principal.sees(&insight.customer_id)
+        || models
+            .resource_pool(&insight.resource_pool_id)
+            .is_some_and(|pool| principal.sees(&pool.customer_id))
+}
+
+/// Whether `caller` is a worker of the pool that runs `insight` (`work::takes_from`
+/// answers `All`): it is handed every customer's agendas of it, each under the pool's progress id
+/// ([`pop_domain::agenda::pool_progress_id`], see [`crate::AgendaOutcome::shown_to_pool`]).
+pub(crate) fn operates(caller: &Caller, insight: &Insight, models: &ReadModels) -> bool {
+    may_take_from(caller, insight) && runs(caller, insight, models)
+}
+
+/// Whether `caller` is a worker of the pool that runs the insight of `entry`'s agenda.
+pub(crate) fn operates_agenda(models: &ReadModels, caller: &Caller, entry: &AgendaEntry) -> bool {
+    entry.insight_id().and_then(|i| models.insight(i)).is_some_and(|i| operates(caller, i, models))
 }
 
 /// Whether `principal` may see and act on the agenda of `entry`.
@@ -76,40 +94,44 @@ pub(crate) fn under_lease(entry: &AgendaEntry, lease: Option<&str>) -> bool {
     })
 }
 
-/// How closely a candidate matches the request, for [`pick`]: held under the lease the request
-/// names, else held (or served) by the caller itself, else neither.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Match {
-    Visible,
-    /// The caller's principal holds its lease, or serves it as a pool's worker
-    /// (`work::operates`): POP's executors name neither the customer nor the lease, so when
-    /// two customers use one id, the one the caller works on is the one it means.
-    Held,
-    UnderLease,
+/// The agendas among `entries` (all of one id) that a request of `caller` may name: those it
+/// may act on, and — for a pool's worker — every agenda of the insights it runs (it may have
+/// been handed any of them; the write side decides whether it may act on it now); and how many
+/// customers they belong to.
+pub(crate) fn candidates_of<'m>(
+    models: &'m ReadModels,
+    caller: &Caller,
+    entries: impl Iterator<Item = &'m AgendaEntry>,
+) -> (Vec<&'m AgendaEntry>, usize) {
+    let candidates: Vec<&AgendaEntry> = entries
+        .filter(|e| may_touch(&caller.principal, e) || operates_agenda(models, caller, e))
+        .collect();
+    let mut customers: Vec<&str> = candidates.iter().map(|e| e.customer_id()).collect();
+    customers.sort_unstable();
+    customers.dedup();
+    (candidates, customers.len())
 }
 
-/// How `entry` matches a request naming `lease`, for `principal`.
-pub(crate) fn match_of(principal: &Principal, entry: &AgendaEntry, lease: Option<&str>) -> Match {
-    if under_lease(entry, lease) {
-        Match::UnderLease
-    } else if entry.is_live() && entry.state().is_ok_and(|s| holds_lease(principal, &s)) {
-        Match::Held
-    } else {
-        Match::Visible
+/// The one agenda a request names among its candidates ([`candidates_of`]), `None` when there is
+/// none. Candidates of several customers are told apart only by the lease the request names;
+/// otherwise the request is refused (VALIDATION `customerId`), never guessed at. POP's
+/// executors name an agenda by its id alone, and a pool's worker serves every customer that
+/// uses the id: a late or stale request of one customer's run (after it completed, was
+/// cancelled or lost its lease) must never land on another customer's agenda the worker holds
+/// now. Within one customer an id names at most one agenda.
+pub(crate) fn named_one<'m>(
+    id: &str,
+    lease: Option<&str>,
+    (candidates, customers): (Vec<&'m AgendaEntry>, usize),
+) -> AppResult<Option<&'m AgendaEntry>> {
+    if customers > 1 {
+        let mut leased = candidates.into_iter().filter(|e| under_lease(e, lease));
+        return match (leased.next(), leased.next()) {
+            (Some(one), None) => Ok(Some(one)),
+            _ => Err(ambiguous(id, customers)),
+        };
     }
-}
-
-/// The candidates a request names: all of them when there is at most one, else the ones that
-/// match it best ([`Match`]). A lease only tells candidates apart; a stale lease on the one
-/// candidate still reaches it, so the domain answers CONFLICT rather than this answering
-/// NOT_FOUND.
-pub(crate) fn pick<T>(candidates: Vec<(T, Match)>) -> Vec<T> {
-    let best = candidates.iter().map(|(_, m)| *m).max().unwrap_or(Match::Visible);
-    if candidates.len() > 1 && best > Match::Visible {
-        candidates.into_iter().filter(|(_, m)| *m == best).map(|(c, _)| c).collect()
-    } else {
-        candidates.into_iter().map(|(c, _)| c).collect()
-    }
+    Ok(candidates.into_iter().next())
 }
 
 /// The error for an id that names several agendas the caller may see.
@@ -117,7 +139,7 @@ pub(crate) fn ambiguous(id: &str, customers: usize) -> AppError {
     AppError::invalid(
         "customerId",
         format!(
-            "agenda id {id:?} is used by {customers} customers this caller may see; name the customer"
+            "{id:?} is used by {customers} customers this caller may act on; name the customerId (a pool's worker reports under the progressId getAgenda handed it)"
         ),
     )
 }
@@ -133,24 +155,19 @@ impl App {
         }
         // Every write this replica acknowledged is in the read models first.
         self.settle(None).await?;
-        let keys: Vec<(String, Match)> = {
+        let found = {
             let models = self.projections().read();
-            models
-                .agendas()
-                .with_id(named.id)
-                .filter(|e| may_touch(&caller.principal, e))
-                .map(|e| (e.key().to_string(), match_of(&caller.principal, e, named.lease)))
-                .collect()
+            let candidates = candidates_of(&models, caller, models.agendas().with_id(named.id));
+            named_one(named.id, named.lease, candidates)?.map(|e| e.key().to_string())
         };
-        match pick(keys).as_slice() {
-            [one] => Ok(one.clone()),
-            [] => match caller.principal.only_customer() {
+        match found {
+            Some(key) => Ok(key),
+            None => match caller.principal.only_customer() {
                 // Written through another replica and not yet here: the caller's one customer
                 // names it (the write side decides whether it exists).
                 Some(customer) => Ok(key(customer, named.id)),
                 None => Err(AppError::not_found("agenda", named.id)),
             },
-            several => Err(ambiguous(named.id, several.len())),
         }
     }
 

@@ -11,7 +11,6 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use pop_domain::agenda::{AgendaCommand, AgendaState, OperationReport, ProgressReport};
-use pop_domain::binding::may_use_insight;
 use pop_domain::model::{AgendaProgress, Insight};
 use pop_domain::validate::{check_id, check_size};
 use pop_projections::{
@@ -25,20 +24,11 @@ use crate::error::{self, AppError, AppResult};
 use crate::feed::Key;
 use crate::limits::{
     GET_AGENDA_CANDIDATES_PER_ITEM, MAX_GET_AGENDA_COUNT, MAX_GET_AGENDA_WAIT_SECONDS,
-    MAX_PASSED_OVER, MAX_REPORTS_PER_REQUEST,
+    MAX_PASSED_OVER, MAX_REPORTS_PER_REQUEST, MAX_WAITING_GET_AGENDA_PER_PRINCIPAL,
 };
 use crate::outcome::AgendaOutcome;
-use crate::resolve::{Match, Named, ambiguous, holds_progress_id, match_of, may_touch, pick};
+use crate::resolve::{Named, ambiguous, candidates_of, may_take_from, named_one, runs};
 use crate::{App, metadata, metrics};
-
-/// Whether the caller may take work from `insight`: one of its customers may use it (`*` may
-/// use every insight).
-pub(crate) fn may_take_from(caller: &Caller, insight: &Insight) -> bool {
-    match &caller.principal.customers {
-        Visibility::All => true,
-        Visibility::Customers(ids) => ids.iter().any(|c| may_use_insight(insight, c)),
-    }
-}
 
 /// Whose queued agendas the caller takes from `insight` (`None`: it may not take from it).
 /// The workers of whoever runs the insight — a caller that sees the insight's owner or the
@@ -64,43 +54,71 @@ pub(crate) fn takes_from(
     })
 }
 
-/// Whether `caller` sees the insight's owner or its pool's owner: the insight's operator,
-/// whose workers take every customer's agendas of it ([`takes_from`]).
-fn runs(caller: &Caller, insight: &Insight, models: &ReadModels) -> bool {
-    let principal = &caller.principal;
-    principal.sees(&insight.customer_id)
-        || models
-            .resource_pool(&insight.resource_pool_id)
-            .is_some_and(|pool| principal.sees(&pool.customer_id))
+/// Whether `caller`, taking work from the insight of `entry`'s agenda, is shown it under the
+/// pool's progress id ([`serves_several`]).
+fn shown_pool_ids(models: &ReadModels, caller: &Caller, entry: &AgendaEntry) -> bool {
+    entry
+        .insight_id()
+        .and_then(|i| models.insight(i))
+        .and_then(|i| takes_from(caller, i, models))
+        .is_some_and(|takes| serves_several(&takes))
 }
 
-/// Whether `caller` is a worker of the pool that runs `insight` ([`takes_from`] answers
-/// `All`): it is handed every customer's agendas of it, each under the pool's progress id
-/// ([`pop_domain::agenda::pool_progress_id`], see [`crate::AgendaOutcome::shown_to_pool`]).
-pub(crate) fn operates(caller: &Caller, insight: &Insight, models: &ReadModels) -> bool {
-    may_take_from(caller, insight) && runs(caller, insight, models)
-}
-
-/// Whether `caller` is a worker of the pool that runs the insight of `entry`'s agenda.
-fn operates_agenda(models: &ReadModels, caller: &Caller, entry: &AgendaEntry) -> bool {
-    entry.insight_id().and_then(|i| models.insight(i)).is_some_and(|i| operates(caller, i, models))
-}
-
-/// The number of customers among `entries` (the agendas of one id the caller may act on, as
-/// `(entry, operated)`), when they are several and the caller reaches one as a pool's worker:
-/// a report that names neither the customer nor the pool's progress id it was handed cannot
-/// tell them apart. POP's executors know an agenda by its progress id alone and two customers
-/// may use one; a pool's worker serves both, so such a report is refused (VALIDATION
-/// `customerId`) rather than guessed at: a late or stale report of one customer's run must
-/// never land on the other's agenda.
-fn pool_twins(entries: &[(&AgendaEntry, bool)]) -> Option<usize> {
-    if !entries.iter().any(|(_, operated)| *operated) {
-        return None;
+/// Whether a worker that takes `takes`' agendas serves several customers: it is shown each
+/// agenda under the pool's progress id, which names the customer
+/// ([`crate::AgendaOutcome::shown_to_pool`]), so that its executors' reports by that id alone
+/// say whose run they are about. (A worker of one customer knows its agendas by their own ids:
+/// they are unique within the customer.)
+pub(crate) fn serves_several(takes: &Visibility) -> bool {
+    match takes {
+        Visibility::All => true,
+        Visibility::Customers(ids) => ids.len() > 1,
     }
-    let mut customers: Vec<&str> = entries.iter().map(|(e, _)| e.customer_id()).collect();
-    customers.sort_unstable();
-    customers.dedup();
-    (customers.len() > 1).then_some(customers.len())
+}
+
+/// How many `getAgenda` calls of each principal wait for work on this replica
+/// ([`MAX_WAITING_GET_AGENDA_PER_PRINCIPAL`]).
+#[derive(Debug, Default)]
+pub(crate) struct Waiting {
+    by_principal: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// One waiting `getAgenda` counted in [`Waiting`]; dropping it counts it out.
+pub(crate) struct WaitTicket<'w> {
+    waiting: &'w Waiting,
+    principal: String,
+}
+
+impl Waiting {
+    /// Counts a wait of `principal` in, or refuses it (BUSY) when it has as many as it may.
+    fn enter(&self, principal: &str) -> AppResult<WaitTicket<'_>> {
+        let mut counts =
+            self.by_principal.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = counts.entry(principal.to_string()).or_default();
+        if *count >= MAX_WAITING_GET_AGENDA_PER_PRINCIPAL {
+            return Err(AppError::new(
+                error::Code::Busy,
+                format!(
+                    "waitSeconds: this token already has {MAX_WAITING_GET_AGENDA_PER_PRINCIPAL} getAgenda calls waiting for work, as many as it may; ask with a larger count, or wait for one to answer"
+                ),
+            ));
+        }
+        *count += 1;
+        Ok(WaitTicket { waiting: self, principal: principal.to_string() })
+    }
+}
+
+impl Drop for WaitTicket<'_> {
+    fn drop(&mut self) {
+        let mut counts =
+            self.waiting.by_principal.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.principal) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.principal);
+            }
+        }
+    }
 }
 
 /// One report of an `updateAgendaProgresses` batch: the POP AgendaProgress JSON and the lease
@@ -292,6 +310,8 @@ impl App {
         wait: std::time::Duration,
     ) -> AppResult<Vec<AgendaOutcome>> {
         let deadline = tokio::time::Instant::now() + wait;
+        // Counted against the caller's waits once it has to wait (nothing to claim at once).
+        let mut ticket = None;
         let mut ended = self.waits_ended();
         // Joined before the first look at the queue (see the doc above).
         let queued = self.feed().register(Key::Insight(Arc::from(insight_id)), |change| {
@@ -316,6 +336,9 @@ impl App {
                 return Ok(claimed);
             }
             let Some(receiver) = queued.as_mut() else { return Ok(claimed) };
+            if ticket.is_none() {
+                ticket = Some(self.waiting().enter(&caller.principal.name)?);
+            }
             // Seated at the hand-out desk after an empty look: a submission of this insight
             // may hand its agenda over directly (`crate::handout`).
             let mut seat = self.desk().sit(insight_id, caller);
@@ -426,7 +449,7 @@ impl App {
                 .insight(insight_id)
                 .and_then(|i| Some((i, takes_from(caller, i, &models)?)))
                 .ok_or_else(|| AppError::not_found("insight", insight_id))?;
-            let pool_worker = operates(caller, insight, &models);
+            let pool_worker = serves_several(&takes);
             // The insight's workers serve every customer of it; a customer it is only shared
             // with takes its own agendas ([`takes_from`]).
             let wanted = count.saturating_mul(GET_AGENDA_CANDIDATES_PER_ITEM);
@@ -437,20 +460,12 @@ impl App {
             // Room for the ones passed over below, so they do not crowd the rest out.
             query.limit = wanted.saturating_add(MAX_PASSED_OVER);
             // POP's pullers and executors know an agenda by its progress id alone, and two
-            // customers may use one. The pool's worker is shown each agenda under the pool's
-            // progress id, which names the customer (`shown_to_pool`). Any other worker (its
-            // own customers' agendas only) is never handed two agendas of one progress id in
-            // one answer, nor one of a progress id it holds: a report by the id names one run.
-            let mut progress_ids = std::collections::HashSet::new();
+            // customers may use one: a worker that serves several customers is shown each
+            // agenda under the pool's progress id, which names the customer (`shown_to_pool`).
             let candidates = models
                 .select_agendas(&query)
                 .items
                 .iter()
-                .filter(|e| {
-                    pool_worker
-                        || (progress_ids.insert(e.progress_id())
-                            && !holds_progress_id(&models, &caller.principal, e.progress_id()))
-                })
                 .take(wanted)
                 .map(|e| (e.key().to_string(), e.customer_id().to_string(), e.updated_ms()))
                 .collect();
@@ -752,12 +767,6 @@ impl App {
         let named_agenda = Some(progress.agenda_id.trim()).filter(|a| !a.is_empty());
         let (agenda_id, key) = match named_agenda {
             Some(agenda_id) => {
-                if customer.is_none() {
-                    self.settle(None).await?;
-                    let models = self.projections().read();
-                    let entries = models.agendas().with_id(agenda_id);
-                    self.refuse_pool_twins(&models, caller, agenda_id, entries)?;
-                }
                 let named = Named { id: agenda_id, customer, lease: lease_id.as_deref() };
                 (agenda_id.to_string(), self.resolve(caller, named).await?)
             }
@@ -796,53 +805,41 @@ impl App {
     }
 
     /// The customer's own progress id and the customer that `id` names, when it is the pool's
-    /// progress id ([`pop_domain::agenda::pool_progress_id`]) of an agenda the caller may act
-    /// on or serves as the pool's worker; `None` for any other id (a customer's own id that
-    /// merely has the shape is looked up as it is).
+    /// progress id ([`pop_domain::agenda::pool_progress_id`]) of an agenda the caller may name
+    /// ([`candidates_of`]) and was shown pool ids for ([`shown_pool_ids`]); `None` for any other
+    /// id (a customer's own id that merely has the shape is looked up as it is). A worker shown
+    /// pool ids is never shown a customer's own id there, so another customer's own progress id
+    /// that looks like a pool id cannot steer its reports; only when the id is also the own
+    /// progress id of an agenda the caller was shown as it is, is it refused (VALIDATION
+    /// `customerId`).
     async fn pool_named(&self, caller: &Caller, id: &str) -> AppResult<Option<(String, String)>> {
         let Some((progress_id, tag)) = pop_domain::agenda::split_pool_progress_id(id) else {
             return Ok(None);
         };
         self.settle(None).await?;
         let models = self.projections().read();
-        Ok(models
-            .agendas()
-            .with_progress_id(progress_id)
-            .filter(|e| operates_agenda(&models, caller, e) || may_touch(&caller.principal, e))
+        let shown = |e: &&AgendaEntry| shown_pool_ids(&models, caller, e);
+        let (tagged, _) =
+            candidates_of(&models, caller, models.agendas().with_progress_id(progress_id));
+        let Some(tagged) = tagged
+            .into_iter()
+            .filter(shown)
             .find(|e| pop_domain::agenda::key::customer_tag(e.customer_id()) == tag)
-            .map(|e| (progress_id.to_string(), e.customer_id().to_string())))
-    }
-
-    /// Refuses a report that names an id (agenda or progress id) several customers use, by
-    /// neither the customer nor the pool's progress id, from a pool's worker ([`pool_twins`]).
-    fn refuse_pool_twins<'m>(
-        &self,
-        models: &'m ReadModels,
-        caller: &Caller,
-        id: &str,
-        entries: impl Iterator<Item = &'m AgendaEntry>,
-    ) -> AppResult<()> {
-        let entries: Vec<(&AgendaEntry, bool)> = entries
-            .map(|e| (e, operates_agenda(models, caller, e)))
-            .filter(|(e, operated)| *operated || may_touch(&caller.principal, e))
-            .collect();
-        match pool_twins(&entries) {
-            Some(customers) => Err(AppError::invalid(
-                "customerId",
-                format!(
-                    "{id:?} is used by {customers} customers whose agendas this worker serves; report under the progressId getAgenda handed out, or name the customerId"
-                ),
-            )),
-            None => Ok(()),
+        else {
+            return Ok(None);
+        };
+        let (own, _) = candidates_of(&models, caller, models.agendas().with_progress_id(id));
+        if own.iter().any(|e| !shown(e)) {
+            return Err(ambiguous(id, 2));
         }
+        Ok(Some((progress_id.to_string(), tagged.customer_id().to_string())))
     }
 
     /// The agenda (id and stream key) whose AgendaProgress has id `progress_id`, among those
-    /// the caller may act on (see [`crate::resolve`]) or serves as a pool's worker, for a
-    /// report that names no agenda. A pool's worker reaches the agendas of its insights by
-    /// the id alone (its executor's own outcome report comes after the lease is gone; the
-    /// write side decides whether it is taken), but only while one customer uses the id
-    /// ([`pool_twins`]).
+    /// the caller may name ([`candidates_of`], [`named_one`]), for a report that names no
+    /// agenda. A pool's worker reaches the agendas of its insights by the id alone (its
+    /// executor's own outcome report comes after the lease is gone; the write side decides
+    /// whether it is taken), but only while one customer uses the id.
     async fn resolve_progress(
         &self,
         caller: &Caller,
@@ -851,35 +848,16 @@ impl App {
         lease: Option<&str>,
     ) -> AppResult<(String, String)> {
         self.settle(None).await?;
-        let found: Vec<((String, String), Match)> = {
+        let found = {
             let models = self.projections().read();
             let entries = models
                 .agendas()
                 .with_progress_id(progress_id)
                 .filter(|e| customer.is_none_or(|c| e.customer_id() == c));
-            self.refuse_pool_twins(&models, caller, progress_id, entries)?;
-            models
-                .agendas()
-                .with_progress_id(progress_id)
-                .filter(|e| customer.is_none_or(|c| e.customer_id() == c))
-                .filter_map(|e| {
-                    let operated = operates_agenda(&models, caller, e);
-                    let matched = match_of(&caller.principal, e, lease);
-                    let matched = match (operated, may_touch(&caller.principal, e)) {
-                        (true, _) => matched.max(Match::Held),
-                        (false, true) => matched,
-                        (false, false) => return None,
-                    };
-                    Some(((e.id().to_string(), e.key().to_string()), matched))
-                })
-                .collect()
+            named_one(progress_id, lease, candidates_of(&models, caller, entries))?
+                .map(|e| (e.id().to_string(), e.key().to_string()))
         };
-        let found = pick(found);
-        match found.len() {
-            1 => Ok(found.into_iter().next().unwrap_or_default()),
-            0 => Err(AppError::not_found("agenda progress", progress_id)),
-            n => Err(ambiguous(progress_id, n)),
-        }
+        found.ok_or_else(|| AppError::not_found("agenda progress", progress_id))
     }
 
     /// Hands an agenda the caller holds back at once (a worker stopping gracefully): it goes

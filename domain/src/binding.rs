@@ -26,10 +26,14 @@ pub enum BindingError {
     #[error("customer {customer_id:?} has no resource pool, so no insight can run its agendas")]
     NoResourcePool { customer_id: String },
     #[error(
-        "no insight of resource pool {resource_pool_id:?} that customer {customer_id:?} may use matches the agenda's operation types, names or params; {}",
+        "{}no insight of resource pool {resource_pool_id:?} that customer {customer_id:?} may use matches the agenda's operation types, names or params; {}",
+        untyped_hint(*untyped),
         mapped_hint(mapped_types, suggestions)
     )]
     NoMatchingInsight {
+        /// The first operation without a `type` (nothing maps it; the executor runs an
+        /// operation by its type): the request's own fault, answered VALIDATION naming it.
+        untyped: Option<usize>,
         customer_id: String,
         resource_pool_id: String,
         /// The operation types the insights there map (what the customer may use), sorted.
@@ -37,6 +41,13 @@ pub enum BindingError {
         /// (an operation type of the agenda, the mapped type it is likely a misspelling of).
         suggestions: Vec<(String, String)>,
     },
+}
+
+/// The start of the no-match message when an operation has no type.
+fn untyped_hint(untyped: Option<usize>) -> String {
+    untyped
+        .map(|i| format!("operations[{i}] has no type; every operation needs one to be run: "))
+        .unwrap_or_default()
 }
 
 /// The rest of the no-match message: which operation types are mapped, and what a misspelt
@@ -62,17 +73,23 @@ impl BindingError {
             BindingError::UnknownCustomer { .. } | BindingError::NoResourcePool { .. } => {
                 crate::ErrorCode::Validation
             }
-            BindingError::NoMatchingInsight { .. } => crate::ErrorCode::NotFound,
+            BindingError::NoMatchingInsight { untyped: Some(_), .. } => {
+                crate::ErrorCode::Validation
+            }
+            BindingError::NoMatchingInsight { untyped: None, .. } => crate::ErrorCode::NotFound,
         }
     }
 
     /// The request field at fault.
-    pub fn field(&self) -> &'static str {
+    pub fn field(&self) -> String {
         match self {
             BindingError::UnknownCustomer { .. } | BindingError::NoResourcePool { .. } => {
-                "customerId"
+                "customerId".to_string()
             }
-            BindingError::NoMatchingInsight { .. } => "agendaInsight",
+            BindingError::NoMatchingInsight { untyped: Some(i), .. } => {
+                format!("operations[{i}].type")
+            }
+            BindingError::NoMatchingInsight { untyped: None, .. } => "agendaInsight".to_string(),
         }
     }
 }
@@ -128,6 +145,7 @@ pub fn bind_insight(
     let chosen = preferred.or_else(|| matches.first().copied()).ok_or_else(|| {
         let (mapped_types, suggestions) = mapped_types(usable(), agenda);
         BindingError::NoMatchingInsight {
+            untyped: agenda.operations.iter().position(|op| op.op_type.trim().is_empty()),
             customer_id: customer_id.to_string(),
             resource_pool_id: pool.to_string(),
             mapped_types,
@@ -259,6 +277,26 @@ mod tests {
         assert_eq!(err, BindingError::UnknownCustomer { customer_id: "acme".into() });
         assert_eq!(err.code(), crate::ErrorCode::Validation);
         assert!(err.to_string().contains("\"acme\""));
+    }
+
+    #[test]
+    fn an_operation_without_a_type_that_nothing_maps_is_a_validation_error_naming_it() {
+        let mut a = agenda(json!({}));
+        a.operations[1].op_type = String::new();
+        let types = [insight("i1", json!({"operationType": ["ffmpeg"]}))];
+        let err = bind_insight(&a, Some(&customer()), &types).unwrap_err();
+        assert_eq!(err.code(), crate::ErrorCode::Validation);
+        assert_eq!(err.field(), "operations[1].type");
+        assert!(err.to_string().starts_with("operations[1] has no type"), "{err}");
+        // Mapped by its name, it binds: the type is the executor's business then.
+        let names = [insight("i1", json!({"operationName": ["encode"]}))];
+        assert_eq!(bound(&a, &names), Ok("i1".into()));
+        // With every type given, no match stays NOT_FOUND.
+        let err = bind_insight(&agenda(json!({})), Some(&customer()), &types[..0]).unwrap_err();
+        assert_eq!(
+            (err.code(), err.field().as_str()),
+            (crate::ErrorCode::NotFound, "agendaInsight")
+        );
     }
 
     #[test]

@@ -37,7 +37,7 @@ impl WorkApi for InstantApi {
     async fn update_progress(&self, _: &Value) -> Result<(), ApiError> {
         Ok(())
     }
-    async fn expand(&self, _: &str, _: &[Operation], _: &Params) -> Result<(), ApiError> {
+    async fn expand(&self, _: &str, _: &str, _: &[Operation], _: &Params) -> Result<(), ApiError> {
         Ok(())
     }
     async fn release(&self, _: &str, _: &str, _: &str) -> Result<(), ApiError> {

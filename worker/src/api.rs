@@ -87,10 +87,13 @@ pub trait WorkApi: Send + Sync + 'static {
     ) -> Result<Vec<Claimed>, ApiError>;
     /// Sends one POP AgendaProgress report (renews the lease).
     async fn update_progress(&self, report: &Value) -> Result<(), ApiError>;
-    /// Appends a generator's operations (the server validates them) and merges params.
+    /// Appends a generator's operations (the server validates them) and merges params. The
+    /// customer names the agenda: two customers may use one agenda id, and a pool's worker
+    /// serves both.
     async fn expand(
         &self,
         agenda_id: &str,
+        customer_id: &str,
         operations: &[Operation],
         params: &Params,
     ) -> Result<(), ApiError>;
@@ -117,8 +120,8 @@ const UPDATE: &str =
 const RELEASE: &str = "mutation($a: String!, $c: String, $l: String!) { releaseAgenda(agendaId: $a, \
     customerId: $c, leaseId: $l) { position } }";
 
-const EXPAND: &str = "mutation($a: String!, $o: JSON!, $p: JSON) { expandAgenda(agendaId: $a, \
-    operations: $o, params: $p) { position } }";
+const EXPAND: &str = "mutation($a: String!, $c: String, $o: JSON!, $p: JSON) { \
+    expandAgenda(agendaId: $a, customerId: $c, operations: $o, params: $p) { position } }";
 
 /// The pop GraphQL API over HTTP with a bearer token.
 #[derive(Debug, Clone)]
@@ -365,13 +368,14 @@ impl WorkApi for GraphqlApi {
     async fn expand(
         &self,
         agenda_id: &str,
+        customer_id: &str,
         operations: &[Operation],
         params: &Params,
     ) -> Result<(), ApiError> {
         let params = if params.is_empty() { Value::Null } else { json!(params) };
-        self.call("expandAgenda", EXPAND, json!({"a": agenda_id, "o": operations, "p": params}))
-            .await
-            .map(|_| ())
+        let customer = Some(customer_id).filter(|c| !c.is_empty());
+        let variables = json!({"a": agenda_id, "c": customer, "o": operations, "p": params});
+        self.call("expandAgenda", EXPAND, variables).await.map(|_| ())
     }
 
     async fn release(

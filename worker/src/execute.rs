@@ -223,7 +223,7 @@ pub async fn execute(
                 };
                 match result {
                     Ok(output) => {
-                        if let Err(f) = expand_if_generator(env.api.as_ref(), &mut plan, &name, &output).await {
+                        if let Err(f) = expand_if_generator(env.api.as_ref(), &mut plan, &agenda.customer_id, &name, &output).await {
                             plan.fail(&name);
                             reporter.failed(&name, failed(&agenda.id, &name, f));
                         } else {
@@ -312,6 +312,7 @@ async fn finish(
 async fn expand_if_generator(
     api: &dyn WorkApi,
     plan: &mut Plan,
+    customer_id: &str,
     name: &str,
     output: &Value,
 ) -> Result<(), Failure> {
@@ -358,7 +359,7 @@ async fn expand_if_generator(
     let mut backoff = Duration::from_millis(100);
     let mut attempt = 1;
     loop {
-        match api.expand(plan.agenda_id(), &new, &params).await {
+        match api.expand(plan.agenda_id(), customer_id, &new, &params).await {
             Ok(()) => break,
             Err(e) if e.is_transient() && attempt < EXPAND_ATTEMPTS => {
                 tracing::warn!(error = %e, "expanding the agenda failed; retrying");

@@ -58,7 +58,13 @@ impl WorkApi for FakeApi {
         self.calls.lock().unwrap().push(Call::Report(report.clone()));
         error.map_or(Ok(()), Err)
     }
-    async fn expand(&self, _: &str, ops: &[Operation], params: &Params) -> Result<(), ApiError> {
+    async fn expand(
+        &self,
+        _: &str,
+        _: &str,
+        ops: &[Operation],
+        params: &Params,
+    ) -> Result<(), ApiError> {
         let names = ops.iter().map(|o| o.name.clone()).collect();
         self.calls.lock().unwrap().push(Call::Expand(names, json!(params)));
         Ok(())

@@ -73,7 +73,7 @@ impl WorkApi for Queue {
         }
         Ok(())
     }
-    async fn expand(&self, _: &str, _: &[Operation], _: &Params) -> Result<(), ApiError> {
+    async fn expand(&self, _: &str, _: &str, _: &[Operation], _: &Params) -> Result<(), ApiError> {
         Ok(())
     }
     async fn release(&self, _: &str, _: &str, _: &str) -> Result<(), ApiError> {
@@ -219,7 +219,7 @@ impl WorkApi for WaitingQueue {
         }
         Ok(())
     }
-    async fn expand(&self, _: &str, _: &[Operation], _: &Params) -> Result<(), ApiError> {
+    async fn expand(&self, _: &str, _: &str, _: &[Operation], _: &Params) -> Result<(), ApiError> {
         Ok(())
     }
     async fn release(&self, _: &str, _: &str, _: &str) -> Result<(), ApiError> {
