@@ -313,9 +313,18 @@ impl App {
         // Counted against the caller's waits once it has to wait (nothing to claim at once).
         let mut ticket = None;
         let mut ended = self.waits_ended();
+        // Woken only by agendas it may take: another customer's agenda entering a shared
+        // insight's queue does not wake a tenant's waits (a tenant's idle waits all ran a claim
+        // for every agenda of the insight). Unknown yet (not applied): woken by any.
+        let takes = {
+            let models = self.projections().read();
+            models.insight(insight_id).and_then(|i| takes_from(caller, i, &models))
+        };
         // Joined before the first look at the queue (see the doc above).
-        let queued = self.feed().register(Key::Insight(Arc::from(insight_id)), |change| {
-            change.kind == ChangeKind::Agenda && change.phase == Some(Phase::Queued)
+        let queued = self.feed().register(Key::Insight(Arc::from(insight_id)), move |change| {
+            change.kind == ChangeKind::Agenda
+                && change.phase == Some(Phase::Queued)
+                && takes.as_ref().is_none_or(|t| t.sees(&change.customer_id))
         });
         let mut queued = match queued {
             Ok(receiver) => Some(receiver),
