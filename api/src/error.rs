@@ -26,6 +26,9 @@ pub mod ext {
 pub fn retry_after(code: Code) -> Option<u64> {
     match code {
         Code::Unavailable => Some(pop_app::error::RETRY_AFTER_UNAVAILABLE_SECS),
+        // Too many of the caller's own requests at once (waits, expensive queries): one of
+        // them ends within seconds.
+        Code::Busy => Some(1),
         _ => None,
     }
 }

@@ -475,6 +475,7 @@ async fn one_tokens_waiting_get_agendas_are_capped() {
         .await
         .unwrap();
     assert_eq!(rest.status(), 429);
+    assert_eq!(rest.headers()["retry-after"], "1");
     // Another token of the same customer is not affected.
     let other = {
         let (http, url, body) =

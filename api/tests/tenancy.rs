@@ -500,52 +500,68 @@ async fn an_expand_by_an_agenda_id_two_customers_use_is_refused_not_guessed() {
 }
 
 /// A worker that takes two customers' agendas without running the insight (a token of both)
-/// is shown pool progress ids too: one customer's progress id shaped like the other's pool id
-/// cannot steer its reports (a hostile probe had beta's `q1~<acme's tag>` complete acme's
-/// `q1`), and a report by an id that is both is refused.
+/// is shown pool progress ids too (it was handed bare ids, and a late report of one customer's
+/// run completed the other's agenda of the same id). Ids shaped like a pool id are refused at
+/// submission: a hostile tenant's `q1~<acme's tag>` steered such reports to acme's `q1`.
 #[tokio::test]
-async fn a_worker_of_two_customers_is_shown_pool_ids_and_a_lookalike_id_cannot_steer_it() {
+async fn a_worker_of_two_customers_is_shown_pool_ids_and_lookalike_ids_are_refused() {
     let s = start(ApiConfig::default()).await;
     let after = s.seed().await;
     let lookalike = pool_id("acme", "q1");
+    for (id, progress_id, field) in
+        [("g-q1", lookalike.as_str(), "progressId"), (lookalike.as_str(), "", "id")]
+    {
+        let mut agenda = named("globex", id, progress_id, &["probe"]);
+        if progress_id.is_empty() {
+            agenda.as_object_mut().unwrap().remove("progressId");
+        }
+        let e = s.err(GLOBEX, SUBMIT, json!({"a": agenda, "p": after})).await;
+        assert_eq!(code(&e), "VALIDATION", "{e:#}");
+        assert_eq!(problem_fields(&e), [field], "{e:#}");
+    }
     submit(&s, ACME, named("acme", "q1", "q1", &["probe"]), &after).await;
-    submit(&s, GLOBEX, named("globex", "g-q1", &lookalike, &["probe"]), &after).await;
+    submit(&s, GLOBEX, named("globex", "q1", "q1", &["probe"]), &after).await;
     queue_all(&s).await;
     let claimed = s.ok(TWO_CUSTOMERS_SERVICE, POOL_CLAIM, json!({"n": 5})).await;
-    handed_as(&claimed, "acme", "q1", "q1");
-    handed_as(&claimed, "globex", "g-q1", &lookalike);
-
-    // acme's executor reports under the id it was handed, which is also globex's own progress
-    // id: the worker was never shown globex's own id, so it is acme's.
-    let r = s
-        .ok(
-            TWO_CUSTOMERS_SERVICE,
-            POOL_REPORT,
-            json!({"p": executing(&lookalike, None, "probe", "acme's")}),
-        )
-        .await;
-    assert_eq!(r["updateAgendaProgress"]["agenda"]["customerId"], "acme", "{r:#}");
-    let p = s.ok(GLOBEX, PROGRESS, json!({"id": lookalike})).await;
-    assert_eq!(p["agendaProgress"]["operationProgress"][0]["resultPayload"], Value::Null, "{p:#}");
-    // globex's, under the id it was handed.
-    let globex_id = pool_id("globex", &lookalike);
-    let r = s
-        .ok(
-            TWO_CUSTOMERS_SERVICE,
-            POOL_REPORT,
-            json!({"p": executing(&globex_id, None, "probe", "globex's")}),
-        )
-        .await;
-    assert_eq!(r["updateAgendaProgress"]["agenda"]["customerId"], "globex", "{r:#}");
-    for (token, id, result) in [(ACME, "q1", "acme's"), (GLOBEX, lookalike.as_str(), "globex's")] {
-        let p = s.ok(token, PROGRESS, json!({"id": id})).await;
-        let got = &p["agendaProgress"]["operationProgress"][0]["resultPayload"];
-        assert_eq!(got, &json!({"r": result}), "{p:#}");
+    handed(&claimed, "acme", "q1");
+    handed(&claimed, "globex", "q1");
+    for customer in ["globex", "acme"] {
+        let report = executing(&pool_id(customer, "q1"), None, "probe", customer);
+        let r = s.ok(TWO_CUSTOMERS_SERVICE, POOL_REPORT, json!({"p": report})).await;
+        assert_eq!(r["updateAgendaProgress"]["agenda"]["customerId"], customer, "{r:#}");
     }
-    // A bare id only one customer uses names that one.
-    let report = json!({"p": executing("q1", Some("q1"), "probe", "acme's")});
-    let r = s.ok(TWO_CUSTOMERS_SERVICE, POOL_REPORT, report).await;
-    assert_eq!(r["updateAgendaProgress"]["agenda"]["customerId"], "acme", "{r:#}");
+    for (token, customer) in [(ACME, "acme"), (GLOBEX, "globex")] {
+        let p = s.ok(token, PROGRESS, json!({"id": "q1"})).await;
+        let got = &p["agendaProgress"]["operationProgress"][0]["resultPayload"];
+        assert_eq!(got, &json!({"r": customer}), "{p:#}");
+    }
+    // A late report of globex's run by the bare id: refused, never acme's.
+    let e = s
+        .err(TWO_CUSTOMERS_SERVICE, POOL_REPORT, json!({"p": executing("q1", None, "probe", "?")}))
+        .await;
+    assert_eq!(code(&e), "VALIDATION", "{e:#}");
+}
+
+/// A tenant's worker that names another customer's agenda (agendaId and customerId) with a
+/// progress id that is not its own learns nothing: NOT_FOUND, as for an agenda nobody has (it
+/// was VALIDATION "not the progress id of agenda", an oracle of another tenant's agenda ids).
+#[tokio::test]
+async fn a_report_naming_another_customers_agenda_is_not_found_whatever_its_ids() {
+    let s = start(ApiConfig::default()).await;
+    let after = s.seed().await;
+    submit(&s, ACME, named("acme", "secret-1", "secret-1", &["probe"]), &after).await;
+    let mut answers = Vec::new();
+    for agenda in ["secret-1", "nobody-has-this"] {
+        let mut report = executing("wrong-progress", Some(agenda), "probe", "x");
+        report["customerId"] = json!("acme");
+        let e = s.err(GLOBEX_SERVICE, REPORT, json!({"p": report})).await;
+        answers.push((
+            code(&e).to_string(),
+            e["message"].as_str().unwrap_or("").replace(agenda, "ID"),
+        ));
+    }
+    assert_eq!(answers[0], answers[1], "{answers:?}");
+    assert_eq!(answers[0].0, "NOT_FOUND", "{answers:?}");
 }
 
 /// The same after a lease ran out: the executor whose lease on one customer's agenda expired

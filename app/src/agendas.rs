@@ -13,6 +13,7 @@ use chrono::Utc;
 use serde_json::Value;
 use uuid::Uuid;
 
+use pop_domain::agenda::key::check_own_id;
 use pop_domain::agenda::{AgendaCommand, AgendaState, RerunFlags, key};
 use pop_domain::binding::bind_insight;
 use pop_domain::model::{Agenda, AgendaInsight, Insight, Operation};
@@ -296,12 +297,14 @@ impl App {
             agenda.id = Uuid::now_v7().to_string();
         }
         check_id("id", &agenda.id)?;
+        check_own_id("id", &agenda.id)?;
         if agenda.progress_id.as_deref().is_none_or(|p| p.trim().is_empty()) {
             // The common case: the read models key progress by agenda id at no extra cost.
             agenda.progress_id = Some(agenda.id.clone());
         }
         if let Some(p) = &agenda.progress_id {
             check_id("progressId", p)?;
+            check_own_id("progressId", p)?;
         }
         agenda.cid = Some(caller.cid.clone());
         // Server-assigned: binding, and times (set by the domain from `now`).

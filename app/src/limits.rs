@@ -129,8 +129,10 @@ pub const MAX_GET_AGENDA_WAIT_SECONDS: i64 = 30;
 /// one more is refused BUSY. Every agenda that enters an insight's queue wakes each call
 /// waiting on it, and each runs a claim: thousands of idle waits of one tenant on a shared
 /// insight slowed every other tenant's hand-outs from milliseconds to a second (hostile
-/// probe). A puller needs one wait per free slot.
-pub const MAX_WAITING_GET_AGENDA_PER_PRINCIPAL: usize = 64;
+/// probe; a wait is now woken only by agendas it may take). A puller needs one wait per free
+/// slot; a farm of more than this many `pop worker` processes on one token per replica gets
+/// BUSY on the rest (they retry after `Retry-After`).
+pub const MAX_WAITING_GET_AGENDA_PER_PRINCIPAL: usize = 256;
 
 /// How many queued candidates `getAgenda` looks at per agenda asked for: concurrent callers
 /// race for the oldest, and a caller that loses some claims tries the next ones.

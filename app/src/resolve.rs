@@ -139,7 +139,7 @@ pub(crate) fn ambiguous(id: &str, customers: usize) -> AppError {
     AppError::invalid(
         "customerId",
         format!(
-            "{id:?} is used by {customers} customers this caller may act on; name the customerId (a pool's worker reports under the progressId getAgenda handed it)"
+            "{id:?} is used by {customers} customers this caller may act on or serves; name the customerId (a report may instead use the progressId getAgenda handed out)"
         ),
     )
 }

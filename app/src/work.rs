@@ -787,6 +787,9 @@ impl App {
             None => self.commands().load::<AgendaState>(&key).await.map_or(true, |(s, _)| owns(&s)),
         };
         if !belongs {
+            // Only to a caller that may act on the agenda: to anyone else it does not exist
+            // (a tenant naming another customer's agenda learned from this that it exists).
+            self.authorized_customer_for(caller, &agenda_id, &key, true).await?;
             return Err(AppError::invalid(
                 "agendaProgress.id",
                 format!("{id:?} is not the progress id of agenda {agenda_id:?}"),

@@ -46,7 +46,9 @@ pub enum BindingError {
 /// The start of the no-match message when an operation has no type.
 fn untyped_hint(untyped: Option<usize>) -> String {
     untyped
-        .map(|i| format!("operations[{i}] has no type; every operation needs one to be run: "))
+        .map(|i| {
+            format!("operations[{i}] has no type, and no insight maps the agenda without it: ")
+        })
         .unwrap_or_default()
 }
 

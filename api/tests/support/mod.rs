@@ -37,6 +37,8 @@ pub const ACME_ADMIN: &str = "tok_acme_admin_00000000000000000";
 pub const OPS_SERVICE: &str = "tok_ops_service_0000000000000000";
 /// A second worker of `ops` (a different lease holder).
 pub const OPS_SERVICE_2: &str = "tok_ops_service_2_00000000000000";
+/// A worker of customer `globex` (a tenant of ops' global insight).
+pub const GLOBEX_SERVICE: &str = "tok_globex_service_0000000000000";
 /// A worker of both `acme` and `globex` that does not run the insight: it takes both
 /// customers' agendas from it as a tenant would.
 pub const TWO_CUSTOMERS_SERVICE: &str = "tok_two_customers_service_000000";
@@ -64,6 +66,7 @@ pub fn tokens() -> Tokens {
     t.insert(ACME_ADMIN, principal("acme-admin", Role::Admin, &["acme"])).unwrap();
     t.insert(OPS_SERVICE, principal("ops-worker", Role::Service, &["ops"])).unwrap();
     t.insert(OPS_SERVICE_2, principal("ops-worker-2", Role::Service, &["ops"])).unwrap();
+    t.insert(GLOBEX_SERVICE, principal("globex-worker", Role::Service, &["globex"])).unwrap();
     t.insert(TWO_CUSTOMERS_SERVICE, principal("two-worker", Role::Service, &["acme", "globex"]))
         .unwrap();
     t

@@ -92,6 +92,23 @@ pub fn split_pool_progress_id(id: &str) -> Option<(&str, &str)> {
     (shaped && !progress_id.is_empty()).then_some((progress_id, tag))
 }
 
+/// Refuses an agenda id or progress id a customer chooses that has the shape of a
+/// [`pool_progress_id`] (ends in `~` and [`POOL_TAG_LENGTH`] lowercase base32 characters):
+/// such ids are pop's, handed to workers that serve several customers, and a customer's own id
+/// of that shape could be read as another customer's pool id (a hostile tenant chose
+/// `w2~<acme's tag>` so that a pool worker's report of its run by that id reached acme's `w2`).
+pub fn check_own_id(field: &str, id: &str) -> Result<(), crate::error::FieldError> {
+    match split_pool_progress_id(id) {
+        Some(_) => Err(crate::error::FieldError {
+            field: field.to_string(),
+            message: format!(
+                "ids ending in {POOL_TAG_SEPARATOR:?} and {POOL_TAG_LENGTH} letters a-z or digits 2-7 are reserved for the progress ids pop hands to workers; choose another id"
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
