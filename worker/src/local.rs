@@ -64,6 +64,18 @@ impl Drop for TempFile {
     }
 }
 
+/// Writes a payload file only its owner may read (payloads carry customers' data, often
+/// credentials; the temporary directory is shared), failing rather than reusing a file
+/// someone else placed at that name.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(bytes)
+}
+
 fn cut(mut line: String) -> String {
     if line.len() > MAX_LINE {
         let mut end = MAX_LINE;
@@ -172,7 +184,7 @@ impl Handler for LocalProcess {
             std::process::id(),
             PAYLOAD_FILES.fetch_add(1, Ordering::Relaxed)
         )));
-        std::fs::write(&file.0, &payload)
+        write_private(&file.0, &payload)
             .map_err(|e| Failure::new(format!("writing {}: {e}", file.0.display())))?;
 
         let mut cmd = Command::new(&self.program);
@@ -287,6 +299,18 @@ impl Handler for LocalProcess {
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
+
+    #[cfg(unix)]
+    #[test]
+    fn payload_files_are_private_and_never_reuse_anothers_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.json");
+        write_private(&path, b"{}").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(write_private(&path, b"{}").is_err(), "an existing file is not written through");
+    }
 
     fn ctx(payload: Value) -> OperationContext {
         OperationContext {
