@@ -138,10 +138,6 @@ pub const MAX_WAITING_GET_AGENDA_PER_PRINCIPAL: usize = 256;
 /// race for the oldest, and a caller that loses some claims tries the next ones.
 pub const GET_AGENDA_CANDIDATES_PER_ITEM: usize = 4;
 
-/// Queued agendas a `getAgenda` may pass over beyond its candidates (one of a progress id the
-/// worker holds, or two of one progress id: `crate::work`), so they do not crowd out the rest.
-pub const MAX_PASSED_OVER: usize = 100;
-
 /// The use cases' knobs; the defaults are what `pop serve` uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppConfig {

@@ -24,7 +24,7 @@ use crate::error::{self, AppError, AppResult};
 use crate::feed::Key;
 use crate::limits::{
     GET_AGENDA_CANDIDATES_PER_ITEM, MAX_GET_AGENDA_COUNT, MAX_GET_AGENDA_WAIT_SECONDS,
-    MAX_PASSED_OVER, MAX_REPORTS_PER_REQUEST, MAX_WAITING_GET_AGENDA_PER_PRINCIPAL,
+    MAX_REPORTS_PER_REQUEST, MAX_WAITING_GET_AGENDA_PER_PRINCIPAL,
 };
 use crate::outcome::AgendaOutcome;
 use crate::resolve::{Named, ambiguous, candidates_of, may_take_from, named_one, runs};
@@ -466,8 +466,7 @@ impl App {
             query.insight_id = Some(&insight.id);
             query.phase = Some(Phase::Queued);
             query.order = AgendaOrder::Queue;
-            // Room for the ones passed over below, so they do not crowd the rest out.
-            query.limit = wanted.saturating_add(MAX_PASSED_OVER);
+            query.limit = wanted;
             // POP's pullers and executors know an agenda by its progress id alone, and two
             // customers may use one: a worker that serves several customers is shown each
             // agenda under the pool's progress id, which names the customer (`shown_to_pool`).
@@ -475,7 +474,6 @@ impl App {
                 .select_agendas(&query)
                 .items
                 .iter()
-                .take(wanted)
                 .map(|e| (e.key().to_string(), e.customer_id().to_string(), e.updated_ms()))
                 .collect();
             (candidates, pool_worker)
@@ -819,11 +817,8 @@ impl App {
     /// The customer's own progress id and the customer that `id` names, when it is the pool's
     /// progress id ([`pop_domain::agenda::pool_progress_id`]) of an agenda the caller may name
     /// ([`candidates_of`]) and was shown pool ids for ([`shown_pool_ids`]); `None` for any other
-    /// id (a customer's own id that merely has the shape is looked up as it is). A worker shown
-    /// pool ids is never shown a customer's own id there, so another customer's own progress id
-    /// that looks like a pool id cannot steer its reports; only when the id is also the own
-    /// progress id of an agenda the caller was shown as it is, is it refused (VALIDATION
-    /// `customerId`).
+    /// id. Customers cannot choose ids of that shape (`check_own_id`); one stored by an older
+    /// build that the caller may name makes the id ambiguous, refused (VALIDATION `customerId`).
     async fn pool_named(&self, caller: &Caller, id: &str) -> AppResult<Option<(String, String)>> {
         let Some((progress_id, tag)) = pop_domain::agenda::split_pool_progress_id(id) else {
             return Ok(None);
@@ -840,8 +835,11 @@ impl App {
         else {
             return Ok(None);
         };
-        let (own, _) = candidates_of(&models, caller, models.agendas().with_progress_id(id));
-        if own.iter().any(|e| !shown(e)) {
+        // The id is also an agenda's own id or progress id (stored by an older build, which
+        // did not refuse such ids): refused rather than guessed at.
+        let own = models.agendas().with_progress_id(id).chain(models.agendas().with_id(id));
+        let (own, _) = candidates_of(&models, caller, own);
+        if !own.is_empty() {
             return Err(ambiguous(id, 2));
         }
         Ok(Some((progress_id.to_string(), tagged.customer_id().to_string())))

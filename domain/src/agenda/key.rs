@@ -97,14 +97,24 @@ pub fn split_pool_progress_id(id: &str) -> Option<(&str, &str)> {
 /// such ids are pop's, handed to workers that serve several customers, and a customer's own id
 /// of that shape could be read as another customer's pool id (a hostile tenant chose
 /// `w2~<acme's tag>` so that a pool worker's report of its run by that id reached acme's `w2`).
+///
+/// Leading or trailing blanks (any Unicode white space) are refused too: requests that name an
+/// agenda trim the ids they carry, so `"z1~<tag> "` was stored as one id and read back as
+/// another customer's pool id (hostile probe), and an honest id with a trailing blank could
+/// never be reported on.
 pub fn check_own_id(field: &str, id: &str) -> Result<(), crate::error::FieldError> {
+    let refused =
+        |message: String| Err(crate::error::FieldError { field: field.to_string(), message });
+    if id.trim() != id {
+        return refused(
+            "ids have no leading or trailing blanks (requests that name an agenda trim them)"
+                .into(),
+        );
+    }
     match split_pool_progress_id(id) {
-        Some(_) => Err(crate::error::FieldError {
-            field: field.to_string(),
-            message: format!(
-                "ids ending in {POOL_TAG_SEPARATOR:?} and {POOL_TAG_LENGTH} letters a-z or digits 2-7 are reserved for the progress ids pop hands to workers; choose another id"
-            ),
-        }),
+        Some(_) => refused(format!(
+            "ids ending in {POOL_TAG_SEPARATOR:?} and {POOL_TAG_LENGTH} letters a-z or digits 2-7 are reserved for the progress ids pop hands to workers; choose another id"
+        )),
         None => Ok(()),
     }
 }
@@ -149,6 +159,13 @@ mod tests {
         for plain in ["job-1", "a~b", "~abcdefghijkl", "x~ABCDEFGHIJKL", "x~abcdefghijk1", "x~abc"]
         {
             assert_eq!(split_pool_progress_id(plain), None, "{plain}");
+            assert_eq!(check_own_id("id", plain), Ok(()));
+        }
+        let refused = check_own_id("progressId", &a).unwrap_err();
+        assert_eq!(refused.field, "progressId");
+        let padded = [format!("{a} "), format!("{a}\u{a0}"), format!("{a}\u{3000}")];
+        for padded in padded.iter().map(String::as_str).chain([" x", "x\u{2028}", "x\u{202f}"]) {
+            assert!(check_own_id("id", padded).is_err(), "{padded:?}");
         }
     }
 }
