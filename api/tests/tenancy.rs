@@ -361,6 +361,29 @@ async fn a_pool_worker_is_handed_each_customers_agenda_of_one_id_under_an_id_of_
     let (acme_id, globex_id) = (pool_id("acme", "dup"), pool_id("globex", "dup"));
     assert_ne!(acme_id, globex_id);
 
+    // While it holds them, the worker reads each by the id it was handed (GraphQL and POP's
+    // REST), answered under that id; a customer reads nothing by another customer's pool id.
+    let p = s.ok(OPS_SERVICE, PROGRESS, json!({"id": acme_id})).await;
+    assert_eq!(p["agendaProgress"]["id"], acme_id.as_str(), "{p:#}");
+    assert_eq!(p["agendaProgress"]["customerId"], "acme", "{p:#}");
+    let url = format!("{}/pop/progress/agenda/{}", s.base, globex_id);
+    let over_rest = rest_get(&s, OPS_SERVICE, &url).await;
+    assert_eq!(over_rest["all"][0]["customerId"], "globex", "{over_rest:#}");
+    assert_eq!(over_rest["all"][0]["id"], globex_id.as_str(), "{over_rest:#}");
+    let op_id = format!("{globex_id}-probe");
+    let o = s.ok(OPS_SERVICE, OPERATION, json!({"id": op_id})).await;
+    assert_eq!(o["operationProgress"]["customerId"], "globex", "{o:#}");
+    assert_eq!(o["operationProgress"]["id"], op_id.as_str(), "{o:#}");
+    assert_eq!(o["operationProgress"]["agendaProgressId"], globex_id.as_str(), "{o:#}");
+    let url = format!("{}/pop/progress/operation/{op_id}", s.base);
+    let over_rest = rest_get(&s, OPS_SERVICE, &url).await;
+    assert_eq!(over_rest["all"][0]["customerId"], "globex", "{over_rest:#}");
+    assert_eq!(over_rest["all"][0]["id"], op_id.as_str(), "{over_rest:#}");
+    let p = s.ok(GLOBEX, PROGRESS, json!({"id": acme_id})).await;
+    assert!(p["agendaProgress"].is_null(), "{p:#}");
+    let o = s.ok(GLOBEX, OPERATION, json!({"id": format!("{acme_id}-probe")})).await;
+    assert!(o["operationProgress"].is_null(), "{o:#}");
+
     // The bare id names two customers' agendas this worker serves: refused, naming customerId.
     let e =
         s.err(OPS_SERVICE, POOL_REPORT, json!({"p": executing("dup", None, "probe", "?")})).await;
@@ -414,6 +437,43 @@ async fn a_pool_worker_is_handed_each_customers_agenda_of_one_id_under_an_id_of_
         .err(ACME_SERVICE, POOL_REPORT, json!({"p": executing(&globex_id, None, "probe", "x")}))
         .await;
     assert_eq!(code(&e), "NOT_FOUND", "{e:#}");
+}
+
+/// A worker's requests (reports, expansions, releases) may name any agenda of the insights its
+/// pool runs, so there a bare id two customers use is refused; a read, cancel or rerun names
+/// only what the caller may act on. A tenant of the owner's global insight that uses one of the
+/// owner's ids (`nightly`) does not block the owner's requests by that id (a review found every
+/// use case counting the pool's agendas: the owner's reads by its own id were refused, and the
+/// refusal told it another customer used the id).
+#[tokio::test]
+async fn a_tenant_using_the_pool_owners_id_does_not_block_the_owners_reads_by_it() {
+    let s = start(ApiConfig::default()).await;
+    s.seed().await;
+    let created = s
+        .ok(
+            ADMIN,
+            "mutation($c: JSON!) { createCustomer(customer: $c) { position } }",
+            json!({"c": {"id": "ops", "title": "ops", "resourcePoolId": "pool-1"}}),
+        )
+        .await;
+    let after = created["createCustomer"]["position"].as_str().unwrap().to_string();
+    submit(&s, ADMIN, named("ops", "nightly", "nightly", &["probe"]), &after).await;
+    submit(&s, ACME, named("acme", "nightly", "nightly", &["probe"]), &after).await;
+    let events = "query($id: String!) { agendaEvents(agendaId: $id) { items { type stream } } }";
+    let e = s.ok(OPS_SERVICE, events, json!({"id": "nightly"})).await;
+    let first = &e["agendaEvents"]["items"][0];
+    assert_eq!(first["type"], "AgendaSubmitted", "{e:#}");
+    assert_eq!(first["stream"], "agenda-ops/nightly", "{e:#}");
+
+    // The pool's worker is handed both; its report by the bare id cannot say whose: refused.
+    queue_all(&s).await;
+    let claimed = s.ok(OPS_SERVICE, POOL_CLAIM, json!({"n": 5})).await;
+    assert_eq!(claimed["getAgenda"].as_array().unwrap().len(), 2, "{claimed:#}");
+    handed(&claimed, "ops", "nightly");
+    let report = executing("nightly", Some("nightly"), "probe", "?");
+    let e = s.err(OPS_SERVICE, POOL_REPORT, json!({"p": report})).await;
+    assert_eq!(code(&e), "VALIDATION", "{e:#}");
+    assert_eq!(problem_fields(&e), vec!["customerId"], "{e:#}");
 }
 
 /// A waiting pool worker is handed a submission in the submission's own write

@@ -195,7 +195,7 @@ impl App {
                 check_expansion_sizes(&operations, &params, self.config().size_limits())
                     .map_err(|e| AppError::validation("the expansion", e))?;
                 let command = AgendaCommand::Expand { operations, params, now: Utc::now() };
-                self.on_agenda(caller, "expandAgenda", agenda, command).await
+                self.on_agenda(caller, "expandAgenda", agenda.for_work(), command).await
             })
             .await
     }

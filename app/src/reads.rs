@@ -11,6 +11,8 @@ use chrono::{DateTime, Utc};
 
 use pop_domain::ProcessingState;
 use pop_domain::agenda::CATEGORY as AGENDA_CATEGORY;
+use pop_domain::agenda::key::{POOL_TAG_LENGTH, POOL_TAG_SEPARATOR, customer_tag};
+use pop_domain::agenda::split_pool_progress_id;
 use pop_domain::aggregate::stream_name;
 use pop_domain::model::{Agenda, AgendaProgress, OperationProgress, ProgressSummary};
 use pop_projections::{
@@ -228,6 +230,50 @@ fn visible_progress<'m>(
         .filter(move |e| may_touch(p, e) && customer.is_none_or(|c| e.customer_id() == c))
 }
 
+/// The agendas whose AgendaProgress `id` names for `p`: by their own progress id, and — when
+/// `id` is the pool's progress id a worker of several customers was handed
+/// (`<progressId>~<customer tag>`, [`pop_domain::agenda::pool_progress_id`]) — the one of that
+/// progress id and customer (`true`: answer it under that id). Customers cannot choose ids of
+/// that shape, so the two meet only for an id stored by an older build, refused as ambiguous.
+fn progress_or_pool<'m>(
+    m: &'m ReadModels,
+    p: &'m Principal,
+    id: &str,
+    customer: Option<&'m str>,
+) -> Vec<(&'m AgendaEntry, bool)> {
+    let mut found: Vec<(&AgendaEntry, bool)> =
+        visible_progress(m, p, id, customer).map(|e| (e, false)).collect();
+    if let Some((own, tag)) = split_pool_progress_id(id) {
+        found.extend(
+            visible_progress(m, p, own, customer)
+                .filter(|e| customer_tag(e.customer_id()) == tag)
+                .map(|e| (e, true)),
+        );
+    }
+    found
+}
+
+/// Whether `id` names the AgendaProgress of `e`: its own progress id, or the pool's progress id
+/// of it ([`progress_or_pool`]).
+fn names_progress(e: &AgendaEntry, id: &str) -> bool {
+    e.progress_id() == id
+        || split_pool_progress_id(id).is_some_and(|(own, tag)| {
+            e.progress_id() == own && customer_tag(e.customer_id()) == tag
+        })
+}
+
+/// The ways `id` splits into a pool's progress id and an operation name
+/// (`<progressId>~<tag>-<operation>`): each `~` followed by a tag and a `-`.
+fn pool_operation_ids(id: &str) -> impl Iterator<Item = (&str, &str)> {
+    id.match_indices(POOL_TAG_SEPARATOR).filter_map(|(i, _)| {
+        let end = i + POOL_TAG_SEPARATOR.len_utf8() + POOL_TAG_LENGTH;
+        let progress_id = id.get(..end)?;
+        let operation = id.get(end..)?.strip_prefix('-')?;
+        split_pool_progress_id(progress_id)?;
+        Some((progress_id, operation))
+    })
+}
+
 /// At most one of `found`, or the ambiguity error naming `id`.
 fn one<T>(id: &str, found: Vec<T>) -> AppResult<Option<T>> {
     match found.len() {
@@ -362,9 +408,13 @@ impl App {
         at_least: Option<&str>,
     ) -> AppResult<Option<AgendaProgress>> {
         self.read(caller, at_least, |models| {
-            let found: Vec<&AgendaEntry> =
-                visible_progress(models, &caller.principal, id, customer).collect();
-            one(id, found)?.map(|e| e.progress().map_err(corrupt)).transpose()
+            let found = progress_or_pool(models, &caller.principal, id, customer);
+            let Some((entry, pooled)) = one(id, found)? else { return Ok(None) };
+            let mut progress = entry.progress().map_err(corrupt)?;
+            if pooled {
+                progress.show_as(id);
+            }
+            Ok(Some(progress))
         })
         .await
     }
@@ -381,12 +431,21 @@ impl App {
         at_least: Option<&str>,
     ) -> AppResult<Option<OperationProgress>> {
         self.read(caller, at_least, |models| {
-            let found = models
-                .agendas()
-                .operation_progress(id, |e| {
-                    may_touch(&caller.principal, e) && customer.is_none_or(|c| e.customer_id() == c)
-                })
-                .map_err(corrupt)?;
+            let keep = |e: &AgendaEntry| {
+                may_touch(&caller.principal, e) && customer.is_none_or(|c| e.customer_id() == c)
+            };
+            let mut found = models.agendas().operation_progress(id, keep).map_err(corrupt)?;
+            // `<pool progress id>-<operation>`, as a worker of several customers was shown it.
+            for (progress_id, operation) in pool_operation_ids(id) {
+                let Some((own, tag)) = split_pool_progress_id(progress_id) else { continue };
+                let tagged = |e: &AgendaEntry| keep(e) && customer_tag(e.customer_id()) == tag;
+                let own_id = OperationProgress::id_for(own, operation);
+                let ops = models.agendas().operation_progress(&own_id, tagged).map_err(corrupt)?;
+                found.extend(ops.into_iter().map(|mut op| {
+                    op.show_as(progress_id);
+                    op
+                }));
+            }
             match found.len() {
                 0 | 1 => Ok(found.into_iter().next()),
                 n => Err(AppError::invalid(
@@ -413,9 +472,12 @@ impl App {
     ) -> AppResult<Vec<OperationProgress>> {
         self.read(caller, at_least, |models| {
             let principal = &caller.principal;
-            let (id, found): (&str, Vec<&AgendaEntry>) = match (progress_id, agenda_id) {
-                (Some(p), _) => (p, visible_progress(models, principal, p, customer).collect()),
-                (None, Some(a)) => (a, visible_agendas(models, principal, a, customer).collect()),
+            let (id, found): (&str, Vec<(&AgendaEntry, bool)>) = match (progress_id, agenda_id) {
+                (Some(p), _) => (p, progress_or_pool(models, principal, p, customer)),
+                (None, Some(a)) => (
+                    a,
+                    visible_agendas(models, principal, a, customer).map(|e| (e, false)).collect(),
+                ),
                 (None, None) => {
                     return Err(AppError::bad_request(
                         "operation progress is listed per agenda: name its progress id or agenda id",
@@ -424,7 +486,13 @@ impl App {
             };
             match one(id, found)? {
                 None => Ok(Vec::new()),
-                Some(e) => Ok(e.progress().map_err(corrupt)?.operation_progress),
+                Some((e, pooled)) => {
+                    let mut progress = e.progress().map_err(corrupt)?;
+                    if pooled {
+                        progress.show_as(id);
+                    }
+                    Ok(progress.operation_progress)
+                }
             }
         })
         .await
@@ -449,7 +517,18 @@ impl App {
         page: &PageRequest,
         at_least: Option<&str>,
     ) -> AppResult<Page<AgendaProgress>> {
-        self.agenda_list(caller, filter, page, at_least, |e| e.progress().map(Some)).await
+        // Named by the pool's progress id a worker was handed: answered under that id.
+        let pool_id = filter.progress_id.as_deref().filter(|p| split_pool_progress_id(p).is_some());
+        self.agenda_list(caller, filter, page, at_least, |e| {
+            let mut progress = e.progress()?;
+            if let Some(pool_id) = pool_id
+                && e.progress_id() != pool_id
+            {
+                progress.show_as(pool_id);
+            }
+            Ok(Some(progress))
+        })
+        .await
     }
 
     async fn agenda_list<T>(
@@ -671,14 +750,16 @@ fn select<T>(
     let customer = filter.customer_id.as_deref();
     let single: Option<Vec<&AgendaEntry>> = match (&filter.agenda_id, &filter.progress_id) {
         (Some(id), _) => Some(visible_agendas(models, principal, id, customer).collect()),
-        (None, Some(p)) => Some(visible_progress(models, principal, p, customer).collect()),
+        (None, Some(p)) => Some(
+            progress_or_pool(models, principal, p, customer).into_iter().map(|(e, _)| e).collect(),
+        ),
         (None, None) => None,
     };
     if let Some(found) = single {
         let mut items = Vec::new();
         for e in found.into_iter().filter(|e| {
             filter.agenda_id.as_deref().is_none_or(|id| e.id() == id)
-                && filter.progress_id.as_deref().is_none_or(|p| e.progress_id() == p)
+                && filter.progress_id.as_deref().is_none_or(|p| names_progress(e, p))
                 && filter.admits_keys(e)
                 && filter.admits_body(e)
                 && in_window(e)

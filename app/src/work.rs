@@ -13,9 +13,7 @@ use uuid::Uuid;
 use pop_domain::agenda::{AgendaCommand, AgendaState, OperationReport, ProgressReport};
 use pop_domain::model::{AgendaProgress, Insight};
 use pop_domain::validate::{check_id, check_size};
-use pop_projections::{
-    AgendaEntry, AgendaOrder, AgendaQuery, ChangeKind, Phase, ReadModels, Visibility,
-};
+use pop_projections::{AgendaOrder, AgendaQuery, ChangeKind, Phase, ReadModels, Visibility};
 use pop_store::{EventMetadata, ExecuteError};
 
 use crate::agendas::from_json;
@@ -52,16 +50,6 @@ pub(crate) fn takes_from(
     } else {
         caller.principal.customers.clone()
     })
-}
-
-/// Whether `caller`, taking work from the insight of `entry`'s agenda, is shown it under the
-/// pool's progress id ([`serves_several`]).
-fn shown_pool_ids(models: &ReadModels, caller: &Caller, entry: &AgendaEntry) -> bool {
-    entry
-        .insight_id()
-        .and_then(|i| models.insight(i))
-        .and_then(|i| takes_from(caller, i, models))
-        .is_some_and(|takes| serves_several(&takes))
 }
 
 /// Whether a worker that takes `takes`' agendas serves several customers: it is shown each
@@ -406,6 +394,7 @@ impl App {
             id: agenda_id,
             customer: Some(claimed.progress().customer_id.as_str()),
             lease: Some(&lease.lease_id),
+            work: true,
         };
         let command = AgendaCommand::Release {
             holder: caller.principal.name.clone(),
@@ -774,7 +763,8 @@ impl App {
         let named_agenda = Some(progress.agenda_id.trim()).filter(|a| !a.is_empty());
         let (agenda_id, key) = match named_agenda {
             Some(agenda_id) => {
-                let named = Named { id: agenda_id, customer, lease: lease_id.as_deref() };
+                let named =
+                    Named { id: agenda_id, customer, lease: lease_id.as_deref(), work: true };
                 (agenda_id.to_string(), self.resolve(caller, named).await?)
             }
             None => self.resolve_progress(caller, &id, customer, lease_id.as_deref()).await?,
@@ -816,8 +806,7 @@ impl App {
 
     /// The customer's own progress id and the customer that `id` names, when it is the pool's
     /// progress id ([`pop_domain::agenda::pool_progress_id`]) of an agenda the caller may name
-    /// ([`candidates_of`]) and was shown pool ids for ([`shown_pool_ids`]); `None` for any other
-    /// id. Customers cannot choose ids of that shape (`check_own_id`); one stored by an older
+    /// ([`candidates_of`]); `None` for any other id. Customers cannot choose ids of that shape (`check_own_id`); one stored by an older
     /// build that the caller may name makes the id ambiguous, refused (VALIDATION `customerId`).
     async fn pool_named(&self, caller: &Caller, id: &str) -> AppResult<Option<(String, String)>> {
         let Some((progress_id, tag)) = pop_domain::agenda::split_pool_progress_id(id) else {
@@ -825,20 +814,24 @@ impl App {
         };
         self.settle(None).await?;
         let models = self.projections().read();
-        let shown = |e: &&AgendaEntry| shown_pool_ids(&models, caller, e);
         let (tagged, _) =
-            candidates_of(&models, caller, models.agendas().with_progress_id(progress_id));
-        let Some(tagged) = tagged
+            candidates_of(&models, caller, true, models.agendas().with_progress_id(progress_id));
+        // Read as the pool id whether or not the caller would be shown pool ids today (an
+        // insight made private, a token reloaded with fewer customers after the hand-out): it
+        // reaches no agenda the caller could not name by the bare id and its customer.
+        let mut tagged = tagged
             .into_iter()
-            .filter(shown)
-            .find(|e| pop_domain::agenda::key::customer_tag(e.customer_id()) == tag)
-        else {
-            return Ok(None);
+            .filter(|e| pop_domain::agenda::key::customer_tag(e.customer_id()) == tag);
+        let tagged = match (tagged.next(), tagged.next()) {
+            (None, _) => return Ok(None),
+            (Some(one), None) => one,
+            // Two customers of one tag (60 bits: chosen ids, not chance): refused, not guessed.
+            (Some(_), Some(_)) => return Err(ambiguous(id, 2)),
         };
         // The id is also an agenda's own id or progress id (stored by an older build, which
         // did not refuse such ids): refused rather than guessed at.
         let own = models.agendas().with_progress_id(id).chain(models.agendas().with_id(id));
-        let (own, _) = candidates_of(&models, caller, own);
+        let (own, _) = candidates_of(&models, caller, true, own);
         if !own.is_empty() {
             return Err(ambiguous(id, 2));
         }
@@ -864,7 +857,7 @@ impl App {
                 .agendas()
                 .with_progress_id(progress_id)
                 .filter(|e| customer.is_none_or(|c| e.customer_id() == c));
-            named_one(progress_id, lease, candidates_of(&models, caller, entries))?
+            named_one(progress_id, lease, candidates_of(&models, caller, true, entries))?
                 .map(|e| (e.id().to_string(), e.key().to_string()))
         };
         found.ok_or_else(|| AppError::not_found("agenda progress", progress_id))
@@ -898,7 +891,7 @@ impl App {
                 self.on_agenda(
                     caller,
                     "releaseAgenda",
-                    Named { lease: Some(lease_id.trim()), ..agenda },
+                    Named { lease: Some(lease_id.trim()), ..agenda }.for_work(),
                     command,
                 )
                 .await

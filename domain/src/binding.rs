@@ -146,8 +146,13 @@ pub fn bind_insight(
     });
     let chosen = preferred.or_else(|| matches.first().copied()).ok_or_else(|| {
         let (mapped_types, suggestions) = mapped_types(usable(), agenda);
+        // The missing type is the fault only when the pool maps types and no typed operation
+        // looks like a misspelling of one (that one is named by the hint, NOT_FOUND as before).
+        let untyped = (suggestions.is_empty() && !mapped_types.is_empty())
+            .then(|| agenda.operations.iter().position(|op| op.op_type.trim().is_empty()))
+            .flatten();
         BindingError::NoMatchingInsight {
-            untyped: agenda.operations.iter().position(|op| op.op_type.trim().is_empty()),
+            untyped,
             customer_id: customer_id.to_string(),
             resource_pool_id: pool.to_string(),
             mapped_types,
@@ -295,6 +300,21 @@ mod tests {
         assert_eq!(bound(&a, &names), Ok("i1".into()));
         // With every type given, no match stays NOT_FOUND.
         let err = bind_insight(&agenda(json!({})), Some(&customer()), &types[..0]).unwrap_err();
+        assert_eq!(
+            (err.code(), err.field().as_str()),
+            (crate::ErrorCode::NotFound, "agendaInsight")
+        );
+        // A misspelt type beside the untyped one is the likelier fault: the hint names it, and
+        // a pool that maps no type at all is not the request's fault either.
+        let mut misspelt = a.clone();
+        misspelt.operations[0].op_type = "ffmpg".into();
+        let err = bind_insight(&misspelt, Some(&customer()), &types).unwrap_err();
+        assert_eq!(
+            (err.code(), err.field().as_str()),
+            (crate::ErrorCode::NotFound, "agendaInsight")
+        );
+        assert!(err.to_string().contains("did you mean \"ffmpeg\""), "{err}");
+        let err = bind_insight(&a, Some(&customer()), &names[..0]).unwrap_err();
         assert_eq!(
             (err.code(), err.field().as_str()),
             (crate::ErrorCode::NotFound, "agendaInsight")

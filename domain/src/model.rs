@@ -486,6 +486,26 @@ impl OperationProgress {
     }
 }
 
+impl AgendaProgress {
+    /// Shows this progress under `progress_id`: its own id and its operations' ids and
+    /// AgendaProgress ids (how a worker of several customers is shown an agenda, under the
+    /// pool's progress id, `agenda::pool_progress_id`).
+    pub fn show_as(&mut self, progress_id: &str) {
+        self.id = progress_id.to_string();
+        for op in &mut self.operation_progress {
+            op.show_as(progress_id);
+        }
+    }
+}
+
+impl OperationProgress {
+    /// Shows this operation's progress as part of the AgendaProgress `progress_id`.
+    pub fn show_as(&mut self, progress_id: &str) {
+        self.id = OperationProgress::id_for(progress_id, &self.operation).into();
+        self.agenda_progress_id = progress_id.into();
+    }
+}
+
 /// The rolled-up progress of one agenda. Its id is the agenda's `progressId`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]

@@ -18,7 +18,6 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -48,8 +47,6 @@ pub struct LocalProcess {
     pub timeout: Duration,
 }
 
-static PAYLOAD_FILES: AtomicU64 = AtomicU64::new(0);
-
 enum Line {
     Out(String),
     Err(String),
@@ -75,6 +72,37 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path)?.write_all(bytes)
 }
+
+/// The operation's payload in a new private file of the temporary directory ([`write_private`]).
+/// Its name is random, so a file left by a killed worker whose process id came round again, or
+/// one placed there on purpose, never fails the operation (`create_new` refuses the name: a
+/// new one is drawn); only a directory that refuses every name does.
+fn payload_file(payload: &[u8]) -> Result<TempFile, Failure> {
+    let mut last = None;
+    for _ in 0..PAYLOAD_FILE_TRIES {
+        let path = std::env::temp_dir().join(format!(
+            "pop-payload-{}-{}.json",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        match write_private(&path, payload) {
+            Ok(()) => return Ok(TempFile(path)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some((path, e)),
+            Err(e) => {
+                // A file half written is removed (`create_new` made it ours).
+                drop(TempFile(path.clone()));
+                return Err(Failure::new(format!("writing {}: {e}", path.display())));
+            }
+        }
+    }
+    Err(match last {
+        Some((path, e)) => Failure::new(format!("writing {}: {e}", path.display())),
+        None => Failure::new("writing the payload file: no name was tried"),
+    })
+}
+
+/// New names [`payload_file`] draws before it gives up.
+const PAYLOAD_FILE_TRIES: usize = 8;
 
 fn cut(mut line: String) -> String {
     if line.len() > MAX_LINE {
@@ -179,13 +207,7 @@ impl Handler for LocalProcess {
     async fn run(&self, ctx: OperationContext, progress: ProgressSink) -> Result<Value, Failure> {
         let payload = serde_json::to_vec(&ctx.payload)
             .map_err(|e| Failure::new(format!("encoding the payload: {e}")))?;
-        let file = TempFile(std::env::temp_dir().join(format!(
-            "pop-payload-{}-{}.json",
-            std::process::id(),
-            PAYLOAD_FILES.fetch_add(1, Ordering::Relaxed)
-        )));
-        write_private(&file.0, &payload)
-            .map_err(|e| Failure::new(format!("writing {}: {e}", file.0.display())))?;
+        let file = payload_file(&payload)?;
 
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args)
@@ -310,6 +332,17 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert!(write_private(&path, b"{}").is_err(), "an existing file is not written through");
+
+        // Each operation's file has a name of its own that nobody can foresee (a killed
+        // worker's leftover of the same process id failed operations), and goes with it.
+        let (a, b) = (payload_file(b"{\"a\":1}").unwrap(), payload_file(b"{}").unwrap());
+        assert_ne!(a.0, b.0);
+        assert_eq!(std::fs::read(&a.0).unwrap(), b"{\"a\":1}");
+        let mode = std::fs::metadata(&a.0).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let gone = a.0.clone();
+        drop(a);
+        assert!(!gone.exists());
     }
 
     fn ctx(payload: Value) -> OperationContext {

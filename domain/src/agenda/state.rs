@@ -113,11 +113,7 @@ impl AgendaState {
         if let Some(agenda) = &mut shown.agenda {
             agenda.progress_id = Some(progress_id.to_string());
         }
-        shown.progress.id = progress_id.to_string();
-        for op in &mut shown.progress.operation_progress {
-            op.id = OperationProgress::id_for(progress_id, &op.operation).into();
-            op.agenda_progress_id = progress_id.into();
-        }
+        shown.progress.show_as(progress_id);
         shown
     }
 
