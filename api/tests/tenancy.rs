@@ -476,6 +476,57 @@ async fn a_tenant_using_the_pool_owners_id_does_not_block_the_owners_reads_by_it
     assert_eq!(problem_fields(&e), vec!["customerId"], "{e:#}");
 }
 
+/// linkIds are chosen per customer: a caller that sees several customers names the one whose
+/// batch it means, and another tenant's agendas under the same linkId (a hostile probe cancelled
+/// one under acme's to change acme's batch as an admin saw it) then do not count.
+#[tokio::test]
+async fn a_progress_summary_names_the_customer_whose_batch_it_means() {
+    let s = start(ApiConfig::default()).await;
+    let after = s.seed().await;
+    for (token, customer) in [(ACME, "acme"), (GLOBEX, "globex")] {
+        let mut agenda = named(customer, &format!("{customer}-1"), "", &["probe"]);
+        agenda["linkId"] = json!("batch-1");
+        agenda.as_object_mut().unwrap().remove("progressId");
+        submit(&s, token, agenda, &after).await;
+    }
+    let query = "query($c: String) { progressSummary(linkId: \"batch-1\", customerId: $c) \
+        { progressList { customerId } } }";
+    let customers = |data: &Value| -> Vec<String> {
+        let list = data["progressSummary"]["progressList"].as_array().unwrap();
+        let mut c: Vec<String> =
+            list.iter().map(|p| p["customerId"].as_str().unwrap().to_string()).collect();
+        c.sort();
+        c
+    };
+    let all = s.ok(ADMIN, query, json!({"c": null})).await;
+    assert_eq!(customers(&all), ["acme", "globex"], "{all:#}");
+    let acme = s.ok(ADMIN, query, json!({"c": "acme"})).await;
+    assert_eq!(customers(&acme), ["acme"], "{acme:#}");
+    // A customer the caller may not see summarises nothing, as a linkId nobody uses.
+    let other = s.ok(ACME, query, json!({"c": "globex"})).await;
+    assert!(customers(&other).is_empty(), "{other:#}");
+    // POP's REST surface: `byCustomerId` on GET, `customerId` in a POST body.
+    let url = format!("{}/pop/progress/agenda/service?linkId=batch-1&byCustomerId=globex", s.base);
+    let got = rest_get(&s, ADMIN, &url).await;
+    assert_eq!(got["progressList"].as_array().unwrap().len(), 1, "{got:#}");
+    assert_eq!(got["progressList"][0]["customerId"], "globex", "{got:#}");
+    let url = format!("{}/pop/progress/agenda/service", s.base);
+    let body = json!({"linkId": "batch-1", "customerId": "acme"});
+    let got: Value = s
+        .http
+        .post(&url)
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["progressList"].as_array().unwrap().len(), 1, "{got:#}");
+    assert_eq!(got["progressList"][0]["customerId"], "acme", "{got:#}");
+}
+
 /// A waiting pool worker is handed a submission in the submission's own write
 /// (`crate::handout`) under the pool's id too; two customers' submissions of one id a moment
 /// apart are both handed out, each under its own id, and each report reaches its own (a
@@ -726,6 +777,37 @@ async fn a_shared_pool_lists_only_the_insights_the_caller_may_see() {
         json!(["acme-enc", "everyone", "globex-secret"]),
         "{data:#}"
     );
+
+    // An insight or template shared with several customers shows each of them only itself
+    // in `allowedCustomerIds` (a hostile probe read its co-tenants' customer ids there); its
+    // owner and the pool's workers see the whole list (ops' pool: `shared` is acme's).
+    let insight = json!({"i": {"id": "partners", "customerId": "ops", "title": "partners",
+        "resourcePoolId": "pool-1", "queueSize": 5, "allowedCustomerIds": ["acme", "globex"],
+        "mappers": {"operationType": ["ffmpeg"]}}});
+    s.ok(ADMIN, "mutation($i: JSON!) { createInsight(insight: $i) { position } }", insight).await;
+    let template = json!({"t": {"id": "shared-tpl", "customerId": "ops", "title": "t",
+        "allowedCustomerIds": ["acme", "globex"],
+        "agenda": {"operations": [{"name": "a", "type": "ffmpeg", "payload": {}}]}}});
+    let data = s
+        .ok(ADMIN, "mutation($t: JSON!) { createTemplate(template: $t) { position } }", template)
+        .await;
+    let last = data["createTemplate"]["position"].as_str().unwrap().to_string();
+    let query = "query($p: String) { insight(id: \"partners\", atLeastPosition: $p) { allowedCustomerIds } \
+        template(id: \"shared-tpl\") { allowedCustomerIds } }";
+    for (token, seen) in [
+        (ACME, json!(["acme"])),
+        (GLOBEX, json!(["globex"])),
+        (OPS_SERVICE, json!(["acme", "globex"])),
+        (ADMIN, json!(["acme", "globex"])),
+    ] {
+        let data = s.ok(token, query, json!({"p": last})).await;
+        assert_eq!(data["insight"]["allowedCustomerIds"], seen, "{data:#}");
+        assert_eq!(data["template"]["allowedCustomerIds"], seen, "{data:#}");
+    }
+    let rest = rest_get(&s, GLOBEX, &format!("{}/pop/insight/partners", s.base)).await;
+    assert_eq!(rest["all"][0]["allowedCustomerIds"], json!(["globex"]), "{rest:#}");
+    let rest = rest_get(&s, ACME, &format!("{}/pop/agendatemplate/shared-tpl", s.base)).await;
+    assert_eq!(rest["all"][0]["allowedCustomerIds"], json!(["acme"]), "{rest:#}");
 }
 
 /// A report whose results are each within their bound but too large together to store is a

@@ -310,6 +310,7 @@ impl App {
         &self,
         caller: &Caller,
         link_id: &str,
+        customer: Option<&str>,
         bound: AsOf,
     ) -> AppResult<ProgressSummary> {
         if link_id.trim().is_empty() {
@@ -321,7 +322,7 @@ impl App {
                 self.settle(None).await?;
                 let keys = {
                     let models = self.projections().read();
-                    let visibility = &caller.principal.customers;
+                    let visibility = &crate::reads::summarised(caller, customer);
                     let mut keys = Vec::new();
                     let mut after = None;
                     loop {

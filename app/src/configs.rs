@@ -71,6 +71,14 @@ pub struct References<'a> {
     pub global: bool,
 }
 
+/// Keeps of an insight's or template's `allowedCustomerIds` only the customers `v` sees: a
+/// customer it is shared with learns no other tenant's customer id from it (a hostile probe
+/// read every co-tenant's id there, which is also what names their pool progress ids). Its
+/// owner, and whoever runs the insight, sees the whole list; only they may write it.
+fn only_seen(allowed: &mut Vec<String>, v: &Visibility) {
+    allowed.retain(|c| v.sees(c));
+}
+
 fn generated_id(id: &mut String) {
     if id.trim().is_empty() {
         *id = Uuid::now_v7().to_string();
@@ -143,6 +151,14 @@ config_kind!(Insight, "Insight", insight, insights, {
     fn fill_id(&mut self) {
         generated_id(&mut self.id);
     }
+    fn seen_by(mut self, models: &ReadModels, v: &Visibility) -> Self {
+        let runs = v.sees(&self.customer_id)
+            || models.resource_pool(&self.resource_pool_id).is_some_and(|p| v.sees(&p.customer_id));
+        if !runs {
+            only_seen(&mut self.allowed_customer_ids, v);
+        }
+        self
+    }
     fn title(&self) -> Option<&str> {
         Some(&self.title)
     }
@@ -161,6 +177,12 @@ config_kind!(Insight, "Insight", insight, insights, {
 config_kind!(AgendaTemplate, "Template", template, templates, {
     fn fill_id(&mut self) {
         generated_id(&mut self.id);
+    }
+    fn seen_by(mut self, _models: &ReadModels, v: &Visibility) -> Self {
+        if !v.sees(&self.customer_id) {
+            only_seen(&mut self.allowed_customer_ids, v);
+        }
+        self
     }
     fn references(&self) -> References<'_> {
         References { pool: None, customers: &self.allowed_customer_ids, global: self.is_global }

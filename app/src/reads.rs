@@ -253,6 +253,19 @@ fn progress_or_pool<'m>(
     found
 }
 
+/// Whose agendas a ProgressSummary of `caller` rolls up: every customer it sees, or only
+/// `customer` when it names one (nothing when it may not see it, as for a linkId nobody uses).
+/// linkIds are chosen per customer, so a caller that sees several customers names one to get
+/// that customer's batch alone: another tenant's agendas with the same linkId (a hostile probe
+/// cancelled one under acme's linkId) then cannot change it.
+pub(crate) fn summarised(caller: &Caller, customer: Option<&str>) -> Visibility {
+    match customer.map(str::trim).filter(|c| !c.is_empty()) {
+        None => caller.principal.customers.clone(),
+        Some(c) if caller.principal.sees(c) => Visibility::Customers([c.to_string()].into()),
+        Some(_) => Visibility::Customers(Default::default()),
+    }
+}
+
 /// Whether `id` names the AgendaProgress of `e`: its own progress id, or the pool's progress id
 /// of it ([`progress_or_pool`]).
 fn names_progress(e: &AgendaEntry, id: &str) -> bool {
@@ -570,13 +583,15 @@ impl App {
         &self,
         caller: &Caller,
         link_id: &str,
+        customer: Option<&str>,
         at_least: Option<&str>,
     ) -> AppResult<ProgressSummary> {
         if link_id.trim().is_empty() {
             return Err(AppError::invalid("linkId", "is required").with_cid(&caller.cid));
         }
+        let visibility = summarised(caller, customer);
         self.read(caller, at_least, |models| {
-            models.progress_summary(link_id, &caller.principal.customers).map_err(corrupt)
+            models.progress_summary(link_id, &visibility).map_err(corrupt)
         })
         .await
     }

@@ -120,7 +120,7 @@ async fn shown_live(w: &World, caller: &Caller) -> Shown {
         agenda: app.agenda(caller, "a", None, None).await.unwrap(),
         progress: app.agenda_progress(caller, "a", None, None).await.unwrap(),
         operation: app.operation_progress(caller, "a-x", None, None).await.unwrap(),
-        summary: app.progress_summary(caller, "batch", None).await.unwrap(),
+        summary: app.progress_summary(caller, "batch", None, None).await.unwrap(),
     }
 }
 
@@ -130,7 +130,7 @@ async fn shown_as_of(w: &World, caller: &Caller, bound: AsOf) -> Shown {
         agenda: app.agenda_as_of(caller, "a", None, bound).await.unwrap(),
         progress: app.agenda_progress_as_of(caller, "a", None, bound).await.unwrap(),
         operation: app.operation_progress_as_of(caller, "a-x", None, bound).await.unwrap(),
-        summary: app.progress_summary_as_of(caller, "batch", bound).await.unwrap(),
+        summary: app.progress_summary_as_of(caller, "batch", None, bound).await.unwrap(),
     }
 }
 
@@ -298,8 +298,8 @@ async fn lifecycle(steps: &[Step]) -> Result<(), TestCaseError> {
             }
         }
         prop_assert_eq!(
-            w.app.progress_summary_as_of(&acme, "batch", bound).await.unwrap(),
-            w.app.progress_summary(&acme, "batch", None).await.unwrap()
+            w.app.progress_summary_as_of(&acme, "batch", None, bound).await.unwrap(),
+            w.app.progress_summary(&acme, "batch", None, None).await.unwrap()
         );
     }
     Ok(())

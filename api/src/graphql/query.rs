@@ -240,20 +240,29 @@ impl QueryRoot {
     }
 
     /// DOMAIN.md §4.3 over the agendas with this linkId that the caller may see (a caller
-    /// who sees none gets an empty, COMPLETE summary). With `asOf`, each of those agendas as
-    /// it was then (those that did not exist yet are left out).
+    /// who sees none gets an empty, COMPLETE summary); with `customerId`, only that customer's
+    /// (linkIds are chosen per customer: a caller that sees several customers names the one
+    /// whose batch it means). With `asOf`, each of those agendas as it was then (those that
+    /// did not exist yet are left out).
     #[graphql(complexity = "cost::scan(child_complexity)")]
     async fn progress_summary(
         &self,
         ctx: &Context<'_>,
         link_id: String,
+        customer_id: Option<String>,
         at_least_position: Option<String>,
         as_of: Option<AsOfInput>,
     ) -> GqlResult<ProgressSummaryGql> {
         let (app, caller) = context(ctx)?;
+        let customer = customer_id.as_deref();
         let summary = match as_of {
-            Some(a) => app.progress_summary_as_of(caller, &link_id, a.bound(caller)?).await?,
-            None => app.progress_summary(caller, &link_id, at_least_position.as_deref()).await?,
+            Some(a) => {
+                app.progress_summary_as_of(caller, &link_id, customer, a.bound(caller)?).await?
+            }
+            None => {
+                app.progress_summary(caller, &link_id, customer, at_least_position.as_deref())
+                    .await?
+            }
         };
         Ok(ProgressSummaryGql::from(&summary))
     }

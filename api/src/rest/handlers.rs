@@ -771,21 +771,24 @@ async fn create_agenda(call: &Call<'_>) -> RestResult<Reply> {
 /// `progress/agenda/service {linkId}` (POST body, or `?linkId=` on GET) → the
 /// ProgressSummary `{linkId, processingState, processingPercent, progressList}`.
 async fn summary(call: &Call<'_>) -> RestResult<Reply> {
-    let link_id = if call.method == Method::GET {
-        call.allow_params(&[LINK_ID, BY_LINK_ID, AT_LEAST_POSITION, AS_OF])?;
-        call.param(LINK_ID).or(call.param(BY_LINK_ID)).map(str::to_string)
+    let (link_id, customer) = if call.method == Method::GET {
+        call.allow_params(&[LINK_ID, BY_LINK_ID, BY_CUSTOMER_ID, AT_LEAST_POSITION, AS_OF])?;
+        let link_id = call.param(LINK_ID).or(call.param(BY_LINK_ID)).map(str::to_string);
+        (link_id, call.param(BY_CUSTOMER_ID).map(str::to_string))
     } else {
-        call.allow_params(&[AT_LEAST_POSITION, AS_OF])?;
-        text(call.object("summary request")?, "linkId")?
-    }
-    .unwrap_or_default();
+        call.allow_params(&[BY_CUSTOMER_ID, AT_LEAST_POSITION, AS_OF])?;
+        let object = call.object("summary request")?;
+        let customer = text(object, "customerId")?;
+        (text(object, "linkId")?, customer.or(call.param(BY_CUSTOMER_ID).map(str::to_string)))
+    };
+    let (link_id, customer) = (link_id.unwrap_or_default(), customer.as_deref());
     let app = call.app();
     let summary = match call.param(AS_OF) {
         Some(as_of) => {
             let bound = AsOf::parse("asOf", as_of).map_err(|e| e.with_cid(&call.caller.cid))?;
-            app.progress_summary_as_of(&call.caller, &link_id, bound).await?
+            app.progress_summary_as_of(&call.caller, &link_id, customer, bound).await?
         }
-        None => app.progress_summary(&call.caller, &link_id, call.at_least()).await?,
+        None => app.progress_summary(&call.caller, &link_id, customer, call.at_least()).await?,
     };
     // One object holding every agenda of the batch: the same budget as a list.
     let max = call.state.config().max_response_bytes;

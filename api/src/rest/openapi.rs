@@ -336,14 +336,14 @@ fn path_item(route: &Route) -> Value {
             ),
             (Endpoint::Summary, "GET") => operation(
                 "The ProgressSummary of the agendas with a linkId that the caller may see.",
-                params(&["linkId", "byLinkId", "atLeastPosition", "asOf"]),
+                params(&["linkId", "byLinkId", "byCustomerId", "atLeastPosition", "asOf"]),
                 None,
                 ok_response("The summary", schema_ref("ProgressSummary")),
                 READ_ERRORS,
             ),
             (Endpoint::Summary, _) => operation(
                 "The ProgressSummary of the agendas with a linkId that the caller may see.",
-                params(&["atLeastPosition", "asOf"]),
+                params(&["byCustomerId", "atLeastPosition", "asOf"]),
                 Some(json_body(schema_ref("SummaryRequest"))),
                 ok_response("The summary", schema_ref("ProgressSummary")),
                 READ_ERRORS,
@@ -581,6 +581,7 @@ fn components() -> Value {
             }, "description": "POP's `{agendas: [...]}`, `{agenda}`, or the agenda itself as the whole body."},
             "SummaryRequest": {"type": "object", "required": ["linkId"], "properties": {
                 "linkId": {"type": "string"},
+                "customerId": {"type": "string", "description": "Only this customer's agendas of the linkId."},
             }},
         },
     })
