@@ -115,6 +115,11 @@ pub struct ApiConfig {
     /// validation and execution, and per resolved field). Off by default: it costs a span per
     /// field, which only pays when traces are exported (`pop serve --otlp-endpoint`).
     pub graphql_tracing: bool,
+    /// Answer errors under `/pop` with HTTP 200 and POP's error envelope (`errorResponse`,
+    /// its `responseCode` the status pop would have answered), as POP's own endpoints answered
+    /// service errors: POP's Java clients read no body on a 4xx or 5xx and log the status
+    /// alone, without pop's code, message and cid. Off by default: honest statuses.
+    pub pop_errors_in_body: bool,
 }
 
 impl Default for ApiConfig {
@@ -140,6 +145,7 @@ impl Default for ApiConfig {
             max_payload_bytes: app.max_payload_bytes,
             max_params_bytes: app.max_params_bytes,
             graphql_tracing: false,
+            pop_errors_in_body: false,
         }
     }
 }

@@ -577,6 +577,48 @@ async fn isolation_of_every_subscription() {
     }
 }
 
+/// linkIds are chosen per customer: a caller that sees several customers follows one
+/// customer's batch by naming it (`customerId`), and another tenant's agendas under the same
+/// linkId then never reach it (a hostile probe's agenda under acme's linkId reached a
+/// two-customer user's follow of acme's batch). Without it, every visible agenda of the linkId.
+#[tokio::test]
+async fn a_link_subscription_names_the_customer_whose_batch_it_follows() {
+    const SUB_LINK_OF: &str = "subscription($l: String!, $c: String) { agendaProgressByLinkId(linkId: $l, customerId: $c) { position progress { agendaId customerId processingStateMessage } lagged resync } }";
+    let s = start(ApiConfig::default()).await;
+    let seeded = s.seed().await;
+    let (mine, _) = s.submit(ACME, "acme", "shared-link", &seeded).await;
+    let (theirs, position) = s.submit(GLOBEX, "globex", "shared-link", &seeded).await;
+    s.ok(
+        ADMIN,
+        "query($p: String) { agendas(atLeastPosition: $p) { position } }",
+        json!({"p": position}),
+    )
+    .await;
+    let mut ws = RawWs::authed(&s.ws_url(), ADMIN).await;
+    ws.subscribe("acme", SUB_LINK_OF, json!({"l": "shared-link", "c": "acme"})).await;
+    ws.subscribe("all", SUB_LINK_OF, json!({"l": "shared-link", "c": null})).await;
+    ws.subscribe("mine", SUB_PROGRESS, json!({"id": mine})).await;
+    // The by-id follow starts with the current state: the two above are registered by then.
+    let first = ws.next().await;
+    assert_eq!(first["id"], "mine", "{first:#}");
+    s.cancel(GLOBEX, &theirs).await;
+    s.cancel(ACME, &mine).await;
+    let (mut acme_seen, mut globex_in_all) = (false, false);
+    while !(acme_seen && globex_in_all) {
+        let m = ws.next().await;
+        assert_eq!(m["type"], "next", "{m:#}");
+        let customer = &m["payload"]["data"]["agendaProgressByLinkId"]["progress"]["customerId"];
+        match m["id"].as_str().unwrap() {
+            "acme" => {
+                assert_eq!(customer, "acme", "the customer's follow got another's: {m:#}");
+                acme_seen = true;
+            }
+            "all" => globex_in_all |= customer == "globex",
+            _ => {}
+        }
+    }
+}
+
 /// A `GraphqlOperation` for graphql-ws-client without a typed client: the response is JSON.
 #[derive(serde::Serialize)]
 struct Op {

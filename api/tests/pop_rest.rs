@@ -999,3 +999,64 @@ async fn an_admin_names_the_customer_of_an_id_two_customers_use() {
     let a = call(&s, ADMIN, "GET", path, None).await;
     assert!(a.body.to_string().contains("name the customer"), "{:#}", a.body);
 }
+
+/// `pop serve --pop-errors-in-body`: POP's Java clients read no body on a 4xx or 5xx (they log
+/// "Server returned HTTP response code: 400"), as POP's own endpoints answered service errors
+/// with 200 and the envelope. With the switch every error under `/pop` is a 200 carrying the
+/// envelope, its `responseCode` the honest status, with the code, the field and the cid; off
+/// (the default), the status is honest.
+#[tokio::test]
+async fn pop_errors_in_body_answers_the_envelope_with_200() {
+    for (errors_in_body, status) in [(true, 200), (false, 400)] {
+        let s =
+            start(ApiConfig { pop_errors_in_body: errors_in_body, ..ApiConfig::default() }).await;
+        s.seed().await;
+        let report = json!({"agendaProgress": {"processingState": "EXECUTING"}});
+        let path = "/pop/resourcepool/service/updateAgendaProgress";
+        let a = call(&s, ADMIN, "POST", path, Some(report)).await;
+        assert_eq!(a.status, status, "{:#}", a.body);
+        let error = &a.body["errorResponse"];
+        assert_eq!(error["code"], "VALIDATION", "{:#}", a.body);
+        assert_eq!(error["responseCode"], 400, "{:#}", a.body);
+        assert_eq!(error["problems"][0]["field"], "agendaProgress.id", "{:#}", a.body);
+        assert_eq!(a.body["error"], true);
+        assert_eq!(a.body["cid"].as_str(), a.cid.as_deref(), "{:#}", a.body);
+        let missing = call(&s, ACME, "GET", "/pop/agenda/nobody-uses-this", None).await;
+        let want = if errors_in_body { 200 } else { 404 };
+        assert_eq!(missing.status, want, "{:#}", missing.body);
+        assert_eq!(missing.body["errorResponse"]["responseCode"], 404, "{:#}", missing.body);
+    }
+}
+
+/// An agenda's operation progress pages like every other list when asked to (`byLimit`,
+/// `limit`, `after`): a POP query with a limit was refused (400) on this route alone; without
+/// one, the whole agenda's operations as before.
+#[tokio::test]
+async fn operation_progress_lists_page_when_asked() {
+    let s = start(ApiConfig::default()).await;
+    let after = s.seed().await;
+    let mut agenda = agenda("acme", "paged");
+    agenda["id"] = json!("paged-1");
+    ok(&s, ADMIN, "POST", &format!("/pop/agenda?atLeastPosition={after}"), Some(agenda)).await;
+    let all = ok(&s, ACME, "GET", "/pop/progress/operation?byAgendaId=paged-1", None).await;
+    assert_eq!(all.body["count"], json!(2), "{:#}", all.body);
+    assert!(all.body.get("next").is_none(), "{:#}", all.body);
+    let first =
+        ok(&s, ACME, "GET", "/pop/progress/operation?byAgendaId=paged-1&byLimit=1", None).await;
+    assert_eq!(first.body["count"], json!(1), "{:#}", first.body);
+    let next = first.body["next"].as_str().unwrap().to_string();
+    let path = format!("/pop/progress/operation?byAgendaId=paged-1&limit=1&after={next}");
+    let second = ok(&s, ACME, "GET", &path, None).await;
+    assert_eq!(second.body["count"], json!(1), "{:#}", second.body);
+    assert!(second.body.get("next").is_none(), "{:#}", second.body);
+    let names: Vec<&Value> =
+        [&first, &second].iter().map(|a| &a.body["all"][0]["operation"]).collect();
+    assert_eq!(
+        names,
+        all.body["all"].as_array().unwrap().iter().map(|o| &o["operation"]).collect::<Vec<_>>()
+    );
+    let bad =
+        call(&s, ACME, "GET", "/pop/progress/operation?byAgendaId=paged-1&after=soon", None).await;
+    assert_eq!(bad.status, 400, "{:#}", bad.body);
+    assert_eq!(bad.body["errorResponse"]["problems"][0]["field"], "after", "{:#}", bad.body);
+}

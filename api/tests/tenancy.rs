@@ -124,6 +124,21 @@ async fn the_same_agenda_id_in_two_customers_is_two_agendas_and_no_oracle() {
         let answer = rest_get(&s, token, &format!("{}/pop/agenda/job-1", s.base)).await;
         assert_eq!(answer["all"][0]["customerId"], customer, "{answer:#}");
     }
+    // The admin's path names one object too: refused as over GraphQL (it was answered both,
+    // and POP's getObject takes the first), unless the customer is named; a query by id
+    // lists what matches.
+    for path in ["agenda/job-1", "progress/agenda/job-1"] {
+        let url = format!("{}/pop/{path}", s.base);
+        let answer = s.http.get(&url).bearer_auth(ADMIN).send().await.unwrap();
+        assert_eq!(answer.status(), 400, "{path}");
+        let answer: Value = answer.json().await.unwrap();
+        assert_eq!(answer["errorResponse"]["code"], "VALIDATION", "{answer:#}");
+        let named = rest_get(&s, ADMIN, &format!("{url}?byCustomerId=globex")).await;
+        assert_eq!(named["all"].as_array().unwrap().len(), 1, "{named:#}");
+        assert_eq!(named["all"][0]["customerId"], "globex", "{named:#}");
+    }
+    let listed = rest_get(&s, ADMIN, &format!("{}/pop/agenda?byId=job-1", s.base)).await;
+    assert_eq!(listed["all"].as_array().unwrap().len(), 2, "{listed:#}");
 }
 
 /// Item 1: another tenant that submits with the victim's progress id takes nothing — the
@@ -525,6 +540,40 @@ async fn a_progress_summary_names_the_customer_whose_batch_it_means() {
         .unwrap();
     assert_eq!(got["progressList"].as_array().unwrap().len(), 1, "{got:#}");
     assert_eq!(got["progressList"][0]["customerId"], "acme", "{got:#}");
+}
+
+/// An operation progress id of a pool's shape (`<progressId>~<tag>-<operation>`) names, by its
+/// own ids, only agendas of the caller's customers: a hostile tenant chose the progress id
+/// `rap~<acme's tag>-encode` and an operation `720p`, so that the pool worker's read of acme's
+/// `rap~<acme's tag>-encode-720p` was ambiguous while it held both, and answered globex's
+/// operation once acme's run ended.
+#[tokio::test]
+async fn a_tenants_ids_shaped_like_a_pool_operation_id_do_not_answer_a_workers_read() {
+    let s = start(ApiConfig::default()).await;
+    let after = s.seed().await;
+    let acme_pool = pool_id("acme", "rap");
+    submit(&s, ACME, named("acme", "rap-a", "rap", &["encode-720p"]), &after).await;
+    let lookalike = format!("{acme_pool}-encode");
+    submit(&s, GLOBEX, named("globex", "rap-g", &lookalike, &["720p"]), &after).await;
+    queue_all(&s).await;
+    let claimed = s.ok(OPS_SERVICE, POOL_CLAIM, json!({"n": 5})).await;
+    assert_eq!(claimed["getAgenda"].as_array().unwrap().len(), 2, "{claimed:#}");
+    let op_id = format!("{acme_pool}-encode-720p");
+    let o = s.ok(OPS_SERVICE, OPERATION, json!({"id": op_id})).await;
+    assert_eq!(o["operationProgress"]["customerId"], "acme", "{o:#}");
+    // acme's run ends: the worker's read by that id finds nothing, not globex's operation.
+    let done = json!({"id": acme_pool, "processingState": "COMPLETE",
+        "processingStateMessage": "succeeded", "operationProgress": [
+            {"operation": "encode-720p", "processingState": "COMPLETE", "processingStateMessage": "succeeded"}]});
+    s.ok(OPS_SERVICE, POOL_REPORT, json!({"p": done})).await;
+    let o = s.ok(OPS_SERVICE, OPERATION, json!({"id": op_id})).await;
+    assert!(o["operationProgress"].is_null(), "{o:#}");
+    let url = format!("{}/pop/progress/operation/{op_id}", s.base);
+    let answer = s.http.get(&url).bearer_auth(OPS_SERVICE).send().await.unwrap();
+    assert_eq!(answer.status(), 404);
+    // globex reads its own operation by its own id.
+    let o = s.ok(GLOBEX, OPERATION, json!({"id": op_id})).await;
+    assert_eq!(o["operationProgress"]["customerId"], "globex", "{o:#}");
 }
 
 /// A waiting pool worker is handed a submission in the submission's own write

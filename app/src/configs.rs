@@ -76,7 +76,8 @@ pub struct References<'a> {
 /// read every co-tenant's id there, which is also what names their pool progress ids). Its
 /// owner, and whoever runs the insight, sees the whole list; only they may write it.
 fn only_seen(allowed: &mut Vec<String>, v: &Visibility) {
-    allowed.retain(|c| v.sees(c));
+    // Compared as sharing compares them: case-insensitively.
+    allowed.retain(|c| v.sees_shared("", false, std::slice::from_ref(c)));
 }
 
 fn generated_id(id: &mut String) {

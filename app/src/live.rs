@@ -41,8 +41,9 @@ pub enum Target {
     Progress(String),
     /// Every agenda of a customer.
     Customer(String),
-    /// Every visible agenda sharing a linkId.
-    Link(String),
+    /// Every visible agenda sharing a linkId; of one customer when it names one (linkIds are
+    /// chosen per customer: another tenant's agendas under the same linkId are not the batch).
+    Link(String, Option<String>),
     /// The operation progress of one agenda, by agenda id.
     Operations(String),
 }
@@ -54,7 +55,10 @@ impl Target {
             && match self {
                 Target::Progress(id) => c.progress_id.as_deref() == Some(id.as_str()),
                 Target::Customer(customer) => c.customer_id.as_ref() == customer.as_str(),
-                Target::Link(link) => c.link_id.as_deref() == Some(link.as_str()),
+                Target::Link(link, customer) => {
+                    c.link_id.as_deref() == Some(link.as_str())
+                        && customer.as_deref().is_none_or(|cu| c.customer_id.as_ref() == cu)
+                }
                 Target::Operations(agenda) => c.agenda_id.as_deref() == Some(agenda.as_str()),
             }
     }
@@ -64,7 +68,10 @@ impl Target {
             && match self {
                 Target::Progress(id) => e.progress_id() == id,
                 Target::Customer(customer) => e.customer_id() == customer,
-                Target::Link(link) => e.link_id() == Some(link.as_str()),
+                Target::Link(link, customer) => {
+                    e.link_id() == Some(link.as_str())
+                        && customer.as_deref().is_none_or(|cu| e.customer_id() == cu)
+                }
                 Target::Operations(agenda) => e.id() == agenda,
             }
     }
@@ -75,14 +82,14 @@ impl Target {
         match self {
             Target::Progress(id) => Key::Progress(Arc::from(id.as_str())),
             Target::Customer(customer) => Key::Customer(Arc::from(customer.as_str())),
-            Target::Link(link) => Key::Link(Arc::from(link.as_str())),
+            Target::Link(link, _) => Key::Link(Arc::from(link.as_str())),
             Target::Operations(agenda) => Key::Agenda(Arc::from(agenda.as_str())),
         }
     }
 
     /// Whether finding what changed needs the log (groups) or just the one object.
     fn is_group(&self) -> bool {
-        matches!(self, Target::Customer(_) | Target::Link(_))
+        matches!(self, Target::Customer(_) | Target::Link(..))
     }
 
     /// The field naming what is followed, for errors.
@@ -90,16 +97,17 @@ impl Target {
         match self {
             Target::Progress(_) => "id",
             Target::Customer(_) => "customerId",
-            Target::Link(_) => "linkId",
+            Target::Link(..) => "linkId",
             Target::Operations(_) => "agendaId",
         }
     }
 
     fn id(&self) -> &str {
         match self {
-            Target::Progress(s) | Target::Customer(s) | Target::Link(s) | Target::Operations(s) => {
-                s
-            }
+            Target::Progress(s)
+            | Target::Customer(s)
+            | Target::Link(s, _)
+            | Target::Operations(s) => s,
         }
     }
 }
@@ -300,7 +308,7 @@ impl Follow {
                         }
                     }
                 }
-                Target::Customer(_) | Target::Link(_) => {
+                Target::Customer(_) | Target::Link(..) => {
                     for id in &group_ids {
                         let entry = models.agenda_entry(id).filter(visible);
                         if let Some(Ok(p)) = entry.map(AgendaEntry::progress) {

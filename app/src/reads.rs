@@ -89,6 +89,11 @@ pub struct AgendaFilter {
     /// Walk `order` backwards: the newest (or most recently changed) first. A page's cursor
     /// then continues with older agendas.
     pub newest_first: bool,
+    /// The agenda (or progress) id names one object, as a REST path does (POP's `getObject`
+    /// takes the first of what it is given): two customers' agendas of the id that the caller
+    /// sees are refused (VALIDATION `customerId`), as GraphQL's `agenda(id)` refuses them,
+    /// rather than both listed.
+    pub one: bool,
 }
 
 impl AgendaFilter {
@@ -241,9 +246,14 @@ fn progress_or_pool<'m>(
     id: &str,
     customer: Option<&'m str>,
 ) -> Vec<(&'m AgendaEntry, bool)> {
-    let mut found: Vec<(&AgendaEntry, bool)> =
-        visible_progress(m, p, id, customer).map(|e| (e, false)).collect();
-    if let Some((own, tag)) = split_pool_progress_id(id) {
+    let pooled = split_pool_progress_id(id);
+    // By its own id, an id of that shape names only agendas of the caller's customers (see
+    // `operation_progress`): not one the caller reaches through a lease handed under the pool id.
+    let mut found: Vec<(&AgendaEntry, bool)> = visible_progress(m, p, id, customer)
+        .filter(|e| pooled.is_none() || p.sees(e.customer_id()))
+        .map(|e| (e, false))
+        .collect();
+    if let Some((own, tag)) = pooled {
         found.extend(
             visible_progress(m, p, own, customer)
                 .filter(|e| customer_tag(e.customer_id()) == tag)
@@ -447,7 +457,14 @@ impl App {
             let keep = |e: &AgendaEntry| {
                 may_touch(&caller.principal, e) && customer.is_none_or(|c| e.customer_id() == c)
             };
-            let mut found = models.agendas().operation_progress(id, keep).map_err(corrupt)?;
+            // An id of a pool's shape names by its own ids only the agendas of the caller's
+            // customers: one it reaches through a lease it was handed under the pool's id
+            // (a hostile tenant's progress id `rap~<acme's tag>-encode` with an operation `720p`
+            // answered a worker's read of acme's `rap~<tag>-encode-720p` once acme's ended).
+            let pooled = pool_operation_ids(id).next().is_some();
+            let literal =
+                |e: &AgendaEntry| keep(e) && (!pooled || caller.principal.sees(e.customer_id()));
+            let mut found = models.agendas().operation_progress(id, literal).map_err(corrupt)?;
             // `<pool progress id>-<operation>`, as a worker of several customers was shown it.
             for (progress_id, operation) in pool_operation_ids(id) {
                 let Some((own, tag)) = split_pool_progress_id(progress_id) else { continue };
@@ -771,6 +788,15 @@ fn select<T>(
         (None, None) => None,
     };
     if let Some(found) = single {
+        if filter.one {
+            let id = filter.agenda_id.as_deref().or(filter.progress_id.as_deref()).unwrap_or("");
+            let mut customers: Vec<&str> = found.iter().map(|e| e.customer_id()).collect();
+            customers.sort_unstable();
+            customers.dedup();
+            if customers.len() > 1 {
+                return Err(ambiguous(id, customers.len()));
+            }
+        }
         let mut items = Vec::new();
         for e in found.into_iter().filter(|e| {
             filter.agenda_id.as_deref().is_none_or(|id| e.id() == id)

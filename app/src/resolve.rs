@@ -140,12 +140,14 @@ pub(crate) fn candidates_of<'m>(
 pub(crate) fn named_one<'m>(
     id: &str,
     lease: Option<&str>,
+    work: bool,
     (candidates, customers): (Vec<&'m AgendaEntry>, usize),
 ) -> AppResult<Option<&'m AgendaEntry>> {
     if customers > 1 {
         let mut leased = candidates.into_iter().filter(|e| under_lease(e, lease));
         return match (leased.next(), leased.next()) {
             (Some(one), None) => Ok(Some(one)),
+            _ if work => Err(ambiguous_work(id, customers)),
             _ => Err(ambiguous(id, customers)),
         };
     }
@@ -156,8 +158,17 @@ pub(crate) fn named_one<'m>(
 pub(crate) fn ambiguous(id: &str, customers: usize) -> AppError {
     AppError::invalid(
         "customerId",
+        format!("{id:?} is used by {customers} customers this caller may see; name the customerId"),
+    )
+}
+
+/// [`ambiguous`] for a worker's request ([`Named::work`]), which may also tell them apart by
+/// its lease or, for a report, by the progress id it was handed.
+pub(crate) fn ambiguous_work(id: &str, customers: usize) -> AppError {
+    AppError::invalid(
+        "customerId",
         format!(
-            "{id:?} is used by {customers} customers this caller may act on or serves; name the customerId (a report may instead use the progressId getAgenda handed out)"
+            "{id:?} is used by {customers} customers this caller may act on or serves; name the customerId or the leaseId (a report may instead use the progressId getAgenda handed out)"
         ),
     )
 }
@@ -177,7 +188,7 @@ impl App {
             let models = self.projections().read();
             let candidates =
                 candidates_of(&models, caller, named.work, models.agendas().with_id(named.id));
-            named_one(named.id, named.lease, candidates)?.map(|e| e.key().to_string())
+            named_one(named.id, named.lease, named.work, candidates)?.map(|e| e.key().to_string())
         };
         match found {
             Some(key) => Ok(key),

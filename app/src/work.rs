@@ -25,7 +25,7 @@ use crate::limits::{
     MAX_REPORTS_PER_REQUEST, MAX_WAITING_GET_AGENDA_PER_PRINCIPAL,
 };
 use crate::outcome::AgendaOutcome;
-use crate::resolve::{Named, ambiguous, candidates_of, may_take_from, named_one, runs};
+use crate::resolve::{Named, ambiguous_work, candidates_of, may_take_from, named_one, runs};
 use crate::{App, metadata, metrics};
 
 /// Whose queued agendas the caller takes from `insight` (`None`: it may not take from it).
@@ -826,14 +826,14 @@ impl App {
             (None, _) => return Ok(None),
             (Some(one), None) => one,
             // Two customers of one tag (60 bits: chosen ids, not chance): refused, not guessed.
-            (Some(_), Some(_)) => return Err(ambiguous(id, 2)),
+            (Some(_), Some(_)) => return Err(ambiguous_work(id, 2)),
         };
         // The id is also an agenda's own id or progress id (stored by an older build, which
         // did not refuse such ids): refused rather than guessed at.
         let own = models.agendas().with_progress_id(id).chain(models.agendas().with_id(id));
         let (own, _) = candidates_of(&models, caller, true, own);
         if !own.is_empty() {
-            return Err(ambiguous(id, 2));
+            return Err(ambiguous_work(id, 2));
         }
         Ok(Some((progress_id.to_string(), tagged.customer_id().to_string())))
     }
@@ -857,7 +857,7 @@ impl App {
                 .agendas()
                 .with_progress_id(progress_id)
                 .filter(|e| customer.is_none_or(|c| e.customer_id() == c));
-            named_one(progress_id, lease, candidates_of(&models, caller, true, entries))?
+            named_one(progress_id, lease, true, candidates_of(&models, caller, true, entries))?
                 .map(|e| (e.id().to_string(), e.key().to_string()))
         };
         found.ok_or_else(|| AppError::not_found("agenda progress", progress_id))

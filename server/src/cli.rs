@@ -506,6 +506,12 @@ pub struct ServeArgs {
     /// Most subscriptions one principal may have at once: its share of the server's 50,000.
     #[arg(long, env = "POP_MAX_SUBSCRIPTIONS_PER_PRINCIPAL", default_value_t = pop_api::config::DEFAULT_MAX_SUBSCRIPTIONS_PER_PRINCIPAL)]
     pub max_subscriptions_per_principal: usize,
+    /// Answer errors under /pop with HTTP 200 and POP's error envelope (errorResponse, with
+    /// the status pop would have answered as its responseCode), as POP's own endpoints answered
+    /// service errors: POP's unchanged Java clients read no body on a 4xx or 5xx, so they log
+    /// only the status, not pop's code, message and cid. Off: honest HTTP statuses.
+    #[arg(long, env = "POP_ERRORS_IN_BODY")]
+    pub pop_errors_in_body: bool,
     /// Label /metrics' per-insight series with insight ids (tenant data; /metrics needs no
     /// token). Off: each is one total over every insight.
     #[arg(long, env = "POP_METRICS_INSIGHT_LABELS")]

@@ -131,6 +131,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         max_payload_bytes: args.max_payload_bytes,
         max_params_bytes: args.max_params_bytes,
         graphql_tracing: crate::telemetry::exporting(),
+        pop_errors_in_body: args.pop_errors_in_body,
         ..ApiConfig::default()
     };
     let state = AppState::new(log, commands, projections, tokens, api_config);

@@ -55,14 +55,18 @@ impl SubscriptionRoot {
         progress(ctx, Target::Customer(customer_id), after_position).await
     }
 
-    /// Every change of the visible agendas sharing a linkId.
+    /// Every change of the visible agendas sharing a linkId; with `customerId`, only that
+    /// customer's (linkIds are chosen per customer: a caller that sees several customers names
+    /// the one whose batch it follows; a customer it may not see follows nothing).
     async fn agenda_progress_by_link_id(
         &self,
         ctx: &Context<'_>,
         link_id: String,
+        customer_id: Option<String>,
         after_position: Option<String>,
     ) -> Result<impl Stream<Item = AgendaProgressUpdate>> {
-        progress(ctx, Target::Link(link_id), after_position).await
+        let customer = customer_id.map(|c| c.trim().to_string()).filter(|c| !c.is_empty());
+        progress(ctx, Target::Link(link_id, customer), after_position).await
     }
 
     /// The operation progress of one agenda: all of it first, then the entries each change

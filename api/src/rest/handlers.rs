@@ -12,7 +12,7 @@ use pop_app::configs::{ConfigFilter, ConfigKind, ConfigOp};
 use pop_app::reads::{AgendaFilter, PageRequest};
 use pop_app::resolve::Named;
 use pop_app::{AgendaOutcome, App, AppError, Code};
-use pop_domain::model::{AgendaTemplate, Customer, Insight, ResourcePool};
+use pop_domain::model::{AgendaTemplate, Customer, Insight, OperationProgress, ResourcePool};
 use pop_domain::validate::json_bytes;
 use pop_projections::Cursor;
 
@@ -318,7 +318,7 @@ async fn get(kind: Kind, call: &Call<'_>) -> RestResult<Reply> {
     }
     let (all, next) = match kind {
         Kind::Agenda | Kind::AgendaProgress => agenda_list(kind, call).await?,
-        Kind::OperationProgress => (operation_list(call).await?, None),
+        Kind::OperationProgress => operation_list(call).await?,
         Kind::Customer => config_list::<Customer>(call).await?,
         Kind::ResourcePool => config_list::<ResourcePool>(call).await?,
         Kind::Insight => config_list::<Insight>(call).await?,
@@ -375,7 +375,7 @@ async fn count(kind: Kind, call: &Call<'_>) -> RestResult<Reply> {
             app.count_agendas(caller, &agenda_filter(kind, call), call.at_least()).await?
         }
         Kind::OperationProgress => {
-            let n = operation_list(call).await?.len();
+            let n = operation_items(call).await?.len();
             pop_app::reads::Count { count: n, capped: false }
         }
         Kind::Customer => {
@@ -418,6 +418,7 @@ fn agenda_filter(kind: Kind, call: &Call<'_>) -> AgendaFilter {
         resource_pool_id: call.param(BY_RESOURCE_POOL_ID).map(str::to_string),
         title: call.param(BY_TITLE).map(str::to_string),
         cid: call.param(BY_CID).map(str::to_string),
+        one: call.id.is_some(),
         ..AgendaFilter::default()
     }
 }
@@ -448,15 +449,45 @@ async fn agenda_list(kind: Kind, call: &Call<'_>) -> RestResult<(Vec<Value>, Opt
     }
 }
 
+/// Operation progress, listed: paged when the request names a page (see below).
+async fn operation_list(call: &Call<'_>) -> RestResult<(Vec<Value>, Option<Cursor>)> {
+    let found = operation_items(call).await?;
+    // Pages only when asked for (`limit`, `byLimit`, `after`): an agenda's operations are
+    // listed whole otherwise (at most 1,000), as before. The cursor is the index of the next
+    // operation and the name of the last one listed.
+    if [LIMIT, BY_LIMIT, AFTER].iter().all(|p| call.param(p).is_none()) {
+        return Ok((call.listed(&found)?, None));
+    }
+    let page = call.page()?;
+    let start = match page.after.as_deref() {
+        None => 0,
+        Some(text) => text
+            .trim()
+            .parse::<Cursor>()
+            .ok()
+            .and_then(|c| usize::try_from(c.time).ok())
+            .ok_or_else(|| {
+                AppError::invalid("after", format!("{text:?} is not a page cursor of this list"))
+            })?
+            .min(found.len()),
+    };
+    let first = page.first.and_then(|n| usize::try_from(n).ok()).unwrap_or(found.len()).max(1);
+    let end = start.saturating_add(first).min(found.len());
+    let next = (end < found.len())
+        .then(|| found.get(end - 1).map(|op| Cursor::new(end as i64, op.operation.as_ref())))
+        .flatten();
+    Ok((call.listed(&found[start..end])?, next))
+}
+
 /// Operation progress of one agenda (by its progress id or agenda id), or one by id.
-async fn operation_list(call: &Call<'_>) -> RestResult<Vec<Value>> {
+async fn operation_items(call: &Call<'_>) -> RestResult<Vec<OperationProgress>> {
     let app = call.app();
     if let Some(id) = call.named_id() {
         let customer = call.param(BY_CUSTOMER_ID);
         let found = app.operation_progress(&call.caller, id, customer, call.at_least()).await?;
-        return call.listed(&found.into_iter().collect::<Vec<_>>());
+        return Ok(found.into_iter().collect());
     }
-    let found = app
+    Ok(app
         .operation_progress_of(
             &call.caller,
             call.param(BY_AGENDA_PROGRESS_ID),
@@ -464,8 +495,7 @@ async fn operation_list(call: &Call<'_>) -> RestResult<Vec<Value>> {
             call.param(BY_CUSTOMER_ID),
             call.at_least(),
         )
-        .await?;
-    call.listed(&found)
+        .await?)
 }
 
 /// A config object by id, or a page of the visible ones, filtered by customer id, title and
@@ -778,8 +808,19 @@ async fn summary(call: &Call<'_>) -> RestResult<Reply> {
     } else {
         call.allow_params(&[BY_CUSTOMER_ID, AT_LEAST_POSITION, AS_OF])?;
         let object = call.object("summary request")?;
-        let customer = text(object, "customerId")?;
-        (text(object, "linkId")?, customer.or(call.param(BY_CUSTOMER_ID).map(str::to_string)))
+        let customer = match (text(object, "customerId")?, call.param(BY_CUSTOMER_ID)) {
+            (Some(body), Some(query)) if body != query.trim() => {
+                return Err(AppError::invalid(
+                    "customerId",
+                    format!(
+                        "the body names customer {body:?} and byCustomerId {query:?}: name one"
+                    ),
+                )
+                .into());
+            }
+            (body, query) => body.or(query.map(str::to_string)),
+        };
+        (text(object, "linkId")?, customer)
     };
     let (link_id, customer) = (link_id.unwrap_or_default(), customer.as_deref());
     let app = call.app();

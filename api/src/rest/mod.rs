@@ -513,7 +513,12 @@ pub(crate) async fn dispatch(
             if let Some(own) = &e.error.cid {
                 cid.clone_from(own);
             }
-            envelope(e, &cid)
+            let mut response = envelope(e, &cid);
+            // POP's clients read an error's body only on a 2xx (`pop serve --pop-errors-in-body`).
+            if state.config().pop_errors_in_body {
+                *response.status_mut() = StatusCode::OK;
+            }
+            response
         }
     };
     set_cid_headers(response.headers_mut(), &cid);
