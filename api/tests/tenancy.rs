@@ -819,6 +819,16 @@ async fn a_shared_pool_lists_only_the_insights_the_caller_may_see() {
     // The REST surface reads the same use case.
     let rest = rest_get(&s, ACME, &format!("{}/pop/resourcepool?byId=shared", s.base)).await;
     assert_eq!(rest["all"][0]["insightIds"], json!(["acme-enc", "everyone"]), "{rest:#}");
+    // A write answers the pool as a read shows it (POP's PUT answered `insightIds: []`).
+    let url = format!("{}/pop/resourcepool/shared?atLeastPosition={last}", s.base);
+    let pool = json!({"id": "shared", "customerId": "acme", "title": "Shared, renamed"});
+    let put = s.http.put(&url).bearer_auth(ADMIN).json(&pool).send().await.unwrap();
+    let put: Value = put.json().await.unwrap();
+    assert_eq!(
+        put["all"][0]["insightIds"],
+        json!(["acme-enc", "everyone", "globex-secret"]),
+        "{put:#}"
+    );
     // An admin of every customer sees all three.
     let data = s.ok(ADMIN, query, json!({"p": last})).await;
     assert_eq!(
@@ -857,6 +867,13 @@ async fn a_shared_pool_lists_only_the_insights_the_caller_may_see() {
     assert_eq!(rest["all"][0]["allowedCustomerIds"], json!(["globex"]), "{rest:#}");
     let rest = rest_get(&s, ACME, &format!("{}/pop/agendatemplate/shared-tpl", s.base)).await;
     assert_eq!(rest["all"][0]["allowedCustomerIds"], json!(["acme"]), "{rest:#}");
+    // Its agenda, written without an id or customer, reads back without them (it read
+    // `"id": ""`, which POP's clients took for an id and pop refused on submission).
+    let agenda = &rest["all"][0]["agenda"];
+    assert!(agenda.get("id").is_none() && agenda.get("customerId").is_none(), "{rest:#}");
+    assert_eq!(agenda["operations"][0]["name"], "a", "{rest:#}");
+    let data = s.ok(ACME, "{ template(id: \"shared-tpl\") { agenda } }", json!({})).await;
+    assert!(data["template"]["agenda"].get("id").is_none(), "{data:#}");
 }
 
 /// A report whose results are each within their bound but too large together to store is a

@@ -46,6 +46,9 @@ pub trait ConfigKind: ConfigObject + VisibleTo + Clone {
     fn resource_pool_id(&self) -> Option<&str> {
         None
     }
+    /// The object's JSON as clients read it (a template's agenda without blank ids:
+    /// [`pop_domain::model::template_agenda_json`]).
+    fn tidy_json(_value: &mut serde_json::Value) {}
     /// The object as a caller who sees `v` may read it: a pool lists only the insights
     /// the caller may see (on a shared pool, other customers' insights stay theirs).
     fn seen_by(self, _models: &ReadModels, _v: &Visibility) -> Self {
@@ -140,6 +143,10 @@ config_kind!(ResourcePool, "ResourcePool", resource_pool, resource_pools, {
         generated_id(&mut self.id);
     }
     fn seen_by(mut self, models: &ReadModels, v: &Visibility) -> Self {
+        // Computed by the read models (a pool as written carries none: a PUT answered `[]`).
+        if let Some(read) = models.resource_pool(&self.id) {
+            self.insight_ids.clone_from(&read.insight_ids);
+        }
         self.insight_ids.retain(|id| models.insight(id).is_some_and(|i| i.visible_to(v)));
         self
     }
@@ -178,6 +185,11 @@ config_kind!(Insight, "Insight", insight, insights, {
 config_kind!(AgendaTemplate, "Template", template, templates, {
     fn fill_id(&mut self) {
         generated_id(&mut self.id);
+    }
+    fn tidy_json(value: &mut serde_json::Value) {
+        if let Some(agenda) = value.get_mut("agenda") {
+            pop_domain::model::template_agenda_json(agenda);
+        }
     }
     fn seen_by(mut self, _models: &ReadModels, v: &Visibility) -> Self {
         if !v.sees(&self.customer_id) {
@@ -343,12 +355,10 @@ impl App {
                 ));
             }
         };
-        Ok(Configured {
-            object: object.clone(),
-            deleted,
-            position: executed.position,
-            cid: caller.cid.clone(),
-        })
+        // Answered as a read shows it (a pool's insightIds, what a tenant sees of the list).
+        let object =
+            object.clone().seen_by(&self.projections().read(), &caller.principal.customers);
+        Ok(Configured { object, deleted, position: executed.position, cid: caller.cid.clone() })
     }
 
     /// The [`References`] an object written by a principal that sees only some customers

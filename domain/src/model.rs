@@ -287,6 +287,24 @@ pub struct Agenda {
     pub agenda_insight: Option<AgendaInsight>,
 }
 
+/// A template's agenda as clients read it: an id, customer or progress id the template leaves
+/// blank (the run fills them) is left out rather than shown as `""` — POP's Jackson clients read
+/// `""` as an id, and submitting the agenda as read was refused (`id must not be empty`). The
+/// stored event keeps its bytes (the golden fixtures hold `"id": ""`).
+pub fn template_agenda_json(agenda: &mut serde_json::Value) {
+    if let serde_json::Value::Object(fields) = agenda {
+        for name in ["id", "customerId", "progressId"] {
+            if fields
+                .get(name)
+                .and_then(serde_json::Value::as_str)
+                .is_some_and(|v| v.trim().is_empty())
+            {
+                fields.remove(name);
+            }
+        }
+    }
+}
+
 /// A reusable agenda body run with a payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]

@@ -431,7 +431,11 @@ impl From<&model::AgendaTemplate> for AgendaTemplateGql {
             title: t.title.clone(),
             added_time: t.added_time,
             updated_time: t.updated_time,
-            agenda: json(&t.agenda),
+            agenda: {
+                let mut agenda = json(&t.agenda);
+                model::template_agenda_json(&mut agenda.0);
+                agenda
+            },
             static_parameters: params(&t.static_parameters),
             params: params(&t.params),
             is_global: t.is_global,

@@ -508,10 +508,16 @@ async fn config_list<T: ConfigKind + Serialize>(
     if let Some(id) = call.named_id() {
         let found = app.config_by_id::<T>(&call.caller, id, call.at_least()).await?;
         let found: Vec<T> = found.into_iter().filter(|o| filter.admits(o)).collect();
-        return Ok((call.listed(&found)?, None));
+        return Ok((tidied::<T>(call.listed(&found)?), None));
     }
     let page = app.configs::<T>(&call.caller, &filter, &call.page()?, call.at_least()).await?;
-    Ok((call.listed(&page.items)?, page.next))
+    Ok((tidied::<T>(call.listed(&page.items)?), page.next))
+}
+
+/// Config objects' JSON as clients read it ([`ConfigKind::tidy_json`]).
+fn tidied<T: ConfigKind>(mut values: Vec<Value>) -> Vec<Value> {
+    values.iter_mut().for_each(T::tidy_json);
+    values
 }
 
 // ---- data-object writes --------------------------------------------------------------------
@@ -592,7 +598,7 @@ async fn configure(kind: Kind, call: &Call<'_>, write: Write) -> RestResult<Repl
 
 async fn configured<T: ConfigKind + Serialize>(call: &Call<'_>, op: ConfigOp) -> RestResult<Reply> {
     let done = call.app().configure::<T>(&call.caller, op, None, call.at_least()).await?;
-    let mut reply = feed(vec![to_json(&done.object)?], None);
+    let mut reply = feed(tidied::<T>(vec![to_json(&done.object)?]), None);
     reply.position = done.position.map(|p| p.to_string());
     Ok(reply)
 }
