@@ -151,6 +151,9 @@ test('sign in with a token shows who is signed in; a bad token is refused', asyn
   const bad = await newPage();
   await bad.goto(BASE + '/');
   await bad.waitForSelector('#token');
+  // The hint names the token file as it reads (it showed the escape `&lt;data-dir&gt;`).
+  const hint = await bad.$eval('main p.muted', (e) => e.textContent);
+  assert.match(hint, /<data-dir>\/admin\.token/);
   await bad.type('#token', 'not-a-token');
   await bad.click('#signin button[type=submit]');
   await bad.waitForSelector('.error', { timeout: WAIT });
@@ -409,6 +412,9 @@ test('a DAG over 200 operations is drawn on a canvas that follows a burst of rep
   const box = await scroller.boundingBox();
   await acmePage.mouse.click(box.x + 8 + 84, box.y + 8 + 22);
   await acmePage.waitForFunction(() => (document.querySelector('.detail h3') || {}).textContent === 'op-0', { timeout: WAIT });
+  // The header's parts are set apart (it read `probe only· added`).
+  const meta = await acmePage.$eval('.agenda p.meta', (e) => e.textContent.replace(/\s+/g, ' '));
+  assert.match(meta, /\S · added /);
 
   // The history has every report, but only a window of it is in the DOM, following the newest.
   await acmePage.waitForFunction(() => Number((document.querySelector('.timeline-wrap') || { dataset: {} }).dataset.events || 0) >= 152, { timeout: WAIT });

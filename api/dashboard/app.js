@@ -34,7 +34,7 @@ function SignIn({ onSignedIn, error }) {
     </form>
     <${ErrorLine} error=${error}/>
     <p class="muted">Use a bearer token of this server. On its first start <code>pop serve</code> prints a sign-in
-      link with the admin token; it is also in <code>&lt;data-dir&gt;/admin.token</code>. The token stays in this tab until you sign out.</p>
+      link with the admin token; it is also in <code>${'<data-dir>/admin.token'}</code>. The token stays in this tab until you sign out.</p>
   </main>`;
 }
 

@@ -379,8 +379,7 @@ export function AgendaView({ me, customerId, id }) {
   const sel = selected && ops.get(selected);
   return html`<section class="agenda" data-agenda=${agenda.id}>
     <h1>Agenda ${agenda.id} <${StateBadge} state=${st}/></h1>
-    <p class="meta">customer <b>${agenda.customerId}</b>${agenda.title ? html` · ${agenda.title}` : ''}${agenda.linkId ? html` · batch <a href=${'#/batch/' + encodeURIComponent(agenda.linkId)}>${agenda.linkId}</a>` : ''}
-      · added ${fmtTime(agenda.addedTime)}${progress ? html` · ${progress.processingStateMessage || ''} · <${Bar} pct=${progress.percentComplete}/> ${Math.round(progress.percentComplete || 0)}%` : ''}
+    <p class="meta">customer <b>${agenda.customerId}</b>${agenda.title ? html` · ${agenda.title}` : ''}${agenda.linkId ? html` · batch <a href=${'#/batch/' + encodeURIComponent(agenda.linkId)}>${agenda.linkId}</a>` : ''}${' · added '}${fmtTime(agenda.addedTime)}${progress ? html` · ${progress.processingStateMessage || ''} · <${Bar} pct=${progress.percentComplete}/> ${Math.round(progress.percentComplete || 0)}%` : ''}
       ${progress && progress.maximumAttempts ? html` · attempts ${progress.attemptsCompleted}/${progress.maximumAttempts}` : ''}</p>
     <${ErrorLine} error=${error}/>
     ${canWrite && html`<${Actions} me=${me} agenda=${agenda} state=${st} onError=${setError} operations=${agenda.operations.map((o) => o.name)}/>`}

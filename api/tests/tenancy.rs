@@ -576,6 +576,45 @@ async fn a_tenants_ids_shaped_like_a_pool_operation_id_do_not_answer_a_workers_r
     assert_eq!(o["operationProgress"]["customerId"], "globex", "{o:#}");
 }
 
+/// A refused config write answers alike for an id another customer uses and an unused one: a
+/// hostile admin of one customer told other customers' ids apart (a create of `globex` naming a
+/// customer it may not manage answered NOT_FOUND, of an unused id FORBIDDEN).
+#[tokio::test]
+async fn a_refused_config_write_does_not_tell_whether_the_id_is_taken() {
+    let s = start(ApiConfig::default()).await;
+    s.seed().await;
+    let private = json!({"o": {"id": "ops-private", "customerId": "ops", "title": "t",
+        "resourcePoolId": "pool-1", "queueSize": 1}});
+    let made = s
+        .ok(ADMIN, "mutation($o: JSON!) { createInsight(insight: $o) { position } }", private)
+        .await;
+    assert!(made["createInsight"]["position"].is_string(), "{made:#}");
+    let writes = [
+        (
+            "createCustomer(customer: $o)",
+            json!({"id": "globex", "customerId": "nobody", "title": "t"}),
+            json!({"id": "unused-c", "customerId": "nobody", "title": "t"}),
+        ),
+        (
+            "createResourcePool(resourcePool: $o)",
+            json!({"id": "pool-1", "customerId": "globex", "title": "t"}),
+            json!({"id": "unused-p", "customerId": "globex", "title": "t"}),
+        ),
+        (
+            "createInsight(insight: $o)",
+            json!({"id": "ops-private", "customerId": "acme", "title": "t", "resourcePoolId": "no-such-pool", "queueSize": 1}),
+            json!({"id": "unused-i", "customerId": "acme", "title": "t", "resourcePoolId": "no-such-pool", "queueSize": 1}),
+        ),
+    ];
+    for (field, taken, unused) in writes {
+        let mutation = format!("mutation($o: JSON!) {{ {field} {{ position }} }}");
+        let a = s.err(ACME_ADMIN, &mutation, json!({"o": taken})).await;
+        let b = s.err(ACME_ADMIN, &mutation, json!({"o": unused})).await;
+        assert_eq!(code(&a), code(&b), "{a:#} against {b:#}");
+        assert_eq!(problem_fields(&a), problem_fields(&b), "{a:#} against {b:#}");
+    }
+}
+
 /// A waiting pool worker is handed a submission in the submission's own write
 /// (`crate::handout`) under the pool's id too; two customers' submissions of one id a moment
 /// apart are both handed out, each under its own id, and each report reaches its own (a

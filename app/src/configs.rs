@@ -309,27 +309,22 @@ impl App {
                 shared.customer_id()
             )));
         }
+        let is_create = matches!(command, ConfigCommand::Create { .. });
+        // A create's object is checked before whether its id is taken elsewhere, so a refused
+        // create answers alike for an id another customer uses and an unused one (a hostile
+        // admin of one customer told other customers' ids apart by NOT_FOUND against
+        // FORBIDDEN). An update or delete of an object the caller may not see is NOT_FOUND
+        // first, whatever it names.
+        if is_create {
+            self.check_written(caller, &command, visible).await?;
+        }
         // Exists but not for this caller: an update or delete must not touch it, and a create
         // must not reveal it (CONFLICT would) — all answer as if it did not exist.
-        if visible.is_none()
-            && (current.is_some() || !matches!(command, ConfigCommand::Create { .. }))
-        {
+        if visible.is_none() && (current.is_some() || !is_create) {
             return Err(AppError::not_found(T::KIND, &id));
         }
-        if let ConfigCommand::Create { object, .. } | ConfigCommand::Update { object, .. } =
-            &command
-        {
-            let customer = object.customer_id();
-            if !customer.trim().is_empty() && !caller.principal.sees(customer) {
-                return Err(AppError::forbidden(format!(
-                    "principal {:?} may not manage objects of customer {customer:?}",
-                    caller.principal.name
-                )));
-            }
-            if caller.principal.customers != Visibility::All {
-                let before = visible.map(|c| c.references()).unwrap_or_default();
-                self.check_references(caller, object.references(), before).await?;
-            }
+        if !is_create {
+            self.check_written(caller, &command, visible).await?;
         }
         let customer = match &command {
             ConfigCommand::Create { object, .. } | ConfigCommand::Update { object, .. } => {
@@ -359,6 +354,31 @@ impl App {
         let object =
             object.clone().seen_by(&self.projections().read(), &caller.principal.customers);
         Ok(Configured { object, deleted, position: executed.position, cid: caller.cid.clone() })
+    }
+
+    /// The customer an object is written for must be one the caller may act for (FORBIDDEN),
+    /// and what it names must be visible to it ([`Self::check_references`]).
+    async fn check_written<T: ConfigKind>(
+        &self,
+        caller: &Caller,
+        command: &ConfigCommand<T>,
+        visible: Option<&T>,
+    ) -> AppResult<()> {
+        if let ConfigCommand::Create { object, .. } | ConfigCommand::Update { object, .. } = command
+        {
+            let customer = object.customer_id();
+            if !customer.trim().is_empty() && !caller.principal.sees(customer) {
+                return Err(AppError::forbidden(format!(
+                    "principal {:?} may not manage objects of customer {customer:?}",
+                    caller.principal.name
+                )));
+            }
+            if caller.principal.customers != Visibility::All {
+                let before = visible.map(|c| c.references()).unwrap_or_default();
+                self.check_references(caller, object.references(), before).await?;
+            }
+        }
+        Ok(())
     }
 
     /// The [`References`] an object written by a principal that sees only some customers

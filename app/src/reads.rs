@@ -788,6 +788,16 @@ fn select<T>(
         (None, None) => None,
     };
     if let Some(found) = single {
+        let found: Vec<&AgendaEntry> = found
+            .into_iter()
+            .filter(|e| {
+                filter.agenda_id.as_deref().is_none_or(|id| e.id() == id)
+                    && filter.progress_id.as_deref().is_none_or(|p| names_progress(e, p))
+                    && filter.admits_keys(e)
+                    && filter.admits_body(e)
+                    && in_window(e)
+            })
+            .collect();
         if filter.one {
             let id = filter.agenda_id.as_deref().or(filter.progress_id.as_deref()).unwrap_or("");
             let mut customers: Vec<&str> = found.iter().map(|e| e.customer_id()).collect();
@@ -798,13 +808,7 @@ fn select<T>(
             }
         }
         let mut items = Vec::new();
-        for e in found.into_iter().filter(|e| {
-            filter.agenda_id.as_deref().is_none_or(|id| e.id() == id)
-                && filter.progress_id.as_deref().is_none_or(|p| names_progress(e, p))
-                && filter.admits_keys(e)
-                && filter.admits_body(e)
-                && in_window(e)
-        }) {
+        for e in found {
             items.extend(map(e).map_err(corrupt)?);
         }
         return Ok(Page { items, next: None, position });

@@ -167,8 +167,14 @@ pub async fn run(args: StoreArgs) -> Result<()> {
         }
     }
     store.close().await.context("closing the store")?;
-    println!("\nsee its history: pop log --stream agenda-{stream_key}");
-    println!("with `pop serve` running: pop progress {id}");
+    // The follow-up commands name the data directory unless it is the default one (a demo
+    // kept out of the default store with --data-dir printed hints that read the default).
+    let dir = match args.data_dir.to_str() {
+        Some("pop-data") => String::new(),
+        _ => format!(" --data-dir {}", args.data_dir.display()),
+    };
+    println!("\nsee its history: pop log{dir} --stream agenda-{stream_key}");
+    println!("with `pop serve{dir}` running: pop progress {id}");
     Ok(())
 }
 

@@ -76,7 +76,50 @@ pub async fn init(client: &Client, spec: &InitSpec) -> Result<Vec<String>> {
         spec.types.join(", "),
         spec.customer
     ));
+    lines.extend(shadowing_insights(client, spec).await);
     Ok(lines)
+}
+
+/// A note for each older insight of the pool that maps one of `spec`'s types: an agenda binds
+/// to the oldest insight that matches it unless its params name one (`defaultInsight`,
+/// DOMAIN.md §6), so agendas of those types would go there, not to the new insight (a newcomer
+/// followed `init`'s hints and watched an agenda wait for ever in another insight's queue).
+/// Nothing when the insights cannot be listed: the note is a help, not a step.
+async fn shadowing_insights(client: &Client, spec: &InitSpec) -> Vec<String> {
+    let query = "{ insights(first: 500) { items { id resourcePoolId addedTime mappers } } }";
+    let Ok(data) = client.graphql(query, json!({})).await else { return Vec::new() };
+    let Some(items) = data["insights"]["items"].as_array() else { return Vec::new() };
+    let added = |i: &Value| i["addedTime"].as_str().unwrap_or("").to_string();
+    let Some(ours) = items.iter().find(|i| i["id"] == spec.insight.as_str()) else {
+        return Vec::new();
+    };
+    let mut notes = Vec::new();
+    for other in items.iter().filter(|i| {
+        i["id"] != spec.insight.as_str()
+            && i["resourcePoolId"] == spec.pool.as_str()
+            && added(i) <= added(ours)
+    }) {
+        let types: Vec<&str> = other["mappers"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("operationType"))
+            .flat_map(|(_, values)| values.as_array().into_iter().flatten())
+            .filter_map(Value::as_str)
+            .filter(|t| spec.types.iter().any(|s| s.eq_ignore_ascii_case(t)))
+            .collect();
+        if !types.is_empty() {
+            notes.push(format!(
+                "note: the older insight {} of pool {} also takes {}: an agenda binds to the oldest \
+                 insight that matches it, unless its params name one: \"params\": {{\"defaultInsight\": \"{}\"}}",
+                other["id"].as_str().unwrap_or("?"),
+                spec.pool,
+                types.join(", "),
+                spec.insight
+            ));
+        }
+    }
+    notes
 }
 
 /// `pop init`.

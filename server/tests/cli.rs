@@ -170,6 +170,14 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     }
     let again = pop(&server, &["init"]);
     assert!(again.stdout.contains("kept insight encode (it exists)"), "{}", ctx(&again));
+    // A second insight of the pool for types an older one takes: init says where agendas of
+    // those types bind, and how to choose the new one (its hints alone led a newcomer to an
+    // agenda waiting for ever in the older insight's queue).
+    let second = pop(&server, &["init", "--insight", "transcode", "--types", "ffmpeg,probe"]);
+    assert_eq!(second.code, 0, "{}", ctx(&second));
+    let note = "note: the older insight encode of pool farm also takes ffmpeg";
+    assert!(second.stdout.contains(note), "{}", ctx(&second));
+    assert!(second.stdout.contains(r#""defaultInsight": "transcode""#), "{}", ctx(&second));
 
     let w = worker(
         &server,

@@ -26,6 +26,8 @@ use crate::report::{ReportConfig, Reporter, Target, heartbeat_for};
 
 /// How often an expansion is tried when the server cannot be reached.
 const EXPAND_ATTEMPTS: u32 = 5;
+/// How long an expansion waits for the pending progress report to reach the server first.
+const FLUSH_BEFORE_EXPAND: Duration = Duration::from_secs(2);
 
 /// How executions behave.
 #[derive(Debug, Clone, Copy)]
@@ -223,7 +225,7 @@ pub async fn execute(
                 };
                 match result {
                     Ok(output) => {
-                        if let Err(f) = expand_if_generator(env.api.as_ref(), &mut plan, &agenda.customer_id, &name, &output).await {
+                        if let Err(f) = expand_if_generator(env.api.as_ref(), &reporter, &mut plan, &agenda.customer_id, &name, &output).await {
                             plan.fail(&name);
                             reporter.failed(&name, failed(&agenda.id, &name, f));
                         } else {
@@ -311,6 +313,7 @@ async fn finish(
 /// operations exist.
 async fn expand_if_generator(
     api: &dyn WorkApi,
+    reporter: &Reporter,
     plan: &mut Plan,
     customer_id: &str,
     name: &str,
@@ -356,6 +359,11 @@ async fn expand_if_generator(
     if new.is_empty() && params.is_empty() {
         return Ok(());
     }
+    // What the generator's inputs reported (their success, pending in the reporter) reaches the
+    // server first, so the agenda's history does not show the generated operations before the
+    // operations that fed the generator succeeded (a newcomer's audit of the tour's fanout read
+    // so). Bounded: a server that does not answer the report does not hold the expansion.
+    let _ = tokio::time::timeout(FLUSH_BEFORE_EXPAND, reporter.flush()).await;
     let mut backoff = Duration::from_millis(100);
     let mut attempt = 1;
     loop {

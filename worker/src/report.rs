@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -139,6 +139,15 @@ struct Pending {
     /// The agenda's own state and message for the next report.
     agenda: Option<(ProcessingState, String)>,
     final_requested: bool,
+    /// [`Reporter::flush`] calls waiting for what was pending to reach the server.
+    flushes: Vec<oneshot::Sender<()>>,
+}
+
+impl Pending {
+    /// Whether the next report should go out without waiting to gather more.
+    fn urgent(&self) -> bool {
+        self.final_requested || !self.flushes.is_empty()
+    }
 }
 
 struct Shared {
@@ -259,6 +268,24 @@ impl Reporter {
         self.refused.clone()
     }
 
+    /// Sends what is recorded at once, without waiting to gather more, and resolves once the
+    /// server has it (at once when nothing is pending; dropped when the server refuses it).
+    /// The executor calls it before expanding an agenda, so that the history shows the
+    /// operations that fed a generator succeed before the operations it generated appear.
+    pub fn flush(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = lock(&self.shared.pending);
+            if pending.dirty.is_empty() && pending.diagnostics.is_empty() {
+                let _ = tx.send(());
+                return rx;
+            }
+            pending.flushes.push(tx);
+        }
+        self.shared.notify.notify_one();
+        rx
+    }
+
     /// Sends everything recorded plus the agenda's final state (`COMPLETE` with `succeeded` or
     /// `failed`, or an EXECUTING message when the agenda is handed back unfinished) and waits
     /// until the server has it, the final deadline passes, or the server refuses.
@@ -356,17 +383,17 @@ async fn run(
     let mut due_now = true;
     loop {
         if !due_now {
-            let urgent = lock(&shared.pending).final_requested;
+            let urgent = lock(&shared.pending).urgent();
             if !urgent {
                 // Wait for a change or the heartbeat, then let changes gather for `interval`
-                // unless the final report was asked for meanwhile.
+                // unless the final report or a flush was asked for meanwhile.
                 let changed =
                     tokio::time::timeout(config.heartbeat, shared.notify.notified()).await.is_ok();
-                if changed && !lock(&shared.pending).final_requested {
+                if changed && !lock(&shared.pending).urgent() {
                     let _ = tokio::time::timeout(config.interval, async {
                         loop {
                             shared.notify.notified().await;
-                            if lock(&shared.pending).final_requested {
+                            if lock(&shared.pending).urgent() {
                                 break;
                             }
                         }
@@ -376,8 +403,12 @@ async fn run(
             }
         }
         due_now = false;
-        let (report, dirty, diagnostics, is_final) =
-            take_report(&mut lock(&shared.pending), &target);
+        let (report, dirty, diagnostics, is_final, flushes) = {
+            let mut pending = lock(&shared.pending);
+            let flushes = std::mem::take(&mut pending.flushes);
+            let (report, dirty, diagnostics, is_final) = take_report(&mut pending, &target);
+            (report, dirty, diagnostics, is_final, flushes)
+        };
         let agenda_id = &target.agenda_id;
         if is_final && final_started.is_none() {
             final_started = Some(tokio::time::Instant::now());
@@ -385,6 +416,9 @@ async fn run(
         match api.update_progress(&report).await {
             Ok(()) => {
                 backoff = FIRST_RETRY_BACKOFF;
+                for flushed in flushes {
+                    let _ = flushed.send(());
+                }
                 if is_final {
                     return Ok(());
                 }
@@ -397,6 +431,8 @@ async fn run(
                     let newer = std::mem::take(&mut pending.diagnostics);
                     pending.diagnostics = diagnostics;
                     pending.diagnostics.extend(newer);
+                    // Still waiting: they are answered by the send that gets through.
+                    pending.flushes.extend(flushes);
                 }
                 if final_started.is_some_and(|t| t.elapsed() >= config.final_deadline) {
                     tracing::error!(agenda = %agenda_id, error = %e, "giving up on the final report");
@@ -412,6 +448,9 @@ async fn run(
                 // runs), or a report the server rejects: sending it again cannot help.
                 if is_final && e.code() == Some("CONFLICT") {
                     tracing::debug!(agenda = %agenda_id, error = %e, "final report refused");
+                } else if e.code() == Some("CONFLICT") && e.to_string().contains("cancelled") {
+                    // A user's cancel is no fault of the worker's: said as what it is.
+                    tracing::info!(agenda = %agenda_id, "agenda cancelled; stopping its operations");
                 } else if let Some(hint) = lease_hint(&e, config.heartbeat) {
                     tracing::warn!(agenda = %agenda_id, error = %e, hint, "progress report refused");
                 } else {

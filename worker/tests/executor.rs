@@ -220,6 +220,37 @@ async fn a_generator_expands_before_it_is_reported_succeeded_and_its_operations_
     assert_eq!(g1.last().unwrap()["resultPayload"], json!({"seed": 7}));
 }
 
+/// The success of the operations that fed a generator reaches the server before the
+/// operations it generated: with reports gathered for seconds, `first`'s success was still
+/// pending when `gen` expanded the agenda, so the history showed `g1` before `first` succeeded
+/// (a newcomer's audit of the tour's fanout read so).
+#[tokio::test]
+async fn what_fed_a_generator_is_reported_before_its_expansion() {
+    let api = Arc::new(FakeApi::default());
+    let generator = json!({"agenda.operation.generator":
+        {"operationsJsonPointer": "/ops", "paramsJsonPointer": "/p"}});
+    let mut generator = op("gen", json!({"after": "@<first.out::/x>"}), generator);
+    generator.op_type = "gen".into();
+    let ops = vec![op("first", json!({"x": 1}), json!({})), generator];
+    let mut slow = env(api.clone(), Duration::ZERO);
+    slow.config.report.interval = Duration::from_secs(5);
+    let (_stop, shutdown) = no_shutdown();
+    let outcome = execute(&slow, claimed(ops), None, shutdown).await;
+    assert_eq!(outcome, Outcome::Succeeded);
+    let calls = api.calls();
+    let expand_at = calls.iter().position(|c| matches!(c, Call::Expand(..))).unwrap();
+    let first_succeeded_at = calls
+        .iter()
+        .position(|c| match c {
+            Call::Report(r) => final_states(std::slice::from_ref(r))
+                .get("first")
+                .is_some_and(|s| s == "COMPLETE/succeeded"),
+            Call::Expand(..) | Call::Release(..) => false,
+        })
+        .unwrap();
+    assert!(first_succeeded_at < expand_at, "{calls:#?}");
+}
+
 #[tokio::test]
 async fn a_failure_stops_unstarted_operations_and_fails_with_diagnostics() {
     let api = Arc::new(FakeApi::default());
