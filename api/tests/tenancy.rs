@@ -589,6 +589,9 @@ async fn a_refused_config_write_does_not_tell_whether_the_id_is_taken() {
         .ok(ADMIN, "mutation($o: JSON!) { createInsight(insight: $o) { position } }", private)
         .await;
     assert!(made["createInsight"]["position"].is_string(), "{made:#}");
+    let pool = json!({"o": {"id": "acme-pool", "customerId": "acme", "title": "t"}});
+    s.ok(ADMIN, "mutation($o: JSON!) { createResourcePool(resourcePool: $o) { position } }", pool)
+        .await;
     let writes = [
         (
             "createCustomer(customer: $o)",
@@ -604,6 +607,17 @@ async fn a_refused_config_write_does_not_tell_whether_the_id_is_taken() {
             "createInsight(insight: $o)",
             json!({"id": "ops-private", "customerId": "acme", "title": "t", "resourcePoolId": "no-such-pool", "queueSize": 1}),
             json!({"id": "unused-i", "customerId": "acme", "title": "t", "resourcePoolId": "no-such-pool", "queueSize": 1}),
+        ),
+        // Bodies no write could take (the object's own rules), naming only what it may name.
+        (
+            "createCustomer(customer: $o)",
+            json!({"id": "globex", "customerId": "acme", "title": "t"}),
+            json!({"id": "unused-c2", "customerId": "acme", "title": "t"}),
+        ),
+        (
+            "createInsight(insight: $o)",
+            json!({"id": "ops-private", "customerId": "acme", "resourcePoolId": "acme-pool", "queueSize": -1}),
+            json!({"id": "unused-i2", "customerId": "acme", "resourcePoolId": "acme-pool", "queueSize": -1}),
         ),
     ];
     for (field, taken, unused) in writes {

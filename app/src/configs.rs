@@ -315,8 +315,21 @@ impl App {
         // admin of one customer told other customers' ids apart by NOT_FOUND against
         // FORBIDDEN). An update or delete of an object the caller may not see is NOT_FOUND
         // first, whatever it names.
-        if is_create {
+        if let ConfigCommand::Create { object, .. } = &command {
             self.check_written(caller, &command, visible).await?;
+            // The object's own rules too (the domain checks them again when it decides): a
+            // create no write could make (no title, a blank customer id) was NOT_FOUND for an
+            // id another customer uses and VALIDATION for an unused one.
+            if let Err(errors) = pop_domain::config::validate(object) {
+                let kind = T::KIND;
+                let refused = pop_domain::config::ConfigError::Invalid {
+                    kind,
+                    id: object.id().to_string(),
+                    errors,
+                };
+                let refused = pop_store::ExecuteError::Refused(refused);
+                return Err(error::execute_within(&subject, T::DATA_FIELD, refused));
+            }
         }
         // Exists but not for this caller: an update or delete must not touch it, and a create
         // must not reveal it (CONFLICT would) — all answer as if it did not exist.

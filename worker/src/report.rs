@@ -141,6 +141,11 @@ struct Pending {
     final_requested: bool,
     /// [`Reporter::flush`] calls waiting for what was pending to reach the server.
     flushes: Vec<oneshot::Sender<()>>,
+    /// A report is being sent (taken from here, not yet answered).
+    in_flight: bool,
+    /// The reporting task has ended (final report sent, refused, or given up): nothing more
+    /// will be sent, so a flush answers at once.
+    closed: bool,
 }
 
 impl Pending {
@@ -276,7 +281,9 @@ impl Reporter {
         let (tx, rx) = oneshot::channel();
         {
             let mut pending = lock(&self.shared.pending);
-            if pending.dirty.is_empty() && pending.diagnostics.is_empty() {
+            let idle =
+                !pending.in_flight && pending.dirty.is_empty() && pending.diagnostics.is_empty();
+            if pending.closed || idle {
                 let _ = tx.send(());
                 return rx;
             }
@@ -377,6 +384,21 @@ async fn run(
     config: ReportConfig,
     refused: watch::Sender<Option<ApiError>>,
 ) -> Result<(), ApiError> {
+    let ended = send_reports(api, shared.clone(), target, config, refused).await;
+    // Nothing more goes out: flushes waiting now, or asked for later, answer at once.
+    let mut pending = lock(&shared.pending);
+    pending.closed = true;
+    pending.flushes.clear();
+    ended
+}
+
+async fn send_reports(
+    api: Arc<dyn WorkApi>,
+    shared: Arc<Shared>,
+    target: Target,
+    config: ReportConfig,
+    refused: watch::Sender<Option<ApiError>>,
+) -> Result<(), ApiError> {
     let mut backoff = FIRST_RETRY_BACKOFF;
     let mut final_started: Option<tokio::time::Instant> = None;
     // The first report goes out at once.
@@ -407,18 +429,30 @@ async fn run(
             let mut pending = lock(&shared.pending);
             let flushes = std::mem::take(&mut pending.flushes);
             let (report, dirty, diagnostics, is_final) = take_report(&mut pending, &target);
+            pending.in_flight = true;
             (report, dirty, diagnostics, is_final, flushes)
         };
         let agenda_id = &target.agenda_id;
         if is_final && final_started.is_none() {
             final_started = Some(tokio::time::Instant::now());
         }
-        match api.update_progress(&report).await {
+        let sent = api.update_progress(&report).await;
+        lock(&shared.pending).in_flight = false;
+        match sent {
             Ok(()) => {
                 backoff = FIRST_RETRY_BACKOFF;
                 for flushed in flushes {
                     let _ = flushed.send(());
                 }
+                // Flushes asked for while this report was on its way wanted it through; with
+                // nothing new pending they are answered by it too.
+                let mut pending = lock(&shared.pending);
+                if pending.dirty.is_empty() && pending.diagnostics.is_empty() {
+                    for flushed in pending.flushes.drain(..) {
+                        let _ = flushed.send(());
+                    }
+                }
+                drop(pending);
                 if is_final {
                     return Ok(());
                 }

@@ -16,7 +16,7 @@ use pop_domain::model::{Agenda, Operation, Timestamp};
 use pop_worker::api::{ApiError, Claimed, Lease, WorkApi};
 use pop_worker::execute::{ExecConfig, ExecEnv, Outcome, execute};
 use pop_worker::handler::{Failure, Handler, OperationContext, Progress, ProgressSink, Registry};
-use pop_worker::report::ReportConfig;
+use pop_worker::report::{ReportConfig, Reporter, Target};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Call {
@@ -249,6 +249,33 @@ async fn what_fed_a_generator_is_reported_before_its_expansion() {
         })
         .unwrap();
     assert!(first_succeeded_at < expand_at, "{calls:#?}");
+}
+
+/// A flush answers at once once nothing more can be sent (the server refused the agenda's
+/// reports: cancelled, lease lost): an expansion waited out its whole bound for it.
+#[tokio::test]
+async fn a_flush_after_the_reports_were_refused_answers_at_once() {
+    let api = Arc::new(FakeApi::default());
+    api.report_errors.lock().unwrap().push(ApiError::Refused {
+        code: "CONFLICT".into(),
+        message: "agenda was cancelled".into(),
+    });
+    let config = ReportConfig {
+        interval: Duration::from_secs(5),
+        heartbeat: Duration::from_secs(60),
+        final_deadline: Duration::from_secs(10),
+    };
+    let target = Target { progress_id: "p".into(), agenda_id: "ag".into(), ..Target::default() };
+    let reporter = Reporter::start(api.clone(), target, config);
+    let mut refused = reporter.refused();
+    tokio::time::timeout(Duration::from_secs(5), refused.wait_for(Option::is_some))
+        .await
+        .expect("the first report is refused")
+        .unwrap();
+    reporter.started("x");
+    let flushed = tokio::time::timeout(Duration::from_millis(500), reporter.flush()).await;
+    assert!(flushed.is_ok(), "the flush waited for a reporter that has ended");
+    assert_eq!(api.reports().len(), 1, "{:#?}", api.calls());
 }
 
 #[tokio::test]
