@@ -286,6 +286,24 @@ impl App {
             }
         };
         let subject = format!("{} {id:?}", T::KIND);
+        if let ConfigCommand::Create { object, .. } = &command {
+            self.check_written(caller, &command, None).await?;
+            // The object's own rules too (the domain checks them again when it decides): a
+            // create no write could make (no title, a blank customer id) was NOT_FOUND for an
+            // id another customer uses and VALIDATION for an unused one. Both before the
+            // object's stream is read, so a refused create takes as long for either (reading
+            // another customer's stream answered ~0.1 ms later).
+            if let Err(errors) = pop_domain::config::validate(object) {
+                let kind = T::KIND;
+                let refused = pop_domain::config::ConfigError::Invalid {
+                    kind,
+                    id: object.id().to_string(),
+                    errors,
+                };
+                let refused = pop_store::ExecuteError::Refused(refused);
+                return Err(error::execute_within(&subject, T::DATA_FIELD, refused));
+            }
+        }
         // Tenancy: the object as the write side has it must be visible (else NOT_FOUND), and
         // the object written must belong to a customer the caller may act for (else
         // FORBIDDEN).
@@ -310,27 +328,11 @@ impl App {
             )));
         }
         let is_create = matches!(command, ConfigCommand::Create { .. });
-        // A create's object is checked before whether its id is taken elsewhere, so a refused
-        // create answers alike for an id another customer uses and an unused one (a hostile
-        // admin of one customer told other customers' ids apart by NOT_FOUND against
-        // FORBIDDEN). An update or delete of an object the caller may not see is NOT_FOUND
-        // first, whatever it names.
-        if let ConfigCommand::Create { object, .. } = &command {
-            self.check_written(caller, &command, visible).await?;
-            // The object's own rules too (the domain checks them again when it decides): a
-            // create no write could make (no title, a blank customer id) was NOT_FOUND for an
-            // id another customer uses and VALIDATION for an unused one.
-            if let Err(errors) = pop_domain::config::validate(object) {
-                let kind = T::KIND;
-                let refused = pop_domain::config::ConfigError::Invalid {
-                    kind,
-                    id: object.id().to_string(),
-                    errors,
-                };
-                let refused = pop_store::ExecuteError::Refused(refused);
-                return Err(error::execute_within(&subject, T::DATA_FIELD, refused));
-            }
-        }
+        // (A create's object was checked above, before anything of the stored one was read: a
+        // refused create answers alike for an id another customer uses and an unused one; a
+        // hostile admin of one customer told them apart by NOT_FOUND against FORBIDDEN.) An
+        // update or delete of an object the caller may not see is NOT_FOUND first, whatever
+        // it names.
         // Exists but not for this caller: an update or delete must not touch it, and a create
         // must not reveal it (CONFLICT would) — all answer as if it did not exist.
         if visible.is_none() && (current.is_some() || !is_create) {

@@ -26,6 +26,8 @@ use crate::report::{ReportConfig, Reporter, Target, heartbeat_for};
 
 /// How often an expansion is tried when the server cannot be reached.
 const EXPAND_ATTEMPTS: u32 = 5;
+/// How a failure of a generator whose expansion the server refused begins.
+const EXPANSION_REFUSED: &str = "the server refused the generated operations";
 /// How long an expansion waits for the pending progress report to reach the server first.
 const FLUSH_BEFORE_EXPAND: Duration = Duration::from_secs(2);
 
@@ -84,13 +86,19 @@ fn diagnostic(message: impl Into<String>, payload: Value) -> DiagnosticEvent {
 /// The diagnostic of a failed operation, logged (one line: why it failed is in the worker's
 /// log too) and marked `NOT_RETRYABLE` when the failure is deterministic.
 fn failed(agenda: &str, operation: &str, f: Failure) -> DiagnosticEvent {
-    tracing::warn!(
-        agenda,
-        operation,
-        not_retryable = f.not_retryable,
-        "operation failed: {}",
-        f.message
-    );
+    if f.message.starts_with(EXPANSION_REFUSED) && f.message.contains("cancelled") {
+        // A user's cancel, met by the generator's expansion: said as what it is, as when a
+        // report meets it (`report.rs`), not as the operation's failure.
+        tracing::info!(agenda, operation, "agenda cancelled; stopping its operations");
+    } else {
+        tracing::warn!(
+            agenda,
+            operation,
+            not_retryable = f.not_retryable,
+            "operation failed: {}",
+            f.message
+        );
+    }
     DiagnosticEvent {
         status_code: f.not_retryable.then(|| status_code::NOT_RETRYABLE.to_string()),
         ..diagnostic(f.message, f.payload)
@@ -377,7 +385,7 @@ async fn expand_if_generator(
             }
             Err(e) => {
                 return Err(Failure::with_payload(
-                    format!("the server refused the generated operations: {e}"),
+                    format!("{EXPANSION_REFUSED}: {e}"),
                     json!({"operations": new}),
                 ));
             }
