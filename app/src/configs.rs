@@ -143,8 +143,11 @@ config_kind!(ResourcePool, "ResourcePool", resource_pool, resource_pools, {
         generated_id(&mut self.id);
     }
     fn seen_by(mut self, models: &ReadModels, v: &Visibility) -> Self {
-        // Computed by the read models (a pool as written carries none: a PUT answered `[]`).
-        if let Some(read) = models.resource_pool(&self.id) {
+        // Computed by the read models: a pool read from them has its list; one as written
+        // carries none (a PUT answered `[]`) and takes theirs.
+        if self.insight_ids.is_empty()
+            && let Some(read) = models.resource_pool(&self.id)
+        {
             self.insight_ids.clone_from(&read.insight_ids);
         }
         self.insight_ids.retain(|id| models.insight(id).is_some_and(|i| i.visible_to(v)));

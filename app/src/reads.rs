@@ -461,12 +461,13 @@ impl App {
             // customers: one it reaches through a lease it was handed under the pool's id
             // (a hostile tenant's progress id `rap~<acme's tag>-encode` with an operation `720p`
             // answered a worker's read of acme's `rap~<tag>-encode-720p` once acme's ended).
-            let pooled = pool_operation_ids(id).next().is_some();
+            let pool_ids: Vec<(&str, &str)> = pool_operation_ids(id).collect();
+            let pooled = !pool_ids.is_empty();
             let literal =
                 |e: &AgendaEntry| keep(e) && (!pooled || caller.principal.sees(e.customer_id()));
             let mut found = models.agendas().operation_progress(id, literal).map_err(corrupt)?;
             // `<pool progress id>-<operation>`, as a worker of several customers was shown it.
-            for (progress_id, operation) in pool_operation_ids(id) {
+            for (progress_id, operation) in pool_ids {
                 let Some((own, tag)) = split_pool_progress_id(progress_id) else { continue };
                 let tagged = |e: &AgendaEntry| keep(e) && customer_tag(e.customer_id()) == tag;
                 let own_id = OperationProgress::id_for(own, operation);

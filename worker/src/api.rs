@@ -36,6 +36,12 @@ impl ApiError {
             ApiError::Transient(_) => None,
         }
     }
+
+    /// Whether the server refused because a user cancelled the agenda (no fault of the
+    /// worker's: it stops the agenda's operations and says so at INFO, not as a failure).
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, ApiError::Refused { code, message } if code == "CONFLICT" && message.contains("cancelled"))
+    }
 }
 
 /// The lease an agenda is held under, as `getAgenda` answered it: every report names its `id`

@@ -26,8 +26,6 @@ use crate::report::{ReportConfig, Reporter, Target, heartbeat_for};
 
 /// How often an expansion is tried when the server cannot be reached.
 const EXPAND_ATTEMPTS: u32 = 5;
-/// How a failure of a generator whose expansion the server refused begins.
-const EXPANSION_REFUSED: &str = "the server refused the generated operations";
 /// How long an expansion waits for the pending progress report to reach the server first.
 const FLUSH_BEFORE_EXPAND: Duration = Duration::from_secs(2);
 
@@ -86,19 +84,19 @@ fn diagnostic(message: impl Into<String>, payload: Value) -> DiagnosticEvent {
 /// The diagnostic of a failed operation, logged (one line: why it failed is in the worker's
 /// log too) and marked `NOT_RETRYABLE` when the failure is deterministic.
 fn failed(agenda: &str, operation: &str, f: Failure) -> DiagnosticEvent {
-    if f.message.starts_with(EXPANSION_REFUSED) && f.message.contains("cancelled") {
-        // A user's cancel, met by the generator's expansion: said as what it is, as when a
-        // report meets it (`report.rs`), not as the operation's failure.
-        tracing::info!(agenda, operation, "agenda cancelled; stopping its operations");
-    } else {
-        tracing::warn!(
-            agenda,
-            operation,
-            not_retryable = f.not_retryable,
-            "operation failed: {}",
-            f.message
-        );
-    }
+    tracing::warn!(
+        agenda,
+        operation,
+        not_retryable = f.not_retryable,
+        "operation failed: {}",
+        f.message
+    );
+    diagnostic_of(f)
+}
+
+/// The diagnostic of a failed operation, marked `NOT_RETRYABLE` when the failure is
+/// deterministic.
+fn diagnostic_of(f: Failure) -> DiagnosticEvent {
     DiagnosticEvent {
         status_code: f.not_retryable.then(|| status_code::NOT_RETRYABLE.to_string()),
         ..diagnostic(f.message, f.payload)
@@ -233,12 +231,19 @@ pub async fn execute(
                 };
                 match result {
                     Ok(output) => {
-                        if let Err(f) = expand_if_generator(env.api.as_ref(), &reporter, &mut plan, &agenda.customer_id, &name, &output).await {
-                            plan.fail(&name);
-                            reporter.failed(&name, failed(&agenda.id, &name, f));
-                        } else {
-                            plan.succeed(&name, output.clone());
-                            reporter.succeeded(&name, output);
+                        match expand_if_generator(env.api.as_ref(), &reporter, &mut plan, &agenda.customer_id, &name, &output).await {
+                            Ok(()) => {
+                                plan.succeed(&name, output.clone());
+                                reporter.succeeded(&name, output);
+                            }
+                            Err(not_expanded) => {
+                                plan.fail(&name);
+                                let diagnostic = match not_expanded {
+                                    NotExpanded::Cancelled(f) => diagnostic_of(f),
+                                    NotExpanded::Failed(f) => failed(&agenda.id, &name, f),
+                                };
+                                reporter.failed(&name, diagnostic);
+                            }
                         }
                     }
                     Err(f) => {
@@ -319,6 +324,20 @@ async fn finish(
 /// in this execution. This happens before the generator is reported succeeded: the server
 /// completes an agenda whose operations all succeeded, and it must not do so before the new
 /// operations exist.
+/// Why a generator's operations were not added to its agenda.
+enum NotExpanded {
+    /// A user cancelled the agenda meanwhile: logged at INFO where it was met, as when a report
+    /// meets it (`report.rs`), not as the operation's failure.
+    Cancelled(Failure),
+    Failed(Failure),
+}
+
+impl From<Failure> for NotExpanded {
+    fn from(f: Failure) -> Self {
+        NotExpanded::Failed(f)
+    }
+}
+
 async fn expand_if_generator(
     api: &dyn WorkApi,
     reporter: &Reporter,
@@ -326,7 +345,7 @@ async fn expand_if_generator(
     customer_id: &str,
     name: &str,
     output: &Value,
-) -> Result<(), Failure> {
+) -> Result<(), NotExpanded> {
     let Some(spec) = plan.operation(name).and_then(|op| op.params.get(keys::GENERATOR)).cloned()
     else {
         return Ok(());
@@ -384,10 +403,18 @@ async fn expand_if_generator(
                 attempt += 1;
             }
             Err(e) => {
-                return Err(Failure::with_payload(
-                    format!("{EXPANSION_REFUSED}: {e}"),
+                let failure = Failure::with_payload(
+                    format!("the server refused the generated operations: {e}"),
                     json!({"operations": new}),
-                ));
+                );
+                if e.is_cancelled() {
+                    tracing::info!(
+                        agenda = plan.agenda_id(),
+                        "agenda cancelled; stopping its operations"
+                    );
+                    return Err(NotExpanded::Cancelled(failure));
+                }
+                return Err(failure.into());
             }
         }
     }

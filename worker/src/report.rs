@@ -482,7 +482,7 @@ async fn send_reports(
                 // runs), or a report the server rejects: sending it again cannot help.
                 if is_final && e.code() == Some("CONFLICT") {
                     tracing::debug!(agenda = %agenda_id, error = %e, "final report refused");
-                } else if e.code() == Some("CONFLICT") && e.to_string().contains("cancelled") {
+                } else if e.is_cancelled() {
                     // A user's cancel is no fault of the worker's: said as what it is.
                     tracing::info!(agenda = %agenda_id, "agenda cancelled; stopping its operations");
                 } else if let Some(hint) = lease_hint(&e, config.heartbeat) {
