@@ -617,6 +617,17 @@ async fn a_link_subscription_names_the_customer_whose_batch_it_follows() {
             _ => {}
         }
     }
+    // A customer id no object can have is refused (it followed nothing, for ever), naming it.
+    let mut ws = RawWs::authed(&s.ws_url(), ADMIN).await;
+    ws.subscribe("long", SUB_LINK_OF, json!({"l": "shared-link", "c": "c".repeat(201)})).await;
+    let m = ws.next().await;
+    assert_eq!((m["type"].as_str(), m["id"].as_str()), (Some("next"), Some("long")), "{m:#}");
+    assert_eq!(m["payload"]["errors"][0]["extensions"]["code"], "VALIDATION", "{m:#}");
+    assert_eq!(
+        m["payload"]["errors"][0]["extensions"]["problems"][0]["field"],
+        "customerId",
+        "{m:#}"
+    );
 }
 
 /// A `GraphqlOperation` for graphql-ws-client without a typed client: the response is JSON.

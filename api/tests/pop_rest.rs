@@ -1059,4 +1059,11 @@ async fn operation_progress_lists_page_when_asked() {
         call(&s, ACME, "GET", "/pop/progress/operation?byAgendaId=paged-1&after=soon", None).await;
     assert_eq!(bad.status, 400, "{:#}", bad.body);
     assert_eq!(bad.body["errorResponse"]["problems"][0]["field"], "after", "{:#}", bad.body);
+    // Both spellings of the page size, disagreeing: refused, not one of them silently taken.
+    let both = "/pop/progress/operation?byAgendaId=paged-1&limit=1&byLimit=2";
+    let both = call(&s, ACME, "GET", both, None).await;
+    assert_eq!(both.status, 400, "{:#}", both.body);
+    assert_eq!(both.body["errorResponse"]["problems"][0]["field"], "limit", "{:#}", both.body);
+    let same = ok(&s, ACME, "GET", "/pop/agenda?limit=1&byLimit=1", None).await;
+    assert_eq!(same.body["count"], json!(1), "{:#}", same.body);
 }

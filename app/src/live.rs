@@ -394,6 +394,11 @@ impl App {
                 if target.id().trim().is_empty() {
                     return Err(AppError::invalid(target.field(), "must not be empty"));
                 }
+                // What no object can be named is refused, not followed for ever.
+                pop_domain::validate::check_id(target.field(), target.id())?;
+                if let Target::Link(_, Some(customer)) = &target {
+                    pop_domain::validate::check_id("customerId", customer)?;
+                }
                 if let Target::Customer(customer) = &target
                     && !caller.principal.sees(customer)
                 {

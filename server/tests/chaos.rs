@@ -401,6 +401,7 @@ impl DoomedWorker {
         let log_file = std::fs::File::create(&log).unwrap();
         let child = support::pop_command()
             .args(["worker", "--server", base, "--token", WORKER, "--insight", "transcode"])
+            .env("TMPDIR", dir)
             .arg("--handlers")
             .arg(&handlers)
             .args(["--max-idle-ms", "100", "--heartbeat-ms", "300", "--max-parallel", "6"])

@@ -88,6 +88,7 @@ fn worker(server: &Pop, dir: &Path, args: &[&str]) -> Worker {
     let child = pop_command()
         .arg("worker")
         .args(args)
+        .env("TMPDIR", dir)
         .current_dir(root())
         .env("POP_SERVER", server.base())
         .env("POP_TOKEN", &server.admin)

@@ -181,6 +181,7 @@ fn start_worker(pop: &Pop, dir: &std::path::Path, env: &[(&str, &str)], extra: &
     cmd.args(["worker", "--server", &pop.base(), "--token", WORKER, "--insight", "work"])
         .args(["--report-interval-ms", "50", "--max-idle-ms", "200"])
         .args(extra)
+        .env("TMPDIR", dir)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -109,6 +109,7 @@ impl Setup {
             .arg(handlers)
             .args(["--report-interval-ms", "50", "--max-idle-ms", "200"])
             .args(args)
+            .env("TMPDIR", self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log_file));
@@ -668,6 +669,7 @@ async fn the_readme_tour_runs_as_written() {
             .args(client)
             .args(["--insight", "encode", "--handlers", "examples/handlers.toml"])
             .args(["--max-idle-ms", "200"])
+            .env("TMPDIR", dir.path())
             .current_dir(examples().join(".."))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

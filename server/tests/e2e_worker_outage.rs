@@ -153,6 +153,7 @@ async fn a_worker_runs_its_agenda_through_an_outage_and_counts_no_failure() {
     let mut cmd = pop_command();
     cmd.args(["worker", "--server", &proxy_base, "--token", WORKER, "--insight", "work"])
         .args(["--report-interval-ms", "50", "--max-idle-ms", "200"])
+        .env("TMPDIR", dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));

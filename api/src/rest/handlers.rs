@@ -61,6 +61,16 @@ impl Call<'_> {
     /// refusal that says the bound.
     fn page(&self) -> RestResult<PageRequest> {
         let max = self.app().config().max_page_size;
+        // Both spellings naming different sizes: neither is guessed to be the one meant.
+        if let (Some(limit), Some(by_limit)) = (self.param(LIMIT), self.param(BY_LIMIT))
+            && limit.trim() != by_limit.trim()
+        {
+            return Err(AppError::invalid(
+                "limit",
+                format!("{limit:?} differs from byLimit {by_limit:?}: name the page size once"),
+            )
+            .into());
+        }
         let pops = self.param(LIMIT).is_none();
         let named = if pops { "byLimit" } else { "limit" };
         let first = match self.param(LIMIT).or(self.param(BY_LIMIT)) {
