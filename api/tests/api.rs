@@ -624,8 +624,7 @@ async fn a_link_subscription_names_the_customer_whose_batch_it_follows() {
     assert_eq!((m["type"].as_str(), m["id"].as_str()), (Some("next"), Some("long")), "{m:#}");
     assert_eq!(m["payload"]["errors"][0]["extensions"]["code"], "VALIDATION", "{m:#}");
     assert_eq!(
-        m["payload"]["errors"][0]["extensions"]["problems"][0]["field"],
-        "customerId",
+        m["payload"]["errors"][0]["extensions"]["problems"][0]["field"], "customerId",
         "{m:#}"
     );
 }
