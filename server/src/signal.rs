@@ -1,5 +1,6 @@
 //! Stopping on a signal: the one place `pop serve`, `pop worker` and a looping `pop reap` learn
-//! that they should stop (Ctrl-C, or the SIGTERM Kubernetes sends before killing a pod).
+//! that they should stop (Ctrl-C, the SIGTERM Kubernetes sends before killing a pod, or a
+//! hang-up).
 
 use tokio::sync::watch;
 
@@ -9,8 +10,25 @@ pub(crate) async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-/// Resolves on Ctrl-C or SIGTERM (what Kubernetes sends before killing a pod) and raises the
-/// stop flag for everything else. Shared by `pop serve`, `pop worker` and a looping `pop reap`.
+/// Waits for one Unix signal, or for ever when it cannot be listened for.
+#[cfg(unix)]
+async fn unix_signal(kind: tokio::signal::unix::SignalKind, name: &str) {
+    match tokio::signal::unix::signal(kind) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for {name}");
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Resolves on Ctrl-C, SIGTERM (what Kubernetes sends before killing a pod) or SIGHUP (a
+/// closed terminal or a dropped SSH session: without it the process died on the spot, a
+/// worker leaving its agendas held until their leases ran out) and raises the stop flag for
+/// everything else. Shared by `pop serve`, `pop worker` and a looping `pop reap`. pop reads
+/// no configuration after it starts, so a hang-up means stop, not reload.
 pub(crate) async fn shutdown_signal(stop: watch::Sender<bool>, what: &str) {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
@@ -19,23 +37,17 @@ pub(crate) async fn shutdown_signal(stop: watch::Sender<bool>, what: &str) {
         }
     };
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
+    let (term, hup) = (
+        unix_signal(tokio::signal::unix::SignalKind::terminate(), "SIGTERM"),
+        unix_signal(tokio::signal::unix::SignalKind::hangup(), "SIGHUP"),
+    );
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("shutting down: {what}");
+    let (term, hup) = (std::future::pending::<()>(), std::future::pending::<()>());
+    let signal = tokio::select! {
+        () = ctrl_c => "SIGINT",
+        () = term => "SIGTERM",
+        () = hup => "SIGHUP",
+    };
+    tracing::info!(signal, "shutting down: {what}");
     let _ = stop.send(true);
 }

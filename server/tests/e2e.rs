@@ -216,6 +216,13 @@ impl Pop {
         self.wait_exit("SIGTERM")
     }
 
+    /// Sends SIGHUP (a closed terminal) with `kill -HUP` and waits (bounded) for the exit.
+    fn hang_up(mut self) -> ExitStatus {
+        let sent = Command::new("kill").args(["-HUP", &self.pid()]).status().expect("kill");
+        assert!(sent.success(), "kill -HUP failed");
+        self.wait_exit("SIGHUP")
+    }
+
     /// `kill -9`: no chance to flush, snapshot or close anything.
     fn kill_9(mut self) {
         let sent = Command::new("kill").args(["-9", &self.pid()]).status().expect("kill");
@@ -654,6 +661,29 @@ async fn an_admin_token_is_generated_only_without_a_token_file() {
     assert!(!pop.generated_token, "with a token file no admin token is printed");
     let (status, body) = pop.post(Some(&generated), "{ me { name } }", json!({})).await;
     assert_eq!(status, 401, "the generated token is not accepted with a token file: {body:#}");
+}
+
+/// A hang-up (the terminal `pop serve` ran in was closed) stops it as SIGTERM does: drained,
+/// exit 0, a snapshot written and the signal named in the log (it died on the spot).
+#[tokio::test]
+async fn sighup_stops_the_server_as_sigterm_does() {
+    let h = Harness::new();
+    let pop = h.start();
+    let seeded = pop.seed().await;
+    let (id, _) = pop.submit(ACME, "acme", "l", &seeded).await;
+    let log = pop.log.clone();
+    let status = pop.hang_up();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "exit status {status:?} after SIGHUP\nlog:\n{}", log_tail(&log));
+    assert!(
+        text.lines().any(|l| l.contains("shutting down") && l.contains("SIGHUP")),
+        "log:\n{}",
+        log_tail(&log)
+    );
+    assert!(text.contains("projections snapshot written"), "log:\n{}", log_tail(&log));
+    let pop = h.start();
+    let p = pop.progress(&pop.admin, &id, None).await;
+    assert_eq!(p["agendaId"], json!(id), "{p:#}");
 }
 
 /// SIGTERM stops the server cleanly (exit code 0, bounded), even with a subscriber connected;
