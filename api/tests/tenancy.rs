@@ -394,6 +394,26 @@ async fn a_pool_worker_is_handed_each_customers_agenda_of_one_id_under_an_id_of_
     let over_rest = rest_get(&s, OPS_SERVICE, &url).await;
     assert_eq!(over_rest["all"][0]["customerId"], "globex", "{over_rest:#}");
     assert_eq!(over_rest["all"][0]["id"], op_id.as_str(), "{over_rest:#}");
+    // As of a time too: folded from the log, chosen and answered as live.
+    let now = (chrono::Utc::now() + chrono::Duration::seconds(5)).to_rfc3339();
+    let as_of = format!(
+        "query($id: String!, $op: String!) {{ agendaProgress(id: $id, asOf: {{time: \"{now}\"}}) \
+         {{ id customerId }} operationProgress(id: $op, asOf: {{time: \"{now}\"}}) \
+         {{ id customerId agendaProgressId }} }}"
+    );
+    let a = s.ok(OPS_SERVICE, &as_of, json!({"id": acme_id, "op": op_id})).await;
+    assert_eq!(a["agendaProgress"]["id"], acme_id.as_str(), "{a:#}");
+    assert_eq!(a["agendaProgress"]["customerId"], "acme", "{a:#}");
+    assert_eq!(a["operationProgress"]["id"], op_id.as_str(), "{a:#}");
+    assert_eq!(a["operationProgress"]["customerId"], "globex", "{a:#}");
+    assert_eq!(a["operationProgress"]["agendaProgressId"], globex_id.as_str(), "{a:#}");
+    let url =
+        format!("{}/pop/progress/agenda/{globex_id}?asOf={}", s.base, now.replace('+', "%2B"));
+    let over_rest = rest_get(&s, OPS_SERVICE, &url).await;
+    assert_eq!(over_rest["all"][0]["customerId"], "globex", "{over_rest:#}");
+    assert_eq!(over_rest["all"][0]["id"], globex_id.as_str(), "{over_rest:#}");
+    let a = s.ok(GLOBEX, &as_of, json!({"id": acme_id, "op": format!("{acme_id}-probe")})).await;
+    assert!(a["agendaProgress"].is_null() && a["operationProgress"].is_null(), "{a:#}");
     let p = s.ok(GLOBEX, PROGRESS, json!({"id": acme_id})).await;
     assert!(p["agendaProgress"].is_null(), "{p:#}");
     let o = s.ok(GLOBEX, OPERATION, json!({"id": format!("{acme_id}-probe")})).await;
@@ -567,6 +587,13 @@ async fn a_tenants_ids_shaped_like_a_pool_operation_id_do_not_answer_a_workers_r
             {"operation": "encode-720p", "processingState": "COMPLETE", "processingStateMessage": "succeeded"}]});
     s.ok(OPS_SERVICE, POOL_REPORT, json!({"p": done})).await;
     let o = s.ok(OPS_SERVICE, OPERATION, json!({"id": op_id})).await;
+    assert!(o["operationProgress"].is_null(), "{o:#}");
+    // Nor as of a time (the as-of read chose its agendas apart and answered globex's).
+    let now = (chrono::Utc::now() + chrono::Duration::seconds(5)).to_rfc3339();
+    let as_of = format!(
+        "query($id: String!) {{ operationProgress(id: $id, asOf: {{time: \"{now}\"}}) {{ id customerId }} }}"
+    );
+    let o = s.ok(OPS_SERVICE, &as_of, json!({"id": op_id})).await;
     assert!(o["operationProgress"].is_null(), "{o:#}");
     let url = format!("{}/pop/progress/operation/{op_id}", s.base);
     let answer = s.http.get(&url).bearer_auth(OPS_SERVICE).send().await.unwrap();

@@ -35,7 +35,7 @@ use pop_store::{Direction, Position, RecordedEvent, StoreError};
 use crate::App;
 use crate::caller::{Action, Caller};
 use crate::error::{self, AppError, AppResult};
-use crate::reads::parse_position;
+use crate::reads::{operation_named, parse_position, progress_or_pool};
 use crate::resolve::{ambiguous, may_touch};
 
 /// Digits from which a bare number in `asOf` is epoch milliseconds, not a log position: 12
@@ -235,12 +235,23 @@ impl App {
         caller
             .run(Action::Read, None, async |caller| {
                 let p = &caller.principal;
+                // By its own progress id or by the pool's progress id a worker was handed, as
+                // live (`progress_or_pool`), and then shown under that id.
+                let mut pooled = false;
                 let state = self
                     .visible_as_of(id, bound, |m| {
-                        touchable(m.agendas().with_progress_id(id), p, customer)
+                        let found = progress_or_pool(m, p, id, customer);
+                        pooled = found.iter().any(|(_, pooled)| *pooled);
+                        found.into_iter().map(|(e, _)| e.key().to_string()).collect()
                     })
                     .await?;
-                Ok(state.map(|s| s.progress().clone()))
+                Ok(state.map(|s| {
+                    let mut progress = s.progress().clone();
+                    if pooled {
+                        progress.show_as(id);
+                    }
+                    progress
+                }))
             })
             .await
     }
@@ -259,36 +270,32 @@ impl App {
             .run(Action::Read, None, async |caller| {
                 self.check_bound(bound).await?;
                 self.settle(None).await?;
-                let p = &caller.principal;
-                let candidates: Vec<(String, String)> = {
+                // Chosen as live (`operation_named`: the caller's agendas, pool ids), then
+                // each folded to the bound and asked for the operation.
+                let candidates: Vec<(String, String, Option<String>)> = {
                     let models = self.projections().read();
-                    let mut found = Vec::new();
-                    for (i, _) in id.rmatch_indices('-') {
-                        let (progress_id, name) = (&id[..i], &id[i + 1..]);
-                        found.extend(
-                            models
-                                .agendas()
-                                .with_progress_id(progress_id)
-                                .filter(|e| {
-                                    may_touch(p, e) && customer.is_none_or(|c| e.customer_id() == c)
-                                })
-                                .map(|e| (e.key().to_string(), name.to_string())),
-                        );
-                    }
-                    found
+                    operation_named(&models, &caller.principal, id, customer)
+                        .into_iter()
+                        .map(|(e, name, pooled)| {
+                            (e.key().to_string(), name.to_string(), pooled.map(str::to_string))
+                        })
+                        .collect()
                 };
                 let mut found = Vec::new();
-                for (key, name) in candidates {
+                for (key, name, pooled) in candidates {
                     let folded = self.fold_agenda(&key, bound).await?;
-                    found.extend(
-                        folded
-                            .state
-                            .progress()
-                            .operation_progress
-                            .iter()
-                            .find(|op| *op.operation == *name)
-                            .cloned(),
-                    );
+                    let op = folded
+                        .state
+                        .progress()
+                        .operation_progress
+                        .iter()
+                        .find(|op| *op.operation == *name);
+                    found.extend(op.cloned().map(|mut op| {
+                        if let Some(progress_id) = &pooled {
+                            op.show_as(progress_id);
+                        }
+                        op
+                    }));
                 }
                 match found.len() {
                     0 | 1 => Ok(found.into_iter().next()),

@@ -240,7 +240,7 @@ fn visible_progress<'m>(
 /// (`<progressId>~<customer tag>`, [`pop_domain::agenda::pool_progress_id`]) — the one of that
 /// progress id and customer (`true`: answer it under that id). Customers cannot choose ids of
 /// that shape, so the two meet only for an id stored by an older build, refused as ambiguous.
-fn progress_or_pool<'m>(
+pub(crate) fn progress_or_pool<'m>(
     m: &'m ReadModels,
     p: &'m Principal,
     id: &str,
@@ -295,6 +295,42 @@ fn pool_operation_ids(id: &str) -> impl Iterator<Item = (&str, &str)> {
         split_pool_progress_id(progress_id)?;
         Some((progress_id, operation))
     })
+}
+
+/// The agendas an OperationProgress id names for `p`, each with the operation's name and, when
+/// named by the pool's progress id a worker of several customers was handed
+/// (`<progressId>~<tag>-<operation>`), that progress id to show the operation under. Only the
+/// agendas the caller may act on are candidates, chosen before any match, so another customer's
+/// agenda can never shadow one of the caller's. An id of a pool's shape names by its own ids
+/// only agendas of the caller's customers, not one it reaches through a lease handed under the
+/// pool's id (a hostile tenant's progress id `rap~<acme's tag>-encode` with an operation `720p`
+/// answered a worker's read of acme's `rap~<tag>-encode-720p` once acme's ended). Live and
+/// as-of reads both choose by this.
+pub(crate) fn operation_named<'m, 'i>(
+    m: &'m ReadModels,
+    p: &Principal,
+    id: &'i str,
+    customer: Option<&str>,
+) -> Vec<(&'m AgendaEntry, &'i str, Option<&'i str>)> {
+    let keep = |e: &AgendaEntry| may_touch(p, e) && customer.is_none_or(|c| e.customer_id() == c);
+    let pool_ids: Vec<(&str, &str)> = pool_operation_ids(id).collect();
+    let literal = |e: &AgendaEntry| keep(e) && (pool_ids.is_empty() || p.sees(e.customer_id()));
+    let mut found: Vec<(&AgendaEntry, &str, Option<&str>)> = m
+        .agendas()
+        .operation_candidates(id, literal)
+        .into_iter()
+        .map(|(e, name)| (e, name, None))
+        .collect();
+    for (progress_id, operation) in pool_ids {
+        let Some((own, tag)) = split_pool_progress_id(progress_id) else { continue };
+        found.extend(
+            m.agendas()
+                .with_progress_id(own)
+                .filter(|e| keep(e) && customer_tag(e.customer_id()) == tag)
+                .map(|e| (e, operation, Some(progress_id))),
+        );
+    }
+    found
 }
 
 /// At most one of `found`, or the ambiguity error naming `id`.
@@ -454,26 +490,12 @@ impl App {
         at_least: Option<&str>,
     ) -> AppResult<Option<OperationProgress>> {
         self.read(caller, at_least, |models| {
-            let keep = |e: &AgendaEntry| {
-                may_touch(&caller.principal, e) && customer.is_none_or(|c| e.customer_id() == c)
-            };
-            // An id of a pool's shape names by its own ids only the agendas of the caller's
-            // customers: one it reaches through a lease it was handed under the pool's id
-            // (a hostile tenant's progress id `rap~<acme's tag>-encode` with an operation `720p`
-            // answered a worker's read of acme's `rap~<tag>-encode-720p` once acme's ended).
-            let pool_ids: Vec<(&str, &str)> = pool_operation_ids(id).collect();
-            let pooled = !pool_ids.is_empty();
-            let literal =
-                |e: &AgendaEntry| keep(e) && (!pooled || caller.principal.sees(e.customer_id()));
-            let mut found = models.agendas().operation_progress(id, literal).map_err(corrupt)?;
-            // `<pool progress id>-<operation>`, as a worker of several customers was shown it.
-            for (progress_id, operation) in pool_ids {
-                let Some((own, tag)) = split_pool_progress_id(progress_id) else { continue };
-                let tagged = |e: &AgendaEntry| keep(e) && customer_tag(e.customer_id()) == tag;
-                let own_id = OperationProgress::id_for(own, operation);
-                let ops = models.agendas().operation_progress(&own_id, tagged).map_err(corrupt)?;
-                found.extend(ops.into_iter().map(|mut op| {
-                    op.show_as(progress_id);
+            let mut found = Vec::new();
+            for (entry, name, pooled) in operation_named(models, &caller.principal, id, customer) {
+                found.extend(entry.operation(name).map_err(corrupt)?.map(|mut op| {
+                    if let Some(progress_id) = pooled {
+                        op.show_as(progress_id);
+                    }
                     op
                 }));
             }

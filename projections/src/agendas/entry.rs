@@ -8,7 +8,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use pop_domain::agenda::AgendaState;
-use pop_domain::{Agenda, AgendaProgress, ProcessingState};
+use pop_domain::{Agenda, AgendaProgress, OperationProgress, ProcessingState};
 use serde::Deserialize;
 
 use crate::phase::Phase;
@@ -205,6 +205,18 @@ impl AgendaEntry {
             Body::Live(state) => Ok(state.progress().clone()),
             Body::Settled(_) => self.decode_settled::<ProgressOnly>().map(|p| p.progress),
         }
+    }
+
+    /// The OperationProgress of the operation `name`, when the agenda has one.
+    pub fn operation(&self, name: &str) -> Result<Option<OperationProgress>, CorruptEntry> {
+        Ok(match &self.body {
+            Body::Live(state) => {
+                state.progress().operation_progress.iter().find(|p| &*p.operation == name).cloned()
+            }
+            Body::Settled(_) => {
+                self.progress()?.operation_progress.into_iter().find(|p| &*p.operation == name)
+            }
+        })
     }
 
     /// The agenda as submitted and expanded.

@@ -126,6 +126,22 @@ impl AgendaModel {
         self.entries.with(IdKind::Progress, progress_id).into_iter()
     }
 
+    /// The agendas an OperationProgress id (`<agendaProgressId>-<operation name>`, both parts may
+    /// hold `-`) names, each with the operation's name: every split at a `-`, over the entries
+    /// `keep` admits.
+    pub fn operation_candidates<'m, 'i>(
+        &'m self,
+        id: &'i str,
+        keep: impl Fn(&AgendaEntry) -> bool,
+    ) -> Vec<(&'m AgendaEntry, &'i str)> {
+        let mut found = Vec::new();
+        for (i, _) in id.rmatch_indices('-') {
+            let (progress_id, name) = (&id[..i], &id[i + 1..]);
+            found.extend(self.with_progress_id(progress_id).filter(|e| keep(e)).map(|e| (e, name)));
+        }
+        found
+    }
+
     /// The OperationProgress entries an id `<progressId>-<operation name>` can name, among the
     /// agendas `keep` admits (the caller's visibility: filtered before any match is chosen, so
     /// another customer's agenda can never shadow one the caller sees). Both parts may contain
@@ -137,24 +153,8 @@ impl AgendaModel {
         keep: impl Fn(&AgendaEntry) -> bool,
     ) -> Result<Vec<OperationProgress>, CorruptEntry> {
         let mut found = Vec::new();
-        for (i, _) in id.rmatch_indices('-') {
-            let (progress_id, name) = (&id[..i], &id[i + 1..]);
-            for entry in self.with_progress_id(progress_id).filter(|e| keep(e)) {
-                let op = match &entry.body {
-                    Body::Live(state) => state
-                        .progress()
-                        .operation_progress
-                        .iter()
-                        .find(|p| &*p.operation == name)
-                        .cloned(),
-                    Body::Settled(_) => entry
-                        .progress()?
-                        .operation_progress
-                        .into_iter()
-                        .find(|p| &*p.operation == name),
-                };
-                found.extend(op);
-            }
+        for (entry, name) in self.operation_candidates(id, keep) {
+            found.extend(entry.operation(name)?);
         }
         Ok(found)
     }
