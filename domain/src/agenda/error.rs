@@ -13,7 +13,8 @@ pub enum AgendaError {
     #[error("agenda {agenda_id:?} already exists")]
     AlreadyExists { agenda_id: String },
     /// The id is taken, within the customer, as the progress id of another agenda.
-    #[error("{id:?} is already the progress id of agenda {agenda_id:?}")]
+    /// `id` is empty when the caller names the progress id itself (a progress id's own stream).
+    #[error("{}is already the progress id of agenda {agenda_id:?}", named(id))]
     ProgressIdTaken { id: String, agenda_id: String },
     #[error("invalid agenda request: {0}")]
     Invalid(#[from] ValidationErrors),
@@ -123,9 +124,24 @@ impl AgendaError {
     }
 }
 
+/// `"id" `, or nothing for an id the message's reader is already given.
+fn named(id: &str) -> String {
+    if id.is_empty() { String::new() } else { format!("{id:?} ") }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A progress id's own stream refuses a second agenda without an empty `""` where the id
+    /// would go (the caller prefixes the progress id); a submission names its agenda id.
+    #[test]
+    fn a_taken_progress_id_reads_without_an_empty_id() {
+        let own = AgendaError::ProgressIdTaken { id: String::new(), agenda_id: "dupA".into() };
+        assert_eq!(own.to_string(), "is already the progress id of agenda \"dupA\"");
+        let named = AgendaError::ProgressIdTaken { id: "dupB".into(), agenda_id: "dupA".into() };
+        assert_eq!(named.to_string(), "\"dupB\" is already the progress id of agenda \"dupA\"");
+    }
 
     #[test]
     fn a_report_from_another_holder_says_who_holds_the_agenda_and_what_to_do() {
