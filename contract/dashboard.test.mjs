@@ -505,6 +505,38 @@ test('sign-out forgets the token', async () => {
   await acmePage.waitForSelector('#token', { timeout: WAIT });
 });
 
+test("an operator's page of acme's agenda shows acme's alone when another tenant uses its ids", async () => {
+  // Ids are chosen per customer: globex may use acme's agenda id, progress id and linkId.
+  const ids = { id: 'twin-1', progressId: 'twin-p1' };
+  const mine = await submit(T.acme, { ...threeOps('acme', 'twin-batch', 'acme job'), ...ids });
+  const page = await newPage();
+  await page.goto(BASE + '/#token=' + encodeURIComponent(T.admin));
+  await page.waitForSelector('#state-counts', { timeout: WAIT });
+  await page.goto(BASE + `/#/agenda/acme/${encodeURIComponent(mine.id)}`);
+  await page.waitForSelector('svg.dag g.node', { timeout: WAIT });
+  await submit(T.globex, { ...threeOps('globex', 'twin-batch', 'globex job'), ...ids });
+  await gql(T.globex, 'mutation { cancelAgenda(agendaId: "twin-1", reason: "globex says acme failed") { position } }');
+  // acme's worker reports; once the page shows it, globex's cancel has long been delivered too.
+  const lease = await claim(mine.id);
+  await gql(T.acmeService, 'mutation($p: JSON!, $l: String) { updateAgendaProgress(agendaProgress: $p, leaseId: $l) { position } }', {
+    p: { id: mine.progressId, processingState: 'EXECUTING', operationProgress: [{ operation: 'probe', processingState: 'EXECUTING', percentComplete: 30 }] },
+    l: lease,
+  });
+  const bar = 'svg.dag g.node[data-op="probe"] rect.bar';
+  await page.waitForFunction((sel) => document.querySelector(sel) && document.querySelector(sel).dataset.pct === '30', { timeout: WAIT }, bar);
+  assert.equal(await page.$('h1 .badge[data-state="cancelled"]'), null, 'the header shows globex\'s cancel');
+  const states = await page.$$eval('svg.dag g.node', (gs) => gs.map((g) => g.dataset.state));
+  assert.ok(!states.includes('cancelled'), `operations: ${states}`);
+  assert.doesNotMatch(await page.$eval('main', (m) => m.textContent), /globex says/);
+  assert.ok(await page.$('#cancel-agenda:not([disabled])'), 'acme\'s agenda may still be cancelled');
+  // The batch link is acme's batch: globex's agenda under the same linkId is not in it.
+  await page.click('a[href="#/batch/acme/twin-batch"]');
+  await page.waitForSelector('#batch-summary', { timeout: WAIT });
+  const customers = await page.$$eval('section table.list tbody tr td:nth-child(2)', (tds) => tds.map((t) => t.textContent));
+  assert.deepEqual(customers, ['acme']);
+  await page.browserContext().close();
+});
+
 test('no console errors, page errors or off-host requests', () => {
   assert.deepEqual(problems, []);
   assert.deepEqual(offHost, []);

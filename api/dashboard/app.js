@@ -110,7 +110,10 @@ function App() {
       view = html`<${AgendaView} key=${r.parts.join('/')} me=${me} customerId=${r.parts[0]} id=${r.parts[1]}/>`;
       break;
     case 'batch':
-      view = html`<${BatchView} key=${r.parts[0]} me=${me} linkId=${r.parts[0]}/>`;
+      // `#/batch/<customer>/<linkId>`, or an older `#/batch/<linkId>` (every visible customer).
+      view = r.parts.length > 1
+        ? html`<${BatchView} key=${r.parts.join('/')} me=${me} customerId=${r.parts[0]} linkId=${r.parts[1]}/>`
+        : html`<${BatchView} key=${r.parts[0]} me=${me} linkId=${r.parts[0]}/>`;
       break;
     case 'insights':
       view = html`<${InsightsView} me=${me} customers=${customers}/>`;

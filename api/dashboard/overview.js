@@ -135,24 +135,28 @@ export function InsightsView({ me, customers }) {
   </section>`;
 }
 
-export function BatchView({ me, linkId }) {
+/// One customer's batch (`#/batch/<customer>/<linkId>`); an old link without the customer
+/// (`#/batch/<linkId>`) shows every visible customer's agendas of the linkId, each row naming
+/// its customer.
+export function BatchView({ me, customerId, linkId }) {
   const [summary, setSummary] = useState(null);
   const [error, setError] = useState(null);
+  const c = customerId || null;
   const load = useCallback(() => {
     gql(
-      `query($l: String!) { progressSummary(linkId: $l) { linkId processingState processingPercent
+      `query($l: String!, $c: String) { progressSummary(linkId: $l, customerId: $c) { linkId processingState processingPercent
         progressList { agendaId customerId title processingState processingStateMessage percentComplete updatedTime } } }`,
-      { l: linkId },
+      { l: linkId, c },
     )
       .then((d) => setSummary(d.progressSummary))
       .catch(setError);
-  }, [linkId]);
+  }, [linkId, c]);
   useEffect(load, [load]);
   useEffect(() => {
     const reload = perFrame(() => load());
-    return subscribe('subscription($l: String!) { agendaProgressByLinkId(linkId: $l) { position lagged } }', { l: linkId }, reload, setError);
-  }, [linkId]);
-  return html`<section><h1>Batch ${linkId}</h1><${ErrorLine} error=${error}/>
+    return subscribe('subscription($l: String!, $c: String) { agendaProgressByLinkId(linkId: $l, customerId: $c) { position lagged } }', { l: linkId, c }, reload, setError);
+  }, [linkId, c]);
+  return html`<section><h1>Batch ${linkId}${c ? html` <span class="muted">of ${c}</span>` : ''}</h1><${ErrorLine} error=${error}/>
     ${summary && html`<p class="meta" id="batch-summary">${batchLine(summary)}</p>
       <table class="list"><thead><tr><th>agenda</th><th>customer</th><th>title</th><th>state</th><th>progress</th><th>updated</th></tr></thead>
       <tbody>${summary.progressList.map((p) => html`<tr data-agenda=${p.agendaId}><td><a href=${agendaHref(p.customerId, p.agendaId)}>${p.agendaId}</a></td>

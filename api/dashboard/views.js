@@ -38,6 +38,9 @@ function Bar({ pct }) {
 export const may = (me, action) => !!me && (me.allowed || []).includes(action);
 
 export const agendaHref = (customerId, id) => `#/agenda/${encodeURIComponent(customerId)}/${encodeURIComponent(id)}`;
+/// A batch is one customer's: linkIds are chosen per customer, so another tenant's agendas
+/// under the same linkId are not part of it.
+export const batchHref = (customerId, linkId) => `#/batch/${encodeURIComponent(customerId)}/${encodeURIComponent(linkId)}`;
 
 // ---- Agendas ---------------------------------------------------------------------------
 
@@ -254,7 +257,7 @@ export function AgendasView({ me, query, navigate, customers }) {
             ${canWrite && html`<td><input type="checkbox" aria-label=${'select ' + p.agendaId} checked=${selected.has(key)} onChange=${() => toggle(key)}/></td>`}
             <td><a href=${agendaHref(p.customerId, p.agendaId)}>${p.agendaId}</a></td>
             <td>${p.customerId}</td><td>${p.title || ''}</td>
-            <td>${p.linkId ? html`<a href=${'#/batch/' + encodeURIComponent(p.linkId)}>${p.linkId}</a>` : ''}</td>
+            <td>${p.linkId ? html`<a href=${batchHref(p.customerId, p.linkId)}>${p.linkId}</a>` : ''}</td>
             <td>${p.agendaInsight ? p.agendaInsight.insightId : ''}</td>
             <td><${StateBadge} p=${p}/> <span class="muted">${p.processingStateMessage || ''}</span></td>
             <td><${Bar} pct=${p.percentComplete}/></td>
@@ -333,16 +336,18 @@ export function AgendaView({ me, customerId, id }) {
         return n;
       });
     }, LIVE_MS);
+    // Both follows name the agenda's customer: ids are chosen per customer, and another
+    // tenant's agenda of the same id must not reach this page.
     const off1 = subscribe(
-      `subscription($id: String!) { agendaProgress(id: $id) { lagged resync removed progress { ${PROGRESS_FIELDS} attemptsCompleted maximumAttempts
+      `subscription($id: String!, $c: String) { agendaProgress(id: $id, customerId: $c) { lagged resync removed progress { ${PROGRESS_FIELDS} attemptsCompleted maximumAttempts
         diagnosticEvents { message statusCode time stackTrace payload } } } }`,
-      { id: progressIdOf(agenda) },
+      { id: progressIdOf(agenda), c: agenda.customerId },
       (d) => onProgress(d.agendaProgress),
       setError,
     );
     const off2 = subscribe(
-      `subscription($id: String!) { operationProgress(agendaId: $id) { lagged resync removedOperations operationProgress { ${OP_FIELDS} } } }`,
-      { id: agenda.id },
+      `subscription($id: String!, $c: String) { operationProgress(agendaId: $id, customerId: $c) { lagged resync removedOperations operationProgress { ${OP_FIELDS} } } }`,
+      { id: agenda.id, c: agenda.customerId },
       (d) => onOps(d.operationProgress),
       setError,
     );
@@ -379,7 +384,7 @@ export function AgendaView({ me, customerId, id }) {
   const sel = selected && ops.get(selected);
   return html`<section class="agenda" data-agenda=${agenda.id}>
     <h1>Agenda ${agenda.id} <${StateBadge} state=${st}/></h1>
-    <p class="meta">customer <b>${agenda.customerId}</b>${agenda.title ? html` · ${agenda.title}` : ''}${agenda.linkId ? html` · batch <a href=${'#/batch/' + encodeURIComponent(agenda.linkId)}>${agenda.linkId}</a>` : ''}${' · added '}${fmtTime(agenda.addedTime)}${progress ? html` · ${progress.processingStateMessage || ''} · <${Bar} pct=${progress.percentComplete}/> ${Math.round(progress.percentComplete || 0)}%` : ''}
+    <p class="meta">customer <b>${agenda.customerId}</b>${agenda.title ? html` · ${agenda.title}` : ''}${agenda.linkId ? html` · batch <a href=${batchHref(agenda.customerId, agenda.linkId)}>${agenda.linkId}</a>` : ''}${' · added '}${fmtTime(agenda.addedTime)}${progress ? html` · ${progress.processingStateMessage || ''} · <${Bar} pct=${progress.percentComplete}/> ${Math.round(progress.percentComplete || 0)}%` : ''}
       ${progress && progress.maximumAttempts ? html` · attempts ${progress.attemptsCompleted}/${progress.maximumAttempts}` : ''}</p>
     <${ErrorLine} error=${error}/>
     ${canWrite && html`<${Actions} me=${me} agenda=${agenda} state=${st} onError=${setError} operations=${agenda.operations.map((o) => o.name)}/>`}

@@ -29,7 +29,7 @@ use crate::caller::{Action, Caller, Principal};
 use crate::error::{AppError, AppResult, Code};
 use crate::feed::{FeedError, FeedItem, FeedReceiver, Key};
 use crate::limits::{MAX_RESYNC_ITEMS, MAX_RESYNC_SCAN};
-use crate::resolve::may_touch;
+use crate::resolve::{ambiguous, may_touch};
 
 /// Events read per log query while looking for changed agendas.
 const RESYNC_READ_BATCH: usize = 1_000;
@@ -37,15 +37,16 @@ const RESYNC_READ_BATCH: usize = 1_000;
 /// What a follow follows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    /// One AgendaProgress, by its id.
-    Progress(String),
+    /// One AgendaProgress, by its id; of one customer when it names one (ids are chosen per
+    /// customer), else of the one customer whose agenda of that id it shows (see [`Pin`]).
+    Progress(String, Option<String>),
     /// Every agenda of a customer.
     Customer(String),
     /// Every visible agenda sharing a linkId; of one customer when it names one (linkIds are
     /// chosen per customer: another tenant's agendas under the same linkId are not the batch).
     Link(String, Option<String>),
-    /// The operation progress of one agenda, by agenda id.
-    Operations(String),
+    /// The operation progress of one agenda, by agenda id; of one customer as for `Progress`.
+    Operations(String, Option<String>),
 }
 
 impl Target {
@@ -53,26 +54,26 @@ impl Target {
         c.kind == ChangeKind::Agenda
             && principal.sees(&c.customer_id)
             && match self {
-                Target::Progress(id) => c.progress_id.as_deref() == Some(id.as_str()),
+                Target::Progress(id, _) => c.progress_id.as_deref() == Some(id.as_str()),
                 Target::Customer(customer) => c.customer_id.as_ref() == customer.as_str(),
                 Target::Link(link, customer) => {
                     c.link_id.as_deref() == Some(link.as_str())
                         && customer.as_deref().is_none_or(|cu| c.customer_id.as_ref() == cu)
                 }
-                Target::Operations(agenda) => c.agenda_id.as_deref() == Some(agenda.as_str()),
+                Target::Operations(agenda, _) => c.agenda_id.as_deref() == Some(agenda.as_str()),
             }
     }
 
     fn admits_entry(&self, e: &AgendaEntry, principal: &Principal) -> bool {
         may_touch(principal, e)
             && match self {
-                Target::Progress(id) => e.progress_id() == id,
+                Target::Progress(id, _) => e.progress_id() == id,
                 Target::Customer(customer) => e.customer_id() == customer,
                 Target::Link(link, customer) => {
                     e.link_id() == Some(link.as_str())
                         && customer.as_deref().is_none_or(|cu| e.customer_id() == cu)
                 }
-                Target::Operations(agenda) => e.id() == agenda,
+                Target::Operations(agenda, _) => e.id() == agenda,
             }
     }
 
@@ -80,10 +81,10 @@ impl Target {
     /// [`Target::admits`] still decides (kind and visibility included).
     fn key(&self) -> Key {
         match self {
-            Target::Progress(id) => Key::Progress(Arc::from(id.as_str())),
+            Target::Progress(id, _) => Key::Progress(Arc::from(id.as_str())),
             Target::Customer(customer) => Key::Customer(Arc::from(customer.as_str())),
             Target::Link(link, _) => Key::Link(Arc::from(link.as_str())),
-            Target::Operations(agenda) => Key::Agenda(Arc::from(agenda.as_str())),
+            Target::Operations(agenda, _) => Key::Agenda(Arc::from(agenda.as_str())),
         }
     }
 
@@ -95,20 +96,66 @@ impl Target {
     /// The field naming what is followed, for errors.
     fn field(&self) -> &'static str {
         match self {
-            Target::Progress(_) => "id",
+            Target::Progress(..) => "id",
             Target::Customer(_) => "customerId",
             Target::Link(..) => "linkId",
-            Target::Operations(_) => "agendaId",
+            Target::Operations(..) => "agendaId",
         }
     }
 
     fn id(&self) -> &str {
         match self {
-            Target::Progress(s)
+            Target::Progress(s, _)
             | Target::Customer(s)
             | Target::Link(s, _)
-            | Target::Operations(s) => s,
+            | Target::Operations(s, _) => s,
         }
+    }
+
+    /// The customer a follow of one object names.
+    fn named_customer(&self) -> Option<&str> {
+        match self {
+            Target::Progress(_, c) | Target::Operations(_, c) | Target::Link(_, c) => c.as_deref(),
+            Target::Customer(_) => None,
+        }
+    }
+}
+
+/// The one customer whose object a follow of one object (`Progress`, `Operations`) shows. Ids
+/// are chosen per customer, so a caller that sees several customers (an admin, the dashboard)
+/// following acme's `a1` got another tenant's `a1` mixed in: its changes, a cancel reason that
+/// tenant chose, a dashboard header contradicting its own history. The customer is the one the
+/// follow names, else the one whose agenda of that id exists when it starts (two: refused,
+/// naming `customerId`), else the one whose agenda of that id appears first.
+#[derive(Debug, Default)]
+struct Pin {
+    customer: std::sync::OnceLock<String>,
+    /// Set once the follow has chosen at its start ([`Follow::pin_at_start`]): before, a change
+    /// is let through unpinned (what is shown is decided when it is rendered).
+    started: std::sync::atomic::AtomicBool,
+}
+
+impl Pin {
+    fn of(customer: Option<&str>) -> Pin {
+        let pin = Pin::default();
+        if let Some(c) = customer {
+            let _ = pin.customer.set(c.to_string());
+        }
+        pin
+    }
+
+    /// Whether a change of `customer`'s agenda is followed, pinning the follow to it when it
+    /// has started with nothing pinned (the dispatcher's filter: it sees each change first).
+    fn admits(&self, customer: &str) -> bool {
+        if !self.started.load(std::sync::atomic::Ordering::Acquire) {
+            return self.shows(customer);
+        }
+        self.customer.get_or_init(|| customer.to_string()) == customer
+    }
+
+    /// Whether `customer`'s agenda is what the follow shows (nothing pinned: any).
+    fn shows(&self, customer: &str) -> bool {
+        self.customer.get().is_none_or(|c| c == customer)
     }
 }
 
@@ -183,6 +230,8 @@ struct Follow {
     app: App,
     principal: Principal,
     target: Target,
+    /// For a follow of one object: whose ([`Pin`]).
+    pin: Arc<Pin>,
     feed: FeedReceiver,
     pending: VecDeque<Update>,
     /// Everything up to here has been reflected in what was yielded.
@@ -191,6 +240,50 @@ struct Follow {
 }
 
 impl Follow {
+    /// Whether `e` is of the customer this follow shows (groups: every one they admit).
+    fn shows(&self, e: &AgendaEntry) -> bool {
+        self.target.is_group() || self.pin.shows(e.customer_id())
+    }
+
+    /// Pins a follow of one object to the customer of the agenda it names as it starts, when
+    /// neither the request nor a change since it joined the feed pinned one; two customers'
+    /// agendas of the id are refused (VALIDATION `customerId`), as a read by the id is.
+    fn pin_at_start(&self) -> AppResult<()> {
+        let chosen = self.choose_at_start();
+        self.pin.started.store(true, std::sync::atomic::Ordering::Release);
+        chosen
+    }
+
+    fn choose_at_start(&self) -> AppResult<()> {
+        if self.target.is_group() || self.pin.customer.get().is_some() {
+            return Ok(());
+        }
+        let models = self.app.projections().read();
+        let visible = |e: &&AgendaEntry| self.target.admits_entry(e, &self.principal);
+        let mut customers: Vec<&str> = match &self.target {
+            Target::Progress(id, _) => models
+                .agendas()
+                .with_progress_id(id)
+                .filter(visible)
+                .map(|e| e.customer_id())
+                .collect(),
+            Target::Operations(agenda, _) => {
+                models.agendas().with_id(agenda).filter(visible).map(|e| e.customer_id()).collect()
+            }
+            Target::Customer(_) | Target::Link(..) => Vec::new(),
+        };
+        customers.sort_unstable();
+        customers.dedup();
+        match customers.as_slice() {
+            [] => Ok(()),
+            [one] => {
+                let _ = self.pin.customer.set((*one).to_string());
+                Ok(())
+            }
+            many => Err(ambiguous(self.target.id(), many.len())),
+        }
+    }
+
     async fn next(&mut self) -> Option<Update> {
         loop {
             if let Some(out) = self.pending.pop_front() {
@@ -216,9 +309,9 @@ impl Follow {
     fn render(&self, models: &ReadModels, change: &Change) -> Option<Update> {
         let entry = models
             .agenda_entry(&change.id)
-            .filter(|e| self.target.admits_entry(e, &self.principal));
+            .filter(|e| self.target.admits_entry(e, &self.principal) && self.shows(e));
         match &self.target {
-            Target::Operations(agenda) => {
+            Target::Operations(agenda, _) => {
                 let progress = entry.and_then(|e| e.progress().ok());
                 let mut found = Vec::new();
                 let mut removed = Vec::new();
@@ -284,16 +377,17 @@ impl Follow {
         {
             let models = self.app.projections().read();
             position = models.position();
-            let visible = |e: &&AgendaEntry| self.target.admits_entry(e, &self.principal);
+            let visible =
+                |e: &&AgendaEntry| self.target.admits_entry(e, &self.principal) && self.shows(e);
             match &self.target {
-                Target::Progress(id) => {
+                Target::Progress(id, _) => {
                     for entry in models.agendas().with_progress_id(id).filter(visible) {
                         if let Ok(p) = entry.progress() {
                             items.push(progress_update(position, Some(p), true));
                         }
                     }
                 }
-                Target::Operations(agenda) => {
+                Target::Operations(agenda, _) => {
                     for entry in models.agendas().with_id(agenda).filter(visible) {
                         if let Ok(p) = entry.progress() {
                             items.push(Update::Operations(OperationsUpdate {
@@ -320,7 +414,7 @@ impl Follow {
         }
         if let Some(missed) = missed {
             let lagged = match &self.target {
-                Target::Operations(agenda) => Update::Operations(OperationsUpdate {
+                Target::Operations(agenda, _) => Update::Operations(OperationsUpdate {
                     position,
                     agenda_id: agenda.clone(),
                     operation_progress: Vec::new(),
@@ -396,7 +490,7 @@ impl App {
                 }
                 // What no object can be named is refused, not followed for ever.
                 pop_domain::validate::check_id(target.field(), target.id())?;
-                if let Target::Link(_, Some(customer)) = &target {
+                if let Some(customer) = target.named_customer() {
                     pop_domain::validate::check_id("customerId", customer)?;
                 }
                 if let Target::Customer(customer) = &target
@@ -410,10 +504,14 @@ impl App {
                 let principal = caller.principal.clone();
                 let filter_target = target.clone();
                 let filter_principal = principal.clone();
+                let pin = Arc::new(Pin::of(target.named_customer()));
+                let filter_pin = Arc::clone(&pin);
+                let group = target.is_group();
                 let feed = self
                     .feed()
                     .register_for(&principal.name, target.key(), move |c| {
                         filter_target.admits(c, &filter_principal)
+                            && (group || filter_pin.admits(&c.customer_id))
                     })
                     .map_err(|e| match e {
                         FeedError::Full { .. } => AppError::bad_request(format!(
@@ -433,11 +531,13 @@ impl App {
                     app: self.clone(),
                     principal,
                     target,
+                    pin,
                     feed,
                     pending: VecDeque::new(),
                     delivered,
                     _active: ActiveGuard::new(),
                 };
+                follow.pin_at_start()?;
                 if !follow.target.is_group() || after_position.is_some() {
                     follow.resync(None).await;
                 }

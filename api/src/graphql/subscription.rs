@@ -34,13 +34,17 @@ async fn progress(
 #[Subscription]
 impl SubscriptionRoot {
     /// One AgendaProgress (by its id): its current state first, then after every change.
+    /// Ids are chosen per customer: the follow shows one customer's agenda, the `customerId`
+    /// named, else the one whose agenda of the id exists when it starts (a caller that sees two
+    /// customers using the id names one: VALIDATION `customerId`), else the first to appear.
     async fn agenda_progress(
         &self,
         ctx: &Context<'_>,
         id: String,
+        customer_id: Option<String>,
         after_position: Option<String>,
     ) -> Result<impl Stream<Item = AgendaProgressUpdate>> {
-        progress(ctx, Target::Progress(id), after_position).await
+        progress(ctx, Target::Progress(id, named(customer_id)), after_position).await
     }
 
     /// Every change of a customer's agendas. A customer outside the caller's set is
@@ -65,23 +69,22 @@ impl SubscriptionRoot {
         customer_id: Option<String>,
         after_position: Option<String>,
     ) -> Result<impl Stream<Item = AgendaProgressUpdate>> {
-        let customer = customer_id.map(|c| c.trim().to_string()).filter(|c| !c.is_empty());
-        progress(ctx, Target::Link(link_id, customer), after_position).await
+        progress(ctx, Target::Link(link_id, named(customer_id)), after_position).await
     }
 
     /// The operation progress of one agenda: all of it first, then the entries each change
-    /// touched.
+    /// touched. One customer's agenda, chosen as for `agendaProgress`.
     async fn operation_progress(
         &self,
         ctx: &Context<'_>,
         agenda_id: String,
+        customer_id: Option<String>,
         after_position: Option<String>,
     ) -> Result<impl Stream<Item = OperationProgressUpdate>> {
         let (app, caller) = context(ctx)?;
-        let follow = app
-            .follow(caller, Target::Operations(agenda_id), after_position.as_deref())
-            .await
-            .map_err(GqlError)?;
+        let target = Target::Operations(agenda_id, named(customer_id));
+        let follow =
+            app.follow(caller, target, after_position.as_deref()).await.map_err(GqlError)?;
         Ok(follow.filter_map(|update| async move {
             match update {
                 Update::Operations(o) => Some(OperationProgressUpdate::from(o)),
@@ -89,6 +92,11 @@ impl SubscriptionRoot {
             }
         }))
     }
+}
+
+/// A `customerId` argument: trimmed, blank as none.
+fn named(customer_id: Option<String>) -> Option<String> {
+    customer_id.map(|c| c.trim().to_string()).filter(|c| !c.is_empty())
 }
 
 /// GraphQL's single-root-field rule for subscriptions (spec §5.2.3.1), which the library
