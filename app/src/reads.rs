@@ -347,6 +347,41 @@ impl App {
     /// answered, for writes made through other replicas). When they are there already — the
     /// common case — it costs one comparison. A position beyond the log's head can never be
     /// reached and is refused at once; one not reached in time is TIMEOUT.
+    /// Whether this process serves requests yet: once its read models have caught up with the
+    /// log as it stood when the process started (at once after a clean stop, from the
+    /// snapshot; after a `kill -9`, a crash or on a new replica they load the log first).
+    /// Before, every answer would be read from models missing the newest writes — a customer
+    /// that "does not exist", an insight "not found", a running agenda's report refused for
+    /// good, which `pop worker` took as final and dropped the operation (ops3am). A request
+    /// waits for them (bounded by `read_wait`), then is UNAVAILABLE, retryable: nothing was
+    /// done. Every transport asks this before a request's first use case.
+    pub async fn serving(&self, cid: &str) -> AppResult<()> {
+        let projections = self.projections();
+        if projections.caught_up() {
+            return Ok(());
+        }
+        let mut ready = projections.watch_caught_up();
+        let wait = self.config().read_wait;
+        if let Ok(Ok(_)) = tokio::time::timeout(wait, ready.wait_for(|r| *r)).await {
+            return Ok(());
+        }
+        tracing::info!(
+            cid,
+            applied = %projections.applied(),
+            "a request was refused while the read models load the log (UNAVAILABLE)"
+        );
+        Err(AppError::new(
+            Code::Unavailable,
+            format!(
+                "this server is still loading its read models from the event log (at position \
+                 {}, {wait:?} waited); nothing was done: retry in {} s",
+                projections.applied(),
+                error::RETRY_AFTER_UNAVAILABLE_SECS
+            ),
+        )
+        .with_cid(cid))
+    }
+
     pub async fn settle(&self, at_least: Option<&str>) -> AppResult<()> {
         self.settle_named("atLeastPosition", at_least).await
     }

@@ -326,6 +326,12 @@ impl Projections {
         *self.shared.ready.borrow()
     }
 
+    /// Declares read models that no runner follows caught up (built whole elsewhere: a tool's
+    /// or a test's), so what waits for readiness proceeds.
+    pub fn mark_caught_up(&self) {
+        self.shared.ready.send_replace(true);
+    }
+
     /// Readiness as it changes (false until caught up, then true for good).
     pub fn watch_caught_up(&self) -> watch::Receiver<bool> {
         self.shared.ready.subscribe()

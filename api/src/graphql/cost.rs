@@ -330,7 +330,7 @@ impl LimitsExtension {
     }
 }
 
-fn server_error(e: AppError) -> ServerError {
+pub(crate) fn server_error(e: AppError) -> ServerError {
     let error = into_graphql(e);
     ServerError { extensions: error.extensions, ..ServerError::new(error.message, None) }
 }

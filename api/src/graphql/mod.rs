@@ -123,13 +123,21 @@ impl Extension for NormalizeExtension {
         request: Request,
         next: NextPrepareRequest<'_>,
     ) -> ServerResult<Request> {
-        if let Some(caller) = request
+        let caller = request
             .data
             .get(&std::any::TypeId::of::<Caller>())
-            .and_then(|d| d.downcast_ref::<Caller>())
+            .and_then(|d| d.downcast_ref::<Caller>());
+        if let Some(caller) = caller
             && let Ok(mut cid) = self.cid.lock()
         {
             *cid = Some(caller.cid.clone());
+        }
+        // Over HTTP and WebSocket alike (queries, mutations, subscriptions): nothing is
+        // answered from read models still loading the log (`App::serving`).
+        // (A WebSocket's caller is its session's data, not the request's.)
+        let cid = caller.or_else(|| ctx.data_opt::<Caller>()).map(|c| c.cid.clone());
+        if let (Some(cid), Some(app)) = (cid, ctx.data_opt::<App>()) {
+            app.serving(&cid).await.map_err(cost::server_error)?;
         }
         next.run(ctx, request).await
     }

@@ -580,6 +580,7 @@ async fn serve(
         } else {
             None
         };
+    state.app().serving(cid).await?;
     let caller = Caller::new(principal, cid)
         .with_traceparent(request_traceparent(headers))
         .with_tracestate(request_tracestate(headers));
