@@ -262,3 +262,37 @@ async fn a_store_from_before_the_chain_is_migrated_and_verifies() {
     assert!(report.is_intact() && report.events == 11, "{report:?}");
     store.close().await.unwrap();
 }
+
+/// A store stopped cleanly verifies where nothing beside the file may be created (a read-only
+/// mount, a directory the auditor may not write: simulated by a directory standing where
+/// SQLite's shared-memory file goes, since tests run as root). A write-ahead log still there
+/// (a killed server's) holds commits the file lacks: they are read through it, none missed.
+#[tokio::test]
+async fn a_stopped_store_verifies_where_nothing_may_be_created_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = pristine(dir.path()).await;
+    let wal = dir.path().join("pop.db-wal");
+    assert!(!wal.exists(), "a clean stop leaves no write-ahead log");
+    let shm = dir.path().join("pop.db-shm");
+    std::fs::create_dir(&shm).unwrap();
+    let report = SqliteStore::verify_file(&path).unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.events, 9);
+    assert!(shm.is_dir() && !wal.exists(), "nothing was created");
+
+    // A server killed with commits in its write-ahead log: the files as it left them.
+    std::fs::remove_dir(&shm).unwrap();
+    let store = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+    store.append("d", ExpectedVersion::NoStream, vec![event(99)]).await.unwrap();
+    let killed = tempfile::tempdir().unwrap();
+    for name in ["pop.db", "pop.db-wal"] {
+        std::fs::copy(dir.path().join(name), killed.path().join(name)).unwrap();
+    }
+    store.close().await.unwrap();
+    assert!(std::fs::metadata(killed.path().join("pop.db-wal")).unwrap().len() > 0);
+    std::fs::create_dir(killed.path().join("pop.db-shm")).unwrap();
+    // Its commits are read through the write-ahead log, none missed.
+    let report = SqliteStore::verify_file(&killed.path().join("pop.db")).unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.events, 10);
+}

@@ -150,9 +150,7 @@ impl SqliteStore {
         path: &Path,
         trust: crate::commitment::Trust,
     ) -> Result<crate::verify::Verification, StoreError> {
-        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(|e| StoreError::backend("opening the store file", e))?;
-        schema::configure_reader(&conn)?;
+        let conn = schema::open_read_only(path)?;
         verify::verify(&conn, trust)
     }
 

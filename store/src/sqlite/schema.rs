@@ -165,6 +165,48 @@ pub(crate) fn configure_reader(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Opens the store file for a tool that only reads it (`pop verify`, `pop export`), as a
+/// reader ([`configure_reader`]). A WAL database opened read-only still creates its
+/// shared-memory file (`-shm`) beside it, which fails on a read-only mount, in a directory the
+/// caller may not write, or for an auditor given the file alone ("unable to open database
+/// file"). A store stopped cleanly has no write-ahead log left (its last connection
+/// checkpoints and removes it), so it is then opened immutable: nothing is created beside it,
+/// and nothing can change it meanwhile (every command refuses a data dir a running server
+/// holds). A write-ahead log still there (a server killed, or running) holds commits the file
+/// lacks and needs the shared memory: that is refused, saying so.
+pub(crate) fn open_read_only(path: &std::path::Path) -> Result<Connection, StoreError> {
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+        let conn =
+            Connection::open_with_flags(path, flags).map_err(backend("opening the store file"))?;
+        configure_reader(&conn)?;
+        return match conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(())) {
+            Ok(()) => Ok(conn),
+            Err(e) => Err(StoreError::backend(
+                "opening the store file read-only",
+                std::io::Error::other(format!(
+                    "{e}; its write-ahead log ({}) holds commits the file does not, and reading \
+                     them needs a shared-memory file beside it: run this where that directory \
+                     may be written, or let a server open and stop the store cleanly first",
+                    std::path::Path::new(&wal).display()
+                )),
+            )),
+        };
+    }
+    // SQLite's URI: `%`, `?` and `#` would be read as escapes, the query or a fragment.
+    let escaped =
+        path.to_string_lossy().replace('%', "%25").replace('?', "%3f").replace('#', "%23");
+    let conn = Connection::open_with_flags(
+        format!("file:{escaped}?immutable=1"),
+        flags | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+    )
+    .map_err(backend("opening the store file"))?;
+    configure_reader(&conn)?;
+    Ok(conn)
+}
+
 /// Brings the schema up to [`SCHEMA_VERSION`], one transaction per step.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let fail = backend("migrating the schema");

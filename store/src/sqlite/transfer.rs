@@ -65,9 +65,7 @@ pub fn export_trusting(
     now: DateTime<Utc>,
 ) -> Result<ExportSummary, TransferError> {
     let read = fail("exporting the embedded store");
-    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(fail("opening the store file"))?;
-    schema::configure_reader(&conn)?;
+    let conn = schema::open_read_only(path)?;
     let tx = conn.unchecked_transaction().map_err(&read)?;
     let after = to_i64(since.sequence().unwrap_or(0));
     let count = |table: &str| -> Result<(u64, Option<i64>, Option<i64>), StoreError> {
