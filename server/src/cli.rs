@@ -133,6 +133,9 @@ pub enum Command {
         /// The agenda's progress id, in full, as `pop submit` and `pop agendas` print it (the
         /// agenda id unless the agenda was given another progress id).
         id: String,
+        /// The agenda's customer, when the token sees several customers using the id.
+        #[arg(long)]
+        customer: Option<String>,
     },
     /// Show an agenda's progress, with the last diagnostic of each failed operation.
     #[command(display_order = 13)]
@@ -141,6 +144,9 @@ pub enum Command {
         client: ClientArgs,
         /// The agenda's progress id (the agenda id unless it was given another).
         id: String,
+        /// The agenda's customer, when the token sees several customers using the id.
+        #[arg(long)]
+        customer: Option<String>,
         /// Print the whole AgendaProgress as JSON.
         #[arg(long)]
         json: bool,
@@ -199,6 +205,7 @@ pub enum Command {
     Cancel {
         #[command(flatten)]
         client: ClientArgs,
+        /// The agenda's id (not its progress id, where that is another).
         id: String,
         /// Why, recorded as the agenda's diagnostic.
         #[arg(long)]
@@ -217,6 +224,7 @@ pub enum Command {
     Rerun {
         #[command(flatten)]
         client: ClientArgs,
+        /// The agenda's id (not its progress id, where that is another).
         id: String,
         #[arg(long, value_enum)]
         mode: Option<RerunMode>,
@@ -235,6 +243,7 @@ pub enum Command {
     Events {
         #[command(flatten)]
         client: ClientArgs,
+        /// The agenda's id (not its progress id, where that is another).
         id: String,
         /// The agenda's customer, when the token sees several customers using the id.
         #[arg(long)]

@@ -87,15 +87,16 @@ async fn run(command: cli::Command) -> Result<()> {
             let c = client::Client::new(&client)?;
             verbs::run(&c, &template, payload.as_deref(), customer.as_deref(), json, watch).await
         }
-        cli::Command::Progress { client, id, json, as_of } => {
-            tour::progress(&client::Client::new(&client)?, &id, json, as_of.as_deref()).await
+        cli::Command::Progress { client, id, customer, json, as_of } => {
+            let c = client::Client::new(&client)?;
+            tour::progress(&c, &id, customer.as_deref(), json, as_of.as_deref()).await
         }
         cli::Command::Verify(args) => verify_cmd::run(args).await,
         cli::Command::Audit { client, id, customer, json } => {
             audit::run(&client::Client::new(&client)?, &id, customer.as_deref(), json).await
         }
-        cli::Command::Watch { client, id } => {
-            watch::watch(&client::Client::new(&client)?, &id).await
+        cli::Command::Watch { client, id, customer } => {
+            watch::watch(&client::Client::new(&client)?, &id, customer.as_deref()).await
         }
         cli::Command::Agendas { client, customer, link_id, insight, state, first, after, json } => {
             let filter = verbs::AgendaFilter { customer, link_id, insight, state, first, after };

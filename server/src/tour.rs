@@ -54,7 +54,8 @@ pub async fn submit(client: &Client, file: &Path, as_json: bool, then_watch: boo
         }
     }
     if then_watch {
-        return crate::watch::watch(client, &progress_id).await;
+        let customer = output::text(&r["agenda"], "customerId");
+        return crate::watch::watch(client, &progress_id, Some(customer)).await;
     }
     Ok(())
 }
@@ -149,7 +150,13 @@ fn submit_error(e: anyhow::Error, agenda: &Value) -> anyhow::Error {
     anyhow::anyhow!(cleaned)
 }
 
-pub async fn progress(client: &Client, id: &str, as_json: bool, as_of: Option<&str>) -> Result<()> {
+pub async fn progress(
+    client: &Client,
+    id: &str,
+    customer: Option<&str>,
+    as_json: bool,
+    as_of: Option<&str>,
+) -> Result<()> {
     // A bare number (or `<commit>/<prepare>`) is a log position; anything else a time.
     let as_of = match as_of.map(str::trim) {
         None => None,
@@ -159,16 +166,16 @@ pub async fn progress(client: &Client, id: &str, as_json: bool, as_of: Option<&s
         Some(text) => Some(json!({"time": as_of_time(text)?})),
     };
     if !as_json && as_of.is_none() {
-        let p = crate::watch::find(client, id).await?;
+        let p = crate::watch::find(client, id, customer).await?;
         print_progress(&p);
         return Ok(());
     }
     let data = client
         .graphql(
             &format!(
-                "query($id: String!, $asOf: AsOfInput) {{ agendaProgress(id: $id, asOf: $asOf) {{ {JSON_FIELDS} }} }}"
+                "query($id: String!, $c: String, $asOf: AsOfInput) {{ agendaProgress(id: $id, customerId: $c, asOf: $asOf) {{ {JSON_FIELDS} }} }}"
             ),
-            json!({"id": id, "asOf": as_of}),
+            json!({"id": id, "c": customer, "asOf": as_of}),
         )
         .await?;
     let p = &data["agendaProgress"];
@@ -215,8 +222,9 @@ fn as_of_time(text: &str) -> Result<String> {
 /// operation (and a failed agenda) its last diagnostic.
 fn print_progress(p: &Value) {
     out!(
-        "{}  {} / {}  {:.1}%  attempts {}/{}",
+        "{} ({})  {} / {}  {:.1}%  attempts {}/{}",
         output::text(p, "id"),
+        output::text(p, "customerId"),
         output::text(p, "processingState"),
         output::text(p, "processingStateMessage"),
         p["percentComplete"].as_f64().unwrap_or(0.0),

@@ -172,9 +172,13 @@ pub async fn agendas(client: &Client, f: &AgendaFilter, as_json: bool) -> Result
         output::json(page);
         return Ok(());
     }
+    // The agenda id (what cancel, rerun, events and audit take), and the progress id (what
+    // watch and progress take) only where it is another.
     let rows = rows(page, |p| {
+        let (agenda, progress) = (text(p, "agendaId"), text(p, "id"));
         vec![
-            text(p, "id").to_string(),
+            agenda.to_string(),
+            if progress == agenda { String::new() } else { progress.to_string() },
             text(p, "customerId").to_string(),
             text(&p["agendaInsight"], "insightId").to_string(),
             output::outcome(p),
@@ -186,7 +190,10 @@ pub async fn agendas(client: &Client, f: &AgendaFilter, as_json: bool) -> Result
     if rows.is_empty() {
         eprintln!("pop: no agendas match");
     } else {
-        table(&["ID", "CUSTOMER", "INSIGHT", "STATE", "DONE", "LINK", "TITLE"], &rows);
+        table(
+            &["AGENDA", "PROGRESS ID", "CUSTOMER", "INSIGHT", "STATE", "DONE", "LINK", "TITLE"],
+            &rows,
+        );
     }
     more(page, "agendas");
     Ok(())
@@ -415,7 +422,8 @@ pub async fn run(
         }
     }
     if then_watch {
-        return crate::watch::watch(client, &progress_id).await;
+        let customer = text(&r["agenda"], "customerId");
+        return crate::watch::watch(client, &progress_id, Some(customer)).await;
     }
     Ok(())
 }

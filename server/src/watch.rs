@@ -26,13 +26,16 @@ pub const PROGRESS_FIELDS: &str = "id agendaId customerId title linkId processin
 /// How long `watch` keeps trying to reach a server that went away before it gives up.
 const RECONNECT_FOR: Duration = Duration::from_secs(120);
 
-/// Looks the agenda progress up (the id `watch` and `progress` take); NOT_FOUND with a hint
-/// when the caller sees none.
-pub async fn find(client: &Client, id: &str) -> Result<Value> {
+/// Looks the agenda progress up (the id `watch` and `progress` take; of `customer` when the
+/// token sees several customers using it); NOT_FOUND with a hint when the caller sees none.
+pub async fn find(client: &Client, id: &str, customer: Option<&str>) -> Result<Value> {
     let data = client
         .graphql(
-            &format!("query($id: String!) {{ agendaProgress(id: $id) {{ {PROGRESS_FIELDS} }} }}"),
-            json!({"id": id}),
+            &format!(
+                "query($id: String!, $c: String) {{ agendaProgress(id: $id, customerId: $c) \
+                 {{ {PROGRESS_FIELDS} }} }}"
+            ),
+            json!({"id": id, "c": customer}),
         )
         .await?;
     let p = data["agendaProgress"].clone();
@@ -46,24 +49,29 @@ pub async fn find(client: &Client, id: &str) -> Result<Value> {
 }
 
 /// Draws progress until the agenda ends, the user presses Ctrl-C, or the server stays away.
-pub async fn watch(client: &Client, id: &str) -> Result<()> {
-    let first = find(client, id).await?;
+/// The follow names the customer of the agenda found, so another customer's agenda of the id
+/// never reaches it.
+pub async fn watch(client: &Client, id: &str, customer: Option<&str>) -> Result<()> {
+    let first = find(client, id, customer).await?;
     let id = output::text(&first, "id").to_string();
+    let customer = output::text(&first, "customerId").to_string();
     let mut view = View::new(&id, output::is_tty())?;
     view.show(&first);
     if let Some(end) = ended(&first) {
         return view.finish(&first, end);
     }
     let query = format!(
-        "subscription($id: String!, $after: String) {{ agendaProgress(id: $id, afterPosition: \
-         $after) {{ position removed progress {{ {PROGRESS_FIELDS} }} }} }}"
+        "subscription($id: String!, $c: String, $after: String) {{ agendaProgress(id: $id, \
+         customerId: $c, afterPosition: $after) {{ position removed progress {{ {PROGRESS_FIELDS} \
+         }} }} }}"
     );
     let mut after: Option<String> = None;
     let mut last = first;
     let mut lost_since: Option<tokio::time::Instant> = None;
     loop {
         let mut end: Option<&'static str> = None;
-        let subscription = client.subscribe(&query, json!({"id": id, "after": after}), |data| {
+        let variables = json!({"id": id, "c": customer, "after": after});
+        let subscription = client.subscribe(&query, variables, |data| {
             let update = &data["agendaProgress"];
             if let Some(position) = update["position"].as_str() {
                 after = Some(position.to_string());

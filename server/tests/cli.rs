@@ -259,7 +259,7 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     let table = pop(&server, &["agendas"]);
     assert_eq!(table.code, 0, "{}", ctx(&table));
     let lines: Vec<&str> = table.stdout.lines().collect();
-    assert!(lines[0].starts_with("ID") && lines[0].contains("STATE"), "{}", ctx(&table));
+    assert!(lines[0].starts_with("AGENDA") && lines[0].contains("STATE"), "{}", ctx(&table));
     assert!(
         lines.iter().any(|l| l.starts_with(&ok_id) && l.contains("succeeded")),
         "{}",
@@ -291,6 +291,44 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     let watched = pop(&server, &["watch", &parked_id]);
     assert_eq!(watched.code, 0, "{}", ctx(&watched));
     assert!(watched.stdout.contains("was cancelled"), "{}", ctx(&watched));
+
+    // Two customers' agendas of one id, as a token that sees both: progress and watch name
+    // the customer (they could not: the refusal asked for a customerId no flag took).
+    let init =
+        pop(&server, &["init", "--customer", "globex", "--insight", "gx", "--types", "step"]);
+    assert_eq!(init.code, 0, "{}", ctx(&init));
+    for customer in ["acme", "globex"] {
+        let twin = dir.path().join(format!("twin-{customer}.json"));
+        std::fs::write(
+            &twin,
+            format!(
+                r#"{{"id": "twin-cli", "progressId": "twin-cli-p", "customerId": "{customer}",
+                    "params": {{"doNotRun": true}},
+                    "operations": [{{"name": "a", "type": "step", "payload": {{}}}}]}}"#
+            ),
+        )
+        .unwrap();
+        let submitted = pop(&server, &["submit", twin.to_str().unwrap()]);
+        assert_eq!(submitted.code, 0, "{}", ctx(&submitted));
+    }
+    let ambiguous = pop(&server, &["progress", "twin-cli-p"]);
+    assert_eq!(ambiguous.code, 1, "{}", ctx(&ambiguous));
+    assert!(ambiguous.stderr.contains("customerId"), "{}", ctx(&ambiguous));
+    let theirs = pop(&server, &["progress", "twin-cli-p", "--customer", "globex"]);
+    assert_eq!(theirs.code, 0, "{}", ctx(&theirs));
+    assert!(theirs.stdout.starts_with("twin-cli-p (globex)"), "{}", ctx(&theirs));
+    let cancel = pop(&server, &["cancel", "twin-cli", "--customer", "acme"]);
+    assert_eq!(cancel.code, 0, "{}", ctx(&cancel));
+    let watched = pop(&server, &["watch", "twin-cli-p", "--customer", "acme"]);
+    assert_eq!(watched.code, 0, "{}", ctx(&watched));
+    assert!(watched.stdout.contains("was cancelled"), "{}", ctx(&watched));
+    // The list says which id each verb takes: the agenda id, and the progress id apart.
+    let listed = pop(&server, &["agendas", "--customer", "globex"]);
+    assert!(
+        listed.stdout.lines().any(|l| l.starts_with("twin-cli ") && l.contains("twin-cli-p")),
+        "{}",
+        ctx(&listed)
+    );
 
     // rerun with a mode; events lists the stream.
     let rerun = pop(&server, &["rerun", &failed_id, "--mode", "continue"]);
