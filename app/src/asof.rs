@@ -8,7 +8,9 @@
 //! and a position at or below the log's head never gains an event later: the PostgreSQL
 //! horizon rule). [`AsOf::Time`] maps a time to positions by commit time: each stream keeps
 //! the longest prefix of its events whose commit time (`recorded_at`, stamped by the store's
-//! clock) is at or before the time. A stream's appends are serialised, so its commit times do
+//! clock) is at or before the time — and, for a time on a whole millisecond as pop shows
+//! times, also every change whose own time (the command's clock) is ([`AsOf::admits`]). A
+//! stream's appends are serialised, so its commit times do
 //! not decrease in practice; should a clock step back, the fold stops at the first event
 //! stamped after the time, so the fold is always a prefix of the stream (a history the
 //! domain accepted).
@@ -60,6 +62,10 @@ pub enum AsOf {
     Time(DateTime<Utc>),
 }
 
+/// How long after the shown time a change that carries it may have committed and still be the
+/// change that time labels ([`AsOf::admits`]).
+const SHOWN_TIME_SLACK: chrono::Duration = chrono::Duration::seconds(1);
+
 impl AsOf {
     /// Reads a client's `asOf` text: a log position (`"42"`, `"7/3"`), an RFC 3339 time
     /// (`"2026-12-02T14:02:00Z"`), or epoch milliseconds as POP's REST surface shows its times
@@ -92,13 +98,21 @@ impl AsOf {
     }
 
     /// Whether `event` is inside the bound. A time on a whole millisecond — as pop shows
-    /// times (`updatedTime`, POP's epoch milliseconds) — covers that whole millisecond: the
-    /// state a shown time labels is the state after the change committed in it.
-    fn admits(&self, event: &RecordedEvent) -> bool {
+    /// times (`updatedTime`, `completedTime`, POP's epoch milliseconds) — covers that whole
+    /// millisecond, and every change that carries a time at or before it (`time`: the change's
+    /// own time, when it decoded as one): the state a shown time labels is the state after the
+    /// change it labels. Those times are the command's clock, read before the append, whose
+    /// commit may land milliseconds later (auditor15 measured 1–18 ms; as of its own
+    /// `addedTime` a submission read as absent) — within [`SHOWN_TIME_SLACK`], so a clock
+    /// that is wrong cannot pull in changes committed long after. A time to the microsecond
+    /// is compared with commit times alone (`pop audit` shows them so).
+    fn admits(&self, event: &RecordedEvent, time: Option<DateTime<Utc>>) -> bool {
         match self {
             AsOf::Position(p) => event.position <= *p,
             AsOf::Time(t) if t.timestamp_subsec_micros() % 1000 == 0 => {
                 event.recorded_at < *t + chrono::Duration::milliseconds(1)
+                    || (time.is_some_and(|time| time.timestamp_millis() <= t.timestamp_millis())
+                        && event.recorded_at < *t + SHOWN_TIME_SLACK)
             }
             AsOf::Time(t) => event.recorded_at <= *t,
         }
@@ -138,7 +152,14 @@ impl App {
             let Some(last) = batch.last() else { return Ok(folded) };
             from = last.version.saturating_add(1);
             for event in &batch {
-                if !bound.admits(event) {
+                let change = match pop_projections::decode(event) {
+                    Ok(Decoded::Event { event: DomainEvent::Agenda(e), .. }) => Some(e),
+                    // Written by a newer build, or of another category: the read side skips
+                    // these too.
+                    Ok(_) => None,
+                    Err(e) => return Err(AppError::internal("folding an agenda's history", &e)),
+                };
+                if !bound.admits(event, change.as_ref().map(|e| e.time())) {
                     return Ok(folded);
                 }
                 if folded.events >= MAX_AS_OF_EVENTS {
@@ -147,14 +168,8 @@ impl App {
                          asOf bound; an as-of read folds at most that many"
                     )));
                 }
-                match pop_projections::decode(event) {
-                    Ok(Decoded::Event { event: DomainEvent::Agenda(e), .. }) => {
-                        folded.state.evolve(&e);
-                    }
-                    // Written by a newer build, or of another category: the read side skips
-                    // these too.
-                    Ok(_) => {}
-                    Err(e) => return Err(AppError::internal("folding an agenda's history", &e)),
+                if let Some(e) = &change {
+                    folded.state.evolve(e);
                 }
                 folded.events += 1;
                 folded.position = Some(event.position);
@@ -421,13 +436,20 @@ mod tests {
             metadata: Default::default(),
             recorded_at: DateTime::from_timestamp_micros(micros).unwrap(),
         };
+        let ms = |ms: i64| DateTime::from_timestamp_millis(ms);
         // updatedTime 21:27:55.432 (the command's clock), committed at .432818.
         let shown = AsOf::parse("asOf", "1796419675432").unwrap();
-        assert!(shown.admits(&at(1_796_419_675_432_818)));
-        assert!(!shown.admits(&at(1_796_419_675_433_000)));
-        // A time to the microsecond is exact.
+        assert!(shown.admits(&at(1_796_419_675_432_818), None));
+        assert!(!shown.admits(&at(1_796_419_675_433_000), None));
+        // The command's clock read .432 and the commit landed at .449: the shown time labels
+        // that change, so it is in; a change of .433 committed at .449 is not.
+        assert!(shown.admits(&at(1_796_419_675_449_838), ms(1_796_419_675_432)));
+        assert!(!shown.admits(&at(1_796_419_675_449_838), ms(1_796_419_675_433)));
+        // Not one committed a second or more later, whatever time it carries.
+        assert!(!shown.admits(&at(1_796_419_676_432_000), ms(1_796_419_675_432)));
+        // A time to the microsecond is exact, by commit time alone.
         let exact = AsOf::Time(DateTime::from_timestamp_micros(1_796_419_675_432_817).unwrap());
-        assert!(!exact.admits(&at(1_796_419_675_432_818)));
-        assert!(exact.admits(&at(1_796_419_675_432_817)));
+        assert!(!exact.admits(&at(1_796_419_675_432_818), ms(1_796_419_675_432)));
+        assert!(exact.admits(&at(1_796_419_675_432_817), None));
     }
 }

@@ -318,3 +318,24 @@ proptest! {
         rt.block_on(lifecycle(&steps))?;
     }
 }
+
+/// A time pop shows (`updatedTime`: the command's clock, read before the commit) reads the
+/// state it labels, though its commit landed later (auditor15 measured 1–18 ms; as of its own
+/// `addedTime` a submission read as absent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_of_a_shown_time_reads_the_change_it_labels() {
+    let w = world().await;
+    let acme = user("acme");
+    // The store stamps the commit 50 ms after the command's clock read its time.
+    w.set_time(Utc::now() + Duration::milliseconds(50));
+    act(&w, "submit a").await;
+    let live = shown_live(&w, &acme).await;
+    let progress = live.progress.clone().expect("submitted");
+    let shown = progress.updated_time.expect("a shown time");
+    let as_of = shown_as_of(&w, &acme, AsOf::Time(shown)).await;
+    assert_eq!(as_of.progress, Some(progress));
+    assert_eq!(as_of.agenda, live.agenda);
+    // A millisecond before it, the agenda did not exist yet.
+    let before = shown_as_of(&w, &acme, AsOf::Time(shown - Duration::milliseconds(1))).await;
+    assert!(before.progress.is_none(), "{before:?}");
+}
