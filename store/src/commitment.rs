@@ -603,6 +603,11 @@ impl LogWalker {
                     None => "none of its events in that range are in the log (the stream was \
                              removed)"
                         .to_owned(),
+                    Some((v, p, _)) if *v == m.version && *p == m.position => format!(
+                        "its hash chain there differs from the one the checkpoint signed: an \
+                         event of the stream at or before version {v} was changed and the chain \
+                         recomputed (which one cannot be told from the chain alone)"
+                    ),
                     Some((v, p, _)) => {
                         format!("the log has it at version {v}, position {p} there")
                     }

@@ -165,6 +165,52 @@ async fn what_a_chain_per_stream_cannot_show_the_checkpoints_find_with_its_place
     );
     assert!(located(&r, "a", 3, a[3]).contains("not signed by key"), "{r:?}");
 
+    // One event's metadata edited and its stream's chain recomputed with the published
+    // formula (`digest.rs`), head hash included: every chain holds; the checkpoint that signed
+    // the stream's old chain says so, not that two equal places differ (auditor15).
+    let copy = path.with_extension(format!("{}.db", Uuid::new_v4()));
+    std::fs::copy(&path, &copy).unwrap();
+    let conn = Connection::open(&copy).unwrap();
+    let mut rows: Vec<(i64, i64, String, i64, Vec<u8>, Vec<u8>, i64)> = conn
+        .prepare(
+            "SELECT e.position, e.version, e.event_type, e.schema_version, e.data, e.metadata, \
+             e.recorded_at FROM events e JOIN streams s ON s.id = e.stream_id \
+             WHERE s.name = 'a' ORDER BY e.version",
+        )
+        .unwrap()
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    rows[1].5 = b"{\"actor\":\"user:someone-else\"}".to_vec();
+    let mut head = pop_store::digest::GENESIS;
+    for (position, version, event_type, schema, data, metadata, at) in &rows {
+        let digest = pop_store::digest::event_digest(&pop_store::digest::DigestInput {
+            stream: "a",
+            version: *version as u64,
+            event_type,
+            schema_version: *schema as u32,
+            recorded_at_micros: *at,
+            metadata,
+            data_hash: &pop_store::digest::data_hash(data),
+        });
+        head = pop_store::digest::chain(&head, &digest);
+        conn.execute(
+            "UPDATE events SET metadata = ?1, chain = ?2 WHERE position = ?3",
+            rusqlite::params![metadata, head.to_vec(), position],
+        )
+        .unwrap();
+    }
+    conn.execute("UPDATE streams SET head_hash = ?1 WHERE name = 'a'", [head.to_vec()]).unwrap();
+    drop(conn);
+    let r = SqliteStore::verify_file_with(&copy, Some(k.verifying_key())).unwrap();
+    let found = r.first_break.as_ref().expect("a recomputed chain is found");
+    assert_eq!(found.stream, "a", "{found}");
+    assert!(found.reason.contains("hash chain there differs"), "{found}");
+    assert!(!found.reason.contains("but the log has it at"), "{found}");
+
     // The whole log replaced by a consistent forgery — other data, every digest, chain and
     // checkpoint recomputed — sealed with a key that is not the operator's.
     let (forged, _) = sealed(dir.path(), "forged.db", "forged", &key(9)).await;

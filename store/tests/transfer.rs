@@ -383,6 +383,17 @@ async fn a_tampered_export_is_refused_with_its_line_and_nothing_is_imported() {
     assert_eq!(count(&target), 0, "the target stays empty");
     assert!(!target.with_extension("db.importing").exists(), "the staging file is removed");
 
+    // The actor a line shows its readers (popactor) forged: it repeats popmetadata's actor,
+    // which the digest covers, so a differing one was edited.
+    let mut forged = owned.clone();
+    let (prefix, _) = forged[at].split_once(",\"popactor\":").expect("an event with an actor");
+    forged[at] = format!("{prefix},\"popactor\":\"user:someone-else\"}}");
+    let (result, target) = import_sqlite(dir.path(), &write("actor.jsonl", &forged), &k).await;
+    let err = result.expect_err("refused");
+    assert_eq!(err.line(), Some(at as u64 + 1), "{err}");
+    assert!(err.to_string().contains("popactor \"user:someone-else\""), "{err}");
+    assert_eq!(count(&target), 0, "the target stays empty");
+
     // A dropped line: a's second event is gone, seen at a's next event.
     let mut dropped = owned.clone();
     assert!(dropped[2].contains("\"subject\":\"a\",") && dropped[2].contains("\"popversion\":1,"));

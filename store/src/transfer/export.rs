@@ -21,6 +21,12 @@ fn unknown_slot() -> TransferError {
     TransferError::File("was handed a stream slot of another export".into())
 }
 
+/// The actor an event's metadata names: what an export writes as `popactor`, and what an
+/// import holds a line's `popactor` to.
+pub(super) fn actor_of(metadata: &[u8]) -> Option<Cow<'_, str>> {
+    serde_json::from_slice::<MetadataView<'_>>(metadata).ok()?.actor
+}
+
 /// [`crate::EventMetadata`] as the export reads it for `popactor`: the same members with the
 /// same types (so exactly the metadata `EventMetadata::from_json` reads yields an actor), the
 /// strings borrowed from the bytes instead of copied.
@@ -275,9 +281,7 @@ impl<W: Write> Exporter<W> {
         line.extend_from_slice(b"\",\"popchain\":\"");
         push_hex(line, &stored);
         line.push(b'"');
-        if let Ok(meta) = serde_json::from_slice::<MetadataView<'_>>(e.metadata)
-            && let Some(actor) = meta.actor
-        {
+        if let Some(actor) = actor_of(e.metadata) {
             line.extend_from_slice(b",\"popactor\":");
             json_str(line, &actor);
         }

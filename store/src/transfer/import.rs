@@ -624,6 +624,17 @@ fn event_members(l: EventLine<'_>, position: Position) -> Result<(ExportEvent, H
              match its digest (popdigest)"
         ));
     }
+    // `popactor` repeats, for readers of the file, the actor `popmetadata` names (which the
+    // digest covers): one that differs was edited (auditor15: a forged actor imported, and
+    // read as the audit record of a signed file).
+    if let Some(shown) = l.popactor.as_deref()
+        && super::export::actor_of(&metadata).as_deref() != Some(shown)
+    {
+        return Err(format!(
+            "stream {stream:?} version {version} position {position}: popactor {shown:?} is \
+             not the actor its popmetadata names (which the digest covers): the line was edited"
+        ));
+    }
     let event = ExportEvent {
         position,
         stream,

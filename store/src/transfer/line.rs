@@ -46,6 +46,8 @@ pub(super) struct Line<'a> {
     #[serde(borrow, default)]
     pub(super) popchain: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
+    popactor: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
     pub(super) pophead: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub(super) checkpoint: Option<&'a RawValue>,
@@ -71,6 +73,7 @@ pub(super) struct EventLine<'a> {
     pub(super) popmetadatabase64: Option<Cow<'a, str>>,
     pub(super) popdigest: Option<Cow<'a, str>>,
     pub(super) popchain: Option<Cow<'a, str>>,
+    pub(super) popactor: Option<Cow<'a, str>>,
 }
 
 impl<'a> From<Line<'a>> for EventLine<'a> {
@@ -90,6 +93,7 @@ impl<'a> From<Line<'a>> for EventLine<'a> {
             popmetadatabase64: l.popmetadatabase64,
             popdigest: l.popdigest,
             popchain: l.popchain,
+            popactor: l.popactor,
         }
     }
 }
@@ -192,9 +196,10 @@ pub(super) fn event_line(b: &[u8]) -> Option<EventLine<'_>> {
     let popdigest = c.string()?;
     c.literal(b",\"popchain\":")?;
     let popchain = c.string()?;
-    if c.literal(b",\"popactor\":").is_some() {
-        c.string()?;
-    }
+    let popactor = match c.literal(b",\"popactor\":") {
+        Some(()) => Some(c.string()?),
+        None => None,
+    };
     c.literal(b"}")?;
     (c.i == b.len()).then_some(EventLine {
         specversion: Some(specversion),
@@ -211,6 +216,7 @@ pub(super) fn event_line(b: &[u8]) -> Option<EventLine<'_>> {
         popmetadatabase64,
         popdigest: Some(popdigest),
         popchain: Some(popchain),
+        popactor,
     })
 }
 
