@@ -67,6 +67,8 @@ pub const CHECKPOINT_SEALED: &str = "pop_checkpoint_sealed_timestamp_seconds";
 /// 1 while the store lacks, or holds another, checkpoint than the one this process witnessed:
 /// its checkpoints were deleted or replaced, and sealing has stopped.
 pub const CHECKPOINT_WITNESS_BROKEN: &str = "pop_checkpoint_witness_broken";
+/// 1 while this process does not seal checkpoints, whatever the reason (the log says why).
+pub const CHECKPOINT_SEALING_REFUSED: &str = "pop_checkpoint_sealing_refused";
 
 /// What a metric is, for its `# TYPE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +167,11 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
         CHECKPOINT_WITNESS_BROKEN,
         Kind::Gauge,
         "1 while the store lacks or replaced the checkpoint this process witnessed (sealing stopped; run pop verify), else 0.",
+    ),
+    (
+        CHECKPOINT_SEALING_REFUSED,
+        Kind::Gauge,
+        "1 while this process refuses to seal checkpoints of the log (the store's newest checkpoint is signed by another key — replicas of one store need the same --checkpoint-key —, or the witness is broken; the log says why once), else 0. Events stay unsealed meanwhile, and pop verify reports them.",
     ),
     (SUBSCRIPTIONS_ACTIVE, Kind::Gauge, "Live follows (GraphQL subscriptions) being served."),
     (COMMANDS, Kind::Counter, "Commands executed, by command name and outcome (ok, refused)."),

@@ -261,11 +261,14 @@ async fn round(
     refused: &mut Option<String>,
 ) {
     use pop_api::metrics::{
-        CHECKPOINT_EVENTS, CHECKPOINT_POSITION, CHECKPOINT_SEALED, CHECKPOINT_SEQ,
-        CHECKPOINT_WITNESS_BROKEN,
+        CHECKPOINT_EVENTS, CHECKPOINT_POSITION, CHECKPOINT_SEALED, CHECKPOINT_SEALING_REFUSED,
+        CHECKPOINT_SEQ, CHECKPOINT_WITNESS_BROKEN,
     };
-    let mut refuse = |why: String| {
-        metrics::gauge!(CHECKPOINT_WITNESS_BROKEN).set(1.0);
+    let mut refuse = |why: String, witness_broken: bool| {
+        if witness_broken {
+            metrics::gauge!(CHECKPOINT_WITNESS_BROKEN).set(1.0);
+        }
+        metrics::gauge!(CHECKPOINT_SEALING_REFUSED).set(1.0);
         if refused.as_deref() != Some(why.as_str()) {
             tracing::error!(error = %why, "not sealing checkpoints of the log");
             *refused = Some(why);
@@ -273,7 +276,7 @@ async fn round(
     };
     let witnessed = match witnessed(log, witness).await {
         Ok(w) => w,
-        Err(Unwitnessed::Broken(e)) => return refuse(format!("{e:#}")),
+        Err(Unwitnessed::Broken(e)) => return refuse(format!("{e:#}"), true),
         // The store could not answer (PostgreSQL restarting, say): no alarm, the next
         // round tries again.
         Err(Unwitnessed::Failed(e)) => {
@@ -283,13 +286,31 @@ async fn round(
     };
     let at_least = witnessed.as_ref().map_or(0, |w| w.seq);
     let sealed = sealer.seal_all_after(log, chrono::Utc::now(), at_least).await;
-    if let Err(e @ SealError::BehindWitness { .. }) = &sealed {
-        return refuse(format!("{e}; {}", witness.remedy()));
+    match &sealed {
+        Err(e @ SealError::BehindWitness { .. }) => {
+            return refuse(format!("{e}; {}", witness.remedy()), true);
+        }
+        // A replica started with a key of its own beside replicas that share one: it never
+        // seals, and once they are gone nothing does (ops3am: an ERROR every round, nothing
+        // on /metrics, then `pop verify` NOT VERIFIED as if tampered with).
+        Err(e @ SealError::Foreign(_)) => {
+            return refuse(
+                format!(
+                    "{e}; this process signs with public key {}: every replica of one store \
+                     needs the same --checkpoint-key (one Kubernetes Secret, say), or, if no \
+                     replica should have signed it, run `pop verify` to see where the log breaks",
+                    public_hex(&sealer.verifying_key())
+                ),
+                false,
+            );
+        }
+        _ => {}
     }
     if refused.take().is_some() {
         tracing::info!("sealing checkpoints of the log again");
     }
     metrics::gauge!(CHECKPOINT_WITNESS_BROKEN).set(0.0);
+    metrics::gauge!(CHECKPOINT_SEALING_REFUSED).set(0.0);
     let show = |c: &Checkpoint| {
         metrics::gauge!(CHECKPOINT_SEQ).set(c.seq as f64);
         metrics::gauge!(CHECKPOINT_POSITION).set(c.position.commit() as f64);

@@ -276,6 +276,33 @@ async fn checkpoints_deleted_from_the_store_are_found_by_the_witness_and_never_s
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("witnessed in") && stdout.contains("intact"), "{stdout}");
 
+    // A replica started with a key of its own (and a witness of its own) on a store another
+    // key sealed: it refuses to seal, on /metrics and once in its log, naming the fix (ops3am:
+    // an ERROR every round and nothing on /metrics, then a false tamper alarm from verify).
+    let other_key = dir.path().join("other.key");
+    std::fs::write(&other_key, format!("{}\n", "ab".repeat(32))).unwrap();
+    let other_witness = dir.path().join("other.witness");
+    let log = dir.path().join("serve-other-key.log");
+    let args = [
+        "--checkpoint-every",
+        "1",
+        "--checkpoint-key",
+        other_key.to_str().unwrap(),
+        "--checkpoint-witness",
+        other_witness.to_str().unwrap(),
+    ];
+    let pop = Pop::start_with(&data, None, &log, false, &args);
+    metrics_until(&pop, &log, "pop_checkpoint_sealing_refused", 1.0).await;
+    std::thread::sleep(Duration::from_millis(2_500));
+    stop(pop);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        logged.matches("not sealing checkpoints of the log").count(),
+        1,
+        "said once, not every round:\n{logged}"
+    );
+    assert!(logged.contains("needs the same --checkpoint-key"), "{logged}");
+
     // Every checkpoint deleted: with the key alone, a log not sealed yet.
     rusqlite::Connection::open(&db).unwrap().execute_batch("DELETE FROM log_checkpoints").unwrap();
     let out = verify();
