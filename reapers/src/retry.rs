@@ -306,7 +306,7 @@ async fn retry(
     let execute = commands.execute::<AgendaState>(&action.key, &metadata, &command);
     match crate::trace::on_agenda(commands, &action.key, "retry", execute).await {
         Ok(_) => {
-            tracing::info!(agenda = %action.agenda_id, attempt = action.attempts_completed + 1, maximum = action.maximum_attempts, "retry: failed agenda rerun (continue)");
+            tracing::info!(agenda = %action.key, attempt = action.attempts_completed + 1, maximum = action.maximum_attempts, "retry: failed agenda rerun (continue)");
             Ok(true)
         }
         Err(ExecuteError::Refused(e)) => {
@@ -361,7 +361,7 @@ impl TimedProcess for Retry {
     }
     fn dry_run(&self, actions: &[RetryAction]) -> RetryReport {
         for a in actions {
-            tracing::info!(agenda = %a.agenda_id, attempt = a.attempts_completed + 1, maximum = a.maximum_attempts, due = %a.due, "retry (dry run): would retry");
+            tracing::info!(agenda = %a.key, attempt = a.attempts_completed + 1, maximum = a.maximum_attempts, due = %a.due, "retry (dry run): would retry");
         }
         RetryReport { planned: actions.len(), skipped: actions.len(), ..RetryReport::default() }
     }

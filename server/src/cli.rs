@@ -497,9 +497,10 @@ pub struct ServeArgs {
     /// agendas (`false` records and tracks agendas without moving them to queues).
     #[arg(long, env = "POP_SCHEDULER", default_value_t = true, action = clap::ArgAction::Set)]
     pub scheduler: bool,
-    /// Seconds a `getAgenda` lease lasts without a report (POP's `reclaimAge`); every
-    /// `updateAgendaProgress` renews it.
-    #[arg(long, visible_alias = "lease-seconds", env = "POP_LEASE", default_value_t = pop_api::config::DEFAULT_LEASE.as_secs())]
+    /// Seconds a `getAgenda` lease lasts without a report (POP's `reclaimAge`), 1..=86400;
+    /// every `updateAgendaProgress` renews it.
+    #[arg(long, visible_alias = "lease-seconds", env = "POP_LEASE", default_value_t = pop_api::config::DEFAULT_LEASE.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub lease: u64,
     /// Longest a `getAgenda` with `waitSeconds` holds its request open (0..=30 s); lower it
     /// when a proxy in front of pop closes idle requests sooner.

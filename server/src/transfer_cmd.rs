@@ -39,6 +39,14 @@ pub async fn export(args: ExportArgs) -> Result<()> {
             args.store.data_dir.display()
         );
     }
+    // The embedded store is looked for before anything is made: a mistyped --data-dir got a
+    // new directory, a new signing key and an empty --out file, then "no embedded store".
+    if args.store_url.is_none() && !args.store.db_path().exists() {
+        bail!(
+            "no embedded store at {} (is --data-dir the server's?)",
+            args.store.db_path().display()
+        );
+    }
     let key =
         crate::checkpoints::signing_key(&args.store.data_dir, args.checkpoint_key.as_deref())?;
     // Only a log that verifies is exported and signed: its own checkpoints, and the one this

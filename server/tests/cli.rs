@@ -463,3 +463,22 @@ fn the_worker_fails_fast_on_a_typo_and_a_missing_handler_command() {
     let ran = pop(&server, &["submit", "--watch", agenda.to_str().unwrap()]);
     assert_eq!(ran.code, 0, "{ran:#?}\nworker:\n{}", log_tail(&w.1));
 }
+
+/// A lease outside 1..=86400 s is refused naming the flag, before anything starts (it ran
+/// with 1 s or a day, silently).
+#[test]
+fn a_lease_out_of_range_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for lease in ["0", "100000"] {
+        let out = pop_command()
+            .args(["serve", "--lease", lease, "--data-dir"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--lease"), "{stderr}");
+        assert!(!data.exists(), "nothing was made");
+    }
+}

@@ -164,3 +164,17 @@ fn a_tampered_export_is_refused_with_its_line_and_the_store_stays_empty() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// A mistyped --data-dir is refused before anything is made: no directory, no signing key, no
+/// empty --out file (ops3am: all three were left behind, then "no embedded store").
+#[test]
+fn an_export_of_a_data_dir_that_holds_no_store_makes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("pop-dta");
+    let file = dir.path().join("export.jsonl");
+    let out = run(&["export"], &[("--data-dir", &typo), ("--out", &file)]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no embedded store"), "{out:?}");
+    assert!(!typo.exists(), "a directory was made");
+    assert!(!file.exists(), "an --out file was left");
+}
