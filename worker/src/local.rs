@@ -104,6 +104,17 @@ fn payload_file(payload: &[u8]) -> Result<TempFile, Failure> {
 /// New names [`payload_file`] draws before it gives up.
 const PAYLOAD_FILE_TRIES: usize = 8;
 
+/// Most characters of a handler's stderr line a failure's message quotes.
+const MAX_REASON_CHARS: usize = 300;
+
+/// `text`, at most `max` characters (an ellipsis marks a cut).
+fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
 fn cut(mut line: String) -> String {
     if line.len() > MAX_LINE {
         let mut end = MAX_LINE;
@@ -309,8 +320,17 @@ impl Handler for LocalProcess {
             Ok(stdout.finish())
         } else {
             let lines: Vec<String> = tail.into_iter().collect();
+            // The handler's own last word on stderr is usually the reason: said in the message
+            // itself, which `pop watch`, `pop progress` and the worker's log show (it was only
+            // in the payload's log, seen with --json or on the dashboard).
+            let why = lines
+                .iter()
+                .rev()
+                .find_map(|l| l.strip_prefix("stderr: ").filter(|l| !l.trim().is_empty()))
+                .map(|l| format!(": {}", shorten(l.trim(), MAX_REASON_CHARS)))
+                .unwrap_or_default();
             Err(Failure::with_payload(
-                format!("{program} failed: {status}"),
+                format!("{program} failed: {status}{why}"),
                 json!({"log": lines, "exitCode": status.code()}),
             ))
         }
@@ -504,6 +524,7 @@ mod tests {
         .await
         .unwrap_err();
         assert!(err.message.contains("exit status: 4"), "{}", err.message);
+        assert!(err.message.ends_with(": oops"), "the handler's reason: {}", err.message);
         let log = err.payload["log"].as_array().unwrap();
         assert_eq!(log.len(), LOG_TAIL_LINES);
         assert_eq!(log.last().unwrap(), "stderr: oops");
