@@ -76,8 +76,27 @@ pub async fn init(client: &Client, spec: &InitSpec) -> Result<Vec<String>> {
         spec.types.join(", "),
         spec.customer
     ));
+    lines.extend(customer_elsewhere(client, spec).await);
     lines.extend(shadowing_insights(client, spec).await);
     Ok(lines)
+}
+
+/// A note when the customer existed already with another resource pool: its agendas bind only
+/// to insights of its own pool, so the new insight would never get them (newcomer3: a submit
+/// naming it was NOT_FOUND in the customer's pool, and init had said nothing). Nothing when
+/// the customer cannot be read: the note is a help, not a step.
+async fn customer_elsewhere(client: &Client, spec: &InitSpec) -> Option<String> {
+    let query = "query($id: String!) { customer(id: $id) { resourcePoolId } }";
+    let data = client.graphql(query, json!({"id": spec.customer})).await.ok()?;
+    let pool = data["customer"]["resourcePoolId"].as_str()?;
+    (pool != spec.pool).then(|| {
+        format!(
+            "note: customer {} uses resource pool {pool}, not {}: its agendas bind only to \
+             insights of {pool}, so insight {} will not get them (run init with --pool {pool}, \
+             or change the customer's resourcePoolId)",
+            spec.customer, spec.pool, spec.insight
+        )
+    })
 }
 
 /// A note for each older insight of the pool that maps one of `spec`'s types: an agenda binds
@@ -86,19 +105,37 @@ pub async fn init(client: &Client, spec: &InitSpec) -> Result<Vec<String>> {
 /// followed `init`'s hints and watched an agenda wait for ever in another insight's queue).
 /// Nothing when the insights cannot be listed: the note is a help, not a step.
 async fn shadowing_insights(client: &Client, spec: &InitSpec) -> Vec<String> {
-    let query = "{ insights(first: 500) { items { id resourcePoolId addedTime mappers } } }";
+    let query = "{ insights(first: 500) { items { id customerId resourcePoolId addedTime mappers \
+                 isGlobal allowedCustomerIds } } }";
     let Ok(data) = client.graphql(query, json!({})).await else { return Vec::new() };
     let Some(items) = data["insights"]["items"].as_array() else { return Vec::new() };
     let added = |i: &Value| i["addedTime"].as_str().unwrap_or("").to_string();
     let Some(ours) = items.iter().find(|i| i["id"] == spec.insight.as_str()) else {
         return Vec::new();
     };
+    // Only insights the customer's agendas may bind to: its own, global ones, and those
+    // shared with it (another customer's private insight takes none of them).
+    let usable = |i: &Value| {
+        i["customerId"] == spec.customer.as_str()
+            || i["isGlobal"] == true
+            || i["allowedCustomerIds"].as_array().is_some_and(|ids| {
+                ids.iter()
+                    .any(|c| c.as_str().is_some_and(|c| c.eq_ignore_ascii_case(&spec.customer)))
+            })
+    };
+    let mut older: Vec<&Value> = items
+        .iter()
+        .filter(|i| {
+            i["id"] != spec.insight.as_str()
+                && i["resourcePoolId"] == spec.pool.as_str()
+                && added(i) <= added(ours)
+                && usable(i)
+        })
+        .collect();
+    // Oldest first: the first one named is where such agendas go.
+    older.sort_by_key(|i| added(i));
     let mut notes = Vec::new();
-    for other in items.iter().filter(|i| {
-        i["id"] != spec.insight.as_str()
-            && i["resourcePoolId"] == spec.pool.as_str()
-            && added(i) <= added(ours)
-    }) {
+    for other in older {
         let types: Vec<&str> = other["mappers"]
             .as_object()
             .into_iter()
@@ -128,7 +165,17 @@ pub async fn init_cmd(client: &Client, spec: &InitSpec) -> Result<()> {
         out!("{line}");
     }
     out!("next: pop worker --insight {} --handlers examples/handlers.toml", spec.insight);
-    out!("      pop submit --watch examples/encode.json");
+    // The tour's agenda is acme's, of type ffmpeg: for another customer or other types, the
+    // hint says what an agenda for this insight carries instead.
+    if spec.customer == InitSpec::default().customer && spec.types.iter().any(|t| t == "ffmpeg") {
+        out!("      pop submit --watch examples/encode.json");
+    } else {
+        out!(
+            "      pop submit --watch <agenda.json>   (\"customerId\": \"{}\", operations of type {})",
+            spec.customer,
+            spec.types.join(", ")
+        );
+    }
     Ok(())
 }
 

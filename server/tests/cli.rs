@@ -179,6 +179,23 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     let note = "note: the older insight encode of pool farm also takes ffmpeg";
     assert!(second.stdout.contains(note), "{}", ctx(&second));
     assert!(second.stdout.contains(r#""defaultInsight": "transcode""#), "{}", ctx(&second));
+    // Another customer's insight of its own: acme's insights take none of its agendas, so no
+    // note names them; its hint names its own customer and types, not acme's tour agenda.
+    let other =
+        pop(&server, &["init", "--customer", "initech", "--insight", "it1", "--types", "ffmpeg"]);
+    assert_eq!(other.code, 0, "{}", ctx(&other));
+    assert!(!other.stdout.contains("note: the older insight"), "{}", ctx(&other));
+    assert!(!other.stdout.contains("examples/encode.json"), "{}", ctx(&other));
+    assert!(other.stdout.contains(r#""customerId": "initech""#), "{}", ctx(&other));
+    // A customer kept in another pool: the new insight will not get its agendas, said so.
+    let moved =
+        pop(&server, &["init", "--pool", "p2", "--customer", "initech", "--insight", "it2"]);
+    assert_eq!(moved.code, 0, "{}", ctx(&moved));
+    assert!(
+        moved.stdout.contains("note: customer initech uses resource pool farm, not p2"),
+        "{}",
+        ctx(&moved)
+    );
 
     let w = worker(
         &server,
