@@ -174,7 +174,8 @@ pub async fn run(args: StoreArgs) -> Result<()> {
         _ => format!(" --data-dir {}", args.data_dir.display()),
     };
     println!("\nsee its history: pop log{dir} --stream agenda-{stream_key}");
-    println!("with `pop serve{dir}` running: pop progress {id}");
+    // The client finds the admin token in the same data directory.
+    println!("with `pop serve{dir}` running: pop progress {id}{dir}");
     Ok(())
 }
 

@@ -105,8 +105,14 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
     let stats = puller::run(env, config, stop_rx).await;
     tracing::info!(?stats, "worker stopped");
     println!(
-        "pop: worker stopped: {} claimed, {} succeeded, {} failed, {} refused, {} handed back",
-        stats.claimed, stats.succeeded, stats.failed, stats.refused, stats.handed_back
+        "pop: worker stopped: {} claimed, {} succeeded, {} failed, {} cancelled, {} refused, {} \
+         handed back",
+        stats.claimed,
+        stats.succeeded,
+        stats.failed,
+        stats.cancelled,
+        stats.refused,
+        stats.handed_back
     );
     Ok(())
 }

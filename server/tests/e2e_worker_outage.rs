@@ -219,7 +219,7 @@ async fn a_worker_runs_its_agenda_through_an_outage_and_counts_no_failure() {
             panic!("no stop line in {output:?}\nworker:\n{}", log_tail(&worker.log))
         });
     assert!(
-        stopped.contains("1 succeeded, 0 failed, 0 refused"),
+        stopped.contains("1 succeeded, 0 failed, 0 cancelled, 0 refused"),
         "{stopped}\nworker:\n{}",
         log_tail(&worker.log)
     );

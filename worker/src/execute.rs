@@ -70,8 +70,11 @@ pub enum Outcome {
     Succeeded,
     /// The agenda failed; the diagnostic says why.
     Failed(String),
-    /// The server refused our reports (lease lost, cancelled, complete): work stopped.
+    /// The server refused our reports (lease lost, complete): work stopped.
     Refused(String),
+    /// A user cancelled the agenda (the server said so when it refused a report or an
+    /// expansion): work stopped, no fault of the worker's.
+    Cancelled,
     /// Shutdown came before the agenda finished: what finished was reported, the rest is left
     /// to the reclaimer and the next worker (which resumes without re-running it).
     HandedBack,
@@ -141,7 +144,7 @@ pub async fn execute(
     loop {
         if let Some(e) = refused.borrow().clone() {
             running.abort_all();
-            return Outcome::Refused(e.to_string());
+            return refusal(&e);
         }
         let shutting_down = *shutdown.borrow();
         if shutting_down && stopping_since.is_none() {
@@ -314,8 +317,13 @@ async fn finish(
         {
             outcome
         }
-        Err(e) => Outcome::Refused(e.to_string()),
+        Err(e) => refusal(&e),
     }
+}
+
+/// What a refusal of the agenda's reports means for it: a user's cancel, or a refusal.
+fn refusal(e: &crate::api::ApiError) -> Outcome {
+    if e.is_cancelled() { Outcome::Cancelled } else { Outcome::Refused(e.to_string()) }
 }
 
 /// When `name` is a generator (`params["agenda.operation.generator"]`), adds the operations

@@ -68,6 +68,7 @@ pub struct PullStats {
     pub succeeded: u64,
     pub failed: u64,
     pub refused: u64,
+    pub cancelled: u64,
     pub handed_back: u64,
 }
 
@@ -272,6 +273,7 @@ fn count(stats: &mut PullStats, done: Result<Outcome, tokio::task::JoinError>) {
         Ok(Outcome::Succeeded) => stats.succeeded += 1,
         Ok(Outcome::Failed(_)) => stats.failed += 1,
         Ok(Outcome::Refused(_)) => stats.refused += 1,
+        Ok(Outcome::Cancelled) => stats.cancelled += 1,
         Ok(Outcome::HandedBack) => stats.handed_back += 1,
         Err(e) => {
             tracing::error!(error = %e, "an execution task failed");

@@ -329,6 +329,21 @@ async fn a_refused_report_stops_the_execution() {
     assert!(started.elapsed() < Duration::from_secs(4), "the running handler was stopped");
 }
 
+/// A report refused because a user cancelled the agenda stops it as a cancel, not as a
+/// refusal (the worker's summary counted a user's cancel as refused: newcomer3).
+#[tokio::test]
+async fn a_cancel_met_by_a_report_stops_the_execution_as_cancelled() {
+    let api = Arc::new(FakeApi::default());
+    *api.report_errors.lock().unwrap() = vec![ApiError::Refused {
+        code: "CONFLICT".into(),
+        message: "cannot report an agenda that is COMPLETE/cancelled".into(),
+    }];
+    let ops = vec![op("a", json!({"sleep_ms": 5000}), json!({}))];
+    let (_stop, shutdown) = no_shutdown();
+    let outcome = execute(&env(api.clone(), Duration::ZERO), claimed(ops), None, shutdown).await;
+    assert_eq!(outcome, Outcome::Cancelled);
+}
+
 #[tokio::test]
 async fn shutdown_hands_the_agenda_back_with_a_final_report() {
     let api = Arc::new(FakeApi::default());
