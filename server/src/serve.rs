@@ -60,6 +60,16 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.bind).await.with_context(|| {
         format!("binding {} (another server there? choose another address with --bind)", args.bind)
     })?;
+    // Configured tokens (a token file, `POP_TOKENS`) are read before anything is made: a bad
+    // token file left a new store and signing key behind (ops3am).
+    let inline_tokens =
+        std::env::var(pop_api::auth::TOKENS_ENV).is_ok_and(|json| !json.trim().is_empty());
+    let configured = args.token_file.is_some() || inline_tokens;
+    let early_tokens = if configured {
+        Some(pop_api::load_tokens(args.token_file.as_deref(), None).context("loading tokens")?)
+    } else {
+        None
+    };
     // Held until `run` returns: one process per data directory.
     let _lock = DataDirLock::acquire(&data_dir, "serve")?;
     let backend = Backend::open(&args.store, args.store_url.as_deref(), args.durability).await?;
@@ -76,11 +86,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     // The generated admin token is the embedded default's way in: only when no tokens are
     // configured (no token file, no `POP_TOKENS`). With configured tokens (e.g. every replica
     // of a deployment) none is generated, printed or accepted; put an admin in the token file.
-    let inline_tokens =
-        std::env::var(pop_api::auth::TOKENS_ENV).is_ok_and(|json| !json.trim().is_empty());
-    let admin_dir = (args.token_file.is_none() && !inline_tokens).then_some(data_dir.as_path());
-    let (tokens, fresh_admin) =
-        pop_api::load_tokens(args.token_file.as_deref(), admin_dir).context("loading tokens")?;
+    let admin_dir = (!configured).then_some(data_dir.as_path());
+    let (tokens, fresh_admin) = match early_tokens {
+        Some(loaded) => loaded,
+        None => pop_api::load_tokens(None, admin_dir).context("loading tokens")?,
+    };
     if let Some(token) = &fresh_admin {
         // Printed once, on the first start; it stays in <data-dir>/admin.token (mode 0600).
         println!(

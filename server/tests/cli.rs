@@ -499,3 +499,24 @@ fn a_lease_out_of_range_is_refused_before_anything_starts() {
         assert!(!data.exists(), "nothing was made");
     }
 }
+
+/// A token file that does not load is refused before a store or a key is made (a bad token
+/// file left a new store and signing key in the data directory).
+#[test]
+fn a_bad_token_file_is_refused_before_anything_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let tokens = dir.path().join("tokens.json");
+    std::fs::write(&tokens, "[{\"token\": \"short\"}]").unwrap();
+    let out = pop_command()
+        .args(["serve", "--bind", "127.0.0.1:0", "--token-file"])
+        .arg(&tokens)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loading tokens"), "{out:?}");
+    let made: Vec<_> = std::fs::read_dir(&data).map(|d| d.flatten().collect()).unwrap_or_default();
+    assert!(made.is_empty(), "made: {made:?}");
+}
