@@ -719,7 +719,7 @@ async fn a_follow_of_one_agenda_shows_one_customers_agenda_of_the_id() {
         }
     }
     // A follow named for globex shows globex's; unnamed, with both there, is refused.
-    let mut next_of = async |ws: &mut RawWs, id: &str| loop {
+    let next_of = async |ws: &mut RawWs, id: &str| loop {
         let m = ws.next().await;
         if m["id"] == id {
             break m;

@@ -100,6 +100,10 @@ fn located(r: &Verification, stream: &str, version: u64, position: Position) -> 
     b.reason.clone()
 }
 
+/// An `events` row as a forger reads it: position, version, type, schema version, data,
+/// metadata, commit time (µs).
+type StoredRow = (i64, i64, String, i64, Vec<u8>, Vec<u8>, i64);
+
 #[tokio::test]
 async fn what_a_chain_per_stream_cannot_show_the_checkpoints_find_with_its_place() {
     let dir = tempfile::tempdir().unwrap();
@@ -171,7 +175,7 @@ async fn what_a_chain_per_stream_cannot_show_the_checkpoints_find_with_its_place
     let copy = path.with_extension(format!("{}.db", Uuid::new_v4()));
     std::fs::copy(&path, &copy).unwrap();
     let conn = Connection::open(&copy).unwrap();
-    let mut rows: Vec<(i64, i64, String, i64, Vec<u8>, Vec<u8>, i64)> = conn
+    let mut rows: Vec<StoredRow> = conn
         .prepare(
             "SELECT e.position, e.version, e.event_type, e.schema_version, e.data, e.metadata, \
              e.recorded_at FROM events e JOIN streams s ON s.id = e.stream_id \
