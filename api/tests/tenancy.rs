@@ -414,6 +414,13 @@ async fn a_pool_worker_is_handed_each_customers_agenda_of_one_id_under_an_id_of_
     assert_eq!(over_rest["all"][0]["id"], globex_id.as_str(), "{over_rest:#}");
     let a = s.ok(GLOBEX, &as_of, json!({"id": acme_id, "op": format!("{acme_id}-probe")})).await;
     assert!(a["agendaProgress"].is_null() && a["operationProgress"].is_null(), "{a:#}");
+    // A follow shows agendas of the caller's customers: the worker holding acme's agenda is
+    // told to read it by id (its follow got the starting state, then nothing: hostile12).
+    let mut ws = RawWs::authed(&s.ws_url(), OPS_SERVICE).await;
+    let follow = "subscription($id: String!, $c: String) { operationProgress(agendaId: $id, customerId: $c) { agendaId } }";
+    ws.subscribe("w", follow, json!({"id": "dup", "c": "acme"})).await;
+    let m = ws.next().await;
+    assert_eq!(m["payload"]["errors"][0]["extensions"]["code"], "FORBIDDEN", "{m:#}");
     let p = s.ok(GLOBEX, PROGRESS, json!({"id": acme_id})).await;
     assert!(p["agendaProgress"].is_null(), "{p:#}");
     let o = s.ok(GLOBEX, OPERATION, json!({"id": format!("{acme_id}-probe")})).await;

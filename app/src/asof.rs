@@ -6,17 +6,16 @@
 //! **The bound.** [`AsOf::Position`] keeps every event at or below the position: exactly what
 //! the read models showed once they had applied that position (positions are in commit order,
 //! and a position at or below the log's head never gains an event later: the PostgreSQL
-//! horizon rule). [`AsOf::Time`] maps a time to positions by commit time: each stream keeps
-//! the longest prefix of its events whose commit time (`recorded_at`, stamped by the store's
-//! clock) is at or before the time — and, for a time on a whole millisecond as pop shows
-//! times, also every change whose own time (the command's clock) is ([`AsOf::admits`]). A
-//! stream's appends are serialised, so its commit times do
-//! not decrease in practice; should a clock step back, the fold stops at the first event
+//! horizon rule). [`AsOf::Time`] keeps of each stream the longest prefix of its events whose
+//! commit time (`recorded_at`, stamped by the store's clock) is at or before the time, or
+//! whose own time (the command's clock: what pop shows) is and which committed within a
+//! second after it ([`AsOf::admits`]; monotonic in the time). A stream's appends are
+//! serialised, so its commit times do not decrease in practice; should a clock step back, the fold stops at the first event
 //! stamped after the time, so the fold is always a prefix of the stream (a history the
 //! domain accepted).
 //!
 //! **What is found.** Which agendas a request names is decided as for a live read (the
-//! caller's customers, a lease holder's agendas, ambiguity: `resolve.rs`), over the agendas
+//! caller's customers, a lease holder's agendas, ambiguity: `reads.rs`), over the agendas
 //! the log still holds; an agenda the data reaper has deleted has no history left to fold and
 //! reads as absent, as it does live. An agenda that did not exist yet at the bound reads as
 //! absent too.
@@ -97,24 +96,33 @@ impl AsOf {
         )
     }
 
-    /// Whether `event` is inside the bound. A time on a whole millisecond — as pop shows
-    /// times (`updatedTime`, `completedTime`, POP's epoch milliseconds) — covers that whole
-    /// millisecond, and every change that carries a time at or before it (`time`: the change's
-    /// own time, when it decoded as one): the state a shown time labels is the state after the
-    /// change it labels. Those times are the command's clock, read before the append, whose
-    /// commit may land milliseconds later (auditor15 measured 1–18 ms; as of its own
-    /// `addedTime` a submission read as absent) — within [`SHOWN_TIME_SLACK`], so a clock
-    /// that is wrong cannot pull in changes committed long after. A time to the microsecond
-    /// is compared with commit times alone (`pop audit` shows them so).
+    /// Whether `event` is inside the bound. By time: committed at or before it, or carrying
+    /// a time at or before it (`time`: the change's own time, when it decoded as one) and
+    /// committed at most [`SHOWN_TIME_SLACK`] after it. The times pop shows (`updatedTime`,
+    /// `completedTime`, `addedTime`) are the changes' own: the command's clock, read before the
+    /// append, whose commit lands milliseconds later (auditor15 measured 1–18 ms; as of its
+    /// own `addedTime` a submission read as absent), so as of a shown time the change it labels
+    /// is in. Both halves only grow with the time, so a later time never shows an earlier
+    /// state (auditor16: a rule for whole milliseconds alone un-completed an agenda between
+    /// `.232` and its commit at `.233161`); the slack keeps a wrong clock from pulling in
+    /// changes committed long after.
     fn admits(&self, event: &RecordedEvent, time: Option<DateTime<Utc>>) -> bool {
         match self {
             AsOf::Position(p) => event.position <= *p,
-            AsOf::Time(t) if t.timestamp_subsec_micros() % 1000 == 0 => {
-                event.recorded_at < *t + chrono::Duration::milliseconds(1)
-                    || (time.is_some_and(|time| time.timestamp_millis() <= t.timestamp_millis())
-                        && event.recorded_at < *t + SHOWN_TIME_SLACK)
+            AsOf::Time(t) => {
+                event.recorded_at <= *t
+                    || (time.is_some_and(|time| time <= *t)
+                        && event.recorded_at <= *t + SHOWN_TIME_SLACK)
             }
-            AsOf::Time(t) => event.recorded_at <= *t,
+        }
+    }
+
+    /// Whether `event` could be inside the bound, whatever its own time: past this, the fold
+    /// stops without reading it.
+    fn may_admit(&self, event: &RecordedEvent) -> bool {
+        match self {
+            AsOf::Position(p) => event.position <= *p,
+            AsOf::Time(t) => event.recorded_at <= *t + SHOWN_TIME_SLACK,
         }
     }
 }
@@ -152,11 +160,16 @@ impl App {
             let Some(last) = batch.last() else { return Ok(folded) };
             from = last.version.saturating_add(1);
             for event in &batch {
+                if !bound.may_admit(event) {
+                    return Ok(folded);
+                }
                 let change = match pop_projections::decode(event) {
                     Ok(Decoded::Event { event: DomainEvent::Agenda(e), .. }) => Some(e),
                     // Written by a newer build, or of another category: the read side skips
                     // these too.
                     Ok(_) => None,
+                    // One that only its own time could bring inside: outside, as before.
+                    Err(_) if !bound.admits(event, None) => return Ok(folded),
                     Err(e) => return Err(AppError::internal("folding an agenda's history", &e)),
                 };
                 if !bound.admits(event, change.as_ref().map(|e| e.time())) {
@@ -437,19 +450,31 @@ mod tests {
             recorded_at: DateTime::from_timestamp_micros(micros).unwrap(),
         };
         let ms = |ms: i64| DateTime::from_timestamp_millis(ms);
-        // updatedTime 21:27:55.432 (the command's clock), committed at .432818.
+        // updatedTime 21:27:55.432 (the command's clock), committed at .432818 or at .449838:
+        // as of the shown time, the change it labels is in.
         let shown = AsOf::parse("asOf", "1796419675432").unwrap();
-        assert!(shown.admits(&at(1_796_419_675_432_818), None));
-        assert!(!shown.admits(&at(1_796_419_675_433_000), None));
-        // The command's clock read .432 and the commit landed at .449: the shown time labels
-        // that change, so it is in; a change of .433 committed at .449 is not.
+        assert!(shown.admits(&at(1_796_419_675_432_818), ms(1_796_419_675_432)));
         assert!(shown.admits(&at(1_796_419_675_449_838), ms(1_796_419_675_432)));
+        // A change of .433 is not, whenever it committed after .432.
         assert!(!shown.admits(&at(1_796_419_675_449_838), ms(1_796_419_675_433)));
-        // Not one committed a second or more later, whatever time it carries.
-        assert!(!shown.admits(&at(1_796_419_676_432_000), ms(1_796_419_675_432)));
-        // A time to the microsecond is exact, by commit time alone.
+        assert!(!shown.admits(&at(1_796_419_675_433_000), None));
+        // Nor one committed a second or more later, whatever time it carries.
+        assert!(!shown.admits(&at(1_796_419_676_432_001), ms(1_796_419_675_432)));
+        // By commit time alone, to the microsecond.
         let exact = AsOf::Time(DateTime::from_timestamp_micros(1_796_419_675_432_817).unwrap());
-        assert!(!exact.admits(&at(1_796_419_675_432_818), ms(1_796_419_675_432)));
         assert!(exact.admits(&at(1_796_419_675_432_817), None));
+        assert!(!exact.admits(&at(1_796_419_675_432_818), None));
+        // Monotonic: a later time never drops what an earlier one took (auditor16: the change
+        // of .232 committed at .233161 was in as of .232, out as of .232001).
+        let event = at(1_796_419_675_433_161);
+        let own = ms(1_796_419_675_432);
+        let mut was_in = false;
+        for micros in (1_796_419_675_431_000_i64..1_796_419_675_434_000).step_by(7) {
+            let now_in =
+                AsOf::Time(DateTime::from_timestamp_micros(micros).unwrap()).admits(&event, own);
+            assert!(now_in || !was_in, "dropped again at {micros}");
+            was_in = now_in;
+        }
+        assert!(was_in);
     }
 }

@@ -64,8 +64,11 @@ impl Target {
             }
     }
 
+    /// Like [`Target::admits`], of an agenda of the read models: the caller's customers' only
+    /// (a lease holder of another customer's agenda reads it by id; a follow of it would get
+    /// its starting state and then nothing, the changes being filtered by customer: hostile12).
     fn admits_entry(&self, e: &AgendaEntry, principal: &Principal) -> bool {
-        may_touch(principal, e)
+        principal.sees(e.customer_id())
             && match self {
                 Target::Progress(id, _) => e.progress_id() == id,
                 Target::Customer(customer) => e.customer_id() == customer,
@@ -245,6 +248,12 @@ impl Follow {
         self.target.is_group() || self.pin.shows(e.customer_id())
     }
 
+    /// [`Follow::shows`], pinning a follow of one object to `e`'s customer when none is yet.
+    fn takes(&self, e: &AgendaEntry) -> bool {
+        self.target.is_group()
+            || *self.pin.customer.get_or_init(|| e.customer_id().to_string()) == e.customer_id()
+    }
+
     /// Pins a follow of one object to the customer of the agenda it names as it starts, when
     /// neither the request nor a change since it joined the feed pinned one; two customers'
     /// agendas of the id are refused (VALIDATION `customerId`), as a read by the id is.
@@ -255,23 +264,35 @@ impl Follow {
     }
 
     fn choose_at_start(&self) -> AppResult<()> {
-        if self.target.is_group() || self.pin.customer.get().is_some() {
+        if self.target.is_group() {
             return Ok(());
         }
         let models = self.app.projections().read();
-        let visible = |e: &&AgendaEntry| self.target.admits_entry(e, &self.principal);
-        let mut customers: Vec<&str> = match &self.target {
-            Target::Progress(id, _) => models
-                .agendas()
-                .with_progress_id(id)
-                .filter(visible)
-                .map(|e| e.customer_id())
-                .collect(),
-            Target::Operations(agenda, _) => {
-                models.agendas().with_id(agenda).filter(visible).map(|e| e.customer_id()).collect()
-            }
+        let named: Vec<&AgendaEntry> = match &self.target {
+            Target::Progress(id, _) => models.agendas().with_progress_id(id).collect(),
+            Target::Operations(agenda, _) => models.agendas().with_id(agenda).collect(),
             Target::Customer(_) | Target::Link(..) => Vec::new(),
         };
+        let named: Vec<&AgendaEntry> =
+            named.into_iter().filter(|e| self.pin.shows(e.customer_id())).collect();
+        let mut customers: Vec<&str> = named
+            .iter()
+            .filter(|e| self.target.admits_entry(e, &self.principal))
+            .map(|e| e.customer_id())
+            .collect();
+        if customers.is_empty() && named.iter().any(|e| may_touch(&self.principal, e)) {
+            // Said only to whom may read it by id: it holds the agenda's lease.
+            return Err(AppError::forbidden(format!(
+                "a follow shows agendas of the caller's customers; {:?} holds {:?} under a \
+                 lease but is not of its customer: read it by id (agendaProgress, \
+                 operationProgress) while it holds it",
+                self.principal.name,
+                self.target.id()
+            )));
+        }
+        if self.pin.customer.get().is_some() {
+            return Ok(());
+        }
         customers.sort_unstable();
         customers.dedup();
         match customers.as_slice() {
@@ -377,8 +398,10 @@ impl Follow {
         {
             let models = self.app.projections().read();
             position = models.position();
+            // A follow of one object that has pinned no customer yet takes the first it shows
+            // (one appeared between the start's choice and this read): never two.
             let visible =
-                |e: &&AgendaEntry| self.target.admits_entry(e, &self.principal) && self.shows(e);
+                |e: &&AgendaEntry| self.target.admits_entry(e, &self.principal) && self.takes(e);
             match &self.target {
                 Target::Progress(id, _) => {
                     for entry in models.agendas().with_progress_id(id).filter(visible) {

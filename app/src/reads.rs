@@ -342,11 +342,6 @@ fn one<T>(id: &str, found: Vec<T>) -> AppResult<Option<T>> {
 }
 
 impl App {
-    /// Read-your-writes: waits (bounded) until the read models reach every write this
-    /// replica acknowledged before the request arrived, and `at_least` (a position a write
-    /// answered, for writes made through other replicas). When they are there already — the
-    /// common case — it costs one comparison. A position beyond the log's head can never be
-    /// reached and is refused at once; one not reached in time is TIMEOUT.
     /// Whether this process serves requests yet: once its read models have caught up with the
     /// log as it stood when the process started (at once after a clean stop, from the
     /// snapshot; after a `kill -9`, a crash or on a new replica they load the log first).
@@ -382,6 +377,11 @@ impl App {
         .with_cid(cid))
     }
 
+    /// Read-your-writes: waits (bounded) until the read models reach every write this
+    /// replica acknowledged before the request arrived, and `at_least` (a position a write
+    /// answered, for writes made through other replicas). When they are there already — the
+    /// common case — it costs one comparison. A position beyond the log's head can never be
+    /// reached and is refused at once; one not reached in time is TIMEOUT.
     pub async fn settle(&self, at_least: Option<&str>) -> AppResult<()> {
         self.settle_named("atLeastPosition", at_least).await
     }

@@ -321,13 +321,15 @@ proptest! {
 
 /// A time pop shows (`updatedTime`: the command's clock, read before the commit) reads the
 /// state it labels, though its commit landed later (auditor15 measured 1–18 ms; as of its own
-/// `addedTime` a submission read as absent).
+/// `addedTime` a submission read as absent); a millisecond before it, not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn as_of_a_shown_time_reads_the_change_it_labels() {
     let w = world().await;
     let acme = user("acme");
-    // The store stamps the commit 50 ms after the command's clock read its time.
-    w.set_time(Utc::now() + Duration::milliseconds(50));
+    // The store stamps the commit 900 ms after the command's clock read its time (a margin
+    // no loaded machine eats up between these two lines, within the second a change's own
+    // time may precede its commit).
+    w.set_time(Utc::now() + Duration::milliseconds(900));
     act(&w, "submit a").await;
     let live = shown_live(&w, &acme).await;
     let progress = live.progress.clone().expect("submitted");

@@ -220,16 +220,14 @@ async fn reclaim(commands: &Commands, now: Timestamp, action: ReclaimAction) -> 
             Outcome::Requeued
         }
         Err(ExecuteError::Refused(e)) => {
-            tracing::debug!(agenda = %action.agenda_id, reason = %e, "reclaimer: agenda moved on");
+            tracing::debug!(agenda = %action.key, reason = %e, "reclaimer: agenda moved on");
             Outcome::Refused
         }
         Err(ExecuteError::Conflict { .. }) => {
-            tracing::debug!(agenda = %action.agenda_id, "reclaimer: agenda kept changing");
+            tracing::debug!(agenda = %action.key, "reclaimer: agenda kept changing");
             Outcome::Refused
         }
-        Err(source) => {
-            Outcome::Error(ReclaimError::Execute { agenda_id: action.agenda_id, source })
-        }
+        Err(source) => Outcome::Error(ReclaimError::Execute { agenda_id: action.key, source }),
     }
 }
 

@@ -310,11 +310,11 @@ async fn retry(
             Ok(true)
         }
         Err(ExecuteError::Refused(e)) => {
-            tracing::debug!(agenda = %action.agenda_id, reason = %e, "retry: agenda moved on");
+            tracing::debug!(agenda = %action.key, reason = %e, "retry: agenda moved on");
             Ok(false)
         }
         Err(ExecuteError::Conflict { .. }) => Ok(false),
-        Err(source) => Err(RetryError::Execute { agenda_id: action.agenda_id, source }),
+        Err(source) => Err(RetryError::Execute { agenda_id: action.key, source }),
     }
 }
 

@@ -109,7 +109,11 @@ pub fn verifying_key(
     if key_file.is_none() && !path.exists() {
         return Ok(None);
     }
-    Ok(Some(read_signing_key(&path)?.verifying_key()))
+    // An auditor need not read the signing key: say how to do without it.
+    let key = read_signing_key(&path).map_err(|e| {
+        e.context("checking signatures needs only the public key: give it with --public-key <hex>")
+    })?;
+    Ok(Some(key.verifying_key()))
 }
 
 /// The witness file's name in the data directory.
@@ -294,6 +298,8 @@ async fn round(
         // seals, and once they are gone nothing does (ops3am: an ERROR every round, nothing
         // on /metrics, then `pop verify` NOT VERIFIED as if tampered with).
         Err(e @ SealError::Foreign(_)) => {
+            // The witness itself checked out this round.
+            metrics::gauge!(CHECKPOINT_WITNESS_BROKEN).set(0.0);
             return refuse(
                 format!(
                     "{e}; this process signs with public key {}: every replica of one store \

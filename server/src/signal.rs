@@ -10,6 +10,20 @@ pub(crate) async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
+/// Whether this process started with SIGHUP ignored (`nohup`, `trap "" HUP`): bit 0 of the
+/// ignored-signals mask in `/proc/self/status` (Linux; elsewhere, and when it cannot be read,
+/// not ignored). Read rather than asked with `sigaction`, which needs `unsafe`.
+#[cfg(unix)]
+fn hangup_ignored() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigIgn:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .is_some_and(|mask| mask & 1 == 1)
+    })
+}
+
 /// Waits for one Unix signal, or for ever when it cannot be listened for.
 #[cfg(unix)]
 async fn unix_signal(kind: tokio::signal::unix::SignalKind, name: &str) {
@@ -26,7 +40,8 @@ async fn unix_signal(kind: tokio::signal::unix::SignalKind, name: &str) {
 
 /// Resolves on Ctrl-C, SIGTERM (what Kubernetes sends before killing a pod) or SIGHUP (a
 /// closed terminal or a dropped SSH session: without it the process died on the spot, a
-/// worker leaving its agendas held until their leases ran out) and raises the stop flag for
+/// worker leaving its agendas held until their leases ran out; not when started with the
+/// hang-up ignored, as `nohup` does) and raises the stop flag for
 /// everything else. Shared by `pop serve`, `pop worker` and a looping `pop reap`. pop reads
 /// no configuration after it starts, so a hang-up means stop, not reload.
 pub(crate) async fn shutdown_signal(stop: watch::Sender<bool>, what: &str) {
@@ -37,10 +52,15 @@ pub(crate) async fn shutdown_signal(stop: watch::Sender<bool>, what: &str) {
         }
     };
     #[cfg(unix)]
-    let (term, hup) = (
-        unix_signal(tokio::signal::unix::SignalKind::terminate(), "SIGTERM"),
-        unix_signal(tokio::signal::unix::SignalKind::hangup(), "SIGHUP"),
-    );
+    let (term, hup) =
+        (unix_signal(tokio::signal::unix::SignalKind::terminate(), "SIGTERM"), async {
+            // Started under `nohup` (or with the hang-up otherwise ignored), it is meant to
+            // outlive its terminal: listening would replace that "ignore" with a stop.
+            if hangup_ignored() {
+                std::future::pending::<()>().await;
+            }
+            unix_signal(tokio::signal::unix::SignalKind::hangup(), "SIGHUP").await;
+        });
     #[cfg(not(unix))]
     let (term, hup) = (std::future::pending::<()>(), std::future::pending::<()>());
     let signal = tokio::select! {

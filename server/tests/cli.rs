@@ -331,6 +331,7 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     let ambiguous = pop(&server, &["progress", "twin-cli-p"]);
     assert_eq!(ambiguous.code, 1, "{}", ctx(&ambiguous));
     assert!(ambiguous.stderr.contains("customerId"), "{}", ctx(&ambiguous));
+    assert!(ambiguous.stderr.contains("--customer"), "the flag is named: {}", ctx(&ambiguous));
     let theirs = pop(&server, &["progress", "twin-cli-p", "--customer", "globex"]);
     assert_eq!(theirs.code, 0, "{}", ctx(&theirs));
     assert!(theirs.stdout.starts_with("twin-cli-p (globex)"), "{}", ctx(&theirs));

@@ -686,6 +686,49 @@ async fn sighup_stops_the_server_as_sigterm_does() {
     assert_eq!(p["agendaId"], json!(id), "{p:#}");
 }
 
+/// Started with the hang-up ignored (`nohup pop serve &`, then the terminal closes), it keeps
+/// running: listening for SIGHUP must not replace that "ignore" with a stop. SIGTERM still
+/// stops it.
+#[test]
+fn a_server_started_with_the_hang_up_ignored_outlives_it() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new("sh");
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("POP_") {
+            cmd.env_remove(key);
+        }
+    }
+    let mut child = cmd
+        .args(["-c", "trap '' HUP; exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_pop")])
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    // Read to the end (a closed pipe would fail the server's later prints), saying when it
+    // listens.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("pop: listening on") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(WAIT).expect("pop serve says it listens");
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert!(child.try_wait().unwrap().is_none(), "a nohup'd server stopped on a hang-up");
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = wait_bounded(&mut child, WAIT).expect("stopped by SIGTERM");
+    assert!(status.success(), "{status:?}");
+}
+
 /// SIGTERM stops the server cleanly (exit code 0, bounded), even with a subscriber connected;
 /// a restart on the same data dir reuses the admin token, starts from the snapshot the
 /// shutdown wrote, and serves every agenda exactly as before.

@@ -278,6 +278,8 @@ impl Handler for LocalProcess {
         }
 
         let mut tail: VecDeque<String> = VecDeque::with_capacity(LOG_TAIL_LINES);
+        // The last non-blank stderr line, kept apart (a stdout line may start "stderr: " too).
+        let mut last_stderr: Option<String> = None;
         let mut keep = |line: String| {
             if tail.len() == LOG_TAIL_LINES {
                 tail.pop_front();
@@ -292,7 +294,12 @@ impl Handler for LocalProcess {
                     StdoutLine::Result => {}
                     StdoutLine::Log => keep(line),
                 },
-                Ok(Some(Line::Err(line))) => keep(format!("stderr: {line}")),
+                Ok(Some(Line::Err(line))) => {
+                    if !line.trim().is_empty() {
+                        last_stderr = Some(shorten(line.trim(), MAX_REASON_CHARS));
+                    }
+                    keep(format!("stderr: {line}"))
+                }
                 Ok(None) => break,
                 Err(_) => {
                     let _ = child.kill().await;
@@ -323,12 +330,7 @@ impl Handler for LocalProcess {
             // The handler's own last word on stderr is usually the reason: said in the message
             // itself, which `pop watch`, `pop progress` and the worker's log show (it was only
             // in the payload's log, seen with --json or on the dashboard).
-            let why = lines
-                .iter()
-                .rev()
-                .find_map(|l| l.strip_prefix("stderr: ").filter(|l| !l.trim().is_empty()))
-                .map(|l| format!(": {}", shorten(l.trim(), MAX_REASON_CHARS)))
-                .unwrap_or_default();
+            let why = last_stderr.map(|l| format!(": {l}")).unwrap_or_default();
             Err(Failure::with_payload(
                 format!("{program} failed: {status}{why}"),
                 json!({"log": lines, "exitCode": status.code()}),

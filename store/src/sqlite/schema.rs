@@ -169,16 +169,21 @@ pub(crate) fn configure_reader(conn: &Connection) -> Result<(), StoreError> {
 /// reader ([`configure_reader`]). A WAL database opened read-only still creates its
 /// shared-memory file (`-shm`) beside it, which fails on a read-only mount, in a directory the
 /// caller may not write, or for an auditor given the file alone ("unable to open database
-/// file"). A store stopped cleanly has no write-ahead log left (its last connection
-/// checkpoints and removes it), so it is then opened immutable: nothing is created beside it,
-/// and nothing can change it meanwhile (every command refuses a data dir a running server
-/// holds). A write-ahead log still there (a server killed, or running) holds commits the file
-/// lacks and needs the shared memory: that is refused, saying so.
+/// file"). A store stopped cleanly has neither its write-ahead log nor its shared memory left
+/// (its last connection checkpoints and removes both), so it is then opened immutable: nothing
+/// is created beside it, and no server has it open to change it meanwhile. Either file still
+/// there means a server has it open (an idle one keeps an empty log), or was killed with
+/// commits in the log that the file lacks: it is read as any reader reads it, through them
+/// (an error then says what the log needs).
 pub(crate) fn open_read_only(path: &std::path::Path) -> Result<Connection, StoreError> {
     let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+    let beside = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        std::path::PathBuf::from(name)
+    };
+    let wal = beside("-wal");
+    if wal.exists() || beside("-shm").exists() {
         let conn =
             Connection::open_with_flags(path, flags).map_err(backend("opening the store file"))?;
         configure_reader(&conn)?;
@@ -190,7 +195,7 @@ pub(crate) fn open_read_only(path: &std::path::Path) -> Result<Connection, Store
                     "{e}; its write-ahead log ({}) holds commits the file does not, and reading \
                      them needs a shared-memory file beside it: run this where that directory \
                      may be written, or let a server open and stop the store cleanly first",
-                    std::path::Path::new(&wal).display()
+                    wal.display()
                 )),
             )),
         };
