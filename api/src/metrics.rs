@@ -206,6 +206,11 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Cycles a timed process skipped, by process and reason (e.g. not the leader).",
     ),
+    (
+        "pop_process_leader",
+        Kind::Gauge,
+        "1 while this replica holds the timed process's leader lock, else 0. Summed over the replicas of one store it is 1 per process; 0 for long means no replica runs it (alert on it).",
+    ),
 ];
 
 fn describe_all() {

@@ -19,6 +19,7 @@
 //! - `pop_process_cycles_total{process, dry_run}` — cycles run as leader;
 //! - `pop_process_skipped_cycles_total{process, reason}` — `not_leader`, `not_ready`,
 //!   `leader_error`, `leader_lost`;
+//! - `pop_process_leader{process}` — 1 while this replica holds the lock;
 //! - `pop_process_actions_total{process, outcome}` — what the cycles did, one outcome per
 //!   action (`requeued`, `retried`, `reaped`, `deleted`, `queued`, `refused`, `skipped`,
 //!   `error`, …);
@@ -231,6 +232,15 @@ pub fn finish(
     }
 }
 
+/// `pop_process_leader{process}`: whether this replica holds the process's leader lock.
+fn leading(process: ProcessName, leads: bool) {
+    metrics::gauge!("pop_process_leader", "process" => process.as_str()).set(if leads {
+        1.0
+    } else {
+        0.0
+    });
+}
+
 fn skipped(process: ProcessName, reason: &'static str) {
     metrics::counter!("pop_process_skipped_cycles_total", "process" => process.as_str(), "reason" => reason)
         .increment(1);
@@ -298,6 +308,7 @@ pub async fn run_loop<P: TimedProcess>(
         tokio::time::interval(process.cadence().interval.max(Duration::from_millis(1)));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut guard: Option<LeaderGuard> = None;
+    leading(name, false);
     loop {
         let woken = tokio::select! {
             () = &mut shutdown => return,
@@ -319,10 +330,12 @@ pub async fn run_loop<P: TimedProcess>(
             if guard.is_some() {
                 tracing::info!(process = name.as_str(), lock = %name.lock(), "this replica leads");
             }
+            leading(name, guard.is_some());
         }
         let Some(held) = guard.as_mut() else { continue };
         if !fenced_in(leadership.as_ref(), name, held).await {
             guard = None;
+            leading(name, false);
             continue;
         }
         let started = Instant::now();
@@ -332,6 +345,7 @@ pub async fn run_loop<P: TimedProcess>(
                 tracing::warn!(process = name.as_str(), "leader lock lost mid-cycle; abandoned");
                 skipped(name, "leader_lost");
                 guard = None;
+                leading(name, false);
                 continue;
             }
             report = cycle(&mut process, clock()) => report,

@@ -116,7 +116,7 @@ async fn shadowing_insights(client: &Client, spec: &InitSpec) -> Vec<String> {
     // Only insights the customer's agendas may bind to: its own, global ones, and those
     // shared with it (another customer's private insight takes none of them).
     let usable = |i: &Value| {
-        i["customerId"] == spec.customer.as_str()
+        i["customerId"].as_str().is_some_and(|c| c.eq_ignore_ascii_case(&spec.customer))
             || i["isGlobal"] == true
             || i["allowedCustomerIds"].as_array().is_some_and(|ids| {
                 ids.iter()

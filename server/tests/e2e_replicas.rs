@@ -3,7 +3,7 @@
 //! protocol double): the scheduler runs on one of them (leader lock) and still queues agendas;
 //! concurrent `getAgenda` calls on both never hand out one agenda twice; a subscription on one
 //! replica sees changes written through the other; a position returned by one is honoured by
-//! the other (`atLeastPosition`); after `kill -9` of the leader the other keeps serving and
+//! the other (`atLeastPosition`); with the leader frozen (`kill -STOP`) the other keeps serving and
 //! takes the scheduler over. Every wait is bounded ([`WAIT`]).
 
 // Test helpers panic on purpose: a broken fixture should fail the test loudly.
@@ -23,8 +23,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const POLL: Duration = Duration::from_millis(25);
-/// Leader take-over: PostgreSQL must notice the dead connection (KurrentDB: the dead leader's
-/// 10 s lease must run out), then the survivor asks again every 2 s.
+/// Leader take-over: PostgreSQL must end the frozen leader's silent sessions (15 s idle), or
+/// KurrentDB the frozen leader's 10 s lease must run out; then the survivor asks again every
+/// 2 s.
 const TAKEOVER: Duration = Duration::from_secs(30);
 
 const ADMIN: &str = "tok_replicas_admin_000000000000000";
@@ -310,11 +311,15 @@ async fn two_replicas_on_one_store(url: &str) {
         "read-your-writes across replicas, read at once"
     );
 
-    // (e) kill -9 the scheduler's leader: the other keeps serving and takes the scheduler
-    // over (a new agenda gets queued).
+    // (e) The scheduler's leader frozen, not dead (`kill -STOP`: a hung node, Ctrl-Z): its
+    // connections stay open and its kernel still answers TCP keepalives, but it says nothing.
+    // The other keeps serving and takes the scheduler over (a new agenda gets queued); the
+    // frozen leader's locks had kept every replica from scheduling (ops3am2).
     let (mut leader, survivor) = if leads_scheduler(&a) { (a, b) } else { (b, a) };
-    leader.child.kill().expect("kill -9 the leader");
-    leader.child.wait().expect("reap it");
+    let frozen = leader.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill").args(["-STOP", &frozen]).status().unwrap().success()
+    );
     let deadline = Instant::now() + TAKEOVER;
     while !leads_scheduler(&survivor) {
         assert!(
@@ -329,5 +334,21 @@ async fn two_replicas_on_one_store(url: &str) {
     assert!(after["agendaProgress"].is_null());
     let late = submit(&survivor, &position).await;
     wait_queued(&survivor, &late).await;
+    // Its /metrics says it leads (the gauge an operator alerts on when no replica does).
+    let metrics = survivor
+        .http
+        .get(format!("{}/metrics", survivor.base()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "pop_process_leader{process=\"scheduler\"} 1"),
+        "{metrics}"
+    );
+    leader.child.kill().expect("kill -9 the frozen leader");
+    leader.child.wait().expect("reap it");
     drop(leader);
 }

@@ -336,7 +336,9 @@ async fn a_cancel_met_by_a_report_stops_the_execution_as_cancelled() {
     let api = Arc::new(FakeApi::default());
     *api.report_errors.lock().unwrap() = vec![ApiError::Refused {
         code: "CONFLICT".into(),
-        message: "cannot report an agenda that is COMPLETE/cancelled".into(),
+        // The domain's refusal of a report to a cancelled agenda (AgendaError::AgendaCancelled),
+        // as the API answers it.
+        message: "agenda \"ag\": agenda was cancelled".into(),
     }];
     let ops = vec![op("a", json!({"sleep_ms": 5000}), json!({}))];
     let (_stop, shutdown) = no_shutdown();

@@ -18,6 +18,15 @@ use crate::{LeaderGuard, Leadership, StoreError};
 /// nothing; the query (bounded by the statement timeout and TCP keepalives) finds out.
 pub const PG_LEADER_HEARTBEAT: Duration = Duration::from_secs(2);
 
+/// How long the server keeps a lock's session that says nothing (`idle_session_timeout`,
+/// PostgreSQL 14 and later): a replica frozen with its locks (`kill -STOP`, a hung node, Ctrl-Z
+/// on a terminal's `pop serve`) sends no heartbeat, and without a bound the server kept its
+/// idle sessions, and so the scheduler's, retry's and reclaimer's locks, for as long as the
+/// process lived: nothing was scheduled anywhere (ops3am2). TCP keepalives do not help: a
+/// stopped process's kernel still answers them. Several heartbeats long, so a busy but healthy
+/// replica never loses its lock to it.
+pub const PG_LEADER_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Leadership among all replicas sharing one PostgreSQL database.
 #[derive(Debug, Clone)]
 pub struct PgLeadership {
@@ -61,6 +70,12 @@ impl Leadership for PgLeadership {
             // Whatever ended the connection, the lock is gone with it.
             let _ = lost_tx.send(true);
         });
+        // Before the lock, so no lock is ever held by an unbounded session. An older server
+        // without the setting refuses it: the lock is then held as before.
+        let bound = format!("SET idle_session_timeout = '{}s'", PG_LEADER_IDLE_TIMEOUT.as_secs());
+        if let Err(error) = client.simple_query(&bound).await {
+            tracing::debug!(%error, "the server does not bound idle sessions; a frozen leader keeps its locks");
+        }
         let row = match client
             .query_one("SELECT pg_try_advisory_lock($1, hashtext($2))", &[&LOCK_CLASS, &name])
             .await
