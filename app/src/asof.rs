@@ -36,7 +36,7 @@ use pop_store::{Direction, Position, RecordedEvent, StoreError};
 use crate::App;
 use crate::caller::{Action, Caller};
 use crate::error::{self, AppError, AppResult};
-use crate::reads::{operation_named, parse_position, progress_or_pool};
+use crate::reads::{one_operation, operation_named, parse_position, progress_or_pool};
 use crate::resolve::{ambiguous, may_touch};
 
 /// Digits from which a bare number in `asOf` is epoch milliseconds, not a log position: 12
@@ -325,16 +325,7 @@ impl App {
                         op
                     }));
                 }
-                match found.len() {
-                    0 | 1 => Ok(found.into_iter().next()),
-                    n => Err(AppError::invalid(
-                        "id",
-                        format!(
-                            "operation progress id {id:?} names {n} operations this caller may \
-                             see; name the agenda progress and the operation apart"
-                        ),
-                    )),
-                }
+                one_operation(id, found)
             })
             .await
     }

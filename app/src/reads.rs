@@ -333,6 +333,24 @@ pub(crate) fn operation_named<'m, 'i>(
     found
 }
 
+/// At most one of the operations an OperationProgress id named ([`operation_named`]), or the
+/// refusal of an id that names several: live and as-of reads answer alike.
+pub(crate) fn one_operation(
+    id: &str,
+    found: Vec<OperationProgress>,
+) -> AppResult<Option<OperationProgress>> {
+    match found.len() {
+        0 | 1 => Ok(found.into_iter().next()),
+        n => Err(AppError::invalid(
+            "id",
+            format!(
+                "operation progress id {id:?} names {n} operations this caller may see; name \
+                 the agenda progress and the operation apart"
+            ),
+        )),
+    }
+}
+
 /// At most one of `found`, or the ambiguity error naming `id`.
 fn one<T>(id: &str, found: Vec<T>) -> AppResult<Option<T>> {
     match found.len() {
@@ -534,16 +552,7 @@ impl App {
                     op
                 }));
             }
-            match found.len() {
-                0 | 1 => Ok(found.into_iter().next()),
-                n => Err(AppError::invalid(
-                    "id",
-                    format!(
-                        "operation progress id {id:?} names {n} operations this caller may see; \
-                         name the agenda progress and the operation apart"
-                    ),
-                )),
-            }
+            one_operation(id, found)
         })
         .await
     }
