@@ -412,7 +412,19 @@ async fn requests_wait_for_the_read_models_at_start_and_reads_time_out_with_a_co
     assert!(m["payload"][0]["extensions"]["cid"].is_string(), "{m:#}");
     assert_eq!(s.store.head().await.unwrap(), head, "nothing was written");
 
+    // A request that arrives while they load waits for them, and is answered once they are
+    // there (within its wait).
+    let waiting = {
+        let (http, url) = (s.http.clone(), format!("{}/graphql", s.base));
+        tokio::spawn(async move {
+            let body = json!({"query": "{ me { name } }"});
+            http.post(url).bearer_auth(ACME).json(&body).send().await.unwrap().json::<Value>().await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(30)).await;
     s.state.projections().mark_caught_up();
+    let answered = waiting.await.unwrap().unwrap();
+    assert_eq!(answered["data"]["me"]["name"], "acme-user", "{answered:#}");
     // A write the (stopped) projections never see.
     let data = s
         .ok(
