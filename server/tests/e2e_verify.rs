@@ -302,6 +302,7 @@ async fn checkpoints_deleted_from_the_store_are_found_by_the_witness_and_never_s
         "said once, not every round:\n{logged}"
     );
     assert!(logged.contains("needs the same --checkpoint-key"), "{logged}");
+    assert!(logged.contains("as its signer"), "the signer's key is named: {logged}");
 
     // Every checkpoint deleted: with the key alone, a log not sealed yet.
     rusqlite::Connection::open(&db).unwrap().execute_batch("DELETE FROM log_checkpoints").unwrap();

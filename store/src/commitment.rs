@@ -287,7 +287,16 @@ impl Sealer {
         let (seq, after, events, log_hash, previous) = match last {
             None => (1, Position::START, 0, GENESIS, GENESIS),
             Some(last) => {
-                last.verify_signature(&public).map_err(SealError::Foreign)?;
+                last.verify_signature(&public).map_err(|e| {
+                    // Name the key that did sign it, as the checkpoint records it (ops3am2: the
+                    // refusal named only this sealer's own key, twice).
+                    let signer = last.checkpoint().map(|c| c.key_id).unwrap_or_default();
+                    if signer.is_empty() {
+                        SealError::Foreign(e)
+                    } else {
+                        SealError::Foreign(format!("{e}; it names key {signer} as its signer"))
+                    }
+                })?;
                 let c = last.checkpoint().map_err(SealError::Foreign)?;
                 let log_hash = parse_hash(&c.log_hash).ok_or_else(|| {
                     SealError::Foreign(format!("checkpoint {} has a malformed log hash", c.seq))

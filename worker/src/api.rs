@@ -44,6 +44,22 @@ impl ApiError {
     }
 }
 
+/// An error and its causes on one line: reqwest's own text ("error sending request for
+/// url") leaves out why (refused, reset, timed out), which its sources say (ops3am2).
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line
+}
+
 /// The lease an agenda is held under, as `getAgenda` answered it: every report names its `id`
 /// (so a report from this executor is refused once the agenda was reclaimed and claimed again,
 /// even by another executor sharing the token), and reports renew it before `expires`.
@@ -228,8 +244,9 @@ impl GraphqlApi {
             Ok(response) => response,
             Err(e) => {
                 return Sent::Answered(Err(ApiError::Transient(format!(
-                    "calling {}: {e}",
-                    self.url
+                    "calling {}: {}",
+                    self.url,
+                    with_causes(&e)
                 ))));
             }
         };
@@ -394,5 +411,26 @@ impl WorkApi for GraphqlApi {
         self.call("releaseAgenda", RELEASE, json!({"a": agenda_id, "c": customer, "l": lease_id}))
             .await
             .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod cause_tests {
+    use super::*;
+
+    /// A refused connection says so, not only "error sending request".
+    #[tokio::test]
+    async fn a_failed_call_names_its_cause() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        let port = listener.local_addr().expect("an address").port();
+        drop(listener);
+        let e = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{port}/"))
+            .send()
+            .await
+            .expect_err("nothing listens");
+        let line = with_causes(&e);
+        assert!(line.contains("error sending request"), "{line}");
+        assert!(line.to_lowercase().contains("refused"), "{line}");
     }
 }
