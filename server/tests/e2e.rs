@@ -656,29 +656,31 @@ async fn an_admin_token_is_generated_only_without_a_token_file() {
     assert_eq!(status, 401, "the generated token is not accepted with a token file: {body:#}");
 }
 
-/// A hang-up (the terminal `pop serve` ran in was closed) stops it as SIGTERM does: drained,
-/// exit 0, the store closed and the signal named in the log (it died on the spot). Started
-/// through `env --default-signal=HUP`: a test run under `nohup` would otherwise hand the
-/// server an ignored hang-up, which it rightly keeps (the next test).
-#[test]
-fn sighup_stops_the_server_as_sigterm_does() {
+/// `pop serve` on a fresh data directory in `dir`, started through `launcher` (a program and
+/// its arguments that end by running the pop binary with the arguments after them), its log
+/// in `log`; returns once it says it listens. Its stdout is read to the end (a closed pipe
+/// would fail its later prints).
+fn serve_through(
+    launcher: &[&str],
+    dir: &std::path::Path,
+    log: &std::path::Path,
+) -> std::process::Child {
     use std::io::BufRead;
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("pop.log");
-    let mut cmd = Command::new("env");
+    let mut cmd = Command::new(launcher[0]);
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("POP_") {
             cmd.env_remove(key);
         }
     }
     let mut child = cmd
-        .args(["--default-signal=HUP", env!("CARGO_BIN_EXE_pop")])
+        .args(&launcher[1..])
+        .arg(env!("CARGO_BIN_EXE_pop"))
         .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
+        .arg(dir.join("data"))
         .env("RUST_LOG", "info")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -691,6 +693,18 @@ fn sighup_stops_the_server_as_sigterm_does() {
         }
     });
     rx.recv_timeout(WAIT).expect("pop serve says it listens");
+    child
+}
+
+/// A hang-up (the terminal `pop serve` ran in was closed) stops it as SIGTERM does: drained,
+/// exit 0, the store closed and the signal named in the log (it died on the spot). Started
+/// through `env --default-signal=HUP`: a test run under `nohup` would otherwise hand the
+/// server an ignored hang-up, which it rightly keeps (the next test).
+#[test]
+fn sighup_stops_the_server_as_sigterm_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("pop.log");
+    let mut child = serve_through(&["env", "--default-signal=HUP"], dir.path(), &log);
     let pid = child.id().to_string();
     assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
     let status = wait_bounded(&mut child, WAIT).expect("stopped by SIGHUP");
@@ -709,42 +723,17 @@ fn sighup_stops_the_server_as_sigterm_does() {
 /// stops it.
 #[test]
 fn a_server_started_with_the_hang_up_ignored_outlives_it() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new("sh");
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("POP_") {
-            cmd.env_remove(key);
-        }
-    }
-    let mut child = cmd
-        .args(["-c", "trap '' HUP; exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_pop")])
-        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    // Read to the end (a closed pipe would fail the server's later prints), saying when it
-    // listens.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.starts_with("pop: listening on") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(WAIT).expect("pop serve says it listens");
+    let log = dir.path().join("pop.log");
+    let launcher = ["sh", "-c", "trap '' HUP; exec \"$@\"", "sh"];
+    let mut child = serve_through(&launcher, dir.path(), &log);
     let pid = child.id().to_string();
     assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
     std::thread::sleep(Duration::from_millis(1_500));
     assert!(child.try_wait().unwrap().is_none(), "a nohup'd server stopped on a hang-up");
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let status = wait_bounded(&mut child, WAIT).expect("stopped by SIGTERM");
-    assert!(status.success(), "{status:?}");
+    assert!(status.success(), "{status:?}\nlog:\n{}", log_tail(&log));
 }
 
 /// SIGTERM stops the server cleanly (exit code 0, bounded), even with a subscriber connected;
