@@ -233,5 +233,5 @@ function batchLine(summary) {
   if (!n) return 'no agenda you may see carries this linkId';
   const failed = summary.progressList.filter((p) => /^failed$/i.test(p.processingStateMessage || '')).length;
   const percent = summary.processingPercent == null ? 'no percent (an agenda failed)' : `${Math.round(summary.processingPercent)}%`;
-  return `${summary.processingState} · ${percent} · ${n} agendas${failed ? ` · ${failed} failed` : ''}`;
+  return `${summary.processingState} · ${percent} · ${n} ${n === 1 ? 'agenda' : 'agendas'}${failed ? ` · ${failed} failed` : ''}`;
 }

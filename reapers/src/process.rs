@@ -232,6 +232,9 @@ pub fn finish(
     }
 }
 
+/// How soon a process whose inputs were not ready asks again.
+const NOT_READY_RETRY: Duration = Duration::from_millis(200);
+
 /// `pop_process_leader{process}`: whether this replica holds the process's leader lock.
 fn leading(process: ProcessName, leads: bool) {
     metrics::gauge!("pop_process_leader", "process" => process.as_str()).set(if leads {
@@ -318,6 +321,10 @@ pub async fn run_loop<P: TimedProcess>(
         if !process.ready() {
             tracing::debug!(process = name.as_str(), "inputs not ready; skipping a cycle");
             skipped(name, "not_ready");
+            // Asked again soon, not a whole interval later: a start whose read models were
+            // still loading at the first tick left the reclaimer 30 s and the data reaper up
+            // to 4 h without a cycle or a leader (newcomer4).
+            ticker.reset_after(NOT_READY_RETRY.min(process.cadence().interval));
             continue;
         }
         // A replica that does not lead asks again at its ticks only: wake-ups come with every
@@ -387,7 +394,7 @@ pub async fn once<P: TimedProcess>(
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use chrono::Utc;
     use pop_store::ProcessLeadership;
@@ -413,7 +420,7 @@ mod tests {
     /// message on `wake` wakes it.
     struct Counting {
         name: ProcessName,
-        ready: bool,
+        ready: Arc<AtomicBool>,
         started: Arc<AtomicUsize>,
         finished: Arc<AtomicUsize>,
         work: Duration,
@@ -424,7 +431,7 @@ mod tests {
         fn new(name: ProcessName, ready: bool) -> Counting {
             Counting {
                 name,
-                ready,
+                ready: Arc::new(AtomicBool::new(ready)),
                 started: Arc::default(),
                 finished: Arc::default(),
                 work: Duration::ZERO,
@@ -449,7 +456,7 @@ mod tests {
             }
         }
         fn ready(&self) -> bool {
-            self.ready
+            self.ready.load(Ordering::SeqCst)
         }
         async fn plan(&mut self, _now: Timestamp) -> Result<Vec<()>, Nothing> {
             Ok(vec![()])
@@ -500,6 +507,25 @@ mod tests {
     async fn no_cycle_runs_before_the_inputs_are_ready() {
         let n = cycles_in(Arc::new(ProcessLeadership::default()), false, 3).await;
         assert_eq!(n, 0);
+    }
+
+    /// Inputs that become ready after the first tick (read models still loading at start) get
+    /// a cycle soon after, not a whole interval later (the data reaper's is 4 h).
+    #[tokio::test(start_paused = true)]
+    async fn a_cycle_runs_soon_after_the_inputs_become_ready() {
+        let process = Counting::new(ProcessName::Retry, false);
+        let (ready, count) = (Arc::clone(&process.ready), Arc::clone(&process.finished));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = spawn(process, Arc::new(ProcessLeadership::default()), Utc::now, async move {
+            let _ = stopped.await;
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(count.load(Ordering::SeqCst), 0);
+        ready.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(count.load(Ordering::SeqCst), 1, "a cycle within a second of being ready");
+        stop.send(()).unwrap();
+        task.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

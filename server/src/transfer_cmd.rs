@@ -124,8 +124,10 @@ pub async fn import(args: ImportArgs) -> Result<()> {
     } else {
         None
     };
+    // With the whole cause chain: a store that cannot be reached says why (role, database,
+    // nothing listening), as the other verbs do (newcomer4).
     let refused = |e: TransferError| -> anyhow::Error {
-        anyhow::anyhow!("import refused, nothing was imported: {e}")
+        anyhow::Error::new(e).context("import refused, nothing was imported")
     };
     let reader = ExportReader::open(&args.file, pinned).map_err(refused)?;
     let (summary, target) = match &args.store_url {

@@ -161,13 +161,30 @@ async fn shadowing_insights(client: &Client, spec: &InitSpec) -> Vec<String> {
 
 /// `pop init`.
 pub async fn init_cmd(client: &Client, spec: &InitSpec) -> Result<()> {
-    for line in init(client, spec).await? {
+    let lines = init(client, spec).await?;
+    for line in &lines {
         out!("{line}");
     }
+    // The hints lead to the new insight, or say nothing where a note says why they would not
+    // (newcomer4: after "insight it2 will not get them", it still said to run its worker).
+    if lines.iter().any(|l| l.starts_with("note: customer ")) {
+        return Ok(());
+    }
     out!("next: pop worker --insight {} --handlers examples/handlers.toml", spec.insight);
-    // The tour's agenda is acme's, of type ffmpeg: for another customer or other types, the
-    // hint says what an agenda for this insight carries instead.
-    if spec.customer == InitSpec::default().customer && spec.types.iter().any(|t| t == "ffmpeg") {
+    let shadowed = lines.iter().any(|l| l.starts_with("note: the older insight "));
+    if shadowed {
+        // An older insight takes these types: only an agenda naming this one comes here.
+        out!(
+            "      pop submit --watch <agenda.json>   (\"customerId\": \"{}\", \"params\": \
+             {{\"defaultInsight\": \"{}\"}}, operations of type {})",
+            spec.customer,
+            spec.insight,
+            spec.types.join(", ")
+        );
+    } else if spec.customer == InitSpec::default().customer
+        && spec.types.iter().any(|t| t == "ffmpeg")
+    {
+        // The tour's agenda is acme's, of type ffmpeg.
         out!("      pop submit --watch examples/encode.json");
     } else {
         out!(

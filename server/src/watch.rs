@@ -250,6 +250,10 @@ impl View {
                 self.printed.insert(name.to_string(), line);
             }
         }
+        // The agenda's end is said once, by `finish` (it was printed here too: newcomer3).
+        if ended(p).is_some() {
+            return;
+        }
         let line = format!("agenda {}  {}", self.id, message(p));
         if self.printed.get("") != Some(&line) {
             out!("{line}");

@@ -179,6 +179,8 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     let note = "note: the older insight encode of pool farm also takes ffmpeg";
     assert!(second.stdout.contains(note), "{}", ctx(&second));
     assert!(second.stdout.contains(r#""defaultInsight": "transcode""#), "{}", ctx(&second));
+    // Its hint is an agenda naming the new insight, not the tour's, which binds to the older.
+    assert!(!second.stdout.contains("examples/encode.json"), "{}", ctx(&second));
     // Another customer's insight of its own: acme's insights take none of its agendas, so no
     // note names them; its hint names its own customer and types, not acme's tour agenda.
     let other =
@@ -196,6 +198,7 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
         "{}",
         ctx(&moved)
     );
+    assert!(!moved.stdout.contains("next: pop worker"), "{}", ctx(&moved));
 
     let w = worker(
         &server,
@@ -215,6 +218,12 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
         ctx(&ok)
     );
     assert!(!ok.stdout.contains('\u{1b}'), "no terminal codes in a pipe: {}", ctx(&ok));
+    assert_eq!(
+        ok.stdout.lines().filter(|l| l.starts_with("agenda ") && l.contains("succeeded")).count(),
+        1,
+        "the end is said once: {}",
+        ctx(&ok)
+    );
     // The server says what happened to it at INFO, one line per step, without colour codes.
     let log = std::fs::read_to_string(&server.log).unwrap();
     for step in ["submitted", "claimed", "completed succeeded"] {

@@ -178,3 +178,21 @@ fn an_export_of_a_data_dir_that_holds_no_store_makes_nothing() {
     assert!(!typo.exists(), "a directory was made");
     assert!(!file.exists(), "an --out file was left");
 }
+
+/// An import whose PostgreSQL cannot be reached says why (it said only "connecting to
+/// PostgreSQL", where every other verb names the cause).
+#[test]
+fn an_import_that_cannot_reach_its_store_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, file, _) = exported(dir.path());
+    let out = pop_command()
+        .arg("import")
+        .arg(&file)
+        .args(["--store", "postgres://pop@127.0.0.1:1/pop"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("import refused, nothing was imported"), "{stderr}");
+    assert!(stderr.contains("Connection refused"), "the cause: {stderr}");
+}
