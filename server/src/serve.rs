@@ -176,6 +176,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     );
     let addr = listener.local_addr().context("reading the bound address")?;
     // One stable line on stdout that scripts and tests read to find the port.
+    // Signals are listened for before anyone is told where to connect: a hang-up just after
+    // the address was printed killed the server on the spot.
+    let stop_signal = shutdown_signal(stop_tx.clone(), "draining requests, then closing the store");
     println!("pop: listening on http://{addr}/graphql");
     if let Some(token) = &fresh_admin {
         // The sign-in link carries the token in the URL fragment, which a browser never sends
@@ -205,12 +208,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         // A span per request (only then: without an exporter nobody would record it).
         router = router.layer(axum::middleware::from_fn(crate::telemetry::trace_request));
     }
-    let server = pop_api::serve::serve(
-        listener,
-        router,
-        timeouts,
-        shutdown_signal(stop_tx.clone(), "draining requests, then closing the store"),
-    );
+    let server = pop_api::serve::serve(listener, router, timeouts, stop_signal);
     let mut served = tokio::spawn(server);
     // Run until a signal (then give in-flight requests a bounded time) or until the server
     // stops by itself.

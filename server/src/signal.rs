@@ -24,16 +24,24 @@ fn hangup_ignored() -> bool {
     })
 }
 
-/// Waits for one Unix signal, or for ever when it cannot be listened for.
+/// A listener for one Unix signal, registered now (a signal that arrives before the returned
+/// future is first polled is not lost to its default action, which for SIGHUP is to die); it
+/// waits for ever when the signal cannot be listened for.
 #[cfg(unix)]
-async fn unix_signal(kind: tokio::signal::unix::SignalKind, name: &str) {
-    match tokio::signal::unix::signal(kind) {
-        Ok(mut s) => {
-            s.recv().await;
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for {name}");
-            std::future::pending::<()>().await;
+fn unix_signal(
+    kind: tokio::signal::unix::SignalKind,
+    name: &'static str,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let registered = tokio::signal::unix::signal(kind);
+    async move {
+        match registered {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for {name}");
+                std::future::pending::<()>().await;
+            }
         }
     }
 }
@@ -41,33 +49,48 @@ async fn unix_signal(kind: tokio::signal::unix::SignalKind, name: &str) {
 /// Resolves on Ctrl-C, SIGTERM (what Kubernetes sends before killing a pod) or SIGHUP (a
 /// closed terminal or a dropped SSH session: without it the process died on the spot, a
 /// worker leaving its agendas held until their leases ran out; not when started with the
-/// hang-up ignored, as `nohup` does) and raises the stop flag for
-/// everything else. Shared by `pop serve`, `pop worker` and a looping `pop reap`. pop reads
-/// no configuration after it starts, so a hang-up means stop, not reload.
-pub(crate) async fn shutdown_signal(stop: watch::Sender<bool>, what: &str) {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
+/// hang-up ignored, as `nohup` does) and raises the stop flag for everything else. Shared by
+/// `pop serve`, `pop worker` and a looping `pop reap`. pop reads no configuration after it
+/// starts, so a hang-up means stop, not reload. The signals are listened for from the call on,
+/// before the future runs (a hang-up just after `pop serve` said it listens killed it: the
+/// listener was registered only when the spawned task first ran).
+pub(crate) fn shutdown_signal(
+    stop: watch::Sender<bool>,
+    what: &'static str,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let (term, hup) =
-        (unix_signal(tokio::signal::unix::SignalKind::terminate(), "SIGTERM"), async {
-            // Started under `nohup` (or with the hang-up otherwise ignored), it is meant to
-            // outlive its terminal: listening would replace that "ignore" with a stop.
-            if hangup_ignored() {
+    let (interrupt, term, hup) = (
+        unix_signal(tokio::signal::unix::SignalKind::interrupt(), "Ctrl-C"),
+        unix_signal(tokio::signal::unix::SignalKind::terminate(), "SIGTERM"),
+        // Started under `nohup` (or with the hang-up otherwise ignored), it is meant to
+        // outlive its terminal: listening would replace that "ignore" with a stop.
+        (!hangup_ignored())
+            .then(|| unix_signal(tokio::signal::unix::SignalKind::hangup(), "SIGHUP")),
+    );
+    #[cfg(not(unix))]
+    let (interrupt, term, hup) = (
+        async {
+            if let Err(e) = tokio::signal::ctrl_c().await {
+                tracing::warn!(error = %e, "cannot listen for Ctrl-C");
                 std::future::pending::<()>().await;
             }
-            unix_signal(tokio::signal::unix::SignalKind::hangup(), "SIGHUP").await;
-        });
-    #[cfg(not(unix))]
-    let (term, hup) = (std::future::pending::<()>(), std::future::pending::<()>());
-    let signal = tokio::select! {
-        () = ctrl_c => "SIGINT",
-        () = term => "SIGTERM",
-        () = hup => "SIGHUP",
-    };
-    tracing::info!(signal, "shutting down: {what}");
-    let _ = stop.send(true);
+        },
+        std::future::pending::<()>(),
+        None::<std::future::Pending<()>>,
+    );
+    async move {
+        let hup = async {
+            match hup {
+                Some(hup) => hup.await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let signal = tokio::select! {
+            () = interrupt => "SIGINT",
+            () = term => "SIGTERM",
+            () = hup => "SIGHUP",
+        };
+        tracing::info!(signal, "shutting down: {what}");
+        let _ = stop.send(true);
+    }
 }

@@ -95,13 +95,11 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
     // The heartbeat is sized from each claim's lease (a third of it at most); the puller warns
     // once if the server's lease leaves no safe heartbeat.
     let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        crate::signal::shutdown_signal(
-            stop_tx,
-            "no more claims; finishing or handing back the agendas in hand",
-        )
-        .await
-    });
+    // Listening from here on (the future registers its signals when made, not when run).
+    tokio::spawn(crate::signal::shutdown_signal(
+        stop_tx,
+        "no more claims; finishing or handing back the agendas in hand",
+    ));
     let stats = puller::run(env, config, stop_rx).await;
     tracing::info!(?stats, "worker stopped");
     println!(
