@@ -91,6 +91,9 @@ pub struct ApiConfig {
     /// How long an `atLeastPosition` read waits at most (capped by the projections'
     /// `MAX_WAIT`).
     pub read_wait: Duration,
+    /// How long a POP REST request waits for the read models at start (60 s: POP's clients
+    /// never read `Retry-After`, and some of their calls are never retried).
+    pub pop_catch_up_wait: Duration,
     /// See [`DEFAULT_SUBSCRIBER_BUFFER`]; at least 1.
     pub subscriber_buffer: usize,
     /// Whether GraphiQL is served on `GET /graphql`.
@@ -134,6 +137,7 @@ impl Default for ApiConfig {
             max_expensive_per_principal: DEFAULT_MAX_EXPENSIVE_PER_PRINCIPAL,
             max_page_size: app.max_page_size,
             read_wait: app.read_wait,
+            pop_catch_up_wait: app.pop_catch_up_wait,
             subscriber_buffer: app.subscriber_buffer,
             graphiql: true,
             lease: app.lease,
@@ -163,6 +167,7 @@ impl ApiConfig {
         let app = self.app();
         self.max_page_size = app.max_page_size;
         self.read_wait = app.read_wait;
+        self.pop_catch_up_wait = app.pop_catch_up_wait;
         self.subscriber_buffer = app.subscriber_buffer;
         self.lease = app.lease;
         self.max_wait = app.max_wait;
@@ -179,6 +184,7 @@ impl ApiConfig {
         pop_app::AppConfig {
             max_page_size: self.max_page_size,
             read_wait: self.read_wait,
+            pop_catch_up_wait: self.pop_catch_up_wait,
             subscriber_buffer: self.subscriber_buffer,
             lease: self.lease,
             max_wait: self.max_wait,

@@ -380,7 +380,11 @@ async fn every_error_has_a_code_a_cid_and_names_its_field() {
 /// writes the projections have not applied times out with a code, and /readyz says so.
 #[tokio::test]
 async fn requests_wait_for_the_read_models_at_start_and_reads_time_out_with_a_code_when_they_lag() {
-    let config = ApiConfig { read_wait: Duration::from_millis(100), ..ApiConfig::default() };
+    let config = ApiConfig {
+        read_wait: Duration::from_millis(100),
+        pop_catch_up_wait: Duration::from_millis(300),
+        ..ApiConfig::default()
+    };
     let s = start_with(config, false).await;
     assert_eq!(s.get("/healthz").await.0, 200);
     assert_eq!(s.get("/readyz").await.0, 503);

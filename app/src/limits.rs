@@ -21,6 +21,10 @@ pub const MAX_EVENT_PAGE_SIZE: usize = 200;
 /// should see that as an error rather than hang.
 pub const DEFAULT_READ_WAIT: Duration = Duration::from_secs(5);
 
+/// How long a POP REST request waits for the read models to catch up with the log at start
+/// before it is UNAVAILABLE ([`crate::App::serving_within`]; other requests wait `read_wait`).
+pub const POP_CATCH_UP_WAIT: Duration = Duration::from_secs(60);
+
 /// Changes one follower may have queued before it is told it lagged (default). A dashboard
 /// renders one update per change; 256 covers a burst of a few hundred updates on one
 /// customer without a resync, at a few hundred bytes per queued change.
@@ -146,6 +150,8 @@ pub struct AppConfig {
     /// How long an `atLeastPosition` read waits at most (capped by the projections'
     /// `MAX_WAIT`).
     pub read_wait: Duration,
+    /// How long a POP REST request waits for the read models at start ([`POP_CATCH_UP_WAIT`]).
+    pub pop_catch_up_wait: Duration,
     /// See [`DEFAULT_SUBSCRIBER_BUFFER`]; at least 1.
     pub subscriber_buffer: usize,
     /// See [`DEFAULT_LEASE`]; within [`MIN_LEASE`]..=[`MAX_LEASE`].
@@ -176,6 +182,7 @@ impl Default for AppConfig {
         AppConfig {
             max_page_size: MAX_PAGE_SIZE,
             read_wait: DEFAULT_READ_WAIT,
+            pop_catch_up_wait: POP_CATCH_UP_WAIT,
             subscriber_buffer: DEFAULT_SUBSCRIBER_BUFFER,
             lease: DEFAULT_LEASE,
             max_wait: Duration::from_secs(MAX_GET_AGENDA_WAIT_SECONDS.unsigned_abs()),

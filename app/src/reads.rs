@@ -369,12 +369,19 @@ impl App {
     /// waits for them (bounded by `read_wait`), then is UNAVAILABLE, retryable: nothing was
     /// done. Every transport asks this before a request's first use case.
     pub async fn serving(&self, cid: &str) -> AppResult<()> {
+        self.serving_within(cid, self.config().read_wait).await
+    }
+
+    /// [`App::serving`], waiting up to `wait`: POP's REST clients never read `Retry-After` and
+    /// some of their calls are never retried (a generator's expand: popclient9 lost an
+    /// attempt to a 9–16 s catch-up), while they set no read timeout, so `/pop` waits out a
+    /// catch-up for up to `pop_catch_up_wait` ([`crate::limits::POP_CATCH_UP_WAIT`]).
+    pub async fn serving_within(&self, cid: &str, wait: std::time::Duration) -> AppResult<()> {
         let projections = self.projections();
         if projections.caught_up() {
             return Ok(());
         }
         let mut ready = projections.watch_caught_up();
-        let wait = self.config().read_wait;
         if let Ok(Ok(_)) = tokio::time::timeout(wait, ready.wait_for(|r| *r)).await {
             return Ok(());
         }

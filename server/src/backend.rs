@@ -179,3 +179,43 @@ mod tests {
         );
     }
 }
+
+/// Where the read-model snapshot of a store lives in `data_dir`: `snapshots/` for the embedded
+/// store, and for a shared one (`store_url`) a folder of its own under it, named by the store's
+/// kind and a hash of the URL without its credentials and parameters (host, port, database).
+/// A snapshot holds no mark of the log it came from, so a server pointed at another store from
+/// the same data directory (the migration recipe's `pop serve --store postgres://…` after the
+/// tour) loaded the embedded store's snapshot, and one database's snapshot served another's
+/// agendas (newcomer4).
+pub fn snapshot_dir(data_dir: &std::path::Path, store_url: Option<&str>) -> std::path::PathBuf {
+    let base = data_dir.join("snapshots");
+    let Some(url) = store_url else { return base };
+    let (scheme, rest) = url.split_once("://").unwrap_or(("store", url));
+    let rest = rest.split(['?', '#']).next().unwrap_or(rest);
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let hosts = authority.rsplit_once('@').map_or(authority, |(_, hosts)| hosts);
+    let identity = format!("{scheme}://{}/{path}", hosts.to_ascii_lowercase());
+    let hash = pop_store::digest::hex(&pop_store::digest::data_hash(identity.as_bytes()));
+    let kind: String = scheme.chars().filter(char::is_ascii_alphanumeric).collect();
+    base.join(format!("{kind}-{}", &hash[..16]))
+}
+
+#[cfg(test)]
+mod snapshot_dir_tests {
+    use super::snapshot_dir;
+    use std::path::Path;
+
+    #[test]
+    fn each_store_has_its_own_snapshot_folder() {
+        let d = Path::new("pop-data");
+        assert_eq!(snapshot_dir(d, None), d.join("snapshots"));
+        let a = snapshot_dir(d, Some("postgres://pop:secret@db.example:5432/pop?sslmode=disable"));
+        let same = snapshot_dir(d, Some("postgres://other@DB.example:5432/pop"));
+        let other_db = snapshot_dir(d, Some("postgres://pop:secret@db.example:5432/popx"));
+        assert_eq!(a, same, "credentials and parameters do not make another store");
+        assert_ne!(a, other_db);
+        assert_ne!(a, d.join("snapshots"));
+        assert!(a.starts_with(d.join("snapshots")));
+        assert!(a.file_name().unwrap().to_string_lossy().starts_with("postgres-"));
+    }
+}

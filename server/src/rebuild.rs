@@ -54,7 +54,7 @@ pub async fn run(args: RebuildArgs) -> Result<()> {
         with_position
     );
     if args.snapshot {
-        let dir = args.store.data_dir.join("snapshots");
+        let dir = crate::backend::snapshot_dir(&args.store.data_dir, args.store_url.as_deref());
         let info =
             pop_projections::snapshot::save(&dir, &models).context("writing the snapshot")?;
         println!("snapshot written: {info:?}");

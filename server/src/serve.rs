@@ -108,7 +108,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let (runner, projections) = Runner::start(
         Arc::clone(&log),
         RunnerConfig {
-            snapshot_dir: Some(data_dir.join("snapshots")),
+            snapshot_dir: Some(crate::backend::snapshot_dir(&data_dir, args.store_url.as_deref())),
             memory_budget: memory_budget(args.memory_budget),
             ..RunnerConfig::default()
         },

@@ -580,7 +580,7 @@ async fn serve(
         } else {
             None
         };
-    state.app().serving(cid).await?;
+    state.app().serving_within(cid, state.app().config().pop_catch_up_wait).await?;
     let caller = Caller::new(principal, cid)
         .with_traceparent(request_traceparent(headers))
         .with_tracestate(request_tracestate(headers));
