@@ -449,6 +449,38 @@ async fn requests_wait_for_the_read_models_at_start_and_reads_time_out_with_a_co
     assert!(e["extensions"]["cid"].is_string());
 }
 
+/// A `/pop` request waits out a catch-up longer than other requests (POP's clients never
+/// read `Retry-After`), and a server that stops meanwhile answers it at once, UNAVAILABLE,
+/// rather than dropping it at the end of its drain (review-s35b).
+#[tokio::test]
+async fn a_pop_request_waits_out_the_catch_up_and_a_stop_answers_it() {
+    let config = ApiConfig {
+        read_wait: Duration::from_millis(50),
+        pop_catch_up_wait: Duration::from_secs(30),
+        ..ApiConfig::default()
+    };
+    let s = start_with(config, false).await;
+    let waiting = {
+        let (http, url) = (s.http.clone(), format!("{}/pop/agenda", s.base));
+        tokio::spawn(async move { http.get(url).bearer_auth(ACME).send().await.unwrap() })
+    };
+    // GraphQL gives up after its own bound; the POP request is still waiting.
+    let e = s.err(ACME, "{ me { name } }", json!({})).await;
+    assert_eq!(code(&e), "UNAVAILABLE", "{e:#}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "the /pop request waits longer than read_wait");
+    let started = std::time::Instant::now();
+    s.state.app().end_waits();
+    let answer = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("answered once the server stops")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(answer.status(), 503);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["errorResponse"]["code"], "UNAVAILABLE", "{body:#}");
+}
+
 #[tokio::test]
 async fn limits_on_bodies_depth_pages_and_batches() {
     let s = start(ApiConfig { max_body_bytes: 64 << 10, ..ApiConfig::default() }).await;

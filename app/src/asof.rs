@@ -10,9 +10,9 @@
 //! commit time (`recorded_at`, stamped by the store's clock) is at or before the time, or
 //! whose own time (the command's clock: what pop shows) is and which committed within a
 //! second after it ([`AsOf::admits`]; monotonic in the time). A stream's appends are
-//! serialised, so its commit times do not decrease in practice; should a clock step back, the fold stops at the first event
-//! stamped after the time, so the fold is always a prefix of the stream (a history the
-//! domain accepted).
+//! serialised, so its commit times do not decrease in practice; should a clock step back, the
+//! fold stops at the first event not admitted, so the fold is always a prefix of the stream (a
+//! history the domain accepted).
 //!
 //! **What is found.** Which agendas a request names is decided as for a live read (the
 //! caller's customers, a lease holder's agendas, ambiguity: `reads.rs`), over the agendas

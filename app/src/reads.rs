@@ -366,8 +366,10 @@ impl App {
     /// Before, every answer would be read from models missing the newest writes — a customer
     /// that "does not exist", an insight "not found", a running agenda's report refused for
     /// good, which `pop worker` took as final and dropped the operation (ops3am). A request
-    /// waits for them (bounded by `read_wait`), then is UNAVAILABLE, retryable: nothing was
-    /// done. Every transport asks this before a request's first use case.
+    /// waits for them (bounded by `read_wait`; POP's REST by `pop_catch_up_wait`:
+    /// [`App::serving_within`]), then is UNAVAILABLE, retryable: nothing was done; a server
+    /// that stops meanwhile answers at once. Every transport asks this before a request's
+    /// first use case.
     pub async fn serving(&self, cid: &str) -> AppResult<()> {
         self.serving_within(cid, self.config().read_wait).await
     }
@@ -382,7 +384,14 @@ impl App {
             return Ok(());
         }
         let mut ready = projections.watch_caught_up();
-        if let Ok(Ok(_)) = tokio::time::timeout(wait, ready.wait_for(|r| *r)).await {
+        // A server that stops meanwhile answers at once rather than dropping the request at
+        // the end of its drain (review-s35b).
+        let mut ended = self.waits_ended();
+        let caught_up = tokio::select! {
+            r = tokio::time::timeout(wait, ready.wait_for(|r| *r)) => matches!(r, Ok(Ok(_))),
+            _ = ended.wait_for(|ended| *ended) => false,
+        };
+        if caught_up {
             return Ok(());
         }
         tracing::info!(

@@ -313,8 +313,22 @@ pub async fn run_loop<P: TimedProcess>(
     let mut guard: Option<LeaderGuard> = None;
     leading(name, false);
     loop {
+        // A lock lost between cycles is noticed at once, so `pop_process_leader` never says a
+        // replica leads while none does (review-s35b: until the next tick, up to 4 h).
+        let lost = async {
+            match guard.as_mut() {
+                Some(held) => held.lost().await,
+                None => std::future::pending::<()>().await,
+            }
+        };
         let woken = tokio::select! {
             () = &mut shutdown => return,
+            () = lost => {
+                tracing::warn!(process = name.as_str(), "leader lock lost between cycles");
+                guard = None;
+                leading(name, false);
+                continue;
+            }
             _ = ticker.tick() => false,
             () = process.woken() => true,
         };

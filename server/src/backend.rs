@@ -182,19 +182,35 @@ mod tests {
 
 /// Where the read-model snapshot of a store lives in `data_dir`: `snapshots/` for the embedded
 /// store, and for a shared one (`store_url`) a folder of its own under it, named by the store's
-/// kind and a hash of the URL without its credentials and parameters (host, port, database).
-/// A snapshot holds no mark of the log it came from, so a server pointed at another store from
-/// the same data directory (the migration recipe's `pop serve --store postgres://…` after the
-/// tour) loaded the embedded store's snapshot, and one database's snapshot served another's
-/// agendas (newcomer4).
+/// kind and a hash of the whole URL but its password (host, socket path, port, database, user,
+/// options — any of them, in the path or the query, may pick another log). A snapshot holds no
+/// mark of the log it came from, so a server pointed at another store from the same data
+/// directory (the migration recipe's `pop serve --store postgres://…` after the tour) loaded
+/// the embedded store's snapshot, and one database's snapshot served another's agendas
+/// (newcomer4). Another spelling of the same store only costs one rebuild.
 pub fn snapshot_dir(data_dir: &std::path::Path, store_url: Option<&str>) -> std::path::PathBuf {
     let base = data_dir.join("snapshots");
     let Some(url) = store_url else { return base };
     let (scheme, rest) = url.split_once("://").unwrap_or(("store", url));
-    let rest = rest.split(['?', '#']).next().unwrap_or(rest);
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let hosts = authority.rsplit_once('@').map_or(authority, |(_, hosts)| hosts);
-    let identity = format!("{scheme}://{}/{path}", hosts.to_ascii_lowercase());
+    // The password, in the userinfo or the query, is no part of which log it is.
+    let (authority_end, _) = rest
+        .char_indices()
+        .find(|(_, c)| matches!(c, '/' | '?' | '#'))
+        .unwrap_or((rest.len(), ' '));
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            format!("{user}@{hosts}")
+        }
+        None => authority.to_string(),
+    };
+    let (path, query) = tail.split_once('?').unwrap_or((tail, ""));
+    let query: Vec<&str> = query
+        .split(['&', '#'])
+        .filter(|p| !p.is_empty() && !p.to_ascii_lowercase().starts_with("password="))
+        .collect();
+    let identity = format!("{scheme}://{authority}{path}?{}", query.join("&"));
     let hash = pop_store::digest::hex(&pop_store::digest::data_hash(identity.as_bytes()));
     let kind: String = scheme.chars().filter(char::is_ascii_alphanumeric).collect();
     base.join(format!("{kind}-{}", &hash[..16]))
@@ -210,10 +226,30 @@ mod snapshot_dir_tests {
         let d = Path::new("pop-data");
         assert_eq!(snapshot_dir(d, None), d.join("snapshots"));
         let a = snapshot_dir(d, Some("postgres://pop:secret@db.example:5432/pop?sslmode=disable"));
-        let same = snapshot_dir(d, Some("postgres://other@DB.example:5432/pop"));
-        let other_db = snapshot_dir(d, Some("postgres://pop:secret@db.example:5432/popx"));
-        assert_eq!(a, same, "credentials and parameters do not make another store");
-        assert_ne!(a, other_db);
+        let same =
+            snapshot_dir(d, Some("postgres://pop:other@db.example:5432/pop?sslmode=disable"));
+        assert_eq!(a, same, "the password does not make another store");
+        let same =
+            snapshot_dir(d, Some("postgres://pop@db.example:5432/pop?sslmode=disable&password=x"));
+        assert_eq!(a, same, "nor in the query");
+        // Each of these may reach another log (review-s35b): never one folder.
+        let others = [
+            "postgres://pop:secret@db.example:5432/popx?sslmode=disable",
+            "postgres://bob:secret@db.example:5432/pop?sslmode=disable",
+            "postgres://pop:secret@db.example:5433/pop?sslmode=disable",
+            "postgres:///?host=/run/postgresql&dbname=a",
+            "postgres:///?host=/run/postgresql&dbname=b",
+            "postgres:///pop?host=/tmp",
+            "postgres://db.example/pop?options=-c%20search_path%3Dt1",
+            "postgres://db.example/pop?options=-c%20search_path%3Dt2",
+        ];
+        let dirs: Vec<_> = others.iter().map(|u| snapshot_dir(d, Some(u))).collect();
+        for (i, x) in dirs.iter().enumerate() {
+            assert_ne!(x, &a, "{}", others[i]);
+            for (j, y) in dirs.iter().enumerate().skip(i + 1) {
+                assert_ne!(x, y, "{} and {}", others[i], others[j]);
+            }
+        }
         assert_ne!(a, d.join("snapshots"));
         assert!(a.starts_with(d.join("snapshots")));
         assert!(a.file_name().unwrap().to_string_lossy().starts_with("postgres-"));

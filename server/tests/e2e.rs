@@ -660,6 +660,7 @@ async fn an_admin_token_is_generated_only_without_a_token_file() {
 /// its arguments that end by running the pop binary with the arguments after them), its log
 /// in `log`; returns once it says it listens. Its stdout is read to the end (a closed pipe
 /// would fail its later prints).
+#[cfg(target_os = "linux")]
 fn serve_through(
     launcher: &[&str],
     dir: &std::path::Path,
@@ -700,6 +701,7 @@ fn serve_through(
 /// exit 0, the store closed and the signal named in the log (it died on the spot). Started
 /// through `env --default-signal=HUP`: a test run under `nohup` would otherwise hand the
 /// server an ignored hang-up, which it rightly keeps (the next test).
+#[cfg(target_os = "linux")] // GNU env's --default-signal; /proc tells pop a hang-up is ignored
 #[test]
 fn sighup_stops_the_server_as_sigterm_does() {
     let dir = tempfile::tempdir().unwrap();
@@ -721,6 +723,7 @@ fn sighup_stops_the_server_as_sigterm_does() {
 /// Started with the hang-up ignored (`nohup pop serve &`, then the terminal closes), it keeps
 /// running: listening for SIGHUP must not replace that "ignore" with a stop. SIGTERM still
 /// stops it.
+#[cfg(target_os = "linux")] // pop reads /proc/self/status to know the hang-up is ignored
 #[test]
 fn a_server_started_with_the_hang_up_ignored_outlives_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -731,9 +734,17 @@ fn a_server_started_with_the_hang_up_ignored_outlives_it() {
     assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
     std::thread::sleep(Duration::from_millis(1_500));
     assert!(child.try_wait().unwrap().is_none(), "a nohup'd server stopped on a hang-up");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!text.contains("shutting down"), "it began to stop:\n{}", log_tail(&log));
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let status = wait_bounded(&mut child, WAIT).expect("stopped by SIGTERM");
     assert!(status.success(), "{status:?}\nlog:\n{}", log_tail(&log));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.lines().any(|l| l.contains("shutting down") && l.contains("SIGTERM")),
+        "{}",
+        log_tail(&log)
+    );
 }
 
 /// SIGTERM stops the server cleanly (exit code 0, bounded), even with a subscriber connected;
