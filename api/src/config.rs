@@ -91,7 +91,7 @@ pub struct ApiConfig {
     /// How long an `atLeastPosition` read waits at most (capped by the projections'
     /// `MAX_WAIT`).
     pub read_wait: Duration,
-    /// How long a POP REST request waits for the read models at start (60 s: POP's clients
+    /// How long a POP REST request waits for the read models at start (50 s: POP's clients
     /// never read `Retry-After`, and some of their calls are never retried).
     pub pop_catch_up_wait: Duration,
     /// See [`DEFAULT_SUBSCRIBER_BUFFER`]; at least 1.

@@ -22,8 +22,9 @@ pub const MAX_EVENT_PAGE_SIZE: usize = 200;
 pub const DEFAULT_READ_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a POP REST request waits for the read models to catch up with the log at start
-/// before it is UNAVAILABLE ([`crate::App::serving_within`]; other requests wait `read_wait`).
-pub const POP_CATCH_UP_WAIT: Duration = Duration::from_secs(60);
+/// before it is UNAVAILABLE ([`crate::App::serving_within`]; other requests wait `read_wait`):
+/// under the 60 s a proxy in front (nginx, a cloud load balancer) commonly allows.
+pub const POP_CATCH_UP_WAIT: Duration = Duration::from_secs(50);
 
 /// Changes one follower may have queued before it is told it lagged (default). A dashboard
 /// renders one update per change; 256 covers a burst of a few hundred updates on one
