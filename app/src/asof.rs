@@ -36,7 +36,7 @@ use pop_store::{Direction, Position, RecordedEvent, StoreError};
 use crate::App;
 use crate::caller::{Action, Caller};
 use crate::error::{self, AppError, AppResult};
-use crate::reads::{one_operation, operation_named, parse_position, progress_or_pool};
+use crate::reads::{one_operation, operation_named, parse_position, progress_or_pool, shown};
 use crate::resolve::{ambiguous, may_touch};
 
 /// Digits from which a bare number in `asOf` is epoch milliseconds, not a log position: 12
@@ -318,12 +318,7 @@ impl App {
                         .operation_progress
                         .iter()
                         .find(|op| *op.operation == *name);
-                    found.extend(op.cloned().map(|mut op| {
-                        if let Some(progress_id) = &pooled {
-                            op.show_as(progress_id);
-                        }
-                        op
-                    }));
+                    found.extend(op.cloned().map(|op| shown(op, pooled.as_deref())));
                 }
                 one_operation(id, found)
             })

@@ -153,12 +153,17 @@ impl Pin {
         if !self.started.load(std::sync::atomic::Ordering::Acquire) {
             return self.shows(customer);
         }
-        self.customer.get_or_init(|| customer.to_string()) == customer
+        self.takes(customer)
     }
 
     /// Whether `customer`'s agenda is what the follow shows (nothing pinned: any).
     fn shows(&self, customer: &str) -> bool {
         self.customer.get().is_none_or(|c| c == customer)
+    }
+
+    /// [`Pin::shows`], pinning to `customer` when nothing is pinned yet.
+    fn takes(&self, customer: &str) -> bool {
+        self.customer.get_or_init(|| customer.to_string()) == customer
     }
 }
 
@@ -250,8 +255,7 @@ impl Follow {
 
     /// [`Follow::shows`], pinning a follow of one object to `e`'s customer when none is yet.
     fn takes(&self, e: &AgendaEntry) -> bool {
-        self.target.is_group()
-            || *self.pin.customer.get_or_init(|| e.customer_id().to_string()) == e.customer_id()
+        self.target.is_group() || self.pin.takes(e.customer_id())
     }
 
     /// Pins a follow of one object to the customer of the agenda it names as it starts, when

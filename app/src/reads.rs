@@ -333,6 +333,14 @@ pub(crate) fn operation_named<'m, 'i>(
     found
 }
 
+/// An operation named by the pool's progress id ([`operation_named`]), shown under that id.
+pub(crate) fn shown(mut op: OperationProgress, pooled: Option<&str>) -> OperationProgress {
+    if let Some(progress_id) = pooled {
+        op.show_as(progress_id);
+    }
+    op
+}
+
 /// At most one of the operations an OperationProgress id named ([`operation_named`]), or the
 /// refusal of an id that names several: live and as-of reads answer alike.
 pub(crate) fn one_operation(
@@ -561,12 +569,7 @@ impl App {
         self.read(caller, at_least, |models| {
             let mut found = Vec::new();
             for (entry, name, pooled) in operation_named(models, &caller.principal, id, customer) {
-                found.extend(entry.operation(name).map_err(corrupt)?.map(|mut op| {
-                    if let Some(progress_id) = pooled {
-                        op.show_as(progress_id);
-                    }
-                    op
-                }));
+                found.extend(entry.operation(name).map_err(corrupt)?.map(|op| shown(op, pooled)));
             }
             one_operation(id, found)
         })

@@ -264,6 +264,14 @@ fn first_error(body: &Value) -> String {
     )
 }
 
+/// The CLI's flag for an API argument a problem names, where the names differ.
+fn cli_flag(field: &str) -> Option<&'static str> {
+    match field {
+        "customerId" => Some("--customer <id>"),
+        _ => None,
+    }
+}
+
 fn check_errors(body: &Value) -> Result<()> {
     let Some(errors) = body.get("errors").and_then(Value::as_array) else { return Ok(()) };
     if errors.is_empty() {
@@ -277,10 +285,11 @@ fn check_errors(body: &Value) -> Result<()> {
             let mut line = format!("{code}: {message}");
             if let Some(problems) = e["extensions"]["problems"].as_array() {
                 for p in problems {
+                    let field = p["field"].as_str().unwrap_or("?");
                     line.push_str(&format!(
-                        "\n  - {}: {}",
-                        p["field"].as_str().unwrap_or("?"),
-                        p["message"].as_str().unwrap_or("?")
+                        "\n  - {field}: {}{}",
+                        p["message"].as_str().unwrap_or("?"),
+                        cli_flag(field).map(|f| format!(" (pop: {f})")).unwrap_or_default()
                     ));
                 }
             }

@@ -58,12 +58,7 @@ async fn main() -> ExitCode {
                 ExitCode::from(exit.code)
             }
             None => {
-                let mut line = error_chain(&e);
-                // The API names its argument; the CLI's flag for it is --customer.
-                if line.contains("name the customerId") {
-                    line.push_str(" (pop: --customer <id>)");
-                }
-                eprintln!("pop: error: {line}");
+                eprintln!("pop: error: {}", error_chain(&e));
                 ExitCode::FAILURE
             }
         },

@@ -288,8 +288,8 @@ async fn dev_setup(server: String, admin_token: Option<std::path::PathBuf>, data
     }
     .await;
     match result {
-        Ok(lines) => {
-            for line in lines {
+        Ok(done) => {
+            for line in done.lines {
                 println!("pop: --dev: {line}");
             }
             // Clients find the default server by themselves; elsewhere they need to be told.

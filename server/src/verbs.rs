@@ -30,10 +30,19 @@ impl Default for InitSpec {
     }
 }
 
+/// What `init` did and found: the lines to print, and the notes that decide its hints.
+#[derive(Debug, Default)]
+pub struct Initialized {
+    pub lines: Vec<String>,
+    /// The customer uses another resource pool: the new insight will never get its agendas.
+    pub elsewhere: bool,
+    /// An older insight of the pool takes these types: only agendas naming this one come here.
+    pub shadowed: bool,
+}
+
 /// Creates a resource pool, a customer using it and an insight mapping `types` to it; an
-/// object that exists already is left as it is (so `init` may run twice). Returns the lines
-/// to print.
-pub async fn init(client: &Client, spec: &InitSpec) -> Result<Vec<String>> {
+/// object that exists already is left as it is (so `init` may run twice).
+pub async fn init(client: &Client, spec: &InitSpec) -> Result<Initialized> {
     if spec.types.iter().all(|t| t.trim().is_empty()) {
         bail!("VALIDATION: --types names no operation type");
     }
@@ -76,9 +85,16 @@ pub async fn init(client: &Client, spec: &InitSpec) -> Result<Vec<String>> {
         spec.types.join(", "),
         spec.customer
     ));
-    lines.extend(customer_elsewhere(client, spec).await);
-    lines.extend(shadowing_insights(client, spec).await);
-    Ok(lines)
+    let elsewhere = customer_elsewhere(client, spec).await;
+    let shadowing = shadowing_insights(client, spec).await;
+    let done = Initialized {
+        elsewhere: elsewhere.is_some(),
+        shadowed: !shadowing.is_empty(),
+        lines: Vec::new(),
+    };
+    lines.extend(elsewhere);
+    lines.extend(shadowing);
+    Ok(Initialized { lines, ..done })
 }
 
 /// A note when the customer existed already with another resource pool: its agendas bind only
@@ -161,18 +177,17 @@ async fn shadowing_insights(client: &Client, spec: &InitSpec) -> Vec<String> {
 
 /// `pop init`.
 pub async fn init_cmd(client: &Client, spec: &InitSpec) -> Result<()> {
-    let lines = init(client, spec).await?;
-    for line in &lines {
+    let done = init(client, spec).await?;
+    for line in &done.lines {
         out!("{line}");
     }
     // The hints lead to the new insight, or say nothing where a note says why they would not
     // (newcomer4: after "insight it2 will not get them", it still said to run its worker).
-    if lines.iter().any(|l| l.starts_with("note: customer ")) {
+    if done.elsewhere {
         return Ok(());
     }
     out!("next: pop worker --insight {} --handlers examples/handlers.toml", spec.insight);
-    let shadowed = lines.iter().any(|l| l.starts_with("note: the older insight "));
-    if shadowed {
+    if done.shadowed {
         // An older insight takes these types: only an agenda naming this one comes here.
         out!(
             "      pop submit --watch <agenda.json>   (\"customerId\": \"{}\", \"params\": \

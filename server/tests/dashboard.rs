@@ -129,9 +129,7 @@ async fn the_dashboard_works_in_headless_chromium() {
     );
     // After all that traffic (claims, reports, cancels, errors, subscriptions, timed
     // processes), every series on /metrics has its `# HELP`.
-    let metrics =
-        pop.http.get(format!("{}/metrics", pop.base())).send().await.expect("GET /metrics");
-    let text = metrics.text().await.expect("a body");
+    let text = pop.metrics().await;
     assert!(text.contains("pop_claims_total"), "{text}");
     assert_eq!(pop_api::metrics::undescribed(&text), Vec::<String>::new(), "{text}");
 }

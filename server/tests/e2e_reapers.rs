@@ -205,8 +205,7 @@ async fn a_dead_worker_is_reclaimed_the_failure_retried_and_the_agenda_succeeds(
     }
 
     // What the processes did is on /metrics.
-    let metrics = pop.http.get(format!("{}/metrics", pop.base())).send().await.unwrap();
-    let metrics = metrics.text().await.unwrap();
+    let metrics = pop.metrics().await;
     for expected in [
         r#"pop_process_actions_total{process="reclaimer",outcome="requeued"} 1"#,
         r#"pop_process_actions_total{process="retry",outcome="retried"} 1"#,

@@ -335,15 +335,7 @@ async fn two_replicas_on_one_store(url: &str) {
     let late = submit(&survivor, &position).await;
     wait_queued(&survivor, &late).await;
     // Its /metrics says it leads (the gauge an operator alerts on when no replica does).
-    let metrics = survivor
-        .http
-        .get(format!("{}/metrics", survivor.base()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = survivor.metrics().await;
     assert!(
         metrics.lines().any(|l| l == "pop_process_leader{process=\"scheduler\"} 1"),
         "{metrics}"

@@ -153,15 +153,7 @@ async fn pop_serve_seals_checkpoints_that_pop_verify_checks() {
     // The first seal covers every event the demo wrote; /metrics shows it.
     let deadline = Instant::now() + WAIT;
     let page = loop {
-        let page = pop
-            .http
-            .get(format!("{}/metrics", pop.base()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = pop.metrics().await;
         if gauge(&page, "pop_checkpoint_events").is_some_and(|n| n >= events as f64) {
             break page;
         }

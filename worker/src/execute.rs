@@ -326,12 +326,6 @@ fn refusal(e: &crate::api::ApiError) -> Outcome {
     if e.is_cancelled() { Outcome::Cancelled } else { Outcome::Refused(e.to_string()) }
 }
 
-/// When `name` is a generator (`params["agenda.operation.generator"]`), adds the operations
-/// found at its `operationsJsonPointer` (each stamped `generatedOperationParent`) and the
-/// params at `paramsJsonPointer` to the agenda through the API, then to the plan, so they run
-/// in this execution. This happens before the generator is reported succeeded: the server
-/// completes an agenda whose operations all succeeded, and it must not do so before the new
-/// operations exist.
 /// Why a generator's operations were not added to its agenda.
 enum NotExpanded {
     /// A user cancelled the agenda meanwhile: logged at INFO where it was met, as when a report
@@ -346,6 +340,12 @@ impl From<Failure> for NotExpanded {
     }
 }
 
+/// When `name` is a generator (`params["agenda.operation.generator"]`), adds the operations
+/// found at its `operationsJsonPointer` (each stamped `generatedOperationParent`) and the
+/// params at `paramsJsonPointer` to the agenda through the API, then to the plan, so they run
+/// in this execution. This happens before the generator is reported succeeded: the server
+/// completes an agenda whose operations all succeeded, and it must not do so before the new
+/// operations exist.
 async fn expand_if_generator(
     api: &dyn WorkApi,
     reporter: &Reporter,

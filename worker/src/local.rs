@@ -295,10 +295,12 @@ impl Handler for LocalProcess {
                     StdoutLine::Log => keep(line),
                 },
                 Ok(Some(Line::Err(line))) => {
+                    let text = format!("stderr: {line}");
                     if !line.trim().is_empty() {
-                        last_stderr = Some(shorten(line.trim(), MAX_REASON_CHARS));
+                        // Shortened once, when it is quoted; not per line of a chatty handler.
+                        last_stderr = Some(line);
                     }
-                    keep(format!("stderr: {line}"))
+                    keep(text)
                 }
                 Ok(None) => break,
                 Err(_) => {
@@ -330,7 +332,9 @@ impl Handler for LocalProcess {
             // The handler's own last word on stderr is usually the reason: said in the message
             // itself, which `pop watch`, `pop progress` and the worker's log show (it was only
             // in the payload's log, seen with --json or on the dashboard).
-            let why = last_stderr.map(|l| format!(": {l}")).unwrap_or_default();
+            let why = last_stderr
+                .map(|l| format!(": {}", shorten(l.trim(), MAX_REASON_CHARS)))
+                .unwrap_or_default();
             Err(Failure::with_payload(
                 format!("{program} failed: {status}{why}"),
                 json!({"log": lines, "exitCode": status.code()}),

@@ -135,9 +135,10 @@ impl Extension for NormalizeExtension {
         // Over HTTP and WebSocket alike (queries, mutations, subscriptions): nothing is
         // answered from read models still loading the log (`App::serving`).
         // (A WebSocket's caller is its session's data, not the request's.)
-        let cid = caller.or_else(|| ctx.data_opt::<Caller>()).map(|c| c.cid.clone());
+        // Borrowed, not cloned: every request passes here, and only one that must wait uses it.
+        let cid = caller.or_else(|| ctx.data_opt::<Caller>()).map(|c| c.cid.as_str());
         if let (Some(cid), Some(app)) = (cid, ctx.data_opt::<App>()) {
-            app.serving(&cid).await.map_err(cost::server_error)?;
+            app.serving(cid).await.map_err(cost::server_error)?;
         }
         next.run(ctx, request).await
     }

@@ -216,6 +216,13 @@ impl Pop {
         format!("http://{}", self.addr)
     }
 
+    /// The `/metrics` page.
+    #[allow(dead_code)] // Not every test crate that shares this module reads metrics.
+    pub async fn metrics(&self) -> String {
+        let url = format!("{}/metrics", self.base());
+        self.http.get(url).send().await.expect("GET /metrics").text().await.expect("a body")
+    }
+
     /// POSTs a GraphQL request; the HTTP status and the JSON body.
     pub async fn post(&self, token: Option<&str>, query: &str, variables: Value) -> (u16, Value) {
         let mut request = self
