@@ -778,6 +778,10 @@ pub enum DurabilityArg {
 pub struct LogArgs {
     #[command(flatten)]
     pub store: StoreArgs,
+    /// A PostgreSQL store, as for `pop serve --store`; without it, the embedded store in the
+    /// data directory, read-only (beside a running server, or on a read-only copy).
+    #[arg(long = "store", env = "DATABASE_URL", hide_env_values = true)]
+    pub store_url: Option<String>,
     /// Only this stream, e.g. `agenda-<customerId>/<id>` (`customer-<id>`, `insight-<id>`, …).
     #[arg(long)]
     pub stream: Option<String>,

@@ -3,33 +3,134 @@
 //! they were stored as.
 
 use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use futures::StreamExt;
-use pop_store::{Direction, EventStore, Position, RecordedEvent, SqliteOptions, SqliteStore};
+use pop_store::{Direction, Position, RecordedEvent, SqliteLogFile};
 use serde_json::{Value, json};
 
-use crate::cli::LogArgs;
+use crate::backend::Backend;
+use crate::cli::{DurabilityArg, LogArgs};
 
 /// Events read per round trip to the store.
 const PAGE: usize = 1_000;
 
+/// How often `--follow` looks for new events in the embedded store's file.
+const FILE_POLL: Duration = Duration::from_millis(250);
+
+/// Where the events come from: the embedded store's file, read-only (a running server keeps
+/// writing it; a read-only mount or file reads too), or a shared store by its URL.
+enum Source {
+    File { path: PathBuf, file: Box<SqliteLogFile> },
+    Store(Backend),
+}
+
+impl Source {
+    async fn open(args: &LogArgs) -> Result<Source> {
+        if let Some(url) = &args.store_url {
+            return Ok(Source::Store(
+                Backend::open(&args.store, Some(url), DurabilityArg::Full).await?,
+            ));
+        }
+        let path = args.store.db_path();
+        anyhow::ensure!(
+            path.exists(),
+            "no embedded store at {} (is --data-dir the server's? For a PostgreSQL store, give \
+             --store postgres://…)",
+            path.display()
+        );
+        let file = Box::new(Self::open_file(&path)?);
+        Ok(Source::File { path, file })
+    }
+
+    fn open_file(path: &std::path::Path) -> Result<SqliteLogFile> {
+        SqliteLogFile::open(path).with_context(|| format!("opening {}", path.display()))
+    }
+
+    async fn read_all(&mut self, after: Position, max: usize) -> Result<Vec<RecordedEvent>> {
+        match self {
+            Source::File { file, .. } => file.read_all(after, max),
+            Source::Store(backend) => backend.log.read_all(after, max).await,
+        }
+        .context("reading the log")
+    }
+
+    async fn read_stream(
+        &mut self,
+        stream: &str,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        match self {
+            Source::File { file, .. } => file.read_stream(stream, from, max, Direction::Forwards),
+            Source::Store(backend) => {
+                backend.log.read_stream(stream, from, max, Direction::Forwards).await
+            }
+        }
+        .with_context(|| format!("reading stream {stream}"))
+    }
+
+    /// Prints the events after `after` as they are committed, until `limit` were printed.
+    async fn follow(
+        &mut self,
+        mut after: Position,
+        limit: usize,
+        out: &mut impl Write,
+    ) -> Result<usize> {
+        let mut printed = 0;
+        match self {
+            Source::Store(backend) => {
+                let mut events = backend.log.subscribe_all(after);
+                while printed < limit {
+                    let Some(e) = events.next().await else { break };
+                    let e = e.context("following the log")?;
+                    writeln!(out, "{}", render(&e))?;
+                    out.flush()?;
+                    printed += 1;
+                }
+            }
+            // Another process commits to the file: it is read again until there is more, and
+            // opened again when there was none (a file read while no server had it open is
+            // read as it was then; a server started since writes through its own log).
+            Source::File { path, file } => {
+                while printed < limit {
+                    let page = file.read_all(after, PAGE.min(limit - printed))?;
+                    let Some(last) = page.last() else {
+                        tokio::time::sleep(FILE_POLL).await;
+                        **file = Self::open_file(path)?;
+                        continue;
+                    };
+                    after = last.position;
+                    for e in &page {
+                        writeln!(out, "{}", render(e))?;
+                        printed += 1;
+                    }
+                    out.flush()?;
+                }
+            }
+        }
+        Ok(printed)
+    }
+
+    async fn close(self) -> Result<()> {
+        match self {
+            Source::File { .. } => Ok(()),
+            Source::Store(backend) => backend.close().await,
+        }
+    }
+}
+
 pub async fn run(args: LogArgs) -> Result<()> {
-    let path = args.store.db_path();
-    anyhow::ensure!(path.exists(), "no store at {} (run `pop serve` first)", path.display());
-    let store = SqliteStore::open(&path, SqliteOptions::default())
-        .await
-        .with_context(|| format!("opening {}", path.display()))?;
+    let mut source = Source::open(&args).await?;
     let mut out = std::io::BufWriter::new(crate::output::Stdout);
     let mut printed = 0usize;
 
     if let Some(stream) = &args.stream {
         let mut from = 0u64;
         while printed < args.limit {
-            let page = store
-                .read_stream(stream, from, PAGE.min(args.limit - printed), Direction::Forwards)
-                .await
-                .with_context(|| format!("reading stream {stream}"))?;
+            let page = source.read_stream(stream, from, PAGE.min(args.limit - printed)).await?;
             let Some(last) = page.last() else { break };
             from = last.version + 1;
             for e in &page {
@@ -47,9 +148,7 @@ pub async fn run(args: LogArgs) -> Result<()> {
             };
             eprintln!("pop: no events in stream {stream:?}{hint}");
         }
-        if printed == args.limit
-            && !store.read_stream(stream, from, 1, Direction::Forwards).await?.is_empty()
-        {
+        if printed == args.limit && !source.read_stream(stream, from, 1).await?.is_empty() {
             eprintln!("pop: stopped at --limit {}; the stream has more events", args.limit);
         }
     } else {
@@ -58,20 +157,10 @@ pub async fn run(args: LogArgs) -> Result<()> {
             None => Position::START,
         };
         if args.follow {
-            let mut events = store.subscribe_all(after);
-            while printed < args.limit {
-                let Some(e) = events.next().await else { break };
-                let e = e.context("following the log")?;
-                writeln!(out, "{}", render(&e))?;
-                out.flush()?;
-                printed += 1;
-            }
+            source.follow(after, args.limit, &mut out).await?;
         } else {
             while printed < args.limit {
-                let page = store
-                    .read_all(after, PAGE.min(args.limit - printed))
-                    .await
-                    .context("reading the log")?;
+                let page = source.read_all(after, PAGE.min(args.limit - printed)).await?;
                 let Some(last) = page.last() else { break };
                 after = last.position;
                 for e in &page {
@@ -79,7 +168,7 @@ pub async fn run(args: LogArgs) -> Result<()> {
                     printed += 1;
                 }
             }
-            if printed == args.limit && !store.read_all(after, 1).await?.is_empty() {
+            if printed == args.limit && !source.read_all(after, 1).await?.is_empty() {
                 eprintln!(
                     "pop: stopped at --limit {}; more events exist: --after {after} (or a larger \
                      --limit)",
@@ -90,7 +179,7 @@ pub async fn run(args: LogArgs) -> Result<()> {
     }
     out.flush()?;
     drop(out);
-    store.close().await.context("closing the store")?;
+    source.close().await.context("closing the store")?;
     Ok(())
 }
 

@@ -919,6 +919,58 @@ async fn one_process_per_data_dir_and_the_second_names_the_holder() {
     assert!(status.success(), "pop rebuild after the server ended: {stderr}");
 }
 
+/// `pop log --follow` beside a running server prints what the server commits after it began
+/// (it used to open a store of its own, which learns only of its own writer's commits: it
+/// printed the log up to its start and then nothing, as long as it ran); after a `kill -9`
+/// the acknowledged events are all there for it to read.
+#[tokio::test]
+async fn pop_log_follows_what_a_running_server_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let pop = Pop::start(&data, None, &dir.path().join("pop.log"), false);
+    let seeded = pop.seed_work(&["log"]).await;
+
+    let out_path = dir.path().join("follow.out");
+    let err_path = dir.path().join("follow.err");
+    let mut follow = pop_command()
+        .args(["log", "--follow", "--limit", "1", "--after", &seeded, "--data-dir"])
+        .arg(&data)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    // The follower has read the log's end before the server commits again.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(follow.try_wait().unwrap().is_none(), "{}", log_tail(&err_path));
+    pop.ok(
+        &pop.admin,
+        "mutation($v: JSON!) { createCustomer(customer: $v) { position } }",
+        json!({"v": {"id": "later", "title": "Later", "resourcePoolId": "farm"}}),
+    )
+    .await;
+    let status = wait_bounded(&mut follow, WAIT).unwrap_or_else(|| {
+        panic!("pop log --follow never printed the server's commit: {}", log_tail(&err_path))
+    });
+    assert!(status.success(), "{}", log_tail(&err_path));
+    let printed = std::fs::read_to_string(&out_path).unwrap();
+    let event: Value = serde_json::from_str(printed.trim()).unwrap();
+    assert_eq!(event["stream"], "customer-later", "{printed}");
+
+    // Killed: what it acknowledged is read from the file and its write-ahead log.
+    drop(pop);
+    let mut log = pop_command();
+    log.args(["log", "--limit", "10", "--data-dir"]).arg(&data);
+    let output = log.output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let streams: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["stream"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(streams.len(), 4, "{streams:?}");
+    assert_eq!(streams.last().map(String::as_str), Some("customer-later"), "{streams:?}");
+}
+
 /// `pop log | head` ends quietly with 0 when the reader goes away, as other command-line tools
 /// do, instead of "error: Broken pipe" and exit 1; `pop export | …` cut off is an error that
 /// says the export is incomplete. The output here is well past a pipe's 64 KiB, so the writes

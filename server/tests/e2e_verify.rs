@@ -91,6 +91,26 @@ async fn pop_verify_checks_a_postgres_store() {
         "{stdout}"
     );
 
+    // `pop log` reads a PostgreSQL store too: the log, and one stream.
+    let log_url = url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let log = |args: &[&str]| {
+            pop_command().args(["log", "--store", &log_url]).args(args).output().unwrap()
+        };
+        (log(&[]), log(&["--stream", "agenda-acme/b"]))
+    })
+    .await
+    .unwrap();
+    for (out, want) in [(&out.0, 5), (&out.1, 2)] {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "pop log: {}", String::from_utf8_lossy(&out.stderr));
+        let lines: Vec<serde_json::Value> =
+            stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), want, "{stdout}");
+        assert!(lines.iter().all(|e| e["type"] == "Noted"), "{stdout}");
+    }
+    assert!(String::from_utf8_lossy(&out.1.stdout).lines().all(|l| l.contains("agenda-acme/b")));
+
     // An export signs with the servers' key: from a directory without it, it asks for the key
     // instead of making one (whose signature the store's checkpoints would not match).
     let empty = tempfile::tempdir().unwrap();

@@ -58,7 +58,7 @@ pub use kurrentdb::{KurrentLeadership, KurrentOptions, KurrentStore, LeaseOption
 pub use leader::{LeaderGuard, Leadership, ProcessLeadership};
 pub use position::{Position, PositionParseError};
 pub use postgres::{PgLeadership, PgOptions, PgStore};
-pub use sqlite::{Durability, SqliteOptions, SqliteStore};
+pub use sqlite::{Durability, SqliteLogFile, SqliteOptions, SqliteStore};
 pub use subscribe::{ReadAfter, SUBSCRIPTION_BATCH, subscribe_by_polling};
 
 /// The contract every backend keeps (DESIGN.md, "The store contract"). Object safe, so the

@@ -76,6 +76,59 @@ pub struct SqliteStore {
     readers: Arc<reader::Readers>,
 }
 
+/// The embedded store's file read by a tool beside a running server (`pop log`): one reader
+/// connection opened read-only ([`schema::open_read_only`]): no writer, no migration, nothing
+/// written, so it works on a read-only file or mount, and it sees what another process
+/// commits (a [`SqliteStore`] only learns of its own writer's commits).
+pub struct SqliteLogFile {
+    reader: reader::ReaderConn,
+}
+
+impl std::fmt::Debug for SqliteLogFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteLogFile").finish_non_exhaustive()
+    }
+}
+
+impl SqliteLogFile {
+    /// Opens `path` for reading. A file a server has open is read through its write-ahead
+    /// log; a file closed cleanly is read as it is, and a later server's commits are seen by
+    /// opening it again.
+    pub fn open(path: &Path) -> Result<SqliteLogFile, StoreError> {
+        let conn = schema::open_read_only(path)?;
+        let found: u32 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| StoreError::backend("reading the schema version", e))?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::UnsupportedSchema { found, supported: SCHEMA_VERSION });
+        }
+        Ok(SqliteLogFile { reader: reader::ReaderConn::new(conn) })
+    }
+
+    /// As [`EventStore::read_all`]: at most `max` events after `after`, in log order.
+    pub fn read_all(
+        &mut self,
+        after: Position,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        check_read_max(max)?;
+        reader::read_all(&mut self.reader, after, max)
+    }
+
+    /// As [`EventStore::read_stream`].
+    pub fn read_stream(
+        &mut self,
+        stream: &str,
+        from_version: u64,
+        max: usize,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        check_stream_name(stream)?;
+        check_read_max(max)?;
+        reader::read_stream(&mut self.reader, stream, from_version, max, direction)
+    }
+}
+
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()

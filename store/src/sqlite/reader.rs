@@ -44,6 +44,17 @@ pub(crate) struct ReaderConn {
     types: GenerationalCache<Box<str>, Arc<str>>,
 }
 
+impl ReaderConn {
+    /// `conn`, configured as a reader ([`schema::configure_reader`]), with empty caches.
+    pub(crate) fn new(conn: Connection) -> ReaderConn {
+        ReaderConn {
+            conn,
+            names: GenerationalCache::new(STREAM_NAME_CACHE),
+            types: GenerationalCache::new(EVENT_TYPE_CACHE),
+        }
+    }
+}
+
 fn backend(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     move |e| StoreError::backend(context, e)
 }
@@ -85,11 +96,7 @@ impl Readers {
                 let conn = Connection::open_with_flags(&self.path, flags)
                     .map_err(backend("opening a reader connection"))?;
                 schema::configure_reader(&conn)?;
-                Ok(ReaderConn {
-                    conn,
-                    names: GenerationalCache::new(STREAM_NAME_CACHE),
-                    types: GenerationalCache::new(EVENT_TYPE_CACHE),
-                })
+                Ok(ReaderConn::new(conn))
             }
         }
     }
