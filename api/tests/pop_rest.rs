@@ -547,7 +547,10 @@ async fn every_error_answers_the_envelope_with_an_honest_status() {
     let a = call(&s, ACME, "POST", "/pop/agenda", Some(json!([1, 2]))).await;
     envelope(&a, 400, "VALIDATION");
     let a = call(&s, ACME, "GET", "/pop/agenda?byLnkId=x", None).await;
-    envelope(&a, 400, "BAD_REQUEST");
+    let e = envelope(&a, 400, "BAD_REQUEST");
+    // The unknown name as the request spelled it (it was said lower-cased: "bylnkid").
+    let said = e["description"].as_str().unwrap();
+    assert!(said.contains("\"byLnkId\"") && said.contains("byLinkId"), "{said}");
     // A page size out of range names REST's parameter.
     for limit in ["0", "100000", "x"] {
         let a = call(&s, ACME, "GET", &format!("/pop/agenda?limit={limit}"), None).await;

@@ -25,15 +25,16 @@ impl Call<'_> {
     }
 
     fn param(&self, lower: &str) -> Option<&str> {
-        self.params.iter().find(|(n, _)| n == lower).map(|(_, v)| v.as_str())
+        self.params.iter().find(|p| p.name == lower).map(|p| p.value.as_str())
     }
 
     /// Refuses parameters the route does not know, so a typo never widens a list.
     fn allow_params(&self, allowed: &[&str]) -> RestResult<()> {
-        if let Some((name, _)) = self.params.iter().find(|(n, _)| !allowed.contains(&n.as_str())) {
+        if let Some(unknown) = self.params.iter().find(|p| !allowed.contains(&p.name.as_str())) {
             let known: Vec<&str> = allowed.iter().map(|p| param_spelling(p)).collect();
             return Err(AppError::bad_request(format!(
-                "unknown query parameter {name:?} here; this route takes {}",
+                "unknown query parameter {:?} here; this route takes {}",
+                unknown.given,
                 if known.is_empty() { "none".to_string() } else { known.join(", ") }
             ))
             .into());

@@ -386,8 +386,9 @@ pub(crate) struct Call<'a> {
     method: Method,
     /// The decoded `{id}` of an item route.
     id: Option<String>,
-    /// Query parameters, names lower-cased (POP clients spell them `byLinkId` and `bylinkId`).
-    params: Vec<(String, String)>,
+    /// Query parameters, matched by their names lower-cased (POP clients spell them
+    /// `byLinkId` and `bylinkId`).
+    params: Vec<Param>,
     body: Option<Value>,
 }
 
@@ -450,7 +451,16 @@ fn find_route(segments: &[String]) -> Option<(&'static Route, Option<String>)> {
     })
 }
 
-fn query_params(uri: &Uri) -> RestResult<Vec<(String, String)>> {
+/// One query parameter.
+pub(crate) struct Param {
+    /// The name lower-cased, as routes match it.
+    name: String,
+    /// The name as the request spelled it, for messages.
+    given: String,
+    value: String,
+}
+
+fn query_params(uri: &Uri) -> RestResult<Vec<Param>> {
     let axum::extract::Query(pairs) =
         axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri).map_err(|e| {
             AppError::bad_request(format!("the query string is not valid: {}", e.body_text()))
@@ -462,7 +472,7 @@ fn query_params(uri: &Uri) -> RestResult<Vec<(String, String)>> {
         ))
         .into());
     }
-    let mut params: Vec<(String, String)> = Vec::with_capacity(pairs.len());
+    let mut params: Vec<Param> = Vec::with_capacity(pairs.len());
     for (name, value) in pairs {
         let lower = name.to_ascii_lowercase();
         if value.chars().count() > MAX_QUERY_VALUE_LENGTH {
@@ -472,10 +482,10 @@ fn query_params(uri: &Uri) -> RestResult<Vec<(String, String)>> {
             )
             .into());
         }
-        if params.iter().any(|(n, _)| *n == lower) {
+        if params.iter().any(|p| p.name == lower) {
             return Err(AppError::invalid(&name, "given more than once").into());
         }
-        params.push((lower, value));
+        params.push(Param { name: lower, given: name, value });
     }
     Ok(params)
 }
