@@ -1109,14 +1109,39 @@ async fn payloads_and_params_past_their_limits_are_refused_naming_the_field() {
                 "processingStateMessage": "succeeded", "resultPayload": result, "params": params}]}})
     };
     let e = server
-        .err(ACME_SERVICE, report, progress(json!({"out": "r".repeat(1_000)}), json!({})))
-        .await;
-    assert_eq!(problems(&e), ["agendaProgress.operationProgress[0].resultPayload"], "{e:#}");
-    let e = server
         .err(ACME_SERVICE, report, progress(json!({"out": 1}), json!({"note": "n".repeat(500)})))
         .await;
     assert_eq!(problems(&e), ["agendaProgress.operationProgress[0].params"], "{e:#}");
-    server.ok(ACME_SERVICE, report, progress(json!({"out": 1}), json!({"note": "ok"}))).await;
+    // A result past the limit is not kept, and not refused either: the operation is recorded
+    // failed with a diagnostic naming the size and the limit, so the agenda ends visibly
+    // (refused, POP's executor sent the report again and again, and the agenda waited for its
+    // lease to run out, then ran again to the same end).
+    let data = server
+        .ok(
+            ACME_SERVICE,
+            "mutation($r: JSON!, $l: String) { updateAgendaProgress(agendaProgress: $r, leaseId: $l) {
+                position progress { processingState processingStateMessage
+                    operationProgress { operation processingState processingStateMessage
+                        resultPayload diagnosticEvents { message statusCode } } } } }",
+            progress(json!({"out": "r".repeat(1_000)}), json!({"note": "ok"})),
+        )
+        .await;
+    let progress = &data["updateAgendaProgress"]["progress"];
+    assert_eq!(progress["processingState"], "COMPLETE", "{progress:#}");
+    assert_eq!(progress["processingStateMessage"], "failed", "{progress:#}");
+    let probe = progress["operationProgress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["operation"] == "probe")
+        .unwrap();
+    assert_eq!(probe["processingState"], "COMPLETE", "{probe:#}");
+    assert_eq!(probe["processingStateMessage"], "failed", "{probe:#}");
+    assert_eq!(probe["resultPayload"], Value::Null, "{probe:#}");
+    let diagnostic = probe["diagnosticEvents"].as_array().unwrap().last().unwrap();
+    let said = diagnostic["message"].as_str().unwrap();
+    assert!(said.contains("1010 bytes") && said.contains("at most 1000"), "{said}");
+    assert_eq!(diagnostic["statusCode"], "NOT_RETRYABLE", "{diagnostic:#}");
 }
 
 /// Issue 19, item 4: the bytes of one customer's live agendas are bounded, whatever their

@@ -710,14 +710,6 @@ impl App {
             let limits = self.config().size_limits();
             let mut too_large = pop_domain::error::ValidationErrors::new();
             let at = format!("agendaProgress.operationProgress[{index}]");
-            if !op.result_payload.is_null() {
-                check_size(
-                    &mut too_large,
-                    &format!("{at}.resultPayload"),
-                    &op.result_payload,
-                    limits.payload_bytes,
-                );
-            }
             check_size(&mut too_large, &format!("{at}.params"), &op.params, limits.params_bytes);
             if !too_large.is_empty() {
                 return Err(AppError::validation(
@@ -725,7 +717,7 @@ impl App {
                     too_large,
                 ));
             }
-            operations.push(OperationReport {
+            let mut report = OperationReport {
                 name: op.operation.into(),
                 state: op.processing_state,
                 message: op.processing_state_message.map(String::from),
@@ -738,7 +730,9 @@ impl App {
                 started: op.started_time,
                 completed: op.completed_time,
                 params: op.params,
-            });
+            };
+            fail_if_result_too_large(&mut report, limits.payload_bytes);
+            operations.push(report);
         }
         let report = ProgressReport {
             state: state_given.then_some(progress.processing_state),
@@ -941,6 +935,35 @@ fn numbers_from_strings(value: &mut Value) {
         }
     }
     walk(value, 0);
+}
+
+/// An operation whose reported result is larger than the server takes (`--max-payload-bytes`)
+/// is recorded COMPLETE/failed without it, with a diagnostic naming the size and the limit, and
+/// the rest of its report is taken. Refusing the whole report stalled the agenda: POP's
+/// executor sends a refused report again with every later one (it clears what it reports only
+/// after a success) and pop's worker stops on a refusal, so the agenda waited for its lease to
+/// run out, then ran again to the same end, with the reason nowhere the customer looks. The
+/// diagnostic is NOT_RETRYABLE (the same handler makes the same result): a rerun after the
+/// limit was raised runs it again.
+fn fail_if_result_too_large(report: &mut OperationReport, max: usize) {
+    let Some(result) = &report.result_payload else { return };
+    let bytes = pop_domain::validate::json_bytes(result);
+    if bytes <= max {
+        return;
+    }
+    report.result_payload = None;
+    report.state = pop_domain::ProcessingState::Complete;
+    report.message = Some(pop_domain::model::message::FAILED.to_string());
+    report.diagnostics.push(pop_domain::DiagnosticEvent {
+        message: format!(
+            "the operation's resultPayload takes {bytes} bytes as JSON; at most {max} are \
+             allowed (the server's --max-payload-bytes): the result was not kept and the \
+             operation failed"
+        ),
+        status_code: Some(pop_domain::model::status_code::NOT_RETRYABLE.to_string()),
+        time: Some(Utc::now()),
+        ..pop_domain::DiagnosticEvent::default()
+    });
 }
 
 #[cfg(test)]
