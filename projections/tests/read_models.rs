@@ -634,3 +634,71 @@ async fn a_snapshot_file_loads_to_the_same_models_on_any_number_of_threads() {
         }
     }
 }
+
+/// The link and insight indexes hold every customer's agendas of a linkId or insight; a
+/// customer's list walks its own customers' agendas only (hostile13). With another tenant's
+/// agendas past the scan bound ahead of its own, the list used to come back empty, with a
+/// cursor naming the other tenant's agenda (customer, client-chosen id and time) and more
+/// pages promised. Now the customer's own agendas fill the page, every cursor names one of
+/// them, and a view of every customer still merges all in `addedTime` order.
+#[tokio::test]
+async fn a_customer_list_by_link_or_insight_walks_its_own_agendas_only() {
+    use pop_domain::agenda::key;
+    let log = Log::open().await.unwrap();
+    let other = pop_projections::MAX_SCANNED_PER_PAGE + 5;
+    for i in 0..other {
+        let id = format!("g{i}");
+        let command = submit(agenda(&id, "globex", Some("L"), &["x"]), "insight-1", i as i64);
+        log.agenda(&key("globex", &id), command).await.unwrap();
+    }
+    let late = other as i64;
+    for (i, id) in ["a1", "a2", "a3"].into_iter().enumerate() {
+        let command = submit(agenda(id, "acme", Some("L"), &["x"]), "insight-1", late + i as i64);
+        log.agenda(&key("acme", id), command).await.unwrap();
+    }
+    let m = fold(&log).await;
+    let acme = only(&["acme"]);
+    for descending in [false, true] {
+        for by_link in [true, false] {
+            let mut seen = Vec::new();
+            let mut after: Option<Cursor> = None;
+            loop {
+                let mut q = AgendaQuery::new(&acme);
+                if by_link {
+                    q.link_id = Some("L");
+                } else {
+                    q.insight_id = Some("insight-1");
+                }
+                q.descending = descending;
+                q.limit = 2;
+                q.after = after.as_ref();
+                let page = m.select_agendas(&q);
+                if let Some(next) = &page.next {
+                    assert!(next.id.starts_with("acme/"), "a cursor names {next:?}");
+                }
+                seen.extend(ids(page.items));
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            let mut want = vec!["a1", "a2", "a3"];
+            if descending {
+                want.reverse();
+            }
+            assert_eq!(seen, want, "by link: {by_link}, descending: {descending}");
+        }
+    }
+    // Every customer's, merged in addedTime order: globex's first, acme's last.
+    let all = Visibility::All;
+    let mut q = AgendaQuery::new(&all);
+    q.insight_id = Some("insight-1");
+    q.descending = true;
+    q.limit = 5;
+    assert_eq!(
+        ids(m.select_agendas(&q).items),
+        ["a3", "a2", "a1", format!("g{}", other - 1).as_str(), format!("g{}", other - 2).as_str()]
+    );
+    let summary = m.agendas().progress_summary("L", &acme).unwrap();
+    assert_eq!(summary.progress_list.len(), 3, "{summary:?}");
+}

@@ -17,6 +17,79 @@ use super::{AgendaModel, intern};
 /// An index key: `(time in epoch ms, stream key)`, 16 B ([`Name`]).
 pub(super) type Key = (i64, Name);
 
+/// A [`Key`] ordered by its customer first: `(customer part of the stream key, time, stream
+/// key)`. The link and insight indexes hold the agendas of every customer that uses a linkId
+/// or an insight (both are named, not owned, by one customer); in this order each customer's
+/// are one range (a *group*), so a caller walks its own customers' groups only and another
+/// tenant's agendas are never examined: their number made the caller's pages slow and short,
+/// and a page cut by the scan bound named one of them in its cursor (hostile13). The same
+/// 16 B as a [`Key`]: the customer is read from the stream key, not stored again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ByCustomer(pub(super) Key);
+
+impl ByCustomer {
+    /// The group: the customer part of the stream key ([`pop_domain::agenda::key`]: escaped,
+    /// it ends at the first `/`); `""` for a key without one (written by older builds).
+    pub(super) fn group(&self) -> &str {
+        group_of(&self.0.1)
+    }
+
+    /// Before every key of `group` (with `time`: before every one of that time or later).
+    pub(super) fn floor(group: &str, time: i64) -> ByCustomer {
+        let name = if group.is_empty() { String::new() } else { format!("{group}/") };
+        ByCustomer((time, Name::new(&name)))
+    }
+
+    /// After every key of `group`: the floor of the least group above it.
+    pub(super) fn past(group: &str) -> ByCustomer {
+        ByCustomer((i64::MIN, Name::new(&format!("{group}\0/"))))
+    }
+}
+
+/// The group of a stream key ([`ByCustomer::group`]).
+pub(super) fn group_of(key: &str) -> &str {
+    key.split_once('/').map_or("", |(customer, _)| customer)
+}
+
+/// The group of customer `customer_id`'s agendas ([`ByCustomer::group`]).
+pub(super) fn group_of_customer(customer_id: &str) -> String {
+    let mut key = pop_domain::agenda::key(customer_id, "");
+    key.pop();
+    key
+}
+
+/// Every group of `set`, in order: one range seek each.
+pub(super) fn groups_in(set: &BTreeSet<ByCustomer>) -> Vec<String> {
+    let mut groups = Vec::new();
+    let mut next = set.first();
+    while let Some(key) = next {
+        let group = key.group().to_owned();
+        next = set.range(ByCustomer::past(&group)..).next();
+        groups.push(group);
+    }
+    groups
+}
+
+/// The keys of `group` in `set`, in [`Key`] order.
+pub(super) fn group_range<'m>(
+    set: &'m BTreeSet<ByCustomer>,
+    group: &str,
+) -> impl DoubleEndedIterator<Item = &'m Key> + 'm {
+    set.range(ByCustomer::floor(group, i64::MIN)..ByCustomer::past(group)).map(|k| &k.0)
+}
+
+impl Ord for ByCustomer {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.group().cmp(other.group()).then_with(|| self.0.cmp(&other.0))
+    }
+}
+
+impl PartialOrd for ByCustomer {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 /// The indexes of one set of agendas (all of them, or one customer's).
 #[derive(Debug, Default)]
 pub(super) struct Partition {
@@ -78,7 +151,7 @@ impl Keys3 {
 /// The set of `keys`, built bottom-up from sorted keys: every node but the last on each
 /// level is full (inserted one by one in hash order, nodes end up about two-thirds full;
 /// later inserts split full nodes in two, so this lasts until the indexes churn).
-fn sorted_set(mut keys: Vec<Key>) -> BTreeSet<Key> {
+fn sorted_set<T: Ord>(mut keys: Vec<T>) -> BTreeSet<T> {
     keys.sort_unstable();
     // `from_iter` sorts again (a stable sort, linear on sorted keys), then builds in bulk.
     keys.into_iter().collect()
@@ -162,8 +235,8 @@ impl AgendaModel {
         let mut all_phases = [0usize; Phase::COUNT];
         let mut all_live_bytes = 0u64;
         let mut customers: HashMap<Arc<str>, (Keys3, [usize; Phase::COUNT], u64)> = HashMap::new();
-        let mut links: HashMap<Name, Vec<Key>> = HashMap::new();
-        let mut insights: HashMap<Name, BTreeMap<Phase, Vec<Key>>> = HashMap::new();
+        let mut links: HashMap<Name, Vec<ByCustomer>> = HashMap::new();
+        let mut insights: HashMap<Name, BTreeMap<Phase, Vec<ByCustomer>>> = HashMap::new();
         let mut queues: HashMap<Name, [Vec<Key>; 2]> = HashMap::new();
         for entry in self.entries.values_mut() {
             if entry.keys.phase.is_live() && entry.keys.bytes == 0 {
@@ -200,7 +273,7 @@ impl AgendaModel {
             all_phases[k.phase.index()] += 1;
             all_live_bytes += live_bytes;
             if let Some(link) = &k.link {
-                links.entry(link.clone()).or_default().push(added.clone());
+                links.entry(link.clone()).or_default().push(ByCustomer(added.clone()));
             }
             if let Some(insight) = &k.insight {
                 let queue = queue_phase(k);
@@ -209,7 +282,7 @@ impl AgendaModel {
                     .or_default()
                     .entry(k.phase)
                     .or_default()
-                    .push(added);
+                    .push(ByCustomer(added));
                 if let Some(phase) = queue {
                     let part = usize::from(phase == Phase::Queued);
                     queues.entry(insight.clone()).or_default()[part].push((k.entered, id.clone()));
@@ -222,9 +295,9 @@ impl AgendaModel {
                 .into_iter()
                 .map(|(c, (keys, phases, bytes))| (c, keys.into_partition(phases, bytes)))
                 .collect();
-            let by_link: HashMap<Name, BTreeSet<Key>> =
+            let by_link: HashMap<Name, BTreeSet<ByCustomer>> =
                 links.into_iter().map(|(l, keys)| (l, sorted_set(keys))).collect();
-            let by_insight: HashMap<Name, BTreeMap<Phase, BTreeSet<Key>>> = insights
+            let by_insight: HashMap<Name, BTreeMap<Phase, BTreeSet<ByCustomer>>> = insights
                 .into_iter()
                 .map(|(i, phases)| {
                     (i, phases.into_iter().map(|(p, keys)| (p, sorted_set(keys))).collect())
@@ -252,6 +325,7 @@ impl AgendaModel {
             return;
         }
         let added_key = |k: &Keys| (k.added, id.clone());
+        let grouped_key = |k: &Keys| ByCustomer(added_key(k));
         let updated_key = |k: &Keys| (k.updated, id.clone());
 
         // The id tables (an agenda's ids never change, so this is once in its life, and once
@@ -307,7 +381,7 @@ impl AgendaModel {
                 && let Some(link) = &k.link
                 && let Some(set) = self.by_link.get_mut(link)
             {
-                set.remove(&added_key(k));
+                set.remove(&grouped_key(k));
                 if set.is_empty() {
                     self.by_link.remove(link);
                 }
@@ -315,7 +389,7 @@ impl AgendaModel {
             if let Some(k) = new
                 && let Some(link) = &k.link
             {
-                self.by_link.entry(link.clone()).or_default().insert(added_key(k));
+                self.by_link.entry(link.clone()).or_default().insert(grouped_key(k));
             }
         }
 
@@ -388,7 +462,7 @@ impl AgendaModel {
                 && let Some(phases) = self.by_insight.get_mut(insight)
             {
                 if let Some(set) = phases.get_mut(&k.phase) {
-                    set.remove(&added_key(k));
+                    set.remove(&grouped_key(k));
                     if set.is_empty() {
                         phases.remove(&k.phase);
                     }
@@ -405,7 +479,7 @@ impl AgendaModel {
                     .or_default()
                     .entry(k.phase)
                     .or_default()
-                    .insert(added_key(k));
+                    .insert(grouped_key(k));
             }
         }
 

@@ -49,7 +49,7 @@ pub use select::AgendaQuery;
 pub(crate) use stored::{LoadBuffers, Loaded, StoredError, decode_chunk, encode as encode_stored};
 
 use entry::{Body, Keys, Name, SettleBuffers, id_in_key, settle};
-use indexes::{Key, Partition};
+use indexes::Partition;
 use slots::IdKind;
 
 /// Every agenda, by id, with its indexes.
@@ -60,10 +60,11 @@ pub struct AgendaModel {
     entries: slots::Entries,
     all: Partition,
     by_customer: HashMap<Arc<str>, Partition>,
-    /// In `addedTime` order.
-    by_link: HashMap<Name, BTreeSet<Key>>,
-    /// Per insight and phase, in `addedTime` order: listing and counting by insight.
-    by_insight: HashMap<Name, BTreeMap<Phase, BTreeSet<Key>>>,
+    /// By customer, then in `addedTime` order ([`indexes::ByCustomer`]).
+    by_link: HashMap<Name, BTreeSet<indexes::ByCustomer>>,
+    /// Per insight and phase, by customer, then in `addedTime` order: listing and counting
+    /// by insight.
+    by_insight: HashMap<Name, BTreeMap<Phase, BTreeSet<indexes::ByCustomer>>>,
     /// Per insight, its queue in queue order (the time each agenda entered it, see
     /// [`AgendaEntry::entered_ms`]): the `added` agendas the scheduler may queue (never the
     /// `doNotRun` ones, so a backlog of records cannot fill its window) and the `queued` ones
@@ -171,8 +172,8 @@ impl AgendaModel {
         self.by_insight.get(insight_id).and_then(|p| p.get(&phase)).map_or(0, BTreeSet::len)
     }
 
-    /// Every agenda of any insight that is in `phase`, each insight's in `addedTime` order
-    /// (insights in no particular order). Only bound agendas can be `queued`, `scheduled` or
+    /// Every agenda of any insight that is in `phase`, each insight's by customer, then in
+    /// `addedTime` order (insights in no particular order). Only bound agendas can be `queued`, `scheduled` or
     /// EXECUTING (they got there through an insight's queue), so for those phases this is all
     /// of them — the reclaimer's candidates.
     pub fn in_phase(&self, phase: Phase) -> impl Iterator<Item = &AgendaEntry> + '_ {
@@ -180,7 +181,7 @@ impl AgendaModel {
             .values()
             .filter_map(move |phases| phases.get(&phase))
             .flatten()
-            .filter_map(|(_, id)| self.get(id))
+            .filter_map(|indexes::ByCustomer((_, id))| self.get(id))
     }
 
     /// Applies one event of stream `agenda-<key>`. Keyed by the stream key: the log names the
