@@ -6,7 +6,8 @@
 //! paged list (`first`) costs `first` × the cost of what is selected of it ([`page`]), a
 //! list inside an object (an agenda's operations, a progress's diagnostics) a nominal
 //! [`NESTED_LIST_ITEMS`] × its selection ([`nested`]), and a field that scans the read models
-//! (`progressSummary`) [`SCAN_COST`] on top ([`scan`]). [`Budget`] then sums the costs of every
+//! (`progressSummary`, and the filtered agenda lists: [`list_scan`]) [`SCAN_COST`] on top
+//! ([`scan`]). [`Budget`] then sums the costs of every
 //! operation of one HTTP body (a batch), so a batch of 16 operations cannot ask for 16 times
 //! the limit. Past the limit the operation is refused with `QUERY_TOO_COSTLY` before any
 //! resolver runs.
@@ -70,6 +71,16 @@ pub fn page(first: Option<i32>, child_complexity: usize) -> usize {
         .unwrap_or(DEFAULT_PAGE_SIZE)
         .clamp(1, MAX_PAGE_SIZE);
     items.saturating_mul(child_complexity).saturating_add(1).min(MAX_FIELD_COST)
+}
+
+/// The cost of a filtered list of agendas: a [`page`] that may [`scan`] too. A filter no
+/// index serves (a state or phase across a customer's agendas, say) examines up to
+/// `MAX_SCANNED_PER_PAGE` (20,000) agendas for a page of one, so a thousand aliases of a
+/// one-item page cost about a thousand points and scanned for 20 s (hostile13); priced as
+/// scans, they are refused before they run, and a few dozen hold the caller's expensive-request
+/// permits.
+pub fn list_scan(first: Option<i32>, child_complexity: usize) -> usize {
+    scan(page(first, child_complexity))
 }
 
 /// The cost of a list field inside an object: [`NESTED_LIST_ITEMS`] × its selection.

@@ -155,7 +155,7 @@ impl QueryRoot {
     }
 
     /// Agendas the caller may see, filtered, oldest first (or by `order`).
-    #[graphql(complexity = "cost::page(first, child_complexity)")]
+    #[graphql(complexity = "cost::list_scan(first, child_complexity)")]
     async fn agendas(
         &self,
         ctx: &Context<'_>,
@@ -194,7 +194,7 @@ impl QueryRoot {
     }
 
     /// AgendaProgress of the agendas the caller may see, filtered like `agendas`.
-    #[graphql(complexity = "cost::page(first, child_complexity)")]
+    #[graphql(complexity = "cost::list_scan(first, child_complexity)")]
     async fn agenda_progress_list(
         &self,
         ctx: &Context<'_>,
