@@ -149,7 +149,7 @@ fn main() -> Result<()> {
 
 async fn run(args: Args, total: Duration, window: Duration, reap_age: u64) -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let reap_age_arg = reap_age.to_string();
+    let reap_age_arg = format!("{reap_age}s");
     let server = support::start_with_tokens(
         dir.path(),
         &args.durability,

@@ -586,8 +586,42 @@ fn parse_kind_age(text: &str) -> Result<(String, u64), String> {
     if !CATEGORIES.contains(&kind.as_str()) {
         return Err(format!("unknown config category {kind:?} (one of {})", CATEGORIES.join(", ")));
     }
-    let secs = secs.trim().parse::<u64>().map_err(|e| format!("{secs:?}: {e}"))?;
+    let secs = parse_age(secs)?;
     Ok((kind, secs))
+}
+
+/// A bare number under this many seconds is refused as a reap age ([`parse_age`]).
+const LEAST_BARE_AGE_SECS: u64 = 3_600;
+
+/// A reap age in seconds: a number of seconds, or a number with a unit (`90s`, `30m`, `12h`,
+/// `3d`). A bare number under an hour is refused (ops3am3: `POP_AGENDA_REAP_AGE=3`, meant as
+/// three days, deleted every finished agenda's history at the first cycle): an age that short
+/// is written with its unit (`3s`), so it is meant.
+fn parse_age(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| {
+        format!("{text:?} is not an age: seconds (259200), or a number and a unit (72h, 3d)")
+    })?;
+    let unit_secs: u64 = match unit.trim() {
+        "" => {
+            if number < LEAST_BARE_AGE_SECS {
+                return Err(format!(
+                    "{number} is {number} seconds: everything finished longer ago than that \
+                     would be deleted; write the unit to mean it ({number}s), or give days or \
+                     hours ({number}d, {number}h)"
+                ));
+            }
+            1
+        }
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        other => return Err(format!("unknown unit {other:?} in {text:?} (s, m, h or d)")),
+    };
+    number.checked_mul(unit_secs).ok_or_else(|| format!("{text:?} is too long an age"))
 }
 
 /// The timed processes `pop reap` runs by name.
@@ -661,15 +695,18 @@ pub struct ReaperArgs {
     /// Seconds between DataObjectReaper cycles; `0` turns it off in `pop serve`.
     #[arg(long, env = "POP_DATA_REAP_INTERVAL", default_value_t = 4 * 3600)]
     pub data_reap_interval: u64,
-    /// Age (seconds since `updatedTime`) at which a COMPLETE agenda and its progress are
-    /// reaped; also a `doNotRun` agenda, which is never scheduled and only waits.
-    #[arg(long, env = "POP_AGENDA_REAP_AGE", default_value_t = 3 * 86_400)]
+    /// Age (since `updatedTime`) at which a COMPLETE agenda and its progress are reaped;
+    /// also a `doNotRun` agenda, which is never scheduled and only waits. Seconds (at least
+    /// 3600), or with a unit: `90s`, `30m`, `12h`, `3d`.
+    #[arg(long, env = "POP_AGENDA_REAP_AGE", default_value_t = 3 * 86_400, value_parser = parse_age)]
     pub agenda_reap_age: u64,
-    /// Age (seconds since deletion) at which a deleted config object's stream is reaped.
-    #[arg(long, env = "POP_CONFIG_REAP_AGE", default_value_t = 3 * 86_400)]
+    /// Age (since deletion) at which a deleted config object's stream is reaped, as
+    /// --agenda-reap-age.
+    #[arg(long, env = "POP_CONFIG_REAP_AGE", default_value_t = 3 * 86_400, value_parser = parse_age)]
     pub config_reap_age: u64,
-    /// Per config kind, `<category>=<seconds>` (categories: customer, resourcepool, insight,
-    /// template), replacing --config-reap-age for that kind; repeat or comma-separate.
+    /// Per config kind, `<category>=<age>` (categories: customer, resourcepool, insight,
+    /// template; ages as --agenda-reap-age), replacing --config-reap-age for that kind; repeat
+    /// or comma-separate.
     #[arg(long, env = "POP_CONFIG_REAP_AGE_BY_KIND", value_delimiter = ',', value_parser = parse_kind_age)]
     pub config_reap_age_by_kind: Vec<(String, u64)>,
     /// Namespace whose finished pop pods the PodReaper deletes; without it `pop serve` runs
@@ -679,8 +716,9 @@ pub struct ReaperArgs {
     /// Seconds between PodReaper cycles.
     #[arg(long, env = "POP_POD_REAP_INTERVAL", default_value_t = 300)]
     pub pod_reap_interval: u64,
-    /// Age (seconds since a pod finished) at which it is deleted (POP: 1440 min).
-    #[arg(long, env = "POP_POD_REAP_AGE", default_value_t = 86_400)]
+    /// Age (since a pod finished) at which it is deleted (POP: 1440 min), as
+    /// --agenda-reap-age.
+    #[arg(long, env = "POP_POD_REAP_AGE", default_value_t = 86_400, value_parser = parse_age)]
     pub pod_reap_age: u64,
 }
 

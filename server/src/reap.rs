@@ -77,6 +77,13 @@ pub fn retry_config(interval_secs: u64, args: &ReaperArgs) -> RetryConfig {
 
 pub fn data_config(interval_secs: u64, args: &ReaperArgs) -> DataReaperConfig {
     use pop_reapers::data::{DEFAULT_BATCH_SIZE, DEFAULT_MAX_RUN_TIME};
+    // Said at start: an age that deletes more than meant is then found in the log.
+    tracing::info!(
+        agenda_reap_age_secs = args.agenda_reap_age,
+        config_reap_age_secs = args.config_reap_age,
+        by_kind = ?args.config_reap_age_by_kind,
+        "data reaper: finished agendas and deleted config objects are deleted after these ages"
+    );
     DataReaperConfig {
         cadence: cadence(interval_secs, args, DEFAULT_BATCH_SIZE, DEFAULT_MAX_RUN_TIME),
         agenda_reap_age: Duration::from_secs(args.agenda_reap_age),

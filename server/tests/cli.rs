@@ -510,6 +510,52 @@ fn a_lease_out_of_range_is_refused_before_anything_starts() {
     }
 }
 
+/// A reap age given as a bare number under an hour is refused before anything starts
+/// (ops3am3: `POP_AGENDA_REAP_AGE=3`, meant as three days, deleted every finished agenda at
+/// the first cycle); with its unit it is meant and taken, and days and hours are read.
+#[test]
+fn a_reap_age_that_reads_as_a_slip_is_refused_and_units_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for (verb, env) in [
+        (&["serve"][..], "POP_AGENDA_REAP_AGE"),
+        (&["reap", "data", "--once"], "POP_CONFIG_REAP_AGE"),
+    ] {
+        let out =
+            pop_command().args(verb).arg("--data-dir").arg(&data).env(env, "3").output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("3 seconds") && stderr.contains("3d"), "{stderr}");
+        assert!(!data.exists(), "nothing was made");
+    }
+    // Units are read: a dry run of one cycle says the ages in force.
+    let demo = pop_command().arg("demo").arg("--data-dir").arg(&data).output().unwrap();
+    assert!(demo.status.success(), "{demo:?}");
+    let out = pop_command()
+        .args([
+            "reap",
+            "data",
+            "--once",
+            "--dry-run",
+            "--agenda-reap-age",
+            "2d",
+            "--config-reap-age",
+            "90s",
+        ])
+        .args(["--config-reap-age-by-kind", "customer=12h", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("agenda_reap_age_secs=172800")
+            && stderr.contains("config_reap_age_secs=90")
+            && stderr.contains("43200"),
+        "{stderr}"
+    );
+}
+
 /// A token file that does not load is refused before a store or a key is made (a bad token
 /// file left a new store and signing key in the data directory).
 #[test]

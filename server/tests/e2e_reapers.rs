@@ -255,7 +255,7 @@ async fn an_old_finished_agenda_is_reaped_from_queries_and_store_with_a_record_k
         "--data-reap-interval",
         "1",
         "--agenda-reap-age",
-        "1",
+        "1s",
     ]);
     let seeded = pop.seed().await;
     let id = pop.submit(&seeded, 3).await;

@@ -600,7 +600,7 @@ async fn the_data_reapers_reap_of_an_agenda_is_in_the_agendas_trace() {
     // A doNotRun agenda only waits; with an age of 0 the data reaper takes it on its next
     // cycle, every second.
     let flags =
-        ["--otlp-endpoint", &endpoint, "--data-reap-interval", "1", "--agenda-reap-age", "0"];
+        ["--otlp-endpoint", &endpoint, "--data-reap-interval", "1", "--agenda-reap-age", "0s"];
     let (pop, position) = setup(dir.path(), &flags, &env).await;
     let mut agenda = agenda_json("reaped-1");
     agenda["params"] = json!({"doNotRun": true});
