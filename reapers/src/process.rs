@@ -235,6 +235,10 @@ pub fn finish(
 /// How soon a process whose inputs were not ready asks again.
 const NOT_READY_RETRY: Duration = Duration::from_millis(200);
 
+/// How often a replica that does not lead a process asks for its lock between ticks (when the
+/// process's interval is longer).
+const LEAD_RETRY: Duration = Duration::from_secs(15);
+
 /// `pop_process_leader{process}`: whether this replica holds the process's leader lock.
 fn leading(process: ProcessName, leads: bool) {
     metrics::gauge!("pop_process_leader", "process" => process.as_str()).set(if leads {
@@ -312,13 +316,28 @@ pub async fn run_loop<P: TimedProcess>(
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut guard: Option<LeaderGuard> = None;
     leading(name, false);
+    // When a replica that does not lead asks for the lock again between its ticks.
+    let asks_between_ticks = process.cadence().interval > LEAD_RETRY;
+    let mut next_ask = Instant::now() + LEAD_RETRY;
     loop {
         // A lock lost between cycles is noticed at once, so `pop_process_leader` never says a
         // replica leads while none does (review-s35b: until the next tick, up to 4 h).
+        let asks = guard.is_none() && asks_between_ticks;
         let lost = async {
             match guard.as_mut() {
                 Some(held) => held.lost().await,
                 None => std::future::pending::<()>().await,
+            }
+        };
+        // Without the lock, it is asked for every LEAD_RETRY, not only at the ticks: after a
+        // store blip ended every replica's lock, none led the data reaper (4 h ticks) for
+        // hours and `pop_process_leader` summed to 0, the documented alert (ops3am3). Only the
+        // lock: the cycle waits for its tick.
+        let ask = async {
+            if asks {
+                tokio::time::sleep_until(next_ask).await;
+            } else {
+                std::future::pending::<()>().await;
             }
         };
         let woken = tokio::select! {
@@ -327,6 +346,18 @@ pub async fn run_loop<P: TimedProcess>(
                 tracing::warn!(process = name.as_str(), "leader lock lost between cycles");
                 guard = None;
                 leading(name, false);
+                next_ask = Instant::now() + LEAD_RETRY;
+                continue;
+            }
+            () = ask => {
+                next_ask = Instant::now() + LEAD_RETRY;
+                if process.ready() {
+                    guard = lead(leadership.as_ref(), name).await;
+                    if guard.is_some() {
+                        tracing::info!(process = name.as_str(), lock = %name.lock(), "this replica leads");
+                    }
+                    leading(name, guard.is_some());
+                }
                 continue;
             }
             _ = ticker.tick() => false,
@@ -551,6 +582,31 @@ mod tests {
         drop(other);
         let n = cycles_in(leadership, true, 1).await;
         assert_eq!(n, 2, "the lock is free again: cycles resume");
+    }
+
+    /// A replica that did not lead takes the lock soon after it is free, not at its next tick
+    /// (the data reaper's is 4 h: after a store blip no replica led it, and the alert on
+    /// `pop_process_leader` fired, for hours), and runs no cycle before that tick.
+    #[tokio::test(start_paused = true)]
+    async fn a_free_lock_is_taken_between_ticks_and_the_cycle_waits_for_its_tick() {
+        let leadership = Arc::new(ProcessLeadership::default());
+        let lock = ProcessName::Data.lock();
+        let other = leadership.try_lead(&lock).await.unwrap().unwrap();
+        let process = Counting::new(ProcessName::Data, true);
+        let count = Arc::clone(&process.finished);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = spawn(process, leadership.clone(), Utc::now, async move {
+            let _ = stopped.await;
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        drop(other);
+        tokio::time::sleep(LEAD_RETRY + Duration::from_secs(1)).await;
+        assert!(leadership.try_lead(&lock).await.unwrap().is_none(), "the process took the lock");
+        assert_eq!(count.load(Ordering::SeqCst), 0, "no cycle before the tick");
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(count.load(Ordering::SeqCst), 1, "the tick's cycle ran under the lock");
+        stop.send(()).unwrap();
+        task.await.unwrap();
     }
 
     /// A backend whose lock is lost (its connection died) while a cycle runs; counts requests.
