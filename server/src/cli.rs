@@ -16,7 +16,7 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
     about = "pop — an event-sourced workflow engine",
     after_help = "Start: `pop serve --dev`, then `pop worker` and `pop submit --watch`.\n\
         Client commands exit 0 when done, 1 on an error, 2 on a usage error, and 3 when the \
-        agenda they watched failed."
+        agenda they watched failed; `pop verify` exits 4 when the log is not intact."
 )]
 pub struct Cli {
     /// Log format on stderr.
@@ -156,8 +156,8 @@ pub enum Command {
         as_of: Option<String>,
     },
     /// Check the store for tampering: every event's digest and hash chain, every stream's
-    /// head, every deleted stream's recorded head. Exits non-zero at the first break, naming
-    /// its stream, version and position.
+    /// head, every deleted stream's recorded head. Exits 4 at the first break, naming its
+    /// stream, version and position (1: the store could not be checked).
     Verify(VerifyArgs),
     /// An agenda's history as a timeline: time, actor, command, event, the state and percent
     /// after it, and the diagnostics it added (`--json`: the same as data).

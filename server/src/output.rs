@@ -5,7 +5,8 @@
 //! Exit codes of the client commands (also in `pop --help`):
 //! 0 done (for `watch`: the agenda succeeded, was cancelled, or you stopped watching);
 //! 1 an error (bad input, not found, refused, server unreachable); 2 a usage error;
-//! 3 the watched agenda failed.
+//! 3 the watched agenda failed; 4 (`pop verify`) the log is not intact: TAMPERED or NOT
+//! VERIFIED (1 there means it could not be checked: the store unreachable, say).
 
 use std::fmt;
 use std::io::{IsTerminal, Write};
@@ -14,6 +15,11 @@ use serde_json::Value;
 
 /// The exit code for a watched agenda that failed.
 pub const EXIT_FAILED: u8 = 3;
+
+/// The exit code of `pop verify` for a log that is not intact (TAMPERED, NOT VERIFIED), apart
+/// from 1, a check that could not be made (ops3am3: a scheduled verify could not tell a
+/// security incident from a database blip).
+pub const EXIT_NOT_INTACT: u8 = 4;
 
 /// Ends a command with `code` (and `message` on stderr unless empty) instead of 1.
 #[derive(Debug)]

@@ -77,7 +77,7 @@ fn print_report(report: Verification, note: &str, max_unsealed_span: u64) -> Res
         // The walks stop at the first break: their other counts are partial, so only that is
         // said (with the witness line, which says what the check trusted).
         println!("{note}");
-        bail!("TAMPERED: {b}");
+        return Err(not_intact(format!("TAMPERED: {b}")));
     }
     println!(
         "checked {} events, {} streams, {} deleted streams",
@@ -108,7 +108,7 @@ fn print_report(report: Verification, note: &str, max_unsealed_span: u64) -> Res
         let at =
             |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         println!("{note}");
-        bail!(
+        return Err(not_intact(format!(
             "NOT VERIFIED: the {} events from position {} on, written from {} to {} ({} s), are \
              covered by no signed checkpoint, while a running `pop serve` seals every few \
              seconds (--checkpoint-every): the checkpoints that covered them were deleted, or \
@@ -121,7 +121,7 @@ fn print_report(report: Verification, note: &str, max_unsealed_span: u64) -> Res
             at(u.first),
             at(u.last),
             u.span().num_seconds()
-        );
+        )));
     }
     if !c.signatures_checked {
         println!(
@@ -132,4 +132,9 @@ fn print_report(report: Verification, note: &str, max_unsealed_span: u64) -> Res
     println!("{note}");
     println!("intact");
     Ok(())
+}
+
+/// Ends `pop verify` with [`crate::output::EXIT_NOT_INTACT`] and `message`.
+fn not_intact(message: String) -> anyhow::Error {
+    crate::output::Exit { code: crate::output::EXIT_NOT_INTACT, message }.into()
 }

@@ -138,11 +138,16 @@ async fn pop_verify_checks_a_postgres_store() {
         .unwrap();
     drop(client);
     let _ = driver.await;
-    let out = verify(url).await.unwrap();
+    let out = verify(url.clone()).await.unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "a tampered store passed");
+    // 4, not 1: a scheduled verify tells a tampered log from a store it could not reach.
+    assert_eq!(out.status.code(), Some(4), "a tampered store: {stderr}");
     let expected = format!("TAMPERED: stream \"agenda-acme/a\" version 1 position {position}");
     assert!(stderr.contains(&expected), "want {expected:?} in:\n{stderr}");
+    let unreachable = url.replace(&format!(":{}/", cluster.port()), ":1/");
+    assert_ne!(unreachable, url);
+    let out = verify(unreachable).await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// The value of an unlabelled series in a Prometheus text page.
