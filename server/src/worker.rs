@@ -112,6 +112,13 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
         stats.refused,
         stats.handed_back
     );
+    if let Some(refusal) = stats.unauthenticated {
+        bail!(
+            "the server refused this worker's token ({refusal}): it was revoked, or the server \
+             was restarted with another token file; start the worker with a valid --token \
+             (POP_TOKEN)"
+        );
+    }
     Ok(())
 }
 

@@ -70,6 +70,10 @@ pub struct PullStats {
     pub refused: u64,
     pub cancelled: u64,
     pub handed_back: u64,
+    /// Set when the server refused the worker's token (`UNAUTHENTICATED`): the puller stopped,
+    /// since no later call can succeed with it (ops3am3: a revoked token's worker logged the
+    /// refusal every 5 s for ever and looked healthy to its supervisor).
+    pub unauthenticated: Option<String>,
 }
 
 /// Longest wait per `getAgenda` of an idle puller that serves several insights (it asks them
@@ -168,7 +172,7 @@ pub async fn run(env: ExecEnv, config: PullConfig, shutdown: watch::Receiver<boo
         ));
     };
 
-    while !*shutdown_rx.borrow() {
+    while !*shutdown_rx.borrow() && stats.unauthenticated.is_none() {
         while let Some(done) = executing.try_join_next() {
             count(&mut stats, done);
         }
@@ -207,6 +211,10 @@ pub async fn run(env: ExecEnv, config: PullConfig, shutdown: watch::Receiver<boo
                             Ok(_) => {
                                 empty_streak += 1;
                                 trouble |= done.waited && done.early;
+                            }
+                            Err(e) if e.code() == Some("UNAUTHENTICATED") => {
+                                tracing::error!(insight = %done.insight, error = %e, "the server refused this worker's token; stopping");
+                                stats.unauthenticated = Some(e.to_string());
                             }
                             Err(e) => {
                                 empty_streak += 1;

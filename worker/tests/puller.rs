@@ -311,3 +311,52 @@ async fn a_server_that_does_not_wait_gets_the_backoff_not_a_busy_loop() {
     stop.send(true).unwrap();
     tokio::time::timeout(BOUND, puller).await.unwrap().unwrap();
 }
+
+/// A server that no longer takes the worker's token.
+struct Revoked {
+    asked: AtomicUsize,
+}
+
+#[async_trait]
+impl WorkApi for Revoked {
+    async fn get_agenda(&self, _: &str, _: usize, _: Duration) -> Result<Vec<Claimed>, ApiError> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        Err(ApiError::Refused {
+            code: "UNAUTHENTICATED".into(),
+            message: "send a valid bearer token".into(),
+        })
+    }
+    async fn update_progress(&self, _: &Value) -> Result<(), ApiError> {
+        Ok(())
+    }
+    async fn expand(&self, _: &str, _: &str, _: &[Operation], _: &Params) -> Result<(), ApiError> {
+        Ok(())
+    }
+    async fn release(&self, _: &str, _: &str, _: &str) -> Result<(), ApiError> {
+        Ok(())
+    }
+}
+
+/// A refused token ends the puller at once, saying why (ops3am3: a revoked token's worker kept
+/// asking every 5 s for ever, and its supervisor saw it running).
+#[tokio::test(start_paused = true)]
+async fn a_refused_token_stops_the_puller() {
+    let api = Arc::new(Revoked { asked: AtomicUsize::new(0) });
+    let env = ExecEnv {
+        api: api.clone(),
+        registry: Arc::new(Registry::with_builtins()),
+        config: ExecConfig {
+            max_parallel: 1,
+            report: ReportConfig::default(),
+            shutdown_grace: Duration::from_secs(1),
+        },
+    };
+    let config = PullConfig { insights: vec!["a".into()], ..PullConfig::default() };
+    let (_stop, stopped) = watch::channel(false);
+    let stats = tokio::time::timeout(Duration::from_secs(60), run(env, config, stopped))
+        .await
+        .expect("the puller stopped by itself");
+    let refusal = stats.unauthenticated.expect("the refusal is reported");
+    assert!(refusal.contains("UNAUTHENTICATED"), "{refusal}");
+    assert_eq!(api.asked.load(Ordering::SeqCst), 1, "asked once");
+}
