@@ -430,6 +430,27 @@ async fn a_tampered_export_is_refused_with_its_line_and_nothing_is_imported() {
     assert!(err.line().is_some(), "{err}");
     assert_eq!(count(&target), 0);
 
+    // A tombstone's version edited or removed: the hash rows its stream kept disagree, as
+    // `pop verify` finds in a store (auditor17: it imported, and the store then failed verify).
+    let t = owned
+        .iter()
+        .position(|l| l.contains("\"kind\":\"tombstone\"") && l.contains("agenda-acme/x"))
+        .unwrap();
+    assert!(owned[t].contains("\"popversion\":1"), "{}", owned[t]);
+    for (name, line) in [
+        ("tombv.jsonl", owned[t].replacen("\"popversion\":1", "\"popversion\":2", 1)),
+        ("tombv0.jsonl", owned[t].replacen("\"popversion\":1", "\"popversion\":0", 1)),
+        ("tombnov.jsonl", owned[t].replacen(",\"popversion\":1", "", 1)),
+    ] {
+        assert_ne!(line, owned[t], "{name}: the edit applies");
+        let mut edited = owned.clone();
+        edited[t] = line;
+        let (result, target) = import_sqlite(dir.path(), &write(name, &edited), &k).await;
+        let err = result.expect_err("refused");
+        assert!(err.to_string().contains("agenda-acme/x"), "{name}: {err}");
+        assert_eq!(count(&target), 0, "{name}: the target stays empty");
+    }
+
     // The checkpoint line dropped.
     let mut headless = owned.clone();
     headless.pop();

@@ -16,7 +16,7 @@ use super::{
 use crate::Position;
 use crate::commitment::{Checkpoint, LogEntry, LogWalker, SignedCheckpoint, key_id};
 use crate::digest::{DigestInput, GENESIS, Hash, data_hash, event_digest, hex};
-use crate::verify::{Break, EventRow, FastHash, StreamRow, Walker};
+use crate::verify::{Break, EventRow, FastHash, PrunedTail, StreamRow, Walker, check_pruned};
 
 /// Reads the last line of a file (without reading the rest): chunks read backwards from the
 /// end, each searched once for the newline before the line (the checkpoint's line holds every
@@ -101,6 +101,9 @@ pub struct ExportReader<R: BufRead> {
     /// for the same names (randomly seeded per map).
     streams: HashMap<String, Seen, FastHash>,
     tombstones: Vec<(Tombstone, u64)>,
+    /// The hash rows each deleted stream kept (its pruned entries), checked against its
+    /// tombstone at the end as `pop verify` checks them in a store.
+    tails: HashMap<String, PrunedTail, FastHash>,
     /// Each entry's position and line, in file order (to locate a break found at the end).
     lines: Vec<(Position, u64)>,
     events: u64,
@@ -183,6 +186,7 @@ impl<R: BufRead> ExportReader<R> {
             log: None,
             streams: HashMap::default(),
             tombstones: Vec::new(),
+            tails: HashMap::default(),
             lines: Vec::new(),
             events: 0,
             pruned: 0,
@@ -436,6 +440,10 @@ impl<R: BufRead> ExportReader<R> {
                 Some(parse_hash(text).ok_or_else(|| self.invalid("popchain is not a SHA-256"))?)
             }
         };
+        self.tails
+            .entry(stream.clone())
+            .or_default()
+            .add(i64::try_from(version).unwrap_or(i64::MAX), link.as_ref().map(|h| &h[..]));
         let entry = LogEntry { position, stream, version, link };
         self.log_entry(entry.clone())?;
         self.pruned += 1;
@@ -505,7 +513,10 @@ impl<R: BufRead> ExportReader<R> {
         }
         rows.sort_by(|a, b| a.name.cmp(&b.name));
         let walker = self.walker.take().ok_or_else(|| TransferError::File("not opened".into()))?;
-        let report = walker.finish(&rows);
+        // The tombstones against the hash rows their streams kept too (auditor17: a tombstone
+        // line whose popversion was edited or removed imported, and the store it made failed
+        // `pop verify`).
+        let report = check_pruned(walker.finish(&rows), &rows, &self.tails);
         if let Some(b) = report.first_break {
             let line = self.line_of(&b);
             return Err(TransferError::Invalid { line, message: b.to_string() });
