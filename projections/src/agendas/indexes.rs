@@ -17,76 +17,121 @@ use super::{AgendaModel, intern};
 /// An index key: `(time in epoch ms, stream key)`, 16 B ([`Name`]).
 pub(super) type Key = (i64, Name);
 
-/// A [`Key`] ordered by its customer first: `(customer part of the stream key, time, stream
-/// key)`. The link and insight indexes hold the agendas of every customer that uses a linkId
-/// or an insight (both are named, not owned, by one customer); in this order each customer's
-/// are one range (a *group*), so a caller walks its own customers' groups only and another
-/// tenant's agendas are never examined: their number made the caller's pages slow and short,
-/// and a page cut by the scan bound named one of them in its cursor (hostile13). The same
-/// 16 B as a [`Key`]: the customer is read from the stream key, not stored again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct ByCustomer(pub(super) Key);
+/// The keys of one linkId, or of one insight's phase, apart per customer (the agenda's own,
+/// [`Keys::customer`]). linkIds and insights are named, not owned, by one customer, so one
+/// holds the agendas of every customer that uses it; a caller walks its own customers' sets
+/// only, and another tenant's agendas are never examined (hostile13: their number made the
+/// caller's pages slow and short, and a page cut by the scan bound named one of them in its
+/// cursor). Nearly every linkId is one customer's: that case is one set, 16 B more than it.
+pub(super) enum PerCustomer {
+    One(Arc<str>, BTreeSet<Key>),
+    // Boxed: a map is 48 B inline, and the one-customer case, nearly every linkId, is what
+    // sizes the enum (one per linkId in memory).
+    #[allow(clippy::box_collection)]
+    Many(Box<HashMap<Arc<str>, BTreeSet<Key>>>),
+}
 
-impl ByCustomer {
-    /// The group: the customer part of the stream key ([`pop_domain::agenda::key`]: escaped,
-    /// it ends at the first `/`); `""` for a key without one (written by older builds).
-    pub(super) fn group(&self) -> &str {
-        group_of(&self.0.1)
-    }
-
-    /// Before every key of `group` (with `time`: before every one of that time or later).
-    pub(super) fn floor(group: &str, time: i64) -> ByCustomer {
-        let name = if group.is_empty() { String::new() } else { format!("{group}/") };
-        ByCustomer((time, Name::new(&name)))
-    }
-
-    /// After every key of `group`: the floor of the least group above it.
-    pub(super) fn past(group: &str) -> ByCustomer {
-        ByCustomer((i64::MIN, Name::new(&format!("{group}\0/"))))
+/// By customer, in order (two models holding the same keys print the same).
+impl std::fmt::Debug for PerCustomer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sorted: BTreeMap<&Arc<str>, &BTreeSet<Key>> = self.sets().collect();
+        f.debug_map().entries(sorted).finish()
     }
 }
 
-/// The group of a stream key ([`ByCustomer::group`]).
-pub(super) fn group_of(key: &str) -> &str {
-    key.split_once('/').map_or("", |(customer, _)| customer)
-}
-
-/// The group of customer `customer_id`'s agendas ([`ByCustomer::group`]).
-pub(super) fn group_of_customer(customer_id: &str) -> String {
-    let mut key = pop_domain::agenda::key(customer_id, "");
-    key.pop();
-    key
-}
-
-/// Every group of `set`, in order: one range seek each.
-pub(super) fn groups_in(set: &BTreeSet<ByCustomer>) -> Vec<String> {
-    let mut groups = Vec::new();
-    let mut next = set.first();
-    while let Some(key) = next {
-        let group = key.group().to_owned();
-        next = set.range(ByCustomer::past(&group)..).next();
-        groups.push(group);
+impl PerCustomer {
+    /// Adds `key` of an agenda of `customer`.
+    pub(super) fn insert(this: &mut Option<PerCustomer>, customer: &Arc<str>, key: Key) {
+        match this {
+            None => *this = Some(PerCustomer::One(Arc::clone(customer), BTreeSet::from([key]))),
+            Some(PerCustomer::One(only, set)) if only == customer => {
+                set.insert(key);
+            }
+            Some(PerCustomer::One(..)) => {
+                let Some(PerCustomer::One(only, set)) = this.take() else { return };
+                let mut many = HashMap::with_capacity(2);
+                many.insert(only, set);
+                many.entry(Arc::clone(customer)).or_insert_with(BTreeSet::new).insert(key);
+                *this = Some(PerCustomer::Many(Box::new(many)));
+            }
+            Some(PerCustomer::Many(many)) => {
+                many.entry(Arc::clone(customer)).or_default().insert(key);
+            }
+        }
     }
-    groups
-}
 
-/// The keys of `group` in `set`, in [`Key`] order.
-pub(super) fn group_range<'m>(
-    set: &'m BTreeSet<ByCustomer>,
-    group: &str,
-) -> impl DoubleEndedIterator<Item = &'m Key> + 'm {
-    set.range(ByCustomer::floor(group, i64::MIN)..ByCustomer::past(group)).map(|k| &k.0)
-}
-
-impl Ord for ByCustomer {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.group().cmp(other.group()).then_with(|| self.0.cmp(&other.0))
+    /// Removes `key` of an agenda of `customer`; `true` when nothing is left.
+    pub(super) fn remove(&mut self, customer: &str, key: &Key) -> bool {
+        match self {
+            PerCustomer::One(only, set) => {
+                if &**only == customer {
+                    set.remove(key);
+                }
+                set.is_empty()
+            }
+            PerCustomer::Many(many) => {
+                if let Some(set) = many.get_mut(customer) {
+                    set.remove(key);
+                    if set.is_empty() {
+                        many.remove(customer);
+                    }
+                }
+                many.is_empty()
+            }
+        }
     }
-}
 
-impl PartialOrd for ByCustomer {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
+    /// Built from each customer's keys (sorted and built bottom-up, [`sorted_set`]).
+    fn built(mut keys: HashMap<Arc<str>, Vec<Key>>) -> Option<PerCustomer> {
+        if keys.len() <= 1 {
+            let (customer, keys) = keys.drain().next()?;
+            return Some(PerCustomer::One(customer, sorted_set(keys)));
+        }
+        let many = keys.into_iter().map(|(c, keys)| (c, sorted_set(keys))).collect();
+        Some(PerCustomer::Many(Box::new(many)))
+    }
+
+    /// How many keys, of every customer.
+    pub(super) fn len(&self) -> usize {
+        self.sets().map(|(_, set)| set.len()).sum()
+    }
+
+    /// How many customers have keys here.
+    pub(super) fn customers(&self) -> usize {
+        match self {
+            PerCustomer::One(..) => 1,
+            PerCustomer::Many(many) => many.len(),
+        }
+    }
+
+    /// Every customer's set.
+    pub(super) fn sets(&self) -> Box<dyn Iterator<Item = (&Arc<str>, &BTreeSet<Key>)> + '_> {
+        match self {
+            PerCustomer::One(customer, set) => Box::new(std::iter::once((customer, set))),
+            PerCustomer::Many(many) => Box::new(many.iter()),
+        }
+    }
+
+    /// `customer`'s set.
+    pub(super) fn of(&self, customer: &str) -> Option<&BTreeSet<Key>> {
+        match self {
+            PerCustomer::One(only, set) => (&**only == customer).then_some(set),
+            PerCustomer::Many(many) => many.get(customer),
+        }
+    }
+
+    /// The sets of the customers `visibility` sees, by whichever side is smaller (a caller of
+    /// 10,000 customers and a linkId of one).
+    pub(super) fn seen_by(&self, visibility: &crate::query::Visibility) -> Vec<&BTreeSet<Key>> {
+        match visibility {
+            crate::query::Visibility::All => self.sets().map(|(_, set)| set).collect(),
+            crate::query::Visibility::Customers(ids) if ids.len() < self.customers() => {
+                ids.iter().filter_map(|c| self.of(c)).collect()
+            }
+            crate::query::Visibility::Customers(_) => {
+                self.sets().filter(|(c, _)| visibility.sees(c)).map(|(_, set)| set).collect()
+            }
+        }
     }
 }
 
@@ -151,7 +196,7 @@ impl Keys3 {
 /// The set of `keys`, built bottom-up from sorted keys: every node but the last on each
 /// level is full (inserted one by one in hash order, nodes end up about two-thirds full;
 /// later inserts split full nodes in two, so this lasts until the indexes churn).
-fn sorted_set<T: Ord>(mut keys: Vec<T>) -> BTreeSet<T> {
+fn sorted_set(mut keys: Vec<Key>) -> BTreeSet<Key> {
     keys.sort_unstable();
     // `from_iter` sorts again (a stable sort, linear on sorted keys), then builds in bulk.
     keys.into_iter().collect()
@@ -235,8 +280,9 @@ impl AgendaModel {
         let mut all_phases = [0usize; Phase::COUNT];
         let mut all_live_bytes = 0u64;
         let mut customers: HashMap<Arc<str>, (Keys3, [usize; Phase::COUNT], u64)> = HashMap::new();
-        let mut links: HashMap<Name, Vec<ByCustomer>> = HashMap::new();
-        let mut insights: HashMap<Name, BTreeMap<Phase, Vec<ByCustomer>>> = HashMap::new();
+        type ByCustomer = HashMap<Arc<str>, Vec<Key>>;
+        let mut links: HashMap<Name, ByCustomer> = HashMap::new();
+        let mut insights: HashMap<Name, BTreeMap<Phase, ByCustomer>> = HashMap::new();
         let mut queues: HashMap<Name, [Vec<Key>; 2]> = HashMap::new();
         for entry in self.entries.values_mut() {
             if entry.keys.phase.is_live() && entry.keys.bytes == 0 {
@@ -273,7 +319,8 @@ impl AgendaModel {
             all_phases[k.phase.index()] += 1;
             all_live_bytes += live_bytes;
             if let Some(link) = &k.link {
-                links.entry(link.clone()).or_default().push(ByCustomer(added.clone()));
+                let customers = links.entry(link.clone()).or_default();
+                customers.entry(Arc::clone(&k.customer)).or_default().push(added.clone());
             }
             if let Some(insight) = &k.insight {
                 let queue = queue_phase(k);
@@ -282,7 +329,9 @@ impl AgendaModel {
                     .or_default()
                     .entry(k.phase)
                     .or_default()
-                    .push(ByCustomer(added));
+                    .entry(Arc::clone(&k.customer))
+                    .or_default()
+                    .push(added);
                 if let Some(phase) = queue {
                     let part = usize::from(phase == Phase::Queued);
                     queues.entry(insight.clone()).or_default()[part].push((k.entered, id.clone()));
@@ -295,12 +344,18 @@ impl AgendaModel {
                 .into_iter()
                 .map(|(c, (keys, phases, bytes))| (c, keys.into_partition(phases, bytes)))
                 .collect();
-            let by_link: HashMap<Name, BTreeSet<ByCustomer>> =
-                links.into_iter().map(|(l, keys)| (l, sorted_set(keys))).collect();
-            let by_insight: HashMap<Name, BTreeMap<Phase, BTreeSet<ByCustomer>>> = insights
+            let by_link: HashMap<Name, PerCustomer> = links
+                .into_iter()
+                .filter_map(|(l, keys)| Some((l, PerCustomer::built(keys)?)))
+                .collect();
+            let by_insight: HashMap<Name, BTreeMap<Phase, PerCustomer>> = insights
                 .into_iter()
                 .map(|(i, phases)| {
-                    (i, phases.into_iter().map(|(p, keys)| (p, sorted_set(keys))).collect())
+                    let phases = phases
+                        .into_iter()
+                        .filter_map(|(p, keys)| Some((p, PerCustomer::built(keys)?)))
+                        .collect();
+                    (i, phases)
                 })
                 .collect();
             let queues: HashMap<Name, Queue> = queues
@@ -325,7 +380,6 @@ impl AgendaModel {
             return;
         }
         let added_key = |k: &Keys| (k.added, id.clone());
-        let grouped_key = |k: &Keys| ByCustomer(added_key(k));
         let updated_key = |k: &Keys| (k.updated, id.clone());
 
         // The id tables (an agenda's ids never change, so this is once in its life, and once
@@ -375,21 +429,22 @@ impl AgendaModel {
                 part.live_added[live].insert(added_key(k));
             }
         }
-        let same_link = |a: &Keys, b: &Keys| a.added == b.added && a.link == b.link;
+        let same_link =
+            |a: &Keys, b: &Keys| a.added == b.added && a.link == b.link && a.customer == b.customer;
         if !matches!((old, new), (Some(a), Some(b)) if same_link(a, b)) {
             if let Some(k) = old
                 && let Some(link) = &k.link
-                && let Some(set) = self.by_link.get_mut(link)
+                && let Some(per) = self.by_link.get_mut(link)
+                && per.remove(&k.customer, &added_key(k))
             {
-                set.remove(&grouped_key(k));
-                if set.is_empty() {
-                    self.by_link.remove(link);
-                }
+                self.by_link.remove(link);
             }
             if let Some(k) = new
                 && let Some(link) = &k.link
             {
-                self.by_link.entry(link.clone()).or_default().insert(grouped_key(k));
+                let mut per = self.by_link.remove(link);
+                PerCustomer::insert(&mut per, &k.customer, added_key(k));
+                self.by_link.extend(per.map(|per| (link.clone(), per)));
             }
         }
 
@@ -454,18 +509,21 @@ impl AgendaModel {
         }
 
         // Insight queues: per insight and phase, added-time order.
-        let same_queue =
-            |a: &Keys, b: &Keys| a.added == b.added && a.insight == b.insight && a.phase == b.phase;
+        let same_queue = |a: &Keys, b: &Keys| {
+            a.added == b.added
+                && a.insight == b.insight
+                && a.phase == b.phase
+                && a.customer == b.customer
+        };
         if !matches!((old, new), (Some(a), Some(b)) if same_queue(a, b)) {
             if let Some(k) = old
                 && let Some(insight) = &k.insight
                 && let Some(phases) = self.by_insight.get_mut(insight)
             {
-                if let Some(set) = phases.get_mut(&k.phase) {
-                    set.remove(&grouped_key(k));
-                    if set.is_empty() {
-                        phases.remove(&k.phase);
-                    }
+                if let Some(per) = phases.get_mut(&k.phase)
+                    && per.remove(&k.customer, &added_key(k))
+                {
+                    phases.remove(&k.phase);
                 }
                 if phases.is_empty() {
                     self.by_insight.remove(insight);
@@ -474,12 +532,10 @@ impl AgendaModel {
             if let Some(k) = new
                 && let Some(insight) = &k.insight
             {
-                self.by_insight
-                    .entry(insight.clone())
-                    .or_default()
-                    .entry(k.phase)
-                    .or_default()
-                    .insert(grouped_key(k));
+                let phases = self.by_insight.entry(insight.clone()).or_default();
+                let mut per = phases.remove(&k.phase);
+                PerCustomer::insert(&mut per, &k.customer, added_key(k));
+                phases.extend(per.map(|per| (k.phase, per)));
             }
         }
 

@@ -34,7 +34,7 @@ pub mod select;
 mod slots;
 mod stored;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use pop_domain::agenda::{AgendaEvent, AgendaState};
@@ -60,11 +60,11 @@ pub struct AgendaModel {
     entries: slots::Entries,
     all: Partition,
     by_customer: HashMap<Arc<str>, Partition>,
-    /// By customer, then in `addedTime` order ([`indexes::ByCustomer`]).
-    by_link: HashMap<Name, BTreeSet<indexes::ByCustomer>>,
-    /// Per insight and phase, by customer, then in `addedTime` order: listing and counting
-    /// by insight.
-    by_insight: HashMap<Name, BTreeMap<Phase, BTreeSet<indexes::ByCustomer>>>,
+    /// Per customer, in `addedTime` order ([`indexes::PerCustomer`]).
+    by_link: HashMap<Name, indexes::PerCustomer>,
+    /// Per insight and phase, per customer, in `addedTime` order: listing and counting by
+    /// insight.
+    by_insight: HashMap<Name, BTreeMap<Phase, indexes::PerCustomer>>,
     /// Per insight, its queue in queue order (the time each agenda entered it, see
     /// [`AgendaEntry::entered_ms`]): the `added` agendas the scheduler may queue (never the
     /// `doNotRun` ones, so a backlog of records cannot fill its window) and the `queued` ones
@@ -169,19 +169,20 @@ impl AgendaModel {
 
     /// How many agendas of `insight_id` are in `phase` (e.g. the queue's fill level).
     pub fn count_in(&self, insight_id: &str, phase: Phase) -> usize {
-        self.by_insight.get(insight_id).and_then(|p| p.get(&phase)).map_or(0, BTreeSet::len)
+        self.by_insight.get(insight_id).and_then(|p| p.get(&phase)).map_or(0, |per| per.len())
     }
 
-    /// Every agenda of any insight that is in `phase`, each insight's by customer, then in
-    /// `addedTime` order (insights in no particular order). Only bound agendas can be `queued`, `scheduled` or
+    /// Every agenda of any insight that is in `phase`, each insight's customer's in
+    /// `addedTime` order (insights and customers in no particular order). Only bound agendas can be `queued`, `scheduled` or
     /// EXECUTING (they got there through an insight's queue), so for those phases this is all
     /// of them — the reclaimer's candidates.
     pub fn in_phase(&self, phase: Phase) -> impl Iterator<Item = &AgendaEntry> + '_ {
         self.by_insight
             .values()
             .filter_map(move |phases| phases.get(&phase))
-            .flatten()
-            .filter_map(|indexes::ByCustomer((_, id))| self.get(id))
+            .flat_map(|per| per.sets())
+            .flat_map(|(_, set)| set)
+            .filter_map(|(_, id)| self.get(id))
     }
 
     /// Applies one event of stream `agenda-<key>`. Keyed by the stream key: the log names the
