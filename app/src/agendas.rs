@@ -347,7 +347,7 @@ impl App {
                 .execute::<AgendaState>(&key(&agenda.customer_id, progress_id), &metadata, &command)
                 .await;
             taken.map_err(|e| {
-                error::execute_within(&format!("progress id {progress_id:?}"), root, e)
+                error::create_within(&format!("progress id {progress_id:?}"), root, e)
             })?;
         }
         let stream_key = key(&agenda.customer_id, &agenda.id);
@@ -367,7 +367,7 @@ impl App {
             None => self.commands().execute::<AgendaState>(&stream_key, &metadata, &command).await,
         };
         metrics::command("submitAgenda", executed.is_ok());
-        let executed = executed.map_err(|e| error::execute_within(&subject, root, e))?;
+        let executed = executed.map_err(|e| error::create_within(&subject, root, e))?;
         let outcome = AgendaOutcome::of(&executed, caller);
         // One line per agenda lifecycle step for operators (`RUST_LOG=pop::agendas=warn` quiets it).
         tracing::info!(target: "pop::agendas", agenda = %stream_key, by = %caller.principal.name, cid = %caller.cid, "submitted");
@@ -475,7 +475,7 @@ impl App {
                     .commands()
                     .load::<AgendaState>(&key(customer, progress_id))
                     .await
-                    .map_err(|e| at(error::execute_within(&subject, "", e)))?;
+                    .map_err(|e| at(error::create_within(&subject, "", e)))?;
                 let command = AgendaCommand::TakeProgressId { agenda_id: agenda.id.clone(), now };
                 state.decide(&command).map_err(|e| {
                     at(error::execute_within(&subject, "", pop_store::ExecuteError::Refused(e)))
@@ -486,7 +486,7 @@ impl App {
                 .commands()
                 .load::<AgendaState>(&key(customer, &agenda.id))
                 .await
-                .map_err(|e| at(error::execute_within(&subject, "", e)))?;
+                .map_err(|e| at(error::create_within(&subject, "", e)))?;
             let command =
                 AgendaCommand::Submit { agenda: agenda.clone(), insight: insight.clone(), now };
             state.decide(&command).map_err(|e| {

@@ -310,6 +310,20 @@ pub fn execute<E: Refusal>(subject: &str, e: ExecuteError<E>) -> AppError {
 }
 
 /// [`execute`] for a command read from the request's object `root` (see [`refused`]).
+/// [`execute_within`] for a command that makes its stream (a submission, a progress id
+/// taken): a stream the data reaper deleted is an id used once already, a CONFLICT that says
+/// so, not "not found (deleted)" (auditor17: a resubmit of a reaped agenda's id read as if
+/// the caller had named something absent).
+pub fn create_within<E: Refusal>(subject: &str, root: &str, e: ExecuteError<E>) -> AppError {
+    match e {
+        ExecuteError::Store(StoreError::StreamDeleted { .. }) => AppError::conflict(format!(
+            "{subject} was used before, by an agenda since deleted (reaped): an id is never \
+             used twice; choose another"
+        )),
+        e => execute_within(subject, root, e),
+    }
+}
+
 pub fn execute_within<E: Refusal>(subject: &str, root: &str, e: ExecuteError<E>) -> AppError {
     match e {
         ExecuteError::Refused(r) => refused_within(subject, root, &r),

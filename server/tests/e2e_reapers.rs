@@ -295,6 +295,21 @@ async fn an_old_finished_agenda_is_reaped_from_queries_and_store_with_a_record_k
     assert!(record["data"]["reason"].as_str().unwrap().contains("reapAge"), "{record:#}");
     assert_eq!(record["metadata"]["actor"], "system:data-reaper", "{record:#}");
 
+    // Its id stays used: submitted again it is a CONFLICT that says why, not "not found".
+    let again = json!({"id": id, "customerId": "acme", "title": "again",
+        "operations": [{"name": "probe", "type": "ffmpeg", "payload": {"src": "in.mp4"}}]});
+    let (status, body) = pop
+        .post(
+            Some(ACME),
+            "mutation($a: JSON!) { submitAgenda(agenda: $a) { position } }",
+            json!({"a": again}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body:#}");
+    let error = &body["errors"][0];
+    assert_eq!(error["extensions"]["code"], "CONFLICT", "{body:#}");
+    assert!(error["message"].as_str().unwrap().contains("never used twice"), "{body:#}");
+
     // On the stopped server's store, `pop log` still shows the record, and the store-based
     // processes run once from the CLI.
     let data_dir = pop.data_dir.clone();
