@@ -119,7 +119,7 @@ async fn as_of_reads_answer_the_past_over_graphql_and_rest() {
     assert_eq!(status, 400);
 }
 
-const HISTORY: &str = "query($id: String!) { agendaHistory(agendaId: $id) { items { position version time type actor cid causationId command processingState processingStateMessage percentComplete diagnostics { message } operations { operation processingState diagnostics { message } } } endCursor hasNextPage } }";
+const HISTORY: &str = "query($id: String!) { agendaHistory(agendaId: $id) { items { position version time type actor cid causationId command processingState processingStateMessage percentComplete diagnostics { message } operations { operation processingState diagnostics { message } } addedOperations } endCursor hasNextPage } }";
 
 /// Who did what: every event of an agenda's life — the user's submit, the scheduler's queue,
 /// the worker's claim and reports, the user's cancel — records its actor, cid, command and a
@@ -157,6 +157,12 @@ async fn agenda_history_names_who_did_what_on_every_path() {
             "diagnosticEvents": [{"message": "probing in.mp4"}],
             "operationProgress": [{"operation": "probe", "processingState": "EXECUTING", "percentComplete": 50,
                 "diagnosticEvents": [{"message": "ffprobe: slow disk"}]}]}}),
+    )
+    .await;
+    s.ok(
+        ACME_SERVICE,
+        "mutation($id: String!) { expandAgenda(agendaId: $id, operations: [{name: \"thumb\", type: \"ffmpeg\"}]) { position } }",
+        json!({"id": id}),
     )
     .await;
     s.cancel(ACME, &id).await;
@@ -201,6 +207,11 @@ async fn agenda_history_names_who_did_what_on_every_path() {
     );
     let submitted = items.iter().find(|e| e["type"] == "AgendaSubmitted").unwrap();
     assert_eq!(submitted["operations"], json!([]), "operations it added are not listed");
+    // ... as steps: they are named as added (an expansion's explain its fall in percent).
+    let added = submitted["addedOperations"].as_array().unwrap();
+    assert!(added.contains(&json!("probe")) && !added.contains(&json!("thumb")), "{submitted:#}");
+    let expanded = items.iter().find(|e| e["type"] == "OperationsExpanded").unwrap();
+    assert_eq!(expanded["addedOperations"], json!(["thumb"]), "{expanded:#}");
     let last = items.last().unwrap();
     assert_eq!(
         (last["processingState"].as_str(), last["type"].as_str()),

@@ -46,6 +46,9 @@ pub struct HistoryEntry {
     /// The operations whose state, message or diagnostics this event changed (operations it
     /// added — a submission, an expansion — are not listed), in the agenda's order.
     pub operations: Vec<OperationStep>,
+    /// The operations this event added (a submission's, an expansion's), by name: the percent
+    /// after an expansion falls, and this says why (auditor17).
+    pub added_operations: Vec<String>,
 }
 
 /// What one event did to one operation: its state and message after it, and the diagnostics
@@ -80,6 +83,16 @@ fn touched_before(state: &AgendaState, event: &AgendaEvent) -> Vec<(String, Opti
             });
             (name, was)
         })
+        .collect()
+}
+
+/// The operations `touched` names that were not there before the event and are now.
+fn added_operations(touched: &[(String, Option<Before>)], state: &AgendaState) -> Vec<String> {
+    let after = &state.progress().operation_progress;
+    touched
+        .iter()
+        .filter(|(name, was)| was.is_none() && after.iter().any(|p| *p.operation == **name))
+        .map(|(name, _)| name.clone())
         .collect()
 }
 
@@ -247,6 +260,7 @@ impl App {
                         .filter(|d| !before.contains(d))
                         .cloned()
                         .collect(),
+                    added_operations: added_operations(&touched, &state),
                     operations: operation_steps(touched, &state),
                 });
             }

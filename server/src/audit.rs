@@ -15,7 +15,7 @@ const HISTORY: &str = "query($id: String!, $customer: String, $after: String) { 
     items { position version time type actor cid causationId command processingState \
     processingStateMessage percentComplete diagnostics { message statusCode } \
     operations { operation processingState processingStateMessage \
-    diagnostics { message statusCode } } } \
+    diagnostics { message statusCode } } addedOperations } \
     endCursor hasNextPage } }";
 
 /// Pages through the whole history; the agenda's entries in stream order.
@@ -88,6 +88,15 @@ fn timeline(entries: &[Value]) -> Vec<String> {
         for d in e["diagnostics"].as_array().into_iter().flatten() {
             lines.push(format!("    diagnostic: {}", d["message"].as_str().unwrap_or("")));
         }
+        let added: Vec<&str> = e["addedOperations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if !added.is_empty() {
+            lines.push(format!("    added: {}", added.join(", ")));
+        }
         for o in e["operations"].as_array().into_iter().flatten() {
             let message = o["processingStateMessage"].as_str().map(|m| format!("/{m}"));
             lines.push(format!(
@@ -123,10 +132,12 @@ mod tests {
             vec![entry(9, "Running Operations", None), entry(10, "x", Some("exit status 1"))];
         entries[1]["operations"] = json!([{"operation": "encode", "processingState": "COMPLETE",
             "processingStateMessage": "failed", "diagnostics": [{"message": "no such file"}]}]);
+        entries[0]["addedOperations"] = json!(["part-1", "join"]);
         let lines = timeline(&entries);
-        assert_eq!(lines.len(), 6, "{lines:#?}");
-        assert_eq!(lines[4].trim(), "operation encode: COMPLETE/failed");
-        assert_eq!(lines[5].trim(), "diagnostic: no such file");
+        assert_eq!(lines.len(), 7, "{lines:#?}");
+        assert_eq!(lines[2].trim(), "added: part-1, join");
+        assert_eq!(lines[5].trim(), "operation encode: COMPLETE/failed");
+        assert_eq!(lines[6].trim(), "diagnostic: no such file");
         let column = |line: &str, word: &str| line.find(word);
         // Every column starts where its header starts, whatever the width of the cells.
         for header in ["actor", "command", "event", "state"] {
@@ -138,8 +149,8 @@ mod tests {
                 _ => "EXECUTING",
             };
             assert_eq!(column(&lines[1], cell), at, "{header}: {lines:#?}");
-            assert_eq!(column(&lines[2], cell), at, "{header}: {lines:#?}");
+            assert_eq!(column(&lines[3], cell), at, "{header}: {lines:#?}");
         }
-        assert_eq!(lines[3].trim(), "diagnostic: exit status 1");
+        assert_eq!(lines[4].trim(), "diagnostic: exit status 1");
     }
 }

@@ -39,6 +39,9 @@ pub struct HistoryEntryGql {
     /// added), with their state after it and the diagnostics it added to them.
     #[graphql(complexity = "crate::graphql::cost::nested(child_complexity)")]
     pub operations: Vec<OperationStepGql>,
+    /// The operations this event added (a submission's, an expansion's), by name.
+    #[graphql(complexity = "crate::graphql::cost::nested(child_complexity)")]
+    pub added_operations: Vec<String>,
 }
 
 /// What one event did to one operation.
@@ -81,6 +84,7 @@ impl From<&HistoryEntry> for HistoryEntryGql {
             percent_complete: e.percent_complete,
             diagnostics: e.diagnostics.iter().map(DiagnosticEventGql::from).collect(),
             operations: e.operations.iter().map(OperationStepGql::from).collect(),
+            added_operations: e.added_operations.clone(),
         }
     }
 }
