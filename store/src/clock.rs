@@ -16,3 +16,57 @@ pub fn system_clock() -> Clock {
 pub fn fixed_clock(at: DateTime<Utc>) -> Clock {
     Arc::new(move || at)
 }
+
+/// How far the wall clock may step back before [`monotonic`] says so in the log.
+const STEP_BACK_WARNING_MICROS: i64 = 1_000_000;
+
+/// `clock`, never earlier than what it gave before nor than `floor_micros` (the store's last
+/// commit time when it was opened): a commit is stamped at the later of now and the previous
+/// commit. A wall clock stepped back (an NTP step, a VM restored) made commit times go
+/// backwards, and as-of reads by time then showed a finished agenda as never having existed
+/// (ops3am3); now the log's times only stand still until the wall clock catches up. A step
+/// back of more than a second is logged, once per step.
+pub fn monotonic(clock: Clock, floor_micros: i64) -> Clock {
+    use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+    let last = AtomicI64::new(floor_micros);
+    let warned = AtomicBool::new(false);
+    Arc::new(move || {
+        let now = clock();
+        let micros = now.timestamp_micros();
+        let before = last.fetch_max(micros, Ordering::SeqCst);
+        if micros >= before {
+            warned.store(false, Ordering::Relaxed);
+            return now;
+        }
+        if before - micros > STEP_BACK_WARNING_MICROS && !warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                behind_ms = (before - micros) / 1_000,
+                "the wall clock is behind the log's last commit time (stepped back?): commits \
+                 are stamped with that time until the clock catches up"
+            );
+        }
+        DateTime::from_timestamp_micros(before).unwrap_or(now)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[test]
+    fn a_clock_stepped_back_stands_still_until_it_catches_up() {
+        let at = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
+        let wall = Arc::new(Mutex::new(at(100)));
+        let read = Arc::clone(&wall);
+        let clock = monotonic(Arc::new(move || *read.lock().unwrap()), at(50).timestamp_micros());
+        assert_eq!(clock(), at(100));
+        *wall.lock().unwrap() = at(40); // stepped back an hour's worth
+        assert_eq!(clock(), at(100));
+        *wall.lock().unwrap() = at(101);
+        assert_eq!(clock(), at(101));
+        // Opened behind the store's last commit: its time, not the wall's.
+        let behind = monotonic(fixed_clock(at(10)), at(20).timestamp_micros());
+        assert_eq!(behind(), at(20));
+    }
+}

@@ -442,3 +442,41 @@ async fn a_resend_gathered_with_another_append_is_answered_as_before() {
     assert_eq!(read_everything(&*store).await.len(), 3, "t once, blocker, u");
     store.close().await;
 }
+
+/// Commit times never go back: not when the wall clock steps back while the store is open,
+/// nor when a replica connects behind the log's last commit (ops3am3).
+#[tokio::test]
+async fn commit_times_never_go_back() {
+    use std::sync::atomic::AtomicI64;
+    let Some(cluster) = TestCluster::shared("commit_times_never_go_back") else { return };
+    let url = cluster.create_database().await.expect("database");
+    let wall = Arc::new(AtomicI64::new(1_800_000_000_000_000));
+    let read = Arc::clone(&wall);
+    let clock: pop_store::Clock = Arc::new(move || {
+        chrono::DateTime::from_timestamp_micros(read.load(Ordering::SeqCst)).unwrap()
+    });
+    let options = PgOptions { clock, ..PgOptions::default() };
+    let event = || NewEvent {
+        event_id: Uuid::new_v4(),
+        event_type: "Noted".into(),
+        schema_version: 1,
+        data: b"{}".to_vec(),
+        metadata: b"{}".to_vec(),
+    };
+    let store = PgStore::connect(&url, options.clone()).await.unwrap();
+    store.append("s", ExpectedVersion::Any, vec![event()]).await.unwrap();
+    wall.fetch_sub(3_600_000_000, Ordering::SeqCst);
+    store.append("s", ExpectedVersion::Any, vec![event()]).await.unwrap();
+    store.close().await;
+    let store = PgStore::connect(&url, options).await.unwrap();
+    store.append("s", ExpectedVersion::Any, vec![event()]).await.unwrap();
+    let times: Vec<i64> = store
+        .read_stream("s", 0, 10, pop_store::Direction::Forwards)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.recorded_at.timestamp_micros())
+        .collect();
+    assert_eq!(times, vec![1_800_000_000_000_000; 3], "{times:?}");
+    store.close().await;
+}

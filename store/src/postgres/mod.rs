@@ -241,16 +241,26 @@ impl PgStore {
             .recycle_timeout(Some(options.connect_timeout))
             .build()
             .map_err(|e| StoreError::backend("creating the PostgreSQL pool", e))?;
-        {
+        // Commit times never go back, across a wall clock stepped back and across restarts
+        // (this replica's own commits; replicas' clocks differ by their skew).
+        let last_commit: i64 = {
             let mut client = pool.get().await.map_err(pool_error)?;
             schema::migrate(&mut client).await?;
-        }
+            client
+                .query_opt(
+                    "SELECT recorded_at FROM pop_events ORDER BY tx_id DESC, seq DESC LIMIT 1",
+                    &[],
+                )
+                .await
+                .map_err(|e| StoreError::backend("reading the last commit time", e))?
+                .map_or(i64::MIN, |row| row.get(0))
+        };
         let head = reader::head_once(&pool).await?.0;
         let committed = Arc::new(Notify::new());
         let ahead = ahead::ReadAhead::new(config.clone());
         let shared = Arc::new(Shared {
             pool,
-            clock: options.clock.clone(),
+            clock: crate::clock::monotonic(options.clock.clone(), last_commit),
             before_commit: options.before_commit.clone(),
             hash_chain: options.hash_chain,
             committed: Arc::clone(&committed),

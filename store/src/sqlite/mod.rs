@@ -144,16 +144,20 @@ impl SqliteStore {
     ) -> Result<SqliteStore, StoreError> {
         let path = path.as_ref().to_path_buf();
         let opened = path.clone();
-        let (conn, head) =
-            tokio::task::spawn_blocking(move || open_writer(&opened, options.durability))
-                .await
-                .map_err(|e| StoreError::backend("opening the store", e))??;
+        let (conn, head, last_commit) = tokio::task::spawn_blocking(move || {
+            let (conn, head) = open_writer(&opened, options.durability)?;
+            let last_commit = writer::last_commit_micros(&conn)?;
+            Ok::<_, StoreError>((conn, head, last_commit))
+        })
+        .await
+        .map_err(|e| StoreError::backend("opening the store", e))??;
+        // Commit times never go back, across a wall clock stepped back and across restarts.
+        let clock = crate::clock::monotonic(options.clock, last_commit);
 
         let (requests, rx) = mpsc::channel(WRITER_QUEUE_CAPACITY);
         let (head_tx, head_rx) = watch::channel(Position::from_sequence(head));
         let checkpointer = checkpoint::Checkpointer::start(&path)?;
-        let writer =
-            writer::Writer::new(conn, rx, head_tx, head, options.clock, Some(checkpointer));
+        let writer = writer::Writer::new(conn, rx, head_tx, head, clock, Some(checkpointer));
         std::thread::Builder::new()
             .name("pop-store-writer".to_owned())
             .spawn(move || writer.run())

@@ -152,6 +152,15 @@ fn to_u64(value: i64, what: &str) -> Result<u64, StoreError> {
     u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value} is negative")))
 }
 
+/// The commit time of the log's last event (`i64::MIN` for an empty log).
+pub(crate) fn last_commit_micros(conn: &Connection) -> Result<i64, StoreError> {
+    use rusqlite::OptionalExtension as _;
+    conn.prepare_cached("SELECT recorded_at FROM events ORDER BY position DESC LIMIT 1")
+        .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)).optional())
+        .map(|last| last.unwrap_or(i64::MIN))
+        .map_err(fatal("reading the last commit time"))
+}
+
 /// Reads the log head as committed in the database.
 pub(crate) fn stored_head(conn: &Connection) -> Result<u64, StoreError> {
     let head: i64 = conn
