@@ -237,6 +237,7 @@ pub fn spawn(
     log: Arc<dyn LogCommitment>,
     key: CheckpointSigningKey,
     witness: Witness,
+    health: Arc<pop_store::Commands>,
     every: Duration,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
@@ -250,11 +251,11 @@ pub fn spawn(
         let mut refused: Option<String> = None;
         loop {
             tokio::select! {
-                _ = tick.tick() => round(&sealer, log.as_ref(), &witness, &mut refused).await,
+                _ = tick.tick() => round(&sealer, log.as_ref(), &witness, &health, &mut refused).await,
                 () = &mut stop => break,
             }
         }
-        round(&sealer, log.as_ref(), &witness, &mut refused).await;
+        round(&sealer, log.as_ref(), &witness, &health, &mut refused).await;
     })
 }
 
@@ -262,6 +263,7 @@ async fn round(
     sealer: &Sealer,
     log: &dyn LogCommitment,
     witness: &Witness,
+    health: &pop_store::Commands,
     refused: &mut Option<String>,
 ) {
     use pop_api::metrics::{
@@ -290,6 +292,13 @@ async fn round(
     };
     let at_least = witnessed.as_ref().map_or(0, |w| w.seq);
     let sealed = sealer.seal_all_after(log, chrono::Utc::now(), at_least).await;
+    // A seal is a write: one that failed for the store's condition (a full disk) takes the
+    // server out of readiness as a client's failed append does, and one written clears it.
+    match &sealed {
+        Ok(Some(_)) => health.note_write(Ok(())),
+        Err(SealError::Store(e)) => health.note_write(Err(e)),
+        Ok(None) | Err(_) => {}
+    }
     match &sealed {
         Err(e @ SealError::BehindWitness { .. }) => {
             return refuse(format!("{e}; {}", witness.remedy()), true);
@@ -337,7 +346,10 @@ async fn round(
                 show(&c);
             }
         }
-        Err(e) => tracing::error!(error = %e, "sealing a checkpoint of the log failed"),
+        Err(e) => tracing::error!(
+            error = %pop_domain::error::ErrorChain(&e),
+            "sealing a checkpoint of the log failed"
+        ),
     }
     if let Err(e) = witness_newest(sealer, log, witness, witnessed).await {
         tracing::warn!(error = %format!("{e:#}"), "keeping the checkpoint witness failed");

@@ -165,7 +165,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             args.checkpoint_witness.as_deref(),
             args.store_url.as_deref(),
         );
-        reaper_tasks.push(crate::checkpoints::spawn(commitment, key, witness, every, stop));
+        let health = Arc::clone(&services.commands);
+        reaper_tasks.push(crate::checkpoints::spawn(commitment, key, witness, health, every, stop));
     }
     // The pod reaper only with `--pod-reaper-namespace`.
     let pods = Arc::clone(&services.leadership);

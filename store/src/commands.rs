@@ -273,6 +273,13 @@ impl Commands {
         last.as_ref().map(|(at, why)| (at.elapsed(), why.clone()))
     }
 
+    /// Records the outcome of a write made beside these commands (the checkpoint sealer's),
+    /// for [`Commands::unavailable`] as its own appends are: a server whose only writes are its
+    /// seals (no client traffic) on a full disk answered ready (ops3am3).
+    pub fn note_write(&self, result: Result<(), &StoreError>) {
+        self.inner.note_append(result);
+    }
+
     /// The highest position an append through these commands was acknowledged at (the
     /// position of the last event of the latest acknowledged write; [`Position::START`] before
     /// any).

@@ -749,3 +749,20 @@ async fn a_refused_or_no_op_step_breaks_the_chain_after_it() {
     let (state, version) = Commands::new(store.clone()).load::<Counter>("mid").await.unwrap();
     assert_eq!((state.value, version), (5, Some(0)));
 }
+
+/// A write made beside the commands (the checkpoint sealer's) counts for their unavailability,
+/// as their own appends do: a server whose only writes were its seals, on a full disk,
+/// answered ready (ops3am3). A write that lands clears it; other failures do not count.
+#[tokio::test]
+async fn a_write_beside_the_commands_counts_for_their_unavailability() {
+    let (_dir, store) = store().await;
+    let commands = Commands::new(store.clone());
+    assert!(commands.unavailable().is_none());
+    commands.note_write(Err(&StoreError::Closed));
+    let (_, why) = commands.unavailable().expect("unavailable after a failed seal");
+    assert!(why.contains("closed"), "{why}");
+    commands.note_write(Ok(()));
+    assert!(commands.unavailable().is_none(), "a write that landed clears it");
+    commands.note_write(Err(&StoreError::Corrupt("a bug".into())));
+    assert!(commands.unavailable().is_none(), "not the store's condition");
+}

@@ -214,7 +214,11 @@ async fn commit_group(shared: &Shared, group: Vec<Request>) {
                 tracing::debug!(error = %e, attempt, "group commit redone");
             }
             Err(GroupError::Retry(e) | GroupError::Fatal(e)) => {
-                tracing::error!(error = %e, requests = group.len(), "group commit failed");
+                tracing::error!(
+                    error = %pop_domain::error::ErrorChain(&e),
+                    requests = group.len(),
+                    "group commit failed"
+                );
                 break group.iter().map(|_| Err(e.clone())).collect();
             }
         }

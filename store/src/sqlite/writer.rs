@@ -267,7 +267,11 @@ impl Writer {
                         StoreError::Corrupt("a constraint failed even with savepoints".to_owned())
                     }
                 };
-                tracing::error!(%error, requests = group.len(), "event store group commit failed");
+                tracing::error!(
+                    error = %pop_domain::error::ErrorChain(&error),
+                    requests = group.len(),
+                    "event store group commit failed"
+                );
                 // The cache holds only committed state, but after an engine failure start
                 // afresh from the database.
                 self.state.streams.clear();
