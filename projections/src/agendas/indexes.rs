@@ -40,22 +40,45 @@ impl std::fmt::Debug for PerCustomer {
 }
 
 impl PerCustomer {
+    /// The keys of `customer`'s agenda `key` alone.
+    pub(super) fn new(customer: &Arc<str>, key: Key) -> PerCustomer {
+        PerCustomer::One(Arc::clone(customer), BTreeSet::from([key]))
+    }
+
     /// Adds `key` of an agenda of `customer`.
-    pub(super) fn insert(this: &mut Option<PerCustomer>, customer: &Arc<str>, key: Key) {
-        match this {
-            None => *this = Some(PerCustomer::One(Arc::clone(customer), BTreeSet::from([key]))),
-            Some(PerCustomer::One(only, set)) if only == customer => {
+    pub(super) fn insert(&mut self, customer: &Arc<str>, key: Key) {
+        match self {
+            PerCustomer::One(only, set) if only == customer => {
                 set.insert(key);
             }
-            Some(PerCustomer::One(..)) => {
-                let Some(PerCustomer::One(only, set)) = this.take() else { return };
+            PerCustomer::One(..) => {
+                let PerCustomer::One(only, set) =
+                    std::mem::replace(self, PerCustomer::Many(Box::default()))
+                else {
+                    return;
+                };
                 let mut many = HashMap::with_capacity(2);
                 many.insert(only, set);
                 many.entry(Arc::clone(customer)).or_insert_with(BTreeSet::new).insert(key);
-                *this = Some(PerCustomer::Many(Box::new(many)));
+                *self = PerCustomer::Many(Box::new(many));
             }
-            Some(PerCustomer::Many(many)) => {
+            PerCustomer::Many(many) => {
                 many.entry(Arc::clone(customer)).or_default().insert(key);
+            }
+        }
+    }
+
+    /// Adds `key` of an agenda of `customer` to `name`'s entry of `map`.
+    pub(super) fn insert_into<K: std::hash::Hash + Eq + Clone>(
+        map: &mut HashMap<K, PerCustomer>,
+        name: &K,
+        customer: &Arc<str>,
+        key: Key,
+    ) {
+        match map.get_mut(name) {
+            Some(per) => per.insert(customer, key),
+            None => {
+                map.insert(name.clone(), PerCustomer::new(customer, key));
             }
         }
     }
@@ -442,9 +465,7 @@ impl AgendaModel {
             if let Some(k) = new
                 && let Some(link) = &k.link
             {
-                let mut per = self.by_link.remove(link);
-                PerCustomer::insert(&mut per, &k.customer, added_key(k));
-                self.by_link.extend(per.map(|per| (link.clone(), per)));
+                PerCustomer::insert_into(&mut self.by_link, link, &k.customer, added_key(k));
             }
         }
 
@@ -533,9 +554,12 @@ impl AgendaModel {
                 && let Some(insight) = &k.insight
             {
                 let phases = self.by_insight.entry(insight.clone()).or_default();
-                let mut per = phases.remove(&k.phase);
-                PerCustomer::insert(&mut per, &k.customer, added_key(k));
-                phases.extend(per.map(|per| (k.phase, per)));
+                match phases.get_mut(&k.phase) {
+                    Some(per) => per.insert(&k.customer, added_key(k)),
+                    None => {
+                        phases.insert(k.phase, PerCustomer::new(&k.customer, added_key(k)));
+                    }
+                }
             }
         }
 
