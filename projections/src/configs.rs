@@ -11,7 +11,7 @@ use pop_domain::Aggregate;
 use pop_domain::config::{ConfigAggregate, ConfigEvent, ConfigObject, Lifecycle};
 use serde::{Deserialize, Serialize};
 
-use crate::query::{Cursor, MAX_PAGE_SIZE, MAX_SCANNED_PER_PAGE, Page};
+use crate::query::{Cursor, MAX_CONFIG_SCANNED_PER_PAGE, MAX_PAGE_SIZE, Page};
 
 /// Every object of one config kind, by id (the stream id), in id order.
 #[derive(Debug, Clone)]
@@ -64,7 +64,8 @@ impl<T: ConfigObject> ConfigModel<T> {
 
     /// One page of the live objects `visible` admits, in id order (cursor time is 0). With
     /// `exact_next`, a full page looks ahead for one more admitted object and gives `next`
-    /// only if there is one (or if the [`MAX_SCANNED_PER_PAGE`] bound stopped the look-ahead).
+    /// only if there is one (or if the [`MAX_CONFIG_SCANNED_PER_PAGE`] bound stopped the
+    /// look-ahead).
     pub fn list(
         &self,
         after: Option<&Cursor>,
@@ -97,7 +98,7 @@ impl<T: ConfigObject> ConfigModel<T> {
                 }
                 full_at = Some(id.as_str());
             }
-            if scanned == MAX_SCANNED_PER_PAGE {
+            if scanned == MAX_CONFIG_SCANNED_PER_PAGE {
                 let next = range.peek().is_some().then(|| Cursor::new(0, id.as_str()));
                 return Page { items, next };
             }
@@ -163,4 +164,32 @@ impl<T: ConfigObject> ConfigModel<T> {
 /// The id as the `Arc<str>` a [`crate::Change`] carries.
 pub(crate) fn arc(id: &str) -> Arc<str> {
     Arc::from(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pop_domain::model::Customer;
+
+    /// Past twenty thousand other tenants' customers, a tenant's page of customers still holds
+    /// its own and ends without a cursor (a cursor there would name the last object examined,
+    /// another tenant's: hostile13).
+    #[test]
+    fn a_page_past_many_other_tenants_objects_names_none_of_them() {
+        let mut model: ConfigModel<Customer> = ConfigModel::default();
+        let time = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
+        let mut create = |id: String| {
+            let object =
+                Customer { id: id.clone(), customer_id: id.clone(), ..Customer::default() };
+            model.apply(&id, &ConfigEvent::Created { object, time });
+        };
+        for i in 0..25_000 {
+            create(format!("b-{i:05}"));
+        }
+        create("zz-acme".to_owned());
+        let page = model.list(None, 10, true, |c| c.id == "zz-acme");
+        let ids: Vec<&str> = page.items.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["zz-acme"]);
+        assert!(page.next.is_none(), "{:?}", page.next);
+    }
 }

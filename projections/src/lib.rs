@@ -35,8 +35,8 @@ pub use decode::{DecodeError, Decoded, DomainEvent, Skip, decode};
 pub use models::{DeletedConfig, FORMAT_VERSION, ReadModels};
 pub use phase::Phase;
 pub use query::{
-    AgendaOrder, Cursor, CursorParseError, MAX_PAGE_SIZE, MAX_SCANNED_PER_PAGE, Page, Visibility,
-    VisibleTo,
+    AgendaOrder, Cursor, CursorParseError, MAX_CONFIG_SCANNED_PER_PAGE, MAX_PAGE_SIZE,
+    MAX_SCANNED_PER_PAGE, Page, Visibility, VisibleTo,
 };
 pub use runner::{
     CHANGE_FEED_CAPACITY, ProjectionError, Projections, RebuildProgress, Runner, RunnerConfig,

@@ -143,6 +143,15 @@ pub const MAX_PAGE_SIZE: usize = 1_000;
 /// continues from there.
 pub const MAX_SCANNED_PER_PAGE: usize = 20_000;
 
+/// Most config objects (customers, pools, insights, templates) one page of a config list
+/// examines. They are walked in id order whoever asks, and a page cut by the bound ends with a
+/// cursor naming the last one examined, which a caller who may not see it must never be shown
+/// (hostile13: past [`MAX_SCANNED_PER_PAGE`] other tenants' objects, a tenant's page of
+/// customers would have named one). Config objects are few next to agendas and cheap to pass
+/// over (a million in ~50 ms), so the bound sits past any deployment's count: a page of a
+/// config list is never cut short in practice.
+pub const MAX_CONFIG_SCANNED_PER_PAGE: usize = 1_000_000;
+
 /// One page of a list, and where the next one starts (`None`: this was the last).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page<T> {
