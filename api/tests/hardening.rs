@@ -1162,6 +1162,43 @@ async fn payloads_and_params_past_their_limits_are_refused_naming_the_field() {
     let said = diagnostic["message"].as_str().unwrap();
     assert!(said.contains("1010 bytes") && said.contains("at most 1000"), "{said}");
     assert_eq!(diagnostic["statusCode"], "NOT_RETRYABLE", "{diagnostic:#}");
+
+    // The same in a final report that calls the agenda succeeded (pop's worker sends its
+    // last operations and the agenda's end together): taken, the agenda failed, not refused
+    // whole (review-s36b); an interim result too large only is dropped, the operation runs on.
+    let mut b = agenda("acme", "sizes");
+    b["id"] = json!("too-large-2");
+    let data = server.ok(ACME, SUBMIT, json!({"a": b, "p": after})).await;
+    let position = data["submitAgenda"]["position"].as_str().unwrap();
+    let lease = queue_and_claim(&server, position, "too-large-2").await;
+    let report_ops = "mutation($r: JSON!, $l: String) { updateAgendaProgress(agendaProgress: $r, leaseId: $l) {
+        progress { processingState processingStateMessage
+            operationProgress { operation processingState processingStateMessage resultPayload } } } }";
+    let interim = json!({"l": lease, "r": {"id": "too-large-2", "processingState": "EXECUTING",
+        "operationProgress": [{"operation": "probe", "processingState": "EXECUTING",
+            "resultPayload": {"partial": "r".repeat(1_000)}}]}});
+    let data = server.ok(ACME_SERVICE, report_ops, interim).await;
+    let progress = &data["updateAgendaProgress"]["progress"];
+    assert_eq!(progress["processingState"], "EXECUTING", "{progress:#}");
+    assert_eq!(progress["operationProgress"][0]["processingState"], "EXECUTING", "{progress:#}");
+    let last = json!({"l": lease, "r": {"id": "too-large-2", "processingState": "COMPLETE",
+        "processingStateMessage": "succeeded",
+        "operationProgress": [
+            {"operation": "probe", "processingState": "COMPLETE", "processingStateMessage": "succeeded",
+             "resultPayload": {"out": "r".repeat(1_000)}},
+            {"operation": "encode", "processingState": "COMPLETE", "processingStateMessage": "succeeded"}]}});
+    let data = server.ok(ACME_SERVICE, report_ops, last).await;
+    let progress = &data["updateAgendaProgress"]["progress"];
+    assert_eq!(progress["processingState"], "COMPLETE", "{progress:#}");
+    assert_eq!(progress["processingStateMessage"], "failed", "{progress:#}");
+    assert_eq!(
+        progress["operationProgress"][0]["processingStateMessage"], "failed",
+        "{progress:#}"
+    );
+    assert_eq!(
+        progress["operationProgress"][1]["processingStateMessage"], "succeeded",
+        "{progress:#}"
+    );
 }
 
 /// Issue 19, item 4: the bytes of one customer's live agendas are bounded, whatever their

@@ -399,7 +399,7 @@ impl App {
         let command = AgendaCommand::Release {
             holder: caller.principal.name.clone(),
             lease_id: lease.lease_id.clone(),
-            now: Utc::now(),
+            now: self.now(),
         };
         match self.on_agenda(caller, "releaseAgenda", named, command).await {
             Ok(_) => {
@@ -487,7 +487,7 @@ impl App {
                 ids: round.iter().map(|(id, _, _)| id.clone()).collect(),
             };
             let attempts = round.iter().map(|(id, customer, _)| {
-                let now = Utc::now();
+                let now = self.now();
                 let command = AgendaCommand::Claim {
                     holder: holder.clone(),
                     lease_id: Uuid::now_v7().to_string(),
@@ -694,6 +694,7 @@ impl App {
         numbers_from_strings(&mut value);
         let progress: AgendaProgress = from_json("agendaProgress", value)?;
         let mut operations = Vec::with_capacity(progress.operation_progress.len());
+        let mut failed_for_size = false;
         for (index, op) in progress.operation_progress.into_iter().enumerate() {
             if op.operation.trim().is_empty() {
                 return Err(AppError::invalid(
@@ -731,12 +732,25 @@ impl App {
                 completed: op.completed_time,
                 params: op.params,
             };
-            fail_if_result_too_large(&mut report, limits.payload_bytes);
+            failed_for_size |= fail_if_result_too_large(&mut report, limits.payload_bytes);
             operations.push(report);
         }
+        // An agenda reported succeeded whose operation was just failed for its result's size
+        // has failed: said as it stands, the report would be refused whole (review-s36b).
+        let message = match progress.processing_state_message {
+            Some(m)
+                if failed_for_size
+                    && state_given
+                    && progress.processing_state == pop_domain::ProcessingState::Complete
+                    && pop_domain::model::message::is_succeeded(&m) =>
+            {
+                Some(pop_domain::model::message::FAILED.to_string())
+            }
+            other => other,
+        };
         let report = ProgressReport {
             state: state_given.then_some(progress.processing_state),
-            message: progress.processing_state_message,
+            message,
             diagnostics: progress.diagnostic_events,
             started: progress.started_time,
             completed: progress.completed_time,
@@ -777,7 +791,7 @@ impl App {
                 format!("{id:?} is not the progress id of agenda {agenda_id:?}"),
             ));
         }
-        let now = Utc::now();
+        let now = self.now();
         let command = AgendaCommand::ReportProgress {
             holder: caller.principal.name.clone(),
             lease_id,
@@ -880,7 +894,7 @@ impl App {
                 let command = AgendaCommand::Release {
                     holder: caller.principal.name.clone(),
                     lease_id: lease_id.trim().to_string(),
-                    now: Utc::now(),
+                    now: self.now(),
                 };
                 self.on_agenda(
                     caller,
@@ -938,32 +952,37 @@ fn numbers_from_strings(value: &mut Value) {
 }
 
 /// An operation whose reported result is larger than the server takes (`--max-payload-bytes`)
-/// is recorded COMPLETE/failed without it, with a diagnostic naming the size and the limit, and
-/// the rest of its report is taken. Refusing the whole report stalled the agenda: POP's
-/// executor sends a refused report again with every later one (it clears what it reports only
-/// after a success) and pop's worker stops on a refusal, so the agenda waited for its lease to
-/// run out, then ran again to the same end, with the reason nowhere the customer looks. The
-/// diagnostic is NOT_RETRYABLE (the same handler makes the same result): a rerun after the
-/// limit was raised runs it again.
-fn fail_if_result_too_large(report: &mut OperationReport, max: usize) {
-    let Some(result) = &report.result_payload else { return };
+/// is recorded without it, with a diagnostic naming the size and the limit, and the rest of
+/// its report is taken; reported COMPLETE, it is recorded COMPLETE/failed (`true`: the caller
+/// then fails an agenda the report calls succeeded). Refusing the whole report stalled the
+/// agenda: POP's executor sends a refused report again with every later one (it clears what it
+/// reports only after a success) and pop's worker stops on a refusal, so the agenda waited for
+/// its lease to run out, then ran again to the same end, with the reason nowhere the customer
+/// looks. The diagnostic is NOT_RETRYABLE (the same handler makes the same result): a rerun
+/// after the limit was raised runs it again. An interim result of a running operation is only
+/// dropped: the operation goes on.
+fn fail_if_result_too_large(report: &mut OperationReport, max: usize) -> bool {
+    let Some(result) = &report.result_payload else { return false };
     let bytes = pop_domain::validate::json_bytes(result);
     if bytes <= max {
-        return;
+        return false;
     }
     report.result_payload = None;
-    report.state = pop_domain::ProcessingState::Complete;
-    report.message = Some(pop_domain::model::message::FAILED.to_string());
+    let completes = report.state == pop_domain::ProcessingState::Complete;
+    if completes {
+        report.message = Some(pop_domain::model::message::FAILED.to_string());
+    }
     report.diagnostics.push(pop_domain::DiagnosticEvent {
         message: format!(
             "the operation's resultPayload takes {bytes} bytes as JSON; at most {max} are \
-             allowed (the server's --max-payload-bytes): the result was not kept and the \
-             operation failed"
+             allowed (the server's --max-payload-bytes): the result was not kept{}",
+            if completes { " and the operation failed" } else { "" }
         ),
         status_code: Some(pop_domain::model::status_code::NOT_RETRYABLE.to_string()),
         time: Some(Utc::now()),
         ..pop_domain::DiagnosticEvent::default()
     });
+    completes
 }
 
 #[cfg(test)]
