@@ -1,8 +1,9 @@
 //! The agenda use cases of a customer (DOMAIN.md §1, §6, §8): submit, run a template, rerun,
 //! expand and cancel. Each is one domain command executed through `Commands` (never a direct
-//! append, never a read-model update); this layer reads the clock (`Utc::now()`) and makes ids
-//! (UUID v7), checks the caller's role and tenancy, and answers the agenda as the command left
-//! it with the global position of its last event for read-your-writes.
+//! append, never a read-model update); this layer reads the clock (`App::now`: the wall
+//! clock, never behind the store's last commit) and makes ids (UUID v7), checks the caller's
+//! role and tenancy, and answers the agenda as the command left it with the global position
+//! of its last event for read-your-writes.
 //!
 //! Tenancy on writes is checked against the write side (the aggregate loaded from its
 //! stream), not the read models, so a just-written object is found even before the
@@ -169,7 +170,7 @@ impl App {
                 let flags = RerunFlags::parse(&params).map_err(|e| {
                     AppError::validation(&format!("rerun of agenda {:?}", agenda.id), e)
                 })?;
-                let command = AgendaCommand::Rerun { flags, now: Utc::now() };
+                let command = AgendaCommand::Rerun { flags, now: self.now() };
                 self.on_agenda(caller, "rerunAgenda", agenda, command).await
             })
             .await
@@ -194,7 +195,7 @@ impl App {
                 };
                 check_expansion_sizes(&operations, &params, self.config().size_limits())
                     .map_err(|e| AppError::validation("the expansion", e))?;
-                let command = AgendaCommand::Expand { operations, params, now: Utc::now() };
+                let command = AgendaCommand::Expand { operations, params, now: self.now() };
                 self.on_agenda(caller, "expandAgenda", agenda.for_work(), command).await
             })
             .await
@@ -217,7 +218,7 @@ impl App {
                 {
                     return Err(AppError::invalid("reason", format!("the reason {why}")));
                 }
-                let command = AgendaCommand::Cancel { reason, now: Utc::now() };
+                let command = AgendaCommand::Cancel { reason, now: self.now() };
                 self.on_agenda(caller, "cancelAgenda", agenda, command).await
             })
             .await
@@ -337,7 +338,7 @@ impl App {
     ) -> AppResult<AgendaOutcome> {
         let subject = agenda_subject(&agenda.id);
         let metadata = metadata(caller, &agenda.customer_id, "submitAgenda");
-        let now = Utc::now();
+        let now = self.now();
         // A progress id of its own is taken first, on the stream of that name: within the
         // customer it can then be no other agenda's id or progress id (see `agenda::key`).
         if let Some(progress_id) = agenda.progress_id.as_deref().filter(|p| *p != agenda.id) {
@@ -454,7 +455,7 @@ impl App {
     /// the list share. Each answer names `agendas[i]`.
     async fn check_new(&self, prepared: &[(Agenda, AgendaInsight)]) -> AppResult<()> {
         use pop_domain::Aggregate as _;
-        let now = Utc::now();
+        let now = self.now();
         let mut seen: std::collections::HashMap<String, usize> = Default::default();
         for (i, (agenda, insight)) in prepared.iter().enumerate() {
             let at = |e: AppError| e.within(&format!("agendas[{i}]"));

@@ -3,7 +3,6 @@
 //! it may see. Each kind's visibility rule and filterable fields are written once, in its
 //! [`ConfigKind`] impl.
 
-use chrono::Utc;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -261,7 +260,7 @@ impl App {
         caller: &Caller,
         op: ConfigOp,
     ) -> AppResult<Configured<T>> {
-        let now = Utc::now();
+        let now = self.now();
         let cid = caller.cid.clone();
         let (id, name, command) = match op {
             ConfigOp::Create(value) | ConfigOp::Update(value) if !value.is_object() => {

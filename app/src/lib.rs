@@ -127,6 +127,14 @@ impl App {
         &self.inner.projections
     }
 
+    /// The time commands are stamped with: the wall clock, or the store's last commit time
+    /// when the wall clock is behind it (stepped back): the times pop shows (`addedTime`,
+    /// `updatedTime`, `completedTime`) then never precede the commits that made them, and
+    /// as-of by a shown time still reads the change it labels (review-s36b).
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        pop_store::clock::now_for(self.store().as_ref())
+    }
+
     pub fn store(&self) -> &Arc<dyn EventStore> {
         &self.inner.store
     }

@@ -224,7 +224,8 @@ async fn queue(commands: &Commands, id: &str, customer: &str) -> Option<Position
         traceparent: None,
         tracestate: None,
     };
-    let command = AgendaCommand::Queue { now: Utc::now() };
+    let command =
+        AgendaCommand::Queue { now: pop_store::clock::now_for(commands.store().as_ref()) };
     let execute = commands.execute::<AgendaState>(id, &metadata, &command);
     let executed = crate::trace::on_agenda(commands, id, "queue", execute).await;
     match executed {

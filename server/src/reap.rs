@@ -5,7 +5,8 @@
 //! For the store-based processes the CLI opens the store, starts the projections without a
 //! snapshot directory (a CronJob must not race `pop serve` for the snapshot file), waits until
 //! they have caught up with the head, runs one cycle under the process's leader lock and exits.
-//! Wall-clock time is read here (`chrono::Utc::now`) and handed to the processes as `now`.
+//! Wall-clock time is read here (`pop_store::clock::now_for`: never behind the store's last
+//! commit) and handed to the processes as `now`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -139,19 +140,23 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let leadership = || Arc::clone(&services.leadership);
+    let clock = || {
+        let store = Arc::clone(&services.store);
+        move || pop_store::clock::now_for(store.as_ref())
+    };
     let mut tasks = Vec::new();
     if args.reclaim_interval > 0 {
         let process =
             Reclaimer::new(services.clone(), reclaimer_config(args.reclaim_interval, args));
-        tasks.push(process::spawn(process, leadership(), chrono::Utc::now, shutdown()));
+        tasks.push(process::spawn(process, leadership(), clock(), shutdown()));
     }
     if args.retry_interval > 0 {
         let process = Retry::new(services.clone(), retry_config(args.retry_interval, args));
-        tasks.push(process::spawn(process, leadership(), chrono::Utc::now, shutdown()));
+        tasks.push(process::spawn(process, leadership(), clock(), shutdown()));
     }
     if args.data_reap_interval > 0 {
         let process = DataReaper::new(services.clone(), data_config(args.data_reap_interval, args));
-        tasks.push(process::spawn(process, leadership(), chrono::Utc::now, shutdown()));
+        tasks.push(process::spawn(process, leadership(), clock(), shutdown()));
     }
     tasks
 }
@@ -255,24 +260,28 @@ where
     }
     let r = &args.reapers;
     let leadership = Arc::clone(&services.leadership);
+    let store = Arc::clone(&services.store);
+    let clock = move || pop_store::clock::now_for(store.as_ref());
     match args.name {
         ReaperName::Reclaimer => {
             let interval = loop_interval(args, r.reclaim_interval, pop_reapers::DEFAULT_INTERVAL);
             let process = Reclaimer::new(services.clone(), reclaimer_config(interval, r));
-            drive(args, process, leadership, stopped(), "some agendas could not be reclaimed").await
+            let failed = "some agendas could not be reclaimed";
+            drive(args, process, leadership, clock, stopped(), failed).await
         }
         ReaperName::Retry => {
             let interval =
                 loop_interval(args, r.retry_interval, pop_reapers::retry::DEFAULT_INTERVAL);
             let process = Retry::new(services.clone(), retry_config(interval, r));
-            drive(args, process, leadership, stopped(), "some agendas could not be retried").await
+            drive(args, process, leadership, clock, stopped(), "some agendas could not be retried")
+                .await
         }
         ReaperName::Data => {
             let interval =
                 loop_interval(args, r.data_reap_interval, pop_reapers::data::DEFAULT_INTERVAL);
             let process = DataReaper::new(services.clone(), data_config(interval, r));
-            drive(args, process, leadership, stopped(), "some data objects could not be reaped")
-                .await
+            let failed = "some data objects could not be reaped";
+            drive(args, process, leadership, clock, stopped(), failed).await
         }
         // Handled before the store is opened; kept total without a panic.
         ReaperName::Pods => run_pods(args, stopped).await,
@@ -285,11 +294,12 @@ async fn drive<P: TimedProcess>(
     args: &ReapArgs,
     mut process: P,
     leadership: Arc<dyn Leadership>,
+    clock: impl Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync + 'static,
     shutdown: impl Future<Output = ()> + Send + 'static,
     failed: &str,
 ) -> Result<()> {
     if args.once {
-        let done = process::once(&mut process, leadership.as_ref(), chrono::Utc::now()).await;
+        let done = process::once(&mut process, leadership.as_ref(), clock()).await;
         return report(done, failed);
     }
     tracing::info!(
@@ -297,7 +307,7 @@ async fn drive<P: TimedProcess>(
         interval_secs = process.cadence().interval.as_secs(),
         "pop reap: looping until Ctrl-C/SIGTERM"
     );
-    let task = process::spawn(process, leadership, chrono::Utc::now, shutdown);
+    let task = process::spawn(process, leadership, clock, shutdown);
     task.await.context("the process task failed")
 }
 
@@ -314,7 +324,8 @@ where
     let config = pod_config(interval, r);
     let leadership: Arc<dyn Leadership> = Arc::new(pop_store::ProcessLeadership::default());
     let process = PodReaper::new(api, config);
-    drive(args, process, leadership, stopped(), "some pods could not be listed or deleted").await
+    let failed = "some pods could not be listed or deleted";
+    drive(args, process, leadership, chrono::Utc::now, stopped(), failed).await
 }
 
 /// Prints what a `--once` cycle did (or that another replica leads) on stdout; an error

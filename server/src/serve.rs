@@ -155,7 +155,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             Scheduler::new(Arc::clone(&services.commands), services.projections.clone());
         let leadership = Arc::clone(&services.leadership);
         let stop = stopped(stop_rx.clone());
-        reaper_tasks.push(process::spawn(scheduler, leadership, chrono::Utc::now, stop));
+        let store = Arc::clone(&services.store);
+        let clock = move || pop_store::clock::now_for(store.as_ref());
+        reaper_tasks.push(process::spawn(scheduler, leadership, clock, stop));
     }
     if let Some((commitment, key)) = sealing {
         let every = Duration::from_secs(args.checkpoint_every);

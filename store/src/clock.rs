@@ -17,6 +17,35 @@ pub fn fixed_clock(at: DateTime<Utc>) -> Clock {
     Arc::new(move || at)
 }
 
+/// The latest time a [`monotonic`] clock gave (a store's last commit time), shared with the
+/// store that reads it ([`crate::EventStore::commit_floor`]).
+#[derive(Debug, Clone)]
+pub struct CommitFloor(Arc<std::sync::atomic::AtomicI64>);
+
+impl CommitFloor {
+    /// Starting at `micros` (the log's last commit time; `i64::MIN` for none).
+    pub fn new(micros: i64) -> CommitFloor {
+        CommitFloor(Arc::new(std::sync::atomic::AtomicI64::new(micros)))
+    }
+
+    /// The latest time given, if any.
+    pub fn time(&self) -> Option<DateTime<Utc>> {
+        let micros = self.0.load(std::sync::atomic::Ordering::SeqCst);
+        (micros != i64::MIN).then(|| DateTime::from_timestamp_micros(micros)).flatten()
+    }
+}
+
+/// The time to stamp a command with against `store`: the wall clock, or the store's last commit
+/// time when the wall clock is behind it (stepped back), so the times shown never precede the
+/// commits that made them ([`crate::EventStore::commit_floor`]).
+pub fn now_for(store: &dyn crate::EventStore) -> DateTime<Utc> {
+    let wall = Utc::now();
+    match store.commit_floor() {
+        Some(floor) if floor > wall => floor,
+        _ => wall,
+    }
+}
+
 /// How far the wall clock may step back before [`monotonic`] says so in the log.
 const STEP_BACK_WARNING_MICROS: i64 = 1_000_000;
 
@@ -26,9 +55,9 @@ const STEP_BACK_WARNING_MICROS: i64 = 1_000_000;
 /// backwards, and as-of reads by time then showed a finished agenda as never having existed
 /// (ops3am3); now the log's times only stand still until the wall clock catches up. A step
 /// back of more than a second is logged, once per step.
-pub fn monotonic(clock: Clock, floor_micros: i64) -> Clock {
-    use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-    let last = AtomicI64::new(floor_micros);
+pub fn monotonic(clock: Clock, floor: CommitFloor) -> Clock {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let last = floor.0;
     let warned = AtomicBool::new(false);
     Arc::new(move || {
         let now = clock();
@@ -59,14 +88,17 @@ mod tests {
         let at = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
         let wall = Arc::new(Mutex::new(at(100)));
         let read = Arc::clone(&wall);
-        let clock = monotonic(Arc::new(move || *read.lock().unwrap()), at(50).timestamp_micros());
+        let floor = CommitFloor::new(at(50).timestamp_micros());
+        let clock = monotonic(Arc::new(move || *read.lock().unwrap()), floor.clone());
         assert_eq!(clock(), at(100));
         *wall.lock().unwrap() = at(40); // stepped back an hour's worth
         assert_eq!(clock(), at(100));
         *wall.lock().unwrap() = at(101);
         assert_eq!(clock(), at(101));
+        assert_eq!(floor.time(), Some(at(101)), "the floor follows what the clock gave");
         // Opened behind the store's last commit: its time, not the wall's.
-        let behind = monotonic(fixed_clock(at(10)), at(20).timestamp_micros());
+        let behind = monotonic(fixed_clock(at(10)), CommitFloor::new(at(20).timestamp_micros()));
         assert_eq!(behind(), at(20));
+        assert_eq!(CommitFloor::new(i64::MIN).time(), None);
     }
 }

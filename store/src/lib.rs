@@ -18,7 +18,7 @@
 
 pub mod append_rule;
 mod cache;
-mod clock;
+pub mod clock;
 pub mod commands;
 pub mod commitment;
 pub mod conformance;
@@ -45,7 +45,7 @@ use futures::stream::BoxStream;
 /// The type of [`RecordedEvent::data`] and [`RecordedEvent::metadata`]: cheap to clone and to
 /// slice, derefs to `&[u8]`.
 pub use bytes::Bytes;
-pub use clock::{Clock, fixed_clock, system_clock};
+pub use clock::{Clock, CommitFloor, fixed_clock, system_clock};
 pub use commands::{Commands, ExecuteError, Executed};
 pub use error::{Limit, StoreError};
 pub use event::{
@@ -133,5 +133,14 @@ pub trait EventStore: Send + Sync + 'static {
     /// positions also print some as `"<n>"`.
     fn sequence_positions(&self) -> bool {
         false
+    }
+
+    /// The latest commit time this store stamped or found at open (its commit times never go
+    /// back: [`clock::monotonic`]); `None` when the backend keeps none (KurrentDB stamps its
+    /// own). Callers that stamp times of their own (the commands' `now`) take the later of it
+    /// and the wall clock, so a wall clock stepped back moves neither the log's times nor the
+    /// times it shows back.
+    fn commit_floor(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        None
     }
 }

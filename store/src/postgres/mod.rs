@@ -195,6 +195,8 @@ pub(crate) fn pg_config(
 pub(crate) struct Shared {
     pub(crate) pool: Pool,
     pub(crate) clock: Clock,
+    /// The latest time `clock` gave ([`EventStore::commit_floor`]).
+    pub(crate) floor: crate::clock::CommitFloor,
     pub(crate) before_commit: Option<CommitHook>,
     /// See [`PgOptions::hash_chain`].
     pub(crate) hash_chain: bool,
@@ -255,12 +257,14 @@ impl PgStore {
                 .map_err(|e| StoreError::backend("reading the last commit time", e))?
                 .map_or(i64::MIN, |row| row.get(0))
         };
+        let floor = crate::clock::CommitFloor::new(last_commit);
         let head = reader::head_once(&pool).await?.0;
         let committed = Arc::new(Notify::new());
         let ahead = ahead::ReadAhead::new(config.clone());
         let shared = Arc::new(Shared {
             pool,
-            clock: crate::clock::monotonic(options.clock.clone(), last_commit),
+            clock: crate::clock::monotonic(options.clock.clone(), floor.clone()),
+            floor,
             before_commit: options.before_commit.clone(),
             hash_chain: options.hash_chain,
             committed: Arc::clone(&committed),
@@ -461,5 +465,9 @@ impl EventStore for PgStore {
 
     async fn head(&self) -> Result<Position, StoreError> {
         reader::head(&self.shared.pool).await
+    }
+
+    fn commit_floor(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.shared.floor.time()
     }
 }

@@ -74,6 +74,7 @@ pub struct SqliteStore {
     requests: mpsc::Sender<writer::Request>,
     head: watch::Receiver<Position>,
     readers: Arc<reader::Readers>,
+    floor: crate::clock::CommitFloor,
 }
 
 /// The embedded store's file read by a tool beside a running server (`pop log`): one reader
@@ -152,7 +153,8 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::backend("opening the store", e))??;
         // Commit times never go back, across a wall clock stepped back and across restarts.
-        let clock = crate::clock::monotonic(options.clock, last_commit);
+        let floor = crate::clock::CommitFloor::new(last_commit);
+        let clock = crate::clock::monotonic(options.clock, floor.clone());
 
         let (requests, rx) = mpsc::channel(WRITER_QUEUE_CAPACITY);
         let (head_tx, head_rx) = watch::channel(Position::from_sequence(head));
@@ -168,6 +170,7 @@ impl SqliteStore {
             path,
             requests,
             head: head_rx,
+            floor,
         })
     }
 
@@ -370,5 +373,9 @@ impl EventStore for SqliteStore {
 
     async fn head(&self) -> Result<Position, StoreError> {
         Ok(*self.head.borrow())
+    }
+
+    fn commit_floor(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.floor.time()
     }
 }
