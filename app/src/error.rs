@@ -309,7 +309,6 @@ pub fn execute<E: Refusal>(subject: &str, e: ExecuteError<E>) -> AppError {
     execute_within(subject, "", e)
 }
 
-/// [`execute`] for a command read from the request's object `root` (see [`refused`]).
 /// [`execute_within`] for a command that makes its stream (a submission, a progress id
 /// taken): a stream the data reaper deleted is an id used once already, a CONFLICT that says
 /// so, not "not found (deleted)" (auditor17: a resubmit of a reaped agenda's id read as if
@@ -324,6 +323,7 @@ pub fn create_within<E: Refusal>(subject: &str, root: &str, e: ExecuteError<E>) 
     }
 }
 
+/// [`execute`] for a command read from the request's object `root` (see [`refused`]).
 pub fn execute_within<E: Refusal>(subject: &str, root: &str, e: ExecuteError<E>) -> AppError {
     match e {
         ExecuteError::Refused(r) => refused_within(subject, root, &r),

@@ -159,7 +159,11 @@ pub enum DataReapError {
 }
 
 fn cutoff(now: Timestamp, age: Duration) -> Timestamp {
-    now - TimeDelta::from_std(age).unwrap_or(TimeDelta::MAX)
+    // An age past the calendar reaps nothing (chrono's subtraction would panic).
+    TimeDelta::from_std(age)
+        .ok()
+        .and_then(|age| now.checked_sub_signed(age))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
 }
 
 /// The objects to reap at `now`: COMPLETE agendas, and `doNotRun` ones waiting `added` or

@@ -351,12 +351,27 @@ pub async fn run_loop<P: TimedProcess>(
             }
             () = ask => {
                 next_ask = Instant::now() + LEAD_RETRY;
-                if process.ready() {
-                    guard = lead(leadership.as_ref(), name).await;
-                    if guard.is_some() {
+                if !process.ready() {
+                    continue;
+                }
+                // Not a cycle skipped when another replica leads (the metric counts cycles),
+                // and a store that cannot be asked is said at the ticks, not every 15 s; the
+                // ask ends at a stop (review-s36b).
+                let lock = name.lock();
+                let asked = tokio::select! {
+                    () = &mut shutdown => return,
+                    asked = leadership.try_lead(&lock) => asked,
+                };
+                match asked {
+                    Ok(Some(held)) => {
                         tracing::info!(process = name.as_str(), lock = %name.lock(), "this replica leads");
+                        guard = Some(held);
+                        leading(name, true);
                     }
-                    leading(name, guard.is_some());
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::debug!(process = name.as_str(), error = %e, "cannot ask for leadership between ticks");
+                    }
                 }
                 continue;
             }

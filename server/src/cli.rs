@@ -621,8 +621,15 @@ fn parse_age(text: &str) -> Result<u64, String> {
         "d" => 86_400,
         other => return Err(format!("unknown unit {other:?} in {text:?} (s, m, h or d)")),
     };
-    number.checked_mul(unit_secs).ok_or_else(|| format!("{text:?} is too long an age"))
+    match number.checked_mul(unit_secs) {
+        Some(secs) if secs <= LONGEST_AGE_SECS => Ok(secs),
+        _ => Err(format!("{text:?} is longer than 100 years (36500d)")),
+    }
 }
+
+/// The longest reap age taken: 100 years (a longer one, meant as "never", would make the
+/// reaper's cutoff leave the calendar).
+const LONGEST_AGE_SECS: u64 = 36_500 * 86_400;
 
 /// The timed processes `pop reap` runs by name.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -826,9 +833,9 @@ pub struct LogArgs {
     /// Start after this global position (ignored with --stream).
     #[arg(long)]
     pub after: Option<String>,
-    /// At most this many events.
-    #[arg(long, default_value_t = 100)]
-    pub limit: usize,
+    /// At most this many events (default 100; with --follow, no limit).
+    #[arg(long)]
+    pub limit: Option<usize>,
     /// Keep printing new events as they are committed (global log only).
     #[arg(long)]
     pub follow: bool,

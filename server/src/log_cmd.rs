@@ -99,7 +99,14 @@ impl Source {
                     let page = file.read_all(after, PAGE.min(limit - printed))?;
                     let Some(last) = page.last() else {
                         tokio::time::sleep(FILE_POLL).await;
-                        **file = Self::open_file(path)?;
+                        // A reopen that fails (the server recovering its log at start, say)
+                        // is tried again at the next poll; the connection open keeps reading.
+                        match Self::open_file(path) {
+                            Ok(reopened) => **file = reopened,
+                            Err(e) => {
+                                tracing::debug!(error = %format!("{e:#}"), "reopening the store file")
+                            }
+                        }
                         continue;
                     };
                     after = last.position;
@@ -122,15 +129,21 @@ impl Source {
     }
 }
 
+/// How many events `pop log` prints without `--limit` (a follow prints until stopped).
+const DEFAULT_LIMIT: usize = 100;
+
 pub async fn run(args: LogArgs) -> Result<()> {
     let mut source = Source::open(&args).await?;
+    // A follow without --limit follows (newcomer5, ops3am4: the default of 100 ended it after
+    // the log's first hundred events, quietly, with 0).
+    let limit = args.limit.unwrap_or(if args.follow { usize::MAX } else { DEFAULT_LIMIT });
     let mut out = std::io::BufWriter::new(crate::output::Stdout);
     let mut printed = 0usize;
 
     if let Some(stream) = &args.stream {
         let mut from = 0u64;
-        while printed < args.limit {
-            let page = source.read_stream(stream, from, PAGE.min(args.limit - printed)).await?;
+        while printed < limit {
+            let page = source.read_stream(stream, from, PAGE.min(limit - printed)).await?;
             let Some(last) = page.last() else { break };
             from = last.version + 1;
             for e in &page {
@@ -138,7 +151,7 @@ pub async fn run(args: LogArgs) -> Result<()> {
                 printed += 1;
             }
         }
-        if printed == 0 && args.limit > 0 {
+        if printed == 0 && limit > 0 {
             // Said on stderr (stdout stays the events), so a mistyped name is not silence.
             let hint = if stream.starts_with("agenda-") && !stream.contains('/') {
                 ": an agenda's stream is agenda-<customerId>/<id> (`pop events <id>` reads it \
@@ -148,8 +161,8 @@ pub async fn run(args: LogArgs) -> Result<()> {
             };
             eprintln!("pop: no events in stream {stream:?}{hint}");
         }
-        if printed == args.limit && !source.read_stream(stream, from, 1).await?.is_empty() {
-            eprintln!("pop: stopped at --limit {}; the stream has more events", args.limit);
+        if printed == limit && !source.read_stream(stream, from, 1).await?.is_empty() {
+            eprintln!("pop: stopped at --limit {}; the stream has more events", limit);
         }
     } else {
         let mut after = match &args.after {
@@ -157,10 +170,10 @@ pub async fn run(args: LogArgs) -> Result<()> {
             None => Position::START,
         };
         if args.follow {
-            source.follow(after, args.limit, &mut out).await?;
+            source.follow(after, limit, &mut out).await?;
         } else {
-            while printed < args.limit {
-                let page = source.read_all(after, PAGE.min(args.limit - printed)).await?;
+            while printed < limit {
+                let page = source.read_all(after, PAGE.min(limit - printed)).await?;
                 let Some(last) = page.last() else { break };
                 after = last.position;
                 for e in &page {
@@ -168,11 +181,11 @@ pub async fn run(args: LogArgs) -> Result<()> {
                     printed += 1;
                 }
             }
-            if printed == args.limit && !source.read_all(after, 1).await?.is_empty() {
+            if printed == limit && !source.read_all(after, 1).await?.is_empty() {
                 eprintln!(
                     "pop: stopped at --limit {}; more events exist: --after {after} (or a larger \
                      --limit)",
-                    args.limit
+                    limit
                 );
             }
         }

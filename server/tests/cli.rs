@@ -528,6 +528,15 @@ fn a_reap_age_that_reads_as_a_slip_is_refused_and_units_are_read() {
         assert!(stderr.contains("3 seconds") && stderr.contains("3d"), "{stderr}");
         assert!(!data.exists(), "nothing was made");
     }
+    // "Never" written as a huge age is refused too (the reaper's cutoff would leave the
+    // calendar).
+    let out = pop_command()
+        .args(["serve", "--agenda-reap-age", "99999999d", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("longer than 100 years"), "{out:?}");
     // Units are read: a dry run of one cycle says the ages in force.
     let demo = pop_command().arg("demo").arg("--data-dir").arg(&data).output().unwrap();
     assert!(demo.status.success(), "{demo:?}");

@@ -1012,6 +1012,28 @@ fn pop_log_ends_quietly_and_pop_export_fails_when_their_reader_goes_away() {
             assert!(!stderr.contains("Broken pipe"), "pop {args:?}: {stderr}");
         }
     }
+
+    // `pop log --follow` without --limit follows past the first hundred events (the default
+    // --limit of a plain `pop log` ended it there, quietly: newcomer5, ops3am4).
+    let out_path = dir.path().join("follow.out");
+    let mut follow = pop_command()
+        .args(["log", "--follow", "--data-dir"])
+        .arg(&data)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    let printed = || std::fs::read_to_string(&out_path).unwrap_or_default().lines().count();
+    while printed() <= 100 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(printed() > 100, "printed {}", printed());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(follow.try_wait().unwrap().is_none(), "the follow ended after {} events", printed());
+    let _ = follow.kill();
+    let _ = follow.wait();
 }
 
 /// The number logged as `field` in a log line (text or coloured: escape sequences are skipped).

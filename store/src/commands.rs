@@ -241,6 +241,9 @@ struct Inner {
     /// When an append last failed because the store was unavailable (disk full, database
     /// down), and why; cleared by the next append that succeeds. Readiness reads it.
     unavailable: Mutex<Option<(std::time::Instant, String)>>,
+    /// A write beside the commands that failed for the store's condition
+    /// ([`Commands::note_write`]), held until a write lands.
+    held_failure: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Commands {
@@ -261,6 +264,7 @@ impl Commands {
                 written: Mutex::new(Position::START),
                 queues: Mutex::new(HashMap::new()),
                 unavailable: Mutex::new(None),
+                held_failure: Mutex::new(None),
             }),
         }
     }
@@ -269,14 +273,26 @@ impl Commands {
     /// unavailable ([`StoreError::is_unavailable`]), and the failure; `None` when none did
     /// or an append succeeded since.
     pub fn unavailable(&self) -> Option<(std::time::Duration, String)> {
+        if let Some(why) = self.inner.held_failure.lock().ok()?.clone() {
+            return Some((std::time::Duration::ZERO, why));
+        }
         let last = self.inner.unavailable.lock().ok()?;
         last.as_ref().map(|(at, why)| (at.elapsed(), why.clone()))
     }
 
     /// Records the outcome of a write made beside these commands (the checkpoint sealer's),
-    /// for [`Commands::unavailable`] as its own appends are: a server whose only writes are its
-    /// seals (no client traffic) on a full disk answered ready (ops3am3).
+    /// for [`Commands::unavailable`]: a server whose only writes are its seals (no client
+    /// traffic) on a full disk answered ready (ops3am3). Such a failure holds until a write
+    /// lands (a seal, or an append), not for a fixed while: seals come seconds apart, and a
+    /// hold shorter than their interval let readiness flap (review-s36b).
     pub fn note_write(&self, result: Result<(), &StoreError>) {
+        if let Ok(mut held) = self.inner.held_failure.lock() {
+            *held = match result {
+                Err(e) if e.is_unavailable() => Some(pop_domain::error::ErrorChain(e).to_string()),
+                Err(_) => return,
+                Ok(()) => None,
+            };
+        }
         self.inner.note_append(result);
     }
 
@@ -428,6 +444,11 @@ impl Inner {
     /// Records whether an append reached the store, for [`Commands::unavailable`].
     fn note_append(&self, result: Result<(), &StoreError>) {
         let Ok(mut last) = self.unavailable.lock() else { return };
+        if result.is_ok()
+            && let Ok(mut held) = self.held_failure.lock()
+        {
+            *held = None;
+        }
         match result {
             Ok(()) => *last = None,
             Err(e) if e.is_unavailable() => {

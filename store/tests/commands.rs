@@ -759,8 +759,10 @@ async fn a_write_beside_the_commands_counts_for_their_unavailability() {
     let commands = Commands::new(store.clone());
     assert!(commands.unavailable().is_none());
     commands.note_write(Err(&StoreError::Closed));
-    let (_, why) = commands.unavailable().expect("unavailable after a failed seal");
+    let (ago, why) = commands.unavailable().expect("unavailable after a failed seal");
     assert!(why.contains("closed"), "{why}");
+    // Held until a write lands, not for a while: seals come seconds apart.
+    assert_eq!(ago, std::time::Duration::ZERO);
     commands.note_write(Ok(()));
     assert!(commands.unavailable().is_none(), "a write that landed clears it");
     commands.note_write(Err(&StoreError::Corrupt("a bug".into())));

@@ -73,21 +73,24 @@ pub fn page(first: Option<i32>, child_complexity: usize) -> usize {
     items.saturating_mul(child_complexity).saturating_add(1).min(MAX_FIELD_COST)
 }
 
-/// The cost of a filtered list of agendas: a [`page`] that may scan too ([`LIST_SCAN_COST`]). A filter no
-/// index serves (a state or phase across a customer's agendas, say) examines up to
-/// `MAX_SCANNED_PER_PAGE` (20,000) agendas for a page of one, so a thousand aliases of a
-/// one-item page cost about a thousand points and scanned for 20 s (hostile13); at
-/// [`LIST_SCAN_COST`] each they are refused before they run, and five or more in one request
-/// hold one of the caller's few expensive-request permits.
+/// The cost of a list of agendas or of config objects: a [`page`] that may scan too
+/// ([`LIST_SCAN_COST`]), whatever its filter (whether an index serves it is the read model's
+/// choice, not the request's). An agenda filter no index serves (a state or phase across a
+/// customer's agendas, say) examines up to `MAX_SCANNED_PER_PAGE` (20,000) agendas for a page
+/// of one, so a thousand aliases of a one-item page cost about a thousand points and scanned
+/// for 20 s (hostile13); at [`LIST_SCAN_COST`] each they are refused before they run, and five
+/// or more in one request hold one of the caller's few expensive-request permits.
 pub fn list_scan(first: Option<i32>, child_complexity: usize) -> usize {
     page(first, child_complexity).saturating_add(LIST_SCAN_COST).min(MAX_FIELD_COST)
 }
 
-/// Extra cost of a filtered agenda list ([`list_scan`]): a page of one may examine 20,000
-/// agendas, some 20 ms of a core. At this price a request within the cost limit holds fewer
-/// than 50 such lists (about a second), while the dashboard's list (50 progresses of 15
-/// fields, about 760 points before it) stays below [`MIN_EXPENSIVE_COST`] (review-s36: at [`SCAN_COST`], 480 aliases
-/// fit and scanned for about 10 s).
+/// Extra cost of a list of agendas or of config objects ([`list_scan`]): a page of one may
+/// examine 20,000 agendas (some 20 ms of a core), or every config object of every customer
+/// (hostile14: 2,400 aliases of `templates(first: 1)` cost 4,800 points and ran for 14 s).
+/// At this price a request within the cost limit holds fewer than 50 such lists (about a
+/// second), while the dashboard's lists (50 progresses of 15 fields, about 760 points before
+/// it; 200 insights) stay below [`MIN_EXPENSIVE_COST`] (review-s36: at [`SCAN_COST`], 480
+/// aliases fit and scanned for about 10 s).
 pub const LIST_SCAN_COST: usize = 1_000;
 
 /// The cost of a list field inside an object: [`NESTED_LIST_ITEMS`] × its selection.
@@ -222,8 +225,9 @@ impl Budget {
                 format!(
                     "query: the request costs {total} points, more than the limit of {}; a list \
                      costs `first` (default {DEFAULT_PAGE_SIZE}) times the fields selected of \
-                     each item, and every alias and batched operation is added: ask for fewer \
-                     items, fields or aliases",
+                     each item, a list of agendas or config objects {LIST_SCAN_COST} more (it \
+                     may scan), and every alias and batched operation is added: ask for fewer \
+                     lists, items, fields or aliases",
                     self.max_cost
                 ),
             ));

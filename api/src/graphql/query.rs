@@ -350,7 +350,7 @@ impl QueryRoot {
         config_by_id::<Customer, _>(ctx, &id, at_least_position.as_deref()).await
     }
 
-    #[graphql(complexity = "cost::page(first, child_complexity)")]
+    #[graphql(complexity = "cost::list_scan(first, child_complexity)")]
     async fn customers(
         &self,
         ctx: &Context<'_>,
@@ -370,7 +370,7 @@ impl QueryRoot {
         config_by_id::<ResourcePool, _>(ctx, &id, at_least_position.as_deref()).await
     }
 
-    #[graphql(complexity = "cost::page(first, child_complexity)")]
+    #[graphql(complexity = "cost::list_scan(first, child_complexity)")]
     async fn resource_pools(
         &self,
         ctx: &Context<'_>,
@@ -391,7 +391,7 @@ impl QueryRoot {
         config_by_id::<Insight, _>(ctx, &id, at_least_position.as_deref()).await
     }
 
-    #[graphql(complexity = "cost::page(first, child_complexity)")]
+    #[graphql(complexity = "cost::list_scan(first, child_complexity)")]
     async fn insights(
         &self,
         ctx: &Context<'_>,
@@ -412,7 +412,7 @@ impl QueryRoot {
         config_by_id::<AgendaTemplate, _>(ctx, &id, at_least_position.as_deref()).await
     }
 
-    #[graphql(complexity = "cost::page(first, child_complexity)")]
+    #[graphql(complexity = "cost::list_scan(first, child_complexity)")]
     async fn templates(
         &self,
         ctx: &Context<'_>,

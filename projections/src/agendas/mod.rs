@@ -169,6 +169,11 @@ impl AgendaModel {
 
     /// How many agendas of `insight_id` are in `phase` (e.g. the queue's fill level).
     pub fn count_in(&self, insight_id: &str, phase: Phase) -> usize {
+        // The queued ones are the insight's queue, one set (the hand-out asks on every
+        // submission); other phases sum the customers' sets.
+        if phase == Phase::Queued {
+            return self.queues.get(insight_id).map_or(0, |q| q.queued.len());
+        }
         self.by_insight.get(insight_id).and_then(|p| p.get(&phase)).map_or(0, |per| per.len())
     }
 
