@@ -55,6 +55,12 @@ pub enum StoreError {
     #[error("the event store is closed")]
     Closed,
 
+    /// The backend holds a log pop must not write to as it stands (a PostgreSQL log restored
+    /// into a cluster whose transaction ids are behind its positions); the message says why and
+    /// what to do.
+    #[error("the event store cannot be used: {0}")]
+    Unusable(String),
+
     /// What the backend holds cannot be read back as events (a value out of range, a bad
     /// uuid…). Never caused by the caller.
     #[error("stored events are corrupt: {0}")]

@@ -480,3 +480,35 @@ async fn commit_times_never_go_back() {
     assert_eq!(times, vec![1_800_000_000_000_000; 3], "{times:?}");
     store.close().await;
 }
+
+/// A log whose positions are ahead of the cluster's transaction ids (a `pg_dump` restored into
+/// another cluster, whose counter starts low) is refused at connect, saying why and what to do
+/// (ops3am4: new events landed inside the old history, readers never saw them, and verify then
+/// reported tampering).
+#[tokio::test]
+async fn a_log_ahead_of_the_clusters_transaction_ids_is_refused() {
+    let Some(cluster) = TestCluster::shared("a_log_ahead_of_the_clusters_transaction_ids") else {
+        return;
+    };
+    let url = cluster.create_database().await.expect("database");
+    let store = PgStore::connect(&url, PgOptions::default()).await.unwrap();
+    let event = NewEvent {
+        event_id: Uuid::new_v4(),
+        event_type: "Noted".into(),
+        schema_version: 1,
+        data: b"{}".to_vec(),
+        metadata: b"{}".to_vec(),
+    };
+    store.append("s", ExpectedVersion::Any, vec![event]).await.unwrap();
+    store.close().await;
+    // As restored elsewhere: the events' transactions are far ahead of this cluster's.
+    let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    let driver = tokio::spawn(connection);
+    client.execute("UPDATE pop_events SET tx_id = tx_id + 100000000", &[]).await.unwrap();
+    drop(client);
+    let _ = driver.await;
+    let refused = PgStore::connect(&url, PgOptions::default()).await.expect_err("refused");
+    let said = refused.to_string();
+    assert!(matches!(refused, StoreError::Unusable(_)), "{said}");
+    assert!(said.contains("pg_dump") && said.contains("pop export"), "{said}");
+}

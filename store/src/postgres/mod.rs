@@ -208,6 +208,38 @@ pub(crate) struct Shared {
     pub(crate) known: writer::KnownStreams,
 }
 
+/// Refuses a log whose positions are ahead of the cluster's transaction ids. A position is the
+/// PostgreSQL transaction id that committed the event (and its sequence in it), so a log
+/// restored from a logical dump (`pg_dump`) into another cluster, whose counter starts low,
+/// would get new events at positions inside its old history: readers already past them never
+/// see them, `pop rebuild` stops short, and verify then reports tampering (ops3am4). Checked
+/// with the cluster's next transaction id (`pg_current_snapshot`), which assigns none.
+async fn check_transaction_ids(client: &deadpool_postgres::Object) -> Result<(), StoreError> {
+    let row = client
+        .query_one(
+            "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint, \
+             GREATEST((SELECT tx_id FROM pop_events ORDER BY tx_id DESC LIMIT 1), \
+                      (SELECT tx_id FROM pop_pruned ORDER BY tx_id DESC LIMIT 1))",
+            &[],
+        )
+        .await
+        .map_err(|e| StoreError::backend("reading the cluster's transaction ids", e))?;
+    let next: i64 = row.get(0);
+    let newest: Option<i64> = row.get(1);
+    match newest {
+        Some(newest) if newest >= next => Err(StoreError::Unusable(format!(
+            "the log's newest position is in PostgreSQL transaction {newest}, but this cluster \
+             has not reached transaction {next} yet: the database was restored from a logical \
+             dump (pg_dump) into another cluster, and pop's positions are transaction ids, so \
+             new events would land inside the old history. Restore with a physical backup \
+             (pg_basebackup, or your provider's snapshots), move the log with `pop export` and \
+             `pop import`, or, on this cluster while it is stopped, advance its transaction ids \
+             past {newest} (`pg_resetwal -x`)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The PostgreSQL event store. Cheap to share behind an `Arc`; several processes (replicas)
 /// may open the same database at once.
 pub struct PgStore {
@@ -248,6 +280,7 @@ impl PgStore {
         let last_commit: i64 = {
             let mut client = pool.get().await.map_err(pool_error)?;
             schema::migrate(&mut client).await?;
+            check_transaction_ids(&client).await?;
             client
                 .query_opt(
                     "SELECT recorded_at FROM pop_events ORDER BY tx_id DESC, seq DESC LIMIT 1",
