@@ -133,7 +133,7 @@ impl Backend {
 }
 
 /// The URL without a password, for logs and errors.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];

@@ -110,6 +110,25 @@ async fn pop_verify_checks_a_postgres_store() {
         assert!(lines.iter().all(|e| e["type"] == "Noted"), "{stdout}");
     }
     assert!(String::from_utf8_lossy(&out.1.stdout).lines().all(|l| l.contains("agenda-acme/b")));
+    // It only reads: pointed at a database without a pop store, it says so and makes nothing
+    // there (it migrated the schema into it, and failed for a read-only role: ops3am4).
+    let empty_url = cluster.create_database().await.unwrap();
+    let log_url = empty_url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        pop_command().args(["log", "--store", &log_url]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("no pop store"), "{stderr}");
+    let (client, connection) =
+        tokio_postgres::connect(&empty_url, tokio_postgres::NoTls).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let made: bool =
+        client.query_one("SELECT to_regclass('pop_schema') IS NOT NULL", &[]).await.unwrap().get(0);
+    assert!(!made, "pop log made pop's tables in the database it read");
+    drop(client);
+    let _ = driver.await;
 
     // An export signs with the servers' key: from a directory without it, it asks for the key
     // instead of making one (whose signature the store's checkpoints would not match).

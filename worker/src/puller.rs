@@ -144,7 +144,8 @@ pub async fn run(env: ExecEnv, config: PullConfig, shutdown: watch::Receiver<boo
                  stats: &mut PullStats,
                  lease_warned: &mut bool| {
         stats.claimed += 1;
-        tracing::info!(agenda = %c.agenda.id, insight = %insight, "claimed");
+        // The customer too: a worker serving several customers may hold two agendas of one id.
+        tracing::info!(agenda = %c.agenda.id, customer = %c.agenda.customer_id, insight = %insight, "claimed");
         if !*lease_warned {
             let now = pop_domain::model::Timestamp::from(std::time::SystemTime::now());
             let configured = env.config.report.heartbeat;
@@ -160,9 +161,9 @@ pub async fn run(env: ExecEnv, config: PullConfig, shutdown: watch::Receiver<boo
         let context = crate::trace::Context::of(c.traceparent.clone(), c.tracestate.clone());
         let span = crate::trace::agenda_span(&c.agenda.id, insight, context.as_ref());
         let work = async move {
-            let id = c.agenda.id.clone();
+            let (id, customer) = (c.agenda.id.clone(), c.agenda.customer_id.clone());
             let outcome = execute(&env, c, slots, shutdown).await;
-            tracing::info!(agenda = %id, outcome = ?outcome, "executed");
+            tracing::info!(agenda = %id, customer = %customer, outcome = ?outcome, "executed");
             outcome
         };
         // One correlation id for all the calls of this claim's work (see `crate::trace`).

@@ -368,9 +368,11 @@ pub fn lease_hint(error: &ApiError, heartbeat: Duration) -> Option<String> {
     match error {
         ApiError::Refused { code, message } if code == "CONFLICT" && message.contains("lease") => {
             Some(format!(
-                "the lease ran out or was taken over: another executor may run this agenda now; \
-                 quiet agendas were reported every {heartbeat:?}, so no report reached the server \
-                 for a whole lease (a paused worker, a network cut, or a --lease under 3x that)"
+                "the lease ran out or was taken over: another executor (or this one) may run \
+                 this agenda now. Either a user cancelled or reran it meanwhile (`pop events` \
+                 shows it), or no report reached the server for a whole lease, though quiet \
+                 agendas were reported every {heartbeat:?} (a paused worker, a network cut, or \
+                 a --lease under 3x that)"
             ))
         }
         _ => None,
@@ -510,6 +512,9 @@ mod tests {
         };
         let hint = lease_hint(&lost, Duration::from_secs(30)).expect("a hint");
         assert!(hint.contains("30s") && hint.contains("--lease"), "{hint}");
+        // A user's cancel and rerun ends a lease too (newcomer5: the hint named only a pause
+        // or a network cut).
+        assert!(hint.contains("cancelled or reran"), "{hint}");
         let cancelled =
             ApiError::Refused { code: "CONFLICT".into(), message: "agenda was cancelled".into() };
         assert_eq!(lease_hint(&cancelled, Duration::from_secs(30)), None);

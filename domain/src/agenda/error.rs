@@ -89,7 +89,8 @@ fn superseded(holder: &str, lease_id: Option<&str>, current_holder: &str) -> Str
     }
     format!(
         "the lease of holder {holder:?}{} was superseded by a newer lease of the same holder \
-         (the agenda was reclaimed and claimed again): use the lease the last getAgenda answered",
+         (the agenda was reclaimed, or cancelled or rerun by a user, and claimed again): use \
+         the lease the last getAgenda answered",
         lease_id.map(|l| format!(" (lease {l:?})")).unwrap_or_default()
     )
 }

@@ -145,6 +145,10 @@ pub struct PgOptions {
     /// for the append benchmark's baseline, which measures what hashing costs (a log written
     /// without it does not verify).
     pub hash_chain: bool,
+    /// Open for reading only (`pop log` beside the servers): no schema migration, which takes
+    /// a lock and writes (ops3am4: `pop log --store` made pop's tables in a wrong database and
+    /// failed for a read-only role); the database must hold this build's schema.
+    pub read_only: bool,
 }
 
 impl Default for PgOptions {
@@ -157,6 +161,7 @@ impl Default for PgOptions {
             connect_timeout: Duration::from_secs(5),
             before_commit: None,
             hash_chain: true,
+            read_only: false,
         }
     }
 }
@@ -279,7 +284,11 @@ impl PgStore {
         // (this replica's own commits; replicas' clocks differ by their skew).
         let last_commit: i64 = {
             let mut client = pool.get().await.map_err(pool_error)?;
-            schema::migrate(&mut client).await?;
+            if options.read_only {
+                schema::check(&client).await?;
+            } else {
+                schema::migrate(&mut client).await?;
+            }
             check_transaction_ids(&client).await?;
             client
                 .query_opt(

@@ -90,6 +90,42 @@ fn fail(e: tokio_postgres::Error) -> StoreError {
 }
 
 /// Brings the schema up to [`PG_SCHEMA_VERSION`] in one transaction.
+/// Checks, without writing, that the database holds this build's schema (for a store opened
+/// read-only).
+pub(crate) async fn check(client: &Client) -> Result<(), StoreError> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('pop_schema') IS NOT NULL", &[])
+        .await
+        .map_err(fail)?
+        .try_get(0)
+        .map_err(fail)?;
+    if !exists {
+        return Err(StoreError::Unusable(
+            "this database holds no pop store (no pop_schema table): check the URL's database \
+             name"
+                .to_owned(),
+        ));
+    }
+    let found: i32 = client
+        .query_opt("SELECT version FROM pop_schema", &[])
+        .await
+        .map_err(fail)?
+        .map_or(Ok(0), |row| row.try_get(0))
+        .map_err(fail)?;
+    let found = u32::try_from(found)
+        .map_err(|_| StoreError::Corrupt(format!("schema version {found} is negative")))?;
+    if found > PG_SCHEMA_VERSION {
+        return Err(StoreError::UnsupportedSchema { found, supported: PG_SCHEMA_VERSION });
+    }
+    if found < PG_SCHEMA_VERSION {
+        return Err(StoreError::Unusable(format!(
+            "the database's schema is version {found}, this pop reads version \
+             {PG_SCHEMA_VERSION}: a server of this version migrates it when it starts"
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
     let tx = client.transaction().await.map_err(fail)?;
     tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&MIGRATION_LOCK.0, &MIGRATION_LOCK.1])
