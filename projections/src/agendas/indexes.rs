@@ -17,144 +17,140 @@ use super::{AgendaModel, intern};
 /// An index key: `(time in epoch ms, stream key)`, 16 B ([`Name`]).
 pub(super) type Key = (i64, Name);
 
-/// The keys of one linkId, or of one insight's phase, apart per customer (the agenda's own,
-/// [`Keys::customer`]). linkIds and insights are named, not owned, by one customer, so one
-/// holds the agendas of every customer that uses it; a caller walks its own customers' sets
-/// only, and another tenant's agendas are never examined (hostile13: their number made the
-/// caller's pages slow and short, and a page cut by the scan bound named one of them in its
-/// cursor). Nearly every linkId is one customer's: that case is one set, 16 B more than it.
-pub(super) enum PerCustomer {
-    One(Arc<str>, BTreeSet<Key>),
-    // Boxed: a map is 48 B inline, and the one-customer case, nearly every linkId, is what
-    // sizes the enum (one per linkId in memory).
-    #[allow(clippy::box_collection)]
-    Many(Box<HashMap<Arc<str>, BTreeSet<Key>>>),
-}
+/// A [`Key`] ordered by its customer first: `(customer part of the stream key, time, stream
+/// key)`. The link and insight indexes hold the agendas of every customer that uses a linkId
+/// or an insight (both are named, not owned, by one customer); in this order each customer's
+/// are one range (a *group*), so a caller walks its own customers' groups only and another
+/// tenant's agendas are never examined: their number made the caller's pages slow and short,
+/// and a page cut by the scan bound named one of them in its cursor (hostile13). The same
+/// 16 B as a [`Key`]: the customer is read from the stream key, not stored again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ByCustomer(pub(super) Key);
 
-/// By customer, in order (two models holding the same keys print the same).
-impl std::fmt::Debug for PerCustomer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let sorted: BTreeMap<&Arc<str>, &BTreeSet<Key>> = self.sets().collect();
-        f.debug_map().entries(sorted).finish()
+impl ByCustomer {
+    /// The group: the customer part of the stream key ([`pop_domain::agenda::key`]: escaped,
+    /// it ends at the first `/`); `""` for a key without one (written by older builds).
+    pub(super) fn group(&self) -> &str {
+        group_of(&self.0.1)
+    }
+
+    /// Before every key of `group` (with `time`: before every one of that time or later).
+    pub(super) fn floor(group: &str, time: i64) -> ByCustomer {
+        let name = if group.is_empty() { String::new() } else { format!("{group}/") };
+        ByCustomer((time, Name::new(&name)))
+    }
+
+    /// After every key of `group`: the floor of the least group above it.
+    pub(super) fn past(group: &str) -> ByCustomer {
+        ByCustomer((i64::MIN, Name::new(&format!("{group}\0/"))))
     }
 }
 
-impl PerCustomer {
-    /// The keys of `customer`'s agenda `key` alone.
-    pub(super) fn new(customer: &Arc<str>, key: Key) -> PerCustomer {
-        PerCustomer::One(Arc::clone(customer), BTreeSet::from([key]))
-    }
+/// The group of a stream key ([`ByCustomer::group`]).
+pub(super) fn group_of(key: &str) -> &str {
+    key.split_once('/').map_or("", |(customer, _)| customer)
+}
 
-    /// Adds `key` of an agenda of `customer`.
-    pub(super) fn insert(&mut self, customer: &Arc<str>, key: Key) {
-        match self {
-            PerCustomer::One(only, set) if only == customer => {
-                set.insert(key);
-            }
-            PerCustomer::One(..) => {
-                let PerCustomer::One(only, set) =
-                    std::mem::replace(self, PerCustomer::Many(Box::default()))
-                else {
-                    return;
-                };
-                let mut many = HashMap::with_capacity(2);
-                many.insert(only, set);
-                many.entry(Arc::clone(customer)).or_insert_with(BTreeSet::new).insert(key);
-                *self = PerCustomer::Many(Box::new(many));
-            }
-            PerCustomer::Many(many) => {
-                many.entry(Arc::clone(customer)).or_default().insert(key);
-            }
+/// The group of customer `customer_id`'s agendas ([`ByCustomer::group`]).
+pub(super) fn group_of_customer(customer_id: &str) -> String {
+    let mut key = pop_domain::agenda::key(customer_id, "");
+    key.pop();
+    key
+}
+
+/// Every group of `set`, in order: one range seek each.
+pub(super) fn groups_in(set: &BTreeSet<ByCustomer>) -> Vec<String> {
+    let mut groups = Vec::new();
+    let mut next = set.first();
+    while let Some(key) = next {
+        let group = key.group().to_owned();
+        next = set.range(ByCustomer::past(&group)..).next();
+        groups.push(group);
+    }
+    groups
+}
+
+/// The keys of `group` in `set`, in [`Key`] order.
+pub(super) fn group_range<'m>(
+    set: &'m BTreeSet<ByCustomer>,
+    group: &str,
+) -> impl DoubleEndedIterator<Item = &'m Key> + 'm {
+    set.range(ByCustomer::floor(group, i64::MIN)..ByCustomer::past(group)).map(|k| &k.0)
+}
+
+/// Whether stream key `key` reads as customer `customer_id`'s ([`group_of_customer`]): every
+/// key pop writes does; an older build's key (the agenda id alone) may not, or may read as
+/// another customer's.
+pub(super) fn in_own_group(key: &str, customer_id: &str) -> bool {
+    key.contains('/') && group_of(key) == group_of_customer(customer_id)
+}
+
+/// The keys of one linkId, or of one insight's phase. Those in their customer's group
+/// ([`ByCustomer`], which costs nothing over a plain key: the customer is read from the key);
+/// an older build's keys that do not read as their customer's are kept apart (`odd`, walked
+/// for every caller and filtered by customer as before; empty unless such keys exist), so an
+/// agenda is found by its own customer either way (review-s36: grouping by the key's text
+/// alone put those in no customer's group or another's). A set per customer instead cost a
+/// B-tree node per customer and linkId: 250 B more per finished agenda when each batch spans
+/// customers (the rebuild bench).
+#[derive(Debug, Default)]
+pub(super) struct Grouped {
+    pub(super) grouped: BTreeSet<ByCustomer>,
+    pub(super) odd: BTreeSet<Key>,
+}
+
+impl Grouped {
+    pub(super) fn insert(&mut self, customer: &str, key: Key) {
+        if in_own_group(&key.1, customer) {
+            self.grouped.insert(ByCustomer(key));
+        } else {
+            self.odd.insert(key);
         }
     }
 
-    /// Adds `key` of an agenda of `customer` to `name`'s entry of `map`.
-    pub(super) fn insert_into<K: std::hash::Hash + Eq + Clone>(
-        map: &mut HashMap<K, PerCustomer>,
-        name: &K,
-        customer: &Arc<str>,
-        key: Key,
-    ) {
-        match map.get_mut(name) {
-            Some(per) => per.insert(customer, key),
-            None => {
-                map.insert(name.clone(), PerCustomer::new(customer, key));
-            }
-        }
-    }
-
-    /// Removes `key` of an agenda of `customer`; `true` when nothing is left.
+    /// Removes `key` of `customer`'s agenda; `true` when nothing is left.
     pub(super) fn remove(&mut self, customer: &str, key: &Key) -> bool {
-        match self {
-            PerCustomer::One(only, set) => {
-                if &**only == customer {
-                    set.remove(key);
-                }
-                set.is_empty()
-            }
-            PerCustomer::Many(many) => {
-                if let Some(set) = many.get_mut(customer) {
-                    set.remove(key);
-                    if set.is_empty() {
-                        many.remove(customer);
-                    }
-                }
-                many.is_empty()
-            }
+        if in_own_group(&key.1, customer) {
+            self.grouped.remove(&ByCustomer(key.clone()));
+        } else {
+            self.odd.remove(key);
         }
+        self.is_empty()
     }
 
-    /// Built from each customer's keys (sorted and built bottom-up, [`sorted_set`]).
-    fn built(mut keys: HashMap<Arc<str>, Vec<Key>>) -> Option<PerCustomer> {
-        if keys.len() <= 1 {
-            let (customer, keys) = keys.drain().next()?;
-            return Some(PerCustomer::One(customer, sorted_set(keys)));
-        }
-        let many = keys.into_iter().map(|(c, keys)| (c, sorted_set(keys))).collect();
-        Some(PerCustomer::Many(Box::new(many)))
+    pub(super) fn is_empty(&self) -> bool {
+        self.grouped.is_empty() && self.odd.is_empty()
     }
 
-    /// How many keys, of every customer.
     pub(super) fn len(&self) -> usize {
-        self.sets().map(|(_, set)| set.len()).sum()
+        self.grouped.len() + self.odd.len()
     }
 
-    /// How many customers have keys here.
-    pub(super) fn customers(&self) -> usize {
-        match self {
-            PerCustomer::One(..) => 1,
-            PerCustomer::Many(many) => many.len(),
-        }
+    /// Every key, grouped ones first (in no useful order across groups).
+    pub(super) fn keys(&self) -> impl Iterator<Item = &Key> {
+        self.grouped.iter().map(|k| &k.0).chain(self.odd.iter())
     }
 
-    /// Every customer's set.
-    pub(super) fn sets(&self) -> Box<dyn Iterator<Item = (&Arc<str>, &BTreeSet<Key>)> + '_> {
-        match self {
-            PerCustomer::One(customer, set) => Box::new(std::iter::once((customer, set))),
-            PerCustomer::Many(many) => Box::new(many.iter()),
+    /// Built from `(customer, key)` pairs (sorted and built bottom-up, [`sorted_set`]).
+    fn built(keys: Vec<(Arc<str>, Key)>) -> Grouped {
+        let (own, odd): (Vec<_>, Vec<_>) =
+            keys.into_iter().partition(|(customer, key)| in_own_group(&key.1, customer));
+        Grouped {
+            grouped: sorted_set(own.into_iter().map(|(_, k)| ByCustomer(k)).collect()),
+            odd: sorted_set(odd.into_iter().map(|(_, k)| k).collect()),
         }
     }
+}
 
-    /// `customer`'s set.
-    pub(super) fn of(&self, customer: &str) -> Option<&BTreeSet<Key>> {
-        match self {
-            PerCustomer::One(only, set) => (&**only == customer).then_some(set),
-            PerCustomer::Many(many) => many.get(customer),
-        }
+impl Ord for ByCustomer {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.group().cmp(other.group()).then_with(|| self.0.cmp(&other.0))
     }
+}
 
-    /// The sets of the customers `visibility` sees, by whichever side is smaller (a caller of
-    /// 10,000 customers and a linkId of one).
-    pub(super) fn seen_by(&self, visibility: &crate::query::Visibility) -> Vec<&BTreeSet<Key>> {
-        match visibility {
-            crate::query::Visibility::All => self.sets().map(|(_, set)| set).collect(),
-            crate::query::Visibility::Customers(ids) if ids.len() < self.customers() => {
-                ids.iter().filter_map(|c| self.of(c)).collect()
-            }
-            crate::query::Visibility::Customers(_) => {
-                self.sets().filter(|(c, _)| visibility.sees(c)).map(|(_, set)| set).collect()
-            }
-        }
+impl PartialOrd for ByCustomer {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 
@@ -219,7 +215,7 @@ impl Keys3 {
 /// The set of `keys`, built bottom-up from sorted keys: every node but the last on each
 /// level is full (inserted one by one in hash order, nodes end up about two-thirds full;
 /// later inserts split full nodes in two, so this lasts until the indexes churn).
-fn sorted_set(mut keys: Vec<Key>) -> BTreeSet<Key> {
+fn sorted_set<T: Ord>(mut keys: Vec<T>) -> BTreeSet<T> {
     keys.sort_unstable();
     // `from_iter` sorts again (a stable sort, linear on sorted keys), then builds in bulk.
     keys.into_iter().collect()
@@ -303,9 +299,9 @@ impl AgendaModel {
         let mut all_phases = [0usize; Phase::COUNT];
         let mut all_live_bytes = 0u64;
         let mut customers: HashMap<Arc<str>, (Keys3, [usize; Phase::COUNT], u64)> = HashMap::new();
-        type ByCustomer = HashMap<Arc<str>, Vec<Key>>;
-        let mut links: HashMap<Name, ByCustomer> = HashMap::new();
-        let mut insights: HashMap<Name, BTreeMap<Phase, ByCustomer>> = HashMap::new();
+        type Pairs = Vec<(Arc<str>, Key)>;
+        let mut links: HashMap<Name, Pairs> = HashMap::new();
+        let mut insights: HashMap<Name, BTreeMap<Phase, Pairs>> = HashMap::new();
         let mut queues: HashMap<Name, [Vec<Key>; 2]> = HashMap::new();
         for entry in self.entries.values_mut() {
             if entry.keys.phase.is_live() && entry.keys.bytes == 0 {
@@ -342,8 +338,8 @@ impl AgendaModel {
             all_phases[k.phase.index()] += 1;
             all_live_bytes += live_bytes;
             if let Some(link) = &k.link {
-                let customers = links.entry(link.clone()).or_default();
-                customers.entry(Arc::clone(&k.customer)).or_default().push(added.clone());
+                let pair = (Arc::clone(&k.customer), added.clone());
+                links.entry(link.clone()).or_default().push(pair);
             }
             if let Some(insight) = &k.insight {
                 let queue = queue_phase(k);
@@ -352,9 +348,7 @@ impl AgendaModel {
                     .or_default()
                     .entry(k.phase)
                     .or_default()
-                    .entry(Arc::clone(&k.customer))
-                    .or_default()
-                    .push(added);
+                    .push((Arc::clone(&k.customer), added));
                 if let Some(phase) = queue {
                     let part = usize::from(phase == Phase::Queued);
                     queues.entry(insight.clone()).or_default()[part].push((k.entered, id.clone()));
@@ -367,18 +361,12 @@ impl AgendaModel {
                 .into_iter()
                 .map(|(c, (keys, phases, bytes))| (c, keys.into_partition(phases, bytes)))
                 .collect();
-            let by_link: HashMap<Name, PerCustomer> = links
-                .into_iter()
-                .filter_map(|(l, keys)| Some((l, PerCustomer::built(keys)?)))
-                .collect();
-            let by_insight: HashMap<Name, BTreeMap<Phase, PerCustomer>> = insights
+            let by_link: HashMap<Name, Grouped> =
+                links.into_iter().map(|(l, keys)| (l, Grouped::built(keys))).collect();
+            let by_insight: HashMap<Name, BTreeMap<Phase, Grouped>> = insights
                 .into_iter()
                 .map(|(i, phases)| {
-                    let phases = phases
-                        .into_iter()
-                        .filter_map(|(p, keys)| Some((p, PerCustomer::built(keys)?)))
-                        .collect();
-                    (i, phases)
+                    (i, phases.into_iter().map(|(p, keys)| (p, Grouped::built(keys))).collect())
                 })
                 .collect();
             let queues: HashMap<Name, Queue> = queues
@@ -452,20 +440,19 @@ impl AgendaModel {
                 part.live_added[live].insert(added_key(k));
             }
         }
-        let same_link =
-            |a: &Keys, b: &Keys| a.added == b.added && a.link == b.link && a.customer == b.customer;
+        let same_link = |a: &Keys, b: &Keys| a.added == b.added && a.link == b.link;
         if !matches!((old, new), (Some(a), Some(b)) if same_link(a, b)) {
             if let Some(k) = old
                 && let Some(link) = &k.link
-                && let Some(per) = self.by_link.get_mut(link)
-                && per.remove(&k.customer, &added_key(k))
+                && let Some(set) = self.by_link.get_mut(link)
+                && set.remove(&k.customer, &added_key(k))
             {
                 self.by_link.remove(link);
             }
             if let Some(k) = new
                 && let Some(link) = &k.link
             {
-                PerCustomer::insert_into(&mut self.by_link, link, &k.customer, added_key(k));
+                self.by_link.entry(link.clone()).or_default().insert(&k.customer, added_key(k));
             }
         }
 
@@ -530,19 +517,15 @@ impl AgendaModel {
         }
 
         // Insight queues: per insight and phase, added-time order.
-        let same_queue = |a: &Keys, b: &Keys| {
-            a.added == b.added
-                && a.insight == b.insight
-                && a.phase == b.phase
-                && a.customer == b.customer
-        };
+        let same_queue =
+            |a: &Keys, b: &Keys| a.added == b.added && a.insight == b.insight && a.phase == b.phase;
         if !matches!((old, new), (Some(a), Some(b)) if same_queue(a, b)) {
             if let Some(k) = old
                 && let Some(insight) = &k.insight
                 && let Some(phases) = self.by_insight.get_mut(insight)
             {
-                if let Some(per) = phases.get_mut(&k.phase)
-                    && per.remove(&k.customer, &added_key(k))
+                if let Some(set) = phases.get_mut(&k.phase)
+                    && set.remove(&k.customer, &added_key(k))
                 {
                     phases.remove(&k.phase);
                 }
@@ -553,13 +536,12 @@ impl AgendaModel {
             if let Some(k) = new
                 && let Some(insight) = &k.insight
             {
-                let phases = self.by_insight.entry(insight.clone()).or_default();
-                match phases.get_mut(&k.phase) {
-                    Some(per) => per.insert(&k.customer, added_key(k)),
-                    None => {
-                        phases.insert(k.phase, PerCustomer::new(&k.customer, added_key(k)));
-                    }
-                }
+                self.by_insight
+                    .entry(insight.clone())
+                    .or_default()
+                    .entry(k.phase)
+                    .or_default()
+                    .insert(&k.customer, added_key(k));
             }
         }
 

@@ -60,11 +60,11 @@ pub struct AgendaModel {
     entries: slots::Entries,
     all: Partition,
     by_customer: HashMap<Arc<str>, Partition>,
-    /// Per customer, in `addedTime` order ([`indexes::PerCustomer`]).
-    by_link: HashMap<Name, indexes::PerCustomer>,
-    /// Per insight and phase, per customer, in `addedTime` order: listing and counting by
-    /// insight.
-    by_insight: HashMap<Name, BTreeMap<Phase, indexes::PerCustomer>>,
+    /// By customer, then in `addedTime` order ([`indexes::Grouped`]).
+    by_link: HashMap<Name, indexes::Grouped>,
+    /// Per insight and phase, by customer, then in `addedTime` order: listing and counting
+    /// by insight.
+    by_insight: HashMap<Name, BTreeMap<Phase, indexes::Grouped>>,
     /// Per insight, its queue in queue order (the time each agenda entered it, see
     /// [`AgendaEntry::entered_ms`]): the `added` agendas the scheduler may queue (never the
     /// `doNotRun` ones, so a backlog of records cannot fill its window) and the `queued` ones
@@ -169,24 +169,22 @@ impl AgendaModel {
 
     /// How many agendas of `insight_id` are in `phase` (e.g. the queue's fill level).
     pub fn count_in(&self, insight_id: &str, phase: Phase) -> usize {
-        // The queued ones are the insight's queue, one set (the hand-out asks on every
-        // submission); other phases sum the customers' sets.
+        // The queued ones are the insight's queue (the hand-out asks on every submission).
         if phase == Phase::Queued {
             return self.queues.get(insight_id).map_or(0, |q| q.queued.len());
         }
-        self.by_insight.get(insight_id).and_then(|p| p.get(&phase)).map_or(0, |per| per.len())
+        self.by_insight.get(insight_id).and_then(|p| p.get(&phase)).map_or(0, |g| g.len())
     }
 
-    /// Every agenda of any insight that is in `phase`, each insight's customer's in
-    /// `addedTime` order (insights and customers in no particular order). Only bound agendas can be `queued`, `scheduled` or
+    /// Every agenda of any insight that is in `phase`, each insight's by customer, then in
+    /// `addedTime` order (insights in no particular order). Only bound agendas can be `queued`, `scheduled` or
     /// EXECUTING (they got there through an insight's queue), so for those phases this is all
     /// of them — the reclaimer's candidates.
     pub fn in_phase(&self, phase: Phase) -> impl Iterator<Item = &AgendaEntry> + '_ {
         self.by_insight
             .values()
             .filter_map(move |phases| phases.get(&phase))
-            .flat_map(|per| per.sets())
-            .flat_map(|(_, set)| set)
+            .flat_map(indexes::Grouped::keys)
             .filter_map(|(_, id)| self.get(id))
     }
 

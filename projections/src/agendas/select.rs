@@ -13,7 +13,10 @@ use pop_domain::rollup::progress_summary;
 use pop_domain::{ProcessingState, ProgressSummary};
 
 use super::entry::Name;
-use super::indexes::{Key, Partition, live_slot, state_slot};
+use super::indexes::{
+    ByCustomer, Grouped, Key, Partition, group_of_customer, group_range, groups_in, live_slot,
+    state_slot,
+};
 use super::{AgendaEntry, AgendaModel, CorruptEntry};
 use crate::phase::Phase;
 use crate::query::{AgendaOrder, Cursor, MAX_PAGE_SIZE, MAX_SCANNED_PER_PAGE, Page, Visibility};
@@ -89,31 +92,38 @@ impl AgendaModel {
         keep: impl Fn(&AgendaEntry) -> bool,
         exact_next: bool,
     ) -> Page<&'m AgendaEntry> {
-        let mut sources: Vec<&'m BTreeSet<Key>> = Vec::new();
+        let mut sources: Vec<Source<'m>> = Vec::new();
         let by_added = q.order == AgendaOrder::AddedTime;
+        // The link and insight indexes are walked in the groups of the caller's customers
+        // only ([`ByCustomer`]).
+        let grouped = |sets: &mut dyn Iterator<Item = &'m Grouped>| {
+            let mut sources = Vec::new();
+            for set in sets {
+                for group in groups_seen(&set.grouped, q.visibility) {
+                    sources.push(Source::Group(&set.grouped, group));
+                }
+                // An older build's keys that do not read as their customer's: each entry's
+                // customer is checked, as everywhere.
+                if !set.odd.is_empty() {
+                    sources.push(Source::Set(&set.odd));
+                }
+            }
+            sources
+        };
         if q.order == AgendaOrder::Queue {
             if let (Some(insight), Some(phase)) = (q.insight_id, q.phase) {
-                sources.extend(self.queues.get(insight).and_then(|queue| queue.part(phase)));
+                sources.extend(
+                    self.queues.get(insight).and_then(|queue| queue.part(phase)).map(Source::Set),
+                );
             }
         } else if let (true, Some(link)) = (by_added, q.link_id) {
-            // The link's and the insight's keys of the caller's customers only.
-            if let Some(per) = self.by_link.get(link) {
-                sources.extend(per.seen_by(q.visibility));
-            }
+            sources = grouped(&mut self.by_link.get(link).into_iter());
         } else if let (true, Some(insight)) = (by_added, q.insight_id) {
             if let Some(phases) = self.by_insight.get(insight) {
-                match q.phase {
-                    Some(phase) => {
-                        if let Some(per) = phases.get(&phase) {
-                            sources.extend(per.seen_by(q.visibility));
-                        }
-                    }
-                    None => {
-                        for per in phases.values() {
-                            sources.extend(per.seen_by(q.visibility));
-                        }
-                    }
-                }
+                sources = match q.phase {
+                    Some(phase) => grouped(&mut phases.get(&phase).into_iter()),
+                    None => grouped(&mut phases.values()),
+                };
             }
         } else {
             // In `updatedTime` order across states, the three per-state sets are merged.
@@ -131,9 +141,12 @@ impl AgendaModel {
                 }
             };
             match q.visibility {
-                Visibility::All => sources.extend(pick(&self.all)),
+                Visibility::All => sources.extend(pick(&self.all).iter().map(Source::Set)),
                 Visibility::Customers(ids) => sources.extend(
-                    ids.iter().filter_map(|c| self.by_customer.get(c.as_str())).flat_map(pick),
+                    ids.iter()
+                        .filter_map(|c| self.by_customer.get(c.as_str()))
+                        .flat_map(pick)
+                        .map(Source::Set),
                 ),
             }
         }
@@ -211,12 +224,15 @@ impl AgendaModel {
         link_id: &str,
         visibility: &Visibility,
     ) -> Result<ProgressSummary, CorruptEntry> {
-        let sets = self.by_link.get(link_id).map(|per| per.seen_by(visibility)).unwrap_or_default();
-        let mut keys: Vec<&Key> = sets.iter().flat_map(|set| set.iter()).collect();
-        if sets.len() > 1 {
-            // In `addedTime` order across the customers.
-            keys.sort_unstable();
+        let mut keys: Vec<&Key> = Vec::new();
+        if let Some(set) = self.by_link.get(link_id) {
+            for group in groups_seen(&set.grouped, visibility) {
+                keys.extend(group_range(&set.grouped, &group));
+            }
+            keys.extend(set.odd.iter());
         }
+        // In `addedTime` order across the customers' groups.
+        keys.sort_unstable();
         let mut list = Vec::with_capacity(keys.len());
         for (_, id) in keys {
             if let Some(entry) = self.entries.get(id).filter(|e| visibility.sees(e.customer_id())) {
@@ -227,13 +243,75 @@ impl AgendaModel {
     }
 }
 
-/// Merges the ordered `sources` (disjoint sets) from after `after` (before it, walking
+/// The groups of `set` ([`ByCustomer::group`]) that `visibility` may see agendas in: every
+/// group for `*`; else its customers' groups (from the smaller side: a caller of thousands of
+/// customers and a linkId of one).
+fn groups_seen(set: &BTreeSet<ByCustomer>, visibility: &Visibility) -> Vec<String> {
+    match visibility {
+        Visibility::All => groups_in(set),
+        Visibility::Customers(ids) if ids.len() > 64 => {
+            let wanted: std::collections::BTreeSet<String> =
+                ids.iter().map(|c| group_of_customer(c)).collect();
+            groups_in(set).into_iter().filter(|g| wanted.contains(g)).collect()
+        }
+        Visibility::Customers(ids) => ids.iter().map(|c| group_of_customer(c)).collect(),
+    }
+}
+
+/// Where a page's keys come from.
+enum Source<'m> {
+    /// A set in [`Key`] order.
+    Set(&'m BTreeSet<Key>),
+    /// One group of a set in [`ByCustomer`] order.
+    Group(&'m BTreeSet<ByCustomer>, String),
+}
+
+impl<'m> Source<'m> {
+    /// The keys after `after` (before it, `descending`), in the walk's direction.
+    fn walk(&self, after: Option<&Key>, descending: bool) -> Walk<'m> {
+        let from = match after {
+            Some(k) => Bound::Excluded(k),
+            None => Bound::Unbounded,
+        };
+        match (self, descending) {
+            (Source::Set(set), false) => Walk::Up(set.range::<Key, _>((from, Bound::Unbounded))),
+            (Source::Set(set), true) => {
+                Walk::Down(set.range::<Key, _>((Bound::Unbounded, from)).rev())
+            }
+            (Source::Group(set, group), false) => {
+                // From the cursor's time on, then past the cursor itself.
+                let start = ByCustomer::floor(group, after.map_or(i64::MIN, |k| k.0));
+                let after = after.cloned();
+                Walk::Group(Box::new(
+                    set.range(start..ByCustomer::past(group))
+                        .map(|k| &k.0)
+                        .skip_while(move |k| after.as_ref().is_some_and(|a| *k <= a)),
+                ))
+            }
+            (Source::Group(set, group), true) => {
+                let end = match after {
+                    Some(k) if k.0 < i64::MAX => ByCustomer::floor(group, k.0 + 1),
+                    _ => ByCustomer::past(group),
+                };
+                let after = after.cloned();
+                Walk::Group(Box::new(
+                    set.range(ByCustomer::floor(group, i64::MIN)..end)
+                        .rev()
+                        .map(|k| &k.0)
+                        .skip_while(move |k| after.as_ref().is_some_and(|a| *k >= a)),
+                ))
+            }
+        }
+    }
+}
+
+/// Merges the ordered `sources` (disjoint) from after `after` (before it, walking
 /// `descending`), keeping entries `pick` admits, up to `limit` of them and at most
 /// [`MAX_SCANNED_PER_PAGE`] examined. With `exact_next`, a full page looks ahead for one more
 /// admitted entry and gives `next` only if there is one (or if the scan bound stopped the
 /// look-ahead). Either direction costs the same: a B-tree range walked from its start or end.
 fn merge_page<'m, T>(
-    sources: &[&'m BTreeSet<Key>],
+    sources: &[Source<'m>],
     after: Option<Key>,
     descending: bool,
     limit: usize,
@@ -241,17 +319,8 @@ fn merge_page<'m, T>(
     mut pick: impl FnMut(&'m Key) -> Option<T>,
 ) -> Page<T> {
     let limit = limit.clamp(1, MAX_PAGE_SIZE);
-    let from = match &after {
-        Some(k) => Bound::Excluded(k),
-        None => Bound::Unbounded,
-    };
-    let mut iters: Vec<Walk<'m>> = sources
-        .iter()
-        .map(|s| match descending {
-            false => Walk::Up(s.range::<Key, _>((from, Bound::Unbounded))),
-            true => Walk::Down(s.range::<Key, _>((Bound::Unbounded, from)).rev()),
-        })
-        .collect();
+    let mut iters: Vec<Walk<'m>> =
+        sources.iter().map(|s| s.walk(after.as_ref(), descending)).collect();
     let mut heap: BinaryHeap<Next<'m>> = BinaryHeap::new();
     for (i, it) in iters.iter_mut().enumerate() {
         if let Some(key) = it.next() {
@@ -297,6 +366,7 @@ fn merge_page<'m, T>(
 enum Walk<'m> {
     Up(btree_set::Range<'m, Key>),
     Down(Rev<btree_set::Range<'m, Key>>),
+    Group(Box<dyn Iterator<Item = &'m Key> + 'm>),
 }
 
 impl<'m> Iterator for Walk<'m> {
@@ -306,6 +376,7 @@ impl<'m> Iterator for Walk<'m> {
         match self {
             Walk::Up(range) => range.next(),
             Walk::Down(range) => range.next(),
+            Walk::Group(keys) => keys.next(),
         }
     }
 }
