@@ -376,20 +376,55 @@ async fn past_the_head(
     dir: Option<&std::path::Path>,
 ) -> ReadModels {
     let position = models.position();
+    let aside = |extension: &str| {
+        if let Some(dir) = dir {
+            let path = snapshot::path_in(dir);
+            let aside = path.with_extension(extension);
+            if let Err(e) = std::fs::rename(&path, &aside) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot move the unusable snapshot aside; remove it before the next start");
+            }
+        }
+    };
     match store.head().await {
         Ok(head) if position > head => {
             tracing::warn!(snapshot = %position, head = %head, "the projections snapshot is past the end of the log (was the store restored from a backup?); rebuilding from the log");
-            if let Some(dir) = dir {
-                let path = snapshot::path_in(dir);
-                let aside = path.with_extension("past-the-head");
-                if let Err(e) = std::fs::rename(&path, &aside) {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot move the snapshot that is past the log's head aside; remove it before the next start");
-                }
-            }
+            aside("past-the-head");
             ReadModels::new()
         }
-        _ => models,
+        Ok(_) => match foreign_agenda(&models, store).await {
+            Some(stream) => {
+                tracing::warn!(snapshot = %position, stream = %stream, "the projections snapshot holds an agenda this log never had (another store's snapshot, copied or restored into this data directory?); rebuilding from the log");
+                aside("foreign");
+                ReadModels::new()
+            }
+            None => models,
+        },
+        Err(_) => models,
     }
+}
+
+/// Agendas of a snapshot checked against the log at start ([`foreign_agenda`]).
+const SNAPSHOT_AGENDAS_CHECKED: usize = 8;
+
+/// The stream of one of the snapshot's most recently added agendas that the log never had, if
+/// any: the snapshot is another store's (ops3am4: one copied into a data directory was loaded
+/// and served, and the scheduler queued its agendas into this log within a second). An agenda
+/// the log deleted since (reaped) had its stream, and is no evidence. A few reads at start.
+async fn foreign_agenda(models: &ReadModels, store: &dyn EventStore) -> Option<String> {
+    let all = crate::query::Visibility::All;
+    let mut query = crate::AgendaQuery::new(&all);
+    query.descending = true;
+    query.limit = SNAPSHOT_AGENDAS_CHECKED;
+    let streams: Vec<String> =
+        models.select_agendas(&query).items.iter().map(|e| format!("agenda-{}", e.key())).collect();
+    for stream in streams {
+        if let Ok(events) = store.read_stream(&stream, 0, 1, pop_store::Direction::Forwards).await
+            && events.is_empty()
+        {
+            return Some(stream);
+        }
+    }
+    None
 }
 
 impl Runner {

@@ -355,6 +355,30 @@ async fn a_snapshot_past_the_end_of_the_log_is_dropped_and_the_models_rebuilt() 
     running.stop().await.unwrap();
 }
 
+/// Another store's snapshot in the data directory (copied, or a restore of another store that
+/// ends past it) is not used: its agendas were never in this log (ops3am4: it was served, and
+/// the scheduler queued its agendas into this log).
+#[tokio::test]
+async fn another_stores_snapshot_is_dropped_and_the_models_rebuilt() {
+    let other = Log::open().await.unwrap();
+    history(&other, 7).await;
+    let dir = tempfile::tempdir().unwrap();
+    snapshot::save(dir.path(), &rebuilt(&other).await).unwrap();
+
+    let this = Log::open().await.unwrap();
+    history(&this, 1).await;
+    history(&this, 2).await;
+    assert!(this.store.head().await.unwrap() >= other.store.head().await.unwrap());
+    let running = start(&this, snapshots_in(dir.path(), 1_000_000)).await;
+    assert_eq!(running.handle.applied(), Position::START, "the snapshot was not used");
+    assert!(matches!(snapshot::load(dir.path()), Err(Unusable::Missing(_))), "moved aside");
+    let last = history(&this, 3).await;
+    running.handle.wait_for(last, PATIENCE).await.unwrap();
+    let expected = rebuilt(&this).await.fingerprint().unwrap();
+    assert_eq!(running.handle.read().fingerprint().unwrap(), expected);
+    running.stop().await.unwrap();
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_snapshot_timer_writes_after_quiet_traffic() {
     let log = Log::open().await.unwrap();

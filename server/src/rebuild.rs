@@ -57,7 +57,13 @@ pub async fn run(args: RebuildArgs) -> Result<()> {
         let dir = crate::backend::snapshot_dir(&args.store.data_dir, args.store_url.as_deref());
         let info =
             pop_projections::snapshot::save(&dir, &models).context("writing the snapshot")?;
-        println!("snapshot written: {info:?}");
+        println!(
+            "snapshot written to {}: position {}, {} bytes, checksum {:016x}",
+            dir.display(),
+            info.position,
+            info.bytes,
+            info.checksum
+        );
     }
     backend.close().await?;
     Ok(())

@@ -40,7 +40,9 @@ impl ApiError {
     /// Whether the server refused because a user cancelled the agenda (no fault of the
     /// worker's: it stops the agenda's operations and says so at INFO, not as a failure).
     pub fn is_cancelled(&self) -> bool {
-        matches!(self, ApiError::Refused { code, message } if code == "CONFLICT" && message.contains("cancelled"))
+        // The refusal's own words (a lease refusal may mention a cancel among its causes).
+        matches!(self, ApiError::Refused { code, message } if code == "CONFLICT"
+            && (message.contains("agenda was cancelled") || message.contains("COMPLETE/cancelled")))
     }
 }
 
@@ -417,6 +419,20 @@ impl WorkApi for GraphqlApi {
 #[cfg(test)]
 mod cause_tests {
     use super::*;
+
+    /// A cancel is told by the refusal's own words, not by any mention of a cancel: a lease
+    /// refusal names a user's cancel and rerun among its causes (the e2e test of a stale
+    /// executor read it as cancelled).
+    #[test]
+    fn a_cancel_is_told_by_the_refusals_own_words() {
+        let refused =
+            |message: &str| ApiError::Refused { code: "CONFLICT".into(), message: message.into() };
+        assert!(refused("agenda \"a\": agenda was cancelled").is_cancelled());
+        assert!(refused("agenda is already COMPLETE/cancelled").is_cancelled());
+        let superseded = "the lease of holder \"w\" was superseded by a newer lease of the same \
+            holder (the agenda was reclaimed, or cancelled or rerun by a user, and claimed again)";
+        assert!(!refused(superseded).is_cancelled());
+    }
 
     /// A refused connection says so, not only "error sending request".
     #[tokio::test]
