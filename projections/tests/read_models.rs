@@ -717,3 +717,51 @@ async fn a_customer_list_by_link_or_insight_walks_its_own_agendas_only() {
     q.limit = 1;
     assert_eq!(ids(m.select_agendas(&q).items), [globex_last]);
 }
+
+/// Pages cut between agendas of one millisecond, of several customers, pick up exactly after
+/// (before) the cursor in every customer's range: none repeated, none skipped.
+#[tokio::test]
+async fn pages_cut_inside_one_millisecond_across_customers_lose_and_repeat_nothing() {
+    use pop_domain::agenda::key;
+    let log = Log::open().await.unwrap();
+    let made = [("acme", "a1"), ("acme", "a2"), ("globex", "g1"), ("globex", "g2"), ("zeta", "z1")];
+    for (customer, id) in made {
+        let command = submit(agenda(id, customer, Some("S"), &["x"]), "insight-1", 5);
+        log.agenda(&key(customer, id), command).await.unwrap();
+    }
+    let m = fold(&log).await;
+    let all = Visibility::All;
+    let two = only(&["acme", "zeta"]);
+    for (visibility, want) in
+        [(&all, vec!["a1", "a2", "g1", "g2", "z1"]), (&two, vec!["a1", "a2", "z1"])]
+    {
+        for by_link in [true, false] {
+            for descending in [false, true] {
+                let mut seen = Vec::new();
+                let mut after: Option<Cursor> = None;
+                loop {
+                    let mut q = AgendaQuery::new(visibility);
+                    if by_link {
+                        q.link_id = Some("S");
+                    } else {
+                        q.insight_id = Some("insight-1");
+                    }
+                    q.descending = descending;
+                    q.limit = 1;
+                    q.after = after.as_ref();
+                    let page = m.select_agendas(&q);
+                    seen.extend(ids(page.items));
+                    match page.next {
+                        Some(next) => after = Some(next),
+                        None => break,
+                    }
+                }
+                let mut want = want.clone();
+                if descending {
+                    want.reverse();
+                }
+                assert_eq!(seen, want, "link {by_link}, descending {descending}");
+            }
+        }
+    }
+}

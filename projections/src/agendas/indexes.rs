@@ -82,7 +82,23 @@ pub(super) fn group_range<'m>(
 /// key pop writes does; an older build's key (the agenda id alone) may not, or may read as
 /// another customer's.
 pub(super) fn in_own_group(key: &str, customer_id: &str) -> bool {
-    key.contains('/') && group_of(key) == group_of_customer(customer_id)
+    // Compared as escaped ([`pop_domain::agenda::key`]) without building the escaped text:
+    // this runs on every insert and removal of the link and insight indexes.
+    let Some((group, _)) = key.split_once('/') else { return false };
+    let mut rest = group.as_bytes();
+    let mut buf = [0u8; 4];
+    for c in customer_id.chars() {
+        let escaped: &[u8] = match c {
+            '%' => b"%25",
+            '/' => b"%2F",
+            c => c.encode_utf8(&mut buf).as_bytes(),
+        };
+        match rest.strip_prefix(escaped) {
+            Some(after) => rest = after,
+            None => return false,
+        }
+    }
+    rest.is_empty()
 }
 
 /// The keys of one linkId, or of one insight's phase. Those in their customer's group
@@ -569,5 +585,27 @@ impl AgendaModel {
                 part.insert(queue_key(k));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod own_group_tests {
+    use super::*;
+
+    /// The streamed comparison agrees with building the customer's group.
+    #[test]
+    fn a_key_is_in_its_own_group_as_the_escaped_text_says() {
+        for customer in ["acme", "a/b", "100%", "ünï/%x", ""] {
+            for id in ["x", "a/b"] {
+                let key = pop_domain::agenda::key(customer, id);
+                assert!(in_own_group(&key, customer), "{key} {customer}");
+                assert_eq!(group_of(&key), group_of_customer(customer));
+            }
+        }
+        assert!(!in_own_group("acme/x", "acm"));
+        assert!(!in_own_group("acme/x", "acmee"));
+        assert!(!in_own_group("a%2Fb/x", "a%2Fb"), "the '%' of a customer id is escaped");
+        assert!(!in_own_group("job-1", "acme"), "an older build's key");
+        assert!(!in_own_group("globex/1", "acme"));
     }
 }

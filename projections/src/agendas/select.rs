@@ -14,8 +14,8 @@ use pop_domain::{ProcessingState, ProgressSummary};
 
 use super::entry::Name;
 use super::indexes::{
-    ByCustomer, Grouped, Key, Partition, group_of_customer, group_range, groups_in, live_slot,
-    state_slot,
+    ByCustomer, Grouped, Key, Partition, group_of, group_of_customer, group_range, groups_in,
+    live_slot, state_slot,
 };
 use super::{AgendaEntry, AgendaModel, CorruptEntry};
 use crate::phase::Phase;
@@ -225,14 +225,20 @@ impl AgendaModel {
         visibility: &Visibility,
     ) -> Result<ProgressSummary, CorruptEntry> {
         let mut keys: Vec<&Key> = Vec::new();
+        let mut parts = 0;
         if let Some(set) = self.by_link.get(link_id) {
             for group in groups_seen(&set.grouped, visibility) {
+                let before = keys.len();
                 keys.extend(group_range(&set.grouped, &group));
+                parts += usize::from(keys.len() > before);
             }
+            parts += usize::from(!set.odd.is_empty());
             keys.extend(set.odd.iter());
         }
-        // In `addedTime` order across the customers' groups.
-        keys.sort_unstable();
+        // In `addedTime` order across the customers' groups (each one already is).
+        if parts > 1 {
+            keys.sort_unstable();
+        }
         let mut list = Vec::with_capacity(keys.len());
         for (_, id) in keys {
             if let Some(entry) = self.entries.get(id).filter(|e| visibility.sees(e.customer_id())) {
@@ -249,7 +255,7 @@ impl AgendaModel {
 fn groups_seen(set: &BTreeSet<ByCustomer>, visibility: &Visibility) -> Vec<String> {
     match visibility {
         Visibility::All => groups_in(set),
-        Visibility::Customers(ids) if ids.len() > 64 => {
+        Visibility::Customers(ids) if ids.len() > GROUPS_LOOKED_UP => {
             let wanted: std::collections::BTreeSet<String> =
                 ids.iter().map(|c| group_of_customer(c)).collect();
             groups_in(set).into_iter().filter(|g| wanted.contains(g)).collect()
@@ -257,6 +263,10 @@ fn groups_seen(set: &BTreeSet<ByCustomer>, visibility: &Visibility) -> Vec<Strin
         Visibility::Customers(ids) => ids.iter().map(|c| group_of_customer(c)).collect(),
     }
 }
+
+/// Most customers of a caller whose groups are looked up one by one; past it, the set's groups
+/// are listed and the caller's kept.
+const GROUPS_LOOKED_UP: usize = 64;
 
 /// Where a page's keys come from.
 enum Source<'m> {
@@ -278,30 +288,41 @@ impl<'m> Source<'m> {
             (Source::Set(set), true) => {
                 Walk::Down(set.range::<Key, _>((Bound::Unbounded, from)).rev())
             }
-            (Source::Group(set, group), false) => {
-                // From the cursor's time on, then past the cursor itself.
-                let start = ByCustomer::floor(group, after.map_or(i64::MIN, |k| k.0));
-                let after = after.cloned();
-                Walk::Group(Box::new(
-                    set.range(start..ByCustomer::past(group))
-                        .map(|k| &k.0)
-                        .skip_while(move |k| after.as_ref().is_some_and(|a| *k <= a)),
-                ))
-            }
-            (Source::Group(set, group), true) => {
-                let end = match after {
-                    Some(k) if k.0 < i64::MAX => ByCustomer::floor(group, k.0 + 1),
-                    _ => ByCustomer::past(group),
+            (Source::Group(set, group), descending) => {
+                let lower = Bound::Included(ByCustomer::floor(group, i64::MIN));
+                let upper = Bound::Excluded(ByCustomer::past(group));
+                let range = match (after, descending) {
+                    (None, _) => set.range((lower, upper)),
+                    (Some(k), false) => set.range((group_bound(group, k, false), upper)),
+                    (Some(k), true) => set.range((lower, group_bound(group, k, true))),
                 };
-                let after = after.cloned();
-                Walk::Group(Box::new(
-                    set.range(ByCustomer::floor(group, i64::MIN)..end)
-                        .rev()
-                        .map(|k| &k.0)
-                        .skip_while(move |k| after.as_ref().is_some_and(|a| *k >= a)),
-                ))
+                match descending {
+                    false => Walk::GroupUp(range),
+                    true => Walk::GroupDown(range.rev()),
+                }
             }
         }
+    }
+}
+
+/// Where cursor `k` cuts `group`'s range: after it (`descending`: before it), exactly, so no
+/// key is passed over one by one. A key of the group is a bound itself; any other key falls
+/// before or after all of the group's keys of its own time, since those all begin `group/`
+/// (and those of other times fall by their time).
+fn group_bound(group: &str, k: &Key, descending: bool) -> Bound<ByCustomer> {
+    if group_of(&k.1) == group {
+        return Bound::Excluded(ByCustomer(k.clone()));
+    }
+    // Whether the group's keys of the cursor's time come after it.
+    let group_after = k.1.bytes().lt(group.bytes().chain(std::iter::once(b'/')));
+    // The first time whose keys are all on the far side of the cursor, walking up.
+    let first_after = if group_after { Some(k.0) } else { k.0.checked_add(1) };
+    match (first_after, descending) {
+        (Some(t), false) => Bound::Included(ByCustomer::floor(group, t)),
+        (Some(t), true) => Bound::Excluded(ByCustomer::floor(group, t)),
+        // Past the last time: nothing after it, everything before it.
+        (None, false) => Bound::Included(ByCustomer::past(group)),
+        (None, true) => Bound::Excluded(ByCustomer::past(group)),
     }
 }
 
@@ -366,7 +387,8 @@ fn merge_page<'m, T>(
 enum Walk<'m> {
     Up(btree_set::Range<'m, Key>),
     Down(Rev<btree_set::Range<'m, Key>>),
-    Group(Box<dyn Iterator<Item = &'m Key> + 'm>),
+    GroupUp(btree_set::Range<'m, ByCustomer>),
+    GroupDown(Rev<btree_set::Range<'m, ByCustomer>>),
 }
 
 impl<'m> Iterator for Walk<'m> {
@@ -376,7 +398,8 @@ impl<'m> Iterator for Walk<'m> {
         match self {
             Walk::Up(range) => range.next(),
             Walk::Down(range) => range.next(),
-            Walk::Group(keys) => keys.next(),
+            Walk::GroupUp(range) => range.next().map(|k| &k.0),
+            Walk::GroupDown(range) => range.next().map(|k| &k.0),
         }
     }
 }
