@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use futures::future::join_all;
 use serde_json::Value;
 use uuid::Uuid;
@@ -693,6 +692,7 @@ impl App {
         let mut value = value;
         numbers_from_strings(&mut value);
         let progress: AgendaProgress = from_json("agendaProgress", value)?;
+        let now = self.now();
         let mut operations = Vec::with_capacity(progress.operation_progress.len());
         let mut failed_for_size = false;
         for (index, op) in progress.operation_progress.into_iter().enumerate() {
@@ -732,7 +732,7 @@ impl App {
                 completed: op.completed_time,
                 params: op.params,
             };
-            failed_for_size |= fail_if_result_too_large(&mut report, limits.payload_bytes);
+            failed_for_size |= fail_if_result_too_large(&mut report, limits.payload_bytes, now);
             operations.push(report);
         }
         // An agenda reported succeeded whose operation was just failed for its result's size
@@ -791,7 +791,6 @@ impl App {
                 format!("{id:?} is not the progress id of agenda {agenda_id:?}"),
             ));
         }
-        let now = self.now();
         let command = AgendaCommand::ReportProgress {
             holder: caller.principal.name.clone(),
             lease_id,
@@ -961,7 +960,11 @@ fn numbers_from_strings(value: &mut Value) {
 /// looks. The diagnostic is NOT_RETRYABLE (the same handler makes the same result): a rerun
 /// after the limit was raised runs it again. An interim result of a running operation is only
 /// dropped: the operation goes on.
-fn fail_if_result_too_large(report: &mut OperationReport, max: usize) -> bool {
+fn fail_if_result_too_large(
+    report: &mut OperationReport,
+    max: usize,
+    now: pop_domain::Timestamp,
+) -> bool {
     let Some(result) = &report.result_payload else { return false };
     let bytes = pop_domain::validate::json_bytes(result);
     if bytes <= max {
@@ -979,7 +982,7 @@ fn fail_if_result_too_large(report: &mut OperationReport, max: usize) -> bool {
             if completes { " and the operation failed" } else { "" }
         ),
         status_code: Some(pop_domain::model::status_code::NOT_RETRYABLE.to_string()),
-        time: Some(Utc::now()),
+        time: Some(now),
         ..pop_domain::DiagnosticEvent::default()
     });
     completes

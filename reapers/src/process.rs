@@ -232,6 +232,16 @@ pub fn finish(
     }
 }
 
+/// `guard`, the outcome of asking for `process`'s lock, said in the log and on
+/// `pop_process_leader`.
+fn took(process: ProcessName, guard: Option<LeaderGuard>) -> Option<LeaderGuard> {
+    if guard.is_some() {
+        tracing::info!(process = process.as_str(), lock = %process.lock(), "this replica leads");
+    }
+    leading(process, guard.is_some());
+    guard
+}
+
 /// How soon a process whose inputs were not ready asks again.
 const NOT_READY_RETRY: Duration = Duration::from_millis(200);
 
@@ -363,11 +373,7 @@ pub async fn run_loop<P: TimedProcess>(
                     asked = leadership.try_lead(&lock) => asked,
                 };
                 match asked {
-                    Ok(Some(held)) => {
-                        tracing::info!(process = name.as_str(), lock = %name.lock(), "this replica leads");
-                        guard = Some(held);
-                        leading(name, true);
-                    }
+                    Ok(Some(held)) => guard = took(name, Some(held)),
                     Ok(None) => {}
                     Err(e) => {
                         tracing::debug!(process = name.as_str(), error = %e, "cannot ask for leadership between ticks");
@@ -393,11 +399,7 @@ pub async fn run_loop<P: TimedProcess>(
             continue;
         }
         if guard.is_none() {
-            guard = lead(leadership.as_ref(), name).await;
-            if guard.is_some() {
-                tracing::info!(process = name.as_str(), lock = %name.lock(), "this replica leads");
-            }
-            leading(name, guard.is_some());
+            guard = took(name, lead(leadership.as_ref(), name).await);
         }
         let Some(held) = guard.as_mut() else { continue };
         if !fenced_in(leadership.as_ref(), name, held).await {

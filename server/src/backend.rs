@@ -38,6 +38,21 @@ impl Backend {
         store_url: Option<&str>,
         durability: DurabilityArg,
     ) -> Result<Backend> {
+        Self::open_with(store, store_url, durability, false).await
+    }
+
+    /// The shared store at `store_url` for a tool that only reads it beside the servers
+    /// (`pop log`): a PostgreSQL store is opened without migrating its schema.
+    pub async fn open_reader(store: &StoreArgs, store_url: &str) -> Result<Backend> {
+        Self::open_with(store, Some(store_url), DurabilityArg::Full, true).await
+    }
+
+    async fn open_with(
+        store: &StoreArgs,
+        store_url: Option<&str>,
+        durability: DurabilityArg,
+        read_only: bool,
+    ) -> Result<Backend> {
         match store_url {
             None => {
                 let path = store.db_path();
@@ -62,7 +77,7 @@ impl Backend {
                 })
             }
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                let options = PgOptions::default();
+                let options = PgOptions { read_only, ..PgOptions::default() };
                 let describe = redact(url);
                 let store = Arc::new(
                     PgStore::connect(url, options.clone())
@@ -133,7 +148,7 @@ impl Backend {
 }
 
 /// The URL without a password, for logs and errors.
-pub fn redact(url: &str) -> String {
+fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use futures::StreamExt;
-use pop_store::{Direction, EventStore, Position, RecordedEvent, SqliteLogFile};
+use pop_store::{Direction, Position, RecordedEvent, SqliteLogFile};
 use serde_json::{Value, json};
 
 use crate::backend::Backend;
-use crate::cli::{DurabilityArg, LogArgs};
+use crate::cli::LogArgs;
 
 /// Events read per round trip to the store.
 const PAGE: usize = 1_000;
@@ -27,24 +27,14 @@ enum Source {
         path: PathBuf,
         file: Box<SqliteLogFile>,
     },
-    /// A PostgreSQL store, opened read-only (no migration).
-    Postgres(pop_store::PgStore),
+    /// A shared store, opened for reading ([`Backend::open_reader`]: no migration).
     Store(Backend),
 }
 
 impl Source {
     async fn open(args: &LogArgs) -> Result<Source> {
         if let Some(url) = &args.store_url {
-            if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-                let options = pop_store::PgOptions { read_only: true, ..Default::default() };
-                let store = pop_store::PgStore::connect(url, options).await.with_context(|| {
-                    format!("opening the PostgreSQL store at {}", crate::backend::redact(url))
-                })?;
-                return Ok(Source::Postgres(store));
-            }
-            return Ok(Source::Store(
-                Backend::open(&args.store, Some(url), DurabilityArg::Full).await?,
-            ));
+            return Ok(Source::Store(Backend::open_reader(&args.store, url).await?));
         }
         let path = args.store.db_path();
         anyhow::ensure!(
@@ -64,7 +54,6 @@ impl Source {
     async fn read_all(&mut self, after: Position, max: usize) -> Result<Vec<RecordedEvent>> {
         match self {
             Source::File { file, .. } => file.read_all(after, max),
-            Source::Postgres(store) => store.read_all(after, max).await,
             Source::Store(backend) => backend.log.read_all(after, max).await,
         }
         .context("reading the log")
@@ -78,9 +67,6 @@ impl Source {
     ) -> Result<Vec<RecordedEvent>> {
         match self {
             Source::File { file, .. } => file.read_stream(stream, from, max, Direction::Forwards),
-            Source::Postgres(store) => {
-                store.read_stream(stream, from, max, Direction::Forwards).await
-            }
             Source::Store(backend) => {
                 backend.log.read_stream(stream, from, max, Direction::Forwards).await
             }
@@ -96,13 +82,9 @@ impl Source {
         out: &mut impl Write,
     ) -> Result<usize> {
         let mut printed = 0;
-        let subscribed = match self {
-            Source::Postgres(store) => Some(store.subscribe_all(after)),
-            Source::Store(backend) => Some(backend.log.subscribe_all(after)),
-            Source::File { .. } => None,
-        };
-        match (subscribed, self) {
-            (Some(mut events), _) => {
+        match self {
+            Source::Store(backend) => {
+                let mut events = backend.log.subscribe_all(after);
                 while printed < limit {
                     let Some(e) = events.next().await else { break };
                     let e = e.context("following the log")?;
@@ -114,7 +96,7 @@ impl Source {
             // Another process commits to the file: it is read again until there is more, and
             // opened again when there was none (a file read while no server had it open is
             // read as it was then; a server started since writes through its own log).
-            (None, Source::File { path, file }) => {
+            Source::File { path, file } => {
                 while printed < limit {
                     let page = file.read_all(after, PAGE.min(limit - printed))?;
                     let Some(last) = page.last() else {
@@ -137,7 +119,6 @@ impl Source {
                     out.flush()?;
                 }
             }
-            (None, _) => {}
         }
         Ok(printed)
     }
@@ -145,10 +126,6 @@ impl Source {
     async fn close(self) -> Result<()> {
         match self {
             Source::File { .. } => Ok(()),
-            Source::Postgres(store) => {
-                store.close().await;
-                Ok(())
-            }
             Source::Store(backend) => backend.close().await,
         }
     }

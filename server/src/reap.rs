@@ -140,10 +140,7 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let leadership = || Arc::clone(&services.leadership);
-    let clock = || {
-        let store = Arc::clone(&services.store);
-        move || pop_store::clock::now_for(store.as_ref())
-    };
+    let clock = || pop_store::clock::floored(Arc::clone(&services.store));
     let mut tasks = Vec::new();
     if args.reclaim_interval > 0 {
         let process =
@@ -260,8 +257,7 @@ where
     }
     let r = &args.reapers;
     let leadership = Arc::clone(&services.leadership);
-    let store = Arc::clone(&services.store);
-    let clock = move || pop_store::clock::now_for(store.as_ref());
+    let clock = pop_store::clock::floored(Arc::clone(&services.store));
     match args.name {
         ReaperName::Reclaimer => {
             let interval = loop_interval(args, r.reclaim_interval, pop_reapers::DEFAULT_INTERVAL);

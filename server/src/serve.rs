@@ -155,8 +155,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             Scheduler::new(Arc::clone(&services.commands), services.projections.clone());
         let leadership = Arc::clone(&services.leadership);
         let stop = stopped(stop_rx.clone());
-        let store = Arc::clone(&services.store);
-        let clock = move || pop_store::clock::now_for(store.as_ref());
+        let clock = pop_store::clock::floored(Arc::clone(&services.store));
         reaper_tasks.push(process::spawn(scheduler, leadership, clock, stop));
     }
     if let Some((commitment, key)) = sealing {

@@ -46,6 +46,13 @@ pub fn now_for(store: &dyn crate::EventStore) -> DateTime<Utc> {
     }
 }
 
+/// [`now_for`] `store`, as a clock to hand to a timed process.
+pub fn floored(
+    store: Arc<dyn crate::EventStore>,
+) -> impl Fn() -> DateTime<Utc> + Clone + Send + Sync + 'static {
+    move || now_for(store.as_ref())
+}
+
 /// How far the wall clock may step back before [`monotonic`] says so in the log.
 const STEP_BACK_WARNING_MICROS: i64 = 1_000_000;
 
