@@ -635,6 +635,39 @@ async fn a_snapshot_file_loads_to_the_same_models_on_any_number_of_threads() {
     }
 }
 
+/// Every page of `visibility`'s list by linkId (`(id, true)`) or insight (`(id, false)`),
+/// `limit` a page: the agenda ids in order, and every cursor given.
+fn walk_pages(
+    m: &ReadModels,
+    visibility: &Visibility,
+    (name, by_link): (&str, bool),
+    descending: bool,
+    limit: usize,
+) -> (Vec<String>, Vec<Cursor>) {
+    let (mut seen, mut cursors) = (Vec::new(), Vec::new());
+    let mut after: Option<Cursor> = None;
+    loop {
+        let mut q = AgendaQuery::new(visibility);
+        if by_link {
+            q.link_id = Some(name);
+        } else {
+            q.insight_id = Some(name);
+        }
+        q.descending = descending;
+        q.limit = limit;
+        q.after = after.as_ref();
+        let page = m.select_agendas(&q);
+        seen.extend(ids(page.items));
+        match page.next {
+            Some(next) => {
+                cursors.push(next.clone());
+                after = Some(next);
+            }
+            None => return (seen, cursors),
+        }
+    }
+}
+
 /// The link and insight indexes hold every customer's agendas of a linkId or insight; a
 /// customer's list walks its own customers' agendas only (hostile13). With another tenant's
 /// agendas past the scan bound ahead of its own, the list used to come back empty, with a
@@ -664,30 +697,13 @@ async fn a_customer_list_by_link_or_insight_walks_its_own_agendas_only() {
     let acme = only(&["acme"]);
     for descending in [false, true] {
         for by_link in [true, false] {
-            let mut seen = Vec::new();
-            let mut after: Option<Cursor> = None;
-            loop {
-                let mut q = AgendaQuery::new(&acme);
-                if by_link {
-                    q.link_id = Some("L");
-                } else {
-                    q.insight_id = Some("insight-1");
-                }
-                q.descending = descending;
-                q.limit = 2;
-                q.after = after.as_ref();
-                let page = m.select_agendas(&q);
-                if let Some(next) = &page.next {
-                    assert!(
-                        next.id.starts_with("acme/") || &*next.id == "globex/a4",
-                        "a cursor names {next:?}"
-                    );
-                }
-                seen.extend(ids(page.items));
-                match page.next {
-                    Some(next) => after = Some(next),
-                    None => break,
-                }
+            let filter = if by_link { ("L", true) } else { ("insight-1", false) };
+            let (seen, cursors) = walk_pages(&m, &acme, filter, descending, 2);
+            for next in cursors {
+                assert!(
+                    next.id.starts_with("acme/") || &*next.id == "globex/a4",
+                    "a cursor names {next:?}"
+                );
             }
             let mut want = vec!["a1", "a2", "a3", "globex/a4"];
             if descending {
@@ -737,25 +753,8 @@ async fn pages_cut_inside_one_millisecond_across_customers_lose_and_repeat_nothi
     {
         for by_link in [true, false] {
             for descending in [false, true] {
-                let mut seen = Vec::new();
-                let mut after: Option<Cursor> = None;
-                loop {
-                    let mut q = AgendaQuery::new(visibility);
-                    if by_link {
-                        q.link_id = Some("S");
-                    } else {
-                        q.insight_id = Some("insight-1");
-                    }
-                    q.descending = descending;
-                    q.limit = 1;
-                    q.after = after.as_ref();
-                    let page = m.select_agendas(&q);
-                    seen.extend(ids(page.items));
-                    match page.next {
-                        Some(next) => after = Some(next),
-                        None => break,
-                    }
-                }
+                let filter = if by_link { ("S", true) } else { ("insight-1", false) };
+                let (seen, _) = walk_pages(&m, visibility, filter, descending, 1);
                 let mut want = want.clone();
                 if descending {
                     want.reverse();
