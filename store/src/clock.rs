@@ -28,6 +28,12 @@ impl CommitFloor {
         CommitFloor(Arc::new(std::sync::atomic::AtomicI64::new(micros)))
     }
 
+    /// Raises the floor to `micros` (a later commit time taken from the log): the clock
+    /// gives no earlier time after it.
+    pub fn raise(&self, micros: i64) {
+        self.0.fetch_max(micros, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// The latest time given, if any.
     pub fn time(&self) -> Option<DateTime<Utc>> {
         let micros = self.0.load(std::sync::atomic::Ordering::SeqCst);
@@ -77,8 +83,9 @@ pub fn monotonic(clock: Clock, floor: CommitFloor) -> Clock {
         if before - micros > STEP_BACK_WARNING_MICROS && !warned.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 behind_ms = (before - micros) / 1_000,
-                "the wall clock is behind the log's last commit time (stepped back?): commits \
-                 are stamped with that time until the clock catches up"
+                "the wall clock is behind the log's last commit time (stepped back, or behind \
+                 another replica's clock): commits are stamped with that time until the clock \
+                 catches up"
             );
         }
         DateTime::from_timestamp_micros(before).unwrap_or(now)

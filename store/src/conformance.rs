@@ -130,6 +130,7 @@ macro_rules! conformance_suite {
             largest_append_and_event_are_accepted,
             limits_are_enforced,
             recorded_at_comes_from_the_clock,
+            commit_times_never_go_back,
             reopen_keeps_everything,
             positions_round_trip_as_text,
         );
@@ -977,6 +978,43 @@ pub async fn recorded_at_comes_from_the_clock<H: Harness>() -> Check {
     for e in store.read_all(Position::START, 10).await? {
         ensure_eq!(e.recorded_at, want, "recorded_at");
     }
+    Ok(())
+}
+
+/// Commit times never go back: not when the wall clock steps back an hour while the store is
+/// open, nor when it is reopened behind its last commit (ops3am3: an NTP step back stamped
+/// later commits earlier, and as-of reads by time then hid a finished agenda); and the store
+/// says so through [`EventStore::commit_floor`], which the commands' clock follows.
+pub async fn commit_times_never_go_back<H: Harness>() -> Check {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let start = conformance_time()?.timestamp_micros();
+    let wall = Arc::new(AtomicI64::new(start));
+    let read = Arc::clone(&wall);
+    let clock: Clock = Arc::new(move || {
+        DateTime::from_timestamp_micros(read.load(Ordering::SeqCst)).unwrap_or_default()
+    });
+    let mut h = H::empty(clock).await?;
+    let s = stream_name("times");
+    h.store().append(&s, ExpectedVersion::NoStream, numbered(1)).await?;
+    wall.fetch_sub(3_600_000_000, Ordering::SeqCst);
+    h.store().append(&s, ExpectedVersion::Exact(0), numbered(1)).await?;
+    let floor = h.store().commit_floor().map(|t| t.timestamp_micros());
+    ensure_eq!(floor, Some(start), "the commit floor with the clock stepped back");
+    if h.reopen().await? {
+        h.store().append(&s, ExpectedVersion::Exact(1), numbered(1)).await?;
+    }
+    let times: Vec<i64> = h
+        .store()
+        .read_stream(&s, 0, 10, Direction::Forwards)
+        .await?
+        .iter()
+        .map(|e| e.recorded_at.timestamp_micros())
+        .collect();
+    ensure!(
+        !times.is_empty() && times.iter().all(|&t| t == start),
+        "commit times {times:?}, all should be {start} (the wall clock went back to {})",
+        start - 3_600_000_000
+    );
     Ok(())
 }
 

@@ -443,19 +443,22 @@ async fn a_resend_gathered_with_another_append_is_answered_as_before() {
     store.close().await;
 }
 
-/// Commit times never go back: not when the wall clock steps back while the store is open,
-/// nor when a replica connects behind the log's last commit (ops3am3).
+/// One stream's commit times never go back across replicas whose clocks differ: a replica an
+/// hour behind another stamps its appends to a stream the other wrote at that stream's last
+/// time (read under the lock, then known from its own commit), and its clock follows
+/// (ops3am4: they went back by the skew, and as-of reads by time cut the stream short).
 #[tokio::test]
-async fn commit_times_never_go_back() {
-    use std::sync::atomic::AtomicI64;
-    let Some(cluster) = TestCluster::shared("commit_times_never_go_back") else { return };
+async fn one_streams_commit_times_never_go_back_across_replicas() {
+    let Some(cluster) = TestCluster::shared("one_streams_commit_times_across_replicas") else {
+        return;
+    };
     let url = cluster.create_database().await.expect("database");
-    let wall = Arc::new(AtomicI64::new(1_800_000_000_000_000));
-    let read = Arc::clone(&wall);
-    let clock: pop_store::Clock = Arc::new(move || {
-        chrono::DateTime::from_timestamp_micros(read.load(Ordering::SeqCst)).unwrap()
-    });
-    let options = PgOptions { clock, ..PgOptions::default() };
+    let at = |micros: i64| chrono::DateTime::from_timestamp_micros(micros).unwrap();
+    let ahead = 1_800_003_600_000_000;
+    let replica = |micros: i64| PgOptions {
+        clock: pop_store::fixed_clock(at(micros)),
+        ..PgOptions::default()
+    };
     let event = || NewEvent {
         event_id: Uuid::new_v4(),
         event_type: "Noted".into(),
@@ -463,22 +466,27 @@ async fn commit_times_never_go_back() {
         data: b"{}".to_vec(),
         metadata: b"{}".to_vec(),
     };
-    let store = PgStore::connect(&url, options.clone()).await.unwrap();
-    store.append("s", ExpectedVersion::Any, vec![event()]).await.unwrap();
-    wall.fetch_sub(3_600_000_000, Ordering::SeqCst);
-    store.append("s", ExpectedVersion::Any, vec![event()]).await.unwrap();
-    store.close().await;
-    let store = PgStore::connect(&url, options).await.unwrap();
-    store.append("s", ExpectedVersion::Any, vec![event()]).await.unwrap();
-    let times: Vec<i64> = store
+    let fast = PgStore::connect(&url, replica(ahead)).await.unwrap();
+    let slow = PgStore::connect(&url, replica(1_800_000_000_000_000)).await.unwrap();
+    slow.append("other", ExpectedVersion::Any, vec![event()]).await.unwrap();
+    fast.append("s", ExpectedVersion::NoStream, vec![event()]).await.unwrap();
+    // The slow replica's first append to "s" reads it; its second goes by what it knows.
+    slow.append("s", ExpectedVersion::Exact(0), vec![event()]).await.unwrap();
+    slow.append("s", ExpectedVersion::Exact(1), vec![event()]).await.unwrap();
+    let times: Vec<i64> = slow
         .read_stream("s", 0, 10, pop_store::Direction::Forwards)
         .await
         .unwrap()
         .iter()
         .map(|e| e.recorded_at.timestamp_micros())
         .collect();
-    assert_eq!(times, vec![1_800_000_000_000_000; 3], "{times:?}");
-    store.close().await;
+    assert_eq!(times, vec![ahead; 3], "{times:?}");
+    assert_eq!(slow.commit_floor(), Some(at(ahead)), "the slow replica's clock follows");
+    slow.append("other", ExpectedVersion::Any, vec![event()]).await.unwrap();
+    let other = slow.read_stream("other", 1, 1, pop_store::Direction::Forwards).await.unwrap();
+    assert_eq!(other[0].recorded_at, at(ahead), "nor do its later commits go back");
+    fast.close().await;
+    slow.close().await;
 }
 
 /// A log whose positions are ahead of the cluster's transaction ids (a `pg_dump` restored into

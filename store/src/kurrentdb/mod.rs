@@ -92,7 +92,11 @@ pub(crate) struct Inner {
     pub(crate) client: Client,
     /// How pop's stream names map to the server's.
     pub(crate) names: codec::Names,
+    /// `KurrentOptions::clock`, never earlier than the log's last commit when connected nor
+    /// than what it gave before ([`crate::clock::monotonic`]).
     pub(crate) clock: Clock,
+    /// The latest time `clock` gave ([`EventStore::commit_floor`]).
+    pub(crate) floor: crate::clock::CommitFloor,
     /// Streams known to be tombstoned ([`DELETED_CACHE`]).
     pub(crate) deleted: Mutex<HashSet<Arc<str>>>,
 }
@@ -163,14 +167,18 @@ impl KurrentStore {
             .server_info()
             .await
             .map_err(|e| StoreError::backend("connecting to KurrentDB", e))?;
-        Ok(KurrentStore {
-            inner: Arc::new(Inner {
-                client,
-                names,
-                clock: options.clock,
-                deleted: Mutex::new(HashSet::new()),
-            }),
-        })
+        let mut inner = Inner {
+            client,
+            names,
+            clock: options.clock,
+            floor: crate::clock::CommitFloor::new(i64::MIN),
+            deleted: Mutex::new(HashSet::new()),
+        };
+        // Commit times never go back, across a wall clock stepped back and across restarts
+        // (this process's own commits; other processes' clocks differ by their skew).
+        inner.floor = crate::clock::CommitFloor::new(read::last_commit(&inner).await?);
+        inner.clock = crate::clock::monotonic(inner.clock.clone(), inner.floor.clone());
+        Ok(KurrentStore { inner: Arc::new(inner) })
     }
 
     /// The client, shared with the [`KurrentLeadership`] of the same server.
@@ -232,6 +240,10 @@ impl EventStore for KurrentStore {
 
     async fn head(&self) -> Result<Position, StoreError> {
         read::head(&self.inner).await
+    }
+
+    fn commit_floor(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.inner.floor.time()
     }
 }
 

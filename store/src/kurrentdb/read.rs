@@ -293,6 +293,20 @@ const HEAD_PAGE: usize = 64;
 /// The position of the last of pop's events in the log (those of deleted streams included,
 /// as the contract allows), or `START`.
 pub(crate) async fn head(inner: &Inner) -> Result<Position, StoreError> {
+    Ok(last_in_log(inner).await?.map_or(Position::START, |e| from_position(e.position)))
+}
+
+/// The commit time of the last of pop's events in the log, in microseconds (`i64::MIN` for
+/// none): where the store's clock starts ([`crate::clock::monotonic`]).
+pub(crate) async fn last_commit(inner: &Inner) -> Result<i64, StoreError> {
+    match last_in_log(inner).await? {
+        Some(event) => Ok(decode(&inner.names, &event)?.recorded_at.timestamp_micros()),
+        None => Ok(i64::MIN),
+    }
+}
+
+/// The last of pop's events in the log, walking `$all` backwards a page at a time.
+async fn last_in_log(inner: &Inner) -> Result<Option<kurrentdb::RecordedEvent>, StoreError> {
     let fail = |e| map_error("reading the head of $all", "$all", e);
     let mut from = StreamPosition::End;
     let mut below: Option<Position> = None;
@@ -313,7 +327,7 @@ pub(crate) async fn head(inner: &Inner) -> Result<Position, StoreError> {
                 continue;
             }
             if inner.names.is_pop_event(event.stream_id(), &event.event_type) {
-                return Ok(position);
+                return Ok(Some(event));
             }
             oldest = Some(event.position);
         }
@@ -322,7 +336,7 @@ pub(crate) async fn head(inner: &Inner) -> Result<Position, StoreError> {
                 below = Some(from_position(p));
                 from = StreamPosition::Position(p);
             }
-            None => return Ok(Position::START),
+            None => return Ok(None),
         }
     }
 }

@@ -352,8 +352,10 @@ async fn group_on(
         tx.prepare_cached("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k"),
         tx.prepare_cached("SELECT pg_current_xact_id()::text::bigint"),
         tx.prepare_cached(
-            "SELECT name, version, deleted_at IS NOT NULL, head_hash FROM pop_streams \
-             WHERE name = ANY($1)"
+            "SELECT s.name, s.version, s.deleted_at IS NOT NULL, s.head_hash, e.recorded_at \
+             FROM pop_streams s \
+             LEFT JOIN pop_events e ON e.stream = s.name AND e.version = s.version \
+             WHERE s.name = ANY($1)"
         ),
         tx.prepare_cached(
             "SELECT event_id, stream, version, tx_id, seq FROM pop_events \
@@ -367,6 +369,7 @@ async fn group_on(
     .map_err(classify("preparing a group commit"))?;
     let (lock, xid, streams, found, insert, upsert, notify, guarded) = statements;
     if let Some(mut predicted) = shared.known.predict(group) {
+        let now = after_streams(shared, now, &predicted.read);
         let decided = decide_group(group, &mut predicted.read, now, shared.hash_chain)?;
         // Only a group whose every append is accepted goes in one round trip. The check
         // under the locks proves the streams' versions and heads, not that a refused
@@ -376,7 +379,7 @@ async fn group_on(
             let statements = [&lock, &guarded, &notify];
             match known::commit(shared, tx, group, &decided, &predicted, now, statements).await {
                 Ok(Some(tx_id)) => {
-                    shared.known.learn(&decided.touched);
+                    shared.known.learn(&decided.touched, now);
                     return Ok(known::with_tx_id(decided.answers, tx_id));
                 }
                 // Stale: nothing was written and the transaction is over.
@@ -392,23 +395,42 @@ async fn group_on(
         }
     }
     let mut read = read_group(tx, group, [&lock, &xid, &streams, &found]).await?;
+    let now = after_streams(shared, now, &read);
     let decided = decide_group(group, &mut read, now, shared.hash_chain)?;
     if decided.touched.is_empty() {
         tx.batch_execute("COMMIT").await.map_err(classify("committing a group"))?;
     } else {
         write_group(shared, tx, &decided, read.tx_id, now, [&insert, &upsert, &notify]).await?;
-        shared.known.learn(&decided.touched);
+        shared.known.learn(&decided.touched, now);
     }
     Ok(decided.answers)
 }
 
 /// What a group read before deciding: its transaction id, its streams (with their chain
-/// heads), and where its event ids already sit.
+/// heads and their last events' commit times), and where its event ids already sit.
 struct GroupRead {
     tx_id: i64,
     state: HashMap<String, StreamState>,
     heads: HashMap<String, Hash>,
+    /// The commit time of each stream's last event, in microseconds.
+    times: HashMap<String, i64>,
     placed: HashMap<Uuid, Placed>,
+}
+
+/// The group's commit time: `now`, or the latest commit time of its streams when that is
+/// later, so a stream's times never go back. Replicas' clocks differ by their skew, and a
+/// commit that waited for another replica's lock on a stream was stamped before the wait: one
+/// stream's events came out of time order, and an as-of read by time then cut the stream
+/// short of events committed before the time asked (ops3am4). The replica's clock is raised
+/// to the time taken, so what it stamps next (and the commands' clock) does not go back
+/// either.
+fn after_streams(shared: &Shared, now: i64, read: &GroupRead) -> i64 {
+    let latest = read.times.values().copied().max().unwrap_or(i64::MIN);
+    if latest <= now {
+        return now;
+    }
+    shared.floor.raise(latest);
+    latest
 }
 
 /// Opens the group's transaction and reads, pipelined: the streams' advisory locks (sorted,
@@ -437,6 +459,7 @@ async fn read_group(
     let tx_id: i64 = xid.try_get(0).map_err(read)?;
     let mut state: HashMap<String, StreamState> = HashMap::with_capacity(streams.len());
     let mut heads: HashMap<String, Hash> = HashMap::with_capacity(streams.len());
+    let mut times: HashMap<String, i64> = HashMap::with_capacity(streams.len());
     for row in &streams {
         let name: String = row.try_get(0).map_err(read)?;
         let version: Option<i64> = row.try_get(1).map_err(read)?;
@@ -446,6 +469,9 @@ async fn read_group(
         let head: Option<&[u8]> = row.try_get(3).map_err(read)?;
         if let Some(head) = head.and_then(|h| Hash::try_from(h).ok()) {
             heads.insert(name.clone(), head);
+        }
+        if let Some(at) = row.try_get::<_, Option<i64>>(4).map_err(read)? {
+            times.insert(name.clone(), at);
         }
         state.insert(name, StreamState { version, deleted: row.try_get(2).map_err(read)? });
     }
@@ -462,7 +488,7 @@ async fn read_group(
             },
         );
     }
-    Ok(GroupRead { tx_id, state, heads, placed })
+    Ok(GroupRead { tx_id, state, heads, times, placed })
 }
 
 /// A touched stream's new version, last sequence number and chain head.

@@ -46,6 +46,8 @@ const UNKNOWN_TX: i64 = 0;
 struct Known {
     version: u64,
     head: Option<Hash>,
+    /// That commit's time, in microseconds.
+    at: i64,
 }
 
 /// What the writers of one store last committed to each stream.
@@ -78,6 +80,7 @@ impl KnownStreams {
             tx_id: UNKNOWN_TX,
             state: HashMap::with_capacity(group.len()),
             heads: HashMap::new(),
+            times: HashMap::new(),
             placed: HashMap::new(),
         };
         let (mut names, mut versions, mut heads) = (Vec::new(), Vec::new(), Vec::new());
@@ -96,6 +99,9 @@ impl KnownStreams {
             if let Some(head) = head {
                 read.heads.insert(request.stream.clone(), head);
             }
+            if let Some(k) = stream {
+                read.times.insert(request.stream.clone(), k.at);
+            }
             names.push(request.stream.as_str());
             versions.push(version.and_then(|v| i64::try_from(v).ok()));
             heads.push(head);
@@ -103,15 +109,15 @@ impl KnownStreams {
         Some(Prediction { read, names, versions, heads })
     }
 
-    /// Remembers the streams a committed group wrote.
-    pub(super) fn learn(&self, touched: &HashMap<&str, Touched>) {
+    /// Remembers the streams a committed group wrote, at commit time `at`.
+    pub(super) fn learn(&self, touched: &HashMap<&str, Touched>, at: i64) {
         let Ok(mut known) = self.0.lock() else { return };
         if known.len() + touched.len() > MAX_KNOWN {
             known.clear();
         }
         for (name, (version, _, head)) in touched {
             let Ok(version) = u64::try_from(*version) else { continue };
-            let learnt = Known { version, head: *head };
+            let learnt = Known { version, head: *head, at };
             match known.get_mut(*name) {
                 // Two writers may learn out of order: keep the later version.
                 Some(entry) if version >= entry.version => *entry = learnt,
