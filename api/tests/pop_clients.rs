@@ -317,6 +317,29 @@ async fn an_unchanged_pop_client_runs_a_lifecycle_in_jackson_json() {
     let a = report(json!({"agendaProgress": progress.clone(), "cid": null})).await;
     assert_eq!(a.status, 200, "{:#}", a.body);
 
+    // A handler's ratio with nothing to divide by: POP's JsonHelper writes `NaN` and
+    // `Infinity` as strings, and its AgendaProgressThread sums it into the agenda's percent.
+    // Not a percent, so not taken as one; but the rest of the report (the executor's only
+    // heartbeat) is (popclient11: the whole report was refused, the lease ran out and the
+    // agenda was reclaimed while the executor still ran it). A negative one likewise.
+    let pid = progress["id"].as_str().unwrap().to_string();
+    let mut beat = progress.clone();
+    beat["operationProgress"][1]["processingState"] = json!("EXECUTING");
+    beat["operationProgress"][1]["percentComplete"] = json!("40.0");
+    let a = report(beat.clone()).await;
+    assert_eq!(a.status, 200, "{:#}", a.body);
+    for (agenda, operation) in [("NaN", "NaN"), ("Infinity", "Infinity"), ("-1.0", "-1.0")] {
+        beat["percentComplete"] = json!(agenda);
+        beat["operationProgress"][1]["percentComplete"] = json!(operation);
+        beat["operationProgress"][1]["processingStateMessage"] = json!(format!("at {operation}"));
+        let a = report(beat.clone()).await;
+        assert_eq!(a.status, 200, "{operation}: {:#}", a.body);
+        let a = send_as(&s, ACME, "GET", &format!("/pop/progress/agenda/{pid}"), Value::Null).await;
+        let two = &a.body["all"][0]["operationProgress"][1];
+        assert_eq!(two["percentComplete"], json!(40.0), "kept: {two:#}");
+        assert_eq!(two["processingStateMessage"], json!(format!("at {operation}")), "{two:#}");
+    }
+
     let two = &mut progress["operationProgress"][1];
     assert_eq!(two["operation"], "two", "{two:#}");
     two["processingState"] = json!("COMPLETE");
@@ -330,7 +353,6 @@ async fn an_unchanged_pop_client_runs_a_lifecycle_in_jackson_json() {
     let a = report(progress.clone()).await;
     assert_eq!(a.status, 200, "{:#}", a.body);
 
-    let pid = progress["id"].as_str().unwrap().to_string();
     let a = send_as(&s, ACME, "GET", &format!("/pop/progress/agenda/{pid}"), Value::Null).await;
     let stored = &a.body["all"][0];
     assert_eq!(stored["processingState"], "COMPLETE", "{stored:#}");

@@ -722,10 +722,7 @@ impl App {
                 name: op.operation.into(),
                 state: op.processing_state,
                 message: op.processing_state_message.map(String::from),
-                // A ratio an executor computes may overshoot (POP's executors report
-                // 100.0000001, or bytes done over an estimate): more than 100 is 100.
-                // Negative and non-finite ones are the domain's to refuse.
-                percent: op.percent_complete.map(|p| if p > 100.0 { 100.0 } else { p }),
+                percent: op.percent_complete.and_then(reported_percent),
                 diagnostics: op.diagnostic_events,
                 result_payload: Some(op.result_payload.to_value()).filter(|p| !p.is_null()),
                 started: op.started_time,
@@ -948,6 +945,16 @@ fn numbers_from_strings(value: &mut Value) {
         }
     }
     walk(value, 0);
+}
+
+/// The percent an executor reported, as the operation's percent. A ratio an executor computes
+/// may overshoot (POP's executors report 100.0000001, or bytes done over an estimate): more
+/// than 100 is 100. One with nothing to divide by is `NaN` or `Infinity` (POP's JsonHelper
+/// writes them as strings) and a negative one means nothing either: those are no percent, as
+/// if none was sent, and the rest of the report is taken; refused whole, the executor's
+/// heartbeat was lost and its lease ran out while it still worked (popclient11).
+fn reported_percent(percent: f64) -> Option<f64> {
+    (percent.is_finite() && percent >= 0.0).then_some(percent.min(100.0))
 }
 
 /// An operation whose reported result is larger than the server takes (`--max-payload-bytes`)

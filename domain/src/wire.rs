@@ -149,8 +149,9 @@ pub mod count {
     }
 }
 
-/// An optional number (`percentComplete`): a number or a numeric string (`"45.5"`); `null`
-/// and a blank string are `None`.
+/// An optional number (`percentComplete`): a number or a numeric string (`"45.5"`, and the
+/// `"NaN"` and `"Infinity"` Jackson writes for a ratio with nothing to divide by, which the
+/// caller decides about); `null` and a blank string are `None`.
 pub mod number {
     use super::*;
 
@@ -180,10 +181,7 @@ pub mod number {
             if t.is_empty() {
                 return Ok(None);
             }
-            match t.parse::<f64>() {
-                Ok(f) if f.is_finite() => Ok(Some(f)),
-                _ => Err(E::custom(format!("{v:?} is not a number"))),
-            }
+            t.parse::<f64>().map(Some).map_err(|_| E::custom(format!("{v:?} is not a number")))
         }
         fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
             Ok(None)
@@ -259,12 +257,14 @@ mod tests {
         assert_eq!((p.count, p.number, p.text.as_deref()), (3, Some(1.0), Some("true")));
         let p = probe(json!({"count": null, "number": " ", "text": null})).unwrap();
         assert_eq!((p.count, p.number, p.text), (0, None, None));
+        assert!(probe(json!({"number": "NaN"})).unwrap().number.is_some_and(f64::is_nan));
+        let p = probe(json!({"number": "-Infinity"})).unwrap();
+        assert_eq!(p.number, Some(f64::NEG_INFINITY));
         for bad in [
             json!({"count": -1}),
             json!({"count": "x"}),
             json!({"count": 1.5}),
             json!({"count": 5_000_000_000_u64}),
-            json!({"number": "NaN"}),
             json!({"number": "fast"}),
             json!({"text": {"a": 1}}),
             json!({"list": "x"}),
