@@ -372,7 +372,16 @@ async fn witnessed(
     witness: &Witness,
 ) -> Result<Option<SignedCheckpoint>, Unwitnessed> {
     let Some(w) = witness.read().map_err(Unwitnessed::Broken)? else { return Ok(None) };
-    let stored = log.checkpoint(w.seq).await.map_err(|e| Unwitnessed::Failed(e.into()))?;
+    let stored = log.checkpoint(w.seq).await.map_err(|e| match e {
+        // The checkpoints' table is gone: the witnessed checkpoint with it.
+        e @ pop_store::StoreError::Corrupt(_) => Unwitnessed::Broken(anyhow::anyhow!(
+            "{e}: the store no longer holds checkpoint {} that {} witnessed; {}",
+            w.seq,
+            witness.path().display(),
+            witness.remedy()
+        )),
+        e => Unwitnessed::Failed(e.into()),
+    })?;
     match stored {
         Some(stored) if stored == w => Ok(Some(w)),
         stored => Err(Unwitnessed::Broken(anyhow::anyhow!(

@@ -364,6 +364,19 @@ async fn checkpoints_deleted_from_the_store_are_found_by_the_witness_and_never_s
     assert_eq!(count("log_checkpoints"), 0, "the server sealed a log whose checkpoints vanished");
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("not sealing checkpoints of the log"), "{logged}");
+
+    // The checkpoints' table dropped whole: the same alarms, not "could not check" and a
+    // warning every round (auditor18).
+    rusqlite::Connection::open(&db).unwrap().execute_batch("DROP TABLE log_checkpoints").unwrap();
+    let out = verify();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("TAMPERED: the store has no table log_checkpoints"), "{stderr}");
+    let log = dir.path().join("serve-dropped.log");
+    let pop = Pop::start_with(&data, None, &log, false, &["--checkpoint-every", "1"]);
+    metrics_until(&pop, &log, "pop_checkpoint_witness_broken", 1.0).await;
+    metrics_until(&pop, &log, "pop_checkpoint_sealing_refused", 1.0).await;
+    stop(pop);
 }
 
 /// With the checkpoints deleted and the witness gone too, nothing in the store tells a rewritten

@@ -25,8 +25,35 @@ pub struct Break {
     pub reason: String,
 }
 
+impl Break {
+    /// A break of the store as a whole, not of one stream: one of pop's tables is gone.
+    pub fn missing_table(table: &str) -> Break {
+        Break {
+            stream: String::new(),
+            version: None,
+            position: None,
+            reason: format!(
+                "the store has no table {table}: pop never drops one, so it was dropped (or the \
+                 database replaced) outside pop"
+            ),
+        }
+    }
+
+    /// [`Verification`] of a store missing the first of `expected` tables not in `found`.
+    pub fn missing_tables(expected: &[&str], found: &[String]) -> Option<Verification> {
+        let missing = expected.iter().find(|t| !found.iter().any(|f| f == *t))?;
+        Some(Verification {
+            first_break: Some(Break::missing_table(missing)),
+            ..Default::default()
+        })
+    }
+}
+
 impl std::fmt::Display for Break {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.stream.is_empty() && self.version.is_none() && self.position.is_none() {
+            return f.write_str(&self.reason);
+        }
         write!(f, "stream {:?}", self.stream)?;
         if let Some(v) = self.version {
             write!(f, " version {v}")?;

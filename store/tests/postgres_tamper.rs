@@ -207,6 +207,14 @@ async fn every_edit_of_the_database_is_found_with_its_place() {
     })
     .await;
     assert!(r.first_break.expect("found").reason.contains("head hash"));
+    // The checkpoints dropped whole, or the tombstones' table: broken, saying which
+    // (auditor18: "could not check", with a message naming no table).
+    for table in ["pop_checkpoints", "pop_pruned"] {
+        let (r, _) = tampered(cluster, |_| format!("DROP TABLE {table}")).await;
+        let found = r.first_break.expect("found");
+        assert!(found.reason.contains(&format!("no table {table}")), "{found}");
+        assert_eq!(found.to_string(), found.reason, "said without a stream");
+    }
 }
 
 #[tokio::test]

@@ -176,6 +176,14 @@ async fn every_edit_of_the_file_is_found_with_its_place() {
          DELETE FROM events WHERE stream_id = (SELECT id FROM streams WHERE name = 'c');",
     );
     assert!(r.first_break.expect("found").reason.contains("head hash"));
+    // The checkpoints dropped whole, or the log's head row deleted: broken, saying which
+    // (auditor18: "could not check", exit 1, instead of the alarm).
+    let r = tampered(&path, "DROP TABLE log_checkpoints");
+    let found = r.first_break.expect("found");
+    assert!(found.reason.contains("no table log_checkpoints"), "{found}");
+    assert_eq!(found.to_string(), found.reason, "said without a stream");
+    let r = tampered(&path, "DELETE FROM log");
+    assert!(r.first_break.expect("found").reason.contains("table log has no row"));
 }
 
 /// Verification walks streams on several threads; two edits in different streams must still

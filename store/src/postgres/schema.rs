@@ -82,6 +82,10 @@ const CHAIN_STEP: usize = 2;
 /// The schema version this build writes.
 pub const PG_SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
+/// The tables the migrations make: `pop verify` reports a store missing one as broken.
+pub(crate) const TABLES: &[&str] =
+    &["pop_schema", "pop_streams", "pop_events", "pop_pruned", "pop_checkpoints"];
+
 /// The advisory lock (two-int key space: class, id) held while migrating.
 const MIGRATION_LOCK: (i32, i32) = (super::LOCK_CLASS, 0);
 

@@ -116,6 +116,17 @@ async fn run(
             found.map_or_else(|| "missing".to_owned(), |v| v.to_string())
         )));
     }
+    let tables: Vec<String> = tx
+        .query("SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema()", &[])
+        .await
+        .map_err(fail)?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()
+        .map_err(fail)?;
+    if let Some(missing) = crate::verify::Break::missing_tables(super::schema::TABLES, &tables) {
+        return Ok(missing);
+    }
     // Every read here walks a whole table in an index's order: sorting it instead spills the
     // log to disk (work_mem) and costs several times the index scan. No JIT: the costs of a
     // whole-log read would turn it on, for ~0.2 s of compiling.

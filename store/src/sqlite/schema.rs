@@ -84,6 +84,9 @@ const CHAIN_STEP: usize = 2;
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
+/// The tables the migrations make: `pop verify` reports a store missing one as broken.
+pub(crate) const TABLES: &[&str] = &["streams", "events", "log", "pruned", "log_checkpoints"];
+
 /// How long a connection waits for a lock held by another connection before failing. Only a
 /// checkpoint or a second process can hold one; a writer blocked longer than this is better
 /// reported than hung.

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 use crate::commitment::LogWalker;
 use crate::digest::Hash;
@@ -156,8 +156,40 @@ pub(crate) fn verify(
 ) -> Result<Verification, StoreError> {
     let tx = conn.unchecked_transaction().map_err(fail)?;
     let conn: &Connection = &tx;
-    let log_head: i64 =
-        conn.query_row("SELECT head FROM log WHERE id = 1", [], |r| r.get(0)).map_err(fail)?;
+    let found: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(fail)?;
+    if found != super::SCHEMA_VERSION {
+        return Err(StoreError::Corrupt(format!(
+            "the store's schema is version {found} and this build verifies version {}; {}",
+            super::SCHEMA_VERSION,
+            if found < super::SCHEMA_VERSION {
+                "start `pop serve` of this build on it once to migrate"
+            } else {
+                "verify it with the build that wrote it"
+            }
+        )));
+    }
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .and_then(|mut q| q.query_map([], |r| r.get(0))?.collect())
+        .map_err(fail)?;
+    if let Some(missing) = crate::verify::Break::missing_tables(super::schema::TABLES, &tables) {
+        return Ok(missing);
+    }
+    let log_head: Option<i64> = conn
+        .query_row("SELECT head FROM log WHERE id = 1", [], |r| r.get(0))
+        .optional()
+        .map_err(fail)?;
+    let Some(log_head) = log_head else {
+        let reason =
+            "the table log has no row: pop never deletes it, so it was deleted outside pop";
+        let gone = crate::verify::Break {
+            stream: String::new(),
+            version: None,
+            position: None,
+            reason: reason.to_owned(),
+        };
+        return Ok(Verification { first_break: Some(gone), ..Default::default() });
+    };
     let log_head = position(log_head.max(0));
     let mut streams: Vec<(i64, StreamRow)> = Vec::new();
     {
