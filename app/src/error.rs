@@ -251,7 +251,12 @@ fn refused_within<E: Refusal>(subject: &str, root: &str, e: &E) -> AppError {
     }
     let message = match code {
         ErrorCode::NotFound => format!("{subject} not found"),
-        _ => format!("{subject}: {e}"),
+        // Said once when the refusal names its subject itself (newcomer6: `agenda "job-1":
+        // agenda "job-1" already exists`).
+        _ => match e.to_string() {
+            said if said.starts_with(subject) => said,
+            said => format!("{subject}: {said}"),
+        },
     };
     AppError::new(code, message)
 }

@@ -5,6 +5,23 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// The data directory unless told (`--data-dir`, `POP_DATA_DIR`).
+pub const DEFAULT_DATA_DIR: &str = "pop-data";
+
+/// The flags a client command needs to reach the server at `server` with the admin token of
+/// `data_dir` (each with a leading space), leaving out the defaults: for the hints that print
+/// the next command to run.
+pub fn client_flags(server: &str, data_dir: &std::path::Path) -> String {
+    let mut flags = String::new();
+    if server.trim_end_matches('/') != DEFAULT_SERVER {
+        flags.push_str(&format!(" --server {server}"));
+    }
+    if data_dir != std::path::Path::new(DEFAULT_DATA_DIR) {
+        flags.push_str(&format!(" --data-dir {}", data_dir.display()));
+    }
+    flags
+}
+
 /// Where the client commands find `pop serve` unless told (`--server`, `POP_SERVER`): the
 /// default `--bind` of `pop serve`.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
@@ -339,7 +356,7 @@ pub struct ClientArgs {
     #[arg(long, env = "POP_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Data directory holding the generated admin token (when --token is not given).
-    #[arg(long, env = "POP_DATA_DIR", default_value = "pop-data")]
+    #[arg(long, env = "POP_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// Traces of the calls (a `client` span each, the root of the server's spans for it).
     #[command(flatten)]
@@ -447,7 +464,7 @@ pub struct ImportArgs {
 #[derive(Debug, Args, Clone)]
 pub struct StoreArgs {
     /// Data directory; the embedded store is `<data-dir>/pop.db`.
-    #[arg(long, env = "POP_DATA_DIR", default_value = "pop-data")]
+    #[arg(long, env = "POP_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
 }
 

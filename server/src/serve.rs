@@ -282,8 +282,12 @@ async fn dev_setup(server: String, admin_token: Option<std::path::PathBuf>, data
         return;
     };
     let token = std::fs::read_to_string(&path).map(|t| t.trim().to_string()).ok();
-    let args =
-        ClientArgs { server: server.clone(), token, data_dir, telemetry: Default::default() };
+    let args = ClientArgs {
+        server: server.clone(),
+        token,
+        data_dir: data_dir.clone(),
+        telemetry: Default::default(),
+    };
     let result = async {
         let client = crate::client::Client::new(&args)?;
         crate::verbs::init(&client, &crate::verbs::InitSpec::default()).await
@@ -294,15 +298,13 @@ async fn dev_setup(server: String, admin_token: Option<std::path::PathBuf>, data
             for line in done.lines {
                 println!("pop: --dev: {line}");
             }
-            // Clients find the default server by themselves; elsewhere they need to be told.
-            let at = if server.trim_end_matches('/') == crate::cli::DEFAULT_SERVER {
-                String::new()
-            } else {
-                format!(" (with POP_SERVER={server} set, or --server {server})")
-            };
+            // The clients' flags unless they are the defaults (newcomer6: a hint without the
+            // data directory failed as written).
+            let at = crate::cli::client_flags(&server, &data_dir);
             println!(
-                "pop: --dev: next, in another terminal{at}: pop worker --insight encode \
-                 --handlers examples/handlers.toml, then: pop submit --watch examples/encode.json"
+                "pop: --dev: next, in another terminal: pop worker{at} --insight encode \
+                 --handlers examples/handlers.toml, then: pop submit{at} --watch \
+                 examples/encode.json"
             );
         }
         Err(e) => eprintln!("pop: --dev: the setup failed: {e:#}"),

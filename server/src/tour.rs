@@ -126,6 +126,18 @@ pub fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
 fn submit_error(e: anyhow::Error, agenda: &Value) -> anyhow::Error {
     let text = e.to_string();
     let given_id = agenda["id"].as_str().is_some_and(|i| !i.trim().is_empty());
+    // What to do next, where the server's answer cannot know (newcomer6).
+    if text.contains("customer \"") && text.contains("does not exist") {
+        return anyhow::anyhow!(
+            "{text} (`pop init --customer <id>` creates a customer, with a pool and an insight)"
+        );
+    }
+    if given_id && text.starts_with("CONFLICT") && text.contains("already exists") {
+        return anyhow::anyhow!(
+            "{text} (an agenda id is used once: leave \"id\" out of the file to submit it again \
+             as a new agenda)"
+        );
+    }
     if given_id || !text.contains("agenda \"") {
         return e;
     }

@@ -70,11 +70,22 @@ pub async fn init(client: &Client, spec: &InitSpec) -> Result<Initialized> {
         ),
     ];
     let mut lines = Vec::new();
-    for (kind, id, mutation, value) in steps {
+    for ((kind, id, mutation, value), flag) in
+        steps.into_iter().zip(["pool", "customer", "insight"])
+    {
         match client.graphql(mutation, json!({"v": value})).await {
             Ok(_) => lines.push(format!("created {kind} {id}")),
             Err(e) if e.to_string().starts_with("CONFLICT") => {
                 lines.push(format!("kept {kind} {id} (it exists)"));
+            }
+            // Creating an object whose id another customer's object holds answers not-found
+            // (what the token may not see does not exist for it); say what to do (newcomer6:
+            // an admin of one customer ran init with the tour's pool, another customer's).
+            Err(e) if e.to_string().starts_with("NOT_FOUND") => {
+                return Err(e.context(format!(
+                    "creating {kind} {id}: the id is taken by one of a customer this token may \
+                     not see; choose another with --{flag} <id>"
+                )));
             }
             Err(e) => return Err(e.context(format!("creating {kind} {id}"))),
         }

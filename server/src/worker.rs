@@ -62,7 +62,10 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
     if insights.is_empty() {
         bail!("--insight names no insight");
     }
-    check_insights(&args, &insights).await?;
+    let handled: Vec<&str> = registry.types().collect();
+    for note in check_insights(&args, &insights, &handled).await? {
+        tracing::warn!("{note}");
+    }
     let env = ExecEnv {
         api: Arc::new(api),
         registry: Arc::new(registry),
@@ -112,7 +115,14 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
         stats.refused,
         stats.handed_back
     );
-    if let Some(refusal) = stats.unauthenticated {
+    if let Some(refusal) = stats.token_refused {
+        if refusal.contains("FORBIDDEN") {
+            bail!(
+                "the server refused this worker's token ({refusal}): a worker takes and reports \
+                 work, which needs a token of role service (or admin); start the worker with \
+                 one (--token, POP_TOKEN)"
+            );
+        }
         bail!(
             "the server refused this worker's token ({refusal}): it was revoked, or the server \
              was restarted with another token file; start the worker with a valid --token \
@@ -123,21 +133,40 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
 }
 
 /// Fails at start when an `--insight` is not one the token may use (a typo would otherwise be
-/// retried for ever), naming the ones it may use.
-async fn check_insights(args: &WorkerArgs, insights: &[String]) -> Result<()> {
+/// retried for ever), naming the ones it may use. Answers a note for each operation type an
+/// insight maps that no handler here runs (newcomer6: README's `--types ffmpeg,probe` with the
+/// example handlers; every `probe` operation then failed at once, without a word at start).
+async fn check_insights(
+    args: &WorkerArgs,
+    insights: &[String],
+    handled: &[&str],
+) -> Result<Vec<String>> {
     let client = crate::client::Client::new(&args.client)?;
     let data = client
-        .graphql("{ insights(first: 100) { items { id } } }", serde_json::json!({}))
+        .graphql("{ insights(first: 100) { items { id mappers } } }", serde_json::json!({}))
         .await
         .context("listing the insights this token may use")?;
-    let usable: Vec<&str> = data["insights"]["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i["id"].as_str())
-        .collect();
+    let items = data["insights"]["items"].as_array().cloned().unwrap_or_default();
+    let usable: Vec<&str> = items.iter().filter_map(|i| i["id"].as_str()).collect();
+    let mut notes = Vec::new();
     for insight in insights {
-        if usable.contains(&insight.as_str()) {
+        if let Some(item) = items.iter().find(|i| i["id"] == insight.as_str()) {
+            let unhandled: Vec<&str> = item["mappers"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(name, _)| name.eq_ignore_ascii_case("operationType"))
+                .flat_map(|(_, types)| types.as_array().into_iter().flatten())
+                .filter_map(serde_json::Value::as_str)
+                .filter(|t| !handled.contains(t))
+                .collect();
+            if !unhandled.is_empty() {
+                notes.push(format!(
+                    "insight {insight} maps operation type(s) {} that no handler here runs: \
+                     such operations fail at once (not retried); add them to --handlers",
+                    unhandled.join(", ")
+                ));
+            }
             continue;
         }
         let hint = crate::tour::did_you_mean(insight, &usable)
@@ -149,5 +178,5 @@ async fn check_insights(args: &WorkerArgs, insights: &[String]) -> Result<()> {
              (`pop init` creates one)"
         );
     }
-    Ok(())
+    Ok(notes)
 }

@@ -200,6 +200,25 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     );
     assert!(!moved.stdout.contains("next: pop worker"), "{}", ctx(&moved));
 
+    // A worker whose handlers run none of an insight's types says so at start (newcomer6:
+    // every `probe` operation failed at once, and nothing had said why at start).
+    let mut unhandled = worker(
+        &server,
+        dir.path(),
+        &["--insight", "transcode", "--handlers", "examples/handlers.toml"],
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let said = loop {
+        let said = std::fs::read_to_string(&unhandled.1).unwrap_or_default();
+        if said.contains("no handler here runs") || std::time::Instant::now() > deadline {
+            break said;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = unhandled.0.kill();
+    let _ = unhandled.0.wait();
+    assert!(said.contains("insight transcode maps operation type(s) probe that"), "{said}");
+
     let w = worker(
         &server,
         dir.path(),
@@ -299,6 +318,31 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     let listed = pop(&server, &["agendas", "--json", "--state", "complete"]);
     let page: Value = serde_json::from_str(&listed.stdout).unwrap();
     assert_eq!(page["items"].as_array().unwrap().len(), 2, "{page:#}");
+
+    // A refused submit says what to do next (newcomer6): the same file twice names its id
+    // once and says to leave it out; an unknown customer points at `pop init`.
+    let twice = dir.path().join("twice.json");
+    std::fs::write(
+        &twice,
+        r#"{"id": "twice-1", "customerId": "acme", "params": {"doNotRun": true}, "operations": [
+            {"name": "a", "type": "step", "payload": {}}]}"#,
+    )
+    .unwrap();
+    assert_eq!(pop(&server, &["submit", twice.to_str().unwrap()]).code, 0);
+    let again = pop(&server, &["submit", twice.to_str().unwrap()]);
+    assert_ne!(again.code, 0, "{}", ctx(&again));
+    assert_eq!(again.stderr.matches(r#"agenda "twice-1""#).count(), 1, "{}", ctx(&again));
+    assert!(again.stderr.contains(r#"leave "id" out"#), "{}", ctx(&again));
+    let nobody = dir.path().join("nobody.json");
+    std::fs::write(
+        &nobody,
+        r#"{"customerId": "nobody", "operations": [{"name": "a", "type": "step", "payload": {}}]}"#,
+    )
+    .unwrap();
+    let refused = pop(&server, &["submit", nobody.to_str().unwrap()]);
+    assert_ne!(refused.code, 0, "{}", ctx(&refused));
+    assert!(refused.stderr.contains(r#"customer "nobody" does not exist"#), "{}", ctx(&refused));
+    assert!(refused.stderr.contains("pop init --customer"), "{}", ctx(&refused));
 
     // cancel an agenda no worker takes (doNotRun); watching it is not an error.
     let parked = dir.path().join("parked.json");

@@ -660,6 +660,22 @@ async fn the_readme_tour_runs_as_written() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The hint `--dev` prints names the server and the data directory it was started with, and
+    // a client given just those finds the admin token (newcomer6: it named neither).
+    let data = dir.path().join("data");
+    let hint = format!("pop worker --server {server} --data-dir {}", data.display());
+    loop {
+        let said = pop.stdout();
+        if said.contains("--dev: next") {
+            assert!(said.contains(&hint), "no {hint:?} in\n{said}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "--dev printed no hint:\n{said}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let told = ["--server", server.as_str(), "--data-dir", data.to_str().unwrap()];
+    let (ok, out) = pop_cli(&[&["insights", "--json"][..], &told].concat());
+    assert!(ok && out.contains("\"encode\""), "{out}");
 
     // `pop worker --insight encode --handlers examples/handlers.toml` (shorter idle polls).
     let worker_log = dir.path().join("worker.log");

@@ -70,10 +70,11 @@ pub struct PullStats {
     pub refused: u64,
     pub cancelled: u64,
     pub handed_back: u64,
-    /// Set when the server refused the worker's token (`UNAUTHENTICATED`): the puller stopped,
-    /// since no later call can succeed with it (ops3am3: a revoked token's worker logged the
-    /// refusal every 5 s for ever and looked healthy to its supervisor).
-    pub unauthenticated: Option<String>,
+    /// Set when the server refused the worker's token (`UNAUTHENTICATED`) or its role
+    /// (`FORBIDDEN`: a user's token may not take work): the puller stopped, since no later
+    /// call can succeed with it (ops3am3: a revoked token's worker logged the refusal every
+    /// 5 s for ever and looked healthy to its supervisor; newcomer6: a user's token, likewise).
+    pub token_refused: Option<String>,
 }
 
 /// Longest wait per `getAgenda` of an idle puller that serves several insights (it asks them
@@ -173,7 +174,7 @@ pub async fn run(env: ExecEnv, config: PullConfig, shutdown: watch::Receiver<boo
         ));
     };
 
-    while !*shutdown_rx.borrow() && stats.unauthenticated.is_none() {
+    while !*shutdown_rx.borrow() && stats.token_refused.is_none() {
         while let Some(done) = executing.try_join_next() {
             count(&mut stats, done);
         }
@@ -213,9 +214,9 @@ pub async fn run(env: ExecEnv, config: PullConfig, shutdown: watch::Receiver<boo
                                 empty_streak += 1;
                                 trouble |= done.waited && done.early;
                             }
-                            Err(e) if e.code() == Some("UNAUTHENTICATED") => {
+                            Err(e) if matches!(e.code(), Some("UNAUTHENTICATED" | "FORBIDDEN")) => {
                                 tracing::error!(insight = %done.insight, error = %e, "the server refused this worker's token; stopping");
-                                stats.unauthenticated = Some(e.to_string());
+                                stats.token_refused = Some(e.to_string());
                             }
                             Err(e) => {
                                 empty_streak += 1;

@@ -315,16 +315,15 @@ async fn a_server_that_does_not_wait_gets_the_backoff_not_a_busy_loop() {
 /// A server that no longer takes the worker's token.
 struct Revoked {
     asked: AtomicUsize,
+    /// The refusal's code.
+    code: &'static str,
 }
 
 #[async_trait]
 impl WorkApi for Revoked {
     async fn get_agenda(&self, _: &str, _: usize, _: Duration) -> Result<Vec<Claimed>, ApiError> {
         self.asked.fetch_add(1, Ordering::SeqCst);
-        Err(ApiError::Refused {
-            code: "UNAUTHENTICATED".into(),
-            message: "send a valid bearer token".into(),
-        })
+        Err(ApiError::Refused { code: self.code.into(), message: "not with this token".into() })
     }
     async fn update_progress(&self, _: &Value) -> Result<(), ApiError> {
         Ok(())
@@ -338,10 +337,17 @@ impl WorkApi for Revoked {
 }
 
 /// A refused token ends the puller at once, saying why (ops3am3: a revoked token's worker kept
-/// asking every 5 s for ever, and its supervisor saw it running).
+/// asking every 5 s for ever, and its supervisor saw it running); so does a token whose role
+/// may not take work (newcomer6: a user's token, likewise).
 #[tokio::test(start_paused = true)]
 async fn a_refused_token_stops_the_puller() {
-    let api = Arc::new(Revoked { asked: AtomicUsize::new(0) });
+    for code in ["UNAUTHENTICATED", "FORBIDDEN"] {
+        refused_token_stops_the_puller(code).await;
+    }
+}
+
+async fn refused_token_stops_the_puller(code: &'static str) {
+    let api = Arc::new(Revoked { asked: AtomicUsize::new(0), code });
     let env = ExecEnv {
         api: api.clone(),
         registry: Arc::new(Registry::with_builtins()),
@@ -356,7 +362,7 @@ async fn a_refused_token_stops_the_puller() {
     let stats = tokio::time::timeout(Duration::from_secs(60), run(env, config, stopped))
         .await
         .expect("the puller stopped by itself");
-    let refusal = stats.unauthenticated.expect("the refusal is reported");
-    assert!(refusal.contains("UNAUTHENTICATED"), "{refusal}");
+    let refusal = stats.token_refused.expect("the refusal is reported");
+    assert!(refusal.contains(code), "{refusal}");
     assert_eq!(api.asked.load(Ordering::SeqCst), 1, "asked once");
 }

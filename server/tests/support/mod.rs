@@ -8,7 +8,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -43,6 +43,8 @@ pub struct Pop {
     pub generated_token: bool,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// Every line the server printed on its standard output.
+    printed: Arc<Mutex<Vec<String>>>,
     pub http: reqwest::Client,
 }
 
@@ -152,14 +154,16 @@ impl Pop {
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log_file));
         let mut child = cmd.spawn().expect("spawning pop serve");
         let stdout = child.stdout.take().expect("piped stdout");
-        // A thread reads stdout to its end (so the server never blocks on a full pipe) and
-        // hands each line over; the channel closes when the server exits.
+        // A thread reads stdout to its end (so the server never blocks on a full pipe, nor
+        // fails writing to a closed one), hands each line over while the start waits for
+        // them, and keeps them all ([`Pop::stdout`]); the channel closes when the server exits.
         let (tx, rx) = mpsc::channel::<String>();
+        let printed = Arc::new(Mutex::new(Vec::new()));
+        let keep = Arc::clone(&printed);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
+                keep.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
             }
         });
         let deadline = Instant::now() + WAIT;
@@ -208,8 +212,15 @@ impl Pop {
             generated_token,
             data_dir: data_dir.to_path_buf(),
             log: log.to_path_buf(),
+            printed,
             http: reqwest::Client::builder().timeout(WAIT).build().expect("an HTTP client"),
         }
+    }
+
+    /// What the server printed on its standard output so far.
+    #[allow(dead_code)] // Not every test crate that shares this module reads it.
+    pub fn stdout(&self) -> String {
+        self.printed.lock().unwrap().join("\n")
     }
 
     pub fn base(&self) -> String {
