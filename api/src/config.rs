@@ -20,6 +20,20 @@ pub use pop_app::limits::{
 /// JSON escaping while refusing anything that could only be abuse before it is parsed.
 pub const MAX_REQUEST_BODY_BYTES: usize = 2 << 20;
 
+/// Longest GraphQL document (the `query` text of one operation, over HTTP or WebSocket).
+/// Parsing and validating a document run before any cost bound and without yielding the
+/// worker thread: 2 MB documents (400,000 fragment spreads, or 220,000 aliases) held a worker
+/// for 15–20 s each and two froze every endpoint, and 999,000 unknown fields made as many
+/// errors, 1.9 GB of memory and a 179 MB answer (hostile15). The dashboard's largest document
+/// is under 4 KiB and GraphiQL's introspection about 3 KiB; values, however large, go in
+/// `variables` (a submitted agenda is `$a: JSON!`), which this does not count.
+pub const MAX_QUERY_BYTES: usize = 64 << 10;
+
+/// Most errors one GraphQL response lists: past it the rest are counted in one more error.
+/// Validation reports every occurrence of a mistake, and a document within
+/// [`MAX_QUERY_BYTES`] may still make thousands.
+pub const MAX_RESPONSE_ERRORS: usize = 50;
+
 /// Deepest selection set a query may have. The deepest data query (summary → progress list
 /// → operation progress → diagnostic events → fields) is 5 levels, but GraphiQL's own
 /// introspection query nests `ofType` to depth 13; 16 admits it and still refuses queries

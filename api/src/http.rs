@@ -35,7 +35,7 @@ pub const MAX_BATCH_REQUESTS: usize = 16;
 
 /// How much longer than its deadline a request may wait on something (a store write, a
 /// read-your-writes wait) before the handler stops waiting and answers DEADLINE_EXCEEDED.
-const DEADLINE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+pub(crate) const DEADLINE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The GraphQL endpoint: `POST` for queries and mutations, `GET` for GraphiQL, and a
 /// WebSocket upgrade to graphql-transport-ws (as GraphQL servers usually serve both on one
@@ -163,6 +163,9 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
             requests.len()
         ));
         return error_response(StatusCode::BAD_REQUEST, error, &cid);
+    }
+    if let Some(error) = batch.iter().find_map(|r| crate::graphql::cost::too_long(&r.query)) {
+        return error_response(StatusCode::PAYLOAD_TOO_LARGE, error, &cid);
     }
     // One budget for the whole body: a batch's operations add up their cost and bytes.
     let config = state.config();

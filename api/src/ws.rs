@@ -46,6 +46,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use async_graphql::parser::types::OperationType;
 use async_graphql::{Data, Request, Response, ServerError};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::{FutureExt, StreamExt};
@@ -59,6 +60,7 @@ use crate::auth::{Principal, token_from_init_payload};
 use pop_app::Caller;
 
 use crate::graphql::PopSchema;
+use crate::graphql::cost::Budget;
 use crate::metrics;
 use crate::state::{AppState, PrincipalConnection, QueuedTotals};
 
@@ -510,12 +512,32 @@ impl Connection {
                 "this connection already runs {max} operations, the most it may; complete one or open another connection"
             ));
         }
-        if let Err(why) = crate::graphql::subscription::single_root_field(
+        if let Some(error) = crate::graphql::cost::too_long(&request.query) {
+            return refuse(error.message);
+        }
+        let kind = match crate::graphql::subscription::single_root_field(
             &request.query,
             request.operation_name.as_deref(),
         ) {
-            return refuse(why);
-        }
+            Ok(kind) => kind,
+            Err(why) => return refuse(why),
+        };
+        // A query or a mutation has an end: it gets a POST's bounds (the deadline, the byte
+        // budget and its principal's expensive-request permits), not a subscription's
+        // (hostile15: one ran 60 s, five of 6,000 points each at once).
+        let mut request = request;
+        let bounds = match kind {
+            Some(OperationType::Query | OperationType::Mutation) => {
+                let config = upgrade.state.config();
+                let budget = Arc::new(
+                    Budget::new(config.max_complexity, config.max_response_bytes)
+                        .with_deadline(config.request_deadline),
+                );
+                request.data.insert(Arc::clone(&budget));
+                Some((budget, config.request_deadline))
+            }
+            _ => None,
+        };
         self.generations += 1;
         let generation = self.generations;
         let operation = Operation {
@@ -524,6 +546,7 @@ impl Connection {
             outbound: self.outbound.clone(),
             held: Arc::clone(&self.held),
             cid: upgrade.cid.clone(),
+            bounds,
         };
         let stream = self.schema.execute_stream_with_session_data(request, Arc::clone(session));
         let task = tokio::spawn(operation.run(stream));
@@ -587,13 +610,40 @@ struct Operation {
     outbound: mpsc::Sender<Outbound>,
     held: Arc<QueuedBytes>,
     cid: String,
+    /// A query's or mutation's budget and deadline (none for a subscription).
+    bounds: Option<(Arc<Budget>, Duration)>,
 }
 
 impl Operation {
     /// Forwards the results; a panic below becomes an INTERNAL `error` for this operation
-    /// instead of an id that stays taken until the connection ends.
+    /// instead of an id that stays taken until the connection ends. A query or mutation still
+    /// running a second past its deadline (a resolver that waits) is stopped with
+    /// DEADLINE_EXCEEDED, as over `POST /graphql`.
     async fn run(self, stream: futures::stream::BoxStream<'static, Response>) {
-        if AssertUnwindSafe(self.forward(stream)).catch_unwind().await.is_err() {
+        let forwarded = AssertUnwindSafe(self.forward(stream)).catch_unwind();
+        let forwarded = match self.bounds.as_ref().map(|(_, deadline)| *deadline) {
+            Some(deadline) => {
+                match tokio::time::timeout(deadline + crate::http::DEADLINE_GRACE, forwarded).await
+                {
+                    Ok(done) => done,
+                    Err(_) => {
+                        let error = crate::graphql::cost::deadline_error(deadline);
+                        let errors = json!([{
+                            "message": error.message,
+                            "extensions": {"code": error.code.as_str(), "cid": self.cid},
+                        }]);
+                        let text = encode(&ServerMessage::Error {
+                            id: &self.id,
+                            payload: Errors::Json(&errors),
+                        });
+                        self.send(text, true).await;
+                        return;
+                    }
+                }
+            }
+            None => forwarded.await,
+        };
+        if forwarded.is_err() {
             tracing::error!(cid = self.cid, id = self.id, "a WebSocket operation panicked");
             let errors = json!([{
                 "message": "internal error while running the operation; see the server log",
@@ -608,6 +658,15 @@ impl Operation {
     async fn forward(&self, mut stream: futures::stream::BoxStream<'static, Response>) {
         let mut first = true;
         while let Some(response) = stream.next().await {
+            // A query's or mutation's answer, as a POST's: one error when it ran past its
+            // budget (the schema's request hook, which says so over HTTP, is not run for an
+            // operation streamed here), and a bounded list of errors.
+            let response = match self.bounds.as_ref().and_then(|(b, _)| b.refusal()) {
+                Some(refusal) => {
+                    Response::from_errors(vec![crate::graphql::cost::server_error(refusal)])
+                }
+                None => crate::graphql::cost::capped(response),
+            };
             if first && refused_before_execution(&response) {
                 let text = encode(&ServerMessage::Error {
                     id: &self.id,

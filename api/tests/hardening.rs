@@ -126,6 +126,114 @@ async fn aliases_of_filtered_agenda_lists_are_priced_as_scans() {
     }
 }
 
+/// An as-of read folds the agenda's stream from the store (up to 100,000 events), not one
+/// read-model lookup: priced like a list scan, sixty are refused before they run (hostile15:
+/// 300 aliases cost 600 points and ran to the deadline, three at once); a few are an ordinary
+/// request. A summary as of a time folds up to 1,000 agendas: one is an expensive request, and
+/// five are refused.
+#[tokio::test]
+async fn as_of_reads_are_priced_as_scans() {
+    let server = start(Default::default()).await;
+    server.seed().await;
+    let as_of = "asOf: {time: \"2030-01-01T00:00:00Z\"}";
+    for field in ["agenda", "agendaProgress", "operationProgress"] {
+        let read = format!("{field}(id: \"nope\", {as_of}) {{ id }}");
+        let (_, _, body) = post_raw(&server, ACME, &json!({ "query": aliases(60, &read) })).await;
+        let error = only_error(&body);
+        assert_eq!(code(error), "QUERY_TOO_COSTLY", "{field}: {error:#}");
+        let (_, _, body) = post_raw(&server, ACME, &json!({ "query": aliases(3, &read) })).await;
+        assert!(body.get("errors").is_none(), "{field}: {body:#}");
+        // Without asOf, the same lookups cost a few points each.
+        let plain = format!("{field}(id: \"nope\") {{ id }}");
+        let (_, _, body) = post_raw(&server, ACME, &json!({ "query": aliases(60, &plain) })).await;
+        assert!(body.get("errors").is_none(), "{field}: {body:#}");
+    }
+    let summary = format!("progressSummary(linkId: \"L\", {as_of}) {{ processingState }}");
+    let (_, _, body) = post_raw(&server, ACME, &json!({ "query": aliases(5, &summary) })).await;
+    assert_eq!(code(only_error(&body)), "QUERY_TOO_COSTLY", "{body:#}");
+    let (_, _, body) = post_raw(&server, ACME, &json!({ "query": aliases(1, &summary) })).await;
+    assert!(body.get("errors").is_none(), "{body:#}");
+}
+
+/// Parsing and validating a document run before any cost bound and never yield: a document
+/// longer than 64 KiB is refused unread (hostile15: 2 MB of aliases or fragment spreads held
+/// a worker for 15–20 s each); and a response lists at most 50 errors (999,000 unknown
+/// fields made as many errors, 1.9 GB and a 179 MB answer).
+#[tokio::test]
+async fn long_documents_and_long_error_lists_are_cut_short() {
+    let server = start(Default::default()).await;
+    let long = format!("{{ {} }}", "me { name } ".repeat(6_000));
+    assert!(long.len() > 64 << 10);
+    let (status, _, body) = post_raw(&server, ACME, &json!({ "query": long })).await;
+    assert_eq!(status, 413, "{body:#.2000}");
+    let error = only_error(&body);
+    assert_eq!(code(error), "BAD_REQUEST", "{error:#}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.starts_with("query:") && message.contains("limit of 65536"), "{message}");
+    // Within the limit, 5,000 unknown fields: 50 errors, the last one counting the rest.
+    let unknown = format!("{{ {} }}", "x ".repeat(5_000));
+    let (status, len, body) = post_raw(&server, ACME, &json!({ "query": unknown })).await;
+    eprintln!("figure: 5,000 unknown fields: status {status}, {len} response bytes");
+    let errors = body["errors"].as_array().unwrap_or_else(|| panic!("{body:.300}"));
+    assert_eq!(errors.len(), 50, "{body:#.2000}");
+    assert!(errors[0]["message"].as_str().unwrap().contains("Unknown field"), "{body:#.500}");
+    let last = errors[49]["message"].as_str().unwrap();
+    assert!(last.contains("and 4951 more errors"), "{last}");
+    assert_eq!(errors[49]["extensions"]["cid"], "cid-hostile", "{body:#.500}");
+    // Over the WebSocket, the same document is refused unread.
+    let mut ws = RawWs::authed(&server.ws_url(), ACME).await;
+    let long = format!("{{ {} }}", "me { name } ".repeat(6_000));
+    ws.subscribe("long", &long, json!({})).await;
+    let answer = ws.next().await;
+    assert_eq!((answer["type"].as_str(), answer["id"].as_str()), (Some("error"), Some("long")));
+    assert!(answer["payload"][0]["message"].as_str().unwrap().contains("limit of 65536"));
+}
+
+/// A query or mutation over the WebSocket has an end, and gets a POST's bounds: the deadline
+/// and its principal's expensive-request permits (hostile15: a query ran 60 s where a POST is
+/// stopped at 20 s, and one token ran five of 6,000 points at once where a POST allows two).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_over_the_websocket_have_a_posts_bounds() {
+    let config = pop_api::ApiConfig {
+        request_deadline: std::time::Duration::from_millis(300),
+        ..Default::default()
+    };
+    let server = start(config).await;
+    seed_link(&server, 400, "hot").await;
+    let query = summaries("hot")["query"].as_str().unwrap().to_string();
+    let mut ws = RawWs::authed(&server.ws_url(), ACME).await;
+    ws.subscribe("slow", &query, json!({})).await;
+    let answer = ws.next().await;
+    assert_eq!(answer["id"], "slow", "{answer:#.500}");
+    assert_eq!(answer["type"], "error", "{answer:#.500}");
+    assert_eq!(answer["payload"][0]["extensions"]["code"], "DEADLINE_EXCEEDED", "{answer:#.500}");
+    // Expensive ones: two at once per principal, the third BUSY, whatever the transport.
+    let server = start(Default::default()).await;
+    seed_link(&server, 400, "hot").await;
+    let mut ws = RawWs::authed(&server.ws_url(), ACME).await;
+    for id in ["e1", "e2", "e3", "e4"] {
+        ws.subscribe(id, &query, json!({})).await;
+    }
+    let mut busy = 0;
+    let mut served = 0;
+    while busy + served < 4 {
+        let m = ws.next().await;
+        match m["type"].as_str() {
+            Some("error") => {
+                assert_eq!(m["payload"][0]["extensions"]["code"], "BUSY", "{m:#.500}");
+                busy += 1;
+            }
+            Some("next") => {
+                assert!(m["payload"].get("errors").is_none(), "{m:#.500}");
+                served += 1;
+            }
+            Some("complete") => {}
+            _ => panic!("{m:#.500}"),
+        }
+    }
+    assert_eq!((served, busy), (2, 2), "two at once, as over POST");
+}
+
 #[tokio::test]
 async fn a_batch_adds_up_the_cost_of_its_operations() {
     let server = start(Default::default()).await;

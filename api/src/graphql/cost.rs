@@ -28,9 +28,14 @@
 //! with `BUSY` (retryable) before it runs.
 //!
 //! Cost and byte limits are [`crate::ApiConfig`] knobs (`max_complexity`,
-//! `max_response_bytes`). The byte budget and the deadline apply to `POST /graphql`, whose handler gives each body a [`Budget`]; over
-//! WebSocket only the cost is checked here (a subscription's stream would otherwise add up
-//! for hours).
+//! `max_response_bytes`). The byte budget, the deadline and the permits apply to
+//! `POST /graphql`, whose handler gives each body a [`Budget`], and to a query or mutation
+//! sent over the WebSocket, which `crate::ws` gives one the same way; for a subscription only
+//! the cost is checked here (its stream would otherwise add up for hours).
+//!
+//! **Before any of it: the document's size.** Parsing and validation run before the cost is
+//! known and never yield, so a document longer than `MAX_QUERY_BYTES` is refused unparsed
+//! ([`too_long`]), and a response lists at most `MAX_RESPONSE_ERRORS` errors ([`capped`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -46,7 +51,7 @@ use async_graphql::{Request, Response, ServerError, ServerResult, ValidationResu
 use pop_app::{AppError, Caller};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::config::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+use crate::config::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_QUERY_BYTES, MAX_RESPONSE_ERRORS};
 use crate::error::{Code, into_graphql};
 
 /// Items a list inside an object is assumed to hold when its cost is computed (an agenda's
@@ -92,6 +97,27 @@ pub fn list_scan(first: Option<i32>, child_complexity: usize) -> usize {
 /// it; 200 insights) stay below [`MIN_EXPENSIVE_COST`] (review-s36: at [`SCAN_COST`], 480
 /// aliases fit and scanned for about 10 s).
 pub const LIST_SCAN_COST: usize = 1_000;
+
+/// The cost of a lookup that may read as of a point of the log: its selection, and with
+/// `asOf` [`LIST_SCAN_COST`] more. An as-of read folds the agenda's stream from the store,
+/// up to 100,000 events (`pop_app::asof::MAX_AS_OF_EVENTS`), not one read-model lookup
+/// (hostile15: 300 aliases cost 600 points and ran to the deadline, three at once).
+pub fn as_of(as_of: bool, child_complexity: usize) -> usize {
+    let extra = if as_of { LIST_SCAN_COST } else { 0 };
+    child_complexity.saturating_add(1).saturating_add(extra).min(MAX_FIELD_COST)
+}
+
+/// The cost of a progress summary: a [`scan`], and with `asOf` [`AS_OF_SUMMARY_COST`] more
+/// (it folds each of up to 1,000 agendas from the store).
+pub fn summary(as_of: bool, child_complexity: usize) -> usize {
+    let extra = if as_of { AS_OF_SUMMARY_COST } else { 0 };
+    scan(child_complexity).saturating_add(extra).min(MAX_FIELD_COST)
+}
+
+/// Extra cost of a progress summary as of a point of the log: it folds up to 1,000 agendas'
+/// streams, so one is an expensive request ([`MIN_EXPENSIVE_COST`]) and a request holds at
+/// most four.
+pub const AS_OF_SUMMARY_COST: usize = 10 * LIST_SCAN_COST;
 
 /// The cost of a list field inside an object: [`NESTED_LIST_ITEMS`] × its selection.
 pub fn nested(child_complexity: usize) -> usize {
@@ -261,7 +287,7 @@ impl Budget {
     }
 
     /// The error that replaces the whole response, if any.
-    fn refusal(&self) -> Option<AppError> {
+    pub(crate) fn refusal(&self) -> Option<AppError> {
         if self.timed_out.load(Ordering::Relaxed) {
             Some(self.deadline_error())
         } else if self.is_exceeded() {
@@ -270,6 +296,32 @@ impl Budget {
             None
         }
     }
+}
+
+/// BAD_REQUEST for a GraphQL document longer than [`MAX_QUERY_BYTES`], refused before it is
+/// parsed; `None` for one within it.
+pub fn too_long(query: &str) -> Option<AppError> {
+    (query.len() > MAX_QUERY_BYTES).then(|| {
+        AppError::bad_request(format!(
+            "query: the GraphQL document is {} bytes, more than the limit of {MAX_QUERY_BYTES}; \
+             pass values as variables, and ask for fewer aliases or fragments",
+            query.len()
+        ))
+    })
+}
+
+/// `response` with at most [`MAX_RESPONSE_ERRORS`] errors: the rest are counted in one more.
+pub(crate) fn capped(mut response: Response) -> Response {
+    if response.errors.len() > MAX_RESPONSE_ERRORS {
+        let more = response.errors.len() - (MAX_RESPONSE_ERRORS - 1);
+        response.errors.truncate(MAX_RESPONSE_ERRORS - 1);
+        response.errors.shrink_to_fit();
+        let said = AppError::bad_request(format!(
+            "and {more} more errors, not listed (at most {MAX_RESPONSE_ERRORS} are)"
+        ));
+        response.errors.push(server_error(said));
+    }
+    response
 }
 
 /// DEADLINE_EXCEEDED for a request that ran longer than `deadline`.
@@ -366,7 +418,7 @@ impl Extension for LimitsExtension {
         }
         match self.budget().and_then(|b| b.refusal()) {
             Some(refusal) => Response::from_errors(vec![server_error(refusal)]),
-            None => response,
+            None => capped(response),
         }
     }
 

@@ -137,6 +137,7 @@ impl QueryRoot {
     /// An agenda by id; null when there is none the caller may see. Ids are chosen per
     /// customer: a caller who sees several customers using the id names one (`customerId`).
     /// With `asOf`, the agenda as it was then (null if it did not exist yet).
+    #[graphql(complexity = "cost::as_of(as_of.is_some(), child_complexity)")]
     async fn agenda(
         &self,
         ctx: &Context<'_>,
@@ -174,6 +175,7 @@ impl QueryRoot {
 
     /// An AgendaProgress by id (the agenda's `progressId`); null when not visible. With
     /// `asOf`, the progress as it was then.
+    #[graphql(complexity = "cost::as_of(as_of.is_some(), child_complexity)")]
     async fn agenda_progress(
         &self,
         ctx: &Context<'_>,
@@ -218,6 +220,7 @@ impl QueryRoot {
 
     /// An OperationProgress by id (`<agendaProgressId>-<operation name>`). With `asOf`, as
     /// it was then.
+    #[graphql(complexity = "cost::as_of(as_of.is_some(), child_complexity)")]
     async fn operation_progress(
         &self,
         ctx: &Context<'_>,
@@ -244,7 +247,7 @@ impl QueryRoot {
     /// (linkIds are chosen per customer: a caller that sees several customers names the one
     /// whose batch it means). With `asOf`, each of those agendas as it was then (those that
     /// did not exist yet are left out).
-    #[graphql(complexity = "cost::scan(child_complexity)")]
+    #[graphql(complexity = "cost::summary(as_of.is_some(), child_complexity)")]
     async fn progress_summary(
         &self,
         ctx: &Context<'_>,

@@ -5,6 +5,7 @@
 //! This module only gives the follow's items their GraphQL shape.
 
 use async_graphql::futures_util::Stream;
+use async_graphql::parser::types::OperationType;
 use async_graphql::{Context, Result, Subscription};
 use futures::StreamExt;
 use pop_app::live::{Target, Update};
@@ -102,17 +103,22 @@ fn named(customer_id: Option<String>) -> Option<String> {
 /// GraphQL's single-root-field rule for subscriptions (spec §5.2.3.1), which the library
 /// does not enforce: one `subscribe` holding 6,000 aliased root fields took its principal's
 /// whole share of follows. The operation the request runs (by `operation_name`, else its
-/// only one) must select exactly one root field, counting those of its fragments. A query
-/// that does not parse passes here: the schema reports it.
+/// only one) must select exactly one root field, counting those of its fragments. Answers the
+/// operation's type (`None` when no operation is chosen). A query that does not parse passes
+/// here: the schema reports it.
 pub fn single_root_field(
     query: &str,
     operation_name: Option<&str>,
-) -> std::result::Result<(), String> {
-    use async_graphql::parser::types::OperationType;
-    let Ok(document) = async_graphql::parser::parse_query(query) else { return Ok(()) };
+) -> std::result::Result<Option<OperationType>, String> {
+    let Ok(document) = async_graphql::parser::parse_query(query) else { return Ok(None) };
+    let mut kind = None;
     for (name, operation) in document.operations.iter() {
         let chosen = operation_name.is_none_or(|wanted| name.is_some_and(|n| n.as_str() == wanted));
-        if !chosen || operation.node.ty != OperationType::Subscription {
+        if !chosen {
+            continue;
+        }
+        kind = kind.or(Some(operation.node.ty));
+        if operation.node.ty != OperationType::Subscription {
             continue;
         }
         let fields = root_fields(&operation.node.selection_set.node, &document.fragments, 0);
@@ -123,7 +129,7 @@ pub fn single_root_field(
             ));
         }
     }
-    Ok(())
+    Ok(kind)
 }
 
 /// Fields a selection set selects at its own level, through its fragments (bounded: fragment
