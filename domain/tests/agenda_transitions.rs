@@ -267,6 +267,33 @@ fn only_the_current_lease_holder_may_report() {
     assert_eq!(state.progress().started_time, Some(t(10)));
 }
 
+/// A report renews the lease for at least as long as it was when claimed: the holder sized
+/// its heartbeat from it, and a server restarted with a shorter lease renewed it for less than
+/// the next heartbeat, so the reclaimer took it back from a running executor (ops3am5). A
+/// longer lease asked for is taken.
+#[test]
+fn a_renewal_lasts_at_least_as_long_as_the_lease_claimed() {
+    let given = in_state("scheduled"); // claimed at 2 for 300 s
+    let shorter = AgendaCommand::ReportProgress {
+        holder: "w1".into(),
+        lease_id: Some("l1".into()),
+        lease_expires: t(30 + 6),
+        report: ProgressReport::default(),
+        now: t(30),
+    };
+    let state = check(&given, shorter, Then::Types(vec!["AgendaProgressReported"]));
+    assert_eq!(state.lease().unwrap().expires, t(330), "renewed for the claimed 300 s");
+    let longer = AgendaCommand::ReportProgress {
+        holder: "w1".into(),
+        lease_id: Some("l1".into()),
+        lease_expires: t(30 + 900),
+        report: ProgressReport::default(),
+        now: t(30),
+    };
+    let state = check(&given, longer, Then::Types(vec!["AgendaProgressReported"]));
+    assert_eq!(state.lease().unwrap().expires, t(930));
+}
+
 #[test]
 fn reports_on_queued_or_added_agendas_have_lost_their_lease() {
     for from in ["added", "queued", "pending"] {

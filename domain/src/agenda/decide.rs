@@ -235,6 +235,7 @@ impl AgendaState {
         }
         self.check_holder(holder, lease_id)?;
         let targets = self.validate_report(report, lease_expires, now)?;
+        let lease_expires = self.renewed_until(lease_expires, now);
 
         // Work on a copy of the operations so the outcome is judged on the state the report
         // leads to, with the same code evolve runs.
@@ -381,6 +382,18 @@ impl AgendaState {
             return Ok(Vec::new());
         }
         Ok(vec![AgendaEvent::DiagnosticsAdded(AgendaDiagnosticsAdded { time: now, diagnostics })])
+    }
+
+    /// Until when a report at `now` renews the lease: `asked` (now + the server's lease), or
+    /// now + the length of the lease as claimed when that is later. The holder sized its
+    /// heartbeat from the lease it was handed: a server restarted with a shorter `--lease`
+    /// renewed it for less than the next heartbeat, the reclaimer took it back while the
+    /// executor still ran, and the agenda ran twice (ops3am5).
+    fn renewed_until(&self, asked: Timestamp, now: Timestamp) -> Timestamp {
+        match self.lease.as_ref().and_then(|l| l.length_ms) {
+            Some(length) => asked.max(now + chrono::Duration::milliseconds(length)),
+            None => asked,
+        }
     }
 
     /// Input checks of a report, every problem listed. Returns the index of each reported

@@ -45,6 +45,7 @@ impl AgendaState {
                     holder: e.holder.clone(),
                     lease_id: e.lease_id.clone(),
                     expires: e.lease_expires,
+                    length_ms: Some((e.lease_expires - e.time).num_milliseconds()),
                 });
             }
             AgendaEvent::ProgressReported(e) => self.progress_reported(e),

@@ -31,6 +31,10 @@ pub struct Lease {
     pub lease_id: String,
     #[serde(rename = "expires", with = "epoch_ms")]
     pub expires: Timestamp,
+    /// How long the lease was when claimed, in milliseconds: a renewal lasts at least as long
+    /// ([`AgendaState::renewed_until`]). `None` in states folded before it was kept.
+    #[serde(rename = "lengthMs", default, skip_serializing_if = "Option::is_none")]
+    pub length_ms: Option<i64>,
 }
 
 /// One agenda stream folded. `Default` is the empty stream (no agenda yet).
