@@ -69,6 +69,9 @@ pub const CHECKPOINT_SEALED: &str = "pop_checkpoint_sealed_timestamp_seconds";
 pub const CHECKPOINT_WITNESS_BROKEN: &str = "pop_checkpoint_witness_broken";
 /// 1 while this process does not seal checkpoints, whatever the reason (the log says why).
 pub const CHECKPOINT_SEALING_REFUSED: &str = "pop_checkpoint_sealing_refused";
+/// 1 while this process cannot write its witness file (a full or read-only data directory):
+/// the witness falls behind the checkpoints, so deleting the newer ones would go unseen.
+pub const CHECKPOINT_WITNESS_STALE: &str = "pop_checkpoint_witness_stale";
 
 /// What a metric is, for its `# TYPE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +175,11 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
         CHECKPOINT_SEALING_REFUSED,
         Kind::Gauge,
         "1 while this process refuses to seal checkpoints of the log (the store's newest checkpoint is signed by another key — replicas of one store need the same --checkpoint-key —, or the witness is broken; the log says why once), else 0. Events stay unsealed meanwhile, and pop verify reports them.",
+    ),
+    (
+        CHECKPOINT_WITNESS_STALE,
+        Kind::Gauge,
+        "1 while this process cannot write its checkpoint witness file (a full or read-only data directory; the log says why): the witness falls behind the checkpoints, so deleting newer checkpoints would go unseen. Else 0.",
     ),
     (SUBSCRIPTIONS_ACTIVE, Kind::Gauge, "Live follows (GraphQL subscriptions) being served."),
     (COMMANDS, Kind::Counter, "Commands executed, by command name and outcome (ok, refused)."),

@@ -214,11 +214,19 @@ impl Witness {
             std::process::id(),
             chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
         ));
-        let mut file = std::fs::File::create(&temp).with_context(write)?;
-        serde_json::to_writer_pretty(&mut file, &all).with_context(write)?;
-        file.write_all(b"\n").with_context(write)?;
-        file.sync_all().with_context(write)?;
-        std::fs::rename(&temp, &self.path).with_context(write)?;
+        let written = (|| {
+            let mut file = std::fs::File::create(&temp)?;
+            serde_json::to_writer_pretty(&mut file, &all)?;
+            file.write_all(b"\n")?;
+            file.sync_all()?;
+            std::fs::rename(&temp, &self.path)
+        })();
+        if written.is_err() {
+            // Not one half-written file per round left behind (ops3am5: empty ones piled up
+            // in a full data directory and stayed once it had room again).
+            let _ = std::fs::remove_file(&temp);
+        }
+        written.with_context(write)?;
         if let Ok(dir) = std::fs::File::open(dir) {
             let _ = dir.sync_all();
         }
@@ -351,8 +359,14 @@ async fn round(
             "sealing a checkpoint of the log failed"
         ),
     }
-    if let Err(e) = witness_newest(sealer, log, witness, witnessed).await {
-        tracing::warn!(error = %format!("{e:#}"), "keeping the checkpoint witness failed");
+    match witness_newest(sealer, log, witness, witnessed).await {
+        Ok(()) => metrics::gauge!(pop_api::metrics::CHECKPOINT_WITNESS_STALE).set(0.0),
+        Err(e) => {
+            // A full or read-only data directory (ops3am5: only this warning said the witness
+            // had stopped following the checkpoints).
+            metrics::gauge!(pop_api::metrics::CHECKPOINT_WITNESS_STALE).set(1.0);
+            tracing::warn!(error = %format!("{e:#}"), "keeping the checkpoint witness failed");
+        }
     }
 }
 

@@ -44,6 +44,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    signal::survive_file_size_limit();
     let result = run(cli.command).await;
     if let Some(telemetry) = telemetry {
         telemetry.shutdown().await;

@@ -10,6 +10,24 @@ pub(crate) async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
+/// SIGXFSZ, a write past the file-size limit (`ulimit -f`), on Linux.
+#[cfg(target_os = "linux")]
+const SIGXFSZ: std::os::raw::c_int = 25;
+
+/// Makes a write past the file-size limit fail (EFBIG) instead of killing the process: the
+/// default action of SIGXFSZ killed `pop serve` without a line in its log, and a restart under
+/// the same limit said "ready" and died at its first write (ops3am5). Failing, the write is the
+/// store's error like a full disk's: the request is refused, `/readyz` says so, the process
+/// stays. Listening for the signal (tokio keeps a listener registered for the process's life)
+/// replaces its default action without `unsafe`. Call once, inside the runtime.
+pub(crate) fn survive_file_size_limit() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(SIGXFSZ))
+    {
+        tracing::warn!(error = %e, "cannot listen for SIGXFSZ: a write past `ulimit -f` kills pop");
+    }
+}
+
 /// Whether this process started with SIGHUP ignored (`nohup`, `trap "" HUP`): bit 0 of the
 /// ignored-signals mask in `/proc/self/status` (Linux; elsewhere, and when it cannot be read,
 /// not ignored). Read rather than asked with `sigaction`, which needs `unsafe`.

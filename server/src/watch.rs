@@ -68,6 +68,8 @@ pub async fn watch(client: &Client, id: &str, customer: Option<&str>) -> Result<
     let mut after: Option<String> = None;
     let mut last = first;
     let mut lost_since: Option<tokio::time::Instant> = None;
+    // Reconnections tried since the connection was last lost (0: connected).
+    let mut lost_tries: u32 = 0;
     loop {
         let mut end: Option<&'static str> = None;
         let variables = json!({"id": id, "c": customer, "after": after});
@@ -77,6 +79,7 @@ pub async fn watch(client: &Client, id: &str, customer: Option<&str>) -> Result<
                 after = Some(position.to_string());
             }
             lost_since = None;
+            lost_tries = 0;
             if update["removed"].as_bool() == Some(true) {
                 end = Some("removed");
                 return Ok(false);
@@ -114,8 +117,15 @@ pub async fn watch(client: &Client, id: &str, customer: Option<&str>) -> Result<
                     view.abandon();
                     return Err(e).context(format!("gave up after {RECONNECT_FOR:?}"));
                 }
-                view.note(&format!("{e}; reconnecting…"));
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                // Said once per outage, then retried with a growing pause (0.5 s doubling to
+                // 5 s): ops3am5 saw the line twice a second for the whole outage.
+                let tries = lost_tries;
+                lost_tries += 1;
+                if tries == 0 {
+                    view.note(&format!("{e}; reconnecting…"));
+                }
+                let pause = Duration::from_millis(500).saturating_mul(1 << tries.min(4));
+                tokio::time::sleep(pause.min(Duration::from_secs(5))).await;
             }
             Err(e) => {
                 view.abandon();

@@ -151,3 +151,63 @@ async fn a_database_outage_answers_unavailable_and_readiness_comes_back() {
     drop(pop);
     drop(cluster);
 }
+
+/// A write past the file-size limit (`ulimit -f`) is the store's failure, not the process's
+/// death (ops3am5: SIGXFSZ killed `pop serve` without a line in its log, and a restart under
+/// the same limit said "ready" and died at its first write): the submit that does not fit is
+/// refused as UNAVAILABLE (like a full disk) with its cid, the server goes on answering, and every agenda it
+/// acknowledged is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_past_the_file_size_limit_is_refused_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens =
+        json!([{"token": ACME, "name": "acme-user", "role": "user", "customers": ["acme"]}]);
+    std::fs::write(dir.path().join("tokens.json"), tokens.to_string()).unwrap();
+    let mut pop = Pop::start_wrapped(
+        &dir.path().join("data"),
+        Some(&dir.path().join("tokens.json")),
+        &dir.path().join("pop.log"),
+        false,
+        &[],
+        &[],
+        Some(4096),
+    );
+    pop.seed_transcode(&pop.admin, 5).await;
+    let blob = "x".repeat(100_000);
+    let mut acknowledged = Vec::new();
+    let mut refused = None;
+    for i in 0..400 {
+        let mut a = agenda(&format!("big-{i}"));
+        a["operations"][0]["payload"]["blob"] = json!(blob);
+        let response = pop
+            .http
+            .post(format!("{}/graphql", pop.base()))
+            .bearer_auth(ACME)
+            .json(&json!({"query": SUBMIT, "variables": {"a": a}}))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("no answer to submit {i}: {e}\n{}", log_tail(&pop.log)));
+        let body: Value = response.json().await.unwrap();
+        if body.get("errors").is_some() {
+            refused = Some(body);
+            break;
+        }
+        acknowledged.push(format!("big-{i}"));
+    }
+    let refused = refused.expect("4 MiB of files took 400 agendas of 100 kB");
+    eprintln!(
+        "figure: {} agendas acknowledged under ulimit -f 4096; then {refused}",
+        acknowledged.len()
+    );
+    let error = &refused["errors"][0];
+    assert_eq!(error["extensions"]["code"], "UNAVAILABLE", "{refused:#}");
+    assert!(error["extensions"]["cid"].is_string(), "{refused:#}");
+    assert!(pop.child.try_wait().unwrap().is_none(), "the server died:\n{}", log_tail(&pop.log));
+    let health = pop.http.get(format!("{}/healthz", pop.base())).send().await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    for id in &acknowledged {
+        let data =
+            pop.ok(ACME, "query($id: String!) { agenda(id: $id) { id } }", json!({"id": id})).await;
+        assert_eq!(data["agenda"]["id"], json!(id), "{data:#}");
+    }
+}

@@ -137,9 +137,35 @@ impl Pop {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Pop {
+        Pop::start_wrapped(data_dir, token_file, log, scheduler, extra, env, None)
+    }
+
+    /// [`Pop::start_with_env`] under `ulimit -f <blocks>` (bash's 1 KiB blocks), when given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_wrapped(
+        data_dir: &Path,
+        token_file: Option<&Path>,
+        log: &Path,
+        scheduler: bool,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        file_size_blocks: Option<u64>,
+    ) -> Pop {
         let log_file =
             std::fs::OpenOptions::new().create(true).append(true).open(log).expect("the log file");
         let mut cmd = pop_command();
+        if let Some(blocks) = file_size_blocks {
+            let pop = cmd;
+            cmd = Command::new("bash");
+            cmd.arg("-c").arg(format!("ulimit -f {blocks} && exec \"$0\" \"$@\""));
+            cmd.arg(pop.get_program());
+            for (key, value) in pop.get_envs() {
+                match value {
+                    Some(value) => cmd.env(key, value),
+                    None => cmd.env_remove(key),
+                };
+            }
+        }
         cmd.arg("serve").arg("--data-dir").arg(data_dir);
         if !extra.contains(&"--bind") {
             cmd.args(["--bind", "127.0.0.1:0"]);

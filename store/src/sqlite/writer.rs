@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::checkpoint::{CHECKPOINT_EVERY_BYTES, Checkpointer};
+use super::checkpoint::{CHECKPOINT_EVERY_BYTES, CHECKPOINT_EVERY_COMMITS, Checkpointer};
 use crate::append_rule::{self, Placement, Replay, StreamState, Verdict};
 use crate::cache::GenerationalCache;
 use crate::digest::{DigestInput, GENESIS, Hash, chain, data_hash, event_digest};
@@ -127,6 +127,8 @@ pub(crate) struct Writer {
     checkpointer: Option<Checkpointer>,
     /// Bytes committed since the checkpointer was last nudged.
     unchecked_bytes: usize,
+    /// Commits since the checkpointer was last nudged.
+    unchecked_commits: usize,
     state: State,
 }
 
@@ -185,7 +187,7 @@ impl Writer {
             clock,
             carry: None,
         };
-        Writer { conn, rx, head_tx, checkpointer, unchecked_bytes: 0, state }
+        Writer { conn, rx, head_tx, checkpointer, unchecked_bytes: 0, unchecked_commits: 0, state }
     }
 
     /// The writer thread's body: runs until the store is closed or dropped.
@@ -310,11 +312,14 @@ impl Writer {
     /// writer never spends a commit copying pages and fsyncing the database file.
     fn after_commit(&mut self, bytes: usize) {
         self.unchecked_bytes = self.unchecked_bytes.saturating_add(bytes);
-        if self.unchecked_bytes >= CHECKPOINT_EVERY_BYTES
+        self.unchecked_commits += 1;
+        if (self.unchecked_bytes >= CHECKPOINT_EVERY_BYTES
+            || self.unchecked_commits >= CHECKPOINT_EVERY_COMMITS)
             && let Some(checkpointer) = &self.checkpointer
         {
             checkpointer.nudge();
             self.unchecked_bytes = 0;
+            self.unchecked_commits = 0;
         }
     }
 }
