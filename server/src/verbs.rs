@@ -163,13 +163,7 @@ async fn shadowing_insights(client: &Client, spec: &InitSpec) -> Vec<String> {
     older.sort_by_key(|i| added(i));
     let mut notes = Vec::new();
     for other in older {
-        let types: Vec<&str> = other["mappers"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter(|(name, _)| name.eq_ignore_ascii_case("operationType"))
-            .flat_map(|(_, values)| values.as_array().into_iter().flatten())
-            .filter_map(Value::as_str)
+        let types: Vec<&str> = mapped_types(other)
             .filter(|t| spec.types.iter().any(|s| s.eq_ignore_ascii_case(t)))
             .collect();
         if !types.is_empty() {
@@ -184,6 +178,17 @@ async fn shadowing_insights(client: &Client, spec: &InitSpec) -> Vec<String> {
         }
     }
     notes
+}
+
+/// The operation types an insight (as GraphQL answers it) maps.
+pub fn mapped_types(insight: &Value) -> impl Iterator<Item = &str> {
+    insight["mappers"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("operationType"))
+        .flat_map(|(_, values)| values.as_array().into_iter().flatten())
+        .filter_map(Value::as_str)
 }
 
 /// `pop init`.

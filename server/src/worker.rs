@@ -151,15 +151,8 @@ async fn check_insights(
     let mut notes = Vec::new();
     for insight in insights {
         if let Some(item) = items.iter().find(|i| i["id"] == insight.as_str()) {
-            let unhandled: Vec<&str> = item["mappers"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .filter(|(name, _)| name.eq_ignore_ascii_case("operationType"))
-                .flat_map(|(_, types)| types.as_array().into_iter().flatten())
-                .filter_map(serde_json::Value::as_str)
-                .filter(|t| !handled.contains(t))
-                .collect();
+            let unhandled: Vec<&str> =
+                crate::verbs::mapped_types(item).filter(|t| !handled.contains(t)).collect();
             if !unhandled.is_empty() {
                 notes.push(format!(
                     "insight {insight} maps operation type(s) {} that no handler here runs: \
