@@ -63,6 +63,10 @@ pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
 /// and stops a request long before a liveness probe's patience (Kubernetes: 3 × 10 s).
 pub const DEFAULT_REQUEST_DEADLINE: Duration = Duration::from_secs(20);
 
+/// How much longer than its deadline a request may wait on something (a store write, a
+/// read-your-writes wait) before the handler stops waiting and answers DEADLINE_EXCEEDED.
+pub const DEADLINE_GRACE: Duration = Duration::from_secs(1);
+
 /// Longest deadline a server may configure.
 pub const MAX_REQUEST_DEADLINE: Duration = Duration::from_secs(120);
 

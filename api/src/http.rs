@@ -33,10 +33,6 @@ use crate::ws::{self, WsLimits};
 /// the work one body can ask for.
 pub const MAX_BATCH_REQUESTS: usize = 16;
 
-/// How much longer than its deadline a request may wait on something (a store write, a
-/// read-your-writes wait) before the handler stops waiting and answers DEADLINE_EXCEEDED.
-pub(crate) const DEADLINE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// The GraphQL endpoint: `POST` for queries and mutations, `GET` for GraphiQL, and a
 /// WebSocket upgrade to graphql-transport-ws (as GraphQL servers usually serve both on one
 /// path; the reference client's default).
@@ -185,8 +181,11 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
     }
     // The budget stops a request that resolves fields past its deadline; this stops one
     // that waits past it (with a second's grace, so the budget's own answer wins).
-    let Ok(response) =
-        tokio::time::timeout(deadline + DEADLINE_GRACE, state.schema().execute_batch(batch)).await
+    let Ok(response) = tokio::time::timeout(
+        deadline + crate::config::DEADLINE_GRACE,
+        state.schema().execute_batch(batch),
+    )
+    .await
     else {
         let mut response =
             error_response(StatusCode::SERVICE_UNAVAILABLE, deadline_error(deadline), &cid);

@@ -623,7 +623,8 @@ impl Operation {
         let forwarded = AssertUnwindSafe(self.forward(stream)).catch_unwind();
         let forwarded = match self.bounds.as_ref().map(|(_, deadline)| *deadline) {
             Some(deadline) => {
-                match tokio::time::timeout(deadline + crate::http::DEADLINE_GRACE, forwarded).await
+                match tokio::time::timeout(deadline + crate::config::DEADLINE_GRACE, forwarded)
+                    .await
                 {
                     Ok(done) => done,
                     Err(_) => {
