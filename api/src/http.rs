@@ -160,7 +160,7 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
         ));
         return error_response(StatusCode::BAD_REQUEST, error, &cid);
     }
-    if let Some(error) = batch.iter().find_map(|r| crate::graphql::cost::too_long(&r.query)) {
+    if let Some(error) = crate::graphql::cost::too_long(batch.iter().map(|r| r.query.as_str())) {
         return error_response(StatusCode::PAYLOAD_TOO_LARGE, error, &cid);
     }
     // One budget for the whole body: a batch's operations add up their cost and bytes.
@@ -171,6 +171,7 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
     );
     let traceparent = request_traceparent(&headers);
     let tracestate = request_tracestate(&headers);
+    let mut expanded = Some(0);
     for request in batch.iter_mut() {
         let caller = Caller::new(principal.clone(), cid.clone())
             .with_traceparent(traceparent)
@@ -178,6 +179,10 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
         request.data.insert(caller);
         request.data.insert(Arc::clone(&budget));
         state.parse_cached(request);
+        expanded = crate::graphql::cost::add_expansion(expanded, request);
+    }
+    if let Some(error) = crate::graphql::cost::overexpanded(expanded, config.max_complexity) {
+        return error_response(StatusCode::BAD_REQUEST, error, &cid);
     }
     // The budget stops a request that resolves fields past its deadline; this stops one
     // that waits past it (with a second's grace, so the budget's own answer wins).

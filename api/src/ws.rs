@@ -499,33 +499,43 @@ impl Connection {
         }
         let max = upgrade.limits.max_operations;
         // Refused before it runs: one `error` message (BAD_REQUEST, with the cid), no follow.
-        let refuse = |message: String| {
-            metrics::error(ErrorCode::BadRequest.as_str());
+        let refuse = |error: pop_app::AppError| {
+            metrics::error(error.code.as_str());
             let errors = json!([{
-                "message": message,
-                "extensions": {"code": ErrorCode::BadRequest.as_str(), "cid": upgrade.cid},
+                "message": error.message,
+                "extensions": {"code": error.code.as_str(), "cid": upgrade.cid},
             }]);
             Step::Send(encode(&ServerMessage::Error { id: &id, payload: Errors::Json(&errors) }))
         };
         if self.operations.running.len() >= max {
-            return refuse(format!(
+            return refuse(pop_app::AppError::bad_request(format!(
                 "this connection already runs {max} operations, the most it may; complete one or open another connection"
-            ));
+            )));
         }
-        if let Some(error) = crate::graphql::cost::too_long(&request.query) {
-            return refuse(error.message);
+        if let Some(error) = crate::graphql::cost::too_long([request.query.as_str()]) {
+            return refuse(error);
         }
-        let kind = match crate::graphql::subscription::single_root_field(
-            &request.query,
-            request.operation_name.as_deref(),
-        ) {
-            Ok(kind) => kind,
-            Err(why) => return refuse(why),
+        let mut request = request;
+        let max_cost = upgrade.state.config().max_complexity;
+        let expanded = crate::graphql::cost::add_expansion(Some(0), &mut request);
+        if let Some(error) = crate::graphql::cost::overexpanded(expanded, max_cost) {
+            return refuse(error);
+        }
+        let operation_name = request.operation_name.clone();
+        let kind = match request.parsed_query() {
+            Ok(document) => match crate::graphql::subscription::single_root_field(
+                document,
+                operation_name.as_deref(),
+            ) {
+                Ok(kind) => kind,
+                Err(why) => return refuse(pop_app::AppError::bad_request(why)),
+            },
+            // The schema reports what does not parse.
+            Err(_) => None,
         };
         // A query or a mutation has an end: it gets a POST's bounds (the deadline, the byte
         // budget and its principal's expensive-request permits), not a subscription's
         // (hostile15: one ran 60 s, five of 6,000 points each at once).
-        let mut request = request;
         let bounds = match kind {
             Some(OperationType::Query | OperationType::Mutation) => {
                 let config = upgrade.state.config();

@@ -189,6 +189,55 @@ async fn long_documents_and_long_error_lists_are_cut_short() {
     assert!(answer["payload"][0]["message"].as_str().unwrap().contains("limit of 65536"));
 }
 
+/// Fragments that each spread the one before twice make a document of under 1 KB expand to
+/// millions of selections, which the library's walks (its recursion-depth check, validation,
+/// execution) expand again at every spread without yielding: 2^23 held a worker for 50 s and
+/// froze `/healthz` (hostile16, review-s37). Counted once per fragment, they are refused at
+/// once, over HTTP and the WebSocket; and a batch's documents count together against the
+/// document size limit (sixteen of just under 64 KiB took 24 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_fragment_spreads_and_large_batches_are_refused_at_once() {
+    let server = start(Default::default()).await;
+    let mut nested = String::from("{ ...F39 } fragment F0 on QueryRoot { me { name } }");
+    for i in 1..40 {
+        nested.push_str(&format!(" fragment F{i} on QueryRoot {{ ...F{p} ...F{p} }}", p = i - 1));
+    }
+    assert!(nested.len() < 2_000);
+    let started = Instant::now();
+    let (status, _, body) = post_raw(&server, ACME, &json!({ "query": nested })).await;
+    let took = started.elapsed();
+    eprintln!("figure: 2^39 spreads in {} bytes refused in {took:?}", nested.len());
+    assert_eq!(status, 400, "{body:#.1000}");
+    let error = only_error(&body);
+    assert_eq!(code(error), "QUERY_TOO_COSTLY", "{error:#}");
+    assert!(error["message"].as_str().unwrap().contains("fragments expand to"), "{error:#}");
+    assert!(took < std::time::Duration::from_secs(2), "{took:?}");
+    // Over the WebSocket, as a query and as a subscription.
+    let mut ws = RawWs::authed(&server.ws_url(), ACME).await;
+    ws.subscribe("q", &nested, json!({})).await;
+    let answer = ws.next().await;
+    assert_eq!((answer["type"].as_str(), answer["id"].as_str()), (Some("error"), Some("q")));
+    assert_eq!(answer["payload"][0]["extensions"]["code"], "QUERY_TOO_COSTLY", "{answer:#}");
+    let subscription = nested
+        .replacen("{ ...F39 }", "subscription { ...F39 }", 1)
+        .replace(
+            "fragment F0 on QueryRoot { me { name } }",
+            "fragment F0 on SubscriptionRoot { agendaProgress(id: \"x\") { position } }",
+        )
+        .replace("on QueryRoot", "on SubscriptionRoot");
+    ws.subscribe("s", &subscription, json!({})).await;
+    let answer = ws.next().await;
+    assert_eq!((answer["type"].as_str(), answer["id"].as_str()), (Some("error"), Some("s")));
+    // The same document without the nesting is an ordinary request.
+    server.ok(ACME, "{ ...F } fragment F on QueryRoot { me { name } }", json!({})).await;
+    // Sixteen documents of 5 KiB each: 80 KiB together, refused unparsed.
+    let one = format!("{{ {} }}", "me { name } ".repeat(450));
+    let batch: Vec<Value> = (0..16).map(|_| json!({ "query": one })).collect();
+    let (status, _, body) = post_raw(&server, ACME, &Value::Array(batch)).await;
+    assert_eq!(status, 413, "{body:#.1000}");
+    assert!(only_error(&body)["message"].as_str().unwrap().contains("a batch's together"));
+}
+
 /// A query or mutation over the WebSocket has an end, and gets a POST's bounds: the deadline
 /// and its principal's expensive-request permits (hostile15: a query ran 60 s where a POST is
 /// stopped at 20 s, and one token ran five of 6,000 points at once where a POST allows two).

@@ -315,6 +315,26 @@ async fn a_pool_worker_serves_every_customer_of_a_shared_insight_under_its_lease
     assert_eq!(p["agendaProgress"]["diagnosticEvents"][0]["message"], "all renditions uploaded");
 }
 
+/// A pool's worker that does not hold another customer's agenda, reporting by that agenda's
+/// progress id alone, is answered exactly as for an absent progress id: not with the agenda's
+/// own id (hostile16: "agenda \"acme-merger-with-initech\" not found" told a worker of the
+/// pool the secret id behind a progress id it could not read).
+#[tokio::test]
+async fn a_pool_workers_report_on_an_agenda_it_does_not_hold_names_only_what_it_sent() {
+    let s = start(ApiConfig::default()).await;
+    let after = s.seed().await;
+    submit(&s, GLOBEX, named("globex", "g-secret-merger", "gp-2", &["probe"]), &after).await;
+    queue_all(&s).await;
+    let claimed = s.ok(OPS_SERVICE, CLAIM, json!({"n": 1})).await;
+    assert_eq!(claimed["getAgenda"].as_array().unwrap().len(), 1, "{claimed:#}");
+    let held = s.err(OPS_SERVICE_2, REPORT, json!({"p": executing("gp-2", None, "probe", "x")}));
+    let absent = s.err(OPS_SERVICE_2, REPORT, json!({"p": executing("gp-9", None, "probe", "x")}));
+    let (held, absent) = (held.await, absent.await);
+    assert_eq!(code(&held), "NOT_FOUND", "{held:#}");
+    assert_eq!(held["message"], "agenda progress \"gp-2\" not found", "{held:#}");
+    assert_eq!(absent["message"], "agenda progress \"gp-9\" not found", "{absent:#}");
+}
+
 const POOL_CLAIM: &str = "mutation($n: Int!, $w: Int) { getAgenda(insightId: \"transcode\", count: $n, waitSeconds: $w) \
     { agenda { id customerId progressId } progress { id agendaId customerId \
       operationProgress { id agendaProgressId operation } } lease { id } } }";

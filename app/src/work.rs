@@ -797,7 +797,17 @@ impl App {
         };
         let outcome = services
             .on_key(caller, "updateAgendaProgress", &agenda_id, &key, command, "agendaProgress")
-            .await?;
+            .await
+            .map_err(|e| match e.code {
+                // Found by its progress id among the agendas of the caller's insights, but not
+                // one it may act on: said of the id it sent, as for an absent one (hostile16:
+                // a pool's worker was told "agenda \"acme-merger-with-initech\" not found" of
+                // another customer's progress id it never held).
+                error::Code::NotFound if named_agenda.is_none() => {
+                    AppError::not_found("agenda progress", &id)
+                }
+                _ => e,
+            })?;
         let outcome = if shown_to_pool { outcome.shown_to_pool() } else { outcome };
         if outcome.position.is_some()
             && outcome.progress().processing_state == pop_domain::ProcessingState::Complete

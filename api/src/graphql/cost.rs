@@ -46,6 +46,7 @@ use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest, NextRequest, NextResolve,
     NextValidation, ResolveInfo,
 };
+use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
 use async_graphql::registry::MetaTypeName;
 use async_graphql::{Request, Response, ServerError, ServerResult, ValidationResult, Value};
 use pop_app::{AppError, Caller};
@@ -298,16 +299,98 @@ impl Budget {
     }
 }
 
-/// BAD_REQUEST for a GraphQL document longer than [`MAX_QUERY_BYTES`], refused before it is
-/// parsed; `None` for one within it.
-pub fn too_long(query: &str) -> Option<AppError> {
-    (query.len() > MAX_QUERY_BYTES).then(|| {
+/// BAD_REQUEST for GraphQL documents (every operation of one HTTP body together, or one
+/// WebSocket operation) longer than [`MAX_QUERY_BYTES`], refused before they are parsed;
+/// `None` within it. A batch counts together: sixteen documents just under the limit were
+/// sixteen times the parsing and validation (hostile16: 24 s, and `/healthz` frozen).
+pub fn too_long<'q>(queries: impl IntoIterator<Item = &'q str>) -> Option<AppError> {
+    let bytes: usize = queries.into_iter().map(str::len).sum();
+    (bytes > MAX_QUERY_BYTES).then(|| {
         AppError::bad_request(format!(
-            "query: the GraphQL document is {} bytes, more than the limit of {MAX_QUERY_BYTES}; \
-             pass values as variables, and ask for fewer aliases or fragments",
-            query.len()
+            "query: the GraphQL documents are {bytes} bytes, more than the limit of \
+             {MAX_QUERY_BYTES} (a batch's together); pass values as variables, and ask for \
+             fewer aliases or fragments"
         ))
     })
+}
+
+/// The selections (fields, fragment spreads, inline fragments) of `document`'s operations
+/// once every fragment spread is expanded, counted in one pass over the document (each
+/// fragment's expansion counted once and remembered); `None` when a fragment spreads itself.
+/// The library's own walks — its recursion-depth check, validation, execution — expand every
+/// spread again wherever it occurs, without yielding: fragments that each spread the one
+/// before twice made a document of under 1 KB 2^23 selections, which held a worker for 50 s
+/// and froze `/healthz` (hostile16, review-s37).
+pub fn expanded_selections(document: &ExecutableDocument) -> Option<u64> {
+    fn set<'d>(
+        selections: &'d SelectionSet,
+        document: &'d ExecutableDocument,
+        memo: &mut HashMap<&'d str, Option<u64>>,
+    ) -> Option<u64> {
+        let mut total: u64 = 0;
+        for item in &selections.items {
+            let inner = match &item.node {
+                Selection::Field(f) => set(&f.node.selection_set.node, document, memo)?,
+                Selection::InlineFragment(f) => set(&f.node.selection_set.node, document, memo)?,
+                Selection::FragmentSpread(spread) => {
+                    let name = spread.node.fragment_name.node.as_str();
+                    match memo.get(name) {
+                        Some(known) => (*known)?,
+                        None => match document.fragments.get(name) {
+                            // An unknown fragment is the schema's to report.
+                            None => 0,
+                            Some(fragment) => {
+                                // In progress: a spread of it from inside is a cycle.
+                                memo.insert(name, None);
+                                let size = set(&fragment.node.selection_set.node, document, memo);
+                                memo.insert(name, size);
+                                size?
+                            }
+                        },
+                    }
+                }
+            };
+            total = total.saturating_add(1).saturating_add(inner);
+        }
+        Some(total)
+    }
+    let mut memo = HashMap::new();
+    let mut total: u64 = 0;
+    for (_, operation) in document.operations.iter() {
+        total = total.saturating_add(set(&operation.node.selection_set.node, document, &mut memo)?);
+    }
+    Some(total)
+}
+
+/// The refusal of documents (every operation of one HTTP body together, or one WebSocket
+/// operation) whose fragments expand to `expanded` selections ([`expanded_selections`]
+/// summed; `None`: a fragment spreads itself): QUERY_TOO_COSTLY past `max`, before the
+/// library walks them. Every selection costs at least a point, so such documents would be
+/// refused for their cost anyway, after the walks.
+pub fn overexpanded(expanded: Option<u64>, max: usize) -> Option<AppError> {
+    let Some(total) = expanded else {
+        return Some(AppError::bad_request(
+            "query: a fragment spreads itself (directly or through others)",
+        ));
+    };
+    (total > max as u64).then(|| {
+        AppError::new(
+            Code::QueryTooCostly,
+            format!(
+                "query: its fragments expand to {total} selections, more than the cost limit \
+                 of {max}; spread fewer fragments, or fragments that spread fewer"
+            ),
+        )
+    })
+}
+
+/// [`expanded_selections`] of `request`'s document added to `total` (a document that does
+/// not parse adds nothing: the schema reports it).
+pub fn add_expansion(total: Option<u64>, request: &mut Request) -> Option<u64> {
+    match request.parsed_query() {
+        Ok(document) => total.zip(expanded_selections(document)).map(|(a, b)| a.saturating_add(b)),
+        Err(_) => total,
+    }
 }
 
 /// `response` with at most [`MAX_RESPONSE_ERRORS`] errors: the rest are counted in one more.
@@ -563,5 +646,34 @@ mod tests {
             .unwrap_or_default();
         let estimate = json_len(&value);
         assert!(estimate >= text.len() && estimate <= text.len() * 2, "{estimate} vs {text}");
+    }
+
+    #[test]
+    fn fragments_are_expanded_once_each_when_counted() {
+        let size = |query: &str| {
+            let document = async_graphql::parser::parse_query(query).expect("it parses");
+            expanded_selections(&document)
+        };
+        // me, name: 2; a spread counts itself and what it expands to.
+        assert_eq!(size("{ me { name } }"), Some(2));
+        assert_eq!(size("{ ...F ...F } fragment F on QueryRoot { me { name } }"), Some(6));
+        // Sixty fragments each spreading the one before twice: 2^60-ish, counted at once.
+        let mut nested = String::from("{ ...F59 } fragment F0 on QueryRoot { me { name } }");
+        for i in 1..60 {
+            nested
+                .push_str(&format!(" fragment F{i} on QueryRoot {{ ...F{p} ...F{p} }}", p = i - 1));
+        }
+        let took = Instant::now();
+        let big = size(&nested).expect("no cycle");
+        assert!(big > 1 << 59, "{big}");
+        assert!(took.elapsed() < Duration::from_millis(100), "{:?}", took.elapsed());
+        assert!(overexpanded(Some(big), 50_000).is_some_and(|e| e.code == Code::QueryTooCostly));
+        assert!(overexpanded(Some(6), 50_000).is_none());
+        // A cycle is said, not walked.
+        assert_eq!(
+            size("{ ...A } fragment A on QueryRoot { ...B } fragment B on QueryRoot { ...A }"),
+            None
+        );
+        assert!(overexpanded(None, 50_000).is_some_and(|e| e.code == Code::BadRequest));
     }
 }
