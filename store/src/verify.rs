@@ -26,26 +26,26 @@ pub struct Break {
 }
 
 impl Break {
-    /// A break of the store as a whole, not of one stream: one of pop's tables is gone.
-    pub fn missing_table(table: &str) -> Break {
-        Break {
-            stream: String::new(),
-            version: None,
-            position: None,
-            reason: format!(
-                "the store has no table {table}: pop never drops one, so it was dropped (or the \
-                 database replaced) outside pop"
-            ),
-        }
+    /// A break of the store as a whole, not of one stream (said without one).
+    pub fn of_store(reason: impl Into<String>) -> Break {
+        Break { stream: String::new(), version: None, position: None, reason: reason.into() }
+    }
+
+    /// The [`Verification`] that stops at `self`.
+    pub fn alone(self) -> Verification {
+        Verification { first_break: Some(self), ..Default::default() }
     }
 
     /// [`Verification`] of a store missing the first of `expected` tables not in `found`.
     pub fn missing_tables(expected: &[&str], found: &[String]) -> Option<Verification> {
         let missing = expected.iter().find(|t| !found.iter().any(|f| f == *t))?;
-        Some(Verification {
-            first_break: Some(Break::missing_table(missing)),
-            ..Default::default()
-        })
+        Some(
+            Break::of_store(format!(
+                "the store has no table {missing}: pop never drops one, so it was dropped (or \
+                 the database replaced) outside pop"
+            ))
+            .alone(),
+        )
     }
 }
 

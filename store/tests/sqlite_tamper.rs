@@ -184,6 +184,9 @@ async fn every_edit_of_the_file_is_found_with_its_place() {
     assert_eq!(found.to_string(), found.reason, "said without a stream");
     let r = tampered(&path, "DELETE FROM log");
     assert!(r.first_break.expect("found").reason.contains("table log has no row"));
+    // Its schema version zeroed: not "migrate it" (review-s37: migrating then failed).
+    let r = tampered(&path, "PRAGMA user_version = 0");
+    assert!(r.first_break.expect("found").reason.contains("user_version) is 0"));
 }
 
 /// Verification walks streams on several threads; two edits in different streams must still

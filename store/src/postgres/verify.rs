@@ -99,31 +99,46 @@ async fn run(
     trust: Trust,
 ) -> Result<Verification, StoreError> {
     let tx = super::snapshot_transaction(client).await.map_err(fail)?;
-    let schema = tx
-        .query_opt(
-            "SELECT version FROM pop_schema WHERE to_regclass('pop_schema') IS NOT NULL",
-            &[],
-        )
-        .await;
-    let found: Option<i32> = match schema {
-        Ok(row) => row.map(|r| r.try_get(0)).transpose().map_err(fail)?,
-        Err(_) => None,
-    };
-    if found != Some(PG_SCHEMA_VERSION as i32) {
-        return Err(StoreError::Corrupt(format!(
-            "the database's pop schema is {} and this build verifies version {PG_SCHEMA_VERSION}; \
-             start `pop serve` of this build on it once to migrate",
-            found.map_or_else(|| "missing".to_owned(), |v| v.to_string())
-        )));
-    }
+    // Which of pop's tables the connection's search path finds (as every other query of pop's
+    // does: review-s37 found `current_schema()` alone reporting an intact store tampered).
     let tables: Vec<String> = tx
-        .query("SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema()", &[])
+        .query(
+            "SELECT t FROM unnest($1::text[]) AS t WHERE to_regclass(quote_ident(t)) IS NOT NULL",
+            &[&super::schema::TABLES],
+        )
         .await
         .map_err(fail)?
         .iter()
         .map(|r| r.try_get(0))
         .collect::<Result<_, _>>()
         .map_err(fail)?;
+    if tables.is_empty() {
+        return Err(StoreError::Corrupt(
+            "the database holds none of pop's tables: is this the store's database (and its \
+             search path)?"
+                .to_owned(),
+        ));
+    }
+    if tables.iter().any(|t| t == "pop_schema") {
+        let found: i32 = tx
+            .query_one("SELECT version FROM pop_schema", &[])
+            .await
+            .map_err(fail)?
+            .try_get(0)
+            .map_err(fail)?;
+        if found != PG_SCHEMA_VERSION as i32 {
+            return Err(StoreError::Corrupt(format!(
+                "the database's pop schema is version {found} and this build verifies version \
+                 {PG_SCHEMA_VERSION}; {}",
+                if found < PG_SCHEMA_VERSION as i32 {
+                    "start `pop serve` of this build on it once to migrate"
+                } else {
+                    "verify it with the build that wrote it"
+                }
+            )));
+        }
+    }
+    // The schema's version is this build's (or its record is gone): every table must be there.
     if let Some(missing) = crate::verify::Break::missing_tables(super::schema::TABLES, &tables) {
         return Ok(missing);
     }

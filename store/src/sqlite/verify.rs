@@ -157,6 +157,19 @@ pub(crate) fn verify(
     let tx = conn.unchecked_transaction().map_err(fail)?;
     let conn: &Connection = &tx;
     let found: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(fail)?;
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .and_then(|mut q| q.query_map([], |r| r.get(0))?.collect())
+        .map_err(fail)?;
+    if found == 0 && tables.iter().any(|t| super::schema::TABLES.contains(&t.as_str())) {
+        // pop's tables in a file whose schema version says it has none: the version was
+        // changed outside pop (migrating it would fail on the tables that are there).
+        return Ok(crate::verify::Break::of_store(
+            "the file holds pop's tables but its schema version (PRAGMA user_version) is 0: it \
+             was changed outside pop",
+        )
+        .alone());
+    }
     if found != super::SCHEMA_VERSION {
         return Err(StoreError::Corrupt(format!(
             "the store's schema is version {found} and this build verifies version {}; {}",
@@ -168,10 +181,6 @@ pub(crate) fn verify(
             }
         )));
     }
-    let tables: Vec<String> = conn
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
-        .and_then(|mut q| q.query_map([], |r| r.get(0))?.collect())
-        .map_err(fail)?;
     if let Some(missing) = crate::verify::Break::missing_tables(super::schema::TABLES, &tables) {
         return Ok(missing);
     }
@@ -180,15 +189,10 @@ pub(crate) fn verify(
         .optional()
         .map_err(fail)?;
     let Some(log_head) = log_head else {
-        let reason =
-            "the table log has no row: pop never deletes it, so it was deleted outside pop";
-        let gone = crate::verify::Break {
-            stream: String::new(),
-            version: None,
-            position: None,
-            reason: reason.to_owned(),
-        };
-        return Ok(Verification { first_break: Some(gone), ..Default::default() });
+        return Ok(crate::verify::Break::of_store(
+            "the table log has no row: pop never deletes it, so it was deleted outside pop",
+        )
+        .alone());
     };
     let log_head = position(log_head.max(0));
     let mut streams: Vec<(i64, StreamRow)> = Vec::new();
