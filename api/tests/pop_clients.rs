@@ -210,6 +210,16 @@ async fn pops_query_parameters_limit_select_count_and_filter_by_cid() {
     assert_eq!(progress.body["count"], json!(1), "{:#}", progress.body);
     let customers = send(&s, "GET", "/pop/customer?byCount=1", None, &[]).await;
     assert_eq!(customers.body["count"], json!(1), "acme sees itself only: {:#}", customers.body);
+    // `byId` counts as it lists, on every config route (popclient12: a count of every
+    // customer for any id, so "does customer X exist?" was yes for any X).
+    let found = send(&s, "GET", "/pop/customer?byId=acme&byCount=true", None, &[]).await;
+    assert_eq!(found.body["count"], json!(1), "{:#}", found.body);
+    for route in ["customer", "resourcepool", "insight", "agendatemplate"] {
+        let all = send(&s, "GET", &format!("/pop/{route}?byCount=true"), None, &[]).await;
+        let none =
+            send(&s, "GET", &format!("/pop/{route}?byid=nosuch&bycount=true"), None, &[]).await;
+        assert_eq!(none.body["count"], json!(0), "{route} (all: {}): {:#}", all.body, none.body);
+    }
 }
 
 #[tokio::test]

@@ -515,7 +515,8 @@ pub struct ServeArgs {
     #[arg(long, env = "POP_SCHEDULER", default_value_t = true, action = clap::ArgAction::Set)]
     pub scheduler: bool,
     /// Seconds a `getAgenda` lease lasts without a report (POP's `reclaimAge`), 1..=86400;
-    /// every `updateAgendaProgress` renews it.
+    /// every `updateAgendaProgress` renews it (a lease claimed longer, before a restart with a
+    /// shorter one, keeps its length).
     #[arg(long, visible_alias = "lease-seconds", env = "POP_LEASE", default_value_t = pop_api::config::DEFAULT_LEASE.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub lease: u64,

@@ -37,15 +37,21 @@ impl fmt::Display for Exit {
 impl std::error::Error for Exit {}
 
 /// Writes one line to stdout; a reader that went away (`| head`) ends the process quietly
-/// with 0, as other command-line tools do.
+/// with 0, as other command-line tools do. Any other failure (a full disk, `ulimit -f`, a
+/// closed descriptor) ends it with 1, saying so: the output is cut, and a script must not
+/// take it for the whole (review-s37: `pop gql … > out.json` past `ulimit -f` wrote a tenth
+/// of the answer and exited 0).
 pub fn write_line(args: fmt::Arguments<'_>) {
     let mut out = std::io::stdout().lock();
     let written =
         out.write_fmt(args).and_then(|()| out.write_all(b"\n")).and_then(|()| out.flush());
-    if let Err(e) = written
-        && e.kind() == std::io::ErrorKind::BrokenPipe
-    {
-        std::process::exit(0);
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("pop: error: writing the output failed, so it is incomplete: {e}");
+            std::process::exit(1);
+        }
     }
 }
 

@@ -344,6 +344,21 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     assert!(refused.stderr.contains(r#"customer "nobody" does not exist"#), "{}", ctx(&refused));
     assert!(refused.stderr.contains("pop init --customer"), "{}", ctx(&refused));
 
+    // Output that cannot be written (a full disk) is an error, not a silent cut with exit 0
+    // (review-s37); a reader that went away is not.
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let mut cmd = pop_command();
+    cmd.args(["agendas"])
+        .current_dir(root())
+        .env("POP_SERVER", server.base())
+        .env("POP_TOKEN", &server.admin)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(full))
+        .stderr(Stdio::piped());
+    let cut = finish(cmd.spawn().unwrap(), &["agendas", "> /dev/full"]);
+    assert_eq!(cut.code, 1, "{}", ctx(&cut));
+    assert!(cut.stderr.contains("writing the output failed"), "{}", ctx(&cut));
+
     // cancel an agenda no worker takes (doNotRun); watching it is not an error.
     let parked = dir.path().join("parked.json");
     std::fs::write(

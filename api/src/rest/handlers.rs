@@ -389,19 +389,10 @@ async fn count(kind: Kind, call: &Call<'_>) -> RestResult<Reply> {
             let n = operation_items(call).await?.len();
             pop_app::reads::Count { count: n, capped: false }
         }
-        Kind::Customer => {
-            app.count_configs::<Customer>(caller, &config_filter(call), call.at_least()).await?
-        }
-        Kind::ResourcePool => {
-            app.count_configs::<ResourcePool>(caller, &config_filter(call), call.at_least()).await?
-        }
-        Kind::Insight => {
-            app.count_configs::<Insight>(caller, &config_filter(call), call.at_least()).await?
-        }
-        Kind::AgendaTemplate => {
-            app.count_configs::<AgendaTemplate>(caller, &config_filter(call), call.at_least())
-                .await?
-        }
+        Kind::Customer => config_count::<Customer>(call).await?,
+        Kind::ResourcePool => config_count::<ResourcePool>(call).await?,
+        Kind::Insight => config_count::<Insight>(call).await?,
+        Kind::AgendaTemplate => config_count::<AgendaTemplate>(call).await?,
     };
     let mut body = json!({"count": counted.count, "all": []});
     if counted.capped
@@ -515,14 +506,34 @@ async fn config_list<T: ConfigKind + Serialize>(
     call: &Call<'_>,
 ) -> RestResult<(Vec<Value>, Option<Cursor>)> {
     let filter = config_filter(call);
-    let app = call.app();
-    if let Some(id) = call.named_id() {
-        let found = app.config_by_id::<T>(&call.caller, id, call.at_least()).await?;
-        let found: Vec<T> = found.into_iter().filter(|o| filter.admits(o)).collect();
+    if let Some(found) = configs_by_id::<T>(call, &filter).await? {
         return Ok((tidied::<T>(call.listed(&found)?), None));
     }
+    let app = call.app();
     let page = app.configs::<T>(&call.caller, &filter, &call.page()?, call.at_least()).await?;
     Ok((tidied::<T>(call.listed(&page.items)?), page.next))
+}
+
+/// The config objects of the id the request names (in the path or `byId`) that the other
+/// filters admit; `None` when it names none.
+async fn configs_by_id<T: ConfigKind>(
+    call: &Call<'_>,
+    filter: &ConfigFilter,
+) -> RestResult<Option<Vec<T>>> {
+    let Some(id) = call.named_id() else { return Ok(None) };
+    let found = call.app().config_by_id::<T>(&call.caller, id, call.at_least()).await?;
+    Ok(Some(found.into_iter().filter(|o| filter.admits(o)).collect()))
+}
+
+/// POP's `byCount` of config objects: of the id named, if any, as listed (popclient12:
+/// `byId` was ignored, and `customer?byid=nosuch&bycount=true` answered every customer the
+/// caller sees — "does customer X exist?" was yes for any X).
+async fn config_count<T: ConfigKind>(call: &Call<'_>) -> RestResult<pop_app::reads::Count> {
+    let filter = config_filter(call);
+    if let Some(found) = configs_by_id::<T>(call, &filter).await? {
+        return Ok(pop_app::reads::Count { count: found.len(), capped: false });
+    }
+    Ok(call.app().count_configs::<T>(&call.caller, &filter, call.at_least()).await?)
 }
 
 /// Config objects' JSON as clients read it ([`ConfigKind::tidy_json`]).

@@ -390,10 +390,14 @@ impl AgendaState {
     /// renewed it for less than the next heartbeat, the reclaimer took it back while the
     /// executor still ran, and the agenda ran twice (ops3am5).
     fn renewed_until(&self, asked: Timestamp, now: Timestamp) -> Timestamp {
-        match self.lease.as_ref().and_then(|l| l.length_ms) {
-            Some(length) => asked.max(now + chrono::Duration::milliseconds(length)),
-            None => asked,
-        }
+        // Checked: a length read from a log written elsewhere (an import) may be anything.
+        let held = self
+            .lease
+            .as_ref()
+            .and_then(|l| l.length_ms)
+            .and_then(chrono::Duration::try_milliseconds)
+            .and_then(|length| now.checked_add_signed(length));
+        held.map_or(asked, |held| asked.max(held))
     }
 
     /// Input checks of a report, every problem listed. Returns the index of each reported
