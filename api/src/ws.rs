@@ -672,12 +672,8 @@ impl Operation {
             // A query's or mutation's answer, as a POST's: one error when it ran past its
             // budget (the schema's request hook, which says so over HTTP, is not run for an
             // operation streamed here), and a bounded list of errors.
-            let response = match self.bounds.as_ref().and_then(|(b, _)| b.refusal()) {
-                Some(refusal) => {
-                    Response::from_errors(vec![crate::graphql::cost::server_error(refusal)])
-                }
-                None => crate::graphql::cost::capped(response),
-            };
+            let response =
+                crate::graphql::cost::finish(self.bounds.as_ref().map(|(b, _)| &**b), response);
             if first && refused_before_execution(&response) {
                 let text = encode(&ServerMessage::Error {
                     id: &self.id,

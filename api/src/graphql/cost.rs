@@ -393,8 +393,19 @@ pub fn add_expansion(total: Option<u64>, request: &mut Request) -> Option<u64> {
     }
 }
 
+/// A request's response as it is answered: one error when it ran past `budget` (its
+/// deadline or its bytes), else `response` with its errors capped ([`capped`]). For every
+/// transport: the schema's request hook (HTTP) and `crate::ws` for a query or mutation it
+/// streams, which the library answers without running that hook.
+pub(crate) fn finish(budget: Option<&Budget>, response: Response) -> Response {
+    match budget.and_then(Budget::refusal) {
+        Some(refusal) => Response::from_errors(vec![server_error(refusal)]),
+        None => capped(response),
+    }
+}
+
 /// `response` with at most [`MAX_RESPONSE_ERRORS`] errors: the rest are counted in one more.
-pub(crate) fn capped(mut response: Response) -> Response {
+fn capped(mut response: Response) -> Response {
     if response.errors.len() > MAX_RESPONSE_ERRORS {
         let more = response.errors.len() - (MAX_RESPONSE_ERRORS - 1);
         response.errors.truncate(MAX_RESPONSE_ERRORS - 1);
@@ -499,10 +510,7 @@ impl Extension for LimitsExtension {
         if let Ok(mut permit) = self.permit.lock() {
             permit.take();
         }
-        match self.budget().and_then(|b| b.refusal()) {
-            Some(refusal) => Response::from_errors(vec![server_error(refusal)]),
-            None => capped(response),
-        }
+        finish(self.budget().as_deref(), response)
     }
 
     async fn prepare_request(
