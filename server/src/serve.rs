@@ -72,6 +72,15 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     };
     // Held until `run` returns: one process per data directory.
     let _lock = DataDirLock::acquire(&data_dir, "serve")?;
+    // Said at start: past it every write fails, and the store's own error cannot name it
+    // (ops3am6: "disk I/O error: Error code 778").
+    if let Some(bytes) = crate::signal::file_size_limit() {
+        tracing::warn!(
+            limit_bytes = bytes,
+            "this process runs under a file-size limit (ulimit -f): no file of the store or data \
+             directory can grow past it, and writes that would are refused as UNAVAILABLE"
+        );
+    }
     let backend = Backend::open(&args.store, args.store_url.as_deref(), args.durability).await?;
     let log = Arc::clone(&backend.log);
     let sealing = match backend.commitment() {
@@ -302,9 +311,9 @@ async fn dev_setup(server: String, admin_token: Option<std::path::PathBuf>, data
             // data directory failed as written).
             let at = crate::cli::client_flags(&server, &data_dir);
             println!(
-                "pop: --dev: next, in another terminal: pop worker{at} --insight encode \
-                 --handlers examples/handlers.toml, then: pop submit{at} --watch \
-                 examples/encode.json"
+                "pop: --dev: next, in another terminal, from pop's source folder (the \
+                 examples are there): pop worker{at} --insight encode --handlers \
+                 examples/handlers.toml, then: pop submit{at} --watch examples/encode.json"
             );
         }
         Err(e) => eprintln!("pop: --dev: the setup failed: {e:#}"),

@@ -28,6 +28,15 @@ pub(crate) fn survive_file_size_limit() {
     }
 }
 
+/// The file-size limit (`ulimit -f`) this process runs under, in bytes, when it has one:
+/// read from `/proc/self/limits` (Linux; elsewhere, and when it cannot be read, none).
+pub(crate) fn file_size_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max file size"))?;
+    // "Max file size   <soft>   <hard>   bytes"
+    line.trim_start_matches("Max file size").split_whitespace().next()?.parse().ok()
+}
+
 /// Whether this process started with SIGHUP ignored (`nohup`, `trap "" HUP`): bit 0 of the
 /// ignored-signals mask in `/proc/self/status` (Linux; elsewhere, and when it cannot be read,
 /// not ignored). Read rather than asked with `sigaction`, which needs `unsafe`.

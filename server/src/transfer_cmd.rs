@@ -115,6 +115,21 @@ pub async fn export(args: ExportArgs) -> Result<()> {
 }
 
 pub async fn import(args: ImportArgs) -> Result<()> {
+    // As for an export: a PostgreSQL store is sealed with its servers' key. One made here
+    // signed the imported log with a key the servers did not have, so they refused to seal it
+    // for good and `pop verify` with their key said TAMPERED (ops3am6).
+    if args.store_url.as_deref().is_some_and(is_postgres)
+        && args.checkpoint_key.is_none()
+        && !args.store.data_dir.join(crate::checkpoints::KEY_FILE).exists()
+    {
+        bail!(
+            "pop import into a PostgreSQL store seals it with the key its servers will seal \
+             with: give it with --checkpoint-key (when moving from the embedded store, its \
+             pop-data/checkpoint.key; else the servers' Secret). No key in {}; nothing was \
+             imported",
+            args.store.data_dir.display()
+        );
+    }
     let pinned = if args.public_key.is_some() || args.checkpoint_key.is_some() {
         crate::checkpoints::verifying_key(
             &args.store.data_dir,

@@ -36,6 +36,9 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
     );
     let witnessed = witness.read()?;
     if args.witness.is_some() && witnessed.is_none() {
+        if !witness.path().exists() {
+            bail!("no witness file at {} (--witness)", witness.path().display());
+        }
         bail!("{} holds no checkpoint of this store", witness.path().display());
     }
     let note = match &witnessed {

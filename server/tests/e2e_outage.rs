@@ -205,6 +205,33 @@ async fn a_write_past_the_file_size_limit_is_refused_not_fatal() {
     assert!(pop.child.try_wait().unwrap().is_none(), "the server died:\n{}", log_tail(&pop.log));
     let health = pop.http.get(format!("{}/healthz", pop.base())).send().await.unwrap();
     assert_eq!(health.status().as_u16(), 200);
+    let said = std::fs::read_to_string(&pop.log).unwrap_or_default();
+    assert!(said.contains("runs under a file-size limit"), "not said at start:\n{said}");
+    // The refused write asked for the WAL to be copied back: writes fit again without a
+    // restart (ops3am6: every later write failed until one).
+    let mut recovered = None;
+    for attempt in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut a = agenda(&format!("after-{attempt}"));
+        a["operations"][0]["payload"]["blob"] = json!(blob);
+        let body: Value = pop
+            .http
+            .post(format!("{}/graphql", pop.base()))
+            .bearer_auth(ACME)
+            .json(&json!({"query": SUBMIT, "variables": {"a": a}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if body.get("errors").is_none() {
+            recovered = Some(format!("after-{attempt}"));
+            break;
+        }
+    }
+    let recovered = recovered.expect("writes fit again once the WAL was copied back");
+    acknowledged.push(recovered);
     for id in &acknowledged {
         let data =
             pop.ok(ACME, "query($id: String!) { agenda(id: $id) { id } }", json!({"id": id})).await;

@@ -89,21 +89,34 @@ async fn an_export_imported_elsewhere_verifies_and_rebuilds_to_the_same_fingerpr
     let Some(cluster) = TestCluster::shared("pop import into PostgreSQL") else { return };
     let url = cluster.create_database().await.unwrap();
     let pg_dir = dir.path().join("pg");
-    let (file2, url2, pg_dir2) = (file.clone(), url.clone(), pg_dir.clone());
-    let stdout = tokio::task::spawn_blocking(move || {
-        let out = run(
+    let key_file = src.join("checkpoint.key");
+    let (file2, url2, pg_dir2, key2) =
+        (file.clone(), url.clone(), pg_dir.clone(), key_file.clone());
+    let (refused, stdout) = tokio::task::spawn_blocking(move || {
+        // Without the servers' key: refused before anything is written (ops3am6: a key made
+        // here signed it, and servers with theirs refused to seal it for good).
+        let refused = run(
             &["import", file2.to_str().unwrap(), "--store", &url2],
             &[("--data-dir", &pg_dir2)],
         );
-        ok(&out, "pop import --store postgres://…")
+        let out = run(
+            &["import", file2.to_str().unwrap(), "--store", &url2],
+            &[("--data-dir", &pg_dir2), ("--checkpoint-key", &key2)],
+        );
+        (refused, ok(&out, "pop import --store postgres://… --checkpoint-key"))
     })
     .await
     .unwrap();
-    assert!(stdout.contains("WARNING"), "no key pinned, the file's own was used: {stdout}");
+    assert!(!refused.status.success(), "{refused:?}");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("--checkpoint-key") && said.contains("nothing was imported"), "{said}");
+    assert!(!pg_dir.join("checkpoint.key").exists(), "no key was made");
+    assert!(!stdout.contains("WARNING"), "the key pinned the file's signature: {stdout}");
     assert!(stdout.contains("sealed checkpoint 1 over 23 entries"), "{stdout}");
     let (url3, pg_dir3) = (url.clone(), pg_dir.clone());
     let (verified, rebuilt) = tokio::task::spawn_blocking(move || {
-        let v = ok(&run(&["verify", "--store", &url3], &[("--data-dir", &pg_dir3)]), "verify pg");
+        let args: [(&str, &Path); 2] = [("--data-dir", &pg_dir3), ("--checkpoint-key", &key_file)];
+        let v = ok(&run(&["verify", "--store", &url3], &args), "verify pg");
         let r = ok(&run(&["rebuild", "--store", &url3], &[]), "rebuild pg");
         (v, r)
     })
@@ -184,11 +197,12 @@ fn an_export_of_a_data_dir_that_holds_no_store_makes_nothing() {
 #[test]
 fn an_import_that_cannot_reach_its_store_says_why() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, file, _) = exported(dir.path());
+    let (src, file, _) = exported(dir.path());
     let out = pop_command()
         .arg("import")
         .arg(&file)
-        .args(["--store", "postgres://pop@127.0.0.1:1/pop"])
+        .args(["--store", "postgres://pop@127.0.0.1:1/pop", "--checkpoint-key"])
+        .arg(src.join("checkpoint.key"))
         .output()
         .unwrap();
     assert!(!out.status.success(), "{out:?}");

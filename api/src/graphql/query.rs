@@ -315,7 +315,8 @@ impl QueryRoot {
     /// cid, command, and the agenda's state, percent and new diagnostics right after it
     /// (`after`: a stream version from a previous page's `endCursor`); null when the agenda
     /// does not exist or is not visible. Priced as a scan: every page folds the agenda's
-    /// stream from its start (review-s37).
+    /// stream from its start.
+    // (review-s37: priced as a page, sixty aliases escaped the as-of pricing.)
     #[graphql(complexity = "cost::list_scan(first, child_complexity)")]
     async fn agenda_history(
         &self,

@@ -277,6 +277,15 @@ impl Writer {
                 // The cache holds only committed state, but after an engine failure start
                 // afresh from the database.
                 self.state.streams.clear();
+                // A write refused for room (a full disk, `ulimit -f`) may fit once the WAL is
+                // copied back and begins again: ask for that now, not after 1,000 more
+                // commits that cannot happen (ops3am6: under a 3 MB file-size limit the WAL
+                // filled it and every write failed until a restart).
+                if let Some(checkpointer) = &self.checkpointer {
+                    checkpointer.nudge();
+                    self.unchecked_bytes = 0;
+                    self.unchecked_commits = 0;
+                }
                 group
                     .iter()
                     .map(|r| match r {
