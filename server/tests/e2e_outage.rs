@@ -152,6 +152,21 @@ async fn a_database_outage_answers_unavailable_and_readiness_comes_back() {
     drop(cluster);
 }
 
+/// Submits, as acme, an agenda named `id` whose payload carries `blob`; the GraphQL answer.
+async fn submit_blob(pop: &Pop, id: &str, blob: &str) -> Value {
+    let mut a = agenda(id);
+    a["operations"][0]["payload"]["blob"] = json!(blob);
+    let response = pop
+        .http
+        .post(format!("{}/graphql", pop.base()))
+        .bearer_auth(ACME)
+        .json(&json!({"query": SUBMIT, "variables": {"a": a}}))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("no answer to submit {id}: {e}\n{}", log_tail(&pop.log)));
+    response.json().await.unwrap()
+}
+
 /// A write past the file-size limit (`ulimit -f`) is the store's failure, not the process's
 /// death (ops3am5: SIGXFSZ killed `pop serve` without a line in its log, and a restart under
 /// the same limit said "ready" and died at its first write): the submit that does not fit is
@@ -177,17 +192,7 @@ async fn a_write_past_the_file_size_limit_is_refused_not_fatal() {
     let mut acknowledged = Vec::new();
     let mut refused = None;
     for i in 0..400 {
-        let mut a = agenda(&format!("big-{i}"));
-        a["operations"][0]["payload"]["blob"] = json!(blob);
-        let response = pop
-            .http
-            .post(format!("{}/graphql", pop.base()))
-            .bearer_auth(ACME)
-            .json(&json!({"query": SUBMIT, "variables": {"a": a}}))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("no answer to submit {i}: {e}\n{}", log_tail(&pop.log)));
-        let body: Value = response.json().await.unwrap();
+        let body = submit_blob(&pop, &format!("big-{i}"), &blob).await;
         if body.get("errors").is_some() {
             refused = Some(body);
             break;
@@ -212,19 +217,7 @@ async fn a_write_past_the_file_size_limit_is_refused_not_fatal() {
     let mut recovered = None;
     for attempt in 0..50 {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let mut a = agenda(&format!("after-{attempt}"));
-        a["operations"][0]["payload"]["blob"] = json!(blob);
-        let body: Value = pop
-            .http
-            .post(format!("{}/graphql", pop.base()))
-            .bearer_auth(ACME)
-            .json(&json!({"query": SUBMIT, "variables": {"a": a}}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body = submit_blob(&pop, &format!("after-{attempt}"), &blob).await;
         if body.get("errors").is_none() {
             recovered = Some(format!("after-{attempt}"));
             break;
