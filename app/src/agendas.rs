@@ -63,6 +63,37 @@ pub(crate) fn agenda_subject(id: &str) -> String {
 }
 
 impl App {
+    /// A submission's refusal as the caller reads it ([`error::create_within`]); an id taken
+    /// as the progress id of an agenda the data reaper has since deleted is said so: an id is
+    /// never used twice (hostile14: "is already the progress id of agenda rp2" named an
+    /// agenda that no longer existed, where the agenda's own reaped id said why).
+    async fn refused_create(
+        &self,
+        customer: &str,
+        subject: &str,
+        root: &str,
+        e: pop_store::ExecuteError<pop_domain::agenda::AgendaError>,
+    ) -> AppError {
+        if let pop_store::ExecuteError::Refused(
+            pop_domain::agenda::AgendaError::ProgressIdTaken { agenda_id: owner, .. },
+        ) = &e
+        {
+            let owner_key = key(customer, owner);
+            if let Err(pop_store::ExecuteError::Store(pop_store::StoreError::StreamDeleted {
+                ..
+            })) = self.commands().load::<AgendaState>(&owner_key).await
+            {
+                return AppError::conflict(format!(
+                    "{subject} was the progress id of agenda {owner:?}, since deleted (reaped): \
+                     an id is never used twice; choose another"
+                ));
+            }
+        }
+        error::create_within(subject, root, e)
+    }
+}
+
+impl App {
     /// Submits a POP agenda given as JSON (GraphQL `submitAgenda`, REST `POST agenda`): an
     /// object in POP's agenda shape. The server assigns `id` (unless given), `progressId` (the
     /// id, unless given), `cid`, times and the insight binding; `customerId` defaults to the
@@ -347,9 +378,10 @@ impl App {
                 .commands()
                 .execute::<AgendaState>(&key(&agenda.customer_id, progress_id), &metadata, &command)
                 .await;
-            taken.map_err(|e| {
-                error::create_within(&format!("progress id {progress_id:?}"), root, e)
-            })?;
+            if let Err(e) = taken {
+                let subject = format!("progress id {progress_id:?}");
+                return Err(self.refused_create(&agenda.customer_id, &subject, root, e).await);
+            }
         }
         let stream_key = key(&agenda.customer_id, &agenda.id);
         let do_not_run = agenda.params.contains(pop_domain::params::keys::DO_NOT_RUN);
@@ -368,7 +400,10 @@ impl App {
             None => self.commands().execute::<AgendaState>(&stream_key, &metadata, &command).await,
         };
         metrics::command("submitAgenda", executed.is_ok());
-        let executed = executed.map_err(|e| error::create_within(&subject, root, e))?;
+        let executed = match executed {
+            Ok(executed) => executed,
+            Err(e) => return Err(self.refused_create(&customer, &subject, root, e).await),
+        };
         let outcome = AgendaOutcome::of(&executed, caller);
         // One line per agenda lifecycle step for operators (`RUST_LOG=pop::agendas=warn` quiets it).
         tracing::info!(target: "pop::agendas", agenda = %stream_key, by = %caller.principal.name, cid = %caller.cid, "submitted");

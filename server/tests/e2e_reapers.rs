@@ -261,6 +261,22 @@ async fn an_old_finished_agenda_is_reaped_from_queries_and_store_with_a_record_k
     let id = pop.submit(&seeded, 3).await;
     pop.claim(&id).await;
     pop.finish(&id, "succeeded").await;
+    // One with a progress id of its own, never run, cancelled: reaped as well.
+    let parked = json!({"id": "parked-1", "progressId": "parked-progress", "customerId": "acme",
+        "params": {"doNotRun": true},
+        "operations": [{"name": "probe", "type": "ffmpeg", "payload": {"src": "in.mp4"}}]});
+    let submitted = pop
+        .ok(
+            ACME,
+            "mutation($a: JSON!) { submitAgenda(agenda: $a) { position } }",
+            json!({"a": parked}),
+        )
+        .await;
+    pop.wrote(&submitted["submitAgenda"]);
+    let cancelled = pop
+        .ok(ACME, "mutation { cancelAgenda(agendaId: \"parked-1\") { position } }", json!({}))
+        .await;
+    pop.wrote(&cancelled["cancelAgenda"]);
 
     // A second after it finished, the reaper removes it: queries no longer return it.
     let deadline = Instant::now() + WAIT;
@@ -309,6 +325,36 @@ async fn an_old_finished_agenda_is_reaped_from_queries_and_store_with_a_record_k
     let error = &body["errors"][0];
     assert_eq!(error["extensions"]["code"], "CONFLICT", "{body:#}");
     assert!(error["message"].as_str().unwrap().contains("never used twice"), "{body:#}");
+    // So does the progress id of a reaped agenda, taken again as a progress id or as an
+    // agenda's id (hostile14: "is already the progress id of agenda …", an agenda long gone).
+    let deadline = Instant::now() + WAIT;
+    while !pop.progress("parked-progress").await.is_null() {
+        assert!(Instant::now() < deadline, "parked-1 not reaped\nlog:\n{}", log_tail(&pop.log));
+        tokio::time::sleep(POLL).await;
+    }
+    for (agenda_id, progress_id) in
+        [("fresh-1", Some("parked-progress")), ("parked-progress", None)]
+    {
+        let mut again = json!({"id": agenda_id, "customerId": "acme",
+            "operations": [{"name": "probe", "type": "ffmpeg", "payload": {"src": "in.mp4"}}]});
+        if let Some(p) = progress_id {
+            again["progressId"] = json!(p);
+        }
+        let (_, body) = pop
+            .post(
+                Some(ACME),
+                "mutation($a: JSON!) { submitAgenda(agenda: $a) { position } }",
+                json!({"a": again}),
+            )
+            .await;
+        let error = &body["errors"][0];
+        assert_eq!(error["extensions"]["code"], "CONFLICT", "{agenda_id}: {body:#}");
+        let message = error["message"].as_str().unwrap();
+        assert!(
+            message.contains("since deleted (reaped)") && message.contains("never used twice"),
+            "{agenda_id}: {body:#}"
+        );
+    }
 
     // On the stopped server's store, `pop log` still shows the record, and the store-based
     // processes run once from the CLI.
