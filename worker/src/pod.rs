@@ -32,7 +32,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine;
-use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar, EnvVarSource, ObjectFieldSelector, Pod, PodSpec,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, LogParams, PostParams};
 use serde_json::{Value, json};
@@ -115,6 +117,55 @@ pub fn payload_env(payload: &Value) -> Result<(&'static str, String), Failure> {
         })
 }
 
+/// The pod's environment: pop's names, and the names POP's handler images read (POP's
+/// `HandlerField`s and `MY_POD_NAME`, which its `KubernetesReporter` annotates), so an image
+/// written for POP runs unchanged (newcomer7: it got no payload and could not find its pod).
+/// The pod's own name comes from the downward API, under both conventions.
+fn pod_env(ctx: &OperationContext, payload_var: &str, payload_value: &str) -> Vec<EnvVar> {
+    let env = |name: &str, value: &str| EnvVar {
+        name: name.to_string(),
+        value: Some(value.to_string()),
+        ..EnvVar::default()
+    };
+    let own_name = |name: &str| EnvVar {
+        name: name.to_string(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "metadata.name".to_string(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    };
+    let mut vars = vec![
+        env(payload_var, payload_value),
+        env("POP_AGENDA_ID", &ctx.agenda_id),
+        env("POP_OPERATION_NAME", &ctx.operation_name),
+        env("POP_OPERATION_TYPE", &ctx.operation_type),
+        own_name("POP_POD_NAME"),
+        env("AGENDA_ID", &ctx.agenda_id),
+        env("CUSTOMER_ID", &ctx.customer_id),
+        env("OPERATION_NAME", &ctx.operation_name),
+        own_name("MY_POD_NAME"),
+    ];
+    // POP passed the payload as JSON text; one too large to pass inline is pop's alone.
+    if payload_var == "POP_PAYLOAD" {
+        vars.push(env("PAYLOAD", payload_value));
+    }
+    vars
+}
+
+/// What a pod's `pop.report.progress` annotation says: pop's `{"percent", "message"}`, or the
+/// whole OperationProgress POP's `KubernetesReporter` writes (`percentComplete`, a number or a
+/// numeric string, and `processingStateMessage`).
+fn reported_progress(annotation: &Value) -> Progress {
+    let percent = annotation.get("percent").or_else(|| annotation.get("percentComplete"));
+    let percent = percent.and_then(|p| p.as_f64().or_else(|| p.as_str()?.trim().parse().ok()));
+    let message = annotation.get("message").or_else(|| annotation.get("processingStateMessage"));
+    Progress { percent, message: message.and_then(Value::as_str).map(str::to_string) }
+}
+
 impl KubePod {
     /// The pod for one operation (without a name: the server generates it).
     pub fn pod(&self, ctx: &OperationContext) -> Result<Pod, Failure> {
@@ -132,11 +183,6 @@ impl KubePod {
             labels.insert(key.to_string(), label_value(value));
             annotations.insert(key.to_string(), value.clone());
         }
-        let env = |name: &str, value: &str| EnvVar {
-            name: name.to_string(),
-            value: Some(value.to_string()),
-            ..EnvVar::default()
-        };
         Ok(Pod {
             metadata: ObjectMeta {
                 generate_name: Some(name_prefix(&ctx.operation_name)),
@@ -151,12 +197,7 @@ impl KubePod {
                     name: "operation".to_string(),
                     image: Some(self.image.clone()),
                     command: (!self.command.is_empty()).then(|| self.command.clone()),
-                    env: Some(vec![
-                        env(payload_var, &payload_value),
-                        env("POP_AGENDA_ID", &ctx.agenda_id),
-                        env("POP_OPERATION_NAME", &ctx.operation_name),
-                        env("POP_OPERATION_TYPE", &ctx.operation_type),
-                    ]),
+                    env: Some(pod_env(ctx, payload_var, &payload_value)),
                     ..Container::default()
                 }],
                 ..PodSpec::default()
@@ -258,10 +299,7 @@ impl Handler for KubePod {
                 last_progress = Some(text.to_string());
                 progressed_at = tokio::time::Instant::now();
                 if let Ok(p) = serde_json::from_str::<Value>(text) {
-                    progress(Progress {
-                        percent: p.get("percent").and_then(Value::as_f64),
-                        message: p.get("message").and_then(Value::as_str).map(str::to_string),
-                    });
+                    progress(reported_progress(&p));
                 }
             }
             let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending");

@@ -96,6 +96,69 @@ fn env_of(created: &Value, name: &str) -> Option<String> {
         .map(|e| e["value"].as_str().unwrap().to_string())
 }
 
+/// A handler image written for POP runs unchanged: it finds its payload, ids and own pod name
+/// under POP's names (`PAYLOAD`, `AGENDA_ID`, `CUSTOMER_ID`, `OPERATION_NAME`, `MY_POD_NAME`
+/// from the downward API), and the whole OperationProgress POP's `KubernetesReporter` writes
+/// into `pop.report.progress` is read for its percent and message (newcomer7: no payload, no
+/// pod name, and no progress shown).
+#[tokio::test]
+async fn a_handler_image_written_for_pop_finds_its_inputs_and_its_progress_is_read() {
+    let (handler, mut handle) = pair(Duration::from_secs(30));
+    let (sink, seen) = recorder();
+    let run = tokio::spawn(async move { handler.run(ctx(json!({"src": "in.mov"})), sink).await });
+
+    let (created, send) = expect(&mut handle, Method::POST, PODS).await;
+    assert_eq!(env_of(&created, "PAYLOAD").unwrap(), r#"{"src":"in.mov"}"#);
+    assert_eq!(env_of(&created, "AGENDA_ID").unwrap(), "01a2-agenda");
+    assert_eq!(env_of(&created, "CUSTOMER_ID").unwrap(), "acme");
+    assert_eq!(env_of(&created, "OPERATION_NAME").unwrap(), "Encode Video #1");
+    for own in ["MY_POD_NAME", "POP_POD_NAME"] {
+        let var = created["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == own)
+            .unwrap_or_else(|| panic!("no {own}: {created:#}"))
+            .clone();
+        assert_eq!(var["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name", "{var:#}");
+    }
+    respond(send, 201, serde_json::to_vec(&pod_json("Pending", json!({}))).unwrap());
+
+    let (_, send) = expect(&mut handle, Method::GET, POD).await;
+    let progress = json!({"operation": "Encode Video #1", "processingState": "EXECUTING",
+        "processingStateMessage": "encoding", "percentComplete": "45.5"});
+    respond(
+        send,
+        200,
+        serde_json::to_vec(&pod_json(
+            "Running",
+            json!({"pop.report.progress": progress.to_string()}),
+        ))
+        .unwrap(),
+    );
+    let (_, send) = expect(&mut handle, Method::GET, POD).await;
+    let done = json!({"processingState": "COMPLETE", "processingStateMessage": "succeeded",
+        "percentComplete": 100.0});
+    respond(
+        send,
+        200,
+        serde_json::to_vec(&pod_json(
+            "Succeeded",
+            json!({"pop.report.progress": done.to_string(), "pop.report.payload": "{\"ok\": true}"}),
+        ))
+        .unwrap(),
+    );
+    assert_eq!(run.await.unwrap().unwrap(), json!({"ok": true}));
+    assert_eq!(
+        seen.lock().unwrap().clone(),
+        vec![
+            Progress { percent: Some(45.5), message: Some("encoding".into()) },
+            Progress { percent: Some(100.0), message: Some("succeeded".into()) },
+        ]
+    );
+    drop(handle);
+}
+
 #[tokio::test]
 async fn a_pod_is_created_with_pops_labels_followed_through_its_annotations_and_left_for_the_reaper()
  {
