@@ -163,6 +163,9 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
     if let Some(error) = crate::graphql::cost::too_long(batch.iter().map(|r| r.query.as_str())) {
         return error_response(StatusCode::PAYLOAD_TOO_LARGE, error, &cid);
     }
+    if let Some(error) = batch.iter().find_map(|r| crate::graphql::cost::too_deep(&r.query)) {
+        return error_response(StatusCode::BAD_REQUEST, error, &cid);
+    }
     // One budget for the whole body: a batch's operations add up their cost and bytes.
     let config = state.config();
     let deadline = config.request_deadline;

@@ -512,7 +512,9 @@ impl Connection {
                 "this connection already runs {max} operations, the most it may; complete one or open another connection"
             )));
         }
-        if let Some(error) = crate::graphql::cost::too_long([request.query.as_str()]) {
+        if let Some(error) = crate::graphql::cost::too_long([request.query.as_str()])
+            .or_else(|| crate::graphql::cost::too_deep(&request.query))
+        {
             return refuse(error);
         }
         let mut request = request;

@@ -238,6 +238,45 @@ async fn nested_fragment_spreads_and_large_batches_are_refused_at_once() {
     assert!(only_error(&body)["message"].as_str().unwrap().contains("a batch's together"));
 }
 
+/// A literal value nested 400 deep, 820 bytes from any token, overflowed a worker's stack in
+/// the walks after the parser and aborted the whole server (hostile17). Refused from its
+/// text, over HTTP and the WebSocket, and the server answers on. Introspection and
+/// `agendaStats` are priced for the work they do: five `__schema` and sixty `agendaStats` in
+/// one request are refused (they cost 23 and 2 points and built 16 MB or walked for 8 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_literals_and_cheap_looking_heavy_fields_are_refused() {
+    let server = start(Default::default()).await;
+    let deep = format!("{{ agenda(id: {}\"x\"{}) {{ id }} }}", "[".repeat(400), "]".repeat(400));
+    let (status, _, body) = post_raw(&server, ACME, &json!({ "query": deep })).await;
+    assert_eq!(status, 400, "{body:#.1000}");
+    let error = only_error(&body);
+    assert_eq!(code(error), "BAD_REQUEST", "{error:#}");
+    assert!(error["message"].as_str().unwrap().contains("more than 64 deep"), "{error:#}");
+    let mut ws = RawWs::authed(&server.ws_url(), ACME).await;
+    let subscription = format!(
+        "subscription {{ agendaProgress(id: {}\"x\"{}) {{ position }} }}",
+        "[".repeat(400),
+        "]".repeat(400)
+    );
+    ws.subscribe("deep", &subscription, json!({})).await;
+    let answer = ws.next().await;
+    assert_eq!((answer["type"].as_str(), answer["id"].as_str()), (Some("error"), Some("deep")));
+    let (status, _) = server.get("/healthz").await;
+    assert_eq!(status, 200, "the server lives");
+    server.ok(ACME, "{ me { name } }", json!({})).await;
+
+    let schema = "__schema { types { name } }";
+    let (_, _, body) = post_raw(&server, ACME, &json!({ "query": aliases(5, schema) })).await;
+    assert_eq!(code(only_error(&body)), "QUERY_TOO_COSTLY", "{body:#.1000}");
+    let (_, _, body) = post_raw(&server, ACME, &json!({ "query": aliases(1, schema) })).await;
+    assert!(body.get("errors").is_none(), "one introspection is fine: {body:#.300}");
+    let stats = "agendaStats(minutes: 1440) { capped }";
+    let (_, _, body) = post_raw(&server, ACME, &json!({ "query": aliases(60, stats) })).await;
+    assert_eq!(code(only_error(&body)), "QUERY_TOO_COSTLY", "{body:#.1000}");
+    let (_, _, body) = post_raw(&server, ACME, &json!({ "query": aliases(2, stats) })).await;
+    assert!(body.get("errors").is_none(), "{body:#.300}");
+}
+
 /// A query or mutation over the WebSocket has an end, and gets a POST's bounds: the deadline
 /// and its principal's expensive-request permits (hostile15: a query ran 60 s where a POST is
 /// stopped at 20 s, and one token ran five of 6,000 points at once where a POST allows two).

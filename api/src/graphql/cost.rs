@@ -120,6 +120,13 @@ pub fn summary(as_of: bool, child_complexity: usize) -> usize {
 /// most four.
 pub const AS_OF_SUMMARY_COST: usize = 10 * LIST_SCAN_COST;
 
+/// The cost of a field that walks up to a list's worth of the read models whatever it is
+/// asked (`agendaStats`: every completion in its window): its selection and
+/// [`LIST_SCAN_COST`].
+pub fn scan_of(child_complexity: usize) -> usize {
+    child_complexity.saturating_add(1).saturating_add(LIST_SCAN_COST).min(MAX_FIELD_COST)
+}
+
 /// The cost of a list field inside an object: [`NESTED_LIST_ITEMS`] × its selection.
 pub fn nested(child_complexity: usize) -> usize {
     NESTED_LIST_ITEMS.saturating_mul(child_complexity).saturating_add(1).min(MAX_FIELD_COST)
@@ -314,9 +321,62 @@ pub fn too_long<'q>(queries: impl IntoIterator<Item = &'q str>) -> Option<AppErr
     })
 }
 
+/// Deepest nesting of `{`, `[` and `(` a GraphQL document may have, counted on its text before
+/// it is parsed. The parser accepts literal values nested as deep as its own stack guard lets
+/// it, and the walks after it (building the syntax tree, validation) recurse deeper with
+/// larger frames: a list literal nested 400 deep, 820 bytes from any token, overflowed a
+/// worker's stack and aborted the whole server (hostile17). The parser already refuses
+/// selection sets nested past 64; values go in variables, which serde_json bounds.
+pub const MAX_DOCUMENT_NESTING: usize = 64;
+
+/// BAD_REQUEST for a document nested deeper than [`MAX_DOCUMENT_NESTING`], found by one scan
+/// of its bytes (strings, block strings and comments skipped); `None` within it.
+pub fn too_deep(query: &str) -> Option<AppError> {
+    let bytes = query.as_bytes();
+    let (mut depth, mut deepest, mut i) = (0usize, 0usize, 0usize);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' && bytes[i] != b'\r' {
+                    i += 1;
+                }
+            }
+            b'"' if bytes[i..].starts_with(b"\"\"\"") => {
+                i += 3;
+                while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {
+                    // `\"""` is an escaped delimiter inside a block string.
+                    i += if bytes[i..].starts_with(b"\\\"\"\"") { 4 } else { 1 };
+                }
+                i += 2;
+            }
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'{' | b'[' | b'(' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+                if deepest > MAX_DOCUMENT_NESTING {
+                    return Some(AppError::bad_request(format!(
+                        "query: the GraphQL document nests braces, brackets or parentheses more \
+                         than {MAX_DOCUMENT_NESTING} deep; pass deep values as variables"
+                    )));
+                }
+            }
+            b'}' | b']' | b')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 /// The selections (fields, fragment spreads, inline fragments) of `document`'s operations
 /// once every fragment spread is expanded, counted in one pass over the document (each
-/// fragment's expansion counted once and remembered); `None` when a fragment spreads itself.
+/// fragment's expansion counted once and remembered; an introspection field adds
+/// [`INTROSPECTION_WEIGHT`]); `None` when a fragment spreads itself.
 /// The library's own walks — its recursion-depth check, validation, execution — expand every
 /// spread again wherever it occurs, without yielding: fragments that each spread the one
 /// before twice made a document of under 1 KB 2^23 selections, which held a worker for 50 s
@@ -330,7 +390,13 @@ pub fn expanded_selections(document: &ExecutableDocument) -> Option<u64> {
         let mut total: u64 = 0;
         for item in &selections.items {
             let inner = match &item.node {
-                Selection::Field(f) => set(&f.node.selection_set.node, document, memo)?,
+                Selection::Field(f) => {
+                    let below = set(&f.node.selection_set.node, document, memo)?;
+                    match f.node.name.node.as_str() {
+                        "__schema" | "__type" => below.saturating_add(INTROSPECTION_WEIGHT),
+                        _ => below,
+                    }
+                }
                 Selection::InlineFragment(f) => set(&f.node.selection_set.node, document, memo)?,
                 Selection::FragmentSpread(spread) => {
                     let name = spread.node.fragment_name.node.as_str();
@@ -362,6 +428,12 @@ pub fn expanded_selections(document: &ExecutableDocument) -> Option<u64> {
     Some(total)
 }
 
+/// What an introspection field (`__schema`, `__type`) adds to [`expanded_selections`]: it
+/// answers the whole schema for a few points of cost (hostile17: about 23 points built 45 KB,
+/// and 360 aliases 16 MB), so more than four in one request are refused; GraphiQL and the
+/// clients that introspect send one.
+pub const INTROSPECTION_WEIGHT: u64 = 10_000;
+
 /// The refusal of documents (every operation of one HTTP body together, or one WebSocket
 /// operation) whose fragments expand to `expanded` selections ([`expanded_selections`]
 /// summed; `None`: a fragment spreads itself): QUERY_TOO_COSTLY past `max`, before the
@@ -377,8 +449,9 @@ pub fn overexpanded(expanded: Option<u64>, max: usize) -> Option<AppError> {
         AppError::new(
             Code::QueryTooCostly,
             format!(
-                "query: its fragments expand to {total} selections, more than the cost limit \
-                 of {max}; spread fewer fragments, or fragments that spread fewer"
+                "query: its fragments expand to {total} selections (an introspection field \
+                 counting {INTROSPECTION_WEIGHT}), more than the cost limit of {max}; spread \
+                 fewer fragments, or fragments that spread fewer, and introspect once"
             ),
         )
     })
@@ -683,5 +756,22 @@ mod tests {
             None
         );
         assert!(overexpanded(None, 50_000).is_some_and(|e| e.code == Code::BadRequest));
+    }
+
+    #[test]
+    fn a_document_nested_too_deep_is_refused_from_its_text() {
+        let deep =
+            format!("{{ agenda(id: {}\"x\"{}) {{ id }} }}", "[".repeat(400), "]".repeat(400));
+        assert!(too_deep(&deep).is_some_and(|e| e.code == Code::BadRequest));
+        let ok = format!("{{ agenda(id: {}\"x\"{}) {{ id }} }}", "[".repeat(50), "]".repeat(50));
+        assert!(too_deep(&ok).is_none());
+        // Brackets inside strings, block strings and comments do not count.
+        let quoted = format!(
+            "{{ a(s: \"{b}\", t: \"\"\"{b} \\\"\"\" {b}\"\"\") # {b}\n {{ id }} }}",
+            b = "[".repeat(400)
+        );
+        assert!(too_deep(&quoted).is_none(), "{quoted}");
+        let escaped = format!("{{ a(s: \"\\\"{}\") {{ id }} }}", "{".repeat(400));
+        assert!(too_deep(&escaped).is_none());
     }
 }
