@@ -9,15 +9,18 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub const DEFAULT_DATA_DIR: &str = "pop-data";
 
 /// The flags a client command needs to reach the server at `server` with the admin token of
-/// `data_dir` (each with a leading space), leaving out the defaults: for the hints that print
-/// the next command to run.
-pub fn client_flags(server: &str, data_dir: &std::path::Path) -> String {
+/// `data_dir` (each with a leading space), for the hints that print the next command to run:
+/// the server unless it is the default, and the data directory unless it is the default one
+/// of the folder the command is to run in (`runs_here`), as an absolute path (newcomer7: a
+/// relative one, followed from another folder, found no admin token).
+pub fn client_flags(server: &str, data_dir: &std::path::Path, runs_here: bool) -> String {
     let mut flags = String::new();
     if server.trim_end_matches('/') != DEFAULT_SERVER {
         flags.push_str(&format!(" --server {server}"));
     }
-    if data_dir != std::path::Path::new(DEFAULT_DATA_DIR) {
-        flags.push_str(&format!(" --data-dir {}", data_dir.display()));
+    if !(runs_here && data_dir == std::path::Path::new(DEFAULT_DATA_DIR)) {
+        let absolute = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+        flags.push_str(&format!(" --data-dir {}", absolute.display()));
     }
     flags
 }
@@ -265,6 +268,7 @@ pub enum Command {
         /// The agenda's customer, when the token sees several customers using the id.
         #[arg(long)]
         customer: Option<String>,
+        /// Events per page (at most 200).
         #[arg(long, default_value_t = 100)]
         first: u32,
         /// Continue after this cursor (printed when more exist).
@@ -553,7 +557,8 @@ pub struct ServeArgs {
     #[arg(long, env = "POP_MAX_LIVE_BYTES_PER_CUSTOMER", default_value_t = pop_api::config::DEFAULT_MAX_LIVE_BYTES_PER_CUSTOMER)]
     pub max_live_bytes_per_customer: u64,
     /// Most bytes (as JSON) one operation's payload, or a report's resultPayload, may take;
-    /// past it the submit or report is refused with VALIDATION naming the field.
+    /// past it a submit is refused with VALIDATION naming the field, and a report is taken
+    /// with that operation failed (NOT_RETRYABLE, without the result).
     #[arg(long, env = "POP_MAX_PAYLOAD_BYTES", default_value_t = pop_api::config::DEFAULT_MAX_PAYLOAD_BYTES)]
     pub max_payload_bytes: usize,
     /// Most bytes (as JSON) one params map (an agenda's, an operation's, a report's) may take;
@@ -857,4 +862,21 @@ pub struct LogArgs {
     /// Keep printing new events as they are committed (global log only).
     #[arg(long)]
     pub follow: bool,
+}
+
+#[cfg(test)]
+mod hint_tests {
+    use super::*;
+
+    #[test]
+    fn hints_name_the_data_directory_in_full_unless_it_is_the_default_here() {
+        let default = std::path::Path::new(DEFAULT_DATA_DIR);
+        assert_eq!(client_flags(DEFAULT_SERVER, default, true), "");
+        let elsewhere = client_flags(DEFAULT_SERVER, default, false);
+        let dir = elsewhere.strip_prefix(" --data-dir ").expect(&elsewhere);
+        assert!(std::path::Path::new(dir).is_absolute() && dir.ends_with("/pop-data"), "{dir}");
+        let relative = client_flags("http://127.0.0.1:9", std::path::Path::new("devemb"), true);
+        assert!(relative.starts_with(" --server http://127.0.0.1:9 --data-dir /"), "{relative}");
+        assert!(relative.ends_with("/devemb"), "{relative}");
+    }
 }

@@ -169,7 +169,7 @@ pub async fn run(args: StoreArgs) -> Result<()> {
     store.close().await.context("closing the store")?;
     // The follow-up commands name the data directory unless it is the default one (a demo
     // kept out of the default store with --data-dir printed hints that read the default).
-    let dir = crate::cli::client_flags(crate::cli::DEFAULT_SERVER, &args.data_dir);
+    let dir = crate::cli::client_flags(crate::cli::DEFAULT_SERVER, &args.data_dir, true);
     println!("\nsee its history: pop log{dir} --stream agenda-{stream_key}");
     // The client finds the admin token in the same data directory.
     println!("with `pop serve{dir}` running: pop progress {id}{dir}");

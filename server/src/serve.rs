@@ -309,7 +309,10 @@ async fn dev_setup(server: String, admin_token: Option<std::path::PathBuf>, data
             }
             // The clients' flags unless they are the defaults (newcomer6: a hint without the
             // data directory failed as written).
-            let at = crate::cli::client_flags(&server, &data_dir);
+            // Run from pop's source folder (the examples are there), not necessarily where
+            // this server runs: unless that is it, the data directory is named in full.
+            let here = std::path::Path::new("examples/handlers.toml").exists();
+            let at = crate::cli::client_flags(&server, &data_dir, here);
             println!(
                 "pop: --dev: next, in another terminal, from pop's source folder (the \
                  examples are there): pop worker{at} --insight encode --handlers \

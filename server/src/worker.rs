@@ -47,6 +47,7 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
                             namespace,
                             image: spec.image,
                             command: spec.command,
+                            service_account: spec.service_account,
                             timeout: spec.timeout,
                             poll: Duration::from_millis(args.kube_poll_ms.max(100)),
                         }),

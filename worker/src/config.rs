@@ -73,6 +73,10 @@ pub enum HandlerConfig {
         command: Vec<String>,
         #[serde(default)]
         namespace: Option<String>,
+        /// The pods' service account (the namespace's `default` when absent): the one given
+        /// the rights to annotate themselves.
+        #[serde(default)]
+        service_account: Option<String>,
         #[serde(default = "default_timeout")]
         timeout_seconds: u64,
     },
@@ -139,6 +143,7 @@ pub struct KubeHandlerSpec {
     pub image: String,
     pub command: Vec<String>,
     pub namespace: Option<String>,
+    pub service_account: Option<String>,
     pub timeout: Duration,
 }
 
@@ -218,16 +223,28 @@ pub fn parse(
                 };
                 registry.insert(op_type, handler);
             }
-            HandlerConfig::Kubernetes { image, command, namespace, timeout_seconds } => {
+            HandlerConfig::Kubernetes {
+                image,
+                command,
+                namespace,
+                service_account,
+                timeout_seconds,
+            } => {
                 if image.trim().is_empty() {
                     return Err(invalid(&op_type, "image is required"));
+                }
+                // As for a local handler (newcomer7: 0, meant as "none", became 1 s, and every
+                // pod was deleted a second after it was made).
+                if timeout_seconds == 0 {
+                    return Err(invalid(&op_type, "timeout_seconds must be at least 1"));
                 }
                 kube.push(KubeHandlerSpec {
                     op_type,
                     image,
                     command,
                     namespace,
-                    timeout: Duration::from_secs(timeout_seconds.max(1)),
+                    service_account,
+                    timeout: Duration::from_secs(timeout_seconds),
                 });
             }
         }
@@ -259,6 +276,14 @@ mod tests {
         assert_eq!(kube.len(), 1);
         assert_eq!(kube[0].image, "ffmpeg:7");
         assert_eq!(kube[0].timeout, Duration::from_secs(DEFAULT_TIMEOUT_SECONDS));
+        assert_eq!(kube[0].service_account, None);
+        // Its service account, and a timeout of 0 refused as for a local handler.
+        let text = "[handlers.t]\nkind = \"kubernetes\"\nimage = \"i\"\nservice_account = \"h\"\n";
+        let (_, kube) = parse(text, Path::new("/etc/pop"), "x.toml").unwrap();
+        assert_eq!(kube[0].service_account.as_deref(), Some("h"));
+        let zero = "[handlers.t]\nkind = \"kubernetes\"\nimage = \"i\"\ntimeout_seconds = 0\n";
+        let refused = parse(zero, Path::new("/etc/pop"), "x.toml").unwrap_err().to_string();
+        assert!(refused.contains("timeout_seconds must be at least 1"), "{refused}");
     }
 
     #[test]

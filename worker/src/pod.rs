@@ -67,6 +67,8 @@ pub struct KubePod {
     pub image: String,
     /// The container's command; the image's entrypoint when empty.
     pub command: Vec<String>,
+    /// The pods' service account; the namespace's `default` when `None`.
+    pub service_account: Option<String>,
     /// No progress for this long fails the operation and deletes its pod.
     pub timeout: Duration,
     /// How often the pod is looked at.
@@ -193,6 +195,7 @@ impl KubePod {
             },
             spec: Some(PodSpec {
                 restart_policy: Some("Never".to_string()),
+                service_account_name: self.service_account.clone(),
                 containers: vec![Container {
                     name: "operation".to_string(),
                     image: Some(self.image.clone()),

@@ -28,6 +28,7 @@ fn pair(timeout: Duration) -> (KubePod, Handle) {
         namespace: "farm".into(),
         image: "registry.example/encode:1".into(),
         command: vec!["/encode".into()],
+        service_account: Some("pop-handler".into()),
         timeout,
         poll: Duration::from_millis(5),
     };
@@ -176,6 +177,7 @@ async fn a_pod_is_created_with_pops_labels_followed_through_its_annotations_and_
     assert_eq!(created["metadata"]["annotations"]["pop.operationName"], "Encode Video #1");
     assert_eq!(created["metadata"]["generateName"], "pop-encode-video--1-");
     assert_eq!(created["spec"]["restartPolicy"], "Never");
+    assert_eq!(created["spec"]["serviceAccountName"], "pop-handler");
     assert_eq!(created["spec"]["containers"][0]["image"], "registry.example/encode:1");
     assert_eq!(created["spec"]["containers"][0]["command"], json!(["/encode"]));
     assert_eq!(env_of(&created, "POP_PAYLOAD").unwrap(), r#"{"src":"in.mov"}"#);
