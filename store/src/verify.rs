@@ -460,6 +460,22 @@ pub(crate) fn check_pruned(
     report
 }
 
+/// The break of a hash row kept for a stream pop did not delete: a live one (`exists`), or one
+/// that does not exist. Pop keeps hash rows only for the streams it deleted.
+pub(crate) fn stray_hash_row(stream: String, exists: bool, version: i64, at: Position) -> Break {
+    let which =
+        if exists { "this stream, which is not deleted" } else { "a stream that does not exist" };
+    Break {
+        stream,
+        version: u64::try_from(version).ok(),
+        position: Some(at),
+        reason: format!(
+            "a hash row is kept for {which}: pop keeps them only for the streams it deleted, so \
+             it was added outside pop"
+        ),
+    }
+}
+
 /// What verification found about the checkpoints.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CheckpointReport {

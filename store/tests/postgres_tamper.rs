@@ -215,6 +215,19 @@ async fn every_edit_of_the_database_is_found_with_its_place() {
         assert!(found.reason.contains(&format!("no table {table}")), "{found}");
         assert_eq!(found.to_string(), found.reason, "said without a stream");
     }
+    // Hash rows added for a live stream, or for one that does not exist (auditor19).
+    for (stream, says) in [("a", "which is not deleted"), ("nowhere", "does not exist")] {
+        let (r, _) = tampered(cluster, |_| {
+            format!(
+                "INSERT INTO pop_pruned (tx_id, seq, stream, version, chain) \
+                 SELECT max(tx_id), 900, '{stream}', 0, NULL FROM pop_events"
+            )
+        })
+        .await;
+        let found = r.first_break.expect("found");
+        assert_eq!(found.stream, stream, "{found}");
+        assert!(found.reason.contains(says), "{found}");
+    }
     // A schema named after the user, first on the default search path, holding none of pop's
     // tables: they are still found where the store's queries find them (review-s37: verify
     // looked in `current_schema()` alone and called an intact store tampered).

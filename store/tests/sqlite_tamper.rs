@@ -184,6 +184,22 @@ async fn every_edit_of_the_file_is_found_with_its_place() {
     assert_eq!(found.to_string(), found.reason, "said without a stream");
     let r = tampered(&path, "DELETE FROM log");
     assert!(r.first_break.expect("found").reason.contains("table log has no row"));
+    // Hash rows added for a live stream, or for one that does not exist (auditor19: they
+    // passed, were sealed, and then misled export and later checks).
+    let r = tampered(
+        &path,
+        "INSERT INTO pruned (position, stream_id, version, chain) \
+         VALUES (5000, (SELECT id FROM streams WHERE name = 'a'), 0, NULL)",
+    );
+    let found = r.first_break.expect("found");
+    assert_eq!(found.stream, "a", "{found}");
+    assert!(found.reason.contains("which is not deleted"), "{found}");
+    let r = tampered(
+        &path,
+        "INSERT INTO pruned (position, stream_id, version, chain) VALUES (5001, 9999, 0, NULL)",
+    );
+    let found = r.first_break.expect("found");
+    assert!(found.reason.contains("does not exist"), "{found}");
     // Its schema version zeroed: not "migrate it" (review-s37: migrating then failed).
     let r = tampered(&path, "PRAGMA user_version = 0");
     assert!(r.first_break.expect("found").reason.contains("user_version) is 0"));

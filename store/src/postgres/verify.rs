@@ -229,7 +229,27 @@ async fn with_pruned_checked(
         };
         tails.insert(r.try_get(0).map_err(fail)?, tail);
     }
-    Ok(crate::verify::check_pruned(report, &tombstones, &tails))
+    let report = crate::verify::check_pruned(report, &tombstones, &tails);
+    if !report.is_intact() {
+        return Ok(report);
+    }
+    // Hash rows are kept only for the streams pop deleted (see the embedded store's check).
+    let stray = tx
+        .query_opt(
+            "SELECT p.tx_id, p.seq, p.version, p.stream, s.name IS NOT NULL FROM pop_pruned p \
+             LEFT JOIN pop_streams s ON s.name = p.stream \
+             WHERE s.name IS NULL OR s.deleted_at IS NULL ORDER BY p.tx_id, p.seq LIMIT 1",
+            &[],
+        )
+        .await
+        .map_err(fail)?;
+    if let Some(r) = stray {
+        let at = position(r.try_get(0).map_err(fail)?, r.try_get(1).map_err(fail)?);
+        let (version, name, known) =
+            (r.try_get(2).map_err(fail)?, r.try_get(3).map_err(fail)?, r.try_get(4).map_err(fail)?);
+        return Ok(crate::verify::stray_hash_row(name, known, version, at).alone());
+    }
+    Ok(report)
 }
 
 /// [`Verification::with_unsealed`]: the events past the newest checkpoint, read in the
