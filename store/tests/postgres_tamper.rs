@@ -215,6 +215,13 @@ async fn every_edit_of_the_database_is_found_with_its_place() {
         assert!(found.reason.contains(&format!("no table {table}")), "{found}");
         assert_eq!(found.to_string(), found.reason, "said without a stream");
     }
+    // pop_schema emptied, or given a second row: a break, not "could not check".
+    for edit in ["DELETE FROM pop_schema", "INSERT INTO pop_schema SELECT version FROM pop_schema"]
+    {
+        let (r, _) = tampered(cluster, |_| edit.into()).await;
+        let found = r.first_break.expect("found");
+        assert!(found.reason.contains("pop_schema holds"), "{edit}: {found}");
+    }
     // Hash rows added for a live stream, or for one that does not exist (auditor19).
     for (stream, says) in [("a", "which is not deleted"), ("nowhere", "does not exist")] {
         let (r, _) = tampered(cluster, |_| {

@@ -347,6 +347,14 @@ pub fn too_deep(query: &str) -> Option<AppError> {
                     // `\"""` is an escaped delimiter inside a block string.
                     i += if bytes[i..].starts_with(b"\\\"\"\"") { 4 } else { 1 };
                 }
+                if i >= bytes.len() {
+                    // Unterminated, the parser reads `""` and a string from the third quote,
+                    // and what follows as code: nothing here may be skipped (review-s37b: a
+                    // 400-deep list after `""" "` passed this scan and aborted the server).
+                    return Some(AppError::bad_request(
+                        "query: a block string (\"\"\") is not closed",
+                    ));
+                }
                 i += 2;
             }
             b'"' => {
@@ -773,5 +781,12 @@ mod tests {
         assert!(too_deep(&quoted).is_none(), "{quoted}");
         let escaped = format!("{{ a(s: \"\\\"{}\") {{ id }} }}", "{".repeat(400));
         assert!(too_deep(&escaped).is_none());
+        // An unterminated block string hides nothing (the parser reads `""` and then code).
+        let open = format!(
+            "{{ agenda(id: [\"\"\" \" {}\"x\"{} ]) {{ id }} }}",
+            "[".repeat(400),
+            "]".repeat(400)
+        );
+        assert!(too_deep(&open).is_some_and(|e| e.message.contains("not closed")), "{open}");
     }
 }

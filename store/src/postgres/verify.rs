@@ -120,12 +120,17 @@ async fn run(
         ));
     }
     if tables.iter().any(|t| t == "pop_schema") {
-        let found: i32 = tx
-            .query_one("SELECT version FROM pop_schema", &[])
-            .await
-            .map_err(fail)?
-            .try_get(0)
-            .map_err(fail)?;
+        let rows = tx.query("SELECT version FROM pop_schema", &[]).await.map_err(fail)?;
+        let [row] = rows.as_slice() else {
+            // pop keeps exactly one row there (review-s37b: none or two was "could not check").
+            return Ok(crate::verify::Break::of_store(format!(
+                "the table pop_schema holds {} rows, where pop keeps one: it was edited \
+                 outside pop",
+                rows.len()
+            ))
+            .alone());
+        };
+        let found: i32 = row.try_get(0).map_err(fail)?;
         if found != PG_SCHEMA_VERSION as i32 {
             return Err(StoreError::Corrupt(format!(
                 "the database's pop schema is version {found} and this build verifies version \
