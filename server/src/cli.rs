@@ -20,7 +20,13 @@ pub fn client_flags(server: &str, data_dir: &std::path::Path, runs_here: bool) -
     }
     if !(runs_here && data_dir == std::path::Path::new(DEFAULT_DATA_DIR)) {
         let absolute = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
-        flags.push_str(&format!(" --data-dir {}", absolute.display()));
+        let shown = absolute.display().to_string();
+        // Pasted into a shell as printed: a path with spaces is quoted.
+        if shown.contains(char::is_whitespace) {
+            flags.push_str(&format!(" --data-dir '{}'", shown.replace('\'', "'\\''")));
+        } else {
+            flags.push_str(&format!(" --data-dir {shown}"));
+        }
     }
     flags
 }
@@ -878,5 +884,7 @@ mod hint_tests {
         let relative = client_flags("http://127.0.0.1:9", std::path::Path::new("devemb"), true);
         assert!(relative.starts_with(" --server http://127.0.0.1:9 --data-dir /"), "{relative}");
         assert!(relative.ends_with("/devemb"), "{relative}");
+        let spaced = client_flags(DEFAULT_SERVER, std::path::Path::new("/tmp/my data"), true);
+        assert_eq!(spaced, " --data-dir '/tmp/my data'");
     }
 }

@@ -162,9 +162,11 @@ fn pod_env(ctx: &OperationContext, payload_var: &str, payload_value: &str) -> Ve
 /// whole OperationProgress POP's `KubernetesReporter` writes (`percentComplete`, a number or a
 /// numeric string, and `processingStateMessage`).
 fn reported_progress(annotation: &Value) -> Progress {
-    let percent = annotation.get("percent").or_else(|| annotation.get("percentComplete"));
+    let field =
+        |a: &str, b: &str| annotation.get(a).filter(|v| !v.is_null()).or_else(|| annotation.get(b));
+    let percent = field("percent", "percentComplete");
     let percent = percent.and_then(|p| p.as_f64().or_else(|| p.as_str()?.trim().parse().ok()));
-    let message = annotation.get("message").or_else(|| annotation.get("processingStateMessage"));
+    let message = field("message", "processingStateMessage");
     Progress { percent, message: message.and_then(Value::as_str).map(str::to_string) }
 }
 

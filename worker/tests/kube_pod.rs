@@ -139,7 +139,7 @@ async fn a_handler_image_written_for_pop_finds_its_inputs_and_its_progress_is_re
     );
     let (_, send) = expect(&mut handle, Method::GET, POD).await;
     let done = json!({"processingState": "COMPLETE", "processingStateMessage": "succeeded",
-        "percentComplete": 100.0});
+        "percent": null, "percentComplete": 100.0});
     respond(
         send,
         200,
