@@ -20,7 +20,7 @@ use pop_app::Caller;
 
 use crate::dashboard;
 use crate::error::{AppError, Code};
-use crate::graphql::cost::{Budget, deadline_error};
+use crate::graphql::cost::{Budget, Unfit, deadline_error};
 use crate::metrics;
 use crate::request::{
     header_principal, read_body, request_cid, request_traceparent, request_tracestate,
@@ -160,32 +160,30 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
         ));
         return error_response(StatusCode::BAD_REQUEST, error, &cid);
     }
-    if let Some(error) = crate::graphql::cost::too_long(batch.iter().map(|r| r.query.as_str())) {
-        return error_response(StatusCode::PAYLOAD_TOO_LARGE, error, &cid);
-    }
-    if let Some(error) = batch.iter().find_map(|r| crate::graphql::cost::too_deep(&r.query)) {
-        return error_response(StatusCode::BAD_REQUEST, error, &cid);
-    }
     // One budget for the whole body: a batch's operations add up their cost and bytes.
     let config = state.config();
+    let mut requests: Vec<&mut async_graphql::Request> = batch.iter_mut().collect();
+    match crate::graphql::cost::unfit(&mut requests, config.max_complexity, |r| {
+        state.parse_cached(r)
+    }) {
+        Some(Unfit::TooLong(error)) => {
+            return error_response(StatusCode::PAYLOAD_TOO_LARGE, error, &cid);
+        }
+        Some(Unfit::Refused(error)) => return error_response(StatusCode::BAD_REQUEST, error, &cid),
+        None => {}
+    }
     let deadline = config.request_deadline;
     let budget = Arc::new(
         Budget::new(config.max_complexity, config.max_response_bytes).with_deadline(deadline),
     );
     let traceparent = request_traceparent(&headers);
     let tracestate = request_tracestate(&headers);
-    let mut expanded = Some(0);
     for request in batch.iter_mut() {
         let caller = Caller::new(principal.clone(), cid.clone())
             .with_traceparent(traceparent)
             .with_tracestate(tracestate);
         request.data.insert(caller);
         request.data.insert(Arc::clone(&budget));
-        state.parse_cached(request);
-        expanded = crate::graphql::cost::add_expansion(expanded, request);
-    }
-    if let Some(error) = crate::graphql::cost::overexpanded(expanded, config.max_complexity) {
-        return error_response(StatusCode::BAD_REQUEST, error, &cid);
     }
     // The budget stops a request that resolves fields past its deadline; this stops one
     // that waits past it (with a second's grace, so the budget's own answer wins).

@@ -60,7 +60,7 @@ use crate::auth::{Principal, token_from_init_payload};
 use pop_app::Caller;
 
 use crate::graphql::PopSchema;
-use crate::graphql::cost::Budget;
+use crate::graphql::cost::{Budget, Unfit};
 use crate::metrics;
 use crate::state::{AppState, PrincipalConnection, QueuedTotals};
 
@@ -512,16 +512,13 @@ impl Connection {
                 "this connection already runs {max} operations, the most it may; complete one or open another connection"
             )));
         }
-        if let Some(error) = crate::graphql::cost::too_long([request.query.as_str()])
-            .or_else(|| crate::graphql::cost::too_deep(&request.query))
-        {
-            return refuse(error);
-        }
         let mut request = request;
         let max_cost = upgrade.state.config().max_complexity;
-        let expanded = crate::graphql::cost::add_expansion(Some(0), &mut request);
-        if let Some(error) = crate::graphql::cost::overexpanded(expanded, max_cost) {
-            return refuse(error);
+        let state = &upgrade.state;
+        match crate::graphql::cost::unfit(&mut [&mut request], max_cost, |r| state.parse_cached(r))
+        {
+            Some(Unfit::TooLong(error) | Unfit::Refused(error)) => return refuse(error),
+            None => {}
         }
         let operation_name = request.operation_name.clone();
         let kind = match request.parsed_query() {

@@ -104,8 +104,7 @@ pub const LIST_SCAN_COST: usize = 1_000;
 /// up to 100,000 events (`pop_app::asof::MAX_AS_OF_EVENTS`), not one read-model lookup
 /// (hostile15: 300 aliases cost 600 points and ran to the deadline, three at once).
 pub fn as_of(as_of: bool, child_complexity: usize) -> usize {
-    let extra = if as_of { LIST_SCAN_COST } else { 0 };
-    child_complexity.saturating_add(1).saturating_add(extra).min(MAX_FIELD_COST)
+    if as_of { scan_of(child_complexity) } else { child_complexity.saturating_add(1) }
 }
 
 /// The cost of a progress summary: a [`scan`], and with `asOf` [`AS_OF_SUMMARY_COST`] more
@@ -306,6 +305,38 @@ impl Budget {
     }
 }
 
+/// Why GraphQL documents are refused before the library parses or walks them.
+#[derive(Debug)]
+pub enum Unfit {
+    /// Longer than [`MAX_QUERY_BYTES`] ([`too_long`]): 413 over HTTP.
+    TooLong(AppError),
+    /// Nested too deep ([`too_deep`]) or expanding past the cost limit ([`overexpanded`]).
+    Refused(AppError),
+}
+
+/// The one gate of every transport's documents (every operation of one HTTP body together,
+/// or one WebSocket operation), in the order that keeps each step safe: the size and the
+/// nesting on the text, then `parse` (the transport's parse cache) and the fragments'
+/// expansion on the parsed document. `None`: the library may take them.
+pub fn unfit(
+    requests: &mut [&mut Request],
+    max_cost: usize,
+    parse: impl Fn(&mut Request),
+) -> Option<Unfit> {
+    if let Some(error) = too_long(requests.iter().map(|r| r.query.as_str())) {
+        return Some(Unfit::TooLong(error));
+    }
+    if let Some(error) = requests.iter().find_map(|r| too_deep(&r.query)) {
+        return Some(Unfit::Refused(error));
+    }
+    let mut expanded = Some(0);
+    for request in requests.iter_mut() {
+        parse(request);
+        expanded = add_expansion(expanded, request);
+    }
+    overexpanded(expanded, max_cost).map(Unfit::Refused)
+}
+
 /// BAD_REQUEST for GraphQL documents (every operation of one HTTP body together, or one
 /// WebSocket operation) longer than [`MAX_QUERY_BYTES`], refused before they are parsed;
 /// `None` within it. A batch counts together: sixteen documents just under the limit were
@@ -467,7 +498,7 @@ pub fn overexpanded(expanded: Option<u64>, max: usize) -> Option<AppError> {
 
 /// [`expanded_selections`] of `request`'s document added to `total` (a document that does
 /// not parse adds nothing: the schema reports it).
-pub fn add_expansion(total: Option<u64>, request: &mut Request) -> Option<u64> {
+fn add_expansion(total: Option<u64>, request: &mut Request) -> Option<u64> {
     match request.parsed_query() {
         Ok(document) => total.zip(expanded_selections(document)).map(|(a, b)| a.saturating_add(b)),
         Err(_) => total,
