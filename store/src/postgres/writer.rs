@@ -412,8 +412,9 @@ struct GroupRead {
     tx_id: i64,
     state: HashMap<String, StreamState>,
     heads: HashMap<String, Hash>,
-    /// The commit time of each stream's last event, in microseconds.
-    times: HashMap<String, i64>,
+    /// The latest commit time of the group's streams' last events, in microseconds (`None`:
+    /// no stream has one); the group is stamped no earlier ([`after_streams`]).
+    latest: Option<i64>,
     placed: HashMap<Uuid, Placed>,
 }
 
@@ -425,10 +426,7 @@ struct GroupRead {
 /// to the time taken, so what it stamps next (and the commands' clock) does not go back
 /// either.
 fn after_streams(shared: &Shared, now: i64, read: &GroupRead) -> i64 {
-    let latest = read.times.values().copied().max().unwrap_or(i64::MIN);
-    if latest <= now {
-        return now;
-    }
+    let Some(latest) = read.latest.filter(|l| *l > now) else { return now };
     shared.floor.raise(latest);
     latest
 }
@@ -459,7 +457,7 @@ async fn read_group(
     let tx_id: i64 = xid.try_get(0).map_err(read)?;
     let mut state: HashMap<String, StreamState> = HashMap::with_capacity(streams.len());
     let mut heads: HashMap<String, Hash> = HashMap::with_capacity(streams.len());
-    let mut times: HashMap<String, i64> = HashMap::with_capacity(streams.len());
+    let mut latest: Option<i64> = None;
     for row in &streams {
         let name: String = row.try_get(0).map_err(read)?;
         let version: Option<i64> = row.try_get(1).map_err(read)?;
@@ -471,7 +469,7 @@ async fn read_group(
             heads.insert(name.clone(), head);
         }
         if let Some(at) = row.try_get::<_, Option<i64>>(4).map_err(read)? {
-            times.insert(name.clone(), at);
+            latest = latest.max(Some(at));
         }
         state.insert(name, StreamState { version, deleted: row.try_get(2).map_err(read)? });
     }
@@ -488,7 +486,7 @@ async fn read_group(
             },
         );
     }
-    Ok(GroupRead { tx_id, state, heads, times, placed })
+    Ok(GroupRead { tx_id, state, heads, latest, placed })
 }
 
 /// A touched stream's new version, last sequence number and chain head.

@@ -80,7 +80,7 @@ impl KnownStreams {
             tx_id: UNKNOWN_TX,
             state: HashMap::with_capacity(group.len()),
             heads: HashMap::new(),
-            times: HashMap::new(),
+            latest: None,
             placed: HashMap::new(),
         };
         let (mut names, mut versions, mut heads) = (Vec::new(), Vec::new(), Vec::new());
@@ -100,7 +100,7 @@ impl KnownStreams {
                 read.heads.insert(request.stream.clone(), head);
             }
             if let Some(k) = stream {
-                read.times.insert(request.stream.clone(), k.at);
+                read.latest = read.latest.max(Some(k.at));
             }
             names.push(request.stream.as_str());
             versions.push(version.and_then(|v| i64::try_from(v).ok()));
