@@ -72,6 +72,8 @@ pub const CHECKPOINT_SEALING_REFUSED: &str = "pop_checkpoint_sealing_refused";
 /// 1 while this process cannot write its witness file (a full or read-only data directory):
 /// the witness falls behind the checkpoints, so deleting the newer ones would go unseen.
 pub const CHECKPOINT_WITNESS_STALE: &str = "pop_checkpoint_witness_stale";
+/// The database server's clock minus this replica's (PostgreSQL; absent on the embedded store).
+pub const STORE_CLOCK_OFFSET: &str = "pop_store_clock_offset_seconds";
 
 /// What a metric is, for its `# TYPE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,6 +182,11 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
         CHECKPOINT_WITNESS_STALE,
         Kind::Gauge,
         "1 while this process cannot write its checkpoint witness file (a full or read-only data directory; the log says why): the witness falls behind the checkpoints, so deleting newer checkpoints would go unseen. Else 0.",
+    ),
+    (
+        STORE_CLOCK_OFFSET,
+        Kind::Gauge,
+        "PostgreSQL only: the database server's clock minus this replica's, in seconds, measured every 30 s. pop stamps commands, leases and commits with the server's time, so replicas agree whatever their own clocks say; a large value means this host's clock is wrong (NTP).",
     ),
     (SUBSCRIPTIONS_ACTIVE, Kind::Gauge, "Live follows (GraphQL subscriptions) being served."),
     (COMMANDS, Kind::Counter, "Commands executed, by command name and outcome (ok, refused)."),
@@ -334,6 +341,14 @@ pub(crate) fn projection_gauges(
     metrics::gauge!(PROJECTION_READY).set(if ready { 1.0 } else { 0.0 });
     metrics::gauge!(PROJECTION_SKIPPED).set(skipped as f64);
     metrics::gauge!(PROJECTION_DEGRADED).set(if degraded { 1.0 } else { 0.0 });
+}
+
+/// [`STORE_CLOCK_OFFSET`], when the store follows another clock than this process's.
+pub(crate) fn clock_gauge(offset: Option<chrono::TimeDelta>) {
+    if let Some(offset) = offset {
+        let seconds = offset.num_microseconds().map_or(f64::NAN, |m| m as f64 / 1e6);
+        metrics::gauge!(STORE_CLOCK_OFFSET).set(seconds);
+    }
 }
 
 /// The insights the last scrape exported gauges for, so that one no longer exported (deleted,

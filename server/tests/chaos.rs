@@ -454,10 +454,15 @@ impl Drop for DoomedWorker {
 
 /// Whether a replica's log says it leads the scheduler (since its start).
 fn leads_scheduler(pop: &Pop) -> bool {
+    leads(pop, "scheduler")
+}
+
+/// Whether `pop` said it leads the timed process `process`.
+fn leads(pop: &Pop, process: &str) -> bool {
     std::fs::read_to_string(&pop.log)
         .unwrap_or_default()
         .lines()
-        .any(|l| l.contains("this replica leads") && l.contains("scheduler"))
+        .any(|l| l.contains("this replica leads") && l.contains(process))
 }
 
 /// Waits (bounded) until one of `pops` leads the scheduler; its index.
@@ -920,4 +925,110 @@ async fn kill_9_of_a_worker_holding_leases_loses_and_duplicates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_disk_under_the_embedded_store_loses_and_duplicates_nothing() {
     chaos("a_full_disk_under_the_embedded_store", Fault::DiskFull).await;
+}
+
+/// auditor19 N1: a replica whose clock is 30 s behind the one that leads the reclaimer hands
+/// out a lease, and the reclaimer honours it. Both replicas follow the database server's
+/// clock; before, the replica behind stamped the claim with its own time (or its last commit
+/// time seen, older still), so its lease had already run out by the other's clock, was timed
+/// out at once, and an attempt was used up with the agenda unrun.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lease_from_a_replica_whose_clock_is_behind_is_honoured() {
+    let name = "a_lease_from_a_replica_behind";
+    let library = match faketime() {
+        Ok(library) => library,
+        Err(why) => {
+            let required = std::env::var("POP_REQUIRE_FAKETIME").is_ok_and(|v| v == "1");
+            assert!(!required, "POP_REQUIRE_FAKETIME=1 but {why}");
+            eprintln!(
+                "SKIP: {name} did not run: {why}. Set POP_REQUIRE_FAKETIME=1 to make this a failure."
+            );
+            return;
+        }
+    };
+    let Some(cluster) =
+        TestCluster::start(name, ClusterDurability::Fast).expect("a throwaway PostgreSQL cluster")
+    else {
+        return;
+    };
+    let url = cluster.create_database().await.expect("a database");
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = json!([
+        {"token": ACME, "name": "acme-user", "role": "user", "customers": ["acme"]},
+        {"token": WORKER, "name": "worker", "role": "service", "customers": ["acme"]},
+    ]);
+    let token_file = dir.path().join("tokens.json");
+    std::fs::write(&token_file, tokens.to_string()).unwrap();
+    let key = dir.path().join("checkpoint.key");
+    std::fs::write(&key, format!("{}\n", "7".repeat(64))).unwrap();
+    let key_arg = key.display().to_string();
+    let args = [
+        "--lease",
+        "5",
+        "--reclaim-interval",
+        "1",
+        "--checkpoint-key",
+        key_arg.as_str(),
+        "--store",
+        url.as_str(),
+    ];
+    let start = |i: usize, env: &[(&str, &str)]| {
+        Pop::start_with_env(
+            &dir.path().join(format!("data-{i}")),
+            Some(&token_file),
+            &dir.path().join(format!("pop-{i}.log")),
+            true,
+            &args,
+            env,
+        )
+    };
+    let ahead = start(0, &[]);
+    let until = Instant::now() + TAKEOVER;
+    while !leads(&ahead, "reclaimer") {
+        assert!(Instant::now() < until, "the first replica does not lead the reclaimer");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let behind = start(
+        1,
+        &[
+            ("LD_PRELOAD", library.as_str()),
+            ("FAKETIME", "-30s"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    );
+    let started = Instant::now();
+    ahead.seed_transcode(&ahead.admin.clone(), 1000).await;
+    let agenda = json!({
+        "id": "late-1", "customerId": "acme", "title": "late",
+        "params": {"maximumAttempts": 1},
+        "operations": [{"name": "probe", "type": "ffmpeg", "payload": {}}]
+    });
+    ahead.ok(ACME, SUBMIT, json!({"a": agenda})).await;
+    // Past a lease's length since the replica behind started, so that the last commit time
+    // it knew then is no longer a lease's worth from now either.
+    tokio::time::sleep(Duration::from_secs(6).saturating_sub(started.elapsed())).await;
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let data = behind.ok(WORKER, GET_AGENDA, json!({})).await;
+        if data["getAgenda"].as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < until, "late-1 was never handed out: {data}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Several reclaim passes, each well within the 5 s lease.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let body = ahead.ok(ACME, HISTORY, json!({"id": "late-1"})).await;
+    let types: Vec<&str> = body["agendaEvents"]["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no history: {body}"))
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert!(types.contains(&"AgendaClaimed"), "{types:?}");
+    assert!(
+        !types.contains(&"AgendaTimedOut"),
+        "a lease of the replica 30 s behind was timed out by the other: {types:?}\nlog:\n{}",
+        logs(&[ahead, behind])
+    );
 }

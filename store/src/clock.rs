@@ -41,11 +41,39 @@ impl CommitFloor {
     }
 }
 
-/// The time to stamp a command with against `store`: the wall clock, or the store's last commit
-/// time when the wall clock is behind it (stepped back), so the times shown never precede the
+/// How far the time replicas share (the PostgreSQL server's clock) is ahead of this process's
+/// wall clock, in microseconds (negative: behind); measured by the store and added to what its
+/// clock reads ([`offset`]). Zero until measured.
+#[derive(Debug, Clone, Default)]
+pub struct ClockOffset(Arc<std::sync::atomic::AtomicI64>);
+
+impl ClockOffset {
+    /// Sets the offset to `micros`, giving the one it replaces.
+    pub fn set(&self, micros: i64) -> i64 {
+        self.0.swap(micros, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn micros(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// As a duration.
+    pub fn delta(&self) -> chrono::TimeDelta {
+        chrono::TimeDelta::microseconds(self.micros())
+    }
+}
+
+/// `clock` moved by `by` (kept current by whoever measures it).
+pub fn offset(clock: Clock, by: ClockOffset) -> Clock {
+    Arc::new(move || clock() + by.delta())
+}
+
+/// The time to stamp a command with against `store`: the store's wall clock (this process's,
+/// or the one its replicas share: [`crate::EventStore::wall_clock`]), or the store's last
+/// commit time when that is behind it (stepped back), so the times shown never precede the
 /// commits that made them ([`crate::EventStore::commit_floor`]).
 pub fn now_for(store: &dyn crate::EventStore) -> DateTime<Utc> {
-    let wall = Utc::now();
+    let wall = store.wall_clock();
     match store.commit_floor() {
         Some(floor) if floor > wall => floor,
         _ => wall,
@@ -114,5 +142,17 @@ mod tests {
         let behind = monotonic(fixed_clock(at(10)), CommitFloor::new(at(20).timestamp_micros()));
         assert_eq!(behind(), at(20));
         assert_eq!(CommitFloor::new(i64::MIN).time(), None);
+    }
+
+    #[test]
+    fn an_offset_clock_follows_its_measure() {
+        let at = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
+        let by = ClockOffset::default();
+        let clock = offset(fixed_clock(at(0)), by.clone());
+        assert_eq!(clock(), at(0));
+        assert_eq!(by.set(30_000_000), 0);
+        assert_eq!(clock(), at(30));
+        by.set(-5_000_000);
+        assert_eq!(clock(), at(-5));
     }
 }

@@ -45,7 +45,7 @@ use futures::stream::BoxStream;
 /// The type of [`RecordedEvent::data`] and [`RecordedEvent::metadata`]: cheap to clone and to
 /// slice, derefs to `&[u8]`.
 pub use bytes::Bytes;
-pub use clock::{Clock, CommitFloor, fixed_clock, system_clock};
+pub use clock::{Clock, ClockOffset, CommitFloor, fixed_clock, system_clock};
 pub use commands::{Commands, ExecuteError, Executed};
 pub use error::{Limit, StoreError};
 pub use event::{
@@ -141,6 +141,19 @@ pub trait EventStore: Send + Sync + 'static {
     /// and the wall clock, so a wall clock stepped back moves neither the log's times nor the
     /// times it shows back.
     fn commit_floor(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        None
+    }
+
+    /// The time now as the store's replicas agree on it: this process's wall clock, except on
+    /// PostgreSQL, where it follows the database server's clock ([`Self::clock_offset`]), so
+    /// that replicas whose clocks differ still stamp commands (leases among them) alike.
+    fn wall_clock(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now()
+    }
+
+    /// How far [`Self::wall_clock`] is from this process's own clock (`None`: it is this
+    /// process's clock).
+    fn clock_offset(&self) -> Option<chrono::TimeDelta> {
         None
     }
 }

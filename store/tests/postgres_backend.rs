@@ -447,6 +447,54 @@ async fn a_resend_gathered_with_another_append_is_answered_as_before() {
 /// hour behind another stamps its appends to a stream the other wrote at that stream's last
 /// time (read under the lock, then known from its own commit), and its clock follows
 /// (ops3am4: they went back by the skew, and as-of reads by time cut the stream short).
+/// Replicas whose own clocks are 30 s apart stamp commands and commits with the database
+/// server's time (auditor19 N1: the replica behind handed out leases another replica's
+/// reclaimer had already timed out).
+#[tokio::test]
+async fn replicas_whose_clocks_disagree_follow_the_database_clock() {
+    let Some(cluster) = TestCluster::shared("replicas_follow_the_database_clock") else {
+        return;
+    };
+    let url = cluster.create_database().await.expect("database");
+    let skewed = |seconds: i64| PgOptions {
+        clock: std::sync::Arc::new(move || {
+            chrono::Utc::now() + chrono::TimeDelta::seconds(seconds)
+        }),
+        ..PgOptions::default()
+    };
+    let behind = PgStore::connect(&url, skewed(-30)).await.unwrap();
+    let right = PgStore::connect(&url, skewed(0)).await.unwrap();
+    let event = || NewEvent {
+        event_id: Uuid::new_v4(),
+        event_type: "Noted".into(),
+        schema_version: 1,
+        data: b"{}".to_vec(),
+        metadata: b"{}".to_vec(),
+    };
+    // This test's process and the cluster share one host clock.
+    let off = |t: chrono::DateTime<chrono::Utc>| (t - chrono::Utc::now()).num_milliseconds().abs();
+    let offset = behind.clock_offset().expect("an offset is measured").num_milliseconds();
+    assert!((29_000..=31_000).contains(&offset), "the replica 30 s behind measured {offset} ms");
+    assert!(right.clock_offset().unwrap().num_milliseconds().abs() < 1_000);
+    for store in [&behind, &right] {
+        assert!(off(store.wall_clock()) < 1_000, "the commands' clock is the database's");
+        assert!(off(pop_store::clock::now_for(store)) < 1_000);
+    }
+    // A stream only the replica behind writes: its commit times are the database's too.
+    behind.append("alone", ExpectedVersion::NoStream, vec![event()]).await.unwrap();
+    let stamped = behind.read_stream("alone", 0, 10, pop_store::Direction::Forwards).await.unwrap();
+    assert!(off(stamped[0].recorded_at) < 1_000, "committed at {}", stamped[0].recorded_at);
+    // Without it, the replica's own clock (what a pinned test clock needs), on a log of its
+    // own (a log's last commit floors any clock).
+    let url = cluster.create_database().await.expect("database");
+    let own =
+        PgStore::connect(&url, PgOptions { database_clock: false, ..skewed(-30) }).await.unwrap();
+    assert!(own.clock_offset().is_none());
+    own.append("own", ExpectedVersion::NoStream, vec![event()]).await.unwrap();
+    let stamped = own.read_stream("own", 0, 10, pop_store::Direction::Forwards).await.unwrap();
+    assert!(off(stamped[0].recorded_at) > 29_000, "committed at {}", stamped[0].recorded_at);
+}
+
 #[tokio::test]
 async fn one_streams_commit_times_never_go_back_across_replicas() {
     let Some(cluster) = TestCluster::shared("one_streams_commit_times_across_replicas") else {
@@ -457,6 +505,7 @@ async fn one_streams_commit_times_never_go_back_across_replicas() {
     let ahead = 1_800_003_600_000_000;
     let replica = |micros: i64| PgOptions {
         clock: pop_store::fixed_clock(at(micros)),
+        database_clock: false,
         ..PgOptions::default()
     };
     let event = || NewEvent {

@@ -38,7 +38,7 @@ fn key(n: u8) -> CheckpointSigningKey {
 }
 
 fn options() -> PgOptions {
-    PgOptions { clock: fixed_clock(now()), ..PgOptions::default() }
+    PgOptions { clock: fixed_clock(now()), database_clock: false, ..PgOptions::default() }
 }
 
 /// A fresh database with streams a (4 events), b (3) and c (2), interleaved (a0 a1 b0 a2 a3

@@ -20,7 +20,7 @@ impl Harness for PgHarness {
         let cluster =
             TestCluster::shared("the PostgreSQL conformance suite").ok_or(StoreError::Closed)?;
         let url = cluster.create_database().await?;
-        let options = PgOptions { clock, ..PgOptions::default() };
+        let options = PgOptions { clock, database_clock: false, ..PgOptions::default() };
         let store = Arc::new(PgStore::connect(&url, options.clone()).await?);
         Ok(PgHarness { url, options, store })
     }

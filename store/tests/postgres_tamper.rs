@@ -30,7 +30,7 @@ fn event(n: u32) -> NewEvent {
 
 fn options() -> PgOptions {
     let at = DateTime::<Utc>::from_timestamp_micros(1_800_000_000_123_456).unwrap();
-    PgOptions { clock: fixed_clock(at), ..PgOptions::default() }
+    PgOptions { clock: fixed_clock(at), database_clock: false, ..PgOptions::default() }
 }
 
 /// A fresh database with streams a (4 events, two appends), b (3) and c (2), interleaved;

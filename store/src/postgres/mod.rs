@@ -118,6 +118,75 @@ pub(crate) const CHANNEL: &str = "pop_log";
 /// other writers; only a transaction left open for longer makes a read return short.
 pub const PG_SETTLE_WAIT: Duration = Duration::from_secs(2);
 
+/// How often a store that follows the database's clock ([`PgOptions::database_clock`])
+/// measures it again.
+pub const PG_CLOCK_CHECK_EVERY: Duration = Duration::from_secs(30);
+
+/// An offset from the database's clock above this is logged as a warning.
+const CLOCK_WARN_MICROS: i64 = 1_000_000;
+
+/// The database server's time minus `clock`'s, in microseconds: one query, bracketed by two
+/// readings of `clock`, whose midpoint is taken (off by at most half the round trip).
+async fn database_offset(
+    client: &tokio_postgres::Client,
+    clock: &Clock,
+) -> Result<i64, StoreError> {
+    let before = clock().timestamp_micros();
+    let row = client
+        .query_one("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint", &[])
+        .await
+        .map_err(|e| StoreError::backend("reading the database server's clock", e))?;
+    let after = clock().timestamp_micros();
+    let server: i64 = row.get(0);
+    Ok(server - (before / 2 + after / 2))
+}
+
+/// Takes a measured offset, and says so when this replica's clock is more than a second off
+/// (first seen, or moved by more than a second since).
+fn note_offset(offset: &crate::clock::ClockOffset, micros: i64) {
+    let before = offset.set(micros);
+    if micros.abs() > CLOCK_WARN_MICROS
+        && (before.abs() <= CLOCK_WARN_MICROS || (micros - before).abs() > CLOCK_WARN_MICROS)
+    {
+        tracing::warn!(
+            offset_ms = micros / 1_000,
+            "this replica's clock is off the PostgreSQL server's by more than a second \
+             (offset_ms: the server's time minus this replica's): pop stamps commands, leases \
+             and commits with the server's time, so replicas still agree; set the clocks right \
+             (NTP) all the same"
+        );
+    } else if micros.abs() <= CLOCK_WARN_MICROS && before.abs() > CLOCK_WARN_MICROS {
+        tracing::info!(
+            offset_ms = micros / 1_000,
+            "this replica's clock agrees with the PostgreSQL server's again"
+        );
+    }
+}
+
+/// Measures the database's clock every [`PG_CLOCK_CHECK_EVERY`] until the store closes; a
+/// failed measure keeps the last offset.
+async fn follow_database_clock(
+    pool: Pool,
+    offset: crate::clock::ClockOffset,
+    clock: Clock,
+    mut closing: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(PG_CLOCK_CHECK_EVERY) => {}
+            _ = closing.changed() => return,
+        }
+        let measured = match pool.get().await {
+            Ok(client) => database_offset(&client, &clock).await,
+            Err(e) => Err(pool_error(e)),
+        };
+        match measured {
+            Ok(micros) => note_offset(&offset, micros),
+            Err(e) => tracing::debug!(error = %e, "could not read the database server's clock"),
+        }
+    }
+}
+
 /// Called by a writer after it wrote a group and before it commits, with the transaction
 /// still open: tests use it to hold transactions open for random times.
 pub type CommitHook = Arc<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
@@ -125,8 +194,16 @@ pub type CommitHook = Arc<dyn Fn() -> futures::future::BoxFuture<'static, ()> + 
 /// How to connect to a PostgreSQL store.
 #[derive(Clone)]
 pub struct PgOptions {
-    /// Stamps `recorded_at`.
+    /// Stamps `recorded_at` (moved to the database server's time with [`Self::database_clock`]).
     pub clock: Clock,
+    /// Follow the PostgreSQL server's clock: the offset between it and `clock` is measured at
+    /// connect and every [`PG_CLOCK_CHECK_EVERY`], and both the commit times and the commands'
+    /// time ([`EventStore::wall_clock`]) read `clock` moved by it. Replicas whose own clocks
+    /// disagree then still agree on time: a lease one hands out is not already expired by
+    /// another's reclaimer (auditor19: a replica 30 s behind gave leases that another replica
+    /// timed out at once, and an agenda with one attempt failed unrun). On by default; off
+    /// where a test pins `clock`.
+    pub database_clock: bool,
     /// Connections in the pool (writers and readers share it; the tailing task, each
     /// leader lock and each stream of `read_all` read ahead — at most 4, and 2 idle — have
     /// their own). 16 keeps a few groups and reads in flight per replica
@@ -155,6 +232,7 @@ impl Default for PgOptions {
     fn default() -> Self {
         PgOptions {
             clock: system_clock(),
+            database_clock: true,
             pool_size: 16,
             writers: 4,
             statement_timeout: Duration::from_secs(30),
@@ -200,6 +278,11 @@ pub(crate) fn pg_config(
 pub(crate) struct Shared {
     pub(crate) pool: Pool,
     pub(crate) clock: Clock,
+    /// [`EventStore::wall_clock`]: `clock` before it is made monotonic, or this process's
+    /// wall clock when the store does not follow the database's.
+    pub(crate) wall: Clock,
+    /// The measured offset to the database's clock ([`PgOptions::database_clock`]).
+    pub(crate) offset: Option<crate::clock::ClockOffset>,
     /// The latest time `clock` gave ([`EventStore::commit_floor`]).
     pub(crate) floor: crate::clock::CommitFloor,
     pub(crate) before_commit: Option<CommitHook>,
@@ -254,6 +337,8 @@ pub struct PgStore {
     tail: tokio::task::JoinHandle<()>,
     closing: watch::Sender<bool>,
     writers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Measures the database's clock ([`PgOptions::database_clock`]).
+    clock_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -282,6 +367,7 @@ impl PgStore {
             .map_err(|e| StoreError::backend("creating the PostgreSQL pool", e))?;
         // Commit times never go back, across a wall clock stepped back and across restarts
         // (this replica's own commits; replicas' clocks differ by their skew).
+        let offset = crate::clock::ClockOffset::default();
         let last_commit: i64 = {
             let mut client = pool.get().await.map_err(pool_error)?;
             if options.read_only {
@@ -290,22 +376,33 @@ impl PgStore {
                 schema::migrate(&mut client).await?;
             }
             check_transaction_ids(&client).await?;
-            client
+            let last_commit = client
                 .query_opt(
                     "SELECT recorded_at FROM pop_events ORDER BY tx_id DESC, seq DESC LIMIT 1",
                     &[],
                 )
                 .await
                 .map_err(|e| StoreError::backend("reading the last commit time", e))?
-                .map_or(i64::MIN, |row| row.get(0))
+                .map_or(i64::MIN, |row| row.get(0));
+            if options.database_clock {
+                note_offset(&offset, database_offset(&client, &options.clock).await?);
+            }
+            last_commit
         };
         let floor = crate::clock::CommitFloor::new(last_commit);
         let head = reader::head_once(&pool).await?.0;
         let committed = Arc::new(Notify::new());
         let ahead = ahead::ReadAhead::new(config.clone());
+        let wall = match options.database_clock {
+            true => crate::clock::offset(options.clock.clone(), offset.clone()),
+            false => Arc::new(chrono::Utc::now),
+        };
+        let stamp = crate::clock::offset(options.clock.clone(), offset.clone());
         let shared = Arc::new(Shared {
             pool,
-            clock: crate::clock::monotonic(options.clock.clone(), floor.clone()),
+            clock: crate::clock::monotonic(stamp, floor.clone()),
+            wall,
+            offset: options.database_clock.then(|| offset.clone()),
             floor,
             before_commit: options.before_commit.clone(),
             hash_chain: options.hash_chain,
@@ -317,6 +414,14 @@ impl PgStore {
         let tail = tokio::spawn(tail::run(config, Arc::clone(&shared), head_tx));
         let (requests, rx) = mpsc::channel(PG_WRITER_QUEUE_CAPACITY);
         let (closing, closing_rx) = watch::channel(false);
+        let clock_task = options.database_clock.then(|| {
+            tokio::spawn(follow_database_clock(
+                shared.pool.clone(),
+                offset.clone(),
+                options.clock.clone(),
+                closing_rx.clone(),
+            ))
+        });
         let queue = Arc::new(Mutex::new(writer::Queue::new(rx, closing_rx)));
         let writers = (0..options.writers.max(1))
             .map(|_| tokio::spawn(writer::run(Arc::clone(&shared), Arc::clone(&queue))))
@@ -329,6 +434,7 @@ impl PgStore {
             tail,
             closing,
             writers: std::sync::Mutex::new(writers),
+            clock_task,
         })
     }
 
@@ -345,6 +451,9 @@ impl PgStore {
             let _ = writer.await;
         }
         self.tail.abort();
+        if let Some(task) = &self.clock_task {
+            task.abort();
+        }
         self.shared.ahead.stop();
         self.shared.pool.close();
     }
@@ -369,6 +478,9 @@ impl PgStore {
 impl Drop for PgStore {
     fn drop(&mut self) {
         self.tail.abort();
+        if let Some(task) = &self.clock_task {
+            task.abort();
+        }
         self.shared.ahead.stop();
         // Writers stop by themselves once the request sender (this handle's) is gone and the
         // queue is drained.
@@ -511,5 +623,13 @@ impl EventStore for PgStore {
 
     fn commit_floor(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         self.shared.floor.time()
+    }
+
+    fn wall_clock(&self) -> chrono::DateTime<chrono::Utc> {
+        (self.shared.wall)()
+    }
+
+    fn clock_offset(&self) -> Option<chrono::TimeDelta> {
+        self.shared.offset.as_ref().map(crate::clock::ClockOffset::delta)
     }
 }
