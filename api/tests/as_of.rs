@@ -82,6 +82,14 @@ async fn as_of_reads_answer_the_past_over_graphql_and_rest() {
     let beyond =
         s.gql(ACME, &query, json!({"id": id, "op": op, "a": {"position": "999999"}})).await;
     assert_eq!(code(&beyond["errors"][0]), "VALIDATION", "{beyond:#}");
+    // A two-part position (PostgreSQL's, say from before an import) names no point of the
+    // embedded log: refused, not compared as the pair.
+    let two = s.gql(ACME, &query, json!({"id": id, "op": op, "a": {"position": "3/1"}})).await;
+    assert_eq!(code(&two["errors"][0]), "VALIDATION", "{two:#}");
+    assert!(two["errors"][0]["message"].as_str().unwrap().contains("two-part"), "{two:#}");
+    let (status, body) = rest(&s, ACME, &format!("/pop/progress/agenda/{id}?asOf=3/1")).await;
+    assert_eq!(status, 400, "{body:#}");
+    assert!(body.to_string().contains("two-part"), "{body:#}");
     let both = s
         .gql(
             ACME,

@@ -190,10 +190,12 @@ impl App {
         }
     }
 
-    /// A position bound beyond the log's head could still gain events: refused, as for
-    /// `atLeastPosition`.
+    /// A position bound beyond the log's head could still gain events, and a two-part one on
+    /// the embedded store names no point of it (auditor20: `11/5` was compared as the pair and
+    /// answered as of 10): both refused, as for `atLeastPosition`.
     async fn check_bound(&self, bound: AsOf) -> AppResult<()> {
         if let AsOf::Position(p) = bound {
+            self.position_of_this_log("asOf", p)?;
             let head = self.store().head().await.map_err(|e| error::store("the log head", &e))?;
             if p > head {
                 return Err(AppError::invalid(

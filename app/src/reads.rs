@@ -198,16 +198,22 @@ impl App {
     /// than compared as if it meant something here.
     pub fn position(&self, field: &str, text: &str) -> AppResult<Position> {
         let position = parse_position(field, text)?;
+        self.position_of_this_log(field, position)?;
+        Ok(position)
+    }
+
+    /// Refuses `position` (given in `field`) when this server's log cannot have it: a
+    /// two-part one on the embedded store ([`Self::position`]).
+    pub(crate) fn position_of_this_log(&self, field: &str, position: Position) -> AppResult<()> {
         if self.store().sequence_positions() && position.sequence().is_none() {
             return Err(AppError::invalid(
                 field,
                 format!(
-                    "{:?} is a two-part position (\"<commit>/<prepare>\", a PostgreSQL or KurrentDB log's); this server's log numbers its positions 1, 2, 3…",
-                    text.trim()
+                    "\"{position}\" is a two-part position (\"<commit>/<prepare>\", a PostgreSQL or KurrentDB log's); this server's log numbers its positions 1, 2, 3…"
                 ),
             ));
         }
-        Ok(position)
+        Ok(())
     }
 }
 

@@ -1,4 +1,5 @@
-//! `pop audit <agenda-id>`: an agenda's history as a human timeline — time, actor, command,
+//! `pop audit <agenda-id>`: an agenda's history as a human timeline — time, log position
+//! (what an as-of read by position takes), version, actor, command,
 //! event, the state and percent after it, the diagnostics it added, and what it did to each
 //! operation it changed (state, message, the diagnostics of a failure) — or, with `--json`,
 //! the same entries as JSON. Read through the public GraphQL API (`agendaHistory`), page by
@@ -70,6 +71,7 @@ fn timeline(entries: &[Value]) -> Vec<String> {
                 .map_or_else(|| "-".to_string(), |p| format!("{p:.1}"));
             vec![
                 text(&e["time"]),
+                text(&e["position"]),
                 e["version"].to_string(),
                 text(&e["actor"]),
                 text(&e["command"]),
@@ -79,9 +81,11 @@ fn timeline(entries: &[Value]) -> Vec<String> {
             ]
         })
         .collect();
-    let mut table =
-        output::table_lines(&["time", "v", "actor", "command", "event", "state", "%"], &rows)
-            .into_iter();
+    let mut table = output::table_lines(
+        &["time", "position", "v", "actor", "command", "event", "state", "%"],
+        &rows,
+    )
+    .into_iter();
     let mut lines: Vec<String> = table.next().into_iter().collect();
     for (e, row) in entries.iter().zip(table) {
         lines.push(row);
@@ -122,6 +126,7 @@ mod tests {
         let entry = |version: u64, state: &str, diagnostic: Option<&str>| {
             json!({
                 "time": "2026-12-04T16:01:40.334286+00:00", "version": version,
+                "position": (100 + version).to_string(),
                 "actor": "admin:admin", "command": "updateAgendaProgress",
                 "type": "AgendaProgressReported", "processingState": "EXECUTING",
                 "processingStateMessage": state, "percentComplete": 5.0,
@@ -140,6 +145,8 @@ mod tests {
         assert_eq!(lines[6].trim(), "diagnostic: no such file");
         let column = |line: &str, word: &str| line.find(word);
         // Every column starts where its header starts, whatever the width of the cells.
+        assert_eq!(column(&lines[1], " 109 "), column(&lines[0], " position"));
+        assert_eq!(column(&lines[3], " 110 "), column(&lines[0], " position"));
         for header in ["actor", "command", "event", "state"] {
             let at = column(&lines[0], header);
             let cell = match header {
