@@ -222,13 +222,38 @@ fn report_input_is_validated_listing_every_problem() {
     assert_eq!(
         fields,
         [
-            "operationProgress[0].operation",
             "operationProgress[1].percentComplete",
             "operationProgress[2].operation",
             "operationProgress[3].processingStateMessage"
         ]
     );
-    assert!(errors.errors[0].message.contains("\"nope\""));
+    assert!(errors.errors[1].message.contains("reported twice"), "{errors:?}");
+}
+
+/// A report naming an operation the agenda does not have (POP's executor reports what a
+/// generator made without expanding the agenda, and resends it with every report): the rest
+/// is taken, the unknown one is not recorded and is said once as an agenda diagnostic.
+#[test]
+fn an_operation_the_agenda_lacks_is_not_recorded_and_the_rest_is_taken() {
+    let mut events = history(running(agenda_of(&["a", "gen"], json!({}))));
+    let r = ops(vec![executing("a", 40.0), executing("g.1", 10.0)]);
+    let taken = replay(&events).decide(&report("w1", 10, r)).unwrap();
+    let pop_domain::agenda::AgendaEvent::ProgressReported(e) = &taken[0] else { panic!() };
+    assert_eq!(e.operations.len(), 1, "{e:?}");
+    assert_eq!(e.diagnostics.len(), 1, "{e:?}");
+    assert!(e.diagnostics[0].message.contains("\"g.1\""), "{e:?}");
+    assert_eq!(e.diagnostics[0].status_code.as_deref(), Some("UNKNOWN_OPERATION"));
+    events.extend(taken);
+    // Sent again with the next report: taken, and not said twice.
+    let again = ops(vec![succeeded("a"), executing("g.1", 90.0)]);
+    let taken = replay(&events).decide(&report("w1", 11, again)).unwrap();
+    let pop_domain::agenda::AgendaEvent::ProgressReported(e) = &taken[0] else { panic!() };
+    assert!(e.diagnostics.is_empty(), "{e:?}");
+    events.extend(taken);
+    let state = replay(&events);
+    assert_eq!(state.operation("a").unwrap().processing_state, Complete);
+    assert!(state.operation("g.1").is_none());
+    assert_eq!(state.progress().diagnostic_events.len(), 1);
 }
 
 #[test]

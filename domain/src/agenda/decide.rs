@@ -236,13 +236,32 @@ impl AgendaState {
         self.check_holder(holder, lease_id)?;
         let targets = self.validate_report(report, lease_expires, now)?;
         let lease_expires = self.renewed_until(lease_expires, now);
+        // An operation the agenda does not have is not recorded, and said once as a
+        // diagnostic of the agenda; the rest of the report is taken. POP took such a report
+        // (its server made the operation progress on the fly); its executor reports the
+        // operations a generator made without expanding the agenda (`logOnly`), and resends
+        // them with every later report, so refusing the whole report lost every heartbeat
+        // until the lease ran out and the running agenda was reclaimed (popclient13 C13-1).
+        let mut reported_diagnostics = report.diagnostics.clone();
+        for (r, _) in report.operations.iter().zip(&targets).filter(|(_, t)| t.is_none()) {
+            reported_diagnostics.push(DiagnosticEvent {
+                message: format!(
+                    "a report named operation {:?}, which this agenda does not have: its \
+                     progress was not recorded (expand the agenda with updateAgenda before \
+                     reporting the operations a generator makes)",
+                    r.name
+                ),
+                status_code: Some("UNKNOWN_OPERATION".to_string()),
+                ..DiagnosticEvent::default()
+            });
+        }
 
         // Work on a copy of the operations so the outcome is judged on the state the report
         // leads to, with the same code evolve runs.
         let mut operations = self.progress.operation_progress.clone();
         let mut changes = Vec::new();
         for (r, index) in report.operations.iter().zip(targets) {
-            let Some(current) = operations.get_mut(index) else { continue };
+            let Some(current) = index.and_then(|i| operations.get_mut(i)) else { continue };
             if let Some(change) = operation_change(current, r, now)? {
                 apply_operation_change(current, &change, now);
                 changes.push(change);
@@ -305,7 +324,7 @@ impl AgendaState {
                 Some(_) => None,
                 None => Some(report.started.map(ms).unwrap_or(now)),
             },
-            diagnostics: new_diagnostics(&self.progress.diagnostic_events, &report.diagnostics),
+            diagnostics: new_diagnostics(&self.progress.diagnostic_events, &reported_diagnostics),
             operations: changes,
         })];
         if let Some(outcome) = outcome {
@@ -401,13 +420,14 @@ impl AgendaState {
     }
 
     /// Input checks of a report, every problem listed. Returns the index of each reported
-    /// operation in the agenda's progress list.
+    /// operation in the agenda's progress list (`None`: the agenda has no such operation; the
+    /// item is not checked further, nor recorded).
     fn validate_report(
         &self,
         report: &ProgressReport,
         lease_expires: Timestamp,
         now: Timestamp,
-    ) -> Result<Vec<usize>, AgendaError> {
+    ) -> Result<Vec<Option<usize>>, AgendaError> {
         let mut errors = ValidationErrors::new();
         check_lease_expires(lease_expires, now, &mut errors);
         if report.state == Some(ProcessingState::Complete)
@@ -436,12 +456,9 @@ impl AgendaState {
                 .operation_progress
                 .iter()
                 .position(|p| eq_ignore_case(&p.operation, &r.name));
-            match index {
-                Some(index) => targets.push(index),
-                None => errors.push(
-                    format!("{field}.operation"),
-                    format!("{:?} is not an operation of this agenda", r.name),
-                ),
+            targets.push(index);
+            if index.is_none() {
+                continue;
             }
             if !seen.insert(fold_case(&r.name)) {
                 errors.push(
