@@ -21,6 +21,9 @@ pub struct Client {
     token: String,
     /// Where the token came from, for the message when the server rejects it.
     token_source: String,
+    /// What a command printed as the next step needs to reach the same server with the same
+    /// token ([`Client::next_step_flags`]).
+    next_step_flags: String,
 }
 
 /// The subscription's connection was lost or closed by the server (a restart): the caller may
@@ -48,12 +51,45 @@ impl Client {
             Some(_) => "--token or POP_TOKEN".to_string(),
             None => args.data_dir.join(pop_api::auth::ADMIN_TOKEN_FILE).display().to_string(),
         };
+        // What the environment gives, the next command gets from it too; a token given is
+        // not printed: the next command is told to take it too.
+        let from_env = |name: &str, value: &str| std::env::var(name).is_ok_and(|v| v == value);
+        let server = match from_env("POP_SERVER", &args.server) {
+            true => crate::cli::DEFAULT_SERVER,
+            false => args.server.as_str(),
+        };
+        let next_step_flags = match &args.token {
+            Some(token) if from_env("POP_TOKEN", token) => {
+                let here = std::path::Path::new(crate::cli::DEFAULT_DATA_DIR);
+                crate::cli::client_flags(server, here, true)
+            }
+            Some(_) => {
+                let here = std::path::Path::new(crate::cli::DEFAULT_DATA_DIR);
+                format!("{} --token <the same token>", crate::cli::client_flags(server, here, true))
+            }
+            None if std::env::var_os("POP_DATA_DIR").is_some() => {
+                let here = std::path::Path::new(crate::cli::DEFAULT_DATA_DIR);
+                crate::cli::client_flags(server, here, true)
+            }
+            None => crate::cli::client_flags(server, &args.data_dir, true),
+        };
         Ok(Client {
             http: reqwest::Client::new(),
             base: args.server.trim_end_matches('/').to_owned(),
             token,
             token_source,
+            next_step_flags,
         })
+    }
+
+    /// The flags (each with its leading space) a command printed as the next step needs to
+    /// reach this server as this caller: `--server` unless the default, then `--token` (not
+    /// its value) when one was given, else `--data-dir` unless the default — each unless it
+    /// came from the environment (`POP_SERVER`, …), which the next command has too (newcomer8: `pop
+    /// init --server … --token …` said `next: pop worker --insight …`, which went to the
+    /// default address with the data directory's token and failed).
+    pub fn next_step_flags(&self) -> &str {
+        &self.next_step_flags
     }
 
     /// Runs a query or mutation; GraphQL errors become one error naming code and message.

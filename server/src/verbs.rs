@@ -202,11 +202,12 @@ pub async fn init_cmd(client: &Client, spec: &InitSpec) -> Result<()> {
     if done.elsewhere {
         return Ok(());
     }
-    out!("next: pop worker --insight {} --handlers examples/handlers.toml", spec.insight);
+    let flags = client.next_step_flags();
+    out!("next: pop worker{flags} --insight {} --handlers examples/handlers.toml", spec.insight);
     if done.shadowed {
         // An older insight takes these types: only an agenda naming this one comes here.
         out!(
-            "      pop submit --watch <agenda.json>   (\"customerId\": \"{}\", \"params\": \
+            "      pop submit{flags} --watch <agenda.json>   (\"customerId\": \"{}\", \"params\": \
              {{\"defaultInsight\": \"{}\"}}, operations of type {})",
             spec.customer,
             spec.insight,
@@ -216,10 +217,10 @@ pub async fn init_cmd(client: &Client, spec: &InitSpec) -> Result<()> {
         && spec.types.iter().any(|t| t == "ffmpeg")
     {
         // The tour's agenda is acme's, of type ffmpeg.
-        out!("      pop submit --watch examples/encode.json");
+        out!("      pop submit{flags} --watch examples/encode.json");
     } else {
         out!(
-            "      pop submit --watch <agenda.json>   (\"customerId\": \"{}\", operations of type {})",
+            "      pop submit{flags} --watch <agenda.json>   (\"customerId\": \"{}\", operations of type {})",
             spec.customer,
             spec.types.join(", ")
         );

@@ -169,8 +169,26 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     for line in ["created resource pool farm", "created customer acme", "created insight encode"] {
         assert!(init.stdout.contains(line), "{}", ctx(&init));
     }
+    // Its next step reaches the server as init did: the environment carries both here.
+    assert!(init.stdout.contains("next: pop worker --insight encode"), "{}", ctx(&init));
     let again = pop(&server, &["init"]);
     assert!(again.stdout.contains("kept insight encode (it exists)"), "{}", ctx(&again));
+    // Given as flags (newcomer8: the hint dropped them, and the worker it gave went to the
+    // default address with the data directory's token).
+    let mut flagged = pop_command();
+    flagged
+        .args(["init", "--server", &server.base(), "--token", &server.admin])
+        .current_dir(root())
+        .env_remove("POP_SERVER")
+        .env_remove("POP_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let flagged = finish(flagged.spawn().expect("spawning pop"), &["init"]);
+    let hint =
+        format!("next: pop worker --server {} --token <the same token> --insight", server.base());
+    assert!(flagged.stdout.contains(&hint), "{}", ctx(&flagged));
+    assert!(!flagged.stdout.contains(&server.admin), "the token is not printed: {}", ctx(&flagged));
     // A second insight of the pool for types an older one takes: init says where agendas of
     // those types bind, and how to choose the new one (its hints alone led a newcomer to an
     // agenda waiting for ever in the older insight's queue).

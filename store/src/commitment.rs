@@ -708,9 +708,10 @@ fn missing_witness(w: &SignedCheckpoint, held: u64) -> Break {
         reason: format!(
             "checkpoint {} was witnessed outside the store ({}), but the store's checkpoints \
              end at {held}: they were deleted, so the log up to there may have been rewritten \
-             (unless this is not the store witnessed: one data directory's witness serves one \
-             PostgreSQL database; another database, a migration's target say, takes its own \
-             --checkpoint-witness file or data directory)",
+             (unless this is not the store witnessed: a store restored from a backup older \
+             than the witness — then move the witness file away —, or, on PostgreSQL, another \
+             database than the one this data directory's witness serves — a migration's \
+             target, say, takes its own --witness file or data directory)",
             w.seq,
             c.as_ref().map_or_else(
                 || "an unreadable body".to_owned(),
