@@ -310,14 +310,19 @@ impl Sealer {
         let mut hash = log_hash;
         let mut marks: HashMap<&str, usize> = HashMap::new();
         let mut streams: Vec<StreamMark> = Vec::new();
+        let mut before = after;
         for e in &entries {
-            if e.position <= after {
+            if e.position <= before {
+                let which = if before == after { "the sealed " } else { "the entry before, " };
                 return Err(StoreError::Corrupt(format!(
-                    "the log handed out position {} at or below the sealed {after}",
-                    e.position
+                    "the log handed out position {} at or below {which}{} (entries \
+                     never share a position: one was moved or added outside pop; run `pop \
+                     verify`)",
+                    e.position, before
                 ))
                 .into());
             }
+            before = e.position;
             hash = fold(&hash, e);
             let mark = StreamMark {
                 stream: e.stream.clone(),
@@ -401,6 +406,8 @@ pub struct LogWalker {
     first_break: Option<Break>,
     /// A checkpoint known from outside the store ([`Trust::witness`]).
     witness: Option<SignedCheckpoint>,
+    /// The position of the entry walked last: each must be past it, sealed or not.
+    last_entry: Option<Position>,
 }
 
 /// What verification trusts that the store cannot change: the key that signs checkpoints,
@@ -437,6 +444,7 @@ impl LogWalker {
             report: CheckpointReport { signatures_checked, ..CheckpointReport::default() },
             bad: None,
             first_break: None,
+            last_entry: None,
         };
         walker.open_next();
         walker
@@ -566,6 +574,23 @@ impl LogWalker {
             self.stop(located(reason));
             return false;
         }
+        // Entries (events and hash rows) never share a position, and the log is fed in order:
+        // a second entry at a position was moved there or added outside pop (auditor20: a hash
+        // row moved onto an event's position, or past the newest checkpoint, passed, was
+        // sealed, and then made export refuse for good).
+        if let Some(last) = self.last_entry.filter(|last| position <= *last) {
+            let what = if position == last {
+                "a second entry at this position"
+            } else {
+                "an entry out of global order"
+            };
+            self.stop(located(format!(
+                "{what} (the entry before it is at {last}): entries of the log never share a \
+                 position, so this one was moved or added outside pop"
+            )));
+            return false;
+        }
+        self.last_entry = Some(position);
         if self.open.is_none() {
             // Past the newest checkpoint.
             self.report.unsealed_entries += 1;

@@ -403,16 +403,42 @@ pub(crate) struct PrunedTail {
     pub last_version: i64,
     /// `None`: missing or not 32 bytes (then it matches no head).
     pub last_link: Option<Hash>,
+    /// The first row (version, position) whose version is not above every version of the
+    /// rows before it in log order: a stream's events, hence its hash rows, rise in version
+    /// with their positions.
+    pub disorder: Option<(i64, Position)>,
 }
 
 impl PrunedTail {
-    /// Adds one hash row.
-    pub(crate) fn add(&mut self, version: i64, link: Option<&[u8]>) {
+    /// Adds one hash row; rows given in log order also have their order checked
+    /// ([`PrunedTail::disorder`]).
+    pub(crate) fn add(&mut self, version: i64, link: Option<&[u8]>, at: Position) {
+        if self.count > 0 && version <= self.last_version && self.disorder.is_none() {
+            self.disorder = Some((version, at));
+        }
         if self.count == 0 || version > self.last_version {
             self.last_version = version;
             self.last_link = link.and_then(|l| Hash::try_from(l).ok());
         }
         self.count += 1;
+    }
+}
+
+/// The break of a hash row past the log's head (`head`): nothing of the log is there.
+pub(crate) fn hash_row_past_head(
+    stream: String,
+    version: i64,
+    at: Position,
+    head: impl std::fmt::Display,
+) -> Break {
+    Break {
+        stream,
+        version: u64::try_from(version).ok(),
+        position: Some(at),
+        reason: format!(
+            "a hash row past the log's head ({head}): pop writes nothing there, so the row was \
+             moved or added outside pop"
+        ),
     }
 }
 
@@ -433,6 +459,18 @@ pub(crate) fn check_pruned(
         let Some(tail) = tails.get(s.name.as_str()) else { continue };
         let reached = s.version.unwrap_or(-1);
         let wanted = u64::try_from(reached + 1).unwrap_or(0);
+        if let Some((version, at)) = tail.disorder {
+            report.first_break = Some(Break {
+                stream: s.name.clone(),
+                version: u64::try_from(version).ok(),
+                position: Some(at),
+                reason: "a hash row of the deleted stream is not after the rows of its earlier \
+                         versions in the log (a stream's positions rise with its versions): it \
+                         was moved outside pop"
+                    .into(),
+            });
+            return report;
+        }
         let reason = if tail.count != wanted || tail.last_version != reached {
             format!(
                 "the deleted stream reached version {reached}, but {} hash rows of it are kept, \

@@ -323,6 +323,22 @@ async fn a_deleted_streams_hash_rows_answer_to_its_tombstone() {
              WHERE stream = 'c' AND version = 1",
             "was changed",
         ),
+        // Moved (auditor20: each passed, was sealed, then made export refuse for good or
+        // stopped every server from starting): past the cluster's transaction ids, onto an
+        // event's position, before the row of an earlier version.
+        (
+            "UPDATE pop_pruned SET tx_id = 2000000000 WHERE stream = 'c' AND version = 1",
+            "past the log's head",
+        ),
+        (
+            "UPDATE pop_pruned SET (tx_id, seq) = (SELECT tx_id, seq FROM pop_events \
+             ORDER BY tx_id DESC, seq DESC LIMIT 1) WHERE stream = 'c' AND version = 1",
+            "a second entry at this position",
+        ),
+        (
+            "UPDATE pop_pruned SET tx_id = 1, seq = 0 WHERE stream = 'c' AND version = 1",
+            "not after the rows of its earlier versions",
+        ),
     ] {
         let (url, _) = pristine(cluster).await;
         let store = PgStore::connect(&url, options()).await.unwrap();
@@ -334,7 +350,11 @@ async fn a_deleted_streams_hash_rows_answer_to_its_tombstone() {
         sql(&url, edit).await;
         let r = pop_store::postgres::verify(&url).await.unwrap();
         let b = r.first_break.as_ref().unwrap_or_else(|| panic!("{edit}: not detected: {r:?}"));
-        assert_eq!(b.stream, "c", "{b}");
+        // Two entries at one position: the second in the log's order is named, which may be
+        // the event (PostgreSQL orders the tie either way).
+        if !says.starts_with("a second entry") {
+            assert_eq!(b.stream, "c", "{b}");
+        }
         assert!(b.reason.contains(says), "{edit}: {b}");
     }
 }

@@ -401,3 +401,52 @@ async fn a_checkpoint_is_stored_only_after_its_predecessor() {
     assert!(report.is_intact(), "{report:?}");
     store.close().await.unwrap();
 }
+
+/// A hash row moved outside pop, past the log's head or onto an event's position, is not
+/// signed (auditor20: the server sealed "up to position 5000", or sealed two entries at one
+/// position, and verify then blamed the next real event or export refused for good).
+#[tokio::test]
+async fn a_hash_row_moved_outside_pop_is_not_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = key(3);
+    let (path, _) = sealed(dir.path(), "pop.db", "real", &k).await;
+    let store = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+    // `d` (positions 10 and 11) written and deleted after the seals; `a` goes on at 12.
+    store
+        .append("d", ExpectedVersion::NoStream, vec![event(20, "d"), event(21, "d")])
+        .await
+        .unwrap();
+    store.append("a", ExpectedVersion::Exact(3), vec![event(22, "a")]).await.unwrap();
+    store.delete_stream("d", ExpectedVersion::Exact(1)).await.unwrap();
+    store.close().await.unwrap();
+    let moved = |to: &str| {
+        let copy = dir.path().join(format!("moved-{to}.db"));
+        std::fs::copy(&path, &copy).unwrap();
+        let conn = Connection::open(&copy).unwrap();
+        let d = "(SELECT id FROM streams WHERE name = 'd')";
+        conn.execute_batch(&format!(
+            "UPDATE pruned SET position = {to} WHERE stream_id = {d} AND version = 1"
+        ))
+        .unwrap();
+        copy
+    };
+    // Past the head: the seal stops at the head, and verify names the row.
+    let store = SqliteStore::open(moved("5000"), SqliteOptions::default()).await.unwrap();
+    let last = Sealer::new(k.clone()).seal_all(&store, now()).await.unwrap().expect("sealed");
+    assert_eq!(last.position, Position::from_sequence(12));
+    let report = store.verify_with(Some(k.verifying_key())).await.unwrap();
+    let found = report.first_break.expect("the moved row is found");
+    assert_eq!((found.stream.as_str(), found.version), ("d", Some(1)), "{found}");
+    assert!(found.reason.contains("past the log's head"), "{found}");
+    store.close().await.unwrap();
+    // Onto the position of `a`'s last event: the sealer refuses to sign.
+    let store = SqliteStore::open(moved("12"), SqliteOptions::default()).await.unwrap();
+    let refused = Sealer::new(k.clone()).seal_all(&store, now()).await;
+    let refused = refused.map(|c| c.map(|c| c.seq)).expect_err("not sealed");
+    assert!(refused.to_string().contains("at or below the entry before"), "{refused}");
+    let report = store.verify_with(Some(k.verifying_key())).await.unwrap();
+    let found = report.first_break.expect("the moved row is found");
+    assert!(found.reason.contains("a second entry at this position"), "{found}");
+    assert_eq!(found.position, Some(Position::from_sequence(12)), "{found}");
+    store.close().await.unwrap();
+}

@@ -259,6 +259,24 @@ async fn a_deleted_stream_keeps_its_head_and_still_verifies() {
             "was changed",
         ),
         (format!("DELETE FROM pruned WHERE stream_id = {c} AND version = 0"), "was deleted"),
+        // Moved (auditor20: each passed, was sealed, then made export refuse for good or
+        // blamed the next real event): past the log's head, onto an event's position, before
+        // the row of an earlier version.
+        (
+            format!("UPDATE pruned SET position = 5000 WHERE stream_id = {c} AND version = 1"),
+            "past the log's head",
+        ),
+        (
+            format!(
+                "UPDATE pruned SET position = (SELECT max(position) FROM events) \
+                 WHERE stream_id = {c} AND version = 1"
+            ),
+            "a second entry at this position",
+        ),
+        (
+            format!("UPDATE pruned SET position = 0 WHERE stream_id = {c} AND version = 1"),
+            "not after the rows of its earlier versions",
+        ),
     ] {
         let r = tampered(&path, &edit);
         let b = r.first_break.as_ref().unwrap_or_else(|| panic!("{edit}: not detected: {r:?}"));

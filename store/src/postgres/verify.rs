@@ -231,8 +231,28 @@ async fn with_pruned_checked(
             count: u64::try_from(count).unwrap_or(0),
             last_version: r.try_get(2).map_err(fail)?,
             last_link: link.and_then(|l| Hash::try_from(l).ok()),
+            disorder: None,
         };
         tails.insert(r.try_get(0).map_err(fail)?, tail);
+    }
+    // A stream's hash rows rise in version with their positions (see `PrunedTail::disorder`).
+    let disordered = tx
+        .query_opt(
+            "SELECT stream, version, tx_id, seq FROM ( \
+               SELECT stream, version, tx_id, seq, max(version) OVER (PARTITION BY stream \
+                 ORDER BY tx_id, seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before \
+               FROM pop_pruned) t \
+             WHERE before >= version ORDER BY tx_id, seq LIMIT 1",
+            &[],
+        )
+        .await
+        .map_err(fail)?;
+    if let Some(r) = disordered {
+        let stream: String = r.try_get(0).map_err(fail)?;
+        let at = position(r.try_get(2).map_err(fail)?, r.try_get(3).map_err(fail)?);
+        if let Some(tail) = tails.get_mut(&stream) {
+            tail.disorder = Some((r.try_get(1).map_err(fail)?, at));
+        }
     }
     let report = crate::verify::check_pruned(report, &tombstones, &tails);
     if !report.is_intact() {
@@ -253,6 +273,24 @@ async fn with_pruned_checked(
         let (version, name, known) =
             (r.try_get(2).map_err(fail)?, r.try_get(3).map_err(fail)?, r.try_get(4).map_err(fail)?);
         return Ok(crate::verify::stray_hash_row(name, known, version, at).alone());
+    }
+    // Nothing of the log lies past the cluster's transaction ids (a hash row moved to
+    // transaction 999999 passed, and then every `pop serve` refused to start: auditor20).
+    let past = tx
+        .query_opt(
+            "SELECT p.tx_id, p.seq, p.version, p.stream, n.next FROM pop_pruned p, \
+               (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::int8 AS next) n \
+             WHERE p.tx_id >= n.next ORDER BY p.tx_id, p.seq LIMIT 1",
+            &[],
+        )
+        .await
+        .map_err(fail)?;
+    if let Some(r) = past {
+        let at = position(r.try_get(0).map_err(fail)?, r.try_get(1).map_err(fail)?);
+        let (version, name) = (r.try_get(2).map_err(fail)?, r.try_get(3).map_err(fail)?);
+        let next: i64 = r.try_get(4).map_err(fail)?;
+        let head = format!("the cluster has not reached transaction {next}");
+        return Ok(crate::verify::hash_row_past_head(name, version, at, head).alone());
     }
     Ok(report)
 }

@@ -39,7 +39,8 @@ fn entry_from(r: &rusqlite::Row<'_>) -> Result<LogEntry, StoreError> {
 
 /// Feeds `each` the entries after `after` in position order, at most `limit` (negative: no
 /// limit), until it answers `false`. The caller holds a read transaction, so both tables are
-/// read in one snapshot.
+/// read in one snapshot. Entries past the log's head are none of its own (pop writes none there: a hash row moved
+/// past it outside pop), so they are not handed out to be sealed; `pop verify` reports them.
 pub(crate) fn entries(
     tx: &Connection,
     after: u64,
@@ -51,7 +52,8 @@ pub(crate) fn entries(
         format!(
             "SELECT t.position, COALESCE(s.name, '#' || t.stream_id), t.version, t.chain \
              FROM {table} t LEFT JOIN streams s ON s.id = t.stream_id \
-             WHERE t.position > ?1 ORDER BY t.position LIMIT ?2"
+             WHERE t.position > ?1 AND t.position <= (SELECT head FROM log WHERE id = 1) \
+             ORDER BY t.position LIMIT ?2"
         )
     };
     let mut live = tx.prepare(&sql("events")).map_err(fail)?;

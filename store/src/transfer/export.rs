@@ -135,14 +135,27 @@ impl<W: Write> Exporter<W> {
         StreamSlot(i)
     }
 
-    /// The checks of an entry's position: after the previous entry's, and after `since`.
-    fn place(&mut self, position: Position) -> Result<(), TransferError> {
+    /// The checks of an entry's position (the entry of stream `slot` at `version`): after
+    /// the previous entry's, and after `since`.
+    fn place(
+        &mut self,
+        position: Position,
+        slot: StreamSlot,
+        version: u64,
+    ) -> Result<(), TransferError> {
         if self.last.is_some_and(|l| position <= l) || position <= self.manifest.since {
+            let stream = self.streams.get(slot.0).map(|s| s.name.clone()).unwrap_or_default();
+            let reason = match self.last {
+                Some(l) if l == position => "a second entry at this position (one was moved or \
+                                             added outside pop)"
+                    .to_owned(),
+                _ => "the log handed out a position out of order".to_owned(),
+            };
             return Err(TransferError::SourceBroken(Break {
-                stream: String::new(),
-                version: None,
+                stream,
+                version: Some(version),
                 position: Some(position),
-                reason: "the log handed out a position out of order".into(),
+                reason,
             }));
         }
         self.last = Some(position);
@@ -201,7 +214,7 @@ impl<W: Write> Exporter<W> {
         e: &EventRef<'_>,
         checks: &DataChecks,
     ) -> Result<(), TransferError> {
-        self.place(e.position)?;
+        self.place(e.position, slot, e.version)?;
         let since = self.manifest.since;
         let stream = self.streams.get_mut(slot.0).ok_or_else(unknown_slot)?;
         let hash = checks.hash;
@@ -300,7 +313,7 @@ impl<W: Write> Exporter<W> {
         version: u64,
         link: Option<&Hash>,
     ) -> Result<(), TransferError> {
-        self.place(position)?;
+        self.place(position, slot, version)?;
         let stream = self.streams.get(slot.0).ok_or_else(unknown_slot)?;
         let line = &mut self.line;
         line.clear();

@@ -440,10 +440,11 @@ impl<R: BufRead> ExportReader<R> {
                 Some(parse_hash(text).ok_or_else(|| self.invalid("popchain is not a SHA-256"))?)
             }
         };
-        self.tails
-            .entry(stream.clone())
-            .or_default()
-            .add(i64::try_from(version).unwrap_or(i64::MAX), link.as_ref().map(|h| &h[..]));
+        self.tails.entry(stream.clone()).or_default().add(
+            i64::try_from(version).unwrap_or(i64::MAX),
+            link.as_ref().map(|h| &h[..]),
+            position,
+        );
         let entry = LogEntry { position, stream, version, link };
         self.log_entry(entry.clone())?;
         self.pruned += 1;
