@@ -48,6 +48,10 @@ pub const ACTOR: &str = "system:reclaimer";
 pub struct ReclaimerConfig {
     /// Interval, batch size, run-time bound and dry run.
     pub cadence: Cadence,
+    /// Give every lease its length again after this process started (it runs beside the
+    /// API the workers report to, which was down before: `pop serve`), as after a store
+    /// outage ([`Commands::serving_for`]). Off for a reclaimer run alone (`pop reap`).
+    pub grace_after_start: bool,
 }
 
 impl Default for ReclaimerConfig {
@@ -59,6 +63,7 @@ impl Default for ReclaimerConfig {
                 max_run_time: DEFAULT_MAX_RUN_TIME,
                 dry_run: false,
             },
+            grace_after_start: false,
         }
     }
 }
@@ -119,6 +124,22 @@ pub enum ReclaimError {
 /// oldest expiry first, at most `config.cadence.batch_size`. Pure: the same models and `now` give the
 /// same plan.
 pub fn plan(now: Timestamp, models: &ReadModels, config: &ReclaimerConfig) -> Vec<ReclaimAction> {
+    plan_served(now, models, config, None).0
+}
+
+/// [`plan`], leaving out the leases whose length (as claimed) is longer than `served`, how
+/// long the store has served since it was last down or this process started
+/// ([`Commands::serving_for`]): their holders could not renew them meanwhile (ops3am7: after
+/// a restart or a database outage longer than the lease, every agenda in flight was
+/// reclaimed within a second, and the workers still running them were refused and ran them
+/// again). Also answers how many expired leases were left out.
+pub fn plan_served(
+    now: Timestamp,
+    models: &ReadModels,
+    config: &ReclaimerConfig,
+    served: Option<Duration>,
+) -> (Vec<ReclaimAction>, usize) {
+    let mut waiting = 0;
     let agendas = models.agendas();
     let mut found = Vec::new();
     for phase in [Phase::Scheduled, Phase::Executing] {
@@ -134,6 +155,13 @@ pub fn plan(now: Timestamp, models: &ReadModels, config: &ReclaimerConfig) -> Ve
                 continue;
             }
             let lease = state.lease();
+            let length = lease.and_then(|l| l.length_ms).and_then(|ms| u64::try_from(ms).ok());
+            if let (Some(served), Some(length)) = (served, length)
+                && served < Duration::from_millis(length)
+            {
+                waiting += 1;
+                continue;
+            }
             found.push(ReclaimAction {
                 key: entry.key().to_string(),
                 agenda_id: entry.id().to_string(),
@@ -145,7 +173,7 @@ pub fn plan(now: Timestamp, models: &ReadModels, config: &ReclaimerConfig) -> Ve
     }
     found.sort_by(|a, b| (a.lease_expires, &a.key).cmp(&(b.lease_expires, &b.key)));
     found.truncate(config.cadence.batch_size);
-    found
+    (found, waiting)
 }
 
 /// Issues `Reclaim { now }` for each action (at most [`MAX_CONCURRENT_RECLAIMS`] at once),
@@ -260,7 +288,18 @@ impl TimedProcess for Reclaimer {
         self.services.projections.caught_up()
     }
     async fn plan(&mut self, now: Timestamp) -> Result<Vec<ReclaimAction>, ReclaimReport> {
-        Ok(plan(now, &self.services.projections.read(), &self.config))
+        let served = self.services.commands.serving_for(self.config.grace_after_start);
+        let models = self.services.projections.read();
+        let (actions, waiting) = plan_served(now, &models, &self.config, served);
+        if waiting > 0 {
+            tracing::info!(
+                waiting,
+                served_secs = served.map_or(0, |s| s.as_secs()),
+                "reclaimer: expired leases wait until the store has served for their length \
+                 since it was last down or pop started (their holders could not renew them)"
+            );
+        }
+        Ok(actions)
     }
     async fn execute(
         &mut self,
@@ -448,6 +487,19 @@ mod tests {
             c
         };
         assert!(plan(t(10_000), &m, &none).is_empty());
+    }
+
+    #[test]
+    fn after_an_outage_or_a_start_expired_leases_get_their_length_again() {
+        let m = models();
+        let config = ReclaimerConfig::default();
+        // Every lease was claimed for 300 s: the store served for less, so none is taken.
+        let (none, waiting) = plan_served(t(500), &m, &config, Some(Duration::from_secs(299)));
+        assert!(none.is_empty());
+        assert_eq!(waiting, 3);
+        let (all, waiting) = plan_served(t(500), &m, &config, Some(Duration::from_secs(300)));
+        assert_eq!((ids(&all), waiting), (vec!["d", "b", "c"], 0));
+        assert_eq!(plan_served(t(500), &m, &config, None).0, all);
     }
 
     #[test]

@@ -60,6 +60,7 @@ pub fn reclaimer_config(interval_secs: u64, args: &ReaperArgs) -> ReclaimerConfi
     use pop_reapers::reclaimer::{DEFAULT_BATCH_SIZE, DEFAULT_MAX_RUN_TIME};
     ReclaimerConfig {
         cadence: cadence(interval_secs, args, DEFAULT_BATCH_SIZE, DEFAULT_MAX_RUN_TIME),
+        grace_after_start: false,
     }
 }
 
@@ -143,8 +144,12 @@ where
     let clock = || pop_store::clock::floored(Arc::clone(&services.store));
     let mut tasks = Vec::new();
     if args.reclaim_interval > 0 {
-        let process =
-            Reclaimer::new(services.clone(), reclaimer_config(args.reclaim_interval, args));
+        // Beside the API the workers report to: a restart gives every lease its length again.
+        let config = ReclaimerConfig {
+            grace_after_start: true,
+            ..reclaimer_config(args.reclaim_interval, args)
+        };
+        let process = Reclaimer::new(services.clone(), config);
         tasks.push(process::spawn(process, leadership(), clock(), shutdown()));
     }
     if args.retry_interval > 0 {

@@ -433,3 +433,54 @@ async fn an_old_finished_agenda_is_reaped_from_queries_and_store_with_a_record_k
         log_tail(&loop_log)
     );
 }
+
+/// ops3am7: a server down for longer than a lease. The worker holding an agenda still runs it
+/// and could not report meanwhile: when the server is back, the lease gets its length again
+/// before the reclaimer may time it out, so the worker's next report is taken (it was
+/// refused, the agenda was handed out again, and the work ran twice). A lease its holder
+/// then lets run out is reclaimed as ever.
+#[tokio::test]
+async fn a_lease_that_ran_out_while_the_server_was_down_gets_its_length_again() {
+    let args = [
+        "--lease",
+        "3",
+        "--reclaim-interval",
+        "1",
+        "--retry-interval",
+        "0",
+        "--data-reap-interval",
+        "0",
+    ];
+    let mut pop = Server::start(&args);
+    let seeded = pop.seed().await;
+    let id = pop.submit(&seeded, 3).await;
+    pop.claim(&id).await;
+    pop.pop.child.kill().unwrap();
+    pop.pop.child.wait().unwrap();
+    // Down for longer than the lease.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let restarted = Pop::start_with(
+        &pop.dir.path().join("data"),
+        Some(&pop.dir.path().join("tokens.json")),
+        &pop.dir.path().join("pop.log"),
+        true,
+        &args,
+    );
+    pop.pop = restarted;
+    // A reclaim cycle or two run (every second) before the worker's report comes through.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let beat = json!({"p": {"id": id, "operationProgress": [
+        {"operation": "probe", "processingState": "EXECUTING", "percentComplete": 40.0}
+    ]}});
+    let (_, body) = pop.post(Some(WORKER), UPDATE, beat).await;
+    assert!(
+        body["errors"].is_null(),
+        "the holder's report after the restart: {body:#}\nlog:\n{}",
+        log_tail(&pop.log)
+    );
+    pop.wrote(&body["data"]["updateAgendaProgress"]);
+    assert!(!pop.history(&id).await.iter().any(|t| t == "AgendaTimedOut"));
+    // No more reports: the renewed lease runs out and is reclaimed.
+    let p = pop.wait_for(&id, "reclaimed", |p| p["attemptsCompleted"] == 1).await;
+    assert_eq!(p["processingState"], "WAITING", "{p:#}");
+}

@@ -244,6 +244,11 @@ struct Inner {
     /// A write beside the commands that failed for the store's condition
     /// ([`Commands::note_write`]), held until a write lands.
     held_failure: Mutex<Option<String>>,
+    /// When these commands were made (the process started serving).
+    started: std::time::Instant,
+    /// When a write last failed for the store's condition (not cleared by a write that
+    /// lands: [`Commands::serving_for`]).
+    last_failed: Mutex<Option<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Commands {
@@ -265,6 +270,8 @@ impl Commands {
                 queues: Mutex::new(HashMap::new()),
                 unavailable: Mutex::new(None),
                 held_failure: Mutex::new(None),
+                started: std::time::Instant::now(),
+                last_failed: Mutex::new(None),
             }),
         }
     }
@@ -278,6 +285,20 @@ impl Commands {
         }
         let last = self.inner.unavailable.lock().ok()?;
         last.as_ref().map(|(at, why)| (at.elapsed(), why.clone()))
+    }
+
+    /// How long since a write through these commands (or beside them,
+    /// [`Commands::note_write`]) last failed for the store's condition — and, with
+    /// `since_start`, since they were made — whichever is shorter; `None`: neither applies.
+    /// While the store was down nobody could write (a worker could not renew its lease), so
+    /// the reclaimer gives leases that long again before it times them out.
+    pub fn serving_for(&self, since_start: bool) -> Option<std::time::Duration> {
+        let failed = self.inner.last_failed.lock().ok().and_then(|f| *f).map(|at| at.elapsed());
+        let started = since_start.then(|| self.inner.started.elapsed());
+        match (failed, started) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Records the outcome of a write made beside these commands (the checkpoint sealer's),
@@ -452,6 +473,9 @@ impl Inner {
         match result {
             Ok(()) => *last = None,
             Err(e) if e.is_unavailable() => {
+                if let Ok(mut failed) = self.last_failed.lock() {
+                    *failed = Some(std::time::Instant::now());
+                }
                 let why = pop_domain::error::ErrorChain(e).to_string();
                 *last = Some((std::time::Instant::now(), why));
             }

@@ -768,3 +768,22 @@ async fn a_write_beside_the_commands_counts_for_their_unavailability() {
     commands.note_write(Err(&StoreError::Corrupt("a bug".into())));
     assert!(commands.unavailable().is_none(), "not the store's condition");
 }
+
+/// How long the store has served since a write last failed for its condition, or since the
+/// commands were made: what the reclaimer gives leases again after an outage (ops3am7). A
+/// write that lands does not reset it; one that fails for another reason does not count.
+#[tokio::test]
+async fn the_time_served_counts_from_the_last_failure_for_the_stores_condition() {
+    let (_dir, store) = store().await;
+    let commands = Commands::new(store.clone());
+    assert_eq!(commands.serving_for(false), None, "no outage seen");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let since_start = commands.serving_for(true).unwrap();
+    assert!(since_start >= std::time::Duration::from_millis(300), "{since_start:?}");
+    commands.note_write(Err(&StoreError::Closed));
+    commands.note_write(Ok(()));
+    commands.note_write(Err(&StoreError::Corrupt("a bug".into())));
+    let served = commands.serving_for(false).expect("an outage was seen");
+    assert!(served < std::time::Duration::from_millis(300), "{served:?}");
+    assert!(commands.serving_for(true).unwrap() < since_start, "the shorter of the two");
+}
