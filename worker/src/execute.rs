@@ -26,6 +26,12 @@ use crate::report::{ReportConfig, Reporter, Target, heartbeat_for};
 
 /// How often an expansion is tried when the server cannot be reached.
 const EXPAND_ATTEMPTS: u32 = 5;
+
+/// How long after a handler was stopped by a signal ([`Failure::interrupted`]) the worker's own
+/// shutdown may still begin for the handler to count as stopped with it (one signal to a
+/// whole process group or service reaches the handler and the worker at once, in either
+/// order).
+const SIGNAL_SPREAD: Duration = Duration::from_secs(1);
 /// How long an expansion waits for the pending progress report to reach the server first.
 const FLUSH_BEFORE_EXPAND: Duration = Duration::from_secs(2);
 
@@ -250,8 +256,21 @@ pub async fn execute(
                         }
                     }
                     Err(f) => {
-                        plan.fail(&name);
-                        reporter.failed(&name, failed(&agenda.id, &name, f));
+                        // Stopped by the signal that stops this worker too (a service
+                        // manager signals the whole group; ours may come a moment later):
+                        // not a failure of the operation, which the next worker runs.
+                        let stopping = f.interrupted
+                            && (*shutdown.borrow()
+                                || tokio::time::timeout(SIGNAL_SPREAD, shutdown.wait_for(|s| *s))
+                                    .await
+                                    .is_ok_and(|r| r.is_ok()));
+                        if stopping {
+                            tracing::info!(agenda = %agenda.id, operation = %name, "the handler was stopped with the worker: handed back, not failed");
+                            plan.abandon(&name);
+                        } else {
+                            plan.fail(&name);
+                            reporter.failed(&name, failed(&agenda.id, &name, f));
+                        }
                     }
                 }
             }

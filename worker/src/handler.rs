@@ -33,15 +33,25 @@ pub struct Failure {
     /// The failure is deterministic (running it again gives the same): reported with the
     /// status code `NOT_RETRYABLE`, so the server's automatic retry leaves the agenda failed.
     pub not_retryable: bool,
+    /// The handler was stopped from outside by a signal that asks processes to stop (SIGINT,
+    /// SIGTERM, SIGHUP): the operation did not fail by itself. When the worker is stopping
+    /// too (the same signal, sent to its whole process group or service), the agenda is
+    /// handed back, not failed.
+    pub interrupted: bool,
 }
 
 impl Failure {
     pub fn new(message: impl Into<String>) -> Failure {
-        Failure { message: message.into(), payload: Value::Null, not_retryable: false }
+        Failure::with_payload(message, Value::Null)
     }
 
     pub fn with_payload(message: impl Into<String>, payload: Value) -> Failure {
-        Failure { message: message.into(), payload, not_retryable: false }
+        Failure { message: message.into(), payload, not_retryable: false, interrupted: false }
+    }
+
+    /// This failure, marked as a stop from outside (see [`Failure::interrupted`]).
+    pub fn interrupted(self) -> Failure {
+        Failure { interrupted: true, ..self }
     }
 
     /// This failure, marked deterministic (see [`Failure::not_retryable`]).

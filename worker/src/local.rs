@@ -231,6 +231,12 @@ impl Handler for LocalProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        // A process group of its own: a ctrl-c at the worker's terminal (SIGINT to the whole
+        // foreground group) reaches the worker, which lets its handlers finish within the
+        // shutdown grace and hands back the rest, and not the handlers (ops3am7: each died
+        // and its agenda was recorded failed, an attempt used up).
+        #[cfg(unix)]
+        cmd.process_group(0);
         if let Some(dir) = &self.working_dir {
             cmd.current_dir(dir);
         }
@@ -335,10 +341,19 @@ impl Handler for LocalProcess {
             let why = last_stderr
                 .map(|l| format!(": {}", shorten(l.trim(), MAX_REASON_CHARS)))
                 .unwrap_or_default();
-            Err(Failure::with_payload(
+            let failure = Failure::with_payload(
                 format!("{program} failed: {status}{why}"),
                 json!({"log": lines, "exitCode": status.code()}),
-            ))
+            );
+            // Stopped from outside (a service manager stops the worker's whole control group).
+            #[cfg(unix)]
+            {
+                use std::os::unix::process::ExitStatusExt;
+                if matches!(status.signal(), Some(1 | 2 | 15)) {
+                    return Err(failure.interrupted());
+                }
+            }
+            Err(failure)
         }
     }
 }
@@ -517,6 +532,41 @@ mod tests {
         let out = sh(script, Duration::from_secs(10)).run(ctx(json!({"a": 1})), sink).await;
         assert_eq!(out, Ok(json!({"file": "out.bin", "input": {"a": 1}})));
         assert_eq!(seen.lock().unwrap().len(), 1);
+    }
+
+    /// A handler stopped by SIGTERM (or SIGINT, SIGHUP) is marked interrupted; one that
+    /// failed by itself, or was killed otherwise, is not. And it runs in a process group of
+    /// its own, so a ctrl-c at the worker's terminal does not reach it.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_handler_stopped_by_a_signal_is_interrupted_in_a_group_of_its_own() {
+        let (sink, _) = recorder();
+        let err = sh("kill -TERM $$", Duration::from_secs(10))
+            .run(ctx(json!(null)), sink.clone())
+            .await
+            .unwrap_err();
+        assert!(err.interrupted, "{err:?}");
+        let err = sh("kill -KILL $$", Duration::from_secs(10))
+            .run(ctx(json!(null)), sink.clone())
+            .await
+            .unwrap_err();
+        assert!(!err.interrupted, "{err:?}");
+        let err = sh("exit 3", Duration::from_secs(10))
+            .run(ctx(json!(null)), sink.clone())
+            .await
+            .unwrap_err();
+        assert!(!err.interrupted, "{err:?}");
+        // Its process group is its own pid, not the worker's group.
+        let out = sh("ps -o pgid= -p $$", Duration::from_secs(10))
+            .run(ctx(json!(null)), sink)
+            .await
+            .unwrap();
+        let ours = std::process::Command::new("ps")
+            .args(["-o", "pgid=", "-p", &std::process::id().to_string()])
+            .output()
+            .unwrap();
+        let ours = String::from_utf8_lossy(&ours.stdout).trim().to_string();
+        assert_ne!(out.to_string().trim_matches('"').trim(), ours, "{out}");
     }
 
     #[tokio::test]

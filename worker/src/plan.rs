@@ -201,6 +201,12 @@ impl Plan {
         self.outputs.insert(name.to_string(), output);
     }
 
+    /// `name` stopped before it ended (its worker is stopping): pending again, for the next
+    /// worker the agenda is handed to.
+    pub fn abandon(&mut self, name: &str) {
+        self.set(name, OpState::Pending);
+    }
+
     pub fn fail(&mut self, name: &str) {
         self.set(name, OpState::Failed);
         self.any_failed = true;

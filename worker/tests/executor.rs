@@ -76,7 +76,8 @@ impl WorkApi for FakeApi {
     }
 }
 
-/// Echoes its payload; `{"fail": true}` fails; `{"sleep_ms": n}` sleeps; `{"chatty": n}` sends
+/// Echoes its payload; `{"fail": true}` fails; `{"interrupted": true}` is stopped by a signal
+/// (after its sleep); `{"sleep_ms": n}` sleeps; `{"chatty": n}` sends
 /// n progress updates first.
 struct Echo;
 
@@ -91,6 +92,9 @@ impl Handler for Echo {
         }
         if ctx.payload["fail"] == json!(true) {
             return Err(Failure::with_payload("told to fail", json!({"log": ["x"]})));
+        }
+        if ctx.payload["interrupted"] == json!(true) {
+            return Err(Failure::new("sh failed: signal: 15 (SIGTERM)").interrupted());
         }
         Ok(ctx.payload)
     }
@@ -344,6 +348,33 @@ async fn a_cancel_met_by_a_report_stops_the_execution_as_cancelled() {
     let (_stop, shutdown) = no_shutdown();
     let outcome = execute(&env(api.clone(), Duration::ZERO), claimed(ops), None, shutdown).await;
     assert_eq!(outcome, Outcome::Cancelled);
+}
+
+/// A handler stopped by the signal that stops the worker (a service manager signals the whole
+/// group; the worker hears it a moment after the handler died, or before) is not a failed
+/// operation: the agenda is handed back (ops3am7: it was recorded failed, an attempt used).
+/// Stopped so while the worker goes on, it is a failure as ever.
+#[tokio::test]
+async fn a_handler_stopped_with_the_worker_hands_the_agenda_back() {
+    let api = Arc::new(FakeApi::default());
+    let ops = vec![op("long", json!({"interrupted": true, "sleep_ms": 100}), json!({}))];
+    let (stop, shutdown) = watch::channel(false);
+    let stopping = env(api.clone(), Duration::from_secs(5));
+    let run = tokio::spawn(async move { execute(&stopping, claimed(ops), None, shutdown).await });
+    // The handler dies first; the worker's own signal comes 300 ms later.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    stop.send(true).unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(5), run).await.unwrap().unwrap();
+    assert_eq!(outcome, Outcome::HandedBack);
+    let reports = api.reports();
+    assert!(final_states(&reports).get("long").is_none_or(|s| !s.starts_with("COMPLETE")));
+    let calls = api.calls();
+    assert_eq!(calls.last().unwrap(), &Call::Release("ag".into(), "c".into(), "lease-1".into()));
+
+    let ops = vec![op("long", json!({"interrupted": true}), json!({}))];
+    let (_stop, shutdown) = no_shutdown();
+    let outcome = execute(&env(api.clone(), Duration::ZERO), claimed(ops), None, shutdown).await;
+    assert!(matches!(outcome, Outcome::Failed(_)), "{outcome:?}");
 }
 
 #[tokio::test]
