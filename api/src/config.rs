@@ -94,6 +94,8 @@ pub const SHUTDOWN_CLOSE_WAIT: Duration = Duration::from_secs(5);
 pub struct ApiConfig {
     /// See [`MAX_REQUEST_BODY_BYTES`].
     pub max_body_bytes: usize,
+    /// See [`crate::request::BODY_READ_TIMEOUT`]; within 100 ms..=[`MAX_REQUEST_DEADLINE`].
+    pub body_read_timeout: Duration,
     /// See [`MAX_QUERY_DEPTH`].
     pub max_depth: usize,
     /// See [`MAX_QUERY_COMPLEXITY`].
@@ -148,6 +150,7 @@ impl Default for ApiConfig {
         let app = pop_app::AppConfig::default();
         ApiConfig {
             max_body_bytes: MAX_REQUEST_BODY_BYTES,
+            body_read_timeout: crate::request::BODY_READ_TIMEOUT,
             max_depth: MAX_QUERY_DEPTH,
             max_complexity: MAX_QUERY_COMPLEXITY,
             max_response_bytes: MAX_RESPONSE_BYTES,
@@ -176,6 +179,8 @@ impl ApiConfig {
     /// The config with every knob clamped into its bounds.
     pub(crate) fn bounded(mut self) -> ApiConfig {
         self.max_body_bytes = self.max_body_bytes.clamp(1, MAX_REQUEST_BODY_BYTES);
+        self.body_read_timeout =
+            self.body_read_timeout.clamp(Duration::from_millis(100), MAX_REQUEST_DEADLINE);
         self.max_depth = self.max_depth.clamp(1, MAX_QUERY_DEPTH);
         self.max_complexity = self.max_complexity.clamp(1, MAX_QUERY_COMPLEXITY);
         self.max_response_bytes = self.max_response_bytes.clamp(1, MAX_RESPONSE_BYTES);

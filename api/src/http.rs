@@ -23,7 +23,7 @@ use crate::error::{AppError, Code};
 use crate::graphql::cost::{Budget, Unfit, deadline_error};
 use crate::metrics;
 use crate::request::{
-    header_principal, read_body, request_cid, request_traceparent, request_tracestate,
+    header_principal, read_body_of, request_cid, request_traceparent, request_tracestate,
     set_cid_headers,
 };
 use crate::state::AppState;
@@ -140,7 +140,7 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
     let Some(principal) = header_principal(&state, &headers) else {
         return error_response(StatusCode::UNAUTHORIZED, AppError::unauthenticated(), &cid);
     };
-    let bytes = match read_body(&headers, body, state.config().max_body_bytes).await {
+    let bytes = match read_body_of(&state, &principal, &headers, body).await {
         Ok(b) => b,
         Err(e) => return error_response(e.status, e.error, &cid),
     };

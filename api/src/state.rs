@@ -74,6 +74,8 @@ struct Inner {
     queued: Arc<QueuedTotals>,
     /// Initialised WebSocket connections per principal name.
     connections: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    /// Request bodies being received per principal name ([`AppState::upload_of`]).
+    uploads: Arc<std::sync::Mutex<HashMap<String, usize>>>,
 }
 
 /// The process-wide sums of [`crate::ws`]'s per-connection byte bounds.
@@ -135,6 +137,7 @@ impl AppState {
                 queries: QueryCache::default(),
                 queued: Arc::default(),
                 connections: Arc::default(),
+                uploads: Arc::default(),
             }),
         }
     }
@@ -219,17 +222,13 @@ impl AppState {
     /// Counts a WebSocket connection of `principal` until the returned guard drops; `None`
     /// when the principal already has `max`.
     pub(crate) fn connection_of(&self, principal: &str, max: usize) -> Option<PrincipalConnection> {
-        let mut connections =
-            self.inner.connections.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let count = connections.entry(principal.to_string()).or_default();
-        if *count >= max {
-            return None;
-        }
-        *count += 1;
-        Some(PrincipalConnection {
-            connections: Arc::clone(&self.inner.connections),
-            principal: principal.to_string(),
-        })
+        count_in(&self.inner.connections, principal, max)
+    }
+
+    /// Counts a request body of `principal` being received until the returned guard drops;
+    /// `None` when the principal already has `max` arriving.
+    pub(crate) fn upload_of(&self, principal: &str, max: usize) -> Option<PrincipalConnection> {
+        count_in(&self.inner.uploads, principal, max)
     }
 
     /// WebSocket connections being served right now.
@@ -242,7 +241,23 @@ impl AppState {
     }
 }
 
-/// One initialised WebSocket connection of a principal, counted while it lives.
+/// One more for `principal` in `counts`, counted while the guard lives; `None` at `max`.
+fn count_in(
+    counts: &Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    principal: &str,
+    max: usize,
+) -> Option<PrincipalConnection> {
+    let mut map = counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let count = map.entry(principal.to_string()).or_default();
+    if *count >= max {
+        return None;
+    }
+    *count += 1;
+    Some(PrincipalConnection { connections: Arc::clone(counts), principal: principal.to_string() })
+}
+
+/// One initialised WebSocket connection (or request body being received) of a principal,
+/// counted while it lives.
 pub(crate) struct PrincipalConnection {
     connections: Arc<std::sync::Mutex<HashMap<String, usize>>>,
     principal: String,

@@ -1441,3 +1441,79 @@ async fn a_customer_past_its_live_bytes_quota_is_refused() {
     let cancelled = server.cancel(ACME, "large-0").await;
     server.ok(ACME, SUBMIT, json!({"a": large(3), "p": cancelled})).await;
 }
+
+/// Sends a POST head to `path` declaring a body of `declared` bytes and the first bytes of
+/// it, then nothing more: the connection, still open.
+fn stalled_upload(addr: std::net::SocketAddr, token: &str, path: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{{\"query\":"
+    );
+    stream.write_all(head.as_bytes()).expect("send");
+    stream
+}
+
+/// A request body that never arrives whole is refused (408) within the body timeout, and one
+/// token may have only so many bodies arriving at once (hostile18: a declared 2 MiB body sent
+/// a byte at a time held its memory for minutes; 200 of one token took 500 MB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_never_arrives_is_refused_and_a_token_sends_few_at_once() {
+    let config = pop_api::ApiConfig {
+        body_read_timeout: std::time::Duration::from_millis(500),
+        ..pop_api::ApiConfig::default()
+    };
+    let server = start(config).await;
+    let addr = server.addr;
+    for path in ["/graphql", "/pop/agenda"] {
+        let (received, closed) = tokio::task::spawn_blocking(move || {
+            let mut stream = stalled_upload(addr, ACME, path);
+            read_until_closed(&mut stream, std::time::Duration::from_secs(10))
+        })
+        .await
+        .unwrap();
+        let text = String::from_utf8_lossy(&received);
+        assert!(text.starts_with("HTTP/1.1 408"), "{path}: {text}");
+        assert!(text.contains("did not arrive within"), "{path}: {text}");
+        let closed = closed.expect("answered and closed within 10 s");
+        assert!(closed < std::time::Duration::from_secs(3), "{path}: {closed:?}");
+    }
+
+    let config = pop_api::ApiConfig {
+        body_read_timeout: std::time::Duration::from_secs(20),
+        ..pop_api::ApiConfig::default()
+    };
+    let server = start(config).await;
+    let addr = server.addr;
+    let held: Vec<std::net::TcpStream> = (0..pop_api::request::MAX_UPLOADS_PER_PRINCIPAL)
+        .map(|_| stalled_upload(addr, ACME, "/graphql"))
+        .collect();
+    let query = json!({"query": "{ customers { id } }"});
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, _, body) = post_raw(&server, ACME, &query).await;
+        if status == 429 {
+            assert_eq!(body["errors"][0]["extensions"]["code"], "BUSY", "{body:#}");
+            let message = body["errors"][0]["message"].as_str().unwrap();
+            assert!(message.contains("request bodies arriving"), "{body:#}");
+            break;
+        }
+        // The held uploads' heads may still be on their way to the server.
+        assert!(Instant::now() < deadline, "never refused: {status} {body:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Another token is served meanwhile; once the uploads are given up, so is this one.
+    let (status, _, body) = post_raw(&server, GLOBEX, &query).await;
+    assert_eq!(status, 200, "{body:#}");
+    drop(held);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, _, body) = post_raw(&server, ACME, &query).await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still refused: {status} {body:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -26,7 +26,7 @@ use pop_app::Caller;
 use crate::error::{AppError, Code};
 use crate::metrics;
 use crate::request::{
-    header_principal, read_body, request_cid, request_traceparent, request_tracestate,
+    header_principal, read_body_of, request_cid, request_traceparent, request_tracestate,
     set_cid_headers,
 };
 use crate::state::AppState;
@@ -577,7 +577,7 @@ async fn serve(
     let params = query_params(uri)?;
     let body =
         if method == Method::POST || method == Method::PUT {
-            let bytes = read_body(headers, body, state.config().max_body_bytes)
+            let bytes = read_body_of(state, &principal, headers, body)
                 .await
                 .map_err(|e| RestError::with_status(e.status, e.error))?;
             if bytes.iter().all(u8::is_ascii_whitespace) {
