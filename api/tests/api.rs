@@ -1021,3 +1021,44 @@ async fn agendas_list_newest_first_with_cursor_paging_and_a_time_window() {
     assert_eq!(ids(&rest), [oldest[1].as_str()]);
     assert_eq!(rest["hasNextPage"], json!(false));
 }
+
+/// A follow resumed from an `afterPosition` re-sends the caller's agendas that changed since,
+/// however many of other customers' changed too, and says `truncated` when its own are more
+/// than it re-sends (hostile18: 500 agendas of another customer changed since the resume
+/// point, and the resync was empty, with nothing to say so).
+#[tokio::test]
+async fn a_resumed_follow_resends_its_own_agendas_whatever_others_changed() {
+    let s = start(ApiConfig::default()).await;
+    let seeded = s.seed().await;
+    // More than a resync re-sends, all globex's, in requests of 50 aliased submissions.
+    let many = pop_app::limits::MAX_RESYNC_ITEMS + 1;
+    let mut last = seeded.clone();
+    for chunk in 0..many.div_ceil(50) {
+        let n = 50.min(many - chunk * 50);
+        let fields: Vec<String> = (0..n)
+            .map(|i| format!("s{i}: submitAgenda(agenda: $a) {{ position }}"))
+            .collect();
+        let query = format!("mutation($a: JSON!) {{ {} }}", fields.join(" "));
+        let data = s.ok(GLOBEX, &query, json!({"a": agenda("globex", "crowd")})).await;
+        last = data[format!("s{}", n - 1)]["position"].as_str().unwrap().to_string();
+    }
+    let (own, _) = s.submit(ACME, "acme", "mine", &last).await;
+    let mut ws = RawWs::authed(&s.ws_url(), ACME).await;
+    ws.subscribe("c", SUB_CUSTOMER, json!({"c": "acme", "p": seeded})).await;
+    let m = ws.next().await;
+    let item = &m["payload"]["data"]["agendaProgressByCustomer"];
+    assert_eq!(item["resync"], true, "{m:#}");
+    assert_eq!(item["progress"]["agendaId"], own.as_str(), "{m:#}");
+    // globex's own resume: more of its agendas changed than a resync re-sends: said first.
+    let mut ws = RawWs::authed(&s.ws_url(), GLOBEX).await;
+    ws.subscribe("c", SUB_CUSTOMER, json!({"c": "globex", "p": seeded})).await;
+    let m = ws.next().await;
+    let item = &m["payload"]["data"]["agendaProgressByCustomer"];
+    assert_eq!((&item["lagged"], &item["truncated"]), (&json!(true), &json!(true)), "{m:#}");
+    for _ in 0..pop_app::limits::MAX_RESYNC_ITEMS {
+        let m = ws.next().await;
+        let item = &m["payload"]["data"]["agendaProgressByCustomer"];
+        assert_eq!(item["resync"], true, "{m:#}");
+        assert_eq!(item["progress"]["customerId"], "globex", "{m:#}");
+    }
+}

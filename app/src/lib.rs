@@ -79,6 +79,8 @@ struct Inner {
     waits_ended: tokio::sync::watch::Sender<bool>,
     /// How many `getAgenda` calls of each principal wait for work now (`work::WaitTicket`).
     waiting: work::Waiting,
+    /// Each principal's turns at a follow's resync scan ([`limits::MAX_RESYNC_SCANS_PER_PRINCIPAL`]).
+    resync_turns: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
 
 impl std::fmt::Debug for App {
@@ -115,6 +117,7 @@ impl App {
                 feed,
                 waits_ended: tokio::sync::watch::Sender::new(false),
                 waiting: work::Waiting::default(),
+                resync_turns: std::sync::Mutex::default(),
             }),
         }
     }
@@ -208,6 +211,22 @@ impl App {
 
     pub(crate) fn waits_ended(&self) -> tokio::sync::watch::Receiver<bool> {
         self.inner.waits_ended.subscribe()
+    }
+
+    /// Waits for `principal`'s turn at a resync scan; the turn ends when the permit drops.
+    pub(crate) async fn resync_turn(
+        &self,
+        principal: &str,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let turns = {
+            let mut map =
+                self.inner.resync_turns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Principals are bounded by the token file, so is the map.
+            Arc::clone(map.entry(principal.to_string()).or_insert_with(|| {
+                Arc::new(tokio::sync::Semaphore::new(limits::MAX_RESYNC_SCANS_PER_PRINCIPAL))
+            }))
+        };
+        turns.acquire_owned().await.ok()
     }
 
     pub(crate) fn waiting(&self) -> &work::Waiting {

@@ -91,6 +91,12 @@ pub const MAX_RESYNC_ITEMS: usize = 500;
 /// read the whole log; past it the resync is `truncated`.
 pub const MAX_RESYNC_SCAN: usize = 20_000;
 
+/// Resync scans ([`MAX_RESYNC_SCAN`]) one principal runs at once; its other follows wait for
+/// a turn. Each reads up to 20,000 events of every customer's log: 3,000 subscriptions of
+/// one token resuming from `afterPosition: "0"` took a minute of CPU together and held other
+/// tenants' reads up to 4 s (hostile18).
+pub const MAX_RESYNC_SCANS_PER_PRINCIPAL: usize = 1;
+
 /// Most agendas one submission request may carry (POP's `createAgenda {"agendas": [...]}`):
 /// each is validated, bound and written in turn, and the request body limit bounds them too.
 pub const MAX_AGENDAS_PER_REQUEST: usize = 100;

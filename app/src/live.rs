@@ -383,6 +383,7 @@ impl Follow {
         let now = self.app.projections().applied();
         let mut truncated = false;
         let group_ids = if self.target.is_group() {
+            let _turn = self.app.resync_turn(&self.principal.name).await;
             match changed_agendas(&self.app, self.delivered, now).await {
                 Ok((ids, cut)) => {
                     truncated = cut;
@@ -430,15 +431,27 @@ impl Follow {
                     }
                 }
                 Target::Customer(_) | Target::Link(..) => {
+                    // The caller's own first, then the bound: other customers' changes must
+                    // not crowd them out (hostile18: 500 agendas of another customer changed
+                    // since the resume point, and the resync was empty).
                     for id in &group_ids {
                         let entry = models.agenda_entry(id).filter(visible);
                         if let Some(Ok(p)) = entry.map(AgendaEntry::progress) {
+                            if items.len() == MAX_RESYNC_ITEMS {
+                                truncated = true;
+                                break;
+                            }
                             items.push(progress_update(position, Some(p), true));
                         }
                     }
                 }
             }
         }
+        // A resume (no lag) cut short says so as a lag would: re-list to be sure.
+        let missed = match missed {
+            None if truncated => Some(0),
+            missed => missed,
+        };
         if let Some(missed) = missed {
             let lagged = match &self.target {
                 Target::Operations(agenda, _) => Update::Operations(OperationsUpdate {
@@ -467,8 +480,9 @@ impl Follow {
     }
 }
 
-/// The agendas with events in the log after `after` up to `upto`, in order of first change;
-/// `true` when the scan stopped at a bound before `upto`.
+/// The agendas with events in the log after `after` up to `upto`, in order of first change,
+/// every customer's (the caller filters, then bounds them by [`MAX_RESYNC_ITEMS`]); `true`
+/// when the scan stopped at its bound before `upto`.
 async fn changed_agendas(
     app: &App,
     after: Position,
@@ -480,7 +494,7 @@ async fn changed_agendas(
     let mut from = after;
     let mut scanned = 0usize;
     while from < upto {
-        if scanned >= MAX_RESYNC_SCAN || ids.len() >= MAX_RESYNC_ITEMS {
+        if scanned >= MAX_RESYNC_SCAN {
             return Ok((ids, true));
         }
         let batch = app.store().read_all(from, RESYNC_READ_BATCH).await?;
@@ -489,7 +503,6 @@ async fn changed_agendas(
         for event in batch.iter().filter(|e| e.position <= upto) {
             scanned += 1;
             if let Some(id) = event.stream.strip_prefix(&prefix)
-                && ids.len() < MAX_RESYNC_ITEMS
                 && seen.insert(id.to_string())
             {
                 ids.push(id.to_string());
