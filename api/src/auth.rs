@@ -53,6 +53,11 @@ pub enum TokenError {
     Invalid { origin: String, index: usize, name: String, problem: String },
     #[error("more than {MAX_TOKENS} tokens")]
     TooMany,
+    #[error(
+        "no token: {origin} list none, so every request would be refused; list at least one \
+         (an admin token to start with)"
+    )]
+    Empty { origin: String },
     #[error("cannot write the admin token to {path}")]
     Write {
         path: PathBuf,
@@ -305,6 +310,15 @@ pub fn load_tokens(
             fresh = Some(token);
         }
     }
+    // A server no token can reach serves nobody: refused at start, not found by the first
+    // client's 401 (ops3am7: `[]` in the token file started a server that said nothing).
+    if tokens.is_empty() {
+        let origin = match token_file {
+            Some(path) => format!("the token file {} and {TOKENS_ENV}", path.display()),
+            None => TOKENS_ENV.to_string(),
+        };
+        return Err(TokenError::Empty { origin });
+    }
     Ok((tokens, fresh))
 }
 
@@ -399,5 +413,16 @@ mod tests {
         let (tokens, fresh) = load_tokens(None, Some(dir.path())).unwrap();
         assert_eq!(fresh, None);
         assert_eq!(tokens.lookup(&token).unwrap().role, Role::Admin);
+    }
+
+    /// A token file that lists no token starts no server that refuses everyone (ops3am7).
+    #[test]
+    fn a_token_file_listing_none_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tokens.json");
+        std::fs::write(&file, "[]").unwrap();
+        let refused = load_tokens(Some(&file), None).map(|_| ()).unwrap_err();
+        assert!(matches!(refused, TokenError::Empty { .. }), "{refused}");
+        assert!(refused.to_string().contains("tokens.json"), "{refused}");
     }
 }

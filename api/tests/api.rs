@@ -1035,9 +1035,8 @@ async fn a_resumed_follow_resends_its_own_agendas_whatever_others_changed() {
     let mut last = seeded.clone();
     for chunk in 0..many.div_ceil(50) {
         let n = 50.min(many - chunk * 50);
-        let fields: Vec<String> = (0..n)
-            .map(|i| format!("s{i}: submitAgenda(agenda: $a) {{ position }}"))
-            .collect();
+        let fields: Vec<String> =
+            (0..n).map(|i| format!("s{i}: submitAgenda(agenda: $a) {{ position }}")).collect();
         let query = format!("mutation($a: JSON!) {{ {} }}", fields.join(" "));
         let data = s.ok(GLOBEX, &query, json!({"a": agenda("globex", "crowd")})).await;
         last = data[format!("s{}", n - 1)]["position"].as_str().unwrap().to_string();

@@ -524,11 +524,12 @@ pub struct ServeArgs {
     /// agendas (`false` records and tracks agendas without moving them to queues).
     #[arg(long, env = "POP_SCHEDULER", default_value_t = true, action = clap::ArgAction::Set)]
     pub scheduler: bool,
-    /// Seconds a `getAgenda` lease lasts without a report (POP's `reclaimAge`), 1..=86400;
+    /// How long a `getAgenda` lease lasts without a report (POP's `reclaimAge`): seconds, or a
+    /// number and a unit (5m), from 1 s to a day;
     /// every `updateAgendaProgress` renews it (a lease claimed longer, before a restart with a
     /// shorter one, keeps its length).
     #[arg(long, visible_alias = "lease-seconds", env = "POP_LEASE", default_value_t = pop_api::config::DEFAULT_LEASE.as_secs(),
-          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+          value_parser = parse_lease)]
     pub lease: u64,
     /// Longest a `getAgenda` with `waitSeconds` holds its request open (0..=30 s); lower it
     /// when a proxy in front of pop closes idle requests sooner.
@@ -627,32 +628,51 @@ const LEAST_BARE_AGE_SECS: u64 = 3_600;
 /// three days, deleted every finished agenda's history at the first cycle): an age that short
 /// is written with its unit (`3s`), so it is meant.
 fn parse_age(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| {
-        format!("{text:?} is not an age: seconds (259200), or a number and a unit (72h, 3d)")
-    })?;
-    let unit_secs: u64 = match unit.trim() {
-        "" => {
-            if number < LEAST_BARE_AGE_SECS {
-                return Err(format!(
-                    "{number} is {number} seconds: everything finished longer ago than that \
-                     would be deleted; write the unit to mean it ({number}s), or give days or \
-                     hours ({number}d, {number}h)"
-                ));
-            }
-            1
+    let (number, unit) =
+        split_unit(text, "an age: seconds (259200), or a number and a unit (72h, 3d)")?;
+    let unit_secs = match unit {
+        None if number < LEAST_BARE_AGE_SECS => {
+            return Err(format!(
+                "{number} is {number} seconds: everything finished longer ago than that \
+                 would be deleted; write the unit to mean it ({number}s), or give days or \
+                 hours ({number}d, {number}h)"
+            ));
         }
-        "s" => 1,
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        other => return Err(format!("unknown unit {other:?} in {text:?} (s, m, h or d)")),
+        None => 1,
+        Some(secs) => secs,
     };
+    let text = text.trim();
     match number.checked_mul(unit_secs) {
         Some(secs) if secs <= LONGEST_AGE_SECS => Ok(secs),
         _ => Err(format!("{text:?} is longer than 100 years (36500d)")),
+    }
+}
+
+/// A number of seconds with an optional unit (`s`, `m`, `h`, `d`): the number, and the unit's
+/// seconds when one was written; `expected` says what the text should have been.
+fn split_unit(text: &str, expected: &str) -> Result<(u64, Option<u64>), String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| format!("{text:?} is not {expected}"))?;
+    let unit = match unit.trim() {
+        "" => None,
+        "s" => Some(1),
+        "m" => Some(60),
+        "h" => Some(3_600),
+        "d" => Some(86_400),
+        other => return Err(format!("unknown unit {other:?} in {text:?} (s, m, h or d)")),
+    };
+    Ok((number, unit))
+}
+
+/// A lease: seconds (300), or a number and a unit (5m), from 1 s to a day (ops3am7: `5m` was
+/// "invalid digit found in string" where the reap ages take units).
+fn parse_lease(text: &str) -> Result<u64, String> {
+    let (number, unit) = split_unit(text, "a lease: seconds (300), or a number and a unit (5m)")?;
+    match number.checked_mul(unit.unwrap_or(1)) {
+        Some(secs @ 1..=86_400) => Ok(secs),
+        _ => Err(format!("{:?} is not from 1 s to a day (86400, 24h)", text.trim())),
     }
 }
 
@@ -886,5 +906,20 @@ mod hint_tests {
         assert!(relative.ends_with("/devemb"), "{relative}");
         let spaced = client_flags(DEFAULT_SERVER, std::path::Path::new("/tmp/my data"), true);
         assert_eq!(spaced, " --data-dir '/tmp/my data'");
+    }
+
+    #[test]
+    fn a_lease_takes_units_as_the_reap_ages_do() {
+        assert_eq!(parse_lease("300"), Ok(300));
+        assert_eq!(parse_lease("5m"), Ok(300));
+        assert_eq!(parse_lease(" 2h "), Ok(7_200));
+        assert_eq!(parse_lease("1d"), Ok(86_400));
+        assert!(parse_lease("0").unwrap_err().contains("from 1 s to a day"));
+        assert!(parse_lease("2d").unwrap_err().contains("from 1 s to a day"));
+        assert!(parse_lease("5 minutes").unwrap_err().contains("unknown unit"));
+        assert!(parse_lease("soon").unwrap_err().contains("not a lease"));
+        // The ages keep their rules.
+        assert_eq!(parse_age("3d"), Ok(259_200));
+        assert!(parse_age("3").unwrap_err().contains("write the unit"));
     }
 }

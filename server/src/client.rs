@@ -248,7 +248,7 @@ impl Client {
 /// The bearer token of `args`: `--token`/`POP_TOKEN`, else the generated admin token.
 pub fn token(args: &ClientArgs) -> Result<String> {
     match &args.token {
-        Some(t) => Ok(t.clone()),
+        Some(t) => sendable(t, "--token or POP_TOKEN"),
         None => read_token(&args.data_dir.join(pop_api::auth::ADMIN_TOKEN_FILE)),
     }
 }
@@ -257,7 +257,24 @@ fn read_token(path: &Path) -> Result<String> {
     let token = std::fs::read_to_string(path).with_context(|| {
         format!("no --token given and no admin token at {} (set POP_TOKEN)", path.display())
     })?;
-    Ok(token.trim().to_owned())
+    sendable(&token, &path.display().to_string())
+}
+
+/// The token `given` (from `source`), without the white space around it (a Secret written
+/// with `echo` ends in a newline), if an HTTP header can carry it: otherwise the request
+/// failed to build and the error sent the operator to check the server's address (ops3am7).
+fn sendable(given: &str, source: &str) -> Result<String> {
+    let token = given.trim();
+    if token.is_empty() {
+        bail!("the token from {source} is empty");
+    }
+    if let Some((at, c)) = token.char_indices().find(|(_, c)| !c.is_ascii_graphic()) {
+        bail!(
+            "the token from {source} holds a character an HTTP header cannot carry ({c:?} at \
+             byte {at}): pop's tokens are printable ASCII without spaces; copy it again"
+        );
+    }
+    Ok(token.to_owned())
 }
 
 /// How long [`Client::graphql`] keeps sending a request the server answered as retryable.
@@ -336,4 +353,20 @@ fn check_errors(body: &Value) -> Result<()> {
         })
         .collect();
     bail!("{}", lines.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sendable;
+
+    #[test]
+    fn a_token_is_trimmed_and_one_no_header_can_carry_is_named() {
+        assert_eq!(sendable("tok_abc\n", "POP_TOKEN").unwrap(), "tok_abc");
+        assert_eq!(sendable("  tok_abc \r\n", "POP_TOKEN").unwrap(), "tok_abc");
+        let inner = sendable("tok\nabc", "POP_TOKEN").unwrap_err().to_string();
+        assert!(inner.contains("cannot carry") && inner.contains("POP_TOKEN"), "{inner}");
+        let empty = sendable(" \n", "--token or POP_TOKEN").unwrap_err().to_string();
+        assert!(empty.contains("is empty"), "{empty}");
+        assert!(sendable("tök", "x").unwrap_err().to_string().contains("cannot carry"));
+    }
 }
