@@ -252,6 +252,7 @@ pub enum Command {
         client: ClientArgs,
         /// The agenda's id (not its progress id, where that is another).
         id: String,
+        /// What runs again (default: reset-all).
         #[arg(long, value_enum)]
         mode: Option<RerunMode>,
         /// Operations to reset (POP's `operationsToReset`).
@@ -857,8 +858,11 @@ pub struct InitArgs {
 /// POP's rerun modes.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum RerunMode {
+    /// Every operation runs again.
     ResetAll,
+    /// Only what did not succeed runs again; succeeded operations keep their results.
     Continue,
+    /// Marked done without running anything.
     SkipExecution,
 }
 

@@ -105,7 +105,15 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
         "no more claims; finishing or handing back the agendas in hand",
     ));
     let stats = puller::run(env, config, stop_rx).await;
-    tracing::info!(?stats, "worker stopped");
+    tracing::info!(
+        claimed = stats.claimed,
+        succeeded = stats.succeeded,
+        failed = stats.failed,
+        cancelled = stats.cancelled,
+        refused = stats.refused,
+        handed_back = stats.handed_back,
+        "worker stopped"
+    );
     println!(
         "pop: worker stopped: {} claimed, {} succeeded, {} failed, {} cancelled, {} refused, {} \
          handed back",
