@@ -122,13 +122,21 @@ fn shown(uri: &axum::http::Uri) -> String {
 fn error_response(status: StatusCode, error: AppError, cid: &str) -> Response {
     let error = error.with_cid(cid);
     metrics::error(error.code.as_str());
+    let mut extensions = serde_json::json!({ "code": error.code.as_str(), "cid": cid });
+    // As a resolver's error says it (`crate::error::into_graphql`): a client (pop's worker
+    // among them) sends the same request again after the pause, rather than giving up.
+    let retry = crate::error::retry_after(error.code);
+    if let Some(seconds) = retry {
+        extensions[crate::error::ext::RETRYABLE] = true.into();
+        extensions[crate::error::ext::RETRY_AFTER] = seconds.into();
+    }
     let body = serde_json::json!({
-        "errors": [{
-            "message": error.message,
-            "extensions": { "code": error.code.as_str(), "cid": cid },
-        }]
+        "errors": [{ "message": error.message, "extensions": extensions }]
     });
     let mut response = (status, axum::Json(body)).into_response();
+    if let Some(seconds) = retry {
+        response.headers_mut().insert(header::RETRY_AFTER, seconds.into());
+    }
     set_cid_headers(response.headers_mut(), cid);
     crate::request::challenge(&mut response);
     response

@@ -165,12 +165,13 @@ pub(crate) async fn read_body(
     match tokio::time::timeout(within, read).await {
         Ok(Ok(())) => Ok(bytes.into()),
         Ok(Err(e)) => Err(e),
+        // TIMEOUT: nothing was done, the same request may be sent again.
         Err(_) => Err(BodyError {
             status: StatusCode::REQUEST_TIMEOUT,
-            error: AppError::bad_request(format!(
-                "the request body did not arrive within {} s ({} of {} bytes came): send it \
+            error: AppError::timeout(format!(
+                "the request body did not arrive within {:?} ({} of {} bytes came): send it \
                  whole at once",
-                within.as_secs(),
+                within,
                 bytes.len(),
                 declared.map_or_else(|| "an undeclared number of".to_string(), |n| n.to_string())
             )),

@@ -1476,6 +1476,7 @@ async fn a_body_that_never_arrives_is_refused_and_a_token_sends_few_at_once() {
         let text = String::from_utf8_lossy(&received);
         assert!(text.starts_with("HTTP/1.1 408"), "{path}: {text}");
         assert!(text.contains("did not arrive within"), "{path}: {text}");
+        assert!(text.contains("TIMEOUT"), "retryable as a timeout: {path}: {text}");
         let closed = closed.expect("answered and closed within 10 s");
         assert!(closed < std::time::Duration::from_secs(3), "{path}: {closed:?}");
     }
@@ -1495,6 +1496,9 @@ async fn a_body_that_never_arrives_is_refused_and_a_token_sends_few_at_once() {
         let (status, _, body) = post_raw(&server, ACME, &query).await;
         if status == 429 {
             assert_eq!(body["errors"][0]["extensions"]["code"], "BUSY", "{body:#}");
+            // Retryable, as every BUSY is: pop's worker sends it again after the pause.
+            assert_eq!(body["errors"][0]["extensions"]["retryable"], true, "{body:#}");
+            assert_eq!(body["errors"][0]["extensions"]["retryAfterSeconds"], 1, "{body:#}");
             let message = body["errors"][0]["message"].as_str().unwrap();
             assert!(message.contains("request bodies arriving"), "{body:#}");
             break;

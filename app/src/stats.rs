@@ -67,7 +67,7 @@ impl App {
                 .with_cid(&caller.cid));
             }
         };
-        let now = Utc::now();
+        let now = self.now();
         let this_minute = now.duration_trunc(TimeDelta::minutes(1)).unwrap_or(now);
         let first = this_minute - TimeDelta::minutes(minutes - 1);
         self.read(caller, at_least, |models| {

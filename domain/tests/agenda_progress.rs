@@ -231,29 +231,41 @@ fn report_input_is_validated_listing_every_problem() {
 }
 
 /// A report naming an operation the agenda does not have (POP's executor reports what a
-/// generator made without expanding the agenda, and resends it with every report): the rest
-/// is taken, the unknown one is not recorded and is said once as an agenda diagnostic.
+/// generator made without expanding the agenda, `logOnly`, and resends it with every report)
+/// adds it, as POP's server made its progress on the fly: the rest is taken, and the agenda
+/// does not complete while that operation runs.
 #[test]
-fn an_operation_the_agenda_lacks_is_not_recorded_and_the_rest_is_taken() {
+fn an_operation_the_agenda_lacks_is_added_by_the_report_that_names_it() {
+    use pop_domain::agenda::AgendaEvent;
     let mut events = history(running(agenda_of(&["a", "gen"], json!({}))));
-    let r = ops(vec![executing("a", 40.0), executing("g.1", 10.0)]);
+    let r = ops(vec![succeeded("a"), succeeded("gen"), executing("g.1", 10.0)]);
     let taken = replay(&events).decide(&report("w1", 10, r)).unwrap();
-    let pop_domain::agenda::AgendaEvent::ProgressReported(e) = &taken[0] else { panic!() };
-    assert_eq!(e.operations.len(), 1, "{e:?}");
-    assert_eq!(e.diagnostics.len(), 1, "{e:?}");
-    assert!(e.diagnostics[0].message.contains("\"g.1\""), "{e:?}");
-    assert_eq!(e.diagnostics[0].status_code.as_deref(), Some("UNKNOWN_OPERATION"));
+    let AgendaEvent::OperationsExpanded(added) = &taken[0] else { panic!("{taken:?}") };
+    assert_eq!(added.operations.len(), 1);
+    assert_eq!(added.operations[0].name, "g.1");
+    let AgendaEvent::ProgressReported(e) = &taken[1] else { panic!("{taken:?}") };
+    assert_eq!(e.operations.len(), 3, "{e:?}");
+    assert_eq!(taken.len(), 2, "not completed while g.1 runs: {taken:?}");
     events.extend(taken);
-    // Sent again with the next report: taken, and not said twice.
-    let again = ops(vec![succeeded("a"), executing("g.1", 90.0)]);
-    let taken = replay(&events).decide(&report("w1", 11, again)).unwrap();
-    let pop_domain::agenda::AgendaEvent::ProgressReported(e) = &taken[0] else { panic!() };
-    assert!(e.diagnostics.is_empty(), "{e:?}");
+    // A heartbeat without operations completes nothing either.
+    let taken = replay(&events).decide(&report("w1", 11, ops(vec![]))).unwrap();
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    events.extend(taken);
+    // Sent again with the next report, now COMPLETE: known, and the agenda succeeds.
+    let taken = replay(&events).decide(&report("w1", 12, ops(vec![succeeded("g.1")]))).unwrap();
+    assert!(matches!(taken.last(), Some(AgendaEvent::Completed(_))), "{taken:?}");
     events.extend(taken);
     let state = replay(&events);
-    assert_eq!(state.operation("a").unwrap().processing_state, Complete);
-    assert!(state.operation("g.1").is_none());
-    assert_eq!(state.progress().diagnostic_events.len(), 1);
+    assert_eq!(state.operation("g.1").unwrap().processing_state, Complete);
+    assert!(state.is_succeeded());
+    // A name no operation may have is refused, naming the field.
+    let given = history(running(agenda_of(&["a"], json!({}))));
+    let Err(AgendaError::Invalid(errors)) =
+        replay(&given).decide(&report("w1", 10, ops(vec![executing("bad\u{7}name", 1.0)])))
+    else {
+        panic!("expected a validation error")
+    };
+    assert!(errors.errors[0].field.starts_with("operationProgress"), "{errors:?}");
 }
 
 #[test]

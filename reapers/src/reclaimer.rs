@@ -37,6 +37,9 @@ pub const DEFAULT_BATCH_SIZE: usize = 500;
 /// the interval so that cycles never pile up behind a slow store.
 pub const DEFAULT_MAX_RUN_TIME: Duration = Duration::from_secs(20);
 
+/// How long a cycle's read of the log head may take before the store counts as down.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// `Reclaim` commands in flight at once (they share the store's group commit).
 pub const MAX_CONCURRENT_RECLAIMS: usize = 64;
 
@@ -288,7 +291,16 @@ impl TimedProcess for Reclaimer {
         self.services.projections.caught_up()
     }
     async fn plan(&mut self, now: Timestamp) -> Result<Vec<ReclaimAction>, ReclaimReport> {
-        let served = self.services.commands.serving_for(self.config.grace_after_start);
+        // A read of the head: an outage is seen, and its end, even when this process wrote
+        // nothing meanwhile (another replica's workers could not report either).
+        let commands = &self.services.commands;
+        match tokio::time::timeout(PROBE_TIMEOUT, self.services.store.head()).await {
+            Ok(Ok(_)) => commands.note_probe(Ok(())),
+            Ok(Err(e)) => commands.note_probe(Err(&e)),
+            // No answer in time counts as none at all.
+            Err(_) => commands.note_probe(Err(&pop_store::StoreError::Closed)),
+        }
+        let served = commands.serving_for(self.config.grace_after_start);
         let models = self.services.projections.read();
         let (actions, waiting) = plan_served(now, &models, &self.config, served);
         if waiting > 0 {

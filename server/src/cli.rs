@@ -244,7 +244,7 @@ pub enum Command {
         json: bool,
     },
     /// Run an ended agenda again: `--mode reset-all` (the default) runs everything again,
-    /// `continue` only what did not succeed, `skip-execution` marks it done without running;
+    /// `continue` only what did not succeed, `skip-execution` resets it without queueing it;
     /// `--reset a,b` resets only those operations.
     #[command(display_order = 16)]
     Rerun {
@@ -862,7 +862,8 @@ pub enum RerunMode {
     ResetAll,
     /// Only what did not succeed runs again; succeeded operations keep their results.
     Continue,
-    /// Marked done without running anything.
+    /// Every operation is reset, but the agenda is not queued: it waits (WAITING/pending) until
+    /// something re-adds it.
     SkipExecution,
 }
 

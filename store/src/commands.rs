@@ -246,9 +246,39 @@ struct Inner {
     held_failure: Mutex<Option<String>>,
     /// When these commands were made (the process started serving).
     started: std::time::Instant,
-    /// When a write last failed for the store's condition (not cleared by a write that
-    /// lands: [`Commands::serving_for`]).
-    last_failed: Mutex<Option<std::time::Instant>>,
+    /// The store's outages as these commands saw them ([`Commands::serving_for`]).
+    outages: Mutex<Outages>,
+}
+
+/// The failures for the store's condition (writes, or [`Commands::note_probe`]'s reads) since
+/// the last success, and when the last outage ended. Failures that all fall within
+/// [`MIN_OUTAGE`] of the first (a busy store, a lost race: it answered again at once) are no
+/// outage; a run of failures longer than that is, and it ends at the next success.
+#[derive(Debug, Default)]
+struct Outages {
+    /// The first and the latest failure since the last success.
+    failing: Option<(std::time::Instant, std::time::Instant)>,
+    ended: Option<std::time::Instant>,
+}
+
+/// The shortest run of failures that counts as an outage ([`Outages`]).
+pub const MIN_OUTAGE: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Outages {
+    fn note(&mut self, ok: bool) {
+        let now = std::time::Instant::now();
+        match (ok, self.failing) {
+            (false, None) => self.failing = Some((now, now)),
+            (false, Some((first, _))) => self.failing = Some((first, now)),
+            (true, Some((first, last))) => {
+                if last.duration_since(first) >= MIN_OUTAGE {
+                    self.ended = Some(now);
+                }
+                self.failing = None;
+            }
+            (true, None) => {}
+        }
+    }
 }
 
 impl std::fmt::Debug for Commands {
@@ -271,7 +301,7 @@ impl Commands {
                 unavailable: Mutex::new(None),
                 held_failure: Mutex::new(None),
                 started: std::time::Instant::now(),
-                last_failed: Mutex::new(None),
+                outages: Mutex::new(Outages::default()),
             }),
         }
     }
@@ -287,17 +317,37 @@ impl Commands {
         last.as_ref().map(|(at, why)| (at.elapsed(), why.clone()))
     }
 
-    /// How long since a write through these commands (or beside them,
-    /// [`Commands::note_write`]) last failed for the store's condition — and, with
-    /// `since_start`, since they were made — whichever is shorter; `None`: neither applies.
-    /// While the store was down nobody could write (a worker could not renew its lease), so
-    /// the reclaimer gives leases that long again before it times them out.
+    /// How long the store has served since the end of its latest outage these commands saw
+    /// (failures for its condition, of writes or [`Commands::note_probe`]'s reads, for at
+    /// least [`MIN_OUTAGE`], then a success) — and, with `since_start`, since they were made —
+    /// whichever is shorter; zero during an outage; `None`: neither applies. While the store
+    /// was down nobody could write (a worker could not renew its lease), so the reclaimer
+    /// gives leases that long again before it times them out.
     pub fn serving_for(&self, since_start: bool) -> Option<std::time::Duration> {
-        let failed = self.inner.last_failed.lock().ok().and_then(|f| *f).map(|at| at.elapsed());
+        let outages = self.inner.outages.lock().ok()?;
+        if let Some((first, last)) = outages.failing
+            && last.duration_since(first) >= MIN_OUTAGE
+        {
+            return Some(std::time::Duration::ZERO);
+        }
+        let failed = outages.ended.map(|at| at.elapsed());
         let started = since_start.then(|| self.inner.started.elapsed());
         match (failed, started) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
+        }
+    }
+
+    /// Records whether a read of the store (a timed process's probe of its head) reached it,
+    /// for [`Commands::serving_for`] only: a process that writes nothing during an outage
+    /// still sees it, and its end.
+    pub fn note_probe(&self, result: Result<(), &StoreError>) {
+        if let Ok(mut outages) = self.inner.outages.lock() {
+            match result {
+                Ok(()) => outages.note(true),
+                Err(e) if e.is_unavailable() => outages.note(false),
+                Err(_) => {}
+            }
         }
     }
 
@@ -471,10 +521,15 @@ impl Inner {
             *held = None;
         }
         match result {
-            Ok(()) => *last = None,
+            Ok(()) => {
+                *last = None;
+                if let Ok(mut outages) = self.outages.lock() {
+                    outages.note(true);
+                }
+            }
             Err(e) if e.is_unavailable() => {
-                if let Ok(mut failed) = self.last_failed.lock() {
-                    *failed = Some(std::time::Instant::now());
+                if let Ok(mut outages) = self.outages.lock() {
+                    outages.note(false);
                 }
                 let why = pop_domain::error::ErrorChain(e).to_string();
                 *last = Some((std::time::Instant::now(), why));

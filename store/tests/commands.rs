@@ -769,20 +769,31 @@ async fn a_write_beside_the_commands_counts_for_their_unavailability() {
     assert!(commands.unavailable().is_none(), "not the store's condition");
 }
 
-/// How long the store has served since a write last failed for its condition, or since the
-/// commands were made: what the reclaimer gives leases again after an outage (ops3am7). A
-/// write that lands does not reset it; one that fails for another reason does not count.
+/// How long the store has served since its latest outage ended (failures for its condition
+/// for at least a second, then a success), or since the commands were made: what the
+/// reclaimer gives leases again (ops3am7). A failure answered again at once (a busy store) is
+/// no outage, so a trickle of them never holds reclaims back (review-s38); other failures do
+/// not count.
 #[tokio::test]
-async fn the_time_served_counts_from_the_last_failure_for_the_stores_condition() {
+async fn the_time_served_counts_from_the_end_of_the_last_outage() {
     let (_dir, store) = store().await;
     let commands = Commands::new(store.clone());
     assert_eq!(commands.serving_for(false), None, "no outage seen");
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let since_start = commands.serving_for(true).unwrap();
     assert!(since_start >= std::time::Duration::from_millis(300), "{since_start:?}");
+    // A blip: no outage.
     commands.note_write(Err(&StoreError::Closed));
     commands.note_write(Ok(()));
     commands.note_write(Err(&StoreError::Corrupt("a bug".into())));
+    assert_eq!(commands.serving_for(false), None, "a blip is no outage");
+    // Failures a second and more apart: an outage, zero served while it lasts, then counted
+    // from the success (a probe's read counts as the writes do).
+    commands.note_probe(Err(&StoreError::Closed));
+    tokio::time::sleep(pop_store::commands::MIN_OUTAGE).await;
+    commands.note_write(Err(&StoreError::Closed));
+    assert_eq!(commands.serving_for(false), Some(std::time::Duration::ZERO));
+    commands.note_probe(Ok(()));
     let served = commands.serving_for(false).expect("an outage was seen");
     assert!(served < std::time::Duration::from_millis(300), "{served:?}");
     assert!(commands.serving_for(true).unwrap() < since_start, "the shorter of the two");

@@ -443,10 +443,6 @@ async fn a_resend_gathered_with_another_append_is_answered_as_before() {
     store.close().await;
 }
 
-/// One stream's commit times never go back across replicas whose clocks differ: a replica an
-/// hour behind another stamps its appends to a stream the other wrote at that stream's last
-/// time (read under the lock, then known from its own commit), and its clock follows
-/// (ops3am4: they went back by the skew, and as-of reads by time cut the stream short).
 /// Replicas whose own clocks are 30 s apart stamp commands and commits with the database
 /// server's time (auditor19 N1: the replica behind handed out leases another replica's
 /// reclaimer had already timed out).
@@ -493,8 +489,15 @@ async fn replicas_whose_clocks_disagree_follow_the_database_clock() {
     own.append("own", ExpectedVersion::NoStream, vec![event()]).await.unwrap();
     let stamped = own.read_stream("own", 0, 10, pop_store::Direction::Forwards).await.unwrap();
     assert!(off(stamped[0].recorded_at) > 29_000, "committed at {}", stamped[0].recorded_at);
+    for store in [behind, right, own] {
+        store.close().await;
+    }
 }
 
+/// One stream's commit times never go back across replicas whose clocks differ: a replica an
+/// hour behind another stamps its appends to a stream the other wrote at that stream's last
+/// time (read under the lock, then known from its own commit), and its clock follows
+/// (ops3am4: they went back by the skew, and as-of reads by time cut the stream short).
 #[tokio::test]
 async fn one_streams_commit_times_never_go_back_across_replicas() {
     let Some(cluster) = TestCluster::shared("one_streams_commit_times_across_replicas") else {

@@ -430,10 +430,11 @@ async fn a_hash_row_moved_outside_pop_is_not_sealed() {
         .unwrap();
         copy
     };
-    // Past the head: the seal stops at the head, and verify names the row.
+    // Past the head: nothing is sealed around it, and verify names the row.
     let store = SqliteStore::open(moved("5000"), SqliteOptions::default()).await.unwrap();
-    let last = Sealer::new(k.clone()).seal_all(&store, now()).await.unwrap().expect("sealed");
-    assert_eq!(last.position, Position::from_sequence(12));
+    let refused = Sealer::new(k.clone()).seal_all(&store, now()).await;
+    let refused = refused.map(|c| c.map(|c| c.seq)).expect_err("not sealed");
+    assert!(refused.to_string().contains("past the log's head"), "{refused}");
     let report = store.verify_with(Some(k.verifying_key())).await.unwrap();
     let found = report.first_break.expect("the moved row is found");
     assert_eq!((found.stream.as_str(), found.version), ("d", Some(1)), "{found}");

@@ -251,6 +251,10 @@ impl Handler for LocalProcess {
             }
         })?;
         let program = self.program.display().to_string();
+        // Its whole group stops when the operation ends before the handler did (silence past
+        // the timeout, the worker's shutdown grace over): `kill_on_drop` reaches the handler
+        // alone, and its children went on running work handed to the next worker.
+        let mut group = GroupGuard(child.id());
 
         // Lines of both streams arrive on one channel, so the no-output timer sees either.
         let (tx, mut rx) = mpsc::channel::<Line>(64);
@@ -321,7 +325,12 @@ impl Handler for LocalProcess {
         }
         // Both streams closed: the process is exiting (or handed them to a child of its own).
         let status = match tokio::time::timeout(self.timeout, child.wait()).await {
-            Ok(Ok(status)) => status,
+            Ok(Ok(status)) => {
+                // Ended by itself: what it left behind is its own business, and its pid may
+                // be reused from now on.
+                group.disarm();
+                status
+            }
             Ok(Err(e)) => return Err(Failure::new(format!("waiting for {program}: {e}"))),
             Err(_) => {
                 let _ = child.kill().await;
@@ -349,11 +358,37 @@ impl Handler for LocalProcess {
             #[cfg(unix)]
             {
                 use std::os::unix::process::ExitStatusExt;
-                if matches!(status.signal(), Some(1 | 2 | 15)) {
+                // By the signal itself, or by a handler that exits 128 + the signal (a shell's
+                // trap, the JVM).
+                if matches!(status.signal(), Some(1 | 2 | 15))
+                    || matches!(status.code(), Some(129 | 130 | 143))
+                {
                     return Err(failure.interrupted());
                 }
             }
             Err(failure)
+        }
+    }
+}
+
+/// Kills a handler's process group (its pid: it leads one of its own) when dropped, unless
+/// disarmed once the handler was seen to end.
+struct GroupGuard(Option<u32>);
+
+impl GroupGuard {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if let Some(pid) =
+            self.0.and_then(|p| i32::try_from(p).ok()).and_then(rustix::process::Pid::from_raw)
+        {
+            // Gone already: nothing to stop.
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
         }
     }
 }
@@ -598,5 +633,30 @@ mod tests {
         assert!(err.message.contains("printed nothing"), "{}", err.message);
         assert_eq!(err.payload["log"], json!(["started"]));
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    /// A handler stopped before it ended (here: silent past its timeout) takes the processes
+    /// it started with it (review-s38: they ran on, on work handed to the next worker).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_handler_stopped_early_takes_its_children_with_it() {
+        let (sink, _) = recorder();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("child.pid");
+        let script = format!("sleep 30 & echo $! > {}; echo started; wait", file.display());
+        let err = sh(&script, Duration::from_millis(300)).run(ctx(json!(null)), sink).await;
+        assert!(err.unwrap_err().message.contains("printed nothing"));
+        let pid = std::fs::read_to_string(&file).unwrap().trim().to_string();
+        // Gone, or a zombie waiting for whoever adopted it to reap it.
+        let running = || {
+            std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+                s.lines().any(|l| l.starts_with("State:") && !l.contains("Z (zombie)"))
+            })
+        };
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while running() {
+            assert!(std::time::Instant::now() < until, "the handler's child {pid} still runs");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }

@@ -702,7 +702,9 @@ impl From<&Principal> for PrincipalGql {
 /// progress after the change at `position`. When the subscriber fell behind, one item has
 /// `lagged: true` (`missed` changes may have been dropped, `progress` null) and the items
 /// after it re-send the current state (`resync: true`); `truncated` on the lagged item says
-/// the re-sent state was capped and the client should re-list with `atLeastPosition`.
+/// the re-sent state was capped and the client should re-list with `atLeastPosition`. A
+/// follow resumed from `afterPosition` re-sends the same way, and when that was capped it
+/// starts with such a lagged item (`missed` 0, `truncated` true).
 #[derive(SimpleObject, Debug, Clone)]
 #[graphql(name = "AgendaProgressUpdate")]
 pub struct AgendaProgressUpdate {

@@ -234,34 +234,54 @@ impl AgendaState {
             return self.late_report(holder, report, now);
         }
         self.check_holder(holder, lease_id)?;
+        // An operation the agenda does not have is added to it by the report, as POP's server
+        // made its progress on the fly: POP's executor reports the operations a generator
+        // made without expanding the agenda (`logOnly`), and resends them with every report;
+        // refusing the whole report lost every heartbeat until the running agenda was
+        // reclaimed (popclient13 C13-1), and leaving the operation out let the agenda
+        // complete while it still ran. The expansion is checked as any (names, the count).
+        let unknown: Vec<Operation> = report
+            .operations
+            .iter()
+            .filter(|r| {
+                !self
+                    .progress
+                    .operation_progress
+                    .iter()
+                    .any(|p| eq_ignore_case(&p.operation, &r.name))
+            })
+            .map(|r| Operation {
+                name: r.name.clone(),
+                op_type: String::new(),
+                id: None,
+                payload: crate::payload::Payload::NULL,
+                params: Params::default(),
+            })
+            .collect();
+        if !unknown.is_empty() {
+            let mut events =
+                self.expand(&unknown, &Params::default(), now).map_err(|e| match e {
+                    AgendaError::Invalid(errors) => {
+                        AgendaError::Invalid(errors.within("operationProgress"))
+                    }
+                    other => other,
+                })?;
+            let mut expanded = self.clone();
+            for event in &events {
+                expanded.apply(event);
+            }
+            events.extend(expanded.report(holder, lease_id, lease_expires, report, now)?);
+            return Ok(events);
+        }
         let targets = self.validate_report(report, lease_expires, now)?;
         let lease_expires = self.renewed_until(lease_expires, now);
-        // An operation the agenda does not have is not recorded, and said once as a
-        // diagnostic of the agenda; the rest of the report is taken. POP took such a report
-        // (its server made the operation progress on the fly); its executor reports the
-        // operations a generator made without expanding the agenda (`logOnly`), and resends
-        // them with every later report, so refusing the whole report lost every heartbeat
-        // until the lease ran out and the running agenda was reclaimed (popclient13 C13-1).
-        let mut reported_diagnostics = report.diagnostics.clone();
-        for (r, _) in report.operations.iter().zip(&targets).filter(|(_, t)| t.is_none()) {
-            reported_diagnostics.push(DiagnosticEvent {
-                message: format!(
-                    "a report named operation {:?}, which this agenda does not have: its \
-                     progress was not recorded (expand the agenda with updateAgenda before \
-                     reporting the operations a generator makes)",
-                    r.name
-                ),
-                status_code: Some("UNKNOWN_OPERATION".to_string()),
-                ..DiagnosticEvent::default()
-            });
-        }
 
         // Work on a copy of the operations so the outcome is judged on the state the report
         // leads to, with the same code evolve runs.
         let mut operations = self.progress.operation_progress.clone();
         let mut changes = Vec::new();
         for (r, index) in report.operations.iter().zip(targets) {
-            let Some(current) = index.and_then(|i| operations.get_mut(i)) else { continue };
+            let Some(current) = operations.get_mut(index) else { continue };
             if let Some(change) = operation_change(current, r, now)? {
                 apply_operation_change(current, &change, now);
                 changes.push(change);
@@ -324,7 +344,7 @@ impl AgendaState {
                 Some(_) => None,
                 None => Some(report.started.map(ms).unwrap_or(now)),
             },
-            diagnostics: new_diagnostics(&self.progress.diagnostic_events, &reported_diagnostics),
+            diagnostics: new_diagnostics(&self.progress.diagnostic_events, &report.diagnostics),
             operations: changes,
         })];
         if let Some(outcome) = outcome {
@@ -420,14 +440,13 @@ impl AgendaState {
     }
 
     /// Input checks of a report, every problem listed. Returns the index of each reported
-    /// operation in the agenda's progress list (`None`: the agenda has no such operation; the
-    /// item is not checked further, nor recorded).
+    /// operation in the agenda's progress list.
     fn validate_report(
         &self,
         report: &ProgressReport,
         lease_expires: Timestamp,
         now: Timestamp,
-    ) -> Result<Vec<Option<usize>>, AgendaError> {
+    ) -> Result<Vec<usize>, AgendaError> {
         let mut errors = ValidationErrors::new();
         check_lease_expires(lease_expires, now, &mut errors);
         if report.state == Some(ProcessingState::Complete)
@@ -456,9 +475,12 @@ impl AgendaState {
                 .operation_progress
                 .iter()
                 .position(|p| eq_ignore_case(&p.operation, &r.name));
-            targets.push(index);
-            if index.is_none() {
-                continue;
+            match index {
+                Some(index) => targets.push(index),
+                None => errors.push(
+                    format!("{field}.operation"),
+                    format!("{:?} is not an operation of this agenda", r.name),
+                ),
             }
             if !seen.insert(fold_case(&r.name)) {
                 errors.push(

@@ -276,6 +276,25 @@ async fn with_pruned_checked(
     }
     // Nothing of the log lies past the cluster's transaction ids (a hash row moved to
     // transaction 999999 passed, and then every `pop serve` refused to start: auditor20).
+    // When events are past them too, the whole database came from a logical dump restored
+    // into another cluster: not an edit, and `pop serve` says what to do (review-s38).
+    let restored = tx
+        .query_one(
+            "SELECT (SELECT max(tx_id) FROM pop_events) \
+               >= pg_snapshot_xmax(pg_current_snapshot())::text::int8",
+            &[],
+        )
+        .await
+        .map_err(fail)?;
+    if restored.try_get::<_, Option<bool>>(0).map_err(fail)? == Some(true) {
+        return Err(StoreError::Unusable(
+            "the log's events are past this cluster's transaction ids: the database was \
+             restored from a logical dump (pg_dump) into another cluster, so it cannot be \
+             verified here; `pop serve` on it says how to move it (a physical backup, or `pop \
+             export` and `pop import`)"
+                .into(),
+        ));
+    }
     let past = tx
         .query_opt(
             "SELECT p.tx_id, p.seq, p.version, p.stream, n.next FROM pop_pruned p, \

@@ -39,8 +39,9 @@ fn entry_from(r: &rusqlite::Row<'_>) -> Result<LogEntry, StoreError> {
 
 /// Feeds `each` the entries after `after` in position order, at most `limit` (negative: no
 /// limit), until it answers `false`. The caller holds a read transaction, so both tables are
-/// read in one snapshot. Entries past the log's head are none of its own (pop writes none there: a hash row moved
-/// past it outside pop), so they are not handed out to be sealed; `pop verify` reports them.
+/// read in one snapshot. A hash row past the log's head (pop writes none there: it was moved
+/// outside pop) is [`StoreError::Corrupt`]: nothing is signed around it (review-s38: sealing
+/// what was left signed the gap the row left), and `pop verify` names it.
 pub(crate) fn entries(
     tx: &Connection,
     after: u64,
@@ -52,10 +53,24 @@ pub(crate) fn entries(
         format!(
             "SELECT t.position, COALESCE(s.name, '#' || t.stream_id), t.version, t.chain \
              FROM {table} t LEFT JOIN streams s ON s.id = t.stream_id \
-             WHERE t.position > ?1 AND t.position <= (SELECT head FROM log WHERE id = 1) \
-             ORDER BY t.position LIMIT ?2"
+             WHERE t.position > ?1 ORDER BY t.position LIMIT ?2"
         )
     };
+    let past: Option<i64> = tx
+        .query_row(
+            "SELECT position FROM pruned WHERE position > (SELECT head FROM log WHERE id = 1) \
+             ORDER BY position LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(fail)?;
+    if let Some(at) = past {
+        return Err(StoreError::Corrupt(format!(
+            "a hash row at position {at} lies past the log's head: it was moved outside pop; \
+             nothing is sealed until it is found (run `pop verify`)"
+        )));
+    }
     let mut live = tx.prepare(&sql("events")).map_err(fail)?;
     let mut pruned = tx.prepare(&sql("pruned")).map_err(fail)?;
     let mut a = live.query(rusqlite::params![after, limit]).map_err(fail)?;
