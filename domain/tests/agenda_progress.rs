@@ -238,11 +238,16 @@ fn report_input_is_validated_listing_every_problem() {
 fn an_operation_the_agenda_lacks_is_added_by_the_report_that_names_it() {
     use pop_domain::agenda::AgendaEvent;
     let mut events = history(running(agenda_of(&["a", "gen"], json!({}))));
-    let r = ops(vec![succeeded("a"), succeeded("gen"), executing("g.1", 10.0)]);
+    // POP's generated operations name their generator: kept, so a rerun of it removes them.
+    let mut generated = pop_domain::params::Params::default();
+    generated.insert("generatedOperationParent", "gen");
+    let g1 = OperationReport { params: generated, ..executing("g.1", 10.0) };
+    let r = ops(vec![succeeded("a"), succeeded("gen"), g1]);
     let taken = replay(&events).decide(&report("w1", 10, r)).unwrap();
     let AgendaEvent::OperationsExpanded(added) = &taken[0] else { panic!("{taken:?}") };
     assert_eq!(added.operations.len(), 1);
     assert_eq!(added.operations[0].name, "g.1");
+    assert_eq!(added.operations[0].generated_by(), Some("gen"));
     let AgendaEvent::ProgressReported(e) = &taken[1] else { panic!("{taken:?}") };
     assert_eq!(e.operations.len(), 3, "{e:?}");
     assert_eq!(taken.len(), 2, "not completed while g.1 runs: {taken:?}");

@@ -314,6 +314,13 @@ async fn round(
         // A replica started with a key of its own beside replicas that share one: it never
         // seals, and once they are gone nothing does (ops3am: an ERROR every round, nothing
         // on /metrics, then `pop verify` NOT VERIFIED as if tampered with).
+        // The log itself is broken (a hash row moved outside pop): nothing is sealed around it
+        // until it is found; said once and on /metrics (auditor21: an ERROR every round and
+        // `pop_checkpoint_sealing_refused` 0).
+        Err(SealError::Store(e @ pop_store::StoreError::Corrupt(_))) => {
+            metrics::gauge!(CHECKPOINT_WITNESS_BROKEN).set(0.0);
+            return refuse(format!("{e}; run `pop verify` to see where the log breaks"), false);
+        }
         Err(e @ SealError::Foreign(_)) => {
             // The witness itself checked out this round.
             metrics::gauge!(CHECKPOINT_WITNESS_BROKEN).set(0.0);

@@ -684,16 +684,7 @@ async fn chaos(name: &str, fault: Fault) {
         let url = cluster.create_database().await.expect("a database");
         Store::Postgres { cluster, url }
     };
-    let tokens = json!([
-        {"token": ACME, "name": "acme-user", "role": "user", "customers": ["acme"]},
-        {"token": WORKER, "name": "worker", "role": "service", "customers": ["acme"]},
-    ]);
-    let token_file = dir.path().join("tokens.json");
-    std::fs::write(&token_file, tokens.to_string()).unwrap();
-    // Replicas of one database share the checkpoint key (README "Auditing").
-    let key = dir.path().join("checkpoint.key");
-    std::fs::write(&key, format!("{}\n", "7".repeat(64))).unwrap();
-    let key_arg = key.display().to_string();
+    let (token_file, key_arg) = replica_files(dir.path());
     let mut args = FAST.to_vec();
     args.extend(["--checkpoint-key", key_arg.as_str()]);
     let mut store_args: Vec<&str> = Vec::new();
@@ -854,6 +845,21 @@ async fn chaos(name: &str, fault: Fault) {
     );
 }
 
+/// The token file (acme's user, the worker) and the checkpoint key the replicas of a case
+/// share (README "Auditing": replicas of one database share the key), written into `dir`:
+/// the file and the key's path as an argument.
+fn replica_files(dir: &Path) -> (PathBuf, String) {
+    let tokens = json!([
+        {"token": ACME, "name": "acme-user", "role": "user", "customers": ["acme"]},
+        {"token": WORKER, "name": "worker", "role": "service", "customers": ["acme"]},
+    ]);
+    let token_file = dir.join("tokens.json");
+    std::fs::write(&token_file, tokens.to_string()).unwrap();
+    let key = dir.join("checkpoint.key");
+    std::fs::write(&key, format!("{}\n", "7".repeat(64))).unwrap();
+    (token_file, key.display().to_string())
+}
+
 /// Every replica's log tail, for failure messages.
 fn logs(pops: &[Pop]) -> String {
     pops.iter()
@@ -953,15 +959,7 @@ async fn a_lease_from_a_replica_whose_clock_is_behind_is_honoured() {
     };
     let url = cluster.create_database().await.expect("a database");
     let dir = tempfile::tempdir().unwrap();
-    let tokens = json!([
-        {"token": ACME, "name": "acme-user", "role": "user", "customers": ["acme"]},
-        {"token": WORKER, "name": "worker", "role": "service", "customers": ["acme"]},
-    ]);
-    let token_file = dir.path().join("tokens.json");
-    std::fs::write(&token_file, tokens.to_string()).unwrap();
-    let key = dir.path().join("checkpoint.key");
-    std::fs::write(&key, format!("{}\n", "7".repeat(64))).unwrap();
-    let key_arg = key.display().to_string();
+    let (token_file, key_arg) = replica_files(dir.path());
     let args = [
         "--lease",
         "5",

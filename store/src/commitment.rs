@@ -664,7 +664,7 @@ impl LogWalker {
                     version: Some(*v),
                     position: Some(*p),
                     reason: format!(
-                        "an event checkpoint {} does not cover (inserted or moved)",
+                        "an entry (an event, or a deleted stream's hash row) checkpoint {} does not cover (inserted or moved)",
                         c.seq
                     ),
                 });

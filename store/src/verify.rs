@@ -465,8 +465,8 @@ pub(crate) fn check_pruned(
                 version: u64::try_from(version).ok(),
                 position: Some(at),
                 reason: "a hash row of the deleted stream is not after the rows of its earlier \
-                         versions in the log (a stream's positions rise with its versions): it \
-                         was moved outside pop"
+                         versions in the log (a stream's positions rise with its versions): it, \
+                         or a row of a later version before it, was moved outside pop"
                     .into(),
             });
             return report;

@@ -443,6 +443,17 @@ async fn a_resend_gathered_with_another_append_is_answered_as_before() {
     store.close().await;
 }
 
+/// An empty event of type `Noted`.
+fn noted() -> NewEvent {
+    NewEvent {
+        event_id: Uuid::new_v4(),
+        event_type: "Noted".into(),
+        schema_version: 1,
+        data: b"{}".to_vec(),
+        metadata: b"{}".to_vec(),
+    }
+}
+
 /// Replicas whose own clocks are 30 s apart stamp commands and commits with the database
 /// server's time (auditor19 N1: the replica behind handed out leases another replica's
 /// reclaimer had already timed out).
@@ -460,13 +471,6 @@ async fn replicas_whose_clocks_disagree_follow_the_database_clock() {
     };
     let behind = PgStore::connect(&url, skewed(-30)).await.unwrap();
     let right = PgStore::connect(&url, skewed(0)).await.unwrap();
-    let event = || NewEvent {
-        event_id: Uuid::new_v4(),
-        event_type: "Noted".into(),
-        schema_version: 1,
-        data: b"{}".to_vec(),
-        metadata: b"{}".to_vec(),
-    };
     // This test's process and the cluster share one host clock.
     let off = |t: chrono::DateTime<chrono::Utc>| (t - chrono::Utc::now()).num_milliseconds().abs();
     let offset = behind.clock_offset().expect("an offset is measured").num_milliseconds();
@@ -477,7 +481,7 @@ async fn replicas_whose_clocks_disagree_follow_the_database_clock() {
         assert!(off(pop_store::clock::now_for(store)) < 1_000);
     }
     // A stream only the replica behind writes: its commit times are the database's too.
-    behind.append("alone", ExpectedVersion::NoStream, vec![event()]).await.unwrap();
+    behind.append("alone", ExpectedVersion::NoStream, vec![noted()]).await.unwrap();
     let stamped = behind.read_stream("alone", 0, 10, pop_store::Direction::Forwards).await.unwrap();
     assert!(off(stamped[0].recorded_at) < 1_000, "committed at {}", stamped[0].recorded_at);
     // Without it, the replica's own clock (what a pinned test clock needs), on a log of its
@@ -486,7 +490,7 @@ async fn replicas_whose_clocks_disagree_follow_the_database_clock() {
     let own =
         PgStore::connect(&url, PgOptions { database_clock: false, ..skewed(-30) }).await.unwrap();
     assert!(own.clock_offset().is_none());
-    own.append("own", ExpectedVersion::NoStream, vec![event()]).await.unwrap();
+    own.append("own", ExpectedVersion::NoStream, vec![noted()]).await.unwrap();
     let stamped = own.read_stream("own", 0, 10, pop_store::Direction::Forwards).await.unwrap();
     assert!(off(stamped[0].recorded_at) > 29_000, "committed at {}", stamped[0].recorded_at);
     for store in [behind, right, own] {
@@ -511,20 +515,13 @@ async fn one_streams_commit_times_never_go_back_across_replicas() {
         database_clock: false,
         ..PgOptions::default()
     };
-    let event = || NewEvent {
-        event_id: Uuid::new_v4(),
-        event_type: "Noted".into(),
-        schema_version: 1,
-        data: b"{}".to_vec(),
-        metadata: b"{}".to_vec(),
-    };
     let fast = PgStore::connect(&url, replica(ahead)).await.unwrap();
     let slow = PgStore::connect(&url, replica(1_800_000_000_000_000)).await.unwrap();
-    slow.append("other", ExpectedVersion::Any, vec![event()]).await.unwrap();
-    fast.append("s", ExpectedVersion::NoStream, vec![event()]).await.unwrap();
+    slow.append("other", ExpectedVersion::Any, vec![noted()]).await.unwrap();
+    fast.append("s", ExpectedVersion::NoStream, vec![noted()]).await.unwrap();
     // The slow replica's first append to "s" reads it; its second goes by what it knows.
-    slow.append("s", ExpectedVersion::Exact(0), vec![event()]).await.unwrap();
-    slow.append("s", ExpectedVersion::Exact(1), vec![event()]).await.unwrap();
+    slow.append("s", ExpectedVersion::Exact(0), vec![noted()]).await.unwrap();
+    slow.append("s", ExpectedVersion::Exact(1), vec![noted()]).await.unwrap();
     let times: Vec<i64> = slow
         .read_stream("s", 0, 10, pop_store::Direction::Forwards)
         .await
@@ -534,7 +531,7 @@ async fn one_streams_commit_times_never_go_back_across_replicas() {
         .collect();
     assert_eq!(times, vec![ahead; 3], "{times:?}");
     assert_eq!(slow.commit_floor(), Some(at(ahead)), "the slow replica's clock follows");
-    slow.append("other", ExpectedVersion::Any, vec![event()]).await.unwrap();
+    slow.append("other", ExpectedVersion::Any, vec![noted()]).await.unwrap();
     let other = slow.read_stream("other", 1, 1, pop_store::Direction::Forwards).await.unwrap();
     assert_eq!(other[0].recorded_at, at(ahead), "nor do its later commits go back");
     fast.close().await;

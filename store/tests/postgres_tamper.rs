@@ -356,6 +356,23 @@ async fn a_deleted_streams_hash_rows_answer_to_its_tombstone() {
             assert_eq!(b.stream, "c", "{b}");
         }
         assert!(b.reason.contains(says), "{edit}: {b}");
+        // Nor exported and signed (auditor21: export signed such logs, and their import
+        // verified intact).
+        let key = pop_store::commitment::CheckpointSigningKey::from_bytes(&[5; 32]);
+        let mut out = Vec::new();
+        let exported = pop_store::postgres::transfer::export_trusting(
+            &url,
+            Position::START,
+            &key,
+            None,
+            &mut out,
+            chrono::Utc::now(),
+        )
+        .await;
+        assert!(
+            matches!(exported, Err(pop_store::transfer::TransferError::SourceBroken(_))),
+            "{edit}: exported: {exported:?}"
+        );
     }
 }
 

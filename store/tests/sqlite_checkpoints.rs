@@ -430,6 +430,25 @@ async fn a_hash_row_moved_outside_pop_is_not_sealed() {
         .unwrap();
         copy
     };
+    // Nor exported and signed (auditor21: export signed such logs, and their import
+    // verified intact): past the head, before the first position, or out of order.
+    for to in ["5000", "0", "9"] {
+        let mut out = Vec::new();
+        let exported = pop_store::sqlite::transfer::export_trusting(
+            &moved(to),
+            Position::START,
+            &k,
+            None,
+            &mut out,
+            now(),
+        );
+        match exported {
+            Err(pop_store::transfer::TransferError::SourceBroken(b)) => {
+                assert_eq!(b.stream, "d", "moved to {to}: {b}");
+            }
+            other => panic!("moved to {to}: exported: {other:?}"),
+        }
+    }
     // Past the head: nothing is sealed around it, and verify names the row.
     let store = SqliteStore::open(moved("5000"), SqliteOptions::default()).await.unwrap();
     let refused = Sealer::new(k.clone()).seal_all(&store, now()).await;

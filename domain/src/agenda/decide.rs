@@ -250,12 +250,25 @@ impl AgendaState {
                     .iter()
                     .any(|p| eq_ignore_case(&p.operation, &r.name))
             })
-            .map(|r| Operation {
-                name: r.name.clone(),
-                op_type: String::new(),
-                id: None,
-                payload: crate::payload::Payload::NULL,
-                params: Params::default(),
+            .map(|r| {
+                // Its generator, when the report names one of this agenda's operations (POP's
+                // generated operations carry `generatedOperationParent`): a rerun that resets
+                // the generator (or everything) then removes it, as any generated operation,
+                // and the generator makes it again.
+                let mut params = Params::default();
+                let parent = crate::params::keys::GENERATED_OPERATION_PARENT;
+                if let Some(generator) = r.params.get_str(parent).filter(|g| {
+                    self.agenda().is_some_and(|a| a.operations.iter().any(|o| o.name == *g))
+                }) {
+                    params.insert(parent, generator.to_string());
+                }
+                Operation {
+                    name: r.name.clone(),
+                    op_type: String::new(),
+                    id: None,
+                    payload: crate::payload::Payload::NULL,
+                    params,
+                }
             })
             .collect();
         if !unknown.is_empty() {

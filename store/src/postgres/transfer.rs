@@ -119,6 +119,12 @@ pub async fn export_trusting(
                  {PG_SCHEMA_VERSION}"
             ))));
         }
+        // Signed only if its hash rows pass what `pop verify` checks of them beside the walk
+        // (auditor21: export signed logs verify called tampered, and their import verified).
+        let checked = super::verify::with_pruned_checked(&tx, Default::default()).await?;
+        if let Some(found) = checked.first_break {
+            return Err(TransferError::SourceBroken(found));
+        }
         let (a, b) = (clamp(since.commit()), clamp(since.prepare()));
         let row = tx.query_one(COUNT_SQL, &[&a, &b]).await.map_err(&read)?;
         let at = |i: usize| -> Result<Option<Position>, StoreError> {

@@ -192,7 +192,7 @@ async fn run(
 
 /// [`crate::verify::check_pruned`]: every deleted stream's hash rows against its tombstone,
 /// read in the verification's snapshot.
-async fn with_pruned_checked(
+pub(crate) async fn with_pruned_checked(
     tx: &tokio_postgres::Transaction<'_>,
     report: Verification,
 ) -> Result<Verification, StoreError> {

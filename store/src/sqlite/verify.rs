@@ -295,9 +295,23 @@ pub(crate) fn verify(
     if !report.is_intact() {
         return Ok(report);
     }
-    // Hash rows are kept only for the streams pop deleted: one of a live or an absent stream
-    // was added outside pop (auditor19: it passed, was sealed, then misled export and the
-    // sealer's later checks into blaming real events).
+    if let Some(found) = stray_or_misplaced(conn, log_head)? {
+        return Ok(found.alone());
+    }
+    let report = report.with_checkpoints(log.finish());
+    if !report.is_intact() || report.checkpoints.unsealed_entries == 0 {
+        return Ok(report);
+    }
+    let unsealed = unsealed(conn, report.checkpoints.last.map(|(_, p, _)| p))?;
+    Ok(report.with_unsealed(unsealed))
+}
+
+/// The checks of the hash rows that need no walk: a row kept for a stream pop did not delete
+/// (a live one, or one that does not exist: auditor19, it passed, was sealed, then misled
+/// export and the sealer's later checks into blaming real events), and a row past the log's
+/// head or below its first position (auditor20: one at 5000 was sealed "up to position 5000",
+/// and the next real event was blamed; one at 0 was left out of exports unseen).
+fn stray_or_misplaced(conn: &Connection, log_head: Position) -> Result<Option<Break>, StoreError> {
     let stray: Option<(i64, i64, i64, Option<String>)> = conn
         .query_row(
             "SELECT p.position, p.version, p.stream_id, s.name FROM pruned p \
@@ -312,33 +326,86 @@ pub(crate) fn verify(
         let exists = name.is_some();
         let stream = name.unwrap_or_else(|| format!("#{id}"));
         let at = position(at.max(0));
-        return Ok(crate::verify::stray_hash_row(stream, exists, version, at).alone());
+        return Ok(Some(crate::verify::stray_hash_row(stream, exists, version, at)));
     }
-    // Nothing of the log lies past its head (events are checked against it as they are
-    // walked): a hash row there was moved or added outside pop (auditor20: one at 5000 was
-    // sealed "up to position 5000", and the next real event was blamed).
     let head = i64::try_from(log_head.commit()).unwrap_or(i64::MAX);
-    let past: Option<(i64, i64, i64, Option<String>)> = conn
+    let misplaced: Option<(i64, i64, i64, Option<String>)> = conn
         .query_row(
             "SELECT p.position, p.version, p.stream_id, s.name FROM pruned p \
              LEFT JOIN streams s ON s.id = p.stream_id \
-             WHERE p.position > ?1 ORDER BY p.position LIMIT 1",
+             WHERE p.position > ?1 OR p.position < 1 ORDER BY p.position LIMIT 1",
             [head],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()
         .map_err(fail)?;
-    if let Some((at, version, id, name)) = past {
+    Ok(misplaced.map(|(at, version, id, name)| {
         let stream = name.unwrap_or_else(|| format!("#{id}"));
-        let at = position(at.max(0));
-        return Ok(crate::verify::hash_row_past_head(stream, version, at, log_head).alone());
+        if at < 1 {
+            return Break {
+                stream,
+                version: u64::try_from(version).ok(),
+                position: None,
+                reason: format!(
+                    "a hash row at position {at}, before the log's first (1): pop writes none \
+                     there, so the row was moved or added outside pop"
+                ),
+            };
+        }
+        crate::verify::hash_row_past_head(stream, version, position(at), log_head)
+    }))
+}
+
+/// Every check of the hash rows of deleted streams `pop verify` makes, without walking the
+/// events: [`stray_or_misplaced`], then each deleted stream's rows against its tombstone and in
+/// order ([`crate::verify::check_pruned`]). What `pop export` runs before it signs (auditor21:
+/// it signed logs verify called tampered, and their import verified intact).
+pub(crate) fn hash_rows_break(conn: &Connection) -> Result<Option<Break>, StoreError> {
+    let head: Option<i64> = conn
+        .query_row("SELECT head FROM log WHERE id = 1", [], |r| r.get(0))
+        .optional()
+        .map_err(fail)?;
+    let log_head = position(head.unwrap_or(0).max(0));
+    if let Some(found) = stray_or_misplaced(conn, log_head)? {
+        return Ok(Some(found));
     }
-    let report = report.with_checkpoints(log.finish());
-    if !report.is_intact() || report.checkpoints.unsealed_entries == 0 {
-        return Ok(report);
+    let mut tombstones = Vec::new();
+    {
+        let mut q = conn
+            .prepare("SELECT name, version, head_hash FROM streams WHERE deleted_at IS NOT NULL")
+            .map_err(fail)?;
+        let rows = q
+            .query_map([], |r| {
+                Ok(StreamRow {
+                    name: r.get(0)?,
+                    version: r.get(1)?,
+                    deleted: true,
+                    head: r.get(2)?,
+                })
+            })
+            .map_err(fail)?;
+        for row in rows {
+            tombstones.push(row.map_err(fail)?);
+        }
     }
-    let unsealed = unsealed(conn, report.checkpoints.last.map(|(_, p, _)| p))?;
-    Ok(report.with_unsealed(unsealed))
+    let mut tails: HashMap<String, crate::verify::PrunedTail, FastHash> = HashMap::default();
+    {
+        let mut q = conn
+            .prepare(
+                "SELECT s.name, p.version, p.chain, p.position FROM pruned p \
+                 JOIN streams s ON s.id = p.stream_id ORDER BY p.position",
+            )
+            .map_err(fail)?;
+        let mut rows = q.query([]).map_err(fail)?;
+        while let Some(r) = rows.next().map_err(fail)? {
+            let name: String = r.get(0).map_err(fail)?;
+            let link = r.get_ref(2).map_err(fail)?.as_blob_or_null().map_err(|e| fail(e.into()))?;
+            let at = position(r.get::<_, i64>(3).map_err(fail)?.max(0));
+            tails.entry(name).or_default().add(r.get(1).map_err(fail)?, link, at);
+        }
+    }
+    let report = crate::verify::check_pruned(Verification::default(), &tombstones, &tails);
+    Ok(report.first_break)
 }
 
 /// The events after position `after` (the newest checkpoint's; `None`: none): where they
