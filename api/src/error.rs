@@ -29,6 +29,9 @@ pub fn retry_after(code: Code) -> Option<u64> {
         // Too many of the caller's own requests at once (waits, expensive queries): one of
         // them ends within seconds.
         Code::Busy => Some(1),
+        // Nothing was done in time (the read models did not reach a position, a request body
+        // did not arrive): the same request may be sent again.
+        Code::Timeout => Some(1),
         _ => None,
     }
 }

@@ -108,6 +108,13 @@ pub const MAX_QUEUED_BYTES: usize = 4 << 20;
 /// hold its connection, its operations and their buffers forever.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How often the server pings an initialised connection (a WebSocket Ping frame, which
+/// browsers and client libraries answer by themselves). A connection that has sent nothing
+/// since the previous ping — no Pong, no message — is closed (1008): a client that stopped in
+/// the middle of a message held its bytes, up to 2 MiB a connection, for as long as it liked
+/// (hostile19), and one that stopped answering holds a socket for nothing.
+pub const PING_EVERY: Duration = Duration::from_secs(30);
+
 /// Longest the server waits for the client to answer its close frame before dropping the
 /// connection. Waiting at all lets the client read the close code before the TCP close.
 pub const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -149,6 +156,8 @@ pub mod close {
     /// than its bound of queued bytes ([`super::MAX_QUEUED_BYTES`]). The reference client
     /// treats it as a reason to reconnect.
     pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// RFC 6455's "policy violation": the client answered no ping ([`super::PING_EVERY`]).
+    pub const POLICY_VIOLATION: u16 = 1008;
 }
 
 /// The connection limits the router applies; the defaults are the constants above. Tests
@@ -162,6 +171,8 @@ pub struct WsLimits {
     pub max_queued_bytes: usize,
     /// See [`MAX_CONNECTIONS_PER_PRINCIPAL`]; at least 1.
     pub max_connections_per_principal: usize,
+    /// See [`PING_EVERY`].
+    pub ping_every: Duration,
 }
 
 impl Default for WsLimits {
@@ -172,6 +183,7 @@ impl Default for WsLimits {
             send_timeout: SEND_TIMEOUT,
             max_queued_bytes: MAX_QUEUED_BYTES,
             max_connections_per_principal: MAX_CONNECTIONS_PER_PRINCIPAL,
+            ping_every: PING_EVERY,
         }
     }
 }
@@ -290,6 +302,10 @@ pub(crate) async fn serve(mut socket: WebSocket, upgrade: Upgrade) {
     };
     let init_deadline = tokio::time::sleep(upgrade.limits.init_timeout);
     tokio::pin!(init_deadline);
+    let every = upgrade.limits.ping_every.max(Duration::from_millis(10));
+    let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    // Whether a ping went out with nothing heard since.
+    let mut unanswered = false;
     let (code, reason) = loop {
         let reply = tokio::select! {
             // The server is stopping (or its state is gone, which means the same).
@@ -301,6 +317,16 @@ pub(crate) async fn serve(mut socket: WebSocket, upgrade: Upgrade) {
                 close::CONNECTION_INITIALISATION_TIMEOUT,
                 "Connection initialisation timeout".into(),
             ),
+            _ = pings.tick(), if connection.init_received => match unanswered {
+                true => Step::Close(
+                    close::POLICY_VIOLATION,
+                    format!("no answer to a ping within {every:?}"),
+                ),
+                false => {
+                    unanswered = true;
+                    Step::Ping
+                }
+            },
             incoming = socket.recv() => match incoming {
                 None => return,
                 // The client closes: tungstenite has queued the answer to its close frame,
@@ -311,9 +337,19 @@ pub(crate) async fn serve(mut socket: WebSocket, upgrade: Upgrade) {
                     return;
                 }
                 Some(Err(e)) => Step::Close(close::BAD_REQUEST, invalid(&e.to_string())),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => Step::Nothing,
-                Some(Ok(Message::Text(text))) => connection.receive(text.as_bytes(), &upgrade),
-                Some(Ok(Message::Binary(bytes))) => connection.receive(&bytes, &upgrade),
+                // Anything heard answers the ping: the client reads and writes.
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                    unanswered = false;
+                    Step::Nothing
+                }
+                Some(Ok(Message::Text(text))) => {
+                    unanswered = false;
+                    connection.receive(text.as_bytes(), &upgrade)
+                }
+                Some(Ok(Message::Binary(bytes))) => {
+                    unanswered = false;
+                    connection.receive(&bytes, &upgrade)
+                }
             },
             () = held.overflowed() => {
                 let (code, reason) = too_slow();
@@ -324,16 +360,14 @@ pub(crate) async fn serve(mut socket: WebSocket, upgrade: Upgrade) {
                 false => Step::Nothing,
             },
         };
-        let (text, reserved) = match reply {
+        let (message, reserved) = match reply {
             Step::Nothing => continue,
-            Step::Send(text) => (text, None),
-            Step::Queued(out) => (out.text, Some(out.reserved)),
+            Step::Send(text) => (Message::Text(text.into()), None),
+            Step::Queued(out) => (Message::Text(out.text.into()), Some(out.reserved)),
+            Step::Ping => (Message::Ping(Default::default()), None),
             Step::Close(code, reason) => break (code, reason),
         };
-        let send = tokio::time::timeout(
-            upgrade.limits.send_timeout,
-            socket.send(Message::Text(text.into())),
-        );
+        let send = tokio::time::timeout(upgrade.limits.send_timeout, socket.send(message));
         // A client that stopped reading holds the write; the operations meanwhile fill the
         // bound, which ends the wait (what was written stays in the socket's buffer, ahead
         // of the close frame).
@@ -369,6 +403,8 @@ enum Step {
     Nothing,
     /// A message of the connection itself (ack, pong, a refused subscribe).
     Send(String),
+    /// A WebSocket Ping frame ([`PING_EVERY`]).
+    Ping,
     /// A message of an operation, with its bytes held until it is written.
     Queued(Outbound),
     Close(u16, String),

@@ -1477,6 +1477,7 @@ async fn a_body_that_never_arrives_is_refused_and_a_token_sends_few_at_once() {
         assert!(text.starts_with("HTTP/1.1 408"), "{path}: {text}");
         assert!(text.contains("did not arrive within"), "{path}: {text}");
         assert!(text.contains("TIMEOUT"), "retryable as a timeout: {path}: {text}");
+        assert!(text.to_ascii_lowercase().contains("retry-after: 1"), "{path}: {text}");
         let closed = closed.expect("answered and closed within 10 s");
         assert!(closed < std::time::Duration::from_secs(3), "{path}: {closed:?}");
     }

@@ -286,6 +286,22 @@ async fn a_duplicate_active_id_closes_with_4409() {
     );
 }
 
+/// The server pings an initialised connection; one that answers nothing (a client stopped in
+/// the middle of a message cannot, and held its bytes: hostile19) is closed with 1008, and one
+/// that reads (its library answers pings by itself) stays open.
+#[tokio::test]
+async fn a_connection_that_answers_no_ping_is_closed() {
+    let limits = WsLimits { ping_every: Duration::from_millis(200), ..WsLimits::default() };
+    let s = start_with_ws_limits(ApiConfig::default(), limits).await;
+    let mut live = RawWs::authed(&s.ws_url(), ACME).await;
+    let mut silent = RawWs::authed(&s.ws_url(), ACME).await;
+    assert_eq!(live.read_for(Duration::from_millis(1_200)).await, Vec::<Value>::new());
+    live.send(json!({"type": "ping"})).await;
+    assert_eq!(live.next().await, json!({"type": "pong"}), "still open");
+    let reason = silent.expect_close(close::POLICY_VIOLATION).await;
+    assert!(reason.contains("no answer to a ping"), "{reason}");
+}
+
 #[tokio::test]
 async fn no_init_in_time_closes_with_4408() {
     let limits = WsLimits { init_timeout: Duration::from_millis(200), ..WsLimits::default() };

@@ -331,6 +331,22 @@ impl RawWs {
             .await;
     }
 
+    /// Reads for `long`, answering the server's pings as any client library does; the
+    /// protocol messages that came meanwhile.
+    #[allow(dead_code)] // Not every test crate that shares this module pings.
+    pub async fn read_for(&mut self, long: Duration) -> Vec<Value> {
+        let until = tokio::time::Instant::now() + long;
+        let mut got = Vec::new();
+        while let Ok(message) = tokio::time::timeout_at(until, self.ws.next()).await {
+            match message {
+                Some(Ok(Message::Text(t))) => got.push(serde_json::from_str(&t).unwrap()),
+                Some(Ok(_)) => {}
+                _ => break,
+            }
+        }
+        got
+    }
+
     /// The next protocol message (pings answered); a close becomes `{"type": "close", ...}`.
     pub async fn next(&mut self) -> Value {
         loop {
