@@ -153,6 +153,11 @@ pub trait TimedProcess: Send + 'static {
     fn quiet(&self) -> bool {
         false
     }
+
+    /// Runs at every tick of the interval, whether or not this replica leads or its inputs
+    /// are ready (the reclaimer: a probe of the store, so it sees an outage while it cannot
+    /// lead). The default does nothing.
+    async fn tick(&mut self) {}
 }
 
 /// One cycle of `process` at `now`: plan, then (unless a dry run) execute within the
@@ -384,6 +389,9 @@ pub async fn run_loop<P: TimedProcess>(
             _ = ticker.tick() => false,
             () = process.woken() => true,
         };
+        if !woken {
+            process.tick().await;
+        }
         if !process.ready() {
             tracing::debug!(process = name.as_str(), "inputs not ready; skipping a cycle");
             skipped(name, "not_ready");

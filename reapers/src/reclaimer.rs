@@ -290,9 +290,12 @@ impl TimedProcess for Reclaimer {
     fn ready(&self) -> bool {
         self.services.projections.caught_up()
     }
-    async fn plan(&mut self, now: Timestamp) -> Result<Vec<ReclaimAction>, ReclaimReport> {
-        // A read of the head: an outage is seen, and its end, even when this process wrote
-        // nothing meanwhile (another replica's workers could not report either).
+    /// A read of the head at every tick, led or not, ready or not: an outage is seen, and its
+    /// end, even when this process wrote nothing meanwhile and could not lead during it (its
+    /// leader lock is lost with the database; ops3am8: the probe ran only under the lock, so
+    /// the replica that took the lead back after an outage reclaimed at once what live
+    /// workers still ran).
+    async fn tick(&mut self) {
         let commands = &self.services.commands;
         match tokio::time::timeout(PROBE_TIMEOUT, self.services.store.head()).await {
             Ok(Ok(_)) => commands.note_probe(Ok(())),
@@ -300,6 +303,10 @@ impl TimedProcess for Reclaimer {
             // No answer in time counts as none at all.
             Err(_) => commands.note_probe(Err(&pop_store::StoreError::Closed)),
         }
+    }
+
+    async fn plan(&mut self, now: Timestamp) -> Result<Vec<ReclaimAction>, ReclaimReport> {
+        let commands = &self.services.commands;
         let served = commands.serving_for(self.config.grace_after_start);
         let models = self.services.projections.read();
         let (actions, waiting) = plan_served(now, &models, &self.config, served);

@@ -299,7 +299,10 @@ async fn round(
         }
     };
     let at_least = witnessed.as_ref().map_or(0, |w| w.seq);
-    let sealed = sealer.seal_all_after(log, chrono::Utc::now(), at_least).await;
+    // Stamped by the store's clock, as commits are (on PostgreSQL the database server's): a
+    // replica's own clock made the signed chain's times go back (ops3am8).
+    let now = pop_store::clock::now_for(health.store().as_ref());
+    let sealed = sealer.seal_all_after(log, now, at_least).await;
     // A seal is a write: one that failed for the store's condition (a full disk) takes the
     // server out of readiness as a client's failed append does, and one written clears it.
     match &sealed {

@@ -45,16 +45,40 @@ impl CommitFloor {
 /// wall clock, in microseconds (negative: behind); measured by the store and added to what its
 /// clock reads ([`offset`]). Zero until measured.
 #[derive(Debug, Clone, Default)]
-pub struct ClockOffset(Arc<std::sync::atomic::AtomicI64>);
+pub struct ClockOffset(Arc<OffsetInner>);
+
+#[derive(Debug, Default)]
+struct OffsetInner {
+    micros: std::sync::atomic::AtomicI64,
+    /// The shared clock's time at a measure, and when (this process's monotonic clock): the
+    /// shared time now is that plus the time elapsed, whatever this host's wall clock did
+    /// since (ops3am8: a wall clock stepped back 30 s stamped with the stale offset until the
+    /// next measure, and leases handed out meanwhile had already run out).
+    anchor: std::sync::Mutex<Option<(i64, std::time::Instant)>>,
+}
 
 impl ClockOffset {
     /// Sets the offset to `micros`, giving the one it replaces.
     pub fn set(&self, micros: i64) -> i64 {
-        self.0.swap(micros, std::sync::atomic::Ordering::SeqCst)
+        self.0.micros.swap(micros, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Anchors the shared clock: it read `shared_micros` at `at`.
+    pub fn anchor(&self, shared_micros: i64, at: std::time::Instant) {
+        if let Ok(mut anchor) = self.0.anchor.lock() {
+            *anchor = Some((shared_micros, at));
+        }
+    }
+
+    /// The shared clock's time now, from its anchor and the monotonic time since.
+    pub fn shared_now(&self) -> Option<DateTime<Utc>> {
+        let (micros, at) = (*self.0.anchor.lock().ok()?)?;
+        let since = i64::try_from(at.elapsed().as_micros()).ok()?;
+        DateTime::from_timestamp_micros(micros.checked_add(since)?)
     }
 
     pub fn micros(&self) -> i64 {
-        self.0.load(std::sync::atomic::Ordering::SeqCst)
+        self.0.micros.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// As a duration.
@@ -63,9 +87,10 @@ impl ClockOffset {
     }
 }
 
-/// `clock` moved by `by` (kept current by whoever measures it).
+/// The shared clock `by` measures once it is anchored ([`ClockOffset::shared_now`]), else
+/// `clock` moved by its offset.
 pub fn offset(clock: Clock, by: ClockOffset) -> Clock {
-    Arc::new(move || clock() + by.delta())
+    Arc::new(move || by.shared_now().unwrap_or_else(|| clock() + by.delta()))
 }
 
 /// The time to stamp a command with against `store`: the store's wall clock (this process's,
@@ -154,5 +179,10 @@ mod tests {
         assert_eq!(clock(), at(30));
         by.set(-5_000_000);
         assert_eq!(clock(), at(-5));
+        // Once anchored, the shared clock runs on the monotonic clock from its anchor,
+        // whatever the local clock does (a wall clock stepped back moves nothing).
+        by.anchor(at(500).timestamp_micros(), std::time::Instant::now());
+        let shared = clock();
+        assert!(shared >= at(500) && shared < at(501), "{shared}");
     }
 }

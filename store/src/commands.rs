@@ -265,10 +265,20 @@ struct Outages {
 pub const MIN_OUTAGE: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Outages {
-    fn note(&mut self, ok: bool) {
+    /// A success, or a failure for the store's condition; `certain`: a failure that alone
+    /// says the store is down (a read of its head, which contends with nothing), not one a
+    /// busy store gives now and then.
+    fn note(&mut self, ok: bool, certain: bool) {
         let now = std::time::Instant::now();
+        let first = match certain {
+            true => now.checked_sub(MIN_OUTAGE).unwrap_or(now),
+            false => now,
+        };
         match (ok, self.failing) {
-            (false, None) => self.failing = Some((now, now)),
+            (false, None) => self.failing = Some((first, now)),
+            (false, Some((earlier, _))) if certain => {
+                self.failing = Some((earlier.min(first), now));
+            }
             (false, Some((first, _))) => self.failing = Some((first, now)),
             (true, Some((first, last))) => {
                 if last.duration_since(first) >= MIN_OUTAGE {
@@ -344,8 +354,8 @@ impl Commands {
     pub fn note_probe(&self, result: Result<(), &StoreError>) {
         if let Ok(mut outages) = self.inner.outages.lock() {
             match result {
-                Ok(()) => outages.note(true),
-                Err(e) if e.is_unavailable() => outages.note(false),
+                Ok(()) => outages.note(true, false),
+                Err(e) if e.is_unavailable() => outages.note(false, true),
                 Err(_) => {}
             }
         }
@@ -524,12 +534,12 @@ impl Inner {
             Ok(()) => {
                 *last = None;
                 if let Ok(mut outages) = self.outages.lock() {
-                    outages.note(true);
+                    outages.note(true, false);
                 }
             }
             Err(e) if e.is_unavailable() => {
                 if let Ok(mut outages) = self.outages.lock() {
-                    outages.note(false);
+                    outages.note(false, false);
                 }
                 let why = pop_domain::error::ErrorChain(e).to_string();
                 *last = Some((std::time::Instant::now(), why));

@@ -797,4 +797,11 @@ async fn the_time_served_counts_from_the_end_of_the_last_outage() {
     let served = commands.serving_for(false).expect("an outage was seen");
     assert!(served < std::time::Duration::from_millis(300), "{served:?}");
     assert!(commands.serving_for(true).unwrap() < since_start, "the shorter of the two");
+    // A failed read of the head is an outage alone: nothing contends with it (a probe every
+    // 30 s sees a 28 s outage once).
+    let commands = Commands::new(store.clone());
+    commands.note_probe(Err(&StoreError::Closed));
+    assert_eq!(commands.serving_for(false), Some(std::time::Duration::ZERO));
+    commands.note_probe(Ok(()));
+    assert!(commands.serving_for(false).is_some_and(|s| s < std::time::Duration::from_secs(1)));
 }

