@@ -473,3 +473,25 @@ fn operation_progress_has_the_common_cid_and_title() {
     let back = serde_json::to_value(&pop).unwrap();
     assert_eq!((&back["cid"], &back["title"]), (&json!("c1"), &json!("Encode")));
 }
+
+/// A large report of a large agenda is matched through folded names (one fold per name, not
+/// per pair): the same answers as the scan of small ones, case-insensitively, non-ASCII too.
+#[test]
+fn a_large_report_matches_names_as_a_small_one() {
+    let names: Vec<String> = (0..40).map(|i| format!("Étape-{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let events = history(running(agenda_of(&refs, json!({}))));
+    let reported: Vec<OperationReport> =
+        names.iter().map(|n| executing(&n.to_uppercase(), 10.0)).collect();
+    let taken = replay(&events).decide(&report("w1", 10, ops(reported))).unwrap();
+    let pop_domain::agenda::AgendaEvent::ProgressReported(e) = &taken[0] else { panic!() };
+    assert_eq!(e.operations.len(), 40, "every name matched: {taken:?}");
+    // The same name twice, in two cases, is still refused.
+    let mut twice: Vec<OperationReport> = names.iter().map(|n| executing(n, 10.0)).collect();
+    twice.push(executing(&names[3].to_lowercase(), 20.0));
+    let Err(AgendaError::Invalid(errors)) = replay(&events).decide(&report("w1", 11, ops(twice)))
+    else {
+        panic!("expected a validation error")
+    };
+    assert!(errors.errors[0].message.contains("reported twice"), "{errors:?}");
+}

@@ -38,6 +38,8 @@ pub struct Initialized {
     pub elsewhere: bool,
     /// An older insight of the pool takes these types: only agendas naming this one come here.
     pub shadowed: bool,
+    /// The operation types the insight takes: `--types`, or an existing insight's own.
+    pub types: Vec<String>,
 }
 
 /// Creates a resource pool, a customer using it and an insight mapping `types` to it; an
@@ -70,6 +72,7 @@ pub async fn init(client: &Client, spec: &InitSpec) -> Result<Initialized> {
         ),
     ];
     let mut lines = Vec::new();
+    let mut kept_insight = false;
     for ((kind, id, mutation, value), flag) in
         steps.into_iter().zip(["pool", "customer", "insight"])
     {
@@ -77,6 +80,7 @@ pub async fn init(client: &Client, spec: &InitSpec) -> Result<Initialized> {
             Ok(_) => lines.push(format!("created {kind} {id}")),
             Err(e) if e.to_string().starts_with("CONFLICT") => {
                 lines.push(format!("kept {kind} {id} (it exists)"));
+                kept_insight = kind == "insight";
             }
             // Creating an object whose id another customer's object holds answers not-found
             // (what the token may not see does not exist for it); say what to do (newcomer6:
@@ -90,10 +94,28 @@ pub async fn init(client: &Client, spec: &InitSpec) -> Result<Initialized> {
             Err(e) => return Err(e.context(format!("creating {kind} {id}"))),
         }
     }
+    // An insight kept as it is takes its own types, not --types (ops3am8: init said the
+    // given ones, and a submit of one of them, as the hint said, was NOT_FOUND).
+    let kept_types = match kept_insight {
+        true => insight_types(client, &spec.insight).await,
+        false => None,
+    };
+    let types = kept_types.clone().unwrap_or_else(|| spec.types.clone());
+    let note = match &kept_types {
+        Some(kept)
+            if !kept.iter().all(|k| spec.types.iter().any(|t| t.eq_ignore_ascii_case(k)))
+                || !spec.types.iter().all(|t| kept.iter().any(|k| k.eq_ignore_ascii_case(t))) =>
+        {
+            " (its own: --types is not applied to an insight that exists; change its mappers \
+             with updateInsight, or init another --insight)"
+                .to_string()
+        }
+        _ => String::new(),
+    };
     lines.push(format!(
-        "insight {} takes operations of type {} from customer {}",
+        "insight {} takes operations of type {} from customer {}{note}",
         spec.insight,
-        spec.types.join(", "),
+        types.join(", "),
         spec.customer
     ));
     let elsewhere = customer_elsewhere(client, spec).await;
@@ -102,10 +124,19 @@ pub async fn init(client: &Client, spec: &InitSpec) -> Result<Initialized> {
         elsewhere: elsewhere.is_some(),
         shadowed: !shadowing.is_empty(),
         lines: Vec::new(),
+        types,
     };
     lines.extend(elsewhere);
     lines.extend(shadowing);
     Ok(Initialized { lines, ..done })
+}
+
+/// The operation types the insight `id` takes, when it can be read.
+async fn insight_types(client: &Client, id: &str) -> Option<Vec<String>> {
+    let query = "{ insights(first: 500) { items { id mappers } } }";
+    let data = client.graphql(query, json!({})).await.ok()?;
+    let ours = data["insights"]["items"].as_array()?.iter().find(|i| i["id"] == id)?;
+    Some(mapped_types(ours).map(str::to_string).collect())
 }
 
 /// A note when the customer existed already with another resource pool: its agendas bind only
@@ -211,10 +242,10 @@ pub async fn init_cmd(client: &Client, spec: &InitSpec) -> Result<()> {
              {{\"defaultInsight\": \"{}\"}}, operations of type {})",
             spec.customer,
             spec.insight,
-            spec.types.join(", ")
+            done.types.join(", ")
         );
     } else if spec.customer == InitSpec::default().customer
-        && spec.types.iter().any(|t| t == "ffmpeg")
+        && done.types.iter().any(|t| t == "ffmpeg")
     {
         // The tour's agenda is acme's, of type ffmpeg.
         out!("      pop submit{flags} --watch examples/encode.json");
@@ -222,7 +253,7 @@ pub async fn init_cmd(client: &Client, spec: &InitSpec) -> Result<()> {
         out!(
             "      pop submit{flags} --watch <agenda.json>   (\"customerId\": \"{}\", operations of type {})",
             spec.customer,
-            spec.types.join(", ")
+            done.types.join(", ")
         );
     }
     Ok(())

@@ -173,6 +173,19 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     assert!(init.stdout.contains("next: pop worker --insight encode"), "{}", ctx(&init));
     let again = pop(&server, &["init"]);
     assert!(again.stdout.contains("kept insight encode (it exists)"), "{}", ctx(&again));
+    // Run again with other types, the insight kept says its own (ops3am8: it said the types
+    // given, and a submit of one of them, as the hint said, was NOT_FOUND).
+    let other_types = pop(&server, &["init", "--types", "long"]);
+    let said = other_types
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("insight encode takes operations of type"))
+        .unwrap_or_else(|| panic!("{}", ctx(&other_types)));
+    for kept in ["ffmpeg", "step", "fanout"] {
+        assert!(said.contains(kept), "its own types: {said}");
+    }
+    assert!(other_types.stdout.contains("--types is not applied"), "{}", ctx(&other_types));
+    assert!(!other_types.stdout.contains("of type long"), "{}", ctx(&other_types));
     // Given as flags (newcomer8: the hint dropped them, and the worker it gave went to the
     // default address with the data directory's token).
     let mut flagged = pop_command();

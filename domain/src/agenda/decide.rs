@@ -240,7 +240,7 @@ impl AgendaState {
         // refusing the whole report lost every heartbeat until the running agenda was
         // reclaimed (popclient13 C13-1), and leaving the operation out let the agenda
         // complete while it still ran. The expansion is checked as any (names, the count).
-        let index = self.operation_index();
+        let index = self.operation_index(report.operations.len());
         let names: std::collections::HashSet<&str> = match self.agenda() {
             Some(a) => a.operations.iter().map(|o| o.name.as_str()).collect(),
             None => std::collections::HashSet::new(),
@@ -248,7 +248,7 @@ impl AgendaState {
         let unknown: Vec<Operation> = report
             .operations
             .iter()
-            .filter(|r| !index.contains_key(&fold_case(&r.name)))
+            .filter(|r| index.find(&r.name).is_none())
             .map(|r| {
                 // Its generator, when the report names one of this agenda's operations (POP's
                 // generated operations carry `generatedOperationParent`): a rerun that resets
@@ -406,11 +406,11 @@ impl AgendaState {
             }
             Some(ProcessingState::Waiting) => return Err(refused()),
         }
-        let index = self.operation_index();
+        let index = self.operation_index(report.operations.len());
         for r in &report.operations {
             let current = index
-                .get(&fold_case(&r.name))
-                .and_then(|&i| self.progress.operation_progress.get(i))
+                .find(&r.name)
+                .and_then(|i| self.progress.operation_progress.get(i))
                 .ok_or_else(refused)?;
             if r.state == ProcessingState::Waiting {
                 continue;
@@ -432,17 +432,17 @@ impl AgendaState {
         Ok(vec![AgendaEvent::DiagnosticsAdded(AgendaDiagnosticsAdded { time: now, diagnostics })])
     }
 
-    /// Each operation's index in the progress list by its case-folded name (the first of a
-    /// name): one fold per operation, so matching a report's items is linear (hostile19: a
-    /// report of 1,000 long non-ASCII names took 12 s of a runtime thread, comparing every
-    /// pair with two allocations).
-    fn operation_index(&self) -> std::collections::HashMap<String, usize> {
+    /// How to find the operations a report of `items` names ([`OperationIndex`]).
+    fn operation_index(&self, items: usize) -> OperationIndex<'_> {
         let ops = &self.progress.operation_progress;
+        if ops.len().saturating_mul(items) <= SCAN_PAIRS {
+            return OperationIndex::Scan(ops);
+        }
         let mut index = std::collections::HashMap::with_capacity(ops.len());
         for (i, p) in ops.iter().enumerate() {
             index.entry(fold_case(&p.operation)).or_insert(i);
         }
-        index
+        OperationIndex::Map(index)
     }
 
     /// Until when a report at `now` renews the lease: `asked` (now + the server's lease), or
@@ -466,7 +466,7 @@ impl AgendaState {
     fn validate_report(
         &self,
         report: &ProgressReport,
-        index: &std::collections::HashMap<String, usize>,
+        index: &OperationIndex<'_>,
         lease_expires: Timestamp,
         now: Timestamp,
     ) -> Result<Vec<usize>, AgendaError> {
@@ -493,8 +493,7 @@ impl AgendaState {
         let mut targets = Vec::with_capacity(report.operations.len());
         for (i, r) in report.operations.iter().enumerate() {
             let field = format!("operationProgress[{i}]");
-            let folded = fold_case(&r.name);
-            let found = index.get(&folded).copied();
+            let found = index.find(&r.name);
             match found {
                 Some(at) => targets.push(at),
                 None => errors.push(
@@ -502,7 +501,7 @@ impl AgendaState {
                     format!("{:?} is not an operation of this agenda", r.name),
                 ),
             }
-            if !seen.insert(folded) {
+            if !seen.insert(fold_case(&r.name)) {
                 errors.push(
                     format!("{field}.operation"),
                     format!("operation {:?} is reported twice in one report", r.name),
@@ -844,6 +843,30 @@ fn unfinished(operations: &[OperationProgress]) -> Vec<String> {
 /// hash), so a report of 40,000 would cost seconds of CPU. Truncating first also means that
 /// a resent list whose newest entries are already recorded adds nothing, rather than
 /// bringing back older entries that were dropped from the stored ten.
+/// Most (operation, reported item) pairs compared one by one ([`OperationIndex::Scan`]); past
+/// it the names are folded once into a map.
+const SCAN_PAIRS: usize = 256;
+
+/// Where each operation of an agenda is in its progress list, by name (case-insensitively; the
+/// first of a name): a scan for the small agendas and reports of nearly every call (no
+/// allocation), a map of folded names past [`SCAN_PAIRS`] (hostile19: a report of 1,000 long
+/// non-ASCII names took 12 s of a runtime thread, comparing every pair with two allocations).
+enum OperationIndex<'a> {
+    Scan(&'a [OperationProgress]),
+    Map(std::collections::HashMap<String, usize>),
+}
+
+impl OperationIndex<'_> {
+    fn find(&self, name: &str) -> Option<usize> {
+        match self {
+            OperationIndex::Scan(ops) => {
+                ops.iter().position(|p| eq_ignore_case(&p.operation, name))
+            }
+            OperationIndex::Map(index) => index.get(&fold_case(name)).copied(),
+        }
+    }
+}
+
 fn new_diagnostics(
     recorded: &[DiagnosticEvent],
     reported: &[DiagnosticEvent],
