@@ -89,12 +89,22 @@ pub const MAX_TOKEN_FILE_BYTES: u64 = 1 << 20;
 /// 10 s drain and Kubernetes' default 30 s grace period.
 pub const SHUTDOWN_CLOSE_WAIT: Duration = Duration::from_secs(5);
 
+/// Request bodies one principal may be sending at once. A body is read before its request is
+/// served, outside the request deadline, and its connection does not count as idle: a client
+/// that declared a large body and sent it a byte at a time held its memory for minutes, and
+/// 200 such connections of one token took 500 MB (hostile18). The rest are refused BUSY (429).
+pub const MAX_UPLOADS_PER_PRINCIPAL: usize = 16;
+
+/// How long a request body may take to arrive, whole: a body at the 2 MiB limit needs about
+/// 70 KB/s; the rest are refused (408) and their connection closed.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How the API behaves; the defaults are what `pop serve` uses.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     /// See [`MAX_REQUEST_BODY_BYTES`].
     pub max_body_bytes: usize,
-    /// See [`crate::request::BODY_READ_TIMEOUT`]; within 100 ms..=[`MAX_REQUEST_DEADLINE`].
+    /// See [`BODY_READ_TIMEOUT`]; within 100 ms..=[`MAX_REQUEST_DEADLINE`].
     pub body_read_timeout: Duration,
     /// See [`MAX_QUERY_DEPTH`].
     pub max_depth: usize,
@@ -150,7 +160,7 @@ impl Default for ApiConfig {
         let app = pop_app::AppConfig::default();
         ApiConfig {
             max_body_bytes: MAX_REQUEST_BODY_BYTES,
-            body_read_timeout: crate::request::BODY_READ_TIMEOUT,
+            body_read_timeout: BODY_READ_TIMEOUT,
             max_depth: MAX_QUERY_DEPTH,
             max_complexity: MAX_QUERY_COMPLEXITY,
             max_response_bytes: MAX_RESPONSE_BYTES,

@@ -85,32 +85,25 @@ pub(crate) struct BodyError {
     pub error: AppError,
 }
 
-/// Request bodies one principal may be sending at once. A body is read before its request is
-/// served, outside the request deadline, and its connection does not count as idle: a client
-/// that declared a large body and sent it a byte at a time held its memory for minutes, and
-/// 200 such connections of one token took 500 MB (hostile18). The rest are refused BUSY (429).
-pub const MAX_UPLOADS_PER_PRINCIPAL: usize = 16;
-
-/// How long a request body may take to arrive, whole: a body at the 2 MiB limit needs about
-/// 70 KB/s; the rest are refused (408) and their connection closed.
-pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// Reads the body of a request of `principal` ([`read_body`]), one of at most
-/// [`MAX_UPLOADS_PER_PRINCIPAL`] of its bodies arriving at once.
+/// [`crate::config::MAX_UPLOADS_PER_PRINCIPAL`] of its bodies arriving at once.
 pub(crate) async fn read_body_of(
     state: &crate::AppState,
     principal: &crate::auth::Principal,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<axum::body::Bytes, BodyError> {
-    let Some(_arriving) = state.upload_of(&principal.name, MAX_UPLOADS_PER_PRINCIPAL) else {
+    let Some(_arriving) =
+        state.upload_of(&principal.name, crate::config::MAX_UPLOADS_PER_PRINCIPAL)
+    else {
         return Err(BodyError {
             status: StatusCode::TOO_MANY_REQUESTS,
             error: AppError::new(
                 pop_app::error::Code::Busy,
                 format!(
-                    "this token already has {MAX_UPLOADS_PER_PRINCIPAL} request bodies arriving, \
-                     as many as it may at once; send the next when one has arrived"
+                    "this token already has {} request bodies arriving, \
+                     as many as it may at once; send the next when one has arrived",
+                    crate::config::MAX_UPLOADS_PER_PRINCIPAL
                 ),
             ),
         });

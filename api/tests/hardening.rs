@@ -1488,7 +1488,7 @@ async fn a_body_that_never_arrives_is_refused_and_a_token_sends_few_at_once() {
     };
     let server = start(config).await;
     let addr = server.addr;
-    let held: Vec<std::net::TcpStream> = (0..pop_api::request::MAX_UPLOADS_PER_PRINCIPAL)
+    let held: Vec<std::net::TcpStream> = (0..pop_api::config::MAX_UPLOADS_PER_PRINCIPAL)
         .map(|_| stalled_upload(addr, ACME, "/graphql"))
         .collect();
     let query = json!({"query": "{ customers { id } }"});

@@ -649,16 +649,9 @@ async fn inject(
 
 async fn chaos(name: &str, fault: Fault) {
     let skew = match fault {
-        Fault::ClockSkew => match faketime() {
-            Ok(library) => Some(library),
-            Err(why) => {
-                let required = std::env::var("POP_REQUIRE_FAKETIME").is_ok_and(|v| v == "1");
-                assert!(!required, "POP_REQUIRE_FAKETIME=1 but {why}");
-                eprintln!(
-                    "SKIP: {name} did not run: {why}. Set POP_REQUIRE_FAKETIME=1 to make this a failure."
-                );
-                return;
-            }
+        Fault::ClockSkew => match faketime_or_skip(name) {
+            Some(library) => Some(library),
+            None => return,
         },
         _ => None,
     };
@@ -883,6 +876,22 @@ fn faketime() -> Result<String, String> {
         .ok_or_else(|| "libfaketime is not installed (apt-get install -y faketime)".to_string())
 }
 
+/// libfaketime's preload library, or `None` after a loud SKIP line for test `name` (a failure
+/// under `POP_REQUIRE_FAKETIME=1`).
+fn faketime_or_skip(name: &str) -> Option<String> {
+    match faketime() {
+        Ok(library) => Some(library),
+        Err(why) => {
+            let required = std::env::var("POP_REQUIRE_FAKETIME").is_ok_and(|v| v == "1");
+            assert!(!required, "POP_REQUIRE_FAKETIME=1 but {why}");
+            eprintln!(
+                "SKIP: {name} did not run: {why}. Set POP_REQUIRE_FAKETIME=1 to make this a failure."
+            );
+            None
+        }
+    }
+}
+
 /// The skewed replica's clock really is ahead: its `Date` header is 40–50 s past ours.
 async fn assert_skewed(pop: &Pop) {
     let response = pop.http.get(format!("{}/healthz", pop.base())).send().await.unwrap();
@@ -941,17 +950,7 @@ async fn a_full_disk_under_the_embedded_store_loses_and_duplicates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lease_from_a_replica_whose_clock_is_behind_is_honoured() {
     let name = "a_lease_from_a_replica_behind";
-    let library = match faketime() {
-        Ok(library) => library,
-        Err(why) => {
-            let required = std::env::var("POP_REQUIRE_FAKETIME").is_ok_and(|v| v == "1");
-            assert!(!required, "POP_REQUIRE_FAKETIME=1 but {why}");
-            eprintln!(
-                "SKIP: {name} did not run: {why}. Set POP_REQUIRE_FAKETIME=1 to make this a failure."
-            );
-            return;
-        }
-    };
+    let Some(library) = faketime_or_skip(name) else { return };
     let Some(cluster) =
         TestCluster::start(name, ClusterDurability::Fast).expect("a throwaway PostgreSQL cluster")
     else {
