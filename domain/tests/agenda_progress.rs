@@ -270,7 +270,13 @@ fn an_operation_the_agenda_lacks_is_added_by_the_report_that_names_it() {
     else {
         panic!("expected a validation error")
     };
-    assert!(errors.errors[0].field.starts_with("operationProgress"), "{errors:?}");
+    assert_eq!(errors.errors[0].field, "operationProgress[0].operation", "{errors:?}");
+    // Its place in the report, not in the list of added operations (hostile19).
+    let two = ops(vec![executing("a", 1.0), executing("Mm", 1.0), executing("mM", 1.0)]);
+    let Err(AgendaError::Invalid(errors)) = replay(&given).decide(&report("w1", 10, two)) else {
+        panic!("expected a validation error")
+    };
+    assert_eq!(errors.errors[0].field, "operationProgress[2].operation", "{errors:?}");
 }
 
 #[test]

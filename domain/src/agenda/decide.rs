@@ -245,10 +245,13 @@ impl AgendaState {
             Some(a) => a.operations.iter().map(|o| o.name.as_str()).collect(),
             None => std::collections::HashSet::new(),
         };
-        let unknown: Vec<Operation> = report
-            .operations
+        // Where each unknown item is in the report (its errors are said there).
+        let unknown_at: Vec<usize> = (0..report.operations.len())
+            .filter(|&i| index.find(&report.operations[i].name).is_none())
+            .collect();
+        let unknown: Vec<Operation> = unknown_at
             .iter()
-            .filter(|r| index.find(&r.name).is_none())
+            .map(|&i| &report.operations[i])
             .map(|r| {
                 // Its generator, when the report names one of this agenda's operations (POP's
                 // generated operations carry `generatedOperationParent`): a rerun that resets
@@ -271,8 +274,14 @@ impl AgendaState {
         if !unknown.is_empty() {
             let mut events =
                 self.expand(&unknown, &Params::default(), now).map_err(|e| match e {
-                    AgendaError::Invalid(errors) => {
-                        AgendaError::Invalid(errors.within("operationProgress"))
+                    AgendaError::Invalid(mut errors) => {
+                        // The expansion's fields (`operations[j].name`) are the report's
+                        // (`operationProgress[i].operation`; hostile19: the error named a list
+                        // the client never sent).
+                        for e in &mut errors.errors {
+                            e.field = report_field(&e.field, &unknown_at);
+                        }
+                        AgendaError::Invalid(errors)
                     }
                     other => other,
                 })?;
@@ -843,6 +852,21 @@ fn unfinished(operations: &[OperationProgress]) -> Vec<String> {
 /// hash), so a report of 40,000 would cost seconds of CPU. Truncating first also means that
 /// a resent list whose newest entries are already recorded adds nothing, rather than
 /// bringing back older entries that were dropped from the stored ten.
+/// The report's field for a field of the expansion of its unknown items (`unknown_at`: where
+/// each is in the report): `operations[j]…` is `operationProgress[i].operation`, the count
+/// (`operations`) is `operationProgress`.
+fn report_field(field: &str, unknown_at: &[usize]) -> String {
+    let item = field
+        .strip_prefix("operations[")
+        .and_then(|rest| rest.split_once(']'))
+        .and_then(|(j, _)| j.parse::<usize>().ok())
+        .and_then(|j| unknown_at.get(j));
+    match item {
+        Some(i) => format!("operationProgress[{i}].operation"),
+        None => "operationProgress".to_string(),
+    }
+}
+
 /// Most (operation, reported item) pairs compared one by one ([`OperationIndex::Scan`]); past
 /// it the names are folded once into a map.
 const SCAN_PAIRS: usize = 256;
