@@ -239,7 +239,7 @@ async fn graphql_ws(
     let cid = request_cid(&headers);
     let traceparent = request_traceparent(&headers).map(str::to_string);
     let tracestate = request_tracestate(&headers).map(str::to_string);
-    let limit = state.config().max_body_bytes;
+    let limit = state.config().max_body_bytes.min(ws::MAX_MESSAGE_BYTES);
     upgrade
         .protocols([ws::PROTOCOL])
         .read_buffer_size(ws::READ_BUFFER_BYTES)

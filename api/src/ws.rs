@@ -115,6 +115,15 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// (hostile19), and one that stopped answering holds a socket for nothing.
 pub const PING_EVERY: Duration = Duration::from_secs(30);
 
+/// Largest message (and frame) a client may send over the WebSocket: a subscription's or a
+/// query's document is at most 64 KiB (`MAX_QUERY_BYTES`), and its variables fit beside it; a
+/// larger mutation (an agenda with big payloads) goes over `POST /graphql` (2 MiB). A client
+/// may hold one message half-sent while it answers pings (RFC 6455 lets control frames come
+/// between a message's fragments, and nothing above tungstenite sees the fragments): with the
+/// HTTP body limit that held 2 MiB per connection, 370 MB per token, for as long as it liked
+/// (hostile20); bounded here to a few MB per token.
+pub const MAX_MESSAGE_BYTES: usize = 256 << 10;
+
 /// Longest the server waits for the client to answer its close frame before dropping the
 /// connection. Waiting at all lets the client read the close code before the TCP close.
 pub const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);

@@ -346,6 +346,23 @@ async fn a_message_over_the_size_limit_closes_with_4400() {
     assert!(reason.starts_with("Invalid message received"), "{reason:?}");
 }
 
+/// Under the HTTP body limit, a WebSocket message is bounded by its own, smaller one: a client
+/// may hold one message half-sent while answering pings (hostile20: 2 MiB per connection).
+#[tokio::test]
+async fn a_websocket_message_is_bounded_below_the_http_body_limit() {
+    let s = start(ApiConfig::default()).await;
+    let mut ws = authed(&s, ADMIN).await;
+    let padding = "x".repeat(pop_api::ws::MAX_MESSAGE_BYTES);
+    let query = format!("{{ agendas {{ position }} }} #{padding}");
+    ws.send(json!({"id": "big", "type": "subscribe", "payload": {"query": query}})).await;
+    let reason = ws.expect_close(close::BAD_REQUEST).await;
+    assert!(reason.starts_with("Invalid message received"), "{reason:?}");
+    // One within it is served.
+    let mut ws = authed(&s, ADMIN).await;
+    ws.subscribe("q", "{ agendas { position } }", json!({})).await;
+    assert_eq!(ws.next().await["type"], "next");
+}
+
 #[tokio::test]
 async fn past_the_operation_limit_a_subscribe_gets_an_error_and_the_rest_keep_running() {
     let limits = WsLimits { max_operations: 2, ..WsLimits::default() };
