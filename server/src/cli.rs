@@ -185,8 +185,9 @@ pub enum Command {
     /// head, every deleted stream's recorded head. Exits 4 at the first break, naming its
     /// stream, version and position (1: the store could not be checked).
     Verify(VerifyArgs),
-    /// An agenda's history as a timeline: time, actor, command, event, the state and percent
-    /// after it, and the diagnostics it added (`--json`: the same as data).
+    /// An agenda's history as a timeline: time, log position, version, actor, command, event,
+    /// the state and percent after it, and the diagnostics it added (`--json`: the same as
+    /// data).
     Audit {
         #[command(flatten)]
         client: ClientArgs,

@@ -242,3 +242,28 @@ async fn a_checkpoint_is_stored_only_after_its_predecessor() {
     assert!(report.is_intact(), "{report:?}");
     store.close().await;
 }
+
+/// A hash row of a stream pop did not delete, added outside pop at a transaction id no event
+/// uses, is not sealed: the sealer refuses (newcomer9: the servers signed it, and verify and
+/// export then called the log tampered with).
+#[tokio::test]
+async fn a_stray_hash_row_is_never_sealed() {
+    let Some(cluster) = TestCluster::shared("a_stray_hash_row_is_never_sealed") else {
+        return;
+    };
+    let k = key(7);
+    let (url, store, _) = sealed(cluster, "real", &k).await;
+    // At the id of a transaction of its own, then an event after it: inside the next range.
+    sql(
+        &url,
+        "INSERT INTO pop_pruned (tx_id, seq, stream, version, chain) \
+         VALUES (txid_current(), 1, 'ghost', 0, decode(repeat('11', 32), 'hex'))",
+    )
+    .await;
+    store.append("a", ExpectedVersion::Exact(3), vec![event(50, "after")]).await.unwrap();
+    let refused = Sealer::with_max_entries(k.clone(), 4).seal_all(&store, now()).await;
+    let refused = refused.map(|c| c.map(|c| c.seq)).expect_err("not sealed");
+    assert!(refused.to_string().contains("a hash row is kept for"), "{refused}");
+    assert!(refused.to_string().contains("ghost"), "{refused}");
+    store.close().await;
+}

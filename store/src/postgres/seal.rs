@@ -106,7 +106,43 @@ pub(crate) async fn sealable_entries(
     let (tx, seq, limit) = (clamp(after.commit()), clamp(after.prepare()), clamp(max as u64));
     let statement = client.prepare_cached(SEALABLE_SQL).await.map_err(fail)?;
     let rows = client.query(&statement, &[&tx, &seq, &limit]).await.map_err(fail)?;
-    rows.iter().map(entry_from).collect()
+    let entries: Vec<LogEntry> = rows.iter().map(entry_from).collect::<Result<_, _>>()?;
+    // A hash row of a stream pop did not delete (a live one, or none) is nothing pop wrote:
+    // nothing is signed around it (newcomer9: the servers signed such a row, at a free
+    // transaction id, that verify and export call tampered). Checked over the range to seal,
+    // off the primary key.
+    if let Some(last) = entries.last() {
+        let (to_tx, to_seq) = (clamp(last.position.commit()), clamp(last.position.prepare()));
+        let stray = client
+            .query_opt(
+                "SELECT p.tx_id, p.seq, p.version, p.stream, s.name IS NOT NULL \
+                 FROM pop_pruned p LEFT JOIN pop_streams s ON s.name = p.stream \
+                 WHERE (p.tx_id, p.seq) > ($1, $2) AND (p.tx_id, p.seq) <= ($3, $4) \
+                   AND (s.name IS NULL OR s.deleted_at IS NULL) \
+                 ORDER BY p.tx_id, p.seq LIMIT 1",
+                &[&tx, &seq, &to_tx, &to_seq],
+            )
+            .await
+            .map_err(fail)?;
+        if let Some(r) = stray {
+            let (at_tx, at_seq): (i64, i64) =
+                (r.try_get(0).map_err(fail)?, r.try_get(1).map_err(fail)?);
+            let at = match (u64::try_from(at_tx), u64::try_from(at_seq)) {
+                (Ok(t), Ok(q)) => Position::new(t, q),
+                _ => Position::START,
+            };
+            let (version, name, known) = (
+                r.try_get(2).map_err(fail)?,
+                r.try_get(3).map_err(fail)?,
+                r.try_get(4).map_err(fail)?,
+            );
+            let found = crate::verify::stray_hash_row(name, known, version, at);
+            return Err(StoreError::Corrupt(format!(
+                "{found}; nothing is sealed until it is found (run `pop verify`)"
+            )));
+        }
+    }
+    Ok(entries)
 }
 
 pub(crate) async fn add_checkpoint(
