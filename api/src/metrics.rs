@@ -197,6 +197,11 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
         "Per claim, how long the agenda waited queued before getAgenda handed it out, in seconds.",
     ),
     (
+        "pop_reclaimer_leases_waiting",
+        Kind::Gauge,
+        "Expired leases the reclaimer's last cycle left for their holders to renew: after pop serve starts, or after an outage of the store, each lease gets its length again before it is timed out (nobody could report meanwhile). 0 when none; the log names the first and when it becomes reclaimable.",
+    ),
+    (
         "pop_process_cycles_total",
         Kind::Counter,
         "Cycles of a timed process (scheduler, reapers), by process and dry_run.",

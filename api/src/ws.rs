@@ -110,7 +110,8 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How often the server pings an initialised connection (a WebSocket Ping frame, which
 /// browsers and client libraries answer by themselves). A connection that has sent nothing
-/// since the previous ping — no Pong, no message — is closed (1008): a client that stopped in
+/// since the previous ping — no Pong, no message — is closed with 1013 ("try again later",
+/// which graphql-ws clients retry; 1008 made the reference client give up): a client that stopped in
 /// the middle of a message held its bytes, up to 2 MiB a connection, for as long as it liked
 /// (hostile19), and one that stopped answering holds a socket for nothing.
 pub const PING_EVERY: Duration = Duration::from_secs(30);
@@ -165,8 +166,6 @@ pub mod close {
     /// than its bound of queued bytes ([`super::MAX_QUEUED_BYTES`]). The reference client
     /// treats it as a reason to reconnect.
     pub const TRY_AGAIN_LATER: u16 = 1013;
-    /// RFC 6455's "policy violation": the client answered no ping ([`super::PING_EVERY`]).
-    pub const POLICY_VIOLATION: u16 = 1008;
 }
 
 /// The connection limits the router applies; the defaults are the constants above. Tests
@@ -328,8 +327,8 @@ pub(crate) async fn serve(mut socket: WebSocket, upgrade: Upgrade) {
             ),
             _ = pings.tick(), if connection.init_received => match unanswered {
                 true => Step::Close(
-                    close::POLICY_VIOLATION,
-                    format!("no answer to a ping within {every:?}"),
+                    close::TRY_AGAIN_LATER,
+                    format!("Try again later: no answer to a ping within {every:?}"),
                 ),
                 false => {
                     unanswered = true;
@@ -395,7 +394,7 @@ pub(crate) async fn serve(mut socket: WebSocket, upgrade: Upgrade) {
     // while the close frame waits.
     drop(connection);
     drop(queued);
-    if code == close::TRY_AGAIN_LATER {
+    if code == close::TRY_AGAIN_LATER && reason.contains("reads too slowly") {
         held.process.too_slow.fetch_add(1, Ordering::AcqRel);
         metrics::error(crate::error::Code::Busy.as_str());
         tracing::info!(

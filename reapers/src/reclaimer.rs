@@ -127,7 +127,7 @@ pub enum ReclaimError {
 /// oldest expiry first, at most `config.cadence.batch_size`. Pure: the same models and `now` give the
 /// same plan.
 pub fn plan(now: Timestamp, models: &ReadModels, config: &ReclaimerConfig) -> Vec<ReclaimAction> {
-    plan_served(now, models, config, None).0
+    plan_served(now, models, config, None).actions
 }
 
 /// [`plan`], leaving out the leases whose length (as claimed) is longer than `served`, how
@@ -135,14 +135,15 @@ pub fn plan(now: Timestamp, models: &ReadModels, config: &ReclaimerConfig) -> Ve
 /// ([`Commands::serving_for`]): their holders could not renew them meanwhile (ops3am7: after
 /// a restart or a database outage longer than the lease, every agenda in flight was
 /// reclaimed within a second, and the workers still running them were refused and ran them
-/// again). Also answers how many expired leases were left out.
+/// again). Also answers the expired leases left out ([`Planned`]).
 pub fn plan_served(
     now: Timestamp,
     models: &ReadModels,
     config: &ReclaimerConfig,
     served: Option<Duration>,
-) -> (Vec<ReclaimAction>, usize) {
+) -> Planned {
     let mut waiting = 0;
+    let mut soonest: Option<(String, Duration)> = None;
     let agendas = models.agendas();
     let mut found = Vec::new();
     for phase in [Phase::Scheduled, Phase::Executing] {
@@ -163,6 +164,10 @@ pub fn plan_served(
                 && served < Duration::from_millis(length)
             {
                 waiting += 1;
+                let left = Duration::from_millis(length) - served;
+                if soonest.as_ref().is_none_or(|(_, s)| left < *s) {
+                    soonest = Some((entry.key().to_string(), left));
+                }
                 continue;
             }
             found.push(ReclaimAction {
@@ -176,8 +181,22 @@ pub fn plan_served(
     }
     found.sort_by(|a, b| (a.lease_expires, &a.key).cmp(&(b.lease_expires, &b.key)));
     found.truncate(config.cadence.batch_size);
-    (found, waiting)
+    Planned { actions: found, waiting, soonest }
 }
+
+/// What [`plan_served`] planned, and the expired leases it left out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    pub actions: Vec<ReclaimAction>,
+    /// Expired leases waiting for the store to have served their length.
+    pub waiting: usize,
+    /// The one of them reclaimable first (its agenda) and how soon.
+    pub soonest: Option<(String, Duration)>,
+}
+
+/// `pop_reclaimer_leases_waiting`: expired leases the last cycle left for their holders to
+/// renew (after a start or an outage); 0 when none.
+pub const LEASES_WAITING: &str = "pop_reclaimer_leases_waiting";
 
 /// Issues `Reclaim { now }` for each action (at most [`MAX_CONCURRENT_RECLAIMS`] at once),
 /// starting no new command after `deadline`. Idempotent: an agenda that moved on is refused by
@@ -309,16 +328,24 @@ impl TimedProcess for Reclaimer {
         let commands = &self.services.commands;
         let served = commands.serving_for(self.config.grace_after_start);
         let models = self.services.projections.read();
-        let (actions, waiting) = plan_served(now, &models, &self.config, served);
-        if waiting > 0 {
+        let planned = plan_served(now, &models, &self.config, served);
+        metrics::gauge!(LEASES_WAITING).set(planned.waiting as f64);
+        if let Some((first, left)) = &planned.soonest {
+            let since = match self.config.grace_after_start {
+                true => "since it was last down or this server started",
+                false => "since it was last down",
+            };
             tracing::info!(
-                waiting,
+                waiting = planned.waiting,
                 served_secs = served.map_or(0, |s| s.as_secs()),
-                "reclaimer: expired leases wait until the store has served for their length \
-                 since it was last down or pop started (their holders could not renew them)"
+                first = %first,
+                reclaimable_in_secs = left.as_secs(),
+                "reclaimer: expired leases wait until the store has served for their length {since} \
+                 (their holders could not renew them meanwhile); a holder that reports keeps \
+                 its agenda"
             );
         }
-        Ok(actions)
+        Ok(planned.actions)
     }
     async fn execute(
         &mut self,
@@ -513,12 +540,13 @@ mod tests {
         let m = models();
         let config = ReclaimerConfig::default();
         // Every lease was claimed for 300 s: the store served for less, so none is taken.
-        let (none, waiting) = plan_served(t(500), &m, &config, Some(Duration::from_secs(299)));
-        assert!(none.is_empty());
-        assert_eq!(waiting, 3);
-        let (all, waiting) = plan_served(t(500), &m, &config, Some(Duration::from_secs(300)));
-        assert_eq!((ids(&all), waiting), (vec!["d", "b", "c"], 0));
-        assert_eq!(plan_served(t(500), &m, &config, None).0, all);
+        let none = plan_served(t(500), &m, &config, Some(Duration::from_secs(299)));
+        assert!(none.actions.is_empty());
+        assert_eq!(none.waiting, 3);
+        assert_eq!(none.soonest.map(|(_, left)| left), Some(Duration::from_secs(1)));
+        let all = plan_served(t(500), &m, &config, Some(Duration::from_secs(300)));
+        assert_eq!((ids(&all.actions), all.waiting), (vec!["d", "b", "c"], 0));
+        assert_eq!(plan_served(t(500), &m, &config, None).actions, all.actions);
     }
 
     #[test]

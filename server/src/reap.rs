@@ -265,6 +265,13 @@ where
     let clock = pop_store::clock::floored(Arc::clone(&services.store));
     match args.name {
         ReaperName::Reclaimer => {
+            // Said, for the operator who reads its log after an outage (ops3am9).
+            tracing::info!(
+                "a reclaimer run alone knows only the store outages it sees while it runs: \
+                 leases that expired during an earlier one are timed out at once, though their \
+                 workers may still run them (the reclaimer inside pop serve waits a lease \
+                 length after every start and outage)"
+            );
             let interval = loop_interval(args, r.reclaim_interval, pop_reapers::DEFAULT_INTERVAL);
             let process = Reclaimer::new(services.clone(), reclaimer_config(interval, r));
             let failed = "some agendas could not be reclaimed";

@@ -119,7 +119,7 @@ pub async fn init(client: &Client, spec: &InitSpec) -> Result<Initialized> {
         spec.customer
     ));
     let elsewhere = customer_elsewhere(client, spec).await;
-    let shadowing = shadowing_insights(client, spec).await;
+    let shadowing = shadowing_insights(client, spec, &types).await;
     let done = Initialized {
         elsewhere: elsewhere.is_some(),
         shadowed: !shadowing.is_empty(),
@@ -157,12 +157,12 @@ async fn customer_elsewhere(client: &Client, spec: &InitSpec) -> Option<String> 
     })
 }
 
-/// A note for each older insight of the pool that maps one of `spec`'s types: an agenda binds
+/// A note for each older insight of the pool that maps one of `types` (the insight's own): an agenda binds
 /// to the oldest insight that matches it unless its params name one (`defaultInsight`,
 /// DOMAIN.md §6), so agendas of those types would go there, not to the new insight (a newcomer
 /// followed `init`'s hints and watched an agenda wait for ever in another insight's queue).
 /// Nothing when the insights cannot be listed: the note is a help, not a step.
-async fn shadowing_insights(client: &Client, spec: &InitSpec) -> Vec<String> {
+async fn shadowing_insights(client: &Client, spec: &InitSpec, types: &[String]) -> Vec<String> {
     let query = "{ insights(first: 500) { items { id customerId resourcePoolId addedTime mappers \
                  isGlobal allowedCustomerIds } } }";
     let Ok(data) = client.graphql(query, json!({})).await else { return Vec::new() };
@@ -195,7 +195,7 @@ async fn shadowing_insights(client: &Client, spec: &InitSpec) -> Vec<String> {
     let mut notes = Vec::new();
     for other in older {
         let types: Vec<&str> = mapped_types(other)
-            .filter(|t| spec.types.iter().any(|s| s.eq_ignore_ascii_case(t)))
+            .filter(|t| types.iter().any(|s| s.eq_ignore_ascii_case(t)))
             .collect();
         if !types.is_empty() {
             notes.push(format!(
