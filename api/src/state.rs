@@ -248,7 +248,11 @@ fn count_in(
     max: usize,
 ) -> Option<PrincipalConnection> {
     let mut map = counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let count = map.entry(principal.to_string()).or_default();
+    // A key is made only for a principal not counted yet (every request passes here).
+    let count = match map.get_mut(principal) {
+        Some(count) => count,
+        None => map.entry(principal.to_string()).or_default(),
+    };
     if *count >= max {
         return None;
     }

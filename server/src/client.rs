@@ -58,21 +58,15 @@ impl Client {
             true => crate::cli::DEFAULT_SERVER,
             false => args.server.as_str(),
         };
-        let next_step_flags = match &args.token {
-            Some(token) if from_env("POP_TOKEN", token) => {
-                let here = std::path::Path::new(crate::cli::DEFAULT_DATA_DIR);
-                crate::cli::client_flags(server, here, true)
-            }
-            Some(_) => {
-                let here = std::path::Path::new(crate::cli::DEFAULT_DATA_DIR);
-                format!("{} --token <the same token>", crate::cli::client_flags(server, here, true))
-            }
-            None if std::env::var_os("POP_DATA_DIR").is_some() => {
-                let here = std::path::Path::new(crate::cli::DEFAULT_DATA_DIR);
-                crate::cli::client_flags(server, here, true)
-            }
-            None => crate::cli::client_flags(server, &args.data_dir, true),
+        // The data directory matters only for its admin token, without a token given.
+        let data_dir = match args.token.is_none() && std::env::var_os("POP_DATA_DIR").is_none() {
+            true => args.data_dir.as_path(),
+            false => std::path::Path::new(crate::cli::DEFAULT_DATA_DIR),
         };
+        let mut next_step_flags = crate::cli::client_flags(server, data_dir, true);
+        if args.token.as_ref().is_some_and(|token| !from_env("POP_TOKEN", token)) {
+            next_step_flags.push_str(" --token <the same token>");
+        }
         Ok(Client {
             http: reqwest::Client::new(),
             base: args.server.trim_end_matches('/').to_owned(),

@@ -80,7 +80,7 @@ pub async fn init(client: &Client, spec: &InitSpec) -> Result<Initialized> {
             Ok(_) => lines.push(format!("created {kind} {id}")),
             Err(e) if e.to_string().starts_with("CONFLICT") => {
                 lines.push(format!("kept {kind} {id} (it exists)"));
-                kept_insight = kind == "insight";
+                kept_insight |= kind == "insight";
             }
             // Creating an object whose id another customer's object holds answers not-found
             // (what the token may not see does not exist for it); say what to do (newcomer6:

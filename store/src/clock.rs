@@ -47,14 +47,26 @@ impl CommitFloor {
 #[derive(Debug, Clone, Default)]
 pub struct ClockOffset(Arc<OffsetInner>);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct OffsetInner {
     micros: std::sync::atomic::AtomicI64,
-    /// The shared clock's time at a measure, and when (this process's monotonic clock): the
-    /// shared time now is that plus the time elapsed, whatever this host's wall clock did
-    /// since (ops3am8: a wall clock stepped back 30 s stamped with the stale offset until the
-    /// next measure, and leases handed out meanwhile had already run out).
-    anchor: std::sync::Mutex<Option<(i64, std::time::Instant)>>,
+    /// The shared clock's time at `epoch` as the last measure places it (`i64::MIN`: never
+    /// measured): the shared time now is that plus the monotonic time since, whatever this
+    /// host's wall clock did meanwhile (ops3am8: a wall clock stepped back 30 s stamped with
+    /// the stale offset until the next measure, and leases handed out meanwhile had already
+    /// run out). One atomic: every commit and command reads it.
+    base: std::sync::atomic::AtomicI64,
+    epoch: std::time::Instant,
+}
+
+impl Default for OffsetInner {
+    fn default() -> Self {
+        OffsetInner {
+            micros: std::sync::atomic::AtomicI64::new(0),
+            base: std::sync::atomic::AtomicI64::new(i64::MIN),
+            epoch: std::time::Instant::now(),
+        }
+    }
 }
 
 impl ClockOffset {
@@ -65,16 +77,19 @@ impl ClockOffset {
 
     /// Anchors the shared clock: it read `shared_micros` at `at`.
     pub fn anchor(&self, shared_micros: i64, at: std::time::Instant) {
-        if let Ok(mut anchor) = self.0.anchor.lock() {
-            *anchor = Some((shared_micros, at));
-        }
+        let since_epoch = at.saturating_duration_since(self.0.epoch).as_micros();
+        let base = shared_micros.saturating_sub(i64::try_from(since_epoch).unwrap_or(i64::MAX));
+        self.0.base.store(base.max(i64::MIN + 1), std::sync::atomic::Ordering::Release);
     }
 
     /// The shared clock's time now, from its anchor and the monotonic time since.
     pub fn shared_now(&self) -> Option<DateTime<Utc>> {
-        let (micros, at) = (*self.0.anchor.lock().ok()?)?;
-        let since = i64::try_from(at.elapsed().as_micros()).ok()?;
-        DateTime::from_timestamp_micros(micros.checked_add(since)?)
+        let base = self.0.base.load(std::sync::atomic::Ordering::Acquire);
+        if base == i64::MIN {
+            return None;
+        }
+        let since = i64::try_from(self.0.epoch.elapsed().as_micros()).ok()?;
+        DateTime::from_timestamp_micros(base.checked_add(since)?)
     }
 
     pub fn micros(&self) -> i64 {

@@ -276,10 +276,7 @@ impl Outages {
         };
         match (ok, self.failing) {
             (false, None) => self.failing = Some((first, now)),
-            (false, Some((earlier, _))) if certain => {
-                self.failing = Some((earlier.min(first), now));
-            }
-            (false, Some((first, _))) => self.failing = Some((first, now)),
+            (false, Some((earlier, _))) => self.failing = Some((earlier.min(first), now)),
             (true, Some((first, last))) => {
                 if last.duration_since(first) >= MIN_OUTAGE {
                     self.ended = Some(now);

@@ -240,15 +240,18 @@ impl AgendaState {
         // refusing the whole report lost every heartbeat until the running agenda was
         // reclaimed (popclient13 C13-1), and leaving the operation out let the agenda
         // complete while it still ran. The expansion is checked as any (names, the count).
+        // Each item's operation, found once (the validation reads the same).
         let index = self.operation_index(report.operations.len());
-        let names: std::collections::HashSet<&str> = match self.agenda() {
-            Some(a) => a.operations.iter().map(|o| o.name.as_str()).collect(),
-            None => std::collections::HashSet::new(),
-        };
+        let found: Vec<Option<usize>> =
+            report.operations.iter().map(|r| index.find(&r.name)).collect();
         // Where each unknown item is in the report (its errors are said there).
-        let unknown_at: Vec<usize> = (0..report.operations.len())
-            .filter(|&i| index.find(&report.operations[i].name).is_none())
-            .collect();
+        let unknown_at: Vec<usize> = (0..found.len()).filter(|&i| found[i].is_none()).collect();
+        let names: std::collections::HashSet<&str> = match self.agenda() {
+            Some(a) if !unknown_at.is_empty() => {
+                a.operations.iter().map(|o| o.name.as_str()).collect()
+            }
+            _ => std::collections::HashSet::new(),
+        };
         let unknown: Vec<Operation> = unknown_at
             .iter()
             .map(|&i| &report.operations[i])
@@ -292,7 +295,7 @@ impl AgendaState {
             events.extend(expanded.report(holder, lease_id, lease_expires, report, now)?);
             return Ok(events);
         }
-        let targets = self.validate_report(report, &index, lease_expires, now)?;
+        let targets = self.validate_report(report, &found, lease_expires, now)?;
         let lease_expires = self.renewed_until(lease_expires, now);
 
         // Work on a copy of the operations so the outcome is judged on the state the report
@@ -475,7 +478,7 @@ impl AgendaState {
     fn validate_report(
         &self,
         report: &ProgressReport,
-        index: &OperationIndex<'_>,
+        found: &[Option<usize>],
         lease_expires: Timestamp,
         now: Timestamp,
     ) -> Result<Vec<usize>, AgendaError> {
@@ -502,7 +505,7 @@ impl AgendaState {
         let mut targets = Vec::with_capacity(report.operations.len());
         for (i, r) in report.operations.iter().enumerate() {
             let field = format!("operationProgress[{i}]");
-            let found = index.find(&r.name);
+            let found = found.get(i).copied().flatten();
             match found {
                 Some(at) => targets.push(at),
                 None => errors.push(
