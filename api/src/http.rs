@@ -172,7 +172,7 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
     let config = state.config();
     let mut requests: Vec<&mut async_graphql::Request> = batch.iter_mut().collect();
     match crate::graphql::cost::unfit(&mut requests, config.max_complexity, |r| {
-        state.parse_cached(r)
+        state.parse_cached(&principal.name, r)
     }) {
         Some(Unfit::TooLong(error)) => {
             return error_response(StatusCode::PAYLOAD_TOO_LARGE, error, &cid);

@@ -21,22 +21,35 @@ use crate::metrics;
 
 /// Queries longer than this are parsed every time (they are rarely repeated verbatim).
 const MAX_CACHED_QUERY_BYTES: usize = 4 * 1024;
-/// Distinct queries remembered; when full the cache starts over.
+/// Distinct queries remembered in all; when full the cache starts over.
 const MAX_CACHED_QUERIES: usize = 512;
+/// Distinct queries remembered for one principal; when full its own cache starts over.
+const MAX_CACHED_QUERIES_PER_PRINCIPAL: usize = 64;
 
-/// Parsed GraphQL documents by query text. A full cache is cleared, not evicted entry by
-/// entry: clients send a handful of distinct queries, so a clear is rare and cheap.
+/// Parsed GraphQL documents by principal and query text. A full cache is cleared, not evicted
+/// entry by entry: clients send a handful of distinct queries, so a clear is rare and cheap.
+/// Each principal has its own (hostile21: one shared cache answered a query another tenant
+/// had sent faster than a new one, which told which ids that tenant had written into its
+/// query text; and any tenant could empty it for everyone with 512 documents).
 #[derive(Default)]
 struct QueryCache {
-    documents: std::sync::Mutex<std::collections::HashMap<String, ExecutableDocument>>,
+    documents: std::sync::Mutex<QueryDocuments>,
+}
+
+#[derive(Default)]
+struct QueryDocuments {
+    by_principal: HashMap<String, HashMap<String, ExecutableDocument>>,
+    count: usize,
 }
 
 impl QueryCache {
-    fn parse_into(&self, request: &mut async_graphql::Request) {
+    fn parse_into(&self, principal: &str, request: &mut async_graphql::Request) {
         if request.query.len() > MAX_CACHED_QUERY_BYTES {
             return;
         }
-        let cached = self.documents.lock().ok().and_then(|d| d.get(&request.query).cloned());
+        let cached = self.documents.lock().ok().and_then(|d| {
+            d.by_principal.get(principal).and_then(|own| own.get(&request.query)).cloned()
+        });
         if let Some(document) = cached {
             request.set_parsed_query(document);
             return;
@@ -44,10 +57,22 @@ impl QueryCache {
         // A query that does not parse is left to the schema, which reports the error.
         let Ok(document) = async_graphql::parser::parse_query(&request.query) else { return };
         let Ok(mut documents) = self.documents.lock() else { return };
-        if documents.len() >= MAX_CACHED_QUERIES {
-            documents.clear();
+        if documents.count >= MAX_CACHED_QUERIES {
+            documents.by_principal.clear();
+            documents.count = 0;
         }
-        documents.insert(request.query.clone(), document.clone());
+        let QueryDocuments { by_principal, count } = &mut *documents;
+        let own = match by_principal.get_mut(principal) {
+            Some(own) => own,
+            None => by_principal.entry(principal.to_owned()).or_default(),
+        };
+        if own.len() >= MAX_CACHED_QUERIES_PER_PRINCIPAL {
+            *count -= own.len();
+            own.clear();
+        }
+        if own.insert(request.query.clone(), document.clone()).is_none() {
+            *count += 1;
+        }
         request.set_parsed_query(document);
     }
 }
@@ -102,8 +127,9 @@ impl AppState {
     /// Sets the parsed document of `request` from the cache of recently seen queries (parsing
     /// and remembering it on a miss), so a client repeating one query pays for parsing once.
     /// Depth and directive limits still run on every request.
-    pub(crate) fn parse_cached(&self, request: &mut async_graphql::Request) {
-        self.inner.queries.parse_into(request);
+    /// Each principal's queries are cached apart.
+    pub(crate) fn parse_cached(&self, principal: &str, request: &mut async_graphql::Request) {
+        self.inner.queries.parse_into(principal, request);
     }
 
     /// The API over `store`, executing commands with `commands` (share the server's one: it
@@ -267,6 +293,13 @@ pub(crate) struct PrincipalConnection {
     principal: String,
 }
 
+impl PrincipalConnection {
+    /// The principal's name.
+    pub(crate) fn principal(&self) -> &str {
+        &self.principal
+    }
+}
+
 impl Drop for PrincipalConnection {
     fn drop(&mut self) {
         let mut connections =
@@ -288,5 +321,35 @@ pub(crate) struct OpenSocket {
 impl Drop for OpenSocket {
     fn drop(&mut self) {
         self.open_sockets.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cached(cache: &QueryCache, principal: &str, query: &str) -> bool {
+        let documents = cache.documents.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        documents.by_principal.get(principal).is_some_and(|own| own.contains_key(query))
+    }
+
+    /// One principal's queries never answer another's from the cache (hostile21: a shared
+    /// cache timed which query texts another tenant had sent), and one principal filling its
+    /// own cache does not empty the others'.
+    #[test]
+    fn each_principal_has_its_own_parsed_queries() {
+        let cache = QueryCache::default();
+        let mut request = async_graphql::Request::new("{ a }");
+        cache.parse_into("acme", &mut request);
+        assert!(cached(&cache, "acme", "{ a }"));
+        assert!(!cached(&cache, "globex", "{ a }"));
+        for n in 0..MAX_CACHED_QUERIES_PER_PRINCIPAL * 3 {
+            cache.parse_into("globex", &mut async_graphql::Request::new(format!("{{ f{n} }}")));
+        }
+        assert!(cached(&cache, "acme", "{ a }"), "globex's queries emptied acme's cache");
+        let documents = cache.documents.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let globex = documents.by_principal.get("globex").map_or(0, HashMap::len);
+        assert!(globex <= MAX_CACHED_QUERIES_PER_PRINCIPAL, "{globex}");
+        assert_eq!(documents.count, globex + 1);
     }
 }

@@ -559,8 +559,10 @@ impl Connection {
         let mut request = request;
         let max_cost = upgrade.state.config().max_complexity;
         let state = &upgrade.state;
-        match crate::graphql::cost::unfit(&mut [&mut request], max_cost, |r| state.parse_cached(r))
-        {
+        let principal = self.slot.as_ref().map_or("", |slot| slot.principal());
+        match crate::graphql::cost::unfit(&mut [&mut request], max_cost, |r| {
+            state.parse_cached(principal, r)
+        }) {
             Some(Unfit::TooLong(error) | Unfit::Refused(error)) => return refuse(error),
             None => {}
         }

@@ -294,13 +294,18 @@ fn names_progress(e: &AgendaEntry, id: &str) -> bool {
 /// The ways `id` splits into a pool's progress id and an operation name
 /// (`<progressId>~<tag>-<operation>`): each `~` followed by a tag and a `-`.
 fn pool_operation_ids(id: &str) -> impl Iterator<Item = (&str, &str)> {
-    id.match_indices(POOL_TAG_SEPARATOR).filter_map(|(i, _)| {
-        let end = i + POOL_TAG_SEPARATOR.len_utf8() + POOL_TAG_LENGTH;
-        let progress_id = id.get(..end)?;
-        let operation = id.get(end..)?.strip_prefix('-')?;
-        split_pool_progress_id(progress_id)?;
-        Some((progress_id, operation))
-    })
+    // Only separators where an agenda's own progress id can end (hostile21: every `~` of a long
+    // id hashed the prefix before it, quadratic in the id's length).
+    const MAX_OWN_BYTES: usize = 4 * pop_domain::validate::MAX_ID_LENGTH;
+    id.match_indices(POOL_TAG_SEPARATOR).take_while(|(i, _)| *i <= MAX_OWN_BYTES).filter_map(
+        |(i, _)| {
+            let end = i + POOL_TAG_SEPARATOR.len_utf8() + POOL_TAG_LENGTH;
+            let progress_id = id.get(..end)?;
+            let operation = id.get(end..)?.strip_prefix('-')?;
+            split_pool_progress_id(progress_id)?;
+            Some((progress_id, operation))
+        },
+    )
 }
 
 /// The agendas an OperationProgress id names for `p`, each with the operation's name and, when

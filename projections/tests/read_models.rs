@@ -134,6 +134,28 @@ async fn operation_progress_ids_with_dashes_resolve() {
     assert_eq!(&*m.operation_progress("p-1-b", &Visibility::All).unwrap().unwrap().operation, "b");
 }
 
+/// The longest progress id (200 characters of 4 bytes, with dashes) still resolves; an id of
+/// 200,000 dashes is looked up over the splits where a progress id can end only (hostile21:
+/// every split hashed its prefix, quadratic in the id's length: 64,000 dashes held a runtime
+/// thread 10 s; this one, about 20 billion bytes hashed, would run for minutes).
+#[tokio::test]
+async fn an_operation_progress_id_is_looked_up_only_where_a_progress_id_can_end() {
+    let log = Log::open().await.unwrap();
+    let longest: String = "\u{1F600}-".repeat(100);
+    assert_eq!(longest.chars().count(), pop_domain::validate::MAX_ID_LENGTH);
+    let mut a = agenda("x-1", "acme", None, &["get-data"]);
+    a.progress_id = Some(longest.clone());
+    log.agenda("x-1", submit(a, "insight-1", 0)).await.unwrap();
+    let m = fold(&log).await;
+    let id = format!("{longest}-get-data");
+    assert_eq!(
+        &*m.operation_progress(&id, &Visibility::All).unwrap().unwrap().operation,
+        "get-data"
+    );
+    let dashes = "-".repeat(200_000);
+    assert!(m.operation_progress(&dashes, &Visibility::All).unwrap().is_none());
+}
+
 #[tokio::test]
 async fn lists_by_customer_respect_visibility() {
     let log = scenario().await;

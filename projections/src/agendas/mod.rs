@@ -43,6 +43,10 @@ use pop_domain::{Aggregate, OperationProgress, Timestamp};
 use crate::change::{Change, ChangeKind};
 use crate::phase::Phase;
 
+/// The longest progress id in bytes: [`pop_domain::validate::MAX_ID_LENGTH`] characters of
+/// up to 4 bytes.
+const MAX_PREFIX_BYTES: usize = 4 * pop_domain::validate::MAX_ID_LENGTH;
+
 pub(crate) use dictionary::dictionary_fingerprint;
 pub use entry::{AgendaEntry, CorruptEntry};
 pub use select::AgendaQuery;
@@ -136,7 +140,10 @@ impl AgendaModel {
         keep: impl Fn(&AgendaEntry) -> bool,
     ) -> Vec<(&'m AgendaEntry, &'i str)> {
         let mut found = Vec::new();
-        for (i, _) in id.rmatch_indices('-') {
+        // No progress id is longer than MAX_PREFIX_BYTES: splits further right cannot name an
+        // agenda, and trying each hashes its prefix (hostile21: an id of 64,000 dashes took
+        // 10 s of a runtime thread, quadratic in its length).
+        for (i, _) in id.rmatch_indices('-').skip_while(|(i, _)| *i > MAX_PREFIX_BYTES) {
             let (progress_id, name) = (&id[..i], &id[i + 1..]);
             found.extend(self.with_progress_id(progress_id).filter(|e| keep(e)).map(|e| (e, name)));
         }
