@@ -427,3 +427,48 @@ async fn an_unchanged_pop_client_runs_a_lifecycle_in_jackson_json() {
     let a = report(progress.clone()).await;
     assert_eq!(a.status, 409, "{:#}", a.body);
 }
+
+/// POP's `SchedulingAlgorithm` has no `Priority`: POP's Jackson threw on it and lost the whole
+/// insight list that held one (popclient15). On /pop such an insight has no
+/// `schedulingAlgorithm` but pop's `popSchedulingAlgorithm`; written back as POP's client
+/// writes what it read (`"schedulingAlgorithm": null`), it stays `Priority`; an update that
+/// names an algorithm still changes it.
+#[tokio::test]
+async fn a_priority_insight_reads_in_pops_form_and_keeps_its_algorithm_when_written_back() {
+    let s = start(ApiConfig::default()).await;
+    s.seed().await;
+    let insight = json!({"id": "prio", "customerId": "ops", "title": "P", "resourcePoolId": "pool-1",
+        "queueSize": 5, "schedulingAlgorithm": "Priority", "allowedCustomerIds": ["acme"],
+        "mappers": {"operationType": ["ptype"]}});
+    let a = send_as(&s, ADMIN, "POST", "/pop/insight", insight).await;
+    assert_eq!(a.status, 200, "{:#}", a.body);
+    assert_eq!(a.body["all"][0].get("schedulingAlgorithm"), None, "{:#}", a.body);
+    assert_eq!(a.body["all"][0]["popSchedulingAlgorithm"], json!("Priority"), "{:#}", a.body);
+    for path in ["/pop/insight/prio", "/pop/insight"] {
+        let a = send_as(&s, ACME, "GET", path, Value::Null).await;
+        assert_eq!(a.status, 200, "{:#}", a.body);
+        let listed = a.body["all"].as_array().unwrap();
+        assert!(listed.iter().all(|i| i["schedulingAlgorithm"] != json!("Priority")), "{listed:?}");
+        assert!(listed.iter().any(|i| i["popSchedulingAlgorithm"] == json!("Priority")));
+    }
+    // What the write side keeps, read back: pop's field, or POP's.
+    let algorithm = async |s: &TestServer| {
+        let a = send_as(s, ADMIN, "GET", "/pop/insight/prio", Value::Null).await;
+        let i = &a.body["all"][0];
+        i.get("popSchedulingAlgorithm").unwrap_or(&i["schedulingAlgorithm"]).clone()
+    };
+    let a = send_as(&s, ADMIN, "GET", "/pop/insight/prio", Value::Null).await;
+    let mut read = a.body["all"][0].clone();
+    read.as_object_mut().unwrap().remove("popSchedulingAlgorithm");
+    read["schedulingAlgorithm"] = Value::Null;
+    read["title"] = json!("P2");
+    let a = send_as(&s, ADMIN, "PUT", "/pop/insight/prio", read.clone()).await;
+    assert_eq!(a.status, 200, "{:#}", a.body);
+    assert_eq!(a.body["all"][0]["title"], json!("P2"));
+    assert_eq!(algorithm(&s).await, json!("Priority"));
+    read["schedulingAlgorithm"] = json!("RoundRobin");
+    let a = send_as(&s, ADMIN, "PUT", "/pop/insight/prio", read).await;
+    assert_eq!(a.status, 200, "{:#}", a.body);
+    assert_eq!(a.body["all"][0]["schedulingAlgorithm"], json!("RoundRobin"));
+    assert_eq!(algorithm(&s).await, json!("RoundRobin"));
+}

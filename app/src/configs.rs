@@ -48,6 +48,9 @@ pub trait ConfigKind: ConfigObject + VisibleTo + Clone {
     /// The object's JSON as clients read it (a template's agenda without blank ids:
     /// [`pop_domain::model::template_agenda_json`]).
     fn tidy_json(_value: &mut serde_json::Value) {}
+    /// An update that did not send a field POP's clients cannot carry keeps its `current`
+    /// value (`sent`: the update as sent).
+    fn keep_unsent(&mut self, _sent: &Value, _current: &Self) {}
     /// The object as a caller who sees `v` may read it: a pool lists only the insights
     /// the caller may see (on a shared pool, other customers' insights stay theirs).
     fn seen_by(self, _models: &ReadModels, _v: &Visibility) -> Self {
@@ -182,7 +185,32 @@ config_kind!(Insight, "Insight", insight, insights, {
             global: self.is_global,
         }
     }
+    /// POP's `SchedulingAlgorithm` has no `Priority`: POP's Jackson threw on it and lost the
+    /// whole list that held it (popclient15). On /pop such an insight carries pop's value in
+    /// `popSchedulingAlgorithm` instead.
+    fn tidy_json(value: &mut Value) {
+        if let Some(object) = value.as_object_mut()
+            && object.get(SCHEDULING_ALGORITHM).and_then(Value::as_str) == Some("Priority")
+            && let Some(algorithm) = object.remove(SCHEDULING_ALGORITHM)
+        {
+            object.insert(POP_SCHEDULING_ALGORITHM.into(), algorithm);
+        }
+    }
+    /// A POP client that read a `Priority` insight (without `schedulingAlgorithm`) and writes
+    /// it back must not turn it into first-in-first-out: an update without the field (or with
+    /// null) keeps the insight's algorithm; `popSchedulingAlgorithm` is read as the field.
+    fn keep_unsent(&mut self, sent: &Value, current: &Self) {
+        let given = |field: &str| sent.get(field).is_some_and(|v| !v.is_null());
+        if !given(SCHEDULING_ALGORITHM) && !given(POP_SCHEDULING_ALGORITHM) {
+            self.scheduling_algorithm = current.scheduling_algorithm;
+        }
+    }
 });
+
+/// The field of an insight's algorithm, and the one /pop answers `Priority` in
+/// ([`ConfigKind::tidy_json`] of [`Insight`]).
+const SCHEDULING_ALGORITHM: &str = "schedulingAlgorithm";
+const POP_SCHEDULING_ALGORITHM: &str = "popSchedulingAlgorithm";
 
 config_kind!(AgendaTemplate, "Template", template, templates, {
     fn fill_id(&mut self) {
@@ -206,6 +234,18 @@ config_kind!(AgendaTemplate, "Template", template, templates, {
         self.title.as_deref()
     }
 });
+
+/// `value` with the fields /pop answers in pop's own names read as POP's: an insight's
+/// `popSchedulingAlgorithm` as its `schedulingAlgorithm` (when that is not given).
+fn with_pop_fields(mut value: Value) -> Value {
+    if let Some(object) = value.as_object_mut()
+        && let Some(algorithm) = object.remove(POP_SCHEDULING_ALGORITHM)
+        && object.get(SCHEDULING_ALGORITHM).is_none_or(Value::is_null)
+    {
+        object.insert(SCHEDULING_ALGORITHM.into(), algorithm);
+    }
+    value
+}
 
 /// A config write.
 #[derive(Debug, Clone)]
@@ -262,7 +302,8 @@ impl App {
     ) -> AppResult<Configured<T>> {
         let now = self.now();
         let cid = caller.cid.clone();
-        let (id, name, command) = match op {
+        let mut sent = None;
+        let (id, name, mut command) = match op {
             ConfigOp::Create(value) | ConfigOp::Update(value) if !value.is_object() => {
                 return Err(AppError::invalid(
                     T::DATA_FIELD,
@@ -271,13 +312,14 @@ impl App {
             }
             ConfigOp::Create(value) => {
                 refuse_blank_ids(&value, &["id"])?;
-                let mut object: T = from_json(T::DATA_FIELD, value)?;
+                let mut object: T = from_json(T::DATA_FIELD, with_pop_fields(value))?;
                 object.fill_id();
                 check_id("id", object.id())?;
                 (object.id().to_string(), T::CREATE, ConfigCommand::Create { object, now, cid })
             }
             ConfigOp::Update(value) => {
-                let mut object: T = from_json(T::DATA_FIELD, value)?;
+                sent = Some(value.clone());
+                let mut object: T = from_json(T::DATA_FIELD, with_pop_fields(value))?;
                 object.fill_id();
                 check_id("id", object.id())?;
                 (object.id().to_string(), T::UPDATE, ConfigCommand::Update { object, now, cid })
@@ -317,6 +359,11 @@ impl App {
             Err(e) => return Err(error::execute(&subject, e)),
         };
         let visible = current.as_ref().filter(|c| caller.principal.sees(c.customer_id()));
+        if let (ConfigCommand::Update { object, .. }, Some(sent), Some(current)) =
+            (&mut command, &sent, visible)
+        {
+            object.keep_unsent(sent, current);
+        }
         // Shared with this caller (an insight or template of another customer that allows
         // it, or a global one): it reads the object, so a write says it may not manage it.
         if let Some(shared) = current
