@@ -12,6 +12,10 @@
 //!   entries below the point where nothing can still commit; each round first checks that the
 //!   newest stored checkpoint is signed by its key. `/metrics` shows the newest checkpoint it
 //!   sealed or found verified (`pop_checkpoint_*`).
+//! - A new key extends another key's checkpoints only when told which key signed them
+//!   (`--checkpoint-previous-key`, [`previous_keys`]): its file (the old key endorses the new
+//!   one in the first checkpoint it signs), or its key id when it is lost (then only the
+//!   checkpoint witnessed outside the store is taken over).
 //! - A key cannot tell a log whose checkpoints someone deleted (and then rewrote) from a log
 //!   never sealed: a sealer that finds no checkpoint starts afresh, and would sign the
 //!   rewrite. So `pop serve` also keeps the newest checkpoint it saw, outside the store: the
@@ -28,7 +32,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use pop_store::commitment::{
-    Checkpoint, CheckpointKey, CheckpointSigningKey, LogCommitment, SealError, Sealer,
+    Checkpoint, CheckpointKey, CheckpointSigningKey, LogCommitment, PreviousKey, SealError, Sealer,
     SignedCheckpoint, parse_signing_key, parse_verifying_key,
 };
 use pop_store::digest::{hex, hex_bytes, parse_hex};
@@ -81,6 +85,25 @@ fn create_key(path: &Path) -> Result<CheckpointSigningKey> {
     file.sync_all().with_context(write)?;
     tracing::info!(path = %path.display(), "created the checkpoint signing key");
     Ok(CheckpointSigningKey::from_bytes(&seed))
+}
+
+/// The keys of `--checkpoint-previous-key`: a key id (16 hex digits) names a lost key, any
+/// other value a key file.
+pub fn previous_keys(given: &[String]) -> Result<Vec<PreviousKey>> {
+    given
+        .iter()
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            if v.len() == 16 && v.bytes().all(|b| b.is_ascii_hexdigit()) && !Path::new(v).exists() {
+                return Ok(PreviousKey::Lost(v.to_ascii_lowercase()));
+            }
+            read_signing_key(Path::new(v)).map(PreviousKey::Held).context(
+                "--checkpoint-previous-key takes the previous key's file, or its key id (16 hex \
+                 digits) when that key is lost",
+            )
+        })
+        .collect()
 }
 
 /// The key `pop verify` checks signatures with: `--public-key` (hex or a file holding it),
@@ -243,14 +266,17 @@ pub fn public_hex(key: &CheckpointKey) -> String {
 /// fails is logged and retried at the next tick.
 pub fn spawn(
     log: Arc<dyn LogCommitment>,
-    key: CheckpointSigningKey,
+    sealer: Sealer,
     witness: Witness,
     health: Arc<pop_store::Commands>,
     every: Duration,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
-    let sealer = Sealer::new(key);
-    tracing::info!(public_key = %public_hex(&sealer.verifying_key()), "sealing checkpoints of the log");
+    tracing::info!(
+        public_key = %public_hex(&sealer.verifying_key()),
+        key_id = %pop_store::commitment::key_id(&sealer.verifying_key()),
+        "sealing checkpoints of the log"
+    );
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -298,11 +324,10 @@ async fn round(
             return;
         }
     };
-    let at_least = witnessed.as_ref().map_or(0, |w| w.seq);
     // Stamped by the store's clock, as commits are (on PostgreSQL the database server's): a
     // replica's own clock made the signed chain's times go back (ops3am8).
     let now = pop_store::clock::now_for(health.store().as_ref());
-    let sealed = sealer.seal_all_after(log, now, at_least).await;
+    let sealed = sealer.seal_all_after(log, now, witnessed.as_ref()).await;
     // A seal is a write: one that failed for the store's condition (a full disk) takes the
     // server out of readiness as a client's failed append does, and one written clears it.
     match &sealed {
@@ -329,10 +354,13 @@ async fn round(
             metrics::gauge!(CHECKPOINT_WITNESS_BROKEN).set(0.0);
             return refuse(
                 format!(
-                    "{e}; this process signs with public key {}: every replica of one store \
-                     needs the same --checkpoint-key (one Kubernetes Secret, say), or, if no \
-                     replica should have signed it, run `pop verify` to see where the log breaks",
-                    public_hex(&sealer.verifying_key())
+                    "{e}; this process signs with public key {} (key id {}): every replica of \
+                     one store needs the same --checkpoint-key (one Kubernetes Secret, say); to \
+                     change keys, start with --checkpoint-previous-key naming the key that \
+                     signed it (its file, or its key id if it is lost); if no replica should \
+                     have signed it, run `pop verify` to see where the log breaks",
+                    public_hex(&sealer.verifying_key()),
+                    pop_store::commitment::key_id(&sealer.verifying_key())
                 ),
                 false,
             );
@@ -434,12 +462,11 @@ async fn witness_newest(
     witnessed: Option<SignedCheckpoint>,
 ) -> Result<()> {
     let Some(newest) = log.last_checkpoint().await? else { return Ok(()) };
-    let key = sealer.verifying_key();
     let from = match witnessed {
         Some(w) if newest.seq <= w.seq => return Ok(()),
         Some(w) => w,
         None => {
-            newest.verify_signature(&key).map_err(anyhow::Error::msg)?;
+            sealer.trusts(&newest).map_err(anyhow::Error::msg)?;
             return witness.write(Some(&newest));
         }
     };
@@ -447,7 +474,7 @@ async fn witness_newest(
     for seq in previous.seq + 1..=newest.seq.min(previous.seq.saturating_add(MAX_WITNESS_STEPS)) {
         let next =
             log.checkpoint(seq).await?.with_context(|| format!("checkpoint {seq} is missing"))?;
-        next.verify_signature(&key).map_err(anyhow::Error::msg)?;
+        sealer.trusts(&next).map_err(anyhow::Error::msg)?;
         let body = next.checkpoint().map_err(anyhow::Error::msg)?;
         if body.previous != hex(&previous.hash()) {
             bail!("checkpoint {seq} does not link to checkpoint {}", previous.seq);

@@ -597,6 +597,19 @@ pub struct ServeArgs {
     /// `<data-dir>/checkpoint.key`, created (mode 0600) on first start.
     #[arg(long, env = "POP_CHECKPOINT_KEY")]
     pub checkpoint_key: Option<PathBuf>,
+    /// A key rotation: the key that signed the store's newest checkpoint before
+    /// --checkpoint-key, as its key file (the new key's first checkpoint carries its
+    /// endorsement) or, when that key is lost, as its key id (16 hex digits, as `pop verify`
+    /// and the server's refusal name it; then only the checkpoint witnessed outside the store
+    /// is taken over). May be given again, or comma-separated; harmless once the new key has
+    /// sealed.
+    #[arg(
+        long,
+        env = "POP_CHECKPOINT_PREVIOUS_KEY",
+        value_delimiter = ',',
+        value_name = "FILE|KEY_ID"
+    )]
+    pub checkpoint_previous_key: Vec<String>,
     /// Seconds between two seals of the log's newest events into a signed checkpoint (0: do
     /// not seal).
     #[arg(long, env = "POP_CHECKPOINT_EVERY", default_value_t = crate::checkpoints::SEAL_EVERY.as_secs())]

@@ -96,6 +96,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             commitment,
             crate::checkpoints::signing_key(&data_dir, args.checkpoint_key.as_deref())
                 .context("loading the checkpoint key")?,
+            crate::checkpoints::previous_keys(&args.checkpoint_previous_key)?,
         )),
         _ => None,
     };
@@ -175,7 +176,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         let clock = pop_store::clock::floored(Arc::clone(&services.store));
         reaper_tasks.push(process::spawn(scheduler, leadership, clock, stop));
     }
-    if let Some((commitment, key)) = sealing {
+    if let Some((commitment, key, previous)) = sealing {
         let every = Duration::from_secs(args.checkpoint_every);
         let stop = stopped(stop_rx.clone());
         let witness = crate::checkpoints::Witness::of(
@@ -184,7 +185,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             args.store_url.as_deref(),
         );
         let health = Arc::clone(&services.commands);
-        reaper_tasks.push(crate::checkpoints::spawn(commitment, key, witness, health, every, stop));
+        let sealer = pop_store::commitment::Sealer::new(key).handing_over(previous);
+        reaper_tasks
+            .push(crate::checkpoints::spawn(commitment, sealer, witness, health, every, stop));
     }
     // The pod reaper only with `--pod-reaper-namespace`.
     let pods = Arc::clone(&services.leadership);

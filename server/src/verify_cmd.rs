@@ -102,6 +102,32 @@ fn print_report(report: Verification, note: &str, max_unsealed_span: u64) -> Res
             c.unsealed_entries
         ),
     }
+    for k in &c.key_changes {
+        if k.endorsed {
+            println!(
+                "the signing key changed at checkpoint {}: key {} handed the log over to key {} \
+                 and endorsed it{}",
+                k.seq,
+                k.from,
+                k.to,
+                if c.signatures_checked { " (checked)" } else { "" }
+            );
+        } else {
+            println!(
+                "the signing key changed at checkpoint {}: key {} took the log over from key {}, \
+                 which was lost (no endorsement): the checkpoints before are vouched for by key \
+                 {} alone",
+                k.seq, k.to, k.from, k.to
+            );
+        }
+    }
+    if c.pinned > 0 {
+        println!(
+            "{} checkpoints signed by a lost key: their signatures cannot be checked; the hash \
+             chain up to the handover pins them",
+            c.pinned
+        );
+    }
     // Unsealed events written over longer than a running server leaves them unsealed:
     // checkpoints deleted (with the witness, nothing else shows it), or offline writes.
     if let Some(u) = c.unsealed

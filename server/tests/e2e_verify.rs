@@ -420,3 +420,91 @@ fn events_unsealed_over_a_long_span_are_not_verified() {
     let out = pop_command().args(["verify", "--data-dir"]).arg(&data).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Stops `pop` with SIGTERM (a graceful stop seals once more) and waits for it.
+fn stop(mut pop: Pop) {
+    let pid = pop.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + WAIT;
+    while pop.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "pop serve did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until `pop`'s /metrics satisfies `ok`; the page.
+async fn metrics_until(pop: &Pop, log: &std::path::Path, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let page = pop.metrics().await;
+        if ok(&page) {
+            return page;
+        }
+        assert!(Instant::now() < deadline, "{page}\n{}", support::log_tail(log));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A key rotation with `pop serve`: a new --checkpoint-key alone refuses to extend the old
+/// key's checkpoints and says how to hand over; with --checkpoint-previous-key (the old key's
+/// file) the server seals on with the new key, and `pop verify` passes with either key,
+/// naming where the key changed.
+#[tokio::test]
+async fn a_checkpoint_key_is_rotated_with_the_previous_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let demo = || {
+        let out = pop_command().args(["demo", "--data-dir"]).arg(&data).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    demo();
+    let log = dir.path().join("serve.log");
+    let pop = Pop::start_with(&data, None, &log, false, &["--checkpoint-every", "1"]);
+    metrics_until(&pop, &log, |p| gauge(p, "pop_checkpoint_seq").is_some_and(|s| s >= 1.0)).await;
+    stop(pop);
+    let old = dir.path().join("old.key");
+    std::fs::rename(data.join("checkpoint.key"), &old).unwrap();
+    let new = dir.path().join("new.key");
+    std::fs::write(&new, format!("{}\n", "5a".repeat(32))).unwrap();
+    demo();
+
+    let args = ["--checkpoint-every", "1", "--checkpoint-key", new.to_str().unwrap()];
+    let log = dir.path().join("refused.log");
+    let pop = Pop::start_with(&data, None, &log, false, &args);
+    metrics_until(&pop, &log, |p| gauge(p, "pop_checkpoint_sealing_refused") == Some(1.0)).await;
+    stop(pop);
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(said.contains("--checkpoint-previous-key"), "{said}");
+
+    let log = dir.path().join("rotated.log");
+    let mut rotated = args.to_vec();
+    rotated.extend(["--checkpoint-previous-key", old.to_str().unwrap()]);
+    let pop = Pop::start_with(&data, None, &log, false, &rotated);
+    let page = metrics_until(&pop, &log, |p| {
+        gauge(p, "pop_checkpoint_sealing_refused") == Some(0.0)
+            && gauge(p, "pop_checkpoint_seq").is_some_and(|s| s >= 2.0)
+    })
+    .await;
+    assert_eq!(gauge(&page, "pop_checkpoint_witness_broken"), Some(0.0), "{page}");
+    stop(pop);
+
+    let public_of = |key: &std::path::Path| {
+        let out = pop_command()
+            .args(["verify", "--data-dir"])
+            .arg(&data)
+            .arg("--checkpoint-key")
+            .arg(key)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("intact"), "{stdout}");
+        assert!(
+            stdout.contains("the signing key changed at checkpoint")
+                && stdout.contains("endorsed it (checked)"),
+            "{stdout}"
+        );
+    };
+    public_of(&new);
+    public_of(&old);
+}

@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::digest::{GENESIS, Hash, hex};
-use crate::verify::{Break, CheckpointReport, FastHash};
+use crate::verify::{Break, CheckpointReport, FastHash, KeyChange};
 use crate::{Position, StoreError};
 
 pub use ed25519_dalek::{SigningKey as CheckpointSigningKey, VerifyingKey as CheckpointKey};
@@ -120,6 +120,61 @@ pub struct Checkpoint {
     pub key_id: String,
     /// Each stream touched in the range, where it stood at the range's end, in position order.
     pub streams: Vec<StreamMark>,
+    /// Set on the first checkpoint a new key signs after another key signed the one before
+    /// (a key rotation): which key it takes over from, and that key's endorsement when it was
+    /// at hand. Absent from every other checkpoint's body (so bodies sealed before rotations
+    /// existed keep their bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover: Option<Handover>,
+}
+
+/// What the first checkpoint of a new key says about the key before it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Handover {
+    /// The key id of the key that signed the checkpoint before.
+    pub from_key_id: String,
+    /// Hex of that key's public key, when it was held (not lost): a verifier who trusts the
+    /// new key checks the checkpoints before with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_key: Option<String>,
+    /// Hex of this checkpoint's public key (its `keyId` names it), so that a verifier who
+    /// trusts only the previous key can follow the endorsement to it.
+    pub to_key: String,
+    /// Hex of the previous key's Ed25519 signature over [`handover_message`]: the previous
+    /// key's holder hands the log over to the new key at this point of the chain. Absent when
+    /// the previous key was lost: then only the new key vouches for the checkpoints before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endorsement: Option<String>,
+}
+
+/// What a previous key signs to hand the log over: the new public key, the sequence number of
+/// the checkpoint it starts at and the hash of the checkpoint before it (so the endorsement
+/// holds at that one point of one chain only).
+pub fn handover_message(to: &VerifyingKey, seq: u64, previous: &Hash) -> Vec<u8> {
+    let mut m = Vec::with_capacity(HANDOVER_CONTEXT.len() + 32 + 8 + 32);
+    m.extend_from_slice(HANDOVER_CONTEXT);
+    m.extend_from_slice(to.as_bytes());
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(previous);
+    m
+}
+
+/// What is signed before a handover's content.
+const HANDOVER_CONTEXT: &[u8] = b"pop-key-handover-v1\n";
+
+/// A key the log was signed with before this one ([`Sealer::handing_over`]): the sealer
+/// extends a newest checkpoint it signed, and records the handover.
+#[derive(Debug, Clone)]
+pub enum PreviousKey {
+    /// The previous signing key, at hand: its signature on the newest checkpoint is checked,
+    /// and it endorses the new key.
+    Held(SigningKey),
+    /// Only the previous key's id (the key was lost): the newest checkpoint cannot be checked
+    /// by its signature, so it is extended only when it is the very checkpoint witnessed
+    /// outside the store ([`Sealer::seal_after`]'s witness), and the handover carries no
+    /// endorsement.
+    Lost(String),
 }
 
 /// A checkpoint as stored: the exact body bytes and the signature over them.
@@ -235,27 +290,61 @@ pub enum SealError {
 }
 
 /// Seals checkpoints with one key: each [`Sealer::seal`] extends the newest stored checkpoint
-/// (after checking it is signed by this key) over the entries since, in steps of at most
+/// (after checking it is signed by this key, or by a previous key it takes over from:
+/// [`Sealer::handing_over`]) over the entries since, in steps of at most
 /// [`MAX_CHECKPOINT_ENTRIES`]. Holds no state between calls, so replicas may all run one: the
 /// store keeps one checkpoint per sequence number and the slower replica's is dropped.
 #[derive(Debug)]
 pub struct Sealer {
     key: SigningKey,
     max_entries: usize,
+    previous: Vec<PreviousKey>,
+}
+
+/// How the newest stored checkpoint may be extended.
+enum Extends {
+    /// It is signed by this sealer's own key.
+    Own,
+    /// It is signed by a previous key: the next checkpoint records the handover.
+    From(Handover),
 }
 
 impl Sealer {
     pub fn new(key: SigningKey) -> Sealer {
-        Sealer { key, max_entries: MAX_CHECKPOINT_ENTRIES }
+        Sealer { key, max_entries: MAX_CHECKPOINT_ENTRIES, previous: Vec::new() }
     }
 
     /// A sealer whose checkpoints cover at most `max_entries` entries (tests).
     pub fn with_max_entries(key: SigningKey, max_entries: usize) -> Sealer {
-        Sealer { key, max_entries: max_entries.max(1) }
+        Sealer { key, max_entries: max_entries.max(1), previous: Vec::new() }
+    }
+
+    /// This sealer, also extending a newest checkpoint signed by one of `previous` (a key
+    /// rotation): the first checkpoint it signs after one of them records the handover.
+    pub fn handing_over(mut self, previous: Vec<PreviousKey>) -> Sealer {
+        self.previous = previous;
+        self
     }
 
     pub fn verifying_key(&self) -> VerifyingKey {
         self.key.verifying_key()
+    }
+
+    /// Whether `checkpoint` is signed by this sealer's key or by a previous key it holds (a
+    /// lost one, known by id only, cannot be checked and is not trusted here).
+    pub fn trusts(&self, checkpoint: &SignedCheckpoint) -> Result<(), String> {
+        let own = checkpoint.verify_signature(&self.key.verifying_key());
+        if own.is_ok() {
+            return own;
+        }
+        for p in &self.previous {
+            if let PreviousKey::Held(k) = p
+                && checkpoint.verify_signature(&k.verifying_key()).is_ok()
+            {
+                return Ok(());
+            }
+        }
+        own
     }
 
     /// Seals one checkpoint over the entries after the newest one; `None` when there are none
@@ -265,43 +354,96 @@ impl Sealer {
         store: &dyn LogCommitment,
         now: DateTime<Utc>,
     ) -> Result<Option<Checkpoint>, SealError> {
-        self.seal_after(store, now, 0).await
+        self.seal_after(store, now, None).await
+    }
+
+    /// How the newest stored checkpoint `last` (parsed: `parsed`) may be extended, or why not.
+    fn extends(
+        &self,
+        last: &SignedCheckpoint,
+        parsed: &Checkpoint,
+        witness: Option<&SignedCheckpoint>,
+    ) -> Result<Extends, SealError> {
+        let own = match last.verify_signature(&self.key.verifying_key()) {
+            Ok(()) => return Ok(Extends::Own),
+            Err(e) => e,
+        };
+        let to_key = hex(self.key.verifying_key().as_bytes());
+        for p in &self.previous {
+            match p {
+                PreviousKey::Held(k) if last.verify_signature(&k.verifying_key()).is_ok() => {
+                    let message =
+                        handover_message(&self.key.verifying_key(), parsed.seq + 1, &last.hash());
+                    return Ok(Extends::From(Handover {
+                        from_key_id: key_id(&k.verifying_key()),
+                        from_key: Some(hex(k.verifying_key().as_bytes())),
+                        to_key,
+                        endorsement: Some(crate::digest::hex_bytes(&k.sign(&message).to_bytes())),
+                    }));
+                }
+                PreviousKey::Lost(id) if *id == parsed.key_id => {
+                    // Its signature cannot be checked: only the checkpoint known outside the
+                    // store is taken on trust.
+                    if witness.is_some_and(|w| w == last) {
+                        return Ok(Extends::From(Handover {
+                            from_key_id: id.clone(),
+                            from_key: None,
+                            to_key,
+                            endorsement: None,
+                        }));
+                    }
+                    return Err(SealError::Foreign(format!(
+                        "checkpoint {} names the lost key {id} as its signer, but it is not the \
+                         checkpoint witnessed outside the store{}, so nothing shows it is the one \
+                         that key signed: not taking it over",
+                        last.seq,
+                        witness.map_or_else(
+                            || " (there is no witness)".to_owned(),
+                            |w| format!(" (checkpoint {})", w.seq)
+                        )
+                    )));
+                }
+                _ => {}
+            }
+        }
+        // Name the key that did sign it, as the checkpoint records it (ops3am2: the refusal
+        // named only this sealer's own key, twice).
+        Err(SealError::Foreign(if parsed.key_id.is_empty() {
+            own
+        } else {
+            format!("{own}; it names key {} as its signer", parsed.key_id)
+        }))
     }
 
     /// [`Sealer::seal`], refusing ([`SealError::BehindWitness`]) when the store's newest
-    /// checkpoint is numbered below `witnessed` (the checkpoint known outside the store; 0:
-    /// none). Checked on the checkpoint this seal extends, so checkpoints deleted at any time
-    /// before it are never sealed over — in particular never begun again at 1.
+    /// checkpoint is numbered below the `witness` (the checkpoint known outside the store;
+    /// `None`: none). Checked on the checkpoint this seal extends, so checkpoints deleted at
+    /// any time before it are never sealed over — in particular never begun again at 1.
     pub async fn seal_after(
         &self,
         store: &dyn LogCommitment,
         now: DateTime<Utc>,
-        witnessed: u64,
+        witness: Option<&SignedCheckpoint>,
     ) -> Result<Option<Checkpoint>, SealError> {
         let public = self.key.verifying_key();
         let last = store.last_checkpoint().await?;
         let held = last.as_ref().map_or(0, |c| c.seq);
+        let witnessed = witness.map_or(0, |w| w.seq);
         if held < witnessed {
             return Err(SealError::BehindWitness { held, witnessed });
         }
-        let (seq, after, events, log_hash, previous) = match last {
-            None => (1, Position::START, 0, GENESIS, GENESIS),
+        let (seq, after, events, log_hash, previous, handover) = match last {
+            None => (1, Position::START, 0, GENESIS, GENESIS, None),
             Some(last) => {
-                last.verify_signature(&public).map_err(|e| {
-                    // Name the key that did sign it, as the checkpoint records it (ops3am2: the
-                    // refusal named only this sealer's own key, twice).
-                    let signer = last.checkpoint().map(|c| c.key_id).unwrap_or_default();
-                    if signer.is_empty() {
-                        SealError::Foreign(e)
-                    } else {
-                        SealError::Foreign(format!("{e}; it names key {signer} as its signer"))
-                    }
-                })?;
                 let c = last.checkpoint().map_err(SealError::Foreign)?;
+                let handover = match self.extends(&last, &c, witness)? {
+                    Extends::Own => None,
+                    Extends::From(h) => Some(h),
+                };
                 let log_hash = parse_hash(&c.log_hash).ok_or_else(|| {
                     SealError::Foreign(format!("checkpoint {} has a malformed log hash", c.seq))
                 })?;
-                (c.seq + 1, c.position, c.events, log_hash, last.hash())
+                (c.seq + 1, c.position, c.events, log_hash, last.hash(), handover)
             }
         };
         let entries = store.sealable_entries(after, self.max_entries).await?;
@@ -349,6 +491,7 @@ impl Sealer {
             sealed_at: now,
             key_id: key_id(&public),
             streams,
+            handover,
         };
         let signed = SignedCheckpoint::sign(&checkpoint, &self.key)?;
         if store.add_checkpoint(&signed).await? { Ok(Some(checkpoint)) } else { Ok(None) }
@@ -361,7 +504,7 @@ impl Sealer {
         store: &dyn LogCommitment,
         now: DateTime<Utc>,
     ) -> Result<Option<Checkpoint>, SealError> {
-        self.seal_all_after(store, now, 0).await
+        self.seal_all_after(store, now, None).await
     }
 
     /// [`Sealer::seal_all`] with [`Sealer::seal_after`]'s check at every step.
@@ -369,10 +512,10 @@ impl Sealer {
         &self,
         store: &dyn LogCommitment,
         now: DateTime<Utc>,
-        witnessed: u64,
+        witness: Option<&SignedCheckpoint>,
     ) -> Result<Option<Checkpoint>, SealError> {
         let mut newest = None;
-        while let Some(c) = self.seal_after(store, now, witnessed).await? {
+        while let Some(c) = self.seal_after(store, now, witness).await? {
             newest = Some(c);
         }
         Ok(newest)
@@ -389,7 +532,14 @@ struct Open {
 /// the stored checkpoints (in sequence order) and the key, feed it every entry in global
 /// order ([`LogWalker::entry`]), then [`LogWalker::finish`].
 pub struct LogWalker {
-    key: Option<VerifyingKey>,
+    /// The keys checkpoints may be signed by, by key id: the one given, those earlier keys
+    /// that handovers signed by a trusted key name, and keys an endorsement hands over to.
+    /// Empty when no key was given (signatures go unchecked).
+    keys: HashMap<String, VerifyingKey>,
+    /// The newest handover from a lost key that a trusted key signed: checkpoints before it
+    /// that no trusted key signed are taken as the hash chain pins them (their signatures
+    /// cannot be checked). 0: none.
+    pinned_below: u64,
     pending: std::vec::IntoIter<SignedCheckpoint>,
     open: Option<Open>,
     /// The previous checkpoint's message hash, position and count.
@@ -431,9 +581,14 @@ impl LogWalker {
     pub fn new(checkpoints: Vec<SignedCheckpoint>, trust: impl Into<Trust>) -> LogWalker {
         let Trust { key, witness } = trust.into();
         let signatures_checked = key.is_some();
+        let (keys, pinned_below) = match key {
+            Some(key) => earlier_keys(&checkpoints, key),
+            None => (HashMap::new(), 0),
+        };
         let mut walker = LogWalker {
             witness,
-            key,
+            keys,
+            pinned_below,
             pending: checkpoints.into_iter(),
             open: None,
             previous: (GENESIS, Position::START, 0),
@@ -482,19 +637,31 @@ impl LogWalker {
             ));
             return;
         }
-        if let Some(key) = &self.key
-            && let Err(reason) = signed.verify_signature(key)
+        let checkpoint = match signed.checkpoint() {
+            Ok(c) => c,
+            Err(reason) => {
+                // A body edited into something unreadable: its signature says so first.
+                self.bad = Some(match self.keys.values().next() {
+                    Some(key) => signed.verify_signature(key).err().unwrap_or(reason),
+                    None => reason,
+                });
+                return;
+            }
+        };
+        if self.report.signatures_checked
+            && let Err(reason) = self.check_signer(&signed, &checkpoint)
         {
             self.bad = Some(reason);
             return;
         }
-        let checkpoint = match signed.checkpoint() {
-            Ok(c) => c,
-            Err(reason) => {
-                self.bad = Some(reason);
-                return;
-            }
-        };
+        if let Some(h) = &checkpoint.handover {
+            self.report.key_changes.push(KeyChange {
+                seq: checkpoint.seq,
+                from: h.from_key_id.clone(),
+                to: checkpoint.key_id.clone(),
+                endorsed: h.endorsement.is_some(),
+            });
+        }
         let Some(log_hash) = parse_hash(&checkpoint.log_hash) else {
             self.bad = Some(format!("checkpoint {} has a malformed log hash", checkpoint.seq));
             return;
@@ -513,6 +680,67 @@ impl LogWalker {
         }
         self.previous.0 = signed.hash();
         self.open = Some(Open { checkpoint, log_hash });
+    }
+
+    /// Whether `signed` (its body: `c`) is signed by a key this walk trusts: the key it names
+    /// is one of them and its signature holds; or it is the first checkpoint of a key that a
+    /// trusted key endorsed (the key is trusted from then on); or a lost key signed it before
+    /// a handover a trusted key signed (the hash chain from there pins it).
+    fn check_signer(&mut self, signed: &SignedCheckpoint, c: &Checkpoint) -> Result<(), String> {
+        if let Some(key) = self.keys.get(&c.key_id) {
+            signed.verify_signature(key)?;
+            if let Some(h) = &c.handover
+                && let Some(endorsement) = &h.endorsement
+            {
+                let from = self.keys.get(&h.from_key_id).ok_or_else(|| {
+                    format!(
+                        "checkpoint {} hands over from key {}, which it does not name",
+                        c.seq, h.from_key_id
+                    )
+                })?;
+                endorsed(from, key, c, endorsement)?;
+            }
+            return Ok(());
+        }
+        if let Some(h) = &c.handover
+            && let Some(endorsement) = &h.endorsement
+            && let Some(from) = self.keys.get(&h.from_key_id).copied()
+        {
+            let to = parse_verifying_key(&h.to_key)
+                .ok()
+                .filter(|to| key_id(to) == c.key_id)
+                .ok_or_else(|| {
+                    format!("checkpoint {} hands over to a key it is not signed by", c.seq)
+                })?;
+            signed.verify_signature(&to)?;
+            endorsed(&from, &to, c, endorsement)?;
+            self.keys.insert(c.key_id.clone(), to);
+            return Ok(());
+        }
+        if c.seq < self.pinned_below {
+            self.report.pinned += 1;
+            return Ok(());
+        }
+        let mut trusted: Vec<&String> = self.keys.keys().collect();
+        trusted.sort();
+        let named = if c.key_id.is_empty() {
+            String::new()
+        } else {
+            format!("; it names key {} as its signer", c.key_id)
+        };
+        let hint = match &c.handover {
+            Some(h) if h.endorsement.is_none() => format!(
+                ", and takes over from key {} without its endorsement (that key was lost): \
+                 verify with the public key of key {}",
+                h.from_key_id, c.key_id
+            ),
+            _ => String::new(),
+        };
+        Err(format!(
+            "checkpoint {} is not signed by key {} (a forgery, or another key){named}{hint}",
+            c.seq,
+            trusted.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" or key ")
+        ))
     }
 
     /// Checks one entry; `false` once a break is found.
@@ -721,6 +949,65 @@ impl LogWalker {
     }
 }
 
+/// The keys a walk trusting `key` accepts, and below which checkpoint the hash chain alone
+/// pins the checkpoints: from the newest checkpoint back, each handover that a trusted key
+/// signed (or that such a pin covers) adds the key it takes over from — its public key, when
+/// it was held; when it was lost, the pin reaches up to that handover. Only checkpoints that
+/// carry a handover are parsed.
+fn earlier_keys(
+    checkpoints: &[SignedCheckpoint],
+    key: VerifyingKey,
+) -> (HashMap<String, VerifyingKey>, u64) {
+    let mut keys = HashMap::from([(key_id(&key), key)]);
+    let mut pinned_below = 0;
+    const FIELD: &[u8] = b"\"handover\":";
+    for signed in checkpoints.iter().rev() {
+        if !signed.body.windows(FIELD.len()).any(|w| w == FIELD) {
+            continue;
+        }
+        let Ok(c) = signed.checkpoint() else { continue };
+        let Some(h) = &c.handover else { continue };
+        let trusted = match keys.get(&c.key_id) {
+            Some(signer) => signed.verify_signature(signer).is_ok(),
+            None => c.seq < pinned_below,
+        };
+        if !trusted {
+            continue;
+        }
+        match h.from_key.as_deref().map(parse_verifying_key) {
+            Some(Ok(from)) if key_id(&from) == h.from_key_id => {
+                keys.entry(h.from_key_id.clone()).or_insert(from);
+            }
+            Some(_) => {}
+            None => pinned_below = pinned_below.max(c.seq),
+        }
+    }
+    (keys, pinned_below)
+}
+
+/// Whether the previous key `from` endorsed `to` at checkpoint `c`.
+fn endorsed(
+    from: &VerifyingKey,
+    to: &VerifyingKey,
+    c: &Checkpoint,
+    endorsement: &str,
+) -> Result<(), String> {
+    let bad = || {
+        format!(
+            "checkpoint {} says key {} endorsed the handover to key {}, but that key did not \
+             sign it",
+            c.seq,
+            key_id(from),
+            key_id(to)
+        )
+    };
+    let previous = parse_hash(&c.previous).ok_or_else(bad)?;
+    let signature = crate::digest::parse_hex(endorsement)
+        .and_then(|b| Signature::from_slice(&b).ok())
+        .ok_or_else(bad)?;
+    from.verify(&handover_message(to, c.seq, &previous), &signature).map_err(|_| bad())
+}
+
 /// The break of a store that lacks the witnessed checkpoint `w` (it holds `held`): located at
 /// the last stream the checkpoint names, where the log it sealed ended.
 fn missing_witness(w: &SignedCheckpoint, held: u64) -> Break {
@@ -793,6 +1080,7 @@ mod tests {
             sealed_at: DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap_or_default(),
             key_id: key_id(&key(1).verifying_key()),
             streams: vec![],
+            handover: None,
         };
         let signed = SignedCheckpoint::sign(&c, &key(1)).expect("signs");
         assert!(signed.verify_signature(&key(1).verifying_key()).is_ok());

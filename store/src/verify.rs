@@ -133,6 +133,8 @@ pub(crate) struct Walk {
     pub(crate) next_version: u64,
     pub(crate) head: Hash,
     last_position: Option<Position>,
+    /// The commit time of the stream's previous event (µs).
+    last_recorded_at: i64,
 }
 
 /// The one verification rule both backends apply: fed every event, each stream's in version
@@ -243,9 +245,9 @@ pub(crate) fn step(
     digest: Option<&Hash>,
     log_head: Option<Position>,
 ) -> Result<Walk, String> {
-    let (next_version, head, last_position) = match walk {
-        Some(w) => (w.next_version, w.head, w.last_position),
-        None => (0, GENESIS, None),
+    let (next_version, head, last_position, last_recorded_at) = match walk {
+        Some(w) => (w.next_version, w.head, w.last_position, w.last_recorded_at),
+        None => (0, GENESIS, None, i64::MIN),
     };
     if u64::try_from(r.version).ok() != Some(next_version) {
         return Err(format!("expected version {next_version} here: an event is missing"));
@@ -258,6 +260,24 @@ pub(crate) fn step(
             "position out of order (previous event of the stream at {}, log head {})",
             last_position.map_or_else(|| "none".into(), |p| p.to_string()),
             log_head.map_or_else(|| "unknown".into(), |p| p.to_string()),
+        ));
+    }
+    // Both stores stamp a stream's events no earlier than its previous one (the floored clock,
+    // PostgreSQL's stream-lock read): an event dated before it was written outside pop, with
+    // its digest and chain recomputed (auditor22: one appended to a stream, backdated before
+    // the newest checkpoint, passed and was then sealed).
+    if r.recorded_at < last_recorded_at {
+        let at = |micros: i64| {
+            chrono::DateTime::from_timestamp_micros(micros).map_or_else(
+                || micros.to_string(),
+                |t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            )
+        };
+        return Err(format!(
+            "committed at {}, before the stream's previous event ({}): a stream's commit times \
+             never go back, so this event was written outside pop",
+            at(r.recorded_at),
+            at(last_recorded_at)
         ));
     }
     let digest = match digest {
@@ -276,7 +296,12 @@ pub(crate) fn step(
     if r.chain != Some(link.as_slice()) {
         return Err("the event does not match its chain link (edited, moved or swapped)".into());
     }
-    Ok(Walk { next_version: next_version + 1, head: link, last_position: Some(r.position) })
+    Ok(Walk {
+        next_version: next_version + 1,
+        head: link,
+        last_position: Some(r.position),
+        last_recorded_at: r.recorded_at,
+    })
 }
 
 /// The break at event `r`.
@@ -530,6 +555,24 @@ pub struct CheckpointReport {
     /// The events no checkpoint covers, when there are any
     /// ([`Verification::with_unsealed`]).
     pub unsealed: Option<Unsealed>,
+    /// Where the signing key changed (key rotations), oldest first.
+    pub key_changes: Vec<KeyChange>,
+    /// Checkpoints signed by a key that was lost at a handover, whose signatures could not be
+    /// checked: the hash chain up to the handover, signed by a trusted key, pins them.
+    pub pinned: u64,
+}
+
+/// A checkpoint that takes the log over from another key (a key rotation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyChange {
+    /// The first checkpoint the new key signed.
+    pub seq: u64,
+    /// The key ids before and after.
+    pub from: String,
+    pub to: String,
+    /// Whether the previous key endorsed the new one (checked when the walk checks
+    /// signatures); `false`: the previous key was lost.
+    pub endorsed: bool,
 }
 
 /// The events past the newest checkpoint: where they start, and when the first and the last

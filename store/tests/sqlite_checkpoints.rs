@@ -304,7 +304,7 @@ async fn a_witnessed_checkpoint_finds_checkpoints_deleted_or_sealed_again() {
     Connection::open(&copy).unwrap().execute_batch("DELETE FROM log_checkpoints").unwrap();
     let store = SqliteStore::open(&copy, SqliteOptions::default()).await.unwrap();
     let sealer = Sealer::new(k.clone());
-    let refused = sealer.seal_all_after(&store, now(), witness.seq).await;
+    let refused = sealer.seal_all_after(&store, now(), Some(&witness)).await;
     assert!(
         matches!(
             refused,
@@ -315,7 +315,7 @@ async fn a_witnessed_checkpoint_finds_checkpoints_deleted_or_sealed_again() {
     assert!(store.last_checkpoint().await.unwrap().is_none(), "nothing was sealed");
     store.close().await.unwrap();
     let store = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
-    assert!(sealer.seal_all_after(&store, now(), witness.seq).await.unwrap().is_none());
+    assert!(sealer.seal_all_after(&store, now(), Some(&witness)).await.unwrap().is_none());
     store.close().await.unwrap();
     // Only the newest deleted.
     let (_, witnessed) = check("DELETE FROM log_checkpoints WHERE seq = 3");
@@ -469,4 +469,145 @@ async fn a_hash_row_moved_outside_pop_is_not_sealed() {
     assert!(found.reason.contains("a second entry at this position"), "{found}");
     assert_eq!(found.position, Some(Position::from_sequence(12)), "{found}");
     store.close().await.unwrap();
+}
+
+/// A key rotation: the new key extends the log only when told which key signed it before
+/// (its file: the old key endorses the new; or, lost, its id: then only the checkpoint
+/// witnessed outside the store is taken over). Verification with the new key checks the old
+/// checkpoints with the old public key the handover names, with the old key follows the
+/// endorsement, and a checkpoint signed by a key no handover names still breaks.
+#[tokio::test]
+async fn a_key_rotation_hands_the_log_over_and_still_verifies() {
+    use pop_store::commitment::{LogCommitment, PreviousKey, SealError, Trust, key_id};
+    use pop_store::verify::KeyChange;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (key(1), key(2), key(3));
+    let id = |k: &CheckpointSigningKey| key_id(&k.verifying_key());
+    let (path, _) = sealed(dir.path(), "pop.db", "rotated", &a).await;
+    let options = SqliteOptions { durability: Durability::Normal, clock: fixed_clock(now()) };
+    let store = SqliteStore::open(&path, options.clone()).await.unwrap();
+    store.append("d", ExpectedVersion::NoStream, vec![event(40, "d")]).await.unwrap();
+
+    // Without being told, the new key refuses to extend the old key's checkpoints, and says
+    // which key signed them.
+    let refused = Sealer::new(b.clone()).seal(&store, now()).await;
+    assert!(matches!(&refused, Err(SealError::Foreign(e)) if e.contains(&id(&a))), "{refused:?}");
+    // Told the old key: checkpoint 4 records the handover, endorsed by it.
+    let rotated = Sealer::new(b.clone()).handing_over(vec![PreviousKey::Held(a.clone())]);
+    let four = rotated.seal_all(&store, now()).await.unwrap().expect("sealed");
+    assert_eq!(four.seq, 4);
+    let h = four.handover.clone().expect("a handover");
+    assert_eq!((h.from_key_id.as_str(), h.endorsement.is_some()), (id(&a).as_str(), true));
+    // The next seals are plain ones of the new key, with or without the old key given.
+    store.append("d", ExpectedVersion::Exact(0), vec![event(41, "d")]).await.unwrap();
+    let five = Sealer::new(b.clone()).seal_all(&store, now()).await.unwrap().expect("sealed");
+    assert_eq!((five.seq, five.handover), (5, None));
+
+    let change = KeyChange { seq: 4, from: id(&a), to: id(&b), endorsed: true };
+    for (trusted, name) in [(&b, "the new key"), (&a, "the old key, following its endorsement")] {
+        let r = store.verify_with(Some(trusted.verifying_key())).await.unwrap();
+        assert!(r.is_intact(), "{name}: {r:?}");
+        assert_eq!(r.checkpoints.checkpoints, 5, "{name}: {r:?}");
+        assert_eq!(r.checkpoints.key_changes, vec![change.clone()], "{name}: {r:?}");
+        assert_eq!(r.checkpoints.pinned, 0, "{name}: {r:?}");
+    }
+    let r = store.verify_with(Some(c.verifying_key())).await.unwrap();
+    assert!(r.first_break.expect("another key").reason.contains("checkpoint 1 is not signed"));
+
+    // The key B is lost: C takes over by its id only, and only the witnessed checkpoint.
+    let newest = store.last_checkpoint().await.unwrap().expect("checkpoint 5");
+    store.append("d", ExpectedVersion::Exact(1), vec![event(42, "d")]).await.unwrap();
+    let lost = Sealer::new(c.clone()).handing_over(vec![PreviousKey::Lost(id(&b))]);
+    for witness in [None, store.checkpoint(4).await.unwrap()] {
+        let refused = lost.seal_all_after(&store, now(), witness.as_ref()).await;
+        assert!(
+            matches!(&refused, Err(SealError::Foreign(e)) if e.contains("not the checkpoint witnessed")),
+            "{refused:?}"
+        );
+    }
+    let six = lost.seal_all_after(&store, now(), Some(&newest)).await.unwrap().expect("sealed");
+    let h = six.handover.clone().expect("a handover");
+    assert_eq!((h.from_key_id.as_str(), h.endorsement, h.from_key), (id(&b).as_str(), None, None));
+    // With C: B's handover is pinned by the chain to C's first checkpoint, so the public key
+    // of A it names checks A's checkpoints, A's endorsement there checks B's public key, and
+    // that one B's checkpoints: every signature is still checked.
+    let r = store.verify_with(Some(c.verifying_key())).await.unwrap();
+    assert!(r.is_intact(), "{r:?}");
+    assert_eq!(r.checkpoints.checkpoints, 6, "{r:?}");
+    assert_eq!(
+        r.checkpoints.key_changes,
+        vec![change.clone(), KeyChange { seq: 6, from: id(&b), to: id(&c), endorsed: false }]
+    );
+    assert_eq!(r.checkpoints.pinned, 0, "{r:?}");
+    // With B (or A) the lost key's successor is not vouched for: named, with what to do.
+    let r = store.verify_with(Some(b.verifying_key())).await.unwrap();
+    let found = r.first_break.expect("C is not B's");
+    assert!(found.reason.contains("checkpoint 6 is not signed by key"), "{found}");
+    assert!(found.reason.contains("without its endorsement"), "{found}");
+    // A checkpoint of the old key edited before the handover is still found.
+    store.close().await.unwrap();
+    let r = {
+        let copy = path.with_extension("edited.db");
+        std::fs::copy(&path, &copy).unwrap();
+        Connection::open(&copy)
+            .unwrap()
+            .execute_batch(
+                "UPDATE log_checkpoints SET body = CAST(replace(CAST(body AS TEXT), '\"events\":8', '\"events\":7') AS BLOB) WHERE seq = 2",
+            )
+            .unwrap();
+        SqliteStore::verify_file_trusting(
+            &copy,
+            Trust { key: Some(c.verifying_key()), witness: None },
+        )
+        .unwrap()
+    };
+    assert!(r.first_break.expect("edited").reason.contains("checkpoint 2 is not signed by key"));
+}
+
+/// The first key lost: its checkpoints cannot be checked by signature any more, and the new
+/// key's first checkpoint, which takes over only the witnessed one, pins them by the chain.
+#[tokio::test]
+async fn a_lost_first_key_leaves_its_checkpoints_pinned_by_the_chain() {
+    use pop_store::commitment::{LogCommitment, PreviousKey, key_id};
+    use pop_store::verify::KeyChange;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, c) = (key(1), key(3));
+    let (path, _) = sealed(dir.path(), "pop.db", "lost", &a).await;
+    let options = SqliteOptions { durability: Durability::Normal, clock: fixed_clock(now()) };
+    let store = SqliteStore::open(&path, options).await.unwrap();
+    let witness = store.last_checkpoint().await.unwrap();
+    store.append("d", ExpectedVersion::NoStream, vec![event(40, "d")]).await.unwrap();
+    let lost =
+        Sealer::new(c.clone()).handing_over(vec![PreviousKey::Lost(key_id(&a.verifying_key()))]);
+    let four = lost.seal_all_after(&store, now(), witness.as_ref()).await.unwrap().expect("sealed");
+    assert_eq!(four.seq, 4);
+    let r = store.verify_with(Some(c.verifying_key())).await.unwrap();
+    assert!(r.is_intact(), "{r:?}");
+    assert_eq!((r.checkpoints.checkpoints, r.checkpoints.pinned), (4, 3), "{r:?}");
+    assert_eq!(
+        r.checkpoints.key_changes,
+        vec![KeyChange {
+            seq: 4,
+            from: key_id(&a.verifying_key()),
+            to: key_id(&c.verifying_key()),
+            endorsed: false
+        }]
+    );
+    // A checkpoint after the handover that names no trusted key is not pinned.
+    let r = store.verify_with(Some(a.verifying_key())).await.unwrap();
+    assert!(r.first_break.expect("C is not A's").reason.contains("checkpoint 4 is not signed"));
+    store.close().await.unwrap();
+    // An edited checkpoint of the lost key is found (here by its own content; one edited to
+    // match an edited log, by the link of the next one: the chain to the handover).
+    let copy = path.with_extension("edited.db");
+    std::fs::copy(&path, &copy).unwrap();
+    Connection::open(&copy)
+        .unwrap()
+        .execute_batch(
+            "UPDATE log_checkpoints SET body = CAST(replace(CAST(body AS TEXT), '\"events\":8', '\"events\":7') AS BLOB) WHERE seq = 2",
+        )
+        .unwrap();
+    let r = SqliteStore::verify_file_with(&copy, Some(c.verifying_key())).unwrap();
+    let found = r.first_break.expect("edited");
+    assert!(found.reason.contains("checkpoint 2 covers 7 entries"), "{found}");
 }

@@ -407,6 +407,7 @@ impl<W: Write> Exporter<W> {
             sealed_at: now,
             key_id: key_id(&key.verifying_key()),
             streams,
+            handover: None,
         };
         let signed = SignedCheckpoint::sign(&checkpoint, key)?;
         self.out.write_all(b"{\"kind\":\"checkpoint\",\"checkpoint\":")?;

@@ -181,6 +181,7 @@ impl<R: BufRead> ExportReader<R> {
                 sealed_at: DateTime::<Utc>::default(),
                 key_id: String::new(),
                 streams: Vec::new(),
+                handover: None,
             },
             walker: None,
             log: None,
