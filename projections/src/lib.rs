@@ -40,6 +40,6 @@ pub use query::{
 };
 pub use runner::{
     CHANGE_FEED_CAPACITY, ProjectionError, Projections, RebuildProgress, Runner, RunnerConfig,
-    Timeout, rebuild,
+    Timeout, fold_events, rebuild,
 };
 pub use snapshot::{SnapshotError, SnapshotInfo, Unusable};

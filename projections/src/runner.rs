@@ -799,6 +799,19 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Folds `events` (in log order, after the models' position) into `models`, as the runner
+/// does, without change records: for a caller that reads the log itself (`pop verify`
+/// catching a snapshot up through a read-only file).
+pub fn fold_events(
+    models: &mut ReadModels,
+    events: &[RecordedEvent],
+) -> Result<(), ProjectionError> {
+    for e in events {
+        models.apply(e.position, &decode(e)?, None)?;
+    }
+    Ok(())
+}
+
 /// How far a rebuild has come.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RebuildProgress {

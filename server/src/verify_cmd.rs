@@ -17,9 +17,11 @@
 
 use anyhow::{Context, Result, bail};
 
-use pop_store::SqliteStore;
+use std::path::{Path, PathBuf};
+
 use pop_store::commitment::Trust;
 use pop_store::verify::Verification;
+use pop_store::{Position, SqliteLogFile, SqliteStore};
 
 use crate::cli::VerifyArgs;
 
@@ -72,10 +74,81 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
     };
     let span =
         args.max_unsealed_span.unwrap_or_else(|| args.checkpoint_every.saturating_mul(3).max(60));
-    print_report(report, &note, span)
+    // The snapshot the server starts from is checked once the log is known to be intact.
+    let snapshot = if args.store_url.is_none() && !args.skip_snapshot && report.is_intact() {
+        let data_dir = args.store.data_dir.clone();
+        let db = args.store.db_path();
+        tokio::task::spawn_blocking(move || check_snapshot(&data_dir, &db)).await??
+    } else {
+        None
+    };
+    print_report(report, &note, span, snapshot)
 }
 
-fn print_report(report: Verification, note: &str, max_unsealed_span: u64) -> Result<()> {
+/// What the check of the read-model snapshot found.
+enum SnapshotCheck {
+    /// Caught up to the log's head, it equals the log folded from its start.
+    Matches { dir: PathBuf, position: Position, head: Position },
+    /// It does not: edited outside pop, or not this log's.
+    Differs { dir: PathBuf, position: Position, head: Position },
+    /// The server would not load it (it rebuilds from the log instead).
+    Unusable(String),
+}
+
+/// Folds the embedded store's log (read through a read-only connection, as `pop log` reads it)
+/// from its start, and the read-model snapshot `pop serve` starts from caught up over the same
+/// log, and compares them (auditor22: a snapshot edited with its checksums recomputed — they
+/// are not keyed — was served as the live read models while `pop verify` said intact). `None`:
+/// there is no snapshot.
+fn check_snapshot(data_dir: &Path, db: &Path) -> Result<Option<SnapshotCheck>> {
+    use pop_projections::{ReadModels, Unusable, fold_events};
+    let dir = crate::backend::snapshot_dir(data_dir, None);
+    let snapshot = match pop_projections::snapshot::load(&dir) {
+        Ok(models) => models,
+        Err(Unusable::Missing(_)) => return Ok(None),
+        Err(e) => return Ok(Some(SnapshotCheck::Unusable(e.to_string()))),
+    };
+    let mut file = SqliteLogFile::open(db).with_context(|| format!("opening {}", db.display()))?;
+    const BATCH: usize = 2_000;
+    // The whole log as it is now: its head bounds the snapshot's catching up, so events a
+    // running server appends meanwhile are in neither.
+    let mut folded = ReadModels::new();
+    let mut head = Position::START;
+    loop {
+        let batch = file.read_all(head, BATCH).context("reading the log")?;
+        let Some(last) = batch.last() else { break };
+        head = last.position;
+        fold_events(&mut folded, &batch).context("folding the log")?;
+    }
+    let position = snapshot.position();
+    let mut caught_up = snapshot;
+    if position > head {
+        return Ok(Some(SnapshotCheck::Differs { dir, position, head }));
+    }
+    let mut after = position;
+    while after < head {
+        let mut batch = file.read_all(after, BATCH).context("reading the log")?;
+        batch.retain(|e| e.position <= head);
+        let Some(last) = batch.last() else { break };
+        after = last.position;
+        fold_events(&mut caught_up, &batch).context("folding the log onto the snapshot")?;
+    }
+    let same = caught_up.position() == folded.position()
+        && caught_up.fingerprint().context("fingerprinting")?
+            == folded.fingerprint().context("fingerprinting")?;
+    Ok(Some(if same {
+        SnapshotCheck::Matches { dir, position, head }
+    } else {
+        SnapshotCheck::Differs { dir, position, head }
+    }))
+}
+
+fn print_report(
+    report: Verification,
+    note: &str,
+    max_unsealed_span: u64,
+    snapshot: Option<SnapshotCheck>,
+) -> Result<()> {
     if let Some(b) = report.first_break {
         // The walks stop at the first break: their other counts are partial, so only that is
         // said (with the witness line, which says what the check trusted).
@@ -151,6 +224,31 @@ fn print_report(report: Verification, note: &str, max_unsealed_span: u64) -> Res
             at(u.last),
             u.span().num_seconds()
         )));
+    }
+    match snapshot {
+        Some(SnapshotCheck::Matches { dir, position, head }) => println!(
+            "checked the read-model snapshot {} (position {position}): caught up to the log's \
+             head ({head}) it equals the read models folded from the log",
+            dir.display()
+        ),
+        Some(SnapshotCheck::Differs { dir, position, head }) => {
+            println!("{note}");
+            return Err(not_intact(format!(
+                "TAMPERED: the read-model snapshot {} (position {position}), caught up to the \
+                 log's head ({head}), differs from the read models folded from the log: it was \
+                 edited outside pop, or is another log's, and `pop serve` would serve what it \
+                 holds. The log itself is intact: stop the server, move the snapshot away (keep \
+                 it as evidence) and start again (it rebuilds from the log), or write a fresh \
+                 one with `pop rebuild --snapshot`",
+                dir.display()
+            )));
+        }
+        Some(SnapshotCheck::Unusable(why)) => {
+            println!(
+                "the read-model snapshot is not usable ({why}): `pop serve` rebuilds from the log"
+            )
+        }
+        None => {}
     }
     if !c.signatures_checked {
         println!(

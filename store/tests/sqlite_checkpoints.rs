@@ -611,3 +611,31 @@ async fn a_lost_first_key_leaves_its_checkpoints_pinned_by_the_chain() {
     let found = r.first_break.expect("edited");
     assert!(found.reason.contains("checkpoint 2 covers 7 entries"), "{found}");
 }
+
+/// A witness file edited (its checkpoint's signature, or its body) is said to be the witness's
+/// fault, not the store's (auditor19 N6: it was blamed on the store's checkpoints).
+#[tokio::test]
+async fn an_edited_witness_is_named_as_such() {
+    use pop_store::commitment::{LogCommitment, Trust};
+    let dir = tempfile::tempdir().unwrap();
+    let k = key(3);
+    let (path, _) = sealed(dir.path(), "pop.db", "witness", &k).await;
+    let store = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+    let genuine = store.checkpoint(2).await.unwrap().expect("checkpoint 2");
+    store.close().await.unwrap();
+    let mut signature = genuine.clone();
+    signature.signature[3] ^= 1;
+    let mut body = genuine.clone();
+    body.body =
+        String::from_utf8(body.body).unwrap().replace("\"events\":8", "\"events\":7").into_bytes();
+    let mut ahead = genuine.clone();
+    ahead.seq = 9;
+    for (witness, what) in [(signature, "signature"), (body, "body"), (ahead, "a later seq")] {
+        let trust = Trust { key: Some(k.verifying_key()), witness: Some(witness) };
+        let r = SqliteStore::verify_file_trusting(&path, trust).unwrap();
+        let found = r.first_break.unwrap_or_else(|| panic!("{what}: not found"));
+        assert!(found.reason.contains("the witness file was edited"), "{what}: {found}");
+    }
+    let trust = Trust { key: Some(k.verifying_key()), witness: Some(genuine) };
+    assert!(SqliteStore::verify_file_trusting(&path, trust).unwrap().is_intact());
+}
