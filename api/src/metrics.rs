@@ -189,7 +189,11 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
         "PostgreSQL only: the database server's clock minus this replica's, in seconds, measured every 30 s. pop stamps commands, leases and commits with the server's time, so replicas agree whatever their own clocks say; a large value means this host's clock is wrong (NTP).",
     ),
     (SUBSCRIPTIONS_ACTIVE, Kind::Gauge, "Live follows (GraphQL subscriptions) being served."),
-    (COMMANDS, Kind::Counter, "Commands executed, by command name and outcome (ok, refused)."),
+    (
+        COMMANDS,
+        Kind::Counter,
+        "Commands executed, by command name and outcome (ok; refused: the command was not taken, for the client's reasons or a conflict; unavailable: the store could not serve it).",
+    ),
     (CLAIMS, Kind::Counter, "Agendas this process handed out through getAgenda, by insight."),
     (
         CLAIM_LATENCY_SECONDS,

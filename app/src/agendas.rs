@@ -399,7 +399,7 @@ impl App {
             }
             None => self.commands().execute::<AgendaState>(&stream_key, &metadata, &command).await,
         };
-        metrics::command("submitAgenda", executed.is_ok());
+        metrics::command("submitAgenda", &executed);
         let executed = match executed {
             Ok(executed) => executed,
             Err(e) => return Err(self.refused_create(&customer, &subject, root, e).await),
@@ -575,7 +575,7 @@ impl App {
             .commands()
             .execute::<AgendaState>(key, &metadata(caller, &customer_id, name), &command)
             .await;
-        metrics::command(name, executed.is_ok());
+        metrics::command(name, &executed);
         let executed = executed.map_err(|e| error::execute_within(&agenda_subject(id), root, e))?;
         Ok(AgendaOutcome::of(&executed, caller))
     }

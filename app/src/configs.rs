@@ -402,7 +402,7 @@ impl App {
             .commands()
             .execute::<ConfigAggregate<T>>(&id, &metadata(caller, &customer, name), &command)
             .await;
-        metrics::command(name, executed.is_ok());
+        metrics::command(name, &executed);
         let executed = executed.map_err(|e| error::execute_within(&subject, T::DATA_FIELD, e))?;
         let (object, deleted) = match &executed.state.lifecycle {
             Lifecycle::Live(o) => (o, false),

@@ -244,7 +244,7 @@ impl App {
             let submitted = answers.next().unwrap_or(Err(ExecuteError::ChainBroken));
             let claimed = answers.nth(1);
             if let Some(claimed) = &claimed {
-                metrics::command("getAgenda", claimed.is_ok());
+                metrics::command("getAgenda", claimed);
             }
             match claimed {
                 Some(Ok(executed)) => {

@@ -17,8 +17,17 @@ pub const CLAIMS: &str = "pop_claims_total";
 pub const CLAIM_LATENCY_SECONDS: &str = "pop_claim_latency_seconds";
 
 /// One executed command (an append when it succeeded and changed something).
-pub fn command(name: &'static str, ok: bool) {
-    let outcome = if ok { "ok" } else { "refused" };
+pub fn command<T, E: std::error::Error + 'static>(
+    name: &'static str,
+    executed: &Result<T, pop_store::ExecuteError<E>>,
+) {
+    let outcome = match executed {
+        Ok(_) => "ok",
+        // The store could not serve it (down, full, restarting): nothing the client did, and
+        // an alert on refusals should not fire on an outage (ops3am10).
+        Err(pop_store::ExecuteError::Store(e)) if e.is_unavailable() => "unavailable",
+        Err(_) => "refused",
+    };
     metrics::counter!(COMMANDS, "command" => name, "outcome" => outcome).increment(1);
 }
 

@@ -510,7 +510,7 @@ impl App {
             let results = join_all(attempts).await;
             let mut failure = None;
             for ((id, _, queued_ms), (now, executed)) in round.into_iter().zip(results) {
-                metrics::command("getAgenda", executed.is_ok());
+                metrics::command("getAgenda", &executed);
                 match executed {
                     Ok(executed) => {
                         services.claims().claimed(&id, executed.position);

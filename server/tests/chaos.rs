@@ -630,6 +630,14 @@ async fn inject(
                 );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            // Counted as the store's outage, not as refusals (ops3am10: an alert on refused
+            // commands fired on every outage).
+            let page = pops[0].metrics().await;
+            assert!(
+                page.lines().any(|l| l.starts_with("pop_api_commands_total")
+                    && l.contains("outcome=\"unavailable\"")),
+                "no command counted unavailable:\n{page}"
+            );
             tokio::time::sleep(Duration::from_secs(3)).await;
             std::fs::remove_file(&filler).expect("freeing the disk");
             // Ready again by itself, with nobody restarting anything.

@@ -344,3 +344,45 @@ async fn two_replicas_on_one_store(url: &str) {
     leader.child.wait().expect("reap it");
     drop(leader);
 }
+
+/// A database restored from a backup under a running replica puts the log's head back before
+/// what the replica's read models applied: new events then land at positions it has passed,
+/// and it never shows or runs them (ops3am10, after a `pg_basebackup` restore, with /readyz
+/// 200). The head going back is simulated by deleting the newest transaction's events; the
+/// replica turns unready, saying why and what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_log_went_back_under_it_is_not_ready() {
+    let Some(cluster) = TestCluster::shared("a_replica_whose_log_went_back_under_it") else {
+        return;
+    };
+    let url = cluster.create_database().await.expect("a database");
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = json!([
+        {"token": ADMIN, "name": "admin", "role": "admin", "customers": ["*"]},
+        {"token": ACME, "name": "acme-user", "role": "user", "customers": ["acme"]},
+    ]);
+    std::fs::write(dir.path().join("tokens.json"), tokens.to_string()).unwrap();
+    let pop = start(dir.path(), "a", &url);
+    let after = seed(&pop).await;
+    let id = submit(&pop, &after).await;
+    wait_queued(&pop, &id).await;
+    let readyz = async || {
+        let r = pop.http.get(format!("{}/readyz", pop.base())).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    let (status, body) = readyz().await;
+    assert_eq!(status, 200, "{body}");
+
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute("DELETE FROM pop_events WHERE tx_id = (SELECT max(tx_id) FROM pop_events)")
+        .await
+        .unwrap();
+    let (status, body) = readyz().await;
+    assert_eq!(status, 503, "{body}\n{}", log_tail(&pop.log));
+    assert!(
+        body.contains("restored from a backup") && body.contains("restart this replica"),
+        "{body}"
+    );
+}

@@ -70,6 +70,10 @@ pub struct Lease {
     pub id: String,
     /// The server's clock.
     pub expires: Timestamp,
+    /// How long it had left when the server answered, by the server's clock (`None`: a server
+    /// that does not say): what the heartbeat is sized from, so a machine whose clock is off
+    /// does not renew every 100 ms (ops3am10).
+    pub left: Option<Duration>,
 }
 
 /// One agenda handed out by `getAgenda`, with its progress (to resume from) and its lease
@@ -136,7 +140,7 @@ const GET_AGENDA: &str = "mutation($i: String!, $n: Int!, $w: Int) { getAgenda(i
     agenda { id customerId title progressId params linkId agendaInsight { resourcePoolId insightId } \
     operations { name type id payload params } } \
     progress { id agendaId operationProgress { operation processingState processingStateMessage \
-    resultPayload } } lease { id expires } traceparent tracestate } }";
+    resultPayload } } lease { id expires expiresInMs } traceparent tracestate } }";
 
 const UPDATE: &str =
     "mutation($p: JSON!) { updateAgendaProgress(agendaProgress: $p) { position } }";
@@ -376,6 +380,7 @@ impl WorkApi for GraphqlApi {
                             message: format!("a lease expiry: {e}"),
                         }
                     })?,
+                    left: l["expiresInMs"].as_u64().map(Duration::from_millis),
                 })
                 .filter(|l| !l.id.is_empty()),
             };

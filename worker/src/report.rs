@@ -86,7 +86,7 @@ pub fn heartbeat_for(
             )),
         );
     };
-    let Ok(left) = (lease.expires - now).to_std() else {
+    let Some(left) = lease.left.or_else(|| (lease.expires - now).to_std().ok()) else {
         return (
             MIN_HEARTBEAT,
             Some(format!(
@@ -97,6 +97,22 @@ pub fn heartbeat_for(
             )),
         );
     };
+    // The server said how long the lease has: this machine's clock does not size the heartbeat,
+    // but one far off is said (its own times, a report's completedTime, are off as much).
+    let skew = lease.left.and_then(|left| {
+        let by_this_clock = (lease.expires - now).num_milliseconds();
+        let apart = by_this_clock - i64::try_from(left.as_millis()).unwrap_or(i64::MAX);
+        (apart.abs() > CLOCK_SKEW_WARNING_MS).then(|| {
+            format!(
+                "this machine's clock is about {} s {} the server's (the lease {} has {left:?} \
+                 left by the server's clock): the heartbeat is sized from the server's; set this \
+                 machine's clock right (the times its reports carry are its own)",
+                apart.abs() / 1000,
+                if apart < 0 { "ahead of" } else { "behind" },
+                lease.id
+            )
+        })
+    });
     let third = left / RENEWALS_PER_LEASE;
     if third < MIN_HEARTBEAT {
         return (
@@ -107,8 +123,11 @@ pub fn heartbeat_for(
             )),
         );
     }
-    (configured.min(third), None)
+    (configured.min(third), skew)
 }
+
+/// How far this machine's clock may be from the server's before the worker says so.
+const CLOCK_SKEW_WARNING_MS: i64 = 2_000;
 
 /// Which agenda a [`Reporter`] reports for, and under which lease.
 #[derive(Debug, Clone, Default)]
@@ -524,7 +543,7 @@ mod tests {
 
     fn lease(now: Timestamp, ms: i64) -> Lease {
         let by = Duration::from_millis(ms.unsigned_abs());
-        Lease { id: "l1".into(), expires: if ms >= 0 { now + by } else { now - by } }
+        Lease { id: "l1".into(), expires: if ms >= 0 { now + by } else { now - by }, left: None }
     }
 
     #[test]
@@ -533,6 +552,12 @@ mod tests {
         let thirty = Duration::from_secs(30);
         // The default lease (5 min): the configured 30 s heartbeat fits, no warning.
         assert_eq!(heartbeat_for(thirty, Some(&lease(now, 300_000)), now), (thirty, None));
+        // A machine whose clock is 600 s ahead of the server's: sized from the lease's length
+        // as the server answered it, not renewed every 100 ms (ops3am10), and said once.
+        let ahead = Lease { left: Some(Duration::from_secs(300)), ..lease(now, -300_000) };
+        let (every, warning) = heartbeat_for(thirty, Some(&ahead), now);
+        assert_eq!(every, thirty);
+        assert!(warning.is_some_and(|w| w.contains("600 s ahead of the server's")));
         // A 2 s lease: every 666 ms, still no warning (the settings are safe).
         let (every, warning) = heartbeat_for(thirty, Some(&lease(now, 2_000)), now);
         assert_eq!((every.as_millis(), warning), (666, None));

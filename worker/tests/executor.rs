@@ -145,14 +145,21 @@ fn env(api: Arc<FakeApi>, grace: Duration) -> ExecEnv {
 /// A claim under lease `lease-1`, which lasts `lease` from now.
 fn claimed_for(ops: Vec<Operation>, lease: Duration) -> Claimed {
     let now = Timestamp::from(std::time::SystemTime::now());
-    Claimed { lease: Some(Lease { id: "lease-1".into(), expires: now + lease }), ..claimed(ops) }
+    Claimed {
+        lease: Some(Lease { id: "lease-1".into(), expires: now + lease, left: None }),
+        ..claimed(ops)
+    }
 }
 
 /// A claim under a five-minute lease.
 fn claimed(ops: Vec<Operation>) -> Claimed {
     let now = Timestamp::from(std::time::SystemTime::now());
     Claimed {
-        lease: Some(Lease { id: "lease-1".into(), expires: now + Duration::from_secs(300) }),
+        lease: Some(Lease {
+            id: "lease-1".into(),
+            expires: now + Duration::from_secs(300),
+            left: None,
+        }),
         agenda: Agenda {
             id: "ag".into(),
             customer_id: "c".into(),

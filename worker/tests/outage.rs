@@ -196,7 +196,11 @@ async fn an_execution_goes_on_through_an_outage_and_succeeds() {
             ..Agenda::default()
         },
         progress: None,
-        lease: Some(Lease { id: "lease-1".into(), expires: now + Duration::from_secs(300) }),
+        lease: Some(Lease {
+            id: "lease-1".into(),
+            expires: now + Duration::from_secs(300),
+            left: None,
+        }),
         traceparent: None,
         tracestate: None,
     };

@@ -3,7 +3,7 @@
 //! type is built from its domain value, never the other way round: inputs arrive as POP JSON
 //! and are read by the domain's own serde rules.
 
-use async_graphql::{Enum, Json, Object, SimpleObject};
+use async_graphql::{Context, Enum, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -533,6 +533,9 @@ impl Page<EventGql> {
 pub struct LeaseGql {
     pub id: String,
     pub expires: DateTime<Utc>,
+    /// Milliseconds from this answer to `expires`, by the server's clock (0 once past): a
+    /// worker sizes its heartbeat from this, whatever its own clock says.
+    pub expires_in_ms: Option<i64>,
 }
 
 /// An agenda mutation's answer, each field converted only when the request selects it: a
@@ -556,8 +559,13 @@ impl AgendaResultGql {
         AgendaProgressGql::from(self.0.progress())
     }
 
-    async fn lease(&self) -> Option<LeaseGql> {
-        self.0.lease().map(|l| LeaseGql { id: l.lease_id.clone(), expires: l.expires })
+    async fn lease(&self, ctx: &Context<'_>) -> Option<LeaseGql> {
+        let now = ctx.data_opt::<pop_app::App>().map(pop_app::App::now);
+        self.0.lease().map(|l| LeaseGql {
+            id: l.lease_id.clone(),
+            expires: l.expires,
+            expires_in_ms: now.map(|now| (l.expires - now).num_milliseconds().max(0)),
+        })
     }
 
     async fn position(&self) -> Option<String> {
