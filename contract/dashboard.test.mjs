@@ -495,6 +495,31 @@ test('a token the server stops accepting signs out, saying why', async () => {
   problems.splice(0, problems.length, ...problems.filter((p) => !/401/.test(p)));
 });
 
+test('a sign-in link opened in a tab signed in with another token asks first', async () => {
+  const page = await newPage();
+  await page.goto(BASE + '/#token=' + encodeURIComponent(T.acme));
+  await page.waitForFunction(() => /acme-user/.test((document.querySelector('#who') || {}).textContent || ''), { timeout: WAIT });
+  const follow = async (answer) => {
+    const asked = new Promise((resolve) => page.once('dialog', async (d) => {
+      resolve(d.message());
+      await (answer ? d.accept() : d.dismiss());
+    }));
+    await page.evaluate((t) => { location.hash = '#token=' + encodeURIComponent(t); location.reload(); }, T.globex);
+    assert.match(await asked, /another token/);
+    await page.waitForSelector('#who', { timeout: WAIT });
+  };
+  // Kept: still acme, and the link's token left the address bar.
+  await follow(false);
+  await page.waitForFunction(() => /acme-user/.test(document.querySelector('#who').textContent), { timeout: WAIT });
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('pop.token')), T.acme);
+  assert.equal(await page.evaluate(() => location.hash), '#/');
+  // Replaced, when the person says so.
+  await follow(true);
+  await page.waitForFunction(() => /globex-user/.test(document.querySelector('#who').textContent), { timeout: WAIT });
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('pop.token')), T.globex);
+  await page.browserContext().close();
+});
+
 test('sign-out forgets the token', async () => {
   await acmePage.goto(BASE + '/#/agendas');
   await acmePage.waitForSelector('#signout', { timeout: WAIT });

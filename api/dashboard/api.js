@@ -16,12 +16,19 @@ export function setToken(t) {
 }
 
 /// Takes a token from the URL fragment (`#token=…`, what `pop serve` prints on its first
-/// start) into the session and removes it from the address bar and the history.
+/// start) into the session and removes it from the address bar and the history. A tab signed
+/// in with another token asks first: a link someone else made would otherwise sign it in as
+/// them, quietly (hostile21).
 export function adoptFragmentToken() {
   const m = /^#token=([^&]+)/.exec(location.hash);
   if (!m) return false;
-  setToken(decodeURIComponent(m[1]));
+  const given = decodeURIComponent(m[1]);
   history.replaceState(null, '', location.pathname + '#/');
+  const current = token();
+  if (current && current !== given && !confirm('This link signs this tab in with another token than the one it is signed in with. Sign in with the link\'s token? (Cancel keeps the one signed in.)')) {
+    return false;
+  }
+  setToken(given);
   return true;
 }
 
