@@ -52,6 +52,43 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The command line, with every option whose environment variable is set but blank read as if
+/// the variable were unset (what a Kubernetes `env:` from an empty value or a missing optional
+/// Secret key gives): clap took the blank value and named a flag nobody passed (newcomer9:
+/// `POP_TOKEN_FILE=` said "a value is required for '--token-file'"; `POP_SERVER=` an internal
+/// URL error). Returns the command and the variables so dropped, for a warning.
+pub fn without_blank_env(command: clap::Command) -> (clap::Command, Vec<String>) {
+    let mut dropped = Vec::new();
+    let command = drop_blank_env(command, &mut dropped);
+    dropped.sort();
+    dropped.dedup();
+    (command, dropped)
+}
+
+fn drop_blank_env(mut command: clap::Command, dropped: &mut Vec<String>) -> clap::Command {
+    let blank: Vec<(clap::Id, String)> = command
+        .get_arguments()
+        .filter_map(|a| {
+            let name = a.get_env()?;
+            let value = std::env::var_os(name)?;
+            value
+                .to_string_lossy()
+                .trim()
+                .is_empty()
+                .then(|| (a.get_id().clone(), name.to_string_lossy().into_owned()))
+        })
+        .collect();
+    for (id, name) in blank {
+        command = command.mut_arg(id, |a| a.env(None::<&str>));
+        dropped.push(name);
+    }
+    let names: Vec<String> = command.get_subcommands().map(|s| s.get_name().to_owned()).collect();
+    for name in names {
+        command = command.mut_subcommand(name, |s| drop_blank_env(s, dropped));
+    }
+    command
+}
+
 #[derive(Debug, Clone, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -606,8 +643,9 @@ pub struct ServeArgs {
     /// --checkpoint-key, as its key file (the new key's first checkpoint carries its
     /// endorsement) or, when that key is lost, as its key id (16 hex digits, as `pop verify`
     /// and the server's refusal name it; then only the checkpoint witnessed outside the store
-    /// is taken over). May be given again, or comma-separated; harmless once the new key has
-    /// sealed.
+    /// is taken over). May be given again, or comma-separated. Remove it once the new key has
+    /// sealed: left in place, a store whose checkpoints were deleted back to the old key's
+    /// would be handed over again.
     #[arg(
         long,
         env = "POP_CHECKPOINT_PREVIOUS_KEY",
@@ -615,6 +653,12 @@ pub struct ServeArgs {
         value_name = "FILE|KEY_ID"
     )]
     pub checkpoint_previous_key: Vec<String>,
+    /// With a lost previous key given by id: take its newest checkpoint over although no
+    /// witness file vouches for it (a data directory or `emptyDir` lost with the key). On your
+    /// word: a consistent forgery of the log and its checkpoints made meanwhile would be signed
+    /// too.
+    #[arg(long, env = "POP_CHECKPOINT_TAKEOVER_UNWITNESSED")]
+    pub checkpoint_takeover_unwitnessed: bool,
     /// Seconds between two seals of the log's newest events into a signed checkpoint (0: do
     /// not seal).
     #[arg(long, env = "POP_CHECKPOINT_EVERY", default_value_t = crate::checkpoints::SEAL_EVERY.as_secs())]

@@ -25,7 +25,7 @@ mod worker;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 /// mimalloc instead of the system allocator: decoding and folding the log allocate many small
 /// objects, and it measured ~1.4x faster on `read_all` + decode (see BENCHMARKS.md).
@@ -36,7 +36,14 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// a debug dump: operators read these at 3 a.m.
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let (command, blank) = cli::without_blank_env(cli::Cli::command());
+    for name in &blank {
+        eprintln!("pop: warning: {name} is set but blank: taken as unset");
+    }
+    let cli = match cli::Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.format(&mut cli::Cli::command()).exit(),
+    };
     let telemetry = match telemetry::init(&cli.log_format, cli.command.telemetry()) {
         Ok(telemetry) => telemetry,
         Err(e) => {

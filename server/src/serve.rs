@@ -185,7 +185,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             args.store_url.as_deref(),
         );
         let health = Arc::clone(&services.commands);
-        let sealer = pop_store::commitment::Sealer::new(key).handing_over(previous);
+        let sealer = pop_store::commitment::Sealer::new(key)
+            .handing_over(previous)
+            .taking_over_unwitnessed(args.checkpoint_takeover_unwitnessed);
         reaper_tasks
             .push(crate::checkpoints::spawn(commitment, sealer, witness, health, every, stop));
     }

@@ -675,3 +675,31 @@ fn a_bad_token_file_is_refused_before_anything_is_made() {
     let made: Vec<_> = std::fs::read_dir(&data).map(|d| d.flatten().collect()).unwrap_or_default();
     assert!(made.is_empty(), "made: {made:?}");
 }
+
+/// A variable set but blank (a Kubernetes `env:` from an empty value, or a missing optional
+/// Secret key) is taken as unset, and said: clap took the blank and named a flag nobody passed
+/// (`POP_DATA_DIR=`: "a value is required for '--data-dir'"), or the client an internal URL
+/// error (`POP_SERVER=`) (newcomer9).
+#[test]
+fn a_blank_variable_is_taken_as_unset_and_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = pop_command()
+        .current_dir(dir.path())
+        .env("POP_DATA_DIR", "")
+        .env("POP_CHECKPOINT_KEY", "  ")
+        .args(["verify"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("POP_CHECKPOINT_KEY is set but blank: taken as unset"), "{stderr}");
+    assert!(stderr.contains("POP_DATA_DIR is set but blank: taken as unset"), "{stderr}");
+    // The default data directory, which holds no store here.
+    assert!(stderr.contains("no embedded store at pop-data"), "{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // Said for a client command too (here one refused before it calls anything).
+    let out =
+        pop_command().env("POP_SERVER", "").args(["agendas", "--limit", "0"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("POP_SERVER is set but blank: taken as unset"), "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+}

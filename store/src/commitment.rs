@@ -172,7 +172,8 @@ pub enum PreviousKey {
     Held(SigningKey),
     /// Only the previous key's id (the key was lost): the newest checkpoint cannot be checked
     /// by its signature, so it is extended only when it is the very checkpoint witnessed
-    /// outside the store ([`Sealer::seal_after`]'s witness), and the handover carries no
+    /// outside the store ([`Sealer::seal_after`]'s witness) — or, with no witness at all, on
+    /// the operator's word ([`Sealer::taking_over_unwitnessed`]) — and the handover carries no
     /// endorsement.
     Lost(String),
 }
@@ -299,6 +300,8 @@ pub struct Sealer {
     key: SigningKey,
     max_entries: usize,
     previous: Vec<PreviousKey>,
+    /// A lost previous key's newest checkpoint is taken over with no witness at all.
+    unwitnessed: bool,
 }
 
 /// How the newest stored checkpoint may be extended.
@@ -311,18 +314,30 @@ enum Extends {
 
 impl Sealer {
     pub fn new(key: SigningKey) -> Sealer {
-        Sealer { key, max_entries: MAX_CHECKPOINT_ENTRIES, previous: Vec::new() }
+        Sealer {
+            key,
+            max_entries: MAX_CHECKPOINT_ENTRIES,
+            previous: Vec::new(),
+            unwitnessed: false,
+        }
     }
 
     /// A sealer whose checkpoints cover at most `max_entries` entries (tests).
     pub fn with_max_entries(key: SigningKey, max_entries: usize) -> Sealer {
-        Sealer { key, max_entries: max_entries.max(1), previous: Vec::new() }
+        Sealer { key, max_entries: max_entries.max(1), previous: Vec::new(), unwitnessed: false }
     }
 
     /// This sealer, also extending a newest checkpoint signed by one of `previous` (a key
     /// rotation): the first checkpoint it signs after one of them records the handover.
     pub fn handing_over(mut self, previous: Vec<PreviousKey>) -> Sealer {
         self.previous = previous;
+        self
+    }
+
+    /// This sealer, taking over a lost previous key's newest checkpoint when there is no
+    /// witness at all (the operator's word that the log is the one that key sealed).
+    pub fn taking_over_unwitnessed(mut self, unwitnessed: bool) -> Sealer {
+        self.unwitnessed = unwitnessed;
         self
     }
 
@@ -383,8 +398,12 @@ impl Sealer {
                 }
                 PreviousKey::Lost(id) if *id == parsed.key_id => {
                     // Its signature cannot be checked: only the checkpoint known outside the
-                    // store is taken on trust.
-                    if witness.is_some_and(|w| w == last) {
+                    // store is taken on trust — or, with no witness at all, the operator's word.
+                    let taken = match witness {
+                        Some(w) => w == last,
+                        None => self.unwitnessed,
+                    };
+                    if taken {
                         return Ok(Extends::From(Handover {
                             from_key_id: id.clone(),
                             from_key: None,
@@ -392,27 +411,67 @@ impl Sealer {
                             endorsement: None,
                         }));
                     }
-                    return Err(SealError::Foreign(format!(
-                        "checkpoint {} names the lost key {id} as its signer, but it is not the \
-                         checkpoint witnessed outside the store{}, so nothing shows it is the one \
-                         that key signed: not taking it over",
-                        last.seq,
-                        witness.map_or_else(
-                            || " (there is no witness)".to_owned(),
-                            |w| format!(" (checkpoint {})", w.seq)
-                        )
-                    )));
+                    return Err(SealError::Foreign(match witness {
+                        Some(w) => format!(
+                            "checkpoint {} names the lost key {id} as its signer, but the \
+                             checkpoint witnessed outside the store is checkpoint {}, another: \
+                             nothing shows the store's is the one that key signed, so it is not \
+                             taken over (run `pop verify` to see where the store and the \
+                             witness part)",
+                            last.seq, w.seq
+                        ),
+                        None => format!(
+                            "checkpoint {} names the lost key {id} as its signer, and there is \
+                             no witness to show it is the one that key signed: with \
+                             --checkpoint-takeover-unwitnessed the server takes it over on your \
+                             word (a consistent forgery of the log and its checkpoints made \
+                             meanwhile would then be signed too)",
+                            last.seq
+                        ),
+                    }));
                 }
                 _ => {}
             }
         }
+        // A handover from this very key, endorsed by it: the other replicas changed keys and
+        // this one was not restarted with the new key (newcomer10, auditor23: it called its own
+        // successor a forgery).
+        if let Some(h) = &parsed.handover
+            && h.from_key_id == key_id(&self.key.verifying_key())
+            && let Some(endorsement) = &h.endorsement
+            && let Ok(to) = parse_verifying_key(&h.to_key)
+            && last.verify_signature(&to).is_ok()
+            && endorsed(&self.key.verifying_key(), &to, parsed, endorsement).is_ok()
+        {
+            return Err(SealError::Foreign(format!(
+                "checkpoint {} hands the log over from this key ({}) to key {}, with this key's \
+                 endorsement: the other replicas changed keys; restart this one with the new \
+                 --checkpoint-key",
+                parsed.seq, h.from_key_id, parsed.key_id
+            )));
+        }
         // Name the key that did sign it, as the checkpoint records it (ops3am2: the refusal
-        // named only this sealer's own key, twice).
-        Err(SealError::Foreign(if parsed.key_id.is_empty() {
-            own
-        } else {
-            format!("{own}; it names key {} as its signer", parsed.key_id)
-        }))
+        // named only this sealer's own key, twice), and the previous keys given that did not
+        // (newcomer10: the refusal advised the flag just given).
+        let mut why = own;
+        if !parsed.key_id.is_empty() {
+            why = format!("{why}; it names key {} as its signer", parsed.key_id);
+        }
+        if !self.previous.is_empty() {
+            let given: Vec<String> = self
+                .previous
+                .iter()
+                .map(|p| match p {
+                    PreviousKey::Held(k) => key_id(&k.verifying_key()),
+                    PreviousKey::Lost(id) => id.clone(),
+                })
+                .collect();
+            why = format!(
+                "{why}, and none of the previous keys given (key {}) did",
+                given.join(", key ")
+            );
+        }
+        Err(SealError::Foreign(why))
     }
 
     /// [`Sealer::seal`], refusing ([`SealError::BehindWitness`]) when the store's newest
@@ -494,7 +553,27 @@ impl Sealer {
             handover,
         };
         let signed = SignedCheckpoint::sign(&checkpoint, &self.key)?;
-        if store.add_checkpoint(&signed).await? { Ok(Some(checkpoint)) } else { Ok(None) }
+        if !store.add_checkpoint(&signed).await? {
+            return Ok(None);
+        }
+        // A handover is said (newcomer10: nothing in the log told a key changed hands).
+        match &checkpoint.handover {
+            Some(h) if h.endorsement.is_some() => tracing::info!(
+                seq = checkpoint.seq,
+                from = %h.from_key_id,
+                to = %checkpoint.key_id,
+                "handed the log's checkpoints over to this key, endorsed by the previous one"
+            ),
+            Some(h) => tracing::warn!(
+                seq = checkpoint.seq,
+                from = %h.from_key_id,
+                to = %checkpoint.key_id,
+                "took the log's checkpoints over from a lost key, without its endorsement: the \
+                 checkpoints before are vouched for by this key alone"
+            ),
+            None => {}
+        }
+        Ok(Some(checkpoint))
     }
 
     /// Seals until the log is covered up to where nothing can still commit; the newest
@@ -558,6 +637,13 @@ pub struct LogWalker {
     witness: Option<SignedCheckpoint>,
     /// The position of the entry walked last: each must be past it, sealed or not.
     last_entry: Option<Position>,
+    /// The key id that signs the log at the checkpoint walked last: it changes only at a
+    /// handover from it.
+    signer: Option<String>,
+    /// Keys that handed the log on, with the checkpoint where they did.
+    retired: HashMap<String, u64>,
+    /// The id of the key given, when no checkpoint of the store names it.
+    key_unused: Option<String>,
 }
 
 /// What verification trusts that the store cannot change: the key that signs checkpoints,
@@ -585,6 +671,15 @@ impl LogWalker {
             Some(key) => earlier_keys(&checkpoints, key),
             None => (HashMap::new(), 0),
         };
+        // The key given signed none of the store's checkpoints: a new key the log was not
+        // handed to yet, most likely (ops3am11: verify paged someone mid-rotation).
+        let key_unused = key.map(|k| key_id(&k)).filter(|id| {
+            let named = format!("\"keyId\":\"{id}\"");
+            !checkpoints.is_empty()
+                && !checkpoints
+                    .iter()
+                    .any(|c| c.body.windows(named.len()).any(|w| w == named.as_bytes()))
+        });
         let mut walker = LogWalker {
             witness,
             keys,
@@ -600,6 +695,9 @@ impl LogWalker {
             bad: None,
             first_break: None,
             last_entry: None,
+            signer: None,
+            retired: HashMap::new(),
+            key_unused,
         };
         walker.open_next();
         walker
@@ -655,6 +753,10 @@ impl LogWalker {
         if self.report.signatures_checked
             && let Err(reason) = self.check_signer(&signed, &checkpoint)
         {
+            self.bad = Some(reason);
+            return;
+        }
+        if let Err(reason) = self.check_succession(&checkpoint) {
             self.bad = Some(reason);
             return;
         }
@@ -734,34 +836,86 @@ impl LogWalker {
         };
         let hint = match &c.handover {
             Some(h) if h.endorsement.is_none() => format!(
-                ", and takes over from key {} without its endorsement (that key was lost): \
-                 verify with the public key of key {}",
+                ", and says it takes over from key {} without that key's endorsement (as after \
+                 a lost key): such a handover is vouched for by its new key alone, so if key {} \
+                 is the operators' new key, verify with its public key; if not, it is a forgery",
                 h.from_key_id, c.key_id
             ),
             _ => String::new(),
         };
+        let unused = match &self.key_unused {
+            Some(id) => format!(
+                "; no checkpoint of the store names key {id}: if it is a new key, the log has \
+                 not been handed over to it yet (start `pop serve` with it and \
+                 --checkpoint-previous-key naming the key that signed the newest checkpoint), \
+                 else it is not this store's key"
+            ),
+            None => String::new(),
+        };
         Err(format!(
-            "checkpoint {} is not signed by key {} (a forgery, or another key){named}{hint}",
+            "checkpoint {} is not signed by key {} (a forgery, or another key){named}{hint}{unused}",
             c.seq,
             trusted.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" or key ")
         ))
     }
 
-    /// Why the witnessed checkpoint `w` is not one a trusted key signed, when the walk checks
-    /// signatures: then the witness file was edited, not the store (auditor19 N6: a flipped
-    /// digit of its signature was blamed on the store's checkpoints).
+    /// Why the witnessed checkpoint `w` shows that the witness file itself was edited: its body
+    /// does not read as the checkpoint it is filed as, or it names a key this walk holds and
+    /// that key did not sign it (auditor19 N6: a flipped digit of its signature was blamed on
+    /// the store's checkpoints). One signed by a key this walk does not know says nothing
+    /// about the file (auditor23: the key changed after it — a rotation whose handover the
+    /// store no longer holds, or a lost key — and the store's missing checkpoints were then
+    /// blamed on the witness).
     fn witness_not_signed(&self, w: &SignedCheckpoint) -> Option<String> {
-        let signed =
-            self.keys.is_empty() || self.keys.values().any(|k| w.verify_signature(k).is_ok());
-        if signed && w.checkpoint().is_ok() {
-            return None;
+        let edited = match w.checkpoint() {
+            Err(_) => true,
+            Ok(c) => self.keys.get(&c.key_id).is_some_and(|k| w.verify_signature(k).is_err()),
+        };
+        edited.then(|| {
+            format!(
+                "the checkpoint witnessed outside the store (checkpoint {}) is not the one its \
+                 key signed: the witness file was edited or replaced, not the store; check the \
+                 store against a good copy of the witness, or without one",
+                w.seq
+            )
+        })
+    }
+
+    /// The log's signing key changes only at a handover from the key that signed it up to
+    /// there, and a key that handed the log on takes it back only with the endorsement of the
+    /// key it takes it from (ops3am11: a retired key — leaked, say — declared the current key
+    /// lost, took the log back and re-sealed it, and verify with either key said intact).
+    fn check_succession(&mut self, c: &Checkpoint) -> Result<(), String> {
+        let Some(current) = self.signer.clone() else {
+            self.signer = Some(c.key_id.clone());
+            return Ok(());
+        };
+        if c.key_id == current {
+            return Ok(());
         }
-        Some(format!(
-            "the checkpoint witnessed outside the store (checkpoint {}) is not signed by the \
-             checkpoint key: the witness file was edited or replaced, not the store; check the \
-             store against a good copy of the witness, or without one",
-            w.seq
-        ))
+        let Some(h) = c.handover.as_ref().filter(|h| h.from_key_id == current) else {
+            return Err(format!(
+                "checkpoint {} is signed by key {}, but key {current} signs the log up to it and \
+                 hands it over to no other key there (a forgery, or another key)",
+                c.seq, c.key_id
+            ));
+        };
+        if h.endorsement.is_none()
+            && let Some(at) = self.retired.get(&c.key_id)
+        {
+            return Err(format!(
+                "checkpoint {} takes the log over from key {current} for key {}, which handed the \
+                 log on at checkpoint {at}: a key that handed it on takes it back only with the \
+                 endorsement of the key it takes it from (a retired key — leaked? — or a forgery)",
+                c.seq, c.key_id
+            ));
+        }
+        if h.endorsement.is_some() {
+            self.retired.remove(&c.key_id);
+        }
+        self.retired.insert(current, c.seq);
+        self.signer = Some(c.key_id.clone());
+        Ok(())
     }
 
     /// Checks one entry; `false` once a break is found.

@@ -512,18 +512,21 @@ async fn a_key_rotation_hands_the_log_over_and_still_verifies() {
         assert_eq!(r.checkpoints.pinned, 0, "{name}: {r:?}");
     }
     let r = store.verify_with(Some(c.verifying_key())).await.unwrap();
-    assert!(r.first_break.expect("another key").reason.contains("checkpoint 1 is not signed"));
+    let found = r.first_break.expect("another key");
+    assert!(found.reason.contains("checkpoint 1 is not signed"), "{found}");
+    // A key no checkpoint names: said, with what to do if it is a new one (ops3am11).
+    assert!(found.reason.contains("not been handed over to it yet"), "{found}");
 
     // The key B is lost: C takes over by its id only, and only the witnessed checkpoint.
     let newest = store.last_checkpoint().await.unwrap().expect("checkpoint 5");
     store.append("d", ExpectedVersion::Exact(1), vec![event(42, "d")]).await.unwrap();
     let lost = Sealer::new(c.clone()).handing_over(vec![PreviousKey::Lost(id(&b))]);
-    for witness in [None, store.checkpoint(4).await.unwrap()] {
+    for (witness, said) in [
+        (None, "there is no witness"),
+        (store.checkpoint(4).await.unwrap(), "witnessed outside the store is checkpoint 4"),
+    ] {
         let refused = lost.seal_all_after(&store, now(), witness.as_ref()).await;
-        assert!(
-            matches!(&refused, Err(SealError::Foreign(e)) if e.contains("not the checkpoint witnessed")),
-            "{refused:?}"
-        );
+        assert!(matches!(&refused, Err(SealError::Foreign(e)) if e.contains(said)), "{refused:?}");
     }
     let six = lost.seal_all_after(&store, now(), Some(&newest)).await.unwrap().expect("sealed");
     let h = six.handover.clone().expect("a handover");
@@ -543,7 +546,7 @@ async fn a_key_rotation_hands_the_log_over_and_still_verifies() {
     let r = store.verify_with(Some(b.verifying_key())).await.unwrap();
     let found = r.first_break.expect("C is not B's");
     assert!(found.reason.contains("checkpoint 6 is not signed by key"), "{found}");
-    assert!(found.reason.contains("without its endorsement"), "{found}");
+    assert!(found.reason.contains("without that key's endorsement"), "{found}");
     // A checkpoint of the old key edited before the handover is still found.
     store.close().await.unwrap();
     let r = {
@@ -638,4 +641,102 @@ async fn an_edited_witness_is_named_as_such() {
     }
     let trust = Trust { key: Some(k.verifying_key()), witness: Some(genuine) };
     assert!(SqliteStore::verify_file_trusting(&path, trust).unwrap().is_intact());
+}
+
+/// What a sealer that cannot extend the log says: a replica still on the key that endorsed a
+/// handover is told to restart with the new one; previous keys given that did not sign are
+/// named; a lost key with no witness at all is taken over only on the operator's word
+/// (`--checkpoint-takeover-unwitnessed`), and never against a witness that disagrees
+/// (newcomer10, auditor23).
+#[tokio::test]
+async fn a_sealer_that_cannot_extend_the_log_says_why_and_what_to_do() {
+    use pop_store::commitment::{LogCommitment, PreviousKey, SealError, key_id};
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c, d) = (key(1), key(2), key(3), key(4));
+    let id = |k: &CheckpointSigningKey| key_id(&k.verifying_key());
+    let (path, _) = sealed(dir.path(), "pop.db", "why", &a).await;
+    let options = SqliteOptions { durability: Durability::Normal, clock: fixed_clock(now()) };
+    let store = SqliteStore::open(&path, options).await.unwrap();
+    let refused = |r: Result<Option<pop_store::commitment::Checkpoint>, SealError>| match r {
+        Err(SealError::Foreign(why)) => why,
+        other => panic!("not refused: {other:?}"),
+    };
+    let a_signed = store.last_checkpoint().await.unwrap();
+
+    // Previous keys given that did not sign it are named.
+    store.append("d", ExpectedVersion::NoStream, vec![event(40, "d")]).await.unwrap();
+    let wrong = Sealer::new(c.clone()).handing_over(vec![PreviousKey::Held(d.clone())]);
+    let why = refused(wrong.seal(&store, now()).await);
+    assert!(why.contains(&format!("none of the previous keys given (key {})", id(&d))), "{why}");
+
+    // A lost key with no witness: refused, naming the flag; taken over with it.
+    let lost = || Sealer::new(c.clone()).handing_over(vec![PreviousKey::Lost(id(&a))]);
+    let why = refused(lost().seal_all_after(&store, now(), None).await);
+    assert!(why.contains("--checkpoint-takeover-unwitnessed"), "{why}");
+    // A witness that disagrees is never overruled.
+    let older = store.checkpoint(2).await.unwrap().expect("checkpoint 2");
+    let why = refused(
+        lost().taking_over_unwitnessed(true).seal_all_after(&store, now(), Some(&older)).await,
+    );
+    assert!(why.contains("the checkpoint witnessed outside the store is checkpoint 2"), "{why}");
+    assert_eq!(store.last_checkpoint().await.unwrap(), a_signed, "nothing was sealed");
+    let taken = lost().taking_over_unwitnessed(true).seal_all_after(&store, now(), None).await;
+    let taken = taken.unwrap().expect("sealed");
+    assert_eq!(taken.handover.map(|h| h.endorsement), Some(None));
+
+    // C hands over to B, endorsed: a replica still on C is told to restart.
+    store.append("d", ExpectedVersion::Exact(0), vec![event(41, "d")]).await.unwrap();
+    let handed = Sealer::new(b.clone()).handing_over(vec![PreviousKey::Held(c.clone())]);
+    handed.seal_all(&store, now()).await.unwrap().expect("sealed");
+    store.append("d", ExpectedVersion::Exact(1), vec![event(42, "d")]).await.unwrap();
+    let why = refused(Sealer::new(c.clone()).seal(&store, now()).await);
+    assert!(why.contains("restart this one with the new --checkpoint-key"), "{why}");
+    let r = store.verify_with(Some(b.verifying_key())).await.unwrap();
+    assert!(r.is_intact(), "{r:?}");
+    store.close().await.unwrap();
+}
+
+/// A key that handed the log on cannot take it back by declaring its successor lost (a
+/// retired key, leaked say: ops3am11 had verify say intact with either key); with the
+/// endorsement of the key it takes it from, it can (a rotation back).
+#[tokio::test]
+async fn a_retired_key_takes_the_log_back_only_with_an_endorsement() {
+    use pop_store::commitment::{LogCommitment, PreviousKey, key_id};
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (key(1), key(2));
+    let id = |k: &CheckpointSigningKey| key_id(&k.verifying_key());
+    let (path, _) = sealed(dir.path(), "pop.db", "retired", &a).await;
+    let options = SqliteOptions { durability: Durability::Normal, clock: fixed_clock(now()) };
+    let store = SqliteStore::open(&path, options.clone()).await.unwrap();
+    store.append("d", ExpectedVersion::NoStream, vec![event(40, "d")]).await.unwrap();
+    let rotated = Sealer::new(b.clone()).handing_over(vec![PreviousKey::Held(a.clone())]);
+    rotated.seal_all(&store, now()).await.unwrap().expect("A hands over to B");
+    store.close().await.unwrap();
+    let after_b = path.with_extension("b.db");
+    std::fs::copy(&path, &after_b).unwrap();
+    let store = SqliteStore::open(&path, options.clone()).await.unwrap();
+
+    // A's holder declares B lost and takes the log back.
+    store.append("d", ExpectedVersion::Exact(0), vec![event(41, "d")]).await.unwrap();
+    let newest = store.last_checkpoint().await.unwrap();
+    let back = Sealer::new(a.clone()).handing_over(vec![PreviousKey::Lost(id(&b))]);
+    back.seal_all_after(&store, now(), newest.as_ref()).await.unwrap().expect("sealed");
+    for (k, name) in [(&b, "B"), (&a, "A")] {
+        let r = store.verify_with(Some(k.verifying_key())).await.unwrap();
+        let found = r.first_break.unwrap_or_else(|| panic!("verified with {name}: intact"));
+        assert!(found.reason.contains("handed the log on at checkpoint 4"), "{name}: {found}");
+    }
+    store.close().await.unwrap();
+
+    // The same log as after A -> B, handed back to A with B's endorsement: a rotation back.
+    let store = SqliteStore::open(&after_b, options).await.unwrap();
+    store.append("d", ExpectedVersion::Exact(0), vec![event(41, "d")]).await.unwrap();
+    let back = Sealer::new(a.clone()).handing_over(vec![PreviousKey::Held(b.clone())]);
+    back.seal_all(&store, now()).await.unwrap().expect("sealed");
+    for k in [&a, &b] {
+        let r = store.verify_with(Some(k.verifying_key())).await.unwrap();
+        assert!(r.is_intact(), "{r:?}");
+        assert_eq!(r.checkpoints.key_changes.len(), 2, "{r:?}");
+    }
+    store.close().await.unwrap();
 }
