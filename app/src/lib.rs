@@ -174,6 +174,10 @@ impl App {
     /// [`Self::store_trouble`] given a [`Self::probe_head`] already made (one read of the
     /// head serves a `/metrics` scrape and its readiness).
     pub fn store_trouble_at(&self, head: &Result<Position, String>) -> Option<String> {
+        // For good: the log went back under this process (a restore), which needs a restart.
+        if let Some(why) = self.store().log_went_back() {
+            return Some(why);
+        }
         if let Err(why) = head {
             return Some(why.clone());
         }

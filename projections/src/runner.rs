@@ -176,7 +176,19 @@ pub enum ProjectionError {
     Corrupt(#[from] CorruptEntry),
     #[error("the projections cannot read the log")]
     Store(#[from] StoreError),
+    /// The store's log ends before what the models applied: the database was restored from a
+    /// backup or replaced under this replica, whose models would skip the positions it reuses.
+    #[error(
+        "the store's log went back under this replica (its head at {head}, these read models \
+         at {applied}): the database was restored from a backup or replaced under it, and the \
+         models would skip the positions its new events reuse; restart it (it rebuilds its read \
+         models from the log)"
+    )]
+    LogWentBack { head: Position, applied: Position },
 }
+
+/// How often the runner checks that the log's head is not behind what it applied.
+const HEAD_CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// `wait_for` gave up.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -495,6 +507,8 @@ impl Runner {
         let mut ticker = tokio::time::interval(self.config.snapshot_interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         ticker.tick().await; // the first tick is immediate
+        let mut head_check = tokio::time::interval(HEAD_CHECK_EVERY);
+        head_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
 
         let result = loop {
@@ -530,12 +544,39 @@ impl Runner {
                         since_snapshot = 0;
                     }
                 }
+                // A restore under a running replica puts the head back: new events then land
+                // at positions these models passed, and were never shown or run (ops3am10,
+                // ops3am11: /readyz went back to ready once new writes passed the old
+                // position). Stopping keeps the replica unready for good, until a restart.
+                _ = head_check.tick() => {
+                    if let Ok(head) = self.store.head().await
+                        && (head < applied || self.store.log_went_back().is_some())
+                    {
+                        break Err(ProjectionError::LogWentBack { head, applied });
+                    }
+                }
             }
         };
-        if since_snapshot > 0 {
+        if let Err(ProjectionError::LogWentBack { .. }) = &result {
+            // Its snapshot is past what the log now holds at those positions: the next start
+            // must rebuild, not load it (once new writes pass it, it no longer looks past the
+            // head).
+            self.set_snapshot_aside("log-went-back");
+        } else if since_snapshot > 0 {
             self.snapshot().await;
         }
         result.map_err(|e| self.stopped(e, applied))
+    }
+
+    /// Moves the snapshot file aside (`<file>.<extension>`), so the next start rebuilds.
+    fn set_snapshot_aside(&self, extension: &str) {
+        let Some(dir) = &self.config.snapshot_dir else { return };
+        let path = snapshot::path_in(dir);
+        if path.exists()
+            && let Err(e) = std::fs::rename(&path, path.with_extension(extension))
+        {
+            tracing::warn!(path = %path.display(), error = %e, "cannot move the snapshot aside; remove it before the next start");
+        }
     }
 
     /// Logs why the runner stops for good and keeps the replica unready with the reason.

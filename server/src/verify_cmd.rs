@@ -89,24 +89,34 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
 enum SnapshotCheck {
     /// Caught up to the log's head, it equals the log folded from its start.
     Matches { dir: PathBuf, position: Position, head: Position },
-    /// It does not: edited outside pop, or not this log's.
-    Differs { dir: PathBuf, position: Position, head: Position },
-    /// The server would not load it (it rebuilds from the log instead).
+    /// It does not: edited outside pop. `at`: where, as far as told.
+    Differs { dir: PathBuf, position: Position, head: Position, at: String },
+    /// The server would not load it or would set it aside (it rebuilds from the log instead).
     Unusable(String),
 }
 
+/// Agendas of the snapshot checked against the log as `pop serve` checks them at start (its
+/// most recently added ones): a snapshot holding one the log never had is another store's.
+const SNAPSHOT_AGENDAS_CHECKED: usize = 8;
+
 /// Folds the embedded store's log (read through a read-only connection, as `pop log` reads it)
 /// from its start, and the read-model snapshot `pop serve` starts from caught up over the same
-/// log, and compares them (auditor22: a snapshot edited with its checksums recomputed — they
-/// are not keyed — was served as the live read models while `pop verify` said intact). `None`:
-/// there is no snapshot.
+/// log, and compares them — the state of every agenda and object, and the fields lists and
+/// tenancy filter on, kept beside the state (auditor22: a snapshot edited with its checksums
+/// recomputed — they are not keyed — was served as the live read models while `pop verify`
+/// said intact; auditor23: its customer field alone, edited, served one customer's agenda to
+/// another). A snapshot the server would set aside (past the log's end, another store's: after
+/// a restore) is said, not called tampered (auditor23). `None`: there is no snapshot.
 fn check_snapshot(data_dir: &Path, db: &Path) -> Result<Option<SnapshotCheck>> {
-    use pop_projections::{ReadModels, Unusable, fold_events};
+    use pop_projections::query::Visibility;
+    use pop_projections::{AgendaQuery, ReadModels, Unusable, fold_events};
     let dir = crate::backend::snapshot_dir(data_dir, None);
     let snapshot = match pop_projections::snapshot::load(&dir) {
         Ok(models) => models,
         Err(Unusable::Missing(_)) => return Ok(None),
-        Err(e) => return Ok(Some(SnapshotCheck::Unusable(e.to_string()))),
+        Err(e) => {
+            return Ok(Some(SnapshotCheck::Unusable(format!("{e}; `pop serve` does not load it"))));
+        }
     };
     let mut file = SqliteLogFile::open(db).with_context(|| format!("opening {}", db.display()))?;
     const BATCH: usize = 2_000;
@@ -121,26 +131,88 @@ fn check_snapshot(data_dir: &Path, db: &Path) -> Result<Option<SnapshotCheck>> {
         fold_events(&mut folded, &batch).context("folding the log")?;
     }
     let position = snapshot.position();
-    let mut caught_up = snapshot;
     if position > head {
-        return Ok(Some(SnapshotCheck::Differs { dir, position, head }));
+        return Ok(Some(SnapshotCheck::Unusable(format!(
+            "it is at position {position}, past the end of the log ({head}): the store was \
+             restored from a backup; `pop serve` sets it aside"
+        ))));
     }
+    let all = Visibility::All;
+    let mut newest = AgendaQuery::new(&all);
+    newest.descending = true;
+    newest.limit = SNAPSHOT_AGENDAS_CHECKED;
+    let keys: Vec<String> =
+        snapshot.select_agendas(&newest).items.iter().map(|e| e.key().to_owned()).collect();
+    for key in keys {
+        let stream = format!("agenda-{key}");
+        if file
+            .read_stream(&stream, 0, 1, pop_store::Direction::Forwards)
+            .is_ok_and(|events| events.is_empty())
+        {
+            return Ok(Some(SnapshotCheck::Unusable(format!(
+                "it holds agenda {key:?}, which this log never had: another store's snapshot \
+                 (copied or restored into the data directory); `pop serve` sets it aside"
+            ))));
+        }
+    }
+    let differs =
+        |at: String| Ok(Some(SnapshotCheck::Differs { dir: dir.clone(), position, head, at }));
+    let mut caught_up = snapshot;
     let mut after = position;
     while after < head {
         let mut batch = file.read_all(after, BATCH).context("reading the log")?;
         batch.retain(|e| e.position <= head);
         let Some(last) = batch.last() else { break };
         after = last.position;
-        fold_events(&mut caught_up, &batch).context("folding the log onto the snapshot")?;
+        // An agenda the snapshot holds that does not decode (auditor23: the server answered it
+        // INTERNAL while ready) is as much a break as one that differs.
+        if let Err(e) = fold_events(&mut caught_up, &batch) {
+            return differs(format!(
+                "folding the log onto it failed: {}",
+                pop_domain::error::ErrorChain(&e)
+            ));
+        }
     }
-    let same = caught_up.position() == folded.position()
-        && caught_up.fingerprint().context("fingerprinting")?
-            == folded.fingerprint().context("fingerprinting")?;
-    Ok(Some(if same {
-        SnapshotCheck::Matches { dir, position, head }
-    } else {
-        SnapshotCheck::Differs { dir, position, head }
-    }))
+    let want = folded.fingerprint().context("fingerprinting")?;
+    match caught_up.fingerprint() {
+        Err(e) => return differs(format!("an agenda it holds does not read: {e}")),
+        Ok(got) if got != want || caught_up.position() != folded.position() => {
+            return differs("the state of an agenda or object differs".into());
+        }
+        Ok(_) => {}
+    }
+    let fields = |m: &ReadModels| -> Vec<(String, String)> {
+        m.agendas()
+            .entries_by_id()
+            .into_iter()
+            .map(|e| {
+                let fields = format!(
+                    "id {:?}, progressId {:?}, customerId {:?}, linkId {:?}, insightId {:?}, \
+                     state {:?}, phase {:?}, added {}, entered {}, updated {}, doNotRun {}",
+                    e.id(),
+                    e.progress_id(),
+                    e.customer_id(),
+                    e.link_id(),
+                    e.insight_id(),
+                    e.processing_state(),
+                    e.phase(),
+                    e.added_ms(),
+                    e.entered_ms(),
+                    e.updated_ms(),
+                    e.is_do_not_run()
+                );
+                (e.key().to_owned(), fields)
+            })
+            .collect()
+    };
+    let (got, want) = (fields(&caught_up), fields(&folded));
+    if let Some((g, w)) = got.iter().zip(&want).find(|(g, w)| g != w) {
+        return differs(format!("agenda {:?} holds {} where the log gives {}", g.0, g.1, w.1));
+    }
+    if got.len() != want.len() {
+        return differs("it holds another number of agendas".into());
+    }
+    Ok(Some(SnapshotCheck::Matches { dir, position, head }))
 }
 
 fn print_report(
@@ -231,22 +303,20 @@ fn print_report(
              head ({head}) it equals the read models folded from the log",
             dir.display()
         ),
-        Some(SnapshotCheck::Differs { dir, position, head }) => {
+        Some(SnapshotCheck::Differs { dir, position, head, at }) => {
             println!("{note}");
             return Err(not_intact(format!(
                 "TAMPERED: the read-model snapshot {} (position {position}), caught up to the \
-                 log's head ({head}), differs from the read models folded from the log: it was \
-                 edited outside pop, or is another log's, and `pop serve` would serve what it \
-                 holds. The log itself is intact: stop the server, move the snapshot away (keep \
-                 it as evidence) and start again (it rebuilds from the log), or write a fresh \
-                 one with `pop rebuild --snapshot`",
+                 log's head ({head}), differs from the read models folded from the log ({at}): \
+                 it was edited outside pop, and `pop serve` would serve what it holds. The log \
+                 itself is intact: stop the server, move the snapshot away (keep it as \
+                 evidence) and start again (it rebuilds from the log), or write a fresh one \
+                 with `pop rebuild --snapshot`",
                 dir.display()
             )));
         }
         Some(SnapshotCheck::Unusable(why)) => {
-            println!(
-                "the read-model snapshot is not usable ({why}): `pop serve` rebuilds from the log"
-            )
+            println!("the read-model snapshot is not used: {why} and rebuilds from the log")
         }
         None => {}
     }

@@ -393,3 +393,55 @@ async fn an_event_backdated_before_its_streams_previous_one_is_found() {
     assert_eq!((found.stream.as_str(), found.version, found.position), ("b", Some(2), Some(b[2])));
     assert!(found.reason.contains("before the stream's previous event"), "{found}");
 }
+
+/// An event added outside pop as a new stream's first, its digest and chain right, dated a day
+/// before the events around it: no stream's own times go back, but the embedded store's
+/// commit times rise with its positions across the whole log (auditor23).
+#[tokio::test]
+async fn a_new_stream_dated_before_the_log_around_it_is_found() {
+    use pop_store::digest::{DigestInput, GENESIS, chain, data_hash, event_digest};
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = pristine(dir.path()).await;
+    let conn = Connection::open(&path).unwrap();
+    let at: i64 = conn.query_row("SELECT max(recorded_at) FROM events", [], |r| r.get(0)).unwrap();
+    let head: i64 = conn.query_row("SELECT head FROM log", [], |r| r.get(0)).unwrap();
+    let backdated = at - 86_400_000_000;
+    let (data, metadata) = (b"{\"n\":99}".to_vec(), b"{\"actor\":\"user:mallory\"}".to_vec());
+    let link = chain(
+        &GENESIS,
+        &event_digest(&DigestInput {
+            stream: "z",
+            version: 0,
+            event_type: "Type0",
+            schema_version: 1,
+            recorded_at_micros: backdated,
+            metadata: &metadata,
+            data_hash: &data_hash(&data),
+        }),
+    );
+    conn.execute(
+        "INSERT INTO streams (name, version, head_hash) VALUES ('z', 0, ?1)",
+        [link.to_vec()],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO events (position, stream_id, version, event_id, event_type, schema_version, \
+         data, metadata, recorded_at, chain) VALUES (?1, (SELECT id FROM streams WHERE name = 'z'), \
+         0, ?2, 'Type0', 1, ?3, ?4, ?5, ?6)",
+        rusqlite::params![
+            head + 1,
+            Uuid::new_v4().as_bytes().to_vec(),
+            data,
+            metadata,
+            backdated,
+            link.to_vec()
+        ],
+    )
+    .unwrap();
+    conn.execute("UPDATE log SET head = ?1", [head + 1]).unwrap();
+    drop(conn);
+    let r = SqliteStore::verify_file(&path).unwrap();
+    let found = r.first_break.expect("a backdated new stream is found");
+    assert_eq!((found.stream.as_str(), found.version), ("z", Some(0)), "{found}");
+    assert!(found.reason.contains("before the event before it in the log"), "{found}");
+}

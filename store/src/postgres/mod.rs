@@ -300,6 +300,30 @@ pub(crate) struct Shared {
     pub(crate) ahead: ahead::ReadAhead,
     /// What the writers last committed to each stream (the one-round-trip commit).
     pub(crate) known: writer::KnownStreams,
+    /// The highest transaction id of the log this process saw (head reads, its own commits).
+    pub(crate) high_water: std::sync::atomic::AtomicI64,
+    /// Set once a head read or a commit came before `high_water` ([`EventStore::log_went_back`]).
+    pub(crate) went_back: std::sync::OnceLock<String>,
+}
+
+impl Shared {
+    /// Notes a transaction id of the log seen by `what` (a head read, a commit): one below the
+    /// highest seen so far means the database went back under this process — restored from a
+    /// backup: PostgreSQL's transaction ids never go back otherwise, and a commit's is above
+    /// every one committed before it began (ops3am10, ops3am11: running replicas acknowledged
+    /// writes at positions their read models had passed, and never showed or ran them).
+    pub(crate) fn note_tx(&self, tx: i64, what: &str) {
+        let highest = self.high_water.fetch_max(tx, std::sync::atomic::Ordering::Relaxed);
+        if tx < highest && self.went_back.get().is_none() {
+            let why = format!(
+                "{what} in PostgreSQL transaction {tx}, before transaction {highest} this process \
+                 saw in the log earlier: the database was restored from a backup or replaced \
+                 under it; restart it (it rebuilds its read models from the log)"
+            );
+            tracing::error!(error = %why, "the log went back under this process");
+            let _ = self.went_back.set(why);
+        }
+    }
 }
 
 /// Refuses a log whose positions are ahead of the cluster's transaction ids. A position is the
@@ -415,6 +439,8 @@ impl PgStore {
             committed: Arc::clone(&committed),
             ahead,
             known: writer::KnownStreams::default(),
+            high_water: std::sync::atomic::AtomicI64::new(0),
+            went_back: std::sync::OnceLock::new(),
         });
         let (head_tx, head_rx) = watch::channel(head);
         let tail = tokio::spawn(tail::run(config, Arc::clone(&shared), head_tx));
@@ -624,7 +650,17 @@ impl EventStore for PgStore {
     }
 
     async fn head(&self) -> Result<Position, StoreError> {
-        reader::head(&self.shared.pool).await
+        let head = reader::head(&self.shared.pool).await?;
+        if let Ok(tx) = i64::try_from(head.commit())
+            && tx > 0
+        {
+            self.shared.note_tx(tx, "the log's head is");
+        }
+        Ok(head)
+    }
+
+    fn log_went_back(&self) -> Option<String> {
+        self.shared.went_back.get().cloned()
     }
 
     fn commit_floor(&self) -> Option<chrono::DateTime<chrono::Utc>> {

@@ -607,6 +607,8 @@ fn scan(
     };
     let mut ordinal = 0u64;
     let mut scan_break = None;
+    // The commit time and position of the event before, in log order.
+    let mut before: Option<(i64, i64)> = None;
     while let Some(r) = rows.next().map_err(fail)? {
         if ordinal > first_break.load(Ordering::Relaxed) {
             // A shard found a break before this event: nothing after it counts.
@@ -644,6 +646,35 @@ fn scan(
         }
         // A position below 1 is out of order with any stream's first event.
         let at = position(pos);
+        // One writer stamps the embedded store's commits with a clock that never goes back, so
+        // commit times rise with positions across the whole log (auditor23: an event added to
+        // a new stream, or to one stream between two of another's, dated before the events
+        // around it, passed the check within its stream).
+        let recorded_at: i64 = r.get(7).map_err(fail)?;
+        // Said after the event is handed to its shard, so a break of its own stream's walk at
+        // the same event (a more precise one) is the one reported.
+        let backdated = before.filter(|(_, was)| recorded_at < *was).map(|(was_at, was)| {
+            let time = |micros: i64| {
+                chrono::DateTime::from_timestamp_micros(micros).map_or_else(
+                    || micros.to_string(),
+                    |t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                )
+            };
+            Break {
+                stream: streams[index].1.name.clone(),
+                version: u64::try_from(version).ok(),
+                position: Some(at),
+                reason: format!(
+                    "committed at {}, before the event before it in the log (position {}, {}): \
+                     the embedded store's commit times rise with its positions, so this event \
+                     was written or its time changed outside pop",
+                    time(recorded_at),
+                    position(was_at),
+                    time(was)
+                ),
+            }
+        });
+        before = Some((pos, recorded_at));
         let version_u = u64::try_from(version).unwrap_or(u64::MAX);
         batch.rows.push(Copied {
             ordinal,
@@ -651,7 +682,7 @@ fn scan(
             version,
             position: at,
             schema_version: r.get(4).map_err(fail)?,
-            recorded_at: r.get(7).map_err(fail)?,
+            recorded_at,
             start,
             type_len: event_type.len(),
             metadata_len: metadata.len(),
@@ -669,6 +700,11 @@ fn scan(
         });
         if log_batch.len() >= BATCH {
             send_log(&mut log_batch)?;
+        }
+        if let Some(b) = backdated {
+            first_break.fetch_min(ordinal, Ordering::Relaxed);
+            scan_break = Some((ordinal, b));
+            break;
         }
         ordinal += 1;
     }
