@@ -21,16 +21,17 @@ use crate::metrics;
 
 /// Queries longer than this are parsed every time (they are rarely repeated verbatim).
 const MAX_CACHED_QUERY_BYTES: usize = 4 * 1024;
-/// Distinct queries remembered in all; when full the cache starts over.
-const MAX_CACHED_QUERIES: usize = 512;
-/// Distinct queries remembered for one principal; when full its own cache starts over.
+/// Distinct queries remembered for one principal; when full its own cache starts over. There is
+/// no bound across principals (they come from the token file, so there are as many as it
+/// lists): one emptied every principal's cache at once, which a tenant could time to count the
+/// query texts the others had sent (hostile22).
 const MAX_CACHED_QUERIES_PER_PRINCIPAL: usize = 64;
 
 /// Parsed GraphQL documents by principal and query text. A full cache is cleared, not evicted
 /// entry by entry: clients send a handful of distinct queries, so a clear is rare and cheap.
-/// Each principal has its own (hostile21: one shared cache answered a query another tenant
-/// had sent faster than a new one, which told which ids that tenant had written into its
-/// query text; and any tenant could empty it for everyone with 512 documents).
+/// Each principal has its own, bounded on its own (hostile21: one shared cache answered a query
+/// another tenant had sent faster than a new one, which told which ids that tenant had written
+/// into its query text; and any tenant could empty it for everyone with 512 documents).
 #[derive(Default)]
 struct QueryCache {
     documents: std::sync::Mutex<QueryDocuments>,
@@ -39,7 +40,6 @@ struct QueryCache {
 #[derive(Default)]
 struct QueryDocuments {
     by_principal: HashMap<String, HashMap<String, ExecutableDocument>>,
-    count: usize,
 }
 
 impl QueryCache {
@@ -57,22 +57,15 @@ impl QueryCache {
         // A query that does not parse is left to the schema, which reports the error.
         let Ok(document) = async_graphql::parser::parse_query(&request.query) else { return };
         let Ok(mut documents) = self.documents.lock() else { return };
-        if documents.count >= MAX_CACHED_QUERIES {
-            documents.by_principal.clear();
-            documents.count = 0;
-        }
-        let QueryDocuments { by_principal, count } = &mut *documents;
+        let by_principal = &mut documents.by_principal;
         let own = match by_principal.get_mut(principal) {
             Some(own) => own,
             None => by_principal.entry(principal.to_owned()).or_default(),
         };
         if own.len() >= MAX_CACHED_QUERIES_PER_PRINCIPAL {
-            *count -= own.len();
             own.clear();
         }
-        if own.insert(request.query.clone(), document.clone()).is_none() {
-            *count += 1;
-        }
+        own.insert(request.query.clone(), document.clone());
         request.set_parsed_query(document);
     }
 }
@@ -346,10 +339,22 @@ mod tests {
         for n in 0..MAX_CACHED_QUERIES_PER_PRINCIPAL * 3 {
             cache.parse_into("globex", &mut async_graphql::Request::new(format!("{{ f{n} }}")));
         }
+        // Many principals filling theirs (hostile22: a bound across them emptied every cache
+        // at once, which a tenant could time) leave acme's alone.
+        for p in 0..20 {
+            for n in 0..MAX_CACHED_QUERIES_PER_PRINCIPAL {
+                let principal = format!("p{p}");
+                cache.parse_into(
+                    &principal,
+                    &mut async_graphql::Request::new(format!("{{ g{n} }}")),
+                );
+            }
+        }
         assert!(cached(&cache, "acme", "{ a }"), "globex's queries emptied acme's cache");
         let documents = cache.documents.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let globex = documents.by_principal.get("globex").map_or(0, HashMap::len);
         assert!(globex <= MAX_CACHED_QUERIES_PER_PRINCIPAL, "{globex}");
-        assert_eq!(documents.count, globex + 1);
+        let all: usize = documents.by_principal.values().map(HashMap::len).sum();
+        assert_eq!(all, globex + 1 + 20 * MAX_CACHED_QUERIES_PER_PRINCIPAL);
     }
 }

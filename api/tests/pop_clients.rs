@@ -471,4 +471,12 @@ async fn a_priority_insight_reads_in_pops_form_and_keeps_its_algorithm_when_writ
     assert_eq!(a.status, 200, "{:#}", a.body);
     assert_eq!(a.body["all"][0]["schedulingAlgorithm"], json!("RoundRobin"));
     assert_eq!(algorithm(&s).await, json!("RoundRobin"));
+    // A bad value of pop's field is named as sent (hostile22: it was blamed on
+    // schedulingAlgorithm).
+    let bad = json!({"id": "prio2", "customerId": "ops", "title": "P", "resourcePoolId": "pool-1",
+        "queueSize": 5, "popSchedulingAlgorithm": "Evil"});
+    let a = send_as(&s, ADMIN, "POST", "/pop/insight", bad).await;
+    assert_eq!(a.status, 400, "{:#}", a.body);
+    let field = &a.body["errorResponse"]["problems"][0]["field"];
+    assert_eq!(field, &json!("insight.popSchedulingAlgorithm"), "{:#}", a.body);
 }

@@ -237,14 +237,29 @@ config_kind!(AgendaTemplate, "Template", template, templates, {
 
 /// `value` with the fields /pop answers in pop's own names read as POP's: an insight's
 /// `popSchedulingAlgorithm` as its `schedulingAlgorithm` (when that is not given).
-fn with_pop_fields(mut value: Value) -> Value {
+fn with_pop_fields<T: ConfigKind>(mut value: Value) -> AppResult<Value> {
     if let Some(object) = value.as_object_mut()
         && let Some(algorithm) = object.remove(POP_SCHEDULING_ALGORITHM)
-        && object.get(SCHEDULING_ALGORITHM).is_none_or(Value::is_null)
     {
-        object.insert(SCHEDULING_ALGORITHM.into(), algorithm);
+        // Checked under its own name (hostile22: a bad value was blamed on
+        // schedulingAlgorithm, which the client had not sent).
+        if !algorithm.is_null()
+            && serde_json::from_value::<pop_domain::model::SchedulingAlgorithm>(algorithm.clone())
+                .is_err()
+        {
+            return Err(AppError::invalid(
+                &format!("{}.{POP_SCHEDULING_ALGORITHM}", T::DATA_FIELD),
+                format!(
+                    "{algorithm} is not a scheduling algorithm (FirstInFirstOut, RoundRobin, \
+                     Priority)"
+                ),
+            ));
+        }
+        if object.get(SCHEDULING_ALGORITHM).is_none_or(Value::is_null) {
+            object.insert(SCHEDULING_ALGORITHM.into(), algorithm);
+        }
     }
-    value
+    Ok(value)
 }
 
 /// A config write.
@@ -312,14 +327,14 @@ impl App {
             }
             ConfigOp::Create(value) => {
                 refuse_blank_ids(&value, &["id"])?;
-                let mut object: T = from_json(T::DATA_FIELD, with_pop_fields(value))?;
+                let mut object: T = from_json(T::DATA_FIELD, with_pop_fields::<T>(value)?)?;
                 object.fill_id();
                 check_id("id", object.id())?;
                 (object.id().to_string(), T::CREATE, ConfigCommand::Create { object, now, cid })
             }
             ConfigOp::Update(value) => {
                 sent = Some(value.clone());
-                let mut object: T = from_json(T::DATA_FIELD, with_pop_fields(value))?;
+                let mut object: T = from_json(T::DATA_FIELD, with_pop_fields::<T>(value)?)?;
                 object.fill_id();
                 check_id("id", object.id())?;
                 (object.id().to_string(), T::UPDATE, ConfigCommand::Update { object, now, cid })

@@ -143,7 +143,13 @@ impl AgendaModel {
         // No progress id is longer than MAX_PREFIX_BYTES: splits further right cannot name an
         // agenda, and trying each hashes its prefix (hostile21: an id of 64,000 dashes took
         // 10 s of a runtime thread, quadratic in its length).
-        for (i, _) in id.rmatch_indices('-').skip_while(|(i, _)| *i > MAX_PREFIX_BYTES) {
+        // Only the id's first bytes are searched (hostile22: walking every '-' of a 2 MB id
+        // still cost 68 ms).
+        let mut end = id.len().min(MAX_PREFIX_BYTES + 1);
+        while !id.is_char_boundary(end) {
+            end -= 1;
+        }
+        for (i, _) in id[..end].rmatch_indices('-') {
             let (progress_id, name) = (&id[..i], &id[i + 1..]);
             found.extend(self.with_progress_id(progress_id).filter(|e| keep(e)).map(|e| (e, name)));
         }
