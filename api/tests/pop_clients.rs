@@ -480,3 +480,28 @@ async fn a_priority_insight_reads_in_pops_form_and_keeps_its_algorithm_when_writ
     let field = &a.body["errorResponse"]["problems"][0]["field"];
     assert_eq!(field, &json!("insight.popSchedulingAlgorithm"), "{:#}", a.body);
 }
+
+/// Customer ids are unique ignoring case, as sharing compares them (POP's clients lowercase the
+/// `allowedCustomerIds` they read back): `Acme` beside `acme` is refused (popclient16: the two
+/// were two customers, each able to use what was shared with the other), and a limited admin
+/// writing back `ACME` for its `acme` is taken (it was NOT_FOUND).
+#[tokio::test]
+async fn customer_ids_are_one_customer_whatever_their_case() {
+    let s = start(ApiConfig::default()).await;
+    s.seed().await;
+    let a = send_as(&s, ADMIN, "POST", "/pop/customer", json!({"id": "Acme", "title": "A"})).await;
+    assert_eq!(a.status, 409, "{:#}", a.body);
+    assert!(a.body.to_string().contains("differs only in case"), "{:#}", a.body);
+    // acme's admin shares its template with its own customer, as POP's client writes it.
+    let template = json!({"id": "t-case", "customerId": "acme", "title": "T",
+        "allowedCustomerIds": ["ACME"], "agenda": {"title": "t", "operations": [
+            {"name": "one", "type": "t", "payload": {}}]}});
+    let a = send_as(&s, ACME_ADMIN, "POST", "/pop/agendatemplate", template).await;
+    assert_eq!(a.status, 200, "{:#}", a.body);
+    // Another customer's id, in any case, is still refused to it.
+    let template = json!({"id": "t-case2", "customerId": "acme", "title": "T",
+        "allowedCustomerIds": ["GLOBEX"], "agenda": {"title": "t", "operations": [
+            {"name": "one", "type": "t", "payload": {}}]}});
+    let a = send_as(&s, ACME_ADMIN, "POST", "/pop/agendatemplate", template).await;
+    assert_eq!(a.status, 404, "{:#}", a.body);
+}

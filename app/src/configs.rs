@@ -51,6 +51,11 @@ pub trait ConfigKind: ConfigObject + VisibleTo + Clone {
     /// An update that did not send a field POP's clients cannot carry keeps its `current`
     /// value (`sent`: the update as sent).
     fn keep_unsent(&mut self, _sent: &Value, _current: &Self) {}
+    /// Another live object this one may not exist beside, if any (its owner's customer id
+    /// and its id).
+    fn clash<'m>(&self, _models: &'m ReadModels) -> Option<(&'m str, &'m str)> {
+        None
+    }
     /// The object as a caller who sees `v` may read it: a pool lists only the insights
     /// the caller may see (on a shared pool, other customers' insights stay theirs).
     fn seen_by(self, _models: &ReadModels, _v: &Visibility) -> Self {
@@ -120,6 +125,12 @@ macro_rules! config_kind {
 }
 
 config_kind!(Customer, "Customer", customer, customers, {
+    /// Customer ids are unique ignoring case (popclient16: `Gamma` and `gamma` were two
+    /// customers, while sharing, which compares ids ignoring case, let each use what was shared
+    /// with the other).
+    fn clash<'m>(&self, models: &'m ReadModels) -> Option<(&'m str, &'m str)> {
+        models.customer_ignoring_case(&self.id).map(|c| (c.customer_id.as_str(), c.id.as_str()))
+    }
     fn fill_id(&mut self) {
         // A customer's id is its customerId (DOMAIN.md §2): either names both.
         if self.id.trim().is_empty() {
@@ -352,6 +363,25 @@ impl App {
             // id another customer uses and VALIDATION for an unused one. Both before the
             // object's stream is read, so a refused create takes as long for either (reading
             // another customer's stream answered ~0.1 ms later).
+            let clash = object
+                .clash(&self.projections().read())
+                .map(|(owner, id)| (caller.principal.sees(owner), id.to_owned()));
+            match clash {
+                Some((true, other)) => {
+                    return Err(AppError::conflict(format!(
+                        "{} {:?} differs only in case from {} {other:?}: ids are compared \
+                         ignoring case where objects are shared (allowedCustomerIds; POP's \
+                         clients lowercase them), so the two would be one",
+                        T::KIND,
+                        object.id(),
+                        T::KIND
+                    ))
+                    .within("id"));
+                }
+                // Another customer's: as for an id it uses, nothing tells it exists.
+                Some((false, _)) => return Err(AppError::not_found(T::KIND, object.id())),
+                None => {}
+            }
             if let Err(errors) = pop_domain::config::validate(object) {
                 let kind = T::KIND;
                 let refused = pop_domain::config::ConfigError::Invalid {
@@ -480,10 +510,21 @@ impl App {
             ))
             .within("isGlobal"));
         }
-        let added =
-            refs.customers.iter().enumerate().filter(|(_, c)| !before.customers.contains(c));
+        // Ignoring case, as sharing compares them: POP's clients lowercase the ids they read
+        // back (popclient16: a limited admin's write-back of `gamma` for its `Gamma` was
+        // NOT_FOUND).
+        let same = |a: &String, b: &String| pop_domain::text::eq_ignore_case(a, b);
+        let added = refs
+            .customers
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !before.customers.iter().any(|b| same(b, c)));
+        let sees = |customer: &String| match &caller.principal.customers {
+            Visibility::All => true,
+            Visibility::Customers(ids) => ids.iter().any(|id| same(id, customer)),
+        };
         for (i, customer) in added {
-            if !caller.principal.sees(customer) {
+            if !sees(customer) {
                 return Err(AppError::not_found("customer", customer)
                     .within(&format!("allowedCustomerIds[{i}]")));
             }

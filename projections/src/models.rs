@@ -358,6 +358,13 @@ impl ReadModels {
         self.customers.get(id)
     }
 
+    /// A live customer whose id equals `id` ignoring case but is not `id`: sharing
+    /// (`allowedCustomerIds`) compares ids ignoring case, as POP's clients lowercase them, so
+    /// two such customers would be one to it.
+    pub fn customer_ignoring_case(&self, id: &str) -> Option<&Customer> {
+        self.customers.live().find(|c| c.id != id && pop_domain::text::eq_ignore_case(&c.id, id))
+    }
+
     /// A page of the live customers `v` may see that also pass `keep`, in id order; `keep`
     /// applies before the page is cut, and `next` only when more match (see
     /// [`ConfigModel::list`]'s `exact_next`). The same for the other config kinds below.

@@ -173,6 +173,26 @@ fn check_snapshot(data_dir: &Path, db: &Path) -> Result<Option<SnapshotCheck>> {
             ));
         }
     }
+    // An agenda whose stream the data reaper deleted after the snapshot, before its reap
+    // record was written (a crash between the two, or this very moment beside a running
+    // server): the log no longer holds it, the record that makes the models forget it is not
+    // there yet, and it is no edit (review-s39).
+    let gone: Vec<String> = caught_up
+        .agendas()
+        .entries_by_id()
+        .into_iter()
+        .map(|e| e.key().to_owned())
+        .filter(|key| folded.agendas().get(key).is_none())
+        .filter(|key| {
+            matches!(
+                file.read_stream(&format!("agenda-{key}"), 0, 1, pop_store::Direction::Forwards),
+                Err(pop_store::StoreError::StreamDeleted { .. })
+            )
+        })
+        .collect();
+    for key in gone {
+        caught_up.forget_stream(head, &format!("agenda-{key}"));
+    }
     let want = folded.fingerprint().context("fingerprinting")?;
     match caught_up.fingerprint() {
         Err(e) => return differs(format!("an agenda it holds does not read: {e}")),
@@ -181,33 +201,30 @@ fn check_snapshot(data_dir: &Path, db: &Path) -> Result<Option<SnapshotCheck>> {
         }
         Ok(_) => {}
     }
-    let fields = |m: &ReadModels| -> Vec<(String, String)> {
-        m.agendas()
-            .entries_by_id()
-            .into_iter()
-            .map(|e| {
-                let fields = format!(
-                    "id {:?}, progressId {:?}, customerId {:?}, linkId {:?}, insightId {:?}, \
-                     state {:?}, phase {:?}, added {}, entered {}, updated {}, doNotRun {}",
-                    e.id(),
-                    e.progress_id(),
-                    e.customer_id(),
-                    e.link_id(),
-                    e.insight_id(),
-                    e.processing_state(),
-                    e.phase(),
-                    e.added_ms(),
-                    e.entered_ms(),
-                    e.updated_ms(),
-                    e.is_do_not_run()
-                );
-                (e.key().to_owned(), fields)
-            })
-            .collect()
-    };
-    let (got, want) = (fields(&caught_up), fields(&folded));
-    if let Some((g, w)) = got.iter().zip(&want).find(|(g, w)| g != w) {
-        return differs(format!("agenda {:?} holds {} where the log gives {}", g.0, g.1, w.1));
+    // Compared in lockstep, formatted only where they differ: two models of a large store
+    // are memory enough (review-s39).
+    let (got, want) = (caught_up.agendas().entries_by_id(), folded.agendas().entries_by_id());
+    #[allow(clippy::type_complexity)]
+    fn fields(
+        e: &pop_projections::AgendaEntry,
+    ) -> (
+        (&str, &str, &str, &str, Option<&str>, Option<&str>),
+        (pop_domain::ProcessingState, pop_projections::Phase, i64, i64, i64),
+        bool,
+    ) {
+        (
+            (e.key(), e.id(), e.progress_id(), e.customer_id(), e.link_id(), e.insight_id()),
+            (e.processing_state(), e.phase(), e.added_ms(), e.entered_ms(), e.updated_ms()),
+            e.is_do_not_run(),
+        )
+    }
+    if let Some((g, w)) = got.iter().zip(&want).find(|(g, w)| fields(g) != fields(w)) {
+        return differs(format!(
+            "agenda {:?} holds {:?} where the log gives {:?}",
+            g.key(),
+            fields(g),
+            fields(w)
+        ));
     }
     if got.len() != want.len() {
         return differs("it holds another number of agendas".into());

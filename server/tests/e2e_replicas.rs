@@ -311,6 +311,19 @@ async fn two_replicas_on_one_store(url: &str) {
         "read-your-writes across replicas, read at once"
     );
 
+    // (d') A burst of concurrent writes through both replicas: neither takes it for a
+    // database restored under it (auditor24: commits of one process end out of transaction
+    // order, and both replicas latched "the log went back" and answered 503 for good).
+    // (16: the insight queues 20, and the agenda of (e) must still find room.)
+    let burst = (0..16).map(|i| submit(if i % 2 == 0 { &a } else { &b }, &position));
+    futures::future::join_all(burst).await;
+    for pop in [&a, &b] {
+        let r = pop.http.get(format!("{}/readyz", pop.base())).send().await.unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        assert_eq!(status, 200, "{body}\n{}", log_tail(&pop.log));
+    }
+
     // (e) The scheduler's leader frozen, not dead (`kill -STOP`: a hung node, Ctrl-Z): its
     // connections stay open and its kernel still answers TCP keepalives, but it says nothing.
     // The other keeps serving and takes the scheduler over (a new agenda gets queued); the

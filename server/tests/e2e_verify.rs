@@ -169,6 +169,12 @@ async fn pop_verify_checks_a_postgres_store() {
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Runs `pop demo` on `data` (one agenda's lifecycle written without a server).
+fn demo(data: &std::path::Path) {
+    let out = pop_command().args(["demo", "--data-dir"]).arg(data).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// The value of an unlabelled series in a Prometheus text page.
 fn gauge(page: &str, name: &str) -> Option<f64> {
     page.lines()
@@ -388,15 +394,11 @@ async fn checkpoints_deleted_from_the_store_are_found_by_the_witness_and_never_s
 fn events_unsealed_over_a_long_span_are_not_verified() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let demo = || {
-        let out = pop_command().args(["demo", "--data-dir"]).arg(&data).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    };
     // Written 2.5 s apart, with no server: the span a test can afford, checked against a
     // bound of 1 s (the default is 60 s).
-    demo();
+    demo(&data);
     std::thread::sleep(Duration::from_millis(2500));
-    demo();
+    demo(&data);
     let verify = |span: &str| {
         pop_command()
             .args(["verify", "--max-unsealed-span", span, "--data-dir"])
@@ -453,11 +455,7 @@ async fn metrics_until(pop: &Pop, log: &std::path::Path, ok: impl Fn(&str) -> bo
 async fn a_checkpoint_key_is_rotated_with_the_previous_key() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let demo = || {
-        let out = pop_command().args(["demo", "--data-dir"]).arg(&data).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    };
-    demo();
+    demo(&data);
     let log = dir.path().join("serve.log");
     let pop = Pop::start_with(&data, None, &log, false, &["--checkpoint-every", "1"]);
     metrics_until(&pop, &log, |p| gauge(p, "pop_checkpoint_seq").is_some_and(|s| s >= 1.0)).await;
@@ -466,7 +464,7 @@ async fn a_checkpoint_key_is_rotated_with_the_previous_key() {
     std::fs::rename(data.join("checkpoint.key"), &old).unwrap();
     let new = dir.path().join("new.key");
     std::fs::write(&new, format!("{}\n", "5a".repeat(32))).unwrap();
-    demo();
+    demo(&data);
 
     let args = ["--checkpoint-every", "1", "--checkpoint-key", new.to_str().unwrap()];
     let log = dir.path().join("refused.log");
@@ -518,8 +516,7 @@ async fn pop_verify_checks_the_read_model_snapshot_against_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let served = |name: &str| {
         let data = dir.path().join(name);
-        let out = pop_command().args(["demo", "--data-dir"]).arg(&data).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        demo(&data);
         let log = dir.path().join(format!("{name}.log"));
         // A graceful stop writes the snapshot.
         stop(Pop::start_with(&data, None, &log, false, &["--checkpoint-every", "1"]));

@@ -845,10 +845,12 @@ impl LogWalker {
         };
         let unused = match &self.key_unused {
             Some(id) => format!(
-                "; no checkpoint of the store names key {id}: if it is a new key, the log has \
-                 not been handed over to it yet (start `pop serve` with it and \
-                 --checkpoint-previous-key naming the key that signed the newest checkpoint), \
-                 else it is not this store's key"
+                "; no checkpoint of the store names key {id}: either it is a new key the log has \
+                 not been handed over to yet, or the checkpoints it signed (the handover among \
+                 them) were deleted and the log sealed again with an older key, or it is not \
+                 this store's key. Check the store against the witness (--witness) or a backup \
+                 before handing the log over (`pop serve` with it and --checkpoint-previous-key \
+                 naming the key of the newest checkpoint): a handover signs what the store holds"
             ),
             None => String::new(),
         };

@@ -157,8 +157,8 @@ pub trait EventStore: Send + Sync + 'static {
         None
     }
 
-    /// Why this process knows the log went back under it, if it does: a head read or a commit
-    /// at a position before one it saw earlier (a database restored from a backup while the
+    /// Why this process knows the log went back under it, if it does: a head read at a
+    /// position before one it read earlier (a database restored from a backup while the
     /// process ran). For good: the read models of such a process would skip the positions the
     /// new events reuse, so it must restart.
     fn log_went_back(&self) -> Option<String> {

@@ -16,6 +16,8 @@ use pop_store::{
 use rusqlite::Connection;
 use uuid::Uuid;
 
+mod forge;
+
 fn event(n: u32) -> NewEvent {
     NewEvent {
         event_id: Uuid::new_v4(),
@@ -293,7 +295,8 @@ async fn a_store_from_before_the_chain_is_migrated_and_verifies() {
     let conn = Connection::open(&path).unwrap();
     conn.execute_batch(
         "ALTER TABLE events DROP COLUMN chain; ALTER TABLE streams DROP COLUMN head_hash; \
-         DROP TABLE pruned; DROP TABLE log_checkpoints; PRAGMA user_version = 1;",
+         DROP TABLE pruned; DROP TABLE log_checkpoints; ALTER TABLE log DROP COLUMN imported_to; \
+         PRAGMA user_version = 1;",
     )
     .unwrap();
     drop(conn);
@@ -344,7 +347,6 @@ async fn a_stopped_store_verifies_without_creating_anything_beside_it() {
 /// the newest checkpoint, passed verify and was then sealed).
 #[tokio::test]
 async fn an_event_backdated_before_its_streams_previous_one_is_found() {
-    use pop_store::digest::{DigestInput, GENESIS, chain, data_hash, event_digest};
     let dir = tempfile::tempdir().unwrap();
     let (path, positions) = pristine(dir.path()).await;
     let b = &positions[1].1;
@@ -354,39 +356,7 @@ async fn an_event_backdated_before_its_streams_previous_one_is_found() {
         [seq(b[2])],
     )
     .unwrap();
-    type Row = (i64, i64, String, i64, Vec<u8>, Vec<u8>, i64);
-    let rows: Vec<Row> = conn
-        .prepare(
-            "SELECT e.position, e.version, e.event_type, e.schema_version, e.data, e.metadata, \
-             e.recorded_at FROM events e JOIN streams s ON s.id = e.stream_id \
-             WHERE s.name = 'b' ORDER BY e.version",
-        )
-        .unwrap()
-        .query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
-        })
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let mut head = GENESIS;
-    for (position, version, event_type, schema, data, metadata, at) in &rows {
-        let digest = event_digest(&DigestInput {
-            stream: "b",
-            version: *version as u64,
-            event_type,
-            schema_version: *schema as u32,
-            recorded_at_micros: *at,
-            metadata,
-            data_hash: &data_hash(data),
-        });
-        head = chain(&head, &digest);
-        conn.execute(
-            "UPDATE events SET chain = ?1 WHERE position = ?2",
-            rusqlite::params![head.to_vec(), position],
-        )
-        .unwrap();
-    }
-    conn.execute("UPDATE streams SET head_hash = ?1 WHERE name = 'b'", [head.to_vec()]).unwrap();
+    forge::rechain(&conn, "b");
     drop(conn);
     let r = SqliteStore::verify_file(&path).unwrap();
     let found = r.first_break.expect("a backdated event is found");

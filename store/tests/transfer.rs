@@ -480,3 +480,59 @@ async fn a_tampered_export_is_refused_with_its_line_and_nothing_is_imported() {
     drop(client);
     let _ = driver.await;
 }
+
+/// A PostgreSQL log written by two replicas whose commits are out of time order across
+/// streams (clock offsets, lock waits), moved to the embedded store by export and import:
+/// verify there holds the embedded writer's rule (commit times rise with positions) only after
+/// what the import brought (auditor24, review-s39: the documented migration ended TAMPERED).
+#[tokio::test]
+async fn a_postgres_log_out_of_time_order_imports_into_the_embedded_store_and_verifies() {
+    let Some(cluster) = pop_store::test_cluster::TestCluster::shared("import out of time order")
+    else {
+        return;
+    };
+    let url = cluster.create_database().await.unwrap();
+    let replica = |at: DateTime<Utc>| pop_store::PgOptions {
+        clock: pop_store::fixed_clock(at),
+        database_clock: false,
+        ..pop_store::PgOptions::default()
+    };
+    let ahead = pop_store::PgStore::connect(&url, replica(now())).await.unwrap();
+    let behind = pop_store::PgStore::connect(&url, replica(now() - chrono::Duration::seconds(30)))
+        .await
+        .unwrap();
+    ahead.append("a", ExpectedVersion::NoStream, vec![event(1, b"{}".to_vec())]).await.unwrap();
+    behind.append("b", ExpectedVersion::NoStream, vec![event(2, b"{}".to_vec())]).await.unwrap();
+    let k = key(5);
+    Sealer::new(k.clone()).seal_all(&ahead, now()).await.unwrap().expect("sealed");
+    ahead.close().await;
+    behind.close().await;
+    let mut out = Vec::new();
+    pop_store::postgres::transfer::export(&url, Position::START, &k, &mut out, now())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("from-pg.jsonl");
+    std::fs::write(&file, &out).unwrap();
+    let (result, target) = import_sqlite(dir.path(), &file, &k).await;
+    result.unwrap();
+    let report = SqliteStore::verify_file(&target).unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    // Written on there by its own writer: still checked.
+    let store = SqliteStore::open(&target, SqliteOptions::default()).await.unwrap();
+    store.append("c", ExpectedVersion::NoStream, vec![event(3, b"{}".to_vec())]).await.unwrap();
+    store.close().await.unwrap();
+    let conn = rusqlite::Connection::open(&target).unwrap();
+    let n = conn
+        .execute(
+            "UPDATE events SET recorded_at = recorded_at - 86400000000 WHERE stream_id = \
+             (SELECT id FROM streams WHERE name = 'c')",
+            [],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    drop(conn);
+    let report = SqliteStore::verify_file(&target).unwrap();
+    let found = report.first_break.expect("a native event backdated");
+    assert_eq!(found.stream, "c", "{found}");
+}

@@ -300,18 +300,20 @@ pub(crate) struct Shared {
     pub(crate) ahead: ahead::ReadAhead,
     /// What the writers last committed to each stream (the one-round-trip commit).
     pub(crate) known: writer::KnownStreams,
-    /// The highest transaction id of the log this process saw (head reads, its own commits).
+    /// The highest transaction id of the log's head this process read.
     pub(crate) high_water: std::sync::atomic::AtomicI64,
-    /// Set once a head read or a commit came before `high_water` ([`EventStore::log_went_back`]).
+    /// Set once a head read came before `high_water` ([`EventStore::log_went_back`]).
     pub(crate) went_back: std::sync::OnceLock<String>,
 }
 
 impl Shared {
-    /// Notes a transaction id of the log seen by `what` (a head read, a commit): one below the
-    /// highest seen so far means the database went back under this process — restored from a
-    /// backup: PostgreSQL's transaction ids never go back otherwise, and a commit's is above
-    /// every one committed before it began (ops3am10, ops3am11: running replicas acknowledged
-    /// writes at positions their read models had passed, and never showed or ran them).
+    /// Notes the transaction id of the log's head (`what`): one below the highest head seen so
+    /// far means the database went back under this process — restored from a backup (ops3am10,
+    /// ops3am11: running replicas acknowledged writes at positions their read models had
+    /// passed, and never showed or ran them). The head is read below the horizon (nothing
+    /// below it can still commit), so it never goes back otherwise. Commits are not noted: one
+    /// of an older transaction may end after a newer one (auditor24: two replicas under
+    /// concurrent writes both latched).
     pub(crate) fn note_tx(&self, tx: i64, what: &str) {
         let highest = self.high_water.fetch_max(tx, std::sync::atomic::Ordering::Relaxed);
         if tx < highest && self.went_back.get().is_none() {

@@ -379,7 +379,6 @@ async fn group_on(
             let statements = [&lock, &guarded, &notify];
             match known::commit(shared, tx, group, &decided, &predicted, now, statements).await {
                 Ok(Some(tx_id)) => {
-                    shared.note_tx(tx_id, "a commit was");
                     shared.known.learn(&decided.touched, now);
                     return Ok(known::with_tx_id(decided.answers, tx_id));
                 }
@@ -402,7 +401,6 @@ async fn group_on(
         tx.batch_execute("COMMIT").await.map_err(classify("committing a group"))?;
     } else {
         write_group(shared, tx, &decided, read.tx_id, now, [&insert, &upsert, &notify]).await?;
-        shared.note_tx(read.tx_id, "a commit was");
         shared.known.learn(&decided.touched, now);
     }
     Ok(decided.answers)

@@ -76,6 +76,13 @@ const MIGRATIONS: &[&str] = &[
         signature  BLOB    NOT NULL
     ) STRICT;
     ",
+    // 4: where a `pop import` ended (`log.imported_to`, NULL: none). The embedded store's own
+    // writer stamps commit times that rise with positions, which verify checks across the
+    // whole log; an imported log keeps its source's times (a PostgreSQL log's replicas commit
+    // out of time order by their clock offsets and lock waits), so the check starts after it.
+    "
+    ALTER TABLE log ADD COLUMN imported_to INTEGER;
+    ",
 ];
 
 /// The step after which existing events get their chains computed.

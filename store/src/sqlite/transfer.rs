@@ -708,7 +708,8 @@ fn write_items(
                 .map_err(&write)?;
         }
     }
-    conn.execute("UPDATE log SET head = ?1 WHERE id = 1", [next_position]).map_err(&write)?;
+    conn.execute("UPDATE log SET head = ?1, imported_to = ?1 WHERE id = 1", [next_position])
+        .map_err(&write)?;
     conn.execute_batch("COMMIT").map_err(&write)?;
     Ok(())
 }

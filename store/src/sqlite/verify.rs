@@ -184,11 +184,13 @@ pub(crate) fn verify(
     if let Some(missing) = crate::verify::Break::missing_tables(super::schema::TABLES, &tables) {
         return Ok(missing);
     }
-    let log_head: Option<i64> = conn
-        .query_row("SELECT head FROM log WHERE id = 1", [], |r| r.get(0))
+    let log_head: Option<(i64, Option<i64>)> = conn
+        .query_row("SELECT head, imported_to FROM log WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .optional()
         .map_err(fail)?;
-    let Some(log_head) = log_head else {
+    let Some((log_head, imported_to)) = log_head else {
         return Ok(crate::verify::Break::of_store(
             "the table log has no row: pop never deletes it, so it was deleted outside pop",
         )
@@ -247,8 +249,16 @@ pub(crate) fn verify(
             .name("pop-verify-log".into())
             .spawn_scoped(scope, move || walk_log(log, streams_ref, log_inbox))
             .map_err(|e| StoreError::backend("starting a verification thread", e));
-        let scanned =
-            scan(conn, &streams, &log_out, &senders, &recycled, &first_break, &mut by_index);
+        let scanned = scan(
+            conn,
+            &streams,
+            imported_to.unwrap_or(0),
+            &log_out,
+            &senders,
+            &recycled,
+            &first_break,
+            &mut by_index,
+        );
         drop(senders);
         drop(log_out);
         let log = log_thread.and_then(|t| {
@@ -520,9 +530,11 @@ impl Ids {
 /// The scan in log order (the table's own order: sequential reads): each event copied to the
 /// shard of its stream, and each event and each pruned hash row, merged by position, to the
 /// walk over the checkpoints.
+#[allow(clippy::too_many_arguments)]
 fn scan(
     conn: &Connection,
     streams: &[(i64, StreamRow)],
+    imported_to: i64,
     log_out: &SyncSender<Vec<LogItem>>,
     shards: &[SyncSender<Batch>],
     recycled: &Receiver<Batch>,
@@ -653,27 +665,30 @@ fn scan(
         let recorded_at: i64 = r.get(7).map_err(fail)?;
         // Said after the event is handed to its shard, so a break of its own stream's walk at
         // the same event (a more precise one) is the one reported.
-        let backdated = before.filter(|(_, was)| recorded_at < *was).map(|(was_at, was)| {
-            let time = |micros: i64| {
-                chrono::DateTime::from_timestamp_micros(micros).map_or_else(
-                    || micros.to_string(),
-                    |t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                )
-            };
-            Break {
-                stream: streams[index].1.name.clone(),
-                version: u64::try_from(version).ok(),
-                position: Some(at),
-                reason: format!(
-                    "committed at {}, before the event before it in the log (position {}, {}): \
-                     the embedded store's commit times rise with its positions, so this event \
-                     was written or its time changed outside pop",
-                    time(recorded_at),
-                    position(was_at),
-                    time(was)
-                ),
-            }
-        });
+        let backdated = before.filter(|(_, was)| pos > imported_to && recorded_at < *was).map(
+            |(was_at, was)| {
+                let time = |micros: i64| {
+                    chrono::DateTime::from_timestamp_micros(micros).map_or_else(
+                        || micros.to_string(),
+                        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                    )
+                };
+                Break {
+                    stream: streams[index].1.name.clone(),
+                    version: u64::try_from(version).ok(),
+                    position: Some(at),
+                    reason: format!(
+                        "committed at {}, before the event before it in the log (position {}, {}): \
+                     the embedded store's commit times rise with its positions (after what an \
+                     import brought, which keeps its source's times), so this event was written \
+                     or its time changed outside pop",
+                        time(recorded_at),
+                        position(was_at),
+                        time(was)
+                    ),
+                }
+            },
+        );
         before = Some((pos, recorded_at));
         let version_u = u64::try_from(version).unwrap_or(u64::MAX);
         batch.rows.push(Copied {
