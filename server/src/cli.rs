@@ -52,6 +52,10 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Variables a blank value of which stops the start instead of being taken as unset: they
+/// choose the store, the data directory or the tokens.
+pub const MUST_NOT_BE_BLANK: [&str; 3] = ["DATABASE_URL", "POP_DATA_DIR", "POP_TOKEN_FILE"];
+
 /// The command line, with every option whose environment variable is set but blank read as if
 /// the variable were unset (what a Kubernetes `env:` from an empty value or a missing optional
 /// Secret key gives): clap took the blank value and named a flag nobody passed (newcomer9:

@@ -37,6 +37,16 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let (command, blank) = cli::without_blank_env(cli::Cli::command());
+    // Those that choose the store, the data or the credentials stop the start: taken as unset,
+    // a deployment whose Secret came out empty served an empty store of its own, ready, and
+    // lost what it acknowledged with its pod (ops3am12).
+    if let Some(name) = blank.iter().find(|n| cli::MUST_NOT_BE_BLANK.contains(&n.as_str())) {
+        eprintln!(
+            "pop: error: {name} is set but blank: give it a value or unset it (it chooses the \
+             store, the data directory or the tokens, so a blank one is not taken as unset)"
+        );
+        return ExitCode::from(2);
+    }
     for name in &blank {
         eprintln!("pop: warning: {name} is set but blank: taken as unset");
     }

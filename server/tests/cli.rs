@@ -685,17 +685,29 @@ fn a_blank_variable_is_taken_as_unset_and_said() {
     let dir = tempfile::tempdir().unwrap();
     let out = pop_command()
         .current_dir(dir.path())
-        .env("POP_DATA_DIR", "")
         .env("POP_CHECKPOINT_KEY", "  ")
         .args(["verify"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("POP_CHECKPOINT_KEY is set but blank: taken as unset"), "{stderr}");
-    assert!(stderr.contains("POP_DATA_DIR is set but blank: taken as unset"), "{stderr}");
     // The default data directory, which holds no store here.
     assert!(stderr.contains("no embedded store at pop-data"), "{stderr}");
     assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // Those that choose the store, the data or the tokens stop the start (ops3am12: a blank
+    // DATABASE_URL served an empty embedded store, ready).
+    for name in ["DATABASE_URL", "POP_DATA_DIR", "POP_TOKEN_FILE"] {
+        let out = pop_command()
+            .current_dir(dir.path())
+            .env(name, "")
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        assert!(stderr.contains(&format!("{name} is set but blank: give it a value")), "{stderr}");
+        assert!(!dir.path().join("pop-data").exists(), "{name}: a store was made");
+    }
     // Said for a client command too (here one refused before it calls anything).
     let out =
         pop_command().env("POP_SERVER", "").args(["agendas", "--limit", "0"]).output().unwrap();

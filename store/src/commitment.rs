@@ -160,6 +160,9 @@ pub fn handover_message(to: &VerifyingKey, seq: u64, previous: &Hash) -> Vec<u8>
     m
 }
 
+/// Checkpoints a sealer looks back for a handover from its own key ([`Sealer::handed_on`]).
+const HANDED_ON_LOOKBACK: usize = 256;
+
 /// What is signed before a handover's content.
 const HANDOVER_CONTEXT: &[u8] = b"pop-key-handover-v1\n";
 
@@ -474,6 +477,31 @@ impl Sealer {
         Err(SealError::Foreign(why))
     }
 
+    /// Where this sealer's key handed the log on, as the chain from `last` back says (the
+    /// checkpoint and the key it went to): looked for back to the newest checkpoint this key
+    /// signed, at most [`HANDED_ON_LOOKBACK`] checkpoints.
+    async fn handed_on(
+        &self,
+        store: &dyn LogCommitment,
+        last: &SignedCheckpoint,
+    ) -> Result<Option<(u64, String)>, StoreError> {
+        let own = key_id(&self.key.verifying_key());
+        let mut at = Some(last.clone());
+        for _ in 0..HANDED_ON_LOOKBACK {
+            let Some(c) = at.and_then(|c| c.checkpoint().ok()) else { return Ok(None) };
+            if let Some(h) = &c.handover
+                && h.from_key_id == own
+            {
+                return Ok(Some((c.seq, c.key_id)));
+            }
+            if c.key_id == own || c.seq <= 1 {
+                return Ok(None);
+            }
+            at = store.checkpoint(c.seq - 1).await?;
+        }
+        Ok(None)
+    }
+
     /// [`Sealer::seal`], refusing ([`SealError::BehindWitness`]) when the store's newest
     /// checkpoint is numbered below the `witness` (the checkpoint known outside the store;
     /// `None`: none). Checked on the checkpoint this seal extends, so checkpoints deleted at
@@ -495,6 +523,26 @@ impl Sealer {
             None => (1, Position::START, 0, GENESIS, GENESIS, None),
             Some(last) => {
                 let c = last.checkpoint().map_err(SealError::Foreign)?;
+                if c.key_id != key_id(&public)
+                    && let Some((at, to)) = self.handed_on(store, &last).await?
+                {
+                    // This key handed the log on: it takes it back only with the endorsement of
+                    // the key that holds it now (ops3am11, ops3am12: a replica still on the old
+                    // key, told to name the newest signer as lost, took the log back).
+                    let endorsed_back = self.previous.iter().any(|p| {
+                        matches!(p, PreviousKey::Held(k) if last.verify_signature(&k.verifying_key()).is_ok())
+                    });
+                    if !endorsed_back {
+                        return Err(SealError::Foreign(format!(
+                            "this key ({}) handed the log over to key {to} at checkpoint {at}: \
+                             restart this replica with the new --checkpoint-key; it takes the log \
+                             back only with the endorsement of the key that signs it now \
+                             (--checkpoint-previous-key naming that key's file), never by calling \
+                             that key lost",
+                            key_id(&public)
+                        )));
+                    }
+                }
                 let handover = match self.extends(&last, &c, witness)? {
                     Extends::Own => None,
                     Extends::From(h) => Some(h),

@@ -662,7 +662,13 @@ async fn a_sealer_that_cannot_extend_the_log_says_why_and_what_to_do() {
     handed.seal_all(&store, now()).await.unwrap().expect("sealed");
     store.append("d", ExpectedVersion::Exact(1), vec![event(42, "d")]).await.unwrap();
     let why = refused(Sealer::new(c.clone()).seal(&store, now()).await);
-    assert!(why.contains("restart this one with the new --checkpoint-key"), "{why}");
+    assert!(why.contains("restart this replica with the new --checkpoint-key"), "{why}");
+    // Also once B has sealed on past its handover (ops3am12: after one round it went back to
+    // advising to name B as the previous key).
+    store.append("d", ExpectedVersion::Exact(2), vec![event(43, "d")]).await.unwrap();
+    Sealer::new(b.clone()).seal_all(&store, now()).await.unwrap().expect("B seals on");
+    let why = refused(Sealer::new(c.clone()).seal(&store, now()).await);
+    assert!(why.contains("restart this replica with the new --checkpoint-key"), "{why}");
     let r = store.verify_with(Some(b.verifying_key())).await.unwrap();
     assert!(r.is_intact(), "{r:?}");
     store.close().await.unwrap();
@@ -688,17 +694,39 @@ async fn a_retired_key_takes_the_log_back_only_with_an_endorsement() {
     std::fs::copy(&path, &after_b).unwrap();
     let store = SqliteStore::open(&path, options.clone()).await.unwrap();
 
-    // A's holder declares B lost and takes the log back.
+    // A's holder declares B lost to take the log back: pop's sealer refuses (ops3am12).
     store.append("d", ExpectedVersion::Exact(0), vec![event(41, "d")]).await.unwrap();
     let newest = store.last_checkpoint().await.unwrap();
     let back = Sealer::new(a.clone()).handing_over(vec![PreviousKey::Lost(id(&b))]);
-    back.seal_all_after(&store, now(), newest.as_ref()).await.unwrap().expect("sealed");
+    let refused = back.seal_all_after(&store, now(), newest.as_ref()).await;
+    assert!(
+        matches!(&refused, Err(pop_store::commitment::SealError::Foreign(e))
+            if e.contains(&format!("handed the log over to key {} at checkpoint 4", id(&b)))),
+        "{refused:?}"
+    );
+    // A forger with A and the database does it by hand: the takeover another key would seal
+    // (checkpoint 5), signed by A instead.
+    let c = key(3);
+    let other = Sealer::new(c.clone()).handing_over(vec![PreviousKey::Lost(id(&b))]);
+    let mut five = other.seal_all_after(&store, now(), newest.as_ref()).await.unwrap().unwrap();
+    store.close().await.unwrap();
+    five.key_id = id(&a);
+    if let Some(h) = five.handover.as_mut() {
+        h.to_key = pop_store::digest::hex(a.verifying_key().as_bytes());
+    }
+    let forged = pop_store::commitment::SignedCheckpoint::sign(&five, &a).unwrap();
+    Connection::open(&path)
+        .unwrap()
+        .execute(
+            "UPDATE log_checkpoints SET body = ?1, signature = ?2 WHERE seq = 5",
+            rusqlite::params![forged.body, forged.signature],
+        )
+        .unwrap();
     for (k, name) in [(&b, "B"), (&a, "A")] {
-        let r = store.verify_with(Some(k.verifying_key())).await.unwrap();
+        let r = SqliteStore::verify_file_with(&path, Some(k.verifying_key())).unwrap();
         let found = r.first_break.unwrap_or_else(|| panic!("verified with {name}: intact"));
         assert!(found.reason.contains("handed the log on at checkpoint 4"), "{name}: {found}");
     }
-    store.close().await.unwrap();
 
     // The same log as after A -> B, handed back to A with B's endorsement: a rotation back.
     let store = SqliteStore::open(&after_b, options).await.unwrap();
