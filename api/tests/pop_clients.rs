@@ -504,4 +504,11 @@ async fn customer_ids_are_one_customer_whatever_their_case() {
             {"name": "one", "type": "t", "payload": {}}]}});
     let a = send_as(&s, ACME_ADMIN, "POST", "/pop/agendatemplate", template).await;
     assert_eq!(a.status, 404, "{:#}", a.body);
+    // A create refused by the object's own rules says nothing of another customer's id
+    // (hostile23: "GLOBEX" answered NOT_FOUND, an unused id VALIDATION).
+    for id in ["GLOBEX", "NOPE"] {
+        let customer = json!({"id": id, "customerId": "acme", "title": "x"});
+        let a = send_as(&s, ACME_ADMIN, "POST", "/pop/customer", customer).await;
+        assert_eq!(a.status, 400, "{id}: {:#}", a.body);
+    }
 }

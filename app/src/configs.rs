@@ -363,6 +363,19 @@ impl App {
             // id another customer uses and VALIDATION for an unused one. Both before the
             // object's stream is read, so a refused create takes as long for either (reading
             // another customer's stream answered ~0.1 ms later).
+            if let Err(errors) = pop_domain::config::validate(object) {
+                let kind = T::KIND;
+                let refused = pop_domain::config::ConfigError::Invalid {
+                    kind,
+                    id: object.id().to_string(),
+                    errors,
+                };
+                let refused = pop_store::ExecuteError::Refused(refused);
+                return Err(error::execute_within(&subject, T::DATA_FIELD, refused));
+            }
+            // After the object's own rules: a create they refuse says nothing of other
+            // customers (hostile23: a limited admin's customer "GLOBEX" with its own customerId
+            // answered NOT_FOUND where globex existed, VALIDATION where nothing did).
             let clash = object
                 .clash(&self.projections().read())
                 .map(|(owner, id)| (caller.principal.sees(owner), id.to_owned()));
@@ -381,16 +394,6 @@ impl App {
                 // Another customer's: as for an id it uses, nothing tells it exists.
                 Some((false, _)) => return Err(AppError::not_found(T::KIND, object.id())),
                 None => {}
-            }
-            if let Err(errors) = pop_domain::config::validate(object) {
-                let kind = T::KIND;
-                let refused = pop_domain::config::ConfigError::Invalid {
-                    kind,
-                    id: object.id().to_string(),
-                    errors,
-                };
-                let refused = pop_store::ExecuteError::Refused(refused);
-                return Err(error::execute_within(&subject, T::DATA_FIELD, refused));
             }
         }
         // Tenancy: the object as the write side has it must be visible (else NOT_FOUND), and

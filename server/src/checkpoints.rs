@@ -349,6 +349,22 @@ async fn round(
             metrics::gauge!(CHECKPOINT_WITNESS_BROKEN).set(0.0);
             return refuse(format!("{e}; run `pop verify` to see where the log breaks"), false);
         }
+        // The refusal says what to do itself (this key handed the log on; a lost key with no
+        // witness; previous keys given that did not sign): no generic advice after it that
+        // contradicts it (newcomer11).
+        Err(SealError::Foreign(why))
+            if [
+                "restart this replica",
+                "--checkpoint-takeover-unwitnessed",
+                "previous keys given",
+                "witnessed outside the store is checkpoint",
+            ]
+            .iter()
+            .any(|s| why.contains(s)) =>
+        {
+            metrics::gauge!(CHECKPOINT_WITNESS_BROKEN).set(0.0);
+            return refuse(format!("the newest checkpoint cannot be extended: {why}"), false);
+        }
         Err(e @ SealError::Foreign(_)) => {
             // The witness itself checked out this round.
             metrics::gauge!(CHECKPOINT_WITNESS_BROKEN).set(0.0);

@@ -139,7 +139,17 @@ pub fn init(
 /// filters (default `info`); `--log-format json` gives one JSON object per line for
 /// collectors. Events only (see the module doc).
 fn log_layer(format: &LogFormat) -> Box<dyn Layer<Registry> + Send + Sync> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // A blank RUST_LOG is taken as unset, as every blank variable is (newcomer11: the filter
+    // accepted it and silenced every line, errors included).
+    let blank = std::env::var_os("RUST_LOG").is_some_and(|v| v.to_string_lossy().trim().is_empty());
+    if blank {
+        eprintln!("pop: warning: RUST_LOG is set but blank: taken as unset (info)");
+    }
+    let filter = if blank {
+        EnvFilter::new("info")
+    } else {
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+    };
     // Colours only on a terminal: a log file or pipe gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);

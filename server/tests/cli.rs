@@ -686,11 +686,14 @@ fn a_blank_variable_is_taken_as_unset_and_said() {
     let out = pop_command()
         .current_dir(dir.path())
         .env("POP_CHECKPOINT_KEY", "  ")
+        .env("RUST_LOG", "")
         .args(["verify"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("POP_CHECKPOINT_KEY is set but blank: taken as unset"), "{stderr}");
+    // RUST_LOG too (newcomer11: a blank one silenced every line, errors included).
+    assert!(stderr.contains("RUST_LOG is set but blank: taken as unset"), "{stderr}");
     // The default data directory, which holds no store here.
     assert!(stderr.contains("no embedded store at pop-data"), "{stderr}");
     assert_eq!(out.status.code(), Some(1), "{stderr}");
