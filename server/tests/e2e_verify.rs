@@ -193,7 +193,7 @@ async fn pop_serve_seals_checkpoints_that_pop_verify_checks() {
     drop(conn);
 
     let log = dir.path().join("serve.log");
-    let mut pop = Pop::start_with(&data, None, &log, false, &["--checkpoint-every", "1"]);
+    let pop = Pop::start_with(&data, None, &log, false, &["--checkpoint-every", "1"]);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -217,14 +217,7 @@ async fn pop_serve_seals_checkpoints_that_pop_verify_checks() {
     assert!(gauge(&page, "pop_checkpoint_seq").is_some_and(|s| s >= 1.0), "{page}");
     assert!(gauge(&page, "pop_checkpoint_sealed_timestamp_seconds").is_some_and(|t| t > 1.7e9));
     // A graceful stop (SIGTERM) seals once more and closes the store.
-    let pid = pop.child.id().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let deadline = Instant::now() + WAIT;
-    while pop.child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "pop serve did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    drop(pop);
+    stop(pop);
 
     let out = pop_command().args(["verify", "--data-dir"]).arg(&data).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
