@@ -420,7 +420,10 @@ impl Sealer {
                              checkpoint witnessed outside the store is checkpoint {}, another: \
                              nothing shows the store's is the one that key signed, so it is not \
                              taken over (run `pop verify` to see where the store and the \
-                             witness part)",
+                             witness part; if the witness is only behind and the log checks \
+                             out, move the witness file away and start with \
+                             --checkpoint-takeover-unwitnessed, on your word: a forgery made \
+                             since the witnessed checkpoint would be signed too)",
                             last.seq, w.seq
                         ),
                         None => format!(

@@ -651,6 +651,8 @@ async fn a_sealer_that_cannot_extend_the_log_says_why_and_what_to_do() {
         lost().taking_over_unwitnessed(true).seal_all_after(&store, now(), Some(&older)).await,
     );
     assert!(why.contains("the checkpoint witnessed outside the store is checkpoint 2"), "{why}");
+    // With what to do if the witness is only behind (review-s39 R5).
+    assert!(why.contains("move the witness file away"), "{why}");
     assert_eq!(store.last_checkpoint().await.unwrap(), a_signed, "nothing was sealed");
     let taken = lost().taking_over_unwitnessed(true).seal_all_after(&store, now(), None).await;
     let taken = taken.unwrap().expect("sealed");
