@@ -284,11 +284,8 @@ async fn healthz() -> &'static str {
 /// this replica unready for good, so it is taken out of service rather than serving stale
 /// read models).
 async fn readyz(State(state): State<AppState>) -> Response {
-    // What was applied before the head is read: the head can only be at or past it, unless the
-    // log went back under this replica.
-    let applied = state.projections().applied();
     let head = state.app().probe_head().await;
-    match readiness(&state, applied, &head) {
+    match readiness(&state, &head) {
         Ok(body) => (StatusCode::OK, body).into_response(),
         Err(body) => (StatusCode::SERVICE_UNAVAILABLE, body).into_response(),
     }
@@ -298,26 +295,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
 /// position), or why not. `/metrics`' `pop_projection_ready` is the same decision.
 fn readiness(
     state: &AppState,
-    applied_before: pop_store::Position,
     head: &Result<pop_store::Position, String>,
 ) -> Result<String, String> {
     let projections = state.projections();
     if let Some(trouble) = state.app().store_trouble_at(head) {
         return Err(format!("{trouble}\n"));
-    }
-    // The log ends before what these read models applied: the database was restored from a
-    // backup (or replaced) under this replica, which now skips the positions it reuses
-    // (ops3am10: agendas submitted after a restore were acknowledged and never shown or run,
-    // while /readyz said ready). A restart rebuilds the read models from the log.
-    if let Ok(head) = head
-        && *head < applied_before
-    {
-        return Err(format!(
-            "the store's log ends at position {head}, before position {applied_before} that \
-             this replica's read models applied: the database was restored from a backup or \
-             replaced under it; restart this replica (it rebuilds its read models from the \
-             log)\n"
-        ));
     }
     if let Some(trouble) = projections.trouble() {
         return Err(format!("{trouble}\n"));
@@ -334,7 +316,6 @@ fn readiness(
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
     let projections = state.projections();
-    let applied = projections.applied();
     // One bounded read of the head for the gauges and the readiness decision.
     let head = state.app().probe_head().await;
     if let Err(why) = &head {
@@ -343,7 +324,7 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
     metrics::projection_gauges(
         head.as_ref().ok().copied(),
         projections.applied(),
-        readiness(&state, applied, &head).is_ok(),
+        readiness(&state, &head).is_ok(),
         projections.skipped_events(),
         projections.degraded().is_some(),
     );

@@ -693,8 +693,9 @@ pub struct LogWalker {
     signer: Option<String>,
     /// Keys that handed the log on, with the checkpoint where they did.
     retired: HashMap<String, u64>,
-    /// The id of the key given, when no checkpoint of the store names it.
-    key_unused: Option<String>,
+    /// The id of the key given, and whether a checkpoint walked so far names it (the rest are
+    /// looked at only for a break's hint, never on an intact walk).
+    given: Option<(String, bool)>,
 }
 
 /// What verification trusts that the store cannot change: the key that signs checkpoints,
@@ -722,15 +723,7 @@ impl LogWalker {
             Some(key) => earlier_keys(&checkpoints, key),
             None => (HashMap::new(), 0),
         };
-        // The key given signed none of the store's checkpoints: a new key the log was not
-        // handed to yet, most likely (ops3am11: verify paged someone mid-rotation).
-        let key_unused = key.map(|k| key_id(&k)).filter(|id| {
-            let named = format!("\"keyId\":\"{id}\"");
-            !checkpoints.is_empty()
-                && !checkpoints
-                    .iter()
-                    .any(|c| c.body.windows(named.len()).any(|w| w == named.as_bytes()))
-        });
+        let given = key.map(|k| (key_id(&k), false));
         let mut walker = LogWalker {
             witness,
             keys,
@@ -748,7 +741,7 @@ impl LogWalker {
             last_entry: None,
             signer: None,
             retired: HashMap::new(),
-            key_unused,
+            given,
         };
         walker.open_next();
         walker
@@ -801,6 +794,9 @@ impl LogWalker {
                 return;
             }
         };
+        if let Some((id, named)) = &mut self.given {
+            *named |= *id == checkpoint.key_id;
+        }
         if self.report.signatures_checked
             && let Err(reason) = self.check_signer(&signed, &checkpoint)
         {
@@ -894,16 +890,20 @@ impl LogWalker {
             ),
             _ => String::new(),
         };
-        let unused = match &self.key_unused {
-            Some(id) => format!(
-                "; no checkpoint of the store names key {id}: either it is a new key the log has \
+        // The key given signed none of the store's checkpoints: a new key the log was not
+        // handed to yet, most likely (ops3am11: verify paged someone mid-rotation).
+        let unused = match &self.given {
+            Some((id, false)) if !self.pending.as_slice().iter().any(|p| names_key(p, id)) => {
+                format!(
+                    "; no checkpoint of the store names key {id}: either it is a new key the log has \
                  not been handed over to yet, or the checkpoints it signed (the handover among \
                  them) were deleted and the log sealed again with an older key, or it is not \
                  this store's key. Check the store against the witness (--witness) or a backup \
                  before handing the log over (`pop serve` with it and --checkpoint-previous-key \
                  naming the key of the newest checkpoint): a handover signs what the store holds"
-            ),
-            None => String::new(),
+                )
+            }
+            _ => String::new(),
         };
         Err(format!(
             "checkpoint {} is not signed by key {} (a forgery, or another key){named}{hint}{unused}",
@@ -1217,6 +1217,12 @@ fn earlier_keys(
         }
     }
     (keys, pinned_below)
+}
+
+/// Whether the body of `c` names the key `id` as its signer (without parsing it).
+fn names_key(c: &SignedCheckpoint, id: &str) -> bool {
+    let named = format!("\"keyId\":\"{id}\"");
+    c.body.windows(named.len()).any(|w| w == named.as_bytes())
 }
 
 /// Whether the previous key `from` endorsed `to` at checkpoint `c`.
