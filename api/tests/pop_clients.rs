@@ -450,6 +450,18 @@ async fn a_priority_insight_reads_in_pops_form_and_keeps_its_algorithm_when_writ
         let listed = a.body["all"].as_array().unwrap();
         assert!(listed.iter().all(|i| i["schedulingAlgorithm"] != json!("Priority")), "{listed:?}");
         assert!(listed.iter().any(|i| i["popSchedulingAlgorithm"] == json!("Priority")));
+        // byFields picks from the insight as it is read whole (popclient16: pop's field
+        // picked nothing, and POP's answered Priority).
+        for (field, answered) in [
+            ("popSchedulingAlgorithm", json!({"id": "prio", "popSchedulingAlgorithm": "Priority"})),
+            ("schedulingAlgorithm", json!({"id": "prio"})),
+        ] {
+            let a =
+                send_as(&s, ACME, "GET", &format!("{path}?byFields=id,{field}"), Value::Null).await;
+            assert_eq!(a.status, 200, "{:#}", a.body);
+            let prio = a.body["all"].as_array().unwrap().iter().find(|i| i["id"] == json!("prio"));
+            assert_eq!(prio, Some(&answered), "{field}: {:#}", a.body);
+        }
     }
     // What the write side keeps, read back: pop's field, or POP's.
     let algorithm = async |s: &TestServer| {
@@ -510,5 +522,24 @@ async fn customer_ids_are_one_customer_whatever_their_case() {
         let customer = json!({"id": id, "customerId": "acme", "title": "x"});
         let a = send_as(&s, ACME_ADMIN, "POST", "/pop/customer", customer).await;
         assert_eq!(a.status, 400, "{id}: {:#}", a.body);
+    }
+}
+
+/// Two creates of ids that differ only in case sent at once: one is taken, the other is
+/// CONFLICT (hostile23 H23-2: both checked read models that had neither, and both were taken).
+#[tokio::test]
+async fn customer_ids_differing_in_case_created_at_once_are_one_customer() {
+    let s = start(ApiConfig::default()).await;
+    s.seed().await;
+    for i in 0..8 {
+        let upper = json!({"id": format!("Race{i}"), "title": "x"});
+        let lower = json!({"id": format!("race{i}"), "title": "x"});
+        let (a, b) = tokio::join!(
+            send_as(&s, ADMIN, "POST", "/pop/customer", upper),
+            send_as(&s, ADMIN, "POST", "/pop/customer", lower)
+        );
+        let mut statuses = [a.status, b.status];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 409], "pair {i}: {:#} {:#}", a.body, b.body);
     }
 }

@@ -51,6 +51,10 @@ pub trait ConfigKind: ConfigObject + VisibleTo + Clone {
     /// An update that did not send a field POP's clients cannot carry keeps its `current`
     /// value (`sent`: the update as sent).
     fn keep_unsent(&mut self, _sent: &Value, _current: &Self) {}
+    /// Whether an id may not differ from another object's only in case. Creates of such a
+    /// kind take turns in this process and read the models at the log's head before
+    /// [`Self::clash`] (hostile23: two creates of `Race0` and `race0` at once both passed).
+    const UNIQUE_IGNORING_CASE: bool = false;
     /// Another live object this one may not exist beside, if any (its owner's customer id
     /// and its id).
     fn clash<'m>(&self, _models: &'m ReadModels) -> Option<(&'m str, &'m str)> {
@@ -128,6 +132,7 @@ config_kind!(Customer, "Customer", customer, customers, {
     /// Customer ids are unique ignoring case (popclient16: `Gamma` and `gamma` were two
     /// customers, while sharing, which compares ids ignoring case, let each use what was shared
     /// with the other).
+    const UNIQUE_IGNORING_CASE: bool = true;
     fn clash<'m>(&self, models: &'m ReadModels) -> Option<(&'m str, &'m str)> {
         models.customer_ignoring_case(&self.id).map(|c| (c.customer_id.as_str(), c.id.as_str()))
     }
@@ -356,6 +361,12 @@ impl App {
             }
         };
         let subject = format!("{} {id:?}", T::KIND);
+        // Creates whose ids must differ ignoring case take turns from their check to their
+        // append (held to the end of this call).
+        let _case_turn = match &command {
+            ConfigCommand::Create { .. } if T::UNIQUE_IGNORING_CASE => Some(self.case_turn().await),
+            _ => None,
+        };
         if let ConfigCommand::Create { object, .. } = &command {
             self.check_written(caller, &command, None).await?;
             // The object's own rules too (the domain checks them again when it decides): a
@@ -376,6 +387,10 @@ impl App {
             // After the object's own rules: a create they refuse says nothing of other
             // customers (hostile23: a limited admin's customer "GLOBEX" with its own customerId
             // answered NOT_FOUND where globex existed, VALIDATION where nothing did).
+            // Checked on read models that have every object written so far.
+            if T::UNIQUE_IGNORING_CASE {
+                self.settle_to_head().await?;
+            }
             let clash = object
                 .clash(&self.projections().read())
                 .map(|(owner, id)| (caller.principal.sees(owner), id.to_owned()));

@@ -81,6 +81,9 @@ struct Inner {
     waiting: work::Waiting,
     /// Each principal's turns at a follow's resync scan ([`limits::MAX_RESYNC_SCANS_PER_PRINCIPAL`]).
     resync_turns: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    /// Held by a create whose id must differ from every other object's ignoring case
+    /// ([`configs::ConfigKind::UNIQUE_IGNORING_CASE`]) from its check to its append.
+    case_turn: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for App {
@@ -118,6 +121,7 @@ impl App {
                 waits_ended: tokio::sync::watch::Sender::new(false),
                 waiting: work::Waiting::default(),
                 resync_turns: std::sync::Mutex::default(),
+                case_turn: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -128,6 +132,11 @@ impl App {
 
     pub fn projections(&self) -> &Projections {
         &self.inner.projections
+    }
+
+    /// One create of a kind whose ids are unique ignoring case at a time in this process.
+    pub(crate) async fn case_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.inner.case_turn.lock().await
     }
 
     /// The time commands are stamped with: the wall clock, or the store's last commit time

@@ -461,6 +461,19 @@ impl App {
                 position.max(written)
             }
         };
+        self.wait_applied(wanted).await
+    }
+
+    /// Waits (bounded) until the read models reach the log's head as it is now, with every
+    /// replica's writes committed before: a check that must see every object written so far
+    /// (a create's case clash).
+    pub(crate) async fn settle_to_head(&self) -> AppResult<()> {
+        let head = self.store().head().await.map_err(|e| error::store("the log head", &e))?;
+        self.wait_applied(head.max(self.commands().written())).await
+    }
+
+    async fn wait_applied(&self, wanted: Position) -> AppResult<()> {
+        let projections = self.projections();
         if projections.applied() >= wanted {
             return Ok(());
         }

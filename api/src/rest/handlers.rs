@@ -171,8 +171,16 @@ impl Call<'_> {
     /// answer larger than the budget and one item is built. (The replies of writes are not
     /// budgeted: the write is done, and the request limits bound them.)
     fn listed<T: Serialize>(&self, items: &[T]) -> RestResult<Vec<Value>> {
+        self.listed_as(items, |_| {})
+    }
+
+    /// [`Self::listed`], each item's JSON first made as clients read it (`tidy`): `byFields`
+    /// picks from what the client would read whole (popclient16: `popSchedulingAlgorithm`
+    /// picked nothing, and `schedulingAlgorithm` answered `Priority`, which POP's Jackson
+    /// cannot read).
+    fn listed_as<T: Serialize>(&self, items: &[T], tidy: fn(&mut Value)) -> RestResult<Vec<Value>> {
         let fields = self.param(BY_FIELDS).map(wanted_fields).transpose()?;
-        values_within(items, self.state.config().max_response_bytes, fields.as_deref())
+        values_within(items, self.state.config().max_response_bytes, fields.as_deref(), tidy)
     }
 }
 
@@ -203,11 +211,13 @@ fn values_within<T: Serialize>(
     items: &[T],
     max_bytes: usize,
     fields: Option<&[&str]>,
+    tidy: fn(&mut Value),
 ) -> RestResult<Vec<Value>> {
     let mut out = Vec::with_capacity(items.len());
     let mut bytes = 0usize;
     for item in items {
         let mut value = to_json(item)?;
+        tidy(&mut value);
         if let Some(wanted) = fields {
             value = cut(value, wanted);
         }
@@ -507,11 +517,11 @@ async fn config_list<T: ConfigKind + Serialize>(
 ) -> RestResult<(Vec<Value>, Option<Cursor>)> {
     let filter = config_filter(call);
     if let Some(found) = configs_by_id::<T>(call, &filter).await? {
-        return Ok((tidied::<T>(call.listed(&found)?), None));
+        return Ok((call.listed_as(&found, T::tidy_json)?, None));
     }
     let app = call.app();
     let page = app.configs::<T>(&call.caller, &filter, &call.page()?, call.at_least()).await?;
-    Ok((tidied::<T>(call.listed(&page.items)?), page.next))
+    Ok((call.listed_as(&page.items, T::tidy_json)?, page.next))
 }
 
 /// The config objects of the id the request names (in the path or `byId`) that the other
@@ -861,7 +871,7 @@ async fn summary(call: &Call<'_>) -> RestResult<Reply> {
     };
     // One object holding every agenda of the batch: the same budget as a list.
     let max = call.state.config().max_response_bytes;
-    let mut body = values_within(std::slice::from_ref(&summary), max, None)?;
+    let mut body = values_within(std::slice::from_ref(&summary), max, None, |_| {})?;
     Ok(Reply::json(body.pop().unwrap_or(Value::Null)))
 }
 
@@ -908,14 +918,15 @@ mod budget_tests {
         let items: Vec<Value> = (0..10).map(|i| json!({"id": i, "pad": "x".repeat(100)})).collect();
         let one = json_bytes(&items[0]);
         assert_eq!(one, serde_json::to_string(&items[0]).unwrap().len());
-        assert_eq!(values_within(&items, 10 * one, None).map(|v| v.len()).ok(), Some(10));
-        let refused = values_within(&items, 10 * one - 1, None).expect_err("over the budget");
+        assert_eq!(values_within(&items, 10 * one, None, |_| {}).map(|v| v.len()).ok(), Some(10));
+        let refused =
+            values_within(&items, 10 * one - 1, None, |_| {}).expect_err("over the budget");
         assert!(format!("{refused:?}").contains("ResponseTooLarge"), "{refused:?}");
         // Counted after `byFields`: the ids alone fit where the whole items do not.
-        let ids = values_within(&items, 10 * one - 1, Some(&["id"])).expect("fits");
+        let ids = values_within(&items, 10 * one - 1, Some(&["id"]), |_| {}).expect("fits");
         assert_eq!(ids[3], json!({"id": 3}));
         // Field names in any case, as POP matched them.
-        let ids = values_within(&items, 10 * one - 1, Some(&["ID"])).expect("fits");
+        let ids = values_within(&items, 10 * one - 1, Some(&["ID"]), |_| {}).expect("fits");
         assert_eq!(ids[3], json!({"id": 3}));
     }
 }
