@@ -388,7 +388,15 @@ pub async fn rerun(
     } else {
         let mode = if flags.is_empty() { "resetAll".to_string() } else { flags.join(", ") };
         out!("agenda {id}: rerun ({mode}), now {}", output::outcome(&r["progress"]));
-        out!("watch it:     pop watch {}", text(&r["progress"], "id"));
+        if flags.iter().any(|f| f == "skipExecution") {
+            // (newcomer12: the watch it suggested never ended.)
+            out!(
+                "not queued (skip-execution): no worker takes it; it stays pending until it \
+                 is cancelled (pop cancel {id})"
+            );
+        } else {
+            out!("watch it:     pop watch {}", text(&r["progress"], "id"));
+        }
     }
     Ok(())
 }

@@ -49,9 +49,17 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
             w.seq,
             witness.path().display()
         ),
+        // (newcomer12: "no witnessed checkpoint (pop-data/checkpoint.witness)" read as a
+        // missing file where the file witnessed the embedded store and not this one.)
+        None if witness.path().exists() => format!(
+            "NOTE: no witnessed checkpoint of this store ({} witnesses another store only; \
+             --witness names another file): checkpoints deleted, and the log rewritten and \
+             sealed again by a holder of the key, would pass",
+            witness.path().display()
+        ),
         None => format!(
-            "NOTE: no witnessed checkpoint ({}, --witness): checkpoints deleted, and the log \
-             rewritten and sealed again by a holder of the key, would pass",
+            "NOTE: no witnessed checkpoint ({} does not exist yet; --witness): checkpoints \
+             deleted, and the log rewritten and sealed again by a holder of the key, would pass",
             witness.path().display()
         ),
     };

@@ -451,6 +451,14 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     let rerun = pop(&server, &["rerun", &failed_id, "--mode", "continue"]);
     assert_eq!(rerun.code, 0, "{}", ctx(&rerun));
     assert!(rerun.stdout.contains("rerun (continue)"), "{}", ctx(&rerun));
+    assert!(rerun.stdout.contains("watch it:"), "{}", ctx(&rerun));
+    // A rerun that queues nothing does not send the user to a watch that never ends
+    // (newcomer12).
+    let skip =
+        pop(&server, &["rerun", "twin-cli", "--customer", "acme", "--mode", "skip-execution"]);
+    assert_eq!(skip.code, 0, "{}", ctx(&skip));
+    assert!(skip.stdout.contains("not queued (skip-execution)"), "{}", ctx(&skip));
+    assert!(!skip.stdout.contains("watch it:"), "{}", ctx(&skip));
     let events = pop(&server, &["events", &failed_id]);
     assert_eq!(events.code, 0, "{}", ctx(&events));
     for t in ["AgendaSubmitted", "AgendaClaimed", "AgendaCompleted", "AgendaRerun"] {

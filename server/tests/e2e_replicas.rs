@@ -215,6 +215,12 @@ async fn two_replicas_on_one_store(url: &str) {
     }
     let leaders: Vec<&Pop> = [&a, &b].into_iter().filter(|p| leads_scheduler(p)).collect();
     assert_eq!(leaders.len(), 1, "exactly one replica leads the scheduler");
+    // The replica that found the store made says nothing of it (tokio-postgres logged the
+    // server's NOTICE "relation \"pop_schema\" already exists, skipping" at INFO).
+    for pop in [&a, &b] {
+        let log = std::fs::read_to_string(&pop.log).unwrap_or_default();
+        assert!(!log.contains("already exists, skipping"), "{log}");
+    }
 
     // (b) Concurrent getAgenda on both replicas: no agenda handed out twice, all handed out.
     let calls = [(&a, WORKER_1), (&b, WORKER_2), (&a, WORKER_2), (&b, WORKER_1)];

@@ -218,6 +218,13 @@ pub async fn run(env: ExecEnv, config: PullConfig, shutdown: watch::Receiver<boo
                                 tracing::error!(insight = %done.insight, error = %e, "the server refused this worker's token; stopping");
                                 stats.token_refused = Some(e.to_string());
                             }
+                            Err(e) if e.code() == Some("NOT_FOUND") => {
+                                empty_streak += 1;
+                                trouble = true;
+                                // (ops3am10: a server started on a new or another data directory
+                                // answered this every 5 s with nothing to say why.)
+                                tracing::warn!(insight = %done.insight, error = %e, "getAgenda failed: the server knows no insight of this id that this worker's token may see (a server on a new or another data directory or database, an insight deleted or never made: `pop insights` lists the ones the token sees, `pop init` makes one); trying again");
+                            }
                             Err(e) => {
                                 empty_streak += 1;
                                 trouble = true;

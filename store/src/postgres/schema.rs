@@ -135,9 +135,14 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
     tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&MIGRATION_LOCK.0, &MIGRATION_LOCK.1])
         .await
         .map_err(fail)?;
-    tx.batch_execute("CREATE TABLE IF NOT EXISTS pop_schema (version integer NOT NULL)")
-        .await
-        .map_err(fail)?;
+    // Without the server's NOTICE "relation already exists, skipping", which tokio-postgres
+    // logs at INFO on every start of an existing store (ops3am3, newcomer12).
+    tx.batch_execute(
+        "SET LOCAL client_min_messages = warning; \
+         CREATE TABLE IF NOT EXISTS pop_schema (version integer NOT NULL)",
+    )
+    .await
+    .map_err(fail)?;
     let found: i32 =
         match tx.query_opt("SELECT version FROM pop_schema", &[]).await.map_err(fail)? {
             Some(row) => row.try_get(0).map_err(fail)?,
