@@ -21,13 +21,13 @@ use std::sync::Arc;
 use futures::Stream;
 use pop_domain::agenda::CATEGORY as AGENDA_CATEGORY;
 use pop_domain::model::{AgendaProgress, OperationProgress};
-use pop_projections::{AgendaEntry, Change, ChangeKind, ReadModels};
+use pop_projections::{AgendaEntry, Change, ChangeKind, ReadModels, Visibility};
 use pop_store::{Position, StoreError};
 
 use crate::App;
 use crate::caller::{Action, Caller, Principal};
 use crate::error::{AppError, AppResult, Code};
-use crate::feed::{FeedError, FeedItem, FeedReceiver, Key};
+use crate::feed::{FeedError, FeedItem, FeedReceiver, Key, Scope};
 use crate::limits::{MAX_RESYNC_ITEMS, MAX_RESYNC_SCAN};
 use crate::resolve::{ambiguous, may_touch};
 
@@ -88,6 +88,25 @@ impl Target {
             Target::Customer(customer) => Key::Customer(Arc::from(customer.as_str())),
             Target::Link(link, _) => Key::Link(Arc::from(link.as_str())),
             Target::Operations(agenda, _) => Key::Agenda(Arc::from(agenda.as_str())),
+        }
+    }
+
+    /// The customers whose changes this target's follow by `principal` can admit: the one it
+    /// names, else the principal's (when they are few), else any.
+    fn scope(&self, principal: &Principal) -> Scope {
+        /// Past this many customers a follow is visited for every change of its key: each
+        /// customer costs an entry per follow.
+        const MAX_SCOPED_CUSTOMERS: usize = 64;
+        let named = match self {
+            Target::Customer(customer) => Some(customer.as_str()),
+            _ => self.named_customer(),
+        };
+        match (named, &principal.customers) {
+            (Some(customer), _) => Scope::Customers(vec![Arc::from(customer)]),
+            (None, Visibility::Customers(ids)) if ids.len() <= MAX_SCOPED_CUSTOMERS => {
+                Scope::Customers(ids.iter().map(|c| Arc::from(c.as_str())).collect())
+            }
+            (None, _) => Scope::Any,
         }
     }
 
@@ -547,9 +566,10 @@ impl App {
                 let pin = Arc::new(Pin::of(target.named_customer()));
                 let filter_pin = Arc::clone(&pin);
                 let group = target.is_group();
+                let scope = target.scope(&principal);
                 let feed = self
                     .feed()
-                    .register_for(&principal.name, target.key(), move |c| {
+                    .register_for(&principal.name, target.key(), scope, move |c| {
                         filter_target.admits(c, &filter_principal)
                             && (group || filter_pin.admits(&c.customer_id))
                     })
