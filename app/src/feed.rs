@@ -190,12 +190,12 @@ impl Dispatcher {
         let missed = Arc::new(AtomicU64::new(0));
         let id = registry.next_id;
         registry.next_id += 1;
+        let subscriber =
+            Subscriber { owner, key, scope, keep: Box::new(keep), tx, missed: Arc::clone(&missed) };
         match registry.state {
             // The feed is over: the receiver ends at once, as the subscription should.
-            Dispatch::Closed => drop(tx),
-            Dispatch::Running => {
-                registry.insert(id, owner, key, scope, keep, tx, Arc::clone(&missed));
-            }
+            Dispatch::Closed => drop(subscriber),
+            Dispatch::Running => registry.insert(id, subscriber),
             Dispatch::NotStarted => {
                 // Joined under the lock, before the first subscriber is in the maps: every
                 // change published from here on reaches the dispatcher after this subscriber
@@ -204,7 +204,7 @@ impl Dispatcher {
                 let feed = (self.subscribe)();
                 tokio::spawn(dispatch(feed, Arc::downgrade(&self.registry)));
                 registry.state = Dispatch::Running;
-                registry.insert(id, owner, key, scope, keep, tx, Arc::clone(&missed));
+                registry.insert(id, subscriber);
             }
         }
         Ok(FeedReceiver { id, rx, missed, registry: Arc::downgrade(&self.registry) })
@@ -359,24 +359,12 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    fn insert<F>(
-        &mut self,
-        id: u64,
-        owner: Option<Arc<str>>,
-        key: Key,
-        scope: Scope,
-        keep: F,
-        tx: mpsc::Sender<Slot>,
-        missed: Arc<AtomicU64>,
-    ) where
-        F: Fn(&Change) -> bool + Send + 'static,
-    {
-        self.by_key.entry(key.clone()).or_default().insert(id, &scope);
-        if let Some(owner) = &owner {
+    fn insert(&mut self, id: u64, subscriber: Subscriber) {
+        self.by_key.entry(subscriber.key.clone()).or_default().insert(id, &subscriber.scope);
+        if let Some(owner) = &subscriber.owner {
             *self.per_owner.entry(Arc::clone(owner)).or_default() += 1;
         }
-        let keep = Box::new(keep);
-        self.subscribers.insert(id, Subscriber { owner, key, scope, keep, tx, missed });
+        self.subscribers.insert(id, subscriber);
     }
 
     fn remove(&mut self, id: u64) {
