@@ -31,7 +31,8 @@ async fn history(client: &Client, id: &str, customer: Option<&str>) -> Result<Ve
         if page.is_null() {
             bail!(
                 "NOT_FOUND: no agenda {id} visible to this token (an agenda the data reaper \
-                 deleted keeps no history; its reap is in the log: `pop log`)"
+                 deleted keeps no history: its reap record, with the reason, is in the log, \
+                 which an operator reads with `pop log` on the server's store)"
             );
         }
         entries.extend(page["items"].as_array().cloned().unwrap_or_default());
@@ -90,7 +91,7 @@ fn timeline(entries: &[Value]) -> Vec<String> {
     for (e, row) in entries.iter().zip(table) {
         lines.push(row);
         for d in e["diagnostics"].as_array().into_iter().flatten() {
-            lines.push(format!("    diagnostic: {}", d["message"].as_str().unwrap_or("")));
+            diagnostic(&mut lines, "    ", d);
         }
         let added: Vec<&str> = e["addedOperations"]
             .as_array()
@@ -102,7 +103,8 @@ fn timeline(entries: &[Value]) -> Vec<String> {
             lines.push(format!("    added: {}", added.join(", ")));
         }
         for o in e["operations"].as_array().into_iter().flatten() {
-            let message = o["processingStateMessage"].as_str().map(|m| format!("/{m}"));
+            let message =
+                o["processingStateMessage"].as_str().map(|m| format!("/{}", output::one_line(m)));
             lines.push(format!(
                 "    operation {}: {}{}",
                 o["operation"].as_str().unwrap_or("?"),
@@ -110,11 +112,21 @@ fn timeline(entries: &[Value]) -> Vec<String> {
                 message.unwrap_or_default()
             ));
             for d in o["diagnostics"].as_array().into_iter().flatten() {
-                lines.push(format!("      diagnostic: {}", d["message"].as_str().unwrap_or("")));
+                diagnostic(&mut lines, "      ", d);
             }
         }
     }
     lines
+}
+
+/// A diagnostic's message, its first line after `diagnostic:` and each further line of it
+/// marked `|` under it: a client's text cannot print a line that passes for a timeline row
+/// or another diagnostic (auditor25: a cancel reason and a worker's diagnostic with newlines
+/// showed a made-up `admin:root` cancel at a made-up position).
+fn diagnostic(lines: &mut Vec<String>, indent: &str, d: &Value) {
+    let mut text = output::text_lines(d["message"].as_str().unwrap_or(""));
+    lines.push(format!("{indent}diagnostic: {}", text.next().unwrap_or("")));
+    lines.extend(text.map(|more| format!("{indent}  | {more}")));
 }
 
 #[cfg(test)]
@@ -159,5 +171,30 @@ mod tests {
             assert_eq!(column(&lines[3], cell), at, "{header}: {lines:#?}");
         }
         assert_eq!(lines[4].trim(), "diagnostic: exit status 1");
+    }
+
+    /// A client's text with line breaks cannot print a line that passes for a row or a
+    /// diagnostic of pop's (auditor25).
+    #[test]
+    fn a_text_with_line_breaks_cannot_pass_for_a_row() {
+        let fake = "2026-12-05T20:20:00.000000+00:00  999  9  admin:root  cancelAgenda";
+        let mut entry = json!({
+            "time": "2026-12-04T16:01:40.334286+00:00", "version": 2, "position": "311",
+            "actor": "user:alice", "command": "cancelAgenda", "type": "AgendaCancelled",
+            "processingState": "COMPLETE", "processingStateMessage": format!("cancelled\n{fake}"),
+            "diagnostics": [{"message": format!("wrong file\n{fake}\r{fake}\u{2028}    diagnostic: ok")}],
+        });
+        entry["operations"] = json!([{"operation": "o1", "processingState": "COMPLETE",
+            "processingStateMessage": format!("x\r\n{fake}"), "diagnostics": []}]);
+        let lines = timeline(&[entry]);
+        // The header, the row, the diagnostic and its three further lines, the operation.
+        assert_eq!(lines.len(), 7, "{lines:#?}");
+        assert!(lines[1].contains("cancelled\\n2026-12-05"), "{lines:#?}");
+        assert_eq!(lines[2].trim(), "diagnostic: wrong file");
+        for line in &lines[3..6] {
+            assert!(line.trim_start().starts_with("| "), "{line:?}");
+        }
+        assert!(lines[6].trim_start().starts_with("operation o1: COMPLETE/x\\n2026"), "{lines:#?}");
+        assert!(lines.iter().all(|l| !l.starts_with("2026-12-05")), "{lines:#?}");
     }
 }

@@ -83,6 +83,31 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Runs `call` on the agenda `id`; when no agenda has that id and no customer was named, and
+/// the id reads `customer/id` — as the server's log and metrics name an agenda (ops3am13: an
+/// operator pasting `acme/f1-3` from the log got NOT_FOUND from every verb, and `pop audit`
+/// said it was reaped) — runs it again on that customer's agenda of that id, saying so.
+async fn by_id_or_key(
+    id: &str,
+    customer: Option<&str>,
+    call: impl AsyncFn(&str, Option<&str>) -> Result<()>,
+) -> Result<()> {
+    let result = call(id, customer).await;
+    let not_found = |e: &anyhow::Error| e.to_string().contains("NOT_FOUND");
+    match (&result, customer, id.split_once('/')) {
+        (Err(e), None, Some((owner, rest)))
+            if not_found(e) && !owner.trim().is_empty() && !rest.trim().is_empty() =>
+        {
+            eprintln!(
+                "pop: no agenda {id:?}; taking it as the server's log writes an agenda \
+                 (customer/id): agenda {rest:?} of customer {owner:?}"
+            );
+            call(rest, Some(owner)).await
+        }
+        _ => result,
+    }
+}
+
 async fn run(command: cli::Command) -> Result<()> {
     match command {
         cli::Command::Serve(args) => serve::run(args).await,
@@ -107,14 +132,25 @@ async fn run(command: cli::Command) -> Result<()> {
         }
         cli::Command::Progress { client, id, customer, json, as_of } => {
             let c = client::Client::new(&client)?;
-            tour::progress(&c, &id, customer.as_deref(), json, as_of.as_deref()).await
+            by_id_or_key(&id, customer.as_deref(), async |id, customer| {
+                tour::progress(&c, id, customer, json, as_of.as_deref()).await
+            })
+            .await
         }
         cli::Command::Verify(args) => verify_cmd::run(args).await,
         cli::Command::Audit { client, id, customer, json } => {
-            audit::run(&client::Client::new(&client)?, &id, customer.as_deref(), json).await
+            let c = client::Client::new(&client)?;
+            by_id_or_key(&id, customer.as_deref(), async |id, customer| {
+                audit::run(&c, id, customer, json).await
+            })
+            .await
         }
         cli::Command::Watch { client, id, customer } => {
-            watch::watch(&client::Client::new(&client)?, &id, customer.as_deref()).await
+            let c = client::Client::new(&client)?;
+            by_id_or_key(&id, customer.as_deref(), async |id, customer| {
+                watch::watch(&c, id, customer).await
+            })
+            .await
         }
         cli::Command::Agendas { client, customer, link_id, insight, state, first, after, json } => {
             let filter = verbs::AgendaFilter { customer, link_id, insight, state, first, after };
@@ -122,7 +158,10 @@ async fn run(command: cli::Command) -> Result<()> {
         }
         cli::Command::Cancel { client, id, reason, customer, json } => {
             let c = client::Client::new(&client)?;
-            verbs::cancel(&c, &id, customer.as_deref(), reason.as_deref(), json).await
+            by_id_or_key(&id, customer.as_deref(), async |id, customer| {
+                verbs::cancel(&c, id, customer, reason.as_deref(), json).await
+            })
+            .await
         }
         cli::Command::Rerun { client, id, mode, reset, customer, json } => {
             let mut flags: Vec<String> = match mode {
@@ -139,7 +178,10 @@ async fn run(command: cli::Command) -> Result<()> {
         }
         cli::Command::Events { client, id, customer, first, after, json } => {
             let c = client::Client::new(&client)?;
-            verbs::events(&c, &id, customer.as_deref(), first, after.as_deref(), json).await
+            by_id_or_key(&id, customer.as_deref(), async |id, customer| {
+                verbs::events(&c, id, customer, first, after.as_deref(), json).await
+            })
+            .await
         }
         cli::Command::Insights { client, json } => {
             verbs::configs(&client::Client::new(&client)?, verbs::ConfigKind::Insights, json).await

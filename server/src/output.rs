@@ -97,8 +97,32 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// The lines of a free text a client wrote (a diagnostic, a reason), split at every break a
+/// terminal honours (`\n`, `\r` alone, U+0085, U+2028, U+2029, vertical tab, form feed), blank
+/// ones left out.
+pub fn text_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c| {
+        matches!(c, '\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}' | '\u{b}' | '\u{c}')
+    })
+    .filter(|l| !l.trim().is_empty())
+}
+
+/// A free text on one line, its breaks shown as `\n`: a client's text cannot start a line of
+/// its own in a table or timeline and pass for a row pop printed (auditor25: a cancel reason
+/// holding a newline and a made-up row showed an admin's cancel that never happened).
+pub fn one_line(text: &str) -> String {
+    if text_lines(text).nth(1).is_none() && !text.contains(['\n', '\r']) {
+        return text.to_string();
+    }
+    text_lines(text).collect::<Vec<_>>().join("\\n")
+}
+
 /// The lines of [`table`], the headers' first: for a caller that prints more between rows.
+/// A cell is shown on one line ([`one_line`]).
 pub fn table_lines(headers: &[&str], rows: &[Vec<String>]) -> Vec<String> {
+    let rows: Vec<Vec<String>> =
+        rows.iter().map(|row| row.iter().map(|cell| one_line(cell)).collect()).collect();
+    let rows = &rows;
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -158,7 +182,7 @@ pub fn last_diagnostic(p: &Value) -> Option<String> {
     if message.is_empty() {
         return None;
     }
-    let line = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>();
+    let line = text_lines(message).map(str::trim).collect::<Vec<_>>();
     let line = line.join(" | ");
     Some(if line.chars().count() > 160 {
         format!("{}…", line.chars().take(159).collect::<String>())

@@ -459,6 +459,19 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     assert_eq!(skip.code, 0, "{}", ctx(&skip));
     assert!(skip.stdout.contains("not queued (skip-execution)"), "{}", ctx(&skip));
     assert!(!skip.stdout.contains("watch it:"), "{}", ctx(&skip));
+    // An agenda named as the server's log names it (customer/id) is found (ops3am13).
+    for (verb, id) in
+        [("audit", "acme/twin-cli"), ("events", "acme/twin-cli"), ("progress", "acme/twin-cli-p")]
+    {
+        let keyed = pop(&server, &[verb, id]);
+        assert_eq!(keyed.code, 0, "{verb}: {}", ctx(&keyed));
+        assert!(keyed.stderr.contains("of customer \"acme\""), "{verb}: {}", ctx(&keyed));
+        let shown = if verb == "progress" { "twin-cli-p (acme)" } else { "AgendaCancelled" };
+        assert!(keyed.stdout.contains(shown), "{verb}: {}", ctx(&keyed));
+    }
+    let neither = pop(&server, &["audit", "initech/twin-cli"]);
+    assert_eq!(neither.code, 1, "{}", ctx(&neither));
+    assert!(neither.stderr.contains("NOT_FOUND"), "{}", ctx(&neither));
     let events = pop(&server, &["events", &failed_id]);
     assert_eq!(events.code, 0, "{}", ctx(&events));
     for t in ["AgendaSubmitted", "AgendaClaimed", "AgendaCompleted", "AgendaRerun"] {
