@@ -812,8 +812,20 @@ impl App {
         if outcome.position.is_some()
             && outcome.progress().processing_state == pop_domain::ProcessingState::Complete
         {
-            let message = outcome.progress().processing_state_message.as_deref().unwrap_or("");
-            tracing::info!(target: "pop::agendas", agenda = %key, by = %caller.principal.name, cid = %caller.cid, "completed {message}");
+            let progress = outcome.progress();
+            let message = progress.processing_state_message.as_deref().unwrap_or("");
+            // Whether a failure is retried, so the log says when an agenda fails for good
+            // (ops3am13: the last line of an agenda out of attempts was "completed failed").
+            let then = match () {
+                _ if !pop_domain::message::is_failed(message) => "",
+                _ if progress.not_retryable() => ": not retried (its executor said so)",
+                _ if progress.attempts_completed >= progress.maximum_attempts => {
+                    ": no attempt left, not retried"
+                }
+                _ => ": retried after the backoff",
+            };
+            let (attempt, maximum) = (progress.attempts_completed, progress.maximum_attempts);
+            tracing::info!(target: "pop::agendas", agenda = %key, by = %caller.principal.name, cid = %caller.cid, attempt, maximum, "completed {message}{then}");
         }
         Ok(outcome)
     }

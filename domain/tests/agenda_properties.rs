@@ -347,10 +347,21 @@ proptest! {
                 );
             }
             if before.is_complete() {
-                prop_assert!(
-                    !matches!(when, AgendaCommand::Cancel { .. }),
-                    "{} accepted on a COMPLETE agenda", when.verb()
-                );
+                // The one cancel a complete agenda takes withdraws a failed agenda's retry
+                // still to come: it stays complete, cancelled, its attempts and operations
+                // as they were.
+                if matches!(when, AgendaCommand::Cancel { .. }) && before != after {
+                    prop_assert!(before.can_retry() && !before.progress().not_retryable());
+                    prop_assert!(after.is_cancelled());
+                    prop_assert_eq!(
+                        after.progress().attempts_completed,
+                        before.progress().attempts_completed
+                    );
+                    prop_assert_eq!(
+                        &after.progress().operation_progress,
+                        &before.progress().operation_progress
+                    );
+                }
                 // A late report is taken only when it agrees with the outcome (POP's executor
                 // reports the agenda's outcome after its operations): only the agenda's
                 // diagnostics may grow, never on a cancelled agenda.

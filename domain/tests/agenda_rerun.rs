@@ -163,6 +163,36 @@ fn retry_is_a_continue_rerun_with_its_own_decision_event() {
     );
 }
 
+/// pop: cancelling a failed agenda whose retry is still to come withdraws the retry
+/// (ops3am13); one with no attempts left, or cancelled, stays refused.
+#[test]
+fn cancel_withdraws_a_retry_still_to_come() {
+    let given = failed_times(json!({"maximumAttempts": 3}), 1);
+    let before = replay(&given);
+    assert!(before.can_retry());
+    let state = check(&given, cancel(150), Then::Types(vec!["AgendaCancelled"]));
+    assert!(state.is_cancelled());
+    assert_eq!(state.progress().attempts_completed, 1, "the failed attempt was counted once");
+    assert_eq!(state.progress().operation_progress, before.progress().operation_progress);
+    let mut cancelled = given.clone();
+    cancelled.extend(pop_domain::Aggregate::decide(&replay(&given), &cancel(150)).unwrap());
+    check(
+        &cancelled,
+        retry(10_000),
+        Then::Refused(ErrorCode::Conflict, "cannot retry an agenda that is COMPLETE/cancelled"),
+    );
+    check(
+        &cancelled,
+        cancel(10_001),
+        Then::Refused(ErrorCode::Conflict, "cannot cancel an agenda that is COMPLETE/cancelled"),
+    );
+    check(
+        &failed_times(json!({"maximumAttempts": 1}), 1),
+        cancel(150),
+        Then::Refused(ErrorCode::Conflict, "cannot cancel an agenda that is COMPLETE/failed"),
+    );
+}
+
 /// Fails the one-operation agenda `attempts` times, retrying in between.
 fn failed_times(agenda_params: serde_json::Value, attempts: u32) -> Vec<AgendaEvent> {
     let mut c = vec![submit(agenda_of(&["a"], agenda_params))];

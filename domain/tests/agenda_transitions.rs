@@ -92,8 +92,10 @@ fn every_command_is_allowed_exactly_from_the_states_of_section_3() {
             then_types: &["AgendaProgressReported"],
         },
         Rule {
+            // pop: "failed" here has its retry still to come, which the cancel withdraws
+            // (`cancel_withdraws_a_retry_still_to_come`).
             command: || cancel(100),
-            allowed_from: &["added", "queued", "scheduled", "executing", "pending"],
+            allowed_from: &["added", "queued", "scheduled", "executing", "pending", "failed"],
             then_types: &["AgendaCancelled"],
         },
         Rule {

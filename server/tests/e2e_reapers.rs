@@ -245,6 +245,49 @@ async fn a_retry_that_exhausts_maximum_attempts_ends_failed() {
     );
     let retries = pop.history(&id).await.iter().filter(|t| *t == "AgendaRetryDecided").count();
     assert_eq!(retries, 1);
+    // The log says which failure is retried and which is not, and /metrics counts the
+    // agendas out of attempts (ops3am13: neither said an agenda failed for good).
+    let log = std::fs::read_to_string(&pop.log).unwrap_or_default();
+    assert!(log.contains("completed failed: retried after the backoff"), "{log}");
+    assert!(log.contains("completed failed: no attempt left, not retried"), "{log}");
+    let metrics = pop.metrics().await;
+    let out = "pop_retry_agendas_out_of_attempts 1";
+    assert!(metrics.contains(out), "{out} not in /metrics:\n{metrics}");
+}
+
+/// pop: a failed agenda whose retry is still to come is cancelled, which withdraws the retry
+/// (ops3am13: CONFLICT, and the retry ran 5 s later).
+#[tokio::test]
+async fn cancelling_a_failed_agenda_withdraws_its_retry() {
+    let mut flags = FAST.to_vec();
+    // A backoff long enough for the cancel to come first.
+    let backoff = flags.iter().position(|f| *f == "--retry-backoff").unwrap() + 1;
+    flags[backoff] = "3";
+    let pop = Server::start(&flags);
+    let seeded = pop.seed().await;
+    let id = pop.submit(&seeded, 3).await;
+    pop.claim(&id).await;
+    pop.finish(&id, "failed").await;
+    let data = pop
+        .ok(
+            ACME,
+            "mutation($a: String!) { cancelAgenda(agendaId: $a, reason: \"storm\") { progress \
+             { processingState processingStateMessage attemptsCompleted } } }",
+            json!({"a": id}),
+        )
+        .await;
+    let p = &data["cancelAgenda"]["progress"];
+    assert_eq!(
+        (&p["processingState"], &p["processingStateMessage"], &p["attemptsCompleted"]),
+        (&json!("COMPLETE"), &json!("cancelled"), &json!(1)),
+        "{data:#}"
+    );
+    // Past the backoff, over several retry cycles: still cancelled, never retried.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let p = pop.progress(&id).await;
+    assert_eq!(p["processingStateMessage"], json!("cancelled"), "{p:#}");
+    let history = pop.history(&id).await;
+    assert!(!history.iter().any(|t| t == "AgendaRetryDecided"), "{history:?}");
 }
 
 #[tokio::test]

@@ -618,13 +618,27 @@ impl AgendaState {
         Ok(events)
     }
 
+    /// Ends an agenda that is not complete. **pop:** also a failed agenda whose automatic
+    /// retry is still to come: that withdraws the retry (ops3am13: during a retry storm the
+    /// only way to stop one agenda's retries was to restart the server without the retry
+    /// process); the failed attempt stays the last one counted, and its operations as they
+    /// ended.
     fn cancel(&self, reason: Option<&str>, now: Timestamp) -> Decision {
+        let reason = reason.map(str::trim).filter(|r| !r.is_empty()).map(str::to_string);
+        if self.can_retry() && !self.progress.not_retryable() {
+            return Ok(vec![AgendaEvent::Cancelled(AgendaCancelled {
+                time: now,
+                reason,
+                attempts_completed: self.progress.attempts_completed,
+                cancelled_operations: Vec::new(),
+            })]);
+        }
         if self.is_complete() {
             return Err(self.illegal("cancel"));
         }
         Ok(vec![AgendaEvent::Cancelled(AgendaCancelled {
             time: now,
-            reason: reason.map(str::trim).filter(|r| !r.is_empty()).map(str::to_string),
+            reason,
             attempts_completed: self.progress.attempts_completed.saturating_add(1),
             cancelled_operations: unfinished(&self.progress.operation_progress),
         })])
