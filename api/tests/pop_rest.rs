@@ -924,6 +924,13 @@ async fn the_openapi_document_is_checked_in_and_names_every_route() {
         "the served document is the checked-in one"
     );
     assert_eq!(a.body["openapi"].as_str().map(|v| v.starts_with("3.")), Some(true));
+    // Every code an error body may carry is in the contract (popclient17: QUOTA_EXCEEDED,
+    // BUSY, UNAVAILABLE and RESPONSE_TOO_LARGE, which /pop answers, were not).
+    let codes = &a.body["components"]["schemas"]["ErrorResponse"]["properties"]["errorResponse"]["properties"]
+        ["code"]["enum"];
+    for code in pop_app::Code::ALL.iter().map(|c| c.as_str()).chain(["METHOD_NOT_ALLOWED"]) {
+        assert!(codes.as_array().is_some_and(|c| c.contains(&json!(code))), "{code}: {codes}");
+    }
 
     // Every route and each of its methods (answered or refused) is documented, and nothing else.
     let paths = a.body["paths"].as_object().unwrap();

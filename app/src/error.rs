@@ -54,6 +54,25 @@ pub enum Code {
 pub const RETRY_AFTER_UNAVAILABLE_SECS: u64 = 1;
 
 impl Code {
+    /// Every code (the REST contract lists them: popclient17 found QUOTA_EXCEEDED and others
+    /// missing from its enum).
+    pub const ALL: [Code; 14] = [
+        Code::Validation,
+        Code::NotFound,
+        Code::Forbidden,
+        Code::Unauthenticated,
+        Code::Conflict,
+        Code::BadRequest,
+        Code::Internal,
+        Code::Timeout,
+        Code::QueryTooCostly,
+        Code::ResponseTooLarge,
+        Code::DeadlineExceeded,
+        Code::Busy,
+        Code::Unavailable,
+        Code::QuotaExceeded,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Code::Timeout => "TIMEOUT",

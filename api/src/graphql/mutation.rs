@@ -109,7 +109,8 @@ impl MutationRoot {
     }
 
     /// Cancels a non-complete agenda (COMPLETE/cancelled); executors' later reports are
-    /// refused.
+    /// refused. A failed agenda whose automatic retry is still to come is cancelled too, which
+    /// withdraws the retry.
     async fn cancel_agenda(
         &self,
         ctx: &Context<'_>,

@@ -51,6 +51,13 @@ request's `X-Correlation-Id` header when given (at most 200 printable characters
 generated id; it is also returned in that header and recorded in the events the request \
 caused.";
 
+/// Every `code` an error body may carry: the application's, and the one of the REST router.
+fn error_codes() -> Vec<&'static str> {
+    let mut codes: Vec<&str> = pop_app::Code::ALL.iter().map(|c| c.as_str()).collect();
+    codes.push("METHOD_NOT_ALLOWED");
+    codes
+}
+
 fn schema_ref(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
 }
@@ -433,7 +440,7 @@ fn components() -> Value {
                         "description": {"type": "string", "description": "What went wrong, naming the field or object at fault."},
                         "responseCode": {"type": "integer", "description": "The HTTP status."},
                         "correlationId": {"type": "string", "description": "The request's cid."},
-                        "code": {"type": "string", "enum": ["VALIDATION", "BAD_REQUEST", "METHOD_NOT_ALLOWED", "UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND", "CONFLICT", "TIMEOUT", "INTERNAL"], "description": "pop's machine-readable code (an addition to POP's envelope)."},
+                        "code": {"type": "string", "enum": error_codes(), "description": "pop's machine-readable code (an addition to POP's envelope)."},
                         "problems": {"type": "array", "items": {"type": "object", "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}, "description": "VALIDATION only: every problem found (capped)."},
                         "omittedProblems": {"type": "integer", "description": "Problems found beyond those listed."},
                     },
