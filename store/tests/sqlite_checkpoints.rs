@@ -742,3 +742,66 @@ async fn a_retired_key_takes_the_log_back_only_with_an_endorsement() {
     }
     store.close().await.unwrap();
 }
+
+/// A log that takes one more event each time the sealer asks what to seal, `left` times: writes
+/// that never pause.
+struct Growing {
+    store: SqliteStore,
+    left: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl pop_store::commitment::LogCommitment for Growing {
+    async fn last_checkpoint(
+        &self,
+    ) -> Result<Option<pop_store::commitment::SignedCheckpoint>, pop_store::StoreError> {
+        self.store.last_checkpoint().await
+    }
+    async fn checkpoint(
+        &self,
+        seq: u64,
+    ) -> Result<Option<pop_store::commitment::SignedCheckpoint>, pop_store::StoreError> {
+        self.store.checkpoint(seq).await
+    }
+    async fn sealable_entries(
+        &self,
+        after: Position,
+        max: usize,
+    ) -> Result<Vec<pop_store::commitment::LogEntry>, pop_store::StoreError> {
+        let left = self.left.load(std::sync::atomic::Ordering::SeqCst);
+        if left > 0 {
+            self.left.store(left - 1, std::sync::atomic::Ordering::SeqCst);
+            self.store.append("w", ExpectedVersion::Any, vec![event(left, "grow")]).await?;
+        }
+        self.store.sealable_entries(after, max).await
+    }
+    async fn add_checkpoint(
+        &self,
+        checkpoint: &pop_store::commitment::SignedCheckpoint,
+    ) -> Result<bool, pop_store::StoreError> {
+        self.store.add_checkpoint(checkpoint).await
+    }
+}
+
+/// A sealing round under writes that never pause seals what was there and ends: checkpoints
+/// of the most entries while a backlog is there, then one of what was left (ops3am13: each
+/// pass sealed what came during the last, so a round ended only at a lull, with a checkpoint
+/// per ~27 events).
+#[tokio::test]
+async fn a_sealing_round_under_steady_writes_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = SqliteOptions { durability: Durability::Normal, clock: fixed_clock(now()) };
+    let store = SqliteStore::open(&dir.path().join("grow.db"), options).await.unwrap();
+    let backlog: Vec<NewEvent> = (0..6).map(|n| event(n, "backlog")).collect();
+    store.append("a", ExpectedVersion::NoStream, backlog).await.unwrap();
+    let log = Growing { store, left: std::sync::atomic::AtomicU32::new(20) };
+    let sealer = Sealer::with_max_entries(key(1), 4);
+    // Each pass first sees one more event. Pass 1: entries 1-4 of 7 (full: on); pass 2: 5-8
+    // (full: on); pass 3: 9, fewer than a full checkpoint, so the round ends there.
+    let newest = sealer.seal_all(&log, now()).await.unwrap().expect("sealed");
+    assert_eq!((newest.seq, newest.events), (3, 9), "{newest:?}");
+    assert_eq!(log.left.load(std::sync::atomic::Ordering::SeqCst), 17);
+    // The next round goes on from there.
+    let next = sealer.seal_all(&log, now()).await.unwrap().expect("sealed");
+    assert_eq!((next.seq, next.events), (4, 10), "{next:?}");
+}
