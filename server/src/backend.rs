@@ -77,7 +77,11 @@ impl Backend {
                 })
             }
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                let options = PgOptions { read_only, ..PgOptions::default() };
+                let options = PgOptions {
+                    read_only,
+                    pool_size: usize::from(store.pg_pool_size),
+                    ..PgOptions::default()
+                };
                 let describe = redact(url);
                 let store = Arc::new(
                     PgStore::connect(url, options.clone())
@@ -171,7 +175,7 @@ mod tests {
     #[tokio::test]
     async fn kurrentdb_urls_are_recognised() {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let store = crate::cli::StoreArgs { data_dir: dir.path().to_path_buf() };
+        let store = crate::cli::StoreArgs { data_dir: dir.path().to_path_buf(), pg_pool_size: 16 };
         let url = "kurrentdb://admin:secret@127.0.0.1:1?tls=false&maxDiscoverAttempts=1";
         let opened = super::Backend::open(&store, Some(url), crate::cli::DurabilityArg::Full).await;
         let message = format!("{:#}", opened.err().expect("nothing answers on port 1"));

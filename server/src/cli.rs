@@ -139,7 +139,7 @@ pub enum Command {
     /// Run the service on the embedded store (a SQLite file in the data directory), or on a
     /// shared PostgreSQL database with `--store`.
     #[command(display_order = 1)]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print events of the log as JSON lines: the whole log, or one stream (an audit view).
     #[command(display_order = 40)]
     Log(LogArgs),
@@ -524,6 +524,12 @@ pub struct StoreArgs {
     /// Data directory; the embedded store is `<data-dir>/pop.db`.
     #[arg(long, env = "POP_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+    /// PostgreSQL only: most pooled connections this process opens for requests (at least 2);
+    /// it also opens one for live tailing, one per leader lock it holds, and up to 4 to read
+    /// ahead while it catches up. Size the server's `max_connections` for every replica.
+    #[arg(long, env = "POP_PG_POOL_SIZE", default_value_t = 16,
+          value_parser = clap::value_parser!(u16).range(2..=1000))]
+    pub pg_pool_size: u16,
 }
 
 impl StoreArgs {

@@ -110,7 +110,7 @@ async fn by_id_or_key(
 
 async fn run(command: cli::Command) -> Result<()> {
     match command {
-        cli::Command::Serve(args) => serve::run(args).await,
+        cli::Command::Serve(args) => serve::run(*args).await,
         cli::Command::Log(args) => log_cmd::run(args).await,
         cli::Command::Demo(args) => demo::run(args).await,
         cli::Command::Init { client, init } => {

@@ -569,3 +569,26 @@ async fn a_log_ahead_of_the_clusters_transaction_ids_is_refused() {
     assert!(matches!(refused, StoreError::Unusable(_)), "{said}");
     assert!(said.contains("pg_dump") && said.contains("pop export"), "{said}");
 }
+
+/// A connection PostgreSQL refuses for want of slots says what that means for pop and what to
+/// do (ops3am13: replicas past `max_connections` logged only "sorry, too many clients
+/// already"). A role's connection limit gets the same SQLSTATE (53300) as the server's.
+#[tokio::test]
+async fn a_connection_refused_for_want_of_slots_names_the_remedy() {
+    let Some(cluster) =
+        TestCluster::shared("a_connection_refused_for_want_of_slots_names_the_remedy")
+    else {
+        return;
+    };
+    let url = cluster.create_database().await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let role = format!("full_{}", Uuid::new_v4().simple());
+    client.batch_execute(&format!("CREATE ROLE {role} LOGIN CONNECTION LIMIT 0")).await.unwrap();
+    drop(client);
+    let _ = driver.await;
+    let limited = url.replacen("postgres://postgres@", &format!("postgres://{role}@"), 1);
+    let refused = PgStore::connect(&limited, PgOptions::default()).await.expect_err("refused");
+    let said = pop_domain::error::ErrorChain(&refused).to_string();
+    assert!(said.contains("max_connections") && said.contains("--pg-pool-size"), "{said}");
+}

@@ -571,8 +571,24 @@ pub(crate) async fn snapshot_transaction(
 pub(crate) fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
     match e {
         deadpool_postgres::PoolError::Closed => StoreError::Closed,
+        deadpool_postgres::PoolError::Backend(ref inner) if too_many_clients(inner) => {
+            StoreError::backend(TOO_MANY_CLIENTS, e)
+        }
         e => StoreError::backend("getting a PostgreSQL connection", e),
     }
+}
+
+/// What a refused connection for want of slots means for pop (ops3am13: replicas over
+/// `max_connections` logged only PostgreSQL's "sorry, too many clients already").
+const TOO_MANY_CLIENTS: &str = "getting a PostgreSQL connection: the server has no connection \
+    slot left (max_connections); each pop replica opens up to --pg-pool-size (16) pooled \
+    connections and about 6 more (live tailing, leader locks, reading ahead): raise \
+    max_connections, lower --pg-pool-size or run fewer replicas";
+
+/// SQLSTATE 53300 `too_many_connections`.
+fn too_many_clients(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|db| *db.code() == tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS)
 }
 
 #[async_trait]
