@@ -562,6 +562,34 @@ test("an operator's page of acme's agenda shows acme's alone when another tenant
   await page.browserContext().close();
 });
 
+test('a failed agenda whose retry is still to come can be cancelled from its page', async () => {
+  // Attempt 1 of 2 fails; the server's retry waits out its backoff (30 s by default).
+  const failing = await submit(T.acme, { ...threeOps('acme', 'retry-batch', 'failing'), params: { maximumAttempts: 2 } });
+  const lease = await claim(failing.id);
+  await gql(T.acmeService, 'mutation($p: JSON!, $l: String) { updateAgendaProgress(agendaProgress: $p, leaseId: $l) { position } }', {
+    p: { id: failing.progressId, processingState: 'COMPLETE', processingStateMessage: 'failed',
+      operationProgress: [{ operation: 'probe', processingState: 'COMPLETE', processingStateMessage: 'failed' }] },
+    l: lease,
+  });
+  const page = await newPage();
+  await signIn(page, T.acme);
+  await page.goto(BASE + `/#/agenda/acme/${encodeURIComponent(failing.id)}`);
+  await page.waitForSelector('h1 .badge[data-state="failed"]', { timeout: WAIT });
+  // The button says what it does (ops3am13: a failed agenda's Cancel was disabled).
+  await page.waitForSelector('#cancel-agenda:not([disabled])', { timeout: WAIT });
+  assert.equal(await page.$eval('#cancel-agenda', (b) => b.textContent), 'Cancel retry');
+  await page.click('#cancel-agenda');
+  await page.waitForSelector('#cancel-confirm-box', { timeout: WAIT });
+  assert.match(await page.$eval('#cancel-confirm-box', (b) => b.textContent), /retry is withdrawn/);
+  await page.click('#cancel-confirm');
+  await page.waitForSelector('h1 .badge[data-state="cancelled"]', { timeout: WAIT });
+  const d = await gql(T.acme, 'query($id: String!) { agendaProgress(id: $id) { processingStateMessage attemptsCompleted } }', { id: failing.progressId });
+  assert.deepEqual(d.agendaProgress, { processingStateMessage: 'cancelled', attemptsCompleted: 1 });
+  // Cancelled, it has nothing left to cancel.
+  await page.waitForSelector('#cancel-agenda[disabled]', { timeout: WAIT });
+  await page.browserContext().close();
+});
+
 test('no console errors, page errors or off-host requests', () => {
   assert.deepEqual(problems, []);
   assert.deepEqual(offHost, []);

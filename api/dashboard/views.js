@@ -387,7 +387,7 @@ export function AgendaView({ me, customerId, id }) {
     <p class="meta">customer <b>${agenda.customerId}</b>${agenda.title ? html` · ${agenda.title}` : ''}${agenda.linkId ? html` · batch <a href=${batchHref(agenda.customerId, agenda.linkId)}>${agenda.linkId}</a>` : ''}${' · added '}${fmtTime(agenda.addedTime)}${progress ? html` · ${progress.processingStateMessage || ''} · <${Bar} pct=${progress.percentComplete}/> ${Math.round(progress.percentComplete || 0)}%` : ''}
       ${progress && progress.maximumAttempts ? html` · attempts ${progress.attemptsCompleted}/${progress.maximumAttempts}` : ''}</p>
     <${ErrorLine} error=${error}/>
-    ${canWrite && html`<${Actions} me=${me} agenda=${agenda} state=${st} onError=${setError} operations=${agenda.operations.map((o) => o.name)}/>`}
+    ${canWrite && html`<${Actions} me=${me} agenda=${agenda} state=${st} retryDue=${st === 'failed' && progress && progress.attemptsCompleted < progress.maximumAttempts} onError=${setError} operations=${agenda.operations.map((o) => o.name)}/>`}
     <h2>Operations <span class="muted">(${agenda.operations.length}${agenda.operations.length > LARGE ? ', layered layout' : ''})</span></h2>
     <${Dag} operations=${agenda.operations} progress=${[...ops.values()]} states=${states} selected=${selected} onSelect=${setSelected}/>
     ${large && html`<p><button id="show-op-table" onClick=${() => setShowTable(!showTable)}>${showTable ? 'Hide' : 'Show'} the table of ${agenda.operations.length} operations</button></p>`}
@@ -453,11 +453,13 @@ function Results({ ops }) {
   return html`<h2>Results</h2>${done.map((o) => html`<${Lazy} key=${o.operation} label=${o.operation} value=${o.resultPayload}/>`)}`;
 }
 
-function Actions({ me, agenda, state, operations, onError }) {
+function Actions({ me, agenda, state, retryDue, operations, onError }) {
   const [mode, setMode] = useState('resetAll');
   const [reset, setReset] = useState(new Set());
   const [busy, setBusy] = useState(false);
   const complete = ['succeeded', 'failed', 'cancelled', 'complete'].includes(state);
+  // A failed agenda with attempts left may be cancelled: that withdraws its retry (ops3am13).
+  const cancellable = !complete || retryDue;
   const run = async (fn) => {
     setBusy(true);
     onError(null);
@@ -476,11 +478,13 @@ function Actions({ me, agenda, state, operations, onError }) {
     return run(() => gql('mutation($a: String!, $c: String, $p: [String!]) { rerunAgenda(agendaId: $a, customerId: $c, params: $p) { position } }', { a: agenda.id, c: agenda.customerId, p: params }));
   };
   return html`<div class="actions">
-    ${may(me, 'cancel') && (confirming && !complete
-      ? html`<span class="confirm" id="cancel-confirm-box">Cancel this agenda? Its running operations stop being reported.
+    ${may(me, 'cancel') && (confirming && cancellable
+      ? html`<span class="confirm" id="cancel-confirm-box">${retryDue
+          ? 'Cancel this agenda? Its retry is withdrawn and it ends cancelled.'
+          : 'Cancel this agenda? Its running operations stop being reported.'}
           <button id="cancel-confirm" class="danger" disabled=${busy} onClick=${() => { setConfirming(false); cancel(); }}>Yes, cancel it</button>
           <button id="cancel-keep" onClick=${() => setConfirming(false)}>Keep it</button></span>`
-      : html`<button id="cancel-agenda" disabled=${busy || complete} onClick=${() => setConfirming(true)}>Cancel</button>`)}
+      : html`<button id="cancel-agenda" disabled=${busy || !cancellable} title=${retryDue ? 'failed, its retry still to come: cancelling withdraws the retry' : ''} onClick=${() => setConfirming(true)}>${retryDue ? 'Cancel retry' : 'Cancel'}</button>`)}
     ${may(me, 'rerun') && html`<span class="sep"></span><label>rerun <select value=${mode} onChange=${(e) => setMode(e.target.value)}>
       <option value="resetAll">resetAll</option><option value="continue">continue</option><option value="reset">reset chosen operations</option></select></label>
     ${mode === 'reset' && html`<span class="choose">${operations.map((n) => html`<label><input type="checkbox" checked=${reset.has(n)} onChange=${() => {

@@ -144,6 +144,8 @@ pub struct ApiConfig {
     pub max_payload_bytes: usize,
     /// See [`pop_app::limits::DEFAULT_MAX_PARAMS_BYTES`].
     pub max_params_bytes: usize,
+    /// See [`pop_app::AppConfig::retries`].
+    pub retries: bool,
     /// Whether async-graphql's tracing extension runs (a span per operation, its parse,
     /// validation and execution, and per resolved field). Off by default: it costs a span per
     /// field, which only pays when traces are exported (`pop serve --otlp-endpoint`).
@@ -179,6 +181,7 @@ impl Default for ApiConfig {
             max_live_bytes_per_customer: app.max_live_bytes_per_customer,
             max_payload_bytes: app.max_payload_bytes,
             max_params_bytes: app.max_params_bytes,
+            retries: app.retries,
             graphql_tracing: false,
             pop_errors_in_body: false,
         }
@@ -227,6 +230,7 @@ impl ApiConfig {
             max_live_bytes_per_customer: self.max_live_bytes_per_customer,
             max_payload_bytes: self.max_payload_bytes,
             max_params_bytes: self.max_params_bytes,
+            retries: self.retries,
         }
         .bounded()
     }

@@ -206,6 +206,11 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
         "Expired leases the reclaimer's last cycle left for their holders to renew: after pop serve starts, or after an outage of the store, each lease gets its length again before it is timed out (nobody could report meanwhile). 0 when none; the log names the first and when it becomes reclaimable.",
     ),
     (
+        "pop_retry_agendas_out_of_attempts",
+        Kind::Gauge,
+        "Failed agendas the retry process's last cycle found with no retry left (attempts used up, or a failure its executor called deterministic), kept until the data reaper removes them: its rise is work failing for good. Exported by the replica that leads the retry process (alert on max over replicas).",
+    ),
+    (
         "pop_process_cycles_total",
         Kind::Counter,
         "Cycles of a timed process (scheduler, reapers), by process and dry_run.",

@@ -232,8 +232,8 @@ impl App {
             .await
     }
 
-    /// Cancels a non-complete agenda (COMPLETE/cancelled); executors' later reports are
-    /// refused.
+    /// Cancels a non-complete agenda (COMPLETE/cancelled), or a failed one with attempts left
+    /// (withdrawing its retry); executors' later reports are refused.
     pub async fn cancel(
         &self,
         caller: &Caller,
@@ -249,8 +249,16 @@ impl App {
                 {
                     return Err(AppError::invalid("reason", format!("the reason {why}")));
                 }
+                let said = reason.clone().unwrap_or_default();
                 let command = AgendaCommand::Cancel { reason, now: self.now() };
-                self.on_agenda(caller, "cancelAgenda", agenda, command).await
+                let outcome = self.on_agenda(caller, "cancelAgenda", agenda, command).await?;
+                // Said as a claim and a completion are (ops3am14: a storm's cancels left the
+                // log promising retries that never came).
+                if outcome.position.is_some() {
+                    let p = outcome.progress();
+                    tracing::info!(target: "pop::agendas", agenda = %format_args!("{}/{}", p.customer_id, p.agenda_id), by = %caller.principal.name, cid = %caller.cid, reason = %said, "cancelled: it runs no more and no retry follows");
+                }
+                Ok(outcome)
             })
             .await
     }

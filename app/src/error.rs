@@ -399,6 +399,31 @@ pub fn store(subject: &str, e: &StoreError) -> AppError {
 mod tests {
     use super::*;
 
+    /// Every code is in [`Code::ALL`] (the REST contract's enum is made from it): a new code
+    /// fails to compile here until this match, and so the list, names it.
+    #[test]
+    fn every_code_is_listed() {
+        for code in Code::ALL {
+            let listed = match code {
+                Code::Validation
+                | Code::NotFound
+                | Code::Forbidden
+                | Code::Unauthenticated
+                | Code::Conflict
+                | Code::BadRequest
+                | Code::Internal
+                | Code::Timeout
+                | Code::QueryTooCostly
+                | Code::ResponseTooLarge
+                | Code::DeadlineExceeded
+                | Code::Busy
+                | Code::Unavailable
+                | Code::QuotaExceeded => Code::ALL.iter().filter(|c| **c == code).count(),
+            };
+            assert_eq!(listed, 1, "{code:?}");
+        }
+    }
+
     #[test]
     fn refusals_keep_their_codes() {
         let e = refused("agenda \"a\"", &AgendaError::NotFound);

@@ -79,8 +79,13 @@ impl Key {
 pub enum Scope {
     /// Any customer's (an admin's follow; a waiting `getAgenda` of a shared insight).
     Any,
-    /// Only these customers' (exact ids, as [`pop_projections::Visibility::sees`] compares).
+    /// Only these customers' (exact ids, as [`pop_projections::Visibility::sees`] compares);
+    /// none: the follow can receive nothing (it names a customer its principal does not see).
     Customers(Vec<Arc<str>>),
+    /// Only the customers of a large set, shared by the follows of one `group` (a principal):
+    /// asked once per change for the whole group, not once per follow (hostile25: a token of
+    /// 65 customers was filed as "any").
+    Group { group: Arc<str>, customers: Arc<std::collections::BTreeSet<String>> },
 }
 
 /// Why a subscriber could not join the feed.
@@ -295,6 +300,13 @@ struct Registry {
 struct Bucket {
     any: HashSet<u64>,
     of: HashMap<Arc<str>, HashSet<u64>>,
+    groups: HashMap<Arc<str>, Group>,
+}
+
+/// The follows of one [`Scope::Group`] under a key.
+struct Group {
+    customers: Arc<std::collections::BTreeSet<String>>,
+    ids: HashSet<u64>,
 }
 
 impl Bucket {
@@ -307,6 +319,13 @@ impl Bucket {
                 for customer in customers {
                     self.of.entry(Arc::clone(customer)).or_default().insert(id);
                 }
+            }
+            Scope::Group { group, customers } => {
+                let group = self.groups.entry(Arc::clone(group)).or_insert_with(|| Group {
+                    customers: Arc::clone(customers),
+                    ids: HashSet::new(),
+                });
+                group.ids.insert(id);
             }
         }
     }
@@ -326,16 +345,29 @@ impl Bucket {
                     }
                 }
             }
+            Scope::Group { group, .. } => {
+                if let Some(g) = self.groups.get_mut(group) {
+                    g.ids.remove(&id);
+                    if g.ids.is_empty() {
+                        self.groups.remove(group);
+                    }
+                }
+            }
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.any.is_empty() && self.of.is_empty()
+        self.any.is_empty() && self.of.is_empty() && self.groups.is_empty()
     }
 
     /// The subscribers a change of `customer` may concern.
-    fn of_customer<'b>(&'b self, customer: &str) -> impl Iterator<Item = &'b u64> {
-        self.any.iter().chain(self.of.get(customer).into_iter().flatten())
+    fn of_customer<'b>(&'b self, customer: &'b str) -> impl Iterator<Item = &'b u64> {
+        let grouped = self
+            .groups
+            .values()
+            .filter(move |g| g.customers.contains(customer))
+            .flat_map(|g| g.ids.iter());
+        self.any.iter().chain(self.of.get(customer).into_iter().flatten()).chain(grouped)
     }
 }
 
@@ -585,6 +617,41 @@ mod tests {
         drop(items);
         drop(any);
         assert!(lock(&feed.registry).by_key.is_empty(), "an empty bucket stayed in the index");
+    }
+
+    /// The follows of a principal of many customers are asked about a change only when the
+    /// change is of one of them (hostile25), and one of no customer never.
+    #[tokio::test]
+    async fn a_grouped_or_empty_scope_is_asked_only_about_its_customers_changes() {
+        let (tx, _) = broadcast::channel(64);
+        let feed = dispatcher(&tx, 16);
+        let asked = Arc::new(AtomicUsize::new(0));
+        let link = Key::Link(Arc::from("l1"));
+        let customers: std::collections::BTreeSet<String> =
+            (0..65).map(|i| format!("c{i:02}")).collect();
+        let group = Scope::Group { group: Arc::from("many"), customers: Arc::new(customers) };
+        let mut followed = Vec::new();
+        for scope in [group.clone(), group, Scope::Customers(Vec::new())] {
+            let counted = Arc::clone(&asked);
+            followed.push(
+                feed.register_for("many", link.clone(), scope, move |_| {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    true
+                })
+                .unwrap(),
+            );
+        }
+        for (n, customer) in [(1, "globex"), (2, "c07")] {
+            let mut c = change(n, customer);
+            c.link_id = Some(Arc::from("l1"));
+            tx.send(c).unwrap();
+        }
+        for items in &mut followed[..2] {
+            assert_eq!(describe(&items.recv().await.expect("an item")), "change 2");
+        }
+        assert_eq!(asked.load(Ordering::SeqCst), 2, "asked about globex's change, or twice");
+        drop(followed);
+        assert!(lock(&feed.registry).by_key.is_empty(), "an empty group stayed in the index");
     }
 
     #[tokio::test]

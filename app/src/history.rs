@@ -41,6 +41,10 @@ pub struct HistoryEntry {
     pub processing_state: ProcessingState,
     pub processing_state_message: Option<String>,
     pub percent_complete: Option<f64>,
+    /// The agenda's attempts completed after the event, and its most (auditor25: which
+    /// attempt a report, a timeout or a retry belonged to was in the raw events only).
+    pub attempts_completed: u32,
+    pub maximum_attempts: u32,
     /// The agenda's diagnostics this event added.
     pub diagnostics: Vec<DiagnosticEvent>,
     /// The operations whose state, message or diagnostics this event changed (operations it
@@ -254,6 +258,8 @@ impl App {
                     processing_state: progress.processing_state,
                     processing_state_message: progress.processing_state_message.clone(),
                     percent_complete: progress.percent_complete,
+                    attempts_completed: progress.attempts_completed,
+                    maximum_attempts: progress.maximum_attempts,
                     diagnostics: progress
                         .diagnostic_events
                         .iter()

@@ -169,8 +169,9 @@ impl App {
     pub async fn probe_head(&self) -> Result<Position, String> {
         match tokio::time::timeout(limits::STORE_PROBE_TIMEOUT, self.store().head()).await {
             Err(_) => Err(format!(
-                "the event store did not answer within {:?}",
-                limits::STORE_PROBE_TIMEOUT
+                "the event store did not answer within {:?}{}",
+                limits::STORE_PROBE_TIMEOUT,
+                self.store().slow_head_hint().map(|h| format!(" ({h})")).unwrap_or_default()
             )),
             Ok(Err(e)) => Err(format!(
                 "the event store cannot be read: {}",

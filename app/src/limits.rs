@@ -182,6 +182,10 @@ pub struct AppConfig {
     pub max_payload_bytes: usize,
     /// See [`DEFAULT_MAX_PARAMS_BYTES`]; at least 2 (`{}`).
     pub max_params_bytes: usize,
+    /// Whether the deployment retries failed agendas (`pop serve --retry-interval` not 0):
+    /// what the log says of a failure with attempts left (review-s40: "retried after the
+    /// backoff" was said with retries off).
+    pub retries: bool,
 }
 
 impl Default for AppConfig {
@@ -199,6 +203,7 @@ impl Default for AppConfig {
             max_live_bytes_per_customer: DEFAULT_MAX_LIVE_BYTES_PER_CUSTOMER,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             max_params_bytes: DEFAULT_MAX_PARAMS_BYTES,
+            retries: true,
         }
     }
 }

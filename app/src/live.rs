@@ -92,21 +92,29 @@ impl Target {
     }
 
     /// The customers whose changes this target's follow by `principal` can admit: the one it
-    /// names, else the principal's (when they are few), else any.
+    /// names (none when the principal does not see it: hostile25 filed 10,000 follows naming
+    /// another customer under that customer), else the principal's, else (an admin) any.
     fn scope(&self, principal: &Principal) -> Scope {
-        /// Past this many customers a follow is visited for every change of its key: each
-        /// customer costs an entry per follow.
-        const MAX_SCOPED_CUSTOMERS: usize = 64;
+        /// Past this many customers a principal's follows share one set ([`Scope::Group`])
+        /// instead of an entry per customer each.
+        const MAX_LISTED_CUSTOMERS: usize = 16;
         let named = match self {
             Target::Customer(customer) => Some(customer.as_str()),
             _ => self.named_customer(),
         };
         match (named, &principal.customers) {
-            (Some(customer), _) => Scope::Customers(vec![Arc::from(customer)]),
-            (None, Visibility::Customers(ids)) if ids.len() <= MAX_SCOPED_CUSTOMERS => {
+            (Some(customer), _) if principal.sees(customer) => {
+                Scope::Customers(vec![Arc::from(customer)])
+            }
+            (Some(_), _) => Scope::Customers(Vec::new()),
+            (None, Visibility::Customers(ids)) if ids.len() <= MAX_LISTED_CUSTOMERS => {
                 Scope::Customers(ids.iter().map(|c| Arc::from(c.as_str())).collect())
             }
-            (None, _) => Scope::Any,
+            (None, Visibility::Customers(ids)) => Scope::Group {
+                group: Arc::from(principal.name.as_str()),
+                customers: Arc::new(ids.clone()),
+            },
+            (None, Visibility::All) => Scope::Any,
         }
     }
 
@@ -607,5 +615,36 @@ impl App {
                 }))
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::caller::Role;
+
+    /// A follow is filed by the customers whose changes it can admit: none for a customer its
+    /// principal does not see (hostile25, review-s40: acme's follows naming globex were filed
+    /// under globex), a shared set past a few customers (hostile25: a token of 65 was "any").
+    #[test]
+    fn a_follow_is_filed_by_what_it_can_admit() {
+        let acme = Principal::new("acme-user", Role::User, &["acme"]);
+        let link = |customer: Option<&str>| Target::Link("GL".into(), customer.map(str::to_string));
+        assert_eq!(link(Some("globex")).scope(&acme), Scope::Customers(Vec::new()));
+        assert_eq!(Target::Customer("globex".into()).scope(&acme), Scope::Customers(Vec::new()));
+        assert_eq!(link(Some("acme")).scope(&acme), Scope::Customers(vec![Arc::from("acme")]));
+        assert_eq!(link(None).scope(&acme), Scope::Customers(vec![Arc::from("acme")]));
+        let names: Vec<String> = (0..65).map(|i| format!("c{i:02}")).collect();
+        let many: Vec<&str> = names.iter().map(String::as_str).collect();
+        let many = Principal::new("many-user", Role::User, &many);
+        match link(None).scope(&many) {
+            Scope::Group { group, customers } => {
+                assert_eq!((&*group, customers.len()), ("many-user", 65));
+            }
+            other => panic!("{other:?}"),
+        }
+        let admin = Principal::new("admin", Role::Admin, &["*"]);
+        assert_eq!(link(None).scope(&admin), Scope::Any);
+        assert_eq!(link(Some("globex")).scope(&admin), Scope::Customers(vec![Arc::from("globex")]));
     }
 }

@@ -822,7 +822,8 @@ impl App {
                 _ if progress.attempts_completed >= progress.maximum_attempts => {
                     ": no attempt left, not retried"
                 }
-                _ => ": retried after the backoff",
+                _ if services.config().retries => ": a retry follows after the backoff",
+                _ => ": attempts left, but retries are off here (--retry-interval 0)",
             };
             let (attempt, maximum) = (progress.attempts_completed, progress.maximum_attempts);
             tracing::info!(target: "pop::agendas", agenda = %key, by = %caller.principal.name, cid = %caller.cid, attempt, maximum, "completed {message}{then}");

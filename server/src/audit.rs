@@ -1,6 +1,6 @@
 //! `pop audit <agenda-id>`: an agenda's history as a human timeline — time, log position
 //! (what an as-of read by position takes), version, actor, command,
-//! event, the state and percent after it, the diagnostics it added, and what it did to each
+//! event, the state, percent and attempts after it, the diagnostics it added, and what it did to each
 //! operation it changed (state, message, the diagnostics of a failure) — or, with `--json`,
 //! the same entries as JSON. Read through the public GraphQL API (`agendaHistory`), page by
 //! page, so it sees exactly what the token may see.
@@ -14,7 +14,8 @@ use crate::output;
 const HISTORY: &str = "query($id: String!, $customer: String, $after: String) { \
     agendaHistory(agendaId: $id, customerId: $customer, after: $after) { \
     items { position version time type actor cid causationId command processingState \
-    processingStateMessage percentComplete diagnostics { message statusCode } \
+    processingStateMessage percentComplete attemptsCompleted maximumAttempts \
+    diagnostics { message statusCode } \
     operations { operation processingState processingStateMessage \
     diagnostics { message statusCode } } addedOperations } \
     endCursor hasNextPage } }";
@@ -70,6 +71,11 @@ fn timeline(entries: &[Value]) -> Vec<String> {
             let percent = e["percentComplete"]
                 .as_f64()
                 .map_or_else(|| "-".to_string(), |p| format!("{p:.1}"));
+            // Attempts completed after the event, of the most (auditor25).
+            let attempts = match (e["attemptsCompleted"].as_u64(), e["maximumAttempts"].as_u64()) {
+                (Some(done), Some(most)) => format!("{done}/{most}"),
+                _ => "-".to_string(),
+            };
             vec![
                 text(&e["time"]),
                 text(&e["position"]),
@@ -79,11 +85,12 @@ fn timeline(entries: &[Value]) -> Vec<String> {
                 text(&e["type"]),
                 state,
                 percent,
+                attempts,
             ]
         })
         .collect();
     let mut table = output::table_lines(
-        &["time", "position", "v", "actor", "command", "event", "state", "%"],
+        &["time", "position", "v", "actor", "command", "event", "state", "%", "attempts"],
         &rows,
     )
     .into_iter();
@@ -147,6 +154,8 @@ mod tests {
         };
         let mut entries =
             vec![entry(9, "Running Operations", None), entry(10, "x", Some("exit status 1"))];
+        entries[1]["attemptsCompleted"] = json!(1);
+        entries[1]["maximumAttempts"] = json!(3);
         entries[1]["operations"] = json!([{"operation": "encode", "processingState": "COMPLETE",
             "processingStateMessage": "failed", "diagnostics": [{"message": "no such file"}]}]);
         entries[0]["addedOperations"] = json!(["part-1", "join"]);
@@ -171,6 +180,9 @@ mod tests {
             assert_eq!(column(&lines[3], cell), at, "{header}: {lines:#?}");
         }
         assert_eq!(lines[4].trim(), "diagnostic: exit status 1");
+        // The attempts column: completed of the most after the event (auditor25).
+        assert_eq!(column(&lines[3], "1/3"), column(&lines[0], "attempts"), "{lines:#?}");
+        assert!(lines[1].ends_with(" -"), "{lines:#?}");
     }
 
     /// A client's text with line breaks cannot print a line that passes for a row or a

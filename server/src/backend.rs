@@ -38,13 +38,30 @@ impl Backend {
         store_url: Option<&str>,
         durability: DurabilityArg,
     ) -> Result<Backend> {
-        Self::open_with(store, store_url, durability, false).await
+        Self::open_with(store, store_url, durability, false, PgOptions::default().pool_size).await
+    }
+
+    /// [`Backend::open`] with a PostgreSQL pool of `pool_size` (`pop serve --pg-pool-size`).
+    pub async fn open_sized(
+        store: &StoreArgs,
+        store_url: Option<&str>,
+        durability: DurabilityArg,
+        pool_size: usize,
+    ) -> Result<Backend> {
+        Self::open_with(store, store_url, durability, false, pool_size).await
     }
 
     /// The shared store at `store_url` for a tool that only reads it beside the servers
     /// (`pop log`): a PostgreSQL store is opened without migrating its schema.
     pub async fn open_reader(store: &StoreArgs, store_url: &str) -> Result<Backend> {
-        Self::open_with(store, Some(store_url), DurabilityArg::Full, true).await
+        Self::open_with(
+            store,
+            Some(store_url),
+            DurabilityArg::Full,
+            true,
+            PgOptions::default().pool_size,
+        )
+        .await
     }
 
     async fn open_with(
@@ -52,6 +69,7 @@ impl Backend {
         store_url: Option<&str>,
         durability: DurabilityArg,
         read_only: bool,
+        pool_size: usize,
     ) -> Result<Backend> {
         match store_url {
             None => {
@@ -77,11 +95,7 @@ impl Backend {
                 })
             }
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                let options = PgOptions {
-                    read_only,
-                    pool_size: usize::from(store.pg_pool_size),
-                    ..PgOptions::default()
-                };
+                let options = PgOptions { read_only, pool_size, ..PgOptions::default() };
                 let describe = redact(url);
                 let store = Arc::new(
                     PgStore::connect(url, options.clone())
@@ -175,7 +189,7 @@ mod tests {
     #[tokio::test]
     async fn kurrentdb_urls_are_recognised() {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let store = crate::cli::StoreArgs { data_dir: dir.path().to_path_buf(), pg_pool_size: 16 };
+        let store = crate::cli::StoreArgs { data_dir: dir.path().to_path_buf() };
         let url = "kurrentdb://admin:secret@127.0.0.1:1?tls=false&maxDiscoverAttempts=1";
         let opened = super::Backend::open(&store, Some(url), crate::cli::DurabilityArg::Full).await;
         let message = format!("{:#}", opened.err().expect("nothing answers on port 1"));

@@ -268,7 +268,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Cancel an agenda that has not ended.
+    /// Cancel an agenda that has not ended, or a failed one whose retry is still to come (that
+    /// withdraws the retry).
     #[command(display_order = 15)]
     Cancel {
         #[command(flatten)]
@@ -524,12 +525,6 @@ pub struct StoreArgs {
     /// Data directory; the embedded store is `<data-dir>/pop.db`.
     #[arg(long, env = "POP_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
-    /// PostgreSQL only: most pooled connections this process opens for requests (at least 2);
-    /// it also opens one for live tailing, one per leader lock it holds, and up to 4 to read
-    /// ahead while it catches up. Size the server's `max_connections` for every replica.
-    #[arg(long, env = "POP_PG_POOL_SIZE", default_value_t = 16,
-          value_parser = clap::value_parser!(u16).range(2..=1000))]
-    pub pg_pool_size: u16,
 }
 
 impl StoreArgs {
@@ -561,6 +556,12 @@ pub struct ServeArgs {
     /// caches projection snapshots, and durability is the database's.
     #[arg(long = "store", env = "DATABASE_URL", hide_env_values = true)]
     pub store_url: Option<String>,
+    /// PostgreSQL only: most pooled connections this server opens for requests (at least 2);
+    /// it also opens one for live tailing, one per leader lock it holds, and up to 4 to read
+    /// ahead while it catches up. Size the database's `max_connections` for every replica.
+    #[arg(long, env = "POP_PG_POOL_SIZE", default_value_t = 16,
+          value_parser = clap::value_parser!(u16).range(2..=1000))]
+    pub pg_pool_size: u16,
     /// `full` fsyncs every commit before acknowledging it (an acknowledged append survives a
     /// power loss); `normal` fsyncs only at checkpoints (survives a crash of pop, maybe not of
     /// the machine).

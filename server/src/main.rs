@@ -83,21 +83,18 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Runs `call` on the agenda `id`; when no agenda has that id and no customer was named, and
-/// the id reads `customer/id` — as the server's log and metrics name an agenda (ops3am13: an
-/// operator pasting `acme/f1-3` from the log got NOT_FOUND from every verb, and `pop audit`
-/// said it was reaped) — runs it again on that customer's agenda of that id, saying so.
+/// Runs the read `call` on the agenda `id`; when no agenda has that id and no customer was
+/// named, and the id reads `customer/id` — as the server's log and metrics name an agenda
+/// (ops3am13: an operator pasting `acme/f1-3` from the log got NOT_FOUND from every verb, and
+/// `pop audit` said it was reaped) — reads that customer's agenda of that id, saying so.
 async fn by_id_or_key(
     id: &str,
     customer: Option<&str>,
     call: impl AsyncFn(&str, Option<&str>) -> Result<()>,
 ) -> Result<()> {
     let result = call(id, customer).await;
-    let not_found = |e: &anyhow::Error| e.to_string().contains("NOT_FOUND");
-    match (&result, customer, id.split_once('/')) {
-        (Err(e), None, Some((owner, rest)))
-            if not_found(e) && !owner.trim().is_empty() && !rest.trim().is_empty() =>
-        {
+    match (&result, customer, as_key(id)) {
+        (Err(e), None, Some((owner, rest))) if is_not_found(e) => {
             eprintln!(
                 "pop: no agenda {id:?}; taking it as the server's log writes an agenda \
                  (customer/id): agenda {rest:?} of customer {owner:?}"
@@ -106,6 +103,33 @@ async fn by_id_or_key(
         }
         _ => result,
     }
+}
+
+/// The write `call` on the agenda `id`, never on another one: an id that reads `customer/id`
+/// and names no agenda gets the command to type for that customer's agenda, not the write
+/// (review-s40: `pop cancel acme/nightly`, a typo, cancelled acme's `nightly`).
+async fn by_id_hinting_key(
+    id: &str,
+    customer: Option<&str>,
+    call: impl AsyncFn(&str, Option<&str>) -> Result<()>,
+) -> Result<()> {
+    let result = call(id, customer).await;
+    match (result, customer, as_key(id)) {
+        (Err(e), None, Some((owner, rest))) if is_not_found(&e) => Err(anyhow::anyhow!(
+            "{e:#} (if {id:?} is an agenda as the server's log writes it, customer/id, name it \
+             {rest:?} with --customer {owner:?})"
+        )),
+        (result, ..) => result,
+    }
+}
+
+fn is_not_found(e: &anyhow::Error) -> bool {
+    e.to_string().contains("NOT_FOUND")
+}
+
+/// `customer/id`, when `id` reads so.
+fn as_key(id: &str) -> Option<(&str, &str)> {
+    id.split_once('/').filter(|(owner, rest)| !owner.trim().is_empty() && !rest.trim().is_empty())
 }
 
 async fn run(command: cli::Command) -> Result<()> {
@@ -158,7 +182,7 @@ async fn run(command: cli::Command) -> Result<()> {
         }
         cli::Command::Cancel { client, id, reason, customer, json } => {
             let c = client::Client::new(&client)?;
-            by_id_or_key(&id, customer.as_deref(), async |id, customer| {
+            by_id_hinting_key(&id, customer.as_deref(), async |id, customer| {
                 verbs::cancel(&c, id, customer, reason.as_deref(), json).await
             })
             .await
@@ -174,7 +198,10 @@ async fn run(command: cli::Command) -> Result<()> {
                 flags.push(format!("operationsToReset={}", reset.join(",")));
             }
             let c = client::Client::new(&client)?;
-            verbs::rerun(&c, &id, customer.as_deref(), &flags, json).await
+            by_id_hinting_key(&id, customer.as_deref(), async |id, customer| {
+                verbs::rerun(&c, id, customer, &flags, json).await
+            })
+            .await
         }
         cli::Command::Events { client, id, customer, first, after, json } => {
             let c = client::Client::new(&client)?;

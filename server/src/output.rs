@@ -171,7 +171,7 @@ pub fn outcome(p: &Value) -> String {
         },
         "EXECUTING" => "running".to_string(),
         _ if message.is_empty() => "waiting".to_string(),
-        _ => message.to_string(),
+        _ => one_line(message),
     }
 }
 
@@ -230,5 +230,20 @@ mod tests {
         assert_eq!(reasons(&p), vec!["b: no handler for operation type \"x\"".to_string()]);
         let queued = json!({"processingState": "WAITING", "processingStateMessage": "queued"});
         assert_eq!(outcome(&queued), "queued");
+    }
+
+    /// A client's text never starts a line of its own (auditor25, review-s40).
+    #[test]
+    fn a_clients_text_stays_on_one_line() {
+        let fake = "working\n2026-12-05T20:20:00Z  agenda a  CANCELLED by admin:root\r\u{2028}x";
+        assert_eq!(
+            one_line(fake),
+            "working\\n2026-12-05T20:20:00Z  agenda a  CANCELLED by admin:root\\nx"
+        );
+        assert_eq!(one_line("plain"), "plain");
+        let p = json!({"processingState": "WAITING", "processingStateMessage": fake});
+        assert!(!outcome(&p).contains(['\n', '\r', '\u{2028}']), "{}", outcome(&p));
+        let lines = table_lines(&["a", "b"], &[vec![fake.to_string(), "x".into()]]);
+        assert_eq!(lines.len(), 2, "{lines:#?}");
     }
 }

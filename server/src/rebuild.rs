@@ -58,7 +58,8 @@ pub async fn run(args: RebuildArgs) -> Result<()> {
         let info =
             pop_projections::snapshot::save(&dir, &models).context("writing the snapshot")?;
         println!(
-            "snapshot written to {}: position {}, {} bytes, checksum {:016x}",
+            "snapshot written to {}: position {}, {} bytes of read models (the file adds its \
+             header), checksum {:016x}",
             dir.display(),
             info.position,
             info.bytes,

@@ -89,7 +89,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
              directory can grow past it, and writes that would are refused as UNAVAILABLE"
         );
     }
-    let backend = Backend::open(&args.store, args.store_url.as_deref(), args.durability).await?;
+    let backend = Backend::open_sized(
+        &args.store,
+        args.store_url.as_deref(),
+        args.durability,
+        usize::from(args.pg_pool_size),
+    )
+    .await?;
     let log = Arc::clone(&backend.log);
     let sealing = match backend.commitment() {
         Some(commitment) if args.checkpoint_every > 0 => Some((
@@ -158,6 +164,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         max_live_bytes_per_customer: args.max_live_bytes_per_customer,
         max_payload_bytes: args.max_payload_bytes,
         max_params_bytes: args.max_params_bytes,
+        retries: args.reapers.retry_interval > 0,
         graphql_tracing: crate::telemetry::exporting(),
         pop_errors_in_body: args.pop_errors_in_body,
         ..ApiConfig::default()

@@ -238,7 +238,9 @@ fn print_progress(p: &Value) {
         output::text(p, "id"),
         output::text(p, "customerId"),
         output::text(p, "processingState"),
-        output::text(p, "processingStateMessage"),
+        // A worker's text on one line (review-s40: a message holding a newline printed a
+        // made-up line).
+        output::one_line(output::text(p, "processingStateMessage")),
         p["percentComplete"].as_f64().unwrap_or(0.0),
         p["attemptsCompleted"],
         p["maximumAttempts"]
@@ -250,7 +252,11 @@ fn print_progress(p: &Value) {
             output::text(op, "operation"),
             output::text(op, "processingState"),
             op["percentComplete"].as_f64().unwrap_or(0.0),
-            if word == "failed" { "FAILED" } else { output::text(op, "processingStateMessage") }
+            if word == "failed" {
+                "FAILED".to_string()
+            } else {
+                output::one_line(output::text(op, "processingStateMessage"))
+            }
         );
         if word == "failed" {
             let why = output::last_diagnostic(op).unwrap_or_else(|| "(no diagnostic)".into());

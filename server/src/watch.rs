@@ -182,7 +182,7 @@ fn message(p: &Value) -> String {
         "cancelled" => "CANCELLED".to_string(),
         "running" => {
             let m = output::text(p, "processingStateMessage");
-            if m.is_empty() { word } else { format!("running: {m}") }
+            if m.is_empty() { word } else { format!("running: {}", output::one_line(m)) }
         }
         _ => word,
     }

@@ -469,6 +469,15 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
         let shown = if verb == "progress" { "twin-cli-p (acme)" } else { "AgendaCancelled" };
         assert!(keyed.stdout.contains(shown), "{verb}: {}", ctx(&keyed));
     }
+    // A write never acts on an agenda other than the one named: it says what to type.
+    let cancel = pop(&server, &["cancel", "acme/twin-cli"]);
+    assert_eq!(cancel.code, 1, "{}", ctx(&cancel));
+    assert!(cancel.stderr.contains("\"twin-cli\" with --customer \"acme\""), "{}", ctx(&cancel));
+    let rerun = pop(&server, &["rerun", "acme/twin-cli"]);
+    assert_eq!(rerun.code, 1, "{}", ctx(&rerun));
+    assert!(rerun.stderr.contains("--customer \"acme\""), "{}", ctx(&rerun));
+    let events = pop(&server, &["events", "twin-cli", "--customer", "acme"]);
+    assert_eq!(events.stdout.matches("AgendaCancelled").count(), 1, "{}", ctx(&events));
     let neither = pop(&server, &["audit", "initech/twin-cli"]);
     assert_eq!(neither.code, 1, "{}", ctx(&neither));
     assert!(neither.stderr.contains("NOT_FOUND"), "{}", ctx(&neither));

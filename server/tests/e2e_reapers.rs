@@ -248,7 +248,7 @@ async fn a_retry_that_exhausts_maximum_attempts_ends_failed() {
     // The log says which failure is retried and which is not, and /metrics counts the
     // agendas out of attempts (ops3am13: neither said an agenda failed for good).
     let log = std::fs::read_to_string(&pop.log).unwrap_or_default();
-    assert!(log.contains("completed failed: retried after the backoff"), "{log}");
+    assert!(log.contains("completed failed: a retry follows after the backoff"), "{log}");
     assert!(log.contains("completed failed: no attempt left, not retried"), "{log}");
     let metrics = pop.metrics().await;
     let out = "pop_retry_agendas_out_of_attempts 1";

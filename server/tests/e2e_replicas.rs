@@ -411,3 +411,57 @@ async fn a_replica_whose_log_went_back_under_it_is_not_ready() {
     assert_eq!(status, 503, "{body}\n{}", log_tail(&pop.log));
     assert!(body.contains("restored from a backup"), "{body}");
 }
+
+/// A transaction left open in another database of the server holds back every replica's
+/// reads of the log (the gap-free horizon): /readyz names that cause and what to do, not only
+/// "did not answer" (ops3am14: the operator checked a healthy PostgreSQL and restarted pop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_left_open_elsewhere_is_named_by_readiness() {
+    let Some(cluster) = TestCluster::shared("a_transaction_left_open_elsewhere") else {
+        return;
+    };
+    let url = cluster.create_database().await.expect("a database");
+    let elsewhere = cluster.create_database().await.expect("another database");
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = json!([
+        {"token": ADMIN, "name": "admin", "role": "admin", "customers": ["*"]},
+        {"token": ACME, "name": "acme-user", "role": "user", "customers": ["acme"]},
+    ]);
+    std::fs::write(dir.path().join("tokens.json"), tokens.to_string()).unwrap();
+    let pop = start(dir.path(), "a", &url);
+    let after = seed(&pop).await;
+    let readyz = async || {
+        let r = pop.http.get(format!("{}/readyz", pop.base())).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    assert_eq!(readyz().await.0, 200);
+    // Someone's BEGIN, forgotten, in another database: it holds a transaction id.
+    let (client, connection) =
+        tokio_postgres::connect(&elsewhere, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client.batch_execute("BEGIN; CREATE TABLE forgotten (x int);").await.unwrap();
+    // A write after it commits above the horizon, where no replica may read it yet.
+    let write = pop.http.post(format!("{}/graphql", pop.base())).bearer_auth(ACME).json(&json!({
+        "query": "mutation($a: JSON!) { submitAgenda(agenda: $a) { position } }",
+        "variables": {"a": {"customerId": "acme", "linkId": "held", "title": "t",
+            "operations": [{"name": "probe", "type": "ffmpeg", "payload": {}}]}}}));
+    let _ = write.send().await;
+    let deadline = Instant::now() + WAIT;
+    let body = loop {
+        let (status, body) = readyz().await;
+        if status == 503 && body.contains("idle in transaction") {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "{status} {body}\n{}", log_tail(&pop.log));
+        tokio::time::sleep(POLL).await;
+    };
+    assert!(body.contains("idle_in_transaction_session_timeout"), "{body}");
+    // Once it ends, the replica is ready again by itself.
+    client.batch_execute("COMMIT").await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    while readyz().await.0 != 200 {
+        assert!(Instant::now() < deadline, "{}", log_tail(&pop.log));
+        tokio::time::sleep(POLL).await;
+    }
+    let _ = after;
+}

@@ -637,9 +637,9 @@ impl Sealer {
         Ok(Some((checkpoint, entries.len())))
     }
 
-    /// Seals the log as it stands, up to where nothing can still commit (in checkpoints of at
-    /// most the sealer's entries; what commits meanwhile may be left to the next call); the
-    /// newest checkpoint sealed, if any.
+    /// Seals the log up to where nothing can still commit, in checkpoints of the sealer's most
+    /// entries while they fill, stopping after the first that does not (what commits after it
+    /// is left to the next call); the newest checkpoint sealed, if any.
     pub async fn seal_all(
         &self,
         store: &dyn LogCommitment,

@@ -164,4 +164,10 @@ pub trait EventStore: Send + Sync + 'static {
     fn log_went_back(&self) -> Option<String> {
         None
     }
+
+    /// What most often makes [`EventStore::head`] slow on this backend while the database
+    /// itself answers, for the operator (`None`: nothing to say).
+    fn slow_head_hint(&self) -> Option<&'static str> {
+        None
+    }
 }

@@ -32,6 +32,11 @@ pub struct HistoryEntryGql {
     pub processing_state: ProcessingStateGql,
     pub processing_state_message: Option<String>,
     pub percent_complete: Option<f64>,
+    /// The agenda's attempts completed after the event (a report belongs to attempt
+    /// `attemptsCompleted + 1` until the agenda completes, which counts it).
+    pub attempts_completed: u32,
+    /// The most attempts the agenda gets (`params.maximumAttempts`, 1..=20).
+    pub maximum_attempts: u32,
     /// The diagnostics this event added to the agenda.
     #[graphql(complexity = "crate::graphql::cost::nested(child_complexity)")]
     pub diagnostics: Vec<DiagnosticEventGql>,
@@ -82,6 +87,8 @@ impl From<&HistoryEntry> for HistoryEntryGql {
             processing_state: e.processing_state.into(),
             processing_state_message: e.processing_state_message.clone(),
             percent_complete: e.percent_complete,
+            attempts_completed: e.attempts_completed,
+            maximum_attempts: e.maximum_attempts,
             diagnostics: e.diagnostics.iter().map(DiagnosticEventGql::from).collect(),
             operations: e.operations.iter().map(OperationStepGql::from).collect(),
             added_operations: e.added_operations.clone(),

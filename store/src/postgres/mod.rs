@@ -580,13 +580,14 @@ pub(crate) fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
 
 /// What a refused connection for want of slots means for pop (ops3am13: replicas over
 /// `max_connections` logged only PostgreSQL's "sorry, too many clients already").
-const TOO_MANY_CLIENTS: &str = "getting a PostgreSQL connection: the server has no connection \
-    slot left (max_connections); each pop replica opens up to --pg-pool-size (16) pooled \
-    connections and about 6 more (live tailing, leader locks, reading ahead): raise \
-    max_connections, lower --pg-pool-size or run fewer replicas";
+pub(crate) const TOO_MANY_CLIENTS: &str = "connecting to PostgreSQL: the server has no connection \
+    slot left (max_connections); each pop replica opens up to its --pg-pool-size (default 16) \
+    pooled connections and up to about 14 more (live tailing, one per leader lock, reading \
+    ahead while it catches up): about 30 each by default; raise max_connections, lower \
+    --pg-pool-size or run fewer replicas";
 
 /// SQLSTATE 53300 `too_many_connections`.
-fn too_many_clients(e: &tokio_postgres::Error) -> bool {
+pub(crate) fn too_many_clients(e: &tokio_postgres::Error) -> bool {
     e.as_db_error()
         .is_some_and(|db| *db.code() == tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS)
 }
@@ -679,6 +680,17 @@ impl EventStore for PgStore {
 
     fn log_went_back(&self) -> Option<String> {
         self.shared.went_back.get().cloned()
+    }
+
+    /// (ops3am14: a `BEGIN` left open in another database made every replica unready with
+    /// "did not answer within 800ms" while PostgreSQL answered at once.)
+    fn slow_head_hint(&self) -> Option<&'static str> {
+        Some(
+            "on PostgreSQL, a transaction left open anywhere on the server, in any database, \
+             holds back every replica's reads of the log until it ends: look for 'idle in \
+             transaction' in pg_stat_activity, end it, and set \
+             idle_in_transaction_session_timeout",
+        )
     }
 
     fn commit_floor(&self) -> Option<chrono::DateTime<chrono::Utc>> {
