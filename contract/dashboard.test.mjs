@@ -587,6 +587,20 @@ test('a failed agenda whose retry is still to come can be cancelled from its pag
   assert.deepEqual(d.agendaProgress, { processingStateMessage: 'cancelled', attemptsCompleted: 1 });
   // Cancelled, it has nothing left to cancel.
   await page.waitForSelector('#cancel-agenda[disabled]', { timeout: WAIT });
+  // A failure its executor called deterministic is not retried: nothing to cancel either
+  // (review-s40b: the page offered "Cancel retry" and the server answered CONFLICT).
+  const final = await submit(T.acme, { ...threeOps('acme', 'retry-batch', 'deterministic'), params: { maximumAttempts: 3 } });
+  const finalLease = await claim(final.id);
+  await gql(T.acmeService, 'mutation($p: JSON!, $l: String) { updateAgendaProgress(agendaProgress: $p, leaseId: $l) { position } }', {
+    p: { id: final.progressId, processingState: 'EXECUTING',
+      operationProgress: [{ operation: 'probe', processingState: 'COMPLETE', processingStateMessage: 'failed',
+        diagnosticEvents: [{ message: 'no such codec', statusCode: 'NOT_RETRYABLE' }] }] },
+    l: finalLease,
+  });
+  await page.goto(BASE + `/#/agenda/acme/${encodeURIComponent(final.id)}`);
+  await page.waitForSelector('h1 .badge[data-state="failed"]', { timeout: WAIT });
+  await page.waitForSelector('#cancel-agenda[disabled]', { timeout: WAIT });
+  assert.equal(await page.$eval('#cancel-agenda', (b) => b.textContent), 'Cancel');
   await page.browserContext().close();
 });
 

@@ -339,7 +339,7 @@ export function AgendaView({ me, customerId, id }) {
     // Both follows name the agenda's customer: ids are chosen per customer, and another
     // tenant's agenda of the same id must not reach this page.
     const off1 = subscribe(
-      `subscription($id: String!, $c: String) { agendaProgress(id: $id, customerId: $c) { lagged resync removed progress { ${PROGRESS_FIELDS} attemptsCompleted maximumAttempts
+      `subscription($id: String!, $c: String) { agendaProgress(id: $id, customerId: $c) { lagged resync removed progress { ${PROGRESS_FIELDS} attemptsCompleted maximumAttempts retryDue
         diagnosticEvents { message statusCode time stackTrace payload } } } }`,
       { id: progressIdOf(agenda), c: agenda.customerId },
       (d) => onProgress(d.agendaProgress),
@@ -387,7 +387,7 @@ export function AgendaView({ me, customerId, id }) {
     <p class="meta">customer <b>${agenda.customerId}</b>${agenda.title ? html` · ${agenda.title}` : ''}${agenda.linkId ? html` · batch <a href=${batchHref(agenda.customerId, agenda.linkId)}>${agenda.linkId}</a>` : ''}${' · added '}${fmtTime(agenda.addedTime)}${progress ? html` · ${progress.processingStateMessage || ''} · <${Bar} pct=${progress.percentComplete}/> ${Math.round(progress.percentComplete || 0)}%` : ''}
       ${progress && progress.maximumAttempts ? html` · attempts ${progress.attemptsCompleted}/${progress.maximumAttempts}` : ''}</p>
     <${ErrorLine} error=${error}/>
-    ${canWrite && html`<${Actions} me=${me} agenda=${agenda} state=${st} retryDue=${st === 'failed' && progress && progress.attemptsCompleted < progress.maximumAttempts} onError=${setError} operations=${agenda.operations.map((o) => o.name)}/>`}
+    ${canWrite && html`<${Actions} me=${me} agenda=${agenda} state=${st} retryDue=${Boolean(progress && progress.retryDue)} onError=${setError} operations=${agenda.operations.map((o) => o.name)}/>`}
     <h2>Operations <span class="muted">(${agenda.operations.length}${agenda.operations.length > LARGE ? ', layered layout' : ''})</span></h2>
     <${Dag} operations=${agenda.operations} progress=${[...ops.values()]} states=${states} selected=${selected} onSelect=${setSelected}/>
     ${large && html`<p><button id="show-op-table" onClick=${() => setShowTable(!showTable)}>${showTable ? 'Hide' : 'Show'} the table of ${agenda.operations.length} operations</button></p>`}

@@ -83,8 +83,9 @@ pub enum Scope {
     /// none: the follow can receive nothing (it names a customer its principal does not see).
     Customers(Vec<Arc<str>>),
     /// Only the customers of a large set, shared by the follows of one `group` (a principal):
-    /// asked once per change for the whole group, not once per follow (hostile25: a token of
-    /// 65 customers was filed as "any").
+    /// the set is looked up once per change for the whole group, and only the follows of a
+    /// group whose set holds the change's customer are asked (hostile25: a token of 65
+    /// customers was filed as "any").
     Group { group: Arc<str>, customers: Arc<std::collections::BTreeSet<String>> },
 }
 

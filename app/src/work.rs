@@ -788,6 +788,11 @@ impl App {
                 format!("{id:?} is not the progress id of agenda {agenda_id:?}"),
             ));
         }
+        // Whether it had ended already: only the report that ends it says so in the log
+        // (popclient18: POP's executor reports the agenda's outcome after its operations',
+        // and each failure was logged twice).
+        let ended_before =
+            self.commands().peek::<AgendaState, _>(&key, AgendaState::is_complete).unwrap_or(false);
         let command = AgendaCommand::ReportProgress {
             holder: caller.principal.name.clone(),
             lease_id,
@@ -810,6 +815,7 @@ impl App {
             })?;
         let outcome = if shown_to_pool { outcome.shown_to_pool() } else { outcome };
         if outcome.position.is_some()
+            && !ended_before
             && outcome.progress().processing_state == pop_domain::ProcessingState::Complete
         {
             let progress = outcome.progress();
@@ -823,10 +829,13 @@ impl App {
                     ": no attempt left, not retried"
                 }
                 _ if services.config().retries => ": a retry follows after the backoff",
-                _ => ": attempts left, but retries are off here (--retry-interval 0)",
+                _ => {
+                    ": attempts left; this server runs no retry process (--retry-interval 0), so \
+                     it is retried only where another replica or `pop reap retry` runs one"
+                }
             };
             let (attempt, maximum) = (progress.attempts_completed, progress.maximum_attempts);
-            tracing::info!(target: "pop::agendas", agenda = %key, by = %caller.principal.name, cid = %caller.cid, attempt, maximum, "completed {message}{then}");
+            tracing::info!(target: "pop::agendas", agenda = %key, by = %caller.principal.name, cid = %caller.cid, attempt, maximum, "completed {}{then}", message.escape_debug());
         }
         Ok(outcome)
     }

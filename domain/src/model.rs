@@ -575,6 +575,16 @@ pub struct AgendaProgress {
 }
 
 impl AgendaProgress {
+    /// COMPLETE/failed with attempts left and not called deterministic by its executor: the
+    /// retry process reruns it after its backoff, and a cancel withdraws that retry
+    /// (**pop**; the one rule the domain, the API and the dashboard share).
+    pub fn retry_due(&self) -> bool {
+        self.processing_state == ProcessingState::Complete
+            && self.processing_state_message.as_deref().is_some_and(message::is_failed)
+            && self.attempts_completed < self.maximum_attempts
+            && !self.not_retryable()
+    }
+
     /// Whether the executor said this failure is deterministic: the last diagnostic of a
     /// failed operation, or the agenda's own last diagnostic, has the status code
     /// [`status_code::NOT_RETRYABLE`].

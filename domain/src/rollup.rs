@@ -20,10 +20,24 @@ pub fn progress_summary(link_id: &str, progress: Vec<AgendaProgress>) -> Progres
     }
 }
 
+/// Whether an agenda counts as failed in its batch: it failed, or (**pop**) it was cancelled
+/// with an operation that had failed — a failed agenda whose retry was withdrawn by a cancel
+/// (popclient18: the batch's failure signal, `processingPercent` null, went away with the
+/// cancel), or one cancelled while a failed operation waited for the rest to end.
+fn failed(p: &AgendaProgress) -> bool {
+    let is = |m: Option<&str>, rule: fn(&str) -> bool| m.is_some_and(rule);
+    let message = p.processing_state_message.as_deref();
+    is(message, message::is_failed)
+        || (p.processing_state == ProcessingState::Complete
+            && is(message, message::is_cancelled)
+            && p.operation_progress.iter().any(|o| {
+                o.processing_state == ProcessingState::Complete
+                    && is(o.processing_state_message.as_deref(), message::is_failed)
+            }))
+}
+
 fn state_and_percent(progress: &[AgendaProgress]) -> (ProcessingState, Option<f64>) {
-    let failed = progress
-        .iter()
-        .any(|p| p.processing_state_message.as_deref().is_some_and(message::is_failed));
+    let failed = progress.iter().any(failed);
     if failed {
         return (ProcessingState::Complete, None);
     }
@@ -70,6 +84,23 @@ mod tests {
         assert_eq!(summary.processing_state, state, "{given:?}");
         assert_eq!(summary.processing_percent, percent, "{given:?}");
         assert_eq!(summary.progress_list, given);
+    }
+
+    /// pop: an agenda cancelled with a failed operation (a failure whose retry a cancel
+    /// withdrew) still fails its batch; one cancelled with none does not.
+    #[test]
+    fn a_cancelled_agenda_with_a_failed_operation_fails_its_batch() {
+        let op = |message: &str| crate::model::OperationProgress {
+            processing_state: Complete,
+            processing_state_message: Some(message.into()),
+            ..crate::model::OperationProgress::default()
+        };
+        let mut withdrawn = progress(Complete, "cancelled", Some(50.0));
+        withdrawn.operation_progress = vec![op("succeeded"), op("failed")];
+        let done = progress(Complete, "succeeded", Some(100.0));
+        check(vec![done.clone(), withdrawn.clone()], Complete, None);
+        withdrawn.operation_progress = vec![op("succeeded"), op("cancelled")];
+        check(vec![done, withdrawn], Complete, Some(75.0));
     }
 
     #[test]

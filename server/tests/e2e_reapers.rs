@@ -268,12 +268,15 @@ async fn cancelling_a_failed_agenda_withdraws_its_retry() {
     let id = pop.submit(&seeded, 3).await;
     pop.claim(&id).await;
     pop.finish(&id, "failed").await;
+    // A reason with a line break writes no line of its own into the server's log
+    // (review-s40b: it printed a made-up "completed succeeded" line).
+    let reason = "storm\n2026-12-05T20:55:00Z  INFO pop::agendas: FORGED completed succeeded";
     let data = pop
         .ok(
             ACME,
-            "mutation($a: String!) { cancelAgenda(agendaId: $a, reason: \"storm\") { progress \
-             { processingState processingStateMessage attemptsCompleted } } }",
-            json!({"a": id}),
+            "mutation($a: String!, $r: String) { cancelAgenda(agendaId: $a, reason: $r) { \
+             progress { processingState processingStateMessage attemptsCompleted retryDue } } }",
+            json!({"a": id, "r": reason}),
         )
         .await;
     let p = &data["cancelAgenda"]["progress"];
@@ -282,6 +285,10 @@ async fn cancelling_a_failed_agenda_withdraws_its_retry() {
         (&json!("COMPLETE"), &json!("cancelled"), &json!(1)),
         "{data:#}"
     );
+    assert_eq!(p["retryDue"], json!(false), "{data:#}");
+    let log = std::fs::read_to_string(&pop.log).unwrap_or_default();
+    assert!(log.contains("cancelled: it runs no more"), "{log}");
+    assert!(log.lines().all(|l| !l.starts_with("2026-12-05T20:55:00Z")), "{log}");
     // Past the backoff, over several retry cycles: still cancelled, never retried.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let p = pop.progress(&id).await;

@@ -324,9 +324,7 @@ async fn two_replicas_on_one_store(url: &str) {
     let burst = (0..16).map(|i| submit(if i % 2 == 0 { &a } else { &b }, &position));
     futures::future::join_all(burst).await;
     for pop in [&a, &b] {
-        let r = pop.http.get(format!("{}/readyz", pop.base())).send().await.unwrap();
-        let status = r.status().as_u16();
-        let body = r.text().await.unwrap();
+        let (status, body) = readyz(pop).await;
         assert_eq!(status, 200, "{body}\n{}", log_tail(&pop.log));
     }
 
@@ -364,6 +362,24 @@ async fn two_replicas_on_one_store(url: &str) {
     drop(leader);
 }
 
+/// One replica on `url` with an admin and acme's user, seeded; the seed's position.
+async fn one_replica(dir: &Path, url: &str) -> (Pop, String) {
+    let tokens = json!([
+        {"token": ADMIN, "name": "admin", "role": "admin", "customers": ["*"]},
+        {"token": ACME, "name": "acme-user", "role": "user", "customers": ["acme"]},
+    ]);
+    std::fs::write(dir.join("tokens.json"), tokens.to_string()).unwrap();
+    let pop = start(dir, "a", url);
+    let after = seed(&pop).await;
+    (pop, after)
+}
+
+/// `/readyz`: its status and text.
+async fn readyz(pop: &Pop) -> (u16, String) {
+    let r = pop.http.get(format!("{}/readyz", pop.base())).send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
 /// A database restored from a backup under a running replica puts the log's head back before
 /// what the replica's read models applied: new events then land at positions it has passed,
 /// and it never shows or runs them (ops3am10, after a `pg_basebackup` restore, with /readyz
@@ -376,20 +392,10 @@ async fn a_replica_whose_log_went_back_under_it_is_not_ready() {
     };
     let url = cluster.create_database().await.expect("a database");
     let dir = tempfile::tempdir().unwrap();
-    let tokens = json!([
-        {"token": ADMIN, "name": "admin", "role": "admin", "customers": ["*"]},
-        {"token": ACME, "name": "acme-user", "role": "user", "customers": ["acme"]},
-    ]);
-    std::fs::write(dir.path().join("tokens.json"), tokens.to_string()).unwrap();
-    let pop = start(dir.path(), "a", &url);
-    let after = seed(&pop).await;
+    let (pop, after) = one_replica(dir.path(), &url).await;
     let id = submit(&pop, &after).await;
     wait_queued(&pop, &id).await;
-    let readyz = async || {
-        let r = pop.http.get(format!("{}/readyz", pop.base())).send().await.unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
-    };
-    let (status, body) = readyz().await;
+    let (status, body) = readyz(&pop).await;
     assert_eq!(status, 200, "{body}");
 
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
@@ -398,7 +404,7 @@ async fn a_replica_whose_log_went_back_under_it_is_not_ready() {
         .batch_execute("DELETE FROM pop_events WHERE tx_id = (SELECT max(tx_id) FROM pop_events)")
         .await
         .unwrap();
-    let (status, body) = readyz().await;
+    let (status, body) = readyz(&pop).await;
     assert_eq!(status, 503, "{body}\n{}", log_tail(&pop.log));
     assert!(body.contains("restored from a backup") && body.contains("restart"), "{body}");
     // New writes take the head past the old position again: still unready, until a restart
@@ -407,7 +413,7 @@ async fn a_replica_whose_log_went_back_under_it_is_not_ready() {
         submit(&pop, &after).await;
     }
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    let (status, body) = readyz().await;
+    let (status, body) = readyz(&pop).await;
     assert_eq!(status, 503, "{body}\n{}", log_tail(&pop.log));
     assert!(body.contains("restored from a backup"), "{body}");
 }
@@ -423,18 +429,8 @@ async fn a_transaction_left_open_elsewhere_is_named_by_readiness() {
     let url = cluster.create_database().await.expect("a database");
     let elsewhere = cluster.create_database().await.expect("another database");
     let dir = tempfile::tempdir().unwrap();
-    let tokens = json!([
-        {"token": ADMIN, "name": "admin", "role": "admin", "customers": ["*"]},
-        {"token": ACME, "name": "acme-user", "role": "user", "customers": ["acme"]},
-    ]);
-    std::fs::write(dir.path().join("tokens.json"), tokens.to_string()).unwrap();
-    let pop = start(dir.path(), "a", &url);
-    let after = seed(&pop).await;
-    let readyz = async || {
-        let r = pop.http.get(format!("{}/readyz", pop.base())).send().await.unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
-    };
-    assert_eq!(readyz().await.0, 200);
+    let (pop, after) = one_replica(dir.path(), &url).await;
+    assert_eq!(readyz(&pop).await.0, 200);
     // Someone's BEGIN, forgotten, in another database: it holds a transaction id.
     let (client, connection) =
         tokio_postgres::connect(&elsewhere, tokio_postgres::NoTls).await.unwrap();
@@ -448,7 +444,7 @@ async fn a_transaction_left_open_elsewhere_is_named_by_readiness() {
     let _ = write.send().await;
     let deadline = Instant::now() + WAIT;
     let body = loop {
-        let (status, body) = readyz().await;
+        let (status, body) = readyz(&pop).await;
         if status == 503 && body.contains("idle in transaction") {
             break body;
         }
@@ -459,7 +455,7 @@ async fn a_transaction_left_open_elsewhere_is_named_by_readiness() {
     // Once it ends, the replica is ready again by itself.
     client.batch_execute("COMMIT").await.unwrap();
     let deadline = Instant::now() + WAIT;
-    while readyz().await.0 != 200 {
+    while readyz(&pop).await.0 != 200 {
         assert!(Instant::now() < deadline, "{}", log_tail(&pop.log));
         tokio::time::sleep(POLL).await;
     }

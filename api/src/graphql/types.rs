@@ -250,6 +250,10 @@ pub struct AgendaProgressGql {
     pub diagnostic_events: Vec<DiagnosticEventGql>,
     pub attempts_completed: u32,
     pub maximum_attempts: u32,
+    /// COMPLETE/failed with attempts left and not called deterministic by its executor
+    /// (`NOT_RETRYABLE`): the retry process reruns it after its backoff, and `cancelAgenda`
+    /// withdraws that retry.
+    pub retry_due: bool,
     pub started_time: Option<DateTime<Utc>>,
     pub completed_time: Option<DateTime<Utc>>,
     pub params: Json<Value>,
@@ -279,6 +283,7 @@ impl From<&model::AgendaProgress> for AgendaProgressGql {
             diagnostic_events: p.diagnostic_events.iter().map(DiagnosticEventGql::from).collect(),
             attempts_completed: p.attempts_completed,
             maximum_attempts: p.maximum_attempts,
+            retry_due: p.retry_due(),
             started_time: p.started_time,
             completed_time: p.completed_time,
             params: params(&p.params),

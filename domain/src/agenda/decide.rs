@@ -625,7 +625,7 @@ impl AgendaState {
     /// ended.
     fn cancel(&self, reason: Option<&str>, now: Timestamp) -> Decision {
         let reason = reason.map(str::trim).filter(|r| !r.is_empty()).map(str::to_string);
-        if self.can_retry() && !self.progress.not_retryable() {
+        if self.progress.retry_due() {
             return Ok(vec![AgendaEvent::Cancelled(AgendaCancelled {
                 time: now,
                 reason,

@@ -304,6 +304,9 @@ pub(crate) struct Shared {
     pub(crate) high_water: std::sync::atomic::AtomicI64,
     /// Set once a head read came before `high_water` ([`EventStore::log_went_back`]).
     pub(crate) went_back: std::sync::OnceLock<String>,
+    /// Whether the last look at the head found committed events held above the horizon (a
+    /// transaction open elsewhere): what [`EventStore::slow_head_hint`] names.
+    pub(crate) horizon_held: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -443,6 +446,7 @@ impl PgStore {
             known: writer::KnownStreams::default(),
             high_water: std::sync::atomic::AtomicI64::new(0),
             went_back: std::sync::OnceLock::new(),
+            horizon_held: std::sync::atomic::AtomicBool::new(false),
         });
         let (head_tx, head_rx) = watch::channel(head);
         let tail = tokio::spawn(tail::run(config, Arc::clone(&shared), head_tx));
@@ -669,7 +673,7 @@ impl EventStore for PgStore {
     }
 
     async fn head(&self) -> Result<Position, StoreError> {
-        let head = reader::head(&self.shared.pool).await?;
+        let head = reader::head(&self.shared.pool, &self.shared.horizon_held).await?;
         if let Ok(tx) = i64::try_from(head.commit())
             && tx > 0
         {
@@ -684,11 +688,13 @@ impl EventStore for PgStore {
 
     /// (ops3am14: a `BEGIN` left open in another database made every replica unready with
     /// "did not answer within 800ms" while PostgreSQL answered at once.)
+    /// Only when the head read found events held above the horizon (review-s40b: a stalled
+    /// or unreachable database would have been blamed on an open transaction too).
     fn slow_head_hint(&self) -> Option<&'static str> {
-        Some(
-            "on PostgreSQL, a transaction left open anywhere on the server, in any database, \
-             holds back every replica's reads of the log until it ends: look for 'idle in \
-             transaction' in pg_stat_activity, end it, and set \
+        self.shared.horizon_held.load(std::sync::atomic::Ordering::Relaxed).then_some(
+            "committed events wait behind a transaction left open on the PostgreSQL server, in \
+             any of its databases, which holds back every replica's reads of the log until it \
+             ends: look for 'idle in transaction' in pg_stat_activity, end it, and set \
              idle_in_transaction_session_timeout",
         )
     }

@@ -312,11 +312,16 @@ pub(crate) async fn head_on(
 
 /// The head, waiting (at most [`PG_SETTLE_WAIT`]) for commits held back by an open
 /// transaction below them, so a caller that just appended sees its own position.
-pub(crate) async fn head(pool: &Pool) -> Result<Position, StoreError> {
+/// `held` says meanwhile whether the last look found committed events held above the horizon.
+pub(crate) async fn head(
+    pool: &Pool,
+    held: &std::sync::atomic::AtomicBool,
+) -> Result<Position, StoreError> {
     let start = Instant::now();
     let mut step = Duration::from_millis(1);
     loop {
         let (head, pending) = head_once(pool).await?;
+        held.store(pending, std::sync::atomic::Ordering::Relaxed);
         if !pending || start.elapsed() >= PG_SETTLE_WAIT {
             return Ok(head);
         }
