@@ -601,6 +601,30 @@ test('a failed agenda whose retry is still to come can be cancelled from its pag
   await page.waitForSelector('h1 .badge[data-state="failed"]', { timeout: WAIT });
   await page.waitForSelector('#cancel-agenda[disabled]', { timeout: WAIT });
   assert.equal(await page.$eval('#cancel-agenda', (b) => b.textContent), 'Cancel');
+  // "Cancel selected" over a mixed storm tries every agenda (newcomer13: the first refusal,
+  // a failure with no attempt left, ended the loop and the next kept its retry).
+  const fail = async (maximumAttempts, title) => {
+    const a = await submit(T.acme, { ...threeOps('acme', 'storm-batch', title), params: { maximumAttempts } });
+    const l = await claim(a.id);
+    await gql(T.acmeService, 'mutation($p: JSON!, $l: String) { updateAgendaProgress(agendaProgress: $p, leaseId: $l) { position } }', {
+      p: { id: a.progressId, processingState: 'EXECUTING', operationProgress: [{ operation: 'probe', processingState: 'COMPLETE', processingStateMessage: 'failed' }] },
+      l,
+    });
+    return a;
+  };
+  const stuck = await fail(1, 'no attempt left');
+  const due = await fail(3, 'retry due');
+  await page.goto(BASE + '/#/agendas?linkId=storm-batch');
+  for (const a of [stuck, due]) {
+    await page.waitForSelector(rowSel(a.id) + ' input[type=checkbox]', { timeout: WAIT });
+    await page.click(rowSel(a.id) + ' input[type=checkbox]');
+  }
+  await page.click('#cancel-selected');
+  await page.waitForSelector('#cancel-selected-confirm', { timeout: WAIT });
+  await page.click('#cancel-selected-confirm');
+  await page.waitForFunction(() => /1 of 2 not cancelled/.test((document.querySelector('[role=alert]') || {}).textContent || ''), { timeout: WAIT });
+  const after = await gql(T.acme, 'query($id: String!) { agendaProgress(id: $id) { processingStateMessage } }', { id: due.progressId });
+  assert.equal(after.agendaProgress.processingStateMessage, 'cancelled');
   await page.browserContext().close();
 });
 

@@ -202,21 +202,32 @@ export function AgendasView({ me, query, navigate, customers }) {
   const current = page && page.key === pageKey;
   const rows = current ? page.items : [];
   const [confirming, setConfirming] = useState(false);
+  // Every selected agenda is tried, whatever the others answer (newcomer13: in a retry storm
+  // the first one that could not be cancelled stopped the loop, and the rest kept retrying);
+  // those refused stay selected, and the error names how many and the first reason.
   const act = async (kind) => {
     setBusy(kind);
     setError(null);
-    try {
-      for (const key of selected) {
-        const [customerId, agendaId] = JSON.parse(key);
+    const refused = new Set();
+    let first = null;
+    for (const key of selected) {
+      const [customerId, agendaId] = JSON.parse(key);
+      try {
         if (kind === 'cancel') {
           await gql('mutation($a: String!, $c: String) { cancelAgenda(agendaId: $a, customerId: $c, reason: "cancelled from the dashboard") { position } }', { a: agendaId, c: customerId });
         } else {
           await gql('mutation($a: String!, $c: String) { rerunAgenda(agendaId: $a, customerId: $c, params: ["resetAll"]) { position } }', { a: agendaId, c: customerId });
         }
+      } catch (e) {
+        refused.add(key);
+        first = first || e;
       }
-      setSelected(new Set());
-    } catch (e) {
-      setError(e);
+    }
+    setSelected(refused);
+    if (first) {
+      const done = selected.size - refused.size;
+      first.message = `${refused.size} of ${selected.size} not ${kind === 'cancel' ? 'cancelled' : 'rerun'} (${done} done; they stay selected); the first: ${first.message}`;
+      setError(first);
     }
     setBusy('');
   };

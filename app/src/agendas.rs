@@ -414,7 +414,7 @@ impl App {
         };
         let outcome = AgendaOutcome::of(&executed, caller);
         // One line per agenda lifecycle step for operators (`RUST_LOG=pop::agendas=warn` quiets it).
-        tracing::info!(target: "pop::agendas", agenda = %stream_key, by = %caller.principal.name, cid = %caller.cid, "submitted");
+        tracing::info!(target: "pop::agendas::flow", agenda = %stream_key, by = %caller.principal.name, cid = %caller.cid, "submitted");
         Ok(outcome)
     }
 

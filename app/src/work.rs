@@ -402,7 +402,7 @@ impl App {
         };
         match self.on_agenda(caller, "releaseAgenda", named, command).await {
             Ok(_) => {
-                tracing::info!(target: "pop::agendas", agenda = %agenda_id, by = %caller.principal.name, cid = %caller.cid, "handed back: the waiting getAgenda went away")
+                tracing::info!(target: "pop::agendas::flow", agenda = %agenda_id, by = %caller.principal.name, cid = %caller.cid, "handed back: the waiting getAgenda went away")
             }
             Err(e) => {
                 tracing::warn!(agenda = %agenda_id, error = %e.message, cid = %caller.cid, "cannot hand back an agenda claimed for a getAgenda that went away")
@@ -521,7 +521,7 @@ impl App {
                             waited,
                             services.config().metrics_insight_labels,
                         );
-                        tracing::info!(target: "pop::agendas", agenda = %id, insight = %insight_id, by = %holder, cid = %caller.cid, "claimed");
+                        tracing::info!(target: "pop::agendas::flow", agenda = %id, insight = %insight_id, by = %holder, cid = %caller.cid, "claimed");
                         let outcome = AgendaOutcome::of(&executed, caller);
                         claimed.push(if pool_worker { outcome.shown_to_pool() } else { outcome });
                     }

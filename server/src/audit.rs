@@ -107,6 +107,7 @@ fn timeline(entries: &[Value]) -> Vec<String> {
             .filter_map(Value::as_str)
             .collect();
         if !added.is_empty() {
+            let added: Vec<String> = added.iter().map(|n| output::one_line(n)).collect();
             lines.push(format!("    added: {}", added.join(", ")));
         }
         for o in e["operations"].as_array().into_iter().flatten() {
@@ -114,7 +115,7 @@ fn timeline(entries: &[Value]) -> Vec<String> {
                 o["processingStateMessage"].as_str().map(|m| format!("/{}", output::one_line(m)));
             lines.push(format!(
                 "    operation {}: {}{}",
-                o["operation"].as_str().unwrap_or("?"),
+                output::one_line(o["operation"].as_str().unwrap_or("?")),
                 o["processingState"].as_str().unwrap_or("?"),
                 message.unwrap_or_default()
             ));
@@ -132,7 +133,7 @@ fn timeline(entries: &[Value]) -> Vec<String> {
 /// showed a made-up `admin:root` cancel at a made-up position).
 fn diagnostic(lines: &mut Vec<String>, indent: &str, d: &Value) {
     let mut text = output::text_lines(d["message"].as_str().unwrap_or(""));
-    lines.push(format!("{indent}diagnostic: {}", text.next().unwrap_or("")));
+    lines.push(format!("{indent}diagnostic: {}", text.next().unwrap_or_default()));
     lines.extend(text.map(|more| format!("{indent}  | {more}")));
 }
 

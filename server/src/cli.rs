@@ -227,8 +227,8 @@ pub enum Command {
     /// stream, version and position (1: the store could not be checked).
     Verify(VerifyArgs),
     /// An agenda's history as a timeline: time, log position, version, actor, command, event,
-    /// the state and percent after it, and the diagnostics it added (`--json`: the same as
-    /// data).
+    /// the state, percent and attempts (completed of the most) after it, and the diagnostics
+    /// it added (`--json`: the same as data).
     Audit {
         #[command(flatten)]
         client: ClientArgs,

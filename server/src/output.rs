@@ -97,21 +97,48 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-/// The lines of a free text a client wrote (a diagnostic, a reason), split at every break a
-/// terminal honours (`\n`, `\r` alone, U+0085, U+2028, U+2029, vertical tab, form feed), blank
-/// ones left out.
-pub fn text_lines(text: &str) -> impl Iterator<Item = &str> {
-    text.split(|c| {
-        matches!(c, '\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}' | '\u{b}' | '\u{c}')
-    })
-    .filter(|l| !l.trim().is_empty())
+/// A break a terminal honours: `\n`, `\r`, U+0085, U+2028, U+2029, vertical tab, form feed.
+fn is_break(c: char) -> bool {
+    matches!(c, '\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}' | '\u{b}' | '\u{c}')
 }
 
-/// A free text on one line, its breaks shown as `\n`: a client's text cannot start a line of
-/// its own in a table or timeline and pass for a row pop printed (auditor25: a cancel reason
-/// holding a newline and a made-up row showed an admin's cancel that never happened).
+/// A character a terminal does not print as itself: a control character (ESC, NUL, …) but
+/// tab, or a bidirectional mark, override or isolate (auditor26: a worker's diagnostic holding
+/// ESC sequences erased a row of `pop audit` and drew a made-up one).
+fn is_hidden(c: char) -> bool {
+    (c.is_control() && c != '\t')
+        || matches!(c, '\u{61C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `text` with every hidden character and break written as its escape (`\u{1b}`, `\n`).
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| is_break(c) || is_hidden(c)) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if is_break(c) || is_hidden(c) => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// The lines of a free text a client wrote (a diagnostic, a reason), split at every break a
+/// terminal honours, blank ones left out, each [`printable`].
+pub fn text_lines(text: &str) -> impl Iterator<Item = std::borrow::Cow<'_, str>> {
+    text.split(is_break).filter(|l| !l.trim().is_empty()).map(printable)
+}
+
+/// A free text on one line, its breaks shown as `\n` and its hidden characters escaped: a
+/// client's text cannot start a line of its own, or move the cursor, in a table or timeline
+/// and pass for a row pop printed (auditor25: a cancel reason holding a newline and a made-up
+/// row showed an admin's cancel that never happened).
 pub fn one_line(text: &str) -> String {
-    if text_lines(text).nth(1).is_none() && !text.contains(['\n', '\r']) {
+    if !text.chars().any(|c| is_break(c) || is_hidden(c)) {
         return text.to_string();
     }
     text_lines(text).collect::<Vec<_>>().join("\\n")
@@ -182,7 +209,7 @@ pub fn last_diagnostic(p: &Value) -> Option<String> {
     if message.is_empty() {
         return None;
     }
-    let line = text_lines(message).map(str::trim).collect::<Vec<_>>();
+    let line = text_lines(message).map(|l| l.trim().to_string()).collect::<Vec<_>>();
     let line = line.join(" | ");
     Some(if line.chars().count() > 160 {
         format!("{}…", line.chars().take(159).collect::<String>())
@@ -245,5 +272,14 @@ mod tests {
         assert!(!outcome(&p).contains(['\n', '\r', '\u{2028}']), "{}", outcome(&p));
         let lines = table_lines(&["a", "b"], &[vec![fake.to_string(), "x".into()]]);
         assert_eq!(lines.len(), 2, "{lines:#?}");
+        // A break that stands first, and terminal controls, are escaped too (auditor26).
+        assert_eq!(one_line("\u{2028}2026 row"), "2026 row");
+        let esc = "\u{1b}[1A\u{1b}[2K2026 row\u{202e}";
+        assert_eq!(one_line(esc), "\\u{1b}[1A\\u{1b}[2K2026 row\\u{202e}");
+        assert!(text_lines(esc).all(|l| !l.contains('\u{1b}')));
+        assert!(
+            last_diagnostic(&json!({"diagnosticEvents": [{"message": esc}]}))
+                .is_some_and(|d| !d.contains('\u{1b}'))
+        );
     }
 }

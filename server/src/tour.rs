@@ -235,8 +235,8 @@ fn as_of_time(text: &str) -> Result<String> {
 fn print_progress(p: &Value) {
     out!(
         "{} ({})  {} / {}  {:.1}%  attempts {}/{}",
-        output::text(p, "id"),
-        output::text(p, "customerId"),
+        output::one_line(output::text(p, "id")),
+        output::one_line(output::text(p, "customerId")),
         output::text(p, "processingState"),
         // A worker's text on one line (review-s40: a message holding a newline printed a
         // made-up line).
@@ -249,7 +249,7 @@ fn print_progress(p: &Value) {
         let word = output::outcome(op);
         out!(
             "  {:<24} {:<9} {:>6.1}%  {}",
-            output::text(op, "operation"),
+            output::one_line(output::text(op, "operation")),
             output::text(op, "processingState"),
             op["percentComplete"].as_f64().unwrap_or(0.0),
             if word == "failed" {

@@ -254,7 +254,7 @@ impl View {
         }
         for op in &ops {
             let name = output::text(op, "operation");
-            let line = format!("{name}  {}", message(op));
+            let line = format!("{}  {}", output::one_line(name), message(op));
             if self.printed.get(name) != Some(&line) {
                 out!("{line}");
                 self.printed.insert(name.to_string(), line);
