@@ -256,7 +256,7 @@ impl App {
                 // log promising retries that never came).
                 if outcome.position.is_some() {
                     let p = outcome.progress();
-                    tracing::info!(target: "pop::agendas", agenda = %format_args!("{}/{}", p.customer_id, p.agenda_id), by = %caller.principal.name, cid = %caller.cid, reason = %said.escape_debug(), "cancelled: it runs no more and no retry follows");
+                    tracing::info!(target: "pop::agendas", agenda = %format_args!("{}/{}", p.customer_id.escape_debug(), p.agenda_id.escape_debug()), by = %caller.principal.name, cid = %caller.cid, reason = ?said, "cancelled: it runs no more and no retry follows");
                 }
                 Ok(outcome)
             })
@@ -413,8 +413,9 @@ impl App {
             Err(e) => return Err(self.refused_create(&customer, &subject, root, e).await),
         };
         let outcome = AgendaOutcome::of(&executed, caller);
-        // One line per agenda lifecycle step for operators (`RUST_LOG=pop::agendas=warn` quiets it).
-        tracing::info!(target: "pop::agendas::flow", agenda = %stream_key, by = %caller.principal.name, cid = %caller.cid, "submitted");
+        // One line per agenda lifecycle step for operators (`RUST_LOG=info,pop::agendas::flow=warn`
+        // quiets submissions and claims).
+        tracing::info!(target: "pop::agendas::flow", agenda = %stream_key.escape_debug(), by = %caller.principal.name, cid = %caller.cid, "submitted");
         Ok(outcome)
     }
 

@@ -254,7 +254,7 @@ impl App {
                         std::time::Duration::ZERO,
                         app.config().metrics_insight_labels,
                     );
-                    tracing::info!(target: "pop::agendas::flow", agenda = %stream_key, insight = %insight_id, by = %holder, cid = %waiter.caller.cid, "claimed (handed out at submission)");
+                    tracing::info!(target: "pop::agendas::flow", agenda = %stream_key.escape_debug(), insight = %insight_id, by = %holder, cid = %waiter.caller.cid, "claimed (handed out at submission)");
                     let outcome = AgendaOutcome::of(&executed, &waiter.caller);
                     let outcome =
                         if waiter.pool_worker { outcome.shown_to_pool() } else { outcome };

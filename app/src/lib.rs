@@ -192,9 +192,12 @@ impl App {
             return Some(why.clone());
         }
         match self.commands().unavailable() {
-            Some((ago, why)) if ago < limits::UNAVAILABLE_HOLD => {
-                Some(format!("the event store could not write {} ms ago: {why}", ago.as_millis()))
-            }
+            Some((ago, why)) if ago < limits::UNAVAILABLE_HOLD => Some(format!(
+                "the event store's last write failed {:.1} s ago (a full disk, or the database \
+                 read-only, restarting or unreachable: free space where the store lives, or \
+                 check the database); ready again after a write succeeds: {why}",
+                ago.as_secs_f64()
+            )),
             _ => None,
         }
     }

@@ -402,10 +402,10 @@ impl App {
         };
         match self.on_agenda(caller, "releaseAgenda", named, command).await {
             Ok(_) => {
-                tracing::info!(target: "pop::agendas::flow", agenda = %agenda_id, by = %caller.principal.name, cid = %caller.cid, "handed back: the waiting getAgenda went away")
+                tracing::info!(target: "pop::agendas::flow", agenda = %agenda_id.escape_debug(), by = %caller.principal.name, cid = %caller.cid, "handed back: the waiting getAgenda went away")
             }
             Err(e) => {
-                tracing::warn!(agenda = %agenda_id, error = %e.message, cid = %caller.cid, "cannot hand back an agenda claimed for a getAgenda that went away")
+                tracing::warn!(agenda = %agenda_id.escape_debug(), error = %e.message, cid = %caller.cid, "cannot hand back an agenda claimed for a getAgenda that went away")
             }
         }
     }
@@ -521,7 +521,7 @@ impl App {
                             waited,
                             services.config().metrics_insight_labels,
                         );
-                        tracing::info!(target: "pop::agendas::flow", agenda = %id, insight = %insight_id, by = %holder, cid = %caller.cid, "claimed");
+                        tracing::info!(target: "pop::agendas::flow", agenda = %id.escape_debug(), insight = %insight_id, by = %holder, cid = %caller.cid, "claimed");
                         let outcome = AgendaOutcome::of(&executed, caller);
                         claimed.push(if pool_worker { outcome.shown_to_pool() } else { outcome });
                     }
@@ -531,7 +531,7 @@ impl App {
                     }
                     Err(e) => {
                         services.claims().release(&id);
-                        tracing::warn!(agenda = %id, error = %e, cid = %caller.cid, "getAgenda: claim failed");
+                        tracing::warn!(agenda = %id.escape_debug(), error = %e, cid = %caller.cid, "getAgenda: claim failed");
                         failure.get_or_insert((id, e));
                     }
                 }
@@ -835,7 +835,7 @@ impl App {
                 }
             };
             let (attempt, maximum) = (progress.attempts_completed, progress.maximum_attempts);
-            tracing::info!(target: "pop::agendas", agenda = %key, by = %caller.principal.name, cid = %caller.cid, attempt, maximum, "completed {}{then}", message.escape_debug());
+            tracing::info!(target: "pop::agendas", agenda = %key.escape_debug(), by = %caller.principal.name, cid = %caller.cid, attempt, maximum, "completed {}{then}", message.escape_debug());
         }
         Ok(outcome)
     }
@@ -924,13 +924,20 @@ impl App {
                     lease_id: lease_id.trim().to_string(),
                     now: self.now(),
                 };
-                self.on_agenda(
-                    caller,
-                    "releaseAgenda",
-                    Named { lease: Some(lease_id.trim()), ..agenda }.for_work(),
-                    command,
-                )
-                .await
+                let outcome = self
+                    .on_agenda(
+                        caller,
+                        "releaseAgenda",
+                        Named { lease: Some(lease_id.trim()), ..agenda }.for_work(),
+                        command,
+                    )
+                    .await?;
+                // (ops3am15: a stopping worker's hand-back left no line between two claims.)
+                if outcome.position.is_some() {
+                    let p = outcome.progress();
+                    tracing::info!(target: "pop::agendas::flow", agenda = %format_args!("{}/{}", p.customer_id.escape_debug(), p.agenda_id.escape_debug()), by = %caller.principal.name, cid = %caller.cid, "handed back by its worker: queued again, no attempt counted");
+                }
+                Ok(outcome)
             })
             .await
     }

@@ -405,7 +405,7 @@ async fn close_agenda(
         Ok(done) => Ok(done.version.map_or(Closed::Refused, Closed::At)),
         Err(ExecuteError::Store(StoreError::StreamDeleted { .. })) => Ok(Closed::AlreadyDeleted),
         Err(ExecuteError::Refused(e)) => {
-            tracing::info!(agenda = %action.object_id, reason = %e, "data reaper: agenda moved on; not reaped");
+            tracing::info!(agenda = %action.object_id.escape_debug(), reason = %e, "data reaper: agenda moved on; not reaped");
             Ok(Closed::Refused)
         }
         Err(ExecuteError::Conflict { .. }) => Ok(Closed::Refused),

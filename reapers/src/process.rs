@@ -261,6 +261,11 @@ fn leading(process: ProcessName, leads: bool) {
     } else {
         0.0
     });
+    // What only the leader measures reads 0 elsewhere (ops3am15: a replica that lost the
+    // retry lock kept its last count, so max() over replicas never came down).
+    if !leads && process == ProcessName::Retry {
+        metrics::gauge!(crate::retry::OUT_OF_ATTEMPTS).set(0.0);
+    }
 }
 
 fn skipped(process: ProcessName, reason: &'static str) {
@@ -279,7 +284,7 @@ pub async fn lead(leadership: &dyn Leadership, process: ProcessName) -> Option<L
             None
         }
         Err(e) => {
-            tracing::warn!(process = process.as_str(), error = %e, "cannot ask for leadership; skipping a cycle");
+            tracing::warn!(process = process.as_str(), error = %pop_domain::error::ErrorChain(&e), "cannot ask for leadership; skipping a cycle");
             skipped(process, "leader_error");
             None
         }

@@ -262,19 +262,19 @@ async fn reclaim(commands: &Commands, now: Timestamp, action: ReclaimAction) -> 
     let execute = commands.execute::<AgendaState>(&action.key, &metadata, &command);
     match crate::trace::on_agenda(commands, &action.key, "reclaim", execute).await {
         Ok(done) if done.state.is_failed() => {
-            tracing::info!(agenda = %action.key, holder = action.holder.as_deref().unwrap_or("-"), "reclaimer: lease expired, attempts used up: failed");
+            tracing::info!(agenda = %action.key.escape_debug(), holder = action.holder.as_deref().unwrap_or("-"), "reclaimer: lease expired, attempts used up: failed");
             Outcome::Failed
         }
         Ok(_) => {
-            tracing::info!(agenda = %action.key, holder = action.holder.as_deref().unwrap_or("-"), "reclaimer: lease expired: requeued");
+            tracing::info!(agenda = %action.key.escape_debug(), holder = action.holder.as_deref().unwrap_or("-"), "reclaimer: lease expired: requeued");
             Outcome::Requeued
         }
         Err(ExecuteError::Refused(e)) => {
-            tracing::debug!(agenda = %action.key, reason = %e, "reclaimer: agenda moved on");
+            tracing::debug!(agenda = %action.key.escape_debug(), reason = %e, "reclaimer: agenda moved on");
             Outcome::Refused
         }
         Err(ExecuteError::Conflict { .. }) => {
-            tracing::debug!(agenda = %action.key, "reclaimer: agenda kept changing");
+            tracing::debug!(agenda = %action.key.escape_debug(), "reclaimer: agenda kept changing");
             Outcome::Refused
         }
         Err(source) => Outcome::Error(ReclaimError::Execute { agenda_id: action.key, source }),
@@ -357,7 +357,7 @@ impl TimedProcess for Reclaimer {
     }
     fn dry_run(&self, actions: &[ReclaimAction]) -> ReclaimReport {
         for a in actions {
-            tracing::info!(agenda = %a.key, holder = a.holder.as_deref().unwrap_or("-"), lease_expires = ?a.lease_expires, "reclaimer (dry run): would reclaim");
+            tracing::info!(agenda = %a.key.escape_debug(), holder = a.holder.as_deref().unwrap_or("-"), lease_expires = ?a.lease_expires, "reclaimer (dry run): would reclaim");
         }
         ReclaimReport { planned: actions.len(), skipped: actions.len(), ..ReclaimReport::default() }
     }

@@ -306,11 +306,11 @@ async fn retry(
     let execute = commands.execute::<AgendaState>(&action.key, &metadata, &command);
     match crate::trace::on_agenda(commands, &action.key, "retry", execute).await {
         Ok(_) => {
-            tracing::info!(agenda = %action.key, attempt = action.attempts_completed + 1, maximum = action.maximum_attempts, "retry: failed agenda rerun (continue)");
+            tracing::info!(agenda = %action.key.escape_debug(), attempt = action.attempts_completed + 1, maximum = action.maximum_attempts, "retry: failed agenda rerun (continue)");
             Ok(true)
         }
         Err(ExecuteError::Refused(e)) => {
-            tracing::debug!(agenda = %action.key, reason = %e, "retry: agenda moved on");
+            tracing::debug!(agenda = %action.key.escape_debug(), reason = %e, "retry: agenda moved on");
             Ok(false)
         }
         Err(ExecuteError::Conflict { .. }) => Ok(false),
@@ -369,7 +369,7 @@ impl TimedProcess for Retry {
     }
     fn dry_run(&self, actions: &[RetryAction]) -> RetryReport {
         for a in actions {
-            tracing::info!(agenda = %a.key, attempt = a.attempts_completed + 1, maximum = a.maximum_attempts, due = %a.due, "retry (dry run): would retry");
+            tracing::info!(agenda = %a.key.escape_debug(), attempt = a.attempts_completed + 1, maximum = a.maximum_attempts, due = %a.due, "retry (dry run): would retry");
         }
         RetryReport { planned: actions.len(), skipped: actions.len(), ..RetryReport::default() }
     }

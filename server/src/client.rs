@@ -306,8 +306,8 @@ fn first_error(body: &Value) -> String {
     let e = &body["errors"][0];
     format!(
         "{}: {}",
-        e["extensions"]["code"].as_str().unwrap_or("ERROR"),
-        e["message"].as_str().unwrap_or("(no message)")
+        crate::output::one_line(e["extensions"]["code"].as_str().unwrap_or("ERROR")),
+        crate::output::one_line(e["message"].as_str().unwrap_or("(no message)"))
     )
 }
 
@@ -328,14 +328,18 @@ fn check_errors(body: &Value) -> Result<()> {
         .iter()
         .map(|e| {
             let code = e["extensions"]["code"].as_str().unwrap_or("ERROR");
-            let message = e["message"].as_str().unwrap_or("(no message)");
-            let mut line = format!("{code}: {message}");
+            // The server's message may quote a client's text (a worker's state message in
+            // "cannot rerun an agenda that is EXECUTING/…"): shown on one line, escaped
+            // (review-s40c: ESC sequences in it reached the terminal).
+            let message = crate::output::one_line(e["message"].as_str().unwrap_or("(no message)"));
+            let mut line = format!("{}: {message}", crate::output::one_line(code));
             if let Some(problems) = e["extensions"]["problems"].as_array() {
                 for p in problems {
                     let field = p["field"].as_str().unwrap_or("?");
                     line.push_str(&format!(
-                        "\n  - {field}: {}{}",
-                        p["message"].as_str().unwrap_or("?"),
+                        "\n  - {}: {}{}",
+                        crate::output::one_line(field),
+                        crate::output::one_line(p["message"].as_str().unwrap_or("?")),
                         cli_flag(field).map(|f| format!(" (pop: {f})")).unwrap_or_default()
                     ));
                 }
@@ -351,7 +355,19 @@ fn check_errors(body: &Value) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::sendable;
+    use super::{check_errors, sendable};
+
+    /// A server error quoting a client's text prints it escaped, on one line (review-s40c:
+    /// a worker's state message with ESC sequences reached the terminal through `pop rerun`).
+    #[test]
+    fn a_server_error_prints_a_clients_text_escaped() {
+        let body = serde_json::json!({"errors": [{"message":
+            "cannot rerun an agenda that is EXECUTING/x\u{1b}[2K\r2026 forged\u{2028}row",
+            "extensions": {"code": "CONFLICT", "problems": [{"field": "a\nb", "message": "m\u{1b}"}]}}]});
+        let said = check_errors(&body).expect_err("an error").to_string();
+        assert!(!said.contains(['\u{1b}', '\r', '\u{2028}']), "{said:?}");
+        assert_eq!(said.lines().count(), 2, "the message and its one problem: {said:?}");
+    }
 
     #[test]
     fn a_token_is_trimmed_and_one_no_header_can_carry_is_named() {

@@ -37,7 +37,7 @@ pub(crate) async fn run(
     drop(shared);
     loop {
         if let Err(error) = listen(&config, &wake, &head).await {
-            tracing::warn!(%error, "event store tailing connection failed; reconnecting");
+            tracing::warn!(error = %pop_domain::error::ErrorChain(&error), "event store tailing connection failed; reconnecting");
         }
         if head.is_closed() {
             return;
