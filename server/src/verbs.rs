@@ -283,7 +283,16 @@ pub async fn agendas(client: &Client, f: &AgendaFilter, as_json: bool) -> Result
         filter.insert("insightId".into(), json!(i));
     }
     if let Some(s) = &f.state {
-        filter.insert("processingState".into(), json!(s.to_ascii_uppercase()));
+        let state = s.trim().to_ascii_uppercase();
+        // (ops3am15: `--state failed` answered GraphQL's enum wording.)
+        if !matches!(state.as_str(), "WAITING" | "EXECUTING" | "COMPLETE") {
+            bail!(
+                "VALIDATION: --state {s:?} is not a state: WAITING, EXECUTING or COMPLETE; a \
+                 succeeded, failed or cancelled agenda is COMPLETE, its message says which \
+                 (pop agendas --state complete)"
+            );
+        }
+        filter.insert("processingState".into(), json!(state));
     }
     let data = client
         .graphql(

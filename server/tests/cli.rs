@@ -440,6 +440,10 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     assert_eq!(watched.code, 0, "{}", ctx(&watched));
     assert!(watched.stdout.contains("was cancelled"), "{}", ctx(&watched));
     // The list says which id each verb takes: the agenda id, and the progress id apart.
+    // An outcome is not a state: said in pop's words, with the state to ask for (ops3am15).
+    let failed = pop(&server, &["agendas", "--state", "failed"]);
+    assert_eq!(failed.code, 1, "{}", ctx(&failed));
+    assert!(failed.stderr.contains("--state complete"), "{}", ctx(&failed));
     let listed = pop(&server, &["agendas", "--customer", "globex"]);
     assert!(
         listed.stdout.lines().any(|l| l.starts_with("twin-cli ") && l.contains("twin-cli-p")),
