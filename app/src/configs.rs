@@ -537,9 +537,9 @@ impl App {
             .iter()
             .enumerate()
             .filter(|(_, c)| !before.customers.iter().any(|b| same(b, c)));
-        let sees = |customer: &String| match &caller.principal.customers {
-            Visibility::All => true,
-            Visibility::Customers(ids) => ids.iter().any(|id| same(id, customer)),
+        // As sharing compares them (`Visibility::sees_shared`, the rule reads use).
+        let sees = |customer: &String| {
+            caller.principal.customers.sees_shared("", false, std::slice::from_ref(customer))
         };
         for (i, customer) in added {
             if !sees(customer) {

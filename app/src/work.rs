@@ -824,15 +824,15 @@ impl App {
             // (ops3am13: the last line of an agenda out of attempts was "completed failed").
             let then = match () {
                 _ if !pop_domain::message::is_failed(message) => "",
-                _ if progress.not_retryable() => ": not retried (its executor said so)",
-                _ if progress.attempts_completed >= progress.maximum_attempts => {
-                    ": no attempt left, not retried"
+                _ if progress.retry_due() && services.config().retries => {
+                    ": a retry follows after the backoff"
                 }
-                _ if services.config().retries => ": a retry follows after the backoff",
-                _ => {
+                _ if progress.retry_due() => {
                     ": attempts left; this server runs no retry process (--retry-interval 0), so \
                      it is retried only where another replica or `pop reap retry` runs one"
                 }
+                _ if progress.not_retryable() => ": not retried (its executor said so)",
+                _ => ": no attempt left, not retried",
             };
             let (attempt, maximum) = (progress.attempts_completed, progress.maximum_attempts);
             tracing::info!(target: "pop::agendas", agenda = %key.escape_debug(), by = %caller.principal.name, cid = %caller.cid, attempt, maximum, "completed {}{then}", message.escape_debug());
@@ -935,7 +935,7 @@ impl App {
                 // (ops3am15: a stopping worker's hand-back left no line between two claims.)
                 if outcome.position.is_some() {
                     let p = outcome.progress();
-                    tracing::info!(target: "pop::agendas::flow", agenda = %format_args!("{}/{}", p.customer_id.escape_debug(), p.agenda_id.escape_debug()), by = %caller.principal.name, cid = %caller.cid, "handed back by its worker: queued again, no attempt counted");
+                    tracing::info!(target: "pop::agendas::flow", agenda = %pop_domain::agenda::key::key(&p.customer_id, &p.agenda_id).escape_debug(), by = %caller.principal.name, cid = %caller.cid, "handed back by its worker: queued again, no attempt counted");
                 }
                 Ok(outcome)
             })

@@ -574,14 +574,18 @@ pub struct AgendaProgress {
     pub updated_time: Option<Timestamp>,
 }
 
+/// No agenda is attempted more often than this, whatever its params say (DOMAIN.md §8).
+pub const MAXIMUM_ATTEMPTS_LIMIT: u32 = 20;
+
 impl AgendaProgress {
-    /// COMPLETE/failed with attempts left and not called deterministic by its executor: the
-    /// retry process reruns it after its backoff, and a cancel withdraws that retry
-    /// (**pop**; the one rule the domain, the API and the dashboard share).
+    /// COMPLETE/failed with attempts left (of `min(20, maximumAttempts)`) and not called
+    /// deterministic by its executor: the retry process reruns it after its backoff, and a
+    /// cancel withdraws that retry (**pop**; the one rule the domain, the retry process, the
+    /// server's log, the API and the dashboard share).
     pub fn retry_due(&self) -> bool {
         self.processing_state == ProcessingState::Complete
             && self.processing_state_message.as_deref().is_some_and(message::is_failed)
-            && self.attempts_completed < self.maximum_attempts
+            && self.attempts_completed < self.maximum_attempts.clamp(1, MAXIMUM_ATTEMPTS_LIMIT)
             && !self.not_retryable()
     }
 

@@ -221,7 +221,7 @@ pub fn plan_with(
         };
         let maximum = progress.maximum_attempts.clamp(1, MAXIMUM_ATTEMPTS_LIMIT);
         // Out of attempts, or a failure its executor called deterministic: nothing to retry.
-        if progress.attempts_completed >= maximum || progress.not_retryable() {
+        if !progress.retry_due() {
             exhausted.insert(entry.key().to_string(), entry.updated_ms());
             continue;
         }

@@ -12,8 +12,7 @@ use crate::text::eq_ignore_case;
 
 /// `maximumAttempts` when the agenda's params do not say (DOMAIN.md §2).
 pub const DEFAULT_MAXIMUM_ATTEMPTS: u32 = 3;
-/// No agenda is attempted more often than this, whatever its params say (DOMAIN.md §8).
-pub const MAXIMUM_ATTEMPTS_LIMIT: u32 = 20;
+pub use crate::model::MAXIMUM_ATTEMPTS_LIMIT;
 /// Diagnostics kept per agenda and per operation, newest last. Executors attach log lines to
 /// diagnostics and reruns add more; the cap keeps one agenda's read model small (the target is
 /// a few KiB) while the full history stays in the event log.

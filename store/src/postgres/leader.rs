@@ -57,12 +57,8 @@ impl Drop for Held {
 #[async_trait]
 impl Leadership for PgLeadership {
     async fn try_lead(&self, name: &str) -> Result<Option<LeaderGuard>, StoreError> {
-        let fail = |e: tokio_postgres::Error| match super::too_many_clients(&e) {
-            // (ops3am14: standby replicas said only "asking for a leader lock".)
-            true => StoreError::backend(super::TOO_MANY_CLIENTS, e),
-            false => StoreError::backend("asking for a leader lock", e),
-        };
-        let (client, mut connection) = self.config.connect(NoTls).await.map_err(fail)?;
+        let fail = super::connect_error("asking for a leader lock");
+        let (client, mut connection) = self.config.connect(NoTls).await.map_err(&fail)?;
         let (lost_tx, lost_rx) = watch::channel(false);
         let driver = tokio::spawn(async move {
             let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));

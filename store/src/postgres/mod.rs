@@ -582,16 +582,25 @@ pub(crate) fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
     }
 }
 
+/// How a connection opened outside the pool (live tailing, a leader lock) failed, `context`
+/// naming what it was for: a refusal for want of slots says so as the pool's does (ops3am14).
+pub(crate) fn connect_error(context: &'static str) -> impl Fn(tokio_postgres::Error) -> StoreError {
+    move |e| match too_many_clients(&e) {
+        true => StoreError::backend(TOO_MANY_CLIENTS, e),
+        false => StoreError::backend(context, e),
+    }
+}
+
 /// What a refused connection for want of slots means for pop (ops3am13: replicas over
 /// `max_connections` logged only PostgreSQL's "sorry, too many clients already").
-pub(crate) const TOO_MANY_CLIENTS: &str = "connecting to PostgreSQL: the server has no connection \
+const TOO_MANY_CLIENTS: &str = "connecting to PostgreSQL: the server has no connection \
     slot left (max_connections); each pop replica opens up to its --pg-pool-size (default 16) \
     pooled connections and up to about 14 more (live tailing, one per leader lock, reading \
     ahead while it catches up): about 30 each by default; raise max_connections, lower \
     --pg-pool-size or run fewer replicas";
 
 /// SQLSTATE 53300 `too_many_connections`.
-pub(crate) fn too_many_clients(e: &tokio_postgres::Error) -> bool {
+fn too_many_clients(e: &tokio_postgres::Error) -> bool {
     e.as_db_error()
         .is_some_and(|db| *db.code() == tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS)
 }

@@ -54,11 +54,8 @@ async fn listen(
     wake: &Arc<Notify>,
     head: &watch::Sender<Position>,
 ) -> Result<(), crate::StoreError> {
-    let fail = |e: tokio_postgres::Error| match super::too_many_clients(&e) {
-        true => crate::StoreError::backend(super::TOO_MANY_CLIENTS, e),
-        false => crate::StoreError::backend("tailing the log", e),
-    };
-    let (client, mut connection) = config.connect(NoTls).await.map_err(fail)?;
+    let fail = super::connect_error("tailing the log");
+    let (client, mut connection) = config.connect(NoTls).await.map_err(&fail)?;
     let notified = Arc::clone(wake);
     let driver = tokio::spawn(async move {
         let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
