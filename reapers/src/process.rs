@@ -47,7 +47,27 @@ pub enum ProcessName {
     Pods,
 }
 
+/// `pop_reclaimer_leases_waiting`: expired leases the reclaimer's last cycle left for their
+/// holders to renew (after a start or an outage); 0 when none.
+pub const LEASES_WAITING: &str = "pop_reclaimer_leases_waiting";
+
+/// `pop_retry_agendas_out_of_attempts`: failed agendas the retry process's last cycle found
+/// with no retry left (attempts used up, or a failure its executor called deterministic),
+/// kept until the data reaper removes them: its rise is work failing for good (ops3am13).
+pub const OUT_OF_ATTEMPTS: &str = "pop_retry_agendas_out_of_attempts";
+
 impl ProcessName {
+    /// The gauges only the replica that leads this process measures: they read 0 on the others
+    /// (ops3am15: a replica that lost the retry lock kept its last count, so `max()` over the
+    /// replicas never came down).
+    fn leader_gauges(self) -> &'static [&'static str] {
+        match self {
+            ProcessName::Reclaimer => &[LEASES_WAITING],
+            ProcessName::Retry => &[OUT_OF_ATTEMPTS],
+            ProcessName::Scheduler | ProcessName::Data | ProcessName::Pods => &[],
+        }
+    }
+
     /// The name on the command line (`pop reap <name>`), in metrics and logs.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -261,10 +281,10 @@ fn leading(process: ProcessName, leads: bool) {
     } else {
         0.0
     });
-    // What only the leader measures reads 0 elsewhere (ops3am15: a replica that lost the
-    // retry lock kept its last count, so max() over replicas never came down).
-    if !leads && process == ProcessName::Retry {
-        metrics::gauge!(crate::retry::OUT_OF_ATTEMPTS).set(0.0);
+    if !leads {
+        for gauge in process.leader_gauges() {
+            metrics::gauge!(*gauge).set(0.0);
+        }
     }
 }
 

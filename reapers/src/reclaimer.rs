@@ -194,10 +194,6 @@ pub struct Planned {
     pub soonest: Option<(String, Duration)>,
 }
 
-/// `pop_reclaimer_leases_waiting`: expired leases the last cycle left for their holders to
-/// renew (after a start or an outage); 0 when none.
-pub const LEASES_WAITING: &str = "pop_reclaimer_leases_waiting";
-
 /// Issues `Reclaim { now }` for each action (at most [`MAX_CONCURRENT_RECLAIMS`] at once),
 /// starting no new command after `deadline`. Idempotent: an agenda that moved on is refused by
 /// the domain and counted in [`ReclaimReport::refused`].
@@ -329,7 +325,7 @@ impl TimedProcess for Reclaimer {
         let served = commands.serving_for(self.config.grace_after_start);
         let models = self.services.projections.read();
         let planned = plan_served(now, &models, &self.config, served);
-        metrics::gauge!(LEASES_WAITING).set(planned.waiting as f64);
+        metrics::gauge!(crate::process::LEASES_WAITING).set(planned.waiting as f64);
         if let Some((first, left)) = &planned.soonest {
             let since = match self.config.grace_after_start {
                 true => "since it was last down or this server started",

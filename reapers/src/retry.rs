@@ -318,11 +318,6 @@ async fn retry(
     }
 }
 
-/// `pop_retry_agendas_out_of_attempts`: failed agendas the last cycle found with no retry
-/// left (attempts used up, or a failure its executor called deterministic), kept until the
-/// data reaper removes them: its rise is work failing for good (ops3am13: nothing counted it).
-pub const OUT_OF_ATTEMPTS: &str = "pop_retry_agendas_out_of_attempts";
-
 /// The retry process as a [`TimedProcess`]: plans from the read models (remembering failed
 /// agendas with no attempts left in its [`ExhaustedMemo`]), retries through the store's
 /// commands.
@@ -356,7 +351,7 @@ impl TimedProcess for Retry {
     async fn plan(&mut self, now: Timestamp) -> Result<Vec<RetryAction>, RetryReport> {
         let actions =
             plan_with(now, &self.services.projections.read(), &self.config, &mut self.memo);
-        metrics::gauge!(OUT_OF_ATTEMPTS).set(self.memo.seen.len() as f64);
+        metrics::gauge!(crate::process::OUT_OF_ATTEMPTS).set(self.memo.seen.len() as f64);
         Ok(actions)
     }
     async fn execute(
