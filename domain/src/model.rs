@@ -210,6 +210,10 @@ pub mod message {
     pub const CANCELLED: &str = "cancelled";
     /// The diagnostic the reclaimer records (POP's exact text).
     pub const TIMED_OUT: &str = "AgendaProgress timed out.";
+    /// The diagnostic a rerun adds when the agenda's last one was an executor's
+    /// NOT_RETRYABLE: that word was about the attempt before (**pop**).
+    pub const RERUN_AFTER_NOT_RETRYABLE: &str =
+        "Agenda rerun: the NOT_RETRYABLE above was said of the attempt before";
 
     /// Success is COMPLETE with message `succeeded`, compared case-insensitively.
     pub fn is_succeeded(m: &str) -> bool {
@@ -592,13 +596,10 @@ impl AgendaProgress {
     /// Whether the executor said this failure is deterministic: the last diagnostic of a
     /// failed operation, or the agenda's own last diagnostic, has the status code
     /// [`status_code::NOT_RETRYABLE`].
+    /// A rerun after such a failure adds [`message::RERUN_AFTER_NOT_RETRYABLE`] to the agenda's
+    /// diagnostics, so an earlier attempt's word no longer counts.
     pub fn not_retryable(&self) -> bool {
-        let marked = |events: &[DiagnosticEvent]| {
-            events
-                .last()
-                .and_then(|e| e.status_code.as_deref())
-                .is_some_and(|c| c == status_code::NOT_RETRYABLE)
-        };
+        let marked = |events: &[DiagnosticEvent]| events.last().is_some_and(marked_not_retryable);
         marked(&self.diagnostic_events)
             || self.operation_progress.iter().any(|o| {
                 o.processing_state == ProcessingState::Complete
@@ -606,6 +607,12 @@ impl AgendaProgress {
                     && marked(&o.diagnostic_events)
             })
     }
+}
+
+/// Whether an executor marked this diagnostic's failure deterministic
+/// ([`status_code::NOT_RETRYABLE`]).
+pub fn marked_not_retryable(event: &DiagnosticEvent) -> bool {
+    event.status_code.as_deref() == Some(status_code::NOT_RETRYABLE)
 }
 
 /// The progress of every agenda sharing a linkId (DOMAIN.md §4.3). Computed on read.

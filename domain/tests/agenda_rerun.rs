@@ -6,7 +6,7 @@ mod agenda_support;
 use std::collections::BTreeSet;
 
 use agenda_support::*;
-use pop_domain::agenda::{AgendaError, AgendaEvent, RerunReset, reset_closure};
+use pop_domain::agenda::{AgendaError, AgendaEvent, ProgressReport, RerunReset, reset_closure};
 use pop_domain::{ErrorCode, ProcessingState, message};
 use serde_json::json;
 
@@ -294,4 +294,57 @@ fn re_entry_is_a_new_place_in_the_queue_and_added_time_stays_the_creation_time()
     let claimed =
         state_of(vec![submit(agenda_of(&["a"], json!({}))), queue(30), claim("w1", "l1", 40)]);
     assert_eq!(claimed.entered_time(), Some(t(0)));
+}
+
+/// review-s40c F3: an executor's agenda-level NOT_RETRYABLE was said of the attempt it ended. A
+/// user's rerun runs the agenda again; when that attempt fails for a retryable reason, its
+/// retry is due (and a cancel withdraws it), though the old diagnostic stays in the list.
+#[test]
+fn a_rerun_ends_an_earlier_attempts_not_retryable() {
+    use pop_domain::model::status_code::NOT_RETRYABLE;
+    let deterministic = ProgressReport {
+        diagnostics: vec![pop_domain::DiagnosticEvent {
+            message: "no handler".into(),
+            status_code: Some(NOT_RETRYABLE.into()),
+            ..Default::default()
+        }],
+        ..ops(vec![failed("a")])
+    };
+    let first = history(vec![
+        submit(agenda_of(&["a"], json!({"maximumAttempts": 3}))),
+        queue(1),
+        claim("w1", "l", 2),
+        report("w1", 3, deterministic),
+    ]);
+    let state = replay(&first);
+    assert!(state.progress().not_retryable() && !state.progress().retry_due());
+    let mut given = first.clone();
+    for (i, command) in [
+        rerun(&["resetAll"], 10),
+        queue(11),
+        claim("w1", "l2", 12),
+        report("w1", 13, ops(vec![failed("a")])),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let events = pop_domain::Aggregate::decide(&replay(&given), &command)
+            .unwrap_or_else(|e| panic!("command {i}: {e:?}"));
+        given.extend(events);
+    }
+    let state = replay(&given);
+    assert_eq!(state.progress().attempts_completed, 2);
+    let diagnostics = &state.progress().diagnostic_events;
+    assert_eq!(diagnostics[0].status_code.as_deref(), Some(NOT_RETRYABLE), "the record stays");
+    assert_eq!(
+        diagnostics.last().map(|d| d.message.as_str()),
+        Some(message::RERUN_AFTER_NOT_RETRYABLE)
+    );
+    assert!(!state.progress().not_retryable(), "{diagnostics:?}");
+    assert!(state.progress().retry_due());
+    check(
+        &given,
+        retry(100),
+        Then::Types(vec!["AgendaRetryDecided", "AgendaRerun", "AgendaReadded"]),
+    );
 }

@@ -4,7 +4,7 @@
 
 use crate::model::{
     Agenda, AgendaProgress, DiagnosticEvent, Operation, OperationProgress, ProcessingState,
-    Timestamp, message,
+    Timestamp, marked_not_retryable, message,
 };
 use crate::params::keys;
 use crate::payload::Payload;
@@ -219,6 +219,17 @@ impl AgendaState {
         }
         for p in self.operations_named(&e.resumed_operations) {
             to_pending(p, time);
+        }
+        // The agenda's diagnostics run on across attempts; an executor's NOT_RETRYABLE was said
+        // of the attempt it ended, so it must not stay the last word (it would keep the next
+        // attempt's failure from being retried, and the cancel rule from seeing its retry).
+        if self.progress.diagnostic_events.last().is_some_and(marked_not_retryable) {
+            let marker = DiagnosticEvent {
+                message: message::RERUN_AFTER_NOT_RETRYABLE.to_string(),
+                time: Some(time),
+                ..DiagnosticEvent::default()
+            };
+            push_diagnostics(&mut self.progress.diagnostic_events, [marker]);
         }
     }
 
