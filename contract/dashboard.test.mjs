@@ -587,6 +587,12 @@ test('a failed agenda whose retry is still to come can be cancelled from its pag
   assert.deepEqual(d.agendaProgress, { processingStateMessage: 'cancelled', attemptsCompleted: 1 });
   // Cancelled, it has nothing left to cancel.
   await page.waitForSelector('#cancel-agenda[disabled]', { timeout: WAIT });
+  // Its batch still reads failed, and the headline counts it so (review-s40c F6: it said
+  // "no percent (an agenda failed)" and counted no failed agenda).
+  await page.goto(BASE + '/#/batch/acme/retry-batch');
+  await page.waitForSelector('#batch-summary', { timeout: WAIT });
+  assert.equal(await page.$eval('#batch-summary', (e) => e.textContent),
+    'COMPLETE · no percent (an agenda failed) · 1 agenda · 1 failed (it was cancelled after an operation failed)');
   // A failure its executor called deterministic is not retried: nothing to cancel either
   // (review-s40b: the page offered "Cancel retry" and the server answered CONFLICT).
   const final = await submit(T.acme, { ...threeOps('acme', 'retry-batch', 'deterministic'), params: { maximumAttempts: 3 } });

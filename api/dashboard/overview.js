@@ -145,7 +145,7 @@ export function BatchView({ me, customerId, linkId }) {
   const load = useCallback(() => {
     gql(
       `query($l: String!, $c: String) { progressSummary(linkId: $l, customerId: $c) { linkId processingState processingPercent
-        progressList { agendaId customerId title processingState processingStateMessage percentComplete updatedTime } } }`,
+        progressList { agendaId customerId title processingState processingStateMessage percentComplete failsBatch updatedTime } } }`,
       { l: linkId, c },
     )
       .then((d) => setSummary(d.progressSummary))
@@ -227,11 +227,16 @@ export function TemplateView({ me, id, customers }) {
 }
 
 /// The batch's headline: its state, its percent (none once an agenda failed: DOMAIN.md §4.3),
-/// how many agendas and how many of them failed; a linkId no visible agenda carries says so.
-function batchLine(summary) {
+/// how many agendas and how many of them failed — by the server's rule (`failsBatch`: an agenda
+/// cancelled after an operation failed counts, review-s40c F6) —; a linkId no visible agenda
+/// carries says so.
+export function batchLine(summary) {
   const n = summary.progressList.length;
   if (!n) return 'no agenda you may see carries this linkId';
-  const failed = summary.progressList.filter((p) => /^failed$/i.test(p.processingStateMessage || '')).length;
+  const failing = summary.progressList.filter((p) => p.failsBatch);
+  const cancelled = failing.filter((p) => /^cancelled$/i.test(p.processingStateMessage || '')).length;
   const percent = summary.processingPercent == null ? 'no percent (an agenda failed)' : `${Math.round(summary.processingPercent)}%`;
-  return `${summary.processingState} · ${percent} · ${n} ${n === 1 ? 'agenda' : 'agendas'}${failed ? ` · ${failed} failed` : ''}`;
+  const failed = !failing.length ? ''
+    : ` · ${failing.length} failed${cancelled ? ` (${cancelled === failing.length && cancelled === 1 ? 'it was' : `${cancelled} of them`} cancelled after an operation failed)` : ''}`;
+  return `${summary.processingState} · ${percent} · ${n} ${n === 1 ? 'agenda' : 'agendas'}${failed}`;
 }

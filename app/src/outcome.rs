@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use pop_domain::agenda::{AgendaState, Lease};
+use pop_domain::agenda::{AgendaEvent, AgendaState, Lease};
 use pop_domain::{Agenda, AgendaProgress};
 use pop_projections::Cursor;
 use pop_store::{Executed, Position};
@@ -28,6 +28,11 @@ pub struct AgendaOutcome {
     pub tracestate: Option<Arc<str>>,
     /// Whether the caller holds the agenda's lease (see [`Self::lease`]).
     holds_lease: bool,
+    /// Whether this command's own events ended the agenda (an `AgendaCompleted` among them):
+    /// known from what it wrote, on any replica and when writes are grouped (review-s40c F7:
+    /// a look at this process's cache before the command logged a completion twice when
+    /// another replica had taken the earlier report).
+    pub(crate) completed: bool,
 }
 
 impl AgendaOutcome {
@@ -39,6 +44,7 @@ impl AgendaOutcome {
             traceparent: executed.traceparent.clone(),
             tracestate: executed.tracestate.clone(),
             holds_lease: crate::resolve::holds_lease(&caller.principal, &executed.state),
+            completed: executed.events.iter().any(|e| matches!(e, AgendaEvent::Completed(_))),
         }
     }
 

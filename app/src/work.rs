@@ -26,6 +26,7 @@ use crate::limits::{
 use crate::outcome::AgendaOutcome;
 use crate::resolve::{Named, ambiguous_work, candidates_of, may_take_from, named_one, runs};
 use crate::{App, metadata, metrics};
+use pop_domain::text::log_field;
 
 /// Whose queued agendas the caller takes from `insight` (`None`: it may not take from it).
 /// The workers of whoever runs the insight — a caller that sees the insight's owner or the
@@ -316,7 +317,7 @@ impl App {
         let mut queued = match queued {
             Ok(receiver) => Some(receiver),
             Err(e) => {
-                tracing::warn!(error = %e, cid = %caller.cid, "getAgenda: cannot wait for work; answering at once");
+                tracing::warn!(error = %log_field(&e.to_string()), cid = %log_field(&caller.cid), "getAgenda: cannot wait for work; answering at once");
                 None
             }
         };
@@ -402,10 +403,10 @@ impl App {
         };
         match self.on_agenda(caller, "releaseAgenda", named, command).await {
             Ok(_) => {
-                tracing::info!(target: "pop::agendas::flow", agenda = %agenda_id.escape_debug(), by = %caller.principal.name, cid = %caller.cid, "handed back: the waiting getAgenda went away")
+                tracing::info!(target: "pop::agendas::flow", agenda = %log_field(agenda_id), by = %caller.principal.name, cid = %log_field(&caller.cid), "handed back: the waiting getAgenda went away")
             }
             Err(e) => {
-                tracing::warn!(agenda = %agenda_id.escape_debug(), error = %e.message, cid = %caller.cid, "cannot hand back an agenda claimed for a getAgenda that went away")
+                tracing::warn!(agenda = %log_field(agenda_id), error = %log_field(&e.message), cid = %log_field(&caller.cid), "cannot hand back an agenda claimed for a getAgenda that went away")
             }
         }
     }
@@ -521,7 +522,7 @@ impl App {
                             waited,
                             services.config().metrics_insight_labels,
                         );
-                        tracing::info!(target: "pop::agendas::flow", agenda = %id.escape_debug(), insight = %insight_id, by = %holder, cid = %caller.cid, "claimed");
+                        tracing::info!(target: "pop::agendas::flow", agenda = %log_field(&id), insight = %insight_id, by = %holder, cid = %log_field(&caller.cid), "claimed");
                         let outcome = AgendaOutcome::of(&executed, caller);
                         claimed.push(if pool_worker { outcome.shown_to_pool() } else { outcome });
                     }
@@ -531,7 +532,7 @@ impl App {
                     }
                     Err(e) => {
                         services.claims().release(&id);
-                        tracing::warn!(agenda = %id.escape_debug(), error = %e, cid = %caller.cid, "getAgenda: claim failed");
+                        tracing::warn!(agenda = %log_field(&id), error = %log_field(&e.to_string()), cid = %log_field(&caller.cid), "getAgenda: claim failed");
                         failure.get_or_insert((id, e));
                     }
                 }
@@ -788,11 +789,6 @@ impl App {
                 format!("{id:?} is not the progress id of agenda {agenda_id:?}"),
             ));
         }
-        // Whether it had ended already: only the report that ends it says so in the log
-        // (popclient18: POP's executor reports the agenda's outcome after its operations',
-        // and each failure was logged twice).
-        let ended_before =
-            self.commands().peek::<AgendaState, _>(&key, AgendaState::is_complete).unwrap_or(false);
         let command = AgendaCommand::ReportProgress {
             holder: caller.principal.name.clone(),
             lease_id,
@@ -814,10 +810,10 @@ impl App {
                 _ => e,
             })?;
         let outcome = if shown_to_pool { outcome.shown_to_pool() } else { outcome };
-        if outcome.position.is_some()
-            && !ended_before
-            && outcome.progress().processing_state == pop_domain::ProcessingState::Complete
-        {
+        // Only the report that ends the agenda says so in the log (popclient18: POP's executor
+        // reports the agenda's outcome after its operations', and each failure was logged
+        // twice).
+        if outcome.completed {
             let progress = outcome.progress();
             let message = progress.processing_state_message.as_deref().unwrap_or("");
             // Whether a failure is retried, so the log says when an agenda fails for good
@@ -835,7 +831,7 @@ impl App {
                 _ => ": no attempt left, not retried",
             };
             let (attempt, maximum) = (progress.attempts_completed, progress.maximum_attempts);
-            tracing::info!(target: "pop::agendas", agenda = %key.escape_debug(), by = %caller.principal.name, cid = %caller.cid, attempt, maximum, "completed {}{then}", message.escape_debug());
+            tracing::info!(target: "pop::agendas", agenda = %log_field(&key), by = %caller.principal.name, cid = %log_field(&caller.cid), attempt, maximum, "completed {}{then}", log_field(message));
         }
         Ok(outcome)
     }
@@ -935,7 +931,7 @@ impl App {
                 // (ops3am15: a stopping worker's hand-back left no line between two claims.)
                 if outcome.position.is_some() {
                     let p = outcome.progress();
-                    tracing::info!(target: "pop::agendas::flow", agenda = %pop_domain::agenda::key::key(&p.customer_id, &p.agenda_id).escape_debug(), by = %caller.principal.name, cid = %caller.cid, "handed back by its worker: queued again, no attempt counted");
+                    tracing::info!(target: "pop::agendas::flow", agenda = %log_field(&pop_domain::agenda::key::key(&p.customer_id, &p.agenda_id)), by = %caller.principal.name, cid = %log_field(&caller.cid), "handed back by its worker: queued again, no attempt counted");
                 }
                 Ok(outcome)
             })

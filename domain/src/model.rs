@@ -593,6 +593,23 @@ impl AgendaProgress {
             && !self.not_retryable()
     }
 
+    /// Whether this agenda counts as failed in its batch's ProgressSummary (DOMAIN.md §4.3:
+    /// COMPLETE, `processingPercent` null): it failed, or (**pop**) it was cancelled with an
+    /// operation that had failed — a failed agenda whose retry was withdrawn by a cancel
+    /// (popclient18: the batch's failure signal went away with the cancel), or one cancelled
+    /// while a failed operation waited for the rest to end.
+    pub fn fails_batch(&self) -> bool {
+        let is = |m: Option<&str>, rule: fn(&str) -> bool| m.is_some_and(rule);
+        let message = self.processing_state_message.as_deref();
+        is(message, message::is_failed)
+            || (self.processing_state == ProcessingState::Complete
+                && is(message, message::is_cancelled)
+                && self.operation_progress.iter().any(|o| {
+                    o.processing_state == ProcessingState::Complete
+                        && is(o.processing_state_message.as_deref(), message::is_failed)
+                }))
+    }
+
     /// Whether the executor said this failure is deterministic: the last diagnostic of a
     /// failed operation, or the agenda's own last diagnostic, has the status code
     /// [`status_code::NOT_RETRYABLE`].

@@ -2,7 +2,7 @@
 //! from the AgendaProgress objects the caller may see. Kept exactly as POP computed it, because
 //! clients poll it to decide when a batch of linked agendas is done.
 
-use crate::model::{AgendaProgress, ProcessingState, ProgressSummary, message};
+use crate::model::{AgendaProgress, ProcessingState, ProgressSummary};
 
 /// Summarises `progress` (already filtered to the caller's visible agendas with this link id).
 ///
@@ -20,24 +20,8 @@ pub fn progress_summary(link_id: &str, progress: Vec<AgendaProgress>) -> Progres
     }
 }
 
-/// Whether an agenda counts as failed in its batch: it failed, or (**pop**) it was cancelled
-/// with an operation that had failed — a failed agenda whose retry was withdrawn by a cancel
-/// (popclient18: the batch's failure signal, `processingPercent` null, went away with the
-/// cancel), or one cancelled while a failed operation waited for the rest to end.
-fn failed(p: &AgendaProgress) -> bool {
-    let is = |m: Option<&str>, rule: fn(&str) -> bool| m.is_some_and(rule);
-    let message = p.processing_state_message.as_deref();
-    is(message, message::is_failed)
-        || (p.processing_state == ProcessingState::Complete
-            && is(message, message::is_cancelled)
-            && p.operation_progress.iter().any(|o| {
-                o.processing_state == ProcessingState::Complete
-                    && is(o.processing_state_message.as_deref(), message::is_failed)
-            }))
-}
-
 fn state_and_percent(progress: &[AgendaProgress]) -> (ProcessingState, Option<f64>) {
-    let failed = progress.iter().any(failed);
+    let failed = progress.iter().any(AgendaProgress::fails_batch);
     if failed {
         return (ProcessingState::Complete, None);
     }

@@ -1,5 +1,8 @@
 //! Case-insensitive text comparison, the way DOMAIN.md compares operation names, customer ids,
 //! mapper values and insight titles. One definition so every rule folds case the same way.
+//! And a client's text as one field of a log line, read only one way.
+
+use std::fmt;
 
 /// The form two texts are compared in: Unicode lower case (so `É` and `é` match, as they did
 /// with POP's Java `equalsIgnoreCase`).
@@ -48,6 +51,33 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
+/// A client's text (an agenda id, a correlation id) as the value of one `key=value` field of a
+/// log line: as it is when it can be read only one way, else quoted and escaped as Rust writes
+/// a string (`"a b=\"c\""`, `"\u{2028}"`). Bare text with a space, `=` or `"` let a tenant
+/// append fields of its choosing (hostile27: a cid `t agenda=globex/gf1 by=admin` on acme's
+/// cancel line), and a break or terminal escape whole lines.
+pub fn log_field(text: &str) -> LogField<'_> {
+    LogField(text)
+}
+
+/// See [`log_field`].
+#[derive(Debug, Clone, Copy)]
+pub struct LogField<'a>(&'a str);
+
+impl fmt::Display for LogField<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plain = |c: char| {
+            (c.is_ascii_graphic() && !matches!(c, '"' | '=' | '\\'))
+                || (!c.is_ascii() && c.is_alphanumeric())
+        };
+        if !self.0.is_empty() && self.0.chars().all(plain) {
+            f.write_str(self.0)
+        } else {
+            write!(f, "{:?}", self.0)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +98,21 @@ mod tests {
         assert!(eq_ignore_case("Acme", "aCME"));
         assert!(eq_ignore_case("Éclair", "éCLAIR"));
         assert!(!eq_ignore_case("acme", "acme2"));
+    }
+
+    #[test]
+    fn a_log_field_reads_one_way() {
+        let shown = |t: &str| log_field(t).to_string();
+        assert_eq!(shown("globex/gf1"), "globex/gf1");
+        assert_eq!(
+            shown("0190c1a2-7e4b-7d11-9c3b-5d2f2f6a1b0c"),
+            "0190c1a2-7e4b-7d11-9c3b-5d2f2f6a1b0c"
+        );
+        assert_eq!(shown("café"), "café");
+        assert_eq!(shown("t agenda=globex/gf1 by=admin"), r#""t agenda=globex/gf1 by=admin""#);
+        assert_eq!(shown(r#"a"b"#), r#""a\"b""#);
+        assert_eq!(shown("x\u{2028}y"), r#""x\u{2028}y""#);
+        assert_eq!(shown("x\u{1b}[2K"), r#""x\u{1b}[2K""#);
+        assert_eq!(shown(""), r#""""#);
     }
 }

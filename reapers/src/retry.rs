@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::process::{Cadence, CycleReport, ProcessName, Services, TimedProcess};
+use pop_domain::text::log_field;
 
 /// How often the retry process looks for failed agendas that are due. Short, because the
 /// backoff (not the interval) says when a retry is due; a cycle is one scan of the failed
@@ -215,7 +216,7 @@ pub fn plan_with(
         let progress = match entry.progress() {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!(agenda = entry.key(), error = %e, "retry: skipping an unreadable agenda");
+                tracing::warn!(agenda = entry.key(), error = %log_field(&e.to_string()), "retry: skipping an unreadable agenda");
                 continue;
             }
         };
@@ -306,11 +307,11 @@ async fn retry(
     let execute = commands.execute::<AgendaState>(&action.key, &metadata, &command);
     match crate::trace::on_agenda(commands, &action.key, "retry", execute).await {
         Ok(_) => {
-            tracing::info!(agenda = %action.key.escape_debug(), attempt = action.attempts_completed + 1, maximum = action.maximum_attempts, "retry: failed agenda rerun (continue)");
+            tracing::info!(agenda = %log_field(&action.key), attempt = action.attempts_completed + 1, maximum = action.maximum_attempts, "retry: failed agenda rerun (continue)");
             Ok(true)
         }
         Err(ExecuteError::Refused(e)) => {
-            tracing::debug!(agenda = %action.key.escape_debug(), reason = %e, "retry: agenda moved on");
+            tracing::debug!(agenda = %log_field(&action.key), reason = %log_field(&e.to_string()), "retry: agenda moved on");
             Ok(false)
         }
         Err(ExecuteError::Conflict { .. }) => Ok(false),
@@ -364,7 +365,7 @@ impl TimedProcess for Retry {
     }
     fn dry_run(&self, actions: &[RetryAction]) -> RetryReport {
         for a in actions {
-            tracing::info!(agenda = %a.key.escape_debug(), attempt = a.attempts_completed + 1, maximum = a.maximum_attempts, due = %a.due, "retry (dry run): would retry");
+            tracing::info!(agenda = %log_field(&a.key), attempt = a.attempts_completed + 1, maximum = a.maximum_attempts, due = %a.due, "retry (dry run): would retry");
         }
         RetryReport { planned: actions.len(), skipped: actions.len(), ..RetryReport::default() }
     }

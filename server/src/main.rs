@@ -88,10 +88,12 @@ async fn main() -> ExitCode {
 /// (ops3am13: an operator pasting `acme/f1-3` from the log got NOT_FOUND from every verb, and
 /// `pop audit` said it was reaped) — reads that customer's agenda of that id, saying so.
 async fn by_id_or_key(
+    c: &client::Client,
     id: &str,
     customer: Option<&str>,
     call: impl AsyncFn(&str, Option<&str>) -> Result<()>,
 ) -> Result<()> {
+    refuse_two_readings(c, id, customer).await?;
     let result = call(id, customer).await;
     match (&result, customer, as_key(id)) {
         (Err(e), None, Some((owner, rest))) if is_not_found(e) => {
@@ -99,7 +101,7 @@ async fn by_id_or_key(
                 "pop: no agenda {id:?}; taking it as the server's log writes an agenda \
                  (customer/id): agenda {rest:?} of customer {owner:?}"
             );
-            call(rest, Some(owner)).await
+            call(rest, Some(&owner)).await
         }
         _ => result,
     }
@@ -109,10 +111,12 @@ async fn by_id_or_key(
 /// and names no agenda gets the command to type for that customer's agenda, not the write
 /// (review-s40: `pop cancel acme/nightly`, a typo, cancelled acme's `nightly`).
 async fn by_id_hinting_key(
+    c: &client::Client,
     id: &str,
     customer: Option<&str>,
     call: impl AsyncFn(&str, Option<&str>) -> Result<()>,
 ) -> Result<()> {
+    refuse_two_readings(c, id, customer).await?;
     let result = call(id, customer).await;
     match (result, customer, as_key(id)) {
         (Err(e), None, Some((owner, rest))) if is_not_found(&e) => Err(anyhow::anyhow!(
@@ -123,13 +127,40 @@ async fn by_id_hinting_key(
     }
 }
 
+/// An id that reads `customer/id` may name two agendas the caller sees: the one whose id it is
+/// (a customer may choose ids with `/`) and customer `customer`'s agenda `id`, as the server's
+/// log writes it. Neither is taken for the other (hostile27: acme's agenda "globex/gf1"
+/// answered an admin's `pop audit globex/gf1`, and took the cancel meant for globex's `gf1`):
+/// the caller names the one it means.
+async fn refuse_two_readings(c: &client::Client, id: &str, customer: Option<&str>) -> Result<()> {
+    let (None, Some((owner, rest))) = (customer, as_key(id)) else {
+        return Ok(());
+    };
+    const HOLDER: &str =
+        "query($id: String!, $c: String) { agenda(id: $id, customerId: $c) { customerId } }";
+    let holder = async |id: &str, customer: Option<&str>| {
+        let found = c.graphql(HOLDER, serde_json::json!({"id": id, "c": customer})).await.ok()?;
+        found["agenda"]["customerId"].as_str().map(str::to_string)
+    };
+    let (Some(holder), Some(_)) = (holder(id, None).await, holder(rest, Some(&owner)).await) else {
+        return Ok(());
+    };
+    anyhow::bail!(
+        "{id:?} names two agendas: customer {holder:?}'s agenda {id:?}, and customer \
+         {owner:?}'s agenda {rest:?} (as the server's log writes it); name the one you mean: \
+         {id:?} --customer {holder:?}, or {rest:?} --customer {owner:?}"
+    )
+}
+
 fn is_not_found(e: &anyhow::Error) -> bool {
     e.to_string().contains("NOT_FOUND")
 }
 
-/// `customer/id`, when `id` reads so.
-fn as_key(id: &str) -> Option<(&str, &str)> {
-    id.split_once('/').filter(|(owner, rest)| !owner.trim().is_empty() && !rest.trim().is_empty())
+/// `customer/id`, when `id` reads as the server's log writes an agenda (the customer's `/` and
+/// `%` escaped: [`pop_domain::agenda::key::key`]).
+fn as_key(id: &str) -> Option<(String, &str)> {
+    pop_domain::agenda::key::split(id)
+        .filter(|(owner, rest)| !owner.trim().is_empty() && !rest.trim().is_empty())
 }
 
 async fn run(command: cli::Command) -> Result<()> {
@@ -156,7 +187,7 @@ async fn run(command: cli::Command) -> Result<()> {
         }
         cli::Command::Progress { client, id, customer, json, as_of } => {
             let c = client::Client::new(&client)?;
-            by_id_or_key(&id, customer.as_deref(), async |id, customer| {
+            by_id_or_key(&c, &id, customer.as_deref(), async |id, customer| {
                 tour::progress(&c, id, customer, json, as_of.as_deref()).await
             })
             .await
@@ -164,14 +195,14 @@ async fn run(command: cli::Command) -> Result<()> {
         cli::Command::Verify(args) => verify_cmd::run(args).await,
         cli::Command::Audit { client, id, customer, json } => {
             let c = client::Client::new(&client)?;
-            by_id_or_key(&id, customer.as_deref(), async |id, customer| {
+            by_id_or_key(&c, &id, customer.as_deref(), async |id, customer| {
                 audit::run(&c, id, customer, json).await
             })
             .await
         }
         cli::Command::Watch { client, id, customer } => {
             let c = client::Client::new(&client)?;
-            by_id_or_key(&id, customer.as_deref(), async |id, customer| {
+            by_id_or_key(&c, &id, customer.as_deref(), async |id, customer| {
                 watch::watch(&c, id, customer).await
             })
             .await
@@ -182,7 +213,7 @@ async fn run(command: cli::Command) -> Result<()> {
         }
         cli::Command::Cancel { client, id, reason, customer, json } => {
             let c = client::Client::new(&client)?;
-            by_id_hinting_key(&id, customer.as_deref(), async |id, customer| {
+            by_id_hinting_key(&c, &id, customer.as_deref(), async |id, customer| {
                 verbs::cancel(&c, id, customer, reason.as_deref(), json).await
             })
             .await
@@ -198,14 +229,14 @@ async fn run(command: cli::Command) -> Result<()> {
                 flags.push(format!("operationsToReset={}", reset.join(",")));
             }
             let c = client::Client::new(&client)?;
-            by_id_hinting_key(&id, customer.as_deref(), async |id, customer| {
+            by_id_hinting_key(&c, &id, customer.as_deref(), async |id, customer| {
                 verbs::rerun(&c, id, customer, &flags, json).await
             })
             .await
         }
         cli::Command::Events { client, id, customer, first, after, json } => {
             let c = client::Client::new(&client)?;
-            by_id_or_key(&id, customer.as_deref(), async |id, customer| {
+            by_id_or_key(&c, &id, customer.as_deref(), async |id, customer| {
                 verbs::events(&c, id, customer, first, after.as_deref(), json).await
             })
             .await

@@ -485,6 +485,30 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     let neither = pop(&server, &["audit", "initech/twin-cli"]);
     assert_eq!(neither.code, 1, "{}", ctx(&neither));
     assert!(neither.stderr.contains("NOT_FOUND"), "{}", ctx(&neither));
+    // globex names an agenda of its own as the log writes acme's: neither reading is taken for
+    // the other (hostile27: the decoy answered the audit and took the cancel meant for acme's).
+    let decoy = dir.path().join("decoy.json");
+    std::fs::write(
+        &decoy,
+        r#"{"id": "acme/twin-cli", "customerId": "globex", "params": {"doNotRun": true},
+            "operations": [{"name": "a", "type": "step", "payload": {}}]}"#,
+    )
+    .unwrap();
+    let planted = pop(&server, &["submit", decoy.to_str().unwrap()]);
+    assert_eq!(planted.code, 0, "{}", ctx(&planted));
+    for verb in ["audit", "events", "watch", "cancel", "rerun"] {
+        let two = pop(&server, &[verb, "acme/twin-cli"]);
+        assert_eq!(two.code, 1, "{verb}: {}", ctx(&two));
+        assert!(
+            two.stderr.contains("names two agendas")
+                && two.stderr.contains("\"acme/twin-cli\" --customer \"globex\"")
+                && two.stderr.contains("\"twin-cli\" --customer \"acme\""),
+            "{verb}: {}",
+            ctx(&two)
+        );
+    }
+    let named = pop(&server, &["cancel", "acme/twin-cli", "--customer", "globex"]);
+    assert_eq!(named.code, 0, "{}", ctx(&named));
     let events = pop(&server, &["events", &failed_id]);
     assert_eq!(events.code, 0, "{}", ctx(&events));
     for t in ["AgendaSubmitted", "AgendaClaimed", "AgendaCompleted", "AgendaRerun"] {

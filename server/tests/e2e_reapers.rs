@@ -274,9 +274,10 @@ async fn cancelling_a_failed_agenda_withdraws_its_retry() {
     let data = pop
         .ok(
             ACME,
-            "mutation($a: String!, $r: String) { cancelAgenda(agendaId: $a, reason: $r) { \
-             progress { processingState processingStateMessage attemptsCompleted retryDue } } }",
-            json!({"a": id, "r": reason}),
+            "mutation($a: String!, $r: String, $c: String) { cancelAgenda(agendaId: $a, reason: $r, \
+             cid: $c) { progress { processingState processingStateMessage attemptsCompleted \
+             retryDue } } }",
+            json!({"a": id, "r": reason, "c": "ticket-42 agenda=globex/gf1 by=admin"}),
         )
         .await;
     let p = &data["cancelAgenda"]["progress"];
@@ -289,6 +290,10 @@ async fn cancelling_a_failed_agenda_withdraws_its_retry() {
     let log = std::fs::read_to_string(&pop.log).unwrap_or_default();
     assert!(log.contains("cancelled: it runs no more"), "{log}");
     assert!(log.lines().all(|l| !l.starts_with("2026-12-05T20:55:00Z")), "{log}");
+    // Nor does a correlation id with spaces add fields to the line (hostile27: the cid
+    // `ticket-42 agenda=globex/gf1 by=admin` named globex's agenda and an admin on acme's cancel).
+    let line = log.lines().find(|l| l.contains("cancelled: it runs no more")).unwrap_or_default();
+    assert!(line.contains(r#"cid="ticket-42 agenda=globex/gf1 by=admin""#), "{line}");
     // Past the backoff, over several retry cycles: still cancelled, never retried.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let p = pop.progress(&id).await;

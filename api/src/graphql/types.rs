@@ -251,9 +251,14 @@ pub struct AgendaProgressGql {
     pub attempts_completed: u32,
     pub maximum_attempts: u32,
     /// COMPLETE/failed with attempts left and not called deterministic by its executor
-    /// (`NOT_RETRYABLE`): the retry process reruns it after its backoff, and `cancelAgenda`
+    /// (`NOT_RETRYABLE`): where a retry process runs (`--retry-interval` above 0 on a replica,
+    /// or `pop reap retry`) it reruns the agenda after its backoff, and `cancelAgenda`
     /// withdraws that retry.
     pub retry_due: bool,
+    /// Whether this agenda makes its batch's `progressSummary` a failure (COMPLETE,
+    /// `processingPercent` null): it failed, or it was cancelled after an operation failed
+    /// (a pop extension: a cancel that withdrew a failed agenda's retry keeps the failure).
+    pub fails_batch: bool,
     pub started_time: Option<DateTime<Utc>>,
     pub completed_time: Option<DateTime<Utc>>,
     pub params: Json<Value>,
@@ -284,6 +289,7 @@ impl From<&model::AgendaProgress> for AgendaProgressGql {
             attempts_completed: p.attempts_completed,
             maximum_attempts: p.maximum_attempts,
             retry_due: p.retry_due(),
+            fails_batch: p.fails_batch(),
             started_time: p.started_time,
             completed_time: p.completed_time,
             params: params(&p.params),
