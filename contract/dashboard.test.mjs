@@ -629,6 +629,8 @@ test('a failed agenda whose retry is still to come can be cancelled from its pag
   await page.waitForSelector('#cancel-selected-confirm', { timeout: WAIT });
   await page.click('#cancel-selected-confirm');
   await page.waitForFunction(() => /1 of 2 not cancelled/.test((document.querySelector('[role=alert]') || {}).textContent || ''), { timeout: WAIT });
+  // Which stay selected is said plainly (newcomer14: "1 done; they stay selected").
+  assert.match(await page.$eval('[role=alert]', (e) => e.textContent), /\(1 done; the refused one stays selected\)/);
   const after = await gql(T.acme, 'query($id: String!) { agendaProgress(id: $id) { processingStateMessage } }', { id: due.progressId });
   assert.equal(after.agendaProgress.processingStateMessage, 'cancelled');
   await page.browserContext().close();

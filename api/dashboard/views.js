@@ -226,7 +226,7 @@ export function AgendasView({ me, query, navigate, customers }) {
     setSelected(refused);
     if (first) {
       const done = selected.size - refused.size;
-      first.message = `${refused.size} of ${selected.size} not ${kind === 'cancel' ? 'cancelled' : 'rerun'} (${done} done; they stay selected); the first: ${first.message}`;
+      first.message = `${refused.size} of ${selected.size} not ${kind === 'cancel' ? 'cancelled' : 'rerun'} (${done} done; ${refused.size === 1 ? 'the refused one stays' : 'the refused ones stay'} selected); the first: ${first.message}`;
       setError(first);
     }
     setBusy('');

@@ -192,11 +192,23 @@ impl App {
             return Some(why.clone());
         }
         match self.commands().unavailable() {
-            Some((ago, why)) if ago < limits::UNAVAILABLE_HOLD => Some(format!(
+            Some(u) if u.held => Some(format!(
+                "the checkpoint sealer's last write failed {:.1} s ago (a full disk, or the \
+                 database read-only, restarting or unreachable: free space where the store \
+                 lives, or check the database); ready again once a write lands (the sealer \
+                 tries every few seconds): {}",
+                u.ago.as_secs_f64(),
+                u.why
+            )),
+            Some(u) if u.ago < limits::UNAVAILABLE_HOLD => Some(format!(
                 "the event store's last write failed {:.1} s ago (a full disk, or the database \
                  read-only, restarting or unreachable: free space where the store lives, or \
-                 check the database); ready again after a write succeeds: {why}",
-                ago.as_secs_f64()
+                 check the database); ready again after a write succeeds, or {} s after the \
+                 last failure whatever the disk (alert on pop_api_commands_total with \
+                 outcome=\"unavailable\" too): {}",
+                u.ago.as_secs_f64(),
+                limits::UNAVAILABLE_HOLD.as_secs(),
+                u.why
             )),
             _ => None,
         }

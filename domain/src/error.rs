@@ -114,15 +114,38 @@ impl std::error::Error for ValidationErrors {}
 pub struct ErrorChain<'a>(pub &'a dyn std::error::Error);
 
 impl std::fmt::Display for ErrorChain<'_> {
+    /// Each error of the chain once: a source whose text the error before it already ends
+    /// with (tokio-postgres writes its cause into its own text, and gives it as its source too:
+    /// ops3am16 read "error connecting to server: error connecting to server: …") is not said
+    /// again.
+    ///
+    /// On one line: a line break (PostgreSQL's `HINT:` after its message) is written `; ` and
+    /// other control characters escaped (ops3am16: the hint stood as a log line of its own).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
+        let mut said = one_line(&self.0.to_string());
         let mut source = self.0.source();
         while let Some(s) = source {
-            write!(f, ": {s}")?;
+            let text = one_line(&s.to_string());
+            if !said.ends_with(&text) {
+                said.push_str(": ");
+                said.push_str(&text);
+            }
             source = s.source();
         }
-        Ok(())
+        f.write_str(&said)
     }
+}
+
+fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.trim_end().chars() {
+        match c {
+            '\n' => out.push_str("; "),
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -137,6 +160,33 @@ mod chain_tests {
     fn every_source_once_in_order() {
         let e = Outer(std::io::Error::other("inner"));
         assert_eq!(ErrorChain(&e).to_string(), "outer: inner");
+    }
+
+    /// An error that writes its cause into its own text, and gives it as its source too.
+    #[derive(Debug, thiserror::Error)]
+    #[error("connecting: {0}")]
+    struct Saying(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("pool: {0}")]
+    struct Pool(#[source] Saying);
+
+    #[test]
+    fn a_chain_is_one_line() {
+        let e =
+            Outer(std::io::Error::other("could not extend file\nHINT: Check free disk space.\n"));
+        assert_eq!(
+            ErrorChain(&e).to_string(),
+            "outer: could not extend file; HINT: Check free disk space."
+        );
+        let e = Outer(std::io::Error::other("a\u{1b}[2Kb"));
+        assert_eq!(ErrorChain(&e).to_string(), "outer: a\\u{1b}[2Kb");
+    }
+
+    #[test]
+    fn a_source_already_said_is_not_said_again() {
+        let e = Pool(Saying(std::io::Error::other("refused")));
+        assert_eq!(ErrorChain(&e).to_string(), "pool: connecting: refused");
     }
 }
 

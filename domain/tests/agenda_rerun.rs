@@ -348,3 +348,45 @@ fn a_rerun_ends_an_earlier_attempts_not_retryable() {
         Then::Types(vec!["AgendaRetryDecided", "AgendaRerun", "AgendaReadded"]),
     );
 }
+
+/// auditor27: a retried attempt that fails with the same diagnostic as the attempt before
+/// records it (it was dropped as a resend, and the log held no reason for that failure); a
+/// resend within one attempt still adds nothing.
+#[test]
+fn a_retried_attempt_records_a_diagnostic_equal_to_the_last_attempts() {
+    let given = failed_times(json!({"maximumAttempts": 3}), 2);
+    let state = replay(&given);
+    assert_eq!(state.progress().attempts_completed, 2);
+    let op = &state.progress().operation_progress[0];
+    let messages: Vec<&str> = op.diagnostic_events.iter().map(|d| d.message.as_str()).collect();
+    assert_eq!(messages, ["a exited with 1", "a exited with 1"], "one per attempt");
+    // The executor resends its report after the outcome: nothing new.
+    check(&given, report("w1", 150, ops(vec![failed("a")])), Then::Types(vec![]));
+    // The agenda's own diagnostics alike, across a reclaim.
+    let agenda_level = |at: i64| {
+        report(
+            "w1",
+            at,
+            ProgressReport {
+                diagnostics: vec![pop_domain::DiagnosticEvent {
+                    message: "node lost".into(),
+                    ..Default::default()
+                }],
+                ..ops(vec![executing("a", 10.0)])
+            },
+        )
+    };
+    let mut c = vec![submit(agenda_of(&["a"], json!({"maximumAttempts": 3}))), queue(1)];
+    c.extend([
+        claim("w1", "l", 2),
+        agenda_level(3),
+        reclaim(400),
+        queue(401),
+        claim("w1", "l2", 402),
+        agenda_level(403),
+    ]);
+    let state = replay(&history(c));
+    let messages: Vec<&str> =
+        state.progress().diagnostic_events.iter().map(|d| d.message.as_str()).collect();
+    assert_eq!(messages, ["node lost", message::TIMED_OUT, "node lost"]);
+}

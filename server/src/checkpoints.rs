@@ -139,6 +139,33 @@ pub fn verifying_key(
     Ok(Some(key.verifying_key()))
 }
 
+/// What a refusal says of a key a command read by default: that it was not named, and how to
+/// name the right one (newcomer14: `pop verify --store postgres://…` read the tour's
+/// `./pop-data/checkpoint.key`, said TAMPERED of an intact store and advised a handover). Said
+/// only beside a break that names a key no checkpoint of the store names
+/// ([`UNUSED_KEY`]).
+pub fn defaulted_key_note(
+    data_dir: &Path,
+    key_file: Option<&Path>,
+    public_key: Option<&str>,
+    refusal: &str,
+) -> Option<String> {
+    let path = data_dir.join(KEY_FILE);
+    (key_file.is_none() && public_key.is_none() && path.exists() && refusal.contains(UNUSED_KEY))
+        .then(|| {
+            format!(
+                "the key checked with is {}, read by default (neither --checkpoint-key nor \
+                 --public-key was given): if the store's servers sign with another key, name \
+                 theirs (--checkpoint-key <their key file>, or --public-key <hex>) before \
+                 suspecting the store",
+                path.display()
+            )
+        })
+}
+
+/// What a break says of a key that signed none of the store's checkpoints.
+pub const UNUSED_KEY: &str = "no checkpoint of the store names key";
+
 /// The witness file's name in the data directory.
 pub const WITNESS_FILE: &str = "checkpoint.witness";
 

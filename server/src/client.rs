@@ -331,17 +331,37 @@ fn check_errors(body: &Value) -> Result<()> {
             // The server's message may quote a client's text (a worker's state message in
             // "cannot rerun an agenda that is EXECUTING/…"): shown on one line, escaped
             // (review-s40c: ESC sequences in it reached the terminal).
-            let message = crate::output::one_line(e["message"].as_str().unwrap_or("(no message)"));
-            let mut line = format!("{}: {message}", crate::output::one_line(code));
-            if let Some(problems) = e["extensions"]["problems"].as_array() {
-                for p in problems {
+            let message = e["message"].as_str().unwrap_or("(no message)");
+            let problems: Vec<String> = e["extensions"]["problems"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .map(|p| {
                     let field = p["field"].as_str().unwrap_or("?");
-                    line.push_str(&format!(
-                        "\n  - {}: {}{}",
+                    format!(
+                        "{}: {}{}",
                         crate::output::one_line(field),
                         crate::output::one_line(p["message"].as_str().unwrap_or("?")),
                         cli_flag(field).map(|f| format!(" (pop: {f})")).unwrap_or_default()
-                    ));
+                    )
+                })
+                .collect();
+            // The message joins the problems when it says nothing else: each is said once
+            // (newcomer14: every problem printed twice, a single one on two identical lines).
+            let said_in_list = e["extensions"]["problems"].as_array().is_some_and(|ps| {
+                !ps.is_empty()
+                    && ps.iter().all(|p| message.contains(p["message"].as_str().unwrap_or("?")))
+            });
+            let code = crate::output::one_line(code);
+            let mut line = match problems.as_slice() {
+                [one] if said_in_list => format!("{code}: {one}"),
+                _ if said_in_list => format!("{code}:"),
+                _ => format!("{code}: {}", crate::output::one_line(message)),
+            };
+            if !(said_in_list && problems.len() == 1) {
+                for p in &problems {
+                    line.push_str(&format!("\n  - {p}"));
                 }
             }
             if let Some(cid) = e["extensions"]["cid"].as_str() {
@@ -359,6 +379,37 @@ mod tests {
 
     /// A server error quoting a client's text prints it escaped, on one line (review-s40c:
     /// a worker's state message with ESC sequences reached the terminal through `pop rerun`).
+    /// Each problem is said once (newcomer14: the message joins them, and the list repeated
+    /// them).
+    #[test]
+    fn a_validation_error_says_each_problem_once() {
+        let problem = |f: &str, m: &str| serde_json::json!({"field": f, "message": m});
+        let body = |message: &str, problems: Vec<serde_json::Value>| {
+            serde_json::json!({"errors": [{"message": message,
+                "extensions": {"code": "VALIDATION", "problems": problems, "cid": "c1"}}]})
+        };
+        let one = body(
+            "customerId: \"job-1\" is used by 2 customers; name the customerId",
+            vec![problem("customerId", "\"job-1\" is used by 2 customers; name the customerId")],
+        );
+        let said = check_errors(&one).expect_err("an error").to_string();
+        assert_eq!(
+            said,
+            "VALIDATION: customerId: \"job-1\" is used by 2 customers; name the customerId \
+             (pop: --customer <id>) (cid c1)"
+        );
+        let two = body(
+            "payload.a: missing; payload.b: missing",
+            vec![problem("payload.a", "missing"), problem("payload.b", "missing")],
+        );
+        let said = check_errors(&two).expect_err("an error").to_string();
+        assert_eq!(said, "VALIDATION:\n  - payload.a: missing\n  - payload.b: missing (cid c1)");
+        // A message that says more than its problems is kept.
+        let more = body("the template cannot run", vec![problem("payload.a", "missing")]);
+        let said = check_errors(&more).expect_err("an error").to_string();
+        assert_eq!(said, "VALIDATION: the template cannot run\n  - payload.a: missing (cid c1)");
+    }
+
     #[test]
     fn a_server_error_prints_a_clients_text_escaped() {
         let body = serde_json::json!({"errors": [{"message":

@@ -95,6 +95,16 @@ pub async fn export(args: ExportArgs) -> Result<()> {
                          `pop import` refuses it"
                     .to_owned(),
             };
+            let key_note = crate::checkpoints::defaulted_key_note(
+                &args.store.data_dir,
+                args.checkpoint_key.as_deref(),
+                None,
+                &e.to_string(),
+            );
+            let what = match key_note {
+                Some(note) => format!("{what}; {note}"),
+                None => what,
+            };
             return Err(e).context(what);
         }
     };

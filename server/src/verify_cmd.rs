@@ -90,7 +90,15 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
     } else {
         None
     };
-    print_report(report, &note, span, snapshot)
+    let key_note = report.first_break.as_ref().and_then(|b| {
+        crate::checkpoints::defaulted_key_note(
+            &args.store.data_dir,
+            args.checkpoint_key.as_deref(),
+            args.public_key.as_deref(),
+            &b.to_string(),
+        )
+    });
+    print_report(report, &note, span, snapshot, key_note)
 }
 
 /// What the check of the read-model snapshot found.
@@ -245,12 +253,14 @@ fn print_report(
     note: &str,
     max_unsealed_span: u64,
     snapshot: Option<SnapshotCheck>,
+    key_note: Option<String>,
 ) -> Result<()> {
     if let Some(b) = report.first_break {
         // The walks stop at the first break: their other counts are partial, so only that is
         // said (with the witness line, which says what the check trusted).
         println!("{note}");
-        return Err(not_intact(format!("TAMPERED: {b}")));
+        let key_note = key_note.map(|n| format!("\n{n}")).unwrap_or_default();
+        return Err(not_intact(format!("TAMPERED: {b}{key_note}")));
     }
     println!(
         "checked {} events, {} streams, {} deleted streams",

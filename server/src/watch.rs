@@ -4,7 +4,9 @@
 //! piped: one line per change and the final state. A failed operation shows its last
 //! diagnostic. After a server restart it connects again and resumes after the last position it
 //! saw. Ctrl-C stops watching (exit 0; the agenda goes on); a cancelled agenda is exit 0 too,
-//! a failed one exit 3 (see [`crate::output`]).
+//! a failed one exit 3 (see [`crate::output`]). A failed attempt whose retry is due is not the
+//! end: `watch` says so and follows the retry (ops3am16: it exited 3 on the first of three
+//! attempts, and a script took the failure as final).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,7 +20,7 @@ use crate::output::{self, EXIT_FAILED, Exit, out};
 
 /// The AgendaProgress fields `watch` and `progress` show.
 pub const PROGRESS_FIELDS: &str = "id agendaId customerId title linkId processingState \
-    processingStateMessage percentComplete attemptsCompleted maximumAttempts \
+    processingStateMessage percentComplete attemptsCompleted maximumAttempts retryDue \
     diagnosticEvents { message } \
     operationProgress { operation processingState processingStateMessage percentComplete \
     attemptCount diagnosticEvents { message } }";
@@ -57,6 +59,7 @@ pub async fn watch(client: &Client, id: &str, customer: Option<&str>) -> Result<
     let customer = output::text(&first, "customerId").to_string();
     let mut view = View::new(&id, output::is_tty())?;
     view.show(&first);
+    view.note_retry(&first);
     if let Some(end) = ended(&first) {
         return view.finish(&first, end);
     }
@@ -89,6 +92,7 @@ pub async fn watch(client: &Client, id: &str, customer: Option<&str>) -> Result<
                 return Ok(true);
             }
             view.show(p);
+            view.note_retry(p);
             last = p.clone();
             end = ended(p);
             Ok(end.is_none())
@@ -135,9 +139,10 @@ pub async fn watch(client: &Client, id: &str, customer: Option<&str>) -> Result<
     }
 }
 
-/// `succeeded`, `failed` or `cancelled` once the agenda is COMPLETE.
+/// `succeeded`, `failed` or `cancelled` once the agenda is COMPLETE, and not failed with its
+/// retry due.
 fn ended(p: &Value) -> Option<&'static str> {
-    if output::text(p, "processingState") != "COMPLETE" {
+    if output::text(p, "processingState") != "COMPLETE" || p["retryDue"] == Value::Bool(true) {
         return None;
     }
     Some(match output::outcome(p).as_str() {
@@ -269,6 +274,23 @@ impl View {
             out!("{line}");
             self.printed.insert(String::new(), line);
         }
+    }
+
+    /// Says once per failed attempt that its retry is due, and how to stop it.
+    fn note_retry(&mut self, p: &Value) {
+        if p["retryDue"] != Value::Bool(true) {
+            return;
+        }
+        let key = format!("retry {}", p["attemptsCompleted"]);
+        if self.printed.insert(key, String::new()).is_some() {
+            return;
+        }
+        self.note(&format!(
+            "attempt {} of {} failed; the server retries it after its backoff, and this watch \
+             follows the retry (Ctrl-C stops watching; `pop cancel {}` withdraws the retry; \
+             where no replica runs a retry process, --retry-interval 0, none comes)",
+            p["attemptsCompleted"], p["maximumAttempts"], self.id
+        ));
     }
 
     /// A note under the bars (or on stderr, piped).

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::{Pop, WAIT, log_tail, pop_command};
 
 /// The repository root, where the README's commands run.
@@ -514,6 +514,76 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     for t in ["AgendaSubmitted", "AgendaClaimed", "AgendaCompleted", "AgendaRerun"] {
         assert!(events.stdout.contains(t), "{t}: {}", ctx(&events));
     }
+
+    // A failed attempt whose retry is due is not the end: watch says so and follows the retry
+    // to the outcome (ops3am16: it exited 3 on attempt 1 of 3, and scripts took it as final).
+    // No worker serves insight transcode: this test is its executor.
+    let retrying = dir.path().join("retrying.json");
+    std::fs::write(
+        &retrying,
+        r#"{"customerId": "acme", "title": "retrying", "params": {"maximumAttempts": 2},
+            "operations": [{"name": "p", "type": "probe", "payload": {}}]}"#,
+    )
+    .unwrap();
+    let submitted = pop(&server, &["submit", retrying.to_str().unwrap()]);
+    assert_eq!(submitted.code, 0, "{}", ctx(&submitted));
+    let retry_id = id_of(&submitted);
+    let watcher = pop_command()
+        .args(["watch", &retry_id])
+        .env("POP_SERVER", server.base())
+        .env("POP_TOKEN", &server.admin)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let execute = |outcome: &str| {
+        let claimed = pop(
+            &server,
+            &[
+                "gql",
+                r#"mutation { getAgenda(insightId: "transcode", count: 1, waitSeconds: 20) {
+                    progress { id } lease { id } } }"#,
+            ],
+        );
+        let claimed: Value = serde_json::from_str(&claimed.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", ctx(&claimed)));
+        let item = &claimed["getAgenda"][0];
+        let report = json!({
+            "p": {"id": item["progress"]["id"], "processingState": "COMPLETE",
+                  "processingStateMessage": outcome,
+                  "operationProgress": [{"operation": "p", "processingState": "COMPLETE",
+                                         "processingStateMessage": outcome}]},
+            "l": item["lease"]["id"],
+        });
+        let reported = pop(
+            &server,
+            &[
+                "gql",
+                "mutation($p: JSON!, $l: String) { updateAgendaProgress(agendaProgress: $p, \
+                 leaseId: $l) { position } }",
+                "--variables",
+                &report.to_string(),
+            ],
+        );
+        assert_eq!(reported.code, 0, "{}", ctx(&reported));
+    };
+    execute("failed");
+    let progress = pop(&server, &["progress", &retry_id]);
+    // (It may already be retried: the retry process runs every second without backoff.)
+    if progress.stdout.contains("COMPLETE / failed") {
+        assert!(progress.stdout.contains("retry due after the backoff"), "{}", ctx(&progress));
+    }
+    execute("succeeded");
+    let watched = finish(watcher, &["watch", "(through a retry)"]);
+    assert_eq!(watched.code, 0, "{}", ctx(&watched));
+    assert!(
+        watched.stderr.contains("attempt 1 of 2 failed; the server retries it after its backoff"),
+        "{}",
+        ctx(&watched)
+    );
+    assert!(watched.stdout.contains(&format!("agenda {retry_id} succeeded")), "{}", ctx(&watched));
 
     // watch on a wrong id: NOT_FOUND at once, with a hint, exit 1.
     let wrong = pop(&server, &["watch", "no-such-agenda"]);

@@ -126,6 +126,33 @@ async fn an_export_imported_elsewhere_verifies_and_rebuilds_to_the_same_fingerpr
     assert!(verified.contains("checked 1 signed checkpoint over 23 log entries"), "{verified}");
     assert!(verified.trim_end().ends_with("intact"), "{verified}");
     assert_eq!(fingerprint(&rebuilt), expected, "{rebuilt}");
+    // Without --checkpoint-key, beside another store's data directory: its key is read by
+    // default, and the refusal says so and what to name (newcomer14: it advised a handover).
+    let other = dir.path().join("other");
+    let (url4, other2) = (url.clone(), other.clone());
+    let (verify, export) = tokio::task::spawn_blocking(move || {
+        ok(&run(&["demo"], &[("--data-dir", &other2)]), "pop demo (another store)");
+        // Its own export makes its key.
+        let own = other2.join("own.jsonl");
+        ok(&run(&["export"], &[("--data-dir", &other2), ("--out", &own)]), "pop export (own)");
+        let out = other2.join("pg.jsonl");
+        (
+            run(&["verify", "--store", &url4], &[("--data-dir", &other2)]),
+            run(&["export", "--store", &url4], &[("--data-dir", &other2), ("--out", &out)]),
+        )
+    })
+    .await
+    .unwrap();
+    let key_path = other.join("checkpoint.key").display().to_string();
+    for (what, out) in [("verify", &verify), ("export", &export)] {
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: {said}");
+        assert!(
+            said.contains(&format!("the key checked with is {key_path}, read by default"))
+                && said.contains("--checkpoint-key <their key file>"),
+            "{what}: {said}"
+        );
+    }
 }
 
 #[test]

@@ -243,7 +243,7 @@ struct Inner {
     unavailable: Mutex<Option<(std::time::Instant, String)>>,
     /// A write beside the commands that failed for the store's condition
     /// ([`Commands::note_write`]), held until a write lands.
-    held_failure: Mutex<Option<String>>,
+    held_failure: Mutex<Option<(std::time::Instant, String)>>,
     /// When these commands were made (the process started serving).
     started: std::time::Instant,
     /// The store's outages as these commands saw them ([`Commands::serving_for`]).
@@ -313,15 +313,21 @@ impl Commands {
         }
     }
 
-    /// How long ago an append through these commands last failed because the store was
-    /// unavailable ([`StoreError::is_unavailable`]), and the failure; `None` when none did
-    /// or an append succeeded since.
-    pub fn unavailable(&self) -> Option<(std::time::Duration, String)> {
-        if let Some(why) = self.inner.held_failure.lock().ok()?.clone() {
-            return Some((std::time::Duration::ZERO, why));
+    /// How long ago an append through these commands, or a write beside them
+    /// ([`Commands::note_write`]), last failed because the store was unavailable
+    /// ([`StoreError::is_unavailable`]), and the failure; `None` when none did or a write
+    /// landed since.
+    pub fn unavailable(&self) -> Option<Unavailable> {
+        if let Some((at, why)) = self.inner.held_failure.lock().ok()?.clone() {
+            // (ops3am16: its age read 0.0 s on every look, whatever it was.)
+            return Some(Unavailable { ago: at.elapsed(), why, held: true });
         }
         let last = self.inner.unavailable.lock().ok()?;
-        last.as_ref().map(|(at, why)| (at.elapsed(), why.clone()))
+        last.as_ref().map(|(at, why)| Unavailable {
+            ago: at.elapsed(),
+            why: why.clone(),
+            held: false,
+        })
     }
 
     /// How long the store has served since the end of its latest outage these commands saw
@@ -366,7 +372,9 @@ impl Commands {
     pub fn note_write(&self, result: Result<(), &StoreError>) {
         if let Ok(mut held) = self.inner.held_failure.lock() {
             *held = match result {
-                Err(e) if e.is_unavailable() => Some(pop_domain::error::ErrorChain(e).to_string()),
+                Err(e) if e.is_unavailable() => {
+                    Some((std::time::Instant::now(), pop_domain::error::ErrorChain(e).to_string()))
+                }
                 Err(_) => return,
                 Ok(()) => None,
             };
@@ -516,6 +524,18 @@ enum Decided<A: Aggregate> {
     Refused { error: A::Error, upto: usize },
     /// Failed on its own (its events could not be encoded or are too large to store).
     Failed(ExecuteError<A::Error>),
+}
+
+/// The store's condition as the latest failed write saw it ([`Commands::unavailable`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unavailable {
+    /// How long ago the write failed.
+    pub ago: std::time::Duration,
+    /// Why, as the store said it.
+    pub why: String,
+    /// A write beside the commands (the checkpoint sealer's) failed: the failure holds until
+    /// a write lands, not for a while (seals come seconds apart).
+    pub held: bool,
 }
 
 impl Inner {

@@ -46,7 +46,7 @@ use futures::stream::BoxStream;
 /// slice, derefs to `&[u8]`.
 pub use bytes::Bytes;
 pub use clock::{Clock, ClockOffset, CommitFloor, fixed_clock, system_clock};
-pub use commands::{Commands, ExecuteError, Executed};
+pub use commands::{Commands, ExecuteError, Executed, Unavailable};
 pub use error::{Limit, StoreError};
 pub use event::{
     ActualVersion, AppendResult, Direction, EventMetadata, ExpectedVersion, NewEvent,

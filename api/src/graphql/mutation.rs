@@ -203,7 +203,8 @@ impl MutationRoot {
 
     /// Hands an agenda the caller holds back at once, under its current lease (`leaseId`, as
     /// getAgenda answered it): back to `added`, at the back of its queue, no attempt consumed,
-    /// operation progress kept for the next executor. For a worker that stops gracefully.
+    /// finished operations kept (their results for the next executor), the ones it had running
+    /// back to WAITING/pending to start over. For a worker that stops gracefully.
     async fn release_agenda(
         &self,
         ctx: &Context<'_>,

@@ -304,7 +304,8 @@ impl AgendaState {
         let mut changes = Vec::new();
         for (r, index) in report.operations.iter().zip(targets) {
             let Some(current) = operations.get_mut(index) else { continue };
-            if let Some(change) = operation_change(current, r, now)? {
+            let attempt = self.operation_diagnostics_this_attempt(&current.operation);
+            if let Some(change) = operation_change(current, r, now, attempt)? {
                 apply_operation_change(current, &change, now);
                 changes.push(change);
             }
@@ -366,7 +367,10 @@ impl AgendaState {
                 Some(_) => None,
                 None => Some(report.started.map(ms).unwrap_or(now)),
             },
-            diagnostics: new_diagnostics(&self.progress.diagnostic_events, &report.diagnostics),
+            diagnostics: new_diagnostics(
+                self.agenda_diagnostics_this_attempt(),
+                &report.diagnostics,
+            ),
             operations: changes,
         })];
         if let Some(outcome) = outcome {
@@ -427,7 +431,8 @@ impl AgendaState {
             if r.state == ProcessingState::Waiting {
                 continue;
             }
-            if !matches!(operation_change(current, r, now), Ok(None)) {
+            let attempt = self.operation_diagnostics_this_attempt(&current.operation);
+            if !matches!(operation_change(current, r, now, attempt), Ok(None)) {
                 return Err(refused());
             }
         }
@@ -437,7 +442,8 @@ impl AgendaState {
         if !outcome_report || self.late_diagnostics {
             return Ok(Vec::new());
         }
-        let diagnostics = new_diagnostics(&self.progress.diagnostic_events, &report.diagnostics);
+        let diagnostics =
+            new_diagnostics(self.agenda_diagnostics_this_attempt(), &report.diagnostics);
         if diagnostics.is_empty() {
             return Ok(Vec::new());
         }
@@ -727,10 +733,13 @@ impl AgendaState {
 /// What a report changes in one operation, or `None` when it changes nothing (POP executors
 /// resend every entry with every report). Operations only move WAITING → EXECUTING → COMPLETE;
 /// a resent COMPLETE with the same outcome is accepted and changes nothing.
+/// `attempt`: how many of the operation's newest diagnostics its current attempt recorded
+/// (`None`: all), the ones a resent diagnostic is looked for among.
 fn operation_change(
     current: &OperationProgress,
     r: &OperationReport,
     now: Timestamp,
+    attempt: Option<usize>,
 ) -> Result<Option<OperationProgressChanged>, AgendaError> {
     use ProcessingState::{Complete, Executing, Waiting};
     let refuse = || AgendaError::OperationTransition {
@@ -775,7 +784,10 @@ fn operation_change(
             message
         },
         percent,
-        diagnostics: new_diagnostics(&current.diagnostic_events, &r.diagnostics),
+        diagnostics: new_diagnostics(
+            super::state::newest(&current.diagnostic_events, attempt),
+            &r.diagnostics,
+        ),
         result_payload,
         attempt_count: if starts {
             current.attempt_count.saturating_add(1)

@@ -84,7 +84,7 @@ impl AgendaState {
                         time: Some(time),
                         ..DiagnosticEvent::default()
                     };
-                    push_diagnostics(&mut self.progress.diagnostic_events, [diagnostic]);
+                    self.push_agenda_diagnostics([diagnostic]);
                 }
             }
             AgendaEvent::TimedOut(e) => {
@@ -95,21 +95,20 @@ impl AgendaState {
                     time: Some(time),
                     ..DiagnosticEvent::default()
                 };
-                push_diagnostics(&mut self.progress.diagnostic_events, [diagnostic]);
+                self.push_agenda_diagnostics([diagnostic]);
                 self.interrupt_operations(&e.interrupted_operations, time);
+                self.new_attempt(&e.interrupted_operations);
             }
             AgendaEvent::ProgressIdTaken(_) => {}
             AgendaEvent::DiagnosticsAdded(e) => {
-                push_diagnostics(
-                    &mut self.progress.diagnostic_events,
-                    e.diagnostics.iter().cloned(),
-                );
+                self.push_agenda_diagnostics(e.diagnostics.iter().cloned());
             }
             AgendaEvent::Released(e) => {
                 self.set_state(ProcessingState::Waiting, message::ADDED);
                 self.lease = None;
                 self.entered = Some(time);
                 self.interrupt_operations(&e.interrupted_operations, time);
+                self.new_attempt(&e.interrupted_operations);
             }
         }
         self.progress.percent_complete = Some(percent_complete(&self.progress.operation_progress));
@@ -167,7 +166,7 @@ impl AgendaState {
         if e.started_time.is_some() {
             self.progress.started_time = e.started_time;
         }
-        push_diagnostics(&mut self.progress.diagnostic_events, e.diagnostics.iter().cloned());
+        self.push_agenda_diagnostics(e.diagnostics.iter().cloned());
         for change in &e.operations {
             if let Some(p) = self
                 .progress
@@ -176,6 +175,9 @@ impl AgendaState {
                 .find(|p| *p.operation == *change.operation)
             {
                 apply_operation_change(p, change, e.time);
+                if let Some(n) = self.operation_attempt_diagnostics.get_mut(&*p.operation) {
+                    *n = (*n + change.diagnostics.len()).min(p.diagnostic_events.len());
+                }
             }
         }
     }
@@ -217,6 +219,9 @@ impl AgendaState {
             to_pending(p, time);
             p.diagnostic_events.clear();
         }
+        for name in &e.reset_operations {
+            self.operation_attempt_diagnostics.remove(name);
+        }
         for p in self.operations_named(&e.resumed_operations) {
             to_pending(p, time);
         }
@@ -230,6 +235,26 @@ impl AgendaState {
                 ..DiagnosticEvent::default()
             };
             push_diagnostics(&mut self.progress.diagnostic_events, [marker]);
+        }
+        self.new_attempt(&e.resumed_operations);
+    }
+
+    /// Adds diagnostics to the agenda's own, counting them to the current attempt.
+    fn push_agenda_diagnostics(&mut self, new: impl IntoIterator<Item = DiagnosticEvent>) {
+        let mut added = 0;
+        let new = new.into_iter().inspect(|_| added += 1);
+        push_diagnostics(&mut self.progress.diagnostic_events, new);
+        if let Some(n) = self.attempt_diagnostics.as_mut() {
+            *n = (*n + added).min(self.progress.diagnostic_events.len());
+        }
+    }
+
+    /// A new attempt of the agenda and of the operations `named` (resumed or interrupted: they
+    /// keep their earlier diagnostics) starts: their reports' diagnostics are new from here.
+    fn new_attempt(&mut self, named: &[String]) {
+        self.attempt_diagnostics = Some(0);
+        for name in named {
+            self.operation_attempt_diagnostics.insert(name.clone(), 0);
         }
     }
 

@@ -72,6 +72,21 @@ pub struct AgendaState {
     /// ([`AgendaState::forget_finisher`]).
     #[serde(rename = "finishedBy", default, skip_serializing_if = "Option::is_none")]
     pub(super) finished_by: Option<String>,
+    /// How many of the agenda's newest diagnostics its current attempt recorded, counted from a
+    /// rerun, retry, reclaim or hand-back on (`None`: not counted, as before any: all are
+    /// this attempt's). A report's diagnostics are de-duplicated against these only
+    /// (auditor27: a retried attempt failing with the same diagnostic as the attempt before
+    /// had it dropped as a resend, and the log held no reason for that failure).
+    #[serde(rename = "attemptDiagnostics", default, skip_serializing_if = "Option::is_none")]
+    pub(super) attempt_diagnostics: Option<usize>,
+    /// The same for each operation resumed or interrupted since its diagnostics were last
+    /// cleared, by name.
+    #[serde(
+        rename = "operationAttemptDiagnostics",
+        default,
+        skip_serializing_if = "std::collections::BTreeMap::is_empty"
+    )]
+    pub(super) operation_attempt_diagnostics: std::collections::BTreeMap<String, usize>,
 }
 
 impl AgendaState {
@@ -100,6 +115,17 @@ impl AgendaState {
     /// write side decides late reports; a name per finished agenda is memory).
     pub fn forget_finisher(&mut self) {
         self.finished_by = None;
+    }
+
+    /// The agenda's diagnostics its current attempt recorded (see the field).
+    pub(super) fn agenda_diagnostics_this_attempt(&self) -> &[crate::model::DiagnosticEvent] {
+        newest(&self.progress.diagnostic_events, self.attempt_diagnostics)
+    }
+
+    /// How many of operation `name`'s newest diagnostics its current attempt recorded (see
+    /// the field; `None`: all of them).
+    pub(super) fn operation_diagnostics_this_attempt(&self, name: &str) -> Option<usize> {
+        self.operation_attempt_diagnostics.get(name).copied()
     }
 
     /// The agenda whose progress id this stream's name is, when it is one (not an agenda).
@@ -263,6 +289,14 @@ pub fn percent_complete(operations: &[OperationProgress]) -> f64 {
 /// survives a JSON round trip exactly, so a snapshot equals the state it was taken from.
 pub fn round_percent(p: f64) -> f64 {
     if p.is_finite() { (p * 100.0).round() / 100.0 } else { 0.0 }
+}
+
+/// The newest `count` of `list` (all of it when not counted).
+pub(super) fn newest<T>(list: &[T], count: Option<usize>) -> &[T] {
+    match count {
+        Some(n) => &list[list.len().saturating_sub(n)..],
+        None => list,
+    }
 }
 
 #[cfg(test)]

@@ -575,9 +575,16 @@ pub(crate) async fn snapshot_transaction(
 pub(crate) fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
     match e {
         deadpool_postgres::PoolError::Closed => StoreError::Closed,
-        deadpool_postgres::PoolError::Backend(ref inner) if too_many_clients(inner) => {
-            StoreError::backend(TOO_MANY_CLIENTS, e)
+        deadpool_postgres::PoolError::Backend(inner) if too_many_clients(&inner) => {
+            StoreError::backend(TOO_MANY_CLIENTS, inner)
         }
+        // PostgreSQL's own words, not the pool's "Error occurred while creating a new object"
+        // (ops3am16: said with "error connecting to server" twice, and no word that pop
+        // reconnects by itself).
+        deadpool_postgres::PoolError::Backend(inner) => StoreError::backend(
+            "connecting to PostgreSQL (pop connects again for the next request by itself)",
+            inner,
+        ),
         e => StoreError::backend("getting a PostgreSQL connection", e),
     }
 }
