@@ -335,7 +335,7 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
             .into_response();
     };
     handle.run_upkeep();
-    let mut response = handle.render().into_response();
+    let mut response = metrics::in_name_order(&handle.render()).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -449,6 +449,47 @@ pub fn undescribed(exposition: &str) -> Vec<String> {
         .collect()
 }
 
+/// The exposition text with its metric families in name order (the exporter writes them in
+/// the order of its hash maps, another on every scrape: ops3am16 could not diff two scrapes).
+/// A family is its `# HELP`/`# TYPE` lines and its samples, which the exporter writes
+/// together, separated from the next by a blank line or the next family's comments.
+pub fn in_name_order(text: &str) -> String {
+    let mut families: Vec<(String, String)> = Vec::new();
+    let mut current: Option<(String, String)> = None;
+    let mut in_comments = false;
+    for line in text.lines() {
+        if line.is_empty() {
+            in_comments = false;
+            continue;
+        }
+        let starts = line.starts_with('#') && !in_comments;
+        if starts || current.is_none() {
+            families.extend(current.take());
+            let name = line
+                .trim_start_matches("# HELP ")
+                .trim_start_matches("# TYPE ")
+                .split([' ', '{'])
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            current = Some((name, String::new()));
+        }
+        in_comments = line.starts_with('#');
+        if let Some((_, body)) = current.as_mut() {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    families.extend(current);
+    families.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = String::with_capacity(text.len() + families.len());
+    for (_, body) in families {
+        out.push_str(&body);
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -537,5 +578,19 @@ mod tests {
     fn undescribed_finds_types_without_help() {
         let text = "# HELP a_total A.\n# TYPE a_total counter\na_total 1\n# TYPE b gauge\nb 2\n";
         assert_eq!(undescribed(text), vec!["b".to_string()]);
+    }
+}
+
+#[cfg(test)]
+mod order_tests {
+    #[test]
+    fn families_come_in_name_order_whole() {
+        let text = "# HELP b_total B.\n# TYPE b_total counter\nb_total{x=\"1\"} 2\nb_total{x=\"2\"} 3\n\n\
+                    # TYPE a gauge\na 1\n\n# HELP c C.\n# TYPE c histogram\nc_bucket{le=\"1\"} 0\nc_sum 0\nc_count 0\n\n";
+        assert_eq!(
+            super::in_name_order(text),
+            "# TYPE a gauge\na 1\n\n# HELP b_total B.\n# TYPE b_total counter\nb_total{x=\"1\"} 2\n\
+             b_total{x=\"2\"} 3\n\n# HELP c C.\n# TYPE c histogram\nc_bucket{le=\"1\"} 0\nc_sum 0\nc_count 0\n\n"
+        );
     }
 }

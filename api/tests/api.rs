@@ -533,13 +533,13 @@ async fn isolation_of_every_query_and_mutation() {
     let data = s
         .ok(
             ACME,
-            "query($id: String!, $op: String!, $p: String) { agenda(id: $id, atLeastPosition: $p) { id } agendaProgress(id: $id, atLeastPosition: $p) { id } operationProgress(id: $op, atLeastPosition: $p) { id } agendaEvents(agendaId: $id) { position } customer(id: \"globex\", atLeastPosition: $p) { id } }",
+            "query($id: String!, $op: String!, $p: String) { agenda(id: $id, atLeastPosition: $p) { id } agendaProgress(id: $id, atLeastPosition: $p) { id } operationProgress(id: $op, atLeastPosition: $p) { id } agendaEvents(agendaId: $id) { position } customer(id: \"globex\", atLeastPosition: $p) { id } agendaHolding(id: $id, atLeastPosition: $p) { holder } }",
             json!({"id": theirs, "op": format!("{theirs}-probe"), "p": position}),
         )
         .await;
     assert_eq!(
         data,
-        json!({"agenda": null, "agendaProgress": null, "operationProgress": null, "agendaEvents": null, "customer": null})
+        json!({"agenda": null, "agendaProgress": null, "operationProgress": null, "agendaEvents": null, "customer": null, "agendaHolding": null})
     );
 
     // Lists and summaries: only what the caller may see.

@@ -55,7 +55,7 @@ use pop_store::{Commands, EventMetadata, EventStore, Position};
 pub use caller::{Action, Caller, Principal, Role};
 pub use error::{AppError, AppResult, Code};
 pub use limits::AppConfig;
-pub use outcome::{AgendaOutcome, Configured, Page};
+pub use outcome::{AgendaOutcome, Configured, Holding, Page};
 pub use pop_projections::Visibility;
 
 /// The application: what every use case works through. Cheap to clone.

@@ -107,3 +107,14 @@ impl<T> Page<T> {
         }
     }
 }
+
+/// Who holds an agenda's lease and until when: what an operator asks of an agenda that runs
+/// (ops3am16: a dead worker's agenda looked like a slow one until the reclaimer's log said
+/// otherwise). The lease id is not part of it: it is the holder's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holding {
+    /// The principal that claimed it (a worker's name).
+    pub holder: String,
+    /// When the lease ends unless the holder reports or renews it.
+    pub expires: pop_domain::Timestamp,
+}

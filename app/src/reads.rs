@@ -579,6 +579,26 @@ impl App {
         .await
     }
 
+    /// Who holds the lease of agenda progress `id` (named as [`Self::agenda_progress`] names
+    /// it) and until when; `None` when it is not held (or not visible).
+    pub async fn agenda_holding(
+        &self,
+        caller: &Caller,
+        id: &str,
+        customer: Option<&str>,
+        at_least: Option<&str>,
+    ) -> AppResult<Option<crate::Holding>> {
+        self.read(caller, at_least, |models| {
+            let found = progress_or_pool(models, &caller.principal, id, customer);
+            let Some((entry, _)) = one(id, found)? else { return Ok(None) };
+            let state = entry.state().map_err(corrupt)?;
+            Ok(state
+                .lease()
+                .map(|l| crate::Holding { holder: l.holder.clone(), expires: l.expires }))
+        })
+        .await
+    }
+
     /// An OperationProgress by id (`<agendaProgressId>-<operation name>`; both parts may hold
     /// `-`). Only the caller's agendas are candidates, chosen before any match, so another
     /// customer's agenda can never shadow one of the caller's; an id that still names several

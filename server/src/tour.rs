@@ -180,6 +180,7 @@ pub async fn progress(
     if !as_json && as_of.is_none() {
         let p = crate::watch::find(client, id, customer).await?;
         print_progress(&p);
+        print_holding(client, &p).await?;
         return Ok(());
     }
     let data = client
@@ -270,6 +271,37 @@ fn print_progress(p: &Value) {
     if let Some(why) = output::last_diagnostic(p) {
         out!("  agenda: {why}");
     }
+}
+
+/// Who holds a running agenda and until when (ops3am16: a dead worker's agenda looked like a
+/// slow one; only the reclaimer's log said whose lease ran out).
+async fn print_holding(client: &Client, p: &Value) -> Result<()> {
+    if output::text(p, "processingState") == "COMPLETE" {
+        return Ok(());
+    }
+    let data = client
+        .graphql(
+            "query($id: String!, $c: String) { agendaHolding(id: $id, customerId: $c) { holder \
+             expires expiresInMs } }",
+            json!({"id": output::text(p, "id"), "c": output::text(p, "customerId")}),
+        )
+        .await?;
+    let h = &data["agendaHolding"];
+    if h.is_null() {
+        return Ok(());
+    }
+    let left = h["expiresInMs"].as_i64().unwrap_or(0);
+    let when = if left > 0 {
+        format!("its lease ends in {} s ({})", (left + 999) / 1000, output::text(h, "expires"))
+    } else {
+        format!(
+            "its lease ended at {} without a report: the holder is most likely gone, and the \
+             reclaimer requeues the agenda",
+            output::text(h, "expires")
+        )
+    };
+    out!("  held by {}: {when}", output::one_line(output::text(h, "holder")));
+    Ok(())
 }
 
 /// `pop gql`: one query or mutation, its data printed as pretty JSON.

@@ -550,6 +550,10 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
         let claimed: Value = serde_json::from_str(&claimed.stdout)
             .unwrap_or_else(|e| panic!("{e}: {}", ctx(&claimed)));
         let item = &claimed["getAgenda"][0];
+        // Who holds it and until when (ops3am16: a dead worker's agenda looked like a slow
+        // one).
+        let held = pop(&server, &["progress", &retry_id]);
+        assert!(held.stdout.contains("  held by admin: its lease ends in "), "{}", ctx(&held));
         let report = json!({
             "p": {"id": item["progress"]["id"], "processingState": "COMPLETE",
                   "processingStateMessage": outcome,

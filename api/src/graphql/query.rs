@@ -195,6 +195,28 @@ impl QueryRoot {
         Ok(found.as_ref().map(AgendaProgressGql::from))
     }
 
+    /// Who holds agenda progress `id`'s lease (the id `agendaProgress` takes) and until when:
+    /// `null` when no worker holds it (waiting, complete) or it is not visible. A holder whose
+    /// lease ends without a report is most likely gone; the reclaimer requeues the agenda then.
+    async fn agenda_holding(
+        &self,
+        ctx: &Context<'_>,
+        id: String,
+        customer_id: Option<String>,
+        at_least_position: Option<String>,
+    ) -> GqlResult<Option<HoldingGql>> {
+        let (app, caller) = context(ctx)?;
+        let found = app
+            .agenda_holding(caller, &id, customer_id.as_deref(), at_least_position.as_deref())
+            .await?;
+        let now = app.now();
+        Ok(found.map(|h| HoldingGql {
+            holder: h.holder,
+            expires: h.expires,
+            expires_in_ms: (h.expires - now).num_milliseconds().max(0),
+        }))
+    }
+
     /// AgendaProgress of the agendas the caller may see, filtered like `agendas`.
     #[graphql(complexity = "cost::list_scan(first, child_complexity)")]
     async fn agenda_progress_list(

@@ -549,6 +549,19 @@ pub struct LeaseGql {
     pub expires_in_ms: Option<i64>,
 }
 
+/// Who holds a running agenda's lease and until when (its lease id is the holder's alone).
+#[derive(SimpleObject, Debug, Clone)]
+#[graphql(name = "AgendaHolding")]
+pub struct HoldingGql {
+    /// The principal that claimed it: a worker's name.
+    pub holder: String,
+    /// When the lease ends unless the holder reports or renews it; past it the reclaimer
+    /// requeues the agenda (an attempt counted).
+    pub expires: DateTime<Utc>,
+    /// Milliseconds from this answer to `expires`, by the server's clock (0 once past).
+    pub expires_in_ms: i64,
+}
+
 /// An agenda mutation's answer, each field converted only when the request selects it: a
 /// worker's report asks for `position` alone, and converting a 500-operation agenda it never
 /// reads took a third of the server's time per report.
