@@ -454,17 +454,16 @@ pub fn undescribed(exposition: &str) -> Vec<String> {
 /// A family is its `# HELP`/`# TYPE` lines and its samples, which the exporter writes
 /// together, separated from the next by a blank line or the next family's comments.
 pub fn in_name_order(text: &str) -> String {
-    let mut families: Vec<(String, String)> = Vec::new();
-    let mut current: Option<(String, String)> = None;
-    let mut in_comments = false;
-    for line in text.lines() {
-        if line.is_empty() {
-            in_comments = false;
-            continue;
-        }
-        let starts = line.starts_with('#') && !in_comments;
-        if starts || current.is_none() {
-            families.extend(current.take());
+    // (name, comment lines, sample lines)
+    let mut families: Vec<(String, Vec<&str>, Vec<&str>)> = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let comment = line.starts_with('#');
+        let opens = match families.last() {
+            None => true,
+            // Comments after samples open the next family.
+            Some((_, _, samples)) => comment && !samples.is_empty(),
+        };
+        if opens {
             let name = line
                 .trim_start_matches("# HELP ")
                 .trim_start_matches("# TYPE ")
@@ -472,22 +471,37 @@ pub fn in_name_order(text: &str) -> String {
                 .next()
                 .unwrap_or_default()
                 .to_string();
-            current = Some((name, String::new()));
+            families.push((name, Vec::new(), Vec::new()));
         }
-        in_comments = line.starts_with('#');
-        if let Some((_, body)) = current.as_mut() {
-            body.push_str(line);
-            body.push('\n');
+        if let Some((_, comments, samples)) = families.last_mut() {
+            if comment { comments.push(line) } else { samples.push(line) }
         }
     }
-    families.extend(current);
     families.sort_by(|a, b| a.0.cmp(&b.0));
     let mut out = String::with_capacity(text.len() + families.len());
-    for (_, body) in families {
-        out.push_str(&body);
+    for (_, comments, mut samples) in families {
+        // Its series in label order too (review-s41: the exporter writes them from a hash map
+        // as well); a histogram's series keeps its lines in their order (buckets by `le`,
+        // then sum and count): the sort is stable and its key leaves `le` and the suffix out.
+        samples.sort_by_cached_key(|line| series_key(line));
+        for line in comments.into_iter().chain(samples) {
+            out.push_str(line);
+            out.push('\n');
+        }
         out.push('\n');
     }
     out
+}
+
+/// A sample line's labels without `le` and `quantile`: the series it belongs to.
+fn series_key(line: &str) -> String {
+    let Some(open) = line.find('{') else { return String::new() };
+    let labels = line[open + 1..].split('}').next().unwrap_or_default();
+    labels
+        .split(',')
+        .filter(|l| !l.starts_with("le=") && !l.starts_with("quantile="))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]
@@ -583,6 +597,21 @@ mod tests {
 
 #[cfg(test)]
 mod order_tests {
+    #[test]
+    fn series_come_in_label_order_and_a_histograms_lines_stay_in_theirs() {
+        let text = "# TYPE c counter\nc{k=\"b\"} 2\nc{k=\"a\"} 1\n\n\
+                    # TYPE h histogram\nh_bucket{k=\"y\",le=\"1\"} 0\nh_bucket{k=\"y\",le=\"+Inf\"} 1\n\
+                    h_sum{k=\"y\"} 3\nh_count{k=\"y\"} 1\nh_bucket{k=\"x\",le=\"1\"} 1\n\
+                    h_bucket{k=\"x\",le=\"+Inf\"} 1\nh_sum{k=\"x\"} 0.5\nh_count{k=\"x\"} 1\n\n";
+        assert_eq!(
+            super::in_name_order(text),
+            "# TYPE c counter\nc{k=\"a\"} 1\nc{k=\"b\"} 2\n\n\
+             # TYPE h histogram\nh_bucket{k=\"x\",le=\"1\"} 1\nh_bucket{k=\"x\",le=\"+Inf\"} 1\n\
+             h_sum{k=\"x\"} 0.5\nh_count{k=\"x\"} 1\nh_bucket{k=\"y\",le=\"1\"} 0\n\
+             h_bucket{k=\"y\",le=\"+Inf\"} 1\nh_sum{k=\"y\"} 3\nh_count{k=\"y\"} 1\n\n"
+        );
+    }
+
     #[test]
     fn families_come_in_name_order_whole() {
         let text = "# HELP b_total B.\n# TYPE b_total counter\nb_total{x=\"1\"} 2\nb_total{x=\"2\"} 3\n\n\

@@ -31,7 +31,6 @@ use crate::limits::{MAX_AGENDAS_PER_REQUEST, MAX_REASON_LENGTH, MAX_RERUN_PARAMS
 use crate::outcome::AgendaOutcome;
 use crate::resolve::Named;
 use crate::{App, metadata, metrics};
-use pop_domain::text::log_field;
 
 /// Reads a POP JSON input named `field` into a domain value; a shape error is VALIDATION at
 /// the exact path of the value that does not fit (`agenda.operations[1].type`).
@@ -257,7 +256,7 @@ impl App {
                 // log promising retries that never came).
                 if outcome.position.is_some() {
                     let p = outcome.progress();
-                    tracing::info!(target: "pop::agendas", agenda = %log_field(&pop_domain::agenda::key::key(&p.customer_id, &p.agenda_id)), by = %caller.principal.name, cid = %log_field(&caller.cid), reason = ?said, "cancelled: it runs no more and no retry follows");
+                    tracing::info!(target: "pop::agendas", agenda = &*pop_domain::agenda::key::key(&p.customer_id, &p.agenda_id), by = &*caller.principal.name, cid = &*caller.cid, reason = ?said, "cancelled: it runs no more and no retry follows");
                 }
                 Ok(outcome)
             })
@@ -416,7 +415,7 @@ impl App {
         let outcome = AgendaOutcome::of(&executed, caller);
         // One line per agenda lifecycle step for operators (`RUST_LOG=info,pop::agendas::flow=warn`
         // quiets submissions and claims).
-        tracing::info!(target: "pop::agendas::flow", agenda = %log_field(&stream_key), by = %caller.principal.name, cid = %log_field(&caller.cid), "submitted");
+        tracing::info!(target: "pop::agendas::flow", agenda = &*stream_key, by = &*caller.principal.name, cid = &*caller.cid, "submitted");
         Ok(outcome)
     }
 

@@ -46,7 +46,6 @@ use uuid::Uuid;
 
 use crate::work::{serves_several, takes_from};
 use crate::{AgendaOutcome, App, Caller, metrics};
-use pop_domain::text::log_field;
 
 /// The actor recorded on the `Queue` event of a hand-out: the scheduler's rule applied at
 /// submission.
@@ -255,7 +254,7 @@ impl App {
                         std::time::Duration::ZERO,
                         app.config().metrics_insight_labels,
                     );
-                    tracing::info!(target: "pop::agendas::flow", agenda = %log_field(&stream_key), insight = %insight_id, by = %holder, cid = %log_field(&waiter.caller.cid), "claimed (handed out at submission)");
+                    tracing::info!(target: "pop::agendas::flow", agenda = &*stream_key, insight = &*insight_id, by = &*holder, cid = &*waiter.caller.cid, "claimed (handed out at submission)");
                     let outcome = AgendaOutcome::of(&executed, &waiter.caller);
                     let outcome =
                         if waiter.pool_worker { outcome.shown_to_pool() } else { outcome };

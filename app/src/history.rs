@@ -100,6 +100,18 @@ fn added_operations(touched: &[(String, Option<Before>)], state: &AgendaState) -
         .collect()
 }
 
+/// The diagnostics an event appended to a list that read `before` and reads `after` now: an
+/// event appends, and the list keeps its newest, so `after` is a tail of `before` followed by
+/// the new ones. Not "the ones `before` lacks" (auditor28: an attempt's diagnostic equal to an
+/// earlier attempt's was recorded and not shown); a list an event cleared (a reset) gives what
+/// it holds now.
+fn appended<'a>(before: &[DiagnosticEvent], after: &'a [DiagnosticEvent]) -> &'a [DiagnosticEvent] {
+    let kept = (0..=before.len())
+        .find(|&from| after.starts_with(&before[from..]))
+        .map_or(0, |from| before.len() - from);
+    &after[kept..]
+}
+
 /// The [`OperationStep`]s of the operations `touched` names, against their state now.
 fn operation_steps(
     touched: Vec<(String, Option<Before>)>,
@@ -112,12 +124,7 @@ fn operation_steps(
             // Added by this event (a submission, an expansion): not a step of it.
             let was = was?;
             let now = after.iter().find(|p| *p.operation == *name)?;
-            let diagnostics: Vec<DiagnosticEvent> = now
-                .diagnostic_events
-                .iter()
-                .filter(|d| !was.diagnostics.contains(d))
-                .cloned()
-                .collect();
+            let diagnostics = appended(&was.diagnostics, &now.diagnostic_events).to_vec();
             let changed = was.state != now.processing_state
                 || was.message != now.processing_state_message
                 || !diagnostics.is_empty();
@@ -260,12 +267,7 @@ impl App {
                     percent_complete: progress.percent_complete,
                     attempts_completed: progress.attempts_completed,
                     maximum_attempts: progress.maximum_attempts,
-                    diagnostics: progress
-                        .diagnostic_events
-                        .iter()
-                        .filter(|d| !before.contains(d))
-                        .cloned()
-                        .collect(),
+                    diagnostics: appended(&before, &progress.diagnostic_events).to_vec(),
                     added_operations: added_operations(&touched, &state),
                     operations: operation_steps(touched, &state),
                 });
@@ -276,5 +278,33 @@ impl App {
         }
         let end_cursor = entries.last().map(|e| e.version.to_string());
         Ok(Some(History { entries, end_cursor, more }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::appended;
+    use pop_domain::DiagnosticEvent;
+
+    fn d(message: &str) -> DiagnosticEvent {
+        DiagnosticEvent { message: message.into(), ..DiagnosticEvent::default() }
+    }
+
+    /// What an event appended, told by position, not by "not there before" (auditor28: a
+    /// later attempt's diagnostic equal to an earlier one's was recorded and not shown).
+    #[test]
+    fn what_an_event_appended_is_told_by_position() {
+        let (x, y, z) = (d("exit 1"), d("starting"), d("exit 2"));
+        assert_eq!(appended(&[x.clone()], &[x.clone(), x.clone()]), [x.clone()]);
+        assert_eq!(
+            appended(&[y.clone(), x.clone()], &[y.clone(), x.clone(), y.clone(), x.clone()]),
+            [y.clone(), x.clone()]
+        );
+        assert_eq!(appended(&[x.clone()], &[x.clone()]), [] as [DiagnosticEvent; 0]);
+        // The list keeps its newest: the oldest went as the new came.
+        assert_eq!(appended(&[x.clone(), y.clone()], &[y.clone(), z.clone()]), [z.clone()]);
+        // A list an event cleared (a reset) and added to.
+        assert_eq!(appended(&[x.clone()], &[]), [] as [DiagnosticEvent; 0]);
+        assert_eq!(appended(&[], &[z.clone()]), [z]);
     }
 }

@@ -317,7 +317,11 @@ impl App {
         let mut queued = match queued {
             Ok(receiver) => Some(receiver),
             Err(e) => {
-                tracing::warn!(error = %log_field(&e.to_string()), cid = %log_field(&caller.cid), "getAgenda: cannot wait for work; answering at once");
+                tracing::warn!(
+                    error = &*e.to_string(),
+                    cid = &*caller.cid,
+                    "getAgenda: cannot wait for work; answering at once"
+                );
                 None
             }
         };
@@ -403,10 +407,15 @@ impl App {
         };
         match self.on_agenda(caller, "releaseAgenda", named, command).await {
             Ok(_) => {
-                tracing::info!(target: "pop::agendas::flow", agenda = %log_field(agenda_id), by = %caller.principal.name, cid = %log_field(&caller.cid), "handed back: the waiting getAgenda went away")
+                tracing::info!(target: "pop::agendas::flow", agenda = agenda_id, by = &*caller.principal.name, cid = &*caller.cid, "handed back: the waiting getAgenda went away")
             }
             Err(e) => {
-                tracing::warn!(agenda = %log_field(agenda_id), error = %log_field(&e.message), cid = %log_field(&caller.cid), "cannot hand back an agenda claimed for a getAgenda that went away")
+                tracing::warn!(
+                    agenda = agenda_id,
+                    error = &*e.message,
+                    cid = &*caller.cid,
+                    "cannot hand back an agenda claimed for a getAgenda that went away"
+                )
             }
         }
     }
@@ -522,7 +531,7 @@ impl App {
                             waited,
                             services.config().metrics_insight_labels,
                         );
-                        tracing::info!(target: "pop::agendas::flow", agenda = %log_field(&id), insight = %insight_id, by = %holder, cid = %log_field(&caller.cid), "claimed");
+                        tracing::info!(target: "pop::agendas::flow", agenda = &*id, insight = insight_id, by = &*holder, cid = &*caller.cid, "claimed");
                         let outcome = AgendaOutcome::of(&executed, caller);
                         claimed.push(if pool_worker { outcome.shown_to_pool() } else { outcome });
                     }
@@ -532,7 +541,12 @@ impl App {
                     }
                     Err(e) => {
                         services.claims().release(&id);
-                        tracing::warn!(agenda = %log_field(&id), error = %log_field(&e.to_string()), cid = %log_field(&caller.cid), "getAgenda: claim failed");
+                        tracing::warn!(
+                            agenda = &*id,
+                            error = &*e.to_string(),
+                            cid = &*caller.cid,
+                            "getAgenda: claim failed"
+                        );
                         failure.get_or_insert((id, e));
                     }
                 }
@@ -831,7 +845,7 @@ impl App {
                 _ => ": no attempt left, not retried",
             };
             let (attempt, maximum) = (progress.attempts_completed, progress.maximum_attempts);
-            tracing::info!(target: "pop::agendas", agenda = %log_field(&key), by = %caller.principal.name, cid = %log_field(&caller.cid), attempt, maximum, "completed {}{then}", log_field(message));
+            tracing::info!(target: "pop::agendas", agenda = &*key, by = &*caller.principal.name, cid = &*caller.cid, attempt, maximum, "completed {}{then}", log_field(message));
         }
         Ok(outcome)
     }
@@ -931,7 +945,7 @@ impl App {
                 // (ops3am15: a stopping worker's hand-back left no line between two claims.)
                 if outcome.position.is_some() {
                     let p = outcome.progress();
-                    tracing::info!(target: "pop::agendas::flow", agenda = %log_field(&pop_domain::agenda::key::key(&p.customer_id, &p.agenda_id)), by = %caller.principal.name, cid = %log_field(&caller.cid), "handed back by its worker: queued again, no attempt counted");
+                    tracing::info!(target: "pop::agendas::flow", agenda = &*pop_domain::agenda::key::key(&p.customer_id, &p.agenda_id), by = &*caller.principal.name, cid = &*caller.cid, "handed back by its worker: queued again, no attempt counted");
                 }
                 Ok(outcome)
             })

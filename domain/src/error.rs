@@ -126,7 +126,9 @@ impl std::fmt::Display for ErrorChain<'_> {
         let mut source = self.0.source();
         while let Some(s) = source {
             let text = one_line(&s.to_string());
-            if !said.ends_with(&text) {
+            // Said already when it is what came before, or its last part (review-s41: not any
+            // ending: "…connection closed" and a source "closed").
+            if said != text && !said.ends_with(&format!(": {text}")) {
                 said.push_str(": ");
                 said.push_str(&text);
             }
@@ -187,7 +189,14 @@ mod chain_tests {
     fn a_source_already_said_is_not_said_again() {
         let e = Pool(Saying(std::io::Error::other("refused")));
         assert_eq!(ErrorChain(&e).to_string(), "pool: connecting: refused");
+        // A source that only ends the text by chance is said.
+        let e = Outer(std::io::Error::other("closed"));
+        assert_eq!(ErrorChain(&Closing(e)).to_string(), "connection closed: outer: closed");
     }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("connection closed")]
+    struct Closing(#[source] Outer);
 }
 
 #[cfg(test)]

@@ -51,11 +51,13 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// A client's text (an agenda id, a correlation id) as the value of one `key=value` field of a
-/// log line: as it is when it can be read only one way, else quoted and escaped as Rust writes
-/// a string (`"a b=\"c\""`, `"\u{2028}"`). Bare text with a space, `=` or `"` let a tenant
-/// append fields of its choosing (hostile27: a cid `t agenda=globex/gf1 by=admin` on acme's
-/// cancel line), and a break or terminal escape whole lines.
+/// A client's text inside a log line's message: as it is when it can be read only one way,
+/// else quoted and escaped as Rust writes a string (`"a b=\"c\""`, `"\u{2028}"`). Bare text
+/// with a space, `=` or `"` let a tenant append fields of its choosing (hostile27: a cid `t
+/// agenda=globex/gf1 by=admin` on acme's cancel line), and a break or terminal escape whole
+/// lines. A log line's *fields* holding a client's text are recorded as strings (`agenda =
+/// &*key`), which the text format always quotes and escapes and the JSON format writes as JSON
+/// strings (review-s41: a quoted field came out doubly quoted in JSON).
 pub fn log_field(text: &str) -> LogField<'_> {
     LogField(text)
 }

@@ -477,11 +477,13 @@ fn arbitrary_event() -> impl Strategy<Value = AgendaEvent> {
         )),
         (time.clone(), count.clone(), names.clone()).prop_map(
             |(time, attempts_completed, cancelled_operations)| {
+                let withdrew_retry = cancelled_operations.is_empty();
                 AgendaEvent::Cancelled(AgendaCancelled {
                     time,
                     reason: Some("r".into()),
                     attempts_completed,
                     cancelled_operations,
+                    withdrew_retry,
                 })
             }
         ),

@@ -6,7 +6,9 @@ mod agenda_support;
 use std::collections::BTreeSet;
 
 use agenda_support::*;
-use pop_domain::agenda::{AgendaError, AgendaEvent, ProgressReport, RerunReset, reset_closure};
+use pop_domain::agenda::{
+    AgendaError, AgendaEvent, OperationReport, ProgressReport, RerunReset, reset_closure,
+};
 use pop_domain::{ErrorCode, ProcessingState, message};
 use serde_json::json;
 
@@ -172,6 +174,14 @@ fn cancel_withdraws_a_retry_still_to_come() {
     assert!(before.can_retry());
     let state = check(&given, cancel(150), Then::Types(vec!["AgendaCancelled"]));
     assert!(state.is_cancelled());
+    // The record says the retry was withdrawn (auditor26 A3: it read as any other cancel).
+    let events = pop_domain::Aggregate::decide(&before, &cancel(150)).unwrap();
+    let AgendaEvent::Cancelled(e) = &events[0] else { panic!("{events:?}") };
+    assert!(e.withdrew_retry, "{e:?}");
+    assert_eq!(
+        state.progress().diagnostic_events.last().map(|d| d.message.as_str()),
+        Some("Agenda cancelled, its retry withdrawn: customer asked")
+    );
     assert_eq!(state.progress().attempts_completed, 1, "the failed attempt was counted once");
     assert_eq!(state.progress().operation_progress, before.progress().operation_progress);
     let mut cancelled = given.clone();
@@ -389,4 +399,81 @@ fn a_retried_attempt_records_a_diagnostic_equal_to_the_last_attempts() {
     let messages: Vec<&str> =
         state.progress().diagnostic_events.iter().map(|d| d.message.as_str()).collect();
     assert_eq!(messages, ["node lost", message::TIMED_OUT, "node lost"]);
+}
+
+/// auditor28 F2: an operation's NOT_RETRYABLE was said of the attempt it ended too. After a
+/// `continue` rerun resumes the operation (keeping its diagnostics), a failure of the rerun
+/// that comes without a diagnostic is retried.
+#[test]
+fn a_continue_rerun_ends_an_operations_earlier_not_retryable() {
+    use pop_domain::model::status_code::NOT_RETRYABLE;
+    let deterministic = OperationReport {
+        diagnostics: vec![pop_domain::DiagnosticEvent {
+            message: "no handler".into(),
+            status_code: Some(NOT_RETRYABLE.into()),
+            ..Default::default()
+        }],
+        ..failed("a")
+    };
+    let mut given = history(vec![
+        submit(agenda_of(&["a"], json!({"maximumAttempts": 3}))),
+        queue(1),
+        claim("w1", "l", 2),
+        report("w1", 3, ops(vec![deterministic])),
+    ]);
+    assert!(!replay(&given).progress().retry_due());
+    let silent = OperationReport { diagnostics: vec![], ..failed("a") };
+    for command in [
+        rerun(&["continue"], 10),
+        queue(11),
+        claim("w1", "l2", 12),
+        report("w1", 13, ops(vec![silent])),
+    ] {
+        let events = pop_domain::Aggregate::decide(&replay(&given), &command).unwrap();
+        given.extend(events);
+    }
+    let state = replay(&given);
+    let op = &state.progress().operation_progress[0];
+    assert_eq!(
+        op.diagnostic_events.last().map(|d| d.message.as_str()),
+        Some(message::RERUN_AFTER_NOT_RETRYABLE),
+        "{op:?}"
+    );
+    assert!(state.progress().retry_due(), "{:?}", state.progress());
+}
+
+/// auditor28 F3: an executor that sends back the list it read (POP hands a handler its last
+/// progress) repeats the earlier attempts' timed diagnostics: the same time is the same
+/// diagnostic, whatever the attempt, and is kept once.
+#[test]
+fn a_timed_diagnostic_sent_back_in_a_later_attempt_is_kept_once() {
+    let timed = |message: &str, at: i64| pop_domain::DiagnosticEvent {
+        message: message.into(),
+        time: Some(t(at)),
+        ..Default::default()
+    };
+    let first = OperationReport { diagnostics: vec![timed("exit 1", 3)], ..failed("a") };
+    let mut given = history(vec![
+        submit(agenda_of(&["a"], json!({"maximumAttempts": 3}))),
+        queue(1),
+        claim("w1", "l", 2),
+        report("w1", 3, ops(vec![first])),
+    ]);
+    let echoed = OperationReport {
+        diagnostics: vec![timed("exit 1", 3), timed("exit 2", 13)],
+        ..executing("a", 10.0)
+    };
+    for command in
+        [retry(10), queue(11), claim("w1", "l2", 12), report("w1", 13, ops(vec![echoed]))]
+    {
+        let events = pop_domain::Aggregate::decide(&replay(&given), &command).unwrap();
+        given.extend(events);
+    }
+    let state = replay(&given);
+    let messages: Vec<&str> = state.progress().operation_progress[0]
+        .diagnostic_events
+        .iter()
+        .map(|d| d.message.as_str())
+        .collect();
+    assert_eq!(messages, ["exit 1", "exit 2"]);
 }

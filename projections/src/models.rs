@@ -36,7 +36,14 @@ use crate::query::{Cursor, Page, Visibility, VisibleTo};
 /// agenda records holding finished agendas in their settled (compressed) bytes
 /// ([`crate::snapshot`]); the canonical JSON itself (what the fingerprints hash) is unchanged
 /// but for this number.
-pub const FORMAT_VERSION: u32 = 3;
+///
+/// 4: agenda states count the diagnostics of their current attempt
+/// (`attemptDiagnostics`, `operationAttemptDiagnostics`), a rerun after an executor's
+/// NOT_RETRYABLE adds a diagnostic saying so, and a cancel that withdrew a retry says it: the
+/// fold of an old log gives other states than a version-3 snapshot holds, so such a snapshot is
+/// set aside and the models rebuilt from the log (review-s41: `pop verify` called an upgraded
+/// data directory's honest snapshot TAMPERED).
+pub const FORMAT_VERSION: u32 = 4;
 
 /// A deleted config object kept as a tombstone (see [`ReadModels::deleted_configs`]).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -44,7 +44,6 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::process::{Cadence, CycleReport, ProcessName, Services, TimedProcess};
-use pop_domain::text::log_field;
 
 /// POP's cycle: every 4 h. Reaping is housekeeping; nothing waits for it.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(4 * 3600);
@@ -406,7 +405,11 @@ async fn close_agenda(
         Ok(done) => Ok(done.version.map_or(Closed::Refused, Closed::At)),
         Err(ExecuteError::Store(StoreError::StreamDeleted { .. })) => Ok(Closed::AlreadyDeleted),
         Err(ExecuteError::Refused(e)) => {
-            tracing::info!(agenda = %log_field(&action.object_id), reason = %log_field(&e.to_string()), "data reaper: agenda moved on; not reaped");
+            tracing::info!(
+                agenda = &*action.object_id,
+                reason = &*e.to_string(),
+                "data reaper: agenda moved on; not reaped"
+            );
             Ok(Closed::Refused)
         }
         Err(ExecuteError::Conflict { .. }) => Ok(Closed::Refused),

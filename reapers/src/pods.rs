@@ -24,7 +24,6 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::process::{Cadence, CycleReport, ProcessName, TimedProcess};
-use pop_domain::text::log_field;
 
 /// The labels pop puts on the pods it runs ([`pop_domain::pod_labels`], shared with the
 /// worker, which sets them): this reaper selects on `app.kubernetes.io/managed-by=pop` and a
@@ -255,7 +254,7 @@ async fn delete(api: &Api<Pod>, action: &PodAction) -> Result<Outcome, PodReapEr
     };
     match api.delete(&action.name, &params).await {
         Ok(_) => {
-            tracing::info!(pod = %action.name, agenda = %log_field(&action.agenda_id), phase = %action.phase, finished = %action.finished, "pod reaper: deleted");
+            tracing::info!(pod = %action.name, agenda = &*action.agenda_id, phase = %action.phase, finished = %action.finished, "pod reaper: deleted");
             Ok(Outcome::Deleted)
         }
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(Outcome::Gone),
@@ -314,7 +313,7 @@ impl TimedProcess for PodReaper {
     }
     fn dry_run(&self, actions: &[PodAction]) -> PodReport {
         for a in actions {
-            tracing::info!(pod = %a.name, agenda = %log_field(&a.agenda_id), phase = %a.phase, finished = %a.finished, "pod reaper (dry run): would delete");
+            tracing::info!(pod = %a.name, agenda = &*a.agenda_id, phase = %a.phase, finished = %a.finished, "pod reaper (dry run): would delete");
         }
         PodReport { planned: actions.len(), skipped: actions.len(), ..PodReport::default() }
     }

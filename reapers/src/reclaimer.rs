@@ -20,7 +20,6 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::process::{Cadence, CycleReport, ProcessName, Services, TimedProcess};
-use pop_domain::text::log_field;
 
 /// How often the reclaimer looks for expired leases. The lease itself is `ApiConfig.lease`
 /// (POP's `reclaimAge`, 5 min by default); a 30 s cycle reclaims an expired lease at most
@@ -152,7 +151,11 @@ pub fn plan_served(
             let state = match entry.state() {
                 Ok(state) => state,
                 Err(e) => {
-                    tracing::warn!(agenda = entry.key(), error = %log_field(&e.to_string()), "reclaimer: skipping an unreadable agenda");
+                    tracing::warn!(
+                        agenda = entry.key(),
+                        error = &*e.to_string(),
+                        "reclaimer: skipping an unreadable agenda"
+                    );
                     continue;
                 }
             };
@@ -259,19 +262,31 @@ async fn reclaim(commands: &Commands, now: Timestamp, action: ReclaimAction) -> 
     let execute = commands.execute::<AgendaState>(&action.key, &metadata, &command);
     match crate::trace::on_agenda(commands, &action.key, "reclaim", execute).await {
         Ok(done) if done.state.is_failed() => {
-            tracing::info!(agenda = %log_field(&action.key), holder = action.holder.as_deref().unwrap_or("-"), "reclaimer: lease expired, attempts used up: failed");
+            tracing::info!(
+                agenda = &*action.key,
+                holder = action.holder.as_deref().unwrap_or("-"),
+                "reclaimer: lease expired, attempts used up: failed"
+            );
             Outcome::Failed
         }
         Ok(_) => {
-            tracing::info!(agenda = %log_field(&action.key), holder = action.holder.as_deref().unwrap_or("-"), "reclaimer: lease expired: requeued");
+            tracing::info!(
+                agenda = &*action.key,
+                holder = action.holder.as_deref().unwrap_or("-"),
+                "reclaimer: lease expired: requeued"
+            );
             Outcome::Requeued
         }
         Err(ExecuteError::Refused(e)) => {
-            tracing::debug!(agenda = %log_field(&action.key), reason = %log_field(&e.to_string()), "reclaimer: agenda moved on");
+            tracing::debug!(
+                agenda = &*action.key,
+                reason = &*e.to_string(),
+                "reclaimer: agenda moved on"
+            );
             Outcome::Refused
         }
         Err(ExecuteError::Conflict { .. }) => {
-            tracing::debug!(agenda = %log_field(&action.key), "reclaimer: agenda kept changing");
+            tracing::debug!(agenda = &*action.key, "reclaimer: agenda kept changing");
             Outcome::Refused
         }
         Err(source) => Outcome::Error(ReclaimError::Execute { agenda_id: action.key, source }),
@@ -354,7 +369,7 @@ impl TimedProcess for Reclaimer {
     }
     fn dry_run(&self, actions: &[ReclaimAction]) -> ReclaimReport {
         for a in actions {
-            tracing::info!(agenda = %log_field(&a.key), holder = a.holder.as_deref().unwrap_or("-"), lease_expires = ?a.lease_expires, "reclaimer (dry run): would reclaim");
+            tracing::info!(agenda = &*a.key, holder = a.holder.as_deref().unwrap_or("-"), lease_expires = ?a.lease_expires, "reclaimer (dry run): would reclaim");
         }
         ReclaimReport { planned: actions.len(), skipped: actions.len(), ..ReclaimReport::default() }
     }

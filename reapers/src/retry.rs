@@ -27,7 +27,6 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::process::{Cadence, CycleReport, ProcessName, Services, TimedProcess};
-use pop_domain::text::log_field;
 
 /// How often the retry process looks for failed agendas that are due. Short, because the
 /// backoff (not the interval) says when a retry is due; a cycle is one scan of the failed
@@ -216,7 +215,11 @@ pub fn plan_with(
         let progress = match entry.progress() {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!(agenda = entry.key(), error = %log_field(&e.to_string()), "retry: skipping an unreadable agenda");
+                tracing::warn!(
+                    agenda = entry.key(),
+                    error = &*e.to_string(),
+                    "retry: skipping an unreadable agenda"
+                );
                 continue;
             }
         };
@@ -307,11 +310,20 @@ async fn retry(
     let execute = commands.execute::<AgendaState>(&action.key, &metadata, &command);
     match crate::trace::on_agenda(commands, &action.key, "retry", execute).await {
         Ok(_) => {
-            tracing::info!(agenda = %log_field(&action.key), attempt = action.attempts_completed + 1, maximum = action.maximum_attempts, "retry: failed agenda rerun (continue)");
+            tracing::info!(
+                agenda = &*action.key,
+                attempt = action.attempts_completed + 1,
+                maximum = action.maximum_attempts,
+                "retry: failed agenda rerun (continue)"
+            );
             Ok(true)
         }
         Err(ExecuteError::Refused(e)) => {
-            tracing::debug!(agenda = %log_field(&action.key), reason = %log_field(&e.to_string()), "retry: agenda moved on");
+            tracing::debug!(
+                agenda = &*action.key,
+                reason = &*e.to_string(),
+                "retry: agenda moved on"
+            );
             Ok(false)
         }
         Err(ExecuteError::Conflict { .. }) => Ok(false),
@@ -365,7 +377,7 @@ impl TimedProcess for Retry {
     }
     fn dry_run(&self, actions: &[RetryAction]) -> RetryReport {
         for a in actions {
-            tracing::info!(agenda = %log_field(&a.key), attempt = a.attempts_completed + 1, maximum = a.maximum_attempts, due = %a.due, "retry (dry run): would retry");
+            tracing::info!(agenda = &*a.key, attempt = a.attempts_completed + 1, maximum = a.maximum_attempts, due = %a.due, "retry (dry run): would retry");
         }
         RetryReport { planned: actions.len(), skipped: actions.len(), ..RetryReport::default() }
     }

@@ -41,8 +41,9 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
     version,
     about = "pop — an event-sourced workflow engine",
     after_help = "Start: `pop serve --dev`, then `pop worker` and `pop submit --watch`.\n\
-        Client commands exit 0 when done, 1 on an error, 2 on a usage error, and 3 when the \
-        agenda they watched failed; `pop verify` exits 4 when the log is not intact."
+        Client commands exit 0 when done, 1 on an error, 2 on a usage error, 3 when the \
+        agenda they watched failed, and 5 when its attempt failed with a retry due (not final; \
+        --follow-retries follows it); `pop verify` exits 4 when the log is not intact."
 )]
 pub struct Cli {
     /// Log format on stderr.
@@ -166,6 +167,9 @@ pub enum Command {
         /// Then watch it until it ends (exit codes as `pop watch`).
         #[arg(long)]
         watch: bool,
+        /// With --watch: follow a failed attempt's retry to the outcome (see `pop watch`).
+        #[arg(long, requires = "watch")]
+        follow_retries: bool,
         /// Print the server's answer as JSON.
         #[arg(long)]
         json: bool,
@@ -186,13 +190,18 @@ pub enum Command {
         /// Then watch the agenda until it ends.
         #[arg(long)]
         watch: bool,
+        /// With --watch: follow a failed attempt's retry to the outcome (see `pop watch`).
+        #[arg(long, requires = "watch")]
+        follow_retries: bool,
         /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Watch an agenda's progress live until it ends: bars on a terminal, one line per change
     /// otherwise. Exit 0 when it succeeded, was cancelled or you pressed Ctrl-C; 3 when it
-    /// failed (each failed operation's last diagnostic is printed); 1 on errors.
+    /// failed (each failed operation's last diagnostic is printed); 5 when an attempt failed
+    /// and its automatic retry is due (not the outcome yet; --follow-retries follows the retry
+    /// instead); 1 on errors.
     #[command(display_order = 12)]
     Watch {
         #[command(flatten)]
@@ -203,6 +212,11 @@ pub enum Command {
         /// The agenda's customer, when the token sees several customers using the id.
         #[arg(long)]
         customer: Option<String>,
+        /// Follow a failed attempt whose automatic retry is due to the agenda's outcome,
+        /// instead of exiting 5 (where no replica runs a retry process, `--retry-interval 0`,
+        /// no retry comes: Ctrl-C).
+        #[arg(long)]
+        follow_retries: bool,
     },
     /// Show an agenda's progress, with the last diagnostic of each failed operation.
     #[command(display_order = 13)]

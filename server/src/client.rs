@@ -351,7 +351,11 @@ fn check_errors(body: &Value) -> Result<()> {
             // (newcomer14: every problem printed twice, a single one on two identical lines).
             let said_in_list = e["extensions"]["problems"].as_array().is_some_and(|ps| {
                 !ps.is_empty()
-                    && ps.iter().all(|p| message.contains(p["message"].as_str().unwrap_or("?")))
+                    && ps.iter().all(|p| {
+                        let field = p["field"].as_str().unwrap_or("?");
+                        let said = p["message"].as_str().unwrap_or("?");
+                        message.contains(&format!("{field}: {said}"))
+                    })
             });
             let code = crate::output::one_line(code);
             let mut line = match problems.as_slice() {

@@ -89,11 +89,12 @@ async fn main() -> ExitCode {
 /// `pop audit` said it was reaped) — reads that customer's agenda of that id, saying so.
 async fn by_id_or_key(
     c: &client::Client,
+    named: Named,
     id: &str,
     customer: Option<&str>,
     call: impl AsyncFn(&str, Option<&str>) -> Result<()>,
 ) -> Result<()> {
-    refuse_two_readings(c, id, customer).await?;
+    refuse_two_readings(c, named, id, customer).await?;
     let result = call(id, customer).await;
     match (&result, customer, as_key(id)) {
         (Err(e), None, Some((owner, rest))) if is_not_found(e) => {
@@ -116,7 +117,7 @@ async fn by_id_hinting_key(
     customer: Option<&str>,
     call: impl AsyncFn(&str, Option<&str>) -> Result<()>,
 ) -> Result<()> {
-    refuse_two_readings(c, id, customer).await?;
+    refuse_two_readings(c, Named::Agenda, id, customer).await?;
     let result = call(id, customer).await;
     match (result, customer, as_key(id)) {
         (Err(e), None, Some((owner, rest))) if is_not_found(&e) => Err(anyhow::anyhow!(
@@ -132,15 +133,31 @@ async fn by_id_hinting_key(
 /// log writes it. Neither is taken for the other (hostile27: acme's agenda "globex/gf1"
 /// answered an admin's `pop audit globex/gf1`, and took the cancel meant for globex's `gf1`):
 /// the caller names the one it means.
-async fn refuse_two_readings(c: &client::Client, id: &str, customer: Option<&str>) -> Result<()> {
+async fn refuse_two_readings(
+    c: &client::Client,
+    named: Named,
+    id: &str,
+    customer: Option<&str>,
+) -> Result<()> {
     let (None, Some((owner, rest))) = (customer, as_key(id)) else {
         return Ok(());
     };
-    const HOLDER: &str =
-        "query($id: String!, $c: String) { agenda(id: $id, customerId: $c) { customerId } }";
+    // Looked up as the verb looks it up (hostile28: `progress` and `watch` take a progress id,
+    // and an agenda whose progress id was "globex/gf1" passed a check of agenda ids).
+    let (query, field) = match named {
+        Named::Agenda => (
+            "query($id: String!, $c: String) { found: agenda(id: $id, customerId: $c) { customerId } }",
+            "found",
+        ),
+        Named::Progress => (
+            "query($id: String!, $c: String) { found: agendaProgress(id: $id, customerId: $c) { \
+             customerId } }",
+            "found",
+        ),
+    };
     let holder = async |id: &str, customer: Option<&str>| {
-        let found = c.graphql(HOLDER, serde_json::json!({"id": id, "c": customer})).await.ok()?;
-        found["agenda"]["customerId"].as_str().map(str::to_string)
+        let found = c.graphql(query, serde_json::json!({"id": id, "c": customer})).await.ok()?;
+        found[field]["customerId"].as_str().map(str::to_string)
     };
     let (Some(holder), Some(_)) = (holder(id, None).await, holder(rest, Some(&owner)).await) else {
         return Ok(());
@@ -150,6 +167,14 @@ async fn refuse_two_readings(c: &client::Client, id: &str, customer: Option<&str
          {owner:?}'s agenda {rest:?} (as the server's log writes it); name the one you mean: \
          {id:?} --customer {holder:?}, or {rest:?} --customer {owner:?}"
     )
+}
+
+/// Which id a verb takes: an agenda's (`audit`, `events`, `cancel`, `rerun`) or its progress
+/// id (`progress`, `watch`).
+#[derive(Clone, Copy)]
+enum Named {
+    Agenda,
+    Progress,
 }
 
 fn is_not_found(e: &anyhow::Error) -> bool {
@@ -178,16 +203,18 @@ async fn run(command: cli::Command) -> Result<()> {
             };
             verbs::init_cmd(&client::Client::new(&client)?, &spec).await
         }
-        cli::Command::Submit { client, file, watch, json } => {
-            tour::submit(&client::Client::new(&client)?, &file, json, watch).await
+        cli::Command::Submit { client, file, watch, follow_retries, json } => {
+            let then = watch.then_some(watch::Watching { follow_retries });
+            tour::submit(&client::Client::new(&client)?, &file, json, then).await
         }
-        cli::Command::Run { client, template, payload, customer, watch, json } => {
+        cli::Command::Run { client, template, payload, customer, watch, follow_retries, json } => {
             let c = client::Client::new(&client)?;
-            verbs::run(&c, &template, payload.as_deref(), customer.as_deref(), json, watch).await
+            let then = watch.then_some(watch::Watching { follow_retries });
+            verbs::run(&c, &template, payload.as_deref(), customer.as_deref(), json, then).await
         }
         cli::Command::Progress { client, id, customer, json, as_of } => {
             let c = client::Client::new(&client)?;
-            by_id_or_key(&c, &id, customer.as_deref(), async |id, customer| {
+            by_id_or_key(&c, Named::Progress, &id, customer.as_deref(), async |id, customer| {
                 tour::progress(&c, id, customer, json, as_of.as_deref()).await
             })
             .await
@@ -195,15 +222,15 @@ async fn run(command: cli::Command) -> Result<()> {
         cli::Command::Verify(args) => verify_cmd::run(args).await,
         cli::Command::Audit { client, id, customer, json } => {
             let c = client::Client::new(&client)?;
-            by_id_or_key(&c, &id, customer.as_deref(), async |id, customer| {
+            by_id_or_key(&c, Named::Agenda, &id, customer.as_deref(), async |id, customer| {
                 audit::run(&c, id, customer, json).await
             })
             .await
         }
-        cli::Command::Watch { client, id, customer } => {
+        cli::Command::Watch { client, id, customer, follow_retries } => {
             let c = client::Client::new(&client)?;
-            by_id_or_key(&c, &id, customer.as_deref(), async |id, customer| {
-                watch::watch(&c, id, customer).await
+            by_id_or_key(&c, Named::Progress, &id, customer.as_deref(), async |id, customer| {
+                watch::watch(&c, id, customer, watch::Watching { follow_retries }).await
             })
             .await
         }
@@ -236,7 +263,7 @@ async fn run(command: cli::Command) -> Result<()> {
         }
         cli::Command::Events { client, id, customer, first, after, json } => {
             let c = client::Client::new(&client)?;
-            by_id_or_key(&c, &id, customer.as_deref(), async |id, customer| {
+            by_id_or_key(&c, Named::Agenda, &id, customer.as_deref(), async |id, customer| {
                 verbs::events(&c, id, customer, first, after.as_deref(), json).await
             })
             .await

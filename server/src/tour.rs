@@ -21,7 +21,12 @@ const MAX_AGENDA_FILE_BYTES: u64 = 2 << 20;
 
 /// `pop submit FILE`: submits the agenda; `--json` prints the answer as JSON, `--watch` then
 /// watches it (exit codes as `pop watch`).
-pub async fn submit(client: &Client, file: &Path, as_json: bool, then_watch: bool) -> Result<()> {
+pub async fn submit(
+    client: &Client,
+    file: &Path,
+    as_json: bool,
+    then_watch: Option<crate::watch::Watching>,
+) -> Result<()> {
     let agenda = read_agenda(file)?;
     let data = client
         .graphql(
@@ -49,13 +54,13 @@ pub async fn submit(client: &Client, file: &Path, as_json: bool, then_watch: boo
             output::text(&r["progress"], "processingState"),
             output::text(&r["progress"], "processingStateMessage")
         );
-        if !then_watch {
+        if then_watch.is_none() {
             out!("watch it:     pop watch {progress_id}");
         }
     }
-    if then_watch {
+    if let Some(watching) = then_watch {
         let customer = output::text(&r["agenda"], "customerId");
-        return crate::watch::watch(client, &progress_id, Some(customer)).await;
+        return crate::watch::watch(client, &progress_id, Some(customer), watching).await;
     }
     Ok(())
 }
@@ -267,9 +272,14 @@ fn print_progress(p: &Value) {
         }
     }
     // The agenda's own last word, failed or not (ops3am16: a reclaim's "timed out", which used
-    // up an attempt, showed only in --json).
+    // up an attempt, showed only in --json); said as the last, which may be an earlier
+    // attempt's, where the agenda has not failed.
     if let Some(why) = output::last_diagnostic(p) {
-        out!("  agenda: {why}");
+        if output::outcome(p) == "failed" {
+            out!("  agenda: {why}");
+        } else {
+            out!("  the agenda's last diagnostic: {why}");
+        }
     }
 }
 

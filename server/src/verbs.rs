@@ -361,7 +361,7 @@ pub async fn cancel(
     let data = client
         .graphql(
             "mutation($a: String!, $c: String, $r: String) { cancelAgenda(agendaId: $a, \
-             customerId: $c, reason: $r) { progress { id processingState \
+             customerId: $c, reason: $r) { progress { id customerId processingState \
              processingStateMessage } position } }",
             json!({"a": id, "c": customer, "r": reason}),
         )
@@ -370,7 +370,14 @@ pub async fn cancel(
     if as_json {
         output::json(r);
     } else {
-        out!("agenda {id}: {}", output::outcome(&r["progress"]));
+        // Whose agenda it was (hostile28: an operator cancelled another customer's agenda of
+        // the id and read only "cancelled").
+        out!(
+            "agenda {} of customer {}: {}",
+            output::one_line(id),
+            output::one_line(output::text(&r["progress"], "customerId")),
+            output::outcome(&r["progress"])
+        );
     }
     Ok(())
 }
@@ -540,7 +547,7 @@ pub async fn run(
     payload: Option<&str>,
     customer: Option<&str>,
     as_json: bool,
-    then_watch: bool,
+    then_watch: Option<crate::watch::Watching>,
 ) -> Result<()> {
     let payload: Value = match payload {
         Some(p) => serde_json::from_str(p)
@@ -561,13 +568,13 @@ pub async fn run(
         output::json(r);
     } else {
         out!("submitted agenda {} from template {template}", text(&r["agenda"], "id"));
-        if !then_watch {
+        if then_watch.is_none() {
             out!("watch it:     pop watch {progress_id}");
         }
     }
-    if then_watch {
+    if let Some(watching) = then_watch {
         let customer = text(&r["agenda"], "customerId");
-        return crate::watch::watch(client, &progress_id, Some(customer)).await;
+        return crate::watch::watch(client, &progress_id, Some(customer), watching).await;
     }
     Ok(())
 }

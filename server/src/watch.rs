@@ -5,8 +5,9 @@
 //! diagnostic. After a server restart it connects again and resumes after the last position it
 //! saw. Ctrl-C stops watching (exit 0; the agenda goes on); a cancelled agenda is exit 0 too,
 //! a failed one exit 3 (see [`crate::output`]). A failed attempt whose retry is due is not the
-//! end: `watch` says so and follows the retry (ops3am16: it exited 3 on the first of three
-//! attempts, and a script took the failure as final).
+//! outcome: `watch` says so and exits 5, or with `--follow-retries` follows the retry
+//! (ops3am16: it exited 3 on the first of three attempts, and a script took the failure as
+//! final; review-s41: following by default hung where no retry process runs).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -16,7 +17,14 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
 use crate::client::{Client, Disconnected};
-use crate::output::{self, EXIT_FAILED, Exit, out};
+use crate::output::{self, EXIT_FAILED, EXIT_RETRY_DUE, Exit, out};
+
+/// How `watch` treats a failed attempt whose automatic retry is due.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Watching {
+    /// Follow the retry to the outcome (`--follow-retries`) instead of exiting 5.
+    pub follow_retries: bool,
+}
 
 /// The AgendaProgress fields `watch` and `progress` show.
 pub const PROGRESS_FIELDS: &str = "id agendaId customerId title linkId processingState \
@@ -53,14 +61,21 @@ pub async fn find(client: &Client, id: &str, customer: Option<&str>) -> Result<V
 /// Draws progress until the agenda ends, the user presses Ctrl-C, or the server stays away.
 /// The follow names the customer of the agenda found, so another customer's agenda of the id
 /// never reaches it.
-pub async fn watch(client: &Client, id: &str, customer: Option<&str>) -> Result<()> {
+pub async fn watch(
+    client: &Client,
+    id: &str,
+    customer: Option<&str>,
+    watching: Watching,
+) -> Result<()> {
     let first = find(client, id, customer).await?;
     let id = output::text(&first, "id").to_string();
     let customer = output::text(&first, "customerId").to_string();
-    let mut view = View::new(&id, output::is_tty())?;
+    let agenda_id = output::text(&first, "agendaId").to_string();
+    let mut view = View::new(&id, &agenda_id, &customer, output::is_tty())?;
+    let follow = watching.follow_retries;
     view.show(&first);
-    view.note_retry(&first);
-    if let Some(end) = ended(&first) {
+    view.note_retry(&first, follow);
+    if let Some(end) = ended(&first, follow) {
         return view.finish(&first, end);
     }
     let query = format!(
@@ -92,9 +107,9 @@ pub async fn watch(client: &Client, id: &str, customer: Option<&str>) -> Result<
                 return Ok(true);
             }
             view.show(p);
-            view.note_retry(p);
+            view.note_retry(p, follow);
             last = p.clone();
-            end = ended(p);
+            end = ended(p, follow);
             Ok(end.is_none())
         });
         let result = tokio::select! {
@@ -139,11 +154,14 @@ pub async fn watch(client: &Client, id: &str, customer: Option<&str>) -> Result<
     }
 }
 
-/// `succeeded`, `failed` or `cancelled` once the agenda is COMPLETE, and not failed with its
-/// retry due.
-fn ended(p: &Value) -> Option<&'static str> {
-    if output::text(p, "processingState") != "COMPLETE" || p["retryDue"] == Value::Bool(true) {
+/// `succeeded`, `failed` or `cancelled` once the agenda is COMPLETE; `retry due` for a failed
+/// attempt whose retry is due, unless it is followed (`follow`: not an end then).
+fn ended(p: &Value, follow: bool) -> Option<&'static str> {
+    if output::text(p, "processingState") != "COMPLETE" {
         return None;
+    }
+    if p["retryDue"] == Value::Bool(true) {
+        return (!follow).then_some("retry due");
     }
     Some(match output::outcome(p).as_str() {
         "failed" => "failed",
@@ -155,6 +173,9 @@ fn ended(p: &Value) -> Option<&'static str> {
 /// Bars on a terminal, lines otherwise.
 struct View {
     id: String,
+    /// The agenda's id, which `pop cancel` takes (`id` is its progress id).
+    agenda_id: String,
+    customer: String,
     tty: bool,
     bars: MultiProgress,
     agenda_bar: Option<ProgressBar>,
@@ -212,18 +233,24 @@ fn percent(v: &Value) -> u64 {
 }
 
 impl View {
-    fn new(id: &str, tty: bool) -> Result<View> {
+    fn new(id: &str, agenda_id: &str, customer: &str, tty: bool) -> Result<View> {
         let bars = MultiProgress::new();
+        // Whose agenda it is (hostile28: a tenant's agenda of the id watched in another's
+        // place said nothing of it); piped, on stderr, so stdout stays the agenda's lines.
+        let customer_shown = output::one_line(customer);
         let agenda_bar = if tty {
-            out!("watching agenda {id}");
+            out!("watching agenda {id} of customer {customer_shown}");
             let bar = bars.add(ProgressBar::new(100).with_style(style("")?));
             bar.set_prefix("agenda");
             Some(bar)
         } else {
+            eprintln!("pop: watching agenda {id} of customer {customer_shown}");
             None
         };
         Ok(View {
             id: id.to_string(),
+            agenda_id: agenda_id.to_string(),
+            customer: customer.to_string(),
             tty,
             bars,
             agenda_bar,
@@ -266,7 +293,7 @@ impl View {
             }
         }
         // The agenda's end is said once, by `finish` (it was printed here too: newcomer3).
-        if ended(p).is_some() {
+        if ended(p, false).is_some() {
             return;
         }
         let line = format!("agenda {}  {}", self.id, message(p));
@@ -276,9 +303,9 @@ impl View {
         }
     }
 
-    /// Says once per failed attempt that its retry is due, and how to stop it.
-    fn note_retry(&mut self, p: &Value) {
-        if p["retryDue"] != Value::Bool(true) {
+    /// Says once per failed attempt that its retry is due and is followed, and how to stop it.
+    fn note_retry(&mut self, p: &Value, follow: bool) {
+        if !follow || p["retryDue"] != Value::Bool(true) {
             return;
         }
         let key = format!("retry {}", p["attemptsCompleted"]);
@@ -287,10 +314,19 @@ impl View {
         }
         self.note(&format!(
             "attempt {} of {} failed; the server retries it after its backoff, and this watch \
-             follows the retry (Ctrl-C stops watching; `pop cancel {}` withdraws the retry; \
-             where no replica runs a retry process, --retry-interval 0, none comes)",
-            p["attemptsCompleted"], p["maximumAttempts"], self.id
+             follows the retry (Ctrl-C stops watching; `{}` withdraws the retry; where no \
+             replica runs a retry process, --retry-interval 0, none comes)",
+            p["attemptsCompleted"],
+            p["maximumAttempts"],
+            self.cancel_command()
         ));
+    }
+
+    /// The command that cancels the watched agenda: its agenda id (hostile28: the progress id
+    /// named another customer's agenda, which the hinted cancel cancelled) and its customer
+    /// (review-s41: an admin who watched with --customer was told an ambiguous cancel).
+    fn cancel_command(&self) -> String {
+        format!("pop cancel {} --customer {}", self.agenda_id, self.customer)
     }
 
     /// A note under the bars (or on stderr, piped).
@@ -318,6 +354,23 @@ impl View {
             "cancelled" => {
                 out!("agenda {} was cancelled", self.id);
                 Ok(())
+            }
+            "retry due" => {
+                let mut text = format!(
+                    "agenda {}: attempt {} of {} failed, and its retry is due after the backoff \
+                     (not the outcome yet: `pop watch {} --customer {} --follow-retries` follows \
+                     it; `{}` withdraws it)",
+                    self.id,
+                    p["attemptsCompleted"],
+                    p["maximumAttempts"],
+                    self.id,
+                    self.customer,
+                    self.cancel_command()
+                );
+                for why in output::reasons(p) {
+                    text.push_str(&format!("\n  {why}"));
+                }
+                Err(Exit { code: EXIT_RETRY_DUE, message: text }.into())
             }
             _ => {
                 let mut text = format!("agenda {} failed", self.id);

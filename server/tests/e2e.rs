@@ -403,7 +403,10 @@ async fn a_subscriber_sees_expand_cancel_and_rerun_and_pop_progress_agrees() {
         headline.starts_with(&id) && headline.contains("WAITING / added"),
         "pop progress printed:\n{stdout}"
     );
-    assert_eq!(stdout.lines().filter(|l| l.starts_with("  ")).count(), 3, "{stdout}");
+    // One line per operation, then the agenda's last diagnostic (its cancel's reason).
+    let operations = stdout.lines().filter(|l| l.starts_with("  ") && !l.starts_with("  the "));
+    assert_eq!(operations.count(), 3, "{stdout}");
+    assert!(stdout.contains("  the agenda's last diagnostic: Agenda cancelled: e2e"), "{stdout}");
     let out = pop.cli(&["progress", &id, "--json", "--token", ACME]).await;
     let json: Value = serde_json::from_slice(&out.stdout).expect("pop progress --json prints JSON");
     assert_eq!(state(&json), ("WAITING", "added"), "{json:#}");

@@ -368,7 +368,8 @@ impl AgendaState {
                 None => Some(report.started.map(ms).unwrap_or(now)),
             },
             diagnostics: new_diagnostics(
-                self.agenda_diagnostics_this_attempt(),
+                &self.progress.diagnostic_events,
+                self.attempt_diagnostics,
                 &report.diagnostics,
             ),
             operations: changes,
@@ -442,8 +443,11 @@ impl AgendaState {
         if !outcome_report || self.late_diagnostics {
             return Ok(Vec::new());
         }
-        let diagnostics =
-            new_diagnostics(self.agenda_diagnostics_this_attempt(), &report.diagnostics);
+        let diagnostics = new_diagnostics(
+            &self.progress.diagnostic_events,
+            self.attempt_diagnostics,
+            &report.diagnostics,
+        );
         if diagnostics.is_empty() {
             return Ok(Vec::new());
         }
@@ -637,6 +641,7 @@ impl AgendaState {
                 reason,
                 attempts_completed: self.progress.attempts_completed,
                 cancelled_operations: Vec::new(),
+                withdrew_retry: true,
             })]);
         }
         if self.is_complete() {
@@ -647,6 +652,7 @@ impl AgendaState {
             reason,
             attempts_completed: self.progress.attempts_completed.saturating_add(1),
             cancelled_operations: unfinished(&self.progress.operation_progress),
+            withdrew_retry: false,
         })])
     }
 
@@ -784,10 +790,7 @@ fn operation_change(
             message
         },
         percent,
-        diagnostics: new_diagnostics(
-            super::state::newest(&current.diagnostic_events, attempt),
-            &r.diagnostics,
-        ),
+        diagnostics: new_diagnostics(&current.diagnostic_events, attempt, &r.diagnostics),
         result_payload,
         attempt_count: if starts {
             current.attempt_count.saturating_add(1)
@@ -873,14 +876,6 @@ fn unfinished(operations: &[OperationProgress]) -> Vec<String> {
         .collect()
 }
 
-/// The reported diagnostics not already recorded (POP executors resend their whole list),
-/// the newest [`MAX_DIAGNOSTICS`] at most, times truncated like every stored time.
-///
-/// Only the newest [`MAX_DIAGNOSTICS`] reported ones are looked at: no more can be kept, and
-/// de-duplicating is quadratic (diagnostics are compared whole; they hold JSON, which has no
-/// hash), so a report of 40,000 would cost seconds of CPU. Truncating first also means that
-/// a resent list whose newest entries are already recorded adds nothing, rather than
-/// bringing back older entries that were dropped from the stored ten.
 /// The report's field for a field of the expansion of its unknown items (`unknown_at`: where
 /// each is in the report): `operations[j]…` is `operationProgress[i].operation`, the count
 /// (`operations`) is `operationProgress`.
@@ -920,15 +915,32 @@ impl OperationIndex<'_> {
     }
 }
 
+/// The reported diagnostics not already recorded (POP executors resend their whole list),
+/// the newest [`MAX_DIAGNOSTICS`] at most, times truncated like every stored time.
+///
+/// Only the newest [`MAX_DIAGNOSTICS`] reported ones are looked at: no more can be kept, and
+/// de-duplicating is quadratic (diagnostics are compared whole; they hold JSON, which has no
+/// hash), so a report of 40,000 would cost seconds of CPU. Truncating first also means that
+/// a resent list whose newest entries are already recorded adds nothing, rather than
+/// bringing back older entries that were dropped from the stored ten.
+///
+/// An untimed diagnostic is new unless the current attempt recorded it (`this_attempt`: how many
+/// of the newest recorded are the current attempt's; auditor27: a retried attempt failing with
+/// the first one's words had them dropped); a timed one unless any attempt did (auditor28: an
+/// executor that sends back the list it read — POP hands a handler its last progress — doubled
+/// the earlier attempts' entries).
 fn new_diagnostics(
     recorded: &[DiagnosticEvent],
+    this_attempt: Option<usize>,
     reported: &[DiagnosticEvent],
 ) -> Vec<DiagnosticEvent> {
+    let attempt = super::state::newest(recorded, this_attempt);
     let newest = &reported[reported.len().saturating_sub(MAX_DIAGNOSTICS)..];
     let mut fresh: Vec<DiagnosticEvent> = Vec::new();
     for d in newest {
         let d = DiagnosticEvent { time: d.time.map(ms), ..d.clone() };
-        if !recorded.contains(&d) && !fresh.contains(&d) {
+        let seen = if d.time.is_some() { recorded } else { attempt };
+        if !seen.contains(&d) && !fresh.contains(&d) {
             fresh.push(d);
         }
     }

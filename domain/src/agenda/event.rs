@@ -279,6 +279,10 @@ pub struct AgendaCancelled {
     pub attempts_completed: u32,
     #[serde(rename = "cancelledOperations", default, skip_serializing_if = "Vec::is_empty")]
     pub cancelled_operations: Vec<String>,
+    /// **pop:** the agenda had failed with its automatic retry still to come, and this cancel
+    /// withdrew that retry (auditor26 A3: the record looked like any other cancel).
+    #[serde(rename = "withdrewRetry", default, skip_serializing_if = "std::ops::Not::not")]
+    pub withdrew_retry: bool,
 }
 
 /// The lease expired without a report: the attempt ended, diagnostic "AgendaProgress timed

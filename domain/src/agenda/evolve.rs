@@ -78,12 +78,18 @@ impl AgendaState {
                 self.progress.attempts_completed = e.attempts_completed;
                 self.lease = None;
                 self.cancel_operations(&e.cancelled_operations, time);
-                if let Some(reason) = e.reason.as_deref().filter(|r| !r.trim().is_empty()) {
-                    let diagnostic = DiagnosticEvent {
-                        message: format!("Agenda cancelled: {reason}"),
-                        time: Some(time),
-                        ..DiagnosticEvent::default()
-                    };
+                let reason = e.reason.as_deref().filter(|r| !r.trim().is_empty());
+                let message = match (reason, e.withdrew_retry) {
+                    (Some(reason), false) => Some(format!("Agenda cancelled: {reason}")),
+                    (Some(reason), true) => {
+                        Some(format!("{}: {reason}", message::CANCELLED_RETRY_WITHDRAWN))
+                    }
+                    (None, true) => Some(message::CANCELLED_RETRY_WITHDRAWN.to_string()),
+                    (None, false) => None,
+                };
+                if let Some(message) = message {
+                    let diagnostic =
+                        DiagnosticEvent { message, time: Some(time), ..DiagnosticEvent::default() };
                     self.push_agenda_diagnostics([diagnostic]);
                 }
             }
@@ -222,19 +228,24 @@ impl AgendaState {
         for name in &e.reset_operations {
             self.operation_attempt_diagnostics.remove(name);
         }
+        // The diagnostics of the agenda and of a resumed operation run on across attempts; an
+        // executor's NOT_RETRYABLE was said of the attempt it ended, so it must not stay the
+        // last word (it would keep the next attempt's failure from being retried, and the
+        // cancel rule from seeing its retry; auditor28: an operation's, when the rerun's own
+        // failure came without a diagnostic).
+        let marker = || DiagnosticEvent {
+            message: message::RERUN_AFTER_NOT_RETRYABLE.to_string(),
+            time: Some(time),
+            ..DiagnosticEvent::default()
+        };
         for p in self.operations_named(&e.resumed_operations) {
             to_pending(p, time);
+            if p.diagnostic_events.last().is_some_and(marked_not_retryable) {
+                push_diagnostics(&mut p.diagnostic_events, [marker()]);
+            }
         }
-        // The agenda's diagnostics run on across attempts; an executor's NOT_RETRYABLE was said
-        // of the attempt it ended, so it must not stay the last word (it would keep the next
-        // attempt's failure from being retried, and the cancel rule from seeing its retry).
         if self.progress.diagnostic_events.last().is_some_and(marked_not_retryable) {
-            let marker = DiagnosticEvent {
-                message: message::RERUN_AFTER_NOT_RETRYABLE.to_string(),
-                time: Some(time),
-                ..DiagnosticEvent::default()
-            };
-            push_diagnostics(&mut self.progress.diagnostic_events, [marker]);
+            push_diagnostics(&mut self.progress.diagnostic_events, [marker()]);
         }
         self.new_attempt(&e.resumed_operations);
     }

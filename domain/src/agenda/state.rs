@@ -117,11 +117,6 @@ impl AgendaState {
         self.finished_by = None;
     }
 
-    /// The agenda's diagnostics its current attempt recorded (see the field).
-    pub(super) fn agenda_diagnostics_this_attempt(&self) -> &[crate::model::DiagnosticEvent] {
-        newest(&self.progress.diagnostic_events, self.attempt_diagnostics)
-    }
-
     /// How many of operation `name`'s newest diagnostics its current attempt recorded (see
     /// the field; `None`: all of them).
     pub(super) fn operation_diagnostics_this_attempt(&self, name: &str) -> Option<usize> {
