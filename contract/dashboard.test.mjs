@@ -566,6 +566,14 @@ test('a failed agenda whose retry is still to come can be cancelled from its pag
   // Attempt 1 of 2 fails; the server's retry waits out its backoff (30 s by default).
   const failing = await submit(T.acme, { ...threeOps('acme', 'retry-batch', 'failing'), params: { maximumAttempts: 2 } });
   const lease = await claim(failing.id);
+  // Held, the page says by whom and until when (ops3am17: nothing told a dead worker's agenda
+  // from a slow one).
+  const holdingPage = await newPage();
+  await signIn(holdingPage, T.acme);
+  await holdingPage.goto(BASE + `/#/agenda/acme/${encodeURIComponent(failing.id)}`);
+  await holdingPage.waitForSelector('#holding', { timeout: WAIT });
+  assert.match(await holdingPage.$eval('#holding', (e) => e.textContent), /held by acme-worker: its lease ends in \d+ s/);
+  await holdingPage.browserContext().close();
   await gql(T.acmeService, 'mutation($p: JSON!, $l: String) { updateAgendaProgress(agendaProgress: $p, leaseId: $l) { position } }', {
     p: { id: failing.progressId, processingState: 'COMPLETE', processingStateMessage: 'failed',
       operationProgress: [{ operation: 'probe', processingState: 'COMPLETE', processingStateMessage: 'failed' }] },

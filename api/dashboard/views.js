@@ -396,7 +396,7 @@ export function AgendaView({ me, customerId, id }) {
   return html`<section class="agenda" data-agenda=${agenda.id}>
     <h1>Agenda ${agenda.id} <${StateBadge} state=${st}/></h1>
     <p class="meta">customer <b>${agenda.customerId}</b>${agenda.title ? html` · ${agenda.title}` : ''}${agenda.linkId ? html` · batch <a href=${batchHref(agenda.customerId, agenda.linkId)}>${agenda.linkId}</a>` : ''}${' · added '}${fmtTime(agenda.addedTime)}${progress ? html` · ${progress.processingStateMessage || ''} · <${Bar} pct=${progress.percentComplete}/> ${Math.round(progress.percentComplete || 0)}%` : ''}
-      ${progress && progress.maximumAttempts ? html` · attempts ${progress.attemptsCompleted}/${progress.maximumAttempts}` : ''}</p>
+      ${progress && progress.maximumAttempts ? html` · attempts ${progress.attemptsCompleted}/${progress.maximumAttempts}` : ''}<${Holding} agenda=${agenda} state=${st}/></p>
     <${ErrorLine} error=${error}/>
     ${canWrite && html`<${Actions} me=${me} agenda=${agenda} state=${st} retryDue=${Boolean(progress && progress.retryDue)} onError=${setError} operations=${agenda.operations.map((o) => o.name)}/>`}
     <h2>Operations <span class="muted">(${agenda.operations.length}${agenda.operations.length > LARGE ? ', layered layout' : ''})</span></h2>
@@ -443,6 +443,36 @@ function messageOf(o) {
 
 function agendaHas(agenda, name) {
   return agenda.operations.some((o) => o.name === name);
+}
+
+/// Who holds the agenda's lease and until when, while it is not complete (ops3am17: a dead
+/// worker's agenda looked like a slow one; only the history's stopped reports told). Read
+/// when the state changes and every 5 s, not per report.
+function Holding({ agenda, state }) {
+  const [holding, setHolding] = useState(null);
+  const open = state === 'waiting' || state === 'executing';
+  useEffect(() => {
+    if (!open) {
+      setHolding(null);
+      return undefined;
+    }
+    let stopped = false;
+    const load = () => gql(
+      'query($id: String!, $c: String) { agendaHolding(id: $id, customerId: $c) { holder expires expiresInMs } }',
+      { id: progressIdOf(agenda), c: agenda.customerId },
+    ).then((d) => { if (!stopped) setHolding(d.agendaHolding); }).catch(() => {});
+    load();
+    const timer = setInterval(load, 5000);
+    return () => {
+      stopped = true;
+      clearInterval(timer);
+    };
+  }, [agenda.id, agenda.customerId, open, state]);
+  if (!holding) return null;
+  const when = holding.expiresInMs > 0
+    ? `its lease ends in ${Math.ceil(holding.expiresInMs / 1000)} s`
+    : `its lease ended ${fmtTime(holding.expires)} without a report reaching the server (the holder is gone, or cannot report)`;
+  return html`<span id="holding"> · held by <b>${holding.holder}</b>: ${when}</span>`;
 }
 
 function progressIdOf(agenda) {

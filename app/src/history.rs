@@ -286,25 +286,27 @@ mod tests {
     use super::appended;
     use pop_domain::DiagnosticEvent;
 
-    fn d(message: &str) -> DiagnosticEvent {
-        DiagnosticEvent { message: message.into(), ..DiagnosticEvent::default() }
+    /// What `appended` finds, by message.
+    fn added(before: &[&str], after: &[&str]) -> Vec<String> {
+        let list = |ms: &[&str]| -> Vec<DiagnosticEvent> {
+            ms.iter()
+                .map(|m| DiagnosticEvent { message: (*m).into(), ..DiagnosticEvent::default() })
+                .collect()
+        };
+        appended(&list(before), &list(after)).iter().map(|d| d.message.clone()).collect()
     }
 
     /// What an event appended, told by position, not by "not there before" (auditor28: a
     /// later attempt's diagnostic equal to an earlier one's was recorded and not shown).
     #[test]
     fn what_an_event_appended_is_told_by_position() {
-        let (x, y, z) = (d("exit 1"), d("starting"), d("exit 2"));
-        assert_eq!(appended(&[x.clone()], &[x.clone(), x.clone()]), [x.clone()]);
-        assert_eq!(
-            appended(&[y.clone(), x.clone()], &[y.clone(), x.clone(), y.clone(), x.clone()]),
-            [y.clone(), x.clone()]
-        );
-        assert_eq!(appended(&[x.clone()], &[x.clone()]), [] as [DiagnosticEvent; 0]);
+        assert_eq!(added(&["x"], &["x", "x"]), ["x"]);
+        assert_eq!(added(&["y", "x"], &["y", "x", "y", "x"]), ["y", "x"]);
+        assert!(added(&["x"], &["x"]).is_empty());
         // The list keeps its newest: the oldest went as the new came.
-        assert_eq!(appended(&[x.clone(), y.clone()], &[y.clone(), z.clone()]), [z.clone()]);
-        // A list an event cleared (a reset) and added to.
-        assert_eq!(appended(&[x.clone()], &[]), [] as [DiagnosticEvent; 0]);
-        assert_eq!(appended(&[], &[z.clone()]), [z]);
+        assert_eq!(added(&["x", "y"], &["y", "z"]), ["z"]);
+        // A list an event cleared (a reset), and one that was empty.
+        assert!(added(&["x"], &[]).is_empty());
+        assert_eq!(added(&[], &["z"]), ["z"]);
     }
 }

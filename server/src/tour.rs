@@ -304,9 +304,11 @@ async fn print_holding(client: &Client, p: &Value) -> Result<()> {
     let when = if left > 0 {
         format!("its lease ends in {} s ({})", (left + 999) / 1000, output::text(h, "expires"))
     } else {
+        // (ops3am17: during a store outage a live worker's reports cannot land either.)
         format!(
-            "its lease ended at {} without a report: the holder is most likely gone, and the \
-             reclaimer requeues the agenda",
+            "its lease ended at {} without a report reaching the server: the holder is gone, or \
+             cannot report (is the server ready? `/readyz`); the reclaimer requeues the agenda \
+             once the store serves",
             output::text(h, "expires")
         )
     };

@@ -358,7 +358,7 @@ impl View {
             "retry due" => {
                 let mut text = format!(
                     "agenda {}: attempt {} of {} failed, and its retry is due after the backoff \
-                     (not the outcome yet: `pop watch {} --customer {} --follow-retries` follows \
+                     where a retry process runs (not the outcome yet: `pop watch {} --customer {} --follow-retries` follows \
                      it; `{}` withdraws it)",
                     self.id,
                     p["attemptsCompleted"],
@@ -373,7 +373,11 @@ impl View {
                 Err(Exit { code: EXIT_RETRY_DUE, message: text }.into())
             }
             _ => {
-                let mut text = format!("agenda {} failed", self.id);
+                // Said as final (ops3am17: after the last attempt it read as any failure).
+                let mut text = format!(
+                    "agenda {} failed (attempt {} of {}; no retry follows)",
+                    self.id, p["attemptsCompleted"], p["maximumAttempts"]
+                );
                 for why in output::reasons(p) {
                     text.push_str(&format!("\n  {why}"));
                 }

@@ -581,10 +581,11 @@ pub(crate) fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
         // PostgreSQL's own words, not the pool's "Error occurred while creating a new object"
         // (ops3am16: said with "error connecting to server" twice, and no word that pop
         // reconnects by itself).
-        deadpool_postgres::PoolError::Backend(inner) => StoreError::backend(
-            "connecting to PostgreSQL (pop connects again for the next request by itself)",
-            inner,
-        ),
+        // (Not "pop connects again": said at start-up too, where the process then exits:
+        // ops3am17.)
+        deadpool_postgres::PoolError::Backend(inner) => {
+            StoreError::backend("connecting to PostgreSQL", inner)
+        }
         e => StoreError::backend("getting a PostgreSQL connection", e),
     }
 }
