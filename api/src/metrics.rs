@@ -458,10 +458,14 @@ pub fn in_name_order(text: &str) -> String {
     let mut families: Vec<(String, Vec<&str>, Vec<&str>)> = Vec::new();
     for line in text.lines().filter(|l| !l.is_empty()) {
         let comment = line.starts_with('#');
+        let kind = |l: &str| if l.starts_with("# HELP ") { 1 } else { 2 };
         let opens = match families.last() {
             None => true,
-            // Comments after samples open the next family.
-            Some((_, _, samples)) => comment && !samples.is_empty(),
+            // Comments after samples open the next family, and so does a second HELP or TYPE
+            // (a family without samples: review-s41b).
+            Some((_, comments, samples)) => {
+                comment && (!samples.is_empty() || comments.iter().any(|c| kind(c) == kind(line)))
+            }
         };
         if opens {
             let name = line
@@ -609,6 +613,15 @@ mod order_tests {
              # TYPE h histogram\nh_bucket{k=\"x\",le=\"1\"} 1\nh_bucket{k=\"x\",le=\"+Inf\"} 1\n\
              h_sum{k=\"x\"} 0.5\nh_count{k=\"x\"} 1\nh_bucket{k=\"y\",le=\"1\"} 0\n\
              h_bucket{k=\"y\",le=\"+Inf\"} 1\nh_sum{k=\"y\"} 3\nh_count{k=\"y\"} 1\n\n"
+        );
+    }
+
+    #[test]
+    fn a_family_without_samples_keeps_to_itself() {
+        let text = "# HELP z Z.\n# TYPE z counter\n# HELP a A.\n# TYPE a gauge\na 1\n";
+        assert_eq!(
+            super::in_name_order(text),
+            "# HELP a A.\n# TYPE a gauge\na 1\n\n# HELP z Z.\n# TYPE z counter\n\n"
         );
     }
 

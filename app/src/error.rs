@@ -206,7 +206,7 @@ impl AppError {
 
     /// INTERNAL: the detail goes to the log, never to the client.
     pub fn internal(what: &str, detail: &dyn std::error::Error) -> AppError {
-        tracing::error!(error = %ErrorChain(detail), what, cid = %serving_cid(), "internal error");
+        tracing::error!(error = %ErrorChain(detail), what, cid = &*serving_cid(), "internal error");
         AppError::new(Code::Internal, format!("internal error while {what}; see the server log"))
     }
 }
@@ -314,7 +314,7 @@ pub fn unavailable(what: &str, detail: &StoreError) -> AppError {
     tracing::warn!(
         error = %ErrorChain(detail),
         what,
-        cid = %serving_cid(),
+        cid = &*serving_cid(),
         "the event store is unavailable"
     );
     AppError::new(

@@ -100,22 +100,45 @@ fn added_operations(touched: &[(String, Option<Before>)], state: &AgendaState) -
         .collect()
 }
 
-/// The diagnostics an event appended to a list that read `before` and reads `after` now: an
-/// event appends, and the list keeps its newest, so `after` is a tail of `before` followed by
-/// the new ones. Not "the ones `before` lacks" (auditor28: an attempt's diagnostic equal to an
-/// earlier attempt's was recorded and not shown); a list an event cleared (a reset) gives what
-/// it holds now.
-fn appended<'a>(before: &[DiagnosticEvent], after: &'a [DiagnosticEvent]) -> &'a [DiagnosticEvent] {
+/// The diagnostics an event appended to a list that read `before` and reads `after` now. A
+/// report carries the ones it adds (`carried`: how many; review-s41b: a full list of ten
+/// `boom`s with one more `boom` reads as it did), and they are the newest; the diagnostics an
+/// event makes itself (a cancel's reason, a timeout, a rerun's mark) are told by position: a
+/// list appends and keeps its newest, so `after` is a tail of `before` followed by the new
+/// ones. Never "the ones `before` lacks" (auditor28: a later attempt's diagnostic equal to an
+/// earlier one's was recorded and not shown); a list an event cleared (a reset) gives what it
+/// holds now.
+fn appended<'a>(
+    before: &[DiagnosticEvent],
+    after: &'a [DiagnosticEvent],
+    carried: Option<usize>,
+) -> &'a [DiagnosticEvent] {
+    if let Some(n) = carried {
+        return &after[after.len().saturating_sub(n)..];
+    }
     let kept = (0..=before.len())
         .find(|&from| after.starts_with(&before[from..]))
         .map_or(0, |from| before.len() - from);
     &after[kept..]
 }
 
+/// How many diagnostics a report carries for the agenda, and for each operation it names.
+fn carried(event: &AgendaEvent) -> (Option<usize>, Vec<(String, usize)>) {
+    match event {
+        AgendaEvent::ProgressReported(e) => (
+            Some(e.diagnostics.len()),
+            e.operations.iter().map(|c| (c.operation.clone(), c.diagnostics.len())).collect(),
+        ),
+        AgendaEvent::DiagnosticsAdded(e) => (Some(e.diagnostics.len()), Vec::new()),
+        _ => (None, Vec::new()),
+    }
+}
+
 /// The [`OperationStep`]s of the operations `touched` names, against their state now.
 fn operation_steps(
     touched: Vec<(String, Option<Before>)>,
     state: &AgendaState,
+    carried: &[(String, usize)],
 ) -> Vec<OperationStep> {
     let after = &state.progress().operation_progress;
     touched
@@ -124,7 +147,10 @@ fn operation_steps(
             // Added by this event (a submission, an expansion): not a step of it.
             let was = was?;
             let now = after.iter().find(|p| *p.operation == *name)?;
-            let diagnostics = appended(&was.diagnostics, &now.diagnostic_events).to_vec();
+            let count = carried.iter().filter(|(n, _)| *n == name).map(|(_, c)| c).sum();
+            let by_report = carried.iter().any(|(n, _)| *n == name).then_some(count);
+            let diagnostics =
+                appended(&was.diagnostics, &now.diagnostic_events, by_report).to_vec();
             let changed = was.state != now.processing_state
                 || was.message != now.processing_state_message
                 || !diagnostics.is_empty();
@@ -238,10 +264,12 @@ impl App {
                 let before =
                     if shown { state.progress().diagnostic_events.clone() } else { Vec::new() };
                 let mut touched = Vec::new();
+                let mut by_report = (None, Vec::new());
                 match pop_projections::decode(event) {
                     Ok(Decoded::Event { event: DomainEvent::Agenda(e), .. }) => {
                         if shown {
                             touched = touched_before(&state, &e);
+                            by_report = carried(&e);
                         }
                         state.evolve(&e);
                     }
@@ -267,9 +295,10 @@ impl App {
                     percent_complete: progress.percent_complete,
                     attempts_completed: progress.attempts_completed,
                     maximum_attempts: progress.maximum_attempts,
-                    diagnostics: appended(&before, &progress.diagnostic_events).to_vec(),
+                    diagnostics: appended(&before, &progress.diagnostic_events, by_report.0)
+                        .to_vec(),
                     added_operations: added_operations(&touched, &state),
-                    operations: operation_steps(touched, &state),
+                    operations: operation_steps(touched, &state, &by_report.1),
                 });
             }
         }
@@ -293,7 +322,7 @@ mod tests {
                 .map(|m| DiagnosticEvent { message: (*m).into(), ..DiagnosticEvent::default() })
                 .collect()
         };
-        appended(&list(before), &list(after)).iter().map(|d| d.message.clone()).collect()
+        appended(&list(before), &list(after), None).iter().map(|d| d.message.clone()).collect()
     }
 
     /// What an event appended, told by position, not by "not there before" (auditor28: a
@@ -308,5 +337,11 @@ mod tests {
         // A list an event cleared (a reset), and one that was empty.
         assert!(added(&["x"], &[]).is_empty());
         assert_eq!(added(&[], &["z"]), ["z"]);
+        // What a report carries is what it appended, even to a full list of the same.
+        let full: Vec<DiagnosticEvent> = (0..10)
+            .map(|_| DiagnosticEvent { message: "boom".into(), ..DiagnosticEvent::default() })
+            .collect();
+        assert_eq!(appended(&full, &full, Some(1)).len(), 1);
+        assert!(appended(&full, &full, None).is_empty(), "by position it cannot tell");
     }
 }

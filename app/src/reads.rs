@@ -481,7 +481,7 @@ impl App {
             // They cannot get there while the store is down: the same retryable answer as a
             // write that cannot be stored, at once rather than after the whole wait.
             Some(trouble) => {
-                tracing::warn!(%trouble, wanted = %t.wanted, applied = %t.applied, cid = %error::serving_cid(), "a read waits for projections that cannot read the log");
+                tracing::warn!(%trouble, wanted = %t.wanted, applied = %t.applied, cid = &*error::serving_cid(), "a read waits for projections that cannot read the log");
                 AppError::new(
                     Code::Unavailable,
                     format!(

@@ -846,6 +846,12 @@ impl App {
             };
             let (attempt, maximum) = (progress.attempts_completed, progress.maximum_attempts);
             tracing::info!(target: "pop::agendas", agenda = &*key, by = &*caller.principal.name, cid = &*caller.cid, attempt, maximum, "completed {}{then}", log_field(message));
+        } else if outcome.said_not_retryable && outcome.progress().not_retryable() {
+            // The executor's outcome report came after the report that completed the agenda,
+            // whose line said a retry follows (popclient20: no line said it was dropped).
+            let progress = outcome.progress();
+            let (attempt, maximum) = (progress.attempts_completed, progress.maximum_attempts);
+            tracing::info!(target: "pop::agendas", agenda = &*key, by = &*caller.principal.name, cid = &*caller.cid, attempt, maximum, "failed: not retried after all (its executor's outcome report said so)");
         }
         Ok(outcome)
     }

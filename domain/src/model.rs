@@ -210,11 +210,11 @@ pub mod message {
     pub const CANCELLED: &str = "cancelled";
     /// The diagnostic the reclaimer records (POP's exact text).
     pub const TIMED_OUT: &str = "AgendaProgress timed out.";
-    /// The diagnostic a rerun adds when the agenda's last one was an executor's
-    /// NOT_RETRYABLE: that word was about the attempt before (**pop**).
     /// The diagnostic of a cancel that withdrew a failed agenda's retry (**pop**), followed by
     /// `: <reason>` when one was given.
     pub const CANCELLED_RETRY_WITHDRAWN: &str = "Agenda cancelled, its retry withdrawn";
+    /// The diagnostic a rerun adds when the agenda's (or a resumed operation's) last one was an
+    /// executor's NOT_RETRYABLE: that word was about the attempt before (**pop**).
     pub const RERUN_AFTER_NOT_RETRYABLE: &str =
         "Agenda rerun: the NOT_RETRYABLE above was said of the attempt before";
 

@@ -301,7 +301,7 @@ async fn traced_reap(
         let span = tracing::info_span!(
             "config_reap",
             otel.name = "reap",
-            stream = %action.stream,
+            stream = &*action.stream,
             kind = action.kind,
         );
         reap(services, now, action).instrument(span).await
@@ -339,7 +339,10 @@ async fn reap(
             {
                 Ok(()) | Err(StoreError::StreamDeleted { .. }) => {}
                 Err(StoreError::WrongExpectedVersion { .. }) => {
-                    tracing::info!(stream = %action.stream, "data reaper: the object changed; not reaped");
+                    tracing::info!(
+                        stream = &*action.stream,
+                        "data reaper: the object changed; not reaped"
+                    );
                     return Ok(Outcome::Refused);
                 }
                 Err(e) => return Err(store_error(e)),
@@ -364,7 +367,13 @@ async fn reap(
         .execute::<ReapLog>(&day_id(now), &metadata(action), &ReapCommand::Record { record })
         .await
         .map_err(|source| DataReapError::Record { stream: action.stream.clone(), source })?;
-    tracing::info!(stream = %action.stream, kind = action.kind, customer = %action.customer_id, reason = %action.reason, "data reaper: reaped");
+    tracing::info!(
+        stream = &*action.stream,
+        kind = action.kind,
+        customer = &*action.customer_id,
+        reason = &*action.reason,
+        "data reaper: reaped"
+    );
     Ok(Outcome::Reaped)
 }
 
@@ -488,7 +497,7 @@ impl TimedProcess for DataReaper {
     }
     fn dry_run(&self, actions: &[ReapAction]) -> DataReport {
         for a in actions {
-            tracing::info!(stream = %a.stream, kind = a.kind, customer = %a.customer_id, updated = ?a.updated_time, reason = %a.reason, "data reaper (dry run): would reap");
+            tracing::info!(stream = &*a.stream, kind = a.kind, customer = &*a.customer_id, updated = ?a.updated_time, reason = &*a.reason, "data reaper (dry run): would reap");
         }
         DataReport { planned: actions.len(), skipped: actions.len(), ..DataReport::default() }
     }

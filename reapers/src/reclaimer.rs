@@ -350,7 +350,7 @@ impl TimedProcess for Reclaimer {
             tracing::info!(
                 waiting = planned.waiting,
                 served_secs = served.map_or(0, |s| s.as_secs()),
-                first = %first,
+                first = &*first.to_string(),
                 reclaimable_in_secs = left.as_secs(),
                 "reclaimer: expired leases wait until the store has served for their length {since} \
                  (their holders could not renew them meanwhile); a holder that reports keeps \

@@ -164,7 +164,8 @@ pub enum Command {
         client: ClientArgs,
         /// The agenda, as POP JSON.
         file: PathBuf,
-        /// Then watch it until it ends (exit codes as `pop watch`).
+        /// Then watch it until it ends, or an attempt fails with its retry due (exit codes as
+        /// `pop watch`).
         #[arg(long)]
         watch: bool,
         /// With --watch: follow a failed attempt's retry to the outcome (see `pop watch`).
@@ -187,7 +188,8 @@ pub enum Command {
         /// The customer to run it for, when the template and token do not decide it.
         #[arg(long)]
         customer: Option<String>,
-        /// Then watch the agenda until it ends.
+        /// Then watch the agenda until it ends, or an attempt fails with its retry due (exit
+        /// codes as `pop watch`).
         #[arg(long)]
         watch: bool,
         /// With --watch: follow a failed attempt's retry to the outcome (see `pop watch`).

@@ -89,20 +89,22 @@ async fn main() -> ExitCode {
 /// `pop audit` said it was reaped) — reads that customer's agenda of that id, saying so.
 async fn by_id_or_key(
     c: &client::Client,
-    named: Named,
+    verb: Verb,
     id: &str,
     customer: Option<&str>,
     call: impl AsyncFn(&str, Option<&str>) -> Result<()>,
 ) -> Result<()> {
-    refuse_two_readings(c, named, id, customer).await?;
+    let keyed = key_reading(c, verb, id, customer).await;
+    refuse_two_readings(c, verb, id, keyed.as_ref()).await?;
     let result = call(id, customer).await;
-    match (&result, customer, as_key(id)) {
-        (Err(e), None, Some((owner, rest))) if is_not_found(e) => {
+    match (&result, keyed) {
+        (Err(e), Some((owner, keyed))) if is_not_found(e) => {
             eprintln!(
                 "pop: no agenda {id:?}; taking it as the server's log writes an agenda \
-                 (customer/id): agenda {rest:?} of customer {owner:?}"
+                 (customer/id): the agenda of customer {owner:?} (its {} {keyed:?})",
+                verb.takes()
             );
-            call(rest, Some(&owner)).await
+            call(&keyed, Some(&owner)).await
         }
         _ => result,
     }
@@ -113,68 +115,97 @@ async fn by_id_or_key(
 /// (review-s40: `pop cancel acme/nightly`, a typo, cancelled acme's `nightly`).
 async fn by_id_hinting_key(
     c: &client::Client,
+    verb: Verb,
     id: &str,
     customer: Option<&str>,
     call: impl AsyncFn(&str, Option<&str>) -> Result<()>,
 ) -> Result<()> {
-    refuse_two_readings(c, Named::Agenda, id, customer).await?;
+    let keyed = key_reading(c, verb, id, customer).await;
+    refuse_two_readings(c, verb, id, keyed.as_ref()).await?;
     let result = call(id, customer).await;
-    match (result, customer, as_key(id)) {
-        (Err(e), None, Some((owner, rest))) if is_not_found(&e) => Err(anyhow::anyhow!(
-            "{e:#} (if {id:?} is an agenda as the server's log writes it, customer/id, name it \
-             {rest:?} with --customer {owner:?})"
+    match (result, keyed) {
+        (Err(e), Some((owner, keyed))) if is_not_found(&e) => Err(anyhow::anyhow!(
+            "{e:#} (if {id:?} is an agenda as the server's log writes it, customer/id, type `{}`)",
+            output::command(&["pop", verb.name, &keyed, "--customer", &owner])
         )),
         (result, ..) => result,
     }
 }
 
-/// An id that reads `customer/id` may name two agendas the caller sees: the one whose id it is
-/// (a customer may choose ids with `/`) and customer `customer`'s agenda `id`, as the server's
-/// log writes it. Neither is taken for the other (hostile27: acme's agenda "globex/gf1"
-/// answered an admin's `pop audit globex/gf1`, and took the cancel meant for globex's `gf1`):
-/// the caller names the one it means.
-async fn refuse_two_readings(
+/// A verb that takes an agenda by id, and which id it takes.
+#[derive(Clone, Copy)]
+struct Verb {
+    name: &'static str,
+    /// `progress` and `watch` take the progress id, the others the agenda's own.
+    progress_id: bool,
+}
+
+impl Verb {
+    const fn agenda(name: &'static str) -> Verb {
+        Verb { name, progress_id: false }
+    }
+    const fn progress(name: &'static str) -> Verb {
+        Verb { name, progress_id: true }
+    }
+    fn takes(self) -> &'static str {
+        if self.progress_id { "progress id" } else { "agenda id" }
+    }
+}
+
+/// When `id` reads `customer/id` as the server's log writes an agenda (no customer named), and
+/// that customer has that agenda: the customer, and the id `verb` takes for it (its progress id
+/// for `progress` and `watch`: review-s41b, an agenda whose progress id differs).
+async fn key_reading(
     c: &client::Client,
-    named: Named,
+    verb: Verb,
     id: &str,
     customer: Option<&str>,
+) -> Option<(String, String)> {
+    let (None, Some((owner, rest))) = (customer, as_key(id)) else { return None };
+    let found = c
+        .graphql(
+            "query($id: String!, $c: String) { agenda(id: $id, customerId: $c) { progressId } }",
+            serde_json::json!({"id": rest, "c": owner}),
+        )
+        .await
+        .ok()?;
+    let agenda = found["agenda"].as_object()?;
+    let keyed = match (verb.progress_id, agenda.get("progressId").and_then(|p| p.as_str())) {
+        (true, Some(progress_id)) => progress_id.to_string(),
+        _ => rest.to_string(),
+    };
+    Some((owner, keyed))
+}
+
+/// An id that reads `customer/id` may name two agendas the caller sees: the one whose id (or
+/// progress id, for `progress` and `watch`) it is — a customer may choose ids with `/` — and
+/// customer `customer`'s agenda `id`, as the server's log writes it (`keyed`). Neither is
+/// taken for the other (hostile27: acme's agenda "globex/gf1" answered an admin's `pop audit
+/// globex/gf1`, and took the cancel meant for globex's `gf1`; hostile28: the same through a
+/// progress id): the caller names the one it means, with commands to type.
+async fn refuse_two_readings(
+    c: &client::Client,
+    verb: Verb,
+    id: &str,
+    keyed: Option<&(String, String)>,
 ) -> Result<()> {
-    let (None, Some((owner, rest))) = (customer, as_key(id)) else {
-        return Ok(());
+    let Some((owner, keyed)) = keyed else { return Ok(()) };
+    let query = if verb.progress_id {
+        "query($id: String!) { found: agendaProgress(id: $id) { customerId } }"
+    } else {
+        "query($id: String!) { found: agenda(id: $id) { customerId } }"
     };
-    // Looked up as the verb looks it up (hostile28: `progress` and `watch` take a progress id,
-    // and an agenda whose progress id was "globex/gf1" passed a check of agenda ids).
-    let (query, field) = match named {
-        Named::Agenda => (
-            "query($id: String!, $c: String) { found: agenda(id: $id, customerId: $c) { customerId } }",
-            "found",
-        ),
-        Named::Progress => (
-            "query($id: String!, $c: String) { found: agendaProgress(id: $id, customerId: $c) { \
-             customerId } }",
-            "found",
-        ),
-    };
-    let holder = async |id: &str, customer: Option<&str>| {
-        let found = c.graphql(query, serde_json::json!({"id": id, "c": customer})).await.ok()?;
-        found[field]["customerId"].as_str().map(str::to_string)
-    };
-    let (Some(holder), Some(_)) = (holder(id, None).await, holder(rest, Some(&owner)).await) else {
+    let given = c.graphql(query, serde_json::json!({"id": id})).await.ok();
+    let Some(holder) = given.as_ref().and_then(|g| g["found"]["customerId"].as_str()) else {
         return Ok(());
     };
     anyhow::bail!(
-        "{id:?} names two agendas: customer {holder:?}'s agenda {id:?}, and customer \
-         {owner:?}'s agenda {rest:?} (as the server's log writes it); name the one you mean: \
-         {id:?} --customer {holder:?}, or {rest:?} --customer {owner:?}"
+        "{id:?} names two agendas: customer {holder:?}'s of {} {id:?}, and customer {owner:?}'s \
+         that the server's log writes so; name the one you mean: `{}`, or `{}`",
+        verb.takes(),
+        output::command(&["pop", verb.name, id, "--customer", holder]),
+        output::command(&["pop", verb.name, keyed, "--customer", owner])
     )
-}
-
-/// Which id a verb takes: an agenda's (`audit`, `events`, `cancel`, `rerun`) or its progress
-/// id (`progress`, `watch`).
-#[derive(Clone, Copy)]
-enum Named {
-    Agenda,
-    Progress,
 }
 
 fn is_not_found(e: &anyhow::Error) -> bool {
@@ -214,24 +245,38 @@ async fn run(command: cli::Command) -> Result<()> {
         }
         cli::Command::Progress { client, id, customer, json, as_of } => {
             let c = client::Client::new(&client)?;
-            by_id_or_key(&c, Named::Progress, &id, customer.as_deref(), async |id, customer| {
-                tour::progress(&c, id, customer, json, as_of.as_deref()).await
-            })
+            by_id_or_key(
+                &c,
+                Verb::progress("progress"),
+                &id,
+                customer.as_deref(),
+                async |id, customer| tour::progress(&c, id, customer, json, as_of.as_deref()).await,
+            )
             .await
         }
         cli::Command::Verify(args) => verify_cmd::run(args).await,
         cli::Command::Audit { client, id, customer, json } => {
             let c = client::Client::new(&client)?;
-            by_id_or_key(&c, Named::Agenda, &id, customer.as_deref(), async |id, customer| {
-                audit::run(&c, id, customer, json).await
-            })
+            by_id_or_key(
+                &c,
+                Verb::agenda("audit"),
+                &id,
+                customer.as_deref(),
+                async |id, customer| audit::run(&c, id, customer, json).await,
+            )
             .await
         }
         cli::Command::Watch { client, id, customer, follow_retries } => {
             let c = client::Client::new(&client)?;
-            by_id_or_key(&c, Named::Progress, &id, customer.as_deref(), async |id, customer| {
-                watch::watch(&c, id, customer, watch::Watching { follow_retries }).await
-            })
+            by_id_or_key(
+                &c,
+                Verb::progress("watch"),
+                &id,
+                customer.as_deref(),
+                async |id, customer| {
+                    watch::watch(&c, id, customer, watch::Watching { follow_retries }).await
+                },
+            )
             .await
         }
         cli::Command::Agendas { client, customer, link_id, insight, state, first, after, json } => {
@@ -240,9 +285,13 @@ async fn run(command: cli::Command) -> Result<()> {
         }
         cli::Command::Cancel { client, id, reason, customer, json } => {
             let c = client::Client::new(&client)?;
-            by_id_hinting_key(&c, &id, customer.as_deref(), async |id, customer| {
-                verbs::cancel(&c, id, customer, reason.as_deref(), json).await
-            })
+            by_id_hinting_key(
+                &c,
+                Verb::agenda("cancel"),
+                &id,
+                customer.as_deref(),
+                async |id, customer| verbs::cancel(&c, id, customer, reason.as_deref(), json).await,
+            )
             .await
         }
         cli::Command::Rerun { client, id, mode, reset, customer, json } => {
@@ -256,16 +305,26 @@ async fn run(command: cli::Command) -> Result<()> {
                 flags.push(format!("operationsToReset={}", reset.join(",")));
             }
             let c = client::Client::new(&client)?;
-            by_id_hinting_key(&c, &id, customer.as_deref(), async |id, customer| {
-                verbs::rerun(&c, id, customer, &flags, json).await
-            })
+            by_id_hinting_key(
+                &c,
+                Verb::agenda("rerun"),
+                &id,
+                customer.as_deref(),
+                async |id, customer| verbs::rerun(&c, id, customer, &flags, json).await,
+            )
             .await
         }
         cli::Command::Events { client, id, customer, first, after, json } => {
             let c = client::Client::new(&client)?;
-            by_id_or_key(&c, Named::Agenda, &id, customer.as_deref(), async |id, customer| {
-                verbs::events(&c, id, customer, first, after.as_deref(), json).await
-            })
+            by_id_or_key(
+                &c,
+                Verb::agenda("events"),
+                &id,
+                customer.as_deref(),
+                async |id, customer| {
+                    verbs::events(&c, id, customer, first, after.as_deref(), json).await
+                },
+            )
             .await
         }
         cli::Command::Insights { client, json } => {

@@ -238,9 +238,43 @@ pub fn reasons(p: &Value) -> Vec<String> {
         })
         .collect();
     if let Some(why) = last_diagnostic(p) {
-        lines.push(format!("agenda: {why}"));
+        // The last, which may be an earlier attempt's (review-s41b: given as this one's reason).
+        lines.push(format!("the agenda's last diagnostic: {why}"));
     }
     lines
+}
+
+/// A command the CLI suggests, each word as a POSIX shell reads it back (review-s41b: a hint
+/// `pop cancel gf5;# --customer acme`, pasted, cancelled globex's `gf5`; an id `x$(…)` would
+/// have run in the operator's shell).
+pub fn command(words: &[&str]) -> String {
+    words.iter().map(|w| shell_word(w)).collect::<Vec<_>>().join(" ")
+}
+
+/// One shell word: as it is when nothing in it is special to a shell, else quoted: `'…'`, or
+/// `$'…'` with `\uXXXX` escapes when it holds a character a terminal would act on.
+pub fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "._~/:@+=,-%".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        return word.to_string();
+    }
+    let unprintable = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{85}');
+    if !word.chars().any(unprintable) {
+        return format!("'{}'", word.replace('\'', r"'\''"));
+    }
+    let mut out = String::from("$'");
+    for c in word.chars() {
+        match c {
+            '\'' => out.push_str("\\'"),
+            '\\' => out.push_str("\\\\"),
+            c if unprintable(c) || !c.is_ascii() && c.is_whitespace() => {
+                out.push_str(&format!("\\u{:04x}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
 }
 
 #[cfg(test)]
@@ -248,6 +282,19 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_suggested_command_reads_back_as_its_words() {
+        assert_eq!(
+            command(&["pop", "cancel", "gf5", "--customer", "acme"]),
+            "pop cancel gf5 --customer acme"
+        );
+        assert_eq!(command(&["pop", "cancel", "gf5;#"]), "pop cancel 'gf5;#'");
+        assert_eq!(shell_word("x$(rm -rf ~)"), "'x$(rm -rf ~)'");
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+        assert_eq!(shell_word("a\u{2028}b'"), r"$'a\u2028b\''");
+        assert_eq!(shell_word(""), "''");
+    }
 
     #[test]
     fn outcomes_are_words_and_reasons_name_each_failed_operation() {

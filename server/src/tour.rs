@@ -55,7 +55,7 @@ pub async fn submit(
             output::text(&r["progress"], "processingStateMessage")
         );
         if then_watch.is_none() {
-            out!("watch it:     pop watch {progress_id}");
+            out!("watch it:     {}", output::command(&["pop", "watch", &progress_id]));
         }
     }
     if let Some(watching) = then_watch {
@@ -273,13 +273,9 @@ fn print_progress(p: &Value) {
     }
     // The agenda's own last word, failed or not (ops3am16: a reclaim's "timed out", which used
     // up an attempt, showed only in --json); said as the last, which may be an earlier
-    // attempt's, where the agenda has not failed.
+    // attempt's (review-s41b).
     if let Some(why) = output::last_diagnostic(p) {
-        if output::outcome(p) == "failed" {
-            out!("  agenda: {why}");
-        } else {
-            out!("  the agenda's last diagnostic: {why}");
-        }
+        out!("  the agenda's last diagnostic: {why}");
     }
 }
 

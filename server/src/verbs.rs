@@ -408,10 +408,14 @@ pub async fn rerun(
             // (newcomer12: the watch it suggested never ended.)
             out!(
                 "not queued (skip-execution): no worker takes it; it stays pending until it \
-                 is cancelled (pop cancel {id})"
+                 is cancelled ({})",
+                output::command(&["pop", "cancel", id])
             );
         } else {
-            out!("watch it:     pop watch {}", text(&r["progress"], "id"));
+            out!(
+                "watch it:     {}",
+                output::command(&["pop", "watch", text(&r["progress"], "id")])
+            );
         }
     }
     Ok(())
@@ -569,7 +573,7 @@ pub async fn run(
     } else {
         out!("submitted agenda {} from template {template}", text(&r["agenda"], "id"));
         if then_watch.is_none() {
-            out!("watch it:     pop watch {progress_id}");
+            out!("watch it:     {}", output::command(&["pop", "watch", &progress_id]));
         }
     }
     if let Some(watching) = then_watch {

@@ -314,11 +314,10 @@ impl View {
         }
         self.note(&format!(
             "attempt {} of {} failed; the server retries it after its backoff, and this watch \
-             follows the retry (Ctrl-C stops watching; `{}` withdraws the retry; where no \
-             replica runs a retry process, --retry-interval 0, none comes)",
+             follows the retry (Ctrl-C stops watching; {})",
             p["attemptsCompleted"],
             p["maximumAttempts"],
-            self.cancel_command()
+            self.retry_advice()
         ));
     }
 
@@ -326,7 +325,25 @@ impl View {
     /// named another customer's agenda, which the hinted cancel cancelled) and its customer
     /// (review-s41: an admin who watched with --customer was told an ambiguous cancel).
     fn cancel_command(&self) -> String {
-        format!("pop cancel {} --customer {}", self.agenda_id, self.customer)
+        output::command(&["pop", "cancel", &self.agenda_id, "--customer", &self.customer])
+    }
+
+    /// How to follow the due retry, and how to withdraw it: said once, by both the exit-5
+    /// text and a following watch's note.
+    fn retry_advice(&self) -> String {
+        let follow = output::command(&[
+            "pop",
+            "watch",
+            &self.id,
+            "--customer",
+            &self.customer,
+            "--follow-retries",
+        ]);
+        format!(
+            "`{follow}` follows it, `{}` withdraws it; where no replica runs a retry process \
+             (--retry-interval 0) none comes",
+            self.cancel_command()
+        )
     }
 
     /// A note under the bars (or on stderr, piped).
@@ -358,14 +375,11 @@ impl View {
             "retry due" => {
                 let mut text = format!(
                     "agenda {}: attempt {} of {} failed, and its retry is due after the backoff \
-                     where a retry process runs (not the outcome yet: `pop watch {} --customer {} --follow-retries` follows \
-                     it; `{}` withdraws it)",
+                     (not the outcome yet: {})",
                     self.id,
                     p["attemptsCompleted"],
                     p["maximumAttempts"],
-                    self.id,
-                    self.customer,
-                    self.cancel_command()
+                    self.retry_advice()
                 );
                 for why in output::reasons(p) {
                     text.push_str(&format!("\n  {why}"));

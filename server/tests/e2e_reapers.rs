@@ -300,6 +300,23 @@ async fn cancelling_a_failed_agenda_withdraws_its_retry() {
     assert_eq!(p["processingStateMessage"], json!("cancelled"), "{p:#}");
     let history = pop.history(&id).await;
     assert!(!history.iter().any(|t| t == "AgendaRetryDecided"), "{history:?}");
+
+    // POP's executor sends the agenda's outcome after the report that completed it; when that
+    // says NOT_RETRYABLE, the log says the retry its first line promised is dropped
+    // (popclient20).
+    let second = pop.submit(&seeded, 3).await;
+    pop.claim(&second).await;
+    pop.finish(&second, "failed").await;
+    let outcome = json!({"p": {"id": second, "processingState": "COMPLETE",
+        "processingStateMessage": "failed", "diagnosticEvents": [
+            {"message": "Unknown operation type found: sample", "statusCode": "NOT_RETRYABLE"}]}});
+    let data = pop.ok(WORKER, UPDATE, outcome).await;
+    pop.wrote(&data["updateAgendaProgress"]);
+    let log = std::fs::read_to_string(&pop.log).unwrap_or_default();
+    let said =
+        |what: &str| log.lines().any(|l| l.contains(what) && l.contains(&format!("acme/{second}")));
+    assert!(said("completed failed: a retry follows after the backoff"), "{log}");
+    assert!(said("failed: not retried after all (its executor's outcome report said so)"), "{log}");
 }
 
 #[tokio::test]

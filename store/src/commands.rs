@@ -183,7 +183,7 @@ where
 {
     let span = tracing::info_span!(
         "command",
-        stream = %stream,
+        stream,
         command = metadata.command.as_deref().unwrap_or(A::CATEGORY),
     );
     let trace = Trace::of(metadata);

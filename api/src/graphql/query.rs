@@ -196,8 +196,9 @@ impl QueryRoot {
     }
 
     /// Who holds agenda progress `id`'s lease (the id `agendaProgress` takes) and until when:
-    /// `null` when no worker holds it (waiting, complete) or it is not visible. A holder whose
-    /// lease ends without a report is most likely gone; the reclaimer requeues the agenda then.
+    /// `null` when no worker holds it (waiting, complete) or it is not visible. A lease that
+    /// ended without a report reaching the server: the holder is gone, or cannot report (the
+    /// store unavailable); the reclaimer requeues the agenda once the store serves.
     async fn agenda_holding(
         &self,
         ctx: &Context<'_>,

@@ -167,7 +167,7 @@ pub fn plan_rerun(
                     }
                     None => errors.push(
                         "operationsToReset",
-                        format!("operationsToReset names {name:?}, which is not an operation of this agenda"),
+                        format!("{name:?} is not an operation of this agenda"),
                     ),
                 }
             }
