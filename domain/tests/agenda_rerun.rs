@@ -328,20 +328,15 @@ fn a_rerun_ends_an_earlier_attempts_not_retryable() {
     ]);
     let state = replay(&first);
     assert!(state.progress().not_retryable() && !state.progress().retry_due());
-    let mut given = first.clone();
-    for (i, command) in [
-        rerun(&["resetAll"], 10),
-        queue(11),
-        claim("w1", "l2", 12),
-        report("w1", 13, ops(vec![failed("a")])),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let events = pop_domain::Aggregate::decide(&replay(&given), &command)
-            .unwrap_or_else(|e| panic!("command {i}: {e:?}"));
-        given.extend(events);
-    }
+    let given = history_after(
+        &first,
+        vec![
+            rerun(&["resetAll"], 10),
+            queue(11),
+            claim("w1", "l2", 12),
+            report("w1", 13, ops(vec![failed("a")])),
+        ],
+    );
     let state = replay(&given);
     assert_eq!(state.progress().attempts_completed, 2);
     let diagnostics = &state.progress().diagnostic_events;
@@ -415,23 +410,23 @@ fn a_continue_rerun_ends_an_operations_earlier_not_retryable() {
         }],
         ..failed("a")
     };
-    let mut given = history(vec![
+    let first = history(vec![
         submit(agenda_of(&["a"], json!({"maximumAttempts": 3}))),
         queue(1),
         claim("w1", "l", 2),
         report("w1", 3, ops(vec![deterministic])),
     ]);
-    assert!(!replay(&given).progress().retry_due());
+    assert!(!replay(&first).progress().retry_due());
     let silent = OperationReport { diagnostics: vec![], ..failed("a") };
-    for command in [
-        rerun(&["continue"], 10),
-        queue(11),
-        claim("w1", "l2", 12),
-        report("w1", 13, ops(vec![silent])),
-    ] {
-        let events = pop_domain::Aggregate::decide(&replay(&given), &command).unwrap();
-        given.extend(events);
-    }
+    let given = history_after(
+        &first,
+        vec![
+            rerun(&["continue"], 10),
+            queue(11),
+            claim("w1", "l2", 12),
+            report("w1", 13, ops(vec![silent])),
+        ],
+    );
     let state = replay(&given);
     let op = &state.progress().operation_progress[0];
     assert_eq!(
@@ -453,22 +448,20 @@ fn a_timed_diagnostic_sent_back_in_a_later_attempt_is_kept_once() {
         ..Default::default()
     };
     let first = OperationReport { diagnostics: vec![timed("exit 1", 3)], ..failed("a") };
-    let mut given = history(vec![
-        submit(agenda_of(&["a"], json!({"maximumAttempts": 3}))),
-        queue(1),
-        claim("w1", "l", 2),
-        report("w1", 3, ops(vec![first])),
-    ]);
     let echoed = OperationReport {
         diagnostics: vec![timed("exit 1", 3), timed("exit 2", 13)],
         ..executing("a", 10.0)
     };
-    for command in
-        [retry(10), queue(11), claim("w1", "l2", 12), report("w1", 13, ops(vec![echoed]))]
-    {
-        let events = pop_domain::Aggregate::decide(&replay(&given), &command).unwrap();
-        given.extend(events);
-    }
+    let given = history(vec![
+        submit(agenda_of(&["a"], json!({"maximumAttempts": 3}))),
+        queue(1),
+        claim("w1", "l", 2),
+        report("w1", 3, ops(vec![first])),
+        retry(10),
+        queue(11),
+        claim("w1", "l2", 12),
+        report("w1", 13, ops(vec![echoed])),
+    ]);
     let state = replay(&given);
     let messages: Vec<&str> = state.progress().operation_progress[0]
         .diagnostic_events

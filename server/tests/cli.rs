@@ -561,39 +561,12 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
         .unwrap();
     std::thread::sleep(Duration::from_secs(1));
     let execute = |outcome: &str| {
-        let claimed = pop(
-            &server,
-            &[
-                "gql",
-                r#"mutation { getAgenda(insightId: "transcode", count: 1, waitSeconds: 20) {
-                    progress { id } lease { id } } }"#,
-            ],
-        );
-        let claimed: Value = serde_json::from_str(&claimed.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {}", ctx(&claimed)));
-        let item = &claimed["getAgenda"][0];
+        let claimed = claim_by_gql(&server, "transcode");
         // Who holds it and until when (ops3am16: a dead worker's agenda looked like a slow
         // one).
         let held = pop(&server, &["progress", &retry_id]);
         assert!(held.stdout.contains("  held by admin: its lease ends in "), "{}", ctx(&held));
-        let report = json!({
-            "p": {"id": item["progress"]["id"], "processingState": "COMPLETE",
-                  "processingStateMessage": outcome,
-                  "operationProgress": [{"operation": "p", "processingState": "COMPLETE",
-                                         "processingStateMessage": outcome}]},
-            "l": item["lease"]["id"],
-        });
-        let reported = pop(
-            &server,
-            &[
-                "gql",
-                "mutation($p: JSON!, $l: String) { updateAgendaProgress(agendaProgress: $p, \
-                 leaseId: $l) { position } }",
-                "--variables",
-                &report.to_string(),
-            ],
-        );
-        assert_eq!(reported.code, 0, "{}", ctx(&reported));
+        complete_by_gql(&server, &claimed, outcome, json!([]));
     };
     execute("failed");
     let progress = pop(&server, &["progress", &retry_id]);
@@ -654,6 +627,43 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     drop(w);
 }
 
+/// Claims the next agenda of `insight` as the admin, through `pop gql`: its `getAgenda` item
+/// (the progress id and the lease to report under).
+fn claim_by_gql(server: &Pop, insight: &str) -> Value {
+    let query = format!(
+        "mutation {{ getAgenda(insightId: {insight:?}, count: 1, waitSeconds: 20) {{ progress \
+         {{ id }} lease {{ id }} }} }}"
+    );
+    let claimed = pop(server, &["gql", &query]);
+    let claimed: Value = serde_json::from_str(&claimed.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {claimed:#?}\n{}", log_tail(&server.log)));
+    claimed["getAgenda"][0].clone()
+}
+
+/// Reports the claimed one-operation agenda (operation `p`) COMPLETE with `outcome`, the
+/// operation with `diagnostics`, through `pop gql`.
+fn complete_by_gql(server: &Pop, claimed: &Value, outcome: &str, diagnostics: Value) {
+    let report = json!({
+        "p": {"id": claimed["progress"]["id"], "processingState": "COMPLETE",
+              "processingStateMessage": outcome,
+              "operationProgress": [{"operation": "p", "processingState": "COMPLETE",
+                                     "processingStateMessage": outcome,
+                                     "diagnosticEvents": diagnostics}]},
+        "l": claimed["lease"]["id"],
+    });
+    let reported = pop(
+        server,
+        &[
+            "gql",
+            "mutation($p: JSON!, $l: String) { updateAgendaProgress(agendaProgress: $p, \
+             leaseId: $l) { position } }",
+            "--variables",
+            &report.to_string(),
+        ],
+    );
+    assert_eq!(reported.code, 0, "{reported:#?}\n{}", log_tail(&server.log));
+}
+
 /// A failed attempt with its automatic retry due is not the outcome: `pop watch` exits 5 and
 /// says how to follow or withdraw the retry (ops3am16: it exited 3, and a script took attempt
 /// 1 of 3 as final; review-s41: following it by default hung where no retry process runs).
@@ -681,36 +691,8 @@ fn a_watch_of_a_failed_attempt_with_its_retry_due_exits_5() {
     let submitted = pop(&server, &["submit", file.to_str().unwrap()]);
     assert_eq!(submitted.code, 0, "{}", ctx(&submitted));
     let id = id_of(&submitted);
-    let claimed = pop(
-        &server,
-        &[
-            "gql",
-            r#"mutation { getAgenda(insightId: "encode", count: 1, waitSeconds: 20) {
-                progress { id } lease { id } } }"#,
-        ],
-    );
-    let claimed: Value =
-        serde_json::from_str(&claimed.stdout).unwrap_or_else(|e| panic!("{e}: {}", ctx(&claimed)));
-    let item = &claimed["getAgenda"][0];
-    let report = json!({
-        "p": {"id": item["progress"]["id"], "processingState": "COMPLETE",
-              "processingStateMessage": "failed",
-              "operationProgress": [{"operation": "p", "processingState": "COMPLETE",
-                                     "processingStateMessage": "failed",
-                                     "diagnosticEvents": [{"message": "exit 1"}]}]},
-        "l": item["lease"]["id"],
-    });
-    let reported = pop(
-        &server,
-        &[
-            "gql",
-            "mutation($p: JSON!, $l: String) { updateAgendaProgress(agendaProgress: $p, \
-             leaseId: $l) { position } }",
-            "--variables",
-            &report.to_string(),
-        ],
-    );
-    assert_eq!(reported.code, 0, "{}", ctx(&reported));
+    let claimed = claim_by_gql(&server, "encode");
+    complete_by_gql(&server, &claimed, "failed", json!([{"message": "exit 1"}]));
     let watched = pop(&server, &["watch", &id]);
     assert_eq!(watched.code, 5, "{}", ctx(&watched));
     for said in [

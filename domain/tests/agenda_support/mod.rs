@@ -164,8 +164,13 @@ pub fn ops(operations: Vec<OperationReport>) -> ProgressReport {
 /// Decides and applies each command in turn, failing the test if one is refused; returns every
 /// event (the given history of a later `check`).
 pub fn history(commands: Vec<AgendaCommand>) -> Vec<AgendaEvent> {
-    let mut state = AgendaState::default();
-    let mut events = Vec::new();
+    history_after(&[], commands)
+}
+
+/// `given`, then what `commands` decide after it, each in turn (see [`history`]).
+pub fn history_after(given: &[AgendaEvent], commands: Vec<AgendaCommand>) -> Vec<AgendaEvent> {
+    let mut state = replay(given);
+    let mut events = given.to_vec();
     for (i, command) in commands.into_iter().enumerate() {
         let new = state
             .decide(&command)
