@@ -33,10 +33,9 @@ pub struct AgendaOutcome {
     /// a look at this process's cache before the command logged a completion twice when
     /// another replica had taken the earlier report).
     pub(crate) completed: bool,
-    /// Whether this command's own events added an agenda diagnostic marking the failure
-    /// NOT_RETRYABLE after the agenda completed (POP's executor sends the agenda's outcome
-    /// after its operations' reports: popclient20).
-    pub(crate) said_not_retryable: bool,
+    /// How many diagnostics this command's own events added to the agenda after it completed
+    /// (an executor's outcome report: POP's comes after its operations' reports, popclient20).
+    pub(crate) late_diagnostics: usize,
 }
 
 impl AgendaOutcome {
@@ -49,10 +48,14 @@ impl AgendaOutcome {
             tracestate: executed.tracestate.clone(),
             holds_lease: crate::resolve::holds_lease(&caller.principal, &executed.state),
             completed: executed.events.iter().any(|e| matches!(e, AgendaEvent::Completed(_))),
-            said_not_retryable: executed.events.iter().any(|e| {
-                matches!(e, AgendaEvent::DiagnosticsAdded(d)
-                    if d.diagnostics.last().is_some_and(pop_domain::model::marked_not_retryable))
-            }),
+            late_diagnostics: executed
+                .events
+                .iter()
+                .map(|e| match e {
+                    AgendaEvent::DiagnosticsAdded(d) => d.diagnostics.len(),
+                    _ => 0,
+                })
+                .sum(),
         }
     }
 

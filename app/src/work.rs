@@ -846,9 +846,13 @@ impl App {
             };
             let (attempt, maximum) = (progress.attempts_completed, progress.maximum_attempts);
             tracing::info!(target: "pop::agendas", agenda = &*key, by = &*caller.principal.name, cid = &*caller.cid, attempt, maximum, "completed {}{then}", log_field(message));
-        } else if outcome.said_not_retryable && outcome.progress().not_retryable() {
+        } else if outcome.late_diagnostics > 0
+            && retry_dropped(outcome.progress(), outcome.late_diagnostics)
+        {
             // The executor's outcome report came after the report that completed the agenda,
-            // whose line said a retry follows (popclient20: no line said it was dropped).
+            // whose line said a retry follows, and said NOT_RETRYABLE (popclient20: no line said
+            // the retry was dropped; review-s41c: only then, not after a success or a failure
+            // with none promised).
             let progress = outcome.progress();
             let (attempt, maximum) = (progress.attempts_completed, progress.maximum_attempts);
             tracing::info!(target: "pop::agendas", agenda = &*key, by = &*caller.principal.name, cid = &*caller.cid, attempt, maximum, "failed: not retried after all (its executor's outcome report said so)");
@@ -1048,6 +1052,15 @@ fn fail_if_result_too_large(
         ..pop_domain::DiagnosticEvent::default()
     });
     completes
+}
+
+/// Whether the `added` newest diagnostics of `progress` (a late outcome report's) took away a
+/// retry that was due without them.
+fn retry_dropped(progress: &pop_domain::AgendaProgress, added: usize) -> bool {
+    let mut before = progress.clone();
+    let kept = before.diagnostic_events.len().saturating_sub(added);
+    before.diagnostic_events.truncate(kept);
+    before.retry_due() && !progress.retry_due()
 }
 
 #[cfg(test)]

@@ -15,18 +15,15 @@ pub const DEFAULT_DATA_DIR: &str = "pop-data";
 /// relative one, followed from another folder, found no admin token).
 pub fn client_flags(server: &str, data_dir: &std::path::Path, runs_here: bool) -> String {
     let mut flags = String::new();
+    // Pasted into a shell as printed: each word quoted as a shell reads it back (one rule for
+    // every command the CLI suggests: review-s41c).
     if server.trim_end_matches('/') != DEFAULT_SERVER {
-        flags.push_str(&format!(" --server {server}"));
+        flags.push_str(&format!(" --server {}", crate::output::shell_word(server)));
     }
     if !(runs_here && data_dir == std::path::Path::new(DEFAULT_DATA_DIR)) {
         let absolute = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
         let shown = absolute.display().to_string();
-        // Pasted into a shell as printed: a path with spaces is quoted.
-        if shown.contains(char::is_whitespace) {
-            flags.push_str(&format!(" --data-dir '{}'", shown.replace('\'', "'\\''")));
-        } else {
-            flags.push_str(&format!(" --data-dir {shown}"));
-        }
+        flags.push_str(&format!(" --data-dir {}", crate::output::shell_word(&shown)));
     }
     flags
 }

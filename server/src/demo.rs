@@ -170,9 +170,10 @@ pub async fn run(args: StoreArgs) -> Result<()> {
     // The follow-up commands name the data directory unless it is the default one (a demo
     // kept out of the default store with --data-dir printed hints that read the default).
     let dir = crate::cli::client_flags(crate::cli::DEFAULT_SERVER, &args.data_dir, true);
-    println!("\nsee its history: pop log{dir} --stream agenda-{stream_key}");
+    let stream = crate::output::shell_word(&format!("agenda-{stream_key}"));
+    println!("\nsee its history: pop log{dir} --stream {stream}");
     // The client finds the admin token in the same data directory.
-    println!("with `pop serve{dir}` running: pop progress {id}{dir}");
+    println!("with `pop serve{dir}` running: pop progress {}{dir}", crate::output::shell_word(&id));
     Ok(())
 }
 

@@ -125,28 +125,25 @@ async fn by_id_hinting_key(
     let result = call(id, customer).await;
     match (result, keyed) {
         (Err(e), Some((owner, keyed))) if is_not_found(&e) => Err(anyhow::anyhow!(
-            "{e:#} (if {id:?} is an agenda as the server's log writes it, customer/id, type `{}`)",
-            output::command(&["pop", verb.name, &keyed, "--customer", &owner])
+            "{e:#} (if {id:?} is an agenda as the server's log writes it, customer/id, name it {} \
+             with --customer {})",
+            output::shell_word(&keyed),
+            output::shell_word(&owner)
         )),
         (result, ..) => result,
     }
 }
 
-/// A verb that takes an agenda by id, and which id it takes.
+/// Which id a verb takes: `progress` and `watch` the progress id, the others the agenda's own.
 #[derive(Clone, Copy)]
 struct Verb {
-    name: &'static str,
-    /// `progress` and `watch` take the progress id, the others the agenda's own.
     progress_id: bool,
 }
 
 impl Verb {
-    const fn agenda(name: &'static str) -> Verb {
-        Verb { name, progress_id: false }
-    }
-    const fn progress(name: &'static str) -> Verb {
-        Verb { name, progress_id: true }
-    }
+    const AGENDA: Verb = Verb { progress_id: false };
+    const PROGRESS: Verb = Verb { progress_id: true };
+
     fn takes(self) -> &'static str {
         if self.progress_id { "progress id" } else { "agenda id" }
     }
@@ -201,10 +198,13 @@ async fn refuse_two_readings(
     };
     anyhow::bail!(
         "{id:?} names two agendas: customer {holder:?}'s of {} {id:?}, and customer {owner:?}'s \
-         that the server's log writes so; name the one you mean: `{}`, or `{}`",
+         that the server's log writes so; name the one you mean: {} with --customer {}, or {} \
+         with --customer {} (review-s41c: a whole command to type dropped the flags you gave)",
         verb.takes(),
-        output::command(&["pop", verb.name, id, "--customer", holder]),
-        output::command(&["pop", verb.name, keyed, "--customer", owner])
+        output::shell_word(id),
+        output::shell_word(holder),
+        output::shell_word(keyed),
+        output::shell_word(owner)
     )
 }
 
@@ -245,38 +245,24 @@ async fn run(command: cli::Command) -> Result<()> {
         }
         cli::Command::Progress { client, id, customer, json, as_of } => {
             let c = client::Client::new(&client)?;
-            by_id_or_key(
-                &c,
-                Verb::progress("progress"),
-                &id,
-                customer.as_deref(),
-                async |id, customer| tour::progress(&c, id, customer, json, as_of.as_deref()).await,
-            )
+            by_id_or_key(&c, Verb::PROGRESS, &id, customer.as_deref(), async |id, customer| {
+                tour::progress(&c, id, customer, json, as_of.as_deref()).await
+            })
             .await
         }
         cli::Command::Verify(args) => verify_cmd::run(args).await,
         cli::Command::Audit { client, id, customer, json } => {
             let c = client::Client::new(&client)?;
-            by_id_or_key(
-                &c,
-                Verb::agenda("audit"),
-                &id,
-                customer.as_deref(),
-                async |id, customer| audit::run(&c, id, customer, json).await,
-            )
+            by_id_or_key(&c, Verb::AGENDA, &id, customer.as_deref(), async |id, customer| {
+                audit::run(&c, id, customer, json).await
+            })
             .await
         }
         cli::Command::Watch { client, id, customer, follow_retries } => {
             let c = client::Client::new(&client)?;
-            by_id_or_key(
-                &c,
-                Verb::progress("watch"),
-                &id,
-                customer.as_deref(),
-                async |id, customer| {
-                    watch::watch(&c, id, customer, watch::Watching { follow_retries }).await
-                },
-            )
+            by_id_or_key(&c, Verb::PROGRESS, &id, customer.as_deref(), async |id, customer| {
+                watch::watch(&c, id, customer, watch::Watching { follow_retries }).await
+            })
             .await
         }
         cli::Command::Agendas { client, customer, link_id, insight, state, first, after, json } => {
@@ -285,13 +271,9 @@ async fn run(command: cli::Command) -> Result<()> {
         }
         cli::Command::Cancel { client, id, reason, customer, json } => {
             let c = client::Client::new(&client)?;
-            by_id_hinting_key(
-                &c,
-                Verb::agenda("cancel"),
-                &id,
-                customer.as_deref(),
-                async |id, customer| verbs::cancel(&c, id, customer, reason.as_deref(), json).await,
-            )
+            by_id_hinting_key(&c, Verb::AGENDA, &id, customer.as_deref(), async |id, customer| {
+                verbs::cancel(&c, id, customer, reason.as_deref(), json).await
+            })
             .await
         }
         cli::Command::Rerun { client, id, mode, reset, customer, json } => {
@@ -305,26 +287,16 @@ async fn run(command: cli::Command) -> Result<()> {
                 flags.push(format!("operationsToReset={}", reset.join(",")));
             }
             let c = client::Client::new(&client)?;
-            by_id_hinting_key(
-                &c,
-                Verb::agenda("rerun"),
-                &id,
-                customer.as_deref(),
-                async |id, customer| verbs::rerun(&c, id, customer, &flags, json).await,
-            )
+            by_id_hinting_key(&c, Verb::AGENDA, &id, customer.as_deref(), async |id, customer| {
+                verbs::rerun(&c, id, customer, &flags, json).await
+            })
             .await
         }
         cli::Command::Events { client, id, customer, first, after, json } => {
             let c = client::Client::new(&client)?;
-            by_id_or_key(
-                &c,
-                Verb::agenda("events"),
-                &id,
-                customer.as_deref(),
-                async |id, customer| {
-                    verbs::events(&c, id, customer, first, after.as_deref(), json).await
-                },
-            )
+            by_id_or_key(&c, Verb::AGENDA, &id, customer.as_deref(), async |id, customer| {
+                verbs::events(&c, id, customer, first, after.as_deref(), json).await
+            })
             .await
         }
         cli::Command::Insights { client, json } => {

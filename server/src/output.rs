@@ -244,17 +244,36 @@ pub fn reasons(p: &Value) -> Vec<String> {
     lines
 }
 
-/// A command the CLI suggests, each word as a POSIX shell reads it back (review-s41b: a hint
-/// `pop cancel gf5;# --customer acme`, pasted, cancelled globex's `gf5`; an id `x$(…)` would
-/// have run in the operator's shell).
-pub fn command(words: &[&str]) -> String {
+/// A `pop` command the CLI suggests, on agenda (or progress) id `id` of `customer`, with more
+/// `flags`: each word as a POSIX shell reads it back (review-s41b: a hint `pop cancel gf5;#
+/// --customer acme`, pasted, cancelled globex's `gf5`; an id `x$(…)` would have run in the
+/// operator's shell), and an id or customer that starts with `-` not taken for an option
+/// (hostile29: `pop cancel -x` was a usage error).
+pub fn command(verb: &str, id: &str, customer: Option<&str>, flags: &[&str]) -> String {
+    let mut tail: Vec<String> = Vec::new();
+    match customer {
+        Some(c) if c.starts_with('-') => tail.push(format!("--customer={c}")),
+        Some(c) => tail.extend(["--customer".to_string(), c.to_string()]),
+        None => {}
+    }
+    tail.extend(flags.iter().map(|f| f.to_string()));
+    let mut words = vec!["pop".to_string(), verb.to_string()];
+    if id.starts_with('-') {
+        words.extend(tail);
+        words.extend(["--".to_string(), id.to_string()]);
+    } else {
+        words.push(id.to_string());
+        words.extend(tail);
+    }
     words.iter().map(|w| shell_word(w)).collect::<Vec<_>>().join(" ")
 }
 
 /// One shell word: as it is when nothing in it is special to a shell, else quoted: `'…'`, or
 /// `$'…'` with `\uXXXX` escapes when it holds a character a terminal would act on.
 pub fn shell_word(word: &str) -> String {
-    let plain = |c: char| c.is_ascii_alphanumeric() || "._~/:@+=,-%".contains(c);
+    // Not `~` (a word's leading `~`, or one after `=`, is a home directory to bash: hostile29's
+    // `a=~root` pasted cancelled globex's `a=/root`) nor `=` (zsh's `=cmd`).
+    let plain = |c: char| c.is_ascii_alphanumeric() || "._/:@+,-%".contains(c);
     if !word.is_empty() && word.chars().all(plain) {
         return word.to_string();
     }
@@ -285,11 +304,15 @@ mod tests {
 
     #[test]
     fn a_suggested_command_reads_back_as_its_words() {
+        assert_eq!(command("cancel", "gf5", Some("acme"), &[]), "pop cancel gf5 --customer acme");
+        assert_eq!(command("cancel", "gf5;#", None, &[]), "pop cancel 'gf5;#'");
+        assert_eq!(command("cancel", "a=~root", None, &[]), "pop cancel 'a=~root'");
+        assert_eq!(command("cancel", "~root", None, &[]), "pop cancel '~root'");
+        assert_eq!(shell_word("a=b:~x"), "'a=b:~x'");
         assert_eq!(
-            command(&["pop", "cancel", "gf5", "--customer", "acme"]),
-            "pop cancel gf5 --customer acme"
+            command("watch", "-x", Some("-c"), &["--follow-retries"]),
+            "pop watch '--customer=-c' --follow-retries -- -x"
         );
-        assert_eq!(command(&["pop", "cancel", "gf5;#"]), "pop cancel 'gf5;#'");
         assert_eq!(shell_word("x$(rm -rf ~)"), "'x$(rm -rf ~)'");
         assert_eq!(shell_word("it's"), r"'it'\''s'");
         assert_eq!(shell_word("a\u{2028}b'"), r"$'a\u2028b\''");

@@ -55,7 +55,8 @@ pub async fn submit(
             output::text(&r["progress"], "processingStateMessage")
         );
         if then_watch.is_none() {
-            out!("watch it:     {}", output::command(&["pop", "watch", &progress_id]));
+            let customer = Some(output::text(&r["agenda"], "customerId"));
+            out!("watch it:     {}", output::command("watch", &progress_id, customer, &[]));
         }
     }
     if let Some(watching) = then_watch {

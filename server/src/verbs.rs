@@ -393,7 +393,7 @@ pub async fn rerun(
     let data = client
         .graphql(
             "mutation($a: String!, $c: String, $p: [String!]) { rerunAgenda(agendaId: $a, \
-             customerId: $c, params: $p) { progress { id processingState \
+             customerId: $c, params: $p) { progress { id customerId processingState \
              processingStateMessage } position } }",
             json!({"a": id, "c": customer, "p": flags}),
         )
@@ -404,17 +404,20 @@ pub async fn rerun(
     } else {
         let mode = if flags.is_empty() { "resetAll".to_string() } else { flags.join(", ") };
         out!("agenda {id}: rerun ({mode}), now {}", output::outcome(&r["progress"]));
+        // The suggested commands name the agenda's customer (hostile29: without it, pasted,
+        // one cancelled another customer's agenda of a look-alike id).
+        let customer = Some(text(&r["progress"], "customerId"));
         if flags.iter().any(|f| f == "skipExecution") {
             // (newcomer12: the watch it suggested never ended.)
             out!(
                 "not queued (skip-execution): no worker takes it; it stays pending until it \
-                 is cancelled ({})",
-                output::command(&["pop", "cancel", id])
+                 is cancelled: {}",
+                output::command("cancel", id, customer, &[])
             );
         } else {
             out!(
                 "watch it:     {}",
-                output::command(&["pop", "watch", text(&r["progress"], "id")])
+                output::command("watch", text(&r["progress"], "id"), customer, &[])
             );
         }
     }
@@ -573,7 +576,8 @@ pub async fn run(
     } else {
         out!("submitted agenda {} from template {template}", text(&r["agenda"], "id"));
         if then_watch.is_none() {
-            out!("watch it:     {}", output::command(&["pop", "watch", &progress_id]));
+            let customer = Some(text(&r["agenda"], "customerId"));
+            out!("watch it:     {}", output::command("watch", &progress_id, customer, &[]));
         }
     }
     if let Some(watching) = then_watch {

@@ -314,7 +314,7 @@ impl View {
         }
         self.note(&format!(
             "attempt {} of {} failed; the server retries it after its backoff, and this watch \
-             follows the retry (Ctrl-C stops watching; {})",
+             follows the retry (Ctrl-C stops watching):{}",
             p["attemptsCompleted"],
             p["maximumAttempts"],
             self.retry_advice()
@@ -325,23 +325,17 @@ impl View {
     /// named another customer's agenda, which the hinted cancel cancelled) and its customer
     /// (review-s41: an admin who watched with --customer was told an ambiguous cancel).
     fn cancel_command(&self) -> String {
-        output::command(&["pop", "cancel", &self.agenda_id, "--customer", &self.customer])
+        output::command("cancel", &self.agenda_id, Some(&self.customer), &[])
     }
 
-    /// How to follow the due retry, and how to withdraw it: said once, by both the exit-5
-    /// text and a following watch's note.
+    /// How to follow the due retry, and how to withdraw it, each command on a line of its own:
+    /// said once, by both the exit-5 text and a following watch's note.
     fn retry_advice(&self) -> String {
-        let follow = output::command(&[
-            "pop",
-            "watch",
-            &self.id,
-            "--customer",
-            &self.customer,
-            "--follow-retries",
-        ]);
+        let follow =
+            output::command("watch", &self.id, Some(&self.customer), &["--follow-retries"]);
         format!(
-            "`{follow}` follows it, `{}` withdraws it; where no replica runs a retry process \
-             (--retry-interval 0) none comes",
+            "\n  follow it:    {follow}\n  withdraw it:  {}\n  (where no replica runs a retry \
+             process, --retry-interval 0, none comes)",
             self.cancel_command()
         )
     }
@@ -375,7 +369,7 @@ impl View {
             "retry due" => {
                 let mut text = format!(
                     "agenda {}: attempt {} of {} failed, and its retry is due after the backoff \
-                     (not the outcome yet: {})",
+                     (not the outcome yet):{}",
                     self.id,
                     p["attemptsCompleted"],
                     p["maximumAttempts"],

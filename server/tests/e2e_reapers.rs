@@ -317,6 +317,21 @@ async fn cancelling_a_failed_agenda_withdraws_its_retry() {
         |what: &str| log.lines().any(|l| l.contains(what) && l.contains(&format!("acme/{second}")));
     assert!(said("completed failed: a retry follows after the backoff"), "{log}");
     assert!(said("failed: not retried after all (its executor's outcome report said so)"), "{log}");
+    // Only where a retry was promised (review-s41c: a success's outcome report said so too).
+    let third = pop.submit(&seeded, 3).await;
+    pop.claim(&third).await;
+    pop.finish(&third, "succeeded").await;
+    let outcome = json!({"p": {"id": third, "processingState": "COMPLETE",
+        "processingStateMessage": "succeeded", "diagnosticEvents": [
+            {"message": "done", "statusCode": "NOT_RETRYABLE"}]}});
+    let data = pop.ok(WORKER, UPDATE, outcome).await;
+    pop.wrote(&data["updateAgendaProgress"]);
+    let log = std::fs::read_to_string(&pop.log).unwrap_or_default();
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("not retried after all") && l.contains(&format!("acme/{third}"))),
+        "{log}"
+    );
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use pop_store::test_cluster::TestCluster;
+use pop_store::test_cluster::{ClusterDurability, TestCluster};
 use serde_json::{Value, json};
 use support::{Pop, WAIT, log_tail};
 use tokio_tungstenite::tungstenite::Message;
@@ -423,7 +423,13 @@ async fn a_replica_whose_log_went_back_under_it_is_not_ready() {
 /// "did not answer" (ops3am14: the operator checked a healthy PostgreSQL and restarted pop).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_left_open_elsewhere_is_named_by_readiness() {
-    let Some(cluster) = TestCluster::shared("a_transaction_left_open_elsewhere") else {
+    // A cluster of its own: the transaction it leaves open holds back the reads of every
+    // database of its server, and the other tests of this file share theirs (CI of 22d90ab:
+    // the two replicas' read-your-writes timed out while it was open).
+    let Some(cluster) =
+        TestCluster::start("a_transaction_left_open_elsewhere", ClusterDurability::Fast)
+            .expect("a throwaway PostgreSQL cluster")
+    else {
         return;
     };
     let url = cluster.create_database().await.expect("a database");
