@@ -1057,8 +1057,14 @@ fn fail_if_result_too_large(
 /// Whether the `added` newest diagnostics of `progress` (a late outcome report's) took away a
 /// retry that was due without them.
 fn retry_dropped(progress: &pop_domain::AgendaProgress, added: usize) -> bool {
+    // The list keeps its newest ten: when the report filled it, what it held before is gone,
+    // and nothing is said (review-s41d: a failure already called deterministic was said to
+    // have lost its retry).
+    if added >= progress.diagnostic_events.len() {
+        return false;
+    }
     let mut before = progress.clone();
-    let kept = before.diagnostic_events.len().saturating_sub(added);
+    let kept = before.diagnostic_events.len() - added;
     before.diagnostic_events.truncate(kept);
     before.retry_due() && !progress.retry_due()
 }
@@ -1068,6 +1074,38 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    /// The "not retried after all" line: only when the outcome report's diagnostics took away
+    /// a retry that was due without them (review-s41c, review-s41d).
+    #[test]
+    fn a_retry_is_said_dropped_only_when_the_report_dropped_it() {
+        use pop_domain::model::status_code::NOT_RETRYABLE;
+        let d = |m: &str, code: Option<&str>| pop_domain::DiagnosticEvent {
+            message: m.into(),
+            status_code: code.map(str::to_string),
+            ..Default::default()
+        };
+        let failed = |diagnostics: Vec<pop_domain::DiagnosticEvent>| pop_domain::AgendaProgress {
+            processing_state: pop_domain::ProcessingState::Complete,
+            processing_state_message: Some("failed".into()),
+            attempts_completed: 1,
+            maximum_attempts: 3,
+            diagnostic_events: diagnostics,
+            ..Default::default()
+        };
+        let marked = failed(vec![d("exit 1", None), d("no handler", Some(NOT_RETRYABLE))]);
+        assert!(super::retry_dropped(&marked, 1));
+        // Already deterministic before the report: nothing was dropped.
+        let twice =
+            failed(vec![d("no handler", Some(NOT_RETRYABLE)), d("again", Some(NOT_RETRYABLE))]);
+        assert!(!super::retry_dropped(&twice, 1));
+        // A report that filled the list: what came before is unknown, nothing is said.
+        let full: Vec<_> = (0..9)
+            .map(|i| d(&format!("line {i}"), None))
+            .chain([d("x", Some(NOT_RETRYABLE))])
+            .collect();
+        assert!(!super::retry_dropped(&failed(full), 10));
+    }
 
     fn candidates(ids: &[&str]) -> impl Iterator<Item = (String, String, i64)> {
         ids.iter().map(|id| (id.to_string(), "c".to_string(), 0)).collect::<Vec<_>>().into_iter()

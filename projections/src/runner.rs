@@ -405,7 +405,7 @@ async fn past_the_head(
         }
         Ok(_) => match foreign_agenda(&models, store).await {
             Some(stream) => {
-                tracing::warn!(snapshot = %position, stream = %stream, "the projections snapshot holds an agenda this log never had (another store's snapshot, copied or restored into this data directory?); rebuilding from the log");
+                tracing::warn!(snapshot = %position, stream = &*stream, "the projections snapshot holds an agenda this log never had (another store's snapshot, copied or restored into this data directory?); rebuilding from the log");
                 aside("foreign");
                 ReadModels::new()
             }

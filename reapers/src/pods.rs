@@ -220,7 +220,7 @@ pub async fn execute(
             "pod_delete",
             otel.name = "delete pod",
             pod = %action.name,
-            agenda.id = %action.agenda_id,
+            agenda.id = &*action.agenda_id,
         );
         tasks.spawn(async move { delete(&api, &action).await }.instrument(span));
     }

@@ -112,7 +112,8 @@ async fn by_id_or_key(
 
 /// The write `call` on the agenda `id`, never on another one: an id that reads `customer/id`
 /// and names no agenda gets the command to type for that customer's agenda, not the write
-/// (review-s40: `pop cancel acme/nightly`, a typo, cancelled acme's `nightly`).
+/// (review-s40: `pop cancel acme/nightly`, a typo, cancelled acme's `nightly`): what to name
+/// in the command just typed, not a whole command (review-s41c: it dropped the flags given).
 async fn by_id_hinting_key(
     c: &client::Client,
     verb: Verb,
@@ -125,10 +126,8 @@ async fn by_id_hinting_key(
     let result = call(id, customer).await;
     match (result, keyed) {
         (Err(e), Some((owner, keyed))) if is_not_found(&e) => Err(anyhow::anyhow!(
-            "{e:#} (if {id:?} is an agenda as the server's log writes it, customer/id, name it {} \
-             with --customer {})",
-            output::shell_word(&keyed),
-            output::shell_word(&owner)
+            "{e:#} (if {id:?} is an agenda as the server's log writes it, customer/id, name it {})",
+            output::naming(&keyed, &owner)
         )),
         (result, ..) => result,
     }
@@ -179,7 +178,7 @@ async fn key_reading(
 /// customer `customer`'s agenda `id`, as the server's log writes it (`keyed`). Neither is
 /// taken for the other (hostile27: acme's agenda "globex/gf1" answered an admin's `pop audit
 /// globex/gf1`, and took the cancel meant for globex's `gf1`; hostile28: the same through a
-/// progress id): the caller names the one it means, with commands to type.
+/// progress id): the caller names the one it means, told what to name for each.
 async fn refuse_two_readings(
     c: &client::Client,
     verb: Verb,
@@ -198,13 +197,10 @@ async fn refuse_two_readings(
     };
     anyhow::bail!(
         "{id:?} names two agendas: customer {holder:?}'s of {} {id:?}, and customer {owner:?}'s \
-         that the server's log writes so; name the one you mean: {} with --customer {}, or {} \
-         with --customer {} (review-s41c: a whole command to type dropped the flags you gave)",
+         that the server's log writes so; name the one you mean: {}, or {}",
         verb.takes(),
-        output::shell_word(id),
-        output::shell_word(holder),
-        output::shell_word(keyed),
-        output::shell_word(owner)
+        output::naming(id, holder),
+        output::naming(keyed, owner)
     )
 }
 

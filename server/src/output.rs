@@ -268,6 +268,21 @@ pub fn command(verb: &str, id: &str, customer: Option<&str>, flags: &[&str]) -> 
     words.iter().map(|w| shell_word(w)).collect::<Vec<_>>().join(" ")
 }
 
+/// How to name agenda `id` of `customer` on a command line, for a hint that tells what to add
+/// to the command just typed: `<id> with --customer <customer>`, each a shell word, an id or
+/// customer starting with `-` so that it is not taken for an option (review-s41d).
+pub fn naming(id: &str, customer: &str) -> String {
+    let id = match id.starts_with('-') {
+        true => format!("-- {}", shell_word(id)),
+        false => shell_word(id),
+    };
+    let customer = match customer.starts_with('-') {
+        true => shell_word(&format!("--customer={customer}")),
+        false => format!("--customer {}", shell_word(customer)),
+    };
+    format!("{id} with {customer}")
+}
+
 /// One shell word: as it is when nothing in it is special to a shell, else quoted: `'…'`, or
 /// `$'…'` with `\uXXXX` escapes when it holds a character a terminal would act on.
 pub fn shell_word(word: &str) -> String {
@@ -309,6 +324,8 @@ mod tests {
         assert_eq!(command("cancel", "a=~root", None, &[]), "pop cancel 'a=~root'");
         assert_eq!(command("cancel", "~root", None, &[]), "pop cancel '~root'");
         assert_eq!(shell_word("a=b:~x"), "'a=b:~x'");
+        assert_eq!(naming("k2", "acme"), "k2 with --customer acme");
+        assert_eq!(naming("-r5x", "-c"), "-- -r5x with '--customer=-c'");
         assert_eq!(
             command("watch", "-x", Some("-c"), &["--follow-retries"]),
             "pop watch '--customer=-c' --follow-retries -- -x"
