@@ -1057,15 +1057,15 @@ fn fail_if_result_too_large(
 /// Whether the `added` newest diagnostics of `progress` (a late outcome report's) took away a
 /// retry that was due without them.
 fn retry_dropped(progress: &pop_domain::AgendaProgress, added: usize) -> bool {
-    // The list keeps its newest ten: when the report filled it, what it held before is gone,
-    // and nothing is said (review-s41d: a failure already called deterministic was said to
-    // have lost its retry).
-    if added >= progress.diagnostic_events.len() {
+    // The list keeps its newest ten: when the report alone filled it, what it held before is
+    // gone, and nothing is said (review-s41d: a failure already called deterministic was said
+    // to have lost its retry); short of that, it is the list without the report's.
+    let len = progress.diagnostic_events.len();
+    if added >= len && len >= pop_domain::agenda::MAX_DIAGNOSTICS {
         return false;
     }
     let mut before = progress.clone();
-    let kept = before.diagnostic_events.len() - added;
-    before.diagnostic_events.truncate(kept);
+    before.diagnostic_events.truncate(len.saturating_sub(added));
     before.retry_due() && !progress.retry_due()
 }
 
@@ -1095,6 +1095,8 @@ mod tests {
         };
         let marked = failed(vec![d("exit 1", None), d("no handler", Some(NOT_RETRYABLE))]);
         assert!(super::retry_dropped(&marked, 1));
+        // The report's diagnostics the only ones (popclient20's case).
+        assert!(super::retry_dropped(&failed(vec![d("no handler", Some(NOT_RETRYABLE))]), 1));
         // Already deterministic before the report: nothing was dropped.
         let twice =
             failed(vec![d("no handler", Some(NOT_RETRYABLE)), d("again", Some(NOT_RETRYABLE))]);
