@@ -33,9 +33,10 @@ pub struct AgendaOutcome {
     /// a look at this process's cache before the command logged a completion twice when
     /// another replica had taken the earlier report).
     pub(crate) completed: bool,
-    /// How many diagnostics this command's own events added to the agenda after it completed
-    /// (an executor's outcome report: POP's comes after its operations' reports, popclient20).
-    pub(crate) late_diagnostics: usize,
+    /// Whether this command's own events took away a due retry after the agenda completed (an
+    /// executor's outcome report calling the failure NOT_RETRYABLE: POP's comes after its
+    /// operations' reports, popclient20).
+    pub(crate) withdrew_retry: bool,
 }
 
 impl AgendaOutcome {
@@ -48,14 +49,10 @@ impl AgendaOutcome {
             tracestate: executed.tracestate.clone(),
             holds_lease: crate::resolve::holds_lease(&caller.principal, &executed.state),
             completed: executed.events.iter().any(|e| matches!(e, AgendaEvent::Completed(_))),
-            late_diagnostics: executed
+            withdrew_retry: executed
                 .events
                 .iter()
-                .map(|e| match e {
-                    AgendaEvent::DiagnosticsAdded(d) => d.diagnostics.len(),
-                    _ => 0,
-                })
-                .sum(),
+                .any(|e| matches!(e, AgendaEvent::DiagnosticsAdded(d) if d.withdrew_retry)),
         }
     }
 

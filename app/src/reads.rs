@@ -246,6 +246,18 @@ fn visible_progress<'m>(
 /// (`<progressId>~<customer tag>`, [`pop_domain::agenda::pool_progress_id`]) — the one of that
 /// progress id and customer (`true`: answer it under that id). Customers cannot choose ids of
 /// that shape, so the two meet only for an id stored by an older build, refused as ambiguous.
+/// The one agenda progress `id` names for `caller` (see [`progress_or_pool`]), and whether it
+/// was named by its pool form; ambiguity refused. What `agendaProgress` and `agendaHolding`
+/// look up, alike.
+fn progress_named<'m>(
+    models: &'m ReadModels,
+    caller: &'m Caller,
+    id: &str,
+    customer: Option<&'m str>,
+) -> AppResult<Option<(&'m AgendaEntry, bool)>> {
+    one(id, progress_or_pool(models, &caller.principal, id, customer))
+}
+
 pub(crate) fn progress_or_pool<'m>(
     m: &'m ReadModels,
     p: &'m Principal,
@@ -568,8 +580,9 @@ impl App {
         at_least: Option<&str>,
     ) -> AppResult<Option<AgendaProgress>> {
         self.read(caller, at_least, |models| {
-            let found = progress_or_pool(models, &caller.principal, id, customer);
-            let Some((entry, pooled)) = one(id, found)? else { return Ok(None) };
+            let Some((entry, pooled)) = progress_named(models, caller, id, customer)? else {
+                return Ok(None);
+            };
             let mut progress = entry.progress().map_err(corrupt)?;
             if pooled {
                 progress.show_as(id);
@@ -589,8 +602,9 @@ impl App {
         at_least: Option<&str>,
     ) -> AppResult<Option<crate::Holding>> {
         self.read(caller, at_least, |models| {
-            let found = progress_or_pool(models, &caller.principal, id, customer);
-            let Some((entry, _)) = one(id, found)? else { return Ok(None) };
+            let Some((entry, _)) = progress_named(models, caller, id, customer)? else {
+                return Ok(None);
+            };
             let state = entry.state().map_err(corrupt)?;
             Ok(state
                 .lease()

@@ -846,13 +846,11 @@ impl App {
             };
             let (attempt, maximum) = (progress.attempts_completed, progress.maximum_attempts);
             tracing::info!(target: "pop::agendas", agenda = &*key, by = &*caller.principal.name, cid = &*caller.cid, attempt, maximum, "completed {}{then}", log_field(message));
-        } else if outcome.late_diagnostics > 0
-            && retry_dropped(outcome.progress(), outcome.late_diagnostics)
-        {
+        } else if outcome.withdrew_retry {
             // The executor's outcome report came after the report that completed the agenda,
             // whose line said a retry follows, and said NOT_RETRYABLE (popclient20: no line said
-            // the retry was dropped; review-s41c: only then, not after a success or a failure
-            // with none promised).
+            // the retry was dropped; review-s41c, review-s41d: only then; the domain says so in
+            // the event, `AgendaDiagnosticsAdded.withdrewRetry`).
             let progress = outcome.progress();
             let (attempt, maximum) = (progress.attempts_completed, progress.maximum_attempts);
             tracing::info!(target: "pop::agendas", agenda = &*key, by = &*caller.principal.name, cid = &*caller.cid, attempt, maximum, "failed: not retried after all (its executor's outcome report said so)");
@@ -1054,60 +1052,11 @@ fn fail_if_result_too_large(
     completes
 }
 
-/// Whether the `added` newest diagnostics of `progress` (a late outcome report's) took away a
-/// retry that was due without them.
-fn retry_dropped(progress: &pop_domain::AgendaProgress, added: usize) -> bool {
-    // The list keeps its newest ten: when the report alone filled it, what it held before is
-    // gone, and nothing is said (review-s41d: a failure already called deterministic was said
-    // to have lost its retry); short of that, it is the list without the report's.
-    let len = progress.diagnostic_events.len();
-    if added >= len && len >= pop_domain::agenda::MAX_DIAGNOSTICS {
-        return false;
-    }
-    let mut before = progress.clone();
-    before.diagnostic_events.truncate(len.saturating_sub(added));
-    before.retry_due() && !progress.retry_due()
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-
-    /// The "not retried after all" line: only when the outcome report's diagnostics took away
-    /// a retry that was due without them (review-s41c, review-s41d).
-    #[test]
-    fn a_retry_is_said_dropped_only_when_the_report_dropped_it() {
-        use pop_domain::model::status_code::NOT_RETRYABLE;
-        let d = |m: &str, code: Option<&str>| pop_domain::DiagnosticEvent {
-            message: m.into(),
-            status_code: code.map(str::to_string),
-            ..Default::default()
-        };
-        let failed = |diagnostics: Vec<pop_domain::DiagnosticEvent>| pop_domain::AgendaProgress {
-            processing_state: pop_domain::ProcessingState::Complete,
-            processing_state_message: Some("failed".into()),
-            attempts_completed: 1,
-            maximum_attempts: 3,
-            diagnostic_events: diagnostics,
-            ..Default::default()
-        };
-        let marked = failed(vec![d("exit 1", None), d("no handler", Some(NOT_RETRYABLE))]);
-        assert!(super::retry_dropped(&marked, 1));
-        // The report's diagnostics the only ones (popclient20's case).
-        assert!(super::retry_dropped(&failed(vec![d("no handler", Some(NOT_RETRYABLE))]), 1));
-        // Already deterministic before the report: nothing was dropped.
-        let twice =
-            failed(vec![d("no handler", Some(NOT_RETRYABLE)), d("again", Some(NOT_RETRYABLE))]);
-        assert!(!super::retry_dropped(&twice, 1));
-        // A report that filled the list: what came before is unknown, nothing is said.
-        let full: Vec<_> = (0..9)
-            .map(|i| d(&format!("line {i}"), None))
-            .chain([d("x", Some(NOT_RETRYABLE))])
-            .collect();
-        assert!(!super::retry_dropped(&failed(full), 10));
-    }
 
     fn candidates(ids: &[&str]) -> impl Iterator<Item = (String, String, i64)> {
         ids.iter().map(|id| (id.to_string(), "c".to_string(), 0)).collect::<Vec<_>>().into_iter()

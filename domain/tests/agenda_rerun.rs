@@ -312,14 +312,8 @@ fn re_entry_is_a_new_place_in_the_queue_and_added_time_stays_the_creation_time()
 #[test]
 fn a_rerun_ends_an_earlier_attempts_not_retryable() {
     use pop_domain::model::status_code::NOT_RETRYABLE;
-    let deterministic = ProgressReport {
-        diagnostics: vec![pop_domain::DiagnosticEvent {
-            message: "no handler".into(),
-            status_code: Some(NOT_RETRYABLE.into()),
-            ..Default::default()
-        }],
-        ..ops(vec![failed("a")])
-    };
+    let deterministic =
+        ProgressReport { diagnostics: vec![no_handler()], ..ops(vec![failed("a")]) };
     let first = history(vec![
         submit(agenda_of(&["a"], json!({"maximumAttempts": 3}))),
         queue(1),
@@ -401,15 +395,7 @@ fn a_retried_attempt_records_a_diagnostic_equal_to_the_last_attempts() {
 /// that comes without a diagnostic is retried.
 #[test]
 fn a_continue_rerun_ends_an_operations_earlier_not_retryable() {
-    use pop_domain::model::status_code::NOT_RETRYABLE;
-    let deterministic = OperationReport {
-        diagnostics: vec![pop_domain::DiagnosticEvent {
-            message: "no handler".into(),
-            status_code: Some(NOT_RETRYABLE.into()),
-            ..Default::default()
-        }],
-        ..failed("a")
-    };
+    let deterministic = OperationReport { diagnostics: vec![no_handler()], ..failed("a") };
     let first = history(vec![
         submit(agenda_of(&["a"], json!({"maximumAttempts": 3}))),
         queue(1),
@@ -469,4 +455,42 @@ fn a_timed_diagnostic_sent_back_in_a_later_attempt_is_kept_once() {
         .map(|d| d.message.as_str())
         .collect();
     assert_eq!(messages, ["exit 1", "exit 2"]);
+}
+
+/// An executor's diagnostic calling its failure deterministic.
+fn no_handler() -> pop_domain::DiagnosticEvent {
+    pop_domain::DiagnosticEvent {
+        message: "no handler".into(),
+        status_code: Some(pop_domain::model::status_code::NOT_RETRYABLE.into()),
+        ..Default::default()
+    }
+}
+
+/// popclient20, review-s41d: an executor's outcome report after the report that completed the
+/// agenda, calling the failure NOT_RETRYABLE, takes the due retry away, and its event says so;
+/// one that says nothing of it, or comes where no retry was due, does not.
+#[test]
+fn a_late_outcome_report_calling_the_failure_deterministic_withdraws_the_retry() {
+    let outcome = |diagnostics| ProgressReport {
+        state: Some(Complete),
+        message: Some("failed".into()),
+        diagnostics,
+        ..ProgressReport::default()
+    };
+    let withdrew = |given: &[AgendaEvent], diagnostics| {
+        let events =
+            pop_domain::Aggregate::decide(&replay(given), &report("w1", 200, outcome(diagnostics)))
+                .unwrap();
+        let [AgendaEvent::DiagnosticsAdded(e)] = events.as_slice() else { panic!("{events:?}") };
+        e.withdrew_retry
+    };
+    let due = failed_times(json!({"maximumAttempts": 3}), 1);
+    assert!(replay(&due).progress().retry_due());
+    assert!(withdrew(&due, vec![no_handler()]));
+    let plain = pop_domain::DiagnosticEvent { message: "exit 1".into(), ..Default::default() };
+    assert!(!withdrew(&due, vec![plain]));
+    let last = failed_times(json!({"maximumAttempts": 1}), 1);
+    assert!(!withdrew(&last, vec![no_handler()]), "no retry was due");
+    let state = replay(&history_after(&due, vec![report("w1", 200, outcome(vec![no_handler()]))]));
+    assert!(!state.progress().retry_due());
 }

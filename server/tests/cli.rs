@@ -29,6 +29,11 @@ struct Run {
     stderr: String,
 }
 
+/// `pop serve` with `flags` in `dir` (its data directory and log there), on the admin token.
+fn serve_in(dir: &Path, flags: &[&str]) -> Pop {
+    Pop::start_with(&dir.join("data"), None, &dir.join("pop.log"), true, flags)
+}
+
 /// Runs `pop <args>` against `pop` from the repository root, stdout and stderr piped.
 fn pop(server: &Pop, args: &[&str]) -> Run {
     let mut cmd = pop_command();
@@ -154,13 +159,7 @@ fn a_command_sent_during_a_restart_waits_for_the_server() {
 fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     let dir = tempfile::tempdir().unwrap();
     // Retries at once, every second: a deterministic failure must still not be retried.
-    let server = Pop::start_with(
-        &dir.path().join("data"),
-        None,
-        &dir.path().join("pop.log"),
-        true,
-        &["--retry-interval", "1", "--retry-backoff", "0"],
-    );
+    let server = serve_in(dir.path(), &["--retry-interval", "1", "--retry-backoff", "0"]);
     let ctx = |run: &Run| format!("{run:#?}\nserver log:\n{}", log_tail(&server.log));
 
     // pop init: the pool, customer and insight of the tour in one step; again keeps them.
@@ -674,11 +673,8 @@ fn complete_by_gql(server: &Pop, claimed: &Value, outcome: &str, diagnostics: Va
 fn a_watch_of_a_failed_attempt_with_its_retry_due_exits_5() {
     let dir = tempfile::tempdir().unwrap();
     // The retry waits a minute: the test reads the agenda while it is due.
-    let server = Pop::start_with(
-        &dir.path().join("data"),
-        None,
-        &dir.path().join("pop.log"),
-        true,
+    let server = serve_in(
+        dir.path(),
         &["--retry-interval", "1", "--retry-backoff", "60", "--retry-jitter-percent", "0"],
     );
     let ctx = |run: &Run| format!("{run:#?}\nserver log:\n{}", log_tail(&server.log));

@@ -304,29 +304,26 @@ async fn cancelling_a_failed_agenda_withdraws_its_retry() {
     // POP's executor sends the agenda's outcome after the report that completed it; when that
     // says NOT_RETRYABLE, the log says the retry its first line promised is dropped
     // (popclient20).
-    let second = pop.submit(&seeded, 3).await;
-    pop.claim(&second).await;
-    pop.finish(&second, "failed").await;
-    let outcome = json!({"p": {"id": second, "processingState": "COMPLETE",
-        "processingStateMessage": "failed", "diagnosticEvents": [
-            {"message": "Unknown operation type found: sample", "statusCode": "NOT_RETRYABLE"}]}});
-    let data = pop.ok(WORKER, UPDATE, outcome).await;
-    pop.wrote(&data["updateAgendaProgress"]);
-    let log = std::fs::read_to_string(&pop.log).unwrap_or_default();
+    // An agenda run to `outcome`, then the executor's own outcome report calling it
+    // NOT_RETRYABLE; the server's log after it.
+    let run = async |outcome: &str| {
+        let id = pop.submit(&seeded, 3).await;
+        pop.claim(&id).await;
+        pop.finish(&id, outcome).await;
+        let report = json!({"p": {"id": id, "processingState": "COMPLETE",
+            "processingStateMessage": outcome, "diagnosticEvents": [
+                {"message": "Unknown operation type found: sample", "statusCode": "NOT_RETRYABLE"}]}});
+        let data = pop.ok(WORKER, UPDATE, report).await;
+        pop.wrote(&data["updateAgendaProgress"]);
+        (id, std::fs::read_to_string(&pop.log).unwrap_or_default())
+    };
+    let (second, log) = run("failed").await;
     let said =
         |what: &str| log.lines().any(|l| l.contains(what) && l.contains(&format!("acme/{second}")));
     assert!(said("completed failed: a retry follows after the backoff"), "{log}");
     assert!(said("failed: not retried after all (its executor's outcome report said so)"), "{log}");
     // Only where a retry was promised (review-s41c: a success's outcome report said so too).
-    let third = pop.submit(&seeded, 3).await;
-    pop.claim(&third).await;
-    pop.finish(&third, "succeeded").await;
-    let outcome = json!({"p": {"id": third, "processingState": "COMPLETE",
-        "processingStateMessage": "succeeded", "diagnosticEvents": [
-            {"message": "done", "statusCode": "NOT_RETRYABLE"}]}});
-    let data = pop.ok(WORKER, UPDATE, outcome).await;
-    pop.wrote(&data["updateAgendaProgress"]);
-    let log = std::fs::read_to_string(&pop.log).unwrap_or_default();
+    let (third, log) = run("succeeded").await;
     assert!(
         !log.lines()
             .any(|l| l.contains("not retried after all") && l.contains(&format!("acme/{third}"))),

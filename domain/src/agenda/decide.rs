@@ -451,7 +451,15 @@ impl AgendaState {
         if diagnostics.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(vec![AgendaEvent::DiagnosticsAdded(AgendaDiagnosticsAdded { time: now, diagnostics })])
+        // The agenda's own last diagnostic decides whether its executor called the failure
+        // deterministic (`AgendaProgress::not_retryable`): these come last.
+        let withdrew_retry = self.progress.retry_due()
+            && diagnostics.last().is_some_and(crate::model::marked_not_retryable);
+        Ok(vec![AgendaEvent::DiagnosticsAdded(AgendaDiagnosticsAdded {
+            time: now,
+            diagnostics,
+            withdrew_retry,
+        })])
     }
 
     /// How to find the operations a report of `items` names ([`OperationIndex`]).

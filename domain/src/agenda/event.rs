@@ -338,6 +338,11 @@ pub struct AgendaDiagnosticsAdded {
     pub time: Timestamp,
     #[serde(rename = "diagnosticEvents")]
     pub diagnostics: Vec<DiagnosticEvent>,
+    /// **pop:** the agenda had failed with its automatic retry due, and these diagnostics —
+    /// its executor's outcome report, after the report that completed it — called the failure
+    /// NOT_RETRYABLE: the retry is off (popclient20: the server's log had promised it).
+    #[serde(rename = "withdrewRetry", default, skip_serializing_if = "std::ops::Not::not")]
+    pub withdrew_retry: bool,
 }
 
 /// The stream's name (an id of its customer) was taken as the progress id of agenda
