@@ -79,10 +79,14 @@ where
             hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
                 // A request being served keeps its connection from counting as idle.
                 let busy = idle.busy();
+                let (request, body) = unread::watched(request);
                 let response = tower::ServiceExt::oneshot(router.clone(), request);
                 async move {
-                    let response = response.await;
+                    let mut response = response.await;
                     drop(busy);
+                    if let Ok(response) = &mut response {
+                        unread::close_if_unread(&body, response);
+                    }
                     response
                 }
             })
@@ -119,6 +123,68 @@ where
     stop_tx.send_replace(true);
     drop(open_rx);
     open_tx.closed().await;
+}
+
+/// A request whose body was answered before it was read to its end (a 401 or 405 decided by
+/// the head, a body over the limit): hyper then closes the connection without saying so, and
+/// a client's next request on it fails with a broken pipe (popclient21: Apache HttpClient's
+/// and Python's pools do not retry it). The answer says `Connection: close`.
+mod unread {
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::task::{Context, Poll};
+
+    use axum::http::{HeaderValue, header};
+    use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
+
+    /// A request body that records when it was read to its end.
+    pub struct Watched {
+        inner: Incoming,
+        ended: Arc<AtomicBool>,
+    }
+
+    /// The request with its body watched, and whether that body ended.
+    pub fn watched(
+        request: hyper::Request<Incoming>,
+    ) -> (hyper::Request<Watched>, Arc<AtomicBool>) {
+        let ended = Arc::new(AtomicBool::new(request.body().is_end_stream()));
+        let watched = Arc::clone(&ended);
+        (request.map(|inner| Watched { inner, ended: watched }), ended)
+    }
+
+    /// Says `Connection: close` on an answer given before its request's body ended.
+    pub fn close_if_unread<B>(ended: &AtomicBool, response: &mut hyper::Response<B>) {
+        if !ended.load(Ordering::Acquire)
+            && response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS
+        {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+    }
+
+    impl Body for Watched {
+        type Data = Bytes;
+        type Error = hyper::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+            let polled = Pin::new(&mut self.inner).poll_frame(cx);
+            if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+                self.ended.store(true, Ordering::Release);
+            }
+            polled
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.inner.is_end_stream()
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            self.inner.size_hint()
+        }
+    }
 }
 
 /// Idle tracking: the time of a connection's last read or write, and whether a request is

@@ -516,6 +516,15 @@ async fn limits_on_bodies_depth_pages_and_batches() {
     let batch: Vec<Value> = (0..17).map(|_| json!({"query": "{ me { name } }"})).collect();
     let (status, body) = s.post(Some(ACME), Value::Array(batch)).await;
     assert_eq!((status, code(&body["errors"][0])), (400, "BAD_REQUEST"), "{body:#}");
+    // An empty batch is refused as one (hostile30: serde read `[]` as one request without a
+    // query, answered 200 with the parser's text); a request without a query names it.
+    let (status, body) = s.post(Some(ACME), json!([])).await;
+    assert_eq!((status, code(&body["errors"][0])), (400, "BAD_REQUEST"), "{body:#}");
+    assert_eq!(body["errors"][0]["message"], "a batch holds 1 to 16 operations, not 0", "{body:#}");
+    let (status, body) = s.post(Some(ACME), json!({})).await;
+    assert_eq!((status, code(&body["errors"][0])), (400, "VALIDATION"), "{body:#}");
+    assert!(body["errors"][0]["message"].as_str().unwrap().starts_with("query: "), "{body:#}");
+    assert!(body["errors"][0]["extensions"]["cid"].is_string(), "{body:#}");
 
     // GraphiQL's own introspection query fits the default limits.
     let e = s.gql(ACME, "{ __schema { types { name fields { name type { name kind ofType { name kind ofType { name kind ofType { name kind ofType { name kind ofType { name kind ofType { name kind ofType { name kind } } } } } } } } } } } }", json!({})).await;

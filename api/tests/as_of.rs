@@ -127,7 +127,7 @@ async fn as_of_reads_answer_the_past_over_graphql_and_rest() {
     assert_eq!(status, 400);
 }
 
-const HISTORY: &str = "query($id: String!) { agendaHistory(agendaId: $id) { items { position version time type actor cid causationId command processingState processingStateMessage percentComplete diagnostics { message } operations { operation processingState diagnostics { message } } addedOperations } endCursor hasNextPage } }";
+const HISTORY: &str = "query($id: String!) { agendaHistory(agendaId: $id) { items { position version time type actor cid causationId command processingState processingStateMessage percentComplete diagnostics { message } operations { operation processingState diagnostics { message } } addedOperations removedOperations } endCursor hasNextPage } }";
 
 /// Who did what: every event of an agenda's life — the user's submit, the scheduler's queue,
 /// the worker's claim and reports, the user's cancel — records its actor, cid, command and a
@@ -169,7 +169,7 @@ async fn agenda_history_names_who_did_what_on_every_path() {
     .await;
     s.ok(
         ACME_SERVICE,
-        "mutation($id: String!) { expandAgenda(agendaId: $id, operations: [{name: \"thumb\", type: \"ffmpeg\"}]) { position } }",
+        "mutation($id: String!) { expandAgenda(agendaId: $id, operations: [{name: \"thumb\", type: \"ffmpeg\", params: {generatedOperationParent: \"probe\"}}]) { position } }",
         json!({"id": id}),
     )
     .await;
@@ -228,6 +228,20 @@ async fn agenda_history_names_who_did_what_on_every_path() {
     // Versions are the stream's, in order, from 0.
     let versions: Vec<u64> = items.iter().map(|e| e["version"].as_u64().unwrap()).collect();
     assert_eq!(versions, (0..items.len() as u64).collect::<Vec<_>>());
+    // A rerun drops what a generator's expansion added, and says so (auditor29: the history
+    // showed the operations re-added later with no word of their removal).
+    s.ok(
+        ACME,
+        "mutation($id: String!) { rerunAgenda(agendaId: $id) { position } }",
+        json!({"id": id}),
+    )
+    .await;
+    let data = s.ok(ACME, HISTORY, json!({"id": id})).await;
+    let after: Vec<Value> = data["agendaHistory"]["items"].as_array().unwrap().clone();
+    let rerun = after.iter().find(|e| e["type"] == "AgendaRerun").unwrap();
+    assert_eq!(rerun["removedOperations"], json!(["thumb"]), "{rerun:#}");
+    assert_eq!(rerun["addedOperations"], json!([]), "{rerun:#}");
+    assert_eq!(submitted["removedOperations"], json!([]), "{submitted:#}");
     // Another customer sees no history; paging works.
     let other = s.ok(GLOBEX, HISTORY, json!({"id": id})).await;
     assert!(other["agendaHistory"].is_null());

@@ -333,6 +333,21 @@ async fn a_pool_workers_report_on_an_agenda_it_does_not_hold_names_only_what_it_
     assert_eq!(code(&held), "NOT_FOUND", "{held:#}");
     assert_eq!(held["message"], "agenda progress \"gp-2\" not found", "{held:#}");
     assert_eq!(absent["message"], "agenda progress \"gp-9\" not found", "{absent:#}");
+    // By the pool's form of the id too, which anyone may compute (hostile30: the held one was
+    // said of its bare id, the absent one of the id as sent), also when the report names
+    // another customer.
+    for other_customer in [None, Some("acme")] {
+        for id in ["gp-2", "gp-9"] {
+            let sent = pool_id("globex", id);
+            let mut report = executing(&sent, None, "probe", "x");
+            if let Some(c) = other_customer {
+                report["customerId"] = json!(c);
+            }
+            let e = s.err(OPS_SERVICE_2, REPORT, json!({"p": report})).await;
+            assert_eq!(code(&e), "NOT_FOUND", "{e:#}");
+            assert_eq!(e["message"], format!("agenda progress {sent:?} not found"), "{e:#}");
+        }
+    }
 }
 
 const POOL_CLAIM: &str = "mutation($n: Int!, $w: Int) { getAgenda(insightId: \"transcode\", count: $n, waitSeconds: $w) \

@@ -333,7 +333,8 @@ impl App {
                 caller.principal.name
             )));
         }
-        if agenda.id.trim().is_empty() {
+        let generated = agenda.id.trim().is_empty();
+        if generated {
             agenda.id = Uuid::now_v7().to_string();
         }
         check_id("id", &agenda.id)?;
@@ -351,7 +352,8 @@ impl App {
         agenda.agenda_insight = None;
         agenda.added_time = None;
         agenda.updated_time = None;
-        let subject = agenda_subject(&agenda.id);
+        // An id made up here names nothing the caller knows (popclient21).
+        let subject = if generated { "the agenda".to_string() } else { agenda_subject(&agenda.id) };
         validate_agenda(&agenda).map_err(|e| AppError::validation(&subject, e.within(root)))?;
         check_sizes(&agenda, self.config().size_limits())
             .map_err(|e| AppError::validation(&subject, e.within(root)))?;
@@ -449,20 +451,31 @@ impl App {
                 // Each agenda's own `cid` is its correlation id (POP's createAgenda request has
                 // none of its own; POP kept each agenda's and handed it to the executor).
                 let mut callers = Vec::with_capacity(agendas.len());
+                // Every agenda's problems, not only the first invalid one's (popclient21: a
+                // list was fixed one agenda per round trip).
+                let mut refused = Vec::new();
                 for (i, value) in agendas.into_iter().enumerate() {
                     let at = |e: AppError| e.within(&format!("agendas[{i}]"));
-                    if !value.is_object() {
-                        return Err(AppError::invalid(
-                            &format!("agendas[{i}]"),
-                            "the agenda must be a JSON object",
-                        ));
+                    let read = || {
+                        if !value.is_object() {
+                            return Err(AppError::invalid("", "the agenda must be a JSON object"));
+                        }
+                        // Fields are named inside the element: `agendas[i].operations[1].type`.
+                        refuse_blank_ids(&value, AGENDA_IDS)?;
+                        let agenda: Agenda = from_json("", value)?;
+                        let own = caller.with_cid(agenda.cid.as_deref())?;
+                        Ok((self.prepare(&own, agenda, "")?, own))
+                    };
+                    match read() {
+                        Ok((agenda, own)) => {
+                            prepared.push(agenda);
+                            callers.push(own);
+                        }
+                        Err(e) => refused.push(at(e)),
                     }
-                    // Fields are named inside the element: `agendas[i].operations[1].type`.
-                    refuse_blank_ids(&value, AGENDA_IDS).map_err(at)?;
-                    let agenda: Agenda = from_json("", value).map_err(at)?;
-                    let own = caller.with_cid(agenda.cid.as_deref()).map_err(at)?;
-                    prepared.push(self.prepare(&own, agenda, "").map_err(at)?);
-                    callers.push(own);
+                }
+                if !refused.is_empty() {
+                    return Err(AppError::of_list(refused));
                 }
                 let mut per_customer: std::collections::BTreeMap<&str, (usize, u64)> =
                     Default::default();

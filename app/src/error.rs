@@ -8,7 +8,9 @@
 use pop_domain::agenda::AgendaError;
 use pop_domain::binding::BindingError;
 use pop_domain::config::ConfigError;
-use pop_domain::error::{ErrorChain, ErrorCode, FieldError, ValidationErrors};
+use pop_domain::error::{
+    ErrorChain, ErrorCode, FieldError, MAX_REPORTED_PROBLEMS, ValidationErrors,
+};
 use pop_store::{ExecuteError, StoreError};
 
 /// The machine-readable codes a use case answers: DOMAIN.md §11's, plus [`Code::Timeout`] and
@@ -202,6 +204,35 @@ impl AppError {
         }
         self.message = format!("{path}: {}", self.message);
         self
+    }
+
+    /// The refusal of a list whose elements were refused (each named by [`AppError::within`]):
+    /// the first that is not VALIDATION (an element the caller may not submit says so alone),
+    /// else one VALIDATION listing every element's problems, as far as
+    /// [`MAX_REPORTED_PROBLEMS`] goes (the elements past it are counted).
+    pub fn of_list(mut refused: Vec<AppError>) -> AppError {
+        if let Some(i) = refused.iter().position(|e| e.code != Code::Validation) {
+            return refused.swap_remove(i);
+        }
+        if refused.len() == 1 {
+            return refused.swap_remove(0);
+        }
+        let mut all = AppError::new(Code::Validation, String::new());
+        let mut messages = Vec::with_capacity(refused.len());
+        for e in refused {
+            if all.problems.len() + e.problems.len() > MAX_REPORTED_PROBLEMS {
+                all.omitted += e.problems.len() + e.omitted;
+                continue;
+            }
+            messages.push(e.message);
+            all.omitted += e.omitted;
+            all.problems.extend(e.problems);
+        }
+        all.message = messages.join("; ");
+        if all.omitted > 0 {
+            all.message.push_str(&format!("; and {} more problems not listed", all.omitted));
+        }
+        all
     }
 
     /// INTERNAL: the detail goes to the log, never to the client.

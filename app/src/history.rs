@@ -53,6 +53,9 @@ pub struct HistoryEntry {
     /// The operations this event added (a submission's, an expansion's), by name: the percent
     /// after an expansion falls, and this says why (auditor17).
     pub added_operations: Vec<String>,
+    /// The operations this event removed (a rerun drops what generators added; auditor29:
+    /// they were re-added later with no word of their removal), by name.
+    pub removed_operations: Vec<String>,
 }
 
 /// What one event did to one operation: its state and message after it, and the diagnostics
@@ -96,6 +99,16 @@ fn added_operations(touched: &[(String, Option<Before>)], state: &AgendaState) -
     touched
         .iter()
         .filter(|(name, was)| was.is_none() && after.iter().any(|p| *p.operation == **name))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// The operations `touched` names that were there before the event and are not now.
+fn removed_operations(touched: &[(String, Option<Before>)], state: &AgendaState) -> Vec<String> {
+    let after = &state.progress().operation_progress;
+    touched
+        .iter()
+        .filter(|(name, was)| was.is_some() && !after.iter().any(|p| *p.operation == **name))
         .map(|(name, _)| name.clone())
         .collect()
 }
@@ -144,7 +157,8 @@ fn operation_steps(
     touched
         .into_iter()
         .filter_map(|(name, was)| {
-            // Added by this event (a submission, an expansion): not a step of it.
+            // Added by this event (a submission, an expansion) or removed by it (a rerun):
+            // not a step of it (`added_operations`, `removed_operations`).
             let was = was?;
             let now = after.iter().find(|p| *p.operation == *name)?;
             let count = carried.iter().filter(|(n, _)| *n == name).map(|(_, c)| c).sum();
@@ -298,6 +312,7 @@ impl App {
                     diagnostics: appended(&before, &progress.diagnostic_events, by_report.0)
                         .to_vec(),
                     added_operations: added_operations(&touched, &state),
+                    removed_operations: removed_operations(&touched, &state),
                     operations: operation_steps(touched, &state, &by_report.1),
                 });
             }

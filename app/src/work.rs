@@ -689,7 +689,11 @@ impl App {
             }
         };
         // A pool's worker reports under the progress id it was handed, which names the
-        // customer (`pool_progress_id`); its answer shows that id again.
+        // customer (`pool_progress_id`); its answer shows that id again. Not found is said of
+        // the id as sent whatever it routed to (hostile30: the bare id, said only when the
+        // tagged one named an agenda of the caller's insights, told an insight's operator
+        // which ids another customer uses on it).
+        let sent_id = id.clone();
         let (id, pool_customer) = match self.pool_named(caller, &id).await? {
             Some((progress_id, customer)) => (progress_id, Some(customer)),
             None => (id, None),
@@ -776,7 +780,7 @@ impl App {
             // The report names another customer than the id it was handed: nothing of the
             // caller's is meant.
             (Some(named), Some(handed)) if named != handed => {
-                return Err(AppError::not_found("agenda progress", &id));
+                return Err(AppError::not_found("agenda progress", &sent_id));
             }
             (named, handed) => named.or(handed),
         };
@@ -787,7 +791,13 @@ impl App {
                     Named { id: agenda_id, customer, lease: lease_id.as_deref(), work: true };
                 (agenda_id.to_string(), self.resolve(caller, named).await?)
             }
-            None => self.resolve_progress(caller, &id, customer, lease_id.as_deref()).await?,
+            None => self
+                .resolve_progress(caller, &id, customer, lease_id.as_deref())
+                .await
+                .map_err(|e| match e.code {
+                    error::Code::NotFound => AppError::not_found("agenda progress", &sent_id),
+                    _ => e,
+                })?,
         };
         let owns = |state: &AgendaState| state.agenda().is_none() || state.progress().id == id;
         let belongs = match self.commands().peek::<AgendaState, _>(&key, owns) {
@@ -819,7 +829,7 @@ impl App {
                 // a pool's worker was told "agenda \"acme-merger-with-initech\" not found" of
                 // another customer's progress id it never held).
                 error::Code::NotFound if named_agenda.is_none() => {
-                    AppError::not_found("agenda progress", &id)
+                    AppError::not_found("agenda progress", &sent_id)
                 }
                 _ => e,
             })?;

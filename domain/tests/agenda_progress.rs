@@ -196,7 +196,7 @@ fn operations_only_move_forward() {
     // Backwards or a changed outcome is a conflict naming the operation.
     for (r, text) in [
         (executing("a", 50.0), "operation \"a\" cannot go from COMPLETE/succeeded to EXECUTING"),
-        (failed("a"), "operation \"a\" cannot go from COMPLETE/succeeded to COMPLETE"),
+        (failed("a"), "operation \"a\" cannot go from COMPLETE/succeeded to COMPLETE/failed"),
         (
             OperationReport { name: "b".into(), state: Waiting, ..Default::default() },
             "\"b\" cannot go from EXECUTING to WAITING",
@@ -204,6 +204,38 @@ fn operations_only_move_forward() {
     ] {
         check(&given, report("w1", 12, ops(vec![r])), Then::Refused(ErrorCode::Conflict, text));
     }
+}
+
+/// A resent outcome keeps the operation's first result (later operations read it) but records
+/// the diagnostics it adds (popclient21: answered 200, the new diagnostic was dropped); a plain
+/// resend changes nothing.
+#[test]
+fn a_resent_outcome_keeps_the_result_and_adds_its_new_diagnostics() {
+    let given = {
+        let mut c = running(agenda_of(&["a", "b"], json!({})));
+        c.push(report("w1", 10, ops(vec![succeeded("a"), executing("b", 5.0)])));
+        history(c)
+    };
+    let mut resent = succeeded("a");
+    resent.result_payload = Some(json!({"out": "another"}));
+    resent.diagnostics =
+        vec![DiagnosticEvent { message: "warning: low bitrate".into(), ..Default::default() }];
+    let state = check(
+        &given,
+        report("w1", 11, ops(vec![resent.clone()])),
+        Then::Types(vec!["AgendaProgressReported"]),
+    );
+    let a = state.operation("a").unwrap();
+    assert_eq!(a.result_payload, json!({"out": "a"}), "the first result stays");
+    assert_eq!(op_state(&state, "a"), (Complete, "succeeded".into()));
+    let messages: Vec<&str> = a.diagnostic_events.iter().map(|d| d.message.as_str()).collect();
+    assert_eq!(messages, ["warning: low bitrate"]);
+    // Sent once more, the diagnostic is a resend: nothing changes.
+    let mut given = given;
+    given.extend(replay(&given).decide(&report("w1", 11, ops(vec![resent.clone()]))).unwrap());
+    let events = replay(&given).decide(&report("w1", 12, ops(vec![resent]))).unwrap();
+    let pop_domain::agenda::AgendaEvent::ProgressReported(e) = &events[0] else { panic!() };
+    assert!(e.operations.is_empty(), "{e:?}");
 }
 
 #[test]

@@ -17,7 +17,7 @@ const HISTORY: &str = "query($id: String!, $customer: String, $after: String) { 
     processingStateMessage percentComplete attemptsCompleted maximumAttempts \
     diagnostics { message statusCode } \
     operations { operation processingState processingStateMessage \
-    diagnostics { message statusCode } } addedOperations } \
+    diagnostics { message statusCode } } addedOperations removedOperations } \
     endCursor hasNextPage } }";
 
 /// Pages through the whole history; the agenda's entries in stream order.
@@ -100,15 +100,17 @@ fn timeline(entries: &[Value]) -> Vec<String> {
         for d in e["diagnostics"].as_array().into_iter().flatten() {
             diagnostic(&mut lines, "    ", d);
         }
-        let added: Vec<&str> = e["addedOperations"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        if !added.is_empty() {
-            let added: Vec<String> = added.iter().map(|n| output::one_line(n)).collect();
-            lines.push(format!("    added: {}", added.join(", ")));
+        for (field, said) in [("addedOperations", "added"), ("removedOperations", "removed")] {
+            let names: Vec<String> = e[field]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(output::one_line)
+                .collect();
+            if !names.is_empty() {
+                lines.push(format!("    {said}: {}", names.join(", ")));
+            }
         }
         for o in e["operations"].as_array().into_iter().flatten() {
             let message =
@@ -160,15 +162,17 @@ mod tests {
         entries[1]["operations"] = json!([{"operation": "encode", "processingState": "COMPLETE",
             "processingStateMessage": "failed", "diagnostics": [{"message": "no such file"}]}]);
         entries[0]["addedOperations"] = json!(["part-1", "join"]);
+        entries[0]["removedOperations"] = json!(["part-2"]);
         let lines = timeline(&entries);
-        assert_eq!(lines.len(), 7, "{lines:#?}");
+        assert_eq!(lines.len(), 8, "{lines:#?}");
         assert_eq!(lines[2].trim(), "added: part-1, join");
-        assert_eq!(lines[5].trim(), "operation encode: COMPLETE/failed");
-        assert_eq!(lines[6].trim(), "diagnostic: no such file");
+        assert_eq!(lines[3].trim(), "removed: part-2");
+        assert_eq!(lines[6].trim(), "operation encode: COMPLETE/failed");
+        assert_eq!(lines[7].trim(), "diagnostic: no such file");
         let column = |line: &str, word: &str| line.find(word);
         // Every column starts where its header starts, whatever the width of the cells.
         assert_eq!(column(&lines[1], " 109 "), column(&lines[0], " position"));
-        assert_eq!(column(&lines[3], " 110 "), column(&lines[0], " position"));
+        assert_eq!(column(&lines[4], " 110 "), column(&lines[0], " position"));
         for header in ["actor", "command", "event", "state"] {
             let at = column(&lines[0], header);
             let cell = match header {
@@ -178,11 +182,11 @@ mod tests {
                 _ => "EXECUTING",
             };
             assert_eq!(column(&lines[1], cell), at, "{header}: {lines:#?}");
-            assert_eq!(column(&lines[3], cell), at, "{header}: {lines:#?}");
+            assert_eq!(column(&lines[4], cell), at, "{header}: {lines:#?}");
         }
-        assert_eq!(lines[4].trim(), "diagnostic: exit status 1");
+        assert_eq!(lines[5].trim(), "diagnostic: exit status 1");
         // The attempts column: completed of the most after the event (auditor25).
-        assert_eq!(column(&lines[3], "1/3"), column(&lines[0], "attempts"), "{lines:#?}");
+        assert_eq!(column(&lines[4], "1/3"), column(&lines[0], "attempts"), "{lines:#?}");
         assert!(lines[1].ends_with(" -"), "{lines:#?}");
     }
 

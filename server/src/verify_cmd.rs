@@ -147,10 +147,13 @@ fn check_snapshot(data_dir: &Path, db: &Path) -> Result<Option<SnapshotCheck>> {
         fold_events(&mut folded, &batch).context("folding the log")?;
     }
     let position = snapshot.position();
+    // Both causes are named (auditor29: a cut tail was said to be a restore, as a fact).
     if position > head {
         return Ok(Some(SnapshotCheck::Unusable(format!(
-            "it is at position {position}, past the end of the log ({head}): the store was \
-             restored from a backup; `pop serve` sets it aside"
+            "it is at position {position}, past the end of the log ({head}): the log lost \
+             entries it held when the snapshot was written, restored from an older backup or \
+             its tail cut (the snapshot is not signed: a hint, not proof); `pop serve` sets it \
+             aside"
         ))));
     }
     let all = Visibility::All;

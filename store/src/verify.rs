@@ -250,7 +250,14 @@ pub(crate) fn step(
         None => (0, GENESIS, None, i64::MIN),
     };
     if u64::try_from(r.version).ok() != Some(next_version) {
-        return Err(format!("expected version {next_version} here: an event is missing"));
+        // One pass cannot tell a deleted event from one moved later in the log (auditor29: a
+        // swap of two events' positions was said to be a deletion): both are named.
+        let cause = if u64::try_from(r.version).is_ok_and(|v| v > next_version) {
+            "an event is missing, or the stream's events are out of order"
+        } else {
+            "an event is repeated, or the stream's events are out of order"
+        };
+        return Err(format!("expected version {next_version} here, found {}: {cause}", r.version));
     }
     if r.position == Position::START
         || last_position.is_some_and(|p| r.position <= p)

@@ -147,6 +147,12 @@ async fn every_edit_of_the_file_is_found_with_its_place() {
     );
     let found = r.first_break.expect("a reordering is found");
     assert_eq!(found.stream, "b", "{found}");
+    assert!(
+        found
+            .reason
+            .contains("found 1: an event is missing, or the stream's events are out of order"),
+        "{found}"
+    );
     // The log's tail cut (the last append, b's versions 1 and 2).
     let r = tampered(&path, &format!("DELETE FROM events WHERE position >= {}", seq(b[1])));
     let found = r.first_break.expect("a cut tail is found");

@@ -434,8 +434,9 @@ mod cause_tests {
             |message: &str| ApiError::Refused { code: "CONFLICT".into(), message: message.into() };
         assert!(refused("agenda \"a\": agenda was cancelled").is_cancelled());
         assert!(refused("agenda is already COMPLETE/cancelled").is_cancelled());
-        let superseded = "the lease of holder \"w\" was superseded by a newer lease of the same \
-            holder (the agenda was reclaimed, or cancelled or rerun by a user, and claimed again)";
+        let superseded = "the lease of holder \"w\" is not the agenda's current lease: it was \
+            superseded (the agenda was reclaimed, or cancelled or rerun by a user, and claimed \
+            again) or it is not this agenda's";
         assert!(!refused(superseded).is_cancelled());
     }
 

@@ -47,6 +47,10 @@ pub struct HistoryEntryGql {
     /// The operations this event added (a submission's, an expansion's), by name.
     #[graphql(complexity = "crate::graphql::cost::nested(child_complexity)")]
     pub added_operations: Vec<String>,
+    /// The operations this event removed (a rerun drops the operations generators added), by
+    /// name.
+    #[graphql(complexity = "crate::graphql::cost::nested(child_complexity)")]
+    pub removed_operations: Vec<String>,
 }
 
 /// What one event did to one operation.
@@ -92,6 +96,7 @@ impl From<&HistoryEntry> for HistoryEntryGql {
             diagnostics: e.diagnostics.iter().map(DiagnosticEventGql::from).collect(),
             operations: e.operations.iter().map(OperationStepGql::from).collect(),
             added_operations: e.added_operations.clone(),
+            removed_operations: e.removed_operations.clone(),
         }
     }
 }

@@ -761,10 +761,20 @@ fn operation_change(
         from: current.processing_state,
         from_message: current.processing_state_message.as_deref().map(str::to_string),
         to: r.state,
+        to_message: r
+            .message
+            .as_deref()
+            .map(str::trim)
+            .filter(|_| r.state == Complete)
+            .map(str::to_string),
     };
     let params = merged_params(&current.params, &r.params);
     let starts = match (current.processing_state, r.state) {
-        (Waiting, Waiting) => return Ok(params.map(|p| params_only(current, p))),
+        (Waiting, Waiting) => {
+            return Ok(
+                params.map(|p| OperationProgressChanged { params: Some(p), ..kept(current) })
+            );
+        }
         (Waiting, Executing | Complete) => true,
         (Executing, Executing | Complete) => false,
         (Complete, Complete) => {
@@ -772,7 +782,17 @@ fn operation_change(
                 (Some(a), Some(b)) => eq_ignore_case(a.trim(), b.trim()),
                 _ => false,
             };
-            return if same { Ok(params.map(|p| params_only(current, p))) } else { Err(refuse()) };
+            if !same {
+                return Err(refuse());
+            }
+            // A resent outcome keeps the first result (later operations read it), but the
+            // diagnostics it adds are recorded (popclient21: a resend's new diagnostic was
+            // answered 200 and dropped).
+            let diagnostics = new_diagnostics(&current.diagnostic_events, attempt, &r.diagnostics);
+            if params.is_none() && diagnostics.is_empty() {
+                return Ok(None);
+            }
+            return Ok(Some(OperationProgressChanged { diagnostics, params, ..kept(current) }));
         }
         (Executing, Waiting) | (Complete, Waiting | Executing) => return Err(refuse()),
     };
@@ -837,8 +857,8 @@ fn merged_params(current: &Params, reported: &Params) -> Option<Params> {
     Some(merged)
 }
 
-/// A change that only records new params: everything else stays as it is.
-fn params_only(current: &OperationProgress, params: Params) -> OperationProgressChanged {
+/// A change that records nothing new: what a change of only params or diagnostics starts from.
+fn kept(current: &OperationProgress) -> OperationProgressChanged {
     OperationProgressChanged {
         operation: current.operation.to_string(),
         state: current.processing_state,
@@ -850,7 +870,7 @@ fn params_only(current: &OperationProgress, params: Params) -> OperationProgress
         attempt_time: current.attempt_time,
         started_time: current.started_time,
         completed_time: current.completed_time,
-        params: Some(params),
+        params: None,
     }
 }
 

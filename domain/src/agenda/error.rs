@@ -49,16 +49,20 @@ pub enum AgendaError {
     DoNotRun,
     /// An operation may only move WAITING → EXECUTING → COMPLETE.
     #[error(
-        "operation {operation:?} cannot go from {}{} to {}",
+        "operation {operation:?} cannot go from {}{} to {}{}",
         from.as_str(),
         from_message.as_ref().map(|m| format!("/{m}")).unwrap_or_default(),
-        to.as_str()
+        to.as_str(),
+        to_message.as_ref().map(|m| format!("/{m}")).unwrap_or_default()
     )]
     OperationTransition {
         operation: String,
         from: ProcessingState,
         from_message: Option<String>,
         to: ProcessingState,
+        /// The outcome a COMPLETE report gave (popclient21: a late `failed` of a succeeded
+        /// operation read "cannot go from COMPLETE/succeeded to COMPLETE").
+        to_message: Option<String>,
     },
     /// The automatic retry found no attempts left.
     #[error(
@@ -87,10 +91,14 @@ fn superseded(holder: &str, lease_id: Option<&str>, current_holder: &str) -> Str
              the token that claimed it (a POP executor reports with its puller's token)"
         );
     }
+    // Not said to be an earlier lease of the agenda: the state does not keep those
+    // (popclient21: a lease id made up, or another agenda's of the same claim, was said to
+    // have been superseded by a reclaim that never happened).
     format!(
-        "the lease of holder {holder:?}{} was superseded by a newer lease of the same holder \
-         (the agenda was reclaimed, or cancelled or rerun by a user, and claimed again): use \
-         the lease the last getAgenda answered",
+        "the lease of holder {holder:?}{} is not the agenda's current lease: it was superseded \
+         (the agenda was reclaimed, or cancelled or rerun by a user, and claimed again) or it \
+         is not this agenda's (another agenda's of the same getAgenda answer, say): use the \
+         lease the last getAgenda answered for this agenda",
         lease_id.map(|l| format!(" (lease {l:?})")).unwrap_or_default()
     )
 }
@@ -162,7 +170,11 @@ mod tests {
             current_lease_id: "L2".into(),
         };
         let text = stale.to_string();
-        assert!(text.starts_with("the lease of holder \"puller\" (lease \"L1\") was superseded"));
+        assert!(
+            text.starts_with("the lease of holder \"puller\" (lease \"L1\") is not the agenda's current lease: it was superseded"),
+            "{text}"
+        );
+        assert!(text.contains("or it is not this agenda's"), "{text}");
         assert!(!text.contains("L2"), "the current lease is the holder's: {text}");
         assert!(!other.to_string().contains("L2"), "{other}");
     }
