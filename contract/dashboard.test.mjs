@@ -243,6 +243,12 @@ test('cancel from the page asks first, then changes the state', async () => {
   await acmePage.click('#failures-only');
   const types = await acmePage.$$eval('#timeline tr[data-type]', (rs) => rs.map((r) => r.dataset.type));
   assert.ok(types.length >= 1 && types.every((t) => /ancel|fail|time|reap|reclaim|reject|error/i.test(t)), `failures only: ${types}`);
+  // By type (dash8: every option's value was empty, so a type chosen showed every event).
+  await acmePage.click('#failures-only');
+  await acmePage.select('#event-type', 'AgendaSubmitted');
+  await acmePage.waitForFunction(() => [...document.querySelectorAll('#timeline tr[data-type]')].every((r) => r.dataset.type === 'AgendaSubmitted'), { timeout: WAIT });
+  assert.equal((await acmePage.$$('#timeline tr[data-type]')).length, 1);
+  await acmePage.select('#event-type', '');
 });
 
 test('filters narrow the list', async () => {
@@ -284,6 +290,15 @@ test('filters narrow the list', async () => {
   const waiting = await acmePage.$$eval('#agenda-list tbody tr', (rs) => rs.map((r) => r.dataset.agenda));
   assert.ok(waiting.includes(a.id) && waiting.includes(b.id), `waiting: ${waiting}`);
   assert.equal(await acmePage.$eval('select[name="state"]', (s) => s.value), 'WAITING');
+  // Live: an agenda that leaves the state filtered on goes, and one that enters it again below
+  // the page's top row (a rerun) comes back (dash8: a rerun never showed under WAITING, and
+  // finished agendas stayed under EXECUTING).
+  await gql(T.acme, 'mutation($id: String!) { cancelAgenda(agendaId: $id) { position } }', { id: a.id });
+  await acmePage.waitForFunction((aid) => !document.querySelector(`#agenda-list tr[data-agenda="${aid}"]`), { timeout: WAIT }, a.id);
+  await gql(T.acme, 'mutation($id: String!) { rerunAgenda(agendaId: $id) { position } }', { id: a.id });
+  await acmePage.waitForSelector(rowSel(a.id), { timeout: WAIT });
+  const again = await acmePage.$$eval('#agenda-list tbody tr', (rs) => rs.map((r) => r.dataset.agenda));
+  assert.deepEqual(again.filter((id) => id === a.id || id === b.id), [b.id, a.id], 'newest first');
 });
 
 test("a tenant's page never shows another tenant's agenda, not even in counts", async () => {

@@ -93,6 +93,7 @@ async function probe() {
 function refused(message) {
   const error = new GqlError([{ message, extensions: { code: 'UNAUTHENTICATED' } }]);
   signedOutListeners.forEach((fn) => fn(error));
+  return error;
 }
 
 const REFUSED = 'the server no longer accepts this token (it was revoked, or the server\'s tokens changed): sign in again';
@@ -112,7 +113,9 @@ export async function gql(query, variables = {}) {
     throw new GqlError([{ message: 'cannot reach the server (stopped or restarting?); this page reloads when it answers again', extensions: { code: 'OFFLINE' } }]);
   }
   setOnline(true);
-  if (res.status === 401 && sent && sent === token()) refused(REFUSED);
+  // The caller is told the same as the sign-in page (dash8: the server's generic text,
+  // caught after the sign-out, replaced this one there).
+  if (res.status === 401 && sent && sent === token()) throw refused(REFUSED);
   let body;
   try {
     body = await res.json();

@@ -33,8 +33,8 @@ function SignIn({ onSignedIn, error }) {
       <button type="submit">Sign in</button>
     </form>
     <${ErrorLine} error=${error}/>
-    <p class="muted">Use a bearer token of this server: one from its token file (<code>--token-file</code>
-      or <code>POP_TOKENS</code>), or, on a server started without one, the admin token: its first start printed a sign-in
+    <p class="muted">Use a bearer token of this server: one from its token file (<code>--token-file</code> or <code>POP_TOKENS</code>),
+      or, on a server started without one, the admin token: its first start printed a sign-in
       link with it, and it is in <code>${'<data-dir>/admin.token'}</code>. The token stays in this tab until you sign out.</p>
   </main>`;
 }

@@ -2,7 +2,7 @@
 // Batch (a linkId's ProgressSummary and agendas), Insights and pools, and Templates.
 
 import { html, useState, useEffect, useRef, useCallback } from './vendor/htm-preact-3.1.1.mjs';
-import { gql, subscribe, perFrame, fmtTime } from './api.js';
+import { gql, subscribe, perFrame, fmtTime, GqlError } from './api.js';
 import { ErrorLine, StateBadge, STATES, agendaHref, may, useAgendaFeed } from './views.js';
 
 const STATS_QUERY = `query($m: Int) { agendaStats(minutes: $m) {
@@ -186,9 +186,16 @@ export function TemplateView({ me, id, customers }) {
   const [customer, setCustomer] = useState('');
   const [error, setError] = useState(null);
   const [ran, setRan] = useState(null);
+  const [loaded, setLoaded] = useState(false);
   useEffect(() => {
+    setLoaded(false);
     gql('query($id: String!) { template(id: $id) { id title customerId agenda staticParameters params isGlobal allowedCustomerIds } }', { id })
-      .then((d) => setT(d.template))
+      .then((d) => {
+        setT(d.template);
+        setLoaded(true);
+        // As the agenda page says of one it cannot show (dash8: the page was left blank).
+        if (!d.template) setError(new GqlError([{ message: `no template ${id} is visible to you`, extensions: { code: 'NOT_FOUND' } }]));
+      })
       .catch(setError);
   }, [id]);
   const run = async (e) => {
@@ -212,7 +219,7 @@ export function TemplateView({ me, id, customers }) {
       setError(err);
     }
   };
-  if (!t) return html`<section><h1>Template ${id}</h1><${ErrorLine} error=${error}/></section>`;
+  if (!t) return html`<section><h1>Template ${id}</h1>${!loaded && !error && html`<p class="muted">Loading…</p>`}<${ErrorLine} error=${error}/></section>`;
   return html`<section><h1>Template ${t.id}</h1><p class="meta">${t.title || ''} · owner ${t.customerId}${t.isGlobal ? ' · global' : ''}</p>
     <${ErrorLine} error=${error}/>
     <h2>Agenda</h2><pre class="json">${JSON.stringify(t.agenda, null, 2)}</pre>

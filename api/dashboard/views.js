@@ -51,8 +51,10 @@ export function filterFromQuery(q) {
   if (q.linkId) f.linkId = q.linkId;
   if (q.insight) f.insightId = q.insight;
   if (q.state) f.processingState = q.state;
-  if (q.from) f.from = new Date(q.from).toISOString();
-  if (q.until) f.until = new Date(q.until).toISOString();
+  // The inputs are UTC, as every time the dashboard shows (dash8: read as the browser's local
+  // time, an "added" time copied from the table gave another window).
+  if (q.from) f.from = utcInput(q.from);
+  if (q.until) f.until = utcInput(q.until);
   // Newest first unless asked otherwise: the server walks its index backwards.
   f.newestFirst = q.order !== 'oldest';
   return f;
@@ -60,6 +62,13 @@ export function filterFromQuery(q) {
 
 /// Whether a live progress passes the list's filter (the server filtered by visibility
 /// already; this only decides whether a row not on the page belongs to it).
+/// A `datetime-local` value (no zone) read as UTC; a value with a zone as it says.
+function utcInput(v) {
+  const zoned = /(Z|[+-]\d\d:?\d\d)$/i.test(v);
+  const t = new Date(zoned ? v : `${v}Z`);
+  return Number.isNaN(t.getTime()) ? new Date(v).toISOString() : t.toISOString();
+}
+
 function passes(f, p) {
   if (f.customerId && p.customerId !== f.customerId) return false;
   if (f.linkId && p.linkId !== f.linkId) return false;
@@ -135,6 +144,16 @@ export function AgendasView({ me, query, navigate, customers }) {
   // The page shown must be the one fetched for this filter and cursor: a page of the previous
   // filter (live rows merged into it) would show rows this filter does not hold, or miss some.
   const pageKey = JSON.stringify([filter, after]);
+  // The page fetched again at most twice a second however many agendas change.
+  const refetch = useRef(null);
+  const refetchSoon = () => {
+    if (refetch.current) return;
+    refetch.current = setTimeout(() => {
+      refetch.current = null;
+      setTick((t) => t + 1);
+    }, 500);
+  };
+  useEffect(() => () => clearTimeout(refetch.current), []);
 
   useEffect(() => {
     let live = true;
@@ -165,24 +184,36 @@ export function AgendasView({ me, query, navigate, customers }) {
         // Newest first, an agenda added after the first page's top row belongs above it.
         const top = rows.length ? Date.parse(rows[0].addedTime) : -Infinity;
         const added = new Map();
+        // An agenda that left the filter (a state filter) or entered it where only the server
+        // can place it (an older one, rerun or retried) has the page fetched again (dash8: a
+        // rerun agenda never showed under WAITING, succeeded ones stayed under EXECUTING).
+        let stale = false;
         for (const p of items) {
           const key = p.customerId + '/' + p.agendaId;
           const i = at.get(key);
-          if (i !== undefined) rows[i] = p;
-          else if (!passes(filter, p)) continue;
+          const fits = passes(filter, p);
+          if (i !== undefined) {
+            rows[i] = fits ? p : null;
+            stale ||= !fits;
+          } else if (!fits) continue;
           else if (filter.newestFirst) {
             if (after === null && Date.parse(p.addedTime) >= top) added.set(key, p);
+            else stale = true;
           } else if (!pg.hasNextPage && rows.length < PAGE) {
             at.set(key, rows.length);
             rows.push(p);
+          } else if (rows.length && Date.parse(p.addedTime) <= Date.parse(rows[rows.length - 1].addedTime)) {
+            stale = true;
           }
         }
-        if (!added.size) return { ...pg, items: rows };
+        if (stale) refetchSoon();
+        const kept = rows.filter(Boolean);
+        if (!added.size) return { ...pg, items: kept };
         // Those rows stay above the page's own until the next fetch (the cursor still follows
         // the page's last row); past two pages' worth, the page is fetched again.
-        if (rows.length + added.size > 2 * PAGE) setTick((t) => t + 1);
+        if (kept.length + added.size > 2 * PAGE) setTick((t) => t + 1);
         const newest = [...added.values()].sort((a, b) => Date.parse(b.addedTime) - Date.parse(a.addedTime));
-        return { ...pg, items: newest.concat(rows) };
+        return { ...pg, items: newest.concat(kept) };
       }),
     () => setTick((t) => t + 1),
   );
@@ -243,8 +274,8 @@ export function AgendasView({ me, query, navigate, customers }) {
       <label>state <select name="state" value=${query.state || ''} onChange=${(e) => set('state', e.target.value)}>
         <option value="">any</option><option value="WAITING">WAITING</option><option value="EXECUTING">EXECUTING</option><option value="COMPLETE">COMPLETE</option>
       </select></label>
-      <label>added from <input name="from" type="datetime-local" value=${query.from || ''} onChange=${(e) => set('from', e.target.value)}/></label>
-      <label>until <input name="until" type="datetime-local" value=${query.until || ''} onChange=${(e) => set('until', e.target.value)}/></label>
+      <label>added from (UTC) <input name="from" type="datetime-local" value=${query.from || ''} onChange=${(e) => set('from', e.target.value)}/></label>
+      <label>until (UTC) <input name="until" type="datetime-local" value=${query.until || ''} onChange=${(e) => set('until', e.target.value)}/></label>
       <label>order <select name="order" value=${query.order || ''} onChange=${(e) => set('order', e.target.value)}>
         <option value="">newest first</option><option value="oldest">oldest first</option>
       </select></label>
@@ -460,7 +491,7 @@ function Holding({ agenda, state }) {
     const load = () => gql(
       'query($id: String!, $c: String) { agendaHolding(id: $id, customerId: $c) { holder expires expiresInMs } }',
       { id: progressIdOf(agenda), c: agenda.customerId },
-    ).then((d) => { if (!stopped) setHolding(d.agendaHolding); }).catch(() => {});
+    ).then((d) => { if (!stopped) setHolding(d.agendaHolding && { ...d.agendaHolding, at: performance.now() }); }).catch(() => {});
     load();
     const timer = setInterval(load, 5000);
     return () => {
@@ -468,9 +499,18 @@ function Holding({ agenda, state }) {
       clearInterval(timer);
     };
   }, [agenda.id, agenda.customerId, open, state]);
+  // Counted down here between two reads (dash8: a 5 s old figure lagged, and even rose).
+  const [, setSecond] = useState(0);
+  const counting = holding && holding.expiresInMs > 0;
+  useEffect(() => {
+    if (!counting) return undefined;
+    const timer = setInterval(() => setSecond((n) => n + 1), 1000);
+    return () => clearInterval(timer);
+  }, [counting]);
   if (!holding) return null;
-  const when = holding.expiresInMs > 0
-    ? `its lease ends in ${Math.ceil(holding.expiresInMs / 1000)} s`
+  const left = holding.expiresInMs - (performance.now() - holding.at);
+  const when = left > 0
+    ? `its lease ends in ${Math.ceil(left / 1000)} s`
     : `its lease ended ${fmtTime(holding.expires)} without a report reaching the server (the holder is gone, or cannot report)`;
   return html`<span id="holding"> · held by <b>${holding.holder}</b>: ${when}</span>`;
 }
@@ -631,7 +671,7 @@ function Timeline({ agenda, tick }) {
   const opened = open == null ? null : events.find((e) => e.version === open);
   return html`<h2>History <span class="muted">(${shown.length} of ${events.length} events)</span></h2>
     <div class="filters">
-      <label>type <select id="event-type" value=${type} onChange=${(e) => setType(e.target.value)}><option value="">all</option>${types.map((t) => html`<option>${t}</option>`)}</select></label>
+      <label>type <select id="event-type" value=${type} onChange=${(e) => setType(e.target.value)}><option value="">all</option>${types.map((t) => html`<option value=${t}>${t}</option>`)}</select></label>
       <label><input id="failures-only" type="checkbox" checked=${failuresOnly} onChange=${(e) => setFailuresOnly(e.target.checked)}/> failures only</label>
     </div>
     <${ErrorLine} error=${error}/>

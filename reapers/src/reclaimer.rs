@@ -299,11 +299,52 @@ async fn reclaim(commands: &Commands, now: Timestamp, action: ReclaimAction) -> 
 pub struct Reclaimer {
     services: Services,
     config: ReclaimerConfig,
+    clock: ClockWatch,
 }
 
 impl Reclaimer {
     pub fn new(services: Services, config: ReclaimerConfig) -> Reclaimer {
-        Reclaimer { services, config }
+        Reclaimer { services, config, clock: ClockWatch::default() }
+    }
+}
+
+/// How far the wall clock may run ahead of the monotonic one between two cycles before it
+/// counts as stepped: NTP slews by at most 0.05 %, a step is seconds or more.
+const CLOCK_STEP_TOLERANCE: Duration = Duration::from_secs(2);
+
+/// Forward steps of the wall clock that leases are stamped with, seen between two cycles
+/// against this process's monotonic clock (ops3am18: an NTP step, or a VM resumed, expired
+/// at once the leases live workers had just renewed; the agendas were run twice, or failed
+/// with their attempts used up). After a step, a lease waits for its length on the monotonic
+/// clock, as after an outage: its holder renews it meanwhile, if it is there.
+#[derive(Debug, Default)]
+struct ClockWatch {
+    last: Option<(Timestamp, Instant)>,
+    stepped: Option<Instant>,
+}
+
+impl ClockWatch {
+    /// Notes the wall clock's `now` read at `at`; the step, if it moved forward by more
+    /// than the monotonic time since the last reading allows.
+    fn observe(&mut self, now: Timestamp, at: Instant) -> Option<Duration> {
+        let last = self.last.replace((now, at));
+        let (then, was) = last?;
+        let wall = (now - then).to_std().unwrap_or_default();
+        let monotonic = at.saturating_duration_since(was);
+        let step = wall.checked_sub(monotonic).filter(|s| *s > CLOCK_STEP_TOLERANCE)?;
+        self.stepped = Some(at);
+        Some(step)
+    }
+
+    /// `served` no longer than the time since the last step.
+    fn served(&self, served: Option<Duration>, at: Instant) -> Option<Duration> {
+        match self.stepped {
+            None => served,
+            Some(step) => {
+                let since = at.saturating_duration_since(step);
+                Some(served.map_or(since, |s| s.min(since)))
+            }
+        }
     }
 }
 
@@ -338,7 +379,15 @@ impl TimedProcess for Reclaimer {
 
     async fn plan(&mut self, now: Timestamp) -> Result<Vec<ReclaimAction>, ReclaimReport> {
         let commands = &self.services.commands;
-        let served = commands.serving_for(self.config.grace_after_start);
+        let at = Instant::now();
+        if let Some(step) = self.clock.observe(now, at) {
+            tracing::warn!(
+                step_secs = step.as_secs(),
+                "reclaimer: the wall clock stepped forward; expired leases wait for their \
+                 length again (their holders renew them if they are there)"
+            );
+        }
+        let served = self.clock.served(commands.serving_for(self.config.grace_after_start), at);
         let models = self.services.projections.read();
         let planned = plan_served(now, &models, &self.config, served);
         metrics::gauge!(crate::process::LEASES_WAITING).set(planned.waiting as f64);
@@ -405,6 +454,25 @@ mod tests {
 
     fn t(secs: i64) -> Timestamp {
         Timestamp::from_timestamp(secs, 0).unwrap()
+    }
+
+    /// A forward step of the wall clock between two cycles restarts the window a lease waits
+    /// for its length in (ops3am18); the clocks moving together, or the wall going back, do
+    /// not.
+    #[test]
+    fn a_forward_step_of_the_wall_clock_restarts_the_served_window() {
+        let secs = Duration::from_secs;
+        let mut watch = ClockWatch::default();
+        let at = Instant::now();
+        assert_eq!(watch.observe(t(1000), at), None);
+        assert_eq!(watch.observe(t(1031), at + secs(30)), None, "within the tolerance");
+        assert_eq!(watch.served(Some(secs(500)), at + secs(30)), Some(secs(500)));
+        assert_eq!(watch.served(None, at + secs(30)), None);
+        assert_eq!(watch.observe(t(1336), at + secs(35)), Some(secs(300)));
+        assert_eq!(watch.served(Some(secs(500)), at + secs(45)), Some(secs(10)));
+        assert_eq!(watch.served(None, at + secs(45)), Some(secs(10)));
+        assert_eq!(watch.observe(t(900), at + secs(50)), None, "a step back is not one forward");
+        assert_eq!(watch.served(Some(secs(500)), at + secs(345)), Some(secs(310)));
     }
 
     fn submit(id: &str, at: i64) -> AgendaCommand {

@@ -37,7 +37,9 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
     name = "pop",
     version,
     about = "pop — an event-sourced workflow engine",
-    after_help = "Start: `pop serve --dev`, then `pop worker` and `pop submit --watch`.\n\
+    after_help = "Start: `pop serve --dev`, then `pop worker --insight encode --handlers \
+        examples/handlers.toml` and `pop submit --watch examples/encode.json` (README.md, the \
+        five-minute tour).\n\
         Client commands exit 0 when done, 1 on an error, 2 on a usage error, 3 when the \
         agenda they watched failed, and 5 when its attempt failed with a retry due (not final; \
         --follow-retries follows it); `pop verify` exits 4 when the log is not intact."
@@ -910,8 +912,9 @@ pub struct WorkerArgs {
     /// off or does not work; pauses start at 100 ms and double while the queues stay empty.
     #[arg(long, env = "POP_WORKER_MAX_IDLE_MS", default_value_t = 5_000)]
     pub max_idle_ms: u64,
-    /// On SIGTERM/SIGINT, how long running operations may finish (seconds) before they are
-    /// stopped and their agendas handed back.
+    /// On SIGTERM/SIGINT to the worker's pid, how long running operations may finish
+    /// (seconds) before they are stopped and their agendas handed back. A signal to the whole
+    /// process group (a terminal's Ctrl-C) stops the handlers at once: they are in it.
     #[arg(long, env = "POP_WORKER_SHUTDOWN_GRACE", default_value_t = 30)]
     pub shutdown_grace: u64,
     /// Namespace of the pods of `kind = "kubernetes"` handlers that name none.

@@ -147,6 +147,8 @@ impl Client {
             .send()
             .instrument(span)
             .await
+            // The URL is said once, here (ops3am18: reqwest's "for url (…)" said it again).
+            .map_err(reqwest::Error::without_url)
             .with_context(|| format!("calling {url} ({NOT_THERE})"))?;
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED {

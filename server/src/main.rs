@@ -62,7 +62,17 @@ async fn main() -> ExitCode {
         }
     };
     signal::survive_file_size_limit();
+    // A service logging JSON says why it stopped in JSON too (ops3am18: the line explaining a
+    // crash loop was the one line a collector could not parse).
+    let json_service = matches!(cli.log_format, cli::LogFormat::Json)
+        && matches!(cli.command, cli::Command::Serve(_) | cli::Command::Worker(_));
     let result = run(cli.command).await;
+    if let Err(e) = &result
+        && json_service
+        && e.downcast_ref::<output::Exit>().is_none()
+    {
+        tracing::error!(error = &*error_chain(e), "pop stopped");
+    }
     if let Some(telemetry) = telemetry {
         telemetry.shutdown().await;
     }
@@ -76,7 +86,9 @@ async fn main() -> ExitCode {
                 ExitCode::from(exit.code)
             }
             None => {
-                eprintln!("pop: error: {}", error_chain(&e));
+                if !json_service {
+                    eprintln!("pop: error: {}", error_chain(&e));
+                }
                 ExitCode::FAILURE
             }
         },

@@ -930,3 +930,27 @@ fn a_blank_variable_is_taken_as_unset_and_said() {
     assert!(stderr.contains("POP_SERVER is set but blank: taken as unset"), "{stderr}");
     assert_eq!(out.status.code(), Some(2), "{stderr}");
 }
+
+/// A service logging JSON says why it stopped as a JSON line too, and nothing else (ops3am18:
+/// the line that explained a crash loop was the one a collector could not parse).
+#[test]
+fn a_service_logging_json_says_why_it_stopped_in_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = dir.path().join("a-file");
+    std::fs::write(&not_a_dir, "not a data directory").unwrap();
+    let out = pop_command()
+        .args(["serve", "--log-format", "json", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(&not_a_dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<Value> = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let stopped = lines.iter().find(|l| l["fields"]["message"] == "pop stopped").expect("why");
+    assert_eq!(stopped["level"], "ERROR", "{stopped:#}");
+    assert!(stopped["fields"]["error"].as_str().unwrap().contains("a-file"), "{stopped:#}");
+}

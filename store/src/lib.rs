@@ -31,6 +31,7 @@ pub mod leader;
 pub mod limits;
 mod position;
 pub mod postgres;
+mod repeats;
 pub mod sqlite;
 mod subscribe;
 #[cfg(feature = "test-cluster")]

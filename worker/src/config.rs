@@ -102,10 +102,19 @@ pub fn missing_programs(registry_file: &Path) -> Result<Vec<String>, ConfigError
         let found = if program.contains('/') || base.join(program).is_file() {
             let path =
                 if Path::new(program).is_relative() { base.join(program) } else { program.into() };
+            // Not there and not executable call for different fixes (ops3am18: both read
+            // "is not an executable file").
             if executable(&path) {
                 None
+            } else if !path.exists() {
+                Some(format!("handler {op_type:?}: {} does not exist", path.display()))
+            } else if path.is_dir() {
+                Some(format!("handler {op_type:?}: {} is a directory", path.display()))
             } else {
-                Some(format!("handler {op_type:?}: {} is not an executable file", path.display()))
+                Some(format!(
+                    "handler {op_type:?}: {} is not executable (chmod +x it)",
+                    path.display()
+                ))
             }
         } else {
             let on_path = std::env::var_os("PATH")

@@ -86,8 +86,15 @@ pub enum Outcome {
     HandedBack,
 }
 
+/// A diagnostic of this worker's, with the time it was made (dash8: each attempt's equal
+/// failure read the same, with no time to tell them apart).
 fn diagnostic(message: impl Into<String>, payload: Value) -> DiagnosticEvent {
-    DiagnosticEvent { message: message.into(), payload, ..DiagnosticEvent::default() }
+    DiagnosticEvent {
+        message: message.into(),
+        payload,
+        time: Some(chrono::Utc::now()),
+        ..DiagnosticEvent::default()
+    }
 }
 
 /// The diagnostic of a failed operation, logged (one line: why it failed is in the worker's

@@ -213,6 +213,26 @@ impl StdoutResult {
     }
 }
 
+/// A handler's next output line, its bytes that are not UTF-8 replaced (U+FFFD); `None` at the
+/// end of the stream. Not `lines()`, which ends at the first line that is not UTF-8 (ops3am18:
+/// a Latin-1 file name in a log line stopped the reading, and the handler died of SIGPIPE at
+/// its next write, its real failure lost).
+async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> Option<String> {
+    let mut bytes = Vec::new();
+    match reader.read_until(b'\n', &mut bytes).await {
+        Ok(0) | Err(_) => None,
+        Ok(_) => {
+            if bytes.last() == Some(&b'\n') {
+                bytes.pop();
+                if bytes.last() == Some(&b'\r') {
+                    bytes.pop();
+                }
+            }
+            Some(String::from_utf8_lossy(&bytes).into_owned())
+        }
+    }
+}
+
 #[async_trait]
 impl Handler for LocalProcess {
     async fn run(&self, ctx: OperationContext, progress: ProgressSink) -> Result<Value, Failure> {
@@ -255,8 +275,8 @@ impl Handler for LocalProcess {
         if let Some(stdout) = child.stdout.take() {
             let tx = tx.clone();
             tokio::spawn(async move {
-                let mut lines = BufReader::new(stdout).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
+                let mut lines = BufReader::new(stdout);
+                while let Some(line) = next_line(&mut lines).await {
                     if tx.send(Line::Out(line)).await.is_err() {
                         break;
                     }
@@ -266,8 +286,8 @@ impl Handler for LocalProcess {
         if let Some(stderr) = child.stderr.take() {
             let tx = tx.clone();
             tokio::spawn(async move {
-                let mut lines = BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
+                let mut lines = BufReader::new(stderr);
+                while let Some(line) = next_line(&mut lines).await {
                     if tx.send(Line::Err(line)).await.is_err() {
                         break;
                     }
@@ -436,6 +456,36 @@ mod tests {
             seen.lock().unwrap().clone(),
             vec![Progress { percent: Some(50.0), message: Some("half".into()) }]
         );
+    }
+
+    /// Output that is not UTF-8 is read on, lossily (ops3am18: the reading stopped at it, and
+    /// the handler died of SIGPIPE at its next write, its result and reason lost).
+    #[tokio::test]
+    async fn output_that_is_not_utf8_is_read_on() {
+        let (sink, seen) = recorder();
+        let script = r#"
+            printf 'ffmpeg: input café.mov
+'
+            printf 'warning: tag café
+' >&2
+            sleep 0.2
+            echo '{"percent": 90, "message": "nearly"}'
+            echo '{"result": {"ok": true}}'
+        "#;
+        let out = sh(script, Duration::from_secs(10)).run(ctx(json!(null)), sink).await;
+        assert_eq!(out, Ok(json!({"ok": true})));
+        assert_eq!(
+            seen.lock().unwrap().clone(),
+            vec![Progress { percent: Some(90.0), message: Some("nearly".into()) }]
+        );
+        let failed = sh(
+            r"printf 'caf\351\n' >&2; sleep 0.2; echo 'no such input' >&2; exit 3",
+            Duration::from_secs(10),
+        )
+        .run(ctx(json!(null)), recorder().0)
+        .await
+        .unwrap_err();
+        assert!(failed.message.contains("no such input"), "{}", failed.message);
     }
 
     #[tokio::test]

@@ -307,6 +307,8 @@ pub(crate) struct Shared {
     /// Whether the last look at the head found committed events held above the horizon (a
     /// transaction open elsewhere): what [`EventStore::slow_head_hint`] names.
     pub(crate) horizon_held: std::sync::atomic::AtomicBool,
+    /// Failed group commits, logged once per [`crate::repeats::EVERY`] while they go on.
+    pub(crate) failing: std::sync::Mutex<crate::repeats::Repeats>,
 }
 
 impl Shared {
@@ -447,6 +449,7 @@ impl PgStore {
             high_water: std::sync::atomic::AtomicI64::new(0),
             went_back: std::sync::OnceLock::new(),
             horizon_held: std::sync::atomic::AtomicBool::new(false),
+            failing: std::sync::Mutex::default(),
         });
         let (head_tx, head_rx) = watch::channel(head);
         let tail = tokio::spawn(tail::run(config, Arc::clone(&shared), head_tx));

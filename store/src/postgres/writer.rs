@@ -199,6 +199,14 @@ impl From<StoreError> for GroupError {
     }
 }
 
+/// Whether to log a failed group commit now ([`crate::repeats::Repeats::say`]).
+fn say_failed(failing: &std::sync::Mutex<crate::repeats::Repeats>) -> Option<u64> {
+    match failing.lock() {
+        Ok(mut failing) => failing.say(std::time::Instant::now()),
+        Err(_) => Some(0),
+    }
+}
+
 async fn commit_group(shared: &Shared, group: Vec<Request>) {
     // One timestamp per commit, truncated to what the schema stores.
     let now = (shared.clock)().timestamp_micros();
@@ -208,17 +216,23 @@ async fn commit_group(shared: &Shared, group: Vec<Request>) {
         match try_group(shared, &group, now).await {
             Ok(answers) => {
                 shared.committed.notify_one();
+                if let Ok(mut failing) = shared.failing.lock() {
+                    failing.ended();
+                }
                 break answers;
             }
             Err(GroupError::Retry(e)) if attempt < MAX_ATTEMPTS => {
                 tracing::debug!(error = %e, attempt, "group commit redone");
             }
             Err(GroupError::Retry(e) | GroupError::Fatal(e)) => {
-                tracing::error!(
-                    error = %pop_domain::error::ErrorChain(&e),
-                    requests = group.len(),
-                    "group commit failed"
-                );
+                if let Some(unsaid) = say_failed(&shared.failing) {
+                    tracing::error!(
+                        error = %pop_domain::error::ErrorChain(&e),
+                        requests = group.len(),
+                        failed_since_last_said = unsaid,
+                        "group commit failed (said once per 10 s while it goes on)"
+                    );
+                }
                 break group.iter().map(|_| Err(e.clone())).collect();
             }
         }

@@ -40,6 +40,7 @@ impl Checkpointer {
             .name("pop-store-checkpoint".to_owned())
             .spawn(move || {
                 // Ends when the writer drops `wake`.
+                let mut failing = crate::repeats::Repeats::default();
                 while nudges.recv().is_ok() {
                     // PASSIVE: copy what no reader still needs, never wait for anyone.
                     let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
@@ -47,9 +48,18 @@ impl Checkpointer {
                     });
                     match done {
                         Ok((wal_pages, copied)) => {
+                            failing.ended();
                             tracing::debug!(wal_pages, copied, "WAL checkpoint")
                         }
-                        Err(error) => tracing::warn!(%error, "WAL checkpoint failed"),
+                        Err(error) => {
+                            if let Some(unsaid) = failing.say(std::time::Instant::now()) {
+                                tracing::warn!(
+                                    %error,
+                                    failed_since_last_said = unsaid,
+                                    "WAL checkpoint failed (said once per 10 s while it goes on)"
+                                )
+                            }
+                        }
                     }
                 }
                 if let Err((_, error)) = conn.close() {

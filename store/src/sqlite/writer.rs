@@ -130,6 +130,8 @@ pub(crate) struct Writer {
     /// Commits since the checkpointer was last nudged.
     unchecked_commits: usize,
     state: State,
+    /// Failed group commits, logged once per [`crate::repeats::EVERY`] while they go on.
+    failing: crate::repeats::Repeats,
 }
 
 struct State {
@@ -187,7 +189,16 @@ impl Writer {
             clock,
             carry: None,
         };
-        Writer { conn, rx, head_tx, checkpointer, unchecked_bytes: 0, unchecked_commits: 0, state }
+        Writer {
+            conn,
+            rx,
+            head_tx,
+            checkpointer,
+            unchecked_bytes: 0,
+            unchecked_commits: 0,
+            state,
+            failing: crate::repeats::Repeats::default(),
+        }
     }
 
     /// The writer thread's body: runs until the store is closed or dropped.
@@ -260,6 +271,7 @@ impl Writer {
                     self.head_tx.send_replace(Position::from_sequence(head));
                 }
                 self.after_commit(bytes);
+                self.failing.ended();
                 answers
             }
             Err(failure) => {
@@ -269,11 +281,14 @@ impl Writer {
                         StoreError::Corrupt("a constraint failed even with savepoints".to_owned())
                     }
                 };
-                tracing::error!(
-                    error = %pop_domain::error::ErrorChain(&error),
-                    requests = group.len(),
-                    "event store group commit failed"
-                );
+                if let Some(unsaid) = self.failing.say(std::time::Instant::now()) {
+                    tracing::error!(
+                        error = %pop_domain::error::ErrorChain(&error),
+                        requests = group.len(),
+                        failed_since_last_said = unsaid,
+                        "event store group commit failed (said once per 10 s while it goes on)"
+                    );
+                }
                 // The cache holds only committed state, but after an engine failure start
                 // afresh from the database.
                 self.state.streams.clear();
