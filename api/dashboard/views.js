@@ -144,6 +144,14 @@ export function AgendasView({ me, query, navigate, customers }) {
   // The page shown must be the one fetched for this filter and cursor: a page of the previous
   // filter (live rows merged into it) would show rows this filter does not hold, or miss some.
   const pageKey = JSON.stringify([filter, after]);
+  // The last state the page saw of each agenda: an update tells whether it entered the state
+  // filtered on. Bounded: past 20,000 agendas it starts again.
+  const seenStates = useRef(new Map());
+  const rememberStates = (list) => {
+    const seen = seenStates.current;
+    if (seen.size > 20000) seen.clear();
+    for (const p of list) seen.set(p.customerId + '/' + p.agendaId, p.processingState);
+  };
   // The page fetched again at most twice a second however many agendas change.
   const refetch = useRef(null);
   const refetchSoon = () => {
@@ -165,6 +173,7 @@ export function AgendasView({ me, query, navigate, customers }) {
       .then((d) => {
         if (!live) return;
         window.__popFirstPageMs = performance.now() - t0;
+        rememberStates(d.agendaProgressList.items);
         setPage({ ...d.agendaProgressList, key: pageKey });
         setError(null);
       })
@@ -187,25 +196,38 @@ export function AgendasView({ me, query, navigate, customers }) {
         // An agenda that left the filter (a state filter) or entered it where only the server
         // can place it (an older one, rerun or retried) has the page fetched again (dash8: a
         // rerun agenda never showed under WAITING, succeeded ones stayed under EXECUTING).
+        // Only an agenda whose state changed into the filtered one, and whose place is within
+        // this page's span, does (review-s42: every change of an agenda of another page had
+        // the page read twice a second).
         let stale = false;
+        const addedAt = (x) => Date.parse(x.addedTime);
+        const [first, last] = rows.length ? [addedAt(rows[0]), addedAt(rows[rows.length - 1])] : [null, null];
+        const within = (when) => {
+          if (!rows.length) return after === null;
+          if (filter.newestFirst) return (after === null || when <= first) && (when >= last || !pg.hasNextPage);
+          return (after === null || when >= first) && (when <= last || !pg.hasNextPage);
+        };
+        const seen = seenStates.current;
         for (const p of items) {
           const key = p.customerId + '/' + p.agendaId;
           const i = at.get(key);
           const fits = passes(filter, p);
+          const entered = Boolean(filter.processingState) && seen.get(key) !== p.processingState;
           if (i !== undefined) {
             rows[i] = fits ? p : null;
             stale ||= !fits;
-          } else if (!fits) continue;
-          else if (filter.newestFirst) {
-            if (after === null && Date.parse(p.addedTime) >= top) added.set(key, p);
-            else stale = true;
-          } else if (!pg.hasNextPage && rows.length < PAGE) {
+          } else if (!fits) {
+            // not this filter's
+          } else if (filter.newestFirst && after === null && addedAt(p) >= top) {
+            added.set(key, p);
+          } else if (!filter.newestFirst && !pg.hasNextPage && rows.length < PAGE) {
             at.set(key, rows.length);
             rows.push(p);
-          } else if (rows.length && Date.parse(p.addedTime) <= Date.parse(rows[rows.length - 1].addedTime)) {
+          } else if (entered && within(addedAt(p))) {
             stale = true;
           }
         }
+        rememberStates(items);
         if (stale) refetchSoon();
         const kept = rows.filter(Boolean);
         if (!added.size) return { ...pg, items: kept };

@@ -176,11 +176,15 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
         ));
         return error_response(StatusCode::BAD_REQUEST, error, &cid);
     }
-    if let BatchRequest::Single(request) = &batch
-        && request.query.trim().is_empty()
-    {
+    let without_query = match &batch {
+        BatchRequest::Single(request) => request.query.trim().is_empty().then(|| "query".into()),
+        BatchRequest::Batch(requests) => {
+            requests.iter().position(|r| r.query.trim().is_empty()).map(|i| format!("[{i}].query"))
+        }
+    };
+    if let Some(field) = without_query {
         let error =
-            AppError::invalid("query", "a GraphQL request needs a query (the document to run)");
+            AppError::invalid(&field, "a GraphQL request needs a query (the document to run)");
         return error_response(StatusCode::BAD_REQUEST, error, &cid);
     }
     // One budget for the whole body: a batch's operations add up their cost and bytes.

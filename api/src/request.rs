@@ -128,10 +128,24 @@ fn decoded(
         status,
         error: AppError::bad_request(message),
     };
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_ascii_lowercase())
-        .filter(|e| !e.is_empty() && e != "identity");
+    // Every line of the header, as one list (hostile31: a second `Content-Encoding` line was
+    // not read); `identity` entries say nothing.
+    let listed: Vec<String> = headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .split(',')
+                .map(|e| e.trim().to_ascii_lowercase())
+                .filter(|e| !e.is_empty() && e != "identity")
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let encoding = match listed.as_slice() {
+        [] => None,
+        [one] => Some(one.clone()),
+        _ => Some(listed.join(", ")),
+    };
     let mut bytes = match encoding.as_deref() {
         None => bytes,
         Some(e @ ("gzip" | "x-gzip" | "deflate")) => {
@@ -174,11 +188,26 @@ fn decoded(
     if bytes.starts_with(&[0xEF, 0xBB, 0xBF]) {
         bytes.drain(..3);
     }
-    if let Err(e) = std::str::from_utf8(&bytes) {
+    // UTF-16 (a byte-order mark, or NULs among the first bytes: JSON text starts with ASCII)
+    // passes as UTF-8 byte by byte, and then reads as broken JSON (review-s42).
+    let utf16 = bytes.starts_with(&[0xFF, 0xFE])
+        || bytes.starts_with(&[0xFE, 0xFF])
+        || bytes.iter().take(4).any(|b| *b == 0);
+    let broken = if utf16 {
+        Some("it looks like UTF-16".to_string())
+    } else {
+        std::str::from_utf8(&bytes).err().map(|e| format!("at byte {}", e.valid_up_to()))
+    };
+    if let Some(broken) = broken {
         let charset = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .and_then(|t| t.split(';').skip(1).find_map(|p| p.trim().strip_prefix("charset=")))
+            .and_then(|t| {
+                t.split(';').skip(1).find_map(|p| {
+                    let (name, value) = p.split_once('=')?;
+                    name.trim().eq_ignore_ascii_case("charset").then_some(value.trim())
+                })
+            })
             .map(|c| c.trim_matches('"'))
             .filter(|c| !c.eq_ignore_ascii_case("utf-8") && !c.eq_ignore_ascii_case("utf8"));
         let declared = charset
@@ -186,10 +215,7 @@ fn decoded(
             .unwrap_or_default();
         return Err(refused(
             StatusCode::BAD_REQUEST,
-            format!(
-                "the request body is not UTF-8 (at byte {}): JSON is sent as UTF-8{declared}",
-                e.valid_up_to()
-            ),
+            format!("the request body is not UTF-8 ({broken}): JSON is sent as UTF-8{declared}"),
         ));
     }
     Ok(bytes.into())

@@ -525,6 +525,10 @@ async fn limits_on_bodies_depth_pages_and_batches() {
     assert_eq!((status, code(&body["errors"][0])), (400, "VALIDATION"), "{body:#}");
     assert!(body["errors"][0]["message"].as_str().unwrap().starts_with("query: "), "{body:#}");
     assert!(body["errors"][0]["extensions"]["cid"].is_string(), "{body:#}");
+    let (status, body) = s.post(Some(ACME), json!([{"query": "{ me { name } }"}, {}])).await;
+    assert_eq!(status, 400, "{body:#}");
+    assert_eq!(code(&body["errors"][0]), "VALIDATION", "{body:#}");
+    assert!(body["errors"][0]["message"].as_str().unwrap().starts_with("[1].query: "), "{body:#}");
 
     // GraphiQL's own introspection query fits the default limits.
     let e = s.gql(ACME, "{ __schema { types { name fields { name type { name kind ofType { name kind ofType { name kind ofType { name kind ofType { name kind ofType { name kind ofType { name kind ofType { name kind } } } } } } } } } } } }", json!({})).await;

@@ -219,18 +219,22 @@ impl AppError {
         }
         let mut all = AppError::new(Code::Validation, String::new());
         let mut messages = Vec::with_capacity(refused.len());
+        // The problems of elements left out whole; an element's own message says what it left
+        // out of its list (review-s42: counted twice).
+        let mut left_out = 0;
         for e in refused {
             if all.problems.len() + e.problems.len() > MAX_REPORTED_PROBLEMS {
-                all.omitted += e.problems.len() + e.omitted;
+                left_out += e.problems.len() + e.omitted;
                 continue;
             }
             messages.push(e.message);
             all.omitted += e.omitted;
             all.problems.extend(e.problems);
         }
+        all.omitted += left_out;
         all.message = messages.join("; ");
-        if all.omitted > 0 {
-            all.message.push_str(&format!("; and {} more problems not listed", all.omitted));
+        if left_out > 0 {
+            all.message.push_str(&format!("; and {left_out} more problems not listed"));
         }
         all
     }

@@ -693,13 +693,18 @@ impl App {
         // the id as sent whatever it routed to (hostile30: the bare id, said only when the
         // tagged one named an agenda of the caller's insights, told an insight's operator
         // which ids another customer uses on it).
+        // Every answer before the caller is known to act on the agenda depends on the id as sent
+        // alone (hostile31: a too-long id, or params over the limit, were said of the bare id
+        // when the pool form named an agenda of the caller's insights).
         let sent_id = id.clone();
+        let checked = pop_domain::agenda::split_pool_progress_id(&sent_id)
+            .map_or(sent_id.as_str(), |(bare, _)| bare);
+        check_id("agendaProgress.id", checked)?;
         let (id, pool_customer) = match self.pool_named(caller, &id).await? {
             Some((progress_id, customer)) => (progress_id, Some(customer)),
             None => (id, None),
         };
         let shown_to_pool = pool_customer.is_some();
-        check_id("agendaProgress.id", &id)?;
         let state_given = object.get("processingState").is_some_and(|s| !s.is_null());
         let given_ops: Vec<bool> = object
             .get("operationProgress")
@@ -733,7 +738,7 @@ impl App {
             check_size(&mut too_large, &format!("{at}.params"), &op.params, limits.params_bytes);
             if !too_large.is_empty() {
                 return Err(AppError::validation(
-                    &format!("the report of agendaProgress {id:?}"),
+                    &format!("the report of agendaProgress {sent_id:?}"),
                     too_large,
                 ));
             }

@@ -493,4 +493,21 @@ fn a_late_outcome_report_calling_the_failure_deterministic_withdraws_the_retry()
     assert!(!withdrew(&last, vec![no_handler()]), "no retry was due");
     let state = replay(&history_after(&due, vec![report("w1", 200, outcome(vec![no_handler()]))]));
     assert!(!state.progress().retry_due());
+    // The operation's outcome sent again in it, with a diagnostic of its own, does not refuse
+    // the report (review-s42: the whole report was refused, and the agenda's reason lost).
+    let mut with_operation = outcome(vec![no_handler()]);
+    with_operation.operations = vec![OperationReport {
+        name: "a".into(),
+        state: Complete,
+        message: Some("failed".into()),
+        diagnostics: vec![pop_domain::DiagnosticEvent {
+            message: "encoder: no such codec".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }];
+    let events =
+        pop_domain::Aggregate::decide(&replay(&due), &report("w1", 200, with_operation)).unwrap();
+    let [AgendaEvent::DiagnosticsAdded(e)] = events.as_slice() else { panic!("{events:?}") };
+    assert!(e.withdrew_retry, "{e:?}");
 }

@@ -393,8 +393,8 @@ impl TimedProcess for Reclaimer {
         metrics::gauge!(crate::process::LEASES_WAITING).set(planned.waiting as f64);
         if let Some((first, left)) = &planned.soonest {
             let since = match self.config.grace_after_start {
-                true => "since it was last down or this server started",
-                false => "since it was last down",
+                true => "since it was last down, this server started or the wall clock stepped",
+                false => "since it was last down or the wall clock stepped",
             };
             tracing::info!(
                 waiting = planned.waiting,

@@ -31,7 +31,7 @@ async fn history(client: &Client, id: &str, customer: Option<&str>) -> Result<Ve
         let page = &data["agendaHistory"];
         if page.is_null() {
             bail!(
-                "NOT_FOUND: no agenda {id} visible to this token (an agenda the data reaper \
+                "NOT_FOUND: no agenda {id:?} visible to this token (an agenda the data reaper \
                  deleted keeps no history: its reap record, with the reason, is in the log, \
                  which an operator reads with `pop log` on the server's store)"
             );

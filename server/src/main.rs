@@ -67,6 +67,9 @@ async fn main() -> ExitCode {
     let json_service = matches!(cli.log_format, cli::LogFormat::Json)
         && matches!(cli.command, cli::Command::Serve(_) | cli::Command::Worker(_));
     let result = run(cli.command).await;
+    // Said plainly where RUST_LOG lets no ERROR of this target through (review-s42: it
+    // stopped in silence).
+    let json_service = json_service && tracing::enabled!(tracing::Level::ERROR);
     if let Err(e) = &result
         && json_service
         && e.downcast_ref::<output::Exit>().is_none()

@@ -31,10 +31,12 @@ impl Repeats {
         }
     }
 
-    /// A success: the next failure is logged at once.
-    pub fn ended(&mut self) {
-        self.last = None;
-        self.unsaid = 0;
+    /// A success: the next failure is logged at once. `Some(n)` when failures went on until
+    /// now, `n` of them not logged (review-s42: the count since the last line was dropped),
+    /// for the line that says they ended.
+    pub fn ended(&mut self) -> Option<u64> {
+        self.last.take()?;
+        Some(std::mem::take(&mut self.unsaid))
     }
 }
 
@@ -50,7 +52,9 @@ mod tests {
         assert_eq!(r.say(t0 + Duration::from_secs(1)), None);
         assert_eq!(r.say(t0 + Duration::from_secs(9)), None);
         assert_eq!(r.say(t0 + EVERY), Some(2));
-        r.ended();
+        assert_eq!(r.say(t0 + EVERY + Duration::from_secs(1)), None);
+        assert_eq!(r.ended(), Some(1));
+        assert_eq!(r.ended(), None, "said once");
         assert_eq!(r.say(t0 + EVERY + Duration::from_secs(1)), Some(0));
     }
 }

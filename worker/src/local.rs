@@ -464,10 +464,8 @@ mod tests {
     async fn output_that_is_not_utf8_is_read_on() {
         let (sink, seen) = recorder();
         let script = r#"
-            printf 'ffmpeg: input café.mov
-'
-            printf 'warning: tag café
-' >&2
+            printf 'ffmpeg: input caf\351.mov\n'
+            printf 'warning: tag caf\351\n' >&2
             sleep 0.2
             echo '{"percent": 90, "message": "nearly"}'
             echo '{"result": {"ok": true}}'

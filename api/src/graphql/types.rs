@@ -549,7 +549,8 @@ pub struct LeaseGql {
     pub expires_in_ms: Option<i64>,
 }
 
-/// Who holds a running agenda's lease and until when (its lease id is the holder's alone).
+/// Who holds a running agenda's lease and until when. Its lease id is not here: the agenda's
+/// events show it to its readers, but only the holder may report or release with it.
 #[derive(SimpleObject, Debug, Clone)]
 #[graphql(name = "AgendaHolding")]
 pub struct HoldingGql {

@@ -433,8 +433,18 @@ impl AgendaState {
                 continue;
             }
             let attempt = self.operation_diagnostics_this_attempt(&current.operation);
-            if !matches!(operation_change(current, r, now, attempt), Ok(None)) {
-                return Err(refused());
+            match operation_change(current, r, now, attempt) {
+                Ok(None) => {}
+                // The operation's outcome sent again with diagnostics of its own: after the
+                // agenda completed they are not recorded (its diagnostics come once, below),
+                // and the report is not refused for them (review-s42: a POP executor's late
+                // outcome report was refused whole, and the agenda's reason in it lost).
+                Ok(Some(change))
+                    if change.params.is_none()
+                        && change.state == current.processing_state
+                        && change.message.as_deref()
+                            == current.processing_state_message.as_deref() => {}
+                _ => return Err(refused()),
             }
         }
         // Diagnostics come with the executor's outcome report, once per completion: a stream of
@@ -765,7 +775,7 @@ fn operation_change(
             .message
             .as_deref()
             .map(str::trim)
-            .filter(|_| r.state == Complete)
+            .filter(|m| r.state == Complete && !m.is_empty())
             .map(str::to_string),
     };
     let params = merged_params(&current.params, &r.params);

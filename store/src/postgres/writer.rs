@@ -216,8 +216,8 @@ async fn commit_group(shared: &Shared, group: Vec<Request>) {
         match try_group(shared, &group, now).await {
             Ok(answers) => {
                 shared.committed.notify_one();
-                if let Ok(mut failing) = shared.failing.lock() {
-                    failing.ended();
+                if let Some(unsaid) = shared.failing.lock().ok().and_then(|mut f| f.ended()) {
+                    tracing::info!(failed_since_last_said = unsaid, "group commits work again");
                 }
                 break answers;
             }

@@ -48,7 +48,12 @@ impl Checkpointer {
                     });
                     match done {
                         Ok((wal_pages, copied)) => {
-                            failing.ended();
+                            if let Some(unsaid) = failing.ended() {
+                                tracing::info!(
+                                    failed_since_last_said = unsaid,
+                                    "WAL checkpoints work again"
+                                );
+                            }
                             tracing::debug!(wal_pages, copied, "WAL checkpoint")
                         }
                         Err(error) => {

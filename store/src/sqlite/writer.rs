@@ -271,7 +271,12 @@ impl Writer {
                     self.head_tx.send_replace(Position::from_sequence(head));
                 }
                 self.after_commit(bytes);
-                self.failing.ended();
+                if let Some(unsaid) = self.failing.ended() {
+                    tracing::info!(
+                        failed_since_last_said = unsaid,
+                        "event store group commits work again"
+                    );
+                }
                 answers
             }
             Err(failure) => {
