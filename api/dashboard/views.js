@@ -152,20 +152,36 @@ export function AgendasView({ me, query, navigate, customers }) {
     if (seen.size > 20000) seen.clear();
     for (const p of list) seen.set(p.customerId + '/' + p.agendaId, p.processingState);
   };
-  // The page fetched again at most twice a second however many agendas change.
-  const refetch = useRef(null);
+  // The page fetched again at most twice a second however many agendas change, and never
+  // while a read of it is on its way: that read ends first, then the next starts (dash9: on a
+  // slow network each new read threw the last away, and no page ever came).
+  const refetch = useRef({ timer: null, inFlight: false, wanted: false });
   const refetchSoon = () => {
-    if (refetch.current) return;
-    refetch.current = setTimeout(() => {
-      refetch.current = null;
+    const r = refetch.current;
+    if (r.inFlight) {
+      r.wanted = true;
+      return;
+    }
+    if (r.timer) return;
+    r.timer = setTimeout(() => {
+      r.timer = null;
       setTick((t) => t + 1);
     }, 500);
   };
-  useEffect(() => () => clearTimeout(refetch.current), []);
+  useEffect(() => () => clearTimeout(refetch.current.timer), []);
 
   useEffect(() => {
     let live = true;
     const t0 = performance.now();
+    const r = refetch.current;
+    r.inFlight = true;
+    const done = () => {
+      r.inFlight = false;
+      if (r.wanted) {
+        r.wanted = false;
+        refetchSoon();
+      }
+    };
     gql(
       `query($f: AgendaFilter, $a: String) { agendaProgressList(filter: $f, first: ${PAGE}, after: $a) { items { ${PROGRESS_FIELDS} } endCursor hasNextPage position } }`,
       { f: filter, a: after },
@@ -177,9 +193,11 @@ export function AgendasView({ me, query, navigate, customers }) {
         setPage({ ...d.agendaProgressList, key: pageKey });
         setError(null);
       })
-      .catch((e) => live && setError(e));
+      .catch((e) => live && setError(e))
+      .finally(() => live && done());
     return () => {
       live = false;
+      r.inFlight = false;
     };
   }, [filter, after, tick]);
 
@@ -216,6 +234,11 @@ export function AgendasView({ me, query, navigate, customers }) {
           if (i !== undefined) {
             rows[i] = fits ? p : null;
             stale ||= !fits;
+          } else if (added.has(key)) {
+            // Entered above the top earlier in this batch: its latest word decides (dash9: one
+            // that left again within the batch stayed).
+            if (fits) added.set(key, p);
+            else added.delete(key);
           } else if (!fits) {
             // not this filter's
           } else if (filter.newestFirst && after === null && addedAt(p) >= top) {
@@ -320,7 +343,7 @@ export function AgendasView({ me, query, navigate, customers }) {
           return html`<tr data-agenda=${p.agendaId} data-customer=${p.customerId} data-state=${stateOf(p)}>
             ${canWrite && html`<td><input type="checkbox" aria-label=${'select ' + p.agendaId} checked=${selected.has(key)} onChange=${() => toggle(key)}/></td>`}
             <td><a href=${agendaHref(p.customerId, p.agendaId)}>${p.agendaId}</a></td>
-            <td>${p.customerId}</td><td>${p.title || ''}</td>
+            <td class="ident">${p.customerId}</td><td class="title">${p.title || ''}</td>
             <td>${p.linkId ? html`<a href=${batchHref(p.customerId, p.linkId)}>${p.linkId}</a>` : ''}</td>
             <td>${p.agendaInsight ? p.agendaInsight.insightId : ''}</td>
             <td><${StateBadge} p=${p}/> <span class="muted">${p.processingStateMessage || ''}</span></td>
@@ -330,11 +353,11 @@ export function AgendasView({ me, query, navigate, customers }) {
         })}
       </tbody>
     </table>
-    ${page && !rows.length && html`<p class="muted">No agendas match.</p>`}
+    ${current ? !rows.length && html`<p class="muted">No agendas match.</p>` : html`<p class="muted" id="agenda-list-loading">Loading…</p>`}
     <div class="pager">
       <button disabled=${cursors.length < 2} onClick=${() => setCursors(cursors.slice(0, -1))}>← Previous</button>
       <span class="muted">page ${cursors.length}</span>
-      <button disabled=${!page || !page.hasNextPage} onClick=${() => setCursors([...cursors, page.endCursor])}>Next →</button>
+      <button disabled=${!current || !page.hasNextPage} onClick=${() => setCursors([...cursors, page.endCursor])}>Next →</button>
     </div>
   </section>`;
 }
@@ -477,7 +500,13 @@ class OpRow extends Component {
 
   render({ op, o, selected, onSelect }) {
     const s = o ? stateOf(o) : 'unstarted';
-    return html`<tr data-op=${op.name} data-state=${s} class=${selected ? 'selected' : ''} onClick=${() => onSelect(op.name)}>
+    // Reached and opened from the keyboard too (dash9: only a mouse opened an operation).
+    const open = (e) => {
+      if (e.key !== 'Enter' && e.key !== ' ') return;
+      e.preventDefault();
+      onSelect(op.name);
+    };
+    return html`<tr data-op=${op.name} data-state=${s} class=${selected ? 'selected' : ''} tabindex="0" aria-selected=${selected ? 'true' : 'false'} onClick=${() => onSelect(op.name)} onKeyDown=${open}>
       <td>${op.name}${op.generatedBy ? html` <span class="muted">← ${op.generatedBy}</span>` : ''}</td><td>${op.type}</td>
       <td><${StateBadge} state=${s}/></td><td><${Bar} pct=${o && o.percentComplete}/> <span class="pct">${o && o.percentComplete != null ? Math.round(o.percentComplete) + '%' : ''}</span></td>
       <td class="message">${o ? messageOf(o) : ''}</td><td>${o ? o.attemptCount : ''}</td>

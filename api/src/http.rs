@@ -220,6 +220,13 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
     )
     .await
     else {
+        // Said in the log under the cid the client printed (ops3am19: a write stuck on a slow
+        // disk was answered this with no line to find).
+        tracing::warn!(
+            cid = &*cid,
+            deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
+            "a request was not answered within its deadline (the store slow, or the request large)"
+        );
         let mut response =
             error_response(StatusCode::SERVICE_UNAVAILABLE, deadline_error(deadline), &cid);
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

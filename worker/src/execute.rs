@@ -335,11 +335,12 @@ async fn finish(
         }
         Ok(()) => outcome,
         // The server completes an agenda itself once its operations decide it, so a final
-        // report can find it already complete with the same outcome.
+        // report can find it already complete with the same outcome — only the same one
+        // (ops3am19: failed by the reclaimer while its handler ran, it was logged succeeded).
         Err(ApiError::Refused { code, message: m })
             if code == "CONFLICT"
-                && m.to_lowercase().contains("already complete")
-                && state == ProcessingState::Complete =>
+                && state == ProcessingState::Complete
+                && m.to_lowercase().contains(&format!("already complete/{text}")) =>
         {
             outcome
         }

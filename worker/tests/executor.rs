@@ -31,6 +31,8 @@ struct FakeApi {
     calls: Mutex<Vec<Call>>,
     /// Errors to answer the next reports with, in order.
     report_errors: Mutex<Vec<ApiError>>,
+    /// Errors to answer the next reports of a COMPLETE agenda with, in order.
+    outcome_errors: Mutex<Vec<ApiError>>,
 }
 
 impl FakeApi {
@@ -55,6 +57,11 @@ impl WorkApi for FakeApi {
             let mut errors = self.report_errors.lock().unwrap();
             if errors.is_empty() { None } else { Some(errors.remove(0)) }
         };
+        let error = error.or_else(|| {
+            let mut errors = self.outcome_errors.lock().unwrap();
+            let outcome = report["processingState"] == "COMPLETE";
+            (outcome && !errors.is_empty()).then(|| errors.remove(0))
+        });
         self.calls.lock().unwrap().push(Call::Report(report.clone()));
         error.map_or(Ok(()), Err)
     }
@@ -355,6 +362,31 @@ async fn a_cancel_met_by_a_report_stops_the_execution_as_cancelled() {
     let (_stop, shutdown) = no_shutdown();
     let outcome = execute(&env(api.clone(), Duration::ZERO), claimed(ops), None, shutdown).await;
     assert_eq!(outcome, Outcome::Cancelled);
+}
+
+/// An outcome report that finds the agenda already complete is the same outcome only when
+/// the server says the same (ops3am19: the reclaimer had failed the agenda while its handler
+/// ran, and the worker logged and counted it succeeded).
+#[tokio::test]
+async fn an_outcome_the_server_already_decided_otherwise_is_not_taken_for_this_one() {
+    for (server_says, want_succeeded) in [("failed", false), ("succeeded", true)] {
+        let api = Arc::new(FakeApi::default());
+        *api.outcome_errors.lock().unwrap() = vec![ApiError::Refused {
+            code: "CONFLICT".into(),
+            message: format!("agenda \"ag\": agenda is already COMPLETE/{server_says}"),
+        }];
+        let ops = vec![op("a", json!({}), json!({}))];
+        let (_stop, shutdown) = no_shutdown();
+        let outcome =
+            execute(&env(api.clone(), Duration::ZERO), claimed(ops), None, shutdown).await;
+        assert_eq!(outcome == Outcome::Succeeded, want_succeeded, "{server_says}: {outcome:?}");
+        if !want_succeeded {
+            assert!(
+                matches!(&outcome, Outcome::Refused(m) if m.contains("COMPLETE/failed")),
+                "{outcome:?}"
+            );
+        }
+    }
 }
 
 /// A handler stopped by the signal that stops the worker (a service manager signals the whole

@@ -535,8 +535,10 @@ pub fn deadline_error(deadline: Duration) -> AppError {
     AppError::new(
         Code::DeadlineExceeded,
         format!(
-            "request: not answered within the deadline of {} ms; ask for less (fewer items, \
-             fields or aliases) or retry later",
+            "request: not answered within the deadline of {} ms, so what it did is not known: \
+             a write it made may still commit (the store may be slow), so read before sending \
+             it again; a large read: ask for less (fewer items, fields or aliases) or retry \
+             later",
             deadline.as_millis()
         ),
     )
