@@ -32,6 +32,9 @@ struct Switched {
     down: watch::Sender<bool>,
     /// Subscriptions asked for: the runner's attempts to read the log.
     subscriptions: AtomicU32,
+    /// How many head reads answer [`Position::START`] (a head not yet published) before the
+    /// real one again.
+    stale_heads: AtomicU32,
 }
 
 impl Switched {
@@ -40,6 +43,7 @@ impl Switched {
             inner: log.dyn_store(),
             down: watch::Sender::new(false),
             subscriptions: AtomicU32::new(0),
+            stale_heads: AtomicU32::new(0),
         })
     }
 }
@@ -124,8 +128,39 @@ impl EventStore for Switched {
     }
     async fn head(&self) -> Result<Position, StoreError> {
         self.check()?;
+        let stale =
+            self.stale_heads.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if stale.is_ok() {
+            return Ok(Position::START);
+        }
         self.inner.head().await
     }
+}
+
+/// A head read behind what the runner applied, once (an embedded store's commit is readable
+/// a moment before it publishes its head), does not stop the runner (the lifecycle benchmark
+/// stopped it for good on one, as if the log had gone back); a head that stays behind does.
+#[tokio::test]
+async fn a_head_read_behind_once_is_not_a_log_gone_back() {
+    let log = Log::open().await.unwrap();
+    let first =
+        log.agenda("a", submit(agenda("a", "acme", None, &["x"]), "insight-1", 0)).await.unwrap();
+    let store = Switched::over(&log);
+    let (runner, handle) = Runner::start(store.clone(), quick_retries()).await;
+    let task = tokio::spawn(runner.run(std::future::pending()));
+    handle.wait_for(first, PATIENCE).await.unwrap();
+    store.stale_heads.store(1, Ordering::SeqCst);
+    while store.stale_heads.load(Ordering::SeqCst) > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!task.is_finished(), "{:?}", handle.trouble());
+    assert_eq!(handle.trouble(), None);
+
+    store.stale_heads.store(u32::MAX, Ordering::SeqCst);
+    let stopped = tokio::time::timeout(PATIENCE, task).await.expect("the runner stops").unwrap();
+    let why = format!("{}", stopped.unwrap_err());
+    assert!(why.contains("went back"), "{why}");
 }
 
 #[tokio::test]
