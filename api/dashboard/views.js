@@ -256,11 +256,12 @@ export function AgendasView({ me, query, navigate, customers }) {
         if (!added.size) return { ...pg, items: kept };
         // Those rows stay above the page's own until the next fetch (the cursor still follows
         // the page's last row); past two pages' worth, the page is fetched again.
-        if (kept.length + added.size > 2 * PAGE) setTick((t) => t + 1);
+        if (kept.length + added.size > 2 * PAGE) refetchSoon();
         const newest = [...added.values()].sort((a, b) => Date.parse(b.addedTime) - Date.parse(a.addedTime));
         return { ...pg, items: newest.concat(kept) };
       }),
-    () => setTick((t) => t + 1),
+    // Through the same guard (review-s42b: these threw away the read on its way too).
+    () => refetchSoon(),
   );
 
   const set = (k, v) => {
@@ -353,7 +354,7 @@ export function AgendasView({ me, query, navigate, customers }) {
         })}
       </tbody>
     </table>
-    ${current ? !rows.length && html`<p class="muted">No agendas match.</p>` : html`<p class="muted" id="agenda-list-loading">Loading…</p>`}
+    ${current ? !rows.length && html`<p class="muted">No agendas match.</p>` : !error && html`<p class="muted" id="agenda-list-loading">Loading…</p>`}
     <div class="pager">
       <button disabled=${cursors.length < 2} onClick=${() => setCursors(cursors.slice(0, -1))}>← Previous</button>
       <span class="muted">page ${cursors.length}</span>

@@ -69,7 +69,11 @@ impl Subscription {
             let head = *self.head.borrow_and_update();
             if self.checkpoint < head {
                 match (self.read)(self.checkpoint, SUBSCRIPTION_BATCH).await {
-                    Ok(batch) if !batch.is_empty() => {
+                    // Not past the head read: a commit is readable a moment before its store
+                    // publishes it, and a subscriber ahead of the head took it for a log gone
+                    // back (review-s42b). What it leaves is read once the head is published.
+                    Ok(mut batch) if batch.first().is_some_and(|e| e.position <= head) => {
+                        batch.retain(|e| e.position <= head);
                         self.buffer.extend(batch);
                         continue;
                     }
