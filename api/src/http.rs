@@ -155,7 +155,10 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
     let mut batch: BatchRequest = match serde_json::from_slice(&bytes) {
         Ok(b) => b,
         Err(e) => {
-            let error = AppError::bad_request(format!("the body is not a GraphQL request: {e}"));
+            let error = AppError::bad_request(
+                crate::request::not_text(&headers, &bytes)
+                    .unwrap_or_else(|| format!("the body is not a GraphQL request: {e}")),
+            );
             return error_response(StatusCode::BAD_REQUEST, error, &cid);
         }
     };

@@ -190,10 +190,6 @@ pub enum ProjectionError {
 /// How often the runner checks that the log's head is not behind what it applied.
 const HEAD_CHECK_EVERY: Duration = Duration::from_secs(2);
 
-/// How long a head behind what the runner applied is given to catch up before it counts as
-/// gone back ([`Runner::head_went_back`]).
-const HEAD_RECHECK: Duration = Duration::from_millis(500);
-
 /// `wait_for` gave up.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -553,7 +549,11 @@ impl Runner {
                 // ops3am11: /readyz went back to ready once new writes passed the old
                 // position). Stopping keeps the replica unready for good, until a restart.
                 _ = head_check.tick() => {
-                    if let Some(head) = self.head_went_back(applied).await {
+                    // The subscription hands out nothing past the head it read
+                    // (`pop_store::subscribe`), so a head behind what was applied went back.
+                    if let Ok(head) = self.store.head().await
+                        && (head < applied || self.store.log_went_back().is_some())
+                    {
                         break Err(ProjectionError::LogWentBack { head, applied });
                     }
                 }
@@ -568,24 +568,6 @@ impl Runner {
             self.snapshot().await;
         }
         result.map_err(|e| self.stopped(e, applied))
-    }
-
-    /// The log's head, when it went back before `applied`. A commit is readable a moment
-    /// before its store publishes the new head, so a head read in between is behind what was
-    /// just applied: only a head still behind after [`HEAD_RECHECK`] went back (the lifecycle
-    /// benchmark stopped an embedded store's projections for good on such a read, and every
-    /// request after it waited on them). The store's own word that its log went back
-    /// (PostgreSQL's transaction ids) needs no second look.
-    async fn head_went_back(&self, applied: Position) -> Option<Position> {
-        let head = self.store.head().await.ok()?;
-        if self.store.log_went_back().is_some() {
-            return Some(head);
-        }
-        if head >= applied {
-            return None;
-        }
-        tokio::time::sleep(HEAD_RECHECK).await;
-        self.store.head().await.ok().filter(|head| *head < applied)
     }
 
     /// Moves the snapshot file aside (`<file>.<extension>`), so the next start rebuilds.

@@ -6,7 +6,7 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -32,9 +32,8 @@ struct Switched {
     down: watch::Sender<bool>,
     /// Subscriptions asked for: the runner's attempts to read the log.
     subscriptions: AtomicU32,
-    /// How many head reads answer [`Position::START`] (a head not yet published) before the
-    /// real one again.
-    stale_heads: AtomicU32,
+    /// Whether the head reads [`Position::START`], as a log restored from an old backup would.
+    head_gone_back: AtomicBool,
 }
 
 impl Switched {
@@ -43,7 +42,7 @@ impl Switched {
             inner: log.dyn_store(),
             down: watch::Sender::new(false),
             subscriptions: AtomicU32::new(0),
-            stale_heads: AtomicU32::new(0),
+            head_gone_back: AtomicBool::new(false),
         })
     }
 }
@@ -128,20 +127,19 @@ impl EventStore for Switched {
     }
     async fn head(&self) -> Result<Position, StoreError> {
         self.check()?;
-        let stale =
-            self.stale_heads.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-        if stale.is_ok() {
+        if self.head_gone_back.load(Ordering::SeqCst) {
             return Ok(Position::START);
         }
         self.inner.head().await
     }
 }
 
-/// A head read behind what the runner applied, once (an embedded store's commit is readable
-/// a moment before it publishes its head), does not stop the runner (the lifecycle benchmark
-/// stopped it for good on one, as if the log had gone back); a head that stays behind does.
+/// A head that goes back behind what the runner applied (a database restored under it) stops
+/// the runner: it would skip the positions new events reuse (ops3am11). A commit readable
+/// before its head is published cannot look like one: the subscription hands out nothing
+/// past the head it read (`pop_store::subscribe`'s own test).
 #[tokio::test]
-async fn a_head_read_behind_once_is_not_a_log_gone_back() {
+async fn a_head_gone_back_behind_what_was_applied_stops_the_runner() {
     let log = Log::open().await.unwrap();
     let first =
         log.agenda("a", submit(agenda("a", "acme", None, &["x"]), "insight-1", 0)).await.unwrap();
@@ -149,15 +147,7 @@ async fn a_head_read_behind_once_is_not_a_log_gone_back() {
     let (runner, handle) = Runner::start(store.clone(), quick_retries()).await;
     let task = tokio::spawn(runner.run(std::future::pending()));
     handle.wait_for(first, PATIENCE).await.unwrap();
-    store.stale_heads.store(1, Ordering::SeqCst);
-    while store.stale_heads.load(Ordering::SeqCst) > 0 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(!task.is_finished(), "{:?}", handle.trouble());
-    assert_eq!(handle.trouble(), None);
-
-    store.stale_heads.store(u32::MAX, Ordering::SeqCst);
+    store.head_gone_back.store(true, Ordering::SeqCst);
     let stopped = tokio::time::timeout(PATIENCE, task).await.expect("the runner stops").unwrap();
     let why = format!("{}", stopped.unwrap_err());
     assert!(why.contains("went back"), "{why}");

@@ -93,3 +93,42 @@ impl Subscription {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// A commit is readable a moment before its store publishes the head: the subscription
+    /// hands out nothing past the head it read, and the rest once the head is published
+    /// (bench/compare.sh: the read models got two positions ahead of the head, took that for
+    /// a log gone back under them and stopped for good).
+    #[tokio::test]
+    async fn nothing_past_the_head_read_is_handed_out() {
+        let event = |n: u64| RecordedEvent {
+            position: Position::from_sequence(n),
+            ..RecordedEvent::default()
+        };
+        // The log holds 1..=4; the head published says 2.
+        let read: ReadAfter = Arc::new(move |after: Position, max: usize| {
+            let events: Vec<RecordedEvent> =
+                (1..=4).map(event).filter(|e| e.position > after).take(max).collect();
+            Box::pin(async move { Ok(events) })
+        });
+        let (head, watching) = watch::channel(Position::from_sequence(2));
+        let mut subscription = subscribe_by_polling(read, watching, Position::START);
+        for n in [1, 2] {
+            let got = subscription.next().await.unwrap().unwrap();
+            assert_eq!(got.position, Position::from_sequence(n));
+        }
+        let early =
+            tokio::time::timeout(std::time::Duration::from_millis(100), subscription.next());
+        assert!(early.await.is_err(), "an event past the head was handed out");
+        head.send_replace(Position::from_sequence(4));
+        for n in [3, 4] {
+            let got = subscription.next().await.unwrap().unwrap();
+            assert_eq!(got.position, Position::from_sequence(n));
+        }
+    }
+}

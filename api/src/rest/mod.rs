@@ -575,21 +575,23 @@ async fn serve(
         return Err(AppError::unauthenticated().into());
     };
     let params = query_params(uri)?;
-    let body =
-        if method == Method::POST || method == Method::PUT {
-            let bytes = read_body_of(state, &principal, headers, body)
-                .await
-                .map_err(|e| RestError::with_status(e.status, e.error))?;
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                None
-            } else {
-                Some(serde_json::from_slice::<Value>(&bytes).map_err(|e| {
-                    AppError::bad_request(format!("the request body is not JSON: {e}"))
-                })?)
-            }
-        } else {
+    let body = if method == Method::POST || method == Method::PUT {
+        let bytes = read_body_of(state, &principal, headers, body)
+            .await
+            .map_err(|e| RestError::with_status(e.status, e.error))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
             None
-        };
+        } else {
+            Some(serde_json::from_slice::<Value>(&bytes).map_err(|e| {
+                AppError::bad_request(
+                    crate::request::not_text(headers, &bytes)
+                        .unwrap_or_else(|| format!("the request body is not JSON: {e}")),
+                )
+            })?)
+        }
+    } else {
+        None
+    };
     state.app().serving_within(cid, state.app().config().pop_catch_up_wait).await?;
     let caller = Caller::new(principal, cid)
         .with_traceparent(request_traceparent(headers))
