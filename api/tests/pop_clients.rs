@@ -287,6 +287,16 @@ async fn an_unchanged_pop_client_runs_a_lifecycle_in_jackson_json() {
         "mappers": {"operationType": ["jtype"]}, "addedTime": null, "updatedTime": null, "cid": null});
     let a = send_as(&s, ADMIN, "POST", "/pop/insight", insight).await;
     assert_eq!(a.status, 200, "{:#}", a.body);
+    // One sent with `"id": null` and no pool is named as sent, not by the id the server
+    // would have made up for it (popclient21).
+    let unnamed = json!({"id": null, "customerId": "ops", "title": "J", "resourcePoolId": null,
+        "queueSize": 5});
+    let a = send_as(&s, ADMIN, "POST", "/pop/insight", unnamed).await;
+    assert_eq!(a.status, 400, "{:#}", a.body);
+    let text = a.body.to_string();
+    assert!(text.contains("the insight needs a resourcePoolId"), "{text}");
+    assert!(text.contains("insight.resourcePoolId"), "the field is named: {text}");
+    assert!(!text.contains("insight \\\"0"), "no made-up id: {text}");
     // The admin's client reads it back and PUTs it unchanged (pop's answer as input).
     let a = send_as(&s, ADMIN, "GET", "/pop/insight/jackson", Value::Null).await;
     let mut stored = a.body["all"][0].clone();

@@ -334,6 +334,7 @@ impl App {
         let now = self.now();
         let cid = caller.cid.clone();
         let mut sent = None;
+        let mut generated = false;
         let (id, name, mut command) = match op {
             ConfigOp::Create(value) | ConfigOp::Update(value) if !value.is_object() => {
                 return Err(AppError::invalid(
@@ -344,6 +345,7 @@ impl App {
             ConfigOp::Create(value) => {
                 refuse_blank_ids(&value, &["id"])?;
                 let mut object: T = from_json(T::DATA_FIELD, with_pop_fields::<T>(value)?)?;
+                generated = object.id().trim().is_empty();
                 object.fill_id();
                 check_id("id", object.id())?;
                 (object.id().to_string(), T::CREATE, ConfigCommand::Create { object, now, cid })
@@ -374,8 +376,18 @@ impl App {
             // id another customer uses and VALIDATION for an unused one. Both before the
             // object's stream is read, so a refused create takes as long for either (reading
             // another customer's stream answered ~0.1 ms later).
-            if let Err(errors) = pop_domain::config::validate(object) {
+            if let Err(mut errors) = pop_domain::config::validate(object) {
                 let kind = T::KIND;
+                if generated {
+                    // An id made up here names nothing the caller knows (popclient21): the
+                    // object is the one the request sent.
+                    let named = format!("{kind} {id:?}");
+                    for e in &mut errors.errors {
+                        e.message = e.message.replace(&named, &format!("the {kind}"));
+                    }
+                    let subject = format!("the {kind}");
+                    return Err(AppError::validation(&subject, errors.within(T::DATA_FIELD)));
+                }
                 let refused = pop_domain::config::ConfigError::Invalid {
                     kind,
                     id: object.id().to_string(),

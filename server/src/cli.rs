@@ -233,7 +233,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         /// The progress as it was at a time (`2026-12-02T14:02:00Z`, any RFC 3339 offset; or
-        /// `2026-12-02 14:02` / `2026-12-02`, UTC) or a log position (`42`), folded from the log.
+        /// `2026-12-02 14:02` / `2026-12-02`, UTC; or epoch milliseconds, 12 digits or more) or a
+        /// log position (`42`), folded from the log.
         #[arg(long)]
         as_of: Option<String>,
     },
@@ -467,7 +468,7 @@ pub struct VerifyArgs {
     pub witness: Option<PathBuf>,
     /// The longest the events that no signed checkpoint covers may have taken to be written,
     /// in seconds (0: any length; default: 60, or three times the servers'
-    /// `--checkpoint-every` when that is longer). A running `pop serve` seals every few
+    /// `--checkpoint-every` when that is longer, and any length when that is 0). A running `pop serve` seals every few
     /// seconds, so what it leaves unsealed when it stops spans a few seconds; a longer span
     /// means the checkpoints that covered them were deleted, or they were written with no
     /// server running (`pop demo`, `pop reap --once`): verification fails, saying so.

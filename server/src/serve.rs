@@ -183,6 +183,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         let clock = pop_store::clock::floored(Arc::clone(&services.store));
         reaper_tasks.push(process::spawn(scheduler, leadership, clock, stop));
     }
+    if args.checkpoint_every == 0 && backend.commitment().is_some() {
+        tracing::warn!(
+            "not sealing the log into signed checkpoints (--checkpoint-every 0): `pop verify` \
+             needs the same setting (or --max-unsealed-span 0) to accept the unsealed events"
+        );
+    }
     if let Some((commitment, key, previous)) = sealing {
         let every = Duration::from_secs(args.checkpoint_every);
         let stop = stopped(stop_rx.clone());

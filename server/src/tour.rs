@@ -6,6 +6,8 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
+use pop_app::asof::EPOCH_MS_DIGITS;
+
 use crate::client::Client;
 use crate::output::{self, out};
 
@@ -175,12 +177,12 @@ pub async fn progress(
     as_json: bool,
     as_of: Option<&str>,
 ) -> Result<()> {
-    // A bare number (or `<commit>/<prepare>`) is a log position; anything else a time.
+    // A bare number (or `<commit>/<prepare>`) is a log position, unless it is epoch
+    // milliseconds (as REST's `?asOf=` reads it: `pop_app::asof::EPOCH_MS_DIGITS` digits or
+    // more); anything else a time.
     let as_of = match as_of.map(str::trim) {
         None => None,
-        Some(text) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'/') => {
-            Some(json!({"position": text}))
-        }
+        Some(text) if is_position(text) => Some(json!({"position": text})),
         Some(text) => Some(json!({"time": as_of_time(text)?})),
     };
     if !as_json && as_of.is_none() {
@@ -222,12 +224,24 @@ pub async fn progress(
     Ok(())
 }
 
-/// `--as-of`'s time as RFC 3339, read by the domain's one parser of text times
+/// Whether `--as-of` names a log position: digits (and `/`), fewer of them than epoch
+/// milliseconds have.
+fn is_position(text: &str) -> bool {
+    !text.is_empty()
+        && text.bytes().all(|b| b.is_ascii_digit() || b == b'/')
+        && (text.contains('/') || text.len() < EPOCH_MS_DIGITS)
+}
+
+/// `--as-of`'s time as RFC 3339: epoch milliseconds (as REST reads them), or text read by the
+/// domain's one parser of text times
 /// ([`pop_domain::model::epoch_ms::parse_text`]: RFC 3339, or UTC as `2026-12-02 14:02[:00]`
 /// or `2026-12-02`); anything else is a usage error that lists these (the server's own
 /// message names GraphQL's parser).
 fn as_of_time(text: &str) -> Result<String> {
-    match pop_domain::model::epoch_ms::parse_text(text) {
+    let epoch_ms = (text.len() >= EPOCH_MS_DIGITS && text.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| text.parse::<i64>().ok().and_then(chrono::DateTime::from_timestamp_millis))
+        .flatten();
+    match epoch_ms.or_else(|| pop_domain::model::epoch_ms::parse_text(text)) {
         Some(t) => Ok(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
         None => bail!(
             "--as-of {text:?} is neither a log position (42) nor a time: write \
@@ -324,7 +338,7 @@ pub async fn gql(client: &Client, query: &str, variables: &str) -> Result<()> {
 
 #[cfg(test)]
 mod as_of_tests {
-    use super::as_of_time;
+    use super::{as_of_time, is_position};
 
     #[test]
     fn as_of_reads_rfc_3339_and_utc_dates_and_names_the_forms_otherwise() {
@@ -333,6 +347,10 @@ mod as_of_tests {
         assert_eq!(as_of_time("2026-12-02 14:02").unwrap(), "2026-12-02T14:02:00Z");
         assert_eq!(as_of_time("2026-12-02 14:02:00.5").unwrap(), "2026-12-02T14:02:00.500Z");
         assert_eq!(as_of_time("2026-12-02").unwrap(), "2026-12-02T00:00:00Z");
+        // Epoch milliseconds, as REST's `?asOf=` and POP's JSON times have them.
+        assert_eq!(as_of_time("1796221920000").unwrap(), "2026-12-02T14:32:00Z");
+        assert!(is_position("42") && is_position("7/3") && is_position("17962195200/3"));
+        assert!(!is_position("1796221920000") && !is_position(""));
         let e = as_of_time("yesterday").unwrap_err().to_string();
         assert!(e.contains("neither a log position") && e.contains("2026-12-02T14:02:00Z"), "{e}");
     }

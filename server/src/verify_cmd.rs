@@ -81,7 +81,7 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
         }
     };
     let span =
-        args.max_unsealed_span.unwrap_or_else(|| args.checkpoint_every.saturating_mul(3).max(60));
+        args.max_unsealed_span.unwrap_or_else(|| default_unsealed_span(args.checkpoint_every));
     // The snapshot the server starts from is checked once the log is known to be intact.
     let snapshot = if args.store_url.is_none() && !args.skip_snapshot && report.is_intact() {
         let data_dir = args.store.data_dir.clone();
@@ -324,8 +324,9 @@ fn print_report(
             "NOT VERIFIED: the {} events from position {} on, written from {} to {} ({} s), are \
              covered by no signed checkpoint, while a running `pop serve` seals every few \
              seconds (--checkpoint-every): the checkpoints that covered them were deleted, or \
-             they were written with no server running (`pop demo`, `pop reap --once`). If you \
-             know they were written offline, start `pop serve` on the store to seal them (or \
+             they were written with no server running (`pop demo`, `pop reap --once`) or by \
+             servers run with --checkpoint-every 0 (no sealing: verify with the same setting). \
+             If you know they were written so, start `pop serve` on the store to seal them (or \
              accept them with --max-unsealed-span 0); otherwise treat the store as tampered with \
              and start no server on it before you know: it would sign what it finds",
             c.unsealed_entries,
@@ -372,4 +373,26 @@ fn print_report(
 /// Ends `pop verify` with [`crate::output::EXIT_NOT_INTACT`] and `message`.
 fn not_intact(message: String) -> anyhow::Error {
     crate::output::Exit { code: crate::output::EXIT_NOT_INTACT, message }.into()
+}
+
+/// `--max-unsealed-span`'s default for servers that seal every `checkpoint_every` seconds: 60 s,
+/// or three of their seals when that is longer; none (0: any span) for servers that do not seal.
+fn default_unsealed_span(checkpoint_every: u64) -> u64 {
+    match checkpoint_every {
+        0 => 0,
+        every => every.saturating_mul(3).max(60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_unsealed_span;
+
+    #[test]
+    fn servers_that_do_not_seal_leave_any_span_unsealed() {
+        assert_eq!(default_unsealed_span(0), 0);
+        assert_eq!(default_unsealed_span(5), 60);
+        assert_eq!(default_unsealed_span(30), 90);
+        assert_eq!(default_unsealed_span(u64::MAX), u64::MAX);
+    }
 }

@@ -407,6 +407,10 @@ fn events_unsealed_over_a_long_span_are_not_verified() {
         "{stderr}"
     );
     assert!(stderr.contains("--max-unsealed-span 0"), "the way to accept them is said: {stderr}");
+    assert!(
+        stderr.contains("--checkpoint-every 0"),
+        "servers that do not seal are a cause: {stderr}"
+    );
     let out = verify("0");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));

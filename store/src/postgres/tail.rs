@@ -35,9 +35,19 @@ pub(crate) async fn run(
     // Only a weak interest in the store: the task ends when every receiver (the store and its
     // subscriptions) is gone.
     drop(shared);
+    // A database that stays down fails every reconnect (two a second): said once per
+    // `repeats::EVERY`, and once more when the tail listens again (ops3am19).
+    let mut failing = crate::repeats::Repeats::default();
     loop {
-        if let Err(error) = listen(&config, &wake, &head).await {
-            tracing::warn!(error = %pop_domain::error::ErrorChain(&error), "event store tailing connection failed; reconnecting");
+        if let Err(error) = listen(&config, &wake, &head, &mut failing).await
+            && let Some(unsaid) = failing.say(std::time::Instant::now())
+        {
+            tracing::warn!(
+                error = %pop_domain::error::ErrorChain(&error),
+                failed_since_last_said = unsaid,
+                "event store tailing connection failed; reconnecting (said once per 10 s while \
+                 it goes on)"
+            );
         }
         if head.is_closed() {
             return;
@@ -53,6 +63,7 @@ async fn listen(
     config: &tokio_postgres::Config,
     wake: &Arc<Notify>,
     head: &watch::Sender<Position>,
+    failing: &mut crate::repeats::Repeats,
 ) -> Result<(), crate::StoreError> {
     let fail = super::connect_error("tailing the log");
     let (client, mut connection) = config.connect(NoTls).await.map_err(&fail)?;
@@ -75,6 +86,9 @@ async fn listen(
     let _abort = AbortOnDrop(driver);
     client.batch_execute(&format!("LISTEN {CHANNEL}")).await.map_err(fail)?;
     let statement = prepare_head(&client).await?;
+    if let Some(unsaid) = failing.ended() {
+        tracing::info!(failed_since_last_said = unsaid, "event store tailing listens again");
+    }
     let mut pause = PENDING_FIRST;
     loop {
         if head.receiver_count() <= 1 {
