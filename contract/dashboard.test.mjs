@@ -659,6 +659,24 @@ test('a failed agenda whose retry is still to come can be cancelled from its pag
   await page.browserContext().close();
 });
 
+test('an agenda a skipExecution rerun parked is started again by Rerun on its page', async () => {
+  // popclient22: a parked agenda (WAITING/pending, in no queue) could never be rerun.
+  const parked = await submit(T.acme, threeOps('acme', 'parked-batch', 'parked'));
+  await gql(T.acme, 'mutation($a: String!) { cancelAgenda(agendaId: $a) { position } }', { a: parked.id });
+  await gql(T.acme, 'mutation($a: String!) { rerunAgenda(agendaId: $a, params: ["skipExecution"]) { position } }', { a: parked.id });
+  const page = await newPage();
+  await signIn(page, T.acme);
+  await page.goto(BASE + `/#/agenda/acme/${encodeURIComponent(parked.id)}`);
+  await page.waitForSelector('h1 .badge[data-state="waiting"]', { timeout: WAIT });
+  await page.waitForSelector('#rerun-agenda:not([disabled])', { timeout: WAIT });
+  await page.click('#rerun-agenda');
+  // Re-added: the scheduler queues it, and acme's worker can claim it.
+  await claim(parked.id);
+  const d = await gql(T.acme, 'query($id: String!) { agendaProgress(id: $id) { processingStateMessage } }', { id: parked.progressId });
+  assert.equal(d.agendaProgress.processingStateMessage, 'scheduled');
+  await page.browserContext().close();
+});
+
 test('no console errors, page errors or off-host requests', () => {
   assert.deepEqual(problems, []);
   assert.deepEqual(offHost, []);

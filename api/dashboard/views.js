@@ -475,7 +475,7 @@ export function AgendaView({ me, customerId, id }) {
     <p class="meta">customer <b>${agenda.customerId}</b>${agenda.title ? html` · ${agenda.title}` : ''}${agenda.linkId ? html` · batch <a href=${batchHref(agenda.customerId, agenda.linkId)}>${agenda.linkId}</a>` : ''}${' · added '}${fmtTime(agenda.addedTime)}${progress ? html` · ${progress.processingStateMessage || ''} · <${Bar} pct=${progress.percentComplete}/> ${Math.round(progress.percentComplete || 0)}%` : ''}
       ${progress && progress.maximumAttempts ? html` · attempts ${progress.attemptsCompleted}/${progress.maximumAttempts}` : ''}<${Holding} agenda=${agenda} state=${st}/></p>
     <${ErrorLine} error=${error}/>
-    ${canWrite && html`<${Actions} me=${me} agenda=${agenda} state=${st} retryDue=${Boolean(progress && progress.retryDue)} onError=${setError} operations=${agenda.operations.map((o) => o.name)}/>`}
+    ${canWrite && html`<${Actions} me=${me} agenda=${agenda} state=${st} parked=${st === 'waiting' && (progress.processingStateMessage || '').toLowerCase() === 'pending'} retryDue=${Boolean(progress && progress.retryDue)} onError=${setError} operations=${agenda.operations.map((o) => o.name)}/>`}
     <h2>Operations <span class="muted">(${agenda.operations.length}${agenda.operations.length > LARGE ? ', layered layout' : ''})</span></h2>
     <${Dag} operations=${agenda.operations} progress=${[...ops.values()]} states=${states} selected=${selected} onSelect=${setSelected}/>
     ${large && html`<p><button id="show-op-table" onClick=${() => setShowTable(!showTable)}>${showTable ? 'Hide' : 'Show'} the table of ${agenda.operations.length} operations</button></p>`}
@@ -586,13 +586,15 @@ function Results({ ops }) {
   return html`<h2>Results</h2>${done.map((o) => html`<${Lazy} key=${o.operation} label=${o.operation} value=${o.resultPayload}/>`)}`;
 }
 
-function Actions({ me, agenda, state, retryDue, operations, onError }) {
+function Actions({ me, agenda, state, parked, retryDue, operations, onError }) {
   const [mode, setMode] = useState('resetAll');
   const [reset, setReset] = useState(new Set());
   const [busy, setBusy] = useState(false);
   const complete = ['succeeded', 'failed', 'cancelled', 'complete'].includes(state);
   // A failed agenda with attempts left may be cancelled: that withdraws its retry (ops3am13).
   const cancellable = !complete || retryDue;
+  // WAITING/pending: a skipExecution rerun left it out of every queue; a rerun starts it.
+  const rerunnable = complete || parked;
   const run = async (fn) => {
     setBusy(true);
     onError(null);
@@ -625,7 +627,7 @@ function Actions({ me, agenda, state, retryDue, operations, onError }) {
       s.has(n) ? s.delete(n) : s.add(n);
       setReset(s);
     }}/>${n}</label>`)}</span>`}
-    <button id="rerun-agenda" disabled=${busy || !complete || (mode === 'reset' && !reset.size)} onClick=${rerun}>Rerun</button>`}
+    <button id="rerun-agenda" disabled=${busy || !rerunnable || (mode === 'reset' && !reset.size)} onClick=${rerun}>Rerun</button>`}
   </div>`;
 }
 

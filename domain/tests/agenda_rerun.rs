@@ -111,6 +111,17 @@ fn skip_execution_and_do_not_run_leave_the_agenda_pending() {
     assert!(!state.is_schedulable());
 }
 
+/// A parked agenda (a `skipExecution` rerun) is started by a later rerun, as POP's clients do
+/// (popclient22: every later rerun was refused and nothing else re-adds it).
+#[test]
+fn a_rerun_starts_an_agenda_a_skip_execution_rerun_parked() {
+    let given = history_after(&vector_agenda_failed(), vec![rerun(&["skipExecution"], 20)]);
+    assert!(replay(&given).is_parked());
+    let state =
+        check(&given, rerun(&["continue"], 30), Then::Types(vec!["AgendaRerun", "AgendaReadded"]));
+    assert!(state.is_schedulable());
+}
+
 #[test]
 fn operations_to_reset_must_exist() {
     check(
@@ -126,7 +137,11 @@ fn a_running_agenda_must_be_cancelled_before_a_rerun() {
     check(
         &given,
         rerun(&[], 20),
-        Then::Refused(ErrorCode::Conflict, "cannot rerun an agenda that is WAITING/scheduled"),
+        Then::Refused(
+            ErrorCode::Conflict,
+            "cannot rerun an agenda that is WAITING/scheduled: it is queued or running; cancel it \
+             first",
+        ),
     );
 }
 

@@ -954,7 +954,7 @@ pub enum RerunMode {
     /// Only what did not succeed runs again; succeeded operations keep their results.
     Continue,
     /// Every operation is reset, but the agenda is not queued: it waits (WAITING/pending) until
-    /// something re-adds it.
+    /// a later rerun (in another mode) starts it.
     SkipExecution,
 }
 

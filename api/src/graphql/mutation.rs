@@ -74,8 +74,9 @@ impl MutationRoot {
         Ok(done.into())
     }
 
-    /// Reruns a COMPLETE agenda with POP's flags (`resetAll`, `continue`, `skipExecution`,
-    /// `operationsToReset=a,b`; none means `resetAll`).
+    /// Reruns a COMPLETE agenda (or one a `skipExecution` rerun left WAITING/pending) with
+    /// POP's flags (`resetAll`, `continue`, `skipExecution`, `operationsToReset=a,b`; none
+    /// means `resetAll`).
     async fn rerun_agenda(
         &self,
         ctx: &Context<'_>,

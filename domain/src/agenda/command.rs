@@ -30,7 +30,8 @@ pub enum AgendaCommand {
     },
     /// Appends operations (a generator's output, or `updateAgenda`) and merges params.
     Expand { operations: Vec<Operation>, params: Params, now: Timestamp },
-    /// A manual rerun of a COMPLETE agenda (DOMAIN.md §8).
+    /// A manual rerun of a COMPLETE agenda, or of one a `skipExecution` rerun parked
+    /// (DOMAIN.md §8).
     Rerun { flags: RerunFlags, now: Timestamp },
     /// The automatic retry of a COMPLETE/failed agenda with attempts left: a `continue` rerun.
     Retry { now: Timestamp },

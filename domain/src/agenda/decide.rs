@@ -599,10 +599,15 @@ impl AgendaState {
 
     /// Rerun is allowed from any COMPLETE agenda: §3 names failed and cancelled, and POP's main
     /// use of rerun is running (parts of) a succeeded agenda again. A running agenda must be
-    /// cancelled first, so two executors never work on one agenda.
+    /// cancelled first, so two executors never work on one agenda. An agenda a `skipExecution`
+    /// rerun left parked (WAITING/pending, in no queue, held by no one) may be rerun too: that
+    /// is how POP's clients start it later (popclient22: it stayed parked for good).
     fn rerun(&self, flags: &RerunFlags, now: Timestamp) -> Decision {
-        if !self.is_complete() {
-            return Err(self.illegal("rerun"));
+        if !self.is_complete() && !self.is_parked() {
+            return Err(AgendaError::RerunWhileLive {
+                state: self.processing_state(),
+                message: self.message().to_string(),
+            });
         }
         self.rerun_events(flags.clone(), now)
     }

@@ -21,6 +21,13 @@ pub enum AgendaError {
     /// The command is not an allowed transition from the agenda's state (DOMAIN.md §3).
     #[error("cannot {command} an agenda that is {}/{message}", state.as_str())]
     IllegalTransition { command: &'static str, state: ProcessingState, message: String },
+    /// A rerun of an agenda that waits to run or runs: it must be cancelled first.
+    #[error(
+        "cannot rerun an agenda that is {}/{message}: it is queued or running; cancel it first \
+         (cancelAgenda, `pop cancel`), then rerun it",
+        state.as_str()
+    )]
+    RerunWhileLive { state: ProcessingState, message: String },
     /// A report from a holder whose lease is gone: reclaimed, or the agenda was rerun.
     #[error(
         "holder {holder:?} no longer holds the agenda's lease (the agenda is {}/{message})",
@@ -112,6 +119,7 @@ impl AgendaError {
             AgendaError::AlreadyExists { .. }
             | AgendaError::ProgressIdTaken { .. }
             | AgendaError::IllegalTransition { .. }
+            | AgendaError::RerunWhileLive { .. }
             | AgendaError::LeaseLost { .. }
             | AgendaError::LeaseSuperseded { .. }
             | AgendaError::AgendaComplete { .. }

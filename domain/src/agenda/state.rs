@@ -200,6 +200,13 @@ impl AgendaState {
                 || self.is(ProcessingState::Waiting, message::PENDING))
     }
 
+    /// WAITING/pending: reset by a rerun that did not re-add it (`skipExecution`, or a
+    /// `doNotRun` agenda), so in no queue and held by no one until a rerun starts it. (A rerun
+    /// that re-adds the agenda commits its re-entry with it: no agenda rests pending between.)
+    pub fn is_parked(&self) -> bool {
+        self.exists() && self.is(ProcessingState::Waiting, message::PENDING)
+    }
+
     /// WAITING/added and not `doNotRun`: the scheduler may queue it.
     pub fn is_schedulable(&self) -> bool {
         self.is(ProcessingState::Waiting, message::ADDED) && !self.is_do_not_run()
