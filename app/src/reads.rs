@@ -35,9 +35,9 @@ pub const WAITING_PHASES: [Phase; 5] =
 /// Most entries `waiting_by_customer` returns (the customers with the most waiting agendas).
 pub const MAX_WAITING_CUSTOMERS: usize = 100;
 
-/// Most read-model pages (of up to 1,000 agendas each, and at most 20,000 index entries
-/// examined each) one `waiting_by_customer` reads: at most 10,000 waiting agendas are counted,
-/// the oldest first in each phase (added, queued, scheduled, pending, other WAITING).
+/// Pages' worth of agendas (1,000 each) one `waiting_by_customer` counts: at most 10,000
+/// waiting agendas, shared evenly among the phases (added, queued, scheduled, pending, other
+/// WAITING) and, within each, among the customers with agendas in it (at least one each).
 pub const MAX_WAITING_PAGES: usize = 10;
 
 /// Events read per log query while looking for a page's end.
@@ -877,8 +877,9 @@ impl App {
     /// The WAITING agendas of an insight per customer, only for customers the caller may see
     /// (every customer for `*`); customers with none are left out. Most waiting first (then by
     /// customer id), at most [`MAX_WAITING_CUSTOMERS`] entries. Counts at most
-    /// [`MAX_WAITING_PAGES`] pages (the oldest of each phase first), so on a larger backlog the
-    /// counts are lower bounds.
+    /// [`MAX_WAITING_PAGES`] pages' worth, shared among the phases and the customers (every
+    /// customer with waiting agendas is listed), so on a larger backlog the counts are lower
+    /// bounds.
     pub fn waiting_by_customer(&self, caller: &Caller, insight_id: &str) -> Vec<(String, usize)> {
         let models = self.projections().read();
         waiting_by_customer(&models, &caller.principal.customers, insight_id)
@@ -1019,27 +1020,12 @@ fn waiting_by_customer(
     insight_id: &str,
 ) -> Vec<(String, usize)> {
     let mut counts: HashMap<String, usize> = HashMap::new();
-    let mut pages = 0;
-    'phases: for phase in WAITING_PHASES {
-        let mut after: Option<Cursor> = None;
-        loop {
-            if pages >= MAX_WAITING_PAGES {
-                break 'phases;
-            }
-            pages += 1;
-            let mut query = AgendaQuery::new(visibility);
-            query.insight_id = Some(insight_id);
-            query.phase = Some(phase);
-            query.limit = MAX_PAGE_SIZE;
-            query.after = after.as_ref();
-            let page = models.select_agendas(&query);
-            for entry in &page.items {
-                *counts.entry(entry.customer_id().to_string()).or_default() += 1;
-            }
-            match page.next {
-                Some(next) => after = Some(next),
-                None => break,
-            }
+    let budget = MAX_WAITING_PAGES * MAX_PAGE_SIZE / WAITING_PHASES.len();
+    for phase in WAITING_PHASES {
+        for (customer, n) in
+            models.agendas().count_per_customer(insight_id, phase, visibility, budget)
+        {
+            *counts.entry(customer).or_default() += n;
         }
     }
     let mut list: Vec<(String, usize)> = counts.into_iter().collect();

@@ -18,10 +18,12 @@
 //! `RoundRobin` (one per customer per round, in a remembered customer order) and `Priority`
 //! (higher `params.priority` first, FIFO within, with aging), where "oldest" and aging go by
 //! the time an agenda entered the queue: a rerun, retried, reclaimed or released agenda is
-//! behind the ones that waited before it. The candidates are the schedulable `added` agendas
-//! among the first [`MAX_SCAN_PAGES`] pages of the insight's queue order, so
-//! under a backlog deeper than that, `RoundRobin` and `Priority` choose among the oldest part
-//! of it only.
+//! behind the ones that waited before it. The candidates of `FirstInFirstOut` are the
+//! schedulable `added` agendas among the first [`MAX_SCAN_PAGES`] pages of the insight's queue
+//! order; those of `RoundRobin` and `Priority` are each customer's oldest-added, as many pages'
+//! worth shared evenly among the customers with work there (at least one each), so a
+//! customer's backlog deeper than that never hides another customer's agendas (hostile32),
+//! and within one customer's deep backlog they choose among its oldest part.
 //!
 //! A submission that `pop_app::handout` hands straight to a waiting `getAgenda` (the insight
 //! had nothing queued and nothing `added`, so this scheduler had nothing to choose) is queued
@@ -42,8 +44,8 @@ use pop_domain::agenda::{AgendaCommand, AgendaError, AgendaState};
 use pop_domain::scheduling::{self, Candidate, CustomerOrder};
 use pop_domain::{SchedulingAlgorithm, Timestamp};
 use pop_projections::{
-    AgendaOrder, AgendaQuery, Change, ChangeKind, Cursor, MAX_PAGE_SIZE, Phase, Projections,
-    Visibility,
+    AgendaEntry, AgendaOrder, AgendaQuery, Change, ChangeKind, Cursor, MAX_PAGE_SIZE, Phase,
+    Projections, Visibility,
 };
 use pop_store::{Commands, EventMetadata, ExecuteError, Position, ProcessLeadership};
 use tokio::sync::broadcast;
@@ -151,51 +153,66 @@ fn plan(projections: &Projections, memory: &mut Memory, now_ms: i64) -> Vec<(Str
         if room == 0 {
             continue;
         }
-        // FirstInFirstOut needs only the first `room` candidates; the others look at all the
-        // candidates of the scanned pages.
-        let enough = match algorithm {
-            SchedulingAlgorithm::FirstInFirstOut => room,
-            SchedulingAlgorithm::RoundRobin | SchedulingAlgorithm::Priority => usize::MAX,
+        let candidate = |entry: &AgendaEntry| -> Option<Candidate> {
+            let state = entry.state().ok()?;
+            if !state.is_schedulable() {
+                return None;
+            }
+            let priority = match algorithm {
+                SchedulingAlgorithm::Priority => {
+                    state.agenda().map_or(0, |a| Candidate::priority_of(&a.params))
+                }
+                SchedulingAlgorithm::FirstInFirstOut | SchedulingAlgorithm::RoundRobin => 0,
+            };
+            Some(Candidate {
+                id: entry.key().to_string(),
+                customer_id: entry.customer_id().to_string(),
+                entered_ms: entry.entered_ms(),
+                priority,
+            })
         };
-        let mut candidates: Vec<Candidate> = Vec::new();
-        let mut after: Option<Cursor> = None;
-        'pages: for _ in 0..MAX_SCAN_PAGES {
-            if candidates.len() >= enough {
-                break;
-            }
-            let mut query = AgendaQuery::new(&all);
-            query.insight_id = Some(&insight.id);
-            query.phase = Some(Phase::Added);
-            query.order = AgendaOrder::Queue;
-            query.after = after.as_ref();
-            query.limit = MAX_PAGE_SIZE;
-            let page = models.select_agendas(&query);
-            for entry in &page.items {
-                if candidates.len() >= enough {
-                    break 'pages;
-                }
-                let Ok(state) = entry.state() else { continue };
-                if !state.is_schedulable() {
-                    continue;
-                }
-                let priority = match algorithm {
-                    SchedulingAlgorithm::Priority => {
-                        state.agenda().map_or(0, |a| Candidate::priority_of(&a.params))
+        let candidates: Vec<Candidate> = match algorithm {
+            // The oldest `room` in queue order.
+            SchedulingAlgorithm::FirstInFirstOut => {
+                let mut candidates = Vec::new();
+                let mut after: Option<Cursor> = None;
+                'pages: for _ in 0..MAX_SCAN_PAGES {
+                    let mut query = AgendaQuery::new(&all);
+                    query.insight_id = Some(&insight.id);
+                    query.phase = Some(Phase::Added);
+                    query.order = AgendaOrder::Queue;
+                    query.after = after.as_ref();
+                    query.limit = MAX_PAGE_SIZE;
+                    let page = models.select_agendas(&query);
+                    for entry in &page.items {
+                        if candidates.len() >= room {
+                            break 'pages;
+                        }
+                        candidates.extend(candidate(entry));
                     }
-                    SchedulingAlgorithm::FirstInFirstOut | SchedulingAlgorithm::RoundRobin => 0,
-                };
-                candidates.push(Candidate {
-                    id: entry.key().to_string(),
-                    customer_id: entry.customer_id().to_string(),
-                    entered_ms: entry.entered_ms(),
-                    priority,
-                });
+                    match page.next {
+                        Some(next) => after = Some(next),
+                        None => break,
+                    }
+                }
+                candidates
             }
-            match page.next {
-                Some(next) => after = Some(next),
-                None => break,
+            // Each customer's oldest, the scan shared among the customers with work: one
+            // customer's backlog never hides another's agendas (hostile32). Round robin takes
+            // at most `room` of one customer; priority looks at all of its share.
+            SchedulingAlgorithm::RoundRobin | SchedulingAlgorithm::Priority => {
+                let budget = MAX_SCAN_PAGES * MAX_PAGE_SIZE;
+                let most_each =
+                    if algorithm == SchedulingAlgorithm::RoundRobin { room } else { budget };
+                models
+                    .agendas()
+                    .added_per_customer(&insight.id, budget, most_each)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(candidate)
+                    .collect()
             }
-        }
+        };
         let remembered = memory.customer_orders.get(&insight.id).cloned().unwrap_or_default();
         let planned = scheduling::plan(algorithm, room, &candidates, &remembered, now_ms);
         if algorithm == SchedulingAlgorithm::RoundRobin {

@@ -47,8 +47,9 @@ impl InsightGql {
 
     /// The WAITING agendas (as in `waiting`) per customer, only for customers the caller may
     /// see (every customer for `*`); customers with none are left out. Most waiting first
-    /// (then by customer id), at most 100 entries. Counts at most 10,000 agendas (the oldest
-    /// of each phase first), so on a larger backlog the counts are lower bounds.
+    /// (then by customer id), at most 100 entries. Counts at most 10,000 agendas, shared
+    /// among the phases and the customers (every customer with waiting agendas is counted),
+    /// so on a larger backlog the counts are lower bounds.
     #[graphql(complexity = "crate::graphql::cost::nested(child_complexity)")]
     async fn waiting_by_customer(&self, ctx: &Context<'_>) -> GqlResult<Vec<CustomerCountGql>> {
         let (app, caller) = context(ctx)?;

@@ -466,6 +466,59 @@ mod tests {
         format!("{:?} {customers:?} {links:?} {insights:?} {queues:?} {progress:?}", m.all)
     }
 
+    /// hostile32: one customer's 10,000 waiting agendas hid another's from the scheduler.
+    #[test]
+    fn the_scheduler_sees_each_customers_oldest_whatever_another_has_waiting() {
+        let mut m = AgendaModel::default();
+        let mut submit = |customer: &str, id: &str, secs: i64, do_not_run: bool| {
+            let mut agenda = Agenda {
+                id: id.to_string(),
+                customer_id: customer.to_string(),
+                progress_id: Some(id.to_string()),
+                operations: vec![Operation { name: "op".to_string(), ..Operation::default() }],
+                ..Agenda::default()
+            };
+            if do_not_run {
+                agenda.params.insert("doNotRun", "true");
+            }
+            let insight = AgendaInsight {
+                resource_pool_id: "pool".to_string(),
+                insight_id: "i0".to_string(),
+            };
+            let command = AgendaCommand::Submit { agenda, insight, now: t(secs) };
+            let key = pop_domain::agenda::key(customer, id);
+            for e in AgendaState::default().decide(&command).expect("decides") {
+                m.apply(&key, &e, None).expect("applies");
+            }
+        };
+        // acme: 3 records (never scheduled), then 40 waiting; globex: one, the youngest.
+        for i in 0..43 {
+            submit("acme", &format!("a{i:02}"), i, i < 3);
+        }
+        submit("globex", "g0", 100, false);
+        let ids = |lists: Vec<Vec<&AgendaEntry>>| -> Vec<Vec<String>> {
+            lists.iter().map(|l| l.iter().map(|e| e.id().to_string()).collect()).collect()
+        };
+        // A budget of 10 shared by two customers: acme's five oldest that may run, and globex's.
+        assert_eq!(
+            ids(m.added_per_customer("i0", 10, 100)),
+            [vec!["a03", "a04", "a05", "a06", "a07"], vec!["g0"]]
+        );
+        // At least one each, however small the budget; at most `most_each` each.
+        assert_eq!(ids(m.added_per_customer("i0", 1, 100)), [vec!["a03"], vec!["g0"]]);
+        assert_eq!(ids(m.added_per_customer("i0", 1000, 2)), [vec!["a03", "a04"], vec!["g0"]]);
+        assert!(m.added_per_customer("i1", 10, 10).is_empty());
+        // Counting per customer lists the starved customer too, each count within its share
+        // (a lower bound past it), and only customers the caller sees.
+        let all = Visibility::All;
+        let count = |budget, v: &Visibility| m.count_per_customer("i0", Phase::Added, v, budget);
+        assert_eq!(count(100_000, &all), [("acme".to_string(), 43), ("globex".to_string(), 1)]);
+        assert_eq!(count(9, &all), [("acme".to_string(), 3), ("globex".to_string(), 1)]);
+        let globex = Visibility::from_ids(["globex"]);
+        assert_eq!(count(100_000, &globex), [("globex".to_string(), 1)]);
+        assert!(m.count_per_customer("i0", Phase::Queued, &all, 10).is_empty());
+    }
+
     #[test]
     fn the_queue_order_is_by_entry_and_holds_no_do_not_run_agendas() {
         // a0..a13 on insights i0 (even) and i1 (odd); a6 and a13 are records (`doNotRun`); a4

@@ -86,6 +86,83 @@ impl AgendaModel {
         self.select_paged(q, keep, true)
     }
 
+    /// The scheduler's candidates on `insight` customer by customer: for each customer with
+    /// `added` agendas there (the insight index's groups), its oldest-added ones that are not
+    /// `doNotRun`, `budget` shared evenly among the customers (at least one each, at most
+    /// `most_each`; at most `4 ×` that looked at); older builds' agendas whose keys name no
+    /// customer come as one more list. Unlike one walk of the queue order, a customer's deep
+    /// backlog cannot hide the others' work (hostile32: 10,000 agendas of one customer on a
+    /// shared insight kept a `RoundRobin` and a `Priority` insight from seeing another's).
+    pub fn added_per_customer<'m>(
+        &'m self,
+        insight: &str,
+        budget: usize,
+        most_each: usize,
+    ) -> Vec<Vec<&'m AgendaEntry>> {
+        let Some(set) = self.by_insight.get(insight).and_then(|phases| phases.get(&Phase::Added))
+        else {
+            return Vec::new();
+        };
+        let groups = groups_in(&set.grouped);
+        let lists = groups.len() + usize::from(!set.odd.is_empty());
+        let each = (budget / lists.max(1)).clamp(1, most_each.max(1));
+        let looked_at = each.saturating_mul(4).saturating_add(64);
+        let take = |keys: &mut dyn Iterator<Item = &'m Key>| -> Vec<&'m AgendaEntry> {
+            keys.take(looked_at)
+                .filter_map(|key| self.get(&key.1))
+                .filter(|e| !e.is_do_not_run())
+                .take(each)
+                .collect()
+        };
+        let mut found: Vec<Vec<&AgendaEntry>> =
+            groups.iter().map(|group| take(&mut group_range(&set.grouped, group))).collect();
+        if !set.odd.is_empty() {
+            found.push(take(&mut set.odd.iter()));
+        }
+        found.retain(|list| !list.is_empty());
+        found
+    }
+
+    /// How many agendas in `phase` on `insight` each customer `visibility` sees has, `budget`
+    /// of them counted, shared evenly among the customers (at least one each): every customer
+    /// with such agendas is listed, and a count that reached its share is a lower bound
+    /// (hostile32: one walk of the oldest counted one customer's backlog only and left out the
+    /// customer it starved).
+    pub fn count_per_customer(
+        &self,
+        insight: &str,
+        phase: Phase,
+        visibility: &Visibility,
+        budget: usize,
+    ) -> Vec<(String, usize)> {
+        let Some(set) = self.by_insight.get(insight).and_then(|phases| phases.get(&phase)) else {
+            return Vec::new();
+        };
+        let groups = groups_seen(&set.grouped, visibility);
+        let each = (budget / (groups.len() + 1)).max(1);
+        let mut counts: Vec<(String, usize)> = Vec::new();
+        for group in &groups {
+            let mut keys = group_range(&set.grouped, group).take(each);
+            // The group is the customer's escaped id: the first entry names the customer.
+            let Some(customer) =
+                keys.next().and_then(|k| self.get(&k.1)).map(|e| e.customer_id().to_string())
+            else {
+                continue;
+            };
+            counts.push((customer, 1 + keys.count()));
+        }
+        // Older builds' keys that name no customer: each entry's own customer, as everywhere.
+        for entry in set.odd.iter().take(each).filter_map(|k| self.get(&k.1)) {
+            if visibility.sees(entry.customer_id()) {
+                match counts.iter_mut().find(|(c, _)| c == entry.customer_id()) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((entry.customer_id().to_string(), 1)),
+                }
+            }
+        }
+        counts
+    }
+
     fn select_paged<'m>(
         &'m self,
         q: &AgendaQuery<'_>,
