@@ -915,8 +915,11 @@ pub struct WorkerArgs {
     pub max_idle_ms: u64,
     /// On SIGTERM/SIGINT to the worker's pid, how long running operations may finish
     /// (seconds) before they are stopped and their agendas handed back. A signal to the whole
-    /// process group (a terminal's Ctrl-C) stops the handlers at once: they are in it.
-    #[arg(long, env = "POP_WORKER_SHUTDOWN_GRACE", default_value_t = 30)]
+    /// process group (a terminal's Ctrl-C) stops the handlers at once: they are in it. Keep it
+    /// at least 10 s below whatever kills the worker after its SIGTERM (Kubernetes: the pod's
+    /// `terminationGracePeriodSeconds`, 30 by default), or the hand-back is cut off and the
+    /// agendas wait out their lease and lose an attempt.
+    #[arg(long, env = "POP_WORKER_SHUTDOWN_GRACE", default_value_t = 20)]
     pub shutdown_grace: u64,
     /// Namespace of the pods of `kind = "kubernetes"` handlers that name none.
     #[arg(long, env = "POP_KUBE_NAMESPACE", default_value = "default")]

@@ -54,6 +54,20 @@ async fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.format(&mut cli::Cli::command()).exit(),
     };
+    // POP_TOKENS (a variable only, so not in `blank`) chooses the tokens as POP_TOKEN_FILE does:
+    // taken as unset, an empty Secret made a fresh admin token and printed it into the pod's
+    // logs while every configured client got 401 (newcomer17).
+    let tokens = std::env::var_os(pop_api::auth::TOKENS_ENV);
+    if matches!(cli.command, cli::Command::Serve(_))
+        && tokens.is_some_and(|v| v.to_string_lossy().trim().is_empty())
+    {
+        eprintln!(
+            "pop: error: {} is set but blank: give it a value or unset it (it chooses the tokens, \
+             so a blank one is not taken as unset)",
+            pop_api::auth::TOKENS_ENV
+        );
+        return ExitCode::from(2);
+    }
     let telemetry = match telemetry::init(&cli.log_format, cli.command.telemetry()) {
         Ok(telemetry) => telemetry,
         Err(e) => {

@@ -62,16 +62,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     })?;
     // Configured tokens (a token file, `POP_TOKENS`) are read before anything is made: a bad
     // token file left a new store and signing key behind (ops3am).
+    // A blank one stopped the start already (`main`).
     let inline = std::env::var(pop_api::auth::TOKENS_ENV);
     let inline_tokens = inline.as_ref().is_ok_and(|json| !json.trim().is_empty());
-    if inline.is_ok() && !inline_tokens {
-        // Said, not refused: a blank variable is how many deployments leave one unset.
-        tracing::warn!(
-            "{} is set but blank: taken as unset, so the generated admin token of the data \
-             directory is used",
-            pop_api::auth::TOKENS_ENV
-        );
-    }
     let configured = args.token_file.is_some() || inline_tokens;
     let early_tokens = if configured {
         Some(pop_api::load_tokens(args.token_file.as_deref(), None).context("loading tokens")?)

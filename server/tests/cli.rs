@@ -911,7 +911,7 @@ fn a_blank_variable_is_taken_as_unset_and_said() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     // Those that choose the store, the data or the tokens stop the start (ops3am12: a blank
     // DATABASE_URL served an empty embedded store, ready).
-    for name in ["DATABASE_URL", "POP_DATA_DIR", "POP_TOKEN_FILE"] {
+    for name in ["DATABASE_URL", "POP_DATA_DIR", "POP_TOKEN_FILE", "POP_TOKENS"] {
         let out = pop_command()
             .current_dir(dir.path())
             .env(name, "")

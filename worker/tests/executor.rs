@@ -431,7 +431,7 @@ async fn shutdown_hands_the_agenda_back_with_a_final_report() {
     let reports = api.reports();
     let last = reports.last().unwrap();
     assert_eq!(last["processingState"], "EXECUTING");
-    assert_eq!(last["processingStateMessage"], "worker stopping; agenda handed back");
+    assert_eq!(last["processingStateMessage"], "worker stopping; handing the agenda back");
     assert_eq!(final_states(&reports).get("quick").unwrap(), "COMPLETE/succeeded");
     // Then released under its lease, after the final report, so nobody waits for the expiry.
     let calls = api.calls();
