@@ -85,11 +85,14 @@ impl AsOf {
         }
         DateTime::parse_from_rfc3339(text).map(|t| AsOf::Time(t.with_timezone(&Utc))).map_err(
             |_| {
+                // A `+` offset sent unencoded in a URL arrives as a space (auditor30).
+                let plus = DateTime::parse_from_rfc3339(&text.replacen(' ', "+", 1)).is_ok();
                 AppError::invalid(
                     field,
                     format!(
                         "{text:?} is neither a log position (\"42\", \"7/3\") nor an RFC 3339 \
-                         time (\"2026-12-02T14:02:00Z\")"
+                         time (\"2026-12-02T14:02:00Z\"){}",
+                        if plus { "; a `+` in a URL reads as a space: write it %2B" } else { "" }
                     ),
                 )
             },
@@ -421,7 +424,11 @@ mod tests {
             let e = AsOf::parse("asOf", bad).unwrap_err();
             assert_eq!(e.code, crate::Code::Validation, "{bad:?}");
             assert_eq!(e.problems[0].field, "asOf", "{bad:?}");
+            assert!(!e.message.contains("%2B"), "{bad:?}: {}", e.message);
         }
+        // `+02:00` sent unencoded in a URL: the hint says how to send it.
+        let e = AsOf::parse("asOf", "2026-12-06T07:23:31 02:00").unwrap_err();
+        assert!(e.message.contains("write it %2B"), "{}", e.message);
     }
 
     #[test]

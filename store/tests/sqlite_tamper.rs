@@ -171,6 +171,12 @@ async fn every_edit_of_the_file_is_found_with_its_place() {
     let found = r.first_break.expect("a rewritten head is found");
     assert_eq!(found.stream, "b", "{found}");
     assert!(found.reason.contains("head hash"), "{found}");
+    // The head moved past the entries (or a tail cut with its stream rows and the head left):
+    // positions handed out whose entries are gone (auditor30: it passed as intact).
+    let r = tampered(&path, "UPDATE log SET head = head + 5 WHERE id = 1");
+    let found = r.first_break.expect("a head past the entries is found");
+    assert!(found.reason.contains("the entries after it are gone (a cut tail)"), "{found}");
+    assert!(found.position.is_some(), "{found}");
     // A stream's events deleted while its row stays.
     let r = tampered(
         &path,

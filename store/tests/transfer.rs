@@ -246,6 +246,22 @@ async fn an_export_is_cloudevents_between_a_manifest_and_a_signed_checkpoint() {
     std::fs::write(&partial, &later).unwrap();
     let err = ExportReader::open(&partial, Some(k.verifying_key())).err().expect("refused");
     assert_eq!(err.line(), Some(1), "{err}");
+
+    // A start that names no position of this log is refused as such (auditor30: a two-part
+    // one was reported as a broken log; one past the end gave an empty export). Its head is
+    // a start with nothing after it.
+    let refused = |since: Position| {
+        let mut out = Vec::new();
+        pop_store::sqlite::transfer::export(&path, since, &k, &mut out, now())
+            .expect_err("refused")
+            .to_string()
+    };
+    let err = refused(Position::new(5, 1));
+    assert!(err.contains("\"5/1\" is a two-part position"), "{err}");
+    let err = refused(Position::from_sequence(99_999));
+    assert!(err.contains("99999 is beyond the end of the log (9)"), "{err}");
+    let last = lines(&export(&path, Position::from_sequence(9), &k));
+    assert_eq!(last[0]["events"].as_u64().unwrap() + last[0]["pruned"].as_u64().unwrap(), 0);
 }
 
 /// Imports `file` into a fresh embedded store; the error, and the events the store holds.
@@ -341,6 +357,15 @@ async fn an_export_imports_into_an_empty_store_and_verifies_there() {
     let reader = ExportReader::open(&file, Some(k.verifying_key())).unwrap();
     let err = pop_store::postgres::transfer::import(&url, reader).await.expect_err("refused");
     assert!(matches!(err, TransferError::NotEmpty(_)), "{err}");
+    let mut out = Vec::new();
+    let beyond = Position::new(u64::from(u32::MAX), 1);
+    let err = pop_store::postgres::transfer::export(&url, beyond, &key(9), &mut out, now())
+        .await
+        .expect_err("a start past the log's end is refused");
+    assert!(
+        err.to_string().contains("is beyond the end of the log (its last entry is at"),
+        "{err}"
+    );
     let mut out = Vec::new();
     let again =
         pop_store::postgres::transfer::export(&url, Position::START, &key(9), &mut out, now())
@@ -451,6 +476,23 @@ async fn a_tampered_export_is_refused_with_its_line_and_nothing_is_imported() {
         assert_eq!(count(&target), 0, "{name}: the target stays empty");
     }
 
+    // One event's id copied onto another's line (ids are not covered by the digests): said as
+    // such, not as the storage engine's constraint (auditor30).
+    let event_lines: Vec<usize> =
+        (0..owned.len()).filter(|i| owned[*i].contains("\"specversion\"")).collect();
+    let id_of = |line: &str| {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        v["id"].as_str().unwrap().to_string()
+    };
+    let (first, second) = (event_lines[0], event_lines[1]);
+    let mut twice = owned.clone();
+    twice[second] = twice[second].replacen(&id_of(&owned[second]), &id_of(&owned[first]), 1);
+    let twice = write("twice.jsonl", &twice);
+    let (result, target) = import_sqlite(dir.path(), &twice, &k).await;
+    let err = result.expect_err("refused").to_string();
+    assert!(err.contains("holds one event id on two lines"), "{err}");
+    assert_eq!(count(&target), 0);
+
     // The checkpoint line dropped.
     let mut headless = owned.clone();
     headless.pop();
@@ -469,6 +511,13 @@ async fn a_tampered_export_is_refused_with_its_line_and_nothing_is_imported() {
         ExportReader::open(&write("byte2.jsonl", &edited), Some(k.verifying_key())).unwrap();
     let err = pop_store::postgres::transfer::import(&url, reader).await.expect_err("refused");
     assert_eq!(err.line(), Some(at as u64 + 1), "{err}");
+    let reader = ExportReader::open(&twice, Some(k.verifying_key())).unwrap();
+    let err = pop_store::postgres::transfer::import(&url, reader).await.expect_err("refused");
+    let first_id = id_of(&owned[first]);
+    assert!(
+        err.to_string().contains(&format!("holds one event id on two lines ({first_id})")),
+        "{err}"
+    );
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
     let driver = tokio::spawn(connection);
     let rows: i64 = client

@@ -77,6 +77,14 @@ const COUNT_SQL: &str = "
            (SELECT ARRAY[tx_id, seq] FROM e ORDER BY tx_id DESC, seq DESC LIMIT 1)
     FROM e";
 
+/// The log's last entry (event or a deleted stream's hash row), whatever the horizon.
+const LAST_SQL: &str = "
+    SELECT ARRAY[tx_id, seq] FROM (
+        (SELECT tx_id, seq FROM pop_events ORDER BY tx_id DESC, seq DESC LIMIT 1)
+        UNION ALL
+        (SELECT tx_id, seq FROM pop_pruned ORDER BY tx_id DESC, seq DESC LIMIT 1)) e
+    ORDER BY tx_id DESC, seq DESC LIMIT 1";
+
 /// Exports the PostgreSQL store at `url`: the entries after `since` below the horizon, every
 /// tombstone, and a checkpoint signed with `key`.
 pub async fn export(
@@ -126,6 +134,27 @@ pub async fn export_trusting(
             return Err(TransferError::SourceBroken(found));
         }
         let (a, b) = (clamp(since.commit()), clamp(since.prepare()));
+        if since != Position::START {
+            let last: Option<Vec<i64>> = tx
+                .query_opt(LAST_SQL, &[])
+                .await
+                .map_err(&read)?
+                .map(|r| r.try_get(0))
+                .transpose()
+                .map_err(&read)?;
+            let last = last.and_then(|v| match v.as_slice() {
+                [tx_id, seq] => Some((*tx_id, *seq)),
+                _ => None,
+            });
+            if last.is_none_or(|last| (a, b) > last) {
+                let end = last.map_or("the log is empty".to_string(), |(t, s)| {
+                    format!("its last entry is at {}", position(t, s))
+                });
+                return Err(TransferError::Since(format!(
+                    "{since} is beyond the end of the log ({end})"
+                )));
+            }
+        }
         let row = tx.query_one(COUNT_SQL, &[&a, &b]).await.map_err(&read)?;
         let at = |i: usize| -> Result<Option<Position>, StoreError> {
             let v: Option<Vec<i64>> = row.try_get(i).map_err(&read)?;
@@ -226,7 +255,7 @@ pub async fn import<R: BufRead + Send + 'static>(
     let summary = read.await.map_err(|_| TransferError::File("reading it failed".into()))?;
     drop(client);
     let _ = driver.await;
-    written?;
+    written.map_err(TransferError::named_duplicate_id)?;
     summary.ok_or_else(|| TransferError::File("was not read to its end".into()))
 }
 

@@ -72,7 +72,22 @@ pub fn export_trusting(
     if let Some(found) = super::verify::hash_rows_break(&tx)? {
         return Err(TransferError::SourceBroken(found));
     }
-    let after = to_i64(since.sequence().unwrap_or(0));
+    let after = match since.sequence() {
+        Some(after) => to_i64(after),
+        None => {
+            return Err(TransferError::Since(format!(
+                "\"{since}\" is a two-part position (\"<commit>/<prepare>\", a PostgreSQL log's); \
+                 this log numbers its positions 1, 2, 3…"
+            )));
+        }
+    };
+    let head: i64 =
+        tx.query_row("SELECT head FROM log WHERE id = 1", [], |r| r.get(0)).map_err(&read)?;
+    if after > head {
+        return Err(TransferError::Since(format!(
+            "{since} is beyond the end of the log ({head}): nothing was written after it"
+        )));
+    }
     let count = |table: &str| -> Result<(u64, Option<i64>, Option<i64>), StoreError> {
         tx.query_row(
             &format!(
@@ -395,7 +410,7 @@ pub fn import<R: BufRead + Send>(
         Ok(summary) => summary,
         Err(e) => {
             let _ = std::fs::remove_file(&staging);
-            return Err(e);
+            return Err(e.named_duplicate_id());
         }
     };
     let io =

@@ -309,11 +309,43 @@ pub(crate) fn verify(
         return Ok(found.alone());
     }
     let report = report.with_checkpoints(log.finish());
-    if !report.is_intact() || report.checkpoints.unsealed_entries == 0 {
+    if !report.is_intact() {
+        return Ok(report);
+    }
+    if let Some(found) = cut_tail(conn, log_head)? {
+        return Ok(found.alone());
+    }
+    if report.checkpoints.unsealed_entries == 0 {
         return Ok(report);
     }
     let unsealed = unsealed(conn, report.checkpoints.last.map(|(_, p, _)| p))?;
     Ok(report.with_unsealed(unsealed))
+}
+
+/// A log whose entries end below its head: the head is the highest position ever handed out,
+/// and the embedded log leaves no gap (a failed group's savepoint gives its positions back; a
+/// deleted stream keeps a hash row per event), so the entries after the last are gone — a cut
+/// tail (auditor30: it passed as intact). Checked after the walks and the checkpoints, which
+/// name a removed stream more precisely.
+fn cut_tail(conn: &Connection, log_head: Position) -> Result<Option<Break>, StoreError> {
+    let head = i64::try_from(log_head.commit()).unwrap_or(i64::MAX);
+    let last: i64 = conn
+        .query_row(
+            "SELECT max(coalesce((SELECT max(position) FROM events), 0), \
+                        coalesce((SELECT max(position) FROM pruned), 0))",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(fail)?;
+    Ok((last < head).then(|| crate::verify::Break {
+        stream: String::new(),
+        version: None,
+        position: Some(position(last + 1)),
+        reason: format!(
+            "the log's head says {head} positions were handed out, but its entries end at \
+             {last}: the entries after it are gone (a cut tail)"
+        ),
+    }))
 }
 
 /// The checks of the hash rows that need no walk: a row kept for a stream pop did not delete
@@ -415,7 +447,10 @@ pub(crate) fn hash_rows_break(conn: &Connection) -> Result<Option<Break>, StoreE
         }
     }
     let report = crate::verify::check_pruned(Verification::default(), &tombstones, &tails);
-    Ok(report.first_break)
+    match report.first_break {
+        Some(found) => Ok(Some(found)),
+        None => cut_tail(conn, log_head),
+    }
 }
 
 /// The events after position `after` (the newest checkpoint's; `None`: none): where they

@@ -83,6 +83,11 @@ pub enum TransferError {
     NotEmpty(String),
     #[error("the source log does not verify, not exported: {0} (run `pop verify`)")]
     SourceBroken(Break),
+    /// An export's start that names no position of this log (auditor30: a two-part position
+    /// on the embedded store was read as 0 and reported as a broken log; one past the end gave
+    /// an empty export, exit 0).
+    #[error("the export's start (--since) {0}")]
+    Since(String),
     #[error("writing the export: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
@@ -90,6 +95,30 @@ pub enum TransferError {
 }
 
 impl TransferError {
+    /// An import's insert refused by the store's unique index of event ids said as what it
+    /// is: two lines of the file carry one event id, which the digests do not cover (auditor30:
+    /// the storage engine's own error, with no word of the file).
+    pub(crate) fn named_duplicate_id(self) -> TransferError {
+        let TransferError::Store(crate::StoreError::Backend { source, .. }) = &self else {
+            return self;
+        };
+        let mut text = String::new();
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+        while let Some(e) = cause {
+            text.push_str(&e.to_string());
+            cause = e.source();
+        }
+        if !(text.contains("events.event_id") || text.contains("pop_events_by_id")) {
+            return self;
+        }
+        let id = text.split("(event_id)=(").nth(1).and_then(|rest| rest.split(')').next());
+        TransferError::File(format!(
+            "holds one event id on two lines{}: an event's \"id\" is not covered by its digest, \
+             so an edited or copied one shows only here",
+            id.map(|id| format!(" ({id})")).unwrap_or_default()
+        ))
+    }
+
     /// The line of the file the problem is on, when there is one.
     pub fn line(&self) -> Option<u64> {
         match self {

@@ -215,6 +215,9 @@ impl<R: BufRead + Send> ExportReader<R> {
             for (line_no, parsed) in batch.lines {
                 self.line_no = line_no;
                 if checkpoint {
+                    if matches!(&parsed, Parsed::Other(bytes) if super::import::is_blank(bytes)) {
+                        continue;
+                    }
                     return Err(self.invalid("a line after the checkpoint"));
                 }
                 let item = match parsed {
