@@ -172,6 +172,43 @@ async fn head_waits_for_a_deleted_stream_held_back_by_another_database() {
     release.await.expect("holder task");
 }
 
+/// Head reads at once while writers commit: one whose snapshot came first may end last, lower
+/// than a head already noted, and that is no log gone back (ops3am20: a replica latched
+/// "restored from a backup" after a database restart, under load).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn head_reads_at_once_never_say_the_log_went_back() {
+    let Some(cluster) = TestCluster::shared("head_reads_at_once") else { return };
+    let url = cluster.create_database().await.expect("store database");
+    let store = Arc::new(PgStore::connect(&url, PgOptions::default()).await.expect("connect"));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                for i in 0..100 {
+                    let stream = format!("s{w}-{i}");
+                    store.append(&stream, ExpectedVersion::NoStream, vec![event(i)]).await?;
+                }
+                Ok::<_, pop_store::StoreError>(())
+            })
+        })
+        .collect();
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                for _ in 0..150 {
+                    store.head().await?;
+                }
+                Ok::<_, pop_store::StoreError>(())
+            })
+        })
+        .collect();
+    for task in writers.into_iter().chain(readers) {
+        task.await.expect("task").expect("store call");
+    }
+    assert_eq!(store.log_went_back(), None);
+}
+
 /// A walk of the log in pages is read ahead of the walker (`postgres/ahead.rs`): every page is
 /// still the one a fresh read returns. A stream deleted ahead of the walker, after its events
 /// were read ahead, is not handed out; events appended during the walk come after the walk's

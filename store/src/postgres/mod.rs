@@ -313,14 +313,16 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Notes the transaction id of the log's head (`what`): one below the highest head seen so
-    /// far means the database went back under this process — restored from a backup (ops3am10,
-    /// ops3am11: running replicas acknowledged writes at positions their read models had
-    /// passed, and never showed or ran them). The head is read below the horizon (nothing
-    /// below it can still commit), so it never goes back otherwise. Commits are not noted: one
-    /// of an older transaction may end after a newer one (auditor24: two replicas under
-    /// concurrent writes both latched).
-    pub(crate) fn note_tx(&self, tx: i64, what: &str) {
-        let highest = self.high_water.fetch_max(tx, std::sync::atomic::Ordering::Relaxed);
+    /// far when the read was sent (`before`) means the database went back under this process —
+    /// restored from a backup (ops3am10, ops3am11: running replicas acknowledged writes at
+    /// positions their read models had passed, and never showed or ran them). The head is read
+    /// below the horizon (nothing below it can still commit), so a read sent after another
+    /// ended never reads lower otherwise; reads sent at once may end in any order. Commits are
+    /// not noted: one of an older transaction may end after a newer one (auditor24: two
+    /// replicas under concurrent writes both latched).
+    pub(crate) fn note_tx(&self, tx: i64, before: i64, what: &str) {
+        self.high_water.fetch_max(tx, std::sync::atomic::Ordering::SeqCst);
+        let highest = before;
         if tx < highest && self.went_back.get().is_none() {
             let why = format!(
                 "{what} in PostgreSQL transaction {tx}, before transaction {highest} this process \
@@ -693,11 +695,16 @@ impl EventStore for PgStore {
     }
 
     async fn head(&self) -> Result<Position, StoreError> {
+        // Head reads run at once (the projections, readiness, read-your-writes): one whose
+        // snapshot came before another's may end after it, lower (ops3am20: a replica latched
+        // "restored from a backup" after a database restart). Only a head noted before this
+        // read was sent — so read on an earlier snapshot — may not be passed by it.
+        let before = self.shared.high_water.load(std::sync::atomic::Ordering::SeqCst);
         let head = reader::head(&self.shared.pool, &self.shared.horizon_held).await?;
         if let Ok(tx) = i64::try_from(head.commit())
             && tx > 0
         {
-            self.shared.note_tx(tx, "the log's head is");
+            self.shared.note_tx(tx, before, "the log's head is");
         }
         Ok(head)
     }
