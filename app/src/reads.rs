@@ -43,6 +43,9 @@ pub const MAX_WAITING_PAGES: usize = 10;
 /// Events read per log query while looking for a page's end.
 const MORE_PROBE: usize = 1;
 
+/// How long a read-your-writes wait runs before it asks the store whether it is there.
+const STORE_PROBE_AFTER: std::time::Duration = std::time::Duration::from_millis(300);
+
 /// Which page of a list: at most `first` items (default [`DEFAULT_PAGE_SIZE`], at most the
 /// configured maximum) after the cursor `after` (a previous page's `next`).
 #[derive(Debug, Clone, Default)]
@@ -489,7 +492,24 @@ impl App {
         if projections.applied() >= wanted {
             return Ok(());
         }
-        projections.wait_for(wanted, self.config().read_wait).await.map_err(|t| match t.trouble {
+        let waited = projections.wait_for(wanted, self.config().read_wait);
+        // Read models that wait on the log's tail notice an outage only when they next read:
+        // a wait still on after a moment asks the store once, and an unavailable store is
+        // said at once (ops3am20: TIMEOUT after the whole wait, for the whole outage).
+        let probe = async {
+            tokio::time::sleep(STORE_PROBE_AFTER).await;
+            self.store().head().await
+        };
+        let waited = tokio::select! {
+            waited = waited => waited,
+            Err(e) = probe => {
+                return Err(error::unavailable(
+                    "reading the log the writes this read must see are in",
+                    &e,
+                ));
+            }
+        };
+        waited.map_err(|t| match t.trouble {
             // They cannot get there while the store is down: the same retryable answer as a
             // write that cannot be stored, at once rather than after the whole wait.
             Some(trouble) => {
@@ -497,10 +517,17 @@ impl App {
                 AppError::new(
                     Code::Unavailable,
                     format!(
-                        "the read models are at position {} and cannot reach {} (the writes this read must see) while the event store is unavailable; nothing was done: retry in {} s",
+                        "the read models are at position {} and cannot reach {} (the writes this read must see): {trouble}; nothing was done: retry in {} s{}",
                         t.applied,
                         t.wanted,
-                        error::RETRY_AFTER_UNAVAILABLE_SECS
+                        error::RETRY_AFTER_UNAVAILABLE_SECS,
+                        // Said as it is (ops3am20: "the event store is unavailable" while the
+                        // store was up and only this replica's read models had stopped).
+                        if trouble.starts_with("the projections stopped") {
+                            " (another replica may answer it; this one will not until restarted)"
+                        } else {
+                            ""
+                        }
                     ),
                 )
             }

@@ -338,6 +338,14 @@ impl Projections {
         *self.shared.ready.borrow()
     }
 
+    /// Whether the read models may be acted on now: caught up once, and following the log
+    /// (no [`Projections::trouble`]). The timed processes lead and act only while this holds
+    /// (ops3am20: a replica whose projections had stopped kept its leader locks and reclaimed
+    /// from frozen read models, agendas of live workers among them).
+    pub fn following(&self) -> bool {
+        self.caught_up() && self.shared.trouble.borrow().is_none()
+    }
+
     /// Declares read models that no runner follows caught up (built whole elsewhere: a tool's
     /// or a test's), so what waits for readiness proceeds.
     pub fn mark_caught_up(&self) {

@@ -482,7 +482,7 @@ impl TimedProcess for DataReaper {
         self.config.cadence
     }
     fn ready(&self) -> bool {
-        self.services.projections.caught_up()
+        self.services.projections.following()
     }
     async fn plan(&mut self, now: Timestamp) -> Result<Vec<ReapAction>, DataReport> {
         Ok(plan(now, &self.services.projections.read(), &self.config))

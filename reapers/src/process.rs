@@ -420,6 +420,15 @@ pub async fn run_loop<P: TimedProcess>(
         if !process.ready() {
             tracing::debug!(process = name.as_str(), "inputs not ready; skipping a cycle");
             skipped(name, "not_ready");
+            // Inputs that stopped following the log are no ground to lead on: the lock goes to
+            // a replica whose are (ops3am20: a replica with stopped projections kept every lock).
+            if guard.take().is_some() {
+                tracing::warn!(
+                    process = name.as_str(),
+                    "inputs not ready (the read models do not follow the log): leadership given up"
+                );
+                leading(name, false);
+            }
             // Asked again soon, not a whole interval later: a start whose read models were
             // still loading at the first tick left the reclaimer 30 s and the data reaper up
             // to 4 h without a cycle or a leader (newcomer4).
@@ -619,6 +628,32 @@ mod tests {
         ready.store(true, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(count.load(Ordering::SeqCst), 1, "a cycle within a second of being ready");
+        stop.send(()).unwrap();
+        task.await.unwrap();
+    }
+
+    /// Inputs that stop following the log (stopped projections) give the lock up, so a
+    /// replica whose inputs do follow it takes over (ops3am20: the stopped one kept every lock).
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_whose_inputs_stop_being_ready_gives_the_lock_up() {
+        let leadership = Arc::new(ProcessLeadership::default());
+        let lock = ProcessName::Retry.lock();
+        let process = Counting::new(ProcessName::Retry, true);
+        let (ready, count) = (Arc::clone(&process.ready), Arc::clone(&process.finished));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = spawn(process, leadership.clone(), Utc::now, async move {
+            let _ = stopped.await;
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        assert!(leadership.try_lead(&lock).await.unwrap().is_none(), "it leads");
+        ready.store(false, Ordering::SeqCst);
+        let interval = Counting::new(ProcessName::Retry, true).cadence().interval;
+        tokio::time::sleep(interval + Duration::from_secs(1)).await;
+        assert_eq!(count.load(Ordering::SeqCst), 1, "no cycle on inputs not ready");
+        let other = leadership.try_lead(&lock).await.unwrap();
+        assert!(other.is_some(), "the lock was given up");
+        drop(other);
         stop.send(()).unwrap();
         task.await.unwrap();
     }

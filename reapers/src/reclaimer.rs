@@ -360,7 +360,7 @@ impl TimedProcess for Reclaimer {
         self.config.cadence
     }
     fn ready(&self) -> bool {
-        self.services.projections.caught_up()
+        self.services.projections.following()
     }
     /// A read of the head at every tick, led or not, ready or not: an outage is seen, and its
     /// end, even when this process wrote nothing meanwhile and could not lead during it (its

@@ -359,7 +359,7 @@ impl TimedProcess for Retry {
         self.config.cadence
     }
     fn ready(&self) -> bool {
-        self.services.projections.caught_up()
+        self.services.projections.following()
     }
     async fn plan(&mut self, now: Timestamp) -> Result<Vec<RetryAction>, RetryReport> {
         let actions =

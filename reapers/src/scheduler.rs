@@ -342,7 +342,7 @@ impl TimedProcess for Scheduler {
     }
 
     fn ready(&self) -> bool {
-        self.projections.caught_up()
+        self.projections.following()
     }
 
     async fn plan(&mut self, now: Timestamp) -> Result<Vec<(String, String)>, SchedulerReport> {

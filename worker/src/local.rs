@@ -269,6 +269,9 @@ impl Handler for LocalProcess {
                 _ => failure,
             }
         })?;
+        // Dropped before `child` (declared after it): a cancel or a stop that drops this
+        // future kills the handler's own children first, then `kill_on_drop` the handler.
+        let mut descendants = KillDescendants(child.id());
         let program = self.program.display().to_string();
         // Lines of both streams arrive on one channel, so the no-output timer sees either.
         let (tx, mut rx) = mpsc::channel::<Line>(64);
@@ -328,6 +331,7 @@ impl Handler for LocalProcess {
                 }
                 Ok(None) => break,
                 Err(_) => {
+                    descendants.kill_now();
                     let _ = child.kill().await;
                     let lines: Vec<String> = tail.into_iter().collect();
                     return Err(Failure::with_payload(
@@ -339,9 +343,13 @@ impl Handler for LocalProcess {
         }
         // Both streams closed: the process is exiting (or handed them to a child of its own).
         let status = match tokio::time::timeout(self.timeout, child.wait()).await {
-            Ok(Ok(status)) => status,
+            Ok(Ok(status)) => {
+                descendants.disarm();
+                status
+            }
             Ok(Err(e)) => return Err(Failure::new(format!("waiting for {program}: {e}"))),
             Err(_) => {
+                descendants.kill_now();
                 let _ = child.kill().await;
                 return Err(Failure::new(format!(
                     "{program} closed its output but did not exit within {:?}",
@@ -376,6 +384,65 @@ impl Handler for LocalProcess {
                 }
             }
             Err(failure)
+        }
+    }
+}
+
+/// On drop, [`kill_descendants`] of the handler whose pid it holds, unless it was disarmed:
+/// once the handler was reaped its pid may name another process.
+struct KillDescendants(Option<u32>);
+
+impl KillDescendants {
+    /// Kills them now (the handler is about to be killed) and disarms.
+    fn kill_now(&mut self) {
+        kill_descendants(self.0.take());
+    }
+
+    /// The handler exited and was reaped: nothing to do on drop.
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for KillDescendants {
+    fn drop(&mut self) {
+        kill_descendants(self.0.take());
+    }
+}
+
+/// Kills every process descended from `pid` (a handler's own children: a wrapper script's
+/// encoder), found through `/proc` while they are still its descendants, i.e. before the
+/// handler itself is killed. Killed alone, a handler's children went on as orphans and did
+/// their side effects after the operation was failed for silence, cancelled, or retried
+/// (ops3am20). Nothing where there is no `/proc`; a process that exited meanwhile is skipped.
+fn kill_descendants(pid: Option<u32>) {
+    let Some(pid) = pid else { return };
+    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    for entry in entries.flatten() {
+        let Some(p) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        // `pid (comm) state ppid …`: the name may hold spaces and parentheses.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let parent = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1));
+        if let Some(parent) = parent.and_then(|p| p.parse::<u32>().ok()) {
+            parents.push((p, parent));
+        }
+    }
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while let Some(&parent) = tree.get(i) {
+        for &(p, of) in &parents {
+            if of == parent && !tree.contains(&p) {
+                tree.push(p);
+            }
+        }
+        i += 1;
+    }
+    for p in tree.into_iter().skip(1) {
+        if let Some(p) = i32::try_from(p).ok().and_then(rustix::process::Pid::from_raw) {
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
         }
     }
 }
@@ -636,5 +703,44 @@ mod tests {
         assert!(err.message.contains("printed nothing"), "{}", err.message);
         assert_eq!(err.payload["log"], json!(["started"]));
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    /// Whether process `pid` is still running (a zombie counts as gone).
+    fn alive(pid: &str) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit_once(')').is_some_and(|(_, r)| !r.trim().starts_with('Z'))
+        })
+    }
+
+    /// A handler's own children die with it, when it is killed for silence and when its run is
+    /// dropped (a cancel, a stop): they went on as orphans and did their side effects after
+    /// (ops3am20).
+    #[tokio::test]
+    async fn a_killed_handlers_own_children_are_killed_too() {
+        let dir = tempfile::tempdir().unwrap();
+        for dropped in [false, true] {
+            let pids = dir.path().join(format!("pids-{dropped}"));
+            let script = format!(
+                "sh -c 'sleep 60' & echo $! > {p}; (sleep 60; true) & echo $! >> {p}; sleep 60",
+                p = pids.display()
+            );
+            let (sink, _) = recorder();
+            let handler = sh(&script, Duration::from_millis(500));
+            let run = handler.run(ctx(json!(null)), sink);
+            if dropped {
+                let _ = tokio::time::timeout(Duration::from_millis(300), run).await;
+            } else {
+                let err = run.await.unwrap_err();
+                assert!(err.message.contains("printed nothing"), "{}", err.message);
+            }
+            let text = std::fs::read_to_string(&pids).unwrap();
+            let children: Vec<&str> = text.split_whitespace().collect();
+            assert_eq!(children.len(), 2, "{text}");
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while children.iter().any(|p| alive(p)) && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(!children.iter().any(|p| alive(p)), "dropped {dropped}: {children:?} live on");
+        }
     }
 }
