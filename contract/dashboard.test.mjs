@@ -677,6 +677,37 @@ test('an agenda a skipExecution rerun parked is started again by Rerun on its pa
   await page.browserContext().close();
 });
 
+test('an outcome card lists what it counts; each page has its title; a link opened before its agenda finds it', async () => {
+  // dash10: "5 failed" opened every COMPLETE agenda; every page was titled "pop"; a link
+  // opened before its agenda was submitted said NOT_FOUND until a reload.
+  const page = await newPage();
+  await signIn(page, T.admin);
+  await page.goto(BASE + '/#/');
+  await page.waitForSelector('#state-counts .card[data-state="cancelled"]', { timeout: WAIT });
+  assert.equal(await page.title(), 'Overview · pop');
+  const n = await page.$eval('#state-counts .card[data-state="cancelled"] .n', (e) => Number(e.textContent));
+  assert.ok(n >= 1 && n < 50, `cancelled: ${n}`);
+  await page.click('#state-counts .card[data-state="cancelled"]');
+  await page.waitForFunction(() => location.hash === '#/agendas?state=CANCELLED', { timeout: WAIT });
+  await page.waitForFunction((n) => {
+    const rows = [...document.querySelectorAll('tr[data-agenda]')];
+    return rows.length === n && rows.every((r) => r.dataset.state === 'cancelled');
+  }, { timeout: WAIT }, n);
+  assert.equal(await page.title(), 'Agendas · pop');
+  // The per-minute chart says its zone, as every time shown (UTC).
+  await page.goto(BASE + '/#/');
+  await page.waitForSelector('#per-minute canvas', { timeout: WAIT });
+  assert.match(await page.$eval('#per-minute', (e) => e.textContent), /UTC/);
+  const late = 'late-' + Date.now();
+  await page.goto(BASE + `/#/agenda/acme/${late}`);
+  await page.waitForFunction(() => /NOT_FOUND/.test(document.body.textContent), { timeout: WAIT });
+  await submit(T.acme, { ...threeOps('acme', 'late-batch'), id: late });
+  await page.waitForSelector(`section.agenda[data-agenda="${late}"]`, { timeout: WAIT });
+  assert.ok(!/NOT_FOUND/.test(await page.$eval('main', (e) => e.textContent)), 'the NOT_FOUND line is gone');
+  assert.equal(await page.title(), `Agenda ${late} · pop`);
+  await page.browserContext().close();
+});
+
 test('no console errors, page errors or off-host requests', () => {
   assert.deepEqual(problems, []);
   assert.deepEqual(offHost, []);

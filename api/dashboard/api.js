@@ -216,6 +216,46 @@ export function perFrame(fn, minMs = 0) {
   };
 }
 
+/// `load` (a function returning a promise) run on `trigger()`: at most one at a time, one more
+/// after it when triggered meanwhile, and starts at least `minMs` apart — a page's reads stay
+/// bounded however fast updates come and however slow the link (dash10: the batch page read
+/// its whole summary 26 times a second, ~30 reads at once on a slow link). `trigger.cancel()`
+/// drops what waits.
+export function coalesced(load, minMs) {
+  let running = false;
+  let wanted = false;
+  let last = -Infinity;
+  let timer = null;
+  const run = () => {
+    timer = null;
+    const wait = last + minMs - Date.now();
+    if (wait > 0) {
+      timer = setTimeout(run, wait);
+      return;
+    }
+    running = true;
+    wanted = false;
+    last = Date.now();
+    Promise.resolve()
+      .then(load)
+      .catch(() => {})
+      .finally(() => {
+        running = false;
+        if (wanted) trigger();
+      });
+  };
+  const trigger = () => {
+    if (running) wanted = true;
+    else if (!timer) run();
+  };
+  trigger.cancel = () => {
+    clearTimeout(timer);
+    timer = null;
+    wanted = false;
+  };
+  return trigger;
+}
+
 /// The state a person reads: waiting / executing / succeeded / failed / cancelled (a COMPLETE
 /// agenda's message says how it ended).
 export function stateOf(p) {

@@ -72,12 +72,16 @@ function App() {
   }, []);
   useEffect(() => {
     if (!signedIn) return;
+    const sentWith = token();
     gql('{ me { name role customers allowed } }')
       .then((d) => {
         setMe(d.me);
         setError(null);
       })
       .catch((e) => {
+        // Signed out meanwhile by another request's refusal, which said why, or signed in
+        // with another token: this answer is stale (dash10: its generic text replaced why).
+        if (token() !== sentWith) return;
         setError(e);
         if (e.code === 'UNAUTHENTICATED') {
           setToken('');
@@ -102,6 +106,10 @@ function App() {
     location.hash = '#/';
   };
   const r = route;
+  // A title per page, so tabs, bookmarks and the history menus tell them apart (dash10).
+  const titled = { agendas: 'Agendas', agenda: `Agenda ${r.parts[1] || ''}`, batch: `Batch ${r.parts[r.parts.length - 1] || ''}`,
+    insights: 'Insights & pools', templates: r.parts[0] ? `Template ${r.parts[0]}` : 'Templates' }[r.name] || 'Overview';
+  document.title = `${titled} · pop`;
   let view;
   switch (r.name) {
     case 'agendas':

@@ -12,6 +12,10 @@ export const STATES = ['waiting', 'executing', 'succeeded', 'failed', 'cancelled
 /// bounded however many reports arrive (all of them are applied, a batch at a time).
 const LIVE_MS = 100;
 const PAGE = 50;
+/// An agenda page whose agenda is not (yet) there looks again this often (ms).
+const NOT_FOUND_AGAIN_MS = 2000;
+/// An admin's page reads the list of customers again this often (ms), to follow new ones.
+const CUSTOMERS_AGAIN_MS = 15000;
 
 const PROGRESS_FIELDS = `id agendaId customerId title linkId processingState processingStateMessage
   percentComplete addedTime updatedTime startedTime completedTime agendaInsight { insightId resourcePoolId }`;
@@ -45,12 +49,18 @@ export const batchHref = (customerId, linkId) => `#/batch/${encodeURIComponent(c
 // ---- Agendas ---------------------------------------------------------------------------
 
 /// The filter as the API takes it, from the route's query string.
+const OUTCOMES = ['SUCCEEDED', 'FAILED', 'CANCELLED'];
+
 export function filterFromQuery(q) {
   const f = {};
   if (q.customer) f.customerId = q.customer;
   if (q.linkId) f.linkId = q.linkId;
   if (q.insight) f.insightId = q.insight;
-  if (q.state) f.processingState = q.state;
+  // SUCCEEDED, FAILED, CANCELLED: COMPLETE agendas that ended so (the overview's cards).
+  if (OUTCOMES.includes(q.state)) {
+    f.processingState = 'COMPLETE';
+    f.outcome = q.state;
+  } else if (q.state) f.processingState = q.state;
   // The inputs are UTC, as every time the dashboard shows (dash8: read as the browser's local
   // time, an "added" time copied from the table gave another window).
   if (q.from) f.from = utcInput(q.from);
@@ -74,6 +84,7 @@ function passes(f, p) {
   if (f.linkId && p.linkId !== f.linkId) return false;
   if (f.insightId && (!p.agendaInsight || p.agendaInsight.insightId !== f.insightId)) return false;
   if (f.processingState && p.processingState !== f.processingState) return false;
+  if (f.outcome && stateOf(p) !== f.outcome.toLowerCase()) return false;
   const t = p.addedTime && Date.parse(p.addedTime);
   if (f.from && !(t >= Date.parse(f.from))) return false;
   if (f.until && !(t < Date.parse(f.until))) return false;
@@ -120,9 +131,19 @@ export function useVisibleCustomers(me) {
       setCustomers(me.customers);
       return;
     }
-    gql('{ customers(first: 500) { items { id } } }')
-      .then((d) => setCustomers(d.customers.items.map((c) => c.id)))
-      .catch(() => setCustomers([]));
+    // Read again now and then: a customer created after the page loaded is followed too
+    // (dash10: its agendas never showed, nor counted, until a reload). Set only when the list
+    // changed, so the feed's subscriptions stay as they are otherwise.
+    const read = () =>
+      gql('{ customers(first: 500) { items { id } } }')
+        .then((d) => {
+          const ids = d.customers.items.map((c) => c.id);
+          setCustomers((was) => (was && was.join(',') === ids.join(',') ? was : ids));
+        })
+        .catch(() => setCustomers((was) => was || []));
+    read();
+    const timer = setInterval(read, CUSTOMERS_AGAIN_MS);
+    return () => clearInterval(timer);
   }, [me]);
   return customers;
 }
@@ -319,6 +340,7 @@ export function AgendasView({ me, query, navigate, customers }) {
       <label>insight <input name="insight" value=${query.insight || ''} onChange=${(e) => set('insight', e.target.value.trim())}/></label>
       <label>state <select name="state" value=${query.state || ''} onChange=${(e) => set('state', e.target.value)}>
         <option value="">any</option><option value="WAITING">WAITING</option><option value="EXECUTING">EXECUTING</option><option value="COMPLETE">COMPLETE</option>
+        ${OUTCOMES.map((o) => html`<option value=${o}>COMPLETE · ${o.toLowerCase()}</option>`)}
       </select></label>
       <label>added from (UTC) <input name="from" type="datetime-local" value=${query.from || ''} onChange=${(e) => set('from', e.target.value)}/></label>
       <label>until (UTC) <input name="until" type="datetime-local" value=${query.until || ''} onChange=${(e) => set('until', e.target.value)}/></label>
@@ -383,20 +405,35 @@ export function AgendaView({ me, customerId, id }) {
   // Above LARGE operations the table repeats the DAG; it is drawn on request only.
   const [showTable, setShowTable] = useState(false);
 
+  const missing = useRef(false);
   const load = useCallback(async () => {
     try {
       const d = await gql(AGENDA_QUERY, { id, c: customerId });
       if (!d.agenda) {
+        missing.current = true;
         setError(new GqlError([{ message: `no agenda ${id} of ${customerId} is visible to you`, extensions: { code: 'NOT_FOUND' } }]));
-        return;
+        return false;
       }
+      if (missing.current) setError(null);
+      missing.current = false;
       setAgenda(d.agenda);
     } catch (e) {
       setError(e);
     }
+    return true;
   }, [id, customerId]);
   useEffect(() => {
-    load();
+    // A link opened before its agenda was submitted finds it once it is (dash10: it said
+    // NOT_FOUND until a reload while the agenda ran and ended).
+    let timer = null;
+    let live = true;
+    load().then((found) => {
+      if (live && !found) timer = setTimeout(() => setTick((t) => t + 1), NOT_FOUND_AGAIN_MS);
+    });
+    return () => {
+      live = false;
+      clearTimeout(timer);
+    };
   }, [load, tick]);
 
   // The agenda's own progress (state, message, diagnostics) and its operations', live.

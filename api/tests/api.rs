@@ -605,6 +605,27 @@ async fn isolation_of_every_query_and_mutation() {
     let e = s.err(ACME_ADMIN, "mutation { createInsight(insight: {id: \"i2\", customerId: \"globex\", title: \"t\", resourcePoolId: \"pool-1\", queueSize: 1}) { position } }", json!({})).await;
     assert_eq!(code(&e), "FORBIDDEN", "{e:#}");
 
+    // Nor a template of its own whose agenda names another customer (hostile32: accepted, it
+    // then read "not found" to every caller who may act for that customer); its own is fine.
+    let tpl = |agenda_customer: &str| {
+        json!({"t": {"id": "atpl", "customerId": "acme", "agenda": {"customerId": agenda_customer,
+            "operations": [{"name": "a", "type": "ffmpeg"}]}}})
+    };
+    let create = "mutation($t: JSON!) { createTemplate(template: $t) { position } }";
+    let e = s.err(ACME_ADMIN, create, tpl("globex")).await;
+    assert_eq!(code(&e), "NOT_FOUND", "{e:#}");
+    assert!(e.to_string().contains("agenda.customerId"), "{e:#}");
+    s.ok(ACME_ADMIN, create, tpl("acme")).await;
+    let e = s
+        .err(
+            ACME_ADMIN,
+            "mutation($t: JSON!) { updateTemplate(template: $t) { position } }",
+            tpl("globex"),
+        )
+        .await;
+    assert_eq!(code(&e), "NOT_FOUND", "{e:#}");
+    s.ok(ACME_ADMIN, "mutation { deleteTemplate(id: \"atpl\") { position } }", json!({})).await;
+
     // Templates: a globex template that is not shared is not found for acme.
     s.ok(
         ADMIN,
@@ -1033,6 +1054,34 @@ async fn agendas_list_newest_first_with_cursor_paging_and_a_time_window() {
     let rest = list(window, 2, first["endCursor"].as_str().map(str::to_string)).await;
     assert_eq!(ids(&rest), [oldest[1].as_str()]);
     assert_eq!(rest["hasNextPage"], json!(false));
+
+    // By outcome: the COMPLETE agendas that ended so (dash10: the overview's "failed" card
+    // could only list every COMPLETE one).
+    let cancelled = s
+        .ok(
+            ACME,
+            "mutation($a: String!) { cancelAgenda(agendaId: $a) { position } }",
+            json!({"a": oldest[2]}),
+        )
+        .await;
+    let position = cancelled["cancelAgenda"]["position"].as_str().unwrap().to_string();
+    let outcome = |outcome: &str| {
+        let position = position.clone();
+        let outcome = outcome.to_string();
+        async move {
+            let data = s
+                .ok(
+                    ACME,
+                    "query($f: AgendaFilter, $p: String) { agendas(filter: $f, atLeastPosition: $p) { items { id } } }",
+                    json!({"f": {"outcome": outcome}, "p": position}),
+                )
+                .await;
+            ids(&data["agendas"])
+        }
+    };
+    assert_eq!(outcome("CANCELLED").await, [oldest[2].as_str()]);
+    assert!(outcome("FAILED").await.is_empty());
+    assert!(outcome("SUCCEEDED").await.is_empty());
 }
 
 /// A follow resumed from an `afterPosition` re-sends the caller's agendas that changed since,

@@ -83,6 +83,10 @@ pub struct References<'a> {
     pub pool: Option<&'a str>,
     pub customers: &'a [String],
     pub global: bool,
+    /// A template's agenda's own `customerId`, the customer its runs go to (hostile32: a
+    /// limited admin named another's, and the template was then "not found" to every caller
+    /// who may act for that customer).
+    pub agenda_customer: Option<&'a str>,
 }
 
 /// Keeps of an insight's or template's `allowedCustomerIds` only the customers `v` sees: a
@@ -199,6 +203,7 @@ config_kind!(Insight, "Insight", insight, insights, {
             pool: Some(&self.resource_pool_id),
             customers: &self.allowed_customer_ids,
             global: self.is_global,
+            agenda_customer: None,
         }
     }
     /// POP's `SchedulingAlgorithm` has no `Priority`: POP's Jackson threw on it and lost the
@@ -244,7 +249,13 @@ config_kind!(AgendaTemplate, "Template", template, templates, {
         self
     }
     fn references(&self) -> References<'_> {
-        References { pool: None, customers: &self.allowed_customer_ids, global: self.is_global }
+        References {
+            pool: None,
+            customers: &self.allowed_customer_ids,
+            global: self.is_global,
+            agenda_customer: Some(self.agenda.customer_id.as_str())
+                .filter(|c| !c.trim().is_empty()),
+        }
     }
     fn title(&self) -> Option<&str> {
         self.title.as_deref()
@@ -558,6 +569,14 @@ impl App {
                 return Err(AppError::not_found("customer", customer)
                     .within(&format!("allowedCustomerIds[{i}]")));
             }
+        }
+        if let Some(customer) = refs.agenda_customer.map(str::to_string)
+            && before
+                .agenda_customer
+                .is_none_or(|b| !pop_domain::text::eq_ignore_case(b, &customer))
+            && !sees(&customer)
+        {
+            return Err(AppError::not_found("customer", &customer).within("agenda.customerId"));
         }
         let Some(pool) = refs.pool.filter(|p| !p.trim().is_empty() && before.pool != Some(*p))
         else {

@@ -83,6 +83,9 @@ pub struct AgendaFilter {
     /// The correlation id the agenda was submitted with (POP's `byCid`).
     pub cid: Option<String>,
     pub processing_state: Option<ProcessingState>,
+    /// Only COMPLETE agendas that ended so: [`Phase::Succeeded`], [`Phase::Failed`] or
+    /// [`Phase::Cancelled`] (dash10: the overview's "failed" card listed every COMPLETE one).
+    pub outcome: Option<Phase>,
     /// Only agendas whose order time (`addedTime` or `updatedTime`, per `order`) is at or
     /// after this.
     pub from: Option<DateTime<Utc>>,
@@ -111,6 +114,7 @@ impl AgendaFilter {
             && self.link_id.as_deref().is_none_or(|l| e.link_id() == Some(l))
             && self.insight_id.as_deref().is_none_or(|i| e.insight_id() == Some(i))
             && self.processing_state.is_none_or(|s| e.processing_state() == s)
+            && self.outcome.is_none_or(|p| e.phase() == p)
     }
 
     /// The title and resource pool filters, read from the agenda's progress (a live entry in
@@ -1017,7 +1021,7 @@ fn select<T>(
         link_id: filter.link_id.as_deref(),
         insight_id: filter.insight_id.as_deref(),
         processing_state: filter.processing_state,
-        phase: None,
+        phase: filter.outcome,
         order,
         descending: filter.newest_first,
         after: start.as_ref(),

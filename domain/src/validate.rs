@@ -97,6 +97,7 @@ pub fn validate_agenda(agenda: &Agenda) -> Result<(), ValidationErrors> {
     }
     check_params(&agenda.params, "params", "the agenda", &mut errors);
     check_maximum_attempts(&agenda.params, &mut errors);
+    check_priority(&agenda.params, &mut errors);
     check_operations(&[], &agenda.operations, &mut errors);
     errors.into_result()
 }
@@ -127,6 +128,18 @@ pub(crate) fn check_maximum_attempts(params: &Params, errors: &mut ValidationErr
         );
         crate::agenda::DEFAULT_MAXIMUM_ATTEMPTS
     })
+}
+
+/// A problem named `params.priority` when it is present but not an integer (a number or a
+/// numeric string): `Priority` insights read any other value as 0 (popclient22: 6.5, "high"
+/// and true were accepted and ranked behind priority 1 and no priority at all).
+pub(crate) fn check_priority(params: &Params, errors: &mut ValidationErrors) {
+    let key = crate::scheduling::PRIORITY_PARAM;
+    if let Some(value) = params.get(key).filter(|v| !v.is_null())
+        && params.get_i64(key).is_none()
+    {
+        errors.push("params.priority", format!("priority must be an integer, not {value}"));
+    }
 }
 
 /// Checks the operations an expand appends to `existing`, as a submission would be checked but
@@ -692,6 +705,15 @@ mod tests {
         // A numeric string is POP's lenient form, not a problem.
         a.params.insert("maximumAttempts", json!("5"));
         assert!(!fields_of(&a).contains(&"params.maximumAttempts".to_string()));
+        // A priority that is no integer is named, not ranked as 0 (popclient22).
+        for bad in [json!(6.5), json!("high"), json!(true), json!([1])] {
+            a.params.insert("priority", bad.clone());
+            assert!(fields_of(&a).contains(&"params.priority".to_string()), "{bad}");
+        }
+        for fine in [json!(7), json!("-3"), json!(2.0), json!(null)] {
+            a.params.insert("priority", fine.clone());
+            assert!(!fields_of(&a).contains(&"params.priority".to_string()), "{fine}");
+        }
     }
 
     #[test]

@@ -617,7 +617,7 @@ impl Runner {
         let compacted = self.handle.write().compact_live();
         let after = resident_bytes().unwrap_or(0);
         let why = format!(
-            "the process held {} MiB, past its memory budget of {} MiB: live agendas are held compressed from now on (reads and reports are slower); raise the budget or the memory limit, or lower the customers' quotas, then restart",
+            "the process held {} MiB, past its memory budget of {} MiB: live agendas are held compressed from now on (reads and reports are slower); raise the budget (pop serve --memory-budget, POP_MEMORY_BUDGET, in bytes; by default 80 % of the container's memory limit) or the memory limit, or lower the customers' quotas, then restart",
             resident >> 20,
             budget >> 20
         );

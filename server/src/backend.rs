@@ -74,6 +74,13 @@ impl Backend {
         match store_url {
             None => {
                 let path = store.db_path();
+                if path.is_dir() {
+                    bail!(
+                        "the embedded store's file {} is a directory: move it away (the store \
+                         is one SQLite file there)",
+                        path.display()
+                    );
+                }
                 let durability = match durability {
                     DurabilityArg::Full => Durability::Full,
                     DurabilityArg::Normal => Durability::Normal,

@@ -32,6 +32,13 @@ impl DataDirLock {
     /// Locks `data_dir` (created if missing) for `command` (e.g. `serve`), or fails at once
     /// naming the process that holds it.
     pub fn acquire(data_dir: &Path, command: &str) -> Result<DataDirLock> {
+        // Said as what it is (ops3am20: "File exists (os error 17)" read as if it should work).
+        if data_dir.exists() && !data_dir.is_dir() {
+            bail!(
+                "the data directory {} is a file, not a directory: give --data-dir                  (POP_DATA_DIR) a directory, or a path where one may be made",
+                data_dir.display()
+            );
+        }
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
         let path = data_dir.join(LOCK_FILE);

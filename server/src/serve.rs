@@ -57,8 +57,22 @@ fn dashboard_url(addr: std::net::SocketAddr, token: Option<&str>) -> String {
 pub async fn run(args: ServeArgs) -> Result<()> {
     let data_dir = args.store.data_dir.clone();
     // The port first: a clash is told before a data directory or a token is created.
-    let listener = tokio::net::TcpListener::bind(&args.bind).await.with_context(|| {
-        format!("binding {} (another server there? choose another address with --bind)", args.bind)
+    let listener = tokio::net::TcpListener::bind(&args.bind).await.map_err(|e| {
+        // The hint the error calls for (ops3am20: a malformed address was asked whether
+        // another server was there).
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                "another server there? choose another address with --bind"
+            }
+            std::io::ErrorKind::AddrNotAvailable => {
+                "that address is not on this machine: bind one of its own, or 0.0.0.0:<port>"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                "a port below 1024 needs privileges: choose a port of 1024 or above"
+            }
+            _ => "--bind takes host:port, e.g. 127.0.0.1:8080 or 0.0.0.0:8080",
+        };
+        anyhow::anyhow!("binding {} ({hint}): {e}", args.bind)
     })?;
     // Configured tokens (a token file, `POP_TOKENS`) are read before anything is made: a bad
     // token file left a new store and signing key behind (ops3am).
@@ -285,6 +299,14 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 /// has one, so a replica nearing its limit degrades instead of being OOM-killed.
 fn memory_budget(given: Option<u64>) -> Option<u64> {
     if let Some(bytes) = given {
+        if (1..1 << 20).contains(&bytes) {
+            // Bytes, not MiB (ops3am20: `--memory-budget 1000` ran degraded from the start).
+            tracing::warn!(
+                bytes,
+                "--memory-budget (POP_MEMORY_BUDGET) is in bytes: {bytes} is under 1 MiB, so the \
+                 read models run degraded from the start"
+            );
+        }
         return (bytes > 0).then_some(bytes);
     }
     let limit = ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]

@@ -888,6 +888,30 @@ fn a_bad_token_file_is_refused_before_anything_is_made() {
     assert!(made.is_empty(), "made: {made:?}");
 }
 
+/// A start refused for its configuration says what is wrong with it (ops3am20: a malformed
+/// `--bind` was asked whether another server was there; a `--data-dir` that is a file said
+/// "File exists"; a `pop.db` that is a directory, SQLite's "unable to open").
+#[test]
+fn a_bad_bind_or_data_dir_is_named_as_what_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |args: &[&str]| {
+        let out = pop_command().current_dir(dir.path()).arg("serve").args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, stderr) = serve(&["--bind", "nonsense", "--data-dir", "d1"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("--bind takes host:port"), "{stderr}");
+    assert!(!stderr.contains("another server there"), "{stderr}");
+    std::fs::write(dir.path().join("afile"), "").unwrap();
+    let (code, stderr) = serve(&["--bind", "127.0.0.1:0", "--data-dir", "afile"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("is a file, not a directory"), "{stderr}");
+    std::fs::create_dir_all(dir.path().join("d2/pop.db")).unwrap();
+    let (code, stderr) = serve(&["--bind", "127.0.0.1:0", "--data-dir", "d2"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("pop.db is a directory"), "{stderr}");
+}
+
 /// A variable set but blank (a Kubernetes `env:` from an empty value, or a missing optional
 /// Secret key) is taken as unset, and said: clap took the blank and named a flag nobody passed
 /// (`POP_DATA_DIR=`: "a value is required for '--data-dir'"), or the client an internal URL

@@ -12,6 +12,7 @@ use pop_app::configs::{ConfigFilter, ConfigKind};
 use pop_app::reads::{self, PageRequest};
 use pop_app::resolve::Named;
 use pop_domain::model::{AgendaTemplate, Customer, Insight, ResourcePool};
+use pop_projections::Phase;
 
 use crate::error::GqlResult;
 use crate::graphql::types::*;
@@ -49,6 +50,14 @@ impl AsOfInput {
     }
 }
 
+/// How a COMPLETE agenda ended.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum AgendaOutcome {
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
 /// Filters of agenda and agenda-progress lists (ANDed).
 #[derive(InputObject, Debug, Clone, Default)]
 pub struct AgendaFilter {
@@ -58,6 +67,8 @@ pub struct AgendaFilter {
     /// `agendaInsight.insightId`.
     pub insight_id: Option<String>,
     pub processing_state: Option<ProcessingStateGql>,
+    /// Only COMPLETE agendas that ended so (their `processingStateMessage`).
+    pub outcome: Option<AgendaOutcome>,
     /// Only agendas whose order time (`addedTime` or `updatedTime`, per `order`) is at or
     /// after this.
     pub from: Option<DateTime<Utc>>,
@@ -76,6 +87,11 @@ impl From<AgendaFilter> for reads::AgendaFilter {
             link_id: f.link_id,
             insight_id: f.insight_id,
             processing_state: f.processing_state.map(Into::into),
+            outcome: f.outcome.map(|o| match o {
+                AgendaOutcome::Succeeded => Phase::Succeeded,
+                AgendaOutcome::Failed => Phase::Failed,
+                AgendaOutcome::Cancelled => Phase::Cancelled,
+            }),
             from: f.from,
             until: f.until,
             order: match f.order.unwrap_or_default() {

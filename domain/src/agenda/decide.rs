@@ -584,6 +584,7 @@ impl AgendaState {
         let mut merged = agenda.params.clone();
         merged.merge(params);
         let maximum = check_maximum_attempts(&merged, &mut errors);
+        crate::validate::check_priority(&merged, &mut errors);
         errors.into_result()?;
         if operations.is_empty() && params.is_empty() {
             // A generator that found nothing to add: nothing happened.
