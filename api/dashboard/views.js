@@ -376,7 +376,11 @@ export function AgendasView({ me, query, navigate, customers }) {
         })}
       </tbody>
     </table>
-    ${current ? !rows.length && html`<p class="muted">No agendas match.</p>` : !error && html`<p class="muted" id="agenda-list-loading">Loading…</p>`}
+    ${current ? !rows.length && (page.hasNextPage
+      // The server stops a page after looking at 20,000 agendas (hostile33: "No agendas match"
+      // stood above an enabled Next while the matches were further on).
+      ? html`<p class="muted" id="agenda-list-further">None on this page: the server looked at as many agendas as one page may and found none that match; Next looks further.</p>`
+      : html`<p class="muted">No agendas match.</p>`) : !error && html`<p class="muted" id="agenda-list-loading">Loading…</p>`}
     <div class="pager">
       <button disabled=${cursors.length < 2} onClick=${() => setCursors(cursors.slice(0, -1))}>← Previous</button>
       <span class="muted">page ${cursors.length}</span>

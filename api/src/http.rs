@@ -162,6 +162,9 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
             return error_response(StatusCode::BAD_REQUEST, error, &cid);
         }
     };
+    if let Err(error) = crate::request::refuse_wide_integer(&bytes) {
+        return error_response(StatusCode::BAD_REQUEST, error, &cid);
+    }
     // serde reads `[]` (and `{}`) as one request with every field defaulted (hostile30: an
     // empty batch was answered 200 with the parser's text about an empty document).
     let empty_batch = matches!(&batch, BatchRequest::Single(r) if r.query.trim().is_empty())

@@ -615,6 +615,11 @@ async fn isolation_of_every_query_and_mutation() {
     let e = s.err(ACME_ADMIN, create, tpl("globex")).await;
     assert_eq!(code(&e), "NOT_FOUND", "{e:#}");
     assert!(e.to_string().contains("agenda.customerId"), "{e:#}");
+    // Nor in another case than the run reads it (hostile33); a reference is checked at the run.
+    let e = s.err(ACME_ADMIN, create, tpl("ACME")).await;
+    assert_eq!(code(&e), "NOT_FOUND", "{e:#}");
+    s.ok(ACME_ADMIN, create, tpl("@<pop.payload::/customerId>")).await;
+    s.ok(ACME_ADMIN, "mutation { deleteTemplate(id: \"atpl\") { position } }", json!({})).await;
     s.ok(ACME_ADMIN, create, tpl("acme")).await;
     let e = s
         .err(

@@ -570,11 +570,13 @@ impl App {
                     .within(&format!("allowedCustomerIds[{i}]")));
             }
         }
+        // Exactly as the run reads it (hostile33: `ACME` passed a check that ignored case, and
+        // runs for it then failed "customer does not exist"); a reference (`@<…>`) is resolved
+        // and checked when the template runs.
         if let Some(customer) = refs.agenda_customer.map(str::to_string)
-            && before
-                .agenda_customer
-                .is_none_or(|b| !pop_domain::text::eq_ignore_case(b, &customer))
-            && !sees(&customer)
+            && !customer.starts_with("@<")
+            && before.agenda_customer.is_none_or(|b| b != customer)
+            && !caller.principal.sees(&customer)
         {
             return Err(AppError::not_found("customer", &customer).within("agenda.customerId"));
         }

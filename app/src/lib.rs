@@ -84,6 +84,9 @@ struct Inner {
     /// Held by a create whose id must differ from every other object's ignoring case
     /// ([`configs::ConfigKind::UNIQUE_IGNORING_CASE`]) from its check to its append.
     case_turn: tokio::sync::Mutex<()>,
+    /// The last look at the store by a read that waits for the read models
+    /// ([`reads::StoreProbe`]): one a moment for all of them.
+    store_probe: std::sync::Mutex<reads::StoreProbe>,
 }
 
 impl std::fmt::Debug for App {
@@ -122,6 +125,7 @@ impl App {
                 waiting: work::Waiting::default(),
                 resync_turns: std::sync::Mutex::default(),
                 case_turn: tokio::sync::Mutex::new(()),
+                store_probe: std::sync::Mutex::default(),
             }),
         }
     }

@@ -6,6 +6,7 @@
 //! held across an `.await`.
 
 use std::collections::HashMap;
+use std::sync::PoisonError;
 
 use chrono::{DateTime, Utc};
 
@@ -42,6 +43,13 @@ pub const MAX_WAITING_PAGES: usize = 10;
 
 /// Events read per log query while looking for a page's end.
 const MORE_PROBE: usize = 1;
+
+/// The last look at the store by the reads that wait for the read models.
+#[derive(Debug, Default)]
+pub(crate) struct StoreProbe {
+    asked: Option<std::time::Instant>,
+    failed: Option<(std::time::Instant, pop_store::StoreError)>,
+}
 
 /// How long a read-your-writes wait runs before it asks the store whether it is there.
 const STORE_PROBE_AFTER: std::time::Duration = std::time::Duration::from_millis(300);
@@ -491,6 +499,28 @@ impl App {
         self.wait_applied(head.max(self.commands().written())).await
     }
 
+    /// Whether the store answers, asked at most once per [`STORE_PROBE_AFTER`] by all the
+    /// reads that wait at once (review-s43: a head query per waiting read piled up when the
+    /// read models lagged under load): the failure seen, if any, recent enough to go by.
+    async fn probe_store(&self) -> Option<pop_store::StoreError> {
+        let now = std::time::Instant::now();
+        {
+            let mut probe = self.inner.store_probe.lock().unwrap_or_else(PoisonError::into_inner);
+            if probe.asked.is_some_and(|at| now.duration_since(at) < STORE_PROBE_AFTER) {
+                return probe
+                    .failed
+                    .as_ref()
+                    .filter(|(at, _)| now.duration_since(*at) < 2 * STORE_PROBE_AFTER)
+                    .map(|(_, e)| e.clone());
+            }
+            probe.asked = Some(now);
+        }
+        let answer = self.store().head().await.err();
+        let mut probe = self.inner.store_probe.lock().unwrap_or_else(PoisonError::into_inner);
+        probe.failed = answer.clone().map(|e| (std::time::Instant::now(), e));
+        answer
+    }
+
     async fn wait_applied(&self, wanted: Position) -> AppResult<()> {
         let projections = self.projections();
         if projections.applied() >= wanted {
@@ -501,12 +531,16 @@ impl App {
         // a wait still on after a moment asks the store once, and an unavailable store is
         // said at once (ops3am20: TIMEOUT after the whole wait, for the whole outage).
         let probe = async {
-            tokio::time::sleep(STORE_PROBE_AFTER).await;
-            self.store().head().await
+            loop {
+                tokio::time::sleep(STORE_PROBE_AFTER).await;
+                if let Some(e) = self.probe_store().await {
+                    return e;
+                }
+            }
         };
         let waited = tokio::select! {
             waited = waited => waited,
-            Err(e) = probe => {
+            e = probe => {
                 return Err(error::unavailable(
                     "reading the log the writes this read must see are in",
                     &e,

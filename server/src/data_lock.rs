@@ -35,7 +35,8 @@ impl DataDirLock {
         // Said as what it is (ops3am20: "File exists (os error 17)" read as if it should work).
         if data_dir.exists() && !data_dir.is_dir() {
             bail!(
-                "the data directory {} is a file, not a directory: give --data-dir                  (POP_DATA_DIR) a directory, or a path where one may be made",
+                "the data directory {} is a file, not a directory: give --data-dir (POP_DATA_DIR) a \
+                 directory, or a path where one may be made",
                 data_dir.display()
             );
         }

@@ -70,6 +70,15 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             std::io::ErrorKind::PermissionDenied => {
                 "a port below 1024 needs privileges: choose a port of 1024 or above"
             }
+            // A port that reads as one: the host did not resolve to an address.
+            _ if args
+                .bind
+                .rsplit_once(':')
+                .is_some_and(|(_, port)| port.parse::<u16>().is_ok()) =>
+            {
+                "the host does not resolve to an address of this machine: bind one of its own \
+                 addresses (or 0.0.0.0)"
+            }
             _ => "--bind takes host:port, e.g. 127.0.0.1:8080 or 0.0.0.0:8080",
         };
         anyhow::anyhow!("binding {} ({hint}): {e}", args.bind)

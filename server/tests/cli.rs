@@ -905,7 +905,10 @@ fn a_bad_bind_or_data_dir_is_named_as_what_it_is() {
     std::fs::write(dir.path().join("afile"), "").unwrap();
     let (code, stderr) = serve(&["--bind", "127.0.0.1:0", "--data-dir", "afile"]);
     assert_eq!(code, Some(1), "{stderr}");
-    assert!(stderr.contains("is a file, not a directory"), "{stderr}");
+    assert!(
+        stderr.contains("is a file, not a directory: give --data-dir (POP_DATA_DIR) a directory"),
+        "{stderr}"
+    );
     std::fs::create_dir_all(dir.path().join("d2/pop.db")).unwrap();
     let (code, stderr) = serve(&["--bind", "127.0.0.1:0", "--data-dir", "d2"]);
     assert_eq!(code, Some(1), "{stderr}");

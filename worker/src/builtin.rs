@@ -99,13 +99,24 @@ impl Handler for SampleHandler {
                     percent: Some(0.0),
                     message: Some(format!("running {program}")),
                 });
-                let out = tokio::process::Command::new(program)
+                let mut child = tokio::process::Command::new(program)
                     .args(args)
                     .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
                     .kill_on_drop(true)
-                    .output()
-                    .await
+                    .spawn()
                     .map_err(|e| Failure::new(format!("starting {program}: {e}")))?;
+                // Dropped before `child` (a cancel): the program's own children die with it
+                // (review-s43: a cancelled `sh -c 'sleep 61'` left the sleep running).
+                let mut descendants = crate::local::KillDescendants(child.id());
+                let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+                let (status, stdout, stderr) =
+                    tokio::join!(child.wait(), read_all(stdout), read_all(stderr));
+                let status =
+                    status.map_err(|e| Failure::new(format!("waiting for {program}: {e}")))?;
+                descendants.disarm();
+                let out = std::process::Output { status, stdout, stderr };
                 let text = |b: &[u8]| {
                     let start = b.len().saturating_sub(MAX_CAPTURE);
                     String::from_utf8_lossy(&b[start..]).into_owned()
@@ -125,6 +136,16 @@ impl Handler for SampleHandler {
             ))),
         }
     }
+}
+
+/// Everything `stream` gives until it ends (nothing for no stream; what came before an error).
+async fn read_all<R: tokio::io::AsyncRead + Unpin>(stream: Option<R>) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    if let Some(mut stream) = stream {
+        let _ = stream.read_to_end(&mut buf).await;
+    }
+    buf
 }
 
 #[derive(Debug)]

@@ -390,16 +390,16 @@ impl Handler for LocalProcess {
 
 /// On drop, [`kill_descendants`] of the handler whose pid it holds, unless it was disarmed:
 /// once the handler was reaped its pid may name another process.
-struct KillDescendants(Option<u32>);
+pub(crate) struct KillDescendants(pub(crate) Option<u32>);
 
 impl KillDescendants {
     /// Kills them now (the handler is about to be killed) and disarms.
-    fn kill_now(&mut self) {
+    pub(crate) fn kill_now(&mut self) {
         kill_descendants(self.0.take());
     }
 
     /// The handler exited and was reaped: nothing to do on drop.
-    fn disarm(&mut self) {
+    pub(crate) fn disarm(&mut self) {
         self.0 = None;
     }
 }
@@ -412,12 +412,43 @@ impl Drop for KillDescendants {
 
 /// Kills every process descended from `pid` (a handler's own children: a wrapper script's
 /// encoder), found through `/proc` while they are still its descendants, i.e. before the
-/// handler itself is killed. Killed alone, a handler's children went on as orphans and did
-/// their side effects after the operation was failed for silence, cancelled, or retried
-/// (ops3am20). Nothing where there is no `/proc`; a process that exited meanwhile is skipped.
-fn kill_descendants(pid: Option<u32>) {
+/// handler itself is killed (by the caller). Killed alone, a handler's children went on as
+/// orphans and did their side effects after the operation was failed for silence, cancelled,
+/// or retried (ops3am20). The handler and every descendant found are stopped first, and looked
+/// for again until a look finds no new one: a stopped process starts nothing, so a script
+/// cannot start its next step between the kills (review-s43: 6 of 12 did). Nothing where there
+/// is no `/proc`; a process that exited meanwhile is skipped.
+pub(crate) fn kill_descendants(pid: Option<u32>) {
+    use rustix::process::Signal;
     let Some(pid) = pid else { return };
-    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    let signal = |p: u32, signal: Signal| {
+        if let Some(p) = i32::try_from(p).ok().and_then(rustix::process::Pid::from_raw) {
+            let _ = rustix::process::kill_process(p, signal);
+        }
+    };
+    signal(pid, Signal::STOP);
+    let mut tree = vec![pid];
+    for _ in 0..MAX_FREEZE_ROUNDS {
+        let found: Vec<u32> = descendants(pid).into_iter().filter(|p| !tree.contains(p)).collect();
+        if found.is_empty() {
+            break;
+        }
+        for &p in &found {
+            signal(p, Signal::STOP);
+        }
+        tree.extend(found);
+    }
+    for p in tree.into_iter().skip(1) {
+        signal(p, Signal::KILL);
+    }
+}
+
+/// Looks for new descendants at most this many times while freezing a handler's tree.
+const MAX_FREEZE_ROUNDS: usize = 16;
+
+/// The processes descended from `pid`, by the parent each one's `/proc/<pid>/stat` names.
+fn descendants(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     let mut parents: Vec<(u32, u32)> = Vec::new();
     for entry in entries.flatten() {
         let Some(p) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
@@ -440,11 +471,7 @@ fn kill_descendants(pid: Option<u32>) {
         }
         i += 1;
     }
-    for p in tree.into_iter().skip(1) {
-        if let Some(p) = i32::try_from(p).ok().and_then(rustix::process::Pid::from_raw) {
-            let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
-        }
-    }
+    tree.split_off(1)
 }
 
 #[cfg(test)]
@@ -736,11 +763,31 @@ mod tests {
             let text = std::fs::read_to_string(&pids).unwrap();
             let children: Vec<&str> = text.split_whitespace().collect();
             assert_eq!(children.len(), 2, "{text}");
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            while children.iter().any(|p| alive(p)) && std::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            assert!(!children.iter().any(|p| alive(p)), "dropped {dropped}: {children:?} live on");
+            assert_all_gone(&children, dropped).await;
         }
+        // A script that starts a child every 20 ms: frozen before its children are killed, it
+        // starts none in between (review-s43: 6 of 12 started their next step).
+        let pids = dir.path().join("pids-loop");
+        let script = format!(
+            "while true; do sleep 60 & echo $! >> {p}; sleep 0.02; done",
+            p = pids.display()
+        );
+        let (sink, _) = recorder();
+        let err = sh(&script, Duration::from_millis(400)).run(ctx(json!(null)), sink).await;
+        assert!(err.unwrap_err().message.contains("printed nothing"));
+        let text = std::fs::read_to_string(&pids).unwrap();
+        let children: Vec<&str> = text.split_whitespace().collect();
+        assert!(children.len() >= 5, "{text}");
+        assert_all_gone(&children, false).await;
+    }
+
+    /// Waits (bounded) until none of `children` runs; fails naming those still running.
+    async fn assert_all_gone(children: &[&str], dropped: bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while children.iter().any(|p| alive(p)) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left: Vec<&&str> = children.iter().filter(|p| alive(p)).collect();
+        assert!(left.is_empty(), "dropped {dropped}: {left:?} live on");
     }
 }

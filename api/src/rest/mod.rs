@@ -582,12 +582,14 @@ async fn serve(
         if bytes.iter().all(u8::is_ascii_whitespace) {
             None
         } else {
-            Some(serde_json::from_slice::<Value>(&bytes).map_err(|e| {
+            let value = serde_json::from_slice::<Value>(&bytes).map_err(|e| {
                 AppError::bad_request(
                     crate::request::not_text(headers, &bytes)
                         .unwrap_or_else(|| format!("the request body is not JSON: {e}")),
                 )
-            })?)
+            })?;
+            crate::request::refuse_wide_integer(&bytes)?;
+            Some(value)
         }
     } else {
         None

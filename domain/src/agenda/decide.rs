@@ -584,7 +584,9 @@ impl AgendaState {
         let mut merged = agenda.params.clone();
         merged.merge(params);
         let maximum = check_maximum_attempts(&merged, &mut errors);
-        crate::validate::check_priority(&merged, &mut errors);
+        // The priority sent, not one stored before the rule (review-s43: an agenda accepted
+        // with `"priority": 6.5` could no longer be expanded).
+        crate::validate::check_priority(params, &mut errors);
         errors.into_result()?;
         if operations.is_empty() && params.is_empty() {
             // A generator that found nothing to add: nothing happened.

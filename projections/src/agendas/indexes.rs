@@ -238,29 +238,37 @@ fn sorted_set<T: Ord>(mut keys: Vec<T>) -> BTreeSet<T> {
 }
 
 /// One insight's queue, in queue order (`(entered ms, agenda id)`): the agendas waiting to be
-/// queued and the queued ones.
+/// queued, grouped by customer (so `RoundRobin` and `Priority` take each customer's oldest in
+/// queue order, and one customer's backlog hides no other's: hostile32, review-s43), and the
+/// queued ones.
 #[derive(Debug, Default)]
 pub(super) struct Queue {
     /// WAITING/added and not `doNotRun`: the scheduler's candidates.
-    pub(super) waiting: BTreeSet<Key>,
+    pub(super) waiting: Grouped,
     /// WAITING/queued: what `getAgenda` hands out.
     pub(super) queued: BTreeSet<Key>,
 }
 
 impl Queue {
-    pub(super) fn part(&self, phase: Phase) -> Option<&BTreeSet<Key>> {
+    fn insert(&mut self, phase: Phase, customer: &str, key: Key) {
         match phase {
-            Phase::Added => Some(&self.waiting),
-            Phase::Queued => Some(&self.queued),
-            _ => None,
+            Phase::Added => self.waiting.insert(customer, key),
+            Phase::Queued => {
+                self.queued.insert(key);
+            }
+            _ => {}
         }
     }
 
-    fn part_mut(&mut self, phase: Phase) -> Option<&mut BTreeSet<Key>> {
+    fn remove(&mut self, phase: Phase, customer: &str, key: &Key) {
         match phase {
-            Phase::Added => Some(&mut self.waiting),
-            Phase::Queued => Some(&mut self.queued),
-            _ => None,
+            Phase::Added => {
+                self.waiting.remove(customer, key);
+            }
+            Phase::Queued => {
+                self.queued.remove(key);
+            }
+            _ => {}
         }
     }
 
@@ -318,7 +326,7 @@ impl AgendaModel {
         type Pairs = Vec<(Arc<str>, Key)>;
         let mut links: HashMap<Name, Pairs> = HashMap::new();
         let mut insights: HashMap<Name, BTreeMap<Phase, Pairs>> = HashMap::new();
-        let mut queues: HashMap<Name, [Vec<Key>; 2]> = HashMap::new();
+        let mut queues: HashMap<Name, (Pairs, Vec<Key>)> = HashMap::new();
         for entry in self.entries.values_mut() {
             if entry.keys.phase.is_live() && entry.keys.bytes == 0 {
                 entry.keys.bytes = match &entry.body {
@@ -366,8 +374,12 @@ impl AgendaModel {
                     .or_default()
                     .push((Arc::clone(&k.customer), added));
                 if let Some(phase) = queue {
-                    let part = usize::from(phase == Phase::Queued);
-                    queues.entry(insight.clone()).or_default()[part].push((k.entered, id.clone()));
+                    let (waiting, queued) = queues.entry(insight.clone()).or_default();
+                    let key = (k.entered, id.clone());
+                    match phase {
+                        Phase::Queued => queued.push(key),
+                        _ => waiting.push((Arc::clone(&k.customer), key)),
+                    }
                 }
             }
         }
@@ -387,8 +399,8 @@ impl AgendaModel {
                 .collect();
             let queues: HashMap<Name, Queue> = queues
                 .into_iter()
-                .map(|(i, [waiting, queued])| {
-                    (i, Queue { waiting: sorted_set(waiting), queued: sorted_set(queued) })
+                .map(|(i, (waiting, queued))| {
+                    (i, Queue { waiting: Grouped::built(waiting), queued: sorted_set(queued) })
                 })
                 .collect();
             let all = all.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -571,18 +583,19 @@ impl AgendaModel {
                 && let (Some(insight), Some(phase)) = (&k.insight, queue_phase(k))
                 && let Some(queue) = self.queues.get_mut(insight)
             {
-                if let Some(part) = queue.part_mut(phase) {
-                    part.remove(&queue_key(k));
-                }
+                queue.remove(phase, &k.customer, &queue_key(k));
                 if queue.is_empty() {
                     self.queues.remove(insight);
                 }
             }
             if let Some(k) = new
                 && let (Some(insight), Some(phase)) = (&k.insight, queue_phase(k))
-                && let Some(part) = self.queues.entry(insight.clone()).or_default().part_mut(phase)
             {
-                part.insert(queue_key(k));
+                self.queues.entry(insight.clone()).or_default().insert(
+                    phase,
+                    &k.customer,
+                    queue_key(k),
+                );
             }
         }
     }

@@ -485,34 +485,47 @@ mod tests {
                 resource_pool_id: "pool".to_string(),
                 insight_id: "i0".to_string(),
             };
-            let command = AgendaCommand::Submit { agenda, insight, now: t(secs) };
+            let mut commands = vec![AgendaCommand::Submit { agenda, insight, now: t(secs) }];
+            // The first runnable one is cancelled and rerun: it enters the queue again last.
+            if id == "a200" {
+                commands.push(AgendaCommand::Cancel { reason: None, now: t(400) });
+                commands.push(AgendaCommand::Rerun { flags: Default::default(), now: t(401) });
+            }
             let key = pop_domain::agenda::key(customer, id);
-            for e in AgendaState::default().decide(&command).expect("decides") {
-                m.apply(&key, &e, None).expect("applies");
+            let mut state = AgendaState::default();
+            for command in &commands {
+                for e in state.decide(command).expect("decides") {
+                    state.evolve(&e);
+                    m.apply(&key, &e, None).expect("applies");
+                }
             }
         };
-        // acme: 3 records (never scheduled), then 40 waiting; globex: one, the youngest.
-        for i in 0..43 {
-            submit("acme", &format!("a{i:02}"), i, i < 3);
+        // acme: 200 records (never scheduled), then 40 waiting, the first of them re-entered
+        // last; globex: one, the youngest (review-s43: past 4 × its share + 64 records a
+        // customer's work was never reached, and its order was the order added, not entered).
+        for i in 0..240 {
+            submit("acme", &format!("a{i:03}"), i, i < 200);
         }
-        submit("globex", "g0", 100, false);
+        submit("globex", "g0", 300, false);
         let ids = |lists: Vec<Vec<&AgendaEntry>>| -> Vec<Vec<String>> {
             lists.iter().map(|l| l.iter().map(|e| e.id().to_string()).collect()).collect()
         };
         // A budget of 10 shared by two customers: acme's five oldest that may run, and globex's.
         assert_eq!(
             ids(m.added_per_customer("i0", 10, 100)),
-            [vec!["a03", "a04", "a05", "a06", "a07"], vec!["g0"]]
+            [vec!["a201", "a202", "a203", "a204", "a205"], vec!["g0"]]
         );
         // At least one each, however small the budget; at most `most_each` each.
-        assert_eq!(ids(m.added_per_customer("i0", 1, 100)), [vec!["a03"], vec!["g0"]]);
-        assert_eq!(ids(m.added_per_customer("i0", 1000, 2)), [vec!["a03", "a04"], vec!["g0"]]);
+        assert_eq!(ids(m.added_per_customer("i0", 1, 100)), [vec!["a201"], vec!["g0"]]);
+        assert_eq!(ids(m.added_per_customer("i0", 1000, 2)), [vec!["a201", "a202"], vec!["g0"]]);
+        let all_of_acme = ids(m.added_per_customer("i0", 1000, 1000)).remove(0);
+        assert_eq!((all_of_acme.len(), all_of_acme.last().map(String::as_str)), (40, Some("a200")));
         assert!(m.added_per_customer("i1", 10, 10).is_empty());
         // Counting per customer lists the starved customer too, each count within its share
         // (a lower bound past it), and only customers the caller sees.
         let all = Visibility::All;
         let count = |budget, v: &Visibility| m.count_per_customer("i0", Phase::Added, v, budget);
-        assert_eq!(count(100_000, &all), [("acme".to_string(), 43), ("globex".to_string(), 1)]);
+        assert_eq!(count(100_000, &all), [("acme".to_string(), 240), ("globex".to_string(), 1)]);
         assert_eq!(count(9, &all), [("acme".to_string(), 3), ("globex".to_string(), 1)]);
         let globex = Visibility::from_ids(["globex"]);
         assert_eq!(count(100_000, &globex), [("globex".to_string(), 1)]);

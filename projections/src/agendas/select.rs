@@ -87,9 +87,9 @@ impl AgendaModel {
     }
 
     /// The scheduler's candidates on `insight` customer by customer: for each customer with
-    /// `added` agendas there (the insight index's groups), its oldest-added ones that are not
-    /// `doNotRun`, `budget` shared evenly among the customers (at least one each, at most
-    /// `most_each`; at most `4 ×` that looked at); older builds' agendas whose keys name no
+    /// agendas waiting to be queued there (the insight's queue, grouped by customer: never a
+    /// `doNotRun` one), its first in queue order, `budget` shared evenly among the customers
+    /// (at least one each, at most `most_each`); older builds' agendas whose keys name no
     /// customer come as one more list. Unlike one walk of the queue order, a customer's deep
     /// backlog cannot hide the others' work (hostile32: 10,000 agendas of one customer on a
     /// shared insight kept a `RoundRobin` and a `Priority` insight from seeing another's).
@@ -99,20 +99,14 @@ impl AgendaModel {
         budget: usize,
         most_each: usize,
     ) -> Vec<Vec<&'m AgendaEntry>> {
-        let Some(set) = self.by_insight.get(insight).and_then(|phases| phases.get(&Phase::Added))
-        else {
+        let Some(set) = self.queues.get(insight).map(|queue| &queue.waiting) else {
             return Vec::new();
         };
         let groups = groups_in(&set.grouped);
         let lists = groups.len() + usize::from(!set.odd.is_empty());
         let each = (budget / lists.max(1)).clamp(1, most_each.max(1));
-        let looked_at = each.saturating_mul(4).saturating_add(64);
         let take = |keys: &mut dyn Iterator<Item = &'m Key>| -> Vec<&'m AgendaEntry> {
-            keys.take(looked_at)
-                .filter_map(|key| self.get(&key.1))
-                .filter(|e| !e.is_do_not_run())
-                .take(each)
-                .collect()
+            keys.filter_map(|key| self.get(&key.1)).take(each).collect()
         };
         let mut found: Vec<Vec<&AgendaEntry>> =
             groups.iter().map(|group| take(&mut group_range(&set.grouped, group))).collect();
@@ -188,10 +182,14 @@ impl AgendaModel {
             sources
         };
         if q.order == AgendaOrder::Queue {
-            if let (Some(insight), Some(phase)) = (q.insight_id, q.phase) {
-                sources.extend(
-                    self.queues.get(insight).and_then(|queue| queue.part(phase)).map(Source::Set),
-                );
+            if let (Some(insight), Some(phase)) = (q.insight_id, q.phase)
+                && let Some(queue) = self.queues.get(insight)
+            {
+                match phase {
+                    Phase::Added => sources = grouped(&mut std::iter::once(&queue.waiting)),
+                    Phase::Queued => sources.push(Source::Set(&queue.queued)),
+                    _ => {}
+                }
             }
         } else if let (true, Some(link)) = (by_added, q.link_id) {
             sources = grouped(&mut self.by_link.get(link).into_iter());
