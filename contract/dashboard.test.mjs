@@ -680,6 +680,12 @@ test('an agenda a skipExecution rerun parked is started again by Rerun on its pa
 test('an outcome card lists what it counts; each page has its title; a link opened before its agenda finds it', async () => {
   // dash10: "5 failed" opened every COMPLETE agenda; every page was titled "pop"; a link
   // opened before its agenda was submitted said NOT_FOUND until a reload.
+  // A failed agenda whose retry is still to come, and a newer one cancelled: the cancelled
+  // list's top row is newer than the failed one.
+  const failing = await submit(T.acme, { ...threeOps('acme', 'outcome-batch', 'to cancel'), params: { maximumAttempts: 2 } });
+  const lease = await claim(failing.id);
+  const newer = await submit(T.acme, threeOps('acme', 'outcome-batch', 'newer'));
+  await gql(T.acme, 'mutation($a: String!) { cancelAgenda(agendaId: $a) { position } }', { a: newer.id });
   const page = await newPage();
   await signIn(page, T.admin);
   await page.goto(BASE + '/#/');
@@ -694,6 +700,16 @@ test('an outcome card lists what it counts; each page has its title; a link open
     return rows.length === n && rows.every((r) => r.dataset.state === 'cancelled');
   }, { timeout: WAIT }, n);
   assert.equal(await page.title(), 'Agendas · pop');
+  // An older agenda that fails while the list is open, then moves from failed to cancelled
+  // (COMPLETE both times), enters it live (dash11: only a change of processingState counted).
+  await gql(T.acmeService, 'mutation($p: JSON!, $l: String) { updateAgendaProgress(agendaProgress: $p, leaseId: $l) { position } }', {
+    p: { id: failing.progressId, processingState: 'COMPLETE', processingStateMessage: 'failed',
+      operationProgress: [{ operation: 'probe', processingState: 'COMPLETE', processingStateMessage: 'failed' }] },
+    l: lease,
+  });
+  await new Promise((r) => setTimeout(r, 1000));
+  await gql(T.acme, 'mutation($a: String!) { cancelAgenda(agendaId: $a) { position } }', { a: failing.id });
+  await page.waitForSelector(rowSel(failing.id) + '[data-state="cancelled"]', { timeout: WAIT });
   // The per-minute chart says its zone, as every time shown (UTC).
   await page.goto(BASE + '/#/');
   await page.waitForSelector('#per-minute canvas', { timeout: WAIT });

@@ -85,14 +85,15 @@ function Chart({ series }) {
           width,
           height: 220,
           series: [
-            { label: 'time (UTC)' },
+            // As every time of the dashboard reads (dash11: uPlot's own "6:25am", "12/6/26").
+            { label: 'time (UTC)', value: (u, ts) => (ts == null ? '' : new Date(ts * 1e3).toISOString().replace('T', ' ').slice(0, 16) + 'Z') },
             { label: 'succeeded', stroke: '#2e9e5b', fill: 'rgba(46,158,91,0.12)' },
             { label: 'failed', stroke: '#d64545' },
             { label: 'cancelled', stroke: '#8a94a6' },
           ],
           // In UTC, as every other time of the dashboard (dash10: the browser's zone, unsaid).
           tzDate: (ts) => window.uPlot.tzDate(new Date(ts * 1e3), 'Etc/UTC'),
-          axes: [{ label: 'UTC' }, { label: 'per minute' }],
+          axes: [{ label: 'UTC', values: (u, splits) => splits.map((ts) => new Date(ts * 1e3).toISOString().slice(11, 16)) }, { label: 'per minute' }],
         },
         data,
         el.current,

@@ -14,6 +14,7 @@ const LIVE_MS = 100;
 const PAGE = 50;
 /// An agenda page whose agenda is not (yet) there looks again this often (ms).
 const NOT_FOUND_AGAIN_MS = 2000;
+const NOT_FOUND_AGAIN_MAX_MS = 30000;
 /// An admin's page reads the list of customers again this often (ms), to follow new ones.
 const CUSTOMERS_AGAIN_MS = 15000;
 
@@ -98,8 +99,14 @@ export function useAgendaFeed(customers, onChange, onResync) {
   const cb = useRef({ onChange, onResync });
   cb.current = { onChange, onResync };
   const key = (customers || []).join(',');
+  // The customers followed before: when more come (an admin's page, a customer created since),
+  // what they did before they were followed is read again (dash11: a new customer's agendas
+  // submitted before the customer list was read again never showed).
+  const followed = useRef(null);
   useEffect(() => {
     if (!customers || !customers.length) return undefined;
+    const before = followed.current;
+    followed.current = key;
     const apply = perFrame((items) => {
       const lagged = items.some((u) => u.lagged);
       const progress = items.filter((u) => u.progress).map((u) => u.progress);
@@ -115,6 +122,7 @@ export function useAgendaFeed(customers, onChange, onResync) {
       ),
     );
     const offReconnect = onReconnect(() => cb.current.onResync());
+    if (before !== null && before !== key) cb.current.onResync();
     return () => {
       offs.forEach((off) => off());
       offReconnect();
@@ -165,13 +173,13 @@ export function AgendasView({ me, query, navigate, customers }) {
   // The page shown must be the one fetched for this filter and cursor: a page of the previous
   // filter (live rows merged into it) would show rows this filter does not hold, or miss some.
   const pageKey = JSON.stringify([filter, after]);
-  // The last state the page saw of each agenda: an update tells whether it entered the state
-  // filtered on. Bounded: past 20,000 agendas it starts again.
+  // The last state the page saw of each agenda (as `stateOf` reads it): an update tells
+  // whether it entered the state filtered on. Bounded: past 20,000 agendas it starts again.
   const seenStates = useRef(new Map());
   const rememberStates = (list) => {
     const seen = seenStates.current;
     if (seen.size > 20000) seen.clear();
-    for (const p of list) seen.set(p.customerId + '/' + p.agendaId, p.processingState);
+    for (const p of list) seen.set(p.customerId + '/' + p.agendaId, stateOf(p));
   };
   // The page fetched again at most twice a second however many agendas change, and never
   // while a read of it is on its way: that read ends first, then the next starts (dash9: on a
@@ -251,7 +259,10 @@ export function AgendasView({ me, query, navigate, customers }) {
           const key = p.customerId + '/' + p.agendaId;
           const i = at.get(key);
           const fits = passes(filter, p);
-          const entered = Boolean(filter.processingState) && seen.get(key) !== p.processingState;
+          // By the state a person reads, item by item (dash11: failed → cancelled is COMPLETE
+          // both times, and a batch of a rerun's updates ended where it began).
+          const entered = Boolean(filter.processingState) && seen.get(key) !== stateOf(p);
+          seen.set(key, stateOf(p));
           if (i !== undefined) {
             rows[i] = fits ? p : null;
             stale ||= !fits;
@@ -271,7 +282,7 @@ export function AgendasView({ me, query, navigate, customers }) {
             stale = true;
           }
         }
-        rememberStates(items);
+        if (seen.size > 20000) seen.clear();
         if (stale) refetchSoon();
         const kept = rows.filter(Boolean);
         if (!added.size) return { ...pg, items: kept };
@@ -410,6 +421,7 @@ export function AgendaView({ me, customerId, id }) {
   const [showTable, setShowTable] = useState(false);
 
   const missing = useRef(false);
+  const looks = useRef(0);
   const load = useCallback(async () => {
     try {
       const d = await gql(AGENDA_QUERY, { id, c: customerId });
@@ -432,7 +444,11 @@ export function AgendaView({ me, customerId, id }) {
     let timer = null;
     let live = true;
     load().then((found) => {
-      if (live && !found) timer = setTimeout(() => setTick((t) => t + 1), NOT_FOUND_AGAIN_MS);
+      // Every 2 s at first, then less often (a mistyped id is not looked for every 2 s for
+      // as long as its page stays open: dash11).
+      looks.current = found ? 0 : looks.current + 1;
+      const wait = Math.min(NOT_FOUND_AGAIN_MAX_MS, NOT_FOUND_AGAIN_MS * 2 ** Math.max(0, looks.current - 5));
+      if (live && !found) timer = setTimeout(() => setTick((t) => t + 1), wait);
     });
     return () => {
       live = false;

@@ -714,50 +714,41 @@ async fn an_answer_before_the_body_was_read_says_the_connection_closes() {
 async fn an_integer_beyond_64_bits_is_refused_naming_its_field() {
     let s = start(ApiConfig::default()).await;
     s.seed().await;
-    let body = r#"{"customerId":"acme","title":"big","operations":[{"name":"probe","type":"ffmpeg",
-        "payload":{"assetId":123456789012345678901234567890}}]}"#;
-    let resp = s
-        .http
-        .post(format!("{}/pop/agenda", s.base))
-        .bearer_auth(ACME)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 400);
-    let text = resp.text().await.unwrap();
+    // The bodies as text: a client's big integer never passes through an f64 here.
+    let post = |path: &'static str, body: &'static str| {
+        let req = s.http.post(format!("{}{path}", s.base)).bearer_auth(ACME);
+        async move {
+            let resp =
+                req.header("content-type", "application/json").body(body).send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    let (status, text) = post(
+        "/pop/agenda",
+        r#"{"customerId":"acme","title":"big","operations":[{"name":"probe","type":"ffmpeg",
+        "payload":{"assetId":123456789012345678901234567890}}]}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
     assert!(text.contains("operations[0].payload.assetId"), "{text}");
     assert!(text.contains("beyond 64 bits"), "{text}");
-    let gql = r#"{"query":"mutation($a: JSON!) { submitAgenda(agenda: $a) { position } }",
+    let (status, text) = post(
+        "/graphql",
+        r#"{"query":"mutation($a: JSON!) { submitAgenda(agenda: $a) { position } }",
         "variables":{"a":{"customerId":"acme","operations":[{"name":"p","type":"ffmpeg",
-        "payload":{"n":-9223372036854775809}}]}}}"#;
-    let resp = s
-        .http
-        .post(format!("{}/graphql", s.base))
-        .bearer_auth(ACME)
-        .header("content-type", "application/json")
-        .body(gql)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 400);
-    let text = resp.text().await.unwrap();
+        "payload":{"n":-9223372036854775809}}]}}}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
     assert!(text.contains("variables.a.operations[0].payload.n"), "{text}");
     // The largest 64-bit integers come back as sent.
-    let fits = r#"{"customerId":"acme","title":"fits","operations":[{"name":"probe","type":"ffmpeg",
-        "payload":{"u":18446744073709551615,"i":-9223372036854775808}}]}"#;
-    let resp = s
-        .http
-        .post(format!("{}/pop/agenda", s.base))
-        .bearer_auth(ACME)
-        .header("content-type", "application/json")
-        .body(fits)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-    let text = resp.text().await.unwrap();
+    let (status, text) = post(
+        "/pop/agenda",
+        r#"{"customerId":"acme","title":"fits","operations":[{"name":"probe","type":"ffmpeg",
+        "payload":{"u":18446744073709551615,"i":-9223372036854775808}}]}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
     assert!(
         text.contains("18446744073709551615") && text.contains("-9223372036854775808"),
         "{text}"

@@ -352,6 +352,17 @@ pub fn unavailable(what: &str, detail: &StoreError) -> AppError {
         cid = &*serving_cid(),
         "the event store is unavailable"
     );
+    if detail.outcome_unknown() {
+        return AppError::new(
+            Code::Unavailable,
+            format!(
+                "the event store went away while {what}: whether the write was stored is not \
+                 known; read it back once the store answers (retry in \
+                 {RETRY_AFTER_UNAVAILABLE_SECS} s) before sending it again, or send it again with \
+                 the same ids (a repeat is refused as a duplicate, never made twice)"
+            ),
+        );
+    }
     AppError::new(
         Code::Unavailable,
         format!(

@@ -30,15 +30,37 @@ pub async fn submit(
     then_watch: Option<crate::watch::Watching>,
 ) -> Result<()> {
     let agenda = read_agenda(file)?;
-    let data = client
+    // An agenda without an id gets one here rather than on the server: the client sends a
+    // request again while the server answers UNAVAILABLE, and a write whose answer was lost
+    // (the database gone mid-commit) then meets itself, not a second agenda (ops3am21: one
+    // `pop submit` made two agendas and printed one).
+    let mut sent = agenda.clone();
+    let made_id = match (sent.as_object_mut(), agenda.get("id")) {
+        (Some(object), None | Some(Value::Null)) => {
+            let id = uuid::Uuid::now_v7().to_string();
+            object.insert("id".into(), json!(id));
+            Some(id)
+        }
+        _ => None,
+    };
+    let submitted = client
         .graphql(
             "mutation($a: JSON!) { submitAgenda(agenda: $a) { agenda { id progressId customerId \
              agendaInsight { resourcePoolId insightId } } progress { processingState \
              processingStateMessage } position cid } }",
-            json!({"a": agenda}),
+            json!({"a": sent}),
         )
-        .await
-        .map_err(|e| submit_error(e, &agenda))?;
+        .await;
+    let data = match (submitted, made_id) {
+        (Ok(data), _) => data,
+        (Err(e), Some(id))
+            if e.to_string().starts_with("CONFLICT")
+                && e.to_string().contains("already exists") =>
+        {
+            stored_earlier(client, &id, &agenda).await.map_err(|_| submit_error(e, &agenda))?
+        }
+        (Err(e), _) => return Err(submit_error(e, &agenda)),
+    };
     let r = &data["submitAgenda"];
     let progress_id = output::text(&r["agenda"], "progressId").to_string();
     if as_json {
@@ -66,6 +88,30 @@ pub async fn submit(
         return crate::watch::watch(client, &progress_id, Some(customer), watching).await;
     }
     Ok(())
+}
+
+/// The agenda this command made the id of, stored by an earlier send whose answer was lost
+/// (the id is fresh: nothing else can have used it), read back in the shape the submission
+/// answers.
+async fn stored_earlier(client: &Client, id: &str, agenda: &Value) -> Result<Value> {
+    let customer = agenda.get("customerId").and_then(Value::as_str);
+    let progress_id = agenda.get("progressId").and_then(Value::as_str).unwrap_or(id);
+    let data = client
+        .graphql(
+            "query($id: String!, $p: String!, $c: String) { agenda(id: $id, customerId: $c) { id \
+             progressId customerId agendaInsight { resourcePoolId insightId } } \
+             agendaProgress(id: $p, customerId: $c) { processingState processingStateMessage } }",
+            json!({"id": id, "p": progress_id, "c": customer}),
+        )
+        .await?;
+    if data["agenda"].is_null() {
+        bail!("agenda {id:?} is not readable");
+    }
+    eprintln!(
+        "pop: the first send's answer was lost (the server was unavailable); it was stored, and \
+         this is that agenda"
+    );
+    Ok(json!({"submitAgenda": {"agenda": data["agenda"], "progress": data["agendaProgress"]}}))
 }
 
 /// The agenda JSON of `file`, bounded in size; a misspelt top-level key is named with the key
@@ -142,8 +188,9 @@ fn submit_error(e: anyhow::Error, agenda: &Value) -> anyhow::Error {
     }
     if given_id && text.starts_with("CONFLICT") && text.contains("already exists") {
         return anyhow::anyhow!(
-            "{text} (an agenda id is used once: leave \"id\" out of the file to submit it again \
-             as a new agenda)"
+            "{text} (an agenda id is used once: if an earlier submission of this file went \
+             unanswered, it was stored — `pop progress` shows it; to run it again as a new \
+             agenda, leave \"id\" out of the file)"
         );
     }
     if given_id || !text.contains("agenda \"") {

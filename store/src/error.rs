@@ -84,6 +84,13 @@ impl StoreError {
         StoreError::Backend { context, source: Arc::new(source) }
     }
 
+    /// A write whose database went away while it committed (a PostgreSQL connection closed
+    /// with the group's COMMIT on its way): whether it was stored is not known (ops3am21: such
+    /// writes were stored, and answered "nothing was done").
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, StoreError::Backend { context, .. } if *context == OUTCOME_UNKNOWN)
+    }
+
     /// Whether re-reading the stream and deciding again may succeed.
     pub fn is_conflict(&self) -> bool {
         matches!(self, StoreError::WrongExpectedVersion { .. })
@@ -103,6 +110,10 @@ impl StoreError {
         }
     }
 }
+
+/// The context of a [`StoreError::Backend`] whose write may or may not have been stored.
+pub const OUTCOME_UNKNOWN: &str =
+    "committing a group of writes: the database connection closed before the commit was answered";
 
 /// Whether the first error of `e`'s chain that tells says the storage is unavailable.
 fn unavailable_chain(e: &(dyn std::error::Error + 'static)) -> bool {

@@ -109,7 +109,7 @@ impl Handler for SampleHandler {
                     .map_err(|e| Failure::new(format!("starting {program}: {e}")))?;
                 // Dropped before `child` (a cancel): the program's own children die with it
                 // (review-s43: a cancelled `sh -c 'sleep 61'` left the sleep running).
-                let mut descendants = crate::local::KillDescendants(child.id());
+                let mut descendants = crate::local::KillDescendants(child.id(), None);
                 let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
                 let (status, stdout, stderr) =
                     tokio::join!(child.wait(), read_all(stdout), read_all(stderr));

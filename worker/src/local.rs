@@ -240,6 +240,7 @@ impl Handler for LocalProcess {
             .map_err(|e| Failure::new(format!("encoding the payload: {e}")))?;
         let file = payload_file(&payload)?;
 
+        let mark = uuid::Uuid::new_v4().simple().to_string();
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args)
             .envs(&self.env)
@@ -247,6 +248,10 @@ impl Handler for LocalProcess {
             .env("POP_AGENDA_ID", &ctx.agenda_id)
             .env("POP_OPERATION_NAME", &ctx.operation_name)
             .env("POP_OPERATION_TYPE", &ctx.operation_type)
+            // Inherited by whatever the handler starts, in whatever group or session: how its
+            // processes are found once the handler is gone (ops3am21: `nohup`, `setsid` and
+            // `set -m` children outlived a worker stopped by its group's signal).
+            .env(RUN_MARK, &mark)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -271,7 +276,7 @@ impl Handler for LocalProcess {
         })?;
         // Dropped before `child` (declared after it): a cancel or a stop that drops this
         // future kills the handler's own children first, then `kill_on_drop` the handler.
-        let mut descendants = KillDescendants(child.id());
+        let mut descendants = KillDescendants(child.id(), Some(mark.clone()));
         let program = self.program.display().to_string();
         // Lines of both streams arrive on one channel, so the no-output timer sees either.
         let (tx, mut rx) = mpsc::channel::<Line>(64);
@@ -380,6 +385,8 @@ impl Handler for LocalProcess {
                 if matches!(status.signal(), Some(1 | 2 | 15))
                     || matches!(status.code(), Some(129 | 130 | 143))
                 {
+                    // What it started and the signal did not stop goes with it.
+                    kill_marked(&mark);
                     return Err(failure.interrupted());
                 }
             }
@@ -388,26 +395,75 @@ impl Handler for LocalProcess {
     }
 }
 
-/// On drop, [`kill_descendants`] of the handler whose pid it holds, unless it was disarmed:
-/// once the handler was reaped its pid may name another process.
-pub(crate) struct KillDescendants(pub(crate) Option<u32>);
+/// The environment variable that marks every process of one handler's run.
+const RUN_MARK: &str = "POP_HANDLER_RUN";
+
+/// On drop, [`kill_descendants`] of the handler whose pid it holds (and the processes that
+/// carry its run's mark), unless it was disarmed: once the handler was reaped its pid may
+/// name another process.
+pub(crate) struct KillDescendants(pub(crate) Option<u32>, pub(crate) Option<String>);
 
 impl KillDescendants {
     /// Kills them now (the handler is about to be killed) and disarms.
     pub(crate) fn kill_now(&mut self) {
-        kill_descendants(self.0.take());
+        kill_descendants(self.0.take(), self.1.take().as_deref());
     }
 
     /// The handler exited and was reaped: nothing to do on drop.
     pub(crate) fn disarm(&mut self) {
         self.0 = None;
+        self.1 = None;
     }
 }
 
 impl Drop for KillDescendants {
     fn drop(&mut self) {
-        kill_descendants(self.0.take());
+        kill_descendants(self.0.take(), self.1.take().as_deref());
     }
+}
+
+/// Kills the processes that carry a run's mark (its handler is gone: found by the mark alone),
+/// stopped first until a look finds no new one.
+fn kill_marked(mark: &str) {
+    use rustix::process::Signal;
+    let mut found: Vec<u32> = Vec::new();
+    for _ in 0..MAX_FREEZE_ROUNDS {
+        let new: Vec<u32> = marked(mark).into_iter().filter(|p| !found.contains(p)).collect();
+        if new.is_empty() {
+            break;
+        }
+        for &p in &new {
+            signal(p, Signal::STOP);
+        }
+        found.extend(new);
+    }
+    for p in found {
+        signal(p, Signal::KILL);
+    }
+}
+
+/// Sends `sig` to process `p`, if it still is there.
+fn signal(p: u32, sig: rustix::process::Signal) {
+    if let Some(p) = i32::try_from(p).ok().and_then(rustix::process::Pid::from_raw) {
+        let _ = rustix::process::kill_process(p, sig);
+    }
+}
+
+/// The processes whose environment carries `RUN_MARK=<mark>` (readable for this user's own).
+fn marked(mark: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let wanted = format!("{RUN_MARK}={mark}");
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let Some(p) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        if environ.split(|b| *b == 0).any(|var| var == wanted.as_bytes()) {
+            found.push(p);
+        }
+    }
+    found
 }
 
 /// Kills every process descended from `pid` (a handler's own children: a wrapper script's
@@ -418,18 +474,18 @@ impl Drop for KillDescendants {
 /// for again until a look finds no new one: a stopped process starts nothing, so a script
 /// cannot start its next step between the kills (review-s43: 6 of 12 did). Nothing where there
 /// is no `/proc`; a process that exited meanwhile is skipped.
-pub(crate) fn kill_descendants(pid: Option<u32>) {
+pub(crate) fn kill_descendants(pid: Option<u32>, mark: Option<&str>) {
     use rustix::process::Signal;
     let Some(pid) = pid else { return };
-    let signal = |p: u32, signal: Signal| {
-        if let Some(p) = i32::try_from(p).ok().and_then(rustix::process::Pid::from_raw) {
-            let _ = rustix::process::kill_process(p, signal);
-        }
-    };
     signal(pid, Signal::STOP);
     let mut tree = vec![pid];
     for _ in 0..MAX_FREEZE_ROUNDS {
-        let found: Vec<u32> = descendants(pid).into_iter().filter(|p| !tree.contains(p)).collect();
+        let mut now = descendants(pid);
+        // And what left the tree but carries the run's mark (a double fork, an orphan).
+        if let Some(mark) = mark {
+            now.extend(marked(mark));
+        }
+        let found: Vec<u32> = now.into_iter().filter(|p| !tree.contains(p)).collect();
         if found.is_empty() {
             break;
         }
@@ -779,6 +835,26 @@ mod tests {
         let children: Vec<&str> = text.split_whitespace().collect();
         assert!(children.len() >= 5, "{text}");
         assert_all_gone(&children, false).await;
+        // Processes that left the tree (a double fork; a new session) are found by the run's
+        // mark: on a kill for silence, and when a signal stopped the handler itself
+        // (ops3am21: a group's Ctrl-C left `setsid` and `nohup` children running).
+        for (name, tail, timeout) in
+            [("double", "sleep 60", 400), ("signalled", "kill -TERM $$; sleep 60", 5000)]
+        {
+            let p = dir.path().join(format!("pids-{name}"));
+            let script = format!(
+                "(sh -c 'echo $$ >> {p}; exec sleep 60' &); \
+                 setsid sh -c 'echo $$ >> {p}; exec sleep 60' & sleep 0.3; {tail}",
+                p = p.display()
+            );
+            let (sink, _) = recorder();
+            let err = sh(&script, Duration::from_millis(timeout)).run(ctx(json!(null)), sink).await;
+            assert!(err.is_err(), "{name}");
+            let text = std::fs::read_to_string(&p).unwrap();
+            let children: Vec<&str> = text.split_whitespace().collect();
+            assert_eq!(children.len(), 2, "{name}: {text}");
+            assert_all_gone(&children, false).await;
+        }
     }
 
     /// Waits (bounded) until none of `children` runs; fails naming those still running.

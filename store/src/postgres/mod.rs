@@ -355,8 +355,9 @@ async fn check_transaction_ids(client: &deadpool_postgres::Object) -> Result<(),
     let newest: Option<i64> = row.get(1);
     match newest {
         Some(newest) if newest >= next => Err(StoreError::Unusable(format!(
-            "the log's newest position is in PostgreSQL transaction {newest}, but this cluster \
-             has not reached transaction {next} yet: the database was restored from a logical \
+            "the log's newest position is in PostgreSQL transaction {newest}, but this \
+             cluster's transaction ids are only at {next} (it has not reached {newest}): the \
+             database was restored from a logical \
              dump (pg_dump) into another cluster, and pop's positions are transaction ids, so \
              new events would land inside the old history. Restore with a physical backup \
              (pg_basebackup, or your provider's snapshots), move the log with `pop export` and \

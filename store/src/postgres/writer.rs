@@ -207,6 +207,20 @@ fn say_failed(failing: &std::sync::Mutex<crate::repeats::Repeats>) -> Option<u64
     }
 }
 
+/// A group's failure on a connection that closed: the COMMIT may have been on its way, and
+/// whether it committed is not known (ops3am21: `pg_ctl -m immediate` mid-commit; the groups
+/// were stored and answered "nothing was done"). Said so, never as nothing done.
+fn outcome_unknown_if_closed(e: StoreError) -> StoreError {
+    let StoreError::Backend { source, .. } = &e else { return e };
+    let closed = source.downcast_ref::<tokio_postgres::Error>().is_some_and(|pg| {
+        pg.is_closed() || std::error::Error::source(pg).is_some_and(|s| s.is::<std::io::Error>())
+    });
+    if !closed {
+        return e;
+    }
+    StoreError::Backend { context: crate::error::OUTCOME_UNKNOWN, source: Arc::clone(source) }
+}
+
 async fn commit_group(shared: &Shared, group: Vec<Request>) {
     // One timestamp per commit, truncated to what the schema stores.
     let now = (shared.clock)().timestamp_micros();
@@ -225,6 +239,7 @@ async fn commit_group(shared: &Shared, group: Vec<Request>) {
                 tracing::debug!(error = %e, attempt, "group commit redone");
             }
             Err(GroupError::Retry(e) | GroupError::Fatal(e)) => {
+                let e = outcome_unknown_if_closed(e);
                 if let Some(unsaid) = say_failed(&shared.failing) {
                     tracing::error!(
                         error = %pop_domain::error::ErrorChain(&e),
