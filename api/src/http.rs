@@ -165,6 +165,20 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
     if let Err(error) = crate::request::refuse_wide_integer(&bytes) {
         return error_response(StatusCode::BAD_REQUEST, error, &cid);
     }
+    let queries: Vec<&str> = match &batch {
+        BatchRequest::Single(r) => vec![r.query.as_str()],
+        BatchRequest::Batch(rs) => rs.iter().map(|r| r.query.as_str()).collect(),
+    };
+    if let Some(text) = queries.into_iter().find_map(crate::request::wide_integer_in_query) {
+        let error = AppError::invalid(
+            "query",
+            format!(
+                "{text} is an integer beyond 64 bits, which pop would keep only rounded: send it \
+                 as a string"
+            ),
+        );
+        return error_response(StatusCode::BAD_REQUEST, error, &cid);
+    }
     // serde reads `[]` (and `{}`) as one request with every field defaulted (hostile30: an
     // empty batch was answered 200 with the parser's text about an empty document).
     let empty_batch = matches!(&batch, BatchRequest::Single(r) if r.query.trim().is_empty())

@@ -295,6 +295,68 @@ pub(crate) fn wide_integer(bytes: &[u8]) -> Option<(String, String)> {
     None
 }
 
+/// The first integer literal of a GraphQL document that 64 bits do not hold (outside its
+/// strings and names): the document's own values are read as floats past that too
+/// (review-s43b: `payload: {n: 123456789012345678901234567890}` written in the query came back
+/// rounded).
+pub(crate) fn wide_integer_in_query(query: &str) -> Option<String> {
+    let bytes = query.as_bytes();
+    if !bytes.split(|b| !b.is_ascii_digit()).any(|run| run.len() >= 19) {
+        return None;
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                // A block string ("""…""") or a plain one, with escapes.
+                if bytes[i..].starts_with(b"\"\"\"") {
+                    i += 3;
+                    while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {
+                        i += if bytes[i] == b'\\' { 2 } else { 1 };
+                    }
+                    i += 3;
+                    continue;
+                }
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b if b.is_ascii_alphabetic() || b == b'_' => {
+                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                    i += 1;
+                }
+                continue;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i + 1 < bytes.len()
+                    && matches!(bytes[i + 1], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                {
+                    i += 1;
+                }
+                let text = std::str::from_utf8(&bytes[start..=i]).unwrap_or_default();
+                let integer = !text.contains(['.', 'e', 'E']);
+                if integer
+                    && text.len() > 1
+                    && text.parse::<i64>().is_err()
+                    && text.parse::<u64>().is_err()
+                {
+                    return Some(text.to_string());
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 /// [`wide_integer`] as the request's error (VALIDATION naming the field).
 pub(crate) fn refuse_wide_integer(bytes: &[u8]) -> Result<(), AppError> {
     match wide_integer(bytes) {
@@ -380,6 +442,20 @@ mod tests {
             wide_integer(body),
             Some(("variables.a.n[2].id".into(), "123456789012345678901234567890".into()))
         );
+        assert_eq!(
+            super::wide_integer_in_query(
+                "mutation { submitAgenda(agenda: {payload: {n: 123456789012345678901234567890}}) { position } }"
+            ),
+            Some("123456789012345678901234567890".into())
+        );
+        for fine in [
+            "{ a(x: \"123456789012345678901234567890\") }",
+            "{ a(x: \"\"\"1234567890123456789012 \\\"\"\" still a string\"\"\") }",
+            "{ field12345678901234567890123 # 12345678901234567890123\n }",
+            "{ a(x: 9223372036854775807, y: 1.5e300) }",
+        ] {
+            assert_eq!(super::wide_integer_in_query(fine), None, "{fine}");
+        }
         let body = br#"{"params":{"k":-9223372036854775809}}"#;
         assert_eq!(wide_integer(body), Some(("params.k".into(), "-9223372036854775809".into())));
         // What 64 bits hold, floats, and digits inside strings are fine.

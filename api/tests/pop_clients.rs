@@ -741,6 +741,14 @@ async fn an_integer_beyond_64_bits_is_refused_naming_its_field() {
     .await;
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("variables.a.operations[0].payload.n"), "{text}");
+    // Written in the query itself (review-s43b: it came back rounded).
+    let (status, text) = post(
+        "/graphql",
+        r#"{"query":"mutation { submitAgenda(agenda: {customerId: \"acme\", operations: [{name: \"p\", type: \"ffmpeg\", payload: {n: 123456789012345678901234567890}}]}) { position } }"}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("query") && text.contains("beyond 64 bits"), "{text}");
     // The largest 64-bit integers come back as sent.
     let (status, text) = post(
         "/pop/agenda",

@@ -257,8 +257,6 @@ pub fn finish(
     }
 }
 
-/// `guard`, the outcome of asking for `process`'s lock, said in the log and on
-/// `pop_process_leader`.
 /// Inputs that stopped following the log are no ground to lead on: the lock, if held, goes to
 /// a replica whose inputs do (ops3am20: a replica with stopped projections kept every lock).
 fn give_up(process: ProcessName, guard: &mut Option<LeaderGuard>) {
@@ -271,6 +269,8 @@ fn give_up(process: ProcessName, guard: &mut Option<LeaderGuard>) {
     }
 }
 
+/// `guard`, the outcome of asking for `process`'s lock, said in the log and on
+/// `pop_process_leader`.
 fn took(process: ProcessName, guard: Option<LeaderGuard>) -> Option<LeaderGuard> {
     if guard.is_some() {
         tracing::info!(process = process.as_str(), lock = %process.lock(), "this replica leads");

@@ -99,7 +99,7 @@ async fn stored_earlier(client: &Client, id: &str, agenda: &Value) -> Result<Val
     let data = client
         .graphql(
             "query($id: String!, $p: String!, $c: String) { agenda(id: $id, customerId: $c) { id \
-             progressId customerId agendaInsight { resourcePoolId insightId } } \
+             progressId customerId cid agendaInsight { resourcePoolId insightId } } \
              agendaProgress(id: $p, customerId: $c) { processingState processingStateMessage } }",
             json!({"id": id, "p": progress_id, "c": customer}),
         )
@@ -111,7 +111,14 @@ async fn stored_earlier(client: &Client, id: &str, agenda: &Value) -> Result<Val
         "pop: the first send's answer was lost (the server was unavailable); it was stored, and \
          this is that agenda"
     );
-    Ok(json!({"submitAgenda": {"agenda": data["agenda"], "progress": data["agendaProgress"]}}))
+    // The shape a submission answers (its position is the first send's, not known here).
+    let cid = data["agenda"]["cid"].clone();
+    let mut agenda = data["agenda"].clone();
+    if let Some(object) = agenda.as_object_mut() {
+        object.remove("cid");
+    }
+    Ok(json!({"submitAgenda": {"agenda": agenda, "progress": data["agendaProgress"],
+        "position": null, "cid": cid}}))
 }
 
 /// The agenda JSON of `file`, bounded in size; a misspelt top-level key is named with the key

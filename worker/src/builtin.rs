@@ -99,8 +99,10 @@ impl Handler for SampleHandler {
                     percent: Some(0.0),
                     message: Some(format!("running {program}")),
                 });
+                let mark = uuid::Uuid::new_v4().simple().to_string();
                 let mut child = tokio::process::Command::new(program)
                     .args(args)
+                    .env(crate::local::RUN_MARK, &mark)
                     .stdin(std::process::Stdio::null())
                     .stdout(std::process::Stdio::piped())
                     .stderr(std::process::Stdio::piped())
@@ -109,18 +111,23 @@ impl Handler for SampleHandler {
                     .map_err(|e| Failure::new(format!("starting {program}: {e}")))?;
                 // Dropped before `child` (a cancel): the program's own children die with it
                 // (review-s43: a cancelled `sh -c 'sleep 61'` left the sleep running).
-                let mut descendants = crate::local::KillDescendants(child.id(), None);
+                let mut descendants = crate::local::KillDescendants(child.id(), Some(mark));
                 let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+                // Reaped, its pid may name another process: from then on only what carries
+                // the run's mark is looked for (review-s43b: a cancel while an orphan held the
+                // output stopped whatever process had taken the pid).
+                let waited = async {
+                    let status = child.wait().await;
+                    descendants.reaped();
+                    status
+                };
                 let (status, stdout, stderr) =
-                    tokio::join!(child.wait(), read_all(stdout), read_all(stderr));
+                    tokio::join!(waited, read_tail(stdout), read_tail(stderr));
                 let status =
                     status.map_err(|e| Failure::new(format!("waiting for {program}: {e}")))?;
                 descendants.disarm();
                 let out = std::process::Output { status, stdout, stderr };
-                let text = |b: &[u8]| {
-                    let start = b.len().saturating_sub(MAX_CAPTURE);
-                    String::from_utf8_lossy(&b[start..]).into_owned()
-                };
+                let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
                 let captured = json!({"exitCode": out.status.code(), "stdout": text(&out.stdout), "stderr": text(&out.stderr)});
                 if out.status.success() {
                     Ok(if result.is_null() { captured } else { result })
@@ -138,14 +145,25 @@ impl Handler for SampleHandler {
     }
 }
 
-/// Everything `stream` gives until it ends (nothing for no stream; what came before an error).
-async fn read_all<R: tokio::io::AsyncRead + Unpin>(stream: Option<R>) -> Vec<u8> {
+/// The last [`MAX_CAPTURE`] bytes `stream` gives until it ends (nothing for no stream; what
+/// came before an error): a program printing hundreds of megabytes held them all
+/// (review-s43b: 300 MB of output took the worker to 877 MB).
+async fn read_tail<R: tokio::io::AsyncRead + Unpin>(stream: Option<R>) -> Vec<u8> {
     use tokio::io::AsyncReadExt;
-    let mut buf = Vec::new();
-    if let Some(mut stream) = stream {
-        let _ = stream.read_to_end(&mut buf).await;
+    let mut kept = Vec::new();
+    let Some(mut stream) = stream else { return kept };
+    let mut chunk = vec![0u8; 64 * 1024];
+    while let Ok(n) = stream.read(&mut chunk).await {
+        if n == 0 {
+            break;
+        }
+        kept.extend_from_slice(&chunk[..n]);
+        if kept.len() > 2 * MAX_CAPTURE {
+            kept.drain(..kept.len() - MAX_CAPTURE);
+        }
     }
-    buf
+    let start = kept.len().saturating_sub(MAX_CAPTURE);
+    kept.split_off(start)
 }
 
 #[derive(Debug)]
@@ -217,5 +235,21 @@ mod tests {
     async fn agenda_update_returns_its_payload() {
         let p = json!({"operations": [{"name": "x"}]});
         assert_eq!(AgendaUpdateHandler.run(ctx(p.clone()), sink()).await, Ok(p));
+    }
+}
+
+#[cfg(test)]
+mod capture_tests {
+    use super::{MAX_CAPTURE, read_tail};
+
+    /// A program's output is kept by its tail only, however much it prints (review-s43b: 300 MB
+    /// of output were all held).
+    #[tokio::test]
+    async fn only_the_tail_of_a_programs_output_is_kept() {
+        let output: Vec<u8> = (0..5 * MAX_CAPTURE + 7).map(|i| (i % 251) as u8).collect();
+        let kept = read_tail(Some(output.as_slice())).await;
+        assert_eq!(kept, output[output.len() - MAX_CAPTURE..]);
+        assert_eq!(read_tail(Some(&b"short"[..])).await, b"short");
+        assert!(read_tail(None::<&[u8]>).await.is_empty());
     }
 }

@@ -396,7 +396,7 @@ impl Handler for LocalProcess {
 }
 
 /// The environment variable that marks every process of one handler's run.
-const RUN_MARK: &str = "POP_HANDLER_RUN";
+pub(crate) const RUN_MARK: &str = "POP_HANDLER_RUN";
 
 /// On drop, [`kill_descendants`] of the handler whose pid it holds (and the processes that
 /// carry its run's mark), unless it was disarmed: once the handler was reaped its pid may
@@ -409,6 +409,12 @@ impl KillDescendants {
         kill_descendants(self.0.take(), self.1.take().as_deref());
     }
 
+    /// The program was reaped (its pid may name another process now) but its output may
+    /// still be held open: only what carries the run's mark is looked for on drop.
+    pub(crate) fn reaped(&mut self) {
+        self.0 = None;
+    }
+
     /// The handler exited and was reaped: nothing to do on drop.
     pub(crate) fn disarm(&mut self) {
         self.0 = None;
@@ -418,7 +424,11 @@ impl KillDescendants {
 
 impl Drop for KillDescendants {
     fn drop(&mut self) {
-        kill_descendants(self.0.take(), self.1.take().as_deref());
+        match (self.0.take(), self.1.take()) {
+            (Some(pid), mark) => kill_descendants(Some(pid), mark.as_deref()),
+            (None, Some(mark)) => kill_marked(&mark),
+            (None, None) => {}
+        }
     }
 }
 
