@@ -180,6 +180,13 @@ impl AgendaModel {
         all
     }
 
+    /// Whether any agenda of `insight_id` waits to be queued (schedulable `added`: never a
+    /// `doNotRun` record). Constant time, whatever the customers: the hand-out asks on every
+    /// submission.
+    pub fn waits_to_be_queued(&self, insight_id: &str) -> bool {
+        self.queues.get(insight_id).is_some_and(|q| !q.waiting.is_empty())
+    }
+
     /// How many agendas of `insight_id` are in `phase` (e.g. the queue's fill level).
     pub fn count_in(&self, insight_id: &str, phase: Phase) -> usize {
         // The queued ones are the insight's queue (the hand-out asks on every submission).
