@@ -276,17 +276,11 @@ pub(crate) fn wide_integer(bytes: &[u8]) -> Option<(String, String)> {
                 None => {}
             },
             b'-' | b'0'..=b'9' => {
-                let start = i;
-                while i + 1 < bytes.len()
-                    && matches!(bytes[i + 1], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
-                {
-                    i += 1;
+                let (last, wide) = number_at(bytes, i);
+                if let Some(text) = wide {
+                    return Some((path(&stack), text));
                 }
-                let text = std::str::from_utf8(&bytes[start..=i]).unwrap_or_default();
-                let integer = !text.contains(['.', 'e', 'E']);
-                if integer && text.parse::<i64>().is_err() && text.parse::<u64>().is_err() {
-                    return Some((path(&stack), text.to_string()));
-                }
+                i = last;
             }
             _ => {}
         }
@@ -334,27 +328,34 @@ pub(crate) fn wide_integer_in_query(query: &str) -> Option<String> {
                 continue;
             }
             b'-' | b'0'..=b'9' => {
-                let start = i;
-                while i + 1 < bytes.len()
-                    && matches!(bytes[i + 1], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
-                {
-                    i += 1;
+                let (last, wide) = number_at(bytes, i);
+                if wide.is_some() {
+                    return wide;
                 }
-                let text = std::str::from_utf8(&bytes[start..=i]).unwrap_or_default();
-                let integer = !text.contains(['.', 'e', 'E']);
-                if integer
-                    && text.len() > 1
-                    && text.parse::<i64>().is_err()
-                    && text.parse::<u64>().is_err()
-                {
-                    return Some(text.to_string());
-                }
+                i = last;
             }
             _ => {}
         }
         i += 1;
     }
     None
+}
+
+/// The number token starting at `start` (JSON's or GraphQL's): the index of its last byte,
+/// and its text when it is an integer that 64 bits do not hold.
+fn number_at(bytes: &[u8], start: usize) -> (usize, Option<String>) {
+    let mut last = start;
+    while last + 1 < bytes.len()
+        && matches!(bytes[last + 1], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+    {
+        last += 1;
+    }
+    let text = std::str::from_utf8(&bytes[start..=last]).unwrap_or_default();
+    let wide = text.len() > 1
+        && !text.contains(['.', 'e', 'E'])
+        && text.parse::<i64>().is_err()
+        && text.parse::<u64>().is_err();
+    (last, wide.then(|| text.to_string()))
 }
 
 /// [`wide_integer`] as the request's error (VALIDATION naming the field).
