@@ -172,6 +172,62 @@ async fn head_waits_for_a_deleted_stream_held_back_by_another_database() {
     release.await.expect("holder task");
 }
 
+/// A replica frozen in the middle of a commit (its transaction open, its process saying
+/// nothing) holds the horizon of every replica's reads only for the store's idle-transaction
+/// bound: the server ends its session, another replica's later commit becomes readable, and
+/// the frozen commit, when it wakes, is not acknowledged and left nothing in the log. (CI:
+/// e2e_replicas froze the scheduler's leader mid-commit and the other replica's read models
+/// never passed it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_frozen_mid_commit_holds_the_others_reads_only_briefly() {
+    let Some(cluster) = TestCluster::shared("a_replica_frozen_mid_commit") else { return };
+    let url = cluster.create_database().await.expect("store database");
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let hook: CommitHook = {
+        let wake = Arc::clone(&wake);
+        Arc::new(move || {
+            let wake = Arc::clone(&wake);
+            async move { wake.notified().await }.boxed()
+        })
+    };
+    let frozen_options = PgOptions {
+        writers: 1,
+        pool_size: 2,
+        before_commit: Some(hook),
+        idle_transaction_timeout: Duration::from_secs(1),
+        ..PgOptions::default()
+    };
+    let frozen = Arc::new(PgStore::connect(&url, frozen_options).await.expect("frozen replica"));
+    let other = PgStore::connect(&url, PgOptions::default()).await.expect("other replica");
+
+    let stuck = {
+        let frozen = Arc::clone(&frozen);
+        tokio::spawn(async move {
+            frozen.append("frozen", ExpectedVersion::NoStream, vec![event(0)]).await
+        })
+    };
+    // The frozen commit holds its transaction id before the other replica commits.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let later = other.append("later", ExpectedVersion::NoStream, vec![event(1)]).await;
+    let later = later.expect("the other replica commits");
+    let mut tail = other.subscribe_all(Position::START);
+    let seen = tokio::time::timeout(Duration::from_secs(10), tail.next())
+        .await
+        .expect("the other replica reads past the frozen commit within 10 s")
+        .expect("an event")
+        .expect("no error");
+    assert_eq!((&*seen.stream, seen.position), ("later", later.position));
+
+    wake.notify_one();
+    let woke = tokio::time::timeout(GUARD, stuck).await.expect("in time").expect("task");
+    assert!(woke.is_err(), "a commit whose session the server ended is no success: {woke:?}");
+    let streams: Vec<String> =
+        read_everything(&other).await.into_iter().map(|e| e.stream.to_string()).collect();
+    assert_eq!(streams, ["later"], "the frozen commit left nothing");
+    frozen.close().await;
+    other.close().await;
+}
+
 /// Head reads at once while writers commit: one whose snapshot came first may end last, lower
 /// than a head already noted, and that is no log gone back (ops3am20: a replica latched
 /// "restored from a backup" after a database restart, under load).

@@ -54,7 +54,8 @@
 //!   deleted stream stays accounted for), `pop_events(tx_id, seq PK, stream, version,
 //!   event_id UNIQUE, …, chain)`, `pop_schema(version)`; migrations run in one
 //!   transaction under an advisory lock, so replicas starting together migrate once.
-//!   `statement_timeout` 30 s per session; pooled connections that died (a database restart)
+//!   `statement_timeout` 30 s and `idle_in_transaction_session_timeout` 5 s per session (a
+//!   replica frozen mid-commit held every replica's reads back for as long as it lived); pooled connections that died (a database restart)
 //!   are replaced, so appends fail with a backend error while the database is down and work
 //!   again after.
 //! - **Verification** ([`verify()`]): one read-only repeatable-read transaction, every event
@@ -220,6 +221,14 @@ pub struct PgOptions {
     /// Any single statement running longer than this is cancelled by the server: a stuck
     /// query fails rather than holding a connection (and the gap-free horizon) forever.
     pub statement_timeout: Duration,
+    /// How long the server keeps a session of this store whose transaction says nothing
+    /// (`idle_in_transaction_session_timeout`); zero for none. A writer's transaction holds
+    /// the gap-free horizon of every replica's reads until it ends, and a replica frozen
+    /// mid-commit (`kill -STOP`, a hung node, a paused VM) held it for as long as the process
+    /// lived: no read model anywhere moved past it. pop's own transactions never wait on
+    /// anything but the server, so a healthy replica is never cut off by it; the frozen one
+    /// finds its connection gone and its commit undone when it wakes.
+    pub idle_transaction_timeout: Duration,
     /// How long to wait for a new connection or a free one from the pool.
     pub connect_timeout: Duration,
     /// Test hook; `None` in production.
@@ -242,6 +251,7 @@ impl Default for PgOptions {
             pool_size: 16,
             writers: 4,
             statement_timeout: Duration::from_secs(30),
+            idle_transaction_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             before_commit: None,
             hash_chain: true,
@@ -256,6 +266,7 @@ impl std::fmt::Debug for PgOptions {
             .field("pool_size", &self.pool_size)
             .field("writers", &self.writers)
             .field("statement_timeout", &self.statement_timeout)
+            .field("idle_transaction_timeout", &self.idle_transaction_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -270,6 +281,10 @@ pub(crate) fn pg_config(
         url.parse().map_err(|e| StoreError::backend("parsing the PostgreSQL connection URL", e))?;
     let mut session = config.get_options().unwrap_or("").to_owned();
     session.push_str(&format!(" -c statement_timeout={}", options.statement_timeout.as_millis()));
+    session.push_str(&format!(
+        " -c idle_in_transaction_session_timeout={}",
+        options.idle_transaction_timeout.as_millis()
+    ));
     config.options(session.trim());
     if config.get_application_name().is_none() {
         config.application_name("pop");

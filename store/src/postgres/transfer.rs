@@ -45,7 +45,12 @@ fn clamp(v: u64) -> i64 {
 
 async fn connect(url: &str) -> Result<(Client, tokio::task::JoinHandle<()>), StoreError> {
     // A whole-log read or write may take longer than the store's per-statement bound.
-    let options = PgOptions { statement_timeout: Duration::ZERO, ..PgOptions::default() };
+    let options = PgOptions {
+        statement_timeout: Duration::ZERO,
+        // An export writing to a slow pipe or an import reading one waits between statements.
+        idle_transaction_timeout: Duration::ZERO,
+        ..PgOptions::default()
+    };
     let config = pg_config(url, &options)?;
     let (client, connection) =
         config.connect(NoTls).await.map_err(fail("connecting to PostgreSQL"))?;

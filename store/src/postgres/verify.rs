@@ -83,7 +83,12 @@ pub async fn verify_with(
 /// [`verify_with`], trusting a witnessed checkpoint as well ([`Trust`]).
 pub async fn verify_trusting(url: &str, trust: Trust) -> Result<Verification, StoreError> {
     // A whole-log read may take longer than the store's per-statement bound: none here.
-    let options = PgOptions { statement_timeout: Duration::ZERO, ..PgOptions::default() };
+    let options = PgOptions {
+        statement_timeout: Duration::ZERO,
+        // An export writing to a slow pipe or an import reading one waits between statements.
+        idle_transaction_timeout: Duration::ZERO,
+        ..PgOptions::default()
+    };
     let config = pg_config(url, &options)?;
     let (mut client, connection) = config.connect(NoTls).await.map_err(fail)?;
     let connection = tokio::spawn(connection);
