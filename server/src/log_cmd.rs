@@ -59,6 +59,14 @@ impl Source {
         .context("reading the log")
     }
 
+    async fn head(&mut self) -> Result<Position> {
+        match self {
+            Source::File { file, .. } => file.head(),
+            Source::Store(backend) => backend.log.head().await,
+        }
+        .context("reading the log's head")
+    }
+
     async fn read_stream(
         &mut self,
         stream: &str,
@@ -171,6 +179,14 @@ pub async fn run(args: LogArgs) -> Result<()> {
             Some(p) => p.parse::<Position>().with_context(|| format!("--after {p:?}"))?,
             None => Position::START,
         };
+        // A position the log never handed out (a typo, another store's) is said, not read as
+        // an empty log (auditor31: nothing printed, exit 0; export --since refuses it too).
+        let head = source.head().await?;
+        anyhow::ensure!(
+            after <= head,
+            "--after {after} is past the log's head {head}: this log never handed it out (is it \
+             another store's position?)"
+        );
         if args.follow {
             source.follow(after, limit, &mut out).await?;
         } else {

@@ -906,6 +906,13 @@ async fn one_process_per_data_dir_and_the_second_names_the_holder() {
     log.args(["log", "--limit", "1", "--data-dir"]).arg(&data);
     let (status, stderr) = run_bounded(log, "pop log");
     assert!(status.success(), "pop log: {stderr}");
+    // A position the log never handed out is said, not printed as an empty log (auditor31:
+    // nothing, exit 0).
+    let mut log = pop_command();
+    log.args(["log", "--after", "999999", "--data-dir"]).arg(&data);
+    let (status, stderr) = run_bounded(log, "pop log --after");
+    assert!(!status.success(), "pop log --after past the head: {stderr}");
+    assert!(stderr.contains("past the log's head"), "{stderr}");
     // A stream without events says so, and how an agenda's stream is named.
     let mut log = pop_command();
     log.args(["log", "--stream", "agenda-job-1", "--data-dir"]).arg(&data);

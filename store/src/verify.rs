@@ -54,14 +54,19 @@ impl std::fmt::Display for Break {
         if self.stream.is_empty() && self.version.is_none() && self.position.is_none() {
             return f.write_str(&self.reason);
         }
-        write!(f, "stream {:?}", self.stream)?;
+        // A break of no stream (the log's own: a hole, a cut tail) names only where it is
+        // (auditor31: it read `stream "" position 41`).
+        let mut parts = Vec::new();
+        if !self.stream.is_empty() {
+            parts.push(format!("stream {:?}", self.stream));
+        }
         if let Some(v) = self.version {
-            write!(f, " version {v}")?;
+            parts.push(format!("version {v}"));
         }
         if let Some(p) = self.position {
-            write!(f, " position {p}")?;
+            parts.push(format!("position {p}"));
         }
-        write!(f, ": {}", self.reason)
+        write!(f, "{}: {}", parts.join(" "), self.reason)
     }
 }
 

@@ -177,6 +177,29 @@ async fn every_edit_of_the_file_is_found_with_its_place() {
     let found = r.first_break.expect("a head past the entries is found");
     assert!(found.reason.contains("the entries after it are gone (a cut tail)"), "{found}");
     assert!(found.position.is_some(), "{found}");
+    // A whole stream removed, its row too, from the middle of the unsealed log: the positions
+    // it held are a hole, said without a stream (auditor31: it passed as intact, said
+    // `stream ""` where it was found, and the next start sealed over it).
+    let c = &positions[2].1;
+    let remove_c = "DELETE FROM events WHERE stream_id = (SELECT id FROM streams WHERE name = 'c'); \
+                    DELETE FROM streams WHERE name = 'c';";
+    let r = tampered(&path, remove_c);
+    let found = r.first_break.expect("a hole is found");
+    assert_eq!(found.position, Some(c[0]), "{found}");
+    assert!(found.reason.contains("(a hole)"), "{found}");
+    assert!(found.to_string().starts_with(&format!("position {}: ", c[0])), "{found}");
+    // And nothing is sealed over it.
+    let copy = path.with_extension("hole.db");
+    std::fs::copy(&path, &copy).unwrap();
+    Connection::open(&copy).unwrap().execute_batch(remove_c).unwrap();
+    let store = SqliteStore::open(&copy, SqliteOptions::default()).await.unwrap();
+    let sealing =
+        pop_store::commitment::LogCommitment::sealable_entries(&store, Position::START, 100).await;
+    assert!(
+        matches!(&sealing, Err(pop_store::StoreError::Corrupt(why)) if why.contains("hold no entry")),
+        "{sealing:?}"
+    );
+    store.close().await.unwrap();
     // A stream's events deleted while its row stays.
     let r = tampered(
         &path,

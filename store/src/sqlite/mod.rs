@@ -15,7 +15,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::FutureExt;
 use futures::stream::BoxStream;
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
@@ -114,6 +114,17 @@ impl SqliteLogFile {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         check_read_max(max)?;
         reader::read_all(&mut self.reader, after, max)
+    }
+
+    /// As [`EventStore::head`]: the highest position the log handed out.
+    pub fn head(&mut self) -> Result<Position, StoreError> {
+        let head: Option<i64> = self
+            .reader
+            .conn
+            .query_row("SELECT head FROM log WHERE id = 1", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| StoreError::backend("reading the log's head", e))?;
+        Ok(Position::from_sequence(u64::try_from(head.unwrap_or(0)).unwrap_or(0)))
     }
 
     /// As [`EventStore::read_stream`].
@@ -270,10 +281,31 @@ impl crate::commitment::LogCommitment for SqliteStore {
             .with(move |reader| {
                 let mut out = Vec::new();
                 let tx = reader.conn.unchecked_transaction().map_err(seal::fail)?;
+                // The embedded log leaves no position empty: one with no entry was removed
+                // outside pop, and nothing is signed over it (auditor31: the next start sealed
+                // over a hole in the unsealed tail, and no verify could find it after).
+                let mut expected = after.saturating_add(1);
+                let mut hole = None;
                 seal::entries(&tx, after, limit, |e| {
+                    let at = e.position.commit();
+                    if at > expected {
+                        hole = Some((expected, at - 1));
+                        return false;
+                    }
+                    expected = expected.max(at.saturating_add(1));
                     out.push(e);
                     true
                 })?;
+                if let Some((first, last)) = hole {
+                    let span = match first == last {
+                        true => format!("position {first} of the log holds"),
+                        false => format!("positions {first}–{last} of the log hold"),
+                    };
+                    return Err(StoreError::Corrupt(format!(
+                        "{span} no entry: what was there was removed or moved outside pop; \
+                         nothing is sealed until it is found (run `pop verify`)"
+                    )));
+                }
                 Ok(out)
             })
             .await

@@ -312,7 +312,8 @@ pub(crate) fn verify(
     if !report.is_intact() {
         return Ok(report);
     }
-    if let Some(found) = cut_tail(conn, log_head)? {
+    let sealed = report.checkpoints.last.map_or(0, |(_, p, _)| p.commit());
+    if let Some(found) = missing_entries(conn, log_head, sealed)? {
         return Ok(found.alone());
     }
     if report.checkpoints.unsealed_entries == 0 {
@@ -322,29 +323,57 @@ pub(crate) fn verify(
     Ok(report.with_unsealed(unsealed))
 }
 
-/// A log whose entries end below its head: the head is the highest position ever handed out,
-/// and the embedded log leaves no gap (a failed group's savepoint gives its positions back; a
-/// deleted stream keeps a hash row per event), so the entries after the last are gone — a cut
-/// tail (auditor30: it passed as intact). Checked after the walks and the checkpoints, which
-/// name a removed stream more precisely.
-fn cut_tail(conn: &Connection, log_head: Position) -> Result<Option<Break>, StoreError> {
-    let head = i64::try_from(log_head.commit()).unwrap_or(i64::MAX);
-    let last: i64 = conn
-        .query_row(
-            "SELECT max(coalesce((SELECT max(position) FROM events), 0), \
-                        coalesce((SELECT max(position) FROM pruned), 0))",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(fail)?;
-    Ok((last < head).then(|| crate::verify::Break {
+/// Entries gone from the log after position `after` (the newest checkpoint's: below it the
+/// checkpoints account for every entry). The embedded log leaves no position empty (a failed
+/// group's savepoint gives its positions back; a deleted stream keeps a hash row per event)
+/// and its head is the highest position handed out, so a position with no entry up to the
+/// head was removed: a hole (auditor31: a whole agenda, or a stream's last event with its
+/// row rewritten, removed from the unsealed tail passed as intact, and the next start sealed
+/// over it) or a cut tail (auditor30). Checked after the walks and the checkpoints, which name
+/// a removed stream more precisely.
+fn missing_entries(
+    conn: &Connection,
+    log_head: Position,
+    after: u64,
+) -> Result<Option<Break>, StoreError> {
+    let head = log_head.commit();
+    let mut expected = after.saturating_add(1);
+    let mut hole: Option<(u64, u64)> = None;
+    crate::sqlite::seal::entries(conn, after, -1, |e| {
+        let at = e.position.commit();
+        if at > expected {
+            hole = Some((expected, at - 1));
+            return false;
+        }
+        expected = expected.max(at.saturating_add(1));
+        true
+    })?;
+    let gone = match hole {
+        Some(range) => range,
+        None if expected <= head => (expected, head),
+        None => return Ok(None),
+    };
+    let (first, last) = gone;
+    let span = match first == last {
+        true => format!("position {first} of the log holds"),
+        false => format!("positions {first}–{last} of the log hold"),
+    };
+    Ok(Some(crate::verify::Break {
         stream: String::new(),
         version: None,
-        position: Some(position(last + 1)),
-        reason: format!(
-            "the log's head says {head} positions were handed out, but its entries end at \
-             {last}: the entries after it are gone (a cut tail)"
-        ),
+        position: Some(position(i64::try_from(first).unwrap_or(i64::MAX))),
+        reason: if hole.is_some() {
+            format!(
+                "{span} no entry, and the embedded log leaves none empty: what was there was \
+                 removed or moved outside pop (a hole)"
+            )
+        } else {
+            format!(
+                "the log's head says {head} positions were handed out, but its entries end \
+                 at {}: the entries after it are gone (a cut tail)",
+                first - 1
+            )
+        },
     }))
 }
 
@@ -449,7 +478,15 @@ pub(crate) fn hash_rows_break(conn: &Connection) -> Result<Option<Break>, StoreE
     let report = crate::verify::check_pruned(Verification::default(), &tombstones, &tails);
     match report.first_break {
         Some(found) => Ok(Some(found)),
-        None => cut_tail(conn, log_head),
+        // Above the newest checkpoint: below it, the checkpoints' own check names what is
+        // gone more precisely (the stream), as verify's does.
+        None => {
+            let sealed = crate::sqlite::seal::checkpoints(conn, true)?
+                .first()
+                .and_then(|c| serde_json::from_slice::<crate::commitment::Checkpoint>(&c.body).ok())
+                .map_or(0, |c| c.position.commit());
+            missing_entries(conn, log_head, sealed)
+        }
     }
 }
 
