@@ -1040,6 +1040,15 @@ async fn one_principal_holds_only_its_share_of_subscriptions() {
     globex.subscribe("g", FOLLOW, json!({"id": theirs})).await;
     let m = globex.next().await;
     assert_eq!(m["payload"]["data"]["agendaProgress"]["progress"]["id"], theirs.as_str(), "{m:#}");
+    // Another token of acme's shares acme's share (hostile34: ten tokens of one customer held
+    // the server's whole bound and locked every other customer out).
+    let mut second = RawWs::authed(&server.ws_url(), ACME_ADMIN).await;
+    second.subscribe("a0", FOLLOW, json!({"id": mine})).await;
+    let m = second.next().await;
+    let error = &m["payload"]["errors"][0];
+    assert_eq!(code(error), "BUSY", "{m:#}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("customer \"acme\""), "{message}");
     // Completing one gives acme-user its room back.
     acme.send(json!({"type": "complete", "id": "s0"})).await;
     let started = Instant::now();

@@ -94,8 +94,9 @@ pub enum Scope {
 pub enum FeedError {
     #[error("the server already follows {max} subscriptions, the most it may")]
     Full { max: usize },
-    /// The owner (a principal) already holds its share of the server's subscriptions.
-    #[error("principal {owner:?} already has {max} subscriptions, its share of the server's")]
+    /// An owner (a principal, or a customer with all its principals together) already holds
+    /// its share of the server's subscriptions; `owner` names it as the error says it.
+    #[error("{owner} already has {max} subscriptions, its share of the server's")]
     ShareFull { owner: String, max: usize },
 }
 
@@ -146,11 +147,13 @@ impl Dispatcher {
         self
     }
 
-    /// As [`Dispatcher::register`], counting the subscriber against `owner`'s share, and
+    /// As [`Dispatcher::register`], counting the subscriber against the share of each of
+    /// `owners` (refused if any holds its share already: a principal, and each customer it
+    /// follows for, so many tokens of one customer share one customer's share), and
     /// visiting it only for changes of the customers `scope` names.
     pub fn register_for<F>(
         &self,
-        owner: &str,
+        owners: &[String],
         key: Key,
         scope: Scope,
         keep: F,
@@ -158,7 +161,7 @@ impl Dispatcher {
     where
         F: Fn(&Change) -> bool + Send + 'static,
     {
-        self.join(Some(owner), key, scope, keep)
+        self.join(owners, key, scope, keep)
     }
 
     /// Registers a subscriber of `key` whose filter is `keep`; from now on every change
@@ -168,12 +171,12 @@ impl Dispatcher {
     where
         F: Fn(&Change) -> bool + Send + 'static,
     {
-        self.join(None, key, Scope::Any, keep)
+        self.join(&[], key, Scope::Any, keep)
     }
 
     fn join<F>(
         &self,
-        owner: Option<&str>,
+        owners: &[String],
         key: Key,
         scope: Scope,
         keep: F,
@@ -185,19 +188,25 @@ impl Dispatcher {
         if registry.subscribers.len() >= self.max_subscribers {
             return Err(FeedError::Full { max: self.max_subscribers });
         }
-        let owner: Option<Arc<str>> = owner.map(Arc::from);
-        if let Some(owner) = &owner
-            && registry.per_owner.get(owner).copied().unwrap_or(0) >= self.max_per_owner
-        {
-            return Err(FeedError::ShareFull { owner: owner.to_string(), max: self.max_per_owner });
+        if let Some(full) = owners.iter().find(|owner| {
+            registry.per_owner.get(owner.as_str()).copied().unwrap_or(0) >= self.max_per_owner
+        }) {
+            return Err(FeedError::ShareFull { owner: full.clone(), max: self.max_per_owner });
         }
+        let owners: Vec<Arc<str>> = owners.iter().map(|o| Arc::from(o.as_str())).collect();
         // One slot more than the changes it may hold: room for the lag marker.
         let (tx, rx) = mpsc::channel(self.capacity.saturating_add(1));
         let missed = Arc::new(AtomicU64::new(0));
         let id = registry.next_id;
         registry.next_id += 1;
-        let subscriber =
-            Subscriber { owner, key, scope, keep: Box::new(keep), tx, missed: Arc::clone(&missed) };
+        let subscriber = Subscriber {
+            owners,
+            key,
+            scope,
+            keep: Box::new(keep),
+            tx,
+            missed: Arc::clone(&missed),
+        };
         match registry.state {
             // The feed is over: the receiver ends at once, as the subscription should.
             Dispatch::Closed => drop(subscriber),
@@ -373,7 +382,7 @@ impl Bucket {
 }
 
 struct Subscriber {
-    owner: Option<Arc<str>>,
+    owners: Vec<Arc<str>>,
     key: Key,
     scope: Scope,
     keep: Box<dyn Fn(&Change) -> bool + Send>,
@@ -394,7 +403,7 @@ impl std::fmt::Debug for Registry {
 impl Registry {
     fn insert(&mut self, id: u64, subscriber: Subscriber) {
         self.by_key.entry(subscriber.key.clone()).or_default().insert(id, &subscriber.scope);
-        if let Some(owner) = &subscriber.owner {
+        for owner in &subscriber.owners {
             *self.per_owner.entry(Arc::clone(owner)).or_default() += 1;
         }
         self.subscribers.insert(id, subscriber);
@@ -402,12 +411,12 @@ impl Registry {
 
     fn remove(&mut self, id: u64) {
         let Some(subscriber) = self.subscribers.remove(&id) else { return };
-        if let Some(owner) = &subscriber.owner
-            && let Some(count) = self.per_owner.get_mut(owner)
-        {
-            *count -= 1;
-            if *count == 0 {
-                self.per_owner.remove(owner);
+        for owner in &subscriber.owners {
+            if let Some(count) = self.per_owner.get_mut(owner) {
+                *count -= 1;
+                if *count == 0 {
+                    self.per_owner.remove(owner);
+                }
             }
         }
         if let Some(bucket) = self.by_key.get_mut(&subscriber.key) {
@@ -598,7 +607,7 @@ mod tests {
         let link = Key::Link(Arc::from("l1"));
         let scope = Scope::Customers(vec![Arc::from("acme")]);
         let mut items = feed
-            .register_for("acme-user", link.clone(), scope, move |_| {
+            .register_for(&["acme-user".to_string()], link.clone(), scope, move |_| {
                 counted.fetch_add(1, Ordering::SeqCst);
                 true
             })
@@ -635,7 +644,7 @@ mod tests {
         for scope in [group.clone(), group, Scope::Customers(Vec::new())] {
             let counted = Arc::clone(&asked);
             followed.push(
-                feed.register_for("many", link.clone(), scope, move |_| {
+                feed.register_for(&["many".to_string()], link.clone(), scope, move |_| {
                     counted.fetch_add(1, Ordering::SeqCst);
                     true
                 })
@@ -749,22 +758,39 @@ mod tests {
         let (tx, _) = broadcast::channel(4);
         let feed = tx.clone();
         let feed = Dispatcher::new(1, 10, move || feed.subscribe()).with_share(2);
-        let a =
-            feed.register_for("mallory", customer("acme"), Scope::Any, |_| true).expect("first");
-        let _b =
-            feed.register_for("mallory", customer("acme"), Scope::Any, |_| true).expect("second");
+        let owners = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let mallory = owners(&["mallory", "customer globex"]);
+        let join = |who: &[String]| {
+            feed.register_for(who, customer("acme"), Scope::Any, |_| true).map(drop)
+        };
+        let a = feed.register_for(&mallory, customer("acme"), Scope::Any, |_| true).expect("1");
+        let _b = feed.register_for(&mallory, customer("acme"), Scope::Any, |_| true).expect("2");
+        assert_eq!(join(&mallory), Err(FeedError::ShareFull { owner: "mallory".into(), max: 2 }));
+        // Another token of the same customer has the customer's share to itself no more
+        // (hostile34: ten tokens of one customer filled the server's whole bound).
         assert_eq!(
-            feed.register_for("mallory", customer("acme"), Scope::Any, |_| true).map(|_| ()),
-            Err(FeedError::ShareFull { owner: "mallory".into(), max: 2 })
+            join(&owners(&["mallory-2", "customer globex"])),
+            Err(FeedError::ShareFull { owner: "customer globex".into(), max: 2 })
         );
-        // Another owner, and a subscriber of no owner, still join.
+        // Another customer's principal, and a subscriber of no owner, still join.
         let _c = feed
-            .register_for("alice", customer("acme"), Scope::Any, |_| true)
+            .register_for(
+                &owners(&["alice", "customer acme"]),
+                customer("acme"),
+                Scope::Any,
+                |_| true,
+            )
             .expect("another owner");
         let _d = feed.register(customer("acme"), |_| true).expect("no owner");
         drop(a);
         assert!(
-            feed.register_for("mallory", customer("acme"), Scope::Any, |_| true).is_ok(),
+            feed.register_for(
+                &owners(&["mallory-2", "customer globex"]),
+                customer("acme"),
+                Scope::Any,
+                |_| true
+            )
+            .is_ok(),
             "room again"
         );
     }

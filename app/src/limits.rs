@@ -38,11 +38,12 @@ pub const DEFAULT_SUBSCRIBER_BUFFER: usize = 256;
 /// MiB of queued pointers. Past it a new subscription is refused with a clear error.
 pub const MAX_SUBSCRIBERS: usize = 50_000;
 
-/// Most live follows one principal may have at once (default): its share of
-/// [`MAX_SUBSCRIBERS`], so one token cannot fill the server's bound and lock every other
-/// customer's dashboards out (one user filled all 50,000 with 505 connections). A dashboard
-/// follows a handful; 5,000 is a tenth of the bound, so ten principals at their share still
-/// leave room.
+/// Most live follows one principal may have at once, and one customer with all its
+/// principals together (default): their share of [`MAX_SUBSCRIBERS`], so neither one token
+/// (one user filled all 50,000 with 505 connections) nor one customer's many tokens
+/// (hostile34: ten at their share filled it) can lock every other customer's dashboards out.
+/// A dashboard follows a handful; 5,000 is a tenth of the bound, so it takes ten customers at
+/// their share together to fill it.
 pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_PRINCIPAL: usize = 5_000;
 
 /// Most live (not COMPLETE) agendas one customer may have at once (default); past it a

@@ -577,14 +577,16 @@ impl App {
                 let scope = target.scope(&principal);
                 let feed = self
                     .feed()
-                    .register_for(&principal.name, target.key(), scope, move |c| {
+                    .register_for(&share_owners(&principal), target.key(), scope, move |c| {
                         filter_target.admits(c, &filter_principal)
                             && (group || filter_pin.admits(&c.customer_id))
                     })
                     .map_err(|e| match e {
-                        FeedError::Full { .. } => AppError::bad_request(format!(
-                            "{e}; close other subscriptions or try again later (it is a server-wide bound)"
-                        )),
+                        // Busy, not the caller's mistake: others hold the server's follows.
+                        FeedError::Full { .. } => AppError::new(
+                            Code::Busy,
+                            format!("{e}; try again later (it is a server-wide bound)"),
+                        ),
                         FeedError::ShareFull { .. } => AppError::new(
                             Code::Busy,
                             format!("{e}; complete some before subscribing to more"),
@@ -616,6 +618,18 @@ impl App {
             })
             .await
     }
+}
+
+/// Whose shares of the server's follows one of `principal`'s counts against: the principal's
+/// own, and each customer's it sees (every token of a customer together), so a customer with
+/// many tokens still holds one share (hostile34: ten tokens of one customer filled the whole
+/// server bound). A `*` principal (an admin's) has its own share only.
+fn share_owners(principal: &Principal) -> Vec<String> {
+    let mut owners = vec![format!("principal {:?}", principal.name)];
+    if let Visibility::Customers(ids) = &principal.customers {
+        owners.extend(ids.iter().map(|id| format!("customer {id:?} (all its tokens together)")));
+    }
+    owners
 }
 
 #[cfg(test)]
