@@ -170,13 +170,7 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
         BatchRequest::Batch(rs) => rs.iter().map(|r| r.query.as_str()).collect(),
     };
     if let Some(text) = queries.into_iter().find_map(crate::request::wide_integer_in_query) {
-        let error = AppError::invalid(
-            "query",
-            format!(
-                "{text} is an integer beyond 64 bits, which pop would keep only rounded: send it \
-                 as a string"
-            ),
-        );
+        let error = crate::request::wide_integer_error("query", &text);
         return error_response(StatusCode::BAD_REQUEST, error, &cid);
     }
     // serde reads `[]` (and `{}`) as one request with every field defaulted (hostile30: an

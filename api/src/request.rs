@@ -361,15 +361,21 @@ fn number_at(bytes: &[u8], start: usize) -> (usize, Option<String>) {
 /// [`wide_integer`] as the request's error (VALIDATION naming the field).
 pub(crate) fn refuse_wide_integer(bytes: &[u8]) -> Result<(), AppError> {
     match wide_integer(bytes) {
-        Some((path, text)) => Err(AppError::invalid(
-            &path,
-            format!(
-                "{text} is an integer beyond 64 bits, which pop would keep only rounded: send it \
-                 as a string"
-            ),
-        )),
+        Some((path, text)) => Err(wide_integer_error(&path, &text)),
         None => Ok(()),
     }
+}
+
+/// The refusal of integer `text` at `field`, which 64 bits do not hold: in a body or written
+/// in a GraphQL document alike.
+pub(crate) fn wide_integer_error(field: &str, text: &str) -> AppError {
+    AppError::invalid(
+        field,
+        format!(
+            "{text} is an integer beyond 64 bits, which pop would keep only rounded: send it as \
+             a string"
+        ),
+    )
 }
 
 /// Reads a request body of at most `limit` bytes within `within`. A larger one (declared or

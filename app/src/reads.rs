@@ -561,7 +561,7 @@ impl App {
                         error::RETRY_AFTER_UNAVAILABLE_SECS,
                         // Said as it is (ops3am20: "the event store is unavailable" while the
                         // store was up and only this replica's read models had stopped).
-                        if trouble.starts_with("the projections stopped") {
+                        if t.stopped {
                             " (another replica may answer it; this one will not until restarted)"
                         } else {
                             ""

@@ -45,7 +45,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
@@ -203,6 +203,9 @@ pub struct Timeout {
     /// Why they cannot get there now ([`Projections::trouble`]), when that is why the wait
     /// ended: the store is unavailable or the runner stopped. `None`: they were only slow.
     pub trouble: Option<String>,
+    /// Whether that trouble is the runner's stop for good ([`Projections::has_stopped`]):
+    /// another replica may answer, this one will not until restarted.
+    pub stopped: bool,
 }
 
 struct Shared {
@@ -211,6 +214,8 @@ struct Shared {
     ready: watch::Sender<bool>,
     /// Why the runner cannot read the log right now (or stopped), `None` while it can.
     trouble: watch::Sender<Option<String>>,
+    /// Whether the runner stopped for good (its trouble then says why).
+    stopped: AtomicBool,
     /// Why the models are degraded (the memory budget), `None` while they are not.
     degraded: RwLock<Option<String>>,
     changes: broadcast::Sender<Change>,
@@ -248,6 +253,7 @@ impl Projections {
                 applied: watch::Sender::new(position),
                 ready: watch::Sender::new(false),
                 trouble: watch::Sender::new(None),
+                stopped: AtomicBool::new(false),
                 degraded: RwLock::new(None),
                 changes,
                 skipped: AtomicU64::new(0),
@@ -302,6 +308,7 @@ impl Projections {
                 applied: self.applied(),
                 waited,
                 trouble: self.trouble(),
+                stopped: self.has_stopped(),
             }),
         }
     }
@@ -311,6 +318,13 @@ impl Projections {
     /// is false while this is `Some`.
     pub fn trouble(&self) -> Option<String> {
         self.shared.trouble.borrow().clone()
+    }
+
+    /// Whether the runner stopped for good (a bad event, a corrupt read model, a log gone
+    /// back): unlike an unavailable store, this replica's models will not move again until it
+    /// is restarted.
+    pub fn has_stopped(&self) -> bool {
+        self.shared.stopped.load(Ordering::SeqCst)
     }
 
     /// Why the read models are degraded, if they are: the process passed its memory budget
@@ -592,6 +606,7 @@ impl Runner {
     /// Logs why the runner stops for good and keeps the replica unready with the reason.
     fn stopped(&self, e: ProjectionError, applied: Position) -> ProjectionError {
         tracing::error!(error = %ErrorChain(&e), position = %applied, "projections stopped");
+        self.handle.shared.stopped.store(true, Ordering::SeqCst);
         self.handle.set_trouble(Some(format!(
             "the projections stopped at position {applied}: {} (the replica stays unready; \
              check the store — `pop verify` — and restart)",

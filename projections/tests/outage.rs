@@ -151,6 +151,10 @@ async fn a_head_gone_back_behind_what_was_applied_stops_the_runner() {
     let stopped = tokio::time::timeout(PATIENCE, task).await.expect("the runner stops").unwrap();
     let why = format!("{}", stopped.unwrap_err());
     assert!(why.contains("went back"), "{why}");
+    // A read waiting for a later write is told at once that this replica stopped for good.
+    let later = Position::new(first.commit() + 1_000, 0);
+    let err = handle.wait_for(later, PATIENCE).await.unwrap_err();
+    assert!(err.stopped && handle.has_stopped(), "{err:?}");
 }
 
 #[tokio::test]
@@ -178,6 +182,7 @@ async fn an_outage_longer_than_the_retries_is_waited_out_and_reads_answer_with_t
     let why = err.trouble.clone().expect("the wait names the trouble");
     assert!(why.contains("connection refused"), "{why}");
     assert_eq!(err.applied, first, "{err:?}");
+    assert!(!err.stopped && !handle.has_stopped(), "an outage is no stop: {err:?}");
 
     // Well past the retries a failing store used to get before the runner gave up for good.
     let attempts = store.subscriptions.load(Ordering::SeqCst) + MAX_STORE_RETRIES + 3;

@@ -19,8 +19,8 @@
 //! (higher `params.priority` first, FIFO within, with aging), where "oldest" and aging go by
 //! the time an agenda entered the queue: a rerun, retried, reclaimed or released agenda is
 //! behind the ones that waited before it. The candidates of `FirstInFirstOut` are the
-//! schedulable `added` agendas among the first [`MAX_SCAN_PAGES`] pages of the insight's queue
-//! order; those of `RoundRobin` and `Priority` are each customer's oldest-added, as many pages'
+//! schedulable `added` agendas among the first [`MAX_SCAN_PAGES`] full pages' worth of the
+//! insight's queue order (read in pages sized to the room left); those of `RoundRobin` and `Priority` are each customer's oldest-added, as many pages'
 //! worth shared evenly among the customers with work there (at least one each), so a
 //! customer's backlog deeper than that never hides another customer's agendas (hostile32),
 //! and within one customer's deep backlog they choose among its oldest part.
@@ -64,8 +64,8 @@ pub const SAFETY_PASS_INTERVAL: Duration = Duration::from_secs(5);
 /// the commands of one pass per insight.
 pub const MAX_QUEUE_SIZE: usize = 10_000;
 
-/// Most pages of an insight's queue candidates one pass looks through (`doNotRun` agendas are
-/// never among them: the projections keep them out of the queue order).
+/// How many full pages' worth of an insight's queue one pass looks through at most (`doNotRun`
+/// agendas are never among them: the projections keep them out of the queue order).
 pub const MAX_SCAN_PAGES: usize = 10;
 
 /// Most changes drained from the feed into one pass (the rest wake the next pass).
@@ -176,13 +176,19 @@ fn plan(projections: &Projections, memory: &mut Memory, now_ms: i64) -> Vec<(Str
             SchedulingAlgorithm::FirstInFirstOut => {
                 let mut candidates = Vec::new();
                 let mut after: Option<Cursor> = None;
-                'pages: for _ in 0..MAX_SCAN_PAGES {
+                // Pages sized to the room (doubling while entries that cannot run fill them),
+                // so a pass with room for a few reads a few entries of a long backlog, not a
+                // thousand; at most as many entries in all as `MAX_SCAN_PAGES` full pages.
+                let mut left = MAX_SCAN_PAGES * MAX_PAGE_SIZE;
+                let mut limit = room.saturating_mul(2).clamp(16, MAX_PAGE_SIZE);
+                'pages: while left > 0 {
                     let mut query = AgendaQuery::new(&all);
                     query.insight_id = Some(&insight.id);
                     query.phase = Some(Phase::Added);
                     query.order = AgendaOrder::Queue;
                     query.after = after.as_ref();
-                    query.limit = MAX_PAGE_SIZE;
+                    query.limit = limit.min(left);
+                    left -= query.limit;
                     let page = models.select_agendas(&query);
                     for entry in &page.items {
                         if candidates.len() >= room {
@@ -194,6 +200,7 @@ fn plan(projections: &Projections, memory: &mut Memory, now_ms: i64) -> Vec<(Str
                         Some(next) => after = Some(next),
                         None => break,
                     }
+                    limit = limit.saturating_mul(2).min(MAX_PAGE_SIZE);
                 }
                 candidates
             }
