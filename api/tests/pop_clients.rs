@@ -75,10 +75,30 @@ async fn the_pop_cid_header_is_the_correlation_id_and_comes_back() {
         "the events carry it: {:#}",
         mine.body
     );
+    // A blank cid in the body (Jackson's "" for an unset field) names none: the header's is
+    // the answer's, as it is the write's (popclient23: the answer's cid and headers were blank).
+    let blank = json!({"agenda": pop_agenda("blank", "cid-link"), "cid": ""});
+    let b = send(&s, "POST", &path, Some(blank), &[("X-pop-cid", "header-cid-8")]).await;
+    assert_eq!(b.status, 200, "{:#}", b.body);
+    assert_eq!(b.body["cid"], json!("header-cid-8"), "{:#}", b.body);
+    assert_eq!(
+        (b.pop_cid.as_deref(), b.cid.as_deref()),
+        (Some("header-cid-8"), Some("header-cid-8"))
+    );
+    assert_eq!(b.body["all"][0]["cid"], json!("header-cid-8"), "{:#}", b.body);
     // And errors name it.
     let e = send(&s, "GET", "/pop/agenda/missing", None, &[("X-pop-cid", "pop-cid-43")]).await;
     assert_eq!(e.status, 404);
     assert_eq!(e.body["errorResponse"]["correlationId"], json!("pop-cid-43"));
+    // HEAD is GET without the body (popclient23: 405 on every /pop route, Allow saying GET).
+    let id = a.body["all"][0]["id"].as_str().unwrap();
+    for (path, status) in [(format!("/pop/agenda/{id}"), 200), ("/pop/agenda/missing".into(), 404)]
+    {
+        let head = s.http.head(format!("{}{path}", s.base)).bearer_auth(ACME).send().await.unwrap();
+        assert_eq!(head.status().as_u16(), status, "HEAD {path}");
+        assert!(head.headers().get("x-correlation-id").is_some(), "HEAD {path}");
+        assert!(head.bytes().await.unwrap().is_empty(), "HEAD {path} has no body");
+    }
 }
 
 #[tokio::test]
@@ -339,7 +359,8 @@ async fn an_unchanged_pop_client_runs_a_lifecycle_in_jackson_json() {
         ACME_SERVICE,
         "POST",
         "/pop/resourcepool/service/getAgenda",
-        json!({"insightId": "jackson", "count": "1", "cid": null}),
+        // "1.0": Jackson reads a zero fraction into an Integer, and so does pop (popclient23).
+        json!({"insightId": "jackson", "count": "1.0", "cid": null}),
     )
     .await;
     assert_eq!(a.status, 200, "{:#}", a.body);

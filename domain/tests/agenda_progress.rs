@@ -260,6 +260,32 @@ fn report_input_is_validated_listing_every_problem() {
         ]
     );
     assert!(errors.errors[1].message.contains("reported twice"), "{errors:?}");
+    // COMPLETE says succeeded, failed or cancelled (any case); another word would fail the
+    // agenda with no reason recorded (popclient23: "success" answered 200 and failed it).
+    for word in ["success", "done", " succeeded"] {
+        let reported = OperationReport {
+            name: "b".into(),
+            state: Complete,
+            message: Some(word.into()),
+            ..Default::default()
+        };
+        let Err(AgendaError::Invalid(errors)) =
+            replay(&given).decide(&report("w1", 10, ops(vec![reported])))
+        else {
+            panic!("{word:?}: expected a validation error")
+        };
+        assert_eq!(errors.errors[0].field, "operationProgress[0].processingStateMessage");
+        assert!(errors.errors[0].message.contains(&format!("{word:?}")), "{errors:?}");
+    }
+    for word in ["Succeeded", "FAILED", "cancelled"] {
+        let reported = OperationReport {
+            name: "b".into(),
+            state: Complete,
+            message: Some(word.into()),
+            ..Default::default()
+        };
+        assert!(replay(&given).decide(&report("w1", 10, ops(vec![reported]))).is_ok(), "{word}");
+    }
 }
 
 /// A report naming an operation the agenda does not have (POP's executor reports what a

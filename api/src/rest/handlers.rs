@@ -112,13 +112,25 @@ fn required_text(object: &Map<String, Value>, field: &str) -> RestResult<String>
     text(object, field)?.ok_or_else(|| AppError::invalid(field, "is required").into())
 }
 
-/// A field as an integer: a JSON integer or a numeric string.
+/// A field as an integer: a JSON integer or a numeric string, either also written with a
+/// zero fraction (`2.0`, `"2.0"`), as Jackson reads them into an `Integer` and pop's other
+/// integer fields take them (popclient23: getAgenda's `count` refused them).
 fn integer(object: &Map<String, Value>, field: &str) -> RestResult<Option<i64>> {
     let bad = || AppError::invalid(field, "must be an integer (a number or a numeric string)");
+    let whole = |f: f64| {
+        // Beyond ±2^53 a float is no exact integer any more.
+        (f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0).then_some(f as i64)
+    };
+    let read = |text: &str| {
+        let text = text.trim();
+        text.parse::<i64>().ok().or_else(|| text.parse::<f64>().ok().and_then(whole))
+    };
     match object.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| bad().into()),
-        Some(Value::String(s)) => s.trim().parse::<i64>().map(Some).map_err(|_| bad().into()),
+        Some(Value::Number(n)) => {
+            n.as_i64().or_else(|| n.as_f64().and_then(whole)).map(Some).ok_or_else(|| bad().into())
+        }
+        Some(Value::String(s)) => read(s).map(Some).ok_or_else(|| bad().into()),
         Some(_) => Err(bad().into()),
     }
 }
@@ -637,9 +649,11 @@ async fn configured<T: ConfigKind + Serialize>(call: &Call<'_>, op: ConfigOp) ->
 
 // ---- services ------------------------------------------------------------------------------
 
-/// The body's `cid` (a write may name its own correlation id, as on GraphQL).
+/// The body's `cid` (a write may name its own correlation id, as on GraphQL); a blank one
+/// (Jackson's `""` for an unset field) names none (popclient23: it blanked the answer's cid
+/// and both correlation headers while the write ran under the header's).
 fn body_cid(object: &Map<String, Value>) -> Option<&str> {
-    object.get("cid").and_then(Value::as_str)
+    object.get("cid").and_then(Value::as_str).filter(|cid| !cid.trim().is_empty())
 }
 
 /// `agenda/service/run {payload: <JSON text>, agendaTemplateId, customerId?}`.
@@ -878,6 +892,19 @@ async fn summary(call: &Call<'_>) -> RestResult<Reply> {
 #[cfg(test)]
 mod budget_tests {
     use super::*;
+
+    #[test]
+    fn an_integer_field_takes_a_zero_fraction_and_refuses_any_other() {
+        let read = |v: Value| integer(json!({"count": v}).as_object().unwrap(), "count").ok();
+        for whole in [json!(2), json!("2"), json!(2.0), json!("2.0"), json!(" 2 ")] {
+            assert_eq!(read(whole.clone()), Some(Some(2)), "{whole}");
+        }
+        for bad in [json!(2.5), json!("2.5"), json!("two"), json!(true), json!("NaN"), json!(1e300)]
+        {
+            assert_eq!(read(bad.clone()), None, "{bad}");
+        }
+        assert_eq!(read(Value::Null), Some(None));
+    }
 
     #[test]
     fn results_are_json_text_as_pops_string_and_client_json_is_left_alone() {

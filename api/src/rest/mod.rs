@@ -545,6 +545,9 @@ async fn serve(
     cid: &str,
     route_path: &mut &'static str,
 ) -> RestResult<Reply> {
+    // HEAD is GET without the body, which the HTTP server leaves out (RFC 9110 §9.3.2;
+    // popclient23: every /pop route answered HEAD 405 while its Allow header said GET).
+    let method = if method == Method::HEAD { Method::GET } else { method };
     let segments = segments(uri.path())?;
     let Some((route, id)) = find_route(&segments) else {
         return Err(AppError::new(

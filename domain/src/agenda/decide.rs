@@ -556,16 +556,31 @@ impl AgendaState {
                     format!("the percent of operation {:?} must be a number ≥ 0", r.name),
                 );
             }
-            if r.state == ProcessingState::Complete
-                && r.message.as_deref().is_none_or(|m| m.trim().is_empty())
-            {
-                errors.push(
+            match (r.state, r.message.as_deref()) {
+                (ProcessingState::Complete, m) if m.is_none_or(|m| m.trim().is_empty()) => errors.push(
                     format!("{field}.processingStateMessage"),
                     format!(
                         "operation {:?} is COMPLETE without processingStateMessage (succeeded or failed)",
                         r.name
                     ),
-                );
+                ),
+                // Any other word would count as a failure and record no reason (popclient23:
+                // "success" and "done" failed agendas that answered 200).
+                (ProcessingState::Complete, Some(m))
+                    if !(message::is_succeeded(m)
+                        || message::is_failed(m)
+                        || message::is_cancelled(m)) =>
+                {
+                    errors.push(
+                        format!("{field}.processingStateMessage"),
+                        format!(
+                            "operation {:?} is COMPLETE with processingStateMessage {m:?}, which \
+                             is none of succeeded, failed or cancelled",
+                            r.name
+                        ),
+                    )
+                }
+                _ => {}
             }
         }
         errors.into_result()?;
