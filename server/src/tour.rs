@@ -59,6 +59,29 @@ pub async fn submit(
         {
             stored_earlier(client, &id, &agenda).await.map_err(|_| submit_error(e, &agenda))?
         }
+        // An answer that leaves the outcome open (a deadline passed while the store stalled,
+        // the connection broke after the send): the write may commit later. Read back once;
+        // if it is not there yet, say the id it was sent with (ops3am22: the agendas were
+        // stored after the stall, and a second `pop submit` made each a second time).
+        (Err(e), Some(id)) if !refused_for_good(&e) => {
+            match stored_earlier(client, &id, &agenda).await {
+                Ok(data) => data,
+                Err(_) => {
+                    return Err(anyhow::anyhow!(
+                        "{e:#}\npop: the agenda was sent with id {id:?}; whether it was stored is not \
+                     known yet: `{}` tells once the server answers. To send it again without \
+                     making a second agenda, put \"id\": \"{id}\" in {} first",
+                        output::command(
+                            "progress",
+                            agenda.get("progressId").and_then(Value::as_str).unwrap_or(&id),
+                            agenda.get("customerId").and_then(Value::as_str),
+                            &[]
+                        ),
+                        file.display()
+                    ));
+                }
+            }
+        }
         (Err(e), _) => return Err(submit_error(e, &agenda)),
     };
     let r = &data["submitAgenda"];
@@ -90,6 +113,24 @@ pub async fn submit(
     Ok(())
 }
 
+/// Whether `e` is an answer that nothing was stored: a refusal of the request itself (not an
+/// outage, a deadline or a broken connection, after which a write may still commit).
+fn refused_for_good(e: &anyhow::Error) -> bool {
+    const REFUSALS: [&str; 9] = [
+        "VALIDATION",
+        "BAD_REQUEST",
+        "UNAUTHENTICATED",
+        "FORBIDDEN",
+        "NOT_FOUND",
+        "CONFLICT",
+        "QUOTA_EXCEEDED",
+        "BUSY",
+        "QUERY_TOO_COSTLY",
+    ];
+    let text = e.to_string();
+    REFUSALS.iter().any(|code| text.starts_with(&format!("{code}:")))
+}
+
 /// The agenda this command made the id of, stored by an earlier send whose answer was lost
 /// (the id is fresh: nothing else can have used it), read back in the shape the submission
 /// answers.
@@ -108,8 +149,8 @@ async fn stored_earlier(client: &Client, id: &str, agenda: &Value) -> Result<Val
         bail!("agenda {id:?} is not readable");
     }
     eprintln!(
-        "pop: the first send's answer was lost (the server was unavailable); it was stored, and \
-         this is that agenda"
+        "pop: the first send's answer was lost (the server was unavailable or did not answer in \
+         time); it was stored, and this is that agenda"
     );
     // The shape a submission answers (its position is the first send's, not known here).
     let cid = data["agenda"]["cid"].clone();
@@ -407,5 +448,27 @@ mod as_of_tests {
         assert!(!is_position("1796221920000") && !is_position(""));
         let e = as_of_time("yesterday").unwrap_err().to_string();
         assert!(e.contains("neither a log position") && e.contains("2026-12-02T14:02:00Z"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod submit_tests {
+    use super::refused_for_good;
+
+    /// A refusal says nothing was stored; a deadline, an outage or a broken connection leave
+    /// the outcome open, and `pop submit` then reads back and names the id it sent (ops3am22).
+    #[test]
+    fn only_a_refusal_of_the_request_says_nothing_was_stored() {
+        for refused in ["VALIDATION: agenda.operations: …", "CONFLICT: agenda is COMPLETE"] {
+            assert!(refused_for_good(&anyhow::anyhow!("{refused}")), "{refused}");
+        }
+        for open in [
+            "DEADLINE_EXCEEDED: request: not answered within the deadline",
+            "UNAVAILABLE: the event store went away",
+            "INTERNAL: …",
+            "error sending request for url (http://127.0.0.1:8080/graphql)",
+        ] {
+            assert!(!refused_for_good(&anyhow::anyhow!("{open}")), "{open}");
+        }
     }
 }

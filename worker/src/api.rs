@@ -19,7 +19,8 @@ pub enum ApiError {
     /// `FORBIDDEN`, `UNAUTHENTICATED`).
     #[error("{code}: {message}")]
     Refused { code: String, message: String },
-    /// The request may succeed later (connection refused, timeout, 5xx, `INTERNAL`, `TIMEOUT`).
+    /// The request may succeed later (connection refused, timeout, 5xx, `INTERNAL`, `TIMEOUT`,
+    /// `UNAVAILABLE`, `DEADLINE_EXCEEDED`, `BUSY`).
     #[error("{0}")]
     Transient(String),
 }
@@ -281,7 +282,11 @@ impl GraphqlApi {
             let code = error["extensions"]["code"].as_str().unwrap_or("INTERNAL").to_string();
             let message = error["message"].as_str().unwrap_or("(no message)").to_string();
             let error = match code.as_str() {
-                "INTERNAL" | "TIMEOUT" | "UNAVAILABLE" => {
+                // A deadline passed (the store stalled) or too many calls at once: nothing
+                // refused the call, and a report carries the whole state, so sending it again
+                // is safe (ops3am22: a second DEADLINE_EXCEEDED past the retry budget dropped
+                // every running agenda of the worker, each then losing an attempt).
+                "INTERNAL" | "TIMEOUT" | "UNAVAILABLE" | "DEADLINE_EXCEEDED" | "BUSY" => {
                     ApiError::Transient(format!("{code}: {message}"))
                 }
                 _ => ApiError::Refused { code, message },

@@ -162,6 +162,25 @@ async fn a_refusal_is_not_sent_again() {
     assert_eq!(server.requests().len(), 1);
 }
 
+/// A deadline that passed (the store stalled) refuses nothing: once the client stops sending
+/// it again, it is a transient failure, which the reporter keeps sending while it holds the
+/// lease (ops3am22: it was a refusal, and every running agenda was dropped).
+#[tokio::test]
+async fn a_deadline_that_passed_is_no_refusal() {
+    let stalled = Answer {
+        status: 200,
+        headers: vec![],
+        body: json!({"errors": [{"message": "request: not answered within the deadline",
+            "extensions": {"code": "DEADLINE_EXCEEDED"}}]})
+        .to_string(),
+    };
+    let (server, base) = Scripted::start(vec![], stalled).await;
+    let api = GraphqlApi::new(&base, "tok").unwrap();
+    let error = api.update_progress(&json!({"id": "ag"})).await.unwrap_err();
+    assert!(error.is_transient(), "{error}");
+    assert_eq!(server.requests().len(), 1);
+}
+
 #[tokio::test]
 async fn an_execution_goes_on_through_an_outage_and_succeeds() {
     // The first two reports meet the outage; everything after is taken.
