@@ -159,6 +159,9 @@ test('sign in with a token shows who is signed in; a bad token is refused', asyn
   await bad.waitForSelector('.error', { timeout: WAIT });
   const text = await bad.$eval('.error', (e) => e.textContent);
   assert.match(text, /UNAUTHENTICATED/);
+  // Never accepted, so not "revoked" (dash12).
+  assert.match(text, /does not accept this token: check that it was pasted whole/);
+  assert.doesNotMatch(text, /revoked/);
   await bad.browserContext().close();
   // That refusal was a 401 the browser logs as a failed resource: expected, not a problem.
   problems.splice(0, problems.length, ...problems.filter((p) => !/401/.test(p)));
@@ -212,6 +215,11 @@ test('reports move the bars live', async () => {
   await acmePage.waitForFunction((sel) => document.querySelector(sel) && document.querySelector(sel).dataset.pct === '80', { timeout: WAIT }, bar);
   const state = await acmePage.$eval('svg.dag g.node[data-op="probe"]', (g) => g.dataset.state);
   assert.equal(state, 'executing');
+  // The agenda's bar is a progress bar to assistive technology (dash12: an empty cell).
+  await acmePage.waitForFunction(() => {
+    const bar = document.querySelector('p.meta .pbar');
+    return bar && bar.getAttribute('role') === 'progressbar' && Number(bar.getAttribute('aria-valuenow')) > 0;
+  }, { timeout: WAIT });
   const others = await acmePage.$$eval('svg.dag g.node:not([data-op="probe"])', (gs) => gs.map((g) => g.dataset.state));
   assert.equal(others.length, 2);
   for (const s of others) assert.ok(['unstarted', 'waiting'].includes(s), `encode and package have not started: ${others}`);
@@ -226,6 +234,18 @@ test('cancel from the page asks first, then changes the state', async () => {
   await acmePage.waitForSelector('#cancel-agenda', { timeout: WAIT });
   const kept = await gql(T.acme, 'query($id: String!) { agendaProgress(id: $id) { processingState } }', { id: live.progressId });
   assert.notEqual(kept.agendaProgress.processingState, 'COMPLETE');
+  // By keyboard: the question takes focus on its safe answer, Escape closes it and gives
+  // focus back to the button (dash12: focus fell to the page; Tab skipped the answers).
+  await acmePage.focus('#cancel-agenda');
+  await acmePage.keyboard.press('Enter');
+  await acmePage.waitForSelector('#cancel-confirm-box', { timeout: WAIT });
+  await acmePage.waitForFunction(() => document.activeElement && document.activeElement.id === 'cancel-keep', { timeout: WAIT });
+  await acmePage.keyboard.down('Shift');
+  await acmePage.keyboard.press('Tab');
+  await acmePage.keyboard.up('Shift');
+  assert.equal(await acmePage.evaluate(() => document.activeElement.id), 'cancel-confirm');
+  await acmePage.keyboard.press('Escape');
+  await acmePage.waitForFunction(() => !document.querySelector('#cancel-confirm-box') && document.activeElement && document.activeElement.id === 'cancel-agenda', { timeout: WAIT });
   // Asked, and confirmed.
   await acmePage.click('#cancel-agenda');
   await acmePage.waitForSelector('#cancel-confirm', { timeout: WAIT });
@@ -335,6 +355,9 @@ test('the admin overview counts every tenant and draws the per-minute chart', as
   assert.equal(counts.cancelled, 1);
   assert.equal(counts.waiting + counts.executing, 3, 'batch-a, batch-b (acme) and batch-g (globex)');
   await page.waitForSelector('#per-minute canvas', { timeout: WAIT });
+  // The chart's hour ends at its read, not at the last minute with an agenda (dash12).
+  const until = Date.parse(await page.$eval('#per-minute', (e) => e.dataset.until));
+  assert.ok(Math.abs(Date.now() - until) < 120000, `the chart ends at ${new Date(until).toISOString()}`);
   await page.waitForSelector('#insight-table tr[data-insight="transcode"]', { timeout: WAIT });
   await shot(page, 'overview');
   acmePage.adminPage = page;
@@ -656,6 +679,12 @@ test('a failed agenda whose retry is still to come can be cancelled from its pag
   assert.match(await page.$eval('[role=alert]', (e) => e.textContent), /\(1 done; the refused one stays selected\)/);
   const after = await gql(T.acme, 'query($id: String!) { agendaProgress(id: $id) { processingStateMessage } }', { id: due.progressId });
   assert.equal(after.agendaProgress.processingStateMessage, 'cancelled');
+  // Another filter starts with nothing selected: a selection is of the rows on screen (dash12:
+  // the refused one, no longer shown, was rerun from another filter's "Rerun selected").
+  assert.equal(await page.$eval('.actions .muted', (e) => e.textContent), '1 selected');
+  await page.select('select[name=state]', 'WAITING');
+  await page.waitForFunction(() => (document.querySelector('.actions .muted') || {}).textContent === '0 selected', { timeout: WAIT });
+  assert.equal(await page.$eval('#rerun-selected', (b) => b.disabled), true);
   await page.browserContext().close();
 });
 

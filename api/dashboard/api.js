@@ -136,29 +136,65 @@ export function onReconnect(fn) {
   return () => reconnectListeners.delete(fn);
 }
 
+/// How long the socket waits for the server's pong to its ping before it takes the link for
+/// dead and connects again (dash12: a link that died without closing froze every page, which
+/// kept showing old states with no banner, for as long as the tab stayed open).
+const PONG_WITHIN_MS = 6000;
+
+/// The longest pause between two tries to connect again, whatever the number of tries
+/// (dash12: the reference client doubles it every try, so after a minute's outage live
+/// updates stayed off 40–50 s after the server was back).
+const MOST_RETRY_WAIT_MS = 4000;
+
 function socket() {
   if (client) return client;
   const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/graphql/ws';
-  client = window.graphqlWs.createClient({
+  let open = null;
+  let pongDue = null;
+  const made = window.graphqlWs.createClient({
     url,
     connectionParams: () => ({ authorization: 'Bearer ' + token() }),
     lazy: true,
-    keepAlive: 20000,
+    keepAlive: 10000,
     retryAttempts: Infinity,
+    retryWait: (tries) =>
+      new Promise((resolve) => setTimeout(resolve, Math.min(1000 * 2 ** tries, MOST_RETRY_WAIT_MS) + Math.random() * 500)),
     // A refused token (4403) is not retried: the person has to sign in again.
     shouldRetry: (e) => !(e && e.code === 4403),
     on: {
+      opened: (ws) => {
+        open = ws;
+      },
+      // The client pings every `keepAlive`; no pong in time is a dead link: closed, so the
+      // client connects again (and the views re-read what they missed).
+      ping: (received) => {
+        if (received) return;
+        clearTimeout(pongDue);
+        pongDue = setTimeout(() => {
+          // terminate, not close: a close handshake over a dead link never ends, and the
+          // client would wait for it.
+          if (open && open.readyState === WebSocket.OPEN && made === client) {
+            setOnline(false);
+            made.terminate();
+          }
+        }, PONG_WITHIN_MS);
+      },
+      pong: (received) => {
+        if (received) clearTimeout(pongDue);
+      },
       connected: (_socket, _payload, wasRetry) => {
         setOnline(true);
         if (wasRetry) reconnectListeners.forEach((fn) => fn());
       },
       closed: (event) => {
+        clearTimeout(pongDue);
         const code = event && event.code;
         if (code === 4401 || code === 4403) refused(REFUSED);
         else if (code !== 1000) setOnline(false);
       },
     },
   });
+  client = made;
   return client;
 }
 

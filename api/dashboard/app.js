@@ -82,6 +82,11 @@ function App() {
         // Signed out meanwhile by another request's refusal, which said why, or signed in
         // with another token: this answer is stale (dash10: its generic text replaced why).
         if (token() !== sentWith) return;
+        // A token refused before any page was served with it was never accepted: not
+        // "revoked" (dash12: a mistyped token was said to be revoked).
+        if (e.code === 'UNAUTHENTICATED' && !meRef.current) {
+          e.message = 'this server does not accept this token: check that it was pasted whole and is one of this server\'s (its token file, or <data-dir>/admin.token)';
+        }
         setError(e);
         if (e.code === 'UNAUTHENTICATED') {
           setToken('');

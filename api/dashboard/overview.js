@@ -40,7 +40,7 @@ export function OverviewView({ me, customers }) {
   const load = useCallback(() => {
     Promise.all([gql(STATS_QUERY, { m: 60 }), gql(INSIGHTS_QUERY)])
       .then(([s, i]) => {
-        setStats(s.agendaStats);
+        setStats({ ...s.agendaStats, at: Date.now() });
         setInsights(i.insights.items);
         setError(null);
       })
@@ -48,6 +48,12 @@ export function OverviewView({ me, customers }) {
   }, []);
   useEffect(load, [load]);
   useLiveReload(customers, load);
+  // The last 60 minutes move on when nothing happens too (dash12: after a quiet night an old
+  // burst of failures sat at the chart's right edge, read as now).
+  useEffect(() => {
+    const timer = setInterval(load, 60000);
+    return () => clearInterval(timer);
+  }, [load]);
   return html`<section>
     <h1>Overview</h1>
     <${ErrorLine} error=${error}/>
@@ -57,7 +63,7 @@ export function OverviewView({ me, customers }) {
     </div>
     ${stats.capped ? html`<p class="muted">Counts are capped (very large read model).</p>` : ''}
     <h2>Completions and failures per minute <span class="muted">(last 60 minutes)</span></h2>
-    <${Chart} series=${stats.perMinute}/>`}
+    <${Chart} series=${stats.perMinute} until=${stats.at}/>`}
     <h2>Insights</h2>
     ${insights && html`<${InsightTable} insights=${insights}/>`}
   </section>`;
@@ -72,9 +78,12 @@ function stateQuery(s) {
 }
 
 /// uPlot (a classic script: window.uPlot) drawing succeeded, failed and cancelled per minute.
-function Chart({ series }) {
+function Chart({ series, until }) {
   const el = useRef(null);
   const plot = useRef(null);
+  // The hour the chart spans, ending at the read (not at the last minute with an agenda).
+  const span = useRef([0, 0]);
+  span.current = [Math.floor(until / 1000) - 3600, Math.floor(until / 1000)];
   useEffect(() => {
     const xs = series.map((m) => Date.parse(m.minute) / 1000);
     const data = [xs, series.map((m) => m.succeeded), series.map((m) => m.failed), series.map((m) => m.cancelled)];
@@ -93,6 +102,7 @@ function Chart({ series }) {
           ],
           // In UTC, as every other time of the dashboard (dash10: the browser's zone, unsaid).
           tzDate: (ts) => window.uPlot.tzDate(new Date(ts * 1e3), 'Etc/UTC'),
+          scales: { x: { time: true, range: () => span.current } },
           axes: [{ label: 'UTC', values: (u, splits) => splits.map((ts) => new Date(ts * 1e3).toISOString().slice(11, 16)) }, { label: 'per minute' }],
         },
         data,
@@ -101,9 +111,9 @@ function Chart({ series }) {
     } else {
       plot.current.setData(data);
     }
-  }, [series]);
+  }, [series, until]);
   useEffect(() => () => plot.current && plot.current.destroy(), []);
-  return html`<div class="chart" id="per-minute" ref=${el}></div>`;
+  return html`<div class="chart" id="per-minute" data-until=${new Date(span.current[1] * 1000).toISOString()} ref=${el}></div>`;
 }
 
 function InsightTable({ insights }) {

@@ -21,6 +21,25 @@ const CUSTOMERS_AGAIN_MS = 15000;
 const PROGRESS_FIELDS = `id agendaId customerId title linkId processingState processingStateMessage
   percentComplete addedTime updatedTime startedTime completedTime agendaInsight { insightId resourcePoolId }`;
 
+/// Focus for a confirmation that replaces its button: its safe answer when it opens, its
+/// button again when it closes (dash12: focus fell to the page, and Tab skipped the answers);
+/// Escape closes it. Returns the refs of the button and of the safe answer, and the key
+/// handler for the confirmation.
+function useConfirmFocus(confirming, setConfirming) {
+  const button = useRef(null);
+  const keep = useRef(null);
+  const was = useRef(false);
+  useEffect(() => {
+    if (confirming && keep.current) keep.current.focus();
+    else if (!confirming && was.current && button.current) button.current.focus();
+    was.current = confirming;
+  }, [confirming]);
+  const onKeyDown = (e) => {
+    if (e.key === 'Escape') setConfirming(false);
+  };
+  return { button, keep, onKeyDown };
+}
+
 export function ErrorLine({ error }) {
   if (!error) return null;
   const e = error instanceof GqlError ? error : { message: String(error), code: 'ERROR', cid: '' };
@@ -36,7 +55,8 @@ function Bar({ pct }) {
   const v = Math.max(0, Math.min(100, pct || 0));
   // A transform, not a width: a new value (ten a second on a live agenda) then moves the bar
   // in the compositor, with no style, layout or paint of the page per frame of its easing.
-  return html`<span class="pbar" title=${v.toFixed(0) + '%'} data-pct=${v.toFixed(0)}><span style=${'transform:scaleX(' + v / 100 + ')'}></span></span>`;
+  // A progress bar to assistive technology too (dash12: the list's cell read as empty).
+  return html`<span class="pbar" role="progressbar" aria-valuemin="0" aria-valuemax="100" aria-valuenow=${v.toFixed(0)} aria-label=${v.toFixed(0) + '% complete'} title=${v.toFixed(0) + '%'} data-pct=${v.toFixed(0)}><span style=${'transform:scaleX(' + v / 100 + ')'}></span></span>`;
 }
 
 /// Whether the signed-in principal's role allows `action` (the server's answer in `me.allowed`).
@@ -311,6 +331,13 @@ export function AgendasView({ me, query, navigate, customers }) {
   const current = page && page.key === pageKey;
   const rows = current ? page.items : [];
   const [confirming, setConfirming] = useState(false);
+  const focus = useConfirmFocus(confirming, setConfirming);
+  // A selection is of the rows on screen: another filter or page starts with none (dash12:
+  // boxes ticked under one filter were cancelled or rerun from another, unseen).
+  useEffect(() => {
+    setSelected(new Set());
+    setConfirming(false);
+  }, [pageKey]);
   // Every selected agenda is tried, whatever the others answer (newcomer13: in a retry storm
   // the first one that could not be cancelled stopped the loop, and the rest kept retrying);
   // those refused stay selected, and the error names how many and the first reason.
@@ -363,10 +390,10 @@ export function AgendasView({ me, query, navigate, customers }) {
     ${canWrite && html`<div class="actions">
       <span class="muted">${selected.size} selected</span>
       ${may(me, 'cancel') && (confirming && selected.size
-        ? html`<span class="confirm" id="cancel-selected-confirm-box">Cancel ${selected.size} ${selected.size === 1 ? 'agenda' : 'agendas'}?
+        ? html`<span class="confirm" id="cancel-selected-confirm-box" onKeyDown=${focus.onKeyDown}>Cancel ${selected.size} ${selected.size === 1 ? 'agenda' : 'agendas'}?
             <button id="cancel-selected-confirm" class="danger" disabled=${busy} onClick=${() => { setConfirming(false); act('cancel'); }}>Yes, cancel</button>
-            <button id="cancel-selected-keep" onClick=${() => setConfirming(false)}>Keep them</button></span>`
-        : html`<button id="cancel-selected" disabled=${!selected.size || busy} onClick=${() => setConfirming(true)}>Cancel selected</button>`)}
+            <button id="cancel-selected-keep" ref=${focus.keep} onClick=${() => setConfirming(false)}>Keep them</button></span>`
+        : html`<button id="cancel-selected" ref=${focus.button} disabled=${!selected.size || busy} onClick=${() => setConfirming(true)}>Cancel selected</button>`)}
       ${may(me, 'rerun') && html`<button id="rerun-selected" disabled=${!selected.size || busy} onClick=${() => act('rerun')}>Rerun selected (resetAll)</button>`}
     </div>`}
     <table class="list" id="agenda-list" data-loading=${current ? 'false' : 'true'}>
@@ -663,6 +690,7 @@ function Actions({ me, agenda, state, parked, retryDue, operations, onError }) {
     setBusy(false);
   };
   const [confirming, setConfirming] = useState(false);
+  const focus = useConfirmFocus(confirming, setConfirming);
   const cancel = () =>
     run(() => gql('mutation($a: String!, $c: String) { cancelAgenda(agendaId: $a, customerId: $c, reason: "cancelled from the dashboard") { position } }', { a: agenda.id, c: agenda.customerId }));
   const rerun = () => {
@@ -671,12 +699,12 @@ function Actions({ me, agenda, state, parked, retryDue, operations, onError }) {
   };
   return html`<div class="actions">
     ${may(me, 'cancel') && (confirming && cancellable
-      ? html`<span class="confirm" id="cancel-confirm-box">${retryDue
+      ? html`<span class="confirm" id="cancel-confirm-box" onKeyDown=${focus.onKeyDown}>${retryDue
           ? 'Cancel this agenda? Its retry is withdrawn and it ends cancelled.'
           : 'Cancel this agenda? Its running operations stop being reported.'}
           <button id="cancel-confirm" class="danger" disabled=${busy} onClick=${() => { setConfirming(false); cancel(); }}>Yes, cancel it</button>
-          <button id="cancel-keep" onClick=${() => setConfirming(false)}>Keep it</button></span>`
-      : html`<button id="cancel-agenda" disabled=${busy || !cancellable} title=${retryDue ? 'failed, its retry still to come: cancelling withdraws the retry' : ''} onClick=${() => setConfirming(true)}>${retryDue ? 'Cancel retry' : 'Cancel'}</button>`)}
+          <button id="cancel-keep" ref=${focus.keep} onClick=${() => setConfirming(false)}>Keep it</button></span>`
+      : html`<button id="cancel-agenda" ref=${focus.button} disabled=${busy || !cancellable} title=${retryDue ? 'failed, its retry still to come: cancelling withdraws the retry' : ''} onClick=${() => setConfirming(true)}>${retryDue ? 'Cancel retry' : 'Cancel'}</button>`)}
     ${may(me, 'rerun') && html`<span class="sep"></span><label>rerun <select value=${mode} onChange=${(e) => setMode(e.target.value)}>
       <option value="resetAll">resetAll</option><option value="continue">continue</option><option value="reset">reset chosen operations</option></select></label>
     ${mode === 'reset' && html`<span class="choose">${operations.map((n) => html`<label><input type="checkbox" checked=${reset.has(n)} onChange=${() => {
