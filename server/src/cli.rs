@@ -302,7 +302,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run an ended agenda again: `--mode reset-all` (the default) runs everything again,
+    /// Run an ended agenda (or one a `skip-execution` rerun left waiting) again: `--mode reset-all` (the default) runs everything again,
     /// `continue` only what did not succeed, `skip-execution` resets it without queueing it;
     /// `--reset a,b` resets only those operations.
     #[command(display_order = 16)]
@@ -420,7 +420,7 @@ pub enum Command {
 #[derive(Debug, Args, Clone)]
 pub struct ClientArgs {
     /// The server's base URL.
-    #[arg(long, env = "POP_SERVER", default_value = DEFAULT_SERVER)]
+    #[arg(long, env = "POP_SERVER", default_value = DEFAULT_SERVER, value_parser = parse_server)]
     pub server: String,
     /// Bearer token; defaults to the admin token in the data directory.
     #[arg(long, env = "POP_TOKEN", hide_env_values = true)]
@@ -613,7 +613,8 @@ pub struct ServeArgs {
     /// Most WebSocket connections one principal (token) may have open at once.
     #[arg(long, env = "POP_WS_MAX_CONNECTIONS_PER_PRINCIPAL", default_value_t = pop_api::ws::MAX_CONNECTIONS_PER_PRINCIPAL)]
     pub ws_max_connections_per_principal: usize,
-    /// Most subscriptions one principal may have at once: its share of the server's 50,000.
+    /// Most subscriptions one principal may have at once, and one customer with all its
+    /// principals together: their share of the server's 50,000.
     #[arg(long, env = "POP_MAX_SUBSCRIPTIONS_PER_PRINCIPAL", default_value_t = pop_api::config::DEFAULT_MAX_SUBSCRIPTIONS_PER_PRINCIPAL)]
     pub max_subscriptions_per_principal: usize,
     /// Answer errors under /pop with HTTP 200 and POP's error envelope (errorResponse, with
@@ -755,6 +756,33 @@ fn split_unit(text: &str, expected: &str) -> Result<(u64, Option<u64>), String> 
         other => return Err(format!("unknown unit {other:?} in {text:?} (s, m, h or d)")),
     };
     Ok((number, unit))
+}
+
+/// A server's base URL: `http://host:port` (ops3am22: one without `http://`, an `https://`
+/// one and one ending in `/pop` were sent anyway and failed as if no server ran there, exit 1).
+fn parse_server(text: &str) -> Result<String, String> {
+    let url = text.trim();
+    let example = "such as http://127.0.0.1:8080";
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(format!("{url:?} is not a URL: give the server's base URL, {example}"));
+    };
+    match scheme.to_ascii_lowercase().as_str() {
+        "http" => {}
+        "https" => {
+            return Err(format!(
+                "{url:?}: this client speaks plain HTTP, as `pop serve` does; give its http:// \
+                 address ({example}), from where that is reachable"
+            ));
+        }
+        other => return Err(format!("{url:?}: {other}:// is no scheme pop speaks; {example}")),
+    }
+    let path = rest.split_once('/').map_or("", |(_, path)| path).trim_end_matches('/');
+    if path.eq_ignore_ascii_case("pop") || path.eq_ignore_ascii_case("graphql") {
+        return Err(format!(
+            "{url:?} names an endpoint: give the server's base URL, without /{path} ({example})"
+        ));
+    }
+    Ok(url.to_string())
 }
 
 /// A lease: seconds (300), or a number and a unit (5m), from 1 s to a day (ops3am7: `5m` was
@@ -992,6 +1020,23 @@ pub struct LogArgs {
 #[cfg(test)]
 mod hint_tests {
     use super::*;
+
+    #[test]
+    fn a_server_is_a_base_url_over_http() {
+        for good in ["http://127.0.0.1:8080", "http://pop.internal:80/", "HTTP://h:1/prefix"] {
+            assert_eq!(parse_server(good).as_deref(), Ok(good), "{good}");
+        }
+        for (bad, says) in [
+            ("127.0.0.1:8080", "is not a URL"),
+            ("https://pop:8443", "plain HTTP"),
+            ("ftp://pop", "no scheme pop speaks"),
+            ("http://127.0.0.1:8080/pop", "without /pop"),
+            ("http://127.0.0.1:8080/graphql/", "without /graphql"),
+        ] {
+            let error = parse_server(bad).unwrap_err();
+            assert!(error.contains(says) && error.contains("http://127.0.0.1:8080"), "{error}");
+        }
+    }
 
     #[test]
     fn hints_name_the_data_directory_in_full_unless_it_is_the_default_here() {

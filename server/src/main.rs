@@ -135,6 +135,18 @@ async fn by_id_or_key(
             );
             call(&keyed, Some(&owner)).await
         }
+        (Err(e), None) if is_not_found(e) => match other_reading(c, verb, id, customer).await {
+            Some(other) => {
+                eprintln!(
+                    "pop: no agenda of {} {id:?}; it is an agenda's {}: taking its {} {other:?}",
+                    verb.takes(),
+                    verb.other(),
+                    verb.takes()
+                );
+                call(&other, customer).await
+            }
+            None => result,
+        },
         _ => result,
     }
 }
@@ -158,6 +170,15 @@ async fn by_id_hinting_key(
             "{e:#} (if {id:?} is an agenda as the server's log writes it, customer/id, name it {})",
             output::naming(&keyed, &owner)
         )),
+        // Never the write on another agenda than named: what to name instead.
+        (Err(e), None) if is_not_found(&e) => match other_reading(c, verb, id, customer).await {
+            Some(other) => Err(anyhow::anyhow!(
+                "{e:#} ({id:?} is an agenda's {}; its {} is {other:?})",
+                verb.other(),
+                verb.takes()
+            )),
+            None => Err(e),
+        },
         (result, ..) => result,
     }
 }
@@ -175,6 +196,31 @@ impl Verb {
     fn takes(self) -> &'static str {
         if self.progress_id { "progress id" } else { "agenda id" }
     }
+
+    /// The kind of id the verb does not take.
+    fn other(self) -> &'static str {
+        Verb { progress_id: !self.progress_id }.takes()
+    }
+}
+
+/// When `id` is the other kind of id of an agenda the caller sees (its agenda id for
+/// `progress` and `watch`, its progress id for the others), and that agenda's id `verb` takes
+/// is another: that id (newcomer18: `pop progress job-8`, the AGENDA column of `pop agendas`,
+/// was NOT_FOUND, and `pop audit prog-8` blamed the data reaper).
+async fn other_reading(
+    c: &client::Client,
+    verb: Verb,
+    id: &str,
+    customer: Option<&str>,
+) -> Option<String> {
+    let query = if verb.progress_id {
+        "query($id: String!, $c: String) { found: agenda(id: $id, customerId: $c) { other: progressId } }"
+    } else {
+        "query($id: String!, $c: String) { found: agendaProgress(id: $id, customerId: $c) { other: agendaId } }"
+    };
+    let found = c.graphql(query, serde_json::json!({"id": id, "c": customer})).await.ok()?;
+    let other = found["found"]["other"].as_str()?;
+    (other != id).then(|| other.to_string())
 }
 
 /// When `id` reads `customer/id` as the server's log writes an agenda (no customer named), and

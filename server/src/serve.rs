@@ -233,7 +233,19 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     // the address was printed killed the server on the spot.
     let stop_signal = shutdown_signal(stop_tx.clone(), "draining requests, then closing the store");
     println!("pop: listening on http://{addr}/graphql");
-    if let Some(token) = &fresh_admin {
+    // A `--dev` start signs in with the generated token too when an earlier start made it
+    // (newcomer18: the README's plain `serve` first, then the tour's `serve --dev`, and the
+    // sign-in link the tour says to open had gone by with the first start).
+    let dev_admin = match (&fresh_admin, admin_dir) {
+        (None, Some(dir)) if args.dev => {
+            std::fs::read_to_string(dir.join(pop_api::auth::ADMIN_TOKEN_FILE))
+                .ok()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+        }
+        _ => None,
+    };
+    if let Some(token) = fresh_admin.as_ref().or(dev_admin.as_ref()) {
         // The sign-in link carries the token in the URL fragment, which a browser never sends
         // to the server (so it reaches no access log); the dashboard moves it into the tab's
         // session and drops it from the address bar.

@@ -480,6 +480,22 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
         let shown = if verb == "progress" { "twin-cli-p (acme)" } else { "AgendaCancelled" };
         assert!(keyed.stdout.contains(shown), "{verb}: {}", ctx(&keyed));
     }
+    // The other kind of id of an agenda: a read takes the id it wants, saying so; a write says
+    // what to name (newcomer18: `pop progress job-8`, the list's AGENDA column, was NOT_FOUND,
+    // and `pop audit prog-8` blamed the data reaper).
+    for (verb, id, shown) in [
+        ("progress", "twin-cli", "twin-cli-p (acme)"),
+        ("audit", "twin-cli-p", "AgendaCancelled"),
+        ("events", "twin-cli-p", "AgendaCancelled"),
+    ] {
+        let other = pop(&server, &[verb, id, "--customer", "acme"]);
+        assert_eq!(other.code, 0, "{verb}: {}", ctx(&other));
+        assert!(other.stderr.contains("it is an agenda's"), "{verb}: {}", ctx(&other));
+        assert!(other.stdout.contains(shown), "{verb}: {}", ctx(&other));
+    }
+    let cancel = pop(&server, &["cancel", "twin-cli-p", "--customer", "acme"]);
+    assert_eq!(cancel.code, 1, "{}", ctx(&cancel));
+    assert!(cancel.stderr.contains("its agenda id is \"twin-cli\""), "{}", ctx(&cancel));
     // A write never acts on an agenda other than the one named: it says what to type.
     let cancel = pop(&server, &["cancel", "acme/twin-cli"]);
     assert_eq!(cancel.code, 1, "{}", ctx(&cancel));

@@ -152,9 +152,9 @@ async fn the_first_start_prints_a_sign_in_link_with_the_admin_token() {
 
     let tmp = tempfile::tempdir().expect("a temp dir");
     let data = tmp.path().join("data");
-    let start = || {
+    let start_with = |flags: &[&str]| {
         let mut cmd = support::pop_command();
-        cmd.arg("serve").arg("--data-dir").arg(&data).args(["--bind", "127.0.0.1:0"]);
+        cmd.arg("serve").arg("--data-dir").arg(&data).args(["--bind", "127.0.0.1:0"]).args(flags);
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
         let mut child = Guard(cmd.spawn().expect("spawning pop serve"));
         let stdout = child.0.stdout.take().expect("piped stdout");
@@ -175,6 +175,7 @@ async fn the_first_start_prints_a_sign_in_link_with_the_admin_token() {
         };
         (child, line["pop: dashboard: ".len()..].to_string())
     };
+    let start = || start_with(&[]);
 
     let (child, url) = start();
     let (page, token) = url.split_once("#token=").expect("a sign-in link with #token=");
@@ -201,7 +202,13 @@ async fn the_first_start_prints_a_sign_in_link_with_the_admin_token() {
     assert_eq!(pop_api::metrics::undescribed(&text), Vec::<String>::new(), "{text}");
     drop(child);
 
-    let (_child, url) = start();
+    let (child, url) = start();
     assert!(!url.contains("token"), "a later start prints no token: {url}");
     assert!(url.starts_with("http://127.0.0.1:") && url.ends_with('/'), "{url}");
+    drop(child);
+    // A `--dev` start signs in with it however many starts made it before (newcomer18: the
+    // README's plain `serve`, then the tour's `serve --dev`).
+    let (_child, url) = start_with(&["--dev"]);
+    let (_, again) = url.split_once("#token=").expect("a --dev start's sign-in link");
+    assert_eq!(again, written.trim());
 }

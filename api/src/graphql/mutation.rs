@@ -125,8 +125,9 @@ impl MutationRoot {
         Ok(app.cancel(caller, agenda, reason, cid.as_deref()).await?.into())
     }
 
-    /// Takes up to `count` (1..=100) of the oldest queued agendas of insight `insightId` for
-    /// the caller (role `service` or `admin`, allowed to use the insight), each moved to
+    /// Takes up to `count` (at least 1; a count over 100 takes at most 100, as POP's pullers
+    /// may ask for more) of the oldest queued agendas of insight `insightId` for the caller
+    /// (role `service` or `admin`, allowed to use the insight), each moved to
     /// `scheduled` under a lease held by the caller; returns them with their AgendaProgress.
     /// Agendas another caller claimed first are skipped; an empty queue is an empty list.
     /// With `waitSeconds` (0..=30) an empty queue is waited on: the call answers as soon as

@@ -42,11 +42,17 @@ a list has more). Writes answer the global log position of their last event in t
 Errors: always POP's envelope `{errorResponse: {title, description, responseCode, \
 correlationId, code, problems?, omittedProblems?}}` with an honest HTTP status. `code` is pop's \
 machine-readable code: VALIDATION (400, with `problems: [{field, message}]` listing every \
-problem), BAD_REQUEST (400; also on 413), METHOD_NOT_ALLOWED (405, with an `Allow` header; \
+problem), BAD_REQUEST (400; also on 413, and 408 for a body that did not arrive in time), \
+METHOD_NOT_ALLOWED (405, with an `Allow` header; \
 REST only, GraphQL never answers it), UNAUTHENTICATED (401), FORBIDDEN (403: the \
 role, or a customer outside the token's set), NOT_FOUND (404), CONFLICT (409: a state the \
 object is not in, a lease held by another worker, a duplicate id), TIMEOUT (503: this replica \
-has not reached `atLeastPosition` in time; retry), INTERNAL (500). `correlationId` is the \
+has not reached `atLeastPosition` in time; retry), QUOTA_EXCEEDED (429: the customer's quota \
+of live agendas; submit again when some finished), BUSY (429 with `Retry-After`: too many of \
+this token's requests at once), UNAVAILABLE (503 with `Retry-After`: the store cannot serve \
+right now, or the read models are still loading; nothing was done, retry), DEADLINE_EXCEEDED \
+(503: the request ran past its deadline), RESPONSE_TOO_LARGE (422: ask for fewer objects or \
+fields), INTERNAL (500). `correlationId` is the \
 request's `X-Correlation-Id` header when given (at most 200 printable characters), else a \
 generated id; it is also returned in that header and recorded in the events the request \
 caused.";
@@ -106,12 +112,19 @@ fn error_responses(responses: &mut Map<String, Value>, codes: &[&str]) {
     for code in codes {
         let description = match *code {
             "400" => "VALIDATION or BAD_REQUEST",
+            "408" => "BAD_REQUEST: the body did not arrive whole in time",
             "401" => "UNAUTHENTICATED: no or unknown bearer token",
             "403" => "FORBIDDEN: the token's role or customers do not allow this",
             "404" => "NOT_FOUND: no such object, or one the caller may not see",
             "409" => "CONFLICT",
             "413" => "BAD_REQUEST: the body is larger than the limit",
-            "503" => "TIMEOUT: atLeastPosition not reached in time; retry",
+            "422" => "RESPONSE_TOO_LARGE: ask for fewer objects or fewer fields",
+            "429" => {
+                "QUOTA_EXCEEDED (the customer's live agendas) or BUSY (too many of the token's requests at once; see Retry-After)"
+            }
+            "503" => {
+                "UNAVAILABLE (the store cannot serve right now; see Retry-After), TIMEOUT (atLeastPosition not reached in time) or DEADLINE_EXCEEDED; retry"
+            }
             _ => "INTERNAL",
         };
         responses.insert(code.to_string(), error_response(description));
@@ -195,8 +208,9 @@ fn refused(why: &str) -> Value {
     })
 }
 
-const READ_ERRORS: &[&str] = &["400", "401", "404", "500", "503"];
-const WRITE_ERRORS: &[&str] = &["400", "401", "403", "404", "409", "413", "500"];
+const READ_ERRORS: &[&str] = &["400", "401", "404", "422", "429", "500", "503"];
+const WRITE_ERRORS: &[&str] =
+    &["400", "401", "403", "404", "408", "409", "413", "429", "500", "503"];
 
 fn spelled(lower: &[&str]) -> Vec<&'static str> {
     lower.iter().map(|p| param_spelling(p)).collect()
@@ -287,7 +301,7 @@ fn path_item(route: &Route) -> Value {
                 WRITE_ERRORS,
             ),
             (Endpoint::Rerun, _) => operation(
-                "Rerun a COMPLETE agenda with POP's flags (role user or admin).",
+                "Rerun a COMPLETE agenda, or one a skipExecution rerun left WAITING/pending, with POP's flags (role user or admin).",
                 Vec::new(),
                 Some(json_body(schema_ref("RerunRequest"))),
                 ok_response("The agenda and its reset progress", schema_ref("AgendaResult")),
@@ -563,7 +577,7 @@ fn components() -> Value {
             }},
             "GetAgendaRequest": {"type": "object", "required": ["insightId", "count"], "properties": {
                 "insightId": {"type": "string"},
-                "count": {"type": "integer", "minimum": 1, "maximum": 100, "description": "A number or a numeric string."},
+                "count": {"oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": "^[0-9]+$"}], "description": "A number or a numeric string; at most 100 are handed out per call (a larger count, as POP's pullers may send, gets at most 100)."},
                 "waitSeconds": {"type": "integer", "minimum": 0, "maximum": 30, "description": "pop only: when nothing can be claimed at once, wait up to this many seconds for an agenda to be queued (absent or 0: answer at once)."},
             }},
             "UpdateAgendaProgressRequest": {"type": "object", "properties": {
