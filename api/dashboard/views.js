@@ -338,6 +338,10 @@ export function AgendasView({ me, query, navigate, customers }) {
     setSelected(new Set());
     setConfirming(false);
   }, [pageKey]);
+  // What the actions act on: the selected rows still on screen (review-s44: a row a live
+  // update took off the page stayed selected, unseen, and was counted and acted on).
+  const shownKeys = new Set(rows.map((p) => JSON.stringify([p.customerId, p.agendaId])));
+  const chosen = new Set([...selected].filter((k) => shownKeys.has(k)));
   // Every selected agenda is tried, whatever the others answer (newcomer13: in a retry storm
   // the first one that could not be cancelled stopped the loop, and the rest kept retrying);
   // those refused stay selected, and the error names how many and the first reason.
@@ -346,7 +350,7 @@ export function AgendasView({ me, query, navigate, customers }) {
     setError(null);
     const refused = new Set();
     let first = null;
-    for (const key of selected) {
+    for (const key of chosen) {
       const [customerId, agendaId] = JSON.parse(key);
       try {
         if (kind === 'cancel') {
@@ -361,8 +365,8 @@ export function AgendasView({ me, query, navigate, customers }) {
     }
     setSelected(refused);
     if (first) {
-      const done = selected.size - refused.size;
-      first.message = `${refused.size} of ${selected.size} not ${kind === 'cancel' ? 'cancelled' : 'rerun'} (${done} done; ${refused.size === 1 ? 'the refused one stays' : 'the refused ones stay'} selected); the first: ${first.message}`;
+      const done = chosen.size - refused.size;
+      first.message = `${refused.size} of ${chosen.size} not ${kind === 'cancel' ? 'cancelled' : 'rerun'} (${done} done; ${refused.size === 1 ? 'the refused one stays' : 'the refused ones stay'} selected); the first: ${first.message}`;
       setError(first);
     }
     setBusy('');
@@ -388,13 +392,13 @@ export function AgendasView({ me, query, navigate, customers }) {
     </form>
     <${ErrorLine} error=${error}/>
     ${canWrite && html`<div class="actions">
-      <span class="muted">${selected.size} selected</span>
-      ${may(me, 'cancel') && (confirming && selected.size
-        ? html`<span class="confirm" id="cancel-selected-confirm-box" onKeyDown=${focus.onKeyDown}>Cancel ${selected.size} ${selected.size === 1 ? 'agenda' : 'agendas'}?
+      <span class="muted">${chosen.size} selected</span>
+      ${may(me, 'cancel') && (confirming && chosen.size
+        ? html`<span class="confirm" id="cancel-selected-confirm-box" onKeyDown=${focus.onKeyDown}>Cancel ${chosen.size} ${chosen.size === 1 ? 'agenda' : 'agendas'}?
             <button id="cancel-selected-confirm" class="danger" disabled=${busy} onClick=${() => { setConfirming(false); act('cancel'); }}>Yes, cancel</button>
             <button id="cancel-selected-keep" ref=${focus.keep} onClick=${() => setConfirming(false)}>Keep them</button></span>`
-        : html`<button id="cancel-selected" ref=${focus.button} disabled=${!selected.size || busy} onClick=${() => setConfirming(true)}>Cancel selected</button>`)}
-      ${may(me, 'rerun') && html`<button id="rerun-selected" disabled=${!selected.size || busy} onClick=${() => act('rerun')}>Rerun selected (resetAll)</button>`}
+        : html`<button id="cancel-selected" ref=${focus.button} disabled=${!chosen.size || busy} onClick=${() => setConfirming(true)}>Cancel selected</button>`)}
+      ${may(me, 'rerun') && html`<button id="rerun-selected" disabled=${!chosen.size || busy} onClick=${() => act('rerun')}>Rerun selected (resetAll)</button>`}
     </div>`}
     <table class="list" id="agenda-list" data-loading=${current ? 'false' : 'true'}>
       <thead><tr>${canWrite && html`<th></th>`}<th>agenda</th><th>customer</th><th>title</th><th>linkId</th><th>insight</th><th>state</th><th>progress</th><th>added</th><th>updated</th></tr></thead>

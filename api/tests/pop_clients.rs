@@ -86,6 +86,11 @@ async fn the_pop_cid_header_is_the_correlation_id_and_comes_back() {
         (Some("header-cid-8"), Some("header-cid-8"))
     );
     assert_eq!(b.body["all"][0]["cid"], json!("header-cid-8"), "{:#}", b.body);
+    // One with spaces around it is answered as the events record it: trimmed (hostile35).
+    let spaced = json!({"agenda": pop_agenda("spaced", "cid-link"), "cid": "  sp-8 "});
+    let sp = send(&s, "POST", &path, Some(spaced), &[]).await;
+    assert_eq!((sp.body["cid"].clone(), sp.cid.as_deref()), (json!("sp-8"), Some("sp-8")));
+    assert_eq!(sp.body["all"][0]["cid"], json!("sp-8"), "{:#}", sp.body);
     // And errors name it.
     let e = send(&s, "GET", "/pop/agenda/missing", None, &[("X-pop-cid", "pop-cid-43")]).await;
     assert_eq!(e.status, 404);

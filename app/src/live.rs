@@ -575,9 +575,10 @@ impl App {
                 let filter_pin = Arc::clone(&pin);
                 let group = target.is_group();
                 let scope = target.scope(&principal);
+                let owners = share_owners(&principal, &scope);
                 let feed = self
                     .feed()
-                    .register_for(&share_owners(&principal), target.key(), scope, move |c| {
+                    .register_for(&owners, target.key(), scope, move |c| {
                         filter_target.admits(c, &filter_principal)
                             && (group || filter_pin.admits(&c.customer_id))
                     })
@@ -620,13 +621,16 @@ impl App {
     }
 }
 
-/// Whose shares of the server's follows one of `principal`'s counts against: the principal's
-/// own, and each customer's it sees (every token of a customer together), so a customer with
-/// many tokens still holds one share (hostile34: ten tokens of one customer filled the whole
-/// server bound). A `*` principal (an admin's) has its own share only.
-fn share_owners(principal: &Principal) -> Vec<String> {
+/// Whose shares of the server's follows one of `principal`'s, of `scope`, counts against: the
+/// principal's own, and each customer's whose changes it may deliver (every token of a
+/// customer together), so a customer with many tokens still holds one share (hostile34: ten
+/// tokens of one customer filled the whole server bound), and a token of several customers
+/// following one of them leaves the others' shares alone (hostile35: it used up all of them
+/// and locked their own users out). A follow of many customers' (`*`, or a token of more than
+/// a few) counts against its principal's share only.
+fn share_owners(principal: &Principal, scope: &Scope) -> Vec<String> {
     let mut owners = vec![format!("principal {:?}", principal.name)];
-    if let Visibility::Customers(ids) = &principal.customers {
+    if let Scope::Customers(ids) = scope {
         owners.extend(ids.iter().map(|id| format!("customer {id:?} (all its tokens together)")));
     }
     owners
@@ -636,6 +640,24 @@ fn share_owners(principal: &Principal) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::caller::Role;
+
+    /// A follow counts against the shares of the customers it can deliver, not every customer
+    /// of its token (hostile35: a token of acme and globex following acme used up globex's
+    /// share and locked globex's own users out).
+    #[test]
+    fn a_follow_counts_against_the_customers_it_can_deliver() {
+        let agency = Principal::new("agency", Role::User, &["acme", "globex"]);
+        let acme = Target::Customer("acme".into()).scope(&agency);
+        assert_eq!(
+            share_owners(&agency, &acme),
+            ["principal \"agency\"", "customer \"acme\" (all its tokens together)"]
+        );
+        let both = Target::Link("L".into(), None).scope(&agency);
+        assert_eq!(share_owners(&agency, &both).len(), 3);
+        let root = Principal::new("root", Role::Admin, &["*"]);
+        let any = Target::Link("L".into(), None).scope(&root);
+        assert_eq!(share_owners(&root, &any), ["principal \"root\""]);
+    }
 
     /// A follow is filed by the customers whose changes it can admit: none for a customer its
     /// principal does not see (hostile25, review-s40: acme's follows naming globex were filed

@@ -277,6 +277,15 @@ fn report_input_is_validated_listing_every_problem() {
         assert_eq!(errors.errors[0].field, "operationProgress[0].processingStateMessage");
         assert!(errors.errors[0].message.contains(&format!("{word:?}")), "{errors:?}");
     }
+    // The agenda's own word too (hostile35).
+    let mut whole = ops(vec![]);
+    whole.state = Some(Complete);
+    whole.message = Some("done".into());
+    let Err(AgendaError::Invalid(errors)) = replay(&given).decide(&report("w1", 10, whole)) else {
+        panic!("an agenda COMPLETE with \"done\" is refused")
+    };
+    assert_eq!(errors.errors[0].field, "processingStateMessage", "{errors:?}");
+    assert!(errors.errors[0].message.contains("\"done\""), "{errors:?}");
     for word in ["Succeeded", "FAILED", "cancelled"] {
         let reported = OperationReport {
             name: "b".into(),

@@ -764,22 +764,29 @@ fn parse_server(text: &str) -> Result<String, String> {
     let url = text.trim();
     let example = "such as http://127.0.0.1:8080";
     let Some((scheme, rest)) = url.split_once("://") else {
-        return Err(format!("{url:?} is not a URL: give the server's base URL, {example}"));
+        return Err(format!(
+            "{url:?} is not a URL: give the server's base URL (--server or POP_SERVER), {example}"
+        ));
     };
     match scheme.to_ascii_lowercase().as_str() {
         "http" => {}
         "https" => {
             return Err(format!(
                 "{url:?}: this client speaks plain HTTP, as `pop serve` does; give its http:// \
-                 address ({example}), from where that is reachable"
+                 address (--server or POP_SERVER), {example}, from where that is reachable"
             ));
         }
-        other => return Err(format!("{url:?}: {other}:// is no scheme pop speaks; {example}")),
+        other => {
+            return Err(format!(
+                "{url:?}: {other}:// is no scheme pop speaks (--server or POP_SERVER); {example}"
+            ));
+        }
     }
     let path = rest.split_once('/').map_or("", |(_, path)| path).trim_end_matches('/');
     if path.eq_ignore_ascii_case("pop") || path.eq_ignore_ascii_case("graphql") {
         return Err(format!(
-            "{url:?} names an endpoint: give the server's base URL, without /{path} ({example})"
+            "{url:?} names an endpoint: give the server's base URL (--server or POP_SERVER), \
+             without /{path} ({example})"
         ));
     }
     Ok(url.to_string())
@@ -1035,6 +1042,7 @@ mod hint_tests {
         ] {
             let error = parse_server(bad).unwrap_err();
             assert!(error.contains(says) && error.contains("http://127.0.0.1:8080"), "{error}");
+            assert!(error.contains("POP_SERVER"), "the variable is named too: {error}");
         }
     }
 

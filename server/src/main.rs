@@ -136,14 +136,15 @@ async fn by_id_or_key(
             call(&keyed, Some(&owner)).await
         }
         (Err(e), None) if is_not_found(e) => match other_reading(c, verb, id, customer).await {
-            Some(other) => {
+            Some((other, owner)) => {
                 eprintln!(
-                    "pop: no agenda of {} {id:?}; it is an agenda's {}: taking its {} {other:?}",
+                    "pop: no agenda of {} {id:?}; it is the {} of customer {owner:?}'s agenda: \
+                     taking its {} {other:?}",
                     verb.takes(),
                     verb.other(),
                     verb.takes()
                 );
-                call(&other, customer).await
+                call(&other, Some(&owner)).await
             }
             None => result,
         },
@@ -172,10 +173,10 @@ async fn by_id_hinting_key(
         )),
         // Never the write on another agenda than named: what to name instead.
         (Err(e), None) if is_not_found(&e) => match other_reading(c, verb, id, customer).await {
-            Some(other) => Err(anyhow::anyhow!(
-                "{e:#} ({id:?} is an agenda's {}; its {} is {other:?})",
+            Some((other, owner)) => Err(anyhow::anyhow!(
+                "{e:#} ({id:?} is the {} of customer {owner:?}'s agenda; name it {})",
                 verb.other(),
-                verb.takes()
+                output::naming(&other, &owner)
             )),
             None => Err(e),
         },
@@ -205,22 +206,25 @@ impl Verb {
 
 /// When `id` is the other kind of id of an agenda the caller sees (its agenda id for
 /// `progress` and `watch`, its progress id for the others), and that agenda's id `verb` takes
-/// is another: that id (newcomer18: `pop progress job-8`, the AGENDA column of `pop agendas`,
-/// was NOT_FOUND, and `pop audit prog-8` blamed the data reaper).
+/// is another: that id and the agenda's customer, which names it exactly (newcomer18: `pop
+/// progress job-8`, the AGENDA column of `pop agendas`, was NOT_FOUND, and `pop audit prog-8`
+/// blamed the data reaper; hostile35: without the customer, an agenda id two customers use
+/// was then "ambiguous").
 async fn other_reading(
     c: &client::Client,
     verb: Verb,
     id: &str,
     customer: Option<&str>,
-) -> Option<String> {
+) -> Option<(String, String)> {
     let query = if verb.progress_id {
-        "query($id: String!, $c: String) { found: agenda(id: $id, customerId: $c) { other: progressId } }"
+        "query($id: String!, $c: String) { found: agenda(id: $id, customerId: $c) { other: progressId customerId } }"
     } else {
-        "query($id: String!, $c: String) { found: agendaProgress(id: $id, customerId: $c) { other: agendaId } }"
+        "query($id: String!, $c: String) { found: agendaProgress(id: $id, customerId: $c) { other: agendaId customerId } }"
     };
     let found = c.graphql(query, serde_json::json!({"id": id, "c": customer})).await.ok()?;
     let other = found["found"]["other"].as_str()?;
-    (other != id).then(|| other.to_string())
+    let owner = found["found"]["customerId"].as_str()?;
+    (other != id).then(|| (other.to_string(), owner.to_string()))
 }
 
 /// When `id` reads `customer/id` as the server's log writes an agenda (no customer named), and

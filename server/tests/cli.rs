@@ -490,12 +490,32 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     ] {
         let other = pop(&server, &[verb, id, "--customer", "acme"]);
         assert_eq!(other.code, 0, "{verb}: {}", ctx(&other));
-        assert!(other.stderr.contains("it is an agenda's"), "{verb}: {}", ctx(&other));
+        assert!(other.stderr.contains("of customer \"acme\"'s agenda"), "{verb}: {}", ctx(&other));
         assert!(other.stdout.contains(shown), "{verb}: {}", ctx(&other));
     }
     let cancel = pop(&server, &["cancel", "twin-cli-p", "--customer", "acme"]);
     assert_eq!(cancel.code, 1, "{}", ctx(&cancel));
-    assert!(cancel.stderr.contains("its agenda id is \"twin-cli\""), "{}", ctx(&cancel));
+    assert!(cancel.stderr.contains("name it twin-cli with --customer acme"), "{}", ctx(&cancel));
+    // Named by a progress id of one customer's, an agenda id two customers use is found by
+    // that customer (hostile35: it was "used by 2 customers; name the customerId").
+    for (customer, progress) in [("acme", "dup-p-acme"), ("globex", "dup-p-globex")] {
+        let dup = dir.path().join(format!("dup-{customer}.json"));
+        std::fs::write(
+            &dup,
+            format!(
+                r#"{{"id": "dup-cli", "progressId": "{progress}", "customerId": "{customer}",
+                    "params": {{"doNotRun": true}},
+                    "operations": [{{"name": "a", "type": "step", "payload": {{}}}}]}}"#
+            ),
+        )
+        .unwrap();
+        let submitted = pop(&server, &["submit", dup.to_str().unwrap()]);
+        assert_eq!(submitted.code, 0, "{}", ctx(&submitted));
+    }
+    let audit = pop(&server, &["audit", "dup-p-globex"]);
+    assert_eq!(audit.code, 0, "{}", ctx(&audit));
+    assert!(audit.stderr.contains("of customer \"globex\"'s agenda"), "{}", ctx(&audit));
+    assert!(audit.stdout.contains("AgendaSubmitted"), "{}", ctx(&audit));
     // A write never acts on an agenda other than the one named: it says what to type.
     let cancel = pop(&server, &["cancel", "acme/twin-cli"]);
     assert_eq!(cancel.code, 1, "{}", ctx(&cancel));

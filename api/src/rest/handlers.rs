@@ -653,7 +653,9 @@ async fn configured<T: ConfigKind + Serialize>(call: &Call<'_>, op: ConfigOp) ->
 /// (Jackson's `""` for an unset field) names none (popclient23: it blanked the answer's cid
 /// and both correlation headers while the write ran under the header's).
 fn body_cid(object: &Map<String, Value>) -> Option<&str> {
-    object.get("cid").and_then(Value::as_str).filter(|cid| !cid.trim().is_empty())
+    // Trimmed, as the events record it (hostile35: the answer echoed "  sp8  ", byCid found
+    // nothing by it).
+    object.get("cid").and_then(Value::as_str).map(str::trim).filter(|cid| !cid.is_empty())
 }
 
 /// `agenda/service/run {payload: <JSON text>, agendaTemplateId, customerId?}`.

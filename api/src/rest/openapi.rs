@@ -577,7 +577,7 @@ fn components() -> Value {
             }},
             "GetAgendaRequest": {"type": "object", "required": ["insightId", "count"], "properties": {
                 "insightId": {"type": "string"},
-                "count": {"oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": "^[0-9]+$"}], "description": "A number or a numeric string; at most 100 are handed out per call (a larger count, as POP's pullers may send, gets at most 100)."},
+                "count": {"oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": "^\\s*[0-9]+(\\.0*)?\\s*$"}], "description": "A number or a numeric string; at most 100 are handed out per call (a larger count, as POP's pullers may send, gets at most 100)."},
                 "waitSeconds": {"type": "integer", "minimum": 0, "maximum": 30, "description": "pop only: when nothing can be claimed at once, wait up to this many seconds for an agenda to be queued (absent or 0: answer at once)."},
             }},
             "UpdateAgendaProgressRequest": {"type": "object", "properties": {

@@ -512,13 +512,27 @@ impl AgendaState {
     ) -> Result<Vec<usize>, AgendaError> {
         let mut errors = ValidationErrors::new();
         check_lease_expires(lease_expires, now, &mut errors);
-        if report.state == Some(ProcessingState::Complete)
-            && report.message.as_deref().is_none_or(|m| m.trim().is_empty())
-        {
-            errors.push(
-                "processingStateMessage",
-                "a COMPLETE agenda needs processingStateMessage succeeded or failed",
-            );
+        match (report.state, report.message.as_deref()) {
+            (Some(ProcessingState::Complete), m) if m.is_none_or(|m| m.trim().is_empty()) => errors
+                .push(
+                    "processingStateMessage",
+                    "a COMPLETE agenda needs processingStateMessage succeeded or failed",
+                ),
+            // As an operation's (hostile35: "success" failed the agenda, answered 200).
+            (Some(ProcessingState::Complete), Some(m))
+                if !(message::is_succeeded(m)
+                    || message::is_failed(m)
+                    || message::is_cancelled(m)) =>
+            {
+                errors.push(
+                    "processingStateMessage",
+                    format!(
+                        "the agenda is COMPLETE with processingStateMessage {m:?}, which is none \
+                         of succeeded, failed or cancelled"
+                    ),
+                )
+            }
+            _ => {}
         }
         if report.state == Some(ProcessingState::Waiting) {
             // An executor holds the agenda: it is EXECUTING until the executor reports it

@@ -136,9 +136,12 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
         .await
         .map_err(fail)?;
     // Without the server's NOTICE "relation already exists, skipping", which tokio-postgres
-    // logs at INFO on every start of an existing store (ops3am3, newcomer12).
+    // logs at INFO on every start of an existing store (ops3am3, newcomer12). Without the
+    // sessions' idle-transaction bound: a migration that hashes a long stream's events here,
+    // between statements, may sit idle longer (review-s44).
     tx.batch_execute(
         "SET LOCAL client_min_messages = warning; \
+         SET LOCAL idle_in_transaction_session_timeout = 0; \
          CREATE TABLE IF NOT EXISTS pop_schema (version integer NOT NULL)",
     )
     .await
