@@ -20,7 +20,8 @@
 //! the time an agenda entered the queue: a rerun, retried, reclaimed or released agenda is
 //! behind the ones that waited before it. The candidates of `FirstInFirstOut` are the
 //! schedulable `added` agendas among the first [`MAX_SCAN_PAGES`] full pages' worth of the
-//! insight's queue order (read in pages sized to the room left); those of `RoundRobin` and `Priority` are each customer's oldest-added, as many pages'
+//! insight's queue order (read in pages sized to the room left); those of `RoundRobin` and
+//! `Priority` are each customer's oldest-added, as many pages'
 //! worth shared evenly among the customers with work there (at least one each), so a
 //! customer's backlog deeper than that never hides another customer's agendas (hostile32),
 //! and within one customer's deep backlog they choose among its oldest part.
