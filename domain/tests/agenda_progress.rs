@@ -292,6 +292,34 @@ fn report_input_is_validated_listing_every_problem() {
     }
 }
 
+/// An operation recorded COMPLETE with another word (by a server before that was refused) and
+/// sent back as recorded is no new word: POP's executor echoes the whole progress with each
+/// report, and refusing the echo would stall the agenda's other operations.
+#[test]
+fn an_operation_echoed_as_recorded_is_not_refused_for_its_word() {
+    use pop_domain::agenda::AgendaEvent;
+    let mut c = running(agenda_of(&["a", "b"], json!({})));
+    c.push(report("w1", 10, ops(vec![succeeded("a"), executing("b", 5.0)])));
+    let mut given = history(c);
+    for event in &mut given {
+        if let AgendaEvent::ProgressReported(e) = event {
+            for o in e.operations.iter_mut().filter(|o| o.operation == "a") {
+                o.message = Some("done".into());
+            }
+        }
+    }
+    let mut echoed = succeeded("a");
+    echoed.message = Some("done".into());
+    let next = report("w1", 11, ops(vec![echoed.clone(), executing("b", 50.0)]));
+    assert!(replay(&given).decide(&next).is_ok(), "the echo of what is recorded is taken");
+    // A new word is still refused.
+    echoed.name = "b".into();
+    let Err(AgendaError::Invalid(_)) = replay(&given).decide(&report("w1", 11, ops(vec![echoed])))
+    else {
+        panic!("b COMPLETE with \"done\" is a new word")
+    };
+}
+
 /// A report naming an operation the agenda does not have (POP's executor reports what a
 /// generator made without expanding the agenda, `logOnly`, and resends it with every report)
 /// adds it, as POP's server made its progress on the fly: the rest is taken, and the agenda

@@ -561,9 +561,16 @@ impl AgendaState {
                     format!("operation {:?} is reported twice in one report", r.name),
                 );
             }
-            if let Some(current) = found.and_then(|i| self.progress.operation_progress.get(i)) {
+            let current = found.and_then(|i| self.progress.operation_progress.get(i));
+            if let Some(current) = current {
                 check_reported_params(&current.params, &r.params, &field, &r.name, &mut errors);
             }
+            // An operation sent back as it is recorded (POP's executor echoes the whole
+            // progress) is no new word, whatever a server before this rule recorded.
+            let echoed = current.is_some_and(|c| {
+                c.processing_state == ProcessingState::Complete
+                    && c.processing_state_message.as_deref() == r.message.as_deref()
+            });
             if r.percent.is_some_and(|p| !p.is_finite() || p < 0.0) {
                 errors.push(
                     format!("{field}.percentComplete"),
@@ -581,9 +588,10 @@ impl AgendaState {
                 // Any other word would count as a failure and record no reason (popclient23:
                 // "success" and "done" failed agendas that answered 200).
                 (ProcessingState::Complete, Some(m))
-                    if !(message::is_succeeded(m)
-                        || message::is_failed(m)
-                        || message::is_cancelled(m)) =>
+                    if !echoed
+                        && !(message::is_succeeded(m)
+                            || message::is_failed(m)
+                            || message::is_cancelled(m)) =>
                 {
                     errors.push(
                         format!("{field}.processingStateMessage"),
