@@ -588,10 +588,10 @@ impl AgendaState {
                 // Any other word would count as a failure and record no reason (popclient23:
                 // "success" and "done" failed agendas that answered 200).
                 (ProcessingState::Complete, Some(m))
-                    if !echoed
-                        && !(message::is_succeeded(m)
-                            || message::is_failed(m)
-                            || message::is_cancelled(m)) =>
+                    if !(echoed
+                        || message::is_succeeded(m)
+                        || message::is_failed(m)
+                        || message::is_cancelled(m)) =>
                 {
                     errors.push(
                         format!("{field}.processingStateMessage"),
