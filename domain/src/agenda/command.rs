@@ -119,7 +119,7 @@ pub struct OperationReport {
     /// The operation's name (matched case-insensitively, like every operation name).
     pub name: String,
     pub state: ProcessingState,
-    /// Free text while EXECUTING; when COMPLETE, `succeeded`, `failed` or `cancelled` (any case).
+    /// Free text while EXECUTING; when COMPLETE, `succeeded` or `failed` (any case).
     pub message: Option<String>,
     /// 0 or more; values above 100 are kept but count as 100 in the agenda's percent.
     pub percent: Option<f64>,

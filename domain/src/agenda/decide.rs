@@ -520,15 +520,14 @@ impl AgendaState {
                 ),
             // As an operation's (hostile35: "success" failed the agenda, answered 200).
             (Some(ProcessingState::Complete), Some(m))
-                if !(message::is_succeeded(m)
-                    || message::is_failed(m)
-                    || message::is_cancelled(m)) =>
+                if !(message::is_succeeded(m) || message::is_failed(m)) =>
             {
                 errors.push(
                     "processingStateMessage",
                     format!(
-                        "the agenda is COMPLETE with processingStateMessage {m:?}, which is none \
-                         of succeeded, failed or cancelled"
+                        "the agenda is COMPLETE with processingStateMessage {m:?}, which is \
+                         neither succeeded nor failed{}",
+                        cancel_hint(m)
                     ),
                 )
             }
@@ -586,19 +585,18 @@ impl AgendaState {
                     ),
                 ),
                 // Any other word would count as a failure and record no reason (popclient23:
-                // "success" and "done" failed agendas that answered 200).
+                // "success" and "done" failed agendas that answered 200; popclient24: so did
+                // "cancelled", which only pop itself records, when it cancels).
                 (ProcessingState::Complete, Some(m))
-                    if !(echoed
-                        || message::is_succeeded(m)
-                        || message::is_failed(m)
-                        || message::is_cancelled(m)) =>
+                    if !(echoed || message::is_succeeded(m) || message::is_failed(m)) =>
                 {
                     errors.push(
                         format!("{field}.processingStateMessage"),
                         format!(
                             "operation {:?} is COMPLETE with processingStateMessage {m:?}, which \
-                             is none of succeeded, failed or cancelled",
-                            r.name
+                             is neither succeeded nor failed{}",
+                            r.name,
+                            cancel_hint(m)
                         ),
                     )
                 }
@@ -1030,6 +1028,15 @@ fn new_diagnostics(
     let excess = fresh.len().saturating_sub(MAX_DIAGNOSTICS);
     fresh.drain(..excess);
     fresh
+}
+
+/// What an executor's `cancelled` is told: only pop cancels, when someone cancels the agenda.
+fn cancel_hint(word: &str) -> &'static str {
+    if message::is_cancelled(word) {
+        " (an executor does not cancel: cancel the agenda, and pop records its operations cancelled)"
+    } else {
+        ""
+    }
 }
 
 /// Reported params must stay within the bounds a submission has: the merged map at most
