@@ -386,7 +386,7 @@ impl Handler for LocalProcess {
                     || matches!(status.code(), Some(129 | 130 | 143))
                 {
                     // What it started and the signal did not stop goes with it.
-                    kill_marked(&mark);
+                    kill_run(None, Some(&mark));
                     return Err(failure.interrupted());
                 }
             }
@@ -398,7 +398,7 @@ impl Handler for LocalProcess {
 /// The environment variable that marks every process of one handler's run.
 pub(crate) const RUN_MARK: &str = "POP_HANDLER_RUN";
 
-/// On drop, [`kill_descendants`] of the handler whose pid it holds (and the processes that
+/// On drop, [`kill_run`] of the handler whose pid it holds (and the processes that
 /// carry its run's mark), unless it was disarmed: once the handler was reaped its pid may
 /// name another process.
 pub(crate) struct KillDescendants(pub(crate) Option<u32>, pub(crate) Option<String>);
@@ -406,7 +406,7 @@ pub(crate) struct KillDescendants(pub(crate) Option<u32>, pub(crate) Option<Stri
 impl KillDescendants {
     /// Kills them now (the handler is about to be killed) and disarms.
     pub(crate) fn kill_now(&mut self) {
-        kill_descendants(self.0.take(), self.1.take().as_deref());
+        kill_run(self.0.take(), self.1.take().as_deref());
     }
 
     /// The program was reaped (its pid may name another process now) but its output may
@@ -424,21 +424,41 @@ impl KillDescendants {
 
 impl Drop for KillDescendants {
     fn drop(&mut self) {
-        match (self.0.take(), self.1.take()) {
-            (Some(pid), mark) => kill_descendants(Some(pid), mark.as_deref()),
-            (None, Some(mark)) => kill_marked(&mark),
-            (None, None) => {}
-        }
+        kill_run(self.0.take(), self.1.take().as_deref());
     }
 }
 
-/// Kills the processes that carry a run's mark (its handler is gone: found by the mark alone),
-/// stopped first until a look finds no new one.
-fn kill_marked(mark: &str) {
+/// Sends `sig` to process `p`, if it still is there.
+fn signal(p: u32, sig: rustix::process::Signal) {
+    if let Some(p) = i32::try_from(p).ok().and_then(rustix::process::Pid::from_raw) {
+        let _ = rustix::process::kill_process(p, sig);
+    }
+}
+
+/// Kills a handler's run: every process descended from `pid` (a handler's own children: a
+/// wrapper script's encoder), found through `/proc` while they are still its descendants, i.e.
+/// before the handler itself is killed (by the caller), and every process that carries the
+/// run's `mark` (what left the tree: a double fork, `setsid`, an orphan; with no `pid`, the
+/// handler is gone and the mark alone finds them). Killed alone, a handler's children went on
+/// as orphans and did their side effects after the operation was failed for silence,
+/// cancelled, or retried (ops3am20, ops3am21). The handler and every process found are stopped
+/// first, and looked for again until a look finds no new one: a stopped process starts
+/// nothing, so a script cannot start its next step between the kills (review-s43: 6 of 12
+/// did). Nothing where there is no `/proc`; a process that exited meanwhile is skipped.
+pub(crate) fn kill_run(pid: Option<u32>, mark: Option<&str>) {
     use rustix::process::Signal;
+    if pid.is_none() && mark.is_none() {
+        return;
+    }
+    if let Some(pid) = pid {
+        signal(pid, Signal::STOP);
+    }
     let mut found: Vec<u32> = Vec::new();
     for _ in 0..MAX_FREEZE_ROUNDS {
-        let new: Vec<u32> = marked(mark).into_iter().filter(|p| !found.contains(p)).collect();
+        let new: Vec<u32> = run_processes(pid, mark)
+            .into_iter()
+            .filter(|p| Some(*p) != pid && !found.contains(p))
+            .collect();
         if new.is_empty() {
             break;
         }
@@ -452,82 +472,37 @@ fn kill_marked(mark: &str) {
     }
 }
 
-/// Sends `sig` to process `p`, if it still is there.
-fn signal(p: u32, sig: rustix::process::Signal) {
-    if let Some(p) = i32::try_from(p).ok().and_then(rustix::process::Pid::from_raw) {
-        let _ = rustix::process::kill_process(p, sig);
-    }
-}
-
-/// The processes whose environment carries `RUN_MARK=<mark>` (readable for this user's own).
-fn marked(mark: &str) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    let wanted = format!("{RUN_MARK}={mark}");
-    let mut found = Vec::new();
-    for entry in entries.flatten() {
-        let Some(p) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
-        if environ.split(|b| *b == 0).any(|var| var == wanted.as_bytes()) {
-            found.push(p);
-        }
-    }
-    found
-}
-
-/// Kills every process descended from `pid` (a handler's own children: a wrapper script's
-/// encoder), found through `/proc` while they are still its descendants, i.e. before the
-/// handler itself is killed (by the caller). Killed alone, a handler's children went on as
-/// orphans and did their side effects after the operation was failed for silence, cancelled,
-/// or retried (ops3am20). The handler and every descendant found are stopped first, and looked
-/// for again until a look finds no new one: a stopped process starts nothing, so a script
-/// cannot start its next step between the kills (review-s43: 6 of 12 did). Nothing where there
-/// is no `/proc`; a process that exited meanwhile is skipped.
-pub(crate) fn kill_descendants(pid: Option<u32>, mark: Option<&str>) {
-    use rustix::process::Signal;
-    let Some(pid) = pid else { return };
-    signal(pid, Signal::STOP);
-    let mut tree = vec![pid];
-    for _ in 0..MAX_FREEZE_ROUNDS {
-        let mut now = descendants(pid);
-        // And what left the tree but carries the run's mark (a double fork, an orphan).
-        if let Some(mark) = mark {
-            now.extend(marked(mark));
-        }
-        let found: Vec<u32> = now.into_iter().filter(|p| !tree.contains(p)).collect();
-        if found.is_empty() {
-            break;
-        }
-        for &p in &found {
-            signal(p, Signal::STOP);
-        }
-        tree.extend(found);
-    }
-    for p in tree.into_iter().skip(1) {
-        signal(p, Signal::KILL);
-    }
-}
-
-/// Looks for new descendants at most this many times while freezing a handler's tree.
+/// Looks for new processes of a run at most this many times while freezing it.
 const MAX_FREEZE_ROUNDS: usize = 16;
 
-/// The processes descended from `pid`, by the parent each one's `/proc/<pid>/stat` names.
-fn descendants(pid: u32) -> Vec<u32> {
+/// The processes of a run, in one pass over `/proc`: those descended from `pid`, by the
+/// parent each one's `stat` names, and those whose environment carries `RUN_MARK=<mark>`
+/// (readable for this user's own).
+fn run_processes(pid: Option<u32>, mark: Option<&str>) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let wanted = mark.map(|mark| format!("{RUN_MARK}={mark}"));
     let mut parents: Vec<(u32, u32)> = Vec::new();
+    let mut marked: Vec<u32> = Vec::new();
     for entry in entries.flatten() {
         let Some(p) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
-        // `pid (comm) state ppid …`: the name may hold spaces and parentheses.
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        let parent = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1));
-        if let Some(parent) = parent.and_then(|p| p.parse::<u32>().ok()) {
-            parents.push((p, parent));
+        if pid.is_some() {
+            // `pid (comm) state ppid …`: the name may hold spaces and parentheses.
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let parent = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1));
+            if let Some(parent) = parent.and_then(|p| p.parse::<u32>().ok()) {
+                parents.push((p, parent));
+            }
+        }
+        if let Some(wanted) = &wanted
+            && let Ok(environ) = std::fs::read(entry.path().join("environ"))
+            && environ.split(|b| *b == 0).any(|var| var == wanted.as_bytes())
+        {
+            marked.push(p);
         }
     }
-    let mut tree = vec![pid];
+    let mut tree: Vec<u32> = pid.into_iter().collect();
     let mut i = 0;
     while let Some(&parent) = tree.get(i) {
         for &(p, of) in &parents {
@@ -537,7 +512,12 @@ fn descendants(pid: u32) -> Vec<u32> {
         }
         i += 1;
     }
-    tree.split_off(1)
+    for p in marked {
+        if !tree.contains(&p) {
+            tree.push(p);
+        }
+    }
+    tree
 }
 
 #[cfg(test)]
