@@ -66,6 +66,18 @@ pub enum StoreError {
     #[error("stored events are corrupt: {0}")]
     Corrupt(String),
 
+    /// A write whose database went away while it committed (a PostgreSQL connection closed
+    /// with the group's COMMIT on its way): whether it was stored is not known (ops3am21: such
+    /// writes were stored, and answered "nothing was done").
+    #[error(
+        "the storage engine failed: committing a group of writes: the database connection \
+         closed before the commit was answered"
+    )]
+    OutcomeUnknown {
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
+
     /// The storage engine failed (IO, disk full, a lock held by another process…).
     #[error("the storage engine failed: {context}")]
     Backend {
@@ -84,11 +96,9 @@ impl StoreError {
         StoreError::Backend { context, source: Arc::new(source) }
     }
 
-    /// A write whose database went away while it committed (a PostgreSQL connection closed
-    /// with the group's COMMIT on its way): whether it was stored is not known (ops3am21: such
-    /// writes were stored, and answered "nothing was done").
+    /// Whether it is [`StoreError::OutcomeUnknown`]: a write that may or may not be stored.
     pub fn outcome_unknown(&self) -> bool {
-        matches!(self, StoreError::Backend { context, .. } if *context == OUTCOME_UNKNOWN)
+        matches!(self, StoreError::OutcomeUnknown { .. })
     }
 
     /// Whether re-reading the stream and deciding again may succeed.
@@ -105,15 +115,13 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             StoreError::Closed => true,
-            StoreError::Backend { source, .. } => unavailable_chain(source.as_ref()),
+            StoreError::Backend { source, .. } | StoreError::OutcomeUnknown { source } => {
+                unavailable_chain(source.as_ref())
+            }
             _ => false,
         }
     }
 }
-
-/// The context of a [`StoreError::Backend`] whose write may or may not have been stored.
-pub const OUTCOME_UNKNOWN: &str =
-    "committing a group of writes: the database connection closed before the commit was answered";
 
 /// Whether the first error of `e`'s chain that tells says the storage is unavailable.
 fn unavailable_chain(e: &(dyn std::error::Error + 'static)) -> bool {
@@ -235,5 +243,20 @@ mod tests {
             actual: ActualVersion::NoStream,
         };
         assert!(!conflict.is_unavailable());
+    }
+}
+
+#[cfg(test)]
+mod outcome_tests {
+    use super::*;
+
+    /// A write whose outcome is not known is told by its kind, not by its text.
+    #[test]
+    fn an_outcome_unknown_is_a_kind_of_its_own() {
+        let closed = || std::io::Error::new(std::io::ErrorKind::ConnectionReset, "closed");
+        let unknown = StoreError::OutcomeUnknown { source: Arc::new(closed()) };
+        assert!(unknown.outcome_unknown());
+        assert!(unknown.to_string().contains("before the commit was answered"), "{unknown}");
+        assert!(!StoreError::backend("committing a group of writes", closed()).outcome_unknown());
     }
 }

@@ -218,7 +218,7 @@ fn outcome_unknown_if_closed(e: StoreError) -> StoreError {
     if !closed {
         return e;
     }
-    StoreError::Backend { context: crate::error::OUTCOME_UNKNOWN, source: Arc::clone(source) }
+    StoreError::OutcomeUnknown { source: Arc::clone(source) }
 }
 
 async fn commit_group(shared: &Shared, group: Vec<Request>) {
