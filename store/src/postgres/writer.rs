@@ -212,8 +212,21 @@ fn say_failed(failing: &std::sync::Mutex<crate::repeats::Repeats>) -> Option<u64
 /// were stored and answered "nothing was done"). Said so, never as nothing done.
 fn outcome_unknown_if_closed(e: StoreError) -> StoreError {
     let StoreError::Backend { source, .. } = &e else { return e };
+    // A connection that was never made (refused, no such socket) sent nothing: that outcome is
+    // known (the reread's typed error showed a refused connect was said "not known").
+    let never_connected = |io: &std::io::Error| {
+        matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionRefused
+                | std::io::ErrorKind::AddrNotAvailable
+                | std::io::ErrorKind::NotFound
+        )
+    };
     let closed = source.downcast_ref::<tokio_postgres::Error>().is_some_and(|pg| {
-        pg.is_closed() || std::error::Error::source(pg).is_some_and(|s| s.is::<std::io::Error>())
+        pg.is_closed()
+            || std::error::Error::source(pg)
+                .and_then(|s| s.downcast_ref::<std::io::Error>())
+                .is_some_and(|io| !never_connected(io))
     });
     if !closed {
         return e;
