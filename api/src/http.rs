@@ -155,10 +155,12 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
     let mut batch: BatchRequest = match serde_json::from_slice(&bytes) {
         Ok(b) => b,
         Err(e) => {
-            let error = AppError::bad_request(
-                crate::request::not_text(&headers, &bytes)
-                    .unwrap_or_else(|| format!("the body is not a GraphQL request: {e}")),
-            );
+            let error = crate::request::too_deep(&bytes).unwrap_or_else(|| {
+                AppError::bad_request(
+                    crate::request::not_text(&headers, &bytes)
+                        .unwrap_or_else(|| format!("the body is not a GraphQL request: {e}")),
+                )
+            });
             return error_response(StatusCode::BAD_REQUEST, error, &cid);
         }
     };
@@ -230,7 +232,7 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
     // that waits past it (with a second's grace, so the budget's own answer wins).
     let Ok(response) = tokio::time::timeout(
         deadline + crate::config::DEADLINE_GRACE,
-        state.schema().execute_batch(batch),
+        execute_in_order(state.schema(), batch),
     )
     .await
     else {
@@ -264,6 +266,28 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
+}
+
+/// Runs a batch's operations one after another, in the order sent, as separate requests would
+/// be if each waited for the one before (async-graphql's `execute_batch` runs them at once).
+/// A batch of writes then means what it says (a create before the update that follows it),
+/// and each sees what the ones before it wrote: hostile36 got 16 submits of one batch past a
+/// customer's live-agenda quota of 12, each counted against the same unchanged read models,
+/// where the same 16 as aliases of one mutation (which run in turn) stopped at 12.
+async fn execute_in_order(
+    schema: &crate::graphql::PopSchema,
+    batch: BatchRequest,
+) -> BatchResponse {
+    match batch {
+        BatchRequest::Single(request) => BatchResponse::Single(schema.execute(request).await),
+        BatchRequest::Batch(requests) => {
+            let mut responses = Vec::with_capacity(requests.len());
+            for request in requests {
+                responses.push(schema.execute(request).await);
+            }
+            BatchResponse::Batch(responses)
+        }
+    }
 }
 
 /// Upgrades to graphql-transport-ws (selected when the client offers it; [`ws::serve`]

@@ -229,13 +229,50 @@ pub(crate) fn wide_integer(bytes: &[u8]) -> Option<(String, String)> {
     if !long_run {
         return None;
     }
+    match walk_body(bytes, true, usize::MAX) {
+        Some((path, Found::Wide(text))) => Some((path, text)),
+        _ => None,
+    }
+}
+
+/// serde_json's nesting limit: a body nested deeper fails to parse, whatever it is.
+const PARSER_DEPTH: usize = 128;
+
+/// Why a body that failed to parse did: nested past what the parser reads (popclient25: a
+/// payload 123 levels deep was "not JSON" with no field, where 65 levels was the payload rule's
+/// VALIDATION naming it), VALIDATION naming where; else `None` (it is not JSON).
+pub(crate) fn too_deep(bytes: &[u8]) -> Option<AppError> {
+    let (path, _) = walk_body(bytes, false, PARSER_DEPTH)?;
+    let max = pop_domain::validate::MAX_PAYLOAD_DEPTH;
+    Some(AppError::invalid(
+        &path,
+        format!(
+            "the request body nests deeper than {PARSER_DEPTH} levels here, past what pop reads \
+             (a payload or a param value may nest at most {max} levels)"
+        ),
+    ))
+}
+
+/// What [`walk_body`] stopped at.
+enum Found {
+    /// An integer 64 bits do not hold, as written.
+    Wide(String),
+    /// An object or array opened deeper than the depth asked for.
+    Deep,
+}
+
+/// Walks a JSON body's bytes (valid or not) to the first integer 64 bits do not hold (if
+/// `numbers`) or the first object or array nested deeper than `max_depth`, with its path. A path deeper than a
+/// few fields names its first ones and then `…`.
+fn walk_body(bytes: &[u8], numbers: bool, max_depth: usize) -> Option<(String, Found)> {
     enum Frame {
         Object { key: String, expecting_key: bool },
         Array { index: usize },
     }
+    const NAMED_FRAMES: usize = 8;
     let path = |stack: &[Frame]| {
         let mut path = String::new();
-        for frame in stack {
+        for frame in stack.iter().take(NAMED_FRAMES) {
             match frame {
                 Frame::Object { key, .. } => {
                     if !path.is_empty() {
@@ -245,6 +282,9 @@ pub(crate) fn wide_integer(bytes: &[u8]) -> Option<(String, String)> {
                 }
                 Frame::Array { index } => path.push_str(&format!("[{index}]")),
             }
+        }
+        if stack.len() > NAMED_FRAMES {
+            path.push('…');
         }
         path
     };
@@ -265,8 +305,15 @@ pub(crate) fn wide_integer(bytes: &[u8]) -> Option<(String, String)> {
                     *expecting = false;
                 }
             }
-            b'{' => stack.push(Frame::Object { key: String::new(), expecting_key: true }),
-            b'[' => stack.push(Frame::Array { index: 0 }),
+            open @ (b'{' | b'[') => {
+                if stack.len() >= max_depth {
+                    return Some((path(&stack), Found::Deep));
+                }
+                stack.push(match open {
+                    b'{' => Frame::Object { key: String::new(), expecting_key: true },
+                    _ => Frame::Array { index: 0 },
+                });
+            }
             b'}' | b']' => {
                 stack.pop();
             }
@@ -277,8 +324,8 @@ pub(crate) fn wide_integer(bytes: &[u8]) -> Option<(String, String)> {
             },
             b'-' | b'0'..=b'9' => {
                 let (last, wide) = number_at(bytes, i);
-                if let Some(text) = wide {
-                    return Some((path(&stack), text));
+                if let Some(text) = wide.filter(|_| numbers) {
+                    return Some((path(&stack), Found::Wide(text)));
                 }
                 i = last;
             }
@@ -474,5 +521,26 @@ mod tests {
         ] {
             assert_eq!(wide_integer(fine), None, "{}", String::from_utf8_lossy(fine));
         }
+    }
+
+    /// A body nested past the parser's limit is refused naming where (popclient25).
+    #[test]
+    fn a_body_nested_past_the_parser_is_refused_naming_where() {
+        let deep = |levels: usize| {
+            let payload = format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
+            format!(r#"{{"title":"t","operations":[{{"name":"a","payload":{payload}}}]}}"#)
+        };
+        let body = deep(200);
+        assert!(serde_json::from_slice::<serde_json::Value>(body.as_bytes()).is_err());
+        let error = super::too_deep(body.as_bytes()).expect("too deep");
+        assert_eq!(error.problems[0].field, "operations[0].payload[0][0][0][0][0]…");
+        assert!(error.message.contains("deeper than 128 levels"), "{}", error.message);
+        assert!(error.message.contains("at most 64 levels"), "{}", error.message);
+        // Within the parser's limit (the payload rule answers it), or broken otherwise: none.
+        assert!(super::too_deep(deep(100).as_bytes()).is_none());
+        assert!(super::too_deep(br#"{"a":[1,2"#).is_none());
+        // A wide integer before the depth does not hide it.
+        let wide = body.replacen("\"t\"", "123456789012345678901234567890", 1);
+        assert!(super::too_deep(wide.as_bytes()).is_some());
     }
 }

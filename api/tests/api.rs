@@ -94,7 +94,7 @@ async fn mutations_cover_rerun_expand_templates_and_config_crud() {
     let data = s
         .ok(
             ACME,
-            "mutation($p: String) { runTemplate(templateId: \"tpl\", payload: {file: \"x.mov\"}, atLeastPosition: $p) { agenda { customerId operations { payload } } } }",
+            "mutation($p: String) { runTemplate(templateId: \"tpl\", payload: {file: \"x.mov\"}, atLeastPosition: $p) { agenda { id customerId operations { payload } } } }",
             json!({"p": created["createTemplate"]["position"]}),
         )
         .await;
@@ -109,13 +109,15 @@ async fn mutations_cover_rerun_expand_templates_and_config_crud() {
         .ok(ADMIN, "mutation { updateCustomer(customer: {id: \"acme\", title: \"Acme Corp\", resourcePoolId: \"pool-1\"}) { object { title addedTime updatedTime } position } }", json!({}))
         .await;
     assert_eq!(data["updateCustomer"]["object"]["title"], "Acme Corp");
-    let data = s
-        .ok(
-            ADMIN,
-            "mutation { deleteInsight(id: \"transcode\") { object { id } deleted position } }",
-            json!({}),
-        )
-        .await;
+    // Not while agendas are bound to it (they would wait for good): the rerun one and the
+    // template's run; once they are cancelled, it is deleted.
+    let delete = "mutation { deleteInsight(id: \"transcode\") { object { id } deleted position } }";
+    let e = s.err(ADMIN, delete, json!({})).await;
+    assert_eq!(code(&e), "CONFLICT", "{e:#}");
+    assert!(e["message"].as_str().unwrap().contains("2 live agendas"), "{e:#}");
+    s.cancel(ACME, &id).await;
+    s.cancel(ACME, run["id"].as_str().unwrap()).await;
+    let data = s.ok(ADMIN, delete, json!({})).await;
     let position = data["deleteInsight"]["position"].as_str().unwrap().to_string();
     assert_eq!(data["deleteInsight"]["deleted"], true);
     let data = s

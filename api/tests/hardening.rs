@@ -1284,6 +1284,30 @@ async fn a_customer_past_its_live_agenda_quota_is_refused() {
     server.ok(ACME, SUBMIT, json!({"a": agenda("acme", "quota"), "p": cancelled})).await;
 }
 
+/// A batched POST runs its operations in turn, each seeing what the ones before it wrote:
+/// hostile36 got all 16 submits of one batch past a quota of 12 (async-graphql ran them at
+/// once, each counted against the same read models), where aliases of one mutation stopped.
+#[tokio::test]
+async fn a_batch_of_submits_stops_at_the_live_agenda_quota() {
+    let config = pop_api::ApiConfig { max_live_agendas_per_customer: 3, ..Default::default() };
+    let server = start(config).await;
+    let after = server.seed().await;
+    let one = json!({"query": SUBMIT, "variables": {"a": agenda("acme", "quota"), "p": after}});
+    let batch = Value::Array(vec![one; 5]);
+    let (status, _, body) = post_raw(&server, ACME, &batch).await;
+    assert_eq!(status, 200);
+    let answers = body.as_array().unwrap_or_else(|| panic!("a batch answers a list: {body:#}"));
+    let codes: Vec<&str> = answers
+        .iter()
+        .map(|a| match a["errors"].as_array() {
+            Some(errors) => errors[0]["extensions"]["code"].as_str().unwrap_or("?"),
+            None => "ok",
+        })
+        .collect();
+    // In the order sent: the first three fit, the last two are refused.
+    assert_eq!(codes, ["ok", "ok", "ok", "QUOTA_EXCEEDED", "QUOTA_EXCEEDED"], "{body:#.3000}");
+}
+
 /// Issue 19, item 4: payloads and params past the server's limits are refused at the door,
 /// each field named with its size, nothing written; a report's result payload and params too.
 #[tokio::test]

@@ -163,6 +163,17 @@ async fn create_agenda_takes_pops_agendas_list_and_writes_none_when_one_is_wrong
     );
     let description = a.body["errorResponse"]["description"].as_str().unwrap();
     assert!(description.contains("agendas[2]: the agenda is invalid"), "{description}");
+    // A field of the wrong JSON type (Jackson writes a number for a string field) is said of
+    // the agenda too (popclient25: "agendas[1]:  is invalid: id: …" named nothing).
+    let mut typed = pop_agenda("typed", "none-written");
+    typed["id"] = json!(12345);
+    let list = json!({"agendas": [pop_agenda("fine", "none-written"), typed]});
+    let a = send(&s, "POST", &path, Some(list), &[]).await;
+    assert_eq!(a.status, 400, "{:#}", a.body);
+    let description = a.body["errorResponse"]["description"].as_str().unwrap();
+    assert!(description.contains("agendas[1]: the agenda is invalid: id: "), "{description}");
+    let problems = a.body["errorResponse"]["problems"].as_array().unwrap();
+    assert_eq!(problems[0]["field"], json!("agendas[1].id"), "{problems:?}");
     let listed = send(&s, "GET", "/pop/agenda?byLinkId=none-written", None, &[]).await;
     assert_eq!(listed.body["count"], json!(0), "{:#}", listed.body);
 

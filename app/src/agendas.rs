@@ -276,9 +276,10 @@ impl App {
     /// definitions as JSON) would take `customer` past
     /// [`crate::AppConfig::max_live_agendas_per_customer`] or
     /// [`crate::AppConfig::max_live_bytes_per_customer`]. Counted from the read models
-    /// (constant time per customer), so concurrent submits on several replicas may pass it
-    /// by the few the projections have not applied yet: a bound on memory, not an exact
-    /// count.
+    /// (constant time per customer), so submits at once (requests in flight together, on one
+    /// replica or several) may pass it by the few the projections have not applied yet: a
+    /// bound on memory, not an exact count. A batched GraphQL POST runs its operations in turn
+    /// (`pop_api`'s `execute_in_order`), so one body does not.
     fn check_live_quota(&self, customer: &str, adding: usize, adding_bytes: u64) -> AppResult<()> {
         let config = self.config();
         let visibility = Visibility::from_ids([customer]);
@@ -462,7 +463,10 @@ impl App {
                         }
                         // Fields are named inside the element: `agendas[i].operations[1].type`.
                         refuse_blank_ids(&value, AGENDA_IDS)?;
-                        let agenda: Agenda = from_json("", value)?;
+                        // Fields inside the element, the object "the agenda" (popclient25:
+                        // "agendas[0]:  is invalid: id: …" named nothing).
+                        let agenda: Agenda = pop_domain::wire::from_json("", value)
+                            .map_err(|e| AppError::validation("the agenda", e))?;
                         let own = caller.with_cid(agenda.cid.as_deref())?;
                         Ok((self.prepare(&own, agenda, "")?, own))
                     };

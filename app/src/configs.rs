@@ -9,7 +9,7 @@ use uuid::Uuid;
 use pop_domain::config::{ConfigAggregate, ConfigCommand, ConfigObject, Lifecycle};
 use pop_domain::model::{AgendaTemplate, Customer, Insight, ResourcePool};
 use pop_domain::validate::check_id;
-use pop_projections::{Cursor, ReadModels, Visibility, VisibleTo};
+use pop_projections::{Cursor, Phase, ReadModels, Visibility, VisibleTo};
 
 use crate::agendas::{from_json, refuse_blank_ids};
 use crate::caller::{Action, Caller};
@@ -68,6 +68,10 @@ pub trait ConfigKind: ConfigObject + VisibleTo + Clone {
     /// What the object names besides its own customer (see [`References`]).
     fn references(&self) -> References<'_> {
         References::default()
+    }
+    /// Why the object with this id may not be deleted now, if anything depends on it.
+    fn in_use(_models: &ReadModels, _id: &str) -> Option<String> {
+        None
     }
 }
 
@@ -205,6 +209,27 @@ config_kind!(Insight, "Insight", insight, insights, {
             global: self.is_global,
             agenda_customer: None,
         }
+    }
+    /// Live agendas bound to the insight: deleted, it would strand them (hostile36: an admin
+    /// of the insight's customer deleted it while agendas of a customer it was shared with
+    /// were queued; they stayed WAITING "queued" for good, counted by that customer's live
+    /// quota, with no diagnostic and no way for a worker to take them). All of them are
+    /// counted, whoever's: the insight's owner reads its totals anyway.
+    fn in_use(models: &ReadModels, id: &str) -> Option<String> {
+        let agendas = models.agendas();
+        let live: usize =
+            Phase::ALL.iter().filter(|p| p.is_live()).map(|p| agendas.count_in(id, *p)).sum();
+        (live > 0).then(|| {
+            let agendas = match live {
+                1 => "1 live agenda is".to_owned(),
+                n => format!("{n} live agendas are"),
+            };
+            format!(
+                "insight {id:?} may not be deleted while {agendas} bound to it (waiting or \
+                 executing; a deleted insight's agendas would wait for good): cancel them or \
+                 let them finish first"
+            )
+        })
     }
     /// POP's `SchedulingAlgorithm` has no `Priority`: POP's Jackson threw on it and lost the
     /// whole list that held it (popclient15). On /pop such an insight carries pop's value in
@@ -475,6 +500,15 @@ impl App {
         }
         if !is_create {
             self.check_written(caller, &command, visible).await?;
+        }
+        if matches!(command, ConfigCommand::Delete { .. }) {
+            // Counted on read models that have every agenda written so far. An agenda bound
+            // between this check and the delete's append is not seen (a narrow race: it would
+            // wait until an insight of that id exists again).
+            self.settle_to_head().await?;
+            if let Some(why) = T::in_use(&self.projections().read(), &id) {
+                return Err(AppError::conflict(why).within("id"));
+            }
         }
         let customer = match &command {
             ConfigCommand::Create { object, .. } | ConfigCommand::Update { object, .. } => {

@@ -496,3 +496,38 @@ async fn a_shared_or_global_insight_hands_a_tenant_only_its_own_agendas() {
         assert_eq!(claimed(ops, insight).await, ids(&["acme/a2", "globex/g3"]), "{insight}");
     }
 }
+
+/// An insight with live agendas bound to it is not deleted (CONFLICT naming how many), whoever's
+/// they are: hostile36 saw an admin of the insight's customer delete an insight shared with
+/// another customer whose agendas were queued on it; they stayed WAITING "queued" for good,
+/// held by that customer's live quota, with nothing able to take them. Once they finish, it is.
+#[tokio::test]
+async fn an_insight_with_live_agendas_of_any_customer_is_not_deleted() {
+    let w = world().await;
+    let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
+    let shared = json!({"id": "shared", "customerId": "ops", "title": "shared",
+        "resourcePoolId": "pool", "queueSize": 10, "allowedCustomerIds": ["globex"],
+        "mappers": {"operationType": ["shared"]}});
+    w.app.configure::<Insight>(&admin, ConfigOp::Create(shared), None, None).await.unwrap();
+    for id in ["g1", "g2"] {
+        let agenda = json!({"id": id, "customerId": "globex",
+            "operations": [{"name": "x", "type": "shared"}]});
+        w.app.submit(&user("globex"), agenda, None, None).await.unwrap();
+    }
+    // The owner's admin, who sees ops only.
+    let owner = Caller::new(Principal::new("ops-admin", Role::Admin, &["ops"]), "test");
+    let delete =
+        || w.app.configure::<Insight>(&owner, ConfigOp::Delete("shared".into()), None, None);
+    let r = delete().await;
+    assert_eq!(code(&r).as_deref(), Some("Conflict"), "{r:?}");
+    let message = r.err().map(|e| e.message).unwrap_or_default();
+    assert!(message.contains("2 live agendas are bound"), "{message}");
+    assert!(w.app.config_by_id::<Insight>(&owner, "shared", None).await.unwrap().is_some());
+    w.app.cancel(&user("globex"), Named::id("g1"), None, None).await.unwrap();
+    let r = delete().await;
+    let message = r.err().map(|e| e.message).unwrap_or_default();
+    assert!(message.contains("1 live agenda is bound"), "{message}");
+    w.app.cancel(&user("globex"), Named::id("g2"), None, None).await.unwrap();
+    let r = delete().await;
+    assert!(r.as_ref().is_ok_and(|c| c.deleted), "{r:?}");
+}

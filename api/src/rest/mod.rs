@@ -586,10 +586,12 @@ async fn serve(
             None
         } else {
             let value = serde_json::from_slice::<Value>(&bytes).map_err(|e| {
-                AppError::bad_request(
-                    crate::request::not_text(headers, &bytes)
-                        .unwrap_or_else(|| format!("the request body is not JSON: {e}")),
-                )
+                crate::request::too_deep(&bytes).unwrap_or_else(|| {
+                    AppError::bad_request(
+                        crate::request::not_text(headers, &bytes)
+                            .unwrap_or_else(|| format!("the request body is not JSON: {e}")),
+                    )
+                })
             })?;
             crate::request::refuse_wide_integer(&bytes)?;
             Some(value)
