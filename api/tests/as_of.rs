@@ -122,6 +122,14 @@ async fn as_of_reads_answer_the_past_over_graphql_and_rest() {
     let (status, body) = rest(&s, ACME, &format!("/pop/progress/agenda/{id}?asOf=soon")).await;
     assert_eq!(status, 400, "{body:#}");
     assert!(body.to_string().contains("asOf"), "{body:#}");
+    // A time to come (RFC 3339 or epoch ms) is refused, not answered with today's state as
+    // history (auditor32).
+    for later in ["2100-01-01T00:00:00Z", "4102444800000"] {
+        let (status, body) =
+            rest(&s, ACME, &format!("/pop/progress/agenda/{id}?asOf={later}")).await;
+        assert_eq!(status, 400, "{body:#}");
+        assert!(body.to_string().contains("later than the store's time"), "{body:#}");
+    }
     // Lists take no asOf: the parameter is refused, not ignored.
     let (status, _) = rest(&s, ACME, &format!("/pop/progress/agenda?asOf={submitted}")).await;
     assert_eq!(status, 400);

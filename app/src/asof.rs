@@ -195,8 +195,27 @@ impl App {
 
     /// A position bound beyond the log's head could still gain events, and a two-part one on
     /// the embedded store names no point of it (auditor20: `11/5` was compared as the pair and
-    /// answered as of 10): both refused, as for `atLeastPosition`.
+    /// answered as of 10): both refused, as for `atLeastPosition`. So is a time later than the
+    /// store's clock (auditor32: as of a time 30 s ahead answered WAITING/queued, then after a
+    /// claim, for the same time, WAITING/scheduled, both labelled as history).
     async fn check_bound(&self, bound: AsOf) -> AppResult<()> {
+        if let AsOf::Time(t) = bound {
+            let now = self.now();
+            if t > now {
+                let show =
+                    |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                return Err(AppError::invalid(
+                    "asOf",
+                    format!(
+                        "{} is later than the store's time {}: a time to come is no history yet \
+                         (it could still gain events); ask as of a time passed, or read the \
+                         live state without asOf",
+                        show(t),
+                        show(now)
+                    ),
+                ));
+            }
+        }
         if let AsOf::Position(p) = bound {
             self.position_of_this_log("asOf", p)?;
             let head = self.store().head().await.map_err(|e| error::store("the log head", &e))?;

@@ -64,9 +64,52 @@ fn read_signing_key(path: &Path) -> Result<CheckpointSigningKey> {
 }
 
 fn create_key(path: &Path) -> Result<CheckpointSigningKey> {
+    let seed = random_seed()?;
+    write_key(path, &seed)?;
+    Ok(CheckpointSigningKey::from_bytes(&seed))
+}
+
+fn random_seed() -> Result<[u8; 32]> {
     use rand::TryRngCore;
     let mut seed = [0u8; 32];
     rand::rngs::OsRng.try_fill_bytes(&mut seed).context("reading the OS random generator")?;
+    Ok(seed)
+}
+
+/// A signing key made for a store that has none yet, kept in memory until what it signed is
+/// done ([`NewKey::keep`]): `pop export` of a store whose key lives elsewhere (served or
+/// imported with `--checkpoint-key`) wrote a new key into its data directory before it found
+/// the store's checkpoints signed by another, and `pop verify` and `pop serve` then read that
+/// key by default and said TAMPERED (auditor32).
+pub struct NewKey {
+    seed: [u8; 32],
+    pub key: CheckpointSigningKey,
+}
+
+impl NewKey {
+    /// Writes the key as the data directory's, once it signed something of this store.
+    pub fn keep(self, data_dir: &Path) -> Result<()> {
+        write_key(&data_dir.join(KEY_FILE), &self.seed)
+    }
+}
+
+/// The given key file's key, else the data directory's; else a new one, not yet written.
+pub fn signing_key_or_new(
+    data_dir: &Path,
+    given: Option<&Path>,
+) -> Result<std::result::Result<CheckpointSigningKey, NewKey>> {
+    if let Some(path) = given {
+        return read_signing_key(path).map(Ok);
+    }
+    let path = data_dir.join(KEY_FILE);
+    if path.exists() {
+        return read_signing_key(&path).map(Ok);
+    }
+    let seed = random_seed()?;
+    Ok(Err(NewKey { seed, key: CheckpointSigningKey::from_bytes(&seed) }))
+}
+
+fn write_key(path: &Path, seed: &[u8; 32]) -> Result<()> {
     let write = || format!("writing the checkpoint key {}", path.display());
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(write)?;
@@ -80,11 +123,11 @@ fn create_key(path: &Path) -> Result<CheckpointSigningKey> {
         options.mode(0o600);
     }
     let mut file = options.open(path).with_context(write)?;
-    let hex = hex_bytes(&seed);
+    let hex = hex_bytes(seed);
     file.write_all(format!("{hex}\n").as_bytes()).with_context(write)?;
     file.sync_all().with_context(write)?;
     tracing::info!(path = %path.display(), "created the checkpoint signing key");
-    Ok(CheckpointSigningKey::from_bytes(&seed))
+    Ok(())
 }
 
 /// The keys of `--checkpoint-previous-key`: a key id (16 hex digits) names a lost key, any
@@ -144,23 +187,31 @@ pub fn verifying_key(
 /// `./pop-data/checkpoint.key`, said TAMPERED of an intact store and advised a handover). Said
 /// only beside a break that names a key no checkpoint of the store names
 /// ([`UNUSED_KEY`]).
+///
+/// `public_key`: `None` for a command without `--public-key` (`pop export`), which is then not
+/// offered (auditor32: export's refusal advised a flag it does not take).
 pub fn defaulted_key_note(
     data_dir: &Path,
     key_file: Option<&Path>,
-    public_key: Option<&str>,
+    public_key: Option<Option<&str>>,
     refusal: &str,
 ) -> Option<String> {
     let path = data_dir.join(KEY_FILE);
-    (key_file.is_none() && public_key.is_none() && path.exists() && refusal.contains(UNUSED_KEY))
-        .then(|| {
-            format!(
-                "the key checked with is {}, read by default (neither --checkpoint-key nor \
-                 --public-key was given): if the store's servers sign with another key, name \
-                 theirs (--checkpoint-key <their key file>, or --public-key <hex>) before \
-                 suspecting the store",
-                path.display()
-            )
-        })
+    let given = key_file.is_some() || public_key.flatten().is_some();
+    (!given && path.exists() && refusal.contains(UNUSED_KEY)).then(|| {
+        let (flags, theirs) = match public_key {
+            Some(_) => (
+                "neither --checkpoint-key nor --public-key was given",
+                "--checkpoint-key <their key file>, or --public-key <hex>",
+            ),
+            None => ("no --checkpoint-key was given", "--checkpoint-key <their key file>"),
+        };
+        format!(
+            "the key checked with is {}, read by default ({flags}): if the store's servers \
+             sign with another key, name theirs ({theirs}) before suspecting the store",
+            path.display()
+        )
+    })
 }
 
 /// What a break says of a key that signed none of the store's checkpoints.

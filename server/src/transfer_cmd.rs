@@ -47,8 +47,16 @@ pub async fn export(args: ExportArgs) -> Result<()> {
             args.store.db_path().display()
         );
     }
-    let key =
-        crate::checkpoints::signing_key(&args.store.data_dir, args.checkpoint_key.as_deref())?;
+    // A store with no key of its own gets one only once it signed this export: until then
+    // nothing of the store's data directory is written (see `NewKey`).
+    let key = crate::checkpoints::signing_key_or_new(
+        &args.store.data_dir,
+        args.checkpoint_key.as_deref(),
+    )?;
+    let signer = match &key {
+        Ok(key) => key.clone(),
+        Err(new) => new.key.clone(),
+    };
     // Only a log that verifies is exported and signed: its own checkpoints, and the one this
     // data directory witnessed of it (see `pop verify`).
     let witness = crate::checkpoints::Witness::of(
@@ -68,7 +76,7 @@ pub async fn export(args: ExportArgs) -> Result<()> {
     let now = chrono::Utc::now();
     let result = match &args.store_url {
         Some(url) if is_postgres(url) => {
-            pop_store::postgres::transfer::export_trusting(url, since, &key, witness, out, now)
+            pop_store::postgres::transfer::export_trusting(url, since, &signer, witness, out, now)
                 .await
         }
         Some(_) => bail!("pop export reads the embedded store or a PostgreSQL one (postgres://…)"),
@@ -78,7 +86,9 @@ pub async fn export(args: ExportArgs) -> Result<()> {
                 bail!("no embedded store at {}", path.display());
             }
             tokio::task::spawn_blocking(move || {
-                pop_store::sqlite::transfer::export_trusting(&path, since, &key, witness, out, now)
+                pop_store::sqlite::transfer::export_trusting(
+                    &path, since, &signer, witness, out, now,
+                )
             })
             .await?
         }
@@ -95,12 +105,22 @@ pub async fn export(args: ExportArgs) -> Result<()> {
                          `pop import` refuses it"
                     .to_owned(),
             };
-            let key_note = crate::checkpoints::defaulted_key_note(
-                &args.store.data_dir,
-                args.checkpoint_key.as_deref(),
-                None,
-                &e.to_string(),
-            );
+            let refusal = e.to_string();
+            let key_note = match &key {
+                Ok(_) => crate::checkpoints::defaulted_key_note(
+                    &args.store.data_dir,
+                    args.checkpoint_key.as_deref(),
+                    None,
+                    &refusal,
+                ),
+                Err(_) if refusal.contains(crate::checkpoints::UNUSED_KEY) => Some(format!(
+                    "{} has no checkpoint key and no --checkpoint-key was given: the store's \
+                     checkpoints are signed by the key it was served or imported with; give \
+                     that file with --checkpoint-key (no key was written there)",
+                    args.store.data_dir.display()
+                )),
+                Err(_) => None,
+            };
             let what = match key_note {
                 Some(note) => format!("{what}; {note}"),
                 None => what,
@@ -108,6 +128,11 @@ pub async fn export(args: ExportArgs) -> Result<()> {
             return Err(e).context(what);
         }
     };
+    // The store had no checkpoint this key did not sign: it is the store's key from now on,
+    // as a first `pop serve` would have made it.
+    if let Err(new) = key {
+        new.keep(&args.store.data_dir)?;
+    }
     let m = &summary.manifest;
     eprintln!(
         "exported {} events, {} pruned entries, {} tombstones from the {} store (after position \

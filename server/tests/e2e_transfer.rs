@@ -237,3 +237,40 @@ fn an_import_that_cannot_reach_its_store_says_why() {
     assert!(stderr.contains("import refused, nothing was imported"), "{stderr}");
     assert!(stderr.contains("Connection refused"), "the cause: {stderr}");
 }
+
+/// A store whose checkpoint key lives outside its data directory (imported, or served, with
+/// `--checkpoint-key`): `pop export` without the key is refused naming the flag, and writes no
+/// key of its own there (auditor32: it wrote a new key, and `pop verify` of the same store,
+/// which read that key by default, then said TAMPERED). With the key, it exports.
+#[test]
+fn an_export_without_the_stores_key_writes_no_key_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, file, _) = exported(dir.path());
+    let key = src.join("checkpoint.key");
+    let dst = dir.path().join("dst");
+    let out = run(
+        &["import", file.to_str().unwrap()],
+        &[("--data-dir", &dst), ("--checkpoint-key", &key)],
+    );
+    ok(&out, "pop import --checkpoint-key");
+    let own_key = dst.join("checkpoint.key");
+    assert!(!own_key.exists());
+    let verified = ok(&run(&["verify"], &[("--data-dir", &dst)]), "pop verify (no key)");
+    assert!(verified.trim_end().ends_with("intact"), "{verified}");
+
+    let out_file = dir.path().join("again.jsonl");
+    let refused = run(&["export"], &[("--data-dir", &dst), ("--out", &out_file)]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{said}");
+    assert!(said.contains("give that file with --checkpoint-key"), "{said}");
+    assert!(!said.contains("--public-key"), "export has no --public-key: {said}");
+    assert!(!own_key.exists(), "a key was written: {said}");
+    assert!(!out_file.exists());
+    let verified = ok(&run(&["verify"], &[("--data-dir", &dst)]), "pop verify (after)");
+    assert!(verified.trim_end().ends_with("intact"), "{verified}");
+
+    let out =
+        run(&["export"], &[("--data-dir", &dst), ("--out", &out_file), ("--checkpoint-key", &key)]);
+    ok(&out, "pop export --checkpoint-key");
+    assert!(!own_key.exists());
+}

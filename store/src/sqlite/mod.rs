@@ -75,6 +75,8 @@ pub struct SqliteStore {
     head: watch::Receiver<Position>,
     readers: Arc<reader::Readers>,
     floor: crate::clock::CommitFloor,
+    /// The clock commits are stamped with (before the floor): the store's wall clock.
+    wall: Clock,
 }
 
 /// The embedded store's file read by a tool beside a running server (`pop log`): one reader
@@ -165,6 +167,7 @@ impl SqliteStore {
         .map_err(|e| StoreError::backend("opening the store", e))??;
         // Commit times never go back, across a wall clock stepped back and across restarts.
         let floor = crate::clock::CommitFloor::new(last_commit);
+        let wall = Arc::clone(&options.clock);
         let clock = crate::clock::monotonic(options.clock, floor.clone());
 
         let (requests, rx) = mpsc::channel(WRITER_QUEUE_CAPACITY);
@@ -182,6 +185,7 @@ impl SqliteStore {
             requests,
             head: head_rx,
             floor,
+            wall,
         })
     }
 
@@ -409,5 +413,12 @@ impl EventStore for SqliteStore {
 
     fn commit_floor(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         self.floor.time()
+    }
+
+    /// The clock the store stamps commits with (the system's, unless a test gave another):
+    /// what "now" is for a read of this store's history (an as-of time later than it is
+    /// refused) matches the times its commits carry.
+    fn wall_clock(&self) -> chrono::DateTime<chrono::Utc> {
+        (self.wall)()
     }
 }
