@@ -335,7 +335,7 @@ proptest! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn as_of_a_shown_time_reads_the_change_it_labels() {
     // The world's setup was committed at T0 (2027), ahead of the wall clock: as after a clock
-    // stepped back, commits are held at that time, and so are the times commands show, so
+    // stepped back, commits run on from that time, and so do the times commands show, so
     // as of a shown time is still the state it labels (review-s36b: with the commits held and
     // the shown times not, a change read as absent as of its own time).
     let w = world().await;

@@ -20,6 +20,10 @@ const PAGE: usize = 1_000;
 /// How often `--follow` looks for new events in the embedded store's file.
 const FILE_POLL: Duration = Duration::from_millis(250);
 
+/// The first and the longest wait before a follow reads on after its store was unavailable.
+const FOLLOW_RETRY_FIRST: Duration = Duration::from_millis(250);
+const FOLLOW_RETRY_MAX: Duration = Duration::from_secs(5);
+
 /// Where the events come from: the embedded store's file, read-only (a running server keeps
 /// writing it; a read-only mount or file reads too), or a shared store by its URL.
 enum Source {
@@ -93,9 +97,38 @@ impl Source {
         match self {
             Source::Store(backend) => {
                 let mut events = backend.log.subscribe_all(after);
+                let mut pause = FOLLOW_RETRY_FIRST;
                 while printed < limit {
                     let Some(e) = events.next().await else { break };
-                    let e = e.context("following the log")?;
+                    let e = match e {
+                        Ok(e) => e,
+                        // The store away (a database restart) while the history is still
+                        // read: read on after the last line printed once it is back
+                        // (ops3am23: the follow ended, exit 1, not saying where it stopped).
+                        Err(e) if e.is_unavailable() => {
+                            tracing::warn!(
+                                error = %pop_domain::error::ErrorChain(&e),
+                                after = %after,
+                                retry_in_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
+                                "the store is unavailable; following on after the last event \
+                                 printed once it is back"
+                            );
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(FOLLOW_RETRY_MAX);
+                            events = backend.log.subscribe_all(after);
+                            continue;
+                        }
+                        Err(e) => {
+                            return Err(e).with_context(|| {
+                                format!(
+                                    "following the log (stopped after position {after}: \
+                                     `pop log --follow --after {after}` goes on from there)"
+                                )
+                            });
+                        }
+                    };
+                    pause = FOLLOW_RETRY_FIRST;
+                    after = e.position;
                     writeln!(out, "{}", render(&e))?;
                     out.flush()?;
                     printed += 1;

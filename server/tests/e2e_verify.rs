@@ -560,3 +560,92 @@ async fn pop_verify_checks_the_read_model_snapshot_against_the_log() {
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("which this log never had"), "{stdout}");
 }
+
+/// `pop log --follow --store postgres://…` lives through a database restart while it still
+/// reads the history: it reads on after the last event it printed, each event once (ops3am23:
+/// it ended with exit 1, not saying where it stopped).
+#[tokio::test]
+async fn a_follow_of_a_postgres_log_lives_through_a_restart_mid_history() {
+    use std::io::BufRead;
+
+    use pop_store::test_cluster::{ClusterDurability, TestCluster};
+    use pop_store::{EventStore, ExpectedVersion, NewEvent, PgOptions, PgStore};
+
+    let what = "a_follow_of_a_postgres_log_lives_through_a_restart_mid_history";
+    let Some(cluster) = TestCluster::start(what, ClusterDurability::Fast).unwrap() else { return };
+    let url = cluster.create_database().await.unwrap();
+    let store = PgStore::connect(&url, PgOptions::default()).await.unwrap();
+    const EVENTS: usize = 20_000;
+    for chunk in 0..EVENTS / 100 {
+        let events = (0..100)
+            .map(|i| NewEvent {
+                event_id: uuid::Uuid::new_v4(),
+                event_type: "Noted".into(),
+                schema_version: 1,
+                data: format!("{{\"i\":{},\"pad\":\"{}\"}}", chunk * 100 + i, "x".repeat(20))
+                    .into_bytes(),
+                metadata: b"{}".to_vec(),
+            })
+            .collect();
+        store.append(&format!("s-{chunk}"), ExpectedVersion::NoStream, events).await.unwrap();
+    }
+    store.close().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Its stdout not read yet: the pipe fills, and the follow waits mid-history.
+    let mut child = pop_command()
+        .args(["log", "--follow", "--limit", &(EVENTS + 1).to_string(), "--store", &url])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.contains("\"type\":\"Noted\""), "{first}");
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.stop().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut lines = vec![first];
+        for line in stdout.lines() {
+            lines.push(line.unwrap());
+        }
+        lines
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    cluster.start_again().unwrap();
+    // One more, committed after the restart: the follow reads on to it.
+    let store = PgStore::connect(&url, PgOptions::default()).await.unwrap();
+    let last = NewEvent {
+        event_id: uuid::Uuid::new_v4(),
+        event_type: "Last".into(),
+        schema_version: 1,
+        data: b"{}".to_vec(),
+        metadata: b"{}".to_vec(),
+    };
+    store.append("last", ExpectedVersion::NoStream, vec![last]).await.unwrap();
+    store.close().await;
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < WAIT, "pop log --follow did not end");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let lines = reader.join().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(lines.len(), EVENTS + 1, "{stderr}");
+    let numbers: Vec<u64> = lines[..EVENTS]
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["data"]["i"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(numbers, (0..EVENTS as u64).collect::<Vec<_>>(), "each event once, in order");
+    assert!(lines[EVENTS].contains("\"type\":\"Last\""), "{}", lines[EVENTS]);
+    assert!(stderr.contains("following on after the last event printed"), "{stderr}");
+}

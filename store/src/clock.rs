@@ -18,26 +18,64 @@ pub fn fixed_clock(at: DateTime<Utc>) -> Clock {
 }
 
 /// The latest time a [`monotonic`] clock gave (a store's last commit time), shared with the
-/// store that reads it ([`crate::EventStore::commit_floor`]).
+/// store that reads it ([`crate::EventStore::commit_floor`]), and when it was set (on this
+/// process's monotonic clock): behind it, the wall clock is stood in for by the floor run on
+/// since ([`CommitFloor::running`]).
 #[derive(Debug, Clone)]
-pub struct CommitFloor(Arc<std::sync::atomic::AtomicI64>);
+pub struct CommitFloor(Arc<FloorInner>);
+
+#[derive(Debug)]
+struct FloorInner {
+    micros: std::sync::atomic::AtomicI64,
+    /// When `micros` was last raised, in [`monotonic_micros`].
+    set_at: std::sync::atomic::AtomicU64,
+}
+
+/// Microseconds of this process's monotonic clock (since its first reading).
+fn monotonic_micros() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let elapsed = EPOCH.get_or_init(std::time::Instant::now).elapsed();
+    u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
+}
 
 impl CommitFloor {
     /// Starting at `micros` (the log's last commit time; `i64::MIN` for none).
     pub fn new(micros: i64) -> CommitFloor {
-        CommitFloor(Arc::new(std::sync::atomic::AtomicI64::new(micros)))
+        CommitFloor(Arc::new(FloorInner {
+            micros: std::sync::atomic::AtomicI64::new(micros),
+            set_at: std::sync::atomic::AtomicU64::new(monotonic_micros()),
+        }))
     }
 
     /// Raises the floor to `micros` (a later commit time taken from the log): the clock
-    /// gives no earlier time after it.
-    pub fn raise(&self, micros: i64) {
-        self.0.fetch_max(micros, std::sync::atomic::Ordering::SeqCst);
+    /// gives no earlier time after it. Gives the floor before.
+    pub fn raise(&self, micros: i64) -> i64 {
+        let before = self.0.micros.fetch_max(micros, std::sync::atomic::Ordering::SeqCst);
+        if micros > before {
+            self.0.set_at.store(monotonic_micros(), std::sync::atomic::Ordering::SeqCst);
+        }
+        before
     }
 
     /// The latest time given, if any.
     pub fn time(&self) -> Option<DateTime<Utc>> {
-        let micros = self.0.load(std::sync::atomic::Ordering::SeqCst);
+        let micros = self.0.micros.load(std::sync::atomic::Ordering::SeqCst);
         (micros != i64::MIN).then(|| DateTime::from_timestamp_micros(micros)).flatten()
+    }
+
+    /// The floor run on at the pace of this process's monotonic clock since it was set: what
+    /// stands in for a wall clock stepped back behind it. Time then goes on from the log's last
+    /// commit instead of standing still until the wall clock catches up (ops3am23: with the
+    /// clock an hour behind, every command and timed process read the same frozen time, so a
+    /// failed agenda's retry, due after a 30 s backoff, waited the hour).
+    pub fn running(&self) -> Option<DateTime<Utc>> {
+        let micros = self.0.micros.load(std::sync::atomic::Ordering::SeqCst);
+        if micros == i64::MIN {
+            return None;
+        }
+        let set_at = self.0.set_at.load(std::sync::atomic::Ordering::SeqCst);
+        let since = monotonic_micros().saturating_sub(set_at);
+        DateTime::from_timestamp_micros(micros.saturating_add(i64::try_from(since).ok()?))
     }
 }
 
@@ -109,13 +147,15 @@ pub fn offset(clock: Clock, by: ClockOffset) -> Clock {
 }
 
 /// The time to stamp a command with against `store`: the store's wall clock (this process's,
-/// or the one its replicas share: [`crate::EventStore::wall_clock`]), or the store's last
-/// commit time when that is behind it (stepped back), so the times shown never precede the
-/// commits that made them ([`crate::EventStore::commit_floor`]).
+/// or the one its replicas share: [`crate::EventStore::wall_clock`]), or, when that is behind
+/// the store's last commit time (stepped back), that time run on since
+/// ([`crate::EventStore::running_floor`]), so the times shown never precede the commits that
+/// made them and still go on ([`crate::EventStore::commit_floor`]).
 pub fn now_for(store: &dyn crate::EventStore) -> DateTime<Utc> {
     let wall = store.wall_clock();
     match store.commit_floor() {
-        Some(floor) if floor > wall => floor,
+        // Behind the log: the floor run on since it was set, not the floor standing still.
+        Some(floor) if floor > wall => store.running_floor().map_or(floor, |r| r.max(floor)),
         _ => wall,
     }
 }
@@ -130,20 +170,20 @@ pub fn floored(
 /// How far the wall clock may step back before [`monotonic`] says so in the log.
 const STEP_BACK_WARNING_MICROS: i64 = 1_000_000;
 
-/// `clock`, never earlier than what it gave before nor than `floor_micros` (the store's last
-/// commit time when it was opened): a commit is stamped at the later of now and the previous
-/// commit. A wall clock stepped back (an NTP step, a VM restored) made commit times go
-/// backwards, and as-of reads by time then showed a finished agenda as never having existed
-/// (ops3am3); now the log's times only stand still until the wall clock catches up. A step
-/// back of more than a second is logged, once per step.
+/// `clock`, never earlier than what it gave before nor than `floor` (the store's last commit
+/// time when it was opened): a commit is stamped at the later of now and the previous commit.
+/// A wall clock stepped back (an NTP step, a VM restored) made commit times go backwards, and
+/// as-of reads by time then showed a finished agenda as never having existed (ops3am3). Behind
+/// the floor, the time given runs on from it at the monotonic clock's pace
+/// ([`CommitFloor::running`]) until the wall clock catches up. A step back of more than a
+/// second is logged, once per step.
 pub fn monotonic(clock: Clock, floor: CommitFloor) -> Clock {
     use std::sync::atomic::{AtomicBool, Ordering};
-    let last = floor.0;
     let warned = AtomicBool::new(false);
     Arc::new(move || {
         let now = clock();
         let micros = now.timestamp_micros();
-        let before = last.fetch_max(micros, Ordering::SeqCst);
+        let before = floor.raise(micros);
         if micros >= before {
             warned.store(false, Ordering::Relaxed);
             return now;
@@ -152,11 +192,14 @@ pub fn monotonic(clock: Clock, floor: CommitFloor) -> Clock {
             tracing::warn!(
                 behind_ms = (before - micros) / 1_000,
                 "the wall clock is behind the log's last commit time (stepped back, or behind \
-                 another replica's clock): commits are stamped with that time until the clock \
-                 catches up"
+                 another replica's clock): time runs on from that commit at this process's \
+                 monotonic pace until the wall clock catches up (commit times, leases and \
+                 retries go on; the times shown are ahead of this host's clock meanwhile)"
             );
         }
-        DateTime::from_timestamp_micros(before).unwrap_or(now)
+        let running = floor.running().map_or(before, |r| r.timestamp_micros().max(before));
+        let given = floor.raise(running).max(running);
+        DateTime::from_timestamp_micros(given).unwrap_or(now)
     })
 }
 
@@ -166,7 +209,7 @@ mod tests {
     use std::sync::Mutex;
 
     #[test]
-    fn a_clock_stepped_back_stands_still_until_it_catches_up() {
+    fn a_clock_stepped_back_runs_on_from_the_floor_until_it_catches_up() {
         let at = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
         let wall = Arc::new(Mutex::new(at(100)));
         let read = Arc::clone(&wall);
@@ -174,14 +217,28 @@ mod tests {
         let clock = monotonic(Arc::new(move || *read.lock().unwrap()), floor.clone());
         assert_eq!(clock(), at(100));
         *wall.lock().unwrap() = at(40); // stepped back an hour's worth
-        assert_eq!(clock(), at(100));
+        let started = std::time::Instant::now();
+        let first = clock();
+        assert!(first >= at(100), "{first}");
+        // Time goes on behind the floor, at the monotonic clock's pace (ops3am23: it stood
+        // still, and a retry due after its backoff waited for the wall clock to catch up).
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let later = clock();
+        let ran = chrono::TimeDelta::from_std(started.elapsed()).unwrap();
+        assert!(later - first >= chrono::TimeDelta::milliseconds(30), "{first} {later}");
+        assert!(later <= at(100) + ran, "no faster than the monotonic clock: {later}");
+        assert_eq!(floor.time(), Some(later), "the floor follows what the clock gave");
+        let running = floor.running().unwrap();
+        assert!(running >= later, "{running}");
         *wall.lock().unwrap() = at(101);
         assert_eq!(clock(), at(101));
         assert_eq!(floor.time(), Some(at(101)), "the floor follows what the clock gave");
-        // Opened behind the store's last commit: its time, not the wall's.
+        // Opened behind the store's last commit: its time run on, not the wall's.
         let behind = monotonic(fixed_clock(at(10)), CommitFloor::new(at(20).timestamp_micros()));
-        assert_eq!(behind(), at(20));
+        let given = behind();
+        assert!(given >= at(20) && given < at(21), "{given}");
         assert_eq!(CommitFloor::new(i64::MIN).time(), None);
+        assert_eq!(CommitFloor::new(i64::MIN).running(), None);
     }
 
     #[test]

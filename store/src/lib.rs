@@ -145,6 +145,12 @@ pub trait EventStore: Send + Sync + 'static {
         None
     }
 
+    /// [`Self::commit_floor`] run on at this process's monotonic pace since it was set
+    /// ([`clock::CommitFloor::running`]): the time that stands in for a wall clock behind it.
+    fn running_floor(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.commit_floor()
+    }
+
     /// The time now as the store's replicas agree on it: this process's wall clock, except on
     /// PostgreSQL, where it follows the database server's clock ([`Self::clock_offset`]), so
     /// that replicas whose clocks differ still stamp commands (leases among them) alike.

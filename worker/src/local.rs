@@ -216,22 +216,54 @@ impl StdoutResult {
 /// A handler's next output line, its bytes that are not UTF-8 replaced (U+FFFD); `None` at the
 /// end of the stream. Not `lines()`, which ends at the first line that is not UTF-8 (ops3am18:
 /// a Latin-1 file name in a log line stopped the reading, and the handler died of SIGPIPE at
-/// its next write, its real failure lost).
-async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> Option<String> {
+/// its next write, its real failure lost). At most `max` bytes of a line are kept: the rest, up
+/// to its end, is read and dropped, and the line is said to be cut (ops3am23: one 1 GB line,
+/// a handler printing a binary file, took the worker to 2.5 GB resident; in a pod with a memory
+/// limit it would have been killed with every agenda it ran).
+async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+) -> Option<String> {
     let mut bytes = Vec::new();
-    match reader.read_until(b'\n', &mut bytes).await {
-        Ok(0) | Err(_) => None,
-        Ok(_) => {
-            if bytes.last() == Some(&b'\n') {
-                bytes.pop();
-                if bytes.last() == Some(&b'\r') {
-                    bytes.pop();
-                }
-            }
-            Some(String::from_utf8_lossy(&bytes).into_owned())
+    let (mut read, mut over) = (0usize, false);
+    loop {
+        let Ok(buf) = reader.fill_buf().await else { return None };
+        if buf.is_empty() {
+            break;
+        }
+        let end = buf.iter().position(|b| *b == b'\n');
+        let chunk = &buf[..end.map_or(buf.len(), |i| i + 1)];
+        let room = max.saturating_sub(bytes.len());
+        if chunk.len() > room {
+            over = true;
+        }
+        bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let taken = chunk.len();
+        read += taken;
+        reader.consume(taken);
+        if end.is_some() {
+            break;
         }
     }
+    if read == 0 {
+        return None;
+    }
+    if over {
+        // Too long to be a result or progress line: log text, its start and its size.
+        let start = String::from_utf8_lossy(&bytes[..bytes.len().min(CUT_LINE_START)]);
+        return Some(format!("{start}… [a line of {read} bytes, cut: at most {max} are read]"));
+    }
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+    }
+    Some(String::from_utf8_lossy(&bytes).into_owned())
 }
+
+/// Bytes of an over-long line's start said in its place (within [`MAX_LINE`] with the note).
+const CUT_LINE_START: usize = 256;
 
 #[async_trait]
 impl Handler for LocalProcess {
@@ -284,7 +316,8 @@ impl Handler for LocalProcess {
             let tx = tx.clone();
             tokio::spawn(async move {
                 let mut lines = BufReader::new(stdout);
-                while let Some(line) = next_line(&mut lines).await {
+                // A result line may be as long as a multi-line result document.
+                while let Some(line) = next_line(&mut lines, MAX_DOCUMENT).await {
                     if tx.send(Line::Out(line)).await.is_err() {
                         break;
                     }
@@ -295,7 +328,7 @@ impl Handler for LocalProcess {
             let tx = tx.clone();
             tokio::spawn(async move {
                 let mut lines = BufReader::new(stderr);
-                while let Some(line) = next_line(&mut lines).await {
+                while let Some(line) = next_line(&mut lines, MAX_LINE).await {
                     if tx.send(Line::Err(line)).await.is_err() {
                         break;
                     }
@@ -596,6 +629,26 @@ mod tests {
             seen.lock().unwrap().clone(),
             vec![Progress { percent: Some(50.0), message: Some("half".into()) }]
         );
+    }
+
+    /// A line is read at most `max` bytes deep: the rest to its end is dropped, the line said
+    /// cut with its size, and the next line is whole (ops3am23: a 1 GB line was held whole).
+    #[tokio::test]
+    async fn an_over_long_line_is_cut_and_the_next_one_is_whole() {
+        let text = format!("{}\n{{\"result\": 1}}\r\nlast", "x".repeat(10_000));
+        let mut reader = tokio::io::BufReader::with_capacity(64, text.as_bytes());
+        let first = next_line(&mut reader, 100).await.unwrap();
+        assert!(first.starts_with(&"x".repeat(100)), "{first}");
+        assert!(first.ends_with("… [a line of 10001 bytes, cut: at most 100 are read]"), "{first}");
+        assert!(first.len() < 200, "{}", first.len());
+        assert_eq!(next_line(&mut reader, 100).await.as_deref(), Some(r#"{"result": 1}"#));
+        assert_eq!(next_line(&mut reader, 100).await.as_deref(), Some("last"));
+        assert_eq!(next_line(&mut reader, 100).await, None);
+        // Through a handler: a 20 MB line before the result line does not hide the result.
+        let script =
+            r#"head -c 20000000 /dev/zero | tr '\0' x; echo; echo '{"result": {"ok": 1}}'"#;
+        let out = sh(script, Duration::from_secs(30)).run(ctx(json!(null)), recorder().0).await;
+        assert_eq!(out, Ok(json!({"ok": 1})));
     }
 
     /// Output that is not UTF-8 is read on, lossily (ops3am18: the reading stopped at it, and

@@ -105,8 +105,9 @@ pub fn heartbeat_for(
         (apart.abs() > CLOCK_SKEW_WARNING_MS).then(|| {
             format!(
                 "this machine's clock is about {} s {} the server's (the lease {} has {left:?} \
-                 left by the server's clock): the heartbeat is sized from the server's; set this \
-                 machine's clock right (the times its reports carry are its own)",
+                 left by the server's clock): the heartbeat is sized from the server's; set \
+                 whichever clock is wrong right (the times this worker's reports carry are its \
+                 own; a server whose clock stepped back runs on from its log's last commit time)",
                 apart.abs() / 1000,
                 if apart < 0 { "ahead of" } else { "behind" },
                 lease.id

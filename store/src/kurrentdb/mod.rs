@@ -245,6 +245,10 @@ impl EventStore for KurrentStore {
     fn commit_floor(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         self.inner.floor.time()
     }
+
+    fn running_floor(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.inner.floor.running()
+    }
 }
 
 #[cfg(test)]

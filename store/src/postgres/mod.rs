@@ -781,6 +781,10 @@ impl EventStore for PgStore {
         self.shared.floor.time()
     }
 
+    fn running_floor(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.shared.floor.running()
+    }
+
     fn wall_clock(&self) -> chrono::DateTime<chrono::Utc> {
         (self.shared.wall)()
     }

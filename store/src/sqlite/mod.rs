@@ -415,6 +415,10 @@ impl EventStore for SqliteStore {
         self.floor.time()
     }
 
+    fn running_floor(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.floor.running()
+    }
+
     /// The clock the store stamps commits with (the system's, unless a test gave another):
     /// what "now" is for a read of this store's history (an as-of time later than it is
     /// refused) matches the times its commits carry.
