@@ -753,6 +753,69 @@ test('an outcome card lists what it counts; each page has its title; a link open
   await page.browserContext().close();
 });
 
+test('a page is read before it offers anything; the chart follows the window; the keyboard lands on a new page', async () => {
+  // dash13: until the first live update a cancelled agenda read "unknown", its operations
+  // "unstarted", its history "0 of 0", and offered Cancel; the chart kept its first width;
+  // after a link, focus was on nothing and there was no way past the header.
+  const done = await submit(T.acme, threeOps('acme', 'read-first', 'read first'));
+  await gql(T.acme, 'mutation($a: String!) { cancelAgenda(agendaId: $a) { position } }', { a: done.id });
+  const page = await newPage();
+  // Every live message arrives 1.5 s late: what the page shows until then is what it knows.
+  await page.evaluateOnNewDocument(() => {
+    const Real = window.WebSocket;
+    const late = (f, self) => (e) => setTimeout(() => f.call(self, e), 1500);
+    window.WebSocket = class extends Real {
+      set onmessage(f) { super.onmessage = f && late(f, this); }
+      get onmessage() { return super.onmessage; }
+      addEventListener(type, f, o) {
+        return super.addEventListener(type, type === 'message' ? late(f, this) : f, o);
+      }
+    };
+  });
+  await signIn(page, T.acme);
+  await page.goto(BASE + `/#/agenda/acme/${done.id}`);
+  await page.waitForSelector(`section.agenda[data-agenda="${done.id}"]`, { timeout: WAIT });
+  assert.equal(await page.$eval('section.agenda h1 .badge', (e) => e.dataset.state), 'loading');
+  assert.equal(await page.$('#cancel-agenda'), null, 'nothing is offered before the state is read');
+  const states = await page.$$eval('#op-list tr[data-op]', (rs) => rs.map((r) => r.dataset.state));
+  assert.deepEqual(states, ['loading', 'loading', 'loading']);
+  await page.waitForSelector('section.agenda h1 .badge[data-state="cancelled"]', { timeout: WAIT });
+  assert.ok(await page.$('#rerun-agenda'), 'a read cancelled agenda offers Rerun');
+  assert.match(await page.$eval('#history-count', (e) => e.textContent), /\d+ of \d+ events/);
+  await page.browserContext().close();
+
+  // The chart's width follows the window, both ways.
+  const admin = await newPage();
+  await signIn(admin, T.admin);
+  await admin.goto(BASE + '/#/');
+  await admin.waitForSelector('#per-minute canvas', { timeout: WAIT });
+  const width = () => admin.$eval('#per-minute canvas', (c) => c.getBoundingClientRect().width);
+  const wide = await width();
+  await admin.setViewport({ width: 800, height: 860 });
+  await admin.waitForFunction(() => {
+    const c = document.querySelector('#per-minute canvas').getBoundingClientRect();
+    return c.right <= document.documentElement.clientWidth && c.width < 800;
+  }, { timeout: WAIT });
+  await admin.setViewport({ width: 1280, height: 860 });
+  await admin.waitForFunction((w) => document.querySelector('#per-minute canvas').getBoundingClientRect().width >= w - 2, { timeout: WAIT }, wide);
+
+  // Following a link from the keyboard puts focus on the new page; the first Tab of a page
+  // offers a way past the header.
+  await admin.goto(BASE + '/#/agendas');
+  await admin.waitForSelector(rowSel(done.id) + ' a', { timeout: WAIT });
+  await admin.focus(rowSel(done.id) + ' a');
+  await admin.keyboard.press('Enter');
+  await admin.waitForSelector(`section.agenda[data-agenda="${done.id}"]`, { timeout: WAIT });
+  await admin.waitForFunction(() => document.activeElement && document.activeElement.id === 'main', { timeout: WAIT });
+  await admin.reload();
+  await admin.waitForSelector(`section.agenda[data-agenda="${done.id}"]`, { timeout: WAIT });
+  await admin.keyboard.press('Tab');
+  assert.equal(await admin.evaluate(() => document.activeElement.id), 'skip');
+  await admin.keyboard.press('Enter');
+  assert.equal(await admin.evaluate(() => document.activeElement.id), 'main');
+  await admin.browserContext().close();
+});
+
 test('no console errors, page errors or off-host requests', () => {
   assert.deepEqual(problems, []);
   assert.deepEqual(offHost, []);

@@ -70,6 +70,16 @@ function App() {
     addEventListener('hashchange', on);
     return () => removeEventListener('hashchange', on);
   }, []);
+  // Another page (not another filter of one): focus goes to it, as a page load would take a
+  // reader there (dash13: after a link, focus was on nothing and Tab went through the header).
+  const page = `${route.name}/${route.parts.join('/')}`;
+  const shownPage = useRef(page);
+  useEffect(() => {
+    if (shownPage.current === page) return;
+    shownPage.current = page;
+    const main = document.getElementById('main');
+    if (main) main.focus({ preventScroll: true });
+  }, [page]);
   useEffect(() => {
     if (!signedIn) return;
     const sentWith = token();
@@ -139,7 +149,12 @@ function App() {
       view = html`<${OverviewView} me=${me} customers=${customers}/>`;
   }
   const link = (name, label) => html`<a href=${'#/' + name} class=${r.name === name ? 'active' : ''}>${label}</a>`;
+  const skip = () => {
+    const main = document.getElementById('main');
+    if (main) main.focus();
+  };
   return html`<div class="shell">
+    <button class="skip" id="skip" onClick=${skip}>Skip to the page</button>
     <header>
       <span class="logo">pop</span>
       <nav>${link('overview', 'Overview')}${link('agendas', 'Agendas')}${link('insights', 'Insights & pools')}${link('templates', 'Templates')}<a href="/graphql">GraphiQL</a></nav>
@@ -147,7 +162,7 @@ function App() {
       <button id="signout" onClick=${signOut}>Sign out</button>
     </header>
     ${!online && html`<p class="banner" id="offline" role="status">The server does not answer (stopped or restarting?). What you see may be out of date; this page reads everything again when it is back.</p>`}
-    <main key=${generation}>${view}</main>
+    <main key=${generation} id="main" tabindex="-1">${view}</main>
   </div>`;
 }
 

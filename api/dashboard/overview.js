@@ -112,6 +112,25 @@ function Chart({ series, until }) {
       plot.current.setData(data);
     }
   }, [series, until]);
+  // Follows its box (dash13: drawn once at the width of the time, a narrowed window cut off
+  // the latest minutes and a widened one kept it small).
+  useEffect(() => {
+    if (!window.ResizeObserver) return undefined;
+    let frame = 0;
+    const seen = new window.ResizeObserver(() => {
+      cancelAnimationFrame(frame);
+      frame = requestAnimationFrame(() => {
+        if (!plot.current || !el.current) return;
+        const width = Math.max(320, el.current.clientWidth - 8);
+        if (Math.abs(width - plot.current.width) > 1) plot.current.setSize({ width, height: 220 });
+      });
+    });
+    seen.observe(el.current);
+    return () => {
+      cancelAnimationFrame(frame);
+      seen.disconnect();
+    };
+  }, []);
   useEffect(() => () => plot.current && plot.current.destroy(), []);
   return html`<div class="chart" id="per-minute" data-until=${new Date(span.current[1] * 1000).toISOString()} ref=${el}></div>`;
 }

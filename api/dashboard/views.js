@@ -445,6 +445,9 @@ export function AgendaView({ me, customerId, id }) {
   const [agenda, setAgenda] = useState(null);
   const [progress, setProgress] = useState(null);
   const [ops, setOps] = useState(new Map());
+  // Whether the operations' follow answered yet: until then an operation without progress is
+  // not known to be unstarted (dash13: a finished agenda's operations read "unstarted").
+  const [opsRead, setOpsRead] = useState(false);
   const [error, setError] = useState(null);
   const [selected, setSelected] = useState(null);
   const [tick, setTick] = useState(0);
@@ -499,6 +502,7 @@ export function AgendaView({ me, customerId, id }) {
       // For the benchmark (bench/dashboard.sh): how many operation updates the page applied.
       window.__popStats = window.__popStats || { operationUpdates: 0 };
       window.__popStats.operationUpdates += items.length;
+      setOpsRead(true);
       if (items.some((u) => u.operationProgress.some((o) => !agendaHas(agenda, o.operation)) || u.removedOperations.length)) {
         // Generated operations came or went: the agenda body changed.
         load();
@@ -555,7 +559,9 @@ export function AgendaView({ me, customerId, id }) {
 
   if (!agenda) return html`<section><h1>Agenda ${id}</h1><${ErrorLine} error=${error}/>${!error && html`<p class="muted">Loading…</p>`}</section>`;
   const canWrite = may(me, 'cancel') || may(me, 'rerun');
-  const st = stateOf(progress);
+  // Until the agenda's follow answers, its state is being read, not "unknown", and nothing is
+  // offered on it (dash13: a succeeded agenda showed Cancel, asking about running operations).
+  const st = progress ? stateOf(progress) : 'loading';
   const large = agenda.operations.length > LARGE;
   const sel = selected && ops.get(selected);
   return html`<section class="agenda" data-agenda=${agenda.id}>
@@ -563,13 +569,13 @@ export function AgendaView({ me, customerId, id }) {
     <p class="meta">customer <b>${agenda.customerId}</b>${agenda.title ? html` · ${agenda.title}` : ''}${agenda.linkId ? html` · batch <a href=${batchHref(agenda.customerId, agenda.linkId)}>${agenda.linkId}</a>` : ''}${' · added '}${fmtTime(agenda.addedTime)}${progress ? html` · ${progress.processingStateMessage || ''} · <${Bar} pct=${progress.percentComplete}/> ${Math.round(progress.percentComplete || 0)}%` : ''}
       ${progress && progress.maximumAttempts ? html` · attempts ${progress.attemptsCompleted}/${progress.maximumAttempts}` : ''}<${Holding} agenda=${agenda} state=${st}/></p>
     <${ErrorLine} error=${error}/>
-    ${canWrite && html`<${Actions} me=${me} agenda=${agenda} state=${st} parked=${st === 'waiting' && (progress.processingStateMessage || '').toLowerCase() === 'pending'} retryDue=${Boolean(progress && progress.retryDue)} onError=${setError} operations=${agenda.operations.map((o) => o.name)}/>`}
+    ${canWrite && progress && html`<${Actions} me=${me} agenda=${agenda} state=${st} parked=${st === 'waiting' && (progress.processingStateMessage || '').toLowerCase() === 'pending'} retryDue=${Boolean(progress && progress.retryDue)} onError=${setError} operations=${agenda.operations.map((o) => o.name)}/>`}
     <h2>Operations <span class="muted">(${agenda.operations.length}${agenda.operations.length > LARGE ? ', layered layout' : ''})</span></h2>
     <${Dag} operations=${agenda.operations} progress=${[...ops.values()]} states=${states} selected=${selected} onSelect=${setSelected}/>
     ${large && html`<p><button id="show-op-table" onClick=${() => setShowTable(!showTable)}>${showTable ? 'Hide' : 'Show'} the table of ${agenda.operations.length} operations</button></p>`}
     <table class="list ops" id="op-list">
       <thead><tr><th>operation</th><th>type</th><th>state</th><th>progress</th><th>message</th><th>attempts</th><th>started</th><th>completed</th></tr></thead>
-      <tbody>${(large && !showTable ? [] : agenda.operations.slice(0, 1000)).map((op) => html`<${OpRow} key=${op.name} op=${op} o=${ops.get(op.name)} selected=${selected === op.name} onSelect=${setSelected}/>`)}</tbody>
+      <tbody>${(large && !showTable ? [] : agenda.operations.slice(0, 1000)).map((op) => html`<${OpRow} key=${op.name} op=${op} o=${ops.get(op.name)} read=${opsRead} selected=${selected === op.name} onSelect=${setSelected}/>`)}</tbody>
     </table>
     ${sel && html`<div class="detail"><h3>${selected}</h3>
       <${Diagnostics} events=${sel.diagnosticEvents}/>
@@ -584,11 +590,11 @@ export function AgendaView({ me, customerId, id }) {
 class OpRow extends Component {
   shouldComponentUpdate(next) {
     const a = this.props;
-    return a.o !== next.o || a.op !== next.op || a.selected !== next.selected;
+    return a.o !== next.o || a.op !== next.op || a.selected !== next.selected || a.read !== next.read;
   }
 
-  render({ op, o, selected, onSelect }) {
-    const s = o ? stateOf(o) : 'unstarted';
+  render({ op, o, read, selected, onSelect }) {
+    const s = o ? stateOf(o) : read ? 'unstarted' : 'loading';
     // Reached and opened from the keyboard too (dash9: only a mouse opened an operation).
     const open = (e) => {
       if (e.key !== 'Enter' && e.key !== ' ') return;
@@ -750,6 +756,8 @@ const FAILURE_TYPES = /fail|cancel|timed|error|reject|reap|reclaim|diagnostic/i;
 
 function Timeline({ agenda, tick }) {
   const [events, setEvents] = useState([]);
+  // Whether the first read answered ("0 of 0 events" read as an empty history meanwhile).
+  const [read, setRead] = useState(false);
   const [error, setError] = useState(null);
   const [type, setType] = useState('');
   const [failuresOnly, setFailuresOnly] = useState(false);
@@ -782,6 +790,7 @@ function Timeline({ agenda, tick }) {
               { a: agenda.id, c: agenda.customerId, after: st.after },
             );
             if (!st.live || !d.agendaEvents) return;
+            setRead(true);
             const page = d.agendaEvents;
             if (page.items.length) setEvents((old) => old.concat(page.items));
             if (page.endCursor) st.after = page.endCursor;
@@ -812,7 +821,7 @@ function Timeline({ agenda, tick }) {
   }, [events, type, failuresOnly]);
   const [open, setOpen] = useState(null);
   const opened = open == null ? null : events.find((e) => e.version === open);
-  return html`<h2>History <span class="muted">(${shown.length} of ${events.length} events)</span></h2>
+  return html`<h2>History <span class="muted" id="history-count">(${read ? `${shown.length} of ${events.length} events` : 'reading…'})</span></h2>
     <div class="filters">
       <label>type <select id="event-type" value=${type} onChange=${(e) => setType(e.target.value)}><option value="">all</option>${types.map((t) => html`<option value=${t}>${t}</option>`)}</select></label>
       <label><input id="failures-only" type="checkbox" checked=${failuresOnly} onChange=${(e) => setFailuresOnly(e.target.checked)}/> failures only</label>

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use pop_domain::config::{ConfigAggregate, ConfigCommand, ConfigObject, Lifecycle};
 use pop_domain::model::{AgendaTemplate, Customer, Insight, ResourcePool};
 use pop_domain::validate::check_id;
-use pop_projections::{Cursor, Phase, ReadModels, Visibility, VisibleTo};
+use pop_projections::{Cursor, ReadModels, Visibility, VisibleTo};
 
 use crate::agendas::{from_json, refuse_blank_ids};
 use crate::caller::{Action, Caller};
@@ -69,8 +69,9 @@ pub trait ConfigKind: ConfigObject + VisibleTo + Clone {
     fn references(&self) -> References<'_> {
         References::default()
     }
-    /// Why the object with this id may not be deleted now, if anything depends on it.
-    fn in_use(_models: &ReadModels, _id: &str) -> Option<String> {
+    /// Why the object with this id may not be deleted now by a caller who sees `v`, if
+    /// anything depends on it.
+    fn in_use(_models: &ReadModels, _id: &str, _v: &Visibility) -> Option<String> {
         None
     }
 }
@@ -214,22 +215,37 @@ config_kind!(Insight, "Insight", insight, insights, {
     /// of the insight's customer deleted it while agendas of a customer it was shared with
     /// were queued; they stayed WAITING "queued" for good, counted by that customer's live
     /// quota, with no diagnostic and no way for a worker to take them). All of them are
-    /// counted, whoever's: the insight's owner reads its totals anyway.
-    fn in_use(models: &ReadModels, id: &str) -> Option<String> {
-        let agendas = models.agendas();
-        let live: usize =
-            Phase::ALL.iter().filter(|p| p.is_live()).map(|p| agendas.count_in(id, *p)).sum();
-        (live > 0).then(|| {
-            let agendas = match live {
-                1 => "1 live agenda is".to_owned(),
-                n => format!("{n} live agendas are"),
-            };
+    /// counted, whoever's: the insight's owner reads its totals anyway. Those of customers the
+    /// caller does not act for, it cannot cancel: the way out is said (hostile37: told to
+    /// cancel them, it was answered NOT_FOUND, and the other customer kept the insight
+    /// undeletable by submitting more).
+    fn in_use(models: &ReadModels, id: &str, v: &Visibility) -> Option<String> {
+        let (mut live, mut others) = (0usize, 0usize);
+        for agenda in models.agendas().live_in(id) {
+            live += 1;
+            others += usize::from(!v.sees(agenda.customer_id()));
+        }
+        if live == 0 {
+            return None;
+        }
+        let agendas = match live {
+            1 => "1 live agenda is".to_owned(),
+            n => format!("{n} live agendas are"),
+        };
+        let way_out = if others == 0 {
+            "cancel them or let them finish first".to_owned()
+        } else {
             format!(
-                "insight {id:?} may not be deleted while {agendas} bound to it (waiting or \
-                 executing; a deleted insight's agendas would wait for good): cancel them or \
-                 let them finish first"
+                "{others} of them of customers it is shared with whom you do not act for: take \
+                 those customers out of its allowedCustomerIds (and isGlobal off) so that no \
+                 more are bound to it, let the ones bound finish (its pool's workers still run \
+                 them), cancel or finish your own, then delete it"
             )
-        })
+        };
+        Some(format!(
+            "insight {id:?} may not be deleted while {agendas} bound to it (waiting or \
+             executing; a deleted insight's agendas would wait for good): {way_out}"
+        ))
     }
     /// POP's `SchedulingAlgorithm` has no `Priority`: POP's Jackson threw on it and lost the
     /// whole list that held it (popclient15). On /pop such an insight carries pop's value in
@@ -506,7 +522,8 @@ impl App {
             // between this check and the delete's append is not seen (a narrow race: it would
             // wait until an insight of that id exists again).
             self.settle_to_head().await?;
-            if let Some(why) = T::in_use(&self.projections().read(), &id) {
+            let seen = &caller.principal.customers;
+            if let Some(why) = T::in_use(&self.projections().read(), &id, seen) {
                 return Err(AppError::conflict(why).within("id"));
             }
         }

@@ -522,6 +522,14 @@ async fn an_insight_with_live_agendas_of_any_customer_is_not_deleted() {
     assert_eq!(code(&r).as_deref(), Some("Conflict"), "{r:?}");
     let message = r.err().map(|e| e.message).unwrap_or_default();
     assert!(message.contains("2 live agendas are bound"), "{message}");
+    // They are globex's, which ops' admin cannot cancel: the way out it has is said.
+    assert!(message.contains("2 of them of customers it is shared with"), "{message}");
+    assert!(message.contains("allowedCustomerIds"), "{message}");
+    // An admin of both is told to cancel them.
+    let both = Caller::new(Principal::new("both", Role::Admin, &["ops", "globex"]), "test");
+    let r = w.app.configure::<Insight>(&both, ConfigOp::Delete("shared".into()), None, None).await;
+    let message = r.err().map(|e| e.message).unwrap_or_default();
+    assert!(message.ends_with("cancel them or let them finish first"), "{message}");
     assert!(w.app.config_by_id::<Insight>(&owner, "shared", None).await.unwrap().is_some());
     w.app.cancel(&user("globex"), Named::id("g1"), None, None).await.unwrap();
     let r = delete().await;

@@ -116,6 +116,11 @@ pub trait WorkApi: Send + Sync + 'static {
     ) -> Result<Vec<Claimed>, ApiError>;
     /// Sends one POP AgendaProgress report (renews the lease).
     async fn update_progress(&self, report: &Value) -> Result<(), ApiError>;
+    /// [`Self::update_progress`], answering the agenda's `processingStateMessage` as the
+    /// server recorded it, when the API says (`None`: it did not).
+    async fn update_progress_recorded(&self, report: &Value) -> Result<Option<String>, ApiError> {
+        self.update_progress(report).await.map(|()| None)
+    }
     /// Appends a generator's operations (the server validates them) and merges params. The
     /// customer names the agenda: two customers may use one agenda id, and a pool's worker
     /// serves both.
@@ -143,8 +148,8 @@ const GET_AGENDA: &str = "mutation($i: String!, $n: Int!, $w: Int) { getAgenda(i
     progress { id agendaId operationProgress { operation processingState processingStateMessage \
     resultPayload } } lease { id expires expiresInMs } traceparent tracestate } }";
 
-const UPDATE: &str =
-    "mutation($p: JSON!) { updateAgendaProgress(agendaProgress: $p) { position } }";
+const UPDATE: &str = "mutation($p: JSON!) { updateAgendaProgress(agendaProgress: $p) { position \
+    progress { processingStateMessage } } }";
 
 const RELEASE: &str = "mutation($a: String!, $c: String, $l: String!) { releaseAgenda(agendaId: $a, \
     customerId: $c, leaseId: $l) { position } }";
@@ -398,7 +403,13 @@ impl WorkApi for GraphqlApi {
     }
 
     async fn update_progress(&self, report: &Value) -> Result<(), ApiError> {
-        self.call("updateAgendaProgress", UPDATE, json!({"p": report})).await.map(|_| ())
+        self.update_progress_recorded(report).await.map(|_| ())
+    }
+
+    async fn update_progress_recorded(&self, report: &Value) -> Result<Option<String>, ApiError> {
+        let answer = self.call("updateAgendaProgress", UPDATE, json!({"p": report})).await?;
+        let recorded = &answer["updateAgendaProgress"]["progress"]["processingStateMessage"];
+        Ok(recorded.as_str().map(str::to_owned))
     }
 
     async fn expand(

@@ -327,7 +327,7 @@ async fn finish(
         }
     };
     match reporter.finish(state, text).await {
-        Ok(()) if outcome == Outcome::HandedBack => {
+        Ok(_) if outcome == Outcome::HandedBack => {
             // What finished is reported; hand the rest back now rather than at lease expiry.
             // A refusal only means the lease is gone already: the reclaimer has it.
             if let Some(lease) = &target.lease_id {
@@ -340,7 +340,21 @@ async fn finish(
             }
             outcome
         }
-        Ok(()) => outcome,
+        // Taken, but recorded otherwise: said as the server has it (ops3am23: a result over
+        // the server's --max-payload-bytes fails its operation, and the worker logged and
+        // counted the agenda succeeded).
+        Ok(Some(recorded))
+            if state == ProcessingState::Complete && !recorded.eq_ignore_ascii_case(text) =>
+        {
+            let why = format!(
+                "the server recorded the agenda {recorded}, not {text} (an operation's result \
+                 over its --max-payload-bytes, say): `pop progress {}` says why",
+                target.agenda_id
+            );
+            tracing::warn!(agenda = %target.agenda_id, "{why}");
+            Outcome::Failed(why)
+        }
+        Ok(_) => outcome,
         // The server completes an agenda itself once its operations decide it, so a final
         // report can find it already complete with the same outcome — only the same one
         // (ops3am19: failed by the reclaimer while its handler ran, it was logged succeeded).

@@ -183,7 +183,7 @@ struct Shared {
 /// Records one agenda's progress and sends it; see the module docs.
 pub struct Reporter {
     shared: Arc<Shared>,
-    task: JoinHandle<Result<(), ApiError>>,
+    task: JoinHandle<Result<Option<String>, ApiError>>,
     refused: watch::Receiver<Option<ApiError>>,
 }
 
@@ -316,7 +316,14 @@ impl Reporter {
     /// Sends everything recorded plus the agenda's final state (`COMPLETE` with `succeeded` or
     /// `failed`, or an EXECUTING message when the agenda is handed back unfinished) and waits
     /// until the server has it, the final deadline passes, or the server refuses.
-    pub async fn finish(self, state: ProcessingState, text: &str) -> Result<(), ApiError> {
+    /// Sends the final report; answers the agenda's `processingStateMessage` as the server
+    /// recorded it, when it said (a COMPLETE report of "succeeded" is recorded failed when an
+    /// operation's result was over the server's payload limit).
+    pub async fn finish(
+        self,
+        state: ProcessingState,
+        text: &str,
+    ) -> Result<Option<String>, ApiError> {
         let text = text.to_string();
         self.update(true, move |p| p.agenda = Some((state, text)));
         match self.task.await {
@@ -405,7 +412,7 @@ async fn run(
     target: Target,
     config: ReportConfig,
     refused: watch::Sender<Option<ApiError>>,
-) -> Result<(), ApiError> {
+) -> Result<Option<String>, ApiError> {
     let ended = send_reports(api, shared.clone(), target, config, refused).await;
     // Nothing more goes out: flushes waiting now, or asked for later, answer at once.
     let mut pending = lock(&shared.pending);
@@ -420,7 +427,7 @@ async fn send_reports(
     target: Target,
     config: ReportConfig,
     refused: watch::Sender<Option<ApiError>>,
-) -> Result<(), ApiError> {
+) -> Result<Option<String>, ApiError> {
     let mut backoff = FIRST_RETRY_BACKOFF;
     let mut final_started: Option<tokio::time::Instant> = None;
     // The first report goes out at once.
@@ -458,10 +465,10 @@ async fn send_reports(
         if is_final && final_started.is_none() {
             final_started = Some(tokio::time::Instant::now());
         }
-        let sent = api.update_progress(&report).await;
+        let sent = api.update_progress_recorded(&report).await;
         lock(&shared.pending).in_flight = false;
         match sent {
-            Ok(()) => {
+            Ok(recorded) => {
                 backoff = FIRST_RETRY_BACKOFF;
                 for flushed in flushes {
                     let _ = flushed.send(());
@@ -476,7 +483,7 @@ async fn send_reports(
                 }
                 drop(pending);
                 if is_final {
-                    return Ok(());
+                    return Ok(recorded);
                 }
             }
             Err(e) if e.is_transient() => {

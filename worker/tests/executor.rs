@@ -33,6 +33,8 @@ struct FakeApi {
     report_errors: Mutex<Vec<ApiError>>,
     /// Errors to answer the next reports of a COMPLETE agenda with, in order.
     outcome_errors: Mutex<Vec<ApiError>>,
+    /// The `processingStateMessage` the server answers a COMPLETE report with, if it says.
+    recorded: Mutex<Option<String>>,
 }
 
 impl FakeApi {
@@ -64,6 +66,11 @@ impl WorkApi for FakeApi {
         });
         self.calls.lock().unwrap().push(Call::Report(report.clone()));
         error.map_or(Ok(()), Err)
+    }
+    async fn update_progress_recorded(&self, report: &Value) -> Result<Option<String>, ApiError> {
+        self.update_progress(report).await?;
+        let complete = report["processingState"] == "COMPLETE";
+        Ok(self.recorded.lock().unwrap().clone().filter(|_| complete))
     }
     async fn expand(
         &self,
@@ -203,6 +210,27 @@ fn entries(reports: &[Value], name: &str) -> Vec<Value> {
         .flat_map(|r| r["operationProgress"].as_array().unwrap().clone())
         .filter(|o| o["operation"] == name)
         .collect()
+}
+
+/// A final report the server takes but records otherwise (an operation's result over its
+/// --max-payload-bytes fails the operation) is the outcome the server recorded (ops3am23: the
+/// worker logged and counted it succeeded).
+#[tokio::test]
+async fn a_success_the_server_recorded_failed_is_a_failure() {
+    let api = Arc::new(FakeApi::default());
+    *api.recorded.lock().unwrap() = Some("failed".into());
+    let (_stop, shutdown) = no_shutdown();
+    let ops = vec![op("a", json!({"x": 1}), json!({}))];
+    let outcome = execute(&env(api.clone(), Duration::ZERO), claimed(ops), None, shutdown).await;
+    let Outcome::Failed(why) = outcome else { panic!("{outcome:?}") };
+    assert!(why.contains("the server recorded the agenda failed, not succeeded"), "{why}");
+    // Recorded as sent: the outcome it was.
+    let api = Arc::new(FakeApi::default());
+    *api.recorded.lock().unwrap() = Some("SUCCEEDED".into());
+    let (_stop, shutdown) = no_shutdown();
+    let ops = vec![op("a", json!({"x": 1}), json!({}))];
+    let outcome = execute(&env(api, Duration::ZERO), claimed(ops), None, shutdown).await;
+    assert_eq!(outcome, Outcome::Succeeded);
 }
 
 #[tokio::test]

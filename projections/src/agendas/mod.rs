@@ -196,6 +196,17 @@ impl AgendaModel {
         self.by_insight.get(insight_id).and_then(|p| p.get(&phase)).map_or(0, |g| g.len())
     }
 
+    /// The live agendas bound to `insight_id`, whoever's (for a check that walks them once:
+    /// an insight's delete).
+    pub fn live_in(&self, insight_id: &str) -> impl Iterator<Item = &AgendaEntry> + '_ {
+        self.by_insight
+            .get(insight_id)
+            .into_iter()
+            .flat_map(|phases| phases.iter().filter(|(p, _)| p.is_live()))
+            .flat_map(|(_, grouped)| grouped.keys())
+            .filter_map(|(_, id)| self.get(id))
+    }
+
     /// Every agenda of any insight that is in `phase`, each insight's by customer, then in
     /// `addedTime` order (insights in no particular order). Only bound agendas can be `queued`, `scheduled` or
     /// EXECUTING (they got there through an insight's queue), so for those phases this is all
