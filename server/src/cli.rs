@@ -304,7 +304,8 @@ pub enum Command {
     },
     /// Run an ended agenda (or one a `skip-execution` rerun left waiting) again: `--mode reset-all` (the default) runs everything again,
     /// `continue` only what did not succeed, `skip-execution` resets it without queueing it;
-    /// `--reset a,b` resets only those operations.
+    /// `--reset a,b` resets those operations and every operation that depends on them, directly
+    /// or not (DOMAIN.md §8), and no other.
     #[command(display_order = 16)]
     Rerun {
         #[command(flatten)]
@@ -314,7 +315,8 @@ pub enum Command {
         /// What runs again (default: reset-all).
         #[arg(long, value_enum)]
         mode: Option<RerunMode>,
-        /// Operations to reset (POP's `operationsToReset`).
+        /// Operations to reset (POP's `operationsToReset`), with every operation that depends
+        /// on them.
         #[arg(long, value_delimiter = ',')]
         reset: Vec<String>,
         /// The agenda's customer, when the token sees several customers using the id.

@@ -183,6 +183,16 @@ pub fn table_lines(headers: &[&str], rows: &[Vec<String>]) -> Vec<String> {
 }
 
 /// Pretty JSON on stdout.
+/// Operation names as one line: the first twenty, then how many more (names printable).
+pub fn names(names: &[&str]) -> String {
+    const SHOWN: usize = 20;
+    let mut line: Vec<String> = names.iter().take(SHOWN).map(|n| one_line(n)).collect();
+    if names.len() > SHOWN {
+        line.push(format!("and {} more", names.len() - SHOWN));
+    }
+    line.join(", ")
+}
+
 pub fn json(value: &Value) {
     out!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()));
 }

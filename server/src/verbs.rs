@@ -393,8 +393,9 @@ pub async fn rerun(
     let data = client
         .graphql(
             "mutation($a: String!, $c: String, $p: [String!]) { rerunAgenda(agendaId: $a, \
-             customerId: $c, params: $p) { progress { id customerId processingState \
-             processingStateMessage } position } }",
+             customerId: $c, params: $p) { agenda { operations { name } } progress { id \
+             customerId processingState processingStateMessage operationProgress { operation \
+             processingState } } position } }",
             json!({"a": id, "c": customer, "p": flags}),
         )
         .await?;
@@ -404,6 +405,25 @@ pub async fn rerun(
     } else {
         let mode = if flags.is_empty() { "resetAll".to_string() } else { flags.join(", ") };
         out!("agenda {id}: rerun ({mode}), now {}", output::outcome(&r["progress"]));
+        // Which operations run again: a reset takes every operation depending on the ones named
+        // too (newcomer19: only `pop audit` showed that an expensive step downstream was reset).
+        let kept: Vec<&str> = r["progress"]["operationProgress"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|o| o["processingState"] == "COMPLETE")
+            .filter_map(|o| o["operation"].as_str())
+            .collect();
+        let again: Vec<&str> = r["agenda"]["operations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| o["name"].as_str())
+            .filter(|name| !kept.contains(name))
+            .collect();
+        if !again.is_empty() {
+            out!("runs again:   {}", output::names(&again));
+        }
         // The suggested commands name the agenda's customer (hostile29: without it, pasted,
         // one cancelled another customer's agenda of a look-alike id).
         let customer = Some(text(&r["progress"], "customerId"));

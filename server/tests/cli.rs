@@ -459,6 +459,8 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     let rerun = pop(&server, &["rerun", &failed_id, "--mode", "continue"]);
     assert_eq!(rerun.code, 0, "{}", ctx(&rerun));
     assert!(rerun.stdout.contains("rerun (continue)"), "{}", ctx(&rerun));
+    // Which operations run again is said: the failed one, not the one that succeeded.
+    assert!(rerun.stdout.lines().any(|l| l == "runs again:   b"), "{}", ctx(&rerun));
     assert!(rerun.stdout.contains("watch it:"), "{}", ctx(&rerun));
     // A rerun that queues nothing does not send the user to a watch that never ends
     // (newcomer12).

@@ -173,7 +173,10 @@ pub async fn execute(
                     Ok(p) => p,
                     Err(e) => {
                         plan.fail(&name);
-                        let f = Failure::new(format!("resolving the payload: {e}"));
+                        // The outputs it reads are kept by a retry (which continues from
+                        // what succeeded), so the same reference fails again: deterministic
+                        // (newcomer19: a missing field was retried through every backoff).
+                        let f = Failure::new(format!("resolving the payload: {e}")).not_retryable();
                         reporter.failed(&name, failed(&agenda.id, &name, f));
                         continue;
                     }

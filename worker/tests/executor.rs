@@ -347,6 +347,26 @@ async fn a_failure_stops_unstarted_operations_and_fails_with_diagnostics() {
     assert_eq!(failed["diagnosticEvents"][0]["payload"], json!({"log": ["x"]}));
 }
 
+/// A reference its upstream's output does not hold fails the operation NOT_RETRYABLE: a retry
+/// keeps that output, so it would fail the same (newcomer19: retried through every backoff).
+#[tokio::test]
+async fn a_reference_to_a_missing_output_is_not_retried() {
+    let api = Arc::new(FakeApi::default());
+    let ops = vec![
+        op("a", json!({"x": 1}), json!({})),
+        op("b", json!({"y": "@<a.out::/nope>"}), json!({})),
+    ];
+    let (_stop, shutdown) = no_shutdown();
+    let outcome = execute(&env(api.clone(), Duration::ZERO), claimed(ops), None, shutdown).await;
+    assert!(matches!(outcome, Outcome::Failed(_)), "{outcome:?}");
+    let reports = api.reports();
+    assert_eq!(final_states(&reports).get("b").unwrap(), "COMPLETE/failed");
+    let failed = entries(&reports, "b").last().cloned().unwrap();
+    let diagnostic = &failed["diagnosticEvents"][0];
+    assert!(diagnostic["message"].as_str().unwrap().contains("resolving the payload"), "{failed}");
+    assert_eq!(diagnostic["statusCode"], "NOT_RETRYABLE", "{failed}");
+}
+
 #[tokio::test]
 async fn progress_is_coalesced_and_transient_failures_are_retried() {
     let api = Arc::new(FakeApi::default());
