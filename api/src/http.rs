@@ -229,10 +229,13 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
         request.data.insert(Arc::clone(&budget));
     }
     // The budget stops a request that resolves fields past its deadline; this stops one
-    // that waits past it (with a second's grace, so the budget's own answer wins).
-    let Ok(response) = tokio::time::timeout(
-        deadline + crate::config::DEADLINE_GRACE,
-        execute_in_order(state.schema(), batch),
+    // that waits past it (with a second's grace, so the budget's own answer wins). A batch's
+    // operations are each stopped at that time (their answers before it kept), and this one
+    // has a second more.
+    let until = tokio::time::Instant::now() + deadline + crate::config::DEADLINE_GRACE;
+    let Ok(response) = tokio::time::timeout_at(
+        until + crate::config::DEADLINE_GRACE,
+        execute_in_order(state.schema(), batch, until, deadline, &cid),
     )
     .await
     else {
@@ -274,20 +277,52 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
 /// and each sees what the ones before it wrote: hostile36 got 16 submits of one batch past a
 /// customer's live-agenda quota of 12, each counted against the same unchanged read models,
 /// where the same 16 as aliases of one mutation (which run in turn) stopped at 12.
+///
+/// Their times add up under the request's one deadline: an operation still running at `until`
+/// is answered DEADLINE_EXCEEDED (what it did not known), those after it are not run and say
+/// so, and the answers before it are kept (review-s45: the whole batch's answers were lost,
+/// those of writes that had committed too).
 async fn execute_in_order(
     schema: &crate::graphql::PopSchema,
     batch: BatchRequest,
+    until: tokio::time::Instant,
+    deadline: std::time::Duration,
+    cid: &str,
 ) -> BatchResponse {
-    match batch {
-        BatchRequest::Single(request) => BatchResponse::Single(schema.execute(request).await),
-        BatchRequest::Batch(requests) => {
-            let mut responses = Vec::with_capacity(requests.len());
-            for request in requests {
-                responses.push(schema.execute(request).await);
-            }
-            BatchResponse::Batch(responses)
+    let requests = match batch {
+        BatchRequest::Single(request) => {
+            return BatchResponse::Single(schema.execute(request).await);
         }
+        BatchRequest::Batch(requests) => requests,
+    };
+    let refused = |error: AppError| {
+        let error = AppError { cid: Some(cid.to_owned()), ..error };
+        let error = crate::error::into_graphql(error).into_server_error(Default::default());
+        async_graphql::Response::from_errors(vec![error])
+    };
+    let mut responses = Vec::with_capacity(requests.len());
+    let mut late = false;
+    for request in requests {
+        if !late {
+            match tokio::time::timeout_at(until, schema.execute(request)).await {
+                Ok(response) => responses.push(response),
+                Err(_) => {
+                    late = true;
+                    responses.push(refused(deadline_error(deadline)));
+                }
+            }
+            continue;
+        }
+        let ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
+        responses.push(refused(AppError::new(
+            Code::DeadlineExceeded,
+            format!(
+                "request: not run: the batch's deadline of {ms} ms passed before its turn, so \
+                 nothing of it was done; send it again"
+            ),
+        )));
     }
+    BatchResponse::Batch(responses)
 }
 
 /// Upgrades to graphql-transport-ws (selected when the client offers it; [`ws::serve`]

@@ -536,6 +536,11 @@ async fn an_insight_with_live_agendas_of_any_customer_is_not_deleted() {
     let message = r.err().map(|e| e.message).unwrap_or_default();
     assert!(message.contains("1 live agenda is bound"), "{message}");
     w.app.cancel(&user("globex"), Named::id("g2"), None, None).await.unwrap();
+    // A doNotRun record never runs: it does not hold the insight (review-s45).
+    let record = json!({"id": "g3", "customerId": "globex", "params": {"doNotRun": "true"},
+        "operations": [{"name": "x", "type": "shared"}]});
+    let o = w.app.submit(&user("globex"), record, None, None).await.unwrap();
+    assert_eq!(o.progress().agenda_insight.as_ref().unwrap().insight_id, "shared");
     let r = delete().await;
     assert!(r.as_ref().is_ok_and(|c| c.deleted), "{r:?}");
 }

@@ -187,24 +187,23 @@ pub fn verifying_key(
 /// `./pop-data/checkpoint.key`, said TAMPERED of an intact store and advised a handover). Said
 /// only beside a break that names a key no checkpoint of the store names
 /// ([`UNUSED_KEY`]).
-///
-/// `public_key`: `None` for a command without `--public-key` (`pop export`), which is then not
-/// offered (auditor32: export's refusal advised a flag it does not take).
 pub fn defaulted_key_note(
     data_dir: &Path,
     key_file: Option<&Path>,
-    public_key: Option<Option<&str>>,
+    flags: KeyFlags<'_>,
     refusal: &str,
 ) -> Option<String> {
     let path = data_dir.join(KEY_FILE);
-    let given = key_file.is_some() || public_key.flatten().is_some();
+    let given = key_file.is_some() || matches!(flags, KeyFlags::CheckpointOrPublicKey(Some(_)));
     (!given && path.exists() && refusal.contains(UNUSED_KEY)).then(|| {
-        let (flags, theirs) = match public_key {
-            Some(_) => (
+        let (flags, theirs) = match flags {
+            KeyFlags::CheckpointOrPublicKey(_) => (
                 "neither --checkpoint-key nor --public-key was given",
                 "--checkpoint-key <their key file>, or --public-key <hex>",
             ),
-            None => ("no --checkpoint-key was given", "--checkpoint-key <their key file>"),
+            KeyFlags::CheckpointKeyOnly => {
+                ("no --checkpoint-key was given", "--checkpoint-key <their key file>")
+            }
         };
         format!(
             "the key checked with is {}, read by default ({flags}): if the store's servers \
@@ -212,6 +211,16 @@ pub fn defaulted_key_note(
             path.display()
         )
     })
+}
+
+/// The key flags a command takes, for what its refusal offers (auditor32: export's refusal
+/// advised `--public-key`, which it does not take).
+#[derive(Debug, Clone, Copy)]
+pub enum KeyFlags<'a> {
+    /// `--checkpoint-key` alone (`pop export`).
+    CheckpointKeyOnly,
+    /// `--checkpoint-key` or `--public-key`, with the public key given, if it was.
+    CheckpointOrPublicKey(Option<&'a str>),
 }
 
 /// What a break says of a key that signed none of the store's checkpoints.

@@ -122,7 +122,8 @@ impl Source {
                             return Err(e).with_context(|| {
                                 format!(
                                     "following the log (stopped after position {after}: \
-                                     `pop log --follow --after {after}` goes on from there)"
+                                     `pop log --follow --after {after}`, with the same --store, \
+                                     goes on from there)"
                                 )
                             });
                         }

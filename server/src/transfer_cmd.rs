@@ -110,7 +110,7 @@ pub async fn export(args: ExportArgs) -> Result<()> {
                 Ok(_) => crate::checkpoints::defaulted_key_note(
                     &args.store.data_dir,
                     args.checkpoint_key.as_deref(),
-                    None,
+                    crate::checkpoints::KeyFlags::CheckpointKeyOnly,
                     &refusal,
                 ),
                 Err(_) if refusal.contains(crate::checkpoints::UNUSED_KEY) => Some(format!(
@@ -130,8 +130,18 @@ pub async fn export(args: ExportArgs) -> Result<()> {
     };
     // The store had no checkpoint this key did not sign: it is the store's key from now on,
     // as a first `pop serve` would have made it.
-    if let Err(new) = key {
-        new.keep(&args.store.data_dir)?;
+    if let Err(new) = key
+        && let Err(e) = new.keep(&args.store.data_dir)
+    {
+        // Signed by a key the store will not have: not kept (review-s45: a read-only data
+        // directory left a complete export signed by a key then lost).
+        if let Some(path) = &args.out {
+            let _ = std::fs::remove_file(path);
+        }
+        return Err(e).context(
+            "exporting the log (nothing was kept): the store had no checkpoint key, and the one \
+             the export was signed with could not be kept as its key",
+        );
     }
     let m = &summary.manifest;
     eprintln!(

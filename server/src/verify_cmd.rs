@@ -94,7 +94,7 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
         crate::checkpoints::defaulted_key_note(
             &args.store.data_dir,
             args.checkpoint_key.as_deref(),
-            Some(args.public_key.as_deref()),
+            crate::checkpoints::KeyFlags::CheckpointOrPublicKey(args.public_key.as_deref()),
             &b.to_string(),
         )
     });

@@ -18,18 +18,27 @@ pub fn fixed_clock(at: DateTime<Utc>) -> Clock {
 }
 
 /// The latest time a [`monotonic`] clock gave (a store's last commit time), shared with the
-/// store that reads it ([`crate::EventStore::commit_floor`]), and when it was set (on this
-/// process's monotonic clock): behind it, the wall clock is stood in for by the floor run on
-/// since ([`CommitFloor::running`]).
+/// store that reads it ([`crate::EventStore::commit_floor`]), and when it was given (on this
+/// process's monotonic clock): from it, the floor runs on ([`CommitFloor::running`]) at nine
+/// tenths of the monotonic clock's pace. The time a store gives is the later of its wall clock
+/// and that: behind a wall clock stepped back by D, time goes on (slower) and the wall clock
+/// catches up within 10 × D, with time never going back.
 #[derive(Debug, Clone)]
-pub struct CommitFloor(Arc<FloorInner>);
+pub struct CommitFloor(Arc<std::sync::Mutex<Floor>>);
 
-#[derive(Debug)]
-struct FloorInner {
-    micros: std::sync::atomic::AtomicI64,
-    /// When `micros` was last raised, in [`monotonic_micros`].
-    set_at: std::sync::atomic::AtomicU64,
+#[derive(Debug, Clone, Copy)]
+struct Floor {
+    /// The latest time given or raised to (`i64::MIN`: none).
+    micros: i64,
+    /// When it was, in [`monotonic_micros`].
+    set_at: u64,
 }
+
+/// The pace at which the floor runs on, in tenths of the monotonic clock's: below one, so a
+/// wall clock stepped back catches up with it (review-s45: at the full pace, steady commits
+/// kept the time ahead by the whole step for good, and an idle store's time jumped back by it
+/// once the wall clock passed the floor).
+const RUNNING_PACE_TENTHS: u64 = 9;
 
 /// Microseconds of this process's monotonic clock (since its first reading).
 fn monotonic_micros() -> u64 {
@@ -38,44 +47,65 @@ fn monotonic_micros() -> u64 {
     u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
 }
 
+impl Floor {
+    /// The floor run on to monotonic time `now` (`i64::MIN` when there is none).
+    fn running(self, now: u64) -> i64 {
+        if self.micros == i64::MIN {
+            return i64::MIN;
+        }
+        let ran = now.saturating_sub(self.set_at) / 10 * RUNNING_PACE_TENTHS;
+        self.micros.saturating_add(i64::try_from(ran).unwrap_or(i64::MAX))
+    }
+}
+
 impl CommitFloor {
     /// Starting at `micros` (the log's last commit time; `i64::MIN` for none).
     pub fn new(micros: i64) -> CommitFloor {
-        CommitFloor(Arc::new(FloorInner {
-            micros: std::sync::atomic::AtomicI64::new(micros),
-            set_at: std::sync::atomic::AtomicU64::new(monotonic_micros()),
-        }))
+        CommitFloor(Arc::new(std::sync::Mutex::new(Floor { micros, set_at: monotonic_micros() })))
     }
 
-    /// Raises the floor to `micros` (a later commit time taken from the log): the clock
-    /// gives no earlier time after it. Gives the floor before.
-    pub fn raise(&self, micros: i64) -> i64 {
-        let before = self.0.micros.fetch_max(micros, std::sync::atomic::Ordering::SeqCst);
-        if micros > before {
-            self.0.set_at.store(monotonic_micros(), std::sync::atomic::Ordering::SeqCst);
+    fn lock(&self) -> std::sync::MutexGuard<'_, Floor> {
+        // Plain data: a panic while holding it leaves a usable value.
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Raises the floor to `micros` (a later commit time taken from the log): the clock gives
+    /// no earlier time after it. A time at or below where the floor has run to moves nothing
+    /// (it would move the running time back).
+    pub fn raise(&self, micros: i64) {
+        let now = monotonic_micros();
+        let mut floor = self.lock();
+        if micros > floor.running(now) {
+            *floor = Floor { micros, set_at: now };
         }
-        before
+    }
+
+    /// The time to give now against wall clock `wall` (microseconds): the later of it and the
+    /// floor run on, which becomes the floor. Gives it, and how far the wall clock is behind
+    /// the floor run on (0 when it is not).
+    fn give(&self, wall: i64) -> (i64, i64) {
+        let now = monotonic_micros();
+        let mut floor = self.lock();
+        let running = floor.running(now);
+        let given = wall.max(running);
+        *floor = Floor { micros: given, set_at: now };
+        (given, running.saturating_sub(wall).max(0))
     }
 
     /// The latest time given, if any.
     pub fn time(&self) -> Option<DateTime<Utc>> {
-        let micros = self.0.micros.load(std::sync::atomic::Ordering::SeqCst);
+        let micros = self.lock().micros;
         (micros != i64::MIN).then(|| DateTime::from_timestamp_micros(micros)).flatten()
     }
 
-    /// The floor run on at the pace of this process's monotonic clock since it was set: what
+    /// The floor run on since it was set, at nine tenths of the monotonic clock's pace: what
     /// stands in for a wall clock stepped back behind it. Time then goes on from the log's last
     /// commit instead of standing still until the wall clock catches up (ops3am23: with the
     /// clock an hour behind, every command and timed process read the same frozen time, so a
     /// failed agenda's retry, due after a 30 s backoff, waited the hour).
     pub fn running(&self) -> Option<DateTime<Utc>> {
-        let micros = self.0.micros.load(std::sync::atomic::Ordering::SeqCst);
-        if micros == i64::MIN {
-            return None;
-        }
-        let set_at = self.0.set_at.load(std::sync::atomic::Ordering::SeqCst);
-        let since = monotonic_micros().saturating_sub(set_at);
-        DateTime::from_timestamp_micros(micros.saturating_add(i64::try_from(since).ok()?))
+        let micros = self.lock().running(monotonic_micros());
+        (micros != i64::MIN).then(|| DateTime::from_timestamp_micros(micros)).flatten()
     }
 }
 
@@ -146,18 +176,14 @@ pub fn offset(clock: Clock, by: ClockOffset) -> Clock {
     Arc::new(move || by.shared_now().unwrap_or_else(|| clock() + by.delta()))
 }
 
-/// The time to stamp a command with against `store`: the store's wall clock (this process's,
-/// or the one its replicas share: [`crate::EventStore::wall_clock`]), or, when that is behind
-/// the store's last commit time (stepped back), that time run on since
-/// ([`crate::EventStore::running_floor`]), so the times shown never precede the commits that
-/// made them and still go on ([`crate::EventStore::commit_floor`]).
+/// The time to stamp a command with against `store`: the later of the store's wall clock
+/// (this process's, or the one its replicas share: [`crate::EventStore::wall_clock`]) and its
+/// last commit time run on since ([`crate::EventStore::running_floor`]), so the times shown
+/// never precede the commits that made them, go on behind a wall clock stepped back, and never
+/// go back when it catches up.
 pub fn now_for(store: &dyn crate::EventStore) -> DateTime<Utc> {
     let wall = store.wall_clock();
-    match store.commit_floor() {
-        // Behind the log: the floor run on since it was set, not the floor standing still.
-        Some(floor) if floor > wall => store.running_floor().map_or(floor, |r| r.max(floor)),
-        _ => wall,
-    }
+    store.running_floor().map_or(wall, |running| running.max(wall))
 }
 
 /// [`now_for`] `store`, as a clock to hand to a timed process.
@@ -171,34 +197,32 @@ pub fn floored(
 const STEP_BACK_WARNING_MICROS: i64 = 1_000_000;
 
 /// `clock`, never earlier than what it gave before nor than `floor` (the store's last commit
-/// time when it was opened): a commit is stamped at the later of now and the previous commit.
-/// A wall clock stepped back (an NTP step, a VM restored) made commit times go backwards, and
-/// as-of reads by time then showed a finished agenda as never having existed (ops3am3). Behind
-/// the floor, the time given runs on from it at the monotonic clock's pace
-/// ([`CommitFloor::running`]) until the wall clock catches up. A step back of more than a
-/// second is logged, once per step.
+/// time when it was opened): a commit is stamped at the later of now and the floor run on
+/// ([`CommitFloor::running`]). A wall clock stepped back (an NTP step, a VM restored) made
+/// commit times go backwards, and as-of reads by time then showed a finished agenda as never
+/// having existed (ops3am3); behind the floor, time goes on at nine tenths of the monotonic
+/// pace until the wall clock catches up. A step back of more than a second is logged, once per
+/// step.
 pub fn monotonic(clock: Clock, floor: CommitFloor) -> Clock {
     use std::sync::atomic::{AtomicBool, Ordering};
     let warned = AtomicBool::new(false);
     Arc::new(move || {
         let now = clock();
-        let micros = now.timestamp_micros();
-        let before = floor.raise(micros);
-        if micros >= before {
+        let (given, behind) = floor.give(now.timestamp_micros());
+        if behind == 0 {
             warned.store(false, Ordering::Relaxed);
             return now;
         }
-        if before - micros > STEP_BACK_WARNING_MICROS && !warned.swap(true, Ordering::Relaxed) {
+        if behind > STEP_BACK_WARNING_MICROS && !warned.swap(true, Ordering::Relaxed) {
             tracing::warn!(
-                behind_ms = (before - micros) / 1_000,
+                behind_ms = behind / 1_000,
                 "the wall clock is behind the log's last commit time (stepped back, or behind \
-                 another replica's clock): time runs on from that commit at this process's \
-                 monotonic pace until the wall clock catches up (commit times, leases and \
-                 retries go on; the times shown are ahead of this host's clock meanwhile)"
+                 another replica's clock): time runs on from that commit at nine tenths of this \
+                 process's monotonic pace until the wall clock catches up (within ten times the \
+                 step; commits, leases and retries go on, the times shown ahead of this host's \
+                 clock meanwhile)"
             );
         }
-        let running = floor.running().map_or(before, |r| r.timestamp_micros().max(before));
-        let given = floor.raise(running).max(running);
         DateTime::from_timestamp_micros(given).unwrap_or(now)
     })
 }
@@ -215,21 +239,25 @@ mod tests {
         let read = Arc::clone(&wall);
         let floor = CommitFloor::new(at(50).timestamp_micros());
         let clock = monotonic(Arc::new(move || *read.lock().unwrap()), floor.clone());
+        // Before the floor is set at(100): the time it runs on from then is at most this.
+        let started = std::time::Instant::now();
         assert_eq!(clock(), at(100));
         *wall.lock().unwrap() = at(40); // stepped back an hour's worth
-        let started = std::time::Instant::now();
         let first = clock();
         assert!(first >= at(100), "{first}");
-        // Time goes on behind the floor, at the monotonic clock's pace (ops3am23: it stood
-        // still, and a retry due after its backoff waited for the wall clock to catch up).
-        std::thread::sleep(std::time::Duration::from_millis(30));
+        // Time goes on behind the floor, at nine tenths of the monotonic clock's pace
+        // (ops3am23: it stood still, and a retry due after its backoff waited for the wall
+        // clock to catch up).
+        std::thread::sleep(std::time::Duration::from_millis(50));
         let later = clock();
         let ran = chrono::TimeDelta::from_std(started.elapsed()).unwrap();
-        assert!(later - first >= chrono::TimeDelta::milliseconds(30), "{first} {later}");
+        assert!(later - first >= chrono::TimeDelta::milliseconds(44), "{first} {later}");
         assert!(later <= at(100) + ran, "no faster than the monotonic clock: {later}");
         assert_eq!(floor.time(), Some(later), "the floor follows what the clock gave");
-        let running = floor.running().unwrap();
-        assert!(running >= later, "{running}");
+        assert!(floor.running().unwrap() >= later);
+        // A raise below where the floor has run to moves nothing back.
+        floor.raise(at(100).timestamp_micros());
+        assert!(floor.running().unwrap() >= later);
         *wall.lock().unwrap() = at(101);
         assert_eq!(clock(), at(101));
         assert_eq!(floor.time(), Some(at(101)), "the floor follows what the clock gave");
@@ -239,6 +267,43 @@ mod tests {
         assert!(given >= at(20) && given < at(21), "{given}");
         assert_eq!(CommitFloor::new(i64::MIN).time(), None);
         assert_eq!(CommitFloor::new(i64::MIN).running(), None);
+    }
+
+    /// A wall clock stepped back catches up with the floor run on at nine tenths of the pace,
+    /// within ten times the step, whether commits go on or not, and time never goes back
+    /// (review-s45: at the full pace steady commits kept it ahead for good, and an idle store's
+    /// time jumped back by the step).
+    #[test]
+    fn a_wall_clock_stepped_back_catches_up_and_time_never_goes_back() {
+        let step = chrono::TimeDelta::milliseconds(30);
+        let floor = CommitFloor::new((Utc::now() + step).timestamp_micros());
+        let clock = monotonic(Arc::new(Utc::now), floor.clone());
+        let started = std::time::Instant::now();
+        let mut last = clock();
+        let mut caught_up = None;
+        while started.elapsed() < std::time::Duration::from_secs(2) {
+            let running = floor.running().unwrap();
+            let wall = Utc::now();
+            let now = running.max(wall);
+            assert!(now >= last, "back from {last} to {now}");
+            last = now;
+            if wall >= running {
+                caught_up.get_or_insert(started.elapsed());
+            }
+            // Every other round a commit.
+            if started.elapsed().as_millis().is_multiple_of(2) {
+                let given = clock();
+                assert!(given >= last, "a commit back from {last} to {given}");
+                last = given;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let caught_up = caught_up.expect("the wall clock caught up");
+        assert!(caught_up < std::time::Duration::from_millis(30 * 10 + 200), "{caught_up:?}");
+        // Caught up: commits are stamped with the wall clock again.
+        let given = clock();
+        let wall = Utc::now();
+        assert!(given <= wall && wall - given < chrono::TimeDelta::milliseconds(50), "{given}");
     }
 
     #[test]

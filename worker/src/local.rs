@@ -48,8 +48,8 @@ pub struct LocalProcess {
 }
 
 enum Line {
-    Out(String),
-    Err(String),
+    Out(ReadLine),
+    Err(ReadLine),
 }
 
 /// Removes the payload file when the run ends, however it ends.
@@ -148,6 +148,9 @@ pub struct StdoutResult {
     trailing: Vec<String>,
     trailing_bytes: usize,
     overflowed: bool,
+    /// The size of a JSON-looking line cut by the reader since the last progress or result
+    /// line: the result the handler meant, too large to take.
+    cut_json: Option<usize>,
 }
 
 fn is_progress_key(key: &str) -> bool {
@@ -171,12 +174,16 @@ impl StdoutResult {
                 self.trailing.clear();
                 self.trailing_bytes = 0;
                 self.overflowed = false;
+                self.cut_json = None;
                 return StdoutLine::Progress(Progress {
                     percent: object.get("percent").and_then(Value::as_f64),
                     message: object.get("message").and_then(Value::as_str).map(str::to_string),
                 });
             }
-            Ok(value) => self.last_json = Some(value),
+            Ok(value) => {
+                self.last_json = Some(value);
+                self.cut_json = None;
+            }
             Err(_) => {}
         }
         if !self.overflowed {
@@ -191,10 +198,29 @@ impl StdoutResult {
         StdoutLine::Log
     }
 
-    /// The output, once stdout has ended.
-    pub fn finish(self) -> Value {
+    /// Takes a line the reader cut (`text`: its start and a note; `size`: its bytes): log
+    /// text, and when it looked like JSON, the result the handler meant, too large to take.
+    fn cut(&mut self, text: &str, size: usize) {
+        let compact: String = text.chars().filter(|c| !c.is_whitespace()).take(12).collect();
+        if compact.starts_with("{\"result\"") {
+            // A result line, the last: no earlier one stands for it.
+            self.explicit = None;
+            self.cut_json = Some(size);
+        } else if text.starts_with('{') || text.starts_with('[') {
+            self.cut_json = Some(size);
+        }
+        self.overflowed = true;
+        self.trailing = Vec::new();
+    }
+
+    /// The output, once stdout has ended; `Err(size)` when the last thing that looked like
+    /// the result was a JSON line too large to read.
+    pub fn finish(self) -> Result<Value, usize> {
         if let Some(result) = self.explicit {
-            return result;
+            return Ok(result);
+        }
+        if let Some(size) = self.cut_json {
+            return Err(size);
         }
         if !self.overflowed {
             // The earliest unindented `{` / `[` line from which the rest parses as one document.
@@ -205,65 +231,87 @@ impl StdoutResult {
                 }
                 if let Ok(value) = serde_json::from_str::<Value>(&self.trailing[start..].join("\n"))
                 {
-                    return value;
+                    return Ok(value);
                 }
             }
         }
-        self.last_json.unwrap_or(Value::Null)
+        Ok(self.last_json.unwrap_or(Value::Null))
     }
+}
+
+/// A line a handler printed, as read.
+#[derive(Debug, PartialEq)]
+struct ReadLine {
+    text: String,
+    /// The line's whole size in bytes when it was longer than the reader takes: `text` is
+    /// then its start and a note.
+    cut: Option<usize>,
 }
 
 /// A handler's next output line, its bytes that are not UTF-8 replaced (U+FFFD); `None` at the
 /// end of the stream. Not `lines()`, which ends at the first line that is not UTF-8 (ops3am18:
 /// a Latin-1 file name in a log line stopped the reading, and the handler died of SIGPIPE at
-/// its next write, its real failure lost). At most `max` bytes of a line are kept: the rest, up
-/// to its end, is read and dropped, and the line is said to be cut (ops3am23: one 1 GB line,
-/// a handler printing a binary file, took the worker to 2.5 GB resident; in a pod with a memory
-/// limit it would have been killed with every agenda it ran).
+/// its next write, its real failure lost). At most `max` bytes of a line (its end of line not
+/// counted) are kept: the rest, up to its end, is read and dropped, and the line is said to be
+/// cut (ops3am23: one 1 GB line, a handler printing a binary file, took the worker to 2.5 GB
+/// resident; in a pod with a memory limit it would have been killed with every agenda it ran).
 async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(
     reader: &mut R,
     max: usize,
-) -> Option<String> {
+) -> Option<ReadLine> {
     let mut bytes = Vec::new();
-    let (mut read, mut over) = (0usize, false);
+    // `read`: the line's own bytes (without its newline); `any`: whether there was a line.
+    let (mut read, mut over, mut any) = (0usize, false, false);
     loop {
         let Ok(buf) = reader.fill_buf().await else { return None };
         if buf.is_empty() {
             break;
         }
         let end = buf.iter().position(|b| *b == b'\n');
-        let chunk = &buf[..end.map_or(buf.len(), |i| i + 1)];
+        let taken = end.map_or(buf.len(), |i| i + 1);
+        // The line's own bytes in this chunk: without its newline (nor a CR before it).
+        let own = match end {
+            Some(i) => buf[..i].strip_suffix(b"\r").unwrap_or(&buf[..i]),
+            None => buf,
+        };
         let room = max.saturating_sub(bytes.len());
-        if chunk.len() > room {
+        if own.len() > room {
             over = true;
         }
-        bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        let taken = chunk.len();
-        read += taken;
+        bytes.extend_from_slice(&own[..own.len().min(room)]);
+        read += own.len();
+        any = true;
         reader.consume(taken);
         if end.is_some() {
             break;
         }
     }
-    if read == 0 {
+    if !any {
         return None;
+    }
+    if bytes.last() == Some(&b'\r') && !over {
+        bytes.pop();
     }
     if over {
         // Too long to be a result or progress line: log text, its start and its size.
-        let start = String::from_utf8_lossy(&bytes[..bytes.len().min(CUT_LINE_START)]);
-        return Some(format!("{start}… [a line of {read} bytes, cut: at most {max} are read]"));
-    }
-    if bytes.last() == Some(&b'\n') {
-        bytes.pop();
-        if bytes.last() == Some(&b'\r') {
-            bytes.pop();
+        let mut start = String::from_utf8_lossy(&bytes).into_owned();
+        let keep = CUT_LINE_START.min(max);
+        if start.len() > keep {
+            let mut end = keep;
+            while !start.is_char_boundary(end) {
+                end -= 1;
+            }
+            start.truncate(end);
         }
+        let text = format!("{start}… [a line of {read} bytes, cut: at most {max} are read]");
+        return Some(ReadLine { text, cut: Some(read) });
     }
-    Some(String::from_utf8_lossy(&bytes).into_owned())
+    Some(ReadLine { text: String::from_utf8_lossy(&bytes).into_owned(), cut: None })
 }
 
-/// Bytes of an over-long line's start said in its place (within [`MAX_LINE`] with the note).
-const CUT_LINE_START: usize = 256;
+/// Bytes of an over-long line's start said in its place (within [`MAX_LINE`] with the note:
+/// a log line keeps at most that).
+const CUT_LINE_START: usize = MAX_LINE - 128;
 
 #[async_trait]
 impl Handler for LocalProcess {
@@ -354,12 +402,17 @@ impl Handler for LocalProcess {
         let mut stdout = StdoutResult::default();
         loop {
             match tokio::time::timeout(self.timeout, rx.recv()).await {
-                Ok(Some(Line::Out(line))) => match stdout.line(&line) {
+                Ok(Some(Line::Out(ReadLine { text, cut: Some(size) }))) => {
+                    stdout.cut(&text, size);
+                    keep(text);
+                }
+                Ok(Some(Line::Out(ReadLine { text: line, cut: None }))) => match stdout.line(&line)
+                {
                     StdoutLine::Progress(p) => progress(p),
                     StdoutLine::Result => {}
                     StdoutLine::Log => keep(line),
                 },
-                Ok(Some(Line::Err(line))) => {
+                Ok(Some(Line::Err(ReadLine { text: line, .. }))) => {
                     let text = format!("stderr: {line}");
                     if !line.trim().is_empty() {
                         // Shortened once, when it is quoted; not per line of a chatty handler.
@@ -396,7 +449,18 @@ impl Handler for LocalProcess {
             }
         };
         if status.success() {
-            Ok(stdout.finish())
+            stdout.finish().map_err(|size| {
+                // (review-s45: cut to log text, it left the result null and the run succeeded.)
+                Failure::with_payload(
+                    format!(
+                        "{program} printed a JSON line of {size} bytes and no result line after \
+                         it: a line is read at most {MAX_DOCUMENT} bytes deep, so a result that \
+                         large is not taken (the server keeps at most its --max-payload-bytes)"
+                    ),
+                    json!({"log": tail.into_iter().collect::<Vec<_>>()}),
+                )
+                .not_retryable()
+            })
         } else {
             let lines: Vec<String> = tail.into_iter().collect();
             // The handler's own last word on stderr is usually the reason: said in the message
@@ -631,24 +695,47 @@ mod tests {
         );
     }
 
-    /// A line is read at most `max` bytes deep: the rest to its end is dropped, the line said
-    /// cut with its size, and the next line is whole (ops3am23: a 1 GB line was held whole).
+    /// A line is read at most `max` bytes deep (its end of line not counted): the rest to its
+    /// end is dropped, the line said cut with its size, and the next line is whole (ops3am23:
+    /// a 1 GB line was held whole).
     #[tokio::test]
     async fn an_over_long_line_is_cut_and_the_next_one_is_whole() {
-        let text = format!("{}\n{{\"result\": 1}}\r\nlast", "x".repeat(10_000));
+        let text =
+            format!("{}\n{{\"result\": 1}}\r\n{}\r\nlast", "x".repeat(10_000), "y".repeat(100));
         let mut reader = tokio::io::BufReader::with_capacity(64, text.as_bytes());
         let first = next_line(&mut reader, 100).await.unwrap();
-        assert!(first.starts_with(&"x".repeat(100)), "{first}");
-        assert!(first.ends_with("… [a line of 10001 bytes, cut: at most 100 are read]"), "{first}");
-        assert!(first.len() < 200, "{}", first.len());
-        assert_eq!(next_line(&mut reader, 100).await.as_deref(), Some(r#"{"result": 1}"#));
-        assert_eq!(next_line(&mut reader, 100).await.as_deref(), Some("last"));
+        assert_eq!(first.cut, Some(10_000));
+        assert!(first.text.starts_with(&"x".repeat(100)), "{}", first.text);
+        assert!(first.text.ends_with("… [a line of 10000 bytes, cut: at most 100 are read]"));
+        let line = |t: &str| Some(ReadLine { text: t.into(), cut: None });
+        assert_eq!(next_line(&mut reader, 100).await, line(r#"{"result": 1}"#));
+        // Exactly the limit, before its CR LF: whole.
+        assert_eq!(next_line(&mut reader, 100).await, line(&"y".repeat(100)));
+        assert_eq!(next_line(&mut reader, 100).await, line("last"));
         assert_eq!(next_line(&mut reader, 100).await, None);
+        // A cut line keeps its start up to a character's boundary, within a log line's bound.
+        let wide = format!("{}\n", "é".repeat(5_000));
+        let cut = next_line(&mut wide.as_bytes(), 8_000).await.unwrap();
+        assert!(cut.text.starts_with(&"é".repeat(100)) && !cut.text.contains('\u{fffd}'));
+        assert!(cut.text.len() <= MAX_LINE, "{}", cut.text.len());
         // Through a handler: a 20 MB line before the result line does not hide the result.
         let script =
             r#"head -c 20000000 /dev/zero | tr '\0' x; echo; echo '{"result": {"ok": 1}}'"#;
         let out = sh(script, Duration::from_secs(30)).run(ctx(json!(null)), recorder().0).await;
         assert_eq!(out, Ok(json!({"ok": 1})));
+        // A result line too large to read fails the run, for good (review-s45: it succeeded
+        // with a null result).
+        let script = r#"echo '{"result": 0}'; printf '{"result": "'; head -c 9000000 /dev/zero | tr '\0' x; echo '"}'"#;
+        let failed = sh(script, Duration::from_secs(30))
+            .run(ctx(json!(null)), recorder().0)
+            .await
+            .unwrap_err();
+        assert!(
+            failed.message.contains("printed a JSON line of 9000014 bytes"),
+            "{}",
+            failed.message
+        );
+        assert!(failed.not_retryable, "{failed:?}");
     }
 
     /// Output that is not UTF-8 is read on, lossily (ops3am18: the reading stopped at it, and
@@ -697,7 +784,7 @@ mod tests {
         for line in lines {
             out.line(line);
         }
-        out.finish()
+        out.finish().unwrap()
     }
 
     #[test]
