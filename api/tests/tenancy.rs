@@ -440,7 +440,9 @@ async fn a_pool_worker_is_handed_each_customers_agenda_of_one_id_under_an_id_of_
     assert_eq!(over_rest["all"][0]["customerId"], "globex", "{over_rest:#}");
     assert_eq!(over_rest["all"][0]["id"], op_id.as_str(), "{over_rest:#}");
     // As of a time too: folded from the log, chosen and answered as live.
-    let now = chrono::Utc::now().to_rfc3339();
+    // Settled history a second after (a change may commit up to a second after its time).
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let now = (chrono::Utc::now() - chrono::Duration::milliseconds(1_050)).to_rfc3339();
     let as_of = format!(
         "query($id: String!, $op: String!) {{ agendaProgress(id: $id, asOf: {{time: \"{now}\"}}) \
          {{ id customerId }} operationProgress(id: $op, asOf: {{time: \"{now}\"}}) \
@@ -641,7 +643,9 @@ async fn a_tenants_ids_shaped_like_a_pool_operation_id_do_not_answer_a_workers_r
     let o = s.ok(OPS_SERVICE, OPERATION, json!({"id": op_id})).await;
     assert!(o["operationProgress"].is_null(), "{o:#}");
     // Nor as of a time (the as-of read chose its agendas apart and answered globex's).
-    let now = chrono::Utc::now().to_rfc3339();
+    // Settled history a second after (a change may commit up to a second after its time).
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let now = (chrono::Utc::now() - chrono::Duration::milliseconds(1_050)).to_rfc3339();
     let as_of = format!(
         "query($id: String!) {{ operationProgress(id: $id, asOf: {{time: \"{now}\"}}) {{ id customerId }} }}"
     );

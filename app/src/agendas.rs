@@ -597,6 +597,9 @@ impl App {
     ) -> AppResult<AgendaOutcome> {
         let late_report = matches!(command, AgendaCommand::ReportProgress { .. });
         let customer_id = self.authorized_customer_for(caller, id, key, late_report).await?;
+        if matches!(command, AgendaCommand::Rerun { .. }) {
+            self.check_insight_exists(id, key)?;
+        }
         let executed = self
             .commands()
             .execute::<AgendaState>(key, &metadata(caller, &customer_id, name), &command)
@@ -604,6 +607,28 @@ impl App {
         metrics::command(name, &executed);
         let executed = executed.map_err(|e| error::execute_within(&agenda_subject(id), root, e))?;
         Ok(AgendaOutcome::of(&executed, caller))
+    }
+}
+
+impl App {
+    /// A rerun of an agenda whose insight was deleted would wait for good, bound to an insight
+    /// that no longer exists (popclient26: rerun after the delete, answered 200, it stayed
+    /// WAITING/added): refused, saying what to do.
+    fn check_insight_exists(&self, id: &str, key: &str) -> AppResult<()> {
+        let models = self.projections().read();
+        let gone = models
+            .agendas()
+            .get(key)
+            .and_then(|entry| entry.insight_id())
+            .filter(|insight| models.insight(insight).is_none());
+        match gone {
+            Some(insight) => Err(AppError::conflict(format!(
+                "agenda {id:?} is bound to insight {insight:?}, which was deleted: a rerun would \
+                 wait for good; create insight {insight:?} again, or submit the agenda anew (a \
+                 new id) to bind it to an insight that exists"
+            ))),
+            None => Ok(()),
+        }
     }
 }
 

@@ -196,20 +196,25 @@ impl App {
     /// A position bound beyond the log's head could still gain events, and a two-part one on
     /// the embedded store names no point of it (auditor20: `11/5` was compared as the pair and
     /// answered as of 10): both refused, as for `atLeastPosition`. So is a time later than the
-    /// store's clock (auditor32: as of a time 30 s ahead answered WAITING/queued, then after a
-    /// claim, for the same time, WAITING/scheduled, both labelled as history).
+    /// store's clock, or within a second of it (auditor32: as of a time 30 s ahead answered
+    /// WAITING/queued, then after a claim, for the same time, WAITING/scheduled, both labelled
+    /// as history).
     async fn check_bound(&self, bound: AsOf) -> AppResult<()> {
         if let AsOf::Time(t) = bound {
             let now = self.now();
-            if t > now {
+            // Within the last second too: a change showing a time before it may still commit
+            // up to a second after it (auditor33: the same recent time read again 2 s later
+            // answered otherwise, a few in a thousand).
+            if t + SHOWN_TIME_SLACK > now {
                 let show =
                     |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                let when = if t > now { "later than" } else { "within a second of" };
                 return Err(AppError::invalid(
                     "asOf",
                     format!(
-                        "{} is later than the store's time {}: a time to come is no history yet \
-                         (it could still gain events); ask as of a time passed, or read the \
-                         live state without asOf",
+                        "{} is {when} the store's time {}: it is no settled history yet (a \
+                         change it shows may commit up to a second after it); ask as of a time \
+                         at least a second past, or read the live state without asOf",
                         show(t),
                         show(now)
                     ),

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use pop_domain::config::{ConfigAggregate, ConfigCommand, ConfigObject, Lifecycle};
 use pop_domain::model::{AgendaTemplate, Customer, Insight, ResourcePool};
 use pop_domain::validate::check_id;
-use pop_projections::{Cursor, ReadModels, Visibility, VisibleTo};
+use pop_projections::{Cursor, Phase, ReadModels, Visibility, VisibleTo};
 
 use crate::agendas::{from_json, refuse_blank_ids};
 use crate::caller::{Action, Caller};
@@ -227,8 +227,17 @@ config_kind!(Insight, "Insight", insight, insights, {
     fn in_use(models: &ReadModels, id: &str, v: &Visibility) -> Option<String> {
         let (mut live, mut others) = (0usize, 0usize);
         // A doNotRun record never runs: it waits as much with the insight as without it
-        // (review-s45: one blocked the delete, "let them finish" never coming).
-        for agenda in models.agendas().live_in(id).filter(|a| !a.is_do_not_run()) {
+        // (review-s45: one blocked the delete, "let them finish" never coming). A failed one
+        // whose retry is still to come is live again then (popclient26: retried after the
+        // delete, it waited for good).
+        let held = |a: &&pop_projections::AgendaEntry| {
+            if a.processing_state() == pop_domain::ProcessingState::Complete {
+                return a.progress().is_ok_and(|p| p.retry_due());
+            }
+            !a.is_do_not_run()
+        };
+        let bound = models.agendas().bound_to(id, |p| p.is_live() || p == Phase::Failed);
+        for agenda in bound.filter(held) {
             live += 1;
             others += usize::from(!v.sees(agenda.customer_id()));
         }
@@ -250,8 +259,9 @@ config_kind!(Insight, "Insight", insight, insights, {
             )
         };
         Some(format!(
-            "insight {id:?} may not be deleted while {agendas} bound to it (waiting or \
-             executing; a deleted insight's agendas would wait for good): {way_out}"
+            "insight {id:?} may not be deleted while {agendas} bound to it (waiting, executing, \
+             or failed with a retry to come; a deleted insight's agendas would wait for good): \
+             {way_out}"
         ))
     }
     /// POP's `SchedulingAlgorithm` has no `Priority`: POP's Jackson threw on it and lost the

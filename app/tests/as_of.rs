@@ -201,7 +201,13 @@ async fn as_of_each_moment_equals_what_the_projections_showed_then() {
     let e = w.app.agenda_as_of(&acme, "a", None, AsOf::Time(at(101))).await.unwrap_err();
     assert_eq!((e.code, e.problems[0].field.as_str()), (Code::Validation, "asOf"));
     assert!(e.message.contains("later than the store's time"), "{}", e.message);
-    assert!(w.app.agenda_as_of(&acme, "a", None, AsOf::Time(at(100))).await.is_ok());
+    // So is one within the last second (a change may commit up to a second after its time);
+    // a second back is history.
+    let recent = at(100) - Duration::milliseconds(500);
+    let e = w.app.agenda_as_of(&acme, "a", None, AsOf::Time(recent)).await.unwrap_err();
+    assert!(e.message.contains("within a second of the store's time"), "{}", e.message);
+    let settled = at(100) - Duration::seconds(1);
+    assert!(w.app.agenda_as_of(&acme, "a", None, AsOf::Time(settled)).await.is_ok());
 }
 
 async fn act(w: &World, what: &str) {
@@ -285,7 +291,7 @@ async fn lifecycle(steps: &[Step]) -> Result<(), TestCaseError> {
     w.app.settle(None).await.unwrap();
     let head = w.store.head().await.unwrap();
     let later = at(steps.len() as i64 + 1);
-    w.set_time(later);
+    w.set_time(later + Duration::seconds(1));
     for bound in [AsOf::Position(head), AsOf::Time(later)] {
         for id in AGENDAS {
             prop_assert_eq!(
@@ -348,6 +354,8 @@ async fn as_of_a_shown_time_reads_the_change_it_labels() {
     let live = shown_live(&w, &acme).await;
     let progress = live.progress.clone().expect("submitted");
     let shown = progress.updated_time.expect("a shown time");
+    // Read once the time is settled history (a second on).
+    w.set_time(shown + Duration::seconds(2));
     let as_of = shown_as_of(&w, &acme, AsOf::Time(shown)).await;
     assert_eq!(as_of.progress, Some(progress));
     assert_eq!(as_of.agenda, live.agenda);

@@ -541,6 +541,31 @@ async fn an_insight_with_live_agendas_of_any_customer_is_not_deleted() {
         "operations": [{"name": "x", "type": "shared"}]});
     let o = w.app.submit(&user("globex"), record, None, None).await.unwrap();
     assert_eq!(o.progress().agenda_insight.as_ref().unwrap().insight_id, "shared");
+    // A failed agenda whose retry is still to come comes back: it holds the insight too
+    // (popclient26: retried after the delete, it waited for good).
+    let retried = json!({"id": "g4", "customerId": "globex", "params": {"maximumAttempts": 2},
+        "operations": [{"name": "x", "type": "shared"}]});
+    w.app.submit(&user("globex"), retried, None, None).await.unwrap();
+    let metadata = EventMetadata { customer_id: Some("globex".into()), ..Default::default() };
+    let queue = AgendaCommand::Queue { now: Utc::now() };
+    w.commands.execute::<AgendaState>(&key("globex", "g4"), &metadata, &queue).await.unwrap();
+    w.app.settle(None).await.unwrap();
+    let got = w.app.get_agenda(&worker("globex"), "shared", 1, None).await.unwrap();
+    assert_eq!(got.len(), 1, "g4 claimed");
+    let failed = json!({"id": "g4", "processingState": "COMPLETE",
+        "processingStateMessage": "failed", "operationProgress": [{"operation": "x",
+        "processingState": "COMPLETE", "processingStateMessage": "failed"}]});
+    let o = w.app.report(&worker("globex"), failed, None, None).await.unwrap();
+    assert!(o.progress().retry_due(), "{:?}", o.progress());
+    let message = delete().await.err().map(|e| e.message).unwrap_or_default();
+    assert!(message.contains("1 live agenda is bound"), "{message}");
+    assert!(message.contains("failed with a retry to come"), "{message}");
+    w.app.cancel(&user("globex"), Named::id("g4"), None, None).await.unwrap();
     let r = delete().await;
     assert!(r.as_ref().is_ok_and(|c| c.deleted), "{r:?}");
+    // A rerun of an agenda bound to it would wait for good: refused, saying why.
+    let r = w.app.rerun(&user("globex"), Named::id("g1"), Vec::new(), None).await;
+    let e = r.expect_err("refused");
+    assert_eq!(e.code, pop_app::Code::Conflict, "{e:?}");
+    assert!(e.message.contains("which was deleted"), "{}", e.message);
 }

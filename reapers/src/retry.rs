@@ -223,6 +223,17 @@ pub fn plan_with(
                 continue;
             }
         };
+        // Bound to an insight since deleted: retried, it would wait for good (popclient26).
+        if let Some(insight) = entry.insight_id().filter(|i| models.insight(i).is_none()) {
+            tracing::warn!(
+                agenda = entry.key(),
+                insight,
+                "retry: not retrying an agenda whose insight was deleted (it would wait for \
+                 good); create the insight again, or submit the agenda anew"
+            );
+            exhausted.insert(entry.key().to_string(), entry.updated_ms());
+            continue;
+        }
         let maximum = progress.maximum_attempts.clamp(1, MAXIMUM_ATTEMPTS_LIMIT);
         // Out of attempts, or a failure its executor called deterministic: nothing to retry.
         if !progress.retry_due() {
@@ -457,9 +468,28 @@ mod tests {
         commands
     }
 
+    /// The insight `i` the agendas are bound to, created or deleted at `position`.
+    fn insight_event(models: &mut ReadModels, position: u64, deleted: bool) {
+        use pop_domain::config::ConfigEvent;
+        let object = pop_domain::model::Insight {
+            id: "i".to_string(),
+            customer_id: "acme".to_string(),
+            resource_pool_id: "pool".to_string(),
+            ..Default::default()
+        };
+        let event = if deleted {
+            ConfigEvent::Deleted { object, time: t(0) }
+        } else {
+            ConfigEvent::Created { object, time: t(0) }
+        };
+        let decoded = Decoded::Event { id: "i".to_string(), event: DomainEvent::Insight(event) };
+        models.apply(Position::from_sequence(position), &decoded, None).unwrap();
+    }
+
     fn models(histories: Vec<(&str, Vec<AgendaCommand>)>) -> ReadModels {
         let mut models = ReadModels::new();
-        let mut position = 0;
+        insight_event(&mut models, 1, false);
+        let mut position = 1;
         for (id, commands) in histories {
             let mut state = AgendaState::default();
             for command in &commands {
@@ -622,5 +652,17 @@ mod tests {
         let m = models(vec![("a", history("a", 3, 1, 100))]);
         let config = RetryConfig { backoff: Backoff::none(), ..RetryConfig::default() };
         assert_eq!(ids(&plan(t(100), &m, &config)), ["a"]);
+    }
+
+    /// An agenda whose insight was deleted is not retried: it would wait for good, bound to an
+    /// insight that no longer exists (popclient26, auditor33).
+    #[test]
+    fn an_agenda_whose_insight_was_deleted_is_not_retried() {
+        let config = RetryConfig::default();
+        let mut m = models(vec![("a", history("a", 3, 1, 100))]);
+        let due = t(100_000);
+        assert_eq!(ids(&plan(due, &m, &config)), ["a"]);
+        insight_event(&mut m, 1_000, true);
+        assert!(plan(due, &m, &config).is_empty());
     }
 }

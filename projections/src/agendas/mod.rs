@@ -196,13 +196,18 @@ impl AgendaModel {
         self.by_insight.get(insight_id).and_then(|p| p.get(&phase)).map_or(0, |g| g.len())
     }
 
-    /// The live agendas bound to `insight_id`, whoever's (for a check that walks them once:
-    /// an insight's delete).
-    pub fn live_in(&self, insight_id: &str) -> impl Iterator<Item = &AgendaEntry> + '_ {
+    /// The agendas bound to `insight_id` in a phase `keep` takes, whoever's (for a check that
+    /// walks them once: an insight's delete).
+    pub fn bound_to(
+        &self,
+        insight_id: &str,
+        keep: impl Fn(Phase) -> bool + 'static,
+    ) -> impl Iterator<Item = &AgendaEntry> + '_ {
         self.by_insight
             .get(insight_id)
             .into_iter()
-            .flat_map(|phases| phases.iter().filter(|(p, _)| p.is_live()))
+            .flat_map(|phases| phases.iter())
+            .filter(move |(p, _)| keep(**p))
             .flat_map(|(_, grouped)| grouped.keys())
             .filter_map(|(_, id)| self.get(id))
     }
