@@ -1400,6 +1400,28 @@ async fn payloads_and_params_past_their_limits_are_refused_naming_the_field() {
     let said = diagnostic["message"].as_str().unwrap();
     assert!(said.contains("1010 bytes") && said.contains("at most 1000"), "{said}");
     assert_eq!(diagnostic["statusCode"], "NOT_RETRYABLE", "{diagnostic:#}");
+    // The same report sent again (POP's executor after a timeout) adds no second copy
+    // (popclient26: each resend did, and ten pushed the executor's own out).
+    let again = json!({"l": lease, "r": {"id": "too-large", "processingState": "EXECUTING",
+        "operationProgress": [{"operation": "probe", "processingState": "COMPLETE",
+            "processingStateMessage": "succeeded", "resultPayload": {"out": "r".repeat(1_000)},
+            "completedTime": "2026-12-06T10:00:00Z"}]}});
+    let diagnostics = "mutation($r: JSON!, $l: String) { updateAgendaProgress(agendaProgress: $r, \
+        leaseId: $l) { progress { operationProgress { operation diagnosticEvents { message } } } } }";
+    let first = server.ok(ACME_SERVICE, diagnostics, again.clone()).await;
+    let second = server.ok(ACME_SERVICE, diagnostics, again).await;
+    let count = |data: &Value| {
+        data["updateAgendaProgress"]["progress"]["operationProgress"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["operation"] == "probe")
+            .unwrap()["diagnosticEvents"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(count(&first), count(&second), "{second:#}");
 
     // The same in a final report that calls the agenda succeeded (pop's worker sends its
     // last operations and the agenda's end together): taken, the agenda failed, not refused

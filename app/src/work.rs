@@ -753,7 +753,7 @@ impl App {
                 completed: op.completed_time,
                 params: op.params,
             };
-            failed_for_size |= fail_if_result_too_large(&mut report, limits.payload_bytes, now);
+            failed_for_size |= fail_if_result_too_large(&mut report, limits.payload_bytes);
             operations.push(report);
         }
         // An agenda reported succeeded whose operation was just failed for its result's size
@@ -1039,13 +1039,15 @@ fn reported_percent(percent: f64) -> Option<f64> {
 /// looks. The diagnostic is NOT_RETRYABLE (the same handler makes the same result): a rerun
 /// after the limit was raised runs it again. An interim result of a running operation is only
 /// dropped: the operation goes on.
-fn fail_if_result_too_large(
-    report: &mut OperationReport,
-    max: usize,
-    now: pop_domain::Timestamp,
-) -> bool {
+fn fail_if_result_too_large(report: &mut OperationReport, max: usize) -> bool {
     let Some(result) = &report.result_payload else { return false };
-    let bytes = pop_domain::validate::json_bytes(result);
+    // A result sent as JSON text (POP's executor types it a String) is as large as its text,
+    // not its text escaped again (popclient26: a quote-heavy result of 4,216 characters was
+    // measured 4,624 bytes, and failed where the same value sent as JSON was kept).
+    let bytes = match result {
+        serde_json::Value::String(text) => text.len(),
+        value => pop_domain::validate::json_bytes(value),
+    };
     if bytes <= max {
         return false;
     }
@@ -1061,7 +1063,11 @@ fn fail_if_result_too_large(
             if completes { " and the operation failed" } else { "" }
         ),
         status_code: Some(pop_domain::model::status_code::NOT_RETRYABLE.to_string()),
-        time: Some(now),
+        // The report's own time, not the server's: the same report sent again (after a
+        // timeout, or a heartbeat carrying the same interim result) makes the same diagnostic,
+        // which the attempt keeps once (popclient26: each resend added a copy, and ten pushed
+        // the executor's own diagnostics out).
+        time: report.completed,
         ..pop_domain::DiagnosticEvent::default()
     });
     completes
@@ -1072,6 +1078,25 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    /// A result sent as JSON text is as large as its text (popclient26: measured with its
+    /// escapes, a quote-heavy one failed where the same value sent as JSON was kept).
+    #[test]
+    fn a_result_sent_as_text_is_measured_as_its_text() {
+        let report = |result: serde_json::Value| OperationReport {
+            name: "a".into(),
+            state: pop_domain::ProcessingState::Complete,
+            result_payload: Some(result),
+            ..OperationReport::default()
+        };
+        let text = "\"q\",".repeat(250); // 1,000 bytes of text, 1,502 as a JSON string
+        let mut as_text = report(serde_json::Value::String(text.clone()));
+        assert!(!fail_if_result_too_large(&mut as_text, 1_000));
+        assert!(as_text.result_payload.is_some());
+        let mut longer = report(serde_json::Value::String(text + "x"));
+        assert!(fail_if_result_too_large(&mut longer, 1_000));
+        assert!(longer.diagnostics[0].message.contains("1001 bytes"), "{:?}", longer.diagnostics);
+    }
 
     fn candidates(ids: &[&str]) -> impl Iterator<Item = (String, String, i64)> {
         ids.iter().map(|id| (id.to_string(), "c".to_string(), 0)).collect::<Vec<_>>().into_iter()

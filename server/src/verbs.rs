@@ -421,17 +421,20 @@ pub async fn rerun(
             .filter_map(|o| o["name"].as_str())
             .filter(|name| !kept.contains(name))
             .collect();
-        if !again.is_empty() {
+        let skipped = flags.iter().any(|f| f == "skipExecution");
+        if !again.is_empty() && !skipped {
             out!("runs again:   {}", output::names(&again));
         }
         // The suggested commands name the agenda's customer (hostile29: without it, pasted,
         // one cancelled another customer's agenda of a look-alike id).
         let customer = Some(text(&r["progress"], "customerId"));
-        if flags.iter().any(|f| f == "skipExecution") {
-            // (newcomer12: the watch it suggested never ended.)
+        if skipped {
+            // (newcomer12: the watch it suggested never ended; ops3am24: it said only a cancel
+            // ends it, though a rerun starts it.)
             out!(
                 "not queued (skip-execution): no worker takes it; it stays pending until it \
-                 is cancelled: {}",
+                 is rerun ({}) or cancelled ({})",
+                output::command("rerun", id, customer, &[]),
                 output::command("cancel", id, customer, &[])
             );
         } else {

@@ -468,6 +468,9 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
         pop(&server, &["rerun", "twin-cli", "--customer", "acme", "--mode", "skip-execution"]);
     assert_eq!(skip.code, 0, "{}", ctx(&skip));
     assert!(skip.stdout.contains("not queued (skip-execution)"), "{}", ctx(&skip));
+    // It runs nothing now, and a rerun starts it (ops3am24: "runs again", "until cancelled").
+    assert!(!skip.stdout.contains("runs again"), "{}", ctx(&skip));
+    assert!(skip.stdout.contains("until it is rerun (pop rerun"), "{}", ctx(&skip));
     assert!(!skip.stdout.contains("watch it:"), "{}", ctx(&skip));
     // Its cancel names the customer (hostile29: pasted without it, a look-alike id of another
     // customer's was cancelled).

@@ -284,7 +284,12 @@ impl GraphqlApi {
         if let Some(errors) = body.get("errors").and_then(Value::as_array).filter(|e| !e.is_empty())
         {
             let error = &errors[0];
-            let code = error["extensions"]["code"].as_str().unwrap_or("INTERNAL").to_string();
+            let code = match status {
+                // A body over the server's limit: said apart, so a report can be sent again
+                // without what made it too large (ops3am24).
+                reqwest::StatusCode::PAYLOAD_TOO_LARGE => TOO_LARGE.to_string(),
+                _ => error["extensions"]["code"].as_str().unwrap_or("INTERNAL").to_string(),
+            };
             let message = error["message"].as_str().unwrap_or("(no message)").to_string();
             let error = match code.as_str() {
                 // A deadline passed (the store stalled) or too many calls at once: nothing
@@ -325,6 +330,10 @@ impl GraphqlApi {
         }))
     }
 }
+
+/// The code of a refusal of a request body over the server's limit (HTTP 413; the server's
+/// own code is BAD_REQUEST).
+pub const TOO_LARGE: &str = "PAYLOAD_TOO_LARGE";
 
 /// How long one call keeps being sent again while the server answers that it cannot serve
 /// right now (see [`GraphqlApi`]'s calls). A report's caller retries beyond it anyway; an

@@ -18,6 +18,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -255,9 +256,13 @@ struct ReadLine {
 /// counted) are kept: the rest, up to its end, is read and dropped, and the line is said to be
 /// cut (ops3am23: one 1 GB line, a handler printing a binary file, took the worker to 2.5 GB
 /// resident; in a pod with a memory limit it would have been killed with every agenda it ran).
+/// A CR ends a line too, as on a terminal (ops3am24: a progress bar redrawn with `\r` every
+/// half second was killed as silent, its output never a whole line); CR LF is one end, also
+/// split across two reads (`after_cr`, kept by the caller between lines).
 async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(
     reader: &mut R,
     max: usize,
+    after_cr: &mut bool,
 ) -> Option<ReadLine> {
     let mut bytes = Vec::new();
     // `read`: the line's own bytes (without its newline); `any`: whether there was a line.
@@ -267,12 +272,20 @@ async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(
         if buf.is_empty() {
             break;
         }
-        let end = buf.iter().position(|b| *b == b'\n');
-        let taken = end.map_or(buf.len(), |i| i + 1);
-        // The line's own bytes in this chunk: without its newline (nor a CR before it).
-        let own = match end {
-            Some(i) => buf[..i].strip_suffix(b"\r").unwrap_or(&buf[..i]),
-            None => buf,
+        if std::mem::take(after_cr) && buf[0] == b'\n' {
+            // The LF of a CR LF whose CR ended the last line.
+            reader.consume(1);
+            continue;
+        }
+        let end = buf.iter().position(|b| *b == b'\n' || *b == b'\r');
+        // The line's own bytes in this chunk (without its end), and what its end takes.
+        let (own, taken) = match end {
+            Some(i) if buf[i] == b'\r' && buf.get(i + 1) == Some(&b'\n') => (&buf[..i], i + 2),
+            Some(i) => {
+                *after_cr = buf[i] == b'\r' && i + 1 == buf.len();
+                (&buf[..i], i + 1)
+            }
+            None => (buf, buf.len()),
         };
         let room = max.saturating_sub(bytes.len());
         if own.len() > room {
@@ -288,9 +301,6 @@ async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(
     }
     if !any {
         return None;
-    }
-    if bytes.last() == Some(&b'\r') && !over {
-        bytes.pop();
     }
     if over {
         // Too long to be a result or progress line: log text, its start and its size.
@@ -308,6 +318,9 @@ async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(
     }
     Some(ReadLine { text: String::from_utf8_lossy(&bytes).into_owned(), cut: None })
 }
+
+/// Bytes of handler output lines waiting to be read by the run at most (per handler run).
+const QUEUED_BYTES: usize = 2 * MAX_DOCUMENT;
 
 /// Bytes of an over-long line's start said in its place (within [`MAX_LINE`] with the note:
 /// a log line keeps at most that).
@@ -359,25 +372,42 @@ impl Handler for LocalProcess {
         let mut descendants = KillDescendants(child.id(), Some(mark.clone()));
         let program = self.program.display().to_string();
         // Lines of both streams arrive on one channel, so the no-output timer sees either.
-        let (tx, mut rx) = mpsc::channel::<Line>(64);
+        // The lines waiting in it hold at most QUEUED_BYTES between them (ops3am24: 64 queued
+        // lines of 8 MiB took a worker to 280 MB per handler).
+        let (tx, mut rx) = mpsc::channel::<(Line, tokio::sync::OwnedSemaphorePermit)>(64);
+        let room = Arc::new(tokio::sync::Semaphore::new(QUEUED_BYTES));
+        let queue = |tx: mpsc::Sender<(Line, tokio::sync::OwnedSemaphorePermit)>,
+                     room: Arc<tokio::sync::Semaphore>,
+                     line: Line| async move {
+            let bytes = match &line {
+                Line::Out(l) | Line::Err(l) => l.text.len().clamp(1, QUEUED_BYTES),
+            };
+            let Ok(permit) = room.acquire_many_owned(u32::try_from(bytes).unwrap_or(1)).await
+            else {
+                return false;
+            };
+            tx.send((line, permit)).await.is_ok()
+        };
         if let Some(stdout) = child.stdout.take() {
-            let tx = tx.clone();
+            let (tx, room) = (tx.clone(), Arc::clone(&room));
             tokio::spawn(async move {
                 let mut lines = BufReader::new(stdout);
+                let mut after_cr = false;
                 // A result line may be as long as a multi-line result document.
-                while let Some(line) = next_line(&mut lines, MAX_DOCUMENT).await {
-                    if tx.send(Line::Out(line)).await.is_err() {
+                while let Some(line) = next_line(&mut lines, MAX_DOCUMENT, &mut after_cr).await {
+                    if !queue(tx.clone(), Arc::clone(&room), Line::Out(line)).await {
                         break;
                     }
                 }
             });
         }
         if let Some(stderr) = child.stderr.take() {
-            let tx = tx.clone();
+            let (tx, room) = (tx.clone(), Arc::clone(&room));
             tokio::spawn(async move {
                 let mut lines = BufReader::new(stderr);
-                while let Some(line) = next_line(&mut lines, MAX_LINE).await {
-                    if tx.send(Line::Err(line)).await.is_err() {
+                let mut after_cr = false;
+                while let Some(line) = next_line(&mut lines, MAX_LINE, &mut after_cr).await {
+                    if !queue(tx.clone(), Arc::clone(&room), Line::Err(line)).await {
                         break;
                     }
                 }
@@ -401,7 +431,9 @@ impl Handler for LocalProcess {
         };
         let mut stdout = StdoutResult::default();
         loop {
-            match tokio::time::timeout(self.timeout, rx.recv()).await {
+            // Taken off the queue: its room is free again.
+            let next = async { rx.recv().await.map(|(line, _room)| line) };
+            match tokio::time::timeout(self.timeout, next).await {
                 Ok(Some(Line::Out(ReadLine { text, cut: Some(size) }))) => {
                     stdout.cut(&text, size);
                     keep(text);
@@ -703,21 +735,29 @@ mod tests {
         let text =
             format!("{}\n{{\"result\": 1}}\r\n{}\r\nlast", "x".repeat(10_000), "y".repeat(100));
         let mut reader = tokio::io::BufReader::with_capacity(64, text.as_bytes());
-        let first = next_line(&mut reader, 100).await.unwrap();
+        let mut cr = false;
+        let first = next_line(&mut reader, 100, &mut cr).await.unwrap();
         assert_eq!(first.cut, Some(10_000));
         assert!(first.text.starts_with(&"x".repeat(100)), "{}", first.text);
         assert!(first.text.ends_with("… [a line of 10000 bytes, cut: at most 100 are read]"));
         let line = |t: &str| Some(ReadLine { text: t.into(), cut: None });
-        assert_eq!(next_line(&mut reader, 100).await, line(r#"{"result": 1}"#));
+        assert_eq!(next_line(&mut reader, 100, &mut cr).await, line(r#"{"result": 1}"#));
         // Exactly the limit, before its CR LF: whole.
-        assert_eq!(next_line(&mut reader, 100).await, line(&"y".repeat(100)));
-        assert_eq!(next_line(&mut reader, 100).await, line("last"));
-        assert_eq!(next_line(&mut reader, 100).await, None);
+        assert_eq!(next_line(&mut reader, 100, &mut cr).await, line(&"y".repeat(100)));
+        assert_eq!(next_line(&mut reader, 100, &mut cr).await, line("last"));
+        assert_eq!(next_line(&mut reader, 100, &mut cr).await, None);
         // A cut line keeps its start up to a character's boundary, within a log line's bound.
         let wide = format!("{}\n", "é".repeat(5_000));
-        let cut = next_line(&mut wide.as_bytes(), 8_000).await.unwrap();
+        let cut = next_line(&mut wide.as_bytes(), 8_000, &mut cr).await.unwrap();
         assert!(cut.text.starts_with(&"é".repeat(100)) && !cut.text.contains('\u{fffd}'));
         assert!(cut.text.len() <= MAX_LINE, "{}", cut.text.len());
+        // A CR ends a line, CR LF once, also split across two reads (ops3am24).
+        let mut reader = tokio::io::BufReader::with_capacity(4, &b"a\rb\r\nabc\r\ndef\r"[..]);
+        let mut lines = Vec::new();
+        while let Some(l) = next_line(&mut reader, 100, &mut cr).await {
+            lines.push(l.text);
+        }
+        assert_eq!(lines, ["a", "b", "abc", "def"]);
         // Through a handler: a 20 MB line before the result line does not hide the result.
         let script =
             r#"head -c 20000000 /dev/zero | tr '\0' x; echo; echo '{"result": {"ok": 1}}'"#;
@@ -736,6 +776,10 @@ mod tests {
             failed.message
         );
         assert!(failed.not_retryable, "{failed:?}");
+        // A progress bar redrawn with CR, never a whole line, is output: not killed as silent.
+        let script = r#"for i in 1 2 3 4 5 6; do printf '%s%%\r' "$i"; sleep 0.2; done; echo '{"result": 2}'"#;
+        let out = sh(script, Duration::from_millis(700)).run(ctx(json!(null)), recorder().0).await;
+        assert_eq!(out, Ok(json!(2)));
     }
 
     /// Output that is not UTF-8 is read on, lossily (ops3am18: the reading stopped at it, and

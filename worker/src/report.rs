@@ -505,6 +505,59 @@ async fn send_reports(
                 backoff = (backoff * 2).min(MAX_RETRY_BACKOFF);
                 due_now = true;
             }
+            // Too large for the server to take in one request: the results it carried are
+            // not kept, their operations failed for good, and the report goes again without
+            // them (ops3am24: a result of 2-8 MiB lost the whole report, the agenda waited out
+            // its lease, each attempt the same).
+            Err(e) if e.code() == Some(crate::api::TOO_LARGE) => {
+                let mut pending = lock(&shared.pending);
+                let mut dropped = 0;
+                for name in &dirty {
+                    let Some(r) = pending.ops.get_mut(name).filter(|r| !r.result.is_null()) else {
+                        continue;
+                    };
+                    let bytes = serde_json::to_vec(&r.result).map_or(0, |v| v.len());
+                    r.result = Value::Null;
+                    r.state = ProcessingState::Complete;
+                    r.message = Some(message::FAILED.to_string());
+                    r.diagnostics.push(DiagnosticEvent {
+                        message: format!(
+                            "the operation's result takes {bytes} bytes as JSON, more than the \
+                             server takes in one request ({e}): the result was not kept"
+                        ),
+                        status_code: Some(pop_domain::model::status_code::NOT_RETRYABLE.into()),
+                        time: Some(chrono::Utc::now()),
+                        ..DiagnosticEvent::default()
+                    });
+                    dropped += 1;
+                }
+                if dropped == 0 {
+                    drop(pending);
+                    tracing::warn!(agenda = %agenda_id, error = %e, "progress report refused");
+                    let _ = refused.send(Some(e.clone()));
+                    return Err(e);
+                }
+                tracing::warn!(
+                    agenda = %agenda_id,
+                    results = dropped,
+                    error = %e,
+                    "a report too large for the server: sent again without its results, their \
+                     operations failed"
+                );
+                // An agenda said succeeded now has a failed operation.
+                if let Some((ProcessingState::Complete, said)) = &mut pending.agenda
+                    && said == message::SUCCEEDED
+                {
+                    *said = message::FAILED.to_string();
+                }
+                pending.dirty.extend(dirty);
+                let newer = std::mem::take(&mut pending.diagnostics);
+                pending.diagnostics = diagnostics;
+                pending.diagnostics.extend(newer);
+                pending.flushes.extend(flushes);
+                drop(pending);
+                due_now = true;
+            }
             Err(e) => {
                 // Lease lost, agenda cancelled or already complete (the server completes an
                 // agenda itself once every operation succeeded or one failed and nothing

@@ -35,6 +35,8 @@ struct FakeApi {
     outcome_errors: Mutex<Vec<ApiError>>,
     /// The `processingStateMessage` the server answers a COMPLETE report with, if it says.
     recorded: Mutex<Option<String>>,
+    /// Refuses a report carrying a result as too large (HTTP 413).
+    refuse_results: std::sync::atomic::AtomicBool,
 }
 
 impl FakeApi {
@@ -55,6 +57,15 @@ impl WorkApi for FakeApi {
         Ok(Vec::new())
     }
     async fn update_progress(&self, report: &Value) -> Result<(), ApiError> {
+        let carries_result = report["operationProgress"]
+            .as_array()
+            .is_some_and(|ops| ops.iter().any(|o| !o["resultPayload"].is_null()));
+        if carries_result && self.refuse_results.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ApiError::Refused {
+                code: pop_worker::api::TOO_LARGE.into(),
+                message: "the request body is larger than the limit of 2097152 bytes".into(),
+            });
+        }
         let error = {
             let mut errors = self.report_errors.lock().unwrap();
             if errors.is_empty() { None } else { Some(errors.remove(0)) }
@@ -345,6 +356,27 @@ async fn a_failure_stops_unstarted_operations_and_fails_with_diagnostics() {
     let failed = a.last().unwrap();
     assert_eq!(failed["diagnosticEvents"][0]["message"], "told to fail");
     assert_eq!(failed["diagnosticEvents"][0]["payload"], json!({"log": ["x"]}));
+}
+
+/// A report too large for the server (413) is sent again without the results it carried, their
+/// operations failed for good (ops3am24: the whole report was lost, and the agenda waited out
+/// its lease on every attempt).
+#[tokio::test]
+async fn a_report_too_large_for_the_server_goes_again_without_its_results() {
+    let api = Arc::new(FakeApi::default());
+    api.refuse_results.store(true, std::sync::atomic::Ordering::SeqCst);
+    *api.recorded.lock().unwrap() = Some("failed".into());
+    let (_stop, shutdown) = no_shutdown();
+    let ops = vec![op("a", json!({"big": "x"}), json!({}))];
+    let outcome = execute(&env(api.clone(), Duration::ZERO), claimed(ops), None, shutdown).await;
+    assert!(matches!(outcome, Outcome::Failed(_)), "{outcome:?}");
+    let reports = api.reports();
+    assert_eq!(final_states(&reports).get("a").unwrap(), "COMPLETE/failed");
+    let a = entries(&reports, "a").last().cloned().unwrap();
+    assert!(a["resultPayload"].is_null(), "{a}");
+    assert_eq!(a["diagnosticEvents"][0]["statusCode"], "NOT_RETRYABLE", "{a}");
+    assert!(a["diagnosticEvents"][0]["message"].as_str().unwrap().contains("was not kept"), "{a}");
+    assert_eq!(reports.last().unwrap()["processingStateMessage"], "failed");
 }
 
 /// A reference its upstream's output does not hold fails the operation NOT_RETRYABLE: a retry
