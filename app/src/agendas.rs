@@ -598,7 +598,7 @@ impl App {
         let late_report = matches!(command, AgendaCommand::ReportProgress { .. });
         let customer_id = self.authorized_customer_for(caller, id, key, late_report).await?;
         if matches!(command, AgendaCommand::Rerun { .. }) {
-            self.check_insight_exists(id, key)?;
+            self.check_insight_takes(id, key)?;
         }
         let executed = self
             .commands()
@@ -611,24 +611,29 @@ impl App {
 }
 
 impl App {
-    /// A rerun of an agenda whose insight was deleted would wait for good, bound to an insight
-    /// that no longer exists (popclient26: rerun after the delete, answered 200, it stayed
-    /// WAITING/added): refused, saying what to do.
-    fn check_insight_exists(&self, id: &str, key: &str) -> AppResult<()> {
+    /// A rerun runs an agenda on the insight it is bound to: only while that insight exists
+    /// and still takes the agenda's customer. Deleted, the rerun would wait for good
+    /// (popclient26: answered 200, it stayed WAITING/added); re-created under its id by another
+    /// customer, the rerun handed the agenda, its payloads, to that customer's workers, which
+    /// reported it done (hostile38); no longer shared with the customer, it ran on the owner's
+    /// workers though new submissions are refused. Each refused, saying what to do.
+    fn check_insight_takes(&self, id: &str, key: &str) -> AppResult<()> {
         let models = self.projections().read();
-        let gone = models
-            .agendas()
-            .get(key)
-            .and_then(|entry| entry.insight_id())
-            .filter(|insight| models.insight(insight).is_none());
-        match gone {
-            Some(insight) => Err(AppError::conflict(format!(
-                "agenda {id:?} is bound to insight {insight:?}, which was deleted: a rerun would \
-                 wait for good; create insight {insight:?} again, or submit the agenda anew (a \
-                 new id) to bind it to an insight that exists"
-            ))),
-            None => Ok(()),
-        }
+        let Some(entry) = models.agendas().get(key) else { return Ok(()) };
+        let Some(insight_id) = entry.insight_id() else { return Ok(()) };
+        let customer = entry.customer_id();
+        let why = match models.insight(insight_id) {
+            None => "which was deleted",
+            Some(insight) if !pop_domain::binding::may_use_insight(insight, customer) => {
+                "which no longer takes its customer's agendas (or is another customer's now)"
+            }
+            Some(_) => return Ok(()),
+        };
+        Err(AppError::conflict(format!(
+            "agenda {id:?} is bound to insight {insight_id:?}, {why}: a rerun would not run \
+             where it was submitted to; submit the agenda anew (a new id) to bind it to an \
+             insight its customer {customer:?} may use"
+        )))
     }
 }
 

@@ -236,7 +236,12 @@ config_kind!(Insight, "Insight", insight, insights, {
             }
             !a.is_do_not_run()
         };
-        let bound = models.agendas().bound_to(id, |p| p.is_live() || p == Phase::Failed);
+        // Parked by a skipExecution rerun (WAITING/pending), an agenda runs only when rerun,
+        // which a deleted insight refuses: it holds nothing either (hostile38: one parked by
+        // a customer the insight was shared with held its delete for good).
+        let bound = models
+            .agendas()
+            .bound_to(id, |p| (p.is_live() && p != Phase::Pending) || p == Phase::Failed);
         for agenda in bound.filter(held) {
             live += 1;
             others += usize::from(!v.sees(agenda.customer_id()));
@@ -495,13 +500,30 @@ impl App {
         // Tenancy: the object as the write side has it must be visible (else NOT_FOUND), and
         // the object written must belong to a customer the caller may act for (else
         // FORBIDDEN).
-        let current = match self.commands().load::<ConfigAggregate<T>>(&id).await {
-            Ok((state, _)) => state.live().cloned(),
+        // (And whose the object was, if deleted.)
+        let (current, deleted_of) = match self.commands().load::<ConfigAggregate<T>>(&id).await {
+            Ok((state, _)) => {
+                let deleted_of = match &state.lifecycle {
+                    Lifecycle::Deleted(o) => Some(o.customer_id().to_string()),
+                    _ => None,
+                };
+                (state.live().cloned(), deleted_of)
+            }
             Err(pop_store::ExecuteError::Store(pop_store::StoreError::StreamDeleted {
                 ..
-            })) => None,
+            })) => (None, None),
             Err(e) => return Err(error::execute(&subject, e)),
         };
+        // A deleted object's id comes back only for its own customer: what still names it (an
+        // insight's agendas, a pool's insights and customers) would otherwise go to another
+        // customer's (hostile38: acme's agenda rerun on the insight initech created under the
+        // id acme had deleted went to initech's workers, payloads and all). Answered as an id
+        // another customer uses is: as if it did not exist.
+        if matches!(command, ConfigCommand::Create { .. })
+            && deleted_of.as_deref().is_some_and(|owner| !caller.principal.sees(owner))
+        {
+            return Err(AppError::not_found(T::KIND, &id));
+        }
         let visible = current.as_ref().filter(|c| caller.principal.sees(c.customer_id()));
         if let (ConfigCommand::Update { object, .. }, Some(sent), Some(current)) =
             (&mut command, &sent, visible)

@@ -561,11 +561,32 @@ async fn an_insight_with_live_agendas_of_any_customer_is_not_deleted() {
     assert!(message.contains("1 live agenda is bound"), "{message}");
     assert!(message.contains("failed with a retry to come"), "{message}");
     w.app.cancel(&user("globex"), Named::id("g4"), None, None).await.unwrap();
+    // Parked by a skipExecution rerun, an agenda runs only when rerun: it holds nothing
+    // (hostile38: one parked by the shared customer held the delete for good).
+    let park = vec!["skipExecution".to_string()];
+    let o = w.app.rerun(&user("globex"), Named::id("g2"), park, None).await.unwrap();
+    assert_eq!(o.progress().processing_state_message.as_deref(), Some("pending"));
     let r = delete().await;
     assert!(r.as_ref().is_ok_and(|c| c.deleted), "{r:?}");
     // A rerun of an agenda bound to it would wait for good: refused, saying why.
-    let r = w.app.rerun(&user("globex"), Named::id("g1"), Vec::new(), None).await;
-    let e = r.expect_err("refused");
+    let globex = user("globex");
+    let rerun = || w.app.rerun(&globex, Named::id("g1"), Vec::new(), None);
+    let e = rerun().await.expect_err("refused");
     assert_eq!(e.code, pop_app::Code::Conflict, "{e:?}");
     assert!(e.message.contains("which was deleted"), "{}", e.message);
+    // Its id comes back for its own customer only (hostile38: initech created its own insight
+    // under the id, and acme's rerun went to initech's workers, payloads and all).
+    let globex_admin =
+        Caller::new(Principal::new("globex-admin", Role::Admin, &["globex"]), "test");
+    let taken = json!({"id": "shared", "customerId": "globex", "title": "mine",
+        "resourcePoolId": "pool", "queueSize": 10, "mappers": {"operationType": ["shared"]}});
+    let r = w.app.configure::<Insight>(&globex_admin, ConfigOp::Create(taken), None, None).await;
+    assert_eq!(code(&r).as_deref(), Some("NotFound"), "{r:?}");
+    // Its owner brings it back, no longer shared with globex: the rerun is refused still.
+    let back = json!({"id": "shared", "customerId": "ops", "title": "back",
+        "resourcePoolId": "pool", "queueSize": 10, "mappers": {"operationType": ["shared"]}});
+    w.app.configure::<Insight>(&owner, ConfigOp::Create(back), None, None).await.unwrap();
+    w.app.settle(None).await.unwrap();
+    let e = rerun().await.expect_err("refused");
+    assert!(e.message.contains("no longer takes its customer"), "{}", e.message);
 }

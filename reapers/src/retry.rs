@@ -223,13 +223,20 @@ pub fn plan_with(
                 continue;
             }
         };
-        // Bound to an insight since deleted: retried, it would wait for good (popclient26).
-        if let Some(insight) = entry.insight_id().filter(|i| models.insight(i).is_none()) {
+        // Bound to an insight since deleted, or one that no longer takes its customer (another
+        // customer's under the same id now): retried, it would wait for good, or run on
+        // another customer's workers (popclient26, hostile38).
+        let takes = |i: &str| {
+            models
+                .insight(i)
+                .is_some_and(|i| pop_domain::binding::may_use_insight(i, entry.customer_id()))
+        };
+        if let Some(insight) = entry.insight_id().filter(|i| !takes(i)) {
             tracing::warn!(
                 agenda = entry.key(),
                 insight,
-                "retry: not retrying an agenda whose insight was deleted (it would wait for \
-                 good); create the insight again, or submit the agenda anew"
+                "retry: not retrying an agenda whose insight was deleted or no longer takes its \
+                 customer (it would not run where it was submitted to); submit the agenda anew"
             );
             exhausted.insert(entry.key().to_string(), entry.updated_ms());
             continue;
