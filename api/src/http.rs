@@ -279,8 +279,8 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
 /// where the same 16 as aliases of one mutation (which run in turn) stopped at 12.
 ///
 /// Their times add up under the request's one deadline: an operation still running at `until`
-/// is answered DEADLINE_EXCEEDED (what it did not known), those after it are not run and say
-/// so, and the answers before it are kept (review-s45: the whole batch's answers were lost,
+/// is answered DEADLINE_EXCEEDED (what it did is not known), those after it are not run and
+/// say so, and the answers before it are kept (review-s45: the whole batch's answers were lost,
 /// those of writes that had committed too).
 async fn execute_in_order(
     schema: &crate::graphql::PopSchema,
@@ -308,6 +308,15 @@ async fn execute_in_order(
                 Ok(response) => responses.push(response),
                 Err(_) => {
                     late = true;
+                    // Said in the log under the request's cid, as a whole request past its
+                    // deadline is (review-s45b).
+                    tracing::warn!(
+                        cid,
+                        operation = responses.len(),
+                        deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
+                        "an operation of a batch was not answered within the deadline; the \
+                         ones after it were not run"
+                    );
                     responses.push(refused(deadline_error(deadline)));
                 }
             }

@@ -236,7 +236,8 @@ pub fn plan_with(
                 agenda = entry.key(),
                 insight,
                 "retry: not retrying an agenda whose insight was deleted or no longer takes its \
-                 customer (it would not run where it was submitted to); submit the agenda anew"
+                 customer (it would not run where it was submitted to); submit the agenda anew \
+                 (an insight that takes it again is seen within ten minutes)"
             );
             exhausted.insert(entry.key().to_string(), entry.updated_ms());
             continue;

@@ -92,6 +92,14 @@ impl CommitFloor {
         (given, running.saturating_sub(wall).max(0))
     }
 
+    /// [`Self::give`] for a command's time: the later of `wall` and the floor run on, which
+    /// becomes the floor (review-s45b: a command's time read from the floor without raising
+    /// it went back when the wall clock stepped back after an idle spell).
+    pub fn give_time(&self, wall: DateTime<Utc>) -> DateTime<Utc> {
+        let (given, _) = self.give(wall.timestamp_micros());
+        DateTime::from_timestamp_micros(given).unwrap_or(wall)
+    }
+
     /// The latest time given, if any.
     pub fn time(&self) -> Option<DateTime<Utc>> {
         let micros = self.lock().micros;
@@ -177,13 +185,12 @@ pub fn offset(clock: Clock, by: ClockOffset) -> Clock {
 }
 
 /// The time to stamp a command with against `store`: the later of the store's wall clock
-/// (this process's, or the one its replicas share: [`crate::EventStore::wall_clock`]) and its
-/// last commit time run on since ([`crate::EventStore::running_floor`]), so the times shown
-/// never precede the commits that made them, go on behind a wall clock stepped back, and never
-/// go back when it catches up.
+/// (this process's, or the one its replicas share: [`crate::EventStore::wall_clock`]) and the
+/// last time it gave run on since ([`crate::EventStore::give_time`]), so the times shown never
+/// precede the commits that made them, go on behind a wall clock stepped back, and never go
+/// back.
 pub fn now_for(store: &dyn crate::EventStore) -> DateTime<Utc> {
-    let wall = store.wall_clock();
-    store.running_floor().map_or(wall, |running| running.max(wall))
+    store.give_time(store.wall_clock())
 }
 
 /// [`now_for`] `store`, as a clock to hand to a timed process.
@@ -282,12 +289,12 @@ mod tests {
         let mut last = clock();
         let mut caught_up = None;
         while started.elapsed() < std::time::Duration::from_secs(2) {
-            let running = floor.running().unwrap();
             let wall = Utc::now();
-            let now = running.max(wall);
+            let caught = wall >= floor.running().unwrap();
+            let now = floor.give_time(wall);
             assert!(now >= last, "back from {last} to {now}");
             last = now;
-            if wall >= running {
+            if caught {
                 caught_up.get_or_insert(started.elapsed());
             }
             // Every other round a commit.
@@ -304,6 +311,20 @@ mod tests {
         let given = clock();
         let wall = Utc::now();
         assert!(given <= wall && wall - given < chrono::TimeDelta::milliseconds(50), "{given}");
+    }
+
+    /// A command's time after an idle spell and a step back does not go back (review-s45b: read
+    /// from the floor without raising it, it went back by the step, less a tenth of the idle).
+    #[test]
+    fn a_commands_time_never_goes_back_across_an_idle_step() {
+        let at = |ms: i64| DateTime::from_timestamp_millis(1_800_000_000_000 + ms).unwrap();
+        let floor = CommitFloor::new(at(0).timestamp_micros());
+        // Idle: the wall clock ran 31 s on; a command is stamped then.
+        let before = floor.give_time(at(31_000));
+        assert_eq!(before, at(31_000));
+        // Stepped back 10 s: the next command is no earlier.
+        let after = floor.give_time(at(21_000));
+        assert!(after >= before, "{before} then {after}");
     }
 
     #[test]

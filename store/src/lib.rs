@@ -145,10 +145,11 @@ pub trait EventStore: Send + Sync + 'static {
         None
     }
 
-    /// [`Self::commit_floor`] run on at this process's monotonic pace since it was set
-    /// ([`clock::CommitFloor::running`]): the time that stands in for a wall clock behind it.
-    fn running_floor(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        self.commit_floor()
+    /// The time to give a command now, `wall` being the store's wall clock: the later of it and
+    /// the floor run on ([`clock::CommitFloor::give`]), which becomes the floor, so the times
+    /// given never go back, whatever the wall clock does between two commits.
+    fn give_time(&self, wall: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+        wall
     }
 
     /// The time now as the store's replicas agree on it: this process's wall clock, except on

@@ -119,6 +119,10 @@ fn diagnostic_of(f: Failure) -> DiagnosticEvent {
     }
 }
 
+/// The largest result (compact JSON bytes) a worker sends: within a server's default request
+/// limit (2 MiB) with room for the rest of its report.
+pub const MAX_RESULT_BYTES: usize = 1 << 20;
+
 /// Runs `claimed` to its end. `shutdown` turning true stops starting operations; running ones
 /// get `shutdown_grace` to finish. `insight_slots` bounds the operations running at once for
 /// the agenda's insight across every agenda of this worker.
@@ -248,6 +252,22 @@ pub async fn execute(
                         return end(reporter, Status::Failed { failed: Vec::new() }, false).await;
                     }
                 };
+                let result = result.and_then(|output| {
+                    // Too large to send, it would make every report of the agenda too large
+                    // for the server (review-s45b: the operations after it ran, and the agenda
+                    // waited out its lease): failed here, for good.
+                    let bytes = serde_json::to_vec(&output).map_or(0, |v| v.len());
+                    if bytes > MAX_RESULT_BYTES {
+                        return Err(Failure::new(format!(
+                            "the result takes {bytes} bytes as JSON, more than a worker sends \
+                             ({MAX_RESULT_BYTES}: a server takes a request of 2 MiB by default, \
+                             and keeps a result of at most its --max-payload-bytes, 512 KiB by \
+                             default): it was not kept"
+                        ))
+                        .not_retryable());
+                    }
+                    Ok(output)
+                });
                 match result {
                     Ok(output) => {
                         match expand_if_generator(env.api.as_ref(), &reporter, &mut plan, &agenda.customer_id, &name, &output).await {

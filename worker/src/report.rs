@@ -159,6 +159,9 @@ struct Pending {
     /// The agenda's own state and message for the next report.
     agenda: Option<(ProcessingState, String)>,
     final_requested: bool,
+    /// Reports carry one result each: a report with several was too large for the server
+    /// (review-s45b: failing every result of it failed small ones beside the large one).
+    one_result: bool,
     /// [`Reporter::flush`] calls waiting for what was pending to reach the server.
     flushes: Vec<oneshot::Sender<()>>,
     /// A report is being sent (taken from here, not yet answered).
@@ -344,7 +347,18 @@ fn take_report(
     pending: &mut Pending,
     target: &Target,
 ) -> (Value, BTreeSet<String>, Vec<DiagnosticEvent>, bool) {
-    let dirty = std::mem::take(&mut pending.dirty);
+    let mut dirty = std::mem::take(&mut pending.dirty);
+    // One result a report when they came too large together: the others wait for the next,
+    // and this one is not the final (the agenda stays EXECUTING until they are all sent).
+    if pending.one_result {
+        let with_result =
+            |name: &String| pending.ops.get(name).is_some_and(|r| !r.result.is_null());
+        let later: BTreeSet<String> =
+            dirty.iter().filter(|n| with_result(n)).skip(1).cloned().collect();
+        dirty.retain(|n| !later.contains(n));
+        pending.dirty.extend(later);
+    }
+    let deferred = !pending.dirty.is_empty();
     let operations: Vec<Value> = dirty
         .iter()
         .filter_map(|name| pending.ops.get(name).map(|r| (name, r)))
@@ -366,9 +380,12 @@ fn take_report(
         })
         .collect();
     let diagnostics = std::mem::take(&mut pending.diagnostics);
-    let is_final = pending.final_requested;
-    let (state, text) =
-        pending.agenda.clone().unwrap_or((ProcessingState::Executing, RUNNING_MESSAGE.to_string()));
+    let is_final = pending.final_requested && !deferred;
+    let running = (ProcessingState::Executing, RUNNING_MESSAGE.to_string());
+    let (state, text) = match &pending.agenda {
+        Some(agenda) if !deferred => agenda.clone(),
+        _ => running,
+    };
     let mut report = json!({
         "id": target.progress_id,
         "agendaId": target.agenda_id,
@@ -453,7 +470,7 @@ async fn send_reports(
                 }
             }
         }
-        due_now = false;
+        // (Every answer below says whether the next report is due at once.)
         let (report, dirty, diagnostics, is_final, flushes) = {
             let mut pending = lock(&shared.pending);
             let flushes = std::mem::take(&mut pending.flushes);
@@ -481,6 +498,8 @@ async fn send_reports(
                         let _ = flushed.send(());
                     }
                 }
+                // Results held back (one a report) go next, at once.
+                due_now = pending.one_result && !pending.dirty.is_empty();
                 drop(pending);
                 if is_final {
                     return Ok(recorded);
@@ -505,17 +524,29 @@ async fn send_reports(
                 backoff = (backoff * 2).min(MAX_RETRY_BACKOFF);
                 due_now = true;
             }
-            // Too large for the server to take in one request: the results it carried are
-            // not kept, their operations failed for good, and the report goes again without
-            // them (ops3am24: a result of 2-8 MiB lost the whole report, the agenda waited out
-            // its lease, each attempt the same).
+            // Too large for the server to take in one request (ops3am24: a result of 2-8 MiB
+            // lost the whole report, the agenda waited out its lease, each attempt the same).
+            // Several results: sent again one a report. One: it is not kept, its operation
+            // failed for good, and the report goes again without it (the executor keeps
+            // results small enough for the server's default limit: this is for a smaller one).
             Err(e) if e.code() == Some(crate::api::TOO_LARGE) => {
                 let mut pending = lock(&shared.pending);
-                let mut dropped = 0;
-                for name in &dirty {
-                    let Some(r) = pending.ops.get_mut(name).filter(|r| !r.result.is_null()) else {
-                        continue;
-                    };
+                let with_result: Vec<String> = dirty
+                    .iter()
+                    .filter(|n| pending.ops.get(*n).is_some_and(|r| !r.result.is_null()))
+                    .cloned()
+                    .collect();
+                if with_result.len() > 1 && !pending.one_result {
+                    pending.one_result = true;
+                    tracing::warn!(
+                        agenda = %agenda_id,
+                        results = with_result.len(),
+                        error = %e,
+                        "a report too large for the server: its results go one a report"
+                    );
+                } else if let [name] = with_result.as_slice()
+                    && let Some(r) = pending.ops.get_mut(name)
+                {
                     let bytes = serde_json::to_vec(&r.result).map_or(0, |v| v.len());
                     r.result = Value::Null;
                     r.state = ProcessingState::Complete;
@@ -529,26 +560,23 @@ async fn send_reports(
                         time: Some(chrono::Utc::now()),
                         ..DiagnosticEvent::default()
                     });
-                    dropped += 1;
-                }
-                if dropped == 0 {
+                    tracing::warn!(
+                        agenda = %agenda_id,
+                        operation = %name,
+                        error = %e,
+                        "a result too large for the server: not kept, its operation failed"
+                    );
+                    // An agenda said succeeded now has a failed operation.
+                    if let Some((ProcessingState::Complete, said)) = &mut pending.agenda
+                        && said == message::SUCCEEDED
+                    {
+                        *said = message::FAILED.to_string();
+                    }
+                } else {
                     drop(pending);
                     tracing::warn!(agenda = %agenda_id, error = %e, "progress report refused");
                     let _ = refused.send(Some(e.clone()));
                     return Err(e);
-                }
-                tracing::warn!(
-                    agenda = %agenda_id,
-                    results = dropped,
-                    error = %e,
-                    "a report too large for the server: sent again without its results, their \
-                     operations failed"
-                );
-                // An agenda said succeeded now has a failed operation.
-                if let Some((ProcessingState::Complete, said)) = &mut pending.agenda
-                    && said == message::SUCCEEDED
-                {
-                    *said = message::FAILED.to_string();
                 }
                 pending.dirty.extend(dirty);
                 let newer = std::mem::take(&mut pending.diagnostics);

@@ -37,6 +37,10 @@ struct FakeApi {
     recorded: Mutex<Option<String>>,
     /// Refuses a report carrying a result as too large (HTTP 413).
     refuse_results: std::sync::atomic::AtomicBool,
+    /// Refuses a report carrying two results or more as too large.
+    refuse_two_results: std::sync::atomic::AtomicBool,
+    /// How many reports were refused as too large.
+    refused_too_large: std::sync::atomic::AtomicUsize,
 }
 
 impl FakeApi {
@@ -57,10 +61,13 @@ impl WorkApi for FakeApi {
         Ok(Vec::new())
     }
     async fn update_progress(&self, report: &Value) -> Result<(), ApiError> {
-        let carries_result = report["operationProgress"]
+        let results = report["operationProgress"]
             .as_array()
-            .is_some_and(|ops| ops.iter().any(|o| !o["resultPayload"].is_null()));
-        if carries_result && self.refuse_results.load(std::sync::atomic::Ordering::SeqCst) {
+            .map_or(0, |ops| ops.iter().filter(|o| !o["resultPayload"].is_null()).count());
+        let refuse = (results > 0 && self.refuse_results.load(std::sync::atomic::Ordering::SeqCst))
+            || (results > 1 && self.refuse_two_results.load(std::sync::atomic::Ordering::SeqCst));
+        if refuse {
+            self.refused_too_large.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             return Err(ApiError::Refused {
                 code: pop_worker::api::TOO_LARGE.into(),
                 message: "the request body is larger than the limit of 2097152 bytes".into(),
@@ -377,6 +384,49 @@ async fn a_report_too_large_for_the_server_goes_again_without_its_results() {
     assert_eq!(a["diagnosticEvents"][0]["statusCode"], "NOT_RETRYABLE", "{a}");
     assert!(a["diagnosticEvents"][0]["message"].as_str().unwrap().contains("was not kept"), "{a}");
     assert_eq!(reports.last().unwrap()["processingStateMessage"], "failed");
+}
+
+/// Results too large for the server together go one a report, none failed (review-s45b: a
+/// small result beside a large one was failed with it).
+#[tokio::test]
+async fn results_too_large_together_go_one_a_report() {
+    let api = Arc::new(FakeApi::default());
+    api.refuse_two_results.store(true, std::sync::atomic::Ordering::SeqCst);
+    let ops = vec![op("a", json!({"x": 1}), json!({})), op("b", json!({"y": 2}), json!({}))];
+    // Reports gather for a while: both results would go in one.
+    let mut slow = env(api.clone(), Duration::ZERO);
+    slow.config.report.interval = Duration::from_secs(2);
+    let (_stop, shutdown) = no_shutdown();
+    let outcome = execute(&slow, claimed(ops), None, shutdown).await;
+    assert_eq!(outcome, Outcome::Succeeded);
+    assert_eq!(api.refused_too_large.load(std::sync::atomic::Ordering::SeqCst), 1, "one refusal");
+    let reports = api.reports();
+    let states = final_states(&reports);
+    assert_eq!(states.get("a").unwrap(), "COMPLETE/succeeded", "{reports:#?}");
+    assert_eq!(states.get("b").unwrap(), "COMPLETE/succeeded", "{reports:#?}");
+    assert_eq!(reports.last().unwrap()["processingStateMessage"], "succeeded");
+}
+
+/// A result too large for a worker to send fails its operation here, for good, and what
+/// depends on it does not run (review-s45b: the reporter dropped it, the executor ran on).
+#[tokio::test]
+async fn a_result_too_large_to_send_fails_its_operation_at_once() {
+    let api = Arc::new(FakeApi::default());
+    let big = "x".repeat(pop_worker::execute::MAX_RESULT_BYTES);
+    let ops = vec![
+        op("a", json!({"blob": big}), json!({})),
+        op("b", json!({"x": "@<a.out>"}), json!({})),
+    ];
+    let (_stop, shutdown) = no_shutdown();
+    let outcome = execute(&env(api.clone(), Duration::ZERO), claimed(ops), None, shutdown).await;
+    assert!(matches!(outcome, Outcome::Failed(_)), "{outcome:?}");
+    let reports = api.reports();
+    let states = final_states(&reports);
+    assert_eq!(states.get("a").unwrap(), "COMPLETE/failed");
+    assert!(!states.contains_key("b"), "b never started: {states:?}");
+    let a = entries(&reports, "a").last().cloned().unwrap();
+    assert_eq!(a["diagnosticEvents"][0]["statusCode"], "NOT_RETRYABLE", "{a}");
+    assert!(a["resultPayload"].is_null());
 }
 
 /// A reference its upstream's output does not hold fails the operation NOT_RETRYABLE: a retry

@@ -246,8 +246,8 @@ impl EventStore for KurrentStore {
         self.inner.floor.time()
     }
 
-    fn running_floor(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        self.inner.floor.running()
+    fn give_time(&self, wall: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+        self.inner.floor.give_time(wall)
     }
 }
 

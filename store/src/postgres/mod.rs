@@ -781,8 +781,8 @@ impl EventStore for PgStore {
         self.shared.floor.time()
     }
 
-    fn running_floor(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        self.shared.floor.running()
+    fn give_time(&self, wall: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+        self.shared.floor.give_time(wall)
     }
 
     fn wall_clock(&self) -> chrono::DateTime<chrono::Utc> {

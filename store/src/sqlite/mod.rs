@@ -415,8 +415,8 @@ impl EventStore for SqliteStore {
         self.floor.time()
     }
 
-    fn running_floor(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        self.floor.running()
+    fn give_time(&self, wall: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+        self.floor.give_time(wall)
     }
 
     /// The clock the store stamps commits with (the system's, unless a test gave another):
