@@ -230,9 +230,17 @@ config_kind!(Insight, "Insight", insight, insights, {
         // (review-s45: one blocked the delete, "let them finish" never coming). A failed one
         // whose retry is still to come is live again then (popclient26: retried after the
         // delete, it waited for good).
+        // A failed one's retry runs only while the insight takes its customer (review-s45c: a
+        // customer taken out of the share left its failed agendas "due" for good, and they
+        // held the delete, though the retry would never run them).
+        let takes = |a: &pop_projections::AgendaEntry| {
+            models
+                .insight(id)
+                .is_some_and(|i| pop_domain::binding::may_use_insight(i, a.customer_id()))
+        };
         let held = |a: &&pop_projections::AgendaEntry| {
             if a.processing_state() == pop_domain::ProcessingState::Complete {
-                return a.progress().is_ok_and(|p| p.retry_due());
+                return a.progress().is_ok_and(|p| p.retry_due()) && takes(a);
             }
             !a.is_do_not_run()
         };

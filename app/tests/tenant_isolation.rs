@@ -590,3 +590,38 @@ async fn an_insight_with_live_agendas_of_any_customer_is_not_deleted() {
     let e = rerun().await.expect_err("refused");
     assert!(e.message.contains("no longer takes its customer"), "{}", e.message);
 }
+
+/// A failed agenda of a customer taken out of an insight's share is not retried there, so it
+/// does not hold the insight's delete either (review-s45c: "due" for good, it held the delete,
+/// which its owner could not lift: it cannot cancel another customer's agenda).
+#[tokio::test]
+async fn a_failed_agenda_of_a_customer_no_longer_shared_does_not_hold_the_delete() {
+    let w = world().await;
+    let owner = Caller::new(Principal::new("ops-admin", Role::Admin, &["ops"]), "test");
+    let shared = json!({"id": "s2", "customerId": "ops", "title": "s2",
+        "resourcePoolId": "pool", "queueSize": 10, "allowedCustomerIds": ["globex"],
+        "mappers": {"operationType": ["s2"]}});
+    let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
+    w.app.configure::<Insight>(&admin, ConfigOp::Create(shared.clone()), None, None).await.unwrap();
+    let agenda = json!({"id": "f1", "customerId": "globex", "params": {"maximumAttempts": 3},
+        "operations": [{"name": "x", "type": "s2"}]});
+    w.app.submit(&user("globex"), agenda, None, None).await.unwrap();
+    let metadata = EventMetadata { customer_id: Some("globex".into()), ..Default::default() };
+    let queue = AgendaCommand::Queue { now: Utc::now() };
+    w.commands.execute::<AgendaState>(&key("globex", "f1"), &metadata, &queue).await.unwrap();
+    w.app.settle(None).await.unwrap();
+    assert_eq!(w.app.get_agenda(&worker("globex"), "s2", 1, None).await.unwrap().len(), 1);
+    let failed = json!({"id": "f1", "processingState": "COMPLETE",
+        "processingStateMessage": "failed", "operationProgress": [{"operation": "x",
+        "processingState": "COMPLETE", "processingStateMessage": "failed"}]});
+    w.app.report(&worker("globex"), failed, None, None).await.unwrap();
+    let delete = || w.app.configure::<Insight>(&owner, ConfigOp::Delete("s2".into()), None, None);
+    let r = delete().await;
+    assert_eq!(code(&r).as_deref(), Some("Conflict"), "{r:?}");
+    // The owner takes globex out of the share: its retry will not run there, nor hold it.
+    let mut unshared = shared;
+    unshared["allowedCustomerIds"] = json!([]);
+    w.app.configure::<Insight>(&owner, ConfigOp::Update(unshared), None, None).await.unwrap();
+    let r = delete().await;
+    assert!(r.as_ref().is_ok_and(|c| c.deleted), "{r:?}");
+}

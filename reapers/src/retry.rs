@@ -223,7 +223,13 @@ pub fn plan_with(
                 continue;
             }
         };
-        // Bound to an insight since deleted, or one that no longer takes its customer (another
+        let maximum = progress.maximum_attempts.clamp(1, MAXIMUM_ATTEMPTS_LIMIT);
+        // Out of attempts, or a failure its executor called deterministic: nothing to retry.
+        if !progress.retry_due() {
+            exhausted.insert(entry.key().to_string(), entry.updated_ms());
+            continue;
+        }
+        // (Only one whose retry is due: review-s45c.) Bound to an insight since deleted, or one that no longer takes its customer (another
         // customer's under the same id now): retried, it would wait for good, or run on
         // another customer's workers (popclient26, hostile38).
         let takes = |i: &str| {
@@ -239,12 +245,6 @@ pub fn plan_with(
                  customer (it would not run where it was submitted to); submit the agenda anew \
                  (an insight that takes it again is seen within ten minutes)"
             );
-            exhausted.insert(entry.key().to_string(), entry.updated_ms());
-            continue;
-        }
-        let maximum = progress.maximum_attempts.clamp(1, MAXIMUM_ATTEMPTS_LIMIT);
-        // Out of attempts, or a failure its executor called deterministic: nothing to retry.
-        if !progress.retry_due() {
             exhausted.insert(entry.key().to_string(), entry.updated_ms());
             continue;
         }

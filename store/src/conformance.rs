@@ -1025,7 +1025,11 @@ pub async fn commit_times_never_go_back<H: Harness>() -> Check {
          back, at most {most} (the wall clock went back to {})",
         start - 3_600_000_000
     );
-    ensure_eq!(floor, Some(times[1]), "the commit floor with the clock stepped back");
+    ensure!(
+        floor.is_some_and(|f| f >= times[1] && f <= most),
+        "the commit floor with the clock stepped back: {floor:?}, not from {} to {most}",
+        times[1]
+    );
     Ok(())
 }
 

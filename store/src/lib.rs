@@ -136,11 +136,9 @@ pub trait EventStore: Send + Sync + 'static {
         false
     }
 
-    /// The latest commit time this store stamped or found at open (its commit times never go
-    /// back: [`clock::monotonic`]); `None` when the backend keeps none (KurrentDB stamps its
-    /// own). Callers that stamp times of their own (the commands' `now`) take the later of it
-    /// and the wall clock, so a wall clock stepped back moves neither the log's times nor the
-    /// times it shows back.
+    /// The time this store's floor stands at (at least every commit time it stamped or found
+    /// at open, and every time it gave a command: its times never go back,
+    /// [`clock::monotonic`]); `None` when the backend keeps none (KurrentDB stamps its own).
     fn commit_floor(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         None
     }

@@ -498,8 +498,13 @@ async fn send_reports(
                         let _ = flushed.send(());
                     }
                 }
-                // Results held back (one a report) go next, at once.
-                due_now = pending.one_result && !pending.dirty.is_empty();
+                // Results held back (one a report) go next, at once; progress alone waits as
+                // usual (review-s45c: it went back to back).
+                due_now = pending.one_result
+                    && pending
+                        .dirty
+                        .iter()
+                        .any(|n| pending.ops.get(n).is_some_and(|r| !r.result.is_null()));
                 drop(pending);
                 if is_final {
                     return Ok(recorded);
@@ -530,12 +535,16 @@ async fn send_reports(
             // failed for good, and the report goes again without it (the executor keeps
             // results small enough for the server's default limit: this is for a smaller one).
             Err(e) if e.code() == Some(crate::api::TOO_LARGE) => {
-                let mut pending = lock(&shared.pending);
-                let with_result: Vec<String> = dirty
-                    .iter()
-                    .filter(|n| pending.ops.get(*n).is_some_and(|r| !r.result.is_null()))
-                    .cloned()
+                // The results of the report refused, not of the operations as they are now
+                // (one may have finished meanwhile: review-s45c).
+                let with_result: Vec<String> = report["operationProgress"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|o| !o["resultPayload"].is_null())
+                    .filter_map(|o| o["operation"].as_str().map(str::to_owned))
                     .collect();
+                let mut pending = lock(&shared.pending);
                 if with_result.len() > 1 && !pending.one_result {
                     pending.one_result = true;
                     tracing::warn!(
