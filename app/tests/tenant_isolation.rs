@@ -543,19 +543,7 @@ async fn an_insight_with_live_agendas_of_any_customer_is_not_deleted() {
     assert_eq!(o.progress().agenda_insight.as_ref().unwrap().insight_id, "shared");
     // A failed agenda whose retry is still to come comes back: it holds the insight too
     // (popclient26: retried after the delete, it waited for good).
-    let retried = json!({"id": "g4", "customerId": "globex", "params": {"maximumAttempts": 2},
-        "operations": [{"name": "x", "type": "shared"}]});
-    w.app.submit(&user("globex"), retried, None, None).await.unwrap();
-    let metadata = EventMetadata { customer_id: Some("globex".into()), ..Default::default() };
-    let queue = AgendaCommand::Queue { now: Utc::now() };
-    w.commands.execute::<AgendaState>(&key("globex", "g4"), &metadata, &queue).await.unwrap();
-    w.app.settle(None).await.unwrap();
-    let got = w.app.get_agenda(&worker("globex"), "shared", 1, None).await.unwrap();
-    assert_eq!(got.len(), 1, "g4 claimed");
-    let failed = json!({"id": "g4", "processingState": "COMPLETE",
-        "processingStateMessage": "failed", "operationProgress": [{"operation": "x",
-        "processingState": "COMPLETE", "processingStateMessage": "failed"}]});
-    let o = w.app.report(&worker("globex"), failed, None, None).await.unwrap();
+    let o = globex_fails_once(&w, "g4", "shared").await;
     assert!(o.progress().retry_due(), "{:?}", o.progress());
     let message = delete().await.err().map(|e| e.message).unwrap_or_default();
     assert!(message.contains("1 live agenda is bound"), "{message}");
@@ -603,18 +591,8 @@ async fn a_failed_agenda_of_a_customer_no_longer_shared_does_not_hold_the_delete
         "mappers": {"operationType": ["s2"]}});
     let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
     w.app.configure::<Insight>(&admin, ConfigOp::Create(shared.clone()), None, None).await.unwrap();
-    let agenda = json!({"id": "f1", "customerId": "globex", "params": {"maximumAttempts": 3},
-        "operations": [{"name": "x", "type": "s2"}]});
-    w.app.submit(&user("globex"), agenda, None, None).await.unwrap();
-    let metadata = EventMetadata { customer_id: Some("globex".into()), ..Default::default() };
-    let queue = AgendaCommand::Queue { now: Utc::now() };
-    w.commands.execute::<AgendaState>(&key("globex", "f1"), &metadata, &queue).await.unwrap();
-    w.app.settle(None).await.unwrap();
-    assert_eq!(w.app.get_agenda(&worker("globex"), "s2", 1, None).await.unwrap().len(), 1);
-    let failed = json!({"id": "f1", "processingState": "COMPLETE",
-        "processingStateMessage": "failed", "operationProgress": [{"operation": "x",
-        "processingState": "COMPLETE", "processingStateMessage": "failed"}]});
-    w.app.report(&worker("globex"), failed, None, None).await.unwrap();
+    let o = globex_fails_once(&w, "f1", "s2").await;
+    assert!(o.progress().retry_due(), "{:?}", o.progress());
     let delete = || w.app.configure::<Insight>(&owner, ConfigOp::Delete("s2".into()), None, None);
     let r = delete().await;
     assert_eq!(code(&r).as_deref(), Some("Conflict"), "{r:?}");
@@ -624,4 +602,22 @@ async fn a_failed_agenda_of_a_customer_no_longer_shared_does_not_hold_the_delete
     w.app.configure::<Insight>(&owner, ConfigOp::Update(unshared), None, None).await.unwrap();
     let r = delete().await;
     assert!(r.as_ref().is_ok_and(|c| c.deleted), "{r:?}");
+}
+
+/// Submits globex's agenda `id` (one operation, two attempts) to `insight`, queues it, and has
+/// globex's worker claim it and report it failed: its outcome, a retry to come.
+async fn globex_fails_once(w: &World, id: &str, insight: &str) -> AgendaOutcome {
+    let agenda = json!({"id": id, "customerId": "globex", "params": {"maximumAttempts": 2},
+        "operations": [{"name": "x", "type": insight}]});
+    w.app.submit(&user("globex"), agenda, None, None).await.unwrap();
+    let metadata = EventMetadata { customer_id: Some("globex".into()), ..Default::default() };
+    let queue = AgendaCommand::Queue { now: Utc::now() };
+    w.commands.execute::<AgendaState>(&key("globex", id), &metadata, &queue).await.unwrap();
+    w.app.settle(None).await.unwrap();
+    let got = w.app.get_agenda(&worker("globex"), insight, 1, None).await.unwrap();
+    assert_eq!(got.len(), 1, "{id} claimed");
+    let failed = json!({"id": id, "processingState": "COMPLETE",
+        "processingStateMessage": "failed", "operationProgress": [{"operation": "x",
+        "processingState": "COMPLETE", "processingStateMessage": "failed"}]});
+    w.app.report(&worker("globex"), failed, None, None).await.unwrap()
 }

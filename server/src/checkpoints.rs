@@ -47,26 +47,20 @@ pub const SEAL_EVERY: Duration = Duration::from_secs(5);
 
 /// The signing key: the given file, else the data directory's, created when missing.
 pub fn signing_key(data_dir: &Path, given: Option<&Path>) -> Result<CheckpointSigningKey> {
-    if let Some(path) = given {
-        return read_signing_key(path);
+    match signing_key_or_new(data_dir, given)? {
+        Ok(key) => Ok(key),
+        Err(new) => {
+            let key = new.key.clone();
+            new.keep(data_dir)?;
+            Ok(key)
+        }
     }
-    let path = data_dir.join(KEY_FILE);
-    if path.exists() {
-        return read_signing_key(&path);
-    }
-    create_key(&path)
 }
 
 fn read_signing_key(path: &Path) -> Result<CheckpointSigningKey> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the checkpoint key {}", path.display()))?;
     parse_signing_key(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
-}
-
-fn create_key(path: &Path) -> Result<CheckpointSigningKey> {
-    let seed = random_seed()?;
-    write_key(path, &seed)?;
-    Ok(CheckpointSigningKey::from_bytes(&seed))
 }
 
 fn random_seed() -> Result<[u8; 32]> {

@@ -417,19 +417,20 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     let init =
         pop(&server, &["init", "--customer", "globex", "--insight", "gx", "--types", "step"]);
     assert_eq!(init.code, 0, "{}", ctx(&init));
-    for customer in ["acme", "globex"] {
-        let twin = dir.path().join(format!("twin-{customer}.json"));
-        std::fs::write(
-            &twin,
-            format!(
-                r#"{{"id": "twin-cli", "progressId": "twin-cli-p", "customerId": "{customer}",
-                    "params": {{"doNotRun": true}},
-                    "operations": [{{"name": "a", "type": "step", "payload": {{}}}}]}}"#
-            ),
-        )
-        .unwrap();
-        let submitted = pop(&server, &["submit", twin.to_str().unwrap()]);
+    // A record (doNotRun) of `customer` with these ids, submitted with `pop submit`.
+    let record = |id: &str, progress: &str, customer: &str| {
+        let file = dir.path().join(format!("{id}-{customer}.json"));
+        let agenda = format!(
+            r#"{{"id": "{id}", "progressId": "{progress}", "customerId": "{customer}",
+                "params": {{"doNotRun": true}},
+                "operations": [{{"name": "a", "type": "step", "payload": {{}}}}]}}"#
+        );
+        std::fs::write(&file, agenda).unwrap();
+        let submitted = pop(&server, &["submit", file.to_str().unwrap()]);
         assert_eq!(submitted.code, 0, "{}", ctx(&submitted));
+    };
+    for customer in ["acme", "globex"] {
+        record("twin-cli", "twin-cli-p", customer);
     }
     let ambiguous = pop(&server, &["progress", "twin-cli-p"]);
     assert_eq!(ambiguous.code, 1, "{}", ctx(&ambiguous));
@@ -504,18 +505,7 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     // Named by a progress id of one customer's, an agenda id two customers use is found by
     // that customer (hostile35: it was "used by 2 customers; name the customerId").
     for (customer, progress) in [("acme", "dup-p-acme"), ("globex", "dup-p-globex")] {
-        let dup = dir.path().join(format!("dup-{customer}.json"));
-        std::fs::write(
-            &dup,
-            format!(
-                r#"{{"id": "dup-cli", "progressId": "{progress}", "customerId": "{customer}",
-                    "params": {{"doNotRun": true}},
-                    "operations": [{{"name": "a", "type": "step", "payload": {{}}}}]}}"#
-            ),
-        )
-        .unwrap();
-        let submitted = pop(&server, &["submit", dup.to_str().unwrap()]);
-        assert_eq!(submitted.code, 0, "{}", ctx(&submitted));
+        record("dup-cli", progress, customer);
     }
     let audit = pop(&server, &["audit", "dup-p-globex"]);
     assert_eq!(audit.code, 0, "{}", ctx(&audit));

@@ -256,7 +256,7 @@ pub async fn execute(
                     // Too large to send, it would make every report of the agenda too large
                     // for the server (review-s45b: the operations after it ran, and the agenda
                     // waited out its lease): failed here, for good.
-                    let bytes = serde_json::to_vec(&output).map_or(0, |v| v.len());
+                    let bytes = pop_domain::validate::json_bytes(&output);
                     if bytes > MAX_RESULT_BYTES {
                         return Err(Failure::new(format!(
                             "the result takes {bytes} bytes as JSON, more than a worker sends \

@@ -116,9 +116,14 @@ fn shorten(text: &str, max: usize) -> String {
     }
 }
 
-fn cut(mut line: String) -> String {
-    if line.len() > MAX_LINE {
-        let mut end = MAX_LINE;
+fn cut(line: String) -> String {
+    cut_at(line, MAX_LINE)
+}
+
+/// `line`, at most `max` bytes, cut back to a character's boundary.
+fn cut_at(mut line: String, max: usize) -> String {
+    if line.len() > max {
+        let mut end = max;
         while !line.is_char_boundary(end) {
             end -= 1;
         }
@@ -304,15 +309,7 @@ async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(
     }
     if over {
         // Too long to be a result or progress line: log text, its start and its size.
-        let mut start = String::from_utf8_lossy(&bytes).into_owned();
-        let keep = CUT_LINE_START.min(max);
-        if start.len() > keep {
-            let mut end = keep;
-            while !start.is_char_boundary(end) {
-                end -= 1;
-            }
-            start.truncate(end);
-        }
+        let start = cut_at(String::from_utf8_lossy(&bytes).into_owned(), CUT_LINE_START.min(max));
         let text = format!("{start}… [a line of {read} bytes, cut: at most {max} are read]");
         return Some(ReadLine { text, cut: Some(read) });
     }
@@ -321,6 +318,21 @@ async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(
 
 /// Bytes of handler output lines waiting to be read by the run at most (per handler run).
 const QUEUED_BYTES: usize = 2 * MAX_DOCUMENT;
+
+/// A line on its way to the run, holding its bytes' room in the queue until taken off.
+type Queued = (Line, tokio::sync::OwnedSemaphorePermit);
+
+/// Puts `line` on the run's queue once it has room for its bytes; `false` when the run is gone.
+async fn queue(tx: &mpsc::Sender<Queued>, room: &Arc<tokio::sync::Semaphore>, line: Line) -> bool {
+    let bytes = match &line {
+        Line::Out(l) | Line::Err(l) => l.text.len().clamp(1, QUEUED_BYTES),
+    };
+    let Ok(permit) = Arc::clone(room).acquire_many_owned(u32::try_from(bytes).unwrap_or(1)).await
+    else {
+        return false;
+    };
+    tx.send((line, permit)).await.is_ok()
+}
 
 /// Bytes of an over-long line's start said in its place (within [`MAX_LINE`] with the note:
 /// a log line keeps at most that).
@@ -374,20 +386,8 @@ impl Handler for LocalProcess {
         // Lines of both streams arrive on one channel, so the no-output timer sees either.
         // The lines waiting in it hold at most QUEUED_BYTES between them (ops3am24: 64 queued
         // lines of 8 MiB took a worker to 280 MB per handler).
-        let (tx, mut rx) = mpsc::channel::<(Line, tokio::sync::OwnedSemaphorePermit)>(64);
+        let (tx, mut rx) = mpsc::channel::<Queued>(64);
         let room = Arc::new(tokio::sync::Semaphore::new(QUEUED_BYTES));
-        let queue = |tx: mpsc::Sender<(Line, tokio::sync::OwnedSemaphorePermit)>,
-                     room: Arc<tokio::sync::Semaphore>,
-                     line: Line| async move {
-            let bytes = match &line {
-                Line::Out(l) | Line::Err(l) => l.text.len().clamp(1, QUEUED_BYTES),
-            };
-            let Ok(permit) = room.acquire_many_owned(u32::try_from(bytes).unwrap_or(1)).await
-            else {
-                return false;
-            };
-            tx.send((line, permit)).await.is_ok()
-        };
         if let Some(stdout) = child.stdout.take() {
             let (tx, room) = (tx.clone(), Arc::clone(&room));
             tokio::spawn(async move {
@@ -395,7 +395,7 @@ impl Handler for LocalProcess {
                 let mut after_cr = false;
                 // A result line may be as long as a multi-line result document.
                 while let Some(line) = next_line(&mut lines, MAX_DOCUMENT, &mut after_cr).await {
-                    if !queue(tx.clone(), Arc::clone(&room), Line::Out(line)).await {
+                    if !queue(&tx, &room, Line::Out(line)).await {
                         break;
                     }
                 }
@@ -407,7 +407,7 @@ impl Handler for LocalProcess {
                 let mut lines = BufReader::new(stderr);
                 let mut after_cr = false;
                 while let Some(line) = next_line(&mut lines, MAX_LINE, &mut after_cr).await {
-                    if !queue(tx.clone(), Arc::clone(&room), Line::Err(line)).await {
+                    if !queue(&tx, &room, Line::Err(line)).await {
                         break;
                     }
                 }

@@ -336,6 +336,28 @@ impl Reporter {
     }
 }
 
+impl Pending {
+    /// Whether operation `name` has a result waiting to be reported.
+    fn holds_result(&self, name: &str) -> bool {
+        self.ops.get(name).is_some_and(|r| !r.result.is_null())
+    }
+
+    /// Puts back what a report that did not get through carried, for the next one: its
+    /// operations, its diagnostics (before any newer), and the flushes waiting on it.
+    fn put_back(
+        &mut self,
+        dirty: BTreeSet<String>,
+        diagnostics: Vec<DiagnosticEvent>,
+        flushes: Vec<oneshot::Sender<()>>,
+    ) {
+        self.dirty.extend(dirty);
+        let newer = std::mem::take(&mut self.diagnostics);
+        self.diagnostics = diagnostics;
+        self.diagnostics.extend(newer);
+        self.flushes.extend(flushes);
+    }
+}
+
 fn lock(m: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
     // A panic while holding this lock leaves plain data behind; keep using it.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -351,10 +373,8 @@ fn take_report(
     // One result a report when they came too large together: the others wait for the next,
     // and this one is not the final (the agenda stays EXECUTING until they are all sent).
     if pending.one_result {
-        let with_result =
-            |name: &String| pending.ops.get(name).is_some_and(|r| !r.result.is_null());
         let later: BTreeSet<String> =
-            dirty.iter().filter(|n| with_result(n)).skip(1).cloned().collect();
+            dirty.iter().filter(|n| pending.holds_result(n)).skip(1).cloned().collect();
         dirty.retain(|n| !later.contains(n));
         pending.dirty.extend(later);
     }
@@ -500,11 +520,8 @@ async fn send_reports(
                 }
                 // Results held back (one a report) go next, at once; progress alone waits as
                 // usual (review-s45c: it went back to back).
-                due_now = pending.one_result
-                    && pending
-                        .dirty
-                        .iter()
-                        .any(|n| pending.ops.get(n).is_some_and(|r| !r.result.is_null()));
+                due_now =
+                    pending.one_result && pending.dirty.iter().any(|n| pending.holds_result(n));
                 drop(pending);
                 if is_final {
                     return Ok(recorded);
@@ -512,15 +529,8 @@ async fn send_reports(
             }
             Err(e) if e.is_transient() => {
                 tracing::warn!(agenda = %agenda_id, error = %e, retry_in = ?backoff, "progress report failed; retrying");
-                {
-                    let mut pending = lock(&shared.pending);
-                    pending.dirty.extend(dirty);
-                    let newer = std::mem::take(&mut pending.diagnostics);
-                    pending.diagnostics = diagnostics;
-                    pending.diagnostics.extend(newer);
-                    // Still waiting: they are answered by the send that gets through.
-                    pending.flushes.extend(flushes);
-                }
+                // The flushes still wait: they are answered by the send that gets through.
+                lock(&shared.pending).put_back(dirty, diagnostics, flushes);
                 if final_started.is_some_and(|t| t.elapsed() >= config.final_deadline) {
                     tracing::error!(agenda = %agenda_id, error = %e, "giving up on the final report");
                     return Err(e);
@@ -556,7 +566,7 @@ async fn send_reports(
                 } else if let [name] = with_result.as_slice()
                     && let Some(r) = pending.ops.get_mut(name)
                 {
-                    let bytes = serde_json::to_vec(&r.result).map_or(0, |v| v.len());
+                    let bytes = pop_domain::validate::json_bytes(&r.result);
                     r.result = Value::Null;
                     r.state = ProcessingState::Complete;
                     r.message = Some(message::FAILED.to_string());
@@ -587,11 +597,7 @@ async fn send_reports(
                     let _ = refused.send(Some(e.clone()));
                     return Err(e);
                 }
-                pending.dirty.extend(dirty);
-                let newer = std::mem::take(&mut pending.diagnostics);
-                pending.diagnostics = diagnostics;
-                pending.diagnostics.extend(newer);
-                pending.flushes.extend(flushes);
+                pending.put_back(dirty, diagnostics, flushes);
                 drop(pending);
                 due_now = true;
             }
