@@ -140,6 +140,7 @@ impl Queue {
         // and leaving everyone else for the next flush. With nothing in flight, go at once.
         let deadline = tokio::time::Instant::now() + MAX_GATHER;
         let flight = Arc::clone(&self.flight);
+        let mut landed_once = false;
         loop {
             if !self.drain(&mut group, &mut bytes) || *self.closing.borrow() {
                 break;
@@ -147,8 +148,8 @@ impl Queue {
             let landed = flight.landed.notified();
             tokio::pin!(landed);
             landed.as_mut().enable();
-            if flight.count.load(Ordering::Acquire) == 0 {
-                // Nothing in flight, but a group that just landed answered its appenders, who
+            if landed_once || flight.count.load(Ordering::Acquire) == 0 {
+                // Nothing in flight (or a group landed), but a group that just landed answered its appenders, who
                 // are on their way back: let them come (a few scheduler turns, no timer)
                 // instead of sending a group of the first one back and the rest after it (4
                 // appenders went in groups of 1 and 4 by turns, 2.5 a commit).
@@ -169,14 +170,8 @@ impl Queue {
                     Some(request) => self.add(&mut group, &mut bytes, request),
                     None => break,
                 },
-                () = &mut landed => {
-                    // Let the answered appenders send their next appends, take them, go.
-                    for _ in 0..4 {
-                        tokio::task::yield_now().await;
-                    }
-                    self.drain(&mut group, &mut bytes);
-                    break;
-                }
+                // Landed: wait for the appenders it answered as above, then go.
+                () = &mut landed => landed_once = true,
                 () = tokio::time::sleep_until(deadline) => break,
             }
         }
@@ -194,12 +189,19 @@ pub(crate) async fn run(shared: Arc<Shared>, queue: Arc<Mutex<Queue>>) {
         };
         let Some(group) = group else { return };
         let answered = group.len();
-        commit_group(&shared, group).await;
+        let replies = commit_group(&shared, group).await;
+        // Landed before anyone is answered: an appender that comes straight back finds
+        // nothing in flight and goes at once, instead of finding this group still counted
+        // and waiting for its wake-up and the turns after it (every commit of one appender).
         if let Ok(mut last) = flight.answered.lock() {
             *last = Some((answered, std::time::Instant::now()));
         }
         flight.count.fetch_sub(1, Ordering::AcqRel);
         flight.landed.notify_waiters();
+        for (reply, answer) in replies {
+            // A caller that stopped waiting is not an error: its events are committed.
+            let _ = reply.send(answer);
+        }
     }
 }
 
@@ -264,7 +266,11 @@ fn outcome_unknown_if_closed(e: StoreError) -> StoreError {
     StoreError::OutcomeUnknown { source: Arc::clone(source) }
 }
 
-async fn commit_group(shared: &Shared, group: Vec<Request>) {
+/// Commits a group; its answers, each with where it goes.
+async fn commit_group(
+    shared: &Shared,
+    group: Vec<Request>,
+) -> Vec<(oneshot::Sender<Result<AppendResult, StoreError>>, Result<AppendResult, StoreError>)> {
     // One timestamp per commit, truncated to what the schema stores.
     let now = (shared.clock)().timestamp_micros();
     let mut attempt = 0;
@@ -295,10 +301,7 @@ async fn commit_group(shared: &Shared, group: Vec<Request>) {
             }
         }
     };
-    for (request, answer) in group.into_iter().zip(answers) {
-        // A caller that stopped waiting is not an error: its events are committed.
-        let _ = request.reply.send(answer);
-    }
+    group.into_iter().map(|request| request.reply).zip(answers).collect()
 }
 
 /// A 64-bit advisory-lock key per stream name (FNV-1a: stable across builds and replicas).
