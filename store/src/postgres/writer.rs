@@ -8,10 +8,12 @@
 //! it in the group (so a refused append never fails its batch-mates), link each accepted event
 //! into its stream's hash chain (`crate::digest`; the stream is locked, so its head is stable),
 //! write the accepted events and streams (the new head kept on the stream row),
-//! commit, NOTIFY (after the commit: see `announce`). Taking the id after the locks keeps a stream's events in log order: whoever
-//! wrote the stream before us committed before we got its lock, hence before our id existed.
-//! A unique-index violation (a concurrent writer elsewhere used the same event id, or a
-//! version raced despite the locks) rolls the group back and redoes it, bounded.
+//! commit, NOTIFY (after the commit: see `announce`). Taking the id after the locks keeps a
+//! stream's events in log order: whoever wrote the stream before us committed before we got
+//! its lock, hence before our id existed. A unique-index violation (a concurrent writer
+//! elsewhere used the same event id, or a version raced despite the locks) rolls the group
+//! back and redoes it, bounded. A group lands (counted off, the gatherer woken) before its
+//! appenders are answered, and the next group waits a moment for them ([`Queue::next_group`]).
 //!
 //! That is the two-round-trip path. A group whose streams this store knows goes first in one
 //! round trip, decided without reading and checked under the locks ([`known`]).
@@ -68,13 +70,14 @@ pub(crate) struct Request {
 /// [`Queue::next_group`]). A commit is about one WAL fsync; past this, send anyway.
 const MAX_GATHER: Duration = Duration::from_millis(20);
 
-/// Scheduler turns a writer gives the appenders a group answered to come back with their next
-/// appends, when nothing else is in flight ([`Queue::next_group`]).
+/// Scheduler turns (at most) a gathering writer gives the appenders that groups which landed
+/// answered, to come back with their next appends ([`Queue::next_group`]).
 const GATHER_TURNS: usize = 16;
 
-/// How long after their answers those appenders are waited for: an appender that does not
-/// come straight back (a sporadic append, a caller gone) must not hold the group, and on a
-/// runtime busy with other work one turn can be long. A one-event commit is ~250 µs here.
+/// How long after their group landed (just before they were answered) those appenders are
+/// waited for: one that does not come straight back (a sporadic append, a caller gone) must
+/// not hold the group, and on a runtime busy with other work one turn can be long. A
+/// one-event commit is ~250 µs here.
 const MAX_RETURN: Duration = Duration::from_micros(200);
 
 /// Groups between "taken from the queue" and "committed", and a wake-up when one lands.
@@ -82,9 +85,36 @@ const MAX_RETURN: Duration = Duration::from_micros(200);
 pub(crate) struct Flight {
     count: AtomicUsize,
     landed: Notify,
-    /// How many appends the last group to land answered, and when: its appenders come
-    /// straight back.
+    /// How many appends the groups that landed since a gatherer last looked answered, and
+    /// when the last of them landed: their appenders come straight back.
     answered: std::sync::Mutex<Option<(usize, std::time::Instant)>>,
+}
+
+impl Flight {
+    /// Takes what [`Flight::answered`] holds: `(0, now)` when nothing landed since.
+    fn take_answered(&self) -> (usize, std::time::Instant) {
+        let taken = self.answered.lock().ok().and_then(|mut a| a.take());
+        taken.unwrap_or_else(|| (0, std::time::Instant::now()))
+    }
+}
+
+/// A group in flight: counted when taken, landed (counted off, the gatherer woken) when
+/// dropped, so a writer whose commit panicked does not leave it counted for good (every later
+/// group would wait for a landing that never comes, up to [`MAX_GATHER`]).
+struct InFlight {
+    flight: Arc<Flight>,
+    answered: usize,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Ok(mut last) = self.flight.answered.lock() {
+            let before = last.map_or(0, |(n, _)| n);
+            *last = Some((before + self.answered, std::time::Instant::now()));
+        }
+        self.flight.count.fetch_sub(1, Ordering::AcqRel);
+        self.flight.landed.notify_waiters();
+    }
 }
 
 /// The queue the writers share; whoever holds the lock is gathering the next group.
@@ -137,10 +167,14 @@ impl Queue {
         let mut group = vec![first];
         // While another group is committing (about one fsync), the appenders it answers come
         // straight back: gather until it lands (bounded) instead of sending a group of one
-        // and leaving everyone else for the next flush. With nothing in flight, go at once.
+        // and leaving everyone else for the next flush. Once nothing is in flight, or a group
+        // landed, wait a moment more for the appenders the groups that landed answered, then
+        // go (without that, 4 appenders went in groups of 1 and 4 by turns, 2.5 a commit: the
+        // first one back was sent alone).
         let deadline = tokio::time::Instant::now() + MAX_GATHER;
         let flight = Arc::clone(&self.flight);
-        let mut landed_once = false;
+        // Requests held when a group landed: the appenders it answered come on top of them.
+        let mut held_at_landing = None;
         loop {
             if !self.drain(&mut group, &mut bytes) || *self.closing.borrow() {
                 break;
@@ -148,15 +182,19 @@ impl Queue {
             let landed = flight.landed.notified();
             tokio::pin!(landed);
             landed.as_mut().enable();
-            if landed_once || flight.count.load(Ordering::Acquire) == 0 {
-                // Nothing in flight (or a group landed), but a group that just landed answered its appenders, who
-                // are on their way back: let them come (a few scheduler turns, no timer)
-                // instead of sending a group of the first one back and the rest after it (4
-                // appenders went in groups of 1 and 4 by turns, 2.5 a commit).
-                let answered = flight.answered.lock().ok().and_then(|mut a| a.take());
-                let (answered, at) = answered.unwrap_or((0, std::time::Instant::now()));
+            let held = match held_at_landing {
+                Some(held) => Some(held),
+                // Nothing in flight: whatever landed did so before this group began.
+                None if flight.count.load(Ordering::Acquire) == 0 => Some(0),
+                None => None,
+            };
+            if let Some(held) = held {
+                let (answered, at) = flight.take_answered();
                 let mut turns = 0;
-                while group.len() < answered && turns < GATHER_TURNS && at.elapsed() < MAX_RETURN {
+                while group.len() < held + answered
+                    && turns < GATHER_TURNS
+                    && at.elapsed() < MAX_RETURN
+                {
                     tokio::task::yield_now().await;
                     turns += 1;
                     if !self.drain(&mut group, &mut bytes) {
@@ -166,12 +204,14 @@ impl Queue {
                 break;
             }
             tokio::select! {
+                // A landing first: a returning appender's request is often ready with it, and
+                // taking the request would drop the landing's wake-up.
+                biased;
+                () = &mut landed => held_at_landing = Some(group.len()),
                 request = self.rx.recv() => match request {
                     Some(request) => self.add(&mut group, &mut bytes, request),
                     None => break,
                 },
-                // Landed: wait for the appenders it answered as above, then go.
-                () = &mut landed => landed_once = true,
                 () = tokio::time::sleep_until(deadline) => break,
             }
         }
@@ -188,16 +228,12 @@ pub(crate) async fn run(shared: Arc<Shared>, queue: Arc<Mutex<Queue>>) {
             (queue.next_group().await, Arc::clone(&queue.flight))
         };
         let Some(group) = group else { return };
-        let answered = group.len();
+        let in_flight = InFlight { flight, answered: group.len() };
         let replies = commit_group(&shared, group).await;
-        // Landed before anyone is answered: an appender that comes straight back finds
-        // nothing in flight and goes at once, instead of finding this group still counted
-        // and waiting for its wake-up and the turns after it (every commit of one appender).
-        if let Ok(mut last) = flight.answered.lock() {
-            *last = Some((answered, std::time::Instant::now()));
-        }
-        flight.count.fetch_sub(1, Ordering::AcqRel);
-        flight.landed.notify_waiters();
+        // Landed before anyone is answered: an appender that comes straight back finds this
+        // group landed, not still counted (with one appender it then waited for the landing's
+        // wake-up and four scheduler turns on every commit).
+        drop(in_flight);
         for (reply, answer) in replies {
             // A caller that stopped waiting is not an error: its events are committed.
             let _ = reply.send(answer);
