@@ -5,8 +5,8 @@
 //!
 //! - **Writes.** A few writer tasks (4) share one bounded queue; each takes up to 256 appends
 //!   / 32 MiB (while another group is committing it keeps gathering until that one lands,
-//!   ≤ 20 ms, then ≤ 200 µs more for the appenders the landing answered) and commits them in
-//!   one transaction ([`writer`]). When the writers know the
+//!   ≤ 20 ms; then, or with nothing in flight, ≤ 200 µs more for the appenders the landings
+//!   answered) and commits them in one transaction ([`writer`]). When the writers know the
 //!   state of every stream of the group (this store committed it last, or the append wants
 //!   a new stream), the group is decided from that and sent in **one round trip**: BEGIN,
 //!   the locks, one statement that writes the events and streams only if every stream is

@@ -85,16 +85,20 @@ const MAX_RETURN: Duration = Duration::from_micros(200);
 pub(crate) struct Flight {
     count: AtomicUsize,
     landed: Notify,
-    /// How many appends the groups that landed since a gatherer last looked answered, and
+    /// Groups landed so far: a gatherer that compares it misses no landing, where a
+    /// `Notify` wake-up is lost between two polls.
+    landings: AtomicUsize,
+    /// How many appends the groups that landed since a gatherer last took it answered, and
     /// when the last of them landed: their appenders come straight back.
     answered: std::sync::Mutex<Option<(usize, std::time::Instant)>>,
 }
 
 impl Flight {
-    /// Takes what [`Flight::answered`] holds: `(0, now)` when nothing landed since.
-    fn take_answered(&self) -> (usize, std::time::Instant) {
+    /// Takes what [`Flight::answered`] holds, unless it is older than [`MAX_RETURN`]: those
+    /// appenders came back or are not coming.
+    fn take_answered(&self) -> Option<(usize, std::time::Instant)> {
         let taken = self.answered.lock().ok().and_then(|mut a| a.take());
-        taken.unwrap_or_else(|| (0, std::time::Instant::now()))
+        taken.filter(|(_, at)| at.elapsed() < MAX_RETURN)
     }
 }
 
@@ -109,9 +113,11 @@ struct InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         if let Ok(mut last) = self.flight.answered.lock() {
-            let before = last.map_or(0, |(n, _)| n);
-            *last = Some((before + self.answered, std::time::Instant::now()));
+            // Landings no gatherer took add up, while their appenders may still come.
+            let before = last.filter(|(_, at)| at.elapsed() < MAX_RETURN).map_or(0, |(n, _)| n);
+            *last = Some((before.saturating_add(self.answered), std::time::Instant::now()));
         }
+        self.flight.landings.fetch_add(1, Ordering::AcqRel);
         self.flight.count.fetch_sub(1, Ordering::AcqRel);
         self.flight.landed.notify_waiters();
     }
@@ -173,8 +179,11 @@ impl Queue {
         // first one back was sent alone).
         let deadline = tokio::time::Instant::now() + MAX_GATHER;
         let flight = Arc::clone(&self.flight);
-        // Requests held when a group landed: the appenders it answered come on top of them.
-        let mut held_at_landing = None;
+        // The appenders this group waits for: those the landings before it answered (taken
+        // now, so a later landing's are added to them, not counted with them twice), and
+        // when the last of those landings was.
+        let landings = flight.landings.load(Ordering::Acquire);
+        let mut expected = flight.take_answered();
         loop {
             if !self.drain(&mut group, &mut bytes) || *self.closing.borrow() {
                 break;
@@ -182,19 +191,16 @@ impl Queue {
             let landed = flight.landed.notified();
             tokio::pin!(landed);
             landed.as_mut().enable();
-            let held = match held_at_landing {
-                Some(held) => Some(held),
-                // Nothing in flight: whatever landed did so before this group began.
-                None if flight.count.load(Ordering::Acquire) == 0 => Some(0),
-                None => None,
-            };
-            if let Some(held) = held {
-                let (answered, at) = flight.take_answered();
+            if flight.landings.load(Ordering::Acquire) != landings
+                || flight.count.load(Ordering::Acquire) == 0
+            {
+                if let Some((more, at)) = flight.take_answered() {
+                    let before = expected.map_or(0, |(n, _)| n);
+                    expected = Some((before.saturating_add(more), at));
+                }
+                let (expected, at) = expected.unwrap_or_else(|| (0, std::time::Instant::now()));
                 let mut turns = 0;
-                while group.len() < held + answered
-                    && turns < GATHER_TURNS
-                    && at.elapsed() < MAX_RETURN
-                {
+                while group.len() < expected && turns < GATHER_TURNS && at.elapsed() < MAX_RETURN {
                     tokio::task::yield_now().await;
                     turns += 1;
                     if !self.drain(&mut group, &mut bytes) {
@@ -204,10 +210,9 @@ impl Queue {
                 break;
             }
             tokio::select! {
-                // A landing first: a returning appender's request is often ready with it, and
-                // taking the request would drop the landing's wake-up.
+                // A landing first (the counter above sees it either way).
                 biased;
-                () = &mut landed => held_at_landing = Some(group.len()),
+                () = &mut landed => {}
                 request = self.rx.recv() => match request {
                     Some(request) => self.add(&mut group, &mut bytes, request),
                     None => break,

@@ -103,7 +103,9 @@ struct Patience {
     skip: u32,
     /// This group goes without waiting.
     skipping: bool,
-    /// What the next run-out sets `skip` to (doubled each time); a kept wait sets it back.
+    /// This group has waited (spun) for its appenders.
+    waited: bool,
+    /// What the last run-out set `skip` to (the next doubles it); a kept wait clears it.
     backoff: u32,
 }
 
@@ -114,19 +116,33 @@ impl Patience {
         !self.skipping
     }
 
-    fn ran_out(&mut self) {
-        self.backoff = (self.backoff * 2).clamp(1, Self::MAX_SKIP);
-        self.skip = self.backoff;
+    /// The group spins once more for its appenders.
+    fn wait(&mut self) {
+        self.waited = true;
     }
 
+    /// The group stops waiting without all its appenders: said only of a group that waited
+    /// (a first request long after the last commit is no sign that waits run out).
+    fn ran_out(&mut self) {
+        if self.waited {
+            self.backoff = (self.backoff * 2).clamp(1, Self::MAX_SKIP);
+            self.skip = self.backoff;
+        }
+    }
+
+    /// The group has all its appenders: said only of a group that waited for them (one
+    /// formed from requests already queued says nothing of the wait).
     fn kept(&mut self) {
-        self.backoff = 0;
+        if self.waited {
+            self.backoff = 0;
+        }
     }
 
     /// A group begins.
     fn next_group(&mut self) {
         self.skipping = self.skip > 0;
         self.skip = self.skip.saturating_sub(1);
+        self.waited = false;
     }
 }
 
@@ -325,6 +341,7 @@ impl Writer {
                         self.patience.ran_out();
                         return None;
                     }
+                    self.patience.wait();
                     std::thread::yield_now();
                 }
                 Err(mpsc::error::TryRecvError::Disconnected) => return None,
@@ -798,16 +815,16 @@ pub(crate) fn from_micros(micros: i64) -> Result<DateTime<Utc>, StoreError> {
 mod tests {
     use super::Patience;
 
-    /// Which of the next `n` groups wait, each running out when it waits unless `kept`.
+    /// Which of the next `n` groups wait, each waiting when it may and running out unless
+    /// `kept`.
     fn waiting(patience: &mut Patience, n: usize, kept: impl Fn(usize) -> bool) -> Vec<bool> {
         (0..n)
             .map(|i| {
                 patience.next_group();
                 let waits = patience.waits();
-                if waits && kept(i) {
-                    patience.kept();
-                } else if waits {
-                    patience.ran_out();
+                if waits {
+                    patience.wait();
+                    if kept(i) { patience.kept() } else { patience.ran_out() }
                 }
                 waits
             })
@@ -821,6 +838,7 @@ mod tests {
         // Waits, skips 1, waits, skips 2, waits, skips 4, waits.
         let expected = [true, false, true, false, false, true, false, false, false, false, true];
         assert_eq!(seen[..11], expected);
+        patience.wait();
         for _ in 0..10 {
             patience.ran_out();
         }
@@ -838,11 +856,30 @@ mod tests {
     #[test]
     fn a_kept_wait_starts_the_backoff_again() {
         let mut patience = Patience::default();
-        // Runs out three times (skipping 1, then 2), then the fourth wait is kept.
+        // Runs out twice (skipping 1, then 2), then the third wait and those after are kept.
         let seen = waiting(&mut patience, 8, |i| i >= 5);
         assert_eq!(seen, [true, false, true, false, false, true, true, true]);
+        patience.wait();
         patience.ran_out();
         let seen = waiting(&mut patience, 3, |_| true);
-        assert_eq!(seen, [false, true, true], "one group skipped, not eight");
+        assert_eq!(seen, [false, true, true], "one group skipped, not four");
+    }
+
+    #[test]
+    fn only_a_group_that_waited_moves_the_backoff() {
+        let mut patience = Patience::default();
+        patience.next_group();
+        patience.wait();
+        patience.ran_out();
+        // Groups that did not wait: one formed from queued requests, one whose first
+        // request came long after the last commit.
+        for _ in 0..3 {
+            patience.next_group();
+            patience.kept();
+            patience.ran_out();
+        }
+        assert_eq!((patience.skip, patience.backoff), (0, 1), "neither cleared nor doubled");
+        patience.next_group();
+        assert!(patience.waits());
     }
 }
