@@ -437,6 +437,7 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         projections.degraded().is_some(),
     );
     metrics::clock_gauge(state.app().store().clock_offset());
+    metrics::group_commit_counters(state.app().store().group_commits());
     metrics::insight_gauges(&projections.read(), state.config().metrics_insight_labels);
     let Some(handle) = state.metrics_handle() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "another metrics recorder is installed\n")

@@ -74,6 +74,10 @@ pub const CHECKPOINT_SEALING_REFUSED: &str = "pop_checkpoint_sealing_refused";
 pub const CHECKPOINT_WITNESS_STALE: &str = "pop_checkpoint_witness_stale";
 /// The database server's clock minus this replica's (PostgreSQL; absent on the embedded store).
 pub const STORE_CLOCK_OFFSET: &str = "pop_store_clock_offset_seconds";
+/// The store's group commits and the requests they answered: their ratio is how many appends
+/// one durable commit carries.
+pub const STORE_GROUP_COMMITS: &str = "pop_store_group_commits_total";
+pub const STORE_GROUP_COMMIT_REQUESTS: &str = "pop_store_group_commit_requests_total";
 
 /// What a metric is, for its `# TYPE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,6 +191,16 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
         STORE_CLOCK_OFFSET,
         Kind::Gauge,
         "PostgreSQL only: the database server's clock minus this replica's, in seconds, measured every 30 s. pop stamps commands, leases and commits with the server's time, so replicas agree whatever their own clocks say; a large value means this host's clock is wrong (NTP).",
+    ),
+    (
+        STORE_GROUP_COMMITS,
+        Kind::Counter,
+        "Group commits this process's event store writers made (each one durable commit, one fsync), since it started.",
+    ),
+    (
+        STORE_GROUP_COMMIT_REQUESTS,
+        Kind::Counter,
+        "Appends (and embedded-store deletes) those group commits answered; divided by pop_store_group_commits_total, the appends one durable commit carries.",
     ),
     (SUBSCRIPTIONS_ACTIVE, Kind::Gauge, "Live follows (GraphQL subscriptions) being served."),
     (
@@ -362,6 +376,15 @@ pub(crate) fn clock_gauge(offset: Option<chrono::TimeDelta>) {
     if let Some(offset) = offset {
         let seconds = offset.num_microseconds().map_or(f64::NAN, |m| m as f64 / 1e6);
         metrics::gauge!(STORE_CLOCK_OFFSET).set(seconds);
+    }
+}
+
+/// [`STORE_GROUP_COMMITS`] and [`STORE_GROUP_COMMIT_REQUESTS`], when the store groups its
+/// commits (read from the store at scrape time).
+pub(crate) fn group_commit_counters(counts: Option<pop_store::CommitCounts>) {
+    if let Some(counts) = counts {
+        metrics::counter!(STORE_GROUP_COMMITS).absolute(counts.groups);
+        metrics::counter!(STORE_GROUP_COMMIT_REQUESTS).absolute(counts.requests);
     }
 }
 

@@ -982,6 +982,15 @@ async fn health_readiness_and_metrics() {
     ] {
         assert!(text.contains(name), "{name} missing from:\n{text}");
     }
+    // The commands above were committed, each group counted with the requests it carried.
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
+    };
+    let groups = value("pop_store_group_commits_total");
+    let requests = value("pop_store_group_commit_requests_total");
+    assert!(groups >= 1.0 && requests >= groups, "{groups} groups, {requests} requests");
     let (status, page) = s.get("/graphql").await;
     assert_eq!(status, 200);
     assert!(page.contains("graphiql"), "{page}");

@@ -133,6 +133,7 @@ macro_rules! conformance_suite {
             commit_times_never_go_back,
             reopen_keeps_everything,
             positions_round_trip_as_text,
+            group_commits_count_every_request,
         );
     };
     (@checks $harness:ty; $($check:ident),* $(,)?) => {
@@ -444,6 +445,41 @@ pub async fn one_winner_among_concurrent_appends<H: Harness>() -> Check {
         let events = read_whole_stream(store.as_ref(), stream).await?;
         ensure_eq!(events.len() as u64, winner_version + 1, "events in the raced stream");
     }
+    Ok(())
+}
+
+/// A backend that groups its commits counts them ([`EventStore::group_commits`], exported on
+/// `/metrics`): one appender at a time makes a group per append; appends sent together are
+/// every one counted, in one group or a few.
+pub async fn group_commits_count_every_request<H: Harness>() -> Check {
+    let h = open::<H>().await?;
+    let store = h.store();
+    let Some(start) = store.group_commits() else { return Ok(()) };
+    let stream = stream_name("counted");
+    for version in 0..5u64 {
+        let expected = if version == 0 {
+            ExpectedVersion::NoStream
+        } else {
+            ExpectedVersion::Exact(version - 1)
+        };
+        store.append(&stream, expected, numbered(1)).await?;
+    }
+    let one_by_one = store.group_commits().unwrap_or_default();
+    ensure_eq!(one_by_one.requests - start.requests, 5, "requests after 5 appends in turn");
+    ensure_eq!(one_by_one.groups - start.groups, 5, "groups after 5 appends in turn");
+    let appends = (0..16).map(|_| {
+        let store = Arc::clone(&store);
+        async move {
+            store.append(&stream_name("counted"), ExpectedVersion::NoStream, numbered(1)).await
+        }
+    });
+    for result in futures::future::join_all(appends).await {
+        result?;
+    }
+    let together = store.group_commits().unwrap_or_default();
+    ensure_eq!(together.requests - one_by_one.requests, 16, "requests after 16 appends at once");
+    let groups = together.groups - one_by_one.groups;
+    ensure!((1..=16).contains(&groups), "16 appends at once went in {groups} groups");
     Ok(())
 }
 

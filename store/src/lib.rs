@@ -176,4 +176,42 @@ pub trait EventStore: Send + Sync + 'static {
     fn slow_head_hint(&self) -> Option<&'static str> {
         None
     }
+
+    /// The group commits this handle's writers made since it opened, and the requests they
+    /// answered (`None`: this backend does not group its commits).
+    fn group_commits(&self) -> Option<CommitCounts> {
+        None
+    }
+}
+
+/// What [`EventStore::group_commits`] counts: their ratio is how many appends one durable
+/// commit (one fsync) carries on average.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitCounts {
+    /// Group commits that committed.
+    pub groups: u64,
+    /// Requests (appends, and the embedded store's deletes) those groups answered, refused
+    /// ones among them.
+    pub requests: u64,
+}
+
+/// The counters behind [`CommitCounts`], shared by a store's handle and its writers.
+#[derive(Debug, Default)]
+pub(crate) struct GroupCommits {
+    groups: std::sync::atomic::AtomicU64,
+    requests: std::sync::atomic::AtomicU64,
+}
+
+impl GroupCommits {
+    /// A group of `requests` committed.
+    pub(crate) fn record(&self, requests: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.groups.fetch_add(1, Relaxed);
+        self.requests.fetch_add(u64::try_from(requests).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    pub(crate) fn counts(&self) -> CommitCounts {
+        use std::sync::atomic::Ordering::Relaxed;
+        CommitCounts { groups: self.groups.load(Relaxed), requests: self.requests.load(Relaxed) }
+    }
 }

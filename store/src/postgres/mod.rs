@@ -359,6 +359,8 @@ pub(crate) struct Shared {
     pub(crate) horizon_held: std::sync::atomic::AtomicBool,
     /// Failed group commits, logged once per [`crate::repeats::EVERY`] while they go on.
     pub(crate) failing: std::sync::Mutex<crate::repeats::Repeats>,
+    /// Group commits of this handle's writers ([`EventStore::group_commits`]).
+    pub(crate) commits: crate::GroupCommits,
 }
 
 impl Shared {
@@ -504,6 +506,7 @@ impl PgStore {
             went_back: std::sync::OnceLock::new(),
             horizon_held: std::sync::atomic::AtomicBool::new(false),
             failing: std::sync::Mutex::default(),
+            commits: crate::GroupCommits::default(),
         });
         let (head_tx, head_rx) = watch::channel(head);
         let tail = tokio::spawn(tail::run(config, Arc::clone(&shared), head_tx));
@@ -792,6 +795,10 @@ impl EventStore for PgStore {
 
     fn clock_offset(&self) -> Option<chrono::TimeDelta> {
         self.shared.offset.as_ref().map(crate::clock::ClockOffset::delta)
+    }
+
+    fn group_commits(&self) -> Option<crate::CommitCounts> {
+        Some(self.shared.commits.counts())
     }
 }
 

@@ -320,6 +320,7 @@ async fn commit_group(
         match try_group(shared, &group, now).await {
             Ok(answers) => {
                 shared.committed.notify_one();
+                shared.commits.record(group.len());
                 if let Some(unsaid) = shared.failing.lock().ok().and_then(|mut f| f.ended()) {
                     tracing::info!(failed_since_last_said = unsaid, "group commits work again");
                 }

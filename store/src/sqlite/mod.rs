@@ -77,6 +77,8 @@ pub struct SqliteStore {
     floor: crate::clock::CommitFloor,
     /// The clock commits are stamped with (before the floor): the store's wall clock.
     wall: Clock,
+    /// What the writer thread committed ([`EventStore::group_commits`]).
+    commits: Arc<crate::GroupCommits>,
 }
 
 /// The embedded store's file read by a tool beside a running server (`pop log`): one reader
@@ -173,7 +175,9 @@ impl SqliteStore {
         let (requests, rx) = mpsc::channel(WRITER_QUEUE_CAPACITY);
         let (head_tx, head_rx) = watch::channel(Position::from_sequence(head));
         let checkpointer = checkpoint::Checkpointer::start(&path)?;
-        let writer = writer::Writer::new(conn, rx, head_tx, head, clock, Some(checkpointer));
+        let commits = Arc::new(crate::GroupCommits::default());
+        let writer = writer::Writer::new(conn, rx, head_tx, head, clock, Some(checkpointer))
+            .counting(Arc::clone(&commits));
         std::thread::Builder::new()
             .name("pop-store-writer".to_owned())
             .spawn(move || writer.run())
@@ -186,6 +190,7 @@ impl SqliteStore {
             head: head_rx,
             floor,
             wall,
+            commits,
         })
     }
 
@@ -343,6 +348,10 @@ fn open_writer(path: &Path, durability: Durability) -> Result<(Connection, u64),
 impl EventStore for SqliteStore {
     fn sequence_positions(&self) -> bool {
         true
+    }
+
+    fn group_commits(&self) -> Option<crate::CommitCounts> {
+        Some(self.commits.counts())
     }
 
     async fn append(

@@ -193,6 +193,8 @@ pub(crate) struct Writer {
     /// How many requests the last group answered, and when.
     answered: Option<(usize, std::time::Instant)>,
     patience: Patience,
+    /// Groups committed and the requests they answered, for the store's handle.
+    commits: Option<std::sync::Arc<crate::GroupCommits>>,
 }
 
 struct State {
@@ -261,7 +263,14 @@ impl Writer {
             failing: crate::repeats::Repeats::default(),
             answered: None,
             patience: Patience::default(),
+            commits: None,
         }
+    }
+
+    /// Counts the groups this writer commits into `commits`.
+    pub(crate) fn counting(mut self, commits: std::sync::Arc<crate::GroupCommits>) -> Writer {
+        self.commits = Some(commits);
+        self
     }
 
     /// The writer thread's body: runs until the store is closed or dropped.
@@ -369,6 +378,9 @@ impl Writer {
                     self.head_tx.send_replace(Position::from_sequence(head));
                 }
                 self.after_commit(bytes);
+                if let Some(commits) = &self.commits {
+                    commits.record(group.len());
+                }
                 if let Some(unsaid) = self.failing.ended() {
                     tracing::info!(
                         failed_since_last_said = unsaid,
