@@ -195,12 +195,12 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
     (
         STORE_GROUP_COMMITS,
         Kind::Counter,
-        "Group commits this process's event store writers made (each one durable commit, one fsync), since it started.",
+        "Group commits this process's event store writers made since it started (SQLite and PostgreSQL; each one transaction, with the default durability one fsync; none on KurrentDB).",
     ),
     (
         STORE_GROUP_COMMIT_REQUESTS,
         Kind::Counter,
-        "Appends (and embedded-store deletes) those group commits answered; divided by pop_store_group_commits_total, the appends one durable commit carries.",
+        "Requests those group commits answered (appends; on the embedded store also deletes and checkpoint seals); divided by pop_store_group_commits_total, the requests one commit carries.",
     ),
     (SUBSCRIPTIONS_ACTIVE, Kind::Gauge, "Live follows (GraphQL subscriptions) being served."),
     (

@@ -184,14 +184,15 @@ pub trait EventStore: Send + Sync + 'static {
     }
 }
 
-/// What [`EventStore::group_commits`] counts: their ratio is how many appends one durable
-/// commit (one fsync) carries on average.
+/// What [`EventStore::group_commits`] counts: their ratio is how many requests one
+/// transaction carries on average (with the default durability, one fsync each; a group whose
+/// every request was refused writes nothing).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CommitCounts {
     /// Group commits that committed.
     pub groups: u64,
-    /// Requests (appends, and the embedded store's deletes) those groups answered, refused
-    /// ones among them.
+    /// Requests those groups answered, refused ones among them: appends, and on the embedded
+    /// store also deletes and checkpoint seals.
     pub requests: u64,
 }
 
@@ -203,15 +204,18 @@ pub(crate) struct GroupCommits {
 }
 
 impl GroupCommits {
-    /// A group of `requests` committed.
+    /// A group of `requests` committed. Its requests are counted before the group, and
+    /// [`GroupCommits::counts`] reads the groups first, so a reader never sees more groups
+    /// than the requests they carried.
     pub(crate) fn record(&self, requests: usize) {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.groups.fetch_add(1, Relaxed);
+        use std::sync::atomic::Ordering::{Relaxed, Release};
         self.requests.fetch_add(u64::try_from(requests).unwrap_or(u64::MAX), Relaxed);
+        self.groups.fetch_add(1, Release);
     }
 
     pub(crate) fn counts(&self) -> CommitCounts {
-        use std::sync::atomic::Ordering::Relaxed;
-        CommitCounts { groups: self.groups.load(Relaxed), requests: self.requests.load(Relaxed) }
+        use std::sync::atomic::Ordering::{Acquire, Relaxed};
+        let groups = self.groups.load(Acquire);
+        CommitCounts { groups, requests: self.requests.load(Relaxed) }
     }
 }
