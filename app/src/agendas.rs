@@ -622,12 +622,14 @@ impl App {
         let Some(entry) = models.agendas().get(key) else { return Ok(()) };
         let Some(insight_id) = entry.insight_id() else { return Ok(()) };
         let customer = entry.customer_id();
+        if models.insight_takes(insight_id, customer) {
+            return Ok(());
+        }
         let why = match models.insight(insight_id) {
             None => "which was deleted",
-            Some(insight) if !pop_domain::binding::may_use_insight(insight, customer) => {
+            Some(_) => {
                 "which no longer takes its customer's agendas (or is another customer's now)"
             }
-            Some(_) => return Ok(()),
         };
         Err(AppError::conflict(format!(
             "agenda {id:?} is bound to insight {insight_id:?}, {why}: a rerun would not run \

@@ -233,13 +233,10 @@ config_kind!(Insight, "Insight", insight, insights, {
         // A failed one's retry runs only while the insight takes its customer (review-s45c: a
         // customer taken out of the share left its failed agendas "due" for good, and they
         // held the delete, though the retry would never run them).
-        let insight = models.insight(id);
-        let takes = |a: &pop_projections::AgendaEntry| {
-            insight.is_some_and(|i| pop_domain::binding::may_use_insight(i, a.customer_id()))
-        };
         let held = |a: &&pop_projections::AgendaEntry| {
             if a.processing_state() == pop_domain::ProcessingState::Complete {
-                return a.progress().is_ok_and(|p| p.retry_due()) && takes(a);
+                return a.progress().is_ok_and(|p| p.retry_due())
+                    && models.insight_takes(id, a.customer_id());
             }
             !a.is_do_not_run()
         };

@@ -504,11 +504,7 @@ async fn a_shared_or_global_insight_hands_a_tenant_only_its_own_agendas() {
 #[tokio::test]
 async fn an_insight_with_live_agendas_of_any_customer_is_not_deleted() {
     let w = world().await;
-    let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
-    let shared = json!({"id": "shared", "customerId": "ops", "title": "shared",
-        "resourcePoolId": "pool", "queueSize": 10, "allowedCustomerIds": ["globex"],
-        "mappers": {"operationType": ["shared"]}});
-    w.app.configure::<Insight>(&admin, ConfigOp::Create(shared), None, None).await.unwrap();
+    ops_insight_shared_with_globex(&w, "shared").await;
     for id in ["g1", "g2"] {
         let agenda = json!({"id": id, "customerId": "globex",
             "operations": [{"name": "x", "type": "shared"}]});
@@ -586,11 +582,7 @@ async fn an_insight_with_live_agendas_of_any_customer_is_not_deleted() {
 async fn a_failed_agenda_of_a_customer_no_longer_shared_does_not_hold_the_delete() {
     let w = world().await;
     let owner = Caller::new(Principal::new("ops-admin", Role::Admin, &["ops"]), "test");
-    let shared = json!({"id": "s2", "customerId": "ops", "title": "s2",
-        "resourcePoolId": "pool", "queueSize": 10, "allowedCustomerIds": ["globex"],
-        "mappers": {"operationType": ["s2"]}});
-    let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
-    w.app.configure::<Insight>(&admin, ConfigOp::Create(shared.clone()), None, None).await.unwrap();
+    let shared = ops_insight_shared_with_globex(&w, "s2").await;
     let o = globex_fails_once(&w, "f1", "s2").await;
     assert!(o.progress().retry_due(), "{:?}", o.progress());
     let delete = || w.app.configure::<Insight>(&owner, ConfigOp::Delete("s2".into()), None, None);
@@ -602,6 +594,17 @@ async fn a_failed_agenda_of_a_customer_no_longer_shared_does_not_hold_the_delete
     w.app.configure::<Insight>(&owner, ConfigOp::Update(unshared), None, None).await.unwrap();
     let r = delete().await;
     assert!(r.as_ref().is_ok_and(|c| c.deleted), "{r:?}");
+}
+
+/// Creates (as an admin of every customer) ops's insight `id`, shared with globex, taking
+/// operations of type `id`; its JSON.
+async fn ops_insight_shared_with_globex(w: &World, id: &str) -> serde_json::Value {
+    let shared = json!({"id": id, "customerId": "ops", "title": id,
+        "resourcePoolId": "pool", "queueSize": 10, "allowedCustomerIds": ["globex"],
+        "mappers": {"operationType": [id]}});
+    let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
+    w.app.configure::<Insight>(&admin, ConfigOp::Create(shared.clone()), None, None).await.unwrap();
+    shared
 }
 
 /// Submits globex's agenda `id` (one operation, two attempts) to `insight`, queues it, and has

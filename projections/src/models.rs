@@ -404,6 +404,13 @@ impl ReadModels {
         self.insights.get(id)
     }
 
+    /// Whether insight `id` exists and takes agendas of `customer_id` (its own, shared with
+    /// it, or global): the one place an agenda of that customer bound to it may run (a rerun,
+    /// a retry; what holds the insight's delete).
+    pub fn insight_takes(&self, id: &str, customer_id: &str) -> bool {
+        self.insight(id).is_some_and(|i| pop_domain::binding::may_use_insight(i, customer_id))
+    }
+
     /// Insights the caller owns, that are global, or that are shared with it.
     pub fn insights(
         &self,

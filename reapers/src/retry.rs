@@ -229,15 +229,12 @@ pub fn plan_with(
             exhausted.insert(entry.key().to_string(), entry.updated_ms());
             continue;
         }
-        // (Only one whose retry is due: review-s45c.) Bound to an insight since deleted, or one that no longer takes its customer (another
-        // customer's under the same id now): retried, it would wait for good, or run on
-        // another customer's workers (popclient26, hostile38).
-        let takes = |i: &str| {
-            models
-                .insight(i)
-                .is_some_and(|i| pop_domain::binding::may_use_insight(i, entry.customer_id()))
-        };
-        if let Some(insight) = entry.insight_id().filter(|i| !takes(i)) {
+        // Due (review-s45c), but bound to an insight since deleted, or one that no longer takes
+        // its customer (another customer's under the same id now): retried, it would wait for
+        // good, or run on another customer's workers (popclient26, hostile38).
+        if let Some(insight) =
+            entry.insight_id().filter(|i| !models.insight_takes(i, entry.customer_id()))
+        {
             tracing::warn!(
                 agenda = entry.key(),
                 insight,
