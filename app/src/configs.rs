@@ -583,6 +583,17 @@ impl App {
             .execute::<ConfigAggregate<T>>(&id, &metadata(caller, &customer, name), &command)
             .await;
         metrics::command(name, &executed);
+        if is_create
+            && let Err(pop_store::ExecuteError::Refused(
+                pop_domain::config::ConfigError::AlreadyExists { .. },
+            )) = &executed
+            && !self.sees_stored::<T>(caller, &id).await
+        {
+            // Lost a race with another customer's create of the same id (hostile39: the
+            // loser was told "already exists" 29 times in 40, where an id another customer
+            // uses answers as if it did not exist).
+            return Err(AppError::not_found(T::KIND, &id));
+        }
         let executed = executed.map_err(|e| error::execute_within(&subject, T::DATA_FIELD, e))?;
         let (object, deleted) = match &executed.state.lifecycle {
             Lifecycle::Live(o) => (o, false),
@@ -693,6 +704,16 @@ impl App {
 
     /// The config object with this id; `None` when there is none the caller may see (the two
     /// are indistinguishable on purpose).
+    /// Whether the caller sees the object stored under `id` now (its own, or shared with it).
+    async fn sees_stored<T: ConfigKind>(&self, caller: &Caller, id: &str) -> bool {
+        match self.commands().load::<ConfigAggregate<T>>(id).await {
+            Ok((state, _)) => {
+                state.live().is_some_and(|o| o.visible_to(&caller.principal.customers))
+            }
+            Err(_) => false,
+        }
+    }
+
     pub async fn config_by_id<T: ConfigKind>(
         &self,
         caller: &Caller,

@@ -624,3 +624,81 @@ async fn globex_fails_once(w: &World, id: &str, insight: &str) -> AgendaOutcome 
         "processingState": "COMPLETE", "processingStateMessage": "failed"}]});
     w.app.report(&worker("globex"), failed, None, None).await.unwrap()
 }
+
+/// Two customers' admins create the same id at once: one wins, and the other is answered as
+/// for any id another customer uses, NOT_FOUND, never "already exists" (hostile39: the loser
+/// of a race was told CONFLICT "already exists" 29 times in 40). Pools, insights and
+/// templates; each round both creates are in flight together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loser_of_a_create_race_with_another_customer_is_answered_not_found() {
+    use pop_app::configs::ConfigOp;
+    use pop_domain::model::AgendaTemplate;
+    let w = world().await;
+    let admin_of = |tenant: &str| {
+        Caller::new(Principal::new(&format!("{tenant}-admin"), Role::Admin, &[tenant]), "test")
+    };
+    let (acme, globex) = (admin_of("acme"), admin_of("globex"));
+    for tenant in ["acme", "globex"] {
+        let pool = json!({"id": format!("{tenant}-pool"), "customerId": tenant, "title": "own"});
+        w.app
+            .configure::<ResourcePool>(&admin_of(tenant), ConfigOp::Create(pool), None, None)
+            .await
+            .unwrap();
+    }
+    let pool = |tenant: &str, id: &str| json!({"id": id, "customerId": tenant, "title": "p"});
+    let insight = |tenant: &str, id: &str| {
+        json!({"id": id, "customerId": tenant, "title": "i", "resourcePoolId": format!("{tenant}-pool"),
+            "queueSize": 10, "mappers": {"operationType": ["work"]}})
+    };
+    let template = |tenant: &str, id: &str| {
+        json!({"id": id, "customerId": tenant, "title": "t",
+            "agenda": {"customerId": tenant, "operations": [{"name": "a", "type": "work"}]}})
+    };
+    let mut refused = Vec::new();
+    for round in 0..12 {
+        let id = format!("race-{round}");
+        let (a, g) = tokio::join!(
+            w.app.configure::<ResourcePool>(&acme, ConfigOp::Create(pool("acme", &id)), None, None),
+            w.app.configure::<ResourcePool>(
+                &globex,
+                ConfigOp::Create(pool("globex", &id)),
+                None,
+                None
+            ),
+        );
+        refused.push(("pool", a.is_ok(), code(&a), code(&g)));
+        let id = format!("race-insight-{round}");
+        let (a, g) = tokio::join!(
+            w.app.configure::<Insight>(&acme, ConfigOp::Create(insight("acme", &id)), None, None),
+            w.app.configure::<Insight>(
+                &globex,
+                ConfigOp::Create(insight("globex", &id)),
+                None,
+                None
+            ),
+        );
+        refused.push(("insight", a.is_ok(), code(&a), code(&g)));
+        let id = format!("race-template-{round}");
+        let (a, g) = tokio::join!(
+            w.app.configure::<AgendaTemplate>(
+                &acme,
+                ConfigOp::Create(template("acme", &id)),
+                None,
+                None
+            ),
+            w.app.configure::<AgendaTemplate>(
+                &globex,
+                ConfigOp::Create(template("globex", &id)),
+                None,
+                None
+            ),
+        );
+        refused.push(("template", a.is_ok(), code(&a), code(&g)));
+    }
+    for (kind, acme_won, a, g) in refused {
+        // Exactly one of the two is created; the other is NOT_FOUND.
+        let (won, lost) = if acme_won { (a, g) } else { (g, a) };
+        assert_eq!(won, None, "{kind}: one create goes through");
+        assert_eq!(lost.as_deref(), Some("NotFound"), "{kind}: the loser is answered NOT_FOUND");
+    }
+}
