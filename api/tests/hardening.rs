@@ -1577,3 +1577,88 @@ async fn a_body_that_never_arrives_is_refused_and_a_token_sends_few_at_once() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// What a POP executor sends that together passes what one event may hold is still taken
+/// (popclient27): two results each within the limit on a result (together over 1 MiB) are
+/// both kept; a failure's 1.1 MB Java stack trace is kept cut, its start and end; params
+/// reported a piece at a time stop at the limit on one params map, said of the field.
+#[tokio::test]
+async fn a_report_past_one_events_size_is_kept_whole_or_refused_naming_the_field() {
+    let server = start(pop_api::ApiConfig::default()).await;
+    let after = server.seed().await;
+    let report = "mutation($r: JSON!, $l: String) { updateAgendaProgress(agendaProgress: $r, \
+        leaseId: $l) { progress { processingState processingStateMessage operationProgress { \
+        operation processingState resultPayload params diagnosticEvents { message stackTrace } } } } }";
+    let submit = |id: &str| {
+        let mut a = agenda("acme", id);
+        a["id"] = json!(id);
+        a
+    };
+    let op = |data: &Value, name: &str| {
+        data["updateAgendaProgress"]["progress"]["operationProgress"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["operation"] == name)
+            .unwrap()
+            .clone()
+    };
+
+    // Params a piece at a time: the merged map is held to --max-params-bytes (256 KiB).
+    let data = server.ok(ACME, SUBMIT, json!({"a": submit("two-results"), "p": after})).await;
+    let position = data["submitAgenda"]["position"].as_str().unwrap().to_string();
+    let lease = queue_and_claim(&server, &position, "two-results").await;
+    let with_param = |key: &str| {
+        json!({"l": lease, "r": {"id": "two-results", "processingState": "EXECUTING",
+            "operationProgress": [{"operation": "probe", "processingState": "EXECUTING",
+                "params": {key: "p".repeat(100 << 10)}}]}})
+    };
+    server.ok(ACME_SERVICE, report, with_param("k1")).await;
+    server.ok(ACME_SERVICE, report, with_param("k2")).await;
+    let e = server.err(ACME_SERVICE, report, with_param("k3")).await;
+    assert_eq!(code(&e), "VALIDATION", "{e:#}");
+    assert_eq!(problems(&e), ["agendaProgress.operationProgress[0].params"], "{e:#}");
+    assert!(e["message"].as_str().unwrap().contains("at most 262144"), "{e:#}");
+
+    // Two results of 500,000 bytes in one report: both kept, the agenda succeeded.
+    let result = |fill: &str| json!({"streams": fill.repeat(500_000)});
+    let both = json!({"l": lease, "r": {"id": "two-results", "processingState": "COMPLETE",
+        "processingStateMessage": "succeeded", "operationProgress": [
+            {"operation": "probe", "processingState": "COMPLETE",
+                "processingStateMessage": "succeeded", "resultPayload": result("a")},
+            {"operation": "encode", "processingState": "COMPLETE",
+                "processingStateMessage": "succeeded", "resultPayload": result("b")}]}});
+    let data = server.ok(ACME_SERVICE, report, both).await;
+    let progress = &data["updateAgendaProgress"]["progress"];
+    assert_eq!(progress["processingState"], "COMPLETE", "{progress:#.500}");
+    assert_eq!(progress["processingStateMessage"], "succeeded", "{progress:#.500}");
+    for (name, fill) in [("probe", "a"), ("encode", "b")] {
+        let kept = op(&data, name)["resultPayload"].clone();
+        let kept = match kept {
+            Value::String(text) => serde_json::from_str(&text).unwrap(),
+            value => value,
+        };
+        assert_eq!(kept, result(fill), "{name}'s result kept whole");
+    }
+
+    // A failure with a 1.1 MB stack trace: taken, the trace cut to its start and end.
+    let data = server.ok(ACME, SUBMIT, json!({"a": submit("big-trace"), "p": after})).await;
+    let position = data["submitAgenda"]["position"].as_str().unwrap().to_string();
+    let lease = queue_and_claim(&server, &position, "big-trace").await;
+    let trace = format!(
+        "java.lang.IllegalStateException: boom\n{}Caused by: disk full",
+        "\tat x.Y.z(Y.java:1)\n".repeat(57_600)
+    );
+    let failed = json!({"l": lease, "r": {"id": "big-trace", "processingState": "EXECUTING",
+        "operationProgress": [{"operation": "probe", "processingState": "COMPLETE",
+            "processingStateMessage": "failed",
+            "diagnosticEvents": [{"message": "probe failed", "stackTrace": trace}]}]}});
+    let data = server.ok(ACME_SERVICE, report, failed).await;
+    let kept =
+        op(&data, "probe")["diagnosticEvents"][0]["stackTrace"].as_str().unwrap().to_string();
+    assert!(kept.len() <= pop_domain::model::MAX_DIAGNOSTIC_TEXT_BYTES, "{}", kept.len());
+    assert!(kept.starts_with("java.lang.IllegalStateException: boom"), "{kept:.100}");
+    assert!(kept.ends_with("Caused by: disk full"), "the end is kept too");
+    assert!(kept.contains("bytes cut: pop keeps at most 32768 bytes"), "the cut is said");
+    assert_eq!(data["updateAgendaProgress"]["progress"]["processingStateMessage"], "failed");
+}

@@ -406,7 +406,8 @@ pub fn execute_within<E: Refusal>(subject: &str, root: &str, e: ExecuteError<E>)
             AppError::invalid(
                 root,
                 format!(
-                    "{subject} is too large to store: {s}; send less (smaller results or payloads)"
+                    "{subject} is too large to store: {s}; send less (smaller results, payloads, \
+                     params or diagnostics)"
                 ),
             )
         }

@@ -747,7 +747,7 @@ impl App {
                 state: op.processing_state,
                 message: op.processing_state_message.map(String::from),
                 percent: op.percent_complete.and_then(reported_percent),
-                diagnostics: op.diagnostic_events,
+                diagnostics: cut_diagnostics(op.diagnostic_events),
                 result_payload: Some(op.result_payload.to_value()).filter(|p| !p.is_null()),
                 started: op.started_time,
                 completed: op.completed_time,
@@ -772,10 +772,11 @@ impl App {
         let report = ProgressReport {
             state: state_given.then_some(progress.processing_state),
             message,
-            diagnostics: progress.diagnostic_events,
+            diagnostics: cut_diagnostics(progress.diagnostic_events),
             started: progress.started_time,
             completed: progress.completed_time,
             operations,
+            params_bytes: Some(self.config().size_limits().params_bytes),
         };
         // Routed by the report's `agendaId` (with its `customerId`, and the lease, to tell
         // customers apart); without one, by the AgendaProgress id among the agendas the caller
@@ -1039,6 +1040,22 @@ fn reported_percent(percent: f64) -> Option<f64> {
 /// looks. The diagnostic is NOT_RETRYABLE (the same handler makes the same result): a rerun
 /// after the limit was raised runs it again. An interim result of a running operation is only
 /// dropped: the operation goes on.
+// A report's event is cut into parts under what the store takes in one event.
+const _: () =
+    assert!(pop_domain::agenda::REPORT_PART_BYTES < pop_store::limits::MAX_EVENT_DATA_BYTES);
+
+/// A report's diagnostics with their text cut to what one keeps
+/// ([`pop_domain::model::MAX_DIAGNOSTIC_TEXT_BYTES`]), before the domain compares them with
+/// the ones recorded: the same report sent again is then the same diagnostics, kept once.
+fn cut_diagnostics(
+    mut diagnostics: Vec<pop_domain::DiagnosticEvent>,
+) -> Vec<pop_domain::DiagnosticEvent> {
+    for d in &mut diagnostics {
+        d.cut_to_size();
+    }
+    diagnostics
+}
+
 fn fail_if_result_too_large(report: &mut OperationReport, max: usize) -> bool {
     let Some(result) = &report.result_payload else { return false };
     // As stored: a result sent as JSON text (POP's executor types it a String) is kept as a
@@ -1085,6 +1102,17 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    /// The domain cuts a report's event into parts under the store's limit on one event,
+    /// with room for a part's largest operation change: a result at the limit on results.
+    #[test]
+    fn a_reports_parts_fit_the_stores_events() {
+        let limits = crate::limits::AppConfig::default().size_limits();
+        assert!(
+            pop_domain::agenda::REPORT_PART_BYTES + limits.payload_bytes
+                <= pop_store::limits::MAX_EVENT_DATA_BYTES + (256 << 10)
+        );
+    }
 
     /// A result sent as JSON text is measured as stored, a JSON string (review-s45b: by its
     /// text, one of control characters passed and was too large to store); the diagnostic

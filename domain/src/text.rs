@@ -80,9 +80,55 @@ impl fmt::Display for LogField<'_> {
     }
 }
 
+/// Cuts `text` to at most `max` bytes, keeping its start (three quarters) and its end (the
+/// rest: a Java stack trace's "Caused by" is at the end) around a note of how much was cut,
+/// on characters' boundaries. Returns the bytes cut (0: it fitted).
+pub fn cut_middle(text: &mut String, max: usize) -> usize {
+    if text.len() <= max {
+        return 0;
+    }
+    let note = |n: usize| format!("\n… [{n} bytes cut: pop keeps at most {max} bytes of it] …\n");
+    // The note is written with the count it will say; its length is bounded by the longest
+    // count, so measure with that.
+    let room = max.saturating_sub(note(text.len()).len());
+    let mut head = room * 3 / 4;
+    while !text.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = text.len() - (room - head);
+    while !text.is_char_boundary(tail) {
+        tail += 1;
+    }
+    let cut = tail - head;
+    let kept = format!("{}{}{}", &text[..head], note(cut), &text[tail..]);
+    *text = kept;
+    cut
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A text over the bound keeps its start and end around a note of what was cut, within
+    /// the bound, on characters' boundaries; one within it is left alone.
+    #[test]
+    fn cut_middle_keeps_both_ends_within_the_bound() {
+        let mut fits = "short".to_string();
+        assert_eq!(cut_middle(&mut fits, 5), 0);
+        assert_eq!(fits, "short");
+        let long: String = format!("HEAD{}TAIL", "é".repeat(10_000));
+        for max in [200, 1_000, 4_097] {
+            let mut text = long.clone();
+            let cut = cut_middle(&mut text, max);
+            assert!(text.len() <= max, "{} > {max}", text.len());
+            assert!(text.starts_with("HEAD") && text.ends_with("TAIL"), "{text}");
+            assert!(text.contains(&format!("[{cut} bytes cut: pop keeps at most {max} bytes")));
+            let (head, rest) = text.split_once("\n… [").unwrap();
+            let tail = rest.split_once("] …\n").unwrap().1;
+            assert!(long.starts_with(head) && long.ends_with(tail));
+            assert_eq!(head.len() + cut + tail.len(), long.len(), "what is kept and cut add up");
+        }
+    }
 
     #[test]
     fn closest_suggests_near_misses_only() {

@@ -593,3 +593,88 @@ fn a_large_report_matches_names_as_a_small_one() {
     };
     assert!(errors.errors[0].message.contains("reported twice"), "{errors:?}");
 }
+
+/// A report larger than one event may be (two results each within the limit on a result,
+/// together over 1 MiB: popclient27) is recorded in parts, each within
+/// [`pop_domain::agenda::REPORT_PART_BYTES`], the agenda's diagnostics and start in the first,
+/// the completion after the last; the state they make is the one a single event would make.
+#[test]
+fn a_report_too_large_for_one_event_is_recorded_in_parts_to_the_same_state() {
+    use pop_domain::agenda::{AgendaEvent, REPORT_PART_BYTES};
+    use pop_domain::codec::EventCodec;
+    let given = history(running(agenda_of(&["a", "b", "c"], json!({}))));
+    let big = |name: &str, fill: char| OperationReport {
+        result_payload: Some(json!({ "out": fill.to_string().repeat(400 << 10) })),
+        ..succeeded(name)
+    };
+    let whole = ProgressReport {
+        state: Some(Complete),
+        message: Some("succeeded".into()),
+        diagnostics: vec![DiagnosticEvent { message: "agenda note".into(), ..Default::default() }],
+        ..ops(vec![big("a", 'x'), big("b", 'y'), big("c", 'z')])
+    };
+    let events = replay(&given).decide(&report("w1", 20, whole)).unwrap();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type()).collect();
+    assert_eq!(
+        types,
+        [
+            "AgendaProgressReported",
+            "AgendaProgressReported",
+            "AgendaProgressReported",
+            "AgendaCompleted"
+        ],
+        "each 400 KiB result in a part of its own"
+    );
+    for (i, e) in events.iter().enumerate() {
+        let AgendaEvent::ProgressReported(part) = e else { continue };
+        let bytes = serde_json::to_vec(part).unwrap().len();
+        assert!(bytes <= REPORT_PART_BYTES, "part {i} takes {bytes} bytes");
+        assert_eq!(part.diagnostics.is_empty(), i > 0, "diagnostics only in the first part");
+        assert_eq!(part.started_time.is_some(), i == 0, "the start only in the first part");
+    }
+    let mut all = given.clone();
+    all.extend(events);
+    let state = replay(&all);
+    assert_eq!(state.processing_state(), Complete);
+    assert_eq!(state.message(), "succeeded");
+    for (name, fill) in [("a", 'x'), ("b", 'y'), ("c", 'z')] {
+        let op = state.operation(name).unwrap();
+        assert_eq!(op_state(&state, name), (Complete, "succeeded".to_string()));
+        assert_eq!(op.result_payload.to_value()["out"].as_str().map(str::len), Some(400 << 10));
+        assert!(op.result_payload.to_value()["out"].as_str().unwrap().starts_with(fill));
+    }
+    assert_eq!(state.progress().diagnostic_events.len(), 1);
+    assert!(state.progress().started_time.is_some());
+
+    // A small report stays one event.
+    let small = ops(vec![succeeded("a")]);
+    let events = replay(&given).decide(&report("w1", 20, small)).unwrap();
+    assert_eq!(events.len(), 1);
+}
+
+/// The bytes of an operation's params are bounded once a report's are merged in, not only
+/// the report's own map (popclient27: four reports of 200 KiB each made 800 KB of params).
+#[test]
+fn reported_params_are_bounded_in_bytes_once_merged() {
+    let given = history(running(agenda_of(&["a"], json!({}))));
+    let with_params = |key: &str| ProgressReport {
+        params_bytes: Some(256 << 10),
+        ..ops(vec![OperationReport {
+            params: params(json!({ key: "p".repeat(100 << 10) })),
+            ..executing("a", 10.0)
+        }])
+    };
+    let all = history_after(
+        &given,
+        vec![report("w1", 20, with_params("k1")), report("w1", 21, with_params("k2"))],
+    );
+    let Err(AgendaError::Invalid(errors)) =
+        replay(&all).decide(&report("w1", 22, with_params("k3")))
+    else {
+        panic!("a third 100 KiB param is past 256 KiB merged")
+    };
+    assert_eq!(errors.errors[0].field, "operationProgress[0].params", "{errors:?}");
+    assert!(errors.errors[0].message.contains("262144"), "{errors:?}");
+    // The same key again replaces its value: the merged map does not grow.
+    assert!(replay(&all).decide(&report("w1", 22, with_params("k2"))).is_ok());
+}

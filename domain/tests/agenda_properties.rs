@@ -160,6 +160,7 @@ fn command(step: &Step, now: Timestamp) -> AgendaCommand {
                 diagnostics: vec![],
                 started: None,
                 completed: None,
+                params_bytes: Some(256 << 10),
                 operations: ops
                     .iter()
                     .map(|o| OperationReport {

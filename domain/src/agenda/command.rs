@@ -111,6 +111,11 @@ pub struct ProgressReport {
     pub completed: Option<Timestamp>,
     /// Operation progress entries; entries that change nothing are dropped.
     pub operations: Vec<OperationReport>,
+    /// The most bytes (compact JSON) an operation's params may take once a report's are
+    /// merged into them (the server's `--max-params-bytes`; `None`: not checked). Each
+    /// report's own map is checked by the server; merged, params reported a piece at a time
+    /// grew to the 1 MiB an event holds (popclient27).
+    pub params_bytes: Option<usize>,
 }
 
 /// One operation's progress as the executor reports it.

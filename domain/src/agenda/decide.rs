@@ -358,7 +358,7 @@ impl AgendaState {
             }
             _ => RUNNING_MESSAGE.to_string(),
         };
-        let mut events = vec![AgendaEvent::ProgressReported(AgendaProgressReported {
+        let reported = AgendaProgressReported {
             time: now,
             holder: holder.to_string(),
             lease_expires,
@@ -373,7 +373,9 @@ impl AgendaState {
                 &report.diagnostics,
             ),
             operations: changes,
-        })];
+        };
+        let mut events: Vec<AgendaEvent> =
+            in_parts(reported).into_iter().map(AgendaEvent::ProgressReported).collect();
         if let Some(outcome) = outcome {
             events.push(AgendaEvent::Completed(AgendaCompleted {
                 time: now,
@@ -562,7 +564,14 @@ impl AgendaState {
             }
             let current = found.and_then(|i| self.progress.operation_progress.get(i));
             if let Some(current) = current {
-                check_reported_params(&current.params, &r.params, &field, &r.name, &mut errors);
+                check_reported_params(
+                    &current.params,
+                    &r.params,
+                    report.params_bytes,
+                    &field,
+                    &r.name,
+                    &mut errors,
+                );
             }
             // An operation sent back as it is recorded (POP's executor echoes the whole
             // progress) is no new word, whatever a server before this rule recorded.
@@ -1030,6 +1039,44 @@ fn new_diagnostics(
     fresh
 }
 
+/// The most bytes (JSON) one `AgendaProgressReported` event takes when its report can be cut
+/// into parts: under the store's limit of 1 MiB per event (`pop_store::limits`), with room for
+/// an operation change that does not fit a part alone. A test of the application layer holds
+/// the two together.
+pub const REPORT_PART_BYTES: usize = 768 << 10;
+
+/// A report's event, or, when it is larger than [`REPORT_PART_BYTES`], the same in parts
+/// (popclient27: two results each within the limit on a result were refused together, as one
+/// event over 1 MiB; POP's executor sent the same report again, and the agenda failed when its
+/// attempts ran out). The first part carries the agenda's diagnostics and start; each carries
+/// whole operation changes, in order. Applied in turn they make the state the one event would.
+fn in_parts(reported: AgendaProgressReported) -> Vec<AgendaProgressReported> {
+    if crate::validate::json_bytes(&reported) <= REPORT_PART_BYTES {
+        return vec![reported];
+    }
+    let mut part = reported;
+    let changes = std::mem::take(&mut part.operations);
+    let mut size = crate::validate::json_bytes(&part);
+    let mut parts = Vec::new();
+    for change in changes {
+        let bytes = crate::validate::json_bytes(&change) + 1;
+        if !part.operations.is_empty() && size + bytes > REPORT_PART_BYTES {
+            let next = AgendaProgressReported {
+                started_time: None,
+                diagnostics: Vec::new(),
+                operations: Vec::new(),
+                ..part.clone()
+            };
+            parts.push(std::mem::replace(&mut part, next));
+            size = crate::validate::json_bytes(&part);
+        }
+        size += bytes;
+        part.operations.push(change);
+    }
+    parts.push(part);
+    parts
+}
+
 /// What an executor's `cancelled` is told: only pop cancels, when someone cancels the agenda.
 fn cancel_hint(word: &str) -> &'static str {
     if message::is_cancelled(word) {
@@ -1040,14 +1087,31 @@ fn cancel_hint(word: &str) -> &'static str {
 }
 
 /// Reported params must stay within the bounds a submission has: the merged map at most
-/// [`MAX_PARAMS_ENTRIES`] entries, no value nested deeper than [`MAX_PAYLOAD_DEPTH`].
+/// [`MAX_PARAMS_ENTRIES`] entries and `max_bytes` bytes, no value nested deeper than
+/// [`MAX_PAYLOAD_DEPTH`].
 fn check_reported_params(
     current: &Params,
     reported: &Params,
+    max_bytes: Option<usize>,
     field: &str,
     operation: &str,
     errors: &mut ValidationErrors,
 ) {
+    if let Some(max) = max_bytes.filter(|_| !reported.is_empty()) {
+        let mut merged = current.clone();
+        merged.merge(reported);
+        let bytes = crate::validate::json_bytes(&merged);
+        if bytes > max {
+            errors.push(
+                format!("{field}.params"),
+                format!(
+                    "operation {operation:?}'s params would take {bytes} bytes as JSON with \
+                     these merged into the ones it has; at most {max} are allowed (the \
+                     server's --max-params-bytes)"
+                ),
+            );
+        }
+    }
     let added = reported.iter().filter(|(key, _)| current.get(key).is_none()).count();
     if current.len() + added > MAX_PARAMS_ENTRIES {
         errors.push(

@@ -59,6 +59,7 @@ mod rerun;
 mod state;
 
 pub use command::{AgendaCommand, OperationReport, ProgressReport};
+pub use decide::REPORT_PART_BYTES;
 pub use error::AgendaError;
 pub use event::{
     AgendaCancelled, AgendaClaimed, AgendaCompleted, AgendaDiagnosticsAdded, AgendaEvent,
