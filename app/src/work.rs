@@ -379,14 +379,17 @@ impl App {
     ) -> AppResult<Vec<AgendaOutcome>> {
         let (answer, answered) = tokio::sync::oneshot::channel();
         let (app, caller, insight) = (self.clone(), caller.clone(), insight_id.to_string());
-        tokio::spawn(async move {
+        // The request's cid goes with it: what the claim logs names it (ops3am25: a failed
+        // claim's cause was logged with `cid="-"`).
+        let cid = caller.cid.clone();
+        tokio::spawn(crate::error::SERVING.scope(cid, async move {
             let claimed = app.claim(&caller, &insight, count).await;
             if let Err(Ok(orphans)) = answer.send(claimed) {
                 for orphan in orphans {
                     app.hand_back(&caller, &orphan).await;
                 }
             }
-        });
+        }));
         answered.await.unwrap_or_else(|_| Err(AppError::internal("claiming agendas", &TaskGone)))
     }
 
@@ -539,11 +542,13 @@ impl App {
                     Err(ExecuteError::Refused(_)) | Err(ExecuteError::Conflict { .. }) => {
                         services.claims().release(&id);
                     }
+                    // Said once, with its cause and the cid, where the error is answered
+                    // (`error::execute`; ops3am25: a line here without the cause, and one there
+                    // without the cid).
                     Err(e) => {
                         services.claims().release(&id);
-                        tracing::warn!(
+                        tracing::debug!(
                             agenda = &*id,
-                            error = &*e.to_string(),
                             cid = &*caller.cid,
                             "getAgenda: claim failed"
                         );
@@ -555,6 +560,13 @@ impl App {
                 if claimed.is_empty() {
                     return Err(error::execute(&format!("agenda {id:?}"), e));
                 }
+                tracing::warn!(
+                    agenda = &*id,
+                    error = %pop_domain::error::ErrorChain(&e),
+                    cid = &*caller.cid,
+                    "getAgenda: a claim failed; handing out the {} claimed before it",
+                    claimed.len()
+                );
                 // Hand out what was claimed; the leases of the rest are not ours anyway.
                 break;
             }

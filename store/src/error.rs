@@ -66,14 +66,13 @@ pub enum StoreError {
     #[error("stored events are corrupt: {0}")]
     Corrupt(String),
 
-    /// A write whose database went away while it committed (a PostgreSQL connection closed
-    /// with the group's COMMIT on its way): whether it was stored is not known (ops3am21: such
-    /// writes were stored, and answered "nothing was done").
-    #[error(
-        "the storage engine failed: committing a group of writes: the database connection \
-         closed before the commit was answered"
-    )]
+    /// A write whose commit failed past the point where it may already be stored (a
+    /// PostgreSQL connection closed with the group's COMMIT on its way; an IO error while
+    /// SQLite wrote or synced the commit): whether it was stored is not known (ops3am21,
+    /// ops3am25: such writes were stored, and answered "nothing was done"). `why` says which.
+    #[error("the storage engine failed: committing a group of writes: {why}")]
     OutcomeUnknown {
+        why: &'static str,
         #[source]
         source: Arc<dyn std::error::Error + Send + Sync>,
     },
@@ -115,7 +114,7 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             StoreError::Closed => true,
-            StoreError::Backend { source, .. } | StoreError::OutcomeUnknown { source } => {
+            StoreError::Backend { source, .. } | StoreError::OutcomeUnknown { source, .. } => {
                 unavailable_chain(source.as_ref())
             }
             _ => false,
@@ -254,7 +253,8 @@ mod outcome_tests {
     #[test]
     fn an_outcome_unknown_is_a_kind_of_its_own() {
         let closed = || std::io::Error::new(std::io::ErrorKind::ConnectionReset, "closed");
-        let unknown = StoreError::OutcomeUnknown { source: Arc::new(closed()) };
+        let why = crate::postgres::CONNECTION_CLOSED_IN_COMMIT;
+        let unknown = StoreError::OutcomeUnknown { why, source: Arc::new(closed()) };
         assert!(unknown.outcome_unknown());
         assert!(unknown.to_string().contains("before the commit was answered"), "{unknown}");
         assert!(!StoreError::backend("committing a group of writes", closed()).outcome_unknown());

@@ -229,6 +229,10 @@ async fn follow_database_clock(
     }
 }
 
+/// Why a PostgreSQL group's outcome is not known ([`StoreError::OutcomeUnknown`]).
+pub(crate) const CONNECTION_CLOSED_IN_COMMIT: &str =
+    "the database connection closed before the commit was answered";
+
 /// Called by a writer after it wrote a group and before it commits, with the transaction
 /// still open: tests use it to hold transactions open for random times.
 pub type CommitHook = Arc<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync>;

@@ -304,7 +304,10 @@ fn outcome_unknown_if_closed(e: StoreError) -> StoreError {
     if !closed {
         return e;
     }
-    StoreError::OutcomeUnknown { source: Arc::clone(source) }
+    StoreError::OutcomeUnknown {
+        why: super::CONNECTION_CLOSED_IN_COMMIT,
+        source: Arc::clone(source),
+    }
 }
 
 /// Commits a group; its answers, each with where it goes.

@@ -207,6 +207,21 @@ struct State {
     carry: Option<Request>,
 }
 
+/// A failed COMMIT. An IO error (SQLITE_IOERR: writing the WAL's frames or syncing them
+/// failed) may come after the commit frame reached the file, so whether the group is stored is
+/// not known (ops3am25: groups answered "nothing was done" on an fsync that failed were in the
+/// log after a restart; a resent submit was then refused as existing). Anything else (a full
+/// disk: the WAL could not grow) left the log as it was.
+fn commit_failed(e: rusqlite::Error) -> StoreError {
+    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::SystemIoFailure) {
+        return StoreError::OutcomeUnknown {
+            why: "the disk failed while the commit was written or synced (it may be stored)",
+            source: std::sync::Arc::new(e),
+        };
+    }
+    fatal("committing a group")(e)
+}
+
 fn fatal(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     move |e| StoreError::backend(context, e)
 }
@@ -509,7 +524,7 @@ fn apply_group(
             .and_then(|mut s| s.execute([head_sql]))
             .map_err(fatal("advancing the log head"))?;
     }
-    tx.commit().map_err(fatal("committing a group"))?;
+    tx.commit().map_err(commit_failed)?;
     Ok(Applied { head, overlay, answers })
 }
 
@@ -826,6 +841,22 @@ pub(crate) fn from_micros(micros: i64) -> Result<DateTime<Utc>, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::Patience;
+
+    /// A COMMIT that failed on an IO error (an fsync that failed: SQLITE_IOERR_FSYNC, 1034;
+    /// a write: SQLITE_IOERR_WRITE, 778) may be stored: said "outcome unknown", never "nothing
+    /// was done"; a full disk (SQLITE_FULL, 13) left the log as it was.
+    #[test]
+    fn a_commit_failed_on_io_is_an_unknown_outcome() {
+        let failure = |code| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
+        for io in [1034, 778, 10] {
+            let e = super::commit_failed(failure(io));
+            assert!(e.outcome_unknown(), "{io}: {e}");
+            assert!(e.is_unavailable(), "{io}: the store's condition, retried later");
+            assert!(e.to_string().contains("it may be stored"), "{e}");
+        }
+        let full = super::commit_failed(failure(13));
+        assert!(!full.outcome_unknown() && full.is_unavailable(), "{full}");
+    }
 
     /// Which of the next `n` groups wait, each waiting when it may and running out unless
     /// `kept`.
