@@ -587,7 +587,7 @@ impl App {
             && let Err(pop_store::ExecuteError::Refused(
                 pop_domain::config::ConfigError::AlreadyExists { .. },
             )) = &executed
-            && !self.sees_stored::<T>(caller, &id).await
+            && self.sees_stored::<T>(caller, &id).await == Some(false)
         {
             // Lost a race with another customer's create of the same id (hostile39: the
             // loser was told "already exists" 29 times in 40, where an id another customer
@@ -702,18 +702,15 @@ impl App {
         Ok(())
     }
 
-    /// The config object with this id; `None` when there is none the caller may see (the two
-    /// are indistinguishable on purpose).
-    /// Whether the caller sees the object stored under `id` now (its own, or shared with it).
-    async fn sees_stored<T: ConfigKind>(&self, caller: &Caller, id: &str) -> bool {
-        match self.commands().load::<ConfigAggregate<T>>(id).await {
-            Ok((state, _)) => {
-                state.live().is_some_and(|o| o.visible_to(&caller.principal.customers))
-            }
-            Err(_) => false,
-        }
+    /// Whether the caller sees the object stored under `id` now (its own, or shared with it);
+    /// `None` when it could not be read.
+    async fn sees_stored<T: ConfigKind>(&self, caller: &Caller, id: &str) -> Option<bool> {
+        let (state, _) = self.commands().load::<ConfigAggregate<T>>(id).await.ok()?;
+        Some(state.live().is_some_and(|o| o.visible_to(&caller.principal.customers)))
     }
 
+    /// The config object with this id; `None` when there is none the caller may see (the two
+    /// are indistinguishable on purpose).
     pub async fn config_by_id<T: ConfigKind>(
         &self,
         caller: &Caller,

@@ -385,7 +385,12 @@ pub fn unavailable(what: &str, detail: &StoreError) -> AppError {
     // cause, up to a budget a second, the rest at DEBUG and counted on the next WARN (ops3am25:
     // 2,000-3,400 WARN lines per 15 s outage, two or three per request, buried the ERROR that
     // said why).
-    let said = UNAVAILABLE.lock().map_or(Some(0), |mut b| b.say(std::time::Instant::now()));
+    // A write whose outcome is not known is always said: its cid is one an operator has to
+    // reconcile (review-s47).
+    let said = match detail.outcome_unknown() {
+        true => Some(0),
+        false => UNAVAILABLE.lock().map_or(Some(0), |mut b| b.say(std::time::Instant::now())),
+    };
     match said {
         Some(unsaid) => tracing::warn!(
             error = %ErrorChain(detail),

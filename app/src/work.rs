@@ -549,6 +549,7 @@ impl App {
                         services.claims().release(&id);
                         tracing::debug!(
                             agenda = &*id,
+                            error = %pop_domain::error::ErrorChain(&e),
                             cid = &*caller.cid,
                             "getAgenda: claim failed"
                         );
@@ -1042,16 +1043,6 @@ fn reported_percent(percent: f64) -> Option<f64> {
     (percent.is_finite() && percent >= 0.0).then_some(percent.min(100.0))
 }
 
-/// An operation whose reported result is larger than the server takes (`--max-payload-bytes`)
-/// is recorded without it, with a diagnostic naming the size and the limit, and the rest of
-/// its report is taken; reported COMPLETE, it is recorded COMPLETE/failed (`true`: the caller
-/// then fails an agenda the report calls succeeded). Refusing the whole report stalled the
-/// agenda: POP's executor sends a refused report again with every later one (it clears what it
-/// reports only after a success) and pop's worker stops on a refusal, so the agenda waited for
-/// its lease to run out, then ran again to the same end, with the reason nowhere the customer
-/// looks. The diagnostic is NOT_RETRYABLE (the same handler makes the same result): a rerun
-/// after the limit was raised runs it again. An interim result of a running operation is only
-/// dropped: the operation goes on.
 // A report's event is cut into parts under what the store takes in one event.
 const _: () =
     assert!(pop_domain::agenda::REPORT_PART_BYTES < pop_store::limits::MAX_EVENT_DATA_BYTES);
@@ -1068,6 +1059,16 @@ fn cut_diagnostics(
     diagnostics
 }
 
+/// An operation whose reported result is larger than the server takes (`--max-payload-bytes`)
+/// is recorded without it, with a diagnostic naming the size and the limit, and the rest of
+/// its report is taken; reported COMPLETE, it is recorded COMPLETE/failed (`true`: the caller
+/// then fails an agenda the report calls succeeded). Refusing the whole report stalled the
+/// agenda: POP's executor sends a refused report again with every later one (it clears what it
+/// reports only after a success) and pop's worker stops on a refusal, so the agenda waited for
+/// its lease to run out, then ran again to the same end, with the reason nowhere the customer
+/// looks. The diagnostic is NOT_RETRYABLE (the same handler makes the same result): a rerun
+/// after the limit was raised runs it again. An interim result of a running operation is only
+/// dropped: the operation goes on.
 fn fail_if_result_too_large(report: &mut OperationReport, max: usize) -> bool {
     let Some(result) = &report.result_payload else { return false };
     // As stored: a result sent as JSON text (POP's executor types it a String) is kept as a

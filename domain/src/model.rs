@@ -450,10 +450,11 @@ pub struct DiagnosticEvent {
     pub payload: Value,
 }
 
-/// The most bytes a diagnostic keeps of its `message`, its `stackTrace` and its `payload`: ten of them,
-/// on each operation and on the agenda, fit the events a report is stored in (popclient27: a
+/// The most bytes a diagnostic keeps of its `message`, its `stackTrace` (counted as text: a
+/// character JSON escapes takes more stored) and its `payload` (as JSON) (popclient27: a
 /// failure report with a 1.1 MB Java stack trace was refused whole, sent again, refused again,
-/// and the agenda failed as "timed out" with the cause nowhere).
+/// and the agenda failed as "timed out" with the cause nowhere). Ten of them beside a result
+/// at the payload limit can still pass what one event holds: that report is refused.
 pub const MAX_DIAGNOSTIC_TEXT_BYTES: usize = 32 << 10;
 
 impl DiagnosticEvent {

@@ -82,7 +82,8 @@ impl fmt::Display for LogField<'_> {
 
 /// Cuts `text` to at most `max` bytes, keeping its start (three quarters) and its end (the
 /// rest: a Java stack trace's "Caused by" is at the end) around a note of how much was cut,
-/// on characters' boundaries. Returns the bytes cut (0: it fitted).
+/// on characters' boundaries. Returns the bytes cut (0: it fitted). A `max` smaller than the
+/// note (~80 bytes) leaves the note alone, longer than `max`.
 pub fn cut_middle(text: &mut String, max: usize) -> usize {
     if text.len() <= max {
         return 0;

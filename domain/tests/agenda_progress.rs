@@ -677,4 +677,63 @@ fn reported_params_are_bounded_in_bytes_once_merged() {
     assert!(errors.errors[0].message.contains("262144"), "{errors:?}");
     // The same key again replaces its value: the merged map does not grow.
     assert!(replay(&all).decide(&report("w1", 22, with_params("k2"))).is_ok());
+
+    // Params already past the bound (grown before it was checked, or under a higher limit):
+    // an echo of them, or a report that does not grow them, is taken; one that grows them is
+    // not (review-s47: every echo was refused, and the agenda could not be reported on).
+    let unchecked = |key: &str| ProgressReport { params_bytes: None, ..with_params(key) };
+    let past = history_after(
+        &given,
+        vec![
+            report("w1", 20, unchecked("k1")),
+            report("w1", 21, unchecked("k2")),
+            report("w1", 22, unchecked("k3")),
+        ],
+    );
+    let echo = ProgressReport {
+        params_bytes: Some(256 << 10),
+        ..ops(vec![OperationReport {
+            params: replay(&past).operation("a").unwrap().params.clone(),
+            ..executing("a", 20.0)
+        }])
+    };
+    assert!(replay(&past).decide(&report("w1", 23, echo)).is_ok(), "an echo is taken");
+    assert!(replay(&past).decide(&report("w1", 23, with_params("k3"))).is_ok(), "no growth");
+    assert!(replay(&past).decide(&report("w1", 23, with_params("k4"))).is_err(), "growth");
+}
+
+/// The agenda's diagnostics and the first change that would pass a part together go in parts
+/// of their own (review-s47: the first part held both, past what one event may hold).
+#[test]
+fn a_reports_diagnostics_and_a_large_change_go_in_parts_of_their_own() {
+    use pop_domain::agenda::{AgendaEvent, REPORT_PART_BYTES};
+    let given = history(running(agenda_of(&["a"], json!({}))));
+    let diagnostics = (0..10)
+        .map(|i| DiagnosticEvent {
+            message: format!("{i}{}", "m".repeat(32_000)),
+            stack_trace: Some("t".repeat(32_000)),
+            ..Default::default()
+        })
+        .collect();
+    let report_of = ProgressReport {
+        diagnostics,
+        ..ops(vec![OperationReport {
+            result_payload: Some(json!({ "out": "x".repeat(400 << 10) })),
+            ..executing("a", 50.0)
+        }])
+    };
+    let events = replay(&given).decide(&report("w1", 20, report_of)).unwrap();
+    let parts: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            AgendaEvent::ProgressReported(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(parts.len(), 2);
+    assert!(parts[0].operations.is_empty() && parts[0].diagnostics.len() == 10);
+    assert!(parts[1].diagnostics.is_empty() && parts[1].operations.len() == 1);
+    for p in parts {
+        assert!(serde_json::to_vec(p).unwrap().len() <= REPORT_PART_BYTES);
+    }
 }

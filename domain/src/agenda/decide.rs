@@ -1040,9 +1040,10 @@ fn new_diagnostics(
 }
 
 /// The most bytes (JSON) one `AgendaProgressReported` event takes when its report can be cut
-/// into parts: under the store's limit of 1 MiB per event (`pop_store::limits`), with room for
-/// an operation change that does not fit a part alone. A test of the application layer holds
-/// the two together.
+/// into parts: under the store's limit of 1 MiB per event (`pop_store::limits`, held together
+/// by a compile-time assertion of the application layer), with room for an operation change
+/// larger than a part (one that passes 1 MiB alone, its result, diagnostics and params
+/// together, is refused by the store).
 pub const REPORT_PART_BYTES: usize = 768 << 10;
 
 /// A report's event, or, when it is larger than [`REPORT_PART_BYTES`], the same in parts
@@ -1060,12 +1061,18 @@ fn in_parts(reported: AgendaProgressReported) -> Vec<AgendaProgressReported> {
     let mut parts = Vec::new();
     for change in changes {
         let bytes = crate::validate::json_bytes(&change) + 1;
-        if !part.operations.is_empty() && size + bytes > REPORT_PART_BYTES {
+        // A part that holds anything (the agenda's diagnostics too) is closed before it would
+        // pass the bound (review-s47: diagnostics and the first change together did).
+        let holds = !part.operations.is_empty() || !part.diagnostics.is_empty();
+        if holds && size + bytes > REPORT_PART_BYTES {
             let next = AgendaProgressReported {
+                time: part.time,
+                holder: part.holder.clone(),
+                lease_expires: part.lease_expires,
+                message: part.message.clone(),
                 started_time: None,
                 diagnostics: Vec::new(),
                 operations: Vec::new(),
-                ..part.clone()
             };
             parts.push(std::mem::replace(&mut part, next));
             size = crate::validate::json_bytes(&part);
@@ -1097,11 +1104,14 @@ fn check_reported_params(
     operation: &str,
     errors: &mut ValidationErrors,
 ) {
-    if let Some(max) = max_bytes.filter(|_| !reported.is_empty()) {
-        let mut merged = current.clone();
-        merged.merge(reported);
+    // Only a report that changes the map, and only one that makes it larger past the bound:
+    // POP's executor echoes an operation's params with every report, and params already past
+    // it (grown before this check, or kept under a lower --max-params-bytes) must not lock the
+    // agenda out (review-s47).
+    let merged = max_bytes.and_then(|max| Some((max, merged_params(current, reported)?)));
+    if let Some((max, merged)) = merged {
         let bytes = crate::validate::json_bytes(&merged);
-        if bytes > max {
+        if bytes > max && bytes > crate::validate::json_bytes(current) {
             errors.push(
                 format!("{field}.params"),
                 format!(
