@@ -67,6 +67,8 @@ impl Client {
         if args.token.as_ref().is_some_and(|token| !from_env("POP_TOKEN", token)) {
             next_step_flags.push_str(" --token <the same token>");
         }
+        // (The first client of the process names them: a command makes one.)
+        let _ = crate::output::NEXT_STEP_FLAGS.set(next_step_flags.clone());
         Ok(Client {
             http: reqwest::Client::new(),
             base: args.server.trim_end_matches('/').to_owned(),

@@ -267,16 +267,33 @@ pub fn command(verb: &str, id: &str, customer: Option<&str>, flags: &[&str]) -> 
         None => {}
     }
     tail.extend(flags.iter().map(|f| f.to_string()));
-    let mut words = vec!["pop".to_string(), verb.to_string()];
+    let quoted = |words: &[String]| words.iter().map(|w| shell_word(w)).collect::<Vec<_>>();
+    let mut line = format!("pop {}", shell_word(verb));
+    // The connection flags, quoted already, go before a `--` (after it they would be ids).
+    let connection = NEXT_STEP_FLAGS.get().map_or("", String::as_str);
     if id.starts_with('-') {
-        words.extend(tail);
-        words.extend(["--".to_string(), id.to_string()]);
+        for word in quoted(&tail) {
+            line.push(' ');
+            line.push_str(&word);
+        }
+        line.push_str(connection);
+        line.push_str(&format!(" -- {}", shell_word(id)));
     } else {
-        words.push(id.to_string());
-        words.extend(tail);
+        line.push_str(&format!(" {}", shell_word(id)));
+        for word in quoted(&tail) {
+            line.push(' ');
+            line.push_str(&word);
+        }
+        line.push_str(connection);
     }
-    words.iter().map(|w| shell_word(w)).collect::<Vec<_>>().join(" ")
+    line
 }
+
+/// The flags this invocation's client was given that the next command needs too (`--server`,
+/// `--token <the same token>`, `--data-dir`: [`crate::client::Client::next_step_flags`]), set
+/// once its client is made; every command a hint prints takes them (newcomer20: `watch it:`
+/// lines, and the exit-5 hints, went to the default server).
+pub static NEXT_STEP_FLAGS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// How to name agenda `id` of `customer` on a command line, for a hint that tells what to add
 /// to the command just typed: `<id> with --customer <customer>`, each a shell word, an id or

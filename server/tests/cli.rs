@@ -476,6 +476,28 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     // Its cancel names the customer (hostile29: pasted without it, a look-alike id of another
     // customer's was cancelled).
     assert!(skip.stdout.contains("pop cancel twin-cli --customer acme"), "{}", ctx(&skip));
+    // Given as flags, the connection goes with every command a hint prints (newcomer20: the
+    // `watch it:` lines went to the default server), before a `--` and never the token.
+    let mut flagged = pop_command();
+    flagged
+        .args(["rerun", "twin-cli", "--customer", "acme", "--mode", "skip-execution"])
+        .args(["--server", &server.base(), "--token", &server.admin])
+        .current_dir(root())
+        .env_remove("POP_SERVER")
+        .env_remove("POP_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let flagged = finish(flagged.spawn().expect("spawning pop"), &["rerun"]);
+    assert_eq!(flagged.code, 0, "{}", ctx(&flagged));
+    let hint = flagged
+        .stdout
+        .split('(')
+        .find(|part| part.starts_with("pop cancel twin-cli"))
+        .unwrap_or_else(|| panic!("no cancel hint: {}", ctx(&flagged)));
+    assert!(hint.contains("--server") && hint.contains(&server.base()), "{}", ctx(&flagged));
+    assert!(hint.contains("--token <the same token>"), "{}", ctx(&flagged));
+    assert!(!flagged.stdout.contains(&server.admin), "the token is not printed: {}", ctx(&flagged));
     // An agenda named as the server's log names it (customer/id) is found (ops3am13).
     for (verb, id) in
         [("audit", "acme/twin-cli"), ("events", "acme/twin-cli"), ("progress", "acme/twin-cli")]

@@ -508,7 +508,19 @@ pub(crate) fn check_pruned(
             });
             return report;
         }
-        let reason = if tail.count != wanted || tail.last_version != reached {
+        let rows_whole = u64::try_from(tail.last_version + 1).is_ok_and(|n| n == tail.count)
+            && tail.last_link.as_ref().map(|h| &h[..]) == s.head.as_deref();
+        let reason = if (tail.count != wanted || tail.last_version != reached) && rows_whole {
+            // The rows run from version 0 without a gap and end in the head hash the tombstone
+            // kept: it is the tombstone's version that does not agree (auditor34: an edited
+            // tombstone version was said to be a deleted hash row).
+            format!(
+                "the deleted stream's tombstone says it reached version {reached}, but its {} \
+                 hash rows run from version 0 to {} without a gap and end in the head hash the \
+                 tombstone kept: the tombstone's version was changed",
+                tail.count, tail.last_version
+            )
+        } else if tail.count != wanted || tail.last_version != reached {
             format!(
                 "the deleted stream reached version {reached}, but {} hash rows of it are kept, \
                  the last at version {}: a hash row was deleted",

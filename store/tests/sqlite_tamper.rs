@@ -296,6 +296,16 @@ async fn a_deleted_stream_keeps_its_head_and_still_verifies() {
             "was changed",
         ),
         (format!("DELETE FROM pruned WHERE stream_id = {c} AND version = 0"), "was deleted"),
+        // The tombstone's version edited, its rows whole: the tombstone is named, not a row
+        // (auditor34: said "a hash row was deleted", up or down).
+        (
+            "UPDATE streams SET version = 2 WHERE name = 'c'".to_string(),
+            "the tombstone's version was changed",
+        ),
+        (
+            "UPDATE streams SET version = 0 WHERE name = 'c'".to_string(),
+            "the tombstone's version was changed",
+        ),
         // Moved (auditor20: each passed, was sealed, then made export refuse for good or
         // blamed the next real event): past the log's head, onto an event's position, before
         // the row of an earlier version.

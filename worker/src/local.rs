@@ -157,6 +157,9 @@ pub struct StdoutResult {
     /// The size of a JSON-looking line cut by the reader since the last progress or result
     /// line: the result the handler meant, too large to take.
     cut_json: Option<usize>,
+    /// The last stdout line, when it was a progress line with a `message` (a handler that
+    /// meant `{"message": "done"}` as its result: read as progress, and the result is null).
+    last_progress_message: Option<String>,
 }
 
 fn is_progress_key(key: &str) -> bool {
@@ -166,6 +169,9 @@ fn is_progress_key(key: &str) -> bool {
 impl StdoutResult {
     /// Takes one stdout line and says what it was.
     pub fn line(&mut self, line: &str) -> StdoutLine {
+        if !line.trim().is_empty() {
+            self.last_progress_message = None;
+        }
         match serde_json::from_str::<Value>(line) {
             Ok(Value::Object(mut object)) if object.contains_key("result") => {
                 if object.keys().all(|k| k == "result" || is_progress_key(k)) {
@@ -177,6 +183,8 @@ impl StdoutResult {
             Ok(Value::Object(object))
                 if !object.is_empty() && object.keys().all(|k| is_progress_key(k)) =>
             {
+                self.last_progress_message =
+                    object.contains_key("message").then(|| line.trim().to_string());
                 self.trailing.clear();
                 self.trailing_bytes = 0;
                 self.overflowed = false;
@@ -222,6 +230,24 @@ impl StdoutResult {
     /// The output, once stdout has ended; `Err(size)` when the last thing that looked like
     /// the result was a JSON line too large to read.
     pub fn finish(self) -> Result<Value, usize> {
+        let last_progress_message = self.last_progress_message.clone();
+        let result = self.result()?;
+        if result.is_null()
+            && let Some(line) = last_progress_message
+        {
+            // Said, not guessed at: the contract reads it as progress (newcomer20: the result
+            // was dropped without a word, and a later `@<op.out::/message>` failed).
+            tracing::info!(
+                last_line = %pop_domain::text::log_field(&line),
+                "the handler ended without a result: its last stdout line has only \
+                 percent/message keys, which is a progress line; print {{\"result\": …}} to \
+                 return it as the result"
+            );
+        }
+        Ok(result)
+    }
+
+    fn result(self) -> Result<Value, usize> {
         if let Some(result) = self.explicit {
             return Ok(result);
         }
@@ -858,6 +884,27 @@ mod tests {
             output(&[r#"{"result": "ok", "file": "x"}"#]),
             json!({"result": "ok", "file": "x"})
         );
+    }
+
+    /// A last line of only `message` (and `percent`) is progress, never the result; that it
+    /// was is remembered for the line the worker logs (newcomer20: dropped without a word).
+    #[test]
+    fn a_last_message_only_line_is_progress_and_noted() {
+        let note = |lines: &[&str]| {
+            let mut out = StdoutResult::default();
+            for line in lines {
+                out.line(line);
+            }
+            out.last_progress_message.clone()
+        };
+        assert_eq!(output(&[r#"{"message": "done"}"#]), Value::Null);
+        assert_eq!(note(&[r#"{"message": "done"}"#]).as_deref(), Some(r#"{"message": "done"}"#));
+        assert_eq!(
+            note(&[r#"{"message": "done"}"#, ""]).as_deref(),
+            Some(r#"{"message": "done"}"#)
+        );
+        assert_eq!(note(&[r#"{"percent": 100}"#]), None, "a percent alone is plainly progress");
+        assert_eq!(note(&[r#"{"message": "half"}"#, "log"]), None, "not the last line");
     }
 
     #[test]
