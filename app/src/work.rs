@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use pop_domain::agenda::{AgendaCommand, AgendaState, OperationReport, ProgressReport};
 use pop_domain::model::{AgendaProgress, Insight};
-use pop_domain::validate::{check_id, check_size};
+use pop_domain::validate::check_id;
 use pop_projections::{AgendaOrder, AgendaQuery, ChangeKind, Phase, ReadModels, Visibility};
 use pop_store::{EventMetadata, ExecuteError};
 
@@ -423,6 +423,43 @@ impl App {
         }
     }
 
+    /// A claim whose commit failed past the point where it may be stored (the store's outcome
+    /// unknown): nobody was answered its lease, so if it was stored its agenda would wait the
+    /// lease out and then lose an attempt to the reclaimer (ops3am25). Once the store answers
+    /// again, that lease is released if the agenda holds it; a claim that was not stored is
+    /// refused as not the current lease, and nothing is done. Tried once a second for up to a
+    /// minute.
+    fn hand_back_if_stored(&self, caller: &Caller, key: &str, customer: &str, lease_id: &str) {
+        let (app, caller) = (self.clone(), caller.clone());
+        let (key, customer, lease_id) =
+            (key.to_string(), customer.to_string(), lease_id.to_string());
+        tokio::spawn(async move {
+            for _ in 0..60 {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                let command = AgendaCommand::Release {
+                    holder: caller.principal.name.clone(),
+                    lease_id: lease_id.clone(),
+                    now: app.now(),
+                };
+                let metadata = metadata(&caller, &customer, "releaseAgenda");
+                match app.commands().execute::<AgendaState>(&key, &metadata, &command).await {
+                    Ok(_) => {
+                        tracing::warn!(
+                            agenda = &*key,
+                            cid = &*caller.cid,
+                            "a claim whose commit had failed was stored after all: handed back"
+                        );
+                        return;
+                    }
+                    Err(ExecuteError::Store(s)) if s.is_unavailable() => continue,
+                    // Not its lease (the claim was not stored), or anything else: nothing of
+                    // ours to hand back.
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+
     async fn claim(
         &self,
         caller: &Caller,
@@ -500,9 +537,10 @@ impl App {
             };
             let attempts = round.iter().map(|(id, customer, _)| {
                 let now = self.now();
+                let lease_id = Uuid::now_v7().to_string();
                 let command = AgendaCommand::Claim {
                     holder: holder.clone(),
-                    lease_id: Uuid::now_v7().to_string(),
+                    lease_id: lease_id.clone(),
                     lease_expires: now + services.config().lease,
                     now,
                 };
@@ -517,12 +555,14 @@ impl App {
                     };
                     let executed =
                         services.commands().execute::<AgendaState>(id, &metadata, &command).await;
-                    (now, executed)
+                    (now, lease_id, executed)
                 }
             });
             let results = join_all(attempts).await;
             let mut failure = None;
-            for ((id, _, queued_ms), (now, executed)) in round.into_iter().zip(results) {
+            for ((id, customer, queued_ms), (now, lease_id, executed)) in
+                round.into_iter().zip(results)
+            {
                 metrics::command("getAgenda", &executed);
                 match executed {
                     Ok(executed) => {
@@ -547,6 +587,11 @@ impl App {
                     // without the cid).
                     Err(e) => {
                         services.claims().release(&id);
+                        if let ExecuteError::Store(s) = &e
+                            && s.outcome_unknown()
+                        {
+                            self.hand_back_if_stored(caller, &id, &customer, &lease_id);
+                        }
                         tracing::debug!(
                             agenda = &*id,
                             error = %pop_domain::error::ErrorChain(&e),
@@ -745,16 +790,11 @@ impl App {
                     "the operation's processingState is required",
                 ));
             }
+            // A report's params are bounded once merged into the operation's, by the domain
+            // (`ProgressReport::params_bytes`): checked here on their own, an echo of params
+            // already past the bound (POP's executor sends them with every report) was refused
+            // before the domain could take it (popclient28).
             let limits = self.config().size_limits();
-            let mut too_large = pop_domain::error::ValidationErrors::new();
-            let at = format!("agendaProgress.operationProgress[{index}]");
-            check_size(&mut too_large, &format!("{at}.params"), &op.params, limits.params_bytes);
-            if !too_large.is_empty() {
-                return Err(AppError::validation(
-                    &format!("the report of agendaProgress {sent_id:?}"),
-                    too_large,
-                ));
-            }
             let mut report = OperationReport {
                 name: op.operation.into(),
                 state: op.processing_state,

@@ -1,0 +1,75 @@
+//! An operation's params are bounded once a report's are merged in (`--max-params-bytes`),
+//! and only against growth: POP's executor echoes an operation's params with every report, so
+//! params already past the bound (grown before it was checked, or kept under a lower limit
+//! after a restart) must not lock the agenda out (popclient28: every echo was refused, even
+//! the COMPLETE reports, and the agenda stalled until its lease ran out).
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use pop_app::configs::ConfigOp;
+use pop_app::{App, AppConfig, Caller, Principal, Role};
+use pop_domain::agenda::{AgendaCommand, AgendaState, key};
+use pop_domain::model::{Customer, Insight, ResourcePool};
+use pop_projections::{Runner, RunnerConfig};
+use pop_store::{Commands, Durability, EventMetadata, EventStore, SqliteOptions, SqliteStore};
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn params_past_a_lowered_bound_are_echoed_but_do_not_grow() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = SqliteOptions { durability: Durability::Normal, ..SqliteOptions::default() };
+    let store: Arc<dyn EventStore> =
+        Arc::new(SqliteStore::open(dir.path().join("pop.db"), options).await.unwrap());
+    let (runner, projections) = Runner::start(Arc::clone(&store), RunnerConfig::default()).await;
+    tokio::spawn(async move { runner.run(std::future::pending()).await.unwrap() });
+    let commands = Arc::new(Commands::new(Arc::clone(&store)));
+    let app = |config: AppConfig| {
+        App::new(Arc::clone(&store), Arc::clone(&commands), projections.clone(), config)
+    };
+    let before = app(AppConfig::default());
+    let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
+    let pool = json!({"id": "pool", "customerId": "ops", "title": "pool"});
+    before.configure::<ResourcePool>(&admin, ConfigOp::Create(pool), None, None).await.unwrap();
+    let customer = json!({"id": "acme", "title": "acme", "resourcePoolId": "pool"});
+    before.configure::<Customer>(&admin, ConfigOp::Create(customer), None, None).await.unwrap();
+    let insight = json!({"id": "work", "customerId": "acme", "title": "work",
+        "resourcePoolId": "pool", "queueSize": 10, "mappers": {"operationType": ["work"]}});
+    before.configure::<Insight>(&admin, ConfigOp::Create(insight), None, None).await.unwrap();
+    let user = Caller::new(Principal::new("acme-user", Role::User, &["acme"]), "test");
+    let agenda = json!({"id": "a1", "customerId": "acme",
+        "operations": [{"name": "only", "type": "work", "payload": {}}]});
+    before.submit(&user, agenda, None, None).await.unwrap();
+    let metadata = EventMetadata { customer_id: Some("acme".into()), ..EventMetadata::default() };
+    let queue = AgendaCommand::Queue { now: Utc::now() };
+    commands.execute::<AgendaState>(&key("acme", "a1"), &metadata, &queue).await.unwrap();
+    before.settle(None).await.unwrap();
+    let worker = Caller::new(Principal::new("w1", Role::Service, &["acme"]), "test");
+    let claimed = before.get_agenda(&worker, "work", 1, None).await.unwrap();
+    let lease = claimed[0].lease().unwrap().lease_id.clone();
+    let report = |state: &str, params: Value| {
+        json!({"id": "a1", "processingState": "EXECUTING", "operationProgress": [
+            {"operation": "only", "processingState": state,
+             "processingStateMessage": if state == "COMPLETE" { json!("succeeded") } else { Value::Null },
+             "params": params}]})
+    };
+    let big = json!({"log": "p".repeat(150_000)});
+    before.report(&worker, report("EXECUTING", big.clone()), Some(&lease), None).await.unwrap();
+
+    // The limit lowered under the params the operation has.
+    let after = app(AppConfig { max_params_bytes: 100_000, ..AppConfig::default() });
+    // The echo is taken; a report that grows them is refused, naming the field.
+    after.report(&worker, report("EXECUTING", big.clone()), Some(&lease), None).await.unwrap();
+    let mut grown = big.clone();
+    grown["more"] = json!("x");
+    let refused =
+        after.report(&worker, report("EXECUTING", grown), Some(&lease), None).await.unwrap_err();
+    assert_eq!(refused.code, pop_app::Code::Validation, "{}", refused.message);
+    assert!(refused.message.contains("operationProgress[0].params"), "{}", refused.message);
+    assert!(refused.message.contains("at most 100000"), "{}", refused.message);
+    // So is its completion with the echo: the agenda ends.
+    let done = after.report(&worker, report("COMPLETE", big), Some(&lease), None).await.unwrap();
+    assert_eq!(done.progress().processing_state_message.as_deref(), Some("succeeded"));
+}
