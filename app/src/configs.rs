@@ -702,11 +702,18 @@ impl App {
         Ok(())
     }
 
-    /// Whether the caller sees the object stored under `id` now (its own, or shared with it);
-    /// `None` when it could not be read.
+    /// Whether the caller sees the object stored under `id` now, live or deleted since (its
+    /// own, or shared with it); `None` when there is none or it could not be read (hostile40:
+    /// an owner's create racing its own delete was told NOT_FOUND, the object deleted by the
+    /// time it was read back).
     async fn sees_stored<T: ConfigKind>(&self, caller: &Caller, id: &str) -> Option<bool> {
         let (state, _) = self.commands().load::<ConfigAggregate<T>>(id).await.ok()?;
-        Some(state.live().is_some_and(|o| o.visible_to(&caller.principal.customers)))
+        match &state.lifecycle {
+            Lifecycle::Live(o) | Lifecycle::Deleted(o) => {
+                Some(o.visible_to(&caller.principal.customers))
+            }
+            Lifecycle::Absent => None,
+        }
     }
 
     /// The config object with this id; `None` when there is none the caller may see (the two
