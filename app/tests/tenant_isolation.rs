@@ -637,7 +637,6 @@ async fn the_loser_of_a_create_race_with_another_customer_is_answered_not_found(
     let admin_of = |tenant: &str| {
         Caller::new(Principal::new(&format!("{tenant}-admin"), Role::Admin, &[tenant]), "test")
     };
-    let (acme, globex) = (admin_of("acme"), admin_of("globex"));
     for tenant in ["acme", "globex"] {
         let pool = json!({"id": format!("{tenant}-pool"), "customerId": tenant, "title": "own"});
         w.app
@@ -657,48 +656,35 @@ async fn the_loser_of_a_create_race_with_another_customer_is_answered_not_found(
     let mut refused = Vec::new();
     for round in 0..12 {
         let id = format!("race-{round}");
-        let (a, g) = tokio::join!(
-            w.app.configure::<ResourcePool>(&acme, ConfigOp::Create(pool("acme", &id)), None, None),
-            w.app.configure::<ResourcePool>(
-                &globex,
-                ConfigOp::Create(pool("globex", &id)),
-                None,
-                None
-            ),
-        );
-        refused.push(("pool", a.is_ok(), code(&a), code(&g)));
+        refused.push(("pool", both_create::<ResourcePool>(&w, &id, &pool).await));
         let id = format!("race-insight-{round}");
-        let (a, g) = tokio::join!(
-            w.app.configure::<Insight>(&acme, ConfigOp::Create(insight("acme", &id)), None, None),
-            w.app.configure::<Insight>(
-                &globex,
-                ConfigOp::Create(insight("globex", &id)),
-                None,
-                None
-            ),
-        );
-        refused.push(("insight", a.is_ok(), code(&a), code(&g)));
+        refused.push(("insight", both_create::<Insight>(&w, &id, &insight).await));
         let id = format!("race-template-{round}");
-        let (a, g) = tokio::join!(
-            w.app.configure::<AgendaTemplate>(
-                &acme,
-                ConfigOp::Create(template("acme", &id)),
-                None,
-                None
-            ),
-            w.app.configure::<AgendaTemplate>(
-                &globex,
-                ConfigOp::Create(template("globex", &id)),
-                None,
-                None
-            ),
-        );
-        refused.push(("template", a.is_ok(), code(&a), code(&g)));
+        refused.push(("template", both_create::<AgendaTemplate>(&w, &id, &template).await));
     }
-    for (kind, acme_won, a, g) in refused {
+    for (kind, (acme_won, a, g)) in refused {
         // Exactly one of the two is created; the other is NOT_FOUND.
         let (won, lost) = if acme_won { (a, g) } else { (g, a) };
         assert_eq!(won, None, "{kind}: one create goes through");
         assert_eq!(lost.as_deref(), Some("NotFound"), "{kind}: the loser is answered NOT_FOUND");
     }
+}
+
+/// acme's and globex's admins create `id` at once (`make(customer, id)`): whether acme's went
+/// through, and the code each was refused with.
+async fn both_create<T: pop_app::configs::ConfigKind>(
+    w: &World,
+    id: &str,
+    make: impl Fn(&str, &str) -> Value,
+) -> (bool, Option<String>, Option<String>) {
+    use pop_app::configs::ConfigOp;
+    let admin_of = |tenant: &str| {
+        Caller::new(Principal::new(&format!("{tenant}-admin"), Role::Admin, &[tenant]), "test")
+    };
+    let (acme, globex) = (admin_of("acme"), admin_of("globex"));
+    let (a, g) = tokio::join!(
+        w.app.configure::<T>(&acme, ConfigOp::Create(make("acme", id)), None, None),
+        w.app.configure::<T>(&globex, ConfigOp::Create(make("globex", id)), None, None),
+    );
+    (a.is_ok(), code(&a), code(&g))
 }

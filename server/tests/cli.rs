@@ -47,6 +47,20 @@ fn pop(server: &Pop, args: &[&str]) -> Run {
     finish(cmd.spawn().expect("spawning pop"), args)
 }
 
+/// [`pop`] with the server and the admin token given as flags, not by the environment.
+fn pop_flagged(server: &Pop, args: &[&str]) -> Run {
+    let mut cmd = pop_command();
+    cmd.args(args)
+        .args(["--server", &server.base(), "--token", &server.admin])
+        .current_dir(root())
+        .env_remove("POP_SERVER")
+        .env_remove("POP_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    finish(cmd.spawn().expect("spawning pop"), args)
+}
+
 fn finish(mut child: Child, what: &[&str]) -> Run {
     let deadline = Instant::now() + WAIT * 2;
     // Drain both pipes on threads so a chatty command never blocks on a full pipe.
@@ -187,16 +201,7 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     assert!(!other_types.stdout.contains("of type long"), "{}", ctx(&other_types));
     // Given as flags (newcomer8: the hint dropped them, and the worker it gave went to the
     // default address with the data directory's token).
-    let mut flagged = pop_command();
-    flagged
-        .args(["init", "--server", &server.base(), "--token", &server.admin])
-        .current_dir(root())
-        .env_remove("POP_SERVER")
-        .env_remove("POP_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let flagged = finish(flagged.spawn().expect("spawning pop"), &["init"]);
+    let flagged = pop_flagged(&server, &["init"]);
     let hint =
         format!("next: pop worker --server {} --token <the same token> --insight", server.base());
     assert!(flagged.stdout.contains(&hint), "{}", ctx(&flagged));
@@ -478,17 +483,10 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     assert!(skip.stdout.contains("pop cancel twin-cli --customer acme"), "{}", ctx(&skip));
     // Given as flags, the connection goes with every command a hint prints (newcomer20: the
     // `watch it:` lines went to the default server), before a `--` and never the token.
-    let mut flagged = pop_command();
-    flagged
-        .args(["rerun", "twin-cli", "--customer", "acme", "--mode", "skip-execution"])
-        .args(["--server", &server.base(), "--token", &server.admin])
-        .current_dir(root())
-        .env_remove("POP_SERVER")
-        .env_remove("POP_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let flagged = finish(flagged.spawn().expect("spawning pop"), &["rerun"]);
+    let flagged = pop_flagged(
+        &server,
+        &["rerun", "twin-cli", "--customer", "acme", "--mode", "skip-execution"],
+    );
     assert_eq!(flagged.code, 0, "{}", ctx(&flagged));
     let hint = flagged
         .stdout

@@ -361,28 +361,12 @@ async fn append_latency(args: &Args, appends: u64) -> Result<(Duration, Duration
         Kind::Postgres { url, .. } if args.pg_statements => Some(Statements::reset(url).await?),
         _ => None,
     };
-    let mut times = run_lifecycles(bench.store.clone(), 0, appends, true).await?;
+    let times = run_lifecycles(bench.store.clone(), 0, appends, true).await?;
     if let Some(stats) = stats {
         stats.print(appends).await?;
     }
     bench.close().await?;
-    let total: Duration = times.iter().sum();
-    times.sort();
-    let at =
-        |q: f64| times.get(((times.len() as f64 - 1.0) * q) as usize).copied().unwrap_or_default();
-    // The tail behind the mean: the throughput of one appender is 1 / mean, not 1 / p50.
-    let slow: Duration = times.iter().filter(|t| **t >= Duration::from_millis(1)).sum();
-    println!(
-        "  (latency run: mean {:.0} µs, p90 {:.0}, p99.9 {:.0}, max {:.0} µs; appends of 1 ms or \
-         more: {}, {:.0}% of the time)",
-        total.as_secs_f64() * 1e6 / times.len().max(1) as f64,
-        at(0.90).as_secs_f64() * 1e6,
-        at(0.999).as_secs_f64() * 1e6,
-        times.last().copied().unwrap_or_default().as_secs_f64() * 1e6,
-        times.iter().filter(|t| **t >= Duration::from_millis(1)).count(),
-        100.0 * slow.as_secs_f64() / total.as_secs_f64().max(f64::MIN_POSITIVE),
-    );
-    Ok((at(0.50), at(0.99)))
+    Ok(p50_p99(times, "appends"))
 }
 
 /// The cluster settings `--pg-statements` needs.
@@ -509,21 +493,26 @@ async fn subscriber_latency(args: &Args, probes: u64) -> Result<(Duration, Durat
         // Spread the probes out a little, as requests would be.
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let mut times = receiver.await.map_err(|e| StoreError::backend("subscriber task", e))??;
+    let times = receiver.await.map_err(|e| StoreError::backend("subscriber task", e))??;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for t in load {
         t.await.map_err(|e| StoreError::backend("load task", e))??;
     }
     bench.close().await?;
+    Ok(p50_p99(times, "deliveries"))
+}
+
+/// The p50 and p99 of `times`, after a line with their mean and tail (`what` they time): the
+/// throughput of one appender is 1 / its mean, not 1 / its p50.
+fn p50_p99(mut times: Vec<Duration>, what: &str) -> (Duration, Duration) {
     let total: Duration = times.iter().sum();
     times.sort();
     let at =
         |q: f64| times.get(((times.len() as f64 - 1.0) * q) as usize).copied().unwrap_or_default();
-    // The tail behind the mean: the throughput of one appender is 1 / mean, not 1 / p50.
     let slow: Duration = times.iter().filter(|t| **t >= Duration::from_millis(1)).sum();
     println!(
-        "  (latency run: mean {:.0} µs, p90 {:.0}, p99.9 {:.0}, max {:.0} µs; appends of 1 ms or \
-         more: {}, {:.0}% of the time)",
+        "  ({what}: mean {:.0} µs, p90 {:.0}, p99.9 {:.0}, max {:.0} µs; of 1 ms or more: {}, \
+         {:.0}% of the time)",
         total.as_secs_f64() * 1e6 / times.len().max(1) as f64,
         at(0.90).as_secs_f64() * 1e6,
         at(0.999).as_secs_f64() * 1e6,
@@ -531,7 +520,7 @@ async fn subscriber_latency(args: &Args, probes: u64) -> Result<(Duration, Durat
         times.iter().filter(|t| **t >= Duration::from_millis(1)).count(),
         100.0 * slow.as_secs_f64() / total.as_secs_f64().max(f64::MIN_POSITIVE),
     );
-    Ok((at(0.50), at(0.99)))
+    (at(0.50), at(0.99))
 }
 
 /// A store holding `events` lifecycle events, written in lifecycle-sized appends.
