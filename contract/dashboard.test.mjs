@@ -491,6 +491,38 @@ test("a failed operation's reason is on its row, without a click", async () => {
   assert.equal(text, 'failed: probe: no such file s3://in/m.mov');
 });
 
+test("a failure's 32 KiB reason neither widens nor lengthens the agenda page", async () => {
+  // dash14: a reason without spaces made the page 167,601 px wide, one with spaces a row
+  // 8,333 px tall; the server keeps 32 KiB of it.
+  const failing = await submit(T.acme, { ...threeOps('acme', 'batch-long'), params: { maximumAttempts: '1' } });
+  const lease = await claim(failing.id);
+  const reason = 'E'.repeat(40000);
+  await gql(T.acmeService, 'mutation($p: JSON!, $l: String) { updateAgendaProgress(agendaProgress: $p, leaseId: $l) { position } }', {
+    p: {
+      id: failing.progressId,
+      processingState: 'EXECUTING',
+      operationProgress: [{ operation: 'probe', processingState: 'COMPLETE', processingStateMessage: 'failed',
+        diagnosticEvents: [{ message: reason }] }],
+    },
+    l: lease,
+  });
+  await acmePage.goto(BASE + `/#/agenda/acme/${encodeURIComponent(failing.id)}`);
+  const cell = '#op-list tr[data-op="probe"] td.message';
+  await acmePage.waitForFunction((c) => /^failed: E/.test((document.querySelector(c) || {}).textContent || ''), { timeout: WAIT }, cell);
+  const text = await acmePage.$eval(cell, (td) => td.textContent);
+  assert.ok(text.length <= 300 && text.endsWith('…'), `the row's reason is cut: ${text.length} characters`);
+  const wide = await acmePage.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+  assert.ok(wide[0] <= wide[1] + 1, `the page is ${wide[0]} px wide in a ${wide[1]} px window`);
+  // Opened, the whole reason (as the server keeps it) scrolls in a box of its own.
+  await acmePage.click('#op-list tr[data-op="probe"]');
+  await acmePage.waitForSelector('.diag-message', { timeout: WAIT });
+  const box = await acmePage.$eval('.diag-message', (m) => [m.textContent.length, m.clientHeight, m.scrollHeight]);
+  assert.ok(box[0] > 30000 && box[0] <= 32768, `the kept reason: ${box[0]} characters`);
+  assert.ok(box[1] <= 160 && box[2] > box[1], `its box: ${box[1]} px of ${box[2]}`);
+  const after = await acmePage.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+  assert.ok(after[0] <= after[1] + 1, `opened, the page is ${after[0]} px wide in a ${after[1]} px window`);
+});
+
 test('a server that stops answering is said, and the page reads everything again when it is back', async () => {
   const page = await newPage();
   await signIn(page, T.acme);

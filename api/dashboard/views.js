@@ -609,13 +609,19 @@ class OpRow extends Component {
   }
 }
 
+/// Characters of a message the operations table shows: a failure's reason may be 32 KiB
+/// (dash14: one without spaces made the page 167,601 px wide); the whole of it is in the
+/// operation's diagnostics, opened from its row.
+const ROW_MESSAGE_CHARS = 300;
+
 /// An operation's message, with the reason of a failure (its last diagnostic) beside it: the
-/// first thing a user looks for, as `pop progress` prints it.
+/// first thing a user looks for, as `pop progress` prints it; cut to [`ROW_MESSAGE_CHARS`].
 function messageOf(o) {
   const message = o.processingStateMessage || '';
   const events = o.diagnosticEvents || [];
   if (!/^failed$/i.test(message) || !events.length) return message;
-  return `${message}: ${events[events.length - 1].message}`;
+  const line = `${message}: ${events[events.length - 1].message}`;
+  return line.length > ROW_MESSAGE_CHARS ? line.slice(0, ROW_MESSAGE_CHARS - 1) + '…' : line;
 }
 
 function agendaHas(agenda, name) {
@@ -668,7 +674,7 @@ function progressIdOf(agenda) {
 function Diagnostics({ events }) {
   if (!events || !events.length) return html`<p class="muted">No diagnostics.</p>`;
   return html`<ul class="diagnostics">${events.map(
-    (d) => html`<li><span class="muted">${fmtTime(d.time)}</span> ${d.statusCode ? html`<b>${d.statusCode}</b> ` : ''}${d.message}
+    (d) => html`<li><span class="muted">${fmtTime(d.time)}</span> ${d.statusCode ? html`<b>${d.statusCode}</b> ` : ''}<span class="diag-message">${d.message}</span>
       ${d.stackTrace ? html`<pre class="trace">${d.stackTrace}</pre>` : ''}
       ${d.payload && Object.keys(d.payload).length ? html`<pre class="json">${JSON.stringify(d.payload, null, 2)}</pre>` : ''}</li>`,
   )}</ul>`;
