@@ -1656,7 +1656,7 @@ async fn a_report_past_one_events_size_is_kept_whole_or_refused_naming_the_field
     let data = server.ok(ACME_SERVICE, report, failed).await;
     let kept =
         op(&data, "probe")["diagnosticEvents"][0]["stackTrace"].as_str().unwrap().to_string();
-    assert!(kept.len() <= pop_domain::model::MAX_DIAGNOSTIC_TEXT_BYTES, "{}", kept.len());
+    assert!(kept.len() <= pop_domain::validate::MAX_DIAGNOSTIC_TEXT_BYTES, "{}", kept.len());
     assert!(kept.starts_with("java.lang.IllegalStateException: boom"), "{kept:.100}");
     assert!(kept.ends_with("Caused by: disk full"), "the end is kept too");
     assert!(kept.contains("bytes cut: pop keeps at most 32768 bytes"), "the cut is said");

@@ -1088,13 +1088,13 @@ const _: () =
     assert!(pop_domain::agenda::REPORT_PART_BYTES < pop_store::limits::MAX_EVENT_DATA_BYTES);
 
 /// A report's diagnostics with their text cut to what one keeps
-/// ([`pop_domain::model::MAX_DIAGNOSTIC_TEXT_BYTES`]), before the domain compares them with
+/// ([`pop_domain::validate::MAX_DIAGNOSTIC_TEXT_BYTES`]), before the domain compares them with
 /// the ones recorded: the same report sent again is then the same diagnostics, kept once.
 fn cut_diagnostics(
     mut diagnostics: Vec<pop_domain::DiagnosticEvent>,
 ) -> Vec<pop_domain::DiagnosticEvent> {
     for d in &mut diagnostics {
-        d.cut_to_size();
+        pop_domain::validate::cut_diagnostic(d);
     }
     diagnostics
 }

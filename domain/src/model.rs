@@ -450,34 +450,6 @@ pub struct DiagnosticEvent {
     pub payload: Value,
 }
 
-/// The most bytes a diagnostic keeps of its `message`, its `stackTrace` (counted as text: a
-/// character JSON escapes takes more stored) and its `payload` (as JSON) (popclient27: a
-/// failure report with a 1.1 MB Java stack trace was refused whole, sent again, refused again,
-/// and the agenda failed as "timed out" with the cause nowhere). Ten of them beside a result
-/// at the payload limit can still pass what one event holds: that report is refused.
-pub const MAX_DIAGNOSTIC_TEXT_BYTES: usize = 32 << 10;
-
-impl DiagnosticEvent {
-    /// Cuts `message` and `stackTrace` to [`MAX_DIAGNOSTIC_TEXT_BYTES`] each, keeping their
-    /// start and end ([`crate::text::cut_middle`]). Returns whether anything was cut.
-    /// A `payload` larger than that is replaced by a note of its size.
-    pub fn cut_to_size(&mut self) -> bool {
-        let mut cut = crate::text::cut_middle(&mut self.message, MAX_DIAGNOSTIC_TEXT_BYTES);
-        if let Some(trace) = &mut self.stack_trace {
-            cut += crate::text::cut_middle(trace, MAX_DIAGNOSTIC_TEXT_BYTES);
-        }
-        let payload = crate::validate::json_bytes(&self.payload);
-        if payload > MAX_DIAGNOSTIC_TEXT_BYTES {
-            self.payload = Value::String(format!(
-                "[a payload of {payload} bytes as JSON, not kept: pop keeps at most \
-                 {MAX_DIAGNOSTIC_TEXT_BYTES} bytes of a diagnostic's payload]"
-            ));
-            cut += payload;
-        }
-        cut > 0
-    }
-}
-
 /// The progress of one operation. Its id is `<agendaProgressId>-<operation name>`.
 ///
 /// Its strings are `Box<str>` rather than `String` (16 bytes instead of 24, no spare

@@ -601,6 +601,32 @@ pub fn json_bytes<T: serde::Serialize + ?Sized>(value: &T) -> usize {
     }
 }
 
+/// The most bytes a diagnostic keeps of its `message`, its `stackTrace` (counted as text: a
+/// character JSON escapes takes more stored) and its `payload` (as JSON) (popclient27: a
+/// failure report with a 1.1 MB Java stack trace was refused whole, sent again, refused again,
+/// and the agenda failed as "timed out" with the cause nowhere). Ten of them beside a result
+/// at the payload limit can still pass what one event holds: that report is refused.
+pub const MAX_DIAGNOSTIC_TEXT_BYTES: usize = 32 << 10;
+
+/// Cuts a diagnostic's `message` and `stackTrace` to [`MAX_DIAGNOSTIC_TEXT_BYTES`] each,
+/// keeping their start and end ([`crate::text::cut_middle`]); a `payload` larger than that is
+/// replaced by a note of its size. Returns whether anything was cut.
+pub fn cut_diagnostic(d: &mut crate::model::DiagnosticEvent) -> bool {
+    let mut cut = crate::text::cut_middle(&mut d.message, MAX_DIAGNOSTIC_TEXT_BYTES);
+    if let Some(trace) = &mut d.stack_trace {
+        cut += crate::text::cut_middle(trace, MAX_DIAGNOSTIC_TEXT_BYTES);
+    }
+    let payload = json_bytes(&d.payload);
+    if payload > MAX_DIAGNOSTIC_TEXT_BYTES {
+        d.payload = serde_json::Value::String(format!(
+            "[a payload of {payload} bytes as JSON, not kept: pop keeps at most \
+             {MAX_DIAGNOSTIC_TEXT_BYTES} bytes of a diagnostic's payload]"
+        ));
+        cut += payload;
+    }
+    cut > 0
+}
+
 /// The most bytes (as compact JSON, [`json_bytes`]) a payload and a params map may take: the
 /// per-customer size limits, which the server configures (no clock, no config here: they come
 /// in as an argument).
