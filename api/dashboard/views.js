@@ -619,9 +619,11 @@ const ROW_MESSAGE_CHARS = 300;
 function messageOf(o) {
   const message = o.processingStateMessage || '';
   const events = o.diagnosticEvents || [];
-  if (!/^failed$/i.test(message) || !events.length) return message;
-  const line = `${message}: ${events[events.length - 1].message}`;
-  return line.length > ROW_MESSAGE_CHARS ? line.slice(0, ROW_MESSAGE_CHARS - 1) + '…' : line;
+  const failed = /^failed$/i.test(message) && events.length;
+  const line = failed ? `${message}: ${events[events.length - 1].message}` : message;
+  // By characters, not UTF-16 units: a cut never splits one (an emoji's two halves).
+  const chars = Array.from(line);
+  return chars.length > ROW_MESSAGE_CHARS ? chars.slice(0, ROW_MESSAGE_CHARS - 1).join('') + '…' : line;
 }
 
 function agendaHas(agenda, name) {

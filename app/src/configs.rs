@@ -587,7 +587,7 @@ impl App {
             && let Err(pop_store::ExecuteError::Refused(
                 pop_domain::config::ConfigError::AlreadyExists { .. },
             )) = &executed
-            && self.sees_stored::<T>(caller, &id).await == Some(false)
+            && self.sees_stored::<T>(caller, &id).await != Some(true)
         {
             // Lost a race with another customer's create of the same id (hostile39: the
             // loser was told "already exists" 29 times in 40, where an id another customer
@@ -702,16 +702,16 @@ impl App {
         Ok(())
     }
 
-    /// Whether the caller sees the object stored under `id` now, live or deleted since (its
-    /// own, or shared with it); `None` when there is none or it could not be read (hostile40:
-    /// an owner's create racing its own delete was told NOT_FOUND, the object deleted by the
-    /// time it was read back).
+    /// Whether the object stored under `id` now is one the caller sees (live: its own or
+    /// shared with it; deleted since: its own, hostile40: an owner's create racing its own
+    /// delete was told NOT_FOUND); `None` when there is none or it could not be read, which a
+    /// create race answers as NOT_FOUND too (review-s47b: CONFLICT would name another
+    /// customer's id).
     async fn sees_stored<T: ConfigKind>(&self, caller: &Caller, id: &str) -> Option<bool> {
         let (state, _) = self.commands().load::<ConfigAggregate<T>>(id).await.ok()?;
         match &state.lifecycle {
-            Lifecycle::Live(o) | Lifecycle::Deleted(o) => {
-                Some(o.visible_to(&caller.principal.customers))
-            }
+            Lifecycle::Live(o) => Some(o.visible_to(&caller.principal.customers)),
+            Lifecycle::Deleted(o) => Some(caller.principal.sees(o.customer_id())),
             Lifecycle::Absent => None,
         }
     }

@@ -62,14 +62,21 @@ async fn params_past_a_lowered_bound_are_echoed_but_do_not_grow() {
     let after = app(AppConfig { max_params_bytes: 100_000, ..AppConfig::default() });
     // The echo is taken; a report that grows them is refused, naming the field.
     after.report(&worker, report("EXECUTING", big.clone()), Some(&lease), None).await.unwrap();
-    let mut grown = big.clone();
+    // A change that leaves them smaller than they are, though still past the bound, too.
+    let smaller = json!({"log": "p".repeat(140_000)});
+    after.report(&worker, report("EXECUTING", smaller.clone()), Some(&lease), None).await.unwrap();
+    // Sent again as they were before, they would grow: refused as growth is.
+    let again = after.report(&worker, report("EXECUTING", big), Some(&lease), None).await;
+    assert_eq!(again.unwrap_err().code, pop_app::Code::Validation);
+    let mut grown = smaller.clone();
     grown["more"] = json!("x");
     let refused =
         after.report(&worker, report("EXECUTING", grown), Some(&lease), None).await.unwrap_err();
     assert_eq!(refused.code, pop_app::Code::Validation, "{}", refused.message);
     assert!(refused.message.contains("operationProgress[0].params"), "{}", refused.message);
     assert!(refused.message.contains("at most 100000"), "{}", refused.message);
-    // So is its completion with the echo: the agenda ends.
-    let done = after.report(&worker, report("COMPLETE", big), Some(&lease), None).await.unwrap();
+    // The completion with the echo is taken: the agenda ends.
+    let done =
+        after.report(&worker, report("COMPLETE", smaller), Some(&lease), None).await.unwrap();
     assert_eq!(done.progress().processing_state_message.as_deref(), Some("succeeded"));
 }
