@@ -6,47 +6,18 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
+mod support;
 
-use chrono::Utc;
-use pop_app::configs::ConfigOp;
-use pop_app::{App, AppConfig, Caller, Principal, Role};
-use pop_domain::agenda::{AgendaCommand, AgendaState, key};
-use pop_domain::model::{Customer, Insight, ResourcePool};
-use pop_projections::{Runner, RunnerConfig};
-use pop_store::{Commands, Durability, EventMetadata, EventStore, SqliteOptions, SqliteStore};
+use pop_app::AppConfig;
 use serde_json::{Value, json};
+use support::{acme_world, sqlite, submit_queued, worker};
 
 #[tokio::test]
 async fn params_past_a_lowered_bound_are_echoed_but_do_not_grow() {
     let dir = tempfile::tempdir().unwrap();
-    let options = SqliteOptions { durability: Durability::Normal, ..SqliteOptions::default() };
-    let store: Arc<dyn EventStore> =
-        Arc::new(SqliteStore::open(dir.path().join("pop.db"), options).await.unwrap());
-    let (runner, projections) = Runner::start(Arc::clone(&store), RunnerConfig::default()).await;
-    tokio::spawn(async move { runner.run(std::future::pending()).await.unwrap() });
-    let commands = Arc::new(Commands::new(Arc::clone(&store)));
-    let app = |config: AppConfig| {
-        App::new(Arc::clone(&store), Arc::clone(&commands), projections.clone(), config)
-    };
-    let before = app(AppConfig::default());
-    let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
-    let pool = json!({"id": "pool", "customerId": "ops", "title": "pool"});
-    before.configure::<ResourcePool>(&admin, ConfigOp::Create(pool), None, None).await.unwrap();
-    let customer = json!({"id": "acme", "title": "acme", "resourcePoolId": "pool"});
-    before.configure::<Customer>(&admin, ConfigOp::Create(customer), None, None).await.unwrap();
-    let insight = json!({"id": "work", "customerId": "acme", "title": "work",
-        "resourcePoolId": "pool", "queueSize": 10, "mappers": {"operationType": ["work"]}});
-    before.configure::<Insight>(&admin, ConfigOp::Create(insight), None, None).await.unwrap();
-    let user = Caller::new(Principal::new("acme-user", Role::User, &["acme"]), "test");
-    let agenda = json!({"id": "a1", "customerId": "acme",
-        "operations": [{"name": "only", "type": "work", "payload": {}}]});
-    before.submit(&user, agenda, None, None).await.unwrap();
-    let metadata = EventMetadata { customer_id: Some("acme".into()), ..EventMetadata::default() };
-    let queue = AgendaCommand::Queue { now: Utc::now() };
-    commands.execute::<AgendaState>(&key("acme", "a1"), &metadata, &queue).await.unwrap();
-    before.settle(None).await.unwrap();
-    let worker = Caller::new(Principal::new("w1", Role::Service, &["acme"]), "test");
+    let w = acme_world(sqlite(dir.path()).await).await;
+    submit_queued(&w, "a1", json!({})).await;
+    let (before, worker) = (&w.app, worker());
     let claimed = before.get_agenda(&worker, "work", 1, None).await.unwrap();
     let lease = claimed[0].lease().unwrap().lease_id.clone();
     let report = |state: &str, params: Value| {
@@ -59,7 +30,7 @@ async fn params_past_a_lowered_bound_are_echoed_but_do_not_grow() {
     before.report(&worker, report("EXECUTING", big.clone()), Some(&lease), None).await.unwrap();
 
     // The limit lowered under the params the operation has.
-    let after = app(AppConfig { max_params_bytes: 100_000, ..AppConfig::default() });
+    let after = w.app_with(AppConfig { max_params_bytes: 100_000, ..AppConfig::default() });
     // The echo is taken; a report that grows them is refused, naming the field.
     after.report(&worker, report("EXECUTING", big.clone()), Some(&lease), None).await.unwrap();
     // A change that leaves them smaller than they are, though still past the bound, too.

@@ -9,19 +9,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+mod support;
+
 use async_trait::async_trait;
-use chrono::Utc;
 use futures::stream::BoxStream;
-use pop_app::configs::ConfigOp;
-use pop_app::{App, AppConfig, Caller, Principal, Role};
-use pop_domain::agenda::{AgendaCommand, AgendaState, key};
-use pop_domain::model::{Customer, Insight, ResourcePool};
-use pop_projections::{Runner, RunnerConfig};
+use pop_domain::agenda::{AgendaState, key};
 use pop_store::{
-    AppendResult, Commands, Direction, Durability, EventMetadata, EventStore, ExpectedVersion,
-    NewEvent, Position, RecordedEvent, SqliteOptions, SqliteStore, StoreError,
+    AppendResult, Direction, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent,
+    StoreError,
 };
 use serde_json::json;
+use support::{acme_world, queue, sqlite, submit_queued, worker};
 
 /// Bound on every wait of the test for something that should happen (never a timing figure).
 const BOUND: Duration = Duration::from_secs(10);
@@ -82,34 +80,11 @@ impl EventStore for StoredButUnknown {
 #[tokio::test]
 async fn a_claim_stored_though_its_commit_failed_is_handed_back() {
     let dir = tempfile::tempdir().unwrap();
-    let options = SqliteOptions { durability: Durability::Normal, ..SqliteOptions::default() };
-    let sqlite: Arc<dyn EventStore> =
-        Arc::new(SqliteStore::open(dir.path().join("pop.db"), options).await.unwrap());
-    let store: Arc<dyn EventStore> =
-        Arc::new(StoredButUnknown { inner: sqlite, failed_once: AtomicBool::new(false) });
-    let (runner, projections) = Runner::start(Arc::clone(&store), RunnerConfig::default()).await;
-    tokio::spawn(async move { runner.run(std::future::pending()).await.unwrap() });
-    let commands = Arc::new(Commands::new(Arc::clone(&store)));
-    let app =
-        App::new(Arc::clone(&store), Arc::clone(&commands), projections, AppConfig::default());
-    let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
-    let pool = json!({"id": "pool", "customerId": "ops", "title": "pool"});
-    app.configure::<ResourcePool>(&admin, ConfigOp::Create(pool), None, None).await.unwrap();
-    let customer = json!({"id": "acme", "title": "acme", "resourcePoolId": "pool"});
-    app.configure::<Customer>(&admin, ConfigOp::Create(customer), None, None).await.unwrap();
-    let insight = json!({"id": "work", "customerId": "acme", "title": "work",
-        "resourcePoolId": "pool", "queueSize": 10, "mappers": {"operationType": ["work"]}});
-    app.configure::<Insight>(&admin, ConfigOp::Create(insight), None, None).await.unwrap();
-    let user = Caller::new(Principal::new("acme-user", Role::User, &["acme"]), "test");
-    let agenda = json!({"id": "a1", "customerId": "acme", "maximumAttempts": 1,
-        "operations": [{"name": "only", "type": "work", "payload": {}}]});
-    app.submit(&user, agenda, None, None).await.unwrap();
-    let metadata = EventMetadata { customer_id: Some("acme".into()), ..EventMetadata::default() };
-    let queue = AgendaCommand::Queue { now: Utc::now() };
-    commands.execute::<AgendaState>(&key("acme", "a1"), &metadata, &queue).await.unwrap();
-    app.settle(None).await.unwrap();
-
-    let worker = Caller::new(Principal::new("w1", Role::Service, &["acme"]), "test");
+    let store =
+        StoredButUnknown { inner: sqlite(dir.path()).await, failed_once: AtomicBool::new(false) };
+    let w = acme_world(Arc::new(store)).await;
+    submit_queued(&w, "a1", json!({"maximumAttempts": 1})).await;
+    let (app, commands, worker) = (&w.app, &w.commands, worker());
     let refused = app.get_agenda(&worker, "work", 1, None).await.unwrap_err();
     assert!(refused.message.contains("is not known"), "{}", refused.message);
     // The claim is in the log under a lease nobody was told of ...
@@ -128,9 +103,7 @@ async fn a_claim_stored_though_its_commit_failed_is_handed_back() {
         assert!(tokio::time::Instant::now() < deadline, "not handed back within {BOUND:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let queue = AgendaCommand::Queue { now: Utc::now() };
-    commands.execute::<AgendaState>(&key("acme", "a1"), &metadata, &queue).await.unwrap();
-    app.settle(None).await.unwrap();
+    queue(&w, "a1").await;
     let claimed = app.get_agenda(&worker, "work", 1, None).await.unwrap();
     assert_eq!(claimed[0].agenda().map(|a| a.id.as_str()), Some("a1"), "claimable again");
 }

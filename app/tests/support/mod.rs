@@ -1,0 +1,92 @@
+//! What some of the application's tests share: an App over a store of the test's choosing
+//! (the embedded one, or a wrapper of it), with acme's pool, customer and insight `work`, and
+//! an agenda of acme's submitted and queued on it.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::Utc;
+use pop_app::configs::ConfigOp;
+use pop_app::{App, AppConfig, Caller, Principal, Role};
+use pop_domain::agenda::{AgendaCommand, AgendaState, key};
+use pop_domain::model::{Customer, Insight, ResourcePool};
+use pop_projections::{Projections, Runner, RunnerConfig};
+use pop_store::{Commands, Durability, EventMetadata, EventStore, SqliteOptions, SqliteStore};
+use serde_json::{Value, json};
+
+pub struct World {
+    pub store: Arc<dyn EventStore>,
+    pub commands: Arc<Commands>,
+    pub projections: Projections,
+    pub app: App,
+}
+
+impl World {
+    /// Another App over the same store and read models, configured as `config` (a server
+    /// restarted with other limits).
+    pub fn app_with(&self, config: AppConfig) -> App {
+        App::new(
+            Arc::clone(&self.store),
+            Arc::clone(&self.commands),
+            self.projections.clone(),
+            config,
+        )
+    }
+}
+
+/// The embedded store in `dir`, without a sync per commit.
+pub async fn sqlite(dir: &Path) -> Arc<dyn EventStore> {
+    let options = SqliteOptions { durability: Durability::Normal, ..SqliteOptions::default() };
+    Arc::new(SqliteStore::open(dir.join("pop.db"), options).await.unwrap())
+}
+
+/// An App over `store` (its projections running) with acme's pool `pool`, customer `acme` and
+/// insight `work` (operations of type `work`).
+pub async fn acme_world(store: Arc<dyn EventStore>) -> World {
+    let (runner, projections) = Runner::start(Arc::clone(&store), RunnerConfig::default()).await;
+    tokio::spawn(async move { runner.run(std::future::pending()).await.unwrap() });
+    let commands = Arc::new(Commands::new(Arc::clone(&store)));
+    let app = App::new(
+        Arc::clone(&store),
+        Arc::clone(&commands),
+        projections.clone(),
+        AppConfig::default(),
+    );
+    let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
+    let pool = json!({"id": "pool", "customerId": "ops", "title": "pool"});
+    app.configure::<ResourcePool>(&admin, ConfigOp::Create(pool), None, None).await.unwrap();
+    let customer = json!({"id": "acme", "title": "acme", "resourcePoolId": "pool"});
+    app.configure::<Customer>(&admin, ConfigOp::Create(customer), None, None).await.unwrap();
+    let insight = json!({"id": "work", "customerId": "acme", "title": "work",
+        "resourcePoolId": "pool", "queueSize": 10, "mappers": {"operationType": ["work"]}});
+    app.configure::<Insight>(&admin, ConfigOp::Create(insight), None, None).await.unwrap();
+    World { store, commands, projections, app }
+}
+
+/// acme's worker `w1`.
+pub fn worker() -> Caller {
+    Caller::new(Principal::new("w1", Role::Service, &["acme"]), "test")
+}
+
+/// Submits acme's agenda `id` (one operation `only` of type `work`, and the fields of `extra`)
+/// and queues it, as the scheduler would.
+pub async fn submit_queued(w: &World, id: &str, extra: Value) {
+    let user = Caller::new(Principal::new("acme-user", Role::User, &["acme"]), "test");
+    let mut agenda = json!({"id": id, "customerId": "acme",
+        "operations": [{"name": "only", "type": "work", "payload": {}}]});
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        agenda[k] = v.clone();
+    }
+    w.app.submit(&user, agenda, None, None).await.unwrap();
+    queue(w, id).await;
+}
+
+/// Queues acme's agenda `id`, as the scheduler does.
+pub async fn queue(w: &World, id: &str) {
+    let metadata = EventMetadata { customer_id: Some("acme".into()), ..EventMetadata::default() };
+    let command = AgendaCommand::Queue { now: Utc::now() };
+    w.commands.execute::<AgendaState>(&key("acme", id), &metadata, &command).await.unwrap();
+    w.app.settle(None).await.unwrap();
+}
