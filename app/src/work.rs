@@ -604,6 +604,29 @@ impl App {
             }
             if let Some((id, e)) = failure {
                 if claimed.is_empty() {
+                    if let ExecuteError::Store(s) = &e
+                        && s.outcome_unknown()
+                    {
+                        // Not "send it again with the same ids" (review-s47b): a claim that
+                        // may be stored is handed back by this replica (`hand_back_if_stored`).
+                        tracing::warn!(
+                            agenda = &*id,
+                            error = %pop_domain::error::ErrorChain(s),
+                            cid = &*caller.cid,
+                            "getAgenda: whether the claim was stored is not known; it is \
+                             handed back once the store answers"
+                        );
+                        return Err(AppError::new(
+                            error::Code::Unavailable,
+                            format!(
+                                "the event store failed while claiming agenda {id:?}, past the \
+                                 point where the claim may be stored: whether it was is not \
+                                 known; this server hands it back once the store answers, so \
+                                 call getAgenda again (retry in {} s)",
+                                error::RETRY_AFTER_UNAVAILABLE_SECS
+                            ),
+                        ));
+                    }
                     return Err(error::execute(&format!("agenda {id:?}"), e));
                 }
                 tracing::warn!(

@@ -87,6 +87,8 @@ async fn a_claim_stored_though_its_commit_failed_is_handed_back() {
     let (app, commands, worker) = (&w.app, &w.commands, worker());
     let refused = app.get_agenda(&worker, "work", 1, None).await.unwrap_err();
     assert!(refused.message.contains("is not known"), "{}", refused.message);
+    assert!(refused.message.contains("hands it back"), "{}", refused.message);
+    assert_eq!(refused.code, pop_app::Code::Unavailable, "retryable");
     // The claim is in the log under a lease nobody was told of ...
     let (state, _) = commands.load::<AgendaState>(&key("acme", "a1")).await.unwrap();
     assert!(state.lease().is_some(), "the claim was stored");
