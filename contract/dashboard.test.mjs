@@ -434,7 +434,7 @@ test('a DAG over 200 operations is drawn on a canvas that follows a burst of rep
   for (let i = 0; i < 150; i++) {
     reports.push(
       gql(T.acmeService, 'mutation($p: JSON!, $l: String) { updateAgendaProgress(agendaProgress: $p, leaseId: $l) { position } }', {
-        p: { id: big.progressId, processingState: 'EXECUTING', operationProgress: [{ operation: `op-${i}`, processingState: 'EXECUTING', percentComplete: 50 }] },
+        p: { id: big.progressId, processingState: 'EXECUTING', operationProgress: [{ operation: `op-${i}`, processingState: 'EXECUTING', percentComplete: 50, resultPayload: { n: i } }] },
         l: lease,
       }),
     );
@@ -450,6 +450,9 @@ test('a DAG over 200 operations is drawn on a canvas that follows a burst of rep
   const box = await scroller.boundingBox();
   await acmePage.mouse.click(box.x + 8 + 84, box.y + 8 + 22);
   await acmePage.waitForFunction(() => (document.querySelector('.detail h3') || {}).textContent === 'op-0', { timeout: WAIT });
+  // Its 150 results are one fold, one Tab to pass (dash14: one stop each).
+  await acmePage.waitForFunction(() => /^150 results/.test((document.querySelector('details.results summary') || {}).textContent || ''), { timeout: WAIT });
+  assert.equal(await acmePage.$eval('details.results', (d) => d.open), false, 'folded');
   // The header's parts are set apart (it read `probe only· added`).
   const meta = await acmePage.$eval('.agenda p.meta', (e) => e.textContent.replace(/\s+/g, ' '));
   assert.match(meta, /\S · added /);

@@ -685,8 +685,15 @@ function Diagnostics({ events }) {
 function Results({ ops }) {
   const done = [...ops.values()].filter((o) => o.resultPayload && (typeof o.resultPayload !== 'object' || Object.keys(o.resultPayload).length));
   if (!done.length) return null;
-  return html`<h2>Results</h2>${done.map((o) => html`<${Lazy} key=${o.operation} label=${o.operation} value=${o.resultPayload}/>`)}`;
+  const entries = done.map((o) => html`<${Lazy} key=${o.operation} label=${o.operation} value=${o.resultPayload}/>`);
+  if (done.length <= RESULTS_SHOWN) return html`<h2>Results</h2>${entries}`;
+  // Many are one fold, passed with one Tab (dash14: 612 to reach the history of a
+  // 600-operation agenda).
+  return html`<h2>Results</h2><details class="results"><summary>${done.length} results: open to list them</summary>${entries}</details>`;
 }
+
+/// Results listed as they are; more are folded into one `<details>`.
+const RESULTS_SHOWN = 20;
 
 function Actions({ me, agenda, state, parked, retryDue, operations, onError }) {
   const [mode, setMode] = useState('resetAll');
