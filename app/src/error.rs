@@ -343,40 +343,16 @@ pub(crate) fn serving_cid() -> String {
     SERVING.try_with(String::clone).unwrap_or_else(|_| "-".to_string())
 }
 
-/// Requests refused because the store was unavailable, for [`unavailable`]'s log line.
-static UNAVAILABLE: std::sync::Mutex<PerSecond> = std::sync::Mutex::new(PerSecond::new());
+/// Requests refused because the store was unavailable, for [`unavailable`]'s log line: at most
+/// [`UNAVAILABLE_LINES_PER_SECOND`] at WARN a second.
+static UNAVAILABLE: std::sync::Mutex<pop_store::repeats::Repeats> =
+    std::sync::Mutex::new(pop_store::repeats::Repeats::new(
+        std::time::Duration::from_secs(1),
+        UNAVAILABLE_LINES_PER_SECOND,
+    ));
 
 /// WARN lines a second [`unavailable`] writes at most.
 const UNAVAILABLE_LINES_PER_SECOND: u32 = 10;
-
-/// A budget of log lines a second: the lines past it are not said, and counted.
-struct PerSecond {
-    second: Option<std::time::Instant>,
-    said: u32,
-    unsaid: u64,
-}
-
-impl PerSecond {
-    const fn new() -> PerSecond {
-        PerSecond { second: None, said: 0, unsaid: 0 }
-    }
-
-    /// `Some(n)`: say this line, with the `n` not said since the last one said; `None`: the
-    /// second's budget is spent.
-    fn say(&mut self, now: std::time::Instant) -> Option<u64> {
-        let fresh = self.second.is_none_or(|s| now.saturating_duration_since(s).as_secs() >= 1);
-        if fresh {
-            self.second = Some(now);
-            self.said = 0;
-        }
-        if self.said >= UNAVAILABLE_LINES_PER_SECOND {
-            self.unsaid += 1;
-            return None;
-        }
-        self.said += 1;
-        Some(std::mem::take(&mut self.unsaid))
-    }
-}
 
 /// UNAVAILABLE: the store cannot serve `what` right now. The detail goes to the log (a
 /// warning: it is the storage's condition, not a bug), never to the client.
@@ -499,19 +475,6 @@ pub fn store(subject: &str, e: &StoreError) -> AppError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Past its budget in one second a line is not said and counted; the next second's first
-    /// line says how many were not.
-    #[test]
-    fn unavailable_lines_keep_to_a_budget_a_second() {
-        let mut budget = PerSecond::new();
-        let t0 = std::time::Instant::now();
-        let said: Vec<Option<u64>> = (0..13).map(|_| budget.say(t0)).collect();
-        assert_eq!(said.iter().filter(|s| s.is_some()).count(), 10);
-        assert!(said[10..].iter().all(Option::is_none));
-        assert_eq!(budget.say(t0 + std::time::Duration::from_millis(1_000)), Some(3));
-        assert_eq!(budget.say(t0 + std::time::Duration::from_millis(1_001)), Some(0));
-    }
 
     /// Every code is in [`Code::ALL`] (the REST contract's enum is made from it): a new code
     /// fails to compile here until this match, and so the list, names it.

@@ -31,7 +31,7 @@ pub mod leader;
 pub mod limits;
 mod position;
 pub mod postgres;
-mod repeats;
+pub mod repeats;
 pub mod sqlite;
 mod subscribe;
 #[cfg(feature = "test-cluster")]

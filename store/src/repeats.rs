@@ -2,33 +2,54 @@
 //! then at most once per [`EVERY`] with how many were not logged meanwhile (ops3am18: an
 //! outage logged an ERROR per failed group commit and a WARN per failed WAL checkpoint, ~30 a
 //! second, burying the lines that change and paging whoever alerts on error rates).
+//! With a budget of more lines a period (`Repeats::new`), also what is said per request while
+//! a condition lasts (the server's refusals while its store is down).
 
 use std::time::{Duration, Instant};
 
 /// At most one line per this long for one repeating failure.
 pub const EVERY: Duration = Duration::from_secs(10);
 
-/// One repeating failure: when it was last logged, and how many times since.
-#[derive(Debug, Default)]
+/// One repeating failure: at most `budget` lines per `period` (by default one per [`EVERY`]),
+/// when the period began, and how many were not logged since the last line.
+#[derive(Debug)]
 pub struct Repeats {
+    period: Duration,
+    budget: u32,
     last: Option<Instant>,
+    said: u32,
     unsaid: u64,
 }
 
+impl Default for Repeats {
+    fn default() -> Self {
+        Repeats::new(EVERY, 1)
+    }
+}
+
 impl Repeats {
+    /// At most `budget` lines (at least one) per `period`.
+    pub const fn new(period: Duration, budget: u32) -> Repeats {
+        let budget = if budget == 0 { 1 } else { budget };
+        Repeats { period, budget, last: None, said: 0, unsaid: 0 }
+    }
+
     /// Whether to log the failure seen at `now`: `Some(n)` with the `n` failures not logged
     /// since the last line, `None` to stay quiet.
     pub fn say(&mut self, now: Instant) -> Option<u64> {
         match self.last {
-            Some(last) if now.saturating_duration_since(last) < EVERY => {
-                self.unsaid += 1;
-                None
-            }
+            Some(last) if now.saturating_duration_since(last) < self.period => {}
             _ => {
                 self.last = Some(now);
-                Some(std::mem::take(&mut self.unsaid))
+                self.said = 0;
             }
         }
+        if self.said >= self.budget {
+            self.unsaid += 1;
+            return None;
+        }
+        self.said += 1;
+        Some(std::mem::take(&mut self.unsaid))
     }
 
     /// A success: the next failure is logged at once. `Some(n)` when failures went on until
@@ -36,6 +57,7 @@ impl Repeats {
     /// for the line that says they ended.
     pub fn ended(&mut self) -> Option<u64> {
         self.last.take()?;
+        self.said = 0;
         Some(std::mem::take(&mut self.unsaid))
     }
 }
@@ -56,5 +78,18 @@ mod tests {
         assert_eq!(r.ended(), Some(1));
         assert_eq!(r.ended(), None, "said once");
         assert_eq!(r.say(t0 + EVERY + Duration::from_secs(1)), Some(0));
+    }
+
+    /// With a budget, that many lines a period are said; the first of the next period says how
+    /// many were not (the server's per-request lines while the store is down, ops3am25).
+    #[test]
+    fn a_budget_says_that_many_lines_a_period() {
+        let mut r = Repeats::new(Duration::from_secs(1), 10);
+        let t0 = Instant::now();
+        let said: Vec<Option<u64>> = (0..13).map(|_| r.say(t0)).collect();
+        assert_eq!(said.iter().filter(|s| s.is_some()).count(), 10);
+        assert!(said[10..].iter().all(Option::is_none));
+        assert_eq!(r.say(t0 + Duration::from_millis(1_000)), Some(3));
+        assert_eq!(r.say(t0 + Duration::from_millis(1_001)), Some(0));
     }
 }

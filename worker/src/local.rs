@@ -229,8 +229,8 @@ impl StdoutResult {
 
     /// The output, once stdout has ended; `Err(size)` when the last thing that looked like
     /// the result was a JSON line too large to read.
-    pub fn finish(self) -> Result<Value, usize> {
-        let last_progress_message = self.last_progress_message.clone();
+    pub fn finish(mut self) -> Result<Value, usize> {
+        let last_progress_message = self.last_progress_message.take();
         let result = self.result()?;
         if result.is_null()
             && let Some(line) = last_progress_message
