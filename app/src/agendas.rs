@@ -310,6 +310,25 @@ impl App {
         Ok(())
     }
 
+    /// Why reports to `customer`'s agendas keep no more results, and the least of their
+    /// diagnostics, when its live agendas hold past twice its memory quota
+    /// ([`crate::AppConfig::max_live_bytes_per_customer`]; `ProgressReport::over_quota`), or
+    /// `None`. Past the quota itself only new agendas are refused: the live ones still finish,
+    /// and finished they free what they held. Past twice it, what reports add is bounded too
+    /// (hostile40 M2: one live agenda's results grew the server by 360 MB).
+    pub(crate) fn over_memory_quota(&self, customer: &str) -> Option<String> {
+        let max = self.config().max_live_bytes_per_customer;
+        let bytes =
+            self.projections().read().agendas().live_bytes(&Visibility::from_ids([customer]));
+        (bytes > max.saturating_mul(2)).then(|| {
+            format!(
+                "customer {customer:?}'s live agendas hold {bytes} bytes (definitions, results \
+                 and diagnostics), past twice its quota of {max} (the server's \
+                 --max-live-bytes-per-customer); it frees as its agendas finish"
+            )
+        })
+    }
+
     /// Readies a submission without writing anything: fills the customer (the caller's only
     /// one) and the ids (`id` generated when blank, `progressId` the id unless given), checks
     /// the caller may act for the customer, validates the agenda (DOMAIN.md §2, §5) and binds

@@ -799,7 +799,6 @@ impl App {
         let progress: AgendaProgress = from_json("agendaProgress", value)?;
         let now = self.now();
         let mut operations = Vec::with_capacity(progress.operation_progress.len());
-        let mut failed_for_size = false;
         for (index, op) in progress.operation_progress.into_iter().enumerate() {
             if op.operation.trim().is_empty() {
                 return Err(AppError::invalid(
@@ -817,42 +816,31 @@ impl App {
             // (`ProgressReport::params_bytes`): checked here on their own, an echo of params
             // already past the bound (POP's executor sends them with every report) was refused
             // before the domain could take it (popclient28).
-            let limits = self.config().size_limits();
-            let mut report = OperationReport {
+            operations.push(OperationReport {
                 name: op.operation.into(),
                 state: op.processing_state,
                 message: op.processing_state_message.map(String::from),
                 percent: op.percent_complete.and_then(reported_percent),
-                diagnostics: cut_diagnostics(op.diagnostic_events),
+                diagnostics: op.diagnostic_events,
                 result_payload: Some(op.result_payload.to_value()).filter(|p| !p.is_null()),
                 started: op.started_time,
                 completed: op.completed_time,
                 params: op.params,
-            };
-            failed_for_size |= fail_if_result_too_large(&mut report, limits.payload_bytes);
-            operations.push(report);
+            });
         }
-        // An agenda reported succeeded whose operation was just failed for its result's size
-        // has failed: said as it stands, the report would be refused whole (review-s36b).
-        let message = match progress.processing_state_message {
-            Some(m)
-                if failed_for_size
-                    && state_given
-                    && progress.processing_state == pop_domain::ProcessingState::Complete
-                    && pop_domain::model::message::is_succeeded(&m) =>
-            {
-                Some(pop_domain::model::message::FAILED.to_string())
-            }
-            other => other,
-        };
-        let report = ProgressReport {
+        // Results past a bound are not kept and diagnostics are cut by the domain
+        // (`AgendaState::fit_results`, `diagnostic_text_bytes`), which knows the agenda.
+        let limits = self.config().size_limits();
+        let mut report = ProgressReport {
             state: state_given.then_some(progress.processing_state),
-            message,
-            diagnostics: cut_diagnostics(progress.diagnostic_events),
+            message: progress.processing_state_message,
+            diagnostics: progress.diagnostic_events,
             started: progress.started_time,
             completed: progress.completed_time,
             operations,
-            params_bytes: Some(self.config().size_limits().params_bytes),
+            params_bytes: Some(limits.params_bytes),
+            payload_bytes: Some(limits.payload_bytes),
+            over_quota: None,
         };
         // Routed by the report's `agendaId` (with its `customerId`, and the lease, to tell
         // customers apart); without one, by the AgendaProgress id among the agendas the caller
@@ -894,6 +882,9 @@ impl App {
                 "agendaProgress.id",
                 format!("{id:?} is not the progress id of agenda {agenda_id:?}"),
             ));
+        }
+        if let Some((customer, _)) = pop_domain::agenda::key::split(&key) {
+            report.over_quota = self.over_memory_quota(&customer);
         }
         let command = AgendaCommand::ReportProgress {
             holder: caller.principal.name.clone(),
@@ -1110,69 +1101,6 @@ fn reported_percent(percent: f64) -> Option<f64> {
 const _: () =
     assert!(pop_domain::agenda::REPORT_PART_BYTES < pop_store::limits::MAX_EVENT_DATA_BYTES);
 
-/// A report's diagnostics with their text cut to what one keeps
-/// ([`pop_domain::validate::MAX_DIAGNOSTIC_TEXT_BYTES`]), before the domain compares them with
-/// the ones recorded: the same report sent again is then the same diagnostics, kept once.
-fn cut_diagnostics(
-    mut diagnostics: Vec<pop_domain::DiagnosticEvent>,
-) -> Vec<pop_domain::DiagnosticEvent> {
-    for d in &mut diagnostics {
-        pop_domain::validate::cut_diagnostic(d);
-    }
-    diagnostics
-}
-
-/// An operation whose reported result is larger than the server takes (`--max-payload-bytes`)
-/// is recorded without it, with a diagnostic naming the size and the limit, and the rest of
-/// its report is taken; reported COMPLETE, it is recorded COMPLETE/failed (`true`: the caller
-/// then fails an agenda the report calls succeeded). Refusing the whole report stalled the
-/// agenda: POP's executor sends a refused report again with every later one (it clears what it
-/// reports only after a success) and pop's worker stops on a refusal, so the agenda waited for
-/// its lease to run out, then ran again to the same end, with the reason nowhere the customer
-/// looks. The diagnostic is NOT_RETRYABLE (the same handler makes the same result): a rerun
-/// after the limit was raised runs it again. An interim result of a running operation is only
-/// dropped: the operation goes on.
-fn fail_if_result_too_large(report: &mut OperationReport, max: usize) -> bool {
-    let Some(result) = &report.result_payload else { return false };
-    // As stored: a result sent as JSON text (POP's executor types it a String) is kept as a
-    // JSON string, its escapes included (review-s45b: measured by its text, a string of
-    // control characters within the limit was six times larger stored, past what one event
-    // may hold, and the whole report was refused). The diagnostic names the text's size too
-    // (popclient26: the size said was neither the text's nor the value's).
-    let bytes = pop_domain::validate::json_bytes(result);
-    if bytes <= max {
-        return false;
-    }
-    let sent_as_text = match result {
-        serde_json::Value::String(text) => format!(
-            " (a JSON string of {} bytes of text, as POP's executor sends a result: its \
-             quotes and backslashes count twice)",
-            text.len()
-        ),
-        _ => String::new(),
-    };
-    report.result_payload = None;
-    let completes = report.state == pop_domain::ProcessingState::Complete;
-    if completes {
-        report.message = Some(pop_domain::model::message::FAILED.to_string());
-    }
-    report.diagnostics.push(pop_domain::DiagnosticEvent {
-        message: format!(
-            "the operation's resultPayload takes {bytes} bytes as JSON{sent_as_text}; at most \
-             {max} are allowed (the server's --max-payload-bytes): the result was not kept{}",
-            if completes { " and the operation failed" } else { "" }
-        ),
-        status_code: Some(pop_domain::model::status_code::NOT_RETRYABLE.to_string()),
-        // The report's own time, not the server's: the same report sent again (after a
-        // timeout, or a heartbeat carrying the same interim result) makes the same diagnostic,
-        // which the attempt keeps once (popclient26: each resend added a copy, and ten pushed
-        // the executor's own diagnostics out).
-        time: report.completed,
-        ..pop_domain::DiagnosticEvent::default()
-    });
-    completes
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -1188,27 +1116,6 @@ mod tests {
             pop_domain::agenda::REPORT_PART_BYTES + limits.payload_bytes
                 <= pop_store::limits::MAX_EVENT_DATA_BYTES + (256 << 10)
         );
-    }
-
-    /// A result sent as JSON text is measured as stored, a JSON string (review-s45b: by its
-    /// text, one of control characters passed and was too large to store); the diagnostic
-    /// names the text's size too (popclient26).
-    #[test]
-    fn a_result_sent_as_text_is_measured_as_stored_and_said_so() {
-        let report = |result: serde_json::Value| OperationReport {
-            name: "a".into(),
-            state: pop_domain::ProcessingState::Complete,
-            result_payload: Some(result),
-            ..OperationReport::default()
-        };
-        let text = "\"q\",".repeat(250); // 1,000 bytes of text, 1,502 as a JSON string
-        let mut fits = report(serde_json::Value::String(text.clone()));
-        assert!(!fail_if_result_too_large(&mut fits, 1_502));
-        assert!(fits.result_payload.is_some());
-        let mut over = report(serde_json::Value::String(text));
-        assert!(fail_if_result_too_large(&mut over, 1_501));
-        let said = &over.diagnostics[0].message;
-        assert!(said.contains("1502 bytes as JSON (a JSON string of 1000 bytes of text"), "{said}");
     }
 
     fn candidates(ids: &[&str]) -> impl Iterator<Item = (String, String, i64)> {

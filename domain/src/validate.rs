@@ -608,19 +608,22 @@ pub fn json_bytes<T: serde::Serialize + ?Sized>(value: &T) -> usize {
 /// at the payload limit can still pass what one event holds: that report is refused.
 pub const MAX_DIAGNOSTIC_TEXT_BYTES: usize = 32 << 10;
 
-/// Cuts a diagnostic's `message` and `stackTrace` to [`MAX_DIAGNOSTIC_TEXT_BYTES`] each,
-/// keeping their start and end ([`crate::text::cut_middle`]); a `payload` larger than that is
-/// replaced by a note of its size. Returns whether anything was cut.
-pub fn cut_diagnostic(d: &mut crate::model::DiagnosticEvent) -> bool {
-    let mut cut = crate::text::cut_middle(&mut d.message, MAX_DIAGNOSTIC_TEXT_BYTES);
+/// Cuts a diagnostic's `message` and `stackTrace` to `max` bytes each (at most
+/// [`MAX_DIAGNOSTIC_TEXT_BYTES`]; an agenda of many operations keeps less of each,
+/// `AgendaState::diagnostic_text_bytes`), keeping their start and end
+/// ([`crate::text::cut_middle`]); a `payload` larger than that is replaced by a note of its
+/// size. Returns whether anything was cut.
+pub fn cut_diagnostic(d: &mut crate::model::DiagnosticEvent, max: usize) -> bool {
+    let max = max.min(MAX_DIAGNOSTIC_TEXT_BYTES);
+    let mut cut = crate::text::cut_middle(&mut d.message, max);
     if let Some(trace) = &mut d.stack_trace {
-        cut += crate::text::cut_middle(trace, MAX_DIAGNOSTIC_TEXT_BYTES);
+        cut += crate::text::cut_middle(trace, max);
     }
     let payload = json_bytes(&d.payload);
-    if payload > MAX_DIAGNOSTIC_TEXT_BYTES {
+    if payload > max {
         d.payload = serde_json::Value::String(format!(
-            "[a payload of {payload} bytes as JSON, not kept: pop keeps at most \
-             {MAX_DIAGNOSTIC_TEXT_BYTES} bytes of a diagnostic's payload]"
+            "[a payload of {payload} bytes as JSON, not kept: pop keeps at most {max} bytes \
+             of a diagnostic's payload here]"
         ));
         cut += payload;
     }

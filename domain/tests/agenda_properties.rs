@@ -161,6 +161,8 @@ fn command(step: &Step, now: Timestamp) -> AgendaCommand {
                 started: None,
                 completed: None,
                 params_bytes: Some(256 << 10),
+                payload_bytes: Some(512 << 10),
+                over_quota: None,
                 operations: ops
                     .iter()
                     .map(|o| OperationReport {

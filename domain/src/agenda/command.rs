@@ -116,6 +116,15 @@ pub struct ProgressReport {
     /// report's own map is checked by the server; merged, params reported a piece at a time
     /// grew to the 1 MiB an event holds (popclient27).
     pub params_bytes: Option<usize>,
+    /// The most bytes (compact JSON) one operation's result may take (the server's
+    /// `--max-payload-bytes`; `None`: not checked). A larger one is not kept, with a
+    /// diagnostic, and fails the operation it completes (`AgendaState::fit_results`).
+    pub payload_bytes: Option<usize>,
+    /// Set when the agenda's customer holds past its memory quota (the server's
+    /// `--max-live-bytes-per-customer`, twice over): why, in words. Its results are then not
+    /// kept (each with a diagnostic saying this, retryable) and its diagnostics keep the least
+    /// of their texts ([`super::bounds::MIN_DIAGNOSTIC_TEXT_BYTES`]).
+    pub over_quota: Option<String>,
 }
 
 /// One operation's progress as the executor reports it.

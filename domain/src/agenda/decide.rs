@@ -295,6 +295,12 @@ impl AgendaState {
             events.extend(expanded.report(holder, lease_id, lease_expires, report, now)?);
             return Ok(events);
         }
+        // Diagnostics cut to the agenda's share, then results it may not keep taken out, each
+        // with its reason (said whole).
+        let cut = super::bounds::cut_diagnostics(report, self.diagnostic_text_bytes(report));
+        let report = cut.as_ref().unwrap_or(report);
+        let fitted = self.fit_results(report, &found);
+        let report = fitted.as_ref().unwrap_or(report);
         let targets = self.validate_report(report, &found, lease_expires, now)?;
         let lease_expires = self.renewed_until(lease_expires, now);
 
@@ -425,7 +431,14 @@ impl AgendaState {
             }
             Some(ProcessingState::Waiting) => return Err(refused()),
         }
+        let cut = super::bounds::cut_diagnostics(report, self.diagnostic_text_bytes(report));
+        let report = cut.as_ref().unwrap_or(report);
         let index = self.operation_index(report.operations.len());
+        // A result not kept when it was first reported is not kept when it comes again.
+        let found: Vec<Option<usize>> =
+            report.operations.iter().map(|r| index.find(&r.name)).collect();
+        let fitted = self.fit_results(report, &found);
+        let report = fitted.as_ref().unwrap_or(report);
         for r in &report.operations {
             let current = index
                 .find(&r.name)
@@ -546,6 +559,9 @@ impl AgendaState {
         }
         let mut seen = BTreeSet::new();
         let mut targets = Vec::with_capacity(report.operations.len());
+        // What the reported params add to the agenda's (`MAX_REPORTED_BYTES_PER_AGENDA`), and
+        // the first operation that adds any.
+        let mut params_growth: Option<(usize, String)> = None;
         for (i, r) in report.operations.iter().enumerate() {
             let field = format!("operationProgress[{i}]");
             let found = found.get(i).copied().flatten();
@@ -572,6 +588,15 @@ impl AgendaState {
                     &r.name,
                     &mut errors,
                 );
+                if let Some(merged) = merged_params(&current.params, &r.params) {
+                    let grows = crate::validate::json_bytes(&merged)
+                        .saturating_sub(crate::validate::json_bytes(&current.params));
+                    if grows > 0 {
+                        let (total, _) =
+                            params_growth.get_or_insert_with(|| (0, format!("{field}.params")));
+                        *total += grows;
+                    }
+                }
             }
             // An operation sent back as it is recorded (POP's executor echoes the whole
             // progress) is no new word, whatever a server before this rule recorded.
@@ -610,6 +635,19 @@ impl AgendaState {
                     )
                 }
                 _ => {}
+            }
+        }
+        if let Some((grows, field)) = params_growth {
+            let total = self.reported_bytes() + grows;
+            if total > super::bounds::MAX_REPORTED_BYTES_PER_AGENDA {
+                errors.push(
+                    field,
+                    format!(
+                        "the agenda's results and params would take {total} bytes as JSON with \
+                         these params; an agenda keeps at most {}",
+                        super::bounds::MAX_REPORTED_BYTES_PER_AGENDA
+                    ),
+                );
             }
         }
         errors.into_result()?;
@@ -1006,7 +1044,9 @@ impl OperationIndex<'_> {
 }
 
 /// The reported diagnostics not already recorded (POP executors resend their whole list),
-/// the newest [`MAX_DIAGNOSTICS`] at most, times truncated like every stored time.
+/// the newest [`MAX_DIAGNOSTICS`] at most, times truncated like every stored time. Their texts
+/// were cut before ([`super::bounds::cut_diagnostics`]): the same report sent again is then the
+/// same diagnostics, kept once.
 ///
 /// Only the newest [`MAX_DIAGNOSTICS`] reported ones are looked at: no more can be kept, and
 /// de-duplicating is quadratic (diagnostics are compared whole; they hold JSON, which has no

@@ -48,6 +48,7 @@
 //!   other COMPLETE report is a failure. Executors must expand a generator's output before
 //!   reporting the generator succeeded, or the agenda may already be complete.
 
+mod bounds;
 mod command;
 mod decide;
 mod error;
@@ -58,6 +59,9 @@ pub use key::{key, pool_progress_id, split_pool_progress_id};
 mod rerun;
 mod state;
 
+pub use bounds::{
+    DIAGNOSTIC_BYTES_PER_AGENDA, MAX_REPORTED_BYTES_PER_AGENDA, MIN_DIAGNOSTIC_TEXT_BYTES,
+};
 pub use command::{AgendaCommand, OperationReport, ProgressReport};
 pub use decide::REPORT_PART_BYTES;
 pub use error::AgendaError;

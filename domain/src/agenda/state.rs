@@ -14,8 +14,10 @@ use crate::text::eq_ignore_case;
 pub const DEFAULT_MAXIMUM_ATTEMPTS: u32 = 3;
 pub use crate::model::MAXIMUM_ATTEMPTS_LIMIT;
 /// Diagnostics kept per agenda and per operation, newest last. Executors attach log lines to
-/// diagnostics and reruns add more; the cap keeps one agenda's read model small (the target is
-/// a few KiB) while the full history stays in the event log.
+/// diagnostics and reruns add more; the cap bounds their count while the full history stays in
+/// the event log. Their bytes are bounded by cutting their texts to the agenda's share
+/// ([`super::bounds::DIAGNOSTIC_BYTES_PER_AGENDA`]; hostile40 M1: ten of 64 KiB on each of 61
+/// operations made an agenda of 39 MB that no answer could carry).
 pub const MAX_DIAGNOSTICS: usize = 10;
 /// The agenda's `processingStateMessage` while EXECUTING when the executor gives none (POP's
 /// own text).

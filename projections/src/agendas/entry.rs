@@ -96,10 +96,12 @@ pub(super) struct Keys {
     pub(super) entered: i64,
     /// `params.doNotRun`: kept for record, never a scheduler candidate.
     pub(super) held: bool,
-    /// The agenda's definition as compact JSON (operations, payloads, params): what it holds
-    /// in memory while live, counted per customer for the live-bytes quota. Measured once when
-    /// the agenda is first seen live (0 while COMPLETE, where it is not counted). A `u32`
-    /// (saturating): requests are bounded far below 4 GiB, and it keeps the entry 8 B smaller.
+    /// The agenda's definition (operations, payloads, params) and what it keeps of its
+    /// reports (results, params, diagnostics) as compact JSON: what it holds in memory while
+    /// live, counted per customer for the live-bytes quota. Measured when the agenda is first
+    /// seen live and after each event that changes what it keeps (0 while COMPLETE, where it
+    /// is not counted). A `u32` (saturating): an agenda is bounded far below 4 GiB, and it
+    /// keeps the entry 8 B smaller.
     pub(super) bytes: u32,
 }
 

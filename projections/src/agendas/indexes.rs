@@ -188,7 +188,8 @@ pub(super) struct Partition {
     /// How many agendas are in each phase (by [`Phase::index`]): the overview's counts in
     /// constant time per customer.
     pub(super) phases: [usize; Phase::COUNT],
-    /// The definitions' bytes of the live agendas ([`super::entry::Keys::bytes`]).
+    /// What the live agendas hold: definitions and what they keep of reports
+    /// ([`super::entry::Keys::bytes`]).
     pub(super) live_bytes: u64,
 }
 
@@ -330,9 +331,9 @@ impl AgendaModel {
         for entry in self.entries.values_mut() {
             if entry.keys.phase.is_live() && entry.keys.bytes == 0 {
                 entry.keys.bytes = match &entry.body {
-                    Body::Live(state) => super::definition_bytes(state),
+                    Body::Live(state) => super::live_bytes(state),
                     // Held compressed (the degraded mode).
-                    Body::Settled(_) => entry.state().map_or(0, |s| super::definition_bytes(&s)),
+                    Body::Settled(_) => entry.state().map_or(0, |s| super::live_bytes(&s)),
                 };
             }
             let id = &entry.key;

@@ -245,7 +245,7 @@ impl AgendaModel {
                 state,
                 &entry.key,
                 Some(&entry.keys),
-                !self.deferred,
+                Measure { now: !self.deferred, again: changes_kept(event) },
             );
             let old = std::mem::replace(&mut entry.keys, keys);
             if state.is_complete() {
@@ -289,7 +289,7 @@ impl AgendaModel {
             &state,
             &id,
             old.as_ref().map(|(_, k)| k),
-            !self.deferred,
+            Measure { now: !self.deferred, again: true },
         );
         if let Some(change) = change {
             describe(change, &id, &keys);
@@ -351,7 +351,7 @@ fn keys_of<C, L, I>(
     state: &AgendaState,
     key: &str,
     old: Option<&Keys>,
-    measure: bool,
+    measure: Measure,
 ) -> Keys {
     let p = state.progress();
     // Stored only where the key does not hold them (never, for agendas pop submitted).
@@ -374,14 +374,14 @@ fn keys_of<C, L, I>(
     let added = ms(p.added_time.or(state.agenda().and_then(|a| a.added_time)));
     let entered = state.entered_time().map_or(added, |t| t.timestamp_millis());
     let phase = Phase::of(p.processing_state, p.processing_state_message.as_deref().unwrap_or(""));
-    // Measured once per life (a rerun of a finished agenda measures it again): a definition
-    // never changes after the submission but by an expansion, which is counted as submitted.
-    // Not while the indexes are deferred (a rebuild): most agendas finish before its end, and
-    // `build_indexes` measures the ones still live.
+    // Measured when the agenda is first seen live (a rerun of a finished agenda measures it
+    // again), and after each event that changes what it keeps of its reports
+    // ([`changes_kept`]). Not while the indexes are deferred (a rebuild): most agendas finish
+    // before its end, and `build_indexes` measures the ones still live.
     let bytes = match old {
         _ if !phase.is_live() => 0,
-        Some(k) if k.bytes > 0 => k.bytes,
-        _ if measure => definition_bytes(state),
+        Some(k) if k.bytes > 0 && !measure.again => k.bytes,
+        _ if measure.now => live_bytes(state),
         _ => 0,
     };
     Keys {
@@ -400,11 +400,43 @@ fn keys_of<C, L, I>(
     }
 }
 
-/// The bytes of `state`'s agenda definition as compact JSON ([`Keys::bytes`]).
-fn definition_bytes(state: &AgendaState) -> u32 {
-    state
-        .agenda()
-        .map_or(0, |a| u32::try_from(pop_domain::validate::json_bytes(a)).unwrap_or(u32::MAX))
+/// When [`keys_of`] measures what an agenda holds ([`Keys::bytes`]).
+#[derive(Debug, Clone, Copy)]
+struct Measure {
+    /// The indexes are kept per event (not deferred).
+    now: bool,
+    /// The event may have changed what the agenda keeps of its reports.
+    again: bool,
+}
+
+/// Whether `event` may change what an agenda keeps of its reports (results, params,
+/// diagnostics; [`AgendaState::kept_bytes`]): the heartbeats that carry none of them, and the
+/// queue's events, do not, and cost no measure.
+fn changes_kept(event: &AgendaEvent) -> bool {
+    match event {
+        AgendaEvent::Queued(_)
+        | AgendaEvent::Claimed(_)
+        | AgendaEvent::Readded(_)
+        | AgendaEvent::Requeued(_)
+        | AgendaEvent::RetryDecided(_)
+        | AgendaEvent::ProgressIdTaken(_) => false,
+        AgendaEvent::ProgressReported(e) => {
+            !e.diagnostics.is_empty()
+                || e.operations.iter().any(|o| {
+                    !o.diagnostics.is_empty() || !o.result_payload.is_null() || o.params.is_some()
+                })
+        }
+        _ => true,
+    }
+}
+
+/// What a live agenda holds as compact JSON ([`Keys::bytes`]): its definition, and what it
+/// keeps of its reports ([`AgendaState::kept_bytes`]: results, params, diagnostics; hostile40
+/// M2: one customer's results grew the server by 360 MB past a quota that counted definitions
+/// only).
+fn live_bytes(state: &AgendaState) -> u32 {
+    let definition = state.agenda().map_or(0, pop_domain::validate::json_bytes);
+    u32::try_from(definition + state.kept_bytes()).unwrap_or(u32::MAX)
 }
 
 /// What a change of the agenda keyed `key` with `keys` tells subscribers.
@@ -761,14 +793,17 @@ mod tests {
         deferred.build_indexes();
         assert_eq!(indexes(&live), indexes(&deferred));
         assert!(!indexes(&live).is_empty());
-        // The live bytes are the live agendas' definitions, summed per customer and in all.
+        // The live bytes are the live agendas' definitions and what they keep of reports,
+        // summed per customer and in all.
         let live_bytes: u64 = live
             .entries
             .values()
             .filter(|e| !e.is_settled())
             .map(|e| {
                 let state = e.state().expect("a live agenda");
-                pop_domain::validate::json_bytes(state.agenda().expect("submitted")) as u64
+                let definition =
+                    pop_domain::validate::json_bytes(state.agenda().expect("submitted"));
+                (definition + state.kept_bytes()) as u64
             })
             .sum();
         assert!(live_bytes > 0);

@@ -1,0 +1,81 @@
+//! A customer's memory quota (`--max-live-bytes-per-customer`) counts what its live agendas
+//! keep of their reports, not only their definitions (hostile40 M2: one live agenda's results
+//! grew the shared server by 360 MB, the quota never moved). Past the quota new agendas are
+//! refused; past twice it, reports keep no more results (each said so on its operation) while
+//! the agendas still finish, and finished they free what they held.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use pop_app::{AppConfig, Caller, Principal, Role};
+use pop_projections::query::Visibility;
+use serde_json::{Value, json};
+use support::{acme_world, queue, sqlite, worker};
+
+const QUOTA: u64 = 40_000;
+
+fn live_bytes(w: &support::World) -> u64 {
+    w.projections.read().agendas().live_bytes(&Visibility::from_ids(["acme"]))
+}
+
+#[tokio::test]
+async fn results_count_toward_the_customers_memory_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = acme_world(sqlite(dir.path()).await).await;
+    w.app = w.app_with(AppConfig { max_live_bytes_per_customer: QUOTA, ..AppConfig::default() });
+    let user = Caller::new(Principal::new("acme-user", Role::User, &["acme"]), "test");
+    let submit = |id: &str| {
+        json!({"id": id, "customerId": "acme", "operations": [
+            {"name": "one", "type": "work", "payload": {}},
+            {"name": "two", "type": "work", "payload": {}}]})
+    };
+    w.app.submit(&user, submit("a1"), None, None).await.unwrap();
+    queue(&w, "a1").await;
+    let definition = live_bytes(&w);
+    assert!(definition > 0 && definition < 1_000, "{definition}");
+
+    let worker = worker();
+    let claimed = w.app.get_agenda(&worker, "work", 1, None).await.unwrap();
+    let lease = claimed[0].lease().unwrap().lease_id.clone();
+    let report = |op: &str, state: &str, result: Value| {
+        json!({"id": "a1", "processingState": "EXECUTING", "operationProgress": [
+            {"operation": op, "processingState": state,
+             "processingStateMessage": if state == "COMPLETE" { json!("succeeded") } else { Value::Null },
+             "resultPayload": result}]})
+    };
+    // A result past twice the quota is still kept: the customer was within it.
+    let big = json!({"out": "r".repeat(90_000)});
+    w.app.report(&worker, report("one", "COMPLETE", big), Some(&lease), None).await.unwrap();
+    w.app.settle(None).await.unwrap();
+    let held = live_bytes(&w);
+    assert!(held > 2 * QUOTA && held > definition + 90_000, "{held}");
+
+    // Past the quota: a new agenda is refused, naming it.
+    let refused = w.app.submit(&user, submit("a2"), None, None).await.unwrap_err();
+    assert_eq!(refused.code, pop_app::Code::QuotaExceeded, "{}", refused.message);
+    assert!(refused.message.contains(&format!("at most {QUOTA}")), "{}", refused.message);
+
+    // Past twice it: the next result is not kept, the operation fails and says why; the
+    // agenda finishes (failed), and frees what it held.
+    let done = w
+        .app
+        .report(
+            &worker,
+            report("two", "COMPLETE", json!({"out": "s".repeat(1_000)})),
+            Some(&lease),
+            None,
+        )
+        .await
+        .unwrap();
+    let progress = done.progress();
+    assert_eq!(progress.processing_state_message.as_deref(), Some("failed"));
+    let two = progress.operation_progress.iter().find(|p| &*p.operation == "two").unwrap();
+    assert!(two.result_payload.is_null());
+    let said = &two.diagnostic_events[0].message;
+    assert!(said.contains("past twice its quota of 40000"), "{said}");
+    assert!(said.contains("--max-live-bytes-per-customer"), "{said}");
+    w.app.settle(None).await.unwrap();
+    assert_eq!(live_bytes(&w), 0);
+    w.app.submit(&user, submit("a2"), None, None).await.unwrap();
+}

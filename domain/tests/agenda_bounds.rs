@@ -1,0 +1,327 @@
+//! What one agenda keeps of its reports is bounded in bytes (hostile40 M1, M2): its operations'
+//! results and params together, and its diagnostics, whose texts are cut to the agenda's share.
+//! A result past a bound is not kept, with a diagnostic saying why, and fails the operation it
+//! completes; a report is never refused whole for it.
+
+mod agenda_support;
+
+use agenda_support::*;
+use pop_domain::agenda::{
+    AgendaError, AgendaEvent, AgendaState, DIAGNOSTIC_BYTES_PER_AGENDA,
+    MAX_REPORTED_BYTES_PER_AGENDA, MIN_DIAGNOSTIC_TEXT_BYTES, OperationReport, ProgressReport,
+};
+use pop_domain::model::status_code::NOT_RETRYABLE;
+use pop_domain::validate::{MAX_DIAGNOSTIC_TEXT_BYTES, json_bytes};
+use pop_domain::{Aggregate, DiagnosticEvent, ProcessingState};
+use serde_json::{Value, json};
+
+use ProcessingState::{Complete, Executing};
+
+fn names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("o{i}")).collect()
+}
+
+fn running_agenda(n: usize) -> Vec<AgendaEvent> {
+    let names = names(n);
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    history(running(agenda_of(&refs, json!({}))))
+}
+
+fn with_result(mut op: OperationReport, result: Value) -> OperationReport {
+    op.result_payload = Some(result);
+    op
+}
+
+fn limited(operations: Vec<OperationReport>) -> ProgressReport {
+    ProgressReport { payload_bytes: Some(512 << 10), ..ops(operations) }
+}
+
+fn diagnostics_of(state: &AgendaState) -> usize {
+    let agenda = state.progress().diagnostic_events.iter().map(json_bytes).sum::<usize>();
+    agenda
+        + state
+            .progress()
+            .operation_progress
+            .iter()
+            .flat_map(|p| p.diagnostic_events.iter())
+            .map(json_bytes)
+            .sum::<usize>()
+}
+
+/// A result sent as JSON text is measured as stored, a JSON string (review-s45b: by its text,
+/// one of control characters passed and was too large to store); the diagnostic names the
+/// text's size too (popclient26). Completing the operation, it fails it, and an agenda
+/// reported succeeded with it fails.
+#[test]
+fn a_result_sent_as_text_is_measured_as_stored_and_said_so() {
+    let given = running_agenda(1);
+    let text = "\"q\",".repeat(250); // 1,000 bytes of text, 1,502 as a JSON string
+    let sent = |max: usize| ProgressReport {
+        state: Some(Complete),
+        message: Some("succeeded".into()),
+        payload_bytes: Some(max),
+        ..ops(vec![with_result(succeeded("o0"), Value::String(text.clone()))])
+    };
+    let fits = state_after(&given, sent(1_502));
+    assert_eq!(op_state(&fits, "o0"), (Complete, "succeeded".into()));
+    assert!(!fits.operation("o0").unwrap().result_payload.is_null());
+
+    let over = state_after(&given, sent(1_501));
+    assert_eq!(op_state(&over, "o0"), (Complete, "failed".into()));
+    assert_eq!(over.progress().processing_state_message.as_deref(), Some("failed"));
+    let op = over.operation("o0").unwrap();
+    assert!(op.result_payload.is_null());
+    let said = &op.diagnostic_events[0];
+    assert!(
+        said.message.contains("1502 bytes as JSON (a JSON string of 1000 bytes of text"),
+        "{}",
+        said.message
+    );
+    assert!(said.message.ends_with("and the operation failed"), "{}", said.message);
+    assert_eq!(said.status_code.as_deref(), Some(NOT_RETRYABLE));
+}
+
+/// The agenda's results are bounded together: each within the limit on one, the one that
+/// would take them past [`MAX_REPORTED_BYTES_PER_AGENDA`] is not kept and fails its operation
+/// (NOT_RETRYABLE: the same handler makes the same result); an interim result is only dropped,
+/// the operation goes on. A result that replaces an interim one counts only what it adds.
+#[test]
+fn an_agendas_results_are_bounded_together() {
+    let n = 20;
+    let mut events = running_agenda(n);
+    let big = |c: char| json!({ "out": c.to_string().repeat(400 << 10) });
+    let per = json_bytes(&big('x'));
+    let fit = MAX_REPORTED_BYTES_PER_AGENDA / per;
+    assert!(fit < n - 2, "the test needs operations past the bound");
+    // o0 holds an interim result first, replaced by its final one below.
+    events = history_after(
+        &events,
+        vec![report("w1", 5, limited(vec![with_result(executing("o0", 50.0), big('i'))]))],
+    );
+    for i in 0..fit {
+        let name = format!("o{i}");
+        events = history_after(
+            &events,
+            vec![report(
+                "w1",
+                10 + i as i64,
+                limited(vec![with_result(succeeded(&name), big('x'))]),
+            )],
+        );
+    }
+    let state = replay(&events);
+    assert!(state.reported_bytes() <= MAX_REPORTED_BYTES_PER_AGENDA);
+    for i in 0..fit {
+        assert_eq!(op_state(&state, &format!("o{i}")), (Complete, "succeeded".into()), "o{i}");
+    }
+
+    // The next one passes the bound: not kept, the operation failed, the reason recorded.
+    let next = format!("o{fit}");
+    let after = state_after(&events, limited(vec![with_result(succeeded(&next), big('y'))]));
+    assert_eq!(op_state(&after, &next), (Complete, "failed".into()));
+    let op = after.operation(&next).unwrap();
+    assert!(op.result_payload.is_null());
+    let said = &op.diagnostic_events[0];
+    assert!(
+        said.message
+            .contains(&format!("past the {MAX_REPORTED_BYTES_PER_AGENDA} bytes an agenda keeps")),
+        "{}",
+        said.message
+    );
+    assert_eq!(said.status_code.as_deref(), Some(NOT_RETRYABLE));
+    assert_eq!(after.reported_bytes(), state.reported_bytes());
+    // Sent again (POP's executor after a timeout), the same report is taken and adds nothing.
+    let sent = || limited(vec![with_result(succeeded(&next), big('y'))]);
+    let failed_once = history_after(&events, vec![report("w1", 50, sent())]);
+    let resent = replay(&failed_once).decide(&report("w1", 51, sent())).unwrap();
+    for event in resent {
+        let AgendaEvent::ProgressReported(e) = event else { panic!("{event:?}") };
+        assert!(e.operations.is_empty() && e.diagnostics.is_empty(), "{e:?}");
+    }
+
+    // An interim result past it is dropped, and the operation runs on.
+    let interim =
+        state_after(&events, limited(vec![with_result(executing(&next, 10.0), big('y'))]));
+    assert_eq!(interim.operation(&next).unwrap().processing_state, Executing);
+    assert!(interim.operation(&next).unwrap().result_payload.is_null());
+    assert!(!interim.operation(&next).unwrap().diagnostic_events[0].message.contains("failed"));
+
+    // A small result still fits.
+    let small =
+        state_after(&events, limited(vec![with_result(succeeded(&next), json!({"ok": 1}))]));
+    assert_eq!(op_state(&small, &next), (Complete, "succeeded".into()));
+}
+
+/// Params reported past the agenda's bound (each operation's within its own) are refused,
+/// naming the field; an echo is not growth.
+#[test]
+fn reported_params_count_toward_the_agendas_bound() {
+    let n = 40;
+    let mut events = running_agenda(n);
+    let param = |c: char| params(json!({ "log": c.to_string().repeat(200 << 10) }));
+    let with_params = |name: &str, c: char| {
+        limited(vec![OperationReport { params: param(c), ..executing(name, 10.0) }])
+    };
+    let mut i = 0;
+    loop {
+        let name = format!("o{i}");
+        let state = replay(&events);
+        match state.decide(&report("w1", 10 + i as i64, with_params(&name, 'p'))) {
+            Ok(new) => events.extend(new),
+            Err(AgendaError::Invalid(errors)) => {
+                assert_eq!(errors.errors[0].field, "operationProgress[0].params", "{errors:?}");
+                assert!(
+                    errors.errors[0].message.contains(&format!(
+                        "an agenda keeps at most {MAX_REPORTED_BYTES_PER_AGENDA}"
+                    )),
+                    "{errors:?}"
+                );
+                assert!(state.reported_bytes() <= MAX_REPORTED_BYTES_PER_AGENDA);
+                // The echo of params already held is taken.
+                let echo = with_params("o0", 'p');
+                assert!(state.decide(&report("w1", 100, echo)).is_ok());
+                return;
+            }
+            Err(other) => panic!("{other}"),
+        }
+        i += 1;
+        assert!(i < n, "params grew past the agenda's bound");
+    }
+}
+
+/// Diagnostics are cut to the agenda's share: one of 61 operations sent ten diagnostics of 32
+/// KiB of message and 32 KiB of stack trace each on every operation (hostile40 M1: 39 MB, past
+/// what any answer carries) keeps them within [`DIAGNOSTIC_BYTES_PER_AGENDA`]; an agenda of one
+/// operation keeps the whole 32 KiB of each text.
+#[test]
+fn diagnostics_are_cut_to_the_agendas_share() {
+    let diagnostic = |op: &str, k: usize| DiagnosticEvent {
+        message: format!("{op} attempt {k} {}", "m".repeat(MAX_DIAGNOSTIC_TEXT_BYTES)),
+        stack_trace: Some(format!("{op} {k} {}", "s".repeat(MAX_DIAGNOSTIC_TEXT_BYTES))),
+        ..DiagnosticEvent::default()
+    };
+    let n = 61;
+    let mut events = running_agenda(n);
+    for i in 0..n {
+        let name = format!("o{i}");
+        let op = OperationReport {
+            diagnostics: (0..10).map(|k| diagnostic(&name, k)).collect(),
+            ..executing(&name, 10.0)
+        };
+        events = history_after(&events, vec![report("w1", 10 + i as i64, limited(vec![op]))]);
+    }
+    let agenda_level = ProgressReport {
+        diagnostics: (0..10).map(|k| diagnostic("agenda", k)).collect(),
+        ..limited(Vec::new())
+    };
+    events = history_after(&events, vec![report("w1", 100, agenda_level)]);
+    let state = replay(&events);
+    assert_eq!(state.operation("o60").unwrap().diagnostic_events.len(), 10);
+    let kept = diagnostics_of(&state);
+    assert!(kept <= DIAGNOSTIC_BYTES_PER_AGENDA, "{kept} > {DIAGNOSTIC_BYTES_PER_AGENDA}");
+    assert!(kept > DIAGNOSTIC_BYTES_PER_AGENDA / 2, "{kept}: the share is used");
+    // Each keeps its start and end around the note of the cut.
+    let first = &state.operation("o0").unwrap().diagnostic_events[0];
+    assert!(first.message.starts_with("o0 attempt 0 m") && first.message.ends_with('m'));
+    assert!(first.message.contains("bytes cut: pop keeps at most"), "{}", &first.message[..100]);
+    // The same report sent again adds nothing: its diagnostics are cut the same way.
+    let again = OperationReport {
+        diagnostics: (0..10).map(|k| diagnostic("o0", k)).collect(),
+        ..executing("o0", 10.0)
+    };
+    let resent = state.decide(&report("w1", 101, limited(vec![again]))).unwrap();
+    for event in resent {
+        let AgendaEvent::ProgressReported(e) = event else { panic!("{event:?}") };
+        assert!(e.operations.is_empty() && e.diagnostics.is_empty(), "{e:?}");
+    }
+
+    // One operation: the whole 32 KiB of each text.
+    let one = history_after(
+        &running_agenda(1),
+        vec![report(
+            "w1",
+            10,
+            limited(vec![OperationReport {
+                diagnostics: vec![diagnostic("o0", 0)],
+                ..executing("o0", 10.0)
+            }]),
+        )],
+    );
+    let one = replay(&one);
+    let kept = &one.operation("o0").unwrap().diagnostic_events[0];
+    assert!(kept.message.len() <= MAX_DIAGNOSTIC_TEXT_BYTES);
+    assert!(kept.message.len() > MAX_DIAGNOSTIC_TEXT_BYTES - 8, "{}", kept.message.len());
+    assert!(kept.message.contains(&format!("pop keeps at most {MAX_DIAGNOSTIC_TEXT_BYTES} bytes")));
+}
+
+/// While the customer is past its memory quota, a result is not kept (retryable: a later
+/// attempt may find room) and a diagnostic keeps the least of its texts.
+#[test]
+fn past_the_customers_quota_nothing_more_is_kept() {
+    let given = running_agenda(2);
+    let quota = "customer \"acme\"'s live agendas hold 200 bytes, past twice its quota of 50";
+    let sent = ProgressReport {
+        over_quota: Some(quota.into()),
+        ..limited(vec![
+            with_result(succeeded("o0"), json!({"out": "x".repeat(1_000)})),
+            OperationReport {
+                diagnostics: vec![DiagnosticEvent {
+                    message: "e".repeat(5_000),
+                    ..DiagnosticEvent::default()
+                }],
+                ..failed("o1")
+            },
+        ])
+    };
+    let state = state_after(&given, sent);
+    let o0 = state.operation("o0").unwrap();
+    assert_eq!(op_state(&state, "o0"), (Complete, "failed".into()));
+    assert!(o0.result_payload.is_null());
+    assert!(o0.diagnostic_events[0].message.contains(quota), "{}", o0.diagnostic_events[0].message);
+    assert_eq!(o0.diagnostic_events[0].status_code, None, "retryable");
+    let o1 = state.operation("o1").unwrap();
+    let cut = o1.diagnostic_events.iter().find(|d| d.message.starts_with('e')).unwrap();
+    assert!(cut.message.len() <= MIN_DIAGNOSTIC_TEXT_BYTES, "{}", cut.message.len());
+}
+
+/// The state after `given` and a report of w1's at t=50.
+fn state_after(given: &[AgendaEvent], sent: ProgressReport) -> AgendaState {
+    replay(&history_after(given, vec![report("w1", 50, sent)]))
+}
+
+/// The largest agenda (every operation it may have, each with ten diagnostics past the cut, its
+/// results and params at the agenda's bound) keeps a progress that one answer carries (the
+/// API's budget, `pop_api::config::MAX_RESPONSE_BYTES`, 16 MiB), with room for a definition
+/// of the largest request body (2 MiB).
+#[test]
+fn the_largest_agenda_keeps_what_one_answer_carries() {
+    let n = pop_domain::validate::MAX_OPERATIONS - 1;
+    let mut events = running_agenda(n);
+    let diagnostic = |op: &str, k: usize| DiagnosticEvent {
+        message: format!("{op} attempt {k} {}", "m".repeat(1_000)),
+        stack_trace: Some(format!("{op} {k} {}", "s".repeat(1_000))),
+        payload: json!({"log": "p".repeat(1_000)}),
+        time: Some(t(5)),
+        status_code: Some("NOT_RETRYABLE".into()),
+    };
+    let result = json!({"out": "r".repeat(MAX_REPORTED_BYTES_PER_AGENDA / n)});
+    for chunk in names(n).chunks(50) {
+        let reported = chunk
+            .iter()
+            .map(|name| OperationReport {
+                diagnostics: (0..10).map(|k| diagnostic(name, k)).collect(),
+                ..with_result(executing(name, 10.0), result.clone())
+            })
+            .collect();
+        let mut sent = limited(reported);
+        sent.diagnostics = (0..10).map(|k| diagnostic("agenda", k)).collect();
+        events = history_after(&events, vec![report("w1", 10, sent)]);
+    }
+    let state = replay(&events);
+    let o0 = state.operation("o0").unwrap();
+    assert_eq!(o0.diagnostic_events.len(), 10);
+    assert!(o0.diagnostic_events[0].message.len() <= MIN_DIAGNOSTIC_TEXT_BYTES);
+    assert!(state.reported_bytes() <= MAX_REPORTED_BYTES_PER_AGENDA);
+    let progress = serde_json::to_vec(state.progress()).unwrap().len();
+    assert!(progress + (2 << 20) <= 16 << 20, "{progress}");
+}
