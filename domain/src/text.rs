@@ -106,6 +106,74 @@ pub fn cut_middle(text: &mut String, max: usize) -> usize {
     cut
 }
 
+/// Cuts `text` like [`cut_middle`] so that it takes at most `max` bytes as the content of a JSON
+/// string (its escapes counted: a control character takes six), which is what is stored,
+/// held and answered (review-s49: 2,201 bytes of U+0001 kept 13 KB). Returns the bytes cut.
+pub fn cut_middle_json(text: &mut String, max: usize) -> usize {
+    // What serde_json writes for each character inside a string.
+    let stored = |c: char| match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    };
+    let all: usize = text.chars().map(stored).sum();
+    if all <= max {
+        return 0;
+    }
+    let note = |n: usize| format!("\n… [{n} bytes cut: pop keeps at most {max} bytes of it] …\n");
+    // Measured with the longest count it may say.
+    let room = max.saturating_sub(note(text.len()).chars().map(stored).sum());
+    let mut budget = room * 3 / 4;
+    let mut head = 0;
+    for (at, c) in text.char_indices() {
+        if stored(c) > budget {
+            break;
+        }
+        budget -= stored(c);
+        head = at + c.len_utf8();
+    }
+    let mut budget = room - room * 3 / 4;
+    let mut tail = text.len();
+    for (at, c) in text[head..].char_indices().rev() {
+        if stored(c) > budget {
+            break;
+        }
+        budget -= stored(c);
+        tail = head + at;
+    }
+    let cut = tail - head;
+    *text = format!("{}{}{}", &text[..head], note(cut), &text[tail..]);
+    cut
+}
+
+/// Whether `kept` is `original`, or `original` cut by [`cut_middle`] (at any bound): its start,
+/// the note of how many bytes were cut, and its end. How a resent diagnostic is known for one
+/// already recorded whatever length it was cut to then (review-s49: an agenda that gained
+/// operations cut shorter, and every resent diagnostic was recorded again).
+pub fn is_cut_of(kept: &str, original: &str) -> bool {
+    if kept == original {
+        return true;
+    }
+    const OPEN: &str = "\n… [";
+    const SAYS: &str = " bytes cut: pop keeps at most ";
+    const CLOSE: &str = " bytes of it] …\n";
+    kept.match_indices(OPEN).any(|(at, _)| {
+        let head = &kept[..at];
+        let rest = &kept[at + OPEN.len()..];
+        let Some((count, rest)) = rest.split_once(SAYS) else { return false };
+        let Some((bound, tail)) = rest.split_once(CLOSE) else { return false };
+        let (Ok(count), true) = (
+            count.parse::<usize>(),
+            !bound.is_empty() && bound.bytes().all(|b| b.is_ascii_digit()),
+        ) else {
+            return false;
+        };
+        head.len() + count + tail.len() == original.len()
+            && original.starts_with(head)
+            && original.ends_with(tail)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +231,25 @@ mod tests {
         assert_eq!(shown("x\u{2028}y"), r#""x\u{2028}y""#);
         assert_eq!(shown("x\u{1b}[2K"), r#""x\u{1b}[2K""#);
         assert_eq!(shown(""), r#""""#);
+    }
+
+    /// Cut for JSON, control characters count as stored: within the bound once escaped, the
+    /// start and end kept; [`is_cut_of`] knows the cut (at any bound) and nothing else.
+    #[test]
+    fn a_json_cut_counts_escapes_and_is_known_for_its_original() {
+        let original = format!("HEAD{}TAIL", "\u{1}".repeat(5_000));
+        for max in [120, 1_000, 4_000] {
+            let mut text = original.clone();
+            assert!(cut_middle_json(&mut text, max) > 0);
+            let stored = crate::validate::json_bytes(text.as_str()) - 2;
+            assert!(stored <= max, "{stored} > {max}");
+            assert!(text.starts_with("HEAD") && text.ends_with("TAIL"), "{text:?}");
+            assert!(is_cut_of(&text, &original));
+            assert!(!is_cut_of(&text, &format!("{original}x")));
+            assert!(!is_cut_of(&text, &original.replace("HEAD", "HEAP")));
+        }
+        let mut plain = "short".to_string();
+        assert_eq!(cut_middle_json(&mut plain, 5), 0);
+        assert!(is_cut_of("short", "short") && !is_cut_of("short", "shorter"));
     }
 }

@@ -601,33 +601,70 @@ pub fn json_bytes<T: serde::Serialize + ?Sized>(value: &T) -> usize {
     }
 }
 
-/// The most bytes a diagnostic keeps of its `message`, its `stackTrace` (counted as text: a
-/// character JSON escapes takes more stored) and its `payload` (as JSON) (popclient27: a
-/// failure report with a 1.1 MB Java stack trace was refused whole, sent again, refused again,
-/// and the agenda failed as "timed out" with the cause nowhere). Ten of them beside a result
-/// at the payload limit can still pass what one event holds: that report is refused.
+/// The most bytes a diagnostic keeps of its `message`, its `stackTrace` (as stored: JSON
+/// escapes counted) and its `payload` (as JSON) (popclient27: a failure report with a 1.1 MB
+/// Java stack trace was refused whole, sent again, refused again, and the agenda failed as
+/// "timed out" with the cause nowhere). An agenda of several operations keeps less of each
+/// (`AgendaState::diagnostic_text_bytes`).
 pub const MAX_DIAGNOSTIC_TEXT_BYTES: usize = 32 << 10;
 
-/// Cuts a diagnostic's `message` and `stackTrace` to `max` bytes each (at most
-/// [`MAX_DIAGNOSTIC_TEXT_BYTES`]; an agenda of many operations keeps less of each,
-/// `AgendaState::diagnostic_text_bytes`), keeping their start and end
-/// ([`crate::text::cut_middle`]); a `payload` larger than that is replaced by a note of its
-/// size. Returns whether anything was cut.
+/// The most bytes a diagnostic keeps of its `statusCode` (POP's are short names: `1`,
+/// `NOT_RETRYABLE`); review-s49: it was never cut, and 95 KB codes made an agenda of 58 MB.
+pub const MAX_STATUS_CODE_BYTES: usize = 100;
+
+/// Cuts a diagnostic's `message` and `stackTrace` to `max` bytes each as stored (at most
+/// [`MAX_DIAGNOSTIC_TEXT_BYTES`]), keeping their start and end
+/// ([`crate::text::cut_middle_json`]), and its `statusCode` to [`MAX_STATUS_CODE_BYTES`]; a
+/// `payload` larger than `max` is replaced by a note of its size. Returns whether anything was
+/// cut. [`is_cut_of`] knows the outcome for its original.
 pub fn cut_diagnostic(d: &mut crate::model::DiagnosticEvent, max: usize) -> bool {
     let max = max.min(MAX_DIAGNOSTIC_TEXT_BYTES);
-    let mut cut = crate::text::cut_middle(&mut d.message, max);
+    let mut cut = crate::text::cut_middle_json(&mut d.message, max);
     if let Some(trace) = &mut d.stack_trace {
-        cut += crate::text::cut_middle(trace, max);
+        cut += crate::text::cut_middle_json(trace, max);
+    }
+    if let Some(code) = &mut d.status_code {
+        cut += crate::text::cut_middle_json(code, MAX_STATUS_CODE_BYTES);
     }
     let payload = json_bytes(&d.payload);
     if payload > max {
         d.payload = serde_json::Value::String(format!(
-            "[a payload of {payload} bytes as JSON, not kept: pop keeps at most {max} bytes \
-             of a diagnostic's payload here]"
+            "{}{payload} bytes as JSON, not kept: pop keeps at most {max} bytes of a \
+             diagnostic's payload here]",
+            PAYLOAD_NOTE
         ));
         cut += payload;
     }
     cut > 0
+}
+
+/// How the note that replaces a diagnostic's payload starts.
+const PAYLOAD_NOTE: &str = "[a payload of ";
+
+/// Whether `kept` is `original` as recorded, cut by [`cut_diagnostic`] at any bound or not at
+/// all: how a diagnostic sent again is known for one recorded, however short the agenda cut it
+/// then (an agenda that gained operations, or a customer past its quota, cuts shorter).
+pub fn is_cut_of(
+    kept: &crate::model::DiagnosticEvent,
+    original: &crate::model::DiagnosticEvent,
+) -> bool {
+    use crate::text::is_cut_of as text;
+    let optional = |k: &Option<String>, o: &Option<String>| match (k, o) {
+        (Some(k), Some(o)) => text(k, o),
+        (None, None) => true,
+        _ => false,
+    };
+    let payload = kept.payload == original.payload
+        || kept.payload.as_str().is_some_and(|note| {
+            note.strip_prefix(PAYLOAD_NOTE).and_then(|rest| rest.split_once(' ')).is_some_and(
+                |(bytes, _)| bytes.parse::<usize>().ok() == Some(json_bytes(&original.payload)),
+            )
+        });
+    kept.time == original.time
+        && payload
+        && text(&kept.message, &original.message)
+        && optional(&kept.stack_trace, &original.stack_trace)
+        && optional(&kept.status_code, &original.status_code)
 }
 
 /// The most bytes (as compact JSON, [`json_bytes`]) a payload and a params map may take: the

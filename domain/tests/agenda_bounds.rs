@@ -7,8 +7,9 @@ mod agenda_support;
 
 use agenda_support::*;
 use pop_domain::agenda::{
-    AgendaError, AgendaEvent, AgendaState, DIAGNOSTIC_BYTES_PER_AGENDA,
-    MAX_REPORTED_BYTES_PER_AGENDA, MIN_DIAGNOSTIC_TEXT_BYTES, OperationReport, ProgressReport,
+    AgendaEvent, AgendaState, DIAGNOSTIC_BYTES_PER_AGENDA, MAX_DEFINITION_BYTES_PER_AGENDA,
+    MAX_PARAMS_BYTES_PER_AGENDA, MAX_RESULT_BYTES_PER_AGENDA, MIN_DIAGNOSTIC_TEXT_BYTES,
+    OperationReport, ProgressReport,
 };
 use pop_domain::model::status_code::NOT_RETRYABLE;
 use pop_domain::validate::{MAX_DIAGNOSTIC_TEXT_BYTES, json_bytes};
@@ -82,7 +83,7 @@ fn a_result_sent_as_text_is_measured_as_stored_and_said_so() {
 }
 
 /// The agenda's results are bounded together: each within the limit on one, the one that
-/// would take them past [`MAX_REPORTED_BYTES_PER_AGENDA`] is not kept and fails its operation
+/// would take them past [`MAX_RESULT_BYTES_PER_AGENDA`] is not kept and fails its operation
 /// (NOT_RETRYABLE: the same handler makes the same result); an interim result is only dropped,
 /// the operation goes on. A result that replaces an interim one counts only what it adds.
 #[test]
@@ -91,7 +92,7 @@ fn an_agendas_results_are_bounded_together() {
     let mut events = running_agenda(n);
     let big = |c: char| json!({ "out": c.to_string().repeat(400 << 10) });
     let per = json_bytes(&big('x'));
-    let fit = MAX_REPORTED_BYTES_PER_AGENDA / per;
+    let fit = MAX_RESULT_BYTES_PER_AGENDA / per;
     assert!(fit < n - 2, "the test needs operations past the bound");
     // o0 holds an interim result first, replaced by its final one below.
     events = history_after(
@@ -110,7 +111,7 @@ fn an_agendas_results_are_bounded_together() {
         );
     }
     let state = replay(&events);
-    assert!(state.reported_bytes() <= MAX_REPORTED_BYTES_PER_AGENDA);
+    assert!(state.result_bytes() <= MAX_RESULT_BYTES_PER_AGENDA);
     for i in 0..fit {
         assert_eq!(op_state(&state, &format!("o{i}")), (Complete, "succeeded".into()), "o{i}");
     }
@@ -124,12 +125,12 @@ fn an_agendas_results_are_bounded_together() {
     let said = &op.diagnostic_events[0];
     assert!(
         said.message
-            .contains(&format!("past the {MAX_REPORTED_BYTES_PER_AGENDA} bytes an agenda keeps")),
+            .contains(&format!("past the {MAX_RESULT_BYTES_PER_AGENDA} bytes an agenda keeps")),
         "{}",
         said.message
     );
     assert_eq!(said.status_code.as_deref(), Some(NOT_RETRYABLE));
-    assert_eq!(after.reported_bytes(), state.reported_bytes());
+    assert_eq!(after.result_bytes(), state.result_bytes());
     // Sent again (POP's executor after a timeout), the same report is taken and adds nothing.
     let sent = || limited(vec![with_result(succeeded(&next), big('y'))]);
     let failed_once = history_after(&events, vec![report("w1", 50, sent())]);
@@ -152,38 +153,55 @@ fn an_agendas_results_are_bounded_together() {
     assert_eq!(op_state(&small, &next), (Complete, "succeeded".into()));
 }
 
-/// Params reported past the agenda's bound (each operation's within its own) are refused,
-/// naming the field; an echo is not growth.
+/// Params reported past the agenda's bound (each operation's within its own) are not kept, and
+/// the operation says so; the report is taken (popclient29: refused, POP's executor sent it
+/// again until the lease ran out). An echo is not growth. Results filling their own bound do
+/// not starve params (review-s49).
 #[test]
-fn reported_params_count_toward_the_agendas_bound() {
+fn reported_params_past_the_agendas_bound_are_not_kept() {
     let n = 40;
     let mut events = running_agenda(n);
     let param = |c: char| params(json!({ "log": c.to_string().repeat(200 << 10) }));
     let with_params = |name: &str, c: char| {
         limited(vec![OperationReport { params: param(c), ..executing(name, 10.0) }])
     };
+    // Results at their own bound first.
+    let big = json!({ "out": "r".repeat(400 << 10) });
+    for i in 0..(MAX_RESULT_BYTES_PER_AGENDA / json_bytes(&big)) {
+        let sent =
+            limited(vec![with_result(executing(&format!("o{}", n - 1 - i), 5.0), big.clone())]);
+        events = history_after(&events, vec![report("w1", 5, sent)]);
+    }
     let mut i = 0;
     loop {
         let name = format!("o{i}");
         let state = replay(&events);
-        match state.decide(&report("w1", 10 + i as i64, with_params(&name, 'p'))) {
-            Ok(new) => events.extend(new),
-            Err(AgendaError::Invalid(errors)) => {
-                assert_eq!(errors.errors[0].field, "operationProgress[0].params", "{errors:?}");
-                assert!(
-                    errors.errors[0].message.contains(&format!(
-                        "an agenda keeps at most {MAX_REPORTED_BYTES_PER_AGENDA}"
-                    )),
-                    "{errors:?}"
-                );
-                assert!(state.reported_bytes() <= MAX_REPORTED_BYTES_PER_AGENDA);
-                // The echo of params already held is taken.
-                let echo = with_params("o0", 'p');
-                assert!(state.decide(&report("w1", 100, echo)).is_ok());
-                return;
+        let new = state.decide(&report("w1", 10 + i as i64, with_params(&name, 'p'))).unwrap();
+        let after = replay(&[events.clone(), new.clone()].concat());
+        let op = after.operation(&name).unwrap();
+        if op.params.is_empty() {
+            let said = &op.diagnostic_events[0].message;
+            assert!(
+                said.contains(&format!(
+                    "past the {MAX_PARAMS_BYTES_PER_AGENDA} bytes an agenda keeps"
+                )),
+                "{said}"
+            );
+            assert!(after.params_bytes() <= MAX_PARAMS_BYTES_PER_AGENDA);
+            assert_eq!(op.processing_state, Executing, "the operation goes on");
+            // Sent again, the same report says nothing more.
+            let again =
+                after.decide(&report("w1", 11 + i as i64, with_params(&name, 'p'))).unwrap();
+            for event in again {
+                let AgendaEvent::ProgressReported(e) = event else { panic!("{event:?}") };
+                assert!(e.operations.is_empty(), "{e:?}");
             }
-            Err(other) => panic!("{other}"),
+            // The echo of params already held is taken, and changes nothing.
+            assert!(after.decide(&report("w1", 100, with_params("o0", 'p'))).is_ok());
+            assert!(i >= 3, "params were kept up to their bound: {i}");
+            return;
         }
+        events.extend(new);
         i += 1;
         assert!(i < n, "params grew past the agenda's bound");
     }
@@ -282,6 +300,25 @@ fn past_the_customers_quota_nothing_more_is_kept() {
     let o1 = state.operation("o1").unwrap();
     let cut = o1.diagnostic_events.iter().find(|d| d.message.starts_with('e')).unwrap();
     assert!(cut.message.len() <= MIN_DIAGNOSTIC_TEXT_BYTES, "{}", cut.message.len());
+
+    // An interim result sent with every heartbeat while past the quota is said once.
+    let heartbeat = || ProgressReport {
+        over_quota: Some(quota.into()),
+        ..limited(vec![with_result(executing("o0", 10.0), json!({"partial": 1}))])
+    };
+    let once = history_after(&given, vec![report("w1", 50, heartbeat())]);
+    assert_eq!(replay(&once).operation("o0").unwrap().diagnostic_events.len(), 1);
+    for event in replay(&once).decide(&report("w1", 51, heartbeat())).unwrap() {
+        let AgendaEvent::ProgressReported(e) = event else { panic!("{event:?}") };
+        assert!(e.operations.is_empty(), "{e:?}");
+    }
+    // Within the quota, the interim result it holds sent again changes nothing either.
+    let kept = ProgressReport { over_quota: None, ..heartbeat() };
+    let held = history_after(&given, vec![report("w1", 50, kept.clone())]);
+    for event in replay(&held).decide(&report("w1", 51, kept)).unwrap() {
+        let AgendaEvent::ProgressReported(e) = event else { panic!("{event:?}") };
+        assert!(e.operations.is_empty(), "{e:?}");
+    }
 }
 
 /// The state after `given` and a report of w1's at t=50.
@@ -289,39 +326,157 @@ fn state_after(given: &[AgendaEvent], sent: ProgressReport) -> AgendaState {
     replay(&history_after(given, vec![report("w1", 50, sent)]))
 }
 
-/// The largest agenda (every operation it may have, each with ten diagnostics past the cut, its
-/// results and params at the agenda's bound) keeps a progress that one answer carries (the
-/// API's budget, `pop_api::config::MAX_RESPONSE_BYTES`, 16 MiB), with room for a definition
-/// of the largest request body (2 MiB).
+/// The largest agenda keeps what one answer carries (the API's budget,
+/// `pop_api::config::MAX_RESPONSE_BYTES`, 16 MiB), its definition included: every operation it
+/// may have, a definition of 2 MB, results and params at the agenda's bounds, ten diagnostics on
+/// each operation and the agenda whose every text (status codes too) is control characters
+/// (six bytes each as stored; review-s49), and free-text messages of them.
 #[test]
 fn the_largest_agenda_keeps_what_one_answer_carries() {
     let n = pop_domain::validate::MAX_OPERATIONS - 1;
-    let mut events = running_agenda(n);
+    let names = names(n);
+    let operations = names
+        .iter()
+        .map(|name| op(name, json!({"in": "i".repeat(1_000)}), json!({"p": "p".repeat(1_000)})))
+        .collect();
+    let mut events = history(running(agenda_with(operations, json!({}))));
+    let control = |k: usize| "\u{1}".repeat(1_000 + k);
     let diagnostic = |op: &str, k: usize| DiagnosticEvent {
-        message: format!("{op} attempt {k} {}", "m".repeat(1_000)),
-        stack_trace: Some(format!("{op} {k} {}", "s".repeat(1_000))),
-        payload: json!({"log": "p".repeat(1_000)}),
+        message: format!("{op} attempt {k} {}", control(k)),
+        stack_trace: Some(control(k)),
+        payload: json!({"log": control(k)}),
         time: Some(t(5)),
-        status_code: Some("NOT_RETRYABLE".into()),
+        status_code: Some(control(k)),
     };
-    let result = json!({"out": "r".repeat(MAX_REPORTED_BYTES_PER_AGENDA / n)});
-    for chunk in names(n).chunks(50) {
+    let result = json!({"out": "r".repeat(MAX_RESULT_BYTES_PER_AGENDA / n)});
+    for chunk in names.chunks(50) {
         let reported = chunk
             .iter()
             .map(|name| OperationReport {
                 diagnostics: (0..10).map(|k| diagnostic(name, k)).collect(),
+                message: Some(control(0)),
+                params: params(json!({"more": "q".repeat(2_000)})),
                 ..with_result(executing(name, 10.0), result.clone())
             })
             .collect();
         let mut sent = limited(reported);
         sent.diagnostics = (0..10).map(|k| diagnostic("agenda", k)).collect();
+        sent.message = Some(control(0));
         events = history_after(&events, vec![report("w1", 10, sent)]);
     }
     let state = replay(&events);
     let o0 = state.operation("o0").unwrap();
     assert_eq!(o0.diagnostic_events.len(), 10);
-    assert!(o0.diagnostic_events[0].message.len() <= MIN_DIAGNOSTIC_TEXT_BYTES);
-    assert!(state.reported_bytes() <= MAX_REPORTED_BYTES_PER_AGENDA);
+    assert!(json_bytes(&o0.diagnostic_events[0].message) - 2 <= MIN_DIAGNOSTIC_TEXT_BYTES);
+    assert!(state.result_bytes() <= MAX_RESULT_BYTES_PER_AGENDA);
+    let definition = serde_json::to_vec(state.agenda().unwrap()).unwrap().len();
     let progress = serde_json::to_vec(state.progress()).unwrap().len();
-    assert!(progress + (2 << 20) <= 16 << 20, "{progress}");
+    assert!(definition > 2_000_000, "{definition}");
+    assert!(definition + progress <= 16 << 20, "{definition} + {progress}");
+}
+
+/// A result not kept, then the executor's own outcome report calling the agenda succeeded (POP
+/// reports the operations, then the agenda's outcome, and sends a report again after a
+/// timeout): taken, the operation and the agenda failed as they are, the outcome's own
+/// diagnostics added once (review-s49: refused AGENDA_COMPLETE, its diagnostics lost).
+#[test]
+fn an_outcome_report_after_a_result_not_kept_is_taken() {
+    let given = running_agenda(2);
+    let result = json!({"out": "r".repeat(2_000)});
+    let operations = || vec![with_result(succeeded("o0"), result.clone()), succeeded("o1")];
+    // A limit on one result that this one passes.
+    let tight = |sent: ProgressReport| ProgressReport { payload_bytes: Some(1_000), ..sent };
+    let failed = history_after(&given, vec![report("w1", 20, tight(limited(operations())))]);
+    let state = replay(&failed);
+    assert_eq!(state.progress().processing_state_message.as_deref(), Some("failed"));
+    assert_eq!(op_state(&state, "o0"), (Complete, "failed".into()));
+    // The same report again, then the outcome report with a diagnostic of its own.
+    let again = state.decide(&report("w1", 21, tight(limited(operations())))).unwrap();
+    assert!(again.is_empty(), "{again:?}");
+    let outcome = ProgressReport {
+        state: Some(Complete),
+        message: Some("succeeded".into()),
+        diagnostics: vec![DiagnosticEvent { message: "done".into(), ..DiagnosticEvent::default() }],
+        ..tight(limited(operations()))
+    };
+    let added = state.decide(&report("w1", 22, outcome)).unwrap();
+    assert_eq!(added.len(), 1, "{added:?}");
+    let AgendaEvent::DiagnosticsAdded(e) = &added[0] else { panic!("{added:?}") };
+    assert_eq!(e.diagnostics[0].message, "done");
+}
+
+/// A diagnostic sent again is known for the one recorded however short the agenda cut it then:
+/// after operations were added (which shortens the cut) and across the customer's quota
+/// (review-s49, popclient29: each was recorded again, pushing the executor's own out).
+#[test]
+fn a_resent_diagnostic_is_kept_once_whatever_the_cut() {
+    let given = running_agenda(5);
+    let trace = |k: usize| DiagnosticEvent {
+        message: format!("failure {k}"),
+        stack_trace: Some(format!("at Foo.bar({k})\n").repeat(2_000)),
+        time: if k.is_multiple_of(2) { Some(t(5)) } else { None },
+        ..DiagnosticEvent::default()
+    };
+    let sent = |extra: &[&str], over: bool| ProgressReport {
+        over_quota: over.then(|| "past the quota".to_string()),
+        ..limited(
+            std::iter::once(OperationReport {
+                diagnostics: (0..3).map(trace).collect(),
+                ..executing("o0", 10.0)
+            })
+            .chain(extra.iter().map(|name| executing(name, 1.0)))
+            .collect(),
+        )
+    };
+    let mut events = history_after(&given, vec![report("w1", 20, sent(&[], false))]);
+    let first = replay(&events).operation("o0").unwrap().diagnostic_events.clone();
+    assert_eq!(first.len(), 3);
+    // Operations added by a report (POP's generated ones), the list sent again with it.
+    let added = ["g1", "g2", "g3", "g4", "g5", "g6"];
+    events = history_after(&events, vec![report("w1", 21, sent(&added, false))]);
+    // Then past the quota (the shortest cut), then back under it.
+    events = history_after(&events, vec![report("w1", 22, sent(&added, true))]);
+    events = history_after(&events, vec![report("w1", 23, sent(&added, false))]);
+    let state = replay(&events);
+    assert_eq!(state.progress().operation_progress.len(), 11);
+    assert_eq!(state.operation("o0").unwrap().diagnostic_events, first);
+}
+
+/// An expansion that would take the definition past [`MAX_DEFINITION_BYTES_PER_AGENDA`] is
+/// refused, naming the field (hostile41 M1: expanded past 16 MiB, the agenda could no longer be
+/// read whole); params a report adds while the customer is past its quota are not kept
+/// (hostile41 H1).
+#[test]
+fn a_definition_is_bounded_and_params_past_the_quota_are_not_kept() {
+    let given = running_agenda(1);
+    let large = op("large", json!({"in": "x".repeat(MAX_DEFINITION_BYTES_PER_AGENDA)}), json!({}));
+    let Err(pop_domain::agenda::AgendaError::Invalid(errors)) =
+        replay(&given).decide(&expand(vec![large], 20))
+    else {
+        panic!("an expansion past the bound was taken")
+    };
+    assert_eq!(errors.errors[0].field, "operations", "{errors:?}");
+    assert!(
+        errors.errors[0].message.contains("an agenda's definition takes at most"),
+        "{errors:?}"
+    );
+    let small = op("small", json!({"in": "x"}), json!({}));
+    assert!(replay(&given).decide(&expand(vec![small], 20)).is_ok());
+
+    let quota = "past the quota";
+    let sent = ProgressReport {
+        over_quota: Some(quota.into()),
+        ..limited(vec![OperationReport {
+            params: params(json!({"node": "n1"})),
+            ..executing("o0", 10.0)
+        }])
+    };
+    let state = state_after(&given, sent);
+    let o0 = state.operation("o0").unwrap();
+    assert!(o0.params.get("node").is_none(), "{:?}", o0.params);
+    assert!(
+        o0.diagnostic_events[0].message.ends_with(quota),
+        "{}",
+        o0.diagnostic_events[0].message
+    );
 }

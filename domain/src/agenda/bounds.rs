@@ -1,76 +1,111 @@
-//! What one agenda keeps of its executors' reports, bounded in bytes: its operations' results
-//! and params together, and its diagnostics. A count cap alone let one agenda of 61 operations
-//! hold 39 MB of diagnostics and one of 300 hold 150 MB of results (hostile40 M1, M2): more
-//! than any answer can carry whole (16 MiB), and held in memory while it is live.
+//! What one agenda keeps of its executors' reports, bounded in bytes: its operations' results,
+//! the params reports add, its diagnostics and its free-text messages. A count cap alone let one
+//! agenda of 61 operations hold 39 MB of diagnostics and one of 300 hold 150 MB of results
+//! (hostile40 M1, M2): more than any answer can carry whole (16 MiB), held in memory while live.
 //!
-//! Results are judged before the report is decided ([`AgendaState::fit_results`]): one past a
-//! bound is not kept, with a diagnostic saying why, as a result past `--max-payload-bytes`
-//! always was. Diagnostics are cut to a length that makes every operation's ten fit the
-//! agenda's share ([`AgendaState::diagnostic_text_bytes`]).
+//! Nothing here refuses a report: POP's executor sends a refused report again with every later
+//! one (it clears what it reports only after a success) and pop's worker stops on a refusal, so
+//! a refusal stalls the agenda until its lease runs out, then it runs again to the same end, with
+//! the reason nowhere the customer looks (popclient29: params past a bound did). What does not
+//! fit is not kept, and a diagnostic on the operation says so ([`AgendaState::fit_report`]).
+//! Diagnostics are cut to a length that shares [`DIAGNOSTIC_BYTES_PER_AGENDA`] among the
+//! operations ([`AgendaState::diagnostic_text_bytes`]).
 
 use serde_json::Value;
 
-use crate::model::{DiagnosticEvent, ProcessingState, message, status_code};
+use crate::model::{DiagnosticEvent, OperationProgress, ProcessingState, message, status_code};
 use crate::validate::json_bytes;
 
 use super::command::{OperationReport, ProgressReport};
 use super::state::{AgendaState, MAX_DIAGNOSTICS};
 
-/// The most bytes (compact JSON) an agenda's operations keep of results and params together.
-/// A report that would pass it has the result not kept (its operation failed, when the report
-/// completes it); params that would are refused.
-pub const MAX_REPORTED_BYTES_PER_AGENDA: usize = 6 << 20;
+/// The most bytes (compact JSON) an agenda's operations keep of results together. A result that
+/// would pass it is not kept (its operation failed, when the report completes it).
+pub const MAX_RESULT_BYTES_PER_AGENDA: usize = 4 << 20;
+
+/// The most bytes (compact JSON) an agenda's operations' params take together once reports have
+/// added theirs (the definition's count). Params a report adds past it are not kept.
+pub const MAX_PARAMS_BYTES_PER_AGENDA: usize = 1 << 20;
+
+/// The most bytes (compact JSON) an agenda's definition takes once expansions have added to it
+/// (a submission is bounded by the request's size, 2 MiB by default): with its progress, one
+/// answer (16 MiB) carries it.
+pub const MAX_DEFINITION_BYTES_PER_AGENDA: usize = 3 << 20;
 
 /// The bytes an agenda's diagnostics share: each diagnostic's `message`, `stackTrace` and
 /// `payload` are cut to what lets every operation (and the agenda) keep its
 /// [`MAX_DIAGNOSTICS`] within it ([`AgendaState::diagnostic_text_bytes`]), but never below
-/// [`MIN_DIAGNOSTIC_TEXT_BYTES`] nor above [`crate::validate::MAX_DIAGNOSTIC_TEXT_BYTES`].
+/// [`MIN_DIAGNOSTIC_TEXT_BYTES`] (past ~800 operations the share is passed: ~5.6 MB at 1,000)
+/// nor above [`crate::validate::MAX_DIAGNOSTIC_TEXT_BYTES`].
 pub const DIAGNOSTIC_BYTES_PER_AGENDA: usize = 4 << 20;
 
-/// The shortest a diagnostic's text is cut to: its start and end around the note of the cut.
-/// It is also what a diagnostic keeps while its customer is past its memory quota
+/// The shortest a diagnostic's text is cut to (as stored): its start and end around the note
+/// of the cut. It is also what a diagnostic keeps while its customer is past its memory quota
 /// ([`ProgressReport::over_quota`]).
-pub const MIN_DIAGNOSTIC_TEXT_BYTES: usize = 200;
+pub const MIN_DIAGNOSTIC_TEXT_BYTES: usize = 120;
 
-/// What every diagnostic saying a result was not kept says ([`AgendaState::fit_results`]).
+/// The most bytes (as stored) an operation's or the agenda's free-text `processingStateMessage`
+/// keeps while EXECUTING (review-s49: unbounded, 999 operations could hold 900 MB of them).
+pub const MAX_MESSAGE_BYTES: usize = 512;
+
+/// What a diagnostic takes beside its three texts (its time, its status code, at most
+/// [`crate::validate::MAX_STATUS_CODE_BYTES`], and the field names), counted against
+/// [`DIAGNOSTIC_BYTES_PER_AGENDA`].
+const DIAGNOSTIC_OVERHEAD_BYTES: usize = 200;
+
+/// What every diagnostic saying a result was not kept says ([`AgendaState::fit_report`]).
 const NOT_KEPT: &str = "the result was not kept";
 
-/// What a diagnostic takes beside its three texts (its time, status code and the field names),
-/// counted against [`DIAGNOSTIC_BYTES_PER_AGENDA`].
-const DIAGNOSTIC_OVERHEAD_BYTES: usize = 160;
+/// How the diagnostics that name a result's size start.
+const RESULT_TAKES: &str = "the operation's resultPayload takes ";
+
+/// A report with what the agenda may not keep taken out, and the diagnostics saying so: each
+/// with the index of the operation in the report it belongs to. The decision adds these after
+/// the executor's own, whole (they are short) and once (a report sent again says the same).
+pub(super) struct Fitted {
+    pub report: ProgressReport,
+    pub notes: Vec<(usize, DiagnosticEvent)>,
+}
+
+/// The bytes one operation keeps of what its executors reported (as compact JSON): its result,
+/// params and diagnostics. [`AgendaState::kept_bytes`] sums them. (Its message is not counted:
+/// it is cut to [`MAX_MESSAGE_BYTES`], and a queue's event changes the agenda's.)
+pub fn operation_kept_bytes(p: &OperationProgress) -> usize {
+    p.result_payload.as_json().len()
+        + json_bytes(&p.params)
+        + p.diagnostic_events.iter().map(json_bytes).sum::<usize>()
+}
 
 impl AgendaState {
-    /// The bytes its operations keep of results and params, as compact JSON: what
-    /// [`MAX_REPORTED_BYTES_PER_AGENDA`] bounds.
-    pub fn reported_bytes(&self) -> usize {
-        self.progress
-            .operation_progress
-            .iter()
-            .map(|p| p.result_payload.as_json().len() + json_bytes(&p.params))
-            .sum()
-    }
-
-    /// The bytes it keeps of what its executors reported (results, params and every
-    /// diagnostic, as compact JSON): what it holds in memory beside its definition while live,
-    /// counted for the customer's memory quota.
+    /// The bytes it keeps of what its executors reported (results, params and diagnostics, as
+    /// compact JSON): what it holds in memory beside its definition while live, counted for the
+    /// customer's memory quota.
     pub fn kept_bytes(&self) -> usize {
-        let diagnostics = |list: &[DiagnosticEvent]| list.iter().map(json_bytes).sum::<usize>();
-        self.reported_bytes()
-            + diagnostics(&self.progress.diagnostic_events)
-            + self
-                .progress
-                .operation_progress
-                .iter()
-                .map(|p| diagnostics(&p.diagnostic_events))
-                .sum::<usize>()
+        self.agenda_kept_bytes()
+            + self.progress.operation_progress.iter().map(operation_kept_bytes).sum::<usize>()
     }
 
-    /// How many bytes each text of a new diagnostic keeps: the agenda's share
+    /// The part of [`AgendaState::kept_bytes`] that is the agenda's own: its diagnostics.
+    pub fn agenda_kept_bytes(&self) -> usize {
+        self.progress.diagnostic_events.iter().map(json_bytes).sum::<usize>()
+    }
+
+    /// The bytes of its operations' results (what [`MAX_RESULT_BYTES_PER_AGENDA`] bounds).
+    pub fn result_bytes(&self) -> usize {
+        self.progress.operation_progress.iter().map(|p| p.result_payload.as_json().len()).sum()
+    }
+
+    /// The bytes of its operations' params (what [`MAX_PARAMS_BYTES_PER_AGENDA`] bounds).
+    pub fn params_bytes(&self) -> usize {
+        self.progress.operation_progress.iter().map(|p| json_bytes(&p.params)).sum()
+    }
+
+    /// How many bytes each text of a new diagnostic keeps (as stored): the agenda's share
     /// ([`DIAGNOSTIC_BYTES_PER_AGENDA`]) over its operations and itself, ten each, three texts
     /// a diagnostic; within [`MIN_DIAGNOSTIC_TEXT_BYTES`]..=[`crate::validate::MAX_DIAGNOSTIC_TEXT_BYTES`].
     /// While the customer is past its memory quota, the least.
-    pub(super) fn diagnostic_text_bytes(&self, report: &ProgressReport) -> usize {
-        if report.over_quota.is_some() {
+    pub(super) fn diagnostic_text_bytes(&self, over_quota: bool) -> usize {
+        if over_quota {
             return MIN_DIAGNOSTIC_TEXT_BYTES;
         }
         let holders = self.progress.operation_progress.len() + 1;
@@ -79,94 +114,179 @@ impl AgendaState {
             .clamp(MIN_DIAGNOSTIC_TEXT_BYTES, crate::validate::MAX_DIAGNOSTIC_TEXT_BYTES)
     }
 
-    /// The report with every result the agenda may not keep taken out, each with a diagnostic
-    /// saying why, or `None` when it keeps all of them. A result is not kept when it is larger
-    /// than one may be ([`ProgressReport::payload_bytes`]), when the customer is past its memory
-    /// quota ([`ProgressReport::over_quota`]), or when it would take the agenda's results and
-    /// params past [`MAX_REPORTED_BYTES_PER_AGENDA`]. An operation reported COMPLETE with such a
-    /// result is recorded COMPLETE/failed, and an agenda reported succeeded with it failed.
+    /// The report with every result and params the agenda may not keep taken out, with the
+    /// diagnostics saying why, or `None` when it keeps all of them. `found` is where each of
+    /// the report's operations is in the agenda.
     ///
-    /// Refusing the whole report stalled the agenda: POP's executor sends a refused report again
-    /// with every later one (it clears what it reports only after a success) and pop's worker
-    /// stops on a refusal, so the agenda waited for its lease to run out, then ran again to the
-    /// same end, with the reason nowhere the customer looks. An interim result of a running
-    /// operation is only dropped: the operation goes on.
-    pub(super) fn fit_results(
+    /// A result is not kept when it is larger than one may be ([`ProgressReport::payload_bytes`]),
+    /// when the customer is past its memory quota ([`ProgressReport::over_quota`]), or when it
+    /// would take the agenda's results past [`MAX_RESULT_BYTES_PER_AGENDA`]. An operation
+    /// reported COMPLETE with such a result is recorded COMPLETE/failed, and an agenda reported
+    /// succeeded with it failed; an interim result of a running operation is only dropped. A
+    /// completed operation's result sent again is not looked at (it keeps its first), but one
+    /// that was not kept, sent again (POP's executor after a timeout, or its outcome report),
+    /// is failed again, without a second diagnostic. Params a report adds past
+    /// [`MAX_PARAMS_BYTES_PER_AGENDA`] are not kept; the operation goes on.
+    pub(super) fn fit_report(
         &self,
         report: &ProgressReport,
         found: &[Option<usize>],
-    ) -> Option<ProgressReport> {
-        let carries = |r: &OperationReport| r.result_payload.as_ref().is_some_and(|v| !v.is_null());
+    ) -> Option<Fitted> {
+        let carries = |r: &OperationReport| {
+            r.result_payload.as_ref().is_some_and(|v| !v.is_null()) || !r.params.is_empty()
+        };
         if !report.operations.iter().any(carries) {
             return None;
         }
-        let mut kept = self.reported_bytes();
-        let mut fitted: Option<ProgressReport> = None;
+        // Measured only when a report would grow them (POP echoes both with every report).
+        let (mut results, mut params): (Option<usize>, Option<usize>) = (None, None);
+        let mut fitted: Option<Fitted> = None;
         let mut failed = false;
-        for (i, at) in found.iter().enumerate() {
-            let Some(r) = report.operations.get(i).filter(|r| carries(r)) else { continue };
-            let current = at.and_then(|at| self.progress.operation_progress.get(at));
-            let Some(result) = &r.result_payload else { continue };
-            let bytes = json_bytes(result);
-            // A COMPLETE operation keeps its first result (a resend's is not looked at). One
-            // whose result was not kept is sent again (POP's executor, after a timeout): it is
-            // the report that was taken, failed as it was then, and said once already.
-            let replaces = match current {
-                Some(c) if c.processing_state == ProcessingState::Complete => {
-                    let failed_for_it = c.result_payload.is_null()
-                        && c.processing_state_message.as_deref().is_some_and(message::is_failed)
-                        && c.diagnostic_events.iter().any(|d| d.message.contains(NOT_KEPT));
-                    if failed_for_it && r.state == ProcessingState::Complete {
-                        let fitted = fitted.get_or_insert_with(|| report.clone());
-                        if let Some(r) = fitted.operations.get_mut(i) {
-                            r.result_payload = None;
-                            r.message = Some(message::FAILED.to_string());
-                            failed = true;
-                        }
-                    }
-                    continue;
-                }
-                Some(c) => c.result_payload.as_json().len(),
-                None => 0,
-            };
-            let why = if report.payload_bytes.is_some_and(|max| bytes > max) {
-                Some(too_large(result, bytes, report.payload_bytes.unwrap_or_default()))
-            } else if let Some(quota) = &report.over_quota {
-                Some(Why {
-                    text: format!("{NOT_KEPT} ({bytes} bytes as JSON): {quota}"),
-                    final_: false,
-                })
-            } else if kept - replaces + bytes > MAX_REPORTED_BYTES_PER_AGENDA {
-                Some(Why {
-                    // Said of the report alone: the same report sent again says the same.
-                    text: format!(
-                        "the operation's resultPayload takes {bytes} bytes as JSON, which would \
-                         take the agenda's results and params past the \
-                         {MAX_REPORTED_BYTES_PER_AGENDA} bytes an agenda keeps: {NOT_KEPT}"
-                    ),
-                    final_: true,
-                })
-            } else {
-                None
-            };
-            let Some(why) = why else {
-                kept = kept - replaces + bytes;
+        for (i, r) in report.operations.iter().enumerate() {
+            let Some(current) = found
+                .get(i)
+                .copied()
+                .flatten()
+                .and_then(|at| self.progress.operation_progress.get(at))
+            else {
                 continue;
             };
-            let fitted = fitted.get_or_insert_with(|| report.clone());
-            let Some(r) = fitted.operations.get_mut(i) else { continue };
-            failed |= not_kept(r, why);
+            if let Some(grows) = params_growth(current, r) {
+                let total = params.get_or_insert_with(|| self.params_bytes());
+                // Past the customer's quota too (hostile41 H1: params grew where results did
+                // not).
+                if report.over_quota.is_some() || *total + grows > MAX_PARAMS_BYTES_PER_AGENDA {
+                    let fitted = take(&mut fitted, report);
+                    fitted.report.operations[i].params = crate::params::Params::default();
+                    fitted.notes.push((i, params_not_kept(r, grows, report.over_quota.as_deref())));
+                } else {
+                    *total += grows;
+                }
+            }
+            let Some(result) = r.result_payload.as_ref().filter(|v| !v.is_null()) else {
+                continue;
+            };
+            if current.processing_state == ProcessingState::Complete {
+                if r.state == ProcessingState::Complete
+                    && self.failed_for_result(current, result, report)
+                {
+                    let fitted = take(&mut fitted, report);
+                    let sent = &mut fitted.report.operations[i];
+                    sent.result_payload = None;
+                    sent.message = Some(message::FAILED.to_string());
+                    failed = true;
+                }
+                continue;
+            }
+            let held = current.result_payload.as_json();
+            let bytes = json_bytes(result);
+            // The result it holds, sent again (a heartbeat carrying its interim result).
+            if held.len() == bytes && crate::payload::Payload::from_value(result).as_json() == held
+            {
+                continue;
+            }
+            let why = match report.payload_bytes {
+                Some(max) if bytes > max => Some(too_large(result, bytes, max)),
+                _ => match &report.over_quota {
+                    Some(quota) => Some(Why {
+                        text: format!("{NOT_KEPT} ({bytes} bytes as JSON): {quota}"),
+                        final_: false,
+                    }),
+                    None => {
+                        let total = results.get_or_insert_with(|| self.result_bytes());
+                        // Saturating: an operation named twice in one report (refused after
+                        // this) would take its recorded result off twice.
+                        let after = (*total + bytes).saturating_sub(held.len());
+                        if after > MAX_RESULT_BYTES_PER_AGENDA {
+                            Some(Why {
+                                // Said of the report alone: the same report sent again says
+                                // the same, and is kept once.
+                                text: format!(
+                                    "{RESULT_TAKES}{bytes} bytes as JSON, which would take the \
+                                     agenda's results past the {MAX_RESULT_BYTES_PER_AGENDA} \
+                                     bytes an agenda keeps: {NOT_KEPT}"
+                                ),
+                                final_: true,
+                            })
+                        } else {
+                            *total = after;
+                            None
+                        }
+                    }
+                },
+            };
+            if let Some(why) = why {
+                let fitted = take(&mut fitted, report);
+                let (completes, note) = not_kept(&mut fitted.report.operations[i], why);
+                fitted.notes.push((i, note));
+                failed |= completes;
+            }
         }
         let mut fitted = fitted?;
         // An agenda reported succeeded whose operation was just failed for its result has
         // failed: said as it stands, the report would be refused whole (review-s36b).
         if failed
-            && fitted.state == Some(ProcessingState::Complete)
-            && fitted.message.as_deref().is_some_and(message::is_succeeded)
+            && fitted.report.state == Some(ProcessingState::Complete)
+            && fitted.report.message.as_deref().is_some_and(message::is_succeeded)
         {
-            fitted.message = Some(message::FAILED.to_string());
+            fitted.report.message = Some(message::FAILED.to_string());
         }
         Some(fitted)
+    }
+
+    /// Whether `current`, COMPLETE, is failed for the result `result` sent again: it holds no
+    /// result and has failed, and the result is past the limit on one, or its current attempt
+    /// holds pop's diagnostic saying its result was not kept (review-s49: any diagnostic of any
+    /// attempt was too wide).
+    fn failed_for_result(
+        &self,
+        current: &OperationProgress,
+        result: &Value,
+        report: &ProgressReport,
+    ) -> bool {
+        if !current.result_payload.is_null()
+            || !current.processing_state_message.as_deref().is_some_and(message::is_failed)
+        {
+            return false;
+        }
+        if report.payload_bytes.is_some_and(|max| json_bytes(result) > max) {
+            return true;
+        }
+        let attempt = self.operation_diagnostics_this_attempt(&current.operation);
+        super::state::newest(&current.diagnostic_events, attempt).iter().any(|d| {
+            (d.message.starts_with(RESULT_TAKES) || d.message.starts_with(NOT_KEPT))
+                && d.message.contains(NOT_KEPT)
+        })
+    }
+}
+
+/// The fitted report, made from `report` the first time something is taken out of it.
+fn take<'a>(fitted: &'a mut Option<Fitted>, report: &ProgressReport) -> &'a mut Fitted {
+    fitted.get_or_insert_with(|| Fitted { report: report.clone(), notes: Vec::new() })
+}
+
+/// How many bytes the params `r` reports add to `current`'s, when they add any.
+fn params_growth(current: &OperationProgress, r: &OperationReport) -> Option<usize> {
+    if r.params.is_empty() {
+        return None;
+    }
+    let merged = super::decide::merged_params(&current.params, &r.params)?;
+    Some(json_bytes(&merged).saturating_sub(json_bytes(&current.params))).filter(|&n| n > 0)
+}
+
+/// The diagnostic saying the params `r` reports were not kept (said of the report alone).
+fn params_not_kept(r: &OperationReport, grows: usize, quota: Option<&str>) -> DiagnosticEvent {
+    let why = match quota {
+        Some(quota) => quota.to_string(),
+        None => format!(
+            "they would take the agenda's params past the {MAX_PARAMS_BYTES_PER_AGENDA} bytes an \
+             agenda keeps"
+        ),
+    };
+    DiagnosticEvent {
+        message: format!("the reported params ({grows} bytes more as JSON) were not kept: {why}"),
+        time: r.completed,
+        ..DiagnosticEvent::default()
     }
 }
 
@@ -191,22 +311,22 @@ fn too_large(result: &Value, bytes: usize, max: usize) -> Why {
     };
     Why {
         text: format!(
-            "the operation's resultPayload takes {bytes} bytes as JSON{sent_as_text}; at most \
-             {max} are allowed (the server's --max-payload-bytes): {NOT_KEPT}"
+            "{RESULT_TAKES}{bytes} bytes as JSON{sent_as_text}; at most {max} are allowed (the \
+             server's --max-payload-bytes): {NOT_KEPT}"
         ),
         final_: true,
     }
 }
 
-/// Takes the result out of `r` with a diagnostic saying why; reported COMPLETE, the operation
-/// fails (returns `true`).
-fn not_kept(r: &mut OperationReport, why: Why) -> bool {
+/// Takes the result out of `r`; reported COMPLETE, the operation fails (`true`). Returns that
+/// and the diagnostic saying why.
+fn not_kept(r: &mut OperationReport, why: Why) -> (bool, DiagnosticEvent) {
     r.result_payload = None;
     let completes = r.state == ProcessingState::Complete;
     if completes {
         r.message = Some(message::FAILED.to_string());
     }
-    r.diagnostics.push(DiagnosticEvent {
+    let note = DiagnosticEvent {
         message: format!(
             "{}{}",
             why.text,
@@ -221,31 +341,6 @@ fn not_kept(r: &mut OperationReport, why: Why) -> bool {
         // the executor's own diagnostics out).
         time: r.completed,
         ..DiagnosticEvent::default()
-    });
-    completes
-}
-
-/// The report with every diagnostic's texts cut to `max` bytes
-/// ([`crate::validate::cut_diagnostic`]), or `None` when none is longer. Cut before the domain
-/// compares them with the ones recorded (the same report sent again is then the same
-/// diagnostics, kept once), and before the server adds its own, which are kept whole.
-pub(super) fn cut_diagnostics(report: &ProgressReport, max: usize) -> Option<ProgressReport> {
-    let long = |d: &DiagnosticEvent| {
-        d.message.len() > max
-            || d.stack_trace.as_ref().is_some_and(|t| t.len() > max)
-            || (!d.payload.is_null() && json_bytes(&d.payload) > max)
     };
-    let lists = || {
-        std::iter::once(&report.diagnostics).chain(report.operations.iter().map(|r| &r.diagnostics))
-    };
-    if !lists().flatten().any(long) {
-        return None;
-    }
-    let mut cut = report.clone();
-    let lists = std::iter::once(&mut cut.diagnostics)
-        .chain(cut.operations.iter_mut().map(|r| &mut r.diagnostics));
-    for d in lists.flatten() {
-        crate::validate::cut_diagnostic(d, max);
-    }
-    Some(cut)
+    (completes, note)
 }

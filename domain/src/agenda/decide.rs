@@ -295,12 +295,14 @@ impl AgendaState {
             events.extend(expanded.report(holder, lease_id, lease_expires, report, now)?);
             return Ok(events);
         }
-        // Diagnostics cut to the agenda's share, then results it may not keep taken out, each
-        // with its reason (said whole).
-        let cut = super::bounds::cut_diagnostics(report, self.diagnostic_text_bytes(report));
-        let report = cut.as_ref().unwrap_or(report);
-        let fitted = self.fit_results(report, &found);
-        let report = fitted.as_ref().unwrap_or(report);
+        // Results and params the agenda may not keep taken out, each with a diagnostic saying
+        // why (`notes`: added after the executor's own, whole); diagnostics cut to its share.
+        let max_text = self.diagnostic_text_bytes(report.over_quota.is_some());
+        let fitted = self.fit_report(report, &found);
+        let (report, notes) = match &fitted {
+            Some(f) => (&f.report, f.notes.as_slice()),
+            None => (report, &[][..]),
+        };
         let targets = self.validate_report(report, &found, lease_expires, now)?;
         let lease_expires = self.renewed_until(lease_expires, now);
 
@@ -308,10 +310,23 @@ impl AgendaState {
         // leads to, with the same code evolve runs.
         let mut operations = self.progress.operation_progress.clone();
         let mut changes = Vec::new();
-        for (r, index) in report.operations.iter().zip(targets) {
+        for (i, (r, index)) in report.operations.iter().zip(targets).enumerate() {
             let Some(current) = operations.get_mut(index) else { continue };
             let attempt = self.operation_diagnostics_this_attempt(&current.operation);
-            if let Some(change) = operation_change(current, r, now, attempt)? {
+            let mut change = operation_change(current, r, now, attempt, max_text)?;
+            let said: Vec<DiagnosticEvent> =
+                notes.iter().filter(|(at, _)| *at == i).map(|(_, d)| d.clone()).collect();
+            if !said.is_empty() {
+                let whole = crate::validate::MAX_DIAGNOSTIC_TEXT_BYTES;
+                let mut fresh = new_diagnostics(&current.diagnostic_events, attempt, &said, whole);
+                if let Some(change) = &change {
+                    fresh.retain(|d| !change.diagnostics.contains(d));
+                }
+                if !fresh.is_empty() {
+                    change.get_or_insert_with(|| kept(current)).diagnostics.extend(fresh);
+                }
+            }
+            if let Some(change) = change {
                 apply_operation_change(current, &change, now);
                 changes.push(change);
             }
@@ -358,7 +373,7 @@ impl AgendaState {
         };
 
         let executing_message = match (&report.message, reported_complete) {
-            (Some(m), false) if is_free_text(m) => m.clone(),
+            (Some(m), false) if is_free_text(m) => cut_message(m),
             _ if self.processing_state() == ProcessingState::Executing => {
                 self.message().to_string()
             }
@@ -377,6 +392,7 @@ impl AgendaState {
                 &self.progress.diagnostic_events,
                 self.attempt_diagnostics,
                 &report.diagnostics,
+                max_text,
             ),
             operations: changes,
         };
@@ -412,6 +428,15 @@ impl AgendaState {
         if self.finished_by() != Some(holder) {
             return Err(refused());
         }
+        // A result not kept when it was first reported is not kept when it comes again, and the
+        // operation and the agenda it failed are failed in the report too (review-s49: the
+        // outcome report of an agenda failed so was refused, its diagnostics lost).
+        let index = self.operation_index(report.operations.len());
+        let found: Vec<Option<usize>> =
+            report.operations.iter().map(|r| index.find(&r.name)).collect();
+        let fitted = self.fit_report(report, &found);
+        let report = fitted.as_ref().map_or(report, |f| &f.report);
+        let max_text = self.diagnostic_text_bytes(report.over_quota.is_some());
         let outcome_report = report.state == Some(ProcessingState::Complete);
         match report.state {
             // A report of operations sent again names one that completed; anything else (a
@@ -431,14 +456,6 @@ impl AgendaState {
             }
             Some(ProcessingState::Waiting) => return Err(refused()),
         }
-        let cut = super::bounds::cut_diagnostics(report, self.diagnostic_text_bytes(report));
-        let report = cut.as_ref().unwrap_or(report);
-        let index = self.operation_index(report.operations.len());
-        // A result not kept when it was first reported is not kept when it comes again.
-        let found: Vec<Option<usize>> =
-            report.operations.iter().map(|r| index.find(&r.name)).collect();
-        let fitted = self.fit_results(report, &found);
-        let report = fitted.as_ref().unwrap_or(report);
         for r in &report.operations {
             let current = index
                 .find(&r.name)
@@ -448,7 +465,7 @@ impl AgendaState {
                 continue;
             }
             let attempt = self.operation_diagnostics_this_attempt(&current.operation);
-            match operation_change(current, r, now, attempt) {
+            match operation_change(current, r, now, attempt, max_text) {
                 Ok(None) => {}
                 // The operation's outcome sent again with diagnostics of its own: after the
                 // agenda completed they are not recorded (its diagnostics come once, below),
@@ -472,6 +489,7 @@ impl AgendaState {
             &self.progress.diagnostic_events,
             self.attempt_diagnostics,
             &report.diagnostics,
+            max_text,
         );
         if diagnostics.is_empty() {
             return Ok(Vec::new());
@@ -559,9 +577,6 @@ impl AgendaState {
         }
         let mut seen = BTreeSet::new();
         let mut targets = Vec::with_capacity(report.operations.len());
-        // What the reported params add to the agenda's (`MAX_REPORTED_BYTES_PER_AGENDA`), and
-        // the first operation that adds any.
-        let mut params_growth: Option<(usize, String)> = None;
         for (i, r) in report.operations.iter().enumerate() {
             let field = format!("operationProgress[{i}]");
             let found = found.get(i).copied().flatten();
@@ -588,15 +603,6 @@ impl AgendaState {
                     &r.name,
                     &mut errors,
                 );
-                if let Some(merged) = merged_params(&current.params, &r.params) {
-                    let grows = crate::validate::json_bytes(&merged)
-                        .saturating_sub(crate::validate::json_bytes(&current.params));
-                    if grows > 0 {
-                        let (total, _) =
-                            params_growth.get_or_insert_with(|| (0, format!("{field}.params")));
-                        *total += grows;
-                    }
-                }
             }
             // An operation sent back as it is recorded (POP's executor echoes the whole
             // progress) is no new word, whatever a server before this rule recorded.
@@ -637,19 +643,6 @@ impl AgendaState {
                 _ => {}
             }
         }
-        if let Some((grows, field)) = params_growth {
-            let total = self.reported_bytes() + grows;
-            if total > super::bounds::MAX_REPORTED_BYTES_PER_AGENDA {
-                errors.push(
-                    field,
-                    format!(
-                        "the agenda's results and params would take {total} bytes as JSON with \
-                         these params; an agenda keeps at most {}",
-                        super::bounds::MAX_REPORTED_BYTES_PER_AGENDA
-                    ),
-                );
-            }
-        }
         errors.into_result()?;
         Ok(targets)
     }
@@ -669,6 +662,23 @@ impl AgendaState {
         // The priority sent, not one stored before the rule (review-s43: an agenda accepted
         // with `"priority": 6.5` could no longer be expanded).
         crate::validate::check_priority(params, &mut errors);
+        // The definition stays within what one answer carries beside its progress (hostile41
+        // M1: expanded past 16 MiB, the agenda could no longer be read whole).
+        if !operations.is_empty() || !params.is_empty() {
+            let bytes = crate::validate::json_bytes(agenda)
+                + crate::validate::json_bytes(operations)
+                + crate::validate::json_bytes(params);
+            if bytes > super::bounds::MAX_DEFINITION_BYTES_PER_AGENDA {
+                errors.push(
+                    "operations",
+                    format!(
+                        "the agenda's definition would take {bytes} bytes as JSON with these; \
+                         an agenda's definition takes at most {}",
+                        super::bounds::MAX_DEFINITION_BYTES_PER_AGENDA
+                    ),
+                );
+            }
+        }
         errors.into_result()?;
         if operations.is_empty() && params.is_empty() {
             // A generator that found nothing to add: nothing happened.
@@ -854,6 +864,7 @@ fn operation_change(
     r: &OperationReport,
     now: Timestamp,
     attempt: Option<usize>,
+    max_text: usize,
 ) -> Result<Option<OperationProgressChanged>, AgendaError> {
     use ProcessingState::{Complete, Executing, Waiting};
     let refuse = || AgendaError::OperationTransition {
@@ -888,7 +899,8 @@ fn operation_change(
             // A resent outcome keeps the first result (later operations read it), but the
             // diagnostics it adds are recorded (popclient21: a resend's new diagnostic was
             // answered 200 and dropped).
-            let diagnostics = new_diagnostics(&current.diagnostic_events, attempt, &r.diagnostics);
+            let diagnostics =
+                new_diagnostics(&current.diagnostic_events, attempt, &r.diagnostics, max_text);
             if params.is_none() && diagnostics.is_empty() {
                 return Ok(None);
             }
@@ -897,7 +909,11 @@ fn operation_change(
         (Executing, Waiting) | (Complete, Waiting | Executing) => return Err(refuse()),
     };
     let started = r.started.map(ms).unwrap_or(now);
-    let message = r.message.clone().filter(|m| r.state == Complete || is_free_text(m));
+    let message = r
+        .message
+        .as_deref()
+        .filter(|m| r.state == Complete || is_free_text(m))
+        .map(|m| if r.state == Complete { m.to_string() } else { cut_message(m) });
     let is_success = r.state == Complete && message.as_deref().is_some_and(message::is_succeeded);
     let percent = if is_success {
         Some(100.0)
@@ -918,7 +934,7 @@ fn operation_change(
             message
         },
         percent,
-        diagnostics: new_diagnostics(&current.diagnostic_events, attempt, &r.diagnostics),
+        diagnostics: new_diagnostics(&current.diagnostic_events, attempt, &r.diagnostics, max_text),
         result_payload,
         attempt_count: if starts {
             current.attempt_count.saturating_add(1)
@@ -948,7 +964,7 @@ fn operation_change(
 
 /// The operation's params with the reported ones merged in (reported keys winning), or `None`
 /// when the report changes none of them.
-fn merged_params(current: &Params, reported: &Params) -> Option<Params> {
+pub(super) fn merged_params(current: &Params, reported: &Params) -> Option<Params> {
     if reported.iter().all(|(key, value)| current.get(key) == Some(value)) {
         return None;
     }
@@ -1044,9 +1060,11 @@ impl OperationIndex<'_> {
 }
 
 /// The reported diagnostics not already recorded (POP executors resend their whole list),
-/// the newest [`MAX_DIAGNOSTICS`] at most, times truncated like every stored time. Their texts
-/// were cut before ([`super::bounds::cut_diagnostics`]): the same report sent again is then the
-/// same diagnostics, kept once.
+/// the newest [`MAX_DIAGNOSTICS`] at most, times truncated like every stored time, texts cut to
+/// `max_text` bytes ([`AgendaState::diagnostic_text_bytes`]). A reported diagnostic is known
+/// for a recorded one however short that was cut ([`crate::validate::is_cut_of`]; review-s49,
+/// popclient29: an agenda that gained operations cut shorter, and every resent diagnostic was
+/// recorded again).
 ///
 /// Only the newest [`MAX_DIAGNOSTICS`] reported ones are looked at: no more can be kept, and
 /// de-duplicating is quadratic (diagnostics are compared whole; they hold JSON, which has no
@@ -1063,6 +1081,7 @@ fn new_diagnostics(
     recorded: &[DiagnosticEvent],
     this_attempt: Option<usize>,
     reported: &[DiagnosticEvent],
+    max_text: usize,
 ) -> Vec<DiagnosticEvent> {
     let attempt = super::state::newest(recorded, this_attempt);
     let newest = &reported[reported.len().saturating_sub(MAX_DIAGNOSTICS)..];
@@ -1070,7 +1089,12 @@ fn new_diagnostics(
     for d in newest {
         let d = DiagnosticEvent { time: d.time.map(ms), ..d.clone() };
         let seen = if d.time.is_some() { recorded } else { attempt };
-        if !seen.contains(&d) && !fresh.contains(&d) {
+        if seen.iter().any(|r| crate::validate::is_cut_of(r, &d)) {
+            continue;
+        }
+        let mut d = d;
+        crate::validate::cut_diagnostic(&mut d, max_text);
+        if !fresh.contains(&d) {
             fresh.push(d);
         }
     }
@@ -1122,6 +1146,14 @@ fn in_parts(reported: AgendaProgressReported) -> Vec<AgendaProgressReported> {
     }
     parts.push(part);
     parts
+}
+
+/// A free-text `processingStateMessage` as kept: at most [`super::bounds::MAX_MESSAGE_BYTES`]
+/// as stored, its start and end around a note of the cut.
+fn cut_message(m: &str) -> String {
+    let mut m = m.to_string();
+    crate::text::cut_middle_json(&mut m, super::bounds::MAX_MESSAGE_BYTES);
+    m
 }
 
 /// What an executor's `cancelled` is told: only pop cancels, when someone cancels the agenda.

@@ -60,7 +60,9 @@ mod rerun;
 mod state;
 
 pub use bounds::{
-    DIAGNOSTIC_BYTES_PER_AGENDA, MAX_REPORTED_BYTES_PER_AGENDA, MIN_DIAGNOSTIC_TEXT_BYTES,
+    DIAGNOSTIC_BYTES_PER_AGENDA, MAX_DEFINITION_BYTES_PER_AGENDA, MAX_MESSAGE_BYTES,
+    MAX_PARAMS_BYTES_PER_AGENDA, MAX_RESULT_BYTES_PER_AGENDA, MIN_DIAGNOSTIC_TEXT_BYTES,
+    operation_kept_bytes,
 };
 pub use command::{AgendaCommand, OperationReport, ProgressReport};
 pub use decide::REPORT_PART_BYTES;

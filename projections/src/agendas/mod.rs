@@ -237,7 +237,9 @@ impl AgendaModel {
             && let Body::Live(state) = &mut entry.body
         {
             // The common case: fold a live agenda where it lies, without moving its state.
+            let before = kept_touched(state, event);
             state.evolve(event);
+            let kept = Kept::of(event, before, state);
             let keys = keys_of(
                 &self.by_customer,
                 &self.by_link,
@@ -245,7 +247,7 @@ impl AgendaModel {
                 state,
                 &entry.key,
                 Some(&entry.keys),
-                Measure { now: !self.deferred, again: changes_kept(event) },
+                Measure { now: !self.deferred, kept },
             );
             let old = std::mem::replace(&mut entry.keys, keys);
             if state.is_complete() {
@@ -266,17 +268,31 @@ impl AgendaModel {
             Some(entry) => entry.take_state()?,
             None => AgendaState::default(),
         };
+        let before = kept_touched(&state, event);
         state.evolve(event);
         if !state.exists() && !self.entries.contains_key(id) {
             // An event before the submission: evolve absorbed it and there is nothing to show.
             return Ok(false);
         }
-        self.put(id, state, change);
+        let kept = Kept::of(event, before, &state);
+        self.put_measured(id, state, change, kept);
         Ok(true)
     }
 
     /// Inserts or replaces the entry `id` with `state` and re-indexes it.
     pub(crate) fn put(&mut self, id: &str, state: AgendaState, change: Option<&mut Change>) {
+        self.put_measured(id, state, change, Kept::Unknown);
+    }
+
+    /// [`AgendaModel::put`], told how what the agenda keeps changed (the degraded mode folds
+    /// every event through here: a heartbeat measures nothing).
+    fn put_measured(
+        &mut self,
+        id: &str,
+        state: AgendaState,
+        change: Option<&mut Change>,
+        kept: Kept,
+    ) {
         let old = self.entries.get(id).map(|e| (e.key.clone(), e.keys.clone()));
         let id = match &old {
             Some((id, _)) => id.clone(),
@@ -289,7 +305,7 @@ impl AgendaModel {
             &state,
             &id,
             old.as_ref().map(|(_, k)| k),
-            Measure { now: !self.deferred, again: true },
+            Measure { now: !self.deferred, kept },
         );
         if let Some(change) = change {
             describe(change, &id, &keys);
@@ -374,13 +390,18 @@ fn keys_of<C, L, I>(
     let added = ms(p.added_time.or(state.agenda().and_then(|a| a.added_time)));
     let entered = state.entered_time().map_or(added, |t| t.timestamp_millis());
     let phase = Phase::of(p.processing_state, p.processing_state_message.as_deref().unwrap_or(""));
-    // Measured when the agenda is first seen live (a rerun of a finished agenda measures it
-    // again), and after each event that changes what it keeps of its reports
-    // ([`changes_kept`]). Not while the indexes are deferred (a rebuild): most agendas finish
-    // before its end, and `build_indexes` measures the ones still live.
-    let bytes = match old {
+    // Measured whole when the agenda is first seen live (a rerun of a finished agenda measures
+    // it again) and after the rare events that may change much of what it keeps; a report
+    // changes it by what the operations it names keep ([`Kept`]). Not while the indexes are
+    // deferred (a rebuild): most agendas finish before its end, and `build_indexes` measures
+    // the ones still live.
+    let bytes = match (old, measure.kept) {
         _ if !phase.is_live() => 0,
-        Some(k) if k.bytes > 0 && !measure.again => k.bytes,
+        (Some(k), Kept::Same) if k.bytes > 0 => k.bytes,
+        (Some(k), Kept::Changed { before, after }) if k.bytes > 0 && measure.now => {
+            let bytes = (k.bytes as usize + after).saturating_sub(before);
+            u32::try_from(bytes).unwrap_or(u32::MAX)
+        }
         _ if measure.now => live_bytes(state),
         _ => 0,
     };
@@ -405,29 +426,54 @@ fn keys_of<C, L, I>(
 struct Measure {
     /// The indexes are kept per event (not deferred).
     now: bool,
-    /// The event may have changed what the agenda keeps of its reports.
-    again: bool,
+    /// How the event changed what the agenda keeps of its reports.
+    kept: Kept,
 }
 
-/// Whether `event` may change what an agenda keeps of its reports (results, params,
-/// diagnostics; [`AgendaState::kept_bytes`]): the heartbeats that carry none of them, and the
-/// queue's events, do not, and cost no measure.
-fn changes_kept(event: &AgendaEvent) -> bool {
-    match event {
-        AgendaEvent::Queued(_)
-        | AgendaEvent::Claimed(_)
-        | AgendaEvent::Readded(_)
-        | AgendaEvent::Requeued(_)
-        | AgendaEvent::RetryDecided(_)
-        | AgendaEvent::ProgressIdTaken(_) => false,
-        AgendaEvent::ProgressReported(e) => {
-            !e.diagnostics.is_empty()
-                || e.operations.iter().any(|o| {
-                    !o.diagnostics.is_empty() || !o.result_payload.is_null() || o.params.is_some()
-                })
+/// How an event changed what an agenda keeps of its reports ([`AgendaState::kept_bytes`]).
+#[derive(Debug, Clone, Copy)]
+enum Kept {
+    /// Not at all: the queue's events.
+    Same,
+    /// A report: what the operations it names and the agenda itself keep, before and after
+    /// (review-s49: measuring the whole agenda after each report cost a 1,000-operation agenda
+    /// reporting one result at a time gigabytes of serialising over its life).
+    Changed { before: usize, after: usize },
+    /// Anything else: measured whole.
+    Unknown,
+}
+
+impl Kept {
+    fn of(event: &AgendaEvent, before: Option<usize>, state: &AgendaState) -> Kept {
+        match (event, before) {
+            (
+                AgendaEvent::Queued(_)
+                | AgendaEvent::Claimed(_)
+                | AgendaEvent::Readded(_)
+                | AgendaEvent::Requeued(_)
+                | AgendaEvent::RetryDecided(_)
+                | AgendaEvent::ProgressIdTaken(_),
+                _,
+            ) => Kept::Same,
+            (_, Some(before)) => {
+                Kept::Changed { before, after: kept_touched(state, event).unwrap_or(0) }
+            }
+            _ => Kept::Unknown,
         }
-        _ => true,
     }
+}
+
+/// What the parts of `state` a report event touches keep (the operations it names and the
+/// agenda's own diagnostics), or `None` for any other event.
+fn kept_touched(state: &AgendaState, event: &AgendaEvent) -> Option<usize> {
+    let AgendaEvent::ProgressReported(e) = event else { return None };
+    let operations: usize = e
+        .operations
+        .iter()
+        .filter_map(|o| state.operation(&o.operation))
+        .map(pop_domain::agenda::operation_kept_bytes)
+        .sum();
+    Some(operations + state.agenda_kept_bytes())
 }
 
 /// What a live agenda holds as compact JSON ([`Keys::bytes`]): its definition, and what it

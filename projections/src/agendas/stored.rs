@@ -33,7 +33,7 @@ use pop_domain::agenda::AgendaState;
 use crate::phase::Phase;
 
 use super::entry::{Body, Keys, Name, SettleBuffers, id_in_key, settle};
-use super::{AgendaEntry, AgendaModel, CorruptEntry, Measure, keys_of};
+use super::{AgendaEntry, AgendaModel, CorruptEntry, Kept, Measure, keys_of};
 
 const TAG_SETTLED: u8 = 0;
 const TAG_JSON: u8 = 1;
@@ -184,8 +184,15 @@ pub(crate) fn decode_chunk(
                 let state: AgendaState = serde_json::from_slice(take_bytes(r)?)?;
                 let e = &buffers.empty;
                 let n = &buffers.empty_names;
-                let keys =
-                    keys_of(e, n, n, &state, &key, None, Measure { now: false, again: true });
+                let keys = keys_of(
+                    e,
+                    n,
+                    n,
+                    &state,
+                    &key,
+                    None,
+                    Measure { now: false, kept: Kept::Unknown },
+                );
                 let body = settle(&mut buffers.settle, Box::new(state), false);
                 AgendaEntry { key, keys, body }
             }
