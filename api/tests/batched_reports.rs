@@ -146,3 +146,29 @@ async fn many_reports_through_the_rest_surface_and_the_bounds_of_a_batch() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 400);
 }
+
+/// A REST batch's answer keeps the response byte budget: once it is spent, a report is
+/// answered with its agenda's state alone and a note (hostile42 H1: 60 heartbeats of one
+/// large agenda were answered with 60 whole copies of it, 281 MB).
+#[tokio::test]
+async fn a_rest_batchs_answer_keeps_the_byte_budget() {
+    let s = start(ApiConfig { max_response_bytes: 1_500, ..ApiConfig::default() }).await;
+    let claimed = three_claimed(&s).await;
+    let (a2, l2) = &claimed[1];
+    let url = format!("{}/pop/resourcepool/service/updateAgendaProgresses", s.base);
+    let one = json!({"agendaProgress": report(a2, "EXECUTING", &[("probe", "EXECUTING")]),
+        "leaseId": l2});
+    let body = json!({"reports": vec![one; 6]});
+    let response = s.http.post(&url).bearer_auth(ACME_SERVICE).json(&body).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let text = response.text().await.unwrap();
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    let results = answer["results"].as_array().unwrap();
+    assert_eq!(results.len(), 6, "{answer:#}");
+    assert!(results[0]["agendaProgress"]["operationProgress"].is_array(), "{answer:#}");
+    let last = &results[5];
+    assert_eq!(last["agendaProgress"]["processingState"], "EXECUTING", "{answer:#}");
+    assert!(last["agendaProgress"].get("operationProgress").is_none(), "{answer:#}");
+    assert!(last["agendaProgressOmitted"].as_str().unwrap().contains("1500 bytes"), "{answer:#}");
+    assert!(text.len() < 1_500 + 6 * 400, "{}", text.len());
+}

@@ -310,8 +310,8 @@ impl App {
         Ok(())
     }
 
-    /// Why reports to `customer`'s agendas keep no more results, and the least of their
-    /// diagnostics, when its live agendas hold past twice its memory quota
+    /// Why reports to `customer`'s agendas keep nothing new (no result, params or diagnostic),
+    /// when its live agendas hold past twice its memory quota
     /// ([`crate::AppConfig::max_live_bytes_per_customer`]; `ProgressReport::over_quota`), or
     /// `None`. Past the quota itself only new agendas are refused: the live ones still finish,
     /// and finished they free what they held. Past twice it, what reports add is bounded too
@@ -329,6 +329,26 @@ impl App {
                  --max-live-bytes-per-customer); it frees as its agendas finish"
             )
         })
+    }
+
+    /// QUOTA_EXCEEDED when an expansion of `adding` bytes would take `customer`'s live agendas
+    /// past twice its memory quota ([`App::over_memory_quota`]'s bound).
+    fn check_expansion_quota(&self, customer: &str, adding: u64) -> AppResult<()> {
+        let max = self.config().max_live_bytes_per_customer;
+        let bytes =
+            self.projections().read().agendas().live_bytes(&Visibility::from_ids([customer]));
+        if bytes.saturating_add(adding) > max.saturating_mul(2) {
+            return Err(AppError::new(
+                Code::QuotaExceeded,
+                format!(
+                    "customer {customer:?}'s live agendas hold {bytes} bytes; this expansion of \
+                     {adding} would take them past twice its quota of {max} (the server's \
+                     --max-live-bytes-per-customer): expand again when some agendas have \
+                     finished"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Readies a submission without writing anything: fills the customer (the caller's only
@@ -619,13 +639,19 @@ impl App {
         let late_report = matches!(command, AgendaCommand::ReportProgress { .. });
         let customer_id = self.authorized_customer_for(caller, id, key, late_report).await?;
         // An expansion adds to a live agenda's definition: counted against the customer's
-        // memory quota as a submission is (hostile41 H2: 68 times the quota by expansions).
+        // memory quota (hostile41 H2: 68 times the quota by expansions). Past twice it, as what
+        // reports add: a running generator still expands its agenda past the quota itself,
+        // where only new agendas are refused (review-s49b).
         if let AgendaCommand::Expand { operations, params, .. } = &command {
             let bytes = pop_domain::validate::json_bytes(operations)
                 + pop_domain::validate::json_bytes(params);
-            self.check_live_quota(&customer_id, 0, bytes as u64)?;
+            self.check_expansion_quota(&customer_id, bytes as u64)?;
         }
         if matches!(command, AgendaCommand::Rerun { .. }) {
+            // A rerun makes a finished agenda live again, what it kept included: refused past
+            // the customer's quota as a submission is (hostile42 M1: 13 reruns took a customer
+            // from 27 to 53 times its quota).
+            self.check_live_quota(&customer_id, 1, 0)?;
             self.check_insight_takes(id, key)?;
         }
         let executed = self

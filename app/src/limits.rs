@@ -57,8 +57,8 @@ pub const DEFAULT_MAX_LIVE_AGENDAS_PER_CUSTOMER: usize = 20_000;
 
 /// Most bytes (as compact JSON) one customer's live agendas may hold together, their
 /// definitions and what they keep of reports (results, params, diagnostics) (default); past it
-/// a submit or an expansion is refused with QUOTA_EXCEEDED, past twice it reports keep no more
-/// results or params and the least of their diagnostics (`App::over_memory_quota`). Live agendas are held
+/// a submit is refused with QUOTA_EXCEEDED; past twice it an expansion is refused too, and
+/// reports keep nothing new (`App::over_memory_quota`, `AgendaState::keep_nothing_new`). Live agendas are held
 /// whole in every replica's read models, at about eight times their JSON size (a 0.86 MB
 /// agenda costs ~7.3 MB of RSS), so 64 MiB bounds one customer's live agendas to ~550 MiB
 /// in the deploy's 2 GiB however large each is; the count quota

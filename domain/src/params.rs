@@ -90,6 +90,17 @@ impl Params {
         }
     }
 
+    /// These params with `reported` merged in (reported keys winning), or `None` when
+    /// `reported` changes none of them (an executor's report of an operation's params).
+    pub fn merged_with(&self, reported: &Params) -> Option<Params> {
+        if reported.iter().all(|(key, value)| self.get(key) == Some(value)) {
+            return None;
+        }
+        let mut merged = self.clone();
+        merged.merge(reported);
+        Some(merged)
+    }
+
     /// Sorts `entries` by key, keeping the last of equal keys (what inserting them one by one
     /// into a map does), with no spare capacity.
     fn from_entries(mut entries: Vec<(String, Value)>) -> Self {

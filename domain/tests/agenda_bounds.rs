@@ -276,48 +276,65 @@ fn diagnostics_are_cut_to_the_agendas_share() {
 /// attempt may find room) and a diagnostic keeps the least of its texts.
 #[test]
 fn past_the_customers_quota_nothing_more_is_kept() {
-    let given = running_agenda(2);
-    let quota = "customer \"acme\"'s live agendas hold 200 bytes, past twice its quota of 50";
-    let sent = ProgressReport {
-        over_quota: Some(quota.into()),
-        ..limited(vec![
-            with_result(succeeded("o0"), json!({"out": "x".repeat(1_000)})),
-            OperationReport {
-                diagnostics: vec![DiagnosticEvent {
-                    message: "e".repeat(5_000),
-                    ..DiagnosticEvent::default()
-                }],
-                ..failed("o1")
-            },
-        ])
-    };
-    let state = state_after(&given, sent);
-    let o0 = state.operation("o0").unwrap();
+    let given = running_agenda(3);
+    let quota = "customer \"acme\"'s live agendas hold more than twice its quota of 50 bytes";
+    let over = |sent: ProgressReport| ProgressReport { over_quota: Some(quota.into()), ..sent };
+    let sent = over(limited(vec![
+        with_result(succeeded("o0"), json!({"out": "x".repeat(1_000)})),
+        OperationReport {
+            diagnostics: vec![DiagnosticEvent {
+                message: "e".repeat(5_000),
+                ..DiagnosticEvent::default()
+            }],
+            ..failed("o1")
+        },
+        OperationReport {
+            params: params(json!({"node": "n1"})),
+            message: Some("m".repeat(5_000)),
+            ..executing("o2", 10.0)
+        },
+    ]));
+    let events = history_after(&given, vec![report("w1", 50, sent.clone())]);
+    let state = replay(&events);
+    // States change (the agenda can finish); nothing new is kept.
     assert_eq!(op_state(&state, "o0"), (Complete, "failed".into()));
-    assert!(o0.result_payload.is_null());
-    assert!(o0.diagnostic_events[0].message.contains(quota), "{}", o0.diagnostic_events[0].message);
-    assert_eq!(o0.diagnostic_events[0].status_code, None, "retryable");
-    let o1 = state.operation("o1").unwrap();
-    let cut = o1.diagnostic_events.iter().find(|d| d.message.starts_with('e')).unwrap();
-    assert!(cut.message.len() <= MIN_DIAGNOSTIC_TEXT_BYTES, "{}", cut.message.len());
-
-    // An interim result sent with every heartbeat while past the quota is said once.
-    let heartbeat = || ProgressReport {
-        over_quota: Some(quota.into()),
-        ..limited(vec![with_result(executing("o0", 10.0), json!({"partial": 1}))])
-    };
-    let once = history_after(&given, vec![report("w1", 50, heartbeat())]);
-    assert_eq!(replay(&once).operation("o0").unwrap().diagnostic_events.len(), 1);
-    for event in replay(&once).decide(&report("w1", 51, heartbeat())).unwrap() {
-        let AgendaEvent::ProgressReported(e) = event else { panic!("{event:?}") };
-        assert!(e.operations.is_empty(), "{e:?}");
+    assert_eq!(op_state(&state, "o1"), (Complete, "failed".into()));
+    for name in ["o0", "o1", "o2"] {
+        let op = state.operation(name).unwrap();
+        assert!(op.result_payload.is_null() && op.diagnostic_events.is_empty(), "{op:?}");
+        assert!(op.params.get("node").is_none(), "{:?}", op.params);
     }
-    // Within the quota, the interim result it holds sent again changes nothing either.
-    let kept = ProgressReport { over_quota: None, ..heartbeat() };
-    let held = history_after(&given, vec![report("w1", 50, kept.clone())]);
-    for event in replay(&held).decide(&report("w1", 51, kept)).unwrap() {
+    let message = state.operation("o2").unwrap().processing_state_message.as_deref().unwrap();
+    assert!(json_bytes(message) - 2 <= MIN_DIAGNOSTIC_TEXT_BYTES, "{}", message.len());
+    // The agenda says why, once: the same report sent again adds nothing.
+    let said = &state.progress().diagnostic_events;
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(said[0].message.ends_with(quota), "{}", said[0].message);
+    for event in state.decide(&report("w1", 51, sent)).unwrap() {
         let AgendaEvent::ProgressReported(e) = event else { panic!("{event:?}") };
-        assert!(e.operations.is_empty(), "{e:?}");
+        assert!(e.operations.is_empty() && e.diagnostics.is_empty(), "{e:?}");
+    }
+
+    // A report names operations the agenda does not have: past the quota it adds none, and is
+    // refused naming the field (hostile42 H3).
+    let adding = over(limited(vec![executing("o2", 20.0), executing("generated", 1.0)]));
+    let Err(pop_domain::agenda::AgendaError::Invalid(errors)) =
+        state.decide(&report("w1", 52, adding))
+    else {
+        panic!("operations were added past the quota")
+    };
+    assert_eq!(errors.errors[0].field, "operationProgress[1].operation", "{errors:?}");
+    assert!(errors.errors[0].message.ends_with(quota), "{errors:?}");
+
+    // An interim result it already holds, sent again within the quota or past it, changes
+    // nothing.
+    let heartbeat = || limited(vec![with_result(executing("o0", 10.0), json!({"partial": 1}))]);
+    let held = history_after(&given, vec![report("w1", 50, heartbeat())]);
+    for sent in [heartbeat(), over(heartbeat())] {
+        for event in replay(&held).decide(&report("w1", 51, sent)).unwrap() {
+            let AgendaEvent::ProgressReported(e) = event else { panic!("{event:?}") };
+            assert!(e.operations.is_empty() && e.diagnostics.is_empty(), "{e:?}");
+        }
     }
 }
 
@@ -444,10 +461,9 @@ fn a_resent_diagnostic_is_kept_once_whatever_the_cut() {
 
 /// An expansion that would take the definition past [`MAX_DEFINITION_BYTES_PER_AGENDA`] is
 /// refused, naming the field (hostile41 M1: expanded past 16 MiB, the agenda could no longer be
-/// read whole); params a report adds while the customer is past its quota are not kept
-/// (hostile41 H1).
+/// read whole); the operations a report adds are not (review-s49b).
 #[test]
-fn a_definition_is_bounded_and_params_past_the_quota_are_not_kept() {
+fn a_definition_is_bounded_but_a_report_adding_operations_is_taken() {
     let given = running_agenda(1);
     let large = op("large", json!({"in": "x".repeat(MAX_DEFINITION_BYTES_PER_AGENDA)}), json!({}));
     let Err(pop_domain::agenda::AgendaError::Invalid(errors)) =
@@ -463,20 +479,11 @@ fn a_definition_is_bounded_and_params_past_the_quota_are_not_kept() {
     let small = op("small", json!({"in": "x"}), json!({}));
     assert!(replay(&given).decide(&expand(vec![small], 20)).is_ok());
 
-    let quota = "past the quota";
-    let sent = ProgressReport {
-        over_quota: Some(quota.into()),
-        ..limited(vec![OperationReport {
-            params: params(json!({"node": "n1"})),
-            ..executing("o0", 10.0)
-        }])
-    };
-    let state = state_after(&given, sent);
-    let o0 = state.operation("o0").unwrap();
-    assert!(o0.params.get("node").is_none(), "{:?}", o0.params);
-    assert!(
-        o0.diagnostic_events[0].message.ends_with(quota),
-        "{}",
-        o0.diagnostic_events[0].message
-    );
+    // The operations a report adds are not held to it (refusing them would refuse the report).
+    let large = "x".repeat(MAX_DEFINITION_BYTES_PER_AGENDA - 2_000);
+    let near =
+        history_after(&given, vec![expand(vec![op("near", json!({"in": large}), json!({}))], 21)]);
+    let added = limited((0..50).map(|k| executing(&format!("generated-{k}"), 1.0)).collect());
+    let state = state_after(&near, added);
+    assert_eq!(state.progress().operation_progress.len(), 52);
 }

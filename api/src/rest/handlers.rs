@@ -766,14 +766,35 @@ async fn update_progresses(call: &Call<'_>) -> RestResult<Reply> {
     let mut position = None;
     let mut failed = 0usize;
     let mut results = Vec::with_capacity(answered.len());
+    // The answer's byte budget, as every read's: past it a report is answered with its
+    // agenda's state alone (hostile42 H1: 60 heartbeats of one large agenda were answered with
+    // 60 copies of it, 281 MB).
+    let mut budget = call.state.config().max_response_bytes;
     for (index, answer) in answered.into_iter().enumerate() {
         match answer {
             Ok(done) => {
                 if let Some(p) = done.position {
                     position = Some(p.to_string());
                 }
-                results.push(json!({"index": index, "agendaProgress": to_json(done.progress())?,
-                    "position": done.position.map(|p| p.to_string())}));
+                let position = done.position.map(|p| p.to_string());
+                let progress = to_json(done.progress())?;
+                let bytes = pop_domain::validate::json_bytes(&progress);
+                if bytes <= budget {
+                    budget -= bytes;
+                    results.push(json!({"index": index, "agendaProgress": progress,
+                        "position": position}));
+                } else {
+                    budget = 0;
+                    let p = done.progress();
+                    results.push(json!({"index": index, "position": position,
+                        "agendaProgressOmitted": format!(
+                            "this answer's byte budget ({} bytes) is spent: GET the agenda's \
+                             progress", call.state.config().max_response_bytes),
+                        "agendaProgress": {"id": p.id, "agendaId": p.agenda_id,
+                            "processingState": p.processing_state,
+                            "processingStateMessage": p.processing_state_message,
+                            "percentComplete": p.percent_complete}}));
+                }
             }
             Err(e) => {
                 failed += 1;

@@ -35,13 +35,13 @@ pub const MAX_DEFINITION_BYTES_PER_AGENDA: usize = 3 << 20;
 /// The bytes an agenda's diagnostics share: each diagnostic's `message`, `stackTrace` and
 /// `payload` are cut to what lets every operation (and the agenda) keep its
 /// [`MAX_DIAGNOSTICS`] within it ([`AgendaState::diagnostic_text_bytes`]), but never below
-/// [`MIN_DIAGNOSTIC_TEXT_BYTES`] (past ~800 operations the share is passed: ~5.6 MB at 1,000)
+/// [`MIN_DIAGNOSTIC_TEXT_BYTES`] (past ~750 operations the share is passed: ~5.6 MB at 1,000)
 /// nor above [`crate::validate::MAX_DIAGNOSTIC_TEXT_BYTES`].
 pub const DIAGNOSTIC_BYTES_PER_AGENDA: usize = 4 << 20;
 
 /// The shortest a diagnostic's text is cut to (as stored): its start and end around the note
-/// of the cut. It is also what a diagnostic keeps while its customer is past its memory quota
-/// ([`ProgressReport::over_quota`]).
+/// of the cut. It is also what a free-text message keeps while its customer is past twice its
+/// memory quota ([`ProgressReport::over_quota`]; no new diagnostic is kept then).
 pub const MIN_DIAGNOSTIC_TEXT_BYTES: usize = 120;
 
 /// The most bytes (as stored) an operation's or the agenda's free-text `processingStateMessage`
@@ -56,6 +56,9 @@ const DIAGNOSTIC_OVERHEAD_BYTES: usize = 200;
 /// What every diagnostic saying a result was not kept says ([`AgendaState::fit_report`]).
 const NOT_KEPT: &str = "the result was not kept";
 
+/// How the agenda's diagnostic saying its reports keep nothing new starts.
+const KEPT_NOTHING_NEW: &str = "reports to this agenda keep no new results, params or diagnostics";
+
 /// How the diagnostics that name a result's size start.
 const RESULT_TAKES: &str = "the operation's resultPayload takes ";
 
@@ -65,21 +68,24 @@ const RESULT_TAKES: &str = "the operation's resultPayload takes ";
 pub(super) struct Fitted {
     pub report: ProgressReport,
     pub notes: Vec<(usize, DiagnosticEvent)>,
+    /// The agenda's own (past the customer's quota: one saying the report kept nothing new).
+    pub agenda_notes: Vec<DiagnosticEvent>,
 }
 
 /// The bytes one operation keeps of what its executors reported (as compact JSON): its result,
-/// params and diagnostics. [`AgendaState::kept_bytes`] sums them. (Its message is not counted:
-/// it is cut to [`MAX_MESSAGE_BYTES`], and a queue's event changes the agenda's.)
+/// params, diagnostics and message. [`AgendaState::kept_bytes`] sums them. (The agenda's own
+/// message is not counted: it is cut to [`MAX_MESSAGE_BYTES`], and the queue's events change it.)
 pub fn operation_kept_bytes(p: &OperationProgress) -> usize {
     p.result_payload.as_json().len()
         + json_bytes(&p.params)
         + p.diagnostic_events.iter().map(json_bytes).sum::<usize>()
+        + p.processing_state_message.as_deref().map_or(0, str::len)
 }
 
 impl AgendaState {
-    /// The bytes it keeps of what its executors reported (results, params and diagnostics, as
-    /// compact JSON): what it holds in memory beside its definition while live, counted for the
-    /// customer's memory quota.
+    /// The bytes it keeps of what its executors reported (results, params, diagnostics and the
+    /// operations' messages, as compact JSON): what it holds in memory beside its definition
+    /// while live, counted for the customer's memory quota.
     pub fn kept_bytes(&self) -> usize {
         self.agenda_kept_bytes()
             + self.progress.operation_progress.iter().map(operation_kept_bytes).sum::<usize>()
@@ -103,7 +109,8 @@ impl AgendaState {
     /// How many bytes each text of a new diagnostic keeps (as stored): the agenda's share
     /// ([`DIAGNOSTIC_BYTES_PER_AGENDA`]) over its operations and itself, ten each, three texts
     /// a diagnostic; within [`MIN_DIAGNOSTIC_TEXT_BYTES`]..=[`crate::validate::MAX_DIAGNOSTIC_TEXT_BYTES`].
-    /// While the customer is past its memory quota, the least.
+    /// While the customer is past its memory quota, the least (what free-text messages keep
+    /// then).
     pub(super) fn diagnostic_text_bytes(&self, over_quota: bool) -> usize {
         if over_quota {
             return MIN_DIAGNOSTIC_TEXT_BYTES;
@@ -118,9 +125,9 @@ impl AgendaState {
     /// diagnostics saying why, or `None` when it keeps all of them. `found` is where each of
     /// the report's operations is in the agenda.
     ///
-    /// A result is not kept when it is larger than one may be ([`ProgressReport::payload_bytes`]),
-    /// when the customer is past its memory quota ([`ProgressReport::over_quota`]), or when it
-    /// would take the agenda's results past [`MAX_RESULT_BYTES_PER_AGENDA`]. An operation
+    /// A result is not kept when it is larger than one may be ([`ProgressReport::payload_bytes`])
+    /// or when it would take the agenda's results past [`MAX_RESULT_BYTES_PER_AGENDA`]; past the
+    /// customer's memory quota nothing new is kept ([`AgendaState::keep_nothing_new`]). An operation
     /// reported COMPLETE with such a result is recorded COMPLETE/failed, and an agenda reported
     /// succeeded with it failed; an interim result of a running operation is only dropped. A
     /// completed operation's result sent again is not looked at (it keeps its first), but one
@@ -135,6 +142,9 @@ impl AgendaState {
         let carries = |r: &OperationReport| {
             r.result_payload.as_ref().is_some_and(|v| !v.is_null()) || !r.params.is_empty()
         };
+        if let Some(quota) = &report.over_quota {
+            return self.keep_nothing_new(report, found, quota);
+        }
         if !report.operations.iter().any(carries) {
             return None;
         }
@@ -153,12 +163,10 @@ impl AgendaState {
             };
             if let Some(grows) = params_growth(current, r) {
                 let total = params.get_or_insert_with(|| self.params_bytes());
-                // Past the customer's quota too (hostile41 H1: params grew where results did
-                // not).
-                if report.over_quota.is_some() || *total + grows > MAX_PARAMS_BYTES_PER_AGENDA {
+                if *total + grows > MAX_PARAMS_BYTES_PER_AGENDA {
                     let fitted = take(&mut fitted, report);
                     fitted.report.operations[i].params = crate::params::Params::default();
-                    fitted.notes.push((i, params_not_kept(r, grows, report.over_quota.as_deref())));
+                    fitted.notes.push((i, params_not_kept(r)));
                 } else {
                     *total += grows;
                 }
@@ -187,33 +195,27 @@ impl AgendaState {
             }
             let why = match report.payload_bytes {
                 Some(max) if bytes > max => Some(too_large(result, bytes, max)),
-                _ => match &report.over_quota {
-                    Some(quota) => Some(Why {
-                        text: format!("{NOT_KEPT} ({bytes} bytes as JSON): {quota}"),
-                        final_: false,
-                    }),
-                    None => {
-                        let total = results.get_or_insert_with(|| self.result_bytes());
-                        // Saturating: an operation named twice in one report (refused after
-                        // this) would take its recorded result off twice.
-                        let after = (*total + bytes).saturating_sub(held.len());
-                        if after > MAX_RESULT_BYTES_PER_AGENDA {
-                            Some(Why {
-                                // Said of the report alone: the same report sent again says
-                                // the same, and is kept once.
-                                text: format!(
-                                    "{RESULT_TAKES}{bytes} bytes as JSON, which would take the \
-                                     agenda's results past the {MAX_RESULT_BYTES_PER_AGENDA} \
-                                     bytes an agenda keeps: {NOT_KEPT}"
-                                ),
-                                final_: true,
-                            })
-                        } else {
-                            *total = after;
-                            None
-                        }
+                _ => {
+                    let total = results.get_or_insert_with(|| self.result_bytes());
+                    // Saturating: an operation named twice in one report (refused after this)
+                    // would take its recorded result off twice.
+                    let after = (*total + bytes).saturating_sub(held.len());
+                    if after > MAX_RESULT_BYTES_PER_AGENDA {
+                        Some(Why {
+                            // Said of the report alone: the same report sent again says the
+                            // same, and is kept once.
+                            text: format!(
+                                "{RESULT_TAKES}{bytes} bytes as JSON, which would take the \
+                                 agenda's results past the {MAX_RESULT_BYTES_PER_AGENDA} bytes \
+                                 an agenda keeps: {NOT_KEPT}"
+                            ),
+                            final_: true,
+                        })
+                    } else {
+                        *total = after;
+                        None
                     }
-                },
+                }
             };
             if let Some(why) = why {
                 let fitted = take(&mut fitted, report);
@@ -223,13 +225,80 @@ impl AgendaState {
             }
         }
         let mut fitted = fitted?;
-        // An agenda reported succeeded whose operation was just failed for its result has
-        // failed: said as it stands, the report would be refused whole (review-s36b).
-        if failed
-            && fitted.report.state == Some(ProcessingState::Complete)
-            && fitted.report.message.as_deref().is_some_and(message::is_succeeded)
-        {
-            fitted.report.message = Some(message::FAILED.to_string());
+        if failed {
+            fail_agenda(&mut fitted.report);
+        }
+        Some(fitted)
+    }
+
+    /// [`AgendaState::fit_report`] while the customer is past twice its memory quota: the
+    /// report keeps no new result, params or diagnostic (review-s49b: ten diagnostics of 540 B
+    /// on each of 1,000 operations still grew, ~110 times the quota), its free text the least
+    /// ([`MIN_DIAGNOSTIC_TEXT_BYTES`]); states and messages still change, so the agendas finish
+    /// and free what they hold. An operation reported COMPLETE with a new result is failed
+    /// (the result its next ones read is missing). The agenda keeps one diagnostic saying why,
+    /// once an attempt.
+    fn keep_nothing_new(
+        &self,
+        report: &ProgressReport,
+        found: &[Option<usize>],
+        quota: &str,
+    ) -> Option<Fitted> {
+        let mut fitted =
+            Fitted { report: report.clone(), notes: Vec::new(), agenda_notes: Vec::new() };
+        let mut dropped = !fitted.report.diagnostics.is_empty();
+        let mut failed = false;
+        fitted.report.diagnostics.clear();
+        for (i, r) in fitted.report.operations.iter_mut().enumerate() {
+            let current = found
+                .get(i)
+                .copied()
+                .flatten()
+                .and_then(|at| self.progress.operation_progress.get(at));
+            dropped |=
+                !r.diagnostics.is_empty() || current.is_some_and(|c| params_growth(c, r).is_some());
+            r.diagnostics.clear();
+            r.params = crate::params::Params::default();
+            let Some(result) = r.result_payload.take().filter(|v| !v.is_null()) else { continue };
+            match current {
+                // A completed operation keeps its first result; one failed for it is failed
+                // again.
+                Some(c) if c.processing_state == ProcessingState::Complete => {
+                    if r.state == ProcessingState::Complete
+                        && self.failed_for_result(c, &result, report)
+                    {
+                        r.message = Some(message::FAILED.to_string());
+                        failed = true;
+                    }
+                }
+                // The result it holds, sent again: nothing new.
+                Some(c)
+                    if c.result_payload.as_json().len() == json_bytes(&result)
+                        && crate::payload::Payload::from_value(&result).as_json()
+                            == c.result_payload.as_json() =>
+                {
+                    r.result_payload = Some(result);
+                }
+                _ => {
+                    dropped = true;
+                    if r.state == ProcessingState::Complete {
+                        r.message = Some(message::FAILED.to_string());
+                        failed = true;
+                    }
+                }
+            }
+        }
+        if failed {
+            fail_agenda(&mut fitted.report);
+        }
+        if dropped {
+            fitted.agenda_notes.push(DiagnosticEvent {
+                message: format!(
+                    "{KEPT_NOTHING_NEW} (an operation completed with a new result is failed): \
+                     {quota}"
+                ),
+                ..DiagnosticEvent::default()
+            });
         }
         Some(fitted)
     }
@@ -253,16 +322,34 @@ impl AgendaState {
             return true;
         }
         let attempt = self.operation_diagnostics_this_attempt(&current.operation);
-        super::state::newest(&current.diagnostic_events, attempt).iter().any(|d| {
+        let said = super::state::newest(&current.diagnostic_events, attempt).iter().any(|d| {
             (d.message.starts_with(RESULT_TAKES) || d.message.starts_with(NOT_KEPT))
                 && d.message.contains(NOT_KEPT)
-        })
+        });
+        // Past the quota the agenda says it once, for all its operations.
+        said || super::state::newest(&self.progress.diagnostic_events, self.attempt_diagnostics)
+            .iter()
+            .any(|d| d.message.starts_with(KEPT_NOTHING_NEW))
     }
 }
 
 /// The fitted report, made from `report` the first time something is taken out of it.
 fn take<'a>(fitted: &'a mut Option<Fitted>, report: &ProgressReport) -> &'a mut Fitted {
-    fitted.get_or_insert_with(|| Fitted { report: report.clone(), notes: Vec::new() })
+    fitted.get_or_insert_with(|| Fitted {
+        report: report.clone(),
+        notes: Vec::new(),
+        agenda_notes: Vec::new(),
+    })
+}
+
+/// An agenda reported succeeded whose operation was just failed for its result has failed:
+/// said as it stands, the report would be refused whole (review-s36b).
+fn fail_agenda(report: &mut ProgressReport) {
+    if report.state == Some(ProcessingState::Complete)
+        && report.message.as_deref().is_some_and(message::is_succeeded)
+    {
+        report.message = Some(message::FAILED.to_string());
+    }
 }
 
 /// How many bytes the params `r` reports add to `current`'s, when they add any.
@@ -270,21 +357,18 @@ fn params_growth(current: &OperationProgress, r: &OperationReport) -> Option<usi
     if r.params.is_empty() {
         return None;
     }
-    let merged = super::decide::merged_params(&current.params, &r.params)?;
+    let merged = current.params.merged_with(&r.params)?;
     Some(json_bytes(&merged).saturating_sub(json_bytes(&current.params))).filter(|&n| n > 0)
 }
 
-/// The diagnostic saying the params `r` reports were not kept (said of the report alone).
-fn params_not_kept(r: &OperationReport, grows: usize, quota: Option<&str>) -> DiagnosticEvent {
-    let why = match quota {
-        Some(quota) => quota.to_string(),
-        None => format!(
-            "they would take the agenda's params past the {MAX_PARAMS_BYTES_PER_AGENDA} bytes an \
-             agenda keeps"
-        ),
-    };
+/// The diagnostic saying the params `r` reports were not kept (the same for any params, so a
+/// report sent again says nothing new).
+fn params_not_kept(r: &OperationReport) -> DiagnosticEvent {
     DiagnosticEvent {
-        message: format!("the reported params ({grows} bytes more as JSON) were not kept: {why}"),
+        message: format!(
+            "the reported params were not kept: they would take the agenda's params (the \
+             definition's included) past the {MAX_PARAMS_BYTES_PER_AGENDA} bytes an agenda keeps"
+        ),
         time: r.completed,
         ..DiagnosticEvent::default()
     }

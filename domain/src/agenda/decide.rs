@@ -60,7 +60,7 @@ impl AgendaState {
                 self.report(holder, lease_id.as_deref(), ms(*lease_expires), report, now)
             }
             AgendaCommand::Expand { operations, params, .. } => {
-                self.expand(operations, params, now)
+                self.expand(operations, params, true, now)
             }
             AgendaCommand::Rerun { flags, .. } => self.rerun(flags, now),
             AgendaCommand::Retry { .. } => self.retry(now),
@@ -274,9 +274,21 @@ impl AgendaState {
                 }
             })
             .collect();
+        // Past twice the customer's memory quota a report adds no operations (hostile42 H3: one
+        // report grew an agenda from 8 operations to 998 while its customer was 53 times past
+        // the quota): refused, as an expansion is then.
+        if let (Some(quota), Some(&at)) = (&report.over_quota, unknown_at.first()) {
+            return Err(AgendaError::invalid(
+                format!("operationProgress[{at}].operation"),
+                format!(
+                    "{:?} is not an operation of this agenda, and a report adds none now: {quota}",
+                    report.operations[at].name
+                ),
+            ));
+        }
         if !unknown.is_empty() {
             let mut events =
-                self.expand(&unknown, &Params::default(), now).map_err(|e| match e {
+                self.expand(&unknown, &Params::default(), false, now).map_err(|e| match e {
                     AgendaError::Invalid(mut errors) => {
                         // The expansion's fields (`operations[j].name`) are the report's
                         // (`operationProgress[i].operation`; hostile19: the error named a list
@@ -299,9 +311,9 @@ impl AgendaState {
         // why (`notes`: added after the executor's own, whole); diagnostics cut to its share.
         let max_text = self.diagnostic_text_bytes(report.over_quota.is_some());
         let fitted = self.fit_report(report, &found);
-        let (report, notes) = match &fitted {
-            Some(f) => (&f.report, f.notes.as_slice()),
-            None => (report, &[][..]),
+        let (report, notes, agenda_notes) = match &fitted {
+            Some(f) => (&f.report, f.notes.as_slice(), f.agenda_notes.as_slice()),
+            None => (report, &[][..], &[][..]),
         };
         let targets = self.validate_report(report, &found, lease_expires, now)?;
         let lease_expires = self.renewed_until(lease_expires, now);
@@ -373,7 +385,7 @@ impl AgendaState {
         };
 
         let executing_message = match (&report.message, reported_complete) {
-            (Some(m), false) if is_free_text(m) => cut_message(m),
+            (Some(m), false) if is_free_text(m) => cut_message(m, max_text),
             _ if self.processing_state() == ProcessingState::Executing => {
                 self.message().to_string()
             }
@@ -388,12 +400,23 @@ impl AgendaState {
                 Some(_) => None,
                 None => Some(report.started.map(ms).unwrap_or(now)),
             },
-            diagnostics: new_diagnostics(
-                &self.progress.diagnostic_events,
-                self.attempt_diagnostics,
-                &report.diagnostics,
-                max_text,
-            ),
+            diagnostics: {
+                let recorded = &self.progress.diagnostic_events;
+                let mut fresh = new_diagnostics(
+                    recorded,
+                    self.attempt_diagnostics,
+                    &report.diagnostics,
+                    max_text,
+                );
+                let whole = crate::validate::MAX_DIAGNOSTIC_TEXT_BYTES;
+                for note in new_diagnostics(recorded, self.attempt_diagnostics, agenda_notes, whole)
+                {
+                    if !fresh.contains(&note) {
+                        fresh.push(note);
+                    }
+                }
+                fresh
+            },
             operations: changes,
         };
         let mut events: Vec<AgendaEvent> =
@@ -647,7 +670,17 @@ impl AgendaState {
         Ok(targets)
     }
 
-    fn expand(&self, operations: &[Operation], params: &Params, now: Timestamp) -> Decision {
+    /// `bounded`: held to [`super::bounds::MAX_DEFINITION_BYTES_PER_AGENDA`] (an expansion a
+    /// client asks for; the operations a report adds are not: they carry a name and at most
+    /// their generator, and refusing them would refuse the report, which POP's executor sends
+    /// again until the lease runs out).
+    fn expand(
+        &self,
+        operations: &[Operation],
+        params: &Params,
+        bounded: bool,
+        now: Timestamp,
+    ) -> Decision {
         if self.is_complete() {
             return Err(self.illegal("expand"));
         }
@@ -664,7 +697,7 @@ impl AgendaState {
         crate::validate::check_priority(params, &mut errors);
         // The definition stays within what one answer carries beside its progress (hostile41
         // M1: expanded past 16 MiB, the agenda could no longer be read whole).
-        if !operations.is_empty() || !params.is_empty() {
+        if bounded && (!operations.is_empty() || !params.is_empty()) {
             let bytes = crate::validate::json_bytes(agenda)
                 + crate::validate::json_bytes(operations)
                 + crate::validate::json_bytes(params);
@@ -879,7 +912,7 @@ fn operation_change(
             .filter(|m| r.state == Complete && !m.is_empty())
             .map(str::to_string),
     };
-    let params = merged_params(&current.params, &r.params);
+    let params = current.params.merged_with(&r.params);
     let starts = match (current.processing_state, r.state) {
         (Waiting, Waiting) => {
             return Ok(
@@ -913,7 +946,7 @@ fn operation_change(
         .message
         .as_deref()
         .filter(|m| r.state == Complete || is_free_text(m))
-        .map(|m| if r.state == Complete { m.to_string() } else { cut_message(m) });
+        .map(|m| if r.state == Complete { m.to_string() } else { cut_message(m, max_text) });
     let is_success = r.state == Complete && message.as_deref().is_some_and(message::is_succeeded);
     let percent = if is_success {
         Some(100.0)
@@ -960,17 +993,6 @@ fn operation_change(
         && change.completed_time == current.completed_time
         && change.params.is_none();
     Ok(if unchanged { None } else { Some(change) })
-}
-
-/// The operation's params with the reported ones merged in (reported keys winning), or `None`
-/// when the report changes none of them.
-pub(super) fn merged_params(current: &Params, reported: &Params) -> Option<Params> {
-    if reported.iter().all(|(key, value)| current.get(key) == Some(value)) {
-        return None;
-    }
-    let mut merged = current.clone();
-    merged.merge(reported);
-    Some(merged)
 }
 
 /// A change that records nothing new: what a change of only params or diagnostics starts from.
@@ -1149,10 +1171,11 @@ fn in_parts(reported: AgendaProgressReported) -> Vec<AgendaProgressReported> {
 }
 
 /// A free-text `processingStateMessage` as kept: at most [`super::bounds::MAX_MESSAGE_BYTES`]
-/// as stored, its start and end around a note of the cut.
-fn cut_message(m: &str) -> String {
+/// as stored (no more than a diagnostic's text keeps: `max_text`), its start and end around a
+/// note of the cut.
+fn cut_message(m: &str, max_text: usize) -> String {
     let mut m = m.to_string();
-    crate::text::cut_middle_json(&mut m, super::bounds::MAX_MESSAGE_BYTES);
+    crate::text::cut_middle_json(&mut m, max_text.min(super::bounds::MAX_MESSAGE_BYTES));
     m
 }
 
@@ -1180,7 +1203,7 @@ fn check_reported_params(
     // POP's executor echoes an operation's params with every report, and params already past
     // it (grown before this check, or kept under a lower --max-params-bytes) must not lock the
     // agenda out (review-s47).
-    let merged = max_bytes.and_then(|max| Some((max, merged_params(current, reported)?)));
+    let merged = max_bytes.and_then(|max| Some((max, current.merged_with(reported)?)));
     if let Some((max, merged)) = merged {
         let bytes = crate::validate::json_bytes(&merged);
         if bytes > max && bytes > crate::validate::json_bytes(current) {

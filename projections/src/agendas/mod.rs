@@ -473,7 +473,9 @@ fn kept_touched(state: &AgendaState, event: &AgendaEvent) -> Option<usize> {
         .filter_map(|o| state.operation(&o.operation))
         .map(pop_domain::agenda::operation_kept_bytes)
         .sum();
-    Some(operations + state.agenda_kept_bytes())
+    // The agenda's own diagnostics only when the report adds some (a heartbeat measures none).
+    let agenda = if e.diagnostics.is_empty() { 0 } else { state.agenda_kept_bytes() };
+    Some(operations + agenda)
 }
 
 /// What a live agenda holds as compact JSON ([`Keys::bytes`]): its definition, and what it
@@ -545,15 +547,109 @@ mod tests {
             AgendaCommand::Rerun { flags: Default::default(), now: t(i + 4) },
         ];
         commands.extend(steps.into_iter().take(if record { 0 } else { (i % 5) as usize }));
+        decided(&commands)
+    }
+
+    /// What `commands` decide, each on the state the ones before made.
+    fn decided(commands: &[AgendaCommand]) -> Vec<AgendaEvent> {
         let mut state = AgendaState::default();
         let mut events = Vec::new();
-        for command in &commands {
+        for command in commands {
             for e in state.decide(command).expect("decides") {
                 state.evolve(&e);
                 events.push(e);
             }
         }
         events
+    }
+
+    /// The live bytes kept per event (a report measures only what it touches) equal a whole
+    /// measure of the agenda after every event: reports of results, params, diagnostics (past
+    /// the ten kept), messages and operations they add, a late outcome, a rerun, in the
+    /// normal and the degraded (compressed) mode (review-s49b).
+    #[test]
+    fn live_bytes_kept_per_report_equal_a_whole_measure() {
+        use pop_domain::agenda::{OperationReport, ProgressReport};
+        use pop_domain::{DiagnosticEvent, ProcessingState};
+        let agenda = Agenda {
+            id: "a".to_string(),
+            customer_id: "c".to_string(),
+            progress_id: Some("a".to_string()),
+            operations: ["x", "y", "z"]
+                .iter()
+                .map(|n| Operation { name: n.to_string(), ..Operation::default() })
+                .collect(),
+            ..Agenda::default()
+        };
+        let insight =
+            AgendaInsight { resource_pool_id: "pool".to_string(), insight_id: "i".to_string() };
+        let report = |k: i64, report: ProgressReport| AgendaCommand::ReportProgress {
+            holder: "w".to_string(),
+            lease_id: None,
+            lease_expires: t(k + 100),
+            report,
+            now: t(k),
+        };
+        let op = |name: &str, k: usize| OperationReport {
+            name: name.to_string(),
+            state: ProcessingState::Executing,
+            message: Some(format!("step {k} {}", "m".repeat(k * 40))),
+            diagnostics: (0..k % 4)
+                .map(|d| DiagnosticEvent {
+                    message: format!("{name} {k} {d} {}", "d".repeat(k * 30)),
+                    ..DiagnosticEvent::default()
+                })
+                .collect(),
+            result_payload: k
+                .is_multiple_of(3)
+                .then(|| serde_json::json!({"out": "r".repeat(k * 50)})),
+            params: serde_json::from_value(serde_json::json!({format!("p{}", k % 5): k})).unwrap(),
+            ..OperationReport::default()
+        };
+        let mut commands = vec![
+            AgendaCommand::Submit { agenda, insight, now: t(0) },
+            AgendaCommand::Queue { now: t(1) },
+            AgendaCommand::Claim {
+                holder: "w".to_string(),
+                lease_id: "l".to_string(),
+                lease_expires: t(100),
+                now: t(2),
+            },
+        ];
+        for k in 0..24usize {
+            let name = ["x", "y", "z", "g1"][k % 4];
+            let mut sent = ProgressReport {
+                operations: vec![op(name, k)],
+                diagnostics: (0..k % 3)
+                    .map(|d| DiagnosticEvent {
+                        message: format!("agenda {k} {d}"),
+                        ..DiagnosticEvent::default()
+                    })
+                    .collect(),
+                ..ProgressReport::default()
+            };
+            if k % 5 == 4 {
+                sent.operations.clear(); // a heartbeat
+            }
+            commands.push(report(3 + k as i64, sent));
+        }
+        commands.push(AgendaCommand::Cancel { reason: Some("enough".into()), now: t(40) });
+        commands.push(AgendaCommand::Rerun { flags: Default::default(), now: t(41) });
+        let events = decided(&commands);
+        for compact in [false, true] {
+            let mut model = AgendaModel::default();
+            if compact {
+                model.compact_live();
+            }
+            let mut folded = AgendaState::default();
+            for e in &events {
+                model.apply("c/a", e, None).expect("applies");
+                folded.evolve(e);
+                let whole = if folded.is_complete() { 0 } else { u64::from(live_bytes(&folded)) };
+                assert_eq!(model.live_bytes(&Visibility::All), whole, "after {e:?}");
+            }
+            assert!(folded.kept_bytes() > 0 || folded.is_complete());
+        }
     }
 
     /// Every index, in a deterministic order.
