@@ -320,6 +320,17 @@ impl App {
         let max = self.config().max_live_bytes_per_customer;
         let bytes =
             self.projections().read().agendas().live_bytes(&Visibility::from_ids([customer]));
+        if bytes > max.saturating_mul(2) {
+            // For the operator too, at most a line per 10 s (review-s49c: a customer got there
+            // with nothing in the log).
+            static PAST: std::sync::Mutex<pop_store::repeats::Repeats> = std::sync::Mutex::new(
+                pop_store::repeats::Repeats::new(pop_store::repeats::EVERY, 1),
+            );
+            let said = PAST.lock().ok().and_then(|mut r| r.say(std::time::Instant::now()));
+            if let Some(unsaid) = said {
+                tracing::warn!(target: "pop::agendas", customer, live_bytes = bytes, quota = max, unsaid, "a customer's live agendas hold more than twice its memory quota: its reports keep nothing new until some finish");
+            }
+        }
         // Said without the figure it holds now, which moves: the same report sent again then
         // makes the same diagnostic, kept once.
         (bytes > max.saturating_mul(2)).then(|| {

@@ -116,6 +116,11 @@ pub struct RetryConfig {
     /// Interval, batch size, run-time bound and dry run.
     pub cadence: Cadence,
     pub backoff: Backoff,
+    /// The server's `--max-live-bytes-per-customer`: a due retry of a customer whose live
+    /// agendas hold that much or more waits (a retry makes the agenda live again, its results
+    /// included; review-s49c: retries brought failed agendas back past the quota that refuses a
+    /// user's rerun). `None`: not checked (a retry process run alone does not know it).
+    pub max_live_bytes_per_customer: Option<u64>,
 }
 
 impl Default for RetryConfig {
@@ -128,6 +133,7 @@ impl Default for RetryConfig {
                 dry_run: false,
             },
             backoff: Backoff::default(),
+            max_live_bytes_per_customer: None,
         }
     }
 }
@@ -249,6 +255,16 @@ pub fn plan_with(
         let delay = config.backoff.delay(entry.key(), progress.attempts_completed.max(1));
         let due = ended + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX);
         if due > now {
+            continue;
+        }
+        let customer = pop_projections::Visibility::from_ids([entry.customer_id()]);
+        if let Some(max) = config.max_live_bytes_per_customer
+            && models.agendas().live_bytes(&customer) >= max
+        {
+            tracing::debug!(
+                agenda = entry.key(),
+                "retry: waiting, its customer's live agendas hold its memory quota"
+            );
             continue;
         }
         found.push(RetryAction {
@@ -554,6 +570,21 @@ mod tests {
         }
         let refused = state.decide(&AgendaCommand::Retry { now: t(200) }).unwrap_err();
         assert_eq!(refused, pop_domain::agenda::AgendaError::NotRetryable);
+    }
+
+    /// A due retry waits while its customer's live agendas hold the server's memory quota: a
+    /// retry makes the agenda live again, its results included (review-s49c).
+    #[test]
+    fn a_due_retry_waits_while_its_customer_is_at_its_memory_quota() {
+        // "a" failed; "live" (acme's too) only submitted: it holds acme's live bytes.
+        let live = history("live", 3, 0, 0);
+        let m = models(vec![("a", history("a", 3, 1, 100)), ("live", live)]);
+        let held = m.agendas().live_bytes(&pop_projections::Visibility::from_ids(["acme"]));
+        assert!(held > 0);
+        let quota = |max| RetryConfig { max_live_bytes_per_customer: Some(max), ..no_jitter() };
+        assert!(plan(t(130), &m, &quota(held)).is_empty(), "at the quota: waits");
+        assert_eq!(ids(&plan(t(130), &m, &quota(held + 1))), ["a"]);
+        assert_eq!(ids(&plan(t(130), &m, &no_jitter())), ["a"], "not checked");
     }
 
     #[test]

@@ -634,9 +634,9 @@ pub struct ServeArgs {
     #[arg(long, env = "POP_MAX_LIVE_AGENDAS_PER_CUSTOMER", default_value_t = pop_api::config::DEFAULT_MAX_LIVE_AGENDAS_PER_CUSTOMER)]
     pub max_live_agendas_per_customer: usize,
     /// Most bytes (as JSON) one customer's live agendas may hold together, their definitions
-    /// and what they keep of reports (results, params, diagnostics; all held in memory); past
-    /// it a submit is refused with QUOTA_EXCEEDED; past twice it an expansion is refused too,
-    /// and reports keep nothing new (no result, params or diagnostic) while agendas finish.
+    /// and what they keep of reports (results, params, diagnostics, messages; all held in
+    /// memory); past it a submit or rerun is refused with QUOTA_EXCEEDED and retries wait; past
+    /// twice it an expansion is refused too, and reports keep nothing new while agendas finish.
     #[arg(long, env = "POP_MAX_LIVE_BYTES_PER_CUSTOMER", default_value_t = pop_api::config::DEFAULT_MAX_LIVE_BYTES_PER_CUSTOMER)]
     pub max_live_bytes_per_customer: u64,
     /// Most bytes (as JSON) one operation's payload, or a report's resultPayload, may take;

@@ -74,6 +74,8 @@ pub fn retry_config(interval_secs: u64, args: &ReaperArgs) -> RetryConfig {
             max: Duration::from_secs(args.retry_backoff_max),
             jitter_percent: args.retry_jitter_percent.min(100),
         },
+        // Run alone (`pop reap retry`), the process does not know the server's quota.
+        max_live_bytes_per_customer: None,
     }
 }
 
@@ -134,8 +136,14 @@ where
 }
 
 /// Starts the store-based processes `pop serve` runs (an interval of 0 turns one off), each
-/// stopping when `shutdown()` resolves.
-pub fn spawn_all<S, F>(services: &Services, args: &ReaperArgs, shutdown: S) -> Vec<JoinHandle<()>>
+/// stopping when `shutdown()` resolves. `max_live_bytes_per_customer`: the server's memory
+/// quota, which a due retry waits for (`RetryConfig::max_live_bytes_per_customer`).
+pub fn spawn_all<S, F>(
+    services: &Services,
+    args: &ReaperArgs,
+    max_live_bytes_per_customer: u64,
+    shutdown: S,
+) -> Vec<JoinHandle<()>>
 where
     S: Fn() -> F,
     F: Future<Output = ()> + Send + 'static,
@@ -153,7 +161,11 @@ where
         tasks.push(process::spawn(process, leadership(), clock(), shutdown()));
     }
     if args.retry_interval > 0 {
-        let process = Retry::new(services.clone(), retry_config(args.retry_interval, args));
+        let config = RetryConfig {
+            max_live_bytes_per_customer: Some(max_live_bytes_per_customer),
+            ..retry_config(args.retry_interval, args)
+        };
+        let process = Retry::new(services.clone(), config);
         tasks.push(process::spawn(process, leadership(), clock(), shutdown()));
     }
     if args.data_reap_interval > 0 {

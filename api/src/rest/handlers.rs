@@ -787,13 +787,14 @@ async fn update_progresses(call: &Call<'_>) -> RestResult<Reply> {
                     budget = 0;
                     let p = done.progress();
                     results.push(json!({"index": index, "position": position,
-                        "agendaProgressOmitted": format!(
-                            "this answer's byte budget ({} bytes) is spent: GET the agenda's \
-                             progress", call.state.config().max_response_bytes),
-                        "agendaProgress": {"id": p.id, "agendaId": p.agenda_id,
+                        "agendaProgressOmitted": {"id": p.id, "agendaId": p.agenda_id,
                             "processingState": p.processing_state,
                             "processingStateMessage": p.processing_state_message,
-                            "percentComplete": p.percent_complete}}));
+                            "percentComplete": p.percent_complete,
+                            "reason": format!(
+                                "this answer's byte budget ({} bytes) is spent: GET the \
+                                 agenda's progress",
+                                call.state.config().max_response_bytes)}}));
                 }
             }
             Err(e) => {

@@ -426,6 +426,14 @@ fn components() -> Value {
         "results": {"type": "array", "items": {"type": "object", "required": ["index"], "properties": {
             "index": {"type": "integer"},
             "agendaProgress": schema_ref("AgendaProgress"),
+            "agendaProgressOmitted": {"type": "object", "description": "In place of agendaProgress once the answer's byte budget is spent: the agenda's state, and why (GET its progress).", "properties": {
+                "id": {"type": "string"},
+                "agendaId": {"type": "string"},
+                "processingState": {"type": "string"},
+                "processingStateMessage": {"type": "string", "nullable": true},
+                "percentComplete": {"type": "number", "nullable": true},
+                "reason": {"type": "string"},
+            }},
             "position": {"type": "string", "nullable": true},
             "error": item_error,
         }}},

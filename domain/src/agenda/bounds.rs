@@ -232,10 +232,9 @@ impl AgendaState {
     }
 
     /// [`AgendaState::fit_report`] while the customer is past twice its memory quota: the
-    /// report keeps no new result, params or diagnostic (review-s49b: ten diagnostics of 540 B
-    /// on each of 1,000 operations still grew, ~110 times the quota), its free text the least
-    /// ([`MIN_DIAGNOSTIC_TEXT_BYTES`]); states and messages still change, so the agendas finish
-    /// and free what they hold. An operation reported COMPLETE with a new result is failed
+    /// report keeps no new result, params, diagnostic or free-text message (review-s49b: ten
+    /// diagnostics of 540 B on each of 1,000 operations still grew, ~110 times the quota);
+    /// states and outcomes still change, so the agendas finish and free what they hold. An operation reported COMPLETE with a new result is failed
     /// (the result its next ones read is missing). The agenda keeps one diagnostic saying why,
     /// once an attempt.
     fn keep_nothing_new(
@@ -249,7 +248,15 @@ impl AgendaState {
         let mut dropped = !fitted.report.diagnostics.is_empty();
         let mut failed = false;
         fitted.report.diagnostics.clear();
+        // No new free text either (review-s49c: 120 bytes on every operation of agendas
+        // expanded to 1,000 still grew past the quota); an outcome's word stays.
+        if fitted.report.state != Some(ProcessingState::Complete) {
+            fitted.report.message = None;
+        }
         for (i, r) in fitted.report.operations.iter_mut().enumerate() {
+            if r.state != ProcessingState::Complete {
+                r.message = None;
+            }
             let current = found
                 .get(i)
                 .copied()
