@@ -310,8 +310,8 @@ impl App {
         Ok(())
     }
 
-    /// Why reports to `customer`'s agendas keep nothing new (no result, params or diagnostic),
-    /// when its live agendas hold past twice its memory quota
+    /// Why reports to `customer`'s agendas keep nothing new (no result, params, diagnostic or
+    /// free-text message), when its live agendas hold past twice its memory quota
     /// ([`crate::AppConfig::max_live_bytes_per_customer`]; `ProgressReport::over_quota`), or
     /// `None`. Past the quota itself only new agendas are refused: the live ones still finish,
     /// and finished they free what they held. Past twice it, what reports add is bounded too
@@ -320,26 +320,24 @@ impl App {
         let max = self.config().max_live_bytes_per_customer;
         let bytes =
             self.projections().read().agendas().live_bytes(&Visibility::from_ids([customer]));
-        if bytes > max.saturating_mul(2) {
-            // For the operator too, at most a line per 10 s (review-s49c: a customer got there
-            // with nothing in the log).
-            static PAST: std::sync::Mutex<pop_store::repeats::Repeats> = std::sync::Mutex::new(
-                pop_store::repeats::Repeats::new(pop_store::repeats::EVERY, 1),
-            );
-            let said = PAST.lock().ok().and_then(|mut r| r.say(std::time::Instant::now()));
-            if let Some(unsaid) = said {
-                tracing::warn!(target: "pop::agendas", customer, live_bytes = bytes, quota = max, unsaid, "a customer's live agendas hold more than twice its memory quota: its reports keep nothing new until some finish");
-            }
+        if bytes <= max.saturating_mul(2) {
+            return None;
+        }
+        // For the operator too, at most a line per 10 s (review-s49c: a customer got there with
+        // nothing in the log).
+        static PAST: std::sync::Mutex<pop_store::repeats::Repeats> =
+            std::sync::Mutex::new(pop_store::repeats::Repeats::new(pop_store::repeats::EVERY, 1));
+        let said = PAST.lock().ok().and_then(|mut r| r.say(std::time::Instant::now()));
+        if let Some(unsaid) = said {
+            tracing::warn!(target: "pop::agendas", customer, live_bytes = bytes, quota = max, unsaid, "a customer's live agendas hold more than twice its memory quota: its reports keep nothing new until some finish");
         }
         // Said without the figure it holds now, which moves: the same report sent again then
         // makes the same diagnostic, kept once.
-        (bytes > max.saturating_mul(2)).then(|| {
-            format!(
-                "customer {customer:?}'s live agendas hold more than twice its quota of {max} \
-                 bytes (definitions, results and diagnostics; the server's \
-                 --max-live-bytes-per-customer); it frees as its agendas finish"
-            )
-        })
+        Some(format!(
+            "customer {customer:?}'s live agendas hold more than twice its quota of {max} bytes \
+             (definitions and what reports keep: results, params, diagnostics, messages; the \
+             server's --max-live-bytes-per-customer); it frees as its agendas finish"
+        ))
     }
 
     /// QUOTA_EXCEEDED when an expansion of `adding` bytes would take `customer`'s live agendas

@@ -56,9 +56,10 @@ pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_PRINCIPAL: usize = 5_000;
 pub const DEFAULT_MAX_LIVE_AGENDAS_PER_CUSTOMER: usize = 20_000;
 
 /// Most bytes (as compact JSON) one customer's live agendas may hold together, their
-/// definitions and what they keep of reports (results, params, diagnostics) (default); past it
-/// a submit is refused with QUOTA_EXCEEDED; past twice it an expansion is refused too, and
-/// reports keep nothing new (`App::over_memory_quota`, `AgendaState::keep_nothing_new`). Live agendas are held
+/// definitions and what they keep of reports (results, params, diagnostics, messages)
+/// (default); past it a submit or a rerun is refused with QUOTA_EXCEEDED and a due retry
+/// waits; past twice it an expansion is refused too, and reports keep nothing new
+/// (`App::over_memory_quota`, `AgendaState::keep_nothing_new`). Live agendas are held
 /// whole in every replica's read models, at about eight times their JSON size (a 0.86 MB
 /// agenda costs ~7.3 MB of RSS), so 64 MiB bounds one customer's live agendas to ~550 MiB
 /// in the deploy's 2 GiB however large each is; the count quota

@@ -829,7 +829,7 @@ impl App {
             });
         }
         // Results past a bound are not kept and diagnostics are cut by the domain
-        // (`AgendaState::fit_results`, `diagnostic_text_bytes`), which knows the agenda.
+        // (`AgendaState::fit_report`, `diagnostic_text_bytes`), which knows the agenda.
         let limits = self.config().size_limits();
         let mut report = ProgressReport {
             state: state_given.then_some(progress.processing_state),

@@ -127,9 +127,10 @@ impl AgendaState {
     ///
     /// A result is not kept when it is larger than one may be ([`ProgressReport::payload_bytes`])
     /// or when it would take the agenda's results past [`MAX_RESULT_BYTES_PER_AGENDA`]; past the
-    /// customer's memory quota nothing new is kept ([`AgendaState::keep_nothing_new`]). An operation
-    /// reported COMPLETE with such a result is recorded COMPLETE/failed, and an agenda reported
-    /// succeeded with it failed; an interim result of a running operation is only dropped. A
+    /// customer's memory quota nothing new is kept ([`AgendaState::keep_nothing_new`]). An
+    /// operation reported COMPLETE with such a result is recorded COMPLETE/failed, and an agenda
+    /// reported succeeded with it failed; an interim result of a running operation is only
+    /// dropped. A
     /// completed operation's result sent again is not looked at (it keeps its first), but one
     /// that was not kept, sent again (POP's executor after a timeout, or its outcome report),
     /// is failed again, without a second diagnostic. Params a report adds past
@@ -234,9 +235,9 @@ impl AgendaState {
     /// [`AgendaState::fit_report`] while the customer is past twice its memory quota: the
     /// report keeps no new result, params, diagnostic or free-text message (review-s49b: ten
     /// diagnostics of 540 B on each of 1,000 operations still grew, ~110 times the quota);
-    /// states and outcomes still change, so the agendas finish and free what they hold. An operation reported COMPLETE with a new result is failed
-    /// (the result its next ones read is missing). The agenda keeps one diagnostic saying why,
-    /// once an attempt.
+    /// states and outcomes still change, so the agendas finish and free what they hold. An
+    /// operation reported COMPLETE with a new result is failed (the result its next ones read
+    /// is missing). The agenda keeps one diagnostic saying why, once an attempt.
     fn keep_nothing_new(
         &self,
         report: &ProgressReport,
