@@ -9,16 +9,15 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use pop_app::configs::ConfigOp;
 use pop_app::{App, AppConfig, Caller, Code, Principal, Role};
 use pop_domain::agenda::{AgendaCommand, AgendaState, key};
-use pop_domain::model::{Customer, Insight, ResourcePool};
-use pop_projections::{Runner, RunnerConfig};
-use pop_store::{Commands, Durability, EventMetadata, EventStore, SqliteOptions, SqliteStore};
+use pop_store::{Commands, EventMetadata};
 use serde_json::json;
 
 /// Bound on every wait of the test for something that should happen (never a timing figure).
@@ -42,31 +41,10 @@ fn worker(name: &str) -> Caller {
 
 async fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
-    let options = SqliteOptions { durability: Durability::Normal, ..SqliteOptions::default() };
-    let store: Arc<dyn EventStore> =
-        Arc::new(SqliteStore::open(dir.path().join("pop.db"), options).await.unwrap());
-    let (runner, projections) = Runner::start(Arc::clone(&store), RunnerConfig::default()).await;
-    tokio::spawn(async move { runner.run(std::future::pending()).await.unwrap() });
-    let commands = Arc::new(Commands::new(Arc::clone(&store)));
-    let other = App::new(
-        Arc::clone(&store),
-        Arc::clone(&commands),
-        projections.clone(),
-        AppConfig::default(),
-    );
-    let app =
-        App::new(Arc::clone(&store), Arc::clone(&commands), projections, AppConfig::default());
-    let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
-    let pool = json!({"id": "pool", "customerId": "ops", "title": "pool"});
-    app.configure::<ResourcePool>(&admin, ConfigOp::Create(pool), None, None).await.unwrap();
-    let customer = json!({"id": "acme", "title": "acme", "resourcePoolId": "pool"});
-    app.configure::<Customer>(&admin, ConfigOp::Create(customer), None, None).await.unwrap();
-    let insight = json!({"id": "work", "customerId": "acme", "title": "work",
-        "resourcePoolId": "pool", "queueSize": 10, "isGlobal": false,
-        "mappers": {"operationType": ["work"]}});
-    app.configure::<Insight>(&admin, ConfigOp::Create(insight), None, None).await.unwrap();
-    app.settle(None).await.unwrap();
-    World { app, other, commands, _dir: dir }
+    let w = support::acme_world(support::sqlite(dir.path()).await).await;
+    w.app.settle(None).await.unwrap();
+    let other = w.app_with(AppConfig::default());
+    World { app: w.app, other, commands: w.commands, _dir: dir }
 }
 
 /// Submits agenda `id` and queues it (what the scheduler does on the submission's change).

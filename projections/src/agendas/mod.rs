@@ -463,16 +463,31 @@ impl Kept {
     }
 }
 
+/// Above this many (changes × operations) pairs [`kept_touched`] finds the changed operations
+/// in one pass over the agenda instead of one search per change.
+const SCAN_PAIRS: usize = 4_096;
+
 /// What the parts of `state` a report event touches keep (the operations it names and the
 /// agenda's own diagnostics), or `None` for any other event.
 fn kept_touched(state: &AgendaState, event: &AgendaEvent) -> Option<usize> {
     let AgendaEvent::ProgressReported(e) = event else { return None };
-    let operations: usize = e
-        .operations
-        .iter()
-        .filter_map(|o| state.operation(&o.operation))
-        .map(pop_domain::agenda::operation_kept_bytes)
-        .sum();
+    let all = &state.progress().operation_progress;
+    let operations: usize = if e.operations.len().saturating_mul(all.len()) <= SCAN_PAIRS {
+        e.operations
+            .iter()
+            .filter_map(|o| state.operation(&o.operation))
+            .map(pop_domain::agenda::operation_kept_bytes)
+            .sum()
+    } else {
+        // One pass over the agenda, not one per change (a report completing most of a
+        // 1,000-operation agenda named a million pairs, measured twice).
+        let named: std::collections::HashSet<String> =
+            e.operations.iter().map(|o| pop_domain::text::fold_case(&o.operation)).collect();
+        all.iter()
+            .filter(|p| named.contains(&pop_domain::text::fold_case(&p.operation)))
+            .map(pop_domain::agenda::operation_kept_bytes)
+            .sum()
+    };
     // The agenda's own diagnostics only when the report adds some (a heartbeat measures none).
     let agenda = if e.diagnostics.is_empty() { 0 } else { state.agenda_kept_bytes() };
     Some(operations + agenda)
@@ -650,6 +665,66 @@ mod tests {
             }
             assert!(folded.kept_bytes() > 0 || folded.is_complete());
         }
+    }
+
+    /// A report that changes many operations of a large agenda is measured in one pass, to
+    /// the same figure as a whole measure.
+    #[test]
+    fn a_report_of_many_operations_is_measured_as_a_whole_measure() {
+        use pop_domain::ProcessingState;
+        use pop_domain::agenda::{OperationReport, ProgressReport};
+        let names: Vec<String> = (0..100).map(|i| format!("Op{i}")).collect();
+        let agenda = Agenda {
+            id: "a".to_string(),
+            customer_id: "c".to_string(),
+            progress_id: Some("a".to_string()),
+            operations: names
+                .iter()
+                .map(|n| Operation { name: n.clone(), ..Operation::default() })
+                .collect(),
+            ..Agenda::default()
+        };
+        let insight =
+            AgendaInsight { resource_pool_id: "pool".to_string(), insight_id: "i".to_string() };
+        // Named in another case than submitted, as executors may.
+        let operations = names[..60]
+            .iter()
+            .map(|n| OperationReport {
+                name: n.to_lowercase(),
+                state: ProcessingState::Executing,
+                result_payload: Some(serde_json::json!({"out": n})),
+                ..OperationReport::default()
+            })
+            .collect();
+        let commands = [
+            AgendaCommand::Submit { agenda, insight, now: t(0) },
+            AgendaCommand::Queue { now: t(1) },
+            AgendaCommand::Claim {
+                holder: "w".to_string(),
+                lease_id: "l".to_string(),
+                lease_expires: t(100),
+                now: t(2),
+            },
+            AgendaCommand::ReportProgress {
+                holder: "w".to_string(),
+                lease_id: None,
+                lease_expires: t(100),
+                report: ProgressReport { operations, ..ProgressReport::default() },
+                now: t(3),
+            },
+        ];
+        let events = decided(&commands);
+        assert!(
+            matches!(events.last(), Some(AgendaEvent::ProgressReported(e)) if e.operations.len() == 60)
+        );
+        let mut model = AgendaModel::default();
+        let mut folded = AgendaState::default();
+        for e in &events {
+            model.apply("c/a", e, None).expect("applies");
+            folded.evolve(e);
+        }
+        assert!(folded.result_bytes() > 0);
+        assert_eq!(model.live_bytes(&Visibility::All), u64::from(live_bytes(&folded)));
     }
 
     /// Every index, in a deterministic order.
