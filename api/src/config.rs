@@ -7,11 +7,11 @@ use std::time::Duration;
 
 pub use pop_app::limits::{
     DEFAULT_LEASE, DEFAULT_MAX_LIVE_AGENDAS_PER_CUSTOMER, DEFAULT_MAX_LIVE_BYTES_PER_CUSTOMER,
-    DEFAULT_MAX_PARAMS_BYTES, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_SUBSCRIPTIONS_PER_PRINCIPAL,
-    DEFAULT_PAGE_SIZE, DEFAULT_READ_WAIT, DEFAULT_SUBSCRIBER_BUFFER, MAX_CID_LENGTH,
-    MAX_EVENT_PAGE_SIZE, MAX_GET_AGENDA_COUNT, MAX_GET_AGENDA_WAIT_SECONDS, MAX_LEASE,
-    MAX_PAGE_SIZE, MAX_REASON_LENGTH, MAX_RERUN_PARAMS, MAX_RESYNC_ITEMS, MAX_RESYNC_SCAN,
-    MAX_SUBSCRIBERS, MIN_LEASE,
+    DEFAULT_MAX_PARAMS_BYTES, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_RETAINED_BYTES_PER_CUSTOMER,
+    DEFAULT_MAX_SUBSCRIPTIONS_PER_PRINCIPAL, DEFAULT_PAGE_SIZE, DEFAULT_READ_WAIT,
+    DEFAULT_SUBSCRIBER_BUFFER, MAX_CID_LENGTH, MAX_EVENT_PAGE_SIZE, MAX_GET_AGENDA_COUNT,
+    MAX_GET_AGENDA_WAIT_SECONDS, MAX_LEASE, MAX_PAGE_SIZE, MAX_REASON_LENGTH, MAX_RERUN_PARAMS,
+    MAX_RESYNC_ITEMS, MAX_RESYNC_SCAN, MAX_SUBSCRIBERS, MIN_LEASE,
 };
 
 /// Largest request body accepted on `POST /graphql`. The largest legitimate request is a
@@ -140,6 +140,8 @@ pub struct ApiConfig {
     pub max_live_agendas_per_customer: usize,
     /// See [`pop_app::limits::DEFAULT_MAX_LIVE_BYTES_PER_CUSTOMER`].
     pub max_live_bytes_per_customer: u64,
+    /// See [`pop_app::limits::DEFAULT_MAX_RETAINED_BYTES_PER_CUSTOMER`].
+    pub max_retained_bytes_per_customer: u64,
     /// See [`pop_app::limits::DEFAULT_MAX_PAYLOAD_BYTES`].
     pub max_payload_bytes: usize,
     /// See [`pop_app::limits::DEFAULT_MAX_PARAMS_BYTES`].
@@ -179,6 +181,7 @@ impl Default for ApiConfig {
             metrics_insight_labels: app.metrics_insight_labels,
             max_live_agendas_per_customer: app.max_live_agendas_per_customer,
             max_live_bytes_per_customer: app.max_live_bytes_per_customer,
+            max_retained_bytes_per_customer: app.max_retained_bytes_per_customer,
             max_payload_bytes: app.max_payload_bytes,
             max_params_bytes: app.max_params_bytes,
             retries: app.retries,
@@ -210,6 +213,7 @@ impl ApiConfig {
         self.max_subscriptions_per_principal = app.max_subscriptions_per_principal;
         self.max_live_agendas_per_customer = app.max_live_agendas_per_customer;
         self.max_live_bytes_per_customer = app.max_live_bytes_per_customer;
+        self.max_retained_bytes_per_customer = app.max_retained_bytes_per_customer;
         self.max_payload_bytes = app.max_payload_bytes;
         self.max_params_bytes = app.max_params_bytes;
         self
@@ -228,6 +232,7 @@ impl ApiConfig {
             metrics_insight_labels: self.metrics_insight_labels,
             max_live_agendas_per_customer: self.max_live_agendas_per_customer,
             max_live_bytes_per_customer: self.max_live_bytes_per_customer,
+            max_retained_bytes_per_customer: self.max_retained_bytes_per_customer,
             max_payload_bytes: self.max_payload_bytes,
             max_params_bytes: self.max_params_bytes,
             retries: self.retries,

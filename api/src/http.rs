@@ -438,7 +438,11 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
     );
     metrics::clock_gauge(state.app().store().clock_offset());
     metrics::group_commit_counters(state.app().store().group_commits());
-    metrics::insight_gauges(&projections.read(), state.config().metrics_insight_labels);
+    {
+        let models = projections.read();
+        metrics::insight_gauges(&models, state.config().metrics_insight_labels);
+        metrics::agenda_bytes_gauges(&models);
+    }
     let Some(handle) = state.metrics_handle() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "another metrics recorder is installed\n")
             .into_response();

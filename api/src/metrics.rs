@@ -57,6 +57,7 @@ pub const PROJECTION_SKIPPED: &str = "pop_projection_skipped_events";
 pub const PROJECTION_DEGRADED: &str = "pop_projection_degraded";
 pub const INSIGHT_QUEUE_DEPTH: &str = "pop_insight_queue_depth";
 pub const INSIGHT_WAITING: &str = "pop_insight_waiting";
+pub const AGENDA_BYTES: &str = "pop_read_model_agenda_bytes";
 pub const LEASE_EXPIRIES: &str = "pop_lease_expiries_total";
 /// The newest signed checkpoint of the log this process sealed, or found signed by its key
 /// (`server/src/checkpoints.rs`).
@@ -110,6 +111,11 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
         "Time to answer a POP REST request, in seconds, by route template.",
     ),
     (ERRORS, Kind::Counter, "Errors answered to clients, by error code."),
+    (
+        AGENDA_BYTES,
+        Kind::Gauge,
+        "What the agendas in this process's read models hold, in bytes, at scrape time, in all (no customer label): kind=live the live agendas' definitions and what they keep of reports, as JSON (--max-live-bytes-per-customer counts it per customer); kind=retained the finished agendas' compressed bodies and ~512 B each (--max-retained-bytes-per-customer).",
+    ),
     (STORE_HEAD, Kind::Gauge, "The event log's head position (commit part), read at scrape time."),
     (
         STORE_UP,
@@ -423,6 +429,14 @@ pub(crate) fn insight_gauges(models: &pop_projections::ReadModels, labelled: boo
         metrics::gauge!(INSIGHT_WAITING, "insight" => gone.clone()).set(0.0);
     }
     *last = exported;
+}
+
+/// [`AGENDA_BYTES`] from the read models: totals only (per customer they are tenant data).
+pub(crate) fn agenda_bytes_gauges(models: &pop_projections::ReadModels) {
+    let all = pop_projections::query::Visibility::All;
+    let agendas = models.agendas();
+    metrics::gauge!(AGENDA_BYTES, "kind" => "live").set(agendas.live_bytes(&all) as f64);
+    metrics::gauge!(AGENDA_BYTES, "kind" => "retained").set(agendas.retained_bytes(&all) as f64);
 }
 
 /// Counts the `AgendaTimedOut` changes of `changes` into [`LEASE_EXPIRIES`] until the feed

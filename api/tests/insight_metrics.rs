@@ -143,6 +143,10 @@ async fn insight_work_counters_in_graphql_and_metrics() {
     assert_eq!(sample(&text, "pop_claims_total{insight=\"transcode\"}"), Some(2.0), "{text}");
     assert_eq!(sample(&text, "pop_claim_latency_seconds_count"), Some(2.0), "{text}");
     assert_eq!(sample(&text, "pop_lease_expiries_total"), Some(0.0), "{text}");
+    // What the agendas hold, in all: six live ones, none finished.
+    let live = sample(&text, "pop_read_model_agenda_bytes{kind=\"live\"}");
+    assert!(live.is_some_and(|b| b > 600.0), "{text}");
+    assert_eq!(sample(&text, "pop_read_model_agenda_bytes{kind=\"retained\"}"), Some(0.0));
 
     // The lease of the claimed-but-not-started agenda expires and it is reclaimed: one
     // expiry, and it is queued again.

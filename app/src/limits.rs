@@ -66,6 +66,19 @@ pub const DEFAULT_MAX_LIVE_AGENDAS_PER_CUSTOMER: usize = 20_000;
 /// ([`DEFAULT_MAX_LIVE_AGENDAS_PER_CUSTOMER`]) bounds the many small ones.
 pub const DEFAULT_MAX_LIVE_BYTES_PER_CUSTOMER: u64 = 64 << 20;
 
+/// Most bytes one customer's finished (COMPLETE) agendas may hold in memory together
+/// (default): their settled bodies (compressed JSON: results, params, diagnostics kept) and
+/// about 512 B each for their entries and index keys. Past it a submit is refused with
+/// QUOTA_EXCEEDED until the data reaper frees some (finished agendas stay for its
+/// `--agenda-reap-age`, 3 days by default); a rerun or a retry takes nothing more (it moves
+/// an agenda back to live). Finished agendas are held in every replica's read models like
+/// live ones, so without a bound one customer finishing agendas with large results filled
+/// the server for all (hostile42 H2: 77 MB in 65 s, each agenda within the live quota). 1 GiB
+/// is half the deploy's 2 GiB: about 900,000 small finished agendas (~1.2 KB counted each),
+/// or a few hundred holding results at their bounds. For more, raise it with the pod's memory,
+/// or lower the reap age.
+pub const DEFAULT_MAX_RETAINED_BYTES_PER_CUSTOMER: u64 = 1 << 30;
+
 /// Most bytes (as compact JSON) one operation's `payload`, or a report's `resultPayload`, may
 /// take (default): half the 1 MiB an event may hold, so an agenda of one large operation
 /// still fits; payloads are commands and references, not data. Past it: VALIDATION naming
@@ -182,6 +195,8 @@ pub struct AppConfig {
     pub max_live_agendas_per_customer: usize,
     /// See [`DEFAULT_MAX_LIVE_BYTES_PER_CUSTOMER`]; at least 1.
     pub max_live_bytes_per_customer: u64,
+    /// See [`DEFAULT_MAX_RETAINED_BYTES_PER_CUSTOMER`]; at least 1.
+    pub max_retained_bytes_per_customer: u64,
     /// See [`DEFAULT_MAX_PAYLOAD_BYTES`]; at least 2 (`{}`).
     pub max_payload_bytes: usize,
     /// See [`DEFAULT_MAX_PARAMS_BYTES`]; at least 2 (`{}`).
@@ -205,6 +220,7 @@ impl Default for AppConfig {
             metrics_insight_labels: false,
             max_live_agendas_per_customer: DEFAULT_MAX_LIVE_AGENDAS_PER_CUSTOMER,
             max_live_bytes_per_customer: DEFAULT_MAX_LIVE_BYTES_PER_CUSTOMER,
+            max_retained_bytes_per_customer: DEFAULT_MAX_RETAINED_BYTES_PER_CUSTOMER,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             max_params_bytes: DEFAULT_MAX_PARAMS_BYTES,
             retries: true,
@@ -233,6 +249,7 @@ impl AppConfig {
             self.max_subscriptions_per_principal.clamp(1, MAX_SUBSCRIBERS);
         self.max_live_agendas_per_customer = self.max_live_agendas_per_customer.max(1);
         self.max_live_bytes_per_customer = self.max_live_bytes_per_customer.max(1);
+        self.max_retained_bytes_per_customer = self.max_retained_bytes_per_customer.max(1);
         self.max_payload_bytes = self.max_payload_bytes.max(2);
         self.max_params_bytes = self.max_params_bytes.max(2);
         self

@@ -135,3 +135,77 @@ async fn a_rerun_counts_toward_the_customers_memory_quota() {
     tight.settle(None).await.unwrap();
     tight.rerun(&user, named("done"), Vec::new(), None).await.unwrap();
 }
+
+/// Finished agendas are held in memory too (their settled, compressed bodies): past the
+/// customer's retained quota a new agenda is refused, naming it (hostile42 H2: finished
+/// agendas with large results grew the server by 77 MB in 65 s, each within the live quota).
+/// A rerun is not refused by it (it moves an agenda back to live, adding nothing) and frees
+/// that agenda's share; another customer is not touched by acme's.
+#[tokio::test]
+async fn finished_agendas_count_toward_the_customers_retained_quota() {
+    const RETAINED: u64 = 30_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = acme_world(sqlite(dir.path()).await).await;
+    w.app =
+        w.app_with(AppConfig { max_retained_bytes_per_customer: RETAINED, ..AppConfig::default() });
+    let user = Caller::new(Principal::new("acme-user", Role::User, &["acme"]), "test");
+    use pop_app::resolve::Named;
+    let retained = |w: &support::World| {
+        w.projections.read().agendas().retained_bytes(&Visibility::from_ids(["acme"]))
+    };
+    // Params that LZ4 does not shrink much: ~8 KB held compressed per finished agenda.
+    let noise = |seed: u64| {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..4_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                format!("{:02x}", x as u8)
+            })
+            .collect::<String>()
+    };
+    let mut finished = Vec::new();
+    let refused = loop {
+        let id = format!("f{}", finished.len());
+        let agenda = json!({"id": id, "customerId": "acme", "params": {"blob": noise(finished.len() as u64)},
+            "operations": [{"name": "one", "type": "work", "payload": {}}]});
+        match w.app.submit(&user, agenda, None, None).await {
+            Ok(_) => {
+                w.app.cancel(&user, Named::id(&id), None, None).await.unwrap();
+                w.app.settle(None).await.unwrap();
+                finished.push(id);
+            }
+            Err(e) => break e,
+        }
+        assert!(finished.len() < 20, "never refused; retained {}", retained(&w));
+    };
+    assert_eq!(refused.code, pop_app::Code::QuotaExceeded, "{}", refused.message);
+    for said in ["--max-retained-bytes-per-customer", &format!("at most {RETAINED}"), "data reaper"]
+    {
+        assert!(refused.message.contains(said), "{said}: {}", refused.message);
+    }
+    let held = retained(&w);
+    assert!(held > RETAINED && finished.len() >= 3, "{held} after {}", finished.len());
+    // Each counts what it holds: its compressed body and its entry, not its JSON twice over.
+    assert!(held < (finished.len() as u64) * 10_000, "{held} for {}", finished.len());
+
+    // Another customer submits as before.
+    use pop_app::configs::ConfigOp;
+    use pop_domain::model::{Customer, Insight};
+    let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
+    let other = json!({"id": "globex", "title": "globex", "resourcePoolId": "pool"});
+    w.app.configure::<Customer>(&admin, ConfigOp::Create(other), None, None).await.unwrap();
+    let insight = json!({"id": "gwork", "customerId": "globex", "title": "work",
+        "resourcePoolId": "pool", "queueSize": 10, "mappers": {"operationType": ["work"]}});
+    w.app.configure::<Insight>(&admin, ConfigOp::Create(insight), None, None).await.unwrap();
+    let globex = json!({"id": "g1", "customerId": "globex",
+        "operations": [{"name": "one", "type": "work", "payload": {}}]});
+    w.app.submit(&admin, globex, None, None).await.unwrap();
+
+    // A rerun is taken, and the agenda it makes live again leaves the retained count.
+    w.app.rerun(&user, Named::id(&finished[0]), Vec::new(), None).await.unwrap();
+    w.app.settle(None).await.unwrap();
+    assert!(retained(&w) < held, "{} then {held}", retained(&w));
+    assert!(w.projections.read().agendas().live_bytes(&Visibility::from_ids(["acme"])) > 8_000);
+}

@@ -188,14 +188,44 @@ pub(super) struct Partition {
     /// How many agendas are in each phase (by [`Phase::index`]): the overview's counts in
     /// constant time per customer.
     pub(super) phases: [usize; Phase::COUNT],
-    /// What the live agendas hold: definitions and what they keep of reports
-    /// ([`super::entry::Keys::bytes`]).
-    pub(super) live_bytes: u64,
+    /// What the agendas hold in memory ([`super::entry::Keys::bytes`]).
+    pub(super) bytes: Held,
 }
 
 impl Partition {
     pub(super) fn is_empty(&self) -> bool {
         self.added.is_empty()
+    }
+}
+
+/// What a set of agendas holds in memory, by [`super::entry::Keys::bytes`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Held {
+    /// The live agendas: definitions and what they keep of reports.
+    pub(super) live: u64,
+    /// The finished (COMPLETE) agendas: settled bodies and entries.
+    pub(super) retained: u64,
+}
+
+impl Held {
+    /// What the agenda with keys `k` holds.
+    fn of(k: &Keys) -> Held {
+        let n = u64::from(k.bytes);
+        if k.phase.is_live() {
+            Held { live: n, retained: 0 }
+        } else {
+            Held { live: 0, retained: n }
+        }
+    }
+
+    pub(super) fn add(&mut self, other: Held) {
+        self.live += other.live;
+        self.retained += other.retained;
+    }
+
+    fn sub(&mut self, other: Held) {
+        self.live = self.live.saturating_sub(other.live);
+        self.retained = self.retained.saturating_sub(other.retained);
     }
 }
 
@@ -216,7 +246,7 @@ impl Keys3 {
         }
     }
 
-    fn into_partition(self, phases: [usize; Phase::COUNT], live_bytes: u64) -> Partition {
+    fn into_partition(self, phases: [usize; Phase::COUNT], bytes: Held) -> Partition {
         let [waiting, executing, complete] = self.by_state;
         let [waiting_added, executing_added] = self.live_added;
         Partition {
@@ -224,7 +254,7 @@ impl Keys3 {
             by_state: [sorted_set(waiting), sorted_set(executing), sorted_set(complete)],
             live_added: [sorted_set(waiting_added), sorted_set(executing_added)],
             phases,
-            live_bytes,
+            bytes,
         }
     }
 }
@@ -322,14 +352,16 @@ impl AgendaModel {
         self.entries.rebuild_ids();
         let mut all = Keys3::with_capacity(n);
         let mut all_phases = [0usize; Phase::COUNT];
-        let mut all_live_bytes = 0u64;
-        let mut customers: HashMap<Arc<str>, (Keys3, [usize; Phase::COUNT], u64)> = HashMap::new();
+        let mut all_bytes = Held::default();
+        let mut customers: HashMap<Arc<str>, (Keys3, [usize; Phase::COUNT], Held)> = HashMap::new();
         type Pairs = Vec<(Arc<str>, Key)>;
         let mut links: HashMap<Name, Pairs> = HashMap::new();
         let mut insights: HashMap<Name, BTreeMap<Phase, Pairs>> = HashMap::new();
         let mut queues: HashMap<Name, (Pairs, Vec<Key>)> = HashMap::new();
         for entry in self.entries.values_mut() {
-            if entry.keys.phase.is_live() && entry.keys.bytes == 0 {
+            if !entry.keys.phase.is_live() {
+                entry.keys.bytes = super::finished_bytes(&entry.body);
+            } else if entry.keys.bytes == 0 {
                 entry.keys.bytes = match &entry.body {
                     Body::Live(state) => super::live_bytes(state),
                     // Held compressed (the degraded mode).
@@ -348,7 +380,7 @@ impl AgendaModel {
             let added = (k.added, id.clone());
             let updated = (k.updated, id.clone());
             let slot = state_slot(k.state);
-            let live_bytes = if k.phase.is_live() { u64::from(k.bytes) } else { 0 };
+            let held = Held::of(k);
             let (part, phases, bytes) = customers.entry(Arc::clone(&k.customer)).or_default();
             part.added.push(added.clone());
             part.by_state[slot].push(updated.clone());
@@ -357,11 +389,11 @@ impl AgendaModel {
                 all.live_added[live].push(added.clone());
             }
             phases[k.phase.index()] += 1;
-            *bytes += live_bytes;
+            bytes.add(held);
             all.added.push(added.clone());
             all.by_state[slot].push(updated);
             all_phases[k.phase.index()] += 1;
-            all_live_bytes += live_bytes;
+            all_bytes.add(held);
             if let Some(link) = &k.link {
                 let pair = (Arc::clone(&k.customer), added.clone());
                 links.entry(link.clone()).or_default().push(pair);
@@ -385,7 +417,7 @@ impl AgendaModel {
             }
         }
         let (all, rest) = std::thread::scope(|scope| {
-            let all = scope.spawn(move || all.into_partition(all_phases, all_live_bytes));
+            let all = scope.spawn(move || all.into_partition(all_phases, all_bytes));
             let by_customer: HashMap<Arc<str>, Partition> = customers
                 .into_iter()
                 .map(|(c, (keys, phases, bytes))| (c, keys.into_partition(phases, bytes)))
@@ -520,22 +552,19 @@ impl AgendaModel {
                     [k.phase.index()] += 1;
             }
         }
-        // Live bytes: all, customer.
-        let live_bytes = |k: &Keys| if k.phase.is_live() { u64::from(k.bytes) } else { 0 };
+        // Bytes held, live and finished: all, customer.
         let same_bytes =
-            |a: &Keys, b: &Keys| live_bytes(a) == live_bytes(b) && a.customer == b.customer;
+            |a: &Keys, b: &Keys| Held::of(a) == Held::of(b) && a.customer == b.customer;
         if !matches!((old, new), (Some(a), Some(b)) if same_bytes(a, b)) {
             if let Some(k) = old {
-                let n = live_bytes(k);
-                self.all.live_bytes = self.all.live_bytes.saturating_sub(n);
+                self.all.bytes.sub(Held::of(k));
                 if let Some(part) = self.by_customer.get_mut(&k.customer) {
-                    part.live_bytes = part.live_bytes.saturating_sub(n);
+                    part.bytes.sub(Held::of(k));
                 }
             }
             if let Some(k) = new {
-                let n = live_bytes(k);
-                self.all.live_bytes += n;
-                self.by_customer.entry(Arc::clone(&k.customer)).or_default().live_bytes += n;
+                self.all.bytes.add(Held::of(k));
+                self.by_customer.entry(Arc::clone(&k.customer)).or_default().bytes.add(Held::of(k));
             }
         }
         if let Some(k) = old

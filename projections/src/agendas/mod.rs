@@ -52,7 +52,7 @@ pub use entry::{AgendaEntry, CorruptEntry};
 pub use select::AgendaQuery;
 pub(crate) use stored::{LoadBuffers, Loaded, StoredError, decode_chunk, encode as encode_stored};
 
-use entry::{Body, Keys, Name, SettleBuffers, id_in_key, settle};
+use entry::{Body, Keys, Name, SettleBuffers, finished_bytes, id_in_key, settle};
 use indexes::Partition;
 use slots::IdKind;
 
@@ -256,6 +256,9 @@ impl AgendaModel {
                     entry.body = settle(&mut self.buffers, state, self.compact);
                 }
             }
+            if !entry.keys.phase.is_live() && !self.deferred {
+                entry.keys.bytes = finished_bytes(&entry.body);
+            }
             let id = entry.key.clone();
             let keys = entry.keys.clone();
             self.reindex(&id, slot, Some(&old), Some(&keys));
@@ -298,7 +301,7 @@ impl AgendaModel {
             Some((id, _)) => id.clone(),
             None => Name::new(id),
         };
-        let keys = keys_of(
+        let mut keys = keys_of(
             &self.by_customer,
             &self.by_link,
             &self.by_insight,
@@ -311,6 +314,9 @@ impl AgendaModel {
             describe(change, &id, &keys);
         }
         let body = settle(&mut self.buffers, Box::new(state), self.compact);
+        if !keys.phase.is_live() && !self.deferred {
+            keys.bytes = finished_bytes(&body);
+        }
         let entry = AgendaEntry { key: id.clone(), keys: keys.clone(), body };
         // In its slot first: the id tables find an entry's ids through its slot.
         let (slot, _) = self.entries.insert(entry);
@@ -395,10 +401,13 @@ fn keys_of<C, L, I>(
     // changes it by what the operations it names keep ([`Kept`]). Not while the indexes are
     // deferred (a rebuild): most agendas finish before its end, and `build_indexes` measures
     // the ones still live.
-    let bytes = match (old, measure.kept) {
+    // A finished agenda's bytes are its settled body's ([`finished_bytes`], set once settled),
+    // never a live measure to build on: a rerun measures the agenda whole.
+    let measured = old.filter(|k| k.phase.is_live() && k.bytes > 0);
+    let bytes = match (measured, measure.kept) {
         _ if !phase.is_live() => 0,
-        (Some(k), Kept::Same) if k.bytes > 0 => k.bytes,
-        (Some(k), Kept::Changed { before, after }) if k.bytes > 0 && measure.now => {
+        (Some(k), Kept::Same) => k.bytes,
+        (Some(k), Kept::Changed { before, after }) if measure.now => {
             let bytes = (k.bytes as usize + after).saturating_sub(before);
             u32::try_from(bytes).unwrap_or(u32::MAX)
         }
@@ -662,6 +671,15 @@ mod tests {
                 folded.evolve(e);
                 let whole = if folded.is_complete() { 0 } else { u64::from(live_bytes(&folded)) };
                 assert_eq!(model.live_bytes(&Visibility::All), whole, "after {e:?}");
+                // Finished, what it holds is its settled body and its entry; live again (the
+                // rerun), nothing of that stays counted as either.
+                let body = model.get("c/a").map_or(0, AgendaEntry::settled_bytes) as u64;
+                let retained = if folded.is_complete() {
+                    body + u64::from(entry::FINISHED_ENTRY_BYTES)
+                } else {
+                    0
+                };
+                assert_eq!(model.retained_bytes(&Visibility::All), retained, "after {e:?}");
             }
             assert!(folded.kept_bytes() > 0 || folded.is_complete());
         }
@@ -1029,6 +1047,23 @@ mod tests {
             .map(|c| live.live_bytes(&Visibility::from_ids([format!("c{c}").as_str()])))
             .sum();
         assert_eq!(per_customer, live_bytes);
+        // The retained bytes are the finished agendas' settled bodies and entries, per
+        // customer and in all; a reaped one frees its share.
+        let retained = |m: &AgendaModel, customer: &str| {
+            m.entries
+                .values()
+                .filter(|e| !e.is_live() && (customer.is_empty() || e.customer_id() == customer))
+                .map(|e| (e.settled_bytes() + entry::FINISHED_ENTRY_BYTES as usize) as u64)
+                .sum::<u64>()
+        };
+        assert!(retained(&live, "") > 0);
+        assert_eq!(live.retained_bytes(&Visibility::All), retained(&live, ""));
+        for c in ["c0", "c1", "c2"] {
+            assert_eq!(live.retained_bytes(&Visibility::from_ids([c])), retained(&live, c), "{c}");
+        }
+        let finished = live.entries.values().find(|e| !e.is_live()).map(|e| e.key().to_string());
+        live.remove(&finished.expect("a finished agenda"));
+        assert_eq!(live.retained_bytes(&Visibility::All), retained(&live, ""));
         // Customer ids are interned again: one allocation per customer.
         let c0: Vec<_> = deferred
             .entries

@@ -248,16 +248,30 @@ impl AgendaModel {
         }
     }
 
-    /// The bytes of the definitions of the live agendas `visibility` sees (see
-    /// [`Phase::is_live`]): constant time per visible customer.
+    /// What the live agendas `visibility` sees hold (see [`Phase::is_live`]): their
+    /// definitions and what they keep of reports, as compact JSON; constant time per visible
+    /// customer.
     pub fn live_bytes(&self, visibility: &Visibility) -> u64 {
+        self.held(visibility).live
+    }
+
+    /// What the finished (COMPLETE) agendas `visibility` sees hold in memory: their settled
+    /// (compressed) bodies and about 512 B each for their entries and index keys; constant time
+    /// per visible customer. Counted for `--max-retained-bytes-per-customer` (hostile42 H2).
+    pub fn retained_bytes(&self, visibility: &Visibility) -> u64 {
+        self.held(visibility).retained
+    }
+
+    fn held(&self, visibility: &Visibility) -> super::indexes::Held {
         match visibility {
-            Visibility::All => self.all.live_bytes,
-            Visibility::Customers(ids) => ids
-                .iter()
-                .filter_map(|c| self.by_customer.get(c.as_str()))
-                .map(|part| part.live_bytes)
-                .sum(),
+            Visibility::All => self.all.bytes,
+            Visibility::Customers(ids) => {
+                let mut held = super::indexes::Held::default();
+                for part in ids.iter().filter_map(|c| self.by_customer.get(c.as_str())) {
+                    held.add(part.bytes);
+                }
+                held
+            }
         }
     }
 
