@@ -114,7 +114,7 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
     (
         AGENDA_BYTES,
         Kind::Gauge,
-        "What the agendas in this process's read models hold, in bytes, at scrape time, in all (no customer label): kind=live the live agendas' definitions and what they keep of reports, as JSON (--max-live-bytes-per-customer counts it per customer); kind=retained the finished agendas' compressed bodies and ~512 B each (--max-retained-bytes-per-customer).",
+        "Bytes the agendas in the read models hold, at scrape time, in all: kind=live as --max-live-bytes-per-customer counts them, kind=retained (finished) as --max-retained-bytes-per-customer does.",
     ),
     (STORE_HEAD, Kind::Gauge, "The event log's head position (commit part), read at scrape time."),
     (

@@ -268,25 +268,37 @@ impl App {
         let (agenda, insight) = self.prepare(caller, agenda, "agenda")?;
         let bytes = json_bytes(&agenda);
         check_storable(&agenda, &insight, bytes, "agenda")?;
-        self.check_live_quota(&agenda.customer_id, 1, bytes as u64)?;
-        self.check_retained_quota(&agenda.customer_id)?;
+        self.check_quotas(&agenda.customer_id, 1, bytes as u64, Adding::New)?;
         self.commit(caller, agenda, insight, "agenda").await
     }
 
     /// QUOTA_EXCEEDED when `adding` more live (not COMPLETE) agendas of `adding_bytes` (their
     /// definitions as JSON) would take `customer` past
     /// [`crate::AppConfig::max_live_agendas_per_customer`] or
-    /// [`crate::AppConfig::max_live_bytes_per_customer`]. Counted from the read models
-    /// (constant time per customer), so submits at once (requests in flight together, on one
-    /// replica or several) may pass it by the few the projections have not applied yet: a
-    /// bound on memory, not an exact count. A batched GraphQL POST runs its operations in turn
-    /// (`pop_api`'s `execute_in_order`), so one body does not.
-    fn check_live_quota(&self, customer: &str, adding: usize, adding_bytes: u64) -> AppResult<()> {
+    /// [`crate::AppConfig::max_live_bytes_per_customer`], or, for new agendas, when its
+    /// finished agendas hold past [`crate::AppConfig::max_retained_bytes_per_customer`]
+    /// ([`App::check_retained_quota`]). Counted from the read models (constant time per
+    /// customer), so submits at once (requests in flight together, on one replica or several)
+    /// may pass it by the few the projections have not applied yet: a bound on memory, not an
+    /// exact count. A batched GraphQL POST runs its operations in turn (`pop_api`'s
+    /// `execute_in_order`), so one body does not.
+    fn check_quotas(
+        &self,
+        customer: &str,
+        adding: usize,
+        adding_bytes: u64,
+        kind: Adding,
+    ) -> AppResult<()> {
         let config = self.config();
         let visibility = Visibility::from_ids([customer]);
-        let (counts, bytes) = {
+        let (counts, bytes, retained) = {
             let models = self.projections().read();
-            (models.agendas().phase_counts(&visibility), models.agendas().live_bytes(&visibility))
+            let agendas = models.agendas();
+            (
+                agendas.phase_counts(&visibility),
+                agendas.live_bytes(&visibility),
+                agendas.retained_bytes(&visibility),
+            )
         };
         let live: usize =
             Phase::ALL.iter().filter(|p| p.is_live()).map(|p| counts[p.index()]).sum();
@@ -308,31 +320,40 @@ impl App {
                 ),
             ));
         }
-        Ok(())
+        match kind {
+            Adding::New => self.check_retained_quota(customer, retained),
+            Adding::Rerun => Ok(()),
+        }
     }
 
-    /// QUOTA_EXCEEDED when `customer`'s finished agendas hold past
-    /// [`crate::AppConfig::max_retained_bytes_per_customer`] in memory (hostile42 H2: finished
+    /// QUOTA_EXCEEDED when `customer`'s finished agendas hold `bytes`, past
+    /// [`crate::AppConfig::max_retained_bytes_per_customer`], in memory (hostile42 H2: finished
     /// agendas grew the server by 77 MB in 65 s, every one within the live quota). Only new
     /// agendas are refused: a rerun or a retry moves a finished agenda back to live, adding
-    /// nothing, and what is held frees as the data reaper removes finished agendas. Counted
-    /// from the read models, as [`App::check_live_quota`].
-    fn check_retained_quota(&self, customer: &str) -> AppResult<()> {
+    /// nothing, and what is held frees as the data reaper removes finished agendas. Checked
+    /// against what has finished, so a customer may pass it by what its live agendas hold when
+    /// they finish (bounded by its live quotas). For the operator, a WARN line at most every
+    /// 10 s.
+    fn check_retained_quota(&self, customer: &str, bytes: u64) -> AppResult<()> {
         let max = self.config().max_retained_bytes_per_customer;
-        let bytes =
-            self.projections().read().agendas().retained_bytes(&Visibility::from_ids([customer]));
-        if bytes > max {
-            return Err(AppError::new(
-                Code::QuotaExceeded,
-                format!(
-                    "customer {customer:?}'s finished agendas hold {bytes} bytes in the server's \
-                     memory and may hold at most {max} (its quota, the server's \
-                     --max-retained-bytes-per-customer): submit again when the data reaper has \
-                     removed some (finished agendas are kept for its --agenda-reap-age)"
-                ),
-            ));
+        if bytes <= max {
+            return Ok(());
         }
-        Ok(())
+        static PAST: std::sync::Mutex<pop_store::repeats::Repeats> =
+            std::sync::Mutex::new(pop_store::repeats::Repeats::new(pop_store::repeats::EVERY, 1));
+        let said = PAST.lock().ok().and_then(|mut r| r.say(std::time::Instant::now()));
+        if let Some(unsaid) = said {
+            tracing::warn!(target: "pop::agendas", customer, retained_bytes = bytes, quota = max, unsaid, "a customer's finished agendas hold more than its retained quota: its new agendas are refused until the data reaper removes some");
+        }
+        Err(AppError::new(
+            Code::QuotaExceeded,
+            format!(
+                "customer {customer:?}'s finished agendas hold {bytes} bytes in the server's \
+                 memory and may hold at most {max} (its quota, the server's \
+                 --max-retained-bytes-per-customer): submit again as the data reaper removes \
+                 them (finished agendas older than its --agenda-reap-age, a batch a cycle)"
+            ),
+        ))
     }
 
     /// Why reports to `customer`'s agendas keep nothing new (no result, params, diagnostic or
@@ -567,8 +588,7 @@ impl App {
                     adding.1 += bytes as u64;
                 }
                 for (customer, (adding, bytes)) in per_customer {
-                    self.check_live_quota(customer, adding, bytes)?;
-                    self.check_retained_quota(customer)?;
+                    self.check_quotas(customer, adding, bytes, Adding::New)?;
                 }
                 self.check_new(&prepared).await?;
                 let mut done = Vec::with_capacity(prepared.len());
@@ -686,7 +706,7 @@ impl App {
             // A rerun makes a finished agenda live again, what it kept included: refused past
             // the customer's quota as a submission is (hostile42 M1: 13 reruns took a customer
             // from 27 to 53 times its quota).
-            self.check_live_quota(&customer_id, 1, 0)?;
+            self.check_quotas(&customer_id, 1, 0, Adding::Rerun)?;
             self.check_insight_takes(id, key)?;
         }
         let executed = self
@@ -772,4 +792,14 @@ fn check_storable(
         }
     }
     Ok(())
+}
+
+/// What a quota check is for ([`App::check_quotas`]).
+#[derive(Debug, Clone, Copy)]
+enum Adding {
+    /// New agendas: every quota.
+    New,
+    /// A rerun of a finished agenda: the live quotas only (it moves the agenda from the
+    /// finished ones, adding to them nothing).
+    Rerun,
 }

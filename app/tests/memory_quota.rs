@@ -8,7 +8,10 @@
 
 mod support;
 
+use pop_app::configs::ConfigOp;
+use pop_app::resolve::Named;
 use pop_app::{AppConfig, Caller, Principal, Role};
+use pop_domain::model::{AgendaTemplate, Customer, Insight};
 use pop_projections::query::Visibility;
 use serde_json::{Value, json};
 use support::{acme_world, queue, sqlite, worker};
@@ -149,7 +152,13 @@ async fn finished_agendas_count_toward_the_customers_retained_quota() {
     w.app =
         w.app_with(AppConfig { max_retained_bytes_per_customer: RETAINED, ..AppConfig::default() });
     let user = Caller::new(Principal::new("acme-user", Role::User, &["acme"]), "test");
-    use pop_app::resolve::Named;
+    let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
+    let template = json!({"id": "t", "customerId": "acme", "title": "t",
+        "agenda": {"customerId": "acme", "operations": [{"name": "a", "type": "work"}]}});
+    w.app
+        .configure::<AgendaTemplate>(&admin, ConfigOp::Create(template), None, None)
+        .await
+        .unwrap();
     let retained = |w: &support::World| {
         w.projections.read().agendas().retained_bytes(&Visibility::from_ids(["acme"]))
     };
@@ -189,11 +198,21 @@ async fn finished_agendas_count_toward_the_customers_retained_quota() {
     assert!(held > RETAINED && finished.len() >= 3, "{held} after {}", finished.len());
     // Each counts what it holds: its compressed body and its entry, not its JSON twice over.
     assert!(held < (finished.len() as u64) * 10_000, "{held} for {}", finished.len());
+    // A batch and a template's run are new agendas too.
+    let small = json!({"id": "b1", "customerId": "acme",
+        "operations": [{"name": "one", "type": "work", "payload": {}}]});
+    let batch = w.app.submit_many(&user, vec![small], None, None).await.unwrap_err();
+    let run = w.app.run_template(&user, "t", json!({}), None, None, None).await.unwrap_err();
+    for refused in [batch, run] {
+        assert_eq!(refused.code, pop_app::Code::QuotaExceeded, "{}", refused.message);
+        assert!(
+            refused.message.contains("--max-retained-bytes-per-customer"),
+            "{}",
+            refused.message
+        );
+    }
 
     // Another customer submits as before.
-    use pop_app::configs::ConfigOp;
-    use pop_domain::model::{Customer, Insight};
-    let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
     let other = json!({"id": "globex", "title": "globex", "resourcePoolId": "pool"});
     w.app.configure::<Customer>(&admin, ConfigOp::Create(other), None, None).await.unwrap();
     let insight = json!({"id": "gwork", "customerId": "globex", "title": "work",

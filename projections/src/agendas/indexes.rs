@@ -224,6 +224,10 @@ impl Held {
     }
 
     fn sub(&mut self, other: Held) {
+        debug_assert!(
+            self.live >= other.live && self.retained >= other.retained,
+            "{self:?} - {other:?}"
+        );
         self.live = self.live.saturating_sub(other.live);
         self.retained = self.retained.saturating_sub(other.retained);
     }

@@ -659,7 +659,29 @@ mod tests {
         }
         commands.push(AgendaCommand::Cancel { reason: Some("enough".into()), now: t(40) });
         commands.push(AgendaCommand::Rerun { flags: Default::default(), now: t(41) });
+        // Run again, failed by its executor, whose outcome report after that adds diagnostics
+        // to the finished agenda; then run once more.
+        commands.push(AgendaCommand::Queue { now: t(42) });
+        commands.push(AgendaCommand::Claim {
+            holder: "w".to_string(),
+            lease_id: "l2".to_string(),
+            lease_expires: t(142),
+            now: t(43),
+        });
+        let outcome = |k: usize| ProgressReport {
+            state: Some(ProcessingState::Complete),
+            message: Some("failed".into()),
+            diagnostics: vec![DiagnosticEvent {
+                message: format!("outcome {k} {}", "l".repeat(2_000)),
+                ..DiagnosticEvent::default()
+            }],
+            ..ProgressReport::default()
+        };
+        commands.push(report(44, outcome(1)));
+        commands.push(report(45, outcome(2)));
+        commands.push(AgendaCommand::Rerun { flags: Default::default(), now: t(46) });
         let events = decided(&commands);
+        assert!(events.iter().any(|e| matches!(e, AgendaEvent::DiagnosticsAdded(_))));
         for compact in [false, true] {
             let mut model = AgendaModel::default();
             if compact {
@@ -683,6 +705,32 @@ mod tests {
             }
             assert!(folded.kept_bytes() > 0 || folded.is_complete());
         }
+    }
+
+    /// A snapshot's agendas, stored and loaded, hold the same bytes live and retained.
+    #[test]
+    fn stored_agendas_load_with_the_bytes_they_held() {
+        let mut model = AgendaModel::default();
+        for (i, h) in (0..30).map(history).enumerate() {
+            for e in &h {
+                model.apply(&format!("c{}/a{i}", i % 3), e, None).expect("applies");
+            }
+        }
+        let mut out = Vec::new();
+        for entry in model.entries.values() {
+            stored::encode(entry, &mut out).expect("encodes");
+        }
+        let n = model.entries.len();
+        let mut loaded = Vec::new();
+        let count = u32::try_from(n).expect("a few");
+        stored::decode_chunk(&out, count, &mut stored::LoadBuffers::default(), &mut loaded)
+            .expect("decodes");
+        let back = AgendaModel::from_loaded(vec![loaded], n).expect("loads");
+        let all = Visibility::All;
+        assert!(model.retained_bytes(&all) > 0 && model.live_bytes(&all) > 0);
+        assert_eq!(back.retained_bytes(&all), model.retained_bytes(&all));
+        assert_eq!(back.live_bytes(&all), model.live_bytes(&all));
+        assert_eq!(indexes(&back), indexes(&model));
     }
 
     /// A report that changes many operations of a large agenda is measured in one pass, to
