@@ -68,19 +68,22 @@ pub const DEFAULT_MAX_LIVE_BYTES_PER_CUSTOMER: u64 = 64 << 20;
 
 /// Most bytes one customer's finished (COMPLETE) agendas may hold in memory together
 /// (default): their settled bodies (compressed JSON: results, params, diagnostics kept) and
-/// about 512 B each for their entries and index keys. Past it a submit is refused with
-/// QUOTA_EXCEEDED until the data reaper frees some: it removes finished agendas older than
-/// its `--agenda-reap-age` (3 days by default), oldest first, up to a batch (2,000 by default,
-/// `--reaper-batch-size`) every `--data-reap-interval` (4 h), so relief comes at its pace. A
-/// rerun or a retry takes nothing more (it moves an agenda back to live). Checked against what
-/// has finished: a customer may pass it by what its live agendas hold when they finish (their
+/// about 512 B each for their entries and index keys. Past it a submit or a rerun is refused
+/// with QUOTA_EXCEEDED, and a due retry waits (a rerun refills a finished agenda: hostile50
+/// H1), until the data reaper frees some: it removes finished agendas older than its
+/// `--agenda-reap-age` (3 days by default), oldest first, up to a batch (2,000 by default,
+/// `--reaper-batch-size`) every `--data-reap-interval` (4 h), so relief comes at its pace.
+/// Checked against what has finished: a customer may pass it by what its live agendas hold when they finish (their
 /// own quotas bound that). Finished agendas are held in every replica's read models like live
 /// ones, so without a bound one customer finishing agendas with large results filled the
 /// server for all (hostile42 H2: 77 MB in 65 s, each agenda within the live quota). 256 MiB
 /// is an eighth of the deploy's 2 GiB (with the live quota, one customer stays well inside
 /// the degraded mode's 80 %): about 230,000 small finished agendas (~1.2 KB counted each), or
 /// 20 to 60 holding what they may keep at their bounds. For more, raise it with the pod's
-/// memory, or lower the reap age.
+/// memory, or lower the reap age. What is counted is the settled bodies and the entries'
+/// measured share; a server's resident memory grows more than that while agendas run and
+/// finish (allocator slack, the command path's state cache, SQLite's page cache: hostile50
+/// saw 5 to 9 MB of RSS per counted MB), so size the pod with room.
 pub const DEFAULT_MAX_RETAINED_BYTES_PER_CUSTOMER: u64 = 256 << 20;
 
 /// Most bytes (as compact JSON) one operation's `payload`, or a report's `resultPayload`, may

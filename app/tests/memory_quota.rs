@@ -142,8 +142,9 @@ async fn a_rerun_counts_toward_the_customers_memory_quota() {
 /// Finished agendas are held in memory too (their settled, compressed bodies): past the
 /// customer's retained quota a new agenda is refused, naming it (hostile42 H2: finished
 /// agendas with large results grew the server by 77 MB in 65 s, each within the live quota).
-/// A rerun is not refused by it (it moves an agenda back to live, adding nothing) and frees
-/// that agenda's share; another customer is not touched by acme's.
+/// A rerun is refused too (hostile50 H1: reruns refilled finished agendas to 4.8 times the
+/// quota); one taken (under a larger quota) frees that agenda's share, and below the quota a
+/// submit is taken again. Another customer is not touched by acme's.
 #[tokio::test]
 async fn finished_agendas_count_toward_the_customers_retained_quota() {
     const RETAINED: u64 = 30_000;
@@ -222,9 +223,25 @@ async fn finished_agendas_count_toward_the_customers_retained_quota() {
         "operations": [{"name": "one", "type": "work", "payload": {}}]});
     w.app.submit(&admin, globex, None, None).await.unwrap();
 
-    // A rerun is taken, and the agenda it makes live again leaves the retained count.
-    w.app.rerun(&user, Named::id(&finished[0]), Vec::new(), None).await.unwrap();
-    w.app.settle(None).await.unwrap();
-    assert!(retained(&w) < held, "{} then {held}", retained(&w));
+    // A rerun past the quota is refused as a submit is.
+    let rerun = w.app.rerun(&user, Named::id(&finished[0]), Vec::new(), None).await.unwrap_err();
+    assert_eq!(rerun.code, pop_app::Code::QuotaExceeded, "{}", rerun.message);
+    assert!(rerun.message.contains("--max-retained-bytes-per-customer"), "{}", rerun.message);
+    // Taken under a larger quota, each agenda it makes live again leaves the retained count;
+    // below the quota a submit is taken again.
+    let roomy = w.app_with(AppConfig::default());
+    for id in &finished {
+        if retained(&w) <= RETAINED {
+            break;
+        }
+        let before = retained(&w);
+        roomy.rerun(&user, Named::id(id), Vec::new(), None).await.unwrap();
+        roomy.settle(None).await.unwrap();
+        assert!(retained(&w) < before, "{} then {before}", retained(&w));
+    }
+    assert!(retained(&w) <= RETAINED && retained(&w) < held, "{}", retained(&w));
     assert!(w.projections.read().agendas().live_bytes(&Visibility::from_ids(["acme"])) > 8_000);
+    let again = json!({"id": "again", "customerId": "acme",
+        "operations": [{"name": "one", "type": "work", "payload": {}}]});
+    w.app.submit(&user, again, None, None).await.unwrap();
 }

@@ -116,11 +116,32 @@ pub struct RetryConfig {
     /// Interval, batch size, run-time bound and dry run.
     pub cadence: Cadence,
     pub backoff: Backoff,
-    /// The server's `--max-live-bytes-per-customer`: a due retry of a customer whose live
-    /// agendas hold that much or more waits (a retry makes the agenda live again, its results
-    /// included; review-s49c: retries brought failed agendas back past the quota that refuses a
-    /// user's rerun). `None`: not checked (a retry process run alone does not know it).
-    pub max_live_bytes_per_customer: Option<u64>,
+    /// The server's memory quotas per customer, which a due retry waits for. `None`: not
+    /// checked (a retry process run alone does not know them).
+    pub quotas: Option<MemoryQuotas>,
+}
+
+/// The server's memory quotas per customer, as a due retry heeds them: a retry makes its
+/// agenda live again, its results included, and what the new attempt's reports keep the
+/// agenda holds when it finishes again, so a retry waits while its customer is at either quota,
+/// as a user's rerun is refused (review-s49c: retries brought failed agendas back past the live
+/// quota; hostile50 H1: retries took finished agendas to 6.2 times the retained quota).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryQuotas {
+    /// `--max-live-bytes-per-customer`: waits while the customer's live agendas hold this or
+    /// more.
+    pub live_bytes: u64,
+    /// `--max-retained-bytes-per-customer`: waits while its finished agendas hold more.
+    pub retained_bytes: u64,
+}
+
+impl MemoryQuotas {
+    /// Whether `customer` (one customer's visibility) is at either quota in `models`.
+    fn reached(&self, models: &ReadModels, customer: &pop_projections::Visibility) -> bool {
+        let agendas = models.agendas();
+        agendas.live_bytes(customer) >= self.live_bytes
+            || agendas.retained_bytes(customer) > self.retained_bytes
+    }
 }
 
 impl Default for RetryConfig {
@@ -133,7 +154,7 @@ impl Default for RetryConfig {
                 dry_run: false,
             },
             backoff: Backoff::default(),
-            max_live_bytes_per_customer: None,
+            quotas: None,
         }
     }
 }
@@ -258,12 +279,12 @@ pub fn plan_with(
             continue;
         }
         let customer = pop_projections::Visibility::from_ids([entry.customer_id()]);
-        if let Some(max) = config.max_live_bytes_per_customer
-            && models.agendas().live_bytes(&customer) >= max
+        if let Some(quotas) = &config.quotas
+            && quotas.reached(models, &customer)
         {
             tracing::debug!(
                 agenda = entry.key(),
-                "retry: waiting, its customer's live agendas hold its memory quota"
+                "retry: waiting, its customer is at a memory quota"
             );
             continue;
         }
@@ -573,7 +594,8 @@ mod tests {
     }
 
     /// A due retry waits while its customer's live agendas hold the server's memory quota: a
-    /// retry makes the agenda live again, its results included (review-s49c).
+    /// retry makes the agenda live again, its results included (review-s49c); and while its
+    /// finished agendas hold past the retained quota (hostile50 H1).
     #[test]
     fn a_due_retry_waits_while_its_customer_is_at_its_memory_quota() {
         // "a" failed; "live" (acme's too) only submitted: it holds acme's live bytes.
@@ -581,10 +603,18 @@ mod tests {
         let m = models(vec![("a", history("a", 3, 1, 100)), ("live", live)]);
         let held = m.agendas().live_bytes(&pop_projections::Visibility::from_ids(["acme"]));
         assert!(held > 0);
-        let quota = |max| RetryConfig { max_live_bytes_per_customer: Some(max), ..no_jitter() };
-        assert!(plan(t(130), &m, &quota(held)).is_empty(), "at the quota: waits");
-        assert_eq!(ids(&plan(t(130), &m, &quota(held + 1))), ["a"]);
+        let quota = |live_bytes, retained_bytes| RetryConfig {
+            quotas: Some(MemoryQuotas { live_bytes, retained_bytes }),
+            ..no_jitter()
+        };
+        assert!(plan(t(130), &m, &quota(held, u64::MAX)).is_empty(), "at the quota: waits");
+        assert_eq!(ids(&plan(t(130), &m, &quota(held + 1, u64::MAX))), ["a"]);
         assert_eq!(ids(&plan(t(130), &m, &no_jitter())), ["a"], "not checked");
+        // The finished agendas ("a", failed) hold the retained quota: waits too (hostile50 H1).
+        let retained = m.agendas().retained_bytes(&pop_projections::Visibility::from_ids(["acme"]));
+        assert!(retained > 0);
+        assert!(plan(t(130), &m, &quota(held + 1, retained - 1)).is_empty(), "past it: waits");
+        assert_eq!(ids(&plan(t(130), &m, &quota(held + 1, retained))), ["a"]);
     }
 
     #[test]

@@ -641,9 +641,9 @@ pub struct ServeArgs {
     pub max_live_bytes_per_customer: u64,
     /// Most bytes one customer's finished agendas may hold in memory together (their
     /// compressed bodies: results, params, diagnostics kept; and ~512 B each for the entry);
-    /// past it a submit is refused with QUOTA_EXCEEDED until the data reaper removes some
-    /// (older than --agenda-reap-age, a batch every --data-reap-interval). A rerun or retry is
-    /// not refused by it.
+    /// past it a submit or rerun is refused with QUOTA_EXCEEDED, and retries wait, until the
+    /// data reaper removes some (older than --agenda-reap-age, a batch every
+    /// --data-reap-interval).
     #[arg(long, env = "POP_MAX_RETAINED_BYTES_PER_CUSTOMER", default_value_t = pop_api::config::DEFAULT_MAX_RETAINED_BYTES_PER_CUSTOMER)]
     pub max_retained_bytes_per_customer: u64,
     /// Most bytes (as JSON) one operation's payload, or a report's resultPayload, may take;

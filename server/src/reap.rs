@@ -74,8 +74,8 @@ pub fn retry_config(interval_secs: u64, args: &ReaperArgs) -> RetryConfig {
             max: Duration::from_secs(args.retry_backoff_max),
             jitter_percent: args.retry_jitter_percent.min(100),
         },
-        // Run alone (`pop reap retry`), the process does not know the server's quota.
-        max_live_bytes_per_customer: None,
+        // Run alone (`pop reap retry`), the process does not know the server's quotas.
+        quotas: None,
     }
 }
 
@@ -136,12 +136,12 @@ where
 }
 
 /// Starts the store-based processes `pop serve` runs (an interval of 0 turns one off), each
-/// stopping when `shutdown()` resolves. `max_live_bytes_per_customer`: the server's memory
-/// quota, which a due retry waits for (`RetryConfig::max_live_bytes_per_customer`).
+/// stopping when `shutdown()` resolves. `quotas`: the server's memory quotas per customer,
+/// which a due retry waits for (`RetryConfig::quotas`).
 pub fn spawn_all<S, F>(
     services: &Services,
     args: &ReaperArgs,
-    max_live_bytes_per_customer: u64,
+    quotas: pop_reapers::retry::MemoryQuotas,
     shutdown: S,
 ) -> Vec<JoinHandle<()>>
 where
@@ -161,10 +161,8 @@ where
         tasks.push(process::spawn(process, leadership(), clock(), shutdown()));
     }
     if args.retry_interval > 0 {
-        let config = RetryConfig {
-            max_live_bytes_per_customer: Some(max_live_bytes_per_customer),
-            ..retry_config(args.retry_interval, args)
-        };
+        let config =
+            RetryConfig { quotas: Some(quotas), ..retry_config(args.retry_interval, args) };
         let process = Retry::new(services.clone(), config);
         tasks.push(process::spawn(process, leadership(), clock(), shutdown()));
     }

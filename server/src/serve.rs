@@ -188,11 +188,14 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     };
     let state = AppState::new(log, commands, projections, tokens, api_config);
     // After the API state, which installs the metrics recorder the processes report to.
-    let mut reaper_tasks =
-        crate::reap::spawn_all(&services, &args.reapers, args.max_live_bytes_per_customer, {
-            let stop_rx = stop_rx.clone();
-            move || stopped(stop_rx.clone())
-        });
+    let quotas = pop_reapers::retry::MemoryQuotas {
+        live_bytes: args.max_live_bytes_per_customer,
+        retained_bytes: args.max_retained_bytes_per_customer,
+    };
+    let mut reaper_tasks = crate::reap::spawn_all(&services, &args.reapers, quotas, {
+        let stop_rx = stop_rx.clone();
+        move || stopped(stop_rx.clone())
+    });
     if args.scheduler {
         let scheduler =
             Scheduler::new(Arc::clone(&services.commands), services.projections.clone());
