@@ -80,7 +80,9 @@ struct Inner {
     /// How many `getAgenda` calls of each principal wait for work now (`work::WaitTicket`).
     waiting: work::Waiting,
     /// Each principal's turns at a follow's resync scan ([`limits::MAX_RESYNC_SCANS_PER_PRINCIPAL`]).
-    resync_turns: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    resync_turns: Turns,
+    /// Per principal, its turns at producing follow items ([`live::Turn`]).
+    delivery_turns: Turns,
     /// Held by a create whose id must differ from every other object's ignoring case
     /// ([`configs::ConfigKind::UNIQUE_IGNORING_CASE`]) from its check to its append.
     case_turn: tokio::sync::Mutex<()>,
@@ -123,7 +125,8 @@ impl App {
                 feed,
                 waits_ended: tokio::sync::watch::Sender::new(false),
                 waiting: work::Waiting::default(),
-                resync_turns: std::sync::Mutex::default(),
+                resync_turns: Turns::default(),
+                delivery_turns: Turns::default(),
                 case_turn: tokio::sync::Mutex::new(()),
                 store_probe: std::sync::Mutex::default(),
             }),
@@ -251,21 +254,40 @@ impl App {
         &self,
         principal: &str,
     ) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let turns = {
-            let mut map =
-                self.inner.resync_turns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            // Principals are bounded by the token file, so is the map.
-            Arc::clone(map.entry(principal.to_string()).or_insert_with(|| {
-                Arc::new(tokio::sync::Semaphore::new(limits::MAX_RESYNC_SCANS_PER_PRINCIPAL))
-            }))
-        };
-        turns.acquire_owned().await.ok()
+        turn(&self.inner.resync_turns, principal, limits::MAX_RESYNC_SCANS_PER_PRINCIPAL).await
+    }
+
+    /// Waits for `principal`'s turn at producing a follow item ([`live::Turn`]).
+    pub(crate) async fn delivery_turn(&self, principal: &str) -> live::Turn {
+        let permit =
+            turn(&self.inner.delivery_turns, principal, limits::MAX_DELIVERIES_PER_PRINCIPAL).await;
+        live::Turn::of(permit)
     }
 
     pub(crate) fn waiting(&self) -> &work::Waiting {
         &self.inner.waiting
     }
 }
+
+/// One of `principal`'s `permits` turns in `turns` (made on its first use; principals are
+/// bounded by the token file, so is the map); the turn ends when the permit drops.
+async fn turn(
+    turns: &Turns,
+    principal: &str,
+    permits: usize,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let semaphore = {
+        let mut map = turns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(
+            map.entry(principal.to_string())
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(permits))),
+        )
+    };
+    semaphore.acquire_owned().await.ok()
+}
+
+/// Per principal, its turns at something ([`turn`]).
+type Turns = std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>;
 
 /// The metadata of the events a caller's command (`command`, the use case's name) causes: the
 /// actor (role and principal), the caller's cid, and a fresh command id as their causation.

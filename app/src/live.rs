@@ -194,6 +194,32 @@ impl Pin {
     }
 }
 
+/// A principal's turn at producing one follow item: its state read from the read models, then
+/// shaped and encoded by the transport, which drops the item (and the turn) when it has built
+/// its message. One principal's follows hold at most [`MAX_DELIVERIES_PER_PRINCIPAL`] turns, so
+/// what they produce at once is bounded by that, not by how many follows it has (hostile50 H2:
+/// 4,000 subscriptions of one customer to 500 KB results built 2.8 GB at once, and another
+/// tenant's submit waited 83 s). A follow waiting for its turn falls behind like a slow reader:
+/// it lags, then re-sends the current state. Lag markers take no turn. Compares equal to any
+/// other (it is not part of what an update says).
+#[derive(Debug, Clone, Default)]
+pub struct Turn {
+    /// Held for its drop, which ends the turn.
+    _permit: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
+}
+
+impl Turn {
+    pub(crate) fn of(permit: Option<tokio::sync::OwnedSemaphorePermit>) -> Turn {
+        Turn { _permit: permit.map(Arc::new) }
+    }
+}
+
+impl PartialEq for Turn {
+    fn eq(&self, _: &Turn) -> bool {
+        true
+    }
+}
+
 /// An AgendaProgress as it is now (progress follows).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProgressUpdate {
@@ -208,6 +234,8 @@ pub struct ProgressUpdate {
     pub resync: bool,
     /// The resync after a lag did not cover everything (bounds); re-list to be sure.
     pub truncated: bool,
+    /// Held until the transport drops the update ([`Turn`]).
+    pub turn: Turn,
 }
 
 /// The operation progress entries one change touched (operation follows).
@@ -221,6 +249,8 @@ pub struct OperationsUpdate {
     pub lagged: bool,
     pub missed: u64,
     pub resync: bool,
+    /// Held until the transport drops the update ([`Turn`]).
+    pub turn: Turn,
 }
 
 /// One item of a follow.
@@ -228,6 +258,16 @@ pub struct OperationsUpdate {
 pub enum Update {
     Progress(Box<ProgressUpdate>),
     Operations(OperationsUpdate),
+}
+
+impl Update {
+    fn with_turn(mut self, turn: Turn) -> Update {
+        match &mut self {
+            Update::Progress(p) => p.turn = turn,
+            Update::Operations(o) => o.turn = turn,
+        }
+        self
+    }
 }
 
 fn progress_update(position: Position, progress: Option<AgendaProgress>, resync: bool) -> Update {
@@ -239,7 +279,17 @@ fn progress_update(position: Position, progress: Option<AgendaProgress>, resync:
         missed: 0,
         resync,
         truncated: false,
+        turn: Turn::default(),
     }))
+}
+
+/// What a follow has to yield next: an item made already (a lag marker, a single object's
+/// resync), or an agenda of a group's resync, whose state is read when its turn comes (500 of
+/// them read at once, per lagging follow, was the memory of every follow's share at once).
+#[derive(Debug)]
+enum Queued {
+    Ready(Update),
+    Resync { id: String, position: Position },
 }
 
 /// Counts the follow in the active-subscriptions gauge while it lives.
@@ -268,7 +318,7 @@ struct Follow {
     /// For a follow of one object: whose ([`Pin`]).
     pin: Arc<Pin>,
     feed: FeedReceiver,
-    pending: VecDeque<Update>,
+    pending: VecDeque<Queued>,
     /// Everything up to here has been reflected in what was yielded.
     delivered: Position,
     _active: ActiveGuard,
@@ -338,8 +388,23 @@ impl Follow {
 
     async fn next(&mut self) -> Option<Update> {
         loop {
-            if let Some(out) = self.pending.pop_front() {
-                return Some(out);
+            if let Some(queued) = self.pending.pop_front() {
+                match queued {
+                    Queued::Ready(out) => return Some(out),
+                    Queued::Resync { id, position } => {
+                        let turn = self.app.delivery_turn(&self.principal.name).await;
+                        let models = self.app.projections().read();
+                        // Read now, so seen again now: one that left the read models or the
+                        // caller's sight since the scan is not re-sent.
+                        let entry = models
+                            .agenda_entry(&id)
+                            .filter(|e| self.target.admits_entry(e, &self.principal));
+                        if let Some(Ok(p)) = entry.map(AgendaEntry::progress) {
+                            return Some(progress_update(position, Some(p), true).with_turn(turn));
+                        }
+                    }
+                }
+                continue;
             }
             match self.feed.recv().await? {
                 FeedItem::Change(change) => {
@@ -348,9 +413,11 @@ impl Follow {
                         continue;
                     }
                     self.delivered = change.position;
+                    let turn = self.app.delivery_turn(&self.principal.name).await;
                     let models = self.app.projections().read();
-                    let out = self.render(&models, &change);
-                    self.pending.extend(out);
+                    if let Some(out) = self.render(&models, &change) {
+                        return Some(out.with_turn(turn));
+                    }
                 }
                 FeedItem::Lagged { missed } => self.resync(Some(missed)).await,
             }
@@ -388,6 +455,7 @@ impl Follow {
                     lagged: false,
                     missed: 0,
                     resync: false,
+                    turn: Turn::default(),
                 }))
             }
             _ => {
@@ -438,14 +506,14 @@ impl Follow {
                 Target::Progress(id, _) => {
                     for entry in models.agendas().with_progress_id(id).filter(visible) {
                         if let Ok(p) = entry.progress() {
-                            items.push(progress_update(position, Some(p), true));
+                            items.push(Queued::Ready(progress_update(position, Some(p), true)));
                         }
                     }
                 }
                 Target::Operations(agenda, _) => {
                     for entry in models.agendas().with_id(agenda).filter(visible) {
                         if let Ok(p) = entry.progress() {
-                            items.push(Update::Operations(OperationsUpdate {
+                            items.push(Queued::Ready(Update::Operations(OperationsUpdate {
                                 position,
                                 agenda_id: agenda.clone(),
                                 operation_progress: p.operation_progress,
@@ -453,7 +521,8 @@ impl Follow {
                                 lagged: false,
                                 missed: 0,
                                 resync: true,
-                            }));
+                                turn: Turn::default(),
+                            })));
                         }
                     }
                 }
@@ -461,14 +530,14 @@ impl Follow {
                     // The caller's own first, then the bound: other customers' changes must
                     // not crowd them out (hostile18: 500 agendas of another customer changed
                     // since the resume point, and the resync was empty).
-                    for id in &group_ids {
-                        let entry = models.agenda_entry(id).filter(visible);
-                        if let Some(Ok(p)) = entry.map(AgendaEntry::progress) {
+                    // Only the ids now: each state is read when its turn comes (Queued).
+                    for id in group_ids {
+                        if models.agenda_entry(&id).filter(visible).is_some() {
                             if items.len() == MAX_RESYNC_ITEMS {
                                 truncated = true;
                                 break;
                             }
-                            items.push(progress_update(position, Some(p), true));
+                            items.push(Queued::Resync { id, position });
                         }
                     }
                 }
@@ -489,6 +558,7 @@ impl Follow {
                     lagged: true,
                     missed,
                     resync: false,
+                    turn: Turn::default(),
                 }),
                 _ => Update::Progress(Box::new(ProgressUpdate {
                     position,
@@ -498,9 +568,10 @@ impl Follow {
                     missed,
                     resync: false,
                     truncated,
+                    turn: Turn::default(),
                 })),
             };
-            self.pending.push_back(lagged);
+            self.pending.push_back(Queued::Ready(lagged));
         }
         self.pending.extend(items);
         self.delivered = self.delivered.max(position);

@@ -749,6 +749,9 @@ pub struct AgendaProgressUpdate {
     pub missed: u64,
     pub resync: bool,
     pub truncated: bool,
+    /// The follow's turn, held until the item is shaped into its message.
+    #[graphql(skip)]
+    pub turn: pop_app::live::Turn,
 }
 
 /// One item of an operation progress subscription: the operation progress entries the change
@@ -766,6 +769,9 @@ pub struct OperationProgressUpdate {
     pub lagged: bool,
     pub missed: u64,
     pub resync: bool,
+    /// The follow's turn, held until the item is shaped into its message.
+    #[graphql(skip)]
+    pub turn: pop_app::live::Turn,
 }
 
 impl From<ProgressUpdate> for AgendaProgressUpdate {
@@ -778,6 +784,7 @@ impl From<ProgressUpdate> for AgendaProgressUpdate {
             missed: u.missed,
             resync: u.resync,
             truncated: u.truncated,
+            turn: u.turn,
         }
     }
 }
@@ -796,6 +803,7 @@ impl From<OperationsUpdate> for OperationProgressUpdate {
             lagged: u.lagged,
             missed: u.missed,
             resync: u.resync,
+            turn: u.turn,
         }
     }
 }
