@@ -729,6 +729,9 @@ impl Operation {
             }
             first = false;
             let text = encode(&ServerMessage::Next { id: &self.id, payload: &response });
+            // Not held while the message waits for room: the value is several times its text,
+            // which alone counts against the connection's bound (review-s50b).
+            drop(response);
             if !self.send(text, false).await {
                 return;
             }

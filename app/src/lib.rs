@@ -81,7 +81,7 @@ struct Inner {
     waiting: work::Waiting,
     /// Each principal's turns at a follow's resync scan ([`limits::MAX_RESYNC_SCANS_PER_PRINCIPAL`]).
     resync_turns: Turns,
-    /// Per principal, its turns at producing follow items ([`live::Turn`]).
+    /// Per customer (or principal), its turns at producing follow items ([`live::Turn`]).
     delivery_turns: Turns,
     /// Held by a create whose id must differ from every other object's ignoring case
     /// ([`configs::ConfigKind::UNIQUE_IGNORING_CASE`]) from its check to its append.
@@ -257,10 +257,11 @@ impl App {
         turn(&self.inner.resync_turns, principal, limits::MAX_RESYNC_SCANS_PER_PRINCIPAL).await
     }
 
-    /// Waits for `principal`'s turn at producing a follow item ([`live::Turn`]).
-    pub(crate) async fn delivery_turn(&self, principal: &str) -> live::Turn {
+    /// Waits for a turn of `owner` (a customer's follows, or a principal's) at producing a
+    /// follow item ([`live::Turn`]).
+    pub(crate) async fn delivery_turn(&self, owner: &str) -> live::Turn {
         let permit =
-            turn(&self.inner.delivery_turns, principal, limits::MAX_DELIVERIES_PER_PRINCIPAL).await;
+            turn(&self.inner.delivery_turns, owner, limits::MAX_DELIVERIES_PER_OWNER).await;
         live::Turn::of(permit)
     }
 

@@ -72,8 +72,9 @@ pub const DEFAULT_MAX_LIVE_BYTES_PER_CUSTOMER: u64 = 64 << 20;
 /// with QUOTA_EXCEEDED, and a due retry waits (a rerun refills a finished agenda: hostile50
 /// H1), until the data reaper frees some: it removes finished agendas older than its
 /// `--agenda-reap-age` (3 days by default), oldest first, up to a batch (2,000 by default,
-/// `--reaper-batch-size`) every `--data-reap-interval` (4 h), so relief comes at its pace.
-/// Checked against what has finished: a customer may pass it by what its live agendas hold when they finish (their
+/// `--reaper-batch-size`) every `--data-reap-interval` (4 h), so relief comes at its pace, and
+/// a failed agenda whose retry waited past its reap age is reaped unretried, as any finished
+/// one. Checked against what has finished: a customer may pass it by what its live agendas hold when they finish (their
 /// own quotas bound that). Finished agendas are held in every replica's read models like live
 /// ones, so without a bound one customer finishing agendas with large results filled the
 /// server for all (hostile42 H2: 77 MB in 65 s, each agenda within the live quota). 256 MiB
@@ -121,12 +122,14 @@ pub const MAX_RESYNC_SCAN: usize = 20_000;
 /// tenants' reads up to 4 s (hostile18).
 pub const MAX_RESYNC_SCANS_PER_PRINCIPAL: usize = 1;
 
-/// Follow items one principal's follows produce at once (`live::Turn`): each reads an agenda's
-/// state from the read models and is shaped and encoded by its transport, several times the
-/// agenda's JSON while it is. Two per core of the deploy's two; the rest of its follows wait,
-/// and lag when they wait long (hostile50 H2: 4,000 subscriptions of one customer to agendas
-/// of 500 KB results took the server from 540 MB to 3.3 GB, another tenant's submit 83 s).
-pub const MAX_DELIVERIES_PER_PRINCIPAL: usize = 4;
+/// Follow items one customer's follows (every token of it together; a follow of several
+/// customers', its principal's) produce at once (`live::Turn`): each reads an agenda's state
+/// from the read models and is resolved into its transport's value (a GraphQL value, several
+/// times the agenda's JSON) while it holds its turn. Two per core of the deploy's two; the
+/// rest of its follows wait, and lag when they wait long (hostile50 H2: 4,000 subscriptions of
+/// one customer to agendas of 500 KB results took the server from 540 MB to 3.3 GB, another
+/// tenant's submit 83 s).
+pub const MAX_DELIVERIES_PER_OWNER: usize = 4;
 
 /// Most agendas one submission request may carry (POP's `createAgenda {"agendas": [...]}`):
 /// each is validated, bound and written in turn, and the request body limit bounds them too.

@@ -194,14 +194,15 @@ impl Pin {
     }
 }
 
-/// A principal's turn at producing one follow item: its state read from the read models, then
-/// shaped and encoded by the transport, which drops the item (and the turn) when it has built
-/// its message. One principal's follows hold at most [`MAX_DELIVERIES_PER_PRINCIPAL`] turns, so
-/// what they produce at once is bounded by that, not by how many follows it has (hostile50 H2:
-/// 4,000 subscriptions of one customer to 500 KB results built 2.8 GB at once, and another
-/// tenant's submit waited 83 s). A follow waiting for its turn falls behind like a slow reader:
-/// it lags, then re-sends the current state. Lag markers take no turn. Compares equal to any
-/// other (it is not part of what an update says).
+/// A turn at producing one follow item: its state read from the read models, then resolved by
+/// the transport into its value (GraphQL), which drops the item (and the turn) when it has.
+/// One customer's follows (every token of it together; a follow of several customers', its
+/// principal's) hold at most [`crate::limits::MAX_DELIVERIES_PER_OWNER`] turns, so what they produce at once
+/// is bounded by that, not by how many follows they are (hostile50 H2: 4,000 subscriptions of
+/// one customer to 500 KB results built 2.8 GB at once, and another tenant's submit waited
+/// 83 s). A follow waiting for its turn falls behind like a slow reader: it lags, then re-sends
+/// the current state. Lag markers take no turn. Compares equal to any other (it is not part of
+/// what an update says).
 #[derive(Debug, Clone, Default)]
 pub struct Turn {
     /// Held for its drop, which ends the turn.
@@ -283,12 +284,14 @@ fn progress_update(position: Position, progress: Option<AgendaProgress>, resync:
     }))
 }
 
-/// What a follow has to yield next: an item made already (a lag marker, a single object's
-/// resync), or an agenda of a group's resync, whose state is read when its turn comes (500 of
-/// them read at once, per lagging follow, was the memory of every follow's share at once).
+/// What a follow has to yield next: an item made already (a lag marker), or a state read when
+/// its turn comes: the followed object's (its start, or its resync after a lag), or an agenda
+/// of a group's resync (500 of them read at once, per lagging follow, was the memory of every
+/// follow's share at once).
 #[derive(Debug)]
 enum Queued {
     Ready(Update),
+    Current { position: Position },
     Resync { id: String, position: Position },
 }
 
@@ -319,6 +322,9 @@ struct Follow {
     pin: Arc<Pin>,
     feed: FeedReceiver,
     pending: VecDeque<Queued>,
+    /// Whose turns its items take ([`App::delivery_turn`]): its one customer's (every token of
+    /// it together, as its share of the follows: hostile34), else its principal's.
+    turn_key: String,
     /// Everything up to here has been reflected in what was yielded.
     delivered: Position,
     _active: ActiveGuard,
@@ -391,8 +397,23 @@ impl Follow {
             if let Some(queued) = self.pending.pop_front() {
                 match queued {
                     Queued::Ready(out) => return Some(out),
+                    Queued::Current { position } => {
+                        let turn = self.app.delivery_turn(&self.turn_key).await;
+                        let mut items = {
+                            let models = self.app.projections().read();
+                            self.current(&models, position).into_iter()
+                        };
+                        if let Some(first) = items.next() {
+                            // Two only when a pin-less follow saw two customers' (never, but
+                            // the rest go next).
+                            for (i, rest) in items.enumerate() {
+                                self.pending.insert(i, Queued::Ready(rest));
+                            }
+                            return Some(first.with_turn(turn));
+                        }
+                    }
                     Queued::Resync { id, position } => {
-                        let turn = self.app.delivery_turn(&self.principal.name).await;
+                        let turn = self.app.delivery_turn(&self.turn_key).await;
                         let models = self.app.projections().read();
                         // Read now, so seen again now: one that left the read models or the
                         // caller's sight since the scan is not re-sent.
@@ -413,7 +434,7 @@ impl Follow {
                         continue;
                     }
                     self.delivered = change.position;
-                    let turn = self.app.delivery_turn(&self.principal.name).await;
+                    let turn = self.app.delivery_turn(&self.turn_key).await;
                     let models = self.app.projections().read();
                     if let Some(out) = self.render(&models, &change) {
                         return Some(out.with_turn(turn));
@@ -422,6 +443,43 @@ impl Follow {
                 FeedItem::Lagged { missed } => self.resync(Some(missed)).await,
             }
         }
+    }
+
+    /// The current state of the object a follow of one object follows, at `position`: its
+    /// start, or its resync after a lag. A follow of one object that has pinned no customer
+    /// yet takes the first it shows (one appeared between the start's choice and this read):
+    /// never two.
+    fn current(&self, models: &ReadModels, position: Position) -> Vec<Update> {
+        let visible =
+            |e: &&AgendaEntry| self.target.admits_entry(e, &self.principal) && self.takes(e);
+        let mut items = Vec::new();
+        match &self.target {
+            Target::Progress(id, _) => {
+                for entry in models.agendas().with_progress_id(id).filter(visible) {
+                    if let Ok(p) = entry.progress() {
+                        items.push(progress_update(position, Some(p), true));
+                    }
+                }
+            }
+            Target::Operations(agenda, _) => {
+                for entry in models.agendas().with_id(agenda).filter(visible) {
+                    if let Ok(p) = entry.progress() {
+                        items.push(Update::Operations(OperationsUpdate {
+                            position,
+                            agenda_id: agenda.clone(),
+                            operation_progress: p.operation_progress,
+                            removed_operations: Vec::new(),
+                            lagged: false,
+                            missed: 0,
+                            resync: true,
+                            turn: Turn::default(),
+                        }));
+                    }
+                }
+            }
+            Target::Customer(_) | Target::Link(..) => {}
+        }
+        items
     }
 
     /// The current state behind one change.
@@ -498,33 +556,11 @@ impl Follow {
         {
             let models = self.app.projections().read();
             position = models.position();
-            // A follow of one object that has pinned no customer yet takes the first it shows
-            // (one appeared between the start's choice and this read): never two.
-            let visible =
-                |e: &&AgendaEntry| self.target.admits_entry(e, &self.principal) && self.takes(e);
+            let visible = |e: &&AgendaEntry| self.target.admits_entry(e, &self.principal);
             match &self.target {
-                Target::Progress(id, _) => {
-                    for entry in models.agendas().with_progress_id(id).filter(visible) {
-                        if let Ok(p) = entry.progress() {
-                            items.push(Queued::Ready(progress_update(position, Some(p), true)));
-                        }
-                    }
-                }
-                Target::Operations(agenda, _) => {
-                    for entry in models.agendas().with_id(agenda).filter(visible) {
-                        if let Ok(p) = entry.progress() {
-                            items.push(Queued::Ready(Update::Operations(OperationsUpdate {
-                                position,
-                                agenda_id: agenda.clone(),
-                                operation_progress: p.operation_progress,
-                                removed_operations: Vec::new(),
-                                lagged: false,
-                                missed: 0,
-                                resync: true,
-                                turn: Turn::default(),
-                            })));
-                        }
-                    }
+                // Read when its turn comes (Queued::Current).
+                Target::Progress(..) | Target::Operations(..) => {
+                    items.push(Queued::Current { position });
                 }
                 Target::Customer(_) | Target::Link(..) => {
                     // The caller's own first, then the bound: other customers' changes must
@@ -647,6 +683,10 @@ impl App {
                 let group = target.is_group();
                 let scope = target.scope(&principal);
                 let owners = share_owners(&principal, &scope);
+                let turn_key = match &scope {
+                    Scope::Customers(ids) if ids.len() == 1 => format!("customer {:?}", ids[0]),
+                    _ => format!("principal {:?}", principal.name),
+                };
                 let feed = self
                     .feed()
                     .register_for(&owners, target.key(), scope, move |c| {
@@ -676,6 +716,7 @@ impl App {
                     pin,
                     feed,
                     pending: VecDeque::new(),
+                    turn_key,
                     delivered,
                     _active: ActiveGuard::new(),
                 };
