@@ -354,29 +354,48 @@ impl App {
     /// ([`crate::AppConfig::max_live_bytes_per_customer`]; `ProgressReport::over_quota`), or
     /// `None`. Past the quota itself only new agendas are refused: the live ones still finish,
     /// and finished they free what they held. Past twice it, what reports add is bounded too
-    /// (hostile40 M2: one live agenda's results grew the server by 360 MB).
+    /// (hostile40 M2: one live agenda's results grew the server by 360 MB). The same past twice
+    /// [`crate::AppConfig::max_retained_bytes_per_customer`], counting its live agendas with its
+    /// finished ones (what they keep they hold once finished): the retained quota is checked
+    /// when an agenda is admitted, and 1,000 tiny agendas admitted at 0 then finished with
+    /// 500 KB results each took a customer to 25 times it (hostile51).
     pub(crate) fn over_memory_quota(&self, customer: &str) -> Option<String> {
-        let max = self.config().max_live_bytes_per_customer;
-        let bytes =
-            self.projections().read().agendas().live_bytes(&Visibility::from_ids([customer]));
-        if bytes <= max.saturating_mul(2) {
+        let config = self.config();
+        let (live, retained) = {
+            let models = self.projections().read();
+            let visibility = Visibility::from_ids([customer]);
+            (models.agendas().live_bytes(&visibility), models.agendas().retained_bytes(&visibility))
+        };
+        let (max_live, max_retained) =
+            (config.max_live_bytes_per_customer, config.max_retained_bytes_per_customer);
+        // Said without the figure it holds now, which moves: the same report sent again then
+        // makes the same diagnostic, kept once.
+        let why = if live > max_live.saturating_mul(2) {
+            format!(
+                "customer {customer:?}'s live agendas hold more than twice its quota of \
+                 {max_live} bytes (definitions and what reports keep: results, params, \
+                 diagnostics, messages; the server's --max-live-bytes-per-customer); it frees as \
+                 its agendas finish"
+            )
+        } else if live.saturating_add(retained) > max_retained.saturating_mul(2) {
+            format!(
+                "customer {customer:?}'s agendas, finished and live, hold more than twice its \
+                 quota of {max_retained} bytes for finished ones (the server's \
+                 --max-retained-bytes-per-customer); it frees as the data reaper removes \
+                 finished agendas"
+            )
+        } else {
             return None;
-        }
+        };
         // For the operator too, at most a line per 10 s (review-s49c: a customer got there with
         // nothing in the log).
         static PAST: std::sync::Mutex<pop_store::repeats::Repeats> =
             std::sync::Mutex::new(pop_store::repeats::Repeats::new(pop_store::repeats::EVERY, 1));
         let said = PAST.lock().ok().and_then(|mut r| r.say(std::time::Instant::now()));
         if let Some(unsaid) = said {
-            tracing::warn!(target: "pop::agendas", customer, live_bytes = bytes, quota = max, unsaid, "a customer's live agendas hold more than twice its memory quota: its reports keep nothing new until some finish");
+            tracing::warn!(target: "pop::agendas", customer, live_bytes = live, retained_bytes = retained, max_live, max_retained, unsaid, "a customer's agendas hold more than twice a memory quota: its reports keep nothing new until some finish or are reaped");
         }
-        // Said without the figure it holds now, which moves: the same report sent again then
-        // makes the same diagnostic, kept once.
-        Some(format!(
-            "customer {customer:?}'s live agendas hold more than twice its quota of {max} bytes \
-             (definitions and what reports keep: results, params, diagnostics, messages; the \
-             server's --max-live-bytes-per-customer); it frees as its agendas finish"
-        ))
+        Some(why)
     }
 
     /// QUOTA_EXCEEDED when an expansion of `adding` bytes would take `customer`'s live agendas

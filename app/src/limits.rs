@@ -74,8 +74,10 @@ pub const DEFAULT_MAX_LIVE_BYTES_PER_CUSTOMER: u64 = 64 << 20;
 /// `--agenda-reap-age` (3 days by default), oldest first, up to a batch (2,000 by default,
 /// `--reaper-batch-size`) every `--data-reap-interval` (4 h), so relief comes at its pace, and
 /// a failed agenda whose retry waited past its reap age is reaped unretried, as any finished
-/// one. Checked against what has finished: a customer may pass it by what its live agendas hold when they finish (their
-/// own quotas bound that). Finished agendas are held in every replica's read models like live
+/// one. Checked against what has finished when an agenda is admitted; past twice it, counting
+/// the live agendas with the finished ones, reports keep nothing new, as past twice the live
+/// quota (hostile51: 1,000 tiny agendas admitted at 0, then finished with 500 KB results, took
+/// a customer to 25 times it). Finished agendas are held in every replica's read models like live
 /// ones, so without a bound one customer finishing agendas with large results filled the
 /// server for all (hostile42 H2: 77 MB in 65 s, each agenda within the live quota). 256 MiB
 /// is an eighth of the deploy's 2 GiB (with the live quota, one customer stays well inside

@@ -245,3 +245,64 @@ async fn finished_agendas_count_toward_the_customers_retained_quota() {
         "operations": [{"name": "one", "type": "work", "payload": {}}]});
     w.app.submit(&user, again, None, None).await.unwrap();
 }
+
+/// The retained quota is checked when an agenda is admitted; agendas admitted under it and
+/// then finished with large results would take the customer far past it (hostile51: 1,000 tiny
+/// agendas to 25 times it). Past twice the quota, counting live agendas with finished ones,
+/// reports keep nothing new, as past twice the live quota: an operation reported COMPLETE with
+/// a new result fails, saying why, and what the customer holds stays near twice the quota.
+#[tokio::test]
+async fn agendas_admitted_under_the_retained_quota_keep_nothing_new_past_twice_it() {
+    const RETAINED: u64 = 50_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = acme_world(sqlite(dir.path()).await).await;
+    w.app =
+        w.app_with(AppConfig { max_retained_bytes_per_customer: RETAINED, ..AppConfig::default() });
+    let user = Caller::new(Principal::new("acme-user", Role::User, &["acme"]), "test");
+    let held = |w: &support::World| {
+        let models = w.projections.read();
+        let acme = Visibility::from_ids(["acme"]);
+        models.agendas().live_bytes(&acme) + models.agendas().retained_bytes(&acme)
+    };
+    // Ten small agendas, all admitted while nothing is retained.
+    let ids: Vec<String> = (0..10).map(|i| format!("t{i}")).collect();
+    for id in &ids {
+        let agenda = json!({"id": id, "customerId": "acme",
+            "operations": [{"name": "one", "type": "work", "payload": {}}]});
+        w.app.submit(&user, agenda, None, None).await.unwrap();
+        queue(&w, id).await;
+    }
+    let worker = worker();
+    let claimed = w.app.get_agenda(&worker, "work", 10, None).await.unwrap();
+    assert_eq!(claimed.len(), 10);
+    let mut failed = Vec::new();
+    for done in &claimed {
+        let id = &done.progress().agenda_id;
+        let lease = done.lease().unwrap().lease_id.clone();
+        // ~20 KB a result that LZ4 does not shrink much.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (failed.len() as u64 + id.len() as u64) ^ held(&w);
+        let noise: String = (0..10_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                format!("{:02x}", x as u8)
+            })
+            .collect();
+        let report = json!({"id": id, "processingState": "EXECUTING", "operationProgress": [
+            {"operation": "one", "processingState": "COMPLETE", "processingStateMessage": "succeeded",
+             "resultPayload": {"out": noise}}]});
+        let after = w.app.report(&worker, report, Some(&lease), None).await.unwrap();
+        w.app.settle(None).await.unwrap();
+        let progress = after.progress();
+        if progress.processing_state_message.as_deref() == Some("failed") {
+            let said = &progress.diagnostic_events.last().unwrap().message;
+            assert!(said.contains("--max-retained-bytes-per-customer"), "{said}");
+            assert!(said.contains(&format!("twice its quota of {RETAINED}")), "{said}");
+            failed.push(id.clone());
+        }
+    }
+    // The first ones kept their results, up to about twice the quota; the rest kept none.
+    assert!(!failed.is_empty() && failed.len() < 10, "{failed:?}");
+    assert!(held(&w) < 2 * RETAINED + 30_000, "{}", held(&w));
+}
