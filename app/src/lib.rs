@@ -79,7 +79,8 @@ struct Inner {
     waits_ended: tokio::sync::watch::Sender<bool>,
     /// How many `getAgenda` calls of each principal wait for work now (`work::WaitTicket`).
     waiting: work::Waiting,
-    /// Each principal's turns at a follow's resync scan ([`limits::MAX_RESYNC_SCANS_PER_PRINCIPAL`]).
+    /// Each customer's (or principal's) turns at a follow's resync scan
+    /// ([`limits::MAX_RESYNC_SCANS_PER_OWNER`]).
     resync_turns: Turns,
     /// Per customer (or principal), its turns at producing follow items ([`live::Turn`]).
     delivery_turns: Turns,
@@ -249,12 +250,13 @@ impl App {
         self.inner.waits_ended.subscribe()
     }
 
-    /// Waits for `principal`'s turn at a resync scan; the turn ends when the permit drops.
+    /// Waits for a turn of `owner` (a customer's follows, or a principal's) at a resync scan;
+    /// the turn ends when the permit drops.
     pub(crate) async fn resync_turn(
         &self,
-        principal: &str,
+        owner: &str,
     ) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        turn(&self.inner.resync_turns, principal, limits::MAX_RESYNC_SCANS_PER_PRINCIPAL).await
+        turn(&self.inner.resync_turns, owner, limits::MAX_RESYNC_SCANS_PER_OWNER).await
     }
 
     /// Waits for a turn of `owner` (a customer's follows, or a principal's) at producing a

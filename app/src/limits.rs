@@ -118,11 +118,12 @@ pub const MAX_RESYNC_ITEMS: usize = 500;
 /// read the whole log; past it the resync is `truncated`.
 pub const MAX_RESYNC_SCAN: usize = 20_000;
 
-/// Resync scans ([`MAX_RESYNC_SCAN`]) one principal runs at once; its other follows wait for
-/// a turn. Each reads up to 20,000 events of every customer's log: 3,000 subscriptions of
+/// Resync scans ([`MAX_RESYNC_SCAN`]) one customer's follows (every token of it together; a
+/// follow of several customers', its principal's) run at once; its other follows wait for a
+/// turn (hostile52: keyed per token, 20 tokens of one customer ran 20 at once). Each reads up to 20,000 events of every customer's log: 3,000 subscriptions of
 /// one token resuming from `afterPosition: "0"` took a minute of CPU together and held other
 /// tenants' reads up to 4 s (hostile18).
-pub const MAX_RESYNC_SCANS_PER_PRINCIPAL: usize = 1;
+pub const MAX_RESYNC_SCANS_PER_OWNER: usize = 1;
 
 /// Follow items one customer's follows (every token of it together; a follow of several
 /// customers', its principal's) produce at once (`live::Turn`): each reads an agenda's state
