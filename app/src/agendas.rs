@@ -324,8 +324,9 @@ impl App {
     /// rerun makes a finished agenda live, and what its reports then keep it holds when it
     /// finishes again (hostile50 H1: reruns refilled finished agendas to 4.8 times the quota).
     /// What is held frees as the data reaper removes finished agendas. Checked against what
-    /// has finished, so a customer may pass it by what its live agendas hold when they finish
-    /// (bounded by its live quotas). For the operator, a WARN line at most every 10 s.
+    /// has finished, so a customer may pass it by what its live agendas keep when they finish;
+    /// past twice it their reports keep nothing new ([`App::over_memory_quota`]). For the
+    /// operator, a WARN line at most every 10 s.
     fn check_retained_quota(&self, customer: &str, bytes: u64) -> AppResult<()> {
         let max = self.config().max_retained_bytes_per_customer;
         if bytes <= max {
@@ -354,11 +355,13 @@ impl App {
     /// ([`crate::AppConfig::max_live_bytes_per_customer`]; `ProgressReport::over_quota`), or
     /// `None`. Past the quota itself only new agendas are refused: the live ones still finish,
     /// and finished they free what they held. Past twice it, what reports add is bounded too
-    /// (hostile40 M2: one live agenda's results grew the server by 360 MB). The same past twice
-    /// [`crate::AppConfig::max_retained_bytes_per_customer`], counting its live agendas with its
-    /// finished ones (what they keep they hold once finished): the retained quota is checked
-    /// when an agenda is admitted, and 1,000 tiny agendas admitted at 0 then finished with
-    /// 500 KB results each took a customer to 25 times it (hostile51).
+    /// (hostile40 M2: one live agenda's results grew the server by 360 MB). The same when its
+    /// finished agendas hold past twice [`crate::AppConfig::max_retained_bytes_per_customer`]:
+    /// that quota is checked when an agenda is admitted, and 1,000 tiny agendas admitted at 0
+    /// then finished with 500 KB results each took a customer to 25 times it (hostile51). The
+    /// finished agendas alone (review-s50c: adding live JSON to compressed finished bytes put a
+    /// customer with nothing finished there whenever the retained quota was under twice the
+    /// live one).
     pub(crate) fn over_memory_quota(&self, customer: &str) -> Option<String> {
         let config = self.config();
         let (live, retained) = {
@@ -377,12 +380,12 @@ impl App {
                  diagnostics, messages; the server's --max-live-bytes-per-customer); it frees as \
                  its agendas finish"
             )
-        } else if live.saturating_add(retained) > max_retained.saturating_mul(2) {
+        } else if retained > max_retained.saturating_mul(2) {
             format!(
-                "customer {customer:?}'s agendas, finished and live, hold more than twice its \
-                 quota of {max_retained} bytes for finished ones (the server's \
+                "customer {customer:?}'s finished agendas hold more than twice its quota of \
+                 {max_retained} bytes for them (the server's \
                  --max-retained-bytes-per-customer); it frees as the data reaper removes \
-                 finished agendas"
+                 finished agendas older than its --agenda-reap-age"
             )
         } else {
             return None;
@@ -393,7 +396,8 @@ impl App {
             std::sync::Mutex::new(pop_store::repeats::Repeats::new(pop_store::repeats::EVERY, 1));
         let said = PAST.lock().ok().and_then(|mut r| r.say(std::time::Instant::now()));
         if let Some(unsaid) = said {
-            tracing::warn!(target: "pop::agendas", customer, live_bytes = live, retained_bytes = retained, max_live, max_retained, unsaid, "a customer's agendas hold more than twice a memory quota: its reports keep nothing new until some finish or are reaped");
+            let quota = if live > max_live.saturating_mul(2) { "live" } else { "retained" };
+            tracing::warn!(target: "pop::agendas", customer, quota, live_bytes = live, retained_bytes = retained, max_live, max_retained, unsaid, "a customer's agendas hold more than twice a memory quota: its reports keep nothing new until some finish or are reaped");
         }
         Some(why)
     }

@@ -272,24 +272,25 @@ impl App {
     }
 }
 
-/// One of `principal`'s `permits` turns in `turns` (made on its first use; principals are
-/// bounded by the token file, so is the map); the turn ends when the permit drops.
+/// One of `owner`'s `permits` turns in `turns` (made on its first use; owners, customers and
+/// principals, are bounded by the config and the token file, so is the map); the turn ends
+/// when the permit drops.
 async fn turn(
     turns: &Turns,
-    principal: &str,
+    owner: &str,
     permits: usize,
 ) -> Option<tokio::sync::OwnedSemaphorePermit> {
     let semaphore = {
         let mut map = turns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         Arc::clone(
-            map.entry(principal.to_string())
+            map.entry(owner.to_string())
                 .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(permits))),
         )
     };
     semaphore.acquire_owned().await.ok()
 }
 
-/// Per principal, its turns at something ([`turn`]).
+/// Per owner (a customer, or a principal), its turns at something ([`turn`]).
 type Turns = std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>;
 
 /// The metadata of the events a caller's command (`command`, the use case's name) causes: the

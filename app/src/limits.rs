@@ -74,12 +74,11 @@ pub const DEFAULT_MAX_LIVE_BYTES_PER_CUSTOMER: u64 = 64 << 20;
 /// `--agenda-reap-age` (3 days by default), oldest first, up to a batch (2,000 by default,
 /// `--reaper-batch-size`) every `--data-reap-interval` (4 h), so relief comes at its pace, and
 /// a failed agenda whose retry waited past its reap age is reaped unretried, as any finished
-/// one. Checked against what has finished when an agenda is admitted; past twice it, counting
-/// the live agendas with the finished ones, reports keep nothing new, as past twice the live
-/// quota (hostile51: 1,000 tiny agendas admitted at 0, then finished with 500 KB results, took
-/// a customer to 25 times it). Finished agendas are held in every replica's read models like live
-/// ones, so without a bound one customer finishing agendas with large results filled the
-/// server for all (hostile42 H2: 77 MB in 65 s, each agenda within the live quota). 256 MiB
+/// one. Checked against what has finished when an agenda is admitted; past twice it, reports
+/// keep nothing new, as past twice the live quota (hostile51: 1,000 tiny agendas admitted at
+/// 0, then finished with 500 KB results, took a customer to 25 times it). Finished agendas
+/// are held in every replica's read models like live ones, so without a bound one customer
+/// finishing agendas with large results filled the server for all (hostile42 H2: 77 MB in 65 s, each agenda within the live quota). 256 MiB
 /// is an eighth of the deploy's 2 GiB (with the live quota, one customer stays well inside
 /// the degraded mode's 80 %): about 230,000 small finished agendas (~1.2 KB counted each), or
 /// 20 to 60 holding what they may keep at their bounds. For more, raise it with the pod's
@@ -120,9 +119,11 @@ pub const MAX_RESYNC_SCAN: usize = 20_000;
 
 /// Resync scans ([`MAX_RESYNC_SCAN`]) one customer's follows (every token of it together; a
 /// follow of several customers', its principal's) run at once; its other follows wait for a
-/// turn (hostile52: keyed per token, 20 tokens of one customer ran 20 at once). Each reads up to 20,000 events of every customer's log: 3,000 subscriptions of
-/// one token resuming from `afterPosition: "0"` took a minute of CPU together and held other
-/// tenants' reads up to 4 s (hostile18).
+/// turn (hostile52: keyed per token, 20 tokens of one customer ran 20 at once). Each reads up
+/// to 20,000 events of every customer's log: 3,000 subscriptions of one token resuming from
+/// `afterPosition: "0"` took a minute of CPU together and held other tenants' reads up to 4 s
+/// (hostile18). A scan that stalls (the store slow to answer) holds the customer's other
+/// follows' resyncs and resumed starts meanwhile.
 pub const MAX_RESYNC_SCANS_PER_OWNER: usize = 1;
 
 /// Follow items one customer's follows (every token of it together; a follow of several

@@ -120,8 +120,9 @@ pub struct ProgressReport {
     /// `--max-payload-bytes`; `None`: not checked). A larger one is not kept, with a
     /// diagnostic, and fails the operation it completes (`AgendaState::fit_results`).
     pub payload_bytes: Option<usize>,
-    /// Set when the agenda's customer holds past its memory quota (the server's
-    /// `--max-live-bytes-per-customer`, twice over): why, in words. Its results are then not
+    /// Set when the agenda's customer holds past a memory quota twice over (the server's
+    /// `--max-live-bytes-per-customer` for its live agendas, `--max-retained-bytes-per-customer`
+    /// for its finished ones): why, in words. Its results are then not
     /// kept (each with a diagnostic saying this, retryable) and its diagnostics keep the least
     /// of their texts ([`super::bounds::MIN_DIAGNOSTIC_TEXT_BYTES`]).
     pub over_quota: Option<String>,
