@@ -22,6 +22,17 @@ fn live_bytes(w: &support::World) -> u64 {
     w.projections.read().agendas().live_bytes(&Visibility::from_ids(["acme"]))
 }
 
+fn retained_bytes(w: &support::World) -> u64 {
+    w.projections.read().agendas().retained_bytes(&Visibility::from_ids(["acme"]))
+}
+
+/// acme's world (in `dir`) with a retained quota of `max` bytes, and acme's user.
+async fn retaining(dir: &std::path::Path, max: u64) -> (support::World, Caller) {
+    let mut w = acme_world(sqlite(dir).await).await;
+    w.app = w.app_with(AppConfig { max_retained_bytes_per_customer: max, ..AppConfig::default() });
+    (w, Caller::new(Principal::new("acme-user", Role::User, &["acme"]), "test"))
+}
+
 #[tokio::test]
 async fn results_count_toward_the_customers_memory_quota() {
     let dir = tempfile::tempdir().unwrap();
@@ -149,10 +160,7 @@ async fn a_rerun_counts_toward_the_customers_memory_quota() {
 async fn finished_agendas_count_toward_the_customers_retained_quota() {
     const RETAINED: u64 = 30_000;
     let dir = tempfile::tempdir().unwrap();
-    let mut w = acme_world(sqlite(dir.path()).await).await;
-    w.app =
-        w.app_with(AppConfig { max_retained_bytes_per_customer: RETAINED, ..AppConfig::default() });
-    let user = Caller::new(Principal::new("acme-user", Role::User, &["acme"]), "test");
+    let (w, user) = retaining(dir.path(), RETAINED).await;
     let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
     let template = json!({"id": "t", "customerId": "acme", "title": "t",
         "agenda": {"customerId": "acme", "operations": [{"name": "a", "type": "work"}]}});
@@ -160,9 +168,7 @@ async fn finished_agendas_count_toward_the_customers_retained_quota() {
         .configure::<AgendaTemplate>(&admin, ConfigOp::Create(template), None, None)
         .await
         .unwrap();
-    let retained = |w: &support::World| {
-        w.projections.read().agendas().retained_bytes(&Visibility::from_ids(["acme"]))
-    };
+    let retained = retained_bytes;
     // Params that LZ4 does not shrink much: ~8 KB held compressed per finished agenda.
     let noise = |seed: u64| {
         let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -255,13 +261,8 @@ async fn finished_agendas_count_toward_the_customers_retained_quota() {
 async fn agendas_admitted_under_the_retained_quota_keep_nothing_new_past_twice_it() {
     const RETAINED: u64 = 50_000;
     let dir = tempfile::tempdir().unwrap();
-    let mut w = acme_world(sqlite(dir.path()).await).await;
-    w.app =
-        w.app_with(AppConfig { max_retained_bytes_per_customer: RETAINED, ..AppConfig::default() });
-    let user = Caller::new(Principal::new("acme-user", Role::User, &["acme"]), "test");
-    let retained = |w: &support::World| {
-        w.projections.read().agendas().retained_bytes(&Visibility::from_ids(["acme"]))
-    };
+    let (w, user) = retaining(dir.path(), RETAINED).await;
+    let retained = retained_bytes;
     // Ten small agendas, all admitted while nothing is retained.
     let ids: Vec<String> = (0..10).map(|i| format!("t{i}")).collect();
     for id in &ids {
