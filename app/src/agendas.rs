@@ -373,20 +373,22 @@ impl App {
             (config.max_live_bytes_per_customer, config.max_retained_bytes_per_customer);
         // Said without the figure it holds now, which moves: the same report sent again then
         // makes the same diagnostic, kept once.
-        let why = if live > max_live.saturating_mul(2) {
-            format!(
+        let (quota, why) = if live > max_live.saturating_mul(2) {
+            let why = format!(
                 "customer {customer:?}'s live agendas hold more than twice its quota of \
                  {max_live} bytes (definitions and what reports keep: results, params, \
                  diagnostics, messages; the server's --max-live-bytes-per-customer); it frees as \
                  its agendas finish"
-            )
+            );
+            ("live", why)
         } else if retained > max_retained.saturating_mul(2) {
-            format!(
+            let why = format!(
                 "customer {customer:?}'s finished agendas hold more than twice its quota of \
                  {max_retained} bytes for them (the server's \
                  --max-retained-bytes-per-customer); it frees as the data reaper removes \
                  finished agendas older than its --agenda-reap-age"
-            )
+            );
+            ("retained", why)
         } else {
             return None;
         };
@@ -396,7 +398,6 @@ impl App {
             std::sync::Mutex::new(pop_store::repeats::Repeats::new(pop_store::repeats::EVERY, 1));
         let said = PAST.lock().ok().and_then(|mut r| r.say(std::time::Instant::now()));
         if let Some(unsaid) = said {
-            let quota = if live > max_live.saturating_mul(2) { "live" } else { "retained" };
             tracing::warn!(target: "pop::agendas", customer, quota, live_bytes = live, retained_bytes = retained, max_live, max_retained, unsaid, "a customer's agendas hold more than twice a memory quota: its reports keep nothing new until some finish or are reaped");
         }
         Some(why)

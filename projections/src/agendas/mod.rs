@@ -575,6 +575,33 @@ mod tests {
     }
 
     /// What `commands` decide, each on the state the ones before made.
+    /// Agenda `a` of customer `c` with operations `names`, submitted, queued and claimed by
+    /// `w` (lease `l`).
+    fn claimed(names: &[impl AsRef<str>]) -> Vec<AgendaCommand> {
+        let agenda = Agenda {
+            id: "a".to_string(),
+            customer_id: "c".to_string(),
+            progress_id: Some("a".to_string()),
+            operations: names
+                .iter()
+                .map(|n| Operation { name: n.as_ref().to_string(), ..Operation::default() })
+                .collect(),
+            ..Agenda::default()
+        };
+        let insight =
+            AgendaInsight { resource_pool_id: "pool".to_string(), insight_id: "i".to_string() };
+        vec![
+            AgendaCommand::Submit { agenda, insight, now: t(0) },
+            AgendaCommand::Queue { now: t(1) },
+            AgendaCommand::Claim {
+                holder: "w".to_string(),
+                lease_id: "l".to_string(),
+                lease_expires: t(100),
+                now: t(2),
+            },
+        ]
+    }
+
     fn decided(commands: &[AgendaCommand]) -> Vec<AgendaEvent> {
         let mut state = AgendaState::default();
         let mut events = Vec::new();
@@ -595,18 +622,6 @@ mod tests {
     fn live_bytes_kept_per_report_equal_a_whole_measure() {
         use pop_domain::agenda::{OperationReport, ProgressReport};
         use pop_domain::{DiagnosticEvent, ProcessingState};
-        let agenda = Agenda {
-            id: "a".to_string(),
-            customer_id: "c".to_string(),
-            progress_id: Some("a".to_string()),
-            operations: ["x", "y", "z"]
-                .iter()
-                .map(|n| Operation { name: n.to_string(), ..Operation::default() })
-                .collect(),
-            ..Agenda::default()
-        };
-        let insight =
-            AgendaInsight { resource_pool_id: "pool".to_string(), insight_id: "i".to_string() };
         let report = |k: i64, report: ProgressReport| AgendaCommand::ReportProgress {
             holder: "w".to_string(),
             lease_id: None,
@@ -630,16 +645,7 @@ mod tests {
             params: serde_json::from_value(serde_json::json!({format!("p{}", k % 5): k})).unwrap(),
             ..OperationReport::default()
         };
-        let mut commands = vec![
-            AgendaCommand::Submit { agenda, insight, now: t(0) },
-            AgendaCommand::Queue { now: t(1) },
-            AgendaCommand::Claim {
-                holder: "w".to_string(),
-                lease_id: "l".to_string(),
-                lease_expires: t(100),
-                now: t(2),
-            },
-        ];
+        let mut commands = claimed(&["x", "y", "z"]);
         for k in 0..24usize {
             let name = ["x", "y", "z", "g1"][k % 4];
             let mut sent = ProgressReport {
@@ -740,18 +746,6 @@ mod tests {
         use pop_domain::ProcessingState;
         use pop_domain::agenda::{OperationReport, ProgressReport};
         let names: Vec<String> = (0..100).map(|i| format!("Op{i}")).collect();
-        let agenda = Agenda {
-            id: "a".to_string(),
-            customer_id: "c".to_string(),
-            progress_id: Some("a".to_string()),
-            operations: names
-                .iter()
-                .map(|n| Operation { name: n.clone(), ..Operation::default() })
-                .collect(),
-            ..Agenda::default()
-        };
-        let insight =
-            AgendaInsight { resource_pool_id: "pool".to_string(), insight_id: "i".to_string() };
         // Named in another case than submitted, as executors may.
         let operations = names[..60]
             .iter()
@@ -762,23 +756,14 @@ mod tests {
                 ..OperationReport::default()
             })
             .collect();
-        let commands = [
-            AgendaCommand::Submit { agenda, insight, now: t(0) },
-            AgendaCommand::Queue { now: t(1) },
-            AgendaCommand::Claim {
-                holder: "w".to_string(),
-                lease_id: "l".to_string(),
-                lease_expires: t(100),
-                now: t(2),
-            },
-            AgendaCommand::ReportProgress {
-                holder: "w".to_string(),
-                lease_id: None,
-                lease_expires: t(100),
-                report: ProgressReport { operations, ..ProgressReport::default() },
-                now: t(3),
-            },
-        ];
+        let mut commands = claimed(&names);
+        commands.push(AgendaCommand::ReportProgress {
+            holder: "w".to_string(),
+            lease_id: None,
+            lease_expires: t(100),
+            report: ProgressReport { operations, ..ProgressReport::default() },
+            now: t(3),
+        });
         let events = decided(&commands);
         assert!(
             matches!(events.last(), Some(AgendaEvent::ProgressReported(e)) if e.operations.len() == 60)
