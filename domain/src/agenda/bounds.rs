@@ -72,6 +72,13 @@ pub(super) struct Fitted {
     pub agenda_notes: Vec<DiagnosticEvent>,
 }
 
+impl Fitted {
+    /// `report` as sent, nothing taken out yet.
+    fn of(report: &ProgressReport) -> Fitted {
+        Fitted { report: report.clone(), notes: Vec::new(), agenda_notes: Vec::new() }
+    }
+}
+
 /// The bytes one operation keeps of what its executors reported (as compact JSON): its result,
 /// params, diagnostics and message. [`AgendaState::kept_bytes`] sums them. (The agenda's own
 /// message is not counted: it is cut to [`MAX_MESSAGE_BYTES`], and the queue's events change it.)
@@ -244,8 +251,7 @@ impl AgendaState {
         found: &[Option<usize>],
         quota: &str,
     ) -> Option<Fitted> {
-        let mut fitted =
-            Fitted { report: report.clone(), notes: Vec::new(), agenda_notes: Vec::new() };
+        let mut fitted = Fitted::of(report);
         let mut dropped = !fitted.report.diagnostics.is_empty();
         let mut failed = false;
         fitted.report.diagnostics.clear();
@@ -343,11 +349,7 @@ impl AgendaState {
 
 /// The fitted report, made from `report` the first time something is taken out of it.
 fn take<'a>(fitted: &'a mut Option<Fitted>, report: &ProgressReport) -> &'a mut Fitted {
-    fitted.get_or_insert_with(|| Fitted {
-        report: report.clone(),
-        notes: Vec::new(),
-        agenda_notes: Vec::new(),
-    })
+    fitted.get_or_insert_with(|| Fitted::of(report))
 }
 
 /// An agenda reported succeeded whose operation was just failed for its result has failed:
