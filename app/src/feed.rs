@@ -255,6 +255,17 @@ impl FeedReceiver {
 }
 
 impl FeedReceiver {
+    /// The next item if one is queued already, without waiting (a follow that has fallen
+    /// behind takes what is buffered to render it once).
+    pub fn try_recv(&mut self) -> Option<FeedItem> {
+        match self.rx.try_recv().ok()? {
+            Slot::Change(change) => Some(FeedItem::Change(change)),
+            Slot::Lagged => {
+                Some(FeedItem::Lagged { missed: self.missed.swap(0, Ordering::AcqRel).max(1) })
+            }
+        }
+    }
+
     /// Drops every item already queued (a waiter that re-reads the read models anyway needs
     /// only the latest wake-up, not each change).
     pub fn skip_queued(&mut self) {

@@ -117,6 +117,12 @@ pub const MAX_RESYNC_ITEMS: usize = 500;
 /// read the whole log; past it the resync is `truncated`.
 pub const MAX_RESYNC_SCAN: usize = 20_000;
 
+/// Most changes an operations follow that has fallen behind takes from its buffer into one
+/// item (the operations they touched, read once: `live::Follow::buffered`). Each is a cheap
+/// union of operation names; the bound keeps one item's gathering short when changes keep
+/// arriving as fast as it takes them.
+pub const MAX_BUFFERED_PER_ITEM: usize = 1_024;
+
 /// Resync scans ([`MAX_RESYNC_SCAN`]) one customer's follows (every token of it together; a
 /// follow of several customers', its principal's) run at once; its other follows wait for a
 /// turn (hostile52: keyed per token, 20 tokens of one customer ran 20 at once). Each reads up

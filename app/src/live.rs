@@ -28,7 +28,7 @@ use crate::App;
 use crate::caller::{Action, Caller, Principal};
 use crate::error::{AppError, AppResult, Code};
 use crate::feed::{FeedError, FeedItem, FeedReceiver, Key, Scope};
-use crate::limits::{MAX_RESYNC_ITEMS, MAX_RESYNC_SCAN};
+use crate::limits::{MAX_BUFFERED_PER_ITEM, MAX_RESYNC_ITEMS, MAX_RESYNC_SCAN};
 use crate::resolve::{ambiguous, may_touch};
 
 /// Events read per log query while looking for changed agendas.
@@ -321,6 +321,9 @@ struct Follow {
     /// For a follow of one object: whose ([`Pin`]).
     pin: Arc<Pin>,
     feed: FeedReceiver,
+    /// An item taken from the feed while gathering what was buffered behind a change
+    /// ([`Follow::buffered`]) and not part of it: the next to handle.
+    stashed: Option<FeedItem>,
     pending: VecDeque<Queued>,
     /// Whose turns its items and its resync scans take ([`App::delivery_turn`],
     /// [`App::resync_turn`]): its one customer's (every token of it together, as its share of
@@ -428,16 +431,34 @@ impl Follow {
                 }
                 continue;
             }
-            match self.feed.recv().await? {
+            let item = match self.stashed.take() {
+                Some(item) => item,
+                None => self.feed.recv().await?,
+            };
+            match item {
                 FeedItem::Change(change) => {
-                    // Already covered by the state sent at start or at a resync.
+                    // Already covered by the state sent at start, at a resync, or by an
+                    // item rendered after the change was applied.
                     if change.position <= self.delivered {
                         continue;
                     }
-                    self.delivered = change.position;
+                    let (position, operations) = self.buffered(&change);
+                    self.delivered = position;
+                    if operations.is_empty() && self.shows_agenda_alone(&change) {
+                        // A change of the agenda alone (queued, claimed): nothing for an
+                        // operations follow, and no turn taken for it (review-s50b L2).
+                        continue;
+                    }
                     let turn = self.app.delivery_turn(&self.turn_key).await;
                     let models = self.app.projections().read();
-                    if let Some(out) = self.render(&models, &change) {
+                    let out = self.render(&models, &change, position, &operations);
+                    if let Target::Progress(..) = self.target {
+                        // The state rendered is the agenda's after every change applied so
+                        // far: the changes buffered behind this one are in it, and are not
+                        // rendered again, each with a turn (review-s50b M3).
+                        self.delivered = self.delivered.max(models.position());
+                    }
+                    if let Some(out) = out {
                         return Some(out.with_turn(turn));
                     }
                 }
@@ -483,8 +504,58 @@ impl Follow {
         items
     }
 
-    /// The current state behind one change.
-    fn render(&self, models: &ReadModels, change: &Change) -> Option<Update> {
+    /// The position and the operations (operations follows) of `change` and of the changes
+    /// of its agenda already buffered behind it: an operations follow that has fallen behind
+    /// renders them once, as one item, with the operations any of them touched, not once per
+    /// change with a turn each (review-s50b M3). Other follows take `change` alone.
+    fn buffered(&mut self, change: &Change) -> (Position, Vec<String>) {
+        let mut position = change.position;
+        let mut operations = change.operations.clone();
+        if !matches!(self.target, Target::Operations(..)) {
+            return (position, operations);
+        }
+        let mut named: HashSet<String> = operations.iter().cloned().collect();
+        for _ in 0..MAX_BUFFERED_PER_ITEM {
+            match self.feed.try_recv() {
+                Some(FeedItem::Change(next)) if next.id == change.id => {
+                    position = position.max(next.position);
+                    for op in &next.operations {
+                        if named.insert(op.clone()) {
+                            operations.push(op.clone());
+                        }
+                    }
+                }
+                Some(other) => {
+                    self.stashed = Some(other);
+                    break;
+                }
+                None => break,
+            }
+        }
+        (position, operations)
+    }
+
+    /// Whether an operations follow shows the agenda of `change` (a change that touched no
+    /// operation then says nothing to it; one of an agenda gone or out of sight still does).
+    fn shows_agenda_alone(&self, change: &Change) -> bool {
+        if !matches!(self.target, Target::Operations(..)) {
+            return false;
+        }
+        let models = self.app.projections().read();
+        models
+            .agenda_entry(&change.id)
+            .is_some_and(|e| self.target.admits_entry(e, &self.principal) && self.shows(e))
+    }
+
+    /// The current state behind one change (an operations follow: of the `operations` it and
+    /// the changes buffered behind it touched, up to `position`).
+    fn render(
+        &self,
+        models: &ReadModels,
+        change: &Change,
+        position: Position,
+        operations: &[String],
+    ) -> Option<Update> {
         let entry = models
             .agenda_entry(&change.id)
             .filter(|e| self.target.admits_entry(e, &self.principal) && self.shows(e));
@@ -493,7 +564,7 @@ impl Follow {
                 let progress = entry.and_then(|e| e.progress().ok());
                 let mut found = Vec::new();
                 let mut removed = Vec::new();
-                for name in &change.operations {
+                for name in operations {
                     match progress
                         .as_ref()
                         .and_then(|p| p.operation_progress.iter().find(|o| *o.operation == **name))
@@ -507,7 +578,7 @@ impl Follow {
                     return None;
                 }
                 Some(Update::Operations(OperationsUpdate {
-                    position: change.position,
+                    position,
                     agenda_id: agenda.clone(),
                     operation_progress: found,
                     removed_operations: removed,
@@ -718,6 +789,7 @@ impl App {
                     target,
                     pin,
                     feed,
+                    stashed: None,
                     pending: VecDeque::new(),
                     turn_key,
                     delivered,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use pop_app::configs::ConfigOp;
 use pop_app::limits::MAX_DELIVERIES_PER_OWNER;
-use pop_app::live::Target;
+use pop_app::live::{Target, Update};
 use pop_app::{Caller, Principal, Role};
 use pop_domain::model::{Customer, Insight};
 use serde_json::json;
@@ -129,4 +129,81 @@ async fn a_follows_starting_state_takes_a_turn() {
     for _ in 0..2 {
         held.next().await;
     }
+}
+
+/// The next item of a follow.
+async fn next<S: futures::Stream<Item = Update> + Unpin>(follow: &mut S) -> Update {
+    tokio::time::timeout(GUARD, follow.next()).await.expect("an item").expect("the follow lives")
+}
+
+/// The percent each operation of `update` shows.
+fn percents(ops: &[pop_domain::model::OperationProgress]) -> Vec<(String, Option<f64>)> {
+    let mut shown: Vec<(String, Option<f64>)> =
+        ops.iter().map(|o| (o.operation.to_string(), o.percent_complete)).collect();
+    shown.sort_by(|a, b| a.0.cmp(&b.0));
+    shown
+}
+
+/// A follow that has fallen behind renders what changed once, not once per buffered change
+/// with a turn each (review-s50b M3: every item of a lagging follow of one agenda was its
+/// same current state); an operations follow takes the operations the buffered changes touched
+/// together, and nothing for a change that touched none (L2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_behind_renders_the_buffered_changes_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = acme_world(sqlite(dir.path()).await).await;
+    let ops: Vec<serde_json::Value> =
+        ["a", "b", "c"].iter().map(|n| json!({"name": n, "type": "work", "payload": {}})).collect();
+    support::submit_queued(&w, "a1", json!({"operations": ops})).await;
+    let acme = user("acme-user", "acme");
+    let progress = w.app.follow(&acme, Target::Progress("a1".into(), None), None).await.unwrap();
+    let operations =
+        w.app.follow(&acme, Target::Operations("a1".into(), None), None).await.unwrap();
+    let (mut progress, mut operations) = (Box::pin(progress), Box::pin(operations));
+    // Their starting states.
+    next(&mut progress).await;
+    next(&mut operations).await;
+
+    // A claim (no operation touched) and four reports while neither follow reads.
+    let worker = support::worker();
+    assert_eq!(w.app.get_agenda(&worker, "work", 1, None).await.unwrap().len(), 1);
+    for (op, percent) in [("a", 10.0), ("b", 20.0), ("c", 30.0), ("a", 40.0)] {
+        let report = json!({"id": "a1", "processingState": "EXECUTING",
+            "operationProgress": [{"operation": op, "processingState": "EXECUTING",
+                "percentComplete": percent}]});
+        w.app.report(&worker, report, None, None).await.unwrap();
+    }
+    w.app.settle(None).await.unwrap();
+    // The feed hands the changes to the follows' buffers on its own task.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let now = [("a".to_string(), Some(40.0)), ("b".into(), Some(20.0)), ("c".into(), Some(30.0))];
+    match next(&mut progress).await {
+        Update::Progress(p) => {
+            let shown = p.progress.expect("the agenda");
+            assert_eq!(percents(&shown.operation_progress), now);
+        }
+        other => panic!("{other:?}"),
+    }
+    match next(&mut operations).await {
+        Update::Operations(o) => assert_eq!(percents(&o.operation_progress), now),
+        other => panic!("{other:?}"),
+    }
+    // Nothing more: the other buffered changes were in those items.
+    let quiet = Duration::from_millis(300);
+    assert!(tokio::time::timeout(quiet, progress.next()).await.is_err(), "a second item");
+    assert!(tokio::time::timeout(quiet, operations.next()).await.is_err(), "a second item");
+
+    // Caught up, each change is an item again.
+    let report = json!({"id": "a1", "processingState": "EXECUTING",
+        "operationProgress": [{"operation": "b", "processingState": "EXECUTING",
+            "percentComplete": 50.0}]});
+    w.app.report(&worker, report, None, None).await.unwrap();
+    match next(&mut operations).await {
+        Update::Operations(o) => {
+            assert_eq!(percents(&o.operation_progress), [("b".to_string(), Some(50.0))]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(next(&mut progress).await, Update::Progress(_)));
 }

@@ -263,13 +263,15 @@ async fn agendas_admitted_under_the_retained_quota_keep_nothing_new_past_twice_i
     let dir = tempfile::tempdir().unwrap();
     let (w, user) = retaining(dir.path(), RETAINED).await;
     let retained = retained_bytes;
-    // Ten small agendas, all admitted while nothing is retained.
-    let ids: Vec<String> = (0..10).map(|i| format!("t{i}")).collect();
+    // Ten small agendas, all admitted while nothing is retained, and one that stays live.
+    let ids: Vec<String> = (0..10).map(|i| format!("t{i}")).chain(["live".into()]).collect();
     for id in &ids {
         let agenda = json!({"id": id, "customerId": "acme",
             "operations": [{"name": "one", "type": "work", "payload": {}}]});
         w.app.submit(&user, agenda, None, None).await.unwrap();
-        queue(&w, id).await;
+        if id != "live" {
+            queue(&w, id).await;
+        }
     }
     let worker = worker();
     let claimed = w.app.get_agenda(&worker, "work", 10, None).await.unwrap();
@@ -314,4 +316,15 @@ async fn agendas_admitted_under_the_retained_quota_keep_nothing_new_past_twice_i
     }
     assert!(kept > 0 && failed > 0, "{kept} kept, {failed} failed");
     assert!(retained(&w) <= 2 * RETAINED + largest, "{} ({largest})", retained(&w));
+
+    // Nor does an expansion add operations there, as a report adding them does not
+    // (review-s50c M2).
+    let more = json!([{"name": "more", "type": "work", "payload": {}}]);
+    let refused = w.app.expand(&worker, Named::id("live"), more, None, None).await.unwrap_err();
+    assert_eq!(refused.code, pop_app::Code::QuotaExceeded, "{}", refused.message);
+    assert!(refused.message.contains("--max-retained-bytes-per-customer"), "{}", refused.message);
+    w.app.settle(None).await.unwrap();
+    let models = w.projections.read();
+    let live = models.agenda_entry(&pop_domain::agenda::key("acme", "live")).unwrap();
+    assert_eq!(live.progress().unwrap().operation_progress.len(), 1, "nothing was added");
 }
