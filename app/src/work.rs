@@ -869,6 +869,14 @@ impl App {
                     _ => e,
                 })?,
         };
+        // Not read for a caller that may not act on it (`App::reachable`): NOT_FOUND as the
+        // command would answer, in the same time whether it exists or not (hostile53 M1).
+        if !self.reachable(caller, &key).await? {
+            return Err(match named_agenda {
+                Some(_) => AppError::not_found("agenda", &agenda_id),
+                None => AppError::not_found("agenda progress", &sent_id),
+            });
+        }
         let owns = |state: &AgendaState| state.agenda().is_none() || state.progress().id == id;
         let belongs = match self.commands().peek::<AgendaState, _>(&key, owns) {
             Some(belongs) => belongs,
