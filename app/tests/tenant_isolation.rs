@@ -712,3 +712,44 @@ async fn both_create<T: pop_app::configs::ConfigKind>(
     );
     (a.is_ok(), code(&a), code(&g))
 }
+
+/// A resource pool that insights or customers name is not deleted (popclient53: the delete
+/// answered 200 and `insightIds: []` while two insights and a customer named the pool; its
+/// insights still handed out work). The pool's owner is told which it sees and how many it
+/// does not; once nothing names the pool it goes.
+#[tokio::test]
+async fn a_resource_pool_that_insights_or_customers_name_is_not_deleted() {
+    let w = world().await;
+    let ops = Caller::new(Principal::new("ops-admin", Role::Admin, &["ops"]), "test");
+    let delete =
+        || w.app.configure::<ResourcePool>(&ops, ConfigOp::Delete("pool".into()), None, None);
+    let refused = delete().await.unwrap_err();
+    assert_eq!(refused.code, pop_app::Code::Conflict, "{}", refused.message);
+    for said in [
+        "2 insights, 2 of them not yours to see",
+        "2 customers, 2 of them not yours to see",
+        "resourcePoolId",
+    ] {
+        assert!(refused.message.contains(said), "{said}: {}", refused.message);
+    }
+    assert!(!refused.message.contains("acme"), "names what ops does not see: {}", refused.message);
+    let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
+    let refused = w
+        .app
+        .configure::<ResourcePool>(&admin, ConfigOp::Delete("pool".into()), None, None)
+        .await
+        .unwrap_err();
+    assert!(refused.message.contains("2 insights (acme-work, globex-work)"), "{}", refused.message);
+
+    // Nothing names it any more: deleted.
+    for tenant in TENANTS {
+        let insight = format!("{tenant}-work");
+        w.app.configure::<Insight>(&admin, ConfigOp::Delete(insight), None, None).await.unwrap();
+        let other = json!({"id": format!("{tenant}-pool"), "customerId": tenant, "title": "p"});
+        w.app.configure::<ResourcePool>(&admin, ConfigOp::Create(other), None, None).await.unwrap();
+        let moved =
+            json!({"id": tenant, "title": tenant, "resourcePoolId": format!("{tenant}-pool")});
+        w.app.configure::<Customer>(&admin, ConfigOp::Update(moved), None, None).await.unwrap();
+    }
+    delete().await.unwrap();
+}

@@ -385,6 +385,11 @@ impl ReadModels {
         self.customers.list(after, limit, true, |c| c.visible_to(v) && keep(c))
     }
 
+    /// Every live customer in id order (a pool's delete asks which name it).
+    pub fn all_customers(&self) -> impl Iterator<Item = &Customer> {
+        self.customers.live()
+    }
+
     /// With `insightIds` computed from the live insights.
     pub fn resource_pool(&self, id: &str) -> Option<&ResourcePool> {
         self.pools.get(id)
