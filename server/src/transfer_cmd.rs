@@ -198,14 +198,31 @@ pub async fn import(args: ImportArgs) -> Result<()> {
         }
         Some(_) => bail!("pop import writes the embedded store or a PostgreSQL one (postgres://…)"),
         None => {
-            let lock = DataDirLock::acquire(&args.store.data_dir, "import")?;
+            let dir = args.store.data_dir.clone();
+            let made = !dir.exists();
+            let lock = DataDirLock::acquire(&dir, "import")?;
             let path = args.store.db_path();
             let db = path.clone();
-            let summary = tokio::task::spawn_blocking(move || {
+            let imported = tokio::task::spawn_blocking(move || {
                 pop_store::sqlite::transfer::import(&db, reader)
             })
-            .await?
-            .map_err(refused)?;
+            .await?;
+            let summary = match imported {
+                Ok(summary) => summary,
+                Err(e) => {
+                    // Refused, nothing imported: a data directory made for it goes too (it
+                    // held only the lock file and an empty store), so a retry, or `pop
+                    // serve`, starts from what was there before.
+                    drop(lock);
+                    if made && let Err(gone) = std::fs::remove_dir_all(&dir) {
+                        eprintln!(
+                            "WARNING: could not remove {}, made for this import: {gone}",
+                            dir.display()
+                        );
+                    }
+                    return Err(refused(e));
+                }
+            };
             (summary, Target::Sqlite { path, _lock: lock })
         }
     };

@@ -196,13 +196,23 @@ fn a_tampered_export_is_refused_with_its_line_and_the_store_stays_empty() {
     assert!(!out.status.success(), "a file with a line dropped was imported");
     assert!(stderr.contains("line ") && stderr.contains("an event is missing"), "{stderr}");
     assert_eq!(events_in(&target), 0);
-    // Nothing was written: no store file, no staging file left behind.
-    let left: Vec<_> = std::fs::read_dir(&target)
+    // Nothing was written: no store file, no staging file, and no lock file left behind; the
+    // directory made for the import is gone (a refused import left `pop.lock` in it).
+    assert!(!target.exists(), "{:?}", std::fs::read_dir(&target).map(|d| d.count()));
+
+    // Into a directory that was there before: it stays, with nothing of the import's.
+    let existing = dir.path().join("t3");
+    std::fs::create_dir(&existing).unwrap();
+    std::fs::write(existing.join("notes.txt"), "mine").unwrap();
+    let out = run(&["import", bad.to_str().unwrap()], &[("--data-dir", &existing)]);
+    assert!(!out.status.success(), "a file with a line dropped was imported");
+    let left: Vec<_> = std::fs::read_dir(&existing)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("pop.db"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+    assert_eq!(std::fs::read_to_string(existing.join("notes.txt")).unwrap(), "mine");
 }
 
 /// A mistyped --data-dir is refused before anything is made: no directory, no signing key, no
