@@ -851,6 +851,28 @@ test('a page is read before it offers anything; the chart follows the window; th
   await admin.browserContext().close();
 });
 
+test("a template's run form says whom an empty customer runs it for", async () => {
+  const template = (id, customerId) => ({
+    id, title: id, customerId: 'acme', isGlobal: false,
+    agenda: { customerId, operations: [{ name: 'probe', type: 'ffmpeg', payload: {} }] },
+  });
+  const create = 'mutation($t: JSON!) { createTemplate(template: $t) { position } }';
+  await gql(T.admin, create, { t: template('tpl-own', 'acme') });
+  await gql(T.admin, create, { t: template('tpl-open', '') });
+  const hint = async (token, id) => {
+    const page = await newPage();
+    await signIn(page, token);
+    await page.goto(BASE + '/#/templates/' + id);
+    await page.waitForSelector('#run-template input', { timeout: WAIT });
+    const said = await page.$eval('#run-template input', (e) => e.placeholder);
+    await page.close();
+    return said;
+  };
+  assert.equal(await hint(T.admin, 'tpl-own'), "acme (the template's customer)");
+  assert.equal(await hint(T.admin, 'tpl-open'), 'required: you act for several customers');
+  assert.equal(await hint(T.acme, 'tpl-open'), 'acme (your only customer)');
+});
+
 test('no console errors, page errors or off-host requests', () => {
   assert.deepEqual(problems, []);
   assert.deepEqual(offHost, []);

@@ -221,6 +221,19 @@ export function TemplatesView({ me }) {
   </section>`;
 }
 
+/// What the customer field of a template's run form says when empty: whom the server runs it
+/// for then (`run_customer`: the template agenda's customer when the caller may act for it,
+/// else the caller's only customer), or that one must be named (it said "your only customer"
+/// to an admin of every customer).
+export function runCustomerHint(me, t) {
+  const mayActFor = (c) => me.customers.includes('*') || me.customers.includes(c);
+  const body = typeof t.agenda?.customerId === 'string' ? t.agenda.customerId.trim() : '';
+  if (body && !body.includes('@<') && mayActFor(body)) return `${body} (the template's customer)`;
+  const own = me.customers.filter((c) => c !== '*');
+  if (!me.customers.includes('*') && own.length === 1) return `${own[0]} (your only customer)`;
+  return 'required: you act for several customers';
+}
+
 export function TemplateView({ me, id, customers }) {
   const [t, setT] = useState(null);
   const [payload, setPayload] = useState('{}');
@@ -266,7 +279,7 @@ export function TemplateView({ me, id, customers }) {
     <h2>Agenda</h2><pre class="json">${JSON.stringify(t.agenda, null, 2)}</pre>
     ${Object.keys(t.staticParameters || {}).length ? html`<h2>Static parameters</h2><pre class="json">${JSON.stringify(t.staticParameters, null, 2)}</pre>` : ''}
     ${may(me, 'submit') && html`<h2>Run</h2><form id="run-template" onSubmit=${run}>
-      <label>customer <input value=${customer} list="tpl-customers" placeholder="your only customer" onInput=${(e) => setCustomer(e.target.value.trim())}/></label>
+      <label>customer <input value=${customer} list="tpl-customers" placeholder=${runCustomerHint(me, t)} onInput=${(e) => setCustomer(e.target.value.trim())}/></label>
       <datalist id="tpl-customers">${(customers || []).map((c) => html`<option value=${c}/>`)}</datalist>
       <label class="block">payload (JSON)<textarea rows="8" value=${payload} onInput=${(e) => setPayload(e.target.value)}></textarea></label>
       <button type="submit">Run template</button></form>
