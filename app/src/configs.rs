@@ -233,10 +233,15 @@ config_kind!(ResourcePool, "ResourcePool", resource_pool, resource_pools, {
         .into_iter()
         .flatten()
         .collect();
+        let others = if unseen_insights.len() + unseen_customers.len() > 0 {
+            " (those you do not see, an admin of their customers)"
+        } else {
+            ""
+        };
         Some(format!(
             "resource pool {id:?} may not be deleted while {} name it (its workers run their \
              agendas): delete those insights and move those customers to another pool \
-             (resourcePoolId) first",
+             (resourcePoolId) first{others}",
             users.join(" and ")
         ))
     }

@@ -263,15 +263,18 @@ impl App {
     }
 
     /// Whether `caller` may be the one to act on the agenda keyed `key`, decided before its
-    /// stream is read: a caller of its customer, else (not a `user`) the worker of a pool that
-    /// runs its insight — the only one that can hold its lease or have finished it
-    /// (`work::takes_from`) — or its lease holder as this replica's command cache has it.
-    /// Anyone else is answered NOT_FOUND without the stream being read, in the same time
-    /// whether the agenda exists or not (hostile53 M1: naming another customer's agenda
-    /// answered NOT_FOUND 5–16 ms later per 50 aliases when it existed, the more the larger it
-    /// was, as its stream was folded first). The read models are asked again at the log's
-    /// head, which costs the same either way, when they do not show the caller's pool
-    /// running it (an agenda submitted and claimed through another replica a moment ago).
+    /// stream is read: a caller of its customer; else (not a `user`) its lease holder, as this
+    /// replica's command cache or the read models' live state has it (both borrowed, not read
+    /// or copied), or — for a finished agenda, whose finisher is read from its stream — the
+    /// worker of a pool that runs its insight (an executor's late outcome report). Anyone else
+    /// is answered NOT_FOUND without the stream being read, in the same time whether the agenda
+    /// exists or not (hostile53 M1: naming another customer's agenda answered NOT_FOUND 5–16 ms
+    /// later per 50 aliases when it existed, the more the larger it was, as its stream was
+    /// folded first). The read models are asked again at the log's head, which costs the same
+    /// either way, when they do not show the caller holding it (a claim through another
+    /// replica a moment ago). The lease decides, not the insight as it is configured now
+    /// (review-s51 H1: a holder whose insight moved to another pool was refused after a
+    /// restart).
     pub(crate) async fn reachable(&self, caller: &Caller, key: &str) -> AppResult<bool> {
         let principal = &caller.principal;
         let Some((customer, _)) = pop_domain::agenda::key::split(key) else { return Ok(false) };
@@ -287,13 +290,19 @@ impl App {
         if held == Some(true) {
             return Ok(true);
         }
-        let operated = |models: &ReadModels| {
-            models.agenda_entry(key).is_some_and(|e| operates_agenda(models, caller, e))
+        let holds = |models: &ReadModels| {
+            models.agenda_entry(key).is_some_and(|e| {
+                if e.is_live() {
+                    e.state().is_ok_and(|s| holds_lease(principal, &s))
+                } else {
+                    operates_agenda(models, caller, e)
+                }
+            })
         };
-        if operated(&self.projections().read()) {
+        if holds(&self.projections().read()) {
             return Ok(true);
         }
         self.settle_to_head().await?;
-        Ok(operated(&self.projections().read()))
+        Ok(holds(&self.projections().read()))
     }
 }

@@ -11,14 +11,16 @@ mod support;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
+use pop_app::configs::ConfigOp;
 use pop_app::resolve::Named;
 use pop_app::{App, AppConfig, AppResult, Caller, Principal, Role};
+use pop_domain::model::{Insight, ResourcePool};
 use pop_store::{
     AppendResult, Commands, Direction, EventStore, ExpectedVersion, NewEvent, Position,
     RecordedEvent, StoreError,
 };
 use serde_json::json;
-use support::{acme_world, sqlite};
+use support::{acme_world, sqlite, submit_queued};
 
 /// The embedded store, noting the streams read one by one.
 struct Noting {
@@ -98,7 +100,7 @@ async fn another_customers_agenda_is_not_read_for_whom_may_not_act_on_it() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Noting { inner: sqlite(dir.path()).await, read: Mutex::new(Vec::new()) });
     let w = acme_world(Arc::clone(&store) as Arc<dyn EventStore>).await;
-    support::submit_queued(&w, "secret", json!({})).await;
+    submit_queued(&w, "secret", json!({})).await;
     // A replica whose command cache has never held it.
     let fresh = || {
         App::new(
@@ -136,4 +138,47 @@ async fn another_customers_agenda_is_not_read_for_whom_may_not_act_on_it() {
     let fresh_app = fresh();
     fresh_app.cancel(&acme, Named::of("secret", Some("acme")), None, None).await.unwrap();
     assert!(store.read.lock().unwrap().iter().any(|s| s == stream));
+}
+
+/// The lease decides who may report, not the insight as it is configured now: a pool's worker
+/// holding another customer's agenda still reports on it through a replica whose command cache
+/// never held it, after the insight moved to another pool (review-s51 H1: refused NOT_FOUND
+/// after a restart).
+#[tokio::test]
+async fn a_lease_holder_of_another_customers_agenda_still_reports_on_a_fresh_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = acme_world(sqlite(dir.path()).await).await;
+    let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
+    let global = |pool: &str| {
+        json!({"id": "work", "customerId": "acme", "title": "work", "isGlobal": true,
+            "resourcePoolId": pool, "queueSize": 10, "mappers": {"operationType": ["work"]}})
+    };
+    w.app.configure::<Insight>(&admin, ConfigOp::Update(global("pool")), None, None).await.unwrap();
+    submit_queued(&w, "job", json!({})).await;
+    // The pool's owner `ops` runs acme's global insight `work`: its worker takes acme's agenda.
+    let ops = Caller::new(Principal::new("ops-worker", Role::Service, &["ops"]), "test");
+    let claimed = w.app.get_agenda(&ops, "work", 1, None).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let handed = claimed[0].progress().id.clone();
+    // The insight moves to acme's own pool: ops runs it no more.
+    let pool = json!({"id": "acme-pool", "customerId": "acme", "title": "acme's"});
+    w.app.configure::<ResourcePool>(&admin, ConfigOp::Create(pool), None, None).await.unwrap();
+    w.app
+        .configure::<Insight>(&admin, ConfigOp::Update(global("acme-pool")), None, None)
+        .await
+        .unwrap();
+    w.app.settle(None).await.unwrap();
+
+    let fresh = App::new(
+        Arc::clone(&w.store),
+        Arc::new(Commands::new(Arc::clone(&w.store))),
+        w.projections.clone(),
+        AppConfig::default(),
+    );
+    let report = json!({"id": handed, "processingState": "EXECUTING",
+        "operationProgress": [{"operation": "only", "processingState": "EXECUTING",
+            "percentComplete": 50.0}]});
+    let done = fresh.report(&ops, report, None, None).await.unwrap();
+    let only = &done.progress().operation_progress[0];
+    assert_eq!(only.percent_complete, Some(50.0));
 }

@@ -728,6 +728,7 @@ async fn a_resource_pool_that_insights_or_customers_name_is_not_deleted() {
     for said in [
         "2 insights, 2 of them not yours to see",
         "2 customers, 2 of them not yours to see",
+        "an admin of their customers",
         "resourcePoolId",
     ] {
         assert!(refused.message.contains(said), "{said}: {}", refused.message);
