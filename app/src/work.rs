@@ -838,6 +838,7 @@ impl App {
             started: progress.started_time,
             completed: progress.completed_time,
             operations,
+            params: progress.params,
             params_bytes: Some(limits.params_bytes),
             payload_bytes: Some(limits.payload_bytes),
             over_quota: None,

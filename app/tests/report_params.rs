@@ -51,3 +51,39 @@ async fn params_past_a_lowered_bound_are_echoed_but_do_not_grow() {
         after.report(&worker, report("COMPLETE", smaller), Some(&lease), None).await.unwrap();
     assert_eq!(done.progress().processing_state_message.as_deref(), Some("succeeded"));
 }
+
+/// The AgendaProgress's own params in a report are kept, merged into the agenda progress's
+/// (popclient53: a report's `params: {"apParam": "x"}` answered 200 and the progress kept
+/// `{}`); the agenda's definition keeps its own, and past the bound they are refused naming
+/// `agendaProgress.params`.
+#[tokio::test]
+async fn an_agenda_progress_params_in_a_report_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = acme_world(sqlite(dir.path()).await).await;
+    submit_queued(&w, "a1", json!({"params": {"externalId": "movie-42"}})).await;
+    let worker = worker();
+    let claimed = w.app.get_agenda(&worker, "work", 1, None).await.unwrap();
+    let lease = claimed[0].lease().unwrap().lease_id.clone();
+    let report = |params: Value| {
+        json!({"id": "a1", "processingState": "EXECUTING", "params": params,
+            "operationProgress": [{"operation": "only", "processingState": "EXECUTING"}]})
+    };
+    let done =
+        w.app.report(&worker, report(json!({"apParam": "x"})), Some(&lease), None).await.unwrap();
+    let kept = serde_json::to_value(&done.progress().params).unwrap();
+    assert_eq!(kept, json!({"apParam": "x", "externalId": "movie-42"}));
+    let agenda = done.agenda().unwrap();
+    assert_eq!(serde_json::to_value(&agenda.params).unwrap(), json!({"externalId": "movie-42"}));
+    // Read back, it is there too.
+    w.app.settle(None).await.unwrap();
+    let models = w.projections.read();
+    let entry = models.agenda_entry(&pop_domain::agenda::key("acme", "a1")).unwrap();
+    assert_eq!(serde_json::to_value(entry.progress().unwrap().params).unwrap(), kept);
+    drop(models);
+
+    let strict = w.app_with(AppConfig { max_params_bytes: 1_000, ..AppConfig::default() });
+    let big = report(json!({"log": "p".repeat(2_000)}));
+    let refused = strict.report(&worker, big, Some(&lease), None).await.unwrap_err();
+    assert_eq!(refused.code, pop_app::Code::Validation, "{}", refused.message);
+    assert!(refused.message.contains("agendaProgress.params"), "{}", refused.message);
+}

@@ -737,3 +737,50 @@ fn a_reports_diagnostics_and_a_large_change_go_in_parts_of_their_own() {
         assert!(serde_json::to_vec(p).unwrap().len() <= REPORT_PART_BYTES);
     }
 }
+
+/// A report's agenda-level params (POP's `AgendaProgress.params`) are merged into the agenda
+/// progress's, reported keys winning, as an operation's are into its own (popclient53: they
+/// were dropped without a word); the definition keeps its own, an echo changes nothing, and
+/// the merged map is bounded as an operation's is.
+#[test]
+fn reported_agenda_params_are_merged_into_the_progress() {
+    let given = history(running(agenda_of(&["a"], json!({}))));
+    let with = |sent: serde_json::Value| ProgressReport {
+        params: params(sent),
+        params_bytes: Some(256 << 10),
+        ..ops(vec![executing("a", 10.0)])
+    };
+    let after = history_after(&given, vec![report("w1", 20, with(json!({"node": "n1", "k": 1})))]);
+    let state = replay(&after);
+    assert_eq!(state.progress().params, params(json!({"node": "n1", "k": 1})));
+    assert_eq!(state.agenda().unwrap().params, params(json!({})), "the definition's stay");
+    assert!(state.kept_bytes() > replay(&given).kept_bytes(), "counted for the quota");
+
+    // Merged: a later report's keys win, the others stay.
+    let later = history_after(&after, vec![report("w1", 21, with(json!({"node": "n2"})))]);
+    assert_eq!(replay(&later).progress().params, params(json!({"node": "n2", "k": 1})));
+
+    // An echo of what it holds records no change of them.
+    let echo = with(json!({"node": "n1", "k": 1}));
+    let events = replay(&after).decide(&report("w1", 21, echo)).unwrap();
+    assert!(
+        events.iter().all(|e| !matches!(e, pop_domain::agenda::AgendaEvent::ProgressReported(p) if p.params.is_some())),
+        "{events:?}"
+    );
+
+    // Bounded once merged, named as the report's field.
+    let big = |key: &str| with(json!({ key: "p".repeat(100 << 10) }));
+    let grown =
+        history_after(&given, vec![report("w1", 20, big("k1")), report("w1", 21, big("k2"))]);
+    let Err(AgendaError::Invalid(errors)) = replay(&grown).decide(&report("w1", 22, big("k3")))
+    else {
+        panic!("a third 100 KiB param is past 256 KiB merged")
+    };
+    assert_eq!(errors.errors[0].field, "params", "{errors:?}");
+    assert!(errors.errors[0].message.contains("the agenda's params"), "{errors:?}");
+
+    // Past twice the customer's quota, a report keeps no new params of the agenda either.
+    let over = ProgressReport { over_quota: Some("over".into()), ..with(json!({"new": true})) };
+    let state = replay(&history_after(&after, vec![report("w1", 21, over)]));
+    assert_eq!(state.progress().params, params(json!({"node": "n1", "k": 1})));
+}

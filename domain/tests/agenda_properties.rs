@@ -160,6 +160,7 @@ fn command(step: &Step, now: Timestamp) -> AgendaCommand {
                 diagnostics: vec![],
                 started: None,
                 completed: None,
+                params: Default::default(),
                 params_bytes: Some(256 << 10),
                 payload_bytes: Some(512 << 10),
                 over_quota: None,
@@ -442,6 +443,7 @@ fn arbitrary_event() -> impl Strategy<Value = AgendaEvent> {
                 started_time: Some(time),
                 diagnostics: vec![DiagnosticEvent::default(); 11],
                 operations,
+                params: None,
             })
         }),
         (time.clone(), count.clone(), names.clone()).prop_map(

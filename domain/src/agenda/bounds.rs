@@ -13,7 +13,9 @@
 
 use serde_json::Value;
 
-use crate::model::{DiagnosticEvent, OperationProgress, ProcessingState, message, status_code};
+use crate::model::{
+    DiagnosticEvent, OperationProgress, ProcessingState, Timestamp, message, status_code,
+};
 use crate::validate::json_bytes;
 
 use super::command::{OperationReport, ProgressReport};
@@ -98,9 +100,11 @@ impl AgendaState {
             + self.progress.operation_progress.iter().map(operation_kept_bytes).sum::<usize>()
     }
 
-    /// The part of [`AgendaState::kept_bytes`] that is the agenda's own: its diagnostics.
+    /// The part of [`AgendaState::kept_bytes`] that is the agenda's own: its diagnostics, and
+    /// its params when reports changed them.
     pub fn agenda_kept_bytes(&self) -> usize {
         self.progress.diagnostic_events.iter().map(json_bytes).sum::<usize>()
+            + self.reported_params_bytes()
     }
 
     /// The bytes of its operations' results (what [`MAX_RESULT_BYTES_PER_AGENDA`] bounds).
@@ -108,9 +112,22 @@ impl AgendaState {
         self.progress.operation_progress.iter().map(|p| p.result_payload.as_json().len()).sum()
     }
 
-    /// The bytes of its operations' params (what [`MAX_PARAMS_BYTES_PER_AGENDA`] bounds).
+    /// The bytes of its operations' params and of what reports added to its own (what
+    /// [`MAX_PARAMS_BYTES_PER_AGENDA`] bounds).
     pub fn params_bytes(&self) -> usize {
-        self.progress.operation_progress.iter().map(|p| json_bytes(&p.params)).sum()
+        self.reported_params_bytes()
+            + self.progress.operation_progress.iter().map(|p| json_bytes(&p.params)).sum::<usize>()
+    }
+
+    /// The bytes of the agenda progress's params when reports changed them from the
+    /// definition's (then held beside them), else none.
+    fn reported_params_bytes(&self) -> usize {
+        match &self.agenda {
+            Some(agenda) if agenda.params != self.progress.params => {
+                json_bytes(&self.progress.params)
+            }
+            _ => 0,
+        }
     }
 
     /// How many bytes each text of a new diagnostic keeps (as stored): the agenda's share
@@ -153,13 +170,23 @@ impl AgendaState {
         if let Some(quota) = &report.over_quota {
             return self.keep_nothing_new(report, found, quota);
         }
-        if !report.operations.iter().any(carries) {
+        if !report.operations.iter().any(carries) && report.params.is_empty() {
             return None;
         }
         // Measured only when a report would grow them (POP echoes both with every report).
         let (mut results, mut params): (Option<usize>, Option<usize>) = (None, None);
         let mut fitted: Option<Fitted> = None;
         let mut failed = false;
+        if let Some(grows) = agenda_params_growth(&self.progress.params, &report.params) {
+            let total = params.get_or_insert_with(|| self.params_bytes());
+            if *total + grows > MAX_PARAMS_BYTES_PER_AGENDA {
+                let fitted = take(&mut fitted, report);
+                fitted.report.params = crate::params::Params::default();
+                fitted.agenda_notes.push(params_not_kept(report.completed));
+            } else {
+                *total += grows;
+            }
+        }
         for (i, r) in report.operations.iter().enumerate() {
             let Some(current) = found
                 .get(i)
@@ -174,7 +201,7 @@ impl AgendaState {
                 if *total + grows > MAX_PARAMS_BYTES_PER_AGENDA {
                     let fitted = take(&mut fitted, report);
                     fitted.report.operations[i].params = crate::params::Params::default();
-                    fitted.notes.push((i, params_not_kept(r)));
+                    fitted.notes.push((i, params_not_kept(r.completed)));
                 } else {
                     *total += grows;
                 }
@@ -252,9 +279,11 @@ impl AgendaState {
         quota: &str,
     ) -> Option<Fitted> {
         let mut fitted = Fitted::of(report);
-        let mut dropped = !fitted.report.diagnostics.is_empty();
+        let mut dropped = !fitted.report.diagnostics.is_empty()
+            || agenda_params_growth(&self.progress.params, &report.params).is_some();
         let mut failed = false;
         fitted.report.diagnostics.clear();
+        fitted.report.params = crate::params::Params::default();
         // No new free text either (review-s49c: 120 bytes on every operation of agendas
         // expanded to 1,000 still grew past the quota); an outcome's word stays.
         if fitted.report.state != Some(ProcessingState::Complete) {
@@ -364,22 +393,30 @@ fn fail_agenda(report: &mut ProgressReport) {
 
 /// How many bytes the params `r` reports add to `current`'s, when they add any.
 fn params_growth(current: &OperationProgress, r: &OperationReport) -> Option<usize> {
-    if r.params.is_empty() {
-        return None;
-    }
-    let merged = current.params.merged_with(&r.params)?;
-    Some(json_bytes(&merged).saturating_sub(json_bytes(&current.params))).filter(|&n| n > 0)
+    agenda_params_growth(&current.params, &r.params)
 }
 
-/// The diagnostic saying the params `r` reports were not kept (the same for any params, so a
-/// report sent again says nothing new).
-fn params_not_kept(r: &OperationReport) -> DiagnosticEvent {
+/// How many bytes `reported` params add to `current` ones, when they add any.
+fn agenda_params_growth(
+    current: &crate::params::Params,
+    reported: &crate::params::Params,
+) -> Option<usize> {
+    if reported.is_empty() {
+        return None;
+    }
+    let merged = current.merged_with(reported)?;
+    Some(json_bytes(&merged).saturating_sub(json_bytes(current))).filter(|&n| n > 0)
+}
+
+/// The diagnostic saying the params a report sent were not kept (the same for any params, so
+/// a report sent again says nothing new).
+fn params_not_kept(time: Option<Timestamp>) -> DiagnosticEvent {
     DiagnosticEvent {
         message: format!(
             "the reported params were not kept: they would take the agenda's params (the \
              definition's included) past the {MAX_PARAMS_BYTES_PER_AGENDA} bytes an agenda keeps"
         ),
-        time: r.completed,
+        time,
         ..DiagnosticEvent::default()
     }
 }

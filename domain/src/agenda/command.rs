@@ -111,6 +111,11 @@ pub struct ProgressReport {
     pub completed: Option<Timestamp>,
     /// Operation progress entries; entries that change nothing are dropped.
     pub operations: Vec<OperationReport>,
+    /// Params the executor reports for the agenda itself (POP's `AgendaProgress.params`):
+    /// merged into the agenda progress's params, reported keys winning, as an operation's are
+    /// into its own (popclient53: they were dropped without a word). Empty changes nothing;
+    /// the agenda's definition keeps its own.
+    pub params: Params,
     /// The most bytes (compact JSON) an operation's params may take once a report's are
     /// merged into them (the server's `--max-params-bytes`; `None`: not checked). Each
     /// report's own map is checked by the server; merged, params reported a piece at a time

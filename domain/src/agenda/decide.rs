@@ -418,6 +418,7 @@ impl AgendaState {
                 fresh
             },
             operations: changes,
+            params: self.progress.params.merged_with(&report.params),
         };
         let mut events: Vec<AgendaEvent> =
             in_parts(reported).into_iter().map(AgendaEvent::ProgressReported).collect();
@@ -598,6 +599,14 @@ impl AgendaState {
                 "an executor reports an agenda EXECUTING or COMPLETE; WAITING is the server's state for an agenda no executor holds (operations may be reported WAITING)",
             );
         }
+        check_reported_params(
+            &self.progress.params,
+            &report.params,
+            report.params_bytes,
+            "params",
+            "the agenda",
+            &mut errors,
+        );
         let mut seen = BTreeSet::new();
         let mut targets = Vec::with_capacity(report.operations.len());
         for (i, r) in report.operations.iter().enumerate() {
@@ -622,8 +631,8 @@ impl AgendaState {
                     &current.params,
                     &r.params,
                     report.params_bytes,
-                    &field,
-                    &r.name,
+                    &format!("{field}.params"),
+                    &format!("operation {:?}", r.name),
                     &mut errors,
                 );
             }
@@ -1149,7 +1158,8 @@ fn in_parts(reported: AgendaProgressReported) -> Vec<AgendaProgressReported> {
         let bytes = crate::validate::json_bytes(&change) + 1;
         // A part that holds anything (the agenda's diagnostics too) is closed before it would
         // pass the bound (review-s47: diagnostics and the first change together did).
-        let holds = !part.operations.is_empty() || !part.diagnostics.is_empty();
+        let holds =
+            !part.operations.is_empty() || !part.diagnostics.is_empty() || part.params.is_some();
         if holds && size + bytes > REPORT_PART_BYTES {
             let next = AgendaProgressReported {
                 time: part.time,
@@ -1159,6 +1169,7 @@ fn in_parts(reported: AgendaProgressReported) -> Vec<AgendaProgressReported> {
                 started_time: None,
                 diagnostics: Vec::new(),
                 operations: Vec::new(),
+                params: None,
             };
             parts.push(std::mem::replace(&mut part, next));
             size = crate::validate::json_bytes(&part);
@@ -1196,7 +1207,7 @@ fn check_reported_params(
     reported: &Params,
     max_bytes: Option<usize>,
     field: &str,
-    operation: &str,
+    subject: &str,
     errors: &mut ValidationErrors,
 ) {
     // Only a report that changes the map, and only one that makes it larger past the bound:
@@ -1208,9 +1219,9 @@ fn check_reported_params(
         let bytes = crate::validate::json_bytes(&merged);
         if bytes > max && bytes > crate::validate::json_bytes(current) {
             errors.push(
-                format!("{field}.params"),
+                field.to_string(),
                 format!(
-                    "operation {operation:?}'s params would take {bytes} bytes as JSON with \
+                    "{subject}'s params would take {bytes} bytes as JSON with \
                      these merged into the ones it has; at most {max} are allowed (the \
                      server's --max-params-bytes)"
                 ),
@@ -1220,9 +1231,9 @@ fn check_reported_params(
     let added = reported.iter().filter(|(key, _)| current.get(key).is_none()).count();
     if current.len() + added > MAX_PARAMS_ENTRIES {
         errors.push(
-            format!("{field}.params"),
+            field.to_string(),
             format!(
-                "operation {operation:?} would have {} params; at most {MAX_PARAMS_ENTRIES} are allowed",
+                "{subject} would have {} params; at most {MAX_PARAMS_ENTRIES} are allowed",
                 current.len() + added
             ),
         );
@@ -1230,9 +1241,9 @@ fn check_reported_params(
     for (key, value) in reported.iter() {
         if depth_exceeds(value, MAX_PAYLOAD_DEPTH) {
             errors.push(
-                format!("{field}.params.{key}"),
+                format!("{field}.{key}"),
                 format!(
-                    "operation {operation:?} reports param {key:?} nested deeper than {MAX_PAYLOAD_DEPTH} levels"
+                    "{subject} reports param {key:?} nested deeper than {MAX_PAYLOAD_DEPTH} levels"
                 ),
             );
         }

@@ -147,6 +147,10 @@ pub struct AgendaProgressReported {
     /// Operations this report changed, each with its resulting progress.
     #[serde(rename = "operationProgress", default, skip_serializing_if = "Vec::is_empty")]
     pub operations: Vec<OperationProgressChanged>,
+    /// The agenda progress's params after the report merged its own into them, when it
+    /// changed them (absent in logs written before reports kept them).
+    #[serde(rename = "params", default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Params>,
 }
 
 /// One operation's progress after a report. Values are the results (attempt count already

@@ -173,6 +173,9 @@ impl AgendaState {
             self.progress.started_time = e.started_time;
         }
         self.push_agenda_diagnostics(e.diagnostics.iter().cloned());
+        if let Some(params) = &e.params {
+            self.progress.params = params.clone();
+        }
         for change in &e.operations {
             if let Some(p) = self
                 .progress
@@ -204,7 +207,8 @@ impl AgendaState {
             agenda.operations.push(op.clone());
         }
         agenda.params.merge(&e.params);
-        self.progress.params = agenda.params.clone();
+        // Merged into the progress's too, which keeps what reports added to them.
+        self.progress.params.merge(&e.params);
         self.progress.external_id = agenda.params.get_text(keys::EXTERNAL_ID);
         self.progress.maximum_attempts = e.maximum_attempts;
     }

@@ -497,8 +497,10 @@ fn kept_touched(state: &AgendaState, event: &AgendaEvent) -> Option<usize> {
             .map(pop_domain::agenda::operation_kept_bytes)
             .sum()
     };
-    // The agenda's own diagnostics only when the report adds some (a heartbeat measures none).
-    let agenda = if e.diagnostics.is_empty() { 0 } else { state.agenda_kept_bytes() };
+    // The agenda's own diagnostics and params only when the report changes them (a heartbeat
+    // measures none).
+    let agenda =
+        if e.diagnostics.is_empty() && e.params.is_none() { 0 } else { state.agenda_kept_bytes() };
     Some(operations + agenda)
 }
 
