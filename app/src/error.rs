@@ -354,6 +354,13 @@ static UNAVAILABLE: std::sync::Mutex<pop_store::repeats::Repeats> =
 /// WARN lines a second [`unavailable`] writes at most.
 const UNAVAILABLE_LINES_PER_SECOND: u32 = 10;
 
+/// Whether a request refused because the store (or what reads it) is unavailable is said at
+/// WARN: `Some(n)` with the `n` not said since, within [`UNAVAILABLE_LINES_PER_SECOND`] lines a
+/// second for all such refusals together; `None`: say it at DEBUG.
+pub(crate) fn say_unavailable() -> Option<u64> {
+    UNAVAILABLE.lock().map_or(Some(0), |mut b| b.say(std::time::Instant::now()))
+}
+
 /// UNAVAILABLE: the store cannot serve `what` right now. The detail goes to the log (a
 /// warning: it is the storage's condition, not a bug), never to the client.
 pub fn unavailable(what: &str, detail: &StoreError) -> AppError {
@@ -365,7 +372,7 @@ pub fn unavailable(what: &str, detail: &StoreError) -> AppError {
     // reconcile (review-s47).
     let said = match detail.outcome_unknown() {
         true => Some(0),
-        false => UNAVAILABLE.lock().map_or(Some(0), |mut b| b.say(std::time::Instant::now())),
+        false => say_unavailable(),
     };
     match said {
         Some(unsaid) => tracing::warn!(
@@ -475,6 +482,17 @@ pub fn store(subject: &str, e: &StoreError) -> AppError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Refusals for an unavailable store share one budget of WARN lines a second, the reads
+    /// that wait for projections that cannot read the log included (ops3am53: one line per
+    /// read, 60-70 a second).
+    #[test]
+    fn refusals_for_an_unavailable_store_share_a_budget_of_lines() {
+        let said = (0..200).filter(|_| say_unavailable().is_some()).count();
+        // Within one second, or two if the loop crossed into the next.
+        let budget = UNAVAILABLE_LINES_PER_SECOND as usize;
+        assert!(said >= 1 && said <= 2 * budget, "{said} of 200 said");
+    }
 
     /// Every code is in [`Code::ALL`] (the REST contract's enum is made from it): a new code
     /// fails to compile here until this match, and so the list, names it.

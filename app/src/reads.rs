@@ -551,7 +551,12 @@ impl App {
             // They cannot get there while the store is down: the same retryable answer as a
             // write that cannot be stored, at once rather than after the whole wait.
             Some(trouble) => {
-                tracing::warn!(%trouble, wanted = %t.wanted, applied = %t.applied, cid = &*error::serving_cid(), "a read waits for projections that cannot read the log");
+                // Within the budget every refusal for an unavailable store shares (ops3am53:
+                // 60-70 lines a second, one per read, through a PostgreSQL outage).
+                match error::say_unavailable() {
+                    Some(unsaid) => tracing::warn!(%trouble, wanted = %t.wanted, applied = %t.applied, cid = &*error::serving_cid(), not_said_before = unsaid, "a read waits for projections that cannot read the log"),
+                    None => tracing::debug!(%trouble, wanted = %t.wanted, applied = %t.applied, cid = &*error::serving_cid(), "a read waits for projections that cannot read the log"),
+                }
                 AppError::new(
                     Code::Unavailable,
                     format!(
