@@ -76,10 +76,12 @@ async fn an_agenda_progress_params_in_a_report_are_kept() {
     assert_eq!(serde_json::to_value(&agenda.params).unwrap(), json!({"externalId": "movie-42"}));
     // Read back, it is there too.
     w.app.settle(None).await.unwrap();
-    let models = w.projections.read();
-    let entry = models.agenda_entry(&pop_domain::agenda::key("acme", "a1")).unwrap();
-    assert_eq!(serde_json::to_value(entry.progress().unwrap().params).unwrap(), kept);
-    drop(models);
+    let read = {
+        let models = w.projections.read();
+        let entry = models.agenda_entry(&pop_domain::agenda::key("acme", "a1")).unwrap();
+        entry.progress().unwrap().params
+    };
+    assert_eq!(serde_json::to_value(read).unwrap(), kept);
 
     let strict = w.app_with(AppConfig { max_params_bytes: 1_000, ..AppConfig::default() });
     let big = report(json!({"log": "p".repeat(2_000)}));
