@@ -72,6 +72,13 @@ pub struct DataReaperConfig {
     /// Per config kind, by stream category (`customer`, `resourcepool`, `insight`,
     /// `template`): an age that replaces `config_reap_age` for that kind.
     pub config_reap_age_by_category: BTreeMap<String, Duration>,
+    /// Whether the first cycle reaps nothing when the clock is further past the log's newest
+    /// commit (as the store found it when it opened) than `agenda_reap_age`: a clock set
+    /// wrong would otherwise delete finished agendas for good within seconds of a start
+    /// (ops3am53: a clock 10 days ahead reaped 2,000 agendas 9 s after the start). The next
+    /// cycle, one interval later, reaps as usual; the gap is said at WARN either way. On in
+    /// `pop serve`; `pop reap data`, which an operator runs on purpose, only warns.
+    pub hold_past_clock_gap: bool,
 }
 
 impl DataReaperConfig {
@@ -93,6 +100,7 @@ impl Default for DataReaperConfig {
             agenda_reap_age: DEFAULT_REAP_AGE,
             config_reap_age: DEFAULT_REAP_AGE,
             config_reap_age_by_category: BTreeMap::new(),
+            hold_past_clock_gap: false,
         }
     }
 }
@@ -462,11 +470,44 @@ fn deleted_at<T: ConfigObject>(event: &RecordedEvent) -> Option<Timestamp> {
 pub struct DataReaper {
     services: Services,
     config: DataReaperConfig,
+    /// The log's newest commit time when the reaper was made (before the process's first
+    /// command), for the first cycle's look at the clock; taken once looked at.
+    newest_at_start: Option<Timestamp>,
 }
 
 impl DataReaper {
+    /// Made before anything commits in this process (`pop serve` makes it before its
+    /// scheduler and API start), so the store's commit floor is the log's newest commit.
     pub fn new(services: Services, config: DataReaperConfig) -> DataReaper {
-        DataReaper { services, config }
+        let newest_at_start = services.store.commit_floor();
+        DataReaper { services, config, newest_at_start }
+    }
+
+    /// Whether this (first) cycle, at `now`, reaps nothing because the clock is further past
+    /// the log's newest commit than the agenda reap age ([`DataReaperConfig::hold_past_clock_gap`]).
+    fn holds_for_the_clock(&mut self, now: Timestamp) -> bool {
+        let Some(newest) = self.newest_at_start.take() else { return false };
+        let Ok(gap) = (now - newest).to_std() else { return false };
+        if gap <= self.config.agenda_reap_age {
+            return false;
+        }
+        let hold = self.config.hold_past_clock_gap;
+        tracing::warn!(
+            %now,
+            newest_commit = %newest,
+            gap_secs = gap.as_secs(),
+            agenda_reap_age_secs = self.config.agenda_reap_age.as_secs(),
+            "data reaper: the clock is further past the log's newest commit than the agenda \
+             reap age; if the clock is wrong (NTP, a VM's clock), finished agendas would be \
+             deleted too early, for good. {}",
+            if hold {
+                "This first cycle reaps nothing; the next runs one interval from now: fix the \
+                 clock before then (or ignore this if nothing was written for that long)"
+            } else {
+                "Check the clock before reaping"
+            }
+        );
+        hold
     }
 }
 
@@ -485,6 +526,9 @@ impl TimedProcess for DataReaper {
         self.services.projections.following()
     }
     async fn plan(&mut self, now: Timestamp) -> Result<Vec<ReapAction>, DataReport> {
+        if self.holds_for_the_clock(now) {
+            return Ok(Vec::new());
+        }
         Ok(plan(now, &self.services.projections.read(), &self.config))
     }
     async fn execute(

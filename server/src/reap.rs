@@ -97,6 +97,7 @@ pub fn data_config(interval_secs: u64, args: &ReaperArgs) -> DataReaperConfig {
             .iter()
             .map(|(kind, secs)| (kind.clone(), Duration::from_secs(*secs)))
             .collect(),
+        hold_past_clock_gap: false,
     }
 }
 
@@ -167,7 +168,11 @@ where
         tasks.push(process::spawn(process, leadership(), clock(), shutdown()));
     }
     if args.data_reap_interval > 0 {
-        let process = DataReaper::new(services.clone(), data_config(args.data_reap_interval, args));
+        let config = DataReaperConfig {
+            hold_past_clock_gap: true,
+            ..data_config(args.data_reap_interval, args)
+        };
+        let process = DataReaper::new(services.clone(), config);
         tasks.push(process::spawn(process, leadership(), clock(), shutdown()));
     }
     tasks
