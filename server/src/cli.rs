@@ -606,7 +606,8 @@ pub struct ServeArgs {
     pub lease: u64,
     /// Longest a `getAgenda` with `waitSeconds` holds its request open (0..=30 s); lower it
     /// when a proxy in front of pop closes idle requests sooner.
-    #[arg(long, env = "POP_MAX_WAIT", default_value_t = pop_api::config::MAX_GET_AGENDA_WAIT_SECONDS.unsigned_abs())]
+    #[arg(long, env = "POP_MAX_WAIT", default_value_t = pop_api::config::MAX_GET_AGENDA_WAIT_SECONDS.unsigned_abs(),
+          value_parser = clap::value_parser!(u64).range(0..=30))]
     pub max_wait: u64,
     /// Most bytes of messages one WebSocket connection may hold for a client that reads
     /// slowly; past it the connection is closed with 1013 "try again later".
@@ -842,7 +843,7 @@ pub struct ReapArgs {
     /// Seconds between cycles when looping. Default: the process's own interval setting
     /// (`--reclaim-interval`/`POP_RECLAIM_INTERVAL`, `--retry-interval`, `--data-reap-interval`,
     /// `--pod-reap-interval`); where that is `0` (off in `pop serve`), the built-in default.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_INTERVAL_SECS))]
     pub interval: Option<u64>,
     #[command(flatten)]
     pub store: StoreArgs,
@@ -854,8 +855,13 @@ pub struct ReapArgs {
     pub reapers: ReaperArgs,
 }
 
+/// The longest interval, backoff or delay of a timed process, in seconds: a week (ops3am53:
+/// `--reclaim-interval 999999999999` was taken, and a multiplier of 0 made retries immediate).
+pub const MAX_INTERVAL_SECS: u64 = 604_800;
+
 /// Settings of the timed processes, shared by `pop serve` and `pop reap`. Durations are in
-/// seconds; an interval of `0` turns that process off in `pop serve`.
+/// seconds (each at most [`MAX_INTERVAL_SECS`]); an interval of `0` turns that process off in
+/// `pop serve`.
 #[derive(Debug, Args, Clone)]
 pub struct ReaperArgs {
     /// Log what the timed processes would do and change nothing.
@@ -867,26 +873,34 @@ pub struct ReaperArgs {
     pub reaper_batch_size: usize,
     /// Seconds between AgendaReclaimer cycles, which take back agendas whose lease expired
     /// (the lease length is the API's); `0` turns the reclaimer off in `pop serve`.
-    #[arg(long, env = "POP_RECLAIM_INTERVAL", default_value_t = pop_reapers::DEFAULT_INTERVAL.as_secs())]
+    #[arg(long, env = "POP_RECLAIM_INTERVAL", default_value_t = pop_reapers::DEFAULT_INTERVAL.as_secs(),
+          value_parser = clap::value_parser!(u64).range(0..=MAX_INTERVAL_SECS))]
     pub reclaim_interval: u64,
     /// Seconds between AgendaRetry cycles; `0` turns automatic retries off in `pop serve`.
-    #[arg(long, env = "POP_RETRY_INTERVAL", default_value_t = pop_reapers::retry::DEFAULT_INTERVAL.as_secs())]
+    #[arg(long, env = "POP_RETRY_INTERVAL", default_value_t = pop_reapers::retry::DEFAULT_INTERVAL.as_secs(),
+          value_parser = clap::value_parser!(u64).range(0..=MAX_INTERVAL_SECS))]
     pub retry_interval: u64,
     /// Seconds before the first retry of a failed agenda; doubled (see
     /// --retry-backoff-multiplier) per further attempt.
-    #[arg(long, env = "POP_RETRY_BACKOFF", default_value_t = 30)]
+    #[arg(long, env = "POP_RETRY_BACKOFF", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_INTERVAL_SECS))]
     pub retry_backoff: u64,
-    /// Growth of the retry delay per attempt.
-    #[arg(long, env = "POP_RETRY_BACKOFF_MULTIPLIER", default_value_t = 2)]
+    /// Growth of the retry delay per attempt (1..=10; 1 keeps it the same).
+    #[arg(long, env = "POP_RETRY_BACKOFF_MULTIPLIER", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=10))]
     pub retry_backoff_multiplier: u32,
     /// Longest retry delay, in seconds.
-    #[arg(long, env = "POP_RETRY_BACKOFF_MAX", default_value_t = 1800)]
+    #[arg(long, env = "POP_RETRY_BACKOFF_MAX", default_value_t = 1800,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_INTERVAL_SECS))]
     pub retry_backoff_max: u64,
-    /// Spread of each retry delay, ± this percentage (derived from the agenda id, not random).
-    #[arg(long, env = "POP_RETRY_JITTER_PERCENT", default_value_t = 20)]
+    /// Spread of each retry delay, ± this percentage (0..=100; derived from the agenda id, not
+    /// random).
+    #[arg(long, env = "POP_RETRY_JITTER_PERCENT", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(0..=100))]
     pub retry_jitter_percent: u32,
     /// Seconds between DataObjectReaper cycles; `0` turns it off in `pop serve`.
-    #[arg(long, env = "POP_DATA_REAP_INTERVAL", default_value_t = 4 * 3600)]
+    #[arg(long, env = "POP_DATA_REAP_INTERVAL", default_value_t = 4 * 3600,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_INTERVAL_SECS))]
     pub data_reap_interval: u64,
     /// Age (since `updatedTime`) at which a COMPLETE agenda and its progress are reaped;
     /// also a `doNotRun` agenda, which is never scheduled and only waits. Seconds (at least
@@ -907,7 +921,8 @@ pub struct ReaperArgs {
     #[arg(long, env = "POP_POD_REAPER_NAMESPACE")]
     pub pod_reaper_namespace: Option<String>,
     /// Seconds between PodReaper cycles.
-    #[arg(long, env = "POP_POD_REAP_INTERVAL", default_value_t = 300)]
+    #[arg(long, env = "POP_POD_REAP_INTERVAL", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_INTERVAL_SECS))]
     pub pod_reap_interval: u64,
     /// Age (since a pod finished) at which it is deleted (POP: 1440 min), as
     /// --agenda-reap-age.
@@ -1033,6 +1048,25 @@ pub struct LogArgs {
     /// Keep printing new events as they are committed (global log only).
     #[arg(long)]
     pub follow: bool,
+}
+
+/// The environment variable (and its value) behind the flag a clap error refused a value of,
+/// when that variable is set: `(POP_DURABILITY, "fulll")` for an invalid `--durability`.
+pub fn env_of_refused(command: &clap::Command, e: &clap::Error) -> Option<(String, String)> {
+    use clap::error::{ContextKind, ContextValue};
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else { return None };
+    let long = arg.strip_prefix("--")?.split([' ', '=']).next()?;
+    fn env_of(command: &clap::Command, long: &str) -> Option<String> {
+        command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long))
+            .and_then(|a| a.get_env())
+            .map(|name| name.to_string_lossy().into_owned())
+            .or_else(|| command.get_subcommands().find_map(|c| env_of(c, long)))
+    }
+    let name = env_of(command, long)?;
+    let value = std::env::var_os(&name)?;
+    Some((name, value.to_string_lossy().into_owned()))
 }
 
 #[cfg(test)]

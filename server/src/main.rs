@@ -50,7 +50,25 @@ async fn main() -> ExitCode {
     for name in &blank {
         eprintln!("pop: warning: {name} is set but blank: taken as unset");
     }
-    let cli = match cli::Cli::from_arg_matches(&command.get_matches()) {
+    let matches = match command.clone().try_get_matches() {
+        Ok(matches) => matches,
+        Err(e) => {
+            // A value clap refused names the flag; say which variable gave it, when one is set
+            // (ops3am53: `POP_DURABILITY=fulll` was said of `--durability` alone, and whoever
+            // edits a manifest looks for the variable).
+            let from_env = cli::env_of_refused(&command, &e);
+            let code = e.exit_code();
+            let _ = e.print();
+            if let Some((name, value)) = from_env {
+                eprintln!(
+                    "pop: note: {name} is set in the environment ({name}={value:?}); it gives the \
+                     flag its value when the flag is not on the command line"
+                );
+            }
+            return ExitCode::from(u8::try_from(code).unwrap_or(2));
+        }
+    };
+    let cli = match cli::Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.format(&mut cli::Cli::command()).exit(),
     };

@@ -863,6 +863,42 @@ fn a_lease_out_of_range_is_refused_before_anything_starts() {
     }
 }
 
+/// Settings of the timed processes and the hand-out past their ranges are refused before
+/// anything starts, naming the range (ops3am53: `--max-wait 31`, a backoff multiplier of 0,
+/// a jitter of 500 % and a reclaim interval of 999999999999 s were taken, some quietly
+/// clamped); a value refused from a variable names the variable too.
+#[test]
+fn settings_out_of_range_are_refused_and_a_variables_value_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for (flag, value, range) in [
+        ("--max-wait", "31", "0..=30"),
+        ("--retry-backoff-multiplier", "0", "1..=10"),
+        ("--retry-jitter-percent", "500", "0..=100"),
+        ("--reclaim-interval", "999999999999", "0..=604800"),
+        ("--data-reap-interval", "604801", "0..=604800"),
+    ] {
+        let out =
+            pop_command().args(["serve", flag, value, "--data-dir"]).arg(&data).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(flag) && stderr.contains(range), "{flag}: {stderr}");
+        assert!(!data.exists(), "nothing was made");
+    }
+    let out = pop_command()
+        .args(["serve", "--data-dir"])
+        .arg(&data)
+        .env("POP_DURABILITY", "fulll")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--durability"), "{stderr}");
+    assert!(stderr.contains("POP_DURABILITY is set in the environment"), "{stderr}");
+    assert!(stderr.contains("\"fulll\""), "{stderr}");
+    assert!(!data.exists(), "nothing was made");
+}
+
 /// A reap age given as a bare number under an hour is refused before anything starts
 /// (ops3am3: `POP_AGENDA_REAP_AGE=3`, meant as three days, deleted every finished agenda at
 /// the first cycle); with its unit it is meant and taken, and days and hours are read.
