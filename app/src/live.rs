@@ -451,14 +451,7 @@ impl Follow {
                     }
                     let turn = self.app.delivery_turn(&self.turn_key).await;
                     let models = self.app.projections().read();
-                    let out = self.render(&models, &change, position, &operations);
-                    if let Target::Progress(..) = self.target {
-                        // The state rendered is the agenda's after every change applied so
-                        // far: the changes buffered behind this one are in it, and are not
-                        // rendered again, each with a turn (review-s50b M3).
-                        self.delivered = self.delivered.max(models.position());
-                    }
-                    if let Some(out) = out {
+                    if let Some(out) = self.render(&models, &change, position, &operations) {
                         return Some(out.with_turn(turn));
                     }
                 }
@@ -504,14 +497,15 @@ impl Follow {
         items
     }
 
-    /// The position and the operations (operations follows) of `change` and of the changes
-    /// of its agenda already buffered behind it: an operations follow that has fallen behind
-    /// renders them once, as one item, with the operations any of them touched, not once per
-    /// change with a turn each (review-s50b M3). Other follows take `change` alone.
+    /// The position and the operations of `change` and of the changes of its agenda already
+    /// buffered behind it: a follow of one agenda that has fallen behind renders them once, as
+    /// one item at the last of their positions (its progress; an operations follow, the
+    /// operations any of them touched), not once per change with a turn each, every item the
+    /// same current state (review-s50b M3). Group follows take `change` alone.
     fn buffered(&mut self, change: &Change) -> (Position, Vec<String>) {
         let mut position = change.position;
         let mut operations = change.operations.clone();
-        if !matches!(self.target, Target::Operations(..)) {
+        if self.target.is_group() {
             return (position, operations);
         }
         let mut named: HashSet<String> = operations.iter().cloned().collect();
@@ -597,7 +591,7 @@ impl Follow {
                     }
                     None => None,
                 };
-                Some(progress_update(change.position, progress, false))
+                Some(progress_update(position, progress, false))
             }
         }
     }
