@@ -249,7 +249,7 @@ impl App {
         if let Some(customer) = cached {
             return Ok(customer);
         }
-        if !self.reachable(caller, key).await? {
+        if !self.reachable(caller, key, late_report).await? {
             return Err(AppError::not_found("agenda", id));
         }
         let customer = match self.commands().load::<AgendaState>(key).await {
@@ -265,8 +265,9 @@ impl App {
     /// Whether `caller` may be the one to act on the agenda keyed `key`, decided before its
     /// stream is read: a caller of its customer; else (not a `user`) its lease holder, as this
     /// replica's command cache or the read models' live state has it (both borrowed, not read
-    /// or copied), or — for a finished agenda, whose finisher is read from its stream — the
-    /// worker of a pool that runs its insight (an executor's late outcome report). Anyone else
+    /// or copied; a live agenda kept compressed in degraded mode is not decoded: the operator
+    /// of its insight then), or — for a `late_report` on a finished agenda, whose finisher is
+    /// read from its stream — a service of a pool that runs its insight. Anyone else
     /// is answered NOT_FOUND without the stream being read, in the same time whether the agenda
     /// exists or not (hostile53 M1: naming another customer's agenda answered NOT_FOUND 5–16 ms
     /// later per 50 aliases when it existed, the more the larger it was, as its stream was
@@ -275,7 +276,12 @@ impl App {
     /// replica a moment ago). The lease decides, not the insight as it is configured now
     /// (review-s51 H1: a holder whose insight moved to another pool was refused after a
     /// restart).
-    pub(crate) async fn reachable(&self, caller: &Caller, key: &str) -> AppResult<bool> {
+    pub(crate) async fn reachable(
+        &self,
+        caller: &Caller,
+        key: &str,
+        late_report: bool,
+    ) -> AppResult<bool> {
         let principal = &caller.principal;
         let Some((customer, _)) = pop_domain::agenda::key::split(key) else { return Ok(false) };
         if principal.sees(&customer) {
@@ -291,11 +297,15 @@ impl App {
             return Ok(true);
         }
         let holds = |models: &ReadModels| {
-            models.agenda_entry(key).is_some_and(|e| {
-                if e.is_live() {
-                    e.state().is_ok_and(|s| holds_lease(principal, &s))
-                } else {
-                    operates_agenda(models, caller, e)
+            models.agenda_entry(key).is_some_and(|e| match (e.is_live(), e.live_state()) {
+                (true, Some(state)) => holds_lease(principal, state),
+                // Degraded mode keeps it compressed (review-s51b M2: decoding it made the
+                // answer slower for an existing agenda, the more the larger).
+                (true, None) => operates_agenda(models, caller, e),
+                (false, _) => {
+                    late_report
+                        && principal.role == Role::Service
+                        && operates_agenda(models, caller, e)
                 }
             })
         };

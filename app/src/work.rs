@@ -872,7 +872,7 @@ impl App {
         };
         // Not read for a caller that may not act on it (`App::reachable`): NOT_FOUND as the
         // command would answer, in the same time whether it exists or not (hostile53 M1).
-        if !self.reachable(caller, &key).await? {
+        if !self.reachable(caller, &key, true).await? {
             return Err(match named_agenda {
                 Some(_) => AppError::not_found("agenda", &agenda_id),
                 None => AppError::not_found("agenda progress", &sent_id),

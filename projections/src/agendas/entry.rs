@@ -198,6 +198,15 @@ impl AgendaEntry {
     }
 
     /// The whole folded state (decoded when settled).
+    /// The state of a live agenda held whole in memory, borrowed; `None` for a settled one,
+    /// or a live one kept compressed (degraded mode): nothing is decoded.
+    pub fn live_state(&self) -> Option<&AgendaState> {
+        match &self.body {
+            Body::Live(state) => Some(state),
+            Body::Settled(_) => None,
+        }
+    }
+
     pub fn state(&self) -> Result<Cow<'_, AgendaState>, CorruptEntry> {
         match &self.body {
             Body::Live(state) => Ok(Cow::Borrowed(state)),
