@@ -760,6 +760,13 @@ fn reported_agenda_params_are_merged_into_the_progress() {
     let later = history_after(&after, vec![report("w1", 21, with(json!({"node": "n2"})))]);
     assert_eq!(replay(&later).progress().params, params(json!({"node": "n2", "k": 1})));
 
+    // The definition's own keys are not taken from a report: an executor echoes the params it
+    // was handed, stale once an updateAgenda changed them (review-s51b M1).
+    let defined = history(running(agenda_of(&["a"], json!({"tier": "gold"}))));
+    let echo = with(json!({"tier": "silver", "node": "n1"}));
+    let state = replay(&history_after(&defined, vec![report("w1", 20, echo)]));
+    assert_eq!(state.progress().params, params(json!({"tier": "gold", "node": "n1"})));
+
     // An echo of what it holds records no change of them.
     let echo = with(json!({"node": "n1", "k": 1}));
     let events = replay(&after).decide(&report("w1", 21, echo)).unwrap();

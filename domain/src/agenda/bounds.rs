@@ -112,6 +112,28 @@ impl AgendaState {
         self.progress.operation_progress.iter().map(|p| p.result_payload.as_json().len()).sum()
     }
 
+    /// The params a report adds to the agenda progress's: those its definition does not hold.
+    /// An executor echoes the AgendaProgress it was handed, whose params were the definition's
+    /// then; taken, a stale echo undid an `updateAgenda` that changed them (review-s51b M1).
+    /// The definition's params change by expansion alone.
+    pub(super) fn reported_agenda_params<'a>(
+        &self,
+        reported: &'a crate::params::Params,
+    ) -> std::borrow::Cow<'a, crate::params::Params> {
+        match self.agenda() {
+            Some(agenda) if reported.iter().any(|(key, _)| agenda.params.get(key).is_some()) => {
+                std::borrow::Cow::Owned(
+                    reported
+                        .iter()
+                        .filter(|(key, _)| agenda.params.get(key).is_none())
+                        .map(|(key, value)| (key.clone(), value.clone()))
+                        .collect(),
+                )
+            }
+            _ => std::borrow::Cow::Borrowed(reported),
+        }
+    }
+
     /// The bytes of its operations' params and of what reports added to its own (what
     /// [`MAX_PARAMS_BYTES_PER_AGENDA`] bounds).
     pub fn params_bytes(&self) -> usize {
@@ -170,14 +192,15 @@ impl AgendaState {
         if let Some(quota) = &report.over_quota {
             return self.keep_nothing_new(report, found, quota);
         }
-        if !report.operations.iter().any(carries) && report.params.is_empty() {
+        let agenda_params = self.reported_agenda_params(&report.params);
+        if !report.operations.iter().any(carries) && agenda_params.is_empty() {
             return None;
         }
         // Measured only when a report would grow them (POP echoes both with every report).
         let (mut results, mut params): (Option<usize>, Option<usize>) = (None, None);
         let mut fitted: Option<Fitted> = None;
         let mut failed = false;
-        if let Some(grows) = agenda_params_growth(&self.progress.params, &report.params) {
+        if let Some(grows) = agenda_params_growth(&self.progress.params, &agenda_params) {
             let total = params.get_or_insert_with(|| self.params_bytes());
             if *total + grows > MAX_PARAMS_BYTES_PER_AGENDA {
                 let fitted = take(&mut fitted, report);
@@ -280,7 +303,11 @@ impl AgendaState {
     ) -> Option<Fitted> {
         let mut fitted = Fitted::of(report);
         let mut dropped = !fitted.report.diagnostics.is_empty()
-            || agenda_params_growth(&self.progress.params, &report.params).is_some();
+            || agenda_params_growth(
+                &self.progress.params,
+                &self.reported_agenda_params(&report.params),
+            )
+            .is_some();
         let mut failed = false;
         fitted.report.diagnostics.clear();
         fitted.report.params = crate::params::Params::default();

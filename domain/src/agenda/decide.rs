@@ -418,7 +418,7 @@ impl AgendaState {
                 fresh
             },
             operations: changes,
-            params: self.progress.params.merged_with(&report.params),
+            params: self.progress.params.merged_with(&self.reported_agenda_params(&report.params)),
         };
         let mut events: Vec<AgendaEvent> =
             in_parts(reported).into_iter().map(AgendaEvent::ProgressReported).collect();
@@ -601,7 +601,7 @@ impl AgendaState {
         }
         check_reported_params(
             &self.progress.params,
-            &report.params,
+            &self.reported_agenda_params(&report.params),
             report.params_bytes,
             "params",
             "the agenda",
