@@ -148,7 +148,15 @@ pub async fn execute(
     let reporter = Reporter::start(
         env.api.clone(),
         target.clone(),
-        ReportConfig { heartbeat, ..env.config.report },
+        ReportConfig {
+            heartbeat,
+            lease: lease.as_ref().and_then(|l| {
+                l.left.or_else(|| {
+                    (l.expires - Timestamp::from(std::time::SystemTime::now())).to_std().ok()
+                })
+            }),
+            ..env.config.report
+        },
     );
     let end = |reporter: Reporter, status: Status, shutting_down: bool| {
         finish(env.api.as_ref(), &target, reporter, status, shutting_down)

@@ -46,6 +46,12 @@ pub struct ReportConfig {
     pub heartbeat: Duration,
     /// How long the final report is retried before it is given up (logged).
     pub final_deadline: Duration,
+    /// How long the lease lasts after each report the server takes (the claim's length):
+    /// a final report that completes the agenda is retried past `final_deadline` while the
+    /// lease still holds, so a server back within it takes the finished work (ops3am53: a
+    /// 65 s outage lost three finished agendas, each held out its lease and ran again as a
+    /// new attempt). `None`: `final_deadline` alone.
+    pub lease: Option<Duration>,
 }
 
 impl Default for ReportConfig {
@@ -54,6 +60,7 @@ impl Default for ReportConfig {
             interval: Duration::from_millis(250),
             heartbeat: Duration::from_secs(30),
             final_deadline: Duration::from_secs(60),
+            lease: None,
         }
     }
 }
@@ -467,6 +474,8 @@ async fn send_reports(
 ) -> Result<Option<String>, ApiError> {
     let mut backoff = FIRST_RETRY_BACKOFF;
     let mut final_started: Option<tokio::time::Instant> = None;
+    // When the server last took a report (renewing the lease), the claim at first.
+    let mut taken_at = tokio::time::Instant::now();
     // The first report goes out at once.
     let mut due_now = true;
     loop {
@@ -491,12 +500,13 @@ async fn send_reports(
             }
         }
         // (Every answer below says whether the next report is due at once.)
-        let (report, dirty, diagnostics, is_final, flushes) = {
+        let (report, dirty, diagnostics, is_final, completes, flushes) = {
             let mut pending = lock(&shared.pending);
             let flushes = std::mem::take(&mut pending.flushes);
             let (report, dirty, diagnostics, is_final) = take_report(&mut pending, &target);
             pending.in_flight = true;
-            (report, dirty, diagnostics, is_final, flushes)
+            let completes = matches!(pending.agenda, Some((ProcessingState::Complete, _)));
+            (report, dirty, diagnostics, is_final, completes, flushes)
         };
         let agenda_id = &target.agenda_id;
         if is_final && final_started.is_none() {
@@ -507,6 +517,7 @@ async fn send_reports(
         match sent {
             Ok(recorded) => {
                 backoff = FIRST_RETRY_BACKOFF;
+                taken_at = tokio::time::Instant::now();
                 for flushed in flushes {
                     let _ = flushed.send(());
                 }
@@ -531,8 +542,21 @@ async fn send_reports(
                 tracing::warn!(agenda = %agenda_id, error = %e, retry_in = ?backoff, "progress report failed; retrying");
                 // The flushes still wait: they are answered by the send that gets through.
                 lock(&shared.pending).put_back(dirty, diagnostics, flushes);
-                if final_started.is_some_and(|t| t.elapsed() >= config.final_deadline) {
-                    tracing::error!(agenda = %agenda_id, error = %e, "giving up on the final report");
+                // A final report that completes the agenda is worth its lease: the work is done.
+                let lease_holds =
+                    completes && config.lease.is_some_and(|lease| taken_at.elapsed() < lease);
+                if final_started.is_some_and(|t| t.elapsed() >= config.final_deadline)
+                    && !lease_holds
+                {
+                    tracing::error!(
+                        agenda = %agenda_id,
+                        error = %e,
+                        "giving up on the final report: the server did not take it within {:?}{}; \
+                         once the agenda's lease runs out the server's reclaimer takes it back \
+                         and it runs again (an attempt)",
+                        config.final_deadline,
+                        if completes && config.lease.is_some() { " nor its lease" } else { "" }
+                    );
                     return Err(e);
                 }
                 tokio::time::sleep(backoff).await;

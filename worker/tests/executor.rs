@@ -168,6 +168,7 @@ fn env(api: Arc<FakeApi>, grace: Duration) -> ExecEnv {
                 interval: Duration::from_millis(20),
                 heartbeat: Duration::from_secs(60),
                 final_deadline: Duration::from_secs(10),
+                lease: None,
             },
             shutdown_grace: grace,
         },
@@ -328,6 +329,7 @@ async fn a_flush_after_the_reports_were_refused_answers_at_once() {
         interval: Duration::from_secs(5),
         heartbeat: Duration::from_secs(60),
         final_deadline: Duration::from_secs(10),
+        lease: None,
     };
     let target = Target { progress_id: "p".into(), agenda_id: "ag".into(), ..Target::default() };
     let reporter = Reporter::start(api.clone(), target, config);
@@ -462,6 +464,41 @@ async fn progress_is_coalesced_and_transient_failures_are_retried() {
     assert!(reports.len() < 20, "500 progress updates went out as {} reports", reports.len());
     assert_eq!(reports.last().unwrap()["processingStateMessage"], "succeeded");
     assert_eq!(final_states(&reports).get("a").unwrap(), "COMPLETE/succeeded");
+}
+
+/// A final report that completes the agenda is retried past the final deadline while the
+/// lease still holds: a server back within the lease takes the finished work (ops3am53: a 65 s
+/// outage lost three finished agendas, each held out its 5-minute lease and ran again as a new
+/// attempt). A hand-back is not: the lease is the reclaimer's then anyway.
+#[tokio::test]
+async fn a_completing_final_report_is_retried_while_the_lease_holds() {
+    let api = Arc::new(FakeApi::default());
+    // ~3 s of backoff (0.1 + 0.2 + 0.4 + 0.8 + 1.6), ten times the final deadline below.
+    *api.outcome_errors.lock().unwrap() =
+        (0..5).map(|i| ApiError::Transient(format!("down {i}"))).collect();
+    let mut env = env(api.clone(), Duration::ZERO);
+    env.config.report.final_deadline = Duration::from_millis(300);
+    let ops = vec![op("a", json!({}), json!({}))];
+    let (_stop, shutdown) = no_shutdown();
+    let outcome = execute(&env, claimed(ops), None, shutdown).await;
+    assert_eq!(outcome, Outcome::Succeeded);
+    let reports = api.reports();
+    let finals = reports.iter().filter(|r| r["processingState"] == "COMPLETE").count();
+    assert_eq!(finals, 6, "five refused, the sixth taken: {reports:#?}");
+
+    // With no lease known, the final deadline alone bounds it.
+    let api = Arc::new(FakeApi::default());
+    *api.outcome_errors.lock().unwrap() =
+        (0..5).map(|i| ApiError::Transient(format!("down {i}"))).collect();
+    let mut env = self::env(api.clone(), Duration::ZERO);
+    env.config.report.final_deadline = Duration::from_millis(300);
+    let ops = vec![op("a", json!({}), json!({}))];
+    let (_stop, shutdown) = no_shutdown();
+    let unleased = Claimed { lease: None, ..claimed(ops) };
+    let outcome = execute(&env, unleased, None, shutdown).await;
+    assert_ne!(outcome, Outcome::Succeeded);
+    let finals = api.reports().iter().filter(|r| r["processingState"] == "COMPLETE").count();
+    assert!(finals < 6, "{finals} final reports after the deadline");
 }
 
 #[tokio::test]

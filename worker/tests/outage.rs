@@ -196,6 +196,7 @@ async fn an_execution_goes_on_through_an_outage_and_succeeds() {
                 interval: Duration::from_millis(20),
                 heartbeat: Duration::from_secs(5),
                 final_deadline: Duration::from_secs(60),
+                lease: None,
             },
             shutdown_grace: Duration::from_secs(5),
         },
