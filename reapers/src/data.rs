@@ -473,6 +473,9 @@ pub struct DataReaper {
     /// The log's newest commit time when the reaper was made (before the process's first
     /// command), for the first cycle's look at the clock; taken once looked at.
     newest_at_start: Option<Timestamp>,
+    /// When the reaper was made: the look at the clock is for a first cycle soon after the
+    /// start, not for one a standby runs when it takes the lead days later (review-s51b L3).
+    made: Instant,
 }
 
 impl DataReaper {
@@ -480,13 +483,16 @@ impl DataReaper {
     /// scheduler and API start), so the store's commit floor is the log's newest commit.
     pub fn new(services: Services, config: DataReaperConfig) -> DataReaper {
         let newest_at_start = services.store.commit_floor();
-        DataReaper { services, config, newest_at_start }
+        DataReaper { services, config, newest_at_start, made: Instant::now() }
     }
 
     /// Whether this (first) cycle, at `now`, reaps nothing because the clock is further past
     /// the log's newest commit than the agenda reap age ([`DataReaperConfig::hold_past_clock_gap`]).
     fn holds_for_the_clock(&mut self, now: Timestamp) -> bool {
         let Some(newest) = self.newest_at_start.take() else { return false };
+        if self.made.elapsed() > self.config.cadence.interval {
+            return false;
+        }
         let Ok(gap) = (now - newest).to_std() else { return false };
         if gap <= self.config.agenda_reap_age {
             return false;
