@@ -1051,7 +1051,8 @@ pub struct LogArgs {
 }
 
 /// The environment variable (and its value) behind the flag a clap error refused a value of,
-/// when that variable is set: `(POP_DURABILITY, "fulll")` for an invalid `--durability`.
+/// when that variable is set and the flag is not on the command line: `(POP_DURABILITY,
+/// "fulll")` for an invalid `--durability`.
 pub fn env_of_refused(command: &clap::Command, e: &clap::Error) -> Option<(String, String)> {
     use clap::error::{ContextKind, ContextValue};
     let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else { return None };
@@ -1063,6 +1064,14 @@ pub fn env_of_refused(command: &clap::Command, e: &clap::Error) -> Option<(Strin
             .and_then(|a| a.get_env())
             .map(|name| name.to_string_lossy().into_owned())
             .or_else(|| command.get_subcommands().find_map(|c| env_of(c, long)))
+    }
+    // Given on the command line, the refused value is the flag's.
+    let given = std::env::args_os().any(|a| {
+        let a = a.to_string_lossy();
+        a.strip_prefix("--").and_then(|a| a.split('=').next()) == Some(long)
+    });
+    if given {
+        return None;
     }
     let name = env_of(command, long)?;
     let value = std::env::var_os(&name)?;

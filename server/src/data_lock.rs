@@ -43,13 +43,29 @@ impl DataDirLock {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
         let path = data_dir.join(LOCK_FILE);
-        let mut file = OpenOptions::new()
+        let mut file = match OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(&path)
-            .with_context(|| format!("opening the lock file {}", path.display()))?;
+        {
+            Ok(file) => file,
+            // Said with what still works there (ops3am53: "Read-only file system" alone).
+            Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "opening the lock file {}: the data directory is read-only; {command} \
+                         writes to it, so it needs a writable one (pop log, pop verify and pop \
+                         export read a read-only copy)",
+                        path.display()
+                    )
+                });
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("opening the lock file {}", path.display()));
+            }
+        };
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => bail!(

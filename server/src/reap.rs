@@ -322,6 +322,13 @@ async fn drive<P: TimedProcess>(
     failed: &str,
 ) -> Result<()> {
     if args.once {
+        // A dry run changes nothing, so it plans whichever replica leads (ops3am53: on
+        // PostgreSQL beside a running server it said "another replica holds the leader lock;
+        // nothing done", and an operator could not preview a reap).
+        if process.cadence().dry_run {
+            let done = process::cycle(&mut process, clock()).await;
+            return report(Some(done), failed);
+        }
         let done = process::once(&mut process, leadership.as_ref(), clock()).await;
         return report(done, failed);
     }

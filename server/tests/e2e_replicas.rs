@@ -215,6 +215,19 @@ async fn two_replicas_on_one_store(url: &str) {
     }
     let leaders: Vec<&Pop> = [&a, &b].into_iter().filter(|p| leads_scheduler(p)).collect();
     assert_eq!(leaders.len(), 1, "exactly one replica leads the scheduler");
+    // A dry run previews a reap while a replica leads it: it changes nothing, so it takes no
+    // leader lock (ops3am53: "another replica holds the leader lock; nothing done").
+    if url.starts_with("postgres") {
+        let out = support::pop_command()
+            .args(["reap", "data", "--once", "--dry-run", "--store", url, "--data-dir"])
+            .arg(dir.path().join("reap-preview"))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{out:?}");
+        assert!(stdout.contains("pop reap: planned="), "{stdout}");
+        assert!(!stdout.contains("leader lock"), "{stdout}");
+    }
     // The replica that found the store made says nothing of it (tokio-postgres logged the
     // server's NOTICE "relation \"pop_schema\" already exists, skipping" at INFO).
     for pop in [&a, &b] {
