@@ -9,63 +9,23 @@ use std::sync::{Arc, Mutex};
 
 mod support;
 
-use async_trait::async_trait;
-use futures::stream::BoxStream;
 use pop_app::configs::ConfigOp;
 use pop_app::resolve::Named;
 use pop_app::{App, AppConfig, AppResult, Caller, Principal, Role};
 use pop_domain::model::{Insight, ResourcePool};
-use pop_store::{
-    AppendResult, Commands, Direction, EventStore, ExpectedVersion, NewEvent, Position,
-    RecordedEvent, StoreError,
-};
+use pop_store::{Commands, EventStore};
 use serde_json::json;
 use support::{acme_world, sqlite, submit_queued};
 
-/// The embedded store, noting the streams read one by one.
+/// The streams read one by one ([`support::Hooks`]).
+#[derive(Default)]
 struct Noting {
-    inner: Arc<dyn EventStore>,
     read: Mutex<Vec<String>>,
 }
 
-#[async_trait]
-impl EventStore for Noting {
-    async fn append(
-        &self,
-        stream: &str,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendResult, StoreError> {
-        self.inner.append(stream, expected, events).await
-    }
-    async fn read_stream(
-        &self,
-        s: &str,
-        from: u64,
-        max: usize,
-        d: Direction,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.read.lock().unwrap().push(s.to_string());
-        self.inner.read_stream(s, from, max, d).await
-    }
-    async fn read_all(
-        &self,
-        after: Position,
-        max: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_all(after, max).await
-    }
-    fn subscribe_all(
-        &self,
-        after: Position,
-    ) -> BoxStream<'static, Result<RecordedEvent, StoreError>> {
-        self.inner.subscribe_all(after)
-    }
-    async fn delete_stream(&self, s: &str, e: ExpectedVersion) -> Result<(), StoreError> {
-        self.inner.delete_stream(s, e).await
-    }
-    async fn head(&self) -> Result<Position, StoreError> {
-        self.inner.head().await
+impl support::Hooks for Noting {
+    fn reading(&self, stream: &str) {
+        self.read.lock().unwrap().push(stream.to_string());
     }
 }
 
@@ -98,7 +58,8 @@ async fn name_it(app: &App, caller: &Caller, id: &str) -> Vec<String> {
 #[tokio::test]
 async fn another_customers_agenda_is_not_read_for_whom_may_not_act_on_it() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Noting { inner: sqlite(dir.path()).await, read: Mutex::new(Vec::new()) });
+    let store =
+        Arc::new(support::Hooked { inner: sqlite(dir.path()).await, hooks: Noting::default() });
     let w = acme_world(Arc::clone(&store) as Arc<dyn EventStore>).await;
     submit_queued(&w, "secret", json!({})).await;
     // A replica whose command cache has never held it.
@@ -115,9 +76,9 @@ async fn another_customers_agenda_is_not_read_for_whom_may_not_act_on_it() {
         [("evil-user", Role::User), ("evil-svc", Role::Service), ("evil-admin", Role::Admin)]
     {
         let evil = Caller::new(Principal::new(name, role, &["evil"]), "test");
-        store.read.lock().unwrap().clear();
+        store.hooks.read.lock().unwrap().clear();
         let existing = name_it(&app, &evil, "secret").await;
-        let read = store.read.lock().unwrap().clone();
+        let read = store.hooks.read.lock().unwrap().clone();
         assert!(!read.iter().any(|s| s == stream), "{name} made the server read {stream}");
         // Word for word what an id nobody uses answers.
         let absent = name_it(&app, &evil, "nobody-uses-this").await;
@@ -134,10 +95,10 @@ async fn another_customers_agenda_is_not_read_for_whom_may_not_act_on_it() {
     }
     // acme's own request reads it (the noting sees what it should).
     let acme = Caller::new(Principal::new("acme-user", Role::User, &["acme"]), "test");
-    store.read.lock().unwrap().clear();
+    store.hooks.read.lock().unwrap().clear();
     let fresh_app = fresh();
     fresh_app.cancel(&acme, Named::of("secret", Some("acme")), None, None).await.unwrap();
-    assert!(store.read.lock().unwrap().iter().any(|s| s == stream));
+    assert!(store.hooks.read.lock().unwrap().iter().any(|s| s == stream));
 }
 
 /// The lease decides who may report, not the insight as it is configured now: a pool's worker

@@ -11,77 +11,46 @@ use std::time::Duration;
 
 mod support;
 
-use async_trait::async_trait;
-use futures::stream::BoxStream;
 use pop_domain::agenda::{AgendaState, key};
-use pop_store::{
-    AppendResult, Direction, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent,
-    StoreError,
-};
+use pop_store::{AppendResult, StoreError};
 use serde_json::json;
 use support::{acme_world, queue, sqlite, submit_queued, worker};
 
 /// Bound on every wait of the test for something that should happen (never a timing figure).
 const BOUND: Duration = Duration::from_secs(10);
 
-/// The embedded store, except that the first append of a claim is stored and then answered
-/// "outcome unknown", as a commit whose fsync failed after its frames reached the file.
+/// The embedded store ([`support::Hooked`]), except that the first append of a claim is
+/// stored and then answered "outcome unknown", as a commit whose fsync failed after its frames
+/// reached the file.
 struct StoredButUnknown {
-    inner: Arc<dyn EventStore>,
     failed_once: AtomicBool,
 }
 
-#[async_trait]
-impl EventStore for StoredButUnknown {
-    async fn append(
+impl support::Hooks for StoredButUnknown {
+    fn appended(
         &self,
-        stream: &str,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
+        _stream: &str,
+        types: &[String],
+        answer: Result<AppendResult, StoreError>,
     ) -> Result<AppendResult, StoreError> {
-        let claim = events.iter().any(|e| e.event_type == "AgendaClaimed");
-        let result = self.inner.append(stream, expected, events).await?;
-        if claim && !self.failed_once.swap(true, Ordering::SeqCst) {
+        let result = answer?;
+        if types.iter().any(|t| t == "AgendaClaimed")
+            && !self.failed_once.swap(true, Ordering::SeqCst)
+        {
             let io = std::io::Error::other("fsync failed");
             return Err(StoreError::OutcomeUnknown { why: "a test's", source: Arc::new(io) });
         }
         Ok(result)
-    }
-    async fn read_stream(
-        &self,
-        s: &str,
-        from: u64,
-        max: usize,
-        d: Direction,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_stream(s, from, max, d).await
-    }
-    async fn read_all(
-        &self,
-        after: Position,
-        max: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_all(after, max).await
-    }
-    fn subscribe_all(
-        &self,
-        after: Position,
-    ) -> BoxStream<'static, Result<RecordedEvent, StoreError>> {
-        self.inner.subscribe_all(after)
-    }
-    async fn delete_stream(&self, s: &str, e: ExpectedVersion) -> Result<(), StoreError> {
-        self.inner.delete_stream(s, e).await
-    }
-    async fn head(&self) -> Result<Position, StoreError> {
-        self.inner.head().await
     }
 }
 
 #[tokio::test]
 async fn a_claim_stored_though_its_commit_failed_is_handed_back() {
     let dir = tempfile::tempdir().unwrap();
-    let store =
-        StoredButUnknown { inner: sqlite(dir.path()).await, failed_once: AtomicBool::new(false) };
+    let store = support::Hooked {
+        inner: sqlite(dir.path()).await,
+        hooks: StoredButUnknown { failed_once: AtomicBool::new(false) },
+    };
     let w = acme_world(Arc::new(store)).await;
     submit_queued(&w, "a1", json!({"maximumAttempts": 1})).await;
     let (app, commands, worker) = (&w.app, &w.commands, worker());

@@ -90,3 +90,73 @@ pub async fn queue(w: &World, id: &str) {
     w.commands.execute::<AgendaState>(&key("acme", id), &metadata, &command).await.unwrap();
     w.app.settle(None).await.unwrap();
 }
+
+/// What a test does to a store's calls ([`Hooked`]): each append's answer, each stream read.
+pub trait Hooks: Send + Sync + 'static {
+    /// The answer to an append to `stream` of events of `types`, given the inner store's.
+    fn appended(
+        &self,
+        _stream: &str,
+        _types: &[String],
+        answer: Result<pop_store::AppendResult, pop_store::StoreError>,
+    ) -> Result<pop_store::AppendResult, pop_store::StoreError> {
+        answer
+    }
+    /// `stream` is about to be read.
+    fn reading(&self, _stream: &str) {}
+}
+
+/// The store `inner` with a test's `hooks` on its appends and stream reads; every other call
+/// forwarded as it is.
+pub struct Hooked<H> {
+    pub inner: Arc<dyn EventStore>,
+    pub hooks: H,
+}
+
+#[async_trait::async_trait]
+impl<H: Hooks> EventStore for Hooked<H> {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: pop_store::ExpectedVersion,
+        events: Vec<pop_store::NewEvent>,
+    ) -> Result<pop_store::AppendResult, pop_store::StoreError> {
+        let types: Vec<String> = events.iter().map(|e| e.event_type.clone()).collect();
+        let answer = self.inner.append(stream, expected, events).await;
+        self.hooks.appended(stream, &types, answer)
+    }
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        max: usize,
+        direction: pop_store::Direction,
+    ) -> Result<Vec<pop_store::RecordedEvent>, pop_store::StoreError> {
+        self.hooks.reading(stream);
+        self.inner.read_stream(stream, from, max, direction).await
+    }
+    async fn read_all(
+        &self,
+        after: pop_store::Position,
+        max: usize,
+    ) -> Result<Vec<pop_store::RecordedEvent>, pop_store::StoreError> {
+        self.inner.read_all(after, max).await
+    }
+    fn subscribe_all(
+        &self,
+        after: pop_store::Position,
+    ) -> futures::stream::BoxStream<'static, Result<pop_store::RecordedEvent, pop_store::StoreError>>
+    {
+        self.inner.subscribe_all(after)
+    }
+    async fn delete_stream(
+        &self,
+        stream: &str,
+        expected: pop_store::ExpectedVersion,
+    ) -> Result<(), pop_store::StoreError> {
+        self.inner.delete_stream(stream, expected).await
+    }
+    async fn head(&self) -> Result<pop_store::Position, pop_store::StoreError> {
+        self.inner.head().await
+    }
+}
