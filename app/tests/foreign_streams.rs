@@ -143,3 +143,41 @@ async fn a_lease_holder_of_another_customers_agenda_still_reports_on_a_fresh_rep
     let only = &done.progress().operation_progress[0];
     assert_eq!(only.percent_complete, Some(50.0));
 }
+
+/// A stream keyed by the agenda id alone (written by hand or an older build) names no
+/// customer in its key: its own customer's callers still reach it, as its stream decides.
+#[tokio::test]
+async fn an_agenda_keyed_by_its_id_alone_is_reached_by_its_customer() {
+    use pop_domain::agenda::{AgendaCommand, AgendaState};
+    use pop_domain::model::{Agenda, AgendaInsight, Operation};
+    let dir = tempfile::tempdir().unwrap();
+    let w = acme_world(sqlite(dir.path()).await).await;
+    let agenda = Agenda {
+        id: "old".into(),
+        customer_id: "acme".into(),
+        progress_id: Some("old".into()),
+        operations: vec![Operation {
+            name: "only".into(),
+            op_type: "work".into(),
+            ..Operation::default()
+        }],
+        ..Agenda::default()
+    };
+    let insight = AgendaInsight { resource_pool_id: "pool".into(), insight_id: "work".into() };
+    let submit = AgendaCommand::Submit { agenda, insight, now: chrono::Utc::now() };
+    let metadata = pop_store::EventMetadata {
+        customer_id: Some("acme".into()),
+        ..pop_store::EventMetadata::default()
+    };
+    w.commands.execute::<AgendaState>("old", &metadata, &submit).await.unwrap();
+    w.app.settle(None).await.unwrap();
+    let fresh = App::new(
+        Arc::clone(&w.store),
+        Arc::new(Commands::new(Arc::clone(&w.store))),
+        w.projections.clone(),
+        AppConfig::default(),
+    );
+    let acme = Caller::new(Principal::new("acme-user", Role::User, &["acme"]), "test");
+    let cancelled = fresh.cancel(&acme, Named::id("old"), None, None).await.unwrap();
+    assert_eq!(cancelled.progress().processing_state_message.as_deref(), Some("cancelled"));
+}
