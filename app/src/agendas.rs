@@ -407,27 +407,14 @@ impl App {
     /// past twice its memory quota, or its finished agendas hold more than twice their own
     /// ([`App::over_memory_quota`]'s bounds).
     fn check_expansion_quota(&self, customer: &str, adding: u64) -> AppResult<()> {
-        let config = self.config();
-        let max = config.max_live_bytes_per_customer;
-        let (bytes, retained) = {
-            let models = self.projections().read();
-            let visibility = Visibility::from_ids([customer]);
-            (models.agendas().live_bytes(&visibility), models.agendas().retained_bytes(&visibility))
-        };
-        // As a report adding operations is refused there (`over_memory_quota`; review-s50c M2:
-        // an expansion still added them).
-        let max_retained = config.max_retained_bytes_per_customer;
-        if retained > max_retained.saturating_mul(2) {
-            return Err(AppError::new(
-                Code::QuotaExceeded,
-                format!(
-                    "customer {customer:?}'s finished agendas hold more than twice its quota of \
-                     {max_retained} bytes for them (the server's \
-                     --max-retained-bytes-per-customer): expand again when the data reaper has \
-                     removed finished agendas older than its --agenda-reap-age"
-                ),
-            ));
+        // Where a report adding operations is refused (review-s50c M2: an expansion still
+        // added them past twice the retained quota), said as it says it.
+        if let Some(why) = self.over_memory_quota(customer) {
+            return Err(AppError::new(Code::QuotaExceeded, why));
         }
+        let max = self.config().max_live_bytes_per_customer;
+        let bytes =
+            self.projections().read().agendas().live_bytes(&Visibility::from_ids([customer]));
         if bytes.saturating_add(adding) > max.saturating_mul(2) {
             return Err(AppError::new(
                 Code::QuotaExceeded,

@@ -193,47 +193,36 @@ config_kind!(ResourcePool, "ResourcePool", resource_pool, resource_pools, {
     /// new agendas still bound to it). Those the caller does not see are counted, not named.
     const CHECKS_IN_USE: bool = true;
     fn in_use(models: &ReadModels, id: &str, v: &Visibility) -> Option<String> {
-        let insights: Vec<&Insight> =
-            models.all_insights().filter(|i| i.resource_pool_id == id).collect();
-        let customers: Vec<&Customer> =
-            models.all_customers().filter(|c| c.resource_pool_id.as_deref() == Some(id)).collect();
-        if insights.is_empty() && customers.is_empty() {
+        // What names the pool, by kind: the ids the caller sees, and how many it does not.
+        let insights = models.all_insights().filter(|i| i.resource_pool_id == id);
+        let insights = seen_and_not(insights.map(|i| (i.id.as_str(), i.visible_to(v))));
+        let customers =
+            models.all_customers().filter(|c| c.resource_pool_id.as_deref() == Some(id));
+        let customers = seen_and_not(customers.map(|c| (c.id.as_str(), c.visible_to(v))));
+        let said: Vec<String> = [("insight", &insights), ("customer", &customers)]
+            .into_iter()
+            .filter_map(|(kind, (seen, unseen))| {
+                let all = seen.len() + unseen;
+                (all > 0).then(|| {
+                    let plural = if all == 1 { "" } else { "s" };
+                    let ids = if seen.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", seen.join(", "))
+                    };
+                    let others = if *unseen > 0 {
+                        format!(", {unseen} of them not yours to see")
+                    } else {
+                        String::new()
+                    };
+                    format!("{all} {kind}{plural}{ids}{others}")
+                })
+            })
+            .collect();
+        if said.is_empty() {
             return None;
         }
-        let named = |kind: &str, ids: Vec<&str>, unseen: usize| -> Option<String> {
-            let all = ids.len() + unseen;
-            (all > 0).then(|| {
-                let plural = if all == 1 { "" } else { "s" };
-                let mut said = format!("{all} {kind}{plural}");
-                if !ids.is_empty() {
-                    said.push_str(&format!(" ({})", ids.join(", ")));
-                }
-                if unseen > 0 {
-                    said.push_str(&format!(", {unseen} of them not yours to see"));
-                }
-                said
-            })
-        };
-        let (seen_insights, unseen_insights): (Vec<&Insight>, Vec<&Insight>) =
-            insights.into_iter().partition(|i| i.visible_to(v));
-        let (seen_customers, unseen_customers): (Vec<&Customer>, Vec<&Customer>) =
-            customers.into_iter().partition(|c| c.visible_to(v));
-        let users: Vec<String> = [
-            named(
-                "insight",
-                seen_insights.iter().map(|i| i.id.as_str()).collect(),
-                unseen_insights.len(),
-            ),
-            named(
-                "customer",
-                seen_customers.iter().map(|c| c.id.as_str()).collect(),
-                unseen_customers.len(),
-            ),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        let others = if unseen_insights.len() + unseen_customers.len() > 0 {
+        let others = if insights.1 + customers.1 > 0 {
             " (those you do not see, an admin of their customers)"
         } else {
             ""
@@ -242,7 +231,7 @@ config_kind!(ResourcePool, "ResourcePool", resource_pool, resource_pools, {
             "resource pool {id:?} may not be deleted while {} name it (its workers run their \
              agendas): delete those insights and move those customers to another pool \
              (resourcePoolId) first{others}",
-            users.join(" and ")
+            said.join(" and ")
         ))
     }
 });
@@ -839,4 +828,18 @@ impl App {
         })
         .await
     }
+}
+
+/// The ids of `objects` the caller sees (`true` beside an id), and how many it does not.
+fn seen_and_not<'a>(objects: impl Iterator<Item = (&'a str, bool)>) -> (Vec<&'a str>, usize) {
+    let mut seen = Vec::new();
+    let mut unseen = 0;
+    for (id, visible) in objects {
+        if visible {
+            seen.push(id);
+        } else {
+            unseen += 1;
+        }
+    }
+    (seen, unseen)
 }

@@ -244,11 +244,16 @@ pub struct FeedReceiver {
 impl FeedReceiver {
     /// The next item; `None` once the feed has closed.
     pub async fn recv(&mut self) -> Option<FeedItem> {
-        match self.rx.recv().await? {
-            Slot::Change(change) => Some(FeedItem::Change(change)),
-            // Taking the count re-arms the marker: the next drop queues a new one.
+        let slot = self.rx.recv().await?;
+        Some(self.item(slot))
+    }
+
+    /// What `slot` says; taking a lag marker's count re-arms it: the next drop queues a new one.
+    fn item(&self, slot: Slot) -> FeedItem {
+        match slot {
+            Slot::Change(change) => FeedItem::Change(change),
             Slot::Lagged => {
-                Some(FeedItem::Lagged { missed: self.missed.swap(0, Ordering::AcqRel).max(1) })
+                FeedItem::Lagged { missed: self.missed.swap(0, Ordering::AcqRel).max(1) }
             }
         }
     }
@@ -258,12 +263,8 @@ impl FeedReceiver {
     /// The next item if one is queued already, without waiting (a follow that has fallen
     /// behind takes what is buffered to render it once).
     pub fn try_recv(&mut self) -> Option<FeedItem> {
-        match self.rx.try_recv().ok()? {
-            Slot::Change(change) => Some(FeedItem::Change(change)),
-            Slot::Lagged => {
-                Some(FeedItem::Lagged { missed: self.missed.swap(0, Ordering::AcqRel).max(1) })
-            }
-        }
+        let slot = self.rx.try_recv().ok()?;
+        Some(self.item(slot))
     }
 
     /// Drops every item already queued (a waiter that re-reads the read models anyway needs

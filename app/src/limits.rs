@@ -78,7 +78,8 @@ pub const DEFAULT_MAX_LIVE_BYTES_PER_CUSTOMER: u64 = 64 << 20;
 /// keep nothing new, as past twice the live quota (hostile51: 1,000 tiny agendas admitted at
 /// 0, then finished with 500 KB results, took a customer to 25 times it). Finished agendas
 /// are held in every replica's read models like live ones, so without a bound one customer
-/// finishing agendas with large results filled the server for all (hostile42 H2: 77 MB in 65 s, each agenda within the live quota). 256 MiB
+/// finishing agendas with large results filled the server for all (hostile42 H2: 77 MB in
+/// 65 s, each agenda within the live quota). 256 MiB
 /// is an eighth of the deploy's 2 GiB (with the live quota, one customer stays well inside
 /// the degraded mode's 80 %): about 230,000 small finished agendas (~1.2 KB counted each), or
 /// 20 to 60 holding what they may keep at their bounds. For more, raise it with the pod's
@@ -117,8 +118,8 @@ pub const MAX_RESYNC_ITEMS: usize = 500;
 /// read the whole log; past it the resync is `truncated`.
 pub const MAX_RESYNC_SCAN: usize = 20_000;
 
-/// Most changes an operations follow that has fallen behind takes from its buffer into one
-/// item (the operations they touched, read once: `live::Follow::buffered`). Each is a cheap
+/// Most changes a follow of one agenda that has fallen behind takes from its buffer into one
+/// item (rendered once: `live::Follow::buffered`). Each is a cheap
 /// union of operation names; the bound keeps one item's gathering short when changes keep
 /// arriving as fast as it takes them.
 pub const MAX_BUFFERED_PER_ITEM: usize = 1_024;

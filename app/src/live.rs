@@ -197,8 +197,8 @@ impl Pin {
 /// A turn at producing one follow item: its state read from the read models, then resolved by
 /// the transport into its value (GraphQL), which drops the item (and the turn) when it has.
 /// One customer's follows (every token of it together; a follow of several customers', its
-/// principal's) hold at most [`crate::limits::MAX_DELIVERIES_PER_OWNER`] turns, so what they produce at once
-/// is bounded by that, not by how many follows they are (hostile50 H2: 4,000 subscriptions of
+/// principal's) hold at most [`crate::limits::MAX_DELIVERIES_PER_OWNER`] turns, so what they
+/// produce at once is bounded by that, not by how many follows they are (hostile50 H2: 4,000 subscriptions of
 /// one customer to 500 KB results built 2.8 GB at once, and another tenant's submit waited
 /// 83 s). A follow waiting for its turn falls behind like a slow reader: it lags, then re-sends
 /// the current state. Lag markers take no turn. Compares equal to any other (it is not part of
@@ -508,11 +508,13 @@ impl Follow {
         if self.target.is_group() {
             return (position, operations);
         }
-        let mut named: HashSet<String> = operations.iter().cloned().collect();
+        // Made only when a second change is buffered (most items are one change).
+        let mut named: Option<HashSet<String>> = None;
         for _ in 0..MAX_BUFFERED_PER_ITEM {
             match self.feed.try_recv() {
                 Some(FeedItem::Change(next)) if next.id == change.id => {
                     position = position.max(next.position);
+                    let named = named.get_or_insert_with(|| operations.iter().cloned().collect());
                     for op in &next.operations {
                         if named.insert(op.clone()) {
                             operations.push(op.clone());
@@ -535,10 +537,14 @@ impl Follow {
         if !matches!(self.target, Target::Operations(..)) {
             return false;
         }
-        let models = self.app.projections().read();
+        self.shown(&self.app.projections().read(), change).is_some()
+    }
+
+    /// The agenda behind `change` as this follow may show it, if it may.
+    fn shown<'m>(&self, models: &'m ReadModels, change: &Change) -> Option<&'m AgendaEntry> {
         models
             .agenda_entry(&change.id)
-            .is_some_and(|e| self.target.admits_entry(e, &self.principal) && self.shows(e))
+            .filter(|e| self.target.admits_entry(e, &self.principal) && self.shows(e))
     }
 
     /// The current state behind one change (an operations follow: of the `operations` it and
@@ -550,9 +556,7 @@ impl Follow {
         position: Position,
         operations: &[String],
     ) -> Option<Update> {
-        let entry = models
-            .agenda_entry(&change.id)
-            .filter(|e| self.target.admits_entry(e, &self.principal) && self.shows(e));
+        let entry = self.shown(models, change);
         match &self.target {
             Target::Operations(agenda, _) => {
                 let progress = entry.and_then(|e| e.progress().ok());

@@ -29,6 +29,17 @@ impl support::Hooks for Noting {
     }
 }
 
+/// Another App over `w`'s store and read models, with a command cache of its own that has
+/// held nothing (a restarted replica, or another one).
+fn fresh_replica(w: &support::World) -> App {
+    App::new(
+        Arc::clone(&w.store),
+        Arc::new(Commands::new(Arc::clone(&w.store))),
+        w.projections.clone(),
+        AppConfig::default(),
+    )
+}
+
 /// What a request answered, as the caller sees it: the error's code and text.
 fn answer<T: std::fmt::Debug>(result: AppResult<T>) -> String {
     match result {
@@ -63,14 +74,7 @@ async fn another_customers_agenda_is_not_read_for_whom_may_not_act_on_it() {
     let w = acme_world(Arc::clone(&store) as Arc<dyn EventStore>).await;
     submit_queued(&w, "secret", json!({})).await;
     // A replica whose command cache has never held it.
-    let fresh = || {
-        App::new(
-            Arc::clone(&w.store),
-            Arc::new(Commands::new(Arc::clone(&w.store))),
-            w.projections.clone(),
-            AppConfig::default(),
-        )
-    };
+    let fresh = || fresh_replica(&w);
     let (app, stream) = (fresh(), "agenda-acme/secret");
     for (name, role) in
         [("evil-user", Role::User), ("evil-svc", Role::Service), ("evil-admin", Role::Admin)]
@@ -130,12 +134,7 @@ async fn a_lease_holder_of_another_customers_agenda_still_reports_on_a_fresh_rep
         .unwrap();
     w.app.settle(None).await.unwrap();
 
-    let fresh = App::new(
-        Arc::clone(&w.store),
-        Arc::new(Commands::new(Arc::clone(&w.store))),
-        w.projections.clone(),
-        AppConfig::default(),
-    );
+    let fresh = fresh_replica(&w);
     let report = json!({"id": handed, "processingState": "EXECUTING",
         "operationProgress": [{"operation": "only", "processingState": "EXECUTING",
             "percentComplete": 50.0}]});
@@ -171,12 +170,7 @@ async fn an_agenda_keyed_by_its_id_alone_is_reached_by_its_customer() {
     };
     w.commands.execute::<AgendaState>("old", &metadata, &submit).await.unwrap();
     w.app.settle(None).await.unwrap();
-    let fresh = App::new(
-        Arc::clone(&w.store),
-        Arc::new(Commands::new(Arc::clone(&w.store))),
-        w.projections.clone(),
-        AppConfig::default(),
-    );
+    let fresh = fresh_replica(&w);
     let acme = Caller::new(Principal::new("acme-user", Role::User, &["acme"]), "test");
     let cancelled = fresh.cancel(&acme, Named::id("old"), None, None).await.unwrap();
     assert_eq!(cancelled.progress().processing_state_message.as_deref(), Some("cancelled"));

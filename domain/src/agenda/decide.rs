@@ -603,8 +603,7 @@ impl AgendaState {
             &self.progress.params,
             &self.reported_agenda_params(&report.params),
             report.params_bytes,
-            "params",
-            "the agenda",
+            None,
             &mut errors,
         );
         let mut seen = BTreeSet::new();
@@ -631,8 +630,7 @@ impl AgendaState {
                     &current.params,
                     &r.params,
                     report.params_bytes,
-                    &format!("{field}.params"),
-                    &format!("operation {:?}", r.name),
+                    Some((&field, &r.name)),
                     &mut errors,
                 );
             }
@@ -1206,10 +1204,20 @@ fn check_reported_params(
     current: &Params,
     reported: &Params,
     max_bytes: Option<usize>,
-    field: &str,
-    subject: &str,
+    operation: Option<(&str, &str)>,
     errors: &mut ValidationErrors,
 ) {
+    // `operation`: the report's field of the operation and its name; `None`, the agenda's own.
+    // Said only when there is something to say (a report of 1,000 operations made two
+    // strings an operation for nothing).
+    let field = || match operation {
+        Some((field, _)) => format!("{field}.params"),
+        None => "params".to_string(),
+    };
+    let subject = || match operation {
+        Some((_, name)) => format!("operation {name:?}"),
+        None => "the agenda".to_string(),
+    };
     // Only a report that changes the map, and only one that makes it larger past the bound:
     // POP's executor echoes an operation's params with every report, and params already past
     // it (grown before this check, or kept under a lower --max-params-bytes) must not lock the
@@ -1219,11 +1227,12 @@ fn check_reported_params(
         let bytes = crate::validate::json_bytes(&merged);
         if bytes > max && bytes > crate::validate::json_bytes(current) {
             errors.push(
-                field.to_string(),
+                field(),
                 format!(
-                    "{subject}'s params would take {bytes} bytes as JSON with \
+                    "{}'s params would take {bytes} bytes as JSON with \
                      these merged into the ones it has; at most {max} are allowed (the \
-                     server's --max-params-bytes)"
+                     server's --max-params-bytes)",
+                    subject()
                 ),
             );
         }
@@ -1231,9 +1240,10 @@ fn check_reported_params(
     let added = reported.iter().filter(|(key, _)| current.get(key).is_none()).count();
     if current.len() + added > MAX_PARAMS_ENTRIES {
         errors.push(
-            field.to_string(),
+            field(),
             format!(
-                "{subject} would have {} params; at most {MAX_PARAMS_ENTRIES} are allowed",
+                "{} would have {} params; at most {MAX_PARAMS_ENTRIES} are allowed",
+                subject(),
                 current.len() + added
             ),
         );
@@ -1241,9 +1251,10 @@ fn check_reported_params(
     for (key, value) in reported.iter() {
         if depth_exceeds(value, MAX_PAYLOAD_DEPTH) {
             errors.push(
-                format!("{field}.{key}"),
+                format!("{}.{key}", field()),
                 format!(
-                    "{subject} reports param {key:?} nested deeper than {MAX_PAYLOAD_DEPTH} levels"
+                    "{} reports param {key:?} nested deeper than {MAX_PAYLOAD_DEPTH} levels",
+                    subject()
                 ),
             );
         }
