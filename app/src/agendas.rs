@@ -720,10 +720,24 @@ impl App {
         // memory quota (hostile41 H2: 68 times the quota by expansions). Past twice it, as what
         // reports add: a running generator still expands its agenda past the quota itself,
         // where only new agendas are refused (review-s49b).
-        if let AgendaCommand::Expand { operations, params, .. } = &command {
+        // One that adds nothing, or to a finished agenda, is the domain's to answer: it changes
+        // nothing, or is refused as illegal for a COMPLETE agenda (review-s51 L2: past twice
+        // the retained quota, the expansion of a finished agenda said QUOTA_EXCEEDED). Read
+        // from its stream only when the quota refuses.
+        if let AgendaCommand::Expand { operations, params, .. } = &command
+            && !(operations.is_empty() && params.is_empty())
+        {
             let bytes = pop_domain::validate::json_bytes(operations)
                 + pop_domain::validate::json_bytes(params);
-            self.check_expansion_quota(&customer_id, bytes as u64)?;
+            if let Err(refused) = self.check_expansion_quota(&customer_id, bytes as u64) {
+                let finished = match self.commands().load::<AgendaState>(key).await {
+                    Ok((state, _)) => state.is_complete(),
+                    Err(_) => false,
+                };
+                if !finished {
+                    return Err(refused);
+                }
+            }
         }
         if matches!(command, AgendaCommand::Rerun { .. }) {
             // A rerun makes a finished agenda live again, what it kept included: refused past

@@ -327,4 +327,14 @@ async fn agendas_admitted_under_the_retained_quota_keep_nothing_new_past_twice_i
     let models = w.projections.read();
     let live = models.agenda_entry(&pop_domain::agenda::key("acme", "live")).unwrap();
     assert_eq!(live.progress().unwrap().operation_progress.len(), 1, "nothing was added");
+    drop(models);
+
+    // A finished agenda's expansion is refused as the domain refuses it, whatever the quota
+    // (review-s51 L2: it said QUOTA_EXCEEDED); one that adds nothing changes nothing.
+    let more = json!([{"name": "more", "type": "work", "payload": {}}]);
+    let refused = w.app.expand(&worker, Named::id("t0"), more, None, None).await.unwrap_err();
+    assert_eq!(refused.code, pop_app::Code::Conflict, "{}", refused.message);
+    assert!(refused.message.contains("expand"), "{}", refused.message);
+    let nothing = w.app.expand(&worker, Named::id("live"), json!([]), None, None).await.unwrap();
+    assert!(nothing.position.is_none(), "nothing was written");
 }

@@ -199,7 +199,13 @@ pub async fn import(args: ImportArgs) -> Result<()> {
         Some(_) => bail!("pop import writes the embedded store or a PostgreSQL one (postgres://…)"),
         None => {
             let dir = args.store.data_dir.clone();
-            let made = !dir.exists();
+            // The outermost directory the import makes, parents included (review-s51 L3: a
+            // refused import into `new/pop-data` left `new`).
+            let made = dir
+                .ancestors()
+                .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+                .last()
+                .map(std::path::Path::to_path_buf);
             let lock = DataDirLock::acquire(&dir, "import")?;
             let path = args.store.db_path();
             let db = path.clone();
@@ -214,10 +220,12 @@ pub async fn import(args: ImportArgs) -> Result<()> {
                     // held only the lock file and an empty store), so a retry, or `pop
                     // serve`, starts from what was there before.
                     drop(lock);
-                    if made && let Err(gone) = std::fs::remove_dir_all(&dir) {
+                    if let Some(made) = made
+                        && let Err(gone) = std::fs::remove_dir_all(&made)
+                    {
                         eprintln!(
                             "WARNING: could not remove {}, made for this import: {gone}",
-                            dir.display()
+                            made.display()
                         );
                     }
                     return Err(refused(e));

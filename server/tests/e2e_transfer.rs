@@ -199,6 +199,11 @@ fn a_tampered_export_is_refused_with_its_line_and_the_store_stays_empty() {
     // Nothing was written: no store file, no staging file, and no lock file left behind; the
     // directory made for the import is gone (a refused import left `pop.lock` in it).
     assert!(!target.exists(), "{:?}", std::fs::read_dir(&target).map(|d| d.count()));
+    // Parents it made go as well (review-s51 L3: `new/` stayed when `new/pop-data` went).
+    let nested = dir.path().join("new");
+    let out = run(&["import", bad.to_str().unwrap()], &[("--data-dir", &nested.join("pop-data"))]);
+    assert!(!out.status.success(), "a file with a line dropped was imported");
+    assert!(!nested.exists(), "{:?}", std::fs::read_dir(&nested).map(|d| d.count()));
 
     // Into a directory that was there before: it stays, with nothing of the import's.
     let existing = dir.path().join("t3");
