@@ -350,8 +350,11 @@ async fn seed(
 ) -> Result<u64> {
     std::fs::create_dir_all(data_dir)?;
     // NORMAL for the seeding only: the benchmark measures the server, not this.
-    let options =
-        SqliteOptions { durability: Durability::Normal, clock: pop_store::system_clock() };
+    let options = SqliteOptions {
+        durability: Durability::Normal,
+        clock: pop_store::system_clock(),
+        min_free_bytes: 0,
+    };
     let store = Arc::new(SqliteStore::open(data_dir.join("pop.db"), options).await?);
     let count = finished + live;
     // Agenda i was submitted at `start + 3i ms`: the whole history ends before `now`.

@@ -12,6 +12,7 @@ use pop_store::{
 };
 
 use crate::cli::{DurabilityArg, StoreArgs};
+use pop_store::sqlite::DEFAULT_MIN_FREE_BYTES;
 
 /// An open store and the leader locks that go with it.
 pub struct Backend {
@@ -38,17 +39,27 @@ impl Backend {
         store_url: Option<&str>,
         durability: DurabilityArg,
     ) -> Result<Backend> {
-        Self::open_with(store, store_url, durability, false, PgOptions::default().pool_size).await
+        Self::open_with(
+            store,
+            store_url,
+            durability,
+            false,
+            PgOptions::default().pool_size,
+            DEFAULT_MIN_FREE_BYTES,
+        )
+        .await
     }
 
-    /// [`Backend::open`] with a PostgreSQL pool of `pool_size` (`pop serve --pg-pool-size`).
+    /// [`Backend::open`] with a PostgreSQL pool of `pool_size` (`pop serve --pg-pool-size`)
+    /// and the embedded store's free-space floor (`--min-free-disk-mib`).
     pub async fn open_sized(
         store: &StoreArgs,
         store_url: Option<&str>,
         durability: DurabilityArg,
         pool_size: usize,
+        min_free_bytes: u64,
     ) -> Result<Backend> {
-        Self::open_with(store, store_url, durability, false, pool_size).await
+        Self::open_with(store, store_url, durability, false, pool_size, min_free_bytes).await
     }
 
     /// The shared store at `store_url` for a tool that only reads it beside the servers
@@ -60,6 +71,7 @@ impl Backend {
             DurabilityArg::Full,
             true,
             PgOptions::default().pool_size,
+            DEFAULT_MIN_FREE_BYTES,
         )
         .await
     }
@@ -70,6 +82,7 @@ impl Backend {
         durability: DurabilityArg,
         read_only: bool,
         pool_size: usize,
+        min_free_bytes: u64,
     ) -> Result<Backend> {
         match store_url {
             None => {
@@ -88,7 +101,7 @@ impl Backend {
                 let store = Arc::new(
                     SqliteStore::open(
                         &path,
-                        SqliteOptions { durability, ..SqliteOptions::default() },
+                        SqliteOptions { durability, min_free_bytes, ..SqliteOptions::default() },
                     )
                     .await
                     .with_context(|| format!("opening the embedded store at {}", path.display()))?,

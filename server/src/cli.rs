@@ -562,6 +562,9 @@ pub struct TelemetryArgs {
     pub otlp_endpoint: Option<String>,
 }
 
+/// `pop serve --min-free-disk-mib` by default (the store's own default floor).
+const DEFAULT_MIN_FREE_DISK_MIB: u64 = pop_store::sqlite::DEFAULT_MIN_FREE_BYTES / (1024 * 1024);
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
@@ -585,6 +588,12 @@ pub struct ServeArgs {
     /// the machine).
     #[arg(long, env = "POP_DURABILITY", value_enum, default_value = "full")]
     pub durability: DurabilityArg,
+    /// Embedded store only: MiB to keep free on the data directory's filesystem. Under it
+    /// `/readyz` answers 503 saying so (and the start logs a WARN), before appends fail on a
+    /// full disk; ready again by itself once there is room. 0: never.
+    #[arg(long, env = "POP_MIN_FREE_DISK_MIB", default_value_t = DEFAULT_MIN_FREE_DISK_MIB,
+          value_parser = clap::value_parser!(u64).range(0..=1_048_576))]
+    pub min_free_disk_mib: u64,
     /// Address to listen on. Loopback by default: expose it deliberately.
     #[arg(long, env = "POP_BIND", default_value = "127.0.0.1:8080")]
     pub bind: String,

@@ -110,6 +110,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         args.store_url.as_deref(),
         args.durability,
         usize::from(args.pg_pool_size),
+        args.min_free_disk_mib.saturating_mul(1024 * 1024),
     )
     .await?;
     let log = Arc::clone(&backend.log);

@@ -1125,3 +1125,47 @@ async fn past_its_memory_budget_a_replica_serves_degraded_and_says_so() {
     assert!(!ready.contains("DEGRADED"), "{ready}");
     assert!(metrics.contains("pop_projection_degraded 0"), "{metrics}");
 }
+
+/// ops3am53 L4: a data directory on a filesystem with less free space than the server keeps
+/// (here any, at a floor of 1 TiB) says so at start and in `/readyz` (503, naming the flag),
+/// before an append fails on a full disk; with the floor off the same data is ready.
+#[tokio::test]
+async fn a_data_directory_short_of_free_space_is_not_ready_and_says_why() {
+    let h = Harness::new();
+    let readyz = |pop: &Pop| {
+        let http = pop.http.clone();
+        let base = pop.base();
+        async move {
+            let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+            (ready.status().as_u16(), ready.text().await.unwrap())
+        }
+    };
+    let floor = ["--min-free-disk-mib", "1048576"];
+    let pop = Pop::start_with(&h.data_dir(), Some(&h.token_file()), &h.log(), false, &floor);
+    let (status, said) = readyz(&pop).await;
+    assert_eq!(status, 503, "{said}");
+    assert!(said.contains("MiB free, under the 1048576 MiB"), "{said}");
+    assert!(said.contains("--min-free-disk-mib"), "{said}");
+    let log = pop.log.clone();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("WARN") && logged.contains("this server keeps free"), "{logged}");
+    assert!(pop.terminate().success(), "{}", log_tail(&log));
+
+    let pop = Pop::start_with(
+        &h.data_dir(),
+        Some(&h.token_file()),
+        &h.log(),
+        false,
+        &["--min-free-disk-mib", "0"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, said) = readyz(&pop).await;
+        if status == 200 {
+            assert!(said.starts_with("ready at position"), "{said}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not ready without a floor: {said}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -171,6 +171,13 @@ pub trait EventStore: Send + Sync + 'static {
         None
     }
 
+    /// Why appends may soon fail for want of disk, if this backend can tell (the embedded
+    /// store: free space under a floor where its file lives; a database server's disk is its
+    /// own to watch). `/readyz` answers it.
+    fn disk_trouble(&self) -> Option<String> {
+        None
+    }
+
     /// What most often makes [`EventStore::head`] slow on this backend while the database
     /// itself answers, for the operator (`None`: nothing to say).
     fn slow_head_hint(&self) -> Option<&'static str> {

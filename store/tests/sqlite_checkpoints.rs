@@ -49,7 +49,11 @@ async fn sealed(
     signer: &CheckpointSigningKey,
 ) -> (PathBuf, Vec<Vec<Position>>) {
     let path = dir.join(name);
-    let options = SqliteOptions { durability: Durability::Normal, clock: fixed_clock(now()) };
+    let options = SqliteOptions {
+        durability: Durability::Normal,
+        clock: fixed_clock(now()),
+        min_free_bytes: 0,
+    };
     let store = SqliteStore::open(&path, options).await.unwrap();
     let mut n = 0;
     let mut next = || {
@@ -461,7 +465,11 @@ async fn a_key_rotation_hands_the_log_over_and_still_verifies() {
     let (a, b, c) = (key(1), key(2), key(3));
     let id = |k: &CheckpointSigningKey| key_id(&k.verifying_key());
     let (path, _) = sealed(dir.path(), "pop.db", "rotated", &a).await;
-    let options = SqliteOptions { durability: Durability::Normal, clock: fixed_clock(now()) };
+    let options = SqliteOptions {
+        durability: Durability::Normal,
+        clock: fixed_clock(now()),
+        min_free_bytes: 0,
+    };
     let store = SqliteStore::open(&path, options.clone()).await.unwrap();
     store.append("d", ExpectedVersion::NoStream, vec![event(40, "d")]).await.unwrap();
 
@@ -553,7 +561,11 @@ async fn a_lost_first_key_leaves_its_checkpoints_pinned_by_the_chain() {
     let dir = tempfile::tempdir().unwrap();
     let (a, c) = (key(1), key(3));
     let (path, _) = sealed(dir.path(), "pop.db", "lost", &a).await;
-    let options = SqliteOptions { durability: Durability::Normal, clock: fixed_clock(now()) };
+    let options = SqliteOptions {
+        durability: Durability::Normal,
+        clock: fixed_clock(now()),
+        min_free_bytes: 0,
+    };
     let store = SqliteStore::open(&path, options).await.unwrap();
     let witness = store.last_checkpoint().await.unwrap();
     store.append("d", ExpectedVersion::NoStream, vec![event(40, "d")]).await.unwrap();
@@ -632,7 +644,11 @@ async fn a_sealer_that_cannot_extend_the_log_says_why_and_what_to_do() {
     let (a, b, c, d) = (key(1), key(2), key(3), key(4));
     let id = |k: &CheckpointSigningKey| key_id(&k.verifying_key());
     let (path, _) = sealed(dir.path(), "pop.db", "why", &a).await;
-    let options = SqliteOptions { durability: Durability::Normal, clock: fixed_clock(now()) };
+    let options = SqliteOptions {
+        durability: Durability::Normal,
+        clock: fixed_clock(now()),
+        min_free_bytes: 0,
+    };
     let store = SqliteStore::open(&path, options).await.unwrap();
     let refused = |r: Result<Option<pop_store::commitment::Checkpoint>, SealError>| match r {
         Err(SealError::Foreign(why)) => why,
@@ -691,7 +707,11 @@ async fn a_retired_key_takes_the_log_back_only_with_an_endorsement() {
     let (a, b) = (key(1), key(2));
     let id = |k: &CheckpointSigningKey| key_id(&k.verifying_key());
     let (path, _) = sealed(dir.path(), "pop.db", "retired", &a).await;
-    let options = SqliteOptions { durability: Durability::Normal, clock: fixed_clock(now()) };
+    let options = SqliteOptions {
+        durability: Durability::Normal,
+        clock: fixed_clock(now()),
+        min_free_bytes: 0,
+    };
     let store = SqliteStore::open(&path, options.clone()).await.unwrap();
     store.append("d", ExpectedVersion::NoStream, vec![event(40, "d")]).await.unwrap();
     let rotated = Sealer::new(b.clone()).handing_over(vec![PreviousKey::Held(a.clone())]);
@@ -795,7 +815,11 @@ impl pop_store::commitment::LogCommitment for Growing {
 #[tokio::test]
 async fn a_sealing_round_under_steady_writes_ends() {
     let dir = tempfile::tempdir().unwrap();
-    let options = SqliteOptions { durability: Durability::Normal, clock: fixed_clock(now()) };
+    let options = SqliteOptions {
+        durability: Durability::Normal,
+        clock: fixed_clock(now()),
+        min_free_bytes: 0,
+    };
     let store = SqliteStore::open(&dir.path().join("grow.db"), options).await.unwrap();
     let backlog: Vec<NewEvent> = (0..6).map(|n| event(n, "backlog")).collect();
     store.append("a", ExpectedVersion::NoStream, backlog).await.unwrap();

@@ -33,7 +33,8 @@ fn event(n: u32) -> NewEvent {
 async fn pristine(dir: &Path) -> (PathBuf, Vec<(String, Vec<Position>)>) {
     let path = dir.join("pop.db");
     let at = DateTime::<Utc>::from_timestamp_micros(1_800_000_000_123_456).unwrap();
-    let options = SqliteOptions { durability: Durability::Normal, clock: fixed_clock(at) };
+    let options =
+        SqliteOptions { durability: Durability::Normal, clock: fixed_clock(at), min_free_bytes: 0 };
     let store = SqliteStore::open(&path, options).await.unwrap();
     let mut n = 0;
     let mut next = || {

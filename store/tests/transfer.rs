@@ -49,7 +49,11 @@ fn key(n: u8) -> CheckpointSigningKey {
 /// a tombstone without events, data that must travel as base64; sealed with `k`.
 async fn source(dir: &Path, k: &CheckpointSigningKey) -> PathBuf {
     let path = dir.join("source.db");
-    let options = SqliteOptions { durability: Durability::Normal, clock: fixed_clock(now()) };
+    let options = SqliteOptions {
+        durability: Durability::Normal,
+        clock: fixed_clock(now()),
+        min_free_bytes: 0,
+    };
     let store = SqliteStore::open(&path, options).await.unwrap();
     store
         .append("a", ExpectedVersion::NoStream, vec![event(1, json(1)), event(2, json(2))])

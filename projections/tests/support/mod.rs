@@ -41,7 +41,11 @@ impl Log {
     pub async fn open() -> Fallible<Log> {
         let dir = tempfile::tempdir()?;
         // NORMAL: tests and the benchmark need speed, not power-loss durability.
-        let options = SqliteOptions { durability: Durability::Normal, clock: fixed_clock(t(0)) };
+        let options = SqliteOptions {
+            durability: Durability::Normal,
+            clock: fixed_clock(t(0)),
+            min_free_bytes: 0,
+        };
         let store = Arc::new(SqliteStore::open(dir.path().join("pop.db"), options).await?);
         Ok(Log { store, dir })
     }

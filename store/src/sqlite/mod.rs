@@ -51,11 +51,22 @@ pub struct SqliteOptions {
     pub durability: Durability,
     /// Stamps `recorded_at`.
     pub clock: Clock,
+    /// Free bytes the filesystem holding the store's file should keep; under it the store
+    /// says so ([`EventStore::disk_trouble`]). 0: never.
+    pub min_free_bytes: u64,
 }
+
+/// [`SqliteOptions::min_free_bytes`] by default: room for a write-ahead log a quarter of the
+/// writer's autocheckpoint (256 MiB) and the checkpoints that fold it back.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        SqliteOptions { durability: Durability::Full, clock: system_clock() }
+        SqliteOptions {
+            durability: Durability::Full,
+            clock: system_clock(),
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+        }
     }
 }
 
@@ -79,6 +90,8 @@ pub struct SqliteStore {
     wall: Clock,
     /// What the writer thread committed ([`EventStore::group_commits`]).
     commits: Arc<crate::GroupCommits>,
+    /// [`SqliteOptions::min_free_bytes`].
+    min_free: u64,
 }
 
 /// The embedded store's file read by a tool beside a running server (`pop log`): one reader
@@ -183,7 +196,7 @@ impl SqliteStore {
             .spawn(move || writer.run())
             .map_err(|e| StoreError::backend("starting the writer thread", e))?;
         tracing::info!(path = %path.display(), head, "event store opened");
-        Ok(SqliteStore {
+        let store = SqliteStore {
             readers: Arc::new(reader::Readers::new(path.clone(), READER_POOL_SIZE)),
             path,
             requests,
@@ -191,7 +204,22 @@ impl SqliteStore {
             floor,
             wall,
             commits,
-        })
+            min_free: options.min_free_bytes,
+        };
+        // Said at start (ops3am53 L4: a full disk at start said ready, and the first submit
+        // failed).
+        if let Some(why) = store.disk_trouble() {
+            tracing::warn!(path = %store.path.display(), "{why}");
+        }
+        Ok(store)
+    }
+
+    /// The bytes an unprivileged writer may still use on the filesystem holding the store's
+    /// file (`statvfs`' available blocks), or `None` when it cannot be asked.
+    pub fn free_bytes(&self) -> Option<u64> {
+        let dir = self.path.parent().filter(|p| !p.as_os_str().is_empty());
+        let stat = rustix::fs::statvfs(dir.unwrap_or(Path::new("."))).ok()?;
+        Some(stat.f_bavail.saturating_mul(stat.f_frsize))
     }
 
     /// Recomputes every event's digest and chain link, every stream's head, and checks
@@ -346,6 +374,25 @@ fn open_writer(path: &Path, durability: Durability) -> Result<(Connection, u64),
 
 #[async_trait]
 impl EventStore for SqliteStore {
+    fn disk_trouble(&self) -> Option<String> {
+        if self.min_free == 0 {
+            return None;
+        }
+        let free = self.free_bytes()?;
+        (free < self.min_free).then(|| {
+            format!(
+                "the filesystem holding the embedded store {} has {} MiB free, under the {} MiB \
+                 this server keeps free (--min-free-disk-mib): appends fail once it is full \
+                 (the write-ahead log alone can take 256 MiB under steady load); free space \
+                 there or move the data directory to a larger volume. Ready again by itself \
+                 once there is room",
+                self.path.display(),
+                free / (1024 * 1024),
+                self.min_free / (1024 * 1024),
+            )
+        })
+    }
+
     fn sequence_positions(&self) -> bool {
         true
     }
