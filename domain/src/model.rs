@@ -244,6 +244,10 @@ pub struct AgendaInsight {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Operation {
+    /// Required: a missing or `null` one (Jackson's unset field) is the validator's to refuse,
+    /// beside every other problem of the agenda (popclient54 M1: serde's "invalid type: null"
+    /// alone hid the rest).
+    #[serde(default, deserialize_with = "crate::wire::or_default")]
     pub name: String,
     /// Selects the handler. Optional in POP JSON; an empty type is allowed.
     #[serde(rename = "type", default, deserialize_with = "crate::wire::or_default")]
@@ -483,7 +487,7 @@ pub struct OperationProgress {
         skip_serializing_if = "Option::is_none"
     )]
     pub percent_complete: Option<f64>,
-    #[serde(default, deserialize_with = "crate::wire::or_default")]
+    #[serde(default, deserialize_with = "crate::wire::skipping_nulls")]
     pub diagnostic_events: Vec<DiagnosticEvent>,
     #[serde(default, deserialize_with = "crate::wire::count::deserialize")]
     pub attempt_count: u32,
@@ -559,9 +563,9 @@ pub struct AgendaProgress {
         skip_serializing_if = "Option::is_none"
     )]
     pub percent_complete: Option<f64>,
-    #[serde(default, deserialize_with = "crate::wire::or_default")]
+    #[serde(default, deserialize_with = "crate::wire::skipping_nulls")]
     pub operation_progress: Vec<OperationProgress>,
-    #[serde(default, deserialize_with = "crate::wire::or_default")]
+    #[serde(default, deserialize_with = "crate::wire::skipping_nulls")]
     pub diagnostic_events: Vec<DiagnosticEvent>,
     #[serde(default, deserialize_with = "crate::wire::count::deserialize")]
     pub attempts_completed: u32,

@@ -88,6 +88,19 @@ where
     Ok(<Option<T> as serde::Deserialize>::deserialize(d)?.unwrap_or_default())
 }
 
+/// A list whose `null` entries are skipped (and whose own `null` is empty): a report's
+/// operations and diagnostics, as POP's server skipped them (`AgendaProgressRequestProcessor`:
+/// `if(op == null) continue; // help the user a slight bit`). Refused, an executor that sends
+/// the same report again loses its lease (popclient54 M2).
+pub fn skipping_nulls<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    let list = <Option<Vec<Option<T>>> as serde::Deserialize>::deserialize(d)?;
+    Ok(list.unwrap_or_default().into_iter().flatten().collect())
+}
+
 /// A count (`attemptCount`, `attemptsCompleted`, `maximumAttempts`): a non-negative integer
 /// given as a number (`2`, `2.0`) or a numeric string (`"2"`); `null` is 0.
 pub mod count {

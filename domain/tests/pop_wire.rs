@@ -196,6 +196,38 @@ fn jackson_progress_reports_with_nulls_and_string_numbers() {
             "diagnosticEvents": null, "percentComplete": null}),
     );
     assert!(bare.operation_progress.is_empty() && bare.percent_complete.is_none());
+
+    // A null entry in a report's lists is skipped, as POP's server skipped it ("help the user a
+    // slight bit"), not a reason to refuse the report (popclient54 M2).
+    let holed: AgendaProgress = round_trip(
+        "AgendaProgress (null entries)",
+        json!({"id": "p1", "processingState": "EXECUTING",
+            "operationProgress": [null, {"operation": "probe", "processingState": "EXECUTING",
+                "percentComplete": 11, "diagnosticEvents": [null, {"message": "warm"}]}, null],
+            "diagnosticEvents": [null]}),
+    );
+    assert_eq!(holed.operation_progress.len(), 1);
+    assert_eq!(&*holed.operation_progress[0].operation, "probe");
+    let said: Vec<&str> =
+        holed.operation_progress[0].diagnostic_events.iter().map(|d| &*d.message).collect();
+    assert_eq!(said, ["warm"]);
+    assert!(holed.diagnostic_events.is_empty());
+}
+
+/// A null or missing operation name is the validator's to refuse, with the agenda's other
+/// problems (popclient54 M1: serde's "invalid type: null" came alone).
+#[test]
+fn a_null_operation_name_is_refused_with_every_other_problem() {
+    let agenda: pop_domain::Agenda = serde_json::from_value(json!({"customerId": null,
+        "operations": [{"name": "a", "type": "x", "params": {"dependsOn": "nope"}},
+            {"name": null, "type": "x"}, {"type": "x"}]}))
+    .unwrap();
+    let problems = pop_domain::validate::validate_agenda(&agenda).unwrap_err();
+    let fields: Vec<&str> = problems.errors.iter().map(|p| p.field.as_str()).collect();
+    for wanted in ["customerId", "operations[1].name", "operations[2].name"] {
+        assert!(fields.contains(&wanted), "{wanted} not in {fields:?}");
+    }
+    assert!(fields.iter().any(|f| f.starts_with("operations[0]")), "{fields:?}");
 }
 
 #[test]
