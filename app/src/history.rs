@@ -227,10 +227,8 @@ impl App {
                     Err(e) if e.code == crate::Code::NotFound => return Ok(None),
                     Err(e) => return Err(e),
                 };
-                match self.authorized_customer(caller, named.id, &key).await {
-                    Ok(_) => {}
-                    Err(e) if e.code == crate::Code::NotFound => return Ok(None),
-                    Err(e) => return Err(e),
+                if !self.sees_agenda_of(caller, named.id, &key).await? {
+                    return Ok(None);
                 }
                 self.history_of(&key, after, first).await
             })

@@ -846,10 +846,8 @@ impl App {
                     Err(e) if e.code == crate::Code::NotFound => return Ok(None),
                     Err(e) => return Err(e),
                 };
-                match self.authorized_customer(caller, agenda.id, &key).await {
-                    Ok(_) => {}
-                    Err(e) if e.code == crate::Code::NotFound => return Ok(None),
-                    Err(e) => return Err(e),
+                if !self.sees_agenda_of(caller, agenda.id, &key).await? {
+                    return Ok(None);
                 }
                 let stream = stream_name(AGENDA_CATEGORY, &key);
                 match self.event_page(Some(&stream), after, first).await {

@@ -214,6 +214,24 @@ impl App {
         self.authorized_customer_for(caller, id, key, false).await
     }
 
+    /// Whether `caller` sees the customer of the agenda keyed `key` (named `id`): the reads of
+    /// its whole record (its events, its history) are its customer's alone. A lease holder of
+    /// another customer reads the agenda's progress while it holds it, not what earlier runs
+    /// reported, nor who did what (hostile54 M1: a pool worker of another customer read an
+    /// earlier attempt's results and the customer's principals and cids).
+    pub(crate) async fn sees_agenda_of(
+        &self,
+        caller: &Caller,
+        id: &str,
+        key: &str,
+    ) -> AppResult<bool> {
+        match self.authorized_customer(caller, id, key).await {
+            Ok(customer) => Ok(caller.principal.sees(&customer)),
+            Err(e) if e.code == crate::Code::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// [`Self::authorized_customer`]; with `late_report`, a service principal also reaches the
     /// agenda it last held the lease of, once the agenda completed under it
     /// ([`AgendaState::finished_by`]): its executor's own outcome report comes after the

@@ -493,7 +493,24 @@ async fn a_shared_or_global_insight_hands_a_tenant_only_its_own_agendas() {
         submit("globex", "g3", insight).await;
         submit("acme", "a2", insight).await;
         let ops = Caller::new(Principal::new("ops-worker", Role::Service, &["ops"]), "test");
-        assert_eq!(claimed(ops, insight).await, ids(&["acme/a2", "globex/g3"]), "{insight}");
+        assert_eq!(
+            claimed(ops.clone(), insight).await,
+            ids(&["acme/a2", "globex/g3"]),
+            "{insight}"
+        );
+        // Holding acme's agenda, the operator reads its progress, not its whole record: the
+        // events and history (earlier runs' results, acme's principals and cids) are acme's
+        // (hostile54 M1).
+        let a2 = format!("{insight}-a2");
+        let named = Named::of(&a2, Some("acme"));
+        let progress = w.app.agenda_progress(&ops, &a2, Some("acme"), None).await.unwrap();
+        assert!(progress.is_some(), "{insight}: the holder reads the progress");
+        let events = w.app.agenda_events(&ops, named, None, None).await.unwrap();
+        assert!(events.is_none(), "{insight}: the holder read the events");
+        let history = w.app.agenda_history(&ops, named, None, None).await.unwrap();
+        assert!(history.is_none(), "{insight}: the holder read the history");
+        let acme = w.app.agenda_events(&user("acme"), named, None, None).await.unwrap();
+        assert!(acme.is_some_and(|page| !page.events.is_empty()), "{insight}: acme reads them");
     }
 }
 
