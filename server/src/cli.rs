@@ -418,6 +418,9 @@ pub enum Command {
     },
 }
 
+/// `--timeout` of the client commands by default, in seconds.
+pub const DEFAULT_CLIENT_TIMEOUT_SECS: u64 = 60;
+
 /// How the CLI helpers reach a running server.
 #[derive(Debug, Args, Clone)]
 pub struct ClientArgs {
@@ -430,6 +433,12 @@ pub struct ClientArgs {
     /// Data directory holding the generated admin token (when --token is not given).
     #[arg(long, env = "POP_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+    /// Longest one call waits for the server's answer, in seconds (1..=600; the longest a
+    /// server holds a waiting `getAgenda` is 30): a server that accepts the connection and
+    /// never answers (stopped, a paused VM) fails the command saying so instead of hanging.
+    #[arg(long, env = "POP_CLIENT_TIMEOUT", default_value_t = DEFAULT_CLIENT_TIMEOUT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub timeout: u64,
     /// Traces of the calls (a `client` span each, the root of the server's spans for it).
     #[command(flatten)]
     pub telemetry: TelemetryArgs,

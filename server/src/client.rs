@@ -24,7 +24,12 @@ pub struct Client {
     /// What a command printed as the next step needs to reach the same server with the same
     /// token ([`Client::next_step_flags`]).
     next_step_flags: String,
+    /// `--timeout`: the longest one call waits for an answer.
+    timeout: std::time::Duration,
 }
+
+/// Longest a connection to the server may take to open (TCP, and a WebSocket's upgrade).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The subscription's connection was lost or closed by the server (a restart): the caller may
 /// connect again and resume after the last position it saw.
@@ -69,12 +74,21 @@ impl Client {
         }
         // (The first client of the process names them: a command makes one.)
         let _ = crate::output::NEXT_STEP_FLAGS.set(next_step_flags.clone());
+        // Bounded (newcomer54: with the server stopped by SIGSTOP, `pop agendas` printed nothing
+        // for as long as it was left to wait).
+        let timeout = std::time::Duration::from_secs(args.timeout);
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(timeout)
+            .build()
+            .context("making the HTTP client")?;
         Ok(Client {
-            http: reqwest::Client::new(),
+            http,
             base: args.server.trim_end_matches('/').to_owned(),
             token,
             token_source,
             next_step_flags,
+            timeout,
         })
     }
 
@@ -151,7 +165,7 @@ impl Client {
             .await
             // The URL is said once, here (ops3am18: reqwest's "for url (…)" said it again).
             .map_err(reqwest::Error::without_url)
-            .with_context(|| format!("calling {url} ({NOT_THERE})"))?;
+            .map_err(|e| self.unanswered(e, &url))?;
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED {
             bail!(
@@ -160,7 +174,27 @@ impl Client {
                 self.token_source
             );
         }
-        response.json().await.with_context(|| format!("reading {url} ({status})"))
+        response
+            .json()
+            .await
+            .map_err(|e| self.unanswered(e.without_url(), &url))
+            .with_context(|| format!("reading {url} ({status})"))
+    }
+
+    /// What a call that got no answer says: a server that did not answer in time (it may
+    /// have done what was asked), else one that is not there.
+    fn unanswered(&self, e: reqwest::Error, url: &str) -> anyhow::Error {
+        if e.is_timeout() {
+            anyhow::Error::new(e).context(format!(
+                "{url} did not answer within {} s (--timeout, POP_CLIENT_TIMEOUT): the server is \
+                 stopped, paused or overloaded (its /healthz and /readyz say which); a change \
+                 it was asked for may still have been made, so read it back before sending it \
+                 again",
+                self.timeout.as_secs()
+            ))
+        } else {
+            anyhow::Error::new(e).context(format!("calling {url} ({NOT_THERE})"))
+        }
     }
 
     /// Subscribes and calls `on_next` with each `data` payload until it returns `false` or the
@@ -192,9 +226,21 @@ impl Client {
                 request.headers_mut().insert(name, value);
             }
         }
-        let (mut ws, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .map_err(|e| Disconnected(format!("connecting to {url} ({NOT_THERE}): {e}")))?;
+        let (mut ws, _) =
+            match tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request))
+                .await
+            {
+                Ok(connected) => connected
+                    .map_err(|e| Disconnected(format!("connecting to {url} ({NOT_THERE}): {e}")))?,
+                Err(_) => {
+                    return Err(Disconnected(format!(
+                        "{url} did not open the subscription within {} s: the server is \
+                         stopped, paused or overloaded (its /healthz and /readyz say which)",
+                        CONNECT_TIMEOUT.as_secs()
+                    ))
+                    .into());
+                }
+            };
         let send = |v: Value| tungstenite::Message::Text(v.to_string().into());
         let lost = |e: tungstenite::Error| Disconnected(format!("the connection to {url}: {e}"));
         ws.send(send(json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {}", self.token)}})))

@@ -363,6 +363,7 @@ async fn dev_setup(server: String, admin_token: Option<std::path::PathBuf>, data
         server: server.clone(),
         token,
         data_dir: data_dir.clone(),
+        timeout: crate::cli::DEFAULT_CLIENT_TIMEOUT_SECS,
         telemetry: Default::default(),
     };
     let result = async {

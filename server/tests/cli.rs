@@ -169,6 +169,30 @@ fn a_command_sent_during_a_restart_waits_for_the_server() {
     assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
 }
 
+/// A server that takes the connection and never answers (stopped by SIGSTOP, a paused VM: the
+/// kernel still completes the handshake) fails the command within `--timeout`, saying what may
+/// be wrong, instead of leaving it silent for good (newcomer54: `pop agendas` hung with no
+/// output until killed).
+#[test]
+fn a_server_that_never_answers_fails_the_command_within_its_timeout() {
+    // Listening, never accepting: connections complete in the backlog and nothing answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", silent.local_addr().unwrap());
+    let started = Instant::now();
+    let run = pop_command()
+        .args(["agendas", "--timeout", "2"])
+        .env("POP_SERVER", &base)
+        .env("POP_TOKEN", "any")
+        .output()
+        .expect("running pop");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("did not answer within 2 s"), "{stderr}");
+    assert!(stderr.contains("/readyz"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    drop(silent);
+}
+
 #[test]
 fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     let dir = tempfile::tempdir().unwrap();
