@@ -76,8 +76,27 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
             if !path.exists() {
                 bail!("no embedded store at {}", path.display());
             }
-            tokio::task::spawn_blocking(move || SqliteStore::verify_file_trusting(&path, trust))
-                .await??
+            let file = path.clone();
+            match tokio::task::spawn_blocking(move || {
+                SqliteStore::verify_file_trusting(&file, trust)
+            })
+            .await?
+            {
+                Ok(report) => report,
+                // Not a store that could not be reached: one that cannot be trusted
+                // (newcomer54: exit 1, "unreachable" to a cron job, for a malformed file).
+                Err(e) if e.is_damaged_file() => {
+                    return Err(not_intact(format!(
+                        "NOT INTACT: the store file {} is damaged ({}): its events cannot be \
+                         read back, so nothing in it is verified. Stop the server, then \
+                         restore the data directory from a backup, or `pop import` an export \
+                         taken before into a new one",
+                        path.display(),
+                        pop_domain::error::ErrorChain(&e)
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     };
     let span =

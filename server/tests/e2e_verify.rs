@@ -50,6 +50,35 @@ fn pop_verify_passes_an_intact_store_and_names_the_first_break() {
     assert!(!stdout.contains("streams,") && !stdout.contains("no signed checkpoint"), "{stdout}");
 }
 
+/// A store file SQLite itself cannot read (pages overwritten: a bad disk, a copy cut short) is
+/// NOT INTACT, exit 4, saying what to do; not exit 1, which says the store could not be
+/// reached (newcomer54: a cron job reading 1 as transient missed it).
+#[test]
+fn a_store_file_sqlite_cannot_read_is_not_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let demo = pop_command().args(["demo", "--data-dir"]).arg(&data).output().unwrap();
+    assert!(demo.status.success(), "{}", String::from_utf8_lossy(&demo.stderr));
+    let db = data.join("pop.db");
+    let _ = std::fs::remove_file(data.join("pop.db-wal"));
+    let mut bytes = std::fs::read(&db).unwrap();
+    let page = u16::from_be_bytes([bytes[16], bytes[17]]) as usize;
+    assert!(bytes.len() > 4 * page, "{} bytes", bytes.len());
+    // Every page past the first (the header and schema stay readable).
+    for (i, b) in bytes.iter_mut().enumerate().skip(page) {
+        *b = (i as u8).wrapping_mul(31) ^ 0xA5;
+    }
+    std::fs::write(&db, bytes).unwrap();
+    let out = pop_command().args(["verify", "--data-dir"]).arg(&data).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("NOT INTACT: the store file") && stderr.contains("is damaged"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("restore the data directory from a backup"), "{stderr}");
+}
+
 /// `pop verify --store postgres://…`: a log written by the PostgreSQL store verifies intact;
 /// after one event's data is changed in its table, the break is named and the exit is
 /// non-zero.

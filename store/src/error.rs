@@ -100,6 +100,29 @@ impl StoreError {
         matches!(self, StoreError::OutcomeUnknown { .. })
     }
 
+    /// Whether the embedded store's file itself is damaged (SQLite: "database disk image is
+    /// malformed", "file is not a database"): no retry helps; a backup or an export does.
+    pub fn is_damaged_file(&self) -> bool {
+        let source = match self {
+            StoreError::Backend { source, .. } | StoreError::OutcomeUnknown { source, .. } => {
+                source
+            }
+            _ => return false,
+        };
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+        while let Some(e) = cause {
+            if let Some(rusqlite::Error::SqliteFailure(f, _)) = e.downcast_ref::<rusqlite::Error>()
+            {
+                return matches!(
+                    f.code,
+                    rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+                );
+            }
+            cause = e.source();
+        }
+        false
+    }
+
     /// Whether re-reading the stream and deciding again may succeed.
     pub fn is_conflict(&self) -> bool {
         matches!(self, StoreError::WrongExpectedVersion { .. })
@@ -222,6 +245,21 @@ impl fmt::Display for Limit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_malformed_file_is_damaged_a_full_disk_is_not() {
+        let malformed = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+            Some("database disk image is malformed".into()),
+        );
+        assert!(StoreError::backend("reading events", malformed).is_damaged_file());
+        let full = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            Some("database or disk is full".into()),
+        );
+        assert!(!StoreError::backend("appending events", full).is_damaged_file());
+        assert!(!StoreError::Closed.is_damaged_file());
+    }
 
     #[test]
     fn a_full_disk_or_lost_io_is_unavailable_a_bug_is_not() {

@@ -70,3 +70,37 @@ async fn small_commits_are_checkpointed_into_the_file() {
     }
     store.close().await.unwrap();
 }
+
+/// A second process writing to the same file (two servers on one data directory, after its
+/// `pop.lock` was removed) is said by the writer that finds its commits, for good: that
+/// process's read models never see the other's events, so it must restart (newcomer54: only
+/// a WARN said so, and both servers stayed ready with diverging read models).
+#[tokio::test]
+async fn a_store_written_by_another_process_says_so_for_good() {
+    use pop_store::{ExpectedVersion, NewEvent};
+    let event = || NewEvent {
+        event_id: uuid::Uuid::new_v4(),
+        event_type: "Noted".into(),
+        schema_version: 1,
+        data: b"{}".to_vec(),
+        metadata: b"{}".to_vec(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pop.db");
+    let ours = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+    ours.append("a", ExpectedVersion::NoStream, vec![event()]).await.unwrap();
+    assert_eq!(ours.log_went_back(), None, "its own commits are not another's");
+    // Another writer on the same file, as a second process would be.
+    let other = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+    other.append("b", ExpectedVersion::NoStream, vec![event()]).await.unwrap();
+    assert_eq!(other.log_went_back(), None, "it opened after our commit");
+    assert_eq!(ours.log_went_back(), None, "nothing found yet");
+    // Our next commit finds the other's: the append itself still lands, in order.
+    let appended = ours.append("c", ExpectedVersion::NoStream, vec![event()]).await.unwrap();
+    assert_eq!(appended.position.sequence(), Some(3), "{appended:?}");
+    let why = ours.log_went_back().expect("the other process's commits are said");
+    assert!(why.contains("another process wrote to this event store"), "{why}");
+    assert!(why.contains("pop.lock"), "{why}");
+    ours.append("d", ExpectedVersion::NoStream, vec![event()]).await.unwrap();
+    assert_eq!(ours.log_went_back().as_deref(), Some(why.as_str()), "for good");
+}

@@ -92,6 +92,9 @@ pub struct SqliteStore {
     commits: Arc<crate::GroupCommits>,
     /// [`SqliteOptions::min_free_bytes`].
     min_free: u64,
+    /// Why the log changed under this process, once its writer found another process's
+    /// commits ([`EventStore::log_went_back`]).
+    changed_under: Arc<std::sync::OnceLock<String>>,
 }
 
 /// The embedded store's file read by a tool beside a running server (`pop log`): one reader
@@ -189,8 +192,10 @@ impl SqliteStore {
         let (head_tx, head_rx) = watch::channel(Position::from_sequence(head));
         let checkpointer = checkpoint::Checkpointer::start(&path)?;
         let commits = Arc::new(crate::GroupCommits::default());
+        let changed_under = Arc::new(std::sync::OnceLock::new());
         let writer = writer::Writer::new(conn, rx, head_tx, head, clock, Some(checkpointer))
-            .counting(Arc::clone(&commits));
+            .counting(Arc::clone(&commits))
+            .watching(Arc::clone(&changed_under));
         std::thread::Builder::new()
             .name("pop-store-writer".to_owned())
             .spawn(move || writer.run())
@@ -205,6 +210,7 @@ impl SqliteStore {
             wall,
             commits,
             min_free: options.min_free_bytes,
+            changed_under,
         };
         // Said at start (ops3am53 L4: a full disk at start said ready, and the first submit
         // failed).
@@ -374,6 +380,10 @@ fn open_writer(path: &Path, durability: Durability) -> Result<(Connection, u64),
 
 #[async_trait]
 impl EventStore for SqliteStore {
+    fn log_went_back(&self) -> Option<String> {
+        self.changed_under.get().cloned()
+    }
+
     fn disk_trouble(&self) -> Option<String> {
         if self.min_free == 0 {
             return None;

@@ -195,6 +195,8 @@ pub(crate) struct Writer {
     patience: Patience,
     /// Groups committed and the requests they answered, for the store's handle.
     commits: Option<std::sync::Arc<crate::GroupCommits>>,
+    /// Set once another process was found writing to the store ([`Writer::watching`]).
+    changed_under: Option<std::sync::Arc<std::sync::OnceLock<String>>>,
 }
 
 struct State {
@@ -205,6 +207,8 @@ struct State {
     clock: Clock,
     /// A request taken from the queue that did not fit the previous group.
     carry: Option<Request>,
+    /// The head another process left, when a group found one (see `apply_group`).
+    foreign_head: Option<(u64, u64)>,
 }
 
 /// A failed COMMIT. An IO error (SQLITE_IOERR: writing the WAL's frames or syncing them
@@ -266,6 +270,7 @@ impl Writer {
             streams: GenerationalCache::new(STREAM_CACHE_CAPACITY),
             clock,
             carry: None,
+            foreign_head: None,
         };
         Writer {
             conn,
@@ -279,7 +284,18 @@ impl Writer {
             answered: None,
             patience: Patience::default(),
             commits: None,
+            changed_under: None,
         }
+    }
+
+    /// Says in `changed_under`, once, that another process wrote to the store: its commits
+    /// never reach this process's subscribers, so its read models stay behind for good.
+    pub(crate) fn watching(
+        mut self,
+        changed_under: std::sync::Arc<std::sync::OnceLock<String>>,
+    ) -> Writer {
+        self.changed_under = Some(changed_under);
+        self
     }
 
     /// Counts the groups this writer commits into `commits`.
@@ -380,6 +396,19 @@ impl Writer {
         let mut result = apply_group(&mut self.conn, &mut self.state, &group, now_micros, false);
         if matches!(result, Err(GroupError::NeedSavepoints)) {
             result = apply_group(&mut self.conn, &mut self.state, &group, now_micros, true);
+        }
+        if let Some((stored, ours)) = self.state.foreign_head.take() {
+            let why = format!(
+                "another process wrote to this event store (its head was {stored} where this \
+                 server's last commit left {ours}): two servers share the data directory, most \
+                 likely after its pop.lock was removed. This server's read models miss the \
+                 other's writes, so it is not ready again until restarted: stop every other \
+                 process using the data directory, then restart this one"
+            );
+            tracing::error!(stored, ours, "{why}");
+            if let Some(changed) = &self.changed_under {
+                let _ = changed.set(why);
+            }
         }
         let answers = match result {
             Ok(Applied { head, overlay, answers }) => {
@@ -493,7 +522,8 @@ fn apply_group(
     if stored != state.head {
         // Another process wrote to this file since our last commit: our cached versions and
         // head are stale. Start over from the database (we hold the write lock now).
-        tracing::warn!(stored, ours = state.head, "another writer changed the event store");
+        // Said by the writer once the group is done (`Writer::commit_group`).
+        state.foreign_head = Some((stored, state.head));
         state.streams.clear();
         state.head = stored;
     }
