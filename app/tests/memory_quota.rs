@@ -324,10 +324,11 @@ async fn agendas_admitted_under_the_retained_quota_keep_nothing_new_past_twice_i
     assert_eq!(refused.code, pop_app::Code::QuotaExceeded, "{}", refused.message);
     assert!(refused.message.contains("--max-retained-bytes-per-customer"), "{}", refused.message);
     w.app.settle(None).await.unwrap();
-    let models = w.projections.read();
-    let live = models.agenda_entry(&pop_domain::agenda::key("acme", "live")).unwrap();
-    assert_eq!(live.progress().unwrap().operation_progress.len(), 1, "nothing was added");
-    drop(models);
+    {
+        let models = w.projections.read();
+        let live = models.agenda_entry(&pop_domain::agenda::key("acme", "live")).unwrap();
+        assert_eq!(live.progress().unwrap().operation_progress.len(), 1, "nothing was added");
+    }
 
     // A finished agenda's expansion is refused as the domain refuses it, whatever the quota
     // (review-s51 L2: it said QUOTA_EXCEEDED); one that adds nothing changes nothing.
