@@ -89,3 +89,40 @@ async fn an_agenda_progress_params_in_a_report_are_kept() {
     assert_eq!(refused.code, pop_app::Code::Validation, "{}", refused.message);
     assert!(refused.message.contains("agendaProgress.params"), "{}", refused.message);
 }
+
+/// A null entry in a report's operations is skipped wherever it stands, as POP's server
+/// skipped it, and what is said of an entry names its place as sent (review54 H1: a leading
+/// null made the next entry's state read as missing).
+#[tokio::test]
+async fn null_operations_in_a_report_are_skipped_and_entries_keep_their_places() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = acme_world(sqlite(dir.path()).await).await;
+    submit_queued(&w, "n1", json!({})).await;
+    let worker = worker();
+    let claimed = w.app.get_agenda(&worker, "work", 1, None).await.unwrap();
+    let lease = claimed[0].lease().unwrap().lease_id.clone();
+    let report =
+        |ops: Value| json!({"id": "n1", "processingState": "EXECUTING", "operationProgress": ops});
+    let only = json!({"operation": "only", "processingState": "EXECUTING", "percentComplete": 40});
+    let taken = w
+        .app
+        .report(&worker, report(json!([null, only.clone(), null])), Some(&lease), None)
+        .await
+        .unwrap();
+    let op = &taken.progress().operation_progress[0];
+    assert_eq!(op.percent_complete, Some(40.0), "{op:?}");
+    let stateless = json!({"operation": "only"});
+    let refused = w
+        .app
+        .report(&worker, report(json!([only, null, stateless])), Some(&lease), None)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, pop_app::Code::Validation, "{}", refused.message);
+    let fields: Vec<&str> = refused.problems.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["agendaProgress.operationProgress[2].processingState"],
+        "{}",
+        refused.message
+    );
+}
