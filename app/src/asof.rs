@@ -37,7 +37,7 @@ use crate::App;
 use crate::caller::{Action, Caller};
 use crate::error::{self, AppError, AppResult};
 use crate::reads::{one_operation, operation_named, parse_position, progress_or_pool, shown};
-use crate::resolve::{ambiguous, may_touch};
+use crate::resolve::ambiguous;
 
 /// Digits from which a bare number in `asOf` is epoch milliseconds, not a log position: 12
 /// digits is 1973 onwards; a log of a hundred billion events is far off.
@@ -297,7 +297,8 @@ impl App {
                 let mut pooled = false;
                 let state = self
                     .visible_as_of(id, bound, |m| {
-                        let found = progress_or_pool(m, p, id, customer);
+                        let mut found = progress_or_pool(m, p, id, customer);
+                        found.retain(|(e, _)| p.sees(e.customer_id()));
                         pooled = found.iter().any(|(_, pooled)| *pooled);
                         found.into_iter().map(|(e, _)| e.key().to_string()).collect()
                     })
@@ -333,6 +334,7 @@ impl App {
                     let models = self.projections().read();
                     operation_named(&models, &caller.principal, id, customer)
                         .into_iter()
+                        .filter(|(e, _, _)| caller.principal.sees(e.customer_id()))
                         .map(|(e, name, pooled)| {
                             (e.key().to_string(), name.to_string(), pooled.map(str::to_string))
                         })
@@ -408,14 +410,17 @@ impl App {
     }
 }
 
-/// The keys of those `found` agendas the caller may read (of `customer` when it names one).
+/// The keys of those `found` agendas the caller may read as of a bound (of `customer` when it
+/// names one): its customers' only. A lease holder of another customer reads the agenda's
+/// progress now, while it holds it, not what it was before: folded to an earlier bound it
+/// showed the results of runs before its claim (review54 H2), as its events did (hostile54 M1).
 fn touchable<'m>(
     found: impl Iterator<Item = &'m pop_projections::AgendaEntry>,
     p: &crate::caller::Principal,
     customer: Option<&str>,
 ) -> Vec<String> {
     found
-        .filter(|e| may_touch(p, e) && customer.is_none_or(|c| e.customer_id() == c))
+        .filter(|e| p.sees(e.customer_id()) && customer.is_none_or(|c| e.customer_id() == c))
         .map(|e| e.key().to_string())
         .collect()
 }

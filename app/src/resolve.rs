@@ -225,6 +225,12 @@ impl App {
         id: &str,
         key: &str,
     ) -> AppResult<bool> {
+        // The key names its customer: nothing is read for a caller who does not see it.
+        if let Some((customer, _)) = pop_domain::agenda::key::split(key)
+            && !caller.principal.sees(&customer)
+        {
+            return Ok(false);
+        }
         match self.authorized_customer(caller, id, key).await {
             Ok(customer) => Ok(caller.principal.sees(&customer)),
             Err(e) if e.code == crate::Code::NotFound => Ok(false),

@@ -511,6 +511,18 @@ async fn a_shared_or_global_insight_hands_a_tenant_only_its_own_agendas() {
         assert!(history.is_none(), "{insight}: the holder read the history");
         let acme = w.app.agenda_events(&user("acme"), named, None, None).await.unwrap();
         assert!(acme.is_some_and(|page| !page.events.is_empty()), "{insight}: acme reads them");
+        // Nor what it was before (review54 H2: folded to an earlier bound, an earlier run's
+        // results).
+        let now = pop_app::asof::AsOf::Position(w.app.store().head().await.unwrap());
+        let then = w.app.agenda_progress_as_of(&ops, &a2, Some("acme"), now).await.unwrap();
+        assert!(then.is_none(), "{insight}: the holder read the progress as of a bound");
+        let then = w.app.agenda_as_of(&ops, &a2, Some("acme"), now).await.unwrap();
+        assert!(then.is_none(), "{insight}: the holder read the agenda as of a bound");
+        let op = format!("{a2}-x");
+        let then = w.app.operation_progress_as_of(&ops, &op, Some("acme"), now).await.unwrap();
+        assert!(then.is_none(), "{insight}: the holder read an operation as of a bound");
+        let acme = w.app.agenda_progress_as_of(&user("acme"), &a2, None, now).await.unwrap();
+        assert!(acme.is_some(), "{insight}: acme reads it as of a bound");
     }
 }
 
