@@ -196,6 +196,9 @@ impl App {
         if let Some(why) = self.store().log_went_back() {
             return Some(why);
         }
+        if let Some(why) = self.store().changed_under() {
+            return Some(why);
+        }
         if let Some(why) = self.store().disk_trouble() {
             return Some(why);
         }

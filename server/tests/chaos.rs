@@ -689,8 +689,11 @@ async fn chaos(name: &str, fault: Fault) {
     let mut args = FAST.to_vec();
     args.extend(["--checkpoint-key", key_arg.as_str()]);
     let mut store_args: Vec<&str> = Vec::new();
-    if let Store::Postgres { url, .. } = &store {
-        store_args.extend(["--store", url.as_str()]);
+    match &store {
+        Store::Postgres { url, .. } => store_args.extend(["--store", url.as_str()]),
+        // The free-space floor sized to the 64 MiB disk (the default, 64 MiB, would keep
+        // it unready throughout): under 4 MiB while it is filled, ready again past 8 MiB.
+        Store::Embedded { .. } => args.extend(["--min-free-disk-mib", "4"]),
     }
     args.extend(store_args.iter().copied());
     let mut pops: Vec<Pop> = (0..fault.replicas())

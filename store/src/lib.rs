@@ -163,12 +163,19 @@ pub trait EventStore: Send + Sync + 'static {
         None
     }
 
-    /// Why this process knows the log went back or changed under it, if it does: a head read
-    /// at a position before one it read earlier (a database restored from a backup while the
-    /// process ran), or, on the embedded store, commits of another process found by its writer
-    /// (a second server on the same file). For good: the read models of such a process would
-    /// skip the positions the new events reuse, or never see the other's, so it must restart.
+    /// Why this process knows the log went back under it, if it does: a head read at a
+    /// position before one it read earlier (a database restored from a backup while the
+    /// process ran). For good: the read models of such a process would skip the positions the
+    /// new events reuse, so it must restart.
     fn log_went_back(&self) -> Option<String> {
+        None
+    }
+
+    /// Why this process is not the only writer it assumed it was, if it knows (the embedded
+    /// store: its writer found another process's commits in the file, or the file went back):
+    /// its leadership, leases and caches are not to be trusted, so it stays not ready until
+    /// restarted. Readiness alone asks it; the read models still follow the file.
+    fn changed_under(&self) -> Option<String> {
         None
     }
 

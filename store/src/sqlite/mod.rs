@@ -92,8 +92,12 @@ pub struct SqliteStore {
     commits: Arc<crate::GroupCommits>,
     /// [`SqliteOptions::min_free_bytes`].
     min_free: u64,
+    /// Whether free space was last found under `min_free`: it stays so until there is
+    /// `min_free` and a margin ([`EventStore::disk_trouble`]), so readiness does not flap as
+    /// the write-ahead log is cut back and grows again (review54 M3).
+    short_of_disk: std::sync::atomic::AtomicBool,
     /// Why the log changed under this process, once its writer found another process's
-    /// commits ([`EventStore::log_went_back`]).
+    /// commits ([`EventStore::changed_under`]).
     changed_under: Arc<std::sync::OnceLock<String>>,
 }
 
@@ -210,6 +214,7 @@ impl SqliteStore {
             wall,
             commits,
             min_free: options.min_free_bytes,
+            short_of_disk: std::sync::atomic::AtomicBool::new(false),
             changed_under,
         };
         // Said at start (ops3am53 L4: a full disk at start said ready, and the first submit
@@ -380,7 +385,7 @@ fn open_writer(path: &Path, durability: Durability) -> Result<(Connection, u64),
 
 #[async_trait]
 impl EventStore for SqliteStore {
-    fn log_went_back(&self) -> Option<String> {
+    fn changed_under(&self) -> Option<String> {
         self.changed_under.get().cloned()
     }
 
@@ -388,17 +393,27 @@ impl EventStore for SqliteStore {
         if self.min_free == 0 {
             return None;
         }
+        use std::sync::atomic::Ordering;
         let free = self.free_bytes()?;
-        (free < self.min_free).then(|| {
+        // Back once there is the floor and a quarter more, at least 64 MiB more (a floor below
+        // 64 MiB: twice the floor).
+        let margin = (self.min_free / 4).max(self.min_free.min(64 * 1024 * 1024));
+        let short = match self.short_of_disk.load(Ordering::Relaxed) {
+            true => free < self.min_free.saturating_add(margin),
+            false => free < self.min_free,
+        };
+        self.short_of_disk.store(short, Ordering::Relaxed);
+        short.then(|| {
             format!(
                 "the filesystem holding the embedded store {} has {} MiB free, under the {} MiB \
                  this server keeps free (--min-free-disk-mib): appends fail once it is full \
                  (the write-ahead log alone can take 256 MiB under steady load); free space \
                  there or move the data directory to a larger volume. Ready again by itself \
-                 once there is room",
+                 once {} MiB are free",
                 self.path.display(),
                 free / (1024 * 1024),
                 self.min_free / (1024 * 1024),
+                self.min_free.saturating_add(margin) / (1024 * 1024),
             )
         })
     }

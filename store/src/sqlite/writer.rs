@@ -288,8 +288,8 @@ impl Writer {
         }
     }
 
-    /// Says in `changed_under`, once, that another process wrote to the store: its commits
-    /// never reach this process's subscribers, so its read models stay behind for good.
+    /// Says in `changed_under`, once, that another process wrote to the store (or its file
+    /// went back): this process's leadership, leases and caches assumed it was the only writer.
     pub(crate) fn watching(
         mut self,
         changed_under: std::sync::Arc<std::sync::OnceLock<String>>,
@@ -398,13 +398,23 @@ impl Writer {
             result = apply_group(&mut self.conn, &mut self.state, &group, now_micros, true);
         }
         if let Some((stored, ours)) = self.state.foreign_head.take() {
-            let why = format!(
-                "another process wrote to this event store (its head was {stored} where this \
-                 server's last commit left {ours}): two servers share the data directory, most \
-                 likely after its pop.lock was removed. This server's read models miss the \
-                 other's writes, so it is not ready again until restarted: stop every other \
-                 process using the data directory, then restart this one"
-            );
+            let why = if stored > ours {
+                format!(
+                    "another process wrote to this event store (its head was {stored} where \
+                     this server's last commit left {ours}): two servers share the data \
+                     directory, most likely after its pop.lock was removed, and each runs the \
+                     scheduler, leases, timed processes and checkpoint sealing as if it were the \
+                     only one. Not ready again until restarted: stop every other process using \
+                     the data directory, then restart this one"
+                )
+            } else {
+                format!(
+                    "the event store's file went back under this server (its head was {stored} \
+                     where this server's last commit left {ours}): restored or replaced while \
+                     the server ran. Not ready again until restarted: stop it, check the file \
+                     (pop verify), then start it again"
+                )
+            };
             tracing::error!(stored, ours, "{why}");
             if let Some(changed) = &self.changed_under {
                 let _ = changed.set(why);
