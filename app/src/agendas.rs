@@ -730,13 +730,21 @@ impl App {
             let bytes = pop_domain::validate::json_bytes(operations)
                 + pop_domain::validate::json_bytes(params);
             if let Err(refused) = self.check_expansion_quota(&customer_id, bytes as u64) {
-                let finished = match self.commands().load::<AgendaState>(key).await {
-                    Ok((state, _)) => state.is_complete(),
-                    Err(_) => false,
+                use pop_domain::aggregate::Aggregate as _;
+                // Answered from the state read, never executed: a rerun in between would
+                // otherwise let the expansion past the quota (review54 L3).
+                let decided = match self.commands().load::<AgendaState>(key).await {
+                    Ok((state, _)) if state.is_complete() => state.decide(&command).err(),
+                    _ => None,
                 };
-                if !finished {
-                    return Err(refused);
-                }
+                return Err(match decided {
+                    Some(e) => error::execute_within(
+                        &agenda_subject(id),
+                        root,
+                        pop_store::ExecuteError::Refused(e),
+                    ),
+                    None => refused,
+                });
             }
         }
         if matches!(command, AgendaCommand::Rerun { .. }) {

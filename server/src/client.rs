@@ -184,7 +184,8 @@ impl Client {
     /// What a call that got no answer says: a server that did not answer in time (it may
     /// have done what was asked), else one that is not there.
     fn unanswered(&self, e: reqwest::Error, url: &str) -> anyhow::Error {
-        if e.is_timeout() {
+        // A connection that did not open in time sent nothing (review54 L1).
+        if e.is_timeout() && !e.is_connect() {
             anyhow::Error::new(e).context(format!(
                 "{url} did not answer within {} s (--timeout, POP_CLIENT_TIMEOUT): the server is \
                  stopped, paused or overloaded (its /healthz and /readyz say which); a change \
@@ -249,7 +250,20 @@ impl Client {
         ws.send(send(json!({"id": "1", "type": "subscribe", "payload": {"query": query, "variables": variables}})))
             .await
             .map_err(lost)?;
-        while let Some(message) = ws.next().await {
+        // The server pings every 30 s (`pop_api::ws::PING_EVERY`): nothing for longer than two
+        // of them is a server stopped or paused, said as a lost connection, which a watch
+        // opens again (review54 L2: `pop watch` hung silently).
+        let silent_for = pop_api::ws::PING_EVERY * 2 + CONNECT_TIMEOUT;
+        loop {
+            let Ok(message) = tokio::time::timeout(silent_for, ws.next()).await else {
+                return Err(Disconnected(format!(
+                    "{url} sent nothing for {} s, not even its pings: the server is stopped, \
+                     paused or overloaded (its /healthz and /readyz say which)",
+                    silent_for.as_secs()
+                ))
+                .into());
+            };
+            let Some(message) = message else { break };
             let text = match message.map_err(lost)? {
                 tungstenite::Message::Text(t) => t,
                 tungstenite::Message::Close(frame) => {

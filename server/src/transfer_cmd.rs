@@ -199,13 +199,13 @@ pub async fn import(args: ImportArgs) -> Result<()> {
         Some(_) => bail!("pop import writes the embedded store or a PostgreSQL one (postgres://…)"),
         None => {
             let dir = args.store.data_dir.clone();
-            // The outermost directory the import makes, parents included (review-s51 L3: a
-            // refused import into `new/pop-data` left `new`).
-            let made = dir
+            // The directories the import makes, the data directory first, then its parents
+            // (review-s51 L3: a refused import into `new/pop-data` left `new`).
+            let made: Vec<std::path::PathBuf> = dir
                 .ancestors()
                 .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
-                .last()
-                .map(std::path::Path::to_path_buf);
+                .map(std::path::Path::to_path_buf)
+                .collect();
             let lock = DataDirLock::acquire(&dir, "import")?;
             let path = args.store.db_path();
             let db = path.clone();
@@ -220,13 +220,22 @@ pub async fn import(args: ImportArgs) -> Result<()> {
                     // held only the lock file and an empty store), so a retry, or `pop
                     // serve`, starts from what was there before.
                     drop(lock);
-                    if let Some(made) = made
-                        && let Err(gone) = std::fs::remove_dir_all(&made)
-                    {
-                        eprintln!(
-                            "WARNING: could not remove {}, made for this import: {gone}",
-                            made.display()
-                        );
+                    // The data directory with what the import wrote in it; each parent only
+                    // while empty: another may have put something there meanwhile (review54 M2).
+                    if let Some((data_dir, parents)) = made.split_first() {
+                        match std::fs::remove_dir_all(data_dir) {
+                            Ok(()) => {
+                                for parent in parents {
+                                    if std::fs::remove_dir(parent).is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                            Err(gone) => eprintln!(
+                                "WARNING: could not remove {}, made for this import: {gone}",
+                                data_dir.display()
+                            ),
+                        }
                     }
                     return Err(refused(e));
                 }
