@@ -37,7 +37,7 @@ use crate::App;
 use crate::caller::{Action, Caller};
 use crate::error::{self, AppError, AppResult};
 use crate::reads::{one_operation, operation_named, parse_position, progress_or_pool, shown};
-use crate::resolve::ambiguous;
+use crate::resolve::{ambiguous, holds_lease, may_touch};
 
 /// Digits from which a bare number in `asOf` is epoch milliseconds, not a log position: 12
 /// digits is 1973 onwards; a log of a hundred billion events is far off.
@@ -252,6 +252,7 @@ impl App {
     /// The state of one agenda the caller may read, as of `bound`, when it existed then.
     async fn visible_as_of(
         &self,
+        principal: &crate::caller::Principal,
         id: &str,
         bound: AsOf,
         pick: impl FnOnce(&pop_projections::ReadModels) -> Vec<String>,
@@ -259,7 +260,7 @@ impl App {
         self.check_bound(bound).await?;
         let Some(key) = self.one_key(id, pick).await? else { return Ok(None) };
         let folded = self.fold_agenda(&key, bound).await?;
-        Ok(Some(folded.state).filter(AgendaState::exists))
+        Ok(Some(folded.state).filter(|s| s.exists() && readable_at(principal, s)))
     }
 
     /// [`App::agenda`] as of `bound`.
@@ -274,7 +275,9 @@ impl App {
             .run(Action::Read, None, async |caller| {
                 let p = &caller.principal;
                 let state = self
-                    .visible_as_of(id, bound, |m| touchable(m.agendas().with_id(id), p, customer))
+                    .visible_as_of(p, id, bound, |m| {
+                        touchable(m.agendas().with_id(id), p, customer)
+                    })
                     .await?;
                 Ok(state.and_then(|s| s.agenda().cloned()))
             })
@@ -296,9 +299,8 @@ impl App {
                 // live (`progress_or_pool`), and then shown under that id.
                 let mut pooled = false;
                 let state = self
-                    .visible_as_of(id, bound, |m| {
-                        let mut found = progress_or_pool(m, p, id, customer);
-                        found.retain(|(e, _)| p.sees(e.customer_id()));
+                    .visible_as_of(p, id, bound, |m| {
+                        let found = progress_or_pool(m, p, id, customer);
                         pooled = found.iter().any(|(_, pooled)| *pooled);
                         found.into_iter().map(|(e, _)| e.key().to_string()).collect()
                     })
@@ -334,7 +336,6 @@ impl App {
                     let models = self.projections().read();
                     operation_named(&models, &caller.principal, id, customer)
                         .into_iter()
-                        .filter(|(e, _, _)| caller.principal.sees(e.customer_id()))
                         .map(|(e, name, pooled)| {
                             (e.key().to_string(), name.to_string(), pooled.map(str::to_string))
                         })
@@ -343,6 +344,9 @@ impl App {
                 let mut found = Vec::new();
                 for (key, name, pooled) in candidates {
                     let folded = self.fold_agenda(&key, bound).await?;
+                    if !readable_at(&caller.principal, &folded.state) {
+                        continue;
+                    }
                     let op = folded
                         .state
                         .progress()
@@ -410,17 +414,23 @@ impl App {
     }
 }
 
-/// The keys of those `found` agendas the caller may read as of a bound (of `customer` when it
-/// names one): its customers' only. A lease holder of another customer reads the agenda's
-/// progress now, while it holds it, not what it was before: folded to an earlier bound it
-/// showed the results of runs before its claim (review54 H2), as its events did (hostile54 M1).
+/// Whether `principal` may read an agenda as it was at a bound, `state` (chosen as live, by
+/// [`may_touch`]): its customer's caller; a lease holder of another customer only where it
+/// held the lease then too. Folded to a bound before its claim, or after the agenda finished,
+/// it showed what it never held: an earlier run's results and diagnostics (review54 H2), as
+/// its events did (hostile54 M1).
+fn readable_at(principal: &crate::caller::Principal, state: &AgendaState) -> bool {
+    state.agenda().is_some_and(|a| principal.sees(&a.customer_id)) || holds_lease(principal, state)
+}
+
+/// The keys of those `found` agendas the caller may read (of `customer` when it names one).
 fn touchable<'m>(
     found: impl Iterator<Item = &'m pop_projections::AgendaEntry>,
     p: &crate::caller::Principal,
     customer: Option<&str>,
 ) -> Vec<String> {
     found
-        .filter(|e| p.sees(e.customer_id()) && customer.is_none_or(|c| e.customer_id() == c))
+        .filter(|e| may_touch(p, e) && customer.is_none_or(|c| e.customer_id() == c))
         .map(|e| e.key().to_string())
         .collect()
 }
