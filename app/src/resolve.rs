@@ -276,8 +276,8 @@ impl App {
         if !self.reachable(caller, key, late_report).await? {
             return Err(AppError::not_found("agenda", id));
         }
-        let customer = match self.commands().load::<AgendaState>(key).await {
-            Ok((state, _)) => may(&state),
+        let customer = match self.commands().load_with::<AgendaState, _>(key, may).await {
+            Ok(customer) => customer,
             Err(pop_store::ExecuteError::Store(pop_store::StoreError::StreamDeleted {
                 ..
             })) => None,

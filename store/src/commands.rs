@@ -482,6 +482,33 @@ impl Commands {
         Ok((Arc::unwrap_or_clone(state), version))
     }
 
+    /// Applies `f` to the current state of the aggregate `A` with id `id` (as [`Self::load`]
+    /// reads it) without copying it out of the cache: what a check of a large state costs is
+    /// then the same for every state (a copy of an agenda of 800 operations took milliseconds:
+    /// hostile54 M2).
+    pub async fn load_with<A: Aggregate, R>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&A) -> R,
+    ) -> Result<R, ExecuteError<A::Error>> {
+        let stream = stream_name(A::CATEGORY, id);
+        // Cached and nothing past it: the cached state itself, shared, not a copy.
+        let hit = self.inner.states.lock().ok().and_then(|mut c| c.get(&stream));
+        if let Some(hit) = hit {
+            let next = hit.version.saturating_add(1);
+            let newer = self.inner.store.read_stream(&stream, next, 1, Direction::Forwards).await?;
+            if newer.is_empty()
+                && let Some(state) = hit.state.downcast_ref::<A>()
+            {
+                return Ok(f(state));
+            }
+        }
+        let mut folded = self.inner.cached::<A>(&stream).unwrap_or_default();
+        self.inner.catch_up(&stream, &mut folded).await?;
+        let (state, _) = self.inner.remember(&stream, folded);
+        Ok(f(&state))
+    }
+
     /// The trace context of the latest traced events of the aggregate `A` with id `id`
     /// (traceparent, tracestate), for work on it that no request started (a timed process's
     /// command) to join the trace of the request that last touched it. The cached one when

@@ -165,6 +165,22 @@ async fn executes_commands_and_appends_their_events() {
     assert_eq!((state.value, version), (5, Some(1)));
 }
 
+/// `load_with` answers from the cached state when nothing is past it, and folds what is: a
+/// write by another executor on the same store (another replica) is seen.
+#[tokio::test]
+async fn load_with_sees_the_cached_state_and_what_came_after_it() {
+    let (_dir, store) = store().await;
+    let commands = Commands::new(store.clone());
+    let value = |c: &Counter| c.value;
+    assert_eq!(commands.load_with::<Counter, _>("a", value).await.unwrap(), 0, "no stream");
+    commands.execute::<Counter>("a", &meta(), &CounterCommand::Add(2)).await.unwrap();
+    assert_eq!(commands.load_with::<Counter, _>("a", value).await.unwrap(), 2, "cached");
+    let other = Commands::new(store.clone());
+    other.execute::<Counter>("a", &meta(), &CounterCommand::Add(3)).await.unwrap();
+    assert_eq!(commands.load_with::<Counter, _>("a", value).await.unwrap(), 5, "caught up");
+    assert_eq!(commands.load::<Counter>("a").await.unwrap().0.value, 5);
+}
+
 #[tokio::test]
 async fn the_latest_traceparent_a_stream_carries_is_answered_cached_or_read_back() {
     const FIRST: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
