@@ -264,6 +264,7 @@ async fn reclaim(commands: &Commands, now: Timestamp, action: ReclaimAction) -> 
         Ok(done) if done.state.is_failed() => {
             tracing::info!(
                 agenda = &*action.key,
+                cid = metadata.cid.as_deref().unwrap_or("-"),
                 holder = action.holder.as_deref().unwrap_or("-"),
                 "reclaimer: lease expired, attempts used up: failed"
             );
@@ -272,6 +273,7 @@ async fn reclaim(commands: &Commands, now: Timestamp, action: ReclaimAction) -> 
         Ok(_) => {
             tracing::info!(
                 agenda = &*action.key,
+                cid = metadata.cid.as_deref().unwrap_or("-"),
                 holder = action.holder.as_deref().unwrap_or("-"),
                 "reclaimer: lease expired: requeued"
             );

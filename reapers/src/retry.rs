@@ -365,6 +365,7 @@ async fn retry(
         Ok(_) => {
             tracing::info!(
                 agenda = &*action.key,
+                cid = metadata.cid.as_deref().unwrap_or("-"),
                 attempt = action.attempts_completed + 1,
                 maximum = action.maximum_attempts,
                 "retry: failed agenda rerun (continue)"

@@ -475,6 +475,10 @@ async fn round(
         metrics::gauge!(CHECKPOINT_EVENTS).set(c.events as f64);
         metrics::gauge!(CHECKPOINT_SEALED).set(c.sealed_at.timestamp_micros() as f64 / 1e6);
     };
+    let sealed_now = match &sealed {
+        Ok(Some(c)) => Some(c.seq),
+        _ => None,
+    };
     match sealed {
         Ok(Some(c)) => {
             show(&c);
@@ -494,7 +498,7 @@ async fn round(
             "sealing a checkpoint of the log failed"
         ),
     }
-    match witness_newest(sealer, log, witness, witnessed).await {
+    match witness_newest(sealer, log, witness, witnessed, sealed_now).await {
         Ok(()) => metrics::gauge!(pop_api::metrics::CHECKPOINT_WITNESS_STALE).set(0.0),
         Err(e) => {
             // A full or read-only data directory (ops3am5: only this warning said the witness
@@ -557,6 +561,7 @@ async fn witness_newest(
     log: &dyn LogCommitment,
     witness: &Witness,
     witnessed: Option<SignedCheckpoint>,
+    sealed_now: Option<u64>,
 ) -> Result<()> {
     let Some(newest) = log.last_checkpoint().await? else { return Ok(()) };
     let from = match witnessed {
@@ -564,6 +569,26 @@ async fn witness_newest(
         Some(w) => w,
         None => {
             sealer.trusts(&newest).map_err(anyhow::Error::msg)?;
+            // The embedded store's witness lives beside it: a store sealed before this round
+            // without one lost it (newcomer54: a deleted witness was written anew without a
+            // word). A new replica of a shared store starts without one, as it should. Said
+            // once a process.
+            static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            let sealed_before = sealed_now.is_none_or(|seq| seq > 1);
+            if witness.store == EMBEDDED
+                && sealed_before
+                && !SAID.swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::warn!(
+                    witness = %witness.path().display(),
+                    checkpoints = newest.seq,
+                    "no checkpoint witness for a store already sealed {} times: witnessing its \
+                     newest checkpoint from now on; checkpoints deleted or replaced before this \
+                     start cannot be found by it (restore the witness from a backup to check \
+                     them: pop verify --witness <file>)",
+                    newest.seq
+                );
+            }
             return witness.write(Some(&newest));
         }
     };

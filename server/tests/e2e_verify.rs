@@ -280,6 +280,36 @@ async fn pop_serve_seals_checkpoints_that_pop_verify_checks() {
     );
 }
 
+/// A witness lost from a data directory whose store was sealed before is said when the server
+/// starts witnessing anew (newcomer54: it was written again without a word, and what it would
+/// have caught before the start went unchecked).
+#[test]
+fn a_lost_witness_of_a_sealed_store_is_said_when_witnessing_starts_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let demo = pop_command().args(["demo", "--data-dir"]).arg(&data).output().unwrap();
+    assert!(demo.status.success(), "{}", String::from_utf8_lossy(&demo.stderr));
+    let witness = data.join("checkpoint.witness");
+    let run = |log: &std::path::Path| {
+        let pop = Pop::start_with(&data, None, log, false, &["--checkpoint-every", "1"]);
+        let deadline = Instant::now() + WAIT;
+        while !witness.exists() {
+            assert!(Instant::now() < deadline, "no witness written:\n{}", support::log_tail(log));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        stop(pop);
+        std::fs::read_to_string(log).unwrap()
+    };
+    let said = "no checkpoint witness for a store already sealed";
+    run(&dir.path().join("first.log"));
+    std::fs::remove_file(&witness).unwrap();
+    let again = run(&dir.path().join("again.log"));
+    assert!(again.contains(said) && again.contains("WARN"), "{again}");
+    // With its witness kept, nothing is said.
+    let kept = run(&dir.path().join("kept.log"));
+    assert!(!kept.contains(said), "{kept}");
+}
+
 /// A key cannot tell a log whose checkpoints were deleted (and then rewritten) from a log never
 /// sealed, and a server that finds no checkpoint seals afresh — it would sign the rewrite. The
 /// checkpoint `pop serve` witnessed outside the store closes that: `pop verify` fails on a store

@@ -95,6 +95,7 @@ pub fn missing_programs(registry_file: &Path) -> Result<Vec<String>, ConfigError
     let file: File = toml::from_str(&text)
         .map_err(|source| ConfigError::Parse { path: shown.clone(), source })?;
     let base = registry_file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let shown_base = shown_folder(&base);
     let mut missing = Vec::new();
     for (op_type, config) in file.handlers {
         let HandlerConfig::Local { command, .. } = config else { continue };
@@ -122,14 +123,24 @@ pub fn missing_programs(registry_file: &Path) -> Result<Vec<String>, ConfigError
                 .unwrap_or(false);
             (!on_path).then(|| {
                 format!(
-                    "handler {op_type:?}: {program:?} is neither in {} nor on PATH",
-                    base.display()
+                    "handler {op_type:?}: {program:?} is neither in {} (the handlers file's \
+                     folder) nor on PATH",
+                    shown_base.display()
                 )
             })
         };
         missing.extend(found);
     }
     Ok(missing)
+}
+
+/// A folder as said to a person: a file named bare (`--handlers handlers.toml`) has "" for
+/// its folder, said as "." (newcomer54: "is neither in  nor on PATH").
+fn shown_folder(folder: &Path) -> &Path {
+    match folder.as_os_str().is_empty() {
+        true => Path::new("."),
+        false => folder,
+    }
 }
 
 fn executable(path: &Path) -> bool {
@@ -315,6 +326,13 @@ mod tests {
         let missing = missing_programs(&file).unwrap();
         assert_eq!(missing.len(), 1, "{missing:?}");
         assert!(missing[0].starts_with("handler \"z\""), "{missing:?}");
+    }
+
+    #[test]
+    fn the_folder_of_a_file_named_bare_is_said_as_the_current_one() {
+        let bare = Path::new("handlers.toml").parent().unwrap();
+        assert_eq!(shown_folder(bare), Path::new("."));
+        assert_eq!(shown_folder(Path::new("/etc/pop")), Path::new("/etc/pop"));
     }
 
     #[test]
