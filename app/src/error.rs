@@ -127,6 +127,36 @@ pub struct AppError {
 pub type AppResult<T> = Result<T, AppError>;
 
 impl AppError {
+    /// The same error with each `list[i]` in its fields and message (the first level of that
+    /// name only) said as `list[places[i]]`: the places in the request of entries taken out of
+    /// it before it was read (a report's null operations).
+    pub fn renumbered(mut self, list: &str, places: &[usize]) -> AppError {
+        let renumber = |text: &str| -> String {
+            let open = format!("{list}[");
+            let mut out = String::with_capacity(text.len());
+            let mut rest = text;
+            while let Some(at) = rest.find(&open) {
+                let (before, after) = rest.split_at(at + open.len());
+                out.push_str(before);
+                let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+                let place = after[..digits].parse::<usize>().ok().and_then(|i| places.get(i));
+                match (place, after[digits..].starts_with(']')) {
+                    (Some(place), true) => out.push_str(&place.to_string()),
+                    _ => out.push_str(&after[..digits]),
+                }
+                rest = &after[digits..];
+            }
+            out.push_str(rest);
+            out
+        };
+        self.message = renumber(&self.message);
+        for problem in &mut self.problems {
+            problem.field = renumber(&problem.field);
+            problem.message = renumber(&problem.message);
+        }
+        self
+    }
+
     pub fn new(code: impl Into<Code>, message: impl Into<String>) -> AppError {
         AppError {
             code: code.into(),
@@ -492,6 +522,22 @@ mod tests {
         // Within one second, or two if the loop crossed into the next.
         let budget = UNAVAILABLE_LINES_PER_SECOND as usize;
         assert!(said >= 1 && said <= 2 * budget, "{said} of 200 said");
+    }
+
+    /// Entries taken out of a list are said at their places as sent, at the first level of the
+    /// list's name only.
+    #[test]
+    fn a_renumbered_error_names_each_entry_at_its_place_as_sent() {
+        let e = AppError::invalid("agendaProgress.operationProgress[1].diagnosticEvents[0]", "bad")
+            .renumbered("operationProgress", &[1, 3]);
+        assert_eq!(e.problems[0].field, "agendaProgress.operationProgress[3].diagnosticEvents[0]");
+        assert!(e.message.contains("operationProgress[3].diagnosticEvents[0]"), "{}", e.message);
+        // Past the places known, or not an index: as it was.
+        let e =
+            AppError::invalid("operationProgress[7]", "x").renumbered("operationProgress", &[2]);
+        assert_eq!(e.problems[0].field, "operationProgress[7]");
+        let e = AppError::invalid("operationProgress[]", "x").renumbered("operationProgress", &[2]);
+        assert_eq!(e.problems[0].field, "operationProgress[]");
     }
 
     /// Every code is in [`Code::ALL`] (the REST contract's enum is made from it): a new code

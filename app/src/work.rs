@@ -734,19 +734,32 @@ impl App {
         mut value: Value,
         lease_id: Option<&str>,
     ) -> AppResult<AgendaOutcome> {
-        let services = self;
         // A null entry of the operations is skipped, as POP's server skipped it (popclient54
-        // M2); taken out here, before anything counts them, so that what is said of an entry
-        // names its place in the list as sent (review54 H1: the check of each entry's state
-        // read the entry before it).
-        let sent_at: Vec<usize> = match value.get_mut("operationProgress") {
-            Some(Value::Array(ops)) => {
-                let at = (0..ops.len()).filter(|&i| !ops[i].is_null()).collect();
-                ops.retain(|o| !o.is_null());
-                at
-            }
-            _ => Vec::new(),
-        };
+        // M2); taken out here, before anything counts them (review54 H1: the check of each
+        // entry's state read the entry before it). What is then said of an entry, by any
+        // check, names its place in the list as sent (reprobe54 M1).
+        let mut sent_at: Vec<usize> = Vec::new();
+        if let Some(Value::Array(ops)) = value.get_mut("operationProgress")
+            && ops.iter().any(Value::is_null)
+        {
+            sent_at = (0..ops.len()).filter(|&i| !ops[i].is_null()).collect();
+            ops.retain(|o| !o.is_null());
+        }
+        let reported = self.report_progress_of(caller, value, lease_id).await;
+        match sent_at.is_empty() {
+            true => reported,
+            false => reported.map_err(|e| e.renumbered("operationProgress", &sent_at)),
+        }
+    }
+
+    /// [`Self::report_progress`] with no null operations left in `value`.
+    async fn report_progress_of(
+        &self,
+        caller: &Caller,
+        value: Value,
+        lease_id: Option<&str>,
+    ) -> AppResult<AgendaOutcome> {
+        let services = self;
         let Some(object) = value.as_object() else {
             return Err(AppError::invalid(
                 "agendaProgress",
@@ -812,14 +825,13 @@ impl App {
         let now = self.now();
         let mut operations = Vec::with_capacity(progress.operation_progress.len());
         for (index, op) in progress.operation_progress.into_iter().enumerate() {
-            let index = sent_at.get(index).copied().unwrap_or(index);
             if op.operation.trim().is_empty() {
                 return Err(AppError::invalid(
                     &format!("agendaProgress.operationProgress[{index}].operation"),
                     "the operation name is required",
                 ));
             }
-            if !given_ops.get(operations.len()).copied().unwrap_or(false) {
+            if !given_ops.get(index).copied().unwrap_or(false) {
                 return Err(AppError::invalid(
                     &format!("agendaProgress.operationProgress[{index}].processingState"),
                     "the operation's processingState is required",

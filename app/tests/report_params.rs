@@ -114,7 +114,7 @@ async fn null_operations_in_a_report_are_skipped_and_entries_keep_their_places()
     let stateless = json!({"operation": "only"});
     let refused = w
         .app
-        .report(&worker, report(json!([only, null, stateless])), Some(&lease), None)
+        .report(&worker, report(json!([only.clone(), null, stateless])), Some(&lease), None)
         .await
         .unwrap_err();
     assert_eq!(refused.code, pop_app::Code::Validation, "{}", refused.message);
@@ -125,4 +125,28 @@ async fn null_operations_in_a_report_are_skipped_and_entries_keep_their_places()
         "{}",
         refused.message
     );
+    // So does what the decoder and the domain say of it (reprobe54 M1: they named the place
+    // in the list with the nulls taken out).
+    let refusals = [
+        (json!([null, 1, only.clone()]), "agendaProgress.operationProgress[1]"),
+        (
+            json!([null, {"operation": "only", "processingState": "EXECUTING",
+                "percentComplete": "x"}]),
+            "agendaProgress.operationProgress[1].percentComplete",
+        ),
+        (
+            json!([null, {"operation": "only", "processingState": "COMPLETE",
+                "processingStateMessage": "bogus"}]),
+            "agendaProgress.operationProgress[1].processingStateMessage",
+        ),
+        (json!([only.clone(), null, only]), "agendaProgress.operationProgress[2]"),
+    ];
+    for (ops, want) in refusals {
+        let refused =
+            w.app.report(&worker, report(ops.clone()), Some(&lease), None).await.unwrap_err();
+        let said: Vec<&str> = refused.problems.iter().map(|p| p.field.as_str()).collect();
+        let named = said.iter().any(|f| f.starts_with(want)) || refused.message.contains(want);
+        assert!(named, "{ops}: want {want} in {said:?}: {}", refused.message);
+        assert!(!refused.message.contains("operationProgress[0]"), "{ops}: {}", refused.message);
+    }
 }

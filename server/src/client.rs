@@ -78,7 +78,9 @@ impl Client {
         // for as long as it was left to wait).
         let timeout = std::time::Duration::from_secs(args.timeout);
         let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
+            // Within the call's own bound, so that a connection that does not open is said as
+            // one (reprobe54 L1: under --timeout 2 it was said as a server that did not answer).
+            .connect_timeout(CONNECT_TIMEOUT.min(timeout))
             .timeout(timeout)
             .build()
             .context("making the HTTP client")?;
@@ -165,7 +167,7 @@ impl Client {
             .await
             // The URL is said once, here (ops3am18: reqwest's "for url (…)" said it again).
             .map_err(reqwest::Error::without_url)
-            .map_err(|e| self.unanswered(e, &url))?;
+            .map_err(|e| self.unanswered(e, &url, query))?;
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED {
             bail!(
@@ -177,20 +179,25 @@ impl Client {
         response
             .json()
             .await
-            .map_err(|e| self.unanswered(e.without_url(), &url))
+            .map_err(|e| self.unanswered(e.without_url(), &url, query))
             .with_context(|| format!("reading {url} ({status})"))
     }
 
-    /// What a call that got no answer says: a server that did not answer in time (it may
-    /// have done what was asked), else one that is not there.
-    fn unanswered(&self, e: reqwest::Error, url: &str) -> anyhow::Error {
+    /// What a call that got no answer says: a server that did not answer in time (a
+    /// mutation it was sent may have been done), else one that is not there.
+    fn unanswered(&self, e: reqwest::Error, url: &str, query: &str) -> anyhow::Error {
         // A connection that did not open in time sent nothing (review54 L1).
         if e.is_timeout() && !e.is_connect() {
+            let maybe_done = match query.trim_start().starts_with("mutation") {
+                true => {
+                    "; the change it was asked for may still have been made, so read it back \
+                     before sending it again"
+                }
+                false => "",
+            };
             anyhow::Error::new(e).context(format!(
                 "{url} did not answer within {} s (--timeout, POP_CLIENT_TIMEOUT): the server is \
-                 stopped, paused or overloaded (its /healthz and /readyz say which); a change \
-                 it was asked for may still have been made, so read it back before sending it \
-                 again",
+                 stopped, paused or overloaded (its /healthz and /readyz say which){maybe_done}",
                 self.timeout.as_secs()
             ))
         } else {
