@@ -222,6 +222,9 @@ pub fn mapped_types(insight: &Value) -> impl Iterator<Item = &str> {
         .filter_map(Value::as_str)
 }
 
+/// The operation types `examples/handlers.toml` has a handler for (a test keeps this true).
+const EXAMPLE_HANDLER_TYPES: &[&str] = &["ffmpeg", "step", "fanout"];
+
 /// `pop init`.
 pub async fn init_cmd(client: &Client, spec: &InitSpec) -> Result<()> {
     let done = init(client, spec).await?;
@@ -234,7 +237,28 @@ pub async fn init_cmd(client: &Client, spec: &InitSpec) -> Result<()> {
         return Ok(());
     }
     let flags = client.next_step_flags();
-    out!("next: pop worker{flags} --insight {} --handlers examples/handlers.toml", spec.insight);
+    // The example file's handlers, for the types it has (newcomer54: `--types slow` was sent
+    // to a file with no handler for `slow`).
+    let unhandled: Vec<&str> = done
+        .types
+        .iter()
+        .map(String::as_str)
+        .filter(|t| !EXAMPLE_HANDLER_TYPES.contains(t) && !pop_worker::builtin::is_builtin(t))
+        .collect();
+    if unhandled.is_empty() {
+        out!(
+            "next: pop worker{flags} --insight {} --handlers examples/handlers.toml",
+            spec.insight
+        );
+    } else {
+        out!(
+            "next: write a handlers file with a [handlers.<type>] entry for {} \
+             (examples/handlers.toml shows the format), then: pop worker{flags} --insight {} \
+             --handlers <that file>",
+            unhandled.join(", "),
+            spec.insight
+        );
+    }
     if done.shadowed {
         // An older insight takes these types: only an agenda naming this one comes here.
         out!(
@@ -608,4 +632,24 @@ pub async fn run(
         return crate::watch::watch(client, &progress_id, Some(customer), watching).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hint's list is the example file's: a handler added there or taken out fails here.
+    #[test]
+    fn the_example_handler_types_are_the_example_files() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/handlers.toml");
+        let text = std::fs::read_to_string(path).expect("examples/handlers.toml");
+        let mut found: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("[handlers.")?.strip_suffix(']'))
+            .collect();
+        found.sort_unstable();
+        let mut listed = EXAMPLE_HANDLER_TYPES.to_vec();
+        listed.sort_unstable();
+        assert_eq!(found, listed);
+    }
 }

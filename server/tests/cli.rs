@@ -206,8 +206,14 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     for line in ["created resource pool farm", "created customer acme", "created insight encode"] {
         assert!(init.stdout.contains(line), "{}", ctx(&init));
     }
-    // Its next step reaches the server as init did: the environment carries both here.
-    assert!(init.stdout.contains("next: pop worker --insight encode"), "{}", ctx(&init));
+    // Its next step reaches the server as init did: the environment carries both here. The
+    // example handlers file has none for `ghost`: the hint says to write one (newcomer54: it
+    // named the example file for types it has no handler for).
+    assert!(init.stdout.contains("then: pop worker --insight encode"), "{}", ctx(&init));
+    assert!(init.stdout.contains("[handlers.<type>] entry for ghost"), "{}", ctx(&init));
+    // The tour's types have their handlers there.
+    let tour = pop(&server, &["init", "--insight", "tour2", "--types", "step,log"]);
+    assert!(tour.stdout.contains("--handlers examples/handlers.toml"), "{}", ctx(&tour));
     let again = pop(&server, &["init"]);
     assert!(again.stdout.contains("kept insight encode (it exists)"), "{}", ctx(&again));
     // Run again with other types, the insight kept says its own (ops3am8: it said the types
@@ -226,8 +232,8 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     // Given as flags (newcomer8: the hint dropped them, and the worker it gave went to the
     // default address with the data directory's token).
     let flagged = pop_flagged(&server, &["init"]);
-    let hint =
-        format!("next: pop worker --server {} --token <the same token> --insight", server.base());
+    // (encode takes `ghost` too, so the hint is to write a handlers file, then the worker.)
+    let hint = format!("pop worker --server {} --token <the same token> --insight", server.base());
     assert!(flagged.stdout.contains(&hint), "{}", ctx(&flagged));
     assert!(!flagged.stdout.contains(&server.admin), "the token is not printed: {}", ctx(&flagged));
     // A second insight of the pool for types an older one takes: init says where agendas of

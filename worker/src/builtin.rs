@@ -33,6 +33,11 @@ impl Registry {
 pub const SAMPLE_WITH_EXTERNAL_EXECUTE: &str = "sampleWithExternalExecute";
 pub const AGENDA_UPDATE: &str = "agendaUpdate";
 
+/// Whether every worker has a handler for `op_type` without a handlers file entry.
+pub fn is_builtin(op_type: &str) -> bool {
+    [LOG, SAMPLE, AGENDA_UPDATE].contains(&op_type)
+}
+
 /// Most stdout/stderr bytes of an `externalExecute` kept in its output or diagnostic.
 const MAX_CAPTURE: usize = 16 * 1024;
 
