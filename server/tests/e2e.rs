@@ -1169,3 +1169,31 @@ async fn a_data_directory_short_of_free_space_is_not_ready_and_says_why() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `pop serve --dev` sets up the tour's objects at every start; on a restart they exist, and
+/// keeping them refuses nothing: the refused-commands series stay empty (newcomer54: each
+/// restart counted three refused creates, a blip on the dashboard's refused panel).
+#[tokio::test]
+async fn a_dev_restart_keeps_its_objects_without_refused_commands() {
+    let h = Harness::new();
+    let dev = || Pop::start_with(&h.data_dir(), None, &h.log(), true, &["--dev"]);
+    let said = |pop: &Pop, line: &str| {
+        let deadline = Instant::now() + WAIT;
+        while !pop.stdout().contains(line) {
+            assert!(Instant::now() < deadline, "no {line:?} in:\n{}", pop.stdout());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let pop = dev();
+    said(&pop, "pop: --dev: created insight encode");
+    let log = pop.log.clone();
+    assert!(pop.terminate().success(), "{}", log_tail(&log));
+    let pop = dev();
+    said(&pop, "pop: --dev: kept insight encode (it exists)");
+    let page = pop.metrics().await;
+    let refused: Vec<&str> = page
+        .lines()
+        .filter(|l| l.starts_with("pop_api_commands_total") && l.contains("outcome=\"refused\""))
+        .collect();
+    assert!(refused.is_empty(), "{refused:#?}");
+}
