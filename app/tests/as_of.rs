@@ -61,7 +61,12 @@ async fn world() -> World {
     let clock: Clock = Arc::new(move || {
         DateTime::from_timestamp_millis(clock_now.load(Ordering::SeqCst)).unwrap_or_default()
     });
-    let options = SqliteOptions { durability: Durability::Normal, clock, min_free_bytes: 0 };
+    let options = SqliteOptions {
+        durability: Durability::Normal,
+        clock,
+        min_free_bytes: 0,
+        chain_unchained: false,
+    };
     let store: Arc<dyn EventStore> =
         Arc::new(SqliteStore::open(dir.path().join("pop.db"), options).await.unwrap());
     let (runner, projections) = Runner::start(Arc::clone(&store), RunnerConfig::default()).await;

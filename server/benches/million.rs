@@ -354,6 +354,7 @@ async fn seed(
         durability: Durability::Normal,
         clock: pop_store::system_clock(),
         min_free_bytes: 0,
+        chain_unchained: false,
     };
     let store = Arc::new(SqliteStore::open(data_dir.join("pop.db"), options).await?);
     let count = finished + live;

@@ -46,20 +46,32 @@ impl Backend {
             false,
             PgOptions::default().pool_size,
             DEFAULT_MIN_FREE_BYTES,
+            false,
         )
         .await
     }
 
-    /// [`Backend::open`] with a PostgreSQL pool of `pool_size` (`pop serve --pg-pool-size`)
-    /// and the embedded store's free-space floor (`--min-free-disk-mib`).
+    /// [`Backend::open`] with a PostgreSQL pool of `pool_size` (`pop serve --pg-pool-size`),
+    /// the embedded store's free-space floor (`--min-free-disk-mib`), and whether a store from
+    /// before the hash chain is chained (`--chain-unchained-history`).
     pub async fn open_sized(
         store: &StoreArgs,
         store_url: Option<&str>,
         durability: DurabilityArg,
         pool_size: usize,
         min_free_bytes: u64,
+        chain_unchained: bool,
     ) -> Result<Backend> {
-        Self::open_with(store, store_url, durability, false, pool_size, min_free_bytes).await
+        Self::open_with(
+            store,
+            store_url,
+            durability,
+            false,
+            pool_size,
+            min_free_bytes,
+            chain_unchained,
+        )
+        .await
     }
 
     /// The shared store at `store_url` for a tool that only reads it beside the servers
@@ -72,6 +84,7 @@ impl Backend {
             true,
             PgOptions::default().pool_size,
             DEFAULT_MIN_FREE_BYTES,
+            false,
         )
         .await
     }
@@ -83,6 +96,7 @@ impl Backend {
         read_only: bool,
         pool_size: usize,
         min_free_bytes: u64,
+        chain_unchained: bool,
     ) -> Result<Backend> {
         match store_url {
             None => {
@@ -101,7 +115,12 @@ impl Backend {
                 let store = Arc::new(
                     SqliteStore::open(
                         &path,
-                        SqliteOptions { durability, min_free_bytes, ..SqliteOptions::default() },
+                        SqliteOptions {
+                            durability,
+                            min_free_bytes,
+                            chain_unchained,
+                            ..SqliteOptions::default()
+                        },
                     )
                     .await
                     .with_context(|| format!("opening the embedded store at {}", path.display()))?,
@@ -115,7 +134,8 @@ impl Backend {
                 })
             }
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                let options = PgOptions { read_only, pool_size, ..PgOptions::default() };
+                let options =
+                    PgOptions { read_only, pool_size, chain_unchained, ..PgOptions::default() };
                 let describe = redact(url);
                 let store = Arc::new(
                     PgStore::connect(url, options.clone())

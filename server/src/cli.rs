@@ -603,6 +603,12 @@ pub struct ServeArgs {
     #[arg(long, env = "POP_MIN_FREE_DISK_MIB", default_value_t = DEFAULT_MIN_FREE_DISK_MIB,
           value_parser = clap::value_parser!(u64).range(0..=1_048_576))]
     pub min_free_disk_mib: u64,
+    /// Once, for an older pop's store whose schema predates the hash chain: compute its
+    /// events' chains and sign them. Only for a store trusted as it is: whatever its events
+    /// hold then is signed (without it, such a store with events is refused at start, and
+    /// `pop verify` says it cannot be verified).
+    #[arg(long)]
+    pub chain_unchained_history: bool,
     /// Address to listen on. Loopback by default: expose it deliberately.
     #[arg(long, env = "POP_BIND", default_value = "127.0.0.1:8080")]
     pub bind: String,

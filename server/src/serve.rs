@@ -111,6 +111,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         args.durability,
         usize::from(args.pg_pool_size),
         args.min_free_disk_mib.saturating_mul(1024 * 1024),
+        args.chain_unchained_history,
     )
     .await?;
     let log = Arc::clone(&backend.log);

@@ -53,13 +53,16 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
         // missing file where the file witnessed the embedded store and not this one.)
         None if witness.path().exists() => format!(
             "NOTE: no witnessed checkpoint of this store ({} witnesses another store only; \
-             --witness names another file): checkpoints deleted, and the log rewritten and \
-             sealed again by a holder of the key, would pass",
+             --witness names another file): the log's tail cut back to any checkpoint, \
+             checkpoints and all, would pass without the key, and so would checkpoints deleted \
+             and the log rewritten and sealed again by a server or a holder of the key",
             witness.path().display()
         ),
         None => format!(
-            "NOTE: no witnessed checkpoint ({} does not exist yet; --witness): checkpoints \
-             deleted, and the log rewritten and sealed again by a holder of the key, would pass",
+            "NOTE: no witnessed checkpoint ({} does not exist yet; --witness): the log's tail \
+             cut back to any checkpoint, checkpoints and all, would pass without the key, and \
+             so would checkpoints deleted and the log rewritten and sealed again by a server or \
+             a holder of the key",
             witness.path().display()
         ),
     };

@@ -280,6 +280,45 @@ async fn pop_serve_seals_checkpoints_that_pop_verify_checks() {
     );
 }
 
+/// A store whose hash chain was dropped (its schema set back to 1) is neither verified nor
+/// chained by a start: `pop verify` says so (exit 4), `pop serve` refuses it naming the flag,
+/// and only `--chain-unchained-history` chains and seals it (auditor54: verify's advice to
+/// start the server signed the edited events, and verify then said intact).
+#[test]
+fn a_store_whose_chain_was_dropped_is_not_verified_nor_chained_by_a_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let demo = pop_command().args(["demo", "--data-dir"]).arg(&data).output().unwrap();
+    assert!(demo.status.success(), "{}", String::from_utf8_lossy(&demo.stderr));
+    let _ = std::fs::remove_file(data.join("checkpoint.witness"));
+    rusqlite::Connection::open(data.join("pop.db"))
+        .unwrap()
+        .execute_batch(
+            "ALTER TABLE events DROP COLUMN chain; ALTER TABLE streams DROP COLUMN head_hash; \
+             DROP TABLE pruned; DROP TABLE log_checkpoints; ALTER TABLE log DROP COLUMN \
+             imported_to; PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    let out = pop_command().args(["verify", "--data-dir"]).arg(&data).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{said}");
+    assert!(said.contains("from before pop chained its events"), "{said}");
+    let serve = pop_command()
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&serve.stderr);
+    assert!(!serve.status.success(), "{said}");
+    assert!(said.contains("--chain-unchained-history"), "{said}");
+    let log = dir.path().join("trusted.log");
+    let pop = Pop::start_with(&data, None, &log, false, &["--chain-unchained-history"]);
+    stop(pop);
+    let out = pop_command().args(["verify", "--data-dir"]).arg(&data).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.contains("intact"), "{said}");
+}
+
 /// A witness lost from a data directory whose store was sealed before is said when the server
 /// starts witnessing anew (newcomer54: it was written again without a word, and what it would
 /// have caught before the start went unchecked).

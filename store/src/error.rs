@@ -111,12 +111,20 @@ impl StoreError {
         };
         let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
         while let Some(e) = cause {
-            if let Some(rusqlite::Error::SqliteFailure(f, _)) = e.downcast_ref::<rusqlite::Error>()
-            {
-                return matches!(
-                    f.code,
-                    rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
-                );
+            match e.downcast_ref::<rusqlite::Error>() {
+                Some(rusqlite::Error::SqliteFailure(f, _)) => {
+                    return matches!(
+                        f.code,
+                        rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+                    );
+                }
+                // A value of the wrong type where pop's schema has none (a NULL stream id):
+                // a page overwritten in place reads so (auditor54: exit 1 for it).
+                Some(
+                    rusqlite::Error::InvalidColumnType(..)
+                    | rusqlite::Error::FromSqlConversionFailure(..),
+                ) => return true,
+                _ => {}
             }
             cause = e.source();
         }
@@ -259,6 +267,9 @@ mod tests {
         );
         assert!(!StoreError::backend("appending events", full).is_damaged_file());
         assert!(!StoreError::Closed.is_damaged_file());
+        let null =
+            rusqlite::Error::InvalidColumnType(1, "stream_id".into(), rusqlite::types::Type::Null);
+        assert!(StoreError::backend("verifying the log", null).is_damaged_file());
     }
 
     #[test]

@@ -59,6 +59,19 @@ pub use kurrentdb::{KurrentLeadership, KurrentOptions, KurrentStore, LeaseOption
 pub use leader::{LeaderGuard, Leadership, ProcessLeadership};
 pub use position::{Position, PositionParseError};
 pub use postgres::{PgLeadership, PgOptions, PgStore};
+/// The refusal to chain a store of `events` events whose schema (version `found`) predates
+/// the hash chain without `chain_unchained` (`pop serve --chain-unchained-history`): chained,
+/// whatever it holds now is signed, an edit made before included (auditor54).
+pub(crate) fn unchained_refused(found: u32, events: u64) -> StoreError {
+    StoreError::Unusable(format!(
+        "its schema is version {found}, from before pop chained its events, and it holds \
+         {events} events: chaining them now would sign whatever they hold, edits outside pop \
+         included, and nothing can check them first. If this is an older pop's store you trust \
+         as it is, start `pop serve --chain-unchained-history` once; if it was pop's own, its \
+         chain was dropped outside pop: restore it from a backup or a `pop export`"
+    ))
+}
+
 pub use sqlite::{Durability, SqliteLogFile, SqliteOptions, SqliteStore};
 pub use subscribe::{ReadAfter, SUBSCRIPTION_BATCH, subscribe_by_polling};
 

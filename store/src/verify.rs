@@ -25,6 +25,19 @@ pub struct Break {
     pub reason: String,
 }
 
+/// Why a store whose schema predates the hash chain is not verified: nothing in its events can
+/// be checked, and a store pop chained whose schema version was set back (its chain columns
+/// and checkpoints dropped) looks the same (auditor54: `pop verify` advised `pop serve`, which
+/// chained and signed the edited events, and then said intact).
+pub fn unchained_schema(found: u32) -> String {
+    format!(
+        "the store's schema is version {found}, from before pop chained its events: none of them \
+         can be verified, and a store whose chain was dropped outside pop looks the same. Only \
+         for an older pop's store you trust as it is: start `pop serve --chain-unchained-history` \
+         once, which chains and signs what it holds now"
+    )
+}
+
 impl Break {
     /// A break of the store as a whole, not of one stream (said without one).
     pub fn of_store(reason: impl Into<String>) -> Break {

@@ -382,6 +382,12 @@ async fn a_database_from_before_the_chain_is_migrated_and_verifies() {
         return;
     };
     let (url, _) = pristine(cluster).await;
+    // A version pop never commits beside its tables: changed outside pop (auditor54: told to
+    // migrate, exit 1).
+    sql(&url, "UPDATE pop_schema SET version = 0;").await;
+    let report = pop_store::postgres::verify(&url).await.unwrap();
+    let b = report.first_break.as_ref().expect("version 0 is a break");
+    assert!(b.reason.contains("changed outside pop"), "{b}");
     // Back to schema 1: no chain columns, no checkpoint tables.
     sql(
         &url,
@@ -390,9 +396,16 @@ async fn a_database_from_before_the_chain_is_migrated_and_verifies() {
          UPDATE pop_schema SET version = 1;",
     )
     .await;
-    let refused = pop_store::postgres::verify(&url).await.expect_err("schema 1 is not verified");
-    assert!(refused.to_string().contains("schema is version 1"), "{refused}");
-    let store = PgStore::connect(&url, PgOptions::default()).await.unwrap();
+    // Not verified, and not to be migrated by default: a chain dropped outside pop looks the
+    // same, and migrating would sign what the events hold now (auditor54).
+    let report = pop_store::postgres::verify(&url).await.unwrap();
+    let b = report.first_break.as_ref().expect("schema 1 is not verified");
+    assert!(b.reason.contains("from before pop chained its events"), "{b}");
+    let refused = PgStore::connect(&url, PgOptions::default()).await.err().expect("refused");
+    let said = refused.to_string();
+    assert!(said.contains("--chain-unchained-history") && said.contains("9 events"), "{said}");
+    let trusted = PgOptions { chain_unchained: true, ..PgOptions::default() };
+    let store = PgStore::connect(&url, trusted).await.unwrap();
     let report = pop_store::postgres::verify(&url).await.unwrap();
     assert!(report.is_intact(), "{report:?}");
     assert_eq!(report.events, 9);

@@ -53,6 +53,7 @@ async fn sealed(
         durability: Durability::Normal,
         clock: fixed_clock(now()),
         min_free_bytes: 0,
+        chain_unchained: false,
     };
     let store = SqliteStore::open(&path, options).await.unwrap();
     let mut n = 0;
@@ -469,6 +470,7 @@ async fn a_key_rotation_hands_the_log_over_and_still_verifies() {
         durability: Durability::Normal,
         clock: fixed_clock(now()),
         min_free_bytes: 0,
+        chain_unchained: false,
     };
     let store = SqliteStore::open(&path, options.clone()).await.unwrap();
     store.append("d", ExpectedVersion::NoStream, vec![event(40, "d")]).await.unwrap();
@@ -565,6 +567,7 @@ async fn a_lost_first_key_leaves_its_checkpoints_pinned_by_the_chain() {
         durability: Durability::Normal,
         clock: fixed_clock(now()),
         min_free_bytes: 0,
+        chain_unchained: false,
     };
     let store = SqliteStore::open(&path, options).await.unwrap();
     let witness = store.last_checkpoint().await.unwrap();
@@ -648,6 +651,7 @@ async fn a_sealer_that_cannot_extend_the_log_says_why_and_what_to_do() {
         durability: Durability::Normal,
         clock: fixed_clock(now()),
         min_free_bytes: 0,
+        chain_unchained: false,
     };
     let store = SqliteStore::open(&path, options).await.unwrap();
     let refused = |r: Result<Option<pop_store::commitment::Checkpoint>, SealError>| match r {
@@ -711,6 +715,7 @@ async fn a_retired_key_takes_the_log_back_only_with_an_endorsement() {
         durability: Durability::Normal,
         clock: fixed_clock(now()),
         min_free_bytes: 0,
+        chain_unchained: false,
     };
     let store = SqliteStore::open(&path, options.clone()).await.unwrap();
     store.append("d", ExpectedVersion::NoStream, vec![event(40, "d")]).await.unwrap();
@@ -819,6 +824,7 @@ async fn a_sealing_round_under_steady_writes_ends() {
         durability: Durability::Normal,
         clock: fixed_clock(now()),
         min_free_bytes: 0,
+        chain_unchained: false,
     };
     let store = SqliteStore::open(&dir.path().join("grow.db"), options).await.unwrap();
     let backlog: Vec<NewEvent> = (0..6).map(|n| event(n, "backlog")).collect();

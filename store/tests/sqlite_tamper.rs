@@ -33,8 +33,12 @@ fn event(n: u32) -> NewEvent {
 async fn pristine(dir: &Path) -> (PathBuf, Vec<(String, Vec<Position>)>) {
     let path = dir.join("pop.db");
     let at = DateTime::<Utc>::from_timestamp_micros(1_800_000_000_123_456).unwrap();
-    let options =
-        SqliteOptions { durability: Durability::Normal, clock: fixed_clock(at), min_free_bytes: 0 };
+    let options = SqliteOptions {
+        durability: Durability::Normal,
+        clock: fixed_clock(at),
+        min_free_bytes: 0,
+        chain_unchained: false,
+    };
     let store = SqliteStore::open(&path, options).await.unwrap();
     let mut n = 0;
     let mut next = || {
@@ -346,7 +350,16 @@ async fn a_store_from_before_the_chain_is_migrated_and_verifies() {
     )
     .unwrap();
     drop(conn);
-    let store = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+    // Not verified, and not to be migrated by default: a chain dropped outside pop looks the
+    // same, and migrating would sign what the events hold now (auditor54).
+    let report = SqliteStore::verify_file(&path).unwrap();
+    let b = report.first_break.as_ref().expect("schema 1 is not verified");
+    assert!(b.reason.contains("from before pop chained its events"), "{b}");
+    let refused = SqliteStore::open(&path, SqliteOptions::default()).await.err().expect("refused");
+    let said = refused.to_string();
+    assert!(said.contains("--chain-unchained-history") && said.contains("9 events"), "{said}");
+    let trusted = SqliteOptions { chain_unchained: true, ..SqliteOptions::default() };
+    let store = SqliteStore::open(&path, trusted).await.unwrap();
     let report = store.verify().await.unwrap();
     assert!(report.is_intact(), "{report:?}");
     assert_eq!(report.events, 9);

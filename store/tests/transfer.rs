@@ -53,6 +53,7 @@ async fn source(dir: &Path, k: &CheckpointSigningKey) -> PathBuf {
         durability: Durability::Normal,
         clock: fixed_clock(now()),
         min_free_bytes: 0,
+        chain_unchained: false,
     };
     let store = SqliteStore::open(&path, options).await.unwrap();
     store

@@ -45,6 +45,7 @@ impl Log {
             durability: Durability::Normal,
             clock: fixed_clock(t(0)),
             min_free_bytes: 0,
+            chain_unchained: false,
         };
         let store = Arc::new(SqliteStore::open(dir.path().join("pop.db"), options).await?);
         Ok(Log { store, dir })

@@ -280,6 +280,9 @@ pub struct PgOptions {
     /// a lock and writes (ops3am4: `pop log --store` made pop's tables in a wrong database and
     /// failed for a read-only role); the database must hold this build's schema.
     pub read_only: bool,
+    /// Chain (and so sign) the events of a database whose schema predates the hash chain:
+    /// only for an older pop's store trusted as it is (`pop serve --chain-unchained-history`).
+    pub chain_unchained: bool,
 }
 
 impl Default for PgOptions {
@@ -295,6 +298,7 @@ impl Default for PgOptions {
             before_commit: None,
             hash_chain: true,
             read_only: false,
+            chain_unchained: false,
         }
     }
 }
@@ -469,7 +473,7 @@ impl PgStore {
             if options.read_only {
                 schema::check(&client).await?;
             } else {
-                schema::migrate(&mut client).await?;
+                schema::migrate(&mut client, options.chain_unchained).await?;
             }
             check_transaction_ids(&client).await?;
             let last_commit = client

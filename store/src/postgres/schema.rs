@@ -77,7 +77,7 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// The step after which existing events get their chains computed.
-const CHAIN_STEP: usize = 2;
+pub(crate) const CHAIN_STEP: usize = 2;
 
 /// The schema version this build writes.
 pub const PG_SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -130,7 +130,7 @@ pub(crate) async fn check(client: &Client) -> Result<(), StoreError> {
     Ok(())
 }
 
-pub(crate) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
+pub(crate) async fn migrate(client: &mut Client, chain_unchained: bool) -> Result<(), StoreError> {
     let tx = client.transaction().await.map_err(fail)?;
     tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&MIGRATION_LOCK.0, &MIGRATION_LOCK.1])
         .await
@@ -164,6 +164,14 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
     for (done, step) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         tx.batch_execute(step).await.map_err(fail)?;
         if done + 1 == CHAIN_STEP {
+            let events: i64 = tx
+                .query_one("SELECT count(*) FROM pop_events", &[])
+                .await
+                .and_then(|r| r.try_get(0))
+                .map_err(fail)?;
+            if events > 0 && !chain_unchained {
+                return Err(crate::unchained_refused(found, events as u64));
+            }
             backfill_chains(&tx).await?;
         }
         let version = (done + 1) as i32;

@@ -293,7 +293,8 @@ async fn import_on(
     inbox: &mut tokio::sync::mpsc::Receiver<Batch>,
 ) -> Result<(), TransferError> {
     let write = fail("importing into PostgreSQL");
-    super::schema::migrate(client).await?;
+    // A store an import fills is empty (checked before): nothing unchained to chain.
+    super::schema::migrate(client, false).await?;
     let tx = client.transaction().await.map_err(&write)?;
     tx.batch_execute(
         "LOCK TABLE pop_streams, pop_events, pop_pruned, pop_checkpoints IN EXCLUSIVE MODE",

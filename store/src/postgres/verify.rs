@@ -136,6 +136,21 @@ async fn run(
             .alone());
         };
         let found: i32 = row.try_get(0).map_err(fail)?;
+        if found <= 0 {
+            // Never committed by pop: each migration writes its version in its own
+            // transaction (auditor54: `SET version = 0` was told to migrate, exit 1).
+            return Ok(crate::verify::Break::of_store(format!(
+                "the table pop_schema says version {found} beside pop's tables: pop never \
+                 commits that, so it was changed outside pop"
+            ))
+            .alone());
+        }
+        if found < super::schema::CHAIN_STEP as i32 {
+            let found = u32::try_from(found).unwrap_or(0);
+            return Ok(
+                crate::verify::Break::of_store(crate::verify::unchained_schema(found)).alone()
+            );
+        }
         if found != PG_SCHEMA_VERSION as i32 {
             return Err(StoreError::Corrupt(format!(
                 "the database's pop schema is version {found} and this build verifies version \

@@ -54,6 +54,9 @@ pub struct SqliteOptions {
     /// Free bytes the filesystem holding the store's file should keep; under it the store
     /// says so ([`EventStore::disk_trouble`]). 0: never.
     pub min_free_bytes: u64,
+    /// Chain (and so sign) the events of a store whose schema predates the hash chain: only
+    /// for an older pop's store trusted as it is (`pop serve --chain-unchained-history`).
+    pub chain_unchained: bool,
 }
 
 /// [`SqliteOptions::min_free_bytes`] by default: room for a write-ahead log a quarter of the
@@ -66,6 +69,7 @@ impl Default for SqliteOptions {
             durability: Durability::Full,
             clock: system_clock(),
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+            chain_unchained: false,
         }
     }
 }
@@ -181,7 +185,7 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         let opened = path.clone();
         let (conn, head, last_commit) = tokio::task::spawn_blocking(move || {
-            let (conn, head) = open_writer(&opened, options.durability)?;
+            let (conn, head) = open_writer(&opened, options.durability, options.chain_unchained)?;
             let last_commit = writer::last_commit_micros(&conn)?;
             Ok::<_, StoreError>((conn, head, last_commit))
         })
@@ -370,7 +374,11 @@ impl crate::commitment::LogCommitment for SqliteStore {
     }
 }
 
-fn open_writer(path: &Path, durability: Durability) -> Result<(Connection, u64), StoreError> {
+fn open_writer(
+    path: &Path,
+    durability: Durability,
+    chain_unchained: bool,
+) -> Result<(Connection, u64), StoreError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .map_err(|e| StoreError::backend("creating the store's directory", e))?;
@@ -378,7 +386,7 @@ fn open_writer(path: &Path, durability: Durability) -> Result<(Connection, u64),
     let mut conn =
         Connection::open(path).map_err(|e| StoreError::backend("opening the store file", e))?;
     schema::configure_writer(&conn, durability)?;
-    schema::migrate(&mut conn)?;
+    schema::migrate(&mut conn, chain_unchained)?;
     let head = writer::stored_head(&conn)?;
     Ok((conn, head))
 }

@@ -86,7 +86,7 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// The step after which existing events get their chains computed.
-const CHAIN_STEP: usize = 2;
+pub(crate) const CHAIN_STEP: usize = 2;
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -222,8 +222,9 @@ pub(crate) fn open_read_only(path: &std::path::Path) -> Result<Connection, Store
     Ok(conn)
 }
 
-/// Brings the schema up to [`SCHEMA_VERSION`], one transaction per step.
-pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+/// Brings the schema up to [`SCHEMA_VERSION`], one transaction per step. A store with events
+/// and no hash chain is chained only with `chain_unchained` ([`crate::unchained_refused`]).
+pub(crate) fn migrate(conn: &mut Connection, chain_unchained: bool) -> Result<(), StoreError> {
     let fail = backend("migrating the schema");
     let found: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(&fail)?;
     if found > SCHEMA_VERSION {
@@ -235,6 +236,11 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             .map_err(&fail)?;
         tx.execute_batch(step).map_err(&fail)?;
         if done + 1 == CHAIN_STEP {
+            let events: i64 =
+                tx.query_row("SELECT count(*) FROM events", [], |r| r.get(0)).map_err(&fail)?;
+            if events > 0 && !chain_unchained {
+                return Err(crate::unchained_refused(found, events as u64));
+            }
             backfill_chains(&tx)?;
         }
         tx.pragma_update(None, "user_version", (done + 1) as i64).map_err(&fail)?;

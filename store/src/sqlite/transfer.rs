@@ -446,7 +446,7 @@ fn refuse_unless_empty(path: &Path) -> Result<(), TransferError> {
     let read = fail("reading the target store");
     let mut conn = Connection::open(path).map_err(fail("opening the store file"))?;
     schema::configure_writer(&conn, Durability::Full)?;
-    schema::migrate(&mut conn)?;
+    schema::migrate(&mut conn, false)?;
     let (rows, head): (i64, i64) = conn
         .query_row(
             "SELECT (SELECT count(*) FROM streams) + (SELECT count(*) FROM events) + \
@@ -473,7 +473,7 @@ fn stage<R: BufRead + Send>(
 ) -> Result<ImportSummary, TransferError> {
     let write = fail("importing into the embedded store");
     let mut conn = Connection::open(staging).map_err(fail("opening the staging file"))?;
-    schema::migrate(&mut conn)?;
+    schema::migrate(&mut conn, false)?;
 
     // A file thrown away whole on failure: no rollback journal, no fsync before the one at the
     // end, one process.

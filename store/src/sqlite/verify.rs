@@ -170,6 +170,9 @@ pub(crate) fn verify(
         )
         .alone());
     }
+    if found < super::schema::CHAIN_STEP as u32 {
+        return Ok(crate::verify::Break::of_store(crate::verify::unchained_schema(found)).alone());
+    }
     if found != super::SCHEMA_VERSION {
         return Err(StoreError::Corrupt(format!(
             "the store's schema is version {found} and this build verifies version {}; {}",
