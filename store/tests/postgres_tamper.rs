@@ -401,7 +401,7 @@ async fn a_database_from_before_the_chain_is_migrated_and_verifies() {
     let report = pop_store::postgres::verify(&url).await.unwrap();
     let b = report.first_break.as_ref().expect("schema 1 is not verified");
     assert!(b.reason.contains("from before pop chained its events"), "{b}");
-    let refused = PgStore::connect(&url, PgOptions::default()).await.err().expect("refused");
+    let refused = PgStore::connect(&url, PgOptions::default()).await.expect_err("refused");
     let said = refused.to_string();
     assert!(said.contains("--chain-unchained-history") && said.contains("9 events"), "{said}");
     let trusted = PgOptions { chain_unchained: true, ..PgOptions::default() };

@@ -355,7 +355,7 @@ async fn a_store_from_before_the_chain_is_migrated_and_verifies() {
     let report = SqliteStore::verify_file(&path).unwrap();
     let b = report.first_break.as_ref().expect("schema 1 is not verified");
     assert!(b.reason.contains("from before pop chained its events"), "{b}");
-    let refused = SqliteStore::open(&path, SqliteOptions::default()).await.err().expect("refused");
+    let refused = SqliteStore::open(&path, SqliteOptions::default()).await.expect_err("refused");
     let said = refused.to_string();
     assert!(said.contains("--chain-unchained-history") && said.contains("9 events"), "{said}");
     let trusted = SqliteOptions { chain_unchained: true, ..SqliteOptions::default() };
