@@ -112,11 +112,17 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
         cancelled = stats.cancelled,
         refused = stats.refused,
         handed_back = stats.handed_back,
+        abandoned = stats.abandoned,
         "worker stopped"
     );
+    // Said only when some were (the server did not take their last reports in time).
+    let abandoned = match stats.abandoned {
+        0 => String::new(),
+        n => format!(", {n} left to the server's reclaimer"),
+    };
     println!(
         "pop: worker stopped: {} claimed, {} succeeded, {} failed, {} cancelled, {} refused, {} \
-         handed back",
+         handed back{abandoned}",
         stats.claimed,
         stats.succeeded,
         stats.failed,

@@ -70,12 +70,22 @@ pub struct PullStats {
     pub refused: u64,
     pub cancelled: u64,
     pub handed_back: u64,
+    /// Executions still sending their last report when the stop's time was up
+    /// ([`STOP_MARGIN`] past the shutdown grace): left to the server's reclaimer, which takes
+    /// each back once its lease runs out.
+    pub abandoned: u64,
     /// Set when the server refused the worker's token (`UNAUTHENTICATED`) or its role
     /// (`FORBIDDEN`: a user's token may not take work): the puller stopped, since no later
     /// call can succeed with it (ops3am3: a revoked token's worker logged the refusal every
     /// 5 s for ever and looked healthy to its supervisor; newcomer6: a user's token, likewise).
     pub token_refused: Option<String>,
 }
+
+/// How long past the shutdown grace a stopping worker still waits for its executions' last
+/// reports (a server that is down would otherwise hold it for a final report's whole retry
+/// time, or its lease: dash54 saw a stopping worker still retrying 52 s after SIGTERM, past
+/// the grace of 20 s and its pod's termination period).
+pub const STOP_MARGIN: Duration = Duration::from_secs(10);
 
 /// Longest wait per `getAgenda` of an idle puller that serves several insights (it asks them
 /// in turn).
@@ -107,6 +117,7 @@ struct ClaimDone {
 /// in turn; only after every insight came back empty in a row does the puller wait for work
 /// (see the module doc).
 pub async fn run(env: ExecEnv, config: PullConfig, shutdown: watch::Receiver<bool>) -> PullStats {
+    let env_grace = env.config.shutdown_grace;
     let slots: BTreeMap<String, Arc<Semaphore>> = config
         .max_operations_per_insight
         .map(|n| {
@@ -266,6 +277,7 @@ pub async fn run(env: ExecEnv, config: PullConfig, shutdown: watch::Receiver<boo
         }
     }
     tracing::info!(executing = executing.len(), "stopping: no more claims; waiting for executions");
+    let stopped_at = tokio::time::Instant::now();
     // A claim waiting for work is abandoned (the server hands back what it claims for a
     // request that went away); agendas claimed by calls that answered are ours: they get a
     // final report too (their executions see the shutdown at once and hand them back).
@@ -279,8 +291,24 @@ pub async fn run(env: ExecEnv, config: PullConfig, shutdown: watch::Receiver<boo
             }
         }
     }
-    while let Some(done) = executing.join_next().await {
-        count(&mut stats, done);
+    // Running operations get the grace; the last reports, a margin past it.
+    let stop_by = stopped_at + env_grace + STOP_MARGIN;
+    loop {
+        match tokio::time::timeout_at(stop_by, executing.join_next()).await {
+            Ok(Some(done)) => count(&mut stats, done),
+            Ok(None) => break,
+            Err(_) => {
+                stats.abandoned = executing.len() as u64;
+                tracing::error!(
+                    executions = executing.len(),
+                    "stopping without their last reports: the server did not take them within \
+                     the shutdown grace and {STOP_MARGIN:?} more; its reclaimer takes each agenda \
+                     back once its lease runs out, and it runs again"
+                );
+                executing.abort_all();
+                break;
+            }
+        }
     }
     stats
 }

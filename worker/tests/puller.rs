@@ -366,3 +366,82 @@ async fn refused_token_stops_the_puller(code: &'static str) {
     assert!(refusal.contains(code), "{refusal}");
     assert_eq!(api.asked.load(Ordering::SeqCst), 1, "asked once");
 }
+
+/// A server that hands out one agenda and then takes no report (down): a stopping worker does
+/// not wait for its last report beyond the shutdown grace and a margin, though the agenda's
+/// lease would let it retry for minutes (dash54: still retrying 52 s after SIGTERM, past the
+/// grace of 20 s; only SIGKILL stopped it).
+struct Down {
+    handed: AtomicUsize,
+}
+
+#[async_trait]
+impl WorkApi for Down {
+    async fn get_agenda(&self, _: &str, _: usize, _: Duration) -> Result<Vec<Claimed>, ApiError> {
+        if self.handed.fetch_add(1, Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return Ok(Vec::new());
+        }
+        let expires = pop_domain::Timestamp::from(std::time::SystemTime::now())
+            + chrono::Duration::minutes(10);
+        Ok(vec![Claimed {
+            agenda: Agenda {
+                id: "held".into(),
+                customer_id: "c".into(),
+                operations: vec![Operation {
+                    name: "only".into(),
+                    op_type: "log".into(),
+                    id: None,
+                    payload: json!({}).into(),
+                    params: Params::new(),
+                }],
+                ..Agenda::default()
+            },
+            progress: None,
+            lease: Some(pop_worker::api::Lease {
+                id: "l1".into(),
+                expires,
+                left: Some(Duration::from_secs(600)),
+            }),
+            traceparent: None,
+            tracestate: None,
+        }])
+    }
+    async fn update_progress(&self, _: &Value) -> Result<(), ApiError> {
+        Err(ApiError::Transient("connection refused".into()))
+    }
+    async fn expand(&self, _: &str, _: &str, _: &[Operation], _: &Params) -> Result<(), ApiError> {
+        Ok(())
+    }
+    async fn release(&self, _: &str, _: &str, _: &str) -> Result<(), ApiError> {
+        Err(ApiError::Transient("connection refused".into()))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stopping_worker_leaves_last_reports_a_down_server_does_not_take_past_its_grace() {
+    let api = Arc::new(Down { handed: AtomicUsize::new(0) });
+    let grace = Duration::from_secs(2);
+    let env = ExecEnv {
+        api: api.clone(),
+        registry: Arc::new(Registry::with_builtins()),
+        config: ExecConfig {
+            max_parallel: 1,
+            report: ReportConfig { interval: Duration::from_millis(5), ..ReportConfig::default() },
+            shutdown_grace: grace,
+        },
+    };
+    let config = PullConfig { insights: vec!["a".into()], max_agendas: 1, ..PullConfig::default() };
+    let (stop, shutdown) = watch::channel(false);
+    let puller = tokio::spawn(run(env, config, shutdown));
+    while api.handed.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopped = tokio::time::Instant::now();
+    stop.send(true).unwrap();
+    let stats = tokio::time::timeout(Duration::from_secs(300), puller).await.unwrap().unwrap();
+    let took = stopped.elapsed();
+    assert!(took <= grace + pop_worker::puller::STOP_MARGIN + Duration::from_secs(1), "{took:?}");
+    assert_eq!((stats.claimed, stats.abandoned), (1, 1), "{stats:?}");
+}
