@@ -492,6 +492,31 @@ test("a failed operation's reason is on its row, without a click", async () => {
   );
   const text = await acmePage.$eval('#op-list tr[data-op="probe"] td.message', (td) => td.textContent);
   assert.equal(text, 'failed: probe: no such file s3://in/m.mov');
+  // And under the header, with a way to it (dash54: on a large agenda the failed operation and
+  // its reason were behind a button, a long table and a detail below the fold).
+  await acmePage.waitForSelector('#failed-ops button[data-op="probe"]', { timeout: WAIT });
+  const said = await acmePage.$eval('#failed-ops', (p) => p.textContent.replace(/\s+/g, ' ').trim());
+  assert.equal(said, '1 failed: probe — failed: probe: no such file s3://in/m.mov');
+  await acmePage.evaluate(() => window.scrollTo(0, 0));
+  await acmePage.click('#failed-ops button[data-op="probe"]');
+  await acmePage.waitForFunction(() => (document.querySelector('#op-detail h3') || {}).textContent === 'probe', { timeout: WAIT });
+  await acmePage.waitForFunction(() => {
+    const r = document.getElementById('op-detail').getBoundingClientRect();
+    return r.top >= 0 && r.top < window.innerHeight;
+  }, { timeout: WAIT });
+});
+
+test('a sign-in link followed in a tab already open on the dashboard signs it in', async () => {
+  // dash54: only the fragment changed, so nothing read it, and the token stayed in the
+  // address bar.
+  const page = await newPage();
+  await page.goto(BASE + '/#/agendas', { waitUntil: 'load' });
+  await page.waitForSelector('#token', { timeout: WAIT });
+  await page.evaluate((t) => { location.hash = '#token=' + encodeURIComponent(t); }, T.acme);
+  await page.waitForFunction(() => /acme-user/.test((document.querySelector('#who') || {}).textContent || ''), { timeout: WAIT });
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('pop.token')), T.acme);
+  assert.doesNotMatch(await page.evaluate(() => location.href), /token=/);
+  await page.browserContext().close();
 });
 
 test("a failure's 32 KiB reason neither widens nor lengthens the agenda page", async () => {
@@ -656,6 +681,9 @@ test('a failed agenda whose retry is still to come can be cancelled from its pag
   await signIn(page, T.acme);
   await page.goto(BASE + `/#/agenda/acme/${encodeURIComponent(failing.id)}`);
   await page.waitForSelector('h1 .badge[data-state="failed"]', { timeout: WAIT });
+  // Failed, with a retry to come: said so, not read as the end (dash54).
+  await page.waitForSelector('#retry-due', { timeout: WAIT });
+  assert.match(await page.$eval('.agenda p.meta', (p) => p.textContent.replace(/\s+/g, ' ')), /a retry follows \(attempt 2 of 2\)/);
   // The button says what it does (ops3am13: a failed agenda's Cancel was disabled).
   await page.waitForSelector('#cancel-agenda:not([disabled])', { timeout: WAIT });
   assert.equal(await page.$eval('#cancel-agenda', (b) => b.textContent), 'Cancel retry');

@@ -167,4 +167,12 @@ function App() {
 }
 
 adoptFragmentToken();
+// A sign-in link followed in a tab already open on the dashboard changes only the fragment:
+// taken as on a load (dash54: nothing happened, and the token stayed in the address bar). A
+// tab signed in already loads again, where the link is asked about once, as any link is.
+window.addEventListener('hashchange', () => {
+  if (!/^#token=/.test(location.hash)) return;
+  if (token()) location.reload();
+  else if (adoptFragmentToken()) location.reload();
+});
 render(html`<${App}/>`, document.getElementById('app'));

@@ -450,6 +450,16 @@ export function AgendaView({ me, customerId, id }) {
   const [opsRead, setOpsRead] = useState(false);
   const [error, setError] = useState(null);
   const [selected, setSelected] = useState(null);
+  // A selected operation's detail is brought into view (dash54: it opened below the fold, or
+  // after 300 rows, with nothing to say it had).
+  useEffect(() => {
+    if (!selected) return;
+    const detail = document.getElementById('op-detail');
+    if (detail) {
+      detail.scrollIntoView({ block: 'nearest' });
+      detail.focus({ preventScroll: true });
+    }
+  }, [selected]);
   const [tick, setTick] = useState(0);
   // Above LARGE operations the table repeats the DAG; it is drawn on request only.
   const [showTable, setShowTable] = useState(false);
@@ -564,10 +574,16 @@ export function AgendaView({ me, customerId, id }) {
   const st = progress ? stateOf(progress) : 'loading';
   const large = agenda.operations.length > LARGE;
   const sel = selected && ops.get(selected);
+  // The failed operations, first in the agenda's order, with the reason of the first: what an
+  // operator looks for on a failed agenda (dash54: on 300 operations it was behind a button,
+  // a table without a filter and a detail below the fold).
+  const failed = agenda.operations.filter((op) => stateOf(ops.get(op.name)) === 'failed').map((op) => op.name);
+  const retrying = st === 'failed' && progress && progress.retryDue;
   return html`<section class="agenda" data-agenda=${agenda.id}>
     <h1>Agenda ${agenda.id} <${StateBadge} state=${st}/></h1>
     <p class="meta">customer <b>${agenda.customerId}</b>${agenda.title ? html` · ${agenda.title}` : ''}${agenda.linkId ? html` · batch <a href=${batchHref(agenda.customerId, agenda.linkId)}>${agenda.linkId}</a>` : ''}${' · added '}${fmtTime(agenda.addedTime)}${progress ? html` · ${progress.processingStateMessage || ''} · <${Bar} pct=${progress.percentComplete}/> ${Math.round(progress.percentComplete || 0)}%` : ''}
-      ${progress && progress.maximumAttempts ? html` · attempts ${progress.attemptsCompleted}/${progress.maximumAttempts}` : ''}<${Holding} agenda=${agenda} state=${st}/></p>
+      ${progress && progress.maximumAttempts ? html` · attempts ${progress.attemptsCompleted}/${progress.maximumAttempts}` : ''}${retrying ? html` · <b id="retry-due">a retry follows</b> (attempt ${progress.attemptsCompleted + 1} of ${progress.maximumAttempts})` : ''}<${Holding} agenda=${agenda} state=${st}/></p>
+    ${failed.length > 0 && html`<p class="failed-ops" id="failed-ops"><b>${failed.length} failed:</b> ${failed.slice(0, 5).map((name, i) => html`${i ? ', ' : ''}<button class="link" data-op=${name} onClick=${() => setSelected(name)}>${name}</button>`)}${failed.length > 5 ? ` and ${failed.length - 5} more` : ''} — <span class="reason">${messageOf(ops.get(failed[0]))}</span></p>`}
     <${ErrorLine} error=${error}/>
     ${canWrite && progress && html`<${Actions} me=${me} agenda=${agenda} state=${st} parked=${st === 'waiting' && (progress.processingStateMessage || '').toLowerCase() === 'pending'} retryDue=${Boolean(progress && progress.retryDue)} onError=${setError} operations=${agenda.operations.map((o) => o.name)}/>`}
     <h2>Operations <span class="muted">(${agenda.operations.length}${agenda.operations.length > LARGE ? ', layered layout' : ''})</span></h2>
@@ -577,7 +593,7 @@ export function AgendaView({ me, customerId, id }) {
       <thead><tr><th>operation</th><th>type</th><th>state</th><th>progress</th><th>message</th><th>attempts</th><th>started</th><th>completed</th></tr></thead>
       <tbody>${(large && !showTable ? [] : agenda.operations.slice(0, 1000)).map((op) => html`<${OpRow} key=${op.name} op=${op} o=${ops.get(op.name)} read=${opsRead} selected=${selected === op.name} onSelect=${setSelected}/>`)}</tbody>
     </table>
-    ${sel && html`<div class="detail"><h3>${selected}</h3>
+    ${sel && html`<div class="detail" id="op-detail" tabindex="-1"><h3>${selected}</h3>
       <${Diagnostics} events=${sel.diagnosticEvents}/>
       <h4>Result payload</h4><pre class="json">${JSON.stringify(sel.resultPayload, null, 2)}</pre></div>`}
     ${progress && progress.diagnosticEvents && progress.diagnosticEvents.length ? html`<h2>Agenda diagnostics</h2><${Diagnostics} events=${progress.diagnosticEvents}/>` : ''}
