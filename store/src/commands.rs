@@ -170,6 +170,18 @@ struct Folded<A> {
     trace: Trace,
 }
 
+impl<A: Clone> Folded<A> {
+    /// A copy of the cached `state` of `hit`, to evolve further.
+    fn of(hit: &CachedState, state: &A) -> Folded<A> {
+        Folded {
+            state: state.clone(),
+            version: Some(hit.version),
+            bytes: hit.bytes,
+            trace: hit.trace.clone(),
+        }
+    }
+}
+
 /// A command ready for its stream's queue, its span and where its answer will come.
 #[allow(clippy::type_complexity)]
 fn pending<A: Aggregate>(
@@ -492,18 +504,21 @@ impl Commands {
         f: impl FnOnce(&A) -> R,
     ) -> Result<R, ExecuteError<A::Error>> {
         let stream = stream_name(A::CATEGORY, id);
-        // Cached and nothing past it: the cached state itself, shared, not a copy.
+        // Cached and nothing past it: the cached state itself, shared, not a copy; with
+        // something past it, caught up from a copy of that hit (not looked up again).
         let hit = self.inner.states.lock().ok().and_then(|mut c| c.get(&stream));
-        if let Some(hit) = hit {
-            let next = hit.version.saturating_add(1);
-            let newer = self.inner.store.read_stream(&stream, next, 1, Direction::Forwards).await?;
-            if newer.is_empty()
-                && let Some(state) = hit.state.downcast_ref::<A>()
-            {
-                return Ok(f(state));
+        let mut folded = match hit.as_ref().and_then(|h| Some((h, h.state.downcast_ref::<A>()?))) {
+            Some((hit, state)) => {
+                let next = hit.version.saturating_add(1);
+                let newer =
+                    self.inner.store.read_stream(&stream, next, 1, Direction::Forwards).await?;
+                if newer.is_empty() {
+                    return Ok(f(state));
+                }
+                Folded::of(hit, state)
             }
-        }
-        let mut folded = self.inner.cached::<A>(&stream).unwrap_or_default();
+            None => Folded::default(),
+        };
         self.inner.catch_up(&stream, &mut folded).await?;
         let (state, _) = self.inner.remember(&stream, folded);
         Ok(f(&state))
@@ -847,12 +862,7 @@ impl Inner {
     /// category) is a miss: the stream is then read from the start.
     fn cached<A: Aggregate>(&self, stream: &str) -> Option<Folded<A>> {
         let hit = self.states.lock().ok().and_then(|mut c| c.get(stream))?;
-        hit.state.downcast_ref::<A>().map(|s| Folded {
-            state: s.clone(),
-            version: Some(hit.version),
-            bytes: hit.bytes,
-            trace: hit.trace.clone(),
-        })
+        hit.state.downcast_ref::<A>().map(|s| Folded::of(&hit, s))
     }
 
     /// Caches `folded` (when the stream exists) and hands its state back shared, with its

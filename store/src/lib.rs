@@ -59,6 +59,9 @@ pub use kurrentdb::{KurrentLeadership, KurrentOptions, KurrentStore, LeaseOption
 pub use leader::{LeaderGuard, Leadership, ProcessLeadership};
 pub use position::{Position, PositionParseError};
 pub use postgres::{PgLeadership, PgOptions, PgStore};
+pub use sqlite::{Durability, SqliteLogFile, SqliteOptions, SqliteStore};
+pub use subscribe::{ReadAfter, SUBSCRIPTION_BATCH, subscribe_by_polling};
+
 /// The refusal to chain a store of `events` events whose schema (version `found`) predates
 /// the hash chain without `chain_unchained` (`pop serve --chain-unchained-history`): chained,
 /// whatever it holds now is signed, an edit made before included (auditor54).
@@ -71,9 +74,6 @@ pub(crate) fn unchained_refused(found: u32, events: u64) -> StoreError {
          chain was dropped outside pop: restore it from a backup or a `pop export`"
     ))
 }
-
-pub use sqlite::{Durability, SqliteLogFile, SqliteOptions, SqliteStore};
-pub use subscribe::{ReadAfter, SUBSCRIPTION_BATCH, subscribe_by_polling};
 
 /// The contract every backend keeps (DESIGN.md, "The store contract"). Object safe, so the
 /// server holds an `Arc<dyn EventStore>` and picks the backend at runtime.

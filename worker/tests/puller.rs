@@ -20,6 +20,28 @@ use pop_worker::handler::{Failure, Handler, OperationContext, ProgressSink, Regi
 use pop_worker::puller::{PullConfig, run};
 use pop_worker::report::ReportConfig;
 
+/// An agenda `id` of one operation of type `op_type`, handed out without a lease.
+fn claimed(id: String, op_type: &str) -> Claimed {
+    Claimed {
+        agenda: Agenda {
+            id,
+            customer_id: "c".into(),
+            operations: vec![Operation {
+                name: "only".into(),
+                op_type: op_type.into(),
+                id: None,
+                payload: json!({}).into(),
+                params: Params::new(),
+            }],
+            ..Agenda::default()
+        },
+        progress: None,
+        lease: None,
+        traceparent: None,
+        tracestate: None,
+    }
+}
+
 #[derive(Default)]
 struct Queue {
     left: Mutex<Vec<String>>,
@@ -45,27 +67,7 @@ impl WorkApi for Queue {
             left.drain(..n).collect()
         };
         self.claims_in_flight.fetch_sub(1, Ordering::SeqCst);
-        Ok(ids
-            .into_iter()
-            .map(|id| Claimed {
-                agenda: Agenda {
-                    id,
-                    customer_id: "c".into(),
-                    operations: vec![Operation {
-                        name: "only".into(),
-                        op_type: "busy".into(),
-                        id: None,
-                        payload: json!({}).into(),
-                        params: Params::new(),
-                    }],
-                    ..Agenda::default()
-                },
-                progress: None,
-                lease: None,
-                traceparent: None,
-                tracestate: None,
-            })
-            .collect())
+        Ok(ids.into_iter().map(|id| claimed(id, "busy")).collect())
     }
     async fn update_progress(&self, report: &Value) -> Result<(), ApiError> {
         if report["processingState"] == "COMPLETE" {
@@ -191,27 +193,7 @@ impl WorkApi for WaitingQueue {
                 break Vec::new();
             }
         };
-        Ok(ids
-            .into_iter()
-            .map(|id| Claimed {
-                agenda: Agenda {
-                    id,
-                    customer_id: "c".into(),
-                    operations: vec![Operation {
-                        name: "only".into(),
-                        op_type: "log".into(),
-                        id: None,
-                        payload: json!({}).into(),
-                        params: Params::new(),
-                    }],
-                    ..Agenda::default()
-                },
-                progress: None,
-                lease: None,
-                traceparent: None,
-                tracestate: None,
-            })
-            .collect())
+        Ok(ids.into_iter().map(|id| claimed(id, "log")).collect())
     }
     async fn update_progress(&self, report: &Value) -> Result<(), ApiError> {
         if report["processingState"] == "COMPLETE" {
@@ -384,28 +366,12 @@ impl WorkApi for Down {
         }
         let expires = pop_domain::Timestamp::from(std::time::SystemTime::now())
             + chrono::Duration::minutes(10);
-        Ok(vec![Claimed {
-            agenda: Agenda {
-                id: "held".into(),
-                customer_id: "c".into(),
-                operations: vec![Operation {
-                    name: "only".into(),
-                    op_type: "log".into(),
-                    id: None,
-                    payload: json!({}).into(),
-                    params: Params::new(),
-                }],
-                ..Agenda::default()
-            },
-            progress: None,
-            lease: Some(pop_worker::api::Lease {
-                id: "l1".into(),
-                expires,
-                left: Some(Duration::from_secs(600)),
-            }),
-            traceparent: None,
-            tracestate: None,
-        }])
+        let lease = pop_worker::api::Lease {
+            id: "l1".into(),
+            expires,
+            left: Some(Duration::from_secs(600)),
+        };
+        Ok(vec![Claimed { lease: Some(lease), ..claimed("held".into(), "log") }])
     }
     async fn update_progress(&self, _: &Value) -> Result<(), ApiError> {
         Err(ApiError::Transient("connection refused".into()))
