@@ -782,6 +782,28 @@ async fn verify(args: &Args, events: u64) -> Result<(), StoreError> {
         // This process only (the PostgreSQL backends are not counted).
         println!("{:<44} {}", "  the same, client CPU cost", show(&per_cpu, "ev/CPU-s"));
     }
+    // `pop verify` on the embedded store also runs SQLite's check of the file's structure
+    // (`SqliteStore::check_file`, PRAGMA integrity_check) beside the walk, on another thread: alone
+    // here, so its cost shows apart.
+    if let Kind::Sqlite(store) = &bench.kind {
+        let mut values = Vec::new();
+        for _ in 0..args.runs {
+            let path = store.path().to_path_buf();
+            let start = Instant::now();
+            let problems = tokio::task::spawn_blocking(move || SqliteStore::check_file(&path, 5))
+                .await
+                .map_err(|e| StoreError::backend("file check", e))??;
+            if !problems.is_empty() {
+                return Err(StoreError::Corrupt(format!("file check: {problems:?}")));
+            }
+            values.push(events as f64 / start.elapsed().as_secs_f64());
+        }
+        println!(
+            "{:<44} {}",
+            format!("file check (integrity_check, alone), {events} events"),
+            show(&values, "ev/s")
+        );
+    }
     bench.close().await
 }
 

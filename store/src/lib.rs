@@ -192,6 +192,13 @@ pub trait EventStore: Send + Sync + 'static {
         None
     }
 
+    /// Why no append can succeed because the store's own file is damaged, if this backend can
+    /// tell (the embedded store: a commit failed with SQLite's "database disk image is
+    /// malformed"): not ready until restarted on a sound file. Readiness alone asks it.
+    fn damaged(&self) -> Option<String> {
+        None
+    }
+
     /// Why appends may soon fail for want of disk, if this backend can tell (the embedded
     /// store: free space under a floor where its file lives; a database server's disk is its
     /// own to watch). `/readyz` answers it.

@@ -176,9 +176,16 @@ pub(crate) async fn migrate(client: &mut Client, chain_unchained: bool) -> Resul
         }
         let version = (done + 1) as i32;
         tx.execute("UPDATE pop_schema SET version = $1", &[&version]).await.map_err(fail)?;
-        tracing::info!(schema_version = version, "PostgreSQL event store schema migrated");
+        // A new database's steps are its creation, not migrations (newcomer55 L5).
+        if found > 0 {
+            tracing::info!(schema_version = version, "PostgreSQL event store schema migrated");
+        }
     }
-    tx.commit().await.map_err(fail)
+    tx.commit().await.map_err(fail)?;
+    if found == 0 {
+        tracing::info!(schema_version = PG_SCHEMA_VERSION, "PostgreSQL event store created");
+    }
+    Ok(())
 }
 
 /// Computes the hash chain of every event written before the chain existed, stream by stream
@@ -247,6 +254,8 @@ async fn backfill_chains(tx: &tokio_postgres::Transaction<'_>) -> Result<(), Sto
         .await
         .map_err(fail)?;
     }
-    tracing::info!(events = count, "hash chains computed for events written before them");
+    if count > 0 {
+        tracing::info!(events = count, "hash chains computed for events written before them");
+    }
     Ok(())
 }

@@ -103,6 +103,8 @@ pub struct SqliteStore {
     /// Why the log changed under this process, once its writer found another process's
     /// commits ([`EventStore::changed_under`]).
     changed_under: Arc<std::sync::OnceLock<String>>,
+    /// Why the file is damaged, once a commit failed on it ([`EventStore::damaged`]).
+    damaged: Arc<std::sync::OnceLock<String>>,
 }
 
 /// The embedded store's file read by a tool beside a running server (`pop log`): one reader
@@ -201,16 +203,20 @@ impl SqliteStore {
         let checkpointer = checkpoint::Checkpointer::start(&path)?;
         let commits = Arc::new(crate::GroupCommits::default());
         let changed_under = Arc::new(std::sync::OnceLock::new());
+        let damaged = Arc::new(std::sync::OnceLock::new());
         let writer = writer::Writer::new(conn, rx, head_tx, head, clock, Some(checkpointer))
             .counting(Arc::clone(&commits))
-            .watching(Arc::clone(&changed_under));
+            .watching(Arc::clone(&changed_under), Arc::clone(&damaged));
         std::thread::Builder::new()
             .name("pop-store-writer".to_owned())
             .spawn(move || writer.run())
             .map_err(|e| StoreError::backend("starting the writer thread", e))?;
         tracing::info!(path = %path.display(), head, "event store opened");
         let store = SqliteStore {
-            readers: Arc::new(reader::Readers::new(path.clone(), READER_POOL_SIZE)),
+            readers: Arc::new(
+                reader::Readers::new(path.clone(), READER_POOL_SIZE)
+                    .noting_damage(Arc::clone(&damaged)),
+            ),
             path,
             requests,
             head: head_rx,
@@ -220,6 +226,7 @@ impl SqliteStore {
             min_free: options.min_free_bytes,
             short_of_disk: std::sync::atomic::AtomicBool::new(false),
             changed_under,
+            damaged,
         };
         // Said at start (ops3am53 L4: a full disk at start said ready, and the first submit
         // failed).
@@ -232,9 +239,17 @@ impl SqliteStore {
     /// The bytes an unprivileged writer may still use on the filesystem holding the store's
     /// file (`statvfs`' available blocks), or `None` when it cannot be asked.
     pub fn free_bytes(&self) -> Option<u64> {
+        self.volume_bytes().map(|(free, _)| free)
+    }
+
+    /// Free and total bytes of the filesystem holding the store's file.
+    fn volume_bytes(&self) -> Option<(u64, u64)> {
         let dir = self.path.parent().filter(|p| !p.as_os_str().is_empty());
         let stat = rustix::fs::statvfs(dir.unwrap_or(Path::new("."))).ok()?;
-        Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+        Some((
+            stat.f_bavail.saturating_mul(stat.f_frsize),
+            stat.f_blocks.saturating_mul(stat.f_frsize),
+        ))
     }
 
     /// Recomputes every event's digest and chain link, every stream's head, and checks
@@ -275,6 +290,43 @@ impl SqliteStore {
     ) -> Result<crate::verify::Verification, StoreError> {
         let conn = schema::open_read_only(path)?;
         verify::verify(&conn, trust)
+    }
+
+    /// SQLite's own check of the file (`PRAGMA integrity_check`: every page and b-tree, and
+    /// every index against its table; not the contents [`SqliteStore::verify_file`] checks):
+    /// the problems it finds, at most `max`, none when the file is sound. [`verify`] reads the
+    /// tables alone, so a damaged index passed it while every write failed on it (newcomer55
+    /// H1), and an index that disagrees with its table (two entries' row ids swapped) passed
+    /// `quick_check` too, while the audit and as-of reads, which go through the indexes, showed
+    /// another agenda's history (auditor55 H1). Reads the whole file; read-only like
+    /// `verify_file`.
+    pub fn check_file(path: &Path, max: u32) -> Result<Vec<String>, StoreError> {
+        let conn = schema::open_read_only(path)?;
+        let rows: Result<Vec<String>, rusqlite::Error> = conn
+            .prepare(&format!("PRAGMA integrity_check({})", max.max(1)))
+            .and_then(|mut q| q.query_map([], |r| r.get::<_, String>(0))?.collect());
+        match rows {
+            Ok(rows) if rows.len() == 1 && rows[0] == "ok" => Ok(Vec::new()),
+            // One row may hold several problems, a line each (auditor55 L2: "1 problem", then
+            // five listed).
+            Ok(rows) => Ok(rows
+                .iter()
+                .flat_map(|r| r.lines())
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("*** in database"))
+                .take(max.max(1) as usize)
+                .map(str::to_string)
+                .collect()),
+            // The check itself could not read the file.
+            Err(e) => {
+                let e = StoreError::backend("checking the file (PRAGMA quick_check)", e);
+                if e.is_damaged_file() {
+                    Ok(vec![pop_domain::error::ErrorChain(&e).to_string()])
+                } else {
+                    Err(e)
+                }
+            }
+        }
     }
 
     /// The database file.
@@ -397,12 +449,16 @@ impl EventStore for SqliteStore {
         self.changed_under.get().cloned()
     }
 
+    fn damaged(&self) -> Option<String> {
+        self.damaged.get().cloned()
+    }
+
     fn disk_trouble(&self) -> Option<String> {
         if self.min_free == 0 {
             return None;
         }
         use std::sync::atomic::Ordering;
-        let free = self.free_bytes()?;
+        let (free, total) = self.volume_bytes()?;
         // Back once there is the floor and a quarter more, at least 64 MiB more (a floor below
         // 64 MiB: twice the floor).
         let margin = (self.min_free / 4).max(self.min_free.min(64 * 1024 * 1024));
@@ -411,6 +467,21 @@ impl EventStore for SqliteStore {
             false => free < self.min_free,
         };
         self.short_of_disk.store(short, Ordering::Relaxed);
+        let back = self.min_free.saturating_add(margin);
+        // A volume smaller than that can never be ready: said so (dash55 L4: "ready again by
+        // itself once 128 MiB are free" on a 24 MiB volume).
+        if short && total < back {
+            return Some(format!(
+                "the filesystem holding the embedded store {} is {} MiB in all, less than the {} \
+                 MiB this server keeps free (--min-free-disk-mib) and its margin ({} MiB): it \
+                 can never be ready there. Give the data directory a larger volume, or lower \
+                 --min-free-disk-mib (0 turns the floor off) if writes may fill this one",
+                self.path.display(),
+                total / (1024 * 1024),
+                self.min_free / (1024 * 1024),
+                back / (1024 * 1024),
+            ));
+        }
         short.then(|| {
             format!(
                 "the filesystem holding the embedded store {} has {} MiB free, under the {} MiB \

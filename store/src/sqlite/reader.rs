@@ -34,6 +34,8 @@ pub(crate) struct Readers {
     /// Idle connections; at most `READER_POOL_SIZE` exist because of `permits`.
     idle: Mutex<Vec<ReaderConn>>,
     permits: Arc<Semaphore>,
+    /// Where a read that failed on the file's own damage says so ([`Readers::noting_damage`]).
+    damaged: Option<Arc<std::sync::OnceLock<String>>>,
 }
 
 /// A reader connection and what it remembers.
@@ -65,7 +67,15 @@ impl Readers {
             path,
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(size.max(1))),
+            damaged: None,
         }
+    }
+
+    /// A read that fails on the file's own damage says so in `damaged`, once: the store's
+    /// readiness (a new stream's key read from a damaged index fails before any commit).
+    pub(crate) fn noting_damage(mut self, damaged: Arc<std::sync::OnceLock<String>>) -> Readers {
+        self.damaged = Some(damaged);
+        self
     }
 
     /// Runs `read` on a pooled connection on a blocking thread.
@@ -81,6 +91,9 @@ impl Readers {
             let mut conn = this.take()?;
             let result = read(&mut conn);
             this.put_back(conn);
+            if let (Err(e), Some(damaged)) = (&result, &this.damaged) {
+                super::writer::note_damage(damaged, e);
+            }
             result
         })
         .await

@@ -245,7 +245,14 @@ pub(crate) fn migrate(conn: &mut Connection, chain_unchained: bool) -> Result<()
         }
         tx.pragma_update(None, "user_version", (done + 1) as i64).map_err(&fail)?;
         tx.commit().map_err(&fail)?;
-        tracing::info!(schema_version = done + 1, "event store schema migrated");
+        // A new store's steps are its creation, not migrations (newcomer55 L5: a first start
+        // said "schema migrated" four times and "hash chains computed" of 0 events).
+        if found > 0 {
+            tracing::info!(schema_version = done + 1, "event store schema migrated");
+        }
+    }
+    if found == 0 {
+        tracing::info!(schema_version = SCHEMA_VERSION, "event store created");
     }
     Ok(())
 }
@@ -309,6 +316,8 @@ fn backfill_chains(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
             head_update.execute(rusqlite::params![id, head.as_slice()]).map_err(&fail)?;
         }
     }
-    tracing::info!(events = count, "hash chains computed for events written before them");
+    if count > 0 {
+        tracing::info!(events = count, "hash chains computed for events written before them");
+    }
     Ok(())
 }

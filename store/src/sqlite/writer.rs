@@ -197,6 +197,8 @@ pub(crate) struct Writer {
     commits: Option<std::sync::Arc<crate::GroupCommits>>,
     /// Set once another process was found writing to the store ([`Writer::watching`]).
     changed_under: Option<std::sync::Arc<std::sync::OnceLock<String>>>,
+    /// Set once a commit failed on the file's own damage ([`Writer::watching`]).
+    damaged: Option<std::sync::Arc<std::sync::OnceLock<String>>>,
 }
 
 struct State {
@@ -224,6 +226,29 @@ fn commit_failed(e: rusqlite::Error) -> StoreError {
         };
     }
     fatal("committing a group")(e)
+}
+
+/// Says in `cell`, once (and in the log), that `error` came of the file's own damage, if it
+/// did: a commit's or a read's ([`crate::EventStore::damaged`]).
+pub(crate) fn note_damage(cell: &std::sync::OnceLock<String>, error: &StoreError) {
+    if error.is_damaged_file() && cell.get().is_none() {
+        let why = damaged_file(error);
+        if cell.set(why.clone()).is_ok() {
+            tracing::error!("{why}");
+        }
+    }
+}
+
+/// What readiness and the log say of a commit or a read that failed on the file's damage.
+fn damaged_file(error: &StoreError) -> String {
+    format!(
+        "the event store's file is damaged ({}): no write can be stored until it is repaired; \
+         reads of the damaged part fail too. Not ready again until restarted on a sound file: \
+         stop the server, keep a copy of the data directory, run `pop verify` on it (it names \
+         what it finds), then restore the data directory from a backup, or `pop export` what \
+         still reads and `pop import` it into a new one",
+        pop_domain::error::ErrorChain(error)
+    )
 }
 
 fn fatal(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
@@ -285,16 +310,21 @@ impl Writer {
             patience: Patience::default(),
             commits: None,
             changed_under: None,
+            damaged: None,
         }
     }
 
     /// Says in `changed_under`, once, that another process wrote to the store (or its file
-    /// went back): this process's leadership, leases and caches assumed it was the only writer.
+    /// went back): this process's leadership, leases and caches assumed it was the only writer;
+    /// and in `damaged`, once, that a commit failed on the file's own damage (SQLite: "database
+    /// disk image is malformed"): no write will succeed until it is repaired.
     pub(crate) fn watching(
         mut self,
         changed_under: std::sync::Arc<std::sync::OnceLock<String>>,
+        damaged: std::sync::Arc<std::sync::OnceLock<String>>,
     ) -> Writer {
         self.changed_under = Some(changed_under);
+        self.damaged = Some(damaged);
         self
     }
 
@@ -461,6 +491,11 @@ impl Writer {
                         failed_since_last_said = unsaid,
                         "event store group commit failed (said once per 10 s while it goes on)"
                     );
+                }
+                // The file itself is damaged: said once, with what to do, and to readiness
+                // (newcomer55 H2: writes failed INTERNAL while /readyz answered 200).
+                if let Some(damaged) = &self.damaged {
+                    note_damage(damaged, &error);
                 }
                 // The cache holds only committed state, but after an engine failure start
                 // afresh from the database.
