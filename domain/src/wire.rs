@@ -92,13 +92,42 @@ where
 /// operations and diagnostics, as POP's server skipped them (`AgendaProgressRequestProcessor`:
 /// `if(op == null) continue; // help the user a slight bit`). Refused, an executor that sends
 /// the same report again loses its lease (popclient54 M2).
+///
+/// Read in one pass into the list kept: these lists are decoded with every stored progress on
+/// the replay path, where a list of options then a second list cost two allocations each.
 pub fn skipping_nulls<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
 where
     D: Deserializer<'de>,
     T: serde::Deserialize<'de>,
 {
-    let list = <Option<Vec<Option<T>>> as serde::Deserialize>::deserialize(d)?;
-    Ok(list.unwrap_or_default().into_iter().flatten().collect())
+    struct Skipping<T>(std::marker::PhantomData<T>);
+
+    impl<'de, T: serde::Deserialize<'de>> Visitor<'de> for Skipping<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a sequence (or null)")
+        }
+        fn visit_unit<E: Error>(self) -> Result<Vec<T>, E> {
+            Ok(Vec::new())
+        }
+        fn visit_none<E: Error>(self) -> Result<Vec<T>, E> {
+            Ok(Vec::new())
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Vec<T>, D::Error> {
+            d.deserialize_seq(self)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            // The hint is the sender's: bounded, so a false one cannot reserve much.
+            let mut kept = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+            while let Some(item) = seq.next_element::<Option<T>>()? {
+                kept.extend(item);
+            }
+            Ok(kept)
+        }
+    }
+
+    d.deserialize_option(Skipping(std::marker::PhantomData))
 }
 
 /// A count (`attemptCount`, `attemptsCompleted`, `maximumAttempts`): a non-negative integer

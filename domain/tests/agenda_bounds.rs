@@ -16,7 +16,7 @@ use pop_domain::validate::{MAX_DIAGNOSTIC_TEXT_BYTES, json_bytes};
 use pop_domain::{Aggregate, DiagnosticEvent, ProcessingState};
 use serde_json::{Value, json};
 
-use ProcessingState::{Complete, Executing};
+use ProcessingState::{Complete, Executing, Waiting};
 
 fn names(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("o{i}")).collect()
@@ -486,4 +486,18 @@ fn a_definition_is_bounded_but_a_report_adding_operations_is_taken() {
     let added = limited((0..50).map(|k| executing(&format!("generated-{k}"), 1.0)).collect());
     let state = state_after(&near, added);
     assert_eq!(state.progress().operation_progress.len(), 52);
+}
+
+/// An operation reported WAITING is judged on what it was sent with: a result too large to
+/// keep is refused as a result of an operation that has not run, not dropped with a note about
+/// its size and the report answered (review55 M1).
+#[test]
+fn a_waiting_operation_with_a_result_too_large_to_keep_is_refused_as_waiting() {
+    let given = running_agenda(2);
+    let waiting = OperationReport { name: "o1".into(), state: Waiting, ..Default::default() };
+    let big = with_result(waiting, json!({"blob": "x".repeat(4_000)}));
+    let tight =
+        ProgressReport { payload_bytes: Some(1_000), ..limited(vec![executing("o0", 5.0), big]) };
+    let e = replay(&given).decide(&report("w1", 20, tight)).unwrap_err();
+    assert!(e.to_string().contains("is reported WAITING with a resultPayload"), "{e}");
 }

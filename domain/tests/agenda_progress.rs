@@ -206,6 +206,83 @@ fn operations_only_move_forward() {
     }
 }
 
+/// An operation reported WAITING that has not run: what says it ran (a result, a percent, times
+/// it does not have) is refused, each field named, not dropped without a word (popclient54 L4);
+/// its diagnostics and params are recorded; its recorded values sent back as they are, and a
+/// percent of 0, change nothing.
+#[test]
+fn a_waiting_operation_reported_with_a_run_is_refused_and_its_diagnostics_kept() {
+    let given = history(running(agenda_of(&["a", "b"], json!({}))));
+    let waiting =
+        |name: &str| OperationReport { name: name.into(), state: Waiting, ..Default::default() };
+    let mut with_result = waiting("b");
+    with_result.result_payload = Some(json!({"out": 1}));
+    with_result.percent = Some(40.0);
+    with_result.started = Some(t(5));
+    let state = replay(&given);
+    let e =
+        state.decide(&report("w1", 10, ops(vec![executing("a", 5.0), with_result]))).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Validation, "{e}");
+    let AgendaError::Invalid(errors) = &e else { panic!("{e:?}") };
+    let fields: Vec<&str> = errors.errors.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "operationProgress[1].resultPayload",
+            "operationProgress[1].percentComplete",
+            "operationProgress[1].startedTime"
+        ],
+        "{e}"
+    );
+    assert!(e.to_string().contains("\"b\" is reported WAITING with a resultPayload"), "{e}");
+    // A diagnostic of an operation still waiting is recorded; a percent of 0 says nothing.
+    let mut noted = waiting("b");
+    noted.percent = Some(0.0);
+    noted.diagnostics =
+        vec![DiagnosticEvent { message: "input not there yet".into(), ..Default::default() }];
+    let state = check(
+        &given,
+        report("w1", 10, ops(vec![executing("a", 5.0), noted.clone()])),
+        Then::Types(vec!["AgendaProgressReported"]),
+    );
+    let b = state.operation("b").unwrap();
+    assert_eq!(op_state(&state, "b").0, Waiting);
+    let messages: Vec<&str> = b.diagnostic_events.iter().map(|d| d.message.as_str()).collect();
+    assert_eq!(messages, ["input not there yet"]);
+    // A plain WAITING echo changes nothing.
+    let events = state.decide(&report("w1", 11, ops(vec![waiting("b")]))).unwrap();
+    let pop_domain::agenda::AgendaEvent::ProgressReported(e) = &events[0] else { panic!() };
+    assert!(e.operations.is_empty(), "{e:?}");
+}
+
+/// After a retry, a POP executor echoes the progress it was handed: an operation back to
+/// WAITING with an earlier attempt's diagnostics (no time, as executors send them) records
+/// none of them again (reprobe55 M1: each echo doubled them).
+#[test]
+fn an_echo_of_a_waiting_operations_earlier_diagnostics_records_nothing() {
+    let mut commands = running(agenda_of(&["a"], json!({"maximumAttempts": 3})));
+    commands.push(report("w1", 10, ops(vec![failed("a")])));
+    commands.extend([retry(11), queue(12), claim("w2", "l2", 13)]);
+    let given = history(commands);
+    let state = replay(&given);
+    let a = state.operation("a").unwrap();
+    assert_eq!(a.processing_state, Waiting);
+    assert_eq!(a.diagnostic_events.len(), 1);
+    let echo = OperationReport {
+        name: "a".into(),
+        state: Waiting,
+        diagnostics: a
+            .diagnostic_events
+            .iter()
+            .map(|d| DiagnosticEvent { time: None, ..d.clone() })
+            .collect(),
+        ..Default::default()
+    };
+    let events = state.decide(&report("w2", 14, ops(vec![echo]))).unwrap();
+    let pop_domain::agenda::AgendaEvent::ProgressReported(e) = &events[0] else { panic!() };
+    assert!(e.operations.is_empty(), "{e:?}");
+}
+
 /// A resent outcome keeps the operation's first result (later operations read it) but records
 /// the diagnostics it adds (popclient21: answered 200, the new diagnostic was dropped); a plain
 /// resend changes nothing.

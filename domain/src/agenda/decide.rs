@@ -310,12 +310,13 @@ impl AgendaState {
         // Results and params the agenda may not keep taken out, each with a diagnostic saying
         // why (`notes`: added after the executor's own, whole); diagnostics cut to its share.
         let max_text = self.diagnostic_text_bytes(report.over_quota.is_some());
+        let sent = report;
         let fitted = self.fit_report(report, &found);
         let (report, notes, agenda_notes) = match &fitted {
             Some(f) => (&f.report, f.notes.as_slice(), f.agenda_notes.as_slice()),
             None => (report, &[][..], &[][..]),
         };
-        let targets = self.validate_report(report, &found, lease_expires, now)?;
+        let targets = self.validate_report(report, sent, &found, lease_expires, now)?;
         let lease_expires = self.renewed_until(lease_expires, now);
 
         // Work on a copy of the operations so the outcome is judged on the state the report
@@ -559,10 +560,14 @@ impl AgendaState {
     }
 
     /// Input checks of a report, every problem listed. Returns the index of each reported
-    /// operation in the agenda's progress list.
+    /// operation in the agenda's progress list. `sent`: the report as sent, before results and
+    /// params the agenda may not keep were taken out of `report` (an operation reported
+    /// WAITING is judged on what it was sent with: review55 M1, a result too large to keep was
+    /// dropped with a note about its size, and the report answered 200).
     fn validate_report(
         &self,
         report: &ProgressReport,
+        sent: &ProgressReport,
         found: &[Option<usize>],
         lease_expires: Timestamp,
         now: Timestamp,
@@ -644,6 +649,17 @@ impl AgendaState {
                 errors.push(
                     format!("{field}.percentComplete"),
                     format!("the percent of operation {:?} must be a number ≥ 0", r.name),
+                );
+            }
+            if let Some(current) = current.filter(|c| {
+                r.state == ProcessingState::Waiting
+                    && c.processing_state == ProcessingState::Waiting
+            }) {
+                check_waiting_report(
+                    &field,
+                    sent.operations.get(i).unwrap_or(r),
+                    current,
+                    &mut errors,
                 );
             }
             match (r.state, r.message.as_deref()) {
@@ -921,10 +937,19 @@ fn operation_change(
     };
     let params = current.params.merged_with(&r.params);
     let starts = match (current.processing_state, r.state) {
+        // Params and diagnostics are recorded; anything of a run was refused when the report
+        // was checked (`check_waiting_report`).
+        // Its diagnostics are compared with every one it holds, not the current attempt's
+        // alone: an operation waiting has made none this attempt, and a POP executor echoing
+        // the progress it was handed after a retry sends the earlier attempts' back (reprobe55
+        // M1: each was recorded again).
         (Waiting, Waiting) => {
-            return Ok(
-                params.map(|p| OperationProgressChanged { params: Some(p), ..kept(current) })
-            );
+            let diagnostics =
+                new_diagnostics(&current.diagnostic_events, None, &r.diagnostics, max_text);
+            if params.is_none() && diagnostics.is_empty() {
+                return Ok(None);
+            }
+            return Ok(Some(OperationProgressChanged { diagnostics, params, ..kept(current) }));
         }
         (Waiting, Executing | Complete) => true,
         (Executing, Executing | Complete) => false,
@@ -1000,6 +1025,56 @@ fn operation_change(
         && change.completed_time == current.completed_time
         && change.params.is_none();
     Ok(if unchanged { None } else { Some(change) })
+}
+
+/// An operation reported WAITING that is WAITING has not run, so it has no result, progress or
+/// times of a run: one that says otherwise is refused, each field named, rather than dropped
+/// without a word (popclient54 L4: a result sent with WAITING was answered 200 and lost). What
+/// is recorded is sent back as it is (POP's executor echoes the progress it was handed), and a
+/// percent of 0 says nothing.
+fn check_waiting_report(
+    field: &str,
+    r: &OperationReport,
+    current: &OperationProgress,
+    errors: &mut ValidationErrors,
+) {
+    let hint = "report the operation EXECUTING or COMPLETE with what it did";
+    if r.result_payload.as_ref().is_some_and(|v| !v.is_null() && current.result_payload != *v) {
+        errors.push(
+            format!("{field}.resultPayload"),
+            format!(
+                "operation {:?} is reported WAITING with a resultPayload: an operation that has \
+                 not run has no result; {hint}",
+                r.name
+            ),
+        );
+    }
+    if r.percent.is_some_and(|p| p > 0.0 && Some(p) != current.percent_complete) {
+        errors.push(
+            format!("{field}.percentComplete"),
+            format!(
+                "operation {:?} is reported WAITING at {}%: an operation that has not run has \
+                 made no progress; {hint}",
+                r.name,
+                r.percent.unwrap_or_default()
+            ),
+        );
+    }
+    for (name, sent, recorded) in [
+        ("startedTime", r.started, current.started_time),
+        ("completedTime", r.completed, current.completed_time),
+    ] {
+        if sent.is_some_and(|t| Some(ms(t)) != recorded.map(ms)) {
+            errors.push(
+                format!("{field}.{name}"),
+                format!(
+                    "operation {:?} is reported WAITING with a {name} it does not have: an \
+                     operation that has not run has no times of a run; {hint}",
+                    r.name
+                ),
+            );
+        }
+    }
 }
 
 /// A change that records nothing new: what a change of only params or diagnostics starts from.

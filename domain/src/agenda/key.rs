@@ -111,6 +111,9 @@ pub fn check_own_id(field: &str, id: &str) -> Result<(), crate::error::FieldErro
                 .into(),
         );
     }
+    if let Err(e) = crate::validate::check_new_id(field, id) {
+        return refused(e.message);
+    }
     match split_pool_progress_id(id) {
         Some(_) => refused(format!(
             "ids ending in {POOL_TAG_SEPARATOR:?} and {POOL_TAG_LENGTH} letters a-z or digits 2-7 are reserved for the progress ids pop hands to workers; choose another id"
