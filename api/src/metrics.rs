@@ -99,7 +99,12 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "GraphQL requests answered (HTTP and WebSocket operations), by outcome (ok, error).",
     ),
-    (REQUEST_SECONDS, Kind::Histogram, "Time to answer a GraphQL request, in seconds."),
+    (
+        REQUEST_SECONDS,
+        Kind::Histogram,
+        "Time to answer a GraphQL request, in seconds; a getAgenda's wait for work to come \
+         (waitSeconds) is left out.",
+    ),
     (
         REST_REQUESTS,
         Kind::Counter,
@@ -108,7 +113,8 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
     (
         REST_REQUEST_SECONDS,
         Kind::Histogram,
-        "Time to answer a POP REST request, in seconds, by route template.",
+        "Time to answer a POP REST request, in seconds, by route template; a getAgenda's wait \
+         for work to come is left out.",
     ),
     (ERRORS, Kind::Counter, "Errors answered to clients, by error code."),
     (

@@ -229,6 +229,16 @@ async fn validation_errors_name_the_exact_json_path_of_the_offending_value() {
     assert_eq!(problem_fields(&e), ["insight.queueSize"], "{e:#}");
     let e = s.err(ADMIN, INSIGHT, insight(json!(0))).await;
     assert_eq!(problem_fields(&e), ["insight.queueSize"], "{e:#}");
+    // An id that would show as another's: blanks at its ends, an invisible character
+    // (hostile55 L3: " i9", "i9 " and "i9\u{200B}" were created beside "i9").
+    for id in [" i9", "i9\u{200B}"] {
+        let mut named = insight(json!(3));
+        named["i"]["id"] = json!(id);
+        let e = s.err(ADMIN, INSIGHT, named).await;
+        assert_eq!(code(&e), "VALIDATION", "{e:#}");
+        let fields = problem_fields(&e);
+        assert!(fields.len() == 1 && fields[0].ends_with("id"), "{e:#}");
+    }
 }
 
 #[tokio::test]
@@ -606,6 +616,19 @@ async fn isolation_of_every_query_and_mutation() {
     assert_eq!(code(&e), "FORBIDDEN", "{e:#}");
     let e = s.err(ACME_ADMIN, "mutation { createInsight(insight: {id: \"i2\", customerId: \"globex\", title: \"t\", resourcePoolId: \"pool-1\", queueSize: 1}) { position } }", json!({})).await;
     assert_eq!(code(&e), "FORBIDDEN", "{e:#}");
+    // Its customer's pool is ops' (pool-1): an update that leaves it out would clear what it
+    // could not set again, and is refused; one that sends it as read keeps it (hostile55 L2).
+    let e = s
+        .err(
+            ACME_ADMIN,
+            "mutation { updateCustomer(customer: {id: \"acme\", title: \"Acme 2\"}) { position } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&e), "VALIDATION", "{e:#}");
+    assert_eq!(problem_fields(&e), ["resourcePoolId"], "{e:#}");
+    assert!(e["message"].as_str().unwrap_or_default().contains("could not set again"), "{e:#}");
+    s.ok(ACME_ADMIN, "mutation { updateCustomer(customer: {id: \"acme\", title: \"Acme 2\", resourcePoolId: \"pool-1\"}) { position } }", json!({})).await;
 
     // Nor a template of its own whose agenda names another customer (hostile32: accepted, it
     // then read "not found" to every caller who may act for that customer); its own is fine.

@@ -297,9 +297,12 @@ async fn a_whole_lifecycle_through_the_rest_surface() {
         "/pop/resourcepool/service/updateAgendaProgress",
         Some(json!({"agendaProgress": {"id": "agenda-refs-1", "processingState": "EXECUTING",
             "processingStateMessage": "Running Operations", "startedTime": "1700000000000",
+            "cid": "inner-cid-1",
             "operationProgress": [{"operation": "sample.1", "processingState": "EXECUTING", "percentComplete": "50"}]}})),
     )
     .await;
+    // The cid inside the wrapper is the report's (popclient55 M1: a generated one answered).
+    assert_eq!(a.cid.as_deref(), Some("inner-cid-1"), "{:#}", a.body);
     let p = &a.body["all"][0];
     assert_eq!(
         (p["processingState"].as_str(), p["percentComplete"].as_f64()),
@@ -410,6 +413,17 @@ async fn a_whole_lifecycle_through_the_rest_surface() {
     assert!(ops.iter().any(|o| o["name"] == "extra"), "{ops:#?}");
     // POP's UpdateAgendaResponse has the agenda as `agenda`.
     assert_eq!(a.body["agenda"], a.body["all"][0], "{:#}", a.body);
+    // A params-only expansion as Jackson writes it: `operations` null (popclient55 L2).
+    let a = ok(
+        &s,
+        ACME_SERVICE,
+        "POST",
+        "/pop/resourcepool/service/updateAgenda",
+        Some(json!({"agendaId": run_id, "operations": null, "params": {"onlyParams": "1"}})),
+    )
+    .await;
+    assert_eq!(a.body["agenda"]["params"]["onlyParams"], "1", "{:#}", a.body);
+    assert_eq!(a.body["agenda"]["operations"].as_array().map(Vec::len), Some(ops.len()));
 
     // createAgenda: a submission wrapped in {agenda}.
     let mut second = fixture("agenda.json");
@@ -459,6 +473,17 @@ async fn every_error_answers_the_envelope_with_an_honest_status() {
     )
     .await;
     assert_eq!(envelope(&a, 404, "NOT_FOUND")["correlationId"], "body-cid-7");
+    // And a report's, inside POP's UpdateAgendaProgressRequest wrapper.
+    let a = call_with(
+        &s,
+        Some(ACME_SERVICE),
+        "POST",
+        "/pop/resourcepool/service/updateAgendaProgress",
+        Some(r#"{"agendaProgress": {"id": "no-such", "cid": "inner-cid-8", "operationProgress": []}}"#),
+        &[],
+    )
+    .await;
+    assert_eq!(envelope(&a, 404, "NOT_FOUND")["correlationId"], "inner-cid-8");
 
     // 403: the role does not allow it.
     let a = call(&s, ACME, "POST", "/pop/customer", Some(json!({"id": "x", "title": "x"}))).await;

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use pop_domain::config::{ConfigAggregate, ConfigCommand, ConfigObject, Lifecycle};
 use pop_domain::model::{AgendaTemplate, Customer, Insight, ResourcePool};
-use pop_domain::validate::check_id;
+use pop_domain::validate::{check_id, check_new_id};
 use pop_projections::{Cursor, Phase, ReadModels, Visibility, VisibleTo};
 
 use crate::agendas::{from_json, refuse_blank_ids};
@@ -472,7 +472,7 @@ impl App {
                 let mut object: T = from_json(T::DATA_FIELD, with_pop_fields::<T>(value)?)?;
                 generated = object.id().trim().is_empty();
                 object.fill_id();
-                check_id("id", object.id())?;
+                check_new_id("id", object.id())?;
                 (object.id().to_string(), T::CREATE, ConfigCommand::Create { object, now, cid })
             }
             ConfigOp::Update(value) => {
@@ -732,10 +732,37 @@ impl App {
         {
             return Err(AppError::not_found("customer", &customer).within("agenda.customerId"));
         }
+        // A pool the caller could not name again is not cleared by a write that leaves it out
+        // (hostile55 L2: a limited admin's update of its customer without resourcePoolId
+        // cleared the provider's pool, and putting it back was "resource pool not found": every
+        // submission failed until a global admin repaired it).
+        if let Some(kept) = before.pool.filter(|p| !p.trim().is_empty())
+            && refs.pool.is_none_or(|p| p.trim().is_empty())
+            && !self.may_use_pool(caller, kept).await?
+        {
+            return Err(AppError::invalid(
+                "resourcePoolId",
+                format!(
+                    "leaving resourcePoolId out (or null) would clear resource pool {kept:?}, \
+                     which {} could not set again (it is not one of its customers' pools); send \
+                     it as read to keep it, or ask an admin of every customer to change it",
+                    caller.principal.name
+                ),
+            ));
+        }
         let Some(pool) = refs.pool.filter(|p| !p.trim().is_empty() && before.pool != Some(*p))
         else {
             return Ok(());
         };
+        if !self.may_use_pool(caller, pool).await? {
+            return Err(AppError::not_found("resource pool", pool).within("resourcePoolId"));
+        }
+        Ok(())
+    }
+
+    /// Whether `pool` is a live resource pool of one of the caller's customers: one it may name
+    /// in an object it writes.
+    async fn may_use_pool(&self, caller: &Caller, pool: &str) -> AppResult<bool> {
         let found = match self.commands().load::<ConfigAggregate<ResourcePool>>(pool).await {
             Ok((state, _)) => state.live().cloned(),
             Err(pop_store::ExecuteError::Store(pop_store::StoreError::StreamDeleted {
@@ -743,10 +770,7 @@ impl App {
             })) => None,
             Err(e) => return Err(error::execute("resource pool", e)),
         };
-        if !found.is_some_and(|p| caller.principal.sees(p.customer_id())) {
-            return Err(AppError::not_found("resource pool", pool).within("resourcePoolId"));
-        }
-        Ok(())
+        Ok(found.is_some_and(|p| caller.principal.sees(p.customer_id())))
     }
 
     /// Whether the object stored under `id` now is one the caller sees (live: its own or

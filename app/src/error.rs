@@ -505,6 +505,20 @@ pub fn store(subject: &str, e: &StoreError) -> AppError {
             AppError::conflict(format!("{subject} changed concurrently; retry"))
         }
         _ if e.is_unavailable() => unavailable(&format!("storing or reading {subject}"), e),
+        // No retry helps, and the operator has to act (newcomer55 H2: "see the server log").
+        // The store says it at ERROR once (`EventStore::damaged`); each request that meets it
+        // only at DEBUG, or every request would write an ERROR line for as long as it lasts.
+        _ if e.is_damaged_file() => {
+            tracing::debug!(error = %ErrorChain(e), subject, cid = &*serving_cid(), "damaged store file");
+            AppError::new(
+                Code::Internal,
+                format!(
+                    "storing or reading {subject} failed: the server's event store file is \
+                     damaged, and a retry will not help; the operator must repair or restore it \
+                     (the server's /readyz and log say how)"
+                ),
+            )
+        }
         _ => AppError::internal(&format!("storing or reading {subject}"), e),
     }
 }

@@ -58,6 +58,30 @@ pub use limits::AppConfig;
 pub use outcome::{AgendaOutcome, Configured, Holding, Page};
 pub use pop_projections::Visibility;
 
+tokio::task_local! {
+    /// How long the use cases run on this task waited for work to come ([`measuring_waits`]).
+    static WAITED: std::cell::Cell<std::time::Duration>;
+}
+
+/// Runs `request`, returning what it returned and how long it waited for work to come (a
+/// `getAgenda` long poll with nothing queued): the transports leave that wait out of their
+/// request latencies, or an idle worker's polls read as slow requests (newcomer55 M2).
+pub async fn measuring_waits<F: std::future::Future>(
+    request: F,
+) -> (F::Output, std::time::Duration) {
+    WAITED
+        .scope(std::cell::Cell::new(std::time::Duration::ZERO), async {
+            let output = request.await;
+            (output, WAITED.with(std::cell::Cell::get))
+        })
+        .await
+}
+
+/// Adds `d` to the waits of the request this task runs, if it is measured.
+pub(crate) fn waited(d: std::time::Duration) {
+    let _ = WAITED.try_with(|w| w.set(w.get().saturating_add(d)));
+}
+
 /// The application: what every use case works through. Cheap to clone.
 #[derive(Clone)]
 pub struct App {
@@ -197,6 +221,9 @@ impl App {
             return Some(why);
         }
         if let Some(why) = self.store().changed_under() {
+            return Some(why);
+        }
+        if let Some(why) = self.store().damaged() {
             return Some(why);
         }
         if let Some(why) = self.store().disk_trouble() {

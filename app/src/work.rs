@@ -343,12 +343,14 @@ impl App {
             // Seated at the hand-out desk after an empty look: a submission of this insight
             // may hand its agenda over directly (`crate::handout`).
             let mut seat = self.desk().sit(insight_id, caller);
+            let waiting_since = std::time::Instant::now();
             let woken = tokio::select! {
                 handed = seat.handed() => Woken::Handed(handed),
                 item = receiver.recv() => Woken::Queued(item.is_some()),
                 () = tokio::time::sleep_until(deadline) => Woken::Over,
                 _ = ended.changed() => Woken::Over,
             };
+            crate::waited(waiting_since.elapsed());
             // (what a submission handed over, whether to look at the queue again)
             let (handed, again) = match woken {
                 // Could not hand it over (`Err`): look at the queue again.

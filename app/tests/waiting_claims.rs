@@ -138,3 +138,20 @@ async fn a_wait_out_of_bounds_is_refused_naming_the_field_and_an_unknown_insight
     let e = tokio::time::timeout(BOUND, e).await.unwrap().unwrap_err();
     assert_eq!(e.code, Code::NotFound, "{e:?}");
 }
+
+/// The time a getAgenda spent waiting for work is measured apart, so the transports leave it
+/// out of their request latencies (newcomer55 M2: an idle worker's 20 s polls made a quiet
+/// farm's p50 read 5 s); a call that does not wait measured none.
+#[tokio::test]
+async fn a_getagendas_wait_for_work_is_measured_apart_from_its_work() {
+    let w = world().await;
+    let w1 = worker("w1");
+    let (claimed, waited) =
+        pop_app::measuring_waits(w.app.get_agenda_waiting(&w1, "work", 1, Some(1), None)).await;
+    assert!(claimed.unwrap().is_empty());
+    assert!(waited >= Duration::from_millis(900), "waited {waited:?}");
+    let (claimed, waited) =
+        pop_app::measuring_waits(w.app.get_agenda_waiting(&w1, "work", 1, Some(0), None)).await;
+    assert!(claimed.unwrap().is_empty());
+    assert_eq!(waited, Duration::ZERO);
+}

@@ -11,13 +11,16 @@ use serde_json::{Value, json};
 use crate::client::Client;
 use crate::output;
 
+/// Pages of 50 entries: with every diagnostic's fields (auditor55 L4), a page of the default
+/// 100 costs more than a query may.
 const HISTORY: &str = "query($id: String!, $customer: String, $after: String) { \
-    agendaHistory(agendaId: $id, customerId: $customer, after: $after) { \
+    agendaHistory(agendaId: $id, customerId: $customer, after: $after, first: 50) { \
     items { position version time type actor cid causationId command processingState \
     processingStateMessage percentComplete attemptsCompleted maximumAttempts \
-    diagnostics { message statusCode } \
+    diagnostics { message statusCode time stackTrace payload } \
     operations { operation processingState processingStateMessage \
-    diagnostics { message statusCode } } addedOperations removedOperations } \
+    diagnostics { message statusCode time stackTrace payload } } addedOperations \
+    removedOperations } \
     endCursor hasNextPage } }";
 
 /// Pages through the whole history; the agenda's entries in stream order.

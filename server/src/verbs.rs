@@ -335,7 +335,7 @@ pub async fn agendas(client: &Client, f: &AgendaFilter, as_json: bool) -> Result
         .graphql(
             "query($f: AgendaFilter, $n: Int, $a: String) { agendaProgressList(filter: $f, \
              first: $n, after: $a) { items { id agendaId customerId title linkId \
-             processingState processingStateMessage percentComplete updatedTime \
+             processingState processingStateMessage percentComplete updatedTime retryDue \
              agendaInsight { insightId } } endCursor hasNextPage } }",
             json!({"f": filter, "n": f.first, "a": f.after}),
         )
@@ -354,7 +354,13 @@ pub async fn agendas(client: &Client, f: &AgendaFilter, as_json: bool) -> Result
             if progress == agenda { String::new() } else { progress.to_string() },
             text(p, "customerId").to_string(),
             text(&p["agendaInsight"], "insightId").to_string(),
-            output::outcome(p),
+            // Not final while its retry is due (newcomer55 L1: it read as a plain failure,
+            // which invites a manual rerun beside the automatic one).
+            if p["retryDue"] == Value::Bool(true) {
+                format!("{} (retry due)", output::outcome(p))
+            } else {
+                output::outcome(p)
+            },
             format!("{:.0}%", p["percentComplete"].as_f64().unwrap_or(0.0)),
             text(p, "linkId").to_string(),
             text(p, "title").to_string(),

@@ -317,7 +317,7 @@ impl View {
              follows the retry (Ctrl-C stops watching):{}",
             p["attemptsCompleted"],
             p["maximumAttempts"],
-            self.retry_advice()
+            self.retry_advice(true)
         ));
     }
 
@@ -328,14 +328,20 @@ impl View {
         output::command("cancel", &self.agenda_id, Some(&self.customer), &[])
     }
 
-    /// How to follow the due retry, and how to withdraw it, each command on a line of its own:
-    /// said once, by both the exit-5 text and a following watch's note.
-    fn retry_advice(&self) -> String {
-        let follow =
-            output::command("watch", &self.id, Some(&self.customer), &["--follow-retries"]);
+    /// How to follow the due retry (unless `following` it already: newcomer55 L6), and how to
+    /// withdraw it, each command on a line of its own: said once, by both the exit-5 text and a
+    /// following watch's note.
+    fn retry_advice(&self, following: bool) -> String {
+        let follow = if following {
+            String::new()
+        } else {
+            let follow =
+                output::command("watch", &self.id, Some(&self.customer), &["--follow-retries"]);
+            format!("\n  follow it:    {follow}")
+        };
         format!(
-            "\n  follow it:    {follow}\n  withdraw it:  {}\n  (where no replica runs a retry \
-             process, --retry-interval 0, none comes)",
+            "{follow}\n  withdraw it:  {}\n  (where no replica runs a retry process, \
+             --retry-interval 0, none comes)",
             self.cancel_command()
         )
     }
@@ -373,7 +379,7 @@ impl View {
                     self.id,
                     p["attemptsCompleted"],
                     p["maximumAttempts"],
-                    self.retry_advice()
+                    self.retry_advice(false)
                 );
                 for why in output::reasons(p) {
                     text.push_str(&format!("\n  {why}"));

@@ -665,6 +665,9 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
         "{}",
         ctx(&watched)
     );
+    // It is followed already: how to withdraw it is said, not how to follow it (newcomer55 L6).
+    assert!(watched.stderr.contains("withdraw it:  pop cancel"), "{}", ctx(&watched));
+    assert!(!watched.stderr.contains("follow it:"), "{}", ctx(&watched));
     assert!(watched.stdout.contains(&format!("agenda {retry_id} succeeded")), "{}", ctx(&watched));
 
     // watch on a wrong id: NOT_FOUND at once, with a hint, exit 1.
@@ -785,6 +788,10 @@ fn a_watch_of_a_failed_attempt_with_its_retry_due_exits_5() {
     }
     let progress = pop(&server, &["progress", &id]);
     assert!(progress.stdout.contains("attempts 1/3  retry due"), "{}", ctx(&progress));
+    // The list says it too (newcomer55 L1: a plain `failed` there invited a manual rerun).
+    let listed = pop(&server, &["agendas"]);
+    let row = listed.stdout.lines().find(|l| l.starts_with(&id)).unwrap_or_default().to_string();
+    assert!(row.contains("failed (retry due)"), "{row:?}: {}", ctx(&listed));
     // Withdrawn, it is the outcome: cancelled, exit 0.
     let cancel = pop(&server, &["cancel", &id]);
     assert_eq!(cancel.code, 0, "{}", ctx(&cancel));

@@ -445,6 +445,11 @@ async fn a_subscriber_sees_expand_cancel_and_rerun_and_pop_progress_agrees() {
     let entries: Value = serde_json::from_slice(&out.stdout).expect("pop audit --json prints JSON");
     assert_eq!(entries[0]["type"], "AgendaSubmitted", "{entries:#}");
     assert_eq!(entries[0]["actor"], "user:acme-user");
+    // Diagnostics whole, as agendaHistory has them (auditor55 L4: time, stack trace and
+    // payload were left out).
+    let cancel = entries.as_array().and_then(|e| e.iter().find(|e| e["type"] == "AgendaCancelled"));
+    let said = cancel.map(|e| &e["diagnostics"][0]).cloned().unwrap_or_default();
+    assert!(said["time"].is_string() && said.get("stackTrace").is_some(), "{entries:#}");
     let out = pop.cli(&["audit", &id, "--token", GLOBEX]).await;
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NOT_FOUND"));
     // Another customer's token sees nothing, and the CLI says so with a failing exit code.
@@ -1144,7 +1149,9 @@ async fn a_data_directory_short_of_free_space_is_not_ready_and_says_why() {
     let pop = Pop::start_with(&h.data_dir(), Some(&h.token_file()), &h.log(), false, &floor);
     let (status, said) = readyz(&pop).await;
     assert_eq!(status, 503, "{said}");
-    assert!(said.contains("MiB free, under the 1048576 MiB"), "{said}");
+    // 1 TiB is more than this volume holds in all: it can never be ready there (dash55 L4).
+    assert!(said.contains("MiB in all, less than the 1048576 MiB"), "{said}");
+    assert!(said.contains("can never be ready there"), "{said}");
     assert!(said.contains("--min-free-disk-mib"), "{said}");
     let log = pop.log.clone();
     let logged = std::fs::read_to_string(&log).unwrap();

@@ -304,8 +304,9 @@ pub(super) async fn handle(endpoint: Endpoint, call: Call<'_>) -> RestResult<Rep
         _ => false,
     };
     if own {
+        let cid_of = if endpoint == Endpoint::UpdateAgendaProgress { report_cid } else { body_cid };
         reply.own_cid =
-            call.body.as_ref().and_then(Value::as_object).and_then(body_cid).map(str::to_owned);
+            call.body.as_ref().and_then(Value::as_object).and_then(cid_of).map(str::to_owned);
     }
     Ok(reply)
 }
@@ -658,6 +659,14 @@ fn body_cid(object: &Map<String, Value>) -> Option<&str> {
     object.get("cid").and_then(Value::as_str).map(str::trim).filter(|cid| !cid.is_empty())
 }
 
+/// The cid a report runs under: the request's, else the one inside the AgendaProgress POP's
+/// `UpdateAgendaProgressRequest` wraps (popclient55 M1: used when the progress was the whole
+/// body, ignored inside the wrapper its reporter sends).
+fn report_cid(object: &Map<String, Value>) -> Option<&str> {
+    body_cid(object)
+        .or_else(|| object.get("agendaProgress").and_then(Value::as_object).and_then(body_cid))
+}
+
 /// `agenda/service/run {payload: <JSON text>, agendaTemplateId, customerId?}`.
 async fn run(call: &Call<'_>) -> RestResult<Reply> {
     call.allow_params(&[AT_LEAST_POSITION])?;
@@ -736,7 +745,7 @@ async fn update_progress(call: &Call<'_>) -> RestResult<Reply> {
     };
     // A pop-aware executor names its lease beside the report (or inside it, `leaseId`).
     let lease_id = object.get("leaseId").and_then(Value::as_str);
-    let done = call.app().report(&call.caller, progress, lease_id, body_cid(object)).await?;
+    let done = call.app().report(&call.caller, progress, lease_id, report_cid(object)).await?;
     let mut reply = feed(vec![to_json(done.progress())?], None);
     reply.position = done.position.map(|p| p.to_string());
     Ok(reply)
@@ -818,10 +827,19 @@ async fn update_agenda(call: &Call<'_>) -> RestResult<Reply> {
     call.allow_params(&[])?;
     let object = call.object("updateAgenda request")?;
     let agenda_id = required_text(object, "agendaId")?;
-    let operations = object
-        .get("operations")
-        .cloned()
-        .ok_or_else(|| AppError::invalid("operations", "is required"))?;
+    // Jackson writes an unset `List<Operation>` as null: a params-only expansion (popclient55
+    // L2: refused in serde's words). Absent is still asked for.
+    let operations = match object.get("operations") {
+        Some(Value::Null) => Value::Array(Vec::new()),
+        Some(ops) => ops.clone(),
+        None => {
+            return Err(AppError::invalid(
+                "operations",
+                "is required: the operations to add (null or [] for none, to merge params only)",
+            )
+            .into());
+        }
+    };
     let params = object.get("params").cloned();
     let customer = text(object, "customerId")?;
     let agenda = Named::of(&agenda_id, customer.as_deref());
