@@ -12,20 +12,49 @@ export function token() {
 export function setToken(t) {
   if (t) sessionStorage.setItem(TOKEN_KEY, t);
   else sessionStorage.removeItem(TOKEN_KEY);
+  // A link's offer not taken goes with any sign-in or sign-out (review55 L1: it came back on
+  // the sign-in page after a sign-out, on a tab someone else may use next).
+  if (offered) setOffer('');
   closeSocket();
 }
 
+/// A sign-in link's token the person has not accepted yet: a tab signed in with none shows whom
+/// it signs in as and asks (hostile55 L1: a link made by another tenant signed a fresh tab in as
+/// them, quietly, and what the person then ran went to that tenant).
+let offered = '';
+const offerListeners = new Set();
+
+export function offeredToken() {
+  return offered;
+}
+
+/// Offers `t` (or withdraws the offer: `''`) to the sign-in page.
+export function setOffer(t) {
+  offered = t;
+  offerListeners.forEach((fn) => fn(t));
+}
+
+export function onOffer(fn) {
+  offerListeners.add(fn);
+  return () => offerListeners.delete(fn);
+}
+
 /// Takes a token from the URL fragment (`#token=…`, what `pop serve` prints on its first
-/// start) into the session and removes it from the address bar and the history. A tab signed
-/// in with another token asks first: a link someone else made would otherwise sign it in as
-/// them, quietly (hostile21).
+/// start) and removes it from the address bar and the history. A tab signed in with none is
+/// offered it (`offeredToken`: the sign-in page names whom it signs in as and asks); a tab
+/// signed in with another token asks first: a link someone else made would otherwise sign it
+/// in as them, quietly (hostile21). True when it signed the tab in.
 export function adoptFragmentToken() {
   const m = /^#token=([^&]+)/.exec(location.hash);
   if (!m) return false;
   const given = decodeURIComponent(m[1]);
   history.replaceState(null, '', location.pathname + '#/');
   const current = token();
-  if (current && current !== given && !confirm('This link signs this tab in with another token than the one it is signed in with. Sign in with the link\'s token? (Cancel keeps the one signed in.)')) {
+  if (!current) {
+    setOffer(given);
+    return false;
+  }
+  if (current !== given && !confirm('This link signs this tab in with another token than the one it is signed in with. Sign in with the link\'s token? (Cancel keeps the one signed in.)')) {
     return false;
   }
   setToken(given);
@@ -90,6 +119,44 @@ async function probe() {
   probing = false;
 }
 
+/// How often a signed-in page asks `/readyz` whether the server can do its work.
+const READY_MS = 5000;
+let notReady = null;
+let readyTimer = 0;
+const readinessListeners = new Set();
+
+async function checkReady() {
+  let why = null;
+  try {
+    const res = await fetch('/readyz', { cache: 'no-store' });
+    if (res.status === 503) why = (await res.text()).trim() || 'the server says it is not ready';
+  } catch (e) {
+    // Not answering at all: the offline banner says that.
+  }
+  if (why === notReady) return;
+  notReady = why;
+  readinessListeners.forEach((fn) => fn(why));
+}
+
+/// Calls `fn(why)` with why the server says it is not ready (`/readyz` 503: its store's disk
+/// full or its file damaged, projections catching up), or `null` once it is again. A server
+/// that answers but cannot write looked healthy on the page (newcomer55 M1). Returns the
+/// function that stops it.
+export function onReadiness(fn) {
+  readinessListeners.add(fn);
+  if (!readyTimer) {
+    checkReady();
+    readyTimer = setInterval(checkReady, READY_MS);
+  }
+  return () => {
+    readinessListeners.delete(fn);
+    if (!readinessListeners.size) {
+      clearInterval(readyTimer);
+      readyTimer = 0;
+    }
+  };
+}
+
 function refused(message) {
   const error = new GqlError([{ message, extensions: { code: 'UNAUTHENTICATED' } }]);
   signedOutListeners.forEach((fn) => fn(error));
@@ -99,8 +166,8 @@ function refused(message) {
 const REFUSED = 'the server no longer accepts this token (it was revoked, or the server\'s tokens changed): sign in again';
 
 /// Runs a query or mutation; resolves to `data`, rejects with a GqlError.
-export async function gql(query, variables = {}) {
-  const sent = token();
+export async function gql(query, variables = {}, as = '') {
+  const sent = as || token();
   let res;
   try {
     res = await fetch('/graphql', {

@@ -3,7 +3,7 @@
 // the signed-in token.
 
 import { html, render, useState, useEffect, useRef } from './vendor/htm-preact-3.1.1.mjs';
-import { gql, token, setToken, adoptFragmentToken, onConnection, onSignedOut } from './api.js';
+import { gql, token, setToken, adoptFragmentToken, onConnection, onSignedOut, onReadiness, offeredToken, setOffer, onOffer } from './api.js';
 import { AgendasView, AgendaView, ErrorLine, useVisibleCustomers } from './views.js';
 import { OverviewView, BatchView, InsightsView, TemplatesView, TemplateView } from './overview.js';
 
@@ -21,15 +21,57 @@ export function navigate(name, query = {}, parts = []) {
   location.hash = '#/' + [name, ...parts.map(encodeURIComponent)].join('/') + (qs ? '?' + qs : '');
 }
 
+/// A sign-in link's token, offered: whom it signs in as (read with it), and the choice.
+function Offer({ offer, onSignedIn }) {
+  const [who, setWho] = useState(null);
+  // The question takes focus once it can be answered (dash55 L5: focus sat in the empty token
+  // field, and a screen reader read that first).
+  const accept = useRef(null);
+  useEffect(() => {
+    if (who && accept.current) accept.current.focus();
+  }, [who]);
+  useEffect(() => {
+    setWho(null);
+    let live = true;
+    gql('{ me { name role customers } }', {}, offer)
+      .then((d) => live && setWho({ me: d.me }))
+      .catch((e) => live && setWho({ error: e }));
+    return () => {
+      live = false;
+    };
+  }, [offer]);
+  const decline = () => setOffer('');
+  const signIn = () => {
+    setOffer('');
+    onSignedIn(offer);
+  };
+  let body;
+  if (who && who.me) {
+    body = html`<p>The link you followed signs this tab in as <b id="offer-name">${who.me.name}</b> <span class="muted">(${who.me.role}; ${who.me.customers.join(', ')})</span>.
+      Accept only a link you expected from someone you trust: this tab would then work as that account, on its customers.</p>
+      <p><button id="offer-accept" ref=${accept} onClick=${signIn}>Sign in as ${who.me.name}</button> <button id="offer-decline" onClick=${decline}>Not now</button></p>`;
+  } else if (who) {
+    body = html`<p id="offer-refused">This server does not accept the link's token: ${who.error.message}</p>
+      <p><button id="offer-decline" ref=${accept} onClick=${decline}>Dismiss</button></p>`;
+  } else {
+    body = html`<p class="muted">Reading whom the link signs in as…</p>`;
+  }
+  return html`<section class="offer" id="offer" role="alertdialog" aria-labelledby="offer-title">
+    <h2 id="offer-title">Sign in from a link?</h2>${body}</section>`;
+}
+
 function SignIn({ onSignedIn, error }) {
   const [value, setValue] = useState('');
+  const [offer, setOfferShown] = useState(offeredToken());
+  useEffect(() => onOffer(setOfferShown), []);
   return html`<main class="signin">
     <h1>pop</h1>
+    ${offer && html`<${Offer} key=${offer} offer=${offer} onSignedIn=${onSignedIn}/>`}
     <form id="signin" onSubmit=${(e) => {
       e.preventDefault();
       onSignedIn(value.trim());
     }}>
-      <label>Token <input id="token" type="password" autocomplete="off" value=${value} onInput=${(e) => setValue(e.target.value)} autofocus/></label>
+      <label>Token <input id="token" type="password" autocomplete="off" value=${value} onInput=${(e) => setValue(e.target.value)} autofocus=${!offer}/></label>
       <button type="submit">Sign in</button>
     </form>
     <${ErrorLine} error=${error}/>
@@ -55,6 +97,9 @@ function App() {
     setOnline(up);
     if (up) setGeneration((g) => g + 1);
   }), []);
+  // Why the server says it cannot do its work, while it answers (`/readyz`).
+  const [notReady, setNotReady] = useState(null);
+  useEffect(() => onReadiness(setNotReady), []);
   // A token refused after sign-in (revoked, or the server's tokens changed): back to the form,
   // saying why.
   useEffect(() => onSignedOut((why) => {
@@ -162,6 +207,7 @@ function App() {
       <button id="signout" onClick=${signOut}>Sign out</button>
     </header>
     ${!online && html`<p class="banner" id="offline" role="status">The server does not answer (stopped or restarting?). What you see may be out of date; this page reads everything again when it is back.</p>`}
+    ${online && notReady && html`<p class="banner" id="not-ready" role="status"><b>The server is not ready:</b> changes may fail and what you see may lag. It says: <span class="why">${notReady.length > 600 ? notReady.slice(0, 599) + '…' : notReady}</span></p>`}
     <main key=${generation} id="main" tabindex="-1">${view}</main>
   </div>`;
 }
@@ -169,10 +215,11 @@ function App() {
 adoptFragmentToken();
 // A sign-in link followed in a tab already open on the dashboard changes only the fragment:
 // taken as on a load (dash54: nothing happened, and the token stayed in the address bar). A
-// tab signed in already loads again, where the link is asked about once, as any link is.
+// tab signed in already loads again, where the link is asked about once, as any link is; one
+// signed in with none shows the offer on its sign-in page.
 window.addEventListener('hashchange', () => {
   if (!/^#token=/.test(location.hash)) return;
   if (token()) location.reload();
-  else if (adoptFragmentToken()) location.reload();
+  else adoptFragmentToken();
 });
 render(html`<${App}/>`, document.getElementById('app'));

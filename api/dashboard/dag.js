@@ -10,7 +10,7 @@
 // nodes costs style, layout and paint of the whole drawing per changed node; the canvas
 // redraws only the boxes a report changed, and only those in view.
 
-import { html, useMemo, Component } from './vendor/htm-preact-3.1.1.mjs';
+import { html, useMemo, useState, useEffect, useRef, Component } from './vendor/htm-preact-3.1.1.mjs';
 import dagre from './vendor/dagre-3.1.3.mjs';
 
 export const LARGE = 200;
@@ -98,12 +98,164 @@ export function layered(g) {
   return { pos, width, height, large: true };
 }
 
+/// The smallest and largest zoom of a drawing, and a step of the − and + buttons.
+export const ZOOM_MIN = 0.1;
+/// From how many operations the drawing has its tools (find, next running or failed, zoom).
+const TOOLS_FROM = 20;
+const ZOOM_STEP = 1.25;
+const clampZoom = (z) => Math.max(ZOOM_MIN, Math.min(1, z));
+
+/// The operation a search names: the one of that name (any case), else the only one whose name
+/// starts with it, else the only one containing it; `null` when none or several do.
+export function findOperation(names, text) {
+  const t = (text || '').trim().toLowerCase();
+  if (!t) return null;
+  const exact = names.find((n) => n.toLowerCase() === t);
+  if (exact) return exact;
+  for (const test of [(n) => n.toLowerCase().startsWith(t), (n) => n.toLowerCase().includes(t)]) {
+    const hits = names.filter(test);
+    if (hits.length === 1) return hits[0];
+    if (hits.length > 1) return { several: hits.length };
+  }
+  return null;
+}
+
+/// The next operation in `state` after `selected` in the agenda's order, round to the first.
+export function nextIn(nodes, states, state, selected) {
+  const of = nodes.filter((n) => (states.get(n.name) || UNSTARTED).state === state).map((n) => n.name);
+  if (!of.length) return null;
+  const order = new Map(nodes.map((n, i) => [n.name, i]));
+  const at = selected && order.has(selected) ? order.get(selected) : -1;
+  return of.find((name) => order.get(name) > at) || of[0];
+}
+
+/// Over the drawing: find an operation by name, jump to the next running or failed one (a
+/// large agenda is many screens wide: dash54 M2), and zoom out to see all of it at once.
+/// Where a selected operation's detail is: scrolled to, and focused.
+function showDetail() {
+  const detail = document.getElementById('op-detail');
+  if (!detail) return;
+  detail.scrollIntoView({ block: 'start' });
+  detail.focus({ preventScroll: true });
+}
+
+function DagTools({ g, states, selected, onSelect, zoom, setZoom, fit }) {
+  const [text, setText] = useState('');
+  const [said, setSaid] = useState('');
+  const names = useMemo(() => g.nodes.map((n) => n.name), [g]);
+  // The same vnode while the names stay: not diffed again at every live update.
+  const list = useMemo(() => names.length <= 5000 && html`<datalist id="dag-names">${names.map((n) => html`<option value=${n}/>`)}</datalist>`, [names]);
+  const count = (state) => {
+    let k = 0;
+    for (const n of g.nodes) if ((states.get(n.name) || UNSTARTED).state === state) k++;
+    return k;
+  };
+  const find = (e) => {
+    e.preventDefault();
+    const hit = findOperation(names, text);
+    if (typeof hit === 'string') {
+      setSaid('');
+      onSelect && onSelect(hit);
+    } else setSaid(hit ? `${hit.several} operations match "${text.trim()}"; type more of the name` : `no operation matches "${text.trim()}"`);
+  };
+  const jump = (state) => {
+    setSaid('');
+    const name = nextIn(g.nodes, states, state, selected);
+    if (name && onSelect) onSelect(name);
+  };
+  const running = count('executing');
+  const failed = count('failed');
+  // What is selected, in words: a box on a canvas says nothing to a screen reader (dash55 L2).
+  const chosen = selected && (states.get(selected) || UNSTARTED);
+  return html`<div class="dag-tools" role="toolbar" aria-label="operation DAG tools">
+    <form class="dag-find" onSubmit=${find}>
+      <input id="dag-find" type="search" list="dag-names" placeholder="Find an operation" aria-label="find an operation by name" value=${text} onInput=${(e) => { setText(e.target.value); setSaid(''); }}/>
+      ${list}
+      <button type="submit" id="dag-find-go">Find</button>
+    </form>
+    <button id="dag-next-executing" disabled=${!running} onClick=${() => jump('executing')}>Next running (${running})</button>
+    <button id="dag-next-failed" disabled=${!failed} onClick=${() => jump('failed')}>Next failed (${failed})</button>
+    <span class="dag-zoom">
+      <button id="dag-zoom-out" aria-label="zoom out" disabled=${zoom <= ZOOM_MIN} onClick=${() => setZoom(clampZoom(zoom / ZOOM_STEP))}>−</button>
+      <span id="dag-zoom" class="muted">${Math.round(zoom * 100)}%</span>
+      <button id="dag-zoom-in" aria-label="zoom in" disabled=${zoom >= 1} onClick=${() => setZoom(clampZoom(zoom * ZOOM_STEP))}>+</button>
+      <button id="dag-fit" onClick=${() => {
+        const f = fit();
+        setZoom(f.zoom);
+        setSaid(f.fits ? '' : `too large to fit at the smallest zoom (${Math.round(ZOOM_MIN * 100)}%): its width fits, scroll down`);
+      }}>Fit</button>
+      <button id="dag-zoom-reset" disabled=${zoom === 1} onClick=${() => setZoom(1)}>100%</button>
+    </span>
+    ${said && html`<span class="dag-said" role="status">${said}</span>`}
+    ${chosen && html`<span class="dag-selected" id="dag-selected" role="status">Selected <b>${selected}</b>: ${chosen.state}${chosen.percent != null ? ' · ' + Math.round(chosen.percent) + '%' : ''}${chosen.message ? ' — ' + (chosen.message.length > 120 ? chosen.message.slice(0, 119) + '…' : chosen.message) : ''} <button class="link" id="dag-show-detail" onClick=${showDetail}>details ↓</button></span>`}
+  </div>`;
+}
+
+/// Scrolls `box` (drawing units, scaled by `zoom`) into the middle of `el` unless it is in
+/// view already: the drawing's own scrolling, never the page's.
+function reveal(el, box, zoom) {
+  if (!el || !box) return;
+  const x = box.x * zoom, y = box.y * zoom, w = W * zoom, h = H * zoom;
+  if (x < el.scrollLeft || x + w > el.scrollLeft + el.clientWidth) el.scrollLeft = Math.max(0, x + w / 2 - el.clientWidth / 2);
+  if (y < el.scrollTop || y + h > el.scrollTop + el.clientHeight) el.scrollTop = Math.max(0, y + h / 2 - el.clientHeight / 2);
+}
+
+/// The point of the drawing (its own units) in the middle of `el`'s view at `zoom`.
+function middleOf(el, zoom) {
+  return { x: (el.scrollLeft + el.clientWidth / 2) / zoom, y: (el.scrollTop + el.clientHeight / 2) / zoom };
+}
+
+/// Scrolls `el` so that `point` (drawing units) is in the middle of its view at `zoom`.
+function centre(el, point, zoom) {
+  if (!el || !point) return;
+  el.scrollLeft = Math.max(0, point.x * zoom - el.clientWidth / 2);
+  el.scrollTop = Math.max(0, point.y * zoom - el.clientHeight / 2);
+}
+
 /// The DAG view. `states`: Map(name → {state, percent, message}); `onSelect(name)`.
 export function Dag({ operations, progress, states, selected, onSelect }) {
   const g = useMemo(() => graphOf(operations, progress), [operations, progress && progress.length]);
   const key = useMemo(() => shapeKey(g), [g]);
   const lay = useMemo(() => layout(g), [key]);
-  if (lay.large) return html`<${CanvasDag} g=${g} lay=${lay} states=${states} selected=${selected} onSelect=${onSelect}/>`;
+  const [zoom, setZoom] = useState(1);
+  const wrap = useRef(null);
+  // The zoom at which the whole drawing fits the width of the page and the height a drawing
+  // may take (70 % of the window).
+  const fit = () => {
+    const el = wrap.current;
+    const width = (el && el.clientWidth) || window.innerWidth;
+    const across = (width - 4) / lay.width;
+    const down = (window.innerHeight * 0.7 - 20) / lay.height;
+    // Too tall to fit at the smallest zoom: fit its width and scroll down (reprobe55 L2: a
+    // 300-operation tree became an unreadable sliver still taller than the view); said so
+    // (dash55 M2).
+    if (down < ZOOM_MIN) return { zoom: clampZoom(Math.min(1, across)), fits: false };
+    return { zoom: clampZoom(Math.min(1, across, down)), fits: true };
+  };
+  // A handful of boxes needs no tools (every one is in view).
+  // With tools, a choice in the drawing is said so (`onSelect(name, true)`): the page stays.
+  const withTools = g.nodes.length > TOOLS_FROM;
+  const select = withTools ? (name) => onSelect && onSelect(name, true) : onSelect;
+  const tools = withTools && html`<${DagTools} g=${g} states=${states} selected=${selected} onSelect=${select} zoom=${zoom} setZoom=${setZoom} fit=${fit}/>`;
+  if (lay.large) {
+    return html`<div ref=${wrap}>${tools}<${CanvasDag} g=${g} lay=${lay} states=${states} selected=${selected} onSelect=${select} zoom=${zoom}/></div>`;
+  }
+  return html`<div ref=${wrap}>${tools}<${SvgDag} g=${g} lay=${lay} states=${states} selected=${selected} onSelect=${select} zoom=${zoom}/></div>`;
+}
+
+/// The DAG up to LARGE operations, as SVG, scaled by `zoom`.
+function SvgDag({ g, lay, states, selected, onSelect, zoom }) {
+  const scroller = useRef(null);
+  // The middle of the view at the zoom before, kept when the zoom changes with nothing
+  // selected (review55 L4).
+  const shown = useRef({ zoom, middle: null });
+  const el = scroller.current;
+  if (el && shown.current.zoom !== zoom) shown.current = { zoom: shown.current.zoom, middle: middleOf(el, shown.current.zoom) };
+  useEffect(() => {
+    if (selected) reveal(scroller.current, lay.pos.get(selected), zoom);
+    else if (shown.current.middle) centre(scroller.current, shown.current.middle, zoom);
+    shown.current = { zoom, middle: null };
+  }, [selected, zoom]);
   const edgePath = (e) => {
     const a = lay.pos.get(e.from);
     const b = lay.pos.get(e.to);
@@ -113,8 +265,8 @@ export function Dag({ operations, progress, states, selected, onSelect }) {
     const my = (y1 + y2) / 2;
     return `M${x1},${y1} C${x1},${my} ${x2},${my} ${x2},${y2}`;
   };
-  return html`<div class="dag-wrap" data-layout=${lay.large ? 'layered' : 'dagre'}>
-    <svg class="dag" width=${lay.width} height=${lay.height} viewBox="0 0 ${lay.width} ${lay.height}" role="img" aria-label="operation DAG">
+  return html`<div class="dag-wrap" data-layout=${lay.large ? 'layered' : 'dagre'} data-zoom=${zoom} ref=${scroller}>
+    <svg class="dag" width=${lay.width * zoom} height=${lay.height * zoom} viewBox="0 0 ${lay.width} ${lay.height}" role="img" aria-label="operation DAG">
       <defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="6" markerHeight="6" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#8a94a6"/></marker></defs>
       <${Edges} g=${g} lay=${lay} path=${edgePath}/>
       ${g.nodes.map((n) => html`<${Node} key=${n.name} n=${n} p=${lay.pos.get(n.name)} s=${states.get(n.name)} selected=${selected === n.name} onSelect=${onSelect}/>`)}
@@ -135,6 +287,39 @@ class Edges extends Component {
 
 const UNSTARTED = { state: 'unstarted', percent: null, message: '' };
 
+/// The font of a box's name, as app.css and the canvas draw it.
+const NAME_FONT = '600 12px system-ui, -apple-system, "Segoe UI", Roboto, sans-serif';
+/// The width a box's name may take.
+const NAME_WIDTH = W - 16;
+let measurer = null;
+const fitted = new Map();
+
+/// `name`, cut (with …) to what fits a box at NAME_FONT: by measured width, not by characters
+/// (dash54 L2: 21 wide letters ran out of the box; a name of 120 did on the canvas too).
+export function fitName(name) {
+  let hit = fitted.get(name);
+  if (hit !== undefined) return hit;
+  if (!measurer) {
+    measurer = document.createElement('canvas').getContext('2d');
+    measurer.font = NAME_FONT;
+  }
+  const chars = Array.from(name);
+  hit = name;
+  if (measurer.measureText(name).width > NAME_WIDTH) {
+    let lo = 0;
+    let hi = chars.length;
+    while (lo < hi) {
+      const mid = Math.ceil((lo + hi) / 2);
+      if (measurer.measureText(chars.slice(0, mid).join('') + '…').width <= NAME_WIDTH) lo = mid;
+      else hi = mid - 1;
+    }
+    hit = chars.slice(0, lo).join('') + '…';
+  }
+  if (fitted.size > 20000) fitted.clear();
+  fitted.set(name, hit);
+  return hit;
+}
+
 /// One operation's box. Re-rendered only when its state, place or selection changed, so a
 /// burst of reports touching a few operations costs a few nodes, not all 500.
 class Node extends Component {
@@ -150,7 +335,7 @@ class Node extends Component {
         transform="translate(${p.x},${p.y})" onClick=${() => onSelect && onSelect(n.name)}>
       <title>${n.name} (${n.type || 'no type'}): ${st.state}${st.message ? ' — ' + st.message : ''}${n.generatedBy ? ' · generated by ' + n.generatedBy : ''}</title>
       <rect class="box" width=${W} height=${H} rx="6"/>
-      <text x="8" y="17" class="name">${n.name.length > 22 ? n.name.slice(0, 21) + '…' : n.name}</text>
+      <text x="8" y="17" class="name">${fitName(n.name)}</text>
       <text x="8" y="31" class="sub">${st.state}${st.percent != null ? ' · ' + Math.round(st.percent) + '%' : ''}</text>
       <rect class="bar-bg" x="8" y="36" width=${W - 16} height="4" rx="2"/>
       <rect class="bar" data-pct=${pct} x="8" y="36" width=${((W - 16) * pct) / 100} height="4" rx="2"/>
@@ -209,6 +394,16 @@ class CanvasDag extends Component {
     this.schedule(true);
   }
 
+  componentDidUpdate() {
+    if (this.revealAfter) {
+      reveal(this.scroller, this.props.lay.pos.get(this.revealAfter), this.props.zoom || 1);
+      this.revealAfter = null;
+    } else if (this.keepMiddle) {
+      centre(this.scroller, this.keepMiddle, this.props.zoom || 1);
+      this.keepMiddle = null;
+    }
+  }
+
   componentWillUnmount() {
     if (this.resize) this.resize.disconnect();
     if (this.frame) cancelAnimationFrame(this.frame);
@@ -218,10 +413,14 @@ class CanvasDag extends Component {
   // mark boxes to redraw.
   shouldComponentUpdate(next) {
     const a = this.props;
-    if (next.lay !== a.lay || next.g !== a.g) {
+    if (next.lay !== a.lay || next.g !== a.g || next.zoom !== a.zoom) {
       this.schedule(true);
+      if (next.selected) this.revealAfter = next.selected;
+      // A zoom keeps the middle of the view where it was (review55 L4: the view jumped).
+      else if (next.zoom !== a.zoom && this.scroller) this.keepMiddle = middleOf(this.scroller, a.zoom || 1);
       return true;
     }
+    if (next.selected && next.selected !== a.selected) reveal(this.scroller, next.lay.pos.get(next.selected), next.zoom || 1);
     if (next.states !== a.states) {
       for (const [name, st] of next.states) if (a.states.get(name) !== st) this.dirty.add(name);
       for (const name of a.states.keys()) if (!next.states.has(name)) this.dirty.add(name);
@@ -243,8 +442,9 @@ class CanvasDag extends Component {
   /// The node under a pointer event, if any.
   hit(e) {
     const r = this.scroller.getBoundingClientRect();
-    const x = e.clientX - r.left + this.scroller.scrollLeft;
-    const y = e.clientY - r.top + this.scroller.scrollTop;
+    const z = this.props.zoom || 1;
+    const x = (e.clientX - r.left + this.scroller.scrollLeft) / z;
+    const y = (e.clientY - r.top + this.scroller.scrollTop) / z;
     const { g, lay } = this.props;
     for (const n of g.nodes) {
       const p = lay.pos.get(n.name);
@@ -266,19 +466,23 @@ class CanvasDag extends Component {
     if (!canvas || !sc) return;
     const { g, lay, states, selected } = this.props;
     const dpr = window.devicePixelRatio || 1;
-    const w = sc.clientWidth;
-    const h = sc.clientHeight;
-    if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
-      canvas.width = Math.round(w * dpr);
-      canvas.height = Math.round(h * dpr);
-      canvas.style.width = w + 'px';
-      canvas.style.height = h + 'px';
+    const cw = sc.clientWidth;
+    const ch = sc.clientHeight;
+    if (canvas.width !== Math.round(cw * dpr) || canvas.height !== Math.round(ch * dpr)) {
+      canvas.width = Math.round(cw * dpr);
+      canvas.height = Math.round(ch * dpr);
+      canvas.style.width = cw + 'px';
+      canvas.style.height = ch + 'px';
       this.full = true;
     }
     const ctx = canvas.getContext('2d');
-    const sx = sc.scrollLeft;
-    const sy = sc.scrollTop;
-    ctx.setTransform(dpr, 0, 0, dpr, -sx * dpr, -sy * dpr);
+    // What is in view, in the drawing's units (the layer is the drawing scaled by the zoom).
+    const z = this.props.zoom || 1;
+    const sx = sc.scrollLeft / z;
+    const sy = sc.scrollTop / z;
+    const w = sc.clientWidth / z;
+    const h = sc.clientHeight / z;
+    ctx.setTransform(dpr * z, 0, 0, dpr * z, -sx * dpr * z, -sy * dpr * z);
     const visible = (p) => p && p.x + W + PAD >= sx && p.x - PAD <= sx + w && p.y + H + PAD >= sy && p.y - PAD <= sy + h;
     let nodes;
     const full = this.full;
@@ -367,8 +571,8 @@ class CanvasDag extends Component {
     ctx.stroke();
     ctx.setLineDash([]);
     ctx.fillStyle = c.fg;
-    ctx.font = '600 12px system-ui, sans-serif';
-    ctx.fillText(n.name.length > 22 ? n.name.slice(0, 21) + '…' : n.name, p.x + 8, p.y + 17);
+    ctx.font = NAME_FONT;
+    ctx.fillText(fitName(n.name), p.x + 8, p.y + 17);
     ctx.fillStyle = c.muted;
     ctx.font = '11px system-ui, sans-serif';
     ctx.fillText(st.state + (st.percent != null ? ' · ' + Math.round(st.percent) + '%' : ''), p.x + 8, p.y + 31);
@@ -378,12 +582,13 @@ class CanvasDag extends Component {
     ctx.fillRect(p.x + 8, p.y + 36, ((W - 16) * pct) / 100, 4);
   }
 
-  render({ g, lay }) {
-    const height = Math.min(lay.height + 16, Math.round(window.innerHeight * 0.7));
-    return html`<div class="dag-wrap dag-canvas" data-layout="layered" data-nodes=${g.nodes.length} data-edges=${g.edges.length} style=${'height:' + height + 'px'}>
+  render({ g, lay, zoom }) {
+    const z = zoom || 1;
+    const height = Math.min(Math.ceil(lay.height * z) + 16, Math.round(window.innerHeight * 0.7));
+    return html`<div class="dag-wrap dag-canvas" data-layout="layered" data-nodes=${g.nodes.length} data-edges=${g.edges.length} data-zoom=${z} style=${'height:' + height + 'px'}>
       <canvas class="dag" ref=${(c) => (this.canvas = c)} role="img" aria-label=${`operation DAG of ${g.nodes.length} operations`}></canvas>
       <div class="dag-scroll" ref=${(s) => (this.scroller = s)} onScroll=${this.onScroll} onClick=${this.onClick} onMouseMove=${this.onMove}>
-        <div style=${`width:${lay.width}px;height:${lay.height}px`}></div>
+        <div style=${`width:${Math.ceil(lay.width * z)}px;height:${Math.ceil(lay.height * z)}px`}></div>
       </div>
     </div>`;
   }

@@ -7,6 +7,8 @@ import { gql, subscribe, perFrame, stateOf, fmtTime, GqlError, onReconnect } fro
 import { Dag, LARGE } from './dag.js';
 
 export const STATES = ['waiting', 'executing', 'succeeded', 'failed', 'cancelled'];
+/// An operation's state in the drawing while its progress is being read.
+const LOADING = { state: 'loading', percent: null, message: '' };
 /// An agenda page applies live progress at most this often (ms): a person reads bars and
 /// states at ten changes a second as well as at sixty, and the page's work per second stays
 /// bounded however many reports arrive (all of them are applied, a batch at a time).
@@ -450,10 +452,22 @@ export function AgendaView({ me, customerId, id }) {
   const [opsRead, setOpsRead] = useState(false);
   const [error, setError] = useState(null);
   const [selected, setSelected] = useState(null);
+  // Chosen in a drawing with tools (a click on a box, Find, Next): the page stays where it is,
+  // the box under the pointer and focus on the tool (dash55 M1: the page scrolled to the
+  // detail, hiding the box just chosen); the tools say what is selected and lead to the detail.
+  const fromDrawing = useRef(false);
+  const choose = useCallback((name, inDrawing) => {
+    fromDrawing.current = Boolean(inDrawing);
+    setSelected(name);
+  }, []);
   // A selected operation's detail is brought into view (dash54: it opened below the fold, or
   // after 300 rows, with nothing to say it had).
   useEffect(() => {
     if (!selected) return;
+    if (fromDrawing.current) {
+      fromDrawing.current = false;
+      return;
+    }
     const detail = document.getElementById('op-detail');
     if (detail) {
       detail.scrollIntoView({ block: 'nearest' });
@@ -556,6 +570,9 @@ export function AgendaView({ me, customerId, id }) {
   const stateCache = useRef(new WeakMap());
   const states = useMemo(() => {
     const m = new Map();
+    // Until the operations' follow answers, an operation without progress is being read, not
+    // unstarted (dash55 L1: a running agenda's 501 boxes were drawn unstarted for 270 ms).
+    if (!opsRead && agenda) for (const op of agenda.operations) m.set(op.name, LOADING);
     for (const [name, o] of ops) {
       let st = stateCache.current.get(o);
       if (!st) {
@@ -565,7 +582,7 @@ export function AgendaView({ me, customerId, id }) {
       m.set(name, st);
     }
     return m;
-  }, [ops]);
+  }, [ops, opsRead, agenda]);
 
   if (!agenda) return html`<section><h1>Agenda ${id}</h1><${ErrorLine} error=${error}/>${!error && html`<p class="muted">Loading…</p>`}</section>`;
   const canWrite = may(me, 'cancel') || may(me, 'rerun');
@@ -583,15 +600,15 @@ export function AgendaView({ me, customerId, id }) {
     <h1>Agenda ${agenda.id} <${StateBadge} state=${st}/></h1>
     <p class="meta">customer <b>${agenda.customerId}</b>${agenda.title ? html` · ${agenda.title}` : ''}${agenda.linkId ? html` · batch <a href=${batchHref(agenda.customerId, agenda.linkId)}>${agenda.linkId}</a>` : ''}${' · added '}${fmtTime(agenda.addedTime)}${progress ? html` · ${progress.processingStateMessage || ''} · <${Bar} pct=${progress.percentComplete}/> ${Math.round(progress.percentComplete || 0)}%` : ''}
       ${progress && progress.maximumAttempts ? html` · attempts ${progress.attemptsCompleted}/${progress.maximumAttempts}` : ''}${retrying ? html` · <b id="retry-due">a retry follows</b> (attempt ${progress.attemptsCompleted + 1} of ${progress.maximumAttempts})` : ''}<${Holding} agenda=${agenda} state=${st}/></p>
-    ${failed.length > 0 && html`<p class="failed-ops" id="failed-ops"><b>${failed.length} failed:</b> ${failed.slice(0, 5).map((name, i) => html`${i ? ', ' : ''}<button class="link" data-op=${name} onClick=${() => setSelected(name)}>${name}</button>`)}${failed.length > 5 ? ` and ${failed.length - 5} more` : ''} — <span class="reason">${messageOf(ops.get(failed[0]))}</span></p>`}
+    ${failed.length > 0 && html`<p class="failed-ops" id="failed-ops"><b>${failed.length} failed:</b> ${failed.slice(0, 5).map((name, i) => html`${i ? ', ' : ''}<button class="link" data-op=${name} onClick=${() => choose(name)}>${name}</button>`)}${failed.length > 5 ? ` and ${failed.length - 5} more` : ''} — <span class="reason">${messageOf(ops.get(failed[0]))}</span></p>`}
     <${ErrorLine} error=${error}/>
     ${canWrite && progress && html`<${Actions} me=${me} agenda=${agenda} state=${st} parked=${st === 'waiting' && (progress.processingStateMessage || '').toLowerCase() === 'pending'} retryDue=${Boolean(progress && progress.retryDue)} onError=${setError} operations=${agenda.operations.map((o) => o.name)}/>`}
     <h2>Operations <span class="muted">(${agenda.operations.length}${agenda.operations.length > LARGE ? ', layered layout' : ''})</span></h2>
-    <${Dag} operations=${agenda.operations} progress=${[...ops.values()]} states=${states} selected=${selected} onSelect=${setSelected}/>
+    <${Dag} operations=${agenda.operations} progress=${[...ops.values()]} states=${states} selected=${selected} onSelect=${choose}/>
     ${large && html`<p><button id="show-op-table" onClick=${() => setShowTable(!showTable)}>${showTable ? 'Hide' : 'Show'} the table of ${agenda.operations.length} operations</button></p>`}
     <table class="list ops" id="op-list">
       <thead><tr><th>operation</th><th>type</th><th>state</th><th>progress</th><th>message</th><th>attempts</th><th>started</th><th>completed</th></tr></thead>
-      <tbody>${(large && !showTable ? [] : agenda.operations.slice(0, 1000)).map((op) => html`<${OpRow} key=${op.name} op=${op} o=${ops.get(op.name)} read=${opsRead} selected=${selected === op.name} onSelect=${setSelected}/>`)}</tbody>
+      <tbody>${(large && !showTable ? [] : agenda.operations.slice(0, 1000)).map((op) => html`<${OpRow} key=${op.name} op=${op} o=${ops.get(op.name)} read=${opsRead} selected=${selected === op.name} onSelect=${choose}/>`)}</tbody>
     </table>
     ${sel && html`<div class="detail" id="op-detail" tabindex="-1"><h3>${selected}</h3>
       <${Diagnostics} events=${sel.diagnosticEvents}/>
@@ -618,7 +635,7 @@ class OpRow extends Component {
       onSelect(op.name);
     };
     return html`<tr data-op=${op.name} data-state=${s} class=${selected ? 'selected' : ''} tabindex="0" aria-selected=${selected ? 'true' : 'false'} onClick=${() => onSelect(op.name)} onKeyDown=${open}>
-      <td>${op.name}${op.generatedBy ? html` <span class="muted">← ${op.generatedBy}</span>` : ''}</td><td>${op.type}</td>
+      <td class="ident">${op.name}${op.generatedBy ? html` <span class="muted">← ${op.generatedBy}</span>` : ''}</td><td class="ident">${op.type}</td>
       <td><${StateBadge} state=${s}/></td><td><${Bar} pct=${o && o.percentComplete}/> <span class="pct">${o && o.percentComplete != null ? Math.round(o.percentComplete) + '%' : ''}</span></td>
       <td class="message">${o ? messageOf(o) : ''}</td><td>${o ? o.attemptCount : ''}</td>
       <td>${fmtTime(o && o.startedTime)}</td><td>${fmtTime(o && o.completedTime)}</td></tr>`;
@@ -731,6 +748,14 @@ function Actions({ me, agenda, state, parked, retryDue, operations, onError }) {
     setBusy(false);
   };
   const [confirming, setConfirming] = useState(false);
+  // Above CHOOSE_ALL_UP_TO operations the list to choose from is filtered by name and shows at
+  // most CHOOSE_SHOWN of them, the chosen first (dash55 L3: 501 checkboxes, 886 px tall).
+  const [filter, setFilter] = useState('');
+  const wanted = filter.trim().toLowerCase();
+  const matching = operations.filter((n) => !wanted || n.toLowerCase().includes(wanted));
+  const shown = operations.length > CHOOSE_ALL_UP_TO
+    ? [...matching.filter((n) => reset.has(n)), ...matching.filter((n) => !reset.has(n))].slice(0, CHOOSE_SHOWN)
+    : operations;
   const focus = useConfirmFocus(confirming, setConfirming);
   const cancel = () =>
     run(() => gql('mutation($a: String!, $c: String) { cancelAgenda(agendaId: $a, customerId: $c, reason: "cancelled from the dashboard") { position } }', { a: agenda.id, c: agenda.customerId }));
@@ -746,9 +771,9 @@ function Actions({ me, agenda, state, parked, retryDue, operations, onError }) {
           <button id="cancel-confirm" class="danger" disabled=${busy} onClick=${() => { setConfirming(false); cancel(); }}>Yes, cancel it</button>
           <button id="cancel-keep" ref=${focus.keep} onClick=${() => setConfirming(false)}>Keep it</button></span>`
       : html`<button id="cancel-agenda" ref=${focus.button} disabled=${busy || !cancellable} title=${retryDue ? 'failed, its retry still to come: cancelling withdraws the retry' : ''} onClick=${() => setConfirming(true)}>${retryDue ? 'Cancel retry' : 'Cancel'}</button>`)}
-    ${may(me, 'rerun') && html`<span class="sep"></span><label>rerun <select value=${mode} onChange=${(e) => setMode(e.target.value)}>
+    ${may(me, 'rerun') && html`<span class="sep"></span><label>rerun <select id="rerun-mode" value=${mode} onChange=${(e) => setMode(e.target.value)}>
       <option value="resetAll">resetAll</option><option value="continue">continue</option><option value="reset">reset chosen operations</option></select></label>
-    ${mode === 'reset' && html`<span class="choose">${operations.map((n) => html`<label><input type="checkbox" checked=${reset.has(n)} onChange=${() => {
+    ${mode === 'reset' && html`<span class="choose">${operations.length > CHOOSE_ALL_UP_TO && html`<input id="reset-filter" type="search" placeholder="Filter operations" aria-label="filter the operations to reset" value=${filter} onInput=${(e) => setFilter(e.target.value)}/> <span class="muted" id="reset-shown">${reset.size} chosen${shown.length < matching.length ? `; ${shown.length} of ${matching.length} shown: filter to see the rest` : ''}</span> `}${shown.map((n) => html`<label><input type="checkbox" checked=${reset.has(n)} onChange=${() => {
       const s = new Set(reset);
       s.has(n) ? s.delete(n) : s.add(n);
       setReset(s);
@@ -756,6 +781,10 @@ function Actions({ me, agenda, state, parked, retryDue, operations, onError }) {
     <button id="rerun-agenda" disabled=${busy || !rerunnable || (mode === 'reset' && !reset.size)} onClick=${rerun}>Rerun</button>`}
   </div>`;
 }
+
+/// Up to how many operations a rerun of chosen ones lists them all; past it, at most how many.
+const CHOOSE_ALL_UP_TO = 30;
+const CHOOSE_SHOWN = 30;
 
 /// The history's row height (px, fixed by app.css) and how many rows beyond the visible ones
 /// are drawn on each side.
