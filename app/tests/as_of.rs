@@ -66,6 +66,7 @@ async fn world() -> World {
         clock,
         min_free_bytes: 0,
         chain_unchained: false,
+        accept_wal_damage: false,
     };
     let store: Arc<dyn EventStore> =
         Arc::new(SqliteStore::open(dir.path().join("pop.db"), options).await.unwrap());

@@ -355,6 +355,7 @@ async fn seed(
         clock: pop_store::system_clock(),
         min_free_bytes: 0,
         chain_unchained: false,
+        accept_wal_damage: false,
     };
     let store = Arc::new(SqliteStore::open(data_dir.join("pop.db"), options).await?);
     let count = finished + live;

@@ -31,6 +31,17 @@ enum Store {
     Kurrent,
 }
 
+/// What a start takes of a store it would otherwise refuse.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Accepting {
+    /// An older pop's store from before the hash chain: chained and signed as it is
+    /// (`--chain-unchained-history`).
+    pub chain_unchained: bool,
+    /// The embedded store's write-ahead log damaged with commits after the damage: opened as
+    /// SQLite would, dropping them (`--accept-wal-damage`).
+    pub wal_damage: bool,
+}
+
 impl Backend {
     /// Opens the PostgreSQL store at `store_url`, or without it the embedded store in the
     /// data directory of `store` with `durability`.
@@ -46,32 +57,24 @@ impl Backend {
             false,
             PgOptions::default().pool_size,
             DEFAULT_MIN_FREE_BYTES,
-            false,
+            Accepting::default(),
         )
         .await
     }
 
     /// [`Backend::open`] with a PostgreSQL pool of `pool_size` (`pop serve --pg-pool-size`),
     /// the embedded store's free-space floor (`--min-free-disk-mib`), and whether a store from
-    /// before the hash chain is chained (`--chain-unchained-history`).
+    /// before the hash chain is chained, or a damaged write-ahead log opened ([`Accepting`]).
     pub async fn open_sized(
         store: &StoreArgs,
         store_url: Option<&str>,
         durability: DurabilityArg,
         pool_size: usize,
         min_free_bytes: u64,
-        chain_unchained: bool,
+        accepting: Accepting,
     ) -> Result<Backend> {
-        Self::open_with(
-            store,
-            store_url,
-            durability,
-            false,
-            pool_size,
-            min_free_bytes,
-            chain_unchained,
-        )
-        .await
+        Self::open_with(store, store_url, durability, false, pool_size, min_free_bytes, accepting)
+            .await
     }
 
     /// The shared store at `store_url` for a tool that only reads it beside the servers
@@ -84,7 +87,7 @@ impl Backend {
             true,
             PgOptions::default().pool_size,
             DEFAULT_MIN_FREE_BYTES,
-            false,
+            Accepting::default(),
         )
         .await
     }
@@ -96,8 +99,9 @@ impl Backend {
         read_only: bool,
         pool_size: usize,
         min_free_bytes: u64,
-        chain_unchained: bool,
+        accepting: Accepting,
     ) -> Result<Backend> {
+        let Accepting { chain_unchained, wal_damage: accept_wal_damage } = accepting;
         match store_url {
             None => {
                 let path = store.db_path();
@@ -119,6 +123,7 @@ impl Backend {
                             durability,
                             min_free_bytes,
                             chain_unchained,
+                            accept_wal_damage,
                             ..SqliteOptions::default()
                         },
                     )

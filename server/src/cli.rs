@@ -477,23 +477,41 @@ pub struct VerifyArgs {
     /// (default: `<data-dir>/checkpoint.witness` when it exists; `pop serve` keeps it).
     #[arg(long, env = "POP_CHECKPOINT_WITNESS")]
     pub witness: Option<PathBuf>,
+    #[command(flatten)]
+    pub unsealed: UnsealedArgs,
+    /// Do not check the read-model snapshot of the data directory (by default, on the embedded
+    /// store, it is caught up over the log and compared with the log folded from its start,
+    /// which reads the log a second time).
+    #[arg(long)]
+    pub skip_snapshot: bool,
+}
+
+/// The rule for the events no signed checkpoint covers, for `pop verify` and `pop export`.
+#[derive(Debug, Args)]
+pub struct UnsealedArgs {
     /// The longest the events that no signed checkpoint covers may have taken to be written,
     /// in seconds (0: any length; default: 60, or three times the servers'
     /// `--checkpoint-every` when that is longer, and any length when that is 0). A running `pop serve` seals every few
     /// seconds, so what it leaves unsealed when it stops spans a few seconds; a longer span
     /// means the checkpoints that covered them were deleted, or they were written with no
-    /// server running (`pop demo`, `pop reap --once`): verification fails, saying so.
+    /// server running (`pop demo`, `pop reap --once`): verification (and an export, which signs what
+    /// it exports) fails, saying so.
     #[arg(long, value_name = "SECONDS")]
     pub max_unsealed_span: Option<u64>,
     /// How often the servers seal (`pop serve --checkpoint-every`), for the default of
     /// `--max-unsealed-span`.
     #[arg(long, env = "POP_CHECKPOINT_EVERY", default_value_t = crate::checkpoints::SEAL_EVERY.as_secs(), value_name = "SECONDS")]
     pub checkpoint_every: u64,
-    /// Do not check the read-model snapshot of the data directory (by default, on the embedded
-    /// store, it is caught up over the log and compared with the log folded from its start,
-    /// which reads the log a second time).
-    #[arg(long)]
-    pub skip_snapshot: bool,
+}
+
+impl UnsealedArgs {
+    /// The longest span allowed (`None`: any).
+    pub fn max_span(&self) -> Option<u64> {
+        let max = self
+            .max_unsealed_span
+            .unwrap_or_else(|| crate::verify_cmd::default_unsealed_span(self.checkpoint_every));
+        (max > 0).then_some(max)
+    }
 }
 
 /// What `pop export` writes.
@@ -518,6 +536,8 @@ pub struct ExportArgs {
     /// Write to this file instead of standard output.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub unsealed: UnsealedArgs,
 }
 
 /// What `pop import` reads and where it writes.
@@ -609,6 +629,12 @@ pub struct ServeArgs {
     /// `pop verify` says it cannot be verified).
     #[arg(long)]
     pub chain_unchained_history: bool,
+    /// Once, for an embedded store whose write-ahead log (`pop.db-wal`) is damaged with
+    /// acknowledged commits after the damage (without it such a store is refused at start, and
+    /// `pop verify` says NOT INTACT): open it as SQLite would, dropping the commits from the
+    /// damaged one on. Copy the data directory aside first.
+    #[arg(long)]
+    pub accept_wal_damage: bool,
     /// Address to listen on. Loopback by default: expose it deliberately.
     #[arg(long, env = "POP_BIND", default_value = "127.0.0.1:8080")]
     pub bind: String,

@@ -111,7 +111,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         args.durability,
         usize::from(args.pg_pool_size),
         args.min_free_disk_mib.saturating_mul(1024 * 1024),
-        args.chain_unchained_history,
+        crate::backend::Accepting {
+            chain_unchained: args.chain_unchained_history,
+            wal_damage: args.accept_wal_damage,
+        },
     )
     .await?;
     let log = Arc::clone(&backend.log);

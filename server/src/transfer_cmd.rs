@@ -74,10 +74,25 @@ pub async fn export(args: ExportArgs) -> Result<()> {
     };
     let out = std::io::BufWriter::with_capacity(1 << 20, out);
     let now = chrono::Utc::now();
+    // The rule `pop verify` applies to the events no checkpoint covers: an export signs what
+    // it exports, so it must not sign a log that verify calls NOT VERIFIED (auditor55 M1).
+    let max_unsealed = args
+        .unsealed
+        .max_span()
+        .and_then(|s| i64::try_from(s).ok())
+        .and_then(chrono::Duration::try_seconds);
     let result = match &args.store_url {
         Some(url) if is_postgres(url) => {
-            pop_store::postgres::transfer::export_trusting(url, since, &signer, witness, out, now)
-                .await
+            pop_store::postgres::transfer::export_trusting(
+                url,
+                since,
+                &signer,
+                witness,
+                max_unsealed,
+                out,
+                now,
+            )
+            .await
         }
         Some(_) => bail!("pop export reads the embedded store or a PostgreSQL one (postgres://…)"),
         None => {
@@ -87,7 +102,13 @@ pub async fn export(args: ExportArgs) -> Result<()> {
             }
             tokio::task::spawn_blocking(move || {
                 pop_store::sqlite::transfer::export_trusting(
-                    &path, since, &signer, witness, out, now,
+                    &path,
+                    since,
+                    &signer,
+                    witness,
+                    max_unsealed,
+                    out,
+                    now,
                 )
             })
             .await?
@@ -105,6 +126,12 @@ pub async fn export(args: ExportArgs) -> Result<()> {
                          `pop import` refuses it"
                     .to_owned(),
             };
+            if let TransferError::Unsealed { entries, unsealed } = &e {
+                return Err(crate::verify_cmd::not_intact(format!(
+                    "{}; {what}",
+                    crate::verify_cmd::unsealed_refusal(*entries, unsealed)
+                )));
+            }
             let refusal = e.to_string();
             let key_note = match &key {
                 Ok(_) => crate::checkpoints::defaulted_key_note(

@@ -148,8 +148,7 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
             }
         }
     };
-    let span =
-        args.max_unsealed_span.unwrap_or_else(|| default_unsealed_span(args.checkpoint_every));
+    let span = args.unsealed.max_span();
     // The snapshot the server starts from is checked once the log is known to be intact.
     let snapshot = if args.store_url.is_none() && !args.skip_snapshot && report.is_intact() {
         let data_dir = args.store.data_dir.clone();
@@ -329,7 +328,7 @@ fn check_snapshot(data_dir: &Path, db: &Path) -> Result<Option<SnapshotCheck>> {
 fn print_report(
     report: Verification,
     note: &str,
-    max_unsealed_span: u64,
+    max_unsealed_span: Option<u64>,
     snapshot: Option<SnapshotCheck>,
     key_note: Option<String>,
 ) -> Result<()> {
@@ -389,27 +388,11 @@ fn print_report(
     // Unsealed events written over longer than a running server leaves them unsealed:
     // checkpoints deleted (with the witness, nothing else shows it), or offline writes.
     if let Some(u) = c.unsealed
-        && max_unsealed_span > 0
-        && u.span().num_seconds() > i64::try_from(max_unsealed_span).unwrap_or(i64::MAX)
+        && let Some(max) = max_unsealed_span
+        && u.span().num_seconds() > i64::try_from(max).unwrap_or(i64::MAX)
     {
-        let at =
-            |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         println!("{note}");
-        return Err(not_intact(format!(
-            "NOT VERIFIED: the {} events from position {} on, written from {} to {} ({} s), are \
-             covered by no signed checkpoint, while a running `pop serve` seals every few \
-             seconds (--checkpoint-every): the checkpoints that covered them were deleted, or \
-             they were written with no server running (`pop demo`, `pop reap --once`) or by \
-             servers run with --checkpoint-every 0 (no sealing: verify with the same setting). \
-             If you know they were written so, start `pop serve` on the store to seal them (or \
-             accept them with --max-unsealed-span 0); otherwise treat the store as tampered with \
-             and start no server on it before you know: it would sign what it finds",
-            c.unsealed_entries,
-            u.from,
-            at(u.first),
-            at(u.last),
-            u.span().num_seconds()
-        )));
+        return Err(not_intact(unsealed_refusal(c.unsealed_entries, &u)));
     }
     match snapshot {
         Some(SnapshotCheck::Matches { dir, position, head }) => println!(
@@ -445,14 +428,37 @@ fn print_report(
     Ok(())
 }
 
+/// NOT VERIFIED: `entries` entries past the newest checkpoint, their events written over
+/// longer than a running server leaves them unsealed (checkpoints deleted, with the witness
+/// nothing else shows it, or offline writes). `pop verify` and `pop export` say it alike.
+pub(crate) fn unsealed_refusal(entries: u64, u: &pop_store::verify::Unsealed) -> String {
+    let at =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    format!(
+        "NOT VERIFIED: the {} events from position {} on, written from {} to {} ({} s), are \
+         covered by no signed checkpoint, while a running `pop serve` seals every few \
+         seconds (--checkpoint-every): the checkpoints that covered them were deleted, or \
+         they were written with no server running (`pop demo`, `pop reap --once`) or by \
+         servers run with --checkpoint-every 0 (no sealing: verify with the same setting). \
+         If you know they were written so, start `pop serve` on the store to seal them (or \
+         accept them with --max-unsealed-span 0); otherwise treat the store as tampered with \
+         and start no server on it before you know: it would sign what it finds",
+        entries,
+        u.from,
+        at(u.first),
+        at(u.last),
+        u.span().num_seconds()
+    )
+}
+
 /// Ends `pop verify` with [`crate::output::EXIT_NOT_INTACT`] and `message`.
-fn not_intact(message: String) -> anyhow::Error {
+pub(crate) fn not_intact(message: String) -> anyhow::Error {
     crate::output::Exit { code: crate::output::EXIT_NOT_INTACT, message }.into()
 }
 
 /// `--max-unsealed-span`'s default for servers that seal every `checkpoint_every` seconds: 60 s,
 /// or three of their seals when that is longer; none (0: any span) for servers that do not seal.
-fn default_unsealed_span(checkpoint_every: u64) -> u64 {
+pub(crate) fn default_unsealed_span(checkpoint_every: u64) -> u64 {
     match checkpoint_every {
         0 => 0,
         every => every.saturating_mul(3).max(60),

@@ -365,6 +365,7 @@ async fn a_deleted_streams_hash_rows_answer_to_its_tombstone() {
             Position::START,
             &key,
             None,
+            None,
             &mut out,
             chrono::Utc::now(),
         )

@@ -54,6 +54,7 @@ async fn sealed(
         clock: fixed_clock(now()),
         min_free_bytes: 0,
         chain_unchained: false,
+        accept_wal_damage: false,
     };
     let store = SqliteStore::open(&path, options).await.unwrap();
     let mut n = 0;
@@ -335,6 +336,7 @@ async fn an_export_signs_only_a_log_whose_checkpoints_verify() {
             Position::START,
             &k,
             witness,
+            None,
             &mut out,
             now(),
         )
@@ -354,6 +356,69 @@ async fn an_export_signs_only_a_log_whose_checkpoints_verify() {
         Err(TransferError::SourceBroken(b)) => assert!(b.reason.contains("witnessed"), "{b}"),
         other => panic!("exported past the witness: {other:?}"),
     }
+}
+
+/// Events past the newest checkpoint written over longer than allowed are not exported: the
+/// rule of `pop verify --max-unsealed-span` (auditor55 M1: an export signed a log whose
+/// checkpoints were deleted and whose events were then written over hours, and its import
+/// verified). Within the span, with no bound, or once sealed, the same log is exported.
+#[tokio::test]
+async fn an_export_refuses_events_unsealed_over_a_long_span() {
+    use pop_store::transfer::TransferError;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering::SeqCst};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pop.db");
+    let at = Arc::new(AtomicI64::new(now().timestamp_micros()));
+    let options = || {
+        let at = at.clone();
+        SqliteOptions {
+            durability: Durability::Normal,
+            clock: Arc::new(move || DateTime::from_timestamp_micros(at.load(SeqCst)).unwrap()),
+            min_free_bytes: 0,
+            chain_unchained: false,
+            accept_wal_damage: false,
+        }
+    };
+    let k = key(4);
+    let store = SqliteStore::open(&path, options()).await.unwrap();
+    store.append("a", ExpectedVersion::NoStream, vec![event(1, "u")]).await.unwrap();
+    Sealer::new(k.clone()).seal_all(&store, now()).await.unwrap().expect("sealed");
+    let first = store.append("a", ExpectedVersion::Exact(0), vec![event(2, "u")]).await.unwrap();
+    at.fetch_add(2 * 3_600 * 1_000_000, SeqCst);
+    store.append("b", ExpectedVersion::NoStream, vec![event(3, "u")]).await.unwrap();
+    store.close().await.unwrap();
+    let export = |max: Option<chrono::Duration>| {
+        let mut out = Vec::new();
+        pop_store::sqlite::transfer::export_trusting(
+            &path,
+            Position::START,
+            &k,
+            None,
+            max,
+            &mut out,
+            now(),
+        )
+    };
+    match export(Some(chrono::Duration::hours(1))) {
+        Err(TransferError::Unsealed { entries, unsealed }) => {
+            assert_eq!(entries, 2, "{unsealed:?}");
+            // The store's commit floor keeps times rising: a few µs past the clock's.
+            let near =
+                |a: DateTime<Utc>, b: DateTime<Utc>| (a - b).abs() < chrono::Duration::seconds(1);
+            assert!(near(unsealed.first, now()), "{unsealed:?}");
+            assert_eq!(unsealed.from, first.position, "{unsealed:?}");
+            assert!(near(unsealed.last, now() + chrono::Duration::hours(2)), "{unsealed:?}");
+        }
+        other => panic!("events unsealed over 2 h were exported under a bound of 1 h: {other:?}"),
+    }
+    assert!(export(Some(chrono::Duration::hours(3))).is_ok());
+    assert!(export(None).is_ok());
+
+    let store = SqliteStore::open(&path, options()).await.unwrap();
+    Sealer::new(k.clone()).seal_all(&store, now()).await.unwrap().expect("sealed");
+    store.close().await.unwrap();
+    assert!(export(Some(chrono::Duration::zero())).is_ok(), "a sealed log is exported");
 }
 
 /// A checkpoint is stored only after its predecessor: one deleted while the next was being
@@ -419,6 +484,7 @@ async fn a_hash_row_moved_outside_pop_is_not_sealed() {
             Position::START,
             &k,
             None,
+            None,
             &mut out,
             now(),
         );
@@ -471,6 +537,7 @@ async fn a_key_rotation_hands_the_log_over_and_still_verifies() {
         clock: fixed_clock(now()),
         min_free_bytes: 0,
         chain_unchained: false,
+        accept_wal_damage: false,
     };
     let store = SqliteStore::open(&path, options.clone()).await.unwrap();
     store.append("d", ExpectedVersion::NoStream, vec![event(40, "d")]).await.unwrap();
@@ -568,6 +635,7 @@ async fn a_lost_first_key_leaves_its_checkpoints_pinned_by_the_chain() {
         clock: fixed_clock(now()),
         min_free_bytes: 0,
         chain_unchained: false,
+        accept_wal_damage: false,
     };
     let store = SqliteStore::open(&path, options).await.unwrap();
     let witness = store.last_checkpoint().await.unwrap();
@@ -652,6 +720,7 @@ async fn a_sealer_that_cannot_extend_the_log_says_why_and_what_to_do() {
         clock: fixed_clock(now()),
         min_free_bytes: 0,
         chain_unchained: false,
+        accept_wal_damage: false,
     };
     let store = SqliteStore::open(&path, options).await.unwrap();
     let refused = |r: Result<Option<pop_store::commitment::Checkpoint>, SealError>| match r {
@@ -716,6 +785,7 @@ async fn a_retired_key_takes_the_log_back_only_with_an_endorsement() {
         clock: fixed_clock(now()),
         min_free_bytes: 0,
         chain_unchained: false,
+        accept_wal_damage: false,
     };
     let store = SqliteStore::open(&path, options.clone()).await.unwrap();
     store.append("d", ExpectedVersion::NoStream, vec![event(40, "d")]).await.unwrap();
@@ -825,6 +895,7 @@ async fn a_sealing_round_under_steady_writes_ends() {
         clock: fixed_clock(now()),
         min_free_bytes: 0,
         chain_unchained: false,
+        accept_wal_damage: false,
     };
     let store = SqliteStore::open(&dir.path().join("grow.db"), options).await.unwrap();
     let backlog: Vec<NewEvent> = (0..6).map(|n| event(n, "backlog")).collect();

@@ -38,6 +38,7 @@ async fn pristine(dir: &Path) -> (PathBuf, Vec<(String, Vec<Position>)>) {
         clock: fixed_clock(at),
         min_free_bytes: 0,
         chain_unchained: false,
+        accept_wal_damage: false,
     };
     let store = SqliteStore::open(&path, options).await.unwrap();
     let mut n = 0;
@@ -473,4 +474,60 @@ async fn a_new_stream_dated_before_the_log_around_it_is_found() {
     let found = r.first_break.expect("a backdated new stream is found");
     assert_eq!((found.stream.as_str(), found.version), ("z", Some(0)), "{found}");
     assert!(found.reason.contains("before the event before it in the log"), "{found}");
+}
+
+/// A byte damaged in the middle of the write-ahead log that `kill -9` left behind: SQLite
+/// would open the store and drop every commit after the damage without a word (auditor55
+/// M2). The store refuses to open, and verification says the file is damaged, naming the
+/// log and the commits it would lose; opened with `accept_wal_damage`, it holds the commits
+/// before the damage, as SQLite keeps them.
+#[tokio::test]
+async fn a_damaged_write_ahead_log_is_refused_not_cut_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("live.db");
+    let options = |accept_wal_damage| SqliteOptions {
+        accept_wal_damage,
+        min_free_bytes: 0,
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open(&path, options(false)).await.unwrap();
+    for n in 0..8 {
+        store.append(&format!("s{n}"), ExpectedVersion::NoStream, vec![event(n)]).await.unwrap();
+    }
+    // What `kill -9` leaves: the file and its log, not checkpointed.
+    let copy = dir.path().join("pop.db");
+    let wal = |p: &Path| PathBuf::from(format!("{}-wal", p.display()));
+    std::fs::copy(&path, &copy).unwrap();
+    let mut log = std::fs::read(wal(&path)).unwrap();
+    store.close().await.unwrap();
+    let page = u32::from_be_bytes(log[8..12].try_into().unwrap()) as usize;
+    let frames = (log.len() - 32) / (24 + page);
+    assert!(frames >= 8, "each append is a commit in the log: {frames} frames");
+    // A byte of a page of the fourth append from the end (its commit frame).
+    let commits: Vec<usize> =
+        (0..frames).filter(|i| log[32 + i * (24 + page) + 4..][..4] != [0, 0, 0, 0]).collect();
+    let at = 32 + commits[commits.len() - 4] * (24 + page) + 24 + 40;
+    log[at] ^= 0x5a;
+    std::fs::write(wal(&copy), &log).unwrap();
+    let aside = dir.path().join("aside");
+    std::fs::create_dir(&aside).unwrap();
+    for p in [copy.clone(), wal(&copy)] {
+        std::fs::copy(&p, aside.join(p.file_name().unwrap())).unwrap();
+    }
+
+    let refused = SqliteStore::open(&copy, options(false)).await.unwrap_err();
+    assert!(refused.is_damaged_file(), "{refused}");
+    let said = pop_domain::error::ErrorChain(&refused).to_string();
+    assert!(said.contains("write-ahead log") && said.contains("acknowledged commits"), "{said}");
+    assert!(said.contains("--accept-wal-damage"), "the way on is said: {said}");
+    let verified = SqliteStore::verify_file(&copy).unwrap_err();
+    assert!(verified.is_damaged_file(), "{verified}");
+    assert_eq!(std::fs::read(wal(&copy)).unwrap(), log, "nothing was changed");
+
+    let store = SqliteStore::open(&copy, options(true)).await.unwrap();
+    let kept = store.read_all(Position::START, 100).await.unwrap().len();
+    assert_eq!(kept, 4, "SQLite keeps only the commits before the damage");
+    store.close().await.unwrap();
+    // The copy set aside is as it was.
+    assert!(SqliteStore::open(&aside.join("pop.db"), options(false)).await.is_err());
 }

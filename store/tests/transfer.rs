@@ -54,6 +54,7 @@ async fn source(dir: &Path, k: &CheckpointSigningKey) -> PathBuf {
         clock: fixed_clock(now()),
         min_free_bytes: 0,
         chain_unchained: false,
+        accept_wal_damage: false,
     };
     let store = SqliteStore::open(&path, options).await.unwrap();
     store

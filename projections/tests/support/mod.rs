@@ -46,6 +46,7 @@ impl Log {
             clock: fixed_clock(t(0)),
             min_free_bytes: 0,
             chain_unchained: false,
+            accept_wal_damage: false,
         };
         let store = Arc::new(SqliteStore::open(dir.path().join("pop.db"), options).await?);
         Ok(Log { store, dir })

@@ -99,7 +99,7 @@ pub async fn export(
     out: impl Write,
     now: DateTime<Utc>,
 ) -> Result<ExportSummary, TransferError> {
-    export_trusting(url, since, key, None, out, now).await
+    export_trusting(url, since, key, None, None, out, now).await
 }
 
 /// [`export`], which also checks the store's signed checkpoints with `key`'s public half, and
@@ -110,6 +110,7 @@ pub async fn export_trusting(
     since: Position,
     key: &SigningKey,
     witness: Option<crate::commitment::SignedCheckpoint>,
+    max_unsealed: Option<chrono::Duration>,
     out: impl Write,
     now: DateTime<Utc>,
 ) -> Result<ExportSummary, TransferError> {
@@ -202,7 +203,9 @@ pub async fn export_trusting(
         );
         let trust = crate::commitment::Trust { key: Some(key.verifying_key()), witness };
         let checkpoints = super::verify::checkpoints(&tx).await?;
-        let mut exporter = Exporter::new(out, manifest.clone())?.checking(checkpoints, trust);
+        let mut exporter = Exporter::new(out, manifest.clone())?
+            .checking(checkpoints, trust)
+            .refusing_unsealed_over(max_unsealed);
         let params: [&(dyn ToSql + Sync); 2] = [&a, &b];
         let rows = tx.query_raw(ENTRIES_SQL, params).await.map_err(&read)?;
         pin_mut!(rows);

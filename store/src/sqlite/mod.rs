@@ -7,6 +7,7 @@ mod schema;
 mod seal;
 pub mod transfer;
 mod verify;
+mod wal;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -57,6 +58,10 @@ pub struct SqliteOptions {
     /// Chain (and so sign) the events of a store whose schema predates the hash chain: only
     /// for an older pop's store trusted as it is (`pop serve --chain-unchained-history`).
     pub chain_unchained: bool,
+    /// Open a store whose write-ahead log is damaged with commits after the damage as SQLite
+    /// would, dropping those commits (`pop serve --accept-wal-damage`); without it such a
+    /// store is refused ([`wal::damage`]).
+    pub accept_wal_damage: bool,
 }
 
 /// [`SqliteOptions::min_free_bytes`] by default: room for a write-ahead log a quarter of the
@@ -70,6 +75,7 @@ impl Default for SqliteOptions {
             clock: system_clock(),
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
             chain_unchained: false,
+            accept_wal_damage: false,
         }
     }
 }
@@ -187,6 +193,9 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         let opened = path.clone();
         let (conn, head, last_commit) = tokio::task::spawn_blocking(move || {
+            if !options.accept_wal_damage {
+                schema::refuse_damaged_wal(&opened)?;
+            }
             let (conn, head) = open_writer(&opened, options.durability, options.chain_unchained)?;
             let last_commit = writer::last_commit_micros(&conn)?;
             Ok::<_, StoreError>((conn, head, last_commit))

@@ -175,6 +175,49 @@ pub(crate) fn configure_reader(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Refuses the store file at `path` when its write-ahead log is damaged with commits after
+/// the damage ([`super::wal::damage`]): SQLite would open it and drop them without a word
+/// (auditor55 M2). Said as the file's damage ([`StoreError::is_damaged_file`]): `pop verify`
+/// says NOT INTACT, and a server does not start on it.
+pub(crate) fn refuse_damaged_wal(path: &std::path::Path) -> Result<(), StoreError> {
+    let check = || {
+        super::wal::damage(path).map_err(|e| StoreError::backend("reading the write-ahead log", e))
+    };
+    // Read again when damage shows: a log a running server restarted while it was read (a
+    // tool beside it) can look so once, never twice at the same frame.
+    let found = match check()? {
+        Some(first) => {
+            check()?.filter(|again| (again.frame, again.offset) == (first.frame, first.offset))
+        }
+        None => None,
+    };
+    let Some(found) = found else {
+        return Ok(());
+    };
+    let wal = format!("{}-wal", path.display());
+    let message = format!(
+        "its write-ahead log {wal} is damaged at {} (byte {}), and {} acknowledged commits \
+         after the damage still check: SQLite would open it and drop them without a word. \
+         Nothing was opened or changed. Copy the data directory aside as it is first; then \
+         restore it from a backup, or `pop import` an export taken before, or, to keep only \
+         the commits before the damage as SQLite would, start `pop serve \
+         --accept-wal-damage` once",
+        match found.frame {
+            0 => "its header".to_owned(),
+            n => format!("frame {n}"),
+        },
+        found.offset,
+        found.lost_commits,
+    );
+    Err(StoreError::backend(
+        "opening the store file",
+        rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+            Some(message),
+        ),
+    ))
+}
+
 /// Opens the store file for a tool that only reads it (`pop verify`, `pop export`), as a
 /// reader ([`configure_reader`]). A WAL database opened read-only still creates its
 /// shared-memory file (`-shm`) beside it, which fails on a read-only mount, in a directory the
@@ -194,6 +237,7 @@ pub(crate) fn open_read_only(path: &std::path::Path) -> Result<Connection, Store
     };
     let wal = beside("-wal");
     if wal.exists() || beside("-shm").exists() {
+        refuse_damaged_wal(path)?;
         let conn =
             Connection::open_with_flags(path, flags).map_err(backend("opening the store file"))?;
         configure_reader(&conn)?;

@@ -50,7 +50,7 @@ pub fn export(
     out: impl Write + Send,
     now: DateTime<Utc>,
 ) -> Result<ExportSummary, TransferError> {
-    export_trusting(path, since, key, None, out, now)
+    export_trusting(path, since, key, None, None, out, now)
 }
 
 /// [`export`], which also checks the store's signed checkpoints with `key`'s public half, and
@@ -61,6 +61,7 @@ pub fn export_trusting(
     since: Position,
     key: &SigningKey,
     witness: Option<crate::commitment::SignedCheckpoint>,
+    max_unsealed: Option<chrono::Duration>,
     out: impl Write + Send,
     now: DateTime<Utc>,
 ) -> Result<ExportSummary, TransferError> {
@@ -141,7 +142,9 @@ pub fn export_trusting(
     );
     let trust = crate::commitment::Trust { key: Some(key.verifying_key()), witness };
     let checkpoints = super::seal::checkpoints(&tx, false)?;
-    let mut exporter = Exporter::new(out, manifest.clone())?.checking(checkpoints, trust);
+    let mut exporter = Exporter::new(out, manifest.clone())?
+        .checking(checkpoints, trust)
+        .refusing_unsealed_over(max_unsealed);
     // Two halves on two cores: this thread steps through the rows and copies them out of
     // SQLite into batches (one buffer of bytes each, used again and again); another checks
     // each event's digest and chain and writes its line, in the order read.

@@ -80,6 +80,48 @@ pub struct Exporter<W: Write> {
     /// The source's stored checkpoints, checked against the entries as they are written
     /// ([`Exporter::checking`]).
     log: Option<LogWalker>,
+    /// The entries no stored checkpoint covers ([`Exporter::refusing_unsealed_over`]).
+    unsealed: UnsealedTail,
+}
+
+/// What an export met past the source's newest stored checkpoint: the rule `pop verify`
+/// applies (a running server seals every few seconds, so events no checkpoint covers that
+/// were written over a long span were sealed once and their checkpoints deleted, or were
+/// written with no server running). An export signs what it exports: without this rule it
+/// would sign such a log, and its import would verify (auditor55 M1).
+#[derive(Default)]
+struct UnsealedTail {
+    /// The longest span allowed; `None`: any.
+    max: Option<chrono::Duration>,
+    /// The newest stored checkpoint's position (`None`: the log has none).
+    sealed_to: Option<Position>,
+    /// The entries after it, the first event after it (position and commit time) and the
+    /// commit time of the last event.
+    entries: u64,
+    first: Option<(Position, i64)>,
+    last: Option<i64>,
+}
+
+impl UnsealedTail {
+    fn entry(&mut self, position: Position, recorded_at: Option<i64>) {
+        if self.sealed_to.is_some_and(|p| position <= p) {
+            return;
+        }
+        self.entries += 1;
+        if let Some(at) = recorded_at {
+            self.first.get_or_insert((position, at));
+            self.last = Some(at);
+        }
+    }
+
+    /// The unsealed events, when their span is longer than allowed.
+    fn over(&self) -> Option<crate::verify::Unsealed> {
+        let max = self.max?;
+        let (from, first) = self.first?;
+        let time = chrono::DateTime::from_timestamp_micros;
+        let u = crate::verify::Unsealed { from, first: time(first)?, last: time(self.last?)? };
+        (u.span() > max).then_some(u)
+    }
 }
 
 impl<W: Write> Exporter<W> {
@@ -98,6 +140,7 @@ impl<W: Write> Exporter<W> {
             pruned: 0,
             last: None,
             log: None,
+            unsealed: UnsealedTail::default(),
         })
     }
 
@@ -107,8 +150,22 @@ impl<W: Write> Exporter<W> {
     /// of the log cannot be checked against checkpoints that begin before it.
     pub fn checking(mut self, checkpoints: Vec<SignedCheckpoint>, trust: Trust) -> Self {
         if self.manifest.since == Position::START {
+            // The walk checks every checkpoint; a newest one that does not read breaks it.
+            self.unsealed.sealed_to = checkpoints
+                .iter()
+                .max_by_key(|c| c.seq)
+                .and_then(|c| c.checkpoint().ok())
+                .map(|c| c.position);
             self.log = Some(LogWalker::new(checkpoints, trust));
         }
+        self
+    }
+
+    /// Refuses ([`TransferError::Unsealed`]) a log whose events past its newest checkpoint
+    /// were written over longer than `max` (`None`: any span), as `pop verify`'s
+    /// `--max-unsealed-span` does. Only with [`Exporter::checking`].
+    pub fn refusing_unsealed_over(mut self, max: Option<chrono::Duration>) -> Self {
+        self.unsealed.max = max;
         self
     }
 
@@ -301,6 +358,7 @@ impl<W: Write> Exporter<W> {
         line.extend_from_slice(b"}\n");
         self.out.write_all(line)?;
         self.events += 1;
+        self.unsealed.entry(e.position, Some(e.recorded_at));
         self.seal(slot, e.position, e.version, Some(&stored))?;
         Ok(())
     }
@@ -333,6 +391,7 @@ impl<W: Write> Exporter<W> {
         }
         self.out.write_all(line)?;
         self.pruned += 1;
+        self.unsealed.entry(position, None);
         self.seal(slot, position, version, link)?;
         Ok(())
     }
@@ -373,6 +432,9 @@ impl<W: Write> Exporter<W> {
             && let (_, Some(found)) = log.finish()
         {
             return Err(TransferError::SourceBroken(found));
+        }
+        if let Some(unsealed) = self.unsealed.over() {
+            return Err(TransferError::Unsealed { entries: self.unsealed.entries, unsealed });
         }
         let m = &self.manifest;
         if (self.events, self.pruned, tombstones.len() as u64) != (m.events, m.pruned, m.tombstones)

@@ -83,6 +83,16 @@ pub enum TransferError {
     NotEmpty(String),
     #[error("the source log does not verify, not exported: {0} (run `pop verify`)")]
     SourceBroken(Break),
+    /// The source's events past its newest checkpoint were written over longer than the
+    /// export allows ([`Exporter::refusing_unsealed_over`]): NOT VERIFIED, as
+    /// `pop verify` says of them.
+    #[error(
+        "the source log is not verified, not exported: the {entries} entries from position {} \
+         on, written over {} s, are covered by no signed checkpoint (run `pop verify`)",
+        unsealed.from,
+        unsealed.span().num_seconds()
+    )]
+    Unsealed { entries: u64, unsealed: crate::verify::Unsealed },
     /// An export's start that names no position of this log (auditor30: a two-part position
     /// on the embedded store was read as 0 and reported as a broken log; one past the end gave
     /// an empty export, exit 0).
