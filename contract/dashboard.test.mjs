@@ -640,9 +640,35 @@ test('a 120-character operation name stays in its box and its table cell; muted 
         probe.remove();
         return worst;
       })(),
+      // Every state's box border in the drawing against its fill (dash55: an unstarted box's
+      // dashed border 1.65:1, a waiting one's 2.42:1).
+      borders: (() => {
+        const ns = 'http://www.w3.org/2000/svg';
+        const svg = document.createElementNS(ns, 'svg');
+        svg.setAttribute('class', 'dag');
+        const boxes = ['waiting', 'executing', 'succeeded', 'failed', 'cancelled', 'unstarted'].map((st) => {
+          const g = document.createElementNS(ns, 'g');
+          g.setAttribute('class', 'node st-' + st);
+          const box = document.createElementNS(ns, 'rect');
+          box.setAttribute('class', 'box');
+          g.appendChild(box);
+          svg.appendChild(g);
+          return box;
+        });
+        document.querySelector('main').appendChild(svg);
+        const contrast = (box) => {
+          const s = getComputedStyle(box);
+          const [a, b] = [lum(rgb(s.stroke)), lum(rgb(s.fill))];
+          return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+        };
+        const worst = Math.min(...boxes.map(contrast));
+        svg.remove();
+        return worst;
+      })(),
     };
   });
   assert.ok(ratios.muted >= 4.5 && ratios.header >= 4.5 && ratios.badges >= 4.5, JSON.stringify(ratios));
+  assert.ok(ratios.borders >= 3, `a box's border against its fill: ${JSON.stringify(ratios)}`);
 });
 
 test('a rerun of chosen operations of a large agenda filters them, the chosen first', async () => {

@@ -348,12 +348,12 @@ function palette() {
   const css = getComputedStyle(document.documentElement);
   const v = (n) => css.getPropertyValue(n).trim();
   return {
-    unstarted: [v('--unstarted'), '#fafbfc', v('--executing')],
-    waiting: [v('--waiting'), '#ffffff', v('--executing')],
+    unstarted: [v('--unstarted-line'), '#fafbfc', v('--executing')],
+    waiting: [v('--waiting-line'), '#ffffff', v('--executing')],
     executing: [v('--executing'), '#f0f4fd', v('--executing')],
     succeeded: [v('--succeeded'), '#effaf3', v('--succeeded')],
     failed: [v('--failed'), '#fdf0f0', v('--failed')],
-    cancelled: [v('--cancelled'), '#f3f4f6', v('--executing')],
+    cancelled: [v('--cancelled-line'), '#f3f4f6', v('--executing')],
     fg: v('--fg'),
     muted: v('--muted'),
     edge: '#8a94a6',
