@@ -217,6 +217,8 @@ async fn a_damaged_write_ahead_log_is_not_intact_and_no_server_starts_on_it() {
         assert!(Instant::now() < deadline && text.contains("catching up"), "{status} {text}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("damaged write-ahead log as accepted"), "said at start: {logged}");
 }
 
 /// An index that disagrees with its table, in order but pointing two streams' entries at each

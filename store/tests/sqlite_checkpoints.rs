@@ -382,24 +382,17 @@ async fn an_export_refuses_events_unsealed_over_a_long_span() {
     };
     let k = key(4);
     let store = SqliteStore::open(&path, options()).await.unwrap();
-    store.append("a", ExpectedVersion::NoStream, vec![event(1, "u")]).await.unwrap();
+    let sealed = store.append("a", ExpectedVersion::NoStream, vec![event(1, "u")]).await.unwrap();
     Sealer::new(k.clone()).seal_all(&store, now()).await.unwrap().expect("sealed");
     let first = store.append("a", ExpectedVersion::Exact(0), vec![event(2, "u")]).await.unwrap();
     at.fetch_add(2 * 3_600 * 1_000_000, SeqCst);
     store.append("b", ExpectedVersion::NoStream, vec![event(3, "u")]).await.unwrap();
     store.close().await.unwrap();
-    let export = |max: Option<chrono::Duration>| {
+    let export_since = |since: Position, max: Option<chrono::Duration>| {
         let mut out = Vec::new();
-        pop_store::sqlite::transfer::export_trusting(
-            &path,
-            Position::START,
-            &k,
-            None,
-            max,
-            &mut out,
-            now(),
-        )
+        pop_store::sqlite::transfer::export_trusting(&path, since, &k, None, max, &mut out, now())
     };
+    let export = |max| export_since(Position::START, max);
     match export(Some(chrono::Duration::hours(1))) {
         Err(TransferError::Unsealed { entries, unsealed }) => {
             assert_eq!(entries, 2, "{unsealed:?}");
@@ -414,11 +407,17 @@ async fn an_export_refuses_events_unsealed_over_a_long_span() {
     }
     assert!(export(Some(chrono::Duration::hours(3))).is_ok());
     assert!(export(None).is_ok());
+    // Part of the log, after the sealed event: the same two events, the same rule.
+    let part = export_since(sealed.position, Some(chrono::Duration::hours(1)));
+    assert!(matches!(part, Err(TransferError::Unsealed { entries: 2, .. })), "{part:?}");
 
     let store = SqliteStore::open(&path, options()).await.unwrap();
     Sealer::new(k.clone()).seal_all(&store, now()).await.unwrap().expect("sealed");
     store.close().await.unwrap();
     assert!(export(Some(chrono::Duration::zero())).is_ok(), "a sealed log is exported");
+    // And part of it (review56 H1: an export `--since` counted every event unsealed).
+    let part = export_since(sealed.position, Some(chrono::Duration::zero()));
+    assert!(part.is_ok(), "{part:?}");
 }
 
 /// A checkpoint is stored only after its predecessor: one deleted while the next was being

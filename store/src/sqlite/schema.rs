@@ -184,11 +184,13 @@ pub(crate) fn refuse_damaged_wal(path: &std::path::Path) -> Result<(), StoreErro
         super::wal::damage(path).map_err(|e| StoreError::backend("reading the write-ahead log", e))
     };
     // Read again when damage shows: a log a running server restarted while it was read (a
-    // tool beside it) can look so once, never twice at the same frame.
+    // tool beside it) can look so once (the new header, the old frames); twice at the same
+    // frame of the same generation (checkpoint sequence and salts) it cannot.
     let found = match check()? {
-        Some(first) => {
-            check()?.filter(|again| (again.frame, again.offset) == (first.frame, first.offset))
-        }
+        Some(first) => check()?.filter(|again| {
+            (again.frame, again.offset, again.generation)
+                == (first.frame, first.offset, first.generation)
+        }),
         None => None,
     };
     let Some(found) = found else {
@@ -201,7 +203,9 @@ pub(crate) fn refuse_damaged_wal(path: &std::path::Path) -> Result<(), StoreErro
          Nothing was opened or changed. Copy the data directory aside as it is first; then \
          restore it from a backup, or `pop import` an export taken before, or, to keep only \
          the commits before the damage as SQLite would, start `pop serve \
-         --accept-wal-damage` once",
+         --accept-wal-damage` once. (A store run with --durability normal is not synced at \
+         each commit: a power cut may leave it so, and lose those commits by design; there \
+         --accept-wal-damage is the way on.)",
         match found.frame {
             0 => "its header".to_owned(),
             n => format!("frame {n}"),

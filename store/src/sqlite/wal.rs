@@ -31,9 +31,12 @@ pub(crate) struct WalDamage {
     /// The first damaged frame (1-based) and its byte offset in the file.
     pub frame: u64,
     pub offset: u64,
-    /// The commits after the damaged frame's transaction that still check: SQLite would drop
+    /// The commits from the damaged frame's transaction on that still check: SQLite would drop
     /// them.
     pub lost_commits: u64,
+    /// The header's checkpoint sequence and salts as read: a log restarted between two reads
+    /// has others.
+    pub generation: (u32, u32, u32),
 }
 
 fn be(bytes: &[u8], at: usize) -> u32 {
@@ -74,29 +77,90 @@ pub(crate) fn damage_in(mut wal: impl Read) -> std::io::Result<Option<WalDamage>
     if !read_whole(&mut wal, &mut header)? {
         return Ok(None);
     }
+    let generation = (be(&header, 12), be(&header, 16), be(&header, 20));
     let magic = be(&header, 0);
     let page = be(&header, 8) as usize;
-    if magic & !1 != MAGIC
-        || be(&header, 4) != FORMAT
-        || !(512..=65_536).contains(&page)
-        || !page.is_power_of_two()
-    {
-        return Ok(None);
-    }
     let big_endian = magic & 1 == 1;
-    let salts = (be(&header, 16), be(&header, 20));
-    let stored_header = (be(&header, 24), be(&header, 28));
-    // A header that does not check makes SQLite ignore the whole log; its frames are still
-    // checked from the stored checksum, so that damage shows too.
-    let header_damaged = checksum(big_endian, &header[..24], (0, 0)) != stored_header;
+    let stored = (be(&header, 24), be(&header, 28));
+    if magic & !1 == MAGIC
+        && be(&header, 4) == FORMAT
+        && valid_page(page)
+        && checksum(big_endian, &header[..24], (0, 0)) == stored
+    {
+        let salts = (be(&header, 16), be(&header, 20));
+        return frames_damage(wal, big_endian, page, salts, stored, generation);
+    }
+    // A header that does not read or check (its magic, byte order, page size, salts or
+    // checksum damaged) makes SQLite ignore the whole log. Its frames still tell whether it
+    // held commits: read with each byte order and page size, the frames after the first
+    // check against it (salts and checksum from the first frame's header) when they are
+    // this log's. Rare (SQLite writes a header once per generation of the log): read whole.
+    let mut rest = Vec::new();
+    wal.take(MAX_DAMAGED_READ).read_to_end(&mut rest)?;
+    Ok(header_damage(&rest).map(|lost_commits| WalDamage {
+        frame: 0,
+        offset: 0,
+        lost_commits,
+        generation,
+    }))
+}
+
+/// The most of a log with a damaged header read to find the commits it held.
+const MAX_DAMAGED_READ: u64 = 1 << 30;
+
+fn valid_page(page: usize) -> bool {
+    (512..=65_536).contains(&page) && page.is_power_of_two()
+}
+
+/// The commits of the frames that follow a damaged header (`frames`: the log after it), when
+/// they check with some byte order and page size; `None` when none do.
+fn header_damage(frames: &[u8]) -> Option<u64> {
+    for big_endian in [false, true] {
+        for page in (9..=16).map(|shift| 1usize << shift) {
+            let size = FRAME_HEADER + page;
+            let Some(first) = frames.get(..size) else {
+                continue;
+            };
+            let salts = (be(first, 8), be(first, 12));
+            let mut seed = (be(first, 16), be(first, 20));
+            let (mut checked, mut commits) = (0u64, 0u64);
+            for frame in frames[size..].chunks_exact(size) {
+                let computed = checksum(big_endian, &frame[..8], seed);
+                let computed = checksum(big_endian, &frame[FRAME_HEADER..], computed);
+                let stored = (be(frame, 16), be(frame, 20));
+                if (be(frame, 8), be(frame, 12)) != salts || be(frame, 0) == 0 || computed != stored
+                {
+                    break;
+                }
+                checked += 1;
+                commits += u64::from(be(frame, 4) != 0);
+                seed = stored;
+            }
+            if checked > 0 && commits > 0 {
+                return Some(commits + u64::from(be(first, 4) != 0));
+            }
+        }
+    }
+    None
+}
+
+/// [`damage_in`] of the frames after a header that checks.
+fn frames_damage(
+    mut wal: impl Read,
+    big_endian: bool,
+    page: usize,
+    salts: (u32, u32),
+    stored_header: (u32, u32),
+    generation: (u32, u32, u32),
+) -> std::io::Result<Option<WalDamage>> {
     let mut frame = vec![0u8; FRAME_HEADER + page];
     // The checksums a frame may continue from: the previous frame's stored one, and after a
     // damaged frame also the one computed over it.
     let mut seeds = vec![stored_header];
-    let mut first_bad: Option<u64> = header_damaged.then_some(0);
+    let mut first_bad: Option<u64> = None;
     // Whether the damaged frame's transaction has ended (at the first commit frame from it
-    // on; a damaged header has none), and the commits that still check after it.
-    let mut damaged_txn_ended = header_damaged;
+    // on), and the commits that still check after it.
+    let mut damaged_txn_ended = false;
     let mut later_commits = 0u64;
     let mut index = 0u64;
     while read_whole(&mut wal, &mut frame)? {
@@ -125,15 +189,12 @@ pub(crate) fn damage_in(mut wal: impl Read) -> std::io::Result<Option<WalDamage>
         }
     }
     // Only a torn last transaction has no commit after it: that is SQLite's to drop. With one,
-    // the damaged frame's own transaction (ended by a commit, unless the header is the damage)
-    // is lost with the later ones.
+    // the damaged frame's own transaction (ended by a commit) is lost with the later ones.
     Ok(first_bad.filter(|_| later_commits > 0).map(|first| WalDamage {
         frame: first,
-        offset: match first {
-            0 => 0,
-            n => HEADER as u64 + (n - 1) * (FRAME_HEADER + page) as u64,
-        },
-        lost_commits: later_commits + u64::from(first > 0),
+        offset: HEADER as u64 + (first - 1) * (FRAME_HEADER + page) as u64,
+        lost_commits: later_commits + 1,
+        generation,
     }))
 }
 
@@ -158,7 +219,7 @@ mod tests {
 
     use rusqlite::Connection;
 
-    use super::{FRAME_HEADER, HEADER, WalDamage, be, damage};
+    use super::{FRAME_HEADER, HEADER, be, damage};
 
     /// A store file and its write-ahead log as `kill -9` leaves them: a table made, then six
     /// commits of one row each, none checkpointed. Answers the copy's path.
@@ -194,8 +255,12 @@ mod tests {
     }
 
     fn flip(db: &Path, at: usize) {
+        flip_bits(db, at, 0x5a);
+    }
+
+    fn flip_bits(db: &Path, at: usize, mask: u8) {
         let mut bytes = std::fs::read(wal(db)).unwrap();
-        bytes[at] ^= 0x5a;
+        bytes[at] ^= mask;
         std::fs::write(wal(db), bytes).unwrap();
     }
 
@@ -238,25 +303,29 @@ mod tests {
             let db = written(dir.path(), name);
             let (at, _) = frames(&db)[target];
             flip(&db, at + within);
-            let found = damage(&db).unwrap();
+            let found = damage(&db).unwrap().map(|d| (d.frame, d.offset, d.lost_commits));
             assert_eq!(
                 found,
-                Some(WalDamage { frame: target as u64 + 1, offset: at as u64, lost_commits: 4 }),
+                Some((target as u64 + 1, at as u64, 4)),
                 "damage in the frame's {name}"
             );
             assert_eq!(rows(&db), 2, "SQLite kept only the commits before the damage ({name})");
         }
-        // The header: SQLite ignores the whole log.
-        let db = written(dir.path(), "header");
-        flip(&db, 13);
-        let found = damage(&db).unwrap().unwrap();
-        assert_eq!((found.frame, found.offset, found.lost_commits), (0, 0, 7));
-        assert!(
-            Connection::open(&db)
-                .unwrap()
-                .query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
-                .is_err(),
-            "SQLite lost even the table"
-        );
+        // The header, wherever the byte (magic and its byte-order bit, format, page size,
+        // checkpoint sequence, salts, checksum): SQLite ignores the whole log (review56 M1:
+        // only the checkpoint sequence was found).
+        let bytes = [0, 3, 5, 10, 13, 17, 21, 25, 30].map(|at| (at, 0x5a));
+        // The magic's last bit alone: the checksums' byte order.
+        for (at, mask) in bytes.into_iter().chain([(3, 1)]) {
+            let db = written(dir.path(), &format!("header-{at}-{mask}"));
+            flip_bits(&db, at, mask);
+            let found = damage(&db).unwrap().map(|d| (d.frame, d.offset, d.lost_commits));
+            assert_eq!(found, Some((0, 0, 7)), "header byte {at}");
+            let read =
+                Connection::open(&db)
+                    .unwrap()
+                    .query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0));
+            assert!(read.is_err(), "SQLite lost even the table (header byte {at})");
+        }
     }
 }

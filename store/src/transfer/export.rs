@@ -120,7 +120,8 @@ impl UnsealedTail {
         let (from, first) = self.first?;
         let time = chrono::DateTime::from_timestamp_micros;
         let u = crate::verify::Unsealed { from, first: time(first)?, last: time(self.last?)? };
-        (u.span() > max).then_some(u)
+        // In whole seconds, as `pop verify` compares (review56 L2).
+        (u.span().num_seconds() > max.num_seconds()).then_some(u)
     }
 }
 
@@ -149,13 +150,15 @@ impl<W: Write> Exporter<W> {
     /// log that verifies. Only for an export of the whole log (`since` at the start); a part
     /// of the log cannot be checked against checkpoints that begin before it.
     pub fn checking(mut self, checkpoints: Vec<SignedCheckpoint>, trust: Trust) -> Self {
+        // The newest checkpoint's reach, for an export of part of the log too (review56 H1: one
+        // `--since` counted every event unsealed). The walk of the whole log checks every
+        // checkpoint; a newest one that does not read breaks it.
+        self.unsealed.sealed_to = checkpoints
+            .iter()
+            .max_by_key(|c| c.seq)
+            .and_then(|c| c.checkpoint().ok())
+            .map(|c| c.position);
         if self.manifest.since == Position::START {
-            // The walk checks every checkpoint; a newest one that does not read breaks it.
-            self.unsealed.sealed_to = checkpoints
-                .iter()
-                .max_by_key(|c| c.seq)
-                .and_then(|c| c.checkpoint().ok())
-                .map(|c| c.position);
             self.log = Some(LogWalker::new(checkpoints, trust));
         }
         self
@@ -163,7 +166,8 @@ impl<W: Write> Exporter<W> {
 
     /// Refuses ([`TransferError::Unsealed`]) a log whose events past its newest checkpoint
     /// were written over longer than `max` (`None`: any span), as `pop verify`'s
-    /// `--max-unsealed-span` does. Only with [`Exporter::checking`].
+    /// `--max-unsealed-span` does, past the newest of the checkpoints given to
+    /// [`Exporter::checking`] (all, when none is).
     pub fn refusing_unsealed_over(mut self, max: Option<chrono::Duration>) -> Self {
         self.unsealed.max = max;
         self
