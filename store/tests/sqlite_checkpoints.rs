@@ -420,6 +420,32 @@ async fn an_export_refuses_events_unsealed_over_a_long_span() {
     assert!(part.is_ok(), "{part:?}");
 }
 
+/// An emptied store file beside the checkpoint witnessed of it is said as such, not as an older
+/// pop's store to chain (auditor55 L3: the advice was `pop serve --chain-unchained-history`,
+/// which would have signed the empty file).
+#[tokio::test]
+async fn an_emptied_file_is_named_against_its_witness() {
+    use pop_store::commitment::LogCommitment;
+    let dir = tempfile::tempdir().unwrap();
+    let k = key(6);
+    let (path, _) = sealed(dir.path(), "pop.db", "real", &k).await;
+    let store = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+    let witness = store.last_checkpoint().await.unwrap();
+    store.close().await.unwrap();
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    let verify = |witness| {
+        let trust = pop_store::commitment::Trust { key: Some(k.verifying_key()), witness };
+        SqliteStore::verify_file_trusting(&empty, trust).unwrap()
+    };
+    let said = verify(witness).first_break.expect("an emptied file passed").reason;
+    assert!(said.contains("checkpoint 3 witnessed") && said.contains("9 entries"), "{said}");
+    assert!(said.contains("emptied or replaced"), "{said}");
+    assert!(!said.contains("chain-unchained"), "{said}");
+    let said = verify(None).first_break.expect("an empty file passed").reason;
+    assert!(said.contains("holds no table") && !said.contains("chain-unchained"), "{said}");
+}
+
 /// A checkpoint is stored only after its predecessor: one deleted while the next was being
 /// sealed leaves no link past the hole (which the server's witness then finds).
 #[tokio::test]

@@ -170,6 +170,25 @@ pub(crate) fn verify(
         )
         .alone());
     }
+    if found == 0 && tables.is_empty() {
+        // No table at all: an empty file (or one never pop's), not an older pop's store, whose
+        // chaining the advice of `unchained_schema` would sign (auditor55 L3: an emptied file
+        // beside its witness was told to `pop serve --chain-unchained-history`).
+        let witnessed = trust.witness.as_ref().and_then(|w| w.checkpoint().ok());
+        return Ok(crate::verify::Break::of_store(match witnessed {
+            Some(c) => format!(
+                "the store file holds no table, while checkpoint {} witnessed outside it covers \
+                 {} entries of its log up to position {}: the file was emptied or replaced \
+                 outside pop. Restore it from a backup or a `pop export` (`pop import`); a \
+                 server started on it would begin a new log",
+                c.seq, c.events, c.position
+            ),
+            None => "the store file holds no table: an empty file, or not pop's; there is no \
+                     log in it to verify"
+                .to_owned(),
+        })
+        .alone());
+    }
     if found < super::schema::CHAIN_STEP as u32 {
         return Ok(crate::verify::Break::of_store(crate::verify::unchained_schema(found)).alone());
     }
