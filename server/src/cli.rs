@@ -504,12 +504,20 @@ pub struct UnsealedArgs {
     pub checkpoint_every: u64,
 }
 
+/// `--max-unsealed-span`'s default for servers that seal every `checkpoint_every` seconds: 60 s,
+/// or three of their seals when that is longer; none (0: any span) for servers that do not seal.
+fn default_unsealed_span(checkpoint_every: u64) -> u64 {
+    match checkpoint_every {
+        0 => 0,
+        every => every.saturating_mul(3).max(60),
+    }
+}
+
 impl UnsealedArgs {
     /// The longest span allowed (`None`: any).
     pub fn max_span(&self) -> Option<u64> {
-        let max = self
-            .max_unsealed_span
-            .unwrap_or_else(|| crate::verify_cmd::default_unsealed_span(self.checkpoint_every));
+        let max =
+            self.max_unsealed_span.unwrap_or_else(|| default_unsealed_span(self.checkpoint_every));
         (max > 0).then_some(max)
     }
 }
@@ -1177,5 +1185,18 @@ mod hint_tests {
         // The ages keep their rules.
         assert_eq!(parse_age("3d"), Ok(259_200));
         assert!(parse_age("3").unwrap_err().contains("write the unit"));
+    }
+}
+
+#[cfg(test)]
+mod unsealed_tests {
+    use super::default_unsealed_span;
+
+    #[test]
+    fn servers_that_do_not_seal_leave_any_span_unsealed() {
+        assert_eq!(default_unsealed_span(0), 0);
+        assert_eq!(default_unsealed_span(5), 60);
+        assert_eq!(default_unsealed_span(30), 90);
+        assert_eq!(default_unsealed_span(u64::MAX), u64::MAX);
     }
 }

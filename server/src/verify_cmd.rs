@@ -455,25 +455,3 @@ pub(crate) fn unsealed_refusal(entries: u64, u: &pop_store::verify::Unsealed) ->
 pub(crate) fn not_intact(message: String) -> anyhow::Error {
     crate::output::Exit { code: crate::output::EXIT_NOT_INTACT, message }.into()
 }
-
-/// `--max-unsealed-span`'s default for servers that seal every `checkpoint_every` seconds: 60 s,
-/// or three of their seals when that is longer; none (0: any span) for servers that do not seal.
-pub(crate) fn default_unsealed_span(checkpoint_every: u64) -> u64 {
-    match checkpoint_every {
-        0 => 0,
-        every => every.saturating_mul(3).max(60),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::default_unsealed_span;
-
-    #[test]
-    fn servers_that_do_not_seal_leave_any_span_unsealed() {
-        assert_eq!(default_unsealed_span(0), 0);
-        assert_eq!(default_unsealed_span(5), 60);
-        assert_eq!(default_unsealed_span(30), 90);
-        assert_eq!(default_unsealed_span(u64::MAX), u64::MAX);
-    }
-}
