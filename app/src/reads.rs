@@ -431,14 +431,29 @@ impl App {
         }
         let mut ready = projections.watch_caught_up();
         // A server that stops meanwhile answers at once rather than dropping the request at
-        // the end of its drain (review-s35b).
+        // the end of its drain (review-s35b); so do read models that stopped for good, which
+        // will not load further until restarted (newcomer56 M1: every request waited its whole
+        // wait, then said "still loading … retry").
         let mut ended = self.waits_ended();
+        let mut trouble = projections.subscribe_trouble();
         let caught_up = tokio::select! {
             r = tokio::time::timeout(wait, ready.wait_for(|r| *r)) => matches!(r, Ok(Ok(_))),
             _ = ended.wait_for(|ended| *ended) => false,
+            _ = trouble.wait_for(|_| projections.has_stopped()) => false,
         };
         if caught_up {
             return Ok(());
+        }
+        if projections.has_stopped() {
+            return Err(AppError::new(
+                Code::Unavailable,
+                format!(
+                    "this server's read models stopped and will not load further until it is \
+                     restarted: {}; nothing was done (another replica may answer it)",
+                    projections.trouble().unwrap_or_default()
+                ),
+            )
+            .with_cid(cid));
         }
         tracing::info!(
             cid,

@@ -68,3 +68,42 @@ async fn a_read_right_after_a_write_sees_it() {
         assert_eq!(found.map(|c| c.id), Some(id), "write {i} read back at once");
     }
 }
+
+/// Read models that stopped for good at a bad event answer every request at once, saying so:
+/// they will not load further until the server restarts (newcomer56 M1: each request waited
+/// its whole wait, then "this server is still loading its read models … retry").
+#[tokio::test]
+async fn read_models_stopped_for_good_are_said_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    let bad = pop_store::NewEvent {
+        event_id: uuid::Uuid::new_v4(),
+        event_type: "AgendaQueued".into(),
+        schema_version: 1,
+        data: b"{\"time\":\"soon\"}".to_vec(),
+        metadata: b"{}".to_vec(),
+    };
+    store.append("agenda-a", pop_store::ExpectedVersion::Any, vec![bad]).await.unwrap();
+    let (runner, projections) = Runner::start(Arc::clone(&store), RunnerConfig::default()).await;
+    let config = AppConfig { read_wait: Duration::from_secs(600), ..AppConfig::default() };
+    let app = App::new(Arc::clone(&store), Arc::new(Commands::new(store)), projections, config);
+    // Asked while the runner still runs, and after it stopped.
+    let asked = tokio::spawn({
+        let app = app.clone();
+        async move { app.serving("early").await }
+    });
+    assert!(runner.run(std::future::pending()).await.is_err(), "the bad event stops the runner");
+    for (cid, answer) in [
+        ("early", tokio::time::timeout(Duration::from_secs(60), asked).await.unwrap().unwrap()),
+        ("late", tokio::time::timeout(Duration::from_secs(60), app.serving("late")).await.unwrap()),
+    ] {
+        let e = answer.unwrap_err();
+        assert_eq!(e.code, Code::Unavailable, "{e:?}");
+        assert_eq!(e.cid.as_deref(), Some(cid));
+        assert!(
+            e.message.contains("stopped and will not load further until it is restarted"),
+            "{e:?}"
+        );
+        assert!(e.message.contains("bad event"), "the cause is said: {e:?}");
+    }
+}
