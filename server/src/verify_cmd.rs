@@ -135,13 +135,20 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
                 // Not a store that could not be reached: one that cannot be trusted
                 // (newcomer54: exit 1, "unreachable" to a cron job, for a malformed file).
                 Err(e) if e.is_damaged_file() => {
+                    let cause = pop_domain::error::ErrorChain(&e).to_string();
+                    // The write-ahead log's refusal says all there is to do, its acceptance
+                    // included (newcomer56 L7: "stop the server" and no word of it).
+                    let then = if cause.contains("write-ahead log") {
+                        String::new()
+                    } else {
+                        ". Stop any server on it, then restore the data directory from a \
+                         backup, or `pop import` an export taken before into a new one"
+                            .to_owned()
+                    };
                     return Err(not_intact(format!(
-                        "NOT INTACT: the store file {} is damaged ({}): its events cannot be \
-                         read back, so nothing in it is verified. Stop the server, then \
-                         restore the data directory from a backup, or `pop import` an export \
-                         taken before into a new one",
+                        "NOT INTACT: the store file {} is damaged ({cause}): its events cannot \
+                         be read back, so nothing in it is verified{then}",
                         path.display(),
-                        pop_domain::error::ErrorChain(&e)
                     )));
                 }
                 Err(e) => return Err(e.into()),
