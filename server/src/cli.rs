@@ -35,7 +35,7 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 #[derive(Debug, Parser)]
 #[command(
     name = "pop",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("POP_BUILD_COMMIT"), ")"),
     about = "pop — an event-sourced workflow engine",
     after_help = "Start: `pop serve --dev`, then `pop worker --insight encode --handlers \
         examples/handlers.toml` and `pop submit --watch examples/encode.json` (README.md, the \

@@ -170,10 +170,15 @@ impl Client {
             .map_err(|e| self.unanswered(e, &url, query))?;
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED {
+            // The server's cid, as every other refusal carries it (newcomer56 L5).
+            let cid = response.json::<Value>().await.ok().and_then(|body| {
+                body["errors"][0]["extensions"]["cid"].as_str().map(|cid| format!(" (cid {cid})"))
+            });
             bail!(
                 "UNAUTHENTICATED: {url} rejected the token (taken from {}); pass another with \
-                 --token or POP_TOKEN",
-                self.token_source
+                 --token or POP_TOKEN{}",
+                self.token_source,
+                cid.unwrap_or_default()
             );
         }
         response

@@ -211,6 +211,20 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     // named the example file for types it has no handler for).
     assert!(init.stdout.contains("then: pop worker --insight encode"), "{}", ctx(&init));
     assert!(init.stdout.contains("[handlers.<type>] entry for ghost"), "{}", ctx(&init));
+    // A token the server refuses: said with the server's cid, as every other refusal
+    // (newcomer56 L5: the cid was dropped).
+    let mut cmd = pop_command();
+    cmd.args(["agendas"])
+        .current_dir(root())
+        .env("POP_SERVER", server.base())
+        .env("POP_TOKEN", "not-a-token")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let refused = finish(cmd.spawn().expect("spawning pop"), &["agendas"]);
+    assert_ne!(refused.code, 0, "{}", ctx(&refused));
+    assert!(refused.stderr.contains("UNAUTHENTICATED"), "{}", ctx(&refused));
+    assert!(refused.stderr.contains("(cid "), "the server's cid: {}", ctx(&refused));
     // The tour's types have their handlers there.
     let tour = pop(&server, &["init", "--insight", "tour2", "--types", "step,log"]);
     assert!(tour.stdout.contains("--handlers examples/handlers.toml"), "{}", ctx(&tour));
@@ -1104,4 +1118,22 @@ fn a_service_logging_json_says_why_it_stopped_in_json() {
     let stopped = lines.iter().find(|l| l["fields"]["message"] == "pop stopped").expect("why");
     assert_eq!(stopped["level"], "ERROR", "{stopped:#}");
     assert!(stopped["fields"]["error"].as_str().unwrap().contains("a-file"), "{stopped:#}");
+}
+
+/// `pop --version` names the commit the binary was built from: every build of one release
+/// printed the same `pop 0.1.0`, so an operator could not tell which ran (newcomer56 M3).
+#[test]
+fn the_version_names_the_commit_built_from() {
+    let out = pop_command().arg("--version").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(root())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    let commit = head.unwrap_or_else(|| "unknown".to_owned());
+    assert_eq!(said, format!("pop {} ({commit})", env!("CARGO_PKG_VERSION")));
 }
