@@ -396,7 +396,7 @@ fn print_report(
     // checkpoints deleted (with the witness, nothing else shows it), or offline writes.
     if let Some(u) = c.unsealed
         && let Some(max) = max_unsealed_span
-        && u.span().num_seconds() > i64::try_from(max).unwrap_or(i64::MAX)
+        && u.longer_than(max)
     {
         println!("{note}");
         return Err(not_intact(unsealed_refusal(c.unsealed_entries, &u)));

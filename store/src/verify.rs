@@ -628,6 +628,12 @@ impl Unsealed {
     pub fn span(&self) -> chrono::Duration {
         self.last.signed_duration_since(self.first)
     }
+
+    /// Whether they took longer than `max_seconds`, in whole seconds: the one comparison of
+    /// `pop verify --max-unsealed-span` and of an export ([`crate::transfer::Exporter`]).
+    pub fn longer_than(&self, max_seconds: u64) -> bool {
+        self.span().num_seconds() > i64::try_from(max_seconds).unwrap_or(i64::MAX)
+    }
 }
 
 impl Verification {

@@ -110,7 +110,7 @@ pub async fn export_trusting(
     since: Position,
     key: &SigningKey,
     witness: Option<crate::commitment::SignedCheckpoint>,
-    max_unsealed: Option<chrono::Duration>,
+    max_unsealed_seconds: Option<u64>,
     out: impl Write,
     now: DateTime<Utc>,
 ) -> Result<ExportSummary, TransferError> {
@@ -205,7 +205,7 @@ pub async fn export_trusting(
         let checkpoints = super::verify::checkpoints(&tx).await?;
         let mut exporter = Exporter::new(out, manifest.clone())?
             .checking(checkpoints, trust)
-            .refusing_unsealed_over(max_unsealed);
+            .refusing_unsealed_over(max_unsealed_seconds);
         let params: [&(dyn ToSql + Sync); 2] = [&a, &b];
         let rows = tx.query_raw(ENTRIES_SQL, params).await.map_err(&read)?;
         pin_mut!(rows);

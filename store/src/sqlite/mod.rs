@@ -354,7 +354,7 @@ impl SqliteStore {
                 .collect()),
             // The check itself could not read the file.
             Err(e) => {
-                let e = StoreError::backend("checking the file (PRAGMA quick_check)", e);
+                let e = StoreError::backend("checking the file (PRAGMA integrity_check)", e);
                 if e.is_damaged_file() {
                     Ok(vec![pop_domain::error::ErrorChain(&e).to_string()])
                 } else {

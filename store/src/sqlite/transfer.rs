@@ -61,7 +61,7 @@ pub fn export_trusting(
     since: Position,
     key: &SigningKey,
     witness: Option<crate::commitment::SignedCheckpoint>,
-    max_unsealed: Option<chrono::Duration>,
+    max_unsealed_seconds: Option<u64>,
     out: impl Write + Send,
     now: DateTime<Utc>,
 ) -> Result<ExportSummary, TransferError> {
@@ -144,7 +144,7 @@ pub fn export_trusting(
     let checkpoints = super::seal::checkpoints(&tx, false)?;
     let mut exporter = Exporter::new(out, manifest.clone())?
         .checking(checkpoints, trust)
-        .refusing_unsealed_over(max_unsealed);
+        .refusing_unsealed_over(max_unsealed_seconds);
     // Two halves on two cores: this thread steps through the rows and copies them out of
     // SQLite into batches (one buffer of bytes each, used again and again); another checks
     // each event's digest and chain and writes its line, in the order read.

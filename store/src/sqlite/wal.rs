@@ -155,8 +155,9 @@ fn frames_damage(
 ) -> std::io::Result<Option<WalDamage>> {
     let mut frame = vec![0u8; FRAME_HEADER + page];
     // The checksums a frame may continue from: the previous frame's stored one, and after a
-    // damaged frame also the one computed over it.
-    let mut seeds = vec![stored_header];
+    // damaged frame also the one computed over it (no list per frame: this runs over every
+    // frame of the log at each open).
+    let (mut seed, mut also): ((u32, u32), Option<(u32, u32)>) = (stored_header, None);
     let mut first_bad: Option<u64> = None;
     // Whether the damaged frame's transaction has ended (at the first commit frame from it
     // on), and the commits that still check after it.
@@ -174,12 +175,16 @@ fn frames_damage(
         // Frames of an earlier generation of the log (other salts), which may follow the
         // current one's end, never check: nothing is counted for them.
         let salted = (be(&frame, 8), be(&frame, 12)) == salts && be(&frame, 0) != 0;
-        let checks = salted && seeds.iter().any(|&seed| computed(seed) == stored);
+        // The checksum from the stored seed, computed once: the next frame's other seed when
+        // this one does not check.
+        let from_stored = computed(seed);
+        let checks =
+            salted && (from_stored == stored || also.is_some_and(|a| computed(a) == stored));
         if !checks {
             first_bad.get_or_insert(index);
-            seeds = vec![stored, computed(seeds[0])];
+            (seed, also) = (stored, Some(from_stored));
         } else {
-            seeds = vec![stored];
+            (seed, also) = (stored, None);
             if first_bad.is_some() && commit && damaged_txn_ended {
                 later_commits += 1;
             }

@@ -91,8 +91,8 @@ pub struct Exporter<W: Write> {
 /// would sign such a log, and its import would verify (auditor55 M1).
 #[derive(Default)]
 struct UnsealedTail {
-    /// The longest span allowed; `None`: any.
-    max: Option<chrono::Duration>,
+    /// The longest span allowed, in seconds; `None`: any.
+    max: Option<u64>,
     /// The newest stored checkpoint's position (`None`: the log has none).
     sealed_to: Option<Position>,
     /// The entries after it, the first event after it (position and commit time) and the
@@ -120,8 +120,7 @@ impl UnsealedTail {
         let (from, first) = self.first?;
         let time = chrono::DateTime::from_timestamp_micros;
         let u = crate::verify::Unsealed { from, first: time(first)?, last: time(self.last?)? };
-        // In whole seconds, as `pop verify` compares (review56 L2).
-        (u.span().num_seconds() > max.num_seconds()).then_some(u)
+        u.longer_than(max).then_some(u)
     }
 }
 
@@ -165,10 +164,10 @@ impl<W: Write> Exporter<W> {
     }
 
     /// Refuses ([`TransferError::Unsealed`]) a log whose events past its newest checkpoint
-    /// were written over longer than `max` (`None`: any span), as `pop verify`'s
+    /// were written over longer than `max` seconds (`None`: any span), as `pop verify`'s
     /// `--max-unsealed-span` does, past the newest of the checkpoints given to
     /// [`Exporter::checking`] (all, when none is).
-    pub fn refusing_unsealed_over(mut self, max: Option<chrono::Duration>) -> Self {
+    pub fn refusing_unsealed_over(mut self, max: Option<u64>) -> Self {
         self.unsealed.max = max;
         self
     }
