@@ -112,11 +112,14 @@ impl StoreError {
         let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
         while let Some(e) = cause {
             match e.downcast_ref::<rusqlite::Error>() {
-                Some(rusqlite::Error::SqliteFailure(f, _)) => {
+                Some(rusqlite::Error::SqliteFailure(f, message)) => {
+                    // A header whose schema format number (byte 47) SQLite does not know reads
+                    // as a plain SQLITE_ERROR, "unsupported file format": pop only ever wrote
+                    // format 4, so that is an edited or damaged file (auditor55 L1: exit 1).
                     return matches!(
                         f.code,
                         rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
-                    );
+                    ) || message.as_deref() == Some("unsupported file format");
                 }
                 // A value of the wrong type where pop's schema has none (a NULL stream id):
                 // a page overwritten in place reads so (auditor54: exit 1 for it).

@@ -401,6 +401,23 @@ async fn a_stopped_store_verifies_without_creating_anything_beside_it() {
     assert_eq!(report.events, 10);
 }
 
+/// A header edited where SQLite reads the file's format (its schema format number, byte 47):
+/// SQLite says "unsupported file format", which is a damaged file to pop (auditor55 L1: it was
+/// "could not check", exit 1, instead of NOT INTACT).
+#[tokio::test]
+async fn a_header_with_an_unknown_file_format_is_a_damaged_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = pristine(dir.path()).await;
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert_eq!(bytes[47], 4, "SQLite's schema format 4, as pop writes it");
+    bytes[47] = 9;
+    std::fs::write(&path, &bytes).unwrap();
+    let refused = SqliteStore::verify_file(&path).unwrap_err();
+    assert!(refused.is_damaged_file(), "{refused}");
+    let said = pop_domain::error::ErrorChain(&refused).to_string();
+    assert!(said.contains("unsupported file format"), "{said}");
+}
+
 /// An event backdated before its stream's previous one, with its digest, the chain after it
 /// and the stream's head recomputed by the published formula: every chain holds, but a
 /// stream's commit times never go back in pop (auditor22: one appended so, backdated before
