@@ -280,6 +280,10 @@ pub enum Command {
         /// Continue after this cursor (printed when more exist).
         #[arg(long)]
         after: Option<String>,
+        /// The agendas added first come first (without it, the newest come first, so what was
+        /// just submitted is on the first page).
+        #[arg(long)]
+        oldest_first: bool,
         /// Print the answer as JSON.
         #[arg(long)]
         json: bool,

@@ -358,8 +358,26 @@ async fn run(command: cli::Command) -> Result<()> {
             })
             .await
         }
-        cli::Command::Agendas { client, customer, link_id, insight, state, first, after, json } => {
-            let filter = verbs::AgendaFilter { customer, link_id, insight, state, first, after };
+        cli::Command::Agendas {
+            client,
+            customer,
+            link_id,
+            insight,
+            state,
+            first,
+            after,
+            oldest_first,
+            json,
+        } => {
+            let filter = verbs::AgendaFilter {
+                customer,
+                link_id,
+                insight,
+                state,
+                first,
+                after,
+                oldest_first,
+            };
             verbs::agendas(&client::Client::new(&client)?, &filter, json).await
         }
         cli::Command::Cancel { client, id, reason, customer, json } => {

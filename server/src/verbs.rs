@@ -305,9 +305,33 @@ pub struct AgendaFilter {
     pub state: Option<String>,
     pub first: u32,
     pub after: Option<String>,
+    pub oldest_first: bool,
 }
 
-/// `pop agendas`: the visible agendas with their state, newest state first as the API orders.
+impl AgendaFilter {
+    /// The flags that list the same agendas in the same order: what the next page's command
+    /// repeats beside its `--after` (its cursor belongs to this filter and order).
+    fn flags(&self) -> String {
+        let mut flags = String::new();
+        for (flag, value) in [
+            ("--customer", &self.customer),
+            ("--link-id", &self.link_id),
+            ("--insight", &self.insight),
+            ("--state", &self.state),
+        ] {
+            if let Some(v) = value {
+                flags.push_str(&format!(" {flag} {}", output::shell_word(v)));
+            }
+        }
+        if self.oldest_first {
+            flags.push_str(" --oldest-first");
+        }
+        flags
+    }
+}
+
+/// `pop agendas`: the visible agendas with their state, the newest added first (newcomer56 L8:
+/// oldest first, a fresh submission was past the first page of a busy store).
 pub async fn agendas(client: &Client, f: &AgendaFilter, as_json: bool) -> Result<()> {
     let mut filter = serde_json::Map::new();
     if let Some(c) = &f.customer {
@@ -331,6 +355,7 @@ pub async fn agendas(client: &Client, f: &AgendaFilter, as_json: bool) -> Result
         }
         filter.insert("processingState".into(), json!(state));
     }
+    filter.insert("newestFirst".into(), json!(!f.oldest_first));
     let data = client
         .graphql(
             "query($f: AgendaFilter, $n: Int, $a: String) { agendaProgressList(filter: $f, \
@@ -374,7 +399,7 @@ pub async fn agendas(client: &Client, f: &AgendaFilter, as_json: bool) -> Result
             &rows,
         );
     }
-    more(page, "agendas");
+    more(page, &format!("agendas{}", f.flags()));
     Ok(())
 }
 

@@ -394,9 +394,24 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
         "{}",
         ctx(&table)
     );
+    // The newest added first (newcomer56 L8); --oldest-first the other way.
+    let row = |run: &Run, id: &str| run.stdout.lines().position(|l| l.starts_with(id)).unwrap();
+    assert!(row(&table, &failed_id) < row(&table, &ok_id), "{}", ctx(&table));
+    let oldest = pop(&server, &["agendas", "--oldest-first"]);
+    assert!(row(&oldest, &ok_id) < row(&oldest, &failed_id), "{}", ctx(&oldest));
     let listed = pop(&server, &["agendas", "--json", "--state", "complete"]);
     let page: Value = serde_json::from_str(&listed.stdout).unwrap();
     assert_eq!(page["items"].as_array().unwrap().len(), 2, "{page:#}");
+    // A page that leaves some out says the command for the next one, its filter included: the
+    // cursor belongs to that filter and order.
+    let first = pop(&server, &["agendas", "--state", "complete", "--first", "1"]);
+    assert!(first.stdout.lines().any(|l| l.starts_with(&failed_id)), "{}", ctx(&first));
+    let next = first.stderr.lines().find_map(|l| l.strip_prefix("pop: more exist: pop ")).unwrap();
+    let next: Vec<&str> = next.split(" (or").next().unwrap().split_whitespace().collect();
+    assert!(next.windows(2).any(|w| w == ["--state", "complete"]), "{}", ctx(&first));
+    let rest = pop(&server, &next);
+    assert!(rest.stdout.lines().any(|l| l.starts_with(&ok_id)), "{}", ctx(&rest));
+    assert!(!rest.stdout.lines().any(|l| l.starts_with(&failed_id)), "{}", ctx(&rest));
 
     // A refused submit says what to do next (newcomer6): the same file twice names its id
     // once and says to leave it out; an unknown customer points at `pop init`.
