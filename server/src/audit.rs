@@ -36,7 +36,8 @@ async fn history(client: &Client, id: &str, customer: Option<&str>) -> Result<Ve
             bail!(
                 "NOT_FOUND: no agenda {id:?} visible to this token (an agenda the data reaper \
                  deleted keeps no history: its reap record, with the reason, is in the log, \
-                 which an operator reads with `pop log` on the server's store)"
+                 which an operator reads with `pop log` on the server's store){}",
+                client.cid_note()
             );
         }
         entries.extend(page["items"].as_array().cloned().unwrap_or_default());

@@ -26,6 +26,9 @@ pub struct Client {
     next_step_flags: String,
     /// `--timeout`: the longest one call waits for an answer.
     timeout: std::time::Duration,
+    /// The cid the server gave its latest answer (`x-pop-cid`), for a refusal the command
+    /// makes of it: a null answer carries no error, so no cid of its own (newcomer56 L5).
+    last_cid: std::sync::Mutex<Option<String>>,
 }
 
 /// Longest a connection to the server may take to open (TCP, and a WebSocket's upgrade).
@@ -91,7 +94,17 @@ impl Client {
             token_source,
             next_step_flags,
             timeout,
+            last_cid: std::sync::Mutex::new(None),
         })
+    }
+
+    /// ` (cid …)` of the server's latest answer, to end a refusal the command makes of it (a
+    /// NOT_FOUND for a null answer), so an operator can find the request in the server's log.
+    pub fn cid_note(&self) -> String {
+        match self.last_cid.lock().map(|cid| cid.clone()) {
+            Ok(Some(cid)) => format!(" (cid {cid})"),
+            _ => String::new(),
+        }
     }
 
     /// The flags (each with its leading space) a command printed as the next step needs to
@@ -169,6 +182,11 @@ impl Client {
             .map_err(reqwest::Error::without_url)
             .map_err(|e| self.unanswered(e, &url, query))?;
         let status = response.status();
+        let cid =
+            response.headers().get(pop_api::request::POP_CID_HEADER).and_then(|v| v.to_str().ok());
+        if let (Ok(mut last), Some(cid)) = (self.last_cid.lock(), cid) {
+            *last = Some(cid.to_owned());
+        }
         if status == reqwest::StatusCode::UNAUTHORIZED {
             // The server's cid, as every other refusal carries it (newcomer56 L5).
             let cid = response.json::<Value>().await.ok().and_then(|body| {

@@ -302,9 +302,13 @@ pub async fn progress(
             Some(when) => bail!(
                 "NOT_FOUND: agenda progress {id:?} did not exist as of {when}, is not \
                  visible to this token, or was deleted since by the data reaper (a reaped \
-                 agenda keeps no history: `pop export` keeps it)"
+                 agenda keeps no history: `pop export` keeps it){}",
+                client.cid_note()
             ),
-            None => bail!("NOT_FOUND: no agenda progress {id:?} visible to this token"),
+            None => bail!(
+                "NOT_FOUND: no agenda progress {id:?} visible to this token{}",
+                client.cid_note()
+            ),
         }
     }
     if as_json {

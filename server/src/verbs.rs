@@ -534,7 +534,10 @@ pub async fn events(
         .await?;
     let page = &data["agendaEvents"];
     if page.is_null() {
-        bail!("NOT_FOUND: no agenda {id:?} visible to this token (`pop agendas` lists them)");
+        bail!(
+            "NOT_FOUND: no agenda {id:?} visible to this token (`pop agendas` lists them){}",
+            client.cid_note()
+        );
     }
     if as_json {
         output::json(page);

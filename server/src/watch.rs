@@ -52,7 +52,8 @@ pub async fn find(client: &Client, id: &str, customer: Option<&str>) -> Result<V
     if p.is_null() {
         bail!(
             "NOT_FOUND: no agenda progress {id:?} visible to this token (the id is the agenda's \
-             progress id, as `pop submit` and `pop agendas` print it in full)"
+             progress id, as `pop submit` and `pop agendas` print it in full){}",
+            client.cid_note()
         );
     }
     Ok(p)

@@ -602,6 +602,13 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     let neither = pop(&server, &["audit", "initech/twin-cli"]);
     assert_eq!(neither.code, 1, "{}", ctx(&neither));
     assert!(neither.stderr.contains("NOT_FOUND"), "{}", ctx(&neither));
+    // The server's cid of the call that found nothing, as every refusal carries one (newcomer56
+    // L5: a null answer has no error, so no cid was said).
+    let cid = |run: &Run| {
+        let at = run.stderr.rfind("(cid ").map(|i| &run.stderr[i + 5..]).unwrap_or_default();
+        at.split(')').next().unwrap_or_default().to_owned()
+    };
+    assert!(uuid::Uuid::parse_str(&cid(&neither)).is_ok(), "{}", ctx(&neither));
     // globex names an agenda of its own as the log writes acme's: neither reading is taken for
     // the other (hostile27: the decoy answered the audit and took the cancel meant for acme's).
     let decoy = dir.path().join("decoy.json");
@@ -704,6 +711,11 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     assert_eq!(wrong.code, 1, "{}", ctx(&wrong));
     assert!(
         wrong.stderr.contains("NOT_FOUND") && wrong.stderr.contains("pop agendas"),
+        "{}",
+        ctx(&wrong)
+    );
+    assert!(
+        wrong.stderr.trim_end().ends_with(')') && wrong.stderr.contains("(cid "),
         "{}",
         ctx(&wrong)
     );
