@@ -731,6 +731,26 @@ test("a failure's 32 KiB reason neither widens nor lengthens the agenda page", a
   assert.ok(after[0] <= after[1] + 1, `opened, the page is ${after[0]} px wide in a ${after[1]} px window`);
 });
 
+test('a linkId as long as a URL is cut where it labels a batch, whole in its tooltip', async () => {
+  // popclient57 M2: a linkId may be a presigned URL of up to 4,096 characters.
+  const link = 'https://in.example/a.mp4?' + 'X-Amz-Signature=0a1b2c&'.repeat(150);
+  const long = await submit(T.acme, threeOps('acme', link));
+  const shown = async (sel) => {
+    await acmePage.waitForSelector(sel, { timeout: WAIT });
+    const [text, title] = await acmePage.$eval(sel, (e) => [e.textContent, e.title]);
+    assert.ok(text.length <= 80 && text.endsWith('…'), `${sel}: ${text.length} characters shown`);
+    assert.equal(title, link, `${sel}: the whole linkId in its tooltip`);
+    const wide = await acmePage.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+    assert.ok(wide[0] <= wide[1] + 1, `${sel}: the page is ${wide[0]} px wide in a ${wide[1]} px window`);
+  };
+  await acmePage.goto(BASE + '/#/agendas');
+  await shown(`${rowSel(long.id)} a[href^="#/batch/"] .key`);
+  await acmePage.goto(BASE + `/#/agenda/acme/${encodeURIComponent(long.id)}`);
+  await shown('p.meta a[href^="#/batch/"] .key');
+  await acmePage.click('p.meta a[href^="#/batch/"]');
+  await shown('h1 .key');
+});
+
 test('a server that stops answering is said, and the page reads everything again when it is back', async () => {
   const page = await newPage();
   await signIn(page, T.acme);

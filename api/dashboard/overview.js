@@ -3,7 +3,7 @@
 
 import { html, useState, useEffect, useRef, useCallback } from './vendor/htm-preact-3.1.1.mjs';
 import { gql, subscribe, coalesced, fmtTime, GqlError } from './api.js';
-import { ErrorLine, StateBadge, STATES, agendaHref, may, useAgendaFeed } from './views.js';
+import { ErrorLine, Key, StateBadge, STATES, agendaHref, may, useAgendaFeed } from './views.js';
 
 /// A batch page reads its summary again at most this often (ms), one read at a time.
 const BATCH_READ_MS = 250;
@@ -197,7 +197,7 @@ export function BatchView({ me, customerId, linkId }) {
       off();
     };
   }, [linkId, c]);
-  return html`<section><h1>Batch ${linkId}${c ? html` <span class="muted">of ${c}</span>` : ''}</h1><${ErrorLine} error=${error}/>
+  return html`<section><h1>Batch <${Key} text=${linkId}/>${c ? html` <span class="muted">of ${c}</span>` : ''}</h1><${ErrorLine} error=${error}/>
     ${summary && html`<p class="meta" id="batch-summary">${batchLine(summary)}</p>
       <table class="list"><thead><tr><th>agenda</th><th>customer</th><th>title</th><th>state</th><th>progress</th><th>updated</th></tr></thead>
       <tbody>${summary.progressList.map((p) => html`<tr data-agenda=${p.agendaId}><td><a href=${agendaHref(p.customerId, p.agendaId)}>${p.agendaId}</a></td>

@@ -69,6 +69,17 @@ export const agendaHref = (customerId, id) => `#/agenda/${encodeURIComponent(cus
 /// under the same linkId are not part of it.
 export const batchHref = (customerId, linkId) => `#/batch/${encodeURIComponent(customerId)}/${encodeURIComponent(linkId)}`;
 
+/// Characters of a linkId shown where it labels a batch: a linkId may be a URL of up to 4,096
+/// characters (popclient57 M2), which wrapped whole filled a list row or a heading.
+const KEY_SHOWN = 80;
+
+/// A linkId (or other long key) cut to [`KEY_SHOWN`] characters, the whole in its tooltip.
+export function Key({ text }) {
+  const chars = Array.from(text || '');
+  if (chars.length <= KEY_SHOWN) return text || '';
+  return html`<span class="key" title=${text}>${chars.slice(0, KEY_SHOWN - 1).join('')}…</span>`;
+}
+
 // ---- Agendas ---------------------------------------------------------------------------
 
 /// The filter as the API takes it, from the route's query string.
@@ -411,7 +422,7 @@ export function AgendasView({ me, query, navigate, customers }) {
             ${canWrite && html`<td><input type="checkbox" aria-label=${'select ' + p.agendaId} checked=${selected.has(key)} onChange=${() => toggle(key)}/></td>`}
             <td><a href=${agendaHref(p.customerId, p.agendaId)}>${p.agendaId}</a></td>
             <td class="ident">${p.customerId}</td><td class="title">${p.title || ''}</td>
-            <td>${p.linkId ? html`<a href=${batchHref(p.customerId, p.linkId)}>${p.linkId}</a>` : ''}</td>
+            <td>${p.linkId ? html`<a href=${batchHref(p.customerId, p.linkId)}><${Key} text=${p.linkId}/></a>` : ''}</td>
             <td>${p.agendaInsight ? p.agendaInsight.insightId : ''}</td>
             <td><${StateBadge} p=${p}/> <span class="muted">${p.processingStateMessage || ''}</span></td>
             <td><${Bar} pct=${p.percentComplete}/></td>
@@ -598,7 +609,7 @@ export function AgendaView({ me, customerId, id }) {
   const retrying = st === 'failed' && progress && progress.retryDue;
   return html`<section class="agenda" data-agenda=${agenda.id}>
     <h1>Agenda ${agenda.id} <${StateBadge} state=${st}/></h1>
-    <p class="meta">customer <b>${agenda.customerId}</b>${agenda.title ? html` · ${agenda.title}` : ''}${agenda.linkId ? html` · batch <a href=${batchHref(agenda.customerId, agenda.linkId)}>${agenda.linkId}</a>` : ''}${' · added '}${fmtTime(agenda.addedTime)}${progress ? html` · ${progress.processingStateMessage || ''} · <${Bar} pct=${progress.percentComplete}/> ${Math.round(progress.percentComplete || 0)}%` : ''}
+    <p class="meta">customer <b>${agenda.customerId}</b>${agenda.title ? html` · ${agenda.title}` : ''}${agenda.linkId ? html` · batch <a href=${batchHref(agenda.customerId, agenda.linkId)}><${Key} text=${agenda.linkId}/></a>` : ''}${' · added '}${fmtTime(agenda.addedTime)}${progress ? html` · ${progress.processingStateMessage || ''} · <${Bar} pct=${progress.percentComplete}/> ${Math.round(progress.percentComplete || 0)}%` : ''}
       ${progress && progress.maximumAttempts ? html` · attempts ${progress.attemptsCompleted}/${progress.maximumAttempts}` : ''}${retrying ? html` · <b id="retry-due">a retry follows</b> (attempt ${progress.attemptsCompleted + 1} of ${progress.maximumAttempts})` : ''}<${Holding} agenda=${agenda} state=${st}/></p>
     ${failed.length > 0 && html`<p class="failed-ops" id="failed-ops"><b>${failed.length} failed:</b> ${failed.slice(0, 5).map((name, i) => html`${i ? ', ' : ''}<button class="link" data-op=${name} onClick=${() => choose(name)}>${name}</button>`)}${failed.length > 5 ? ` and ${failed.length - 5} more` : ''} — <span class="reason">${messageOf(ops.get(failed[0]))}</span></p>`}
     <${ErrorLine} error=${error}/>

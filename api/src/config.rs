@@ -14,11 +14,16 @@ pub use pop_app::limits::{
     MAX_RESYNC_ITEMS, MAX_RESYNC_SCAN, MAX_SUBSCRIBERS, MIN_LEASE,
 };
 
-/// Largest request body accepted on `POST /graphql`. The largest legitimate request is a
-/// submitted agenda, whose stored event is capped at 1 MiB by the store
-/// (`pop_store::limits::MAX_EVENT_DATA_BYTES`); 2 MiB leaves room for the GraphQL envelope and
-/// JSON escaping while refusing anything that could only be abuse before it is parsed.
-pub const MAX_REQUEST_BODY_BYTES: usize = 2 << 20;
+/// Largest request body (decompressed) accepted on `POST /graphql` and the REST routes. The
+/// largest legitimate request is a report carrying every result its agenda can keep: 4 MiB
+/// of results per agenda ([`pop_app::limits`]), which POP's clients send as JSON text inside a
+/// string (its escaping adds up to a third), with the operations' params and diagnostics
+/// beside them; 8 MiB takes that whole, and a batch of submissions of ordinary size. It was
+/// 2 MiB, under what an agenda keeps, so a POP executor's report of five results of 450 KB
+/// each was refused 413 and sent again until the agenda timed out (popclient57 M1). POP ran
+/// behind API Gateway and Lambda, which took 6 MB. Memory stays bounded by
+/// [`MAX_UPLOADS_PER_PRINCIPAL`] bodies arriving at once per token.
+pub const MAX_REQUEST_BODY_BYTES: usize = 8 << 20;
 
 /// Longest GraphQL document (the `query` text of one operation, over HTTP or WebSocket).
 /// Parsing and validating a document run before any cost bound and without yielding the
@@ -95,8 +100,8 @@ pub const SHUTDOWN_CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// 200 such connections of one token took 500 MB (hostile18). The rest are refused BUSY (429).
 pub const MAX_UPLOADS_PER_PRINCIPAL: usize = 16;
 
-/// How long a request body may take to arrive, whole: a body at the 2 MiB limit needs about
-/// 70 KB/s; the rest are refused (408) and their connection closed.
+/// How long a request body may take to arrive, whole: a body at the 8 MiB limit needs about
+/// 280 KB/s; the rest are refused (408) and their connection closed.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How the API behaves; the defaults are what `pop serve` uses.

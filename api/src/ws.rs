@@ -118,7 +118,7 @@ pub const PING_EVERY: Duration = Duration::from_secs(30);
 
 /// Largest message (and frame) a client may send over the WebSocket: a subscription's or a
 /// query's document is at most 64 KiB (`MAX_QUERY_BYTES`), and its variables fit beside it; a
-/// larger mutation (an agenda with big payloads) goes over `POST /graphql` (2 MiB). A client
+/// larger mutation (an agenda with big payloads) goes over `POST /graphql` (8 MiB). A client
 /// may hold one message half-sent while it answers pings (RFC 6455 lets control frames come
 /// between a message's fragments, and nothing above tungstenite sees the fragments): with the
 /// HTTP body limit that held 2 MiB per connection, 370 MB per token, for as long as it liked

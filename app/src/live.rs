@@ -735,7 +735,10 @@ impl App {
                     return Err(AppError::invalid(target.field(), "must not be empty"));
                 }
                 // What no object can be named is refused, not followed for ever.
-                pop_domain::validate::check_id(target.field(), target.id())?;
+                match target {
+                    Target::Link(..) => pop_domain::validate::check_key("linkId", target.id())?,
+                    _ => pop_domain::validate::check_id(target.field(), target.id())?,
+                }
                 if let Some(customer) = target.named_customer() {
                     pop_domain::validate::check_id("customerId", customer)?;
                 }

@@ -21,6 +21,12 @@ use crate::text::fold_case;
 /// Ids name streams and read-model keys and appear in every error message (in characters).
 pub const MAX_ID_LENGTH: usize = 200;
 
+/// A `linkId` or `jobId` (in characters): keys a client chooses to find its agendas by, which
+/// POP's clients often fill with URLs (a presigned S3 URL runs to 1–2 KB; POP had no bound).
+/// They follow the rules of ids otherwise (it was [`MAX_ID_LENGTH`], and a linkId of 323
+/// characters was refused: popclient57 M2).
+pub const MAX_KEY_LENGTH: usize = 4_096;
+
 /// At most this many operations per agenda, generated ones included: every progress report and
 /// projection update carries the whole operation list, so a bigger DAG belongs in several
 /// agendas sharing a `linkId`.
@@ -67,6 +73,20 @@ pub fn check_id(field: &str, id: &str) -> Result<(), FieldError> {
             field: field.to_string(),
             message: format!(
                 "ids are at most {MAX_ID_LENGTH} printable characters, without control or bidirectional-override characters"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a `linkId` or `jobId` named `field`: at most [`MAX_KEY_LENGTH`] characters, none of
+/// them [`is_forbidden_in_id`].
+pub fn check_key(field: &str, key: &str) -> Result<(), FieldError> {
+    if key.chars().count() > MAX_KEY_LENGTH || key.chars().any(is_forbidden_in_id) {
+        return Err(FieldError {
+            field: field.to_string(),
+            message: format!(
+                "{field}s are at most {MAX_KEY_LENGTH} printable characters, without control or bidirectional-override characters"
             ),
         });
     }
@@ -156,12 +176,13 @@ pub fn validate_agenda(agenda: &Agenda) -> Result<(), ValidationErrors> {
     if agenda.operations.is_empty() {
         errors.push("operations", "an agenda needs at least one operation");
     }
-    // linkId and jobId are keys (lookups, subscriptions, batches): the rules of ids.
+    // linkId and jobId are keys (lookups, subscriptions, batches): the rules of ids, but as
+    // long as a URL.
     for (field, value) in [("linkId", &agenda.link_id), ("jobId", &agenda.job_id)] {
         if let Some(value) = value
-            && let Err(e) = check_id(field, value)
+            && let Err(e) = check_key(field, value)
         {
-            errors.push(field, e.message.replace("ids are", &format!("{field}s are")));
+            errors.push(field, e.message);
         }
     }
     if let Some(title) = &agenda.title
@@ -899,7 +920,7 @@ mod tests {
     #[test]
     fn keys_titles_and_names_follow_text_rules() {
         let mut a = agenda(json!([{"name": "a,b", "type": "x"}, {"name": " c ", "type": "x"}]));
-        a.link_id = Some("l".repeat(MAX_ID_LENGTH + 1));
+        a.link_id = Some("l".repeat(MAX_KEY_LENGTH + 1));
         a.job_id = Some("job\u{0}1".into());
         a.title = Some("t\u{202E}txt.exe".into());
         let errors = errors_of(&a);
@@ -909,7 +930,16 @@ mod tests {
             ["linkId", "jobId", "title", "operations[0].name", "operations[1].name"],
             "{errors:?}"
         );
-        assert!(errors[0].1.starts_with("linkIds are at most 200"), "{errors:?}");
+        assert!(errors[0].1.starts_with("linkIds are at most 4096"), "{errors:?}");
+        // A presigned URL is a linkId as POP's clients send it (popclient57 M2: 323 characters
+        // were refused).
+        a = agenda(json!([{"name": "a", "type": "x"}]));
+        let url =
+            format!("https://in.s3.amazonaws.com/a.mp4?{}", "X-Amz-Signature=0a1b2c&".repeat(14));
+        assert!(url.len() > 300, "{url}");
+        a.link_id = Some(url);
+        a.job_id = Some("j".repeat(MAX_KEY_LENGTH));
+        assert_eq!(errors_of(&a), vec![]);
         // Line breaks and tabs are text; a long title is not.
         a = agenda(json!([{"name": "a", "type": "x"}]));
         a.title = Some("two\nlines\tand a tab".into());

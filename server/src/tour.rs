@@ -18,8 +18,8 @@ const JSON_FIELDS: &str = "id agendaId customerId title linkId externalId proces
     operationProgress { operation processingState processingStateMessage percentComplete \
     attemptCount resultPayload diagnosticEvents { message payload } }";
 
-/// Largest agenda file `pop submit` reads; the server's own body limit is 2 MiB.
-const MAX_AGENDA_FILE_BYTES: u64 = 2 << 20;
+/// Largest agenda file `pop submit` reads: the server's own body limit.
+const MAX_AGENDA_FILE_BYTES: u64 = pop_api::config::MAX_REQUEST_BODY_BYTES as u64;
 
 /// `pop submit FILE`: submits the agenda; `--json` prints the answer as JSON, `--watch` then
 /// watches it (exit codes as `pop watch`).

@@ -119,8 +119,8 @@ fn diagnostic_of(f: Failure) -> DiagnosticEvent {
     }
 }
 
-/// The largest result (compact JSON bytes) a worker sends: within a server's default request
-/// limit (2 MiB) with room for the rest of its report.
+/// The largest result (compact JSON bytes) a worker sends: twice what a server keeps by
+/// default (`--max-payload-bytes`, 512 KiB), far within its request limit (8 MiB).
 pub const MAX_RESULT_BYTES: usize = 1 << 20;
 
 /// Runs `claimed` to its end. `shutdown` turning true stops starting operations; running ones
@@ -268,9 +268,8 @@ pub async fn execute(
                     if bytes > MAX_RESULT_BYTES {
                         return Err(Failure::new(format!(
                             "the result takes {bytes} bytes as JSON, more than a worker sends \
-                             ({MAX_RESULT_BYTES}: a server takes a request of 2 MiB by default, \
-                             and keeps a result of at most its --max-payload-bytes, 512 KiB by \
-                             default): it was not kept"
+                             ({MAX_RESULT_BYTES}: a server keeps a result of at most its \
+                             --max-payload-bytes, 512 KiB by default): it was not kept"
                         ))
                         .not_retryable());
                     }

@@ -47,9 +47,10 @@ pub const POSITION_HEADER: &str = "x-pop-position";
 /// Most query parameters one request may carry (the widest route accepts ten).
 pub const MAX_QUERY_PARAMS: usize = 16;
 
-/// Longest query parameter value, in characters: ids are at most 200, but linkIds and titles
-/// are free text that POP clients often fill with URLs.
-pub const MAX_QUERY_VALUE_LENGTH: usize = 2_000;
+/// Longest query parameter value, in characters: ids are at most 200, but linkIds and jobIds
+/// (and titles) are free text that POP clients often fill with URLs: as long as the longest
+/// linkId, so every agenda can be found by its own.
+pub const MAX_QUERY_VALUE_LENGTH: usize = pop_domain::validate::MAX_KEY_LENGTH;
 
 /// What one route serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
