@@ -1181,3 +1181,33 @@ async fn a_resumed_follow_resends_its_own_agendas_whatever_others_changed() {
         assert_eq!(item["progress"]["customerId"], "globex", "{m:#}");
     }
 }
+
+/// A batch past `LARGE_SUMMARY` finished agendas is summed up off the read lock, on a
+/// blocking thread (hostile57 H1: decoded under the lock, a batch of 10,000 held every reader
+/// and the health probe for a second a request): the same summary, every agenda in the order
+/// added.
+#[tokio::test]
+async fn a_large_batch_of_finished_agendas_is_summed_up_whole() {
+    const SUMMARY: &str = "query($l: String!, $p: String) { progressSummary(linkId: $l, atLeastPosition: $p) { processingState progressList { agendaId processingStateMessage } } }";
+    let s = start(ApiConfig::default()).await;
+    let seeded = s.seed().await;
+    let mut ids = Vec::new();
+    for _ in 0..80 {
+        ids.push(s.submit(ACME, "acme", "big-batch", &seeded).await.0);
+    }
+    let mut position = seeded;
+    for id in &ids[..70] {
+        position = s.cancel(ACME, id).await;
+    }
+    let data = s.ok(ACME, SUMMARY, json!({"l": "big-batch", "p": position})).await;
+    let summary = &data["progressSummary"];
+    let list = summary["progressList"].as_array().unwrap();
+    let listed: Vec<&str> = list.iter().map(|p| p["agendaId"].as_str().unwrap()).collect();
+    assert_eq!(listed, ids.iter().map(String::as_str).collect::<Vec<_>>());
+    let messages: Vec<&str> =
+        list.iter().map(|p| p["processingStateMessage"].as_str().unwrap()).collect();
+    assert!(messages[..70].iter().all(|m| *m == "cancelled"), "{messages:?}");
+    assert!(messages[70..].iter().all(|m| *m != "cancelled"), "{messages:?}");
+    // Some COMPLETE, some WAITING: EXECUTING (DOMAIN.md §4.3).
+    assert_eq!(summary["processingState"], "EXECUTING", "{summary:#}");
+}

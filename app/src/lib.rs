@@ -111,6 +111,9 @@ struct Inner {
     /// Held by a create whose id must differ from every other object's ignoring case
     /// ([`configs::ConfigKind::UNIQUE_IGNORING_CASE`]) from its check to its append.
     case_turn: tokio::sync::Mutex<()>,
+    /// One large batch's summary decoded at a time ([`reads::LARGE_SUMMARY`]): the rest wait
+    /// their turn, first come first served, and the other core stays for everything else.
+    summary_turn: tokio::sync::Semaphore,
     /// The last look at the store by a read that waits for the read models
     /// ([`reads::StoreProbe`]): one a moment for all of them.
     store_probe: std::sync::Mutex<reads::StoreProbe>,
@@ -153,6 +156,7 @@ impl App {
                 resync_turns: Turns::default(),
                 delivery_turns: Turns::default(),
                 case_turn: tokio::sync::Mutex::new(()),
+                summary_turn: tokio::sync::Semaphore::new(1),
                 store_probe: std::sync::Mutex::default(),
             }),
         }

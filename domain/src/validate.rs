@@ -679,21 +679,27 @@ fn find_cycles(
 /// The bytes `value` takes as compact JSON (what it costs in an event and, roughly, in the read
 /// models), counted without building the text. A value that does not serialize counts 0.
 pub fn json_bytes<T: serde::Serialize + ?Sized>(value: &T) -> usize {
-    struct Count(usize);
+    json_bytes_within(value, usize::MAX).unwrap_or(0)
+}
+
+/// [`json_bytes`] when they are at most `max`; `None` past it (found as soon as the count
+/// passes it: the rest is not serialized) or for a value that does not serialize.
+pub fn json_bytes_within<T: serde::Serialize + ?Sized>(value: &T, max: usize) -> Option<usize> {
+    struct Count(usize, usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
+            self.0 = self.0.saturating_add(buf.len());
+            if self.0 > self.1 {
+                return Err(std::io::Error::other("past the limit"));
+            }
             Ok(buf.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
     }
-    let mut count = Count(0);
-    match serde_json::to_writer(&mut count, value) {
-        Ok(()) => count.0,
-        Err(_) => 0,
-    }
+    let mut count = Count(0, max);
+    serde_json::to_writer(&mut count, value).ok().map(|()| count.0)
 }
 
 /// The most bytes a diagnostic keeps of its `message`, its `stackTrace` (as stored: JSON
@@ -915,6 +921,16 @@ mod tests {
             a.params.insert("priority", fine.clone());
             assert!(!fields_of(&a).contains(&"params.priority".to_string()), "{fine}");
         }
+    }
+
+    #[test]
+    fn json_bytes_stop_counting_past_the_limit() {
+        let value = json!({"a": "x".repeat(100), "b": [1, 2, 3]});
+        let bytes = json_bytes(&value);
+        assert_eq!(bytes, serde_json::to_vec(&value).unwrap().len());
+        assert_eq!(json_bytes_within(&value, bytes), Some(bytes));
+        assert_eq!(json_bytes_within(&value, bytes - 1), None);
+        assert_eq!(json_bytes_within(&value, 3), None);
     }
 
     #[test]

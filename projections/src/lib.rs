@@ -29,7 +29,7 @@ pub mod query;
 pub mod runner;
 pub mod snapshot;
 
-pub use agendas::{AgendaEntry, AgendaModel, AgendaQuery, CorruptEntry};
+pub use agendas::{AgendaEntry, AgendaModel, AgendaQuery, CorruptEntry, DetachedProgress};
 pub use change::{Change, ChangeKind};
 pub use decode::{DecodeError, Decoded, DomainEvent, Skip, decode};
 pub use models::{DeletedConfig, FORMAT_VERSION, ReadModels};

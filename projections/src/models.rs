@@ -361,6 +361,16 @@ impl ReadModels {
         self.agendas.progress_summary(link_id, visibility)
     }
 
+    /// [`AgendaModel::progress_summary_parts`]: what a summary is made of, taken out under the
+    /// read lock to be decoded after it.
+    pub fn progress_summary_parts(
+        &self,
+        link_id: &str,
+        visibility: &Visibility,
+    ) -> Vec<crate::DetachedProgress> {
+        self.agendas.progress_summary_parts(link_id, visibility)
+    }
+
     pub fn customer(&self, id: &str) -> Option<&Customer> {
         self.customers.get(id)
     }

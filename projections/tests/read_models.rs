@@ -387,6 +387,17 @@ async fn progress_summary_through_the_read_model() {
     // M holds only the cancelled one.
     let summary = m.progress_summary("M", &Visibility::All).unwrap();
     assert_eq!(summary.processing_state, ProcessingState::Complete);
+
+    // Taken out under the lock to be decoded after it (hostile57 H1): a finished agenda as its
+    // compressed bytes, a live one ready; decoded, each is the entry's own progress, in order.
+    let parts = m.agendas().progress_summary_parts("L", &Visibility::All);
+    assert_eq!(parts.iter().map(|p| p.is_compressed()).collect::<Vec<_>>(), [true, false, false]);
+    let decoded: Vec<_> = parts.into_iter().map(|p| p.progress().unwrap()).collect();
+    let whole = m.progress_summary("L", &Visibility::All).unwrap();
+    assert_eq!(decoded, whole.progress_list);
+    for p in &decoded {
+        assert_eq!(*p, m.agenda_entry(&p.agenda_id).unwrap().progress().unwrap());
+    }
 }
 
 #[tokio::test]

@@ -925,8 +925,21 @@ async fn summary(call: &Call<'_>) -> RestResult<Reply> {
         }
         None => app.progress_summary(&call.caller, &link_id, customer, call.at_least()).await?,
     };
-    // One object holding every agenda of the batch: the same budget as a list.
+    // One object holding every agenda of the batch: the same budget as a list, measured as it
+    // is written and given up at the budget (hostile57 H1: a batch of 10,000 agendas was made
+    // a JSON value of ~100 MB before it was refused).
     let max = call.state.config().max_response_bytes;
+    if pop_domain::validate::json_bytes_within(&summary, max).is_none() {
+        return Err(AppError::new(
+            Code::ResponseTooLarge,
+            format!(
+                "response: the summary of {} agendas is larger than the limit of {max} bytes; \
+                 read the batch's agendas in pages (`/pop/progress/agenda?byLinkId=…&limit=…`)",
+                summary.progress_list.len()
+            ),
+        )
+        .into());
+    }
     let mut body = values_within(std::slice::from_ref(&summary), max, None, |_| {})?;
     Ok(Reply::json(body.pop().unwrap_or(Value::Null)))
 }

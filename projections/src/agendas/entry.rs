@@ -138,6 +138,47 @@ pub struct AgendaEntry {
     pub(super) body: Body,
 }
 
+fn corrupt(key: &Name, source: impl std::error::Error + Send + Sync + 'static) -> CorruptEntry {
+    CorruptEntry { id: key.to_string(), source: Box::new(source) }
+}
+
+/// A settled body's canonical JSON.
+fn decompress(key: &Name, compressed: &[u8]) -> Result<Vec<u8>, CorruptEntry> {
+    lz4_flex::block::decompress_size_prepended_with_dict(compressed, DICTIONARY)
+        .map_err(|e| corrupt(key, e))
+}
+
+/// An agenda's progress taken out of the read model under its lock ([`AgendaEntry::detached_progress`]),
+/// to be decoded after: a batch of thousands of finished agendas takes a second to decode, and
+/// decoded under the lock it held every reader, the projections and the health probe behind
+/// it (hostile57 H1).
+pub struct DetachedProgress(Detached);
+
+enum Detached {
+    Ready(Box<AgendaProgress>),
+    Settled { key: Name, compressed: Box<[u8]> },
+}
+
+impl DetachedProgress {
+    /// The AgendaProgress, decoded when it was held compressed.
+    pub fn progress(self) -> Result<AgendaProgress, CorruptEntry> {
+        match self.0 {
+            Detached::Ready(progress) => Ok(*progress),
+            Detached::Settled { key, compressed } => {
+                let json = decompress(&key, &compressed)?;
+                serde_json::from_slice::<ProgressOnly>(&json)
+                    .map(|p| p.progress)
+                    .map_err(|e| corrupt(&key, e))
+            }
+        }
+    }
+
+    /// Whether decoding it is more than a move (it was held compressed).
+    pub fn is_compressed(&self) -> bool {
+        matches!(self.0, Detached::Settled { .. })
+    }
+}
+
 #[derive(Deserialize)]
 struct ProgressOnly {
     #[serde(rename = "progress", default)]
@@ -242,6 +283,18 @@ impl AgendaEntry {
         }
     }
 
+    /// The AgendaProgress, taken out at the cost of a copy (a live agenda's progress cloned, a
+    /// settled one's compressed bytes copied) and decoded later, by
+    /// [`DetachedProgress::progress`], once the read lock is released.
+    pub fn detached_progress(&self) -> DetachedProgress {
+        DetachedProgress(match &self.body {
+            Body::Live(state) => Detached::Ready(Box::new(state.progress().clone())),
+            Body::Settled(compressed) => {
+                Detached::Settled { key: self.key.clone(), compressed: compressed.clone() }
+            }
+        })
+    }
+
     /// Decodes (part of) a settled state.
     fn decode_settled<T: serde::de::DeserializeOwned>(&self) -> Result<T, CorruptEntry> {
         let json = self.settled_json()?;
@@ -250,11 +303,7 @@ impl AgendaEntry {
 
     fn settled_json(&self) -> Result<Cow<'_, [u8]>, CorruptEntry> {
         match &self.body {
-            Body::Settled(compressed) => {
-                lz4_flex::block::decompress_size_prepended_with_dict(compressed, DICTIONARY)
-                    .map(Cow::Owned)
-                    .map_err(|e| self.corrupt(e))
-            }
+            Body::Settled(compressed) => decompress(&self.key, compressed).map(Cow::Owned),
             Body::Live(_) => Ok(Cow::Borrowed(&[])),
         }
     }
@@ -288,7 +337,7 @@ impl AgendaEntry {
     }
 
     fn corrupt(&self, source: impl std::error::Error + Send + Sync + 'static) -> CorruptEntry {
-        CorruptEntry { id: self.key.to_string(), source: Box::new(source) }
+        corrupt(&self.key, source)
     }
 
     pub(super) fn take_state(&mut self) -> Result<AgendaState, CorruptEntry> {

@@ -48,7 +48,7 @@ use crate::phase::Phase;
 const MAX_PREFIX_BYTES: usize = 4 * pop_domain::validate::MAX_ID_LENGTH;
 
 pub(crate) use dictionary::dictionary_fingerprint;
-pub use entry::{AgendaEntry, CorruptEntry};
+pub use entry::{AgendaEntry, CorruptEntry, DetachedProgress};
 pub use select::AgendaQuery;
 pub(crate) use stored::{LoadBuffers, Loaded, StoredError, decode_chunk, encode as encode_stored};
 

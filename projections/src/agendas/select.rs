@@ -17,7 +17,7 @@ use super::indexes::{
     ByCustomer, Grouped, Key, Partition, group_of, group_of_customer, group_range, groups_in,
     live_slot, state_slot,
 };
-use super::{AgendaEntry, AgendaModel, CorruptEntry};
+use super::{AgendaEntry, AgendaModel, CorruptEntry, DetachedProgress};
 use crate::phase::Phase;
 use crate::query::{AgendaOrder, Cursor, MAX_PAGE_SIZE, MAX_SCANNED_PER_PAGE, Page, Visibility};
 
@@ -313,6 +313,19 @@ impl AgendaModel {
         link_id: &str,
         visibility: &Visibility,
     ) -> Result<ProgressSummary, CorruptEntry> {
+        let list = self.progress_summary_parts(link_id, visibility);
+        let list = list.into_iter().map(DetachedProgress::progress).collect::<Result<_, _>>()?;
+        Ok(progress_summary(link_id, list))
+    }
+
+    /// The progress of every agenda with `link_id` that `visibility` sees, in `addedTime`
+    /// order, taken out to be decoded and summed up ([`pop_domain::rollup::progress_summary`])
+    /// once the read lock is released.
+    pub fn progress_summary_parts(
+        &self,
+        link_id: &str,
+        visibility: &Visibility,
+    ) -> Vec<DetachedProgress> {
         let mut keys: Vec<&Key> = Vec::new();
         let mut parts = 0;
         if let Some(set) = self.by_link.get(link_id) {
@@ -331,10 +344,10 @@ impl AgendaModel {
         let mut list = Vec::with_capacity(keys.len());
         for (_, id) in keys {
             if let Some(entry) = self.entries.get(id).filter(|e| visibility.sees(e.customer_id())) {
-                list.push(entry.progress()?);
+                list.push(entry.detached_progress());
             }
         }
-        Ok(progress_summary(link_id, list))
+        list
     }
 }
 
