@@ -1210,4 +1210,9 @@ async fn a_large_batch_of_finished_agendas_is_summed_up_whole() {
     assert!(messages[70..].iter().all(|m| *m != "cancelled"), "{messages:?}");
     // Some COMPLETE, some WAITING: EXECUTING (DOMAIN.md §4.3).
     assert_eq!(summary["processingState"], "EXECUTING", "{summary:#}");
+    // Without its list selected, the same state.
+    let data = s
+        .ok(ACME, "query { progressSummary(linkId: \"big-batch\") { processingState } }", json!({}))
+        .await;
+    assert_eq!(data["progressSummary"], json!({"processingState": "EXECUTING"}));
 }

@@ -41,8 +41,8 @@ pub const MAX_WAITING_CUSTOMERS: usize = 100;
 /// WAITING) and, within each, among the customers with agendas in it (at least one each).
 pub const MAX_WAITING_PAGES: usize = 10;
 
-/// Most agendas held compressed (finished) a batch's summary decodes on the request's own
-/// task (about 0.1 ms each); past it, on a blocking thread, one such summary at a time.
+/// Most agendas a batch's summary sums up on the request's own task; past it, on a blocking
+/// thread, one such summary at a time (a finished agenda takes about 0.1 ms to decode).
 pub(crate) const LARGE_SUMMARY: usize = 64;
 
 /// Events read per log query while looking for a page's end.
@@ -836,6 +836,20 @@ impl App {
         customer: Option<&str>,
         at_least: Option<&str>,
     ) -> AppResult<ProgressSummary> {
+        self.progress_summary_within(caller, link_id, customer, at_least, None).await
+    }
+
+    /// [`App::progress_summary`], refused RESPONSE_TOO_LARGE when its JSON would pass
+    /// `max_bytes`: measured where it is summed up, and given up at the budget (hostile57 H1:
+    /// REST made a batch of 10,000 agendas a JSON value of ~100 MB before it refused it).
+    pub async fn progress_summary_within(
+        &self,
+        caller: &Caller,
+        link_id: &str,
+        customer: Option<&str>,
+        at_least: Option<&str>,
+        max_bytes: Option<usize>,
+    ) -> AppResult<ProgressSummary> {
         if link_id.trim().is_empty() {
             return Err(AppError::invalid("linkId", "is required").with_cid(&caller.cid));
         }
@@ -847,14 +861,27 @@ impl App {
             .await?;
         // Decoded after the read lock is released (hostile57 H1: a batch of 10,000 finished
         // agendas took a second under it, and every reader, the projections and the health
-        // probe waited); a large one on a blocking thread, one at a time.
-        let summed = |parts: Vec<DetachedProgress>, link_id: &str| {
+        // probe waited); a large one on a blocking thread, one at a time, so the async workers
+        // stay free for every other request.
+        let summed = move |parts: Vec<DetachedProgress>, link_id: &str| {
+            let agendas = parts.len();
             let list: Result<Vec<_>, _> =
                 parts.into_iter().map(DetachedProgress::progress).collect();
-            list.map(|list| pop_domain::rollup::progress_summary(link_id, list)).map_err(corrupt)
+            let summary = pop_domain::rollup::progress_summary(link_id, list.map_err(corrupt)?);
+            if let Some(max) = max_bytes
+                && pop_domain::validate::json_bytes_within(&summary, max).is_none()
+            {
+                return Err(AppError::new(
+                    Code::ResponseTooLarge,
+                    format!(
+                        "response: the summary of {agendas} agendas is larger than the limit of \
+                         {max} bytes; read the batch's agendas in pages instead"
+                    ),
+                ));
+            }
+            Ok(summary)
         };
-        let compressed = parts.iter().filter(|p| p.is_compressed()).count();
-        let summary = if compressed <= LARGE_SUMMARY {
+        let summary = if parts.len() <= LARGE_SUMMARY {
             summed(parts, link_id)
         } else {
             let _turn = self

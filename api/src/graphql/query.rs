@@ -306,7 +306,10 @@ impl QueryRoot {
                     .await?
             }
         };
-        Ok(ProgressSummaryGql::from(&summary))
+        Ok(match ctx.look_ahead().field("progressList").exists() {
+            true => ProgressSummaryGql::from(&summary),
+            false => ProgressSummaryGql::unlisted(&summary),
+        })
     }
 
     /// How many agendas the caller may see are in each state, and completions per minute over

@@ -321,6 +321,19 @@ impl From<&model::ProgressSummary> for ProgressSummaryGql {
     }
 }
 
+impl ProgressSummaryGql {
+    /// The summary without its `progressList`, for a query that does not select it: a batch
+    /// of 10,000 agendas was converted whole for its `processingState` (hostile57 H1).
+    pub fn unlisted(s: &model::ProgressSummary) -> Self {
+        ProgressSummaryGql {
+            link_id: s.link_id.clone(),
+            processing_state: s.processing_state.into(),
+            processing_percent: s.processing_percent,
+            progress_list: Vec::new(),
+        }
+    }
+}
+
 #[derive(SimpleObject, Debug, Clone)]
 #[graphql(name = "Customer")]
 pub struct CustomerGql {

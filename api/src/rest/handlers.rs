@@ -918,28 +918,20 @@ async fn summary(call: &Call<'_>) -> RestResult<Reply> {
     };
     let (link_id, customer) = (link_id.unwrap_or_default(), customer.as_deref());
     let app = call.app();
+    let max = call.state.config().max_response_bytes;
     let summary = match call.param(AS_OF) {
         Some(as_of) => {
             let bound = AsOf::parse("asOf", as_of).map_err(|e| e.with_cid(&call.caller.cid))?;
             app.progress_summary_as_of(&call.caller, &link_id, customer, bound).await?
         }
-        None => app.progress_summary(&call.caller, &link_id, customer, call.at_least()).await?,
+        // One object holding every agenda of the batch: the same budget as a list, measured
+        // as it is summed up.
+        None => {
+            let at_least = call.at_least();
+            app.progress_summary_within(&call.caller, &link_id, customer, at_least, Some(max))
+                .await?
+        }
     };
-    // One object holding every agenda of the batch: the same budget as a list, measured as it
-    // is written and given up at the budget (hostile57 H1: a batch of 10,000 agendas was made
-    // a JSON value of ~100 MB before it was refused).
-    let max = call.state.config().max_response_bytes;
-    if pop_domain::validate::json_bytes_within(&summary, max).is_none() {
-        return Err(AppError::new(
-            Code::ResponseTooLarge,
-            format!(
-                "response: the summary of {} agendas is larger than the limit of {max} bytes; \
-                 read the batch's agendas in pages (`/pop/progress/agenda?byLinkId=…&limit=…`)",
-                summary.progress_list.len()
-            ),
-        )
-        .into());
-    }
     let mut body = values_within(std::slice::from_ref(&summary), max, None, |_| {})?;
     Ok(Reply::json(body.pop().unwrap_or(Value::Null)))
 }
