@@ -94,6 +94,8 @@ struct Inner {
     connections: Arc<std::sync::Mutex<HashMap<String, usize>>>,
     /// Request bodies being received per principal name ([`AppState::upload_of`]).
     uploads: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    /// Each principal's expensive GraphQL requests (the schema's limits share it).
+    running: Arc<crate::graphql::cost::Running>,
 }
 
 /// The process-wide sums of [`crate::ws`]'s per-connection byte bounds.
@@ -143,7 +145,8 @@ impl AppState {
             projections.watch_caught_up(),
         );
         let app = App::new(store, commands, projections, config.app());
-        let schema = build_schema(app.clone(), &config);
+        let running = Arc::<crate::graphql::cost::Running>::default();
+        let schema = build_schema(app.clone(), &config, Arc::clone(&running));
         AppState {
             inner: Arc::new(Inner {
                 app,
@@ -157,8 +160,14 @@ impl AppState {
                 queued: Arc::default(),
                 connections: Arc::default(),
                 uploads: Arc::default(),
+                running,
             }),
         }
+    }
+
+    /// Each principal's expensive GraphQL requests running now.
+    pub(crate) fn running(&self) -> &crate::graphql::cost::Running {
+        &self.inner.running
     }
 
     /// The application every transport calls.

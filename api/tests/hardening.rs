@@ -548,6 +548,47 @@ async fn one_principal_runs_few_expensive_requests_at_once() {
     assert_eq!(data["me"]["name"], "globex-user");
 }
 
+/// A document over `LARGE_DOCUMENT_BYTES` is parsed and validated only with one of its
+/// principal's expensive permits, taken first (hostile57 H3: a flood of 64 KiB documents,
+/// refused BUSY only after parsing and validating them, took the cores): two of a token's
+/// large requests waiting for work hold both, a third is refused at once, while the same
+/// token's small requests and another token's large ones run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_document_is_parsed_only_with_a_permit_of_its_principal() {
+    let server = std::sync::Arc::new(start(Default::default()).await);
+    server.seed().await;
+    let padding = " __typename".repeat(900);
+    let waiting = format!(
+        "mutation {{ getAgenda(insightId: \"transcode\", count: 1, waitSeconds: 3) {{ agenda {{ id }} }}{padding} }}"
+    );
+    let large = format!("{{ me {{ name }}{padding} }}");
+    assert!(large.len() > 8 << 10 && large.len() < 64 << 10);
+    let waits: Vec<_> = (0..2)
+        .map(|_| {
+            let (server, waiting) = (std::sync::Arc::clone(&server), waiting.clone());
+            tokio::spawn(
+                async move { server.post(Some(ACME_SERVICE), json!({"query": waiting})).await },
+            )
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let (status, body) = server.post(Some(ACME_SERVICE), json!({"query": large})).await;
+    assert_eq!(status, 429, "{body:#}");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BUSY", "{body:#}");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("expensive"), "{body:#}");
+    // The same token's small request, and another token's large one, are not held back.
+    server.ok(ACME_SERVICE, "{ me { name } }", json!({})).await;
+    let (status, body) = server.post(Some(GLOBEX), json!({"query": large})).await;
+    assert_eq!((status, &body["data"]["me"]["name"]), (200, &json!("globex-user")), "{body:#}");
+    for wait in waits {
+        let (status, body) = wait.await.unwrap();
+        assert_eq!((status, &body["data"]["getAgenda"]), (200, &json!([])), "{body:#}");
+    }
+    // Answered, they gave their permits back.
+    let (status, body) = server.post(Some(ACME_SERVICE), json!({"query": large})).await;
+    assert_eq!(status, 200, "{body:#}");
+}
+
 #[tokio::test]
 async fn a_resent_diagnostics_list_adds_only_what_is_new() {
     use pop_reapers::scheduler::{Memory, pass};

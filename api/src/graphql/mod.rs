@@ -35,15 +35,16 @@ pub use subscription::SubscriptionRoot;
 /// The schema type.
 pub type PopSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
-/// Builds the schema over `app` with the configured limits.
-pub fn build_schema(app: App, config: &ApiConfig) -> PopSchema {
+/// Builds the schema over `app` with the configured limits; `running` counts each principal's
+/// expensive requests (the HTTP transport takes a permit of it early for a large document).
+pub fn build_schema(app: App, config: &ApiConfig, running: Arc<cost::Running>) -> PopSchema {
     let builder = Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
         .data(app)
         .extension(Normalize)
         .extension(cost::Limits {
             max_cost: config.max_complexity,
             max_expensive_per_principal: config.max_expensive_per_principal,
-            running: Arc::default(),
+            running,
         })
         .limit_depth(config.max_depth);
     // Only when traces are exported: otherwise it would wrap every field for spans nobody
