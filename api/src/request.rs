@@ -407,7 +407,7 @@ fn number_at(bytes: &[u8], start: usize) -> (usize, Option<String>) {
 }
 
 /// [`wide_integer`] as the request's error (VALIDATION naming the field).
-pub(crate) fn refuse_wide_integer(bytes: &[u8]) -> Result<(), AppError> {
+pub fn refuse_wide_integer(bytes: &[u8]) -> Result<(), AppError> {
     match wide_integer(bytes) {
         Some((path, text)) => Err(wide_integer_error(&path, &text)),
         None => Ok(()),

@@ -177,6 +177,17 @@ fn read_agenda(file: &Path) -> Result<Value> {
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let agenda: Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+    refuse_wide_integer(&file.display().to_string(), &text)?;
+    // POP's `createAgenda` body is a list (newcomer57 L6: it was refused as an agenda without
+    // a customer or operations).
+    if agenda.get("agendas").is_some_and(Value::is_array) {
+        bail!(
+            "VALIDATION: {}: this is a list of agendas (POP's createAgenda body, {{\"agendas\": \
+             [...]}}); `pop submit` takes one agenda: put each in a file of its own, or POST the \
+             list to /pop/resourcepool/service/createAgenda",
+            file.display()
+        );
+    }
     if let Some(object) = agenda.as_object() {
         for key in object.keys() {
             if AGENDA_KEYS.contains(&key.as_str()) {
@@ -191,6 +202,20 @@ fn read_agenda(file: &Path) -> Result<Value> {
         }
     }
     Ok(agenda)
+}
+
+/// An integer beyond 64 bits in `text` (read from `source`), refused as the server refuses it:
+/// read into a `Value` here it would be sent as a rounded float, which the server cannot tell
+/// from one the user meant (newcomer57 M1: `pop submit` stored 123456789012345678901234 as
+/// 1.2345678901234569e+23).
+fn refuse_wide_integer(source: &str, text: &str) -> Result<()> {
+    match pop_api::request::refuse_wide_integer(text.as_bytes()) {
+        Ok(()) => Ok(()),
+        Err(e) => match e.problems.first() {
+            Some(p) => bail!("VALIDATION: {source}: {}: {}", p.field, p.message),
+            None => bail!("VALIDATION: {source}: {}", e.message),
+        },
+    }
 }
 
 /// The top-level keys of a POP agenda.
@@ -428,8 +453,10 @@ async fn print_holding(client: &Client, p: &Value) -> Result<()> {
 
 /// `pop gql`: one query or mutation, its data printed as pretty JSON.
 pub async fn gql(client: &Client, query: &str, variables: &str) -> Result<()> {
-    let variables: Value =
+    let parsed: Value =
         serde_json::from_str(variables).context("--variables must be a JSON object")?;
+    refuse_wide_integer("--variables", variables)?;
+    let variables = parsed;
     let data = client.graphql(query, variables).await?;
     output::json(&data);
     Ok(())

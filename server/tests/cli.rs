@@ -437,6 +437,31 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     assert_ne!(refused.code, 0, "{}", ctx(&refused));
     assert!(refused.stderr.contains(r#"customer "nobody" does not exist"#), "{}", ctx(&refused));
     assert!(refused.stderr.contains("pop init --customer"), "{}", ctx(&refused));
+    // An integer beyond 64 bits is refused naming it, as the server refuses it, not sent
+    // rounded (newcomer57 M1); so in `gql --variables`.
+    let wide = dir.path().join("wide.json");
+    std::fs::write(
+        &wide,
+        r#"{"customerId": "acme", "params": {"doNotRun": true}, "operations": [
+            {"name": "a", "type": "step", "payload": {"n": 123456789012345678901234}}]}"#,
+    )
+    .unwrap();
+    let refused = pop(&server, &["submit", wide.to_str().unwrap()]);
+    assert_eq!(refused.code, 1, "{}", ctx(&refused));
+    assert!(refused.stderr.contains("VALIDATION"), "{}", ctx(&refused));
+    assert!(refused.stderr.contains("operations[0].payload.n"), "{}", ctx(&refused));
+    let mutation = "mutation($a: JSON!) { submitAgenda(agenda: $a) { position } }";
+    let variables = r#"{"a": {"customerId": "acme", "operations": [{"name": "a", "type": "step",
+        "payload": {"n": -123456789012345678901234}}]}}"#;
+    let refused = pop(&server, &["gql", mutation, "--variables", variables]);
+    assert_eq!(refused.code, 1, "{}", ctx(&refused));
+    assert!(refused.stderr.contains("a.operations[0].payload.n"), "{}", ctx(&refused));
+    // POP's createAgenda body, a list, is named as such (newcomer57 L6).
+    let list = dir.path().join("list.json");
+    std::fs::write(&list, r#"{"agendas": [{"customerId": "acme", "operations": []}]}"#).unwrap();
+    let refused = pop(&server, &["submit", list.to_str().unwrap()]);
+    assert_eq!(refused.code, 1, "{}", ctx(&refused));
+    assert!(refused.stderr.contains("list of agendas"), "{}", ctx(&refused));
 
     // Output that cannot be written (a full disk) is an error, not a silent cut with exit 0
     // (review-s37); a reader that went away is not.
