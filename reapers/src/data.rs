@@ -243,8 +243,7 @@ pub fn plan(now: Timestamp, models: &ReadModels, config: &DataReaperConfig) -> V
         });
     }
     found.sort_by(|a, b| (a.updated_time, &a.stream).cmp(&(b.updated_time, &b.stream)));
-    found.truncate(config.cadence.batch_size);
-    found
+    crate::process::in_turns(found, config.cadence.batch_size, |a| &a.customer_id)
 }
 
 enum Outcome {

@@ -202,6 +202,44 @@ pub async fn cycle<P: TimedProcess>(process: &mut P, now: Timestamp) -> P::Repor
 
 /// Records a finished cycle: metrics always, a log line when it planned anything, a warning
 /// per error.
+/// At most `batch` of `found` (in the order each customer's are due), taken in turns between
+/// customers: each customer's first due, then each one's second, and so on, customers in the
+/// order of their first. A cycle takes a batch, so taking them by due time alone let one
+/// customer's thousands go first (hostile57 M1: 6,000 leases of one tenant expired at once
+/// held another's expired lease 58 s, twelve reclaimer cycles, where one was due).
+pub fn in_turns<T>(found: Vec<T>, batch: usize, customer: impl Fn(&T) -> &str) -> Vec<T> {
+    if found.len() <= batch {
+        return found;
+    }
+    let mut queues: Vec<std::collections::VecDeque<T>> = Vec::new();
+    let mut queue_of: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for item in found {
+        let at = match queue_of.get(customer(&item)) {
+            Some(&at) => at,
+            None => {
+                queue_of.insert(customer(&item).to_owned(), queues.len());
+                queues.push(std::collections::VecDeque::new());
+                queues.len() - 1
+            }
+        };
+        queues[at].push_back(item);
+    }
+    let mut taken = Vec::with_capacity(batch);
+    while taken.len() < batch {
+        let before = taken.len();
+        for queue in &mut queues {
+            if taken.len() == batch {
+                break;
+            }
+            taken.extend(queue.pop_front());
+        }
+        if taken.len() == before {
+            break;
+        }
+    }
+    taken
+}
+
 pub fn finish(
     process: ProcessName,
     dry_run: bool,
@@ -514,6 +552,19 @@ mod tests {
 
     use chrono::Utc;
     use pop_store::ProcessLeadership;
+
+    #[test]
+    fn a_batch_is_taken_in_turns_between_customers() {
+        // b's thousands due first, then a's one, then c's two: a and c are in the first batch.
+        let mut due: Vec<(&str, u32)> = (0..1000).map(|i| ("b", i)).collect();
+        due.extend([("a", 1000), ("c", 1001), ("c", 1002)]);
+        let taken = super::in_turns(due.clone(), 5, |d| d.0);
+        assert_eq!(taken, [("b", 0), ("a", 1000), ("c", 1001), ("b", 1), ("c", 1002)]);
+        // Each customer's in the order they are due; all of them when they fit.
+        assert_eq!(super::in_turns(due[..3].to_vec(), 5, |d| d.0), due[..3]);
+        let all = super::in_turns(due.clone(), 2000, |d| d.0);
+        assert_eq!(all.len(), due.len());
+    }
     use tokio::sync::{mpsc, oneshot};
 
     use super::*;

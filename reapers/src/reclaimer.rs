@@ -184,7 +184,7 @@ pub fn plan_served(
         }
     }
     found.sort_by(|a, b| (a.lease_expires, &a.key).cmp(&(b.lease_expires, &b.key)));
-    found.truncate(config.cadence.batch_size);
+    let found = crate::process::in_turns(found, config.cadence.batch_size, |a| &a.customer_id);
     Planned { actions: found, waiting, soonest }
 }
 

@@ -299,8 +299,7 @@ pub fn plan_with(
     }
     memo.seen = exhausted;
     found.sort_by(|a, b| (a.due, &a.key).cmp(&(b.due, &b.key)));
-    found.truncate(config.cadence.batch_size);
-    found
+    crate::process::in_turns(found, config.cadence.batch_size, |a| &a.customer_id)
 }
 
 /// Issues `Retry { now }` for each action (at most [`MAX_CONCURRENT_RETRIES`] at once),
