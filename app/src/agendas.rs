@@ -256,7 +256,7 @@ impl App {
                 // log promising retries that never came).
                 if outcome.position.is_some() {
                     let p = outcome.progress();
-                    tracing::info!(target: "pop::agendas", agenda = &*pop_domain::agenda::key::key(&p.customer_id, &p.agenda_id), by = &*caller.principal.name, cid = &*caller.cid, reason = ?said, "cancelled: it runs no more and no retry follows");
+                    tracing::info!(target: "pop::agendas", agenda = &*pop_domain::agenda::key::key(&p.customer_id, &p.agenda_id), by = &*caller.principal.name, cid = &*caller.cid, reason = &*said, "cancelled: it runs no more and no retry follows");
                 }
                 Ok(outcome)
             })
