@@ -344,6 +344,17 @@ fn print_report(
         // said (with the witness line, which says what the check trusted).
         println!("{note}");
         let key_note = key_note.map(|n| format!("\n{n}")).unwrap_or_default();
+        // A key that signed none of the store's checkpoints, most likely mid-rotation: not
+        // verified (exit 4 all the same), not paged as tampering (newcomer57 L2).
+        if let Some(key) = &report.checkpoints.signer_not_handed_over {
+            return Err(not_intact(format!(
+                "NOT VERIFIED: key {key} signed none of this store's checkpoints. In a planned \
+                 key rotation the next `pop serve` with this key and --checkpoint-previous-key \
+                 hands the log over to it, and verify then passes; otherwise this is another \
+                 store's key or the store's own checkpoints were removed. What the walk found: \
+                 {b}{key_note}"
+            )));
+        }
         return Err(not_intact(format!("TAMPERED: {b}{key_note}")));
     }
     println!(

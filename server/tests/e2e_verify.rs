@@ -801,6 +801,19 @@ async fn a_checkpoint_key_is_rotated_with_the_previous_key() {
     stop(pop);
     let said = std::fs::read_to_string(&log).unwrap();
     assert!(said.contains("--checkpoint-previous-key"), "{said}");
+    // Before the handover, verify with the new key is NOT VERIFIED (exit 4), not TAMPERED
+    // (newcomer57 L2: an operator mid-rotation was paged as for a forgery).
+    let out = pop_command()
+        .args(["verify", "--data-dir"])
+        .arg(&data)
+        .arg("--checkpoint-key")
+        .arg(&new)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("NOT VERIFIED: key ") && !stderr.contains("TAMPERED"), "{stderr}");
+    assert!(stderr.contains("--checkpoint-previous-key"), "{stderr}");
 
     let log = dir.path().join("rotated.log");
     let mut rotated = args.to_vec();

@@ -913,6 +913,7 @@ impl LogWalker {
         // handed to yet, most likely (ops3am11: verify paged someone mid-rotation).
         let unused = match &self.given {
             Some((id, false)) if !self.pending.as_slice().iter().any(|p| names_key(p, id)) => {
+                self.report.signer_not_handed_over = Some(id.clone());
                 format!(
                     "; no checkpoint of the store names key {id}: either it is a new key the log has \
                  not been handed over to yet, or the checkpoints it signed (the handover among \

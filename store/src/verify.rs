@@ -597,6 +597,10 @@ pub struct CheckpointReport {
     /// Checkpoints signed by a key that was lost at a handover, whose signatures could not be
     /// checked: the hash chain up to the handover, signed by a trusted key, pins them.
     pub pinned: u64,
+    /// The id of the key given when it signed none of the store's checkpoints and the walk
+    /// stopped at one it did not sign: most likely a new key the log was not handed over to
+    /// yet (a planned rotation), which is not verified, rather than tampered with.
+    pub signer_not_handed_over: Option<String>,
 }
 
 /// A checkpoint that takes the log over from another key (a key rotation).

@@ -591,9 +591,11 @@ async fn a_key_rotation_hands_the_log_over_and_still_verifies() {
         assert_eq!(r.checkpoints.pinned, 0, "{name}: {r:?}");
     }
     let r = store.verify_with(Some(c.verifying_key())).await.unwrap();
+    // A key no checkpoint names: said, with what to do if it is a new one (ops3am11), and
+    // known as such, so `pop verify` says NOT VERIFIED, not TAMPERED (newcomer57 L2).
+    assert_eq!(r.checkpoints.signer_not_handed_over, Some(id(&c)), "{r:?}");
     let found = r.first_break.expect("another key");
     assert!(found.reason.contains("checkpoint 1 is not signed"), "{found}");
-    // A key no checkpoint names: said, with what to do if it is a new one (ops3am11).
     assert!(found.reason.contains("not been handed over to yet"), "{found}");
 
     // The key B is lost: C takes over by its id only, and only the witnessed checkpoint.
