@@ -254,11 +254,10 @@ pub fn finish(
         .increment(report.planned() as u64);
     metrics::histogram!("pop_process_cycle_seconds", "process" => name).record(took.as_secs_f64());
     let outcomes = report.outcomes();
+    // Every outcome, 0 included: its series exists from the first cycle.
     for (outcome, n) in &outcomes {
-        if *n > 0 {
-            metrics::counter!("pop_process_actions_total", "process" => name, "outcome" => *outcome)
-                .increment(*n as u64);
-        }
+        metrics::counter!("pop_process_actions_total", "process" => name, "outcome" => *outcome)
+            .increment(*n as u64);
     }
     let errors = report.errors();
     if !errors.is_empty() {
@@ -343,6 +342,22 @@ fn skipped(process: ProcessName, reason: &'static str) {
         .increment(1);
 }
 
+/// Why a cycle is skipped ([`skipped`]).
+const SKIP_REASONS: [&str; 4] = ["not_leader", "not_ready", "leader_error", "leader_lost"];
+
+/// The process's counters at 0 from its start, so an alert or a panel over them finds a series
+/// before the first skip or action (newcomer57 L5: `pop_process_skipped_cycles_total` was on
+/// `/metrics` only after a skip, `pop_process_actions_total` only after an action).
+fn counters_at_zero(process: ProcessName) {
+    let name = process.as_str();
+    for reason in SKIP_REASONS {
+        metrics::counter!("pop_process_skipped_cycles_total", "process" => name, "reason" => reason)
+            .increment(0);
+    }
+    metrics::counter!("pop_process_actions_total", "process" => name, "outcome" => "error")
+        .increment(0);
+}
+
 /// Tries to take the process's leader lock; `None` (counted and logged) when another replica
 /// has it or the backend cannot be asked.
 pub async fn lead(leadership: &dyn Leadership, process: ProcessName) -> Option<LeaderGuard> {
@@ -406,6 +421,7 @@ pub async fn run_loop<P: TimedProcess>(
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut guard: Option<LeaderGuard> = None;
     leading(name, false);
+    counters_at_zero(name);
     // When a replica that does not lead asks for the lock again between its ticks.
     let asks_between_ticks = process.cadence().interval > LEAD_RETRY;
     let mut next_ask = Instant::now() + LEAD_RETRY;

@@ -1203,4 +1203,15 @@ async fn a_dev_restart_keeps_its_objects_without_refused_commands() {
         .filter(|l| l.starts_with("pop_api_commands_total") && l.contains("outcome=\"refused\""))
         .collect();
     assert!(refused.is_empty(), "{refused:#?}");
+    // The timed processes' counters are there from the start, at 0 until something happens
+    // (newcomer57 L5: an alert over them found no series after a restart).
+    for process in ["reclaimer", "retry", "data"] {
+        let series = format!(
+            "pop_process_skipped_cycles_total{{process=\"{process}\",reason=\"leader_lost\"}}"
+        );
+        assert!(page.lines().any(|l| l.starts_with(&series)), "no {series} in:\n{page}");
+        let errors =
+            format!("pop_process_actions_total{{process=\"{process}\",outcome=\"error\"}} 0");
+        assert!(page.lines().any(|l| l == errors), "no {errors} in:\n{page}");
+    }
 }
