@@ -68,25 +68,23 @@ pub fn is_forbidden_in_id(c: char) -> bool {
 /// a request): at most [`MAX_ID_LENGTH`] characters, none of them [`is_forbidden_in_id`]. A blank
 /// id is the caller's to judge (on create it means "generate one").
 pub fn check_id(field: &str, id: &str) -> Result<(), FieldError> {
-    if id.chars().count() > MAX_ID_LENGTH || id.chars().any(is_forbidden_in_id) {
-        return Err(FieldError {
-            field: field.to_string(),
-            message: format!(
-                "ids are at most {MAX_ID_LENGTH} printable characters, without control or bidirectional-override characters"
-            ),
-        });
-    }
-    Ok(())
+    check_name(field, id, MAX_ID_LENGTH, "ids")
 }
 
 /// Checks a `linkId` or `jobId` named `field`: at most [`MAX_KEY_LENGTH`] characters, none of
 /// them [`is_forbidden_in_id`].
 pub fn check_key(field: &str, key: &str) -> Result<(), FieldError> {
-    if key.chars().count() > MAX_KEY_LENGTH || key.chars().any(is_forbidden_in_id) {
+    check_name(field, key, MAX_KEY_LENGTH, &format!("{field}s"))
+}
+
+/// `text`, a name of kind `kinds` ("ids"), is at most `max` characters, none of them
+/// [`is_forbidden_in_id`].
+fn check_name(field: &str, text: &str, max: usize, kinds: &str) -> Result<(), FieldError> {
+    if text.chars().count() > max || text.chars().any(is_forbidden_in_id) {
         return Err(FieldError {
             field: field.to_string(),
             message: format!(
-                "{field}s are at most {MAX_KEY_LENGTH} printable characters, without control or bidirectional-override characters"
+                "{kinds} are at most {max} printable characters, without control or bidirectional-override characters"
             ),
         });
     }
