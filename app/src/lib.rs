@@ -114,6 +114,9 @@ struct Inner {
     /// One large batch's summary decoded at a time ([`reads::LARGE_SUMMARY`]): the rest wait
     /// their turn, first come first served, and the other core stays for everything else.
     summary_turn: tokio::sync::Semaphore,
+    /// Each principal's turn at a large summary, before the server's ([`reads::LARGE_SUMMARY`]):
+    /// one at a time each, so the server's queue holds at most one per principal.
+    summary_turns: Turns,
     /// The last look at the store by a read that waits for the read models
     /// ([`reads::StoreProbe`]): one a moment for all of them.
     store_probe: std::sync::Mutex<reads::StoreProbe>,
@@ -157,6 +160,7 @@ impl App {
                 delivery_turns: Turns::default(),
                 case_turn: tokio::sync::Mutex::new(()),
                 summary_turn: tokio::sync::Semaphore::new(1),
+                summary_turns: Turns::default(),
                 store_probe: std::sync::Mutex::default(),
             }),
         }

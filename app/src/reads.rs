@@ -22,12 +22,12 @@ use pop_projections::{
 };
 use pop_store::{Direction, Position, RecordedEvent};
 
-use crate::App;
 use crate::caller::{Action, Caller, Principal};
 use crate::error::{self, AppError, AppResult, Code};
 use crate::limits::{DEFAULT_PAGE_SIZE, MAX_COUNTED, MAX_EVENT_PAGE_SIZE};
 use crate::outcome::Page;
 use crate::resolve::{Named, ambiguous, may_touch};
+use crate::{App, turn};
 
 /// The phases whose agendas are WAITING (DOMAIN.md §3), for the insights' counters.
 pub const WAITING_PHASES: [Phase; 5] =
@@ -854,15 +854,19 @@ impl App {
             return Err(AppError::invalid("linkId", "is required").with_cid(&caller.cid));
         }
         let visibility = summarised(caller, customer);
-        let parts =
-            self.read(caller, at_least, |models| {
-                Ok(models.progress_summary_parts(link_id, &visibility))
+        let small = self
+            .read(caller, at_least, |models| {
+                Ok(models.progress_summary_parts_within(link_id, &visibility, LARGE_SUMMARY))
             })
             .await?;
         // Decoded after the read lock is released (hostile57 H1: a batch of 10,000 finished
         // agendas took a second under it, and every reader, the projections and the health
         // probe waited); a large one on a blocking thread, one at a time, so the async workers
-        // stay free for every other request.
+        // stay free for every other request. A large one is taken out of the read models only
+        // once it has its turn, first its principal's (one at a time each), then the server's
+        // (reprobe57: taken out before the wait, each waiting request held its copy, 4.3 GB
+        // for one tenant's flood; and with one queue for all, another tenant's summary waited
+        // 11-27 s behind it).
         let summed = move |parts: Vec<DetachedProgress>, link_id: &str| {
             let agendas = parts.len();
             let list: Result<Vec<_>, _> =
@@ -881,19 +885,25 @@ impl App {
             }
             Ok(summary)
         };
-        let summary = if parts.len() <= LARGE_SUMMARY {
-            summed(parts, link_id)
-        } else {
-            let _turn = self
-                .inner
-                .summary_turn
-                .acquire()
-                .await
-                .map_err(|e| AppError::internal("waiting to sum up a batch", &e))?;
-            let link_id = link_id.to_owned();
-            tokio::task::spawn_blocking(move || summed(parts, &link_id))
-                .await
-                .map_err(|e| AppError::internal("summing up a batch", &e))?
+        let summary = match small {
+            Some(parts) => summed(parts, link_id),
+            None => {
+                let turn = turn(&self.inner.summary_turns, &caller.principal.name, 1).await;
+                let server = self.inner.summary_turn.acquire().await;
+                let (Some(_turn), Ok(_server)) = (turn, server) else {
+                    return Err(AppError::new(Code::Unavailable, "the server is stopping; retry")
+                        .with_cid(&caller.cid));
+                };
+                let parts = self
+                    .read(caller, None, |models| {
+                        Ok(models.progress_summary_parts(link_id, &visibility))
+                    })
+                    .await?;
+                let link_id = link_id.to_owned();
+                tokio::task::spawn_blocking(move || summed(parts, &link_id))
+                    .await
+                    .map_err(|e| AppError::internal("summing up a batch", &e))?
+            }
         };
         summary.map_err(|e| e.with_cid(&caller.cid))
     }

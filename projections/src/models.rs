@@ -371,6 +371,16 @@ impl ReadModels {
         self.agendas.progress_summary_parts(link_id, visibility)
     }
 
+    /// [`AgendaModel::progress_summary_parts_within`].
+    pub fn progress_summary_parts_within(
+        &self,
+        link_id: &str,
+        visibility: &Visibility,
+        max: usize,
+    ) -> Option<Vec<crate::DetachedProgress>> {
+        self.agendas.progress_summary_parts_within(link_id, visibility, max)
+    }
+
     pub fn customer(&self, id: &str) -> Option<&Customer> {
         self.customers.get(id)
     }

@@ -326,6 +326,17 @@ impl AgendaModel {
         link_id: &str,
         visibility: &Visibility,
     ) -> Vec<DetachedProgress> {
+        self.progress_summary_parts_within(link_id, visibility, usize::MAX).unwrap_or_default()
+    }
+
+    /// [`AgendaModel::progress_summary_parts`] when the batch may hold at most `max` agendas
+    /// (counting the keys it walks, before any is copied); `None` past it.
+    pub fn progress_summary_parts_within(
+        &self,
+        link_id: &str,
+        visibility: &Visibility,
+        max: usize,
+    ) -> Option<Vec<DetachedProgress>> {
         let mut keys: Vec<&Key> = Vec::new();
         let mut parts = 0;
         if let Some(set) = self.by_link.get(link_id) {
@@ -337,6 +348,9 @@ impl AgendaModel {
             parts += usize::from(!set.odd.is_empty());
             keys.extend(set.odd.iter());
         }
+        if keys.len() > max {
+            return None;
+        }
         // In `addedTime` order across the customers' groups (each one already is).
         if parts > 1 {
             keys.sort_unstable();
@@ -347,7 +361,7 @@ impl AgendaModel {
                 list.push(entry.detached_progress());
             }
         }
-        list
+        Some(list)
     }
 }
 
