@@ -150,23 +150,24 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
     let Some(principal) = header_principal(&state, &headers) else {
         return error_response(StatusCode::UNAUTHORIZED, AppError::unauthenticated(), &cid);
     };
-    let bytes = match read_body_of(&state, &principal, &headers, body).await {
+    let arrived = match read_body_of(&state, &principal, &headers, body).await {
         Ok(b) => b,
         Err(e) => return error_response(e.status, e.error, &cid),
     };
-    let mut batch: BatchRequest = match serde_json::from_slice(&bytes) {
+    let bytes = &arrived.bytes;
+    let mut batch: BatchRequest = match arrived.parse(&state).await {
         Ok(b) => b,
         Err(e) => {
-            let error = crate::request::too_deep(&bytes).unwrap_or_else(|| {
+            let error = crate::request::too_deep(bytes).unwrap_or_else(|| {
                 AppError::bad_request(
-                    crate::request::not_text(&headers, &bytes)
+                    crate::request::not_text(&headers, bytes)
                         .unwrap_or_else(|| format!("the body is not a GraphQL request: {e}")),
                 )
             });
             return error_response(StatusCode::BAD_REQUEST, error, &cid);
         }
     };
-    if let Err(error) = crate::request::refuse_wide_integer(&bytes) {
+    if let Err(error) = crate::request::refuse_wide_integer(bytes) {
         return error_response(StatusCode::BAD_REQUEST, error, &cid);
     }
     let queries: Vec<&str> = match &batch {
@@ -181,6 +182,8 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
     // empty batch was answered 200 with the parser's text about an empty document).
     let empty_batch = matches!(&batch, BatchRequest::Single(r) if r.query.trim().is_empty())
         && bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    // Parsed: no longer one of the token's bodies arriving (a long-poll must not hold it).
+    drop(arrived);
     let operations = match &batch {
         BatchRequest::Batch(requests) => Some(requests.len()),
         BatchRequest::Single(_) if empty_batch => Some(0),

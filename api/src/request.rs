@@ -85,16 +85,49 @@ pub(crate) struct BodyError {
     pub error: AppError,
 }
 
+/// A request body read whole, still counted among its principal's bodies arriving at once
+/// until it is dropped: keep it until the body is parsed ([`ArrivedBody::parse`]).
+pub(crate) struct ArrivedBody {
+    pub bytes: axum::body::Bytes,
+    _arriving: crate::state::PrincipalConnection,
+}
+
+/// A body at least this long is parsed on a blocking thread, one such body at a time for the
+/// server ([`ArrivedBody::parse`]): parsing does not yield, and an 8 MiB body of small values
+/// (`[1,{},1,{},…]`) took over a second of a debug build's async worker, so a flood of them
+/// held every tenant's requests for 23 s (reprobe57 H2). Ordinary requests are a few KiB.
+pub const LARGE_BODY_BYTES: usize = 256 << 10;
+
+impl ArrivedBody {
+    /// The body parsed as JSON into `T`: on the request's task when small, else on a blocking
+    /// thread with the server's turn (`state`'s), the body still counted as arriving meanwhile.
+    pub(crate) async fn parse<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        state: &crate::AppState,
+    ) -> Result<T, serde_json::Error> {
+        if self.bytes.len() < LARGE_BODY_BYTES {
+            return serde_json::from_slice(&self.bytes);
+        }
+        let _turn = state.large_body_turn().await;
+        let bytes = self.bytes.clone();
+        match tokio::task::spawn_blocking(move || serde_json::from_slice(&bytes)).await {
+            Ok(parsed) => parsed,
+            // The parse panicked, or the runtime is stopping: not parsed.
+            Err(e) => Err(serde::de::Error::custom(format!("the body was not parsed: {e}"))),
+        }
+    }
+}
+
 /// Reads the body of a request of `principal` ([`read_body`]), one of at most
-/// [`crate::config::MAX_UPLOADS_PER_PRINCIPAL`] of its bodies arriving at once.
+/// [`crate::config::MAX_UPLOADS_PER_PRINCIPAL`] of its bodies arriving at once (and being
+/// parsed: the guard travels with the body).
 pub(crate) async fn read_body_of(
     state: &crate::AppState,
     principal: &crate::auth::Principal,
     headers: &HeaderMap,
     body: Body,
-) -> Result<axum::body::Bytes, BodyError> {
-    let Some(_arriving) =
-        state.upload_of(&principal.name, crate::config::MAX_UPLOADS_PER_PRINCIPAL)
+) -> Result<ArrivedBody, BodyError> {
+    let Some(arriving) = state.upload_of(&principal.name, crate::config::MAX_UPLOADS_PER_PRINCIPAL)
     else {
         return Err(BodyError {
             status: StatusCode::TOO_MANY_REQUESTS,
@@ -109,7 +142,8 @@ pub(crate) async fn read_body_of(
         });
     };
     let config = state.config();
-    read_body(headers, body, config.max_body_bytes, config.body_read_timeout).await
+    let bytes = read_body(headers, body, config.max_body_bytes, config.body_read_timeout).await?;
+    Ok(ArrivedBody { bytes, _arriving: arriving })
 }
 
 /// A body as JSON is read: decompressed as its `Content-Encoding` says (gzip and deflate;

@@ -96,6 +96,8 @@ struct Inner {
     uploads: Arc<std::sync::Mutex<HashMap<String, usize>>>,
     /// Each principal's expensive GraphQL requests (the schema's limits share it).
     running: Arc<crate::graphql::cost::Running>,
+    /// See [`AppState::large_body_turn`].
+    large_body_turn: tokio::sync::Semaphore,
 }
 
 /// The process-wide sums of [`crate::ws`]'s per-connection byte bounds.
@@ -161,6 +163,7 @@ impl AppState {
                 connections: Arc::default(),
                 uploads: Arc::default(),
                 running,
+                large_body_turn: tokio::sync::Semaphore::new(1),
             }),
         }
     }
@@ -251,6 +254,12 @@ impl AppState {
     /// when the principal already has `max`.
     pub(crate) fn connection_of(&self, principal: &str, max: usize) -> Option<PrincipalConnection> {
         count_in(&self.inner.connections, principal, max)
+    }
+
+    /// The server's turn at parsing a large request body
+    /// ([`crate::request::LARGE_BODY_BYTES`]): one at a time, first come first served.
+    pub(crate) async fn large_body_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.inner.large_body_turn.acquire().await.ok()
     }
 
     /// Counts a request body of `principal` being received until the returned guard drops;

@@ -589,6 +589,45 @@ async fn a_large_document_is_parsed_only_with_a_permit_of_its_principal() {
     assert_eq!(status, 200, "{body:#}");
 }
 
+/// Bodies past `LARGE_BODY_BYTES` are parsed on a blocking thread, one at a time for the
+/// server (reprobe57 H2: 8 MiB of small values held an async worker over a second each): a
+/// few of them at once from one token are each answered whole, and another token's small
+/// request meanwhile too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_are_parsed_whole_off_the_request_tasks() {
+    let server = std::sync::Arc::new(start(Default::default()).await);
+    let values: Vec<Value> =
+        (0..200_000).map(|i| if i % 2 == 0 { json!(1) } else { json!({}) }).collect();
+    // Ignored by GraphQL, parsed all the same, as the probe's padding was.
+    let body = json!({"query": "{ me { name } }", "extensions": {"pad": values}});
+    assert!(body.to_string().len() > pop_api::request::LARGE_BODY_BYTES);
+    let large: Vec<_> = (0..3)
+        .map(|_| {
+            let (server, body) = (std::sync::Arc::clone(&server), body.clone());
+            tokio::spawn(async move { server.post(Some(ACME), body).await })
+        })
+        .collect();
+    server.ok(GLOBEX, "{ me { name } }", json!({})).await;
+    for answer in large {
+        let (status, body) = answer.await.unwrap();
+        assert_eq!((status, &body["data"]["me"]["name"]), (200, &json!("acme-user")), "{body:#}");
+    }
+    // REST the same: a large body that is not JSON is refused as before, naming why.
+    let text = format!("{{\"id\": \"c\", \"x\": [{}", "1,".repeat(200_000));
+    let resp = server
+        .http
+        .post(format!("{}/pop/customer", server.base))
+        .bearer_auth(ADMIN)
+        .body(text)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let said: Value = resp.json().await.unwrap();
+    let description = said["errorResponse"]["description"].as_str().unwrap();
+    assert!(description.contains("not JSON"), "{said:#}");
+}
+
 #[tokio::test]
 async fn a_resent_diagnostics_list_adds_only_what_is_new() {
     use pop_reapers::scheduler::{Memory, pass};

@@ -588,21 +588,22 @@ async fn serve(
     };
     let params = query_params(uri)?;
     let body = if method == Method::POST || method == Method::PUT {
-        let bytes = read_body_of(state, &principal, headers, body)
+        let arrived = read_body_of(state, &principal, headers, body)
             .await
             .map_err(|e| RestError::with_status(e.status, e.error))?;
+        let bytes = &arrived.bytes;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             None
         } else {
-            let value = serde_json::from_slice::<Value>(&bytes).map_err(|e| {
-                crate::request::too_deep(&bytes).unwrap_or_else(|| {
+            let value = arrived.parse::<Value>(state).await.map_err(|e| {
+                crate::request::too_deep(bytes).unwrap_or_else(|| {
                     AppError::bad_request(
-                        crate::request::not_text(headers, &bytes)
+                        crate::request::not_text(headers, bytes)
                             .unwrap_or_else(|| format!("the request body is not JSON: {e}")),
                     )
                 })
             })?;
-            crate::request::refuse_wide_integer(&bytes)?;
+            crate::request::refuse_wide_integer(bytes)?;
             Some(value)
         }
     } else {
