@@ -560,6 +560,33 @@ impl Connection {
         let max_cost = upgrade.state.config().max_complexity;
         let state = &upgrade.state;
         let principal = self.slot.as_ref().map_or("", |slot| slot.principal());
+        // A large document is parsed and validated only with one of its principal's expensive
+        // permits, as over `POST /graphql`, held until its first answer (validation is done by
+        // then; a query's or mutation's one answer is its end) (reprobe57 M2: WebSocket
+        // operations of 64 KiB documents went around that rule).
+        let early = if request.query.len() > crate::graphql::cost::LARGE_DOCUMENT_BYTES {
+            let max = state.config().max_expensive_per_principal;
+            match state.running().try_start(principal, max) {
+                Some(permit) => {
+                    request.data.insert(crate::graphql::cost::HeldEarly);
+                    Some(permit)
+                }
+                None => {
+                    return refuse(pop_app::AppError::new(
+                        pop_app::error::Code::Busy,
+                        format!(
+                            "query: {principal:?} already runs {max} expensive requests \
+                             (documents over {} bytes, or costing {} points or more) at once; \
+                             retry when one has answered",
+                            crate::graphql::cost::LARGE_DOCUMENT_BYTES,
+                            crate::graphql::cost::MIN_EXPENSIVE_COST
+                        ),
+                    ));
+                }
+            }
+        } else {
+            None
+        };
         match crate::graphql::cost::unfit(&mut [&mut request], max_cost, |r| {
             state.parse_cached(principal, r)
         }) {
@@ -602,6 +629,7 @@ impl Connection {
             held: Arc::clone(&self.held),
             cid: upgrade.cid.clone(),
             bounds,
+            early: std::sync::Mutex::new(early),
         };
         let stream = self.schema.execute_stream_with_session_data(request, Arc::clone(session));
         let task = tokio::spawn(operation.run(stream));
@@ -667,6 +695,9 @@ struct Operation {
     cid: String,
     /// A query's or mutation's budget and deadline (none for a subscription).
     bounds: Option<(Arc<Budget>, Duration)>,
+    /// The principal's expensive permit a large document took before it was parsed, given
+    /// back at the operation's first answer.
+    early: std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 impl Operation {
@@ -726,6 +757,9 @@ impl Operation {
                 });
                 self.send(text, true).await;
                 return;
+            }
+            if first && let Ok(mut early) = self.early.lock() {
+                early.take();
             }
             first = false;
             let text = encode(&ServerMessage::Next { id: &self.id, payload: &response });

@@ -1216,3 +1216,50 @@ async fn a_large_batch_of_finished_agendas_is_summed_up_whole() {
         .await;
     assert_eq!(data["progressSummary"], json!({"processingState": "EXECUTING"}));
 }
+
+/// Over the WebSocket too, a document past `LARGE_DOCUMENT_BYTES` takes one of its principal's
+/// expensive permits before it is parsed (reprobe57 M2: operations of 64 KiB documents went
+/// around the rule of `POST /graphql`): two large long-polls hold both, a third large operation
+/// is refused BUSY, a small one runs; answered, they give their permits back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_document_over_the_websocket_waits_for_a_permit_of_its_principal() {
+    let s = start(ApiConfig::default()).await;
+    s.seed().await;
+    let padding = " __typename".repeat(900);
+    let waiting = format!(
+        "mutation {{ getAgenda(insightId: \"transcode\", count: 1, waitSeconds: 3) {{ agenda {{ id }} }}{padding} }}"
+    );
+    let large = format!("query {{ me {{ name }}{padding} }}");
+    let mut ws = RawWs::authed(&s.ws_url(), ACME_SERVICE).await;
+    ws.subscribe("w1", &waiting, json!({})).await;
+    ws.subscribe("w2", &waiting, json!({})).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    ws.subscribe("large", &large, json!({})).await;
+    ws.subscribe("small", "query { me { name } }", json!({})).await;
+    let (mut busy, mut small, mut waits) = (false, false, 0);
+    while !(busy && small && waits == 2) {
+        let m = ws.next().await;
+        match (m["id"].as_str().unwrap_or(""), m["type"].as_str().unwrap_or("")) {
+            ("large", "error") => {
+                assert_eq!(m["payload"][0]["extensions"]["code"], "BUSY", "{m:#}");
+                busy = true;
+            }
+            ("small", "next") => small = true,
+            ("w1" | "w2", "next") => {
+                assert_eq!(m["payload"]["data"]["getAgenda"], json!([]), "{m:#}");
+                waits += 1;
+            }
+            (_, "complete") => {}
+            other => panic!("{other:?}: {m:#}"),
+        }
+    }
+    ws.subscribe("again", &large, json!({})).await;
+    loop {
+        let m = ws.next().await;
+        if m["id"] == "again" {
+            assert_eq!(m["type"], "next", "{m:#}");
+            assert_eq!(m["payload"]["data"]["me"]["name"], "acme-worker", "{m:#}");
+            break;
+        }
+    }
+}
