@@ -226,12 +226,16 @@ pub fn last_diagnostic(p: &Value) -> Option<String> {
         return None;
     }
     let line = text_lines(message).map(|l| l.trim().to_string()).collect::<Vec<_>>();
-    let line = line.join(" | ");
-    Some(if line.chars().count() > 160 {
-        format!("{}…", line.chars().take(159).collect::<String>())
+    Some(cut(&line.join(" | "), 160))
+}
+
+/// `text` in at most `max` characters: cut with `…` past it.
+pub fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() > max {
+        format!("{}…", text.chars().take(max.saturating_sub(1)).collect::<String>())
     } else {
-        line
-    })
+        text.to_string()
+    }
 }
 
 /// Why an agenda failed: each failed operation with its last diagnostic, then the agenda's own
@@ -401,5 +405,17 @@ mod tests {
             last_diagnostic(&json!({"diagnosticEvents": [{"message": esc}]}))
                 .is_some_and(|d| !d.contains('\u{1b}'))
         );
+    }
+}
+
+#[cfg(test)]
+mod cut_tests {
+    #[test]
+    fn a_long_text_is_cut_to_its_width_with_an_ellipsis() {
+        let url = format!("https://in.example/{}", "é".repeat(4_000));
+        let shown = super::cut(&url, 80);
+        assert_eq!(shown.chars().count(), 80);
+        assert!(shown.starts_with("https://in.example/") && shown.ends_with('…'), "{shown}");
+        assert_eq!(super::cut("short", 80), "short");
     }
 }

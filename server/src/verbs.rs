@@ -387,8 +387,10 @@ pub async fn agendas(client: &Client, f: &AgendaFilter, as_json: bool) -> Result
                 output::outcome(p)
             },
             format!("{:.0}%", p["percentComplete"].as_f64().unwrap_or(0.0)),
-            text(p, "linkId").to_string(),
-            text(p, "title").to_string(),
+            // A linkId may be a URL of 4,096 characters (reprobe57 L3: rows 4,190 wide): cut
+            // as the dashboard cuts it; `--json` has it whole.
+            output::cut(text(p, "linkId"), 80),
+            output::cut(text(p, "title"), 80),
         ]
     });
     if rows.is_empty() {
