@@ -605,6 +605,12 @@ impl Connection {
             // The schema reports what does not parse.
             Err(_) => None,
         };
+        // The early permit is given back at the first answer, or for a subscription (which
+        // may wait long for its first event) once it is validated (the schema's hook).
+        let early = Arc::new(std::sync::Mutex::new(early));
+        if matches!(kind, Some(OperationType::Subscription)) {
+            request.data.insert(crate::graphql::cost::EarlyRelease(Arc::clone(&early)));
+        }
         // A query or a mutation has an end: it gets a POST's bounds (the deadline, the byte
         // budget and its principal's expensive-request permits), not a subscription's
         // (hostile15: one ran 60 s, five of 6,000 points each at once).
@@ -629,7 +635,7 @@ impl Connection {
             held: Arc::clone(&self.held),
             cid: upgrade.cid.clone(),
             bounds,
-            early: std::sync::Mutex::new(early),
+            early,
         };
         let stream = self.schema.execute_stream_with_session_data(request, Arc::clone(session));
         let task = tokio::spawn(operation.run(stream));
@@ -696,8 +702,8 @@ struct Operation {
     /// A query's or mutation's budget and deadline (none for a subscription).
     bounds: Option<(Arc<Budget>, Duration)>,
     /// The principal's expensive permit a large document took before it was parsed, given
-    /// back at the operation's first answer.
-    early: std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
+    /// back at the operation's first answer (a subscription's, once validated).
+    early: Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>,
 }
 
 impl Operation {

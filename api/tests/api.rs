@@ -1262,4 +1262,21 @@ async fn a_large_document_over_the_websocket_waits_for_a_permit_of_its_principal
             break;
         }
     }
+    // A large subscription, whose first event may be hours away, gives its permit back once
+    // validated: two of them waiting for a batch nobody uses leave the large query served.
+    let follow = format!(
+        "subscription {{ agendaProgressByLinkId(linkId: \"nobody\") {{ position{padding} }} }}"
+    );
+    ws.subscribe("s1", &follow, json!({})).await;
+    ws.subscribe("s2", &follow, json!({})).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ws.subscribe("after", &large, json!({})).await;
+    let m = loop {
+        let m = ws.next().await;
+        if m["type"] != "complete" {
+            break m;
+        }
+    };
+    assert_eq!((&m["id"], &m["type"]), (&json!("after"), &json!("next")), "{m:#}");
+    assert_eq!(m["payload"]["data"]["me"]["name"], "acme-worker", "{m:#}");
 }

@@ -580,6 +580,11 @@ pub const LARGE_DOCUMENT_BYTES: usize = 8 << 10;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct HeldEarly;
 
+/// In a WebSocket subscription's data with the permit it took early: given back once it is
+/// validated, since its first answer may be an event hours away (review of reprobe57 M2).
+#[derive(Clone)]
+pub(crate) struct EarlyRelease(pub Arc<Mutex<Option<OwnedSemaphorePermit>>>);
+
 /// A request at or above this cost counts against its principal's expensive requests
 /// ([`crate::ApiConfig::max_expensive_per_principal`]). The dashboard's largest query costs
 /// about 4,000, so it is never held back; a page of 500 agendas with operations is.
@@ -665,6 +670,11 @@ impl Extension for LimitsExtension {
         next: NextValidation<'_>,
     ) -> Result<ValidationResult, Vec<ServerError>> {
         let result = next.run(ctx).await?;
+        if let Some(EarlyRelease(early)) = ctx.data_opt::<EarlyRelease>()
+            && let Ok(mut early) = early.lock()
+        {
+            early.take();
+        }
         if let Some(budget) = self.budget() {
             budget.spend_cost(result.complexity).map_err(|e| vec![server_error(e)])?;
         }
