@@ -113,7 +113,7 @@ struct Inner {
     case_turn: tokio::sync::Mutex<()>,
     /// One large batch's summary decoded at a time ([`reads::LARGE_SUMMARY`]): the rest wait
     /// their turn, first come first served, and the other core stays for everything else.
-    summary_turn: tokio::sync::Semaphore,
+    summary_turn: Arc<tokio::sync::Semaphore>,
     /// Each principal's turn at a large summary, before the server's ([`reads::LARGE_SUMMARY`]):
     /// one at a time each, so the server's queue holds at most one per principal.
     summary_turns: Turns,
@@ -159,7 +159,7 @@ impl App {
                 resync_turns: Turns::default(),
                 delivery_turns: Turns::default(),
                 case_turn: tokio::sync::Mutex::new(()),
-                summary_turn: tokio::sync::Semaphore::new(1),
+                summary_turn: Arc::new(tokio::sync::Semaphore::new(1)),
                 summary_turns: Turns::default(),
                 store_probe: std::sync::Mutex::default(),
             }),

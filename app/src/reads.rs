@@ -6,7 +6,7 @@
 //! held across an `.await`.
 
 use std::collections::HashMap;
-use std::sync::PoisonError;
+use std::sync::{Arc, PoisonError};
 
 use chrono::{DateTime, Utc};
 
@@ -889,20 +889,23 @@ impl App {
             Some(parts) => summed(parts, link_id),
             None => {
                 let turn = turn(&self.inner.summary_turns, &caller.principal.name, 1).await;
-                let server = self.inner.summary_turn.acquire().await;
-                let (Some(_turn), Ok(_server)) = (turn, server) else {
+                let server = Arc::clone(&self.inner.summary_turn).acquire_owned().await;
+                let (Some(turn), Ok(server)) = (turn, server) else {
                     return Err(AppError::new(Code::Unavailable, "the server is stopping; retry")
                         .with_cid(&caller.cid));
                 };
-                let parts = self
-                    .read(caller, None, |models| {
-                        Ok(models.progress_summary_parts(link_id, &visibility))
-                    })
-                    .await?;
+                // Settled already by the first read: no second wait while holding the turns.
+                let parts = self.projections().read().progress_summary_parts(link_id, &visibility);
                 let link_id = link_id.to_owned();
-                tokio::task::spawn_blocking(move || summed(parts, &link_id))
-                    .await
-                    .map_err(|e| AppError::internal("summing up a batch", &e))?
+                // The turns go with the work: a request given up (its client gone, its
+                // deadline) leaves the decode running, which must keep them till it ends
+                // (review57 H1).
+                tokio::task::spawn_blocking(move || {
+                    let _turns = (turn, server);
+                    summed(parts, &link_id)
+                })
+                .await
+                .map_err(|e| AppError::internal("summing up a batch", &e))?
             }
         };
         summary.map_err(|e| e.with_cid(&caller.cid))

@@ -114,6 +114,10 @@ impl Verification {
         self.checkpoints = report;
         if self.first_break.is_none() {
             self.first_break = first_break;
+        } else {
+            // The break said is the streams' own: a key that signed none of the checkpoints
+            // does not explain it (review57 L3: a tampered stream read as a rotation).
+            self.checkpoints.signer_not_handed_over = None;
         }
         self
     }
@@ -646,5 +650,26 @@ impl Verification {
     pub(crate) fn with_unsealed(mut self, unsealed: Option<Unsealed>) -> Verification {
         self.checkpoints.unsealed = unsealed;
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Break, CheckpointReport, Verification};
+
+    /// A key that signed none of the checkpoints explains the checkpoint walk's break only: a
+    /// break of the streams' own walk stays said as tampering (review57 L3).
+    #[test]
+    fn an_unused_key_is_said_only_of_the_checkpoint_walks_break() {
+        let unused = CheckpointReport {
+            signer_not_handed_over: Some("k1".into()),
+            ..CheckpointReport::default()
+        };
+        let streams_broke = Break::of_store("an event edited").alone();
+        let said = streams_broke.with_checkpoints((unused.clone(), None));
+        assert_eq!(said.checkpoints.signer_not_handed_over, None, "{said:?}");
+        let checkpoint_broke = Break::of_store("checkpoint 1 is not signed by key k1");
+        let said = Verification::default().with_checkpoints((unused, Some(checkpoint_broke)));
+        assert_eq!(said.checkpoints.signer_not_handed_over.as_deref(), Some("k1"), "{said:?}");
     }
 }
