@@ -89,18 +89,23 @@ pub(crate) struct BodyError {
 /// until it is dropped: keep it until the body is parsed ([`ArrivedBody::parse`]).
 pub(crate) struct ArrivedBody {
     pub bytes: axum::body::Bytes,
-    _arriving: crate::state::PrincipalConnection,
+    /// Shared with a parse on a blocking thread, which keeps the body counted until it ends.
+    arriving: std::sync::Arc<crate::state::PrincipalConnection>,
+    principal: String,
 }
 
 /// A body at least this long is parsed on a blocking thread, one such body at a time for the
-/// server ([`ArrivedBody::parse`]): parsing does not yield, and an 8 MiB body of small values
+/// server after one at a time for its principal ([`ArrivedBody::parse`]): parsing does not yield, and an 8 MiB body of small values
 /// (`[1,{},1,{},…]`) took over a second of a debug build's async worker, so a flood of them
 /// held every tenant's requests for 23 s (reprobe57 H2). Ordinary requests are a few KiB.
 pub const LARGE_BODY_BYTES: usize = 256 << 10;
 
 impl ArrivedBody {
     /// The body parsed as JSON into `T`: on the request's task when small, else on a blocking
-    /// thread with the server's turn (`state`'s), the body still counted as arriving meanwhile.
+    /// thread with its principal's turn and then the server's (`state`'s), the body still
+    /// counted as arriving meanwhile. The turns and the count go with the parse: a request
+    /// given up (its client gone, its deadline) leaves the parse running, which keeps them till
+    /// it ends (review57 H1: given back at once, parses piled up past both bounds).
     pub(crate) async fn parse<T: serde::de::DeserializeOwned + Send + 'static>(
         &self,
         state: &crate::AppState,
@@ -108,9 +113,14 @@ impl ArrivedBody {
         if self.bytes.len() < LARGE_BODY_BYTES {
             return serde_json::from_slice(&self.bytes);
         }
-        let _turn = state.large_body_turn().await;
+        let turns = state.large_body_turn(&self.principal).await;
+        let arriving = std::sync::Arc::clone(&self.arriving);
         let bytes = self.bytes.clone();
-        match tokio::task::spawn_blocking(move || serde_json::from_slice(&bytes)).await {
+        let parse = move || {
+            let _held = (turns, arriving);
+            serde_json::from_slice(&bytes)
+        };
+        match tokio::task::spawn_blocking(parse).await {
             Ok(parsed) => parsed,
             // The parse panicked, or the runtime is stopping: not parsed.
             Err(e) => Err(serde::de::Error::custom(format!("the body was not parsed: {e}"))),
@@ -143,7 +153,11 @@ pub(crate) async fn read_body_of(
     };
     let config = state.config();
     let bytes = read_body(headers, body, config.max_body_bytes, config.body_read_timeout).await?;
-    Ok(ArrivedBody { bytes, _arriving: arriving })
+    Ok(ArrivedBody {
+        bytes,
+        arriving: std::sync::Arc::new(arriving),
+        principal: principal.name.clone(),
+    })
 }
 
 /// A body as JSON is read: decompressed as its `Content-Encoding` says (gzip and deflate;
