@@ -20,9 +20,7 @@ use pop_app::Caller;
 
 use crate::dashboard;
 use crate::error::{AppError, Code};
-use crate::graphql::cost::{
-    Budget, HeldEarly, LARGE_DOCUMENT_BYTES, MIN_EXPENSIVE_COST, Unfit, deadline_error,
-};
+use crate::graphql::cost::{Budget, HeldEarly, Unfit, deadline_error, early_permit};
 use crate::metrics;
 use crate::request::{
     header_principal, read_body_of, request_cid, request_traceparent, request_tracestate,
@@ -214,28 +212,17 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
     // expensive permits, held until it is answered (hostile57 H3: refused only after that
     // work, a flood of them still took the cores).
     let written: usize = batch.iter().map(|r| r.query.len()).sum();
-    let _early = match written > LARGE_DOCUMENT_BYTES {
-        false => None,
-        true => {
-            let max = config.max_expensive_per_principal;
-            let Some(permit) = state.running().try_start(&principal.name, max) else {
-                let error = AppError::new(
-                    Code::Busy,
-                    format!(
-                        "query: {:?} already runs {max} expensive requests (documents over \
-                         {LARGE_DOCUMENT_BYTES} bytes, or costing {MIN_EXPENSIVE_COST} points \
-                         or more) at once; retry when one has answered",
-                        principal.name
-                    ),
-                );
-                return error_response(StatusCode::TOO_MANY_REQUESTS, error, &cid);
-            };
-            for request in batch.iter_mut() {
-                request.data.insert(HeldEarly);
-            }
-            Some(permit)
-        }
+    let max = config.max_expensive_per_principal;
+    // Held till the body is answered (dropped at the end of this function).
+    let early = match early_permit(state.running(), &principal.name, max, written) {
+        Ok(early) => early,
+        Err(error) => return error_response(StatusCode::TOO_MANY_REQUESTS, error, &cid),
     };
+    if early.is_some() {
+        for request in batch.iter_mut() {
+            request.data.insert(HeldEarly);
+        }
+    }
     let mut requests: Vec<&mut async_graphql::Request> = batch.iter_mut().collect();
     match crate::graphql::cost::unfit(&mut requests, config.max_complexity, |r| {
         state.parse_cached(&principal.name, r)

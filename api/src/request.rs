@@ -91,7 +91,6 @@ pub(crate) struct ArrivedBody {
     pub bytes: axum::body::Bytes,
     /// Shared with a parse on a blocking thread, which keeps the body counted until it ends.
     arriving: std::sync::Arc<crate::state::PrincipalConnection>,
-    principal: String,
 }
 
 /// A body at least this long is parsed on a blocking thread, one such body at a time for the
@@ -113,7 +112,7 @@ impl ArrivedBody {
         if self.bytes.len() < LARGE_BODY_BYTES {
             return serde_json::from_slice(&self.bytes);
         }
-        let turns = state.large_body_turn(&self.principal).await;
+        let turns = state.large_body_turn(self.arriving.principal()).await;
         let arriving = std::sync::Arc::clone(&self.arriving);
         let bytes = self.bytes.clone();
         let parse = move || {
@@ -153,11 +152,7 @@ pub(crate) async fn read_body_of(
     };
     let config = state.config();
     let bytes = read_body(headers, body, config.max_body_bytes, config.body_read_timeout).await?;
-    Ok(ArrivedBody {
-        bytes,
-        arriving: std::sync::Arc::new(arriving),
-        principal: principal.name.clone(),
-    })
+    Ok(ArrivedBody { bytes, arriving: std::sync::Arc::new(arriving) })
 }
 
 /// A body as JSON is read: decompressed as its `Content-Encoding` says (gzip and deflate;

@@ -98,7 +98,7 @@ struct Inner {
     running: Arc<crate::graphql::cost::Running>,
     /// See [`AppState::large_body_turn`]: the server's, and each principal's.
     large_body_turn: Arc<tokio::sync::Semaphore>,
-    large_body_turns: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    large_body_turns: pop_app::Turns,
 }
 
 /// The process-wide sums of [`crate::ws`]'s per-connection byte bounds.
@@ -165,7 +165,7 @@ impl AppState {
                 uploads: Arc::default(),
                 running,
                 large_body_turn: Arc::new(tokio::sync::Semaphore::new(1)),
-                large_body_turns: std::sync::Mutex::default(),
+                large_body_turns: pop_app::Turns::default(),
             }),
         }
     }
@@ -265,19 +265,7 @@ impl AppState {
         &self,
         principal: &str,
     ) -> Option<(tokio::sync::OwnedSemaphorePermit, tokio::sync::OwnedSemaphorePermit)> {
-        let own = {
-            let mut map = self
-                .inner
-                .large_body_turns
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            // Principals are bounded by the token file, so is the map.
-            Arc::clone(
-                map.entry(principal.to_owned())
-                    .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(1))),
-            )
-        };
-        let own = own.acquire_owned().await.ok()?;
+        let own = self.inner.large_body_turns.turn(principal, 1).await?;
         let server = Arc::clone(&self.inner.large_body_turn).acquire_owned().await.ok()?;
         Some((own, server))
     }

@@ -564,29 +564,16 @@ impl Connection {
         // permits, as over `POST /graphql`, held until its first answer (validation is done by
         // then; a query's or mutation's one answer is its end) (reprobe57 M2: WebSocket
         // operations of 64 KiB documents went around that rule).
-        let early = if request.query.len() > crate::graphql::cost::LARGE_DOCUMENT_BYTES {
-            let max = state.config().max_expensive_per_principal;
-            match state.running().try_start(principal, max) {
-                Some(permit) => {
-                    request.data.insert(crate::graphql::cost::HeldEarly);
-                    Some(permit)
-                }
-                None => {
-                    return refuse(pop_app::AppError::new(
-                        pop_app::error::Code::Busy,
-                        format!(
-                            "query: {principal:?} already runs {max} expensive requests \
-                             (documents over {} bytes, or costing {} points or more) at once; \
-                             retry when one has answered",
-                            crate::graphql::cost::LARGE_DOCUMENT_BYTES,
-                            crate::graphql::cost::MIN_EXPENSIVE_COST
-                        ),
-                    ));
-                }
-            }
-        } else {
-            None
-        };
+        let max = state.config().max_expensive_per_principal;
+        let written = request.query.len();
+        let early =
+            match crate::graphql::cost::early_permit(state.running(), principal, max, written) {
+                Ok(early) => early,
+                Err(error) => return refuse(error),
+            };
+        if early.is_some() {
+            request.data.insert(crate::graphql::cost::HeldEarly);
+        }
         match crate::graphql::cost::unfit(&mut [&mut request], max_cost, |r| {
             state.parse_cached(principal, r)
         }) {

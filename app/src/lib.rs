@@ -297,14 +297,13 @@ impl App {
         &self,
         owner: &str,
     ) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        turn(&self.inner.resync_turns, owner, limits::MAX_RESYNC_SCANS_PER_OWNER).await
+        self.inner.resync_turns.turn(owner, limits::MAX_RESYNC_SCANS_PER_OWNER).await
     }
 
     /// Waits for a turn of `owner` (a customer's follows, or a principal's) at producing a
     /// follow item ([`live::Turn`]).
     pub(crate) async fn delivery_turn(&self, owner: &str) -> live::Turn {
-        let permit =
-            turn(&self.inner.delivery_turns, owner, limits::MAX_DELIVERIES_PER_OWNER).await;
+        let permit = self.inner.delivery_turns.turn(owner, limits::MAX_DELIVERIES_PER_OWNER).await;
         live::Turn::of(permit)
     }
 
@@ -313,26 +312,30 @@ impl App {
     }
 }
 
-/// One of `owner`'s `permits` turns in `turns` (made on its first use; owners, customers and
-/// principals, are bounded by the config and the token file, so is the map); the turn ends
-/// when the permit drops.
-async fn turn(
-    turns: &Turns,
-    owner: &str,
-    permits: usize,
-) -> Option<tokio::sync::OwnedSemaphorePermit> {
-    let semaphore = {
-        let mut map = turns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        Arc::clone(
-            map.entry(owner.to_string())
-                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(permits))),
-        )
-    };
-    semaphore.acquire_owned().await.ok()
-}
+/// Per owner (a customer, or a principal), its turns at something ([`Turns::turn`]); the API's
+/// transports keep theirs in the same kind.
+#[derive(Default)]
+pub struct Turns(std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>);
 
-/// Per owner (a customer, or a principal), its turns at something ([`turn`]).
-type Turns = std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>;
+impl Turns {
+    /// One of `owner`'s `permits` turns (made on its first use; owners, customers and
+    /// principals, are bounded by the config and the token file, so is the map); the turn
+    /// ends when the permit drops. `None` only if the semaphore was closed.
+    pub async fn turn(
+        &self,
+        owner: &str,
+        permits: usize,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let semaphore = {
+            let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(
+                map.entry(owner.to_string())
+                    .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(permits))),
+            )
+        };
+        semaphore.acquire_owned().await.ok()
+    }
+}
 
 /// The metadata of the events a caller's command (`command`, the use case's name) causes: the
 /// actor (role and principal), the caller's cid, and a fresh command id as their causation.

@@ -22,12 +22,12 @@ use pop_projections::{
 };
 use pop_store::{Direction, Position, RecordedEvent};
 
+use crate::App;
 use crate::caller::{Action, Caller, Principal};
 use crate::error::{self, AppError, AppResult, Code};
 use crate::limits::{DEFAULT_PAGE_SIZE, MAX_COUNTED, MAX_EVENT_PAGE_SIZE};
 use crate::outcome::Page;
 use crate::resolve::{Named, ambiguous, may_touch};
-use crate::{App, turn};
 
 /// The phases whose agendas are WAITING (DOMAIN.md §3), for the insights' counters.
 pub const WAITING_PHASES: [Phase; 5] =
@@ -888,7 +888,7 @@ impl App {
         let summary = match small {
             Some(parts) => summed(parts, link_id),
             None => {
-                let turn = turn(&self.inner.summary_turns, &caller.principal.name, 1).await;
+                let turn = self.inner.summary_turns.turn(&caller.principal.name, 1).await;
                 let server = Arc::clone(&self.inner.summary_turn).acquire_owned().await;
                 let (Some(turn), Ok(server)) = (turn, server) else {
                     return Err(AppError::new(Code::Unavailable, "the server is stopping; retry")

@@ -262,28 +262,8 @@ pub enum Command {
     Agendas {
         #[command(flatten)]
         client: ClientArgs,
-        /// Only this customer's agendas.
-        #[arg(long)]
-        customer: Option<String>,
-        /// Only the agendas of this batch (linkId).
-        #[arg(long = "link-id")]
-        link_id: Option<String>,
-        /// Only the agendas bound to this insight.
-        #[arg(long)]
-        insight: Option<String>,
-        /// WAITING, EXECUTING or COMPLETE.
-        #[arg(long)]
-        state: Option<String>,
-        /// At most this many (1..=100).
-        #[arg(long, default_value_t = 50)]
-        first: u32,
-        /// Continue after this cursor (printed when more exist).
-        #[arg(long)]
-        after: Option<String>,
-        /// The agendas added first come first (without it, the newest come first, so what was
-        /// just submitted is on the first page).
-        #[arg(long)]
-        oldest_first: bool,
+        #[command(flatten)]
+        filter: crate::verbs::AgendaFilter,
         /// Print the answer as JSON.
         #[arg(long)]
         json: bool,

@@ -358,26 +358,7 @@ async fn run(command: cli::Command) -> Result<()> {
             })
             .await
         }
-        cli::Command::Agendas {
-            client,
-            customer,
-            link_id,
-            insight,
-            state,
-            first,
-            after,
-            oldest_first,
-            json,
-        } => {
-            let filter = verbs::AgendaFilter {
-                customer,
-                link_id,
-                insight,
-                state,
-                first,
-                after,
-                oldest_first,
-            };
+        cli::Command::Agendas { client, filter, json } => {
             verbs::agendas(&client::Client::new(&client)?, &filter, json).await
         }
         cli::Command::Cancel { client, id, reason, customer, json } => {

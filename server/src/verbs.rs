@@ -296,15 +296,30 @@ pub async fn init_cmd(client: &Client, spec: &InitSpec) -> Result<()> {
     Ok(())
 }
 
-/// Filters of `pop agendas`.
-#[derive(Debug, Clone, Default)]
+/// Filters of `pop agendas` (its flags).
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct AgendaFilter {
+    /// Only this customer's agendas.
+    #[arg(long)]
     pub customer: Option<String>,
+    /// Only the agendas of this batch (linkId).
+    #[arg(long = "link-id")]
     pub link_id: Option<String>,
+    /// Only the agendas bound to this insight.
+    #[arg(long)]
     pub insight: Option<String>,
+    /// WAITING, EXECUTING or COMPLETE.
+    #[arg(long)]
     pub state: Option<String>,
+    /// At most this many (1..=100).
+    #[arg(long, default_value_t = 50)]
     pub first: u32,
+    /// Continue after this cursor (printed when more exist).
+    #[arg(long)]
     pub after: Option<String>,
+    /// The agendas added first come first (without it, the newest come first, so what was
+    /// just submitted is on the first page).
+    #[arg(long)]
     pub oldest_first: bool,
 }
 

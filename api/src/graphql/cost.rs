@@ -553,7 +553,7 @@ pub struct Running {
 
 impl Running {
     /// A permit for one more expensive request of `principal`, if it has one left of `max`.
-    pub(crate) fn try_start(&self, principal: &str, max: usize) -> Option<OwnedSemaphorePermit> {
+    fn try_start(&self, principal: &str, max: usize) -> Option<OwnedSemaphorePermit> {
         let semaphore = {
             let mut map = self.per_principal.lock().ok()?;
             // Principals are bounded by the token file (`MAX_TOKENS`), so is the map.
@@ -574,6 +574,30 @@ impl Running {
 /// another tenant's reads for 2 s). The dashboard's largest document is under 4 KiB,
 /// GraphiQL's introspection about 3 KiB.
 pub const LARGE_DOCUMENT_BYTES: usize = 8 << 10;
+
+/// The permit a request whose documents take `written` bytes must hold before they are parsed
+/// ([`LARGE_DOCUMENT_BYTES`]): `None` for a smaller one; BUSY when `principal` already runs
+/// `max` expensive requests. For every transport (`POST /graphql`, the WebSocket).
+pub(crate) fn early_permit(
+    running: &Running,
+    principal: &str,
+    max: usize,
+    written: usize,
+) -> Result<Option<OwnedSemaphorePermit>, AppError> {
+    if written <= LARGE_DOCUMENT_BYTES {
+        return Ok(None);
+    }
+    running.try_start(principal, max).map(Some).ok_or_else(|| {
+        AppError::new(
+            Code::Busy,
+            format!(
+                "query: {principal:?} already runs {max} expensive requests (documents over \
+                 {LARGE_DOCUMENT_BYTES} bytes, or costing {MIN_EXPENSIVE_COST} points or more) \
+                 at once; retry when one has answered"
+            ),
+        )
+    })
+}
 
 /// In a request's data when its principal's permit was taken before its document was parsed
 /// ([`LARGE_DOCUMENT_BYTES`]): the validation hook takes no second one.

@@ -339,14 +339,17 @@ impl AgendaModel {
     ) -> Option<Vec<DetachedProgress>> {
         let mut keys: Vec<&Key> = Vec::new();
         let mut parts = 0;
+        // One past `max` is enough to say no: a large batch is not walked whole under the lock
+        // only to be refused (review of 2026-12-07).
+        let room = |keys: &Vec<&Key>| max.saturating_add(1).saturating_sub(keys.len());
         if let Some(set) = self.by_link.get(link_id) {
             for group in groups_seen(&set.grouped, visibility) {
                 let before = keys.len();
-                keys.extend(group_range(&set.grouped, &group));
+                keys.extend(group_range(&set.grouped, &group).take(room(&keys)));
                 parts += usize::from(keys.len() > before);
             }
             parts += usize::from(!set.odd.is_empty());
-            keys.extend(set.odd.iter());
+            keys.extend(set.odd.iter().take(room(&keys)));
         }
         if keys.len() > max {
             return None;
