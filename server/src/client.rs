@@ -188,15 +188,25 @@ impl Client {
             *last = Some(cid.to_owned());
         }
         if status == reqwest::StatusCode::UNAUTHORIZED {
-            // The server's cid, as every other refusal carries it (newcomer56 L5).
-            let cid = response.json::<Value>().await.ok().and_then(|body| {
-                body["errors"][0]["extensions"]["cid"].as_str().map(|cid| format!(" (cid {cid})"))
-            });
+            // The server's cid, as every other refusal carries it (newcomer56 L5): its header,
+            // else (a proxy that dropped it) the error's extensions.
+            let cid = match cid {
+                Some(_) => self.cid_note(),
+                None => response
+                    .json::<Value>()
+                    .await
+                    .ok()
+                    .and_then(|body| {
+                        body["errors"][0]["extensions"]["cid"]
+                            .as_str()
+                            .map(|cid| format!(" (cid {cid})"))
+                    })
+                    .unwrap_or_default(),
+            };
             bail!(
                 "UNAUTHENTICATED: {url} rejected the token (taken from {}); pass another with \
-                 --token or POP_TOKEN{}",
+                 --token or POP_TOKEN{cid}",
                 self.token_source,
-                cid.unwrap_or_default()
             );
         }
         response

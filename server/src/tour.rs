@@ -456,8 +456,7 @@ pub async fn gql(client: &Client, query: &str, variables: &str) -> Result<()> {
     let parsed: Value =
         serde_json::from_str(variables).context("--variables must be a JSON object")?;
     refuse_wide_integer("--variables", variables)?;
-    let variables = parsed;
-    let data = client.graphql(query, variables).await?;
+    let data = client.graphql(query, parsed).await?;
     output::json(&data);
     Ok(())
 }
