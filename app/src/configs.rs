@@ -6,6 +6,7 @@
 use serde_json::Value;
 use uuid::Uuid;
 
+use pop_domain::binding::may_use_insight;
 use pop_domain::config::{ConfigAggregate, ConfigCommand, ConfigObject, Lifecycle};
 use pop_domain::model::{AgendaTemplate, Customer, Insight, ResourcePool};
 use pop_domain::validate::{check_id, check_new_id};
@@ -78,6 +79,109 @@ pub trait ConfigKind: ConfigObject + VisibleTo + Clone {
     fn in_use(_models: &ReadModels, _id: &str, _v: &Visibility) -> Option<String> {
         None
     }
+    /// Why `next` may not replace `current` now (and the field that says so), for a caller
+    /// who sees `v`: it would hand agendas already bound to an insight to the workers of a
+    /// customer that did not run them ([`handover`]).
+    fn handed_over(
+        _models: &ReadModels,
+        _current: &Self,
+        _next: &Self,
+        _v: &Visibility,
+    ) -> Option<(String, &'static str)> {
+        None
+    }
+}
+
+/// The customers whose workers are handed every customer's agendas of `insight` when its
+/// pool belongs to `pool_owner` ([`crate::resolve::operates`]): its owner, and its pool's owner
+/// when that customer may use the insight.
+fn operators<'a>(insight: &'a Insight, pool_owner: Option<&'a str>) -> Vec<&'a str> {
+    let mut operators = vec![insight.customer_id.as_str()];
+    operators.extend(pool_owner.filter(|owner| may_use_insight(insight, owner)));
+    operators
+}
+
+/// The live agendas bound to insight `id` that would still run: waiting, executing, or
+/// failed with a retry to come while the insight takes their customer. Not doNotRun records,
+/// nor ones parked by a skipExecution rerun: those run only when rerun.
+fn live_bound<'m>(
+    models: &'m ReadModels,
+    id: &'m str,
+) -> impl Iterator<Item = &'m pop_projections::AgendaEntry> + 'm {
+    // A doNotRun record never runs: it waits as much with the insight as without it
+    // (review-s45: one blocked the delete, "let them finish" never coming). A failed one
+    // whose retry is still to come is live again then (popclient26: retried after the
+    // delete, it waited for good).
+    // A failed one's retry runs only while the insight takes its customer (review-s45c: a
+    // customer taken out of the share left its failed agendas "due" for good, and they
+    // held the delete, though the retry would never run them).
+    let held = move |a: &&pop_projections::AgendaEntry| {
+        if a.processing_state() == pop_domain::ProcessingState::Complete {
+            return a.progress().is_ok_and(|p| p.retry_due())
+                && models.insight_takes(id, a.customer_id());
+        }
+        !a.is_do_not_run()
+    };
+    // Parked by a skipExecution rerun (WAITING/pending), an agenda runs only when rerun,
+    // which a deleted insight refuses: it holds nothing either (hostile38: one parked by
+    // a customer the insight was shared with held its delete for good).
+    models
+        .agendas()
+        .bound_to(id, |p| (p.is_live() && p != Phase::Pending) || p == Phase::Failed)
+        .filter(held)
+}
+
+/// Why an update may not change the customers whose workers run insight `id`'s agendas from
+/// `before` to `after` (see [`operators`]): agendas already bound to it would go, definitions,
+/// payloads and the right to report their results, to the workers of a customer that was not
+/// running them (popclient58 M1: an admin's PUT of an insight with another `customerId`
+/// handed acme's queued agenda to beta's service token, and acme's own workers were then told
+/// the insight was not found). An agenda of the one customer that newly runs it stays its
+/// own. `what` names the object changed (the insight, or the pool it is on).
+fn handover(
+    models: &ReadModels,
+    id: &str,
+    before: &[&str],
+    after: &[&str],
+    v: &Visibility,
+    what: &str,
+) -> Option<String> {
+    let mut newcomers: Vec<&str> = after
+        .iter()
+        .copied()
+        .filter(|n| !before.iter().any(|b| b.eq_ignore_ascii_case(n)))
+        .collect();
+    newcomers.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
+    if newcomers.is_empty() {
+        return None;
+    }
+    let own = |customer: &str| newcomers.iter().all(|n| n.eq_ignore_ascii_case(customer));
+    let (mut live, mut others) = (0usize, 0usize);
+    for agenda in live_bound(models, id).filter(|a| !own(a.customer_id())) {
+        live += 1;
+        others += usize::from(!v.sees(agenda.customer_id()));
+    }
+    if live == 0 {
+        return None;
+    }
+    let agendas = match live {
+        1 => "1 live agenda of another customer is".to_owned(),
+        n => format!("{n} live agendas of other customers are"),
+    };
+    let whom: Vec<String> = newcomers.iter().map(|n| format!("{n:?}")).collect();
+    let unseen = match others {
+        0 => String::new(),
+        n => {
+            format!(" ({n} of them of customers you do not act for: their own cancels or finishes)")
+        }
+    };
+    Some(format!(
+        "{what} may not hand its agendas to the workers of customer {} while {agendas} bound to \
+         insight {id:?} (waiting, executing, or failed with a retry to come): their definitions, \
+         payloads and reports would go to workers that were not running them; let them finish \
+         or cancel them first{unseen}, or make the change on a new insight",
+        whom.join(" and ")
+    ))
 }
 
 /// What a config object names besides its own customer, and so may steer: the resource pool
@@ -234,6 +338,32 @@ config_kind!(ResourcePool, "ResourcePool", resource_pool, resource_pools, {
             said.join(" and ")
         ))
     }
+    /// A pool given to another customer hands that customer's workers the agendas of every
+    /// insight on it the customer may use ([`operators`]): refused while any of them has
+    /// agendas of others bound (popclient58 M1).
+    fn handed_over(
+        models: &ReadModels,
+        current: &Self,
+        next: &Self,
+        v: &Visibility,
+    ) -> Option<(String, &'static str)> {
+        if current.customer_id.eq_ignore_ascii_case(&next.customer_id) {
+            return None;
+        }
+        models.all_insights().filter(|i| i.resource_pool_id == current.id).find_map(|insight| {
+            let before = operators(insight, Some(&current.customer_id));
+            let after = operators(insight, Some(&next.customer_id));
+            let what = match insight.visible_to(v) {
+                true => format!("resource pool {:?} (its insight {:?})", current.id, insight.id),
+                false => format!(
+                    "resource pool {:?} (an insight on it of a customer you do not act for)",
+                    current.id
+                ),
+            };
+            let why = handover(models, &insight.id, &before, &after, v, &what)?;
+            Some((why, "customerId"))
+        })
+    }
 });
 
 config_kind!(Insight, "Insight", insight, insights, {
@@ -273,27 +403,7 @@ config_kind!(Insight, "Insight", insight, insights, {
     const CHECKS_IN_USE: bool = true;
     fn in_use(models: &ReadModels, id: &str, v: &Visibility) -> Option<String> {
         let (mut live, mut others) = (0usize, 0usize);
-        // A doNotRun record never runs: it waits as much with the insight as without it
-        // (review-s45: one blocked the delete, "let them finish" never coming). A failed one
-        // whose retry is still to come is live again then (popclient26: retried after the
-        // delete, it waited for good).
-        // A failed one's retry runs only while the insight takes its customer (review-s45c: a
-        // customer taken out of the share left its failed agendas "due" for good, and they
-        // held the delete, though the retry would never run them).
-        let held = |a: &&pop_projections::AgendaEntry| {
-            if a.processing_state() == pop_domain::ProcessingState::Complete {
-                return a.progress().is_ok_and(|p| p.retry_due())
-                    && models.insight_takes(id, a.customer_id());
-            }
-            !a.is_do_not_run()
-        };
-        // Parked by a skipExecution rerun (WAITING/pending), an agenda runs only when rerun,
-        // which a deleted insight refuses: it holds nothing either (hostile38: one parked by
-        // a customer the insight was shared with held its delete for good).
-        let bound = models
-            .agendas()
-            .bound_to(id, |p| (p.is_live() && p != Phase::Pending) || p == Phase::Failed);
-        for agenda in bound.filter(held) {
+        for agenda in live_bound(models, id) {
             live += 1;
             others += usize::from(!v.sees(agenda.customer_id()));
         }
@@ -319,6 +429,34 @@ config_kind!(Insight, "Insight", insight, insights, {
              or failed with a retry to come; a deleted insight's agendas would wait for good): \
              {way_out}"
         ))
+    }
+    /// A new owner, pool, share or isGlobal that makes another customer's workers run the
+    /// insight's agendas: refused while agendas of others are bound to it (popclient58 M1).
+    /// Taking customers out of the share is not: the same workers still run the ones bound.
+    fn handed_over(
+        models: &ReadModels,
+        current: &Self,
+        next: &Self,
+        v: &Visibility,
+    ) -> Option<(String, &'static str)> {
+        let owner = |insight: &Insight| {
+            models.resource_pool(&insight.resource_pool_id).map(|p| p.customer_id.clone())
+        };
+        let (owner_before, owner_after) = (owner(current), owner(next));
+        let before = operators(current, owner_before.as_deref());
+        let after = operators(next, owner_after.as_deref());
+        let what = format!("insight {:?}", current.id);
+        let why = handover(models, &current.id, &before, &after, v, &what)?;
+        let field = if !current.customer_id.eq_ignore_ascii_case(&next.customer_id) {
+            "customerId"
+        } else if current.resource_pool_id != next.resource_pool_id {
+            "resourcePoolId"
+        } else if current.is_global != next.is_global {
+            "isGlobal"
+        } else {
+            "allowedCustomerIds"
+        };
+        Some((why, field))
     }
     /// POP's `SchedulingAlgorithm` has no `Priority`: POP's Jackson threw on it and lost the
     /// whole list that held it (popclient15). On /pop such an insight carries pop's value in
@@ -606,6 +744,19 @@ impl App {
         }
         if !is_create {
             self.check_written(caller, &command, visible).await?;
+        }
+        // An update that would hand bound agendas to other workers, told on the models as they
+        // are, is checked again on models that have every agenda written so far.
+        if let (ConfigCommand::Update { object, .. }, Some(current)) = (&command, visible) {
+            let seen = &caller.principal.customers;
+            if T::handed_over(&self.projections().read(), current, object, seen).is_some() {
+                self.settle_to_head().await?;
+            }
+            if let Some((why, field)) =
+                T::handed_over(&self.projections().read(), current, object, seen)
+            {
+                return Err(AppError::conflict(why).within(field));
+            }
         }
         if T::CHECKS_IN_USE && matches!(command, ConfigCommand::Delete { .. }) {
             // Counted on read models that have every agenda written so far. An agenda bound

@@ -789,3 +789,76 @@ async fn a_resource_pool_that_insights_or_customers_name_is_not_deleted() {
     }
     delete().await.unwrap();
 }
+
+/// An update that would hand an insight's bound agendas to another customer's workers is
+/// refused while agendas of others are bound (popclient58 M1: an admin's PUT of acme's
+/// insight with `customerId` globex handed acme's queued agenda, payload and lease, to
+/// globex's service token, and acme's own workers were told the insight was not found). So is
+/// a pool given to another customer that may use an insight on it. Taking a customer out of
+/// the share is not: the same workers still run the ones bound.
+#[tokio::test]
+async fn an_insight_or_pool_is_not_handed_to_other_workers_while_others_agendas_are_bound() {
+    let w = world().await;
+    let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
+    let agenda = json!({"id": "secret", "customerId": "acme",
+        "operations": [{"name": "x", "type": "work", "payload": {"key": "acme-private"}}]});
+    w.app.submit(&user("acme"), agenda, None, None).await.unwrap();
+    let moved = json!({"id": "acme-work", "customerId": "globex", "title": "acme",
+        "resourcePoolId": "pool", "queueSize": 10, "mappers": {"operationType": ["work"]}});
+    let update = |object: &Value| {
+        w.app.configure::<Insight>(&admin, ConfigOp::Update(object.clone()), None, None)
+    };
+    let refused = update(&moved).await.unwrap_err();
+    assert_eq!(refused.code, pop_app::Code::Conflict, "{}", refused.message);
+    assert!(refused.message.starts_with("customerId: "), "{}", refused.message);
+    for said in ["customer \"globex\"", "1 live agenda of another customer", "new insight"] {
+        assert!(refused.message.contains(said), "{said}: {}", refused.message);
+    }
+    // Nothing was handed over: globex's worker may not take from it, acme's still does.
+    let r = w.app.get_agenda(&worker("globex"), "acme-work", 5, None).await;
+    assert_eq!(code(&r).as_deref(), Some("NotFound"), "{r:?}");
+    // Made global, its pool's owner (ops) would run it, acme's agenda included.
+    let global = json!({"id": "acme-work", "customerId": "acme", "title": "acme",
+        "resourcePoolId": "pool", "queueSize": 10, "isGlobal": true,
+        "mappers": {"operationType": ["work"]}});
+    let refused = update(&global).await.unwrap_err();
+    assert!(refused.message.starts_with("isGlobal: "), "{}", refused.message);
+    assert!(refused.message.contains("customer \"ops\""), "{}", refused.message);
+    // Shared with globex and back out of the share: the same workers, so both are taken.
+    let shared = json!({"id": "acme-work", "customerId": "acme", "title": "acme",
+        "resourcePoolId": "pool", "queueSize": 10, "allowedCustomerIds": ["globex"],
+        "mappers": {"operationType": ["work"]}});
+    update(&shared).await.unwrap();
+    let unshared = json!({"id": "acme-work", "customerId": "acme", "title": "shared no more",
+        "resourcePoolId": "pool", "queueSize": 10, "mappers": {"operationType": ["work"]}});
+    update(&unshared).await.unwrap();
+    // The pool given to globex: globex may not use acme's insight, so its workers run nothing
+    // of it, and the update is taken. Made global first, the pool's move would hand acme's
+    // agenda to globex's workers: refused.
+    let pool = |owner: &str| json!({"id": "pool", "customerId": owner, "title": "pool"});
+    let move_pool = |owner: &str| {
+        w.app.configure::<ResourcePool>(&admin, ConfigOp::Update(pool(owner)), None, None)
+    };
+    move_pool("globex").await.unwrap();
+    move_pool("ops").await.unwrap();
+    let ops_global = json!({"id": "ops-global", "customerId": "ops", "title": "g",
+        "resourcePoolId": "pool", "queueSize": 10, "isGlobal": true,
+        "mappers": {"operationType": ["global"]}});
+    w.app.configure::<Insight>(&admin, ConfigOp::Create(ops_global), None, None).await.unwrap();
+    let on_global = json!({"id": "on-global", "customerId": "acme", "defaultInsight": "ops-global",
+        "operations": [{"name": "x", "type": "global"}]});
+    w.app.submit(&user("acme"), on_global, None, None).await.unwrap();
+    let refused = move_pool("globex").await.unwrap_err();
+    assert_eq!(refused.code, pop_app::Code::Conflict, "{}", refused.message);
+    assert!(refused.message.contains("its insight \"ops-global\""), "{}", refused.message);
+    // Once acme's agendas are done, the insight changes hands.
+    w.app.cancel(&user("acme"), Named::id("secret"), None, None).await.unwrap();
+    update(&moved).await.unwrap();
+    // An agenda of the customer that newly runs the insight stays its own: no refusal.
+    let own = json!({"id": "own", "customerId": "globex", "defaultInsight": "acme-work",
+        "operations": [{"name": "x", "type": "work"}]});
+    w.app.submit(&user("globex"), own, None, None).await.unwrap();
+    let back_to_globex = json!({"id": "acme-work", "customerId": "globex", "title": "again",
+        "resourcePoolId": "pool", "queueSize": 10, "mappers": {"operationType": ["work"]}});
+    update(&back_to_globex).await.unwrap();
+}
