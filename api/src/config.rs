@@ -160,7 +160,9 @@ pub struct ApiConfig {
     /// Answer errors under `/pop` with HTTP 200 and POP's error envelope (`errorResponse`,
     /// its `responseCode` the status pop would have answered), as POP's own endpoints answered
     /// service errors: POP's Java clients read no body on a 4xx or 5xx and log the status
-    /// alone, without pop's code, message and cid. Off by default: honest statuses.
+    /// alone, without pop's code, message and cid. Where POP had no error it answers as POP
+    /// did: a GET of an id that matches nothing is an empty list, a DELETE of one an empty
+    /// answer. Off by default: honest statuses.
     pub pop_errors_in_body: bool,
 }
 

@@ -665,7 +665,9 @@ pub struct ServeArgs {
     /// Answer errors under /pop with HTTP 200 and POP's error envelope (errorResponse, with
     /// the status pop would have answered as its responseCode), as POP's own endpoints answered
     /// service errors: POP's unchanged Java clients read no body on a 4xx or 5xx, so they log
-    /// only the status, not pop's code, message and cid. Off: honest HTTP statuses.
+    /// only the status, not pop's code, message and cid. Where POP had no error it answers as
+    /// POP did: a GET of an id that matches nothing is an empty list, a DELETE of one an empty
+    /// answer. Off: honest HTTP statuses (404 for both).
     #[arg(long, env = "POP_ERRORS_IN_BODY")]
     pub pop_errors_in_body: bool,
     /// Label /metrics' per-insight series with insight ids (tenant data; /metrics needs no
