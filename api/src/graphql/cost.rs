@@ -100,12 +100,28 @@ pub fn list_scan(first: Option<i32>, child_complexity: usize) -> usize {
 pub const LIST_SCAN_COST: usize = 1_000;
 
 /// The cost of a lookup that may read as of a point of the log: its selection, and with
-/// `asOf` [`LIST_SCAN_COST`] more. An as-of read folds the agenda's stream from the store,
+/// `asOf` [`AS_OF_FOLD_COST`] more. An as-of read folds the agenda's stream from the store,
 /// up to 100,000 events (`pop_app::asof::MAX_AS_OF_EVENTS`), not one read-model lookup
 /// (hostile15: 300 aliases cost 600 points and ran to the deadline, three at once).
 pub fn as_of(as_of: bool, child_complexity: usize) -> usize {
-    if as_of { scan_of(child_complexity) } else { child_complexity.saturating_add(1) }
+    match as_of {
+        true => child_complexity.saturating_add(1 + AS_OF_FOLD_COST).min(MAX_FIELD_COST),
+        false => child_complexity.saturating_add(1),
+    }
 }
+
+/// The cost of a page that folds an agenda's stream from its start to reach it
+/// (`agendaHistory`): the [`page`] and [`AS_OF_FOLD_COST`], as an as-of read folds as much.
+pub fn folded_page(first: Option<i32>, child_complexity: usize) -> usize {
+    page(first, child_complexity).saturating_add(AS_OF_FOLD_COST).min(MAX_FIELD_COST)
+}
+
+/// Extra cost of a lookup as of a point of the log ([`as_of`]): one is an expensive request
+/// ([`MIN_EXPENSIVE_COST`]), and a request holds at most nine. Priced as a list scan before,
+/// 49 aliases fit one request and folded a 30,000-event agenda each: 11 s, and two such
+/// requests of each of a tenant's tokens ran to the deadline while another tenant's reads
+/// slowed fivefold (hostile58 L1, debug build).
+pub const AS_OF_FOLD_COST: usize = MIN_EXPENSIVE_COST;
 
 /// The cost of a progress summary: a [`scan`], and with `asOf` [`AS_OF_SUMMARY_COST`] more
 /// (it folds each of up to 1,000 agendas from the store).

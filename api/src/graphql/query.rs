@@ -358,10 +358,10 @@ impl QueryRoot {
     /// An agenda's history as a timeline, oldest first: each event with its time, actor,
     /// cid, command, and the agenda's state, percent and new diagnostics right after it
     /// (`after`: a stream version from a previous page's `endCursor`); null when the agenda
-    /// does not exist or is not visible. Priced as a scan: every page folds the agenda's
-    /// stream from its start.
+    /// does not exist or is not visible. Priced as an as-of read: every page folds the
+    /// agenda's stream from its start.
     // (review-s37: priced as a page, sixty aliases escaped the as-of pricing.)
-    #[graphql(complexity = "cost::list_scan(first, child_complexity)")]
+    #[graphql(complexity = "cost::folded_page(first, child_complexity)")]
     async fn agenda_history(
         &self,
         ctx: &Context<'_>,
