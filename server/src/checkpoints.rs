@@ -284,6 +284,39 @@ impl Witness {
         }
     }
 
+    /// Why a writer may not open the embedded store `db` of a data directory whose witness
+    /// (`given`, else `data_dir`'s [`WITNESS_FILE`]) saw a PostgreSQL store seal a checkpoint after the
+    /// embedded store's last one (or the embedded store never): the directory was moved to
+    /// PostgreSQL (README "From the embedded store to PostgreSQL"), and a start that lost its
+    /// `--store`/`DATABASE_URL` would serve the embedded store's stale log, taking claims and
+    /// writes into it, ready and silent (operator58 M1). `None` when it did not move, or the
+    /// witness cannot say.
+    pub fn moved_to_postgres(data_dir: &Path, given: Option<&Path>, db: &Path) -> Option<String> {
+        let witness = Witness::of(data_dir, given, None);
+        let all = witness.all().ok()?;
+        let sealed = |store: &str| {
+            let w = all.get(store)?;
+            let body: serde_json::Value = serde_json::from_str(&w.body).ok()?;
+            let at = body["sealedAt"].as_str()?;
+            Some((w.seq, chrono::DateTime::parse_from_rfc3339(at).ok()?))
+        };
+        let (seq, postgres) = sealed(POSTGRES)?;
+        if sealed(EMBEDDED).is_some_and(|(_, embedded)| embedded >= postgres) {
+            return None;
+        }
+        Some(format!(
+            "this data directory moved to a PostgreSQL store: its checkpoint witness {} saw one \
+             seal checkpoint {seq} at {}, after the embedded store's last; without --store \
+             (DATABASE_URL) this start would serve the embedded store {} and its log from before \
+             the move. Start with the PostgreSQL URL; to serve the embedded store again on \
+             purpose, move {} away first (keep it: it witnesses the PostgreSQL store's log)",
+            witness.path.display(),
+            postgres.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            db.display(),
+            witness.path.display(),
+        ))
+    }
+
     /// The checkpoint witnessed for this store, if any.
     pub fn read(&self) -> Result<Option<SignedCheckpoint>> {
         let Some(w) = self.all()?.remove(self.store) else { return Ok(None) };

@@ -230,6 +230,11 @@ async fn run_process(args: &ReapArgs, stop_tx: &tokio::sync::watch::Sender<bool>
         None => {
             let path = args.store.db_path();
             anyhow::ensure!(path.exists(), "no store at {}", path.display());
+            let data_dir = &args.store.data_dir;
+            if let Some(why) = crate::checkpoints::Witness::moved_to_postgres(data_dir, None, &path)
+            {
+                anyhow::bail!(why);
+            }
             let command = format!("reap {}", format!("{:?}", args.name).to_lowercase());
             Some(DataDirLock::acquire(&args.store.data_dir, &command)?)
         }

@@ -105,6 +105,15 @@ pub async fn run(args: ServeArgs) -> Result<()> {
              directory can grow past it, and writes that would are refused as UNAVAILABLE"
         );
     }
+    if args.store_url.is_none()
+        && let Some(why) = crate::checkpoints::Witness::moved_to_postgres(
+            &data_dir,
+            args.checkpoint_witness.as_deref(),
+            &args.store.db_path(),
+        )
+    {
+        anyhow::bail!(why);
+    }
     let backend = Backend::open_sized(
         &args.store,
         args.store_url.as_deref(),

@@ -1189,3 +1189,51 @@ fn the_version_names_the_commit_built_from() {
     let commit = head.unwrap_or_else(|| "unknown".to_owned());
     assert_eq!(said, format!("pop {} ({commit})", env!("CARGO_PKG_VERSION")));
 }
+
+/// A data directory moved to PostgreSQL (its checkpoint witness saw a PostgreSQL store seal a
+/// checkpoint after the embedded store's last) is not served from its stale embedded store by
+/// a start that lost its `--store`: it would take claims and writes into the old log, ready
+/// and silent (operator58 M1). The witness moved away, the embedded store is served again.
+#[test]
+fn a_data_dir_moved_to_postgres_is_not_served_from_its_stale_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let sealed = |seq: u64, at: &str| {
+        json!({"seq": seq, "signature": "00",
+            "body": json!({"seq": seq, "sealedAt": at, "position": "1"}).to_string()})
+    };
+    let witness = data.join("checkpoint.witness");
+    let both = json!({"embedded": sealed(15, "2026-12-07T17:45:35.738558Z"),
+        "postgres": sealed(9, "2026-12-07T17:48:15.467356Z")});
+    std::fs::write(&witness, both.to_string()).unwrap();
+    // Bounded: a start that is not refused serves until killed.
+    let serve = || {
+        let mut cmd = pop_command();
+        cmd.args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .env_remove("DATABASE_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        finish(cmd.spawn().expect("spawning pop"), &["serve"])
+    };
+    let out = serve();
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    let stderr = &out.stderr;
+    for said in ["moved to a PostgreSQL store", "checkpoint 9", "--store", "checkpoint.witness"] {
+        assert!(stderr.contains(said), "{said}: {stderr}");
+    }
+    assert!(!data.join("pop.db").exists(), "no embedded store made: {stderr}");
+    // The embedded store sealed after the PostgreSQL store (moved back): not refused for it,
+    // and the start goes on to open the store (a directory in its place stops it there).
+    let back = json!({"embedded": sealed(16, "2026-12-07T18:00:00Z"),
+        "postgres": sealed(9, "2026-12-07T17:48:15.467356Z")});
+    std::fs::write(&witness, back.to_string()).unwrap();
+    std::fs::create_dir_all(data.join("pop.db")).unwrap();
+    let out = serve();
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    let stderr = &out.stderr;
+    assert!(!stderr.contains("moved to a PostgreSQL store"), "{stderr}");
+    assert!(stderr.contains("is a directory"), "{stderr}");
+}
