@@ -278,6 +278,18 @@ fn describe_all() {
     }
 }
 
+/// The series an alert or a dashboard panel of deploy/ reads that have no labels to wait for,
+/// at 0 from the start (operator58 L3: after a restart `pop_claims_total`, the claim latency
+/// and the active subscriptions were missing until first used, and an `absent()` alert or an
+/// empty panel misled). Claims by insight (`--metrics-insight-labels`) and REST requests by
+/// route and status appear with their first.
+fn at_zero() {
+    metrics::gauge!(SUBSCRIPTIONS_ACTIVE).set(0.0);
+    metrics::counter!(CLAIMS).increment(0);
+    // A histogram is rendered once registered, empty until its first observation.
+    let _ = metrics::histogram!(CLAIM_LATENCY_SECONDS);
+}
+
 /// Most insights whose queue gauges one scrape exports: keeps a scrape's cost and the series
 /// count bounded however many insights are configured.
 pub const MAX_EXPORTED_INSIGHTS: usize = 1_000;
@@ -327,6 +339,7 @@ pub fn prometheus_handle() -> Option<PrometheusHandle> {
             match metrics::set_global_recorder(recorder) {
                 Ok(()) => {
                     describe_all();
+                    at_zero();
                     Some(handle)
                 }
                 Err(e) => {

@@ -140,7 +140,8 @@ pub enum Command {
     /// shared PostgreSQL database with `--store`.
     #[command(display_order = 1)]
     Serve(Box<ServeArgs>),
-    /// Print events of the log as JSON lines: the whole log, or one stream (an audit view).
+    /// Print events of the log as JSON lines, of the whole log or of one stream (an audit
+    /// view): the first 100 unless --limit or --follow says otherwise.
     #[command(display_order = 40)]
     Log(LogArgs),
     /// Run one demo agenda through its whole lifecycle directly on the embedded store

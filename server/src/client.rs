@@ -143,9 +143,11 @@ impl Client {
             let wait = retry_after(&body);
             match wait {
                 Some(wait) if started.elapsed() + wait <= RETRY_FOR => {
+                    // With the cid of the answer, as every refusal has it (operator58 L2).
                     eprintln!(
-                        "pop: {}; retrying in {} s (attempt {})",
+                        "pop: {}{}; retrying in {} s (attempt {})",
                         first_error(&body),
+                        self.cid_note(),
                         wait.as_secs(),
                         attempt + 1
                     );

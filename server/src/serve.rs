@@ -127,6 +127,17 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     )
     .await?;
     let log = Arc::clone(&backend.log);
+    // A data directory's key file gone while its store has checkpoints (a volume restored without
+    // it, a file deleted by mistake): the new key is said as such, not as a first start's
+    // (operator58 L3: INFO "created the checkpoint signing key", and only the sealer's refusal
+    // later said anything).
+    let key_file = data_dir.join(crate::checkpoints::KEY_FILE);
+    let key_lost = match backend.commitment() {
+        Some(commitment) if args.checkpoint_key.is_none() && !key_file.exists() => {
+            commitment.last_checkpoint().await.is_ok_and(|c| c.is_some())
+        }
+        _ => false,
+    };
     let sealing = match backend.commitment() {
         Some(commitment) if args.checkpoint_every > 0 => Some((
             commitment,
@@ -136,6 +147,16 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         )),
         _ => None,
     };
+    if key_lost && sealing.is_some() {
+        tracing::warn!(
+            path = %key_file.display(),
+            "the checkpoint signing key was missing at this start, though the store has signed \
+             checkpoints: a new key was made. If the store's checkpoints were signed by another key, \
+             sealing is refused until that key is back: restore the file (or pass \
+             --checkpoint-key); to hand the log over to the new key on purpose, start with \
+             --checkpoint-previous-key <the old key>"
+        );
+    }
 
     // The generated admin token is the embedded default's way in: only when no tokens are
     // configured (no token file, no `POP_TOKENS`). With configured tokens (e.g. every replica

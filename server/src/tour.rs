@@ -66,6 +66,10 @@ pub async fn submit(
         (Err(e), Some(id)) if !refused_for_good(&e) => {
             match stored_earlier(client, &id, &agenda).await {
                 Ok(data) => data,
+                // The server's last answer said nothing was done, and the agenda is not there
+                // (operator58 L2: thirty "nothing was done" lines, then "whether it was stored
+                // is not known").
+                Err(_) if nothing_done(&e) => return Err(submit_error(e, &agenda)),
                 Err(_) => {
                     return Err(anyhow::anyhow!(
                         "{e:#}\npop: the agenda was sent with id {id:?}; whether it was stored is not \
@@ -111,6 +115,13 @@ pub async fn submit(
         return crate::watch::watch(client, &progress_id, Some(customer), watching).await;
     }
     Ok(())
+}
+
+/// Whether `e` is the server's UNAVAILABLE answer that the request was not done (its store
+/// could not serve it), not one whose write may still be stored.
+fn nothing_done(e: &anyhow::Error) -> bool {
+    let text = e.to_string();
+    text.starts_with("UNAVAILABLE:") && text.contains("nothing was done")
 }
 
 /// Whether `e` is an answer that nothing was stored: a refusal of the request itself (not an
@@ -459,6 +470,29 @@ pub async fn gql(client: &Client, query: &str, variables: &str) -> Result<()> {
     let data = client.graphql(query, parsed).await?;
     output::json(&data);
     Ok(())
+}
+
+#[cfg(test)]
+mod outcome_tests {
+    use super::{nothing_done, refused_for_good};
+
+    /// The server's UNAVAILABLE says whether the write may still be stored; a submit tells
+    /// the two apart (operator58 L2: a full disk's "nothing was done" ended in "whether it
+    /// was stored is not known").
+    #[test]
+    fn an_unavailable_answer_says_whether_anything_was_done() {
+        let full = anyhow::anyhow!(
+            "UNAVAILABLE: the event store cannot write (the disk is full); nothing was done: \
+             retry in 1 s (cid c1)"
+        );
+        let unknown = anyhow::anyhow!(
+            "UNAVAILABLE: the event store failed while appending, past the point where the \
+             write may be stored: whether it was is not known; read it back (cid c2)"
+        );
+        assert!(nothing_done(&full) && !refused_for_good(&full));
+        assert!(!nothing_done(&unknown) && !refused_for_good(&unknown));
+        assert!(!nothing_done(&anyhow::anyhow!("VALIDATION: nothing was done")));
+    }
 }
 
 #[cfg(test)]

@@ -311,8 +311,8 @@ pub struct AgendaFilter {
     /// WAITING, EXECUTING or COMPLETE.
     #[arg(long)]
     pub state: Option<String>,
-    /// At most this many (1..=100).
-    #[arg(long, default_value_t = 50)]
+    /// At most this many (1..=500, the server's page limit).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=pop_app::limits::MAX_PAGE_SIZE as i64))]
     pub first: u32,
     /// Continue after this cursor (printed when more exist).
     #[arg(long)]

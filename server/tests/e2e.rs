@@ -1214,4 +1214,12 @@ async fn a_dev_restart_keeps_its_objects_without_refused_commands() {
             format!("pop_process_actions_total{{process=\"{process}\",outcome=\"error\"}} 0");
         assert!(page.lines().any(|l| l == errors), "no {errors} in:\n{page}");
     }
+    // So are the claims, their latency and the subscriptions (operator58 L3).
+    for series in [
+        "pop_claims_total 0",
+        "pop_claim_latency_seconds_count 0",
+        "pop_api_subscriptions_active 0",
+    ] {
+        assert!(page.lines().any(|l| l == series), "no {series} in:\n{page}");
+    }
 }
