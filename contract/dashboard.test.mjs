@@ -390,6 +390,58 @@ test('GraphiQL loads offline, signed in with the dashboard token', async () => {
   await page.browserContext().close();
 });
 
+test('GraphiQL without a session asks for a token without a refused request, and keeps none it was given', async () => {
+  const page = await newPage();
+  const refused = [];
+  page.on('response', (r) => { if (r.status() === 401) refused.push(r.url()); });
+  await page.goto(BASE + '/graphql');
+  await page.waitForSelector('.graphiql-execute-button', { timeout: WAIT });
+  // The schema's load had no token: said in the page, no 401 (dash58 L5). (A click while
+  // GraphiQL still sets up is not taken: clicked again until the answer shows.)
+  const run = async (pattern) => {
+    const deadline = Date.now() + WAIT;
+    for (;;) {
+      await page.click('.graphiql-execute-button');
+      try {
+        await page.waitForFunction((p) => new RegExp(p).test(document.querySelector('.result-window') ? document.querySelector('.result-window').textContent : ''), { timeout: 2000 }, pattern);
+        return;
+      } catch (e) {
+        if (Date.now() > deadline) throw e;
+      }
+    }
+  };
+  await run('no token: sign in');
+  assert.deepEqual(refused, [], 'no request the server refused');
+  // A token typed into the headers pane runs the query, and is kept nowhere: not in
+  // localStorage, nor in what GraphiQL keeps of its history (dash58 M1).
+  for (const tab of await page.$$('.graphiql-editor-tools button')) {
+    if (/Headers/i.test(await tab.evaluate((e) => e.textContent))) await tab.click();
+  }
+  await page.waitForFunction(() => [...document.querySelectorAll('.graphiql-editor-tool .CodeMirror')].some((e) => e.CodeMirror && /Authorization/.test(e.CodeMirror.getValue())), { timeout: WAIT });
+  const set = await page.evaluate((tok) => {
+    const tools = [...document.querySelectorAll('.graphiql-editor-tool .CodeMirror')].map((e) => e.CodeMirror).filter(Boolean);
+    const headers = tools.find((cm) => /Authorization/.test(cm.getValue()));
+    const eds = [...document.querySelectorAll('.graphiql-query-editor .CodeMirror')].map((e) => e.CodeMirror).filter(Boolean);
+    const query = eds.find((cm) => /me \{/.test(cm.getValue()));
+    if (!headers || !query) return false;
+    headers.setValue('{"Authorization": "Bearer ' + tok + '"}');
+    query.setValue('{ me { name role } }');
+    return true;
+  }, T.globex);
+  assert.ok(set, 'the headers and query editors');
+  await run('"role": "user"');
+  // GraphiQL keeps the query in its history (a moment after the answer).
+  await page.waitForFunction(() => /me \{ name role \}/.test(JSON.stringify(localStorage) + JSON.stringify(sessionStorage)), { timeout: WAIT });
+  const before = await page.evaluate(() => JSON.stringify(localStorage) + JSON.stringify(sessionStorage));
+  assert.ok(!before.includes(T.globex), 'the history keeps no token');
+  await page.reload();
+  await page.waitForSelector('.graphiql-execute-button', { timeout: WAIT });
+  const kept = await page.evaluate(() => JSON.stringify(localStorage) + JSON.stringify(sessionStorage));
+  assert.ok(!kept.includes(T.globex), 'the token is kept nowhere');
+  assert.ok(/me \{ name role \}/.test(kept), `the history is kept (without headers): ${kept.slice(0, 300)}`);
+  await page.browserContext().close();
+});
+
 test('the list is newest first, oldest first on request', async () => {
   const older = await submit(T.acme, threeOps('acme', 'batch-order-1'));
   await new Promise((r) => setTimeout(r, 5)); // distinct addedTimes

@@ -12,6 +12,14 @@ export function token() {
 export function setToken(t) {
   if (t) sessionStorage.setItem(TOKEN_KEY, t);
   else sessionStorage.removeItem(TOKEN_KEY);
+  // GraphiQL's history and tabs (this tab's sessionStorage) go with a sign-out: queries run
+  // with one token are not left for whoever signs in next (dash58 M1).
+  if (!t) {
+    for (let i = sessionStorage.length - 1; i >= 0; i--) {
+      const k = sessionStorage.key(i);
+      if (k && k.startsWith('graphiql:')) sessionStorage.removeItem(k);
+    }
+  }
   // A link's offer not taken goes with any sign-in or sign-out (review55 L1: it came back on
   // the sign-in page after a sign-out, on a tab someone else may use next).
   if (offered) setOffer('');

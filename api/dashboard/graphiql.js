@@ -35,8 +35,17 @@
     return ws;
   }
 
+  // No token yet (none in the session, the headers pane's placeholder unchanged): said here,
+  // without a request the server would refuse (dash58 L5: the schema's load logged four 401s
+  // in the console before anyone typed a token).
+  var NO_TOKEN = 'no token: sign in on the dashboard (/), or put your token in the headers pane ' +
+    '({"Authorization": "Bearer <token>"}), then run the query again (and re-fetch the schema ' +
+    'from the docs pane)';
   function fetcher(params, opts) {
     var auth = authorization(opts && opts.headers);
+    if (!auth || auth.indexOf('<token>') >= 0) {
+      return Promise.resolve({ errors: [{ message: NO_TOKEN, extensions: { code: 'UNAUTHENTICATED' } }] });
+    }
     if (isSubscription(params)) {
       var client = socket(auth);
       return {
@@ -59,12 +68,52 @@
     });
   }
 
+  // GraphiQL's history keeps each query's headers whatever `shouldPersistHeaders` says, in
+  // localStorage by default (dash58 M1: a bearer token typed into the headers pane stayed in
+  // the browser profile after a reload and the dashboard's sign-out). Its storage here is this
+  // tab's sessionStorage, as the dashboard's token, with the headers cut from what it keeps.
+  function withoutHeaders(value) {
+    try {
+      var kept = JSON.parse(value);
+      (function cut(v) {
+        if (Array.isArray(v)) v.forEach(cut);
+        else if (v && typeof v === 'object') {
+          delete v.headers;
+          Object.keys(v).forEach(function (k) { cut(v[k]); });
+        }
+      })(kept);
+      return JSON.stringify(kept);
+    } catch (e) {
+      return value;
+    }
+  }
+  function ours() {
+    var keys = [];
+    for (var i = 0; i < sessionStorage.length; i++) {
+      var k = sessionStorage.key(i);
+      if (k && k.indexOf('graphiql:') === 0) keys.push(k);
+    }
+    return keys;
+  }
+  var storage = {
+    getItem: function (k) { return sessionStorage.getItem(k); },
+    setItem: function (k, v) { sessionStorage.setItem(k, withoutHeaders(v)); },
+    removeItem: function (k) { sessionStorage.removeItem(k); },
+    clear: function () { ours().forEach(function (k) { sessionStorage.removeItem(k); }); },
+    get length() { return ours().length; },
+  };
+  // What an earlier build left in localStorage goes too.
+  Object.keys(localStorage).forEach(function (k) {
+    if (k.indexOf('graphiql:') === 0) localStorage.removeItem(k);
+  });
+
   var root = ReactDOM.createRoot(document.getElementById('graphiql'));
   root.render(
     React.createElement(GraphiQL, {
       fetcher: fetcher,
       defaultHeaders: session ? '' : '{"Authorization": "Bearer <token>"}',
       shouldPersistHeaders: false,
+      storage: storage,
       defaultQuery: '# Signed in with ' + (session ? 'the dashboard\'s token.' : 'no token: sign in on the dashboard (/) or add an Authorization header below.') + '\n{\n  me { name role customers }\n}\n',
     }),
   );
