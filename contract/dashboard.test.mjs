@@ -181,6 +181,8 @@ test('sign in with a token shows who is signed in; a bad token is refused', asyn
   await signIn(acmePage, T.acme);
   const who = await acmePage.$eval('#who', (e) => e.textContent);
   assert.match(who, /acme-user/);
+  // Focus goes to the page signed into, as after every page change (dash58 L4).
+  await acmePage.waitForFunction(() => document.activeElement && document.activeElement.id === 'main', { timeout: WAIT });
 });
 
 test('an agenda submitted over the API appears in the list without a reload', async () => {
@@ -612,6 +614,11 @@ test("a failed operation's reason is on its row, without a click", async () => {
   );
   const text = await acmePage.$eval('#op-list tr[data-op="probe"] td.message', (td) => td.textContent);
   assert.equal(text, 'failed: probe: no such file s3://in/m.mov');
+  // Its bar is a failure's, and says whose it is (dash58 L1, L4: a full bar read as done, and
+  // each bar was named "100% complete" alone).
+  const [barClass, barLabel] = await acmePage.$eval('#op-list tr[data-op="probe"] .pbar', (b) => [b.className, b.getAttribute('aria-label')]);
+  assert.equal(barClass, 'pbar failed');
+  assert.match(barLabel, /^probe: \d+% complete, failed$/);
   // And under the header, with a way to it (dash54: on a large agenda the failed operation and
   // its reason were behind a button, a long table and a detail below the fold).
   await acmePage.waitForSelector('#failed-ops button[data-op="probe"]', { timeout: WAIT });
@@ -801,6 +808,9 @@ test('a linkId as long as a URL is cut where it labels a batch, whole in its too
   await shown('p.meta a[href^="#/batch/"] .key');
   await acmePage.click('p.meta a[href^="#/batch/"]');
   await shown('h1 .key');
+  // The page's title is cut as its heading (dash58 L3: 4,108 characters).
+  const title = await acmePage.title();
+  assert.ok(title.length <= 100 && title.startsWith('Batch https://in.example/'), `title: ${title.length} characters`);
 });
 
 test('a server that stops answering is said, and the page reads everything again when it is back', async () => {

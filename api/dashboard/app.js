@@ -4,7 +4,7 @@
 
 import { html, render, useState, useEffect, useRef } from './vendor/htm-preact-3.1.1.mjs';
 import { gql, token, setToken, adoptFragmentToken, onConnection, onSignedOut, onReadiness, offeredToken, setOffer, onOffer } from './api.js';
-import { AgendasView, AgendaView, ErrorLine, useVisibleCustomers } from './views.js';
+import { AgendasView, AgendaView, ErrorLine, cutKey, useVisibleCustomers } from './views.js';
 import { OverviewView, BatchView, InsightsView, TemplatesView, TemplateView } from './overview.js';
 
 /// `#/agendas?customer=x` → { name: 'agendas', parts: [], query: {customer: 'x'} }.
@@ -125,6 +125,16 @@ function App() {
     const main = document.getElementById('main');
     if (main) main.focus({ preventScroll: true });
   }, [page]);
+  // Signed in from the sign-in page: focus goes to the page it opens, as after every page
+  // change (dash58 L4: it stayed on the document's body). Not on a load of a tab already
+  // signed in, whose first Tab offers the way past the header.
+  const justSignedIn = useRef(false);
+  useEffect(() => {
+    if (!me || !justSignedIn.current) return;
+    justSignedIn.current = false;
+    const main = document.getElementById('main');
+    if (main) main.focus({ preventScroll: true });
+  }, [me]);
   useEffect(() => {
     if (!signedIn) return;
     const sentWith = token();
@@ -155,6 +165,7 @@ function App() {
   if (!signedIn) {
     return html`<${SignIn} error=${error} onSignedIn=${(t) => {
       setToken(t);
+      justSignedIn.current = true;
       setSignedIn(true);
     }}/>`;
   }
@@ -167,8 +178,10 @@ function App() {
   };
   const r = route;
   // A title per page, so tabs, bookmarks and the history menus tell them apart (dash10).
-  const titled = { agendas: 'Agendas', agenda: `Agenda ${r.parts[1] || ''}`, batch: `Batch ${r.parts[r.parts.length - 1] || ''}`,
-    insights: 'Insights & pools', templates: r.parts[0] ? `Template ${r.parts[0]}` : 'Templates' }[r.name] || 'Overview';
+  // Ids and linkIds cut as where they label a page (dash58 L3: a 4,096-character linkId made a
+  // title of 4,108).
+  const titled = { agendas: 'Agendas', agenda: `Agenda ${cutKey(r.parts[1])}`, batch: `Batch ${cutKey(r.parts[r.parts.length - 1])}`,
+    insights: 'Insights & pools', templates: r.parts[0] ? `Template ${cutKey(r.parts[0])}` : 'Templates' }[r.name] || 'Overview';
   document.title = `${titled} · pop`;
   let view;
   switch (r.name) {

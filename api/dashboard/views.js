@@ -53,12 +53,18 @@ export function StateBadge({ p, state }) {
   return html`<span class=${'badge st-' + s} data-state=${s}>${s}</span>`;
 }
 
-function Bar({ pct }) {
+function Bar({ pct, state, of }) {
   const v = Math.max(0, Math.min(100, pct || 0));
+  // A failed one's bar is in the failure's colour and says so: a full bar in the running
+  // colour read as done (dash58 L1: a failed agenda's headline showed "100%" like a success).
+  const failed = state === 'failed';
+  // Named by what it measures where several are on one page (dash58 L4: each was "100%
+  // complete" alone).
+  const label = (of ? of + ': ' : '') + v.toFixed(0) + '% complete' + (failed ? ', failed' : '');
   // A transform, not a width: a new value (ten a second on a live agenda) then moves the bar
   // in the compositor, with no style, layout or paint of the page per frame of its easing.
   // A progress bar to assistive technology too (dash12: the list's cell read as empty).
-  return html`<span class="pbar" role="progressbar" aria-valuemin="0" aria-valuemax="100" aria-valuenow=${v.toFixed(0)} aria-label=${v.toFixed(0) + '% complete'} title=${v.toFixed(0) + '%'} data-pct=${v.toFixed(0)}><span style=${'transform:scaleX(' + v / 100 + ')'}></span></span>`;
+  return html`<span class=${failed ? 'pbar failed' : 'pbar'} role="progressbar" aria-valuemin="0" aria-valuemax="100" aria-valuenow=${v.toFixed(0)} aria-label=${label} title=${v.toFixed(0) + '%' + (failed ? ', failed' : '')} data-pct=${v.toFixed(0)}><span style=${'transform:scaleX(' + v / 100 + ')'}></span></span>`;
 }
 
 /// Whether the signed-in principal's role allows `action` (the server's answer in `me.allowed`).
@@ -73,11 +79,17 @@ export const batchHref = (customerId, linkId) => `#/batch/${encodeURIComponent(c
 /// characters (popclient57 M2), which wrapped whole filled a list row or a heading.
 const KEY_SHOWN = 80;
 
+/// A linkId (or other long key) as text, cut to [`KEY_SHOWN`] characters.
+export function cutKey(text) {
+  const chars = Array.from(text || '');
+  return chars.length <= KEY_SHOWN ? text || '' : chars.slice(0, KEY_SHOWN - 1).join('') + '…';
+}
+
 /// A linkId (or other long key) cut to [`KEY_SHOWN`] characters, the whole in its tooltip.
 export function Key({ text }) {
-  const chars = Array.from(text || '');
-  if (chars.length <= KEY_SHOWN) return text || '';
-  return html`<span class="key" title=${text}>${chars.slice(0, KEY_SHOWN - 1).join('')}…</span>`;
+  const cut = cutKey(text);
+  if (cut === (text || '')) return cut;
+  return html`<span class="key" title=${text}>${cut}</span>`;
 }
 
 // ---- Agendas ---------------------------------------------------------------------------
@@ -425,7 +437,7 @@ export function AgendasView({ me, query, navigate, customers }) {
             <td>${p.linkId ? html`<a href=${batchHref(p.customerId, p.linkId)}><${Key} text=${p.linkId}/></a>` : ''}</td>
             <td>${p.agendaInsight ? p.agendaInsight.insightId : ''}</td>
             <td><${StateBadge} p=${p}/> <span class="muted">${p.processingStateMessage || ''}</span></td>
-            <td><${Bar} pct=${p.percentComplete}/></td>
+            <td><${Bar} pct=${p.percentComplete} state=${stateOf(p)} of=${p.agendaId}/></td>
             <td>${fmtTime(p.addedTime)}</td><td>${fmtTime(p.updatedTime)}</td>
           </tr>`;
         })}
@@ -609,7 +621,7 @@ export function AgendaView({ me, customerId, id }) {
   const retrying = st === 'failed' && progress && progress.retryDue;
   return html`<section class="agenda" data-agenda=${agenda.id}>
     <h1>Agenda ${agenda.id} <${StateBadge} state=${st}/></h1>
-    <p class="meta">customer <b>${agenda.customerId}</b>${agenda.title ? html` · ${agenda.title}` : ''}${agenda.linkId ? html` · batch <a href=${batchHref(agenda.customerId, agenda.linkId)}><${Key} text=${agenda.linkId}/></a>` : ''}${' · added '}${fmtTime(agenda.addedTime)}${progress ? html` · ${progress.processingStateMessage || ''} · <${Bar} pct=${progress.percentComplete}/> ${Math.round(progress.percentComplete || 0)}%` : ''}
+    <p class="meta">customer <b>${agenda.customerId}</b>${agenda.title ? html` · ${agenda.title}` : ''}${agenda.linkId ? html` · batch <a href=${batchHref(agenda.customerId, agenda.linkId)}><${Key} text=${agenda.linkId}/></a>` : ''}${' · added '}${fmtTime(agenda.addedTime)}${progress ? html` · ${progress.processingStateMessage || ''} · <${Bar} pct=${progress.percentComplete} state=${st} of=${'agenda ' + agenda.id}/> ${Math.round(progress.percentComplete || 0)}%` : ''}
       ${progress && progress.maximumAttempts ? html` · attempts ${progress.attemptsCompleted}/${progress.maximumAttempts}` : ''}${retrying ? html` · <b id="retry-due">a retry follows</b> (attempt ${progress.attemptsCompleted + 1} of ${progress.maximumAttempts})` : ''}<${Holding} agenda=${agenda} state=${st}/></p>
     ${failed.length > 0 && html`<p class="failed-ops" id="failed-ops"><b>${failed.length} failed:</b> ${failed.slice(0, 5).map((name, i) => html`${i ? ', ' : ''}<button class="link" data-op=${name} onClick=${() => choose(name)}>${name}</button>`)}${failed.length > 5 ? ` and ${failed.length - 5} more` : ''} — <span class="reason">${messageOf(ops.get(failed[0]))}</span></p>`}
     <${ErrorLine} error=${error}/>
@@ -647,7 +659,7 @@ class OpRow extends Component {
     };
     return html`<tr data-op=${op.name} data-state=${s} class=${selected ? 'selected' : ''} tabindex="0" aria-selected=${selected ? 'true' : 'false'} onClick=${() => onSelect(op.name)} onKeyDown=${open}>
       <td class="ident">${op.name}${op.generatedBy ? html` <span class="muted">← ${op.generatedBy}</span>` : ''}</td><td class="ident">${op.type}</td>
-      <td><${StateBadge} state=${s}/></td><td><${Bar} pct=${o && o.percentComplete}/> <span class="pct">${o && o.percentComplete != null ? Math.round(o.percentComplete) + '%' : ''}</span></td>
+      <td><${StateBadge} state=${s}/></td><td><${Bar} pct=${o && o.percentComplete} state=${s} of=${op.name}/> <span class="pct">${o && o.percentComplete != null ? Math.round(o.percentComplete) + '%' : ''}</span></td>
       <td class="message">${o ? messageOf(o) : ''}</td><td>${o ? o.attemptCount : ''}</td>
       <td>${fmtTime(o && o.startedTime)}</td><td>${fmtTime(o && o.completedTime)}</td></tr>`;
   }
