@@ -71,17 +71,18 @@
   // GraphiQL's history keeps each query's headers whatever `shouldPersistHeaders` says, in
   // localStorage by default (dash58 M1: a bearer token typed into the headers pane stayed in
   // the browser profile after a reload and the dashboard's sign-out). Its storage here is this
-  // tab's sessionStorage, as the dashboard's token, with the headers cut from what it keeps.
-  function withoutHeaders(value) {
+  // tab's sessionStorage, as the dashboard's token, with the headers of its history and
+  // favourites blanked (null, as GraphiQL itself keeps a tab's; its other keys as they are:
+  // review58 M2, a rewrite of every value dropped the saved tabs and reformatted variables).
+  var HISTORY = { 'graphiql:queries': 'queries', 'graphiql:favorites': 'favorites' };
+  function withoutHeaders(key, value) {
+    var list = HISTORY[key];
+    if (!list) return value;
     try {
       var kept = JSON.parse(value);
-      (function cut(v) {
-        if (Array.isArray(v)) v.forEach(cut);
-        else if (v && typeof v === 'object') {
-          delete v.headers;
-          Object.keys(v).forEach(function (k) { cut(v[k]); });
-        }
-      })(kept);
+      (kept && Array.isArray(kept[list]) ? kept[list] : []).forEach(function (item) {
+        if (item && typeof item === 'object' && 'headers' in item) item.headers = null;
+      });
       return JSON.stringify(kept);
     } catch (e) {
       return value;
@@ -97,7 +98,7 @@
   }
   var storage = {
     getItem: function (k) { return sessionStorage.getItem(k); },
-    setItem: function (k, v) { sessionStorage.setItem(k, withoutHeaders(v)); },
+    setItem: function (k, v) { sessionStorage.setItem(k, withoutHeaders(k, v)); },
     removeItem: function (k) { sessionStorage.removeItem(k); },
     clear: function () { ours().forEach(function (k) { sessionStorage.removeItem(k); }); },
     get length() { return ours().length; },

@@ -79,6 +79,12 @@ pub trait ConfigKind: ConfigObject + VisibleTo + Clone {
     fn in_use(_models: &ReadModels, _id: &str, _v: &Visibility) -> Option<String> {
         None
     }
+    /// Whether `next` changes what decides whose workers run an insight's agendas (an
+    /// insight's owner, pool, share or isGlobal; a pool's owner): only then is
+    /// [`Self::handed_over`] asked, on read models at the log's head.
+    fn may_hand_over(_current: &Self, _next: &Self) -> bool {
+        false
+    }
     /// Why `next` may not replace `current` now (and the field that says so), for a caller
     /// who sees `v`: it would hand agendas already bound to an insight to the workers of a
     /// customer that did not run them ([`handover`]).
@@ -338,6 +344,9 @@ config_kind!(ResourcePool, "ResourcePool", resource_pool, resource_pools, {
             said.join(" and ")
         ))
     }
+    fn may_hand_over(current: &Self, next: &Self) -> bool {
+        !current.customer_id.eq_ignore_ascii_case(&next.customer_id)
+    }
     /// A pool given to another customer hands that customer's workers the agendas of every
     /// insight on it the customer may use ([`operators`]): refused while any of them has
     /// agendas of others bound (popclient58 M1).
@@ -429,6 +438,12 @@ config_kind!(Insight, "Insight", insight, insights, {
              or failed with a retry to come; a deleted insight's agendas would wait for good): \
              {way_out}"
         ))
+    }
+    fn may_hand_over(current: &Self, next: &Self) -> bool {
+        !current.customer_id.eq_ignore_ascii_case(&next.customer_id)
+            || current.resource_pool_id != next.resource_pool_id
+            || current.is_global != next.is_global
+            || current.allowed_customer_ids != next.allowed_customer_ids
     }
     /// A new owner, pool, share or isGlobal that makes another customer's workers run the
     /// insight's agendas: refused while agendas of others are bound to it (popclient58 M1).
@@ -745,13 +760,15 @@ impl App {
         if !is_create {
             self.check_written(caller, &command, visible).await?;
         }
-        // An update that would hand bound agendas to other workers, told on the models as they
-        // are, is checked again on models that have every agenda written so far.
-        if let (ConfigCommand::Update { object, .. }, Some(current)) = (&command, visible) {
+        // An update that may change whose workers run an insight's agendas is checked on read
+        // models that have every agenda and pool written so far (review58 M1: checked first on
+        // the models as they were, an agenda submitted a moment before, or a pool created a
+        // moment before, passed unseen).
+        if let (ConfigCommand::Update { object, .. }, Some(current)) = (&command, visible)
+            && T::may_hand_over(current, object)
+        {
+            self.settle_to_head().await?;
             let seen = &caller.principal.customers;
-            if T::handed_over(&self.projections().read(), current, object, seen).is_some() {
-                self.settle_to_head().await?;
-            }
             if let Some((why, field)) =
                 T::handed_over(&self.projections().read(), current, object, seen)
             {

@@ -69,14 +69,18 @@ pub(crate) fn may_take_from(caller: &Caller, insight: &Insight) -> bool {
     }
 }
 
-/// Whether `caller` sees the insight's owner or its pool's owner: the insight's operator,
-/// whose workers take every customer's agendas of it (`work::takes_from`).
+/// Whether `caller` sees the insight's owner, or its pool's owner where that customer may use
+/// the insight: the insight's operator, whose workers take every customer's agendas of it
+/// (`work::takes_from`). Per customer, as an update's check of who runs an insight counts
+/// them (`configs::operators`; review58: a token of the pool's owner and of a customer the
+/// insight was then shared with was handed every customer's agendas, the pool's owner
+/// itself never allowed, and the update's check saw no new operator).
 pub(crate) fn runs(caller: &Caller, insight: &Insight, models: &ReadModels) -> bool {
     let principal = &caller.principal;
     principal.sees(&insight.customer_id)
-        || models
-            .resource_pool(&insight.resource_pool_id)
-            .is_some_and(|pool| principal.sees(&pool.customer_id))
+        || models.resource_pool(&insight.resource_pool_id).is_some_and(|pool| {
+            principal.sees(&pool.customer_id) && may_use_insight(insight, &pool.customer_id)
+        })
 }
 
 /// Whether `caller` is a worker of the pool that runs `insight` (`work::takes_from`

@@ -851,14 +851,43 @@ async fn an_insight_or_pool_is_not_handed_to_other_workers_while_others_agendas_
     let refused = move_pool("globex").await.unwrap_err();
     assert_eq!(refused.code, pop_app::Code::Conflict, "{}", refused.message);
     assert!(refused.message.contains("its insight \"ops-global\""), "{}", refused.message);
-    // Once acme's agendas are done, the insight changes hands.
-    w.app.cancel(&user("acme"), Named::id("secret"), None, None).await.unwrap();
-    update(&moved).await.unwrap();
-    // An agenda of the customer that newly runs the insight stays its own: no refusal.
+    // Shared with globex again, globex binds an agenda of its own to it.
+    update(&shared).await.unwrap();
     let own = json!({"id": "own", "customerId": "globex", "defaultInsight": "acme-work",
         "operations": [{"name": "x", "type": "work"}]});
-    w.app.submit(&user("globex"), own, None, None).await.unwrap();
-    let back_to_globex = json!({"id": "acme-work", "customerId": "globex", "title": "again",
-        "resourcePoolId": "pool", "queueSize": 10, "mappers": {"operationType": ["work"]}});
-    update(&back_to_globex).await.unwrap();
+    let o = w.app.submit(&user("globex"), own, None, None).await.unwrap();
+    assert_eq!(o.progress().agenda_insight.as_ref().unwrap().insight_id, "acme-work");
+    // Once acme's agendas are done, the insight changes hands: the one agenda bound is the new
+    // owner's own, which it runs already.
+    let refused = update(&moved).await.unwrap_err();
+    assert!(refused.message.contains("1 live agenda of another customer"), "{}", refused.message);
+    w.app.cancel(&user("acme"), Named::id("secret"), None, None).await.unwrap();
+    update(&moved).await.unwrap();
+}
+
+/// A worker token of a pool's owner and of a customer an insight on that pool is shared with
+/// takes only that customer's agendas of it: the pool's owner may not use the insight, so it
+/// does not run it (review58: the token was handed every customer's agendas, and an update
+/// sharing the insight saw no new operator).
+#[tokio::test]
+async fn a_token_of_the_pools_owner_and_a_shared_customer_takes_only_that_customers_agendas() {
+    let w = world().await;
+    let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
+    let shared = json!({"id": "acme-work", "customerId": "acme", "title": "acme",
+        "resourcePoolId": "pool", "queueSize": 10, "allowedCustomerIds": ["globex"],
+        "mappers": {"operationType": ["work"]}});
+    w.app.configure::<Insight>(&admin, ConfigOp::Update(shared), None, None).await.unwrap();
+    for (tenant, id) in [("acme", "a-secret"), ("globex", "g-own")] {
+        let agenda = json!({"id": id, "customerId": tenant, "defaultInsight": "acme-work",
+            "operations": [{"name": "x", "type": "work", "payload": {"of": tenant}}]});
+        w.app.submit(&user(tenant), agenda, None, None).await.unwrap();
+        let metadata = EventMetadata { customer_id: Some(tenant.into()), ..Default::default() };
+        let queue = AgendaCommand::Queue { now: Utc::now() };
+        w.commands.execute::<AgendaState>(&key(tenant, id), &metadata, &queue).await.unwrap();
+    }
+    w.app.settle(None).await.unwrap();
+    let both = Caller::new(Principal::new("ops-globex", Role::Service, &["ops", "globex"]), "test");
+    let got = w.app.get_agenda(&both, "acme-work", 10, None).await.unwrap();
+    let customers: Vec<&str> = got.iter().map(|o| o.progress().customer_id.as_str()).collect();
+    assert_eq!(customers, ["globex"], "{got:?}");
 }

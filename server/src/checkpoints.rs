@@ -309,7 +309,8 @@ impl Witness {
              seal checkpoint {seq} at {}, after the embedded store's last; without --store \
              (DATABASE_URL) this start would serve the embedded store {} and its log from before \
              the move. Start with the PostgreSQL URL; to serve the embedded store again on \
-             purpose, move {} away first (keep it: it witnesses the PostgreSQL store's log)",
+             purpose, move {} away first (keep it: it witnesses the PostgreSQL store's log), or \
+             delete only its \"postgres\" entry",
             witness.path.display(),
             postgres.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             db.display(),
