@@ -7,11 +7,12 @@ use std::time::Duration;
 
 pub use pop_app::limits::{
     DEFAULT_LEASE, DEFAULT_MAX_LIVE_AGENDAS_PER_CUSTOMER, DEFAULT_MAX_LIVE_BYTES_PER_CUSTOMER,
-    DEFAULT_MAX_PARAMS_BYTES, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_RETAINED_BYTES_PER_CUSTOMER,
-    DEFAULT_MAX_SUBSCRIPTIONS_PER_PRINCIPAL, DEFAULT_PAGE_SIZE, DEFAULT_READ_WAIT,
-    DEFAULT_SUBSCRIBER_BUFFER, MAX_CID_LENGTH, MAX_EVENT_PAGE_SIZE, MAX_GET_AGENDA_COUNT,
-    MAX_GET_AGENDA_WAIT_SECONDS, MAX_LEASE, MAX_PAGE_SIZE, MAX_REASON_LENGTH, MAX_RERUN_PARAMS,
-    MAX_RESYNC_ITEMS, MAX_RESYNC_SCAN, MAX_SUBSCRIBERS, MIN_LEASE,
+    DEFAULT_MAX_LOG_BYTES_PER_CUSTOMER, DEFAULT_MAX_PARAMS_BYTES, DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_MAX_RETAINED_BYTES_PER_CUSTOMER, DEFAULT_MAX_SUBSCRIPTIONS_PER_PRINCIPAL,
+    DEFAULT_PAGE_SIZE, DEFAULT_READ_WAIT, DEFAULT_SUBSCRIBER_BUFFER, MAX_CID_LENGTH,
+    MAX_EVENT_PAGE_SIZE, MAX_GET_AGENDA_COUNT, MAX_GET_AGENDA_WAIT_SECONDS, MAX_LEASE,
+    MAX_PAGE_SIZE, MAX_REASON_LENGTH, MAX_RERUN_PARAMS, MAX_RESYNC_ITEMS, MAX_RESYNC_SCAN,
+    MAX_SUBSCRIBERS, MIN_LEASE,
 };
 
 /// Largest request body (decompressed) accepted on `POST /graphql` and the REST routes. The
@@ -147,6 +148,8 @@ pub struct ApiConfig {
     pub max_live_bytes_per_customer: u64,
     /// See [`pop_app::limits::DEFAULT_MAX_RETAINED_BYTES_PER_CUSTOMER`].
     pub max_retained_bytes_per_customer: u64,
+    /// See [`pop_app::limits::DEFAULT_MAX_LOG_BYTES_PER_CUSTOMER`].
+    pub max_log_bytes_per_customer: u64,
     /// See [`pop_app::limits::DEFAULT_MAX_PAYLOAD_BYTES`].
     pub max_payload_bytes: usize,
     /// See [`pop_app::limits::DEFAULT_MAX_PARAMS_BYTES`].
@@ -189,6 +192,7 @@ impl Default for ApiConfig {
             max_live_agendas_per_customer: app.max_live_agendas_per_customer,
             max_live_bytes_per_customer: app.max_live_bytes_per_customer,
             max_retained_bytes_per_customer: app.max_retained_bytes_per_customer,
+            max_log_bytes_per_customer: app.max_log_bytes_per_customer,
             max_payload_bytes: app.max_payload_bytes,
             max_params_bytes: app.max_params_bytes,
             retries: app.retries,
@@ -221,6 +225,7 @@ impl ApiConfig {
         self.max_live_agendas_per_customer = app.max_live_agendas_per_customer;
         self.max_live_bytes_per_customer = app.max_live_bytes_per_customer;
         self.max_retained_bytes_per_customer = app.max_retained_bytes_per_customer;
+        self.max_log_bytes_per_customer = app.max_log_bytes_per_customer;
         self.max_payload_bytes = app.max_payload_bytes;
         self.max_params_bytes = app.max_params_bytes;
         self
@@ -240,6 +245,7 @@ impl ApiConfig {
             max_live_agendas_per_customer: self.max_live_agendas_per_customer,
             max_live_bytes_per_customer: self.max_live_bytes_per_customer,
             max_retained_bytes_per_customer: self.max_retained_bytes_per_customer,
+            max_log_bytes_per_customer: self.max_log_bytes_per_customer,
             max_payload_bytes: self.max_payload_bytes,
             max_params_bytes: self.max_params_bytes,
             retries: self.retries,

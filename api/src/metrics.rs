@@ -120,7 +120,7 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
     (
         AGENDA_BYTES,
         Kind::Gauge,
-        "Bytes the agendas in the read models hold, at scrape time, in all: kind=live as --max-live-bytes-per-customer counts them, kind=retained (finished) as --max-retained-bytes-per-customer does.",
+        "Bytes the agendas in the read models hold, at scrape time, in all: kind=live as --max-live-bytes-per-customer counts them, kind=retained (finished) as --max-retained-bytes-per-customer does, kind=log (what their streams take in the log, live and finished) as --max-log-bytes-per-customer does.",
     ),
     (STORE_HEAD, Kind::Gauge, "The event log's head position (commit part), read at scrape time."),
     (
@@ -456,6 +456,7 @@ pub(crate) fn agenda_bytes_gauges(models: &pop_projections::ReadModels) {
     let agendas = models.agendas();
     metrics::gauge!(AGENDA_BYTES, "kind" => "live").set(agendas.live_bytes(&all) as f64);
     metrics::gauge!(AGENDA_BYTES, "kind" => "retained").set(agendas.retained_bytes(&all) as f64);
+    metrics::gauge!(AGENDA_BYTES, "kind" => "log").set(agendas.log_bytes(&all) as f64);
 }
 
 /// Counts the `AgendaTimedOut` changes of `changes` into [`LEASE_EXPIRIES`] until the feed

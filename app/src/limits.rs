@@ -89,6 +89,16 @@ pub const DEFAULT_MAX_LIVE_BYTES_PER_CUSTOMER: u64 = 64 << 20;
 /// saw 5 to 9 MB of RSS per counted MB), so size the pod with room.
 pub const DEFAULT_MAX_RETAINED_BYTES_PER_CUSTOMER: u64 = 256 << 20;
 
+/// Most bytes one customer's agendas may take in the log together (default): their events'
+/// data and metadata, live and finished, until the data reaper deletes their streams; past it
+/// a submit or rerun is refused with QUOTA_EXCEEDED (hostile57 H2: the memory quotas count
+/// finished agendas compressed, and one user token wrote 139 MB of log in 21 s with agendas
+/// of compressible payloads cancelled at once). 4 GiB: about the log of the 230,000 small
+/// finished agendas the retained quota allows, a fifth of the 20 Gi volume deploy/ claims;
+/// size it to the volume over the customers that share it. Indexes, hashes and the
+/// write-ahead log come on top (about 1 KiB an agenda; README "Sizing").
+pub const DEFAULT_MAX_LOG_BYTES_PER_CUSTOMER: u64 = 4 << 30;
+
 /// Most bytes (as compact JSON) one operation's `payload`, or a report's `resultPayload`, may
 /// take (default): half the 1 MiB an event may hold, so an agenda of one large operation
 /// still fits; payloads are commands and references, not data. Past it: VALIDATION naming
@@ -225,6 +235,8 @@ pub struct AppConfig {
     pub max_live_bytes_per_customer: u64,
     /// See [`DEFAULT_MAX_RETAINED_BYTES_PER_CUSTOMER`]; at least 1.
     pub max_retained_bytes_per_customer: u64,
+    /// See [`DEFAULT_MAX_LOG_BYTES_PER_CUSTOMER`]; at least 1.
+    pub max_log_bytes_per_customer: u64,
     /// See [`DEFAULT_MAX_PAYLOAD_BYTES`]; at least 2 (`{}`).
     pub max_payload_bytes: usize,
     /// See [`DEFAULT_MAX_PARAMS_BYTES`]; at least 2 (`{}`).
@@ -249,6 +261,7 @@ impl Default for AppConfig {
             max_live_agendas_per_customer: DEFAULT_MAX_LIVE_AGENDAS_PER_CUSTOMER,
             max_live_bytes_per_customer: DEFAULT_MAX_LIVE_BYTES_PER_CUSTOMER,
             max_retained_bytes_per_customer: DEFAULT_MAX_RETAINED_BYTES_PER_CUSTOMER,
+            max_log_bytes_per_customer: DEFAULT_MAX_LOG_BYTES_PER_CUSTOMER,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             max_params_bytes: DEFAULT_MAX_PARAMS_BYTES,
             retries: true,
@@ -278,6 +291,7 @@ impl AppConfig {
         self.max_live_agendas_per_customer = self.max_live_agendas_per_customer.max(1);
         self.max_live_bytes_per_customer = self.max_live_bytes_per_customer.max(1);
         self.max_retained_bytes_per_customer = self.max_retained_bytes_per_customer.max(1);
+        self.max_log_bytes_per_customer = self.max_log_bytes_per_customer.max(1);
         self.max_payload_bytes = self.max_payload_bytes.max(2);
         self.max_params_bytes = self.max_params_bytes.max(2);
         self

@@ -339,3 +339,43 @@ async fn agendas_admitted_under_the_retained_quota_keep_nothing_new_past_twice_i
     let nothing = w.app.expand(&worker, Named::id("live"), json!([]), None, None).await.unwrap();
     assert!(nothing.position.is_none(), "nothing was written");
 }
+
+/// What a customer's agendas take in the log counts toward `--max-log-bytes-per-customer`,
+/// cancelled ones included: past it new agendas and reruns are refused, naming it (hostile57 H2: the memory quotas count finished agendas compressed, and
+/// one token wrote 139 MB of log in 21 s with agendas of compressible payloads cancelled at
+/// once).
+#[tokio::test]
+async fn agendas_count_toward_the_customers_log_quota_cancelled_ones_too() {
+    const LOG_QUOTA: u64 = 200_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = acme_world(sqlite(dir.path()).await).await;
+    w.app = w.app_with(AppConfig { max_log_bytes_per_customer: LOG_QUOTA, ..AppConfig::default() });
+    let user = Caller::new(Principal::new("acme-user", Role::User, &["acme"]), "test");
+    let log_bytes = |w: &support::World| {
+        w.projections.read().agendas().log_bytes(&Visibility::from_ids(["acme"]))
+    };
+    // Payloads that compress well: what the memory quotas count of a finished one is small.
+    let agenda = |id: &str| {
+        json!({"id": id, "customerId": "acme", "operations": [
+            {"name": "one", "type": "work", "payload": {"blob": "a".repeat(60_000)}}]})
+    };
+    for id in ["c1", "c2", "c3", "c4"] {
+        w.app.submit(&user, agenda(id), None, None).await.unwrap();
+        w.app.cancel(&user, Named::id(id), None, None).await.unwrap();
+    }
+    w.app.settle(None).await.unwrap();
+    let taken = log_bytes(&w);
+    assert!(taken > LOG_QUOTA, "{taken}");
+    assert!(
+        retained_bytes(&w) < LOG_QUOTA / 4,
+        "finished, they hold little memory: {}",
+        retained_bytes(&w)
+    );
+    let refused = w.app.submit(&user, agenda("c5"), None, None).await.unwrap_err();
+    assert_eq!(refused.code, pop_app::Code::QuotaExceeded, "{}", refused.message);
+    for said in ["of the log", &format!("at most {LOG_QUOTA}"), "--max-log-bytes-per-customer"] {
+        assert!(refused.message.contains(said), "{said}: {}", refused.message);
+    }
+    let rerun = w.app.rerun(&user, Named::id("c1"), Vec::new(), None).await.unwrap_err();
+    assert_eq!(rerun.code, pop_app::Code::QuotaExceeded, "{}", rerun.message);
+}

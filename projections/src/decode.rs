@@ -38,6 +38,9 @@ pub enum Decoded {
     Event {
         id: String,
         event: DomainEvent,
+        /// The bytes the event takes in the log: its data and metadata (saturating), counted
+        /// per customer for `--max-log-bytes-per-customer`.
+        stored: u32,
     },
     Skipped(Skip),
 }
@@ -100,7 +103,12 @@ pub fn decode(event: &RecordedEvent) -> Result<Decoded, DecodeError> {
         }
     }?;
     Ok(match decoded {
-        Ok(event_value) => Decoded::Event { id: id.to_string(), event: event_value },
+        Ok(event_value) => Decoded::Event {
+            id: id.to_string(),
+            event: event_value,
+            stored: u32::try_from(event.data.len().saturating_add(event.metadata.len()))
+                .unwrap_or(u32::MAX),
+        },
         Err(skip) => Decoded::Skipped(skip),
     })
 }

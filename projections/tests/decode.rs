@@ -45,7 +45,7 @@ fn config<T: Default>() -> ConfigEvent<T> {
 fn each_category_decodes_to_its_event_type() {
     let queued = AgendaEvent::Queued(AgendaQueued { time: time() });
     match decode(&recorded("agenda-a-1", &queued)).unwrap() {
-        Decoded::Event { id, event: DomainEvent::Agenda(e) } => {
+        Decoded::Event { id, event: DomainEvent::Agenda(e), .. } => {
             assert_eq!(id, "a-1", "ids may contain dashes");
             assert_eq!(e, queued);
         }

@@ -797,3 +797,64 @@ async fn pages_cut_inside_one_millisecond_across_customers_lose_and_repeat_nothi
         }
     }
 }
+
+/// What each customer's agendas take in the log is what their streams' events take (data and
+/// metadata), finished agendas included; the same after a snapshot is saved and loaded, and a
+/// reaped stream frees its share (hostile57 H2: a quota on it, `--max-log-bytes-per-customer`).
+#[tokio::test]
+async fn each_customers_log_bytes_are_its_agendas_streams() {
+    let log = scenario().await;
+    let mut m = fold(&log).await;
+    let mut expected = std::collections::BTreeMap::<&str, u64>::new();
+    let mut a1 = 0;
+    for (id, customer) in
+        [("a1", "acme"), ("a2", "acme"), ("b1", "beta"), ("b2", "beta"), ("c1", "gamma")]
+    {
+        let stream = format!("agenda-{id}");
+        let events =
+            log.store.read_stream(&stream, 0, 1_000, pop_store::Direction::Forwards).await.unwrap();
+        let bytes: u64 = events.iter().map(|e| (e.data.len() + e.metadata.len()) as u64).sum();
+        assert!(bytes > 0, "{id}");
+        *expected.entry(customer).or_default() += bytes;
+        if id == "a1" {
+            a1 = bytes;
+        }
+    }
+    let per_customer = |m: &ReadModels| -> Vec<(String, u64)> {
+        ["acme", "beta", "gamma"]
+            .iter()
+            .map(|c| (c.to_string(), m.agendas().log_bytes(&only(&[c]))))
+            .collect()
+    };
+    let want: Vec<(String, u64)> = expected.iter().map(|(c, b)| (c.to_string(), *b)).collect();
+    assert_eq!(per_customer(&m), want);
+    assert_eq!(m.agendas().log_bytes(&Visibility::All), expected.values().sum::<u64>());
+    // A snapshot keeps it: no fold of a state gives it back.
+    let dir = tempfile::tempdir().unwrap();
+    pop_projections::snapshot::save(dir.path(), &m).unwrap();
+    let loaded = pop_projections::snapshot::load(dir.path()).unwrap();
+    assert_eq!(per_customer(&loaded), want);
+    // a1 (acme, finished) reaped: its share is freed.
+    let record = pop_domain::reap::StreamReaped {
+        time: chrono::Utc::now(),
+        stream: "agenda-a1".to_string(),
+        kind: "agenda".to_string(),
+        object_id: "a1".to_string(),
+        customer_id: "acme".to_string(),
+        last_version: None,
+        updated_time: None,
+        reason: "old".to_string(),
+        head_hash: None,
+    };
+    let reaped = pop_projections::Decoded::Event {
+        id: "x".to_string(),
+        event: pop_projections::DomainEvent::Reap(pop_domain::reap::ReapEvent::StreamReaped(
+            record,
+        )),
+        stored: 100,
+    };
+    let next = Position::from_sequence(m.position().commit() + 1);
+    m.apply(next, &reaped, None).unwrap();
+    assert!(m.agenda_entry("a1").is_none());
+    assert_eq!(m.agendas().log_bytes(&only(&["acme"])), expected["acme"] - a1);
+}

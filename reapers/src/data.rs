@@ -594,7 +594,7 @@ mod tests {
         let mut position = 0;
         let mut apply = |models: &mut ReadModels, id: &str, event: DomainEvent| {
             position += 1;
-            let decoded = Decoded::Event { id: id.to_string(), event };
+            let decoded = Decoded::Event { id: id.to_string(), event, stored: 0 };
             models.apply(Position::from_sequence(position), &decoded, None).unwrap();
         };
         for (id, finish) in [("done", true), ("running", false)] {
@@ -736,6 +736,7 @@ mod tests {
         let decoded = Decoded::Event {
             id: day_id(t(5 * DAY)),
             event: DomainEvent::Reap(pop_domain::reap::ReapEvent::StreamReaped(record)),
+            stored: 0,
         };
         let mut changes = Vec::new();
         m.apply(Position::from_sequence(1_000), &decoded, Some(&mut changes)).unwrap();

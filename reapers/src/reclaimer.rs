@@ -559,8 +559,11 @@ mod tests {
                 for event in state.decide(command).unwrap() {
                     state.evolve(&event);
                     position += 1;
-                    let decoded =
-                        Decoded::Event { id: id.to_string(), event: DomainEvent::Agenda(event) };
+                    let decoded = Decoded::Event {
+                        id: id.to_string(),
+                        event: DomainEvent::Agenda(event),
+                        stored: 0,
+                    };
                     models.apply(Position::from_sequence(position), &decoded, None).unwrap();
                 }
             }

@@ -524,7 +524,8 @@ mod tests {
         } else {
             ConfigEvent::Created { object, time: t(0) }
         };
-        let decoded = Decoded::Event { id: "i".to_string(), event: DomainEvent::Insight(event) };
+        let decoded =
+            Decoded::Event { id: "i".to_string(), event: DomainEvent::Insight(event), stored: 0 };
         models.apply(Position::from_sequence(position), &decoded, None).unwrap();
     }
 
@@ -538,8 +539,11 @@ mod tests {
                 for event in state.decide(command).unwrap() {
                     state.evolve(&event);
                     position += 1;
-                    let decoded =
-                        Decoded::Event { id: id.to_string(), event: DomainEvent::Agenda(event) };
+                    let decoded = Decoded::Event {
+                        id: id.to_string(),
+                        event: DomainEvent::Agenda(event),
+                        stored: 0,
+                    };
                     models.apply(Position::from_sequence(position), &decoded, None).unwrap();
                 }
             }

@@ -692,6 +692,13 @@ pub struct ServeArgs {
     /// --data-reap-interval).
     #[arg(long, env = "POP_MAX_RETAINED_BYTES_PER_CUSTOMER", default_value_t = pop_api::config::DEFAULT_MAX_RETAINED_BYTES_PER_CUSTOMER)]
     pub max_retained_bytes_per_customer: u64,
+    /// Most bytes one customer's agendas may take in the log together (their events' data and
+    /// metadata, live and finished, until the data reaper deletes them; 4 GiB by default);
+    /// past it a submit or rerun is refused with QUOTA_EXCEEDED until the data reaper removes
+    /// some (older than --agenda-reap-age). Size it to the volume over the customers sharing
+    /// it: indexes, hashes and the write-ahead log come on top.
+    #[arg(long, env = "POP_MAX_LOG_BYTES_PER_CUSTOMER", default_value_t = pop_api::config::DEFAULT_MAX_LOG_BYTES_PER_CUSTOMER)]
+    pub max_log_bytes_per_customer: u64,
     /// Most bytes (as JSON) one operation's payload, or a report's resultPayload, may take;
     /// past it a submit is refused with VALIDATION naming the field, and a report is taken
     /// with that operation failed (NOT_RETRYABLE, without the result).

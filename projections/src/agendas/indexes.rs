@@ -205,31 +205,36 @@ pub(super) struct Held {
     pub(super) live: u64,
     /// The finished (COMPLETE) agendas: settled bodies and entries.
     pub(super) retained: u64,
+    /// What all of them take in the log ([`Keys::log`]), live or finished.
+    pub(super) log: u64,
 }
 
 impl Held {
     /// What the agenda with keys `k` holds.
     fn of(k: &Keys) -> Held {
         let n = u64::from(k.bytes);
+        let log = u64::from(k.log);
         if k.phase.is_live() {
-            Held { live: n, retained: 0 }
+            Held { live: n, retained: 0, log }
         } else {
-            Held { live: 0, retained: n }
+            Held { live: 0, retained: n, log }
         }
     }
 
     pub(super) fn add(&mut self, other: Held) {
         self.live += other.live;
         self.retained += other.retained;
+        self.log += other.log;
     }
 
     fn sub(&mut self, other: Held) {
         debug_assert!(
-            self.live >= other.live && self.retained >= other.retained,
+            self.live >= other.live && self.retained >= other.retained && self.log >= other.log,
             "{self:?} - {other:?}"
         );
         self.live = self.live.saturating_sub(other.live);
         self.retained = self.retained.saturating_sub(other.retained);
+        self.log = self.log.saturating_sub(other.log);
     }
 }
 

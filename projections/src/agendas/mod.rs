@@ -226,10 +226,12 @@ impl AgendaModel {
 
     /// Applies one event of stream `agenda-<key>`. Keyed by the stream key: the log names the
     /// agenda (its customer and id; see `pop_domain::agenda::key`).
+    /// `stored`: what the event takes in the log ([`Keys::log`]).
     pub(crate) fn apply(
         &mut self,
         id: &str,
         event: &AgendaEvent,
+        stored: u32,
         change: Option<&mut Change>,
     ) -> Result<bool, CorruptEntry> {
         if let Some(slot) = self.entries.slot_of(id)
@@ -240,7 +242,7 @@ impl AgendaModel {
             let before = kept_touched(state, event);
             state.evolve(event);
             let kept = Kept::of(event, before, state);
-            let keys = keys_of(
+            let mut keys = keys_of(
                 &self.by_customer,
                 &self.by_link,
                 &self.by_insight,
@@ -249,6 +251,7 @@ impl AgendaModel {
                 Some(&entry.keys),
                 Measure { now: !self.deferred, kept },
             );
+            keys.log = keys.log.saturating_add(stored);
             let old = std::mem::replace(&mut entry.keys, keys);
             if state.is_complete() {
                 let body = std::mem::replace(&mut entry.body, Body::Settled(Box::default()));
@@ -278,13 +281,13 @@ impl AgendaModel {
             return Ok(false);
         }
         let kept = Kept::of(event, before, &state);
-        self.put_measured(id, state, change, kept);
+        self.put_measured(id, state, change, kept, stored);
         Ok(true)
     }
 
     /// Inserts or replaces the entry `id` with `state` and re-indexes it.
     pub(crate) fn put(&mut self, id: &str, state: AgendaState, change: Option<&mut Change>) {
-        self.put_measured(id, state, change, Kept::Unknown);
+        self.put_measured(id, state, change, Kept::Unknown, 0);
     }
 
     /// [`AgendaModel::put`], told how what the agenda keeps changed (the degraded mode folds
@@ -295,6 +298,7 @@ impl AgendaModel {
         state: AgendaState,
         change: Option<&mut Change>,
         kept: Kept,
+        stored: u32,
     ) {
         let old = self.entries.get(id).map(|e| (e.key.clone(), e.keys.clone()));
         let id = match &old {
@@ -310,6 +314,7 @@ impl AgendaModel {
             old.as_ref().map(|(_, k)| k),
             Measure { now: !self.deferred, kept },
         );
+        keys.log = keys.log.saturating_add(stored);
         if let Some(change) = change {
             describe(change, &id, &keys);
         }
@@ -427,6 +432,8 @@ fn keys_of<C, L, I>(
         entered,
         held: state.is_do_not_run(),
         bytes,
+        // What the stream takes in the log: the entry's so far, the caller adds its event's.
+        log: old.map_or(0, |k| k.log),
     }
 }
 
@@ -696,8 +703,14 @@ mod tests {
                 model.compact_live();
             }
             let mut folded = AgendaState::default();
-            for e in &events {
-                model.apply("c/a", e, None).expect("applies");
+            // What the stream takes in the log adds up event by event, whatever the agenda
+            // holds in memory (live, compressed or settled).
+            let mut logged = 0u64;
+            for (i, e) in events.iter().enumerate() {
+                let stored = 100 + i as u32;
+                model.apply("c/a", e, stored, None).expect("applies");
+                logged += u64::from(stored);
+                assert_eq!(model.log_bytes(&Visibility::All), logged, "after {e:?}");
                 folded.evolve(e);
                 let whole = if folded.is_complete() { 0 } else { u64::from(live_bytes(&folded)) };
                 assert_eq!(model.live_bytes(&Visibility::All), whole, "after {e:?}");
@@ -721,7 +734,7 @@ mod tests {
         let mut model = AgendaModel::default();
         for (i, h) in (0..30).map(history).enumerate() {
             for e in &h {
-                model.apply(&format!("c{}/a{i}", i % 3), e, None).expect("applies");
+                model.apply(&format!("c{}/a{i}", i % 3), e, 13, None).expect("applies");
             }
         }
         let mut out = Vec::new();
@@ -738,6 +751,13 @@ mod tests {
         assert!(model.retained_bytes(&all) > 0 && model.live_bytes(&all) > 0);
         assert_eq!(back.retained_bytes(&all), model.retained_bytes(&all));
         assert_eq!(back.live_bytes(&all), model.live_bytes(&all));
+        // What their streams take in the log, which no fold gives back, is stored with them.
+        assert!(model.log_bytes(&all) > 0);
+        assert_eq!(back.log_bytes(&all), model.log_bytes(&all));
+        for c in ["c0", "c1", "c2"] {
+            let only = Visibility::from_ids([c]);
+            assert_eq!(back.log_bytes(&only), model.log_bytes(&only), "{c}");
+        }
         assert_eq!(indexes(&back), indexes(&model));
     }
 
@@ -773,7 +793,7 @@ mod tests {
         let mut model = AgendaModel::default();
         let mut folded = AgendaState::default();
         for e in &events {
-            model.apply("c/a", e, None).expect("applies");
+            model.apply("c/a", e, 0, None).expect("applies");
             folded.evolve(e);
         }
         assert!(folded.result_bytes() > 0);
@@ -821,7 +841,7 @@ mod tests {
             for command in &commands {
                 for e in state.decide(command).expect("decides") {
                     state.evolve(&e);
-                    m.apply(&key, &e, None).expect("applies");
+                    m.apply(&key, &e, 0, None).expect("applies");
                 }
             }
         };
@@ -864,7 +884,7 @@ mod tests {
         let mut m = AgendaModel::default();
         for i in 0..14 {
             for e in history(i) {
-                m.apply(&format!("a{i}"), &e, None).expect("applies");
+                m.apply(&format!("a{i}"), &e, 0, None).expect("applies");
             }
         }
         let all = Visibility::All;
@@ -923,7 +943,7 @@ mod tests {
         for (step, command) in commands.iter().enumerate() {
             for e in state.decide(command).expect("decides") {
                 state.evolve(&e);
-                m.apply("huge", &e, None).expect("applies to the settled agenda");
+                m.apply("huge", &e, 0, None).expect("applies to the settled agenda");
             }
             let entry = m.entries.values().next().expect("the entry");
             let read = entry.state().expect("reads back after step {step}");
@@ -947,7 +967,7 @@ mod tests {
             for (i, h) in histories.iter().enumerate() {
                 if let Some(e) = h.get(step) {
                     for m in models.iter_mut() {
-                        m.apply(&format!("a{i}"), e, None).expect("applies");
+                        m.apply(&format!("a{i}"), e, 0, None).expect("applies");
                     }
                 }
             }
@@ -970,8 +990,8 @@ mod tests {
         }
         for i in 40..44 {
             for e in history(i) {
-                normal.apply(&format!("a{i}"), &e, None).expect("applies");
-                degraded.apply(&format!("a{i}"), &e, None).expect("applies");
+                normal.apply(&format!("a{i}"), &e, 0, None).expect("applies");
+                degraded.apply(&format!("a{i}"), &e, 0, None).expect("applies");
             }
         }
         assert!(degraded.entries.values().all(|e| e.is_settled()));
@@ -984,7 +1004,7 @@ mod tests {
     fn a_removed_agendas_slot_is_reused_and_its_ids_are_forgotten() {
         let applied = |m: &mut AgendaModel, key: &str, i: i64| {
             for e in history(i) {
-                m.apply(key, &e, None).expect("applies");
+                m.apply(key, &e, 0, None).expect("applies");
             }
         };
         let keys = |found: Vec<&AgendaEntry>| -> Vec<String> {
@@ -1044,8 +1064,8 @@ mod tests {
             for (i, h) in histories.iter().enumerate() {
                 if let Some(e) = h.get(step) {
                     let id = format!("a{i}");
-                    live.apply(&id, e, None).expect("applies");
-                    deferred.apply(&id, e, None).expect("applies");
+                    live.apply(&id, e, 0, None).expect("applies");
+                    deferred.apply(&id, e, 0, None).expect("applies");
                 }
             }
         }

@@ -262,6 +262,13 @@ impl AgendaModel {
         self.held(visibility).retained
     }
 
+    /// What the agendas `visibility` sees take in the log, live and finished: their events'
+    /// data and metadata, until the data reaper deletes their streams; constant time per
+    /// visible customer. Counted for `--max-log-bytes-per-customer` (hostile57 H2).
+    pub fn log_bytes(&self, visibility: &Visibility) -> u64 {
+        self.held(visibility).log
+    }
+
     fn held(&self, visibility: &Visibility) -> super::indexes::Held {
         match visibility {
             Visibility::All => self.all.bytes,

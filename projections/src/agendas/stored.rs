@@ -8,11 +8,14 @@
 //! Record layout (integers little-endian; `str` and `bytes` are a `u32` length and the bytes):
 //!
 //! ```text
-//! tag u8 = 1 (JSON)      key str, state bytes (canonical JSON of the AgendaState)
+//! tag u8 = 1 (JSON)      key str, log u32, state bytes (canonical JSON of the AgendaState)
 //! tag u8 = 0 (settled)   key str, flags u8, [agenda id str], [progress id str], customer str,
 //!                        [link str], [insight str], processing state u8, phase u8,
-//!                        added i64, updated i64, entered i64, settled bytes
+//!                        added i64, updated i64, entered i64, log u32, settled bytes
 //! ```
+//!
+//! `log`: what the agenda's stream takes in the log (`Keys::log`), which no fold of the state
+//! can give back.
 //!
 //! Flags: 1 the agenda id is the key (not written), 2 the progress id is the agenda id (not
 //! written), 4 a link, 8 an insight, 16 `doNotRun`. The keys are written from the entry, not
@@ -100,11 +103,13 @@ pub(crate) fn encode(entry: &AgendaEntry, out: &mut Vec<u8>) -> Result<(), Corru
             for t in [k.added, k.updated, k.entered] {
                 out.extend_from_slice(&t.to_le_bytes());
             }
+            out.extend_from_slice(&k.log.to_le_bytes());
             put_bytes(out, bytes);
         }
         _ => {
             out.push(TAG_JSON);
             put_str(out, entry.key());
+            out.extend_from_slice(&entry.keys.log.to_le_bytes());
             let json = entry.canonical_json()?;
             put_bytes(out, &json);
         }
@@ -163,6 +168,7 @@ pub(crate) fn decode_chunk(
                 let added = take_i64(r)?;
                 let updated = take_i64(r)?;
                 let entered = take_i64(r)?;
+                let log = take_u32(r)?;
                 let settled = take_bytes(r)?;
                 let keys = Keys {
                     agenda_id,
@@ -177,10 +183,12 @@ pub(crate) fn decode_chunk(
                     entered,
                     held: flags & HELD != 0,
                     bytes: 0,
+                    log,
                 };
                 AgendaEntry { key, keys, body: Body::Settled(settled.into()) }
             }
             TAG_JSON => {
+                let log = take_u32(r)?;
                 let state: AgendaState = serde_json::from_slice(take_bytes(r)?)?;
                 let e = &buffers.empty;
                 let n = &buffers.empty_names;
@@ -193,6 +201,7 @@ pub(crate) fn decode_chunk(
                     None,
                     Measure { now: false, kept: Kept::Unknown },
                 );
+                let keys = Keys { log, ..keys };
                 let body = settle(&mut buffers.settle, Box::new(state), false);
                 AgendaEntry { key, keys, body }
             }
