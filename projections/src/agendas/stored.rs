@@ -171,8 +171,7 @@ pub(crate) fn decode_chunk(
                 let log = take_u32(r)?;
                 let settled = take_bytes(r)?;
                 let keys = Keys {
-                    agenda_id,
-                    progress_id,
+                    ids: super::entry::OwnIds::of(agenda_id, progress_id),
                     customer,
                     link,
                     insight,
