@@ -316,7 +316,7 @@ impl App {
             ));
         }
         self.check_retained_quota(customer, retained)?;
-        self.check_log_quota(customer, log)
+        self.check_log_quota(customer, log, adding_bytes)
     }
 
     /// QUOTA_EXCEEDED when `customer`'s agendas take `bytes` of the log, past
@@ -326,9 +326,11 @@ impl App {
     /// is taken frees as the data reaper deletes finished agendas' streams. Reports to live
     /// agendas still append, so the live ones finish. For the operator, a WARN line at most
     /// every 10 s.
-    fn check_log_quota(&self, customer: &str, bytes: u64) -> AppResult<()> {
+    /// `adding`: what the request's agendas add (their definitions; reprobe58 L1: counted
+    /// only once stored, a customer with room for one byte stored 8 MiB at once).
+    fn check_log_quota(&self, customer: &str, bytes: u64, adding: u64) -> AppResult<()> {
         let max = self.config().max_log_bytes_per_customer;
-        if bytes <= max {
+        if bytes.saturating_add(adding) <= max {
             return Ok(());
         }
         static PAST: std::sync::Mutex<pop_store::repeats::Repeats> =
@@ -341,9 +343,9 @@ impl App {
             Code::QuotaExceeded,
             format!(
                 "customer {customer:?}'s agendas take {bytes} bytes of the log and may take at \
-                 most {max} (its quota, the server's --max-log-bytes-per-customer): submit or \
-                 rerun again as the data reaper removes finished ones (older than its \
-                 --agenda-reap-age, a batch a cycle)"
+                 most {max} (its quota, the server's --max-log-bytes-per-customer); these would \
+                 add {adding}: submit or rerun again as the data reaper removes finished ones \
+                 (older than its --agenda-reap-age, a batch a cycle)"
             ),
         ))
     }

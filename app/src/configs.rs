@@ -109,10 +109,15 @@ fn operators<'a>(insight: &'a Insight, pool_owner: Option<&'a str>) -> Vec<&'a s
 
 /// The live agendas bound to insight `id` that would still run: waiting, executing, or
 /// failed with a retry to come while the insight takes their customer. Not doNotRun records,
-/// nor ones parked by a skipExecution rerun: those run only when rerun.
+/// nor ones parked by a skipExecution rerun: those run only when rerun. `retries_anyway`: a
+/// failed one whose retry is due counts even while the insight does not take its customer,
+/// which may be let back in before the retry (reprobe58 H1: taken out of the share, the
+/// agenda no longer held a move to another pool, and let back in, its retry went to the new
+/// pool's workers).
 fn live_bound<'m>(
     models: &'m ReadModels,
     id: &'m str,
+    retries_anyway: bool,
 ) -> impl Iterator<Item = &'m pop_projections::AgendaEntry> + 'm {
     // A doNotRun record never runs: it waits as much with the insight as without it
     // (review-s45: one blocked the delete, "let them finish" never coming). A failed one
@@ -124,7 +129,7 @@ fn live_bound<'m>(
     let held = move |a: &&pop_projections::AgendaEntry| {
         if a.processing_state() == pop_domain::ProcessingState::Complete {
             return a.progress().is_ok_and(|p| p.retry_due())
-                && models.insight_takes(id, a.customer_id());
+                && (retries_anyway || models.insight_takes(id, a.customer_id()));
         }
         !a.is_do_not_run()
     };
@@ -163,7 +168,7 @@ fn handover(
     }
     let own = |customer: &str| newcomers.iter().all(|n| n.eq_ignore_ascii_case(customer));
     let (mut live, mut others) = (0usize, 0usize);
-    for agenda in live_bound(models, id).filter(|a| !own(a.customer_id())) {
+    for agenda in live_bound(models, id, true).filter(|a| !own(a.customer_id())) {
         live += 1;
         others += usize::from(!v.sees(agenda.customer_id()));
     }
@@ -412,7 +417,7 @@ config_kind!(Insight, "Insight", insight, insights, {
     const CHECKS_IN_USE: bool = true;
     fn in_use(models: &ReadModels, id: &str, v: &Visibility) -> Option<String> {
         let (mut live, mut others) = (0usize, 0usize);
-        for agenda in live_bound(models, id) {
+        for agenda in live_bound(models, id, false) {
             live += 1;
             others += usize::from(!v.sees(agenda.customer_id()));
         }
@@ -705,13 +710,13 @@ impl App {
         // the object written must belong to a customer the caller may act for (else
         // FORBIDDEN).
         // (And whose the object was, if deleted.)
-        let (current, deleted_of) = match self.commands().load::<ConfigAggregate<T>>(&id).await {
+        let (current, deleted) = match self.commands().load::<ConfigAggregate<T>>(&id).await {
             Ok((state, _)) => {
-                let deleted_of = match &state.lifecycle {
-                    Lifecycle::Deleted(o) => Some(o.customer_id().to_string()),
+                let deleted = match &state.lifecycle {
+                    Lifecycle::Deleted(o) => Some(o.clone()),
                     _ => None,
                 };
-                (state.live().cloned(), deleted_of)
+                (state.live().cloned(), deleted)
             }
             Err(pop_store::ExecuteError::Store(pop_store::StoreError::StreamDeleted {
                 ..
@@ -724,7 +729,7 @@ impl App {
         // id acme had deleted went to initech's workers, payloads and all). Answered as an id
         // another customer uses is: as if it did not exist.
         if matches!(command, ConfigCommand::Create { .. })
-            && deleted_of.as_deref().is_some_and(|owner| !caller.principal.sees(owner))
+            && deleted.as_ref().is_some_and(|o| !caller.principal.sees(o.customer_id()))
         {
             return Err(AppError::not_found(T::KIND, &id));
         }
@@ -764,13 +769,21 @@ impl App {
         // models that have every agenda and pool written so far (review58 M1: checked first on
         // the models as they were, an agenda submitted a moment before, or a pool created a
         // moment before, passed unseen).
-        if let (ConfigCommand::Update { object, .. }, Some(current)) = (&command, visible)
-            && T::may_hand_over(current, object)
+        // A create of a deleted object's id is checked against what it was: the agendas still
+        // bound to a deleted insight's id whose retries are due run on the new one (reprobe58
+        // H1: deleted, and made again on another customer's pool, it handed them over).
+        let before = match &command {
+            ConfigCommand::Update { object, .. } => visible.map(|c| (c, object)),
+            ConfigCommand::Create { object, .. } => deleted.as_ref().map(|d| (d, object)),
+            ConfigCommand::Delete { .. } => None,
+        };
+        if let Some((before, next)) = before
+            && T::may_hand_over(before, next)
         {
             self.settle_to_head().await?;
             let seen = &caller.principal.customers;
             if let Some((why, field)) =
-                T::handed_over(&self.projections().read(), current, object, seen)
+                T::handed_over(&self.projections().read(), before, next, seen)
             {
                 return Err(AppError::conflict(why).within(field));
             }

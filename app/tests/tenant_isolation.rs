@@ -891,3 +891,46 @@ async fn a_token_of_the_pools_owner_and_a_shared_customer_takes_only_that_custom
     let customers: Vec<&str> = got.iter().map(|o| o.progress().customer_id.as_str()).collect();
     assert_eq!(customers, ["globex"], "{got:?}");
 }
+
+/// A failed agenda whose retry is due holds a handover even while its customer is out of the
+/// share, which may let it back in before the retry; and a deleted insight made again under
+/// its id is checked against what it was (reprobe58 H1: unshared, the agenda no longer held a
+/// move to other workers, and let back in, its retry went to them, payload and all; deleting
+/// and making the insight again did the same).
+#[tokio::test]
+async fn a_due_retry_holds_a_handover_in_steps_and_across_a_delete() {
+    let w = world().await;
+    let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
+    let insight = |shared: &[&str]| {
+        json!({"id": "acme-work", "customerId": "acme", "title": "acme",
+            "resourcePoolId": "pool", "queueSize": 10, "allowedCustomerIds": shared,
+            "mappers": {"operationType": ["acme-work"]}})
+    };
+    let update =
+        |object: Value| w.app.configure::<Insight>(&admin, ConfigOp::Update(object), None, None);
+    update(insight(&["globex"])).await.unwrap();
+    let failed = globex_fails_once(&w, "g-secret", "acme-work").await;
+    assert!(failed.progress().retry_due(), "{:?}", failed.progress());
+    // Out of the share: allowed (the same workers).
+    update(insight(&[])).await.unwrap();
+    // Shared with the pool's owner, ops, whose workers would then run it: refused, the due
+    // retry counted though globex is out of the share now.
+    let refused = update(insight(&["ops", "globex"])).await.unwrap_err();
+    assert_eq!(refused.code, pop_app::Code::Conflict, "{}", refused.message);
+    assert!(refused.message.contains("customer \"ops\""), "{}", refused.message);
+    let refused = update(insight(&["ops"])).await.unwrap_err();
+    assert_eq!(refused.code, pop_app::Code::Conflict, "{}", refused.message);
+    // Deleted (a retry of a customer it no longer takes does not hold that) and made again
+    // with ops let in: refused too.
+    let deleted =
+        w.app.configure::<Insight>(&admin, ConfigOp::Delete("acme-work".into()), None, None).await;
+    assert!(deleted.as_ref().is_ok_and(|c| c.deleted), "{deleted:?}");
+    let again = w
+        .app
+        .configure::<Insight>(&admin, ConfigOp::Create(insight(&["ops", "globex"])), None, None)
+        .await
+        .unwrap_err();
+    assert_eq!(again.code, pop_app::Code::Conflict, "{}", again.message);
+    // Made again as it was: taken.
+    w.app.configure::<Insight>(&admin, ConfigOp::Create(insight(&[])), None, None).await.unwrap();
+}
