@@ -551,6 +551,9 @@ impl App {
         let insight_id = insight.insight_id.clone();
         let customer = agenda.customer_id.clone();
         let command = AgendaCommand::Submit { agenda, insight, now };
+        // Not while an update that may hand the insight's agendas to other workers is between
+        // its check and its append (`App::insight_gate`).
+        let _gate = self.insight_gate(&insight_id).read_owned().await;
         // A worker of this replica waits for the insight and nothing else is in line: the
         // submission hands its agenda over in its own write (`crate::handout`).
         let waiter =

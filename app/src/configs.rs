@@ -85,6 +85,11 @@ pub trait ConfigKind: ConfigObject + VisibleTo + Clone {
     fn may_hand_over(_current: &Self, _next: &Self) -> bool {
         false
     }
+    /// The insights whose submissions an update of `current` that may hand their agendas over
+    /// waits for, and holds until its append ([`App::insight_gate`]).
+    fn gated_insights(_models: &ReadModels, _current: &Self) -> Vec<String> {
+        Vec::new()
+    }
     /// Why `next` may not replace `current` now (and the field that says so), for a caller
     /// who sees `v`: it would hand agendas already bound to an insight to the workers of a
     /// customer that did not run them ([`handover`]).
@@ -352,6 +357,13 @@ config_kind!(ResourcePool, "ResourcePool", resource_pool, resource_pools, {
     fn may_hand_over(current: &Self, next: &Self) -> bool {
         !current.customer_id.eq_ignore_ascii_case(&next.customer_id)
     }
+    fn gated_insights(models: &ReadModels, current: &Self) -> Vec<String> {
+        models
+            .all_insights()
+            .filter(|i| i.resource_pool_id == current.id)
+            .map(|i| i.id.clone())
+            .collect()
+    }
     /// A pool given to another customer hands that customer's workers the agendas of every
     /// insight on it the customer may use ([`operators`]): refused while any of them has
     /// agendas of others bound (popclient58 M1).
@@ -449,6 +461,9 @@ config_kind!(Insight, "Insight", insight, insights, {
             || current.resource_pool_id != next.resource_pool_id
             || current.is_global != next.is_global
             || current.allowed_customer_ids != next.allowed_customer_ids
+    }
+    fn gated_insights(_models: &ReadModels, current: &Self) -> Vec<String> {
+        vec![current.id.clone()]
     }
     /// A new owner, pool, share or isGlobal that makes another customer's workers run the
     /// insight's agendas: refused while agendas of others are bound to it (popclient58 M1).
@@ -777,9 +792,18 @@ impl App {
             ConfigCommand::Create { object, .. } => deleted.as_ref().map(|d| (d, object)),
             ConfigCommand::Delete { .. } => None,
         };
+        // Held from the check to the append: this process's submissions to the insights it
+        // checks wait for it, and it for those under way (reprobe58 M1).
+        let mut _gates = Vec::new();
         if let Some((before, next)) = before
             && T::may_hand_over(before, next)
         {
+            let mut gated = T::gated_insights(&self.projections().read(), before);
+            gated.sort_unstable();
+            gated.dedup();
+            for insight in &gated {
+                _gates.push(self.insight_gate(insight).write_owned().await);
+            }
             self.settle_to_head().await?;
             let seen = &caller.principal.customers;
             if let Some((why, field)) =

@@ -934,3 +934,52 @@ async fn a_due_retry_holds_a_handover_in_steps_and_across_a_delete() {
     // Made again as it was: taken.
     w.app.configure::<Insight>(&admin, ConfigOp::Create(insight(&[])), None, None).await.unwrap();
 }
+
+/// An update that may hand an insight's agendas to other workers and a submission to that
+/// insight at the same moment: either the update is refused, or the agenda was bound after it
+/// (under the new definition, as any later submission) — never bound just before it, unseen
+/// by its check (reprobe58 M1: 25 of 30 such races handed the agenda over).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_racing_a_submission_never_hands_over_the_agenda_bound_before_it() {
+    let w = world().await;
+    let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
+    let (mut refused, mut after) = (0, 0);
+    for round in 0..20 {
+        let id = format!("race-{round}");
+        let insight = |shared: &[&str]| {
+            json!({"id": id, "customerId": "acme", "title": "race", "resourcePoolId": "pool",
+                "queueSize": 10, "allowedCustomerIds": shared,
+                "mappers": {"operationType": [format!("t{round}")]}})
+        };
+        w.app
+            .configure::<Insight>(&admin, ConfigOp::Create(insight(&["globex"])), None, None)
+            .await
+            .unwrap();
+        w.app.settle(None).await.unwrap();
+        let agenda = json!({"id": format!("g-{round}"), "customerId": "globex",
+            "operations": [{"name": "x", "type": format!("t{round}")}]});
+        let globex = user("globex");
+        // Shared with the pool's owner too: its workers would run the insight.
+        let next = insight(&["globex", "ops"]);
+        let (submitted, updated) = tokio::join!(
+            w.app.submit(&globex, agenda, None, None),
+            w.app.configure::<Insight>(&admin, ConfigOp::Update(next), None, None),
+        );
+        let submitted = submitted.unwrap();
+        match updated {
+            Err(e) => {
+                assert_eq!(e.code, pop_app::Code::Conflict, "{}", e.message);
+                refused += 1;
+            }
+            Ok(done) => {
+                let (agenda_at, update_at) = (submitted.position.unwrap(), done.position.unwrap());
+                assert!(
+                    agenda_at > update_at,
+                    "round {round}: bound at {agenda_at}, before the update at {update_at}"
+                );
+                after += 1;
+            }
+        }
+    }
+    assert_eq!(refused + after, 20);
+}
