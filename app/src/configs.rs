@@ -147,6 +147,15 @@ fn live_bound<'m>(
         .filter(held)
 }
 
+/// How many `agendas` there are, and how many of them of customers `v` does not see.
+fn counted<'m>(
+    agendas: impl Iterator<Item = &'m pop_projections::AgendaEntry>,
+    v: &Visibility,
+) -> (usize, usize) {
+    agendas
+        .fold((0, 0), |(all, unseen), a| (all + 1, unseen + usize::from(!v.sees(a.customer_id()))))
+}
+
 /// Why an update may not change the customers whose workers run insight `id`'s agendas from
 /// `before` to `after` (see [`operators`]): agendas already bound to it would go, definitions,
 /// payloads and the right to report their results, to the workers of a customer that was not
@@ -172,11 +181,7 @@ fn handover(
         return None;
     }
     let own = |customer: &str| newcomers.iter().all(|n| n.eq_ignore_ascii_case(customer));
-    let (mut live, mut others) = (0usize, 0usize);
-    for agenda in live_bound(models, id, true).filter(|a| !own(a.customer_id())) {
-        live += 1;
-        others += usize::from(!v.sees(agenda.customer_id()));
-    }
+    let (live, others) = counted(live_bound(models, id, true).filter(|a| !own(a.customer_id())), v);
     if live == 0 {
         return None;
     }
@@ -428,11 +433,7 @@ config_kind!(Insight, "Insight", insight, insights, {
     /// undeletable by submitting more).
     const CHECKS_IN_USE: bool = true;
     fn in_use(models: &ReadModels, id: &str, v: &Visibility) -> Option<String> {
-        let (mut live, mut others) = (0usize, 0usize);
-        for agenda in live_bound(models, id, false) {
-            live += 1;
-            others += usize::from(!v.sees(agenda.customer_id()));
-        }
+        let (live, others) = counted(live_bound(models, id, false), v);
         if live == 0 {
             return None;
         }

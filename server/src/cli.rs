@@ -264,7 +264,7 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
         #[command(flatten)]
-        filter: crate::verbs::AgendaFilter,
+        filter: AgendaFilter,
         /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
@@ -1128,6 +1128,33 @@ pub fn env_of_refused(command: &clap::Command, e: &clap::Error) -> Option<(Strin
     let name = env_of(command, long)?;
     let value = std::env::var_os(&name)?;
     Some((name, value.to_string_lossy().into_owned()))
+}
+
+/// Filters of `pop agendas` (its flags).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AgendaFilter {
+    /// Only this customer's agendas.
+    #[arg(long)]
+    pub customer: Option<String>,
+    /// Only the agendas of this batch (linkId).
+    #[arg(long = "link-id")]
+    pub link_id: Option<String>,
+    /// Only the agendas bound to this insight.
+    #[arg(long)]
+    pub insight: Option<String>,
+    /// WAITING, EXECUTING or COMPLETE.
+    #[arg(long)]
+    pub state: Option<String>,
+    /// At most this many (1..=500, the server's page limit).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=pop_app::limits::MAX_PAGE_SIZE as i64))]
+    pub first: u32,
+    /// Continue after this cursor (printed when more exist).
+    #[arg(long)]
+    pub after: Option<String>,
+    /// The agendas added first come first (without it, the newest come first, so what was
+    /// just submitted is on the first page).
+    #[arg(long)]
+    pub oldest_first: bool,
 }
 
 #[cfg(test)]

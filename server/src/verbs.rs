@@ -296,34 +296,7 @@ pub async fn init_cmd(client: &Client, spec: &InitSpec) -> Result<()> {
     Ok(())
 }
 
-/// Filters of `pop agendas` (its flags).
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct AgendaFilter {
-    /// Only this customer's agendas.
-    #[arg(long)]
-    pub customer: Option<String>,
-    /// Only the agendas of this batch (linkId).
-    #[arg(long = "link-id")]
-    pub link_id: Option<String>,
-    /// Only the agendas bound to this insight.
-    #[arg(long)]
-    pub insight: Option<String>,
-    /// WAITING, EXECUTING or COMPLETE.
-    #[arg(long)]
-    pub state: Option<String>,
-    /// At most this many (1..=500, the server's page limit).
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=pop_app::limits::MAX_PAGE_SIZE as i64))]
-    pub first: u32,
-    /// Continue after this cursor (printed when more exist).
-    #[arg(long)]
-    pub after: Option<String>,
-    /// The agendas added first come first (without it, the newest come first, so what was
-    /// just submitted is on the first page).
-    #[arg(long)]
-    pub oldest_first: bool,
-}
-
-impl AgendaFilter {
+impl crate::cli::AgendaFilter {
     /// The flags that list the same agendas in the same order: what the next page's command
     /// repeats beside its `--after` (its cursor belongs to this filter and order).
     fn flags(&self) -> String {
@@ -347,7 +320,7 @@ impl AgendaFilter {
 
 /// `pop agendas`: the visible agendas with their state, the newest added first (newcomer56 L8:
 /// oldest first, a fresh submission was past the first page of a busy store).
-pub async fn agendas(client: &Client, f: &AgendaFilter, as_json: bool) -> Result<()> {
+pub async fn agendas(client: &Client, f: &crate::cli::AgendaFilter, as_json: bool) -> Result<()> {
     let mut filter = serde_json::Map::new();
     if let Some(c) = &f.customer {
         filter.insert("customerId".into(), json!(c));
