@@ -77,9 +77,15 @@ pub(super) fn id_in_key(key: &str) -> &str {
 /// list filtering never decode a settled agenda.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Keys {
-    /// The agenda's own ids where the stream key does not say them ([`OwnIds`]; `None` for
-    /// every agenda pop submitted). Read with [`Keys::agenda_id`] and [`Keys::progress_id`].
-    pub(super) ids: Option<Arc<OwnIds>>,
+    /// The agenda's own id (the id its customer chose), where the stream key does not hold
+    /// it ([`id_in_key`]; `None` for every agenda pop submitted): the entry is keyed by its
+    /// stream, which scopes the id by customer. Read with [`Keys::agenda_id`]. Out of line
+    /// (8 B here, not 16): it is there only for streams keyed by another id, and the room pays
+    /// for [`Keys::log`] (issue 18: at most 1 KiB per finished agenda, 1,022 B measured before).
+    pub(super) agenda_id: Option<Box<Arc<str>>>,
+    /// The AgendaProgress id where it is not the agenda id (POP's clients often choose one).
+    /// Read with [`Keys::progress_id`].
+    pub(super) progress_id: Option<Arc<str>>,
     pub(super) customer: Arc<str>,
     /// Interned through the index maps, like the insight ([`Name`]: 8 B here).
     pub(super) link: Option<Name>,
@@ -111,38 +117,15 @@ pub(super) struct Keys {
     pub(super) log: u32,
 }
 
-/// An agenda's ids where the stream key does not say them: out of line, so that the entry of
-/// an agenda pop submitted (neither) holds 8 B for them rather than 32, which pays for
-/// [`Keys::log`] (issue 18: at most 1 KiB per finished agenda, measured at 1,022 B).
-#[derive(Debug, Clone, PartialEq)]
-pub(super) struct OwnIds {
-    /// The agenda's own id (the id its customer chose), where the stream key does not hold
-    /// it ([`id_in_key`]): the entry is keyed by its stream, which scopes the id by customer.
-    pub(super) agenda_id: Option<Arc<str>>,
-    /// The AgendaProgress id where it is not the agenda id.
-    pub(super) progress_id: Option<Arc<str>>,
-}
-
-impl OwnIds {
-    /// `None` when neither id needs saying.
-    pub(super) fn of(
-        agenda_id: Option<Arc<str>>,
-        progress_id: Option<Arc<str>>,
-    ) -> Option<Arc<OwnIds>> {
-        (agenda_id.is_some() || progress_id.is_some())
-            .then(|| Arc::new(OwnIds { agenda_id, progress_id }))
-    }
-}
-
 impl Keys {
     /// The agenda's own id where the key does not hold it.
     pub(super) fn own_agenda_id(&self) -> Option<&Arc<str>> {
-        self.ids.as_ref().and_then(|i| i.agenda_id.as_ref())
+        self.agenda_id.as_deref()
     }
 
     /// The AgendaProgress id where it is not the agenda id.
     pub(super) fn own_progress_id(&self) -> Option<&Arc<str>> {
-        self.ids.as_ref().and_then(|i| i.progress_id.as_ref())
+        self.progress_id.as_ref()
     }
 
     /// The agenda id of the entry keyed `key` with these keys.

@@ -171,7 +171,8 @@ pub(crate) fn decode_chunk(
                 let log = take_u32(r)?;
                 let settled = take_bytes(r)?;
                 let keys = Keys {
-                    ids: super::entry::OwnIds::of(agenda_id, progress_id),
+                    agenda_id: agenda_id.map(Box::new),
+                    progress_id,
                     customer,
                     link,
                     insight,
