@@ -510,16 +510,19 @@ impl App {
         validate_agenda(&agenda).map_err(|e| AppError::validation(&subject, e.within(root)))?;
         check_sizes(&agenda, self.config().size_limits())
             .map_err(|e| AppError::validation(&subject, e.within(root)))?;
-        let insight = {
-            let models = self.projections().read();
-            let customer = models.customer(&customer_id);
-            let pool = customer.and_then(|c| c.resource_pool_id.clone()).unwrap_or_default();
-            let insights: Vec<Insight> =
-                models.all_insights().filter(|i| i.resource_pool_id == pool).cloned().collect();
-            bind_insight(&agenda, customer, &insights)
-        }
-        .map_err(|e| error::binding_within(root, &e))?;
+        let insight = self.bound(&agenda).map_err(|e| error::binding_within(root, &e))?;
         Ok((agenda, insight))
+    }
+
+    /// The insight `agenda` binds to on the read models as they are: one of its customer's
+    /// pool that it may use ([`bind_insight`]).
+    fn bound(&self, agenda: &Agenda) -> Result<AgendaInsight, pop_domain::binding::BindingError> {
+        let models = self.projections().read();
+        let customer = models.customer(&agenda.customer_id);
+        let pool = customer.and_then(|c| c.resource_pool_id.clone()).unwrap_or_default();
+        let insights: Vec<Insight> =
+            models.all_insights().filter(|i| i.resource_pool_id == pool).cloned().collect();
+        bind_insight(agenda, customer, &insights)
     }
 
     /// Executes `Submit` for a prepared agenda (`root` as for [`App::prepare`]).
@@ -531,6 +534,19 @@ impl App {
         root: &str,
     ) -> AppResult<AgendaOutcome> {
         let subject = agenda_subject(&agenda.id);
+        // Not while an update that may hand the insight's agendas to other workers is between
+        // its check and its append (`App::insight_gate`), and bound on the insight as it is
+        // once such an update is applied: prepared on models from before it, the binding is
+        // checked again here (reprobe58b M1: one bound on the old insight was appended just
+        // after the update and handed to the workers it brought).
+        let _gate = self.insight_gate(&insight.insight_id).read_owned().await;
+        if self.bound(&agenda).as_ref().ok() != Some(&insight) {
+            return Err(AppError::conflict(format!(
+                "{subject}: insight {:?} changed while the agenda was being submitted (its \
+                 owner, pool or share); nothing was written: submit it again",
+                insight.insight_id
+            )));
+        }
         let metadata = metadata(caller, &agenda.customer_id, "submitAgenda");
         let now = self.now();
         // A progress id of its own is taken first, on the stream of that name: within the
@@ -551,9 +567,6 @@ impl App {
         let insight_id = insight.insight_id.clone();
         let customer = agenda.customer_id.clone();
         let command = AgendaCommand::Submit { agenda, insight, now };
-        // Not while an update that may hand the insight's agendas to other workers is between
-        // its check and its append (`App::insight_gate`).
-        let _gate = self.insight_gate(&insight_id).read_owned().await;
         // A worker of this replica waits for the insight and nothing else is in line: the
         // submission hands its agenda over in its own write (`crate::handout`).
         let waiter =
@@ -783,12 +796,24 @@ impl App {
                 });
             }
         }
+        let mut _gate = None;
         if matches!(command, AgendaCommand::Rerun { .. }) {
             // A rerun makes a finished agenda live again, what it kept included: refused past
             // the customer's quotas as a submission is (hostile42 M1: 13 reruns took a customer
             // from 27 to 53 times its live quota; hostile50 H1: reruns refilled finished
             // agendas to 4.8 times the retained quota).
             self.check_quotas(&customer_id, 1, 0)?;
+            // Ordered against an update that may hand the insight's agendas over, as a
+            // submission is (`App::insight_gate`).
+            let insight = self
+                .projections()
+                .read()
+                .agendas()
+                .get(key)
+                .and_then(|e| e.insight_id().map(str::to_string));
+            if let Some(insight) = insight {
+                _gate = Some(self.insight_gate(&insight).read_owned().await);
+            }
             self.check_insight_takes(id, key)?;
         }
         let executed = self
@@ -813,11 +838,21 @@ impl App {
         let Some(entry) = models.agendas().get(key) else { return Ok(()) };
         let Some(insight_id) = entry.insight_id() else { return Ok(()) };
         let customer = entry.customer_id();
-        if models.insight_takes(insight_id, customer) {
+        // On the pool it was bound on: moved to another, its workers would take the rerun,
+        // where a new submission of the agenda could not go (reprobe58b M2: an agenda cancelled
+        // before a move, rerun after it, went to the new pool's workers).
+        let bound_pool = entry.progress().ok().and_then(|p| p.agenda_insight.clone());
+        let same_pool = |i: &Insight| {
+            bound_pool.as_ref().is_none_or(|b| b.resource_pool_id == i.resource_pool_id)
+        };
+        if models.insight_takes(insight_id, customer)
+            && models.insight(insight_id).is_some_and(same_pool)
+        {
             return Ok(());
         }
         let why = match models.insight(insight_id) {
             None => "which was deleted",
+            Some(i) if !same_pool(i) => "which moved to another resource pool",
             Some(_) => {
                 "which no longer takes its customer's agendas (or is another customer's now)"
             }

@@ -835,6 +835,16 @@ impl App {
             .commands()
             .execute::<ConfigAggregate<T>>(&id, &metadata(caller, &customer, name), &command)
             .await;
+        // The gates open once the read models have the update: a submission that waited binds
+        // on the insight as it is now (reprobe58b M1: bound on models from before the update,
+        // one was appended after it, to workers the update's check had not counted).
+        if !_gates.is_empty()
+            && let Ok(done) = &executed
+            && let Some(position) = done.position
+        {
+            self.wait_applied(position).await?;
+        }
+        drop(_gates);
         metrics::command(name, &executed);
         if is_create
             && let Err(pop_store::ExecuteError::Refused(

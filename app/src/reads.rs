@@ -540,7 +540,7 @@ impl App {
         answer
     }
 
-    async fn wait_applied(&self, wanted: Position) -> AppResult<()> {
+    pub(crate) async fn wait_applied(&self, wanted: Position) -> AppResult<()> {
         let projections = self.projections();
         if projections.applied() >= wanted {
             return Ok(());

@@ -983,3 +983,70 @@ async fn an_update_racing_a_submission_never_hands_over_the_agenda_bound_before_
     }
     assert_eq!(refused + after, 20);
 }
+
+/// A submission prepared on read models from before an update that moves the insight to
+/// another customer's pool is bound again once it has its turn, and refused: never appended
+/// after the update on the old binding, for the new pool's workers (reprobe58b M1: 6 agendas
+/// in 10 rounds). A rerun after such a move is refused too: a new submission of the agenda
+/// could not go there (reprobe58b M2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submission_or_rerun_never_follows_an_insight_to_another_pool() {
+    let w = world().await;
+    let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
+    let other = json!({"id": "other", "customerId": "ops", "title": "other"});
+    w.app.configure::<ResourcePool>(&admin, ConfigOp::Create(other), None, None).await.unwrap();
+    let insight = |id: &str, pool: &str, shared: &[&str], t: &str| {
+        json!({"id": id, "customerId": "acme", "title": "race", "resourcePoolId": pool,
+            "queueSize": 10, "allowedCustomerIds": shared, "mappers": {"operationType": [t]}})
+    };
+    let globex = user("globex");
+    for round in 0..20 {
+        let (id, t) = (format!("move-{round}"), format!("m{round}"));
+        w.app
+            .configure::<Insight>(
+                &admin,
+                ConfigOp::Create(insight(&id, "pool", &["globex"], &t)),
+                None,
+                None,
+            )
+            .await
+            .unwrap();
+        w.app.settle(None).await.unwrap();
+        let moved = insight(&id, "other", &["globex", "ops"], &t);
+        let submits = (0..6).map(|i| {
+            let agenda = json!({"id": format!("gm-{round}-{i}"), "customerId": "globex",
+                "operations": [{"name": "x", "type": t}]});
+            w.app.submit(&globex, agenda, None, None)
+        });
+        let (submitted, updated) = tokio::join!(
+            futures::future::join_all(submits),
+            w.app.configure::<Insight>(&admin, ConfigOp::Update(moved), None, None),
+        );
+        if updated.is_ok() {
+            for s in submitted.iter().flatten() {
+                let bound = s.progress().agenda_insight.clone().unwrap();
+                assert_ne!(bound.insight_id, id, "round {round}: bound to the moved insight");
+            }
+        }
+    }
+    // A rerun after a move: an agenda cancelled on the old pool is not run on the new one.
+    w.app
+        .configure::<Insight>(
+            &admin,
+            ConfigOp::Create(insight("moved", "pool", &["globex"], "mv")),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    let agenda = json!({"id": "g-moved", "customerId": "globex",
+        "operations": [{"name": "x", "type": "mv"}]});
+    w.app.submit(&globex, agenda, None, None).await.unwrap();
+    w.app.cancel(&globex, Named::id("g-moved"), None, None).await.unwrap();
+    let away = insight("moved", "other", &["globex", "ops"], "mv");
+    w.app.configure::<Insight>(&admin, ConfigOp::Update(away), None, None).await.unwrap();
+    w.app.settle(None).await.unwrap();
+    let rerun = w.app.rerun(&globex, Named::id("g-moved"), Vec::new(), None).await.unwrap_err();
+    assert_eq!(rerun.code, pop_app::Code::Conflict, "{}", rerun.message);
+    assert!(rerun.message.contains("moved to another resource pool"), "{}", rerun.message);
+}
