@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use pop_domain::agenda::key::check_own_id;
 use pop_domain::agenda::{AgendaCommand, AgendaState, RerunFlags, key};
-use pop_domain::binding::bind_insight;
+use pop_domain::binding::bind_among;
 use pop_domain::model::{Agenda, AgendaInsight, Insight, Operation};
 use pop_domain::params::Params;
 use pop_domain::template::{may_use_template, run_customer, run_template};
@@ -24,6 +24,7 @@ use pop_domain::validate::{
     check_expansion_sizes, check_id, check_sizes, json_bytes, validate_agenda,
 };
 use pop_projections::{Phase, Visibility};
+use pop_store::repeats::SharedRepeats;
 
 use crate::caller::{Action, Caller};
 use crate::error::{self, AppError, AppResult, Code};
@@ -333,9 +334,8 @@ impl App {
         if bytes.saturating_add(adding) <= max {
             return Ok(());
         }
-        static PAST: std::sync::Mutex<pop_store::repeats::Repeats> =
-            std::sync::Mutex::new(pop_store::repeats::Repeats::new(pop_store::repeats::EVERY, 1));
-        let said = PAST.lock().ok().and_then(|mut r| r.say(std::time::Instant::now()));
+        static PAST: SharedRepeats = SharedRepeats::new(pop_store::repeats::EVERY, 1);
+        let said = PAST.say_now();
         if let Some(unsaid) = said {
             tracing::warn!(target: "pop::agendas", customer, log_bytes = bytes, quota = max, unsaid, "a customer's agendas take more of the log than its quota: its new agendas are refused until the data reaper removes some");
         }
@@ -365,9 +365,8 @@ impl App {
         if bytes <= max {
             return Ok(());
         }
-        static PAST: std::sync::Mutex<pop_store::repeats::Repeats> =
-            std::sync::Mutex::new(pop_store::repeats::Repeats::new(pop_store::repeats::EVERY, 1));
-        let said = PAST.lock().ok().and_then(|mut r| r.say(std::time::Instant::now()));
+        static PAST: SharedRepeats = SharedRepeats::new(pop_store::repeats::EVERY, 1);
+        let said = PAST.say_now();
         if let Some(unsaid) = said {
             tracing::warn!(target: "pop::agendas", customer, retained_bytes = bytes, quota = max, unsaid, "a customer's finished agendas hold more than its retained quota: its new agendas are refused until the data reaper removes some");
         }
@@ -427,9 +426,8 @@ impl App {
         };
         // For the operator too, at most a line per 10 s (review-s49c: a customer got there with
         // nothing in the log).
-        static PAST: std::sync::Mutex<pop_store::repeats::Repeats> =
-            std::sync::Mutex::new(pop_store::repeats::Repeats::new(pop_store::repeats::EVERY, 1));
-        let said = PAST.lock().ok().and_then(|mut r| r.say(std::time::Instant::now()));
+        static PAST: SharedRepeats = SharedRepeats::new(pop_store::repeats::EVERY, 1);
+        let said = PAST.say_now();
         if let Some(unsaid) = said {
             tracing::warn!(target: "pop::agendas", customer, quota, live_bytes = live, retained_bytes = retained, max_live, max_retained, unsaid, "a customer's agendas hold more than twice a memory quota: its reports keep nothing new until some finish or are reaped");
         }
@@ -515,14 +513,14 @@ impl App {
     }
 
     /// The insight `agenda` binds to on the read models as they are: one of its customer's
-    /// pool that it may use ([`bind_insight`]).
+    /// pool that it may use ([`bind_among`]).
     fn bound(&self, agenda: &Agenda) -> Result<AgendaInsight, pop_domain::binding::BindingError> {
         let models = self.projections().read();
         let customer = models.customer(&agenda.customer_id);
         let pool = customer.and_then(|c| c.resource_pool_id.clone()).unwrap_or_default();
-        let insights: Vec<Insight> =
-            models.all_insights().filter(|i| i.resource_pool_id == pool).cloned().collect();
-        bind_insight(agenda, customer, &insights)
+        let insights: Vec<&Insight> =
+            models.all_insights().filter(|i| i.resource_pool_id == pool).collect();
+        bind_among(agenda, customer, &insights)
     }
 
     /// Executes `Submit` for a prepared agenda (`root` as for [`App::prepare`]).

@@ -375,11 +375,10 @@ pub(crate) fn serving_cid() -> String {
 
 /// Requests refused because the store was unavailable, for [`unavailable`]'s log line: at most
 /// [`UNAVAILABLE_LINES_PER_SECOND`] at WARN a second.
-static UNAVAILABLE: std::sync::Mutex<pop_store::repeats::Repeats> =
-    std::sync::Mutex::new(pop_store::repeats::Repeats::new(
-        std::time::Duration::from_secs(1),
-        UNAVAILABLE_LINES_PER_SECOND,
-    ));
+static UNAVAILABLE: pop_store::repeats::SharedRepeats = pop_store::repeats::SharedRepeats::new(
+    std::time::Duration::from_secs(1),
+    UNAVAILABLE_LINES_PER_SECOND,
+);
 
 /// WARN lines a second [`unavailable`] writes at most.
 const UNAVAILABLE_LINES_PER_SECOND: u32 = 10;
@@ -388,7 +387,7 @@ const UNAVAILABLE_LINES_PER_SECOND: u32 = 10;
 /// WARN: `Some(n)` with the `n` not said since, within [`UNAVAILABLE_LINES_PER_SECOND`] lines a
 /// second for all such refusals together; `None`: say it at DEBUG.
 pub(crate) fn say_unavailable() -> Option<u64> {
-    UNAVAILABLE.lock().map_or(Some(0), |mut b| b.say(std::time::Instant::now()))
+    UNAVAILABLE.say_now()
 }
 
 /// UNAVAILABLE: the store cannot serve `what` right now. The detail goes to the log (a

@@ -187,6 +187,10 @@ impl App {
     pub(crate) fn insight_gate(&self, id: &str) -> Arc<tokio::sync::RwLock<()>> {
         let mut gates =
             self.inner.insight_gates.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Looked up before it is made: every submission asks, and an id is made once.
+        if let Some(gate) = gates.get(id) {
+            return Arc::clone(gate);
+        }
         Arc::clone(gates.entry(id.to_string()).or_default())
     }
 

@@ -120,6 +120,16 @@ pub fn bind_insight(
     customer: Option<&Customer>,
     insights: &[Insight],
 ) -> Result<AgendaInsight, BindingError> {
+    bind_among(agenda, customer, &insights.iter().collect::<Vec<_>>())
+}
+
+/// [`bind_insight`] among insights borrowed where they are kept (the read models): nothing of
+/// them copied, as a submission binds twice (once prepared, once more at its turn).
+pub fn bind_among(
+    agenda: &Agenda,
+    customer: Option<&Customer>,
+    insights: &[&Insight],
+) -> Result<AgendaInsight, BindingError> {
     let customer_id = agenda.customer_id.as_str();
     let customer = customer
         .filter(|c| {
@@ -133,7 +143,10 @@ pub fn bind_insight(
         .ok_or_else(|| BindingError::NoResourcePool { customer_id: customer_id.to_string() })?;
 
     let usable = || {
-        insights.iter().filter(|i| i.resource_pool_id == pool && may_use_insight(i, customer_id))
+        insights
+            .iter()
+            .copied()
+            .filter(|i| i.resource_pool_id == pool && may_use_insight(i, customer_id))
     };
     let mut matches: Vec<&Insight> = usable().filter(|i| insight_matches(i, agenda)).collect();
     matches.sort_by(|a, b| (a.added_time, &a.id).cmp(&(b.added_time, &b.id)));

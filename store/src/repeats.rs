@@ -93,3 +93,27 @@ mod tests {
         assert_eq!(r.say(t0 + Duration::from_millis(1_001)), Some(0));
     }
 }
+
+/// A [`Repeats`] that several threads or tasks say through: a `static`, or a field they share.
+/// A lock a panic poisoned says every line (`Some(0)`): a log line too many, never one lost.
+#[derive(Debug, Default)]
+pub struct SharedRepeats(std::sync::Mutex<Repeats>);
+
+impl SharedRepeats {
+    pub const fn new(period: Duration, budget: u32) -> SharedRepeats {
+        SharedRepeats(std::sync::Mutex::new(Repeats::new(period, budget)))
+    }
+
+    /// [`Repeats::say`] now.
+    pub fn say_now(&self) -> Option<u64> {
+        match self.0.lock() {
+            Ok(mut repeats) => repeats.say(Instant::now()),
+            Err(_) => Some(0),
+        }
+    }
+
+    /// [`Repeats::ended`] (`None` also when a panic poisoned the lock).
+    pub fn ended(&self) -> Option<u64> {
+        self.0.lock().ok().and_then(|mut repeats| repeats.ended())
+    }
+}

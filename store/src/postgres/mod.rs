@@ -366,7 +366,7 @@ pub(crate) struct Shared {
     /// transaction open elsewhere): what [`EventStore::slow_head_hint`] names.
     pub(crate) horizon_held: std::sync::atomic::AtomicBool,
     /// Failed group commits, logged once per [`crate::repeats::EVERY`] while they go on.
-    pub(crate) failing: std::sync::Mutex<crate::repeats::Repeats>,
+    pub(crate) failing: crate::repeats::SharedRepeats,
     /// Group commits of this handle's writers ([`EventStore::group_commits`]).
     pub(crate) commits: crate::GroupCommits,
 }
@@ -513,7 +513,7 @@ impl PgStore {
             high_water: std::sync::atomic::AtomicI64::new(0),
             went_back: std::sync::OnceLock::new(),
             horizon_held: std::sync::atomic::AtomicBool::new(false),
-            failing: std::sync::Mutex::default(),
+            failing: crate::repeats::SharedRepeats::default(),
             commits: crate::GroupCommits::default(),
         });
         let (head_tx, head_rx) = watch::channel(head);

@@ -272,14 +272,6 @@ impl From<StoreError> for GroupError {
     }
 }
 
-/// Whether to log a failed group commit now ([`crate::repeats::Repeats::say`]).
-fn say_failed(failing: &std::sync::Mutex<crate::repeats::Repeats>) -> Option<u64> {
-    match failing.lock() {
-        Ok(mut failing) => failing.say(std::time::Instant::now()),
-        Err(_) => Some(0),
-    }
-}
-
 /// A group's failure on a connection that closed: the COMMIT may have been on its way, and
 /// whether it committed is not known (ops3am21: `pg_ctl -m immediate` mid-commit; the groups
 /// were stored and answered "nothing was done"). Said so, never as nothing done.
@@ -324,7 +316,7 @@ async fn commit_group(
             Ok(answers) => {
                 shared.committed.notify_one();
                 shared.commits.record(group.len());
-                if let Some(unsaid) = shared.failing.lock().ok().and_then(|mut f| f.ended()) {
+                if let Some(unsaid) = shared.failing.ended() {
                     tracing::info!(failed_since_last_said = unsaid, "group commits work again");
                 }
                 break answers;
@@ -334,7 +326,7 @@ async fn commit_group(
             }
             Err(GroupError::Retry(e) | GroupError::Fatal(e)) => {
                 let e = outcome_unknown_if_closed(e);
-                if let Some(unsaid) = say_failed(&shared.failing) {
+                if let Some(unsaid) = shared.failing.say_now() {
                     tracing::error!(
                         error = %pop_domain::error::ErrorChain(&e),
                         requests = group.len(),
