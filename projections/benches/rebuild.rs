@@ -3,8 +3,9 @@
 //! read models, for finished (settled) agendas and for live ones.
 //!
 //! `cargo bench -p pop-projections --bench rebuild -- [--agendas N] [--runs R]
-//! [--memory-agendas M] [--breakdown] [--customer-keys]`. Rates are the median of R runs. Targets (the issue's): ≥ 500,000
-//! events/s, ≤ 4 KiB per live agenda and ≤ 1 KiB per finished one.
+//! [--memory-agendas M] [--breakdown] [--customer-keys]`. Rates are the median of R runs. Targets:
+//! ≥ 1,000,000 events/s for the rebuild including the fold (issue 18; issue 3 asked for 500,000),
+//! ≤ 4 KiB per live agenda and ≤ 1 KiB per finished one.
 
 #[path = "../../bench/cpu.rs"]
 mod cpu;
@@ -273,8 +274,9 @@ async fn bench(args: Args) -> Fallible<()> {
     }
     let rate = median(rates);
     println!(
-        "rebuild rate (median): {rate:.0} events/s [target ≥ 500000: {}]; reading alone {:.0} events/s",
-        if rate >= 500_000.0 { "met" } else { "NOT met" },
+        "rebuild rate (median): {rate:.0} events/s [target ≥ 1000000: {} ({:.2}x)]; reading alone {:.0} events/s",
+        if rate >= 1_000_000.0 { "met" } else { "NOT met" },
+        rate / 1_000_000.0,
         median(read_rates)
     );
     println!(

@@ -47,8 +47,41 @@ pub enum ConfigError {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
+    /// Each handler's table with where it starts: a handler is read from its table in a second
+    /// step, so that an error in it names the handler and its line (operator58 L3: serde reads
+    /// an internally tagged enum from a buffered copy without places, and every unknown field
+    /// was reported at line 1, column 1).
     #[serde(default)]
-    handlers: BTreeMap<String, HandlerConfig>,
+    handlers: BTreeMap<String, toml::Spanned<toml::Table>>,
+}
+
+/// The file's handlers, each read from its table; an error names the handler and the line and
+/// column where its table starts.
+fn handlers(text: &str, shown: &str) -> Result<Vec<(String, HandlerConfig)>, ConfigError> {
+    let file: File = toml::from_str(text)
+        .map_err(|source| ConfigError::Parse { path: shown.to_string(), source })?;
+    file.handlers
+        .into_iter()
+        .map(|(op_type, table)| {
+            let at = table.span().start;
+            match HandlerConfig::deserialize(toml::Value::Table(table.into_inner())) {
+                Ok(config) => Ok((op_type, config)),
+                Err(e) => {
+                    let before = &text[..at.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.chars().rev().take_while(|c| *c != '\n').count() + 1;
+                    Err(ConfigError::Invalid {
+                        path: shown.to_string(),
+                        op_type,
+                        message: format!(
+                            "{} (in its table at line {line}, column {column})",
+                            e.message().trim_end()
+                        ),
+                    })
+                }
+            }
+        })
+        .collect()
 }
 
 /// One operation type's handler, as written in the file.
@@ -92,12 +125,11 @@ pub fn missing_programs(registry_file: &Path) -> Result<Vec<String>, ConfigError
     let shown = registry_file.display().to_string();
     let text = std::fs::read_to_string(registry_file)
         .map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
-    let file: File = toml::from_str(&text)
-        .map_err(|source| ConfigError::Parse { path: shown.clone(), source })?;
+    let handlers = handlers(&text, &shown)?;
     let base = registry_file.parent().map(Path::to_path_buf).unwrap_or_default();
     let shown_base = shown_folder(&base);
     let mut missing = Vec::new();
-    for (op_type, config) in file.handlers {
+    for (op_type, config) in handlers {
         let HandlerConfig::Local { command, .. } = config else { continue };
         let Some(program) = command.first() else { continue };
         let found = if program.contains('/') || base.join(program).is_file() {
@@ -188,8 +220,7 @@ pub fn parse(
     base: &Path,
     shown: &str,
 ) -> Result<(Registry, Vec<KubeHandlerSpec>), ConfigError> {
-    let file: File = toml::from_str(text)
-        .map_err(|source| ConfigError::Parse { path: shown.to_string(), source })?;
+    let handlers = handlers(text, shown)?;
     let mut registry = Registry::with_builtins();
     let mut kube = Vec::new();
     let invalid = |op_type: &str, message: &str| ConfigError::Invalid {
@@ -198,7 +229,7 @@ pub fn parse(
         message: message.to_string(),
     };
     let relative = |p: &Path| if p.is_relative() { base.join(p) } else { p.to_path_buf() };
-    for (op_type, config) in file.handlers {
+    for (op_type, config) in handlers {
         match config {
             HandlerConfig::Local { command, env, working_dir, timeout_seconds } => {
                 let Some((program, args)) = command.split_first() else {
@@ -275,6 +306,24 @@ pub fn parse(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_in_a_handler_names_it_and_its_line() {
+        let text = "[handlers.ok]\nkind = \"builtin\"\nbuiltin = \"log\"\n\n[handlers.render]\nkind = \"local\"\ncomand = [\"x\"]\n";
+        let refused = parse(text, Path::new("/etc/pop"), "x.toml").unwrap_err().to_string();
+        assert!(refused.starts_with("x.toml: handler \"render\": "), "{refused}");
+        assert!(refused.contains("unknown field `comand`"), "{refused}");
+        let line = refused.split("line ").nth(1).and_then(|l| l.split(',').next());
+        let line: usize = line.and_then(|l| l.parse().ok()).unwrap_or(0);
+        assert!((5..=7).contains(&line), "the render table is at lines 5-7: {refused}");
+        // An unknown kind names it too.
+        let text = "[handlers.a]\nkind = \"lokal\"\n";
+        let refused = parse(text, Path::new("/etc/pop"), "x.toml").unwrap_err().to_string();
+        assert!(refused.contains("handler \"a\"") && refused.contains("lokal"), "{refused}");
+        // A file that is not TOML is still said with its place.
+        let refused = parse("[handlers.a\n", Path::new("/etc/pop"), "x.toml").unwrap_err();
+        assert!(refused.to_string().contains("line 1"), "{refused}");
+    }
 
     #[test]
     fn reads_local_builtin_and_kubernetes_handlers() {
