@@ -1000,7 +1000,13 @@ test('a failed agenda whose retry is still to come can be cancelled from its pag
   await page.waitForSelector('h1 .badge[data-state="failed"]', { timeout: WAIT });
   // Failed, with a retry to come: said so, not read as the end (dash54).
   await page.waitForSelector('#retry-due', { timeout: WAIT });
-  assert.match(await page.$eval('.agenda p.meta', (p) => p.textContent.replace(/\s+/g, ' ')), /a retry follows \(attempt 2 of 2\)/);
+  assert.match(await page.$eval('.agenda p.meta', (p) => p.textContent.replace(/\s+/g, ' ')), /a retry follows at \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ \(attempt 2 of 2\)/);
+  // When: the server's backoff after the failure (30 s ± 20 % by default), as the API says it
+  // (dash58 L2: no time was shown).
+  const dueAt = await gql(T.acme, 'query($id: String!) { agendaProgress(id: $id) { completedTime retryDueTime } }', { id: failing.progressId });
+  const wait = Date.parse(dueAt.agendaProgress.retryDueTime) - Date.parse(dueAt.agendaProgress.completedTime);
+  assert.ok(wait >= 24000 && wait <= 36000, `retry due ${wait} ms after the failure`);
+  assert.equal(await page.$eval('#retry-due time', (t) => t.getAttribute('datetime')), dueAt.agendaProgress.retryDueTime);
   // The button says what it does (ops3am13: a failed agenda's Cancel was disabled).
   await page.waitForSelector('#cancel-agenda:not([disabled])', { timeout: WAIT });
   assert.equal(await page.$eval('#cancel-agenda', (b) => b.textContent), 'Cancel retry');

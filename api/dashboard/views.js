@@ -566,7 +566,7 @@ export function AgendaView({ me, customerId, id }) {
     // Both follows name the agenda's customer: ids are chosen per customer, and another
     // tenant's agenda of the same id must not reach this page.
     const off1 = subscribe(
-      `subscription($id: String!, $c: String) { agendaProgress(id: $id, customerId: $c) { lagged resync removed progress { ${PROGRESS_FIELDS} attemptsCompleted maximumAttempts retryDue
+      `subscription($id: String!, $c: String) { agendaProgress(id: $id, customerId: $c) { lagged resync removed progress { ${PROGRESS_FIELDS} attemptsCompleted maximumAttempts retryDue retryDueTime
         diagnosticEvents { message statusCode time stackTrace payload } } } }`,
       { id: progressIdOf(agenda), c: agenda.customerId },
       (d) => onProgress(d.agendaProgress),
@@ -622,7 +622,7 @@ export function AgendaView({ me, customerId, id }) {
   return html`<section class="agenda" data-agenda=${agenda.id}>
     <h1>Agenda ${agenda.id} <${StateBadge} state=${st}/></h1>
     <p class="meta">customer <b>${agenda.customerId}</b>${agenda.title ? html` · ${agenda.title}` : ''}${agenda.linkId ? html` · batch <a href=${batchHref(agenda.customerId, agenda.linkId)}><${Key} text=${agenda.linkId}/></a>` : ''}${' · added '}${fmtTime(agenda.addedTime)}${progress ? html` · ${progress.processingStateMessage || ''} · <${Bar} pct=${progress.percentComplete} state=${st} of=${'agenda ' + agenda.id}/> ${Math.round(progress.percentComplete || 0)}%` : ''}
-      ${progress && progress.maximumAttempts ? html` · attempts ${progress.attemptsCompleted}/${progress.maximumAttempts}` : ''}${retrying ? html` · <b id="retry-due">a retry follows</b> (attempt ${progress.attemptsCompleted + 1} of ${progress.maximumAttempts})` : ''}<${Holding} agenda=${agenda} state=${st}/></p>
+      ${progress && progress.maximumAttempts ? html` · attempts ${progress.attemptsCompleted}/${progress.maximumAttempts}` : ''}${retrying ? html` · <b id="retry-due">a retry follows${progress.retryDueTime ? html` at <time datetime=${progress.retryDueTime}>${fmtTime(progress.retryDueTime)}</time>` : ''}</b> (attempt ${progress.attemptsCompleted + 1} of ${progress.maximumAttempts})` : ''}<${Holding} agenda=${agenda} state=${st}/></p>
     ${failed.length > 0 && html`<p class="failed-ops" id="failed-ops"><b>${failed.length} failed:</b> ${failed.slice(0, 5).map((name, i) => html`${i ? ', ' : ''}<button class="link" data-op=${name} onClick=${() => choose(name)}>${name}</button>`)}${failed.length > 5 ? ` and ${failed.length - 5} more` : ''} — <span class="reason">${messageOf(ops.get(failed[0]))}</span></p>`}
     <${ErrorLine} error=${error}/>
     ${canWrite && progress && html`<${Actions} me=${me} agenda=${agenda} state=${st} parked=${st === 'waiting' && (progress.processingStateMessage || '').toLowerCase() === 'pending'} retryDue=${Boolean(progress && progress.retryDue)} onError=${setError} operations=${agenda.operations.map((o) => o.name)}/>`}

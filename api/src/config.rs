@@ -156,6 +156,8 @@ pub struct ApiConfig {
     pub max_params_bytes: usize,
     /// See [`pop_app::AppConfig::retries`].
     pub retries: bool,
+    /// See [`pop_app::AppConfig::retry_backoff`].
+    pub retry_backoff: pop_domain::backoff::Backoff,
     /// Whether async-graphql's tracing extension runs (a span per operation, its parse,
     /// validation and execution, and per resolved field). Off by default: it costs a span per
     /// field, which only pays when traces are exported (`pop serve --otlp-endpoint`).
@@ -196,6 +198,7 @@ impl Default for ApiConfig {
             max_payload_bytes: app.max_payload_bytes,
             max_params_bytes: app.max_params_bytes,
             retries: app.retries,
+            retry_backoff: app.retry_backoff,
             graphql_tracing: false,
             pop_errors_in_body: false,
         }
@@ -249,6 +252,7 @@ impl ApiConfig {
             max_payload_bytes: self.max_payload_bytes,
             max_params_bytes: self.max_params_bytes,
             retries: self.retries,
+            retry_backoff: self.retry_backoff.clone(),
         }
         .bounded()
     }

@@ -245,6 +245,9 @@ pub struct AppConfig {
     /// what the log says of a failure with attempts left (review-s40: "retried after the
     /// backoff" was said with retries off).
     pub retries: bool,
+    /// The retry process's backoff (`pop serve --retry-backoff*`): when a failed agenda's
+    /// retry is due, said by `retryDueTime` where [`AppConfig::retries`].
+    pub retry_backoff: pop_domain::backoff::Backoff,
 }
 
 impl Default for AppConfig {
@@ -265,6 +268,7 @@ impl Default for AppConfig {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             max_params_bytes: DEFAULT_MAX_PARAMS_BYTES,
             retries: true,
+            retry_backoff: pop_domain::backoff::Backoff::default(),
         }
     }
 }

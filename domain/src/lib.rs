@@ -5,6 +5,7 @@
 
 pub mod agenda;
 pub mod aggregate;
+pub mod backoff;
 pub mod binding;
 pub mod codec;
 pub mod config;

@@ -17,7 +17,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::TimeDelta;
 use pop_domain::Timestamp;
 use pop_domain::agenda::{AgendaCommand, AgendaError, AgendaState, MAXIMUM_ATTEMPTS_LIMIT};
 use pop_projections::{Phase, ReadModels};
@@ -27,6 +26,8 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::process::{Cadence, CycleReport, ProcessName, Services, TimedProcess};
+
+pub use pop_domain::backoff::Backoff;
 
 /// How often the retry process looks for failed agendas that are due. Short, because the
 /// backoff (not the interval) says when a retry is due; a cycle is one scan of the failed
@@ -45,70 +46,6 @@ pub const MAX_CONCURRENT_RETRIES: usize = 64;
 
 /// The actor recorded in the metadata of the retry's events.
 pub const ACTOR: &str = "system:retry";
-
-/// The backoff between attempts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Backoff {
-    /// Delay before the first retry (default 30 s).
-    pub initial: Duration,
-    /// Growth per further attempt (default 2).
-    pub multiplier: u32,
-    /// Longest delay, jitter included (default 30 min).
-    pub max: Duration,
-    /// Spread of the delay, ± this percentage (default 20, at most 100).
-    pub jitter_percent: u32,
-}
-
-impl Default for Backoff {
-    fn default() -> Backoff {
-        Backoff {
-            initial: Duration::from_secs(30),
-            multiplier: 2,
-            max: Duration::from_secs(30 * 60),
-            jitter_percent: 20,
-        }
-    }
-}
-
-impl Backoff {
-    /// No delay at all: POP's behaviour (retry at the next cycle).
-    pub fn none() -> Backoff {
-        Backoff { initial: Duration::ZERO, multiplier: 1, max: Duration::ZERO, jitter_percent: 0 }
-    }
-
-    /// The delay before retry number `attempt` (≥ 1: attempts already completed) of agenda
-    /// `agenda_id`. Pure and deterministic.
-    pub fn delay(&self, agenda_id: &str, attempt: u32) -> Duration {
-        let max_ms = duration_ms(self.max);
-        let exponent = attempt.saturating_sub(1).min(63);
-        let growth = u64::from(self.multiplier.max(1)).saturating_pow(exponent);
-        let base = duration_ms(self.initial).saturating_mul(growth).min(max_ms);
-        let spread = base.saturating_mul(u64::from(self.jitter_percent.min(100))) / 100;
-        let delay = if spread == 0 {
-            base
-        } else {
-            // A point in [base - spread, base + spread], chosen by the hash.
-            let offset = jitter_hash(agenda_id, attempt) % (2 * spread + 1);
-            (base - spread).saturating_add(offset)
-        };
-        Duration::from_millis(delay.min(max_ms))
-    }
-}
-
-fn duration_ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// FNV-1a over the agenda id and the attempt number: stable across builds and platforms
-/// (unlike the std hasher), which keeps plans reproducible.
-fn jitter_hash(agenda_id: &str, attempt: u32) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in agenda_id.bytes().chain(attempt.to_le_bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
 
 /// How the retry process runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,8 +210,7 @@ pub fn plan_with(
             continue;
         }
         let ended = progress.completed_time.or(progress.updated_time).unwrap_or(now);
-        let delay = config.backoff.delay(entry.key(), progress.attempts_completed.max(1));
-        let due = ended + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX);
+        let due = config.backoff.due_after(entry.key(), ended, progress.attempts_completed);
         if due > now {
             continue;
         }

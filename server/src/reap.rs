@@ -64,16 +64,21 @@ pub fn reclaimer_config(interval_secs: u64, args: &ReaperArgs) -> ReclaimerConfi
     }
 }
 
+/// The retry process's backoff, from `--retry-backoff*` and `--retry-jitter-percent`.
+pub fn backoff(args: &ReaperArgs) -> Backoff {
+    Backoff {
+        initial: Duration::from_secs(args.retry_backoff),
+        multiplier: args.retry_backoff_multiplier,
+        max: Duration::from_secs(args.retry_backoff_max),
+        jitter_percent: args.retry_jitter_percent.min(100),
+    }
+}
+
 pub fn retry_config(interval_secs: u64, args: &ReaperArgs) -> RetryConfig {
     use pop_reapers::retry::{DEFAULT_BATCH_SIZE, DEFAULT_MAX_RUN_TIME};
     RetryConfig {
         cadence: cadence(interval_secs, args, DEFAULT_BATCH_SIZE, DEFAULT_MAX_RUN_TIME),
-        backoff: Backoff {
-            initial: Duration::from_secs(args.retry_backoff),
-            multiplier: args.retry_backoff_multiplier,
-            max: Duration::from_secs(args.retry_backoff_max),
-            jitter_percent: args.retry_jitter_percent.min(100),
-        },
+        backoff: backoff(args),
         // Run alone (`pop reap retry`), the process does not know the server's quotas.
         quotas: None,
     }

@@ -218,6 +218,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         max_payload_bytes: args.max_payload_bytes,
         max_params_bytes: args.max_params_bytes,
         retries: args.reapers.retry_interval > 0,
+        retry_backoff: crate::reap::backoff(&args.reapers),
         graphql_tracing: crate::telemetry::exporting(),
         pop_errors_in_body: args.pop_errors_in_body,
         ..ApiConfig::default()

@@ -24,7 +24,8 @@ const GET_AGENDA: &str = "mutation($n: Int!) { getAgenda(insightId: \"transcode\
 const UPDATE: &str =
     "mutation($p: JSON!) { updateAgendaProgress(agendaProgress: $p) { position } }";
 const PROGRESS: &str = "query($id: String!, $after: String) { agendaProgress(id: $id, \
-    atLeastPosition: $after) { id processingState processingStateMessage attemptsCompleted maximumAttempts diagnosticEvents { message } } }";
+    atLeastPosition: $after) { id processingState processingStateMessage attemptsCompleted maximumAttempts \
+    completedTime retryDue retryDueTime diagnosticEvents { message } } }";
 const HISTORY: &str = "query($id: String!) { agendaEvents(agendaId: $id, first: 200) \
     { items { type } } }";
 
@@ -268,6 +269,16 @@ async fn cancelling_a_failed_agenda_withdraws_its_retry() {
     let id = pop.submit(&seeded, 3).await;
     pop.claim(&id).await;
     pop.finish(&id, "failed").await;
+    // When the retry is due: the backoff (3 s, no jitter) after the failure (dash58 L2: a
+    // failed agenda said that a retry follows, never when).
+    let due = pop.progress(&id).await;
+    let p = &due;
+    let at = |field: &str| {
+        chrono::DateTime::parse_from_rfc3339(p[field].as_str().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{field}: {e}: {due:#}"))
+    };
+    assert_eq!(p["retryDue"], json!(true), "{due:#}");
+    assert_eq!((at("retryDueTime") - at("completedTime")).num_milliseconds(), 3_000, "{due:#}");
     // A reason with a line break writes no line of its own into the server's log
     // (review-s40b: it printed a made-up "completed succeeded" line).
     let reason = "storm\n2026-12-05T20:55:00Z  INFO pop::agendas: FORGED completed succeeded";

@@ -3,7 +3,7 @@
 //! type is built from its domain value, never the other way round: inputs arrive as POP JSON
 //! and are read by the domain's own serde rules.
 
-use async_graphql::{Context, Enum, Json, Object, SimpleObject};
+use async_graphql::{ComplexObject, Context, Enum, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -232,7 +232,7 @@ impl From<&model::OperationProgress> for OperationProgressGql {
 }
 
 #[derive(SimpleObject, Debug, Clone)]
-#[graphql(name = "AgendaProgress")]
+#[graphql(name = "AgendaProgress", complex)]
 pub struct AgendaProgressGql {
     pub id: String,
     pub cid: Option<String>,
@@ -297,6 +297,27 @@ impl From<&model::AgendaProgress> for AgendaProgressGql {
             added_time: p.added_time,
             updated_time: p.updated_time,
         }
+    }
+}
+
+#[ComplexObject]
+impl AgendaProgressGql {
+    /// When the backoff after the failed attempt ends and this server's retry process reruns
+    /// the agenda (at its next cycle after this time, `--retry-interval`; a customer at a
+    /// memory quota waits longer), from `completedTime` and this server's `--retry-backoff`,
+    /// `--retry-backoff-multiplier`, `--retry-backoff-max` and `--retry-jitter-percent`. Null
+    /// unless `retryDue`, and where this server runs no retry process (`--retry-interval 0`).
+    async fn retry_due_time(&self, ctx: &Context<'_>) -> Option<DateTime<Utc>> {
+        if !self.retry_due {
+            return None;
+        }
+        let config = ctx.data::<pop_app::App>().ok()?.config();
+        if !config.retries {
+            return None;
+        }
+        let ended = self.completed_time.or(self.updated_time)?;
+        let key = pop_domain::agenda::key::key(&self.customer_id, &self.agenda_id);
+        Some(config.retry_backoff.due_after(&key, ended, self.attempts_completed))
     }
 }
 
