@@ -703,6 +703,19 @@ async fn every_error_answers_the_envelope_with_an_honest_status() {
     )
     .await;
     envelope(&a, 400, "VALIDATION");
+    // An integer beyond 64 bits inside the payload's JSON text is refused, naming where, as in
+    // any body (popclient59 M1: it was kept rounded).
+    let a = call(
+        &s,
+        ACME,
+        "POST",
+        "/pop/agenda/service/run",
+        Some(json!({"agendaTemplateId": "template-transcode",
+            "payload": "{\"url\": \"u\", \"n\": [1, 123456789012345678901234]}"})),
+    )
+    .await;
+    let e = envelope(&a, 400, "VALIDATION");
+    assert_eq!(e["problems"][0]["field"], json!("payload.n[1]"), "{e:#}");
     let a = call(
         &s,
         ACME,

@@ -355,7 +355,12 @@ pub fn binding_within(root: &str, e: &BindingError) -> AppError {
     let field = pop_domain::error::join_path(root, &e.field());
     match e.code() {
         ErrorCode::Validation => AppError::invalid(&field, e.to_string()),
-        code => AppError::new(code, format!("{field}: {e}")),
+        // NOT_FOUND (no insight takes the agenda) names its field too, so that a client tells
+        // it from an object that does not exist by more than the message (popclient59 L2).
+        code => AppError {
+            problems: vec![FieldError { field: field.clone(), message: e.to_string() }],
+            ..AppError::new(code, format!("{field}: {e}"))
+        },
     }
 }
 

@@ -47,6 +47,9 @@ async fn an_unmapped_operation_type_lists_the_mapped_ones_with_a_did_you_mean() 
     assert_eq!(e.code, Code::NotFound, "{e:?}");
     assert_eq!(e.cid.as_deref(), Some("c-42"));
     assert!(e.message.starts_with("agenda.agendaInsight: "), "{}", e.message);
+    // Named as a field too, not only in the message (popclient59 L2).
+    assert_eq!(e.problems.len(), 1, "{e:?}");
+    assert_eq!(e.problems[0].field, "agenda.agendaInsight", "{e:?}");
     assert!(
         e.message.contains(r#"the operation types mapped there: "ffmpeg", "probe""#),
         "{}",

@@ -692,10 +692,24 @@ async fn run(call: &Call<'_>) -> RestResult<Reply> {
     let template_id = required_text(object, "agendaTemplateId")?;
     let payload = match object.get("payload") {
         None => Value::Null,
-        // POP sends the payload as JSON text.
-        Some(Value::String(text)) => serde_json::from_str(text).map_err(|e| {
-            AppError::invalid("payload", format!("the payload text is not JSON: {e}"))
-        })?,
+        // POP sends the payload as JSON text, whose integers beyond 64 bits are refused as in
+        // any body (popclient59 M1: the body's check saw them inside a string, and they were
+        // kept rounded).
+        Some(Value::String(text)) => {
+            if let Some((path, wide)) = crate::request::wide_integer(text.as_bytes()) {
+                let field = if path.is_empty() {
+                    "payload".to_string()
+                } else if path.starts_with('[') {
+                    format!("payload{path}")
+                } else {
+                    format!("payload.{path}")
+                };
+                return Err(crate::request::wide_integer_error(&field, &wide).into());
+            }
+            serde_json::from_str(text).map_err(|e| {
+                AppError::invalid("payload", format!("the payload text is not JSON: {e}"))
+            })?
+        }
         Some(other) => other.clone(),
     };
     let customer_id = text(object, "customerId")?;
