@@ -148,6 +148,12 @@ pub async fn export(args: ExportArgs) -> Result<()> {
                 Some(note) => format!("{what}; {note}"),
                 None => what,
             };
+            // A log that does not verify ends as `pop verify` ends on it, not as a store that
+            // could not be read (auditor59 M2: exit 1 either way, so a scheduled export could
+            // not tell tampering from a full disk).
+            if matches!(e, TransferError::SourceBroken(_)) {
+                return Err(crate::verify_cmd::not_intact(format!("TAMPERED: {what}: {refusal}")));
+            }
             return Err(e).context(what);
         }
     };
@@ -209,8 +215,15 @@ pub async fn import(args: ImportArgs) -> Result<()> {
     };
     // With the whole cause chain: a store that cannot be reached says why (role, database,
     // nothing listening), as the other verbs do (newcomer4).
+    // A file that does not verify (a line edited, dropped, moved, a bad signature) ends as
+    // `pop verify` ends on a tampered log (auditor59 M2: exit 1, as for a missing file).
     let refused = |e: TransferError| -> anyhow::Error {
-        anyhow::Error::new(e).context("import refused, nothing was imported")
+        match e {
+            TransferError::Invalid { .. } => crate::verify_cmd::not_intact(format!(
+                "NOT INTACT: import refused, nothing was imported: {e}"
+            )),
+            e => anyhow::Error::new(e).context("import refused, nothing was imported"),
+        }
     };
     let reader = ExportReader::open(&args.file, pinned).map_err(refused)?;
     let (summary, target) = match &args.store_url {

@@ -179,7 +179,8 @@ fn a_tampered_export_is_refused_with_its_line_and_the_store_stays_empty() {
     let target = dir.path().join("t1");
     let out = run(&["import", bad.to_str().unwrap()], &[("--data-dir", &target)]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "a tampered file was imported");
+    // Exit 4, as `pop verify` on a tampered log (auditor59 M2: 1, as for a missing file).
+    assert_eq!(out.status.code(), Some(4), "a tampered file: {stderr}");
     assert!(stderr.contains(&format!("line {}:", at + 1)), "want line {} in {stderr}", at + 1);
     assert!(stderr.contains("nothing was imported"), "{stderr}");
     assert_eq!(events_in(&target), 0);
@@ -193,7 +194,7 @@ fn a_tampered_export_is_refused_with_its_line_and_the_store_stays_empty() {
     let target = dir.path().join("t2");
     let out = run(&["import", bad.to_str().unwrap()], &[("--data-dir", &target)]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "a file with a line dropped was imported");
+    assert_eq!(out.status.code(), Some(4), "a file with a line dropped: {stderr}");
     assert!(stderr.contains("line ") && stderr.contains("an event is missing"), "{stderr}");
     assert_eq!(events_in(&target), 0);
     // Nothing was written: no store file, no staging file, and no lock file left behind; the
@@ -232,6 +233,36 @@ fn an_export_of_a_data_dir_that_holds_no_store_makes_nothing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no embedded store"), "{out:?}");
     assert!(!typo.exists(), "a directory was made");
     assert!(!file.exists(), "an --out file was left");
+}
+
+/// A source log that does not verify is not exported, and the export ends as `pop verify`
+/// does on it: TAMPERED, exit 4 (auditor59 M2: exit 1, as for a disk that could not be read,
+/// and no word "TAMPERED"), with nothing left at --out. A missing file to import is exit 1.
+#[test]
+fn an_export_of_a_tampered_log_ends_as_verify_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, _, _) = exported(dir.path());
+    let conn = rusqlite::Connection::open(src.join("pop.db")).unwrap();
+    let changed = conn
+        .execute(
+            "UPDATE events SET data = CAST(replace(CAST(data AS TEXT), '\"', ' \"') AS BLOB) \
+             WHERE position = (SELECT max(position) FROM events)",
+            [],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(conn);
+    let file = dir.path().join("again.jsonl");
+    let out = run(&["export"], &[("--data-dir", &src), ("--out", &file)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("TAMPERED") && stderr.contains("does not verify"), "{stderr}");
+    assert!(!file.exists(), "an --out file was left");
+    let verify = run(&["verify"], &[("--data-dir", &src)]);
+    assert_eq!(verify.status.code(), Some(4), "{verify:?}");
+    let missing = dir.path().join("nothing-here.jsonl");
+    let out = run(&["import", missing.to_str().unwrap()], &[("--data-dir", &dir.path().join("t"))]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
 }
 
 /// An import whose PostgreSQL cannot be reached says why (it said only "connecting to

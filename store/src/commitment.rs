@@ -1156,14 +1156,33 @@ impl LogWalker {
                 stream: at.as_ref().map(|e| e.stream.clone()).unwrap_or_default(),
                 version: at.as_ref().map(|e| e.version),
                 position: at.as_ref().map(|e| e.position),
+                // Said as the range it is in (auditor59 M1: the range's first entry was named
+                // as if it were the one changed): the log hash folds each entry's chain link,
+                // so it shows that one differs, not which; every event's own digest and chain
+                // verified, so it is most likely a deleted stream's hash row, whose data is gone.
                 reason: format!(
                     "checkpoint {} covers {} entries with log hash {}, the log recomputes to {} \
-                     entries with {}",
+                     entries with {}: {} after position {} and up to position {} (the range \
+                     this checkpoint adds; named here is its first entry){}",
                     c.seq,
                     c.events,
                     c.log_hash,
                     self.count,
-                    hex(&self.log_hash)
+                    hex(&self.log_hash),
+                    if self.count == c.events {
+                        "an entry differs from what was signed"
+                    } else {
+                        "entries were added or removed"
+                    },
+                    self.previous.1,
+                    c.position,
+                    if self.count == c.events {
+                        ", most likely a deleted stream's hash row (pruned rows keep only their \
+                         hashes, which no digest of their own checks); which one cannot be told \
+                         from the log hash"
+                    } else {
+                        ""
+                    }
                 ),
             });
             return false;

@@ -472,6 +472,49 @@ async fn a_checkpoint_is_stored_only_after_its_predecessor() {
     store.close().await.unwrap();
 }
 
+/// A sealed hash row of a deleted stream changed outside pop: every digest and chain still
+/// verifies, and the checkpoint's log hash does not; the break says it is in the range that
+/// checkpoint adds, not that the range's first entry was changed (auditor59 M1).
+#[tokio::test]
+async fn a_sealed_hash_row_changed_is_said_as_the_range_it_is_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = key(4);
+    let (path, _) = sealed(dir.path(), "pop.db", "real", &k).await;
+    let store = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+    store
+        .append("d", ExpectedVersion::NoStream, vec![event(20, "d"), event(21, "d")])
+        .await
+        .unwrap();
+    store.append("a", ExpectedVersion::Exact(3), vec![event(22, "a")]).await.unwrap();
+    store.delete_stream("d", ExpectedVersion::Exact(1)).await.unwrap();
+    let sealed_to = Sealer::new(k.clone()).seal_all(&store, now()).await.unwrap();
+    assert!(sealed_to.is_some());
+    assert!(store.verify_with(Some(k.verifying_key())).await.unwrap().is_intact());
+    store.close().await.unwrap();
+    let conn = Connection::open(&path).unwrap();
+    let d = "(SELECT id FROM streams WHERE name = 'd')";
+    let changed = conn
+        .execute(
+            &format!(
+                "UPDATE pruned SET chain = zeroblob(32) WHERE stream_id = {d} AND version = 0"
+            ),
+            [],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(conn);
+    let store = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+    let report = store.verify_with(Some(k.verifying_key())).await.unwrap();
+    let found = report.first_break.expect("the changed row is found");
+    assert!(found.reason.contains("an entry differs from what was signed"), "{found}");
+    assert!(
+        found.reason.contains(" after position ") && found.reason.contains("up to position"),
+        "{found}"
+    );
+    assert!(found.reason.contains("deleted stream's hash row"), "{found}");
+    store.close().await.unwrap();
+}
+
 /// A hash row moved outside pop, past the log's head or onto an event's position, is not
 /// signed (auditor20: the server sealed "up to position 5000", or sealed two entries at one
 /// position, and verify then blamed the next real event or export refused for good).
