@@ -73,6 +73,12 @@ pub const CHECKPOINT_SEALING_REFUSED: &str = "pop_checkpoint_sealing_refused";
 /// 1 while this process cannot write its witness file (a full or read-only data directory):
 /// the witness falls behind the checkpoints, so deleting the newer ones would go unseen.
 pub const CHECKPOINT_WITNESS_STALE: &str = "pop_checkpoint_witness_stale";
+/// The log as `pop serve --verify-every` last verified it (`server/src/verifier.rs`).
+pub const VERIFY_RUNS: &str = "pop_verify_runs_total";
+pub const VERIFY_BROKEN: &str = "pop_verify_broken";
+pub const VERIFY_CHECKPOINT_SEQ: &str = "pop_verify_checkpoint_seq";
+pub const VERIFY_EVENTS: &str = "pop_verify_events";
+pub const VERIFY_INTACT_TIMESTAMP: &str = "pop_verify_last_intact_timestamp_seconds";
 /// The database server's clock minus this replica's (PostgreSQL; absent on the embedded store).
 pub const STORE_CLOCK_OFFSET: &str = "pop_store_clock_offset_seconds";
 /// The store's group commits and the requests they answered: their ratio is how many appends
@@ -198,6 +204,27 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
         CHECKPOINT_WITNESS_STALE,
         Kind::Gauge,
         "1 while this process cannot write its checkpoint witness file (a full or read-only data directory; the log says why): the witness falls behind the checkpoints, so deleting newer checkpoints would go unseen. Else 0.",
+    ),
+    (
+        VERIFY_RUNS,
+        Kind::Counter,
+        "Verifications of the whole log this server ran (--verify-every), by outcome: intact, broken (the log does not verify: the log names where; run pop verify), failed (the store could not be read to the end; tried again next time).",
+    ),
+    (
+        VERIFY_BROKEN,
+        Kind::Gauge,
+        "1 when this server's last verification of the log found a break (digest, chain, head, tombstone or signed checkpoint; the log names stream, version and position), else 0. Alert on it.",
+    ),
+    (
+        VERIFY_CHECKPOINT_SEQ,
+        Kind::Gauge,
+        "The newest signed checkpoint this server's last intact verification checked against the log (0: none covers it yet).",
+    ),
+    (VERIFY_EVENTS, Kind::Gauge, "Events this server's last intact verification recomputed."),
+    (
+        VERIFY_INTACT_TIMESTAMP,
+        Kind::Gauge,
+        "When this server's last verification that found the log intact ended, in seconds since the epoch: alert when it is older than a few --verify-every.",
     ),
     (
         STORE_CLOCK_OFFSET,

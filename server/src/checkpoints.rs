@@ -292,18 +292,7 @@ impl Witness {
     /// writes into it, ready and silent (operator58 M1). `None` when it did not move, or the
     /// witness cannot say.
     pub fn moved_to_postgres(data_dir: &Path, given: Option<&Path>, db: &Path) -> Option<String> {
-        let witness = Witness::of(data_dir, given, None);
-        let all = witness.all().ok()?;
-        let sealed = |store: &str| {
-            let w = all.get(store)?;
-            let body: serde_json::Value = serde_json::from_str(&w.body).ok()?;
-            let at = body["sealedAt"].as_str()?;
-            Some((w.seq, chrono::DateTime::parse_from_rfc3339(at).ok()?))
-        };
-        let (seq, postgres) = sealed(POSTGRES)?;
-        if sealed(EMBEDDED).is_some_and(|(_, embedded)| embedded >= postgres) {
-            return None;
-        }
+        let (witness, seq, postgres) = Witness::moved(data_dir, given)?;
         Some(format!(
             "this data directory moved to a PostgreSQL store: its checkpoint witness {} saw one \
              seal checkpoint {seq} at {}, after the embedded store's last; without --store \
@@ -316,6 +305,56 @@ impl Witness {
             db.display(),
             witness.path.display(),
         ))
+    }
+
+    /// The witness, and the checkpoint a PostgreSQL store sealed after the embedded store's
+    /// last, when the data directory moved ([`Witness::moved_to_postgres`]).
+    fn moved(
+        data_dir: &Path,
+        given: Option<&Path>,
+    ) -> Option<(Witness, u64, chrono::DateTime<chrono::FixedOffset>)> {
+        let witness = Witness::of(data_dir, given, None);
+        let all = witness.all().ok()?;
+        let sealed = |store: &str| {
+            let w = all.get(store)?;
+            let body: serde_json::Value = serde_json::from_str(&w.body).ok()?;
+            let at = body["sealedAt"].as_str()?;
+            Some((w.seq, chrono::DateTime::parse_from_rfc3339(at).ok()?))
+        };
+        let (seq, postgres) = sealed(POSTGRES)?;
+        if sealed(EMBEDDED).is_some_and(|(_, embedded)| embedded >= postgres) {
+            return None;
+        }
+        Some((witness, seq, postgres))
+    }
+
+    /// Refuses `pop <verb>` on the embedded store `db` of a data directory that moved to
+    /// PostgreSQL ([`Witness::moved_to_postgres`]): `verify`, `export`, `log` and `rebuild`
+    /// would read the log from before the move, and `demo` write into it, and a scheduled
+    /// check or backup that lost its `--store`/`DATABASE_URL` said "intact" of it and signed
+    /// an export of it (newcomer59 M1). An old log is read on purpose from a copy of `db` in
+    /// another directory.
+    pub fn refuse_after_move(
+        data_dir: &Path,
+        given: Option<&Path>,
+        db: &Path,
+        verb: &str,
+    ) -> Result<()> {
+        let Some((witness, seq, postgres)) = Witness::moved(data_dir, given) else {
+            return Ok(());
+        };
+        bail!(
+            "this data directory moved to a PostgreSQL store: its checkpoint witness {} saw one \
+             seal checkpoint {seq} at {}, after the embedded store's last; without --store \
+             (DATABASE_URL) `pop {verb}` would use the embedded store {} and its log from \
+             before the move. Give the PostgreSQL URL with --store; to read the embedded \
+             store's old log on purpose, copy {} into another directory and give that as \
+             --data-dir",
+            witness.path.display(),
+            postgres.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            db.display(),
+            db.display(),
+        )
     }
 
     /// The checkpoint witnessed for this store, if any.

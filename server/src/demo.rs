@@ -32,8 +32,9 @@ const DEMO_AGENDA: &str = r#"{
 }"#;
 
 pub async fn run(args: StoreArgs) -> Result<()> {
-    let _lock = DataDirLock::acquire(&args.data_dir, "demo")?;
     let path = args.db_path();
+    crate::checkpoints::Witness::refuse_after_move(&args.data_dir, None, &path, "demo")?;
+    let _lock = DataDirLock::acquire(&args.data_dir, "demo")?;
     let store = SqliteStore::open(&path, SqliteOptions::default())
         .await
         .with_context(|| format!("opening {}", path.display()))?;

@@ -47,6 +47,7 @@ impl Source {
              --store postgres://…)",
             path.display()
         );
+        crate::checkpoints::Witness::refuse_after_move(&args.store.data_dir, None, &path, "log")?;
         let file = Box::new(Self::open_file(&path)?);
         Ok(Source::File { path, file })
     }

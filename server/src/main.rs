@@ -18,6 +18,7 @@ mod telemetry;
 mod tour;
 mod transfer_cmd;
 mod verbs;
+mod verifier;
 mod verify_cmd;
 mod watch;
 mod worker;

@@ -23,7 +23,9 @@ pub async fn run(args: RebuildArgs) -> Result<()> {
         None => {
             let path = args.store.db_path();
             anyhow::ensure!(path.exists(), "no store at {}", path.display());
-            Some(DataDirLock::acquire(&args.store.data_dir, "rebuild")?)
+            let dir = &args.store.data_dir;
+            crate::checkpoints::Witness::refuse_after_move(dir, None, &path, "rebuild")?;
+            Some(DataDirLock::acquire(dir, "rebuild")?)
         }
     };
     let backend =

@@ -262,6 +262,26 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         reaper_tasks
             .push(crate::checkpoints::spawn(commitment, sealer, witness, health, every, stop));
     }
+    // The log verified every --verify-every, on /metrics (pop_verify_*): the stores that keep
+    // digests and checkpoints (not KurrentDB, which has none).
+    if args.verify_every > 0 && backend.commitment().is_some() {
+        let log = match args.store_url.as_deref() {
+            Some(url) => crate::verifier::Log::Postgres(url.to_owned()),
+            None => crate::verifier::Log::Embedded(args.store.db_path()),
+        };
+        let verifier = crate::verifier::Verifier {
+            log,
+            key: crate::checkpoints::verifying_key(&data_dir, args.checkpoint_key.as_deref(), None)
+                .context("loading the checkpoint key to verify the log with")?,
+            witness: crate::checkpoints::Witness::of(
+                &data_dir,
+                args.checkpoint_witness.as_deref(),
+                args.store_url.as_deref(),
+            ),
+        };
+        let every = Duration::from_secs(args.verify_every);
+        reaper_tasks.push(crate::verifier::spawn(verifier, every, stopped(stop_rx.clone())));
+    }
     // The pod reaper only with `--pod-reaper-namespace`.
     let pods = Arc::clone(&services.leadership);
     reaper_tasks.extend(

@@ -47,6 +47,14 @@ pub async fn export(args: ExportArgs) -> Result<()> {
             args.store.db_path().display()
         );
     }
+    if args.store_url.is_none() {
+        crate::checkpoints::Witness::refuse_after_move(
+            &args.store.data_dir,
+            args.witness.as_deref(),
+            &args.store.db_path(),
+            "export",
+        )?;
+    }
     // A store with no key of its own gets one only once it signed this export: until then
     // nothing of the store's data directory is written (see `NewKey`).
     let key = crate::checkpoints::signing_key_or_new(

@@ -79,6 +79,12 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
             if !path.exists() {
                 bail!("no embedded store at {}", path.display());
             }
+            crate::checkpoints::Witness::refuse_after_move(
+                &args.store.data_dir,
+                args.witness.as_deref(),
+                &path,
+                "verify",
+            )?;
             let file = path.clone();
             // SQLite's check of the file's structure, beside the walk of its contents (on the
             // other core): an index the walk does not read can be what every write fails on.

@@ -1190,6 +1190,60 @@ fn the_version_names_the_commit_built_from() {
     assert_eq!(said, format!("pop {} ({commit})", env!("CARGO_PKG_VERSION")));
 }
 
+/// The verbs that read or write the embedded store (`verify`, `export`, `log`, `rebuild`,
+/// `demo`) refuse a data directory moved to PostgreSQL, as `serve` does (newcomer59 M1: a
+/// scheduled `pop verify` or export that lost its DATABASE_URL said "intact" of the log from
+/// before the move, exit 0, and signed an export of it; `pop demo` wrote into it). A copy of
+/// the store in another directory is read on purpose.
+#[test]
+fn the_verbs_refuse_the_stale_embedded_store_of_a_data_dir_moved_to_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let demo = pop_command().args(["demo", "--data-dir"]).arg(&data).output().unwrap();
+    assert!(demo.status.success(), "{}", String::from_utf8_lossy(&demo.stderr));
+    let events = || -> i64 {
+        let conn = rusqlite::Connection::open(data.join("pop.db")).unwrap();
+        conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0)).unwrap()
+    };
+    let before = events();
+    let sealed = |seq: u64, at: &str| {
+        json!({"seq": seq, "signature": "00",
+            "body": json!({"seq": seq, "sealedAt": at, "position": "1"}).to_string()})
+    };
+    let moved = json!({"embedded": sealed(15, "2026-12-07T17:45:35.738558Z"),
+        "postgres": sealed(9, "2026-12-07T17:48:15.467356Z")});
+    std::fs::write(data.join("checkpoint.witness"), moved.to_string()).unwrap();
+    let out_file = dir.path().join("stale.jsonl");
+    for verb in [
+        vec!["verify"],
+        vec!["export", "--out", out_file.to_str().unwrap()],
+        vec!["log"],
+        vec!["rebuild"],
+        vec!["demo"],
+    ] {
+        let out = pop_command()
+            .args(&verb)
+            .arg("--data-dir")
+            .arg(&data)
+            .env_remove("DATABASE_URL")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "pop {verb:?}: {stderr}");
+        for said in ["moved to a PostgreSQL store", "checkpoint 9", "--store", "copy "] {
+            assert!(stderr.contains(said), "pop {verb:?}: {said}: {stderr}");
+        }
+    }
+    assert_eq!(events(), before, "pop demo wrote into the stale store");
+    assert!(!out_file.exists(), "an export of the stale store was written");
+    // A copy elsewhere (no witness there) is read on purpose.
+    let copy = dir.path().join("old");
+    std::fs::create_dir_all(&copy).unwrap();
+    std::fs::copy(data.join("pop.db"), copy.join("pop.db")).unwrap();
+    let out = pop_command().args(["log", "--data-dir"]).arg(&copy).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// A data directory moved to PostgreSQL (its checkpoint witness saw a PostgreSQL store seal a
 /// checkpoint after the embedded store's last) is not served from its stale embedded store by
 /// a start that lost its `--store`: it would take claims and writes into the old log, ready

@@ -420,6 +420,65 @@ fn gauge(page: &str, name: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// `pop serve --verify-every` verifies the log as `pop verify` does and says so on /metrics:
+/// intact with the checkpoint it checked, then, once an event is edited in the store under it,
+/// broken, with an ERROR naming where (auditor59 M3: a store edited while the server was down
+/// was served with every checkpoint gauge green; nothing said the log was last verified).
+#[tokio::test]
+async fn pop_serve_verifies_the_log_and_says_so_on_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let demo = pop_command().args(["demo", "--data-dir"]).arg(&data).output().unwrap();
+    assert!(demo.status.success(), "{}", String::from_utf8_lossy(&demo.stderr));
+    let log = dir.path().join("serve.log");
+    let pop = Pop::start_with(
+        &data,
+        None,
+        &log,
+        false,
+        &["--checkpoint-every", "1", "--verify-every", "1"],
+    );
+    let page = metrics_until(&pop, &log, |p| {
+        gauge(p, "pop_verify_checkpoint_seq").is_some_and(|s| s >= 1.0)
+            && gauge(p, "pop_verify_broken") == Some(0.0)
+    })
+    .await;
+    assert!(gauge(&page, "pop_verify_events").is_some_and(|n| n >= 10.0), "{page}");
+    let at = gauge(&page, "pop_verify_last_intact_timestamp_seconds").unwrap_or(0.0);
+    assert!(at > 1.7e9, "{page}");
+    assert!(page.contains("pop_verify_runs_total{outcome=\"intact\"}"), "{page}");
+
+    // One byte of a sealed event's data changed under the running server.
+    let conn = rusqlite::Connection::open(data.join("pop.db")).unwrap();
+    let (position, name): (i64, String) = conn
+        .query_row(
+            "SELECT e.position, s.name FROM events e JOIN streams s ON s.id = e.stream_id \
+             WHERE s.name LIKE 'agenda-%' AND e.version = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    conn.execute(
+        "UPDATE events SET data = CAST(replace(CAST(data AS TEXT), '\"', ' \"') AS BLOB) WHERE position = ?1",
+        [position],
+    )
+    .unwrap();
+    drop(conn);
+    let page = metrics_until(&pop, &log, |p| gauge(p, "pop_verify_broken") == Some(1.0)).await;
+    assert!(page.contains("pop_verify_runs_total{outcome=\"broken\"}"), "{page}");
+    // The last intact run's time stays what it was.
+    let kept = gauge(&page, "pop_verify_last_intact_timestamp_seconds").unwrap_or(0.0);
+    assert!(kept >= at, "{page}");
+    std::thread::sleep(Duration::from_millis(2_500));
+    stop(pop);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let said = "TAMPERED: the log does not verify";
+    assert_eq!(logged.matches(said).count(), 1, "said once, not every run:\n{logged}");
+    let line = logged.lines().find(|l| l.contains(said)).unwrap_or_default();
+    assert!(line.contains("ERROR") && line.contains(&format!("{name:?}")), "{line}");
+    assert!(line.contains(&format!("position {position}")), "{line}");
+}
+
 #[tokio::test]
 async fn pop_serve_seals_checkpoints_that_pop_verify_checks() {
     let dir = tempfile::tempdir().unwrap();
