@@ -148,6 +148,10 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
     let Some(principal) = header_principal(&state, &headers) else {
         return error_response(StatusCode::UNAUTHORIZED, AppError::unauthenticated(), &cid);
     };
+    // Its large answers not yet sent take its whole share: refused before any work.
+    if let Err(error) = state.answers().check(&principal.name) {
+        return error_response(StatusCode::TOO_MANY_REQUESTS, error, &cid);
+    }
     let arrived = match read_body_of(&state, &principal, &headers, body).await {
         Ok(b) => b,
         Err(e) => return error_response(e.status, e.error, &cid),
@@ -281,7 +285,19 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
             .and_then(|x| x.get(crate::error::ext::CODE))
             .is_some_and(|code| retried.contains(code))
     });
-    let mut response = axum::Json(response).into_response();
+    let bytes = match serde_json::to_vec(&response) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let error = AppError::new(Code::Internal, format!("the answer did not serialise: {e}"));
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, error, &cid);
+        }
+    };
+    // A large answer holds its bytes against the principal's share while it is sent.
+    let held = match state.answers().hold(&principal.name, bytes.len()) {
+        Ok(held) => held,
+        Err(error) => return error_response(StatusCode::TOO_MANY_REQUESTS, error, &cid),
+    };
+    let mut response = crate::answers::json(StatusCode::OK, bytes, held);
     set_cid_headers(response.headers_mut(), &cid);
     if retry {
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

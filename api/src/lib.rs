@@ -27,6 +27,7 @@
 //! limits), [`metrics`],
 //! [`state`].
 
+pub mod answers;
 pub mod auth;
 pub mod config;
 pub mod dashboard;

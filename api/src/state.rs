@@ -99,6 +99,8 @@ struct Inner {
     /// See [`AppState::large_body_turn`]: the server's, and each principal's.
     large_body_turn: Arc<tokio::sync::Semaphore>,
     large_body_turns: pop_app::Turns,
+    /// Each principal's large answers in flight ([`crate::answers`]).
+    answers: crate::answers::Answers,
 }
 
 /// The process-wide sums of [`crate::ws`]'s per-connection byte bounds.
@@ -166,8 +168,14 @@ impl AppState {
                 running,
                 large_body_turn: Arc::new(tokio::sync::Semaphore::new(1)),
                 large_body_turns: pop_app::Turns::default(),
+                answers: crate::answers::Answers::default(),
             }),
         }
+    }
+
+    /// Each principal's large answers in flight.
+    pub(crate) fn answers(&self) -> &crate::answers::Answers {
+        &self.inner.answers
     }
 
     /// Each principal's expensive GraphQL requests running now.

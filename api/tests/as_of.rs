@@ -85,6 +85,17 @@ async fn as_of_reads_answer_the_past_over_graphql_and_rest() {
     let beyond =
         s.gql(ACME, &query, json!({"id": id, "op": op, "a": {"position": "999999"}})).await;
     assert_eq!(code(&beyond["errors"][0]), "VALIDATION", "{beyond:#}");
+    // It says where the log ends (auditor59 L4).
+    let said = beyond["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(said.contains("beyond the end of the log (its head is "), "{beyond:#}");
+    // A time that does not parse names the field and the format (auditor59 L4: "Failed to
+    // parse \"DateTime\": premature end of input").
+    let bad =
+        s.gql(ACME, &query, json!({"id": id, "op": op, "a": {"time": "2026-12-07 20:31"}})).await;
+    let bad = &bad["errors"][0];
+    assert_eq!(bad["extensions"]["problems"][0]["field"], "asOf.time", "{bad:#}");
+    assert!(bad["message"].as_str().unwrap_or_default().contains("RFC 3339"), "{bad:#}");
+    assert!(bad["extensions"]["cid"].is_string(), "{bad:#}");
     // A two-part position (PostgreSQL's, say from before an import) names no point of the
     // embedded log: refused, not compared as the pair.
     let two = s.gql(ACME, &query, json!({"id": id, "op": op, "a": {"position": "3/1"}})).await;

@@ -535,7 +535,24 @@ async fn one_principal_runs_few_expensive_requests_at_once() {
             (retry, body)
         }
     });
-    let answers = futures::future::join_all(requests).await;
+    // A REST as-of read meanwhile counts as one too (hostile59 L1: it took no permit).
+    let rest = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let resp = server
+            .http
+            .get(format!("{}/pop/progress/agenda/service?linkId=hot&asOf=1", server.base))
+            .bearer_auth(ACME)
+            .send()
+            .await
+            .expect("the server answers");
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.expect("JSON");
+        (status, body)
+    };
+    let (answers, (rest_status, rest_body)) =
+        futures::future::join(futures::future::join_all(requests), rest).await;
+    assert_eq!(rest_status, 429, "{rest_body:#}");
+    assert_eq!(rest_body["errorResponse"]["code"], "BUSY", "{rest_body:#}");
     let busy: Vec<&(Option<String>, Value)> =
         answers.iter().filter(|(_, b)| b["errors"][0]["extensions"]["code"] == "BUSY").collect();
     let served = answers.iter().filter(|(_, b)| b.get("errors").is_none()).count();
@@ -1754,4 +1771,77 @@ async fn a_report_past_one_events_size_is_kept_whole_or_refused_naming_the_field
     assert!(kept.ends_with("Caused by: disk full"), "the end is kept too");
     assert!(kept.contains("bytes cut: pop keeps at most 32768 bytes"), "the cut is said");
     assert_eq!(data["updateAgendaProgress"]["progress"]["processingStateMessage"], "failed");
+}
+
+/// Large answers a principal asked for and does not read hold its share of answer bytes in
+/// flight (64 MiB): past it, its next request is BUSY with `Retry-After`, another principal is
+/// answered, and the share frees as the connections go (hostile59 H1: 300 such requests of
+/// one user token took the server from 0.7 to 3 GB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_answers_not_read_hold_their_principals_share_and_no_more() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server =
+        start(pop_api::ApiConfig { max_payload_bytes: 1 << 20, ..Default::default() }).await;
+    // 14 agendas of 0.9 MB: each answer below is about 12.6 MB, past what the sockets buffer.
+    seed_large(&server, 14, 900_000).await;
+    let query = json!({"query": "{ agendas(first: 50) { items { id operations { payload } } } }"})
+        .to_string();
+    let request = |token: &str| {
+        format!(
+            "POST /graphql HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{query}",
+            query.len()
+        )
+    };
+    let status_of = |head: &[u8]| -> u16 {
+        let text = String::from_utf8_lossy(head);
+        text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+    };
+    // Sent and never read: each answer is built and waits for its reader.
+    let mut unread = Vec::new();
+    let mut refused = None;
+    for i in 0..12 {
+        let mut socket = tokio::net::TcpStream::connect(server.addr).await.expect("connect");
+        socket.write_all(request(ACME).as_bytes()).await.expect("send");
+        let mut head = [0u8; 12];
+        // The status line of an answer that came at all within the time.
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(20), socket.read_exact(&mut head))
+                .await;
+        let status = match read {
+            Ok(Ok(_)) => status_of(&head),
+            _ => 0,
+        };
+        if status == 429 {
+            let mut rest = vec![0u8; 4096];
+            let n = tokio::time::timeout(std::time::Duration::from_secs(5), socket.read(&mut rest))
+                .await
+                .map_or(0, |r| r.unwrap_or(0));
+            refused = Some((i, String::from_utf8_lossy(&rest[..n]).into_owned()));
+            break;
+        }
+        assert_eq!(status, 200, "answer {i}");
+        unread.push(socket);
+    }
+    let (at, said) = refused.expect("a principal's unread answers were never refused");
+    eprintln!("figure: refused after {at} unread answers of about 12.6 MB");
+    assert!((4..=6).contains(&at), "refused after {at} answers, the share is 64 MiB");
+    assert!(said.contains("Retry-After") || said.contains("retry-after"), "{said}");
+    assert!(said.contains("BUSY") && said.contains("large answers"), "{said}");
+    // Another principal is answered meanwhile.
+    let data = server.ok(GLOBEX, "{ me { name } }", json!({})).await;
+    assert!(data["me"]["name"].is_string(), "{data:#}");
+    // The connections gone, the share is free again.
+    drop(unread);
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, _, _) =
+            post_raw(&server, ACME, &json!({"query": "{ agendas(first: 2) { items { id } } }"}))
+                .await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the share was not freed: {status}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

@@ -227,7 +227,7 @@ impl App {
             if p > head {
                 return Err(AppError::invalid(
                     "asOf",
-                    format!("position {p} is beyond the end of the log"),
+                    format!("position {p} is beyond the end of the log (its head is {head})"),
                 ));
             }
         }

@@ -500,7 +500,9 @@ impl App {
                     if position > head {
                         return Err(AppError::invalid(
                             field,
-                            format!("position {position} is beyond the end of the log"),
+                            format!(
+                                "position {position} is beyond the end of the log (its head is {head})"
+                            ),
                         ));
                     }
                 }

@@ -156,8 +156,15 @@ pub async fn run(env: ExecEnv, config: PullConfig, shutdown: watch::Receiver<boo
                  stats: &mut PullStats,
                  lease_warned: &mut bool| {
         stats.claimed += 1;
+        // The agenda's work joins its trace (see `crate::trace`), under one correlation id for
+        // all the calls of this claim's work, said in its lines too: the server's log and
+        // `pop audit` key on it (auditor59 L2: the worker's lines named the agenda alone).
+        let context = crate::trace::Context::of(c.traceparent.clone(), c.tracestate.clone());
+        let span = crate::trace::agenda_span(&c.agenda.id, insight, context.as_ref());
+        let claim = crate::trace::Work::claimed(context);
+        let cid = claim.cid.clone().unwrap_or_else(|| std::sync::Arc::from(""));
         // The customer too: a worker serving several customers may hold two agendas of one id.
-        tracing::info!(agenda = %c.agenda.id, customer = %c.agenda.customer_id, insight = %insight, "claimed");
+        tracing::info!(agenda = %c.agenda.id, customer = %c.agenda.customer_id, insight = %insight, cid = %cid, "claimed");
         if !*lease_warned {
             let now = pop_domain::model::Timestamp::from(std::time::SystemTime::now());
             let configured = env.config.report.heartbeat;
@@ -169,20 +176,13 @@ pub async fn run(env: ExecEnv, config: PullConfig, shutdown: watch::Receiver<boo
         let env = env.clone();
         let slots = slots.get(insight).cloned();
         let shutdown = shutdown.clone();
-        // The agenda's work joins its trace (see `crate::trace`).
-        let context = crate::trace::Context::of(c.traceparent.clone(), c.tracestate.clone());
-        let span = crate::trace::agenda_span(&c.agenda.id, insight, context.as_ref());
         let work = async move {
             let (id, customer) = (c.agenda.id.clone(), c.agenda.customer_id.clone());
             let outcome = execute(&env, c, slots, shutdown).await;
-            tracing::info!(agenda = %id, customer = %customer, outcome = ?outcome, "executed");
+            tracing::info!(agenda = %id, customer = %customer, cid = %cid, outcome = ?outcome, "executed");
             outcome
         };
-        // One correlation id for all the calls of this claim's work (see `crate::trace`).
-        executing.spawn(crate::trace::scope(
-            crate::trace::Work::claimed(context),
-            work.instrument(span),
-        ));
+        executing.spawn(crate::trace::scope(claim, work.instrument(span)));
     };
 
     while !*shutdown_rx.borrow() && stats.token_refused.is_none() {

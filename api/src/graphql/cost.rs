@@ -615,6 +615,28 @@ pub(crate) fn early_permit(
     })
 }
 
+/// One of `principal`'s expensive permits for a REST read priced as GraphQL prices it (an
+/// as-of read folds streams from the store: `AS_OF_FOLD_COST`), held until it is answered;
+/// BUSY when it already runs `max` (hostile59 L1: REST's `?asOf=` took none, and 64 at once
+/// of one token were all run).
+pub(crate) fn rest_permit(
+    running: &Running,
+    principal: &str,
+    max: usize,
+    what: &str,
+) -> Result<OwnedSemaphorePermit, AppError> {
+    running.try_start(principal, max).ok_or_else(|| {
+        AppError::new(
+            Code::Busy,
+            format!(
+                "{what}: {principal:?} already runs {max} expensive requests (as-of reads, or \
+                 GraphQL requests costing {MIN_EXPENSIVE_COST} points or more) at once; retry \
+                 when one has answered"
+            ),
+        )
+    })
+}
+
 /// In a request's data when its principal's permit was taken before its document was parsed
 /// ([`LARGE_DOCUMENT_BYTES`]): the validation hook takes no second one.
 #[derive(Debug, Clone, Copy)]

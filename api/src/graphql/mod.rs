@@ -91,9 +91,35 @@ struct NormalizeExtension {
     cid: std::sync::Mutex<Option<String>>,
 }
 
+/// What a time a client sent must look like, said after async-graphql's own words when a
+/// `DateTime` does not parse (auditor59 L4: "Failed to parse \"DateTime\": premature end of
+/// input", naming neither the field nor the format).
+const DATE_TIME_HINT: &str = "a DateTime is an RFC 3339 time with its offset, e.g. \
+                              \"2026-12-07T20:31:20Z\" or \"2026-12-07T21:31:20+01:00\"";
+
 fn normalize(errors: &mut [ServerError], cid: Option<&str>) {
     for error in errors {
+        let date_time =
+            error.extensions.is_none() && error.message.starts_with("Failed to parse \"DateTime\"");
+        if date_time {
+            error.message = format!("{}: {DATE_TIME_HINT}", error.message);
+        }
         let extensions = error.extensions.get_or_insert_with(Default::default);
+        // The as-of reads' time is the one DateTime inside an input object: named as a field.
+        if date_time && error.message.contains("(occurred while parsing \"AsOfInput\")") {
+            let problem = async_graphql::Value::Object(
+                [
+                    (async_graphql::Name::new("field"), async_graphql::Value::from("asOf.time")),
+                    (
+                        async_graphql::Name::new("message"),
+                        async_graphql::Value::from(error.message.clone()),
+                    ),
+                ]
+                .into_iter()
+                .collect(),
+            );
+            extensions.set(ext::PROBLEMS, async_graphql::Value::List(vec![problem]));
+        }
         if extensions.get(ext::CODE).is_none() {
             extensions.set(ext::CODE, Code::BadRequest.as_str());
         }

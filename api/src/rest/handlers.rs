@@ -334,6 +334,14 @@ async fn answer(endpoint: Endpoint, call: &Call<'_>) -> RestResult<Reply> {
 
 // ---- reads -------------------------------------------------------------------------------
 
+/// The principal's expensive permit an as-of read holds while it runs, as on GraphQL.
+fn as_of_permit(call: &Call<'_>) -> Result<tokio::sync::OwnedSemaphorePermit, AppError> {
+    let name = &call.caller.principal.name;
+    let max = call.state.config().max_expensive_per_principal;
+    crate::graphql::cost::rest_permit(call.state.running(), name, max, "asOf")
+        .map_err(|e| e.with_cid(&call.caller.cid))
+}
+
 async fn get(kind: Kind, call: &Call<'_>) -> RestResult<Reply> {
     call.allow_params(list_params(kind, call.id.is_some()))?;
     let counting = match call.param(BY_COUNT).map(|v| v.trim().to_ascii_lowercase()) {
@@ -376,6 +384,7 @@ async fn get_as_of(kind: Kind, call: &Call<'_>, id: &str, as_of: &str) -> RestRe
     let app = call.app();
     let caller = &call.caller;
     let bound = AsOf::parse("asOf", as_of).map_err(|e| e.with_cid(&caller.cid))?;
+    let _permit = as_of_permit(call)?;
     let customer = call.param(BY_CUSTOMER_ID);
     let found = match kind {
         Kind::Agenda => app.agenda_as_of(caller, id, customer, bound).await?.map(|a| to_json(&a)),
@@ -954,6 +963,7 @@ async fn summary(call: &Call<'_>) -> RestResult<Reply> {
     let summary = match call.param(AS_OF) {
         Some(as_of) => {
             let bound = AsOf::parse("asOf", as_of).map_err(|e| e.with_cid(&call.caller.cid))?;
+            let _permit = as_of_permit(call)?;
             app.progress_summary_as_of(&call.caller, &link_id, customer, bound).await?
         }
         // One object holding every agenda of the batch: the same budget as a list, measured

@@ -502,21 +502,34 @@ pub(crate) async fn dispatch(
 ) -> Response {
     let started = std::time::Instant::now();
     let mut cid = request_cid(&headers);
-    let mut route = "unrouted";
+    let mut found = Found { route: "unrouted", principal: None };
     let (served, waited) =
-        pop_app::measuring_waits(serve(&state, method, &uri, &headers, body, &cid, &mut route))
+        pop_app::measuring_waits(serve(&state, method, &uri, &headers, body, &cid, &mut found))
             .await;
+    let (route, principal) = (found.route, found.principal);
+    // A large answer holds its bytes against the principal's share while it is sent
+    // (`crate::answers`); past it, BUSY instead.
+    let served = served.and_then(|mut reply| {
+        // A write that named its own cid in the body reports that one, as its errors do.
+        if let Some(own) = reply.own_cid.take() {
+            cid = own;
+        }
+        // POP's responses carry the request's `cid` at the top, as its errors do.
+        if let (false, Value::Object(fields)) = (reply.document, &mut reply.body) {
+            fields.entry("cid").or_insert_with(|| Value::String(cid.clone()));
+        }
+        let bytes = serde_json::to_vec(&reply.body).map_err(|e| {
+            AppError::new(Code::Internal, format!("the answer did not serialise: {e}"))
+        })?;
+        let held = match &principal {
+            Some(name) => state.answers().hold(name, bytes.len())?,
+            None => None,
+        };
+        Ok((reply, bytes, held))
+    });
     let mut response = match served {
-        Ok(mut reply) => {
-            // A write that named its own cid in the body reports that one, as its errors do.
-            if let Some(own) = reply.own_cid.take() {
-                cid = own;
-            }
-            // POP's responses carry the request's `cid` at the top, as its errors do.
-            if let (false, Value::Object(fields)) = (reply.document, &mut reply.body) {
-                fields.entry("cid").or_insert_with(|| Value::String(cid.clone()));
-            }
-            let mut response = (StatusCode::OK, axum::Json(reply.body)).into_response();
+        Ok((reply, bytes, held)) => {
+            let mut response = crate::answers::json(StatusCode::OK, bytes, held);
             if let Some(p) = reply.position.and_then(|p| HeaderValue::from_str(&p).ok()) {
                 response.headers_mut().insert(POSITION_HEADER, p);
             }
@@ -545,6 +558,13 @@ pub(crate) async fn dispatch(
     response
 }
 
+/// What [`serve`] found of a request, for its answer and metrics: the route's path (a
+/// template, `unrouted` when none matched) and the caller's principal.
+struct Found {
+    route: &'static str,
+    principal: Option<String>,
+}
+
 async fn serve(
     state: &AppState,
     method: Method,
@@ -552,7 +572,7 @@ async fn serve(
     headers: &HeaderMap,
     body: Body,
     cid: &str,
-    route_path: &mut &'static str,
+    found: &mut Found,
 ) -> RestResult<Reply> {
     // HEAD is GET without the body, which the HTTP server leaves out (RFC 9110 §9.3.2;
     // popclient23: every /pop route answered HEAD 405 while its Allow header said GET).
@@ -565,7 +585,7 @@ async fn serve(
         )
         .into());
     };
-    *route_path = route.path;
+    found.route = route.path;
     if !route.methods.contains(&method.as_str()) {
         let why = route
             .refused
@@ -586,6 +606,9 @@ async fn serve(
     let Some(principal) = header_principal(state, headers) else {
         return Err(AppError::unauthenticated().into());
     };
+    // Its large answers not yet sent take its whole share: refused before any work.
+    state.answers().check(&principal.name)?;
+    found.principal = Some(principal.name.clone());
     let params = query_params(uri)?;
     let body = if method == Method::POST || method == Method::PUT {
         let arrived = read_body_of(state, &principal, headers, body)
