@@ -114,8 +114,9 @@ struct Inner {
     /// One large batch's summary decoded at a time ([`reads::LARGE_SUMMARY`]): the rest wait
     /// their turn, first come first served, and the other core stays for everything else.
     summary_turn: Arc<tokio::sync::Semaphore>,
-    /// Each principal's turn at a large summary, before the server's ([`reads::LARGE_SUMMARY`]):
-    /// one at a time each, so the server's queue holds at most one per principal.
+    /// Each set of customers' turn at a large summary, before the server's
+    /// ([`reads::LARGE_SUMMARY`]): one at a time each, so the server's queue holds at most one
+    /// per customer (all its tokens together), and one per admin of every customer.
     summary_turns: Turns,
     /// The last look at the store by a read that waits for the read models
     /// ([`reads::StoreProbe`]): one a moment for all of them.

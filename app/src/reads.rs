@@ -890,7 +890,16 @@ impl App {
         let summary = match small {
             Some(parts) => summed(parts, link_id),
             None => {
-                let turn = self.inner.summary_turns.turn(&caller.principal.name, 1).await;
+                // One place in the queue per set of customers summed up, not per token
+                // (hostile59 L2: a customer's three tokens held three places, and another
+                // customer's summary waited behind each); an admin of every customer has its own.
+                let owner = match &visibility {
+                    Visibility::Customers(ids) => {
+                        ids.iter().map(String::as_str).collect::<Vec<_>>().join("\n")
+                    }
+                    Visibility::All => format!("*\n{}", caller.principal.name),
+                };
+                let turn = self.inner.summary_turns.turn(&owner, 1).await;
                 let server = Arc::clone(&self.inner.summary_turn).acquire_owned().await;
                 let (Some(turn), Ok(server)) = (turn, server) else {
                     return Err(AppError::new(Code::Unavailable, "the server is stopping; retry")

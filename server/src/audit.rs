@@ -54,10 +54,31 @@ pub async fn run(client: &Client, id: &str, customer: Option<&str>, as_json: boo
         output::json(&Value::Array(entries));
         return Ok(());
     }
+    // What the agenda is now, before how it got there (auditor59 L1: the timeline had no
+    // line naming the agenda or where it ended).
+    if let Some(last) = entries.last() {
+        output::out!("{}", summary(id, entries.len(), last));
+    }
     for line in timeline(&entries) {
         output::out!("{line}");
     }
     Ok(())
+}
+
+/// The line above the timeline: the agenda, its events, and its state after the last.
+fn summary(id: &str, events: usize, last: &Value) -> String {
+    let percent =
+        last["percentComplete"].as_f64().map_or_else(String::new, |p| format!(", {p:.1}%"));
+    let attempts = match (last["attemptsCompleted"].as_u64(), last["maximumAttempts"].as_u64()) {
+        (Some(done), Some(most)) => format!(", attempts {done}/{most}"),
+        _ => String::new(),
+    };
+    format!(
+        "agenda {}: {events} events; now {} / {}{percent}{attempts}",
+        output::one_line(id),
+        last["processingState"].as_str().unwrap_or("?"),
+        output::one_line(last["processingStateMessage"].as_str().unwrap_or("")),
+    )
 }
 
 /// The timeline's lines: a header, then one row per entry (columns as wide as their widest
@@ -90,11 +111,14 @@ fn timeline(entries: &[Value]) -> Vec<String> {
                 state,
                 percent,
                 attempts,
+                // The correlation id the server's log lines and the client's error carry
+                // (auditor59 L1: only `--json` had it).
+                text(&e["cid"]),
             ]
         })
         .collect();
     let mut table = output::table_lines(
-        &["time", "position", "v", "actor", "command", "event", "state", "%", "attempts"],
+        &["time", "position", "v", "actor", "command", "event", "state", "%", "attempts", "cid"],
         &rows,
     )
     .into_iter();
@@ -192,6 +216,16 @@ mod tests {
         // The attempts column: completed of the most after the event (auditor25).
         assert_eq!(column(&lines[4], "1/3"), column(&lines[0], "attempts"), "{lines:#?}");
         assert!(lines[1].ends_with(" -"), "{lines:#?}");
+        // The cid column, last (auditor59 L1).
+        let mut with_cid = entries.clone();
+        with_cid[1]["cid"] = json!("01a2-cid");
+        let lines = timeline(&with_cid);
+        assert!(lines[4].ends_with(" 01a2-cid"), "{lines:#?}");
+        assert_eq!(column(&lines[4], "01a2-cid"), column(&lines[0], " cid").map(|c| c + 1));
+        assert_eq!(
+            summary("a1", 2, &with_cid[1]),
+            "agenda a1: 2 events; now EXECUTING / x, 5.0%, attempts 1/3"
+        );
     }
 
     /// A client's text with line breaks cannot print a line that passes for a row or a

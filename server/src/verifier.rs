@@ -8,8 +8,8 @@
 //!
 //! It reads as `pop verify` does (the embedded file through a read-only connection, PostgreSQL
 //! in one read-only snapshot) and takes no lock. Each run reads the whole log: on the
-//! embedded store about a second of CPU per 500,000 events, on both cores; hence hourly by
-//! default. The witness is read before the log, so the log read holds the witnessed
+//! embedded store about 1.5 s of both cores per million events (`pop verify`'s rate in
+//! BENCHMARKS.md); hence hourly by default. The witness is read before the log, so the log read holds the witnessed
 //! checkpoint (the sealer stores a checkpoint before it witnesses it).
 
 use std::path::PathBuf;

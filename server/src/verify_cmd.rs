@@ -181,6 +181,13 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
     print_report(report, &note, span, snapshot, key_note)
 }
 
+/// What an operator does once `pop verify` found the log changed outside pop.
+const AFTER_TAMPERED: &str = "What to do: keep a copy of the data directory (or a dump of the \
+    database) as it is now, before anything else writes to it; `pop log --stream <stream>` shows \
+    the events around the position named; then restore the store from a backup or an export \
+    taken before the change (`pop import` into a new store verifies it whole), and find who \
+    could write to the store's files or database.";
+
 /// At most this many of SQLite's problems with the file are said.
 const FILE_PROBLEMS: u32 = 5;
 
@@ -361,7 +368,8 @@ fn print_report(
                  {b}{key_note}"
             )));
         }
-        return Err(not_intact(format!("TAMPERED: {b}{key_note}")));
+        // What to do, as the damaged-file and unsealed refusals say it (auditor59 L3).
+        return Err(not_intact(format!("TAMPERED: {b}{key_note}\n{AFTER_TAMPERED}")));
     }
     println!(
         "checked {} events, {} streams, {} deleted streams",

@@ -441,6 +441,11 @@ async fn a_subscriber_sees_expand_cancel_and_rerun_and_pop_progress_agrees() {
         "{stdout}"
     );
     assert!(stdout.contains("service:acme-worker"), "the expand's actor: {stdout}");
+    // A first line says what the agenda is now; each row carries its cid (auditor59 L1).
+    let first = stdout.lines().next().unwrap_or_default();
+    assert!(first.starts_with(&format!("agenda {id}: ")), "{stdout}");
+    assert!(first.contains(" events; now WAITING / "), "rerun after its cancel: {stdout}");
+    assert!(stdout.lines().nth(1).is_some_and(|h| h.trim_end().ends_with("cid")), "{stdout}");
     let out = pop.cli(&["audit", &id, "--json", "--token", ACME]).await;
     let entries: Value = serde_json::from_slice(&out.stdout).expect("pop audit --json prints JSON");
     assert_eq!(entries[0]["type"], "AgendaSubmitted", "{entries:#}");

@@ -44,6 +44,8 @@ fn pop_verify_passes_an_intact_store_and_names_the_first_break() {
     assert!(!out.status.success(), "a tampered store passed");
     let expected = format!("TAMPERED: stream {name:?} version {version} position {position}");
     assert!(stderr.contains(&expected), "want {expected:?} in:\n{stderr}");
+    // And what to do (auditor59 L3).
+    assert!(stderr.contains("What to do: keep a copy of the data directory"), "{stderr}");
     // Only the break is reported: the walks stopped there, so their counts would be partial
     // (they printed "0 streams" and "no signed checkpoint covers the log" before).
     let stdout = String::from_utf8_lossy(&out.stdout);
