@@ -759,7 +759,7 @@ pub struct ServeArgs {
     /// does it (digests, chains, heads, tombstones, signed checkpoints against this server's
     /// key and witness), off the request path; the outcome on /metrics (`pop_verify_broken`,
     /// `pop_verify_checkpoint_seq`, `pop_verify_last_intact_timestamp_seconds`) and a break
-    /// as an ERROR. The first runs within 10 s of the start. Each reads the whole log (on the
+    /// as an ERROR. The first runs within a minute of the start. Each reads the whole log (on the
     /// embedded store about 1.5 s of both cores per million events). 0: never.
     #[arg(long, env = "POP_VERIFY_EVERY", default_value_t = crate::verifier::VERIFY_EVERY.as_secs(), value_name = "SECONDS")]
     pub verify_every: u64,
