@@ -38,6 +38,10 @@ pub struct Answers {
 impl Answers {
     fn counter(&self, principal: &str) -> Option<Arc<AtomicUsize>> {
         let mut map = self.per_principal.lock().ok()?;
+        // Asked by every request: its name is copied only the first time.
+        if let Some(counter) = map.get(principal) {
+            return Some(Arc::clone(counter));
+        }
         // Principals are bounded by the token file (`MAX_TOKENS`), so is the map.
         Some(Arc::clone(map.entry(principal.to_string()).or_default()))
     }
