@@ -69,6 +69,18 @@ impl Answers {
         }
         Ok(Some(Held { counter, bytes }))
     }
+
+    /// [`Answers::hold`] for the answer of a write, which happened whatever the share: held
+    /// past it rather than refused, since a BUSY would tell the client that nothing was done
+    /// and its retry would do it again.
+    pub fn hold_written(&self, principal: &str, bytes: usize) -> Option<Held> {
+        if bytes < LARGE_ANSWER_BYTES {
+            return None;
+        }
+        let counter = self.counter(principal)?;
+        counter.fetch_add(bytes, Ordering::Relaxed);
+        Some(Held { counter, bytes })
+    }
 }
 
 fn busy(principal: &str, held: usize) -> AppError {
@@ -143,7 +155,10 @@ mod tests {
         let held: Vec<_> =
             (0..4).map(|_| answers.hold("evil", 16 << 20).unwrap().expect("large")).collect();
         assert_eq!(answers.hold("evil", LARGE_ANSWER_BYTES).unwrap_err().code, Code::Busy);
-        drop(held);
+        // A write's answer is held past the share, never refused.
+        let written = answers.hold_written("evil", 16 << 20).expect("large");
+        assert_eq!(answers.check("evil").unwrap_err().code, Code::Busy);
+        drop((held, written));
         assert!(answers.hold("evil", 16 << 20).unwrap().is_some());
     }
 }

@@ -237,6 +237,15 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
         Some(Unfit::Refused(error)) => return error_response(StatusCode::BAD_REQUEST, error, &cid),
         None => {}
     }
+    // Whether a document holds a mutation: its answer says what was done, so it is never
+    // refused for the principal's share of large answers.
+    let writes = batch.iter_mut().any(|r| {
+        r.parsed_query().is_ok_and(|d| {
+            d.operations
+                .iter()
+                .any(|(_, op)| op.node.ty == async_graphql::parser::types::OperationType::Mutation)
+        })
+    });
     let deadline = config.request_deadline;
     let budget = Arc::new(
         Budget::new(config.max_complexity, config.max_response_bytes).with_deadline(deadline),
@@ -295,6 +304,7 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
     // A large answer holds its bytes against the principal's share while it is sent.
     let held = match state.answers().hold(&principal.name, bytes.len()) {
         Ok(held) => held,
+        Err(_) if writes => state.answers().hold_written(&principal.name, bytes.len()),
         Err(error) => return error_response(StatusCode::TOO_MANY_REQUESTS, error, &cid),
     };
     let mut response = crate::answers::json(StatusCode::OK, bytes, held);

@@ -1831,7 +1831,24 @@ async fn large_answers_not_read_hold_their_principals_share_and_no_more() {
     // Another principal is answered meanwhile.
     let data = server.ok(GLOBEX, "{ me { name } }", json!({})).await;
     assert!(data["me"]["name"].is_string(), "{data:#}");
-    // The connections gone, the share is free again.
+    // A write's large answer is given whatever the share: a BUSY would say nothing was done,
+    // and the client's retry would do it again. Six submits echoing 0.9 MB each.
+    let blob = "y".repeat(900_000);
+    let submits: Vec<String> = (0..6)
+        .map(|i| {
+            format!(
+                "s{i}: submitAgenda(agenda: {{id: \"w-{i}\", customerId: \"acme\", \
+                 operations: [{{name: \"only\", type: \"ffmpeg\", payload: {{blob: $b}}}}]}}) \
+                 {{ agenda {{ operations {{ payload }} }} }}"
+            )
+        })
+        .collect();
+    let mutation = format!("mutation($b: String!) {{ {} }}", submits.join(" "));
+    let (status, len, body) =
+        post_raw(&server, ACME, &json!({"query": mutation, "variables": {"b": blob}})).await;
+    assert_eq!(status, 200, "{body:#.300}");
+    assert!(body.get("errors").is_none(), "{body:#.300}");
+    assert!(len > 5_000_000, "the write's whole answer: {len} bytes");
     drop(unread);
     let deadline = Instant::now() + std::time::Duration::from_secs(30);
     loop {

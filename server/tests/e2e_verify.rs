@@ -12,6 +12,26 @@ use std::time::{Duration, Instant};
 
 use support::{Pop, WAIT, pop_command};
 
+/// Edits the data of an agenda stream's event at version 1 (a byte more: a space before a
+/// quote) in the embedded store of `data`, outside pop; its position and stream.
+fn change_a_byte_of_an_agendas_event(data: &std::path::Path) -> (i64, String) {
+    let conn = rusqlite::Connection::open(data.join("pop.db")).unwrap();
+    let (position, name): (i64, String) = conn
+        .query_row(
+            "SELECT e.position, s.name FROM events e JOIN streams s ON s.id = e.stream_id \
+             WHERE s.name LIKE 'agenda-%' AND e.version = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    conn.execute(
+        "UPDATE events SET data = CAST(replace(CAST(data AS TEXT), '\"', ' \"') AS BLOB) WHERE position = ?1",
+        [position],
+    )
+    .unwrap();
+    (position, name)
+}
+
 #[test]
 fn pop_verify_passes_an_intact_store_and_names_the_first_break() {
     let dir = tempfile::tempdir().unwrap();
@@ -24,21 +44,8 @@ fn pop_verify_passes_an_intact_store_and_names_the_first_break() {
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("intact"), "{stdout}");
 
-    let conn = rusqlite::Connection::open(data.join("pop.db")).unwrap();
-    let (position, name, version): (i64, String, i64) = conn
-        .query_row(
-            "SELECT e.position, s.name, e.version FROM events e JOIN streams s ON s.id = e.stream_id \
-             WHERE s.name LIKE 'agenda-%' AND e.version = 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .unwrap();
-    conn.execute(
-        "UPDATE events SET data = CAST(replace(CAST(data AS TEXT), '\"', ' \"') AS BLOB) WHERE position = ?1",
-        [position],
-    )
-    .unwrap();
-    drop(conn);
+    let (position, name) = change_a_byte_of_an_agendas_event(&data);
+    let version = 1;
     let out = pop_command().args(["verify", "--data-dir"]).arg(&data).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a tampered store passed");
@@ -451,21 +458,7 @@ async fn pop_serve_verifies_the_log_and_says_so_on_metrics() {
     assert!(page.contains("pop_verify_runs_total{outcome=\"intact\"}"), "{page}");
 
     // One byte of a sealed event's data changed under the running server.
-    let conn = rusqlite::Connection::open(data.join("pop.db")).unwrap();
-    let (position, name): (i64, String) = conn
-        .query_row(
-            "SELECT e.position, s.name FROM events e JOIN streams s ON s.id = e.stream_id \
-             WHERE s.name LIKE 'agenda-%' AND e.version = 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    conn.execute(
-        "UPDATE events SET data = CAST(replace(CAST(data AS TEXT), '\"', ' \"') AS BLOB) WHERE position = ?1",
-        [position],
-    )
-    .unwrap();
-    drop(conn);
+    let (position, name) = change_a_byte_of_an_agendas_event(&data);
     let page = metrics_until(&pop, &log, |p| gauge(p, "pop_verify_broken") == Some(1.0)).await;
     assert!(page.contains("pop_verify_runs_total{outcome=\"broken\"}"), "{page}");
     // The last intact run's time stays what it was.

@@ -502,6 +502,8 @@ pub(crate) async fn dispatch(
 ) -> Response {
     let started = std::time::Instant::now();
     let mut cid = request_cid(&headers);
+    // A write's answer says what was done: never refused for the share of large answers.
+    let writes = !matches!(method, Method::GET | Method::HEAD);
     let mut found = Found { route: "unrouted", principal: None };
     let (served, waited) =
         pop_app::measuring_waits(serve(&state, method, &uri, &headers, body, &cid, &mut found))
@@ -522,6 +524,10 @@ pub(crate) async fn dispatch(
             AppError::new(Code::Internal, format!("the answer did not serialise: {e}"))
         })?;
         let held = match &principal {
+            Some(name) if writes => match state.answers().hold(name, bytes.len()) {
+                Ok(held) => held,
+                Err(_) => state.answers().hold_written(name, bytes.len()),
+            },
             Some(name) => state.answers().hold(name, bytes.len())?,
             None => None,
         };
