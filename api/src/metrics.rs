@@ -208,7 +208,7 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
     (
         VERIFY_RUNS,
         Kind::Counter,
-        "Verifications of the whole log this server ran (--verify-every), by outcome: intact, broken (the log does not verify: the log names where; run pop verify), failed (the store could not be read to the end; tried again next time).",
+        "Verifications of the whole log this server ran (--verify-every), by outcome: intact, broken (the log does not verify: the log names where; run pop verify), not_verified (this server's key signed none of the checkpoints: a key rotation not yet handed over, which its next seal does), failed (the store could not be read to the end; tried again next time).",
     ),
     (
         VERIFY_BROKEN,
@@ -224,7 +224,7 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
     (
         VERIFY_INTACT_TIMESTAMP,
         Kind::Gauge,
-        "When this server's last verification that found the log intact ended, in seconds since the epoch: alert when it is older than a few --verify-every.",
+        "When this server's last verification that found the log intact ended, in seconds since the epoch (0 until one did): alert when it is older than a few --verify-every.",
     ),
     (
         STORE_CLOCK_OFFSET,

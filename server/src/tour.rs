@@ -219,7 +219,7 @@ fn read_agenda(file: &Path) -> Result<Value> {
 /// read into a `Value` here it would be sent as a rounded float, which the server cannot tell
 /// from one the user meant (newcomer57 M1: `pop submit` stored 123456789012345678901234 as
 /// 1.2345678901234569e+23).
-fn refuse_wide_integer(source: &str, text: &str) -> Result<()> {
+pub(crate) fn refuse_wide_integer(source: &str, text: &str) -> Result<()> {
     match pop_api::request::refuse_wide_integer(text.as_bytes()) {
         Ok(()) => Ok(()),
         Err(e) => match e.problems.first() {

@@ -227,9 +227,11 @@ pub async fn import(args: ImportArgs) -> Result<()> {
     // `pop verify` ends on a tampered log (auditor59 M2: exit 1, as for a missing file).
     let refused = |e: TransferError| -> anyhow::Error {
         match e {
-            TransferError::Invalid { .. } => crate::verify_cmd::not_intact(format!(
-                "NOT INTACT: import refused, nothing was imported: {e}"
-            )),
+            TransferError::Invalid { .. } | TransferError::Unsigned(_) => {
+                crate::verify_cmd::not_intact(format!(
+                    "NOT INTACT: import refused, nothing was imported: {e}"
+                ))
+            }
             e => anyhow::Error::new(e).context("import refused, nothing was imported"),
         }
     };

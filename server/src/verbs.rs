@@ -641,8 +641,13 @@ pub async fn run(
     then_watch: Option<crate::watch::Watching>,
 ) -> Result<()> {
     let payload: Value = match payload {
-        Some(p) => serde_json::from_str(p)
-            .map_err(|e| anyhow::anyhow!("VALIDATION: --payload is not JSON: {e}"))?,
+        Some(p) => {
+            let value = serde_json::from_str(p)
+                .map_err(|e| anyhow::anyhow!("VALIDATION: --payload is not JSON: {e}"))?;
+            // As `pop submit` does (reaudit59 M2: kept rounded, 1e+20).
+            crate::tour::refuse_wide_integer("--payload", p)?;
+            value
+        }
         None => Value::Null,
     };
     let data = client

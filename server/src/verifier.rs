@@ -15,7 +15,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use pop_store::commitment::{CheckpointKey, Trust};
 use pop_store::verify::Verification;
 
@@ -69,6 +69,16 @@ pub fn spawn(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
     let every = every.max(Duration::from_secs(1));
+    // On /metrics from the start: an alert on the last intact run's age fires for a server
+    // whose log never verified (reaudit59 L5: the series were absent until a run was intact).
+    {
+        use pop_api::metrics::{VERIFY_BROKEN, VERIFY_INTACT_TIMESTAMP, VERIFY_RUNS};
+        metrics::gauge!(VERIFY_BROKEN).set(0.0);
+        metrics::gauge!(VERIFY_INTACT_TIMESTAMP).set(0.0);
+        for outcome in ["intact", "broken", "not_verified", "failed"] {
+            metrics::counter!(VERIFY_RUNS, "outcome" => outcome).increment(0);
+        }
+    }
     tokio::spawn(async move {
         let first = tokio::time::Instant::now() + every.min(FIRST_AFTER);
         let mut tick = tokio::time::interval_at(first, every);
@@ -90,62 +100,64 @@ async fn round(verifier: &Verifier, said: &mut Option<String>) {
         VERIFY_BROKEN, VERIFY_CHECKPOINT_SEQ, VERIFY_EVENTS, VERIFY_INTACT_TIMESTAMP, VERIFY_RUNS,
     };
     let started = Instant::now();
-    let outcome = verifier.run().await;
-    let took = started.elapsed().as_secs_f64();
-    match outcome.and_then(|report| match report.first_break {
-        None => Ok(report),
-        Some(b) => bail!(Broken(b.to_string())),
-    }) {
-        Ok(report) => {
+    let report = match verifier.run().await {
+        Ok(report) => report,
+        // The store could not be read (PostgreSQL restarting, say): no alarm, the next run
+        // tries again.
+        Err(e) => {
+            metrics::counter!(VERIFY_RUNS, "outcome" => "failed").increment(1);
+            tracing::warn!(error = %format!("{e:#}"), "verifying the log did not run to its end; the next run tries again");
+            return;
+        }
+    };
+    let seq = report.checkpoints.last.map_or(0, |(seq, _, _)| seq);
+    match (&report.first_break, &report.checkpoints.signer_not_handed_over) {
+        (None, _) => {
             metrics::counter!(VERIFY_RUNS, "outcome" => "intact").increment(1);
             metrics::gauge!(VERIFY_BROKEN).set(0.0);
             metrics::gauge!(VERIFY_EVENTS).set(report.events as f64);
-            let seq = report.checkpoints.last.map_or(0, |(seq, _, _)| seq);
             metrics::gauge!(VERIFY_CHECKPOINT_SEQ).set(seq as f64);
             metrics::gauge!(VERIFY_INTACT_TIMESTAMP).set(chrono::Utc::now().timestamp() as f64);
             if said.take().is_some() {
                 tracing::info!(events = report.events, checkpoint = seq, "the log verifies again");
             }
-            tracing::debug!(
-                events = report.events,
-                checkpoint = seq,
-                seconds = took,
-                "the log verifies"
-            );
+            let seconds = started.elapsed().as_secs_f64();
+            tracing::debug!(events = report.events, checkpoint = seq, seconds, "the log verifies");
         }
-        Err(e) => match e.downcast_ref::<Broken>() {
-            Some(Broken(at)) => {
-                metrics::counter!(VERIFY_RUNS, "outcome" => "broken").increment(1);
-                metrics::gauge!(VERIFY_BROKEN).set(1.0);
-                if said.as_deref() != Some(at.as_str()) {
-                    tracing::error!(
-                        r#break = %at,
-                        "TAMPERED: the log does not verify (this server's periodic check, \
-                         --verify-every): keep a copy of the data directory or a dump of the \
-                         database before anything else, then run `pop verify` for the whole \
-                         report; restore from a backup or an export once the cause is known"
-                    );
-                    *said = Some(at.clone());
-                }
+        // This server's key signed none of the checkpoints: a key rotation whose handover the
+        // next seal records, not a log changed outside pop (reaudit59 M1: the planned rotation
+        // of the README paged TAMPERED until the next write). Not verified, said as
+        // `pop verify` says it; the last intact run stays what it was.
+        (Some(b), Some(key)) => {
+            metrics::counter!(VERIFY_RUNS, "outcome" => "not_verified").increment(1);
+            metrics::gauge!(VERIFY_BROKEN).set(0.0);
+            let why = format!("not verified with key {key}: {b}");
+            if said.as_deref() != Some(why.as_str()) {
+                tracing::warn!(
+                    key = %key,
+                    found = %b,
+                    "NOT VERIFIED: this server's checkpoint key signed none of the log's \
+                     checkpoints; in a planned key rotation (--checkpoint-previous-key) its next \
+                     seal hands the log over to it and the next run verifies; otherwise this is \
+                     another store's key"
+                );
+                *said = Some(why);
             }
-            // The store could not be read (PostgreSQL restarting, say): no alarm, the next
-            // run tries again.
-            None => {
-                metrics::counter!(VERIFY_RUNS, "outcome" => "failed").increment(1);
-                tracing::warn!(error = %format!("{e:#}"), "verifying the log did not run to its end; the next run tries again");
+        }
+        (Some(b), None) => {
+            metrics::counter!(VERIFY_RUNS, "outcome" => "broken").increment(1);
+            metrics::gauge!(VERIFY_BROKEN).set(1.0);
+            let at = b.to_string();
+            if said.as_deref() != Some(at.as_str()) {
+                tracing::error!(
+                    r#break = %at,
+                    "TAMPERED: the log does not verify (this server's periodic check, \
+                     --verify-every): keep a copy of the data directory or a dump of the \
+                     database before anything else, then run `pop verify` for the whole \
+                     report; restore from a backup or an export once the cause is known"
+                );
+                *said = Some(at);
             }
-        },
+        }
     }
 }
-
-/// A break the walk found (as opposed to a walk that could not run).
-#[derive(Debug)]
-struct Broken(String);
-
-impl std::fmt::Display for Broken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Broken {}

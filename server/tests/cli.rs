@@ -456,6 +456,12 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     let refused = pop(&server, &["gql", mutation, "--variables", variables]);
     assert_eq!(refused.code, 1, "{}", ctx(&refused));
     assert!(refused.stderr.contains("a.operations[0].payload.n"), "{}", ctx(&refused));
+    // And in `pop run --payload` (reaudit59 M2: kept rounded); refused before any template is
+    // looked up.
+    let refused =
+        pop(&server, &["run", "any-template", "--payload", r#"{"n": 99999999999999999999}"#]);
+    assert_eq!(refused.code, 1, "{}", ctx(&refused));
+    assert!(refused.stderr.contains("VALIDATION: --payload: n:"), "{}", ctx(&refused));
     // POP's createAgenda body, a list, is named as such (newcomer57 L6).
     let list = dir.path().join("list.json");
     std::fs::write(&list, r#"{"agendas": [{"customerId": "acme", "operations": []}]}"#).unwrap();

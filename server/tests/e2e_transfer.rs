@@ -260,6 +260,28 @@ fn an_export_of_a_tampered_log_ends_as_verify_does() {
     assert!(!file.exists(), "an --out file was left");
     let verify = run(&["verify"], &[("--data-dir", &src)]);
     assert_eq!(verify.status.code(), Some(4), "{verify:?}");
+    // A file whose checkpoint line was edited or cut away is not intact either (reaudit59
+    // L4: exit 1, "error:", as for a file that could not be read).
+    let (_, file, _) = exported(&dir.path().join("second"));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let (last, body) = lines.split_last().unwrap();
+    let edited =
+        last.replacen("\"events\":", "\"events\": ", 1).replacen("\"seq\":1", "\"seq\":2", 1);
+    for (name, content) in [
+        ("checkpoint-edited.jsonl", format!("{}\n{edited}\n", body.join("\n"))),
+        ("checkpoint-cut.jsonl", format!("{}\n", body.join("\n"))),
+    ] {
+        let bad = dir.path().join(name);
+        std::fs::write(&bad, content).unwrap();
+        let out = run(
+            &["import", bad.to_str().unwrap()],
+            &[("--data-dir", &dir.path().join(name).with_extension("d"))],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{name}: {stderr}");
+        assert!(stderr.contains("NOT INTACT") && stderr.contains("checkpoint"), "{name}: {stderr}");
+    }
     let missing = dir.path().join("nothing-here.jsonl");
     let out = run(&["import", missing.to_str().unwrap()], &[("--data-dir", &dir.path().join("t"))]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");

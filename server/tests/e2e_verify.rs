@@ -850,11 +850,24 @@ async fn a_checkpoint_key_is_rotated_with_the_previous_key() {
 
     let args = ["--checkpoint-every", "1", "--checkpoint-key", new.to_str().unwrap()];
     let log = dir.path().join("refused.log");
-    let pop = Pop::start_with(&data, None, &log, false, &args);
+    let mut verifying = args.to_vec();
+    verifying.extend(["--verify-every", "1"]);
+    let pop = Pop::start_with(&data, None, &log, false, &verifying);
     metrics_until(&pop, &log, |p| gauge(p, "pop_checkpoint_sealing_refused") == Some(1.0)).await;
+    // Its own verification says NOT VERIFIED, not a break (reaudit59 M1: the planned rotation
+    // paged TAMPERED until the next write).
+    let not_verified = "pop_verify_runs_total{outcome=\"not_verified\"}";
+    let page =
+        metrics_until(&pop, &log, |p| gauge(p, not_verified).is_some_and(|n| n >= 1.0)).await;
+    assert_eq!(gauge(&page, "pop_verify_broken"), Some(0.0), "{page}");
+    assert_eq!(gauge(&page, "pop_verify_runs_total{outcome=\"broken\"}"), Some(0.0), "{page}");
     stop(pop);
     let said = std::fs::read_to_string(&log).unwrap();
     assert!(said.contains("--checkpoint-previous-key"), "{said}");
+    assert!(
+        said.contains("NOT VERIFIED: this server's checkpoint key") && !said.contains("TAMPERED"),
+        "{said}"
+    );
     // Before the handover, verify with the new key is NOT VERIFIED (exit 4), not TAMPERED
     // (newcomer57 L2: an operator mid-rotation was paged as for a forgery).
     let out = pop_command()

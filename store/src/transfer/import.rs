@@ -228,7 +228,7 @@ impl<R: BufRead> ExportReader<R> {
         line: &str,
         key: Option<VerifyingKey>,
     ) -> Result<(), TransferError> {
-        let bad = |m: String| TransferError::File(format!("does not end with its checkpoint: {m}"));
+        let bad = TransferError::Unsigned;
         let parsed: Line<'_> =
             serde_json::from_str(line).map_err(|e| bad(format!("the last line: {e}")))?;
         let (Some("checkpoint"), Some(body), Some(signature)) =
@@ -572,7 +572,7 @@ pub(super) fn is_blank(line: &[u8]) -> bool {
 
 /// The error of a file that ends before its checkpoint line.
 pub(super) fn ends_early() -> TransferError {
-    TransferError::File("ends before its checkpoint (the last line was cut or edited)".into())
+    TransferError::Unsigned("it ends before it (the last line was cut or edited)".into())
 }
 
 fn walker_break(walker: Option<Walker>) -> String {

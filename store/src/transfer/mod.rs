@@ -79,6 +79,11 @@ pub enum TransferError {
     Invalid { line: u64, message: String },
     #[error("the file {0}")]
     File(String),
+    /// The file's last line is not the checkpoint its lines end with, or its signature does
+    /// not hold: cut, edited or forged, as a line that does not verify is (reaudit59 L4: said
+    /// as a file that could not be read).
+    #[error("the file does not end with its checkpoint: {0}")]
+    Unsigned(String),
     #[error("the target store is not empty ({0}): import only into an empty store")]
     NotEmpty(String),
     #[error("the source log does not verify, not exported: {0} (run `pop verify`)")]
