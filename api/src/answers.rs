@@ -1,13 +1,21 @@
-//! Large answers in flight, per principal: an HTTP answer (GraphQL or REST) of at least
-//! [`LARGE_ANSWER_BYTES`] holds its bytes against its principal's share,
-//! [`MAX_ANSWER_BYTES_IN_FLIGHT`], from when it is built until its body has been handed to
-//! the connection (or the connection is gone); past the share a request is answered BUSY
-//! (`Retry-After`), before any work when the share is already taken, else in place of its
-//! large answer. The expensive-request permits count query cost, not bytes (hostile59 H1: one
-//! user token asking 300 times at once for the 15 MB of payloads its own agendas hold, and
-//! not reading the answers, took the server from 0.7 to 3 GB, and eight such requests in a
-//! loop held another customer's reads at 2.3 s). One answer always fits while none is in
-//! flight, so a principal is never refused its only request.
+//! Answers in flight, per customer: an HTTP read (GraphQL or REST) takes a ticket for its
+//! answer before it resolves anything, holding an estimate of it (the size of its customer's
+//! last answer to a read); any answer, once built, holds its real bytes (when at least
+//! [`LARGE_ANSWER_BYTES`]) until the connection has taken its last part. A write's ticket
+//! holds no estimate and is never refused: its answer is small but for claims of large
+//! agendas, and a worker's report must not wait for a dashboard's reads. What a customer's
+//! tokens hold together is bounded by [`MAX_ANSWER_BYTES_IN_FLIGHT`]: past it a request is
+//! answered BUSY (`Retry-After`) before it does any work, or, for a read, instead of an answer
+//! that would pass it. A write's answer is held past it, never refused (a BUSY would say nothing
+//! was done, and the client's retry would do it again). One answer always fits while nothing
+//! else is held, so a customer is never refused its only request.
+//!
+//! Why (hostile59 H1, reprobe59): the expensive-request permits count query cost, not bytes;
+//! one user token asking 300 times at once for 15 MB of its own payloads and not reading the
+//! answers took the server from 0.7 to 3 GB; refused only once built, the same requests then
+//! cost a second of CPU each and held another customer's reads at seconds; answers under the
+//! first 1 MiB threshold, 1,000 times unread, took 0.7 GB; and each token of a customer had a
+//! share of its own.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,94 +24,144 @@ use std::sync::{Arc, Mutex};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
-use pop_app::{AppError, Code};
+use pop_app::{AppError, Code, Principal};
+use pop_projections::Visibility;
 
-/// An answer at least this long holds its bytes against its principal's share.
-pub const LARGE_ANSWER_BYTES: usize = 1 << 20;
+/// An answer at least this long holds its bytes until it is sent; a shorter one is written
+/// whole at once.
+pub const LARGE_ANSWER_BYTES: usize = 64 << 10;
 
-/// The bytes of large answers one principal may have built and not yet sent: four answers of
-/// the largest size (`MAX_RESPONSE_BYTES`, 16 MiB).
+/// The bytes of answers one customer's tokens may have built or be building and not yet
+/// sent: four answers of the largest size (`MAX_RESPONSE_BYTES`, 16 MiB).
 pub const MAX_ANSWER_BYTES_IN_FLIGHT: usize = 64 << 20;
 
 /// How much of a held answer is handed to the connection at a time: the next part only once
 /// the connection took the last, so an answer its client does not read keeps holding.
 const PART_BYTES: usize = 64 << 10;
 
-/// Each principal's large answers in flight.
+/// Whose share a principal's answers count against: its customers together (every token of
+/// a customer shares one), and an admin of every customer its own.
+pub fn owner(principal: &Principal) -> String {
+    match &principal.customers {
+        Visibility::Customers(ids) => {
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            format!("customer {}", ids.join(", "))
+        }
+        Visibility::All => format!("principal {}", principal.name),
+    }
+}
+
+/// Each owner's answers in flight.
 #[derive(Debug, Default)]
 pub struct Answers {
-    per_principal: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+    shares: Mutex<HashMap<String, Arc<Share>>>,
+}
+
+#[derive(Debug, Default)]
+struct Share {
+    /// Bytes held: tickets' estimates and answers being sent.
+    held: AtomicUsize,
+    /// The size of the owner's last large answer: the estimate of the next.
+    last: AtomicUsize,
 }
 
 impl Answers {
-    fn counter(&self, principal: &str) -> Option<Arc<AtomicUsize>> {
-        let mut map = self.per_principal.lock().ok()?;
-        // Asked by every request: its name is copied only the first time.
-        if let Some(counter) = map.get(principal) {
-            return Some(Arc::clone(counter));
+    fn share(&self, owner: &str) -> Option<Arc<Share>> {
+        let mut map = self.shares.lock().ok()?;
+        // Asked by every request: the owner's name is copied only the first time.
+        if let Some(share) = map.get(owner) {
+            return Some(Arc::clone(share));
         }
-        // Principals are bounded by the token file (`MAX_TOKENS`), so is the map.
-        Some(Arc::clone(map.entry(principal.to_string()).or_default()))
+        // Owners are bounded by the token file (`MAX_TOKENS`), so is the map.
+        Some(Arc::clone(map.entry(owner.to_string()).or_default()))
     }
 
-    /// BUSY when `principal`'s large answers in flight already take its whole share: asked
-    /// before a request does any work.
-    pub fn check(&self, principal: &str) -> Result<(), AppError> {
-        let Some(counter) = self.counter(principal) else { return Ok(()) };
-        let held = counter.load(Ordering::Relaxed);
-        if held >= MAX_ANSWER_BYTES_IN_FLIGHT { Err(busy(principal, held)) } else { Ok(()) }
-    }
-
-    /// Holds the `bytes` of an answer to `principal` while it is sent: `None` for a small
-    /// one, BUSY when it would take the principal past its share (one always fits while none
-    /// is in flight).
-    pub fn hold(&self, principal: &str, bytes: usize) -> Result<Option<Held>, AppError> {
-        if bytes < LARGE_ANSWER_BYTES {
-            return Ok(None);
+    /// The ticket of a request of `owner` ([`owner`]), taken before any work: a read's holds
+    /// the estimate of its answer (the owner's last answer to a read) until [`Ticket::hold`]
+    /// or its drop, BUSY when the estimate would take the owner past its share while
+    /// something else is held; a `write`'s holds nothing and is never refused.
+    pub fn start(&self, owner: &str, write: bool) -> Result<Ticket, AppError> {
+        let Some(share) = self.share(owner) else {
+            return Ok(Ticket { share: None, bytes: 0, owner: String::new() });
+        };
+        if write {
+            return Ok(Ticket { share: Some(share), bytes: 0, owner: owner.to_string() });
         }
-        let Some(counter) = self.counter(principal) else { return Ok(None) };
-        let taken = counter.fetch_add(bytes, Ordering::Relaxed);
-        if taken > 0 && taken.saturating_add(bytes) > MAX_ANSWER_BYTES_IN_FLIGHT {
-            counter.fetch_sub(bytes, Ordering::Relaxed);
-            return Err(busy(principal, taken));
+        // The last read's answer, small ones included: a customer whose reads are small again
+        // runs many at once again.
+        let estimate = share.last.load(Ordering::Relaxed);
+        let before = share.held.fetch_add(estimate, Ordering::Relaxed);
+        if before > 0 && before.saturating_add(estimate) > MAX_ANSWER_BYTES_IN_FLIGHT {
+            share.held.fetch_sub(estimate, Ordering::Relaxed);
+            return Err(busy(owner, before));
         }
-        Ok(Some(Held { counter, bytes }))
-    }
-
-    /// [`Answers::hold`] for the answer of a write, which happened whatever the share: held
-    /// past it rather than refused, since a BUSY would tell the client that nothing was done
-    /// and its retry would do it again.
-    pub fn hold_written(&self, principal: &str, bytes: usize) -> Option<Held> {
-        if bytes < LARGE_ANSWER_BYTES {
-            return None;
-        }
-        let counter = self.counter(principal)?;
-        counter.fetch_add(bytes, Ordering::Relaxed);
-        Some(Held { counter, bytes })
+        Ok(Ticket { share: Some(share), bytes: estimate, owner: owner.to_string() })
     }
 }
 
-fn busy(principal: &str, held: usize) -> AppError {
+/// A request's place in its owner's share ([`Answers::start`]); released when dropped.
+#[derive(Debug)]
+pub struct Ticket {
+    share: Option<Arc<Share>>,
+    bytes: usize,
+    owner: String,
+}
+
+impl Ticket {
+    /// The built answer of `bytes` in place of the estimate: `None` for a short one (written
+    /// at once), else held until it is sent; for a read BUSY when it takes the owner past its
+    /// share while something else is held, a `written` answer never.
+    pub fn hold(mut self, bytes: usize, written: bool) -> Result<Option<Held>, AppError> {
+        let Some(share) = self.share.take() else { return Ok(None) };
+        let estimate = std::mem::take(&mut self.bytes);
+        if !written {
+            share.last.store(bytes, Ordering::Relaxed);
+        }
+        if bytes < LARGE_ANSWER_BYTES {
+            share.held.fetch_sub(estimate, Ordering::Relaxed);
+            return Ok(None);
+        }
+        let after = share.held.fetch_add(bytes, Ordering::Relaxed).saturating_add(bytes);
+        share.held.fetch_sub(estimate, Ordering::Relaxed);
+        let now = after.saturating_sub(estimate);
+        let others = now.saturating_sub(bytes);
+        if !written && others > 0 && now > MAX_ANSWER_BYTES_IN_FLIGHT {
+            share.held.fetch_sub(bytes, Ordering::Relaxed);
+            return Err(busy(&self.owner, others));
+        }
+        Ok(Some(Held { share, bytes }))
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if let Some(share) = &self.share {
+            share.held.fetch_sub(self.bytes, Ordering::Relaxed);
+        }
+    }
+}
+
+fn busy(owner: &str, held: usize) -> AppError {
     AppError::new(
         Code::Busy,
         format!(
-            "{principal:?} has {held} bytes of large answers being sent and may have at most \
-             {MAX_ANSWER_BYTES_IN_FLIGHT} (answers of {LARGE_ANSWER_BYTES} bytes or more count): \
-             read those first, or ask for less at once (`first`, fewer fields), then retry"
+            "the answers of {owner} take {held} bytes, built or not yet read by their \
+             connections, and may take at most {MAX_ANSWER_BYTES_IN_FLIGHT}: read those first, \
+             or ask for less at once (`first`, fewer fields), then retry"
         ),
     )
 }
 
-/// An answer's bytes held against its principal's share until dropped.
+/// An answer's bytes held against its owner's share until dropped.
 #[derive(Debug)]
 pub struct Held {
-    counter: Arc<AtomicUsize>,
+    share: Arc<Share>,
     bytes: usize,
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.counter.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.share.held.fetch_sub(self.bytes, Ordering::Relaxed);
     }
 }
 
@@ -140,25 +198,61 @@ pub fn json(status: StatusCode, bytes: Vec<u8>, held: Option<Held>) -> Response 
 mod tests {
     use super::*;
 
+    const MIB: usize = 1 << 20;
+
     #[test]
-    fn a_principal_holds_at_most_its_share_and_one_answer_always_fits() {
+    fn an_owner_holds_at_most_its_share_and_one_answer_always_fits() {
         let answers = Answers::default();
-        assert!(answers.hold("evil", LARGE_ANSWER_BYTES - 1).unwrap().is_none());
-        let huge = answers.hold("evil", MAX_ANSWER_BYTES_IN_FLIGHT * 2).unwrap();
+        // A short answer holds nothing once built.
+        let short =
+            answers.start("evil", false).unwrap().hold(LARGE_ANSWER_BYTES - 1, false).unwrap();
+        assert!(short.is_none());
+        let huge =
+            answers.start("evil", false).unwrap().hold(2 * MAX_ANSWER_BYTES_IN_FLIGHT, false);
+        let huge = huge.unwrap();
         assert!(huge.is_some(), "the only answer fits whatever its size");
-        assert_eq!(answers.check("evil").unwrap_err().code, Code::Busy);
-        assert_eq!(answers.hold("evil", LARGE_ANSWER_BYTES).unwrap_err().code, Code::Busy);
-        // Another principal is not touched.
-        assert!(answers.check("acme").is_ok());
+        assert_eq!(answers.start("evil", false).unwrap_err().code, Code::Busy);
+        // Another owner is not touched.
+        assert!(answers.start("acme", false).is_ok());
         drop(huge);
-        assert!(answers.check("evil").is_ok());
-        let held: Vec<_> =
-            (0..4).map(|_| answers.hold("evil", 16 << 20).unwrap().expect("large")).collect();
-        assert_eq!(answers.hold("evil", LARGE_ANSWER_BYTES).unwrap_err().code, Code::Busy);
-        // A write's answer is held past the share, never refused.
-        let written = answers.hold_written("evil", 16 << 20).expect("large");
-        assert_eq!(answers.check("evil").unwrap_err().code, Code::Busy);
-        drop((held, written));
-        assert!(answers.hold("evil", 16 << 20).unwrap().is_some());
+        // Refused before any work once the estimate (the last answer's size) does not fit.
+        let held: Vec<_> = (0..4)
+            .map(|_| {
+                answers.start("evil", false).unwrap().hold(16 * MIB, false).unwrap().expect("large")
+            })
+            .collect();
+        assert_eq!(answers.start("evil", false).unwrap_err().code, Code::Busy);
+        drop(held);
+        // Tickets of reads still being built count too: a burst stops at the share.
+        let tickets: Vec<_> = (0..4).map(|_| answers.start("evil", false).unwrap()).collect();
+        assert_eq!(answers.start("evil", false).unwrap_err().code, Code::Busy);
+        drop(tickets);
+        assert_eq!(answers.shares.lock().unwrap()["evil"].held.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_reads_answer_past_the_share_is_refused_and_a_writes_is_held() {
+        let answers = Answers::default();
+        let last = |answers: &Answers| Arc::clone(&answers.shares.lock().unwrap()["evil"]);
+        let three: Vec<_> = (0..3)
+            .map(|_| {
+                answers.start("evil", false).unwrap().hold(20 * MIB, false).unwrap().expect("large")
+            })
+            .collect();
+        // The estimate (the last answer, 20 MiB) does not fit beside 60 MiB: refused up front.
+        assert_eq!(answers.start("evil", false).unwrap_err().code, Code::Busy);
+        drop(three);
+        // An answer larger than its ticket's estimate: refused for a read, held for a write.
+        let first = answers.start("evil", false).unwrap().hold(60 * MIB, false).unwrap();
+        last(&answers).last.store(0, Ordering::Relaxed);
+        let read = answers.start("evil", false).unwrap();
+        assert_eq!(read.hold(10 * MIB, false).unwrap_err().code, Code::Busy);
+        last(&answers).last.store(0, Ordering::Relaxed);
+        let written = answers.start("evil", true).unwrap().hold(10 * MIB, true).unwrap();
+        assert!(written.is_some());
+        // A write's ticket is never refused, whatever is held.
+        assert!(answers.start("evil", true).is_ok());
+        drop((first, written));
+        assert_eq!(last(&answers).held.load(Ordering::Relaxed), 0);
     }
 }

@@ -148,10 +148,6 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
     let Some(principal) = header_principal(&state, &headers) else {
         return error_response(StatusCode::UNAUTHORIZED, AppError::unauthenticated(), &cid);
     };
-    // Its large answers not yet sent take its whole share: refused before any work.
-    if let Err(error) = state.answers().check(&principal.name) {
-        return error_response(StatusCode::TOO_MANY_REQUESTS, error, &cid);
-    }
     let arrived = match read_body_of(&state, &principal, &headers, body).await {
         Ok(b) => b,
         Err(e) => return error_response(e.status, e.error, &cid),
@@ -246,6 +242,13 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
                 .any(|(_, op)| op.node.ty == async_graphql::parser::types::OperationType::Mutation)
         })
     });
+    // A read of a customer whose answers in flight take its whole share is refused before it
+    // resolves anything; the ticket is held (dropped on every early return) until the answer
+    // is built.
+    let ticket = match state.answers().start(&crate::answers::owner(&principal), writes) {
+        Ok(ticket) => ticket,
+        Err(error) => return error_response(StatusCode::TOO_MANY_REQUESTS, error, &cid),
+    };
     let deadline = config.request_deadline;
     let budget = Arc::new(
         Budget::new(config.max_complexity, config.max_response_bytes).with_deadline(deadline),
@@ -302,9 +305,8 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
         }
     };
     // A large answer holds its bytes against the principal's share while it is sent.
-    let held = match state.answers().hold(&principal.name, bytes.len()) {
+    let held = match ticket.hold(bytes.len(), writes) {
         Ok(held) => held,
-        Err(_) if writes => state.answers().hold_written(&principal.name, bytes.len()),
         Err(error) => return error_response(StatusCode::TOO_MANY_REQUESTS, error, &cid),
     };
     let mut response = crate::answers::json(StatusCode::OK, bytes, held);

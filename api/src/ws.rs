@@ -104,6 +104,10 @@ pub const OUTBOUND_BUFFER: usize = 64;
 /// held.
 pub const MAX_QUEUED_BYTES: usize = 4 << 20;
 
+/// A message at most this long (a `complete`, an `error`, a `pong`) is a control message:
+/// it fits beside one message larger than [`MAX_QUEUED_BYTES`].
+const CONTROL_BYTES: usize = 1024;
+
 /// Longest one write to the socket may take. A client that stops reading would otherwise
 /// hold its connection, its operations and their buffers forever.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -202,6 +206,9 @@ impl Default for WsLimits {
 struct QueuedBytes {
     held: AtomicUsize,
     limit: usize,
+    /// The size of the one message held that is larger than the bound (sent because nothing
+    /// else was held), 0 when none: the control messages after it still fit.
+    oversized: AtomicUsize,
     process: Arc<QueuedTotals>,
     overflowed: AtomicBool,
     overflow: Notify,
@@ -212,6 +219,7 @@ impl QueuedBytes {
         Arc::new(QueuedBytes {
             held: AtomicUsize::new(0),
             limit: limit.max(1),
+            oversized: AtomicUsize::new(0),
             process,
             overflowed: AtomicBool::new(false),
             overflow: Notify::new(),
@@ -222,7 +230,16 @@ impl QueuedBytes {
     /// close) when that would pass the bound while something else is held.
     fn reserve(self: &Arc<Self>, bytes: usize) -> Option<Reserved> {
         let before = self.held.fetch_add(bytes, Ordering::AcqRel);
-        if before > 0 && before.saturating_add(bytes) > self.limit {
+        // A control message (a `complete`, an `error`, a `pong`) fits beside one message
+        // larger than the bound, and beside as many others as the queue holds (reprobe59 L2:
+        // the `complete` after an answer over 4 MiB was refused, and the connection closed
+        // 1013 for a client that read at full speed, every time it asked again).
+        let limit = if bytes <= CONTROL_BYTES {
+            self.limit.max(self.oversized.load(Ordering::Acquire)) + CONTROL_BYTES * OUTBOUND_BUFFER
+        } else {
+            self.limit
+        };
+        if before > 0 && before.saturating_add(bytes) > limit {
             self.held.fetch_sub(bytes, Ordering::AcqRel);
             self.overflowed.store(true, Ordering::Release);
             self.overflow.notify_one();
@@ -230,7 +247,11 @@ impl QueuedBytes {
         }
         let now = self.process.held.fetch_add(bytes, Ordering::AcqRel) + bytes;
         self.process.peak.fetch_max(now, Ordering::AcqRel);
-        Some(Reserved { queue: Arc::clone(self), bytes })
+        let oversized = before == 0 && bytes > self.limit;
+        if oversized {
+            self.oversized.store(bytes, Ordering::Release);
+        }
+        Some(Reserved { queue: Arc::clone(self), bytes, oversized })
     }
 
     /// Resolves once a reservation did not fit.
@@ -250,10 +271,15 @@ impl QueuedBytes {
 struct Reserved {
     queue: Arc<QueuedBytes>,
     bytes: usize,
+    /// The one message larger than the bound ([`QueuedBytes::oversized`]).
+    oversized: bool,
 }
 
 impl Drop for Reserved {
     fn drop(&mut self) {
+        if self.oversized {
+            self.queue.oversized.store(0, Ordering::Release);
+        }
         self.queue.held.fetch_sub(self.bytes, Ordering::AcqRel);
         self.queue.process.held.fetch_sub(self.bytes, Ordering::AcqRel);
     }
@@ -936,6 +962,19 @@ fn request(mut payload: Map<String, Value>) -> Result<Request, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_control_messages_after_one_message_over_the_bound_fit() {
+        let held = QueuedBytes::new(10_000, Arc::default());
+        let big = held.reserve(50_000).expect("one message over the bound, nothing else held");
+        let complete = held.reserve(40).expect("its complete fits beside it");
+        assert!(held.reserve(2_000).is_none(), "a data message does not");
+        drop((big, complete));
+        let ordinary = held.reserve(9_000).expect("within the bound");
+        assert!(held.reserve(40).is_some(), "a control message fits within the bound");
+        assert!(held.reserve(2_000).is_none(), "past the bound, a data message does not fit");
+        drop(ordinary);
+    }
 
     fn reason(text: &str) -> String {
         match ClientMessage::parse(text.as_bytes()) {

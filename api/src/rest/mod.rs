@@ -504,11 +504,11 @@ pub(crate) async fn dispatch(
     let mut cid = request_cid(&headers);
     // A write's answer says what was done: never refused for the share of large answers.
     let writes = !matches!(method, Method::GET | Method::HEAD);
-    let mut found = Found { route: "unrouted", principal: None };
+    let mut found = Found { route: "unrouted", ticket: None };
     let (served, waited) =
         pop_app::measuring_waits(serve(&state, method, &uri, &headers, body, &cid, &mut found))
             .await;
-    let (route, principal) = (found.route, found.principal);
+    let (route, ticket) = (found.route, found.ticket);
     // A large answer holds its bytes against the principal's share while it is sent
     // (`crate::answers`); past it, BUSY instead.
     let served = served.and_then(|mut reply| {
@@ -523,12 +523,8 @@ pub(crate) async fn dispatch(
         let bytes = serde_json::to_vec(&reply.body).map_err(|e| {
             AppError::new(Code::Internal, format!("the answer did not serialise: {e}"))
         })?;
-        let held = match &principal {
-            Some(name) if writes => match state.answers().hold(name, bytes.len()) {
-                Ok(held) => held,
-                Err(_) => state.answers().hold_written(name, bytes.len()),
-            },
-            Some(name) => state.answers().hold(name, bytes.len())?,
+        let held = match ticket {
+            Some(ticket) => ticket.hold(bytes.len(), writes)?,
             None => None,
         };
         Ok((reply, bytes, held))
@@ -565,10 +561,11 @@ pub(crate) async fn dispatch(
 }
 
 /// What [`serve`] found of a request, for its answer and metrics: the route's path (a
-/// template, `unrouted` when none matched) and the caller's principal.
+/// template, `unrouted` when none matched) and its place in its customer's share of answers
+/// in flight ([`crate::answers`]).
 struct Found {
     route: &'static str,
-    principal: Option<String>,
+    ticket: Option<crate::answers::Ticket>,
 }
 
 async fn serve(
@@ -612,9 +609,9 @@ async fn serve(
     let Some(principal) = header_principal(state, headers) else {
         return Err(AppError::unauthenticated().into());
     };
-    // Its large answers not yet sent take its whole share: refused before any work.
-    state.answers().check(&principal.name)?;
-    found.principal = Some(principal.name.clone());
+    // Its customer's answers in flight take its whole share: refused before any work.
+    let write = !matches!(method, Method::GET | Method::HEAD);
+    found.ticket = Some(state.answers().start(&crate::answers::owner(&principal), write)?);
     let params = query_params(uri)?;
     let body = if method == Method::POST || method == Method::PUT {
         let arrived = read_body_of(state, &principal, headers, body)
