@@ -35,6 +35,12 @@ pub const LARGE_ANSWER_BYTES: usize = 64 << 10;
 /// sent: four answers of the largest size (`MAX_RESPONSE_BYTES`, 16 MiB).
 pub const MAX_ANSWER_BYTES_IN_FLIGHT: usize = 64 << 20;
 
+/// A read whose estimate is at least this long builds its answer only while no other such read
+/// of its customer does: building one takes a core for up to a second (reprobe59b M1: HEADs in a
+/// loop, whose answers are dropped at once and so never fill the share, built 15 MB each on
+/// both cores and held another customer's reads at 4 s).
+pub const LARGE_BUILD_BYTES: usize = 1 << 20;
+
 /// How much of a held answer is handed to the connection at a time: the next part only once
 /// the connection took the last, so an answer its client does not read keeps holding.
 const PART_BYTES: usize = 64 << 10;
@@ -61,8 +67,10 @@ pub struct Answers {
 struct Share {
     /// Bytes held: tickets' estimates and answers being sent.
     held: AtomicUsize,
-    /// The size of the owner's last large answer: the estimate of the next.
+    /// The size of the owner's last answer to a read: the estimate of the next.
     last: AtomicUsize,
+    /// Reads of the owner building an answer estimated at [`LARGE_BUILD_BYTES`] or more.
+    building: AtomicUsize,
 }
 
 impl Answers {
@@ -82,10 +90,11 @@ impl Answers {
     /// something else is held; a `write`'s holds nothing and is never refused.
     pub fn start(&self, owner: &str, write: bool) -> Result<Ticket, AppError> {
         let Some(share) = self.share(owner) else {
-            return Ok(Ticket { share: None, bytes: 0, owner: String::new() });
+            return Ok(Ticket { share: None, bytes: 0, owner: String::new(), building: false });
         };
         if write {
-            return Ok(Ticket { share: Some(share), bytes: 0, owner: owner.to_string() });
+            let owner = owner.to_string();
+            return Ok(Ticket { share: Some(share), bytes: 0, owner, building: false });
         }
         // The last read's answer, small ones included: a customer whose reads are small again
         // runs many at once again.
@@ -95,7 +104,20 @@ impl Answers {
             share.held.fetch_sub(estimate, Ordering::Relaxed);
             return Err(busy(owner, before));
         }
-        Ok(Ticket { share: Some(share), bytes: estimate, owner: owner.to_string() })
+        let building = estimate >= LARGE_BUILD_BYTES;
+        if building && share.building.fetch_add(1, Ordering::AcqRel) >= 1 {
+            share.building.fetch_sub(1, Ordering::AcqRel);
+            share.held.fetch_sub(estimate, Ordering::Relaxed);
+            return Err(AppError::new(
+                Code::Busy,
+                format!(
+                    "{owner} already has a large answer being built (its last read answered \
+                     {estimate} bytes): one at a time, so that other customers keep a core; \
+                     retry when it has answered, or ask for less (`first`, fewer fields)"
+                ),
+            ));
+        }
+        Ok(Ticket { share: Some(share), bytes: estimate, owner: owner.to_string(), building })
     }
 }
 
@@ -105,6 +127,8 @@ pub struct Ticket {
     share: Option<Arc<Share>>,
     bytes: usize,
     owner: String,
+    /// It holds its owner's turn at building a large answer.
+    building: bool,
 }
 
 impl Ticket {
@@ -114,6 +138,9 @@ impl Ticket {
     pub fn hold(mut self, bytes: usize, written: bool) -> Result<Option<Held>, AppError> {
         let Some(share) = self.share.take() else { return Ok(None) };
         let estimate = std::mem::take(&mut self.bytes);
+        if std::mem::take(&mut self.building) {
+            share.building.fetch_sub(1, Ordering::AcqRel);
+        }
         if !written {
             share.last.store(bytes, Ordering::Relaxed);
         }
@@ -137,6 +164,9 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         if let Some(share) = &self.share {
             share.held.fetch_sub(self.bytes, Ordering::Relaxed);
+            if self.building {
+                share.building.fetch_sub(1, Ordering::AcqRel);
+            }
         }
     }
 }
@@ -223,9 +253,14 @@ mod tests {
             .collect();
         assert_eq!(answers.start("evil", false).unwrap_err().code, Code::Busy);
         drop(held);
-        // Tickets of reads still being built count too: a burst stops at the share.
-        let tickets: Vec<_> = (0..4).map(|_| answers.start("evil", false).unwrap()).collect();
-        assert_eq!(answers.start("evil", false).unwrap_err().code, Code::Busy);
+        // A read estimated large is built only while no other of its owner is: a burst stops
+        // at one, and the next is built once it answered.
+        let building = answers.start("evil", false).unwrap();
+        let refused = answers.start("evil", false).unwrap_err();
+        assert!(refused.message.contains("large answer being built"), "{refused:?}");
+        assert!(answers.start("acme", false).is_ok(), "another owner builds meanwhile");
+        drop(building.hold(16 * MIB, false).unwrap());
+        let tickets = answers.start("evil", false).unwrap();
         drop(tickets);
         assert_eq!(answers.shares.lock().unwrap()["evil"].held.load(Ordering::Relaxed), 0);
     }

@@ -233,19 +233,33 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
         Some(Unfit::Refused(error)) => return error_response(StatusCode::BAD_REQUEST, error, &cid),
         None => {}
     }
-    // Whether a document holds a mutation: its answer says what was done, so it is never
-    // refused for the principal's share of large answers.
-    let writes = batch.iter_mut().any(|r| {
-        r.parsed_query().is_ok_and(|d| {
-            d.operations
-                .iter()
-                .any(|(_, op)| op.node.ty == async_graphql::parser::types::OperationType::Mutation)
-        })
-    });
+    // What the operations that run are (the one `operationName` picks, or the only one; each
+    // of a batch): a body that reads anything takes a read's ticket, checked against its
+    // customer's share before it resolves anything; an answer that says what a mutation did
+    // is held past the share rather than refused. (reprobe59b H1: a read with a mutation
+    // beside it that never ran, in its document or its batch, passed as a write.)
+    let (mut reads, mut writes) = (false, false);
+    for request in batch.iter_mut() {
+        let name = request.operation_name.clone();
+        let Ok(document) = request.parsed_query() else {
+            reads = true;
+            continue;
+        };
+        let mut operations = document.operations.iter();
+        let picked = match (&name, operations.len()) {
+            (Some(name), _) => operations.find(|(n, _)| n.is_some_and(|n| n.as_str() == name)),
+            (None, 1) => operations.next(),
+            (None, _) => None,
+        };
+        match picked.map(|(_, op)| op.node.ty) {
+            Some(async_graphql::parser::types::OperationType::Mutation) => writes = true,
+            _ => reads = true,
+        }
+    }
     // A read of a customer whose answers in flight take its whole share is refused before it
     // resolves anything; the ticket is held (dropped on every early return) until the answer
     // is built.
-    let ticket = match state.answers().start(&crate::answers::owner(&principal), writes) {
+    let ticket = match state.answers().start(&crate::answers::owner(&principal), !reads) {
         Ok(ticket) => ticket,
         Err(error) => return error_response(StatusCode::TOO_MANY_REQUESTS, error, &cid),
     };

@@ -1840,6 +1840,26 @@ async fn large_answers_not_read_hold_their_principals_share_and_no_more() {
         "{body:#.300}"
     );
     eprintln!("figure: a refused read of a full share answered in {:?}", started.elapsed());
+    // A read beside a mutation that does not run, in its document or its batch, is a read
+    // (reprobe59b H1: it passed as a write, and 150 of them held 2.7 GB).
+    let beside = json!({"query": "query B { agendas(first: 50) { items { id operations { payload } } } } \
+        mutation A { __typename }", "operationName": "B"});
+    let batch = json!([{"query": "mutation A { __typename }"},
+        {"query": "{ agendas(first: 50) { items { id operations { payload } } } }"}]);
+    for body in [beside, batch] {
+        let (status, _, answer) = post_raw(&server, ACME, &body).await;
+        assert_eq!(status, 429, "{body}: {answer:#.300}");
+    }
+    // POP's summary POST is a read too (reprobe59b H2).
+    let resp = server
+        .http
+        .post(format!("{}/pop/progress/agenda/service", server.base))
+        .bearer_auth(ACME)
+        .json(&json!({"linkId": "big"}))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(resp.status().as_u16(), 429, "the summary POST of a full share");
     // Another customer is answered meanwhile.
     let data = server.ok(GLOBEX, "{ me { name } }", json!({})).await;
     assert!(data["me"]["name"].is_string(), "{data:#}");

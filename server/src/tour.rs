@@ -13,8 +13,8 @@ use crate::output::{self, out};
 
 /// What `pop progress --json` shows: the whole AgendaProgress, outputs and diagnostics included.
 const JSON_FIELDS: &str = "id agendaId customerId title linkId externalId processingState \
-    processingStateMessage percentComplete attemptsCompleted maximumAttempts retryDue startedTime \
-    completedTime params diagnosticEvents { message payload } \
+    processingStateMessage percentComplete attemptsCompleted maximumAttempts retryDue retryDueTime \
+    startedTime completedTime params diagnosticEvents { message payload } \
     operationProgress { operation processingState processingStateMessage percentComplete \
     attemptCount resultPayload diagnosticEvents { message payload } }";
 
@@ -389,6 +389,15 @@ fn as_of_time(text: &str) -> Result<String> {
 /// An AgendaProgress as text: its headline, one line per operation, and for each failed
 /// operation (and a failed agenda) its last diagnostic.
 fn print_progress(p: &Value) {
+    // When (ops3am16: a failure read as final while its retry was due; reaudit59 L5: "after
+    // the backoff" on a server that runs no retry process).
+    let retry = match (p["retryDue"].as_bool(), p["retryDueTime"].as_str()) {
+        (Some(true), Some(at)) => format!("  retry due at {at}"),
+        (Some(true), None) => {
+            "  retry due (this server runs no retry process: it runs where one does)".to_string()
+        }
+        _ => String::new(),
+    };
     out!(
         "{} ({})  {} / {}  {:.1}%  attempts {}/{}{}",
         output::one_line(output::text(p, "id")),
@@ -400,8 +409,7 @@ fn print_progress(p: &Value) {
         p["percentComplete"].as_f64().unwrap_or(0.0),
         p["attemptsCompleted"],
         p["maximumAttempts"],
-        // (ops3am16: a failure read as final while its retry was due.)
-        if p["retryDue"] == Value::Bool(true) { "  retry due after the backoff" } else { "" }
+        retry
     );
     for op in p["operationProgress"].as_array().into_iter().flatten() {
         let word = output::outcome(op);

@@ -28,7 +28,7 @@ pub struct Watching {
 
 /// The AgendaProgress fields `watch` and `progress` show.
 pub const PROGRESS_FIELDS: &str = "id agendaId customerId title linkId processingState \
-    processingStateMessage percentComplete attemptsCompleted maximumAttempts retryDue \
+    processingStateMessage percentComplete attemptsCompleted maximumAttempts retryDue retryDueTime \
     diagnosticEvents { message } \
     operationProgress { operation processingState processingStateMessage percentComplete \
     attemptCount diagnosticEvents { message } }";

@@ -722,7 +722,7 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
     let progress = pop(&server, &["progress", &retry_id]);
     // (It may already be retried: the retry process runs every second without backoff.)
     if progress.stdout.contains("COMPLETE / failed") {
-        assert!(progress.stdout.contains("retry due after the backoff"), "{}", ctx(&progress));
+        assert!(progress.stdout.contains("retry due at "), "{}", ctx(&progress));
     }
     execute("succeeded");
     let watched = finish(watcher, &["watch", "(through a retry)"]);
@@ -859,7 +859,7 @@ fn a_watch_of_a_failed_attempt_with_its_retry_due_exits_5() {
         assert!(watched.stderr.contains(&said), "{said}: {}", ctx(&watched));
     }
     let progress = pop(&server, &["progress", &id]);
-    assert!(progress.stdout.contains("attempts 1/3  retry due"), "{}", ctx(&progress));
+    assert!(progress.stdout.contains("attempts 1/3  retry due at 20"), "{}", ctx(&progress));
     // The list says it too (newcomer55 L1: a plain `failed` there invited a manual rerun).
     let listed = pop(&server, &["agendas"]);
     let row = listed.stdout.lines().find(|l| l.starts_with(&id)).unwrap_or_default().to_string();
