@@ -41,6 +41,12 @@ pub const MAX_ANSWER_BYTES_IN_FLIGHT: usize = 64 << 20;
 /// both cores and held another customer's reads at 4 s).
 pub const LARGE_BUILD_BYTES: usize = 1 << 20;
 
+/// Longest a read waits for its customer's turn at building a large answer before it is
+/// BUSY: a small read right after a large one waits for the one before it (reprobe59c L: a
+/// dashboard's ten reads after one large read were refused at once), and the reads that wait
+/// hold their estimates, so the share bounds how many wait.
+pub const TURN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How much of a held answer is handed to the connection at a time: the next part only once
 /// the connection took the last, so an answer its client does not read keeps holding.
 const PART_BYTES: usize = 64 << 10;
@@ -63,14 +69,25 @@ pub struct Answers {
     shares: Mutex<HashMap<String, Arc<Share>>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Share {
     /// Bytes held: tickets' estimates and answers being sent.
     held: AtomicUsize,
     /// The size of the owner's last answer to a read: the estimate of the next.
     last: AtomicUsize,
-    /// Reads of the owner building an answer estimated at [`LARGE_BUILD_BYTES`] or more.
-    building: AtomicUsize,
+    /// The turn at building an answer estimated at [`LARGE_BUILD_BYTES`] or more: one read
+    /// of the owner at a time; the others wait for it (at most [`TURN_WAIT`]).
+    turn: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Share {
+    fn default() -> Share {
+        Share {
+            held: AtomicUsize::new(0),
+            last: AtomicUsize::new(0),
+            turn: Arc::new(tokio::sync::Semaphore::new(1)),
+        }
+    }
 }
 
 impl Answers {
@@ -88,13 +105,13 @@ impl Answers {
     /// the estimate of its answer (the owner's last answer to a read) until [`Ticket::hold`]
     /// or its drop, BUSY when the estimate would take the owner past its share while
     /// something else is held; a `write`'s holds nothing and is never refused.
-    pub fn start(&self, owner: &str, write: bool) -> Result<Ticket, AppError> {
+    pub async fn start(&self, owner: &str, write: bool) -> Result<Ticket, AppError> {
         let Some(share) = self.share(owner) else {
-            return Ok(Ticket { share: None, bytes: 0, owner: String::new(), building: false });
+            return Ok(Ticket { share: None, bytes: 0, owner: String::new(), turn: None });
         };
         if write {
             let owner = owner.to_string();
-            return Ok(Ticket { share: Some(share), bytes: 0, owner, building: false });
+            return Ok(Ticket { share: Some(share), bytes: 0, owner, turn: None });
         }
         // The last read's answer, small ones included: a customer whose reads are small again
         // runs many at once again.
@@ -104,20 +121,39 @@ impl Answers {
             share.held.fetch_sub(estimate, Ordering::Relaxed);
             return Err(busy(owner, before));
         }
-        let building = estimate >= LARGE_BUILD_BYTES;
-        if building && share.building.fetch_add(1, Ordering::AcqRel) >= 1 {
-            share.building.fetch_sub(1, Ordering::AcqRel);
-            share.held.fetch_sub(estimate, Ordering::Relaxed);
-            return Err(AppError::new(
-                Code::Busy,
-                format!(
-                    "{owner} already has a large answer being built (its last read answered \
-                     {estimate} bytes): one at a time, so that other customers keep a core; \
-                     retry when it has answered, or ask for less (`first`, fewer fields)"
-                ),
-            ));
+        // Made before waiting, so a request given up while it waits gives its estimate back.
+        let turn = Arc::clone(&share.turn);
+        let mut ticket =
+            Ticket { share: Some(share), bytes: estimate, owner: owner.to_string(), turn: None };
+        if estimate >= LARGE_BUILD_BYTES {
+            match tokio::time::timeout(TURN_WAIT, turn.acquire_owned()).await {
+                Ok(Ok(permit)) => ticket.turn = Some(permit),
+                _ => {
+                    return Err(AppError::new(
+                        Code::Busy,
+                        format!(
+                            "{owner} has another large answer being built (its last read \
+                             answered {estimate} bytes), and this one waited {} s for its turn: \
+                             one at a time, so that other customers keep a core; retry, or ask \
+                             for less (`first`, fewer fields)",
+                            TURN_WAIT.as_secs()
+                        ),
+                    ));
+                }
+            }
         }
-        Ok(Ticket { share: Some(share), bytes: estimate, owner: owner.to_string(), building })
+        Ok(ticket)
+    }
+
+    /// Holds the `bytes` of a write's answer built outside a ticket (the writes of a batch
+    /// whose reads were refused): `None` for a short one.
+    pub fn hold_written(&self, owner: &str, bytes: usize) -> Option<Held> {
+        if bytes < LARGE_ANSWER_BYTES {
+            return None;
+        }
+        let share = self.share(owner)?;
+        share.held.fetch_add(bytes, Ordering::Relaxed);
+        Some(Held { share, bytes })
     }
 }
 
@@ -127,8 +163,8 @@ pub struct Ticket {
     share: Option<Arc<Share>>,
     bytes: usize,
     owner: String,
-    /// It holds its owner's turn at building a large answer.
-    building: bool,
+    /// Its owner's turn at building a large answer, while it builds one.
+    turn: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Ticket {
@@ -138,9 +174,7 @@ impl Ticket {
     pub fn hold(mut self, bytes: usize, written: bool) -> Result<Option<Held>, AppError> {
         let Some(share) = self.share.take() else { return Ok(None) };
         let estimate = std::mem::take(&mut self.bytes);
-        if std::mem::take(&mut self.building) {
-            share.building.fetch_sub(1, Ordering::AcqRel);
-        }
+        self.turn = None;
         if !written {
             share.last.store(bytes, Ordering::Relaxed);
         }
@@ -164,9 +198,6 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         if let Some(share) = &self.share {
             share.held.fetch_sub(self.bytes, Ordering::Relaxed);
-            if self.building {
-                share.building.fetch_sub(1, Ordering::AcqRel);
-            }
         }
     }
 }
@@ -230,64 +261,78 @@ mod tests {
 
     const MIB: usize = 1 << 20;
 
-    #[test]
-    fn an_owner_holds_at_most_its_share_and_one_answer_always_fits() {
+    #[tokio::test]
+    async fn an_owner_holds_at_most_its_share_and_one_answer_always_fits() {
         let answers = Answers::default();
         // A short answer holds nothing once built.
-        let short =
-            answers.start("evil", false).unwrap().hold(LARGE_ANSWER_BYTES - 1, false).unwrap();
+        let short = answers
+            .start("evil", false)
+            .await
+            .unwrap()
+            .hold(LARGE_ANSWER_BYTES - 1, false)
+            .unwrap();
         assert!(short.is_none());
         let huge =
-            answers.start("evil", false).unwrap().hold(2 * MAX_ANSWER_BYTES_IN_FLIGHT, false);
+            answers.start("evil", false).await.unwrap().hold(2 * MAX_ANSWER_BYTES_IN_FLIGHT, false);
         let huge = huge.unwrap();
         assert!(huge.is_some(), "the only answer fits whatever its size");
-        assert_eq!(answers.start("evil", false).unwrap_err().code, Code::Busy);
+        assert_eq!(answers.start("evil", false).await.unwrap_err().code, Code::Busy);
         // Another owner is not touched.
-        assert!(answers.start("acme", false).is_ok());
+        assert!(answers.start("acme", false).await.is_ok());
         drop(huge);
         // Refused before any work once the estimate (the last answer's size) does not fit.
-        let held: Vec<_> = (0..4)
-            .map(|_| {
-                answers.start("evil", false).unwrap().hold(16 * MIB, false).unwrap().expect("large")
-            })
-            .collect();
-        assert_eq!(answers.start("evil", false).unwrap_err().code, Code::Busy);
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            let ticket = answers.start("evil", false).await.unwrap();
+            held.push(ticket.hold(16 * MIB, false).unwrap().expect("large"));
+        }
+        assert_eq!(answers.start("evil", false).await.unwrap_err().code, Code::Busy);
         drop(held);
-        // A read estimated large is built only while no other of its owner is: a burst stops
-        // at one, and the next is built once it answered.
-        let building = answers.start("evil", false).unwrap();
-        let refused = answers.start("evil", false).unwrap_err();
-        assert!(refused.message.contains("large answer being built"), "{refused:?}");
-        assert!(answers.start("acme", false).is_ok(), "another owner builds meanwhile");
+        // A read estimated large is built only while no other of its owner is: the next waits
+        // for its turn (2 s), then is BUSY.
+        let building = answers.start("evil", false).await.unwrap();
+        let refused = answers.start("evil", false).await.unwrap_err();
+        assert!(refused.message.contains("waited 2 s for its turn"), "{refused:?}");
+        assert!(answers.start("acme", false).await.is_ok(), "another owner builds meanwhile");
         drop(building.hold(16 * MIB, false).unwrap());
-        let tickets = answers.start("evil", false).unwrap();
+        let tickets = answers.start("evil", false).await.unwrap();
         drop(tickets);
         assert_eq!(answers.shares.lock().unwrap()["evil"].held.load(Ordering::Relaxed), 0);
     }
 
-    #[test]
-    fn a_reads_answer_past_the_share_is_refused_and_a_writes_is_held() {
+    #[tokio::test]
+    async fn a_reads_answer_past_the_share_is_refused_and_a_writes_is_held() {
         let answers = Answers::default();
         let last = |answers: &Answers| Arc::clone(&answers.shares.lock().unwrap()["evil"]);
-        let three: Vec<_> = (0..3)
-            .map(|_| {
-                answers.start("evil", false).unwrap().hold(20 * MIB, false).unwrap().expect("large")
-            })
-            .collect();
+        let mut three = Vec::new();
+        for _ in 0..3 {
+            let ticket = answers.start("evil", false).await.unwrap();
+            three.push(ticket.hold(20 * MIB, false).unwrap().expect("large"));
+        }
         // The estimate (the last answer, 20 MiB) does not fit beside 60 MiB: refused up front.
-        assert_eq!(answers.start("evil", false).unwrap_err().code, Code::Busy);
+        assert_eq!(answers.start("evil", false).await.unwrap_err().code, Code::Busy);
         drop(three);
         // An answer larger than its ticket's estimate: refused for a read, held for a write.
-        let first = answers.start("evil", false).unwrap().hold(60 * MIB, false).unwrap();
+        let first = answers.start("evil", false).await.unwrap().hold(60 * MIB, false).unwrap();
         last(&answers).last.store(0, Ordering::Relaxed);
-        let read = answers.start("evil", false).unwrap();
+        let read = answers.start("evil", false).await.unwrap();
         assert_eq!(read.hold(10 * MIB, false).unwrap_err().code, Code::Busy);
         last(&answers).last.store(0, Ordering::Relaxed);
-        let written = answers.start("evil", true).unwrap().hold(10 * MIB, true).unwrap();
+        let written = answers.start("evil", true).await.unwrap().hold(10 * MIB, true).unwrap();
         assert!(written.is_some());
         // A write's ticket is never refused, whatever is held.
-        assert!(answers.start("evil", true).is_ok());
+        assert!(answers.start("evil", true).await.is_ok());
         drop((first, written));
         assert_eq!(last(&answers).held.load(Ordering::Relaxed), 0);
+        // A read that waits for the turn gets it once the large one before it answered (a
+        // dashboard's small read right after a large one: reprobe59c L).
+        last(&answers).last.store(16 * MIB, Ordering::Relaxed);
+        let building = answers.start("evil", false).await.unwrap();
+        let release = async {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            drop(building.hold(LARGE_ANSWER_BYTES - 1, false));
+        };
+        let (waited, ()) = tokio::join!(answers.start("evil", false), release);
+        assert!(waited.is_ok(), "{waited:?}");
     }
 }

@@ -615,7 +615,8 @@ async fn serve(
     // summary were all answered).
     found.write =
         !matches!(method, Method::GET | Method::HEAD) && route.endpoint != Endpoint::Summary;
-    found.ticket = Some(state.answers().start(&crate::answers::owner(&principal), found.write)?);
+    found.ticket =
+        Some(state.answers().start(&crate::answers::owner(&principal), found.write).await?);
     let params = query_params(uri)?;
     let body = if method == Method::POST || method == Method::PUT {
         let arrived = read_body_of(state, &principal, headers, body)
