@@ -1850,6 +1850,32 @@ async fn large_answers_not_read_hold_their_principals_share_and_no_more() {
         let (status, _, answer) = post_raw(&server, ACME, &body).await;
         assert_eq!(status, 429, "{body}: {answer:#.300}");
     }
+    // And a query over the WebSocket takes the same ticket (reprobe59c M): its `error` says
+    // BUSY.
+    let mut ws = StalledWs::connect(&server, ACME).await;
+    ws.subscribe(
+        "big",
+        "{ agendas(first: 50) { items { id operations { payload } } } }",
+        json!({}),
+    )
+    .await;
+    let said = loop {
+        use futures::StreamExt;
+        let message = tokio::time::timeout(WAIT, ws.ws.next()).await.expect("the server answers");
+        match message {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))
+                if t.contains("\"error\"") =>
+            {
+                break t.to_string();
+            }
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
+                assert!(!t.contains("\"next\""), "answered past the share: {:.300}", t.as_str());
+            }
+            Some(Ok(_)) => {}
+            other => panic!("no error message: {other:?}"),
+        }
+    };
+    assert!(said.contains("BUSY") && said.contains("customer acme"), "{said}");
     // POP's summary POST is a read too (reprobe59b H2).
     let resp = server
         .http
