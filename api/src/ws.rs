@@ -663,7 +663,6 @@ impl Connection {
                 }
                 _ => None,
             },
-            ticket: std::sync::Mutex::new(None),
         };
         let stream = self.schema.execute_stream_with_session_data(request, Arc::clone(session));
         let task = tokio::spawn(operation.run(stream));
@@ -735,8 +734,6 @@ struct Operation {
     /// A query's or mutation's share of its customer's answers in flight: the state, the
     /// owner and whether it writes ([`crate::answers`]).
     share: Option<(AppState, String, bool)>,
-    /// Its ticket, from before it runs to its answer.
-    ticket: std::sync::Mutex<Option<crate::answers::Ticket>>,
 }
 
 impl Operation {
@@ -745,29 +742,19 @@ impl Operation {
     /// running a second past its deadline (a resolver that waits) is stopped with
     /// DEADLINE_EXCEEDED, as over `POST /graphql`.
     async fn run(self, stream: futures::stream::BoxStream<'static, Response>) {
-        if let Some((state, owner, write)) = &self.share {
+        let ticket = if let Some((state, owner, write)) = &self.share {
             match state.answers().start(owner, *write).await {
-                Ok(ticket) => {
-                    if let Ok(mut slot) = self.ticket.lock() {
-                        *slot = Some(ticket);
-                    }
-                }
+                Ok(ticket) => Some(ticket),
                 Err(error) => {
                     metrics::error(error.code.as_str());
-                    let errors = json!([{
-                        "message": error.message,
-                        "extensions": {"code": error.code.as_str(), "cid": self.cid},
-                    }]);
-                    let text = encode(&ServerMessage::Error {
-                        id: &self.id,
-                        payload: Errors::Json(&errors),
-                    });
-                    self.send(text, true).await;
+                    self.send_error(error.code.as_str(), &error.message).await;
                     return;
                 }
             }
-        }
-        let forwarded = AssertUnwindSafe(self.forward(stream)).catch_unwind();
+        } else {
+            None
+        };
+        let forwarded = AssertUnwindSafe(self.forward(stream, ticket)).catch_unwind();
         let forwarded = match self.bounds.as_ref().map(|(_, deadline)| *deadline) {
             Some(deadline) => {
                 match tokio::time::timeout(deadline + crate::config::DEADLINE_GRACE, forwarded)
@@ -776,15 +763,7 @@ impl Operation {
                     Ok(done) => done,
                     Err(_) => {
                         let error = crate::graphql::cost::deadline_error(deadline);
-                        let errors = json!([{
-                            "message": error.message,
-                            "extensions": {"code": error.code.as_str(), "cid": self.cid},
-                        }]);
-                        let text = encode(&ServerMessage::Error {
-                            id: &self.id,
-                            payload: Errors::Json(&errors),
-                        });
-                        self.send(text, true).await;
+                        self.send_error(error.code.as_str(), &error.message).await;
                         return;
                     }
                 }
@@ -793,17 +772,25 @@ impl Operation {
         };
         if forwarded.is_err() {
             tracing::error!(cid = self.cid, id = self.id, "a WebSocket operation panicked");
-            let errors = json!([{
-                "message": "internal error while running the operation; see the server log",
-                "extensions": {"code": ErrorCode::Internal.as_str(), "cid": self.cid},
-            }]);
-            let text =
-                encode(&ServerMessage::Error { id: &self.id, payload: Errors::Json(&errors) });
-            self.send(text, true).await;
+            let message = "internal error while running the operation; see the server log";
+            self.send_error(ErrorCode::Internal.as_str(), message).await;
         }
     }
 
-    async fn forward(&self, mut stream: futures::stream::BoxStream<'static, Response>) {
+    /// Ends the operation with one `error` message of `code`, with the connection's cid.
+    async fn send_error(&self, code: &str, message: &str) {
+        let errors = json!([{ "message": message, "extensions": {"code": code, "cid": self.cid} }]);
+        let text = encode(&ServerMessage::Error { id: &self.id, payload: Errors::Json(&errors) });
+        self.send(text, true).await;
+    }
+
+    /// `ticket`: a query's or mutation's place in its customer's share of answers in flight,
+    /// given up once its answer is built.
+    async fn forward(
+        &self,
+        mut stream: futures::stream::BoxStream<'static, Response>,
+        mut ticket: Option<crate::answers::Ticket>,
+    ) {
         let mut first = true;
         while let Some(response) = stream.next().await {
             // A query's or mutation's answer, as a POST's: one error when it ran past its
@@ -826,8 +813,7 @@ impl Operation {
             let text = encode(&ServerMessage::Next { id: &self.id, payload: &response });
             // Built: its size is the next estimate, and the turn is given back (the bytes are
             // bounded by the connection's own queue from here).
-            let ticket = self.ticket.lock().ok().and_then(|mut t| t.take());
-            if let (Some(ticket), Some((_, _, write))) = (ticket, &self.share) {
+            if let (Some(ticket), Some((_, _, write))) = (ticket.take(), &self.share) {
                 drop(ticket.hold(text.len(), *write));
             }
             // Not held while the message waits for room: the value is several times its text,
