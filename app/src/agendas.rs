@@ -434,6 +434,26 @@ impl App {
         Some(why)
     }
 
+    /// Whether `customer`'s agendas take more of the log than its quota
+    /// ([`crate::AppConfig::max_log_bytes_per_customer`]; `ProgressReport::log_quota_passed`):
+    /// its reports that move nothing are then written at most once per fifth of the lease
+    /// (reprobe58 M2: a token holding a live agenda wrote 4.5 MB of reports in 10 s past the
+    /// quota). What moves an agenda is written, so its live agendas still finish. For the
+    /// operator, a WARN line at most every 10 s.
+    pub(crate) fn past_log_quota(&self, customer: &str) -> bool {
+        let max = self.config().max_log_bytes_per_customer;
+        let bytes =
+            self.projections().read().agendas().log_bytes(&Visibility::from_ids([customer]));
+        if bytes <= max {
+            return false;
+        }
+        static PAST: SharedRepeats = SharedRepeats::new(pop_store::repeats::EVERY, 1);
+        if let Some(unsaid) = PAST.say_now() {
+            tracing::warn!(target: "pop::agendas", customer, log_bytes = bytes, quota = max, unsaid, "a customer's agendas take more of the log than its quota: its reports that change no state are written at most once per fifth of a lease until the data reaper removes some");
+        }
+        true
+    }
+
     /// QUOTA_EXCEEDED when an expansion of `adding` bytes would take `customer`'s live agendas
     /// past twice its memory quota, or its finished agendas hold more than twice their own
     /// ([`App::over_memory_quota`]'s bounds).

@@ -869,6 +869,7 @@ impl App {
             params_bytes: Some(limits.params_bytes),
             payload_bytes: Some(limits.payload_bytes),
             over_quota: None,
+            log_quota_passed: false,
         };
         // Routed by the report's `agendaId` (with its `customerId`, and the lease, to tell
         // customers apart); without one, by the AgendaProgress id among the agendas the caller
@@ -921,6 +922,7 @@ impl App {
         }
         if let Some((customer, _)) = pop_domain::agenda::key::split(&key) {
             report.over_quota = self.over_memory_quota(&customer);
+            report.log_quota_passed = self.past_log_quota(&customer);
         }
         let command = AgendaCommand::ReportProgress {
             holder: caller.principal.name.clone(),

@@ -501,3 +501,73 @@ fn a_waiting_operation_with_a_result_too_large_to_keep_is_refused_as_waiting() {
     let e = replay(&given).decide(&report("w1", 20, tight)).unwrap_err();
     assert!(e.to_string().contains("is reported WAITING with a resultPayload"), "{e}");
 }
+
+/// Past its customer's log quota a report that moves nothing (no state changes, no operation
+/// added) is not written while the lease was renewed in the last fifth of its length (reprobe58
+/// M2: a token holding one live agenda wrote 4.5 MB of heartbeats in 10 s past the quota); what
+/// moves the agenda is always written, so it finishes; below the quota every report is.
+#[test]
+fn past_the_log_quota_a_heartbeat_is_written_once_per_fifth_of_the_lease() {
+    // Claimed at 2 for 300 s: a report renews it to its time + 300.
+    let given = running_agenda(3);
+    let passed = |sent: ProgressReport| ProgressReport { log_quota_passed: true, ..sent };
+    let at = |when: i64, sent: ProgressReport| report("w1", when, sent);
+    // The first report starts the agenda and an operation: written.
+    let given = history_after(&given, vec![at(3, passed(ops(vec![executing("o0", 10.0)])))]);
+    assert_eq!(op_state(&replay(&given), "o0").0, Executing);
+    // A heartbeat a second later: nothing written, the lease as it was.
+    for sent in [
+        ops(vec![executing("o0", 20.0)]),
+        ProgressReport {
+            diagnostics: vec![DiagnosticEvent {
+                message: "still going".into(),
+                ..DiagnosticEvent::default()
+            }],
+            message: Some("Running step 2".into()),
+            ..ProgressReport::default()
+        },
+        ProgressReport { params: params(json!({"node": "n2"})), ..ProgressReport::default() },
+    ] {
+        check(&given, at(4, passed(sent.clone())), Then::Types(vec![]));
+        // Below the quota the same report is written.
+        check(&given, at(4, sent), Then::Types(vec!["AgendaProgressReported"]));
+    }
+    // An operation completing, or one starting, is written at once.
+    let done = check(
+        &given,
+        at(5, passed(ops(vec![succeeded("o0")]))),
+        Then::Types(vec!["AgendaProgressReported"]),
+    );
+    assert_eq!(op_state(&done, "o0"), (Complete, "succeeded".into()));
+    let given = history_after(
+        &given,
+        vec![
+            at(5, passed(ops(vec![succeeded("o0")]))),
+            at(6, passed(ops(vec![executing("o1", 1.0)]))),
+        ],
+    );
+    // Renewed at 6 to 306: until 66 (less than four fifths left) a heartbeat is not written,
+    // from then on it is, and renews the lease.
+    check(&given, at(65, passed(ops(vec![executing("o1", 50.0)]))), Then::Types(vec![]));
+    let renewed = check(
+        &given,
+        at(67, passed(ops(vec![executing("o1", 50.0)]))),
+        Then::Types(vec!["AgendaProgressReported"]),
+    );
+    assert_eq!(renewed.operation("o1").unwrap().percent_complete, Some(50.0));
+    assert_eq!(renewed.lease().map(|l| l.expires), Some(t(367)));
+    // The agenda's outcome is written too.
+    let state = check(
+        &given,
+        at(
+            7,
+            passed(ProgressReport {
+                state: Some(Complete),
+                message: Some("failed".into()),
+                ..ProgressReport::default()
+            }),
+        ),
+        Then::Types(vec!["AgendaProgressReported", "AgendaCompleted"]),
+    );
+    assert_eq!(state.progress().processing_state, Complete);
+}

@@ -164,6 +164,7 @@ fn command(step: &Step, now: Timestamp) -> AgendaCommand {
                 params_bytes: Some(256 << 10),
                 payload_bytes: Some(512 << 10),
                 over_quota: None,
+                log_quota_passed: false,
                 operations: ops
                     .iter()
                     .map(|o| OperationReport {

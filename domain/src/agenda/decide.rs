@@ -323,6 +323,8 @@ impl AgendaState {
         // leads to, with the same code evolve runs.
         let mut operations = self.progress.operation_progress.clone();
         let mut changes = Vec::new();
+        // Whether an operation changes state (what `log_quota_passed` always writes).
+        let mut moved = false;
         for (i, (r, index)) in report.operations.iter().zip(targets).enumerate() {
             let Some(current) = operations.get_mut(index) else { continue };
             let attempt = self.operation_diagnostics_this_attempt(&current.operation);
@@ -340,6 +342,7 @@ impl AgendaState {
                 }
             }
             if let Some(change) = change {
+                moved |= change.state != current.processing_state;
                 apply_operation_change(current, &change, now);
                 changes.push(change);
             }
@@ -384,6 +387,15 @@ impl AgendaState {
         } else {
             None
         };
+
+        if report.log_quota_passed
+            && outcome.is_none()
+            && !moved
+            && self.processing_state() == ProcessingState::Executing
+            && self.lease_renewed_within_fifth(now)
+        {
+            return Ok(Vec::new());
+        }
 
         let executing_message = match (&report.message, reported_complete) {
             (Some(m), false) if is_free_text(m) => cut_message(m, max_text),
@@ -548,6 +560,16 @@ impl AgendaState {
     /// heartbeat from the lease it was handed: a server restarted with a shorter `--lease`
     /// renewed it for less than the next heartbeat, the reclaimer took it back while the
     /// executor still ran, and the agenda ran twice (ops3am5).
+    /// Whether the lease was renewed (claimed, or by a written report) within the last fifth
+    /// of its length before `now`: a report not written then leaves it at least four fifths of
+    /// its length ahead (`ProgressReport::log_quota_passed`). False for a lease of unknown length.
+    fn lease_renewed_within_fifth(&self, now: Timestamp) -> bool {
+        let Some(lease) = &self.lease else { return false };
+        let Some(length) = lease.length_ms.filter(|l| *l > 0) else { return false };
+        let left = lease.expires.signed_duration_since(now).num_milliseconds();
+        left > length - length / 5
+    }
+
     fn renewed_until(&self, asked: Timestamp, now: Timestamp) -> Timestamp {
         // Checked: a length read from a log written elsewhere (an import) may be anything.
         let held = self
