@@ -18,7 +18,7 @@ use pop_app::reads::{AgendaFilter, PageRequest};
 use pop_app::resolve::Named;
 use pop_app::{AgendaOutcome, App, AppConfig, AppResult, Caller, Principal, Role};
 use pop_domain::agenda::{AgendaCommand, AgendaState, key};
-use pop_domain::model::{Customer, Insight, ResourcePool};
+use pop_domain::model::{AgendaTemplate, Customer, Insight, ResourcePool};
 use pop_projections::{Runner, RunnerConfig};
 use pop_store::{Commands, Durability, EventMetadata, EventStore, SqliteOptions, SqliteStore};
 use proptest::prelude::*;
@@ -788,6 +788,60 @@ async fn a_resource_pool_that_insights_or_customers_name_is_not_deleted() {
         w.app.configure::<Customer>(&admin, ConfigOp::Update(moved), None, None).await.unwrap();
     }
     delete().await.unwrap();
+}
+
+/// A customer with live agendas, or owning pools, insights or templates, is not deleted
+/// (popclient60 M1: the delete answered 200; its queued agendas were still handed out and its
+/// reruns taken while new submissions were refused). Its admin is told what holds it; once
+/// nothing does it goes, and its finished agendas stay readable history.
+#[tokio::test]
+async fn a_customer_with_live_agendas_or_what_it_owns_is_not_deleted() {
+    let w = world().await;
+    let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
+    let acme_admin = Caller::new(Principal::new("acme-admin", Role::Admin, &["acme"]), "test");
+    for id in ["one", "two"] {
+        let agenda = json!({"id": id, "customerId": "acme",
+            "operations": [{"name": "x", "type": "work", "payload": {}}]});
+        w.app.submit(&user("acme"), agenda, None, None).await.unwrap();
+    }
+    let template = json!({"id": "acme-tpl", "customerId": "acme", "title": "t",
+        "agenda": {"operations": [{"name": "x", "type": "work", "payload": {}}]}});
+    w.app
+        .configure::<AgendaTemplate>(&admin, ConfigOp::Create(template), None, None)
+        .await
+        .unwrap();
+    let delete = async |caller: &Caller| {
+        w.app.configure::<Customer>(caller, ConfigOp::Delete("acme".into()), None, None).await
+    };
+    let refused = delete(&acme_admin).await.unwrap_err();
+    assert_eq!(refused.code, pop_app::Code::Conflict, "{}", refused.message);
+    for said in [
+        "2 live agendas",
+        "1 template (acme-tpl)",
+        "1 insight (acme-work)",
+        "cancel them or let them finish",
+    ] {
+        assert!(refused.message.contains(said), "{said}: {}", refused.message);
+    }
+    assert!(!refused.message.contains("resource pool"), "{}", refused.message);
+    // Still there: its agendas are still its, a new one is still taken.
+    let agenda = json!({"id": "three", "customerId": "acme",
+        "operations": [{"name": "x", "type": "work", "payload": {}}]});
+    w.app.submit(&user("acme"), agenda, None, None).await.unwrap();
+    // Another customer's admin: not found, whatever holds it.
+    let globex_admin =
+        Caller::new(Principal::new("globex-admin", Role::Admin, &["globex"]), "test");
+    let hidden = delete(&globex_admin).await.unwrap_err();
+    assert_eq!(hidden.code, pop_app::Code::NotFound, "{}", hidden.message);
+    // Nothing holds it any more: deleted; a finished agenda does not hold it.
+    for id in ["one", "two", "three"] {
+        w.app.cancel(&user("acme"), Named::id(id), None, None).await.unwrap();
+    }
+    let tpl = ConfigOp::Delete("acme-tpl".into());
+    w.app.configure::<AgendaTemplate>(&admin, tpl, None, None).await.unwrap();
+    let insight = ConfigOp::Delete("acme-work".into());
+    w.app.configure::<Insight>(&admin, insight, None, None).await.unwrap();
+    delete(&acme_admin).await.unwrap();
 }
 
 /// An update that would hand an insight's bound agendas to another customer's workers is

@@ -414,6 +414,16 @@ impl ReadModels {
         self.customers.live()
     }
 
+    /// Every live resource pool in id order (a customer's delete asks which it owns).
+    pub fn all_resource_pools(&self) -> impl Iterator<Item = &ResourcePool> {
+        self.pools.live()
+    }
+
+    /// Every live template in id order (a customer's delete asks which it owns).
+    pub fn all_templates(&self) -> impl Iterator<Item = &AgendaTemplate> {
+        self.templates.live()
+    }
+
     /// With `insightIds` computed from the live insights.
     pub fn resource_pool(&self, id: &str) -> Option<&ResourcePool> {
         self.pools.get(id)
