@@ -14,7 +14,7 @@ use crate::output::{self, out};
 /// What `pop progress --json` shows: the whole AgendaProgress, outputs and diagnostics included.
 const JSON_FIELDS: &str = "id agendaId customerId title linkId externalId processingState \
     processingStateMessage percentComplete attemptsCompleted maximumAttempts retryDue retryDueTime \
-    startedTime completedTime params diagnosticEvents { message payload } \
+    startedTime completedTime params diagnosticEvents { message time payload } \
     operationProgress { operation processingState processingStateMessage percentComplete \
     attemptCount resultPayload diagnosticEvents { message payload } }";
 
@@ -89,6 +89,7 @@ pub async fn submit(
         (Err(e), _) => return Err(submit_error(e, &agenda)),
     };
     let r = &data["submitAgenda"];
+    warn_default_insight_unmatched(client, &agenda, &r["agenda"]).await;
     let progress_id = output::text(&r["agenda"], "progressId").to_string();
     if as_json {
         output::json(r);
@@ -115,6 +116,34 @@ pub async fn submit(
         return crate::watch::watch(client, &progress_id, Some(customer), watching).await;
     }
     Ok(())
+}
+
+/// Warns when the agenda's `params.defaultInsight` is neither the id nor the title of the
+/// insight it was bound to: it is a preference among the insights that match (DOMAIN.md §6), so
+/// one that names none of them is passed over without an error (newcomer60 M2: a misspelt or
+/// not yet created insight bound the agenda to another without a word).
+async fn warn_default_insight_unmatched(client: &Client, sent: &Value, bound: &Value) {
+    let key = pop_domain::params::keys::DEFAULT_INSIGHT;
+    let Some(wanted) = sent["params"][key].as_str().map(str::trim).filter(|w| !w.is_empty()) else {
+        return;
+    };
+    let insight = output::text(&bound["agendaInsight"], "insightId");
+    if insight.eq_ignore_ascii_case(wanted) {
+        return;
+    }
+    let title = client
+        .graphql("query($i: String!) { insight(id: $i) { title } }", json!({"i": insight}))
+        .await
+        .ok()
+        .and_then(|d| d["insight"]["title"].as_str().map(str::to_string));
+    if title.is_some_and(|t| t.trim().eq_ignore_ascii_case(wanted)) {
+        return;
+    }
+    eprintln!(
+        "WARNING: params.defaultInsight {wanted:?} is neither the id nor the title of an insight \
+         that takes this agenda: it was bound to insight {insight:?}, the oldest that matches \
+         (defaultInsight only chooses among the matching ones; `pop insights` lists them)"
+    );
 }
 
 /// Whether `e` is the server's UNAVAILABLE answer that the request was not done (its store
@@ -199,21 +228,72 @@ fn read_agenda(file: &Path) -> Result<Value> {
             file.display()
         );
     }
+    let source = file.display().to_string();
     if let Some(object) = agenda.as_object() {
-        for key in object.keys() {
-            if AGENDA_KEYS.contains(&key.as_str()) {
-                continue;
-            }
-            if let Some(near) = did_you_mean(key, AGENDA_KEYS) {
-                bail!(
-                    "VALIDATION: {}: unknown key {key:?} at the top level; did you mean {near:?}?",
-                    file.display()
-                );
-            }
+        refuse_near_keys(&source, object, AGENDA_KEYS, "at the top level")?;
+        warn_near_params(&source, object.get("params"), "params");
+        // The operations' keys too (newcomer60 M1: `"parms": {"dependsOn": …}` was dropped
+        // without a word, changing the DAG; the server ignores unknown fields for POP's
+        // clients).
+        let operations = object.get("operations").and_then(Value::as_array);
+        for (i, operation) in operations.into_iter().flatten().enumerate() {
+            let Some(operation) = operation.as_object() else { continue };
+            refuse_near_keys(&source, operation, OPERATION_KEYS, &format!("in operations[{i}]"))?;
+            warn_near_params(&source, operation.get("params"), &format!("operations[{i}].params"));
         }
     }
     Ok(agenda)
 }
+
+/// Refuses a key of `object` that is not one of `known` but close to one: a misspelling the
+/// server would ignore (unknown fields are ignored for POP's clients).
+fn refuse_near_keys(
+    source: &str,
+    object: &serde_json::Map<String, Value>,
+    known: &[&str],
+    place: &str,
+) -> Result<()> {
+    for key in object.keys() {
+        if known.contains(&key.as_str()) {
+            continue;
+        }
+        if let Some(near) = did_you_mean(key, known) {
+            bail!("VALIDATION: {source}: unknown key {key:?} {place}; did you mean {near:?}?");
+        }
+    }
+    Ok(())
+}
+
+/// Warns of a key of `params` close to one pop reads (`dependsOn`, `defaultInsight`, …) but not
+/// it: params are free, so it is kept, but pop will not read it.
+fn warn_near_params(source: &str, params: Option<&Value>, place: &str) {
+    let Some(params) = params.and_then(Value::as_object) else { return };
+    for key in params.keys() {
+        if PARAM_KEYS.contains(&key.as_str()) {
+            continue;
+        }
+        if let Some(near) = did_you_mean(key, PARAM_KEYS) {
+            eprintln!(
+                "WARNING: {source}: {place} has {key:?}, which pop does not read; did you mean \
+                 {near:?}? (kept as a param of your own)"
+            );
+        }
+    }
+}
+
+/// The keys of a POP operation.
+const OPERATION_KEYS: &[&str] = &["name", "type", "id", "payload", "params"];
+
+/// The params pop reads itself (of an agenda or an operation).
+const PARAM_KEYS: &[&str] = &[
+    pop_domain::params::keys::DO_NOT_RUN,
+    pop_domain::params::keys::MAXIMUM_ATTEMPTS,
+    pop_domain::params::keys::DEFAULT_INSIGHT,
+    pop_domain::params::keys::EXTERNAL_ID,
+    pop_domain::params::keys::PRIORITY,
+    pop_domain::params::keys::DEPENDS_ON,
+    pop_domain::params::keys::GENERATED_OPERATION_PARENT,
+];
 
 /// An integer beyond 64 bits in `text` (read from `source`), refused as the server refuses it:
 /// read into a `Value` here it would be sent as a rounded float, which the server cannot tell
@@ -389,6 +469,14 @@ fn as_of_time(text: &str) -> Result<String> {
 /// An AgendaProgress as text: its headline, one line per operation, and for each failed
 /// operation (and a failed agenda) its last diagnostic.
 fn print_progress(p: &Value) {
+    for line in progress_lines(p) {
+        out!("{line}");
+    }
+}
+
+/// [`print_progress`]'s lines.
+fn progress_lines(p: &Value) -> Vec<String> {
+    let mut lines = Vec::new();
     // When (ops3am16: a failure read as final while its retry was due; reaudit59 L5: "after
     // the backoff" on a server that runs no retry process).
     let retry = match (p["retryDue"].as_bool(), p["retryDueTime"].as_str()) {
@@ -398,7 +486,7 @@ fn print_progress(p: &Value) {
         }
         _ => String::new(),
     };
-    out!(
+    lines.push(format!(
         "{} ({})  {} / {}  {:.1}%  attempts {}/{}{}",
         output::one_line(output::text(p, "id")),
         output::one_line(output::text(p, "customerId")),
@@ -410,10 +498,10 @@ fn print_progress(p: &Value) {
         p["attemptsCompleted"],
         p["maximumAttempts"],
         retry
-    );
+    ));
     for op in p["operationProgress"].as_array().into_iter().flatten() {
         let word = output::outcome(op);
-        out!(
+        lines.push(format!(
             "  {:<24} {:<9} {:>6.1}%  {}",
             output::one_line(output::text(op, "operation")),
             output::text(op, "processingState"),
@@ -423,18 +511,30 @@ fn print_progress(p: &Value) {
             } else {
                 output::one_line(output::text(op, "processingStateMessage"))
             }
-        );
+        ));
         if word == "failed" {
             let why = output::last_diagnostic(op).unwrap_or_else(|| "(no diagnostic)".into());
-            out!("      why: {why}");
+            lines.push(format!("      why: {why}"));
         }
     }
     // The agenda's own last word, failed or not (ops3am16: a reclaim's "timed out", which used
     // up an attempt, showed only in --json); said as the last, which may be an earlier
     // attempt's (review-s41b).
+    // With its time; under an agenda that succeeded it is not why anything failed (newcomer60
+    // L5: a cancel's reason read as the last word of the rerun that then succeeded).
     if let Some(why) = output::last_diagnostic(p) {
-        out!("  the agenda's last diagnostic: {why}");
+        let last = p["diagnosticEvents"].as_array().and_then(|d| d.last());
+        let at = last.map(|d| output::text(d, "time")).filter(|t| !t.is_empty());
+        let at = at.map(|t| format!(" (at {t})")).unwrap_or_default();
+        if output::outcome(p) == "succeeded" {
+            lines.push(format!(
+                "  an earlier diagnostic of the agenda{at}, before it succeeded: {why}"
+            ));
+        } else {
+            lines.push(format!("  the agenda's last diagnostic{at}: {why}"));
+        }
     }
+    lines
 }
 
 /// Who holds a running agenda and until when (ops3am16: a dead worker's agenda looked like a
@@ -542,5 +642,67 @@ mod submit_tests {
         ] {
             assert!(!refused_for_good(&anyhow::anyhow!("{open}")), "{open}");
         }
+    }
+}
+
+#[cfg(test)]
+mod newcomer_tests {
+    use super::{progress_lines, read_agenda};
+    use serde_json::json;
+
+    fn agenda_file(dir: &tempfile::TempDir, body: &serde_json::Value) -> std::path::PathBuf {
+        let path = dir.path().join("agenda.json");
+        std::fs::write(&path, body.to_string()).unwrap();
+        path
+    }
+
+    /// A misspelt key inside an operation is named as one at the top level is (newcomer60 M1:
+    /// `"parms": {"dependsOn": …}` and `"paylod"` were dropped by the server without a word).
+    #[test]
+    fn a_misspelt_operation_key_is_named_with_the_key_it_meant() {
+        let dir = tempfile::tempdir().unwrap();
+        for (key, meant) in [("parms", "params"), ("paylod", "payload"), ("Type", "type")] {
+            let body = json!({"customerId": "acme", "operations": [
+                {"name": "a", "type": "log"},
+                {"name": "b", "type": "log", key: {"dependsOn": "a"}}]});
+            let e = read_agenda(&agenda_file(&dir, &body)).unwrap_err().to_string();
+            assert!(e.contains(&format!("unknown key {key:?} in operations[1]")), "{e}");
+            assert!(e.contains(&format!("did you mean {meant:?}")), "{e}");
+        }
+        // Keys of its own that are not near one are the server's to ignore, as before.
+        let body = json!({"customerId": "acme", "operations": [
+            {"name": "a", "type": "log", "params": {"dependOn": "x"}, "comment": "mine"}]});
+        assert!(read_agenda(&agenda_file(&dir, &body)).is_ok());
+    }
+
+    fn succeeded_after_a_cancel() -> serde_json::Value {
+        json!({"id": "p1", "customerId": "acme", "processingState": "COMPLETE",
+            "processingStateMessage": "succeeded", "percentComplete": 100.0,
+            "attemptsCompleted": 2, "maximumAttempts": 3,
+            "diagnosticEvents": [{"message": "Agenda cancelled: tour",
+                "time": "2026-12-07T10:00:00.000Z"}],
+            "operationProgress": [{"operation": "a", "processingState": "COMPLETE",
+                "processingStateMessage": "succeeded", "percentComplete": 100.0}]})
+    }
+
+    /// An agenda that succeeded after a cancel and a rerun does not show the cancel's reason
+    /// as its last word (newcomer60 L5); one that did not succeed does, with its time.
+    #[test]
+    fn a_diagnostic_under_a_succeeded_agenda_is_said_to_be_earlier() {
+        let mut p = succeeded_after_a_cancel();
+        let lines = progress_lines(&p);
+        let last = lines.last().unwrap();
+        assert_eq!(
+            last,
+            "  an earlier diagnostic of the agenda (at 2026-12-07T10:00:00.000Z), before it \
+             succeeded: Agenda cancelled: tour"
+        );
+        p["processingState"] = json!("WAITING");
+        p["processingStateMessage"] = json!("added");
+        let lines = progress_lines(&p);
+        assert_eq!(
+            lines.last().unwrap(),
+            "  the agenda's last diagnostic (at 2026-12-07T10:00:00.000Z): Agenda cancelled: tour"
+        );
     }
 }

@@ -657,7 +657,20 @@ pub async fn run(
              processingState processingStateMessage } position } }",
             json!({"t": template, "p": payload, "c": customer}),
         )
-        .await?;
+        .await
+        .map_err(|e| {
+            // The template reads a payload that was not given (newcomer60 L2: three "has no
+            // value at /movie" problems, never the flag).
+            let text = e.to_string();
+            if payload.is_null() && text.contains("pop.payload") {
+                anyhow::anyhow!(
+                    "{text}\npop: no --payload was given; this template reads one: `pop run \
+                     {template} --payload '{{…}}'`"
+                )
+            } else {
+                e
+            }
+        })?;
     let r = &data["runTemplate"];
     let progress_id = text(&r["agenda"], "progressId").to_string();
     if as_json {

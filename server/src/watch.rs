@@ -29,12 +29,15 @@ pub struct Watching {
 /// The AgendaProgress fields `watch` and `progress` show.
 pub const PROGRESS_FIELDS: &str = "id agendaId customerId title linkId processingState \
     processingStateMessage percentComplete attemptsCompleted maximumAttempts retryDue retryDueTime \
-    diagnosticEvents { message } \
+    diagnosticEvents { message time } agendaInsight { insightId } \
     operationProgress { operation processingState processingStateMessage percentComplete \
     attemptCount diagnosticEvents { message } }";
 
 /// How long `watch` keeps trying to reach a server that went away before it gives up.
 const RECONNECT_FOR: Duration = Duration::from_secs(120);
+
+/// How long an agenda may wait unclaimed under `watch` before it says what may be missing.
+const WAITING_HINT_AFTER: Duration = Duration::from_secs(15);
 
 /// Looks the agenda progress up (the id `watch` and `progress` take; of `customer` when the
 /// token sees several customers using it); NOT_FOUND with a hint when the caller sees none.
@@ -89,6 +92,9 @@ pub async fn watch(
     let mut lost_since: Option<tokio::time::Instant> = None;
     // Reconnections tried since the connection was last lost (0: connected).
     let mut lost_tries: u32 = 0;
+    // When to say that no worker has taken the agenda yet, if none has (newcomer60 L1: with no
+    // worker running, `pop submit --watch` sat at "queued" without a word).
+    let mut hint_at = Some(tokio::time::Instant::now() + WAITING_HINT_AFTER);
     loop {
         let mut end: Option<&'static str> = None;
         let variables = json!({"id": id, "c": customer, "after": after});
@@ -113,14 +119,29 @@ pub async fn watch(
             end = ended(p, follow);
             Ok(end.is_none())
         });
+        let hint = async {
+            match hint_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        // The hint's timer ends the subscription; it is taken up again after the position.
         let result = tokio::select! {
-            r = subscription => Some(r),
+            r = subscription => Some(Some(r)),
+            () = hint => Some(None),
             _ = tokio::signal::ctrl_c() => None,
         };
         let Some(result) = result else {
             view.abandon();
             eprintln!("pop: stopped watching; agenda {id} goes on");
             return Ok(());
+        };
+        let Some(result) = result else {
+            hint_at = None;
+            if let Some(hint) = waiting_hint(&last) {
+                view.note(&hint);
+            }
+            continue;
         };
         match result {
             Ok(()) => match end {
@@ -153,6 +174,26 @@ pub async fn watch(
             }
         }
     }
+}
+
+/// What to check when the agenda `p` is still waiting for a worker to take it (not yet run, or
+/// queued again), or `None` when it runs or ended.
+fn waiting_hint(p: &Value) -> Option<String> {
+    if output::text(p, "processingState") != "WAITING" {
+        return None;
+    }
+    let insight = output::text(&p["agendaInsight"], "insightId");
+    let why = match output::text(p, "processingStateMessage") {
+        "queued" => "queued, and no worker has taken it",
+        "added" => "not yet queued (the insight's queue is full, or the scheduler is off)",
+        _ => return None,
+    };
+    Some(format!(
+        "still waiting after {}s: {why}. Is a worker running for insight {insight:?}? (`pop \
+         worker --insight {insight} --handlers examples/handlers.toml`; `pop insights` shows each \
+         insight's queue)",
+        WAITING_HINT_AFTER.as_secs()
+    ))
 }
 
 /// `succeeded`, `failed` or `cancelled` once the agenda is COMPLETE; `retry due` for a failed
@@ -399,5 +440,29 @@ impl View {
                 Err(Exit { code: EXIT_FAILED, message: text }.into())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod waiting_tests {
+    use super::waiting_hint;
+    use serde_json::json;
+
+    /// An agenda no worker takes says what to check (newcomer60 L1: `pop submit --watch` sat at
+    /// "queued" without a word when no worker ran); a running or finished one says nothing.
+    #[test]
+    fn a_waiting_agenda_names_its_insight_and_the_worker_to_start() {
+        let p = |state: &str, message: &str| {
+            json!({"processingState": state, "processingStateMessage": message,
+                "agendaInsight": {"insightId": "encode"}})
+        };
+        let hint = waiting_hint(&p("WAITING", "queued")).unwrap();
+        for said in ["no worker has taken it", "insight \"encode\"", "pop worker --insight encode"]
+        {
+            assert!(hint.contains(said), "{said}: {hint}");
+        }
+        assert!(waiting_hint(&p("WAITING", "added")).unwrap().contains("not yet queued"));
+        assert_eq!(waiting_hint(&p("EXECUTING", "Running Operations")), None);
+        assert_eq!(waiting_hint(&p("COMPLETE", "succeeded")), None);
     }
 }

@@ -462,6 +462,27 @@ fn init_submit_watch_agendas_cancel_rerun_events_as_a_person_runs_them() {
         pop(&server, &["run", "any-template", "--payload", r#"{"n": 99999999999999999999}"#]);
     assert_eq!(refused.code, 1, "{}", ctx(&refused));
     assert!(refused.stderr.contains("VALIDATION: --payload: n:"), "{}", ctx(&refused));
+    // A defaultInsight that names no insight taking the agenda is a preference passed over:
+    // bound to the oldest match, with a warning (newcomer60 M2: said nothing); one that names
+    // the insight it was bound to says nothing more.
+    for (preferred, warned) in [("transcode-nope", true), ("encode", false)] {
+        let file = dir.path().join(format!("{preferred}.json"));
+        let body = json!({"customerId": "acme",
+            "params": {"doNotRun": true, "defaultInsight": preferred},
+            "operations": [{"name": "a", "type": "step", "payload": {}}]});
+        std::fs::write(&file, body.to_string()).unwrap();
+        let submitted = pop(&server, &["submit", file.to_str().unwrap()]);
+        assert_eq!(submitted.code, 0, "{}", ctx(&submitted));
+        let said = format!("WARNING: params.defaultInsight {preferred:?}");
+        assert_eq!(submitted.stderr.contains(&said), warned, "{}", ctx(&submitted));
+        if warned {
+            assert!(
+                submitted.stderr.contains("bound to insight \"encode\""),
+                "{}",
+                ctx(&submitted)
+            );
+        }
+    }
     // POP's createAgenda body, a list, is named as such (newcomer57 L6).
     let list = dir.path().join("list.json");
     std::fs::write(&list, r#"{"agendas": [{"customerId": "acme", "operations": []}]}"#).unwrap();
