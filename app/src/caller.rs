@@ -252,12 +252,16 @@ impl Caller {
         self.authorize(action)?;
         let caller = self.with_cid(cid)?;
         let cid = caller.cid.clone();
-        crate::error::SERVING.scope(cid, work(&caller)).await.map_err(|e| e.with_cid(&caller.cid))
+        let actor = caller.principal.actor();
+        let work = crate::error::SERVING_ACTOR.scope(actor, work(&caller));
+        crate::error::SERVING.scope(cid, work).await.map_err(|e| e.with_cid(&caller.cid))
     }
 
     /// [`Caller::run`] for a read that does not wait.
     pub(crate) fn read_now<T>(&self, work: impl FnOnce() -> AppResult<T>) -> AppResult<T> {
         self.authorize(Action::Read)?;
+        let actor = self.principal.actor();
+        let work = || crate::error::SERVING_ACTOR.sync_scope(actor, work);
         crate::error::SERVING.sync_scope(self.cid.clone(), work).map_err(|e| e.with_cid(&self.cid))
     }
 }

@@ -288,11 +288,18 @@ pub trait Refusal: std::error::Error + Send + Sync + 'static {
     fn problems(&self) -> Option<&ValidationErrors> {
         None
     }
+    /// The field a refusal that is not a validation names (said as its one problem).
+    fn field(&self) -> Option<String> {
+        None
+    }
 }
 
 impl Refusal for AgendaError {
     fn code(&self) -> ErrorCode {
         AgendaError::code(self)
+    }
+    fn field(&self) -> Option<String> {
+        AgendaError::field(self)
     }
     fn problems(&self) -> Option<&ValidationErrors> {
         match self {
@@ -342,7 +349,14 @@ fn refused_within<E: Refusal>(subject: &str, root: &str, e: &E) -> AppError {
             said => format!("{subject}: {said}"),
         },
     };
-    AppError::new(code, message)
+    match e.field() {
+        Some(field) => {
+            let field = pop_domain::error::join_path(root, &field);
+            let problem = FieldError { field, message: e.to_string() };
+            AppError { problems: vec![problem], ..AppError::new(code, message) }
+        }
+        None => AppError::new(code, message),
+    }
 }
 
 /// The binding error for the request field it concerns (DOMAIN.md §6).
@@ -370,6 +384,10 @@ tokio::task_local! {
     /// the cid a client's error printed ("internal error ...; see the server log") and finds
     /// the cause.
     pub(crate) static SERVING: String;
+    /// The actor (`<role>:<principal>`, as events' metadata name it) of the use case this task
+    /// runs (set with [`SERVING`]): a read while the store is down waits for its own writes
+    /// only (`App::settle`).
+    pub(crate) static SERVING_ACTOR: String;
 }
 
 /// The cid of the use case running on this task, if one is ([`SERVING`]); `-` otherwise (a

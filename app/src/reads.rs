@@ -487,9 +487,19 @@ impl App {
 
     /// [`App::settle`], the position named `field` in errors (a subscription's
     /// `afterPosition`).
+    ///
+    /// While the store cannot serve, a read waits for what it must see itself — `at_least` and
+    /// its actor's own writes — not for every write this replica acknowledged: when the read
+    /// models have those, it is served from them as they are (operator60 M2: under load a
+    /// PostgreSQL outage left writes of others acknowledged and not yet read back, and every
+    /// read of every principal was UNAVAILABLE for the whole outage, the dashboard dark).
     pub(crate) async fn settle_named(&self, field: &str, at_least: Option<&str>) -> AppResult<()> {
         let written = self.commands().written();
         let projections = self.projections();
+        let own = error::SERVING_ACTOR
+            .try_with(|actor| self.commands().written_by(actor))
+            .unwrap_or(written);
+        let mut required = own;
         let wanted = match at_least {
             None => written,
             Some(text) => {
@@ -506,10 +516,41 @@ impl App {
                         ));
                     }
                 }
+                required = required.max(position);
                 position.max(written)
             }
         };
-        self.wait_applied(wanted).await
+        if projections.applied() >= wanted {
+            return Ok(());
+        }
+        // Known to be down (a probe within the last moments): not waited for at all.
+        if projections.applied() >= required && self.store_failing().is_some() {
+            return Ok(());
+        }
+        match self.wait_applied(wanted).await {
+            // The store down, not the read models stopped (those are not served stale).
+            Err(e)
+                if e.code == Code::Unavailable
+                    && projections.applied() >= required
+                    && self.probe_store().await.is_some() =>
+            {
+                tracing::debug!(applied = %projections.applied(), wanted = %wanted, required = %required, cid = &*error::serving_cid(), "the store is down: a read served from the read models as they are, its own writes in them");
+                Ok(())
+            }
+            waited => waited,
+        }
+    }
+
+    /// The store's failure a probe saw within the last moments ([`App::probe_store`]), without
+    /// asking it again.
+    fn store_failing(&self) -> Option<pop_store::StoreError> {
+        let now = std::time::Instant::now();
+        let probe = self.inner.store_probe.lock().unwrap_or_else(PoisonError::into_inner);
+        probe
+            .failed
+            .as_ref()
+            .filter(|(at, _)| now.duration_since(*at) < 2 * STORE_PROBE_AFTER)
+            .map(|(_, e)| e.clone())
     }
 
     /// Waits (bounded) until the read models reach the log's head as it is now, with every

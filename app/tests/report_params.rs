@@ -150,3 +150,25 @@ async fn null_operations_in_a_report_are_skipped_and_entries_keep_their_places()
         assert!(!refused.message.contains("operationProgress[0]"), "{ops}: {}", refused.message);
     }
 }
+
+/// A report refused for an operation's state names the entry at fault in `problems`, under
+/// `agendaProgress` (popclient59 L2: a CONFLICT without problems, the entry said only in words).
+#[tokio::test]
+async fn a_report_refused_for_an_operations_state_names_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = acme_world(sqlite(dir.path()).await).await;
+    submit_queued(&w, "a1", json!({})).await;
+    let worker = worker();
+    let claimed = w.app.get_agenda(&worker, "work", 1, None).await.unwrap();
+    let lease = claimed[0].lease().unwrap().lease_id.clone();
+    let report = |state: &str| {
+        json!({"id": "a1", "processingState": "EXECUTING", "operationProgress": [
+            {"operation": "only", "processingState": state, "percentComplete": 10}]})
+    };
+    w.app.report(&worker, report("EXECUTING"), Some(&lease), None).await.unwrap();
+    let refused = w.app.report(&worker, report("WAITING"), Some(&lease), None).await.unwrap_err();
+    assert_eq!(refused.code, pop_app::Code::Conflict, "{}", refused.message);
+    let fields: Vec<&str> = refused.problems.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(fields, ["agendaProgress.operationProgress[0].processingState"], "{refused:?}");
+    assert!(refused.problems[0].message.contains("cannot go from EXECUTING to WAITING"));
+}

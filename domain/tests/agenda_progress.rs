@@ -204,6 +204,10 @@ fn operations_only_move_forward() {
     ] {
         check(&given, report("w1", 12, ops(vec![r])), Then::Refused(ErrorCode::Conflict, text));
     }
+    // The refusal names the entry of the report at fault (popclient59 L2: no field).
+    let sent = ops(vec![executing("b", 6.0), executing("a", 50.0)]);
+    let refused = state.decide(&report("w1", 12, sent)).unwrap_err();
+    assert_eq!(refused.field().as_deref(), Some("operationProgress[1].processingState"));
 }
 
 /// An operation reported WAITING that has not run: what says it ran (a result, a percent, times

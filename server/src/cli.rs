@@ -605,6 +605,12 @@ pub struct ServeArgs {
     #[arg(long, env = "POP_PG_POOL_SIZE", default_value_t = 16,
           value_parser = clap::value_parser!(u16).range(2..=1000))]
     pub pg_pool_size: u16,
+    /// A shared store (--store) only: how long a start waits for it to answer (its database
+    /// down or starting, its credentials refused), trying again with a WARN naming why, before
+    /// it gives up. Under Kubernetes keep it within the startup probe's window (300 s in
+    /// deploy/). 0: give up at once.
+    #[arg(long, env = "POP_STORE_CONNECT_WAIT", default_value_t = 120, value_name = "SECONDS")]
+    pub store_connect_wait: u64,
     /// `full` fsyncs every commit before acknowledging it (an acknowledged append survives a
     /// power loss); `normal` fsyncs only at checkpoints (survives a crash of pop, maybe not of
     /// the machine).

@@ -114,18 +114,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     {
         anyhow::bail!(why);
     }
-    let backend = Backend::open_sized(
-        &args.store,
-        args.store_url.as_deref(),
-        args.durability,
-        usize::from(args.pg_pool_size),
-        args.min_free_disk_mib.saturating_mul(1024 * 1024),
-        crate::backend::Accepting {
-            chain_unchained: args.chain_unchained_history,
-            wal_damage: args.accept_wal_damage,
-        },
-    )
-    .await?;
+    let backend = open_backend(&args).await?;
     let log = Arc::clone(&backend.log);
     // A data directory's key file gone while its store has checkpoints (a volume restored without
     // it, a file deleted by mistake): the new key is said as such, not as a first start's
@@ -445,5 +434,57 @@ async fn dev_setup(server: String, admin_token: Option<std::path::PathBuf>, data
             );
         }
         Err(e) => eprintln!("pop: --dev: the setup failed: {e:#}"),
+    }
+}
+
+/// The store `args` name. A shared store that does not answer yet (its database down or
+/// starting, its credentials refused) is tried again for `--store-connect-wait`, each failure a
+/// WARN naming why (operator60 M3: `pop serve` ended at once when PostgreSQL was down, and
+/// under Kubernetes a cold start of the database left the pods in CrashLoopBackOff for minutes
+/// after it was back).
+async fn open_backend(args: &ServeArgs) -> anyhow::Result<Backend> {
+    let wait = std::time::Duration::from_secs(args.store_connect_wait);
+    let started = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_secs(1);
+    loop {
+        let opened = Backend::open_sized(
+            &args.store,
+            args.store_url.as_deref(),
+            args.durability,
+            usize::from(args.pg_pool_size),
+            args.min_free_disk_mib.saturating_mul(1024 * 1024),
+            crate::backend::Accepting {
+                chain_unchained: args.chain_unchained_history,
+                wal_damage: args.accept_wal_damage,
+            },
+        )
+        .await;
+        let e = match opened {
+            Ok(backend) => return Ok(backend),
+            Err(e) => e,
+        };
+        let unavailable = e
+            .chain()
+            .find_map(|c| c.downcast_ref::<pop_store::StoreError>())
+            .is_some_and(pop_store::StoreError::is_unavailable);
+        let waited = started.elapsed();
+        if args.store_url.is_none() || !unavailable || waited + pause > wait {
+            if args.store_url.is_some() && unavailable && !wait.is_zero() {
+                return Err(e.context(format!(
+                    "the store did not answer within --store-connect-wait ({} s)",
+                    wait.as_secs()
+                )));
+            }
+            return Err(e);
+        }
+        tracing::warn!(
+            error = %format!("{e:#}"),
+            waited_secs = waited.as_secs(),
+            retry_in_secs = pause.as_secs(),
+            wait_secs = wait.as_secs(),
+            "the store does not answer yet; trying again (--store-connect-wait)"
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_secs(10));
     }
 }

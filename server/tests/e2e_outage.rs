@@ -231,3 +231,71 @@ async fn a_write_past_the_file_size_limit_is_refused_not_fatal() {
         assert_eq!(data["agenda"]["id"], json!(id), "{data:#}");
     }
 }
+
+/// A start while the database is down waits for it (`--store-connect-wait`), saying why at
+/// WARN, and serves once it is back (operator60 M3: `pop serve` ended at once, and under
+/// Kubernetes a cold start of the database left the pods crash-looping); with no wait it ends
+/// at once, naming the flag when the wait ran out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_waits_for_a_database_that_is_down() {
+    let Some(cluster) =
+        TestCluster::start("a_start_waits_for_a_database_that_is_down", ClusterDurability::Fast)
+            .expect("a cluster of its own")
+    else {
+        return;
+    };
+    let url = cluster.create_database().await.expect("a database");
+    let cluster = tokio::task::spawn_blocking(move || cluster.stop().map(|()| cluster))
+        .await
+        .unwrap()
+        .expect("stopping the cluster");
+    let dir = tempfile::tempdir().unwrap();
+    let tokens =
+        json!([{"token": ACME, "name": "acme-user", "role": "user", "customers": ["acme"]}]);
+    std::fs::write(dir.path().join("tokens.json"), tokens.to_string()).unwrap();
+
+    // A wait shorter than the outage: it ends, naming the flag.
+    let mut cmd = support::pop_command();
+    cmd.args(["serve", "--bind", "127.0.0.1:0", "--store", &url, "--store-connect-wait", "2"])
+        .arg("--data-dir")
+        .arg(dir.path().join("short"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let started = Instant::now();
+    let out = tokio::task::spawn_blocking(move || cmd.output()).await.unwrap().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(started.elapsed() >= Duration::from_secs(1), "it waited: {:?}", started.elapsed());
+    assert!(stderr.contains("does not answer yet"), "{stderr}");
+    assert!(stderr.contains("--store-connect-wait (2 s)"), "{stderr}");
+
+    // The default wait: the database comes back once the start has said it waits.
+    let log = dir.path().join("pop.log");
+    let watched = log.clone();
+    let back = std::thread::spawn(move || {
+        let deadline = Instant::now() + WAIT;
+        while !std::fs::read_to_string(&watched).unwrap_or_default().contains("does not answer yet")
+        {
+            assert!(Instant::now() < deadline, "the start never said it waits");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cluster.start_again().map(|()| cluster)
+    });
+    let pop = tokio::task::spawn_blocking(move || {
+        Pop::start_on(
+            &dir.path().join("data"),
+            Some(&dir.path().join("tokens.json")),
+            &log,
+            false,
+            Some(&url),
+        )
+    })
+    .await
+    .unwrap();
+    let _cluster = back.join().unwrap().expect("the cluster back");
+    wait_ready(&pop, 200).await;
+    pop.seed_transcode(&pop.admin, 5).await;
+    let done = pop.ok(ACME, SUBMIT, json!({"a": agenda("after-wait")})).await;
+    assert_eq!(done["submitAgenda"]["agenda"]["id"], "after-wait", "{done:#}");
+}

@@ -248,6 +248,10 @@ struct Inner {
     /// that starts after an acknowledged write waits until the read models reach it
     /// (read-your-writes on one replica, at no cost once they have).
     written: Mutex<Position>,
+    /// The same per actor (`EventMetadata::actor`): what a read by that actor must see of its
+    /// own writes when the read models cannot reach [`Inner::written`] (the store down: the
+    /// others' writes are then not waited for). One entry per actor that wrote.
+    written_by: Mutex<HashMap<String, Position>>,
     /// Each stream's queue while its writer task runs.
     queues: Mutex<Queues>,
     /// When an append last failed because the store was unavailable (disk full, database
@@ -316,6 +320,7 @@ impl Commands {
                     STATE_CACHE_MAX_BYTES,
                 )),
                 written: Mutex::new(Position::START),
+                written_by: Mutex::new(HashMap::new()),
                 queues: Mutex::new(HashMap::new()),
                 unavailable: Mutex::new(None),
                 held_failure: Mutex::new(None),
@@ -401,6 +406,26 @@ impl Commands {
         self.inner.written.lock().map_or(Position::START, |w| *w)
     }
 
+    /// [`Commands::written`] for the commands of one actor (`EventMetadata::actor`, e.g.
+    /// `user:alice`) run through [`Commands::execute`] or [`Commands::execute_chain`];
+    /// [`Position::START`] before any.
+    pub fn written_by(&self, actor: &str) -> Position {
+        let written = self.inner.written_by.lock().unwrap_or_else(PoisonError::into_inner);
+        written.get(actor).copied().unwrap_or(Position::START)
+    }
+
+    /// Notes that `actor` had a write acknowledged at `position` ([`Commands::written_by`]).
+    fn note_written_by(&self, metadata: &EventMetadata, position: Option<Position>) {
+        let (Some(actor), Some(position)) = (metadata.actor.as_deref(), position) else { return };
+        let mut written = self.inner.written_by.lock().unwrap_or_else(PoisonError::into_inner);
+        match written.get_mut(actor) {
+            Some(at) => *at = (*at).max(position),
+            None => {
+                written.insert(actor.to_string(), position);
+            }
+        }
+    }
+
     /// The store commands are executed against.
     pub fn store(&self) -> &Arc<dyn EventStore> {
         &self.inner.store
@@ -422,7 +447,12 @@ impl Commands {
         let stream = stream_name(A::CATEGORY, id);
         let (pending, span, answer) = pending::<A>(&stream, metadata, command, false)?;
         Inner::enqueue(&self.inner, stream.clone(), vec![pending]);
-        answer.instrument(span).await.unwrap_or(Err(ExecuteError::Interrupted { stream }))
+        let executed =
+            answer.instrument(span).await.unwrap_or(Err(ExecuteError::Interrupted { stream }));
+        if let Ok(executed) = &executed {
+            self.note_written_by(metadata, executed.position);
+        }
+        executed
     }
 
     /// Runs `steps` on the aggregate `A` with id `id` as a chain: they are queued together and
@@ -460,11 +490,14 @@ impl Commands {
         }
         Inner::enqueue(&self.inner, stream.clone(), pendings);
         let mut out = Vec::with_capacity(answers.len());
-        for (span, answer) in answers {
+        for ((span, answer), (metadata, _)) in answers.into_iter().zip(steps) {
             let stream = stream.clone();
-            out.push(
-                answer.instrument(span).await.unwrap_or(Err(ExecuteError::Interrupted { stream })),
-            );
+            let executed =
+                answer.instrument(span).await.unwrap_or(Err(ExecuteError::Interrupted { stream }));
+            if let Ok(executed) = &executed {
+                self.note_written_by(metadata, executed.position);
+            }
+            out.push(executed);
         }
         out
     }

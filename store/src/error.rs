@@ -168,6 +168,24 @@ fn unavailable_chain(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// Whether a PostgreSQL error of this SQLSTATE says the database cannot serve now (an outage,
+/// retryable once the operator or the database mends it), not that pop asked for something
+/// wrong. 08: connection exception; 53: insufficient resources (53100 disk full, 53300 too many
+/// connections); 57P01-57P04: shutting down, restarting, not accepting connections yet, the
+/// database dropped; 25006: a read-only transaction (a primary turned read-only or a standby);
+/// 40001/40P01: serialization failure or deadlock; 28: the credentials refused (a password
+/// rotated, a Secret wrong: operator60 M1, it was INTERNAL, so clients did not retry and the
+/// `outcome="unavailable"` alert did not fire); 3D000: the database does not exist.
+pub(crate) fn sqlstate_unavailable(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || code.starts_with("28")
+        || matches!(
+            code,
+            "57P01" | "57P02" | "57P03" | "57P04" | "25006" | "40001" | "40P01" | "3D000"
+        )
+}
+
 /// Whether one error of a backend failure's chain says the storage is unavailable (`None`:
 /// this error does not tell; look at its source).
 fn unavailable_cause(e: &(dyn std::error::Error + 'static)) -> Option<bool> {
@@ -191,16 +209,7 @@ fn unavailable_cause(e: &(dyn std::error::Error + 'static)) -> Option<bool> {
     }
     if let Some(e) = e.downcast_ref::<tokio_postgres::Error>() {
         if let Some(db) = e.as_db_error() {
-            let code = db.code().code();
-            // 08: connection exception; 53: insufficient resources (53100 disk full, 53300
-            // too many connections); 57P01-57P03: shutting down, restarting, not accepting
-            // connections yet; 25006: a read-only transaction (a primary turned read-only or
-            // a standby); 40001/40P01: serialization failure or deadlock.
-            return Some(
-                code.starts_with("08")
-                    || code.starts_with("53")
-                    || matches!(code, "57P01" | "57P02" | "57P03" | "25006" | "40001" | "40P01"),
-            );
+            return Some(sqlstate_unavailable(db.code().code()));
         }
         if e.is_closed() {
             return Some(true);
@@ -273,6 +282,17 @@ mod tests {
         let null =
             rusqlite::Error::InvalidColumnType(1, "stream_id".into(), rusqlite::types::Type::Null);
         assert!(StoreError::backend("verifying the log", null).is_damaged_file());
+    }
+
+    #[test]
+    fn a_postgres_outage_or_refused_credentials_are_unavailable_a_bad_statement_is_not() {
+        for outage in ["08006", "53300", "57P01", "57P04", "28P01", "28000", "3D000", "40001"] {
+            assert!(super::sqlstate_unavailable(outage), "{outage}");
+        }
+        // Syntax, an undefined table or column, a unique violation: pop's own doing.
+        for bug in ["42601", "42P01", "42703", "23505", "22P02"] {
+            assert!(!super::sqlstate_unavailable(bug), "{bug}");
+        }
     }
 
     #[test]

@@ -104,6 +104,20 @@ pub trait Hooks: Send + Sync + 'static {
     }
     /// `stream` is about to be read.
     fn reading(&self, _stream: &str) {}
+    /// A switch that, while on, makes the log unreadable (`read_all`, `subscribe_all`,
+    /// `head` answer the store unavailable), as a database gone after it acknowledged appends.
+    fn down(&self) -> Option<Arc<std::sync::atomic::AtomicBool>> {
+        None
+    }
+}
+
+/// The store unavailable, as [`Hooks::down`] answers.
+fn down_error() -> pop_store::StoreError {
+    pop_store::StoreError::backend("a test's outage", std::io::Error::other("the database is down"))
+}
+
+fn is_down<H: Hooks>(hooks: &H) -> bool {
+    hooks.down().is_some_and(|d| d.load(std::sync::atomic::Ordering::SeqCst))
 }
 
 /// The store `inner` with a test's `hooks` on its appends and stream reads; every other call
@@ -140,6 +154,9 @@ impl<H: Hooks> EventStore for Hooked<H> {
         after: pop_store::Position,
         max: usize,
     ) -> Result<Vec<pop_store::RecordedEvent>, pop_store::StoreError> {
+        if is_down(&self.hooks) {
+            return Err(down_error());
+        }
         self.inner.read_all(after, max).await
     }
     fn subscribe_all(
@@ -147,7 +164,17 @@ impl<H: Hooks> EventStore for Hooked<H> {
         after: pop_store::Position,
     ) -> futures::stream::BoxStream<'static, Result<pop_store::RecordedEvent, pop_store::StoreError>>
     {
-        self.inner.subscribe_all(after)
+        use futures::StreamExt;
+        let events = self.inner.subscribe_all(after);
+        match self.hooks.down() {
+            None => events,
+            Some(down) => events
+                .map(move |e| match down.load(std::sync::atomic::Ordering::SeqCst) {
+                    true => Err(down_error()),
+                    false => e,
+                })
+                .boxed(),
+        }
     }
     async fn delete_stream(
         &self,
@@ -157,6 +184,9 @@ impl<H: Hooks> EventStore for Hooked<H> {
         self.inner.delete_stream(stream, expected).await
     }
     async fn head(&self) -> Result<pop_store::Position, pop_store::StoreError> {
+        if is_down(&self.hooks) {
+            return Err(down_error());
+        }
         self.inner.head().await
     }
 }

@@ -328,7 +328,8 @@ impl AgendaState {
         for (i, (r, index)) in report.operations.iter().zip(targets).enumerate() {
             let Some(current) = operations.get_mut(index) else { continue };
             let attempt = self.operation_diagnostics_this_attempt(&current.operation);
-            let mut change = operation_change(current, r, now, attempt, max_text)?;
+            let mut change =
+                operation_change(current, r, now, attempt, max_text).map_err(|e| e.at_item(i))?;
             let said: Vec<DiagnosticEvent> =
                 notes.iter().filter(|(at, _)| *at == i).map(|(_, d)| d.clone()).collect();
             if !said.is_empty() {
@@ -956,6 +957,7 @@ fn operation_change(
             .map(str::trim)
             .filter(|m| r.state == Complete && !m.is_empty())
             .map(str::to_string),
+        at: None,
     };
     let params = current.params.merged_with(&r.params);
     let starts = match (current.processing_state, r.state) {

@@ -70,6 +70,9 @@ pub enum AgendaError {
         /// The outcome a COMPLETE report gave (popclient21: a late `failed` of a succeeded
         /// operation read "cannot go from COMPLETE/succeeded to COMPLETE").
         to_message: Option<String>,
+        /// Where the report lists the operation (its `operationProgress` index): the field the
+        /// refusal names ([`AgendaError::field`]).
+        at: Option<usize>,
     },
     /// The automatic retry found no attempts left.
     #[error(
@@ -130,6 +133,40 @@ impl AgendaError {
             | AgendaError::NoAttemptsLeft { .. }
             | AgendaError::NotRetryable
             | AgendaError::NotOldEnough { .. } => ErrorCode::Conflict,
+        }
+    }
+
+    /// The field of the command a refusal that is not a validation names, when it names one
+    /// (popclient59 L2: a report refused for an operation's state had no `problems`, so a
+    /// client could not tell which of its entries was at fault but by reading the message).
+    pub fn field(&self) -> Option<String> {
+        match self {
+            AgendaError::OperationTransition { at: Some(at), .. } => {
+                Some(format!("operationProgress[{at}].processingState"))
+            }
+            _ => None,
+        }
+    }
+
+    /// The refusal said of the report's `operationProgress[at]` (see [`AgendaError::field`]).
+    pub(super) fn at_item(self, at: usize) -> Self {
+        match self {
+            AgendaError::OperationTransition {
+                operation,
+                from,
+                from_message,
+                to,
+                to_message,
+                ..
+            } => AgendaError::OperationTransition {
+                operation,
+                from,
+                from_message,
+                to,
+                to_message,
+                at: Some(at),
+            },
+            other => other,
         }
     }
 
