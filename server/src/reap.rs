@@ -337,10 +337,10 @@ async fn drive<P: TimedProcess>(
         // nothing done", and an operator could not preview a reap).
         if process.cadence().dry_run {
             let done = process::cycle(&mut process, clock()).await;
-            return report(Some(done), failed);
+            return report(Some(done), failed, true);
         }
         let done = process::once(&mut process, leadership.as_ref(), clock()).await;
-        return report(done, failed);
+        return report(done, failed, false);
     }
     tracing::info!(
         process = process.name().as_str(),
@@ -371,7 +371,11 @@ where
 /// Prints what a `--once` cycle did (or that another replica leads) on stdout; an error
 /// (`failed`, the exit status non-zero) when the cycle reported errors, which the process
 /// has logged one by one.
-fn report<R: pop_reapers::CycleReport>(report: Option<R>, failed: &str) -> Result<()> {
+fn report<R: pop_reapers::CycleReport>(
+    report: Option<R>,
+    failed: &str,
+    dry_run: bool,
+) -> Result<()> {
     match report {
         None => {
             println!("pop reap: another replica holds the leader lock; nothing done");
@@ -381,7 +385,13 @@ fn report<R: pop_reapers::CycleReport>(report: Option<R>, failed: &str) -> Resul
             let outcomes: Vec<String> =
                 r.outcomes().iter().map(|(o, n)| format!("{o}={n}")).collect();
             let errors = r.errors().len();
-            println!("pop reap: planned={} {} errors={errors}", r.planned(), outcomes.join(" "));
+            // A dry run says so: its `skipped` are the planned ones, not failures (operator60 L7).
+            let dry = if dry_run { " (dry run: nothing was changed)" } else { "" };
+            println!(
+                "pop reap{dry}: planned={} {} errors={errors}",
+                r.planned(),
+                outcomes.join(" ")
+            );
             anyhow::ensure!(errors == 0, "{failed}: {errors} error(s) (see the log)");
             Ok(())
         }
@@ -422,9 +432,9 @@ mod tests {
 
     #[test]
     fn a_once_cycle_with_errors_fails_and_one_without_or_without_the_lock_succeeds() {
-        assert!(report(Some(Report(0)), "x").is_ok());
-        assert!(report(None::<Report>, "x").is_ok());
-        let e = report(Some(Report(2)), "some agendas could not be retried").unwrap_err();
+        assert!(report(Some(Report(0)), "x", false).is_ok());
+        assert!(report(None::<Report>, "x", false).is_ok());
+        let e = report(Some(Report(2)), "some agendas could not be retried", false).unwrap_err();
         assert_eq!(e.to_string(), "some agendas could not be retried: 2 error(s) (see the log)");
     }
 

@@ -562,7 +562,9 @@ async fn print_holding(client: &Client, p: &Value) -> Result<()> {
         format!(
             "its lease ended at {} without a report reaching the server: the holder is gone, or \
              cannot report (is the server ready? `/readyz`); the reclaimer requeues the agenda \
-             once the store serves",
+             on its next pass, but after a server start or a store outage only once the store \
+             has served for a lease's length (a live holder may still be reporting: \
+             `pop_reclaimer_leases_waiting` and the server's log say how long)",
             output::text(h, "expires")
         )
     };

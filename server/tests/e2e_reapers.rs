@@ -475,7 +475,10 @@ async fn an_old_finished_agenda_is_reaped_from_queries_and_store_with_a_record_k
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "pop reap {name}: {stdout}\n{}", log_tail(&log_path));
-        assert!(stdout.contains("pop reap: planned=0"), "pop reap {name}: {stdout}");
+        assert!(
+            stdout.contains("pop reap (dry run: nothing was changed): planned=0"),
+            "pop reap {name}: {stdout}"
+        );
     }
 
     // Looping, a process takes its interval from its own setting (here `POP_RETRY_INTERVAL`)

@@ -19,6 +19,10 @@ pub struct Repeats {
     last: Option<Instant>,
     said: u32,
     unsaid: u64,
+    /// A failure since the last success.
+    failing: bool,
+    /// The latest failure was said (its line logged).
+    last_said: bool,
 }
 
 impl Default for Repeats {
@@ -31,12 +35,14 @@ impl Repeats {
     /// At most `budget` lines (at least one) per `period`.
     pub const fn new(period: Duration, budget: u32) -> Repeats {
         let budget = if budget == 0 { 1 } else { budget };
-        Repeats { period, budget, last: None, said: 0, unsaid: 0 }
+        Repeats { period, budget, last: None, said: 0, unsaid: 0, failing: false, last_said: false }
     }
 
     /// Whether to log the failure seen at `now`: `Some(n)` with the `n` failures not logged
     /// since the last line, `None` to stay quiet.
     pub fn say(&mut self, now: Instant) -> Option<u64> {
+        self.failing = true;
+        self.last_said = false;
         match self.last {
             Some(last) if now.saturating_duration_since(last) < self.period => {}
             _ => {
@@ -49,16 +55,31 @@ impl Repeats {
             return None;
         }
         self.said += 1;
+        self.last_said = true;
         Some(std::mem::take(&mut self.unsaid))
     }
 
-    /// A success: the next failure is logged at once. `Some(n)` when failures went on until
-    /// now, `n` of them not logged (review-s42: the count since the last line was dropped),
-    /// for the line that says they ended.
-    pub fn ended(&mut self) -> Option<u64> {
-        self.last.take()?;
-        self.said = 0;
+    /// A success at `now` after failures: `Some(n)` for the line that says they ended, `n` of
+    /// them not logged since the last line (review-s42: the count was dropped), when the latest
+    /// failure was said or the period has passed since the last line; otherwise `None`, and the
+    /// count goes on to the next failure's line. The period is not restarted: failures that
+    /// come and go within it (operator60 L5: a file-size limit failed every other commit, and
+    /// each failure and each success after it was a line, ~1 a second) are one line each way
+    /// per period, not one per flap.
+    pub fn ended_at(&mut self, now: Instant) -> Option<u64> {
+        if !std::mem::take(&mut self.failing) {
+            return None;
+        }
+        let period_over = self.last.is_none_or(|l| now.saturating_duration_since(l) >= self.period);
+        if !std::mem::take(&mut self.last_said) && !period_over {
+            return None;
+        }
         Some(std::mem::take(&mut self.unsaid))
+    }
+
+    /// [`Repeats::ended_at`] now.
+    pub fn ended(&mut self) -> Option<u64> {
+        self.ended_at(Instant::now())
     }
 }
 
@@ -75,9 +96,30 @@ mod tests {
         assert_eq!(r.say(t0 + Duration::from_secs(9)), None);
         assert_eq!(r.say(t0 + EVERY), Some(2));
         assert_eq!(r.say(t0 + EVERY + Duration::from_secs(1)), None);
-        assert_eq!(r.ended(), Some(1));
-        assert_eq!(r.ended(), None, "said once");
-        assert_eq!(r.say(t0 + EVERY + Duration::from_secs(1)), Some(0));
+        // Ended once the period is over: said with the count not said.
+        assert_eq!(r.ended_at(t0 + EVERY * 2), Some(1));
+        assert_eq!(r.ended_at(t0 + EVERY * 2), None, "said once");
+        assert_eq!(r.say(t0 + EVERY * 2 + Duration::from_secs(1)), Some(0));
+        assert_eq!(r.ended_at(t0 + EVERY * 2 + Duration::from_secs(1)), Some(0), "its line said");
+    }
+
+    /// Failures that come and go within a period (operator60 L5: every other commit under a
+    /// file-size limit, a line for each failure and each success, ~1 a second): one line each
+    /// way a period; the failures not said are counted into the next line that is.
+    #[test]
+    fn a_failure_that_comes_and_goes_is_one_line_each_way_a_period() {
+        let mut r = Repeats::default();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_millis(s * 1_000 + 500);
+        assert_eq!(r.say(t0), Some(0));
+        assert_eq!(r.ended_at(t0 + Duration::from_millis(100)), Some(0), "its end said");
+        for s in 1..9 {
+            assert_eq!(r.say(at(s)), None, "{s}");
+            assert_eq!(r.ended_at(at(s) + Duration::from_millis(100)), None, "{s}");
+        }
+        assert_eq!(r.say(t0 + EVERY), Some(8), "the next period's line counts them");
+        assert_eq!(r.ended_at(t0 + EVERY + Duration::from_millis(100)), Some(0));
+        assert_eq!(r.ended_at(t0 + EVERY + Duration::from_millis(200)), None, "nothing failed");
     }
 
     /// With a budget, that many lines a period are said; the first of the next period says how
