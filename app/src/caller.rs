@@ -252,7 +252,8 @@ impl Caller {
         self.authorize(action)?;
         let caller = self.with_cid(cid)?;
         let cid = caller.cid.clone();
-        let actor = caller.principal.actor();
+        let reads = matches!(action, Action::Read | Action::ReadLog);
+        let actor = reads.then(|| caller.principal.actor());
         let work = crate::error::SERVING_ACTOR.scope(actor, work(&caller));
         crate::error::SERVING.scope(cid, work).await.map_err(|e| e.with_cid(&caller.cid))
     }
@@ -260,7 +261,7 @@ impl Caller {
     /// [`Caller::run`] for a read that does not wait.
     pub(crate) fn read_now<T>(&self, work: impl FnOnce() -> AppResult<T>) -> AppResult<T> {
         self.authorize(Action::Read)?;
-        let actor = self.principal.actor();
+        let actor = Some(self.principal.actor());
         let work = || crate::error::SERVING_ACTOR.sync_scope(actor, work);
         crate::error::SERVING.sync_scope(self.cid.clone(), work).map_err(|e| e.with_cid(&self.cid))
     }

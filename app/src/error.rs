@@ -384,10 +384,12 @@ tokio::task_local! {
     /// the cid a client's error printed ("internal error ...; see the server log") and finds
     /// the cause.
     pub(crate) static SERVING: String;
-    /// The actor (`<role>:<principal>`, as events' metadata name it) of the use case this task
-    /// runs (set with [`SERVING`]): a read while the store is down waits for its own writes
-    /// only (`App::settle`).
-    pub(crate) static SERVING_ACTOR: String;
+    /// The actor (`<role>:<principal>`, as events' metadata name it) of the read this task
+    /// runs (set with [`SERVING`]; `None` for a write): a read while the store is down waits
+    /// for its own writes only (`App::settle`). A write's checks against the read models
+    /// (a submission's binding) still wait for every acknowledged write: decided on models
+    /// without an insight an admin had just created, a submission was NOT_FOUND for good.
+    pub(crate) static SERVING_ACTOR: Option<String>;
 }
 
 /// The cid of the use case running on this task, if one is ([`SERVING`]); `-` otherwise (a

@@ -497,7 +497,9 @@ impl App {
         let written = self.commands().written();
         let projections = self.projections();
         let own = error::SERVING_ACTOR
-            .try_with(|actor| self.commands().written_by(actor))
+            .try_with(|actor| actor.as_deref().map(|a| self.commands().written_by(a)))
+            .ok()
+            .flatten()
             .unwrap_or(written);
         let mut required = own;
         let wanted = match at_least {

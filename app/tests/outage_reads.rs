@@ -15,6 +15,8 @@ use chrono::Utc;
 use pop_app::reads::{AgendaFilter, PageRequest};
 use pop_app::{Caller, Principal, Role};
 use pop_domain::agenda::{AgendaCommand, AgendaState, key};
+use pop_domain::config::{ConfigAggregate, ConfigCommand};
+use pop_domain::model::Insight;
 use pop_store::EventMetadata;
 use serde_json::json;
 use support::{acme_world, sqlite};
@@ -70,6 +72,25 @@ async fn during_an_outage_a_read_waits_for_its_own_writes_not_for_others() {
     // A position named that they have not reached is not served stale either.
     let at = w.commands.written().to_string();
     let refused = w.app.agendas(&alice, &filter, &page, Some(&at)).await.unwrap_err();
+    assert_eq!(refused.code, pop_app::Code::Unavailable, "{}", refused.message);
+
+    // A write's checks against the read models still wait for every acknowledged write: an
+    // insight an admin created, unread, would make a submission NOT_FOUND for good (a refusal
+    // that is not retryable); it is UNAVAILABLE.
+    let insight: Insight = serde_json::from_value(json!({"id": "other", "customerId": "acme",
+        "title": "other", "resourcePoolId": "pool", "queueSize": 10,
+        "mappers": {"operationType": ["other"]}}))
+    .unwrap();
+    let admin = EventMetadata {
+        customer_id: Some("acme".into()),
+        actor: Some("admin:admin".into()),
+        ..EventMetadata::default()
+    };
+    let create = ConfigCommand::Create { object: insight, now: Utc::now(), cid: "c".into() };
+    w.commands.execute::<ConfigAggregate<Insight>>("other", &admin, &create).await.unwrap();
+    let needs_it = json!({"id": "o1", "customerId": "acme",
+        "operations": [{"name": "x", "type": "other", "payload": {}}]});
+    let refused = w.app.submit(&alice, needs_it, None, None).await.unwrap_err();
     assert_eq!(refused.code, pop_app::Code::Unavailable, "{}", refused.message);
 
     // The store back: bob reads his cancel.

@@ -468,7 +468,7 @@ async fn open_backend(args: &ServeArgs) -> anyhow::Result<Backend> {
             .find_map(|c| c.downcast_ref::<pop_store::StoreError>())
             .is_some_and(pop_store::StoreError::is_unavailable);
         let waited = started.elapsed();
-        if args.store_url.is_none() || !unavailable || waited + pause > wait {
+        if args.store_url.is_none() || !unavailable || waited >= wait {
             if args.store_url.is_some() && unavailable && !wait.is_zero() {
                 return Err(e.context(format!(
                     "the store did not answer within --store-connect-wait ({} s)",
@@ -477,14 +477,17 @@ async fn open_backend(args: &ServeArgs) -> anyhow::Result<Backend> {
             }
             return Err(e);
         }
+        // The last pause ends with the wait: a 3 s wait tries for 3 s (not 1 s and a pause
+        // that would have passed it).
+        let pause_now = pause.min(wait - waited);
         tracing::warn!(
             error = %format!("{e:#}"),
             waited_secs = waited.as_secs(),
-            retry_in_secs = pause.as_secs(),
+            retry_in_ms = u64::try_from(pause_now.as_millis()).unwrap_or(u64::MAX),
             wait_secs = wait.as_secs(),
             "the store does not answer yet; trying again (--store-connect-wait)"
         );
-        tokio::time::sleep(pause).await;
+        tokio::time::sleep(pause_now).await;
         pause = (pause * 2).min(std::time::Duration::from_secs(10));
     }
 }
