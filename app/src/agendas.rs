@@ -558,7 +558,14 @@ impl App {
         // checked again here (reprobe58b M1: one bound on the old insight was appended just
         // after the update and handed to the workers it brought).
         let _gate = self.insight_gate(&insight.insight_id).read_owned().await;
-        if self.bound(&agenda).as_ref().ok() != Some(&insight) {
+        let bound_now = self.bound(&agenda);
+        // Its customer deleted meanwhile: said as a submission for it is.
+        if let Err(e) = &bound_now
+            && self.projections().read().customer(&agenda.customer_id).is_none()
+        {
+            return Err(error::binding_within(root, e));
+        }
+        if bound_now.as_ref().ok() != Some(&insight) {
             return Err(AppError::conflict(format!(
                 "{subject}: insight {:?} changed while the agenda was being submitted (its \
                  owner, pool or share); nothing was written: submit it again",
@@ -856,6 +863,14 @@ impl App {
         let Some(entry) = models.agendas().get(key) else { return Ok(()) };
         let Some(insight_id) = entry.insight_id() else { return Ok(()) };
         let customer = entry.customer_id();
+        // Its customer deleted (its finished agendas stay until reaped): a rerun would make a
+        // live agenda of a customer that is gone (popclient60 M1: reruns were taken).
+        if models.customer(customer).is_none() {
+            return Err(AppError::conflict(format!(
+                "agenda {id:?} belongs to customer {customer:?}, which was deleted: it is kept \
+                 as a record until the data reaper removes it, and is not run again"
+            )));
+        }
         // On the pool it was bound on: moved to another, its workers would take the rerun,
         // where a new submission of the agenda could not go (reprobe58b M2: an agenda cancelled
         // before a move, rerun after it, went to the new pool's workers).

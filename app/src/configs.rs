@@ -342,6 +342,16 @@ config_kind!(Customer, "Customer", customer, customers, {
             said.join(", ")
         ))
     }
+    /// The insights that may take the customer's agendas: its delete holds their
+    /// submissions from its check to its append (reprobe-op60 M1: submissions racing the
+    /// delete were both answered 200, a deleted customer with live agendas).
+    fn gated_insights(models: &ReadModels, current: &Self) -> Vec<String> {
+        models
+            .all_insights()
+            .filter(|i| may_use_insight(i, &current.id))
+            .map(|i| i.id.clone())
+            .collect()
+    }
 });
 
 config_kind!(ResourcePool, "ResourcePool", resource_pool, resource_pools, {
@@ -864,9 +874,20 @@ impl App {
             }
         }
         if T::CHECKS_IN_USE && matches!(command, ConfigCommand::Delete { .. }) {
-            // Counted on read models that have every agenda written so far. An agenda bound
-            // between this check and the delete's append is not seen (a narrow race: it would
-            // wait until an insight of that id exists again).
+            // Counted on read models that have every agenda written so far, with this
+            // process's submissions to the insights the object concerns held from the check to
+            // the append (each binds again once the delete is applied, and is refused): one
+            // bound between the two went unseen (reprobe-op60 M1: a customer's delete and its
+            // submissions at once were all answered 200). Replicas of one PostgreSQL store do
+            // not share the gate.
+            if let Some(current) = visible {
+                let mut gated = T::gated_insights(&self.projections().read(), current);
+                gated.sort_unstable();
+                gated.dedup();
+                for insight in &gated {
+                    _gates.push(self.insight_gate(insight).write_owned().await);
+                }
+            }
             self.settle_to_head().await?;
             let seen = &caller.principal.customers;
             if let Some(why) = T::in_use(&self.projections().read(), &id, seen) {
@@ -894,7 +915,7 @@ impl App {
             && let Some(position) = done.position
             && let Err(e) = self.wait_applied(position).await
         {
-            tracing::warn!(error = %e.message, "an insight update's gate opened before the read models had it");
+            tracing::warn!(error = %e.message, "an update's or delete's gate opened before the read models had it");
         }
         drop(_gates);
         metrics::command(name, &executed);

@@ -506,7 +506,11 @@ impl App {
             None => written,
             Some(text) => {
                 let position = self.position(field, text)?;
-                if projections.applied() < position {
+                // One this replica acknowledged is in the log, whatever the head says: on
+                // PostgreSQL the head stops below a transaction still open, so a write's own
+                // position was refused as "beyond the end" (reprobe-op60: VALIDATION, which says
+                // do not retry, for the position the write had just answered).
+                if projections.applied() < position && position > written {
                     let head =
                         self.store().head().await.map_err(|e| error::store("the log head", &e))?;
                     if position > head {

@@ -105,3 +105,72 @@ async fn during_an_outage_a_read_waits_for_its_own_writes_not_for_others() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// The head as PostgreSQL answers it while a transaction below stays open: behind what was
+/// committed.
+struct HeldHead {
+    held: Arc<AtomicBool>,
+    /// The read models' tail cut (they lag), the head still answering.
+    tail: Arc<AtomicBool>,
+}
+
+impl support::Hooks for HeldHead {
+    fn head(&self, head: pop_store::Position) -> pop_store::Position {
+        if self.held.load(Ordering::SeqCst) { pop_store::Position::START } else { head }
+    }
+    fn tail_down(&self) -> Option<Arc<AtomicBool>> {
+        Some(Arc::clone(&self.tail))
+    }
+}
+
+/// A position this replica acknowledged is never "beyond the end of the log", whatever the
+/// head says (reprobe-op60: on PostgreSQL, with a transaction held open below it, a write's own
+/// `X-Pop-Position` sent back as `atLeastPosition` was VALIDATION, which says do not retry).
+#[tokio::test]
+async fn a_position_this_replica_acknowledged_is_not_beyond_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (held, tail) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let store = support::Hooked {
+        inner: sqlite(dir.path()).await,
+        hooks: HeldHead { held: Arc::clone(&held), tail: Arc::clone(&tail) },
+    };
+    let mut w = acme_world(Arc::new(store)).await;
+    w.app = w.app_with(pop_app::AppConfig {
+        read_wait: std::time::Duration::from_millis(500),
+        ..pop_app::AppConfig::default()
+    });
+    let alice = user("alice");
+    let agenda = json!({"id": "p1", "customerId": "acme",
+        "operations": [{"name": "x", "type": "work", "payload": {}}]});
+    // The read models do not get the submission; the head stays below it.
+    w.app.settle(None).await.unwrap();
+    tail.store(true, Ordering::SeqCst);
+    held.store(true, Ordering::SeqCst);
+    let done = w.app.submit(&alice, agenda, None, None).await.unwrap();
+    let at = done.position.unwrap().to_string();
+    let (filter, page) = (AgendaFilter::default(), PageRequest::default());
+    // Waited for (then TIMEOUT or UNAVAILABLE: retry), not "beyond the end" (VALIDATION).
+    let waited = w.app.agendas(&alice, &filter, &page, Some(&at)).await.unwrap_err();
+    assert!(
+        matches!(waited.code, pop_app::Code::Timeout | pop_app::Code::Unavailable),
+        "{:?}: {}",
+        waited.code,
+        waited.message
+    );
+    tail.store(false, Ordering::SeqCst);
+    held.store(false, Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        if let Ok(seen) = w.app.agendas(&alice, &filter, &page, Some(&at)).await {
+            assert_eq!(seen.items.len(), 1);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never read");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    held.store(true, Ordering::SeqCst);
+    // One past anything acknowledged still is.
+    let beyond = (done.position.unwrap().commit() + 1_000).to_string();
+    let refused = w.app.agendas(&alice, &filter, &page, Some(&beyond)).await.unwrap_err();
+    assert_eq!(refused.code, pop_app::Code::Validation, "{}", refused.message);
+}

@@ -512,7 +512,13 @@ impl DataReaper {
                 // `pop reap data --once`: it goes ahead (a quiet log past the reap age is
                 // the common case), and says so (operator60 L7: "check the clock before
                 // reaping", then it reaped 2,000 agendas).
-                "This run reaps anyway: if the clock is wrong, stop it, fix the clock, and see                  what a run would do with --dry-run first"
+                match self.config.cadence.dry_run {
+                    true => "This dry run changes nothing; a run without --dry-run reaps anyway",
+                    false => {
+                        "This run reaps anyway: if the clock is wrong, stop it, fix the clock, \
+                         and see what a run would do with --dry-run first"
+                    }
+                }
             }
         );
         hold

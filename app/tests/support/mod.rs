@@ -109,6 +109,16 @@ pub trait Hooks: Send + Sync + 'static {
     fn down(&self) -> Option<Arc<std::sync::atomic::AtomicBool>> {
         None
     }
+    /// A switch that, while on, cuts `subscribe_all` alone (the read models' tail fails, the
+    /// head and appends still answer).
+    fn tail_down(&self) -> Option<Arc<std::sync::atomic::AtomicBool>> {
+        None
+    }
+    /// The head `head()` answers, given the inner store's (a PostgreSQL head held below an
+    /// open transaction answers less than what was committed).
+    fn head(&self, head: pop_store::Position) -> pop_store::Position {
+        head
+    }
 }
 
 /// The store unavailable, as [`Hooks::down`] answers.
@@ -166,7 +176,7 @@ impl<H: Hooks> EventStore for Hooked<H> {
     {
         use futures::StreamExt;
         let events = self.inner.subscribe_all(after);
-        match self.hooks.down() {
+        match self.hooks.down().or_else(|| self.hooks.tail_down()) {
             None => events,
             Some(down) => events
                 .map(move |e| match down.load(std::sync::atomic::Ordering::SeqCst) {
@@ -187,6 +197,6 @@ impl<H: Hooks> EventStore for Hooked<H> {
         if is_down(&self.hooks) {
             return Err(down_error());
         }
-        self.inner.head().await
+        Ok(self.hooks.head(self.inner.head().await?))
     }
 }
