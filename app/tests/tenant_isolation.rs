@@ -848,6 +848,58 @@ async fn a_customer_with_live_agendas_or_what_it_owns_is_not_deleted() {
     assert!(rerun.message.contains("which was deleted"), "{}", rerun.message);
 }
 
+/// A failed agenda with a retry to come holds its customer's delete: the retry would make it
+/// live again (review60 M1: deleted, the customer's failed agenda was retried and handed out).
+#[tokio::test]
+async fn a_failed_agenda_with_a_retry_to_come_holds_its_customers_delete() {
+    let w = world().await;
+    let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
+    ops_insight_shared_with_globex(&w, "s3").await;
+    let failed = globex_fails_once(&w, "f3", "s3").await;
+    assert!(failed.progress().retry_due(), "{:?}", failed.progress());
+    // What globex owns out of the way: only the failed agenda holds it.
+    let own = ConfigOp::Delete("globex-work".into());
+    w.app.configure::<Insight>(&admin, own, None, None).await.unwrap();
+    let delete = ConfigOp::Delete("globex".into());
+    let refused = w.app.configure::<Customer>(&admin, delete, None, None).await.unwrap_err();
+    assert_eq!(refused.code, pop_app::Code::Conflict, "{}", refused.message);
+    assert!(
+        refused.message.contains("1 live agenda, failed ones with a retry to come"),
+        "{}",
+        refused.message
+    );
+    // Its retry withdrawn (a cancel), nothing holds it.
+    w.app.cancel(&user("globex"), Named::id("f3"), None, None).await.unwrap();
+    let delete = ConfigOp::Delete("globex".into());
+    w.app.configure::<Customer>(&admin, delete, None, None).await.unwrap();
+}
+
+/// A customer that uses a pool of its own is told the way out: each delete's CONFLICT named the
+/// other (renew60 L7); without the pool named, both go.
+#[tokio::test]
+async fn a_customer_on_its_own_pool_is_told_how_to_delete_both() {
+    let w = world().await;
+    let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
+    let customer =
+        |pool: Option<&str>| json!({"id": "solo", "title": "solo", "resourcePoolId": pool});
+    let configure = async |op: ConfigOp| w.app.configure::<Customer>(&admin, op, None, None).await;
+    configure(ConfigOp::Create(customer(Some("pool")))).await.unwrap();
+    let pool = json!({"id": "solo-pool", "customerId": "solo", "title": "p"});
+    w.app.configure::<ResourcePool>(&admin, ConfigOp::Create(pool), None, None).await.unwrap();
+    configure(ConfigOp::Update(customer(Some("solo-pool")))).await.unwrap();
+    let refused = configure(ConfigOp::Delete("solo".into())).await.unwrap_err();
+    assert!(refused.message.contains("1 resource pool (solo-pool)"), "{}", refused.message);
+    assert!(
+        refused.message.contains("update the customer without resourcePoolId"),
+        "{}",
+        refused.message
+    );
+    configure(ConfigOp::Update(customer(None))).await.unwrap();
+    let pool = ConfigOp::Delete("solo-pool".into());
+    w.app.configure::<ResourcePool>(&admin, pool, None, None).await.unwrap();
+    configure(ConfigOp::Delete("solo".into())).await.unwrap();
+}
+
 /// A customer's delete and its submissions at once: never both taken (reprobe-op60 M1: the
 /// delete and all three submissions were answered 200 in 17 of 40 rounds, a deleted customer
 /// with live agendas). The delete holds the submissions to the insights that may take the

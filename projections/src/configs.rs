@@ -54,6 +54,11 @@ impl<T: ConfigObject> ConfigModel<T> {
         self.objects.values().filter_map(ConfigAggregate::live)
     }
 
+    /// Whether `id` names a deleted object still held as a tombstone.
+    pub fn is_deleted(&self, id: &str) -> bool {
+        self.objects.get(id).is_some_and(|a| matches!(a.lifecycle, Lifecycle::Deleted(_)))
+    }
+
     /// Deleted objects still held as tombstones, in id order, with their id.
     pub fn deleted(&self) -> impl Iterator<Item = (&str, &T)> {
         self.objects.iter().filter_map(|(id, a)| match &a.lifecycle {

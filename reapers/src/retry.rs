@@ -193,6 +193,17 @@ pub fn plan_with(
             exhausted.insert(entry.key().to_string(), entry.updated_ms());
             continue;
         }
+        // Due, but its customer deleted (review60 M1: retried, a deleted customer's agenda was
+        // handed out again; a customer's delete counts these, one racing it is caught here).
+        if models.customer_deleted(entry.customer_id()) {
+            tracing::warn!(
+                agenda = entry.key(),
+                customer = entry.customer_id(),
+                "retry: not retrying an agenda whose customer was deleted"
+            );
+            exhausted.insert(entry.key().to_string(), entry.updated_ms());
+            continue;
+        }
         // Due (review-s45c), but bound to an insight since deleted, or one that no longer takes
         // its customer (another customer's under the same id now): retried, it would wait for
         // good, or run on another customer's workers (popclient26, hostile38).
@@ -555,6 +566,32 @@ mod tests {
         assert!(retained > 0);
         assert!(plan(t(130), &m, &quota(held + 1, retained - 1)).is_empty(), "past it: waits");
         assert_eq!(ids(&plan(t(130), &m, &quota(held + 1, retained))), ["a"]);
+    }
+
+    /// A due retry of a deleted customer's agenda is not planned: retried, it was handed out
+    /// again (review60 M1; the customer's delete counts these, one racing it is caught here).
+    #[test]
+    fn a_due_retry_of_a_deleted_customers_agenda_is_not_planned() {
+        use pop_domain::config::ConfigEvent;
+        let mut m = models(vec![("a", history("a", 3, 1, 100))]);
+        assert_eq!(ids(&plan(t(130), &m, &no_jitter())), ["a"]);
+        let acme = pop_domain::model::Customer {
+            id: "acme".to_string(),
+            customer_id: "acme".to_string(),
+            ..Default::default()
+        };
+        for (at, event) in [
+            (100, ConfigEvent::Created { object: acme.clone(), time: t(0) }),
+            (101, ConfigEvent::Deleted { object: acme, time: t(1) }),
+        ] {
+            let decoded = Decoded::Event {
+                id: "acme".to_string(),
+                event: DomainEvent::Customer(event),
+                stored: 0,
+            };
+            m.apply(Position::from_sequence(at), &decoded, None).unwrap();
+        }
+        assert!(plan(t(130), &m, &no_jitter()).is_empty(), "its customer deleted");
     }
 
     #[test]

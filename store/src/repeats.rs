@@ -67,14 +67,32 @@ impl Repeats {
     /// each failure and each success after it was a line, ~1 a second) are one line each way
     /// per period, not one per flap.
     pub fn ended_at(&mut self, now: Instant) -> Option<u64> {
-        if !std::mem::take(&mut self.failing) {
+        if !self.failing {
             return None;
         }
         let period_over = self.last.is_none_or(|l| now.saturating_duration_since(l) >= self.period);
-        if !std::mem::take(&mut self.last_said) && !period_over {
+        // Not said yet: still failing as far as the log knows, so a success once the period
+        // is over says it (review60 M2: the end of an outage whose last failures were not
+        // said was never said at all).
+        if !self.last_said && !period_over {
             return None;
         }
-        Some(std::mem::take(&mut self.unsaid))
+        Some(self.end())
+    }
+
+    /// A success after failures, said whatever the period: for a caller that sees one success
+    /// per recovery (a reconnection), whose next success may never come.
+    pub fn ended_always(&mut self) -> Option<u64> {
+        if !self.failing {
+            return None;
+        }
+        Some(self.end())
+    }
+
+    fn end(&mut self) -> u64 {
+        self.failing = false;
+        self.last_said = false;
+        std::mem::take(&mut self.unsaid)
     }
 
     /// [`Repeats::ended_at`] now.
@@ -120,6 +138,27 @@ mod tests {
         assert_eq!(r.say(t0 + EVERY), Some(8), "the next period's line counts them");
         assert_eq!(r.ended_at(t0 + EVERY + Duration::from_millis(100)), Some(0));
         assert_eq!(r.ended_at(t0 + EVERY + Duration::from_millis(200)), None, "nothing failed");
+    }
+
+    /// An outage whose last failures were not said ends in a line all the same, at the first
+    /// success once the period is over (review60 M2: it was never said); a caller with one
+    /// success per recovery says it at once.
+    #[test]
+    fn the_end_of_failures_not_said_is_said_once_the_period_is_over() {
+        let mut r = Repeats::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(r.say(t0), Some(0));
+        assert_eq!(r.say(at(4_000)), None);
+        assert_eq!(r.ended_at(at(5_000)), None, "within the period, its last failure unsaid");
+        assert_eq!(r.ended_at(at(6_000)), None);
+        assert_eq!(r.ended_at(at(10_000)), Some(1), "said once the period is over, with the count");
+        assert_eq!(r.ended_at(at(11_000)), None, "once");
+        let mut once = Repeats::default();
+        assert_eq!(once.say(t0), Some(0));
+        assert_eq!(once.say(at(4_000)), None);
+        assert_eq!(once.ended_always(), Some(1));
+        assert_eq!(once.ended_always(), None);
     }
 
     /// With a budget, that many lines a period are said; the first of the next period says how

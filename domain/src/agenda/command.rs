@@ -134,9 +134,11 @@ pub struct ProgressReport {
     /// Set when the agenda's customer's agendas take more of the log than its quota (the
     /// server's `--max-log-bytes-per-customer`). A report that moves nothing (no operation or
     /// agenda changes state, none is added) is then not written while the lease was renewed
-    /// in the last fifth of its length: a heartbeat's percent, message, params or diagnostics
-    /// wait for the next report that is (reprobe58 M2: reports to one live agenda wrote 4.5 MB
-    /// in 10 s past the quota). What moves an agenda is always written, so it finishes.
+    /// in the last fifth of its length: what such a report alone carries (a percent, message,
+    /// params or diagnostics) is kept only when a later written report sends it again, as a
+    /// POP executor, which resends its whole progress, does (reprobe58 M2: reports to one live
+    /// agenda wrote 4.5 MB in 10 s past the quota). What moves an agenda is always written, so
+    /// it finishes.
     pub log_quota_passed: bool,
 }
 

@@ -86,7 +86,7 @@ async fn listen(
     let _abort = AbortOnDrop(driver);
     client.batch_execute(&format!("LISTEN {CHANNEL}")).await.map_err(fail)?;
     let statement = prepare_head(&client).await?;
-    if let Some(unsaid) = failing.ended() {
+    if let Some(unsaid) = failing.ended_always() {
         tracing::info!(failed_since_last_said = unsaid, "event store tailing listens again");
     }
     let mut pause = PENDING_FIRST;
