@@ -51,6 +51,11 @@ impl std::fmt::Display for Disconnected {
 impl std::error::Error for Disconnected {}
 
 impl Client {
+    /// The server's base URL (`http://host:port`).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// The token comes from `--token`/`POP_TOKEN`, else from the admin token the embedded
     /// default generated into its data directory (the five-minute tour needs no setup).
     pub fn new(args: &ClientArgs) -> Result<Client> {

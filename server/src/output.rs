@@ -252,10 +252,19 @@ pub fn reasons(p: &Value) -> Vec<String> {
         })
         .collect();
     if let Some(why) = last_diagnostic(p) {
-        // The last, which may be an earlier attempt's (review-s41b: given as this one's reason).
-        lines.push(format!("the agenda's last diagnostic: {why}"));
+        // The last, which may be an earlier attempt's (review-s41b: given as this one's reason);
+        // with its time, so an earlier one reads as such (renew60 L5: a cancel's reason, before
+        // a rerun, listed as the reason of the attempt after it).
+        lines.push(format!("the agenda's last diagnostic{}: {why}", diagnostic_time(p)));
     }
     lines
+}
+
+/// ` (at <time>)` of the agenda's last diagnostic, when it has one.
+pub fn diagnostic_time(p: &Value) -> String {
+    let last = p["diagnosticEvents"].as_array().and_then(|d| d.last());
+    let at = last.map(|d| text(d, "time")).filter(|t| !t.is_empty());
+    at.map(|t| format!(" (at {t})")).unwrap_or_default()
 }
 
 /// A `pop` command the CLI suggests, on agenda (or progress) id `id` of `customer`, with more

@@ -124,9 +124,24 @@ pub async fn submit(
 /// not yet created insight bound the agenda to another without a word).
 async fn warn_default_insight_unmatched(client: &Client, sent: &Value, bound: &Value) {
     let key = pop_domain::params::keys::DEFAULT_INSIGHT;
-    let Some(wanted) = sent["params"][key].as_str().map(str::trim).filter(|w| !w.is_empty()) else {
-        return;
+    // As the binding reads it: text as it is, a number as its digits (renew60 L2: trimmed
+    // here and not there, the warning named an insight that took the agenda).
+    let wanted = match &sent["params"][key] {
+        Value::String(text) => text.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Null => return,
+        other => {
+            eprintln!(
+                "WARNING: params.defaultInsight is {other}: not an insight's id or title; it \
+                 was passed over"
+            );
+            return;
+        }
     };
+    let wanted = wanted.as_str();
+    if wanted.is_empty() {
+        return;
+    }
     let insight = output::text(&bound["agendaInsight"], "insightId");
     if insight.eq_ignore_ascii_case(wanted) {
         return;
@@ -136,7 +151,7 @@ async fn warn_default_insight_unmatched(client: &Client, sent: &Value, bound: &V
         .await
         .ok()
         .and_then(|d| d["insight"]["title"].as_str().map(str::to_string));
-    if title.is_some_and(|t| t.trim().eq_ignore_ascii_case(wanted)) {
+    if title.is_some_and(|t| t.eq_ignore_ascii_case(wanted)) {
         return;
     }
     eprintln!(
@@ -257,7 +272,19 @@ fn refuse_near_keys(
         if known.contains(&key.as_str()) {
             continue;
         }
-        if let Some(near) = did_you_mean(key, known) {
+        // A short key of one's own is not taken for a misspelling two letters away (review60
+        // L4: `ts`, `time`, `note` were refused as `id`, `type`, `name`).
+        let near = did_you_mean(key, known).filter(|near| {
+            let distance = pop_domain::text::edit_distance(
+                &key.to_ascii_lowercase(),
+                &near.to_ascii_lowercase(),
+            );
+            let short = key.chars().count() <= 4;
+            !short || (distance <= 1 && key.chars().count() == near.chars().count())
+        });
+        // Nor for a key the object already has (renew60 L1: "note" beside "name").
+        let near = near.filter(|near| !object.contains_key(*near));
+        if let Some(near) = near {
             bail!("VALIDATION: {source}: unknown key {key:?} {place}; did you mean {near:?}?");
         }
     }
@@ -267,18 +294,27 @@ fn refuse_near_keys(
 /// Warns of a key of `params` close to one pop reads (`dependsOn`, `defaultInsight`, …) but not
 /// it: params are free, so it is kept, but pop will not read it.
 fn warn_near_params(source: &str, params: Option<&Value>, place: &str) {
-    let Some(params) = params.and_then(Value::as_object) else { return };
+    for warning in near_params(source, params, place) {
+        eprintln!("{warning}");
+    }
+}
+
+/// [`warn_near_params`]'s warnings.
+fn near_params(source: &str, params: Option<&Value>, place: &str) -> Vec<String> {
+    let Some(params) = params.and_then(Value::as_object) else { return Vec::new() };
+    let mut said = Vec::new();
     for key in params.keys() {
         if PARAM_KEYS.contains(&key.as_str()) {
             continue;
         }
         if let Some(near) = did_you_mean(key, PARAM_KEYS) {
-            eprintln!(
+            said.push(format!(
                 "WARNING: {source}: {place} has {key:?}, which pop does not read; did you mean \
                  {near:?}? (kept as a param of your own)"
-            );
+            ));
         }
     }
+    said
 }
 
 /// The keys of a POP operation.
@@ -293,6 +329,8 @@ const PARAM_KEYS: &[&str] = &[
     pop_domain::params::keys::PRIORITY,
     pop_domain::params::keys::DEPENDS_ON,
     pop_domain::params::keys::GENERATED_OPERATION_PARENT,
+    // (renew60 M1: a misspelt generator key let a fan-out agenda succeed without fanning out.)
+    pop_domain::params::keys::GENERATOR,
 ];
 
 /// An integer beyond 64 bits in `text` (read from `source`), refused as the server refuses it:
@@ -523,9 +561,7 @@ fn progress_lines(p: &Value) -> Vec<String> {
     // With its time; under an agenda that succeeded it is not why anything failed (newcomer60
     // L5: a cancel's reason read as the last word of the rerun that then succeeded).
     if let Some(why) = output::last_diagnostic(p) {
-        let last = p["diagnosticEvents"].as_array().and_then(|d| d.last());
-        let at = last.map(|d| output::text(d, "time")).filter(|t| !t.is_empty());
-        let at = at.map(|t| format!(" (at {t})")).unwrap_or_default();
+        let at = output::diagnostic_time(p);
         if output::outcome(p) == "succeeded" {
             lines.push(format!(
                 "  an earlier diagnostic of the agenda{at}, before it succeeded: {why}"
@@ -664,17 +700,33 @@ mod newcomer_tests {
     fn a_misspelt_operation_key_is_named_with_the_key_it_meant() {
         let dir = tempfile::tempdir().unwrap();
         for (key, meant) in [("parms", "params"), ("paylod", "payload"), ("Type", "type")] {
+            // (The operation without the key it meant: beside it, a key of its own.)
+            let mut second = json!({"name": "b", "type": "log", key: {"dependsOn": "a"}});
+            second.as_object_mut().unwrap().remove(meant);
             let body = json!({"customerId": "acme", "operations": [
-                {"name": "a", "type": "log"},
-                {"name": "b", "type": "log", key: {"dependsOn": "a"}}]});
+                {"name": "a", "type": "log"}, second]});
             let e = read_agenda(&agenda_file(&dir, &body)).unwrap_err().to_string();
             assert!(e.contains(&format!("unknown key {key:?} in operations[1]")), "{e}");
             assert!(e.contains(&format!("did you mean {meant:?}")), "{e}");
         }
-        // Keys of its own that are not near one are the server's to ignore, as before.
+        // Keys of its own that are not near one are the server's to ignore, as before; nor are
+        // short ones two letters from one (review60 L4), nor ones near a key it has (renew60 L1).
         let body = json!({"customerId": "acme", "operations": [
-            {"name": "a", "type": "log", "params": {"dependOn": "x"}, "comment": "mine"}]});
+            {"name": "a", "type": "log", "params": {"dependOn": "x"}, "comment": "mine",
+             "ts": 1, "time": 2, "note": "n", "node": "m", "ids": [1], "nam": "x"}]});
         assert!(read_agenda(&agenda_file(&dir, &body)).is_ok());
+    }
+
+    /// A param near one pop reads is warned of, the generator's too (renew60 M1: a misspelt
+    /// generator key let a fan-out agenda succeed without fanning out).
+    #[test]
+    fn a_param_near_one_pop_reads_is_warned_of() {
+        let params = json!({"agenda.operation.generater": "x", "dependOn": "a", "mine": 1,
+            "agenda.operation.generator": "ok"});
+        let said = super::near_params("f.json", Some(&params), "operations[1].params");
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert!(said.iter().any(|w| w.contains("did you mean \"agenda.operation.generator\"")));
+        assert!(said.iter().any(|w| w.contains("did you mean \"dependsOn\"")));
     }
 
     fn succeeded_after_a_cancel() -> serde_json::Value {

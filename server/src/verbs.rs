@@ -640,6 +640,7 @@ pub async fn run(
     as_json: bool,
     then_watch: Option<crate::watch::Watching>,
 ) -> Result<()> {
+    let payload_given = payload.is_some();
     let payload: Value = match payload {
         Some(p) => {
             let value = serde_json::from_str(p)
@@ -662,7 +663,7 @@ pub async fn run(
             // The template reads a payload that was not given (newcomer60 L2: three "has no
             // value at /movie" problems, never the flag).
             let text = e.to_string();
-            if payload.is_null() && text.contains("pop.payload") {
+            if !payload_given && text.contains("pop.payload") {
                 anyhow::anyhow!(
                     "{text}\npop: no --payload was given; this template reads one: `pop run \
                      {template} --payload '{{…}}'`"

@@ -138,7 +138,7 @@ pub async fn watch(
         };
         let Some(result) = result else {
             hint_at = None;
-            if let Some(hint) = waiting_hint(&last) {
+            if let Some(hint) = waiting_hint(&last, client.base()) {
                 view.note(&hint);
             }
             continue;
@@ -178,21 +178,31 @@ pub async fn watch(
 
 /// What to check when the agenda `p` is still waiting for a worker to take it (not yet run, or
 /// queued again), or `None` when it runs or ended.
-fn waiting_hint(p: &Value) -> Option<String> {
+fn waiting_hint(p: &Value, server: &str) -> Option<String> {
     if output::text(p, "processingState") != "WAITING" {
         return None;
     }
     let insight = output::text(&p["agendaInsight"], "insightId");
     let why = match output::text(p, "processingStateMessage") {
         "queued" => "queued, and no worker has taken it",
-        "added" => "not yet queued (the insight's queue is full, or the scheduler is off)",
+        // (renew60 L3: a doNotRun agenda was said to wait for a full queue.)
+        "added" => {
+            "not yet queued (the insight's queue is full, the scheduler is off, or its params \
+             say doNotRun)"
+        }
         _ => return None,
+    };
+    // The worker reaches the server this watch does (renew60 L4: the command lacked it).
+    let server = match server.trim_end_matches('/') {
+        s if s == crate::cli::DEFAULT_SERVER => String::new(),
+        s => format!(" --server {}", output::shell_word(s)),
     };
     Some(format!(
         "still waiting after {}s: {why}. Is a worker running for insight {insight:?}? (`pop \
-         worker --insight {insight} --handlers examples/handlers.toml`; `pop insights` shows each \
-         insight's queue)",
-        WAITING_HINT_AFTER.as_secs()
+         worker{server} --insight {} --handlers examples/handlers.toml`; `pop insights` shows \
+         each insight's queue)",
+        WAITING_HINT_AFTER.as_secs(),
+        output::shell_word(insight)
     ))
 }
 
@@ -456,13 +466,17 @@ mod waiting_tests {
             json!({"processingState": state, "processingStateMessage": message,
                 "agendaInsight": {"insightId": "encode"}})
         };
-        let hint = waiting_hint(&p("WAITING", "queued")).unwrap();
+        let default = crate::cli::DEFAULT_SERVER;
+        let hint = waiting_hint(&p("WAITING", "queued"), default).unwrap();
         for said in ["no worker has taken it", "insight \"encode\"", "pop worker --insight encode"]
         {
             assert!(hint.contains(said), "{said}: {hint}");
         }
-        assert!(waiting_hint(&p("WAITING", "added")).unwrap().contains("not yet queued"));
-        assert_eq!(waiting_hint(&p("EXECUTING", "Running Operations")), None);
-        assert_eq!(waiting_hint(&p("COMPLETE", "succeeded")), None);
+        let elsewhere = waiting_hint(&p("WAITING", "queued"), "http://127.0.0.1:9090").unwrap();
+        assert!(elsewhere.contains("pop worker --server http://127.0.0.1:9090 --insight encode"));
+        let added = waiting_hint(&p("WAITING", "added"), default).unwrap();
+        assert!(added.contains("not yet queued") && added.contains("doNotRun"), "{added}");
+        assert_eq!(waiting_hint(&p("EXECUTING", "Running Operations"), default), None);
+        assert_eq!(waiting_hint(&p("COMPLETE", "succeeded"), default), None);
     }
 }
