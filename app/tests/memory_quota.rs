@@ -438,6 +438,14 @@ async fn past_the_log_quota_heartbeats_are_not_written_while_the_lease_is_fresh(
     w.app.settle(None).await.unwrap();
     let after = w.projections.read().agendas().log_bytes(&Visibility::from_ids(["acme"]));
     assert_eq!(after, taken, "the log did not grow");
+    // An expansion and a hand-back are refused past it (hostile60b M2: they went on writing
+    // the log, 0.95 MB/s of expansions, 44 KB/s of hand-backs and claims).
+    let more = json!([{"name": "more", "type": "work", "payload": {}}]);
+    let refused = w.app.expand(&worker, Named::id("h1"), more, None, None).await.unwrap_err();
+    assert_eq!(refused.code, pop_app::Code::QuotaExceeded, "{}", refused.message);
+    assert!(refused.message.contains("--max-log-bytes-per-customer"), "{}", refused.message);
+    let refused = w.app.release(&worker, Named::id("h1"), &lease, None).await.unwrap_err();
+    assert_eq!(refused.code, pop_app::Code::QuotaExceeded, "{}", refused.message);
     // What moves the agenda is written, to the end.
     for (op, state) in [("one", "COMPLETE"), ("two", "EXECUTING"), ("two", "COMPLETE")] {
         let moved = w.app.report(&worker, report(op, state, 100.0), Some(&lease), None);
