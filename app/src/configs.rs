@@ -37,8 +37,6 @@ pub trait ConfigKind: ConfigObject + VisibleTo + Clone {
         limit: usize,
         keep: &dyn Fn(&Self) -> bool,
     ) -> pop_projections::Page<&'m Self>;
-    /// The title lists filter on.
-    fn title(&self) -> Option<&str>;
     /// The correlation id of the request that wrote it last (lists filter on it: POP's
     /// `byCid`).
     fn cid(&self) -> Option<&str>;
@@ -133,8 +131,9 @@ fn live_bound<'m>(
     // held the delete, though the retry would never run them).
     let held = move |a: &&pop_projections::AgendaEntry| {
         if a.processing_state() == pop_domain::ProcessingState::Complete {
-            return a.progress().is_ok_and(|p| p.retry_due())
-                && (retries_anyway || models.insight_takes(id, a.customer_id()));
+            // Read from the entry's keys, not decoded (hostile60b M1: decoding each under the
+            // read models' lock, a looping refused delete held every write).
+            return a.retry_due() && (retries_anyway || models.insight_takes(id, a.customer_id()));
         }
         !a.is_do_not_run()
     };
@@ -283,9 +282,6 @@ config_kind!(Customer, "Customer", customer, customers, {
             self.customer_id = self.id.clone();
         }
     }
-    fn title(&self) -> Option<&str> {
-        Some(&self.title)
-    }
     fn resource_pool_id(&self) -> Option<&str> {
         self.resource_pool_id.as_deref()
     }
@@ -387,9 +383,6 @@ config_kind!(ResourcePool, "ResourcePool", resource_pool, resource_pools, {
         self.insight_ids.retain(|id| models.insight(id).is_some_and(|i| i.visible_to(v)));
         self
     }
-    fn title(&self) -> Option<&str> {
-        self.title.as_deref()
-    }
     /// The insights and customers that name the pool: deleted, it would leave them naming
     /// nothing (popclient53: a delete answered 200, `insightIds: []`, while two insights, a
     /// customer and four live agendas used the pool; its insights still handed out work and
@@ -486,9 +479,6 @@ config_kind!(Insight, "Insight", insight, insights, {
             only_seen(&mut self.allowed_customer_ids, v);
         }
         self
-    }
-    fn title(&self) -> Option<&str> {
-        Some(&self.title)
     }
     fn resource_pool_id(&self) -> Option<&str> {
         Some(&self.resource_pool_id)
@@ -622,9 +612,6 @@ config_kind!(AgendaTemplate, "Template", template, templates, {
             agenda_customer: Some(self.agenda.customer_id.as_str())
                 .filter(|c| !c.trim().is_empty()),
         }
-    }
-    fn title(&self) -> Option<&str> {
-        self.title.as_deref()
     }
 });
 

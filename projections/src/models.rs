@@ -47,7 +47,10 @@ use crate::query::{Cursor, Page, Visibility, VisibleTo};
 /// 5: a snapshot's agenda records carry what each agenda's stream takes in the log (for
 /// `--max-log-bytes-per-customer`), which no fold of a state gives back: a version-4 snapshot
 /// is set aside and the models rebuilt from the log, which counts it.
-pub const FORMAT_VERSION: u32 = 5;
+///
+/// 6: a settled agenda record says whether its retry is to come (`AgendaEntry::retry_due`),
+/// read without decoding it; a version-5 snapshot is set aside and the models rebuilt.
+pub const FORMAT_VERSION: u32 = 6;
 
 /// A deleted config object kept as a tombstone (see [`ReadModels::deleted_configs`]).
 #[derive(Debug, Clone, PartialEq, Eq)]

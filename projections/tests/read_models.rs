@@ -858,3 +858,39 @@ async fn each_customers_log_bytes_are_its_agendas_streams() {
     assert!(m.agenda_entry("a1").is_none());
     assert_eq!(m.agendas().log_bytes(&only(&["acme"])), expected["acme"] - a1);
 }
+
+/// Whether a failed agenda's retry is to come is kept in its entry, through a snapshot, and
+/// read without decoding it (hostile60b M1: an insight's delete decoded each failed agenda
+/// bound to it under the read models' lock); it follows a cancel that withdraws the retry.
+#[tokio::test]
+async fn a_failed_agendas_retry_to_come_is_read_without_decoding_and_survives_a_snapshot() {
+    use pop_projections::snapshot;
+    let log = Log::open().await.unwrap();
+    for (id, at) in [("retries", 0), ("ends", 100)] {
+        let mut definition = agenda(id, "acme", None, &["x"]);
+        if id == "ends" {
+            definition.params = params(serde_json::json!({"maximumAttempts": 1}));
+        }
+        log.agenda(id, submit(definition, "insight-1", at)).await.unwrap();
+        log.agenda(id, queue(at + 1)).await.unwrap();
+        log.agenda(id, claim("w", at + 2)).await.unwrap();
+        log.agenda(id, report("w", at + 3, vec![failed("x")])).await.unwrap();
+    }
+    let saved = fold(&log).await;
+    let due = |m: &ReadModels, id: &str| {
+        let entry = m.agenda_entry(id).unwrap();
+        assert!(entry.is_settled(), "{id}: finished, settled");
+        (entry.retry_due(), entry.progress().unwrap().retry_due())
+    };
+    assert_eq!(due(&saved, "retries"), (true, true));
+    assert_eq!(due(&saved, "ends"), (false, false));
+    let dir = tempfile::tempdir().unwrap();
+    snapshot::save_in_chunks(dir.path(), &saved, snapshot::CHUNK_BYTES).unwrap();
+    let loaded = snapshot::load_on(dir.path(), Some(2)).unwrap();
+    assert_eq!(due(&loaded, "retries"), (true, true), "through the snapshot");
+    assert_eq!(due(&loaded, "ends"), (false, false));
+    // A cancel withdraws the retry.
+    log.agenda("retries", cancel(300)).await.unwrap();
+    let after = fold(&log).await;
+    assert_eq!(due(&after, "retries"), (false, false));
+}

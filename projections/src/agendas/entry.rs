@@ -99,6 +99,11 @@ pub(super) struct Keys {
     pub(super) entered: i64,
     /// `params.doNotRun`: kept for record, never a scheduler candidate.
     pub(super) held: bool,
+    /// A failed agenda whose automatic retry is to come (`AgendaProgress::retry_due`), known
+    /// without decoding its settled body: what holds an insight's delete is asked of every
+    /// failed agenda bound to it, and decoding each under the read models' lock (~140 µs) let
+    /// a tenant's looping refused deletes hold every write (hostile60b M1).
+    pub(super) retry: bool,
     /// What the agenda holds in memory, counted per customer for its quotas.
     /// - Live: its definition (operations, payloads, params) and what it keeps of its reports
     ///   (results, params, diagnostics) as compact JSON, for the live-bytes quota. Measured
@@ -250,6 +255,11 @@ impl AgendaEntry {
     /// `params.doNotRun`: kept for record, never scheduled.
     pub fn is_do_not_run(&self) -> bool {
         self.keys.held
+    }
+    /// A failed agenda whose automatic retry is to come (`AgendaProgress::retry_due`), read
+    /// without decoding it.
+    pub fn retry_due(&self) -> bool {
+        self.keys.retry
     }
     /// `updatedTime` in epoch milliseconds.
     pub fn updated_ms(&self) -> i64 {

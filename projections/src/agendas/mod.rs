@@ -433,6 +433,7 @@ fn keys_of<C, L, I>(
         updated: ms(p.updated_time).max(added),
         entered,
         held: state.is_do_not_run(),
+        retry: p.processing_state == pop_domain::ProcessingState::Complete && p.retry_due(),
         bytes,
         // What the stream takes in the log: the entry's so far, the caller adds its event's.
         log: old.map_or(0, |k| k.log),

@@ -45,6 +45,7 @@ const PROGRESS_IS_ID: u8 = 2;
 const HAS_LINK: u8 = 4;
 const HAS_INSIGHT: u8 = 8;
 const HELD: u8 = 16;
+const RETRY: u8 = 32;
 
 /// A chunk of stored agendas does not decode (a snapshot written by another build, or one
 /// whose checksums happened to match corrupt bytes).
@@ -83,6 +84,9 @@ pub(crate) fn encode(entry: &AgendaEntry, out: &mut Vec<u8>) -> Result<(), Corru
             }
             if k.held {
                 flags |= HELD;
+            }
+            if k.retry {
+                flags |= RETRY;
             }
             out.push(flags);
             if flags & ID_IS_KEY == 0 {
@@ -182,6 +186,7 @@ pub(crate) fn decode_chunk(
                     updated,
                     entered,
                     held: flags & HELD != 0,
+                    retry: flags & RETRY != 0,
                     bytes: 0,
                     log,
                 };
