@@ -672,6 +672,21 @@ impl ConfigFilter {
 }
 
 impl App {
+    /// Closes the gates of `insights` (their submissions wait until the guards drop), in id
+    /// order, each once: every writer takes them in one order, so two never wait on each other.
+    async fn close_gates(
+        &self,
+        mut insights: Vec<String>,
+    ) -> Vec<tokio::sync::OwnedRwLockWriteGuard<()>> {
+        insights.sort_unstable();
+        insights.dedup();
+        let mut gates = Vec::with_capacity(insights.len());
+        for insight in &insights {
+            gates.push(self.insight_gate(insight).write_owned().await);
+        }
+        gates
+    }
+
     /// Creates, updates or deletes one config object (admins, within their customers).
     /// `at_least` (a position) makes the write wait until the read models have what the
     /// client wrote before (read-your-writes across replicas).
@@ -864,12 +879,8 @@ impl App {
         if let Some((before, next)) = before
             && T::may_hand_over(before, next)
         {
-            let mut gated = T::gated_insights(&self.projections().read(), before);
-            gated.sort_unstable();
-            gated.dedup();
-            for insight in &gated {
-                _gates.push(self.insight_gate(insight).write_owned().await);
-            }
+            let gated = T::gated_insights(&self.projections().read(), before);
+            _gates = self.close_gates(gated).await;
             self.settle_to_head().await?;
             let seen = &caller.principal.customers;
             if let Some((why, field)) =
@@ -895,12 +906,8 @@ impl App {
                 return Err(AppError::conflict(why).within("id"));
             }
             if let Some(current) = visible {
-                let mut gated = T::gated_insights(&self.projections().read(), current);
-                gated.sort_unstable();
-                gated.dedup();
-                for insight in &gated {
-                    _gates.push(self.insight_gate(insight).write_owned().await);
-                }
+                let gated = T::gated_insights(&self.projections().read(), current);
+                _gates = self.close_gates(gated).await;
             }
             self.settle_to_head().await?;
             if let Some(why) = T::in_use(&self.projections().read(), &id, seen) {
