@@ -395,12 +395,30 @@ impl App {
     /// customer with nothing finished there whenever the retained quota was under twice the
     /// live one).
     pub(crate) fn over_memory_quota(&self, customer: &str) -> Option<String> {
-        let config = self.config();
-        let (live, retained) = {
+        self.report_quotas(customer).0
+    }
+
+    /// What a report to `customer`'s agenda is held to: why it keeps nothing new
+    /// ([`App::over_memory_quota`]) and whether it is past the log quota
+    /// ([`App::past_log_quota`]), from one read of the models (a report asked twice, each
+    /// building its own visibility).
+    pub(crate) fn report_quotas(&self, customer: &str) -> (Option<String>, bool) {
+        let (live, retained, log) = {
             let models = self.projections().read();
+            let agendas = models.agendas();
             let visibility = Visibility::from_ids([customer]);
-            (models.agendas().live_bytes(&visibility), models.agendas().retained_bytes(&visibility))
+            (
+                agendas.live_bytes(&visibility),
+                agendas.retained_bytes(&visibility),
+                agendas.log_bytes(&visibility),
+            )
         };
+        (self.over_memory_quota_at(customer, live, retained), self.past_log_quota_at(customer, log))
+    }
+
+    /// [`App::over_memory_quota`] of a customer whose agendas hold `live` and `retained` bytes.
+    fn over_memory_quota_at(&self, customer: &str, live: u64, retained: u64) -> Option<String> {
+        let config = self.config();
         let (max_live, max_retained) =
             (config.max_live_bytes_per_customer, config.max_retained_bytes_per_customer);
         // Said without the figure it holds now, which moves: the same report sent again then
@@ -441,9 +459,15 @@ impl App {
     /// quota). What moves an agenda is written, so its live agendas still finish. For the
     /// operator, a WARN line at most every 10 s.
     pub(crate) fn past_log_quota(&self, customer: &str) -> bool {
-        let max = self.config().max_log_bytes_per_customer;
         let bytes =
             self.projections().read().agendas().log_bytes(&Visibility::from_ids([customer]));
+        self.past_log_quota_at(customer, bytes)
+    }
+
+    /// [`App::past_log_quota`] of a customer whose agendas take `bytes` of the log (read with
+    /// its other figures under one lock by a report: `App::report_quotas`).
+    fn past_log_quota_at(&self, customer: &str, bytes: u64) -> bool {
+        let max = self.config().max_log_bytes_per_customer;
         if bytes <= max {
             return false;
         }

@@ -55,6 +55,16 @@ pub(crate) struct StoreProbe {
     failed: Option<(std::time::Instant, pop_store::StoreError)>,
 }
 
+impl StoreProbe {
+    /// The failure a probe saw recently enough to go by at `now`, if any.
+    fn failed_within(&self, now: std::time::Instant) -> Option<pop_store::StoreError> {
+        self.failed
+            .as_ref()
+            .filter(|(at, _)| now.duration_since(*at) < 2 * STORE_PROBE_AFTER)
+            .map(|(_, e)| e.clone())
+    }
+}
+
 /// How long a read-your-writes wait runs before it asks the store whether it is there.
 const STORE_PROBE_AFTER: std::time::Duration = std::time::Duration::from_millis(300);
 
@@ -496,12 +506,7 @@ impl App {
     pub(crate) async fn settle_named(&self, field: &str, at_least: Option<&str>) -> AppResult<()> {
         let written = self.commands().written();
         let projections = self.projections();
-        let own = error::SERVING_ACTOR
-            .try_with(|actor| actor.as_deref().map(|a| self.commands().written_by(a)))
-            .ok()
-            .flatten()
-            .unwrap_or(written);
-        let mut required = own;
+        let mut required = Position::START;
         let wanted = match at_least {
             None => written,
             Some(text) => {
@@ -529,6 +534,14 @@ impl App {
         if projections.applied() >= wanted {
             return Ok(());
         }
+        // Asked only when the read models lag (the common case costs nothing more): what of
+        // its own writes a read must see; a write's checks, with no actor, see everything.
+        let own = error::SERVING_ACTOR
+            .try_with(|actor| actor.as_deref().map(|a| self.commands().written_by(a)))
+            .ok()
+            .flatten()
+            .unwrap_or(written);
+        let required = required.max(own);
         // Known to be down (a probe within the last moments): not waited for at all.
         if projections.applied() >= required && self.store_failing().is_some() {
             return Ok(());
@@ -550,13 +563,8 @@ impl App {
     /// The store's failure a probe saw within the last moments ([`App::probe_store`]), without
     /// asking it again.
     fn store_failing(&self) -> Option<pop_store::StoreError> {
-        let now = std::time::Instant::now();
         let probe = self.inner.store_probe.lock().unwrap_or_else(PoisonError::into_inner);
-        probe
-            .failed
-            .as_ref()
-            .filter(|(at, _)| now.duration_since(*at) < 2 * STORE_PROBE_AFTER)
-            .map(|(_, e)| e.clone())
+        probe.failed_within(std::time::Instant::now())
     }
 
     /// Waits (bounded) until the read models reach the log's head as it is now, with every
@@ -575,11 +583,7 @@ impl App {
         {
             let mut probe = self.inner.store_probe.lock().unwrap_or_else(PoisonError::into_inner);
             if probe.asked.is_some_and(|at| now.duration_since(at) < STORE_PROBE_AFTER) {
-                return probe
-                    .failed
-                    .as_ref()
-                    .filter(|(at, _)| now.duration_since(*at) < 2 * STORE_PROBE_AFTER)
-                    .map(|(_, e)| e.clone());
+                return probe.failed_within(now);
             }
             probe.asked = Some(now);
         }

@@ -921,8 +921,7 @@ impl App {
             ));
         }
         if let Some((customer, _)) = pop_domain::agenda::key::split(&key) {
-            report.over_quota = self.over_memory_quota(&customer);
-            report.log_quota_passed = self.past_log_quota(&customer);
+            (report.over_quota, report.log_quota_passed) = self.report_quotas(&customer);
         }
         let command = AgendaCommand::ReportProgress {
             holder: caller.principal.name.clone(),
