@@ -914,6 +914,12 @@ impl App {
                 return Err(AppError::conflict(why).within("id"));
             }
         }
+        if let ConfigCommand::Create { object, .. } | ConfigCommand::Update { object, .. } =
+            &command
+            && caller.principal.customers != Visibility::All
+        {
+            self.check_config_quotas(object, visible)?;
+        }
         let customer = match &command {
             ConfigCommand::Create { object, .. } | ConfigCommand::Update { object, .. } => {
                 object.customer_id().to_string()
@@ -965,6 +971,62 @@ impl App {
         let object =
             object.clone().seen_by(&self.projections().read(), &caller.principal.customers);
         Ok(Configured { object, deleted, position: executed.position, cid: caller.cid.clone() })
+    }
+
+    /// QUOTA_EXCEEDED when an admin limited to some customers writes `object` (in place of
+    /// `current`) and its customer's agendas and config objects together would take more of
+    /// the log than `--max-log-bytes-per-customer`, or its finished agendas and config objects
+    /// more memory than `--max-retained-bytes-per-customer` (an object that shrinks passes
+    /// that one). Config objects were counted by no quota: a customer's admin rewriting a
+    /// template in a loop wrote the log at its request rate (hostile60c). An admin of every
+    /// customer (the operator, who must be able to move a customer or mend an insight at any
+    /// time) is not held to it; deletes never are. Counted from the read models, as the
+    /// agendas' quotas are: a bound, not an exact count.
+    fn check_config_quotas<T: ConfigKind>(&self, object: &T, current: Option<&T>) -> AppResult<()> {
+        let customer = object.customer_id();
+        let visibility = Visibility::from_ids([customer]);
+        let (configs, log, retained) = {
+            let models = self.projections().read();
+            let agendas = models.agendas();
+            (
+                models.config_bytes(&visibility),
+                agendas.log_bytes(&visibility),
+                agendas.retained_bytes(&visibility),
+            )
+        };
+        let config = self.config();
+        let size = pop_domain::validate::json_bytes(object) as u64;
+        let kind = T::KIND;
+        let log = log.saturating_add(configs.log);
+        let max = config.max_log_bytes_per_customer;
+        if log.saturating_add(size) > max {
+            return Err(AppError::new(
+                Code::QuotaExceeded,
+                format!(
+                    "customer {customer:?}'s agendas and config objects take {log} bytes of the \
+                     log and may take at most {max} (its quota, the server's \
+                     --max-log-bytes-per-customer); this {kind} would add {size}: write it again \
+                     as the data reaper removes finished agendas and deleted objects, or ask an \
+                     admin of every customer, who is not held to it"
+                ),
+            ));
+        }
+        let was = current.map_or(0, |c| pop_domain::validate::json_bytes(c) as u64);
+        let memory = retained.saturating_add(configs.memory).saturating_sub(was);
+        let max = config.max_retained_bytes_per_customer;
+        if size > was && memory.saturating_add(size) > max {
+            return Err(AppError::new(
+                Code::QuotaExceeded,
+                format!(
+                    "customer {customer:?}'s finished agendas and config objects hold {memory} \
+                     bytes in the server's memory and may hold at most {max} (its quota, the \
+                     server's --max-retained-bytes-per-customer); this {kind} would add {size}: \
+                     write a smaller one, delete some objects, or ask an admin of every \
+                     customer, who is not held to it"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The customer an object is written for must be one the caller may act for (FORBIDDEN),

@@ -457,3 +457,104 @@ async fn past_the_log_quota_heartbeats_are_not_written_while_the_lease_is_fresh(
     assert_eq!(progress.processing_state, pop_domain::ProcessingState::Complete);
     assert_eq!(progress.processing_state_message.as_deref(), Some("succeeded"));
 }
+
+/// A customer's config objects count toward its log and retained quotas when an admin limited
+/// to it writes them (hostile60c: a customer's admin rewriting a template in a loop wrote the
+/// log at its request rate, counted by no quota). An admin of every customer is not held to
+/// them, a delete never is, an object that shrinks passes the memory quota, and another
+/// customer's admin writes as before.
+#[tokio::test]
+async fn config_objects_count_toward_the_customers_quotas_for_its_admins() {
+    const LOG_QUOTA: u64 = 60_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = acme_world(sqlite(dir.path()).await).await;
+    w.app = w.app_with(AppConfig { max_log_bytes_per_customer: LOG_QUOTA, ..AppConfig::default() });
+    let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
+    let acme_admin = Caller::new(Principal::new("acme-admin", Role::Admin, &["acme"]), "test");
+    let template = |id: &str, version: usize, size: usize| {
+        json!({"id": id, "customerId": "acme", "title": id,
+            "staticParameters": {"blob": "a".repeat(size), "version": version},
+            "agenda": {"customerId": "acme", "operations": [{"name": "a", "type": "work"}]}})
+    };
+    let config_log =
+        |w: &support::World| w.projections.read().config_bytes(&Visibility::from_ids(["acme"])).log;
+    w.app
+        .configure::<AgendaTemplate>(
+            &acme_admin,
+            ConfigOp::Create(template("t", 0, 10_000)),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    let mut written = 1;
+    let refused = loop {
+        w.app.settle(None).await.unwrap();
+        let update = ConfigOp::Update(template("t", written, 10_000));
+        match w.app.configure::<AgendaTemplate>(&acme_admin, update, None, None).await {
+            Ok(_) => written += 1,
+            Err(e) => break e,
+        }
+        assert!(written < 20, "never refused; the config log holds {}", config_log(&w));
+    };
+    assert_eq!(refused.code, pop_app::Code::QuotaExceeded, "{}", refused.message);
+    for said in [
+        "config objects",
+        "of the log",
+        &format!("at most {LOG_QUOTA}"),
+        "--max-log-bytes-per-customer",
+        "would add",
+    ] {
+        assert!(refused.message.contains(said), "{said}: {}", refused.message);
+    }
+    let held = config_log(&w);
+    assert!(
+        written >= 4 && held > LOG_QUOTA - 12_000 && held <= LOG_QUOTA,
+        "{held} after {written}"
+    );
+    // A create is refused alike; the operator's write and the customer admin's delete pass.
+    let create = ConfigOp::Create(template("t2", 0, 10_000));
+    let refused =
+        w.app.configure::<AgendaTemplate>(&acme_admin, create, None, None).await.unwrap_err();
+    assert_eq!(refused.code, pop_app::Code::QuotaExceeded, "{}", refused.message);
+    let update = ConfigOp::Update(template("t", 99, 10_000));
+    w.app.configure::<AgendaTemplate>(&admin, update, None, None).await.unwrap();
+    w.app
+        .configure::<AgendaTemplate>(&acme_admin, ConfigOp::Delete("t".into()), None, None)
+        .await
+        .unwrap();
+    // Another customer's admin writes as before.
+    let other = json!({"id": "globex", "title": "globex", "resourcePoolId": "pool"});
+    w.app.configure::<Customer>(&admin, ConfigOp::Create(other), None, None).await.unwrap();
+    let globex_admin =
+        Caller::new(Principal::new("globex-admin", Role::Admin, &["globex"]), "test");
+    let mut theirs = template("g", 0, 10_000);
+    theirs["customerId"] = json!("globex");
+    theirs["agenda"]["customerId"] = json!("globex");
+    w.app
+        .configure::<AgendaTemplate>(&globex_admin, ConfigOp::Create(theirs), None, None)
+        .await
+        .unwrap();
+
+    // The retained quota: config objects held in memory count with finished agendas.
+    const RETAINED: u64 = 30_000;
+    w.app =
+        w.app_with(AppConfig { max_retained_bytes_per_customer: RETAINED, ..AppConfig::default() });
+    w.app.settle(None).await.unwrap();
+    let mut made = 0;
+    let refused = loop {
+        let create = ConfigOp::Create(template(&format!("m{made}"), 0, 8_000));
+        match w.app.configure::<AgendaTemplate>(&acme_admin, create, None, None).await {
+            Ok(_) => made += 1,
+            Err(e) => break e,
+        }
+        w.app.settle(None).await.unwrap();
+        assert!(made < 10, "never refused");
+    };
+    assert_eq!(refused.code, pop_app::Code::QuotaExceeded, "{}", refused.message);
+    assert!(refused.message.contains("--max-retained-bytes-per-customer"), "{}", refused.message);
+    assert!(made >= 2, "{made}");
+    // One that shrinks passes.
+    let smaller = ConfigOp::Update(template("m0", 1, 100));
+    w.app.configure::<AgendaTemplate>(&acme_admin, smaller, None, None).await.unwrap();
+}

@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use crate::agendas::{AgendaEntry, AgendaModel, AgendaQuery, CorruptEntry};
 use crate::change::{Change, ChangeKind};
-use crate::configs::{ConfigModel, StoredConfig, arc};
+use crate::configs::{ConfigBytes, ConfigModel, StoredConfig, arc};
 use crate::decode::{Decoded, DomainEvent, category, split_stream};
 use crate::fnv::Fnv1a;
 use crate::query::{Cursor, Page, Visibility, VisibleTo};
@@ -50,7 +50,11 @@ use crate::query::{Cursor, Page, Visibility, VisibleTo};
 ///
 /// 6: a settled agenda record says whether its retry is to come (`AgendaEntry::retry_due`),
 /// read without decoding it; a version-5 snapshot is set aside and the models rebuilt.
-pub const FORMAT_VERSION: u32 = 6;
+///
+/// 7: each config object carries what its stream takes in the log (`logBytes`, counted toward
+/// its customer's quotas when a limited admin writes one); a version-6 snapshot is set aside
+/// and the models rebuilt.
+pub const FORMAT_VERSION: u32 = 7;
 
 /// A deleted config object kept as a tombstone (see [`ReadModels::deleted_configs`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,16 +119,16 @@ impl ReadModels {
                     }
                 }
                 DomainEvent::Customer(e) => {
-                    self.customers.apply(id, e);
+                    self.customers.apply(id, e, *stored);
                     push_config(changes, position, ChangeKind::Customer, id, e);
                 }
                 DomainEvent::ResourcePool(e) => {
-                    self.pools.apply(id, e);
+                    self.pools.apply(id, e, *stored);
                     self.refresh_pool(id);
                     push_config(changes, position, ChangeKind::ResourcePool, id, e);
                 }
                 DomainEvent::Insight(e) => {
-                    let (before, after) = self.insights.apply(id, e);
+                    let (before, after) = self.insights.apply(id, e, *stored);
                     let old_pool = before.map(|i| i.resource_pool_id);
                     let new_pool = after.map(|i| i.resource_pool_id.clone());
                     let mut changes = changes;
@@ -134,7 +138,7 @@ impl ReadModels {
                     }
                 }
                 DomainEvent::Template(e) => {
-                    self.templates.apply(id, e);
+                    self.templates.apply(id, e, *stored);
                     push_config(changes, position, ChangeKind::Template, id, e);
                 }
                 // The reaper deleted (or is about to delete) the named stream: forget what it
@@ -386,6 +390,16 @@ impl ReadModels {
         max: usize,
     ) -> Option<Vec<crate::DetachedProgress>> {
         self.agendas.progress_summary_parts_within(link_id, visibility, max)
+    }
+
+    /// What the config objects of the customers `v` sees take, of every kind (their own
+    /// customer objects included): constant time per customer.
+    pub fn config_bytes(&self, v: &Visibility) -> ConfigBytes {
+        let mut bytes = self.customers.bytes(v);
+        bytes.add(self.pools.bytes(v));
+        bytes.add(self.insights.bytes(v));
+        bytes.add(self.templates.bytes(v));
+        bytes
     }
 
     pub fn customer(&self, id: &str) -> Option<&Customer> {
