@@ -788,9 +788,32 @@ async fn an_expand_by_an_agenda_id_two_customers_use_is_refused_not_guessed() {
     assert_eq!(rest.status(), 400);
     let p = s.ok(ACME, PROGRESS, json!({"id": "e2"})).await;
     assert_eq!(p["agendaProgress"]["operationProgress"].as_array().unwrap().len(), 1, "{p:#}");
-    let x = s.ok(OPS_SERVICE, expand, json!({"id": "e2", "c": "acme", "o": ops})).await;
+    let x = s.ok(OPS_SERVICE, expand, json!({"id": "e2", "c": "acme", "o": ops.clone()})).await;
     let added = &x["expandAgenda"]["progress"]["operationProgress"];
     assert_eq!(added.as_array().unwrap().len(), 2, "{x:#}");
+    // By the progress id it was handed, as its reports name it (popclient59 L1: an unchanged
+    // POP executor has no customerId to send): exactly that customer's agenda, over GraphQL
+    // and POP's REST alike. Another customer's tag on the id names nothing it may act on.
+    let more = json!([{"name": "more", "type": "ffmpeg", "payload": {}}]);
+    let handed_id = pool_id("acme", "e2");
+    let x = s.ok(OPS_SERVICE, expand, json!({"id": handed_id, "o": more})).await;
+    assert_eq!(x["expandAgenda"]["agenda"]["customerId"], "acme", "{x:#}");
+    let added = &x["expandAgenda"]["progress"]["operationProgress"];
+    assert_eq!(added.as_array().unwrap().len(), 3, "{x:#}");
+    let rest = s
+        .http
+        .post(format!("{}/pop/resourcepool/service/updateAgenda", s.base))
+        .bearer_auth(OPS_SERVICE)
+        .json(&json!({"agendaId": handed_id, "operations": [{"name": "rest", "type": "ffmpeg", "payload": {}}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status(), 200);
+    let p = s.ok(ACME, PROGRESS, json!({"id": "e2"})).await;
+    assert_eq!(p["agendaProgress"]["operationProgress"].as_array().unwrap().len(), 4, "{p:#}");
+    // Another customer's tag on a worker's request names nothing this worker may act on.
+    let e = s.err(OPS_SERVICE, expand, json!({"id": pool_id("initech", "e2"), "o": ops})).await;
+    assert_eq!(code(&e), "NOT_FOUND", "{e:#}");
 }
 
 /// A worker that takes two customers' agendas without running the insight (a token of both)

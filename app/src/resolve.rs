@@ -8,13 +8,15 @@
 //!   pool) ([`candidates_of`]). Candidates are
 //!   chosen before any match, so another customer's agenda can never shadow or reveal itself.
 //! - A `customerId` from the request picks the customer; a lease id picks the agenda it was
-//!   handed out under ([`named_one`]).
+//!   handed out under ([`named_one`]). A worker's request may also name the agenda by the
+//!   progress id a pool's worker was handed (`<progressId>~<customer tag>`), as its reports do.
 //! - None left: NOT_FOUND, exactly as for an id nobody uses. Candidates of several customers
 //!   and no lease to tell them apart (an admin seeing two customers that both use the id, a
 //!   pool's worker serving both): VALIDATION naming `customerId`, which only lists what the
 //!   caller may act on anyway. Holding one of them does not decide: a late or stale request
 //!   of the other's run would land on it.
 
+use pop_domain::agenda::key::{customer_tag, split_pool_progress_id};
 use pop_domain::agenda::{AgendaState, key};
 use pop_domain::binding::may_use_insight;
 use pop_domain::model::Insight;
@@ -172,7 +174,7 @@ pub(crate) fn ambiguous_work(id: &str, customers: usize) -> AppError {
     AppError::invalid(
         "customerId",
         format!(
-            "{id:?} is used by {customers} customers this caller may act on or serves; name the customerId or the leaseId (a report may instead use the progressId getAgenda handed out)"
+            "{id:?} is used by {customers} customers this caller may act on or serves; name the customerId or the leaseId, or the progressId getAgenda handed out"
         ),
     )
 }
@@ -190,8 +192,22 @@ impl App {
         self.settle(None).await?;
         let found = {
             let models = self.projections().read();
-            let candidates =
+            let mut candidates =
                 candidates_of(&models, caller, named.work, models.agendas().with_id(named.id));
+            // A worker's expansion or release by the progress id it was handed (no agenda id
+            // has that shape: `key::check_own_id`): an unchanged POP executor of a pool that
+            // serves two customers using one id names the agenda by it, where its bare id is
+            // ambiguous (popclient59 L1).
+            if candidates.0.is_empty()
+                && named.work
+                && let Some((own, tag)) = split_pool_progress_id(named.id)
+            {
+                let handed = models
+                    .agendas()
+                    .with_progress_id(own)
+                    .filter(|e| customer_tag(e.customer_id()) == tag);
+                candidates = candidates_of(&models, caller, true, handed);
+            }
             named_one(named.id, named.lease, named.work, candidates)?.map(|e| e.key().to_string())
         };
         match found {
