@@ -297,11 +297,14 @@ config_kind!(Customer, "Customer", customer, customers, {
         // Constant time per customer (hostile60b M1: counting its failed agendas with a retry
         // to come decoded each under the read models' lock, ~140 µs apiece, and a tenant's
         // refused deletes of its own customer held every write on the server at 0.3-1 s).
-        // Those are not counted: a deleted customer's retries are not run (the retry process
-        // skips them, `pop_reapers::retry`) nor its reruns taken.
-        let counts = models.agendas().phase_counts(&Visibility::from_ids([id]));
+        // Those are counted from their keys' flag: the retry process plans on models read
+        // before a delete and appends after it, so one planned just before would make a
+        // deleted customer's agenda live again (review61 M2).
+        let customer = Visibility::from_ids([id]);
+        let counts = models.agendas().phase_counts(&customer);
         let live: usize =
             Phase::ALL.iter().filter(|p| p.is_live()).map(|p| counts[p.index()]).sum();
+        let retries = models.agendas().retries_to_come(&customer);
         let owns = |owner: &str| owner.eq_ignore_ascii_case(id);
         let named = |kind: &str, ids: Vec<&str>| {
             let plural = if ids.len() == 1 { "" } else { "s" };
@@ -313,6 +316,12 @@ config_kind!(Customer, "Customer", customer, customers, {
         if live > 0 {
             let agendas = if live == 1 { "agenda" } else { "agendas" };
             said.push(format!("{live} live {agendas} (cancel them or let them finish)"));
+        }
+        if retries > 0 {
+            let agendas = if retries == 1 { "agenda" } else { "agendas" };
+            said.push(format!(
+                "{retries} failed {agendas} with a retry to come (cancel them to withdraw it)"
+            ));
         }
         let pools: Vec<&str> = models
             .all_resource_pools()
@@ -671,6 +680,10 @@ impl ConfigFilter {
     }
 }
 
+/// How many times a delete closes its gates again for insights that came to take the object
+/// while it closed them, before it asks to be sent again.
+const MAX_GATE_TURNS: usize = 4;
+
 impl App {
     /// Closes the gates of `insights` (their submissions wait until the guards drop), in id
     /// order, each once: every writer takes them in one order, so two never wait on each other.
@@ -905,13 +918,39 @@ impl App {
             if let Some(why) = T::in_use(&self.projections().read(), &id, seen) {
                 return Err(AppError::conflict(why).within("id"));
             }
-            if let Some(current) = visible {
-                let gated = T::gated_insights(&self.projections().read(), current);
-                _gates = self.close_gates(gated).await;
-            }
-            self.settle_to_head().await?;
-            if let Some(why) = T::in_use(&self.projections().read(), &id, seen) {
-                return Err(AppError::conflict(why).within("id"));
+            // The insights to hold are read again under the gates: one that came to take the
+            // object while they closed (an insight shared with the customer meanwhile) is held
+            // too, the gates closed again in their order, and the check made again (review61
+            // L2: chosen once, a submission to it bound and was appended after the delete).
+            let mut gated = match visible {
+                Some(current) => T::gated_insights(&self.projections().read(), current),
+                None => Vec::new(),
+            };
+            let mut turns = 0;
+            loop {
+                _gates = self.close_gates(gated.clone()).await;
+                self.settle_to_head().await?;
+                if let Some(why) = T::in_use(&self.projections().read(), &id, seen) {
+                    return Err(AppError::conflict(why).within("id"));
+                }
+                let now = match visible {
+                    Some(current) => T::gated_insights(&self.projections().read(), current),
+                    None => Vec::new(),
+                };
+                let more: Vec<String> = now.into_iter().filter(|i| !gated.contains(i)).collect();
+                if more.is_empty() {
+                    break;
+                }
+                turns += 1;
+                if turns == MAX_GATE_TURNS {
+                    return Err(AppError::conflict(format!(
+                        "the insights that may take {subject} changed while it was being \
+                         deleted; delete it again"
+                    ))
+                    .within("id"));
+                }
+                _gates = Vec::new();
+                gated.extend(more);
             }
         }
         if let ConfigCommand::Create { object, .. } | ConfigCommand::Update { object, .. } =

@@ -226,6 +226,30 @@ impl AppError {
         }
     }
 
+    /// A VALIDATION refusal of an agenda that also names the misspelt keys it holds
+    /// (`pop_domain::wire::misspelt_agenda_keys`, their paths inside `root`): unknown keys are
+    /// ignored for POP's clients, so a misspelt one is often why the agenda was refused
+    /// (newcomer61 M1: `"operatoins"` was refused as an agenda without operations, the key
+    /// unnamed). Any other error is as it was.
+    pub fn with_misspelt(mut self, root: &str, misspelt: &[(String, String)]) -> AppError {
+        if self.code != Code::Validation || misspelt.is_empty() {
+            return self;
+        }
+        let said: Vec<&str> = misspelt.iter().map(|(_, said)| said.as_str()).collect();
+        self.message = format!(
+            "{} (and {}: pop ignores keys it does not know)",
+            self.message,
+            said.join("; ")
+        );
+        for (path, said) in misspelt {
+            self.problems.push(FieldError {
+                field: pop_domain::error::join_path(root, path),
+                message: said.clone(),
+            });
+        }
+        self
+    }
+
     /// The same error about an element of a list: every problem's field (and the message)
     /// prefixed with `path` (e.g. `agendas[2]`), so the caller learns which element is at fault.
     pub fn within(mut self, path: &str) -> AppError {

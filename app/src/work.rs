@@ -1058,23 +1058,6 @@ impl App {
                     ));
                 }
                 let named = Named { lease: Some(lease_id.trim()), ..agenda }.for_work();
-                // Past its customer's log quota a hand-back is refused: each is an event, and
-                // hand-backs and claims in a loop wrote 44 KB/s past a 200 KB quota from four
-                // agendas (hostile60b M2). The worker lets the lease run out instead (the
-                // reclaimer requeues it) or finishes the agenda. Asked only of an agenda the
-                // caller may name; anything else is answered by the command as before.
-                if let Ok(key) = self.resolve(caller, named).await
-                    && let Some((customer, _)) = pop_domain::agenda::key::split(&key)
-                    && self.past_log_quota(&customer)
-                {
-                    return Err(AppError::new(
-                        error::Code::QuotaExceeded,
-                        "the agenda's customer takes more of the log than its quota (the \
-                         server's --max-log-bytes-per-customer): a hand-back is not written \
-                         now; finish the agenda, or let its lease run out and the reclaimer \
-                         requeues it",
-                    ));
-                }
                 let command = AgendaCommand::Release {
                     holder: caller.principal.name.clone(),
                     lease_id: lease_id.trim().to_string(),

@@ -446,6 +446,14 @@ async fn past_the_log_quota_heartbeats_are_not_written_while_the_lease_is_fresh(
     assert!(refused.message.contains("--max-log-bytes-per-customer"), "{}", refused.message);
     let refused = w.app.release(&worker, Named::id("h1"), &lease, None).await.unwrap_err();
     assert_eq!(refused.code, pop_app::Code::QuotaExceeded, "{}", refused.message);
+    // Asked only once the caller may act on the agenda: another customer's worker naming
+    // acme's agenda, or one that does not exist, learns nothing of acme's quota (review61 M1).
+    let other = Caller::new(Principal::new("g1", Role::Service, &["globex"]), "test");
+    for id in ["h1", "no-such-agenda"] {
+        let named = Named::of(id, Some("acme"));
+        let refused = w.app.release(&other, named, &lease, None).await.unwrap_err();
+        assert_eq!(refused.code, pop_app::Code::NotFound, "{id}: {}", refused.message);
+    }
     // What moves the agenda is written, to the end.
     for (op, state) in [("one", "COMPLETE"), ("two", "EXECUTING"), ("two", "COMPLETE")] {
         let moved = w.app.report(&worker, report(op, state, 100.0), Some(&lease), None);

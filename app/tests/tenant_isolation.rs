@@ -848,11 +848,13 @@ async fn a_customer_with_live_agendas_or_what_it_owns_is_not_deleted() {
     assert!(rerun.message.contains("which was deleted"), "{}", rerun.message);
 }
 
-/// A customer with a failed agenda whose retry is to come may be deleted (counting those
-/// decoded each under the read models' lock: hostile60b M1); the agenda is then a record, its
-/// rerun refused, and the retry process skips it (`pop_reapers::retry`, review60 M1).
+/// A customer with a failed agenda whose retry is to come is not deleted: the retry process
+/// plans on models read before a delete and appends after it, so a delete in between made a
+/// deleted customer's agenda live again (review61 M2). Counted from the entries' keys, not
+/// decoded under the read models' lock (hostile60b M1). Its retry withdrawn, the customer
+/// goes; the agenda is then a record, its rerun refused.
 #[tokio::test]
-async fn a_deleted_customers_failed_agenda_is_a_record_not_run_again() {
+async fn a_customer_with_a_retry_to_come_is_not_deleted_then_its_agenda_is_a_record() {
     let w = world().await;
     let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
     ops_insight_shared_with_globex(&w, "s3").await;
@@ -860,8 +862,13 @@ async fn a_deleted_customers_failed_agenda_is_a_record_not_run_again() {
     assert!(failed.progress().retry_due(), "{:?}", failed.progress());
     let own = ConfigOp::Delete("globex-work".into());
     w.app.configure::<Insight>(&admin, own, None, None).await.unwrap();
-    let delete = ConfigOp::Delete("globex".into());
-    w.app.configure::<Customer>(&admin, delete, None, None).await.unwrap();
+    let delete =
+        || w.app.configure::<Customer>(&admin, ConfigOp::Delete("globex".into()), None, None);
+    let e = delete().await.unwrap_err();
+    assert_eq!(e.code, pop_app::Code::Conflict, "{}", e.message);
+    assert!(e.message.contains("1 failed agenda with a retry to come"), "{}", e.message);
+    w.app.cancel(&user("globex"), Named::id("f3"), None, None).await.unwrap();
+    delete().await.unwrap();
     let rerun = w.app.rerun(&user("globex"), Named::id("f3"), Vec::new(), None).await.unwrap_err();
     assert_eq!(rerun.code, pop_app::Code::Conflict, "{}", rerun.message);
     assert!(rerun.message.contains("which was deleted"), "{}", rerun.message);

@@ -252,6 +252,91 @@ pub fn mappers<'de, D: Deserializer<'de>>(
         .collect())
 }
 
+/// The top-level keys of a POP agenda, as its clients write them.
+pub const AGENDA_KEYS: &[&str] = &[
+    "id",
+    "cid",
+    "customerId",
+    "title",
+    "linkId",
+    "jobId",
+    "externalId",
+    "progressId",
+    "operations",
+    "params",
+    "agendaInsight",
+    "addedTime",
+    "updatedTime",
+    "doNotRun",
+];
+
+/// The keys of a POP operation.
+pub const OPERATION_KEYS: &[&str] = &["name", "type", "id", "payload", "params"];
+
+/// The keys of `object` that are none of `known` but close to one, each with the one it is near: a
+/// misspelling that a reader ignoring unknown fields (pop, for POP's clients) drops. At most two
+/// edits apart ignoring ASCII case; a short key (four characters or fewer) only one edit from one
+/// of its own length (review60 L4: `ts`, `time`, `note` were taken for `id`, `type`, `name`);
+/// never near a key the object already has (renew60 L1: `note` beside `name`).
+pub fn misspelt_keys<'o>(
+    object: &'o serde_json::Map<String, serde_json::Value>,
+    known: &[&'static str],
+) -> Vec<(&'o str, &'static str)> {
+    let keys = object.keys().filter(|key| !known.contains(&key.as_str()));
+    keys.filter_map(|key| {
+        let lower = key.to_ascii_lowercase();
+        let (distance, near) = known
+            .iter()
+            .map(|k| (crate::text::edit_distance(&lower, &k.to_ascii_lowercase()), *k))
+            .filter(|(d, _)| *d <= 2)
+            .min_by_key(|(d, _)| *d)?;
+        let short = key.chars().count() <= 4;
+        let same_length = key.chars().count() == near.chars().count();
+        let plausible =
+            !short || (distance <= 1 && same_length) || swapped(&lower, &near.to_ascii_lowercase());
+        (plausible && !object.contains_key(near)).then_some((key.as_str(), near))
+    })
+    .collect()
+}
+
+/// Whether `a` is `b` with two neighbouring characters swapped (`nmae`, `name`): one slip of
+/// the fingers, where the edit distance counts two (newcomer61 L1).
+fn swapped(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    if a.len() != b.len() {
+        return false;
+    }
+    let differ: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+    matches!(differ[..], [i, j] if j == i + 1 && a[i] == b[j] && a[j] == b[i])
+}
+
+/// The misspelt keys of a POP agenda ([`misspelt_keys`]), at its top level and in each of its
+/// operations: each key's path in the agenda (`operatoins`, `operations[1].nmae`) and what is
+/// said of it (`unknown key "operatoins" at the top level; did you mean "operations"?`).
+pub fn misspelt_agenda_keys(agenda: &serde_json::Value) -> Vec<(String, String)> {
+    let Some(object) = agenda.as_object() else { return Vec::new() };
+    let mut said = Vec::new();
+    let mut say = |object, known, at: &str, place: &str| {
+        for (key, near) in misspelt_keys(object, known) {
+            let path = crate::error::join_path(at, key);
+            said.push((path, format!("unknown key {key:?} {place}; did you mean {near:?}?")));
+        }
+    };
+    say(object, AGENDA_KEYS, "", "at the top level");
+    let operations = object.get("operations").and_then(serde_json::Value::as_array);
+    for (i, operation) in operations.into_iter().flatten().enumerate() {
+        if let Some(operation) = operation.as_object() {
+            say(
+                operation,
+                OPERATION_KEYS,
+                &format!("operations[{i}]"),
+                &format!("in operations[{i}]"),
+            );
+        }
+    }
+    said
+}
+
 #[cfg(test)]
 mod tests {
     use serde::Deserialize;
@@ -313,5 +398,20 @@ mod tests {
         ] {
             assert!(probe(bad.clone()).is_err(), "{bad}");
         }
+    }
+
+    /// A misspelt key is named with the key it is near; a short key of one's own is not taken
+    /// for one two edits away, but a swap of two neighbouring letters is a slip, not a key of
+    /// one's own.
+    #[test]
+    fn misspelt_keys_are_named_and_keys_of_ones_own_are_not() {
+        let agenda = json!({"linkID": "b", "note": 1, "operations": [
+            {"nmae": "a", "type": "x"}, {"name": "b", "tpye": "x"},
+            {"name": "c", "type": "x", "ts": 1, "time": 2, "note": 3}]});
+        let said = super::misspelt_agenda_keys(&agenda);
+        let paths: Vec<&str> = said.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, ["linkID", "operations[0].nmae", "operations[1].tpye"]);
+        assert_eq!(said[1].1, r#"unknown key "nmae" in operations[0]; did you mean "name"?"#);
+        assert!(!super::swapped("ts", "id") && super::swapped("tpye", "type"));
     }
 }

@@ -431,12 +431,6 @@ impl ReadModels {
         self.customers.live()
     }
 
-    /// Whether customer `id` was deleted (its tombstone still held): its agendas are records
-    /// only, not run again.
-    pub fn customer_deleted(&self, id: &str) -> bool {
-        self.customers.is_deleted(id)
-    }
-
     /// Every live resource pool in id order (a customer's delete asks which it owns).
     pub fn all_resource_pools(&self) -> impl Iterator<Item = &ResourcePool> {
         self.pools.live()

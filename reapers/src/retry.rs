@@ -194,8 +194,9 @@ pub fn plan_with(
             continue;
         }
         // Due, but its customer deleted (review60 M1: retried, a deleted customer's agenda was
-        // handed out again; a customer's delete counts these, one racing it is caught here).
-        if models.customer_deleted(entry.customer_id()) {
+        // handed out again; a customer's delete is refused while these are to come, one
+        // racing it is caught here) or gone entirely, its tombstone reaped (review61 L1).
+        if models.customer(entry.customer_id()).is_none() {
             tracing::warn!(
                 agenda = entry.key(),
                 customer = entry.customer_id(),
@@ -476,10 +477,32 @@ mod tests {
         models.apply(Position::from_sequence(position), &decoded, None).unwrap();
     }
 
+    /// acme's customer object at `position` (`deleted`: its tombstone).
+    fn customer_event(models: &mut ReadModels, position: u64, deleted: bool) {
+        use pop_domain::config::ConfigEvent;
+        let object = pop_domain::model::Customer {
+            id: "acme".to_string(),
+            customer_id: "acme".to_string(),
+            ..Default::default()
+        };
+        let event = if deleted {
+            ConfigEvent::Deleted { object, time: t(1) }
+        } else {
+            ConfigEvent::Created { object, time: t(0) }
+        };
+        let decoded = Decoded::Event {
+            id: "acme".to_string(),
+            event: DomainEvent::Customer(event),
+            stored: 0,
+        };
+        models.apply(Position::from_sequence(position), &decoded, None).unwrap();
+    }
+
     fn models(histories: Vec<(&str, Vec<AgendaCommand>)>) -> ReadModels {
         let mut models = ReadModels::new();
-        insight_event(&mut models, 1, false);
-        let mut position = 1;
+        customer_event(&mut models, 1, false);
+        insight_event(&mut models, 2, false);
+        let mut position = 2;
         for (id, commands) in histories {
             let mut state = AgendaState::default();
             for command in &commands {
@@ -569,29 +592,18 @@ mod tests {
     }
 
     /// A due retry of a deleted customer's agenda is not planned: retried, it was handed out
-    /// again (review60 M1; the customer's delete counts these, one racing it is caught here).
+    /// again (review60 M1; the customer's delete is refused while these are to come, one
+    /// racing it is caught here), nor once the customer's tombstone is reaped (review61 L1:
+    /// asked of the tombstone alone, the retry ran again then).
     #[test]
     fn a_due_retry_of_a_deleted_customers_agenda_is_not_planned() {
-        use pop_domain::config::ConfigEvent;
         let mut m = models(vec![("a", history("a", 3, 1, 100))]);
         assert_eq!(ids(&plan(t(130), &m, &no_jitter())), ["a"]);
-        let acme = pop_domain::model::Customer {
-            id: "acme".to_string(),
-            customer_id: "acme".to_string(),
-            ..Default::default()
-        };
-        for (at, event) in [
-            (100, ConfigEvent::Created { object: acme.clone(), time: t(0) }),
-            (101, ConfigEvent::Deleted { object: acme, time: t(1) }),
-        ] {
-            let decoded = Decoded::Event {
-                id: "acme".to_string(),
-                event: DomainEvent::Customer(event),
-                stored: 0,
-            };
-            m.apply(Position::from_sequence(at), &decoded, None).unwrap();
-        }
+        customer_event(&mut m, 100, true);
         assert!(plan(t(130), &m, &no_jitter()).is_empty(), "its customer deleted");
+        m.forget_stream(Position::from_sequence(101), "customer-acme");
+        assert!(m.deleted_configs().is_empty(), "{:?}", m.deleted_configs());
+        assert!(plan(t(130), &m, &no_jitter()).is_empty(), "its customer's tombstone reaped");
     }
 
     #[test]

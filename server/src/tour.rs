@@ -244,51 +244,21 @@ fn read_agenda(file: &Path) -> Result<Value> {
         );
     }
     let source = file.display().to_string();
+    // A misspelt key, at the top level or in an operation, is refused: the server ignores
+    // unknown fields for POP's clients (newcomer60 M1: `"parms": {"dependsOn": …}` was dropped
+    // without a word, changing the DAG).
+    if let Some((_, first)) = pop_domain::wire::misspelt_agenda_keys(&agenda).first() {
+        bail!("VALIDATION: {source}: {first}");
+    }
     if let Some(object) = agenda.as_object() {
-        refuse_near_keys(&source, object, AGENDA_KEYS, "at the top level")?;
         warn_near_params(&source, object.get("params"), "params");
-        // The operations' keys too (newcomer60 M1: `"parms": {"dependsOn": …}` was dropped
-        // without a word, changing the DAG; the server ignores unknown fields for POP's
-        // clients).
         let operations = object.get("operations").and_then(Value::as_array);
         for (i, operation) in operations.into_iter().flatten().enumerate() {
             let Some(operation) = operation.as_object() else { continue };
-            refuse_near_keys(&source, operation, OPERATION_KEYS, &format!("in operations[{i}]"))?;
             warn_near_params(&source, operation.get("params"), &format!("operations[{i}].params"));
         }
     }
     Ok(agenda)
-}
-
-/// Refuses a key of `object` that is not one of `known` but close to one: a misspelling the
-/// server would ignore (unknown fields are ignored for POP's clients).
-fn refuse_near_keys(
-    source: &str,
-    object: &serde_json::Map<String, Value>,
-    known: &[&str],
-    place: &str,
-) -> Result<()> {
-    for key in object.keys() {
-        if known.contains(&key.as_str()) {
-            continue;
-        }
-        // A short key of one's own is not taken for a misspelling two letters away (review60
-        // L4: `ts`, `time`, `note` were refused as `id`, `type`, `name`).
-        let near = did_you_mean(key, known).filter(|near| {
-            let distance = pop_domain::text::edit_distance(
-                &key.to_ascii_lowercase(),
-                &near.to_ascii_lowercase(),
-            );
-            let short = key.chars().count() <= 4;
-            !short || (distance <= 1 && key.chars().count() == near.chars().count())
-        });
-        // Nor for a key the object already has (renew60 L1: "note" beside "name").
-        let near = near.filter(|near| !object.contains_key(*near));
-        if let Some(near) = near {
-            bail!("VALIDATION: {source}: unknown key {key:?} {place}; did you mean {near:?}?");
-        }
-    }
-    Ok(())
 }
 
 /// Warns of a key of `params` close to one pop reads (`dependsOn`, `defaultInsight`, …) but not
@@ -317,9 +287,6 @@ fn near_params(source: &str, params: Option<&Value>, place: &str) -> Vec<String>
     said
 }
 
-/// The keys of a POP operation.
-const OPERATION_KEYS: &[&str] = &["name", "type", "id", "payload", "params"];
-
 /// The params pop reads itself (of an agenda or an operation).
 const PARAM_KEYS: &[&str] = &[
     pop_domain::params::keys::DO_NOT_RUN,
@@ -346,24 +313,6 @@ pub(crate) fn refuse_wide_integer(source: &str, text: &str) -> Result<()> {
         },
     }
 }
-
-/// The top-level keys of a POP agenda.
-const AGENDA_KEYS: &[&str] = &[
-    "id",
-    "cid",
-    "customerId",
-    "title",
-    "linkId",
-    "jobId",
-    "externalId",
-    "progressId",
-    "operations",
-    "params",
-    "agendaInsight",
-    "addedTime",
-    "updatedTime",
-    "doNotRun",
-];
 
 /// The closest of `candidates` to `word` when it is a likely misspelling (edit distance at
 /// most 2, or the same but for case or a trailing `s`).

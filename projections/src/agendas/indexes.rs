@@ -207,6 +207,9 @@ pub(super) struct Held {
     pub(super) retained: u64,
     /// What all of them take in the log ([`Keys::log`]), live or finished.
     pub(super) log: u64,
+    /// How many are failed with a retry to come ([`Keys::retry`]): counted with the rest so a
+    /// customer's delete asks it in constant time.
+    pub(super) retries: u64,
 }
 
 impl Held {
@@ -214,10 +217,11 @@ impl Held {
     fn of(k: &Keys) -> Held {
         let n = u64::from(k.bytes);
         let log = u64::from(k.log);
+        let retries = u64::from(k.retry);
         if k.phase.is_live() {
-            Held { live: n, retained: 0, log }
+            Held { live: n, retained: 0, log, retries }
         } else {
-            Held { live: 0, retained: n, log }
+            Held { live: 0, retained: n, log, retries }
         }
     }
 
@@ -225,16 +229,21 @@ impl Held {
         self.live += other.live;
         self.retained += other.retained;
         self.log += other.log;
+        self.retries += other.retries;
     }
 
     fn sub(&mut self, other: Held) {
         debug_assert!(
-            self.live >= other.live && self.retained >= other.retained && self.log >= other.log,
+            self.live >= other.live
+                && self.retained >= other.retained
+                && self.log >= other.log
+                && self.retries >= other.retries,
             "{self:?} - {other:?}"
         );
         self.live = self.live.saturating_sub(other.live);
         self.retained = self.retained.saturating_sub(other.retained);
         self.log = self.log.saturating_sub(other.log);
+        self.retries = self.retries.saturating_sub(other.retries);
     }
 }
 

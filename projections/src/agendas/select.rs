@@ -269,6 +269,12 @@ impl AgendaModel {
         self.held(visibility).log
     }
 
+    /// How many failed agendas `visibility` sees have a retry to come
+    /// ([`crate::AgendaEntry::retry_due`]); constant time per visible customer.
+    pub fn retries_to_come(&self, visibility: &Visibility) -> u64 {
+        self.held(visibility).retries
+    }
+
     fn held(&self, visibility: &Visibility) -> super::indexes::Held {
         match visibility {
             Visibility::All => self.all.bytes,
