@@ -40,6 +40,14 @@ pub mod epoch_ms {
                 if let Ok(ms) = s.trim().parse::<i64>() {
                     return from_value(&Value::from(ms));
                 }
+                // A decimal as a string reads as the number would (popclient61 L4:
+                // `"1796698000.5"` was refused where `1796698000.5` was taken).
+                let decimal = s.trim();
+                if decimal.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
+                    && let Ok(f) = decimal.parse::<f64>()
+                {
+                    return from_decimal(f);
+                }
                 parse_text(s.trim()).map(Some).ok_or_else(|| {
                     format!(
                         "time {s:?} is neither epoch milliseconds nor an ISO 8601 time (e.g. \
@@ -663,8 +671,10 @@ mod tests {
             json!(ms.to_string()),
             json!("2023-11-14T22:13:20.123Z"),
             json!(1.700000000123e12),
-            // Jackson's `Instant`: decimal epoch seconds with nanoseconds.
+            // Jackson's `Instant`: decimal epoch seconds with nanoseconds; as a string too
+            // (popclient61 L4).
             json!(1_700_000_000.123_f64),
+            json!("1700000000.123"),
             // Jackson's `StdDateFormat` (java.util.Date with timestamps off), and its UTC reads.
             json!("2023-11-14T22:13:20.123+0000"),
             json!("2023-11-14T23:13:20.123+0100"),

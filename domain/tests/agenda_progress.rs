@@ -205,9 +205,41 @@ fn operations_only_move_forward() {
         check(&given, report("w1", 12, ops(vec![r])), Then::Refused(ErrorCode::Conflict, text));
     }
     // The refusal names the entry of the report at fault (popclient59 L2: no field).
-    let sent = ops(vec![executing("b", 6.0), executing("a", 50.0)]);
+    let sent = ops(vec![executing("b", 5.0), executing("a", 50.0)]);
     let refused = state.decide(&report("w1", 12, sent)).unwrap_err();
     assert_eq!(refused.field().as_deref(), Some("operationProgress[1].processingState"));
+}
+
+/// Two executors of one agenda each send the whole progress they know: each report holds the
+/// other's operation as it last saw it. Such a stale entry (an operation moved back) is skipped
+/// when the report changes something else, and the rest is taken (popclient61 M1: one of each
+/// pair was refused whole, its operation's outcome and result lost, the agenda stalled for a
+/// lease and the operation ran again). A changed outcome is still refused, whatever else the
+/// report holds.
+#[test]
+fn a_stale_entry_beside_fresh_ones_is_skipped_and_the_rest_taken() {
+    let given = history(running(agenda_of(&["a", "b"], json!({}))));
+    let waiting =
+        |name: &str| OperationReport { name: name.into(), state: Waiting, ..Default::default() };
+    // Executor 1 finishes a; executor 2, which still saw a WAITING, then finishes b.
+    let after_one =
+        history_after(&given, vec![report("w1", 10, ops(vec![succeeded("a"), waiting("b")]))]);
+    let state = check(
+        &after_one,
+        report("w1", 11, ops(vec![waiting("a"), succeeded("b")])),
+        Then::Types(vec!["AgendaProgressReported", "AgendaCompleted"]),
+    );
+    assert_eq!(op_state(&state, "a"), (Complete, "succeeded".into()));
+    assert_eq!(op_state(&state, "b"), (Complete, "succeeded".into()));
+    assert_eq!(state.operation("a").unwrap().result_payload, json!({"out": "a"}));
+    assert!(state.is_succeeded(), "{:?}", state.progress());
+    // A changed outcome beside a fresh entry is refused.
+    let running_b = history_after(&given, vec![report("w1", 10, ops(vec![succeeded("a")]))]);
+    check(
+        &running_b,
+        report("w1", 11, ops(vec![failed("a"), executing("b", 10.0)])),
+        Then::Refused(ErrorCode::Conflict, "cannot go from COMPLETE/succeeded to COMPLETE/failed"),
+    );
 }
 
 /// An operation reported WAITING that has not run: what says it ran (a result, a percent, times
@@ -871,4 +903,21 @@ fn reported_agenda_params_are_merged_into_the_progress() {
     let over = ProgressReport { over_quota: Some("over".into()), ..with(json!({"new": true})) };
     let state = replay(&history_after(&after, vec![report("w1", 21, over)]));
     assert_eq!(state.progress().params, params(json!({"node": "n1", "k": 1})));
+}
+
+/// The same expansion sent again (a generator's resend after a lost answer: `pop worker`
+/// resends on a timeout) changes nothing and is not refused (popclient61 M2: refused for names
+/// already used, the generator failed and its agenda with it). One whose operation differs
+/// from the one of that name is refused as before.
+#[test]
+fn the_same_expansion_sent_again_changes_nothing() {
+    let given = history(running(agenda_of(&["split"], json!({}))));
+    let parts = vec![op("part-1", json!({"n": 1}), json!({})), op("join", json!({}), json!({}))];
+    let after = history_after(&given, vec![expand(parts.clone(), 10)]);
+    check(&after, expand(parts, 11), Then::Types(vec![]));
+    check(
+        &after,
+        expand(vec![op("part-1", json!({"n": 2}), json!({}))], 12),
+        Then::Refused(ErrorCode::Validation, "already used"),
+    );
 }

@@ -744,15 +744,17 @@ async fn rerun(call: &Call<'_>) -> RestResult<Reply> {
     let params = match object.get("params") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(one)) => vec![one.clone()],
-        Some(Value::Array(list)) => list
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                p.as_str().map(str::to_string).ok_or_else(|| {
-                    AppError::invalid(&format!("params[{i}]"), "must be a string").into()
-                })
-            })
-            .collect::<RestResult<Vec<String>>>()?,
+        Some(Value::Array(list)) => {
+            // Every entry that is no string named, not only the first (popclient61 L2).
+            let mut refused = pop_domain::error::ValidationErrors::new();
+            for (i, _) in list.iter().enumerate().filter(|(_, p)| !p.is_string()) {
+                refused.push(format!("params[{i}]"), "must be a string");
+            }
+            if !refused.is_empty() {
+                return Err(AppError::validation("the rerun request", refused).into());
+            }
+            list.iter().filter_map(Value::as_str).map(str::to_string).collect()
+        }
         Some(_) => return Err(AppError::invalid("params", "must be a list of strings").into()),
     };
     let customer = text(object, "customerId")?;
@@ -803,10 +805,13 @@ async fn update_progresses(call: &Call<'_>) -> RestResult<Reply> {
     };
     let mut items =
         Vec::with_capacity(reports.len().min(pop_app::limits::MAX_REPORTS_PER_REQUEST + 1));
-    for (index, report) in reports.iter().enumerate() {
+    for report in reports {
+        // An entry that is no object (a Jackson `null`) is answered on its own, as one without
+        // `agendaProgress` is: the others are taken (popclient61 L1: the batch was refused
+        // whole, naming only the first).
         let Some(report) = report.as_object() else {
-            let field = format!("reports[{index}]");
-            return Err(AppError::invalid(&field, "must be {agendaProgress, leaseId?}").into());
+            items.push(pop_app::work::ReportItem { agenda_progress: Value::Null, lease_id: None });
+            continue;
         };
         let progress = report.get("agendaProgress").cloned().unwrap_or(Value::Null);
         let lease_id = report.get("leaseId").and_then(Value::as_str).map(str::to_string);

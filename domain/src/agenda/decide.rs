@@ -325,11 +325,25 @@ impl AgendaState {
         let mut changes = Vec::new();
         // Whether an operation changes state (what `log_quota_passed` always writes).
         let mut moved = false;
+        // An entry that would move its operation back (COMPLETE to WAITING or EXECUTING,
+        // EXECUTING to WAITING) in a report that changes something else is stale: two POP
+        // executors of one agenda each send the whole progress they know, so each report holds
+        // the other's operation as it last saw it (popclient61 M1: one of each pair was
+        // refused whole, its operation's outcome and result lost, the agenda stalled for a
+        // lease and ran the operation again). It is skipped and the rest taken; a report that
+        // changes nothing else is refused for it, as before.
+        let mut stale = None;
         for (i, (r, index)) in report.operations.iter().zip(targets).enumerate() {
             let Some(current) = operations.get_mut(index) else { continue };
             let attempt = self.operation_diagnostics_this_attempt(&current.operation);
-            let mut change =
-                operation_change(current, r, now, attempt, max_text).map_err(|e| e.at_item(i))?;
+            let mut change = match operation_change(current, r, now, attempt, max_text) {
+                Ok(change) => change,
+                Err(e) if state_rank(r.state) < state_rank(current.processing_state) => {
+                    stale.get_or_insert(e.at_item(i));
+                    continue;
+                }
+                Err(e) => return Err(e.at_item(i)),
+            };
             let said: Vec<DiagnosticEvent> =
                 notes.iter().filter(|(at, _)| *at == i).map(|(_, d)| d.clone()).collect();
             if !said.is_empty() {
@@ -347,6 +361,11 @@ impl AgendaState {
                 apply_operation_change(current, &change, now);
                 changes.push(change);
             }
+        }
+        if let Some(stale) = stale
+            && changes.is_empty()
+        {
+            return Err(stale);
         }
 
         let reported_complete = report.state == Some(ProcessingState::Complete);
@@ -731,12 +750,23 @@ impl AgendaState {
             return Err(self.illegal("expand"));
         }
         let Some(agenda) = self.agenda() else { return Err(AgendaError::NotFound) };
+        let mut merged = agenda.params.clone();
+        merged.merge(params);
+        // The same expansion sent again: every operation is already the agenda's, exactly as
+        // sent, and the params change nothing. Nothing to do, as for a report sent again (a
+        // generator's resend after a lost answer: `pop worker` resends on a timeout, and on an
+        // UNAVAILABLE whose commit may be stored; popclient61 M2: refused for names already
+        // used, the generator failed and its agenda with it).
+        if !operations.is_empty()
+            && operations.iter().all(|o| agenda.operations.contains(o))
+            && merged == agenda.params
+        {
+            return Ok(Vec::new());
+        }
         let mut errors = ValidationErrors::new();
         if let Err(found) = validate_expansion(agenda, operations) {
             merge(&mut errors, found);
         }
-        let mut merged = agenda.params.clone();
-        merged.merge(params);
         let maximum = check_maximum_attempts(&merged, &mut errors);
         // The priority sent, not one stored before the rule (review-s43: an agenda accepted
         // with `"priority": 6.5` could no longer be expanded).
@@ -930,6 +960,15 @@ impl AgendaState {
             state: self.processing_state(),
             message: self.message().to_string(),
         }
+    }
+}
+
+/// How far along an operation in `state` is: WAITING, EXECUTING, COMPLETE in that order.
+fn state_rank(state: ProcessingState) -> u8 {
+    match state {
+        ProcessingState::Waiting => 0,
+        ProcessingState::Executing => 1,
+        ProcessingState::Complete => 2,
     }
 }
 
