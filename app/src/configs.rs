@@ -59,6 +59,13 @@ pub trait ConfigKind: ConfigObject + VisibleTo + Clone {
     fn clash<'m>(&self, _models: &'m ReadModels) -> Option<(&'m str, &'m str)> {
         None
     }
+    /// Whether objects of customers `v` does not see already name this object's id (a pool an
+    /// admin of every customer named before creating it): a create by such a caller is then
+    /// answered as for an id another customer uses (hostile61 L1: another tenant's admin
+    /// created the pool a customer and its insight named, and owned it).
+    fn named_unseen(&self, _models: &ReadModels, _v: &Visibility) -> bool {
+        false
+    }
     /// The object as a caller who sees `v` may read it: a pool lists only the insights
     /// the caller may see (on a shared pool, other customers' insights stay theirs).
     fn seen_by(self, _models: &ReadModels, _v: &Visibility) -> Self {
@@ -380,6 +387,13 @@ config_kind!(Customer, "Customer", customer, customers, {
 config_kind!(ResourcePool, "ResourcePool", resource_pool, resource_pools, {
     fn fill_id(&mut self) {
         generated_id(&mut self.id);
+    }
+    fn named_unseen(&self, models: &ReadModels, v: &Visibility) -> bool {
+        let names = |pool: &str| pool == self.id;
+        models
+            .all_customers()
+            .any(|c| c.resource_pool_id.as_deref().is_some_and(names) && !v.sees(&c.customer_id))
+            || models.all_insights().any(|i| names(&i.resource_pool_id) && !v.sees(&i.customer_id))
     }
     fn seen_by(mut self, models: &ReadModels, v: &Visibility) -> Self {
         // Computed by the read models: a pool read from them has its list; one as written
@@ -813,6 +827,9 @@ impl App {
                 // Another customer's: as for an id it uses, nothing tells it exists.
                 Some((false, _)) => return Err(AppError::not_found(T::KIND, object.id())),
                 None => {}
+            }
+            if object.named_unseen(&self.projections().read(), &caller.principal.customers) {
+                return Err(AppError::not_found(T::KIND, object.id()));
             }
         }
         // Tenancy: the object as the write side has it must be visible (else NOT_FOUND), and

@@ -1198,3 +1198,33 @@ async fn a_submission_or_rerun_never_follows_an_insight_to_another_pool() {
     assert_eq!(rerun.code, pop_app::Code::Conflict, "{}", rerun.message);
     assert!(rerun.message.contains("moved to another resource pool"), "{}", rerun.message);
 }
+
+/// A pool that customers and insights of others already name (an admin of every customer named
+/// it before creating it) is not created by an admin who does not see them: answered as an id
+/// another customer uses (hostile61 L1: another tenant's admin created it and owned the pool
+/// a customer and its insight were bound to). An admin who sees them, and the operator, may.
+#[tokio::test]
+async fn a_pool_others_already_name_is_not_taken_by_another_tenant() {
+    let w = world().await;
+    let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "test");
+    let victim = json!({"id": "victim2", "title": "v2", "resourcePoolId": "v2pool"});
+    w.app.configure::<Customer>(&admin, ConfigOp::Create(victim), None, None).await.unwrap();
+    let insight = json!({"id": "v2ins", "customerId": "victim2", "title": "t",
+        "resourcePoolId": "v2pool", "queueSize": 5, "mappers": {"operationType": ["x"]}});
+    w.app.configure::<Insight>(&admin, ConfigOp::Create(insight), None, None).await.unwrap();
+    w.app.settle(None).await.unwrap();
+    let squat = json!({"id": "v2pool", "customerId": "acme", "title": "squatted"});
+    let acme_admin = Caller::new(Principal::new("acme-admin", Role::Admin, &["acme"]), "test");
+    let r = w.app.configure::<ResourcePool>(&acme_admin, ConfigOp::Create(squat), None, None).await;
+    assert_eq!(code(&r).as_deref(), Some("NotFound"), "{r:?}");
+    // An unused id is created as before.
+    let own = json!({"id": "acme-own-pool", "customerId": "acme", "title": "mine"});
+    w.app.configure::<ResourcePool>(&acme_admin, ConfigOp::Create(own), None, None).await.unwrap();
+    // The victim's own admin sees what names it, and creates it.
+    let victim_admin = Caller::new(Principal::new("v2-admin", Role::Admin, &["victim2"]), "test");
+    let pool = json!({"id": "v2pool", "customerId": "victim2", "title": "v2"});
+    w.app
+        .configure::<ResourcePool>(&victim_admin, ConfigOp::Create(pool), None, None)
+        .await
+        .unwrap();
+}
