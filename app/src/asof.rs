@@ -130,6 +130,17 @@ impl AsOf {
     }
 }
 
+/// The earliest time an as-of read by time admits `event` of own time `time` ([`AsOf::admits`]):
+/// its commit, or its own time when that is earlier and the commit came within
+/// [`SHOWN_TIME_SLACK`] of it. An agenda's history shows each event at this time, so a read as
+/// of a moment before a row shows the state before it (auditor61 M1).
+pub(crate) fn shown_from(event: &RecordedEvent, time: Option<DateTime<Utc>>) -> DateTime<Utc> {
+    match time {
+        Some(time) => event.recorded_at.min(time.max(event.recorded_at - SHOWN_TIME_SLACK)),
+        None => event.recorded_at,
+    }
+}
+
 /// The outcome of folding one stream up to a bound.
 #[derive(Debug, Clone)]
 pub struct Folded {

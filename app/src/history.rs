@@ -30,7 +30,12 @@ use crate::resolve::Named;
 pub struct HistoryEntry {
     pub position: Position,
     pub version: u64,
+    /// When it took effect: the earliest time an as-of read by time shows it
+    /// ([`crate::asof::shown_from`]; auditor61 M1: the commit time was shown, and an as-of
+    /// read a microsecond before a row already held its change).
     pub time: DateTime<Utc>,
+    /// When the store committed it.
+    pub committed_time: DateTime<Utc>,
     pub event_type: String,
     /// `<role>:<principal>` or `system:<process>`; `None` for events written without one.
     pub actor: Option<String>,
@@ -248,6 +253,9 @@ impl App {
         let mut more = false;
         let mut from = 0u64;
         let mut folded = 0usize;
+        // When the events so far took effect: an as-of read by time stops at the first event
+        // it leaves out, so an event is shown no earlier than the one before it.
+        let mut effect: Option<DateTime<Utc>> = None;
         'read: loop {
             let batch = match self
                 .store()
@@ -277,17 +285,22 @@ impl App {
                     if shown { state.progress().diagnostic_events.clone() } else { Vec::new() };
                 let mut touched = Vec::new();
                 let mut by_report = (None, Vec::new());
+                let mut own_time = None;
                 match pop_projections::decode(event) {
                     Ok(Decoded::Event { event: DomainEvent::Agenda(e), .. }) => {
                         if shown {
                             touched = touched_before(&state, &e);
                             by_report = carried(&e);
                         }
+                        own_time = Some(e.time());
                         state.evolve(&e);
                     }
                     Ok(_) => {}
                     Err(e) => return Err(AppError::internal("folding an agenda's history", &e)),
                 }
+                let took_effect = crate::asof::shown_from(event, own_time);
+                let took_effect = effect.map_or(took_effect, |before| before.max(took_effect));
+                effect = Some(took_effect);
                 if !shown {
                     continue;
                 }
@@ -296,7 +309,8 @@ impl App {
                 entries.push(HistoryEntry {
                     position: event.position,
                     version: event.version,
-                    time: event.recorded_at,
+                    time: took_effect,
+                    committed_time: event.recorded_at,
                     event_type: event.event_type.to_string(),
                     actor: metadata.actor,
                     cid: metadata.cid,

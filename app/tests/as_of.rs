@@ -369,3 +369,47 @@ async fn as_of_a_shown_time_reads_the_change_it_labels() {
     let before = shown_as_of(&w, &acme, AsOf::Time(shown - Duration::milliseconds(1))).await;
     assert!(before.progress.is_none(), "{before:?}");
 }
+
+/// Each entry of an agenda's history is shown at the time it took effect for an as-of read:
+/// as of that time the agenda reads as the entry says, and a microsecond before it as the
+/// entry before it says (auditor61 M1: the commit time was shown, and a microsecond before a
+/// row the agenda already read as after it). Its commit is `committed_time`, never earlier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_history_entry_is_shown_when_an_as_of_read_first_shows_it() {
+    let w = world().await;
+    let acme = user("acme");
+    // Commits stamped 900 ms after the commands' own times, as a loaded writer may.
+    w.set_time(Utc::now() + Duration::milliseconds(900));
+    for step in ["submit a", "queue a", "claim", "x half", "x done", "y done"] {
+        act(&w, step).await;
+        w.set_time(Utc::now() + Duration::milliseconds(900));
+    }
+    let history = w.app.agenda_history(&acme, Named::id("a"), None, None).await.unwrap().unwrap();
+    assert!(history.entries.len() >= 6, "{:?}", history.entries.len());
+    let last = history.entries.last().unwrap().committed_time;
+    w.set_time(last + Duration::seconds(2));
+    let state = |p: &Option<AgendaProgress>| {
+        p.as_ref()
+            .map(|p| (p.processing_state, p.processing_state_message.clone(), p.percent_complete))
+    };
+    // The events of one command take effect together: as of their time, the last one's state.
+    let as_of =
+        |t: DateTime<Utc>| {
+            history.entries.iter().rev().find(|e| e.time <= t).map(|e| {
+                (e.processing_state, e.processing_state_message.clone(), e.percent_complete)
+            })
+        };
+    for entry in &history.entries {
+        assert!(entry.time <= entry.committed_time, "{entry:?}");
+        let at = shown_as_of(&w, &acme, AsOf::Time(entry.time)).await.progress;
+        assert_eq!(state(&at), as_of(entry.time), "as of {} ({})", entry.time, entry.event_type);
+        let just_before = entry.time - Duration::microseconds(1);
+        let earlier = shown_as_of(&w, &acme, AsOf::Time(just_before)).await.progress;
+        assert_eq!(
+            state(&earlier),
+            as_of(just_before),
+            "as of {just_before}, before {}",
+            entry.event_type
+        );
+    }
+}

@@ -15,7 +15,7 @@ use crate::output;
 /// 100 costs more than a query may.
 const HISTORY: &str = "query($id: String!, $customer: String, $after: String) { \
     agendaHistory(agendaId: $id, customerId: $customer, after: $after, first: 50) { \
-    items { position version time type actor cid causationId command processingState \
+    items { position version time committedTime type actor cid causationId command processingState \
     processingStateMessage percentComplete attemptsCompleted maximumAttempts \
     diagnostics { message statusCode time stackTrace payload } \
     operations { operation processingState processingStateMessage \

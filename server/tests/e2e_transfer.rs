@@ -285,6 +285,14 @@ fn an_export_of_a_tampered_log_ends_as_verify_does() {
     let missing = dir.path().join("nothing-here.jsonl");
     let out = run(&["import", missing.to_str().unwrap()], &[("--data-dir", &dir.path().join("t"))]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
+    // The wrong file (no export at all) is a file that cannot be imported, exit 1, not a
+    // tampered export, exit 4 (auditor61 L3: a tokens file was NOT INTACT, "page someone").
+    let tokens = dir.path().join("tokens.json");
+    std::fs::write(&tokens, "{\"tokens\": []}\n").unwrap();
+    let out = run(&["import", tokens.to_str().unwrap()], &[("--data-dir", &dir.path().join("t"))]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is not an export") && !stderr.contains("NOT INTACT"), "{stderr}");
 }
 
 /// An import whose PostgreSQL cannot be reached says why (it said only "connecting to

@@ -16,8 +16,12 @@ pub struct HistoryEntryGql {
     pub position: String,
     /// The event's version within the agenda's stream.
     pub version: u64,
-    /// When the store committed it.
+    /// When it took effect: the earliest time an as-of read by time shows it (the command's
+    /// own time, read before the append, when the store committed it within a second; else
+    /// the commit). A read as of a moment before it shows the state before it.
     pub time: DateTime<Utc>,
+    /// When the store committed it.
+    pub committed_time: DateTime<Utc>,
     /// The event type (`AgendaSubmitted`, `AgendaProgressReported`, …).
     #[graphql(name = "type")]
     pub event_type: String,
@@ -83,6 +87,7 @@ impl From<&HistoryEntry> for HistoryEntryGql {
             position: e.position.to_string(),
             version: e.version,
             time: e.time,
+            committed_time: e.committed_time,
             event_type: e.event_type.clone(),
             actor: e.actor.clone(),
             cid: e.cid.clone(),

@@ -200,21 +200,31 @@ impl<R: BufRead> ExportReader<R> {
         if !reader.read_line()? {
             return Err(TransferError::File("is empty: an export starts with its manifest".into()));
         }
-        let manifest: Manifest = serde_json::from_slice(&reader.buf)
-            .map_err(|e| reader.invalid(format!("not the export's manifest: {e}")))?;
+        // A file that is no whole export (another file, an export of another format, one with
+        // --since) is the wrong file, not a tampered one: said as a file that cannot be
+        // imported, not as NOT INTACT (auditor61 L3: exit 4, "page someone", for tokens.json).
+        let manifest: Manifest = serde_json::from_slice(&reader.buf).map_err(|e| {
+            TransferError::File(format!(
+                "is not an export of `pop export`: its first line is no manifest ({e})"
+            ))
+        })?;
         if manifest.kind != "manifest" {
-            return Err(reader.invalid("not the export's manifest (kind is not \"manifest\")"));
+            return Err(TransferError::File(
+                "is not an export of `pop export`: its first line is no manifest (its kind is \
+                 not \"manifest\")"
+                    .into(),
+            ));
         }
         if manifest.format_version != FORMAT_VERSION {
-            return Err(reader.invalid(format!(
-                "format version {} (this build reads {FORMAT_VERSION})",
+            return Err(TransferError::File(format!(
+                "is an export of format version {} (this build reads {FORMAT_VERSION})",
                 manifest.format_version
             )));
         }
         if manifest.since != Position::START {
-            return Err(reader.invalid(format!(
-                "an export after position {} holds part of the log; only a whole log (an export \
-                 without --since) can be imported",
+            return Err(TransferError::File(format!(
+                "is an export after position {}: it holds part of the log, and only a whole log \
+                 (an export without --since) can be imported",
                 manifest.since
             )));
         }
