@@ -1077,12 +1077,22 @@ test('a failed agenda whose retry is still to come can be cancelled from its pag
 test('an agenda a skipExecution rerun parked is started again by Rerun on its page', async () => {
   // popclient22: a parked agenda (WAITING/pending, in no queue) could never be rerun.
   const parked = await submit(T.acme, threeOps('acme', 'parked-batch', 'parked'));
+  // Its first operation ran before the cancel: parked, it shows no start of a run it is not in
+  // (newcomer61 L5: reset to WAITING, its row showed the earlier run's start time).
+  const ran = await claim(parked.id);
+  await gql(T.acmeService, 'mutation($p: JSON!, $l: String) { updateAgendaProgress(agendaProgress: $p, leaseId: $l) { position } }', {
+    p: { id: parked.progressId, processingState: 'EXECUTING', operationProgress: [{ operation: 'probe', processingState: 'EXECUTING' }] },
+    l: ran,
+  });
   await gql(T.acme, 'mutation($a: String!) { cancelAgenda(agendaId: $a) { position } }', { a: parked.id });
   await gql(T.acme, 'mutation($a: String!) { rerunAgenda(agendaId: $a, params: ["skipExecution"]) { position } }', { a: parked.id });
   const page = await newPage();
   await signIn(page, T.acme);
   await page.goto(BASE + `/#/agenda/acme/${encodeURIComponent(parked.id)}`);
   await page.waitForSelector('h1 .badge[data-state="waiting"]', { timeout: WAIT });
+  await page.waitForSelector('tr[data-op="probe"]', { timeout: WAIT });
+  const started = await page.$eval('tr[data-op="probe"]', (r) => r.cells[6].textContent.trim());
+  assert.equal(started, '', 'a waiting operation shows no start');
   await page.waitForSelector('#rerun-agenda:not([disabled])', { timeout: WAIT });
   await page.click('#rerun-agenda');
   // Re-added: the scheduler queues it, and acme's worker can claim it.
@@ -1132,6 +1142,8 @@ test('an outcome card lists what it counts; each page has its title; a link open
   const late = 'late-' + Date.now();
   await page.goto(BASE + `/#/agenda/acme/${late}`);
   await page.waitForFunction(() => /NOT_FOUND/.test(document.body.textContent), { timeout: WAIT });
+  // Named with the request's cid, as every error (newcomer61 L4).
+  assert.match(await page.$eval('main', (e) => e.textContent), /NOT_FOUND.*\(cid [0-9a-f-]{36}\)/s);
   await submit(T.acme, { ...threeOps('acme', 'late-batch'), id: late });
   await page.waitForSelector(`section.agenda[data-agenda="${late}"]`, { timeout: WAIT });
   assert.ok(!/NOT_FOUND/.test(await page.$eval('main', (e) => e.textContent)), 'the NOT_FOUND line is gone');

@@ -248,7 +248,7 @@ export function TemplateView({ me, id, customers }) {
         setT(d.template);
         setLoaded(true);
         // As the agenda page says of one it cannot show (dash8: the page was left blank).
-        if (!d.template) setError(new GqlError([{ message: `no template ${id} is visible to you`, extensions: { code: 'NOT_FOUND' } }]));
+        if (!d.template) setError(new GqlError([{ message: `no template ${id} is visible to you`, extensions: { code: 'NOT_FOUND', cid: d.cid } }]));
       })
       .catch(setError);
   }, [id]);

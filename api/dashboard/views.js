@@ -463,7 +463,7 @@ const AGENDA_QUERY = `query($id: String!, $c: String) {
     operations { name type payload params dependsOn generatedBy } }
 }`;
 
-const OP_FIELDS = `operation processingState processingStateMessage percentComplete attemptCount startedTime completedTime
+const OP_FIELDS = `operation processingState processingStateMessage percentComplete attemptCount startedTime attemptTime completedTime
   resultPayload diagnosticEvents { message statusCode time stackTrace payload }`;
 
 export function AgendaView({ me, customerId, id }) {
@@ -508,7 +508,7 @@ export function AgendaView({ me, customerId, id }) {
       const d = await gql(AGENDA_QUERY, { id, c: customerId });
       if (!d.agenda) {
         missing.current = true;
-        setError(new GqlError([{ message: `no agenda ${id} of ${customerId} is visible to you`, extensions: { code: 'NOT_FOUND' } }]));
+        setError(new GqlError([{ message: `no agenda ${id} of ${customerId} is visible to you`, extensions: { code: 'NOT_FOUND', cid: d.cid } }]));
         return false;
       }
       if (missing.current) setError(null);
@@ -661,8 +661,15 @@ class OpRow extends Component {
       <td class="ident">${op.name}${op.generatedBy ? html` <span class="muted">← ${op.generatedBy}</span>` : ''}</td><td class="ident">${op.type}</td>
       <td><${StateBadge} state=${s}/></td><td><${Bar} pct=${o && o.percentComplete} state=${s} of=${op.name}/> <span class="pct">${o && o.percentComplete != null ? Math.round(o.percentComplete) + '%' : ''}</span></td>
       <td class="message">${o ? messageOf(o) : ''}</td><td>${o ? o.attemptCount : ''}</td>
-      <td>${fmtTime(o && o.startedTime)}</td><td>${fmtTime(o && o.completedTime)}</td></tr>`;
+      <td>${fmtTime(runStarted(o))}</td><td>${fmtTime(o && o.completedTime)}</td></tr>`;
   }
+}
+
+/// When the operation's current run started: none while it waits (reset by a rerun it kept its
+/// first run's start, shown as if it ran: newcomer61 L5), else its latest start.
+function runStarted(o) {
+  if (!o || o.processingState === 'WAITING') return null;
+  return o.attemptTime || o.startedTime;
 }
 
 /// Characters of a message the operations table shows: a failure's reason may be 32 KiB

@@ -394,7 +394,7 @@ const CONNECT_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Whether `e` is a refused (or reset-before-sending) connection: the request never reached
 /// the server. A timeout or a lost answer is not (the server may have acted).
-fn refused(e: &anyhow::Error) -> bool {
+pub(crate) fn refused(e: &anyhow::Error) -> bool {
     e.chain()
         .any(|cause| cause.downcast_ref::<reqwest::Error>().is_some_and(reqwest::Error::is_connect))
 }

@@ -198,9 +198,16 @@ pub async fn run(args: LogArgs) -> Result<()> {
         }
         if printed == 0 && limit > 0 {
             // Said on stderr (stdout stays the events), so a mistyped name is not silence.
+            // A stream's name is `<category>-<id>`: a bare agenda id (no category) is the
+            // likeliest slip (newcomer61 L3: no hint for it).
+            let category = stream.split_once('-').map(|(c, _)| c);
+            let known = ["agenda", "customer", "resourcepool", "insight", "template", "reaps"];
             let hint = if stream.starts_with("agenda-") && !stream.contains('/') {
                 ": an agenda's stream is agenda-<customerId>/<id> (`pop events <id>` reads it \
                  by id)"
+            } else if !category.is_some_and(|c| known.contains(&c)) {
+                ": a stream's name is <category>-<id> (agenda-<customerId>/<id>, customer-<id>, \
+                 insight-<id>, …); for an agenda by its id, `pop events <id>`"
             } else {
                 ""
             };

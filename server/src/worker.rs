@@ -147,6 +147,9 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
     Ok(())
 }
 
+/// How long a worker started before its server waits between its tries to reach it.
+const WAIT_FOR_SERVER: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Fails at start when an `--insight` is not one the token may use (a typo would otherwise be
 /// retried for ever), naming the ones it may use. Answers a note for each operation type an
 /// insight maps that no handler here runs (newcomer6: README's `--types ffmpeg,probe` with the
@@ -157,10 +160,24 @@ async fn check_insights(
     handled: &[&str],
 ) -> Result<Vec<String>> {
     let client = crate::client::Client::new(&args.client)?;
-    let data = client
-        .graphql("{ insights(first: 100) { items { id mappers } } }", serde_json::json!({}))
-        .await
-        .context("listing the insights this token may use")?;
+    let query = "{ insights(first: 100) { items { id mappers } } }";
+    // A worker started before its server (a terminal opened first, a start order in compose or
+    // systemd) waits for it, as a running one does through a restart (newcomer61 L2: it gave
+    // up after the client's 10 s of retries).
+    let data = loop {
+        match client.graphql(query, serde_json::json!({})).await {
+            Ok(data) => break data,
+            Err(e) if crate::client::refused(&e) => {
+                eprintln!(
+                    "pop worker: the server at {} does not answer ({e:#}); waiting for it to \
+                     start (Ctrl-C to stop)",
+                    client.base()
+                );
+                tokio::time::sleep(WAIT_FOR_SERVER).await;
+            }
+            Err(e) => return Err(e.context("listing the insights this token may use")),
+        }
+    };
     let items = data["insights"]["items"].as_array().cloned().unwrap_or_default();
     let usable: Vec<&str> = items.iter().filter_map(|i| i["id"].as_str()).collect();
     let mut notes = Vec::new();

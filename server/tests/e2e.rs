@@ -931,6 +931,12 @@ async fn one_process_per_data_dir_and_the_second_names_the_holder() {
     assert!(status.success(), "pop log --stream: {stderr}");
     assert!(stderr.contains("no events in stream \"agenda-job-1\""), "{stderr}");
     assert!(stderr.contains("agenda-<customerId>/<id>"), "{stderr}");
+    // A bare id (no category) is told the form too (newcomer61 L3).
+    let mut log = pop_command();
+    log.args(["log", "--stream", "01a25386-6b44-7124-b6bf-81050584c887", "--data-dir"]).arg(&data);
+    let (status, stderr) = run_bounded(log, "pop log --stream <bare id>");
+    assert!(status.success(), "pop log --stream: {stderr}");
+    assert!(stderr.contains("<category>-<id>") && stderr.contains("pop events <id>"), "{stderr}");
 
     // Once the holder is gone (even killed), the directory is free again.
     drop(first);

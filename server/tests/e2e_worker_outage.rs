@@ -88,6 +88,11 @@ async fn forward(State(proxy): State<Proxy>, headers: HeaderMap, body: Bytes) ->
 }
 
 async fn start_proxy(upstream: String) -> (Proxy, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    start_proxy_on(upstream, listener)
+}
+
+fn start_proxy_on(upstream: String, listener: tokio::net::TcpListener) -> (Proxy, String) {
     let proxy = Proxy {
         upstream,
         http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
@@ -99,7 +104,6 @@ async fn start_proxy(upstream: String) -> (Proxy, String) {
     let app = axum::Router::new()
         .route("/graphql", axum::routing::post(forward))
         .with_state(proxy.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (proxy, base)
@@ -228,4 +232,77 @@ async fn a_worker_runs_its_agenda_through_an_outage_and_counts_no_failure() {
         log.contains("the server cannot serve right now; sending again"),
         "the worker never said it waited out the outage:\n{log}"
     );
+}
+
+/// A worker started before its server waits for it, saying so, and works once it answers
+/// (newcomer61 L2: it gave up after 10 s, where a running worker waits through a restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_started_before_its_server_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = json!([
+        {"token": ACME, "name": "acme-user", "role": "user", "customers": ["acme"]},
+        {"token": WORKER, "name": "worker", "role": "service", "customers": ["acme"]},
+    ]);
+    let token_file = dir.path().join("tokens.json");
+    std::fs::write(&token_file, tokens.to_string()).unwrap();
+    // An address nothing listens on yet.
+    let address = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let log = dir.path().join("worker.log");
+    let mut cmd = pop_command();
+    cmd.args(["worker", "--server", &format!("http://{address}"), "--token", WORKER])
+        .args(["--insight", "work", "--report-interval-ms", "50", "--max-idle-ms", "200"])
+        .env("TMPDIR", dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
+    let mut worker = Worker { child: cmd.spawn().unwrap(), log };
+    let deadline = Instant::now() + WAIT;
+    while !std::fs::read_to_string(&worker.log)
+        .unwrap_or_default()
+        .contains("waiting for it to start")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the worker never said it waits:\n{}",
+            log_tail(&worker.log)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Past the client's own 10 s of retries, it still waits.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert!(
+        worker.child.try_wait().unwrap().is_none(),
+        "the worker ended:\n{}",
+        log_tail(&worker.log)
+    );
+
+    let pop =
+        Pop::start(&dir.path().join("data"), Some(&token_file), &dir.path().join("pop.log"), true);
+    let position = pop.seed_work(&["log"]).await;
+    let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+    let _proxy = start_proxy_on(pop.base(), listener);
+    let agenda = json!({"id": "after-start", "customerId": "acme", "title": "late server",
+        "operations": [{"name": "one", "type": "log", "payload": {"message": "one"}}]});
+    pop.ok(
+        ACME,
+        "mutation($a: JSON!, $p: String) { submitAgenda(agenda: $a, atLeastPosition: $p) { agenda { id } } }",
+        json!({"a": agenda, "p": position}),
+    )
+    .await;
+    let deadline = Instant::now() + WAIT + Duration::from_secs(10);
+    loop {
+        let data = pop
+            .ok(
+                ACME,
+                "query { agendaProgress(id: \"after-start\") { processingStateMessage } }",
+                json!({}),
+            )
+            .await;
+        if data["agendaProgress"]["processingStateMessage"] == "succeeded" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not run: {data}\nworker:\n{}", log_tail(&worker.log));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = worker.child.kill();
 }
