@@ -811,6 +811,15 @@ async fn an_expand_by_an_agenda_id_two_customers_use_is_refused_not_guessed() {
     assert_eq!(rest.status(), 200);
     let p = s.ok(ACME, PROGRESS, json!({"id": "e2"})).await;
     assert_eq!(p["agendaProgress"]["operationProgress"].as_array().unwrap().len(), 4, "{p:#}");
+    // With its customerId beside it, as a Jackson client sends whenever it has one
+    // (repopclient61 F4: 404).
+    let named = json!({"id": handed_id, "c": "acme", "o": [{"name": "named", "type": "ffmpeg", "payload": {}}]});
+    let x = s.ok(OPS_SERVICE, expand, named).await;
+    assert_eq!(
+        x["expandAgenda"]["progress"]["operationProgress"].as_array().unwrap().len(),
+        5,
+        "{x:#}"
+    );
     // Another customer's tag on a worker's request names nothing this worker may act on.
     let e = s.err(OPS_SERVICE, expand, json!({"id": pool_id("initech", "e2"), "o": ops})).await;
     assert_eq!(code(&e), "NOT_FOUND", "{e:#}");

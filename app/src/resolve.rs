@@ -186,6 +186,23 @@ impl App {
         check_id("agendaId", named.id)?;
         if let Some(customer) = named.customer {
             check_id("customerId", customer)?;
+            // The progress id a pool's worker was handed, with the customer it names (a
+            // Jackson client sends `customerId` whenever it has one; repopclient61 F4: 404):
+            // the agenda of that progress id and customer.
+            if let Some((own, tag)) = split_pool_progress_id(named.id)
+                && customer_tag(customer) == tag
+            {
+                self.settle(None).await?;
+                let models = self.projections().read();
+                let found = models
+                    .agendas()
+                    .with_progress_id(own)
+                    .find(|e| e.customer_id() == customer)
+                    .map(|e| e.key().to_string());
+                if let Some(found) = found {
+                    return Ok(found);
+                }
+            }
             return Ok(key(customer, named.id));
         }
         // Every write this replica acknowledged is in the read models first.

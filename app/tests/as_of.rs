@@ -382,6 +382,8 @@ async fn each_history_entry_is_shown_when_an_as_of_read_first_shows_it() {
     w.set_time(Utc::now() + Duration::milliseconds(900));
     for step in ["submit a", "queue a", "claim", "x half", "x done", "y done"] {
         act(&w, step).await;
+        // Each step on models that have the one before (a claim reads the queue there).
+        w.app.settle(None).await.unwrap();
         w.set_time(Utc::now() + Duration::milliseconds(900));
     }
     let history = w.app.agenda_history(&acme, Named::id("a"), None, None).await.unwrap().unwrap();

@@ -110,13 +110,20 @@ async fn during_an_outage_a_read_waits_for_its_own_writes_not_for_others() {
 /// committed.
 struct HeldHead {
     held: Arc<AtomicBool>,
+    /// The head it is held at: what the read models had applied when it was held (below that
+    /// the runner takes the log for one that went back, and stops).
+    at: Arc<std::sync::Mutex<pop_store::Position>>,
     /// The read models' tail cut (they lag), the head still answering.
     tail: Arc<AtomicBool>,
 }
 
 impl support::Hooks for HeldHead {
     fn head(&self, head: pop_store::Position) -> pop_store::Position {
-        if self.held.load(Ordering::SeqCst) { pop_store::Position::START } else { head }
+        if self.held.load(Ordering::SeqCst) {
+            self.at.lock().map_or(pop_store::Position::START, |at| *at).min(head)
+        } else {
+            head
+        }
     }
     fn tail_down(&self) -> Option<Arc<AtomicBool>> {
         Some(Arc::clone(&self.tail))
@@ -130,9 +137,10 @@ impl support::Hooks for HeldHead {
 async fn a_position_this_replica_acknowledged_is_not_beyond_the_end() {
     let dir = tempfile::tempdir().unwrap();
     let (held, tail) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let at = Arc::new(std::sync::Mutex::new(pop_store::Position::START));
     let store = support::Hooked {
         inner: sqlite(dir.path()).await,
-        hooks: HeldHead { held: Arc::clone(&held), tail: Arc::clone(&tail) },
+        hooks: HeldHead { held: Arc::clone(&held), tail: Arc::clone(&tail), at: Arc::clone(&at) },
     };
     let mut w = acme_world(Arc::new(store)).await;
     w.app = w.app_with(pop_app::AppConfig {
@@ -144,6 +152,7 @@ async fn a_position_this_replica_acknowledged_is_not_beyond_the_end() {
         "operations": [{"name": "x", "type": "work", "payload": {}}]});
     // The read models do not get the submission; the head stays below it.
     w.app.settle(None).await.unwrap();
+    *at.lock().unwrap() = w.store.head().await.unwrap();
     tail.store(true, Ordering::SeqCst);
     held.store(true, Ordering::SeqCst);
     let done = w.app.submit(&alice, agenda, None, None).await.unwrap();

@@ -205,9 +205,17 @@ fn operations_only_move_forward() {
         check(&given, report("w1", 12, ops(vec![r])), Then::Refused(ErrorCode::Conflict, text));
     }
     // The refusal names the entry of the report at fault (popclient59 L2: no field).
-    let sent = ops(vec![executing("b", 5.0), executing("a", 50.0)]);
+    let waiting_b = OperationReport { name: "b".into(), state: Waiting, ..Default::default() };
+    let sent = ops(vec![executing("a", 50.0), waiting_b]);
     let refused = state.decide(&report("w1", 12, sent)).unwrap_err();
-    assert_eq!(refused.field().as_deref(), Some("operationProgress[1].processingState"));
+    assert_eq!(refused.field().as_deref(), Some("operationProgress[0].processingState"));
+    // Beside an entry as recorded (a whole-progress heartbeat of another executor, nothing
+    // new), a stale one is skipped and the heartbeat taken: it renews the lease
+    // (repopclient61 F1, review61b M2: refused, the lease ran out mid-run).
+    let heartbeat = ops(vec![executing("a", 50.0), executing("b", 5.0)]);
+    let taken = state.decide(&report("w1", 12, heartbeat)).unwrap();
+    let pop_domain::agenda::AgendaEvent::ProgressReported(e) = &taken[0] else { panic!() };
+    assert!(e.operations.is_empty() && e.lease_expires > t(10), "{e:?}");
 }
 
 /// Two executors of one agenda each send the whole progress they know: each report holds the
@@ -914,7 +922,15 @@ fn the_same_expansion_sent_again_changes_nothing() {
     let given = history(running(agenda_of(&["split"], json!({}))));
     let parts = vec![op("part-1", json!({"n": 1}), json!({})), op("join", json!({}), json!({}))];
     let after = history_after(&given, vec![expand(parts.clone(), 10)]);
-    check(&after, expand(parts, 11), Then::Types(vec![]));
+    check(&after, expand(parts.clone(), 11), Then::Types(vec![]));
+    // Sent again with one more: that one is added, the others were (repopclient61 F5: refused
+    // whole for the names already used).
+    let mut more = parts;
+    more.push(op("part-2", json!({"n": 2}), json!({})));
+    let state = check(&after, expand(more, 11), Then::Types(vec!["OperationsExpanded"]));
+    let names: Vec<&str> =
+        state.agenda().unwrap().operations.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["split", "part-1", "join", "part-2"]);
     check(
         &after,
         expand(vec![op("part-1", json!({"n": 2}), json!({}))], 12),

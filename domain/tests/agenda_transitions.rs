@@ -712,7 +712,14 @@ fn a_late_report_that_agrees_with_the_outcome_is_taken() {
     let given = in_state("failed");
     let before = replay(&given);
     let mut late = final_report("failed", vec![reason.clone()]);
-    // With the operation's own report, as the executor has it: it agrees.
+    // With the operation's own report, as the executor has it: it agrees. Beside it, another
+    // operation as the executor last saw it, running, which finished since: a stale view, not
+    // a claim (repopclient61 F2: the outcome report and its reason were refused).
+    let mut with_stale = late.clone();
+    with_stale.operations = vec![executing("a", 10.0), failed("b")];
+    let events = replay(&given).decide(&report("w1", 30, with_stale)).unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].event_type(), "AgendaDiagnosticsAdded");
     late.operations = vec![failed("b")];
     let events = replay(&given).decide(&report("w1", 30, late.clone())).unwrap();
     assert_eq!(events.len(), 1, "{events:?}");

@@ -167,7 +167,9 @@ async fn check_insights(
     let data = loop {
         match client.graphql(query, serde_json::json!({})).await {
             Ok(data) => break data,
-            Err(e) if crate::client::refused(&e) => {
+            // A name that does not resolve is a typo more often than a server still starting
+            // (review61b L5: it waited for ever on `no-such-host.invalid`).
+            Err(e) if crate::client::refused(&e) && !format!("{e:#}").contains("dns error") => {
                 eprintln!(
                     "pop worker: the server at {} does not answer ({e:#}); waiting for it to \
                      start (Ctrl-C to stop)",

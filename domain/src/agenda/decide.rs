@@ -330,9 +330,14 @@ impl AgendaState {
         // executors of one agenda each send the whole progress they know, so each report holds
         // the other's operation as it last saw it (popclient61 M1: one of each pair was
         // refused whole, its operation's outcome and result lost, the agenda stalled for a
-        // lease and ran the operation again). It is skipped and the rest taken; a report that
-        // changes nothing else is refused for it, as before.
+        // lease and ran the operation again). It is skipped and the rest taken. A report whose
+        // every entry moves back, and that says nothing of the agenda (its outcome, diagnostics
+        // or params), is refused for it as before: an executor told it cannot run an operation
+        // again. One with an entry that does not move back, changed or not (the sender's own
+        // operation, a heartbeat), is taken and renews the lease (repopclient61 F1: a whole-
+        // progress heartbeat with nothing new was refused, the lease ran out mid-run).
         let mut stale = None;
+        let mut current_entries = 0usize;
         for (i, (r, index)) in report.operations.iter().zip(targets).enumerate() {
             let Some(current) = operations.get_mut(index) else { continue };
             let attempt = self.operation_diagnostics_this_attempt(&current.operation);
@@ -344,6 +349,7 @@ impl AgendaState {
                 }
                 Err(e) => return Err(e.at_item(i)),
             };
+            current_entries += 1;
             let said: Vec<DiagnosticEvent> =
                 notes.iter().filter(|(at, _)| *at == i).map(|(_, d)| d.clone()).collect();
             if !said.is_empty() {
@@ -362,8 +368,12 @@ impl AgendaState {
                 changes.push(change);
             }
         }
+        let says_of_the_agenda = report.state == Some(ProcessingState::Complete)
+            || !report.diagnostics.is_empty()
+            || !report.params.is_empty();
         if let Some(stale) = stale
-            && changes.is_empty()
+            && current_entries == 0
+            && !says_of_the_agenda
         {
             return Err(stale);
         }
@@ -518,7 +528,12 @@ impl AgendaState {
                 .find(&r.name)
                 .and_then(|i| self.progress.operation_progress.get(i))
                 .ok_or_else(refused)?;
-            if r.state == ProcessingState::Waiting {
+            // An operation the sender saw waiting or running, that finished since (another
+            // executor's, in a whole-progress report): its view is stale, not a claim
+            // (repopclient61 F2: the outcome report and its reason were refused).
+            if r.state == ProcessingState::Waiting
+                || state_rank(r.state) < state_rank(current.processing_state)
+            {
                 continue;
             }
             let attempt = self.operation_diagnostics_this_attempt(&current.operation);
@@ -757,12 +772,29 @@ impl AgendaState {
         // generator's resend after a lost answer: `pop worker` resends on a timeout, and on an
         // UNAVAILABLE whose commit may be stored; popclient61 M2: refused for names already
         // used, the generator failed and its agenda with it).
-        if !operations.is_empty()
-            && operations.iter().all(|o| agenda.operations.contains(o))
-            && merged == agenda.params
-        {
+        // The agenda's operations by name, to find one sent again in constant time (review61b
+        // L3: compared with each in turn). More than an agenda may hold is refused below.
+        let existing: std::collections::HashMap<&str, &Operation> =
+            if operations.len() <= crate::validate::MAX_OPERATIONS {
+                agenda.operations.iter().map(|o| (o.name.as_str(), o)).collect()
+            } else {
+                Default::default()
+            };
+        let had = |o: &Operation| existing.get(o.name.as_str()).is_some_and(|e| *e == o);
+        if !operations.is_empty() && operations.iter().all(had) && merged == agenda.params {
             return Ok(Vec::new());
         }
+        // Sent again with more: the operations the agenda already has exactly as sent are
+        // taken as added, the others added (repopclient61 F5: a resend with one operation more
+        // was refused whole for the names already used). One of a used name and another
+        // definition is refused as before.
+        let fresh: Vec<Operation>;
+        let operations = if operations.iter().any(had) {
+            fresh = operations.iter().filter(|o| !had(o)).cloned().collect();
+            &fresh[..]
+        } else {
+            operations
+        };
         let mut errors = ValidationErrors::new();
         if let Err(found) = validate_expansion(agenda, operations) {
             merge(&mut errors, found);
