@@ -101,6 +101,24 @@ pub const SHUTDOWN_CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// 200 such connections of one token took 500 MB (hostile18). The rest are refused BUSY (429).
 pub const MAX_UPLOADS_PER_PRINCIPAL: usize = 16;
 
+/// Request bodies at least this long are paced by [`ApiConfig::max_upload_bytes_per_second`];
+/// smaller ones (reports, claims, reads) cost their request more than their bytes.
+pub const PACED_BODY_BYTES: usize = 16 << 10;
+
+/// The default of [`ApiConfig::max_upload_bytes_per_second`]: 4 MiB/s of large bodies per
+/// token, past a burst of [`UPLOAD_BURST_SECONDS`] of it (or one largest body). A refused or
+/// accepted body of megabytes costs the server its reading, parsing, checks and measuring on
+/// its two cores whatever becomes of it: looping 2 MB bodies that were all refused held every
+/// tenant's reads at p99 0.2-1 s (hostile61 M1, rehostile61). 4 MiB/s is 200 batches of 100
+/// agendas of 200 B a second, past what the server commits.
+pub const DEFAULT_MAX_UPLOAD_BYTES_PER_SECOND: u64 = 4 << 20;
+
+/// How many seconds of [`ApiConfig::max_upload_bytes_per_second`] a token may send at once.
+pub const UPLOAD_BURST_SECONDS: u64 = 4;
+
+/// Longest a body over its token's pace waits before it is read on; past it, BUSY (429).
+pub const MAX_UPLOAD_PACE_WAIT: Duration = Duration::from_secs(10);
+
 /// How long a request body may take to arrive, whole: a body at the 8 MiB limit needs about
 /// 280 KB/s; the rest are refused (408) and their connection closed.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -110,6 +128,9 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct ApiConfig {
     /// See [`MAX_REQUEST_BODY_BYTES`].
     pub max_body_bytes: usize,
+    /// How many bytes of request bodies of at least [`PACED_BODY_BYTES`] one token may send a
+    /// second (see [`DEFAULT_MAX_UPLOAD_BYTES_PER_SECOND`]); at least 1.
+    pub max_upload_bytes_per_second: u64,
     /// See [`BODY_READ_TIMEOUT`]; within 100 ms..=[`MAX_REQUEST_DEADLINE`].
     pub body_read_timeout: Duration,
     /// See [`MAX_QUERY_DEPTH`].
@@ -176,6 +197,7 @@ impl Default for ApiConfig {
         let app = pop_app::AppConfig::default();
         ApiConfig {
             max_body_bytes: MAX_REQUEST_BODY_BYTES,
+            max_upload_bytes_per_second: DEFAULT_MAX_UPLOAD_BYTES_PER_SECOND,
             body_read_timeout: BODY_READ_TIMEOUT,
             max_depth: MAX_QUERY_DEPTH,
             max_complexity: MAX_QUERY_COMPLEXITY,
@@ -209,6 +231,7 @@ impl ApiConfig {
     /// The config with every knob clamped into its bounds.
     pub(crate) fn bounded(mut self) -> ApiConfig {
         self.max_body_bytes = self.max_body_bytes.clamp(1, MAX_REQUEST_BODY_BYTES);
+        self.max_upload_bytes_per_second = self.max_upload_bytes_per_second.max(1);
         self.body_read_timeout =
             self.body_read_timeout.clamp(Duration::from_millis(100), MAX_REQUEST_DEADLINE);
         self.max_depth = self.max_depth.clamp(1, MAX_QUERY_DEPTH);

@@ -101,6 +101,16 @@ struct Inner {
     large_body_turns: pop_app::Turns,
     /// Each principal's large answers in flight ([`crate::answers`]).
     answers: crate::answers::Answers,
+    /// Each principal's pace of large request bodies ([`AppState::pace_upload`]).
+    paces: std::sync::Mutex<HashMap<String, Pace>>,
+}
+
+/// What a principal may still send at once ([`AppState::pace_upload`]): a token bucket.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    /// Bytes it may send now; below zero, what it sent ahead of its pace.
+    credit: f64,
+    at: std::time::Instant,
 }
 
 /// The process-wide sums of [`crate::ws`]'s per-connection byte bounds.
@@ -169,6 +179,7 @@ impl AppState {
                 large_body_turn: Arc::new(tokio::sync::Semaphore::new(1)),
                 large_body_turns: pop_app::Turns::default(),
                 answers: crate::answers::Answers::default(),
+                paces: std::sync::Mutex::default(),
             }),
         }
     }
@@ -276,6 +287,58 @@ impl AppState {
         let own = self.inner.large_body_turns.turn(principal, 1).await?;
         let server = Arc::clone(&self.inner.large_body_turn).acquire_owned().await.ok()?;
         Some((own, server))
+    }
+
+    /// Paces the large request bodies of `principal` ([`crate::config::PACED_BODY_BYTES`] and
+    /// up) to [`ApiConfig::max_upload_bytes_per_second`] past a burst: a body ahead of its
+    /// token's pace waits until the pace allows it (its connection held, no CPU spent), at most
+    /// [`crate::config::MAX_UPLOAD_PACE_WAIT`]; one that would wait longer is refused BUSY,
+    /// saying when to send it. Every byte of a large body costs the server's CPU whatever the
+    /// answer, and the cores are shared by every tenant (hostile61 M1).
+    pub(crate) async fn pace_upload(
+        &self,
+        principal: &str,
+        bytes: usize,
+    ) -> Result<(), pop_app::AppError> {
+        if bytes < crate::config::PACED_BODY_BYTES {
+            return Ok(());
+        }
+        let rate = self.inner.config.max_upload_bytes_per_second.max(1) as f64;
+        let burst = (rate * crate::config::UPLOAD_BURST_SECONDS as f64)
+            .max(self.inner.config.max_body_bytes as f64);
+        let wait = {
+            let mut paces = self.inner.paces.lock().unwrap_or_else(|p| p.into_inner());
+            let now = std::time::Instant::now();
+            let pace =
+                paces.entry(principal.to_string()).or_insert(Pace { credit: burst, at: now });
+            let earned = now.saturating_duration_since(pace.at).as_secs_f64() * rate;
+            pace.credit = (pace.credit + earned).min(burst);
+            pace.at = now;
+            let after = pace.credit - bytes as f64;
+            let wait = if after >= 0.0 { 0.0 } else { -after / rate };
+            if wait > crate::config::MAX_UPLOAD_PACE_WAIT.as_secs_f64() {
+                return Err(pop_app::AppError::new(
+                    pop_app::error::Code::Busy,
+                    format!(
+                        "this token sends large request bodies faster than the server's \
+                         --max-upload-bytes-per-second ({} bytes/s): send this one ({bytes} \
+                         bytes) again in {} s",
+                        rate as u64,
+                        wait.ceil() as u64
+                    ),
+                ));
+            }
+            pace.credit = after;
+            // Forgotten once it has its whole burst again (a principal sending no more).
+            if paces.len() > 10_000 {
+                paces.retain(|_, p| p.credit < burst);
+            }
+            wait
+        };
+        if wait > 0.0 {
+            tokio::time::sleep(std::time::Duration::from_secs_f64(wait)).await;
+        }
+        Ok(())
     }
 
     /// Counts a request body of `principal` being received until the returned guard drops;

@@ -493,6 +493,38 @@ async fn a_pop_request_waits_out_the_catch_up_and_a_stop_answers_it() {
     assert_eq!(body["errorResponse"]["code"], "UNAVAILABLE", "{body:#}");
 }
 
+/// Large request bodies are paced per token (hostile61 M1: looping refused 2 MB bodies held
+/// every tenant's reads): past its burst, a body that would wait longer than the pace allows
+/// is refused BUSY (429, Retry-After) saying when to send it, before it is parsed; another
+/// token, and the same token's small requests, are served as before.
+#[tokio::test]
+async fn large_bodies_are_paced_per_token() {
+    let s = start(ApiConfig {
+        max_body_bytes: 100_000,
+        max_upload_bytes_per_second: 5_000,
+        ..ApiConfig::default()
+    })
+    .await;
+    let large =
+        |pad: usize| json!({"query": "{ me { name } }", "variables": {"pad": "x".repeat(pad)}});
+    // The burst (here one largest body) takes the first.
+    let (status, body) = s.post(Some(ACME), large(90_000)).await;
+    assert_eq!(status, 200, "{body:#}");
+    // The next would wait ~16 s: refused at once, saying when.
+    let (status, body) = s.post(Some(ACME), large(90_000)).await;
+    assert_eq!((status, code(&body["errors"][0])), (429, "BUSY"), "{body:#}");
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("--max-upload-bytes-per-second") && message.contains("again in"),
+        "{message}"
+    );
+    // Small requests of the same token, and another token's large one, as before.
+    let (status, body) = s.post(Some(ACME), json!({"query": "{ me { name } }"})).await;
+    assert_eq!(status, 200, "{body:#}");
+    let (status, body) = s.post(Some(GLOBEX), large(90_000)).await;
+    assert_eq!(status, 200, "{body:#}");
+}
+
 #[tokio::test]
 async fn limits_on_bodies_depth_pages_and_batches() {
     let s = start(ApiConfig { max_body_bytes: 64 << 10, ..ApiConfig::default() }).await;

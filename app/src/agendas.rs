@@ -134,10 +134,10 @@ impl App {
             .await
     }
 
-    /// QUOTA_EXCEEDED, before anything of a submission is read, when the caller acts for one
-    /// customer that has no room for another agenda: a refused body of megabytes cost its
-    /// reading, checks and measuring first, and a loop of them held every tenant's requests
-    /// (hostile61 M1: reads p99 from 4.5 ms to 0.4 s).
+    /// QUOTA_EXCEEDED, before a submission is read into agendas, checked or measured, when the
+    /// caller acts for one customer that has no room for another agenda: a refused body of
+    /// megabytes cost all of that first (hostile61 M1: a loop of them held every tenant's
+    /// reads; its parse as JSON is paced per token by the API, `--max-upload-bytes-per-second`).
     fn refuse_past_quota(&self, caller: &Caller) -> AppResult<()> {
         match caller.principal.only_customer() {
             Some(customer) => self.check_quotas(customer, 1, 0),

@@ -204,6 +204,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         max_live_bytes_per_customer: args.max_live_bytes_per_customer,
         max_retained_bytes_per_customer: args.max_retained_bytes_per_customer,
         max_log_bytes_per_customer: args.max_log_bytes_per_customer,
+        max_upload_bytes_per_second: args.max_upload_bytes_per_second,
         max_payload_bytes: args.max_payload_bytes,
         max_params_bytes: args.max_params_bytes,
         retries: args.reapers.retry_interval > 0,
