@@ -101,7 +101,7 @@ struct Inner {
     large_body_turns: pop_app::Turns,
     /// Each principal's large answers in flight ([`crate::answers`]).
     answers: crate::answers::Answers,
-    /// Each principal's pace of large request bodies ([`AppState::pace_upload`]).
+    /// Each customer's (or admin's) pace of large request bodies ([`AppState::pace_upload`]).
     paces: std::sync::Mutex<HashMap<String, Pace>>,
 }
 
@@ -289,15 +289,17 @@ impl AppState {
         Some((own, server))
     }
 
-    /// Paces the large request bodies of `principal` ([`crate::config::PACED_BODY_BYTES`] and
-    /// up) to [`ApiConfig::max_upload_bytes_per_second`] past a burst: a body ahead of its
-    /// token's pace waits until the pace allows it (its connection held, no CPU spent), at most
+    /// Paces the large request bodies of `owner` ([`crate::config::PACED_BODY_BYTES`] and up;
+    /// [`crate::answers::owner`]: a customer's tokens share one pace, rehostile61b L1: six
+    /// tokens of one tenant sent six times the pace) to
+    /// [`ApiConfig::max_upload_bytes_per_second`] past a burst: a body ahead of its
+    /// pace waits until the pace allows it (its connection held, no CPU spent), at most
     /// [`crate::config::MAX_UPLOAD_PACE_WAIT`]; one that would wait longer is refused BUSY,
     /// saying when to send it. Every byte of a large body costs the server's CPU whatever the
     /// answer, and the cores are shared by every tenant (hostile61 M1).
     pub(crate) async fn pace_upload(
         &self,
-        principal: &str,
+        owner: &str,
         bytes: usize,
     ) -> Result<(), pop_app::AppError> {
         if bytes < crate::config::PACED_BODY_BYTES {
@@ -309,8 +311,7 @@ impl AppState {
         let wait = {
             let mut paces = self.inner.paces.lock().unwrap_or_else(|p| p.into_inner());
             let now = std::time::Instant::now();
-            let pace =
-                paces.entry(principal.to_string()).or_insert(Pace { credit: burst, at: now });
+            let pace = paces.entry(owner.to_string()).or_insert(Pace { credit: burst, at: now });
             let earned = now.saturating_duration_since(pace.at).as_secs_f64() * rate;
             pace.credit = (pace.credit + earned).min(burst);
             pace.at = now;
@@ -320,7 +321,7 @@ impl AppState {
                 return Err(pop_app::AppError::new(
                     pop_app::error::Code::Busy,
                     format!(
-                        "this token sends large request bodies faster than the server's \
+                        "this customer's tokens send large request bodies faster than the server's \
                          --max-upload-bytes-per-second ({} bytes/s): send this one ({bytes} \
                          bytes) again in {} s",
                         rate as u64,

@@ -364,6 +364,34 @@ async fn a_websocket_message_is_bounded_below_the_http_body_limit() {
     assert_eq!(ws.next().await["type"], "next");
 }
 
+/// Large messages are paced with the large HTTP bodies of the same customer (rehostile61b
+/// M1: mutations of 240 KB over graphql-ws went around the HTTP pace and held every tenant's
+/// reads): past the pace, a message that would wait too long closes the connection, 1013.
+#[tokio::test]
+async fn large_messages_are_paced_with_the_customers_http_bodies() {
+    let s = start(ApiConfig {
+        max_body_bytes: 100_000,
+        max_upload_bytes_per_second: 5_000,
+        ..ApiConfig::default()
+    })
+    .await;
+    // The customer's burst (one largest body) taken over HTTP by one of its tokens.
+    let pad = "x".repeat(90_000);
+    let (status, body) = s
+        .post(Some(ACME_ADMIN), json!({"query": "{ me { name } }", "variables": {"pad": pad}}))
+        .await;
+    assert_eq!(status, 200, "{body:#}");
+    let mut ws = authed(&s, ACME).await;
+    let query = format!("{{ me {{ name }} }} #{}", "x".repeat(70_000));
+    ws.send(json!({"id": "big", "type": "subscribe", "payload": {"query": query}})).await;
+    let reason = ws.expect_close(close::TRY_AGAIN_LATER).await;
+    assert!(reason.contains("--max-upload-bytes-per-second"), "{reason:?}");
+    // Another customer's connection is served.
+    let mut ws = authed(&s, GLOBEX).await;
+    ws.subscribe("q", "{ me { name } }", json!({})).await;
+    assert_eq!(ws.next().await["type"], "next");
+}
+
 #[tokio::test]
 async fn past_the_operation_limit_a_subscribe_gets_an_error_and_the_rest_keep_running() {
     let limits = WsLimits { max_operations: 2, ..WsLimits::default() };

@@ -14,12 +14,12 @@ use pop_projections::{Runner, RunnerConfig};
 use pop_store::{Commands, Durability, EventStore, SqliteOptions, SqliteStore};
 use serde_json::json;
 
-#[tokio::test]
-async fn an_unmapped_operation_type_lists_the_mapped_ones_with_a_did_you_mean() {
-    let dir = tempfile::tempdir().unwrap();
+/// An App on an embedded store in `dir`, its projections running, with the pool `pool`; and
+/// an admin of every customer.
+async fn app_with_pool(dir: &std::path::Path) -> (App, Caller) {
     let options = SqliteOptions { durability: Durability::Normal, ..SqliteOptions::default() };
     let store: Arc<dyn EventStore> =
-        Arc::new(SqliteStore::open(dir.path().join("pop.db"), options).await.unwrap());
+        Arc::new(SqliteStore::open(dir.join("pop.db"), options).await.unwrap());
     let (runner, projections) = Runner::start(Arc::clone(&store), RunnerConfig::default()).await;
     tokio::spawn(async move { runner.run(std::future::pending()).await.unwrap() });
     let commands = Arc::new(Commands::new(Arc::clone(&store)));
@@ -27,6 +27,13 @@ async fn an_unmapped_operation_type_lists_the_mapped_ones_with_a_did_you_mean() 
     let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "setup");
     let pool = json!({"id": "pool", "customerId": "ops", "title": "pool"});
     app.configure::<ResourcePool>(&admin, ConfigOp::Create(pool), None, None).await.unwrap();
+    (app, admin)
+}
+
+#[tokio::test]
+async fn an_unmapped_operation_type_lists_the_mapped_ones_with_a_did_you_mean() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, admin) = app_with_pool(dir.path()).await;
     for tenant in ["acme", "globex"] {
         let customer = json!({"id": tenant, "title": tenant, "resourcePoolId": "pool"});
         app.configure::<Customer>(&admin, ConfigOp::Create(customer), None, None).await.unwrap();
@@ -66,16 +73,7 @@ async fn an_unmapped_operation_type_lists_the_mapped_ones_with_a_did_you_mean() 
 #[tokio::test]
 async fn a_refused_agenda_names_its_misspelt_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let options = SqliteOptions { durability: Durability::Normal, ..SqliteOptions::default() };
-    let store: Arc<dyn EventStore> =
-        Arc::new(SqliteStore::open(dir.path().join("pop.db"), options).await.unwrap());
-    let (runner, projections) = Runner::start(Arc::clone(&store), RunnerConfig::default()).await;
-    tokio::spawn(async move { runner.run(std::future::pending()).await.unwrap() });
-    let commands = Arc::new(Commands::new(Arc::clone(&store)));
-    let app = App::new(store, commands, projections, AppConfig::default());
-    let admin = Caller::new(Principal::new("admin", Role::Admin, &["*"]), "setup");
-    let pool = json!({"id": "pool", "customerId": "ops", "title": "pool"});
-    app.configure::<ResourcePool>(&admin, ConfigOp::Create(pool), None, None).await.unwrap();
+    let (app, admin) = app_with_pool(dir.path()).await;
     let customer = json!({"id": "acme", "title": "acme", "resourcePoolId": "pool"});
     app.configure::<Customer>(&admin, ConfigOp::Create(customer), None, None).await.unwrap();
     let insight = json!({"id": "encode", "customerId": "acme", "title": "encode",

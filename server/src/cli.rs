@@ -705,7 +705,8 @@ pub struct ServeArgs {
     /// it: indexes, hashes and the write-ahead log come on top.
     #[arg(long, env = "POP_MAX_LOG_BYTES_PER_CUSTOMER", default_value_t = pop_api::config::DEFAULT_MAX_LOG_BYTES_PER_CUSTOMER)]
     pub max_log_bytes_per_customer: u64,
-    /// Most bytes of large request bodies (16 KiB and more) one token may send a second, past
+    /// Most bytes of large request bodies and WebSocket messages (16 KiB and more) one
+    /// customer's tokens (or one admin of every customer) may send a second, past
     /// a burst of 4 seconds of it (4 MiB/s by default): a body ahead of its token's pace waits
     /// up to 10 s before it is read on, else is refused BUSY (429) saying when to send it.
     /// Every large body costs the server's CPU whatever its answer, and the cores are shared.

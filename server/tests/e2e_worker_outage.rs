@@ -109,6 +109,17 @@ fn start_proxy_on(upstream: String, listener: tokio::net::TcpListener) -> (Proxy
     (proxy, base)
 }
 
+/// The token file in `dir`: acme's user and its worker.
+fn write_tokens(dir: &std::path::Path) -> std::path::PathBuf {
+    let tokens = json!([
+        {"token": ACME, "name": "acme-user", "role": "user", "customers": ["acme"]},
+        {"token": WORKER, "name": "worker", "role": "service", "customers": ["acme"]},
+    ]);
+    let token_file = dir.join("tokens.json");
+    std::fs::write(&token_file, tokens.to_string()).unwrap();
+    token_file
+}
+
 struct Worker {
     child: Child,
     log: std::path::PathBuf,
@@ -124,12 +135,7 @@ impl Drop for Worker {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_runs_its_agenda_through_an_outage_and_counts_no_failure() {
     let dir = tempfile::tempdir().unwrap();
-    let tokens = json!([
-        {"token": ACME, "name": "acme-user", "role": "user", "customers": ["acme"]},
-        {"token": WORKER, "name": "worker", "role": "service", "customers": ["acme"]},
-    ]);
-    let token_file = dir.path().join("tokens.json");
-    std::fs::write(&token_file, tokens.to_string()).unwrap();
+    let token_file = write_tokens(dir.path());
     let pop =
         Pop::start(&dir.path().join("data"), Some(&token_file), &dir.path().join("pop.log"), true);
     let position = pop.seed_work(&["log", "agendaUpdate"]).await;
@@ -239,12 +245,7 @@ async fn a_worker_runs_its_agenda_through_an_outage_and_counts_no_failure() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_started_before_its_server_waits_for_it() {
     let dir = tempfile::tempdir().unwrap();
-    let tokens = json!([
-        {"token": ACME, "name": "acme-user", "role": "user", "customers": ["acme"]},
-        {"token": WORKER, "name": "worker", "role": "service", "customers": ["acme"]},
-    ]);
-    let token_file = dir.path().join("tokens.json");
-    std::fs::write(&token_file, tokens.to_string()).unwrap();
+    let token_file = write_tokens(dir.path());
     // An address nothing listens on yet.
     let address = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let log = dir.path().join("worker.log");
