@@ -152,10 +152,13 @@ pub(crate) async fn read_body_of(
     };
     let config = state.config();
     let bytes = read_body(headers, body, config.max_body_bytes, config.body_read_timeout).await?;
-    state
-        .pace_upload(&crate::answers::owner(principal), bytes.len())
-        .await
-        .map_err(|error| BodyError { status: StatusCode::TOO_MANY_REQUESTS, error })?;
+    // Whose pace, asked only of a body large enough to be paced (not built per request).
+    if bytes.len() >= crate::config::PACED_BODY_BYTES {
+        state
+            .pace_upload(&crate::answers::owner(principal), bytes.len())
+            .await
+            .map_err(|error| BodyError { status: StatusCode::TOO_MANY_REQUESTS, error })?;
+    }
     Ok(ArrivedBody { bytes, arriving: std::sync::Arc::new(arriving) })
 }
 

@@ -105,6 +105,9 @@ struct Inner {
     paces: std::sync::Mutex<HashMap<String, Pace>>,
 }
 
+/// How many owners' paces are kept before those back at their whole burst are forgotten.
+const MAX_PACES: usize = 10_000;
+
 /// What a principal may still send at once ([`AppState::pace_upload`]): a token bucket.
 #[derive(Debug, Clone, Copy)]
 struct Pace {
@@ -311,7 +314,17 @@ impl AppState {
         let wait = {
             let mut paces = self.inner.paces.lock().unwrap_or_else(|p| p.into_inner());
             let now = std::time::Instant::now();
-            let pace = paces.entry(owner.to_string()).or_insert(Pace { credit: burst, at: now });
+            if !paces.contains_key(owner) {
+                // Forgotten once back at its whole burst (an owner sending no more), so the
+                // map holds only those that sent within the last burst's worth of seconds.
+                if paces.len() >= MAX_PACES {
+                    paces.retain(|_, p| {
+                        p.credit + now.saturating_duration_since(p.at).as_secs_f64() * rate < burst
+                    });
+                }
+                paces.insert(owner.to_string(), Pace { credit: burst, at: now });
+            }
+            let Some(pace) = paces.get_mut(owner) else { return Ok(()) };
             let earned = now.saturating_duration_since(pace.at).as_secs_f64() * rate;
             pace.credit = (pace.credit + earned).min(burst);
             pace.at = now;
@@ -330,10 +343,6 @@ impl AppState {
                 ));
             }
             pace.credit = after;
-            // Forgotten once it has its whole burst again (a principal sending no more).
-            if paces.len() > 10_000 {
-                paces.retain(|_, p| p.credit < burst);
-            }
             wait
         };
         if wait > 0.0 {

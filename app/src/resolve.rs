@@ -16,7 +16,6 @@
 //!   caller may act on anyway. Holding one of them does not decide: a late or stale request
 //!   of the other's run would land on it.
 
-use pop_domain::agenda::key::{customer_tag, split_pool_progress_id};
 use pop_domain::agenda::{AgendaState, key};
 use pop_domain::binding::may_use_insight;
 use pop_domain::model::Insight;
@@ -184,47 +183,30 @@ impl App {
     /// write side confirms the caller may act on it ([`App::authorized_customer`]).
     pub(crate) async fn resolve(&self, caller: &Caller, named: Named<'_>) -> AppResult<String> {
         check_id("agendaId", named.id)?;
+        // A worker's expansion or release by the progress id it was handed, as its reports
+        // name the agenda ([`App::pool_named`]; no agenda id has that shape: an unchanged POP
+        // executor of a pool serving two customers of one id has no other way, popclient59 L1),
+        // with or without the `customerId` a Jackson client sends (repopclient61 F4).
+        if named.work
+            && let Some((progress_id, customer)) = self.pool_named(caller, named.id).await?
+            && named.customer.is_none_or(|c| c == customer)
+        {
+            let models = self.projections().read();
+            let mut handed = models.agendas().with_progress_id(&progress_id);
+            if let Some(entry) = handed.find(|e| e.customer_id() == customer) {
+                return Ok(entry.key().to_string());
+            }
+        }
         if let Some(customer) = named.customer {
             check_id("customerId", customer)?;
-            // The progress id a pool's worker was handed, with the customer it names (a
-            // Jackson client sends `customerId` whenever it has one; repopclient61 F4: 404):
-            // the agenda of that progress id and customer.
-            if let Some((own, tag)) = split_pool_progress_id(named.id)
-                && customer_tag(customer) == tag
-            {
-                self.settle(None).await?;
-                let models = self.projections().read();
-                let found = models
-                    .agendas()
-                    .with_progress_id(own)
-                    .find(|e| e.customer_id() == customer)
-                    .map(|e| e.key().to_string());
-                if let Some(found) = found {
-                    return Ok(found);
-                }
-            }
             return Ok(key(customer, named.id));
         }
         // Every write this replica acknowledged is in the read models first.
         self.settle(None).await?;
         let found = {
             let models = self.projections().read();
-            let mut candidates =
+            let candidates =
                 candidates_of(&models, caller, named.work, models.agendas().with_id(named.id));
-            // A worker's expansion or release by the progress id it was handed (no agenda id
-            // has that shape: `key::check_own_id`): an unchanged POP executor of a pool that
-            // serves two customers using one id names the agenda by it, where its bare id is
-            // ambiguous (popclient59 L1).
-            if candidates.0.is_empty()
-                && named.work
-                && let Some((own, tag)) = split_pool_progress_id(named.id)
-            {
-                let handed = models
-                    .agendas()
-                    .with_progress_id(own)
-                    .filter(|e| customer_tag(e.customer_id()) == tag);
-                candidates = candidates_of(&models, caller, true, handed);
-            }
             named_one(named.id, named.lease, named.work, candidates)?.map(|e| e.key().to_string())
         };
         match found {

@@ -982,7 +982,11 @@ impl App {
     /// progress id ([`pop_domain::agenda::pool_progress_id`]) of an agenda the caller may name
     /// ([`candidates_of`]); `None` for any other id. Customers cannot choose ids of that shape (`check_own_id`); one stored by an older
     /// build that the caller may name makes the id ambiguous, refused (VALIDATION `customerId`).
-    async fn pool_named(&self, caller: &Caller, id: &str) -> AppResult<Option<(String, String)>> {
+    pub(crate) async fn pool_named(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> AppResult<Option<(String, String)>> {
         let Some((progress_id, tag)) = pop_domain::agenda::split_pool_progress_id(id) else {
             return Ok(None);
         };

@@ -176,7 +176,8 @@ pub mod epoch_ms {
     }
 }
 
-/// The coarse state of an agenda or operation (DOMAIN.md §3).
+/// The coarse state of an agenda or operation (DOMAIN.md §3). Ordered as an operation moves,
+/// WAITING < EXECUTING < COMPLETE: a report that would move one back is told by `<`.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
 )]

@@ -343,7 +343,7 @@ impl AgendaState {
             let attempt = self.operation_diagnostics_this_attempt(&current.operation);
             let mut change = match operation_change(current, r, now, attempt, max_text) {
                 Ok(change) => change,
-                Err(e) if state_rank(r.state) < state_rank(current.processing_state) => {
+                Err(e) if r.state < current.processing_state => {
                     stale.get_or_insert(e.at_item(i));
                     continue;
                 }
@@ -531,9 +531,7 @@ impl AgendaState {
             // An operation the sender saw waiting or running, that finished since (another
             // executor's, in a whole-progress report): its view is stale, not a claim
             // (repopclient61 F2: the outcome report and its reason were refused).
-            if r.state == ProcessingState::Waiting
-                || state_rank(r.state) < state_rank(current.processing_state)
-            {
+            if r.state == ProcessingState::Waiting || r.state < current.processing_state {
                 continue;
             }
             let attempt = self.operation_diagnostics_this_attempt(&current.operation);
@@ -992,15 +990,6 @@ impl AgendaState {
             state: self.processing_state(),
             message: self.message().to_string(),
         }
-    }
-}
-
-/// How far along an operation in `state` is: WAITING, EXECUTING, COMPLETE in that order.
-fn state_rank(state: ProcessingState) -> u8 {
-    match state {
-        ProcessingState::Waiting => 0,
-        ProcessingState::Executing => 1,
-        ProcessingState::Complete => 2,
     }
 }
 
